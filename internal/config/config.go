@@ -1,0 +1,154 @@
+// Package config loads Tollgate's configuration: LiteLLM's config.yaml
+// (model_list, general_settings, litellm_settings, router_settings,
+// environment_variables) and agentgateway's `llm:` and `binds:` formats,
+// normalized into one form. Errors name the file, line and column; unknown
+// keys are errors, and known LiteLLM keys without effect are warnings.
+package config
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/goccy/go-yaml"
+)
+
+// Config is a loaded configuration. The YAML sections are kept as written;
+// the normalized fields below them are what the gateway uses.
+type Config struct {
+	ModelList            []ModelEntry      `yaml:"model_list"`
+	GeneralSettings      GeneralSettings   `yaml:"general_settings"`
+	LiteLLMSettings      LiteLLMSettings   `yaml:"litellm_settings"`
+	RouterSettings       RouterSettings    `yaml:"router_settings"`
+	EnvironmentVariables map[string]string `yaml:"environment_variables"`
+	LLM                  *LLM              `yaml:"llm"`
+	Binds                []Bind            `yaml:"binds"`
+
+	// Path is the file the config came from ("" for the embedded default).
+	Path string `yaml:"-"`
+	// Deployments are every upstream, from all config dialects.
+	Deployments []Deployment `yaml:"-"`
+	// StaticKeys are agentgateway's config-file keys (hashed).
+	StaticKeys []StaticKey `yaml:"-"`
+	// APIKeyMode is "strict", "optional", or "" when no apiKey policy is set.
+	APIKeyMode string `yaml:"-"`
+	// LocalRateLimits are agentgateway's gateway-wide token buckets.
+	LocalRateLimits []LocalRateLimit `yaml:"-"`
+	// ListenPort is the port the file asks for (llm.port, binds[0].port); 0 when none.
+	ListenPort int `yaml:"-"`
+	// Warnings are things the operator should know; serve logs them.
+	Warnings []string `yaml:"-"`
+}
+
+// StaticKey is a key from the config file; only its sha256 is kept.
+type StaticKey struct {
+	Hash     string // sha256 hex
+	Metadata map[string]any
+}
+
+// LocalRateLimit is a normalized token bucket.
+type LocalRateLimit struct {
+	MaxTokens     int64
+	TokensPerFill int64
+	FillInterval  time.Duration
+	Type          string // tokens or requests
+}
+
+// Default is the zero-config embedded default: one built-in `demo` model
+// that answers inside the process.
+func Default() *Config {
+	return &Config{Deployments: []Deployment{{
+		ModelName: "demo", Provider: "demo", Model: "demo", ID: "demo",
+		InputCostPerToken: ptr(0.0), OutputCostPerToken: ptr(0.0),
+	}}}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse reads and validates a config; name is used in error messages.
+func Parse(name string, data []byte) (*Config, error) {
+	// environment_variables are applied before any value is resolved.
+	var env struct {
+		EnvironmentVariables map[string]any `yaml:"environment_variables"`
+	}
+	if err := yaml.Unmarshal(data, &env); err != nil {
+		return nil, positioned(name, err)
+	}
+	for k, v := range env.EnvironmentVariables {
+		if err := os.Setenv(k, fmt.Sprint(v)); err != nil {
+			return nil, fmt.Errorf("%s: environment_variables.%s: %w", name, k, err)
+		}
+	}
+	w := &warnings{name: name}
+	ctx := context.WithValue(context.Background(), warningsKey{}, w)
+	cfg := &Config{Path: name}
+	if err := yaml.UnmarshalContext(ctx, data, cfg, yaml.Strict()); err != nil {
+		return nil, positioned(name, err)
+	}
+	n := &normalizer{name: name, src: data, cfg: cfg}
+	if err := n.run(); err != nil {
+		return nil, err
+	}
+	cfg.Warnings = append(w.list, n.warnings...)
+	return cfg, nil
+}
+
+// MasterKey is general_settings.master_key, else TOLLGATE_MASTER_KEY.
+func (c *Config) MasterKey() string {
+	if c.GeneralSettings.MasterKey != "" {
+		return string(c.GeneralSettings.MasterKey)
+	}
+	return os.Getenv("TOLLGATE_MASTER_KEY")
+}
+
+// DatabaseURL is general_settings.database_url, else DATABASE_URL.
+func (c *Config) DatabaseURL() string {
+	if c.GeneralSettings.DatabaseURL != "" {
+		return string(c.GeneralSettings.DatabaseURL)
+	}
+	return os.Getenv("DATABASE_URL")
+}
+
+// RedisURL is general_settings.redis_url, else REDIS_URL.
+func (c *Config) RedisURL() string {
+	if c.GeneralSettings.RedisURL != "" {
+		return string(c.GeneralSettings.RedisURL)
+	}
+	return os.Getenv("REDIS_URL")
+}
+
+// MaxRequestBytes is general_settings.max_request_size_mb in bytes (default 16 MiB).
+func (c *Config) MaxRequestBytes() int64 {
+	if mb := c.GeneralSettings.MaxRequestSizeMB; mb != nil && *mb > 0 {
+		return max(1, int64(*mb*(1<<20)))
+	}
+	return 16 << 20
+}
+
+// RequestTimeout is litellm_settings.request_timeout, else router_settings.timeout, else 600 s.
+func (c *Config) RequestTimeout() time.Duration {
+	for _, s := range []*Seconds{c.LiteLLMSettings.RequestTimeout, c.RouterSettings.Timeout} {
+		if s != nil && *s > 0 {
+			return time.Duration(*s)
+		}
+	}
+	return 600 * time.Second
+}
+
+// HashKey is the sha256 hex of a raw key.
+func HashKey(raw string) string {
+	h := sha256.Sum256([]byte(raw))
+	return hex.EncodeToString(h[:])
+}

@@ -1,0 +1,49 @@
+package config
+
+import "time"
+
+// Deployment is one upstream a model group can be routed to, normalized from
+// whichever config dialect declared it (LiteLLM model_list, agentgateway
+// llm.models or binds routes). The gateway and router only ever see this form.
+type Deployment struct {
+	// ModelName is the public model group name clients ask for. It may be a
+	// wildcard pattern ("*", "openai/*", "gpt-4*") matched by the router.
+	ModelName string
+	// Provider is the upstream dialect: openai, azure, anthropic, ollama,
+	// huggingface, hosted_vllm, demo, ... (lower case, LiteLLM spelling).
+	Provider string
+	// Model is the upstream model name (what follows "provider/"). Empty for a
+	// wildcard deployment, which forwards the client's model name unchanged.
+	Model string
+
+	APIBase    string // resolved; empty means the provider's default
+	APIKey     string // resolved secret; never logged or returned by the API
+	APIVersion string // azure api-version
+	Headers    map[string]string
+
+	RPM, TPM int64   // deployment capacity; 0 means unlimited
+	Weight   float64 // simple-shuffle weight; 0 means "use rpm/tpm, else 1"
+	Order    int     // priority; lower is tried first, 0 means unset
+
+	Timeout       time.Duration // 0 means the gateway default
+	StreamTimeout time.Duration // 0 means Timeout
+
+	// Price overrides in USD per token; nil means "use the embedded table".
+	InputCostPerToken           *float64
+	OutputCostPerToken          *float64
+	CacheReadInputTokenCost     *float64
+	CacheCreationInputTokenCost *float64
+
+	ID           string   // model_info.id; generated and stable when absent
+	AccessGroups []string // model_info.access_groups
+	BaseModel    string   // model_info.base_model: the price-table name to use
+	Tokenize     bool     // agentgateway params.tokenize: estimate prompt tokens at request time
+}
+
+// EffectiveStreamTimeout is the idle/first-byte bound applied to streams.
+func (d *Deployment) EffectiveStreamTimeout() time.Duration {
+	if d.StreamTimeout > 0 {
+		return d.StreamTimeout
+	}
+	return d.Timeout
+}

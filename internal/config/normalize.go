@@ -1,0 +1,359 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+)
+
+// knownProviders are the LiteLLM provider prefixes recognized in
+// litellm_params.model; a name without one is an OpenAI model.
+var knownProviders = map[string]bool{
+	"openai": true, "text-completion-openai": true, "custom_openai": true, "azure": true, "azure_text": true,
+	"azure_ai": true, "anthropic": true, "ollama": true, "ollama_chat": true, "huggingface": true,
+	"hosted_vllm": true, "vllm": true, "openai_like": true, "openai_compatible": true, "lm_studio": true,
+	"llamafile": true, "xinference": true, "groq": true, "mistral": true, "deepseek": true,
+	"together_ai": true, "openrouter": true, "fireworks_ai": true, "xai": true, "perplexity": true,
+	"deepinfra": true, "demo": true, "gemini": true, "vertex_ai": true, "bedrock": true, "cohere": true,
+}
+
+// SplitModel splits "provider/name" into its provider and upstream name. A
+// model with no known provider prefix is an OpenAI model.
+func SplitModel(model string) (provider, name string) {
+	if p, n, ok := strings.Cut(model, "/"); ok && knownProviders[p] {
+		return p, n
+	}
+	return "openai", model
+}
+
+type normalizer struct {
+	name     string
+	src      []byte
+	cfg      *Config
+	file     *ast.File
+	warnings []string
+}
+
+// at returns "file:line:col" of the node at a YAML path, or the file name.
+func (n *normalizer) at(path string) string {
+	if n.file == nil {
+		f, err := parser.ParseBytes(n.src, 0)
+		if err != nil {
+			return n.name
+		}
+		n.file = f
+	}
+	p, err := yaml.PathString(path)
+	if err != nil {
+		return n.name
+	}
+	node, err := p.FilterFile(n.file)
+	if err != nil || node == nil {
+		return n.name
+	}
+	pos := node.GetToken().Position
+	return fmt.Sprintf("%s:%d:%d", n.name, pos.Line, pos.Column)
+}
+
+func (n *normalizer) errorf(path, format string, args ...any) error {
+	return fmt.Errorf("%s: %s", n.at(path), fmt.Sprintf(format, args...))
+}
+
+func (n *normalizer) run() error {
+	c := n.cfg
+	for i := range c.ModelList {
+		d, err := n.litellmDeployment(i)
+		if err != nil {
+			return err
+		}
+		c.Deployments = append(c.Deployments, d)
+	}
+	if !validStrategies[c.RouterSettings.RoutingStrategy] {
+		return n.errorf("$.router_settings.routing_strategy", "unknown routing_strategy %q (valid: simple-shuffle, least-busy, latency-based-routing, usage-based-routing, usage-based-routing-v2, cost-based-routing)", c.RouterSettings.RoutingStrategy)
+	}
+	if mb := c.GeneralSettings.MaxRequestSizeMB; mb != nil && *mb <= 0 {
+		return n.errorf("$.general_settings.max_request_size_mb", "max_request_size_mb must be positive")
+	}
+	for _, f := range []struct {
+		path string
+		v    *float64
+	}{{"$.litellm_settings.max_budget", c.LiteLLMSettings.MaxBudget}, {"$.litellm_settings.max_end_user_budget", c.LiteLLMSettings.MaxEndUserBudget}} {
+		if f.v != nil && *f.v < 0 {
+			return n.errorf(f.path, "must not be negative")
+		}
+	}
+	if c.LLM != nil {
+		if c.LLM.Port != 0 {
+			c.ListenPort = c.LLM.Port
+		}
+		if err := n.policies("$.llm.policies", c.LLM.Policies); err != nil {
+			return err
+		}
+		for i, m := range c.LLM.Models {
+			d, err := n.agentgatewayModel(i, m)
+			if err != nil {
+				return err
+			}
+			c.Deployments = append(c.Deployments, d)
+		}
+	}
+	if err := n.binds(); err != nil {
+		return err
+	}
+	for _, p := range ignoredPaths {
+		if loc := n.at("$." + p); loc != n.name {
+			n.warnings = append(n.warnings, fmt.Sprintf("%s: %s is accepted for LiteLLM compatibility and has no effect in Tollgate", loc, p))
+		}
+	}
+	for i, p := range []any{c.GeneralSettings.CustomAuth, c.GeneralSettings.CustomKeyGenerate} {
+		if s, ok := p.(string); ok && s != "" {
+			key := []string{"custom_auth", "custom_key_generate"}[i]
+			n.warnings = append(n.warnings, fmt.Sprintf("%s: general_settings.%s names a Python function (%q); Tollgate runs no Python, so it is not applied", n.at("$.general_settings."+key), key, s))
+		}
+	}
+	return nil
+}
+
+func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
+	e := n.cfg.ModelList[i]
+	path := fmt.Sprintf("$.model_list[%d]", i)
+	p := e.LiteLLMParams
+	if e.ModelName == "" {
+		return Deployment{}, n.errorf(path, "model_list[%d]: model_name is required", i)
+	}
+	if p.Model == "" {
+		return Deployment{}, n.errorf(path, "model_list[%d] (%s): litellm_params.model is required", i, e.ModelName)
+	}
+	provider, model := SplitModel(string(p.Model))
+	d := Deployment{
+		ModelName: e.ModelName, Provider: provider, Model: model,
+		APIBase: string(p.APIBase), APIKey: string(p.APIKey), APIVersion: string(p.APIVersion),
+		InputCostPerToken:       firstPtr(p.InputCostPerToken, e.ModelInfo.InputCostPerToken),
+		OutputCostPerToken:      firstPtr(p.OutputCostPerToken, e.ModelInfo.OutputCostPerToken),
+		CacheReadInputTokenCost: p.CacheReadInputTokenCost, CacheCreationInputTokenCost: p.CacheCreationInputTokenCost,
+		ID: e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
+		Tokenize: p.Tokenize,
+	}
+	if len(p.ExtraHeaders)+len(p.Headers) > 0 {
+		d.Headers = map[string]string{}
+		for k, v := range p.Headers {
+			d.Headers[k] = v
+		}
+		for k, v := range p.ExtraHeaders {
+			d.Headers[k] = v
+		}
+	}
+	if p.Organization != "" {
+		if d.Headers == nil {
+			d.Headers = map[string]string{}
+		}
+		d.Headers["OpenAI-Organization"] = string(p.Organization)
+	}
+	checks := []struct {
+		field string
+		bad   bool
+	}{
+		{"rpm", p.RPM != nil && *p.RPM < 0},
+		{"tpm", p.TPM != nil && *p.TPM < 0},
+		{"weight", p.Weight != nil && *p.Weight < 0},
+		{"timeout", p.Timeout != nil && *p.Timeout < 0},
+		{"stream_timeout", p.StreamTimeout != nil && *p.StreamTimeout < 0},
+		{"input_cost_per_token", d.InputCostPerToken != nil && *d.InputCostPerToken < 0},
+		{"output_cost_per_token", d.OutputCostPerToken != nil && *d.OutputCostPerToken < 0},
+		{"cache_read_input_token_cost", p.CacheReadInputTokenCost != nil && *p.CacheReadInputTokenCost < 0},
+		{"cache_creation_input_token_cost", p.CacheCreationInputTokenCost != nil && *p.CacheCreationInputTokenCost < 0},
+	}
+	for _, c := range checks {
+		if c.bad {
+			return Deployment{}, n.errorf(path+".litellm_params."+c.field, "model_list[%d].litellm_params.%s must not be negative", i, c.field)
+		}
+	}
+	if p.RPM != nil {
+		d.RPM = *p.RPM
+	}
+	if p.TPM != nil {
+		d.TPM = *p.TPM
+	}
+	if p.Weight != nil {
+		d.Weight = *p.Weight
+	}
+	if p.Order != nil {
+		d.Order = *p.Order
+	}
+	if p.Timeout != nil {
+		d.Timeout = time.Duration(*p.Timeout)
+	}
+	if p.StreamTimeout != nil {
+		d.StreamTimeout = time.Duration(*p.StreamTimeout)
+	}
+	if d.ID == "" {
+		d.ID = deploymentID(i, d)
+	}
+	return d, nil
+}
+
+func (n *normalizer) agentgatewayModel(i int, m LLMModel) (Deployment, error) {
+	path := fmt.Sprintf("$.llm.models[%d]", i)
+	if m.Name == "" {
+		return Deployment{}, n.errorf(path, "llm.models[%d]: name is required", i)
+	}
+	provider, ok := agentgatewayProviders[strings.ToLower(m.Provider)]
+	if !ok {
+		return Deployment{}, n.errorf(path+".provider", "llm.models[%d]: unknown provider %q (openAI, anthropic, azureOpenAI, gemini, vertex, bedrock)", i, m.Provider)
+	}
+	d := Deployment{
+		ModelName: m.Name, Provider: provider, Model: m.Params.Model,
+		APIKey: string(m.Params.APIKey), Tokenize: m.Params.Tokenize, APIVersion: m.Params.AzureAPIVersion,
+	}
+	if host := string(m.Params.HostOverride); host != "" {
+		d.APIBase = withScheme(host) + m.Params.PathOverride
+	} else if host := string(m.Params.AzureHost); host != "" {
+		d.APIBase = withScheme(host)
+	}
+	if d.Model == "" && !strings.Contains(m.Name, "*") {
+		d.Model = m.Name // a named model goes upstream under its own name
+	}
+	d.ID = deploymentID(1000+i, d)
+	return d, nil
+}
+
+func (n *normalizer) binds() error {
+	c := n.cfg
+	for bi, b := range c.Binds {
+		if c.ListenPort == 0 {
+			c.ListenPort = b.Port
+		}
+		for li, l := range b.Listeners {
+			for ri, r := range l.Routes {
+				rpath := fmt.Sprintf("$.binds[%d].listeners[%d].routes[%d]", bi, li, ri)
+				if err := n.policies(rpath+".policies", r.Policies); err != nil {
+					return err
+				}
+				key := ""
+				if r.Policies != nil && r.Policies.BackendAuth != nil {
+					key = string(r.Policies.BackendAuth.Key)
+				}
+				for k, be := range r.Backends {
+					if be.AI == nil {
+						return n.errorf(fmt.Sprintf("%s.backends[%d]", rpath, k), "only ai backends are supported")
+					}
+					if len(be.AI.Provider) != 1 {
+						return n.errorf(fmt.Sprintf("%s.backends[%d].ai.provider", rpath, k), "ai.provider must name exactly one provider")
+					}
+					for pname, params := range be.AI.Provider {
+						provider, ok := agentgatewayProviders[strings.ToLower(pname)]
+						if !ok {
+							return n.errorf(fmt.Sprintf("%s.backends[%d].ai.provider", rpath, k), "unknown provider %q", pname)
+						}
+						// A route takes every model name; a fixed model overrides it.
+						d := Deployment{ModelName: "*", Provider: provider, Model: params.Model, APIKey: key,
+							APIVersion: params.APIVersion, Weight: float64(be.Weight)}
+						if h := string(be.AI.HostOverride); h != "" {
+							d.APIBase = withScheme(h)
+						} else if params.Host != "" {
+							d.APIBase = withScheme(params.Host)
+						}
+						d.ID = deploymentID(2000+bi*100+ri*10+k, d)
+						if be.AI.Name != "" {
+							d.ID = be.AI.Name
+						}
+						c.Deployments = append(c.Deployments, d)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+var keyHash = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
+
+func (n *normalizer) policies(path string, p *LLMPolicies) error {
+	if p == nil {
+		return nil
+	}
+	c := n.cfg
+	if ak := p.APIKey; ak != nil {
+		switch ak.Mode {
+		case "strict", "optional":
+		case "":
+			ak.Mode = "strict"
+		default:
+			return n.errorf(path+".apiKey.mode", "apiKey.mode must be strict or optional, got %q", ak.Mode)
+		}
+		if c.APIKeyMode == "" || ak.Mode == "strict" {
+			c.APIKeyMode = ak.Mode
+		}
+		for i, k := range ak.Keys {
+			kp := fmt.Sprintf("%s.apiKey.keys[%d]", path, i)
+			switch {
+			case k.Key != "" && k.KeyHash != "":
+				return n.errorf(kp, "give key or keyHash, not both")
+			case k.Key != "":
+				c.StaticKeys = append(c.StaticKeys, StaticKey{Hash: HashKey(string(k.Key)), Metadata: k.Metadata})
+			case keyHash.MatchString(k.KeyHash):
+				c.StaticKeys = append(c.StaticKeys, StaticKey{Hash: strings.ToLower(k.KeyHash[7:]), Metadata: k.Metadata})
+			case k.KeyHash != "":
+				return n.errorf(kp+".keyHash", "keyHash must be sha256:<64 hex digits>")
+			default:
+				return n.errorf(kp, "a key needs key or keyHash")
+			}
+		}
+	}
+	for i, rl := range p.LocalRateLimit {
+		rp := fmt.Sprintf("%s.localRateLimit[%d]", path, i)
+		switch {
+		case rl.Type != "tokens" && rl.Type != "requests":
+			return n.errorf(rp, "localRateLimit type must be tokens or requests, got %q", rl.Type)
+		case rl.MaxTokens < 0 || rl.TokensPerFill < 0:
+			return n.errorf(rp, "maxTokens and tokensPerFill must not be negative")
+		case rl.FillInterval <= 0:
+			return n.errorf(rp, "fillInterval must be a positive duration such as 60s")
+		}
+		c.LocalRateLimits = append(c.LocalRateLimits, LocalRateLimit{
+			MaxTokens: rl.MaxTokens, TokensPerFill: rl.TokensPerFill, FillInterval: time.Duration(rl.FillInterval), Type: rl.Type,
+		})
+	}
+	return nil
+}
+
+func withScheme(host string) string {
+	if strings.Contains(host, "://") {
+		return host
+	}
+	return "https://" + host
+}
+
+// deploymentID is a stable id for a deployment without model_info.id: the
+// same config always yields the same ids, so they can label metrics.
+func deploymentID(i int, d Deployment) string {
+	return HashKey(fmt.Sprintf("%d|%s|%s|%s|%s", i, d.ModelName, d.Provider, d.Model, d.APIBase))[:16]
+}
+
+func firstPtr[T any](ps ...*T) *T {
+	for _, p := range ps {
+		if p != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+// yamlKeys lists the yaml keys of a struct value's fields.
+func yamlKeys(v any) []string {
+	t := reflect.TypeOf(v)
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if tag != "" && tag != "-" {
+			out = append(out, tag)
+		}
+	}
+	return out
+}
