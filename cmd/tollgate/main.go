@@ -1,0 +1,42 @@
+// Command tollgate is an LLM gateway: see README.md.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: tollgate <command> [flags]
+
+commands:
+  serve          run the gateway (default: embedded demo config, SQLite ./tollgate.db, port 4000)
+  mock-upstream  run a fake OpenAI + Anthropic upstream for demos, tests and benchmarks
+  version        print the version
+
+Run 'tollgate <command> -h' for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "serve":
+		err = runServe(args)
+	case "mock-upstream":
+		err = runMockUpstream(args)
+	case "version", "-version", "--version":
+		fmt.Println("tollgate", version())
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "tollgate: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tollgate:", err)
+		os.Exit(1)
+	}
+}

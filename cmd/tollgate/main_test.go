@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary compiles tollgate once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tollgate")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// start runs the binary and waits until url answers.
+func start(t *testing.T, dir, url string, name string, args ...string) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return cmd, &stderr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not come up: %v\n%s", name, err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestServeZeroConfigDemoAndGracefulExit(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	cmd, stderr := start(t, dir, base+"/health/liveliness", bin, "serve", "--port", fmt.Sprint(port))
+
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"demo","messages":[{"role":"user","content":"Hello!"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Hello! You said: Hello!") {
+		t.Fatalf("demo answered %d %s", resp.StatusCode, body)
+	}
+
+	// A stream in flight when SIGTERM arrives runs to its end.
+	req, _ := http.NewRequestWithContext(context.Background(), "POST", base+"/v1/chat/completions",
+		strings.NewReader(`{"model":"demo","stream":true,"messages":[{"role":"user","content":"one two three"}]}`))
+	req.Header.Set("x-mock-chunk-delay-ms", "50") // not forwarded: client headers stay here
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(bufio.NewReader(stream.Body))
+	stream.Body.Close()
+	if !strings.Contains(string(rest), "data: [DONE]") {
+		t.Errorf("stream cut by SIGTERM: %s", rest)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not exit after SIGTERM")
+	}
+	for _, want := range []string{"built-in `demo` model", "/v1/chat/completions", "TOLLGATE_MASTER_KEY", "/key/generate"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("first-run hint lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+func TestServeRejectsBadConfig(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte("model_list:\n  - model_name: a\n    litellm_params:\n      modle: openai/a\n"), 0o600)
+	out, err := exec.Command(bin, "serve", "--config", cfg, "--port", fmt.Sprint(freePort(t))).CombinedOutput()
+	if err == nil {
+		t.Fatal("serve accepted a bad config")
+	}
+	if !strings.Contains(string(out), "config.yaml:4:7: unknown field \"modle\"") {
+		t.Errorf("error does not name file, line and column:\n%s", out)
+	}
+}
+
+func TestVersionAndMockUpstream(t *testing.T) {
+	bin := buildBinary(t)
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "tollgate ") {
+		t.Fatalf("version: %q %v", out, err)
+	}
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	cmd, _ := start(t, t.TempDir(), base+"/v1/models", bin, "mock-upstream", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--fail-status", "503")
+	resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"m","messages":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("--fail-status ignored: %d", resp.StatusCode)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("mock-upstream exit: %v", err)
+	}
+}

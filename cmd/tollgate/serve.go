@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/server"
+)
+
+func version() string {
+	v := server.Version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += "+" + s.Value[:12]
+			}
+		}
+	}
+	return v
+}
+
+func newLogger(format string) *slog.Logger {
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, nil))
+}
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	cfgPath := fs.String("config", os.Getenv("TOLLGATE_CONFIG"), "config file (LiteLLM or agentgateway YAML); none: the embedded demo config")
+	port := fs.Int("port", 4000, "port to listen on")
+	host := fs.String("host", "", "address to listen on (default: 0.0.0.0 with a master key, 127.0.0.1 without one)")
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	drain := fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for requests in flight")
+	_ = fs.Parse(args)
+	log := newLogger(*logFormat)
+	server.Version = version()
+
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			return err
+		}
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("config", "warning", w)
+	}
+	srv, err := server.New(cfg, server.Options{Logger: log, ShutdownTimeout: *drain})
+	if err != nil {
+		return err
+	}
+	open := cfg.MasterKey() == ""
+	if *host == "" {
+		*host = "0.0.0.0"
+		if open {
+			*host = "127.0.0.1"
+		}
+	}
+	addr := net.JoinHostPort(*host, strconv.Itoa(*port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.Info("tollgate listening", "addr", ln.Addr().String(), "version", server.Version, "config", *cfgPath, "models", len(cfg.Deployments))
+	printHint(ln.Addr().String(), *cfgPath == "", open)
+	return srv.Serve(ctx, ln)
+}
+
+// printHint tells a newcomer what to do next. It goes to stderr as plain
+// text, apart from the structured log lines.
+func printHint(addr string, demo, open bool) {
+	base := "http://" + addr
+	fmt.Fprintf(os.Stderr, "\nTollgate %s is running on %s\n", server.Version, base)
+	if demo {
+		fmt.Fprintf(os.Stderr, "No config given: serving the built-in `demo` model (answers locally, no API key needed).\n")
+	}
+	fmt.Fprintf(os.Stderr, "Try it:\n  curl %s/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'\n", base)
+	if open {
+		fmt.Fprintf(os.Stderr, "No master key is set, so the gateway is open and listens on loopback only.\n"+
+			"To issue virtual keys, restart with a master key:\n  TOLLGATE_MASTER_KEY=sk-1234 tollgate serve\n"+
+			"  curl %s/key/generate -H 'Authorization: Bearer sk-1234' -H 'Content-Type: application/json' -d '{\"models\":[\"demo\"]}'\n", base)
+	}
+	fmt.Fprintf(os.Stderr, "Docs: README.md (configuration reference and curl examples)\n\n")
+}
+
+func runMockUpstream(args []string) error {
+	fs := flag.NewFlagSet("mock-upstream", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	delay := fs.Duration("delay", 0, "delay before response headers")
+	chunkDelay := fs.Duration("chunk-delay", 0, "delay between stream chunks")
+	chunks := fs.Int("chunks", 5, "content chunks per stream")
+	failStatus := fs.Int("fail-status", 0, "answer every request with this HTTP status")
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	_ = fs.Parse(args)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return mockupstream.ListenAndServe(ctx, *addr, mockupstream.Options{
+		Delay: *delay, ChunkDelay: *chunkDelay, Chunks: *chunks, FailStatus: *failStatus, NoRecord: true,
+	}, newLogger(*logFormat))
+}

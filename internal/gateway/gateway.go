@@ -1,0 +1,157 @@
+// Package gateway serves the inference endpoints: it decodes the little of a
+// request it needs, admits it, routes it to a deployment, forwards it and
+// streams the answer back, reading usage on the way.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/router"
+)
+
+// Options are the gateway's settings that are not per deployment.
+type Options struct {
+	MaxBodyBytes   int64         // request bodies above this get 413
+	DefaultTimeout time.Duration // for deployments that set no timeout
+	Logger         *slog.Logger
+}
+
+// Gateway holds the live routing table and serves inference requests.
+type Gateway struct {
+	opts   Options
+	auth   *auth.Authenticator
+	router atomic.Pointer[router.Router]
+	log    *slog.Logger
+}
+
+// New returns a Gateway routing with rt.
+func New(opts Options, a *auth.Authenticator, rt *router.Router) *Gateway {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 16 << 20
+	}
+	if opts.DefaultTimeout <= 0 {
+		opts.DefaultTimeout = 10 * time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	g := &Gateway{opts: opts, auth: a, log: opts.Logger}
+	g.router.Store(rt)
+	return g
+}
+
+// SetRouter swaps the routing table; requests in flight keep the one they started with.
+func (g *Gateway) SetRouter(rt *router.Router) { g.router.Store(rt) }
+
+// Router returns the live routing table.
+func (g *Gateway) Router() *router.Router { return g.router.Load() }
+
+// Register mounts the inference routes on mux.
+func (g *Gateway) Register(mux *http.ServeMux) {
+	for _, prefix := range []string{"/v1", ""} {
+		mux.Handle("POST "+prefix+"/chat/completions", g.handler(provider.OpChat))
+		mux.Handle("POST "+prefix+"/completions", g.handler(provider.OpCompletions))
+		mux.Handle("POST "+prefix+"/embeddings", g.handler(provider.OpEmbeddings))
+		mux.Handle("GET "+prefix+"/models", Handler(g.log, g.models))
+	}
+	// Azure-style clients put the model in the path.
+	mux.Handle("POST /openai/deployments/{model}/chat/completions", g.handler(provider.OpChat))
+	mux.Handle("POST /openai/deployments/{model}/completions", g.handler(provider.OpCompletions))
+	mux.Handle("POST /openai/deployments/{model}/embeddings", g.handler(provider.OpEmbeddings))
+}
+
+// HandlerFunc is an HTTP handler that returns its error instead of writing it.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handler adapts h so that its returned error is rendered, once, by apierror.
+func Handler(log *slog.Logger, h HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil || errors.Is(err, errResponded) {
+			return
+		}
+		e := apierror.Write(w, err)
+		if e.Status >= 500 {
+			log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", e.Error())
+		}
+	})
+}
+
+// errResponded is returned by a handler that already wrote its response
+// (an upstream error passed through, or a stream cut short).
+var errResponded = errors.New("response already written")
+
+func (g *Gateway) handler(op provider.Op) http.Handler {
+	return Handler(g.log, func(w http.ResponseWriter, r *http.Request) error {
+		return g.serve(w, r, op)
+	})
+}
+
+func (g *Gateway) models(w http.ResponseWriter, r *http.Request) error {
+	if _, err := g.authenticate(r); err != nil {
+		return err
+	}
+	names := g.Router().Names()
+	out := make([]byte, 0, 64+len(names)*80)
+	out = append(out, `{"object":"list","data":[`...)
+	for i, n := range names {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, `{"id":`...)
+		out = append(out, quote(n)...)
+		out = append(out, `,"object":"model","created":1677610602,"owned_by":"tollgate"}`...)
+	}
+	out = append(out, "]}"...)
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(out)
+	return err
+}
+
+func (g *Gateway) authenticate(r *http.Request) (*auth.Principal, error) {
+	p, err := g.auth.Authenticate(r)
+	if err != nil {
+		return nil, apierror.Unauthorized("%v", err)
+	}
+	return p, nil
+}
+
+// timeoutFor is the bound on waiting for the upstream: the whole exchange for
+// a plain request, the first byte and every gap between chunks for a stream.
+func (g *Gateway) timeoutFor(t *provider.Target, stream bool) time.Duration {
+	d := t.D.Timeout
+	if stream {
+		d = t.D.EffectiveStreamTimeout()
+	}
+	if d <= 0 {
+		d = g.opts.DefaultTimeout
+	}
+	return d
+}
+
+// watchdog cancels a context when it is not fed within its interval.
+type watchdog struct {
+	timer   *time.Timer
+	every   time.Duration
+	expired atomic.Bool
+}
+
+func newWatchdog(every time.Duration, cancel context.CancelFunc) *watchdog {
+	w := &watchdog{every: every}
+	w.timer = time.AfterFunc(every, func() {
+		w.expired.Store(true)
+		cancel()
+	})
+	return w
+}
+
+func (w *watchdog) feed() { w.timer.Reset(w.every) }
+func (w *watchdog) stop() { w.timer.Stop() }

@@ -1,0 +1,143 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/jsonbody"
+)
+
+// request is what the gateway needs to know of an inference request. The
+// body itself is forwarded as is, except for the members the gateway owns.
+type request struct {
+	obj       jsonbody.Object
+	model     string
+	stream    bool
+	maxTokens int64
+	user      string
+	// clientUsage: the client asked for the usage chunk of a stream itself.
+	clientUsage bool
+}
+
+// readBody reads at most limit bytes of r's body.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, apierror.TooLarge(limit)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, apierror.TooLarge(limit)
+		}
+		return nil, apierror.BadRequest("", "could not read request body: %v", err)
+	}
+	return body, nil
+}
+
+// decode checks body and extracts the members the gateway acts on. A body
+// that is only invalid because of trailing commas or # comments (as in
+// LiteLLM's curl examples) is accepted in its cleaned form.
+func decode(body []byte, pathModel string) (*request, error) {
+	req := &request{}
+	if err := req.obj.Reset(body); err != nil {
+		relaxed, changed := jsonbody.Relax(body)
+		if !changed || req.obj.Reset(relaxed) != nil {
+			return nil, apierror.BadRequest("", "%v", err)
+		}
+	}
+	o := &req.obj
+	req.model = pathModel
+	if req.model == "" {
+		if !o.Has("model") || o.IsNull("model") {
+			return nil, apierror.BadRequest("model", "you must provide a model parameter")
+		}
+		m, ok := o.String("model")
+		if !ok || m == "" {
+			return nil, apierror.BadRequest("model", "model must be a non-empty string")
+		}
+		req.model = m
+	}
+	if !o.IsNull("stream") {
+		s, ok := o.Bool("stream")
+		if !ok {
+			return nil, apierror.BadRequest("stream", "stream must be a boolean")
+		}
+		req.stream = s
+	}
+	for _, k := range []string{"max_completion_tokens", "max_tokens"} {
+		if o.IsNull(k) {
+			continue
+		}
+		n, ok := o.Int(k)
+		if !ok || n < 0 {
+			return nil, apierror.BadRequest(k, "%s must be a non-negative integer", k)
+		}
+		req.maxTokens = n
+		break
+	}
+	if !o.IsNull("user") {
+		u, ok := o.String("user")
+		if !ok {
+			return nil, apierror.BadRequest("user", "user must be a string")
+		}
+		req.user = u
+	}
+	if so := o.Get("stream_options"); so != nil && string(so) != "null" {
+		var opts struct {
+			IncludeUsage *bool `json:"include_usage"`
+		}
+		if json.Unmarshal(so, &opts) != nil {
+			return nil, apierror.BadRequest("stream_options", "stream_options must be an object")
+		}
+		req.clientUsage = opts.IncludeUsage != nil && *opts.IncludeUsage
+	}
+	return req, nil
+}
+
+// upstreamBody is the body to forward: the client's, with the model set to
+// the deployment's and, for streams, usage requested from the upstream so
+// that the answer can be metered.
+func (req *request) upstreamBody(model string, askUsage bool) []byte {
+	body := req.obj.With("model", quote(model))
+	if !askUsage || req.clientUsage {
+		return body
+	}
+	var o jsonbody.Object
+	if o.Reset(body) != nil {
+		return body
+	}
+	so := o.Get("stream_options")
+	if so == nil || string(so) == "null" {
+		return o.With("stream_options", []byte(`{"include_usage":true}`))
+	}
+	var inner jsonbody.Object
+	if inner.Reset(so) != nil {
+		return body
+	}
+	return o.With("stream_options", inner.With("include_usage", []byte("true")))
+}
+
+func quote(s string) []byte {
+	if isPlain(s) {
+		b := make([]byte, 0, len(s)+2)
+		b = append(b, '"')
+		b = append(b, s...)
+		return append(b, '"')
+	}
+	return jsonbody.Quote(s)
+}
+
+// isPlain reports whether s needs no escaping inside a JSON string.
+func isPlain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,186 @@
+// Package provider turns a configured deployment into something the gateway
+// can send requests to: the upstream URL for each operation, the auth and
+// extra headers, and a pooled HTTP client. One file per upstream dialect
+// holds what is particular to it.
+package provider
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+)
+
+// Op is an inference operation, in the OpenAI API's terms.
+type Op uint8
+
+// The operations a deployment may serve.
+const (
+	OpChat Op = iota
+	OpCompletions
+	OpEmbeddings
+	OpMessages // Anthropic Messages API
+	numOps
+)
+
+var opNames = [numOps]string{"chat", "text_completion", "embeddings", "messages"}
+
+// String is the OpenTelemetry GenAI operation name.
+func (o Op) String() string { return opNames[o] }
+
+// Target is one deployment made ready to receive requests. It is immutable
+// after Build and safe for concurrent use.
+type Target struct {
+	D        *config.Deployment
+	client   *http.Client
+	urls     [numOps]string // "" where the dialect does not serve the op
+	header   http.Header    // auth and configured headers, set on every request
+	wildcard bool           // forwards the client's model name
+}
+
+// dialect describes how one kind of upstream is addressed.
+type dialect struct {
+	// defaultBase is used when api_base is empty; "" means api_base is required.
+	defaultBase string
+	// build fills t.urls and t.header from the deployment.
+	build func(t *Target, base *url.URL) error
+}
+
+var dialects = map[string]dialect{}
+
+func register(names []string, d dialect) {
+	for _, n := range names {
+		dialects[n] = d
+	}
+}
+
+// Supported reports whether provider names a dialect Tollgate can forward to.
+func Supported(provider string) bool {
+	_, ok := dialects[provider]
+	return ok
+}
+
+// Build prepares d for forwarding. It fails for unknown providers, a missing
+// or malformed api_base, and other configuration the upstream could never
+// accept, so that such mistakes surface at start-up rather than per request.
+func Build(d *config.Deployment) (*Target, error) {
+	dl, ok := dialects[d.Provider]
+	if !ok {
+		return nil, fmt.Errorf("model %q: provider %q is not supported", d.ModelName, d.Provider)
+	}
+	raw := d.APIBase
+	if raw == "" {
+		raw = dl.defaultBase
+	}
+	if raw == "" {
+		return nil, fmt.Errorf("model %q: provider %q needs litellm_params.api_base", d.ModelName, d.Provider)
+	}
+	base, err := url.Parse(strings.TrimRight(raw, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("model %q: api_base %q is not an http(s) URL", d.ModelName, raw)
+	}
+	t := &Target{D: d, header: http.Header{}, wildcard: d.Model == "" || strings.HasSuffix(d.Model, "*")}
+	t.client = clientFor(d.Provider)
+	if err := dl.build(t, base); err != nil {
+		return nil, fmt.Errorf("model %q: %w", d.ModelName, err)
+	}
+	for k, v := range d.Headers {
+		t.header.Set(k, v)
+	}
+	return t, nil
+}
+
+// UpstreamModel is the model name to send upstream for a client request
+// that asked for requested. A wildcard deployment forwards the client's name,
+// less the provider prefix its pattern names: with model_name "openai/*",
+// "openai/gpt-4o" goes upstream as "gpt-4o"; with "*" a name goes as is.
+func (t *Target) UpstreamModel(requested string) string {
+	if !t.wildcard {
+		return t.D.Model
+	}
+	prefix := strings.TrimSuffix(t.D.ModelName, "*")
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		return strings.TrimPrefix(requested, prefix[:i+1])
+	}
+	return requested
+}
+
+// Serves reports whether the target's dialect has an endpoint for op.
+func (t *Target) Serves(op Op) bool { return t.urls[op] != "" }
+
+// NewRequest builds the upstream request for op carrying body.
+func (t *Target) NewRequest(ctx context.Context, op Op, body []byte, stream bool) (*http.Request, error) {
+	u := t.urls[op]
+	if u == "" {
+		return nil, fmt.Errorf("provider %q does not serve %s", t.D.Provider, op)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range t.header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if stream {
+		req.Header.Set("Accept", "text/event-stream")
+	} else {
+		req.Header.Set("Accept", "application/json")
+	}
+	return req, nil
+}
+
+// Do sends req on the target's pooled client.
+func (t *Target) Do(req *http.Request) (*http.Response, error) { return t.client.Do(req) }
+
+// joinV1 appends path to an OpenAI-compatible base URL. A base with no path
+// (http://host:8000) gets the conventional /v1 prefix; a base with a path
+// (https://api.openai.com/v1, https://openrouter.ai/api/v1) is used as given,
+// which is what the OpenAI SDKs do with base_url.
+func joinV1(base *url.URL, path string) string {
+	u := *base
+	if u.Path == "" {
+		u.Path = "/v1"
+	}
+	u.Path += path
+	return u.String()
+}
+
+var (
+	clientsMu sync.Mutex
+	clients   = map[string]*http.Client{}
+)
+
+// clientFor returns the shared client of a provider: one connection pool per
+// upstream dialect, sized for many concurrent streams to few hosts.
+func clientFor(provider string) *http.Client {
+	clientsMu.Lock()
+	defer clientsMu.Unlock()
+	if c, ok := clients[provider]; ok {
+		return c
+	}
+	var rt http.RoundTripper
+	if provider == "demo" {
+		rt = demoTransport()
+	} else {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns = 1024
+		tr.MaxIdleConnsPerHost = 512
+		tr.IdleConnTimeout = 90 * time.Second
+		tr.ResponseHeaderTimeout = 0 // bounded per request by the deployment's timeout
+		tr.DisableCompression = true // bodies pass through as the upstream encodes them
+		tr.ForceAttemptHTTP2 = true
+		rt = tr
+	}
+	c := &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}
+	clients[provider] = c
+	return c
+}

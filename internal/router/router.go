@@ -1,0 +1,159 @@
+// Package router maps the model a client asks for to the deployments that
+// can serve it, and picks one per attempt.
+package router
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/provider"
+)
+
+// Router is immutable once built; a config reload builds a new one.
+type Router struct {
+	groups    map[string]*Group
+	wildcards []*Group // patterns, most specific (longest literal prefix) first
+	aliases   map[string]string
+}
+
+// Group is the set of deployments behind one public model name.
+type Group struct {
+	Name    string
+	Targets []*provider.Target
+	cum     []float64 // cumulative weights for simple-shuffle
+}
+
+// New builds the router for deps. aliases is router_settings.model_group_alias.
+func New(deps []config.Deployment, aliases map[string]string) (*Router, error) {
+	r := &Router{groups: map[string]*Group{}, aliases: aliases}
+	for i := range deps {
+		d := &deps[i]
+		t, err := provider.Build(d)
+		if err != nil {
+			return nil, err
+		}
+		g, ok := r.groups[d.ModelName]
+		if !ok {
+			g = &Group{Name: d.ModelName}
+			r.groups[d.ModelName] = g
+			if isPattern(d.ModelName) {
+				r.wildcards = append(r.wildcards, g)
+			}
+		}
+		g.Targets = append(g.Targets, t)
+	}
+	for _, g := range r.groups {
+		g.buildWeights()
+	}
+	slices.SortStableFunc(r.wildcards, func(a, b *Group) int {
+		return len(literalPrefix(b.Name)) - len(literalPrefix(a.Name))
+	})
+	for alias, target := range aliases {
+		if _, ok := r.groups[target]; !ok && r.matchPattern(target) == nil {
+			return nil, fmt.Errorf("router_settings.model_group_alias: %q points at unknown model %q", alias, target)
+		}
+	}
+	return r, nil
+}
+
+// Group returns the group serving model: an exact model_name, then a
+// model_group_alias, then the most specific wildcard pattern.
+func (r *Router) Group(model string) (*Group, bool) {
+	if g, ok := r.groups[model]; ok {
+		return g, true
+	}
+	if target, ok := r.aliases[model]; ok {
+		if g, ok := r.groups[target]; ok {
+			return g, true
+		}
+		model = target
+	}
+	if g := r.matchPattern(model); g != nil {
+		return g, true
+	}
+	return nil, false
+}
+
+func (r *Router) matchPattern(model string) *Group {
+	for _, g := range r.wildcards {
+		if strings.HasPrefix(model, literalPrefix(g.Name)) {
+			return g
+		}
+	}
+	return nil
+}
+
+// Names lists the public model names (patterns excluded, aliases included), sorted.
+func (r *Router) Names() []string {
+	names := make([]string, 0, len(r.groups)+len(r.aliases))
+	for n := range r.groups {
+		if !isPattern(n) {
+			names = append(names, n)
+		}
+	}
+	for a := range r.aliases {
+		if _, dup := r.groups[a]; !dup {
+			names = append(names, a)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Pick chooses a deployment by weighted random choice (simple-shuffle):
+// weight, else rpm, else tpm, else equal.
+func (g *Group) Pick() *provider.Target {
+	if len(g.Targets) == 1 {
+		return g.Targets[0]
+	}
+	x := rand.Float64() * g.cum[len(g.cum)-1]
+	i, _ := slices.BinarySearch(g.cum, x)
+	if i >= len(g.Targets) {
+		i = len(g.Targets) - 1
+	}
+	return g.Targets[i]
+}
+
+func (g *Group) buildWeights() {
+	g.cum = make([]float64, len(g.Targets))
+	sum := 0.0
+	for i, t := range g.Targets {
+		sum += weight(t.D, g.Targets)
+		g.cum[i] = sum
+	}
+}
+
+// weight uses the first of weight, rpm, tpm that every deployment of the
+// group sets, so mixed groups fall back to an even split.
+func weight(d *config.Deployment, all []*provider.Target) float64 {
+	every := func(f func(*config.Deployment) float64) bool {
+		for _, t := range all {
+			if f(t.D) <= 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for _, f := range []func(*config.Deployment) float64{
+		func(d *config.Deployment) float64 { return d.Weight },
+		func(d *config.Deployment) float64 { return float64(d.RPM) },
+		func(d *config.Deployment) float64 { return float64(d.TPM) },
+	} {
+		if every(f) {
+			return f(d)
+		}
+	}
+	return 1
+}
+
+func isPattern(name string) bool { return strings.Contains(name, "*") }
+
+func literalPrefix(pattern string) string {
+	if i := strings.IndexByte(pattern, '*'); i >= 0 {
+		return pattern[:i]
+	}
+	return pattern
+}

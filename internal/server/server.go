@@ -1,0 +1,109 @@
+// Package server assembles a Tollgate gateway from its configuration and
+// runs it: it owns the HTTP server and the components' start and stop.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/gateway"
+	"github.com/tollgate/tollgate/internal/router"
+)
+
+// Version is set by main from the build.
+var Version = "dev"
+
+// Options are run-time settings that do not come from the config file.
+type Options struct {
+	Logger *slog.Logger
+	// ShutdownTimeout bounds how long a graceful shutdown waits for requests
+	// and streams in flight before closing their connections.
+	ShutdownTimeout time.Duration
+}
+
+// Server is one gateway process's serving state.
+type Server struct {
+	cfg  *config.Config
+	opts Options
+	log  *slog.Logger
+	gw   *gateway.Gateway
+	mux  *http.ServeMux
+}
+
+// New validates cfg and builds every component; nothing is started.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	rt, err := router.New(cfg.Deployments, cfg.RouterSettings.ModelGroupAlias)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	s.gw = gateway.New(gateway.Options{
+		MaxBodyBytes:   cfg.MaxRequestBytes(),
+		DefaultTimeout: cfg.RequestTimeout(),
+		Logger:         opts.Logger,
+	}, auth.NewAuthenticator(cfg.MasterKey()), rt)
+	s.gw.Register(s.mux)
+	s.registerHealth()
+	return s, nil
+}
+
+// Handler is the gateway's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve serves on ln until ctx is done, then shuts down gracefully: the
+// listener closes at once, requests and streams in flight run to their end
+// (up to ShutdownTimeout), and Serve returns nil.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: waiting for requests in flight", "timeout", s.opts.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	if err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	s.log.Info("shutdown complete")
+	return nil
+}
+
+func (s *Server) registerHealth() {
+	alive := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`"I'm alive!"` + "\n"))
+	}
+	s.mux.HandleFunc("GET /health/liveliness", alive)
+	s.mux.HandleFunc("GET /health/liveness", alive)
+	s.mux.HandleFunc("GET /health/readiness", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"status":"healthy","version":%q}`+"\n", Version)
+	})
+}
