@@ -1,0 +1,149 @@
+// Package ledger keeps what every budgeted entity has spent and has reserved,
+// and enforces budgets by reservation: a request reserves its worst-case cost
+// on every account that applies before it is forwarded, and settles to its
+// real cost after. An account never admits a reservation that would take
+// spend + reserved past its budget, so concurrency cannot overspend.
+package ledger
+
+import (
+	"fmt"
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// Amount is money in nano-dollars (1e-9 USD). Prices per token go down to
+// ~1e-8 USD, and int64 nano-dollars reach 9.2e9 USD, so this is exact for
+// every sum a gateway sees and lets accounts use atomics.
+type Amount int64
+
+// USD converts dollars to an Amount, rounding to the nearest nano-dollar.
+func USD(d float64) Amount { return Amount(math.Round(d * 1e9)) }
+
+// Dollars converts a to dollars.
+func (a Amount) Dollars() float64 { return float64(a) / 1e9 }
+
+// Unlimited is the budget of an account without one.
+const Unlimited Amount = math.MaxInt64
+
+// Kind names what an account belongs to.
+type Kind uint8
+
+// The kinds of budgeted entities.
+const (
+	KindKey Kind = iota
+	KindUser
+	KindTeam
+	KindEndUser
+	KindGlobal
+	KindKeyModel // a key's model_max_budget entry
+)
+
+var kindNames = [...]string{"key", "user", "team", "end_user", "global", "key_model"}
+
+func (k Kind) String() string { return kindNames[k] }
+
+// Account is one budget. Spend and reservations are atomics; the budget and
+// reset time are replaced whole when an operator edits them.
+type Account struct {
+	Kind Kind
+	ID   string // key hash, user id, team id, end user id, "global", key hash + "/" + model
+
+	spent    atomic.Int64 // settled spend, Amount
+	reserved atomic.Int64 // outstanding reservations, Amount
+	budget   atomic.Int64 // Amount; Unlimited when none
+	resetAt  atomic.Int64 // unix nanoseconds of the next budget reset; 0 when none
+	soft     atomic.Int64 // soft budget, Amount; Unlimited when none
+	softHit  atomic.Bool  // the soft budget crossing was already reported
+}
+
+// NewAccount returns an account with spend already booked.
+func NewAccount(kind Kind, id string, spent, budget Amount) *Account {
+	a := &Account{Kind: kind, ID: id}
+	a.spent.Store(int64(spent))
+	a.budget.Store(int64(budget))
+	a.soft.Store(int64(Unlimited))
+	return a
+}
+
+// Spent is the settled spend.
+func (a *Account) Spent() Amount { return Amount(a.spent.Load()) }
+
+// Reserved is the sum of outstanding reservations.
+func (a *Account) Reserved() Amount { return Amount(a.reserved.Load()) }
+
+// Budget is the maximum spend, Unlimited when none.
+func (a *Account) Budget() Amount { return Amount(a.budget.Load()) }
+
+// SetBudget replaces the budget; reservations already made stand.
+func (a *Account) SetBudget(b Amount) { a.budget.Store(int64(b)) }
+
+// SetSoftBudget sets the soft budget whose crossing is reported once.
+func (a *Account) SetSoftBudget(b Amount) {
+	a.soft.Store(int64(b))
+	a.softHit.Store(a.Spent() >= b)
+}
+
+// ResetAt is when the budget next resets; zero when it never does.
+func (a *Account) ResetAt() time.Time {
+	if n := a.resetAt.Load(); n != 0 {
+		return time.Unix(0, n).UTC()
+	}
+	return time.Time{}
+}
+
+// SetResetAt sets the next reset time (zero for none).
+func (a *Account) SetResetAt(t time.Time) {
+	if t.IsZero() {
+		a.resetAt.Store(0)
+		return
+	}
+	a.resetAt.Store(t.UnixNano())
+}
+
+// SetSpent overwrites the settled spend (an operator edit or a budget reset).
+func (a *Account) SetSpent(s Amount) {
+	a.spent.Store(int64(s))
+	a.softHit.Store(s >= Amount(a.soft.Load()))
+}
+
+// tryReserve adds amt to the reservations unless that would exceed the
+// budget. It is lock-free: a CAS loop on the reserved counter.
+func (a *Account) tryReserve(amt Amount) bool {
+	for {
+		budget := Amount(a.budget.Load())
+		if budget == Unlimited {
+			a.reserved.Add(int64(amt))
+			return true
+		}
+		res := a.reserved.Load()
+		if a.Spent()+Amount(res)+amt > budget {
+			return false
+		}
+		if a.reserved.CompareAndSwap(res, res+int64(amt)) {
+			return true
+		}
+	}
+}
+
+// ExceededError says which budget refused a request, with the numbers.
+type ExceededError struct {
+	Kind     Kind
+	ID       string
+	Spent    Amount
+	Reserved Amount
+	Budget   Amount
+	Need     Amount
+	ResetAt  time.Time
+}
+
+func (e *ExceededError) Error() string {
+	msg := fmt.Sprintf("Budget has been exceeded for %s %s: spend %s (+%s reserved by requests in flight), max budget %s; this request may cost up to %s",
+		e.Kind, e.ID, fmtUSD(e.Spent), fmtUSD(e.Reserved), fmtUSD(e.Budget), fmtUSD(e.Need))
+	if !e.ResetAt.IsZero() {
+		msg += "; budget resets at " + e.ResetAt.Format(time.RFC3339)
+	}
+	return msg
+}
+
+func fmtUSD(a Amount) string { return fmt.Sprintf("$%.9g", a.Dollars()) }

@@ -1,0 +1,123 @@
+package ledger
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestConcurrentReservationsNeverOverspend: 200 goroutines each try to spend
+// the worst case on a key whose budget covers exactly 50 of them, and on a
+// team and the global account too. Exactly 50 get through and spend equals
+// the budget; nothing is left reserved.
+func TestConcurrentReservationsNeverOverspend(t *testing.T) {
+	cost := USD(0.0003)
+	key := NewAccount(KindKey, "k", 0, 50*cost)
+	team := NewAccount(KindTeam, "t", 0, Unlimited)
+	global := NewAccount(KindGlobal, "global", 0, USD(1000))
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			r, err := Reserve([]*Account{global, team, key}, cost)
+			if err != nil {
+				var ex *ExceededError
+				if !errors.As(err, &ex) || ex.Kind != KindKey {
+					t.Errorf("unexpected refusal %v", err)
+				}
+				refused.Add(1)
+				return
+			}
+			ok.Add(1)
+			r.Settle(cost)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if ok.Load() != 50 || refused.Load() != 150 {
+		t.Fatalf("admitted %d, refused %d; want 50 and 150", ok.Load(), refused.Load())
+	}
+	if key.Spent() != key.Budget() || key.Reserved() != 0 || team.Reserved() != 0 || global.Reserved() != 0 {
+		t.Fatalf("key spent %d of %d, reserved key=%d team=%d global=%d", key.Spent(), key.Budget(), key.Reserved(), team.Reserved(), global.Reserved())
+	}
+	if team.Spent() != 50*cost || global.Spent() != 50*cost {
+		t.Fatalf("team %d global %d, want %d", team.Spent(), global.Spent(), 50*cost)
+	}
+}
+
+func TestRefusalRollsBackEarlierAccounts(t *testing.T) {
+	user := NewAccount(KindUser, "u", 0, USD(10))
+	key := NewAccount(KindKey, "k", USD(0.9), USD(1))
+	_, err := Reserve([]*Account{user, key}, USD(0.2))
+	var ex *ExceededError
+	if !errors.As(err, &ex) || ex.Kind != KindKey || ex.ID != "k" {
+		t.Fatalf("err = %v", err)
+	}
+	if user.Reserved() != 0 {
+		t.Fatalf("user keeps %d reserved after the key refused", user.Reserved())
+	}
+}
+
+func TestSettleReleaseAndSoftBudget(t *testing.T) {
+	a := NewAccount(KindKey, "k", 0, USD(1))
+	a.SetSoftBudget(USD(0.5))
+	r, err := Reserve([]*Account{a}, USD(0.4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crossed := r.Settle(USD(0.3)); len(crossed) != 0 {
+		t.Fatal("soft budget reported before it was crossed")
+	}
+	r.Settle(USD(5)) // a second settle is a no-op
+	if a.Spent() != USD(0.3) || a.Reserved() != 0 {
+		t.Fatalf("spent %v reserved %v", a.Spent(), a.Reserved())
+	}
+	r2, _ := Reserve([]*Account{a}, USD(0.4))
+	if crossed := r2.Settle(USD(0.3)); len(crossed) != 1 {
+		t.Fatal("soft budget crossing not reported")
+	}
+	r3, _ := Reserve([]*Account{a}, USD(0.1))
+	if crossed := r3.Settle(USD(0.1)); len(crossed) != 0 {
+		t.Fatal("soft budget crossing reported twice")
+	}
+	r4, _ := Reserve([]*Account{a}, USD(0.2))
+	r4.Release()
+	r4.Release()
+	if a.Reserved() != 0 || a.Spent() != USD(0.7) {
+		t.Fatalf("after release: spent %v reserved %v", a.Spent(), a.Reserved())
+	}
+}
+
+func TestExceededMessageNamesTheNumbers(t *testing.T) {
+	a := NewAccount(KindTeam, "core-infra", USD(7.2e-05), USD(2e-07))
+	a.SetResetAt(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	_, err := Reserve([]*Account{a}, USD(1e-6))
+	want := "Budget has been exceeded for team core-infra: spend $7.2e-05 (+$0 reserved by requests in flight), max budget $2e-07; this request may cost up to $1e-06; budget resets at 2026-12-01T00:00:00Z"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got  %v\nwant %s", err, want)
+	}
+}
+
+func BenchmarkReserveSettle(b *testing.B) {
+	accts := []*Account{
+		NewAccount(KindGlobal, "g", 0, Unlimited),
+		NewAccount(KindTeam, "t", 0, USD(1e9)),
+		NewAccount(KindKey, "k", 0, USD(1e9)),
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r, err := Reserve(accts, 1000)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r.Settle(900)
+		}
+	})
+}
