@@ -10,6 +10,7 @@ const usage = `usage: tollgate <command> [flags]
 
 commands:
   serve          run the gateway (default: embedded demo config, SQLite ./tollgate.db, port 4000)
+  migrate        create or upgrade the database schema (serve also does this at start)
   mock-upstream  run a fake OpenAI + Anthropic upstream for demos, tests and benchmarks
   version        print the version
 
@@ -25,6 +26,8 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "serve":
 		err = runServe(args)
+	case "migrate":
+		err = runMigrate(args)
 	case "mock-upstream":
 		err = runMockUpstream(args)
 	case "version", "-version", "--version":

@@ -106,6 +106,9 @@ func TestServeZeroConfigDemoAndGracefulExit(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not exit after SIGTERM")
 	}
+	if _, err := os.Stat(filepath.Join(dir, "tollgate.db")); err != nil {
+		t.Errorf("zero-config serve did not keep its state in ./tollgate.db: %v", err)
+	}
 	for _, want := range []string{"built-in `demo` model", "/v1/chat/completions", "TOLLGATE_MASTER_KEY", "/key/generate"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("first-run hint lacks %q:\n%s", want, stderr)
@@ -124,6 +127,27 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "config.yaml:4:7: unknown field \"modle\"") {
 		t.Errorf("error does not name file, line and column:\n%s", out)
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "migrate")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "migrated sqlite3 store") {
+		t.Fatalf("migrate: %v %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tollgate.db")); err != nil {
+		t.Fatal(err)
+	}
+	if pg := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"); pg != "" {
+		cmd := exec.Command(bin, "migrate")
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+pg)
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "migrated postgres store") {
+			t.Fatalf("migrate on postgres: %v %s", err, out)
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/server"
+	"github.com/tollgate/tollgate/internal/store/sqlstore"
 )
 
 func version() string {
@@ -58,7 +59,15 @@ func runServe(args []string) error {
 	for _, w := range cfg.Warnings {
 		log.Warn("config", "warning", w)
 	}
-	srv, err := server.New(cfg, server.Options{Logger: log, ShutdownTimeout: *drain})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log.Info("store ready", "engine", st.Engine())
+	srv, err := server.New(cfg, server.Options{Logger: log, ShutdownTimeout: *drain, Store: st})
 	if err != nil {
 		return err
 	}
@@ -74,8 +83,6 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	log.Info("tollgate listening", "addr", ln.Addr().String(), "version", server.Version, "config", *cfgPath, "models", len(cfg.Deployments))
 	printHint(ln.Addr().String(), *cfgPath == "", open)
 	return srv.Serve(ctx, ln)
@@ -96,6 +103,42 @@ func printHint(addr string, demo, open bool) {
 			"  curl %s/key/generate -H 'Authorization: Bearer sk-1234' -H 'Content-Type: application/json' -d '{\"models\":[\"demo\"]}'\n", base)
 	}
 	fmt.Fprintf(os.Stderr, "Docs: README.md (configuration reference and curl examples)\n\n")
+}
+
+// openStore opens general_settings.database_url (or DATABASE_URL), else the
+// embedded SQLite file ./tollgate.db, and migrates it.
+func openStore(ctx context.Context, cfg *config.Config) (*sqlstore.DB, error) {
+	url := cfg.DatabaseURL()
+	if cfg.GeneralSettings.DatabaseType != "" && cfg.GeneralSettings.DatabaseType != "postgres" && cfg.GeneralSettings.DatabaseType != "sqlite" {
+		return nil, fmt.Errorf("general_settings.database_type %q is not supported; use PostgreSQL (database_url) or the default SQLite", cfg.GeneralSettings.DatabaseType)
+	}
+	if url == "" {
+		url = "tollgate.db"
+	}
+	st, err := sqlstore.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return st, nil
+}
+
+func runMigrate(args []string) error {
+	fs := flag.NewFlagSet("migrate", flag.ExitOnError)
+	cfgPath := fs.String("config", os.Getenv("TOLLGATE_CONFIG"), "config file naming database_url; none: DATABASE_URL, else ./tollgate.db")
+	_ = fs.Parse(args)
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			return err
+		}
+	}
+	st, err := openStore(context.Background(), cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("migrated %s store\n", st.Engine())
+	return st.Close()
 }
 
 func runMockUpstream(args []string) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
 	"github.com/tollgate/tollgate/internal/router"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Version is set by main from the build.
@@ -26,6 +27,8 @@ type Options struct {
 	// ShutdownTimeout bounds how long a graceful shutdown waits for requests
 	// and streams in flight before closing their connections.
 	ShutdownTimeout time.Duration
+	// Store is the persistent state; nil runs without one (tests of the proxy alone).
+	Store store.Store
 }
 
 // Server is one gateway process's serving state.
@@ -104,6 +107,16 @@ func (s *Server) registerHealth() {
 	s.mux.HandleFunc("GET /health/liveness", alive)
 	s.mux.HandleFunc("GET /health/readiness", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"status":"healthy","version":%q}`+"\n", Version)
+		db, status, code := "none", "healthy", http.StatusOK
+		if s.opts.Store != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			db = "connected"
+			if err := s.opts.Store.Ping(ctx); err != nil {
+				db, status, code = "unreachable", "unhealthy", http.StatusServiceUnavailable
+			}
+		}
+		w.WriteHeader(code)
+		fmt.Fprintf(w, `{"status":%q,"db":%q,"version":%q}`+"\n", status, db, Version)
 	})
 }

@@ -1,0 +1,146 @@
+// Package sqlstore implements store.Store on database/sql with one SQL text
+// for SQLite (modernc.org/sqlite, pure Go) and PostgreSQL (pgx). The engines
+// differ only in how they are opened.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // registers "sqlite"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// DB is a store on a SQL database.
+type DB struct {
+	db      *sql.DB
+	dialect goose.Dialect
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open opens the store named by url: a postgres:// or postgresql:// URL, or
+// a SQLite file path (optionally prefixed sqlite://). It migrates the schema.
+func Open(ctx context.Context, url string) (*DB, error) {
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		return OpenPostgres(ctx, url)
+	}
+	return OpenSQLite(ctx, strings.TrimPrefix(url, "sqlite://"))
+}
+
+// OpenSQLite opens (creating if needed) the SQLite file at path. All access
+// goes through one connection: writes serialize without SQLITE_BUSY, and the
+// store is off the request path, so one connection is plenty.
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	return open(ctx, db, goose.DialectSQLite3)
+}
+
+// OpenPostgres opens a PostgreSQL store.
+func OpenPostgres(ctx context.Context, url string) (*DB, error) {
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(4)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return open(ctx, db, goose.DialectPostgres)
+}
+
+func open(ctx context.Context, db *sql.DB, dialect goose.Dialect) (*DB, error) {
+	s := &DB{db: db, dialect: dialect}
+	if err := s.Migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Migrate applies the embedded migrations that have not run yet.
+func (s *DB) Migrate(ctx context.Context) error {
+	sub, err := fs.Sub(store.Migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(s.dialect, s.db, sub)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Ping checks the database answers.
+func (s *DB) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// Close closes the database.
+func (s *DB) Close() error { return s.db.Close() }
+
+// Engine names the engine: "sqlite3" or "postgres".
+func (s *DB) Engine() string { return string(s.dialect) }
+
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func fromMicros(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(n).UTC()
+}
+
+// classify maps driver errors to the store's sentinels.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "SQLSTATE 23505") || strings.Contains(msg, "duplicate key value") {
+		return fmt.Errorf("%w: %v", store.ErrConflict, err)
+	}
+	return err
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("sqlstore: marshal %T: %v", v, err)) // records are plain data; this cannot fail
+	}
+	return string(b)
+}
+
+func (s *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}

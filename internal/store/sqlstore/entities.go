@@ -1,0 +1,288 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// docTable stores records of T as JSON with an id and a spend column. The
+// spend column is authoritative: writes of the record never overwrite it
+// (concurrent spend batches would be lost); SetSpend does, explicitly.
+type docTable[T any] struct {
+	name, idCol string
+	id          func(*T) string
+	spend       func(*T) *float64
+	times       func(*T) (created, updated *time.Time)
+}
+
+func (t docTable[T]) create(ctx context.Context, db *sql.DB, v *T) error {
+	now := time.Now().UTC()
+	c, u := t.times(v)
+	if c.IsZero() {
+		*c = now
+	}
+	*u = now
+	_, err := db.ExecContext(ctx, fmt.Sprintf(`INSERT INTO %s (%s, spend, data, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)`, t.name, t.idCol),
+		t.id(v), *t.spend(v), mustJSON(v), micros(*c), micros(*u))
+	return classify(err)
+}
+
+func (t docTable[T]) get(ctx context.Context, db *sql.DB, id string) (*T, error) {
+	row := db.QueryRowContext(ctx, fmt.Sprintf(`SELECT data, spend FROM %s WHERE %s = $1`, t.name, t.idCol), id)
+	return t.scan(row)
+}
+
+func (t docTable[T]) scan(row interface{ Scan(...any) error }) (*T, error) {
+	var data string
+	var spend float64
+	if err := row.Scan(&data, &spend); err != nil {
+		return nil, classify(err)
+	}
+	v := new(T)
+	if err := json.Unmarshal([]byte(data), v); err != nil {
+		return nil, fmt.Errorf("%s: corrupt record: %w", t.name, err)
+	}
+	*t.spend(v) = spend
+	return v, nil
+}
+
+func (t docTable[T]) update(ctx context.Context, db *sql.DB, v *T) error {
+	_, u := t.times(v)
+	*u = time.Now().UTC()
+	res, err := db.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET data = $1, updated_at = $2 WHERE %s = $3`, t.name, t.idCol),
+		mustJSON(v), micros(*u), t.id(v))
+	return affected(res, classify(err))
+}
+
+func (t docTable[T]) delete(ctx context.Context, db *sql.DB, id string) error {
+	res, err := db.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s = $1`, t.name, t.idCol), id)
+	return affected(res, err)
+}
+
+func (t docTable[T]) list(ctx context.Context, db *sql.DB, where string, args []any, p store.Page) ([]*T, int, error) {
+	if where != "" {
+		where = " WHERE " + where
+	}
+	var total int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+t.name+where, args...).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	limit, offset := p.PageBounds()
+	q := fmt.Sprintf(`SELECT data, spend FROM %s%s ORDER BY created_at, %s LIMIT %d OFFSET %d`, t.name, where, t.idCol, limit, offset)
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	var out []*T
+	for rows.Next() {
+		v, err := t.scan(rows)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, v)
+	}
+	return out, total, rows.Err()
+}
+
+func (t docTable[T]) all(ctx context.Context, db *sql.DB) ([]*T, error) {
+	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend FROM %s`, t.name))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*T
+	for rows.Next() {
+		v, err := t.scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+func affected(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+var (
+	users = docTable[store.User]{name: "users", idCol: "user_id",
+		id:    func(u *store.User) string { return u.UserID },
+		spend: func(u *store.User) *float64 { return &u.Spend },
+		times: func(u *store.User) (*time.Time, *time.Time) { return &u.CreatedAt, &u.UpdatedAt }}
+	teams = docTable[store.Team]{name: "teams", idCol: "team_id",
+		id:    func(t *store.Team) string { return t.TeamID },
+		spend: func(t *store.Team) *float64 { return &t.Spend },
+		times: func(t *store.Team) (*time.Time, *time.Time) { return &t.CreatedAt, &t.UpdatedAt }}
+	endUsers = docTable[store.EndUser]{name: "end_users", idCol: "user_id",
+		id:    func(e *store.EndUser) string { return e.UserID },
+		spend: func(e *store.EndUser) *float64 { return &e.Spend },
+		times: func(e *store.EndUser) (*time.Time, *time.Time) { return &e.CreatedAt, &e.UpdatedAt }}
+	keys = docTable[store.Key]{name: "keys", idCol: "token_hash",
+		id:    func(k *store.Key) string { return k.TokenHash },
+		spend: func(k *store.Key) *float64 { return &k.Spend },
+		times: func(k *store.Key) (*time.Time, *time.Time) { return &k.CreatedAt, &k.UpdatedAt }}
+)
+
+// Users, teams and end users.
+
+func (s *DB) CreateUser(ctx context.Context, u *store.User) error { return users.create(ctx, s.db, u) }
+func (s *DB) GetUser(ctx context.Context, id string) (*store.User, error) {
+	return users.get(ctx, s.db, id)
+}
+func (s *DB) UpdateUser(ctx context.Context, u *store.User) error { return users.update(ctx, s.db, u) }
+func (s *DB) DeleteUser(ctx context.Context, id string) error     { return users.delete(ctx, s.db, id) }
+func (s *DB) ListUsers(ctx context.Context, p store.Page) ([]*store.User, int, error) {
+	return users.list(ctx, s.db, "", nil, p)
+}
+
+func (s *DB) CreateTeam(ctx context.Context, t *store.Team) error { return teams.create(ctx, s.db, t) }
+func (s *DB) GetTeam(ctx context.Context, id string) (*store.Team, error) {
+	return teams.get(ctx, s.db, id)
+}
+func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error { return teams.update(ctx, s.db, t) }
+func (s *DB) DeleteTeam(ctx context.Context, id string) error     { return teams.delete(ctx, s.db, id) }
+func (s *DB) ListTeams(ctx context.Context, p store.Page) ([]*store.Team, int, error) {
+	return teams.list(ctx, s.db, "", nil, p)
+}
+
+func (s *DB) CreateEndUser(ctx context.Context, e *store.EndUser) error {
+	return endUsers.create(ctx, s.db, e)
+}
+func (s *DB) GetEndUser(ctx context.Context, id string) (*store.EndUser, error) {
+	return endUsers.get(ctx, s.db, id)
+}
+func (s *DB) UpdateEndUser(ctx context.Context, e *store.EndUser) error {
+	return endUsers.update(ctx, s.db, e)
+}
+func (s *DB) DeleteEndUser(ctx context.Context, id string) error {
+	return endUsers.delete(ctx, s.db, id)
+}
+func (s *DB) ListEndUsers(ctx context.Context, p store.Page) ([]*store.EndUser, int, error) {
+	return endUsers.list(ctx, s.db, "", nil, p)
+}
+
+// Keys carry alias, user and team columns besides the document.
+
+func keyCols(k *store.Key) (alias any) {
+	if k.KeyAlias != nil && *k.KeyAlias != "" {
+		return *k.KeyAlias
+	}
+	return nil
+}
+
+func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
+	now := time.Now().UTC()
+	if k.CreatedAt.IsZero() {
+		k.CreatedAt = now
+	}
+	k.UpdatedAt = now
+	_, err := s.db.ExecContext(ctx, `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		k.TokenHash, keyCols(k), k.UserID, k.TeamID, k.Spend, mustJSON(k), micros(k.CreatedAt), micros(k.UpdatedAt))
+	return classify(err)
+}
+
+func (s *DB) GetKey(ctx context.Context, hash string) (*store.Key, error) {
+	return keys.get(ctx, s.db, hash)
+}
+
+func (s *DB) GetKeyByAlias(ctx context.Context, alias string) (*store.Key, error) {
+	return keys.scan(s.db.QueryRowContext(ctx, `SELECT data, spend FROM keys WHERE key_alias = $1`, alias))
+}
+
+func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
+	k.UpdatedAt = time.Now().UTC()
+	res, err := s.db.ExecContext(ctx, `UPDATE keys SET key_alias = $1, user_id = $2, team_id = $3, data = $4, updated_at = $5 WHERE token_hash = $6`,
+		keyCols(k), k.UserID, k.TeamID, mustJSON(k), micros(k.UpdatedAt), k.TokenHash)
+	return affected(res, classify(err))
+}
+
+// ReplaceKey moves a key's record to a new hash (regenerate), keeping its spend.
+func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var spend float64
+		if err := tx.QueryRowContext(ctx, `SELECT spend FROM keys WHERE token_hash = $1`, oldHash).Scan(&spend); err != nil {
+			return classify(err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE token_hash = $1`, oldHash); err != nil {
+			return err
+		}
+		k.Spend = spend
+		k.UpdatedAt = time.Now().UTC()
+		_, err := tx.ExecContext(ctx, `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			k.TokenHash, keyCols(k), k.UserID, k.TeamID, spend, mustJSON(k), micros(k.CreatedAt), micros(k.UpdatedAt))
+		return classify(err)
+	})
+}
+
+func (s *DB) DeleteKey(ctx context.Context, hash string) error { return keys.delete(ctx, s.db, hash) }
+
+func (s *DB) ListKeys(ctx context.Context, f store.KeyFilter) ([]*store.Key, int, error) {
+	var conds []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, fmt.Sprintf(cond, len(args)))
+	}
+	if f.UserID != "" {
+		add("user_id = $%d", f.UserID)
+	}
+	if f.TeamID != "" {
+		add("team_id = $%d", f.TeamID)
+	}
+	if f.Alias != "" {
+		add("key_alias LIKE $%d", "%"+f.Alias+"%")
+	}
+	return keys.list(ctx, s.db, strings.Join(conds, " AND "), args, f.Page)
+}
+
+// SetSpend overwrites an entity's spend (an operator edit or a budget reset).
+func (s *DB) SetSpend(ctx context.Context, kind store.Kind, id string, spend float64) error {
+	t, ok := map[store.Kind][2]string{
+		store.KindKey: {"keys", "token_hash"}, store.KindUser: {"users", "user_id"},
+		store.KindTeam: {"teams", "team_id"}, store.KindEndUser: {"end_users", "user_id"},
+	}[kind]
+	if !ok {
+		return fmt.Errorf("unknown kind %q", kind)
+	}
+	res, err := s.db.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = $1 WHERE %s = $2`, t[0], t[1]), spend, id)
+	return affected(res, err)
+}
+
+// LoadAll reads every key, user, team and end user.
+func (s *DB) LoadAll(ctx context.Context) (*store.Snapshot, error) {
+	var snap store.Snapshot
+	var err error
+	if snap.Keys, err = keys.all(ctx, s.db); err != nil {
+		return nil, err
+	}
+	if snap.Users, err = users.all(ctx, s.db); err != nil {
+		return nil, err
+	}
+	if snap.Teams, err = teams.all(ctx, s.db); err != nil {
+		return nil, err
+	}
+	if snap.EndUsers, err = endUsers.all(ctx, s.db); err != nil {
+		return nil, err
+	}
+	return &snap, nil
+}

@@ -1,0 +1,220 @@
+package sqlstore
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+const spendCols = 16
+
+// insertChunk bounds the rows of one multi-row INSERT (16 parameters each).
+const insertChunk = 200
+
+// ApplySpend writes a batch in one transaction. Rows already present (a
+// batch replayed after a crash or a retry) are skipped and not counted again:
+// spend and rollups are incremented only for rows this call inserted.
+func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		inserted := make(map[string]bool, len(batch))
+		for start := 0; start < len(batch); start += insertChunk {
+			part := batch[start:min(start+insertChunk, len(batch))]
+			var b strings.Builder
+			b.WriteString(`INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
+				prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at) VALUES `)
+			args := make([]any, 0, len(part)*spendCols)
+			for i, l := range part {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteByte('(')
+				for c := range spendCols {
+					if c > 0 {
+						b.WriteByte(',')
+					}
+					fmt.Fprintf(&b, "$%d", i*spendCols+c+1)
+				}
+				b.WriteByte(')')
+				args = append(args, l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider,
+					l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt))
+			}
+			b.WriteString(` ON CONFLICT (request_id) DO NOTHING RETURNING request_id`)
+			rows, err := tx.QueryContext(ctx, b.String(), args...)
+			if err != nil {
+				return fmt.Errorf("insert spend logs: %w", err)
+			}
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				inserted[id] = true
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+
+		type rollKey struct{ day, key, user, team, endUser, model string }
+		type roll struct {
+			requests, prompt, completion int64
+			spend                        float64
+		}
+		spend := map[[2]string]float64{} // {table, id} -> dollars
+		rolls := map[rollKey]*roll{}
+		for _, l := range batch {
+			if !inserted[l.RequestID] {
+				continue
+			}
+			inserted[l.RequestID] = false // a request id repeated inside one batch counts once
+			for _, e := range [][2]string{{"keys", l.KeyHash}, {"users", l.UserID}, {"teams", l.TeamID}, {"end_users", l.EndUser}} {
+				if e[1] != "" {
+					spend[e] += l.Cost
+				}
+			}
+			k := rollKey{l.StartedAt.UTC().Format(time.DateOnly), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
+			r := rolls[k]
+			if r == nil {
+				r = &roll{}
+				rolls[k] = r
+			}
+			r.requests++
+			r.prompt += l.PromptTokens
+			r.completion += l.CompletionTokens
+			r.spend += l.Cost
+		}
+		idCol := map[string]string{"keys": "token_hash", "users": "user_id", "teams": "team_id", "end_users": "user_id"}
+		now := micros(time.Now())
+		for e, amount := range spend {
+			table, id := e[0], e[1]
+			if table == "end_users" {
+				// End users come into being with their first request.
+				_, err := tx.ExecContext(ctx, `INSERT INTO end_users (user_id, spend, data, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+					ON CONFLICT (user_id) DO UPDATE SET spend = end_users.spend + excluded.spend`,
+					id, amount, mustJSON(store.EndUser{UserID: id, CreatedAt: fromMicros(now), UpdatedAt: fromMicros(now)}), now)
+				if err != nil {
+					return fmt.Errorf("end user spend: %w", err)
+				}
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = spend + $1 WHERE %s = $2`, table, idCol[table]), amount, id); err != nil {
+				return fmt.Errorf("%s spend: %w", table, err)
+			}
+		}
+		for k, r := range rolls {
+			_, err := tx.ExecContext(ctx, `INSERT INTO spend_daily (day, key_hash, user_id, team_id, end_user, model_group, requests, prompt_tokens, completion_tokens, spend)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+				ON CONFLICT (day, key_hash, user_id, team_id, end_user, model_group) DO UPDATE SET
+					requests = spend_daily.requests + excluded.requests,
+					prompt_tokens = spend_daily.prompt_tokens + excluded.prompt_tokens,
+					completion_tokens = spend_daily.completion_tokens + excluded.completion_tokens,
+					spend = spend_daily.spend + excluded.spend`,
+				k.day, k.key, k.user, k.team, k.endUser, k.model, r.requests, r.prompt, r.completion, r.spend)
+			if err != nil {
+				return fmt.Errorf("rollup: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// ListSpendLogs returns spend logs, newest first.
+func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.SpendLog, int, error) {
+	var conds []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, fmt.Sprintf(cond, len(args)))
+	}
+	for _, c := range []struct{ col, v string }{{"request_id", f.RequestID}, {"key_hash", f.KeyHash}, {"user_id", f.UserID}, {"team_id", f.TeamID}, {"end_user", f.EndUser}} {
+		if c.v != "" {
+			add(c.col+" = $%d", c.v)
+		}
+	}
+	if !f.From.IsZero() {
+		add("started_at >= $%d", micros(f.From))
+	}
+	if !f.To.IsZero() {
+		add("started_at < $%d", micros(f.To))
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	var total int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM spend_logs`+where, args...).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	limit, offset := f.PageBounds()
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
+		prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at
+		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	var out []store.SpendLog
+	for rows.Next() {
+		var l store.SpendLog
+		var started, ended int64
+		if err := rows.Scan(&l.RequestID, &l.KeyHash, &l.UserID, &l.TeamID, &l.EndUser, &l.ModelGroup, &l.Deployment, &l.Provider,
+			&l.PromptTokens, &l.CompletionTokens, &l.CachedTokens, &l.Cost, &l.Status, &l.LatencyMS, &started, &ended); err != nil {
+			return nil, 0, err
+		}
+		l.StartedAt, l.EndedAt = fromMicros(started), fromMicros(ended)
+		out = append(out, l)
+	}
+	return out, total, rows.Err()
+}
+
+// AppendAudit records one management write.
+func (s *DB) AppendAudit(ctx context.Context, e store.AuditEntry) error {
+	if e.ID == "" {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		e.ID = hex.EncodeToString(b[:])
+	}
+	if e.At.IsZero() {
+		e.At = time.Now().UTC()
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO audit_log (id, at, actor, action, object_type, object_id, before_json, after_json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, e.ID, micros(e.At), e.Actor, e.Action, e.ObjectType, e.ObjectID, e.Before, e.After)
+	return err
+}
+
+// ListAudit returns audit entries, newest first.
+func (s *DB) ListAudit(ctx context.Context, p store.Page) ([]store.AuditEntry, int, error) {
+	var total int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log`).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	limit, offset := p.PageBounds()
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT id, at, actor, action, object_type, object_id, before_json, after_json
+		FROM audit_log ORDER BY at DESC, id LIMIT %d OFFSET %d`, limit, offset))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	var out []store.AuditEntry
+	for rows.Next() {
+		var e store.AuditEntry
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.ObjectType, &e.ObjectID, &e.Before, &e.After); err != nil {
+			return nil, 0, err
+		}
+		e.At = fromMicros(at)
+		out = append(out, e)
+	}
+	return out, total, rows.Err()
+}

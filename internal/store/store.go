@@ -1,0 +1,236 @@
+// Package store is Tollgate's persistent state: keys, users, teams, end
+// users, spend logs with daily rollups, and the audit log, behind one
+// interface with SQLite and PostgreSQL engines sharing one SQL text.
+//
+// The store is never on the request path: the gateway serves auth and
+// budgets from an in-memory snapshot (LoadAll), writes go through the store
+// and then update the snapshot, and spend arrives in batches (ApplySpend).
+//
+// Each entity table keeps the columns that are filtered, joined or summed
+// (ids, alias, spend, times) and the whole record as JSON in `data`, so the
+// LiteLLM-shaped records can grow fields without a migration per field, and
+// spend can still be incremented atomically in SQL.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors; engines wrap them.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("already exists")
+)
+
+// Key is a virtual key. Only its sha256 is stored, never the key itself.
+type Key struct {
+	TokenHash           string             `json:"token"`
+	KeyName             string             `json:"key_name"` // "sk-...ABCD"
+	KeyAlias            *string            `json:"key_alias"`
+	UserID              string             `json:"user_id,omitempty"`
+	TeamID              string             `json:"team_id,omitempty"`
+	Models              []string           `json:"models"`
+	Aliases             map[string]string  `json:"aliases"`
+	Config              map[string]any     `json:"config"`
+	Metadata            map[string]any     `json:"metadata"`
+	Tags                []string           `json:"tags"`
+	Spend               float64            `json:"spend"`
+	MaxBudget           *float64           `json:"max_budget"`
+	SoftBudget          *float64           `json:"soft_budget"`
+	BudgetDuration      *string            `json:"budget_duration"`
+	BudgetResetAt       *time.Time         `json:"budget_reset_at"`
+	MaxParallelRequests *int64             `json:"max_parallel_requests"`
+	TPMLimit            *int64             `json:"tpm_limit"`
+	RPMLimit            *int64             `json:"rpm_limit"`
+	ModelMaxBudget      map[string]float64 `json:"model_max_budget"`
+	ModelRPMLimit       map[string]int64   `json:"model_rpm_limit"`
+	ModelTPMLimit       map[string]int64   `json:"model_tpm_limit"`
+	ModelSpend          map[string]float64 `json:"model_spend"`
+	Expires             *time.Time         `json:"expires"`
+	Blocked             bool               `json:"blocked"`
+	CreatedBy           string             `json:"created_by,omitempty"`
+	CreatedAt           time.Time          `json:"created_at"`
+	UpdatedAt           time.Time          `json:"updated_at"`
+}
+
+// User is a gateway user; budgets apply across all its keys.
+type User struct {
+	UserID              string         `json:"user_id"`
+	UserEmail           string         `json:"user_email,omitempty"`
+	UserRole            string         `json:"user_role"`
+	Teams               []string       `json:"teams"`
+	Models              []string       `json:"models"`
+	Spend               float64        `json:"spend"`
+	MaxBudget           *float64       `json:"max_budget"`
+	SoftBudget          *float64       `json:"soft_budget"`
+	BudgetDuration      *string        `json:"budget_duration"`
+	BudgetResetAt       *time.Time     `json:"budget_reset_at"`
+	MaxParallelRequests *int64         `json:"max_parallel_requests"`
+	TPMLimit            *int64         `json:"tpm_limit"`
+	RPMLimit            *int64         `json:"rpm_limit"`
+	Metadata            map[string]any `json:"metadata"`
+	CreatedAt           time.Time      `json:"created_at"`
+	UpdatedAt           time.Time      `json:"updated_at"`
+}
+
+// TeamMember is a user's membership of a team.
+type TeamMember struct {
+	UserID string `json:"user_id"`
+	Role   string `json:"role"` // admin or user
+}
+
+// Team groups users and keys under shared models and budgets.
+type Team struct {
+	TeamID              string         `json:"team_id"`
+	TeamAlias           string         `json:"team_alias,omitempty"`
+	Models              []string       `json:"models"`
+	Members             []TeamMember   `json:"members_with_roles"`
+	Spend               float64        `json:"spend"`
+	MaxBudget           *float64       `json:"max_budget"`
+	BudgetDuration      *string        `json:"budget_duration"`
+	BudgetResetAt       *time.Time     `json:"budget_reset_at"`
+	MaxParallelRequests *int64         `json:"max_parallel_requests"`
+	TPMLimit            *int64         `json:"tpm_limit"`
+	RPMLimit            *int64         `json:"rpm_limit"`
+	Metadata            map[string]any `json:"metadata"`
+	Blocked             bool           `json:"blocked"`
+	CreatedAt           time.Time      `json:"created_at"`
+	UpdatedAt           time.Time      `json:"updated_at"`
+}
+
+// EndUser is a customer of the caller, named by the request's `user` field.
+type EndUser struct {
+	UserID         string         `json:"user_id"`
+	Alias          string         `json:"alias,omitempty"`
+	Spend          float64        `json:"spend"`
+	MaxBudget      *float64       `json:"max_budget"`
+	BudgetDuration *string        `json:"budget_duration"`
+	BudgetResetAt  *time.Time     `json:"budget_reset_at"`
+	Blocked        bool           `json:"blocked"`
+	Metadata       map[string]any `json:"metadata"`
+	CreatedAt      time.Time      `json:"created_at"`
+	UpdatedAt      time.Time      `json:"updated_at"`
+}
+
+// SpendLog is one request's usage and cost.
+type SpendLog struct {
+	RequestID        string    `json:"request_id"`
+	KeyHash          string    `json:"api_key"`
+	UserID           string    `json:"user"`
+	TeamID           string    `json:"team_id"`
+	EndUser          string    `json:"end_user"`
+	ModelGroup       string    `json:"model_group"`
+	Deployment       string    `json:"model_id"`
+	Provider         string    `json:"custom_llm_provider"`
+	PromptTokens     int64     `json:"prompt_tokens"`
+	CompletionTokens int64     `json:"completion_tokens"`
+	CachedTokens     int64     `json:"cached_tokens"`
+	Cost             float64   `json:"spend"`
+	Status           int       `json:"status"`
+	LatencyMS        int64     `json:"latency_ms"`
+	StartedAt        time.Time `json:"startTime"`
+	EndedAt          time.Time `json:"endTime"`
+}
+
+// AuditEntry records one management write.
+type AuditEntry struct {
+	ID         string    `json:"id"`
+	At         time.Time `json:"updated_at"`
+	Actor      string    `json:"changed_by"` // "master", or the acting key's hash
+	Action     string    `json:"action"`     // created, updated, deleted, blocked, ...
+	ObjectType string    `json:"table_name"` // key, user, team, end_user
+	ObjectID   string    `json:"object_id"`
+	Before     string    `json:"before_value,omitempty"` // JSON
+	After      string    `json:"updated_values,omitempty"`
+}
+
+// Snapshot is every key, user, team and end user, for the in-memory cache.
+type Snapshot struct {
+	Keys     []*Key
+	Users    []*User
+	Teams    []*Team
+	EndUsers []*EndUser
+}
+
+// Page selects a slice of a listing; Size 0 means the default (50).
+type Page struct{ Number, Size int }
+
+// KeyFilter narrows ListKeys.
+type KeyFilter struct {
+	UserID, TeamID, Alias string // Alias matches as a substring
+	Page
+}
+
+// SpendFilter narrows ListSpendLogs.
+type SpendFilter struct {
+	RequestID, KeyHash, UserID, TeamID, EndUser string
+	From, To                                    time.Time // zero: unbounded
+	Page
+}
+
+// Store is what every engine provides.
+type Store interface {
+	CreateKey(ctx context.Context, k *Key) error // ErrConflict on a taken hash or alias
+	GetKey(ctx context.Context, hash string) (*Key, error)
+	GetKeyByAlias(ctx context.Context, alias string) (*Key, error)
+	UpdateKey(ctx context.Context, k *Key) error                  // full replace; ErrNotFound, ErrConflict
+	ReplaceKey(ctx context.Context, oldHash string, k *Key) error // regenerate: new hash, same record
+	DeleteKey(ctx context.Context, hash string) error
+	ListKeys(ctx context.Context, f KeyFilter) ([]*Key, int, error)
+
+	CreateUser(ctx context.Context, u *User) error
+	GetUser(ctx context.Context, id string) (*User, error)
+	UpdateUser(ctx context.Context, u *User) error
+	DeleteUser(ctx context.Context, id string) error
+	ListUsers(ctx context.Context, p Page) ([]*User, int, error)
+
+	CreateTeam(ctx context.Context, t *Team) error
+	GetTeam(ctx context.Context, id string) (*Team, error)
+	UpdateTeam(ctx context.Context, t *Team) error
+	DeleteTeam(ctx context.Context, id string) error
+	ListTeams(ctx context.Context, p Page) ([]*Team, int, error)
+
+	CreateEndUser(ctx context.Context, e *EndUser) error
+	GetEndUser(ctx context.Context, id string) (*EndUser, error)
+	UpdateEndUser(ctx context.Context, e *EndUser) error
+	DeleteEndUser(ctx context.Context, id string) error
+	ListEndUsers(ctx context.Context, p Page) ([]*EndUser, int, error)
+
+	// LoadAll reads every key, user, team and end user.
+	LoadAll(ctx context.Context) (*Snapshot, error)
+	// ApplySpend writes a batch in one transaction: spend_logs rows
+	// (idempotent on request id: a replayed row is not counted again), spend
+	// on keys, users, teams and end users, and the daily rollups.
+	ApplySpend(ctx context.Context, batch []SpendLog) error
+	ListSpendLogs(ctx context.Context, f SpendFilter) ([]SpendLog, int, error)
+
+	AppendAudit(ctx context.Context, e AuditEntry) error
+	ListAudit(ctx context.Context, p Page) ([]AuditEntry, int, error)
+
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// PageBounds returns the LIMIT and OFFSET of p.
+func (p Page) PageBounds() (limit, offset int) {
+	size := p.Size
+	if size <= 0 {
+		size = 50
+	}
+	size = min(size, 1000)
+	n := max(p.Number, 1)
+	return size, (n - 1) * size
+}
+
+// Kind names an entity table, for SetSpend.
+type Kind string
+
+// The entity kinds with spend.
+const (
+	KindKey     Kind = "key"
+	KindUser    Kind = "user"
+	KindTeam    Kind = "team"
+	KindEndUser Kind = "end_user"
+)

@@ -1,0 +1,345 @@
+// Package storetest is the conformance suite every store engine passes.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// Opener returns a fresh, empty store for one test.
+type Opener func(t *testing.T) store.Store
+
+func ptr[T any](v T) *T { return &v }
+
+// Run runs the suite.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, store.Store)
+	}{
+		{"KeyRoundTrip", keyRoundTrip},
+		{"KeyConflictsAndNotFound", keyConflicts},
+		{"KeyListFilterPage", keyList},
+		{"ReplaceKeyKeepsSpend", replaceKey},
+		{"UsersTeamsEndUsers", entities},
+		{"ApplySpendIsAtomicAndIdempotent", applySpend},
+		{"ConcurrentApplySpend", concurrentSpend},
+		{"SpendLogFilters", spendFilters},
+		{"LoadAll", loadAll},
+		{"Audit", audit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
+	}
+}
+
+var ctx = context.Background()
+
+func fullKey(hash string) *store.Key {
+	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	reset := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	return &store.Key{
+		TokenHash: hash, KeyName: "sk-...ABCD", KeyAlias: ptr("alias-" + hash), UserID: "u1", TeamID: "t1",
+		Models: []string{"gpt-4", "beta-models"}, Aliases: map[string]string{"gpt-3.5-turbo": "my-free-tier"},
+		Config: map[string]any{"x": "y"}, Metadata: map[string]any{"user": "ishaan@berri.ai"}, Tags: []string{"a"},
+		Spend: 1.5, MaxBudget: ptr(10.0), SoftBudget: ptr(8.0), BudgetDuration: ptr("1mo"), BudgetResetAt: &reset,
+		MaxParallelRequests: ptr(int64(3)), TPMLimit: ptr(int64(1000)), RPMLimit: ptr(int64(10)),
+		ModelMaxBudget: map[string]float64{"gpt-4": 2}, ModelRPMLimit: map[string]int64{"gpt-4": 5}, ModelTPMLimit: map[string]int64{"gpt-4": 50},
+		Expires: &exp, Blocked: true, CreatedBy: "master",
+	}
+}
+
+func keyRoundTrip(t *testing.T, s store.Store) {
+	k := fullKey("h1")
+	if err := s.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetKey(ctx, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got.KeyAlias != "alias-h1" || got.UserID != "u1" || got.TeamID != "t1" || got.Models[1] != "beta-models" ||
+		got.Aliases["gpt-3.5-turbo"] != "my-free-tier" || got.Metadata["user"] != "ishaan@berri.ai" || got.Spend != 1.5 ||
+		*got.MaxBudget != 10 || *got.SoftBudget != 8 || *got.BudgetDuration != "1mo" || !got.BudgetResetAt.Equal(*k.BudgetResetAt) ||
+		*got.MaxParallelRequests != 3 || *got.TPMLimit != 1000 || *got.RPMLimit != 10 || got.ModelMaxBudget["gpt-4"] != 2 ||
+		got.ModelRPMLimit["gpt-4"] != 5 || got.ModelTPMLimit["gpt-4"] != 50 || !got.Expires.Equal(*k.Expires) || !got.Blocked ||
+		got.CreatedAt.IsZero() || got.Tags[0] != "a" || got.Config["x"] != "y" {
+		t.Fatalf("round trip lost fields: %+v", got)
+	}
+	byAlias, err := s.GetKeyByAlias(ctx, "alias-h1")
+	if err != nil || byAlias.TokenHash != "h1" {
+		t.Fatalf("by alias: %v %v", byAlias, err)
+	}
+	got.Models = []string{"x"}
+	got.Spend = 999 // updates never overwrite the spend column
+	if err := s.UpdateKey(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := s.GetKey(ctx, "h1")
+	if again.Models[0] != "x" || again.Spend != 1.5 {
+		t.Fatalf("after update: models %v spend %v", again.Models, again.Spend)
+	}
+	if err := s.DeleteKey(ctx, "h1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetKey(ctx, "h1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}
+
+func keyConflicts(t *testing.T, s store.Store) {
+	if err := s.CreateKey(ctx, fullKey("h1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateKey(ctx, fullKey("h1")); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("duplicate hash: %v", err)
+	}
+	dup := fullKey("h2")
+	dup.KeyAlias = ptr("alias-h1")
+	if err := s.CreateKey(ctx, dup); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("duplicate alias: %v", err)
+	}
+	noAlias := fullKey("h3")
+	noAlias.KeyAlias = nil
+	noAlias2 := fullKey("h4")
+	noAlias2.KeyAlias = nil
+	if err := s.CreateKey(ctx, noAlias); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateKey(ctx, noAlias2); err != nil {
+		t.Errorf("two keys without alias: %v", err)
+	}
+	for name, err := range map[string]error{
+		"get":    func() error { _, err := s.GetKey(ctx, "nope"); return err }(),
+		"update": s.UpdateKey(ctx, fullKey("nope")),
+		"delete": s.DeleteKey(ctx, "nope"),
+		"user":   func() error { _, err := s.GetUser(ctx, "nope"); return err }(),
+	} {
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s of a missing row: %v", name, err)
+		}
+	}
+}
+
+func keyList(t *testing.T, s store.Store) {
+	for i := range 7 {
+		k := fullKey(fmt.Sprintf("h%d", i))
+		k.UserID = []string{"a", "b"}[i%2]
+		if err := s.CreateKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, total, err := s.ListKeys(ctx, store.KeyFilter{UserID: "a", Page: store.Page{Number: 2, Size: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != 4 || len(got) != 1 || got[0].UserID != "a" {
+		t.Fatalf("page 2 of user a: total %d, %d rows", total, len(got))
+	}
+	got, total, _ = s.ListKeys(ctx, store.KeyFilter{Alias: "h5"})
+	if total != 1 || got[0].TokenHash != "h5" {
+		t.Fatalf("alias filter: %d", total)
+	}
+}
+
+func replaceKey(t *testing.T, s store.Store) {
+	if err := s.CreateKey(ctx, fullKey("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplySpend(ctx, []store.SpendLog{{RequestID: "r", KeyHash: "old", Cost: 2, StartedAt: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	k := fullKey("new")
+	k.KeyAlias = ptr("alias-old")
+	if err := s.ReplaceKey(ctx, "old", k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetKey(ctx, "old"); !errors.Is(err, store.ErrNotFound) {
+		t.Error("old hash still valid")
+	}
+	got, err := s.GetKey(ctx, "new")
+	if err != nil || got.Spend != 3.5 {
+		t.Fatalf("new key: %v spend %v, want 3.5", err, got.Spend)
+	}
+}
+
+func entities(t *testing.T, s store.Store) {
+	u := &store.User{UserID: "ishaan1", UserEmail: "ishaan@litellm.ai", UserRole: "admin", Teams: []string{"cto-team"}, MaxBudget: ptr(20.0), BudgetDuration: ptr("1h"), Metadata: map[string]any{}}
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateUser(ctx, u); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("duplicate user: %v", err)
+	}
+	gu, err := s.GetUser(ctx, "ishaan1")
+	if err != nil || gu.UserEmail != "ishaan@litellm.ai" || gu.UserRole != "admin" || *gu.MaxBudget != 20 || gu.Teams[0] != "cto-team" {
+		t.Fatalf("user: %+v %v", gu, err)
+	}
+	tm := &store.Team{TeamID: "cto-team", TeamAlias: "CTO", Models: []string{"gpt-4"}, Members: []store.TeamMember{{UserID: "ishaan1", Role: "admin"}}, MaxBudget: ptr(100.0)}
+	if err := s.CreateTeam(ctx, tm); err != nil {
+		t.Fatal(err)
+	}
+	tm.Blocked = true
+	if err := s.UpdateTeam(ctx, tm); err != nil {
+		t.Fatal(err)
+	}
+	gt, _ := s.GetTeam(ctx, "cto-team")
+	if !gt.Blocked || gt.Members[0].Role != "admin" || gt.Models[0] != "gpt-4" {
+		t.Fatalf("team: %+v", gt)
+	}
+	e := &store.EndUser{UserID: "cust-1", Alias: "Acme", MaxBudget: ptr(5.0)}
+	if err := s.CreateEndUser(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	list, total, err := s.ListEndUsers(ctx, store.Page{})
+	if err != nil || total != 1 || list[0].Alias != "Acme" {
+		t.Fatalf("end users: %v %d %v", list, total, err)
+	}
+	for _, err := range []error{s.DeleteUser(ctx, "ishaan1"), s.DeleteTeam(ctx, "cto-team"), s.DeleteEndUser(ctx, "cust-1")} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, n, _ := s.ListUsers(ctx, store.Page{}); n != 0 {
+		t.Errorf("users left: %d", n)
+	}
+}
+
+func applySpend(t *testing.T, s store.Store) {
+	s.CreateKey(ctx, fullKey("k"))
+	s.CreateUser(ctx, &store.User{UserID: "u"})
+	s.CreateTeam(ctx, &store.Team{TeamID: "t"})
+	day := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	batch := []store.SpendLog{
+		{RequestID: "r1", KeyHash: "k", UserID: "u", TeamID: "t", EndUser: "e", ModelGroup: "gpt-4", Cost: 0.25, PromptTokens: 10, CompletionTokens: 5, Status: 200, StartedAt: day, EndedAt: day},
+		{RequestID: "r2", KeyHash: "k", UserID: "u", TeamID: "t", ModelGroup: "gpt-4", Cost: 0.5, StartedAt: day, EndedAt: day},
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	// Replaying the batch (and a request repeated within one) changes nothing.
+	if err := s.ApplySpend(ctx, append(batch, batch[0])); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := s.GetKey(ctx, "k")
+	u, _ := s.GetUser(ctx, "u")
+	tm, _ := s.GetTeam(ctx, "t")
+	e, err := s.GetEndUser(ctx, "e")
+	if err != nil {
+		t.Fatalf("end user not created by its first spend: %v", err)
+	}
+	if k.Spend != 1.5+0.75 || u.Spend != 0.75 || tm.Spend != 0.75 || e.Spend != 0.25 {
+		t.Fatalf("spend key %v user %v team %v end user %v", k.Spend, u.Spend, tm.Spend, e.Spend)
+	}
+	logs, total, err := s.ListSpendLogs(ctx, store.SpendFilter{})
+	if err != nil || total != 2 {
+		t.Fatalf("logs: %d %v", total, err)
+	}
+	var r1 store.SpendLog
+	for _, l := range logs {
+		if l.RequestID == "r1" {
+			r1 = l
+		}
+	}
+	if r1.PromptTokens != 10 || r1.CompletionTokens != 5 || r1.Status != 200 || !r1.StartedAt.Equal(day) || r1.EndUser != "e" {
+		t.Fatalf("r1 = %+v", r1)
+	}
+	// A failing batch leaves nothing behind: a row with an invalid (NULL-forbidden) value is hard to
+	// craft portably, so use a cancelled context, which aborts the transaction.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.ApplySpend(cctx, []store.SpendLog{{RequestID: "r3", KeyHash: "k", Cost: 1, StartedAt: day}}); err == nil {
+		t.Fatal("cancelled batch reported success")
+	}
+	if k2, _ := s.GetKey(ctx, "k"); k2.Spend != k.Spend {
+		t.Fatalf("failed batch changed spend: %v", k2.Spend)
+	}
+}
+
+func concurrentSpend(t *testing.T, s store.Store) {
+	s.CreateKey(ctx, fullKey("k"))
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			batch := make([]store.SpendLog, 50)
+			for i := range batch {
+				batch[i] = store.SpendLog{RequestID: fmt.Sprintf("w%d-%d", w, i), KeyHash: "k", Cost: 0.001, StartedAt: time.Now()}
+			}
+			if err := s.ApplySpend(ctx, batch); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	k, _ := s.GetKey(ctx, "k")
+	if got := k.Spend - 1.5; got < 0.3999999 || got > 0.4000001 {
+		t.Fatalf("spend after 400 concurrent rows = %v, want 0.4", got)
+	}
+}
+
+func spendFilters(t *testing.T, s store.Store) {
+	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	var batch []store.SpendLog
+	for i := range 10 {
+		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%d", i), KeyHash: []string{"a", "b"}[i%2], TeamID: "t", Cost: 1, StartedAt: base.Add(time.Duration(i) * 24 * time.Hour)})
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		f    store.SpendFilter
+		want int
+	}{
+		{"key", store.SpendFilter{KeyHash: "a"}, 5},
+		{"request id", store.SpendFilter{RequestID: "r3"}, 1},
+		{"dates", store.SpendFilter{From: base.Add(2 * 24 * time.Hour), To: base.Add(5 * 24 * time.Hour)}, 3},
+		{"team and key", store.SpendFilter{TeamID: "t", KeyHash: "b"}, 5},
+	}
+	for _, tt := range tests {
+		_, total, err := s.ListSpendLogs(ctx, tt.f)
+		if err != nil || total != tt.want {
+			t.Errorf("%s: %d, want %d (%v)", tt.name, total, tt.want, err)
+		}
+	}
+	page, total, _ := s.ListSpendLogs(ctx, store.SpendFilter{Page: store.Page{Number: 1, Size: 3}})
+	if total != 10 || len(page) != 3 || page[0].RequestID != "r9" {
+		t.Fatalf("newest first, paged: total %d len %d first %s", total, len(page), page[0].RequestID)
+	}
+}
+
+func loadAll(t *testing.T, s store.Store) {
+	s.CreateKey(ctx, fullKey("k1"))
+	s.CreateKey(ctx, fullKey("k2"))
+	s.CreateUser(ctx, &store.User{UserID: "u"})
+	s.CreateTeam(ctx, &store.Team{TeamID: "t"})
+	s.CreateEndUser(ctx, &store.EndUser{UserID: "e"})
+	snap, err := s.LoadAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Keys) != 2 || len(snap.Users) != 1 || len(snap.Teams) != 1 || len(snap.EndUsers) != 1 {
+		t.Fatalf("snapshot sizes %d %d %d %d", len(snap.Keys), len(snap.Users), len(snap.Teams), len(snap.EndUsers))
+	}
+}
+
+func audit(t *testing.T, s store.Store) {
+	for i := range 3 {
+		e := store.AuditEntry{Actor: "master", Action: "created", ObjectType: "key", ObjectID: fmt.Sprint(i), After: `{"a":1}`, At: time.Now().Add(time.Duration(i) * time.Second)}
+		if err := s.AppendAudit(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, total, err := s.ListAudit(ctx, store.Page{Size: 2})
+	if err != nil || total != 3 || len(list) != 2 || list[0].ObjectID != "2" || list[0].After != `{"a":1}` {
+		t.Fatalf("audit: %+v %d %v", list, total, err)
+	}
+}
