@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -157,4 +158,26 @@ func Write(w http.ResponseWriter, err error) *Error {
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(out)
 	return e
+}
+
+// HandlerFunc is an HTTP handler that returns its error instead of writing it.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// ErrResponded is returned by a handler that wrote its own response (an
+// upstream error passed through, a stream cut short): nothing more is written.
+var ErrResponded = errors.New("response already written")
+
+// Handler adapts h so that its returned error is rendered once, here.
+// Server-side failures (5xx) are logged with their cause.
+func Handler(log *slog.Logger, h HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil || errors.Is(err, ErrResponded) {
+			return
+		}
+		e := Write(w, err)
+		if e.Status >= 500 {
+			log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", e.Error())
+		}
+	})
 }

@@ -8,12 +8,57 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Principal is the identity a request acts as.
 type Principal struct {
 	Master  bool   // the master key: every permission
 	KeyHash string // sha256 hex of the presented key; "" when no key was needed
+	Key     *store.Key
+	User    *store.User // the key's user, when it has one
+	Team    *store.Team // the key's team, when it has one
+	// Static is set for a key from the config file (agentgateway apiKey).
+	Static *config.StaticKey
+}
+
+// Role is the principal's management role: proxy_admin for the master key,
+// the user's role for a key with a user, else internal_user.
+func (p *Principal) Role() string {
+	switch {
+	case p.Master:
+		return RoleProxyAdmin
+	case p.User != nil && p.User.UserRole != "":
+		return p.User.UserRole
+	}
+	return RoleInternalUser
+}
+
+// Management roles. LiteLLM's older names (admin, app_owner, app_user) are
+// accepted and mean proxy_admin, internal_user and internal_user_viewer.
+const (
+	RoleProxyAdmin         = "proxy_admin"
+	RoleProxyAdminViewer   = "proxy_admin_viewer"
+	RoleInternalUser       = "internal_user"
+	RoleInternalUserViewer = "internal_user_viewer"
+)
+
+// CanonicalRole maps a role name to Tollgate's, reporting whether it is known.
+func CanonicalRole(r string) (string, bool) {
+	switch r {
+	case RoleProxyAdmin, "admin":
+		return RoleProxyAdmin, true
+	case RoleProxyAdminViewer:
+		return RoleProxyAdminViewer, true
+	case RoleInternalUser, "app_owner", "":
+		return RoleInternalUser, true
+	case RoleInternalUserViewer, "app_user", "customer":
+		return RoleInternalUserViewer, true
+	}
+	return "", false
 }
 
 // ExtractKey returns the key presented on r, from Authorization: Bearer,
@@ -48,37 +93,65 @@ func Abbreviate(raw string) string {
 	return "sk-..." + raw[len(raw)-4:]
 }
 
-// Authenticator resolves presented keys. With no master key configured the
-// gateway is open: requests without a key are served anonymously.
+// Authenticator resolves presented keys: the master key, static keys from
+// the config file, and virtual keys from the snapshot. With neither a master
+// key nor an apiKey policy the gateway is open: requests without a key, or
+// with a key it does not know, are served anonymously (LiteLLM's behaviour
+// without master_key). A known virtual key is always honoured, with its
+// limits; a blocked or expired one is always refused.
 type Authenticator struct {
 	master    [32]byte
 	hasMaster bool
+	snap      *Snapshot
+	static    map[string]*config.StaticKey
+	mode      string // agentgateway apiKey mode: strict, optional or ""
+	now       func() time.Time
 }
 
-// NewAuthenticator returns an Authenticator for masterKey ("" for none).
-func NewAuthenticator(masterKey string) *Authenticator {
-	a := &Authenticator{}
-	if masterKey != "" {
-		a.master, a.hasMaster = Hash(masterKey), true
+// NewAuthenticator returns an Authenticator for cfg's master key and static
+// keys over snap.
+func NewAuthenticator(cfg *config.Config, snap *Snapshot) *Authenticator {
+	a := &Authenticator{snap: snap, static: map[string]*config.StaticKey{}, mode: cfg.APIKeyMode, now: time.Now}
+	if mk := cfg.MasterKey(); mk != "" {
+		a.master, a.hasMaster = Hash(mk), true
+	}
+	for i := range cfg.StaticKeys {
+		a.static[cfg.StaticKeys[i].Hash] = &cfg.StaticKeys[i]
+	}
+	if a.snap == nil {
+		a.snap = NewSnapshot(nil)
 	}
 	return a
 }
 
-// Open reports whether the gateway accepts requests without a key.
-func (a *Authenticator) Open() bool { return !a.hasMaster }
+// Snapshot is the key cache the authenticator reads.
+func (a *Authenticator) Snapshot() *Snapshot { return a.snap }
 
-// ErrNoKey and ErrInvalidKey are the two ways authentication fails.
+// Open reports whether requests without a key are served.
+func (a *Authenticator) Open() bool {
+	return !a.hasMaster && (a.mode == "" || a.mode == "optional")
+}
+
+// IsMaster reports whether raw is the master key (constant time).
+func (a *Authenticator) IsMaster(raw string) bool {
+	h := Hash(raw)
+	return a.hasMaster && subtle.ConstantTimeCompare(h[:], a.master[:]) == 1
+}
+
+// ErrNoKey and ErrInvalidKey are the plain ways authentication fails; a
+// blocked or expired key gets an Error saying which.
 var (
-	ErrNoKey      = authError("no API key: pass it as Authorization: Bearer <key>, x-api-key or api-key")
-	ErrInvalidKey = authError("invalid API key")
+	ErrNoKey      = Error("no API key: pass it as Authorization: Bearer <key>, x-api-key or api-key")
+	ErrInvalidKey = Error("invalid API key")
 )
 
-type authError string
+// Error is an authentication failure; its text is safe to show the client.
+type Error string
 
-func (e authError) Error() string { return string(e) }
+func (e Error) Error() string { return string(e) }
 
 // Authenticate resolves the key on r. The comparison with the master key is
-// on sha256 digests in constant time.
+// on sha256 digests in constant time; every other lookup is by digest too.
 func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
 	raw := ExtractKey(r)
 	if raw == "" {
@@ -87,12 +160,29 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
 		}
 		return nil, ErrNoKey
 	}
-	h := Hash(raw)
-	if a.hasMaster && subtle.ConstantTimeCompare(h[:], a.master[:]) == 1 {
-		return &Principal{Master: true, KeyHash: hex.EncodeToString(h[:])}, nil
+	sum := Hash(raw)
+	h := hex.EncodeToString(sum[:])
+	if a.hasMaster && subtle.ConstantTimeCompare(sum[:], a.master[:]) == 1 {
+		return &Principal{Master: true, KeyHash: h}, nil
+	}
+	if sk, ok := a.static[h]; ok {
+		return &Principal{KeyHash: h, Static: sk}, nil
+	}
+	if k, ok := a.snap.Key(h); ok {
+		p := &Principal{KeyHash: h, Key: k}
+		if k.UserID != "" {
+			p.User, _ = a.snap.User(k.UserID)
+		}
+		if k.TeamID != "" {
+			p.Team, _ = a.snap.Team(k.TeamID)
+		}
+		if why := keyUsable(k, p.Team, a.now()); why != "" {
+			return nil, Error(why)
+		}
+		return p, nil
 	}
 	if a.Open() {
-		return &Principal{KeyHash: hex.EncodeToString(h[:])}, nil
+		return &Principal{KeyHash: h}, nil
 	}
 	return nil, ErrInvalidKey
 }

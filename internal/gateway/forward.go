@@ -45,18 +45,22 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	if err != nil {
 		return err
 	}
-	grp, ok := g.Router().Group(req.model)
+	model := p.ResolveModel(req.model)
+	grp, ok := g.Router().Group(model)
 	if !ok {
 		e := apierror.NotFound("model", "The model `%s` does not exist or you do not have access to it.", req.model)
 		e.Code = "model_not_found"
 		return e
+	}
+	if !p.MayUse(model, grp.AccessGroups) && (model == req.model || !p.MayUse(req.model, grp.AccessGroups)) {
+		return apierror.Forbidden("this key may not use model %q", req.model)
 	}
 	t := grp.Pick()
 	if !t.Serves(op) {
 		return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", req.model, t.D.Provider, op)
 	}
 	askUsage := req.stream && (op == provider.OpChat || op == provider.OpCompletions)
-	upstreamBody := req.upstreamBody(t.UpstreamModel(req.model), askUsage)
+	upstreamBody := req.upstreamBody(t.UpstreamModel(model), askUsage)
 
 	callID := newCallID()
 	h := w.Header()

@@ -5,7 +5,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -60,7 +59,7 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 		mux.Handle("POST "+prefix+"/chat/completions", g.handler(provider.OpChat))
 		mux.Handle("POST "+prefix+"/completions", g.handler(provider.OpCompletions))
 		mux.Handle("POST "+prefix+"/embeddings", g.handler(provider.OpEmbeddings))
-		mux.Handle("GET "+prefix+"/models", Handler(g.log, g.models))
+		mux.Handle("GET "+prefix+"/models", apierror.Handler(g.log, g.models))
 	}
 	// Azure-style clients put the model in the path.
 	mux.Handle("POST /openai/deployments/{model}/chat/completions", g.handler(provider.OpChat))
@@ -68,38 +67,27 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.Handle("POST /openai/deployments/{model}/embeddings", g.handler(provider.OpEmbeddings))
 }
 
-// HandlerFunc is an HTTP handler that returns its error instead of writing it.
-type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
-
-// Handler adapts h so that its returned error is rendered, once, by apierror.
-func Handler(log *slog.Logger, h HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := h(w, r)
-		if err == nil || errors.Is(err, errResponded) {
-			return
-		}
-		e := apierror.Write(w, err)
-		if e.Status >= 500 {
-			log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", e.Error())
-		}
-	})
-}
-
-// errResponded is returned by a handler that already wrote its response
-// (an upstream error passed through, or a stream cut short).
-var errResponded = errors.New("response already written")
+// errResponded: the handler already wrote its response.
+var errResponded = apierror.ErrResponded
 
 func (g *Gateway) handler(op provider.Op) http.Handler {
-	return Handler(g.log, func(w http.ResponseWriter, r *http.Request) error {
+	return apierror.Handler(g.log, func(w http.ResponseWriter, r *http.Request) error {
 		return g.serve(w, r, op)
 	})
 }
 
 func (g *Gateway) models(w http.ResponseWriter, r *http.Request) error {
-	if _, err := g.authenticate(r); err != nil {
+	p, err := g.authenticate(r)
+	if err != nil {
 		return err
 	}
-	names := g.Router().Names()
+	rt := g.Router()
+	var names []string
+	for _, n := range rt.Names() {
+		if grp, ok := rt.Group(n); ok && p.MayUse(n, grp.AccessGroups) {
+			names = append(names, n)
+		}
+	}
 	out := make([]byte, 0, 64+len(names)*80)
 	out = append(out, `{"object":"list","data":[`...)
 	for i, n := range names {
@@ -112,7 +100,7 @@ func (g *Gateway) models(w http.ResponseWriter, r *http.Request) error {
 	}
 	out = append(out, "]}"...)
 	w.Header().Set("Content-Type", "application/json")
-	_, err := w.Write(out)
+	_, err = w.Write(out)
 	return err
 }
 

@@ -21,9 +21,10 @@ type Router struct {
 
 // Group is the set of deployments behind one public model name.
 type Group struct {
-	Name    string
-	Targets []*provider.Target
-	cum     []float64 // cumulative weights for simple-shuffle
+	Name         string
+	Targets      []*provider.Target
+	AccessGroups []string  // model_info.access_groups of its deployments
+	cum          []float64 // cumulative weights for simple-shuffle
 }
 
 // New builds the router for deps. aliases is router_settings.model_group_alias.
@@ -44,6 +45,11 @@ func New(deps []config.Deployment, aliases map[string]string) (*Router, error) {
 			}
 		}
 		g.Targets = append(g.Targets, t)
+		for _, ag := range d.AccessGroups {
+			if !slices.Contains(g.AccessGroups, ag) {
+				g.AccessGroups = append(g.AccessGroups, ag)
+			}
+		}
 	}
 	for _, g := range r.groups {
 		g.buildWeights()

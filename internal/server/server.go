@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
@@ -53,12 +54,26 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	var snap *auth.Snapshot
+	if opts.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		all, err := opts.Store.LoadAll(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("load keys: %w", err)
+		}
+		snap = auth.NewSnapshot(all)
+	}
+	authn := auth.NewAuthenticator(cfg, snap)
 	s.gw = gateway.New(gateway.Options{
 		MaxBodyBytes:   cfg.MaxRequestBytes(),
 		DefaultTimeout: cfg.RequestTimeout(),
 		Logger:         opts.Logger,
-	}, auth.NewAuthenticator(cfg.MasterKey()), rt)
+	}, authn, rt)
 	s.gw.Register(s.mux)
+	if opts.Store != nil {
+		admin.New(opts.Store, authn, cfg, opts.Logger).Register(s.mux)
+	}
 	s.registerHealth()
 	return s, nil
 }

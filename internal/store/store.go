@@ -198,6 +198,9 @@ type Store interface {
 	DeleteEndUser(ctx context.Context, id string) error
 	ListEndUsers(ctx context.Context, p Page) ([]*EndUser, int, error)
 
+	// SetSpend overwrites an entity's spend (an operator edit or a budget reset).
+	SetSpend(ctx context.Context, kind Kind, id string, spend float64) error
+
 	// LoadAll reads every key, user, team and end user.
 	LoadAll(ctx context.Context) (*Snapshot, error)
 	// ApplySpend writes a batch in one transaction: spend_logs rows

@@ -1,0 +1,206 @@
+// Package admin serves the management API, wire-compatible with the LiteLLM
+// proxy's: /key/*, /user/*, /team/*, /customer/* (and /end_user/*). Every
+// write goes to the store first and then to the in-memory snapshot, so the
+// very next request sees it, and lands in the audit log.
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/jsonbody"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// API is the management API.
+type API struct {
+	store store.Store
+	auth  *auth.Authenticator
+	snap  *auth.Snapshot
+	cfg   *config.Config
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// New returns the management API over st, publishing writes to a's snapshot.
+func New(st store.Store, a *auth.Authenticator, cfg *config.Config, log *slog.Logger) *API {
+	return &API{store: st, auth: a, snap: a.Snapshot(), cfg: cfg, log: log, now: time.Now}
+}
+
+// access is what an endpoint requires of its caller.
+type access int
+
+const (
+	readOwn  access = iota // any valid key; non-admins see only their own objects
+	writeOwn               // a key whose role may write; non-admins only their own objects
+	readAll                // admins and admin viewers
+	writeAll               // admins only
+)
+
+type handler func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error
+
+// Register mounts the management routes on mux.
+func (a *API) Register(mux *http.ServeMux) {
+	a.registerKeys(mux)
+	a.registerUsers(mux)
+	a.registerTeams(mux)
+	a.registerCustomers(mux)
+	mux.Handle("GET /audit/list", a.route(readAll, a.auditList))
+}
+
+// route authenticates the caller and checks its role before h runs.
+func (a *API) route(need access, h handler) http.Handler {
+	return apierror.Handler(a.log, func(w http.ResponseWriter, r *http.Request) error {
+		p, err := a.auth.Authenticate(r)
+		if err != nil {
+			return apierror.Unauthorized("%v", err)
+		}
+		if !p.Master && p.Key == nil {
+			if a.auth.Open() && p.Static == nil {
+				// No master key configured: LiteLLM lets anyone manage keys.
+				p = &auth.Principal{Master: true}
+			} else {
+				return apierror.Unauthorized("the management API needs the master key or a virtual key")
+			}
+		}
+		role := p.Role()
+		isAdmin := role == auth.RoleProxyAdmin
+		viewer := role == auth.RoleProxyAdminViewer || role == auth.RoleInternalUserViewer
+		switch {
+		case need == writeAll && !isAdmin, need == readAll && !isAdmin && role != auth.RoleProxyAdminViewer:
+			return apierror.Forbidden("%s may not call %s (needs %s)", role, r.URL.Path, map[access]string{readAll: "proxy_admin or proxy_admin_viewer", writeAll: "proxy_admin"}[need])
+		case need == writeOwn && viewer:
+			return apierror.Forbidden("%s has read-only access and may not call %s", role, r.URL.Path)
+		}
+		return h(w, r, p)
+	})
+}
+
+func isAdmin(p *auth.Principal) bool { return p.Role() == auth.RoleProxyAdmin }
+
+func seesAll(p *auth.Principal) bool {
+	r := p.Role()
+	return r == auth.RoleProxyAdmin || r == auth.RoleProxyAdminViewer
+}
+
+// decode reads a JSON body into v strictly: unknown fields and wrong types
+// are 400s naming the field. The trailing commas and # comments of LiteLLM's
+// curl examples are accepted. It returns the raw top-level members too, so
+// that "absent" and "null" can be told apart.
+func decode(r *http.Request, v any) (*jsonbody.Object, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 1<<20))
+	if err != nil {
+		return nil, apierror.BadRequest("", "could not read body: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
+	obj, err := jsonbody.Scan(body)
+	if err != nil {
+		relaxed, changed := jsonbody.Relax(body)
+		if !changed {
+			return nil, apierror.BadRequest("", "%v", err)
+		}
+		if obj, err = jsonbody.Scan(relaxed); err != nil {
+			return nil, apierror.BadRequest("", "%v", err)
+		}
+		body = relaxed
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, apierror.BadRequest(te.Field, "%s must be %s, got %s", te.Field, jsonType(te.Type.Kind().String()), te.Value)
+		}
+		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			f = strings.Trim(f, `"`)
+			return nil, apierror.BadRequest(f, "unknown field %q", f)
+		}
+		return nil, apierror.BadRequest("", "%v", err)
+	}
+	return obj, nil
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "float64", "float32":
+		return "a number"
+	case "int64", "int", "int32":
+		return "an integer"
+	case "bool":
+		return "a boolean"
+	case "string":
+		return "a string"
+	case "slice":
+		return "a list"
+	case "map":
+		return "an object"
+	}
+	return kind
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// storeError maps store errors to API errors.
+func storeError(err error, what, param string) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return apierror.NotFound(param, "%s not found", what)
+	case errors.Is(err, store.ErrConflict):
+		return apierror.BadRequest(param, "%s already exists", what)
+	}
+	return apierror.Internal(err)
+}
+
+// audit records a write; a failure to record is logged, the write stands.
+func (a *API) audit(ctx context.Context, p *auth.Principal, action, objType, id string, before, after any) {
+	e := store.AuditEntry{Actor: actor(p), Action: action, ObjectType: objType, ObjectID: id, At: a.now().UTC()}
+	if before != nil {
+		b, _ := json.Marshal(before)
+		e.Before = string(b)
+	}
+	if after != nil {
+		b, _ := json.Marshal(after)
+		e.After = string(b)
+	}
+	if err := a.store.AppendAudit(ctx, e); err != nil {
+		a.log.Error("audit log write failed", "action", action, "object", objType, "err", err)
+	}
+}
+
+func actor(p *auth.Principal) string {
+	if p.Master && p.KeyHash == "" {
+		return "open-gateway"
+	}
+	if p.Master {
+		return "master_key"
+	}
+	return p.KeyHash
+}
+
+func (a *API) auditList(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	list, total, err := a.store.ListAudit(r.Context(), page(r))
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	if list == nil {
+		list = []store.AuditEntry{}
+	}
+	return writeJSON(w, map[string]any{"audit_logs": list, "total_count": total})
+}

@@ -1,0 +1,271 @@
+package admin
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/jsonbody"
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// budgetFields are the budget and limit fields users, teams and end users share.
+type budgetFields struct {
+	MaxBudget           *float64       `json:"max_budget"`
+	SoftBudget          *float64       `json:"soft_budget"`
+	BudgetDuration      *string        `json:"budget_duration"`
+	MaxParallelRequests *int64         `json:"max_parallel_requests"`
+	TPMLimit            *int64         `json:"tpm_limit"`
+	RPMLimit            *int64         `json:"rpm_limit"`
+	Metadata            map[string]any `json:"metadata"`
+}
+
+func (b *budgetFields) validate() error {
+	p := keyParams{MaxBudget: b.MaxBudget, SoftBudget: b.SoftBudget, BudgetDuration: b.BudgetDuration,
+		MaxParallelRequests: b.MaxParallelRequests, TPMLimit: b.TPMLimit, RPMLimit: b.RPMLimit}
+	return p.validate()
+}
+
+// nextReset is a budget_duration and its first calendar-aligned reset.
+func nextReset(a *API, d *string) (*string, *time.Time) {
+	if d == nil || *d == "" {
+		return nil, nil
+	}
+	per, _ := ledger.ParsePeriod(*d)
+	t := per.NextReset(a.now())
+	return d, &t
+}
+
+// ---- users ----
+
+type userRequest struct {
+	keyParams
+	UserEmail     *string  `json:"user_email"`
+	UserRole      *string  `json:"user_role"`
+	Teams         []string `json:"teams"`
+	AutoCreateKey *bool    `json:"auto_create_key"`
+	UserAlias     *string  `json:"user_alias"`
+}
+
+func (a *API) registerUsers(mux *http.ServeMux) {
+	mux.Handle("POST /user/new", a.route(writeAll, a.userNew))
+	mux.Handle("GET /user/info", a.route(readOwn, a.userInfo))
+	mux.Handle("POST /user/update", a.route(writeAll, a.userUpdate))
+	mux.Handle("POST /user/delete", a.route(writeAll, a.userDelete))
+	mux.Handle("GET /user/list", a.route(readAll, a.userList))
+}
+
+func (a *API) userNew(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req userRequest
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	if err := req.keyParams.validate(); err != nil {
+		return err
+	}
+	role, ok := auth.CanonicalRole(deref(req.UserRole))
+	if !ok {
+		return apierror.BadRequest("user_role", "unknown user_role %q (proxy_admin, proxy_admin_viewer, internal_user, internal_user_viewer, or LiteLLM's admin, app_owner, app_user)", deref(req.UserRole))
+	}
+	u := &store.User{UserID: deref(req.UserID), UserEmail: deref(req.UserEmail), UserRole: role, Teams: req.Teams,
+		Models: req.Models, MaxBudget: req.MaxBudget, SoftBudget: req.SoftBudget, MaxParallelRequests: req.MaxParallelRequests,
+		TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit, Metadata: req.Metadata}
+	if u.UserID == "" {
+		u.UserID = uuid.NewString()
+	}
+	if req.TeamID != nil && deref(req.TeamID) != "" {
+		u.Teams = append(u.Teams, *req.TeamID)
+	}
+	u.BudgetDuration, u.BudgetResetAt = nextReset(a, req.BudgetDuration)
+	fillUserDefaults(u)
+	if err := a.store.CreateUser(r.Context(), u); err != nil {
+		return storeError(err, "user "+u.UserID, "user_id")
+	}
+	a.snap.PutUser(u)
+	a.audit(r.Context(), p, "created", "user", u.UserID, nil, u)
+	resp := map[string]any{"user_id": u.UserID, "user_email": u.UserEmail, "user_role": u.UserRole, "teams": u.Teams,
+		"models": u.Models, "spend": 0.0, "max_budget": u.MaxBudget, "budget_duration": u.BudgetDuration,
+		"budget_reset_at": u.BudgetResetAt, "tpm_limit": u.TPMLimit, "rpm_limit": u.RPMLimit,
+		"max_parallel_requests": u.MaxParallelRequests, "metadata": u.Metadata, "key": nil, "key_name": nil, "expires": nil}
+	if req.AutoCreateKey == nil || *req.AutoCreateKey {
+		// The user's key: the budget is the user's, so the key carries none of its own.
+		kp := req.keyParams
+		kp.UserID = &u.UserID
+		kp.MaxBudget, kp.SoftBudget, kp.BudgetDuration = nil, nil, nil
+		kp.TPMLimit, kp.RPMLimit, kp.MaxParallelRequests = nil, nil, nil
+		k, raw, err := a.createKey(r, p, &kp)
+		if err != nil {
+			return err
+		}
+		for f, v := range keyResponse(k, raw) {
+			if _, taken := resp[f]; !taken || f == "key" || f == "key_name" || f == "expires" {
+				resp[f] = v
+			}
+		}
+	}
+	return writeJSON(w, resp)
+}
+
+func fillUserDefaults(u *store.User) {
+	if u.Models == nil {
+		u.Models = []string{}
+	}
+	if u.Teams == nil {
+		u.Teams = []string{}
+	}
+	if u.Metadata == nil {
+		u.Metadata = map[string]any{}
+	}
+}
+
+func (a *API) userInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	id := r.URL.Query().Get("user_id")
+	if id == "" && p.Key != nil {
+		id = p.Key.UserID
+	}
+	if id == "" {
+		return apierror.BadRequest("user_id", "user_id is required")
+	}
+	if !seesAll(p) && (p.Key == nil || p.Key.UserID != id) {
+		return apierror.Forbidden("%s may read only its own user", p.Role())
+	}
+	u, err := a.store.GetUser(r.Context(), id)
+	if err != nil {
+		return storeError(err, "user "+id, "user_id")
+	}
+	keys, _, err := a.store.ListKeys(r.Context(), store.KeyFilter{UserID: id, Page: store.Page{Size: 1000}})
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	out := make([]any, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, keyResponse(k, ""))
+	}
+	return writeJSON(w, map[string]any{"user_id": id, "user_info": u, "keys": out, "teams": u.Teams})
+}
+
+func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		UserID    string   `json:"user_id"`
+		UserEmail *string  `json:"user_email"`
+		UserRole  *string  `json:"user_role"`
+		Models    []string `json:"models"`
+		Spend     *float64 `json:"spend"`
+		budgetFields
+	}
+	obj, err := decode(r, &req)
+	if err != nil {
+		return err
+	}
+	if req.UserID == "" {
+		return apierror.BadRequest("user_id", "user_id is required")
+	}
+	if err := req.budgetFields.validate(); err != nil {
+		return err
+	}
+	if req.Spend != nil && *req.Spend < 0 {
+		return apierror.BadRequest("spend", "spend must not be negative")
+	}
+	u, err := a.store.GetUser(r.Context(), req.UserID)
+	if err != nil {
+		return storeError(err, "user "+req.UserID, "user_id")
+	}
+	before, upd := *u, *u
+	if obj.Has("user_role") {
+		role, ok := auth.CanonicalRole(deref(req.UserRole))
+		if !ok {
+			return apierror.BadRequest("user_role", "unknown user_role %q", deref(req.UserRole))
+		}
+		upd.UserRole = role
+	}
+	if obj.Has("user_email") {
+		upd.UserEmail = deref(req.UserEmail)
+	}
+	if obj.Has("models") {
+		upd.Models = req.Models
+	}
+	a.applyBudget(obj, &req.budgetFields, &upd.MaxBudget, &upd.SoftBudget, &upd.BudgetDuration, &upd.BudgetResetAt,
+		&upd.MaxParallelRequests, &upd.TPMLimit, &upd.RPMLimit, &upd.Metadata)
+	fillUserDefaults(&upd)
+	if err := a.store.UpdateUser(r.Context(), &upd); err != nil {
+		return storeError(err, "user "+req.UserID, "user_id")
+	}
+	if obj.Has("spend") && req.Spend != nil {
+		if err := a.setSpend(r, store.KindUser, upd.UserID, *req.Spend); err != nil {
+			return err
+		}
+		upd.Spend = *req.Spend
+	}
+	a.snap.PutUser(&upd)
+	a.audit(r.Context(), p, "updated", "user", upd.UserID, before, upd)
+	return writeJSON(w, upd)
+}
+
+// applyBudget copies the budget fields present in the request.
+func (a *API) applyBudget(obj *jsonbody.Object, b *budgetFields, maxB, soft **float64, dur **string, reset **time.Time,
+	par, tpm, rpm **int64, meta *map[string]any) {
+	if obj.Has("max_budget") {
+		*maxB = b.MaxBudget
+	}
+	if obj.Has("soft_budget") && soft != nil {
+		*soft = b.SoftBudget
+	}
+	if obj.Has("budget_duration") {
+		*dur, *reset = nextReset(a, b.BudgetDuration)
+	}
+	if obj.Has("max_parallel_requests") && par != nil {
+		*par = b.MaxParallelRequests
+	}
+	if obj.Has("tpm_limit") && tpm != nil {
+		*tpm = b.TPMLimit
+	}
+	if obj.Has("rpm_limit") && rpm != nil {
+		*rpm = b.RPMLimit
+	}
+	if obj.Has("metadata") {
+		*meta = b.Metadata
+	}
+}
+
+func (a *API) userDelete(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		UserIDs []string `json:"user_ids"`
+	}
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	if len(req.UserIDs) == 0 {
+		return apierror.BadRequest("user_ids", "user_ids is required")
+	}
+	for _, id := range req.UserIDs {
+		if _, err := a.store.GetUser(r.Context(), id); err != nil {
+			return storeError(err, "user "+id, "user_ids")
+		}
+	}
+	for _, id := range req.UserIDs {
+		if err := a.store.DeleteUser(r.Context(), id); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return apierror.Internal(err)
+		}
+		a.snap.DeleteUser(id)
+		a.audit(r.Context(), p, "deleted", "user", id, nil, nil)
+	}
+	return writeJSON(w, map[string]any{"deleted_users": req.UserIDs})
+}
+
+func (a *API) userList(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	pg := page(r)
+	users, total, err := a.store.ListUsers(r.Context(), pg)
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	if users == nil {
+		users = []*store.User{}
+	}
+	limit, _ := pg.PageBounds()
+	return writeJSON(w, map[string]any{"users": users, "total": total, "page": max(pg.Number, 1), "page_size": limit, "total_pages": (total + limit - 1) / limit})
+}

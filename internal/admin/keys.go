@@ -1,0 +1,339 @@
+package admin
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+func (a *API) registerKeys(mux *http.ServeMux) {
+	mux.Handle("POST /key/generate", a.route(writeOwn, a.keyGenerate))
+	mux.Handle("GET /key/info", a.route(readOwn, a.keyInfo))
+	mux.Handle("POST /key/update", a.route(writeOwn, a.keyUpdate))
+	mux.Handle("POST /key/delete", a.route(writeOwn, a.keyDelete))
+	mux.Handle("GET /key/list", a.route(readOwn, a.keyList))
+	mux.Handle("POST /key/regenerate", a.route(writeOwn, a.keyRegenerate))
+	mux.Handle("POST /key/{key}/regenerate", a.route(writeOwn, a.keyRegenerate))
+	mux.Handle("POST /key/block", a.route(writeOwn, a.keyBlock(true)))
+	mux.Handle("POST /key/unblock", a.route(writeOwn, a.keyBlock(false)))
+}
+
+// mayManageKey: admins manage every key; other users only keys of their own
+// user id (or the key they present).
+func mayManageKey(p *auth.Principal, k *store.Key) bool {
+	if seesAll(p) {
+		return true
+	}
+	if p.KeyHash == k.TokenHash {
+		return true
+	}
+	return p.Key != nil && p.Key.UserID != "" && p.Key.UserID == k.UserID
+}
+
+func (a *API) keyGenerate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req keyParams
+	obj, err := decode(r, &req)
+	if err != nil {
+		return err
+	}
+	applyDefaults(&req, obj, a.cfg.LiteLLMSettings.DefaultKeyGenerateParams)
+	if !isAdmin(p) {
+		// A non-admin creates keys for itself only.
+		own := ""
+		if p.Key != nil {
+			own = p.Key.UserID
+		}
+		if req.UserID != nil && *req.UserID != own {
+			return apierror.Forbidden("%s may create keys only for its own user", p.Role())
+		}
+		req.UserID = &own
+	}
+	k, raw, err := a.createKey(r, p, &req)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, keyResponse(k, raw))
+}
+
+// createKey validates req, writes the key and publishes it.
+func (a *API) createKey(r *http.Request, p *auth.Principal, req *keyParams) (*store.Key, string, error) {
+	applyUpperBounds(req, a.cfg.LiteLLMSettings.UpperboundKeyGenerateParams)
+	if err := req.validate(); err != nil {
+		return nil, "", err
+	}
+	if req.TeamID != nil && deref(req.TeamID) != "" {
+		team, ok := a.snap.Team(*req.TeamID)
+		if ok && len(team.Models) > 0 {
+			for _, m := range req.Models {
+				if !containsModel(team.Models, m) {
+					return nil, "", apierror.BadRequest("models", "model %q is not in team %s's models %v", m, team.TeamID, team.Models)
+				}
+			}
+		}
+	}
+	raw := newRawKey()
+	if req.Key != nil {
+		raw = *req.Key
+	}
+	now := a.now()
+	k := &store.Key{TokenHash: keyHashOf(raw), KeyName: auth.Abbreviate(raw), CreatedBy: actor(p)}
+	if req.Spend != nil {
+		k.Spend = *req.Spend
+	}
+	if err := req.fill(k, func(string) bool { return true }, now); err != nil {
+		return nil, "", err
+	}
+	if err := a.store.CreateKey(r.Context(), k); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			if req.KeyAlias != nil {
+				if _, err := a.store.GetKeyByAlias(r.Context(), *req.KeyAlias); err == nil {
+					return nil, "", apierror.BadRequest("key_alias", "key_alias %q is already in use", *req.KeyAlias)
+				}
+			}
+			return nil, "", apierror.BadRequest("key", "this key already exists")
+		}
+		return nil, "", apierror.Internal(err)
+	}
+	a.snap.PutKey(k)
+	a.audit(r.Context(), p, "created", "key", k.TokenHash, nil, k)
+	return k, raw, nil
+}
+
+func containsModel(list []string, m string) bool {
+	for _, x := range list {
+		if x == m || x == "*" || (strings.HasSuffix(x, "*") && strings.HasPrefix(m, strings.TrimSuffix(x, "*"))) {
+			return true
+		}
+	}
+	return false
+}
+
+// lookupKey finds the key a request names (raw key, hash, or alias).
+func (a *API) lookupKey(r *http.Request, p *auth.Principal, keyOrHash, alias string) (*store.Key, error) {
+	var k *store.Key
+	var err error
+	switch {
+	case keyOrHash != "":
+		k, err = a.store.GetKey(r.Context(), keyHashOf(keyOrHash))
+	case alias != "":
+		k, err = a.store.GetKeyByAlias(r.Context(), alias)
+	default:
+		return nil, apierror.BadRequest("key", "key is required")
+	}
+	if err != nil {
+		return nil, storeError(err, "key", "key")
+	}
+	if !mayManageKey(p, k) {
+		return nil, apierror.Forbidden("this key belongs to another user")
+	}
+	return k, nil
+}
+
+func (a *API) keyInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	q := r.URL.Query()
+	given := q.Get("key")
+	name := given
+	if name == "" && q.Get("key_alias") == "" {
+		if p.Key == nil {
+			return apierror.BadRequest("key", "key is required")
+		}
+		name = p.KeyHash // a key asking about itself
+	}
+	k, err := a.lookupKey(r, p, name, q.Get("key_alias"))
+	if err != nil {
+		return err
+	}
+	// The raw key is echoed only as the caller gave it; it is never stored.
+	return writeJSON(w, map[string]any{"key": given, "info": keyResponse(k, "")})
+}
+
+func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req keyParams
+	obj, err := decode(r, &req)
+	if err != nil {
+		return err
+	}
+	if req.Key == nil || *req.Key == "" {
+		return apierror.BadRequest("key", "key is required")
+	}
+	saved := *req.Key
+	req.Key = nil // the key names the target; it is not a new custom key
+	if err := req.validate(); err != nil {
+		return err
+	}
+	k, err := a.lookupKey(r, p, saved, "")
+	if err != nil {
+		return err
+	}
+	if !isAdmin(p) && obj.Has("user_id") && deref(req.UserID) != k.UserID {
+		return apierror.Forbidden("%s may not move a key to another user", p.Role())
+	}
+	before := *k
+	updated := *k
+	if err := req.fill(&updated, obj.Has, a.now()); err != nil {
+		return err
+	}
+	if err := a.store.UpdateKey(r.Context(), &updated); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return apierror.BadRequest("key_alias", "key_alias %q is already in use", deref(updated.KeyAlias))
+		}
+		return storeError(err, "key", "key")
+	}
+	if obj.Has("spend") && req.Spend != nil {
+		if err := a.setSpend(r, store.KindKey, updated.TokenHash, *req.Spend); err != nil {
+			return err
+		}
+		updated.Spend = *req.Spend
+	}
+	a.snap.PutKey(&updated)
+	a.audit(r.Context(), p, "updated", "key", k.TokenHash, before, updated)
+	resp := keyResponse(&updated, "")
+	resp["key"] = saved
+	return writeJSON(w, resp)
+}
+
+func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float64) error {
+	if err := a.store.SetSpend(r.Context(), kind, id, spend); err != nil {
+		return storeError(err, string(kind), "spend")
+	}
+	return nil
+}
+
+func (a *API) keyDelete(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		Keys       []string `json:"keys"`
+		KeyAliases []string `json:"key_aliases"`
+	}
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	if len(req.Keys)+len(req.KeyAliases) == 0 {
+		return apierror.BadRequest("keys", "keys or key_aliases is required")
+	}
+	// Resolve every key first, so that one bad name deletes nothing.
+	var targets []*store.Key
+	for _, k := range req.Keys {
+		key, err := a.lookupKey(r, p, k, "")
+		if err != nil {
+			return err
+		}
+		targets = append(targets, key)
+	}
+	for _, al := range req.KeyAliases {
+		key, err := a.lookupKey(r, p, "", al)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, key)
+	}
+	deleted := make([]string, 0, len(targets))
+	for i, k := range targets {
+		if err := a.store.DeleteKey(r.Context(), k.TokenHash); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return apierror.Internal(err)
+		}
+		a.snap.DeleteKey(k.TokenHash)
+		a.audit(r.Context(), p, "deleted", "key", k.TokenHash, k, nil)
+		if i < len(req.Keys) {
+			deleted = append(deleted, req.Keys[i])
+		} else {
+			deleted = append(deleted, req.KeyAliases[i-len(req.Keys)])
+		}
+	}
+	return writeJSON(w, map[string]any{"deleted_keys": deleted})
+}
+
+func (a *API) keyList(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	q := r.URL.Query()
+	f := store.KeyFilter{UserID: q.Get("user_id"), TeamID: q.Get("team_id"), Alias: q.Get("key_alias"), Page: page(r)}
+	if !seesAll(p) {
+		if p.Key == nil || p.Key.UserID == "" {
+			f.UserID = "\x00none" // a key without a user sees no other keys
+		} else {
+			f.UserID = p.Key.UserID
+		}
+	}
+	keys, total, err := a.store.ListKeys(r.Context(), f)
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	full := q.Get("return_full_object") == "true"
+	out := make([]any, 0, len(keys))
+	for _, k := range keys {
+		if full {
+			out = append(out, keyResponse(k, ""))
+		} else {
+			out = append(out, k.TokenHash)
+		}
+	}
+	limit, _ := f.PageBounds()
+	pg := max(f.Number, 1)
+	return writeJSON(w, map[string]any{
+		"keys": out, "total_count": total, "current_page": pg, "total_pages": (total + limit - 1) / limit,
+	})
+}
+
+func (a *API) keyRegenerate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		Key       string   `json:"key"`
+		NewKey    *string  `json:"new_key"`
+		MaxBudget *float64 `json:"max_budget"`
+	}
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	name := firstOf(r.PathValue("key"), req.Key)
+	old, err := a.lookupKey(r, p, name, "")
+	if err != nil {
+		return err
+	}
+	raw := newRawKey()
+	if req.NewKey != nil {
+		if len(*req.NewKey) < 8 {
+			return apierror.BadRequest("new_key", "new_key must be at least 8 characters")
+		}
+		raw = *req.NewKey
+	}
+	k := *old
+	k.TokenHash, k.KeyName = keyHashOf(raw), auth.Abbreviate(raw)
+	if req.MaxBudget != nil {
+		if *req.MaxBudget < 0 {
+			return apierror.BadRequest("max_budget", "max_budget must not be negative")
+		}
+		k.MaxBudget = req.MaxBudget
+	}
+	if err := a.store.ReplaceKey(r.Context(), old.TokenHash, &k); err != nil {
+		return storeError(err, "key", "key")
+	}
+	a.snap.DeleteKey(old.TokenHash)
+	a.snap.PutKey(&k)
+	a.audit(r.Context(), p, "regenerated", "key", k.TokenHash, map[string]string{"token": old.TokenHash}, k)
+	return writeJSON(w, keyResponse(&k, raw))
+}
+
+func (a *API) keyBlock(block bool) handler {
+	return func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+		var req struct {
+			Key string `json:"key"`
+		}
+		if _, err := decode(r, &req); err != nil {
+			return err
+		}
+		k, err := a.lookupKey(r, p, req.Key, "")
+		if err != nil {
+			return err
+		}
+		updated := *k
+		updated.Blocked = block
+		if err := a.store.UpdateKey(r.Context(), &updated); err != nil {
+			return storeError(err, "key", "key")
+		}
+		a.snap.PutKey(&updated)
+		action := map[bool]string{true: "blocked", false: "unblocked"}[block]
+		a.audit(r.Context(), p, action, "key", k.TokenHash, k, updated)
+		return writeJSON(w, keyResponse(&updated, ""))
+	}
+}

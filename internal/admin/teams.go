@@ -1,0 +1,298 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+
+	"github.com/google/uuid"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+func (a *API) registerTeams(mux *http.ServeMux) {
+	mux.Handle("POST /team/new", a.route(writeAll, a.teamNew))
+	mux.Handle("GET /team/info", a.route(readOwn, a.teamInfo))
+	mux.Handle("POST /team/update", a.route(writeAll, a.teamUpdate))
+	mux.Handle("POST /team/delete", a.route(writeAll, a.teamDelete))
+	mux.Handle("GET /team/list", a.route(readAll, a.teamList))
+	mux.Handle("POST /team/block", a.route(writeAll, a.teamBlock(true)))
+	mux.Handle("POST /team/unblock", a.route(writeAll, a.teamBlock(false)))
+	mux.Handle("POST /team/member_add", a.route(writeAll, a.teamMemberAdd))
+	mux.Handle("POST /team/member_delete", a.route(writeAll, a.teamMemberDelete))
+}
+
+type teamRequest struct {
+	TeamID    string             `json:"team_id"`
+	TeamAlias *string            `json:"team_alias"`
+	Models    []string           `json:"models"`
+	Members   []store.TeamMember `json:"members_with_roles"`
+	Blocked   *bool              `json:"blocked"`
+	Spend     *float64           `json:"spend"`
+	budgetFields
+}
+
+func validMembers(ms []store.TeamMember) error {
+	for _, m := range ms {
+		if m.UserID == "" {
+			return apierror.BadRequest("members_with_roles", "every member needs a user_id")
+		}
+		if m.Role != "admin" && m.Role != "user" {
+			return apierror.BadRequest("members_with_roles", "member role must be admin or user, got %q", m.Role)
+		}
+	}
+	return nil
+}
+
+func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req teamRequest
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	if err := req.budgetFields.validate(); err != nil {
+		return err
+	}
+	for i := range req.Members {
+		if req.Members[i].Role == "" {
+			req.Members[i].Role = "user"
+		}
+	}
+	if err := validMembers(req.Members); err != nil {
+		return err
+	}
+	t := &store.Team{TeamID: req.TeamID, TeamAlias: deref(req.TeamAlias), Models: req.Models, Members: req.Members,
+		MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
+		Metadata: req.Metadata, Blocked: req.Blocked != nil && *req.Blocked}
+	if t.TeamID == "" {
+		t.TeamID = uuid.NewString()
+	}
+	t.BudgetDuration, t.BudgetResetAt = nextReset(a, req.BudgetDuration)
+	fillTeamDefaults(t)
+	if err := a.store.CreateTeam(r.Context(), t); err != nil {
+		return storeError(err, "team "+t.TeamID, "team_id")
+	}
+	a.snap.PutTeam(t)
+	a.audit(r.Context(), p, "created", "team", t.TeamID, nil, t)
+	return writeJSON(w, t)
+}
+
+func fillTeamDefaults(t *store.Team) {
+	if t.Models == nil {
+		t.Models = []string{}
+	}
+	if t.Members == nil {
+		t.Members = []store.TeamMember{}
+	}
+	if t.Metadata == nil {
+		t.Metadata = map[string]any{}
+	}
+}
+
+func inTeam(p *auth.Principal, t *store.Team) bool {
+	if p.Key != nil && p.Key.TeamID == t.TeamID {
+		return true
+	}
+	return p.Key != nil && p.Key.UserID != "" && slices.ContainsFunc(t.Members, func(m store.TeamMember) bool { return m.UserID == p.Key.UserID })
+}
+
+func (a *API) teamInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	id := r.URL.Query().Get("team_id")
+	if id == "" {
+		return apierror.BadRequest("team_id", "team_id is required")
+	}
+	t, err := a.store.GetTeam(r.Context(), id)
+	if err != nil {
+		return storeError(err, "team "+id, "team_id")
+	}
+	if !seesAll(p) && !inTeam(p, t) {
+		return apierror.Forbidden("%s may read only its own teams", p.Role())
+	}
+	keys, _, err := a.store.ListKeys(r.Context(), store.KeyFilter{TeamID: id, Page: store.Page{Size: 1000}})
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	out := make([]any, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, keyResponse(k, ""))
+	}
+	return writeJSON(w, map[string]any{"team_id": id, "team_info": t, "keys": out})
+}
+
+// editTeam loads a team, applies change, and writes it everywhere.
+func (a *API) editTeam(w http.ResponseWriter, r *http.Request, p *auth.Principal, id, action string, change func(*store.Team) error) error {
+	if id == "" {
+		return apierror.BadRequest("team_id", "team_id is required")
+	}
+	t, err := a.store.GetTeam(r.Context(), id)
+	if err != nil {
+		return storeError(err, "team "+id, "team_id")
+	}
+	before, upd := *t, *t
+	upd.Members = slices.Clone(t.Members)
+	if err := change(&upd); err != nil {
+		return err
+	}
+	fillTeamDefaults(&upd)
+	if err := a.store.UpdateTeam(r.Context(), &upd); err != nil {
+		return storeError(err, "team "+id, "team_id")
+	}
+	a.snap.PutTeam(&upd)
+	a.audit(r.Context(), p, action, "team", id, before, upd)
+	return writeJSON(w, upd)
+}
+
+func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req teamRequest
+	obj, err := decode(r, &req)
+	if err != nil {
+		return err
+	}
+	if err := req.budgetFields.validate(); err != nil {
+		return err
+	}
+	if req.Spend != nil && *req.Spend < 0 {
+		return apierror.BadRequest("spend", "spend must not be negative")
+	}
+	if err := validMembers(req.Members); err != nil {
+		return err
+	}
+	return a.editTeam(w, r, p, req.TeamID, "updated", func(t *store.Team) error {
+		if obj.Has("team_alias") {
+			t.TeamAlias = deref(req.TeamAlias)
+		}
+		if obj.Has("models") {
+			t.Models = req.Models
+		}
+		if obj.Has("members_with_roles") {
+			t.Members = req.Members
+		}
+		if obj.Has("blocked") && req.Blocked != nil {
+			t.Blocked = *req.Blocked
+		}
+		a.applyBudget(obj, &req.budgetFields, &t.MaxBudget, nil, &t.BudgetDuration, &t.BudgetResetAt,
+			&t.MaxParallelRequests, &t.TPMLimit, &t.RPMLimit, &t.Metadata)
+		if obj.Has("spend") && req.Spend != nil {
+			if err := a.setSpend(r, store.KindTeam, t.TeamID, *req.Spend); err != nil {
+				return err
+			}
+			t.Spend = *req.Spend
+		}
+		return nil
+	})
+}
+
+func (a *API) teamBlock(block bool) handler {
+	return func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+		var req struct {
+			TeamID string `json:"team_id"`
+		}
+		if _, err := decode(r, &req); err != nil {
+			return err
+		}
+		return a.editTeam(w, r, p, req.TeamID, map[bool]string{true: "blocked", false: "unblocked"}[block], func(t *store.Team) error {
+			t.Blocked = block
+			return nil
+		})
+	}
+}
+
+func (a *API) teamMemberAdd(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		TeamID string          `json:"team_id"`
+		Member json.RawMessage `json:"member"`
+	}
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	var members []store.TeamMember
+	if len(req.Member) > 0 && req.Member[0] == '[' {
+		if err := json.Unmarshal(req.Member, &members); err != nil {
+			return apierror.BadRequest("member", "member must be {user_id, role} or a list of them")
+		}
+	} else {
+		var m store.TeamMember
+		if err := json.Unmarshal(req.Member, &m); err != nil {
+			return apierror.BadRequest("member", "member must be {user_id, role} or a list of them")
+		}
+		members = []store.TeamMember{m}
+	}
+	for i := range members {
+		if members[i].Role == "" {
+			members[i].Role = "user"
+		}
+	}
+	if len(members) == 0 {
+		return apierror.BadRequest("member", "member is required")
+	}
+	if err := validMembers(members); err != nil {
+		return err
+	}
+	return a.editTeam(w, r, p, req.TeamID, "member_added", func(t *store.Team) error {
+		for _, m := range members {
+			i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == m.UserID })
+			if i >= 0 {
+				t.Members[i] = m
+			} else {
+				t.Members = append(t.Members, m)
+			}
+		}
+		return nil
+	})
+}
+
+func (a *API) teamMemberDelete(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		TeamID string `json:"team_id"`
+		UserID string `json:"user_id"`
+	}
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	return a.editTeam(w, r, p, req.TeamID, "member_deleted", func(t *store.Team) error {
+		i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == req.UserID })
+		if i < 0 {
+			return apierror.NotFound("user_id", "user %q is not a member of team %s", req.UserID, t.TeamID)
+		}
+		t.Members = slices.Delete(t.Members, i, i+1)
+		return nil
+	})
+}
+
+func (a *API) teamDelete(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		TeamIDs []string `json:"team_ids"`
+	}
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	if len(req.TeamIDs) == 0 {
+		return apierror.BadRequest("team_ids", "team_ids is required")
+	}
+	for _, id := range req.TeamIDs {
+		if _, err := a.store.GetTeam(r.Context(), id); err != nil {
+			return storeError(err, "team "+id, "team_ids")
+		}
+	}
+	for _, id := range req.TeamIDs {
+		if err := a.store.DeleteTeam(r.Context(), id); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return apierror.Internal(err)
+		}
+		a.snap.DeleteTeam(id)
+		a.audit(r.Context(), p, "deleted", "team", id, nil, nil)
+	}
+	return writeJSON(w, map[string]any{"deleted_teams": req.TeamIDs})
+}
+
+func (a *API) teamList(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	teams, _, err := a.store.ListTeams(r.Context(), page(r))
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	if teams == nil {
+		teams = []*store.Team{}
+	}
+	return writeJSON(w, teams)
+}

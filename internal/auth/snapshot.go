@@ -1,0 +1,99 @@
+package auth
+
+import (
+	"sync"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// Snapshot is the in-memory copy of keys, users, teams and end users that
+// serves authentication with no database round trip. Records are immutable
+// once published; a write replaces the record (sync.Map: lock-free reads,
+// no global lock on the request path).
+type Snapshot struct {
+	keys     sync.Map // token hash -> *store.Key
+	users    sync.Map // user id -> *store.User
+	teams    sync.Map // team id -> *store.Team
+	endUsers sync.Map // end user id -> *store.EndUser
+}
+
+// NewSnapshot returns a snapshot holding s (nil for an empty one).
+func NewSnapshot(s *store.Snapshot) *Snapshot {
+	snap := &Snapshot{}
+	if s == nil {
+		return snap
+	}
+	for _, k := range s.Keys {
+		snap.PutKey(k)
+	}
+	for _, u := range s.Users {
+		snap.PutUser(u)
+	}
+	for _, t := range s.Teams {
+		snap.PutTeam(t)
+	}
+	for _, e := range s.EndUsers {
+		snap.PutEndUser(e)
+	}
+	return snap
+}
+
+// Key returns the key with token hash h.
+func (s *Snapshot) Key(h string) (*store.Key, bool) { return load[store.Key](&s.keys, h) }
+
+// User returns a user.
+func (s *Snapshot) User(id string) (*store.User, bool) { return load[store.User](&s.users, id) }
+
+// Team returns a team.
+func (s *Snapshot) Team(id string) (*store.Team, bool) { return load[store.Team](&s.teams, id) }
+
+// EndUser returns an end user.
+func (s *Snapshot) EndUser(id string) (*store.EndUser, bool) {
+	return load[store.EndUser](&s.endUsers, id)
+}
+
+// PutKey publishes k; the caller must not modify it afterwards.
+func (s *Snapshot) PutKey(k *store.Key) { s.keys.Store(k.TokenHash, k) }
+
+// PutUser publishes u.
+func (s *Snapshot) PutUser(u *store.User) { s.users.Store(u.UserID, u) }
+
+// PutTeam publishes t.
+func (s *Snapshot) PutTeam(t *store.Team) { s.teams.Store(t.TeamID, t) }
+
+// PutEndUser publishes e.
+func (s *Snapshot) PutEndUser(e *store.EndUser) { s.endUsers.Store(e.UserID, e) }
+
+// DeleteKey removes a key.
+func (s *Snapshot) DeleteKey(h string) { s.keys.Delete(h) }
+
+// DeleteUser removes a user.
+func (s *Snapshot) DeleteUser(id string) { s.users.Delete(id) }
+
+// DeleteTeam removes a team.
+func (s *Snapshot) DeleteTeam(id string) { s.teams.Delete(id) }
+
+// DeleteEndUser removes an end user.
+func (s *Snapshot) DeleteEndUser(id string) { s.endUsers.Delete(id) }
+
+func load[T any](m *sync.Map, id string) (*T, bool) {
+	v, ok := m.Load(id)
+	if !ok {
+		return nil, false
+	}
+	return v.(*T), true
+}
+
+// keyUsable says why a key may not be used, or "" when it may.
+func keyUsable(k *store.Key, team *store.Team, now time.Time) string {
+	switch {
+	case k.Blocked:
+		return "key is blocked"
+	case k.Expires != nil && !k.Expires.After(now):
+		return "key expired at " + k.Expires.UTC().Format(time.RFC3339)
+	case team != nil && team.Blocked:
+		return "team " + team.TeamID + " is blocked"
+	}
+	return ""
+}
