@@ -97,3 +97,36 @@ func keyUsable(k *store.Key, team *store.Team, now time.Time) string {
 	}
 	return ""
 }
+
+// Apply brings the snapshot up to date with changes read from the store:
+// deletions first, then the rows as they are now (a row deleted and created
+// again in one window survives). Applying the same changes twice is harmless.
+func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
+	for _, d := range deleted {
+		switch d.Kind {
+		case store.KindKey:
+			s.DeleteKey(d.ID)
+		case store.KindUser:
+			s.DeleteUser(d.ID)
+		case store.KindTeam:
+			s.DeleteTeam(d.ID)
+		case store.KindEndUser:
+			s.DeleteEndUser(d.ID)
+		}
+	}
+	if changed == nil {
+		return
+	}
+	for _, k := range changed.Keys {
+		s.PutKey(k)
+	}
+	for _, u := range changed.Users {
+		s.PutUser(u)
+	}
+	for _, t := range changed.Teams {
+		s.PutTeam(t)
+	}
+	for _, e := range changed.EndUsers {
+		s.PutEndUser(e)
+	}
+}

@@ -30,6 +30,9 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Store is the persistent state; nil runs without one (tests of the proxy alone).
 	Store store.Store
+	// ResyncInterval is how often the key snapshot reads what other replicas
+	// wrote (default 500ms; changes made through this replica apply at once).
+	ResyncInterval time.Duration
 }
 
 // Server is one gateway process's serving state.
@@ -39,6 +42,7 @@ type Server struct {
 	log  *slog.Logger
 	gw   *gateway.Gateway
 	mux  *http.ServeMux
+	snap *auth.Snapshot
 }
 
 // New validates cfg and builds every component; nothing is started.
@@ -54,6 +58,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = 500 * time.Millisecond
+	}
 	var snap *auth.Snapshot
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -65,6 +72,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		snap = auth.NewSnapshot(all)
 	}
 	authn := auth.NewAuthenticator(cfg, snap)
+	s.snap = authn.Snapshot()
 	s.gw = gateway.New(gateway.Options{
 		MaxBodyBytes:   cfg.MaxRequestBytes(),
 		DefaultTimeout: cfg.RequestTimeout(),
@@ -93,6 +101,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	go s.resync(bg)
 	select {
 	case err := <-errc:
 		return err
@@ -134,4 +145,37 @@ func (s *Server) registerHealth() {
 		w.WriteHeader(code)
 		fmt.Fprintf(w, `{"status":%q,"db":%q,"version":%q}`+"\n", status, db, Version)
 	})
+}
+
+// resync keeps the key snapshot current with what other replicas write: it
+// reads rows changed since its previous look, overlapping by resyncOverlap so
+// that a write committed late, or stamped by a replica whose clock is behind,
+// is not missed (re-applying a row is harmless).
+func (s *Server) resync(ctx context.Context) {
+	if s.opts.Store == nil {
+		return
+	}
+	const resyncOverlap = 5 * time.Second
+	t := time.NewTicker(s.opts.ResyncInterval)
+	defer t.Stop()
+	since := time.Now().Add(-resyncOverlap)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		started := time.Now()
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		changed, deleted, err := s.opts.Store.Changes(qctx, since)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("key snapshot resync failed; serving the cached snapshot", "err", err)
+			}
+			continue
+		}
+		s.snap.Apply(changed, deleted)
+		since = started.Add(-resyncOverlap)
+	}
 }

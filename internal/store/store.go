@@ -146,6 +146,13 @@ type AuditEntry struct {
 	After      string    `json:"updated_values,omitempty"`
 }
 
+// Deletion is the tombstone of a deleted row.
+type Deletion struct {
+	Kind Kind
+	ID   string
+	At   time.Time
+}
+
 // Snapshot is every key, user, team and end user, for the in-memory cache.
 type Snapshot struct {
 	Keys     []*Key
@@ -203,6 +210,9 @@ type Store interface {
 
 	// LoadAll reads every key, user, team and end user.
 	LoadAll(ctx context.Context) (*Snapshot, error)
+	// Changes reads what was written or deleted at or after since, so a
+	// replica can bring its snapshot up to date.
+	Changes(ctx context.Context, since time.Time) (*Snapshot, []Deletion, error)
 	// ApplySpend writes a batch in one transaction: spend_logs rows
 	// (idempotent on request id: a replayed row is not counted again), spend
 	// on keys, users, teams and end users, and the daily rollups.

@@ -16,6 +16,7 @@ import (
 // (concurrent spend batches would be lost); SetSpend does, explicitly.
 type docTable[T any] struct {
 	name, idCol string
+	kind        store.Kind
 	id          func(*T) string
 	spend       func(*T) *float64
 	times       func(*T) (created, updated *time.Time)
@@ -60,9 +61,42 @@ func (t docTable[T]) update(ctx context.Context, db *sql.DB, v *T) error {
 	return affected(res, classify(err))
 }
 
-func (t docTable[T]) delete(ctx context.Context, db *sql.DB, id string) error {
-	res, err := db.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s = $1`, t.name, t.idCol), id)
-	return affected(res, err)
+// delete removes a row and leaves a tombstone for other replicas.
+func (t docTable[T]) delete(ctx context.Context, s *DB, id string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s = $1`, t.name, t.idCol), id)
+		if err := affected(res, err); err != nil {
+			return err
+		}
+		return tombstone(ctx, tx, t.kind, id)
+	})
+}
+
+func tombstone(ctx context.Context, tx *sql.Tx, kind store.Kind, id string) error {
+	now := time.Now()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO deletions (kind, id, at) VALUES ($1, $2, $3)`, string(kind), id, micros(now)); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `DELETE FROM deletions WHERE at < $1`, micros(now.Add(-24*time.Hour)))
+	return err
+}
+
+// since reads the rows updated at or after t.
+func (t docTable[T]) since(ctx context.Context, db *sql.DB, at time.Time) ([]*T, error) {
+	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend FROM %s WHERE updated_at >= $1`, t.name), micros(at))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*T
+	for rows.Next() {
+		v, err := t.scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
 }
 
 func (t docTable[T]) list(ctx context.Context, db *sql.DB, where string, args []any, p store.Page) ([]*T, int, error) {
@@ -123,19 +157,19 @@ func affected(res sql.Result, err error) error {
 }
 
 var (
-	users = docTable[store.User]{name: "users", idCol: "user_id",
+	users = docTable[store.User]{name: "users", idCol: "user_id", kind: store.KindUser,
 		id:    func(u *store.User) string { return u.UserID },
 		spend: func(u *store.User) *float64 { return &u.Spend },
 		times: func(u *store.User) (*time.Time, *time.Time) { return &u.CreatedAt, &u.UpdatedAt }}
-	teams = docTable[store.Team]{name: "teams", idCol: "team_id",
+	teams = docTable[store.Team]{name: "teams", idCol: "team_id", kind: store.KindTeam,
 		id:    func(t *store.Team) string { return t.TeamID },
 		spend: func(t *store.Team) *float64 { return &t.Spend },
 		times: func(t *store.Team) (*time.Time, *time.Time) { return &t.CreatedAt, &t.UpdatedAt }}
-	endUsers = docTable[store.EndUser]{name: "end_users", idCol: "user_id",
+	endUsers = docTable[store.EndUser]{name: "end_users", idCol: "user_id", kind: store.KindEndUser,
 		id:    func(e *store.EndUser) string { return e.UserID },
 		spend: func(e *store.EndUser) *float64 { return &e.Spend },
 		times: func(e *store.EndUser) (*time.Time, *time.Time) { return &e.CreatedAt, &e.UpdatedAt }}
-	keys = docTable[store.Key]{name: "keys", idCol: "token_hash",
+	keys = docTable[store.Key]{name: "keys", idCol: "token_hash", kind: store.KindKey,
 		id:    func(k *store.Key) string { return k.TokenHash },
 		spend: func(k *store.Key) *float64 { return &k.Spend },
 		times: func(k *store.Key) (*time.Time, *time.Time) { return &k.CreatedAt, &k.UpdatedAt }}
@@ -148,7 +182,7 @@ func (s *DB) GetUser(ctx context.Context, id string) (*store.User, error) {
 	return users.get(ctx, s.db, id)
 }
 func (s *DB) UpdateUser(ctx context.Context, u *store.User) error { return users.update(ctx, s.db, u) }
-func (s *DB) DeleteUser(ctx context.Context, id string) error     { return users.delete(ctx, s.db, id) }
+func (s *DB) DeleteUser(ctx context.Context, id string) error     { return users.delete(ctx, s, id) }
 func (s *DB) ListUsers(ctx context.Context, p store.Page) ([]*store.User, int, error) {
 	return users.list(ctx, s.db, "", nil, p)
 }
@@ -158,7 +192,7 @@ func (s *DB) GetTeam(ctx context.Context, id string) (*store.Team, error) {
 	return teams.get(ctx, s.db, id)
 }
 func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error { return teams.update(ctx, s.db, t) }
-func (s *DB) DeleteTeam(ctx context.Context, id string) error     { return teams.delete(ctx, s.db, id) }
+func (s *DB) DeleteTeam(ctx context.Context, id string) error     { return teams.delete(ctx, s, id) }
 func (s *DB) ListTeams(ctx context.Context, p store.Page) ([]*store.Team, int, error) {
 	return teams.list(ctx, s.db, "", nil, p)
 }
@@ -173,7 +207,7 @@ func (s *DB) UpdateEndUser(ctx context.Context, e *store.EndUser) error {
 	return endUsers.update(ctx, s.db, e)
 }
 func (s *DB) DeleteEndUser(ctx context.Context, id string) error {
-	return endUsers.delete(ctx, s.db, id)
+	return endUsers.delete(ctx, s, id)
 }
 func (s *DB) ListEndUsers(ctx context.Context, p store.Page) ([]*store.EndUser, int, error) {
 	return endUsers.list(ctx, s.db, "", nil, p)
@@ -225,6 +259,9 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 		if _, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE token_hash = $1`, oldHash); err != nil {
 			return err
 		}
+		if err := tombstone(ctx, tx, store.KindKey, oldHash); err != nil {
+			return err
+		}
 		k.Spend = spend
 		k.UpdatedAt = time.Now().UTC()
 		_, err := tx.ExecContext(ctx, `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
@@ -234,7 +271,7 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 	})
 }
 
-func (s *DB) DeleteKey(ctx context.Context, hash string) error { return keys.delete(ctx, s.db, hash) }
+func (s *DB) DeleteKey(ctx context.Context, hash string) error { return keys.delete(ctx, s, hash) }
 
 func (s *DB) ListKeys(ctx context.Context, f store.KeyFilter) ([]*store.Key, int, error) {
 	var conds []string
@@ -285,4 +322,39 @@ func (s *DB) LoadAll(ctx context.Context) (*store.Snapshot, error) {
 		return nil, err
 	}
 	return &snap, nil
+}
+
+// Changes reads what was written or deleted at or after since.
+func (s *DB) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []store.Deletion, error) {
+	var snap store.Snapshot
+	var err error
+	if snap.Keys, err = keys.since(ctx, s.db, since); err != nil {
+		return nil, nil, err
+	}
+	if snap.Users, err = users.since(ctx, s.db, since); err != nil {
+		return nil, nil, err
+	}
+	if snap.Teams, err = teams.since(ctx, s.db, since); err != nil {
+		return nil, nil, err
+	}
+	if snap.EndUsers, err = endUsers.since(ctx, s.db, since); err != nil {
+		return nil, nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, id, at FROM deletions WHERE at >= $1 ORDER BY at`, micros(since))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var dels []store.Deletion
+	for rows.Next() {
+		var d store.Deletion
+		var kind string
+		var at int64
+		if err := rows.Scan(&kind, &d.ID, &at); err != nil {
+			return nil, nil, err
+		}
+		d.Kind, d.At = store.Kind(kind), fromMicros(at)
+		dels = append(dels, d)
+	}
+	return &snap, dels, rows.Err()
 }

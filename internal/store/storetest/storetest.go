@@ -33,6 +33,7 @@ func Run(t *testing.T, open Opener) {
 		{"SpendLogFilters", spendFilters},
 		{"LoadAll", loadAll},
 		{"Audit", audit},
+		{"Changes", changes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -341,5 +342,35 @@ func audit(t *testing.T, s store.Store) {
 	list, total, err := s.ListAudit(ctx, store.Page{Size: 2})
 	if err != nil || total != 3 || len(list) != 2 || list[0].ObjectID != "2" || list[0].After != `{"a":1}` {
 		t.Fatalf("audit: %+v %d %v", list, total, err)
+	}
+}
+
+func changes(t *testing.T, s store.Store) {
+	s.CreateKey(ctx, fullKey("old"))
+	s.CreateUser(ctx, &store.User{UserID: "old-user"})
+	time.Sleep(5 * time.Millisecond)
+	mark := time.Now()
+	time.Sleep(5 * time.Millisecond)
+	s.CreateKey(ctx, fullKey("new"))
+	s.CreateTeam(ctx, &store.Team{TeamID: "t"})
+	s.DeleteUser(ctx, "old-user")
+	k, _ := s.GetKey(ctx, "old")
+	k.Blocked = false
+	if err := s.UpdateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	changed, deleted, err := s.Changes(ctx, mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hashes []string
+	for _, k := range changed.Keys {
+		hashes = append(hashes, k.TokenHash)
+	}
+	if len(hashes) != 2 || len(changed.Teams) != 1 || len(changed.Users) != 0 {
+		t.Fatalf("changed keys %v teams %d users %d", hashes, len(changed.Teams), len(changed.Users))
+	}
+	if len(deleted) != 1 || deleted[0].Kind != store.KindUser || deleted[0].ID != "old-user" {
+		t.Fatalf("deletions %+v", deleted)
 	}
 }

@@ -1,0 +1,101 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/storetest"
+)
+
+// replica starts a gateway serving on loopback with st and returns its URL.
+func replica(t *testing.T, cfg *config.Config, st store.Store) string {
+	t.Helper()
+	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: st, ResyncInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	return "http://" + ln.Addr().String()
+}
+
+func send(t *testing.T, url, key, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// within polls check until it holds or limit passes, reporting how long it took.
+func within(limit time.Duration, check func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for {
+		if check() {
+			return time.Since(start), true
+		}
+		if time.Since(start) > limit {
+			return time.Since(start), false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestReplicasShareKeysWithinOneSecond: two gateways on one PostgreSQL. A
+// key created on A works on B, and a key blocked or deleted on B is refused
+// on A, each within one second.
+func TestReplicasShareKeysWithinOneSecond(t *testing.T) {
+	pg := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
+	if pg == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping the two-replica test")
+	}
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(mockConfig, "{{UP}}", up.URL)+"general_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := storetest.OpenPostgres(t, pg)
+	a, b := replica(t, cfg, st), replica(t, cfg, st)
+	chat := `{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}`
+
+	status, body := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-replicated-key-1"}`)
+	if status != 200 {
+		t.Fatalf("generate on A: %d %s", status, body)
+	}
+	if took, ok := within(time.Second, func() bool { s, _ := send(t, b+"/v1/chat/completions", "sk-replicated-key-1", chat); return s == 200 }); !ok {
+		t.Fatalf("key created on A not accepted by B after %v", took)
+	}
+	send(t, b+"/key/block", "sk-1234", `{"key": "sk-replicated-key-1"}`)
+	if took, ok := within(time.Second, func() bool { s, _ := send(t, a+"/v1/chat/completions", "sk-replicated-key-1", chat); return s == 401 }); !ok {
+		t.Fatalf("key blocked on B still accepted by A after %v", took)
+	}
+	send(t, a+"/key/generate", "sk-1234", `{"key": "sk-replicated-key-2"}`)
+	within(time.Second, func() bool { s, _ := send(t, b+"/v1/chat/completions", "sk-replicated-key-2", chat); return s == 200 })
+	send(t, b+"/key/delete", "sk-1234", `{"keys": ["sk-replicated-key-2"]}`)
+	if took, ok := within(time.Second, func() bool { s, _ := send(t, a+"/v1/chat/completions", "sk-replicated-key-2", chat); return s == 401 }); !ok {
+		t.Fatalf("key deleted on B still accepted by A after %v", took)
+	}
+}
