@@ -53,14 +53,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second
 	}
+	if opts.ResyncInterval <= 0 {
+		opts.ResyncInterval = 500 * time.Millisecond
+	}
 	rt, err := router.New(cfg.Deployments, cfg.RouterSettings.ModelGroupAlias)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
-	if opts.ResyncInterval <= 0 {
-		opts.ResyncInterval = 500 * time.Millisecond
-	}
 	var snap *auth.Snapshot
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
