@@ -1,0 +1,159 @@
+// Package pricing turns token usage into dollars. Its table is derived from
+// the public model price list in ../shared/pricing by the generator in gen/
+// and embedded in the binary; deployments may override any price.
+package pricing
+
+//go:generate go run ./gen -in ../../../shared/pricing/model_prices_and_context_window.json -out prices.json
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Price is what one model charges, in USD per token.
+type Price struct {
+	InputPerToken         float64 `json:"input_cost_per_token,omitempty"`
+	OutputPerToken        float64 `json:"output_cost_per_token,omitempty"`
+	CacheReadPerToken     float64 `json:"cache_read_input_token_cost,omitempty"`
+	CacheCreationPerToken float64 `json:"cache_creation_input_token_cost,omitempty"`
+	MaxInputTokens        int64   `json:"max_input_tokens,omitempty"`
+	MaxOutputTokens       int64   `json:"max_output_tokens,omitempty"`
+	Mode                  string  `json:"mode,omitempty"`
+	Provider              string  `json:"litellm_provider,omitempty"`
+}
+
+//go:embed prices.json
+var embedded []byte
+
+var (
+	once    sync.Once
+	table   map[string]Price
+	loadErr error
+)
+
+// Table is the embedded price table, parsed on first use.
+func Table() (map[string]Price, error) {
+	once.Do(func() { loadErr = json.Unmarshal(embedded, &table) })
+	return table, loadErr
+}
+
+// Lookup finds the price of model as served by provider: "provider/model"
+// first (azure/gpt-4o), then the bare model, then the bare model lower-cased.
+func Lookup(provider, model string) (Price, bool) {
+	t, err := Table()
+	if err != nil || model == "" {
+		return Price{}, false
+	}
+	for _, k := range []string{provider + "/" + model, model, strings.ToLower(model)} {
+		if p, ok := t[k]; ok {
+			return p, true
+		}
+	}
+	return Price{}, false
+}
+
+// Usage is token usage in OpenAI's convention: PromptTokens includes the
+// cached (cache-read) tokens; CacheCreationTokens are billed on top.
+type Usage struct {
+	PromptTokens        int64
+	CompletionTokens    int64
+	CachedTokens        int64
+	CacheCreationTokens int64
+}
+
+// FromAnthropic normalises Anthropic usage, whose input_tokens exclude the
+// cache reads and creations, to the OpenAI convention.
+func FromAnthropic(input, output, cacheRead, cacheCreation int64) Usage {
+	return Usage{PromptTokens: input + cacheRead, CompletionTokens: output, CachedTokens: cacheRead, CacheCreationTokens: cacheCreation}
+}
+
+// Cost is the dollars u costs at p: uncached prompt tokens at the input
+// price, cached ones at the cache-read price (the input price when the model
+// has none), cache creation at its price (likewise) and completion tokens at
+// the output price.
+func (p Price) Cost(u Usage) float64 {
+	cached := min(u.CachedTokens, u.PromptTokens)
+	readPrice := p.CacheReadPerToken
+	if readPrice == 0 {
+		readPrice = p.InputPerToken
+	}
+	createPrice := p.CacheCreationPerToken
+	if createPrice == 0 {
+		createPrice = p.InputPerToken
+	}
+	return float64(u.PromptTokens-cached)*p.InputPerToken + float64(cached)*readPrice +
+		float64(u.CacheCreationTokens)*createPrice + float64(u.CompletionTokens)*p.OutputPerToken
+}
+
+// DefaultMaxOutput bounds a reservation for a model whose maximum output is
+// unknown and whose request sets no max_tokens.
+const DefaultMaxOutput = 4096
+
+// WorstCase is the most a request can cost: every prompt token at the
+// highest input-side price and maxTokens (else the model's maximum output,
+// else DefaultMaxOutput) at the output price.
+func (p Price) WorstCase(promptTokens, maxTokens int64) float64 {
+	if maxTokens <= 0 {
+		maxTokens = p.MaxOutputTokens
+	}
+	if maxTokens <= 0 {
+		maxTokens = DefaultMaxOutput
+	}
+	in := max(p.InputPerToken, p.CacheCreationPerToken)
+	return float64(promptTokens)*in + float64(maxTokens)*p.OutputPerToken
+}
+
+// Derive builds the embedded table from the public price list: every entry
+// with at least one numeric price, with only the fields above, sorted.
+func Derive(src []byte) ([]byte, error) {
+	var raw map[string]map[string]any
+	if err := json.Unmarshal(src, &raw); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	num := func(m map[string]any, k string) float64 {
+		f, _ := m[k].(float64)
+		return f
+	}
+	out := map[string]Price{}
+	for name, m := range raw {
+		if name == "sample_spec" {
+			continue
+		}
+		p := Price{
+			InputPerToken: num(m, "input_cost_per_token"), OutputPerToken: num(m, "output_cost_per_token"),
+			CacheReadPerToken: num(m, "cache_read_input_token_cost"), CacheCreationPerToken: num(m, "cache_creation_input_token_cost"),
+			MaxInputTokens: int64(num(m, "max_input_tokens")), MaxOutputTokens: int64(num(m, "max_output_tokens")),
+		}
+		if p.MaxOutputTokens == 0 {
+			p.MaxOutputTokens = int64(num(m, "max_tokens"))
+		}
+		p.Mode, _ = m["mode"].(string)
+		p.Provider, _ = m["litellm_provider"].(string)
+		if p.InputPerToken == 0 && p.OutputPerToken == 0 {
+			continue
+		}
+		out[name] = p
+	}
+	names := make([]string, 0, len(out))
+	for n := range out {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("{\n")
+	for i, n := range names {
+		k, _ := json.Marshal(n)
+		v, _ := json.Marshal(out[n])
+		fmt.Fprintf(&b, "%s:%s", k, v)
+		if i < len(names)-1 {
+			b.WriteString(",")
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("}\n")
+	return []byte(b.String()), nil
+}

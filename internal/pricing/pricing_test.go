@@ -1,0 +1,102 @@
+package pricing
+
+import (
+	"bytes"
+	"math"
+	"os"
+	"testing"
+)
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-12*math.Max(1, math.Abs(b)) }
+
+// TestEmbeddedTableMatchesSource fails when prices.json was not regenerated
+// from ../shared/pricing (run `go generate ./internal/pricing`).
+func TestEmbeddedTableMatchesSource(t *testing.T) {
+	src, err := os.ReadFile("../../../shared/pricing/model_prices_and_context_window.json")
+	if err != nil {
+		t.Skipf("shared price source not present (%v): cannot check the embedded table for drift", err)
+	}
+	want, err := Derive(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(want, embedded) {
+		t.Fatal("prices.json differs from what the generator derives from the shared source: run go generate ./internal/pricing")
+	}
+}
+
+func TestLookup(t *testing.T) {
+	tests := []struct {
+		provider, model string
+		in, out         float64
+	}{
+		{"openai", "gpt-4o", 2.5e-06, 1e-05},
+		{"openai", "gpt-4o-mini", 1.5e-07, 6e-07},
+		{"azure", "gpt-4o", 2.5e-06, 1e-05}, // via "azure/gpt-4o"
+		{"anthropic", "claude-3-5-sonnet-20241022", 3e-06, 1.5e-05},
+		{"openai", "GPT-4", 3e-05, 6e-05}, // case-folded
+	}
+	for _, tt := range tests {
+		p, ok := Lookup(tt.provider, tt.model)
+		if !ok || !near(p.InputPerToken, tt.in) || !near(p.OutputPerToken, tt.out) {
+			t.Errorf("%s/%s = %+v %v", tt.provider, tt.model, p, ok)
+		}
+	}
+	if _, ok := Lookup("openai", "no-such-model-xyz"); ok {
+		t.Error("unknown model priced")
+	}
+}
+
+func TestCost(t *testing.T) {
+	p, _ := Lookup("openai", "gpt-4o") // 2.5e-6 in, 1e-5 out, 1.25e-6 cached
+	tests := []struct {
+		name string
+		u    Usage
+		want float64
+	}{
+		{"plain", Usage{PromptTokens: 1000, CompletionTokens: 100}, 1000*2.5e-6 + 100*1e-5},
+		{"cached tokens priced as cached", Usage{PromptTokens: 1000, CachedTokens: 400, CompletionTokens: 100}, 600*2.5e-6 + 400*1.25e-6 + 100*1e-5},
+		{"anthropic normalised", FromAnthropic(600, 100, 400, 0), 600*2.5e-6 + 400*1.25e-6 + 100*1e-5},
+	}
+	for _, tt := range tests {
+		if got := p.Cost(tt.u); !near(got, tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	c, _ := Lookup("anthropic", "claude-3-5-sonnet-20241022")
+	if got, want := c.Cost(FromAnthropic(100, 10, 0, 1000)), 100*3e-6+1000*3.75e-6+10*1.5e-5; !near(got, want) {
+		t.Errorf("cache creation: %v, want %v", got, want)
+	}
+	noCache := Price{InputPerToken: 1, OutputPerToken: 2}
+	if got := noCache.Cost(Usage{PromptTokens: 10, CachedTokens: 4}); got != 10 {
+		t.Errorf("cached without a cache price: %v, want the input price", got)
+	}
+}
+
+func TestWorstCase(t *testing.T) {
+	p := Price{InputPerToken: 1e-6, OutputPerToken: 2e-6, MaxOutputTokens: 1000}
+	tests := []struct {
+		prompt, maxTokens int64
+		want              float64
+	}{
+		{100, 50, 100*1e-6 + 50*2e-6},
+		{100, 0, 100*1e-6 + 1000*2e-6},
+	}
+	for _, tt := range tests {
+		if got := p.WorstCase(tt.prompt, tt.maxTokens); !near(got, tt.want) {
+			t.Errorf("WorstCase(%d, %d) = %v, want %v", tt.prompt, tt.maxTokens, got, tt.want)
+		}
+	}
+	if got := (Price{OutputPerToken: 1}).WorstCase(0, 0); got != DefaultMaxOutput {
+		t.Errorf("unknown max output: %v", got)
+	}
+}
+
+func BenchmarkLookupCost(b *testing.B) {
+	Table()
+	b.ReportAllocs()
+	for b.Loop() {
+		p, _ := Lookup("openai", "gpt-4o-mini")
+		_ = p.Cost(Usage{PromptTokens: 100, CompletionTokens: 50})
+	}
+}
