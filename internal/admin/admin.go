@@ -19,12 +19,14 @@ import (
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/jsonbody"
+	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
 // API is the management API.
 type API struct {
 	store store.Store
+	book  *ledger.Book
 	auth  *auth.Authenticator
 	snap  *auth.Snapshot
 	cfg   *config.Config
@@ -33,8 +35,8 @@ type API struct {
 }
 
 // New returns the management API over st, publishing writes to a's snapshot.
-func New(st store.Store, a *auth.Authenticator, cfg *config.Config, log *slog.Logger) *API {
-	return &API{store: st, auth: a, snap: a.Snapshot(), cfg: cfg, log: log, now: time.Now}
+func New(st store.Store, a *auth.Authenticator, book *ledger.Book, cfg *config.Config, log *slog.Logger) *API {
+	return &API{store: st, book: book, auth: a, snap: a.Snapshot(), cfg: cfg, log: log, now: time.Now}
 }
 
 // access is what an endpoint requires of its caller.
@@ -56,6 +58,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerTeams(mux)
 	a.registerCustomers(mux)
 	mux.Handle("GET /audit/list", a.route(readAll, a.auditList))
+	a.registerSpend(mux)
 }
 
 // route authenticates the caller and checks its role before h runs.

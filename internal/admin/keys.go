@@ -7,6 +7,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -196,9 +197,15 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	return writeJSON(w, resp)
 }
 
+// setSpend overwrites an entity's spend in the store and in the ledger.
 func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float64) error {
 	if err := a.store.SetSpend(r.Context(), kind, id, spend); err != nil {
 		return storeError(err, string(kind), "spend")
+	}
+	lk := map[store.Kind]ledger.Kind{store.KindKey: ledger.KindKey, store.KindUser: ledger.KindUser,
+		store.KindTeam: ledger.KindTeam, store.KindEndUser: ledger.KindEndUser}[kind]
+	if acct, ok := a.book.Lookup(lk, id); ok {
+		acct.SetSpent(ledger.USD(spend))
 	}
 	return nil
 }

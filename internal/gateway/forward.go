@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -28,8 +29,9 @@ type result struct {
 	clientGone bool
 }
 
-// errClientGone: the client disconnected; nothing more can be written.
-var errClientGone = errors.New("client disconnected")
+// errClientGone: the client disconnected; nothing more can be written, so
+// it counts as a response already given.
+var errClientGone = fmt.Errorf("client disconnected: %w", apierror.ErrResponded)
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) error {
 	start := time.Now()
@@ -67,14 +69,21 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	h.Set("x-tollgate-call-id", callID)
 	h.Set("x-tollgate-model-id", t.D.ID)
 
+	var c *charge
+	if g.opts.Meter != nil {
+		if c, err = g.opts.Meter.reserve(p, req, t, model, callID, upstreamBody, start); err != nil {
+			return err
+		}
+		defer c.release() // a panic or an early return never strands a hold
+	}
 	var res result
-	err = g.forward(w, r, t, op, req, upstreamBody, &res, start)
+	err = g.forward(w, r, t, op, req, upstreamBody, &res, start, c)
 	g.logRequest(r, p, req, t, op, callID, &res, err, start)
 	return err
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Target, op provider.Op,
-	req *request, body []byte, res *result, start time.Time) error {
+	req *request, body []byte, res *result, start time.Time, c *charge) error {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	wd := newWatchdog(g.timeoutFor(t, req.stream), cancel)
@@ -99,6 +108,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		wd.feed()
 		err := streamEvents(w, resp, wd, req.clientUsage, res)
 		res.upstream = time.Since(sent) // streams are paced by the upstream
+		if err != nil && (res.clientGone || r.Context().Err() != nil) {
+			res.clientGone = true
+		}
+		c.settle(res) // an abandoned stream is still charged for what it produced
 		if err != nil {
 			if res.clientGone || r.Context().Err() != nil {
 				res.clientGone = true
@@ -116,6 +129,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 	}
 	if resp.StatusCode < 300 {
 		res.usage, res.hasUsage = usageFromBody(data)
+		if c != nil {
+			c.costHeaders(w.Header(), c.settle(res))
+		}
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(resp.StatusCode)

@@ -21,6 +21,7 @@ type Options struct {
 	MaxBodyBytes   int64         // request bodies above this get 413
 	DefaultTimeout time.Duration // for deployments that set no timeout
 	Logger         *slog.Logger
+	Meter          *Meter // nil: nothing is booked (the proxy alone)
 }
 
 // Gateway holds the live routing table and serves inference requests.

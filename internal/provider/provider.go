@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/pricing"
 )
 
 // Op is an inference operation, in the OpenAI API's terms.
@@ -38,6 +39,8 @@ func (o Op) String() string { return opNames[o] }
 // after Build and safe for concurrent use.
 type Target struct {
 	D        *config.Deployment
+	Price    pricing.Price // the table's price with the deployment's overrides
+	Priced   bool          // false: neither the table nor the config knows a price
 	client   *http.Client
 	urls     [numOps]string // "" where the dialect does not serve the op
 	header   http.Header    // auth and configured headers, set on every request
@@ -93,7 +96,31 @@ func Build(d *config.Deployment) (*Target, error) {
 	for k, v := range d.Headers {
 		t.header.Set(k, v)
 	}
+	t.Price, t.Priced = priceOf(d)
 	return t, nil
+}
+
+// priceOf is the table price of the deployment's base_model (else its
+// model), with the config's per-token overrides on top.
+func priceOf(d *config.Deployment) (pricing.Price, bool) {
+	name := d.BaseModel
+	if name == "" {
+		name = d.Model
+	}
+	p, ok := pricing.Lookup(d.Provider, name)
+	for _, o := range []struct {
+		v   *float64
+		dst *float64
+	}{
+		{d.InputCostPerToken, &p.InputPerToken}, {d.OutputCostPerToken, &p.OutputPerToken},
+		{d.CacheReadInputTokenCost, &p.CacheReadPerToken}, {d.CacheCreationInputTokenCost, &p.CacheCreationPerToken},
+	} {
+		if o.v != nil {
+			*o.dst = *o.v
+			ok = true
+		}
+	}
+	return p, ok
 }
 
 // UpstreamModel is the model name to send upstream for a client request

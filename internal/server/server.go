@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
+	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -37,12 +39,14 @@ type Options struct {
 
 // Server is one gateway process's serving state.
 type Server struct {
-	cfg  *config.Config
-	opts Options
-	log  *slog.Logger
-	gw   *gateway.Gateway
-	mux  *http.ServeMux
-	snap *auth.Snapshot
+	cfg       *config.Config
+	opts      Options
+	log       *slog.Logger
+	gw        *gateway.Gateway
+	mux       *http.ServeMux
+	snap      *auth.Snapshot
+	writer    *ledger.Writer
+	closeOnce sync.Once
 }
 
 // New validates cfg and builds every component; nothing is started.
@@ -73,14 +77,28 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	authn := auth.NewAuthenticator(cfg, snap)
 	s.snap = authn.Snapshot()
-	s.gw = gateway.New(gateway.Options{
+	gopts := gateway.Options{
 		MaxBodyBytes:   cfg.MaxRequestBytes(),
 		DefaultTimeout: cfg.RequestTimeout(),
 		Logger:         opts.Logger,
-	}, authn, rt)
+	}
+	book := ledger.NewBook()
+	if opts.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		total, err := opts.Store.TotalSpend(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("load spend: %w", err)
+		}
+		s.writer = ledger.NewWriter(opts.Store, opts.Logger)
+		go s.writer.Run()
+		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap,
+			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget}
+	}
+	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s.mux)
 	if opts.Store != nil {
-		admin.New(opts.Store, authn, cfg, opts.Logger).Register(s.mux)
+		admin.New(opts.Store, authn, book, cfg, opts.Logger).Register(s.mux)
 	}
 	s.registerHealth()
 	return s, nil
@@ -116,12 +134,28 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return serr
 	}
+	s.Close()
 	if err != nil {
 		_ = srv.Close()
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
 	s.log.Info("shutdown complete")
 	return nil
+}
+
+// Close flushes the spend writer: every request already answered is in the
+// store when it returns. Serve calls it after draining; it is idempotent.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		if s.writer == nil {
+			return
+		}
+		if left := s.writer.Close(); left > 0 {
+			s.log.Error("spend rows could not be written before exit", "rows", left)
+		} else {
+			s.log.Info("spend flushed")
+		}
+	})
 }
 
 func (s *Server) registerHealth() {

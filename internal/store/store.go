@@ -218,6 +218,8 @@ type Store interface {
 	// on keys, users, teams and end users, and the daily rollups.
 	ApplySpend(ctx context.Context, batch []SpendLog) error
 	ListSpendLogs(ctx context.Context, f SpendFilter) ([]SpendLog, int, error)
+	// TotalSpend is all spend recorded (from the daily rollups).
+	TotalSpend(ctx context.Context) (float64, error)
 
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	ListAudit(ctx context.Context, p Page) ([]AuditEntry, int, error)

@@ -218,3 +218,10 @@ func (s *DB) ListAudit(ctx context.Context, p store.Page) ([]store.AuditEntry, i
 	}
 	return out, total, rows.Err()
 }
+
+// TotalSpend is all spend recorded, read from the daily rollups.
+func (s *DB) TotalSpend(ctx context.Context) (float64, error) {
+	var total float64
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(spend), 0) FROM spend_daily`).Scan(&total)
+	return total, err
+}

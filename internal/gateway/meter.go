@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"bytes"
+	"strconv"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// Meter books what requests cost: it reserves the worst case on every
+// budget that applies before a request is forwarded, settles the real cost
+// after, and queues the spend-log row.
+type Meter struct {
+	Book   *ledger.Book
+	Writer *ledger.Writer
+	Snap   *auth.Snapshot
+	// GlobalBudget is litellm_settings.max_budget; GlobalSpent what the
+	// store has recorded so far. MaxEndUserBudget applies to end users
+	// without a budget of their own.
+	GlobalBudget     *float64
+	GlobalSpent      float64
+	MaxEndUserBudget *float64
+}
+
+// imageTokenCeiling bounds the prompt tokens one image can cost on any
+// provider's vision models (OpenAI high detail tops out near 1,105 tokens for
+// a 2048px image; Anthropic near 1,600).
+const imageTokenCeiling = 1600
+
+// promptBound is an upper bound on the prompt tokens of body: every BPE or
+// SentencePiece token covers at least one byte, so the body's length bounds
+// its text, and each image reference adds at most imageTokenCeiling.
+func promptBound(body []byte) int64 {
+	images := bytes.Count(body, []byte(`"image_url"`)) + bytes.Count(body, []byte(`"type":"image"`))
+	return int64(len(body)) + int64(images)*imageTokenCeiling
+}
+
+// accounts are the budgets a request is charged to, most shared first.
+func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Account {
+	accts := make([]*ledger.Account, 0, 6)
+	accts = append(accts, m.Book.Account(ledger.KindGlobal, "global", m.GlobalSpent, m.GlobalBudget))
+	if p.Team != nil {
+		accts = append(accts, m.Book.Account(ledger.KindTeam, p.Team.TeamID, p.Team.Spend, p.Team.MaxBudget))
+	}
+	if p.User != nil {
+		accts = append(accts, m.Book.Account(ledger.KindUser, p.User.UserID, p.User.Spend, p.User.MaxBudget))
+	}
+	if endUser != "" {
+		budget, spent := m.MaxEndUserBudget, 0.0
+		if e, ok := m.Snap.EndUser(endUser); ok {
+			spent = e.Spend
+			if e.MaxBudget != nil {
+				budget = e.MaxBudget
+			}
+		}
+		accts = append(accts, m.Book.Account(ledger.KindEndUser, endUser, spent, budget))
+	}
+	if k := p.Key; k != nil {
+		accts = append(accts, m.Book.Account(ledger.KindKey, k.TokenHash, k.Spend, k.MaxBudget))
+		if b, ok := k.ModelMaxBudget[model]; ok {
+			accts = append(accts, m.Book.Account(ledger.KindKeyModel, k.TokenHash+"/"+model, k.ModelSpend[model], &b))
+		}
+	}
+	return accts
+}
+
+// charge is one request's hold on its budgets.
+type charge struct {
+	m       *Meter
+	res     *ledger.Reservation
+	key     *ledger.Account
+	price   pricing.Price
+	log     store.SpendLog
+	prompt  int64 // estimate used when the upstream reports no usage
+	settled bool
+}
+
+// reserve holds the request's worst-case cost, or refuses it with the 400
+// budget_exceeded error LiteLLM clients expect.
+func (m *Meter) reserve(p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
+	accts := m.accounts(p, req.user, model)
+	bound := promptBound(body)
+	worst := t.Price.WorstCase(bound, req.maxTokens)
+	res, err := ledger.Reserve(accts, ledger.USD(worst))
+	if err != nil {
+		return nil, apierror.BudgetExceeded("%v", err)
+	}
+	c := &charge{m: m, res: res, price: t.Price, prompt: int64(len(body)) / 4}
+	if p.Key != nil {
+		c.key = accts[len(accts)-1]
+		if _, ok := p.Key.ModelMaxBudget[model]; ok {
+			c.key = accts[len(accts)-2]
+		}
+		c.log.KeyHash = p.Key.TokenHash
+		c.log.UserID = p.Key.UserID
+		c.log.TeamID = p.Key.TeamID
+	} else if p.KeyHash != "" && !p.Master {
+		c.log.KeyHash = p.KeyHash
+	}
+	c.log.RequestID, c.log.EndUser, c.log.ModelGroup = callID, req.user, model
+	c.log.Deployment, c.log.Provider, c.log.StartedAt = t.D.ID, t.D.Provider, start
+	return c, nil
+}
+
+// settle books what res cost: the reported usage, or — when a stream broke
+// off before its usage chunk — the prompt estimate and one token per content
+// chunk received. A request that produced nothing releases its hold.
+func (c *charge) settle(res *result) (cost float64) {
+	if c == nil || c.settled {
+		return 0
+	}
+	c.settled = true
+	u := pricing.Usage{PromptTokens: res.usage.prompt, CompletionTokens: res.usage.completion, CachedTokens: res.usage.cached}
+	switch {
+	case res.hasUsage:
+	case res.chunks > 0:
+		u = pricing.Usage{PromptTokens: c.prompt, CompletionTokens: int64(res.chunks)}
+	default:
+		c.res.Release()
+		return 0
+	}
+	amount := ledger.USD(c.price.Cost(u)) // the ledger's precision is the books' precision
+	cost = amount.Dollars()
+	c.res.Settle(amount)
+	l := c.log
+	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
+	l.Cost, l.Status = cost, res.status
+	if res.clientGone {
+		l.Status = 499
+	}
+	l.EndedAt = time.Now()
+	l.LatencyMS = l.EndedAt.Sub(l.StartedAt).Milliseconds()
+	if c.m.Writer != nil {
+		c.m.Writer.Enqueue(l)
+	}
+	return cost
+}
+
+// release drops the hold of a request that never produced an answer.
+func (c *charge) release() {
+	if c != nil && !c.settled {
+		c.settled = true
+		c.res.Release()
+	}
+}
+
+// costHeaders are set on responses whose cost is known before they are sent.
+func (c *charge) costHeaders(h map[string][]string, cost float64) {
+	h["X-Tollgate-Response-Cost"] = []string{strconv.FormatFloat(cost, 'g', -1, 64)}
+	if c.key != nil {
+		h["X-Tollgate-Key-Spend"] = []string{strconv.FormatFloat(c.key.Spent().Dollars(), 'g', -1, 64)}
+	}
+}

@@ -1,0 +1,117 @@
+package ledger
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// Writer moves spend-log rows to the store in batches: one goroutine, one
+// transaction per batch of at most MaxBatch rows or FlushEvery of waiting,
+// whichever comes first (group commit). Enqueue never blocks on the store.
+// A failed batch is retried until it lands (ApplySpend is idempotent on the
+// request id, so a retry after an ambiguous failure counts nothing twice).
+// Close flushes everything still queued.
+type Writer struct {
+	st         store.Store
+	log        *slog.Logger
+	MaxBatch   int
+	FlushEvery time.Duration
+
+	mu      sync.Mutex
+	queue   []store.SpendLog
+	wake    chan struct{}
+	closing chan struct{}
+	done    chan struct{}
+	lag     time.Duration // age of the oldest row in the last flushed batch
+}
+
+// NewWriter returns a writer to st; Run starts it.
+func NewWriter(st store.Store, log *slog.Logger) *Writer {
+	return &Writer{st: st, log: log, MaxBatch: 1000, FlushEvery: 100 * time.Millisecond,
+		wake: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Enqueue queues one row. The lock is held for an append only.
+func (w *Writer) Enqueue(l store.SpendLog) {
+	w.mu.Lock()
+	w.queue = append(w.queue, l)
+	full := len(w.queue) >= w.MaxBatch
+	w.mu.Unlock()
+	if full {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Pending is the number of rows not yet written.
+func (w *Writer) Pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.queue)
+}
+
+// Run writes batches until Close.
+func (w *Writer) Run() {
+	defer close(w.done)
+	t := time.NewTicker(w.FlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.closing:
+			w.flushAll(30 * time.Second)
+			return
+		case <-t.C:
+		case <-w.wake:
+		}
+		w.flushAll(0)
+	}
+}
+
+// flushAll writes every queued row in batches; with a deadline > 0 it keeps
+// retrying failures until then (shutdown), else it leaves them for next tick.
+func (w *Writer) flushAll(deadline time.Duration) {
+	until := time.Now().Add(deadline)
+	backoff := 50 * time.Millisecond
+	for {
+		w.mu.Lock()
+		n := min(len(w.queue), w.MaxBatch)
+		batch := w.queue[:n:n]
+		w.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := w.st.ApplySpend(ctx, batch)
+		cancel()
+		if err != nil {
+			w.log.Error("spend batch not written; will retry", "rows", n, "err", err)
+			if deadline == 0 || time.Now().After(until) {
+				return
+			}
+			time.Sleep(backoff)
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		w.mu.Lock()
+		w.lag = time.Since(batch[0].EndedAt)
+		w.queue = w.queue[n:]
+		if len(w.queue) == 0 {
+			w.queue = nil // let the backing array go
+		}
+		w.mu.Unlock()
+	}
+}
+
+// Close stops the writer after flushing everything queued (retrying for up
+// to 30 s while the store is unreachable), and reports rows it had to leave.
+func (w *Writer) Close() int {
+	close(w.closing)
+	<-w.done
+	return w.Pending()
+}
