@@ -26,6 +26,9 @@ type Meter struct {
 	GlobalBudget     *float64
 	GlobalSpent      float64
 	MaxEndUserBudget *float64
+	// OnSoftBudget is told, once per crossing, of an account whose spend
+	// passed its soft budget.
+	OnSoftBudget func(*ledger.Account)
 }
 
 // imageTokenCeiling bounds the prompt tokens one image can cost on any
@@ -44,27 +47,27 @@ func promptBound(body []byte) int64 {
 // accounts are the budgets a request is charged to, most shared first.
 func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Account {
 	accts := make([]*ledger.Account, 0, 6)
-	accts = append(accts, m.Book.Account(ledger.KindGlobal, "global", m.GlobalSpent, m.GlobalBudget))
-	if p.Team != nil {
-		accts = append(accts, m.Book.Account(ledger.KindTeam, p.Team.TeamID, p.Team.Spend, p.Team.MaxBudget))
+	accts = append(accts, m.Book.Account(ledger.KindGlobal, "global", ledger.Spec{Spent: m.GlobalSpent, Budget: m.GlobalBudget}))
+	if t := p.Team; t != nil {
+		accts = append(accts, m.Book.Account(ledger.KindTeam, t.TeamID, ledger.Spec{Spent: t.Spend, Budget: t.MaxBudget, BudgetDuration: t.BudgetDuration, ResetAt: t.BudgetResetAt}))
 	}
-	if p.User != nil {
-		accts = append(accts, m.Book.Account(ledger.KindUser, p.User.UserID, p.User.Spend, p.User.MaxBudget))
+	if u := p.User; u != nil {
+		accts = append(accts, m.Book.Account(ledger.KindUser, u.UserID, ledger.Spec{Spent: u.Spend, Budget: u.MaxBudget, Soft: u.SoftBudget, BudgetDuration: u.BudgetDuration, ResetAt: u.BudgetResetAt}))
 	}
 	if endUser != "" {
-		budget, spent := m.MaxEndUserBudget, 0.0
+		spec := ledger.Spec{Budget: m.MaxEndUserBudget}
 		if e, ok := m.Snap.EndUser(endUser); ok {
-			spent = e.Spend
-			if e.MaxBudget != nil {
-				budget = e.MaxBudget
+			spec = ledger.Spec{Spent: e.Spend, Budget: e.MaxBudget, BudgetDuration: e.BudgetDuration, ResetAt: e.BudgetResetAt}
+			if e.MaxBudget == nil {
+				spec.Budget = m.MaxEndUserBudget
 			}
 		}
-		accts = append(accts, m.Book.Account(ledger.KindEndUser, endUser, spent, budget))
+		accts = append(accts, m.Book.Account(ledger.KindEndUser, endUser, spec))
 	}
 	if k := p.Key; k != nil {
-		accts = append(accts, m.Book.Account(ledger.KindKey, k.TokenHash, k.Spend, k.MaxBudget))
+		accts = append(accts, m.Book.Account(ledger.KindKey, k.TokenHash, ledger.Spec{Spent: k.Spend, Budget: k.MaxBudget, Soft: k.SoftBudget, BudgetDuration: k.BudgetDuration, ResetAt: k.BudgetResetAt}))
 		if b, ok := k.ModelMaxBudget[model]; ok {
-			accts = append(accts, m.Book.Account(ledger.KindKeyModel, k.TokenHash+"/"+model, k.ModelSpend[model], &b))
+			accts = append(accts, m.Book.Account(ledger.KindKeyModel, k.TokenHash+"/"+model, ledger.Spec{Spent: k.ModelSpend[model], Budget: &b}))
 		}
 	}
 	return accts
@@ -127,7 +130,11 @@ func (c *charge) settle(res *result) (cost float64) {
 	}
 	amount := ledger.USD(c.price.Cost(u)) // the ledger's precision is the books' precision
 	cost = amount.Dollars()
-	c.res.Settle(amount)
+	for _, a := range c.res.Settle(amount) {
+		if c.m.OnSoftBudget != nil {
+			c.m.OnSoftBudget(a)
+		}
+	}
 	l := c.log
 	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
 	l.Cost, l.Status = cost, res.status

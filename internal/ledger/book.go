@@ -1,35 +1,94 @@
 package ledger
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Book holds the accounts of every budgeted entity, created on first use
 // with the spend the store last recorded. Lookups are lock-free (sync.Map).
 type Book struct {
 	accounts [KindKeyModel + 1]sync.Map // per Kind: id -> *Account
+	// OnReset is told when an account's budget period rolled over (its spend
+	// is now zero and next is its new reset time), so the store can follow.
+	OnReset func(kind Kind, id string, next time.Time)
+	now     func() time.Time
 }
 
 // NewBook returns an empty book.
-func NewBook() *Book { return &Book{} }
+func NewBook() *Book { return &Book{now: time.Now} }
 
-// Account returns the account of (kind, id), creating it with spent when it
-// is new, and sets its budget to budget (nil: unlimited). The budget comes
-// from the entity's current record, so an operator's edit applies to the
-// next request; spend stays the account's own once it exists.
-func (b *Book) Account(kind Kind, id string, spent float64, budget *float64) *Account {
+// Spec is what an entity's current record says about its budget.
+type Spec struct {
+	Spent          float64    // the stored spend, used when the account is created
+	Budget         *float64   // nil: unlimited
+	Soft           *float64   // soft budget, reported once when crossed
+	BudgetDuration *string    // e.g. "1mo": the period after which spend resets
+	ResetAt        *time.Time // the next reset
+}
+
+// Account returns the account of (kind, id), creating it with the stored
+// spend when it is new, and brings its budget, soft budget and reset time in
+// line with the entity's record, so an operator's edit applies to the next
+// request; spend stays the account's own once it exists. When the reset time
+// has passed, the period rolls over here: spend drops to zero, the next reset
+// is computed, and OnReset is told (exactly once per rollover).
+func (b *Book) Account(kind Kind, id string, s Spec) *Account {
 	want := Unlimited
-	if budget != nil {
-		want = USD(*budget)
+	if s.Budget != nil {
+		want = USD(*s.Budget)
 	}
 	m := &b.accounts[kind]
 	v, ok := m.Load(id)
 	if !ok {
-		v, _ = m.LoadOrStore(id, NewAccount(kind, id, USD(spent), want))
+		a := NewAccount(kind, id, USD(s.Spent), want)
+		if s.ResetAt != nil {
+			a.SetResetAt(*s.ResetAt)
+		}
+		v, _ = m.LoadOrStore(id, a)
 	}
 	a := v.(*Account)
 	if a.Budget() != want {
 		a.SetBudget(want)
 	}
+	soft := Unlimited
+	if s.Soft != nil {
+		soft = USD(*s.Soft)
+	}
+	if Amount(a.soft.Load()) != soft {
+		a.SetSoftBudget(soft)
+	}
+	if s.BudgetDuration == nil || *s.BudgetDuration == "" {
+		if a.resetAt.Load() != 0 {
+			a.SetResetAt(time.Time{})
+		}
+		return a
+	}
+	if s.ResetAt != nil && a.resetAt.Load() < s.ResetAt.UnixNano() {
+		a.SetResetAt(*s.ResetAt) // an operator moved the period, or another replica reset it
+	}
+	b.maybeReset(a, *s.BudgetDuration)
 	return a
+}
+
+func (b *Book) maybeReset(a *Account, duration string) {
+	at := a.resetAt.Load()
+	now := b.now()
+	if at == 0 || now.UnixNano() < at {
+		return
+	}
+	per, err := ParsePeriod(duration)
+	if err != nil {
+		return
+	}
+	next := per.NextReset(now)
+	if !a.resetAt.CompareAndSwap(at, next.UnixNano()) {
+		return // another request rolled it over
+	}
+	a.SetSpent(0)
+	if b.OnReset != nil {
+		b.OnReset(a.Kind, a.ID, next)
+	}
 }
 
 // Lookup returns an existing account.

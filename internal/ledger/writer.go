@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ type Writer struct {
 
 	mu      sync.Mutex
 	queue   []store.SpendLog
+	resets  []reset
 	wake    chan struct{}
 	closing chan struct{}
 	done    chan struct{}
@@ -47,6 +49,20 @@ func (w *Writer) Enqueue(l store.SpendLog) {
 		default:
 		}
 	}
+}
+
+type reset struct {
+	kind store.Kind
+	id   string
+	next time.Time
+}
+
+// Reset queues the start of a new budget period for an entity; it is
+// written after the spend rows queued before it.
+func (w *Writer) Reset(kind store.Kind, id string, next time.Time) {
+	w.mu.Lock()
+	w.resets = append(w.resets, reset{kind, id, next})
+	w.mu.Unlock()
 }
 
 // Pending is the number of rows not yet written.
@@ -84,6 +100,7 @@ func (w *Writer) flushAll(deadline time.Duration) {
 		batch := w.queue[:n:n]
 		w.mu.Unlock()
 		if n == 0 {
+			w.applyResets()
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -114,4 +131,27 @@ func (w *Writer) Close() int {
 	close(w.closing)
 	<-w.done
 	return w.Pending()
+}
+
+// applyResets writes queued budget resets; a failed one is kept for the next flush.
+func (w *Writer) applyResets() {
+	w.mu.Lock()
+	todo := w.resets
+	w.resets = nil
+	w.mu.Unlock()
+	var failed []reset
+	for _, r := range todo {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := w.st.ResetBudget(ctx, r.kind, r.id, r.next)
+		cancel()
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			w.log.Error("budget reset not written; will retry", "kind", r.kind, "id", r.id, "err", err)
+			failed = append(failed, r)
+		}
+	}
+	if len(failed) > 0 {
+		w.mu.Lock()
+		w.resets = append(failed, w.resets...)
+		w.mu.Unlock()
+	}
 }

@@ -92,8 +92,16 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		s.writer = ledger.NewWriter(opts.Store, opts.Logger)
 		go s.writer.Run()
+		book.OnReset = func(kind ledger.Kind, id string, next time.Time) {
+			if sk, ok := storeKinds[kind]; ok {
+				s.writer.Reset(sk, id, next)
+			}
+		}
 		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap,
-			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget}
+			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget,
+			OnSoftBudget: func(a *ledger.Account) {
+				s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", a.ID, "spend", a.Spent().Dollars())
+			}}
 	}
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s.mux)
@@ -212,4 +220,9 @@ func (s *Server) resync(ctx context.Context) {
 		s.snap.Apply(changed, deleted)
 		since = started.Add(-resyncOverlap)
 	}
+}
+
+var storeKinds = map[ledger.Kind]store.Kind{
+	ledger.KindKey: store.KindKey, ledger.KindUser: store.KindUser,
+	ledger.KindTeam: store.KindTeam, ledger.KindEndUser: store.KindEndUser,
 }

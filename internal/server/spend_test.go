@@ -283,3 +283,55 @@ func TestGracefulStopLosesNoSpend(t *testing.T) {
 }
 
 func sha(raw string) string { return config.HashKey(raw) }
+
+// TestBudgetDurationResets: a key whose budget covers one request per 2 s
+// period is refused when spent and served again after budget_reset_at, which
+// /key/info shows moving forward.
+func TestBudgetDurationResets(t *testing.T) {
+	st := sqliteStore(t)
+	e := startSpend(t, st, mockupstream.Options{}, "")
+	_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.0003, "budget_duration": "2s"}`)
+	key := out["key"].(string)
+	first, err := time.Parse(time.RFC3339, out["budget_reset_at"].(string))
+	if err != nil || time.Until(first) > 2*time.Second {
+		t.Fatalf("budget_reset_at %v (%v)", out["budget_reset_at"], err)
+	}
+	if resp, _ := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != 200 {
+		t.Fatal("first request refused")
+	}
+	resp, out := e.post(t, "/v1/chat/completions", key, chat3)
+	if resp.StatusCode != 400 || !strings.Contains(out["error"].(map[string]any)["message"].(string), "budget resets at") {
+		t.Fatalf("spent key: %d %v", resp.StatusCode, out)
+	}
+	deadline := time.Now().Add(6 * time.Second)
+	for {
+		resp, _ := e.post(t, "/v1/chat/completions", key, chat3)
+		if resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("budget never reset")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", e.url+"/key/info?key="+key, nil)
+		req.Header.Set("Authorization", "Bearer sk-1234")
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info map[string]any
+		json.NewDecoder(r.Body).Decode(&info)
+		r.Body.Close()
+		at, _ := time.Parse(time.RFC3339, info["info"].(map[string]any)["budget_reset_at"].(string))
+		if at.After(first) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/key/info still shows budget_reset_at %v", at)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

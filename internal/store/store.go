@@ -205,8 +205,11 @@ type Store interface {
 	DeleteEndUser(ctx context.Context, id string) error
 	ListEndUsers(ctx context.Context, p Page) ([]*EndUser, int, error)
 
-	// SetSpend overwrites an entity's spend (an operator edit or a budget reset).
+	// SetSpend overwrites an entity's spend (an operator edit).
 	SetSpend(ctx context.Context, kind Kind, id string, spend float64) error
+	// ResetBudget starts a new budget period: spend to zero and
+	// budget_reset_at to next.
+	ResetBudget(ctx context.Context, kind Kind, id string, next time.Time) error
 
 	// LoadAll reads every key, user, team and end user.
 	LoadAll(ctx context.Context) (*Snapshot, error)

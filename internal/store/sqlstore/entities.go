@@ -292,12 +292,39 @@ func (s *DB) ListKeys(ctx context.Context, f store.KeyFilter) ([]*store.Key, int
 	return keys.list(ctx, s.db, strings.Join(conds, " AND "), args, f.Page)
 }
 
-// SetSpend overwrites an entity's spend (an operator edit or a budget reset).
+var kindTables = map[store.Kind][2]string{
+	store.KindKey: {"keys", "token_hash"}, store.KindUser: {"users", "user_id"},
+	store.KindTeam: {"teams", "team_id"}, store.KindEndUser: {"end_users", "user_id"},
+}
+
+// ResetBudget starts a new budget period for one entity.
+func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next time.Time) error {
+	t, ok := kindTables[kind]
+	if !ok {
+		return fmt.Errorf("unknown kind %q", kind)
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var data string
+		err := tx.QueryRowContext(ctx, fmt.Sprintf(`SELECT data FROM %s WHERE %s = $1`, t[0], t[1]), id).Scan(&data)
+		if err != nil {
+			return classify(err)
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(data), &rec); err != nil {
+			return err
+		}
+		rec["budget_reset_at"] = next.UTC()
+		now := time.Now().UTC()
+		rec["updated_at"] = now
+		_, err = tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = 0, data = $1, updated_at = $2 WHERE %s = $3`, t[0], t[1]),
+			mustJSON(rec), micros(now), id)
+		return err
+	})
+}
+
+// SetSpend overwrites an entity's spend (an operator edit).
 func (s *DB) SetSpend(ctx context.Context, kind store.Kind, id string, spend float64) error {
-	t, ok := map[store.Kind][2]string{
-		store.KindKey: {"keys", "token_hash"}, store.KindUser: {"users", "user_id"},
-		store.KindTeam: {"teams", "team_id"}, store.KindEndUser: {"end_users", "user_id"},
-	}[kind]
+	t, ok := kindTables[kind]
 	if !ok {
 		return fmt.Errorf("unknown kind %q", kind)
 	}

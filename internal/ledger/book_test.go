@@ -1,0 +1,55 @@
+package ledger
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestBookResetsOncePerPeriod(t *testing.T) {
+	now := time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
+	b := NewBook()
+	b.now = func() time.Time { return now }
+	var resets atomic.Int64
+	var next time.Time
+	b.OnReset = func(k Kind, id string, n time.Time) { resets.Add(1); next = n }
+	budget, dur := 1.0, "1mo"
+	resetAt := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	spec := Spec{Spent: 0.9, Budget: &budget, BudgetDuration: &dur, ResetAt: &resetAt}
+
+	a := b.Account(KindKey, "k", spec)
+	if _, err := Reserve([]*Account{a}, USD(0.2)); err == nil {
+		t.Fatal("over budget before the reset")
+	}
+	now = resetAt.Add(time.Second) // the month rolls over
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.Account(KindKey, "k", spec) }()
+	}
+	wg.Wait()
+	if resets.Load() != 1 || a.Spent() != 0 || !next.Equal(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) || !a.ResetAt().Equal(next) {
+		t.Fatalf("resets %d spent %v next %v resetAt %v", resets.Load(), a.Spent(), next, a.ResetAt())
+	}
+	if _, err := Reserve([]*Account{a}, USD(0.2)); err != nil {
+		t.Fatalf("after the reset: %v", err)
+	}
+}
+
+func TestBookFollowsRecordEdits(t *testing.T) {
+	b := NewBook()
+	one, two, soft := 1.0, 2.0, 0.5
+	a := b.Account(KindTeam, "t", Spec{Spent: 0.9, Budget: &one})
+	if a.Budget() != USD(1) || a.Spent() != USD(0.9) {
+		t.Fatal("account not created from the record")
+	}
+	b.Account(KindTeam, "t", Spec{Spent: 0, Budget: &two, Soft: &soft})
+	if a.Budget() != USD(2) || a.Spent() != USD(0.9) {
+		t.Fatalf("budget edit not applied or spend overwritten: %v %v", a.Budget(), a.Spent())
+	}
+	b.Account(KindTeam, "t", Spec{})
+	if a.Budget() != Unlimited {
+		t.Fatal("removing the budget did not make the account unlimited")
+	}
+}
