@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -32,11 +33,21 @@ type API struct {
 	cfg   *config.Config
 	log   *slog.Logger
 	now   func() time.Time
+	// price finds the price of a public model name, for /spend/calculate.
+	price func(model string) (pricing.Price, bool)
+}
+
+// WithPricer sets how /spend/calculate prices a model name (the router's
+// deployments, with their overrides); without one it reads the price table.
+func (a *API) WithPricer(f func(model string) (pricing.Price, bool)) *API {
+	a.price = f
+	return a
 }
 
 // New returns the management API over st, publishing writes to a's snapshot.
 func New(st store.Store, a *auth.Authenticator, book *ledger.Book, cfg *config.Config, log *slog.Logger) *API {
-	return &API{store: st, book: book, auth: a, snap: a.Snapshot(), cfg: cfg, log: log, now: time.Now}
+	return &API{store: st, book: book, auth: a, snap: a.Snapshot(), cfg: cfg, log: log, now: time.Now,
+		price: func(m string) (pricing.Price, bool) { return pricing.Lookup("", m) }}
 }
 
 // access is what an endpoint requires of its caller.

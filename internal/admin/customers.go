@@ -46,6 +46,7 @@ func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Princi
 		return err
 	}
 	e := &store.EndUser{UserID: req.UserID, Alias: deref(req.Alias), MaxBudget: req.MaxBudget,
+		MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
 		Blocked: req.Blocked != nil && *req.Blocked, Metadata: req.Metadata}
 	e.BudgetDuration, e.BudgetResetAt = nextReset(a, req.BudgetDuration)
 	if e.Metadata == nil {
@@ -107,7 +108,7 @@ func (a *API) customerUpdate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 		if obj.Has("blocked") && req.Blocked != nil {
 			e.Blocked = *req.Blocked
 		}
-		a.applyBudget(obj, &req.budgetFields, &e.MaxBudget, nil, &e.BudgetDuration, &e.BudgetResetAt, nil, nil, nil, &e.Metadata)
+		a.applyBudget(obj, &req.budgetFields, &e.MaxBudget, nil, &e.BudgetDuration, &e.BudgetResetAt, &e.MaxParallelRequests, &e.TPMLimit, &e.RPMLimit, &e.Metadata)
 		return nil
 	})
 	if err != nil {

@@ -1,18 +1,166 @@
 package admin
 
 import (
+	"cmp"
+	"encoding/json"
 	"net/http"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/tokens"
 )
 
 func (a *API) registerSpend(mux *http.ServeMux) {
 	mux.Handle("GET /spend/logs", a.route(readOwn, a.spendLogs))
 	mux.Handle("GET /global/spend", a.route(readAll, a.globalSpend))
+	mux.Handle("GET /global/spend/report", a.route(readAll, a.spendReport))
+	mux.Handle("POST /spend/calculate", a.route(readOwn, a.spendCalculate))
+}
+
+// reportGroups maps /global/spend/report's group_by to the rollup column and
+// the member names of LiteLLM's response.
+var reportGroups = map[string]struct{ col, list, name string }{
+	"team":     {"team_id", "teams", "team_name"},
+	"customer": {"end_user", "customers", "customer"},
+	"end_user": {"end_user", "customers", "customer"},
+	"api_key":  {"key_hash", "api_keys", "api_key"},
+	"user":     {"user_id", "users", "user_id"},
+}
+
+// spendReport is spend per day, grouped by team (default), customer (end
+// user), api_key or user, with a per-model breakdown, read from the daily
+// rollups. start_date and end_date (YYYY-MM-DD, both inclusive) are optional.
+// The shape is LiteLLM's:
+//
+//	[{"group_by_day": "2026-11-01", "teams": [{"team_name": "...", "total_spend": 1.5,
+//	  "metadata": [{"model": "gpt-4", "spend": 1.5, "total_tokens": 120, "requests": 3}]}]}]
+func (a *API) spendReport(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	q := r.URL.Query()
+	groupBy := cmp.Or(q.Get("group_by"), "team")
+	g, ok := reportGroups[groupBy]
+	if !ok {
+		return apierror.BadRequest("group_by", "group_by must be one of team, customer, api_key, user; got %q", groupBy)
+	}
+	f := store.ReportFilter{GroupBy: g.col, TeamID: q.Get("team_id"), EndUser: q.Get("customer_id"), UserID: q.Get("internal_user_id")}
+	if k := q.Get("api_key"); k != "" {
+		f.KeyHash = keyHashOf(k)
+	}
+	var err error
+	if f.From, err = parseDate(q.Get("start_date"), false); err != nil {
+		return apierror.BadRequest("start_date", "%v", err)
+	}
+	if f.To, err = parseDate(q.Get("end_date"), true); err != nil {
+		return apierror.BadRequest("end_date", "%v", err)
+	}
+	rows, err := a.store.SpendReport(r.Context(), f)
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	type modelSpend struct {
+		Model       string  `json:"model"`
+		Spend       float64 `json:"spend"`
+		TotalTokens int64   `json:"total_tokens"`
+		Requests    int64   `json:"requests"`
+	}
+	out := []map[string]any{}
+	var groups []map[string]any
+	var day, group string
+	for i, row := range rows {
+		if i == 0 || row.Day != day {
+			day = row.Day
+			groups = []map[string]any{}
+			out = append(out, map[string]any{"group_by_day": day, g.list: groups})
+			group = "\x00"
+		}
+		if row.Group != group {
+			group = row.Group
+			entry := map[string]any{g.name: a.groupName(groupBy, group), "total_spend": 0.0, "metadata": []modelSpend{}}
+			if groupBy == "team" {
+				entry["team_id"] = group
+			}
+			groups = append(groups, entry)
+			out[len(out)-1][g.list] = groups
+		}
+		entry := groups[len(groups)-1]
+		entry["total_spend"] = entry["total_spend"].(float64) + row.Spend
+		entry["metadata"] = append(entry["metadata"].([]modelSpend),
+			modelSpend{Model: row.Model, Spend: row.Spend, TotalTokens: row.PromptTokens + row.CompletionTokens, Requests: row.Requests})
+	}
+	return writeJSON(w, out)
+}
+
+// groupName is what a report shows for a group: a team's alias, else its id.
+func (a *API) groupName(groupBy, id string) string {
+	if groupBy == "team" && id != "" {
+		if t, ok := a.snap.Team(id); ok && t.TeamAlias != "" {
+			return t.TeamAlias
+		}
+	}
+	return id
+}
+
+// spendCalculate prices a request or a response without sending anything:
+// {"model", "messages"} costs the prompt (counted with the model's
+// tokenizer); {"completion_response": {...}} costs its usage (OpenAI or
+// Anthropic shaped). The model's deployment overrides apply.
+func (a *API) spendCalculate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		Model              string          `json:"model"`
+		Messages           json.RawMessage `json:"messages"`
+		CompletionResponse *struct {
+			Model string `json:"model"`
+			Usage *struct {
+				PromptTokens        int64 `json:"prompt_tokens"`
+				CompletionTokens    int64 `json:"completion_tokens"`
+				PromptTokensDetails *struct {
+					CachedTokens int64 `json:"cached_tokens"`
+				} `json:"prompt_tokens_details"`
+				InputTokens              int64 `json:"input_tokens"`
+				OutputTokens             int64 `json:"output_tokens"`
+				CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
+				CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
+			} `json:"usage"`
+		} `json:"completion_response"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 4<<20))
+	if err := dec.Decode(&req); err != nil {
+		return apierror.BadRequest("", "body must be a JSON object with model and messages, or completion_response: %v", err)
+	}
+	var u pricing.Usage
+	model := req.Model
+	switch {
+	case req.CompletionResponse != nil:
+		cr := req.CompletionResponse
+		model = cmp.Or(model, cr.Model)
+		if cr.Usage == nil {
+			return apierror.BadRequest("completion_response.usage", "completion_response has no usage to price")
+		}
+		if cr.Usage.InputTokens > 0 || cr.Usage.OutputTokens > 0 {
+			u = pricing.FromAnthropic(cr.Usage.InputTokens, cr.Usage.OutputTokens, cr.Usage.CacheReadInputTokens, cr.Usage.CacheCreationInputTokens)
+		} else {
+			u = pricing.Usage{PromptTokens: cr.Usage.PromptTokens, CompletionTokens: cr.Usage.CompletionTokens}
+			if d := cr.Usage.PromptTokensDetails; d != nil {
+				u.CachedTokens = d.CachedTokens
+			}
+		}
+	case len(req.Messages) > 0:
+		u.PromptTokens = tokens.Messages(model, req.Messages)
+	default:
+		return apierror.BadRequest("messages", "give model and messages, or completion_response")
+	}
+	if model == "" {
+		return apierror.BadRequest("model", "model is required")
+	}
+	price, ok := a.price(model)
+	if !ok {
+		return apierror.NotFound("model", "no price is known for model %q", model)
+	}
+	return writeJSON(w, map[string]any{"cost": price.Cost(u), "model": model,
+		"prompt_tokens": u.PromptTokens, "completion_tokens": u.CompletionTokens})
 }
 
 // spendLogs lists spend-log rows, newest first. Filters: api_key (raw key or

@@ -26,6 +26,7 @@ type Writer struct {
 	queue   []store.SpendLog
 	resets  []reset
 	wake    chan struct{}
+	flushes chan chan struct{}
 	closing chan struct{}
 	done    chan struct{}
 	lag     time.Duration // age of the oldest row in the last flushed batch
@@ -34,7 +35,7 @@ type Writer struct {
 // NewWriter returns a writer to st; Run starts it.
 func NewWriter(st store.Store, log *slog.Logger) *Writer {
 	return &Writer{st: st, log: log, MaxBatch: 1000, FlushEvery: 100 * time.Millisecond,
-		wake: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), flushes: make(chan chan struct{}), closing: make(chan struct{}), done: make(chan struct{})}
 }
 
 // Enqueue queues one row. The lock is held for an append only.
@@ -84,6 +85,10 @@ func (w *Writer) Run() {
 			return
 		case <-t.C:
 		case <-w.wake:
+		case done := <-w.flushes:
+			w.flushAll(0)
+			close(done)
+			continue
 		}
 		w.flushAll(0)
 	}
@@ -122,6 +127,17 @@ func (w *Writer) flushAll(deadline time.Duration) {
 			w.queue = nil // let the backing array go
 		}
 		w.mu.Unlock()
+	}
+}
+
+// Flush writes everything queued now (through the writer goroutine, so there
+// is still one writer) and returns when that attempt is over.
+func (w *Writer) Flush() {
+	done := make(chan struct{})
+	select {
+	case w.flushes <- done:
+		<-done
+	case <-w.done:
 	}
 }
 

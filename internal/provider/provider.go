@@ -101,13 +101,21 @@ func Build(d *config.Deployment) (*Target, error) {
 }
 
 // priceOf is the table price of the deployment's base_model (else its
-// model), with the config's per-token overrides on top.
+// model), with the config's per-token overrides on top. Overriding only the
+// input price scales the table's cache prices by the same factor.
 func priceOf(d *config.Deployment) (pricing.Price, bool) {
 	name := d.BaseModel
 	if name == "" {
 		name = d.Model
 	}
 	p, ok := pricing.Lookup(d.Provider, name)
+	if in := d.InputCostPerToken; in != nil && p.InputPerToken > 0 {
+		// An input price override keeps the model's cache discounts: the
+		// cache prices scale with it unless they are overridden too.
+		ratio := *in / p.InputPerToken
+		p.CacheReadPerToken *= ratio
+		p.CacheCreationPerToken *= ratio
+	}
 	for _, o := range []struct {
 		v   *float64
 		dst *float64

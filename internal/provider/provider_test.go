@@ -111,3 +111,32 @@ func TestDemoTransportStreams(t *testing.T) {
 		t.Fatalf("demo stream: %d %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 }
+
+func TestPriceOverrides(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	// gpt-4o-mini in the table: input 1.5e-7, output 6e-7, cache read 7.5e-8.
+	tests := []struct {
+		name               string
+		d                  config.Deployment
+		in, out, cacheRead float64
+		priced             bool
+	}{
+		{"table", config.Deployment{Provider: "openai", Model: "gpt-4o-mini"}, 1.5e-7, 6e-7, 7.5e-8, true},
+		{"input override scales the cache discount", config.Deployment{Provider: "openai", Model: "gpt-4o-mini", InputCostPerToken: f(3e-7)}, 3e-7, 6e-7, 1.5e-7, true},
+		{"free input, free cache", config.Deployment{Provider: "openai", Model: "gpt-4o-mini", InputCostPerToken: f(0)}, 0, 6e-7, 0, true},
+		{"cache override wins", config.Deployment{Provider: "openai", Model: "gpt-4o-mini", InputCostPerToken: f(3e-7), CacheReadInputTokenCost: f(1e-8)}, 3e-7, 6e-7, 1e-8, true},
+		// azure/gpt-4o-mini has its own entry.
+		{"base_model is priced as served", config.Deployment{Provider: "azure", Model: "my-deployment", BaseModel: "gpt-4o-mini"}, 1.65e-7, 6.6e-7, 7.5e-8, true},
+		{"unknown", config.Deployment{Provider: "openai", Model: "nobody-knows"}, 0, 0, 0, false},
+		{"unknown with prices", config.Deployment{Provider: "openai", Model: "nobody-knows", InputCostPerToken: f(1), OutputCostPerToken: f(2)}, 1, 2, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, ok := priceOf(&tt.d)
+			near := func(a, b float64) bool { return a-b < 1e-18 && b-a < 1e-18 }
+			if ok != tt.priced || !near(p.InputPerToken, tt.in) || !near(p.OutputPerToken, tt.out) || !near(p.CacheReadPerToken, tt.cacheRead) {
+				t.Fatalf("priceOf = %+v %v; want in %g out %g cache read %g priced %v", p, ok, tt.in, tt.out, tt.cacheRead, tt.priced)
+			}
+		})
+	}
+}

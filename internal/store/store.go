@@ -102,16 +102,20 @@ type Team struct {
 
 // EndUser is a customer of the caller, named by the request's `user` field.
 type EndUser struct {
-	UserID         string         `json:"user_id"`
-	Alias          string         `json:"alias,omitempty"`
-	Spend          float64        `json:"spend"`
-	MaxBudget      *float64       `json:"max_budget"`
-	BudgetDuration *string        `json:"budget_duration"`
-	BudgetResetAt  *time.Time     `json:"budget_reset_at"`
-	Blocked        bool           `json:"blocked"`
-	Metadata       map[string]any `json:"metadata"`
-	CreatedAt      time.Time      `json:"created_at"`
-	UpdatedAt      time.Time      `json:"updated_at"`
+	UserID         string     `json:"user_id"`
+	Alias          string     `json:"alias,omitempty"`
+	Spend          float64    `json:"spend"`
+	MaxBudget      *float64   `json:"max_budget"`
+	BudgetDuration *string    `json:"budget_duration"`
+	BudgetResetAt  *time.Time `json:"budget_reset_at"`
+	// Limits on the requests made for this end user, across keys.
+	MaxParallelRequests *int64         `json:"max_parallel_requests"`
+	TPMLimit            *int64         `json:"tpm_limit"`
+	RPMLimit            *int64         `json:"rpm_limit"`
+	Blocked             bool           `json:"blocked"`
+	Metadata            map[string]any `json:"metadata"`
+	CreatedAt           time.Time      `json:"created_at"`
+	UpdatedAt           time.Time      `json:"updated_at"`
 }
 
 // SpendLog is one request's usage and cost.
@@ -177,6 +181,30 @@ type SpendFilter struct {
 	Page
 }
 
+// ReportFilter selects the daily rollups a spend report reads.
+type ReportFilter struct {
+	From, To time.Time // days [From, To); zero: unbounded
+	// GroupBy is the rollup column grouped on: "team_id", "end_user",
+	// "key_hash" or "user_id".
+	GroupBy string
+	// Optional narrowing on the same columns.
+	KeyHash, UserID, TeamID, EndUser string
+}
+
+// ReportRow is one day's spend of one group on one model.
+type ReportRow struct {
+	Day              string  `json:"day"` // YYYY-MM-DD (UTC)
+	Group            string  `json:"group"`
+	Model            string  `json:"model"`
+	Requests         int64   `json:"requests"`
+	PromptTokens     int64   `json:"prompt_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	Spend            float64 `json:"spend"`
+}
+
+// ReportGroups are the columns a report may group on.
+var ReportGroups = map[string]bool{"team_id": true, "end_user": true, "key_hash": true, "user_id": true}
+
 // Store is what every engine provides.
 type Store interface {
 	CreateKey(ctx context.Context, k *Key) error // ErrConflict on a taken hash or alias
@@ -221,6 +249,9 @@ type Store interface {
 	// on keys, users, teams and end users, and the daily rollups.
 	ApplySpend(ctx context.Context, batch []SpendLog) error
 	ListSpendLogs(ctx context.Context, f SpendFilter) ([]SpendLog, int, error)
+	// SpendReport sums the daily rollups by day, group and model, ordered
+	// by day, group, model.
+	SpendReport(ctx context.Context, f ReportFilter) ([]ReportRow, error)
 	// TotalSpend is all spend recorded (from the daily rollups).
 	TotalSpend(ctx context.Context) (float64, error)
 

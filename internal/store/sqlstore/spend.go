@@ -225,3 +225,48 @@ func (s *DB) TotalSpend(ctx context.Context) (float64, error) {
 	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(spend), 0) FROM spend_daily`).Scan(&total)
 	return total, err
 }
+
+// SpendReport sums the daily rollups; it never reads spend_logs, so its cost
+// grows with days × groups × models, not with requests.
+func (s *DB) SpendReport(ctx context.Context, f store.ReportFilter) ([]store.ReportRow, error) {
+	if !store.ReportGroups[f.GroupBy] {
+		return nil, fmt.Errorf("spend report: cannot group by %q", f.GroupBy)
+	}
+	var conds []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, fmt.Sprintf(cond, len(args)))
+	}
+	if !f.From.IsZero() {
+		add("day >= $%d", f.From.UTC().Format(time.DateOnly))
+	}
+	if !f.To.IsZero() {
+		add("day < $%d", f.To.UTC().Format(time.DateOnly))
+	}
+	for _, c := range []struct{ col, v string }{{"key_hash", f.KeyHash}, {"user_id", f.UserID}, {"team_id", f.TeamID}, {"end_user", f.EndUser}} {
+		if c.v != "" {
+			add(c.col+" = $%d", c.v)
+		}
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	// f.GroupBy is one of the fixed column names checked above.
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT day, %[1]s, model_group, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(spend)
+		FROM spend_daily%[2]s GROUP BY day, %[1]s, model_group ORDER BY day, %[1]s, model_group`, f.GroupBy, where), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.ReportRow
+	for rows.Next() {
+		var r store.ReportRow
+		if err := rows.Scan(&r.Day, &r.Group, &r.Model, &r.Requests, &r.PromptTokens, &r.CompletionTokens, &r.Spend); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -31,6 +31,7 @@ func Run(t *testing.T, open Opener) {
 		{"ApplySpendIsAtomicAndIdempotent", applySpend},
 		{"ConcurrentApplySpend", concurrentSpend},
 		{"SpendLogFilters", spendFilters},
+		{"SpendReport", spendReport},
 		{"LoadAll", loadAll},
 		{"Audit", audit},
 		{"Changes", changes},
@@ -372,5 +373,50 @@ func changes(t *testing.T, s store.Store) {
 	}
 	if len(deleted) != 1 || deleted[0].Kind != store.KindUser || deleted[0].ID != "old-user" {
 		t.Fatalf("deletions %+v", deleted)
+	}
+}
+
+func spendReport(t *testing.T, s store.Store) {
+	d1 := time.Date(2026, 11, 1, 23, 59, 0, 0, time.UTC)
+	d2 := d1.Add(2 * time.Minute) // the next UTC day
+	batch := []store.SpendLog{
+		{RequestID: "a", KeyHash: "k1", TeamID: "t1", EndUser: "e1", ModelGroup: "gpt-4", Cost: 1, PromptTokens: 10, CompletionTokens: 1, StartedAt: d1},
+		{RequestID: "b", KeyHash: "k1", TeamID: "t1", EndUser: "e2", ModelGroup: "gpt-4", Cost: 2, PromptTokens: 20, CompletionTokens: 2, StartedAt: d1},
+		{RequestID: "c", KeyHash: "k2", TeamID: "t1", ModelGroup: "claude", Cost: 4, StartedAt: d1},
+		{RequestID: "d", KeyHash: "k2", TeamID: "t2", ModelGroup: "gpt-4", Cost: 8, StartedAt: d2},
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "team_id"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.ReportRow{
+		{Day: "2026-11-01", Group: "t1", Model: "claude", Requests: 1, Spend: 4},
+		{Day: "2026-11-01", Group: "t1", Model: "gpt-4", Requests: 2, PromptTokens: 30, CompletionTokens: 3, Spend: 3},
+		{Day: "2026-11-02", Group: "t2", Model: "gpt-4", Requests: 1, Spend: 8},
+	}
+	if fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Fatalf("by team:\n got %v\nwant %v", rows, want)
+	}
+	rows, err = s.SpendReport(ctx, store.ReportFilter{GroupBy: "end_user", From: d1, To: d1.AddDate(0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []store.ReportRow{
+		{Day: "2026-11-01", Group: "", Model: "claude", Requests: 1, Spend: 4},
+		{Day: "2026-11-01", Group: "e1", Model: "gpt-4", Requests: 1, PromptTokens: 10, CompletionTokens: 1, Spend: 1},
+		{Day: "2026-11-01", Group: "e2", Model: "gpt-4", Requests: 1, PromptTokens: 20, CompletionTokens: 2, Spend: 2},
+	}
+	if fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Fatalf("by end user on day 1:\n got %v\nwant %v", rows, want)
+	}
+	rows, err = s.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash", KeyHash: "k2"})
+	if err != nil || len(rows) != 2 || rows[0].Spend != 4 || rows[1].Spend != 8 {
+		t.Fatalf("k2 by key: %v %v", rows, err)
+	}
+	if _, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "day; DROP TABLE keys"}); err == nil {
+		t.Fatal("an unknown group column was accepted")
 	}
 }

@@ -1,0 +1,110 @@
+package sqlstore_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/sqlstore"
+	"github.com/tollgate/tollgate/internal/store/storetest"
+)
+
+// benchRows is the spend-log size the reports are measured at.
+const benchRows = 1_000_000
+
+// seedSpend writes benchRows spend logs over 30 days through ApplySpend (so
+// the rollups are what the writer makes): 200 keys in 20 teams, 3 end users
+// per key, 5 models.
+func seedSpend(b *testing.B, s store.Store) {
+	b.Helper()
+	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	step := 30 * 24 * time.Hour / benchRows
+	batch := make([]store.SpendLog, 0, 1000)
+	t0 := time.Now()
+	for i := range benchRows {
+		key := i % 200
+		batch = append(batch, store.SpendLog{
+			RequestID: fmt.Sprintf("r%07d", i), KeyHash: fmt.Sprintf("key%03d", key), TeamID: fmt.Sprintf("team%02d", key%20),
+			UserID: fmt.Sprintf("user%02d", key%50), EndUser: fmt.Sprintf("cust%03d-%d", key, i%3),
+			ModelGroup: fmt.Sprintf("model-%d", i%5), PromptTokens: 100, CompletionTokens: 20, Cost: 0.0001,
+			StartedAt: start.Add(time.Duration(i) * step), Status: 200,
+		})
+		if len(batch) == cap(batch) {
+			if err := s.ApplySpend(context.Background(), batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	b.Logf("seeded %d spend logs in %v", benchRows, time.Since(t0).Round(time.Second))
+}
+
+// BenchmarkReports measures /global/spend/report's queries and a filtered
+// /spend/logs page over 1,000,000 spend-log rows, on SQLite and (with
+// TOLLGATE_TEST_POSTGRES_URL) PostgreSQL. Seeding takes a minute or two.
+//
+//	go test -run '^$' -bench Reports -benchtime 20x ./internal/store/sqlstore
+func BenchmarkReports(b *testing.B) {
+	b.Run("sqlite", func(b *testing.B) {
+		s, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "tollgate.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		benchReports(b, s)
+	})
+	b.Run("postgres", func(b *testing.B) {
+		base := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
+		if base == "" {
+			b.Skip("TOLLGATE_TEST_POSTGRES_URL is not set")
+		}
+		benchReports(b, storetest.OpenPostgres(b, base))
+	})
+}
+
+func benchReports(b *testing.B, s store.Store) {
+	seedSpend(b, s)
+	ctx := context.Background()
+	month := store.ReportFilter{From: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	for _, g := range []string{"team_id", "end_user", "key_hash"} {
+		b.Run("report-30d-by-"+g, func(b *testing.B) {
+			f := month
+			f.GroupBy = g
+			var n int
+			for b.Loop() {
+				rows, err := s.SpendReport(ctx, f)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n = len(rows)
+			}
+			b.ReportMetric(float64(n), "rows")
+		})
+	}
+	b.Run("report-1d-one-team", func(b *testing.B) {
+		f := store.ReportFilter{GroupBy: "key_hash", TeamID: "team07", From: time.Date(2026, 10, 15, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 10, 16, 0, 0, 0, 0, time.UTC)}
+		for b.Loop() {
+			if _, err := s.SpendReport(ctx, f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("logs-page-one-key", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := s.ListSpendLogs(ctx, store.SpendFilter{KeyHash: "key042", Page: store.Page{Number: 3, Size: 50}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("total", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.TotalSpend(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
