@@ -33,6 +33,9 @@ type LocalRateLimitSpec struct {
 	TokensPerFill int64    `yaml:"tokensPerFill"`
 	FillInterval  Duration `yaml:"fillInterval"`
 	Type          string   `yaml:"type"` // tokens or requests
+	// Scope is Tollgate's extension: whose bucket it is — global (the
+	// default, as in agentgateway), key, user, team or end_user (one bucket each).
+	Scope string `yaml:"scope"`
 }
 
 // BackendAuth is the upstream credential of a route.

@@ -10,6 +10,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"time"
 
@@ -55,6 +57,20 @@ type LocalRateLimit struct {
 	TokensPerFill int64
 	FillInterval  time.Duration
 	Type          string // tokens or requests
+	Scope         string // global, key, user, team or end_user
+}
+
+// GlobalMaxParallelRequests is the gateway-wide bound on requests in flight:
+// general_settings.global_max_parallel_requests, else
+// litellm_settings.max_parallel_requests; 0 means none.
+func (c *Config) GlobalMaxParallelRequests() int64 {
+	if v := c.GeneralSettings.GlobalMaxParallelRequests; v != nil {
+		return *v
+	}
+	if v := c.LiteLLMSettings.MaxParallelRequests; v != nil {
+		return *v
+	}
+	return 0
 }
 
 // Default is the zero-config embedded default: one built-in `demo` model
@@ -121,10 +137,22 @@ func (c *Config) DatabaseURL() string {
 	return os.Getenv("DATABASE_URL")
 }
 
-// RedisURL is general_settings.redis_url, else REDIS_URL.
+// RedisURL is general_settings.redis_url, else router_settings.redis_host
+// (with redis_port and redis_password), else REDIS_URL.
 func (c *Config) RedisURL() string {
 	if c.GeneralSettings.RedisURL != "" {
 		return string(c.GeneralSettings.RedisURL)
+	}
+	if rs := c.RouterSettings; rs.RedisHost != "" {
+		port := "6379"
+		if rs.RedisPort != nil {
+			port = fmt.Sprint(rs.RedisPort)
+		}
+		auth := ""
+		if rs.RedisPassword != "" {
+			auth = ":" + url.QueryEscape(string(rs.RedisPassword)) + "@"
+		}
+		return "redis://" + auth + net.JoinHostPort(string(rs.RedisHost), port)
 	}
 	return os.Getenv("REDIS_URL")
 }

@@ -137,7 +137,7 @@ func TestAgentgatewayFormats(t *testing.T) {
 	if cfg.StaticKeys[0].Hash != HashKey("sk-alice-abc123def456") || cfg.StaticKeys[0].Metadata["user"] != "alice" {
 		t.Errorf("alice = %+v", cfg.StaticKeys[0])
 	}
-	want := LocalRateLimit{MaxTokens: 10, TokensPerFill: 1, FillInterval: time.Minute, Type: "tokens"}
+	want := LocalRateLimit{MaxTokens: 10, TokensPerFill: 1, FillInterval: time.Minute, Type: "tokens", Scope: "global"}
 	if len(cfg.LocalRateLimits) != 1 || cfg.LocalRateLimits[0] != want {
 		t.Errorf("rate limits = %+v", cfg.LocalRateLimits)
 	}

@@ -64,6 +64,8 @@ type GeneralSettings struct {
 	ProxyBatchWriteAt      any            `yaml:"proxy_batch_write_at"`
 	DisableSpendLogs       bool           `yaml:"disable_spend_logs"`
 	MetricsPrefix          string         `yaml:"metrics_prefix"`
+	// GlobalMaxParallelRequests bounds requests in flight gateway-wide.
+	GlobalMaxParallelRequests *int64 `yaml:"global_max_parallel_requests"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.

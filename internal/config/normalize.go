@@ -1,9 +1,11 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -315,9 +317,12 @@ func (n *normalizer) policies(path string, p *LLMPolicies) error {
 			return n.errorf(rp, "maxTokens and tokensPerFill must not be negative")
 		case rl.FillInterval <= 0:
 			return n.errorf(rp, "fillInterval must be a positive duration such as 60s")
+		case !slices.Contains([]string{"", "global", "key", "user", "team", "end_user"}, rl.Scope):
+			return n.errorf(rp+".scope", "scope must be global, key, user, team or end_user, got %q", rl.Scope)
 		}
 		c.LocalRateLimits = append(c.LocalRateLimits, LocalRateLimit{
 			MaxTokens: rl.MaxTokens, TokensPerFill: rl.TokensPerFill, FillInterval: time.Duration(rl.FillInterval), Type: rl.Type,
+			Scope: cmp.Or(rl.Scope, "global"),
 		})
 	}
 	return nil

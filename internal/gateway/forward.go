@@ -69,6 +69,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	h.Set("x-tollgate-call-id", callID)
 	h.Set("x-tollgate-model-id", t.D.ID)
 
+	tk, err := g.admit(r.Context(), p, req, t, model)
+	if err != nil {
+		return err
+	}
+	var res result
+	if tk != nil {
+		defer func() { g.opts.Limits.Limiter.Done(tk, usedTokens(&res, tk.Est)) }()
+		limitHeaders(h, tk)
+	}
 	var c *charge
 	if g.opts.Meter != nil {
 		if c, err = g.opts.Meter.reserve(p, req, t, model, callID, upstreamBody, start); err != nil {
@@ -76,7 +85,6 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 		}
 		defer c.release() // a panic or an early return never strands a hold
 	}
-	var res result
 	err = g.forward(w, r, t, op, req, upstreamBody, &res, start, c)
 	g.logRequest(r, p, req, t, op, callID, &res, err, start)
 	return err
@@ -254,11 +262,18 @@ var hopHeaders = map[string]bool{
 	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
 }
 
+// copyHeader copies the upstream's response headers, except hop-by-hop ones
+// and rate-limit headers the gateway set itself (the client's limits are
+// the gateway's, not the provider account's).
 func copyHeader(dst, src http.Header) {
 	for k, v := range src {
-		if !hopHeaders[k] {
-			dst[k] = v
+		if hopHeaders[k] {
+			continue
 		}
+		if strings.HasPrefix(k, "X-Ratelimit-") && dst[k] != nil {
+			continue
+		}
+		dst[k] = v
 	}
 }
 

@@ -21,7 +21,8 @@ type Options struct {
 	MaxBodyBytes   int64         // request bodies above this get 413
 	DefaultTimeout time.Duration // for deployments that set no timeout
 	Logger         *slog.Logger
-	Meter          *Meter // nil: nothing is booked (the proxy alone)
+	Meter          *Meter  // nil: nothing is booked (the proxy alone)
+	Limits         *Limits // nil: no rate limits
 }
 
 // Gateway holds the live routing table and serves inference requests.

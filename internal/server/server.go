@@ -17,6 +17,8 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -35,6 +37,9 @@ type Options struct {
 	// ResyncInterval is how often the key snapshot reads what other replicas
 	// wrote (default 500ms; changes made through this replica apply at once).
 	ResyncInterval time.Duration
+	// RedisPrefix namespaces this gateway's Redis keys (default "tg"); tests
+	// sharing one Redis give each run its own.
+	RedisPrefix string
 }
 
 // Server is one gateway process's serving state.
@@ -46,6 +51,7 @@ type Server struct {
 	mux       *http.ServeMux
 	snap      *auth.Snapshot
 	writer    *ledger.Writer
+	limits    *gateway.Limits
 	closeOnce sync.Once
 }
 
@@ -103,10 +109,21 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 				s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", a.ID, "spend", a.Spent().Dollars())
 			}}
 	}
+	limits, err := newLimits(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.limits = limits
+	gopts.Limits = limits
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s.mux)
 	if opts.Store != nil {
-		admin.New(opts.Store, authn, book, cfg, opts.Logger).Register(s.mux)
+		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithPricer(func(model string) (pricing.Price, bool) {
+			if g, ok := rt.Group(model); ok {
+				return g.Targets[0].Price, g.Targets[0].Priced
+			}
+			return pricing.Lookup("", model)
+		}).Register(s.mux)
 	}
 	s.registerHealth()
 	return s, nil
@@ -155,6 +172,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // store when it returns. Serve calls it after draining; it is idempotent.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.limits.Limiter.Close()
 		if s.writer == nil {
 			return
 		}
@@ -220,6 +238,28 @@ func (s *Server) resync(ctx context.Context) {
 		s.snap.Apply(changed, deleted)
 		since = started.Add(-resyncOverlap)
 	}
+}
+
+// newLimits builds the rate limiter: shared on Redis when a redis_url is
+// configured (Options.RedisPrefix namespaces its keys), else in process.
+func newLimits(cfg *config.Config, opts Options) (*gateway.Limits, error) {
+	var rd *ratelimit.Redis
+	if url := cfg.RedisURL(); url != "" {
+		c, err := ratelimit.Dial(url)
+		if err != nil {
+			return nil, err
+		}
+		rd = ratelimit.NewRedis(c, opts.RedisPrefix)
+	}
+	l := ratelimit.New(rd, opts.Logger)
+	if rd != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := rd.Ping(ctx); err != nil {
+			l.Degrade(err)
+		}
+	}
+	return &gateway.Limits{Limiter: l, GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits}, nil
 }
 
 var storeKinds = map[ledger.Kind]store.Kind{

@@ -1,0 +1,241 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/ratelimit"
+	"github.com/tollgate/tollgate/internal/tokens"
+)
+
+// Limits are the rate limits the gateway enforces besides each key's,
+// user's, team's and end user's own.
+type Limits struct {
+	Limiter *ratelimit.Limiter
+	// GlobalParallel bounds requests in flight gateway-wide (0: none).
+	GlobalParallel int64
+	// Buckets are agentgateway localRateLimit token buckets.
+	Buckets []config.LocalRateLimit
+	// OnRefused is told of each refusal, for metrics.
+	OnRefused func(d *ratelimit.Denied)
+}
+
+// bucketNames are "localRateLimit[i]", built once.
+var bucketNames = func() []string {
+	n := make([]string, 32)
+	for i := range n {
+		n[i] = "localRateLimit[" + strconv.Itoa(i) + "]"
+	}
+	return n
+}()
+
+func window(scope ratelimit.Scope, label string, rpm, tpm, parallel *int64, tk *ratelimit.Ticket) {
+	if rpm != nil {
+		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Requests, Limit: *rpm, Window: time.Minute, Name: "rpm_limit", Label: label})
+	}
+	if tpm != nil {
+		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Tokens, Limit: *tpm, Window: time.Minute, Name: "tpm_limit", Label: label})
+	}
+	if parallel != nil {
+		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Parallel, Limit: *parallel, Name: "max_parallel_requests", Label: label})
+	}
+}
+
+// rules fills tk with every limit the request is subject to.
+func (g *Gateway) rules(p *auth.Principal, req *request, model string, tk *ratelimit.Ticket) {
+	l := g.opts.Limits
+	if l.GlobalParallel > 0 {
+		tk.Add(ratelimit.Rule{Scope: ratelimit.Scope{Entity: "global"}, Kind: ratelimit.Parallel, Limit: l.GlobalParallel,
+			Name: "global_max_parallel_requests"})
+	}
+	if k := p.Key; k != nil {
+		label := k.KeyName
+		if k.KeyAlias != nil && *k.KeyAlias != "" {
+			label = *k.KeyAlias
+		}
+		window(ratelimit.Scope{Entity: "key", ID: k.TokenHash}, label, k.RPMLimit, k.TPMLimit, k.MaxParallelRequests, tk)
+		rpm, hasRPM := k.ModelRPMLimit[model]
+		tpm, hasTPM := k.ModelTPMLimit[model]
+		if hasRPM || hasTPM {
+			scope := ratelimit.Scope{Entity: "key_model", ID: k.TokenHash + "/" + model}
+			if hasRPM {
+				tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Requests, Limit: rpm, Window: time.Minute, Name: "model_rpm_limit", Label: label})
+			}
+			if hasTPM {
+				tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Tokens, Limit: tpm, Window: time.Minute, Name: "model_tpm_limit", Label: label})
+			}
+		}
+	}
+	if u := p.User; u != nil {
+		window(ratelimit.Scope{Entity: "user", ID: u.UserID}, u.UserID, u.RPMLimit, u.TPMLimit, u.MaxParallelRequests, tk)
+	}
+	if t := p.Team; t != nil {
+		label := t.TeamID
+		if t.TeamAlias != "" {
+			label = t.TeamAlias
+		}
+		window(ratelimit.Scope{Entity: "team", ID: t.TeamID}, label, t.RPMLimit, t.TPMLimit, t.MaxParallelRequests, tk)
+	}
+	if req.user != "" && g.opts.Meter != nil {
+		if e, ok := g.opts.Meter.Snap.EndUser(req.user); ok {
+			window(ratelimit.Scope{Entity: "end_user", ID: e.UserID}, e.UserID, e.RPMLimit, e.TPMLimit, e.MaxParallelRequests, tk)
+		}
+	}
+	for i, b := range l.Buckets {
+		scope, label, ok := bucketScope(b.Scope, p, req)
+		if !ok {
+			continue
+		}
+		kind := ratelimit.TokenBucket
+		if b.Type == "requests" {
+			kind = ratelimit.RequestBucket
+		}
+		name := "localRateLimit"
+		if i < len(bucketNames) {
+			name = bucketNames[i]
+		}
+		tk.Add(ratelimit.Rule{Scope: scope, Kind: kind, Limit: b.MaxTokens, Fill: b.TokensPerFill, Window: b.FillInterval, Name: name, Label: label})
+	}
+}
+
+// bucketScope is whose bucket a localRateLimit is for this request; a
+// request with no such entity (no team, say) is not subject to it.
+func bucketScope(scope string, p *auth.Principal, req *request) (ratelimit.Scope, string, bool) {
+	switch scope {
+	case "key":
+		if p.KeyHash == "" {
+			return ratelimit.Scope{}, "", false
+		}
+		label := ""
+		if p.Key != nil {
+			label = p.Key.KeyName
+		}
+		return ratelimit.Scope{Entity: "key", ID: p.KeyHash}, label, true
+	case "user":
+		id := ""
+		switch {
+		case p.Key != nil:
+			id = p.Key.UserID
+		case p.Static != nil:
+			id, _ = p.Static.Metadata["user"].(string)
+		}
+		return ratelimit.Scope{Entity: "user", ID: id}, id, id != ""
+	case "team":
+		if p.Key == nil || p.Key.TeamID == "" {
+			return ratelimit.Scope{}, "", false
+		}
+		return ratelimit.Scope{Entity: "team", ID: p.Key.TeamID}, p.Key.TeamID, true
+	case "end_user":
+		return ratelimit.Scope{Entity: "end_user", ID: req.user}, req.user, req.user != ""
+	}
+	return ratelimit.Scope{Entity: "global"}, "", true
+}
+
+// estimate is the prompt-token count charged at admission: counted with
+// the model's tokenizer when the deployment sets tokenize, else 0 (token
+// limits then admit while any budget is left and charge the usage after).
+func estimate(t *provider.Target, req *request, model string) int64 {
+	if !t.D.Tokenize {
+		return 0
+	}
+	if m := req.obj.Get("messages"); m != nil {
+		return tokens.Messages(model, m)
+	}
+	for _, k := range []string{"prompt", "input"} {
+		if s, ok := req.obj.String(k); ok {
+			return tokens.Text(model, s)
+		}
+		if raw := req.obj.Get(k); raw != nil {
+			return int64(len(raw)) // token arrays or batches: one token per byte bounds them
+		}
+	}
+	return 0
+}
+
+// admit takes the request's place under every limit, or refuses it with a
+// 429 that says which limit, how far it is used and when to retry.
+func (g *Gateway) admit(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model string) (*ratelimit.Ticket, error) {
+	l := g.opts.Limits
+	if l == nil || l.Limiter == nil {
+		return nil, nil
+	}
+	tk := &ratelimit.Ticket{}
+	g.rules(p, req, model, tk)
+	if len(tk.Rules()) == 0 {
+		return nil, nil
+	}
+	tk.Est = estimate(t, req, model)
+	if d := l.Limiter.Admit(ctx, tk); d != nil {
+		if l.OnRefused != nil {
+			l.OnRefused(d)
+		}
+		e := apierror.RateLimited(d.RetryAfter, "%s", d.Error())
+		e.Header = map[string]string{}
+		kind := "requests"
+		if d.Rule.Kind == ratelimit.Tokens || d.Rule.Kind == ratelimit.TokenBucket {
+			kind = "tokens"
+		}
+		e.Header["x-ratelimit-limit-"+kind] = strconv.FormatInt(d.Rule.Limit, 10)
+		e.Header["x-ratelimit-remaining-"+kind] = strconv.FormatInt(max(d.Rule.Limit-d.Used, 0), 10)
+		e.Header["x-ratelimit-reset-"+kind] = formatReset(d.RetryAfter)
+		return nil, e
+	}
+	return tk, nil
+}
+
+// limitHeaders reports the tightest request and token limits of an
+// admitted request, as OpenAI does.
+func limitHeaders(h http.Header, tk *ratelimit.Ticket) {
+	if tk == nil {
+		return
+	}
+	for i := range 2 {
+		best, found := ratelimit.State{}, -1
+		for j, r := range tk.Rules() {
+			isTok := r.Kind == ratelimit.Tokens || r.Kind == ratelimit.TokenBucket
+			if r.Kind == ratelimit.Parallel || isTok != (i == 1) {
+				continue
+			}
+			if found < 0 || tk.States[j].Remaining < best.Remaining {
+				best, found = tk.States[j], j
+			}
+		}
+		if found < 0 {
+			continue
+		}
+		kind := "requests"
+		if i == 1 {
+			kind = "tokens"
+		}
+		h.Set("x-ratelimit-limit-"+kind, strconv.FormatInt(tk.Rules()[found].Limit, 10))
+		h.Set("x-ratelimit-remaining-"+kind, strconv.FormatInt(max(best.Remaining, 0), 10))
+		h.Set("x-ratelimit-reset-"+kind, formatReset(best.Reset))
+	}
+}
+
+// formatReset writes a duration as OpenAI's reset headers do ("6m0s", "1s").
+func formatReset(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+// usedTokens is what a finished request used, for token limits: the
+// reported usage, or — when a stream broke off before its usage — the
+// estimate and one token per chunk.
+func usedTokens(res *result, est int64) int64 {
+	if res.hasUsage {
+		return res.usage.prompt + res.usage.completion
+	}
+	if res.chunks > 0 {
+		return est + int64(res.chunks)
+	}
+	return 0 // nothing was produced
+}

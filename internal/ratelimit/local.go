@@ -1,0 +1,217 @@
+package ratelimit
+
+import (
+	"sync"
+	"time"
+)
+
+// Local keeps counters in process. One mutex makes a multi-rule admission
+// atomic; it is held for a few hundred nanoseconds.
+type Local struct {
+	mu     sync.Mutex
+	states map[stateKey]*state
+	now    func() time.Time
+	// swept is when idle states were last dropped.
+	swept time.Time
+}
+
+type stateKey struct {
+	scope Scope
+	kind  Kind
+	name  string
+}
+
+// state is one rule's counters; which fields are used depends on the kind.
+type state struct {
+	// sliding window: counts per sub-window, and the sub-window each holds.
+	counts [slots + 1]int64
+	index  [slots + 1]int64
+	// parallel
+	inflight int64
+	// bucket
+	tokens int64
+	filled time.Time // when tokens was last brought up to date
+	used   time.Time // last admission, for idle sweeping
+	rule   Rule      // the rule as last seen, for sweeping
+}
+
+// NewLocal returns an empty in-process backend.
+func NewLocal() *Local {
+	return &Local{states: map[stateKey]*state{}, now: time.Now}
+}
+
+func (l *Local) get(r *Rule, now time.Time) *state {
+	k := stateKey{r.Scope, r.Kind, r.Name}
+	s := l.states[k]
+	if s == nil {
+		s = &state{tokens: r.Limit, filled: now}
+		l.states[k] = s
+	}
+	s.used = now
+	s.rule = *r
+	return s
+}
+
+// window sums the uses still inside r's window at now, and returns the
+// sub-window index of now and when the oldest counted use expires.
+func (s *state) window(r *Rule, now time.Time) (used, idx int64, reset time.Duration) {
+	sl := slotLen(r.Window)
+	idx = now.UnixNano() / int64(sl)
+	oldest := int64(-1)
+	for i := range s.counts {
+		if s.index[i] >= idx-slots && s.counts[i] != 0 {
+			used += s.counts[i]
+			if oldest < 0 || s.index[i] < oldest {
+				oldest = s.index[i]
+			}
+		}
+	}
+	if oldest >= 0 {
+		reset = time.Duration((oldest+slots+1)*int64(sl) - now.UnixNano())
+	}
+	return max(used, 0), idx, reset
+}
+
+func (s *state) add(idx, n int64) {
+	i := idx % int64(len(s.counts))
+	if s.index[i] != idx {
+		s.index[i], s.counts[i] = idx, 0
+	}
+	s.counts[i] += n
+}
+
+// refill brings a bucket up to date.
+func (s *state) refill(r *Rule, now time.Time) {
+	if r.Window <= 0 || r.Fill <= 0 {
+		return
+	}
+	fills := int64(now.Sub(s.filled) / r.Window)
+	if fills > 0 {
+		s.tokens = min(r.Limit, s.tokens+fills*r.Fill)
+		s.filled = s.filled.Add(time.Duration(fills) * r.Window)
+	}
+	if s.tokens >= r.Limit {
+		s.filled = now
+	}
+}
+
+// untilRefilled is how long until a bucket holds need tokens.
+func (s *state) untilRefilled(r *Rule, now time.Time, need int64) time.Duration {
+	if r.Fill <= 0 || r.Window <= 0 {
+		return 0
+	}
+	missing := need - s.tokens
+	if missing <= 0 {
+		return 0
+	}
+	fills := (missing + r.Fill - 1) / r.Fill
+	return s.filled.Add(time.Duration(fills) * r.Window).Sub(now)
+}
+
+// Admit checks every rule of t and, if all pass, takes from each. A refusal
+// changes nothing.
+func (l *Local) Admit(t *Ticket) *Denied {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.maybeSweep(now)
+	var st [MaxRules]*state
+	var idx [MaxRules]int64
+	for i := range t.n {
+		r := &t.rules[i]
+		s := l.get(r, now)
+		st[i] = s
+		switch r.Kind {
+		case Requests, Tokens:
+			used, at, reset := s.window(r, now)
+			idx[i] = at
+			need := int64(1)
+			if r.Kind == Tokens {
+				need = t.Est
+			}
+			if used+need > r.Limit || (need == 0 && used >= r.Limit) {
+				return &Denied{Rule: *r, Used: used, RetryAfter: reset}
+			}
+			t.States[i] = State{Remaining: r.Limit - used - need, Reset: reset}
+		case Parallel:
+			if s.inflight >= r.Limit {
+				return &Denied{Rule: *r, Used: s.inflight, RetryAfter: time.Second}
+			}
+			t.States[i] = State{Remaining: r.Limit - s.inflight - 1}
+		case RequestBucket, TokenBucket:
+			s.refill(r, now)
+			need := int64(1)
+			if r.Kind == TokenBucket {
+				need = t.Est
+			}
+			if (need == 0 && s.tokens <= 0) || (need > 0 && s.tokens < need) {
+				return &Denied{Rule: *r, Used: r.Limit - s.tokens, RetryAfter: s.untilRefilled(r, now, max(need, 1))}
+			}
+			t.States[i] = State{Remaining: s.tokens - need, Reset: s.untilRefilled(r, now, r.Limit)}
+		}
+	}
+	for i := range t.n {
+		r, s := &t.rules[i], st[i]
+		switch r.Kind {
+		case Requests:
+			s.add(idx[i], 1)
+		case Tokens:
+			s.add(idx[i], t.Est)
+		case Parallel:
+			s.inflight++
+		case RequestBucket:
+			s.tokens--
+		case TokenBucket:
+			s.tokens -= t.Est
+		}
+	}
+	t.admitted = true
+	return nil
+}
+
+// Done settles t: token rules are charged the difference between the real
+// usage and the estimate taken at admission, and parallel slots are freed.
+func (l *Local) Done(t *Ticket, tokens int64) {
+	now := l.now()
+	delta := tokens - t.Est
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range t.n {
+		r := &t.rules[i]
+		s := l.get(r, now)
+		switch r.Kind {
+		case Tokens:
+			if delta != 0 {
+				_, at, _ := s.window(r, now)
+				s.add(at, delta)
+			}
+		case TokenBucket:
+			s.refill(r, now)
+			s.tokens -= delta
+		case Parallel:
+			s.inflight = max(s.inflight-1, 0)
+		}
+	}
+}
+
+// maybeSweep drops, once a minute, states idle for an hour that a new state
+// would equal: windows whose uses expired, no slots held, buckets full again.
+// A bucket in debt or still refilling is kept.
+func (l *Local) maybeSweep(now time.Time) {
+	if now.Sub(l.swept) < time.Minute {
+		return
+	}
+	l.swept = now
+	for k, s := range l.states {
+		if now.Sub(s.used) < time.Hour+s.rule.Window || s.inflight > 0 {
+			continue
+		}
+		if k.kind.isBucket() {
+			s.refill(&s.rule, now)
+			if s.tokens < s.rule.Limit {
+				continue
+			}
+		}
+		delete(l.states, k)
+	}
+}

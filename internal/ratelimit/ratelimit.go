@@ -1,0 +1,172 @@
+// Package ratelimit admits requests against request and token limits:
+// LiteLLM's rpm/tpm limits and parallel-request slots, and agentgateway's
+// token buckets. Every limit a request is subject to is checked and taken in
+// one atomic step, in process or — with Redis — in one Lua script shared by
+// every replica. When Redis is unreachable each replica falls back to its own
+// counters and returns to the shared ones when Redis answers again.
+package ratelimit
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Kind is what a rule counts.
+type Kind uint8
+
+// The kinds of rule.
+const (
+	// Requests counts requests in a sliding window (rpm_limit).
+	Requests Kind = iota
+	// Tokens counts tokens in a sliding window (tpm_limit): a request is
+	// admitted while the window is under its limit (or, with a prompt
+	// estimate, while the estimate fits) and charged its real usage after.
+	Tokens
+	// Parallel counts requests in flight (max_parallel_requests).
+	Parallel
+	// RequestBucket is a token bucket that each request draws one from.
+	RequestBucket
+	// TokenBucket is a token bucket drawn down by the tokens requests use;
+	// it may go into debt, which later fills repay first.
+	TokenBucket
+)
+
+// Counts tokens reports whether the rule is charged tokens rather than requests.
+func (k Kind) countsTokens() bool { return k == Tokens || k == TokenBucket }
+
+func (k Kind) isBucket() bool { return k == RequestBucket || k == TokenBucket }
+
+// Scope is who a rule applies to.
+type Scope struct {
+	Entity string // key, user, team, end_user, key_model, global
+	ID     string
+}
+
+// Rule is one limit on one scope.
+type Rule struct {
+	Scope Scope
+	Kind  Kind
+	Limit int64 // per window; a bucket's capacity; parallel slots
+	// Window is a sliding window's length, or a bucket's fill interval.
+	Window time.Duration
+	Fill   int64 // tokens a bucket gains per Window
+	// Name is the setting the rule comes from (rpm_limit, localRateLimit[0], ...).
+	Name string
+	// Label is how messages name the scope's entity (a key's alias or
+	// sk-...ABCD, a team's alias); "" means its ID.
+	Label string
+}
+
+// MaxRules bounds the rules one request is subject to.
+const MaxRules = 16
+
+// State is a rule's standing after a decision.
+type State struct {
+	Remaining int64         // requests or tokens left (may be < 0 for a bucket in debt)
+	Reset     time.Duration // until the limit is fully available again (windows: until the oldest use expires)
+}
+
+// Ticket is one request's admission: the caller fills Rules and Est, Admit
+// fills States, and Done settles it. Its storage is fixed, so an admission
+// allocates nothing in process.
+type Ticket struct {
+	rules  [MaxRules]Rule
+	n      int
+	States [MaxRules]State
+	// Est is the prompt-token estimate charged to token rules at admission
+	// (0 without tokenize).
+	Est      int64
+	lease    string // Redis parallel-slot lease; "" when admitted locally
+	shared   bool   // admitted by Redis
+	done     bool
+	admitted bool
+}
+
+// Add appends a rule; rules past MaxRules are dropped (none of Tollgate's
+// requests come near it).
+func (t *Ticket) Add(r Rule) {
+	if t.n < MaxRules && r.Limit >= 0 {
+		t.rules[t.n] = r
+		t.n++
+	}
+}
+
+// Rules are the ticket's rules.
+func (t *Ticket) Rules() []Rule { return t.rules[:t.n] }
+
+// Shared reports whether the admission was decided on Redis.
+func (t *Ticket) Shared() bool { return t.shared }
+
+// Denied is a refusal: which rule, how much it had used, and when to retry.
+type Denied struct {
+	Rule       Rule
+	Used       int64
+	RetryAfter time.Duration
+}
+
+func (d *Denied) Error() string {
+	r := d.Rule
+	var what string
+	switch r.Kind {
+	case Requests:
+		what = fmt.Sprintf("%d requests per %s (%s), used %d", r.Limit, per(r.Window), r.Name, d.Used)
+	case Tokens:
+		what = fmt.Sprintf("%d tokens per %s (%s), used %d", r.Limit, per(r.Window), r.Name, d.Used)
+	case Parallel:
+		what = fmt.Sprintf("%d parallel requests (%s), in flight %d", r.Limit, r.Name, d.Used)
+	case RequestBucket:
+		what = fmt.Sprintf("a bucket of %d requests refilling %d every %s (%s), left %d", r.Limit, r.Fill, r.Window, r.Name, r.Limit-d.Used)
+	case TokenBucket:
+		what = fmt.Sprintf("a bucket of %d tokens refilling %d every %s (%s), left %d", r.Limit, r.Fill, r.Window, r.Name, r.Limit-d.Used)
+	}
+	return fmt.Sprintf("rate limit exceeded for %s: %s; retry in %s", r.Scope.describe(r.Label), what, d.RetryAfter.Round(time.Second).String())
+}
+
+// describe names a scope for people: "key my-alias", "team core-infra",
+// "key sk-...ABCD on gpt-4", "the gateway".
+func (s Scope) describe(label string) string {
+	id := s.ID
+	if label != "" {
+		id = label
+	}
+	switch s.Entity {
+	case "global", "":
+		return "the gateway"
+	case "end_user":
+		return "end user " + id
+	case "key_model":
+		model := s.ID
+		if i := strings.LastIndexByte(model, '/'); i >= 0 {
+			model = model[i+1:]
+		}
+		if label == "" {
+			id = "(unnamed)"
+		}
+		return "key " + id + " on " + model
+	}
+	return s.Entity + " " + id
+}
+
+func per(d time.Duration) string {
+	switch d {
+	case time.Minute:
+		return "minute"
+	case time.Hour:
+		return "hour"
+	case 24 * time.Hour:
+		return "day"
+	}
+	return d.String()
+}
+
+// slots is the number of sub-windows a sliding window is kept in. A use is
+// remembered for between 60 and 61 slots' time, so no window-length interval
+// ever holds more than the limit; capacity returns up to 1/60 of the window
+// late.
+const slots = 60
+
+// slotLen is the length of one sub-window of w.
+func slotLen(w time.Duration) time.Duration {
+	return max(w/slots, time.Millisecond)
+}

@@ -1,0 +1,428 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// backend is what the shared suite drives: the local counters, or Redis
+// (miniredis with a settable clock, or the real server).
+type backend interface {
+	admit(t *Ticket) *Denied
+	done(t *Ticket, tokens int64)
+	advance(d time.Duration)
+}
+
+type localBackend struct {
+	l   *Local
+	now time.Time
+}
+
+func newLocalBackend() *localBackend {
+	b := &localBackend{l: NewLocal(), now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	b.l.now = func() time.Time { return b.now }
+	return b
+}
+func (b *localBackend) admit(t *Ticket) *Denied      { return b.l.Admit(t) }
+func (b *localBackend) done(t *Ticket, tokens int64) { b.l.Done(t, tokens) }
+func (b *localBackend) advance(d time.Duration)      { b.now = b.now.Add(d) }
+
+type miniBackend struct {
+	m   *miniredis.Miniredis
+	rd  *Redis
+	now time.Time
+}
+
+func newMiniBackend(t *testing.T) *miniBackend {
+	m := miniredis.RunT(t)
+	b := &miniBackend{m: m, rd: NewRedis(redis.NewClient(&redis.Options{Addr: m.Addr()}), ""), now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	m.SetTime(b.now)
+	return b
+}
+
+func (b *miniBackend) admit(t *Ticket) *Denied {
+	d, err := b.rd.Admit(context.Background(), t)
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
+func (b *miniBackend) done(t *Ticket, tokens int64) {
+	if err := b.rd.Done(context.Background(), t, tokens); err != nil {
+		panic(err)
+	}
+}
+func (b *miniBackend) advance(d time.Duration) {
+	b.now = b.now.Add(d)
+	b.m.SetTime(b.now)
+	b.m.FastForward(d) // expire keys too
+}
+
+func eachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
+	t.Run("local", func(t *testing.T) { fn(t, newLocalBackend()) })
+	t.Run("miniredis", func(t *testing.T) { fn(t, newMiniBackend(t)) })
+}
+
+func ticket(est int64, rules ...Rule) *Ticket {
+	t := &Ticket{Est: est}
+	for _, r := range rules {
+		t.Add(r)
+	}
+	return t
+}
+
+var (
+	keyScope = Scope{"key", "k1"}
+	rpm10    = Rule{Scope: keyScope, Kind: Requests, Limit: 10, Window: time.Minute, Name: "rpm_limit", Label: ""}
+)
+
+func TestRequestsWindow(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		for i := range 10 {
+			tk := ticket(0, rpm10)
+			if d := b.admit(tk); d != nil {
+				t.Fatalf("request %d refused: %v", i+1, d)
+			}
+			if got := tk.States[0].Remaining; got != int64(9-i) {
+				t.Fatalf("remaining after %d = %d", i+1, got)
+			}
+			b.advance(time.Second)
+		}
+		d := b.admit(ticket(0, rpm10))
+		if d == nil {
+			t.Fatal("11th request in the minute admitted")
+		}
+		if !strings.Contains(d.Error(), "key k1") || !strings.Contains(d.Error(), "10 requests per minute (rpm_limit)") || d.Used != 10 {
+			t.Fatalf("refusal: %v (used %d)", d, d.Used)
+		}
+		if d.RetryAfter <= 0 || d.RetryAfter > 52*time.Second {
+			t.Fatalf("retry after %v; the first use expires about 51 s from now", d.RetryAfter)
+		}
+		b.advance(d.RetryAfter)
+		if d := b.admit(ticket(0, rpm10)); d != nil {
+			t.Fatalf("refused after the oldest use expired: %v", d)
+		}
+		if d := b.admit(ticket(0, rpm10)); d == nil {
+			t.Fatal("only one use had expired, yet two were admitted")
+		}
+	})
+}
+
+func TestTokensWindow(t *testing.T) {
+	tpm := Rule{Scope: keyScope, Kind: Tokens, Limit: 100, Window: time.Minute, Name: "tpm_limit", Label: ""}
+	eachBackend(t, func(t *testing.T, b backend) {
+		// Without an estimate: admitted while under the limit, charged after.
+		tk := ticket(0, tpm)
+		if d := b.admit(tk); d != nil {
+			t.Fatal(d)
+		}
+		b.done(tk, 99)
+		tk = ticket(0, tpm)
+		if d := b.admit(tk); d != nil {
+			t.Fatalf("99 of 100 used, refused: %v", d)
+		}
+		b.done(tk, 50)
+		if d := b.admit(ticket(0, tpm)); d == nil || d.Used != 149 {
+			t.Fatalf("over the limit, got %v", d)
+		}
+		b.advance(62 * time.Second)
+		// With an estimate: refused at once when it does not fit, corrected after.
+		tk = ticket(60, tpm)
+		if d := b.admit(tk); d != nil {
+			t.Fatal(d)
+		}
+		if d := b.admit(ticket(60, tpm)); d == nil {
+			t.Fatal("60 + 60 > 100 admitted")
+		}
+		b.done(tk, 20) // the estimate was high: 40 return
+		if d := b.admit(ticket(60, tpm)); d != nil {
+			t.Fatalf("20 + 60 <= 100 refused: %v", d)
+		}
+	})
+}
+
+func TestParallel(t *testing.T) {
+	par := Rule{Scope: keyScope, Kind: Parallel, Limit: 2, Name: "max_parallel_requests", Label: ""}
+	eachBackend(t, func(t *testing.T, b backend) {
+		a, c := ticket(0, par), ticket(0, par)
+		if b.admit(a) != nil || b.admit(c) != nil {
+			t.Fatal("two slots of two refused")
+		}
+		if d := b.admit(ticket(0, par)); d == nil || d.Used != 2 {
+			t.Fatalf("third parallel request: %v", d)
+		}
+		b.done(a, 0)
+		if d := b.admit(ticket(0, par)); d != nil {
+			t.Fatalf("a freed slot was not reused: %v", d)
+		}
+	})
+}
+
+// TestSeedWalkThrough is seed 001's localRateLimit example: a gateway-wide
+// bucket of 10 tokens refilling 1 per 60 s. The first request (no tokenize)
+// is admitted and uses 260 tokens; the second is refused. With tokenize, a
+// request whose estimate exceeds what is left is refused at once.
+func TestSeedWalkThrough(t *testing.T) {
+	bucket := Rule{Scope: Scope{"global", ""}, Kind: TokenBucket, Limit: 10, Fill: 1, Window: 60 * time.Second, Name: "localRateLimit[0]", Label: ""}
+	eachBackend(t, func(t *testing.T, b backend) {
+		first := ticket(0, bucket)
+		if d := b.admit(first); d != nil {
+			t.Fatalf("first request refused: %v", d)
+		}
+		b.done(first, 260)
+		d := b.admit(ticket(0, bucket))
+		if d == nil {
+			t.Fatal("second request admitted after 260 tokens of a 10-token bucket")
+		}
+		if !strings.Contains(d.Error(), "the gateway") || !strings.Contains(d.Error(), "localRateLimit[0]") {
+			t.Errorf("message: %v", d)
+		}
+		// The debt (250) is repaid at 1 token per minute before anything passes.
+		if d.RetryAfter < 250*time.Minute || d.RetryAfter > 252*time.Minute {
+			t.Errorf("retry after %v, want about 251 minutes", d.RetryAfter)
+		}
+	})
+	eachBackend(t, func(t *testing.T, b backend) {
+		if d := b.admit(ticket(12, bucket)); d == nil {
+			t.Fatal("tokenize: an estimate of 12 admitted against 10 tokens")
+		}
+		tk := ticket(8, bucket)
+		if d := b.admit(tk); d != nil {
+			t.Fatalf("tokenize: 8 of 10 refused: %v", d)
+		}
+		b.done(tk, 9) // real usage 9: one more is taken
+		if d := b.admit(ticket(2, bucket)); d == nil {
+			t.Fatal("2 admitted with 1 left")
+		}
+		b.advance(60 * time.Second)
+		if d := b.admit(ticket(2, bucket)); d != nil {
+			t.Fatalf("2 refused with 2 left after a fill: %v", d)
+		}
+	})
+}
+
+func TestRequestBucket(t *testing.T) {
+	bucket := Rule{Scope: Scope{"team", "t"}, Kind: RequestBucket, Limit: 3, Fill: 1, Window: 10 * time.Second, Name: "localRateLimit[1]", Label: ""}
+	eachBackend(t, func(t *testing.T, b backend) {
+		for i := range 3 {
+			if d := b.admit(ticket(0, bucket)); d != nil {
+				t.Fatalf("request %d: %v", i, d)
+			}
+		}
+		d := b.admit(ticket(0, bucket))
+		if d == nil || d.RetryAfter != 10*time.Second {
+			t.Fatalf("empty bucket: %v", d)
+		}
+		b.advance(10 * time.Second)
+		if d := b.admit(ticket(0, bucket)); d != nil {
+			t.Fatalf("refilled bucket refused: %v", d)
+		}
+		if d := b.admit(ticket(0, bucket)); d == nil {
+			t.Fatal("one fill admitted two")
+		}
+	})
+}
+
+// TestAllOrNothing: a request refused by one rule takes nothing from the others.
+func TestAllOrNothing(t *testing.T) {
+	team := Rule{Scope: Scope{"team", "t"}, Kind: Requests, Limit: 1, Window: time.Minute, Name: "rpm_limit", Label: ""}
+	eachBackend(t, func(t *testing.T, b backend) {
+		if d := b.admit(ticket(0, rpm10, team)); d != nil {
+			t.Fatal(d)
+		}
+		d := b.admit(ticket(0, rpm10, team))
+		if d == nil || d.Rule.Scope.Entity != "team" {
+			t.Fatalf("want the team's refusal, got %v", d)
+		}
+		tk := ticket(0, rpm10)
+		b.admit(tk)
+		if tk.States[0].Remaining != 8 {
+			t.Fatalf("the refused request took from the key: remaining %d, want 8", tk.States[0].Remaining)
+		}
+	})
+}
+
+// TestConcurrentAdmissionsNeverExceed: many goroutines race for a limit.
+func TestConcurrentAdmissionsNeverExceed(t *testing.T) {
+	l := New(nil, nil)
+	rule := Rule{Scope: keyScope, Kind: Requests, Limit: 50, Window: time.Minute, Name: "rpm_limit", Label: ""}
+	var mu sync.Mutex
+	admitted := 0
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				tk := ticket(0, rule)
+				if l.Admit(context.Background(), tk) == nil {
+					mu.Lock()
+					admitted++
+					mu.Unlock()
+					l.Done(tk, 0)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if admitted != 50 {
+		t.Fatalf("admitted %d of 400 against a limit of 50", admitted)
+	}
+}
+
+// realRedis returns a client on TOLLGATE_TEST_REDIS_URL and a fresh prefix.
+func realRedis(t testing.TB) (*redis.Client, string) {
+	url := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if url == "" {
+		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping the real-Redis tests (e.g. redis://127.0.0.1:6379/0)")
+	}
+	c, err := Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("TOLLGATE_TEST_REDIS_URL is set but Redis does not answer: %v", err)
+	}
+	return c, fmt.Sprintf("test-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), time.Now().UnixNano())
+}
+
+// TestRealRedisSharedAcrossLimiters: two limiters (two replicas) on one
+// Redis share a 10-rpm key exactly, under concurrency.
+func TestRealRedisSharedAcrossLimiters(t *testing.T) {
+	c, prefix := realRedis(t)
+	a, b := New(NewRedis(c, prefix), nil), New(NewRedis(c, prefix), nil)
+	defer a.Close()
+	defer b.Close()
+	var mu sync.Mutex
+	admitted := 0
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := []*Limiter{a, b}[i%2]
+			for range 10 {
+				tk := ticket(0, rpm10)
+				if l.Admit(context.Background(), tk) == nil {
+					if !tk.Shared() {
+						t.Error("admitted locally while Redis was up")
+					}
+					mu.Lock()
+					admitted++
+					mu.Unlock()
+					l.Done(tk, 0)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if admitted != 10 {
+		t.Fatalf("two replicas admitted %d requests against a shared 10 rpm", admitted)
+	}
+}
+
+// TestFallbackWhenRedisIsDown: with Redis gone every request is still
+// decided (locally), and the limiter returns to Redis when it is back.
+func TestFallbackWhenRedisIsDown(t *testing.T) {
+	m := miniredis.RunT(t)
+	var mu sync.Mutex
+	var events []bool
+	l := New(NewRedis(redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond}), ""), nil)
+	l.ProbeEvery = 20 * time.Millisecond
+	l.OnDegraded = func(d bool) { mu.Lock(); events = append(events, d); mu.Unlock() }
+	defer l.Close()
+	rule := Rule{Scope: keyScope, Kind: Requests, Limit: 3, Window: time.Minute, Name: "rpm_limit", Label: ""}
+	tk := ticket(0, rule)
+	if l.Admit(context.Background(), tk) != nil || !tk.Shared() {
+		t.Fatal("not admitted on Redis")
+	}
+	l.Done(tk, 0)
+	addr := m.Addr()
+	m.Close()
+	for i := range 3 {
+		tk := ticket(0, rule)
+		if d := l.Admit(context.Background(), tk); d != nil || tk.Shared() {
+			t.Fatalf("request %d with Redis down: %v shared=%v", i, d, tk.Shared())
+		}
+		l.Done(tk, 0)
+	}
+	if !l.Degraded() {
+		t.Fatal("not degraded with Redis down")
+	}
+	if d := l.Admit(context.Background(), ticket(0, rule)); d == nil {
+		t.Fatal("the local fallback does not enforce the limit")
+	}
+	m2 := miniredis.NewMiniRedis()
+	if err := m2.StartAddr(addr); err != nil {
+		t.Skipf("cannot restart miniredis on %s: %v", addr, err)
+	}
+	defer m2.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Degraded() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	tk = ticket(0, rule)
+	if l.Admit(context.Background(), tk) != nil || !tk.Shared() {
+		t.Fatal("did not return to Redis once it was back")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(events) != "[true false]" {
+		t.Fatalf("degraded events %v", events)
+	}
+}
+
+func BenchmarkAdmitLocal(b *testing.B) {
+	l := New(nil, nil)
+	rules := []Rule{
+		rpm10, {Scope: keyScope, Kind: Tokens, Limit: 1 << 40, Window: time.Minute, Name: "tpm_limit"},
+		{Scope: keyScope, Kind: Parallel, Limit: 1 << 20, Name: "max_parallel_requests"},
+		{Scope: Scope{"global", ""}, Kind: TokenBucket, Limit: 1 << 40, Fill: 1, Window: time.Minute, Name: "localRateLimit[0]"},
+	}
+	rules[0].Limit = 1 << 40
+	ctx := context.Background()
+	var tk Ticket
+	b.ReportAllocs()
+	for b.Loop() {
+		tk = Ticket{}
+		for _, r := range rules {
+			tk.Add(r)
+		}
+		if d := l.Admit(ctx, &tk); d != nil {
+			b.Fatal(d)
+		}
+		l.Done(&tk, 100)
+	}
+}
+
+func BenchmarkAdmitRedis(b *testing.B) {
+	c, prefix := realRedis(b)
+	l := New(NewRedis(c, prefix), nil)
+	defer l.Close()
+	rules := []Rule{
+		{Scope: keyScope, Kind: Requests, Limit: 1 << 40, Window: time.Minute, Name: "rpm_limit"},
+		{Scope: keyScope, Kind: Tokens, Limit: 1 << 40, Window: time.Minute, Name: "tpm_limit"},
+		{Scope: keyScope, Kind: Parallel, Limit: 1 << 20, Name: "max_parallel_requests"},
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		var tk Ticket
+		for _, r := range rules {
+			tk.Add(r)
+		}
+		if d := l.Admit(ctx, &tk); d != nil || !tk.Shared() {
+			b.Fatal(d, tk.Shared())
+		}
+		l.Done(&tk, 100)
+	}
+}

@@ -1,0 +1,254 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis keeps counters in Redis, shared by every replica. Each admission is
+// one Lua script that checks every rule and then takes from all of them, so
+// replicas can never jointly pass a limit. Time comes from the Redis server
+// (TIME), so replicas' clocks do not matter.
+//
+// Data: a sliding window is a hash of sub-window index → count; parallel
+// slots are a sorted set of leases scored by expiry (a crashed replica's
+// slots free themselves); a bucket is a hash {tokens, filled}. Every key
+// carries the {tg} hash tag, so all of them live on one Cluster slot and a
+// script may touch them together.
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+	// LeaseTTL bounds how long a parallel slot is held by a replica that
+	// died without releasing it.
+	LeaseTTL time.Duration
+}
+
+// NewRedis returns a backend on c. prefix namespaces the keys ("" for the
+// default); tests give each run its own.
+func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+	if prefix == "" {
+		prefix = "tg"
+	}
+	return &Redis{c: c, prefix: "{" + prefix + "}:rl:", LeaseTTL: 15 * time.Minute}
+}
+
+// slogAdapter routes go-redis's own messages (dial failures, pool
+// warnings) to slog at debug level: the limiter already reports outages once,
+// in the gateway's log format.
+type slogAdapter struct{}
+
+func (slogAdapter) Printf(ctx context.Context, format string, v ...any) {
+	slog.DebugContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
+}
+
+func init() { redis.SetLogger(slogAdapter{}) }
+
+// Dial connects to the Redis at url (redis:// or rediss://) with timeouts
+// short enough that an unreachable server makes requests fall back to local
+// limits instead of waiting.
+func Dial(url string) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis_url: %w", err)
+	}
+	opts.DialTimeout = time.Second
+	opts.ReadTimeout = 500 * time.Millisecond
+	opts.WriteTimeout = 500 * time.Millisecond
+	opts.MaxRetries = 0
+	return redis.NewClient(opts), nil
+}
+
+var kindNames = [...]string{Requests: "req", Tokens: "tok", Parallel: "par", RequestBucket: "rbk", TokenBucket: "tbk"}
+
+func (rd *Redis) key(r *Rule) string {
+	return rd.prefix + kindNames[r.Kind] + ":" + r.Name + ":" + r.Scope.Entity + ":" + r.Scope.ID
+}
+
+// Shared helpers of both scripts: the time, a window's use, a bucket's level.
+const luaCommon = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function slotlen(win) return math.max(math.floor(win / 60), 1) end
+local function window(key, win)
+  local sl = slotlen(win)
+  local idx = math.floor(now / sl)
+  local h = redis.call('HGETALL', key)
+  local used, oldest = 0, -1
+  for j = 1, #h, 2 do
+    local at, c = tonumber(h[j]), tonumber(h[j + 1])
+    if at < idx - 60 then
+      redis.call('HDEL', key, h[j])
+    elseif c ~= 0 then
+      used = used + c
+      if oldest < 0 or at < oldest then oldest = at end
+    end
+  end
+  if used < 0 then used = 0 end
+  local reset = 0
+  if oldest >= 0 then reset = (oldest + 61) * sl - now end
+  return used, idx, reset, sl
+end
+local function bucket(key, limit, win, fill)
+  local v = redis.call('HMGET', key, 'tokens', 'filled')
+  local tokens, filled = tonumber(v[1]), tonumber(v[2])
+  if tokens == nil then tokens, filled = limit, now end
+  if win > 0 and fill > 0 then
+    local fills = math.floor((now - filled) / win)
+    if fills > 0 then
+      tokens = math.min(limit, tokens + fills * fill)
+      filled = filled + fills * win
+    end
+  end
+  if tokens >= limit then filled = now end
+  return tokens, filled
+end
+local function waitfor(tokens, filled, need, win, fill)
+  if fill <= 0 or win <= 0 or tokens >= need then return 0 end
+  return filled + math.ceil((need - tokens) / fill) * win - now
+end
+local function savebucket(key, tokens, filled, limit, win, fill)
+  redis.call('HSET', key, 'tokens', tokens, 'filled', filled)
+  local ttl = 86400000
+  if fill > 0 and win > 0 then ttl = (math.ceil(math.max(limit - tokens, 0) / fill) + 1) * win + 1000 end
+  redis.call('PEXPIRE', key, ttl)
+end
+`
+
+// admitScript: ARGV = est, lease, lease ttl ms, then kind, limit, window ms,
+// fill per rule. Returns {0, rule, used, retry ms} or {1, remaining, reset ms, ...}.
+var admitScript = redis.NewScript(luaCommon + `
+local est, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local out, plan = {1}, {}
+for i = 1, #KEYS do
+  local b = 3 + (i - 1) * 4
+  local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local key = KEYS[i]
+  if kind == 0 or kind == 1 then
+    local used, idx, reset, sl = window(key, win)
+    local need = 1
+    if kind == 1 then need = est end
+    if used + need > limit or (need == 0 and used >= limit) then return {0, i, used, reset} end
+    plan[i] = {idx, need, sl}
+    out[#out + 1] = limit - used - need
+    out[#out + 1] = reset
+  elseif kind == 2 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    local c = redis.call('ZCARD', key)
+    if c >= limit then return {0, i, c, 1000} end
+    out[#out + 1] = limit - c - 1
+    out[#out + 1] = 0
+  else
+    local tokens, filled = bucket(key, limit, win, fill)
+    local need = 1
+    if kind == 4 then need = est end
+    if (need == 0 and tokens <= 0) or (need > 0 and tokens < need) then
+      return {0, i, limit - tokens, waitfor(tokens, filled, math.max(need, 1), win, fill)}
+    end
+    plan[i] = {tokens - need, filled}
+    out[#out + 1] = tokens - need
+    out[#out + 1] = waitfor(tokens - need, filled, limit, win, fill)
+  end
+end
+for i = 1, #KEYS do
+  local b = 3 + (i - 1) * 4
+  local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local key = KEYS[i]
+  if kind == 0 or kind == 1 then
+    local p = plan[i]
+    if p[2] ~= 0 then
+      redis.call('HINCRBY', key, p[1], p[2])
+      redis.call('PEXPIRE', key, 62 * p[3] + 1000)
+    end
+  elseif kind == 2 then
+    redis.call('ZADD', key, now + ttl, lease)
+    redis.call('PEXPIRE', key, ttl + 1000)
+  else
+    savebucket(key, plan[i][1], plan[i][2], limit, win, fill)
+  end
+end
+return out
+`)
+
+// doneScript: ARGV = token delta, lease, then the rules as for admit.
+var doneScript = redis.NewScript(luaCommon + `
+local delta, lease = tonumber(ARGV[1]), ARGV[2]
+for i = 1, #KEYS do
+  local b = 2 + (i - 1) * 4
+  local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local key = KEYS[i]
+  if kind == 1 and delta ~= 0 then
+    local used, idx, reset, sl = window(key, win)
+    redis.call('HINCRBY', key, idx, delta)
+    redis.call('PEXPIRE', key, 62 * sl + 1000)
+  elseif kind == 2 then
+    redis.call('ZREM', key, lease)
+  elseif kind == 4 and delta ~= 0 then
+    local tokens, filled = bucket(key, limit, win, fill)
+    savebucket(key, tokens - delta, filled, limit, win, fill)
+  end
+end
+return 1
+`)
+
+func (rd *Redis) args(t *Ticket, head ...any) ([]string, []any) {
+	keys := make([]string, t.n)
+	args := make([]any, 0, len(head)+4*t.n)
+	args = append(args, head...)
+	for i := range t.n {
+		r := &t.rules[i]
+		keys[i] = rd.key(r)
+		args = append(args, int(r.Kind), r.Limit, r.Window.Milliseconds(), r.Fill)
+	}
+	return keys, args
+}
+
+// Admit decides t on Redis. An error means Redis could not be asked; the
+// caller falls back.
+func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
+	if t.lease == "" {
+		t.lease = newLease()
+	}
+	keys, args := rd.args(t, t.Est, t.lease, rd.LeaseTTL.Milliseconds())
+	res, err := admitScript.Run(ctx, rd.c, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) == 0 {
+		return nil, fmt.Errorf("ratelimit: empty reply from redis")
+	}
+	if res[0] == 0 {
+		if len(res) < 4 || res[1] < 1 || int(res[1]) > t.n {
+			return nil, fmt.Errorf("ratelimit: malformed refusal from redis: %v", res)
+		}
+		return &Denied{Rule: t.rules[res[1]-1], Used: res[2], RetryAfter: time.Duration(res[3]) * time.Millisecond}, nil
+	}
+	for i := range t.n {
+		if 2+2*i < len(res) {
+			t.States[i] = State{Remaining: res[1+2*i], Reset: time.Duration(res[2+2*i]) * time.Millisecond}
+		}
+	}
+	t.admitted, t.shared = true, true
+	return nil, nil
+}
+
+// Done settles t on Redis.
+func (rd *Redis) Done(ctx context.Context, t *Ticket, tokens int64) error {
+	keys, args := rd.args(t, tokens-t.Est, t.lease)
+	return doneScript.Run(ctx, rd.c, keys, args...).Err()
+}
+
+// Ping checks that Redis answers.
+func (rd *Redis) Ping(ctx context.Context) error { return rd.c.Ping(ctx).Err() }
+
+// newLease names one parallel slot, unique across replicas.
+func newLease() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
