@@ -64,6 +64,9 @@ type GeneralSettings struct {
 	ProxyBatchWriteAt      any            `yaml:"proxy_batch_write_at"`
 	DisableSpendLogs       bool           `yaml:"disable_spend_logs"`
 	MetricsPrefix          string         `yaml:"metrics_prefix"`
+	// MetricsKeyLabels: per-key, per-user and per-end-user metric series
+	// (default true; false for cardinality).
+	MetricsKeyLabels *bool `yaml:"metrics_key_labels"`
 	// GlobalMaxParallelRequests bounds requests in flight gateway-wide.
 	GlobalMaxParallelRequests *int64 `yaml:"global_max_parallel_requests"`
 }
@@ -88,17 +91,19 @@ type KeyGenerateParams struct {
 
 // LiteLLMSettings is LiteLLM's litellm_settings.
 type LiteLLMSettings struct {
-	NumRetries                  *int                  `yaml:"num_retries"`
-	RequestTimeout              *Seconds              `yaml:"request_timeout"`
-	MaxBudget                   *float64              `yaml:"max_budget"`
-	BudgetDuration              string                `yaml:"budget_duration"`
-	MaxEndUserBudget            *float64              `yaml:"max_end_user_budget"`
-	MaxParallelRequests         *int64                `yaml:"max_parallel_requests"`
-	UpperboundKeyGenerateParams *KeyGenerateParams    `yaml:"upperbound_key_generate_params"`
-	DefaultKeyGenerateParams    *KeyGenerateParams    `yaml:"default_key_generate_params"`
-	Fallbacks                   []map[string][]string `yaml:"fallbacks"`
-	ContextWindowFallbacks      []map[string][]string `yaml:"context_window_fallbacks"`
-	DefaultFallbacks            []string              `yaml:"default_fallbacks"`
+	NumRetries          *int     `yaml:"num_retries"`
+	RequestTimeout      *Seconds `yaml:"request_timeout"`
+	MaxBudget           *float64 `yaml:"max_budget"`
+	BudgetDuration      string   `yaml:"budget_duration"`
+	MaxEndUserBudget    *float64 `yaml:"max_end_user_budget"`
+	MaxParallelRequests *int64   `yaml:"max_parallel_requests"`
+	// RequireAuthForMetricsEndpoint puts /metrics behind the master key.
+	RequireAuthForMetricsEndpoint bool                  `yaml:"require_auth_for_metrics_endpoint"`
+	UpperboundKeyGenerateParams   *KeyGenerateParams    `yaml:"upperbound_key_generate_params"`
+	DefaultKeyGenerateParams      *KeyGenerateParams    `yaml:"default_key_generate_params"`
+	Fallbacks                     []map[string][]string `yaml:"fallbacks"`
+	ContextWindowFallbacks        []map[string][]string `yaml:"context_window_fallbacks"`
+	DefaultFallbacks              []string              `yaml:"default_fallbacks"`
 	// Accepted for LiteLLM compatibility; no effect (see ignoredPaths).
 	DropParams      any `yaml:"drop_params"`
 	SetVerbose      any `yaml:"set_verbose"`

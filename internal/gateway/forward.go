@@ -15,6 +15,8 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
 )
 
@@ -27,13 +29,14 @@ type result struct {
 	ttfb       time.Duration // upstream response headers, from the request's start
 	upstream   time.Duration // time spent waiting on the upstream
 	clientGone bool
+	model      string // the model the upstream was asked for
 }
 
 // errClientGone: the client disconnected; nothing more can be written, so
 // it counts as a response already given.
 var errClientGone = fmt.Errorf("client disconnected: %w", apierror.ErrResponded)
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) error {
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) (err error) {
 	start := time.Now()
 	p, err := g.authenticate(r)
 	if err != nil {
@@ -47,6 +50,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	if err != nil {
 		return err
 	}
+	// From here on every request is logged and counted once, refused or not.
+	var (
+		res    result
+		t      *provider.Target
+		c      *charge
+		callID = newCallID()
+	)
+	defer func() { g.observe(r, p, req, t, op, callID, &res, c, err, start) }()
+
 	model := p.ResolveModel(req.model)
 	grp, ok := g.Router().Group(model)
 	if !ok {
@@ -57,14 +69,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	if !p.MayUse(model, grp.AccessGroups) && (model == req.model || !p.MayUse(req.model, grp.AccessGroups)) {
 		return apierror.Forbidden("this key may not use model %q", req.model)
 	}
-	t := grp.Pick()
+	t = grp.Pick()
 	if !t.Serves(op) {
 		return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", req.model, t.D.Provider, op)
 	}
 	askUsage := req.stream && (op == provider.OpChat || op == provider.OpCompletions)
 	upstreamBody := req.upstreamBody(t.UpstreamModel(model), askUsage)
 
-	callID := newCallID()
 	h := w.Header()
 	h.Set("x-tollgate-call-id", callID)
 	h.Set("x-tollgate-model-id", t.D.ID)
@@ -73,21 +84,22 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	if err != nil {
 		return err
 	}
-	var res result
 	if tk != nil {
 		defer func() { g.opts.Limits.Limiter.Done(tk, usedTokens(&res, tk.Est)) }()
 		limitHeaders(h, tk)
 	}
-	var c *charge
 	if g.opts.Meter != nil {
+		var exceeded *ledger.ExceededError
 		if c, err = g.opts.Meter.reserve(p, req, t, model, callID, upstreamBody, start); err != nil {
+			if errors.As(err, &exceeded) && g.opts.Metrics != nil {
+				g.opts.Metrics.BudgetRefused(exceeded.Kind.String())
+			}
 			return err
 		}
 		defer c.release() // a panic or an early return never strands a hold
 	}
-	err = g.forward(w, r, t, op, req, upstreamBody, &res, start, c)
-	g.logRequest(r, p, req, t, op, callID, &res, err, start)
-	return err
+	res.model = t.UpstreamModel(model)
+	return g.forward(w, r, t, op, req, upstreamBody, &res, start, c)
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Target, op provider.Op,
@@ -277,8 +289,9 @@ func copyHeader(dst, src http.Header) {
 	}
 }
 
-func (g *Gateway) logRequest(r *http.Request, p *auth.Principal, req *request, t *provider.Target, op provider.Op,
-	callID string, res *result, err error, start time.Time) {
+// observe writes the request's log line and metrics.
+func (g *Gateway) observe(r *http.Request, p *auth.Principal, req *request, t *provider.Target, op provider.Op,
+	callID string, res *result, c *charge, err error, start time.Time) {
 	status := res.status
 	switch {
 	case res.clientGone:
@@ -287,23 +300,51 @@ func (g *Gateway) logRequest(r *http.Request, p *auth.Principal, req *request, t
 		status = apierror.From(err).Status
 	}
 	total := time.Since(start)
+	overhead := max(total-res.upstream, 0)
 	keyPrefix := ""
 	if len(p.KeyHash) >= 8 {
 		keyPrefix = p.KeyHash[:8]
+	}
+	var alias, user, team, deployment, prov string
+	if k := p.Key; k != nil {
+		if k.KeyAlias != nil {
+			alias = *k.KeyAlias
+		}
+		user, team = k.UserID, k.TeamID
+	}
+	if t != nil {
+		deployment, prov = t.D.ID, t.D.Provider
+	}
+	cost := 0.0
+	if c != nil {
+		cost = c.cost
 	}
 	g.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("call_id", callID),
 		slog.String("op", op.String()),
 		slog.String("key_hash", keyPrefix),
+		slog.String("key_alias", alias),
+		slog.String("user", user),
+		slog.String("team", team),
+		slog.String("end_user", req.user),
 		slog.String("model_group", req.model),
-		slog.String("deployment", t.D.ID),
-		slog.String("provider", t.D.Provider),
+		slog.String("deployment", deployment),
+		slog.String("provider", prov),
 		slog.Bool("stream", req.stream),
 		slog.Int("status", status),
 		slog.Int64("prompt_tokens", res.usage.prompt),
 		slog.Int64("completion_tokens", res.usage.completion),
 		slog.Bool("usage_reported", res.hasUsage),
+		slog.Float64("cost", cost),
 		slog.Duration("latency", total),
-		slog.Duration("overhead", max(total-res.upstream, 0)),
+		slog.Duration("overhead", overhead),
 	)
+	if m := g.opts.Metrics; m != nil {
+		m.ObserveRequest(&metrics.Request{
+			Operation: op.String(), Provider: prov, RequestModel: req.model, ResponseModel: res.model, ModelGroup: req.model,
+			Status: status, PromptTokens: res.usage.prompt, CompletionTokens: res.usage.completion, HasUsage: res.hasUsage,
+			Duration: total, TTFT: res.ttfb, Overhead: overhead, Stream: req.stream, Cost: cost,
+			KeyHash: p.KeyHash, KeyAlias: alias, User: user, Team: team, EndUser: req.user,
+		})
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
 )
@@ -23,6 +24,7 @@ type Options struct {
 	Logger         *slog.Logger
 	Meter          *Meter  // nil: nothing is booked (the proxy alone)
 	Limits         *Limits // nil: no rate limits
+	Metrics        *metrics.Metrics
 }
 
 // Gateway holds the live routing table and serves inference requests.

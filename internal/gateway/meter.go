@@ -82,6 +82,7 @@ type charge struct {
 	log     store.SpendLog
 	prompt  int64 // estimate used when the upstream reports no usage
 	settled bool
+	cost    float64 // what settle booked
 }
 
 // reserve holds the request's worst-case cost, or refuses it with the 400
@@ -92,7 +93,9 @@ func (m *Meter) reserve(p *auth.Principal, req *request, t *provider.Target, mod
 	worst := t.Price.WorstCase(bound, req.maxTokens)
 	res, err := ledger.Reserve(accts, ledger.USD(worst))
 	if err != nil {
-		return nil, apierror.BudgetExceeded("%v", err)
+		e := apierror.BudgetExceeded("%v", err)
+		e.Cause = err
+		return nil, e
 	}
 	c := &charge{m: m, res: res, price: t.Price, prompt: int64(len(body)) / 4}
 	if p.Key != nil {
@@ -130,6 +133,7 @@ func (c *charge) settle(res *result) (cost float64) {
 	}
 	amount := ledger.USD(c.price.Cost(u)) // the ledger's precision is the books' precision
 	cost = amount.Dollars()
+	c.cost = cost
 	for _, a := range c.res.Settle(amount) {
 		if c.m.OnSoftBudget != nil {
 			c.m.OnSoftBudget(a)

@@ -99,3 +99,8 @@ func (b *Book) Lookup(kind Kind, id string) (*Account, bool) {
 	}
 	return v.(*Account), true
 }
+
+// Range calls fn for every account of kind, until fn returns false.
+func (b *Book) Range(kind Kind, fn func(*Account) bool) {
+	b.accounts[kind].Range(func(_, v any) bool { return fn(v.(*Account)) })
+}

@@ -171,3 +171,10 @@ func (w *Writer) applyResets() {
 		w.mu.Unlock()
 	}
 }
+
+// Lag is the age of the oldest row of the last batch written when it was written.
+func (w *Writer) Lag() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lag
+}

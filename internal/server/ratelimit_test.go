@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -175,7 +174,7 @@ func agwSeed(t *testing.T, file, upstream string) *config.Config {
 func serveCfg(t *testing.T, cfg *config.Config, opts Options) string {
 	t.Helper()
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+		opts.Logger = testLogger
 	}
 	srv, err := New(cfg, opts)
 	if err != nil {

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,7 +20,7 @@ import (
 // replica starts a gateway serving on loopback with st and returns its URL.
 func replica(t *testing.T, cfg *config.Config, st store.Store) string {
 	t.Helper()
-	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: st, ResyncInterval: 100 * time.Millisecond})
+	srv, err := New(cfg, Options{Logger: testLogger, Store: st, ResyncInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
@@ -52,6 +53,7 @@ type Server struct {
 	snap      *auth.Snapshot
 	writer    *ledger.Writer
 	limits    *gateway.Limits
+	metrics   *metrics.Metrics
 	closeOnce sync.Once
 }
 
@@ -104,10 +106,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			}
 		}
 		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap,
-			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget,
-			OnSoftBudget: func(a *ledger.Account) {
-				s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", a.ID, "spend", a.Spent().Dollars())
-			}}
+			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget}
 	}
 	limits, err := newLimits(cfg, opts)
 	if err != nil {
@@ -115,6 +114,28 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.limits = limits
 	gopts.Limits = limits
+	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
+		Book: book, RedisDegraded: limits.Limiter.Degraded}
+	if s.writer != nil {
+		mopts.WriterPending, mopts.WriterLag = s.writer.Pending, s.writer.Lag
+	}
+	s.metrics = metrics.New(mopts)
+	gopts.Metrics = s.metrics
+	limits.OnRefused = func(d *ratelimit.Denied) { s.metrics.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }
+	if gopts.Meter != nil {
+		gopts.Meter.OnSoftBudget = func(a *ledger.Account) {
+			s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", a.ID, "spend", a.Spent().Dollars())
+			s.metrics.SoftBudgetCrossed(a.Kind.String())
+		}
+	}
+	var metricsAuth func(*http.Request) bool
+	if cfg.LiteLLMSettings.RequireAuthForMetricsEndpoint {
+		metricsAuth = func(r *http.Request) bool {
+			p, err := authn.Authenticate(r)
+			return err == nil && (p.Master || (p.Key != nil && p.Role() == auth.RoleProxyAdmin))
+		}
+	}
+	s.mux.Handle("GET /metrics", s.metrics.Handler(metricsAuth))
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s.mux)
 	if opts.Store != nil {

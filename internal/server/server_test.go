@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -26,7 +25,7 @@ func newGateway(t *testing.T, yaml, upstream string) *httptest.Server {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	srv, err := New(cfg, Options{Logger: testLogger})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
@@ -444,7 +443,7 @@ router_settings:
 }
 
 func TestDemoModelAnswersWithoutNetwork(t *testing.T) {
-	srv, err := New(config.Default(), Options{Logger: slog.New(slog.DiscardHandler)})
+	srv, err := New(config.Default(), Options{Logger: testLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +499,7 @@ func TestGracefulShutdownFinishesStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	srv, err := New(cfg, Options{Logger: testLogger})
 	if err != nil {
 		t.Fatal(err)
 	}

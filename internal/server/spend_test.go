@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -53,7 +52,7 @@ func startSpend(t *testing.T, st store.Store, mockOpts mockupstream.Options, ext
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: st})
+	srv, err := New(cfg, Options{Logger: testLogger, Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,280 @@
+// Package metrics exposes the gateway's Prometheus metrics: OpenTelemetry
+// GenAI client metrics (gen_ai_client_token_usage, ...), spend and budget
+// series, rate-limit and budget rejections, the gateway's own overhead, and
+// the state of the spend writer and Redis. Every name carries a configurable
+// prefix (general_settings.metrics_prefix, default "tollgate"); with the
+// prefix "agentgateway" seed 001's PromQL queries run unchanged.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate/tollgate/internal/ledger"
+)
+
+// Options configure the metrics.
+type Options struct {
+	Prefix string // default "tollgate"
+	// KeyLabels: series per key, user and end user (off for cardinality).
+	KeyLabels bool
+	// Book, when set, feeds the budget gauges at scrape time.
+	Book *ledger.Book
+	// WriterPending and WriterLag, when set, report the spend writer.
+	WriterPending func() int
+	WriterLag     func() time.Duration
+	// RedisDegraded, when set, reports whether rate limits are on local counters.
+	RedisDegraded func() bool
+}
+
+// Metrics are one gateway's collectors, on a registry of their own.
+type Metrics struct {
+	reg       *prometheus.Registry
+	keyLabels bool
+
+	tokenUsage *prometheus.HistogramVec
+	duration   *prometheus.HistogramVec
+	ttft       *prometheus.HistogramVec
+	requests   *prometheus.CounterVec
+	overhead   prometheus.Histogram
+
+	spendModel   *prometheus.CounterVec
+	spendKey     *prometheus.CounterVec
+	spendUser    *prometheus.CounterVec
+	spendTeam    *prometheus.CounterVec
+	spendEndUser *prometheus.CounterVec
+
+	rateLimited   *prometheus.CounterVec
+	budgetRefused *prometheus.CounterVec
+	softBudget    *prometheus.CounterVec
+	retries       *prometheus.CounterVec
+	fallbacks     *prometheus.CounterVec
+	cooldowns     *prometheus.CounterVec
+	deploymentUp  *prometheus.GaugeVec
+}
+
+// GenAI label names (OpenTelemetry semantic conventions).
+var genAILabels = []string{"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model"}
+
+// New builds the collectors and registers them with Go and process metrics.
+func New(o Options) *Metrics {
+	p := o.Prefix
+	if p == "" {
+		p = "tollgate"
+	}
+	name := func(n string) string { return p + "_" + n }
+	m := &Metrics{reg: prometheus.NewRegistry(), keyLabels: o.KeyLabels}
+	m.tokenUsage = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: name("gen_ai_client_token_usage"), Help: "Tokens used per request (OpenTelemetry gen_ai.client.token.usage), by gen_ai_token_type input or output.",
+		Buckets: []float64{1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864},
+	}, append([]string{"gen_ai_token_type"}, genAILabels...))
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: name("gen_ai_client_operation_duration"), Help: "Seconds from receiving a request to its last byte (gen_ai.client.operation.duration).",
+		Buckets: []float64{0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92},
+	}, genAILabels)
+	m.ttft = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: name("gen_ai_server_time_to_first_token"), Help: "Seconds from receiving a streaming request to the upstream's first byte (gen_ai.server.time_to_first_token).",
+		Buckets: []float64{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10},
+	}, genAILabels)
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: name("requests_total"), Help: "Inference requests by model group and HTTP status.",
+	}, []string{"model_group", "status"})
+	m.overhead = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: name("gateway_overhead_seconds"), Help: "Time a request spent in the gateway and not waiting for the upstream.",
+		Buckets: []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3},
+	})
+	counter := func(n, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name(n), Help: help}, labels)
+	}
+	m.spendModel = counter("spend_usd_total", "Spend in USD by model group.", "model_group")
+	m.spendKey = counter("key_spend_usd_total", "Spend in USD by virtual key (sha256 hash and alias).", "key_hash", "key_alias")
+	m.spendUser = counter("user_spend_usd_total", "Spend in USD by internal user.", "user")
+	m.spendTeam = counter("team_spend_usd_total", "Spend in USD by team.", "team")
+	m.spendEndUser = counter("end_user_spend_usd_total", "Spend in USD by end user (the request's user field).", "end_user")
+	m.rateLimited = counter("rate_limit_rejections_total", "Requests refused by a rate limit, by scope and setting.", "scope", "limit")
+	m.budgetRefused = counter("budget_rejections_total", "Requests refused because a budget was spent, by entity kind.", "entity")
+	m.softBudget = counter("soft_budget_crossings_total", "Soft budgets crossed, by entity kind (once per crossing per period).", "entity")
+	m.retries = counter("retries_total", "Retried upstream attempts by model group.", "model_group")
+	m.fallbacks = counter("fallbacks_total", "Requests served by a fallback model group, by original and fallback group.", "model_group", "fallback")
+	m.cooldowns = counter("deployment_cooldowns_total", "Times a deployment was put in cooldown.", "model_group", "deployment")
+	m.deploymentUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: name("deployment_up"), Help: "1 when a deployment takes traffic, 0 while it is cooling down or failing health checks.",
+	}, []string{"model_group", "deployment"})
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.tokenUsage, m.duration, m.ttft, m.requests, m.overhead,
+		m.spendModel, m.spendKey, m.spendUser, m.spendTeam, m.spendEndUser,
+		m.rateLimited, m.budgetRefused, m.softBudget, m.retries, m.fallbacks, m.cooldowns, m.deploymentUp)
+	if o.WriterPending != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("spend_writer_pending_rows"), Help: "Spend-log rows queued and not yet written to the store."},
+			func() float64 { return float64(o.WriterPending()) }))
+	}
+	if o.WriterLag != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("spend_writer_lag_seconds"), Help: "Age of the oldest row of the last batch when it was written."},
+			func() float64 { return o.WriterLag().Seconds() }))
+	}
+	if o.RedisDegraded != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("redis_fallback"), Help: "1 while rate limits run on this replica's own counters because Redis does not answer."},
+			func() float64 {
+				if o.RedisDegraded() {
+					return 1
+				}
+				return 0
+			}))
+	}
+	if o.Book != nil {
+		m.reg.MustRegister(&budgetCollector{book: o.Book, keyLabels: o.KeyLabels,
+			remaining: prometheus.NewDesc(name("remaining_budget_usd"), "Budget left (max budget less spend and holds) per key, user, team and the gateway.", []string{"entity", "id"}, nil),
+			max:       prometheus.NewDesc(name("max_budget_usd"), "Max budget per key, user, team and the gateway.", []string{"entity", "id"}, nil),
+			spend:     prometheus.NewDesc(name("budget_spend_usd"), "Spend in the current budget period per key, user, team and the gateway.", []string{"entity", "id"}, nil),
+		})
+	}
+	return m
+}
+
+// budgetCollector reads the ledger at scrape time: only accounts with a
+// budget are reported.
+type budgetCollector struct {
+	book                  *ledger.Book
+	keyLabels             bool
+	remaining, max, spend *prometheus.Desc
+}
+
+func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.remaining
+	ch <- c.max
+	ch <- c.spend
+}
+
+func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	kinds := []ledger.Kind{ledger.KindGlobal, ledger.KindTeam}
+	if c.keyLabels {
+		kinds = append(kinds, ledger.KindUser, ledger.KindKey)
+	}
+	for _, k := range kinds {
+		c.book.Range(k, func(a *ledger.Account) bool {
+			b := a.Budget()
+			if b == ledger.Unlimited {
+				return true
+			}
+			entity := k.String()
+			ch <- prometheus.MustNewConstMetric(c.max, prometheus.GaugeValue, b.Dollars(), entity, a.ID)
+			ch <- prometheus.MustNewConstMetric(c.spend, prometheus.GaugeValue, a.Spent().Dollars(), entity, a.ID)
+			ch <- prometheus.MustNewConstMetric(c.remaining, prometheus.GaugeValue, (b - a.Spent() - a.Reserved()).Dollars(), entity, a.ID)
+			return true
+		})
+	}
+}
+
+// Handler serves /metrics; with auth set, a request it refuses gets 401.
+func (m *Metrics) Handler(auth func(*http.Request) bool) http.Handler {
+	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	if auth == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !auth(r) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":{"message":"the metrics endpoint needs the master key (litellm_settings.require_auth_for_metrics_endpoint)","type":"authentication_error","param":null,"code":"invalid_api_key"}}` + "\n"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Request is what one finished inference request reports.
+type Request struct {
+	Operation, Provider, RequestModel, ResponseModel string
+	ModelGroup                                       string
+	Status                                           int
+	PromptTokens, CompletionTokens                   int64
+	HasUsage                                         bool
+	Duration, TTFT, Overhead                         time.Duration
+	Stream                                           bool
+	Cost                                             float64
+	KeyHash, KeyAlias, User, Team, EndUser           string
+}
+
+// statusText avoids formatting the common codes.
+var statusText = map[int]string{200: "200", 400: "400", 401: "401", 403: "403", 404: "404", 429: "429", 499: "499", 500: "500", 502: "502", 503: "503", 504: "504"}
+
+// ObserveRequest records one request.
+func (m *Metrics) ObserveRequest(r *Request) {
+	status, ok := statusText[r.Status]
+	if !ok {
+		status = strconv.Itoa(r.Status)
+	}
+	m.requests.WithLabelValues(r.ModelGroup, status).Inc()
+	m.overhead.Observe(r.Overhead.Seconds())
+	if r.Provider == "" {
+		return // refused before a deployment was chosen
+	}
+	respModel := r.ResponseModel
+	if respModel == "" {
+		respModel = r.RequestModel
+	}
+	m.duration.WithLabelValues(r.Operation, r.Provider, r.RequestModel, respModel).Observe(r.Duration.Seconds())
+	if r.Stream && r.TTFT > 0 {
+		m.ttft.WithLabelValues(r.Operation, r.Provider, r.RequestModel, respModel).Observe(r.TTFT.Seconds())
+	}
+	if r.HasUsage || r.PromptTokens > 0 || r.CompletionTokens > 0 {
+		m.tokenUsage.WithLabelValues("input", r.Operation, r.Provider, r.RequestModel, respModel).Observe(float64(r.PromptTokens))
+		m.tokenUsage.WithLabelValues("output", r.Operation, r.Provider, r.RequestModel, respModel).Observe(float64(r.CompletionTokens))
+	}
+	if r.Cost > 0 {
+		m.spendModel.WithLabelValues(r.ModelGroup).Add(r.Cost)
+		if r.Team != "" {
+			m.spendTeam.WithLabelValues(r.Team).Add(r.Cost)
+		}
+		if m.keyLabels {
+			if r.KeyHash != "" {
+				m.spendKey.WithLabelValues(r.KeyHash, r.KeyAlias).Add(r.Cost)
+			}
+			if r.User != "" {
+				m.spendUser.WithLabelValues(r.User).Add(r.Cost)
+			}
+			if r.EndUser != "" {
+				m.spendEndUser.WithLabelValues(r.EndUser).Add(r.Cost)
+			}
+		}
+	}
+}
+
+// RateLimited counts a rate-limit refusal.
+func (m *Metrics) RateLimited(scope, limit string) { m.rateLimited.WithLabelValues(scope, limit).Inc() }
+
+// BudgetRefused counts a budget refusal.
+func (m *Metrics) BudgetRefused(entity string) { m.budgetRefused.WithLabelValues(entity).Inc() }
+
+// SoftBudgetCrossed counts a soft budget crossing.
+func (m *Metrics) SoftBudgetCrossed(entity string) { m.softBudget.WithLabelValues(entity).Inc() }
+
+// Retried counts a retried attempt.
+func (m *Metrics) Retried(group string) { m.retries.WithLabelValues(group).Inc() }
+
+// FellBack counts a request served by a fallback group.
+func (m *Metrics) FellBack(group, fallback string) {
+	m.fallbacks.WithLabelValues(group, fallback).Inc()
+}
+
+// CooledDown counts a deployment entering cooldown.
+func (m *Metrics) CooledDown(group, deployment string) {
+	m.cooldowns.WithLabelValues(group, deployment).Inc()
+}
+
+// DeploymentUp sets whether a deployment takes traffic.
+func (m *Metrics) DeploymentUp(group, deployment string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.deploymentUp.WithLabelValues(group, deployment).Set(v)
+}
+
+// Registry is the registry the metrics live on (for tests and extra collectors).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
