@@ -49,18 +49,22 @@ type Account struct {
 	Kind Kind
 	ID   string // key hash, user id, team id, end user id, "global", key hash + "/" + model
 
-	spent    atomic.Int64 // settled spend, Amount
-	reserved atomic.Int64 // outstanding reservations, Amount
-	budget   atomic.Int64 // Amount; Unlimited when none
-	resetAt  atomic.Int64 // unix nanoseconds of the next budget reset; 0 when none
-	soft     atomic.Int64 // soft budget, Amount; Unlimited when none
-	softHit  atomic.Bool  // the soft budget crossing was already reported
+	spent atomic.Int64 // settled spend, Amount
+	// used is spent plus outstanding reservations, in one word, so that a
+	// budget check and a concurrent settlement can never see the two halves
+	// of a settlement apart (spend moved in, hold not yet out, or the reverse).
+	used    atomic.Int64
+	budget  atomic.Int64 // Amount; Unlimited when none
+	resetAt atomic.Int64 // unix nanoseconds of the next budget reset; 0 when none
+	soft    atomic.Int64 // soft budget, Amount; Unlimited when none
+	softHit atomic.Bool  // the soft budget crossing was already reported
 }
 
 // NewAccount returns an account with spend already booked.
 func NewAccount(kind Kind, id string, spent, budget Amount) *Account {
 	a := &Account{Kind: kind, ID: id}
 	a.spent.Store(int64(spent))
+	a.used.Store(int64(spent))
 	a.budget.Store(int64(budget))
 	a.soft.Store(int64(Unlimited))
 	return a
@@ -70,7 +74,7 @@ func NewAccount(kind Kind, id string, spent, budget Amount) *Account {
 func (a *Account) Spent() Amount { return Amount(a.spent.Load()) }
 
 // Reserved is the sum of outstanding reservations.
-func (a *Account) Reserved() Amount { return Amount(a.reserved.Load()) }
+func (a *Account) Reserved() Amount { return max(Amount(a.used.Load()-a.spent.Load()), 0) }
 
 // Budget is the maximum spend, Unlimited when none.
 func (a *Account) Budget() Amount { return Amount(a.budget.Load()) }
@@ -103,24 +107,25 @@ func (a *Account) SetResetAt(t time.Time) {
 
 // SetSpent overwrites the settled spend (an operator edit or a budget reset).
 func (a *Account) SetSpent(s Amount) {
-	a.spent.Store(int64(s))
+	old := a.spent.Swap(int64(s))
+	a.used.Add(int64(s) - old)
 	a.softHit.Store(s >= Amount(a.soft.Load()))
 }
 
 // tryReserve adds amt to the reservations unless that would exceed the
-// budget. It is lock-free: a CAS loop on the reserved counter.
+// budget. It is lock-free: a CAS loop on the used counter.
 func (a *Account) tryReserve(amt Amount) bool {
 	for {
 		budget := Amount(a.budget.Load())
 		if budget == Unlimited {
-			a.reserved.Add(int64(amt))
+			a.used.Add(int64(amt))
 			return true
 		}
-		res := a.reserved.Load()
-		if a.Spent()+Amount(res)+amt > budget {
+		used := a.used.Load()
+		if Amount(used)+amt > budget {
 			return false
 		}
-		if a.reserved.CompareAndSwap(res, res+int64(amt)) {
+		if a.used.CompareAndSwap(used, used+int64(amt)) {
 			return true
 		}
 	}

@@ -20,7 +20,7 @@ func Reserve(accounts []*Account, amount Amount) (*Reservation, error) {
 			continue
 		}
 		for _, done := range accounts[:i] {
-			done.reserved.Add(-int64(amount))
+			done.used.Add(-int64(amount))
 		}
 		return nil, &ExceededError{
 			Kind: a.Kind, ID: a.ID, Spent: a.Spent(), Reserved: a.Reserved(),
@@ -42,8 +42,8 @@ func (r *Reservation) Settle(actual Amount) (softCrossed []*Account) {
 	}
 	r.done = true
 	for _, a := range r.accounts {
+		a.used.Add(int64(actual) - int64(r.amount)) // one step: hold out, spend in
 		spent := Amount(a.spent.Add(int64(actual)))
-		a.reserved.Add(-int64(r.amount))
 		if spent >= Amount(a.soft.Load()) && a.softHit.CompareAndSwap(false, true) {
 			softCrossed = append(softCrossed, a)
 		}
@@ -58,6 +58,6 @@ func (r *Reservation) Release() {
 	}
 	r.done = true
 	for _, a := range r.accounts {
-		a.reserved.Add(-int64(r.amount))
+		a.used.Add(-int64(r.amount))
 	}
 }
