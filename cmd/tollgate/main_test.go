@@ -61,13 +61,31 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// syncBuilder is a strings.Builder safe to read while the process writes.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // start runs the binary and waits until url answers.
-func start(t *testing.T, dir, url string, name string, args ...string) (*exec.Cmd, *strings.Builder) {
+func start(t *testing.T, dir, url string, name string, args ...string) (*exec.Cmd, *syncBuilder) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &syncBuilder{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +95,7 @@ func start(t *testing.T, dir, url string, name string, args ...string) (*exec.Cm
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			return cmd, &stderr
+			return cmd, stderr
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s did not come up: %v\n%s", name, err, stderr.String())

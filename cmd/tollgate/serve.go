@@ -83,9 +83,40 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	go reloadOnHangup(ctx, srv, *cfgPath, log)
 	log.Info("tollgate listening", "addr", ln.Addr().String(), "version", server.Version, "config", *cfgPath, "models", len(cfg.Deployments))
 	printHint(ln.Addr().String(), *cfgPath == "", open)
 	return srv.Serve(ctx, ln)
+}
+
+// reloadOnHangup re-reads the config file on SIGHUP and applies it; a file
+// that does not load is reported and the running config kept.
+func reloadOnHangup(ctx context.Context, srv *server.Server, path string, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if path == "" {
+			log.Warn("SIGHUP: no config file to reload (serving the embedded default)")
+			continue
+		}
+		cfg, err := config.Load(path)
+		if err == nil {
+			err = srv.Reload(cfg)
+		}
+		if err != nil {
+			log.Error("config reload failed; keeping the running config", "err", err)
+			continue
+		}
+		for _, w := range cfg.Warnings {
+			log.Warn("config", "warning", w)
+		}
+	}
 }
 
 // printHint tells a newcomer what to do next. It goes to stderr as plain

@@ -35,6 +35,8 @@ type API struct {
 	now   func() time.Time
 	// price finds the price of a public model name, for /spend/calculate.
 	price func(model string) (pricing.Price, bool)
+	// models connects /model/* to the router; nil disables them.
+	models *Models
 }
 
 // WithPricer sets how /spend/calculate prices a model name (the router's
@@ -70,6 +72,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.registerCustomers(mux)
 	mux.Handle("GET /audit/list", a.route(readAll, a.auditList))
 	a.registerSpend(mux)
+	a.registerModels(mux)
 }
 
 // route authenticates the caller and checks its role before h runs.

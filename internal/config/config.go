@@ -180,3 +180,72 @@ func HashKey(raw string) string {
 	h := sha256.Sum256([]byte(raw))
 	return hex.EncodeToString(h[:])
 }
+
+// Routing is the effective retry, fallback and cooldown policy: each value
+// from router_settings, else litellm_settings, else the default.
+type Routing struct {
+	Strategy               string
+	NumRetries             int           // default 0
+	RetryAfter             time.Duration // minimum wait before a retry
+	AllowedFails           int           // failures in a minute before a cooldown (default 3)
+	Cooldown               time.Duration // default 5s
+	Fallbacks              map[string][]string
+	ContextWindowFallbacks map[string][]string
+	DefaultFallbacks       []string
+}
+
+// Routing returns the effective routing policy.
+func (c *Config) Routing() Routing {
+	rs, ls := c.RouterSettings, c.LiteLLMSettings
+	r := Routing{Strategy: rs.RoutingStrategy, AllowedFails: 3, Cooldown: 5 * time.Second}
+	if r.Strategy == "usage-based-routing-v2" {
+		r.Strategy = "usage-based-routing"
+	}
+	switch {
+	case rs.NumRetries != nil:
+		r.NumRetries = *rs.NumRetries
+	case ls.NumRetries != nil:
+		r.NumRetries = *ls.NumRetries
+	}
+	if rs.RetryAfter != nil {
+		r.RetryAfter = time.Duration(*rs.RetryAfter)
+	}
+	if rs.AllowedFails != nil {
+		r.AllowedFails = *rs.AllowedFails
+	}
+	if rs.CooldownTime != nil {
+		r.Cooldown = time.Duration(*rs.CooldownTime)
+	}
+	merge := func(lists ...[]map[string][]string) map[string][]string {
+		out := map[string][]string{}
+		for _, l := range lists {
+			for _, m := range l {
+				for k, v := range m {
+					out[k] = append(out[k], v...)
+				}
+			}
+		}
+		return out
+	}
+	r.Fallbacks = merge(rs.Fallbacks, ls.Fallbacks)
+	r.ContextWindowFallbacks = merge(rs.ContextWindowFallbacks, ls.ContextWindowFallbacks)
+	r.DefaultFallbacks = append(append([]string{}, rs.DefaultFallbacks...), ls.DefaultFallbacks...)
+	return r
+}
+
+// ParseModelEntry validates one model_list entry given as JSON, as
+// /model/new receives it, with the same rules and messages as the file.
+func ParseModelEntry(entry []byte) (Deployment, error) {
+	doc := make([]byte, 0, len(entry)+32)
+	doc = append(doc, `{"model_list": [`...)
+	doc = append(doc, entry...)
+	doc = append(doc, "]}"...)
+	c, err := Parse("request", doc)
+	if err != nil {
+		return Deployment{}, err
+	}
+	if len(c.Deployments) != 1 {
+		return Deployment{}, fmt.Errorf("expected one model, got %d", len(c.Deployments))
+	}
+	return c.Deployments[0], nil
+}

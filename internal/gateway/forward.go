@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/router"
 )
 
 // result is what one forwarded request produced, for metering and the log.
@@ -60,7 +62,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	defer func() { g.observe(r, p, req, t, op, callID, &res, c, err, start) }()
 
 	model := p.ResolveModel(req.model)
-	grp, ok := g.Router().Group(model)
+	rt := g.Router()
+	grp, ok := rt.Group(model)
 	if !ok {
 		e := apierror.NotFound("model", "The model `%s` does not exist or you do not have access to it.", req.model)
 		e.Code = "model_not_found"
@@ -69,18 +72,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	if !p.MayUse(model, grp.AccessGroups) && (model == req.model || !p.MayUse(req.model, grp.AccessGroups)) {
 		return apierror.Forbidden("this key may not use model %q", req.model)
 	}
-	t = grp.Pick()
-	if !t.Serves(op) {
-		return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", req.model, t.D.Provider, op)
-	}
-	askUsage := req.stream && (op == provider.OpChat || op == provider.OpCompletions)
-	upstreamBody := req.upstreamBody(t.UpstreamModel(model), askUsage)
-
 	h := w.Header()
 	h.Set("x-tollgate-call-id", callID)
-	h.Set("x-tollgate-model-id", t.D.ID)
 
-	tk, err := g.admit(r.Context(), p, req, t, model)
+	// Rate limits are taken once per request, against the model asked for.
+	first, _ := grp.Pick(nil)
+	if first == nil {
+		first = grp.Targets[0]
+	}
+	tk, err := g.admit(r.Context(), p, req, first, model)
 	if err != nil {
 		return err
 	}
@@ -88,18 +88,219 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 		defer func() { g.opts.Limits.Limiter.Done(tk, usedTokens(&res, tk.Est)) }()
 		limitHeaders(h, tk)
 	}
-	if g.opts.Meter != nil {
-		var exceeded *ledger.ExceededError
-		if c, err = g.opts.Meter.reserve(p, req, t, model, callID, upstreamBody, start); err != nil {
-			if errors.As(err, &exceeded) && g.opts.Metrics != nil {
-				g.opts.Metrics.BudgetRefused(exceeded.Kind.String())
-			}
-			return err
+	return g.attempts(w, r, p, op, req, rt, grp, model, callID, start, &res, &t, &c)
+}
+
+// attempts runs the routing policy: up to num_retries more attempts on the
+// group's other deployments (with backoff) for 429s, 5xx, timeouts and
+// connection errors, then the fallback groups in order; a context-window
+// refusal switches to the context_window_fallbacks. Nothing has reached the
+// client while an attempt may still be retried: a stream is retried only
+// before its first byte. The last failure is what the client sees.
+func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Principal, op provider.Op, req *request,
+	rt *router.Router, grp *router.Group, model, callID string, start time.Time, res *result, tp **provider.Target, cp **charge) error {
+	pol := g.routing.Load()
+	h := w.Header()
+	chain := []*router.Group{grp}
+	for _, name := range fallbacksFor(pol.Fallbacks, grp.Name, pol.DefaultFallbacks) {
+		if fg, ok := rt.Group(name); ok && fg != grp && p.MayUse(name, fg.AccessGroups) {
+			chain = append(chain, fg)
 		}
-		defer c.release() // a panic or an early return never strands a hold
 	}
-	res.model = t.UpstreamModel(model)
-	return g.forward(w, r, t, op, req, upstreamBody, &res, start, c)
+	var (
+		last              *failure
+		wait              time.Duration
+		retries, fellBack int
+		tried             []*provider.Target
+	)
+	for gi := 0; gi < len(chain); gi++ {
+		cur := chain[gi]
+		tried = tried[:0]
+		if gi > 0 {
+			fellBack++
+			if m := g.opts.Metrics; m != nil {
+				m.FellBack(grp.Name, cur.Name)
+			}
+		}
+		for attempt := 0; ; attempt++ {
+			t, cool := cur.Pick(tried)
+			if t == nil && len(tried) > 0 {
+				// Every deployment was tried: retry one that is not cooling down.
+				t, cool = cur.Pick(nil)
+			}
+			if t == nil {
+				if cool > 0 && (wait == 0 || cool < wait) {
+					wait = cool
+				}
+				break
+			}
+			*tp = t
+			if !t.Serves(op) {
+				if len(chain) == 1 && len(cur.Targets) == 1 {
+					return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", req.model, t.D.Provider, op)
+				}
+				tried = append(tried, t)
+				continue
+			}
+			groupModel := model
+			if gi > 0 {
+				groupModel = cur.Name
+			}
+			askUsage := req.stream && (op == provider.OpChat || op == provider.OpCompletions)
+			body := req.upstreamBody(t.UpstreamModel(groupModel), askUsage)
+			h.Set("x-tollgate-model-id", t.D.ID)
+			h.Set("x-tollgate-attempted-retries", strconv.Itoa(retries))
+			h.Set("x-tollgate-attempted-fallbacks", strconv.Itoa(fellBack))
+
+			var c *charge
+			if g.opts.Meter != nil {
+				var err error
+				if c, err = g.opts.Meter.reserve(p, req, t, groupModel, callID, body, start); err != nil {
+					var exceeded *ledger.ExceededError
+					if errors.As(err, &exceeded) && g.opts.Metrics != nil {
+						g.opts.Metrics.BudgetRefused(exceeded.Kind.String())
+					}
+					return err
+				}
+				*cp = c
+			}
+			*res = result{model: t.UpstreamModel(groupModel)}
+			var done func(bool, int64)
+			if g.opts.Health != nil {
+				done = g.opts.Health.Start(cur, t)
+			}
+			err := g.forward(w, r, t, op, req, body, res, start, c)
+			var f *failure
+			if !errors.As(err, &f) {
+				c.release()
+				if done != nil {
+					done(!res.clientGone || res.hasUsage, usedTokens(res, 0))
+				}
+				return err
+			}
+			c.release()
+			if done != nil {
+				done(!f.retryable, 0)
+			}
+			last = f
+			if f.contextWindow {
+				if cw := fallbacksFor(pol.ContextWindowFallbacks, grp.Name, nil); len(cw) > 0 && gi == 0 {
+					chain = chain[:1]
+					for _, name := range cw {
+						if fg, ok := rt.Group(name); ok && fg != cur && p.MayUse(name, fg.AccessGroups) {
+							chain = append(chain, fg)
+						}
+					}
+				}
+				break
+			}
+			if !f.retryable {
+				return g.writeFailure(w, f, res)
+			}
+			if attempt >= pol.NumRetries {
+				break
+			}
+			tried = append(tried, t)
+			retries++
+			if m := g.opts.Metrics; m != nil {
+				m.Retried(cur.Name)
+			}
+			if err := sleepCtx(r.Context(), backoff(pol.RetryAfter, attempt, f.retryAfter)); err != nil {
+				return errClientGone
+			}
+		}
+	}
+	if last != nil {
+		return g.writeFailure(w, last, res)
+	}
+	e := apierror.RateLimited(wait, "every deployment of model %q is cooling down after failures; retry in %s", req.model, wait.Round(time.Second))
+	e.Code = "deployments_cooling_down"
+	return e
+}
+
+// fallbacksFor is group's list in m, else defaults.
+func fallbacksFor(m map[string][]string, group string, defaults []string) []string {
+	if fb, ok := m[group]; ok {
+		return fb
+	}
+	return defaults
+}
+
+// backoff is the wait before retry number attempt+1: the upstream's
+// Retry-After when it gave a short one, else 50 ms doubling per attempt with
+// jitter, never below router_settings.retry_after and never above 2 s.
+func backoff(floor time.Duration, attempt int, upstream time.Duration) time.Duration {
+	d := time.Duration(50<<min(attempt, 6)) * time.Millisecond
+	d = d/2 + time.Duration(rand.Int64N(int64(d)))
+	if upstream > 0 && upstream <= 2*time.Second {
+		d = upstream
+	}
+	return min(max(d, floor), max(2*time.Second, floor))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// failure is an attempt that wrote nothing to the client: an upstream
+// error status (kept whole, to pass on), or no answer at all (err).
+type failure struct {
+	status        int
+	header        http.Header
+	body          []byte
+	err           error // set when there was no response: a 502 or 504
+	retryable     bool  // 408, 429, 5xx, timeouts, connection errors
+	contextWindow bool  // a 400 saying the prompt exceeds the context window
+	retryAfter    time.Duration
+}
+
+func (f *failure) Error() string {
+	if f.err != nil {
+		return f.err.Error()
+	}
+	return "upstream answered " + strconv.Itoa(f.status)
+}
+
+// writeFailure passes the last failure on to the client.
+func (g *Gateway) writeFailure(w http.ResponseWriter, f *failure, res *result) error {
+	if f.err != nil {
+		return f.err
+	}
+	res.status = f.status
+	copyHeader(w.Header(), f.header)
+	w.Header().Set("Content-Length", strconv.Itoa(len(f.body)))
+	w.WriteHeader(f.status)
+	if _, err := w.Write(f.body); err != nil {
+		res.clientGone = true
+		return errClientGone
+	}
+	return errResponded
+}
+
+var contextWindowSigns = [][]byte{[]byte("context_length_exceeded"), []byte("maximum context length"), []byte("context window"), []byte("prompt is too long")}
+
+func newFailure(resp *http.Response, body []byte) *failure {
+	f := &failure{status: resp.StatusCode, header: resp.Header, body: body}
+	f.retryable = resp.StatusCode == 408 || resp.StatusCode == 429 || resp.StatusCode >= 500
+	if resp.StatusCode == 400 {
+		lower := bytes.ToLower(body)
+		for _, s := range contextWindowSigns {
+			if bytes.Contains(lower, s) {
+				f.contextWindow = true
+			}
+		}
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 {
+		f.retryAfter = time.Duration(s) * time.Second
+	}
+	return f
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Target, op provider.Op,
@@ -122,6 +323,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 	}
 	defer resp.Body.Close()
 	res.status = resp.StatusCode
+	if resp.StatusCode >= 400 {
+		data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		res.upstream = time.Since(sent)
+		if err != nil {
+			return g.upstreamError(r, t, wd, err)
+		}
+		return newFailure(resp, data)
+	}
 	copyHeader(w.Header(), resp.Header)
 
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
@@ -163,15 +372,16 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 }
 
 // upstreamError classifies a failed exchange: the client left, the upstream
-// was too slow (504), or it could not be reached or broke off (502).
+// was too slow (504), or it could not be reached or broke off (502); the
+// last two may be retried.
 func (g *Gateway) upstreamError(r *http.Request, t *provider.Target, wd *watchdog, err error) error {
 	switch {
 	case r.Context().Err() != nil:
 		return errClientGone
 	case wd.expired.Load():
-		return apierror.GatewayTimeout(err, "deployment %s of model %q did not answer within %s", t.D.ID, t.D.ModelName, wd.every)
+		return &failure{retryable: true, err: apierror.GatewayTimeout(err, "deployment %s of model %q did not answer within %s", t.D.ID, t.D.ModelName, wd.every)}
 	default:
-		return apierror.BadGateway(err, "deployment %s of model %q could not be reached or broke off", t.D.ID, t.D.ModelName)
+		return &failure{retryable: true, err: apierror.BadGateway(err, "deployment %s of model %q could not be reached or broke off", t.D.ID, t.D.ModelName)}
 	}
 }
 

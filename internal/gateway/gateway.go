@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
@@ -25,14 +26,17 @@ type Options struct {
 	Meter          *Meter  // nil: nothing is booked (the proxy alone)
 	Limits         *Limits // nil: no rate limits
 	Metrics        *metrics.Metrics
+	Routing        config.Routing // retries, fallbacks
+	Health         *router.Health // nil: no cooldowns
 }
 
 // Gateway holds the live routing table and serves inference requests.
 type Gateway struct {
-	opts   Options
-	auth   *auth.Authenticator
-	router atomic.Pointer[router.Router]
-	log    *slog.Logger
+	opts    Options
+	routing atomic.Pointer[config.Routing]
+	auth    *auth.Authenticator
+	router  atomic.Pointer[router.Router]
+	log     *slog.Logger
 }
 
 // New returns a Gateway routing with rt.
@@ -48,11 +52,15 @@ func New(opts Options, a *auth.Authenticator, rt *router.Router) *Gateway {
 	}
 	g := &Gateway{opts: opts, auth: a, log: opts.Logger}
 	g.router.Store(rt)
+	g.routing.Store(&opts.Routing)
 	return g
 }
 
 // SetRouter swaps the routing table; requests in flight keep the one they started with.
 func (g *Gateway) SetRouter(rt *router.Router) { g.router.Store(rt) }
+
+// SetRouting swaps the retry and fallback policy (a config reload).
+func (g *Gateway) SetRouting(r config.Routing) { g.routing.Store(&r) }
 
 // Router returns the live routing table.
 func (g *Gateway) Router() *router.Router { return g.router.Load() }

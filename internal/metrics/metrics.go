@@ -30,6 +30,8 @@ type Options struct {
 	WriterLag     func() time.Duration
 	// RedisDegraded, when set, reports whether rate limits are on local counters.
 	RedisDegraded func() bool
+	// Deployments, when set, reports each deployment's state at scrape time.
+	Deployments func(yield func(group, id string, up bool))
 }
 
 // Metrics are one gateway's collectors, on a registry of their own.
@@ -102,13 +104,14 @@ func New(o Options) *Metrics {
 	m.retries = counter("retries_total", "Retried upstream attempts by model group.", "model_group")
 	m.fallbacks = counter("fallbacks_total", "Requests served by a fallback model group, by original and fallback group.", "model_group", "fallback")
 	m.cooldowns = counter("deployment_cooldowns_total", "Times a deployment was put in cooldown.", "model_group", "deployment")
-	m.deploymentUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: name("deployment_up"), Help: "1 when a deployment takes traffic, 0 while it is cooling down or failing health checks.",
-	}, []string{"model_group", "deployment"})
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.tokenUsage, m.duration, m.ttft, m.requests, m.overhead,
 		m.spendModel, m.spendKey, m.spendUser, m.spendTeam, m.spendEndUser,
-		m.rateLimited, m.budgetRefused, m.softBudget, m.retries, m.fallbacks, m.cooldowns, m.deploymentUp)
+		m.rateLimited, m.budgetRefused, m.softBudget, m.retries, m.fallbacks, m.cooldowns)
+	if o.Deployments != nil {
+		m.reg.MustRegister(&deploymentCollector{states: o.Deployments,
+			up: prometheus.NewDesc(name("deployment_up"), "1 when a deployment takes traffic, 0 while it is cooling down or failing health checks.", []string{"model_group", "deployment"}, nil)})
+	}
 	if o.WriterPending != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("spend_writer_pending_rows"), Help: "Spend-log rows queued and not yet written to the store."},
 			func() float64 { return float64(o.WriterPending()) }))
@@ -267,13 +270,21 @@ func (m *Metrics) CooledDown(group, deployment string) {
 	m.cooldowns.WithLabelValues(group, deployment).Inc()
 }
 
-// DeploymentUp sets whether a deployment takes traffic.
-func (m *Metrics) DeploymentUp(group, deployment string, up bool) {
-	v := 0.0
-	if up {
-		v = 1
-	}
-	m.deploymentUp.WithLabelValues(group, deployment).Set(v)
+type deploymentCollector struct {
+	states func(yield func(group, id string, up bool))
+	up     *prometheus.Desc
+}
+
+func (c *deploymentCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.up }
+
+func (c *deploymentCollector) Collect(ch chan<- prometheus.Metric) {
+	c.states(func(group, id string, up bool) {
+		v := 0.0
+		if up {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, v, group, id)
+	})
 }
 
 // Registry is the registry the metrics live on (for tests and extra collectors).

@@ -17,7 +17,7 @@ func touched(t *testing.T) *Metrics {
 	b := 1.0
 	book.Account(ledger.KindKey, "k", ledger.Spec{Budget: &b})
 	m := New(Options{KeyLabels: true, Book: book, WriterPending: func() int { return 0 }, WriterLag: func() time.Duration { return 0 },
-		RedisDegraded: func() bool { return false }})
+		RedisDegraded: func() bool { return false }, Deployments: func(yield func(string, string, bool)) { yield("gpt-4", "d1", true) }})
 	m.ObserveRequest(&Request{Operation: "chat", Provider: "openai", RequestModel: "gpt-4", ModelGroup: "gpt-4", Status: 200,
 		PromptTokens: 3, CompletionTokens: 4, HasUsage: true, Duration: time.Second, TTFT: time.Millisecond, Stream: true,
 		Cost: 0.1, KeyHash: "k", KeyAlias: "a", User: "u", Team: "t", EndUser: "e"})
@@ -27,7 +27,6 @@ func touched(t *testing.T) *Metrics {
 	m.Retried("gpt-4")
 	m.FellBack("gpt-4", "gpt-3.5")
 	m.CooledDown("gpt-4", "d1")
-	m.DeploymentUp("gpt-4", "d1", true)
 	return m
 }
 

@@ -4,9 +4,9 @@ package router
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/provider"
@@ -23,12 +23,36 @@ type Router struct {
 type Group struct {
 	Name         string
 	Targets      []*provider.Target
-	AccessGroups []string  // model_info.access_groups of its deployments
-	cum          []float64 // cumulative weights for simple-shuffle
+	AccessGroups []string // model_info.access_groups of its deployments
+
+	health       *Health
+	strategy     string
+	allowedFails int
+	cooldown     time.Duration
 }
 
-// New builds the router for deps. aliases is router_settings.model_group_alias.
-func New(deps []config.Deployment, aliases map[string]string) (*Router, error) {
+// Settings are the router_settings a router is built with.
+type Settings struct {
+	Aliases  map[string]string // model_group_alias
+	Strategy string            // routing_strategy; "" is simple-shuffle
+	// AllowedFails failures within a minute put a deployment in cooldown
+	// for Cooldown.
+	AllowedFails int
+	Cooldown     time.Duration
+	// Health is the run-time state shared across rebuilds; nil disables
+	// cooldowns and the stateful strategies.
+	Health *Health
+}
+
+// Strategies lists the routing strategies.
+var Strategies = []string{SimpleShuffle, LeastBusy, LatencyBased, UsageBased, CostBased}
+
+// New builds the router for deps.
+func New(deps []config.Deployment, set Settings) (*Router, error) {
+	if set.Strategy != "" && !slices.Contains(Strategies, set.Strategy) {
+		return nil, fmt.Errorf("router_settings.routing_strategy: unknown strategy %q (one of %s)", set.Strategy, strings.Join(Strategies, ", "))
+	}
+	aliases := set.Aliases
 	r := &Router{groups: map[string]*Group{}, aliases: aliases}
 	for i := range deps {
 		d := &deps[i]
@@ -52,7 +76,8 @@ func New(deps []config.Deployment, aliases map[string]string) (*Router, error) {
 		}
 	}
 	for _, g := range r.groups {
-		g.buildWeights()
+		g.health, g.strategy = set.Health, set.Strategy
+		g.allowedFails, g.cooldown = set.AllowedFails, set.Cooldown
 	}
 	slices.SortStableFunc(r.wildcards, func(a, b *Group) int {
 		return len(literalPrefix(b.Name)) - len(literalPrefix(a.Name))
@@ -92,6 +117,16 @@ func (r *Router) matchPattern(model string) *Group {
 	return nil
 }
 
+// GroupNames lists every group's name, patterns included, sorted.
+func (r *Router) GroupNames() []string {
+	names := make([]string, 0, len(r.groups))
+	for n := range r.groups {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
 // Names lists the public model names (patterns excluded, aliases included), sorted.
 func (r *Router) Names() []string {
 	names := make([]string, 0, len(r.groups)+len(r.aliases))
@@ -107,29 +142,6 @@ func (r *Router) Names() []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// Pick chooses a deployment by weighted random choice (simple-shuffle):
-// weight, else rpm, else tpm, else equal.
-func (g *Group) Pick() *provider.Target {
-	if len(g.Targets) == 1 {
-		return g.Targets[0]
-	}
-	x := rand.Float64() * g.cum[len(g.cum)-1]
-	i, _ := slices.BinarySearch(g.cum, x)
-	if i >= len(g.Targets) {
-		i = len(g.Targets) - 1
-	}
-	return g.Targets[i]
-}
-
-func (g *Group) buildWeights() {
-	g.cum = make([]float64, len(g.Targets))
-	sum := 0.0
-	for i, t := range g.Targets {
-		sum += weight(t.D, g.Targets)
-		g.cum[i] = sum
-	}
 }
 
 // weight uses the first of weight, rpm, tpm that every deployment of the

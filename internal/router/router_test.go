@@ -3,6 +3,7 @@ package router
 import (
 	"math"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 )
@@ -16,7 +17,7 @@ func TestGroupLookup(t *testing.T) {
 		dep("gpt-4", "a", 0, 0),
 		dep("openai/*", "*", 0, 0),
 		dep("*", "", 0, 0),
-	}, map[string]string{"gpt-3.5-turbo": "gpt-4"})
+	}, Settings{Aliases: map[string]string{"gpt-3.5-turbo": "gpt-4"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,14 +36,14 @@ func TestGroupLookup(t *testing.T) {
 }
 
 func TestUnknownModelAndBadAlias(t *testing.T) {
-	r, err := New([]config.Deployment{dep("gpt-4", "a", 0, 0)}, nil)
+	r, err := New([]config.Deployment{dep("gpt-4", "a", 0, 0)}, Settings{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := r.Group("gpt-5"); ok {
 		t.Error("unknown model found")
 	}
-	if _, err := New([]config.Deployment{dep("gpt-4", "a", 0, 0)}, map[string]string{"x": "nope"}); err == nil {
+	if _, err := New([]config.Deployment{dep("gpt-4", "a", 0, 0)}, Settings{Aliases: map[string]string{"x": "nope"}}); err == nil {
 		t.Error("alias to an unknown model accepted")
 	}
 }
@@ -60,7 +61,7 @@ func TestWeightedShuffle(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := New(tt.deps, nil)
+			r, err := New(tt.deps, Settings{Health: NewHealth()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,11 +69,118 @@ func TestWeightedShuffle(t *testing.T) {
 			counts := map[string]int{}
 			const n = 20000
 			for range n {
-				counts[g.Pick().D.Model]++
+				t, _ := g.Pick(nil)
+				counts[t.D.Model]++
 			}
 			if share := float64(counts["b"]) / n; math.Abs(share-0.75) > 0.02 {
 				t.Fatalf("share of b = %.3f, want 0.75±0.02 (%v)", share, counts)
 			}
 		})
+	}
+}
+
+func group(t *testing.T, set Settings, deps ...config.Deployment) (*Group, *Health) {
+	t.Helper()
+	if set.Health == nil {
+		set.Health = NewHealth()
+	}
+	r, err := New(deps, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := r.Group(deps[0].ModelName)
+	return g, set.Health
+}
+
+func TestCooldown(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	h := NewHealth()
+	h.now = func() time.Time { return now }
+	g, _ := group(t, Settings{Health: h, AllowedFails: 1, Cooldown: 5 * time.Second}, dep("g", "a", 0, 0), dep("g", "b", 0, 0))
+	a := g.Targets[0]
+	h.Start(g, a)(false, 0) // one failure is allowed
+	if cool, _ := h.CoolingDown(a.D.ID); cool {
+		t.Fatal("cooling down after one allowed failure")
+	}
+	h.Start(g, a)(false, 0)
+	if cool, until := h.CoolingDown(a.D.ID); !cool || !until.Equal(now.Add(5*time.Second)) {
+		t.Fatalf("two failures in a minute: cooling %v until %v", cool, until)
+	}
+	for range 50 {
+		if p, _ := g.Pick(nil); p != g.Targets[1] {
+			t.Fatal("a cooling deployment was picked")
+		}
+	}
+	h.Start(g, g.Targets[1])(false, 0)
+	h.Start(g, g.Targets[1])(false, 0)
+	p, wait := g.Pick(nil)
+	if p != nil || wait != 5*time.Second {
+		t.Fatalf("all cooling: got %v, wait %v", p, wait)
+	}
+	now = now.Add(5 * time.Second)
+	if p, _ := g.Pick(nil); p == nil {
+		t.Fatal("cooldown did not end")
+	}
+}
+
+func TestOrderAndTried(t *testing.T) {
+	first, second := dep("g", "a", 0, 0), dep("g", "b", 0, 0)
+	first.Order, second.Order = 1, 2
+	g, h := group(t, Settings{AllowedFails: 0, Cooldown: time.Minute}, first, second)
+	for range 20 {
+		if p, _ := g.Pick(nil); p.D.Model != "a" {
+			t.Fatal("order 2 picked while order 1 is available")
+		}
+	}
+	if p, _ := g.Pick(g.Targets[:1]); p.D.Model != "b" {
+		t.Fatal("a failed deployment was not skipped on retry")
+	}
+	h.SetHealthy(g.Targets[0].D.ID, false)
+	if p, _ := g.Pick(nil); p.D.Model != "b" {
+		t.Fatal("an unhealthy deployment was picked")
+	}
+}
+
+func TestStrategies(t *testing.T) {
+	cheap, dear := dep("g", "a", 0, 0), dep("g", "b", 0, 0)
+	t.Run("least-busy", func(t *testing.T) {
+		g, h := group(t, Settings{Strategy: LeastBusy}, cheap, dear)
+		h.Start(g, g.Targets[0]) // a has one in flight
+		for range 20 {
+			if p, _ := g.Pick(nil); p.D.Model != "b" {
+				t.Fatal("the busier deployment was picked")
+			}
+		}
+	})
+	t.Run("latency", func(t *testing.T) {
+		g, h := group(t, Settings{Strategy: LatencyBased}, cheap, dear)
+		h.State(g.Targets[0].D.ID).latency.Store(int64(50 * time.Millisecond))
+		h.State(g.Targets[1].D.ID).latency.Store(int64(10 * time.Millisecond))
+		if p, _ := g.Pick(nil); p.D.Model != "b" {
+			t.Fatal("the slower deployment was picked")
+		}
+	})
+	t.Run("cost", func(t *testing.T) {
+		c, d := cheap, dear
+		lo, hi := 1e-6, 5e-6
+		c.InputCostPerToken, d.InputCostPerToken = &hi, &lo
+		g, _ := group(t, Settings{Strategy: CostBased}, c, d)
+		if p, _ := g.Pick(nil); p.D.Model != "b" {
+			t.Fatal("the dearer deployment was picked")
+		}
+	})
+	t.Run("usage", func(t *testing.T) {
+		a, b := dep("g", "a", 0, 2), dep("g", "b", 0, 100)
+		g, h := group(t, Settings{Strategy: UsageBased}, a, b)
+		h.Start(g, g.Targets[0])(true, 0)
+		h.Start(g, g.Targets[0])(true, 0) // a's rpm of 2 is used up
+		for range 20 {
+			if p, _ := g.Pick(nil); p.D.Model != "b" {
+				t.Fatal("a deployment past its rpm was picked")
+			}
+		}
+	})
+	if _, err := New([]config.Deployment{cheap}, Settings{Strategy: "fastest"}); err == nil {
+		t.Error("an unknown strategy was accepted")
 	}
 }

@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/admin"
+	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
@@ -45,16 +48,22 @@ type Options struct {
 
 // Server is one gateway process's serving state.
 type Server struct {
-	cfg       *config.Config
-	opts      Options
-	log       *slog.Logger
-	gw        *gateway.Gateway
-	mux       *http.ServeMux
-	snap      *auth.Snapshot
-	writer    *ledger.Writer
-	limits    *gateway.Limits
-	metrics   *metrics.Metrics
-	closeOnce sync.Once
+	cfg        atomic.Pointer[config.Config]
+	opts       Options
+	log        *slog.Logger
+	gw         *gateway.Gateway
+	mux        *http.ServeMux
+	snap       *auth.Snapshot
+	writer     *ledger.Writer
+	limits     *gateway.Limits
+	authn      *auth.Authenticator
+	lastHealth atomic.Pointer[healthReport]
+	modelsMu   sync.Mutex
+	dbModels   []config.Deployment // deployments added through /model/new
+	modelsSig  string              // ids and update times of dbModels
+	health     *router.Health
+	metrics    *metrics.Metrics
+	closeOnce  sync.Once
 }
 
 // New validates cfg and builds every component; nothing is started.
@@ -68,11 +77,21 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.ResyncInterval <= 0 {
 		opts.ResyncInterval = 500 * time.Millisecond
 	}
-	rt, err := router.New(cfg.Deployments, cfg.RouterSettings.ModelGroupAlias)
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), health: router.NewHealth()}
+	s.cfg.Store(cfg)
+	if opts.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		models, err := opts.Store.ListModels(ctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("load models: %w", err)
+		}
+		s.setDBModels(models)
+	}
+	rt, err := s.buildRouter(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
 	var snap *auth.Snapshot
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -84,8 +103,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		snap = auth.NewSnapshot(all)
 	}
 	authn := auth.NewAuthenticator(cfg, snap)
+	s.authn = authn
 	s.snap = authn.Snapshot()
 	gopts := gateway.Options{
+		Routing:        cfg.Routing(),
+		Health:         s.health,
 		MaxBodyBytes:   cfg.MaxRequestBytes(),
 		DefaultTimeout: cfg.RequestTimeout(),
 		Logger:         opts.Logger,
@@ -115,12 +137,16 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.limits = limits
 	gopts.Limits = limits
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
-		Book: book, RedisDegraded: limits.Limiter.Degraded}
+		Book: book, RedisDegraded: limits.Limiter.Degraded, Deployments: s.deploymentStates}
 	if s.writer != nil {
 		mopts.WriterPending, mopts.WriterLag = s.writer.Pending, s.writer.Lag
 	}
 	s.metrics = metrics.New(mopts)
 	gopts.Metrics = s.metrics
+	s.health.OnCooldown = func(group, id string) {
+		s.log.Warn("deployment cooling down after failures", "model_group", group, "deployment", id, "cooldown", cfg.Routing().Cooldown)
+		s.metrics.CooledDown(group, id)
+	}
 	limits.OnRefused = func(d *ratelimit.Denied) { s.metrics.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }
 	if gopts.Meter != nil {
 		gopts.Meter.OnSoftBudget = func(a *ledger.Account) {
@@ -139,7 +165,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s.mux)
 	if opts.Store != nil {
-		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithPricer(func(model string) (pricing.Price, bool) {
+		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithModels(&admin.Models{
+			Deployments: s.deployments,
+			Reload:      s.reloadModels,
+		}).WithPricer(func(model string) (pricing.Price, bool) {
 			if g, ok := rt.Group(model); ok {
 				return g.Targets[0].Price, g.Targets[0].Priced
 			}
@@ -168,6 +197,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	go s.resync(bg)
+	go s.backgroundChecks(bg)
 	select {
 	case err := <-errc:
 		return err
@@ -210,6 +240,7 @@ func (s *Server) registerHealth() {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`"I'm alive!"` + "\n"))
 	}
+	s.mux.Handle("GET /health", apierror.Handler(s.log, s.healthAll))
 	s.mux.HandleFunc("GET /health/liveliness", alive)
 	s.mux.HandleFunc("GET /health/liveness", alive)
 	s.mux.HandleFunc("GET /health/readiness", func(w http.ResponseWriter, r *http.Request) {
@@ -258,7 +289,109 @@ func (s *Server) resync(ctx context.Context) {
 		}
 		s.snap.Apply(changed, deleted)
 		since = started.Add(-resyncOverlap)
+		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := s.reloadModels(mctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("model resync failed; serving the current models", "err", err)
+		}
+		cancel()
 	}
+}
+
+// buildRouter builds the routing table for cfg's deployments plus the
+// models added through the API, sharing the server's deployment health.
+func (s *Server) buildRouter(cfg *config.Config) (*router.Router, error) {
+	pol := cfg.Routing()
+	s.modelsMu.Lock()
+	deps := append(append([]config.Deployment{}, cfg.Deployments...), s.dbModels...)
+	s.modelsMu.Unlock()
+	return router.New(deps, router.Settings{Aliases: cfg.RouterSettings.ModelGroupAlias, Strategy: pol.Strategy,
+		AllowedFails: pol.AllowedFails, Cooldown: pol.Cooldown, Health: s.health})
+}
+
+// deploymentStates reports each deployment's state for the metrics.
+func (s *Server) deploymentStates(yield func(group, id string, up bool)) {
+	rt := s.gw.Router()
+	for _, name := range rt.GroupNames() {
+		g, _ := rt.Group(name)
+		for _, t := range g.Targets {
+			cool, _ := s.health.CoolingDown(t.D.ID)
+			yield(g.Name, t.D.ID, !cool && s.health.Healthy(t.D.ID))
+		}
+	}
+}
+
+// setDBModels parses the API's models; one that no longer validates is
+// skipped with an error in the log rather than taking the others down. It
+// reports whether the set changed.
+func (s *Server) setDBModels(models []store.Model) bool {
+	var sig strings.Builder
+	deps := make([]config.Deployment, 0, len(models))
+	for _, m := range models {
+		fmt.Fprintf(&sig, "%s@%d;", m.ID, m.UpdatedAt.UnixNano())
+		d, err := config.ParseModelEntry(m.Entry)
+		if err != nil {
+			s.log.Error("stored model is invalid; skipping it", "id", m.ID, "err", err)
+			continue
+		}
+		deps = append(deps, d)
+	}
+	s.modelsMu.Lock()
+	defer s.modelsMu.Unlock()
+	if sig.String() == s.modelsSig {
+		return false
+	}
+	s.dbModels, s.modelsSig = deps, sig.String()
+	return true
+}
+
+// reloadModels reads the API's models and, when they changed, swaps in a
+// router with them; requests in flight keep the router they started with.
+func (s *Server) reloadModels(ctx context.Context) error {
+	models, err := s.opts.Store.ListModels(ctx)
+	if err != nil {
+		return err
+	}
+	if !s.setDBModels(models) {
+		return nil
+	}
+	rt, err := s.buildRouter(s.cfg.Load())
+	if err != nil {
+		return err
+	}
+	s.gw.SetRouter(rt)
+	return nil
+}
+
+// deployments lists what the router serves, and which came from the API.
+func (s *Server) deployments() ([]config.Deployment, func(string) bool) {
+	cfg := s.cfg.Load()
+	s.modelsMu.Lock()
+	db := append([]config.Deployment{}, s.dbModels...)
+	s.modelsMu.Unlock()
+	ids := map[string]bool{}
+	for _, d := range db {
+		ids[d.ID] = true
+	}
+	return append(append([]config.Deployment{}, cfg.Deployments...), db...), func(id string) bool { return ids[id] }
+}
+
+// Reload applies a re-read config file (SIGHUP): model_list, agentgateway
+// models, router_settings and fallbacks take effect for new requests while
+// requests in flight finish on the old router. Other settings (keys, budgets,
+// limits, the database) need a restart; a reload that changes them logs so.
+func (s *Server) Reload(cfg *config.Config) error {
+	rt, err := s.buildRouter(cfg)
+	if err != nil {
+		return err
+	}
+	old := s.cfg.Swap(cfg)
+	s.gw.SetRouter(rt)
+	s.gw.SetRouting(cfg.Routing())
+	if old.MasterKey() != cfg.MasterKey() || old.DatabaseURL() != cfg.DatabaseURL() || old.RedisURL() != cfg.RedisURL() {
+		s.log.Warn("config reloaded: master key, database and redis changes need a restart")
+	}
+	s.log.Info("config reloaded", "models", len(cfg.Deployments))
+	return nil
 }
 
 // newLimits builds the rate limiter: shared on Redis when a redis_url is

@@ -157,6 +157,14 @@ type Deletion struct {
 	At   time.Time
 }
 
+// Model is a deployment added through the API: its model_list entry as JSON.
+type Model struct {
+	ID        string
+	Entry     []byte // {"model_name", "litellm_params", "model_info"}
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
 // Snapshot is every key, user, team and end user, for the in-memory cache.
 type Snapshot struct {
 	Keys     []*Key
@@ -254,6 +262,12 @@ type Store interface {
 	SpendReport(ctx context.Context, f ReportFilter) ([]ReportRow, error)
 	// TotalSpend is all spend recorded (from the daily rollups).
 	TotalSpend(ctx context.Context) (float64, error)
+
+	// PutModel creates or replaces a model; DeleteModel removes one
+	// (ErrNotFound when absent); ListModels returns all, oldest first.
+	PutModel(ctx context.Context, m *Model) error
+	DeleteModel(ctx context.Context, id string) error
+	ListModels(ctx context.Context) ([]Model, error)
 
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	ListAudit(ctx context.Context, p Page) ([]AuditEntry, int, error)

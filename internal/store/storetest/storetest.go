@@ -32,6 +32,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentApplySpend", concurrentSpend},
 		{"SpendLogFilters", spendFilters},
 		{"SpendReport", spendReport},
+		{"Models", models},
 		{"LoadAll", loadAll},
 		{"Audit", audit},
 		{"Changes", changes},
@@ -418,5 +419,32 @@ func spendReport(t *testing.T, s store.Store) {
 	}
 	if _, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "day; DROP TABLE keys"}); err == nil {
 		t.Fatal("an unknown group column was accepted")
+	}
+}
+
+func models(t *testing.T, s store.Store) {
+	a := &store.Model{ID: "m1", Entry: []byte(`{"model_name":"a"}`)}
+	if err := s.PutModel(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	if err := s.PutModel(ctx, &store.Model{ID: "m2", Entry: []byte(`{"model_name":"b"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutModel(ctx, &store.Model{ID: "m1", Entry: []byte(`{"model_name":"a2"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.ListModels(ctx)
+	if err != nil || len(ms) != 2 || ms[0].ID != "m1" || string(ms[0].Entry) != `{"model_name":"a2"}` || ms[1].ID != "m2" {
+		t.Fatalf("models: %+v %v", ms, err)
+	}
+	if err := s.DeleteModel(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteModel(ctx, "m1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleting a deleted model: %v", err)
+	}
+	if ms, _ := s.ListModels(ctx); len(ms) != 1 {
+		t.Fatalf("after delete: %+v", ms)
 	}
 }
