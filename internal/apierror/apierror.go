@@ -160,6 +160,50 @@ func Write(w http.ResponseWriter, err error) *Error {
 	return e
 }
 
+// anthropicTypes are Anthropic's error types by status.
+var anthropicTypes = map[int]string{400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+	404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error"}
+
+// WriteAnthropic renders err in the Anthropic Messages API's error shape,
+// {"type":"error","error":{"type","message"}}, for /v1/messages clients.
+func WriteAnthropic(w http.ResponseWriter, err error) *Error {
+	e := From(err)
+	h := w.Header()
+	for k, v := range e.Header {
+		h.Set(k, v)
+	}
+	if e.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
+	}
+	h.Set("Content-Type", "application/json")
+	h.Del("Content-Length")
+	typ, ok := anthropicTypes[e.Status]
+	if !ok {
+		typ = "api_error"
+		if e.Status < 500 {
+			typ = "invalid_request_error"
+		}
+	}
+	out, _ := json.Marshal(map[string]any{"type": "error", "error": map[string]string{"type": typ, "message": e.Message}})
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(out)
+	return e
+}
+
+// AnthropicHandler is Handler with errors in Anthropic's shape.
+func AnthropicHandler(log *slog.Logger, h HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil || errors.Is(err, ErrResponded) {
+			return
+		}
+		e := WriteAnthropic(w, err)
+		if e.Status >= 500 {
+			log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", e.Error())
+		}
+	})
+}
+
 // HandlerFunc is an HTTP handler that returns its error instead of writing it.
 type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
 

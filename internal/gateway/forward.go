@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
+	"github.com/tollgate/tollgate/internal/translate"
 )
 
 // result is what one forwarded request produced, for metering and the log.
@@ -51,6 +52,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	req, err := decode(body, r.PathValue("model"))
 	if err != nil {
 		return err
+	}
+	if op == provider.OpMessages {
+		req.anthropicUser()
 	}
 	// From here on every request is logged and counted once, refused or not.
 	var (
@@ -135,7 +139,8 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 				break
 			}
 			*tp = t
-			if !t.Serves(op) {
+			wr, ok := wireFor(op, t)
+			if !ok {
 				if len(chain) == 1 && len(cur.Targets) == 1 {
 					return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", req.model, t.D.Provider, op)
 				}
@@ -146,8 +151,11 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 			if gi > 0 {
 				groupModel = cur.Name
 			}
-			askUsage := req.stream && (op == provider.OpChat || op == provider.OpCompletions)
-			body := req.upstreamBody(t.UpstreamModel(groupModel), askUsage)
+			askUsage := req.stream && (wr.op == provider.OpChat || wr.op == provider.OpCompletions)
+			body, err := wr.body(req, t.UpstreamModel(groupModel), askUsage)
+			if err != nil {
+				return apierror.BadRequest("messages", "%v", err)
+			}
 			h.Set("x-tollgate-model-id", t.D.ID)
 			h.Set("x-tollgate-attempted-retries", strconv.Itoa(retries))
 			h.Set("x-tollgate-attempted-fallbacks", strconv.Itoa(fellBack))
@@ -169,7 +177,7 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 			if g.opts.Health != nil {
 				done = g.opts.Health.Start(cur, t)
 			}
-			err := g.forward(w, r, t, op, req, body, res, start, c)
+			err = g.forward(w, r, t, &wr, req, body, res, start, c)
 			var f *failure
 			if !errors.As(err, &f) {
 				c.release()
@@ -193,6 +201,9 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 					}
 				}
 				break
+			}
+			if wr.errBody != nil && f.body != nil {
+				f.body = wr.errBody(f.status, f.body)
 			}
 			if !f.retryable {
 				return g.writeFailure(w, f, res)
@@ -303,8 +314,9 @@ func newFailure(resp *http.Response, body []byte) *failure {
 	return f
 }
 
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Target, op provider.Op,
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Target, wr *wire,
 	req *request, body []byte, res *result, start time.Time, c *charge) error {
+	op := wr.op
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	wd := newWatchdog(g.timeoutFor(t, req.stream), cancel)
@@ -335,7 +347,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
 		wd.feed()
-		err := streamEvents(w, resp, wd, req.clientUsage, res)
+		var sink eventSink = openAIEvents{clientUsage: req.clientUsage, res: res}
+		if wr.stream != nil {
+			sink = translated{s: wr.stream(req), res: res}
+		}
+		err := streamEvents(w, resp, wd, sink, res)
 		res.upstream = time.Since(sent) // streams are paced by the upstream
 		if err != nil && (res.clientGone || r.Context().Err() != nil) {
 			res.clientGone = true
@@ -357,7 +373,17 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		return g.upstreamError(r, t, wd, err)
 	}
 	if resp.StatusCode < 300 {
-		res.usage, res.hasUsage = usageFromBody(data)
+		if wr.response != nil {
+			out, u, err := wr.response(data)
+			if err != nil {
+				return &failure{retryable: true, err: apierror.BadGateway(err, "deployment %s answered something that is not a %s response", t.D.ID, op)}
+			}
+			data = out
+			res.usage.set(u)
+			res.hasUsage = u.Prompt > 0 || u.Completion > 0
+		} else {
+			res.usage, res.hasUsage = usageFromBody(data)
+		}
 		if c != nil {
 			c.costHeaders(w.Header(), c.settle(res))
 		}
@@ -388,7 +414,55 @@ func (g *Gateway) upstreamError(r *http.Request, t *provider.Target, wd *watchdo
 // streamEvents copies a server-sent-event stream to w event by event,
 // reading usage from it and hiding the usage-only chunk that the gateway
 // asked for on the client's behalf.
-func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, clientUsage bool, res *result) error {
+// eventSink decides what the client is sent for each upstream event.
+type eventSink interface {
+	event(ev, out []byte) []byte
+	end(out []byte) []byte
+}
+
+// openAIEvents passes OpenAI events through, reading usage and hiding the
+// usage chunk the gateway asked for on the client's behalf.
+type openAIEvents struct {
+	clientUsage bool
+	res         *result
+}
+
+func (o openAIEvents) event(ev, out []byte) []byte {
+	if observeEvent(ev, o.clientUsage, o.res) {
+		return append(out, ev...)
+	}
+	return out
+}
+
+func (o openAIEvents) end(out []byte) []byte { return out }
+
+// translated runs a translate.Stream and copies its usage into the result.
+type translated struct {
+	s   translate.Stream
+	res *result
+}
+
+func (t translated) event(ev, out []byte) []byte {
+	out = t.s.Event(ev, out)
+	t.sync()
+	return out
+}
+
+func (t translated) end(out []byte) []byte {
+	out = t.s.End(out)
+	t.sync()
+	return out
+}
+
+func (t translated) sync() {
+	if u, ok := t.s.Usage(); ok {
+		t.res.usage.set(u)
+		t.res.hasUsage = true
+	}
+	t.res.chunks = t.s.Chunks()
+}
+
+func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink eventSink, res *result) error {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(resp.StatusCode)
 	if err := rc.Flush(); err != nil {
@@ -396,7 +470,7 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, clie
 		return err
 	}
 	br := bufio.NewReaderSize(resp.Body, 16<<10)
-	var event []byte
+	var event, out []byte
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
@@ -407,8 +481,9 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, clie
 			continue // a long line: keep accumulating it
 		}
 		if (err == nil && isBlankLine(line)) || (err != nil && len(event) > 0) {
-			if observeEvent(event, clientUsage, res) {
-				if _, werr := w.Write(event); werr != nil {
+			out = sink.event(event, out[:0])
+			if len(out) > 0 {
+				if _, werr := w.Write(out); werr != nil {
 					res.clientGone = true
 					return werr
 				}
@@ -421,6 +496,13 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, clie
 		}
 		if err != nil {
 			if err == io.EOF {
+				if tail := sink.end(out[:0]); len(tail) > 0 {
+					if _, werr := w.Write(tail); werr != nil {
+						res.clientGone = true
+						return werr
+					}
+					_ = rc.Flush()
+				}
 				return nil
 			}
 			return err

@@ -5,6 +5,8 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
+	"github.com/tollgate/tollgate/internal/tokens"
 )
 
 // Options are the gateway's settings that are not per deployment.
@@ -73,6 +76,11 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 		mux.Handle("POST "+prefix+"/embeddings", g.handler(provider.OpEmbeddings))
 		mux.Handle("GET "+prefix+"/models", apierror.Handler(g.log, g.models))
 	}
+	// Anthropic's Messages API, for Claude Code and the Anthropic SDKs.
+	mux.Handle("POST /v1/messages", apierror.AnthropicHandler(g.log, func(w http.ResponseWriter, r *http.Request) error {
+		return g.serve(w, r, provider.OpMessages)
+	}))
+	mux.Handle("POST /v1/messages/count_tokens", apierror.AnthropicHandler(g.log, g.countTokens))
 	// Azure-style clients put the model in the path.
 	mux.Handle("POST /openai/deployments/{model}/chat/completions", g.handler(provider.OpChat))
 	mux.Handle("POST /openai/deployments/{model}/completions", g.handler(provider.OpCompletions))
@@ -155,3 +163,37 @@ func newWatchdog(every time.Duration, cancel context.CancelFunc) *watchdog {
 
 func (w *watchdog) feed() { w.timer.Reset(w.every) }
 func (w *watchdog) stop() { w.timer.Stop() }
+
+// countTokens answers /v1/messages/count_tokens locally: the system prompt,
+// messages and tool definitions counted with the model's tokenizer.
+func (g *Gateway) countTokens(w http.ResponseWriter, r *http.Request) error {
+	if _, err := g.authenticate(r); err != nil {
+		return err
+	}
+	body, err := readBody(w, r, g.opts.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		Model    string          `json:"model"`
+		System   json.RawMessage `json:"system"`
+		Messages json.RawMessage `json:"messages"`
+		Tools    json.RawMessage `json:"tools"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return apierror.BadRequest("", "body must be a JSON object: %v", err)
+	}
+	if req.Model == "" || len(req.Messages) == 0 {
+		return apierror.BadRequest("messages", "model and messages are required")
+	}
+	n := tokens.Messages(req.Model, req.Messages) - 3 // Anthropic counts no reply priming
+	if len(req.System) > 0 && string(req.System) != "null" {
+		n += tokens.Messages(req.Model, []byte(`[{"role":"system","content":`+string(req.System)+`}]`)) - 3
+	}
+	if len(req.Tools) > 0 && string(req.Tools) != "null" {
+		n += tokens.Text(req.Model, string(req.Tools))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, err = fmt.Fprintf(w, `{"input_tokens":%d}`+"\n", max(n, 1))
+	return err
+}

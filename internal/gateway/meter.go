@@ -122,7 +122,10 @@ func (c *charge) settle(res *result) (cost float64) {
 		return 0
 	}
 	c.settled = true
-	u := pricing.Usage{PromptTokens: res.usage.prompt, CompletionTokens: res.usage.completion, CachedTokens: res.usage.cached}
+	// res.usage.prompt counts every prompt token; pricing bills cache
+	// creation apart from the rest.
+	u := pricing.Usage{PromptTokens: res.usage.prompt - res.usage.cacheCreation, CompletionTokens: res.usage.completion,
+		CachedTokens: res.usage.cached, CacheCreationTokens: res.usage.cacheCreation}
 	switch {
 	case res.hasUsage:
 	case res.chunks > 0:
@@ -140,7 +143,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		}
 	}
 	l := c.log
-	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.PromptTokens, u.CompletionTokens, u.CachedTokens
+	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.PromptTokens+u.CacheCreationTokens, u.CompletionTokens, u.CachedTokens
 	l.Cost, l.Status = cost, res.status
 	if res.clientGone {
 		l.Status = 499

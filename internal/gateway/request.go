@@ -141,3 +141,17 @@ func isPlain(s string) bool {
 	}
 	return true
 }
+
+// anthropicUser takes the end user of an Anthropic request from
+// metadata.user_id.
+func (req *request) anthropicUser() {
+	if req.user != "" {
+		return
+	}
+	var md struct {
+		UserID string `json:"user_id"`
+	}
+	if raw := req.obj.Get("metadata"); raw != nil && json.Unmarshal(raw, &md) == nil {
+		req.user = md.UserID
+	}
+}

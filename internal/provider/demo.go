@@ -19,7 +19,7 @@ func init() {
 		t.urls[OpCompletions] = joinV1(base, "/completions")
 		t.urls[OpEmbeddings] = joinV1(base, "/embeddings")
 		t.urls[OpMessages] = joinV1(base, "/messages")
-		t.header.Set("anthropic-version", "2023-06-01")
+		t.header.Set("anthropic-version", AnthropicVersion)
 		return nil
 	}})
 }

@@ -173,6 +173,13 @@ func agwSeed(t *testing.T, file, upstream string) *config.Config {
 
 func serveCfg(t *testing.T, cfg *config.Config, opts Options) string {
 	t.Helper()
+	url, _ := serveSrv(t, cfg, opts)
+	return url
+}
+
+// serveSrv is serveCfg returning the server too.
+func serveSrv(t *testing.T, cfg *config.Config, opts Options) (string, *Server) {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger
 	}
@@ -188,7 +195,7 @@ func serveCfg(t *testing.T, cfg *config.Config, opts Options) string {
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, ln); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
-	return "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String(), srv
 }
 
 // TestSeed001TokenBucket walks seed 001's steps: with a gateway-wide bucket

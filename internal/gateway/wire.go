@@ -1,0 +1,106 @@
+package gateway
+
+import (
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/translate"
+)
+
+// wire is how one attempt talks to its deployment: which upstream operation
+// it calls, and how the upstream's answer (body, stream, errors) becomes the
+// client's. The zero wire passes an OpenAI exchange through untouched.
+type wire struct {
+	op provider.Op // the upstream operation
+	// body builds the upstream body from the client's, for model.
+	body func(req *request, model string, askUsage bool) ([]byte, error)
+	// response converts a 2xx JSON answer and reports its usage; nil keeps
+	// the answer and reads OpenAI usage from it.
+	response func(body []byte) ([]byte, translate.Usage, error)
+	// stream makes the per-request event translator; nil passes OpenAI
+	// events through.
+	stream func(req *request) translate.Stream
+	// errBody converts an upstream error body; nil keeps it.
+	errBody func(status int, body []byte) []byte
+}
+
+func passthroughBody(req *request, model string, askUsage bool) ([]byte, error) {
+	return req.upstreamBody(model, askUsage), nil
+}
+
+var (
+	openAIWire = wire{op: provider.OpChat, body: passthroughBody}
+
+	// An OpenAI chat request to a deployment that speaks only Anthropic's
+	// Messages API (anthropic/...).
+	chatViaMessages = wire{
+		op: provider.OpMessages,
+		body: func(req *request, model string, _ bool) ([]byte, error) {
+			return translate.ChatToMessages(req.obj.Body(), model)
+		},
+		response: translate.MessageToCompletion,
+		stream:   func(req *request) translate.Stream { return translate.MessagesToChatStream(req.clientUsage) },
+		errBody:  translate.ErrorToOpenAI,
+	}
+
+	// An Anthropic Messages request to a deployment that speaks it.
+	messagesNative = wire{
+		op: provider.OpMessages,
+		body: func(req *request, model string, _ bool) ([]byte, error) {
+			return req.obj.With("model", quote(model)), nil
+		},
+		response: func(body []byte) ([]byte, translate.Usage, error) {
+			u, _ := translate.MessageUsage(body)
+			return body, u, nil
+		},
+		stream:  func(*request) translate.Stream { return translate.MessagesPassthrough() },
+		errBody: translate.ErrorToAnthropic,
+	}
+
+	// An Anthropic Messages request to an OpenAI-compatible deployment.
+	messagesViaChat = wire{
+		op: provider.OpChat,
+		body: func(req *request, model string, askUsage bool) ([]byte, error) {
+			b, err := translate.MessagesToChat(req.obj.Body(), model)
+			if err != nil || !askUsage {
+				return b, err
+			}
+			var r request
+			if err := r.obj.Reset(b); err != nil {
+				return nil, err
+			}
+			return r.upstreamBody(model, true), nil // ask for the usage chunk
+		},
+		response: translate.CompletionToMessage,
+		stream:   func(req *request) translate.Stream { return translate.ChatToMessagesStream(req.model) },
+		errBody:  translate.ErrorToAnthropic,
+	}
+)
+
+// wireFor picks how a request for op reaches t, or reports that t cannot
+// serve it.
+func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
+	switch op {
+	case provider.OpChat:
+		if t.Serves(provider.OpChat) {
+			return openAIWire, true
+		}
+		if t.Serves(provider.OpMessages) {
+			return chatViaMessages, true
+		}
+	case provider.OpMessages:
+		if t.Serves(provider.OpMessages) {
+			return messagesNative, true
+		}
+		if t.Serves(provider.OpChat) {
+			return messagesViaChat, true
+		}
+	default:
+		if t.Serves(op) {
+			return wire{op: op, body: passthroughBody}, true
+		}
+	}
+	return wire{}, false
+}
+
+func (u *usage) set(t translate.Usage) {
+	*u = usage{prompt: t.Prompt, completion: t.Completion, cached: t.Cached, cacheCreation: t.CacheCreation}
+}
