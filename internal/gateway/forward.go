@@ -115,11 +115,11 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 		last              *failure
 		wait              time.Duration
 		retries, fellBack int
-		tried             []*provider.Target
+		tried, unservable []*provider.Target
 	)
 	for gi := 0; gi < len(chain); gi++ {
 		cur := chain[gi]
-		tried = tried[:0]
+		tried, unservable = tried[:0], unservable[:0]
 		if gi > 0 {
 			fellBack++
 			if m := g.opts.Metrics; m != nil {
@@ -129,8 +129,9 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 		for attempt := 0; ; attempt++ {
 			t, cool := cur.Pick(tried)
 			if t == nil && len(tried) > 0 {
-				// Every deployment was tried: retry one that is not cooling down.
-				t, cool = cur.Pick(nil)
+				// Every deployment was tried: retry one that is not cooling
+				// down (and can serve the request at all).
+				t, cool = cur.Pick(unservable)
 			}
 			if t == nil {
 				if cool > 0 && (wait == 0 || cool < wait) {
@@ -144,7 +145,7 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 				if len(chain) == 1 && len(cur.Targets) == 1 {
 					return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", req.model, t.D.Provider, op)
 				}
-				tried = append(tried, t)
+				tried, unservable = append(tried, t), append(unservable, t)
 				continue
 			}
 			groupModel := model
@@ -173,7 +174,7 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 				*cp = c
 			}
 			*res = result{model: t.UpstreamModel(groupModel)}
-			var done func(bool, int64)
+			var done func(router.Outcome, int64)
 			if g.opts.Health != nil {
 				done = g.opts.Health.Start(cur, t)
 			}
@@ -182,13 +183,21 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 			if !errors.As(err, &f) {
 				c.release()
 				if done != nil {
-					done(!res.clientGone || res.hasUsage, usedTokens(res, 0))
+					o := router.Succeeded
+					if res.clientGone {
+						o = router.Abandoned
+					}
+					done(o, usedTokens(res, 0))
 				}
 				return err
 			}
 			c.release()
 			if done != nil {
-				done(!f.retryable, 0)
+				o := router.Failed
+				if !f.retryable {
+					o = router.Succeeded // the deployment answered; the request was at fault
+				}
+				done(o, 0)
 			}
 			last = f
 			if f.contextWindow {
@@ -217,6 +226,7 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 				m.Retried(cur.Name)
 			}
 			if err := sleepCtx(r.Context(), backoff(pol.RetryAfter, attempt, f.retryAfter)); err != nil {
+				res.clientGone = true
 				return errClientGone
 			}
 		}
@@ -331,7 +341,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 	res.ttfb = time.Since(start)
 	if err != nil {
 		res.upstream = time.Since(sent)
-		return g.upstreamError(r, t, wd, err)
+		return g.upstreamError(r, t, wd, err, res)
 	}
 	defer resp.Body.Close()
 	res.status = resp.StatusCode
@@ -339,7 +349,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 		res.upstream = time.Since(sent)
 		if err != nil {
-			return g.upstreamError(r, t, wd, err)
+			return g.upstreamError(r, t, wd, err, res)
 		}
 		return newFailure(resp, data)
 	}
@@ -370,7 +380,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 	data, err := io.ReadAll(resp.Body)
 	res.upstream = time.Since(sent)
 	if err != nil {
-		return g.upstreamError(r, t, wd, err)
+		return g.upstreamError(r, t, wd, err, res)
 	}
 	if resp.StatusCode < 300 {
 		if wr.response != nil {
@@ -400,9 +410,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 // upstreamError classifies a failed exchange: the client left, the upstream
 // was too slow (504), or it could not be reached or broke off (502); the
 // last two may be retried.
-func (g *Gateway) upstreamError(r *http.Request, t *provider.Target, wd *watchdog, err error) error {
+func (g *Gateway) upstreamError(r *http.Request, t *provider.Target, wd *watchdog, err error, res *result) error {
 	switch {
 	case r.Context().Err() != nil:
+		res.clientGone = true
 		return errClientGone
 	case wd.expired.Load():
 		return &failure{retryable: true, err: apierror.GatewayTimeout(err, "deployment %s of model %q did not answer within %s", t.D.ID, t.D.ModelName, wd.every)}

@@ -176,6 +176,9 @@ func (g *Gateway) admit(ctx context.Context, p *auth.Principal, req *request, t 
 			l.OnRefused(d)
 		}
 		e := apierror.RateLimited(d.RetryAfter, "%s", d.Error())
+		if d.Never {
+			e.Code = "request_exceeds_limit"
+		}
 		e.Header = map[string]string{}
 		kind := "requests"
 		if d.Rule.Kind == ratelimit.Tokens || d.Rule.Kind == ratelimit.TokenBucket {

@@ -64,8 +64,16 @@ func (b *Book) Account(kind Kind, id string, s Spec) *Account {
 		}
 		return a
 	}
-	if s.ResetAt != nil && a.resetAt.Load() < s.ResetAt.UnixNano() {
-		a.SetResetAt(*s.ResetAt) // an operator moved the period, or another replica reset it
+	if s.ResetAt != nil {
+		if at := a.resetAt.Load(); at < s.ResetAt.UnixNano() {
+			// An operator moved the period, or another replica rolled it
+			// over. In the second case the stored spend is the new period's:
+			// take it, or this replica would keep refusing on last period's.
+			a.SetResetAt(*s.ResetAt)
+			if at != 0 && at <= b.now().UnixNano() {
+				a.SetSpent(USD(s.Spent))
+			}
+		}
 	}
 	b.maybeReset(a, *s.BudgetDuration)
 	return a

@@ -53,3 +53,22 @@ func TestBookFollowsRecordEdits(t *testing.T) {
 		t.Fatal("removing the budget did not make the account unlimited")
 	}
 }
+
+// TestBookTakesAnotherReplicasReset: when another replica rolled the period
+// over (the record's reset time moved past ours, which has passed), this
+// replica takes the record's new-period spend instead of refusing on the old.
+func TestBookTakesAnotherReplicasReset(t *testing.T) {
+	now := time.Date(2026, 12, 1, 0, 0, 5, 0, time.UTC)
+	b := NewBook()
+	b.now = func() time.Time { return now.Add(-time.Minute) }
+	budget, dur := 1.0, "1mo"
+	oldReset := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	a := b.Account(KindKey, "k", Spec{Spent: 1.0, Budget: &budget, BudgetDuration: &dur, ResetAt: &oldReset})
+	b.now = func() time.Time { return now }
+	newReset := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	b.OnReset = func(Kind, string, time.Time) { t.Error("this replica reset the period again") }
+	b.Account(KindKey, "k", Spec{Spent: 0.1, Budget: &budget, BudgetDuration: &dur, ResetAt: &newReset})
+	if a.Spent() != USD(0.1) || !a.ResetAt().Equal(newReset) {
+		t.Fatalf("spent %v reset %v; want the record's 0.1 and %v", a.Spent().Dollars(), a.ResetAt(), newReset)
+	}
+}

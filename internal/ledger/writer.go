@@ -30,6 +30,8 @@ type Writer struct {
 	closing chan struct{}
 	done    chan struct{}
 	lag     time.Duration // age of the oldest row in the last flushed batch
+	// enqueued and written count rows ever queued and written, to order resets.
+	enqueued, written int64
 }
 
 // NewWriter returns a writer to st; Run starts it.
@@ -42,6 +44,7 @@ func NewWriter(st store.Store, log *slog.Logger) *Writer {
 func (w *Writer) Enqueue(l store.SpendLog) {
 	w.mu.Lock()
 	w.queue = append(w.queue, l)
+	w.enqueued++
 	full := len(w.queue) >= w.MaxBatch
 	w.mu.Unlock()
 	if full {
@@ -53,16 +56,18 @@ func (w *Writer) Enqueue(l store.SpendLog) {
 }
 
 type reset struct {
-	kind store.Kind
-	id   string
-	next time.Time
+	kind  store.Kind
+	id    string
+	next  time.Time
+	after int64 // rows enqueued before the reset: they belong to the old period
 }
 
-// Reset queues the start of a new budget period for an entity; it is
-// written after the spend rows queued before it.
+// Reset queues the start of a new budget period for an entity. It is
+// written after the spend rows queued before it and before those queued
+// after it, so that neither period's spend lands in the other.
 func (w *Writer) Reset(kind store.Kind, id string, next time.Time) {
 	w.mu.Lock()
-	w.resets = append(w.resets, reset{kind, id, next})
+	w.resets = append(w.resets, reset{kind, id, next, w.enqueued})
 	w.mu.Unlock()
 }
 
@@ -94,19 +99,30 @@ func (w *Writer) Run() {
 	}
 }
 
-// flushAll writes every queued row in batches; with a deadline > 0 it keeps
-// retrying failures until then (shutdown), else it leaves them for next tick.
+// flushAll writes every queued row in batches, and each budget reset
+// between the rows queued before and after it; with a deadline > 0 it keeps
+// retrying failures until then (shutdown), else it leaves them for the next
+// tick.
 func (w *Writer) flushAll(deadline time.Duration) {
 	until := time.Now().Add(deadline)
 	backoff := 50 * time.Millisecond
 	for {
 		w.mu.Lock()
 		n := min(len(w.queue), w.MaxBatch)
+		resetDue := false
+		if len(w.resets) > 0 {
+			// Resets are queued in order: the first is the next to fall due.
+			left := max(w.resets[0].after-w.written, 0)
+			n = min(n, int(left))
+			resetDue = left == 0
+		}
 		batch := w.queue[:n:n]
 		w.mu.Unlock()
 		if n == 0 {
-			w.applyResets()
-			return
+			if !resetDue || !w.applyDueResets() {
+				return
+			}
+			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := w.st.ApplySpend(ctx, batch)
@@ -123,6 +139,7 @@ func (w *Writer) flushAll(deadline time.Duration) {
 		w.mu.Lock()
 		w.lag = time.Since(batch[0].EndedAt)
 		w.queue = w.queue[n:]
+		w.written += int64(n)
 		if len(w.queue) == 0 {
 			w.queue = nil // let the backing array go
 		}
@@ -149,25 +166,26 @@ func (w *Writer) Close() int {
 	return w.Pending()
 }
 
-// applyResets writes queued budget resets; a failed one is kept for the next flush.
-func (w *Writer) applyResets() {
-	w.mu.Lock()
-	todo := w.resets
-	w.resets = nil
-	w.mu.Unlock()
-	var failed []reset
-	for _, r := range todo {
+// applyDueResets writes the resets whose rows before them are written. It
+// reports false when one failed (it stays queued for the next flush).
+func (w *Writer) applyDueResets() bool {
+	for {
+		w.mu.Lock()
+		if len(w.resets) == 0 || w.resets[0].after > w.written {
+			w.mu.Unlock()
+			return true
+		}
+		r := w.resets[0]
+		w.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := w.st.ResetBudget(ctx, r.kind, r.id, r.next)
 		cancel()
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			w.log.Error("budget reset not written; will retry", "kind", r.kind, "id", r.id, "err", err)
-			failed = append(failed, r)
+			return false
 		}
-	}
-	if len(failed) > 0 {
 		w.mu.Lock()
-		w.resets = append(failed, w.resets...)
+		w.resets = w.resets[1:]
 		w.mu.Unlock()
 	}
 }

@@ -50,6 +50,11 @@ func (l *Limiter) Admit(ctx context.Context, t *Ticket) *Denied {
 		if err == nil {
 			return d
 		}
+		// The script may have run and taken parallel slots before the
+		// error (a read timeout, a cancelled client): give them back.
+		lease := *t
+		go l.redis.releaseLease(&lease)
+		t.lease = ""
 		if ctx.Err() != nil {
 			// The client went away while we asked; that says nothing about Redis.
 			return l.local.Admit(t)

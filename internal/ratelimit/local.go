@@ -129,6 +129,9 @@ func (l *Local) Admit(t *Ticket) *Denied {
 			if r.Kind == Tokens {
 				need = t.Est
 			}
+			if need > r.Limit {
+				return &Denied{Rule: *r, Used: used, Never: true, Need: need}
+			}
 			if used+need > r.Limit || (need == 0 && used >= r.Limit) {
 				return &Denied{Rule: *r, Used: used, RetryAfter: reset}
 			}
@@ -143,6 +146,9 @@ func (l *Local) Admit(t *Ticket) *Denied {
 			need := int64(1)
 			if r.Kind == TokenBucket {
 				need = t.Est
+			}
+			if need > r.Limit {
+				return &Denied{Rule: *r, Used: r.Limit - s.tokens, Never: true, Need: need}
 			}
 			if (need == 0 && s.tokens <= 0) || (need > 0 && s.tokens < need) {
 				return &Denied{Rule: *r, Used: r.Limit - s.tokens, RetryAfter: s.untilRefilled(r, now, max(need, 1))}
@@ -165,7 +171,7 @@ func (l *Local) Admit(t *Ticket) *Denied {
 			s.tokens -= t.Est
 		}
 	}
-	t.admitted = true
+	t.admitted, t.at = true, now
 	return nil
 }
 
@@ -181,13 +187,20 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 		s := l.get(r, now)
 		switch r.Kind {
 		case Tokens:
-			if delta != 0 {
-				_, at, _ := s.window(r, now)
-				s.add(at, delta)
+			_, cur, _ := s.window(r, now)
+			switch {
+			case delta > 0:
+				s.add(cur, delta)
+			case delta < 0:
+				// A refund cancels the estimate where it was charged; once that
+				// has left the window there is nothing left to cancel.
+				if at := t.at.UnixNano() / int64(slotLen(r.Window)); at >= cur-slots {
+					s.add(at, delta)
+				}
 			}
 		case TokenBucket:
 			s.refill(r, now)
-			s.tokens -= delta
+			s.tokens = min(s.tokens-delta, r.Limit)
 		case Parallel:
 			s.inflight = max(s.inflight-1, 0)
 		}

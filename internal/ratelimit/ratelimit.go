@@ -77,8 +77,10 @@ type Ticket struct {
 	// Est is the prompt-token estimate charged to token rules at admission
 	// (0 without tokenize).
 	Est      int64
-	lease    string // Redis parallel-slot lease; "" when admitted locally
-	shared   bool   // admitted by Redis
+	lease    string    // Redis parallel-slot lease; "" when admitted locally
+	at       time.Time // admission time (local): corrections hit the admission's slot
+	atMS     int64     // admission time on the Redis clock, in milliseconds
+	shared   bool      // admitted by Redis
 	done     bool
 	admitted bool
 }
@@ -103,6 +105,10 @@ type Denied struct {
 	Rule       Rule
 	Used       int64
 	RetryAfter time.Duration
+	// Never: the request alone needs more than the limit allows (its
+	// prompt estimate exceeds the window or bucket); retrying cannot help.
+	Never bool
+	Need  int64
 }
 
 func (d *Denied) Error() string {
@@ -119,6 +125,9 @@ func (d *Denied) Error() string {
 		what = fmt.Sprintf("a bucket of %d requests refilling %d every %s (%s), left %d", r.Limit, r.Fill, r.Window, r.Name, r.Limit-d.Used)
 	case TokenBucket:
 		what = fmt.Sprintf("a bucket of %d tokens refilling %d every %s (%s), left %d", r.Limit, r.Fill, r.Window, r.Name, r.Limit-d.Used)
+	}
+	if d.Never {
+		return fmt.Sprintf("rate limit exceeded for %s: this request's estimated %d tokens exceed %s", r.Scope.describe(r.Label), d.Need, what)
 	}
 	return fmt.Sprintf("rate limit exceeded for %s: %s; retry in %s", r.Scope.describe(r.Label), what, d.RetryAfter.Round(time.Second).String())
 }

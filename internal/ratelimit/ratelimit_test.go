@@ -426,3 +426,41 @@ func BenchmarkAdmitRedis(b *testing.B) {
 		l.Done(&tk, 100)
 	}
 }
+
+// TestCorrections: a refund never fills a bucket past its size, a tpm refund
+// lands where its estimate was charged (and is dropped once that left the
+// window), and an estimate larger than the limit is refused for good.
+func TestCorrections(t *testing.T) {
+	bucket := Rule{Scope: keyScope, Kind: TokenBucket, Limit: 100, Fill: 100, Window: time.Minute, Name: "localRateLimit[0]"}
+	tpm := Rule{Scope: keyScope, Kind: Tokens, Limit: 100, Window: time.Minute, Name: "tpm_limit"}
+	eachBackend(t, func(t *testing.T, b backend) {
+		tk := ticket(90, bucket)
+		if d := b.admit(tk); d != nil {
+			t.Fatal(d)
+		}
+		b.advance(time.Minute) // refilled while the request ran
+		b.done(tk, 0)          // refund of 90 on a full bucket
+		if d := b.admit(ticket(101, bucket)); d == nil || !d.Never {
+			t.Fatalf("an estimate above the bucket's size: %v", d)
+		}
+		if d := b.admit(ticket(100, bucket)); d != nil {
+			t.Fatalf("a full bucket refused its size: %v", d)
+		}
+		if d := b.admit(ticket(1, bucket)); d == nil {
+			t.Fatal("the refund overfilled the bucket")
+		}
+
+		est := ticket(80, tpm)
+		if d := b.admit(est); d != nil {
+			t.Fatal(d)
+		}
+		b.advance(62 * time.Second) // the estimate has left the window
+		used := ticket(0, tpm)
+		b.admit(used)
+		b.done(used, 90)
+		b.done(est, 0) // a late refund of 80 must not hide the 90 now in the window
+		if d := b.admit(ticket(20, tpm)); d == nil {
+			t.Fatal("a stale refund made room that is not there")
+		}
+	})
+}

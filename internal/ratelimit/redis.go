@@ -124,7 +124,7 @@ end
 // fill per rule. Returns {0, rule, used, retry ms} or {1, remaining, reset ms, ...}.
 var admitScript = redis.NewScript(luaCommon + `
 local est, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local out, plan = {1}, {}
+local out, plan = {1, now}, {}
 for i = 1, #KEYS do
   local b = 3 + (i - 1) * 4
   local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
@@ -133,6 +133,7 @@ for i = 1, #KEYS do
     local used, idx, reset, sl = window(key, win)
     local need = 1
     if kind == 1 then need = est end
+    if need > limit then return {0, i, used, -1} end
     if used + need > limit or (need == 0 and used >= limit) then return {0, i, used, reset} end
     plan[i] = {idx, need, sl}
     out[#out + 1] = limit - used - need
@@ -147,6 +148,7 @@ for i = 1, #KEYS do
     local tokens, filled = bucket(key, limit, win, fill)
     local need = 1
     if kind == 4 then need = est end
+    if need > limit then return {0, i, limit - tokens, -1} end
     if (need == 0 and tokens <= 0) or (need > 0 and tokens < need) then
       return {0, i, limit - tokens, waitfor(tokens, filled, math.max(need, 1), win, fill)}
     end
@@ -175,22 +177,28 @@ end
 return out
 `)
 
-// doneScript: ARGV = token delta, lease, then the rules as for admit.
+// doneScript: ARGV = token delta, lease, admission time (ms), then the
+// rules as for admit. A refund goes to the admission's slot, and is dropped
+// once that slot has left the window; a bucket never refills past its size.
 var doneScript = redis.NewScript(luaCommon + `
-local delta, lease = tonumber(ARGV[1]), ARGV[2]
+local delta, lease, at = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 4
+  local b = 3 + (i - 1) * 4
   local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local key = KEYS[i]
   if kind == 1 and delta ~= 0 then
     local used, idx, reset, sl = window(key, win)
-    redis.call('HINCRBY', key, idx, delta)
-    redis.call('PEXPIRE', key, 62 * sl + 1000)
+    local slot = idx
+    if delta < 0 then slot = math.floor(at / sl) end
+    if slot >= idx - 60 then
+      redis.call('HINCRBY', key, slot, delta)
+      redis.call('PEXPIRE', key, 62 * sl + 1000)
+    end
   elseif kind == 2 then
     redis.call('ZREM', key, lease)
   elseif kind == 4 and delta ~= 0 then
     local tokens, filled = bucket(key, limit, win, fill)
-    savebucket(key, tokens - delta, filled, limit, win, fill)
+    savebucket(key, math.min(tokens - delta, limit), filled, limit, win, fill)
   end
 end
 return 1
@@ -226,12 +234,18 @@ func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
 		if len(res) < 4 || res[1] < 1 || int(res[1]) > t.n {
 			return nil, fmt.Errorf("ratelimit: malformed refusal from redis: %v", res)
 		}
-		return &Denied{Rule: t.rules[res[1]-1], Used: res[2], RetryAfter: time.Duration(res[3]) * time.Millisecond}, nil
-	}
-	for i := range t.n {
-		if 2+2*i < len(res) {
-			t.States[i] = State{Remaining: res[1+2*i], Reset: time.Duration(res[2+2*i]) * time.Millisecond}
+		d := &Denied{Rule: t.rules[res[1]-1], Used: res[2], RetryAfter: time.Duration(res[3]) * time.Millisecond}
+		if res[3] < 0 {
+			d.RetryAfter, d.Never, d.Need = 0, true, t.Est
 		}
+		return d, nil
+	}
+	if len(res) < 2+2*t.n {
+		return nil, fmt.Errorf("ratelimit: malformed admission from redis: %v", res)
+	}
+	t.atMS = res[1]
+	for i := range t.n {
+		t.States[i] = State{Remaining: res[2+2*i], Reset: time.Duration(res[3+2*i]) * time.Millisecond}
 	}
 	t.admitted, t.shared = true, true
 	return nil, nil
@@ -239,8 +253,23 @@ func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
 
 // Done settles t on Redis.
 func (rd *Redis) Done(ctx context.Context, t *Ticket, tokens int64) error {
-	keys, args := rd.args(t, tokens-t.Est, t.lease)
+	keys, args := rd.args(t, tokens-t.Est, t.lease, t.atMS)
 	return doneScript.Run(ctx, rd.c, keys, args...).Err()
+}
+
+// releaseLease frees the parallel slots an admission may have taken on
+// Redis when its answer never arrived (a timeout after the script ran).
+func (rd *Redis) releaseLease(t *Ticket) {
+	if t.lease == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for i := range t.n {
+		if r := &t.rules[i]; r.Kind == Parallel {
+			rd.c.ZRem(ctx, rd.key(r), t.lease)
+		}
+	}
 }
 
 // Ping checks that Redis answers.

@@ -98,11 +98,11 @@ func TestCooldown(t *testing.T) {
 	h.now = func() time.Time { return now }
 	g, _ := group(t, Settings{Health: h, AllowedFails: 1, Cooldown: 5 * time.Second}, dep("g", "a", 0, 0), dep("g", "b", 0, 0))
 	a := g.Targets[0]
-	h.Start(g, a)(false, 0) // one failure is allowed
+	h.Start(g, a)(Failed, 0) // one failure is allowed
 	if cool, _ := h.CoolingDown(a.D.ID); cool {
 		t.Fatal("cooling down after one allowed failure")
 	}
-	h.Start(g, a)(false, 0)
+	h.Start(g, a)(Failed, 0)
 	if cool, until := h.CoolingDown(a.D.ID); !cool || !until.Equal(now.Add(5*time.Second)) {
 		t.Fatalf("two failures in a minute: cooling %v until %v", cool, until)
 	}
@@ -111,8 +111,8 @@ func TestCooldown(t *testing.T) {
 			t.Fatal("a cooling deployment was picked")
 		}
 	}
-	h.Start(g, g.Targets[1])(false, 0)
-	h.Start(g, g.Targets[1])(false, 0)
+	h.Start(g, g.Targets[1])(Failed, 0)
+	h.Start(g, g.Targets[1])(Failed, 0)
 	p, wait := g.Pick(nil)
 	if p != nil || wait != 5*time.Second {
 		t.Fatalf("all cooling: got %v, wait %v", p, wait)
@@ -172,8 +172,8 @@ func TestStrategies(t *testing.T) {
 	t.Run("usage", func(t *testing.T) {
 		a, b := dep("g", "a", 0, 2), dep("g", "b", 0, 100)
 		g, h := group(t, Settings{Strategy: UsageBased}, a, b)
-		h.Start(g, g.Targets[0])(true, 0)
-		h.Start(g, g.Targets[0])(true, 0) // a's rpm of 2 is used up
+		h.Start(g, g.Targets[0])(Succeeded, 0)
+		h.Start(g, g.Targets[0])(Succeeded, 0) // a's rpm of 2 is used up
 		for range 20 {
 			if p, _ := g.Pick(nil); p.D.Model != "b" {
 				t.Fatal("a deployment past its rpm was picked")

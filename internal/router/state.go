@@ -62,18 +62,30 @@ func (h *Health) SetHealthy(id string, ok bool) { h.State(id).unhealthy.Store(!o
 // Healthy reports the last background health check's verdict (true when never checked).
 func (h *Health) Healthy(id string) bool { return !h.State(id).unhealthy.Load() }
 
+// Outcome is how an attempt ended, for the deployment's record.
+type Outcome uint8
+
+// The outcomes.
+const (
+	Succeeded Outcome = iota // answered: latency and tokens are recorded
+	Failed                   // 429, 5xx, timeout, connection error: counts towards a cooldown
+	Abandoned                // the client left: says nothing about the deployment
+)
+
 // Start counts a request sent to t and returns the function that records
-// its outcome: ok=false for a failure that counts towards a cooldown
-// (429, 5xx, timeout, connection error).
-func (h *Health) Start(g *Group, t *provider.Target) func(ok bool, tokens int64) {
+// its outcome.
+func (h *Health) Start(g *Group, t *provider.Target) func(o Outcome, tokens int64) {
 	s := h.State(t.D.ID)
 	s.inflight.Add(1)
 	start := h.now()
 	s.countRPM(start)
-	return func(ok bool, tokens int64) {
+	return func(o Outcome, tokens int64) {
 		s.inflight.Add(-1)
 		now := h.now()
-		if ok {
+		if o == Abandoned {
+			return
+		}
+		if o == Succeeded {
 			d := now.Sub(start).Nanoseconds()
 			for {
 				old := s.latency.Load()

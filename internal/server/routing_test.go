@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -241,5 +243,66 @@ model_list:
 	a, b := mocks["a"].Stats().Requests, mocks["b"].Stats().Requests
 	if share := float64(b) / 1000; a+b != 1000 || share < 0.70 || share > 0.80 {
 		t.Fatalf("a %d, b %d: share of b %.3f, want 0.75 ± 0.05", a, b, share)
+	}
+}
+
+// TestUnservableAndAbandoned: a request no deployment of the chain can
+// serve ends at once with a 400 (no retry loop); clients walking away do not
+// put a deployment in cooldown.
+func TestUnservableAndAbandoned(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	slow := httptest.NewServer(mockupstream.New(mockupstream.Options{Chunks: 10, ChunkDelay: 200 * time.Millisecond}))
+	defer slow.Close()
+	urls["slow"] = slow.URL
+	url := routingGateway(t, `
+model_list:
+  - model_name: slow
+    litellm_params: {model: openai/gpt-4o, api_base: "{{slow}}"}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-3-5-sonnet, api_base: "{{up}}"}
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-3-haiku, api_base: "{{up}}"}
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4o, api_base: "{{up}}"}
+router_settings:
+  num_retries: 3
+  allowed_fails: 0
+  cooldown_time: 60
+  fallbacks: [{"claude": ["gpt-4"]}]
+`, urls)
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", url+"/v1/embeddings", strings.NewReader(`{"model":"claude","input":"hi"}`))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	select {
+	case code := <-done:
+		if code != 200 && code != 400 {
+			t.Fatalf("embeddings on a messages-only group: %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never ended")
+	}
+
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "POST", url+"/v1/chat/completions",
+			strings.NewReader(`{"model":"slow","stream":true,"messages":[{"role":"user","content":"a b c"}]}`))
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			buf := make([]byte, 10)
+			resp.Body.Read(buf)
+		}
+		cancel()
+	}
+	time.Sleep(50 * time.Millisecond) // let the gateway notice the last one left
+	if resp, body := chatTo(t, url, "slow"); resp.StatusCode != 200 {
+		t.Fatalf("abandoned streams cooled the deployment down: %d %s", resp.StatusCode, body)
 	}
 }

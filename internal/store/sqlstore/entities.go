@@ -313,6 +313,13 @@ func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next t
 		if err := json.Unmarshal([]byte(data), &rec); err != nil {
 			return err
 		}
+		// A reset that arrives late (another replica already started this
+		// period, or a later one) must not zero the current period's spend.
+		if cur, ok := rec["budget_reset_at"].(string); ok {
+			if at, err := time.Parse(time.RFC3339Nano, cur); err == nil && !at.Before(next) {
+				return nil
+			}
+		}
 		rec["budget_reset_at"] = next.UTC()
 		now := time.Now().UTC()
 		rec["updated_at"] = now
