@@ -1,0 +1,27 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestOfficialSDKs runs the sdktest module — the official openai-go,
+// anthropic-sdk-go and npm openai clients against this binary — as part of
+// the ordinary test run. The SDKs live in that module's go.mod, not ours.
+func TestOfficialSDKs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skipping the SDK module")
+	}
+	bin := buildBinary(t)
+	dir, _ := filepath.Abs("../../sdktest")
+	cmd := exec.Command("go", "test", "-count=1", "./...")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TOLLGATE_BIN="+bin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sdktest: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
