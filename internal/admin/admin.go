@@ -37,6 +37,14 @@ type API struct {
 	price func(model string) (pricing.Price, bool)
 	// models connects /model/* to the router; nil disables them.
 	models *Models
+	// shared holds budgets on Redis; an operator's spend edit reseeds it.
+	shared *ledger.Shared
+}
+
+// WithShared tells the API that budgets live on Redis too.
+func (a *API) WithShared(s *ledger.Shared) *API {
+	a.shared = s
+	return a
 }
 
 // WithPricer sets how /spend/calculate prices a model name (the router's

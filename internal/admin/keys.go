@@ -207,6 +207,11 @@ func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float6
 	if acct, ok := a.book.Lookup(lk, id); ok {
 		acct.SetSpent(ledger.USD(spend))
 	}
+	if a.shared != nil {
+		if err := a.shared.Forget(r.Context(), lk, id); err != nil {
+			a.log.Warn("spend edit not passed to redis; it applies when the account is next seeded", "err", err)
+		}
+	}
 	return nil
 }
 

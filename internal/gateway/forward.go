@@ -164,7 +164,7 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 			var c *charge
 			if g.opts.Meter != nil {
 				var err error
-				if c, err = g.opts.Meter.reserve(p, req, t, groupModel, callID, body, start); err != nil {
+				if c, err = g.opts.Meter.reserve(r.Context(), p, req, t, groupModel, callID, body, start); err != nil {
 					var exceeded *ledger.ExceededError
 					if errors.As(err, &exceeded) && g.opts.Metrics != nil {
 						g.opts.Metrics.BudgetRefused(exceeded.Kind.String())

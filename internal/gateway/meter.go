@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"strconv"
 	"time"
 
@@ -29,6 +30,8 @@ type Meter struct {
 	// OnSoftBudget is told, once per crossing, of an account whose spend
 	// passed its soft budget.
 	OnSoftBudget func(*ledger.Account)
+	// Holder places the holds: in process when nil, or shared on Redis.
+	Holder ledger.Holder
 }
 
 // imageTokenCeiling bounds the prompt tokens one image can cost on any
@@ -76,7 +79,7 @@ func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 // charge is one request's hold on its budgets.
 type charge struct {
 	m       *Meter
-	res     *ledger.Reservation
+	res     ledger.Hold
 	key     *ledger.Account
 	price   pricing.Price
 	log     store.SpendLog
@@ -87,11 +90,15 @@ type charge struct {
 
 // reserve holds the request's worst-case cost, or refuses it with the 400
 // budget_exceeded error LiteLLM clients expect.
-func (m *Meter) reserve(p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
+func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
 	accts := m.accounts(p, req.user, model)
 	bound := promptBound(body)
 	worst := t.Price.WorstCase(bound, req.maxTokens)
-	res, err := ledger.Reserve(accts, ledger.USD(worst))
+	holder := m.Holder
+	if holder == nil {
+		holder = ledger.Local{}
+	}
+	res, err := holder.Reserve(ctx, accts, ledger.USD(worst))
 	if err != nil {
 		e := apierror.BudgetExceeded("%v", err)
 		e.Cause = err

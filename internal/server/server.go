@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
@@ -56,6 +58,7 @@ type Server struct {
 	snap       *auth.Snapshot
 	writer     *ledger.Writer
 	limits     *gateway.Limits
+	shared     *ledger.Shared // budgets on Redis; nil without one
 	authn      *auth.Authenticator
 	lastHealth atomic.Pointer[healthReport]
 	modelsMu   sync.Mutex
@@ -126,13 +129,33 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			if sk, ok := storeKinds[kind]; ok {
 				s.writer.Reset(sk, id, next)
 			}
+			if s.shared != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				if err := s.shared.ResetPeriod(ctx, kind, id, next); err != nil {
+					s.log.Warn("budget reset not written to redis", "kind", kind.String(), "id", id, "err", err)
+				}
+			}
 		}
 		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap,
 			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget}
 	}
-	limits, err := newLimits(cfg, opts)
+	var rc *redis.Client
+	if url := cfg.RedisURL(); url != "" {
+		if rc, err = ratelimit.Dial(url); err != nil {
+			return nil, err
+		}
+	}
+	limits, err := newLimits(cfg, opts, rc)
 	if err != nil {
 		return nil, err
+	}
+	if rc != nil && gopts.Meter != nil {
+		// Budgets are held on Redis too, so replicas share them exactly.
+		shared := ledger.NewShared(rc, opts.RedisPrefix, opts.Logger)
+		shared.Degraded = limits.Limiter.Degraded
+		gopts.Meter.Holder = shared
+		s.shared = shared
 	}
 	s.limits = limits
 	gopts.Limits = limits
@@ -165,7 +188,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s.mux)
 	if opts.Store != nil {
-		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithModels(&admin.Models{
+		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithShared(s.shared).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,
 		}).WithPricer(func(model string) (pricing.Price, bool) {
@@ -396,13 +419,9 @@ func (s *Server) Reload(cfg *config.Config) error {
 
 // newLimits builds the rate limiter: shared on Redis when a redis_url is
 // configured (Options.RedisPrefix namespaces its keys), else in process.
-func newLimits(cfg *config.Config, opts Options) (*gateway.Limits, error) {
+func newLimits(cfg *config.Config, opts Options, c *redis.Client) (*gateway.Limits, error) {
 	var rd *ratelimit.Redis
-	if url := cfg.RedisURL(); url != "" {
-		c, err := ratelimit.Dial(url)
-		if err != nil {
-			return nil, err
-		}
+	if c != nil {
 		rd = ratelimit.NewRedis(c, opts.RedisPrefix)
 	}
 	l := ratelimit.New(rd, opts.Logger)

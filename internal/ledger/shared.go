@@ -1,0 +1,254 @@
+package ledger
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Hold is one request's reservation, in process or on Redis.
+type Hold interface {
+	// Settle books the real cost and drops the hold; it returns the
+	// accounts whose soft budget this crossed.
+	Settle(actual Amount) []*Account
+	// Release drops the hold without spending.
+	Release()
+}
+
+// Holder places holds: Local (one replica) or Shared (every replica, on Redis).
+type Holder interface {
+	Reserve(ctx context.Context, accounts []*Account, amount Amount) (Hold, error)
+}
+
+// Local holds in process.
+type Local struct{}
+
+// Reserve holds amount on every account in process.
+func (Local) Reserve(_ context.Context, accounts []*Account, amount Amount) (Hold, error) {
+	r, err := Reserve(accounts, amount)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Shared keeps the spend and holds of budgeted accounts in Redis, so that
+// every replica checks one budget: a Lua script checks all of a request's
+// budgets and holds on all or none. Holds are leases that expire (a replica
+// that dies cannot strand budget). An account is seeded with the store's
+// spend when Redis first sees it, or when the store reports a newer budget
+// period than Redis has. Accounts without a budget stay in process. When
+// Redis does not answer, or Degraded says it is down, holds fall back to the
+// replica's own ledger.
+type Shared struct {
+	c        redis.UniversalClient
+	prefix   string
+	LeaseTTL time.Duration
+	// Degraded, when set, reports that Redis is known to be down.
+	Degraded func() bool
+	log      *slog.Logger
+	warned   atomic.Int64 // unix seconds of the last fallback warning
+}
+
+// NewShared returns a Redis holder; prefix namespaces the keys (tests).
+func NewShared(c redis.UniversalClient, prefix string, log *slog.Logger) *Shared {
+	if prefix == "" {
+		prefix = "tg"
+	}
+	return &Shared{c: c, prefix: "{" + prefix + "}:bud:", LeaseTTL: 15 * time.Minute, log: log}
+}
+
+func (s *Shared) key(a *Account) string { return s.prefix + a.Kind.String() + ":" + a.ID }
+
+// reserveScript: ARGV = amount, lease, ttl ms, then per key: budget, seed
+// spent, period (reset time in ns; 0 none). KEYS come in threes per account:
+// state hash {spent, held, period}, lease amounts hash, lease expiry zset.
+var reserveScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local amount, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local n = #KEYS / 3
+for i = 1, n do
+  local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+  local budget, seed, period = tonumber(ARGV[3+3*i-2]), tonumber(ARGV[3+3*i-1]), tonumber(ARGV[3+3*i])
+  local cur = redis.call('HMGET', k, 'spent', 'held', 'period')
+  if cur[1] == false or tonumber(cur[3] or 0) < period then
+    redis.call('HSET', k, 'spent', seed, 'period', period)
+    if cur[2] == false then redis.call('HSET', k, 'held', 0) end
+  end
+  local expired = redis.call('ZRANGEBYSCORE', e, '-inf', now)
+  for _, l in ipairs(expired) do
+    local a = redis.call('HGET', h, l)
+    if a then redis.call('HINCRBY', k, 'held', -tonumber(a)) end
+    redis.call('HDEL', h, l)
+    redis.call('ZREM', e, l)
+  end
+  local v = redis.call('HMGET', k, 'spent', 'held')
+  local spent, held = tonumber(v[1]), tonumber(v[2])
+  if spent + held + amount > budget then return {0, i, spent, held} end
+end
+for i = 1, n do
+  local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+  redis.call('HINCRBY', k, 'held', amount)
+  redis.call('HSET', h, lease, amount)
+  redis.call('ZADD', e, now + ttl, lease)
+  for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
+end
+return {1}
+`)
+
+// settleScript: ARGV = actual, lease. Returns the spent of each account.
+var settleScript = redis.NewScript(`
+local actual, lease = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+for i = 1, #KEYS / 3 do
+  local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+  local a = redis.call('HGET', h, lease)
+  if a then
+    redis.call('HINCRBY', k, 'held', -tonumber(a))
+    redis.call('HDEL', h, lease)
+    redis.call('ZREM', e, lease)
+  end
+  if actual > 0 then out[i] = redis.call('HINCRBY', k, 'spent', actual) else out[i] = tonumber(redis.call('HGET', k, 'spent') or 0) end
+end
+return out
+`)
+
+// resetScript starts a new period: ARGV = period (ns). Only a newer period
+// resets, so replicas rolling over together reset once.
+var resetScript = redis.NewScript(`
+local cur = tonumber(redis.call('HGET', KEYS[1], 'period') or 0)
+if cur < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'spent', 0, 'period', ARGV[1])
+end
+return 1
+`)
+
+type sharedHold struct {
+	s       *Shared
+	lease   string
+	keys    []string // the budgeted accounts' keys, three each
+	shared  []*Account
+	others  []*Account // unbudgeted accounts, booked in process
+	amount  Amount
+	settled bool
+}
+
+// Reserve holds amount on the budgeted accounts in Redis.
+func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount) (Hold, error) {
+	if amount < 0 {
+		amount = 0
+	}
+	h := &sharedHold{s: s, amount: amount}
+	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds()}
+	for _, a := range accounts {
+		b := a.Budget()
+		if b == Unlimited {
+			h.others = append(h.others, a)
+			continue
+		}
+		k := s.key(a)
+		h.shared = append(h.shared, a)
+		h.keys = append(h.keys, k, k+":h", k+":e")
+		args = append(args, int64(b), int64(a.Spent()), a.resetAt.Load())
+	}
+	if len(h.shared) == 0 || (s.Degraded != nil && s.Degraded()) {
+		return Local{}.Reserve(ctx, accounts, amount)
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	h.lease = hex.EncodeToString(b[:])
+	args[1] = h.lease
+	res, err := reserveScript.Run(ctx, s.c, h.keys, args...).Int64Slice()
+	if err != nil {
+		s.fallback(err)
+		return Local{}.Reserve(ctx, accounts, amount)
+	}
+	if len(res) == 4 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
+		a := h.shared[res[1]-1]
+		return nil, &ExceededError{Kind: a.Kind, ID: a.ID, Spent: Amount(res[2]), Reserved: Amount(res[3]),
+			Budget: a.Budget(), Need: amount, ResetAt: a.ResetAt()}
+	}
+	for _, a := range h.others { // in-process bookkeeping of the unbudgeted ones
+		a.used.Add(int64(amount))
+	}
+	return h, nil
+}
+
+func (s *Shared) fallback(err error) {
+	now := time.Now().Unix()
+	if last := s.warned.Load(); now-last >= 10 && s.warned.CompareAndSwap(last, now) {
+		s.log.Warn("redis unreachable: budget holds fall back to this replica's own ledger", "err", err)
+	}
+}
+
+// Settle books actual on every account and drops the hold.
+func (h *sharedHold) Settle(actual Amount) []*Account {
+	return h.finish(actual, true)
+}
+
+// Release drops the hold.
+func (h *sharedHold) Release() { h.finish(0, false) }
+
+func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
+	if h == nil || h.settled {
+		return nil
+	}
+	h.settled = true
+	for _, a := range h.others {
+		a.used.Add(int64(actual) - int64(h.amount))
+		if spend {
+			soft = appendSoft(soft, a, Amount(a.spent.Add(int64(actual))))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if !spend {
+		actual = 0
+	}
+	res, err := settleScript.Run(ctx, h.s.c, h.keys, int64(actual), h.lease).Int64Slice()
+	for i, a := range h.shared {
+		if err == nil && i < len(res) {
+			// Mirror the shared spend locally (headers, metrics, soft budgets).
+			old := a.spent.Swap(res[i])
+			a.used.Add(res[i] - old)
+		} else if spend {
+			a.spent.Add(int64(actual))
+			a.used.Add(int64(actual))
+		}
+		if spend {
+			soft = appendSoft(soft, a, a.Spent())
+		}
+	}
+	if err != nil {
+		h.s.fallback(fmt.Errorf("settle: %w (the hold expires on its own)", err))
+	}
+	return soft
+}
+
+func appendSoft(soft []*Account, a *Account, spent Amount) []*Account {
+	if spent >= Amount(a.soft.Load()) && a.softHit.CompareAndSwap(false, true) {
+		return append(soft, a)
+	}
+	return soft
+}
+
+// ResetPeriod starts a new budget period for an account on Redis.
+func (s *Shared) ResetPeriod(ctx context.Context, kind Kind, id string, next time.Time) error {
+	return resetScript.Run(ctx, s.c, []string{s.prefix + kind.String() + ":" + id}, strconv.FormatInt(next.UnixNano(), 10)).Err()
+}
+
+// Forget makes Redis take an account's spend from the next replica that
+// uses it (after an operator overwrote the spend in the store); holds in
+// flight are kept.
+func (s *Shared) Forget(ctx context.Context, kind Kind, id string) error {
+	k := s.prefix + kind.String() + ":" + id
+	return s.c.HSet(ctx, k, "period", -1).Err()
+}

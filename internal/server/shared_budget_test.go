@@ -1,0 +1,93 @@
+package server
+
+import (
+	"context"
+	"math"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/storetest"
+)
+
+// TestReplicasShareBudgets: three gateways on one PostgreSQL and one Redis.
+// A key whose budget covers 100 requests, hammered on all three at once,
+// gets at most 100 through, and the recorded spend equals what the upstream
+// served. Without shared holds each replica would admit up to 100.
+func TestReplicasShareBudgets(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed for the shared-budget test")
+	}
+	mock := mockupstream.New(mockupstream.Options{Delay: 5 * time.Millisecond})
+	up := httptest.NewServer(mock)
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"  redis_url: "+rd+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := storetest.OpenPostgres(t, pg)
+	prefix := "budget-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	var urls []string
+	var srvs []*Server
+	for range 3 {
+		u, s := serveSrv(t, cfg, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond})
+		urls, srvs = append(urls, u), append(srvs, s)
+	}
+	if code, body := send(t, urls[0]+"/key/generate", "sk-1234", `{"key": "sk-shared-budget-key", "max_budget": 0.03}`); code != 200 { // 100 × 3e-4
+		t.Fatal(code, body)
+	}
+	for _, u := range urls[1:] {
+		if _, ok := within(3*time.Second, func() bool {
+			c, _ := send(t, u+"/v1/chat/completions", "sk-shared-budget-key", `{"model":"nope"}`)
+			return c == 404
+		}); !ok {
+			t.Fatal("a replica does not know the key")
+		}
+	}
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				switch code, _ := send(t, urls[i%3]+"/v1/chat/completions", "sk-shared-budget-key", chat3); code {
+				case 200:
+					ok.Add(1)
+				case 400:
+					refused.Add(1)
+				default:
+					t.Errorf("status %d", code)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() > 100 || ok.Load() < 90 {
+		t.Fatalf("three replicas let %d requests through a budget for 100 (%d refused)", ok.Load(), refused.Load())
+	}
+	for _, s := range srvs {
+		s.writer.Flush()
+	}
+	served := mock.Stats().Requests
+	k, err := st.GetKey(context.Background(), sha("sk-shared-budget-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(k.Spend-float64(served)*0.0003) > 1e-9 || k.Spend > 0.03+1e-12 {
+		t.Fatalf("recorded spend %v for %d served requests (budget 0.03)", k.Spend, served)
+	}
+	_, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha("sk-shared-budget-key")})
+	if int64(total) != served {
+		t.Fatalf("%d spend logs for %d served requests", total, served)
+	}
+}
