@@ -106,6 +106,11 @@ type Authenticator struct {
 	static    map[string]*config.StaticKey
 	mode      string // agentgateway apiKey mode: strict, optional or ""
 	now       func() time.Time
+	// StoreDown, when set, reports that the database is unreachable: a key
+	// missing from the snapshot may then be one created meanwhile, so it
+	// gets ErrUnverifiable (503) instead of ErrInvalidKey (401). Known keys
+	// keep working from the snapshot.
+	StoreDown func() bool
 }
 
 // NewAuthenticator returns an Authenticator for cfg's master key and static
@@ -143,6 +148,9 @@ func (a *Authenticator) IsMaster(raw string) bool {
 var (
 	ErrNoKey      = Error("no API key: pass it as Authorization: Bearer <key>, x-api-key or api-key")
 	ErrInvalidKey = Error("invalid API key")
+	// ErrUnverifiable: the key is not in the cached snapshot and the
+	// database, which might know it, is unreachable.
+	ErrUnverifiable = Error("cannot verify this API key: the database is unreachable; retry shortly")
 )
 
 // Error is an authentication failure; its text is safe to show the client.
@@ -183,6 +191,9 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
 	}
 	if a.Open() {
 		return &Principal{KeyHash: h}, nil
+	}
+	if a.StoreDown != nil && a.StoreDown() {
+		return nil, ErrUnverifiable
 	}
 	return nil, ErrInvalidKey
 }

@@ -6,6 +6,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -126,6 +127,9 @@ func (g *Gateway) models(w http.ResponseWriter, r *http.Request) error {
 
 func (g *Gateway) authenticate(r *http.Request) (*auth.Principal, error) {
 	p, err := g.auth.Authenticate(r)
+	if errors.Is(err, auth.ErrUnverifiable) {
+		return nil, apierror.Unavailable(err, "%v", err)
+	}
 	if err != nil {
 		return nil, apierror.Unauthorized("%v", err)
 	}

@@ -59,6 +59,7 @@ type Server struct {
 	writer     *ledger.Writer
 	limits     *gateway.Limits
 	shared     *ledger.Shared // budgets on Redis; nil without one
+	storeDown  atomic.Bool    // the last resync could not reach the database
 	authn      *auth.Authenticator
 	lastHealth atomic.Pointer[healthReport]
 	modelsMu   sync.Mutex
@@ -106,6 +107,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		snap = auth.NewSnapshot(all)
 	}
 	authn := auth.NewAuthenticator(cfg, snap)
+	authn.StoreDown = s.storeDown.Load
 	s.authn = authn
 	s.snap = authn.Snapshot()
 	gopts := gateway.Options{
@@ -305,10 +307,13 @@ func (s *Server) resync(ctx context.Context) {
 		changed, deleted, err := s.opts.Store.Changes(qctx, since)
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("key snapshot resync failed; serving the cached snapshot", "err", err)
+			if ctx.Err() == nil && !s.storeDown.Swap(true) {
+				s.log.Warn("database unreachable: serving known keys from the cached snapshot; unknown keys get 503", "err", err)
 			}
 			continue
+		}
+		if s.storeDown.Swap(false) {
+			s.log.Info("database reachable again")
 		}
 		s.snap.Apply(changed, deleted)
 		since = started.Add(-resyncOverlap)
