@@ -3,6 +3,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -111,6 +112,11 @@ type Authenticator struct {
 	// gets ErrUnverifiable (503) instead of ErrInvalidKey (401). Known keys
 	// keep working from the snapshot.
 	StoreDown func() bool
+	// Miss, when set, is asked about a key missing from the snapshot (one
+	// created on another replica a moment ago): it loads the key into the
+	// snapshot and reports whether it exists; an error means the store could
+	// not be asked.
+	Miss func(ctx context.Context, hash string) (bool, error)
 }
 
 // NewAuthenticator returns an Authenticator for cfg's master key and static
@@ -176,7 +182,17 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
 	if sk, ok := a.static[h]; ok {
 		return &Principal{KeyHash: h, Static: sk}, nil
 	}
-	if k, ok := a.snap.Key(h); ok {
+	k, ok := a.snap.Key(h)
+	if !ok && !a.Open() && a.Miss != nil && (a.StoreDown == nil || !a.StoreDown()) {
+		found, err := a.Miss(r.Context(), h)
+		if err != nil {
+			return nil, ErrUnverifiable
+		}
+		if found {
+			k, ok = a.snap.Key(h)
+		}
+	}
+	if ok {
 		p := &Principal{KeyHash: h, Key: k}
 		if k.UserID != "" {
 			p.User, _ = a.snap.User(k.UserID)

@@ -60,6 +60,8 @@ type Server struct {
 	limits     *gateway.Limits
 	shared     *ledger.Shared // budgets on Redis; nil without one
 	storeDown  atomic.Bool    // the last resync could not reach the database
+	missMu     sync.Mutex
+	missed     map[string]time.Time // key hashes the store did not know, until when
 	authn      *auth.Authenticator
 	lastHealth atomic.Pointer[healthReport]
 	modelsMu   sync.Mutex
@@ -108,6 +110,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	authn := auth.NewAuthenticator(cfg, snap)
 	authn.StoreDown = s.storeDown.Load
+	if opts.Store != nil {
+		s.missed = map[string]time.Time{}
+		authn.Miss = s.keyMiss
+	}
 	s.authn = authn
 	s.snap = authn.Snapshot()
 	gopts := gateway.Options{
@@ -443,4 +449,49 @@ func newLimits(cfg *config.Config, opts Options, c *redis.Client) (*gateway.Limi
 var storeKinds = map[ledger.Kind]store.Kind{
 	ledger.KindKey: store.KindKey, ledger.KindUser: store.KindUser,
 	ledger.KindTeam: store.KindTeam, ledger.KindEndUser: store.KindEndUser,
+}
+
+// keyMiss looks up, in the store, a key missing from the snapshot, so that
+// a key created on another replica works here at once instead of after the
+// next resync. Keys found missing are remembered for a second, so a client
+// retrying an invalid key costs one query per second, not one per request.
+func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
+	now := time.Now()
+	s.missMu.Lock()
+	if until, ok := s.missed[hash]; ok && now.Before(until) {
+		s.missMu.Unlock()
+		return false, nil
+	}
+	s.missMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	k, err := s.opts.Store.GetKey(ctx, hash)
+	if errors.Is(err, store.ErrNotFound) {
+		s.missMu.Lock()
+		if len(s.missed) > 10000 {
+			clear(s.missed) // bounded: a flood of random keys cannot grow it
+		}
+		s.missed[hash] = now.Add(time.Second)
+		s.missMu.Unlock()
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if k.UserID != "" {
+		if _, ok := s.snap.User(k.UserID); !ok {
+			if u, err := s.opts.Store.GetUser(ctx, k.UserID); err == nil {
+				s.snap.PutUser(u)
+			}
+		}
+	}
+	if k.TeamID != "" {
+		if _, ok := s.snap.Team(k.TeamID); !ok {
+			if t, err := s.opts.Store.GetTeam(ctx, k.TeamID); err == nil {
+				s.snap.PutTeam(t)
+			}
+		}
+	}
+	s.snap.PutKey(k)
+	return true, nil
 }
