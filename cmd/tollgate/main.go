@@ -12,6 +12,7 @@ commands:
   serve          run the gateway (default: embedded demo config, SQLite ./tollgate.db, port 4000)
   migrate        create or upgrade the database schema (serve also does this at start)
   mock-upstream  run a fake OpenAI + Anthropic upstream for demos, tests and benchmarks
+  bench          load-test the gateway against a direct-to-upstream baseline
   version        print the version
 
 Run 'tollgate <command> -h' for a command's flags.
@@ -30,6 +31,8 @@ func main() {
 		err = runMigrate(args)
 	case "mock-upstream":
 		err = runMockUpstream(args)
+	case "bench":
+		err = runBench(args)
 	case "version", "-version", "--version":
 		fmt.Println("tollgate", version())
 	case "help", "-h", "--help":

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -84,6 +86,10 @@ func runServe(args []string) error {
 		return err
 	}
 	go reloadOnHangup(ctx, srv, *cfgPath, log)
+	if addr := os.Getenv("TOLLGATE_PPROF_ADDR"); addr != "" {
+		// Profiling on its own listener (keep it on loopback): go tool pprof http://ADDR/debug/pprof/profile
+		go func() { log.Warn("pprof listener stopped", "err", http.ListenAndServe(addr, nil)) }()
+	}
 	log.Info("tollgate listening", "addr", ln.Addr().String(), "version", server.Version, "config", *cfgPath, "models", len(cfg.Deployments))
 	printHint(ln.Addr().String(), *cfgPath == "", open)
 	return srv.Serve(ctx, ln)

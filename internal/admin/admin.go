@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/pricing"
@@ -39,6 +40,14 @@ type API struct {
 	models *Models
 	// shared holds budgets on Redis; an operator's spend edit reseeds it.
 	shared *ledger.Shared
+	// keyHook is general_settings.custom_key_generate.
+	keyHook *hooks.Hook
+}
+
+// WithKeyHook makes /key/generate ask hook first.
+func (a *API) WithKeyHook(h *hooks.Hook) *API {
+	a.keyHook = h
+	return a
 }
 
 // WithShared tells the API that budgets live on Redis too.
@@ -87,6 +96,9 @@ func (a *API) Register(mux *http.ServeMux) {
 func (a *API) route(need access, h handler) http.Handler {
 	return apierror.Handler(a.log, func(w http.ResponseWriter, r *http.Request) error {
 		p, err := a.auth.Authenticate(r)
+		if errors.Is(err, auth.ErrUnverifiable) || errors.Is(err, hooks.ErrUnavailable) {
+			return apierror.Unavailable(err, "%v", err)
+		}
 		if err != nil {
 			return apierror.Unauthorized("%v", err)
 		}

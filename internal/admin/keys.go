@@ -1,12 +1,14 @@
 package admin
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -40,6 +42,11 @@ func (a *API) keyGenerate(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	obj, err := decode(r, &req)
 	if err != nil {
 		return err
+	}
+	if a.keyHook != nil {
+		if err := a.askKeyHook(r, obj); err != nil {
+			return err
+		}
 	}
 	applyDefaults(&req, obj, a.cfg.LiteLLMSettings.DefaultKeyGenerateParams)
 	if !isAdmin(p) {
@@ -348,4 +355,29 @@ func (a *API) keyBlock(block bool) handler {
 		a.audit(r.Context(), p, action, "key", k.TokenHash, k, updated)
 		return writeJSON(w, keyResponse(&updated, ""))
 	}
+}
+
+// KeyHookVars are the CEL variables custom_key_generate expressions may use:
+// request is the /key/generate body as sent.
+var KeyHookVars = []string{"request"}
+
+// askKeyHook lets general_settings.custom_key_generate refuse a key: a
+// refusal, and a hook that cannot answer, are 403s naming the hook.
+func (a *API) askKeyHook(r *http.Request, obj *jsonbody.Object) error {
+	var body map[string]any
+	if err := json.Unmarshal(obj.Body(), &body); err != nil {
+		return apierror.BadRequest("", "%v", err)
+	}
+	d, err := a.keyHook.Decide(r.Context(), map[string]any{"request": body}, "")
+	if err != nil {
+		return apierror.Forbidden("key generation refused: %v", err)
+	}
+	if !d.Allow {
+		msg := d.Message
+		if msg == "" {
+			msg = "refused by general_settings.custom_key_generate"
+		}
+		return apierror.Forbidden("%s", msg)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -117,6 +118,76 @@ type Authenticator struct {
 	// snapshot and reports whether it exists; an error means the store could
 	// not be asked.
 	Miss func(ctx context.Context, hash string) (bool, error)
+	// Custom is general_settings.custom_auth: a hook that decides after
+	// virtual-key auth, or instead of it.
+	Custom *CustomAuth
+}
+
+// CustomAuth runs an operator's hook on each request's key.
+type CustomAuth struct {
+	Hook    *hooks.Hook
+	Replace bool // the hook alone decides (the master key still works)
+}
+
+// ErrHookDenied is a refusal by custom_auth.
+type ErrHookDenied struct{ Message string }
+
+func (e *ErrHookDenied) Error() string { return e.Message }
+
+// hookInput is what custom_auth sees: the key, the request's headers
+// (lower-case names; the key headers left out) and, after virtual-key
+// auth, who the key belongs to.
+func hookInput(r *http.Request, raw string, p *Principal) map[string]any {
+	headers := make(map[string]any, len(r.Header))
+	for k, v := range r.Header {
+		lk := strings.ToLower(k)
+		if lk == "authorization" || lk == "x-api-key" || lk == "api-key" || len(v) == 0 {
+			continue
+		}
+		headers[lk] = v[0]
+	}
+	principal := map[string]any{"known": false, "user_id": "", "team_id": "", "key_alias": ""}
+	if p != nil && p.Key != nil {
+		principal["known"], principal["user_id"], principal["team_id"] = true, p.Key.UserID, p.Key.TeamID
+		if p.Key.KeyAlias != nil {
+			principal["key_alias"] = *p.Key.KeyAlias
+		}
+	}
+	return map[string]any{"key": raw, "headers": headers,
+		"request": map[string]any{"method": r.Method, "path": r.URL.Path}, "principal": principal}
+}
+
+// HookVars are the CEL variables custom_auth expressions may use.
+var HookVars = []string{"key", "headers", "request", "principal"}
+
+// custom runs the hook. A denial is an *ErrHookDenied; a hook that cannot
+// answer is a hooks.ErrUnavailable error — never an allow.
+func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*Principal, error) {
+	d, err := a.Custom.Hook.Decide(r.Context(), hookInput(r, raw, p), h+"|"+r.URL.Path)
+	if err != nil {
+		return nil, err
+	}
+	if !d.Allow {
+		msg := d.Message
+		if msg == "" {
+			msg = "denied by general_settings.custom_auth"
+		}
+		return nil, &ErrHookDenied{msg}
+	}
+	if p != nil {
+		return p, nil
+	}
+	// replace mode: the hook's answer is the identity.
+	k := &store.Key{TokenHash: h, KeyName: "custom-auth", UserID: d.UserID, TeamID: d.TeamID, Models: d.Models,
+		MaxBudget: d.MaxBudget, RPMLimit: d.RPMLimit, TPMLimit: d.TPMLimit, MaxParallelRequests: d.MaxParallelRequests}
+	np := &Principal{KeyHash: h, Key: k}
+	if d.UserID != "" {
+		np.User, _ = a.snap.User(d.UserID)
+	}
+	if d.TeamID != "" {
+		np.Team, _ = a.snap.Team(d.TeamID)
+	}
+	return np, nil
 }
 
 // NewAuthenticator returns an Authenticator for cfg's master key and static
@@ -164,6 +235,14 @@ type Error string
 
 func (e Error) Error() string { return string(e) }
 
+// after runs custom_auth, when set, on a principal virtual-key auth accepted.
+func (a *Authenticator) after(r *http.Request, raw, h string, p *Principal) (*Principal, error) {
+	if a.Custom == nil {
+		return p, nil
+	}
+	return a.custom(r, raw, h, p)
+}
+
 // Authenticate resolves the key on r. The comparison with the master key is
 // on sha256 digests in constant time; every other lookup is by digest too.
 func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
@@ -179,8 +258,11 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
 	if a.hasMaster && subtle.ConstantTimeCompare(sum[:], a.master[:]) == 1 {
 		return &Principal{Master: true, KeyHash: h}, nil
 	}
+	if a.Custom != nil && a.Custom.Replace {
+		return a.custom(r, raw, h, nil)
+	}
 	if sk, ok := a.static[h]; ok {
-		return &Principal{KeyHash: h, Static: sk}, nil
+		return a.after(r, raw, h, &Principal{KeyHash: h, Static: sk})
 	}
 	k, ok := a.snap.Key(h)
 	if !ok && !a.Open() && a.Miss != nil && (a.StoreDown == nil || !a.StoreDown()) {
@@ -203,7 +285,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
 		if why := keyUsable(k, p.Team, a.now()); why != "" {
 			return nil, Error(why)
 		}
-		return p, nil
+		return a.after(r, raw, h, p)
 	}
 	if a.Open() {
 		return &Principal{KeyHash: h}, nil

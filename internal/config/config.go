@@ -39,10 +39,29 @@ type Config struct {
 	APIKeyMode string `yaml:"-"`
 	// LocalRateLimits are agentgateway's gateway-wide token buckets.
 	LocalRateLimits []LocalRateLimit `yaml:"-"`
+	// CustomAuth and CustomKeyGenerate are the hook mappings of
+	// general_settings.custom_auth / custom_key_generate; nil when unset or
+	// given as a Python path.
+	CustomAuth, CustomKeyGenerate *HookSpec `yaml:"-"`
 	// ListenPort is the port the file asks for (llm.port, binds[0].port); 0 when none.
 	ListenPort int `yaml:"-"`
 	// Warnings are things the operator should know; serve logs them.
 	Warnings []string `yaml:"-"`
+}
+
+// HookSpec is a webhook or a CEL expression deciding auth or key generation.
+type HookSpec struct {
+	Mode    string       `yaml:"mode"` // custom_auth: after (default) or replace
+	CEL     string       `yaml:"cel"`
+	Webhook *WebhookSpec `yaml:"webhook"`
+}
+
+// WebhookSpec is an HTTP decision service.
+type WebhookSpec struct {
+	URL      EnvString            `yaml:"url"`
+	Timeout  *Seconds             `yaml:"timeout"`
+	Headers  map[string]EnvString `yaml:"headers"`
+	CacheTTL *Seconds             `yaml:"cache_ttl"`
 }
 
 // StaticKey is a key from the config file; only its sha256 is kept.

@@ -48,22 +48,24 @@ type ModelInfo struct {
 
 // GeneralSettings is LiteLLM's general_settings.
 type GeneralSettings struct {
-	MasterKey              EnvString      `yaml:"master_key"`
-	DatabaseURL            EnvString      `yaml:"database_url"`
-	DatabaseType           string         `yaml:"database_type"`
-	DatabaseArgs           map[string]any `yaml:"database_args"`
-	RedisURL               EnvString      `yaml:"redis_url"`
-	CustomAuth             any            `yaml:"custom_auth"`
-	CustomKeyGenerate      any            `yaml:"custom_key_generate"`
-	MaxRequestSizeMB       *float64       `yaml:"max_request_size_mb"`
-	MaxResponseSizeMB      *float64       `yaml:"max_response_size_mb"`
-	BackgroundHealthChecks bool           `yaml:"background_health_checks"`
-	HealthCheckInterval    *Seconds       `yaml:"health_check_interval"`
-	AllowUserAuth          any            `yaml:"allow_user_auth"`
-	Alerting               any            `yaml:"alerting"`
-	ProxyBatchWriteAt      any            `yaml:"proxy_batch_write_at"`
-	DisableSpendLogs       bool           `yaml:"disable_spend_logs"`
-	MetricsPrefix          string         `yaml:"metrics_prefix"`
+	MasterKey    EnvString      `yaml:"master_key"`
+	DatabaseURL  EnvString      `yaml:"database_url"`
+	DatabaseType string         `yaml:"database_type"`
+	DatabaseArgs map[string]any `yaml:"database_args"`
+	RedisURL     EnvString      `yaml:"redis_url"`
+	// CustomAuth and CustomKeyGenerate are LiteLLM's Python function paths
+	// (warned about, not run) or Tollgate's hook mappings (see HookSpec).
+	CustomAuth             any      `yaml:"custom_auth"`
+	CustomKeyGenerate      any      `yaml:"custom_key_generate"`
+	MaxRequestSizeMB       *float64 `yaml:"max_request_size_mb"`
+	MaxResponseSizeMB      *float64 `yaml:"max_response_size_mb"`
+	BackgroundHealthChecks bool     `yaml:"background_health_checks"`
+	HealthCheckInterval    *Seconds `yaml:"health_check_interval"`
+	AllowUserAuth          any      `yaml:"allow_user_auth"`
+	Alerting               any      `yaml:"alerting"`
+	ProxyBatchWriteAt      any      `yaml:"proxy_batch_write_at"`
+	DisableSpendLogs       bool     `yaml:"disable_spend_logs"`
+	MetricsPrefix          string   `yaml:"metrics_prefix"`
 	// MetricsKeyLabels: per-key, per-user and per-end-user metric series
 	// (default true; false for cardinality).
 	MetricsKeyLabels *bool `yaml:"metrics_key_labels"`

@@ -114,9 +114,33 @@ func (n *normalizer) run() error {
 		}
 	}
 	for i, p := range []any{c.GeneralSettings.CustomAuth, c.GeneralSettings.CustomKeyGenerate} {
-		if s, ok := p.(string); ok && s != "" {
-			key := []string{"custom_auth", "custom_key_generate"}[i]
-			n.warnings = append(n.warnings, fmt.Sprintf("%s: general_settings.%s names a Python function (%q); Tollgate runs no Python, so it is not applied", n.at("$.general_settings."+key), key, s))
+		key := []string{"custom_auth", "custom_key_generate"}[i]
+		switch v := p.(type) {
+		case nil:
+		case string:
+			if v != "" {
+				n.warnings = append(n.warnings, fmt.Sprintf("%s: general_settings.%s names a Python function (%q); Tollgate runs no Python, so it is not applied (use a webhook or a cel expression)", n.at("$.general_settings."+key), key, v))
+			}
+		default:
+			raw, err := yaml.Marshal(v)
+			if err != nil {
+				return n.errorf("$.general_settings."+key, "%v", err)
+			}
+			spec := &HookSpec{}
+			if err := yaml.UnmarshalWithOptions(raw, spec, yaml.Strict()); err != nil {
+				return n.errorf("$.general_settings."+key, "general_settings.%s: %v", key, yaml.FormatError(err, false, false))
+			}
+			if (spec.CEL == "") == (spec.Webhook == nil) {
+				return n.errorf("$.general_settings."+key, "general_settings.%s needs exactly one of webhook and cel", key)
+			}
+			if spec.Mode != "" && spec.Mode != "after" && spec.Mode != "replace" {
+				return n.errorf("$.general_settings."+key+".mode", "mode must be after or replace, got %q", spec.Mode)
+			}
+			if i == 0 {
+				c.CustomAuth = spec
+			} else {
+				c.CustomKeyGenerate = spec
+			}
 		}
 	}
 	return nil

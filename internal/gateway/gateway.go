@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
@@ -127,7 +128,7 @@ func (g *Gateway) models(w http.ResponseWriter, r *http.Request) error {
 
 func (g *Gateway) authenticate(r *http.Request) (*auth.Principal, error) {
 	p, err := g.auth.Authenticate(r)
-	if errors.Is(err, auth.ErrUnverifiable) {
+	if errors.Is(err, auth.ErrUnverifiable) || errors.Is(err, hooks.ErrUnavailable) {
 		return nil, apierror.Unavailable(err, "%v", err)
 	}
 	if err != nil {

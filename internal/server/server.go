@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
+	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/pricing"
@@ -109,6 +110,19 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		snap = auth.NewSnapshot(all)
 	}
 	authn := auth.NewAuthenticator(cfg, snap)
+	if cfg.CustomAuth != nil {
+		h, err := buildHook("custom_auth", cfg.CustomAuth, auth.HookVars)
+		if err != nil {
+			return nil, err
+		}
+		authn.Custom = &auth.CustomAuth{Hook: h, Replace: cfg.CustomAuth.Mode == "replace"}
+	}
+	var keyHook *hooks.Hook
+	if cfg.CustomKeyGenerate != nil {
+		if keyHook, err = buildHook("custom_key_generate", cfg.CustomKeyGenerate, admin.KeyHookVars); err != nil {
+			return nil, err
+		}
+	}
 	authn.StoreDown = s.storeDown.Load
 	if opts.Store != nil {
 		s.missed = map[string]time.Time{}
@@ -196,7 +210,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s.mux)
 	if opts.Store != nil {
-		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithShared(s.shared).WithModels(&admin.Models{
+		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,
 		}).WithPricer(func(model string) (pricing.Price, bool) {
@@ -426,6 +440,28 @@ func (s *Server) Reload(cfg *config.Config) error {
 	}
 	s.log.Info("config reloaded", "models", len(cfg.Deployments))
 	return nil
+}
+
+// buildHook turns a config hook into a hooks.Hook.
+func buildHook(name string, c *config.HookSpec, vars []string) (*hooks.Hook, error) {
+	spec := &hooks.Spec{CEL: c.CEL, Mode: c.Mode}
+	if w := c.Webhook; w != nil {
+		spec.Webhook = &hooks.WebhookSpec{URL: string(w.URL), Headers: map[string]string{}}
+		if w.Timeout != nil {
+			spec.Webhook.Timeout = time.Duration(*w.Timeout)
+		}
+		if w.CacheTTL != nil {
+			spec.Webhook.CacheTTL = time.Duration(*w.CacheTTL)
+		}
+		for k, v := range w.Headers {
+			spec.Webhook.Headers[k] = string(v)
+		}
+	}
+	h, err := hooks.New("general_settings."+name, spec, vars...)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return h, nil
 }
 
 // newLimits builds the rate limiter: shared on Redis when a redis_url is

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,6 +96,15 @@ func (s *DB) Close() error { return s.db.Close() }
 
 // Engine names the engine: "sqlite3" or "postgres".
 func (s *DB) Engine() string { return string(s.dialect) }
+
+// param is the n-th numbered placeholder in the engine's syntax, for
+// statements with many parameters ($n on PostgreSQL, ?n on SQLite).
+func (s *DB) param(n int) string {
+	if s.dialect == goose.DialectSQLite3 {
+		return "?" + strconv.Itoa(n)
+	}
+	return "$" + strconv.Itoa(n)
+}
 
 func micros(t time.Time) int64 {
 	if t.IsZero() {

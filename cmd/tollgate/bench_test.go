@@ -1,0 +1,26 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestBenchSmoke runs the load harness for a few seconds: it proves the
+// harness works end to end (processes, load, /proc readings, table), not
+// how fast anything is.
+func TestBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	out, err := exec.Command(buildBinary(t), "bench", "--smoke", "--both").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench --smoke: %v\n%s", err, out)
+	}
+	for _, want := range []string{"| plain | closed:4 | false |", "| governed | rate:100 | true |"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("no %q row:\n%s", want, out)
+		}
+	}
+	t.Logf("\n%s", out)
+}

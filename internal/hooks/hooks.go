@@ -1,0 +1,204 @@
+// Package hooks lets operators decide authentication and key generation
+// without Go plugins or Python: a webhook (an HTTP service that answers
+// allow/deny) or a CEL expression evaluated in process. It backs
+// general_settings.custom_auth and custom_key_generate.
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"sync"
+	"time"
+
+	"cel.dev/cel-go/cel"
+)
+
+// Spec configures one hook: exactly one of Webhook and CEL.
+type Spec struct {
+	Webhook *WebhookSpec `yaml:"webhook"`
+	CEL     string       `yaml:"cel"`
+	// Mode, for custom_auth: "after" (default: virtual-key auth first, then
+	// the hook) or "replace" (the hook alone decides).
+	Mode string `yaml:"mode"`
+}
+
+// WebhookSpec is an HTTP decision service.
+type WebhookSpec struct {
+	URL      string            `yaml:"url"`
+	Timeout  time.Duration     `yaml:"timeout"`   // default 2s
+	Headers  map[string]string `yaml:"headers"`   // sent on every call (e.g. a shared secret)
+	CacheTTL time.Duration     `yaml:"cache_ttl"` // auth decisions are cached this long per key (default 0: none)
+}
+
+// Decision is a hook's answer.
+type Decision struct {
+	Allow   bool   `json:"allow"`
+	Message string `json:"message"`
+	// Identity for custom_auth: who the caller is and what it may do.
+	UserID              string   `json:"user_id"`
+	TeamID              string   `json:"team_id"`
+	Models              []string `json:"models"`
+	MaxBudget           *float64 `json:"max_budget"`
+	RPMLimit            *int64   `json:"rpm_limit"`
+	TPMLimit            *int64   `json:"tpm_limit"`
+	MaxParallelRequests *int64   `json:"max_parallel_requests"`
+}
+
+// ErrUnavailable wraps a hook that could not be asked (down, slow, or an
+// answer that is not a decision). Callers never treat it as allow.
+var ErrUnavailable = errors.New("hook unavailable")
+
+// Hook decides on an input document.
+type Hook struct {
+	name    string
+	webhook *WebhookSpec
+	client  *http.Client
+	prg     cel.Program
+	mu      sync.Mutex
+	cache   map[[32]byte]cached
+}
+
+type cached struct {
+	d     Decision
+	until time.Time
+}
+
+// New builds the hook named name (for messages) from spec. vars are the
+// CEL variables the expression may use; it must evaluate to a bool, or to a
+// map with an "allow" bool and the Decision's other fields.
+func New(name string, spec *Spec, vars ...string) (*Hook, error) {
+	h := &Hook{name: name, cache: map[[32]byte]cached{}}
+	switch {
+	case spec.Webhook != nil && spec.CEL != "":
+		return nil, fmt.Errorf("%s: give a webhook or a cel expression, not both", name)
+	case spec.Webhook != nil:
+		if spec.Webhook.URL == "" {
+			return nil, fmt.Errorf("%s: webhook.url is required", name)
+		}
+		h.webhook = spec.Webhook
+		t := spec.Webhook.Timeout
+		if t <= 0 {
+			t = 2 * time.Second
+		}
+		h.client = &http.Client{Timeout: t}
+	case spec.CEL != "":
+		opts := make([]cel.EnvOption, 0, len(vars))
+		for _, v := range vars {
+			opts = append(opts, cel.Variable(v, cel.DynType))
+		}
+		env, err := cel.NewEnv(opts...)
+		if err != nil {
+			return nil, err
+		}
+		ast, iss := env.Compile(spec.CEL)
+		if iss.Err() != nil {
+			return nil, fmt.Errorf("%s: cel: %w", name, iss.Err())
+		}
+		if h.prg, err = env.Program(ast, cel.EvalOptions(cel.OptOptimize)); err != nil {
+			return nil, fmt.Errorf("%s: cel: %w", name, err)
+		}
+	default:
+		return nil, fmt.Errorf("%s: give a webhook or a cel expression", name)
+	}
+	return h, nil
+}
+
+// Name is the hook's setting name.
+func (h *Hook) Name() string { return h.name }
+
+// Decide asks the hook about input (a JSON-able map of the CEL variables).
+// cacheKey, when set, caches webhook decisions for the spec's TTL.
+func (h *Hook) Decide(ctx context.Context, input map[string]any, cacheKey string) (Decision, error) {
+	if h.prg != nil {
+		return h.eval(input)
+	}
+	var ck [32]byte
+	useCache := cacheKey != "" && h.webhook.CacheTTL > 0
+	if useCache {
+		ck = sha256.Sum256([]byte(cacheKey))
+		h.mu.Lock()
+		c, ok := h.cache[ck]
+		h.mu.Unlock()
+		if ok && time.Now().Before(c.until) {
+			return c.d, nil
+		}
+	}
+	d, err := h.call(ctx, input)
+	if err != nil {
+		return Decision{}, err
+	}
+	if useCache {
+		h.mu.Lock()
+		if len(h.cache) > 100000 {
+			clear(h.cache)
+		}
+		h.cache[ck] = cached{d, time.Now().Add(h.webhook.CacheTTL)}
+		h.mu.Unlock()
+	}
+	return d, nil
+}
+
+func (h *Hook) eval(input map[string]any) (Decision, error) {
+	out, _, err := h.prg.Eval(input)
+	if err != nil {
+		// An expression that cannot be evaluated for this input (a missing
+		// header, say) denies: it never lets a request through.
+		return Decision{Allow: false, Message: fmt.Sprintf("denied by %s: the expression failed: %v", h.name, err)}, nil
+	}
+	switch v := out.Value().(type) {
+	case bool:
+		return Decision{Allow: v}, nil
+	default:
+		m, err := out.ConvertToNative(mapType)
+		if err != nil {
+			return Decision{}, fmt.Errorf("%w: %s: the expression gave %s, not a bool or a map", ErrUnavailable, h.name, out.Type())
+		}
+		raw, _ := json.Marshal(m)
+		var d Decision
+		if err := json.Unmarshal(raw, &d); err != nil {
+			return Decision{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, h.name, err)
+		}
+		return d, nil
+	}
+}
+
+var mapType = reflect.TypeOf(map[string]any{})
+
+func (h *Hook) call(ctx context.Context, input map[string]any) (Decision, error) {
+	body, _ := json.Marshal(input)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.webhook.URL, bytes.NewReader(body))
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, h.name, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range h.webhook.Headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: %s webhook %s: %v", ErrUnavailable, h.name, h.webhook.URL, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return Decision{}, fmt.Errorf("%w: %s webhook %s answered %d", ErrUnavailable, h.name, h.webhook.URL, resp.StatusCode)
+	}
+	var d struct {
+		Decision
+		Decision2 *bool `json:"decision"` // custom_key_generate's LiteLLM spelling
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return Decision{}, fmt.Errorf("%w: %s webhook %s: answer is not JSON: %v", ErrUnavailable, h.name, h.webhook.URL, err)
+	}
+	if d.Decision2 != nil {
+		d.Allow = *d.Decision2
+	}
+	return d.Decision, nil
+}
