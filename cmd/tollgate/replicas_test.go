@@ -24,6 +24,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/netsim"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/sqlstore"
 )
@@ -99,6 +100,14 @@ func TestThreeReplicas(t *testing.T) {
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
+	direct := u.String()
+	// The replicas reach PostgreSQL through a proxy the test can cut.
+	proxy, err := netsim.NewProxy(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Cut()
+	u.Host = proxy.Addr()
 
 	mock := mockupstream.New(mockupstream.Options{Delay: 3 * time.Millisecond})
 	up := httptest.NewServer(mock)
@@ -178,10 +187,48 @@ general_settings:
 		t.Fatalf("a 30-rpm key admitted %d requests across three replicas", ok.Load())
 	}
 
-	// 4. SIGKILL one replica under load and restart it: only requests it
+	// 4. PostgreSQL goes away: known keys keep working on every replica,
+	// unknown ones get 503, and the spend of the outage lands afterwards.
+	outageKey := "sk-outage-" + suffix
+	call(A+"/key/generate", "sk-1234", `{"key": "`+outageKey+`"}`)
+	outageServed := 0
+	for _, r := range []string{A, B, C} { // every replica has seen the key
+		if c, body := call(r+"/v1/chat/completions", outageKey, chat3); c != 200 {
+			t.Fatalf("the outage key before the outage: %d %s", c, body)
+		}
+		outageServed++
+	}
+	proxy.Cut()
+	if !eventually(5*time.Second, func() bool {
+		c, _ := call(B+"/v1/chat/completions", "sk-unknown-during-outage", chat3)
+		return c == 503
+	}) {
+		t.Fatal("an unknown key during the outage did not get 503")
+	}
+	for i := range 6 {
+		if c, body := call(rs.url(i%3)+"/v1/chat/completions", outageKey, chat3); c != 200 {
+			t.Fatalf("a known key during the outage on replica %d: %d %s", i%3, c, body)
+		}
+		outageServed++
+	}
+	if err := proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{A, B, C} {
+		if !eventually(10*time.Second, func() bool {
+			c, _ := call(r+"/v1/chat/completions", "sk-unknown-during-outage", chat3)
+			return c == 401
+		}) {
+			t.Fatalf("unknown keys still get 503 on %s after the database came back", r)
+		}
+	}
+
+	// 5. SIGKILL one replica under load and restart it: only requests it
 	// answered within the crash window before dying may lack their row.
 	loadKey := "sk-load-" + suffix
-	call(A+"/key/generate", "sk-1234", `{"key": "`+loadKey+`"}`)
+	if c, body := call(A+"/key/generate", "sk-1234", `{"key": "`+loadKey+`"}`); c != 200 {
+		t.Fatalf("load key: %d %s", c, body)
+	}
 	type answered struct {
 		id      string
 		replica int
@@ -222,7 +269,7 @@ general_settings:
 	stopLoad()
 	wg.Wait()
 
-	// 5. SIGTERM everything: every row but the crash window's is there.
+	// 6. SIGTERM everything: every row but the crash window's is there.
 	for i := range 3 {
 		rs.cmds[i].Process.Signal(syscall.SIGTERM)
 	}
@@ -231,7 +278,7 @@ general_settings:
 			t.Fatalf("replica %d exit: %v\n%s", i, err, rs.stderrs[i])
 		}
 	}
-	st, err := sqlstore.OpenPostgres(context.Background(), rs.pgURL)
+	st, err := sqlstore.OpenPostgres(context.Background(), direct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,6 +289,9 @@ general_settings:
 	}
 	if diff := k.Spend - float64(served)*0.0003; diff > 1e-9 || diff < -1e-9 || k.Spend > 0.03+1e-12 {
 		t.Fatalf("recorded spend %v for %d served requests (budget 0.03)", k.Spend, served)
+	}
+	if _, n, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: config.HashKey(outageKey)}); n != outageServed {
+		t.Errorf("%d spend rows for the %d requests around the outage", n, outageServed)
 	}
 	stored := map[string]bool{}
 	for page := 1; ; page++ {

@@ -2,89 +2,19 @@ package server
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/netsim"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/storetest"
 )
-
-// tcpProxy forwards a loopback port to target and can be cut and restored,
-// to play a database restart without touching the real server.
-type tcpProxy struct {
-	target, addr string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func newProxy(t *testing.T, target string) *tcpProxy {
-	p := &tcpProxy{target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *tcpProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { io.Copy(u, c); u.Close() }()
-			go func() { io.Copy(c, u); c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every connection: the database is "down".
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-// restore listens again on the same port: the database is back.
-func (p *tcpProxy) restore(t *testing.T) {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(ln)
-}
 
 // TestDatabaseOutage: with PostgreSQL unreachable, known keys keep working
 // from the cache, unknown keys get 503 (not 401), and the spend of requests
@@ -95,8 +25,12 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping the database-outage test")
 	}
 	u, _ := url.Parse(pg)
-	proxy := newProxy(t, u.Host)
-	u.Host = proxy.addr
+	proxy, err := netsim.NewProxy(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Cut)
+	u.Host = proxy.Addr()
 	st := storetest.OpenPostgres(t, u.String())
 
 	mock := mockupstream.New(mockupstream.Options{})
@@ -111,7 +45,7 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Fatal(code, body)
 	}
 
-	proxy.cut()
+	proxy.Cut()
 	if _, ok := within(3*time.Second, func() bool { return srv.storeDown.Load() }); !ok {
 		t.Fatal("the outage was not noticed")
 	}
@@ -125,14 +59,16 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Fatalf("an unknown key during the outage: %d %s", code, body)
 	}
 
-	proxy.restore(t)
+	if err := proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
 	if _, ok := within(10*time.Second, func() bool {
 		_, total, err := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha("sk-known-before-outage")})
 		return err == nil && total == 5
 	}); !ok {
 		t.Fatal("the spend of the outage never reached the database")
 	}
-	if code, _ := send(t, url+"/v1/chat/completions", "sk-never-seen-key", chat3); code != 401 {
-		t.Fatalf("an unknown key after the outage: %d, want 401", code)
+	if _, ok := within(5*time.Second, func() bool { c, _ := send(t, url+"/v1/chat/completions", "sk-never-seen-key", chat3); return c == 401 }); !ok {
+		t.Fatal("unknown keys still get 503 five seconds after the database came back")
 	}
 }

@@ -66,6 +66,7 @@ type Server struct {
 	authn      *auth.Authenticator
 	lastHealth atomic.Pointer[healthReport]
 	modelsMu   sync.Mutex
+	reloadMu   sync.Mutex          // serializes reloadModels
 	dbModels   []config.Deployment // deployments added through /model/new
 	modelsSig  string              // ids and update times of dbModels
 	health     *router.Health
@@ -395,6 +396,10 @@ func (s *Server) setDBModels(models []store.Model) bool {
 // reloadModels reads the API's models and, when they changed, swaps in a
 // router with them; requests in flight keep the router they started with.
 func (s *Server) reloadModels(ctx context.Context) error {
+	// One reload at a time: a resync that read the models before an API
+	// write must not install its stale list after the write's own reload.
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	models, err := s.opts.Store.ListModels(ctx)
 	if err != nil {
 		return err
