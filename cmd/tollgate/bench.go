@@ -1,10 +1,16 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/bench"
@@ -12,7 +18,7 @@ import (
 
 func runBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	scenarios := fs.String("scenarios", "plain,governed", "comma-separated: plain, governed (SQLite), governed-pg (PostgreSQL + Redis)")
+	scenarios := fs.String("scenarios", "bare,plain,governed", "comma-separated: bare (a plain httputil.ReverseProxy, the floor), plain, governed (SQLite), governed-pg (PostgreSQL + Redis)")
 	loads := fs.String("loads", "closed:50,rate:500,rate:2000", "comma-separated: closed:N connections or rate:R requests/s")
 	stream := fs.Bool("stream", false, "streaming requests")
 	both := fs.Bool("both", false, "run non-streaming and streaming")
@@ -47,6 +53,33 @@ func runBench(args []string) error {
 				return fmt.Errorf("%s %s: the gateway answered nothing", r.Scenario, r.Load)
 			}
 		}
+	}
+	return nil
+}
+
+// runBareProxy is a plain httputil.ReverseProxy (no auth, no metering):
+// the bench's floor for what any Go HTTP proxy costs on this machine.
+func runBareProxy(args []string) error {
+	fs := flag.NewFlagSet("bare-proxy", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:8081", "address to listen on")
+	target := fs.String("target", "http://127.0.0.1:8080", "upstream base URL")
+	_ = fs.Parse(args)
+	u, err := url.Parse(*target)
+	if err != nil {
+		return err
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 512, MaxIdleConns: 1024, IdleConnTimeout: 90 * time.Second}
+	rp.FlushInterval = -1
+	mux := http.NewServeMux()
+	mux.Handle("/", rp)
+	mux.HandleFunc("GET /health/liveliness", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`"ok"`)) })
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv := &http.Server{Addr: *addr, Handler: mux}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+		return err
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -33,11 +34,11 @@ func version() string {
 	return v
 }
 
-func newLogger(format string) *slog.Logger {
+func newLogger(format string, out io.Writer) *slog.Logger {
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+		return slog.New(slog.NewTextHandler(out, nil))
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	return slog.New(slog.NewJSONHandler(out, nil))
 }
 
 func runServe(args []string) error {
@@ -48,7 +49,9 @@ func runServe(args []string) error {
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	drain := fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for requests in flight")
 	_ = fs.Parse(args)
-	log := newLogger(*logFormat)
+	logOut := newLogWriter(os.Stderr)
+	defer logOut.Close()
+	log := newLogger(*logFormat, logOut)
 	server.Version = version()
 
 	cfg := config.Default()
@@ -191,5 +194,5 @@ func runMockUpstream(args []string) error {
 	defer stop()
 	return mockupstream.ListenAndServe(ctx, *addr, mockupstream.Options{
 		Delay: *delay, ChunkDelay: *chunkDelay, Chunks: *chunks, FailStatus: *failStatus, NoRecord: true,
-	}, newLogger(*logFormat))
+	}, newLogger(*logFormat, os.Stderr))
 }

@@ -79,7 +79,13 @@ func ExtractKey(r *http.Request) string {
 }
 
 // Hash is the sha256 of a raw key: the only form in which a key is kept.
-func Hash(raw string) [32]byte { return sha256.Sum256([]byte(raw)) }
+func Hash(raw string) [32]byte {
+	var buf [256]byte // keys fit: hashing them allocates nothing
+	if len(raw) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], raw...))
+	}
+	return sha256.Sum256([]byte(raw))
+}
 
 // HashHex is Hash as lower-case hex, the `token` of LiteLLM's API.
 func HashHex(raw string) string {
@@ -246,52 +252,91 @@ func (a *Authenticator) after(r *http.Request, raw, h string, p *Principal) (*Pr
 // Authenticate resolves the key on r. The comparison with the master key is
 // on sha256 digests in constant time; every other lookup is by digest too.
 func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
+	p := &Principal{}
+	if err := a.AuthenticateInto(r, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// AuthenticateInto is Authenticate filling the caller's Principal: for a
+// known virtual key it allocates nothing (the digest indexes the snapshot;
+// the key's hex hash is the one stored with it).
+func (a *Authenticator) AuthenticateInto(r *http.Request, p *Principal) error {
+	*p = Principal{}
 	raw := ExtractKey(r)
 	if raw == "" {
 		if a.Open() {
-			return &Principal{}, nil
+			return nil
 		}
-		return nil, ErrNoKey
+		return ErrNoKey
 	}
 	sum := Hash(raw)
-	h := hex.EncodeToString(sum[:])
 	if a.hasMaster && subtle.ConstantTimeCompare(sum[:], a.master[:]) == 1 {
-		return &Principal{Master: true, KeyHash: h}, nil
+		*p = Principal{Master: true, KeyHash: hex.EncodeToString(sum[:])}
+		return nil
+	}
+	if a.Custom == nil || !a.Custom.Replace {
+		if k, ok := a.snap.KeyBySum(&sum); ok { // the hot path
+			return a.known(r, raw, k, p)
+		}
+	}
+	h := hex.EncodeToString(sum[:])
+	fill := func(np *Principal, err error) error {
+		if err != nil {
+			return err
+		}
+		*p = *np
+		return nil
 	}
 	if a.Custom != nil && a.Custom.Replace {
-		return a.custom(r, raw, h, nil)
+		return fill(a.custom(r, raw, h, nil))
 	}
 	if sk, ok := a.static[h]; ok {
-		return a.after(r, raw, h, &Principal{KeyHash: h, Static: sk})
+		return fill(a.after(r, raw, h, &Principal{KeyHash: h, Static: sk}))
 	}
 	k, ok := a.snap.Key(h)
 	if !ok && !a.Open() && a.Miss != nil && (a.StoreDown == nil || !a.StoreDown()) {
 		found, err := a.Miss(r.Context(), h)
 		if err != nil {
-			return nil, ErrUnverifiable
+			return ErrUnverifiable
 		}
 		if found {
 			k, ok = a.snap.Key(h)
 		}
 	}
 	if ok {
-		p := &Principal{KeyHash: h, Key: k}
-		if k.UserID != "" {
-			p.User, _ = a.snap.User(k.UserID)
-		}
-		if k.TeamID != "" {
-			p.Team, _ = a.snap.Team(k.TeamID)
-		}
-		if why := keyUsable(k, p.Team, a.now()); why != "" {
-			return nil, Error(why)
-		}
-		return a.after(r, raw, h, p)
+		return a.known(r, raw, k, p)
 	}
 	if a.Open() {
-		return &Principal{KeyHash: h}, nil
+		p.KeyHash = h
+		return nil
 	}
 	if a.StoreDown != nil && a.StoreDown() {
-		return nil, ErrUnverifiable
+		return ErrUnverifiable
 	}
-	return nil, ErrInvalidKey
+	return ErrInvalidKey
+}
+
+// known fills p for a virtual key found in the snapshot.
+func (a *Authenticator) known(r *http.Request, raw string, k *store.Key, p *Principal) error {
+	*p = Principal{KeyHash: k.TokenHash, Key: k}
+	if k.UserID != "" {
+		p.User, _ = a.snap.User(k.UserID)
+	}
+	if k.TeamID != "" {
+		p.Team, _ = a.snap.Team(k.TeamID)
+	}
+	if why := keyUsable(k, p.Team, a.now()); why != "" {
+		return Error(why)
+	}
+	if a.Custom == nil {
+		return nil
+	}
+	np, err := a.custom(r, raw, k.TokenHash, p)
+	if err != nil {
+		return err
+	}
+	*p = *np
+	return nil
 }

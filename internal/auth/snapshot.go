@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"encoding/hex"
 	"sync"
 	"time"
 
@@ -12,7 +13,11 @@ import (
 // once published; a write replaces the record (sync.Map: lock-free reads,
 // no global lock on the request path).
 type Snapshot struct {
-	keys     sync.Map // token hash -> *store.Key
+	keys sync.Map // token hash -> *store.Key
+	// bySum indexes the keys by their sha256 digest, so the request path
+	// finds a key without formatting hex or boxing an interface (no
+	// allocation); sharded read-write locks keep writers off one lock.
+	bySum    [64]keyShard
 	users    sync.Map // user id -> *store.User
 	teams    sync.Map // team id -> *store.Team
 	endUsers sync.Map // end user id -> *store.EndUser
@@ -39,6 +44,40 @@ func NewSnapshot(s *store.Snapshot) *Snapshot {
 	return snap
 }
 
+type keyShard struct {
+	mu sync.RWMutex
+	m  map[[32]byte]*store.Key
+}
+
+func (s *Snapshot) shard(sum *[32]byte) *keyShard { return &s.bySum[sum[0]&63] }
+
+// KeyBySum returns the key whose sha256 digest is sum.
+func (s *Snapshot) KeyBySum(sum *[32]byte) (*store.Key, bool) {
+	sh := s.shard(sum)
+	sh.mu.RLock()
+	k, ok := sh.m[*sum]
+	sh.mu.RUnlock()
+	return k, ok
+}
+
+func (s *Snapshot) indexKey(hash string, k *store.Key) {
+	var sum [32]byte
+	if n, err := hex.Decode(sum[:], []byte(hash)); err != nil || n != 32 {
+		return // not a sha256 hex digest: reachable by string only
+	}
+	sh := s.shard(&sum)
+	sh.mu.Lock()
+	if k == nil {
+		delete(sh.m, sum)
+	} else {
+		if sh.m == nil {
+			sh.m = map[[32]byte]*store.Key{}
+		}
+		sh.m[sum] = k
+	}
+	sh.mu.Unlock()
+}
+
 // Key returns the key with token hash h.
 func (s *Snapshot) Key(h string) (*store.Key, bool) { return load[store.Key](&s.keys, h) }
 
@@ -54,7 +93,10 @@ func (s *Snapshot) EndUser(id string) (*store.EndUser, bool) {
 }
 
 // PutKey publishes k; the caller must not modify it afterwards.
-func (s *Snapshot) PutKey(k *store.Key) { s.keys.Store(k.TokenHash, k) }
+func (s *Snapshot) PutKey(k *store.Key) {
+	s.keys.Store(k.TokenHash, k)
+	s.indexKey(k.TokenHash, k)
+}
 
 // PutUser publishes u.
 func (s *Snapshot) PutUser(u *store.User) { s.users.Store(u.UserID, u) }
@@ -66,7 +108,10 @@ func (s *Snapshot) PutTeam(t *store.Team) { s.teams.Store(t.TeamID, t) }
 func (s *Snapshot) PutEndUser(e *store.EndUser) { s.endUsers.Store(e.UserID, e) }
 
 // DeleteKey removes a key.
-func (s *Snapshot) DeleteKey(h string) { s.keys.Delete(h) }
+func (s *Snapshot) DeleteKey(h string) {
+	s.keys.Delete(h)
+	s.indexKey(h, nil)
+}
 
 // DeleteUser removes a user.
 func (s *Snapshot) DeleteUser(id string) { s.users.Delete(id) }

@@ -25,7 +25,7 @@ import (
 // Options choose what to run.
 type Options struct {
 	Bin       string        // the tollgate binary
-	Scenarios []string      // plain, governed, governed-pg
+	Scenarios []string      // bare, plain, governed, governed-pg
 	Loads     []string      // closed:N (N connections) or rate:R (R requests/s)
 	Stream    bool          // streaming requests
 	Duration  time.Duration // per run
@@ -271,13 +271,17 @@ func Run(o Options) ([]Result, error) {
 		os.MkdirAll(scDir, 0o755)
 		os.WriteFile(filepath.Join(scDir, "config.yaml"), []byte(config(sc, upURL, o)), 0o600)
 		port := freePort()
-		gw, err := launch(o.Bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), "serve", "--config", "config.yaml", "--port", fmt.Sprint(port))
+		args := []string{"serve", "--config", "config.yaml", "--port", fmt.Sprint(port)}
+		if sc == "bare" {
+			args = []string{"bare-proxy", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--target", upURL}
+		}
+		gw, err := launch(o.Bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), args...)
 		if err != nil {
 			return results, err
 		}
 		gwURL := fmt.Sprintf("http://127.0.0.1:%d", port)
 		key := ""
-		if sc != "plain" {
+		if sc != "plain" && sc != "bare" {
 			// Full governance: a key with a budget, rpm/tpm and a parallel
 			// limit that never bind, spend logged to the store.
 			req, _ := http.NewRequest("POST", gwURL+"/key/generate", strings.NewReader(
