@@ -81,8 +81,14 @@ const (
 
 type handler func(w http.ResponseWriter, r *http.Request, p *auth.Principal) error
 
+// Mux is where routes are registered (*http.ServeMux, or the server's
+// recorder of patterns).
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
 // Register mounts the management routes on mux.
-func (a *API) Register(mux *http.ServeMux) {
+func (a *API) Register(mux Mux) {
 	a.registerKeys(mux)
 	a.registerUsers(mux)
 	a.registerTeams(mux)

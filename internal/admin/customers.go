@@ -11,7 +11,7 @@ import (
 
 // End users ("customers") are named by the `user` field of inference
 // requests; LiteLLM serves them under /customer/* and /end_user/*.
-func (a *API) registerCustomers(mux *http.ServeMux) {
+func (a *API) registerCustomers(mux Mux) {
 	for _, prefix := range []string{"/customer", "/end_user"} {
 		mux.Handle("POST "+prefix+"/new", a.route(writeAll, a.customerNew))
 		mux.Handle("GET "+prefix+"/info", a.route(readAll, a.customerInfo))

@@ -52,7 +52,7 @@ type userRequest struct {
 	UserAlias     *string  `json:"user_alias"`
 }
 
-func (a *API) registerUsers(mux *http.ServeMux) {
+func (a *API) registerUsers(mux Mux) {
 	mux.Handle("POST /user/new", a.route(writeAll, a.userNew))
 	mux.Handle("GET /user/info", a.route(readOwn, a.userInfo))
 	mux.Handle("POST /user/update", a.route(writeAll, a.userUpdate))

@@ -13,7 +13,7 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-func (a *API) registerKeys(mux *http.ServeMux) {
+func (a *API) registerKeys(mux Mux) {
 	mux.Handle("POST /key/generate", a.route(writeOwn, a.keyGenerate))
 	mux.Handle("GET /key/info", a.route(readOwn, a.keyInfo))
 	mux.Handle("POST /key/update", a.route(writeOwn, a.keyUpdate))

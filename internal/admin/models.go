@@ -30,7 +30,7 @@ func (a *API) WithModels(m *Models) *API {
 	return a
 }
 
-func (a *API) registerModels(mux *http.ServeMux) {
+func (a *API) registerModels(mux Mux) {
 	if a.models == nil {
 		return
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/tollgate/tollgate/internal/tokens"
 )
 
-func (a *API) registerSpend(mux *http.ServeMux) {
+func (a *API) registerSpend(mux Mux) {
 	mux.Handle("GET /spend/logs", a.route(readOwn, a.spendLogs))
 	mux.Handle("GET /global/spend", a.route(readAll, a.globalSpend))
 	mux.Handle("GET /global/spend/report", a.route(readAll, a.spendReport))

@@ -13,7 +13,7 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-func (a *API) registerTeams(mux *http.ServeMux) {
+func (a *API) registerTeams(mux Mux) {
 	mux.Handle("POST /team/new", a.route(writeAll, a.teamNew))
 	mux.Handle("GET /team/info", a.route(readOwn, a.teamInfo))
 	mux.Handle("POST /team/update", a.route(writeAll, a.teamUpdate))

@@ -70,8 +70,14 @@ func (g *Gateway) SetRouting(r config.Routing) { g.routing.Store(&r) }
 // Router returns the live routing table.
 func (g *Gateway) Router() *router.Router { return g.router.Load() }
 
+// Mux is where routes are registered (*http.ServeMux, or the server's
+// recorder of patterns).
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
 // Register mounts the inference routes on mux.
-func (g *Gateway) Register(mux *http.ServeMux) {
+func (g *Gateway) Register(mux Mux) {
 	for _, prefix := range []string{"/v1", ""} {
 		mux.Handle("POST "+prefix+"/chat/completions", g.handler(provider.OpChat))
 		mux.Handle("POST "+prefix+"/completions", g.handler(provider.OpCompletions))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/metrics"
+	"github.com/tollgate/tollgate/internal/openapi"
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
@@ -72,6 +74,7 @@ type Server struct {
 	health     *router.Health
 	metrics    *metrics.Metrics
 	closeOnce  sync.Once
+	routes     []string
 }
 
 // New validates cfg and builds every component; nothing is started.
@@ -207,9 +210,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			return err == nil && (p.Master || (p.Key != nil && p.Role() == auth.RoleProxyAdmin))
 		}
 	}
-	s.mux.Handle("GET /metrics", s.metrics.Handler(metricsAuth))
+	s.Handle("GET /metrics", s.metrics.Handler(metricsAuth))
 	s.gw = gateway.New(gopts, authn, rt)
-	s.gw.Register(s.mux)
+	s.gw.Register(s)
 	if opts.Store != nil {
 		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithModels(&admin.Models{
 			Deployments: s.deployments,
@@ -219,9 +222,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 				return g.Targets[0].Price, g.Targets[0].Priced
 			}
 			return pricing.Lookup("", model)
-		}).Register(s.mux)
+		}).Register(s)
 	}
 	s.registerHealth()
+	openapi.Register(s.Handle, Version)
 	return s, nil
 }
 
@@ -286,10 +290,10 @@ func (s *Server) registerHealth() {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`"I'm alive!"` + "\n"))
 	}
-	s.mux.Handle("GET /health", apierror.Handler(s.log, s.healthAll))
-	s.mux.HandleFunc("GET /health/liveliness", alive)
-	s.mux.HandleFunc("GET /health/liveness", alive)
-	s.mux.HandleFunc("GET /health/readiness", func(w http.ResponseWriter, r *http.Request) {
+	s.Handle("GET /health", apierror.Handler(s.log, s.healthAll))
+	s.Handle("GET /health/liveliness", http.HandlerFunc(alive))
+	s.Handle("GET /health/liveness", http.HandlerFunc(alive))
+	s.Handle("GET /health/readiness", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		db, status, code := "none", "healthy", http.StatusOK
 		if s.opts.Store != nil {
@@ -302,8 +306,18 @@ func (s *Server) registerHealth() {
 		}
 		w.WriteHeader(code)
 		fmt.Fprintf(w, `{"status":%q,"db":%q,"version":%q}`+"\n", status, db, Version)
-	})
+	}))
 }
+
+// Handle registers a route and remembers its pattern, so a test can check
+// that the OpenAPI document covers every route.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+	s.routes = append(s.routes, pattern)
+}
+
+// Routes are the registered patterns ("METHOD /path").
+func (s *Server) Routes() []string { return slices.Clone(s.routes) }
 
 // resync keeps the key snapshot current with what other replicas write: it
 // reads rows changed since its previous look, overlapping by resyncOverlap so

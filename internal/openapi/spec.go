@@ -1,0 +1,281 @@
+// Package openapi is the gateway's OpenAPI 3.1 description, built in Go so
+// that it lives next to the routes it describes, and the offline docs page
+// that renders it. The server's tests fail when a registered route is
+// missing from it, and validate real requests and responses against it.
+package openapi
+
+import (
+	"encoding/json"
+	"sort"
+	"strings"
+)
+
+type obj = map[string]any
+
+func ref(name string) obj { return obj{"$ref": "#/components/schemas/" + name} }
+
+func arr(items any) obj { return obj{"type": "array", "items": items} }
+
+func str(desc string) obj { return obj{"type": "string", "description": desc} }
+
+var (
+	num     = obj{"type": "number"}
+	integer = obj{"type": "integer"}
+	boolean = obj{"type": "boolean"}
+	anyObj  = obj{"type": "object", "additionalProperties": true}
+	nullStr = obj{"type": []string{"string", "null"}}
+	nullNum = obj{"type": []string{"number", "null"}}
+	nullInt = obj{"type": []string{"integer", "null"}}
+)
+
+// object is an open object schema (clients and upstreams add fields).
+func object(required []string, props obj) obj {
+	o := obj{"type": "object", "properties": props, "additionalProperties": true}
+	if len(required) > 0 {
+		o["required"] = required
+	}
+	return o
+}
+
+func jsonBody(schema any) obj {
+	return obj{"required": true, "content": obj{"application/json": obj{"schema": schema}}}
+}
+
+func jsonResp(desc string, schema any) obj {
+	return obj{"description": desc, "content": obj{"application/json": obj{"schema": schema}}}
+}
+
+// op is one operation. Every operation answers errors in the OpenAI shape
+// (the Anthropic shape on /v1/messages), declared as the default response.
+type op struct {
+	method, path, tag, summary string
+	body                       any
+	params                     []obj
+	ok                         obj
+	stream                     bool // 200 may also be text/event-stream
+	anthropic                  bool
+	public                     bool // no key needed
+}
+
+func query(name, desc string, required bool) obj {
+	return obj{"name": name, "in": "query", "required": required, "schema": obj{"type": "string"}, "description": desc}
+}
+
+func path(name string) obj {
+	return obj{"name": name, "in": "path", "required": true, "schema": obj{"type": "string"}}
+}
+
+func operations() []op {
+	keyInfo := []obj{query("key", "the raw key or its sha256 hash", false)}
+	page := []obj{query("page", "page number, from 1", false), query("size", "page size, at most 1000", false)}
+	chat := op{tag: "inference", summary: "Chat completion (OpenAI API); `stream: true` answers server-sent events",
+		body: ref("ChatCompletionRequest"), ok: jsonResp("the completion", ref("ChatCompletion")), stream: true}
+	comp := op{tag: "inference", summary: "Text completion (OpenAI API)", body: ref("CompletionRequest"), ok: jsonResp("the completion", anyObj), stream: true}
+	emb := op{tag: "inference", summary: "Embeddings (OpenAI API)", body: ref("EmbeddingRequest"), ok: jsonResp("the embeddings", ref("EmbeddingList"))}
+	models := op{tag: "inference", summary: "Models the caller's key may use", ok: jsonResp("the models", ref("ModelList"))}
+	var ops []op
+	for _, prefix := range []string{"/v1", ""} {
+		for _, o := range []struct {
+			op
+			p string
+		}{{chat, "/chat/completions"}, {comp, "/completions"}, {emb, "/embeddings"}} {
+			x := o.op
+			x.method, x.path = "POST", prefix+o.p
+			ops = append(ops, x)
+		}
+		m := models
+		m.method, m.path = "GET", prefix+"/models"
+		ops = append(ops, m)
+	}
+	for _, o := range []struct {
+		op
+		p string
+	}{{chat, "/chat/completions"}, {comp, "/completions"}, {emb, "/embeddings"}} {
+		x := o.op
+		x.method, x.path, x.params = "POST", "/openai/deployments/{model}"+o.p, []obj{path("model")}
+		x.summary += " — Azure OpenAI style, the model in the path"
+		x.body = anyObj // the model comes from the path
+		ops = append(ops, x)
+	}
+	ops = append(ops,
+		op{method: "POST", path: "/v1/messages", tag: "inference", summary: "Anthropic Messages API, routed to any deployment", body: ref("MessagesRequest"),
+			ok: jsonResp("the message", ref("Message")), stream: true, anthropic: true},
+		op{method: "POST", path: "/v1/messages/count_tokens", tag: "inference", summary: "Count a Messages request's input tokens, locally",
+			body: ref("MessagesRequest"), ok: jsonResp("the count", object([]string{"input_tokens"}, obj{"input_tokens": integer})), anthropic: true},
+
+		op{method: "GET", path: "/health", tag: "health", summary: "Check every deployment (master key or admin)", ok: jsonResp("the report", ref("HealthReport"))},
+		op{method: "GET", path: "/health/liveliness", tag: "health", summary: "The process is up", ok: jsonResp("alive", nullStr), public: true},
+		op{method: "GET", path: "/health/liveness", tag: "health", summary: "The process is up", ok: jsonResp("alive", nullStr), public: true},
+		op{method: "GET", path: "/health/readiness", tag: "health", summary: "The database answers", ok: jsonResp("ready", object(nil, obj{"status": str(""), "db": str(""), "version": str("")})), public: true},
+		op{method: "GET", path: "/metrics", tag: "health", summary: "Prometheus metrics (the master key when require_auth_for_metrics_endpoint)",
+			ok: obj{"description": "Prometheus text", "content": obj{"text/plain": obj{"schema": obj{"type": "string"}}}}, public: true},
+		op{method: "GET", path: "/openapi.json", tag: "docs", summary: "This document", ok: jsonResp("the document", anyObj), public: true},
+		op{method: "GET", path: "/", tag: "docs", summary: "Interactive API docs", ok: obj{"description": "HTML", "content": obj{"text/html": obj{"schema": obj{"type": "string"}}}}, public: true},
+		op{method: "GET", path: "/docs", tag: "docs", summary: "Interactive API docs", ok: obj{"description": "HTML", "content": obj{"text/html": obj{"schema": obj{"type": "string"}}}}, public: true},
+
+		op{method: "POST", path: "/key/generate", tag: "keys", summary: "Create a virtual key", body: ref("KeyRequest"), ok: jsonResp("the key, shown once", ref("KeyCreated"))},
+		op{method: "GET", path: "/key/info", tag: "keys", summary: "A key's record and spend", params: keyInfo, ok: jsonResp("the key", object([]string{"info"}, obj{"key": str("the hash"), "info": ref("Key")}))},
+		op{method: "POST", path: "/key/update", tag: "keys", summary: "Change a key", body: ref("KeyRequest"), ok: jsonResp("the key", ref("Key"))},
+		op{method: "POST", path: "/key/delete", tag: "keys", summary: "Delete keys by key or alias", body: object(nil, obj{"keys": arr(str("")), "key_aliases": arr(str(""))}), ok: jsonResp("the deleted keys", object(nil, obj{"deleted_keys": arr(str(""))}))},
+		op{method: "GET", path: "/key/list", tag: "keys", summary: "Keys, paged and filtered", params: append(page, query("user_id", "", false), query("team_id", "", false), query("key_alias", "", false), query("return_full_object", "", false)),
+			ok: jsonResp("the keys", object([]string{"keys"}, obj{"keys": arr(obj{}), "total_count": integer, "current_page": integer, "total_pages": integer}))},
+		op{method: "POST", path: "/key/regenerate", tag: "keys", summary: "Replace a key's secret, keeping its record", body: ref("KeyRequest"), ok: jsonResp("the new key", ref("KeyCreated"))},
+		op{method: "POST", path: "/key/{key}/regenerate", tag: "keys", summary: "Replace a key's secret (key in the path)", params: []obj{path("key")}, body: anyObj, ok: jsonResp("the new key", ref("KeyCreated"))},
+		op{method: "POST", path: "/key/block", tag: "keys", summary: "Block a key", body: object([]string{"key"}, obj{"key": str("")}), ok: jsonResp("the key", ref("Key"))},
+		op{method: "POST", path: "/key/unblock", tag: "keys", summary: "Unblock a key", body: object([]string{"key"}, obj{"key": str("")}), ok: jsonResp("the key", ref("Key"))},
+
+		op{method: "POST", path: "/user/new", tag: "users", summary: "Create a user (and a key for it)", body: ref("Entity"), ok: jsonResp("the user and its key", anyObj)},
+		op{method: "GET", path: "/user/info", tag: "users", summary: "A user, its keys and teams", params: []obj{query("user_id", "", false)}, ok: jsonResp("the user", anyObj)},
+		op{method: "POST", path: "/user/update", tag: "users", summary: "Change a user", body: ref("Entity"), ok: jsonResp("the user", anyObj)},
+		op{method: "POST", path: "/user/delete", tag: "users", summary: "Delete users", body: object(nil, obj{"user_ids": arr(str(""))}), ok: jsonResp("done", anyObj)},
+		op{method: "GET", path: "/user/list", tag: "users", summary: "Users, paged", params: page, ok: jsonResp("the users", anyObj)},
+
+		op{method: "POST", path: "/team/new", tag: "teams", summary: "Create a team", body: ref("Entity"), ok: jsonResp("the team", anyObj)},
+		op{method: "GET", path: "/team/info", tag: "teams", summary: "A team, its members and keys", params: []obj{query("team_id", "", true)}, ok: jsonResp("the team", anyObj)},
+		op{method: "POST", path: "/team/update", tag: "teams", summary: "Change a team", body: ref("Entity"), ok: jsonResp("the team", anyObj)},
+		op{method: "POST", path: "/team/delete", tag: "teams", summary: "Delete teams", body: object(nil, obj{"team_ids": arr(str(""))}), ok: jsonResp("done", anyObj)},
+		op{method: "GET", path: "/team/list", tag: "teams", summary: "Teams", ok: jsonResp("the teams", obj{"type": []string{"array", "object"}})},
+		op{method: "POST", path: "/team/block", tag: "teams", summary: "Block a team (and its keys)", body: object([]string{"team_id"}, obj{"team_id": str("")}), ok: jsonResp("the team", anyObj)},
+		op{method: "POST", path: "/team/unblock", tag: "teams", summary: "Unblock a team", body: object([]string{"team_id"}, obj{"team_id": str("")}), ok: jsonResp("the team", anyObj)},
+		op{method: "POST", path: "/team/member_add", tag: "teams", summary: "Add members", body: object([]string{"team_id"}, obj{"team_id": str(""), "member": obj{}}), ok: jsonResp("the team", anyObj)},
+		op{method: "POST", path: "/team/member_delete", tag: "teams", summary: "Remove a member", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str("")}), ok: jsonResp("the team", anyObj)},
+
+		op{method: "GET", path: "/audit/list", tag: "spend", summary: "Management writes, newest first", params: page, ok: jsonResp("the audit log", anyObj)},
+		op{method: "GET", path: "/spend/logs", tag: "spend", summary: "Spend-log rows, newest first", params: append(page, query("api_key", "", false), query("user_id", "", false), query("team_id", "", false),
+			query("end_user", "", false), query("request_id", "", false), query("start_date", "YYYY-MM-DD or RFC 3339", false), query("end_date", "YYYY-MM-DD (inclusive) or RFC 3339", false)),
+			ok: jsonResp("the rows", object([]string{"logs", "total"}, obj{"logs": arr(ref("SpendLog")), "total": integer}))},
+		op{method: "GET", path: "/global/spend", tag: "spend", summary: "The gateway's spend and budget", ok: jsonResp("spend", object([]string{"spend"}, obj{"spend": num, "max_budget": nullNum}))},
+		op{method: "GET", path: "/global/spend/report", tag: "spend", summary: "Spend per day, grouped", params: []obj{query("start_date", "", false), query("end_date", "", false),
+			query("group_by", "team (default), customer, api_key or user", false), query("team_id", "", false), query("customer_id", "", false), query("api_key", "", false), query("internal_user_id", "", false)},
+			ok: jsonResp("per day", arr(object([]string{"group_by_day"}, obj{"group_by_day": str("YYYY-MM-DD")})))},
+		op{method: "POST", path: "/spend/calculate", tag: "spend", summary: "Price a request or a response", body: object(nil, obj{"model": str(""), "messages": arr(anyObj), "completion_response": anyObj}),
+			ok: jsonResp("the cost", object([]string{"cost"}, obj{"cost": num, "model": str(""), "prompt_tokens": integer, "completion_tokens": integer}))},
+
+		op{method: "POST", path: "/model/new", tag: "models", summary: "Add a deployment", body: ref("ModelEntry"), ok: jsonResp("the deployment", ref("ModelEntry"))},
+		op{method: "POST", path: "/model/update", tag: "models", summary: "Change a deployment added through the API", body: anyObj, ok: jsonResp("the deployment", ref("ModelEntry"))},
+		op{method: "POST", path: "/model/delete", tag: "models", summary: "Delete a deployment added through the API", body: object([]string{"id"}, obj{"id": str("")}), ok: jsonResp("done", anyObj)},
+	)
+	for _, p := range []string{"/model/info", "/v1/model/info", "/v2/model/info"} {
+		ops = append(ops, op{method: "GET", path: p, tag: "models", summary: "Deployments the caller may use, without credentials",
+			params: []obj{query("litellm_model_id", "", false)}, ok: jsonResp("the deployments", object([]string{"data"}, obj{"data": arr(ref("ModelEntry"))}))})
+	}
+	for _, prefix := range []string{"/customer", "/end_user"} {
+		ops = append(ops,
+			op{method: "POST", path: prefix + "/new", tag: "customers", summary: "Create an end user", body: ref("Entity"), ok: jsonResp("the end user", anyObj)},
+			op{method: "GET", path: prefix + "/info", tag: "customers", summary: "An end user", params: []obj{query("end_user_id", "", true)}, ok: jsonResp("the end user", anyObj)},
+			op{method: "POST", path: prefix + "/update", tag: "customers", summary: "Change an end user", body: ref("Entity"), ok: jsonResp("the end user", anyObj)},
+			op{method: "POST", path: prefix + "/delete", tag: "customers", summary: "Delete end users", body: object(nil, obj{"user_ids": arr(str(""))}), ok: jsonResp("done", anyObj)},
+			op{method: "POST", path: prefix + "/block", tag: "customers", summary: "Block end users", body: object(nil, obj{"user_ids": arr(str(""))}), ok: jsonResp("done", anyObj)},
+			op{method: "POST", path: prefix + "/unblock", tag: "customers", summary: "Unblock end users", body: object(nil, obj{"user_ids": arr(str(""))}), ok: jsonResp("done", anyObj)},
+			op{method: "GET", path: prefix + "/list", tag: "customers", summary: "End users", ok: jsonResp("the end users", obj{"type": []string{"array", "object"}})},
+		)
+	}
+	return ops
+}
+
+func schemas() obj {
+	message := object([]string{"role"}, obj{"role": str("system, developer, user, assistant or tool"), "content": obj{}, "tool_calls": arr(anyObj), "tool_call_id": str("")})
+	budget := obj{"max_budget": nullNum, "soft_budget": nullNum, "budget_duration": nullStr, "max_parallel_requests": nullInt,
+		"tpm_limit": nullInt, "rpm_limit": nullInt, "metadata": anyObj}
+	keyProps := obj{"key": str("a custom raw key (sk-...)"), "key_alias": nullStr, "duration": nullStr, "models": arr(str("")), "aliases": anyObj, "config": anyObj,
+		"spend": num, "user_id": nullStr, "team_id": nullStr, "blocked": boolean, "tags": arr(str("")),
+		"model_max_budget": anyObj, "model_rpm_limit": anyObj, "model_tpm_limit": anyObj}
+	for k, v := range budget {
+		keyProps[k] = v
+	}
+	entity := object(nil, obj{"user_id": nullStr, "team_id": nullStr, "team_alias": nullStr, "user_role": nullStr, "user_email": nullStr, "alias": nullStr,
+		"models": arr(str("")), "members_with_roles": arr(anyObj), "blocked": boolean})
+	for k, v := range budget {
+		entity["properties"].(obj)[k] = v
+	}
+	return obj{
+		"Error": object([]string{"error"}, obj{"error": object([]string{"message", "type"}, obj{
+			"message": str(""), "type": str("invalid_request_error, authentication_error, permission_error, not_found_error, rate_limit_error, budget_exceeded, api_error, timeout_error"),
+			"param": nullStr, "code": nullStr})}),
+		"AnthropicError": object([]string{"type", "error"}, obj{"type": obj{"const": "error"}, "error": object([]string{"type", "message"}, obj{"type": str(""), "message": str("")})}),
+		"ChatCompletionRequest": object([]string{"model", "messages"}, obj{"model": str(""), "messages": arr(message), "stream": boolean,
+			"max_tokens": nullInt, "max_completion_tokens": nullInt, "user": str("the end user"), "stream_options": anyObj, "tools": arr(anyObj)}),
+		// Upstream answers pass through as sent: nothing is required.
+		"ChatCompletion":    object(nil, obj{"id": str(""), "object": str(""), "model": str(""), "choices": arr(anyObj), "usage": ref("Usage")}),
+		"Usage":             object(nil, obj{"prompt_tokens": integer, "completion_tokens": integer, "total_tokens": integer, "prompt_tokens_details": anyObj}),
+		"CompletionRequest": object([]string{"model"}, obj{"model": str(""), "prompt": obj{}, "stream": boolean, "max_tokens": nullInt}),
+		"EmbeddingRequest":  object([]string{"model", "input"}, obj{"model": str(""), "input": obj{}}),
+		"EmbeddingList":     object([]string{"data"}, obj{"object": str(""), "data": arr(anyObj), "model": str(""), "usage": anyObj}),
+		"ModelList":         object([]string{"data"}, obj{"object": str(""), "data": arr(object([]string{"id"}, obj{"id": str(""), "object": str(""), "owned_by": str("")}))}),
+		"MessagesRequest":   object([]string{"model", "messages"}, obj{"model": str(""), "messages": arr(anyObj), "system": obj{}, "max_tokens": integer, "stream": boolean, "metadata": anyObj, "tools": arr(anyObj)}),
+		"Message":           object([]string{"type", "content"}, obj{"id": str(""), "type": str(""), "role": str(""), "model": str(""), "content": arr(anyObj), "stop_reason": nullStr, "usage": anyObj}),
+		"HealthReport":      object([]string{"healthy_endpoints", "unhealthy_endpoints"}, obj{"healthy_endpoints": arr(anyObj), "unhealthy_endpoints": arr(anyObj), "healthy_count": integer, "unhealthy_count": integer}),
+		"KeyRequest":        object(nil, keyProps),
+		"KeyCreated":        object([]string{"key", "token"}, obj{"key": str("the raw key, shown once"), "key_name": str("sk-...ABCD"), "token": str("sha256 of the key"), "expires": nullStr}),
+		"Key":               object(nil, obj{"token": str("sha256 of the key"), "key_name": str(""), "spend": num, "max_budget": nullNum, "expires": nullStr}),
+		"Entity":            entity,
+		"SpendLog":          object([]string{"request_id"}, obj{"request_id": str(""), "api_key": str("key hash"), "spend": num, "prompt_tokens": integer, "completion_tokens": integer, "model_group": str("")}),
+		"ModelEntry":        object(nil, obj{"model_name": str(""), "litellm_params": anyObj, "model_info": anyObj}),
+	}
+}
+
+// Document is the OpenAPI 3.1 document of every route the gateway serves.
+func Document(version string) []byte {
+	paths := obj{}
+	for _, o := range operations() {
+		item, _ := paths[o.path].(obj)
+		if item == nil {
+			item = obj{}
+			paths[o.path] = item
+		}
+		errSchema := ref("Error")
+		if o.anthropic {
+			errSchema = ref("AnthropicError")
+		}
+		ok := o.ok
+		if o.stream {
+			content := obj{}
+			for k, v := range ok["content"].(obj) {
+				content[k] = v
+			}
+			content["text/event-stream"] = obj{"schema": obj{"type": "string", "description": "server-sent events"}}
+			ok = obj{"description": ok["description"], "content": content}
+		}
+		operation := obj{
+			"tags": []string{o.tag}, "summary": o.summary,
+			"operationId": strings.ToLower(o.method) + strings.NewReplacer("/", "_", "{", "", "}", "", ".", "_").Replace(o.path),
+			"responses":   obj{"200": ok, "default": jsonResp("an error", errSchema)},
+		}
+		if o.public {
+			operation["security"] = []any{}
+		}
+		if o.body != nil {
+			operation["requestBody"] = jsonBody(o.body)
+		}
+		if len(o.params) > 0 {
+			operation["parameters"] = o.params
+		}
+		item[strings.ToLower(o.method)] = operation
+	}
+	doc := obj{
+		"openapi": "3.1.0",
+		"info": obj{"title": "Tollgate", "version": version,
+			"description": "An LLM gateway: the OpenAI and Anthropic APIs in front of many providers, with virtual keys, budgets, rate limits and spend tracking. The management API is wire-compatible with the LiteLLM proxy's."},
+		"security": []any{obj{"bearer": []string{}}, obj{"apiKey": []string{}}},
+		"paths":    paths,
+		"components": obj{
+			"schemas": schemas(),
+			"securitySchemes": obj{
+				"bearer": obj{"type": "http", "scheme": "bearer", "description": "the master key or a virtual key"},
+				"apiKey": obj{"type": "apiKey", "in": "header", "name": "x-api-key"},
+			},
+		},
+	}
+	b, _ := json.MarshalIndent(doc, "", "  ")
+	return b
+}
+
+// Routes lists the document's operations as "METHOD /path", sorted.
+func Routes() []string {
+	var out []string
+	for _, o := range operations() {
+		out = append(out, o.method+" "+o.path)
+	}
+	sort.Strings(out)
+	return out
+}
