@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -50,11 +51,8 @@ func (a *API) spendReport(w http.ResponseWriter, r *http.Request, p *auth.Princi
 		f.KeyHash = keyHashOf(k)
 	}
 	var err error
-	if f.From, err = parseDate(q.Get("start_date"), false); err != nil {
-		return apierror.BadRequest("start_date", "%v", err)
-	}
-	if f.To, err = parseDate(q.Get("end_date"), true); err != nil {
-		return apierror.BadRequest("end_date", "%v", err)
+	if f.From, f.To, err = dateRange(q); err != nil {
+		return err
 	}
 	rows, err := a.store.SpendReport(r.Context(), f)
 	if err != nil {
@@ -174,11 +172,8 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		f.KeyHash = keyHashOf(k)
 	}
 	var err error
-	if f.From, err = parseDate(q.Get("start_date"), false); err != nil {
-		return apierror.BadRequest("start_date", "%v", err)
-	}
-	if f.To, err = parseDate(q.Get("end_date"), true); err != nil {
-		return apierror.BadRequest("end_date", "%v", err)
+	if f.From, f.To, err = dateRange(q); err != nil {
+		return err
 	}
 	if !seesAll(p) {
 		// Non-admins see the spend of their own key, or of their user's keys.
@@ -196,6 +191,17 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		logs = []store.SpendLog{}
 	}
 	return writeJSON(w, map[string]any{"logs": logs, "total": total})
+}
+
+// dateRange reads start_date and end_date (end_date inclusive of its day).
+func dateRange(q url.Values) (from, to time.Time, err error) {
+	if from, err = parseDate(q.Get("start_date"), false); err != nil {
+		return from, to, apierror.BadRequest("start_date", "%v", err)
+	}
+	if to, err = parseDate(q.Get("end_date"), true); err != nil {
+		return from, to, apierror.BadRequest("end_date", "%v", err)
+	}
+	return from, to, nil
 }
 
 func parseDate(s string, endOfDay bool) (time.Time, error) {

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,19 +18,7 @@ import (
 // replica starts a gateway serving on loopback with st and returns its URL.
 func replica(t *testing.T, cfg *config.Config, st store.Store) string {
 	t.Helper()
-	srv, err := New(cfg, Options{Logger: testLogger, Store: st, ResyncInterval: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
-	return "http://" + ln.Addr().String()
+	return serveCfg(t, cfg, Options{Store: st, ResyncInterval: 100 * time.Millisecond})
 }
 
 func send(t *testing.T, url, key, body string) (int, string) {
