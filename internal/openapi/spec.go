@@ -111,6 +111,8 @@ func operations() []op {
 			ok: obj{"description": "Prometheus text", "content": obj{"text/plain": obj{"schema": obj{"type": "string"}}}}, public: true},
 		op{method: "GET", path: "/openapi.json", tag: "docs", summary: "This document", ok: jsonResp("the document", anyObj), public: true},
 		op{method: "GET", path: "/", tag: "docs", summary: "Interactive API docs", ok: obj{"description": "HTML", "content": obj{"text/html": obj{"schema": obj{"type": "string"}}}}, public: true},
+		op{method: "GET", path: "/ui/", tag: "docs", summary: "The admin web UI (its files live under /ui/)", ok: obj{"description": "HTML, JS and CSS", "content": obj{"text/html": obj{"schema": obj{"type": "string"}}}}, public: true},
+		op{method: "GET", path: "/ui", tag: "docs", summary: "Redirects to /ui/", ok: obj{"description": "the UI", "content": obj{"text/html": obj{"schema": obj{"type": "string"}}}}, public: true},
 		op{method: "GET", path: "/docs", tag: "docs", summary: "Interactive API docs", ok: obj{"description": "HTML", "content": obj{"text/html": obj{"schema": obj{"type": "string"}}}}, public: true},
 
 		op{method: "POST", path: "/key/generate", tag: "keys", summary: "Create a virtual key", body: ref("KeyRequest"), ok: jsonResp("the key, shown once", ref("KeyCreated"))},

@@ -30,6 +30,7 @@ import (
 	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/ui"
 )
 
 // Version is set by main from the build.
@@ -226,6 +227,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.registerHealth()
 	openapi.Register(s.Handle, Version)
+	ui.Register(s.Handle)
 	return s, nil
 }
 
