@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -22,6 +23,9 @@ type Models struct {
 	Deployments func() (deps []config.Deployment, dbModel func(id string) bool)
 	// Reload reads the API's models from the store and rebuilds the router.
 	Reload func(ctx context.Context) error
+	// State reports a deployment's run-time state: whether it is cooling
+	// down (and until when) and whether its last health check passed.
+	State func(id string) (coolingUntil time.Time, healthy bool)
 }
 
 // WithModels enables /model/new, /model/update, /model/delete and /model/info.
@@ -201,7 +205,16 @@ func (a *API) modelInfo(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		if !seesAll(p) && !p.MayUse(d.ModelName, d.AccessGroups) {
 			continue
 		}
-		out = append(out, redacted(d, dbModel(d.ID)))
+		m := redacted(d, dbModel(d.ID))
+		if a.models.State != nil {
+			until, healthy := a.models.State(d.ID)
+			info := m["model_info"].(map[string]any)
+			info["healthy"] = healthy
+			if !until.IsZero() {
+				info["cooldown_until"] = until.UTC().Format(time.RFC3339)
+			}
+		}
+		out = append(out, m)
 	}
 	return writeJSON(w, map[string]any{"data": out})
 }

@@ -213,6 +213,15 @@ router_settings: {allowed_fails: 0, cooldown_time: 30}
 	if mocks["up"].Stats().Requests != 1 {
 		t.Fatalf("a cooling deployment got traffic: %d calls", mocks["up"].Stats().Requests)
 	}
+	var info struct {
+		Data []struct {
+			ModelInfo map[string]any `json:"model_info"`
+		}
+	}
+	getJSON(t, url+"/model/info", "", &info)
+	if len(info.Data) != 1 || info.Data[0].ModelInfo["cooldown_until"] == nil || info.Data[0].ModelInfo["healthy"] != true {
+		t.Errorf("/model/info does not show the cooldown: %+v", info.Data)
+	}
 	fams := scrape(t, url, "")
 	if v, ok := value(fams, "tollgate_deployment_up"); !ok || v != 0 {
 		t.Errorf("deployment_up while cooling = %v %v", v, ok)

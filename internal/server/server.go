@@ -218,6 +218,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,
+			State: func(id string) (time.Time, bool) {
+				_, until := s.health.CoolingDown(id)
+				return until, s.health.Healthy(id)
+			},
 		}).WithPricer(func(model string) (pricing.Price, bool) {
 			if g, ok := rt.Group(model); ok {
 				return g.Targets[0].Price, g.Targets[0].Priced

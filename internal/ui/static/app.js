@@ -209,11 +209,11 @@ async function modelsPage(page) {
         ...r.unhealthy_endpoints.map(e => row(e.model_id, e.model, "unhealthy", e.error || ""))]));
     } catch (e) { health.replaceChildren(el("p", { className: "error" }, e.message)); }
   } }, "Check health");
-  page.append(table(["Model", "Deployment", "Upstream", "Limits", "Source"], data.data.map(m => row(m.model_name, m.model_info.id,
+  const status = (i) => i.cooldown_until ? "cooling down until " + new Date(i.cooldown_until).toLocaleTimeString() : i.healthy === false ? "failing health checks" : "serving";
+  page.append(table(["Model", "Deployment", "Upstream", "Limits", "State", "Source"], data.data.map(m => row(m.model_name, m.model_info.id,
     m.litellm_params.model + (m.litellm_params.api_base ? " @ " + m.litellm_params.api_base : ""),
     ["rpm", "tpm", "weight", "order"].filter(f => m.litellm_params[f] != null).map(f => `${f} ${m.litellm_params[f]}`).join(", "),
-    m.model_info.db_model ? "API" : "config"))), el("div", { className: "toolbar" }, check), health,
-    el("p", { className: "muted" }, "Cooldowns and deployment state are on /metrics (tollgate_deployment_up, tollgate_deployment_cooldowns_total)."));
+    status(m.model_info), m.model_info.db_model ? "API" : "config"))), el("div", { className: "toolbar" }, check), health);
 }
 
 // Spend: per-day bars by team, key and model, and the top spenders.
