@@ -104,6 +104,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	warnUnpriced(rt, opts.Logger)
 	var snap *auth.Snapshot
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -363,6 +364,20 @@ func (s *Server) resync(ctx context.Context) {
 			s.log.Warn("model resync failed; serving the current models", "err", err)
 		}
 		cancel()
+	}
+}
+
+// warnUnpriced says which deployments have no price: their requests cost
+// nothing, so budgets never bind on them.
+func warnUnpriced(rt *router.Router, log *slog.Logger) {
+	for _, name := range rt.GroupNames() {
+		g, _ := rt.Group(name)
+		for _, t := range g.Targets {
+			if !t.Priced && t.D.Provider != "demo" && t.D.Model != "" {
+				log.Warn("deployment has no known price: its requests cost 0 and budgets do not bind on it; set input_cost_per_token and output_cost_per_token (or model_info.base_model)",
+					"model_group", name, "deployment", t.D.ID, "model", t.D.Provider+"/"+t.D.Model)
+			}
+		}
 	}
 }
 
