@@ -151,6 +151,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load spend: %w", err)
 		}
+		if d, ok := opts.Store.(interface{ DisableSpendLogs(bool) }); ok && cfg.GeneralSettings.DisableSpendLogs {
+			d.DisableSpendLogs(true)
+			opts.Logger.Info("general_settings.disable_spend_logs: spend is tracked, per-request spend logs are not written")
+		}
 		s.writer = ledger.NewWriter(opts.Store, opts.Logger)
 		go s.writer.Run()
 		book.OnReset = func(kind ledger.Kind, id string, next time.Time) {

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
@@ -25,6 +26,8 @@ import (
 type DB struct {
 	db      *sql.DB
 	dialect goose.Dialect
+	// noSpendLogs: ApplySpend writes spend and rollups, not spend_logs rows.
+	noSpendLogs atomic.Bool
 }
 
 var _ store.Store = (*DB)(nil)

@@ -35,8 +35,18 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 		if s.dialect == goose.DialectSQLite3 {
 			chunk = insertChunkSQLite
 		}
-		for start := 0; start < len(batch); start += chunk {
-			part := batch[start:min(start+chunk, len(batch))]
+		rows := batch
+		if s.noSpendLogs.Load() {
+			// general_settings.disable_spend_logs: spend and rollups only.
+			// Without the rows there is no replay check: a batch whose
+			// commit succeeded but reported an error is counted twice.
+			for _, l := range batch {
+				inserted[l.RequestID] = true
+			}
+			rows = nil
+		}
+		for start := 0; start < len(rows); start += chunk {
+			part := rows[start:min(start+chunk, len(rows))]
 			var b strings.Builder
 			b.WriteString(`INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 				prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at) VALUES `)
@@ -237,6 +247,10 @@ func (s *DB) TotalSpend(ctx context.Context) (float64, error) {
 	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(spend), 0) FROM spend_daily`).Scan(&total)
 	return total, err
 }
+
+// DisableSpendLogs stops writing spend_logs rows (spend columns and the
+// daily rollups are still written): general_settings.disable_spend_logs.
+func (s *DB) DisableSpendLogs(off bool) { s.noSpendLogs.Store(off) }
 
 // SpendReport sums the daily rollups; it never reads spend_logs, so its cost
 // grows with days × groups × models, not with requests.
