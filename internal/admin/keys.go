@@ -215,7 +215,7 @@ func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float6
 		acct.SetSpent(ledger.USD(spend))
 	}
 	if a.shared != nil {
-		if err := a.shared.Forget(r.Context(), lk, id); err != nil {
+		if err := a.shared.SetSpent(r.Context(), lk, id, ledger.USD(spend)); err != nil {
 			a.log.Warn("spend edit not passed to redis; it applies when the account is next seeded", "err", err)
 		}
 	}

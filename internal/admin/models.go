@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -65,6 +66,9 @@ func validateEntry(e *modelEntry) (config.Deployment, error) {
 		return config.Deployment{}, apierror.BadRequest("", "%v", err)
 	}
 	d, err := config.ParseModelEntry(raw)
+	if err == nil {
+		_, err = provider.Build(&d) // the router's own checks (provider, api_base)
+	}
 	if err != nil {
 		return config.Deployment{}, apierror.BadRequest("litellm_params", "%v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -169,7 +170,11 @@ var HookVars = []string{"key", "headers", "request", "principal"}
 // custom runs the hook. A denial is an *ErrHookDenied; a hook that cannot
 // answer is a hooks.ErrUnavailable error — never an allow.
 func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*Principal, error) {
-	d, err := a.Custom.Hook.Decide(r.Context(), hookInput(r, raw, p), h+"|"+r.URL.Path)
+	in := hookInput(r, raw, p)
+	// Decisions are cached per identical input (key, headers, request,
+	// principal): a decision never outlives what it was made on.
+	ck, _ := json.Marshal(in)
+	d, err := a.Custom.Hook.Decide(r.Context(), in, string(ck))
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +197,9 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 	}
 	if d.TeamID != "" {
 		np.Team, _ = a.snap.Team(d.TeamID)
+	}
+	if why := keyUsable(k, np.Team, a.now()); why != "" {
+		return nil, Error(why) // a blocked team stays blocked whoever vouches for the key
 	}
 	return np, nil
 }
@@ -217,7 +225,8 @@ func (a *Authenticator) Snapshot() *Snapshot { return a.snap }
 
 // Open reports whether requests without a key are served.
 func (a *Authenticator) Open() bool {
-	return !a.hasMaster && (a.mode == "" || a.mode == "optional")
+	// custom_auth closes the gateway: every request goes through the hook.
+	return !a.hasMaster && (a.mode == "" || a.mode == "optional") && a.Custom == nil
 }
 
 // IsMaster reports whether raw is the master key (constant time).

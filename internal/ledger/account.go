@@ -58,6 +58,9 @@ type Account struct {
 	resetAt atomic.Int64 // unix nanoseconds of the next budget reset; 0 when none
 	soft    atomic.Int64 // soft budget, Amount; Unlimited when none
 	softHit atomic.Bool  // the soft budget crossing was already reported
+	// unsynced is spend booked in process while budgets are shared on
+	// Redis (Redis away, a failed settle): the next hold adds it there.
+	unsynced atomic.Int64
 }
 
 // NewAccount returns an account with spend already booked.

@@ -68,7 +68,8 @@ func NewShared(c redis.UniversalClient, prefix string, log *slog.Logger) *Shared
 func (s *Shared) key(a *Account) string { return s.prefix + a.Kind.String() + ":" + a.ID }
 
 // reserveScript: ARGV = amount, lease, ttl ms, then per key: budget, seed
-// spent, period (reset time in ns; 0 none). KEYS come in threes per account:
+// spent, period (reset time in ns; 0 none), and spend this replica booked
+// without Redis that Redis has not seen yet. KEYS come in threes per account:
 // state hash {spent, held, period}, lease amounts hash, lease expiry zset.
 var reserveScript = redis.NewScript(`
 local t = redis.call('TIME')
@@ -77,11 +78,13 @@ local amount, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local n = #KEYS / 3
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local budget, seed, period = tonumber(ARGV[3+3*i-2]), tonumber(ARGV[3+3*i-1]), tonumber(ARGV[3+3*i])
+  local budget, seed, period, pending = tonumber(ARGV[3+4*i-3]), tonumber(ARGV[3+4*i-2]), tonumber(ARGV[3+4*i-1]), tonumber(ARGV[3+4*i])
   local cur = redis.call('HMGET', k, 'spent', 'held', 'period')
   if cur[1] == false or tonumber(cur[3] or 0) < period then
     redis.call('HSET', k, 'spent', seed, 'period', period)
     if cur[2] == false then redis.call('HSET', k, 'held', 0) end
+  elseif pending > 0 then
+    redis.call('HINCRBY', k, 'spent', pending) -- spend booked while Redis was away
   end
   local expired = redis.call('ZRANGEBYSCORE', e, '-inf', now)
   for _, l in ipairs(expired) do
@@ -134,6 +137,7 @@ return 1
 type sharedHold struct {
 	s       *Shared
 	lease   string
+	pending []int64  // unsynced spend sent with the hold, per shared account
 	keys    []string // the budgeted accounts' keys, three each
 	shared  []*Account
 	others  []*Account // unbudgeted accounts, booked in process
@@ -157,19 +161,29 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 		k := s.key(a)
 		h.shared = append(h.shared, a)
 		h.keys = append(h.keys, k, k+":h", k+":e")
-		args = append(args, int64(b), int64(a.Spent()), a.resetAt.Load())
+		pending := a.unsynced.Load()
+		h.pending = append(h.pending, pending)
+		args = append(args, int64(b), int64(a.Spent()), a.resetAt.Load(), pending)
 	}
 	if len(h.shared) == 0 || (s.Degraded != nil && s.Degraded()) {
-		return Local{}.Reserve(ctx, accounts, amount)
+		return s.local(ctx, accounts, amount, h.shared)
 	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	h.lease = hex.EncodeToString(b[:])
 	args[1] = h.lease
-	res, err := reserveScript.Run(ctx, s.c, h.keys, args...).Int64Slice()
+	// Not the request's context: a client leaving mid-script must not
+	// leave a hold in Redis that this replica then ignores.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 500*time.Millisecond)
+	defer cancel()
+	res, err := reserveScript.Run(rctx, s.c, h.keys, args...).Int64Slice()
 	if err != nil {
 		s.fallback(err)
-		return Local{}.Reserve(ctx, accounts, amount)
+		go h.finish(0, false) // the script may have run: give its hold back
+		return s.local(ctx, accounts, amount, h.shared)
+	}
+	for i, a := range h.shared { // Redis has the pending spend now
+		a.unsynced.Add(-h.pending[i])
 	}
 	if len(res) == 4 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
 		a := h.shared[res[1]-1]
@@ -181,6 +195,31 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 	}
 	return h, nil
 }
+
+// local holds in process while Redis is away; spend settled on the
+// budgeted accounts is remembered for Redis.
+func (s *Shared) local(ctx context.Context, accounts []*Account, amount Amount, budgeted []*Account) (Hold, error) {
+	r, err := Reserve(accounts, amount)
+	if err != nil {
+		return nil, err
+	}
+	return &localHold{r: r, budgeted: budgeted}, nil
+}
+
+type localHold struct {
+	r        *Reservation
+	budgeted []*Account
+}
+
+func (l *localHold) Settle(actual Amount) []*Account {
+	soft := l.r.Settle(actual)
+	for _, a := range l.budgeted {
+		a.unsynced.Add(int64(actual))
+	}
+	return soft
+}
+
+func (l *localHold) Release() { l.r.Release() }
 
 func (s *Shared) fallback(err error) {
 	now := time.Now().Unix()
@@ -222,6 +261,7 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 		} else if spend {
 			a.spent.Add(int64(actual))
 			a.used.Add(int64(actual))
+			a.unsynced.Add(int64(actual)) // Redis did not get it: the next hold carries it
 		}
 		if spend {
 			soft = appendSoft(soft, a, a.Spent())
@@ -245,10 +285,9 @@ func (s *Shared) ResetPeriod(ctx context.Context, kind Kind, id string, next tim
 	return resetScript.Run(ctx, s.c, []string{s.prefix + kind.String() + ":" + id}, strconv.FormatInt(next.UnixNano(), 10)).Err()
 }
 
-// Forget makes Redis take an account's spend from the next replica that
-// uses it (after an operator overwrote the spend in the store); holds in
-// flight are kept.
-func (s *Shared) Forget(ctx context.Context, kind Kind, id string) error {
+// SetSpent writes an operator's spend edit into Redis, so that every
+// replica's next hold sees it; holds in flight are kept.
+func (s *Shared) SetSpent(ctx context.Context, kind Kind, id string, spent Amount) error {
 	k := s.prefix + kind.String() + ":" + id
-	return s.c.HSet(ctx, k, "period", -1).Err()
+	return s.c.HSet(ctx, k, "spent", int64(spent)).Err()
 }

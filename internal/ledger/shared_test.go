@@ -63,3 +63,47 @@ func TestSharedHolds(t *testing.T) {
 		t.Fatalf("after the reset: %v", err)
 	}
 }
+
+// TestSharedCatchesUpAndTakesEdits: spend booked while Redis was away
+// reaches Redis with the next hold, and an operator's spend edit applies on
+// every replica.
+func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
+	m := miniredis.RunT(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	degraded := false
+	a := ledger.NewShared(c, "t", slog.New(slog.DiscardHandler))
+	a.Degraded = func() bool { return degraded }
+	b := ledger.NewShared(c, "t", slog.New(slog.DiscardHandler))
+	keyA := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+	keyB := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+
+	h, err := a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(0.5))
+	degraded = true
+	h, err = a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(0.4)) // booked in process only
+	degraded = false
+	if h, err := a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.05)); err != nil {
+		t.Fatalf("0.9 spent, 0.05 more: %v", err)
+	} else {
+		h.Release()
+	}
+	// Redis now has 0.9: replica B must refuse 0.4.
+	if _, err := b.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.4)); err == nil {
+		t.Fatal("the spend booked while Redis was away never reached it")
+	}
+	// An operator resets the spend on A; B's next hold sees it.
+	if err := a.SetSpent(ctx, ledger.KindKey, "k", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.9)); err != nil {
+		t.Fatalf("after the edit: %v", err)
+	}
+}

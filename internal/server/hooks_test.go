@@ -144,3 +144,34 @@ func TestHookConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestCustomAuthClosesAnOpenGateway: with custom_auth and no master key,
+// nothing gets in without the hook's consent — not anonymous requests, not
+// the management API.
+func TestCustomAuthClosesAnOpenGateway(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	cfg, err := config.Parse("h.yaml", []byte(strings.ReplaceAll(mockConfig, "{{UP}}", urls["up"])+`general_settings:
+  custom_auth:
+    mode: replace
+    cel: 'key == "sk-let-me-in"'
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{Store: sqliteStore(t)})
+	for _, key := range []string{"", "sk-some-other-key"} {
+		hdr := []string{}
+		if key != "" {
+			hdr = []string{"Authorization", "Bearer " + key}
+		}
+		if resp, body := postAs(t, url, "/v1/chat/completions", hi, hdr...); resp.StatusCode != 401 {
+			t.Errorf("chat with key %q: %d %s", key, resp.StatusCode, body)
+		}
+		if resp, body := postAs(t, url, "/key/generate", `{}`, hdr...); resp.StatusCode != 401 {
+			t.Errorf("/key/generate with key %q: %d %s", key, resp.StatusCode, body)
+		}
+	}
+	if resp, body := postAs(t, url, "/v1/chat/completions", hi, "Authorization", "Bearer sk-let-me-in"); resp.StatusCode != 200 {
+		t.Errorf("the hook's key: %d %s", resp.StatusCode, body)
+	}
+}

@@ -92,8 +92,13 @@ general_settings:
 	if code, _ := send(t, a+"/model/update", "sk-1234", `{"id": "from-config", "litellm_params": {"rpm": 1}}`); code != 400 {
 		t.Errorf("a config model was editable: %d", code)
 	}
-	if code, _ := send(t, a+"/model/new", "sk-1234", `{"model_name": "x", "litellm_params": {"model": "openai/x", "rpm": -1}}`); code != 400 {
-		t.Errorf("an invalid model was accepted: %d", code)
+	for _, bad := range []string{
+		`{"model_name": "x", "litellm_params": {"model": "openai/x", "rpm": -1}}`,
+		`{"model_name": "x", "litellm_params": {"model": "openai/x", "api_base": "ftp://h"}}`,
+	} {
+		if code, _ := send(t, a+"/model/new", "sk-1234", bad); code != 400 {
+			t.Errorf("an invalid model was accepted (%d): %s", code, bad)
+		}
 	}
 	if code, _ := send(t, a+"/model/new", "sk-1234", `{"model_name": "x", "litellm_params": {"model": "openai/x"}, "model_info": {"id": "from-config"}}`); code != 400 {
 		t.Errorf("a duplicate id was accepted: %d", code)

@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/openapi"
 	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
@@ -417,6 +418,9 @@ func (s *Server) setDBModels(models []store.Model) bool {
 	for _, m := range models {
 		fmt.Fprintf(&sig, "%s@%d;", m.ID, m.UpdatedAt.UnixNano())
 		d, err := config.ParseModelEntry(m.Entry)
+		if err == nil {
+			_, err = provider.Build(&d) // what the router will do with it
+		}
 		if err != nil {
 			s.log.Error("stored model is invalid; skipping it", "id", m.ID, "err", err)
 			continue
@@ -472,6 +476,8 @@ func (s *Server) deployments() ([]config.Deployment, func(string) bool) {
 // requests in flight finish on the old router. Other settings (keys, budgets,
 // limits, the database) need a restart; a reload that changes them logs so.
 func (s *Server) Reload(cfg *config.Config) error {
+	s.reloadMu.Lock() // not interleaved with a model reload
+	defer s.reloadMu.Unlock()
 	rt, err := s.buildRouter(cfg)
 	if err != nil {
 		return err
@@ -567,8 +573,13 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	}
 	if k.TeamID != "" {
 		if _, ok := s.snap.Team(k.TeamID); !ok {
-			if t, err := s.opts.Store.GetTeam(ctx, k.TeamID); err == nil {
+			t, err := s.opts.Store.GetTeam(ctx, k.TeamID)
+			switch {
+			case err == nil:
 				s.snap.PutTeam(t)
+			case !errors.Is(err, store.ErrNotFound):
+				// Without its team the key would skip the team's block and budget.
+				return false, err
 			}
 		}
 	}

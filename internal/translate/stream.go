@@ -175,6 +175,7 @@ type chatToMessages struct {
 	openKind  string // text or tool_use
 	next      int    // next content block index
 	toolBlock map[int]int
+	openTool  string // id of the tool call whose block is open
 	stop      string
 	usage     Usage
 	hasUsage  bool
@@ -264,9 +265,12 @@ func (s *chatToMessages) Event(ev, out []byte) []byte {
 			if tc.Index != nil {
 				i = *tc.Index
 			}
-			if _, seen := s.toolBlock[i]; !seen || tc.ID != "" && s.openKind != "tool_use" {
+			if _, seen := s.toolBlock[i]; !seen || (tc.ID != "" && tc.ID != s.openTool) {
+				// A new call: a new index, or (from upstreams that omit the
+				// index) a new id.
 				out = s.openBlock(out, "tool_use", map[string]any{"type": "tool_use", "id": tc.ID, "name": tc.Function.Name, "input": map[string]any{}})
 				s.toolBlock[i] = s.open
+				s.openTool = tc.ID
 			}
 			if tc.Function.Arguments != "" {
 				s.chunks++

@@ -244,3 +244,16 @@ func TestChatToMessagesStream(t *testing.T) {
 		t.Fatalf("usage %+v", u)
 	}
 }
+
+// TestChatToMessagesStreamWithoutIndex: upstreams that omit tool_calls[].index
+// still get one tool_use block per call.
+func TestChatToMessagesStreamWithoutIndex(t *testing.T) {
+	out := run(ChatToMessagesStream("m"),
+		"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"tool_calls\":[{\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"a\",\"arguments\":\"{\\\"x\\\":1}\"}}]}}]}\n\n",
+		"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"tool_calls\":[{\"id\":\"call_b\",\"type\":\"function\",\"function\":{\"name\":\"b\",\"arguments\":\"{\\\"y\\\":2}\"}}]}}]}\n\n",
+		"data: {\"id\":\"c\",\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+		"data: [DONE]\n\n")
+	if n := strings.Count(out, `"type":"tool_use"`); n != 2 {
+		t.Fatalf("%d tool_use blocks for two calls:\n%s", n, out)
+	}
+}
