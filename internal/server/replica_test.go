@@ -1,8 +1,6 @@
 package server
 
 import (
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -23,15 +21,8 @@ func replica(t *testing.T, cfg *config.Config, st store.Store) string {
 
 func send(t *testing.T, url, key, body string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	resp, b := sendH(t, url, key, body)
+	return resp.StatusCode, b
 }
 
 // within polls check until it holds or limit passes, reporting how long it took.
