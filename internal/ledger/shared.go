@@ -48,7 +48,7 @@ func (Local) Reserve(_ context.Context, accounts []*Account, amount Amount) (Hol
 // Redis does not answer, or Degraded says it is down, holds fall back to the
 // replica's own ledger.
 type Shared struct {
-	c        redis.UniversalClient
+	c        redis.Cmdable
 	prefix   string
 	LeaseTTL time.Duration
 	// Degraded, when set, reports that Redis is known to be down.
@@ -58,7 +58,7 @@ type Shared struct {
 }
 
 // NewShared returns a Redis holder; prefix namespaces the keys (tests).
-func NewShared(c redis.UniversalClient, prefix string, log *slog.Logger) *Shared {
+func NewShared(c redis.Cmdable, prefix string, log *slog.Logger) *Shared {
 	if prefix == "" {
 		prefix = "tg"
 	}

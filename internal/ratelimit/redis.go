@@ -22,7 +22,7 @@ import (
 // carries the {tg} hash tag, so all of them live on one Cluster slot and a
 // script may touch them together.
 type Redis struct {
-	c      redis.UniversalClient
+	c      redis.Cmdable
 	prefix string
 	// LeaseTTL bounds how long a parallel slot is held by a replica that
 	// died without releasing it.
@@ -31,7 +31,7 @@ type Redis struct {
 
 // NewRedis returns a backend on c. prefix namespaces the keys ("" for the
 // default); tests give each run its own.
-func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+func NewRedis(c redis.Cmdable, prefix string) *Redis {
 	if prefix == "" {
 		prefix = "tg"
 	}

@@ -173,10 +173,16 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap,
 			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget}
 	}
-	var rc *redis.Client
+	var rc redis.Cmdable
 	if url := cfg.RedisURL(); url != "" {
-		if rc, err = ratelimit.Dial(url); err != nil {
+		c, err := ratelimit.Dial(url)
+		if err != nil {
 			return nil, err
+		}
+		// Concurrent requests' scripts share round trips: go-redis batches
+		// the commands waiting at one moment into one pipeline.
+		if rc, err = c.AutoPipeline(); err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
 		}
 	}
 	limits, err := newLimits(cfg, opts, rc)
@@ -516,7 +522,7 @@ func buildHook(name string, c *config.HookSpec, vars []string) (*hooks.Hook, err
 
 // newLimits builds the rate limiter: shared on Redis when a redis_url is
 // configured (Options.RedisPrefix namespaces its keys), else in process.
-func newLimits(cfg *config.Config, opts Options, c *redis.Client) (*gateway.Limits, error) {
+func newLimits(cfg *config.Config, opts Options, c redis.Cmdable) (*gateway.Limits, error) {
 	var rd *ratelimit.Redis
 	if c != nil {
 		rd = ratelimit.NewRedis(c, opts.RedisPrefix)
