@@ -16,11 +16,103 @@ import (
 
 const spendCols = 16
 
-// insertChunk bounds the rows of one multi-row INSERT (16 parameters each).
-// The SQLite driver resolves each bound parameter by a linear scan, so its
-// statements stay small (measured: 200 rows made the writer the gateway's
-// biggest CPU cost; 10 rows make it negligible; BenchmarkApplySpend).
-const insertChunk, insertChunkSQLite = 200, 10
+// insertChunk bounds the rows of one multi-row PostgreSQL INSERT (16
+// parameters each), so that a batch costs few round trips.
+const insertChunk = 200
+
+const spendInsert = `INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
+	prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at) VALUES `
+
+func spendArgs(args []any, l *store.SpendLog) []any {
+	return append(args, l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider,
+		l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt))
+}
+
+// insertSpendLogs inserts rows, skipping request ids already present, and
+// marks the ones it inserted.
+func (s *DB) insertSpendLogs(ctx context.Context, tx *sql.Tx, rows []store.SpendLog, inserted map[string]bool) error {
+	if s.dialect == goose.DialectSQLite3 {
+		return insertSpendLogsSQLite(ctx, tx, rows, inserted)
+	}
+	for start := 0; start < len(rows); start += insertChunk {
+		part := rows[start:min(start+insertChunk, len(rows))]
+		var b strings.Builder
+		b.WriteString(spendInsert)
+		args := make([]any, 0, len(part)*spendCols)
+		for i := range part {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('(')
+			for c := range spendCols {
+				if c > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(s.param(i*spendCols + c + 1))
+			}
+			b.WriteByte(')')
+			args = spendArgs(args, &part[i])
+		}
+		b.WriteString(` ON CONFLICT (request_id) DO NOTHING RETURNING request_id`)
+		rs, err := tx.QueryContext(ctx, b.String(), args...)
+		if err != nil {
+			return fmt.Errorf("insert spend logs: %w", err)
+		}
+		for rs.Next() {
+			var id string
+			if err := rs.Scan(&id); err != nil {
+				rs.Close()
+				return err
+			}
+			inserted[id] = true
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// insertSpendLogsSQLite runs one prepared single-row INSERT per row. SQLite
+// has no round trip to save, and small statements are what it does fast:
+// a multi-row INSERT is parsed anew for each batch, the driver resolves its
+// parameters by a linear scan each, and a multi-row write keeps a statement
+// journal (BenchmarkApplySpend measured all three).
+func insertSpendLogsSQLite(ctx context.Context, tx *sql.Tx, rows []store.SpendLog, inserted map[string]bool) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString(spendInsert + "(")
+	for c := range spendCols {
+		if c > 0 {
+			b.WriteByte(',')
+		}
+		// "?n" is a numbered parameter; "$n" would be a named one, which the
+		// driver resolves by name.
+		fmt.Fprintf(&b, "?%d", c+1)
+	}
+	b.WriteString(") ON CONFLICT (request_id) DO NOTHING")
+	st, err := tx.PrepareContext(ctx, b.String())
+	if err != nil {
+		return fmt.Errorf("insert spend logs: %w", err)
+	}
+	defer st.Close()
+	args := make([]any, 0, spendCols)
+	for i := range rows {
+		res, err := st.ExecContext(ctx, spendArgs(args[:0], &rows[i])...)
+		if err != nil {
+			return fmt.Errorf("insert spend logs: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 1 {
+			inserted[rows[i].RequestID] = true
+		}
+	}
+	return nil
+}
 
 // ApplySpend writes a batch in one transaction. Rows already present (a
 // batch replayed after a crash or a retry) are skipped and not counted again:
@@ -31,10 +123,6 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		inserted := make(map[string]bool, len(batch))
-		chunk := insertChunk
-		if s.dialect == goose.DialectSQLite3 {
-			chunk = insertChunkSQLite
-		}
 		rows := batch
 		if s.noSpendLogs.Load() {
 			// general_settings.disable_spend_logs: spend and rollups only.
@@ -45,47 +133,8 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			}
 			rows = nil
 		}
-		for start := 0; start < len(rows); start += chunk {
-			part := rows[start:min(start+chunk, len(rows))]
-			var b strings.Builder
-			b.WriteString(`INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
-				prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at) VALUES `)
-			args := make([]any, 0, len(part)*spendCols)
-			for i, l := range part {
-				if i > 0 {
-					b.WriteByte(',')
-				}
-				b.WriteByte('(')
-				for c := range spendCols {
-					if c > 0 {
-						b.WriteByte(',')
-					}
-					// SQLite takes "$1" as a *named* parameter and resolves
-					// names by a linear scan, quadratic over a 3,200-parameter
-					// insert; "?1" is numbered and costs nothing.
-					b.WriteString(s.param(i*spendCols + c + 1))
-				}
-				b.WriteByte(')')
-				args = append(args, l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider,
-					l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt))
-			}
-			b.WriteString(` ON CONFLICT (request_id) DO NOTHING RETURNING request_id`)
-			rows, err := tx.QueryContext(ctx, b.String(), args...)
-			if err != nil {
-				return fmt.Errorf("insert spend logs: %w", err)
-			}
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				inserted[id] = true
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
+		if err := s.insertSpendLogs(ctx, tx, rows, inserted); err != nil {
+			return err
 		}
 
 		type rollKey struct{ day, key, user, team, endUser, model string }
