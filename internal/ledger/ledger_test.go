@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // TestConcurrentReservationsNeverOverspend: 200 goroutines each try to spend
@@ -120,4 +122,24 @@ func BenchmarkReserveSettle(b *testing.B) {
 			r.Settle(900)
 		}
 	})
+}
+
+// BenchmarkEnqueue is the request path's share of spend logging: queueing
+// one row (the writer's batches are BenchmarkSpendLogging's).
+func BenchmarkEnqueue(b *testing.B) {
+	w := NewWriter(nil, nil)
+	now := time.Now()
+	l := store.SpendLog{RequestID: "r1", KeyHash: "k", ModelGroup: "gpt-4o", PromptTokens: 12, CompletionTokens: 9,
+		Cost: 1e-4, Status: 200, StartedAt: now, EndedAt: now}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		w.Enqueue(l)
+		if n++; n == w.MaxBatch { // the writer takes a full batch away, as Run does
+			w.mu.Lock()
+			w.queue = nil
+			w.mu.Unlock()
+			n = 0
+		}
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,4 +51,27 @@ func TestResetLandsBetweenPeriods(t *testing.T) {
 	if k, _ := st.GetKey(ctx, "k"); k.Spend != 2 || !k.BudgetResetAt.Equal(next) {
 		t.Fatalf("a late reset zeroed the current period: %v %v", k.Spend, k.BudgetResetAt)
 	}
+}
+
+// BenchmarkSpendLogging is spend logging's whole cost per request: queueing
+// a row, and the writer batching it into SQLite on the other core.
+func BenchmarkSpendLogging(b *testing.B) {
+	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "t.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	w := ledger.NewWriter(st, slog.New(slog.DiscardHandler))
+	go w.Run()
+	defer w.Close()
+	now := time.Now()
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := n.Add(1)
+			w.Enqueue(store.SpendLog{RequestID: "r" + strconv.FormatInt(id, 10), KeyHash: "k", ModelGroup: "gpt-4o",
+				PromptTokens: 12, CompletionTokens: 9, Cost: 1e-4, Status: 200, StartedAt: now, EndedAt: now})
+		}
+	})
 }

@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
+
+// sseStream is an OpenAI chat stream as the gateway reads it: n content
+// events, the usage-only event that stream_options.include_usage adds, and
+// [DONE].
+func sseStream(n int) [][]byte {
+	var events [][]byte
+	for i := range n {
+		events = append(events, fmt.Appendf(nil, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"word%d "},"finish_reason":null}]}`+"\n\n", i))
+	}
+	events = append(events,
+		[]byte(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":20,"total_tokens":32,"prompt_tokens_details":{"cached_tokens":4}}}`+"\n\n"),
+		[]byte("data: [DONE]\n\n"))
+	return events
+}
+
+func TestObserveEventReadsStreamUsage(t *testing.T) {
+	for _, clientAsked := range []bool{false, true} {
+		var res result
+		passed := 0
+		for _, ev := range sseStream(20) {
+			if observeEvent(ev, clientAsked, &res) {
+				passed++
+			}
+		}
+		if !res.hasUsage || res.usage != (usage{prompt: 12, completion: 20, cached: 4}) || res.chunks != 20 {
+			t.Fatalf("client asked %v: usage %+v (found %v), chunks %d", clientAsked, res.usage, res.hasUsage, res.chunks)
+		}
+		// The usage-only event reaches only a client that asked for it.
+		if want := 21 + map[bool]int{false: 0, true: 1}[clientAsked]; passed != want {
+			t.Fatalf("client asked %v: %d events passed on, want %d", clientAsked, passed, want)
+		}
+	}
+}
+
+func TestUsageFromBody(t *testing.T) {
+	body := []byte(`{"id":"x","choices":[{"message":{"content":"usage"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"completion_tokens_details":{"reasoning_tokens":2}}}`)
+	u, ok := usageFromBody(body)
+	if !ok || u != (usage{prompt: 7, completion: 3, reasoning: 2}) {
+		t.Fatalf("got %+v %v", u, ok)
+	}
+	if _, ok := usageFromBody(bytes.TrimSuffix(body, []byte("}"))); ok {
+		t.Fatal("usage read from a truncated body")
+	}
+}
+
+// BenchmarkStreamUsage is the per-stream cost of counting chunks and
+// reading usage from a 20-chunk stream.
+func BenchmarkStreamUsage(b *testing.B) {
+	events := sseStream(20)
+	b.ReportAllocs()
+	for b.Loop() {
+		var res result
+		for _, ev := range events {
+			observeEvent(ev, false, &res)
+		}
+		if !res.hasUsage {
+			b.Fatal("no usage")
+		}
+	}
+}
+
+// BenchmarkUsageFromBody reads usage from a non-streaming response.
+func BenchmarkUsageFromBody(b *testing.B) {
+	body := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := usageFromBody(body); !ok {
+			b.Fatal("no usage")
+		}
+	}
+}
