@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/tollgate/tollgate/internal/rscript"
 )
 
 // Hold is one request's reservation, in process or on Redis.
@@ -48,7 +48,7 @@ func (Local) Reserve(_ context.Context, accounts []*Account, amount Amount) (Hol
 // Redis does not answer, or Degraded says it is down, holds fall back to the
 // replica's own ledger.
 type Shared struct {
-	c        redis.Cmdable
+	r        *rscript.Runner
 	prefix   string
 	LeaseTTL time.Duration
 	// Degraded, when set, reports that Redis is known to be down.
@@ -58,11 +58,11 @@ type Shared struct {
 }
 
 // NewShared returns a Redis holder; prefix namespaces the keys (tests).
-func NewShared(c redis.Cmdable, prefix string, log *slog.Logger) *Shared {
+func NewShared(r *rscript.Runner, prefix string, log *slog.Logger) *Shared {
 	if prefix == "" {
 		prefix = "tg"
 	}
-	return &Shared{c: c, prefix: "{" + prefix + "}:bud:", LeaseTTL: 15 * time.Minute, log: log}
+	return &Shared{r: r, prefix: "{" + prefix + "}:bud:", LeaseTTL: 15 * time.Minute, log: log}
 }
 
 func (s *Shared) key(a *Account) string { return s.prefix + a.Kind.String() + ":" + a.ID }
@@ -71,7 +71,7 @@ func (s *Shared) key(a *Account) string { return s.prefix + a.Kind.String() + ":
 // spent, period (reset time in ns; 0 none), and spend this replica booked
 // without Redis that Redis has not seen yet. KEYS come in threes per account:
 // state hash {spent, held, period}, lease amounts hash, lease expiry zset.
-var reserveScript = redis.NewScript(`
+var reserveScript = rscript.New(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local amount, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
@@ -108,7 +108,7 @@ return {1}
 `)
 
 // settleScript: ARGV = actual, lease. Returns the spent of each account.
-var settleScript = redis.NewScript(`
+var settleScript = rscript.New(`
 local actual, lease = tonumber(ARGV[1]), ARGV[2]
 local out = {}
 for i = 1, #KEYS / 3 do
@@ -126,7 +126,7 @@ return out
 
 // resetScript starts a new period: ARGV = period (ns). Only a newer period
 // resets, so replicas rolling over together reset once.
-var resetScript = redis.NewScript(`
+var resetScript = rscript.New(`
 local cur = tonumber(redis.call('HGET', KEYS[1], 'period') or 0)
 if cur < tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'spent', 0, 'period', ARGV[1])
@@ -176,7 +176,7 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 	// leave a hold in Redis that this replica then ignores.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 500*time.Millisecond)
 	defer cancel()
-	res, err := reserveScript.Run(rctx, s.c, h.keys, args...).Int64Slice()
+	res, err := rscript.Int64s(s.r.Run(rctx, reserveScript, h.keys, args...))
 	if err != nil {
 		s.fallback(err)
 		go h.finish(0, false) // the script may have run: give its hold back
@@ -252,7 +252,7 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 	if !spend {
 		actual = 0
 	}
-	res, err := settleScript.Run(ctx, h.s.c, h.keys, int64(actual), h.lease).Int64Slice()
+	res, err := rscript.Int64s(h.s.r.Run(ctx, settleScript, h.keys, int64(actual), h.lease))
 	for i, a := range h.shared {
 		if err == nil && i < len(res) {
 			// Mirror the shared spend locally (headers, metrics, soft budgets).
@@ -282,12 +282,14 @@ func appendSoft(soft []*Account, a *Account, spent Amount) []*Account {
 
 // ResetPeriod starts a new budget period for an account on Redis.
 func (s *Shared) ResetPeriod(ctx context.Context, kind Kind, id string, next time.Time) error {
-	return resetScript.Run(ctx, s.c, []string{s.prefix + kind.String() + ":" + id}, strconv.FormatInt(next.UnixNano(), 10)).Err()
+	_, err := s.r.Run(ctx, resetScript, []string{s.prefix + kind.String() + ":" + id}, strconv.FormatInt(next.UnixNano(), 10))
+	return err
 }
 
 // SetSpent writes an operator's spend edit into Redis, so that every
 // replica's next hold sees it; holds in flight are kept.
 func (s *Shared) SetSpent(ctx context.Context, kind Kind, id string, spent Amount) error {
 	k := s.prefix + kind.String() + ":" + id
-	return s.c.HSet(ctx, k, "spent", int64(spent)).Err()
+	_, err := s.r.Submit(ctx, "hset", k, "spent", int64(spent))
+	return err
 }

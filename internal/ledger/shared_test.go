@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/rscript"
 )
 
 // TestSharedHolds: two replicas' books share one budget on Redis; a hold a
@@ -19,8 +20,8 @@ func TestSharedHolds(t *testing.T) {
 	m := miniredis.RunT(t)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	a := ledger.NewShared(c, "t", slog.New(slog.DiscardHandler))
-	b := ledger.NewShared(c, "t", slog.New(slog.DiscardHandler))
+	a := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
+	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
 	a.LeaseTTL = time.Minute
 	keyA := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
 	keyB := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1)) // replica B's view
@@ -72,9 +73,9 @@ func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	degraded := false
-	a := ledger.NewShared(c, "t", slog.New(slog.DiscardHandler))
+	a := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
 	a.Degraded = func() bool { return degraded }
-	b := ledger.NewShared(c, "t", slog.New(slog.DiscardHandler))
+	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
 	keyA := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
 	keyB := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
 
@@ -106,4 +107,13 @@ func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
 	if _, err := b.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.9)); err != nil {
 		t.Fatalf("after the edit: %v", err)
 	}
+}
+
+// runner runs scripts on c as the server does.
+func runner(tb testing.TB, c *redis.Client) *rscript.Runner {
+	r, err := rscript.NewRunner(c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
 }

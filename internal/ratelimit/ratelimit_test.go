@@ -11,6 +11,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/internal/rscript"
 )
 
 // backend is what the shared suite drives: the local counters, or Redis
@@ -43,7 +45,7 @@ type miniBackend struct {
 
 func newMiniBackend(t *testing.T) *miniBackend {
 	m := miniredis.RunT(t)
-	b := &miniBackend{m: m, rd: NewRedis(redis.NewClient(&redis.Options{Addr: m.Addr()}), ""), now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	b := &miniBackend{m: m, rd: NewRedis(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()})), ""), now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	m.SetTime(b.now)
 	return b
 }
@@ -284,7 +286,7 @@ func realRedis(t testing.TB) (*redis.Client, string) {
 	if url == "" {
 		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping the real-Redis tests (e.g. redis://127.0.0.1:6379/0)")
 	}
-	c, err := Dial(url)
+	c, err := rscript.Dial(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +301,7 @@ func realRedis(t testing.TB) (*redis.Client, string) {
 // Redis share a 10-rpm key exactly, under concurrency.
 func TestRealRedisSharedAcrossLimiters(t *testing.T) {
 	c, prefix := realRedis(t)
-	a, b := New(NewRedis(c, prefix), nil), New(NewRedis(c, prefix), nil)
+	a, b := New(NewRedis(runner(t, c), prefix), nil), New(NewRedis(runner(t, c), prefix), nil)
 	defer a.Close()
 	defer b.Close()
 	var mu sync.Mutex
@@ -336,7 +338,7 @@ func TestFallbackWhenRedisIsDown(t *testing.T) {
 	m := miniredis.RunT(t)
 	var mu sync.Mutex
 	var events []bool
-	l := New(NewRedis(redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond}), ""), nil)
+	l := New(NewRedis(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})), ""), nil)
 	l.ProbeEvery = 20 * time.Millisecond
 	l.OnDegraded = func(d bool) { mu.Lock(); events = append(events, d); mu.Unlock() }
 	defer l.Close()
@@ -406,7 +408,7 @@ func BenchmarkAdmitLocal(b *testing.B) {
 
 func BenchmarkAdmitRedis(b *testing.B) {
 	c, prefix := realRedis(b)
-	l := New(NewRedis(c, prefix), nil)
+	l := New(NewRedis(runner(b, c), prefix), nil)
 	defer l.Close()
 	rules := []Rule{
 		{Scope: keyScope, Kind: Requests, Limit: 1 << 40, Window: time.Minute, Name: "rpm_limit"},
@@ -463,4 +465,13 @@ func TestCorrections(t *testing.T) {
 			t.Fatal("a stale refund made room that is not there")
 		}
 	})
+}
+
+// runner runs scripts on c as the server does.
+func runner(tb testing.TB, c *redis.Client) *rscript.Runner {
+	r, err := rscript.NewRunner(c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/internal/rscript"
 )
 
 // Redis keeps counters in Redis, shared by every replica. Each admission is
@@ -22,21 +24,25 @@ import (
 // carries the {tg} hash tag, so all of them live on one Cluster slot and a
 // script may touch them together.
 type Redis struct {
-	c      redis.Cmdable
+	r      *rscript.Runner
 	prefix string
 	// LeaseTTL bounds how long a parallel slot is held by a replica that
 	// died without releasing it.
 	LeaseTTL time.Duration
 }
 
-// NewRedis returns a backend on c. prefix namespaces the keys ("" for the
+// NewRedis returns a backend on r. prefix namespaces the keys ("" for the
 // default); tests give each run its own.
-func NewRedis(c redis.Cmdable, prefix string) *Redis {
+func NewRedis(r *rscript.Runner, prefix string) *Redis {
 	if prefix == "" {
 		prefix = "tg"
 	}
-	return &Redis{c: c, prefix: "{" + prefix + "}:rl:", LeaseTTL: 15 * time.Minute}
+	return &Redis{r: r, prefix: "{" + prefix + "}:rl:", LeaseTTL: 15 * time.Minute}
 }
+
+// admitTimeout bounds an admission's wait for Redis; past it the request is
+// admitted on local counters.
+const admitTimeout = 500 * time.Millisecond
 
 // slogAdapter routes go-redis's own messages (dial failures, pool
 // warnings) to slog at debug level: the limiter already reports outages once,
@@ -48,21 +54,6 @@ func (slogAdapter) Printf(ctx context.Context, format string, v ...any) {
 }
 
 func init() { redis.SetLogger(slogAdapter{}) }
-
-// Dial connects to the Redis at url (redis:// or rediss://) with timeouts
-// short enough that an unreachable server makes requests fall back to local
-// limits instead of waiting.
-func Dial(url string) (*redis.Client, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("redis_url: %w", err)
-	}
-	opts.DialTimeout = time.Second
-	opts.ReadTimeout = 500 * time.Millisecond
-	opts.WriteTimeout = 500 * time.Millisecond
-	opts.MaxRetries = 0
-	return redis.NewClient(opts), nil
-}
 
 var kindNames = [...]string{Requests: "req", Tokens: "tok", Parallel: "par", RequestBucket: "rbk", TokenBucket: "tbk"}
 
@@ -122,7 +113,7 @@ end
 
 // admitScript: ARGV = est, lease, lease ttl ms, then kind, limit, window ms,
 // fill per rule. Returns {0, rule, used, retry ms} or {1, remaining, reset ms, ...}.
-var admitScript = redis.NewScript(luaCommon + `
+var admitScript = rscript.New(luaCommon + `
 local est, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local out, plan = {1, now}, {}
 for i = 1, #KEYS do
@@ -180,7 +171,7 @@ return out
 // doneScript: ARGV = token delta, lease, admission time (ms), then the
 // rules as for admit. A refund goes to the admission's slot, and is dropped
 // once that slot has left the window; a bucket never refills past its size.
-var doneScript = redis.NewScript(luaCommon + `
+var doneScript = rscript.New(luaCommon + `
 local delta, lease, at = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 for i = 1, #KEYS do
   local b = 3 + (i - 1) * 4
@@ -223,7 +214,9 @@ func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
 		t.lease = newLease()
 	}
 	keys, args := rd.args(t, t.Est, t.lease, rd.LeaseTTL.Milliseconds())
-	res, err := admitScript.Run(ctx, rd.c, keys, args...).Int64Slice()
+	ctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	defer cancel()
+	res, err := rscript.Int64s(rd.r.Run(ctx, admitScript, keys, args...))
 	if err != nil {
 		return nil, err
 	}
@@ -254,11 +247,14 @@ func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
 // Done settles t on Redis.
 func (rd *Redis) Done(ctx context.Context, t *Ticket, tokens int64) error {
 	keys, args := rd.args(t, tokens-t.Est, t.lease, t.atMS)
-	return doneScript.Run(ctx, rd.c, keys, args...).Err()
+	_, err := rd.r.Run(ctx, doneScript, keys, args...)
+	return err
 }
 
 // releaseLease frees the parallel slots an admission may have taken on
-// Redis when its answer never arrived (a timeout after the script ran).
+// Redis when its answer never arrived (a timeout after the script ran). It
+// goes through the runner's ordered stream, so Redis runs it after the
+// admission even when that is still queued.
 func (rd *Redis) releaseLease(t *Ticket) {
 	if t.lease == "" {
 		return
@@ -267,13 +263,13 @@ func (rd *Redis) releaseLease(t *Ticket) {
 	defer cancel()
 	for i := range t.n {
 		if r := &t.rules[i]; r.Kind == Parallel {
-			rd.c.ZRem(ctx, rd.key(r), t.lease)
+			_, _ = rd.r.Submit(ctx, "zrem", rd.key(r), t.lease)
 		}
 	}
 }
 
 // Ping checks that Redis answers.
-func (rd *Redis) Ping(ctx context.Context) error { return rd.c.Ping(ctx).Err() }
+func (rd *Redis) Ping(ctx context.Context) error { return rd.r.Ping(ctx) }
 
 // newLease names one parallel slot, unique across replicas.
 func newLease() string {

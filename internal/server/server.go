@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
@@ -30,6 +28,7 @@ import (
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
+	"github.com/tollgate/tollgate/internal/rscript"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/ui"
 )
@@ -64,7 +63,8 @@ type Server struct {
 	writer     *ledger.Writer
 	limits     *gateway.Limits
 	shared     *ledger.Shared // budgets on Redis; nil without one
-	storeDown  atomic.Bool    // the last resync could not reach the database
+	redis      *rscript.Runner
+	storeDown  atomic.Bool // the last resync could not reach the database
 	missMu     sync.Mutex
 	missed     map[string]time.Time // key hashes the store did not know, until when
 	authn      *auth.Authenticator
@@ -173,17 +173,16 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap,
 			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget}
 	}
-	var rc redis.Cmdable
+	var rc *rscript.Runner
 	if url := cfg.RedisURL(); url != "" {
-		c, err := ratelimit.Dial(url)
+		c, err := rscript.Dial(url)
 		if err != nil {
 			return nil, err
 		}
-		// Concurrent requests' scripts share round trips: go-redis batches
-		// the commands waiting at one moment into one pipeline.
-		if rc, err = c.AutoPipeline(); err != nil {
-			return nil, fmt.Errorf("redis: %w", err)
+		if rc, err = rscript.NewRunner(c); err != nil {
+			return nil, err
 		}
+		s.redis = rc
 	}
 	limits, err := newLimits(cfg, opts, rc)
 	if err != nil {
@@ -292,6 +291,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.limits.Limiter.Close()
+		if s.redis != nil {
+			defer s.redis.Close() // last: requests still draining settle on it
+		}
 		if s.writer == nil {
 			return
 		}
@@ -522,7 +524,7 @@ func buildHook(name string, c *config.HookSpec, vars []string) (*hooks.Hook, err
 
 // newLimits builds the rate limiter: shared on Redis when a redis_url is
 // configured (Options.RedisPrefix namespaces its keys), else in process.
-func newLimits(cfg *config.Config, opts Options, c redis.Cmdable) (*gateway.Limits, error) {
+func newLimits(cfg *config.Config, opts Options, c *rscript.Runner) (*gateway.Limits, error) {
 	var rd *ratelimit.Redis
 	if c != nil {
 		rd = ratelimit.NewRedis(c, opts.RedisPrefix)

@@ -1,0 +1,195 @@
+package rscript
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var incr = New(`return redis.call('INCRBY', KEYS[1], ARGV[1])`)
+
+// realRedis is the Redis of TOLLGATE_TEST_REDIS_URL, its host:port, and a
+// key of this test's own.
+func realRedis(t *testing.T) (string, string) {
+	url := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if url == "" {
+		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: no Redis to test against (.ci/run sets it)")
+	}
+	c, err := Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("TOLLGATE_TEST_REDIS_URL is set but Redis does not answer: %v", err)
+	}
+	return c.Options().Addr, fmt.Sprintf("rscript-test:%s:%d", t.Name(), time.Now().UnixNano())
+}
+
+func runnerAt(t *testing.T, addr string) *Runner {
+	c, err := Dial("redis://" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRunner(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// proxy forwards to target, holding back by delay each reply that follows
+// a script call on the connection (the handshake passes at once); with
+// delay < 0 it never replies (a Redis that accepts and hangs).
+func proxy(t *testing.T, target string, delay time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { in.Close() })
+			if delay < 0 {
+				go func() { _, _ = io.Copy(io.Discard, in) }()
+				continue
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			t.Cleanup(func() { out.Close() })
+			var scripted atomic.Bool
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := in.Read(buf)
+					if n > 0 {
+						if bytes.Contains(bytes.ToLower(buf[:n]), []byte("eval")) {
+							scripted.Store(true)
+						}
+						if _, werr := out.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := out.Read(buf)
+					if n > 0 {
+						if scripted.Load() {
+							time.Sleep(delay)
+						}
+						if _, werr := in.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestRunSharesAndCounts: concurrent calls all run, each once, and a
+// script unknown to Redis (its cache flushed) is sent in full.
+func TestRunSharesAndCounts(t *testing.T) {
+	addr, key := realRedis(t)
+	r := runnerAt(t, addr)
+	ctx := context.Background()
+	if err := r.c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer r.c.Del(ctx, key)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.Run(ctx, incr, []string{key}, 1); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n, err := r.c.Get(ctx, key).Int(); err != nil || n != 50 {
+		t.Fatalf("50 calls counted %d (%v)", n, err)
+	}
+	v, err := Int64s(r.Run(ctx, New(`return {1, 2, 3}`), nil))
+	if err != nil || len(v) != 3 || v[2] != 3 {
+		t.Fatalf("array reply: %v %v", v, err)
+	}
+}
+
+// TestDeadlineIsHonoured: against a Redis that accepts and never answers,
+// every caller gets its error when its own deadline passes, not when the
+// client's timeouts and retries are through.
+func TestDeadlineIsHonoured(t *testing.T) {
+	r := runnerAt(t, proxy(t, "", -1))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	worst := time.Duration(0)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := r.Run(ctx, incr, []string{"k"}, 1)
+			took := time.Since(start)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("err %v, want the deadline", err)
+			}
+			mu.Lock()
+			worst = max(worst, took)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	t.Logf("slowest caller: %v", worst)
+	if worst > 2*time.Second { // generous for a loaded machine; without the fix it is ≥ 4 s
+		t.Fatalf("a caller with a 200 ms deadline waited %v", worst)
+	}
+}
+
+// TestNoRetry: a reply slower than the read timeout fails the call, and
+// the script has run exactly once (a retry would run it again).
+func TestNoRetry(t *testing.T) {
+	addr, key := realRedis(t)
+	slow := runnerAt(t, proxy(t, addr, 700*time.Millisecond))
+	direct := runnerAt(t, addr)
+	ctx := context.Background()
+	defer direct.c.Del(ctx, key)
+	_, err := slow.Run(ctx, incr, []string{key}, 1)
+	if err == nil {
+		t.Fatal("a reply past the read timeout succeeded")
+	}
+	time.Sleep(3 * time.Second) // let any retry land
+	n, err := direct.c.Get(ctx, key).Int()
+	if err != nil || n != 1 {
+		t.Fatalf("the script ran %d times (%v), want once", n, err)
+	}
+}
