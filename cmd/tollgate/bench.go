@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -71,6 +72,7 @@ func runBareProxy(args []string) error {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 512, MaxIdleConns: 1024, IdleConnTimeout: 90 * time.Second}
 	rp.FlushInterval = -1
+	rp.BufferPool = &bufferPool{} // else each request allocates a 32 KB copy buffer
 	mux := http.NewServeMux()
 	mux.Handle("/", rp)
 	mux.HandleFunc("GET /health/liveliness", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`"ok"`)) })
@@ -78,8 +80,23 @@ func runBareProxy(args []string) error {
 	defer stop()
 	srv := &http.Server{Addr: *addr, Handler: mux}
 	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if addr := os.Getenv("TOLLGATE_PPROF_ADDR"); addr != "" { // to profile the floor as the gateway is profiled
+		go func() { _ = http.ListenAndServe(addr, nil) }()
+	}
 	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
 		return err
 	}
 	return nil
 }
+
+// bufferPool recycles the reverse proxy's copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
