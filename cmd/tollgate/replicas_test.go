@@ -222,6 +222,20 @@ general_settings:
 			t.Fatalf("unknown keys still get 503 on %s after the database came back", r)
 		}
 	}
+	// The outage's spend lands once the database is back (before step 5
+	// kills a replica, whose unwritten rows would then be lost by design).
+	watch, err := sqlstore.OpenPostgres(context.Background(), direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outageRows := func() int {
+		_, n, _ := watch.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: config.HashKey(outageKey)})
+		return n
+	}
+	if !eventually(15*time.Second, func() bool { return outageRows() == outageServed }) {
+		t.Fatalf("%d spend rows for the %d requests around the outage, 15 s after the database came back", outageRows(), outageServed)
+	}
+	watch.Close()
 
 	// 5. SIGKILL one replica under load and restart it: only requests it
 	// answered within the crash window before dying may lack their row.

@@ -53,8 +53,12 @@ type Shared struct {
 	LeaseTTL time.Duration
 	// Degraded, when set, reports that Redis is known to be down.
 	Degraded func() bool
-	log      *slog.Logger
-	warned   atomic.Int64 // unix seconds of the last fallback warning
+	// Failed, when set, is told when Redis did not answer a hold or a
+	// settle, so that Degraded turns true until Redis answers again (and
+	// later requests do not each wait out the deadline).
+	Failed func(error)
+	log    *slog.Logger
+	warned atomic.Int64 // unix seconds of the last fallback warning
 }
 
 // NewShared returns a Redis holder; prefix namespaces the keys (tests).
@@ -222,6 +226,9 @@ func (l *localHold) Settle(actual Amount) []*Account {
 func (l *localHold) Release() { l.r.Release() }
 
 func (s *Shared) fallback(err error) {
+	if s.Failed != nil {
+		s.Failed(err)
+	}
 	now := time.Now().Unix()
 	if last := s.warned.Load(); now-last >= 10 && s.warned.CompareAndSwap(last, now) {
 		s.log.Warn("redis unreachable: budget holds fall back to this replica's own ledger", "err", err)

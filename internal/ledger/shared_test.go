@@ -3,7 +3,10 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,4 +119,51 @@ func runner(tb testing.TB, c *redis.Client) *rscript.Runner {
 		tb.Fatal(err)
 	}
 	return r
+}
+
+// TestSharedHungRedis: against a Redis that accepts and never answers, a
+// hold falls back to the replica's own ledger at its deadline, reports the
+// failure, and later holds do not wait again while Redis is known down.
+func TestSharedHungRedis(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	var down atomic.Bool
+	s := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1})), "t", slog.New(slog.DiscardHandler))
+	s.Degraded = down.Load
+	s.Failed = func(error) { down.Store(true) }
+	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+	start := time.Now()
+	h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("the first hold waited %v on a hung Redis", took)
+	}
+	if !down.Load() {
+		t.Fatal("the failure was not reported")
+	}
+	h.Settle(ledger.USD(0.25))
+	start = time.Now()
+	if _, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.5)); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 100*time.Millisecond {
+		t.Fatalf("a hold while Redis is known down waited %v", took)
+	}
+	if key.Spent() != ledger.USD(0.25) {
+		t.Fatalf("local spend %v, want 0.25", key.Spent())
+	}
 }

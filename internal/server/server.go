@@ -192,6 +192,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		// Budgets are held on Redis too, so replicas share them exactly.
 		shared := ledger.NewShared(rc, opts.RedisPrefix, opts.Logger)
 		shared.Degraded = limits.Limiter.Degraded
+		shared.Failed = limits.Limiter.Degrade // one outage switch for limits and budgets
 		gopts.Meter.Holder = shared
 		s.shared = shared
 	}
