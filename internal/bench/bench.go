@@ -8,6 +8,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -46,6 +48,8 @@ type Result struct {
 	CPUPerRequest          time.Duration
 	PeakRSSMB              float64
 	Errors                 int
+	// ErrorKinds counts the errors by kind: "HTTP 429", "timeout", "dial", ...
+	ErrorKinds map[string]int
 }
 
 func freePort() int {
@@ -137,6 +141,7 @@ type run struct {
 	lat      []time.Duration
 	errors   int
 	requests int
+	kinds    map[string]int // errors by kind
 }
 
 func newClient(conns int) *http.Client {
@@ -144,7 +149,8 @@ func newClient(conns int) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-func one(c *http.Client, url, key string, body []byte) (time.Duration, bool) {
+// one sends a request and returns its latency, or why it failed.
+func one(c *http.Client, url, key string, body []byte) (time.Duration, string) {
 	req, _ := http.NewRequest("POST", url, strings.NewReader(string(body)))
 	req.Header.Set("Content-Type", "application/json")
 	if key != "" {
@@ -153,11 +159,36 @@ func one(c *http.Client, url, key string, body []byte) (time.Duration, bool) {
 	start := time.Now()
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, false
+		return 0, errorKind(err)
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
+	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return time.Since(start), resp.StatusCode == 200
+	switch {
+	case resp.StatusCode != 200:
+		return 0, "HTTP " + strconv.Itoa(resp.StatusCode)
+	case err != nil:
+		return 0, "body: " + errorKind(err)
+	}
+	return time.Since(start), ""
+}
+
+// errorKind names a transport error without its addresses, so that like
+// errors count together.
+func errorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "no local port (EADDRNOTAVAIL)"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed"
+	}
+	return "other"
 }
 
 // drive applies load for d: "closed:N" keeps N requests in flight;
@@ -167,13 +198,15 @@ func drive(load, url, key string, body []byte, d time.Duration) run {
 	n, _ := strconv.Atoi(nStr)
 	var mu sync.Mutex
 	var r run
-	record := func(lat time.Duration, ok bool) {
+	r.kinds = map[string]int{}
+	record := func(lat time.Duration, failed string) {
 		mu.Lock()
 		r.requests++
-		if ok {
+		if failed == "" {
 			r.lat = append(r.lat, lat)
 		} else {
 			r.errors++
+			r.kinds[failed]++
 		}
 		mu.Unlock()
 	}
@@ -301,7 +334,7 @@ func Run(o Options) ([]Result, error) {
 			drive(load, gwURL+"/v1/chat/completions", key, body, time.Second) // warm up
 			var dRPS, gRPS []float64
 			var d50, d99, g50, g99, cpu []time.Duration
-			errs := 0
+			errs, kinds := 0, map[string]int{}
 			for range o.Rounds {
 				d := drive(load, upURL+"/v1/chat/completions", "", body, o.Duration)
 				before := cpuTime(gw.cmd.Process.Pid)
@@ -314,10 +347,15 @@ func Run(o Options) ([]Result, error) {
 					cpu = append(cpu, used/time.Duration(g.requests))
 				}
 				errs += g.errors + d.errors
+				for _, m := range []map[string]int{d.kinds, g.kinds} {
+					for k, n := range m {
+						kinds[k] += n
+					}
+				}
 			}
 			r := Result{Scenario: sc, Load: load, Stream: o.Stream, DirectRPS: median(dRPS), GatewayRPS: median(gRPS),
 				DirectP50: median(d50), DirectP99: median(d99), GatewayP50: median(g50), GatewayP99: median(g99),
-				CPUPerRequest: median(cpu), PeakRSSMB: peakRSS(gw.cmd.Process.Pid), Errors: errs}
+				CPUPerRequest: median(cpu), PeakRSSMB: peakRSS(gw.cmd.Process.Pid), Errors: errs, ErrorKinds: kinds}
 			r.AddedP50, r.AddedP99 = r.GatewayP50-r.DirectP50, r.GatewayP99-r.DirectP99
 			results = append(results, r)
 			fmt.Fprintln(o.Out, row(r))
@@ -332,6 +370,15 @@ const Header = "| scenario | load | stream | direct req/s | gateway req/s | CPU 
 
 func row(r Result) string {
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 0, 64) + " µs" }
-	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %s | %s | %.0f MB | %d |", r.Scenario, r.Load, r.Stream,
-		r.DirectRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, us(r.AddedP50), us(r.AddedP99), r.PeakRSSMB, r.Errors)
+	errs := strconv.Itoa(r.Errors)
+	if len(r.ErrorKinds) > 0 {
+		var kinds []string
+		for k, n := range r.ErrorKinds {
+			kinds = append(kinds, fmt.Sprintf("%s: %d", k, n))
+		}
+		slices.Sort(kinds)
+		errs += " (" + strings.Join(kinds, ", ") + ")"
+	}
+	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
+		r.DirectRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, us(r.AddedP50), us(r.AddedP99), r.PeakRSSMB, errs)
 }
