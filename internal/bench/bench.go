@@ -161,11 +161,20 @@ func one(c *http.Client, url, key string, body []byte) (time.Duration, string) {
 	if err != nil {
 		return 0, errorKind(err)
 	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		why := "HTTP " + strconv.Itoa(resp.StatusCode)
+		// The OpenAI error shape names the kind ("budget_exceeded", ...).
+		if _, t, ok := strings.Cut(string(b), `"type":"`); ok {
+			t, _, _ = strings.Cut(t, `"`)
+			why += " " + t
+		}
+		return 0, why
+	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	switch {
-	case resp.StatusCode != 200:
-		return 0, "HTTP " + strconv.Itoa(resp.StatusCode)
 	case err != nil:
 		return 0, "body: " + errorKind(err)
 	}

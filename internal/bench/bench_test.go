@@ -24,9 +24,10 @@ func TestOneNamesFailures(t *testing.T) {
 	}
 	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"error":{"message":"slow down","type":"rate_limit_error"}}`))
 	}))
 	defer busy.Close()
-	if _, why := one(c, busy.URL, "k", []byte(`{}`)); why != "HTTP 429" {
+	if _, why := one(c, busy.URL, "k", []byte(`{}`)); why != "HTTP 429 rate_limit_error" {
 		t.Errorf("429: %q", why)
 	}
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -80,15 +80,17 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local amount, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local n = #KEYS / 3
+-- First bring every account up to date (seed, spend booked while Redis was
+-- away, expired holds), so that a refusal below loses none of it.
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local budget, seed, period, pending = tonumber(ARGV[3+4*i-3]), tonumber(ARGV[3+4*i-2]), tonumber(ARGV[3+4*i-1]), tonumber(ARGV[3+4*i])
+  local seed, period, pending = tonumber(ARGV[3+4*i-2]), tonumber(ARGV[3+4*i-1]), tonumber(ARGV[3+4*i])
   local cur = redis.call('HMGET', k, 'spent', 'held', 'period')
   if cur[1] == false or tonumber(cur[3] or 0) < period then
     redis.call('HSET', k, 'spent', seed, 'period', period)
     if cur[2] == false then redis.call('HSET', k, 'held', 0) end
   elseif pending > 0 then
-    redis.call('HINCRBY', k, 'spent', pending) -- spend booked while Redis was away
+    redis.call('HINCRBY', k, 'spent', pending)
   end
   local expired = redis.call('ZRANGEBYSCORE', e, '-inf', now)
   for _, l in ipairs(expired) do
@@ -97,9 +99,11 @@ for i = 1, n do
     redis.call('HDEL', h, l)
     redis.call('ZREM', e, l)
   end
-  local v = redis.call('HMGET', k, 'spent', 'held')
+end
+for i = 1, n do
+  local v = redis.call('HMGET', KEYS[3*i-2], 'spent', 'held')
   local spent, held = tonumber(v[1]), tonumber(v[2])
-  if spent + held + amount > budget then return {0, i, spent, held} end
+  if spent + held + amount > tonumber(ARGV[3+4*i-3]) then return {0, i, spent, held} end
 end
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
@@ -155,22 +159,25 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 		amount = 0
 	}
 	h := &sharedHold{s: s, amount: amount}
-	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds()}
 	for _, a := range accounts {
-		b := a.Budget()
-		if b == Unlimited {
+		if a.Budget() == Unlimited {
 			h.others = append(h.others, a)
-			continue
+		} else {
+			h.shared = append(h.shared, a)
 		}
-		k := s.key(a)
-		h.shared = append(h.shared, a)
-		h.keys = append(h.keys, k, k+":h", k+":e")
-		pending := a.unsynced.Load()
-		h.pending = append(h.pending, pending)
-		args = append(args, int64(b), int64(a.Spent()), a.resetAt.Load(), pending)
 	}
 	if len(h.shared) == 0 || (s.Degraded != nil && s.Degraded()) {
 		return s.local(ctx, accounts, amount, h.shared)
+	}
+	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds()}
+	for _, a := range h.shared {
+		k := s.key(a)
+		h.keys = append(h.keys, k, k+":h", k+":e")
+		// Spend booked while Redis was away goes with this hold, and with
+		// no other: concurrent holds must not each carry it.
+		pending := a.unsynced.Swap(0)
+		h.pending = append(h.pending, pending)
+		args = append(args, int64(a.Budget()), int64(a.Spent()), a.resetAt.Load(), pending)
 	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
@@ -183,11 +190,16 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 	res, err := rscript.Int64s(s.r.Run(rctx, reserveScript, h.keys, args...))
 	if err != nil {
 		s.fallback(err)
+		if !rscript.Abandoned(err) {
+			// Redis did not take the call: the pending spend is still ours
+			// to carry. (An abandoned call is queued and will run: it
+			// carries the pending spend itself.)
+			for i, a := range h.shared {
+				a.unsynced.Add(h.pending[i])
+			}
+		}
 		go h.finish(0, false) // the script may have run: give its hold back
 		return s.local(ctx, accounts, amount, h.shared)
-	}
-	for i, a := range h.shared { // Redis has the pending spend now
-		a.unsynced.Add(-h.pending[i])
 	}
 	if len(res) == 4 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
 		a := h.shared[res[1]-1]
@@ -268,7 +280,9 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 		} else if spend {
 			a.spent.Add(int64(actual))
 			a.used.Add(int64(actual))
-			a.unsynced.Add(int64(actual)) // Redis did not get it: the next hold carries it
+			if !rscript.Abandoned(err) {
+				a.unsynced.Add(int64(actual)) // Redis did not get it: the next hold carries it
+			}
 		}
 		if spend {
 			soft = appendSoft(soft, a, a.Spent())

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,5 +167,46 @@ func TestSharedHungRedis(t *testing.T) {
 	}
 	if key.Spent() != ledger.USD(0.25) {
 		t.Fatalf("local spend %v, want 0.25", key.Spent())
+	}
+}
+
+// TestSharedCarriesOfflineSpendOnce: spend booked while Redis was away
+// reaches Redis once, however many holds start together when it is back.
+func TestSharedCarriesOfflineSpendOnce(t *testing.T) {
+	m := miniredis.RunT(t)
+	ctx := context.Background()
+	var down atomic.Bool
+	s := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()})), "t", slog.New(slog.DiscardHandler))
+	s.Degraded = down.Load
+	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(100))
+	// Redis sees the account, then goes away while 0.5 is spent.
+	h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	down.Store(true)
+	h, err = s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(0.5))
+	down.Store(false)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.01))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			h.Settle(0)
+		}()
+	}
+	wg.Wait()
+	if got := m.HGet("{t}:bud:key:k", "spent"); got != strconv.FormatInt(int64(ledger.USD(0.5)), 10) {
+		t.Fatalf("Redis has spent %s, want %d (the offline 0.5, once)", got, int64(ledger.USD(0.5)))
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -106,6 +107,14 @@ func (r *Runner) Submit(ctx context.Context, argv ...any) (any, error) {
 		return nil, err
 	}
 	return cmd.Val(), nil
+}
+
+// Abandoned reports whether err is a call that Run or Submit stopped
+// waiting for at its deadline: the command is in the ordered stream and
+// will most likely still run. Other errors mean Redis did not take it (a
+// full queue, a dead connection).
+func Abandoned(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 // Ping checks that Redis answers, on a connection of its own.
