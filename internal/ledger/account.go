@@ -61,6 +61,10 @@ type Account struct {
 	// unsynced is spend booked in process while budgets are shared on
 	// Redis (Redis away, a failed settle): the next hold adds it there.
 	unsynced atomic.Int64
+	// carrying is unsynced spend that holds in flight have claimed and are
+	// taking to Redis. unsynced + carrying is spend the local mirror has
+	// and Redis may not.
+	carrying atomic.Int64
 }
 
 // NewAccount returns an account with spend already booked.
@@ -109,7 +113,9 @@ func (a *Account) SetResetAt(t time.Time) {
 }
 
 // SetSpent overwrites the settled spend (an operator edit or a budget reset).
+// Spend not yet carried to Redis belongs to what it overwrites.
 func (a *Account) SetSpent(s Amount) {
+	a.unsynced.Store(0)
 	old := a.spent.Swap(int64(s))
 	a.used.Add(int64(s) - old)
 	a.softHit.Store(s >= Amount(a.soft.Load()))

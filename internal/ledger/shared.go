@@ -85,13 +85,15 @@ local n = #KEYS / 3
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
   local seed, period, pending = tonumber(ARGV[3+4*i-2]), tonumber(ARGV[3+4*i-1]), tonumber(ARGV[3+4*i])
-  local cur = redis.call('HMGET', k, 'spent', 'held', 'period')
-  if cur[1] == false or tonumber(cur[3] or 0) < period then
-    redis.call('HSET', k, 'spent', seed, 'period', period)
-    if cur[2] == false then redis.call('HSET', k, 'held', 0) end
-  elseif pending > 0 then
+  local cur = redis.call('HMGET', k, 'spent', 'period')
+  if cur[1] == false or tonumber(cur[2] or 0) < period then
+    -- seed excludes every replica-local spend not yet in Redis; this
+    -- hold's share of it is pending, the rest comes with other holds.
+    redis.call('HSET', k, 'spent', seed + pending, 'period', period)
+  elseif pending ~= 0 then
     redis.call('HINCRBY', k, 'spent', pending)
   end
+  redis.call('HSETNX', k, 'held', 0)
   local expired = redis.call('ZRANGEBYSCORE', e, '-inf', now)
   for _, l in ipairs(expired) do
     local a = redis.call('HGET', h, l)
@@ -102,7 +104,7 @@ for i = 1, n do
 end
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[3*i-2], 'spent', 'held')
-  local spent, held = tonumber(v[1]), tonumber(v[2])
+  local spent, held = tonumber(v[1] or 0), tonumber(v[2] or 0)
   if spent + held + amount > tonumber(ARGV[3+4*i-3]) then return {0, i, spent, held} end
 end
 for i = 1, n do
@@ -115,19 +117,28 @@ end
 return {1}
 `)
 
-// settleScript: ARGV = actual, lease. Returns the spent of each account.
+// settleScript: ARGV = actual, lease. Returns the spent of each account,
+// or -1 for an account Redis no longer has (flushed, restarted): its spend
+// is left for the next hold to carry, and reseeds it.
 var settleScript = rscript.New(`
 local actual, lease = tonumber(ARGV[1]), ARGV[2]
 local out = {}
 for i = 1, #KEYS / 3 do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+  local exists = redis.call('EXISTS', k) == 1
   local a = redis.call('HGET', h, lease)
   if a then
-    redis.call('HINCRBY', k, 'held', -tonumber(a))
+    if exists then redis.call('HINCRBY', k, 'held', -tonumber(a)) end
     redis.call('HDEL', h, lease)
     redis.call('ZREM', e, lease)
   end
-  if actual > 0 then out[i] = redis.call('HINCRBY', k, 'spent', actual) else out[i] = tonumber(redis.call('HGET', k, 'spent') or 0) end
+  if not exists then
+    out[i] = -1
+  elseif actual > 0 then
+    out[i] = redis.call('HINCRBY', k, 'spent', actual)
+  else
+    out[i] = tonumber(redis.call('HGET', k, 'spent') or 0)
+  end
 end
 return out
 `)
@@ -176,8 +187,10 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 		// Spend booked while Redis was away goes with this hold, and with
 		// no other: concurrent holds must not each carry it.
 		pending := a.unsynced.Swap(0)
+		a.carrying.Add(pending)
 		h.pending = append(h.pending, pending)
-		args = append(args, int64(a.Budget()), int64(a.Spent()), a.resetAt.Load(), pending)
+		seed := a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
+		args = append(args, int64(a.Budget()), seed, a.resetAt.Load(), pending)
 	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
@@ -190,17 +203,19 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 	res, err := rscript.Int64s(s.r.Run(rctx, reserveScript, h.keys, args...))
 	if err != nil {
 		s.fallback(err)
-		if !rscript.Abandoned(err) {
-			// Redis did not take the call: the pending spend is still ours
-			// to carry. (An abandoned call is queued and will run: it
-			// carries the pending spend itself.)
-			for i, a := range h.shared {
-				a.unsynced.Add(h.pending[i])
+		// The script may have run (or may yet): once it is known how the
+		// call ended, give the pending spend back unless Redis took it, and
+		// drop the hold it may have placed.
+		go func() {
+			final := rscript.Final(err)
+			h.landed(!rscript.NotRun(final))
+			if !rscript.NotRun(final) {
+				h.releaseLease()
 			}
-		}
-		go h.finish(0, false) // the script may have run: give its hold back
+		}()
 		return s.local(ctx, accounts, amount, h.shared)
 	}
+	h.landed(true)
 	if len(res) == 4 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
 		a := h.shared[res[1]-1]
 		return nil, &ExceededError{Kind: a.Kind, ID: a.ID, Spent: Amount(res[2]), Reserved: Amount(res[3]),
@@ -238,7 +253,7 @@ func (l *localHold) Settle(actual Amount) []*Account {
 func (l *localHold) Release() { l.r.Release() }
 
 func (s *Shared) fallback(err error) {
-	if s.Failed != nil {
+	if s.Failed != nil && !rscript.IsReply(err) { // an error reply means Redis is up
 		s.Failed(err)
 	}
 	now := time.Now().Unix()
@@ -254,6 +269,40 @@ func (h *sharedHold) Settle(actual Amount) []*Account {
 
 // Release drops the hold.
 func (h *sharedHold) Release() { h.finish(0, false) }
+
+// landed ends this hold's carrying of pending spend: Redis has it, or it
+// goes back to be carried by a later hold.
+func (h *sharedHold) landed(taken bool) {
+	for i, a := range h.shared {
+		if !taken {
+			a.unsynced.Add(h.pending[i])
+		}
+		a.carrying.Add(-h.pending[i])
+	}
+}
+
+// releaseLease drops the hold's lease on Redis (after a failed reserve),
+// retrying for a while: a lease left behind holds budget on every replica
+// until it expires.
+func (h *sharedHold) releaseLease() {
+	for wait := 500 * time.Millisecond; ; wait *= 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := h.s.r.Run(ctx, settleScript, h.keys, 0, h.lease)
+		cancel()
+		if err = rscript.Final(err); err == nil || wait > 16*time.Second {
+			return
+		}
+		time.Sleep(wait)
+	}
+}
+
+// mirror sets the local view of a shared account from Redis's spend plus
+// what this replica booked that Redis does not have yet.
+func mirror(a *Account, redisSpent int64) {
+	v := redisSpent + a.unsynced.Load() + a.carrying.Load()
+	old := a.spent.Swap(v)
+	a.used.Add(v - old)
+}
 
 func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 	if h == nil || h.settled {
@@ -273,23 +322,34 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 	}
 	res, err := rscript.Int64s(h.s.r.Run(ctx, settleScript, h.keys, int64(actual), h.lease))
 	for i, a := range h.shared {
-		if err == nil && i < len(res) {
-			// Mirror the shared spend locally (headers, metrics, soft budgets).
-			old := a.spent.Swap(res[i])
-			a.used.Add(res[i] - old)
-		} else if spend {
+		switch {
+		case err == nil && i < len(res) && res[i] >= 0:
+			mirror(a, res[i]) // headers, metrics, soft budgets
+		case err == nil:
+			// Redis lost the account: this spend reseeds it with the next hold.
+			a.unsynced.Add(int64(actual))
 			a.spent.Add(int64(actual))
 			a.used.Add(int64(actual))
-			if !rscript.Abandoned(err) {
-				a.unsynced.Add(int64(actual)) // Redis did not get it: the next hold carries it
-			}
+		default:
+			a.spent.Add(int64(actual))
+			a.used.Add(int64(actual))
 		}
 		if spend {
 			soft = appendSoft(soft, a, a.Spent())
 		}
 	}
 	if err != nil {
-		h.s.fallback(fmt.Errorf("settle: %w (the hold expires on its own)", err))
+		h.s.fallback(fmt.Errorf("settle: %w", err))
+		// Unless Redis took the settle after all: carry its spend with a
+		// later hold, and drop the lease that still holds budget.
+		go func() {
+			if rscript.NotRun(rscript.Final(err)) {
+				for _, a := range h.shared {
+					a.unsynced.Add(int64(actual))
+				}
+				h.releaseLease()
+			}
+		}()
 	}
 	return soft
 }

@@ -210,3 +210,108 @@ func TestSharedCarriesOfflineSpendOnce(t *testing.T) {
 		t.Fatalf("Redis has spent %s, want %d (the offline 0.5, once)", got, int64(ledger.USD(0.5)))
 	}
 }
+
+// TestSharedSurvivesRedisLosingState: Redis forgetting an account (a
+// restart without persistence, a flush) or learning of it from a period
+// reset or an operator edit first never breaks holds, loses spend or
+// counts it twice.
+func TestSharedSurvivesRedisLosingState(t *testing.T) {
+	m := miniredis.RunT(t)
+	ctx := context.Background()
+	failed := 0
+	s := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()})), "t", slog.New(slog.DiscardHandler))
+	s.Failed = func(error) { failed++ }
+	spent := func() string { return m.HGet("{t}:bud:key:k", "spent") }
+	usd := func(d float64) string { return strconv.FormatInt(int64(ledger.USD(d)), 10) }
+
+	// A period reset reaches Redis before any hold: the hash has no "held".
+	next := time.Now().Add(time.Hour).Truncate(time.Second)
+	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(10))
+	key.SetResetAt(next)
+	if err := s.ResetPeriod(ctx, ledger.KindKey, "k", next); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(5))
+	if spent() != usd(5) || failed != 0 {
+		t.Fatalf("after a reset-first hold: Redis spent %s, %d failures", spent(), failed)
+	}
+
+	// Redis loses everything while a hold is in flight: the settle does
+	// not recreate the account from its own amount, and the next hold
+	// reseeds it with all the spend.
+	h, err = s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.FlushAll()
+	h.Settle(ledger.USD(0.1))
+	if key.Spent() != ledger.USD(5.1) {
+		t.Fatalf("local view after the flush: %v, want 5.1", key.Spent().Dollars())
+	}
+	if _, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(9)); err == nil {
+		t.Fatal("a $9 hold was admitted on a $10 budget with $5.1 spent")
+	}
+	if spent() != usd(5.1) {
+		t.Fatalf("Redis reseeded to %s, want %s", spent(), usd(5.1))
+	}
+
+	// An operator's edit written to Redis first works the same way.
+	m.FlushAll()
+	if err := s.SetSpent(ctx, ledger.KindKey, "k", ledger.USD(2)); err != nil {
+		t.Fatal(err)
+	}
+	key.SetSpent(ledger.USD(2))
+	h, err = s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(1))
+	if spent() != usd(3) || failed != 0 {
+		t.Fatalf("after an edit-first hold: Redis spent %s, %d failures", spent(), failed)
+	}
+}
+
+// TestSharedReseedWithOfflineSpend: when Redis has lost an account and
+// several holds start together with spend booked offline, the one that
+// reseeds and the one that carries the offline spend count it once.
+func TestSharedReseedWithOfflineSpend(t *testing.T) {
+	m := miniredis.RunT(t)
+	ctx := context.Background()
+	var down atomic.Bool
+	s := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()})), "t", slog.New(slog.DiscardHandler))
+	s.Degraded = down.Load
+	for trial := range 20 {
+		m.FlushAll()
+		key := ledger.NewAccount(ledger.KindKey, "k", ledger.USD(1), ledger.USD(100))
+		down.Store(true)
+		h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Settle(ledger.USD(0.5))
+		down.Store(false)
+		var wg sync.WaitGroup
+		for range 30 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.01)); err == nil {
+					h.Settle(0)
+				} else {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if got, want := m.HGet("{t}:bud:key:k", "spent"), strconv.FormatInt(int64(ledger.USD(1.5)), 10); got != want {
+			t.Fatalf("trial %d: Redis spent %s, want %s", trial, got, want)
+		}
+		if key.Spent() != ledger.USD(1.5) {
+			t.Fatalf("trial %d: local view %v, want 1.5", trial, key.Spent().Dollars())
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -71,18 +72,18 @@ func Dial(url string) (*redis.Client, error) {
 	return redis.NewClient(opts), nil
 }
 
-// Run runs s and returns its reply. An error may come after the script ran
-// (a deadline that passed while Redis answered): callers that took something
-// give it back with a command sent through the same runner, which Redis
-// executes after the script.
+// Run runs s and returns its reply. A call abandoned at the caller's
+// deadline returns an *AbandonedError, whose Wait tells how it ended.
 func (r *Runner) Run(ctx context.Context, s *Script, keys []string, args ...any) (any, error) {
 	v, err := r.do(ctx, "evalsha", s.hash, keys, args)
-	if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+	if isNoScript(err) {
 		// Redis lost its script cache (a restart): send the source once.
 		v, err = r.do(ctx, "eval", s.src, keys, args)
 	}
 	return v, err
 }
+
+func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
 
 func (r *Runner) do(ctx context.Context, verb, script string, keys []string, args []any) (any, error) {
 	argv := make([]any, 0, 3+len(keys)+len(args))
@@ -102,19 +103,56 @@ func (r *Runner) Submit(ctx context.Context, argv ...any) (any, error) {
 	if err := f.WaitContext(ctx); err != nil {
 		if ctx.Err() != nil {
 			// The command may still run; its reply is not ours to read.
-			return nil, fmt.Errorf("redis: %w", ctx.Err())
+			return nil, &AbandonedError{err: ctx.Err(), f: f}
 		}
 		return nil, err
 	}
 	return cmd.Val(), nil
 }
 
-// Abandoned reports whether err is a call that Run or Submit stopped
-// waiting for at its deadline: the command is in the ordered stream and
-// will most likely still run. Other errors mean Redis did not take it (a
-// full queue, a dead connection).
-func Abandoned(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+// AbandonedError is a call its caller stopped waiting for at its deadline.
+// The command is in the ordered stream and may still run.
+type AbandonedError struct {
+	err error
+	f   redis.AutoFuture
+}
+
+func (e *AbandonedError) Error() string { return "redis: " + e.err.Error() }
+func (e *AbandonedError) Unwrap() error { return e.err }
+
+// Wait blocks until the command has been sent and answered (or failed),
+// and returns its final error.
+func (e *AbandonedError) Wait() error { return e.f.Wait() }
+
+// Final is how a call ended: err itself, or, for an abandoned call, the
+// error it finally got (waiting for it).
+func Final(err error) error {
+	var ab *AbandonedError
+	if errors.As(err, &ab) {
+		return ab.Wait()
+	}
+	return err
+}
+
+// NotRun reports whether a call's final error proves that Redis did not
+// run it: it was never queued, never sent, or Redis did not know the
+// script. Other errors (a read timeout, a reply lost with its connection, a
+// script that failed half way) may come after the script ran.
+func NotRun(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne *net.OpError
+	return errors.Is(err, redis.ErrAutoPipelineQueueFull) || errors.Is(err, redis.ErrClosed) ||
+		errors.Is(err, redis.ErrPoolTimeout) || isNoScript(err) ||
+		(errors.As(err, &ne) && ne.Op == "dial")
+}
+
+// IsReply reports whether err is an error reply from Redis (Redis is up;
+// the command or script failed), as opposed to Redis not answering.
+func IsReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
 }
 
 // Ping checks that Redis answers, on a connection of its own.
