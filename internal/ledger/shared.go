@@ -207,9 +207,9 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 		// call ended, give the pending spend back unless Redis took it, and
 		// drop the hold it may have placed.
 		go func() {
-			final := rscript.Final(err)
-			h.landed(!rscript.NotRun(final))
-			if !rscript.NotRun(final) {
+			ran := !rscript.NotRun(rscript.Final(err))
+			h.landed(ran)
+			if ran {
 				h.releaseLease()
 			}
 		}()

@@ -185,27 +185,8 @@ func TestSharedCarriesOfflineSpendOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Release()
-	down.Store(true)
-	h, err = s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Settle(ledger.USD(0.5))
-	down.Store(false)
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.01))
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			h.Settle(0)
-		}()
-	}
-	wg.Wait()
+	spendOffline(t, s, &down, key, ledger.USD(0.5))
+	holdTogether(t, s, key, 20)
 	if got := m.HGet("{t}:bud:key:k", "spent"); got != strconv.FormatInt(int64(ledger.USD(0.5)), 10) {
 		t.Fatalf("Redis has spent %s, want %d (the offline 0.5, once)", got, int64(ledger.USD(0.5)))
 	}
@@ -280,33 +261,14 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 // reseeds and the one that carries the offline spend count it once.
 func TestSharedReseedWithOfflineSpend(t *testing.T) {
 	m := miniredis.RunT(t)
-	ctx := context.Background()
 	var down atomic.Bool
 	s := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()})), "t", slog.New(slog.DiscardHandler))
 	s.Degraded = down.Load
 	for trial := range 20 {
 		m.FlushAll()
 		key := ledger.NewAccount(ledger.KindKey, "k", ledger.USD(1), ledger.USD(100))
-		down.Store(true)
-		h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Settle(ledger.USD(0.5))
-		down.Store(false)
-		var wg sync.WaitGroup
-		for range 30 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.01)); err == nil {
-					h.Settle(0)
-				} else {
-					t.Error(err)
-				}
-			}()
-		}
-		wg.Wait()
+		spendOffline(t, s, &down, key, ledger.USD(0.5))
+		holdTogether(t, s, key, 30)
 		if got, want := m.HGet("{t}:bud:key:k", "spent"), strconv.FormatInt(int64(ledger.USD(1.5)), 10); got != want {
 			t.Fatalf("trial %d: Redis spent %s, want %s", trial, got, want)
 		}
@@ -314,4 +276,35 @@ func TestSharedReseedWithOfflineSpend(t *testing.T) {
 			t.Fatalf("trial %d: local view %v, want 1.5", trial, key.Spent().Dollars())
 		}
 	}
+}
+
+// spendOffline books spend on key while s takes Redis for down.
+func spendOffline(t *testing.T, s *ledger.Shared, down *atomic.Bool, key *ledger.Account, spend ledger.Amount) {
+	t.Helper()
+	down.Store(true)
+	defer down.Store(false)
+	h, err := s.Reserve(context.Background(), []*ledger.Account{key}, spend*2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(spend)
+}
+
+// holdTogether starts n small holds on key at once and settles them at 0.
+func holdTogether(t *testing.T, s *ledger.Shared, key *ledger.Account, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.01))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			h.Settle(0)
+		}()
+	}
+	wg.Wait()
 }
