@@ -166,7 +166,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				defer cancel()
 				if err := s.shared.ResetPeriod(ctx, kind, id, next); err != nil {
-					s.log.Warn("budget reset not written to redis", "kind", kind.String(), "id", id, "err", err)
+					s.log.Warn("budget reset not written to redis", "kind", kind.String(), "id", logID(kind, id), "err", err)
 				}
 			}
 		}
@@ -212,16 +212,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	limits.OnRefused = func(d *ratelimit.Denied) { s.metrics.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }
 	if gopts.Meter != nil {
 		gopts.Meter.OnSoftBudget = func(a *ledger.Account) {
-			s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", a.ID, "spend", a.Spent().Dollars())
+			s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", logID(a.Kind, a.ID), "spend", a.Spent().Dollars())
 			s.metrics.SoftBudgetCrossed(a.Kind.String())
 		}
 	}
-	var metricsAuth func(*http.Request) bool
+	var metricsAuth func(*http.Request) error
 	if cfg.LiteLLMSettings.RequireAuthForMetricsEndpoint {
-		metricsAuth = func(r *http.Request) bool {
-			p, err := authn.Authenticate(r)
-			return err == nil && (p.Master || (p.Key != nil && p.Role() == auth.RoleProxyAdmin))
-		}
+		metricsAuth = func(r *http.Request) error { return mayReadMetrics(authn, r) }
 	}
 	s.Handle("GET /metrics", s.metrics.Handler(metricsAuth))
 	s.gw = gateway.New(gopts, authn, rt)

@@ -1,0 +1,210 @@
+package server
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+)
+
+// fullHash is a whole sha256 in hex, as a key's hash is stored.
+var fullHash = regexp.MustCompile(`[0-9a-f]{64}`)
+
+// get fetches url with an optional key and returns the status and body.
+func get(t *testing.T, url, key string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestUnauthenticatedSurfacesShowNoKeyHash: after keys with budgets (and a
+// model budget) served requests, no route a client can read without a key
+// (nor a 401's message) shows any key's whole hash; /metrics names keys by
+// the first 8 hex digits of the hash, with the alias.
+func TestUnauthenticatedSurfacesShowNoKeyHash(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, "")
+	_, out := e.post(t, "/key/generate", "sk-1234", `{"key_alias": "exposed", "max_budget": 10, "soft_budget": 0.0001, "model_max_budget": {"gpt-4": {"budget_limit": 5}}}`)
+	aliased := out["key"].(string)
+	_, out = e.post(t, "/key/generate", "sk-1234", `{"max_budget": 10}`)
+	plain := out["key"].(string)
+	_, out = e.post(t, "/user/new", "sk-1234", `{"user_id": "u-edge", "max_budget": 10}`)
+	userKey := out["key"].(string)
+	keys := []string{aliased, plain, userKey, "sk-1234"}
+	for _, k := range keys {
+		if resp, body := sendH(t, e.url+"/v1/chat/completions", k, chat3); resp.StatusCode != 200 {
+			t.Fatalf("chat with %s: %d %s", k[:6], resp.StatusCode, body)
+		}
+	}
+	e.srv.writer.Flush()
+
+	surfaces := []struct {
+		path, key string
+	}{
+		{"/metrics", ""},
+		{"/health/liveliness", ""},
+		{"/health/liveness", ""},
+		{"/health/readiness", ""},
+		{"/health", ""}, // 401
+		{"/openapi.json", ""},
+		{"/", ""},
+		{"/docs", ""},
+		{"/ui/", ""},
+		{"/ui/app.js", ""},
+		{"/v1/models", ""},                  // 401 without a key
+		{"/key/info?key=" + sha(plain), ""}, // 401
+		{"/key/info", "sk-not-a-key"},       // 401
+		{"/v1/models", "sk-not-a-key"},      // 401
+	}
+	for _, tt := range surfaces {
+		code, body := get(t, e.url+tt.path, tt.key)
+		for _, k := range keys {
+			if strings.Contains(body, sha(k)) {
+				t.Errorf("GET %s (%d) shows the whole hash of %s…", tt.path, code, k[:6])
+			}
+		}
+		if m := fullHash.FindString(body); m != "" {
+			t.Errorf("GET %s (%d) shows a 64-hex value %s", tt.path, code, m)
+		}
+	}
+	fams := scrape(t, e.url, "")
+	for _, k := range []string{aliased, plain, userKey} {
+		if _, ok := value(fams, "tollgate_key_spend_usd_total", "key_hash", sha(k)[:8]); !ok {
+			t.Errorf("no key_spend series for key %s… under its 8-digit prefix", sha(k)[:8])
+		}
+		if _, ok := value(fams, "tollgate_max_budget_usd", "entity", "key", "id", sha(k)[:8]); !ok && k != userKey {
+			t.Errorf("no budget gauge for key %s… under its 8-digit prefix", sha(k)[:8])
+		}
+	}
+	if _, ok := value(fams, "tollgate_key_spend_usd_total", "key_hash", sha(aliased)[:8], "key_alias", "exposed"); !ok {
+		t.Error("the aliased key's series lacks its alias")
+	}
+	testLog.mu.Lock()
+	logged := testLog.buf.String()
+	testLog.mu.Unlock()
+	for _, line := range strings.Split(logged, "\n") {
+		if strings.Contains(line, "soft budget crossed") && fullHash.MatchString(line) {
+			t.Errorf("log line shows a whole key hash: %s", line)
+		}
+	}
+}
+
+// TestMetricsAuth: with require_auth_for_metrics_endpoint, /metrics needs
+// the master key or an admin's (or admin viewer's) key.
+func TestMetricsAuth(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, "litellm_settings:\n  require_auth_for_metrics_endpoint: true\n")
+	keyOf := func(role string) string {
+		_, out := e.post(t, "/user/new", "sk-1234", fmt.Sprintf(`{"user_role": %q}`, role))
+		k, _ := out["key"].(string)
+		if k == "" {
+			t.Fatalf("/user/new %s: %v", role, out)
+		}
+		return k
+	}
+	tests := []struct {
+		name, key string
+		want      int
+	}{
+		{"no key", "", 401},
+		{"not a key", "sk-no-such-key-at-all", 401},
+		{"internal_user", keyOf("internal_user"), 403},
+		{"internal_user_viewer", keyOf("internal_user_viewer"), 403},
+		{"proxy_admin_viewer", keyOf("proxy_admin_viewer"), 200},
+		{"proxy_admin", keyOf("proxy_admin"), 200},
+		{"master key", "sk-1234", 200},
+	}
+	for _, tt := range tests {
+		code, body := get(t, e.url+"/metrics", tt.key)
+		if code != tt.want {
+			t.Errorf("%s: /metrics %d, want %d: %.200s", tt.name, code, tt.want, body)
+		}
+		if code != 200 {
+			decodeError(t, []byte(body))
+		}
+	}
+}
+
+// TestMetricsCardinalityIsBounded: model names, end users and keys a client
+// makes up add no series: 200 unknown model names, 200 unknown end users and
+// 200 unknown keys (open mode serves those) grow /metrics by almost nothing.
+func TestMetricsCardinalityIsBounded(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedOpenConfig, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{Store: sqliteStore(t)})
+	if code, body := send(t, url+"/customer/new", "", `{"user_id": "known-customer"}`); code != 200 {
+		t.Fatalf("/customer/new: %d %s", code, body)
+	}
+	round := func(i int) {
+		t.Helper()
+		code, body := send(t, url+"/v1/chat/completions", fmt.Sprintf("sk-made-up-%d", i),
+			fmt.Sprintf(`{"model":"no-such-model-%d","messages":[{"role":"user","content":"hi"}]}`, i))
+		if code != 404 {
+			t.Fatalf("unknown model: %d %s", code, body)
+		}
+		code, body = send(t, url+"/v1/chat/completions", fmt.Sprintf("sk-made-up-%d", i),
+			fmt.Sprintf(`{"model":"gpt-4","max_tokens":3,"user":"end-user-%d","messages":[{"role":"user","content":"hi"}]}`, i))
+		if code != 200 {
+			t.Fatalf("known model: %d %s", code, body)
+		}
+	}
+	round(0) // the unknown series exist from here on
+	_, before := get(t, url+"/metrics", "")
+	for i := 1; i <= 200; i++ {
+		round(i)
+	}
+	_, after := get(t, url+"/metrics", "")
+	// Counts grow by a few digits; a series per name would be >200 lines.
+	if grew := len(after) - len(before); grew > 2000 {
+		t.Errorf("/metrics grew by %d bytes over 200 made-up names", grew)
+	}
+	for _, s := range []string{"no-such-model-", "end-user-", "sk-made-up"} {
+		if strings.Contains(after, s) {
+			t.Errorf("/metrics holds a client-chosen name %q", s)
+		}
+	}
+	if code, body := send(t, url+"/v1/chat/completions", "", `{"model":"gpt-4","max_tokens":3,"user":"known-customer","messages":[{"role":"user","content":"hi"}]}`); code != 200 {
+		t.Fatalf("known customer: %d %s", code, body)
+	}
+	fams := scrape(t, url, "")
+	if _, ok := value(fams, "tollgate_end_user_spend_usd_total", "end_user", "known-customer"); !ok {
+		t.Error("an end user made with /customer/new has no spend series")
+	}
+	if _, ok := value(fams, "tollgate_end_user_spend_usd_total", "end_user", "unknown"); !ok {
+		t.Error("made-up end users are not counted under unknown")
+	}
+	if v, _ := value(fams, "tollgate_requests_total", "model_group", "unknown", "status", "404"); v != 201 {
+		t.Errorf("requests_total{model_group=unknown,status=404} = %v, want 201", v)
+	}
+	if v, _ := value(fams, "tollgate_requests_total", "model_group", "gpt-4", "status", "200"); v != 202 {
+		t.Errorf("requests_total{model_group=gpt-4,status=200} = %v, want 202", v)
+	}
+}
+
+// pricedOpenConfig is an open gateway (no master key) with a priced model,
+// so requests with made-up keys are served and cost something.
+const pricedOpenConfig = `
+model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", input_cost_per_token: 0.0001, output_cost_per_token: 0.0001}
+`
