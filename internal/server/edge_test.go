@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -208,3 +209,64 @@ model_list:
   - model_name: gpt-4
     litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", input_cost_per_token: 0.0001, output_cost_per_token: 0.0001}
 `
+
+// TestHeaderValuesWithControlCharactersAreRefused: /model/new and
+// /model/update refuse a header (or api_key) whose value could split a
+// header on the way upstream, naming the field, and change nothing.
+func TestHeaderValuesWithControlCharactersAreRefused(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, "")
+	base := func(params string) string {
+		return `{"model_name": "hdr", "litellm_params": {"model": "openai/x", "api_base": "http://127.0.0.1:1"` + params + `}, "model_info": {"id": "hdr-1"}}`
+	}
+	tests := []struct {
+		name, params, field string
+	}{
+		{"CRLF in headers", `, "headers": {"X-Team": "core\r\nX-Injected: 1"}`, "headers.X-Team"},
+		{"LF in extra_headers", `, "extra_headers": {"X-A": "a\nb"}`, "extra_headers.X-A"},
+		{"NUL in headers", `, "headers": {"X-A": "a\u0000b"}`, "headers.X-A"},
+		{"space in a header name", `, "headers": {"X A": "b"}`, `headers.\"X A\"`},
+		{"LF in api_key", `, "api_key": "sk-up\nX-Injected: 1"`, "api_key"},
+		{"CR in organization", `, "organization": "org\r"`, "organization"},
+	}
+	for _, tt := range tests {
+		code, body := send(t, e.url+"/model/new", "sk-1234", base(tt.params))
+		if code != 400 || !strings.Contains(body, tt.field) || !strings.Contains(body, "control character") && !strings.Contains(body, "header name") {
+			t.Errorf("%s: /model/new %d %s", tt.name, code, body)
+		}
+	}
+	if code, body := get(t, e.url+"/model/info", "sk-1234"); code != 200 || strings.Contains(body, "hdr-1") {
+		t.Fatalf("a refused model was stored: %d %s", code, body)
+	}
+	// A clean header is accepted; an update that adds a bad one is refused
+	// and leaves the model as it was.
+	if code, body := send(t, e.url+"/model/new", "sk-1234", base(`, "headers": {"X-Team": "core"}`)); code != 200 {
+		t.Fatalf("clean header: %d %s", code, body)
+	}
+	code, body := send(t, e.url+"/model/update", "sk-1234", `{"id": "hdr-1", "litellm_params": {"headers": {"X-Team": "a\r\nb"}}}`)
+	if code != 400 || !strings.Contains(body, "headers.X-Team") {
+		t.Errorf("/model/update with CRLF: %d %s", code, body)
+	}
+	if code, body := get(t, e.url+"/model/info", "sk-1234"); code != 200 || !strings.Contains(body, "hdr-1") {
+		t.Errorf("the model vanished after a refused update: %d %s", code, body)
+	}
+}
+
+// TestUnknownModelNameIsClipped: the 404 for an unknown model repeats at
+// most the first 100 characters of its name.
+func TestUnknownModelNameIsClipped(t *testing.T) {
+	ts := newGateway(t, mockConfig, "http://127.0.0.1:1")
+	long := strings.Repeat("m", 100) + strings.Repeat("X", 100000)
+	resp, b := post(t, ts.URL+"/v1/chat/completions", `{"model":"`+long+`","messages":[{"role":"user","content":"hi"}]}`)
+	e := decodeError(t, b)
+	if resp.StatusCode != 404 || e.Error.Code != "model_not_found" {
+		t.Fatalf("%d %s", resp.StatusCode, e.Error.Code)
+	}
+	if !strings.Contains(e.Error.Message, strings.Repeat("m", 100)) || strings.Contains(e.Error.Message, "X") || len(e.Error.Message) > 300 {
+		t.Errorf("404 message is %d bytes: %.300s", len(e.Error.Message), e.Error.Message)
+	}
+	// A multi-byte name is cut on a character boundary.
+	resp, b = post(t, ts.URL+"/v1/chat/completions", `{"model":"`+strings.Repeat("é", 80)+`","messages":[{"role":"user","content":"hi"}]}`)
+	if e := decodeError(t, b); resp.StatusCode != 404 || !utf8.ValidString(e.Error.Message) {
+		t.Errorf("%d %q", resp.StatusCode, e.Error.Message)
+	}
+}
