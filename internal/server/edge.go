@@ -2,8 +2,11 @@ package server
 
 import (
 	"errors"
+	"io"
 	"net/http"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
@@ -48,4 +51,44 @@ func logID(kind ledger.Kind, id string) string {
 		return metrics.HashPrefix(id)
 	}
 	return id
+}
+
+// bodyDeadline bounds how long a client may take to send a request body:
+// the connection's read deadline is set to d from the moment the handler
+// starts and cleared as soon as the body has been read to its end, so that
+// it never limits how long the response (a long stream) may take. A body
+// still incomplete at the deadline fails with a 408 to whoever reads it,
+// and a body the handler left unread is not waited for past it either.
+// (http.Server.ReadTimeout would do the first half but stay armed after the
+// body, and its expiry would then cancel the request's context mid-stream.)
+func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			if http.NewResponseController(w).SetReadDeadline(time.Now().Add(d)) == nil {
+				r.Body = &deadlineBody{ReadCloser: r.Body, w: w, limit: d}
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody clears the read deadline at the end of the body and turns
+// its expiry into a 408.
+type deadlineBody struct {
+	io.ReadCloser
+	w     http.ResponseWriter
+	limit time.Duration
+	done  bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF && !b.done:
+		b.done = true
+		_ = http.NewResponseController(b.w).SetReadDeadline(time.Time{})
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		err = apierror.BodyTimeout(b.limit)
+	}
+	return n, err
 }

@@ -1,15 +1,20 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
+	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 )
@@ -268,5 +273,176 @@ func TestUnknownModelNameIsClipped(t *testing.T) {
 	resp, b = post(t, ts.URL+"/v1/chat/completions", `{"model":"`+strings.Repeat("é", 80)+`","messages":[{"role":"user","content":"hi"}]}`)
 	if e := decodeError(t, b); resp.StatusCode != 404 || !utf8.ValidString(e.Error.Message) {
 		t.Errorf("%d %q", resp.StatusCode, e.Error.Message)
+	}
+}
+
+// TestSlowClientsAreCut: with request_body_timeout and
+// request_header_timeout of 1 s, a flood of 500 connections that declare a
+// body and send a byte every half second (half of them with a valid key, so
+// the body is read; half without, so it is left unread), plus connections
+// sending their headers as slowly, are all cut soon after the deadline,
+// while a normal request on a fresh connection is served and a stream
+// lasting longer than the body deadline runs to its end.
+func TestSlowClientsAreCut(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{ChunkDelay: 400 * time.Millisecond, Chunks: 12}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(mockConfig, "{{UP}}", up.URL)+
+		"general_settings:\n  master_key: sk-1234\n  request_body_timeout: 1\n  request_header_timeout: 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, _ := serveSrv(t, cfg, Options{})
+	addr := strings.TrimPrefix(url, "http://")
+
+	type outcome struct {
+		kind   string
+		status string        // the response's status line, if any
+		took   time.Duration // from the headers (or first byte) sent to the connection's end
+		cut    bool          // the server ended the connection (not our safety bound)
+	}
+	const flood, slowHeaders = 500, 20
+	results := make(chan outcome, flood+slowHeaders)
+	slow := func(kind, head, drip string) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			results <- outcome{kind: kind, status: "dial: " + err.Error()}
+			return
+		}
+		defer conn.Close()
+		start := time.Now()
+		done := make(chan struct{})
+		go func() { // one byte (or header line) every half second, at most 60 times
+			tick := time.NewTicker(500 * time.Millisecond)
+			defer tick.Stop()
+			for range 60 {
+				select {
+				case <-done:
+					return
+				case <-tick.C:
+				}
+				if _, err := io.WriteString(conn, drip); err != nil {
+					return
+				}
+			}
+		}()
+		if _, err := io.WriteString(conn, head); err != nil {
+			close(done)
+			results <- outcome{kind: kind, status: "write: " + err.Error()}
+			return
+		}
+		conn.SetReadDeadline(time.Now().Add(40 * time.Second)) // our own bound, far past the server's
+		b, err := io.ReadAll(conn)
+		close(done)
+		status, _, _ := strings.Cut(string(b), "\r\n")
+		var ne net.Error
+		results <- outcome{kind: kind, status: status, took: time.Since(start), cut: !(errors.As(err, &ne) && ne.Timeout())}
+	}
+	body := func(key string) string {
+		h := "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n"
+		if key != "" {
+			h += "Authorization: Bearer " + key + "\r\n"
+		}
+		return h + "\r\n{"
+	}
+	for i := range flood {
+		key := ""
+		if i%2 == 0 {
+			key = "sk-1234"
+		}
+		go slow(map[bool]string{true: "body, read", false: "body, unread"}[key != ""], body(key), " ")
+	}
+	for range slowHeaders {
+		go slow("headers", "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n", "X-Slow: 1\r\n")
+	}
+
+	// Meanwhile a normal request and a stream longer than the body deadline.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	req, _ := http.NewRequest("POST", url+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer sk-1234")
+	streamStart := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || !strings.Contains(string(sb), "data: [DONE]") {
+		t.Errorf("a stream during the flood: %d, err %v, body %.200q", resp.StatusCode, err, sb)
+	}
+	if took := time.Since(streamStart); took < time.Second {
+		t.Errorf("the stream took %v: shorter than the body deadline, so it proves nothing", took)
+	}
+
+	got := map[string][]outcome{}
+	for range flood + slowHeaders {
+		o := <-results
+		got[o.kind] = append(got[o.kind], o)
+	}
+	for kind, os := range got {
+		var worst time.Duration
+		for _, o := range os {
+			worst = max(worst, o.took)
+			if !o.cut {
+				t.Errorf("%s: a connection was still open after %v (status %q)", kind, o.took, o.status)
+				break
+			}
+			want := map[string]string{"body, read": "HTTP/1.1 408", "body, unread": "HTTP/1.1 401"}[kind]
+			if !strings.HasPrefix(o.status, want) {
+				t.Errorf("%s: status %q, want %q…", kind, o.status, want)
+				break
+			}
+		}
+		// The deadline is 1 s; the bound is generous for a busy machine
+		// and far below the 30 s the trickle would last.
+		if worst > 15*time.Second {
+			t.Errorf("%s: the slowest connection was cut after %v", kind, worst)
+		}
+		t.Logf("%s: %d connections, all cut, the slowest after %v", kind, len(os), worst.Round(time.Millisecond))
+	}
+}
+
+// TestPanicInARouteIsA500: a route that panics, whether it renders errors
+// through apierror or not, answers a 500 in the OpenAI shape through the
+// real server, and the gateway goes on serving.
+func TestPanicInARouteIsA500(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(mockConfig, "{{UP}}", "http://127.0.0.1:1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: testLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Handle("GET /test/panic-plain", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p *Server
+		_ = p.opts // nil pointer dereference
+	}))
+	srv.Handle("GET /test/panic-apierror", apierror.Handler(testLogger, func(w http.ResponseWriter, r *http.Request) error {
+		panic(fmt.Sprintf("index %d", []int{}[len(r.URL.Path)%1]))
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	url := "http://" + ln.Addr().String()
+	for _, path := range []string{"/test/panic-plain", "/test/panic-apierror"} {
+		code, body := get(t, url+path, "")
+		if code != 500 {
+			t.Errorf("%s: %d %s", path, code, body)
+			continue
+		}
+		if e := decodeError(t, []byte(body)); e.Error.Type != "api_error" || e.Error.Message != "internal error" {
+			t.Errorf("%s: %s", path, body)
+		}
+	}
+	if code, body := get(t, url+"/health/liveness", ""); code != 200 {
+		t.Errorf("after the panics: %d %s", code, body)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
 	}
 }

@@ -59,6 +59,7 @@ type Server struct {
 	log        *slog.Logger
 	gw         *gateway.Gateway
 	mux        *http.ServeMux
+	handler    http.Handler // mux behind the panic recovery and the body deadline
 	snap       *auth.Snapshot
 	writer     *ledger.Writer
 	limits     *gateway.Limits
@@ -241,19 +242,20 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.registerHealth()
 	openapi.Register(s.Handle, Version)
 	ui.Register(s.Handle)
+	s.handler = apierror.Recover(s.log, bodyDeadline(s.mux, cfg.RequestBodyTimeout()))
 	return s, nil
 }
 
 // Handler is the gateway's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves on ln until ctx is done, then shuts down gracefully: the
 // listener closes at once, requests and streams in flight run to their end
 // (up to ShutdownTimeout), and Serve returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 30 * time.Second,
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.Load().RequestHeaderTimeout(),
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
