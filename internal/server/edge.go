@@ -92,3 +92,26 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// pageCSP is the Content-Security-Policy of every page the gateway serves
+// (the admin UI): scripts, styles and requests only from this origin, no
+// inline script, no plugins, no framing. The docs page replaces it with its
+// own, which allows its inline script and style by hash.
+const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// pageHeaders wraps the handlers of the UI and docs routes: their pages may
+// not be framed (clickjacking a page that holds a key), sniffed into
+// another type, or leak their URL in a Referer.
+func pageHeaders(handle func(string, http.Handler)) func(string, http.Handler) {
+	return func(pattern string, h http.Handler) {
+		handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hd := w.Header()
+			hd.Set("Content-Security-Policy", pageCSP)
+			hd.Set("X-Frame-Options", "DENY")
+			hd.Set("X-Content-Type-Options", "nosniff")
+			hd.Set("Referrer-Policy", "no-referrer")
+			h.ServeHTTP(w, r)
+		}))
+	}
+}

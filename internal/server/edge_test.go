@@ -446,3 +446,38 @@ func TestPanicInARouteIsA500(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 }
+
+// TestPagesSendSecurityHeaders: every HTML page (the docs at / and /docs,
+// the UI and its files) refuses framing, sniffing and referrers, and runs
+// under a CSP that allows only its own scripts (the docs page's inline
+// script by hash; the browser test in internal/ui runs both pages under it).
+func TestPagesSendSecurityHeaders(t *testing.T) {
+	url := serveCfg(t, config.Default(), Options{Store: sqliteStore(t)})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, path := range []string{"/", "/docs", "/ui/", "/ui/app.js", "/ui/app.css", "/ui"} {
+		resp, err := client.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		h := resp.Header
+		for name, want := range map[string]string{"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"} {
+			if got := h.Get(name); got != want {
+				t.Errorf("%s: %s %q, want %q", path, name, got, want)
+			}
+		}
+		csp := h.Get("Content-Security-Policy")
+		directives := map[string]string{}
+		for _, d := range strings.Split(csp, ";") {
+			name, value, _ := strings.Cut(strings.TrimSpace(d), " ")
+			directives[name] = value
+		}
+		if directives["frame-ancestors"] != "'none'" || directives["default-src"] != "'none'" || strings.Contains(csp, "unsafe") ||
+			strings.Contains(csp, "http") || strings.Contains(csp, "*") {
+			t.Errorf("%s: CSP %q", path, csp)
+		}
+		if s := directives["script-src"]; s != "'self'" && !(strings.HasPrefix(s, "'sha256-") && !strings.Contains(s, " ")) {
+			t.Errorf("%s: script-src %q allows more than the page's own script", path, s)
+		}
+	}
+}

@@ -240,8 +240,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}).Register(s)
 	}
 	s.registerHealth()
-	openapi.Register(s.Handle, Version)
-	ui.Register(s.Handle)
+	openapi.Register(pageHeaders(s.Handle), Version)
+	ui.Register(pageHeaders(s.Handle))
 	s.handler = apierror.Recover(s.log, bodyDeadline(s.mux, cfg.RequestBodyTimeout()))
 	return s, nil
 }
