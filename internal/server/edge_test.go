@@ -481,3 +481,41 @@ func TestPagesSendSecurityHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestWildcardModelLabelsAreBounded: a wildcard group forwards any name; a
+// name becomes a gen_ai_request_model label only once the upstream served
+// it, and at most 200 of them, while model_group stays the pattern.
+func TestWildcardModelLabelsAreBounded(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(`
+model_list:
+  - model_name: "openai/*"
+    litellm_params: {model: "openai/*", api_base: "`+up.URL+`"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{})
+	for i := range 230 {
+		code, body := send(t, url+"/v1/chat/completions", "", fmt.Sprintf(`{"model":"openai/m-%d","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`, i))
+		if code != 200 {
+			t.Fatalf("%d %s", code, body)
+		}
+	}
+	fams := scrape(t, url, "")
+	names := map[string]bool{}
+	for _, m := range fams["tollgate_gen_ai_client_operation_duration"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "gen_ai_request_model" {
+				names[l.GetValue()] = true
+			}
+		}
+	}
+	if len(names) > 201 || !names["openai/m-0"] || !names["openai/*"] {
+		t.Errorf("%d request-model labels (want the first 200 names and the pattern)", len(names))
+	}
+	if v, _ := value(fams, "tollgate_requests_total", "model_group", "openai/*"); v != 230 {
+		t.Errorf("requests_total{model_group=openai/*} = %v, want 230", v)
+	}
+}
