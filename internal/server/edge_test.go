@@ -189,6 +189,12 @@ func TestMetricsCardinalityIsBounded(t *testing.T) {
 			t.Errorf("/metrics holds a client-chosen name %q", s)
 		}
 	}
+	if m := fullHash.FindString(after); m != "" {
+		t.Errorf("/metrics in open mode shows a 64-hex value %s", m)
+	}
+	if code, body := get(t, url+"/v1/models", "sk-made-up-1"); code != 200 || fullHash.MatchString(body) || !strings.Contains(body, "gpt-4") {
+		t.Errorf("/v1/models in open mode: %d %s", code, body)
+	}
 	if code, body := send(t, url+"/v1/chat/completions", "", `{"model":"gpt-4","max_tokens":3,"user":"known-customer","messages":[{"role":"user","content":"hi"}]}`); code != 200 {
 		t.Fatalf("known customer: %d %s", code, body)
 	}
