@@ -113,6 +113,17 @@ func (s *Snapshot) DeleteKey(h string) {
 	s.indexKey(h, nil)
 }
 
+// RangeKeys calls fn for every key until fn returns false (management
+// calls only: it visits the whole snapshot).
+func (s *Snapshot) RangeKeys(fn func(*store.Key) bool) {
+	s.keys.Range(func(_, v any) bool { return fn(v.(*store.Key)) })
+}
+
+// RangeTeams calls fn for every team until fn returns false.
+func (s *Snapshot) RangeTeams(fn func(*store.Team) bool) {
+	s.teams.Range(func(_, v any) bool { return fn(v.(*store.Team)) })
+}
+
 // DeleteUser removes a user.
 func (s *Snapshot) DeleteUser(id string) { s.users.Delete(id) }
 
@@ -147,10 +158,15 @@ func keyUsable(k *store.Key, team *store.Team, now time.Time) string {
 // deletions first, then the rows as they are now (a row deleted and created
 // again in one window survives). Applying the same changes twice is harmless.
 func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
+	// Keys go first: a user or team deleted with its keys must never be
+	// seen gone while its keys (a blocked team's, say) still authenticate.
+	for _, d := range deleted {
+		if d.Kind == store.KindKey {
+			s.DeleteKey(d.ID)
+		}
+	}
 	for _, d := range deleted {
 		switch d.Kind {
-		case store.KindKey:
-			s.DeleteKey(d.ID)
 		case store.KindUser:
 			s.DeleteUser(d.ID)
 		case store.KindTeam:
