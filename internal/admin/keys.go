@@ -66,6 +66,11 @@ func (a *API) keyGenerate(w http.ResponseWriter, r *http.Request, p *auth.Princi
 		if req.UserID != nil && *req.UserID != own {
 			return apierror.Forbidden("%s may create keys only for its own user", p.Role())
 		}
+		if own == "" {
+			// Nothing would bound the keys a user-less key made: its own
+			// budget binds only itself.
+			return apierror.Forbidden("a key without a user may not create keys; ask a proxy_admin")
+		}
 		req.UserID = &own
 		if err := a.checkOwnNewKey(r.Context(), p, obj, &req); err != nil {
 			return err

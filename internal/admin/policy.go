@@ -56,7 +56,7 @@ var keyFields = []keyField{
 	{"key_alias", owner, owner, ""},
 	{"metadata", owner, owner, ""},
 	{"tags", owner, owner, ""},
-	{"models", ownerBounded, ownerBounded, "generate: within her user's and the team's models; update: a subset of the key's current models"},
+	{"models", ownerBounded, ownerBounded, "generate: within her user's and the team's models; update: a subset of the key's current models (of her user's and the team's when the key has none)"},
 	{"user_id", ownerBounded, ownerBounded, "her own user id only"},
 	{"team_id", ownerBounded, ownerBounded, "a team she is a member of (and never cleared)"},
 	{"duration", owner, adminOnly, "bounded by upperbound_key_generate_params"},
@@ -265,6 +265,13 @@ func (a *API) checkOwnKeyUpdate(ctx context.Context, p *auth.Principal, obj *jso
 			for _, m := range updated.Models {
 				if !containsModel(u.Models, m) {
 					return apierror.Forbidden("model %q is not in your user's models %v", m, u.Models)
+				}
+			}
+		}
+		if t, err := a.store.GetTeam(ctx, updated.TeamID); err == nil && len(t.Models) > 0 {
+			for _, m := range updated.Models {
+				if !containsModel(t.Models, m) {
+					return apierror.Forbidden("model %q is not in team %s's models %v", m, t.TeamID, t.Models)
 				}
 			}
 		}

@@ -258,6 +258,12 @@ func TestOwnKeyGenerateBounds(t *testing.T) {
 			{"blocked", `{"blocked": false}`, 403},
 			{"aliases", `{"aliases": {"gpt-4": "gpt-3.5-turbo"}}`, 403},
 		}
+		// A key without a user (say, one an admin gave a budget of $1) may
+		// not mint keys: nothing would bound them.
+		loose := e.generate(`{"max_budget": 1}`)
+		if s, out := e.do("POST", "/key/generate", loose, `{}`); s != 403 {
+			t.Fatalf("a user-less key created a key: %d %v", s, out)
+		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				snap, _ := e.store.LoadAll(context.Background())
