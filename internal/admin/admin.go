@@ -117,6 +117,15 @@ func (a *API) route(need access, h handler) http.Handler {
 				return apierror.Unauthorized("the management API needs the master key or a virtual key")
 			}
 		}
+		// Query strings name objects and filters; like bodies (decode),
+		// they must be UTF-8 (PostgreSQL rejects anything else with a 500).
+		for name, vs := range r.URL.Query() {
+			for _, v := range vs {
+				if !utf8.ValidString(name) || !utf8.ValidString(v) {
+					return apierror.BadRequest(strings.ToValidUTF8(name, "\uFFFD"), "query parameter %q is not valid UTF-8", strings.ToValidUTF8(name, "\uFFFD"))
+				}
+			}
+		}
 		role := p.Role()
 		isAdmin := role == auth.RoleProxyAdmin
 		viewer := role == auth.RoleProxyAdminViewer || role == auth.RoleInternalUserViewer

@@ -500,6 +500,11 @@ func TestInvalidUTF8IsRefused(t *testing.T) {
 		if len(snap.Keys)+len(snap.Users)+len(snap.Teams) != 0 {
 			t.Fatal("invalid UTF-8 was written")
 		}
+		for _, path := range []string{"/key/list?key_alias=%FF", "/team/info?team_id=a%C3", "/user/info?user_id=%ED%A0%80"} {
+			if s, out := e.do("GET", path, "sk-1234", ""); s != 400 {
+				t.Fatalf("GET %s: %d %v, want 400", path, s, out)
+			}
+		}
 	})
 }
 
