@@ -51,9 +51,9 @@ func checkPeriod(field, s string) (ledger.Period, error) {
 		return per, apierror.BadRequest(field, "%s: %v", field, err)
 	}
 	perUnit := map[string]int{"s": maxPeriodDays * 86400, "m": maxPeriodDays * 1440, "h": maxPeriodDays * 24,
-		"d": maxPeriodDays, "w": maxPeriodDays / 7, "mo": maxPeriodDays / 31, "y": maxPeriodDays / 366}
+		"d": maxPeriodDays, "w": maxPeriodDays / 7, "mo": 1200, "y": 100}
 	if max, ok := perUnit[per.Unit]; !ok || per.N > max {
-		return per, apierror.BadRequest(field, "%s %q is too long: at most 100 years (36500d)", field, s)
+		return per, apierror.BadRequest(field, "%s %q is too long: at most 100 years (36600d, 5228w, 1200mo, 100y)", field, s)
 	}
 	return per, nil
 }

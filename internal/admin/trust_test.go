@@ -423,6 +423,8 @@ func TestNumbersAtTheEdge(t *testing.T) {
 			{"key duration 3000000d", "/key/generate", `{"duration": "3000000d"}`, "duration"},
 			{"key budget_duration 3000000d", "/key/generate", `{"budget_duration": "3000000d"}`, "budget_duration"},
 			{"key duration in seconds", "/key/generate", `{"duration": "99999999999999s"}`, "duration"},
+			{"key budget_duration 1201mo", "/key/generate", `{"budget_duration": "1201mo"}`, "budget_duration"},
+			{"key budget_duration 101y", "/key/generate", `{"budget_duration": "101y"}`, "budget_duration"},
 			{"key update spend 1e10", "/key/update", `{"key": "` + key + `", "spend": 1e10}`, "spend"},
 			{"key update duration", "/key/update", `{"key": "` + key + `", "duration": "3000000d"}`, "duration"},
 			{"key regenerate max_budget", "/key/regenerate", `{"key": "` + key + `", "max_budget": 1e10}`, "max_budget"},
@@ -452,8 +454,11 @@ func TestNumbersAtTheEdge(t *testing.T) {
 			t.Fatal("refused input changed the store")
 		}
 		// The largest budget allowed is booked exactly.
-		if s, out := e.do("POST", "/key/generate", "sk-1234", `{"max_budget": 1e9, "spend": 1e9, "duration": "36500d"}`); s != 200 {
-			t.Fatalf("1e9 USD and a century: %d %v", s, out)
+		for _, body := range []string{`{"max_budget": 1e9, "spend": 1e9, "duration": "36600d"}`, `{"budget_duration": "1200mo"}`,
+			`{"budget_duration": "100y", "model_max_budget": {"gpt-4": {"budget_limit": 1e9, "time_period": "5228w"}}}`} {
+			if s, out := e.do("POST", "/key/generate", "sk-1234", body); s != 200 {
+				t.Fatalf("the largest values allowed, %s: %d %v", body, s, out)
+			}
 		}
 	})
 }
