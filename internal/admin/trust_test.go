@@ -287,6 +287,7 @@ func TestDeletingRevokes(t *testing.T) {
 		uk2 := e.generate(`{"user_id": "leaver"}`)
 		e.do("POST", "/team/new", "sk-1234", `{"team_id": "gone"}`)
 		tk := e.generate(`{"team_id": "gone"}`)
+		e.do("POST", "/team/new", "sk-1234", `{"team_id": "stays", "members_with_roles": [{"user_id": "leaver", "role": "admin"}, {"user_id": "other", "role": "user"}]}`)
 		e.do("POST", "/team/new", "sk-1234", `{"team_id": "blocked"}`)
 		bk := e.generate(`{"team_id": "blocked"}`)
 		for _, k := range []string{uk, uk2, tk} {
@@ -306,6 +307,10 @@ func TestDeletingRevokes(t *testing.T) {
 			if s, out := e.chat(k, "gpt-4"); s != 401 {
 				t.Fatalf("key of a deleted user: %d %v", s, out)
 			}
+		}
+		// A user created again under the id inherits no membership.
+		if team, _ := e.store.GetTeam(context.Background(), "stays"); len(team.Members) != 1 || team.Members[0].UserID != "other" {
+			t.Fatalf("deleted user still a member: %v", team.Members)
 		}
 		if s, out := e.do("POST", "/team/delete", "sk-1234", `{"team_ids": ["gone", "blocked"]}`); s != 200 {
 			t.Fatalf("team/delete: %d %v", s, out)
