@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
@@ -116,6 +117,15 @@ func (a *API) route(need access, h handler) http.Handler {
 				return apierror.Unauthorized("the management API needs the master key or a virtual key")
 			}
 		}
+		// Query strings name objects and filters; like bodies (decode),
+		// they must be UTF-8 (PostgreSQL rejects anything else with a 500).
+		for name, vs := range r.URL.Query() {
+			for _, v := range vs {
+				if !utf8.ValidString(name) || !utf8.ValidString(v) {
+					return apierror.BadRequest(strings.ToValidUTF8(name, "\uFFFD"), "query parameter %q is not valid UTF-8", strings.ToValidUTF8(name, "\uFFFD"))
+				}
+			}
+		}
 		role := p.Role()
 		isAdmin := role == auth.RoleProxyAdmin
 		viewer := role == auth.RoleProxyAdminViewer || role == auth.RoleInternalUserViewer
@@ -152,6 +162,15 @@ func decode(r *http.Request, v any) (*jsonbody.Object, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
 	}
+	// Once for every string of every management body: encoding/json would
+	// quietly turn invalid UTF-8 (and a lone surrogate escape) into U+FFFD,
+	// storing something other than what was sent.
+	if !utf8.Valid(body) {
+		return nil, apierror.BadRequest("", "the request body is not valid UTF-8")
+	}
+	if loneSurrogate(body) {
+		return nil, apierror.BadRequest("", "the request body has a \\u escape of a lone UTF-16 surrogate, which is not a character")
+	}
 	obj, err := jsonbody.Scan(body)
 	if err != nil {
 		relaxed, changed := jsonbody.Relax(body)
@@ -177,6 +196,58 @@ func decode(r *http.Request, v any) (*jsonbody.Object, error) {
 		return nil, apierror.BadRequest("", "%v", err)
 	}
 	return obj, nil
+}
+
+// loneSurrogate reports whether a JSON text escapes a UTF-16 surrogate
+// (\uD800-\uDFFF) that is not a high surrogate followed by a low one.
+func loneSurrogate(b []byte) bool {
+	hex4 := func(i int) (rune, bool) {
+		if i+4 > len(b) {
+			return 0, false
+		}
+		var r rune
+		for _, c := range b[i : i+4] {
+			switch {
+			case c >= '0' && c <= '9':
+				r = r<<4 | rune(c-'0')
+			case c >= 'a' && c <= 'f':
+				r = r<<4 | rune(c-'a'+10)
+			case c >= 'A' && c <= 'F':
+				r = r<<4 | rune(c-'A'+10)
+			default:
+				return 0, false
+			}
+		}
+		return r, true
+	}
+	inString := false
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			inString = !inString
+		case c == '\\' && inString && i+1 < len(b):
+			if b[i+1] != 'u' {
+				i++ // skip the escaped character (\" among them)
+				continue
+			}
+			r, ok := hex4(i + 2)
+			if !ok || r < 0xD800 || r > 0xDFFF {
+				i++
+				continue
+			}
+			if r >= 0xDC00 { // a low surrogate first
+				return true
+			}
+			if i+7 >= len(b) || b[i+6] != '\\' || b[i+7] != 'u' {
+				return true
+			}
+			if lo, ok := hex4(i + 8); !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return true
+			}
+			i += 11
+		}
+	}
+	return false
 }
 
 func jsonType(kind string) string {

@@ -11,6 +11,8 @@ import (
 
 // End users ("customers") are named by the `user` field of inference
 // requests; LiteLLM serves them under /customer/* and /end_user/*.
+//
+// Customer routes: proxy_admin writes; the admin roles read.
 func (a *API) registerCustomers(mux Mux) {
 	for _, prefix := range []string{"/customer", "/end_user"} {
 		mux.Handle("POST "+prefix+"/new", a.route(writeAll, a.customerNew))
@@ -44,6 +46,11 @@ func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	}
 	if err := req.budgetFields.validate(); err != nil {
 		return err
+	}
+	if req.Spend != nil {
+		if err := checkUSD("spend", *req.Spend); err != nil {
+			return err
+		}
 	}
 	e := &store.EndUser{UserID: req.UserID, Alias: deref(req.Alias), MaxBudget: req.MaxBudget,
 		MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
@@ -100,6 +107,11 @@ func (a *API) customerUpdate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	}
 	if err := req.budgetFields.validate(); err != nil {
 		return err
+	}
+	if req.Spend != nil {
+		if err := checkUSD("spend", *req.Spend); err != nil {
+			return err
+		}
 	}
 	e, err := a.editCustomer(w, r, p, req.UserID, "updated", func(e *store.EndUser) error {
 		if obj.Has("alias") {

@@ -3,6 +3,7 @@ package admin
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -52,6 +53,8 @@ type userRequest struct {
 	UserAlias     *string  `json:"user_alias"`
 }
 
+// User routes: proxy_admin writes every field; /user/info is open to a
+// user's own keys and to both admin roles; /user/list to the admin roles.
 func (a *API) registerUsers(mux Mux) {
 	mux.Handle("POST /user/new", a.route(writeAll, a.userNew))
 	mux.Handle("GET /user/info", a.route(readOwn, a.userInfo))
@@ -168,8 +171,10 @@ func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err := req.budgetFields.validate(); err != nil {
 		return err
 	}
-	if req.Spend != nil && *req.Spend < 0 {
-		return apierror.BadRequest("spend", "spend must not be negative")
+	if req.Spend != nil {
+		if err := checkUSD("spend", *req.Spend); err != nil {
+			return err
+		}
 	}
 	u, err := a.store.GetUser(r.Context(), req.UserID)
 	if err != nil {
@@ -248,13 +253,64 @@ func (a *API) userDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		}
 	}
 	for _, id := range req.UserIDs {
+		// The store deletes the user's keys with it (as LiteLLM does);
+		// this replica forgets them at once, others at their next resync.
 		if err := a.store.DeleteUser(r.Context(), id); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return apierror.Internal(err)
 		}
+		a.dropKeys(r, p, func(k *store.Key) bool { return k.UserID == id })
 		a.snap.DeleteUser(id)
 		a.audit(r.Context(), p, "deleted", "user", id, nil, nil)
+		if err := a.leaveTeams(r, p, id); err != nil {
+			return err
+		}
 	}
 	return writeJSON(w, map[string]any{"deleted_users": req.UserIDs})
+}
+
+// dropKeys removes from the snapshot the keys match selects, which the store
+// has deleted, and audits each.
+func (a *API) dropKeys(r *http.Request, p *auth.Principal, match func(*store.Key) bool) {
+	var gone []*store.Key
+	a.snap.RangeKeys(func(k *store.Key) bool {
+		if match(k) {
+			gone = append(gone, k)
+		}
+		return true
+	})
+	for _, k := range gone {
+		a.snap.DeleteKey(k.TokenHash)
+		a.audit(r.Context(), p, "deleted", "key", k.TokenHash, k, nil)
+	}
+}
+
+// leaveTeams removes a deleted user from every team's members, so that a
+// user created later under the same id is not a member by inheritance.
+func (a *API) leaveTeams(r *http.Request, p *auth.Principal, userID string) error {
+	var ids []string
+	a.snap.RangeTeams(func(t *store.Team) bool {
+		if slices.ContainsFunc(t.Members, func(m store.TeamMember) bool { return m.UserID == userID }) {
+			ids = append(ids, t.TeamID)
+		}
+		return true
+	})
+	for _, id := range ids {
+		t, err := a.store.GetTeam(r.Context(), id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return apierror.Internal(err)
+		}
+		upd := *t
+		upd.Members = slices.DeleteFunc(slices.Clone(t.Members), func(m store.TeamMember) bool { return m.UserID == userID })
+		if err := a.store.UpdateTeam(r.Context(), &upd); err != nil {
+			return storeError(err, "team "+id, "user_ids")
+		}
+		a.snap.PutTeam(&upd)
+		a.audit(r.Context(), p, "member_deleted", "team", id, t, upd)
+	}
+	return nil
 }
 
 func (a *API) userList(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {

@@ -45,23 +45,27 @@ type keyParams struct {
 	SendInviteEmail      *bool                      `json:"send_invite_email"`
 }
 
-// validate checks the values a key may not have; nothing has been written.
+// validate checks the values a key may not have (see limits.go); nothing
+// has been written.
 func (p *keyParams) validate() error {
-	nonNeg := []struct {
+	for _, f := range []struct {
 		name string
 		v    *float64
-	}{{"max_budget", p.MaxBudget}, {"soft_budget", p.SoftBudget}, {"spend", p.Spend}}
-	for _, f := range nonNeg {
-		if f.v != nil && *f.v < 0 {
-			return apierror.BadRequest(f.name, "%s must not be negative, got %v", f.name, *f.v)
+	}{{"max_budget", p.MaxBudget}, {"soft_budget", p.SoftBudget}, {"spend", p.Spend}} {
+		if f.v != nil {
+			if err := checkUSD(f.name, *f.v); err != nil {
+				return err
+			}
 		}
 	}
 	for _, f := range []struct {
 		name string
 		v    *int64
 	}{{"max_parallel_requests", p.MaxParallelRequests}, {"tpm_limit", p.TPMLimit}, {"rpm_limit", p.RPMLimit}} {
-		if f.v != nil && *f.v < 0 {
-			return apierror.BadRequest(f.name, "%s must not be negative, got %d", f.name, *f.v)
+		if f.v != nil {
+			if err := checkRate(f.name, *f.v); err != nil {
+				return err
+			}
 		}
 	}
 	for _, f := range []struct {
@@ -69,19 +73,19 @@ func (p *keyParams) validate() error {
 		v    *string
 	}{{"duration", p.Duration}, {"budget_duration", p.BudgetDuration}} {
 		if f.v != nil && *f.v != "" {
-			if _, err := ledger.ParsePeriod(*f.v); err != nil {
-				return apierror.BadRequest(f.name, "%s: %v", f.name, err)
+			if _, err := checkPeriod(f.name, *f.v); err != nil {
+				return err
 			}
 		}
 	}
-	for m, v := range p.ModelRPMLimit {
-		if v < 0 {
-			return apierror.BadRequest("model_rpm_limit", "model_rpm_limit[%s] must not be negative", m)
-		}
-	}
-	for m, v := range p.ModelTPMLimit {
-		if v < 0 {
-			return apierror.BadRequest("model_tpm_limit", "model_tpm_limit[%s] must not be negative", m)
+	for _, f := range []struct {
+		name string
+		m    map[string]int64
+	}{{"model_rpm_limit", p.ModelRPMLimit}, {"model_tpm_limit", p.ModelTPMLimit}} {
+		for m, v := range f.m {
+			if err := checkRate(f.name, v); err != nil {
+				return apierror.BadRequest(f.name, "%s[%s]: %v", f.name, m, err)
+			}
 		}
 	}
 	if _, err := p.modelBudgets(); err != nil {
@@ -108,14 +112,20 @@ func (p *keyParams) modelBudgets() (map[string]float64, error) {
 		if err := json.Unmarshal(raw, &f); err != nil {
 			var obj struct {
 				BudgetLimit *float64 `json:"budget_limit"`
+				TimePeriod  *string  `json:"time_period"`
 			}
 			if err := json.Unmarshal(raw, &obj); err != nil || obj.BudgetLimit == nil {
 				return nil, apierror.BadRequest("model_max_budget", "model_max_budget[%s] must be a number or {\"budget_limit\": number}", m)
 			}
+			if obj.TimePeriod != nil && *obj.TimePeriod != "" {
+				if _, err := checkPeriod("model_max_budget", *obj.TimePeriod); err != nil {
+					return nil, apierror.BadRequest("model_max_budget", "model_max_budget[%s].time_period: %v", m, err)
+				}
+			}
 			f = *obj.BudgetLimit
 		}
-		if f < 0 {
-			return nil, apierror.BadRequest("model_max_budget", "model_max_budget[%s] must not be negative", m)
+		if err := checkUSD("model_max_budget", f); err != nil {
+			return nil, apierror.BadRequest("model_max_budget", "model_max_budget[%s]: %v", m, err)
 		}
 		out[m] = f
 	}
@@ -277,8 +287,12 @@ func (p *keyParams) fill(k *store.Key, present func(string) bool, now time.Time)
 	if set("team_id") {
 		k.TeamID = deref(p.TeamID)
 	}
-	if set("blocked") && p.Blocked != nil {
-		k.Blocked = *p.Blocked
+	if set("blocked") && p.Blocked != nil && k.Blocked != *p.Blocked {
+		// Only a proxy_admin gets here with a change (keyFields).
+		k.Blocked, k.BlockedBy = *p.Blocked, ""
+		if k.Blocked {
+			k.BlockedBy = "admin"
+		}
 	}
 	if set("budget_duration") {
 		k.BudgetDuration, k.BudgetResetAt = nil, nil
@@ -336,14 +350,19 @@ func keyResponse(k *store.Key, raw string) map[string]any {
 	return m
 }
 
-// keyHashOf turns what a caller names a key by into its hash: a raw key
-// ("sk-…") is hashed; a 64-hex string is taken as the hash itself.
-func keyHashOf(s string) string {
-	if len(s) == 64 && isHex(s) {
+// filterHashOf turns the key a spend filter names into its hash: a 64-hex
+// string is taken as the hash itself, anything else is hashed. It only
+// narrows listings the caller may read anyway; lookups that act on a key go
+// through findKey, which tries both readings.
+func filterHashOf(s string) string {
+	if isHash(s) {
 		return strings.ToLower(s)
 	}
 	return config.HashKey(s)
 }
+
+// isHash reports whether s looks like a sha256 hex digest.
+func isHash(s string) bool { return len(s) == 64 && isHex(s) }
 
 func isHex(s string) bool {
 	for _, c := range s {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -13,6 +14,9 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
+// Key routes. Any role but the two viewers may call the writing ones;
+// proxy_admin acts on every key, everyone else on the keys of her own user
+// (or the key she presents), within keyFields (policy.go).
 func (a *API) registerKeys(mux Mux) {
 	mux.Handle("POST /key/generate", a.route(writeOwn, a.keyGenerate))
 	mux.Handle("GET /key/info", a.route(readOwn, a.keyInfo))
@@ -43,12 +47,16 @@ func (a *API) keyGenerate(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	if err != nil {
 		return err
 	}
+	// The request as sent is checked before defaults and upper bounds
+	// apply: a bound clamps a sane value, it does not repair an absurd one.
+	if err := req.validate(); err != nil {
+		return err
+	}
 	if a.keyHook != nil {
 		if err := a.askKeyHook(r, obj); err != nil {
 			return err
 		}
 	}
-	applyDefaults(&req, obj, a.cfg.LiteLLMSettings.DefaultKeyGenerateParams)
 	if !isAdmin(p) {
 		// A non-admin creates keys for itself only.
 		own := ""
@@ -58,8 +66,17 @@ func (a *API) keyGenerate(w http.ResponseWriter, r *http.Request, p *auth.Princi
 		if req.UserID != nil && *req.UserID != own {
 			return apierror.Forbidden("%s may create keys only for its own user", p.Role())
 		}
+		if own == "" {
+			// Nothing would bound the keys a user-less key made: its own
+			// budget binds only itself.
+			return apierror.Forbidden("a key without a user may not create keys; ask a proxy_admin")
+		}
 		req.UserID = &own
+		if err := a.checkOwnNewKey(r.Context(), p, obj, &req); err != nil {
+			return err
+		}
 	}
+	applyDefaults(&req, obj, a.cfg.LiteLLMSettings.DefaultKeyGenerateParams)
 	k, raw, err := a.createKey(r, p, &req)
 	if err != nil {
 		return err
@@ -86,9 +103,12 @@ func (a *API) createKey(r *http.Request, p *auth.Principal, req *keyParams) (*st
 	raw := newRawKey()
 	if req.Key != nil {
 		raw = *req.Key
+		if err := a.checkCustomKey(r.Context(), raw, "key"); err != nil {
+			return nil, "", err
+		}
 	}
 	now := a.now()
-	k := &store.Key{TokenHash: keyHashOf(raw), KeyName: auth.Abbreviate(raw), CreatedBy: actor(p)}
+	k := &store.Key{TokenHash: auth.HashHex(raw), KeyName: auth.Abbreviate(raw), CreatedBy: actor(p)}
 	if req.Spend != nil {
 		k.Spend = *req.Spend
 	}
@@ -120,13 +140,49 @@ func containsModel(list []string, m string) bool {
 	return false
 }
 
-// lookupKey finds the key a request names (raw key, hash, or alias).
+// checkCustomKey refuses a chosen raw key that would shadow, or be taken
+// for, another key: the master key, a key from the config file (the
+// snapshot is searched before static keys, so a virtual key with a static
+// key's hash would take its requests), or a string that is the hash of an
+// existing key (naming that key by hash would then reach this one).
+func (a *API) checkCustomKey(ctx context.Context, raw, param string) error {
+	if a.auth.IsMaster(raw) || a.auth.IsStatic(auth.HashHex(raw)) {
+		return apierror.BadRequest(param, "this key is reserved: it is the master key or a key from the config file")
+	}
+	if isHash(raw) {
+		h := strings.ToLower(raw)
+		if a.auth.IsStatic(h) {
+			return apierror.BadRequest(param, "a custom key may not be the hash of another key")
+		}
+		if _, err := a.store.GetKey(ctx, h); err == nil {
+			return apierror.BadRequest(param, "a custom key may not be the hash of another key")
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return apierror.Internal(err)
+		}
+	}
+	return nil
+}
+
+// findKey finds the key a caller names: the key whose raw value is name,
+// else, for a 64-hex name, the key whose hash is name. A custom key is never
+// the hash of another (checkCustomKey), so the two readings cannot name two
+// different keys a caller could confuse.
+func (a *API) findKey(ctx context.Context, name string) (*store.Key, error) {
+	k, err := a.store.GetKey(ctx, auth.HashHex(name))
+	if errors.Is(err, store.ErrNotFound) && isHash(name) {
+		k, err = a.store.GetKey(ctx, strings.ToLower(name))
+	}
+	return k, err
+}
+
+// lookupKey finds the key a request names (raw key, hash, or alias); the
+// caller must be allowed to manage what is found.
 func (a *API) lookupKey(r *http.Request, p *auth.Principal, keyOrHash, alias string) (*store.Key, error) {
 	var k *store.Key
 	var err error
 	switch {
 	case keyOrHash != "":
-		k, err = a.store.GetKey(r.Context(), keyHashOf(keyOrHash))
+		k, err = a.findKey(r.Context(), keyOrHash)
 	case alias != "":
 		k, err = a.store.GetKeyByAlias(r.Context(), alias)
 	default:
@@ -183,6 +239,12 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	before := *k
 	updated := *k
 	if err := req.fill(&updated, obj.Has, a.now()); err != nil {
+		return err
+	}
+	if obj.Has("spend") && req.Spend != nil {
+		updated.Spend = *req.Spend
+	}
+	if err := a.checkOwnKeyUpdate(r.Context(), p, obj, k, &updated); err != nil {
 		return err
 	}
 	if err := a.store.UpdateKey(r.Context(), &updated); err != nil {
@@ -314,13 +376,19 @@ func (a *API) keyRegenerate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		if len(*req.NewKey) < 8 {
 			return apierror.BadRequest("new_key", "new_key must be at least 8 characters")
 		}
+		if err := a.checkCustomKey(r.Context(), *req.NewKey, "new_key"); err != nil {
+			return err
+		}
 		raw = *req.NewKey
 	}
 	k := *old
-	k.TokenHash, k.KeyName = keyHashOf(raw), auth.Abbreviate(raw)
+	k.TokenHash, k.KeyName = auth.HashHex(raw), auth.Abbreviate(raw)
 	if req.MaxBudget != nil {
-		if *req.MaxBudget < 0 {
-			return apierror.BadRequest("max_budget", "max_budget must not be negative")
+		if err := checkUSD("max_budget", *req.MaxBudget); err != nil {
+			return err
+		}
+		if !isAdmin(p) && (old.MaxBudget == nil || *old.MaxBudget != *req.MaxBudget) {
+			return apierror.Forbidden("max_budget may be set only by proxy_admin (you are %s)", p.Role())
 		}
 		k.MaxBudget = req.MaxBudget
 	}
@@ -345,8 +413,20 @@ func (a *API) keyBlock(block bool) handler {
 		if err != nil {
 			return err
 		}
+		// An owner may block her key, and unblock it only when she blocked
+		// it: a block by an admin (or of unknown origin) binds her.
+		by := "owner"
+		if isAdmin(p) {
+			by = "admin"
+		}
+		if !block && !isAdmin(p) && k.Blocked && k.BlockedBy != "owner" {
+			return apierror.Forbidden("this key was blocked by an admin; only proxy_admin may unblock it")
+		}
 		updated := *k
-		updated.Blocked = block
+		updated.Blocked, updated.BlockedBy = block, by
+		if !block {
+			updated.BlockedBy = ""
+		}
 		if err := a.store.UpdateKey(r.Context(), &updated); err != nil {
 			return storeError(err, "key", "key")
 		}

@@ -48,7 +48,7 @@ func (a *API) spendReport(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	}
 	f := store.ReportFilter{GroupBy: g.col, TeamID: q.Get("team_id"), EndUser: q.Get("customer_id"), UserID: q.Get("internal_user_id")}
 	if k := q.Get("api_key"); k != "" {
-		f.KeyHash = keyHashOf(k)
+		f.KeyHash = filterHashOf(k)
 	}
 	var err error
 	if f.From, f.To, err = dateRange(q); err != nil {
@@ -169,7 +169,7 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	f := store.SpendFilter{UserID: q.Get("user_id"), TeamID: q.Get("team_id"), EndUser: q.Get("end_user"),
 		RequestID: q.Get("request_id"), Page: page(r)}
 	if k := q.Get("api_key"); k != "" {
-		f.KeyHash = keyHashOf(k)
+		f.KeyHash = filterHashOf(k)
 	}
 	var err error
 	if f.From, f.To, err = dateRange(q); err != nil {

@@ -13,6 +13,10 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
+// Team routes: proxy_admin writes every field. /team/info is open to the
+// admin roles and to the team's members (policy.go: membership).
+// /team/member_add and /team/member_delete are open to the team's admin
+// members too, for members of role "user" only.
 func (a *API) registerTeams(mux Mux) {
 	mux.Handle("POST /team/new", a.route(writeAll, a.teamNew))
 	mux.Handle("GET /team/info", a.route(readOwn, a.teamInfo))
@@ -21,8 +25,8 @@ func (a *API) registerTeams(mux Mux) {
 	mux.Handle("GET /team/list", a.route(readAll, a.teamList))
 	mux.Handle("POST /team/block", a.route(writeAll, a.teamBlock(true)))
 	mux.Handle("POST /team/unblock", a.route(writeAll, a.teamBlock(false)))
-	mux.Handle("POST /team/member_add", a.route(writeAll, a.teamMemberAdd))
-	mux.Handle("POST /team/member_delete", a.route(writeAll, a.teamMemberDelete))
+	mux.Handle("POST /team/member_add", a.route(writeOwn, a.teamMemberAdd))
+	mux.Handle("POST /team/member_delete", a.route(writeOwn, a.teamMemberDelete))
 }
 
 type teamRequest struct {
@@ -54,6 +58,11 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	}
 	if err := req.budgetFields.validate(); err != nil {
 		return err
+	}
+	if req.Spend != nil {
+		if err := checkUSD("spend", *req.Spend); err != nil {
+			return err
+		}
 	}
 	for i := range req.Members {
 		if req.Members[i].Role == "" {
@@ -91,13 +100,6 @@ func fillTeamDefaults(t *store.Team) {
 	}
 }
 
-func inTeam(p *auth.Principal, t *store.Team) bool {
-	if p.Key != nil && p.Key.TeamID == t.TeamID {
-		return true
-	}
-	return p.Key != nil && p.Key.UserID != "" && slices.ContainsFunc(t.Members, func(m store.TeamMember) bool { return m.UserID == p.Key.UserID })
-}
-
 func (a *API) teamInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	id := r.URL.Query().Get("team_id")
 	if id == "" {
@@ -107,7 +109,7 @@ func (a *API) teamInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return storeError(err, "team "+id, "team_id")
 	}
-	if !seesAll(p) && !inTeam(p, t) {
+	if !seesAll(p) && a.membership(r.Context(), p, t) == "" {
 		return apierror.Forbidden("%s may read only its own teams", p.Role())
 	}
 	keys, _, err := a.store.ListKeys(r.Context(), store.KeyFilter{TeamID: id, Page: store.Page{Size: 1000}})
@@ -153,8 +155,10 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err := req.budgetFields.validate(); err != nil {
 		return err
 	}
-	if req.Spend != nil && *req.Spend < 0 {
-		return apierror.BadRequest("spend", "spend must not be negative")
+	if req.Spend != nil {
+		if err := checkUSD("spend", *req.Spend); err != nil {
+			return err
+		}
 	}
 	if err := validMembers(req.Members); err != nil {
 		return err
@@ -231,6 +235,9 @@ func (a *API) teamMemberAdd(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		return err
 	}
 	return a.editTeam(w, r, p, req.TeamID, "member_added", func(t *store.Team) error {
+		if err := a.mayEditMembers(r, p, t, members); err != nil {
+			return err
+		}
 		for _, m := range members {
 			i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == m.UserID })
 			if i >= 0 {
@@ -254,11 +261,36 @@ func (a *API) teamMemberDelete(w http.ResponseWriter, r *http.Request, p *auth.P
 	return a.editTeam(w, r, p, req.TeamID, "member_deleted", func(t *store.Team) error {
 		i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == req.UserID })
 		if i < 0 {
+			if !isAdmin(p) && a.membership(r.Context(), p, t) != "admin" {
+				return apierror.Forbidden("%s is not an admin of team %s", p.Role(), t.TeamID)
+			}
 			return apierror.NotFound("user_id", "user %q is not a member of team %s", req.UserID, t.TeamID)
+		}
+		if err := a.mayEditMembers(r, p, t, []store.TeamMember{t.Members[i]}); err != nil {
+			return err
 		}
 		t.Members = slices.Delete(t.Members, i, i+1)
 		return nil
 	})
+}
+
+// mayEditMembers: a proxy_admin edits any membership; a team's admin member
+// adds, removes and keeps members of role "user" of her team, never admins
+// (she may not make or unmake her peers).
+func (a *API) mayEditMembers(r *http.Request, p *auth.Principal, t *store.Team, members []store.TeamMember) error {
+	if isAdmin(p) {
+		return nil
+	}
+	if a.membership(r.Context(), p, t) != "admin" {
+		return apierror.Forbidden("%s is not an admin of team %s", p.Role(), t.TeamID)
+	}
+	for _, m := range members {
+		cur := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == m.UserID })
+		if m.Role != "user" || (cur >= 0 && t.Members[cur].Role != "user") {
+			return apierror.Forbidden("a team admin manages members of role user only; ask a proxy_admin about %s", m.UserID)
+		}
+	}
+	return nil
 }
 
 func (a *API) teamDelete(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -277,9 +309,13 @@ func (a *API) teamDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		}
 	}
 	for _, id := range req.TeamIDs {
+		// The store deletes the team's keys with it (as LiteLLM does);
+		// this replica forgets them before the team, so a blocked team's
+		// keys never outlive its block.
 		if err := a.store.DeleteTeam(r.Context(), id); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return apierror.Internal(err)
 		}
+		a.dropKeys(r, p, func(k *store.Key) bool { return k.TeamID == id })
 		a.snap.DeleteTeam(id)
 		a.audit(r.Context(), p, "deleted", "team", id, nil, nil)
 	}

@@ -235,6 +235,12 @@ func (a *Authenticator) IsMaster(raw string) bool {
 	return a.hasMaster && subtle.ConstantTimeCompare(h[:], a.master[:]) == 1
 }
 
+// IsStatic reports whether hash (sha256 hex) is a key from the config file.
+func (a *Authenticator) IsStatic(hash string) bool {
+	_, ok := a.static[strings.ToLower(hash)]
+	return ok
+}
+
 // ErrNoKey and ErrInvalidKey are the plain ways authentication fails; a
 // blocked or expired key gets an Error saying which.
 var (

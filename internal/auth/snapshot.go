@@ -17,10 +17,14 @@ type Snapshot struct {
 	// bySum indexes the keys by their sha256 digest, so the request path
 	// finds a key without formatting hex or boxing an interface (no
 	// allocation); sharded read-write locks keep writers off one lock.
-	bySum    [64]keyShard
-	users    sync.Map // user id -> *store.User
-	teams    sync.Map // team id -> *store.Team
-	endUsers sync.Map // end user id -> *store.EndUser
+	bySum [64]keyShard
+	// forgotten is when each recently deleted key was deleted, so that a
+	// resync that read the key's row just before the deletion cannot put
+	// it back (Apply). Pruned after forgetFor.
+	forgotten sync.Map // token hash -> time.Time
+	users     sync.Map // user id -> *store.User
+	teams     sync.Map // team id -> *store.Team
+	endUsers  sync.Map // end user id -> *store.EndUser
 }
 
 // NewSnapshot returns a snapshot holding s (nil for an empty one).
@@ -94,6 +98,7 @@ func (s *Snapshot) EndUser(id string) (*store.EndUser, bool) {
 
 // PutKey publishes k; the caller must not modify it afterwards.
 func (s *Snapshot) PutKey(k *store.Key) {
+	s.forgotten.Delete(k.TokenHash)
 	s.keys.Store(k.TokenHash, k)
 	s.indexKey(k.TokenHash, k)
 }
@@ -107,10 +112,28 @@ func (s *Snapshot) PutTeam(t *store.Team) { s.teams.Store(t.TeamID, t) }
 // PutEndUser publishes e.
 func (s *Snapshot) PutEndUser(e *store.EndUser) { s.endUsers.Store(e.UserID, e) }
 
-// DeleteKey removes a key.
-func (s *Snapshot) DeleteKey(h string) {
+// DeleteKey removes a key, deleted from the store just now.
+func (s *Snapshot) DeleteKey(h string) { s.deleteKeyAt(h, time.Now()) }
+
+func (s *Snapshot) deleteKeyAt(h string, at time.Time) {
+	s.forgotten.Store(h, at)
 	s.keys.Delete(h)
 	s.indexKey(h, nil)
+}
+
+// forgetFor is how long a deletion outranks rows read before it: far longer
+// than a resync's overlap.
+const forgetFor = time.Minute
+
+// RangeKeys calls fn for every key until fn returns false (management
+// calls only: it visits the whole snapshot).
+func (s *Snapshot) RangeKeys(fn func(*store.Key) bool) {
+	s.keys.Range(func(_, v any) bool { return fn(v.(*store.Key)) })
+}
+
+// RangeTeams calls fn for every team until fn returns false.
+func (s *Snapshot) RangeTeams(fn func(*store.Team) bool) {
+	s.teams.Range(func(_, v any) bool { return fn(v.(*store.Team)) })
 }
 
 // DeleteUser removes a user.
@@ -147,10 +170,15 @@ func keyUsable(k *store.Key, team *store.Team, now time.Time) string {
 // deletions first, then the rows as they are now (a row deleted and created
 // again in one window survives). Applying the same changes twice is harmless.
 func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
+	// Keys go first: a user or team deleted with its keys must never be
+	// seen gone while its keys (a blocked team's, say) still authenticate.
+	for _, d := range deleted {
+		if d.Kind == store.KindKey {
+			s.deleteKeyAt(d.ID, d.At)
+		}
+	}
 	for _, d := range deleted {
 		switch d.Kind {
-		case store.KindKey:
-			s.DeleteKey(d.ID)
 		case store.KindUser:
 			s.DeleteUser(d.ID)
 		case store.KindTeam:
@@ -163,8 +191,20 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
 		return
 	}
 	for _, k := range changed.Keys {
+		// A row last written before its key was deleted is stale: this
+		// resync read it before the deletion (here, or in the store).
+		if at, ok := s.forgotten.Load(k.TokenHash); ok && !k.UpdatedAt.After(at.(time.Time)) {
+			continue
+		}
 		s.PutKey(k)
 	}
+	cutoff := time.Now().Add(-forgetFor)
+	s.forgotten.Range(func(h, at any) bool {
+		if at.(time.Time).Before(cutoff) {
+			s.forgotten.Delete(h)
+		}
+		return true
+	})
 	for _, u := range changed.Users {
 		s.PutUser(u)
 	}

@@ -75,3 +75,73 @@ func TestReplicasShareKeysWithinOneSecond(t *testing.T) {
 		t.Fatalf("key deleted on B still accepted by A after %v", took)
 	}
 }
+
+// TestDeletionRevokesOnEveryReplica: a user or team deleted on A takes its
+// keys with it: A refuses them on the very next request, B within its
+// resync; a blocked team's key never comes back on either.
+func TestDeletionRevokesOnEveryReplica(t *testing.T) {
+	pg := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
+	if pg == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping the two-replica test")
+	}
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(mockConfig, "{{UP}}", up.URL)+"general_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := storetest.OpenPostgres(t, pg)
+	a, b := replica(t, cfg, st), replica(t, cfg, st)
+	chat := `{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}`
+	for _, step := range []struct{ path, body string }{
+		{"/user/new", `{"user_id": "leaver", "auto_create_key": false}`},
+		{"/key/generate", `{"key": "sk-user-key-to-revoke", "user_id": "leaver"}`},
+		{"/team/new", `{"team_id": "gone"}`},
+		{"/key/generate", `{"key": "sk-team-key-to-revoke", "team_id": "gone"}`},
+		{"/team/new", `{"team_id": "blocked"}`},
+		{"/key/generate", `{"key": "sk-blocked-team-key-1", "team_id": "blocked"}`},
+	} {
+		if s, body := send(t, a+step.path, "sk-1234", step.body); s != 200 {
+			t.Fatalf("%s: %d %s", step.path, s, body)
+		}
+	}
+	keys := []string{"sk-user-key-to-revoke", "sk-team-key-to-revoke"}
+	for _, k := range keys {
+		if _, ok := within(10*time.Second, func() bool { s, _ := send(t, b+"/v1/chat/completions", k, chat); return s == 200 }); !ok {
+			t.Fatalf("%s never accepted by B", k)
+		}
+	}
+	send(t, a+"/team/block", "sk-1234", `{"team_id": "blocked"}`)
+	for _, url := range []string{a, b} {
+		if _, ok := within(10*time.Second, func() bool {
+			s, _ := send(t, url+"/v1/chat/completions", "sk-blocked-team-key-1", chat)
+			return s == 401
+		}); !ok {
+			t.Fatalf("blocked team's key still accepted by %s", url)
+		}
+	}
+
+	if s, body := send(t, a+"/user/delete", "sk-1234", `{"user_ids": ["leaver"]}`); s != 200 {
+		t.Fatalf("user/delete: %d %s", s, body)
+	}
+	if s, body := send(t, a+"/team/delete", "sk-1234", `{"team_ids": ["gone", "blocked"]}`); s != 200 {
+		t.Fatalf("team/delete: %d %s", s, body)
+	}
+	for _, k := range append(keys, "sk-blocked-team-key-1") {
+		if s, body := send(t, a+"/v1/chat/completions", k, chat); s != 401 {
+			t.Fatalf("%s on A right after deletion: %d %s", k, s, body)
+		}
+		took, ok := within(10*time.Second, func() bool { s, _ := send(t, b+"/v1/chat/completions", k, chat); return s == 401 })
+		if !ok {
+			t.Fatalf("%s still accepted by B after %v", k, took)
+		}
+		t.Logf("%s refused by B %v after deletion on A", k, took)
+	}
+	// The blocked team's key is refused from the deletion on, never served
+	// in between: poll B a while longer.
+	for range 20 {
+		if s, _ := send(t, b+"/v1/chat/completions", "sk-blocked-team-key-1", chat); s != 401 {
+			t.Fatalf("a deleted blocked team's key came back on B: %d", s)
+		}
+	}
+}

@@ -50,9 +50,13 @@ type Key struct {
 	ModelSpend          map[string]float64 `json:"model_spend"`
 	Expires             *time.Time         `json:"expires"`
 	Blocked             bool               `json:"blocked"`
-	CreatedBy           string             `json:"created_by,omitempty"`
-	CreatedAt           time.Time          `json:"created_at"`
-	UpdatedAt           time.Time          `json:"updated_at"`
+	// BlockedBy says who blocked the key: "admin" (a proxy_admin, or a
+	// block recorded before this field existed: "") or "owner" (the key's
+	// own user, who may then unblock it herself).
+	BlockedBy string    `json:"blocked_by,omitempty"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // User is a gateway user; budgets apply across all its keys.
@@ -226,13 +230,13 @@ type Store interface {
 	CreateUser(ctx context.Context, u *User) error
 	GetUser(ctx context.Context, id string) (*User, error)
 	UpdateUser(ctx context.Context, u *User) error
-	DeleteUser(ctx context.Context, id string) error
+	DeleteUser(ctx context.Context, id string) error // and the user's keys, in one transaction
 	ListUsers(ctx context.Context, p Page) ([]*User, int, error)
 
 	CreateTeam(ctx context.Context, t *Team) error
 	GetTeam(ctx context.Context, id string) (*Team, error)
 	UpdateTeam(ctx context.Context, t *Team) error
-	DeleteTeam(ctx context.Context, id string) error
+	DeleteTeam(ctx context.Context, id string) error // and the team's keys, in one transaction
 	ListTeams(ctx context.Context, p Page) ([]*Team, int, error)
 
 	CreateEndUser(ctx context.Context, e *EndUser) error

@@ -138,12 +138,15 @@ func classify(err error) error {
 	return err
 }
 
-func mustJSON(v any) string {
+// encode is a record as the JSON of its data column. Records carry what
+// callers sent, so encoding can fail (a time past year 9999, say): that is
+// an error for the caller, never a panic.
+func encode(v any) (string, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		panic(fmt.Sprintf("sqlstore: marshal %T: %v", v, err)) // records are plain data; this cannot fail
+		return "", fmt.Errorf("sqlstore: cannot store %T: %w", v, err)
 	}
-	return string(b)
+	return string(b), nil
 }
 
 func (s *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {

@@ -29,8 +29,12 @@ func (t docTable[T]) create(ctx context.Context, db *sql.DB, v *T) error {
 		*c = now
 	}
 	*u = now
-	_, err := db.ExecContext(ctx, fmt.Sprintf(`INSERT INTO %s (%s, spend, data, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)`, t.name, t.idCol),
-		t.id(v), *t.spend(v), mustJSON(v), micros(*c), micros(*u))
+	data, err := encode(v)
+	if err != nil {
+		return err
+	}
+	_, err = db.ExecContext(ctx, fmt.Sprintf(`INSERT INTO %s (%s, spend, data, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)`, t.name, t.idCol),
+		t.id(v), *t.spend(v), data, micros(*c), micros(*u))
 	return classify(err)
 }
 
@@ -56,14 +60,56 @@ func (t docTable[T]) scan(row interface{ Scan(...any) error }) (*T, error) {
 func (t docTable[T]) update(ctx context.Context, db *sql.DB, v *T) error {
 	_, u := t.times(v)
 	*u = time.Now().UTC()
+	data, err := encode(v)
+	if err != nil {
+		return err
+	}
 	res, err := db.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET data = $1, updated_at = $2 WHERE %s = $3`, t.name, t.idCol),
-		mustJSON(v), micros(*u), t.id(v))
+		data, micros(*u), t.id(v))
 	return affected(res, classify(err))
 }
 
 // delete removes a row and leaves a tombstone for other replicas.
 func (t docTable[T]) delete(ctx context.Context, s *DB, id string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s = $1`, t.name, t.idCol), id)
+		if err := affected(res, err); err != nil {
+			return err
+		}
+		return tombstone(ctx, tx, t.kind, id)
+	})
+}
+
+// deleteOwner removes a user or team and, in the same transaction, every
+// key whose keyCol names it (LiteLLM deletes them too), leaving a tombstone
+// for each so that other replicas drop them at their next resync.
+func deleteOwner[T any](ctx context.Context, s *DB, t docTable[T], keyCol, id string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT token_hash FROM keys WHERE `+keyCol+` = $1`, id)
+		if err != nil {
+			return err
+		}
+		var hashes []string
+		for rows.Next() {
+			var h string
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return err
+			}
+			hashes = append(hashes, h)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, h := range hashes {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE token_hash = $1`, h); err != nil {
+				return err
+			}
+			if err := tombstone(ctx, tx, store.KindKey, h); err != nil {
+				return err
+			}
+		}
 		res, err := tx.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s = $1`, t.name, t.idCol), id)
 		if err := affected(res, err); err != nil {
 			return err
@@ -182,7 +228,9 @@ func (s *DB) GetUser(ctx context.Context, id string) (*store.User, error) {
 	return users.get(ctx, s.db, id)
 }
 func (s *DB) UpdateUser(ctx context.Context, u *store.User) error { return users.update(ctx, s.db, u) }
-func (s *DB) DeleteUser(ctx context.Context, id string) error     { return users.delete(ctx, s, id) }
+func (s *DB) DeleteUser(ctx context.Context, id string) error {
+	return deleteOwner(ctx, s, users, "user_id", id)
+}
 func (s *DB) ListUsers(ctx context.Context, p store.Page) ([]*store.User, int, error) {
 	return users.list(ctx, s.db, "", nil, p)
 }
@@ -192,7 +240,9 @@ func (s *DB) GetTeam(ctx context.Context, id string) (*store.Team, error) {
 	return teams.get(ctx, s.db, id)
 }
 func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error { return teams.update(ctx, s.db, t) }
-func (s *DB) DeleteTeam(ctx context.Context, id string) error     { return teams.delete(ctx, s, id) }
+func (s *DB) DeleteTeam(ctx context.Context, id string) error {
+	return deleteOwner(ctx, s, teams, "team_id", id)
+}
 func (s *DB) ListTeams(ctx context.Context, p store.Page) ([]*store.Team, int, error) {
 	return teams.list(ctx, s.db, "", nil, p)
 }
@@ -228,9 +278,13 @@ func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
 		k.CreatedAt = now
 	}
 	k.UpdatedAt = now
-	_, err := s.db.ExecContext(ctx, `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
+	data, err := encode(k)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		k.TokenHash, keyCols(k), k.UserID, k.TeamID, k.Spend, mustJSON(k), micros(k.CreatedAt), micros(k.UpdatedAt))
+		k.TokenHash, keyCols(k), k.UserID, k.TeamID, k.Spend, data, micros(k.CreatedAt), micros(k.UpdatedAt))
 	return classify(err)
 }
 
@@ -244,8 +298,12 @@ func (s *DB) GetKeyByAlias(ctx context.Context, alias string) (*store.Key, error
 
 func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
 	k.UpdatedAt = time.Now().UTC()
+	data, err := encode(k)
+	if err != nil {
+		return err
+	}
 	res, err := s.db.ExecContext(ctx, `UPDATE keys SET key_alias = $1, user_id = $2, team_id = $3, data = $4, updated_at = $5 WHERE token_hash = $6`,
-		keyCols(k), k.UserID, k.TeamID, mustJSON(k), micros(k.UpdatedAt), k.TokenHash)
+		keyCols(k), k.UserID, k.TeamID, data, micros(k.UpdatedAt), k.TokenHash)
 	return affected(res, classify(err))
 }
 
@@ -264,9 +322,13 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 		}
 		k.Spend = spend
 		k.UpdatedAt = time.Now().UTC()
-		_, err := tx.ExecContext(ctx, `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
+		data, err := encode(k)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			k.TokenHash, keyCols(k), k.UserID, k.TeamID, spend, mustJSON(k), micros(k.CreatedAt), micros(k.UpdatedAt))
+			k.TokenHash, keyCols(k), k.UserID, k.TeamID, spend, data, micros(k.CreatedAt), micros(k.UpdatedAt))
 		return classify(err)
 	})
 }
@@ -287,10 +349,14 @@ func (s *DB) ListKeys(ctx context.Context, f store.KeyFilter) ([]*store.Key, int
 		add("team_id = $%d", f.TeamID)
 	}
 	if f.Alias != "" {
-		add("key_alias LIKE $%d", "%"+f.Alias+"%")
+		// The alias matches literally: % and _ are escaped (same ESCAPE
+		// clause on SQLite and PostgreSQL).
+		add(`key_alias LIKE $%d ESCAPE '\'`, "%"+likeEscaper.Replace(f.Alias)+"%")
 	}
 	return keys.list(ctx, s.db, strings.Join(conds, " AND "), args, f.Page)
 }
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 var kindTables = map[store.Kind][2]string{
 	store.KindKey: {"keys", "token_hash"}, store.KindUser: {"users", "user_id"},
@@ -304,13 +370,13 @@ func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next t
 		return fmt.Errorf("unknown kind %q", kind)
 	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		var data string
-		err := tx.QueryRowContext(ctx, fmt.Sprintf(`SELECT data FROM %s WHERE %s = $1`, t[0], t[1]), id).Scan(&data)
+		var stored string
+		err := tx.QueryRowContext(ctx, fmt.Sprintf(`SELECT data FROM %s WHERE %s = $1`, t[0], t[1]), id).Scan(&stored)
 		if err != nil {
 			return classify(err)
 		}
 		var rec map[string]any
-		if err := json.Unmarshal([]byte(data), &rec); err != nil {
+		if err := json.Unmarshal([]byte(stored), &rec); err != nil {
 			return err
 		}
 		// A reset that arrives late (another replica already started this
@@ -323,8 +389,12 @@ func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next t
 		rec["budget_reset_at"] = next.UTC()
 		now := time.Now().UTC()
 		rec["updated_at"] = now
+		data, err := encode(rec)
+		if err != nil {
+			return err
+		}
 		_, err = tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = 0, data = $1, updated_at = $2 WHERE %s = $3`, t[0], t[1]),
-			mustJSON(rec), micros(now), id)
+			data, micros(now), id)
 		return err
 	})
 }

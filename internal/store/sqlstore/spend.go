@@ -171,9 +171,13 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			table, id := e[0], e[1]
 			if table == "end_users" {
 				// End users come into being with their first request.
-				_, err := tx.ExecContext(ctx, `INSERT INTO end_users (user_id, spend, data, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+				data, err := encode(store.EndUser{UserID: id, CreatedAt: fromMicros(now), UpdatedAt: fromMicros(now)})
+				if err != nil {
+					return err
+				}
+				_, err = tx.ExecContext(ctx, `INSERT INTO end_users (user_id, spend, data, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
 					ON CONFLICT (user_id) DO UPDATE SET spend = end_users.spend + excluded.spend`,
-					id, amount, mustJSON(store.EndUser{UserID: id, CreatedAt: fromMicros(now), UpdatedAt: fromMicros(now)}), now)
+					id, amount, data, now)
 				if err != nil {
 					return fmt.Errorf("end user spend: %w", err)
 				}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,6 +38,8 @@ func Run(t *testing.T, open Opener) {
 		{"LoadAll", loadAll},
 		{"Audit", audit},
 		{"Changes", changes},
+		{"DeleteOwnerDeletesKeys", deleteOwner},
+		{"UnencodableRecordIsAnError", unencodable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -446,5 +450,76 @@ func models(t *testing.T, s store.Store) {
 	}
 	if ms, _ := s.ListModels(ctx); len(ms) != 1 {
 		t.Fatalf("after delete: %+v", ms)
+	}
+}
+
+// deleteOwner: deleting a user or a team deletes its keys in the same
+// transaction and leaves a tombstone for each.
+func deleteOwner(t *testing.T, s store.Store) {
+	mark := time.Now().Add(-time.Second)
+	s.CreateUser(ctx, &store.User{UserID: "u1"})
+	s.CreateTeam(ctx, &store.Team{TeamID: "t2"})
+	k1, k2, k3 := fullKey("k1"), fullKey("k2"), fullKey("k3")
+	k2.UserID, k2.TeamID, k2.KeyAlias = "other", "t2", nil
+	k3.UserID, k3.TeamID, k3.KeyAlias = "other", "t3", nil
+	for _, k := range []*store.Key{k1, k2, k3} {
+		if err := s.CreateKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteUser(ctx, "u1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTeam(ctx, "t2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"k1", "k2"} {
+		if _, err := s.GetKey(ctx, h); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("key %s of a deleted owner: %v", h, err)
+		}
+	}
+	if _, err := s.GetKey(ctx, "k3"); err != nil {
+		t.Errorf("a key of another team went too: %v", err)
+	}
+	_, dels, err := s.Changes(ctx, mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range dels {
+		got = append(got, string(d.Kind)+":"+d.ID)
+	}
+	slices.Sort(got)
+	if want := "key:k1 key:k2 team:t2 user:u1"; strings.Join(got, " ") != want {
+		t.Errorf("tombstones %v, want %s", got, want)
+	}
+	if err := s.DeleteUser(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("deleting a missing user: %v", err)
+	}
+}
+
+// unencodable: a record that cannot be stored (a time past year 9999) is
+// an error, never a panic, and writes nothing.
+func unencodable(t *testing.T, s store.Store) {
+	far := time.Date(10245, 1, 1, 0, 0, 0, 0, time.UTC)
+	k := fullKey("far")
+	k.Expires = &far
+	if err := s.CreateKey(ctx, k); err == nil {
+		t.Fatal("a key expiring in year 10245 was stored")
+	}
+	if _, err := s.GetKey(ctx, "far"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the refused key is there: %v", err)
+	}
+	ok := fullKey("near")
+	if err := s.CreateKey(ctx, ok); err != nil {
+		t.Fatal(err)
+	}
+	ok.Expires = &far
+	if err := s.UpdateKey(ctx, ok); err == nil {
+		t.Fatal("an update to year 10245 was stored")
+	}
+	u := &store.User{UserID: "far", BudgetResetAt: &far}
+	if err := s.CreateUser(ctx, u); err == nil {
+		t.Fatal("a user resetting in year 10245 was stored")
 	}
 }

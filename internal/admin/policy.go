@@ -1,0 +1,305 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/jsonbody"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// Who may call what, and who may set which field.
+//
+// Roles (auth.Role*): proxy_admin (the master key, or a user with that role)
+// may do everything. proxy_admin_viewer reads everything and writes nothing.
+// internal_user (LiteLLM's app_owner too) manages her own keys within the
+// rules below. internal_user_viewer (app_user) reads her own objects only.
+// A key with no user counts as an internal_user that owns just itself.
+//
+// Routes: each route's access level is given where it is registered
+// (readOwn, writeOwn, readAll, writeAll; see route). Users, teams and
+// customers are written by proxy_admin only, every field, with two
+// exceptions for a team's admin member (role "admin" in members_with_roles):
+// /team/member_add and /team/member_delete on her team, for members of role
+// "user" only. The key routes a non-admin may call are bound by keyFields.
+
+// setter says who, besides a proxy_admin, may set a key field.
+type setter uint8
+
+const (
+	adminOnly    setter = iota // proxy_admin only
+	owner                      // also the key's owner, freely
+	ownerBounded               // also the owner, within the bound the rule's note gives
+)
+
+// keyField is one row of the field table: who may set the field on a key a
+// non-admin creates for herself (/key/generate) and on a key of hers that
+// exists (/key/update, and the fields /key/regenerate takes).
+type keyField struct {
+	name             string
+	generate, update setter
+	bound            string // what ownerBounded means for this field
+}
+
+// keyFields is the single source of truth for what a non-admin may set on
+// a key. A field not listed here is proxy_admin's only. On an existing key
+// an admin-only field may still be sent with its current value (clients
+// send whole records back); any change to it is a 403. docs/security.md
+// prints this table; TestFieldTableIsDocumented keeps the two together.
+var keyFields = []keyField{
+	{"key", owner, owner, "generate: a custom key, never another key's hash, a static key or the master key; update: names the key"},
+	{"key_alias", owner, owner, ""},
+	{"metadata", owner, owner, ""},
+	{"tags", owner, owner, ""},
+	{"models", ownerBounded, ownerBounded, "generate: within her user's and the team's models; update: a subset of the key's current models (of her user's and the team's when the key has none)"},
+	{"user_id", ownerBounded, ownerBounded, "her own user id only"},
+	{"team_id", ownerBounded, ownerBounded, "a team she is a member of (and never cleared)"},
+	{"duration", owner, adminOnly, "bounded by upperbound_key_generate_params"},
+	{"budget_duration", owner, adminOnly, "bounded by upperbound_key_generate_params"},
+	{"max_budget", ownerBounded, adminOnly, "at most her user's max_budget and upperbound_key_generate_params"},
+	{"soft_budget", ownerBounded, adminOnly, "at most her user's soft_budget (or max_budget)"},
+	{"max_parallel_requests", ownerBounded, adminOnly, "at most her user's limit"},
+	{"tpm_limit", ownerBounded, adminOnly, "at most her user's limit"},
+	{"rpm_limit", ownerBounded, adminOnly, "at most her user's limit"},
+	{"model_max_budget", owner, adminOnly, ""},
+	{"model_rpm_limit", owner, adminOnly, ""},
+	{"model_tpm_limit", owner, adminOnly, ""},
+	{"aliases", adminOnly, adminOnly, ""},
+	{"config", adminOnly, adminOnly, ""},
+	{"spend", adminOnly, adminOnly, ""},
+	{"blocked", adminOnly, adminOnly, "owners use /key/block; /key/unblock only undoes their own block"},
+	{"allowed_cache_controls", owner, owner, "accepted, not applied"},
+	{"permissions", owner, owner, "accepted, not applied"},
+	{"key_type", owner, owner, "accepted, not applied"},
+	{"send_invite_email", owner, owner, "accepted, not applied"},
+}
+
+// storedAs is the store.Key field a request field sets, when its name differs.
+var storedAs = map[string]string{"duration": "expires", "key": "token"}
+
+// refuseAdminFields returns a 403 for the first field in obj that the table
+// reserves for proxy_admin in this operation. For update, before and after
+// are the key as stored and as the request would leave it: an admin-only
+// field sent with its current value passes.
+func refuseAdminFields(p *auth.Principal, obj *jsonbody.Object, generate bool, before, after *store.Key) error {
+	if isAdmin(p) {
+		return nil
+	}
+	var old, upd map[string]json.RawMessage
+	if !generate {
+		old, upd = asFields(before), asFields(after)
+	}
+	for _, f := range keyFields {
+		s := f.update
+		if generate {
+			s = f.generate
+		}
+		if s != adminOnly || !obj.Has(f.name) {
+			continue
+		}
+		if !generate {
+			col := f.name
+			if c, ok := storedAs[f.name]; ok {
+				col = c
+			}
+			if bytes.Equal(old[col], upd[col]) {
+				continue
+			}
+		}
+		return apierror.Forbidden("%s may be set only by proxy_admin (you are %s)", f.name, p.Role())
+	}
+	return nil
+}
+
+func asFields(k *store.Key) map[string]json.RawMessage {
+	b, _ := json.Marshal(k)
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+// Team membership. A user is a member of a team when the team's
+// members_with_roles lists her user_id, or her user's `teams` lists the team
+// (both are written only by proxy admins). Only members_with_roles makes her
+// a team admin. A key's own team_id does not make its holder a member: that
+// would let whoever put a key in a team read the team.
+
+// membership is the role ("admin" or "user") p's user has in team t, or ""
+// when she is not a member.
+func (a *API) membership(ctx context.Context, p *auth.Principal, t *store.Team) string {
+	if p.Key == nil || p.Key.UserID == "" {
+		return ""
+	}
+	uid := p.Key.UserID
+	if i := slices.IndexFunc(t.Members, func(m store.TeamMember) bool { return m.UserID == uid }); i >= 0 {
+		return t.Members[i].Role
+	}
+	u := p.User
+	if u == nil {
+		var err error
+		if u, err = a.store.GetUser(ctx, uid); err != nil {
+			return ""
+		}
+	}
+	if slices.Contains(u.Teams, t.TeamID) {
+		return "user"
+	}
+	return ""
+}
+
+// requireMember refuses a non-admin that is not a member of team id (an
+// unknown team included: a key may not wait for a team to be created).
+func (a *API) requireMember(ctx context.Context, p *auth.Principal, id string) error {
+	if isAdmin(p) {
+		return nil
+	}
+	t, err := a.store.GetTeam(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return apierror.Forbidden("%s may use only teams it is a member of; team %s does not exist", p.Role(), id)
+	}
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	if a.membership(ctx, p, t) == "" {
+		return apierror.Forbidden("%s is not a member of team %s", p.Role(), id)
+	}
+	return nil
+}
+
+// callerUser is the caller's user record, or nil.
+func (a *API) callerUser(ctx context.Context, p *auth.Principal) *store.User {
+	if p.User != nil {
+		return p.User
+	}
+	if p.Key == nil || p.Key.UserID == "" {
+		return nil
+	}
+	u, err := a.store.GetUser(ctx, p.Key.UserID)
+	if err != nil {
+		return nil
+	}
+	return u
+}
+
+// checkOwnNewKey applies the bounded rules of keyFields to a key a non-admin
+// creates for herself: models within her user's and team's, budgets and
+// limits no higher than her user's own. The upper bounds of the config are
+// applied later, for everyone.
+func (a *API) checkOwnNewKey(ctx context.Context, p *auth.Principal, obj *jsonbody.Object, req *keyParams) error {
+	if isAdmin(p) {
+		return nil
+	}
+	if err := refuseAdminFields(p, obj, true, nil, nil); err != nil {
+		return err
+	}
+	if obj.Has("team_id") && deref(req.TeamID) != "" {
+		if err := a.requireMember(ctx, p, *req.TeamID); err != nil {
+			return err
+		}
+	}
+	u := a.callerUser(ctx, p)
+	if u == nil {
+		return nil
+	}
+	if len(u.Models) > 0 {
+		for _, m := range req.Models {
+			if !containsModel(u.Models, m) {
+				return apierror.Forbidden("model %q is not in your user's models %v", m, u.Models)
+			}
+		}
+	}
+	overF := func(name string, v, limit *float64) error {
+		if v != nil && limit != nil && *v > *limit {
+			return apierror.Forbidden("%s %v is above your user's %v", name, *v, *limit)
+		}
+		return nil
+	}
+	overI := func(name string, v, limit *int64) error {
+		if v != nil && limit != nil && *v > *limit {
+			return apierror.Forbidden("%s %d is above your user's %d", name, *v, *limit)
+		}
+		return nil
+	}
+	soft := u.SoftBudget
+	if soft == nil {
+		soft = u.MaxBudget
+	}
+	for _, err := range []error{overF("max_budget", req.MaxBudget, u.MaxBudget), overF("soft_budget", req.SoftBudget, soft),
+		overI("max_parallel_requests", req.MaxParallelRequests, u.MaxParallelRequests),
+		overI("tpm_limit", req.TPMLimit, u.TPMLimit), overI("rpm_limit", req.RPMLimit, u.RPMLimit)} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkOwnKeyUpdate applies keyFields to a non-admin's change of her key k
+// into updated.
+func (a *API) checkOwnKeyUpdate(ctx context.Context, p *auth.Principal, obj *jsonbody.Object, k, updated *store.Key) error {
+	if isAdmin(p) {
+		return nil
+	}
+	if err := refuseAdminFields(p, obj, false, k, updated); err != nil {
+		return err
+	}
+	// An admin-only field sent unchanged is not applied: budget_duration
+	// sent back as it was must not move the budget's reset.
+	updated.BudgetResetAt = k.BudgetResetAt
+	if obj.Has("models") && !slices.Equal(k.Models, updated.Models) {
+		if len(updated.Models) == 0 && len(k.Models) > 0 {
+			return apierror.Forbidden("%s may only narrow a key's models; an empty list allows every model", p.Role())
+		}
+		if len(k.Models) > 0 {
+			for _, m := range updated.Models {
+				if !containsModel(k.Models, m) {
+					return apierror.Forbidden("%s may only narrow a key's models: %q is not in %v", p.Role(), m, k.Models)
+				}
+			}
+		} else if u := a.callerUser(ctx, p); u != nil && len(u.Models) > 0 {
+			for _, m := range updated.Models {
+				if !containsModel(u.Models, m) {
+					return apierror.Forbidden("model %q is not in your user's models %v", m, u.Models)
+				}
+			}
+		}
+		if t, err := a.store.GetTeam(ctx, updated.TeamID); err == nil && len(t.Models) > 0 {
+			for _, m := range updated.Models {
+				if !containsModel(t.Models, m) {
+					return apierror.Forbidden("model %q is not in team %s's models %v", m, t.TeamID, t.Models)
+				}
+			}
+		}
+	}
+	if obj.Has("team_id") && updated.TeamID != k.TeamID {
+		if updated.TeamID == "" {
+			return apierror.Forbidden("%s may not take a key out of its team", p.Role())
+		}
+		if err := a.requireMember(ctx, p, updated.TeamID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// KeyFieldTable renders keyFields as the markdown rows docs/security.md
+// prints: | field | on her new key | on her existing key |.
+func KeyFieldTable() []string {
+	name := map[setter]string{adminOnly: "proxy_admin only", owner: "owner", ownerBounded: "owner, bounded"}
+	rows := make([]string, 0, len(keyFields))
+	for _, f := range keyFields {
+		row := "| `" + f.name + "` | " + name[f.generate] + " | " + name[f.update] + " |"
+		if f.bound != "" {
+			row += " " + f.bound + " |"
+		} else {
+			row += "  |"
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
