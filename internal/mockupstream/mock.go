@@ -22,7 +22,11 @@ import (
 
 // Options shape every answer; request headers can override them per call:
 // x-mock-status, x-mock-delay-ms, x-mock-chunk-delay-ms, x-mock-chunks,
-// x-mock-completion-tokens and x-mock-no-usage.
+// x-mock-completion-tokens and x-mock-no-usage. Two more make it misbehave
+// as real upstreams have: x-mock-usage (a JSON object sent verbatim as the
+// OpenAI usage) and x-mock-raw-body (sent verbatim as a 200 JSON answer).
+// OpenAI requests' n and best_of are honoured: n choices, every generated
+// one counted in the usage.
 type Options struct {
 	Delay      time.Duration // before the response headers
 	ChunkDelay time.Duration // between stream chunks

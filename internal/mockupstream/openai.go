@@ -25,6 +25,8 @@ type request struct {
 	} `json:"stream_options"`
 	MaxTokens           *int64 `json:"max_tokens"`
 	MaxCompletionTokens *int64 `json:"max_completion_tokens"`
+	N                   int    `json:"n"`
+	BestOf              int    `json:"best_of"`
 	Dimensions          int    `json:"dimensions"`
 	EncodingFormat      string `json:"encoding_format"`
 }
@@ -88,6 +90,17 @@ func (req *request) promptTokens() int64 {
 		n += len(text(m.Content))
 	}
 	return max(1, int64(n/4))
+}
+
+// prompts is how many prompts a /completions request carries: each gets
+// its own choices.
+func (req *request) prompts() int {
+	var batch []json.RawMessage
+	if len(req.Prompt) > 0 && req.Prompt[0] == '[' && json.Unmarshal(req.Prompt, &batch) == nil &&
+		len(batch) > 0 && (batch[0][0] == '"' || batch[0][0] == '[') {
+		return len(batch)
+	}
+	return 1
 }
 
 // reply is the answer's words and why it stopped.
@@ -160,10 +173,18 @@ func (s *Server) openAI(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	words, finish := s.reply(r, req)
-	prompt, completion := req.promptTokens(), int64(len(words))
+	// Every choice is generated (best_of of them on /completions) and billed.
+	choices := max(req.N, 1)
+	generated := max(choices, req.BestOf) * req.prompts()
+	prompt, completion := req.promptTokens(), int64(len(words)*generated)
 	s.prompt.Add(prompt)
 	s.completion.Add(completion)
 	noUsage := r.Header.Get("x-mock-no-usage") != ""
+	if raw := r.Header.Get("x-mock-raw-body"); raw != "" && !req.Stream {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, raw)
+		return
+	}
 	object := "text_completion"
 	if chat {
 		object = "chat.completion"
@@ -179,21 +200,29 @@ func (s *Server) openAI(w http.ResponseWriter, r *http.Request, chat bool) {
 		b = strconv.AppendInt(b, created, 10)
 		b = append(b, `,"model":`...)
 		b = appendJSON(b, req.Model)
-		b = append(b, `,"choices":[{"index":0,`...)
+		b = append(b, `,"choices":[`...)
 		content := strings.Join(words, " ")
-		if chat {
-			b = append(b, `"message":{"role":"assistant","content":`...)
-			b = appendJSON(b, content)
-			b = append(b, `}`...)
-		} else {
-			b = append(b, `"text":`...)
-			b = appendJSON(b, content)
+		for i := range choices {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"index":`...)
+			b = strconv.AppendInt(b, int64(i), 10)
+			if chat {
+				b = append(b, `,"message":{"role":"assistant","content":`...)
+				b = appendJSON(b, content)
+				b = append(b, `}`...)
+			} else {
+				b = append(b, `,"text":`...)
+				b = appendJSON(b, content)
+			}
+			b = append(b, `,"finish_reason":"`...)
+			b = append(b, finish...)
+			b = append(b, `"}`...)
 		}
-		b = append(b, `,"finish_reason":"`...)
-		b = append(b, finish...)
-		b = append(b, `"}]`...)
+		b = append(b, ']')
 		if !noUsage {
-			b = appendUsage(append(b, ','), prompt, completion)
+			b = s.appendUsage(r, append(b, ','), prompt, completion)
 		}
 		b = append(b, '}')
 		w.Header().Set("Content-Type", "application/json")
@@ -270,7 +299,7 @@ func (s *Server) openAI(w http.ResponseWriter, r *http.Request, chat bool) {
 		b = append(b, `,"model":`...)
 		b = appendJSON(b, req.Model)
 		b = append(b, `,"choices":[],`...)
-		b = appendUsage(b, prompt, completion)
+		b = s.appendUsage(r, b, prompt, completion)
 		b = append(b, "}\n\n"...)
 		if !s.write(w, flusher, b) {
 			s.aborted.Add(1)
@@ -292,6 +321,17 @@ func (s *Server) write(w http.ResponseWriter, f http.Flusher, b []byte) bool {
 		f.Flush()
 	}
 	return true
+}
+
+// appendUsage writes the usage member: the x-mock-usage header's JSON
+// object verbatim when the request has one (a misbehaving upstream), else
+// the counted tokens.
+func (s *Server) appendUsage(r *http.Request, b []byte, prompt, completion int64) []byte {
+	if u := r.Header.Get("x-mock-usage"); u != "" {
+		b = append(b, `"usage":`...)
+		return append(b, u...)
+	}
+	return appendUsage(b, prompt, completion)
 }
 
 func appendUsage(b []byte, prompt, completion int64) []byte {

@@ -211,8 +211,9 @@ func schemas() obj {
 		"KeyCreated":        object([]string{"key", "token"}, obj{"key": str("the raw key, shown once"), "key_name": str("sk-...ABCD"), "token": str("sha256 of the key"), "expires": nullStr}),
 		"Key":               object(nil, obj{"token": str("sha256 of the key"), "key_name": str(""), "spend": num, "max_budget": nullNum, "expires": nullStr}),
 		"Entity":            entity,
-		"SpendLog":          object([]string{"request_id"}, obj{"request_id": str(""), "api_key": str("key hash"), "spend": num, "prompt_tokens": integer, "completion_tokens": integer, "model_group": str("")}),
-		"ModelEntry":        object(nil, obj{"model_name": str(""), "litellm_params": anyObj, "model_info": anyObj}),
+		"SpendLog": object([]string{"request_id"}, obj{"request_id": str(""), "api_key": str("key hash"), "spend": num, "prompt_tokens": integer, "completion_tokens": integer, "model_group": str(""),
+			"reported_prompt_tokens": integer, "reported_completion_tokens": integer, "usage_clamped": boolean, "usage_estimated": boolean}),
+		"ModelEntry": object(nil, obj{"model_name": str(""), "litellm_params": anyObj, "model_info": anyObj}),
 	}
 }
 

@@ -140,6 +140,33 @@ type SpendLog struct {
 	LatencyMS        int64     `json:"latency_ms"`
 	StartedAt        time.Time `json:"startTime"`
 	EndedAt          time.Time `json:"endTime"`
+	// ReportedPromptTokens and ReportedCompletionTokens are the usage the
+	// upstream reported, as it reported it; the token columns above are
+	// what was booked. They differ when UsageClamped: the report was
+	// negative or beyond what the request could have used.
+	ReportedPromptTokens     int64 `json:"reported_prompt_tokens"`
+	ReportedCompletionTokens int64 `json:"reported_completion_tokens"`
+	UsageClamped             bool  `json:"usage_clamped"`
+	// UsageEstimated: the upstream reported no usage; the tokens booked
+	// were counted or estimated by the gateway.
+	UsageEstimated bool `json:"usage_estimated"`
+	// Budgets are spend on budgets that have no entity row of their own
+	// (a key's model_max_budget entry, a custom-auth key): ApplySpend adds
+	// the row's cost to each in budget_spend. Not a spend_logs column.
+	Budgets []BudgetRef `json:"-"`
+}
+
+// BudgetRef names a budget kept in budget_spend: Kind "key_model" with ID
+// "<key hash>/<model>", or "custom_auth_key" with the key hash.
+type BudgetRef struct {
+	Kind string
+	ID   string
+}
+
+// BudgetSpend is what one budget_spend budget has spent.
+type BudgetSpend struct {
+	BudgetRef
+	Spend float64
 }
 
 // AuditEntry records one management write.
@@ -266,6 +293,9 @@ type Store interface {
 	SpendReport(ctx context.Context, f ReportFilter) ([]ReportRow, error)
 	// TotalSpend is all spend recorded (from the daily rollups).
 	TotalSpend(ctx context.Context) (float64, error)
+	// BudgetSpends reads every budget_spend row: the spend of budgets that
+	// have no entity row (see SpendLog.Budgets), to seed them at start.
+	BudgetSpends(ctx context.Context) ([]BudgetSpend, error)
 
 	// PutModel creates or replaces a model; DeleteModel removes one
 	// (ErrNotFound when absent); ListModels returns all, oldest first.

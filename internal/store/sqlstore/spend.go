@@ -14,18 +14,28 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-const spendCols = 16
+const spendCols = 20
 
-// insertChunk bounds the rows of one multi-row PostgreSQL INSERT (16
+// insertChunk bounds the rows of one multi-row PostgreSQL INSERT (20
 // parameters each), so that a batch costs few round trips.
 const insertChunk = 200
 
 const spendInsert = `INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
-	prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at) VALUES `
+	prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
+	reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated) VALUES `
 
 func spendArgs(args []any, l *store.SpendLog) []any {
 	return append(args, l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider,
-		l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt))
+		l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt),
+		l.ReportedPromptTokens, l.ReportedCompletionTokens, flag(l.UsageClamped), flag(l.UsageEstimated))
+}
+
+// flag stores a bool as 0 or 1 (an INTEGER column on both engines).
+func flag(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // insertSpendLogs inserts rows, skipping request ids already present, and
@@ -143,6 +153,7 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			spend                        float64
 		}
 		spend := map[[2]string]float64{} // {table, id} -> dollars
+		budgets := map[store.BudgetRef]float64{}
 		rolls := map[rollKey]*roll{}
 		for _, l := range batch {
 			if !inserted[l.RequestID] {
@@ -153,6 +164,9 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 				if e[1] != "" {
 					spend[e] += l.Cost
 				}
+			}
+			for _, b := range l.Budgets {
+				budgets[b] += l.Cost
 			}
 			k := rollKey{l.StartedAt.UTC().Format(time.DateOnly), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
 			r := rolls[k]
@@ -185,6 +199,13 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			}
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = spend + $1 WHERE %s = $2`, table, idCol[table]), amount, id); err != nil {
 				return fmt.Errorf("%s spend: %w", table, err)
+			}
+		}
+		for b, amount := range budgets {
+			_, err := tx.ExecContext(ctx, `INSERT INTO budget_spend (kind, id, spend) VALUES ($1, $2, $3)
+				ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`, b.Kind, b.ID, amount)
+			if err != nil {
+				return fmt.Errorf("budget spend: %w", err)
 			}
 		}
 		for k, r := range rolls {
@@ -233,7 +254,8 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	}
 	limit, offset := f.PageBounds()
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
-		prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at
+		prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
+		reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated
 		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args...)
 	if err != nil {
 		return nil, 0, err
@@ -242,12 +264,14 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	var out []store.SpendLog
 	for rows.Next() {
 		var l store.SpendLog
-		var started, ended int64
+		var started, ended, clamped, estimated int64
 		if err := rows.Scan(&l.RequestID, &l.KeyHash, &l.UserID, &l.TeamID, &l.EndUser, &l.ModelGroup, &l.Deployment, &l.Provider,
-			&l.PromptTokens, &l.CompletionTokens, &l.CachedTokens, &l.Cost, &l.Status, &l.LatencyMS, &started, &ended); err != nil {
+			&l.PromptTokens, &l.CompletionTokens, &l.CachedTokens, &l.Cost, &l.Status, &l.LatencyMS, &started, &ended,
+			&l.ReportedPromptTokens, &l.ReportedCompletionTokens, &clamped, &estimated); err != nil {
 			return nil, 0, err
 		}
 		l.StartedAt, l.EndedAt = fromMicros(started), fromMicros(ended)
+		l.UsageClamped, l.UsageEstimated = clamped != 0, estimated != 0
 		out = append(out, l)
 	}
 	return out, total, rows.Err()
@@ -299,6 +323,24 @@ func (s *DB) TotalSpend(ctx context.Context) (float64, error) {
 	var total float64
 	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(spend), 0) FROM spend_daily`).Scan(&total)
 	return total, err
+}
+
+// BudgetSpends reads every budget_spend row.
+func (s *DB) BudgetSpends(ctx context.Context) ([]store.BudgetSpend, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, id, spend FROM budget_spend`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.BudgetSpend
+	for rows.Next() {
+		var b store.BudgetSpend
+		if err := rows.Scan(&b.Kind, &b.ID, &b.Spend); err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
 }
 
 // DisableSpendLogs stops writing spend_logs rows (spend columns and the
