@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +28,8 @@ import (
 type result struct {
 	status     int
 	usage      usage
-	hasUsage   bool
+	hasUsage   bool          // usage is what the upstream reported
+	estimated  bool          // usage is the gateway's estimate: the upstream reported none
 	chunks     int           // content-bearing stream events seen
 	ttfb       time.Duration // upstream response headers, from the request's start
 	upstream   time.Duration // time spent waiting on the upstream
@@ -383,16 +385,35 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		return g.upstreamError(r, t, wd, err, res)
 	}
 	if resp.StatusCode < 300 {
+		// An answer that is not a response is the deployment's fault: a 502,
+		// booked as a failure (no cost, the hold released). It is not
+		// retried: the upstream may have billed it already.
+		bad := func(err error) error {
+			res.status = http.StatusBadGateway
+			c.fail(http.StatusBadGateway)
+			return &failure{err: apierror.BadGateway(err, "deployment %s answered %d with something that is not a %s response", t.D.ID, resp.StatusCode, op)}
+		}
 		if wr.response != nil {
+			if !json.Valid(data) {
+				return bad(errors.New("response body is not valid JSON"))
+			}
 			out, u, err := wr.response(data)
 			if err != nil {
-				return &failure{retryable: true, err: apierror.BadGateway(err, "deployment %s answered something that is not a %s response", t.D.ID, op)}
+				return bad(err)
 			}
 			data = out
 			res.usage.set(u)
 			res.hasUsage = u.Prompt > 0 || u.Completion > 0
 		} else {
-			res.usage, res.hasUsage = usageFromBody(data)
+			var ok bool
+			if res.usage, ok, err = usageFromBody(data); err != nil {
+				return bad(err)
+			}
+			res.hasUsage = ok
+		}
+		if !res.hasUsage && c != nil {
+			// No usage: charge what the gateway can count.
+			res.usage, res.estimated = estimateUsage(req, res.model, data), true
 		}
 		if c != nil {
 			c.costHeaders(w.Header(), c.settle(res))

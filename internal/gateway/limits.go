@@ -144,8 +144,22 @@ func estimate(t *provider.Target, req *request, model string) int64 {
 	if !t.D.Tokenize {
 		return 0
 	}
+	return countPrompt(req, model)
+}
+
+// countPrompt counts a request's prompt tokens with model's tokenizer: the
+// messages (and an Anthropic system prompt), else the prompt or input.
+func countPrompt(req *request, model string) int64 {
 	if m := req.obj.Get("messages"); m != nil {
-		return tokens.Messages(model, m)
+		n := tokens.Messages(model, m)
+		if sys := req.obj.Get("system"); sys != nil && string(sys) != "null" {
+			if s, ok := req.obj.String("system"); ok {
+				n += tokens.Text(model, s)
+			} else {
+				n += tokens.Text(model, string(sys))
+			}
+		}
+		return n
 	}
 	for _, k := range []string{"prompt", "input"} {
 		if s, ok := req.obj.String(k); ok {
@@ -231,10 +245,10 @@ func formatReset(d time.Duration) string {
 }
 
 // usedTokens is what a finished request used, for token limits: the
-// reported usage, or — when a stream broke off before its usage — the
-// estimate and one token per chunk.
+// usage booked (reported and clamped, or estimated), or — when a stream
+// broke off before its usage — the estimate and one token per chunk.
 func usedTokens(res *result, est int64) int64 {
-	if res.hasUsage {
+	if res.hasUsage || res.estimated {
 		return res.usage.prompt + res.usage.completion
 	}
 	if res.chunks > 0 {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -32,6 +33,9 @@ type Meter struct {
 	OnSoftBudget func(*ledger.Account)
 	// Holder places the holds: in process when nil, or shared on Redis.
 	Holder ledger.Holder
+	// Log gets the alarm for usage an upstream reported out of bounds
+	// (slog.Default when nil).
+	Log *slog.Logger
 }
 
 // imageTokenCeiling bounds the prompt tokens one image can cost on any
@@ -39,12 +43,23 @@ type Meter struct {
 // a 2048px image; Anthropic near 1,600).
 const imageTokenCeiling = 1600
 
+// toolPromptCeiling bounds the prompt tokens a provider adds on its own when
+// a request carries tools (Anthropic's tool-use system prompt is a few
+// hundred tokens, its computer-use tool over a thousand), beyond the bytes
+// of the tool definitions themselves.
+const toolPromptCeiling = 2048
+
 // promptBound is an upper bound on the prompt tokens of body: every BPE or
 // SentencePiece token covers at least one byte, so the body's length bounds
-// its text, and each image reference adds at most imageTokenCeiling.
+// its text, each image reference adds at most imageTokenCeiling, and tools
+// at most toolPromptCeiling.
 func promptBound(body []byte) int64 {
 	images := bytes.Count(body, []byte(`"image_url"`)) + bytes.Count(body, []byte(`"type":"image"`))
-	return int64(len(body)) + int64(images)*imageTokenCeiling
+	n := int64(len(body)) + int64(images)*imageTokenCeiling
+	if bytes.Contains(body, []byte(`"tools"`)) {
+		n += toolPromptCeiling
+	}
+	return n
 }
 
 // accounts are the budgets a request is charged to, most shared first.
@@ -76,6 +91,21 @@ func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 	return accts
 }
 
+// outputBound is the most output a request can be billed for: max_tokens
+// (else the model's maximum output, else pricing.DefaultMaxOutput) for
+// every completion the upstream generates (n, best_of, a batch of prompts).
+// Tools add nothing: a tool call's arguments are output within max_tokens.
+func outputBound(p pricing.Price, req *request) int64 {
+	per := req.maxTokens
+	if per <= 0 {
+		per = p.MaxOutputTokens
+	}
+	if per <= 0 {
+		per = pricing.DefaultMaxOutput
+	}
+	return satMul(per, max(req.outputs, 1))
+}
+
 // charge is one request's hold on its budgets.
 type charge struct {
 	m       *Meter
@@ -83,9 +113,13 @@ type charge struct {
 	key     *ledger.Account
 	price   pricing.Price
 	log     store.SpendLog
-	prompt  int64 // estimate used when the upstream reports no usage
+	prompt  int64 // estimate used when a stream reports no usage
 	settled bool
 	cost    float64 // what settle booked
+	// What the hold allowed: usage beyond these bounds is clamped to them,
+	// and the cost to worst.
+	promptMax, outputMax int64
+	worst                ledger.Amount
 }
 
 // reserve holds the request's worst-case cost, or refuses it with the 400
@@ -93,18 +127,20 @@ type charge struct {
 func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
 	accts := m.accounts(p, req.user, model)
 	bound := promptBound(body)
-	worst := t.Price.WorstCase(bound, req.maxTokens)
+	out := outputBound(t.Price, req)
+	worst := ledger.USD(t.Price.WorstCase(bound, out))
 	holder := m.Holder
 	if holder == nil {
 		holder = ledger.Local{}
 	}
-	res, err := holder.Reserve(ctx, accts, ledger.USD(worst))
+	res, err := holder.Reserve(ctx, accts, worst)
 	if err != nil {
 		e := apierror.BudgetExceeded("%v", err)
 		e.Cause = err
 		return nil, e
 	}
-	c := &charge{m: m, res: res, price: t.Price, prompt: int64(len(body)) / 4}
+	c := &charge{m: m, res: res, price: t.Price, prompt: int64(len(body)) / 4,
+		promptMax: bound, outputMax: out, worst: worst}
 	if p.Key != nil {
 		c.key = accts[len(accts)-1]
 		if _, ok := p.Key.ModelMaxBudget[model]; ok {
@@ -121,27 +157,45 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 	return c, nil
 }
 
-// settle books what res cost: the reported usage, or — when a stream broke
-// off before its usage chunk — the prompt estimate and one token per content
-// chunk received. A request that produced nothing releases its hold.
+// settle books what res cost: the reported usage, validated against what
+// the request's hold allowed; or an estimate when the upstream reported
+// none (res.estimated, or a stream that broke off before its usage chunk:
+// the prompt estimate and one token per content chunk received). A request
+// that produced nothing releases its hold. The usage booked replaces
+// res.usage, so that rate limits and the log count the same tokens.
 func (c *charge) settle(res *result) (cost float64) {
 	if c == nil || c.settled {
 		return 0
 	}
-	c.settled = true
-	// res.usage.prompt counts every prompt token; pricing bills cache
-	// creation apart from the rest.
-	u := pricing.Usage{PromptTokens: res.usage.prompt - res.usage.cacheCreation, CompletionTokens: res.usage.completion,
-		CachedTokens: res.usage.cached, CacheCreationTokens: res.usage.cacheCreation}
+	l := c.log
+	u := res.usage
 	switch {
 	case res.hasUsage:
+		l.ReportedPromptTokens, l.ReportedCompletionTokens = u.prompt, u.completion
+	case res.estimated:
+		l.UsageEstimated = true
 	case res.chunks > 0:
-		u = pricing.Usage{PromptTokens: c.prompt, CompletionTokens: int64(res.chunks)}
+		u = usage{prompt: c.prompt, completion: int64(res.chunks)}
+		l.UsageEstimated = true
 	default:
-		c.res.Release()
+		c.release()
 		return 0
 	}
-	amount := ledger.USD(c.price.Cost(u)) // the ledger's precision is the books' precision
+	c.settled = true
+	clamped := c.clamp(&u)
+	// res.usage.prompt counts every prompt token; pricing bills cache
+	// creation apart from the rest.
+	pu := pricing.Usage{PromptTokens: u.prompt - u.cacheCreation, CompletionTokens: u.completion,
+		CachedTokens: u.cached, CacheCreationTokens: u.cacheCreation}
+	amount := ledger.USD(c.price.Cost(pu)) // the ledger's precision is the books' precision
+	if amount > c.worst {
+		amount, clamped = c.worst, true
+	}
+	if clamped && res.hasUsage {
+		l.UsageClamped = true
+		c.m.alarm(&l, res.usage, u, amount)
+	}
+	res.usage = u
 	cost = amount.Dollars()
 	c.cost = cost
 	for _, a := range c.res.Settle(amount) {
@@ -149,18 +203,61 @@ func (c *charge) settle(res *result) (cost float64) {
 			c.m.OnSoftBudget(a)
 		}
 	}
-	l := c.log
-	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.PromptTokens+u.CacheCreationTokens, u.CompletionTokens, u.CachedTokens
+	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.prompt, u.completion, u.cached
 	l.Cost, l.Status = cost, res.status
 	if res.clientGone {
 		l.Status = 499
 	}
+	c.enqueue(&l)
+	return cost
+}
+
+// clamp bounds u by what the hold allowed: no count below zero, the prompt
+// within its bound, the output within max_tokens × completions, cached and
+// cache-creation tokens within the prompt. It reports whether it changed u.
+func (c *charge) clamp(u *usage) bool {
+	before := *u
+	bound := func(v *int64, hi int64) { *v = min(max(*v, 0), hi) }
+	bound(&u.prompt, c.promptMax)
+	bound(&u.completion, c.outputMax)
+	bound(&u.cached, u.prompt)
+	bound(&u.cacheCreation, u.prompt)
+	bound(&u.reasoning, u.completion)
+	return *u != before
+}
+
+// alarm logs usage an upstream reported out of bounds and what was booked.
+func (m *Meter) alarm(l *store.SpendLog, reported, booked usage, amount ledger.Amount) {
+	log := m.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("upstream usage out of bounds: booked what the request's hold allowed",
+		"call_id", l.RequestID, "deployment", l.Deployment, "provider", l.Provider, "model_group", l.ModelGroup,
+		"reported_prompt_tokens", reported.prompt, "reported_completion_tokens", reported.completion,
+		"reported_cached_tokens", reported.cached, "reported_cache_creation_tokens", reported.cacheCreation,
+		"booked_prompt_tokens", booked.prompt, "booked_completion_tokens", booked.completion, "booked_cost", amount.Dollars())
+}
+
+// fail books an answer that could not be used (a 2xx that is not a valid
+// response): the hold is released, and a spend-log row with status and no
+// cost records that the upstream was called.
+func (c *charge) fail(status int) {
+	if c == nil || c.settled {
+		return
+	}
+	c.release()
+	l := c.log
+	l.Status = status
+	c.enqueue(&l)
+}
+
+func (c *charge) enqueue(l *store.SpendLog) {
 	l.EndedAt = time.Now()
 	l.LatencyMS = l.EndedAt.Sub(l.StartedAt).Milliseconds()
 	if c.m.Writer != nil {
-		c.m.Writer.Enqueue(l)
+		c.m.Writer.Enqueue(*l)
 	}
-	return cost
 }
 
 // release drops the hold of a request that never produced an answer.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -17,7 +18,11 @@ type request struct {
 	model     string
 	stream    bool
 	maxTokens int64
-	user      string
+	// outputs is how many completions the upstream generates and bills:
+	// n (and best_of on /completions) for each prompt of a batch. The
+	// worst case holds maxTokens for every one of them.
+	outputs int64
+	user    string
 	// clientUsage: the client asked for the usage chunk of a stream itself.
 	clientUsage bool
 }
@@ -83,6 +88,18 @@ func decode(body []byte, pathModel string) (*request, error) {
 		req.maxTokens = n
 		break
 	}
+	req.outputs = 1
+	for _, k := range []string{"n", "best_of"} {
+		if o.IsNull(k) {
+			continue
+		}
+		n, ok := o.Int(k)
+		if !ok || n < 1 {
+			return nil, apierror.BadRequest(k, "%s must be a positive integer", k)
+		}
+		req.outputs = max(req.outputs, n) // best_of ≥ n: best_of are generated
+	}
+	req.outputs = satMul(req.outputs, prompts(o.Get("prompt")))
 	if !o.IsNull("user") {
 		u, ok := o.String("user")
 		if !ok {
@@ -100,6 +117,33 @@ func decode(body []byte, pathModel string) (*request, error) {
 		req.clientUsage = opts.IncludeUsage != nil && *opts.IncludeUsage
 	}
 	return req, nil
+}
+
+// prompts is how many prompts a /completions prompt holds: a batch (an
+// array of strings, or of token arrays) gets n completions for each.
+func prompts(raw []byte) int64 {
+	if len(raw) < 2 || raw[0] != '[' {
+		return 1
+	}
+	var batch []json.RawMessage
+	if json.Unmarshal(raw, &batch) != nil || len(batch) == 0 {
+		return 1
+	}
+	if first := batch[0]; len(first) == 0 || (first[0] != '"' && first[0] != '[') {
+		return 1 // one prompt given as token ids
+	}
+	return int64(len(batch))
+}
+
+// satMul is a*b for non-negative numbers, saturating instead of overflowing.
+func satMul(a, b int64) int64 {
+	if a == 0 || b == 0 {
+		return 0
+	}
+	if a > math.MaxInt64/b {
+		return math.MaxInt64
+	}
+	return a * b
 }
 
 // upstreamBody is the body to forward: the client's, with the model set to

@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 
 	"github.com/tollgate/tollgate/internal/jsonbody"
+	"github.com/tollgate/tollgate/internal/tokens"
 )
 
 // usage is token usage in OpenAI's convention: prompt includes cached.
@@ -42,13 +44,64 @@ func parseUsage(raw []byte) (usage, bool) {
 	return out, true
 }
 
-// usageFromBody reads the usage member of a JSON response.
-func usageFromBody(body []byte) (usage, bool) {
+// usageFromBody reads the usage member of a JSON response; an error means
+// the body is not a JSON object.
+func usageFromBody(body []byte) (usage, bool, error) {
 	var o jsonbody.Object
-	if o.Reset(body) != nil {
-		return usage{}, false
+	if err := o.Reset(body); err != nil {
+		return usage{}, false, err
 	}
-	return parseUsage(o.Get("usage"))
+	u, ok := parseUsage(o.Get("usage"))
+	return u, ok, nil
+}
+
+// estimateUsage is what a request without reported usage is charged: its
+// prompt counted with the model's tokenizer, and the text of the answer
+// (OpenAI choices or Anthropic content blocks, tool calls included) as its
+// completion. It runs only for upstreams that report no usage.
+func estimateUsage(req *request, model string, answer []byte) usage {
+	u := usage{prompt: countPrompt(req, model)}
+	var a struct {
+		Choices []struct {
+			Message *struct {
+				Content   json.RawMessage `json:"content"`
+				ToolCalls json.RawMessage `json:"tool_calls"`
+			} `json:"message"`
+			Text string `json:"text"`
+		} `json:"choices"`
+		Content []struct {
+			Text  string          `json:"text"`
+			Input json.RawMessage `json:"input"`
+		} `json:"content"`
+	}
+	if json.Unmarshal(answer, &a) != nil {
+		return u
+	}
+	var b strings.Builder
+	for _, c := range a.Choices {
+		b.WriteString(c.Text)
+		if m := c.Message; m != nil {
+			var s string
+			if json.Unmarshal(m.Content, &s) == nil {
+				b.WriteString(s)
+			} else if len(m.Content) > 0 && string(m.Content) != "null" {
+				b.Write(m.Content)
+			}
+			if len(m.ToolCalls) > 0 && string(m.ToolCalls) != "null" {
+				b.Write(m.ToolCalls)
+			}
+		}
+	}
+	for _, c := range a.Content {
+		b.WriteString(c.Text)
+		if len(c.Input) > 0 {
+			b.Write(c.Input)
+		}
+	}
+	if b.Len() > 0 {
+		u.completion = tokens.Text(model, b.String())
+	}
+	return u
 }
 
 // usageFromChunk reads usage from one stream chunk and reports whether the

@@ -41,11 +41,11 @@ func TestObserveEventReadsStreamUsage(t *testing.T) {
 
 func TestUsageFromBody(t *testing.T) {
 	body := []byte(`{"id":"x","choices":[{"message":{"content":"usage"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"completion_tokens_details":{"reasoning_tokens":2}}}`)
-	u, ok := usageFromBody(body)
-	if !ok || u != (usage{prompt: 7, completion: 3, reasoning: 2}) {
-		t.Fatalf("got %+v %v", u, ok)
+	u, ok, err := usageFromBody(body)
+	if !ok || err != nil || u != (usage{prompt: 7, completion: 3, reasoning: 2}) {
+		t.Fatalf("got %+v %v %v", u, ok, err)
 	}
-	if _, ok := usageFromBody(bytes.TrimSuffix(body, []byte("}"))); ok {
+	if _, ok, err := usageFromBody(bytes.TrimSuffix(body, []byte("}"))); ok || err == nil {
 		t.Fatal("usage read from a truncated body")
 	}
 }
@@ -71,7 +71,7 @@ func BenchmarkUsageFromBody(b *testing.B) {
 	body := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, ok := usageFromBody(body); !ok {
+		if _, ok, _ := usageFromBody(body); !ok {
 			b.Fatal("no usage")
 		}
 	}

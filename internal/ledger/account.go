@@ -17,8 +17,26 @@ import (
 // every sum a gateway sees and lets accounts use atomics.
 type Amount int64
 
-// USD converts dollars to an Amount, rounding to the nearest nano-dollar.
-func USD(d float64) Amount { return Amount(math.Round(d * 1e9)) }
+// MaxAmount is the largest Amount USD returns (about $2.3 billion): two of
+// them still add up without overflowing, so that no sum of a budget, its
+// spend and one hold wraps around to a negative number.
+const MaxAmount Amount = 1 << 61
+
+// USD converts dollars to an Amount, rounding to the nearest nano-dollar
+// and saturating at ±MaxAmount (NaN is 0): a worst case too large to hold
+// is held as MaxAmount, never wrapped to a negative (free) hold.
+func USD(d float64) Amount {
+	x := math.Round(d * 1e9)
+	switch {
+	case x != x:
+		return 0
+	case x >= float64(MaxAmount):
+		return MaxAmount
+	case x <= -float64(MaxAmount):
+		return -MaxAmount
+	}
+	return Amount(x)
+}
 
 // Dollars converts a to dollars.
 func (a Amount) Dollars() float64 { return float64(a) / 1e9 }

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -141,5 +142,33 @@ func BenchmarkEnqueue(b *testing.B) {
 			w.mu.Unlock()
 			n = 0
 		}
+	}
+}
+
+// TestUSDSaturates: an amount too large for the ledger saturates instead of
+// wrapping around to a negative (free) hold, and such a hold is refused by
+// any budget.
+func TestUSDSaturates(t *testing.T) {
+	tests := []struct {
+		name string
+		in   float64
+		want Amount
+	}{
+		{"cent", 0.01, 10_000_000},
+		{"huge", 1e11, MaxAmount},
+		{"huge negative", -1e11, -MaxAmount},
+		{"infinite", math.Inf(1), MaxAmount},
+		{"nan", math.NaN(), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := USD(tt.in); got != tt.want {
+				t.Fatalf("USD(%v) = %d, want %d", tt.in, got, tt.want)
+			}
+		})
+	}
+	a := NewAccount(KindKey, "k", USD(0.5), USD(1e9))
+	if _, err := Reserve([]*Account{a}, USD(1e30)); err == nil {
+		t.Fatal("a saturated hold passed a budget")
 	}
 }

@@ -171,7 +171,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 				}
 			}
 		}
-		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap,
+		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap, Log: opts.Logger,
 			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget}
 	}
 	var rc *rscript.Runner

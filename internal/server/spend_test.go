@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -45,14 +47,23 @@ type spendEnv struct {
 
 func startSpend(t *testing.T, st store.Store, mockOpts mockupstream.Options, extra string) *spendEnv {
 	t.Helper()
+	return startSpendWith(t, st, mockOpts, "", extra, Options{})
+}
+
+// startSpendWith is startSpend with more model_list entries (YAML list
+// items, {{UP}} for the mock's URL) and server options.
+func startSpendWith(t *testing.T, st store.Store, mockOpts mockupstream.Options, models, extra string, opts Options) *spendEnv {
+	t.Helper()
 	mock := mockupstream.New(mockOpts)
 	up := httptest.NewServer(mock)
 	t.Cleanup(up.Close)
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig+extra, "{{UP}}", up.URL)))
+	yaml := strings.Replace(pricedConfig, "general_settings:", models+"general_settings:", 1) + extra
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", up.URL)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, Options{Logger: testLogger, Store: st})
+	opts.Logger, opts.Store = testLogger, st
+	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +104,13 @@ func stores(t *testing.T, fn func(t *testing.T, st store.Store)) {
 	})
 }
 
-func (e *spendEnv) post(t *testing.T, path, key, body string) (*http.Response, map[string]any) {
+func (e *spendEnv) post(t *testing.T, path, key, body string, headers ...string) (*http.Response, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", e.url+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -333,4 +347,201 @@ func TestBudgetDurationResets(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestHoldCoversEveryChoice: a request asking for several completions (n,
+// best_of, a batch of prompts) holds what all of them can cost, so a key
+// with $0.05 never spends more, however the output is multiplied.
+func TestHoldCoversEveryChoice(t *testing.T) {
+	tests := []struct {
+		name, path, body string
+		wantServed       int
+	}{
+		{"chat n", "/v1/chat/completions", `{"model":"long","max_tokens":50,"n":8,"messages":[{"role":"user","content":"hi"}]}`, 1},
+		{"completions best_of", "/v1/completions", `{"model":"long","max_tokens":50,"best_of":8,"prompt":"hi"}`, 1},
+		{"completions prompt batch", "/v1/completions", `{"model":"long","max_tokens":50,"n":2,"prompt":["a","b","c","d"]}`, 1},
+		// A worst case beyond what the ledger holds is held whole, never wrapped to a free hold.
+		{"huge max_tokens", "/v1/chat/completions", `{"model":"long","max_tokens":1000000000000000,"messages":[{"role":"user","content":"hi"}]}`, 0},
+	}
+	stores(t, func(t *testing.T, st store.Store) {
+		e := startSpendWith(t, st, mockupstream.Options{}, mockModel("long", "x-mock-completion-tokens", "50"), "", Options{})
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.05}`)
+				key := out["key"].(string)
+				served := 0
+				for range 10 {
+					// 50 tokens × 8 completions × 1e-4 = $0.04 each
+					resp, _ := e.post(t, tt.path, key, tt.body)
+					if resp.StatusCode != 200 {
+						break
+					}
+					served++
+				}
+				e.srv.writer.Flush()
+				k, err := st.GetKey(context.Background(), sha(key))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if served != tt.wantServed || k.Spend > 0.05+1e-12 {
+					t.Fatalf("%d requests served, key spend $%v on a $0.05 budget", served, k.Spend)
+				}
+			})
+		}
+	})
+}
+
+// TestOutputMultipliersAreChecked: n and best_of that are not positive
+// integers are a 400 naming the field, and nothing reaches the upstream.
+func TestOutputMultipliersAreChecked(t *testing.T) {
+	tests := []struct{ name, body, param string }{
+		{"n zero", `{"model":"gpt-4","n":0,"messages":[]}`, "n"},
+		{"n string", `{"model":"gpt-4","n":"8","messages":[]}`, "n"},
+		{"best_of negative", `{"model":"gpt-4","best_of":-2,"prompt":"x"}`, "best_of"},
+		{"n fraction", `{"model":"gpt-4","n":1.5,"messages":[]}`, "n"},
+	}
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, "")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, out := e.post(t, "/v1/chat/completions", "sk-1234", tt.body)
+			errObj, _ := out["error"].(map[string]any)
+			if resp.StatusCode != 400 || errObj["param"] != tt.param {
+				t.Fatalf("%d %v", resp.StatusCode, out)
+			}
+		})
+	}
+	if n := e.mock.Stats().Requests; n != 0 {
+		t.Fatalf("%d bad requests reached the upstream", n)
+	}
+}
+
+// TestUpstreamUsageIsValidated: usage an upstream reports is never booked
+// below zero nor above what the request's hold allowed; a clamp logs an
+// alarm, and the spend row keeps both what was reported and what was booked.
+func TestUpstreamUsageIsValidated(t *testing.T) {
+	tests := []struct {
+		name, usage                        string
+		wantPrompt, wantCompletion         int64
+		wantReportedPrompt, wantReportedCo int64
+		wantCost                           float64
+	}{
+		// max_tokens 3 at 1e-4: the hold allowed $0.0003 of output.
+		{"absurd", `{"prompt_tokens":5,"completion_tokens":100000000}`, 5, 3, 5, 100000000, 0.0003},
+		{"negative", `{"prompt_tokens":-7,"completion_tokens":-1000000}`, 0, 0, -7, -1000000, 0},
+	}
+	stores(t, func(t *testing.T, st store.Store) {
+		models := ""
+		for _, tt := range tests {
+			models += mockModel(tt.name, "x-mock-usage", tt.usage)
+		}
+		e := startSpendWith(t, st, mockupstream.Options{}, models, "", Options{})
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 1}`)
+				key := out["key"].(string)
+				if resp, _ := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != 200 {
+					t.Fatal("honest request refused")
+				}
+				resp, _ := e.post(t, "/v1/chat/completions", key, strings.Replace(chat3, "gpt-4", tt.name, 1))
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				id := resp.Header.Get("x-tollgate-call-id")
+				e.srv.writer.Flush()
+				k, err := st.GetKey(context.Background(), sha(key))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := 0.0003 + tt.wantCost; math.Abs(k.Spend-want) > 1e-12 {
+					t.Errorf("key spend $%v, want $%v", k.Spend, want)
+				}
+				logs, _, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{RequestID: id})
+				if len(logs) != 1 {
+					t.Fatalf("%d spend rows for %s", len(logs), id)
+				}
+				l := logs[0]
+				if l.PromptTokens != tt.wantPrompt || l.CompletionTokens != tt.wantCompletion || math.Abs(l.Cost-tt.wantCost) > 1e-12 ||
+					l.ReportedPromptTokens != tt.wantReportedPrompt || l.ReportedCompletionTokens != tt.wantReportedCo || !l.UsageClamped || l.UsageEstimated {
+					t.Errorf("spend row %+v", l)
+				}
+				if n := len(loggedLines("upstream usage out of bounds", id)); n != 1 {
+					t.Errorf("%d alarm lines for %s", n, id)
+				}
+			})
+		}
+	})
+}
+
+// TestAnswerWithoutUsageIsBooked: a 200 that reports no usage is charged an
+// estimate and flagged; a 200 that is not JSON is a 502, booked as a
+// failure that costs nothing and releases its hold.
+func TestAnswerWithoutUsageIsBooked(t *testing.T) {
+	tests := []struct {
+		name, header, value string
+		wantStatus          int
+		wantCost            bool
+	}{
+		{"no-usage", "x-mock-no-usage", "1", 200, true},
+		{"not-json", "x-mock-raw-body", `{"choices":[{"message":`, 502, false},
+	}
+	stores(t, func(t *testing.T, st store.Store) {
+		models := ""
+		for _, tt := range tests {
+			models += mockModel(tt.name, tt.header, tt.value)
+		}
+		e := startSpendWith(t, st, mockupstream.Options{}, models, "", Options{})
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.0003}`)
+				key := out["key"].(string)
+				resp, body := e.post(t, "/v1/chat/completions", key, strings.Replace(chat3, "gpt-4", tt.name, 1))
+				if resp.StatusCode != tt.wantStatus {
+					t.Fatalf("status %d %v", resp.StatusCode, body)
+				}
+				id := resp.Header.Get("x-tollgate-call-id")
+				e.srv.writer.Flush()
+				logs, _, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{RequestID: id})
+				if len(logs) != 1 {
+					t.Fatalf("%d spend rows for an answered request", len(logs))
+				}
+				l := logs[0]
+				k, _ := st.GetKey(context.Background(), sha(key))
+				switch {
+				case tt.wantCost && (l.Cost <= 0 || l.CompletionTokens != 3 || l.PromptTokens <= 0 || !l.UsageEstimated || l.Status != 200 || k.Spend != l.Cost):
+					t.Errorf("estimated row %+v, key spend %v", l, k.Spend)
+				case !tt.wantCost && (l.Cost != 0 || l.Status != 502 || k.Spend != 0):
+					t.Errorf("failure row %+v, key spend %v", l, k.Spend)
+				}
+				if !tt.wantCost { // the hold was released: the whole budget is left
+					if resp, _ := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != 200 {
+						t.Errorf("after a failed answer the budget is still held: %d", resp.StatusCode)
+					}
+				}
+			})
+		}
+	})
+}
+
+// mockModel is a model_list entry priced as gpt-4 whose deployment sends the
+// mock a knob header, so that it misbehaves for this model only.
+func mockModel(name, header, value string) string {
+	return fmt.Sprintf("  - model_name: %s\n    litellm_params: {model: openai/gpt-4o-mini, api_base: \"{{UP}}\", input_cost_per_token: 0, output_cost_per_token: 0.0001, extra_headers: {%s: %s}}\n",
+		name, header, strconv.Quote(value))
+}
+
+// loggedLines are the log lines of this test binary holding every one of subs.
+func loggedLines(subs ...string) []string {
+	testLog.mu.Lock()
+	defer testLog.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(testLog.buf.String(), "\n") {
+		ok := true
+		for _, s := range subs {
+			ok = ok && strings.Contains(line, s)
+		}
+		if ok {
+			out = append(out, line)
+		}
+	}
+	return out
 }
