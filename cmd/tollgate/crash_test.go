@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -164,4 +166,87 @@ func firstOr(d []time.Duration) time.Duration {
 		return 0
 	}
 	return d[0]
+}
+
+// TestSIGTERMBooksStreamsCutByShutdownTimeout: SIGTERM with a
+// --shutdown-timeout shorter than a stream in flight cuts the stream, and
+// what it produced is still in the store when the process has exited: the
+// spend-log row with its tokens and the key's spend.
+func TestSIGTERMBooksStreamsCutByShutdownTimeout(t *testing.T) {
+	bin := buildBinary(t)
+	mock := mockupstream.New(mockupstream.Options{Chunks: 50, ChunkDelay: 100 * time.Millisecond})
+	up := httptest.NewServer(mock)
+	defer up.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4o-mini, api_base: %q, output_cost_per_token: 0.0001}
+general_settings:
+  master_key: sk-1234
+`, up.URL)), 0o600)
+	port := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	cmd, stderr := start(t, dir, base+"/health/liveliness", bin, "serve", "--config", cfg, "--port", fmt.Sprint(port), "--shutdown-timeout", "200ms")
+
+	req, _ := http.NewRequest("POST", base+"/key/generate", strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer sk-1234")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gen struct{ Key string }
+	json.NewDecoder(resp.Body).Decode(&gen)
+	resp.Body.Close()
+
+	words := strings.Repeat("word ", 60)
+	req, _ = http.NewRequest("POST", base+"/v1/chat/completions",
+		strings.NewReader(`{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"`+words+`"}]}`))
+	req.Header.Set("Authorization", "Bearer "+gen.Key)
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	r := bufio.NewReader(stream.Body)
+	for seen := 0; seen < 3; {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended before the shutdown: %v", err)
+		}
+		if strings.HasPrefix(line, "data: {") {
+			seen++
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, r) // the shutdown timeout cuts the stream
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done: // non-zero: the timeout cut a request
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not exit after SIGTERM\n%s", stderr)
+	}
+
+	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(dir, "tollgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	logs, total, err := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: config.HashKey(gen.Key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != 1 || logs[0].CompletionTokens < 2 || logs[0].Cost <= 0 {
+		t.Fatalf("stream cut by the shutdown booked as %+v (total %d)\n%s", logs, total, stderr)
+	}
+	k, err := st.GetKey(context.Background(), config.HashKey(gen.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := k.Spend - logs[0].Cost; d > 1e-12 || d < -1e-12 {
+		t.Fatalf("key spend %v, spend row %v", k.Spend, logs[0].Cost)
+	}
 }

@@ -32,6 +32,7 @@ type Writer struct {
 	lag     time.Duration // age of the oldest row in the last flushed batch
 	// enqueued and written count rows ever queued and written, to order resets.
 	enqueued, written int64
+	closed            bool // Close was called: rows queued now are never written
 }
 
 // NewWriter returns a writer to st; Run starts it.
@@ -40,9 +41,16 @@ func NewWriter(st store.Store, log *slog.Logger) *Writer {
 		wake: make(chan struct{}, 1), flushes: make(chan chan struct{}), closing: make(chan struct{}), done: make(chan struct{})}
 }
 
-// Enqueue queues one row. The lock is held for an append only.
+// Enqueue queues one row. The lock is held for an append only. A row
+// queued after Close is reported as lost: the server closes the writer only
+// after its last request has settled, so this is a shutdown-order bug.
 func (w *Writer) Enqueue(l store.SpendLog) {
 	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		w.log.Error("spend row queued after the spend writer closed: not written", "request_id", l.RequestID, "cost", l.Cost)
+		return
+	}
 	w.queue = append(w.queue, l)
 	w.enqueued++
 	full := len(w.queue) >= w.MaxBatch
@@ -161,6 +169,9 @@ func (w *Writer) Flush() {
 // Close stops the writer after flushing everything queued (retrying for up
 // to 30 s while the store is unreachable), and reports rows it had to leave.
 func (w *Writer) Close() int {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 	close(w.closing)
 	<-w.done
 	return w.Pending()

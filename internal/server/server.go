@@ -78,6 +78,12 @@ type Server struct {
 	metrics    *metrics.Metrics
 	closeOnce  sync.Once
 	routes     []string
+	// inflight counts handlers running; closing is set when a shutdown
+	// stops admitting requests, and idle is signalled when the last
+	// handler returns after that.
+	inflight atomic.Int64
+	closing  atomic.Bool
+	idle     chan struct{}
 }
 
 // New validates cfg and builds every component; nothing is started.
@@ -91,7 +97,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.ResyncInterval <= 0 {
 		opts.ResyncInterval = 500 * time.Millisecond
 	}
-	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), health: router.NewHealth()}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), health: router.NewHealth(), idle: make(chan struct{}, 1)}
 	s.cfg.Store(cfg)
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -251,10 +257,16 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves on ln until ctx is done, then shuts down gracefully: the
 // listener closes at once, requests and streams in flight run to their end
-// (up to ShutdownTimeout), and Serve returns nil.
+// (up to ShutdownTimeout), and Serve returns nil. Requests still running
+// when the timeout passes are cancelled, and the spend writer is closed only
+// after every handler has returned, so that what a cut stream produced is
+// booked; Serve then reports the timeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	base, cancelBase := context.WithCancelCause(context.Background())
+	defer cancelBase(nil)
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           s.track(s.handler),
+		BaseContext:       func(net.Listener) context.Context { return base },
 		ReadHeaderTimeout: s.cfg.Load().RequestHeaderTimeout(),
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -267,6 +279,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go s.backgroundChecks(bg)
 	select {
 	case err := <-errc:
+		s.drain(cancelBase, srv)
 		return err
 	case <-ctx.Done():
 	}
@@ -275,15 +288,71 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		s.drain(cancelBase, srv)
 		return serr
 	}
-	s.Close()
 	if err != nil {
-		_ = srv.Close()
+		s.log.Warn("shutdown timeout passed: cancelling the requests still in flight; what they produced is booked", "requests", s.inflight.Load())
+	}
+	s.drain(cancelBase, srv)
+	if err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
 	s.log.Info("shutdown complete")
 	return nil
+}
+
+// errShuttingDown cancels the requests a shutdown timeout cut.
+var errShuttingDown = errors.New("server shutting down")
+
+// drainGrace bounds the wait for cancelled handlers to return: they only
+// have to notice the cancellation and settle.
+const drainGrace = 10 * time.Second
+
+// drain cancels every request still in flight, closes their connections,
+// waits for their handlers to return (settling their spend on the way), and
+// then closes the spend writer.
+func (s *Server) drain(cancelBase context.CancelCauseFunc, srv *http.Server) {
+	s.closing.Store(true)
+	if s.inflight.Load() > 0 {
+		cancelBase(errShuttingDown)
+		_ = srv.Close()
+		deadline := time.Now().Add(drainGrace)
+		for s.inflight.Load() > 0 && time.Now().Before(deadline) {
+			select {
+			case <-s.idle:
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		if n := s.inflight.Load(); n > 0 {
+			s.log.Error("requests still running after the shutdown grace; their spend may be lost", "requests", n, "grace", drainGrace)
+		}
+	}
+	s.Close()
+	_ = srv.Close()
+}
+
+// track counts the handlers running, so that a shutdown can wait for the
+// last one before closing the spend writer. A request that arrives once the
+// server is closing gets a 503.
+func (s *Server) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer func() {
+			if s.inflight.Add(-1) == 0 && s.closing.Load() {
+				select {
+				case s.idle <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		if s.closing.Load() {
+			w.Header().Set("Connection", "close")
+			apierror.Write(w, apierror.Unavailable(errShuttingDown, "the gateway is shutting down; retry on another replica"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Close flushes the spend writer: every request already answered is in the

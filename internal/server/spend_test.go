@@ -545,3 +545,78 @@ func loggedLines(subs ...string) []string {
 	}
 	return out
 }
+
+// TestShutdownTimeoutBooksCutStreams: a shutdown whose --shutdown-timeout
+// cuts requests in flight still books what they produced: the spend writer
+// closes only after the last handler has settled. A stream cut mid-way is
+// charged its chunks; a request cut before its answer costs nothing.
+func TestShutdownTimeoutBooksCutStreams(t *testing.T) {
+	tests := []struct {
+		name, body string
+		stream     bool
+		wantRow    bool
+	}{
+		{"stream", `{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"a b c d e f g h i j k l m n o p q r s t"}]}`, true, true},
+		{"waiting", `{"model":"slow","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`, false, false},
+	}
+	stores(t, func(t *testing.T, st store.Store) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				e := startSpendWith(t, st, mockupstream.Options{Chunks: 20, ChunkDelay: 100 * time.Millisecond},
+					mockModel("slow", "x-mock-delay-ms", "60000"), "", Options{ShutdownTimeout: 100 * time.Millisecond})
+				_, out := e.post(t, "/key/generate", "sk-1234", `{}`)
+				key := out["key"].(string)
+				req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(tt.body))
+				req.Header.Set("Authorization", "Bearer "+key)
+				got := make(chan int, 1)
+				go func() {
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						got <- 0
+						return
+					}
+					defer resp.Body.Close()
+					r := bufio.NewReader(resp.Body)
+					seen := 0
+					for {
+						line, err := r.ReadString('\n')
+						if err != nil {
+							break
+						}
+						if strings.HasPrefix(line, "data: {") {
+							if seen++; seen == 3 {
+								got <- seen // mid-stream: now shut down
+							}
+						}
+					}
+				}()
+				if tt.stream {
+					<-got
+				} else if _, ok := within(10*time.Second, func() bool { return e.mock.Stats().Requests == 1 }); !ok {
+					t.Fatal("the request never reached the upstream")
+				}
+				e.stop() // the shutdown timeout passes with the request still in flight
+				logs, total, err := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				k, err := st.GetKey(context.Background(), sha(key))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !tt.wantRow {
+					if total != 0 || k.Spend != 0 {
+						t.Fatalf("a request cut before its answer was charged: %+v, key spend %v", logs, k.Spend)
+					}
+					return
+				}
+				if total != 1 || logs[0].CompletionTokens < 2 || logs[0].Cost <= 0 || !logs[0].UsageEstimated {
+					t.Fatalf("stream cut by the shutdown timeout booked as %+v (total %d)", logs, total)
+				}
+				if math.Abs(k.Spend-logs[0].Cost) > 1e-12 {
+					t.Fatalf("key spend %v, spend row %v", k.Spend, logs[0].Cost)
+				}
+			})
+		}
+	})
+}
