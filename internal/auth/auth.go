@@ -26,6 +26,9 @@ type Principal struct {
 	Team    *store.Team // the key's team, when it has one
 	// Static is set for a key from the config file (agentgateway apiKey).
 	Static *config.StaticKey
+	// Hooked: Key was built by custom_auth in replace mode from the hook's
+	// answer; it has no row in the store (its spend is kept apart).
+	Hooked bool
 }
 
 // Role is the principal's management role: proxy_admin for the master key,
@@ -191,7 +194,7 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 	// replace mode: the hook's answer is the identity.
 	k := &store.Key{TokenHash: h, KeyName: "custom-auth", UserID: d.UserID, TeamID: d.TeamID, Models: d.Models,
 		MaxBudget: d.MaxBudget, RPMLimit: d.RPMLimit, TPMLimit: d.TPMLimit, MaxParallelRequests: d.MaxParallelRequests}
-	np := &Principal{KeyHash: h, Key: k}
+	np := &Principal{KeyHash: h, Key: k, Hooked: true}
 	if d.UserID != "" {
 		np.User, _ = a.snap.User(d.UserID)
 	}

@@ -149,6 +149,14 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 		c.log.KeyHash = p.Key.TokenHash
 		c.log.UserID = p.Key.UserID
 		c.log.TeamID = p.Key.TeamID
+		// Budgets with no entity row keep their spend in budget_spend, so
+		// that they survive a restart like the key's own.
+		if _, ok := p.Key.ModelMaxBudget[model]; ok {
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetKeyModel, ID: p.Key.TokenHash + "/" + model})
+		}
+		if p.Hooked {
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetCustomAuthKey, ID: p.Key.TokenHash})
+		}
 	} else if p.KeyHash != "" && !p.Master {
 		c.log.KeyHash = p.KeyHash
 	}

@@ -99,6 +99,14 @@ func (b *Book) maybeReset(a *Account, duration string) {
 	}
 }
 
+// Seed creates the account of (kind, id) with spend already booked, unless
+// it exists: for budgets whose record carries no spend (a custom-auth key),
+// so that their first request after a start sees what the store has. The
+// budget is set by Account on first use.
+func (b *Book) Seed(kind Kind, id string, spent Amount) {
+	b.accounts[kind].LoadOrStore(id, NewAccount(kind, id, spent, Unlimited))
+}
+
 // Lookup returns an existing account.
 func (b *Book) Lookup(kind Kind, id string) (*Account, bool) {
 	v, ok := b.accounts[kind].Load(id)

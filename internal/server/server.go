@@ -159,6 +159,17 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load spend: %w", err)
 		}
+		// Custom-auth keys have no record to carry their spend: seed their
+		// accounts. (Model budgets come back with their key's ModelSpend.)
+		spends, err := opts.Store.BudgetSpends(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("load budget spend: %w", err)
+		}
+		for _, b := range spends {
+			if b.Kind == store.BudgetCustomAuthKey {
+				book.Seed(ledger.KindKey, b.ID, ledger.USD(b.Spend))
+			}
+		}
 		if d, ok := opts.Store.(interface{ DisableSpendLogs(bool) }); ok && cfg.GeneralSettings.DisableSpendLogs {
 			d.DisableSpendLogs(true)
 			opts.Logger.Info("general_settings.disable_spend_logs: spend is tracked, per-request spend logs are not written")

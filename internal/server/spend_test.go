@@ -620,3 +620,97 @@ func TestShutdownTimeoutBooksCutStreams(t *testing.T) {
 		}
 	})
 }
+
+// TestBudgetsSurviveRestart: a key's model_max_budget and the budget a
+// custom_auth hook gives a key it alone knows are kept in the store like
+// every other budget: exhausted, they still refuse after a restart on the
+// same database, and after Redis has lost its copy of the shared budgets.
+func TestBudgetsSurviveRestart(t *testing.T) {
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"allow": true, "models": []string{"gpt-4"}, "max_budget": 0.0003})
+	}))
+	defer hook.Close()
+	tests := []struct {
+		name, extra string
+		key         func(t *testing.T, e *spendEnv) string
+		wantKind    string
+	}{
+		{"model_max_budget", "", func(t *testing.T, e *spendEnv) string {
+			_, out := e.post(t, "/key/generate", "sk-1234", `{"model_max_budget": {"gpt-4": 0.0003}}`)
+			return out["key"].(string)
+		}, "key_model"},
+		{"custom_auth", "  custom_auth:\n    mode: replace\n    webhook: {url: " + hook.URL + "}\n", func(t *testing.T, e *spendEnv) string {
+			return "sk-hook-only-key-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		}, "key"},
+	}
+	redisURL := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	for _, shared := range []bool{false, true} {
+		t.Run(map[bool]string{false: "local", true: "redis"}[shared], func(t *testing.T) {
+			if shared && redisURL == "" {
+				t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
+			}
+			stores(t, func(t *testing.T, st store.Store) {
+				for _, tt := range tests {
+					t.Run(tt.name, func(t *testing.T) {
+						extra, opts := tt.extra, Options{}
+						if shared {
+							extra += "  redis_url: " + redisURL + "\n"
+							opts.RedisPrefix = "restart-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+						}
+						e := startSpendWith(t, st, mockupstream.Options{}, "", extra, opts)
+						key := tt.key(t, e)
+						if resp, out := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != 200 {
+							t.Fatalf("first request: %d %v", resp.StatusCode, out)
+						}
+						if resp, _ := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != 400 {
+							t.Fatalf("spent budget before the restart: %d", resp.StatusCode)
+						}
+						if err := e.stop(); err != nil {
+							t.Fatal(err)
+						}
+						// A new gateway on the same database (and, shared, a Redis
+						// that has lost the budgets: a new prefix).
+						opts.RedisPrefix += "-after"
+						e = startSpendWith(t, st, mockupstream.Options{}, "", extra, opts)
+						resp, out := e.post(t, "/v1/chat/completions", key, chat3)
+						errObj, _ := out["error"].(map[string]any)
+						msg, _ := errObj["message"].(string)
+						if resp.StatusCode != 400 || !strings.Contains(msg, "Budget has been exceeded for "+tt.wantKind+" ") {
+							t.Fatalf("after the restart: %d %v", resp.StatusCode, out)
+						}
+					})
+				}
+			})
+		})
+	}
+}
+
+// TestModelSpendFollowsTheKey: a key's model_max_budget spend is shown as
+// its model_spend, and moves with the key when it is regenerated: the new
+// key is refused like the old one.
+func TestModelSpendFollowsTheKey(t *testing.T) {
+	stores(t, func(t *testing.T, st store.Store) {
+		e := startSpend(t, st, mockupstream.Options{}, "")
+		_, out := e.post(t, "/key/generate", "sk-1234", `{"model_max_budget": {"gpt-4": 0.0003}}`)
+		key := out["key"].(string)
+		if resp, _ := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != 200 {
+			t.Fatal("first request refused")
+		}
+		e.srv.writer.Flush()
+		k, err := st.GetKey(context.Background(), sha(key))
+		if err != nil || k.ModelSpend["gpt-4"] != 0.0003 {
+			t.Fatalf("model_spend %v (%v)", k, err)
+		}
+		resp, out := e.post(t, "/key/regenerate", "sk-1234", `{"key": "`+key+`"}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("regenerate: %d %v", resp.StatusCode, out)
+		}
+		fresh := out["key"].(string)
+		if resp, _ := e.post(t, "/v1/chat/completions", fresh, chat3); resp.StatusCode != 400 {
+			t.Fatalf("the regenerated key escaped its model budget: %d", resp.StatusCode)
+		}
+		if k, err := st.GetKey(context.Background(), sha(fresh)); err != nil || k.ModelSpend["gpt-4"] != 0.0003 {
+			t.Fatalf("model_spend after regenerate %v (%v)", k, err)
+		}
+	})
+}

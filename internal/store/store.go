@@ -156,12 +156,22 @@ type SpendLog struct {
 	Budgets []BudgetRef `json:"-"`
 }
 
-// BudgetRef names a budget kept in budget_spend: Kind "key_model" with ID
-// "<key hash>/<model>", or "custom_auth_key" with the key hash.
+// BudgetRef names a budget kept in budget_spend: Kind BudgetKeyModel with
+// ID "<key hash>/<model>", or BudgetCustomAuthKey with the key hash.
 type BudgetRef struct {
 	Kind string
 	ID   string
 }
+
+// The kinds of budget_spend budgets.
+const (
+	// BudgetKeyModel is a key's model_max_budget entry. Its spend is read
+	// back as the key's ModelSpend.
+	BudgetKeyModel = "key_model"
+	// BudgetCustomAuthKey is a key that only custom_auth (replace mode)
+	// knows, with the budget the hook gives it.
+	BudgetCustomAuthKey = "custom_auth_key"
+)
 
 // BudgetSpend is what one budget_spend budget has spent.
 type BudgetSpend struct {

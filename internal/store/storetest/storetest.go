@@ -32,6 +32,7 @@ func Run(t *testing.T, open Opener) {
 		{"UsersTeamsEndUsers", entities},
 		{"ApplySpendIsAtomicAndIdempotent", applySpend},
 		{"ConcurrentApplySpend", concurrentSpend},
+		{"BudgetSpendAndReportedUsage", budgetSpend},
 		{"SpendLogFilters", spendFilters},
 		{"SpendReport", spendReport},
 		{"Models", models},
@@ -266,6 +267,66 @@ func applySpend(t *testing.T, s store.Store) {
 	}
 	if k2, _ := s.GetKey(ctx, "k"); k2.Spend != k.Spend {
 		t.Fatalf("failed batch changed spend: %v", k2.Spend)
+	}
+}
+
+// budgetSpend: spend on budgets without a row of their own is kept once per
+// request, read back as the key's ModelSpend (everywhere a key is read),
+// moves with a regenerated key and goes with a deleted one; the reported
+// usage and its flags round-trip.
+func budgetSpend(t *testing.T, s store.Store) {
+	s.CreateKey(ctx, fullKey("k"))
+	day := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	model := store.BudgetRef{Kind: store.BudgetKeyModel, ID: "k/gpt-4"}
+	hook := store.BudgetRef{Kind: store.BudgetCustomAuthKey, ID: "h"}
+	batch := []store.SpendLog{
+		{RequestID: "b1", KeyHash: "k", ModelGroup: "gpt-4", Cost: 0.25, StartedAt: day, EndedAt: day, Budgets: []store.BudgetRef{model},
+			PromptTokens: 5, CompletionTokens: 3, ReportedPromptTokens: 5, ReportedCompletionTokens: 100000000, UsageClamped: true},
+		{RequestID: "b2", KeyHash: "h", ModelGroup: "gpt-4", Cost: 0.5, StartedAt: day, EndedAt: day, Budgets: []store.BudgetRef{hook}, UsageEstimated: true},
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil { // a replay counts nothing
+		t.Fatal(err)
+	}
+	spends, err := s.BudgetSpends(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[store.BudgetRef]float64{}
+	for _, b := range spends {
+		got[b.BudgetRef] = b.Spend
+	}
+	if len(got) != 2 || got[model] != 0.25 || got[hook] != 0.5 {
+		t.Fatalf("budget spends %v", spends)
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil || k.ModelSpend["gpt-4"] != 0.25 {
+		t.Fatalf("GetKey model spend %v (%v)", k, err)
+	}
+	snap, err := s.LoadAll(ctx)
+	if err != nil || len(snap.Keys) != 1 || snap.Keys[0].ModelSpend["gpt-4"] != 0.25 {
+		t.Fatalf("LoadAll model spend %v", err)
+	}
+	logs, _, err := s.ListSpendLogs(ctx, store.SpendFilter{RequestID: "b1"})
+	if err != nil || len(logs) != 1 || logs[0].ReportedCompletionTokens != 100000000 || !logs[0].UsageClamped || logs[0].UsageEstimated {
+		t.Fatalf("b1 = %+v (%v)", logs, err)
+	}
+	if logs, _, _ := s.ListSpendLogs(ctx, store.SpendFilter{RequestID: "b2"}); len(logs) != 1 || !logs[0].UsageEstimated {
+		t.Fatalf("b2 = %+v", logs)
+	}
+	if err := s.ReplaceKey(ctx, "k", fullKey("k2")); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := s.GetKey(ctx, "k2"); err != nil || k.ModelSpend["gpt-4"] != 0.25 {
+		t.Fatalf("model spend after ReplaceKey %v (%v)", k, err)
+	}
+	if err := s.DeleteKey(ctx, "k2"); err != nil {
+		t.Fatal(err)
+	}
+	if spends, _ := s.BudgetSpends(ctx); len(spends) != 1 || spends[0].BudgetRef != hook {
+		t.Fatalf("after DeleteKey: %v", spends)
 	}
 }
 
