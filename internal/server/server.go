@@ -76,6 +76,7 @@ type Server struct {
 	modelsSig  string              // ids and update times of dbModels
 	health     *router.Health
 	metrics    *metrics.Metrics
+	book       *ledger.Book
 	closeOnce  sync.Once
 	routes     []string
 	// inflight counts handlers running; closing is set when a shutdown
@@ -152,6 +153,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Logger:         opts.Logger,
 	}
 	book := ledger.NewBook()
+	s.book = book
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

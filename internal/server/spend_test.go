@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/sqlstore"
@@ -230,9 +231,75 @@ func TestAbandonedStreamIsCharged(t *testing.T) {
 	resp.Body.Close()
 	e.stop()
 	logs, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
-	if total != 1 || logs[0].Status != 499 || logs[0].CompletionTokens < 2 || logs[0].Cost <= 0 {
+	if total != 1 || logs[0].Status != 499 || logs[0].CompletionTokens < 2 || logs[0].Cost <= 0 || !logs[0].UsageEstimated {
 		t.Fatalf("abandoned stream booked as %+v (total %d)", logs, total)
 	}
+	if k, _ := st.GetKey(context.Background(), sha(key)); k.Spend != logs[0].Cost {
+		t.Fatalf("key spend %v, spend row %v", k.Spend, logs[0].Cost)
+	}
+}
+
+// TestFailedRequestsReleaseTheirHold: a request that ends without an answer
+// (the upstream fails, times out, or the client leaves first) costs nothing,
+// writes no spend row and leaves nothing held on its budgets.
+func TestFailedRequestsReleaseTheirHold(t *testing.T) {
+	const models = `  - model_name: failing
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", output_cost_per_token: 0.0001, extra_headers: {x-mock-status: "500"}}
+  - model_name: hanging
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", output_cost_per_token: 0.0001, timeout: 0.2, extra_headers: {x-mock-delay-ms: "30000"}}
+`
+	tests := []struct {
+		name, model string
+		leave       bool // the client goes away once the upstream has the request
+		wantStatus  int
+	}{
+		{"upstream error", "failing", false, 500},
+		{"upstream timeout", "hanging", false, 504},
+		{"client gone", "slow", true, 0},
+	}
+	stores(t, func(t *testing.T, st store.Store) {
+		e := startSpendWith(t, st, mockupstream.Options{}, models+mockModel("slow", "x-mock-delay-ms", "30000"), "", Options{})
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 1}`)
+				key := out["key"].(string)
+				before := e.mock.Stats().Requests
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/v1/chat/completions", strings.NewReader(strings.Replace(chat3, "gpt-4", tt.model, 1)))
+				req.Header.Set("Authorization", "Bearer "+key)
+				status := make(chan int, 1)
+				go func() {
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						status <- 0
+						return
+					}
+					resp.Body.Close()
+					status <- resp.StatusCode
+				}()
+				if tt.leave {
+					if _, ok := within(10*time.Second, func() bool { return e.mock.Stats().Requests > before }); !ok {
+						t.Fatal("the request never reached the upstream")
+					}
+					cancel()
+				}
+				if got := <-status; got != tt.wantStatus {
+					t.Fatalf("status %d, want %d", got, tt.wantStatus)
+				}
+				acct, _ := e.srv.book.Lookup(ledger.KindKey, sha(key))
+				if _, ok := within(10*time.Second, func() bool { return acct != nil && acct.Reserved() == 0 }); !ok {
+					t.Fatalf("hold not released: %v reserved", acct.Reserved())
+				}
+				e.srv.writer.Flush()
+				_, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+				k, _ := st.GetKey(context.Background(), sha(key))
+				if total != 0 || k.Spend != 0 || acct.Spent() != 0 {
+					t.Fatalf("%d spend rows, stored spend %v, booked %v for a request that got no answer", total, k.Spend, acct.Spent())
+				}
+			})
+		}
+	})
 }
 
 func TestStreamUsageIsBooked(t *testing.T) {
