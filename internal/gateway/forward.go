@@ -403,7 +403,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 			}
 			data = out
 			res.usage.set(u)
-			res.hasUsage = u.Prompt > 0 || u.Completion > 0
+			res.hasUsage = u != (translate.Usage{}) // negative counts too: settle clamps them
 		} else {
 			var ok bool
 			if res.usage, ok, err = usageFromBody(data); err != nil {
