@@ -36,6 +36,9 @@ type Meter struct {
 	// Log gets the alarm for usage an upstream reported out of bounds
 	// (slog.Default when nil).
 	Log *slog.Logger
+	// OnUsageAdjusted, when set, is told of each answer whose usage was
+	// "clamped" or "estimated", with the deployment's provider.
+	OnUsageAdjusted func(provider, adjustment string)
 }
 
 // imageTokenCeiling bounds the prompt tokens one image can cost on any
@@ -202,6 +205,14 @@ func (c *charge) settle(res *result) (cost float64) {
 	if clamped && res.hasUsage {
 		l.UsageClamped = true
 		c.m.alarm(&l, res.usage, u, amount)
+	}
+	if f := c.m.OnUsageAdjusted; f != nil {
+		switch {
+		case l.UsageClamped:
+			f(l.Provider, "clamped")
+		case l.UsageEstimated:
+			f(l.Provider, "estimated")
+		}
 	}
 	res.usage = u
 	cost = amount.Dollars()

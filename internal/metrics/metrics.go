@@ -59,6 +59,8 @@ type Metrics struct {
 	fallbacks     *prometheus.CounterVec
 	cooldowns     *prometheus.CounterVec
 	deploymentUp  *prometheus.GaugeVec
+	// usageAdjusted counts answers whose usage was not booked as reported.
+	usageAdjusted *prometheus.CounterVec
 }
 
 // GenAI label names (OpenTelemetry semantic conventions).
@@ -130,6 +132,8 @@ func New(o Options) *Metrics {
 				return 0
 			}))
 	}
+	m.usageAdjusted = counter("usage_adjusted_total", "Answers whose usage was not booked as the upstream reported it, by provider: clamped (negative or beyond the request's hold) or estimated (none reported).", "provider", "adjustment")
+	m.reg.MustRegister(m.usageAdjusted)
 	if o.Book != nil {
 		m.reg.MustRegister(&budgetCollector{book: o.Book, keyLabels: o.KeyLabels,
 			remaining: prometheus.NewDesc(name("remaining_budget_usd"), "Budget left (max budget less spend and holds) per key, user, team and the gateway.", []string{"entity", "id"}, nil),
@@ -290,6 +294,11 @@ func (m *Metrics) FellBack(group, fallback string) {
 // CooledDown counts a deployment entering cooldown.
 func (m *Metrics) CooledDown(group, deployment string) {
 	m.cooldowns.WithLabelValues(group, deployment).Inc()
+}
+
+// UsageAdjusted counts an answer whose usage was clamped or estimated.
+func (m *Metrics) UsageAdjusted(provider, adjustment string) {
+	m.usageAdjusted.WithLabelValues(provider, adjustment).Inc()
 }
 
 type deploymentCollector struct {

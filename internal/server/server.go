@@ -231,6 +231,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	limits.OnRefused = func(d *ratelimit.Denied) { s.metrics.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }
 	if gopts.Meter != nil {
+		gopts.Meter.OnUsageAdjusted = s.metrics.UsageAdjusted
 		gopts.Meter.OnSoftBudget = func(a *ledger.Account) {
 			s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", logID(a.Kind, a.ID), "spend", a.Spent().Dollars())
 			s.metrics.SoftBudgetCrossed(a.Kind.String())

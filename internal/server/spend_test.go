@@ -536,6 +536,16 @@ func TestUpstreamUsageIsValidated(t *testing.T) {
 				}
 			})
 		}
+		resp, err := http.Get(e.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := new(strings.Builder)
+		bufio.NewReader(resp.Body).WriteTo(b)
+		resp.Body.Close()
+		if want := `tollgate_usage_adjusted_total{adjustment="clamped",provider="openai"} 2`; !strings.Contains(b.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	})
 }
 
