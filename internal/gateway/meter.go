@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -41,10 +43,25 @@ type Meter struct {
 	OnUsageAdjusted func(provider, adjustment string)
 }
 
-// imageTokenCeiling bounds the prompt tokens one image can cost on any
-// provider's vision models (OpenAI high detail tops out near 1,105 tokens for
-// a 2048px image; Anthropic near 1,600).
-const imageTokenCeiling = 1600
+// imageTokenCeiling bounds the prompt tokens one image can cost: OpenAI's
+// tiled models top out near 1,450 (gpt-5.2 bills 1.2 times that), its
+// patch models near 3,800 (gpt-4.1-nano: 1,536 patches × 2.46), Anthropic
+// near 1,600, Together's vision models at 6,404 (2 × 2 tiles of 1,601).
+// gpt-4o-mini bills an image as 2,833 tokens plus 5,667 per 512px tile, up
+// to 8 tiles: miniImageTokenCeiling.
+const (
+	imageTokenCeiling     = 6404
+	miniImageTokenCeiling = 2833 + 8*5667
+)
+
+// imageCeiling is the most one image can cost on model (the deployment's
+// base_model when it names one, else its model).
+func imageCeiling(model string) int64 {
+	if strings.Contains(model, "gpt-4o-mini") {
+		return miniImageTokenCeiling
+	}
+	return imageTokenCeiling
+}
 
 // toolPromptCeiling bounds the prompt tokens a provider adds on its own when
 // a request carries tools (Anthropic's tool-use system prompt is a few
@@ -52,13 +69,13 @@ const imageTokenCeiling = 1600
 // of the tool definitions themselves.
 const toolPromptCeiling = 2048
 
-// promptBound is an upper bound on the prompt tokens of body: every BPE or
-// SentencePiece token covers at least one byte, so the body's length bounds
-// its text, each image reference adds at most imageTokenCeiling, and tools
-// at most toolPromptCeiling.
-func promptBound(body []byte) int64 {
+// promptBound is an upper bound on the prompt tokens of body for model:
+// every BPE or SentencePiece token covers at least one byte, so the body's
+// length bounds its text, each image reference adds at most imageCeiling,
+// and tools at most toolPromptCeiling.
+func promptBound(body []byte, model string) int64 {
 	images := bytes.Count(body, []byte(`"image_url"`)) + bytes.Count(body, []byte(`"type":"image"`))
-	n := int64(len(body)) + int64(images)*imageTokenCeiling
+	n := int64(len(body)) + int64(images)*imageCeiling(model)
 	if bytes.Contains(body, []byte(`"tools"`)) {
 		n += toolPromptCeiling
 	}
@@ -129,7 +146,7 @@ type charge struct {
 // budget_exceeded error LiteLLM clients expect.
 func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
 	accts := m.accounts(p, req.user, model)
-	bound := promptBound(body)
+	bound := promptBound(body, cmp.Or(t.D.BaseModel, t.D.Model))
 	out := outputBound(t.Price, req)
 	worst := ledger.USD(t.Price.WorstCase(bound, out))
 	holder := m.Holder

@@ -486,15 +486,19 @@ func TestOutputMultipliersAreChecked(t *testing.T) {
 // below zero nor above what the request's hold allowed; a clamp logs an
 // alarm, and the spend row keeps both what was reported and what was booked.
 func TestUpstreamUsageIsValidated(t *testing.T) {
+	const image = `{"model":"MODEL","max_tokens":3,"messages":[{"role":"user","content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":{"url":"https://example.com/cat.png","detail":"high"}}]}]}`
 	tests := []struct {
-		name, usage                        string
+		name, usage, body                  string
 		wantPrompt, wantCompletion         int64
 		wantReportedPrompt, wantReportedCo int64
 		wantCost                           float64
+		wantClamped                        bool
 	}{
 		// max_tokens 3 at 1e-4: the hold allowed $0.0003 of output.
-		{"absurd", `{"prompt_tokens":5,"completion_tokens":100000000}`, 5, 3, 5, 100000000, 0.0003},
-		{"negative", `{"prompt_tokens":-7,"completion_tokens":-1000000}`, 0, 0, -7, -1000000, 0},
+		{"absurd", `{"prompt_tokens":5,"completion_tokens":100000000}`, chat3, 5, 3, 5, 100000000, 0.0003, true},
+		{"negative", `{"prompt_tokens":-7,"completion_tokens":-1000000}`, chat3, 0, 0, -7, -1000000, 0, true},
+		// gpt-4o-mini bills one high-detail image up to 48,169 tokens: true usage, booked whole.
+		{"mini-image", `{"prompt_tokens":36835,"completion_tokens":3}`, image, 36835, 3, 36835, 3, 0.0003, false},
 	}
 	stores(t, func(t *testing.T, st store.Store) {
 		models := ""
@@ -509,7 +513,8 @@ func TestUpstreamUsageIsValidated(t *testing.T) {
 				if resp, _ := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != 200 {
 					t.Fatal("honest request refused")
 				}
-				resp, _ := e.post(t, "/v1/chat/completions", key, strings.Replace(chat3, "gpt-4", tt.name, 1))
+				body := strings.Replace(strings.Replace(tt.body, "gpt-4", tt.name, 1), "MODEL", tt.name, 1)
+				resp, _ := e.post(t, "/v1/chat/completions", key, body)
 				if resp.StatusCode != 200 {
 					t.Fatalf("status %d", resp.StatusCode)
 				}
@@ -528,10 +533,10 @@ func TestUpstreamUsageIsValidated(t *testing.T) {
 				}
 				l := logs[0]
 				if l.PromptTokens != tt.wantPrompt || l.CompletionTokens != tt.wantCompletion || math.Abs(l.Cost-tt.wantCost) > 1e-12 ||
-					l.ReportedPromptTokens != tt.wantReportedPrompt || l.ReportedCompletionTokens != tt.wantReportedCo || !l.UsageClamped || l.UsageEstimated {
+					l.ReportedPromptTokens != tt.wantReportedPrompt || l.ReportedCompletionTokens != tt.wantReportedCo || l.UsageClamped != tt.wantClamped || l.UsageEstimated {
 					t.Errorf("spend row %+v", l)
 				}
-				if n := len(loggedLines("upstream usage out of bounds", id)); n != 1 {
+				if n := len(loggedLines("upstream usage out of bounds", id)); (n == 1) != tt.wantClamped || n > 1 {
 					t.Errorf("%d alarm lines for %s", n, id)
 				}
 			})
