@@ -31,6 +31,7 @@ type result struct {
 	hasUsage   bool          // usage is what the upstream reported
 	estimated  bool          // usage is the gateway's estimate: the upstream reported none
 	chunks     int           // content-bearing stream events seen
+	text       int64         // bytes of generated text those events carried
 	ttfb       time.Duration // upstream response headers, from the request's start
 	upstream   time.Duration // time spent waiting on the upstream
 	clientGone bool
@@ -568,6 +569,7 @@ func observeEvent(event []byte, clientUsage bool, res *result) bool {
 		}
 		if !bytes.Contains(data, []byte(`"usage"`)) {
 			res.chunks++
+			res.text += generatedBytes(data)
 			continue
 		}
 		u, onlyUsage, ok := usageFromChunk(data)
@@ -582,6 +584,43 @@ func observeEvent(event []byte, clientUsage bool, res *result) bool {
 		}
 	}
 	return true
+}
+
+// generatedKeys name the string members of a stream chunk that carry
+// generated text: message content, completion text, tool-call arguments,
+// reasoning.
+var generatedKeys = []string{`"content`, `"text`, `"arguments`, `"reasoning_content`}
+
+// generatedBytes is the length of the generated text in one chunk, as
+// escaped JSON (a close enough measure for an estimate), found in one pass
+// over the chunk's string members without decoding it.
+func generatedBytes(data []byte) (n int64) {
+	sep := []byte(`":"`)
+	for rest, at := data, 0; ; {
+		i := bytes.Index(rest, sep)
+		if i < 0 {
+			return n
+		}
+		key := data[:at+i]
+		rest = rest[i+len(sep):]
+		at += i + len(sep)
+		end := 0
+		for end < len(rest) && rest[end] != '"' {
+			if rest[end] == '\\' {
+				end++
+			}
+			end++
+		}
+		end = min(end, len(rest))
+		for _, k := range generatedKeys {
+			if bytes.HasSuffix(key, []byte(k)) {
+				n += int64(end)
+				break
+			}
+		}
+		rest = rest[end:]
+		at += end
+	}
 }
 
 func isBlankLine(line []byte) bool {

@@ -252,7 +252,7 @@ func usedTokens(res *result, est int64) int64 {
 		return res.usage.prompt + res.usage.completion
 	}
 	if res.chunks > 0 {
-		return est + int64(res.chunks)
+		return est + max(int64(res.chunks), (res.text+3)/4)
 	}
 	return 0 // nothing was produced
 }

@@ -187,8 +187,9 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 
 // settle books what res cost: the reported usage, validated against what
 // the request's hold allowed; or an estimate when the upstream reported
-// none (res.estimated, or a stream that broke off before its usage chunk:
-// the prompt estimate and one token per content chunk received). A request
+// none (res.estimated, or a stream that ended without its usage chunk: the
+// prompt estimate, and the text received at four bytes a token, at least a
+// token per chunk). A request
 // that produced nothing releases its hold. The usage booked replaces
 // res.usage, so that rate limits and the log count the same tokens.
 func (c *charge) settle(res *result) (cost float64) {
@@ -203,7 +204,9 @@ func (c *charge) settle(res *result) (cost float64) {
 	case res.estimated:
 		l.UsageEstimated = true
 	case res.chunks > 0:
-		u = usage{prompt: c.prompt, completion: int64(res.chunks)}
+		// A stream without usage: the prompt estimate, and a token per four
+		// bytes of the text it carried, at least one per chunk.
+		u = usage{prompt: c.prompt, completion: max(int64(res.chunks), (res.text+3)/4)}
 		l.UsageEstimated = true
 	default:
 		c.release()

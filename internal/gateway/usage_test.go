@@ -76,3 +76,25 @@ func BenchmarkUsageFromBody(b *testing.B) {
 		}
 	}
 }
+
+func TestGeneratedBytes(t *testing.T) {
+	tests := []struct {
+		name, chunk string
+		want        int64
+	}{
+		{"content", `{"choices":[{"index":0,"delta":{"content":"Hello there"}}]}`, 11},
+		{"escaped quote", `{"choices":[{"delta":{"content":"say \"hi\""}}]}`, 10},
+		{"completion text", `{"choices":[{"text":"abc","index":0}]}`, 3},
+		{"tool call arguments", `{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}`, 10},
+		{"reasoning and content", `{"choices":[{"delta":{"reasoning_content":"think","content":"ok"}}]}`, 7},
+		{"role only", `{"choices":[{"delta":{"role":"assistant","content":""}}]}`, 0},
+		{"truncated", `{"choices":[{"delta":{"content":"abc`, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := generatedBytes([]byte(tt.chunk)); got != tt.want {
+				t.Fatalf("generatedBytes = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

@@ -303,23 +303,44 @@ func TestFailedRequestsReleaseTheirHold(t *testing.T) {
 }
 
 func TestStreamUsageIsBooked(t *testing.T) {
-	st := sqliteStore(t)
-	e := startSpend(t, st, mockupstream.Options{Chunks: 2}, "")
-	_, out := e.post(t, "/key/generate", "sk-1234", `{}`)
-	key := out["key"].(string)
-	req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4","stream":true,"max_tokens":3,"messages":[{"role":"user","content":"abcdefgh"}]}`))
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// 40 words in 2 content chunks (plus the role and finish chunks).
+	models := mockModel("long", "x-mock-completion-tokens", "40") +
+		strings.Replace(mockModel("long-no-usage", "x-mock-completion-tokens", "40"), "}}\n", ", x-mock-no-usage: \"1\"}}\n", 1)
+	tests := []struct {
+		name, model      string
+		maxTokens        int
+		wantMin, wantMax int64 // completion tokens booked
+		wantPrompt       int64
+		wantEstimated    bool
+	}{
+		{"usage reported", "gpt-4", 3, 3, 3, 2, false},
+		// Without usage the stream is estimated from what it carried: one
+		// token per chunk would book 4 for 40 words.
+		{"no usage", "long-no-usage", 0, 20, 120, 0, true},
 	}
-	b := new(strings.Builder)
-	bufio.NewReader(resp.Body).WriteTo(b)
-	resp.Body.Close()
-	e.stop()
-	logs, _, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
-	if len(logs) != 1 || logs[0].PromptTokens != 2 || logs[0].CompletionTokens != 3 || logs[0].Cost != 0.0003 {
-		t.Fatalf("streamed request booked as %+v", logs)
+	st := sqliteStore(t)
+	e := startSpendWith(t, st, mockupstream.Options{Chunks: 2}, models, "", Options{})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, out := e.post(t, "/key/generate", "sk-1234", `{}`)
+			key := out["key"].(string)
+			body := fmt.Sprintf(`{"model":%q,"stream":true,"max_tokens":%d,"messages":[{"role":"user","content":"abcdefgh"}]}`, tt.model, tt.maxTokens)
+			req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(strings.Replace(body, `"max_tokens":0,`, "", 1)))
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := new(strings.Builder)
+			bufio.NewReader(resp.Body).WriteTo(b)
+			resp.Body.Close()
+			e.srv.writer.Flush()
+			logs, _, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+			if len(logs) != 1 || logs[0].CompletionTokens < tt.wantMin || logs[0].CompletionTokens > tt.wantMax ||
+				(tt.wantPrompt > 0 && logs[0].PromptTokens != tt.wantPrompt) || logs[0].UsageEstimated != tt.wantEstimated || logs[0].Cost <= 0 {
+				t.Fatalf("streamed request booked as %+v", logs)
+			}
+		})
 	}
 }
 
