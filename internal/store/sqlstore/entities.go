@@ -289,67 +289,72 @@ func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
 }
 
 func (s *DB) GetKey(ctx context.Context, hash string) (*store.Key, error) {
-	return withModelSpend(ctx, s.db, keyOne)(keys.get(ctx, s.db, hash))
+	return withModelSpend(ctx, s.db)(keys.get(ctx, s.db, hash))
 }
 
 func (s *DB) GetKeyByAlias(ctx context.Context, alias string) (*store.Key, error) {
-	return withModelSpend(ctx, s.db, keyOne)(keys.scan(s.db.QueryRowContext(ctx, `SELECT data, spend FROM keys WHERE key_alias = $1`, alias)))
+	return withModelSpend(ctx, s.db)(keys.scan(s.db.QueryRowContext(ctx, `SELECT data, spend FROM keys WHERE key_alias = $1`, alias)))
 }
 
 const keyModelKind = store.BudgetKeyModel
 
-const keyOne = true
-
-// withModelSpend sets a key's ModelSpend from budget_spend, the only place
-// it is kept (ApplySpend adds to it): for one key, or every key (all).
-func withModelSpend(ctx context.Context, db *sql.DB, one bool) func(*store.Key, error) (*store.Key, error) {
+// withModelSpend sets a key just read to its ModelSpend from budget_spend,
+// the only place it is kept (ApplySpend adds to it).
+func withModelSpend(ctx context.Context, db *sql.DB) func(*store.Key, error) (*store.Key, error) {
 	return func(k *store.Key, err error) (*store.Key, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := attachModelSpend(ctx, db, []*store.Key{k}, one); err != nil {
+		if err := attachModelSpend(ctx, db, []*store.Key{k}); err != nil {
 			return nil, err
 		}
 		return k, nil
 	}
 }
 
-// attachModelSpend sets the ModelSpend of ks from budget_spend: reading
-// the rows of one key's hash (one), else every key_model row.
-func attachModelSpend(ctx context.Context, db *sql.DB, ks []*store.Key, one bool) error {
-	if len(ks) == 0 {
-		return nil
-	}
-	q, args := `SELECT id, spend FROM budget_spend WHERE kind = $1`, []any{keyModelKind}
-	if one {
-		// Key hashes are hex: the prefix holds no LIKE wildcard.
-		q, args = q+` AND id LIKE $2`, append(args, ks[0].TokenHash+"/%")
-	}
-	rows, err := db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return fmt.Errorf("model spend: %w", err)
-	}
-	defer rows.Close()
+// attachModelSpendOneByOne is how many keys attachModelSpend looks up by
+// their index; for more it reads every key_model row once.
+const attachModelSpendOneByOne = 32
+
+// attachModelSpend sets the ModelSpend of ks from budget_spend.
+func attachModelSpend(ctx context.Context, db *sql.DB, ks []*store.Key) error {
 	byHash := make(map[string]*store.Key, len(ks))
 	for _, k := range ks {
 		k.ModelSpend = nil
 		byHash[k.TokenHash] = k
 	}
-	for rows.Next() {
-		var id string
-		var spend float64
-		if err := rows.Scan(&id, &spend); err != nil {
+	read := func(q string, args ...any) error {
+		rows, err := db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("model spend: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var hash, id string
+			var spend float64
+			if err := rows.Scan(&hash, &id, &spend); err != nil {
+				return err
+			}
+			k := byHash[hash]
+			if _, model, ok := strings.Cut(id, "/"); ok && k != nil {
+				if k.ModelSpend == nil {
+					k.ModelSpend = map[string]float64{}
+				}
+				k.ModelSpend[model] = spend
+			}
+		}
+		return rows.Err()
+	}
+	const cols = `SELECT key_hash, id, spend FROM budget_spend WHERE kind = $1`
+	if len(ks) > attachModelSpendOneByOne {
+		return read(cols, keyModelKind)
+	}
+	for _, k := range ks {
+		if err := read(cols+` AND key_hash = $2`, keyModelKind, k.TokenHash); err != nil {
 			return err
 		}
-		hash, model, _ := strings.Cut(id, "/")
-		if k := byHash[hash]; k != nil {
-			if k.ModelSpend == nil {
-				k.ModelSpend = map[string]float64{}
-			}
-			k.ModelSpend[model] = spend
-		}
 	}
-	return rows.Err()
+	return nil
 }
 
 func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
@@ -388,10 +393,9 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 		if err != nil {
 			return classify(err)
 		}
-		// The model budgets' spend moves with the key (hashes are hex: no
-		// LIKE wildcard in the prefix).
-		_, err = tx.ExecContext(ctx, `UPDATE budget_spend SET id = CAST($1 AS TEXT) || substr(id, CAST($2 AS INTEGER)) WHERE kind = $3 AND id LIKE $4`,
-			k.TokenHash, len(oldHash)+1, keyModelKind, oldHash+"/%")
+		// The model budgets' spend moves with the key.
+		_, err = tx.ExecContext(ctx, `UPDATE budget_spend SET id = CAST($1 AS TEXT) || substr(id, CAST($2 AS INTEGER)), key_hash = CAST($1 AS TEXT)
+			WHERE key_hash = $3 AND kind = $4`, k.TokenHash, len(oldHash)+1, oldHash, keyModelKind)
 		return err
 	})
 }
@@ -400,7 +404,7 @@ func (s *DB) DeleteKey(ctx context.Context, hash string) error {
 	if err := keys.delete(ctx, s, hash); err != nil {
 		return err
 	}
-	_, err := s.db.ExecContext(ctx, `DELETE FROM budget_spend WHERE kind = $1 AND id LIKE $2`, keyModelKind, hash+"/%")
+	_, err := s.db.ExecContext(ctx, `DELETE FROM budget_spend WHERE key_hash = $1 AND kind = $2`, hash, keyModelKind)
 	return err
 }
 
@@ -485,7 +489,7 @@ func (s *DB) LoadAll(ctx context.Context) (*store.Snapshot, error) {
 	if snap.Keys, err = keys.all(ctx, s.db); err != nil {
 		return nil, err
 	}
-	if err := attachModelSpend(ctx, s.db, snap.Keys, false); err != nil {
+	if err := attachModelSpend(ctx, s.db, snap.Keys); err != nil {
 		return nil, err
 	}
 	if snap.Users, err = users.all(ctx, s.db); err != nil {
@@ -507,7 +511,7 @@ func (s *DB) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []s
 	if snap.Keys, err = keys.since(ctx, s.db, since); err != nil {
 		return nil, nil, err
 	}
-	if err := attachModelSpend(ctx, s.db, snap.Keys, false); err != nil {
+	if err := attachModelSpend(ctx, s.db, snap.Keys); err != nil {
 		return nil, nil, err
 	}
 	if snap.Users, err = users.since(ctx, s.db, since); err != nil {

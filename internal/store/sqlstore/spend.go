@@ -153,7 +153,11 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			spend                        float64
 		}
 		spend := map[[2]string]float64{} // {table, id} -> dollars
-		budgets := map[store.BudgetRef]float64{}
+		type budget struct {
+			store.BudgetRef
+			key string
+		}
+		budgets := map[budget]float64{}
 		rolls := map[rollKey]*roll{}
 		for _, l := range batch {
 			if !inserted[l.RequestID] {
@@ -166,7 +170,7 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 				}
 			}
 			for _, b := range l.Budgets {
-				budgets[b] += l.Cost
+				budgets[budget{b, l.KeyHash}] += l.Cost
 			}
 			k := rollKey{l.StartedAt.UTC().Format(time.DateOnly), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
 			r := rolls[k]
@@ -202,8 +206,8 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			}
 		}
 		for b, amount := range budgets {
-			_, err := tx.ExecContext(ctx, `INSERT INTO budget_spend (kind, id, spend) VALUES ($1, $2, $3)
-				ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`, b.Kind, b.ID, amount)
+			_, err := tx.ExecContext(ctx, `INSERT INTO budget_spend (kind, id, key_hash, spend) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`, b.Kind, b.ID, b.key, amount)
 			if err != nil {
 				return fmt.Errorf("budget spend: %w", err)
 			}

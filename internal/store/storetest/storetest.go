@@ -328,6 +328,28 @@ func budgetSpend(t *testing.T, s store.Store) {
 	if spends, _ := s.BudgetSpends(ctx); len(spends) != 1 || spends[0].BudgetRef != hook {
 		t.Fatalf("after DeleteKey: %v", spends)
 	}
+	// Many keys at once (LoadAll, Changes) read the table in one query.
+	var many []store.SpendLog
+	for i := range 40 {
+		h := fmt.Sprintf("many%02d", i)
+		s.CreateKey(ctx, fullKey(h))
+		many = append(many, store.SpendLog{RequestID: "m" + h, KeyHash: h, ModelGroup: "m", Cost: float64(i), StartedAt: day, EndedAt: day,
+			Budgets: []store.BudgetRef{{Kind: store.BudgetKeyModel, ID: h + "/m"}}})
+	}
+	if err := s.ApplySpend(ctx, many); err != nil {
+		t.Fatal(err)
+	}
+	snap, err = s.LoadAll(ctx)
+	if err != nil || len(snap.Keys) != 40 {
+		t.Fatalf("LoadAll: %d keys (%v)", len(snap.Keys), err)
+	}
+	for _, k := range snap.Keys {
+		var i int
+		fmt.Sscanf(k.TokenHash, "many%02d", &i)
+		if k.ModelSpend["m"] != float64(i) {
+			t.Fatalf("key %s model spend %v", k.TokenHash, k.ModelSpend)
+		}
+	}
 }
 
 func concurrentSpend(t *testing.T, s store.Store) {
