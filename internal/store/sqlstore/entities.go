@@ -106,6 +106,9 @@ func deleteOwner[T any](ctx context.Context, s *DB, t docTable[T], keyCol, id st
 			if _, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE token_hash = $1`, h); err != nil {
 				return err
 			}
+			if err := dropKeyBudgets(ctx, tx, h); err != nil {
+				return err
+			}
 			if err := tombstone(ctx, tx, store.KindKey, h); err != nil {
 				return err
 			}
@@ -404,7 +407,14 @@ func (s *DB) DeleteKey(ctx context.Context, hash string) error {
 	if err := keys.delete(ctx, s, hash); err != nil {
 		return err
 	}
-	_, err := s.db.ExecContext(ctx, `DELETE FROM budget_spend WHERE key_hash = $1 AND kind = $2`, hash, keyModelKind)
+	return dropKeyBudgets(ctx, s.db, hash)
+}
+
+// dropKeyBudgets removes a deleted key's model budgets.
+func dropKeyBudgets(ctx context.Context, db interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, hash string) error {
+	_, err := db.ExecContext(ctx, `DELETE FROM budget_spend WHERE key_hash = $1 AND kind = $2`, hash, keyModelKind)
 	return err
 }
 

@@ -350,6 +350,24 @@ func budgetSpend(t *testing.T, s store.Store) {
 			t.Fatalf("key %s model spend %v", k.TokenHash, k.ModelSpend)
 		}
 	}
+	// Deleting a user deletes her keys, and their model budgets with them.
+	s.CreateUser(ctx, &store.User{UserID: "owner"})
+	owned := fullKey("owned")
+	owned.UserID = "owner"
+	s.CreateKey(ctx, owned)
+	ref := store.BudgetRef{Kind: store.BudgetKeyModel, ID: "owned/m"}
+	if err := s.ApplySpend(ctx, []store.SpendLog{{RequestID: "o1", KeyHash: "owned", Cost: 1, StartedAt: day, EndedAt: day, Budgets: []store.BudgetRef{ref}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteUser(ctx, "owner"); err != nil {
+		t.Fatal(err)
+	}
+	spends, _ = s.BudgetSpends(ctx)
+	for _, b := range spends {
+		if b.BudgetRef == ref {
+			t.Fatal("a deleted user's key kept its model budget")
+		}
+	}
 }
 
 func concurrentSpend(t *testing.T, s store.Store) {
