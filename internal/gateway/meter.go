@@ -69,17 +69,87 @@ func imageCeiling(model string) int64 {
 // of the tool definitions themselves.
 const toolPromptCeiling = 2048
 
+// referenceCeiling bounds the prompt of a request that refers to content by
+// reference (a file id or URL, a document) on a model whose context window
+// the price table does not know.
+const referenceCeiling = 200_000
+
 // promptBound is an upper bound on the prompt tokens of body for model:
 // every BPE or SentencePiece token covers at least one byte, so the body's
-// length bounds its text, each image reference adds at most imageCeiling,
-// and tools at most toolPromptCeiling.
-func promptBound(body []byte, model string) int64 {
-	images := bytes.Count(body, []byte(`"image_url"`)) + bytes.Count(body, []byte(`"type":"image"`))
-	n := int64(len(body)) + int64(images)*imageCeiling(model)
-	if bytes.Contains(body, []byte(`"tools"`)) {
+// length bounds its text; each image adds at most imageCeiling, tools at
+// most toolPromptCeiling. A document or a file given by reference (by id or
+// URL) can fill the model's context window (maxInput; referenceCeiling when
+// unknown), which then bounds the prompt instead.
+func promptBound(body []byte, model string, maxInput int64) int64 {
+	var images, refs int64
+	tools := false
+	// One pass over the members that matter, with or without spaces around
+	// the colon (Python clients send them spaced).
+	for i := 0; ; {
+		j := bytes.IndexByte(body[i:], '"')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+		rest := body[i:]
+		if len(rest) < 5 {
+			break
+		}
+		var key string
+		switch rest[0] {
+		case 't':
+			key = pick(rest, `type"`, `tools"`)
+		case 'i':
+			key = pick(rest, `image_url"`)
+		case 'f':
+			key = pick(rest, `file_id"`, `file_url"`, `file_uri"`)
+		}
+		if key == "" {
+			continue
+		}
+		v := bytes.TrimLeft(rest[len(key):], " \t\r\n")
+		if len(v) == 0 || v[0] != ':' {
+			continue // a string value, not a member name
+		}
+		i += len(key)
+		switch key {
+		case `type"`:
+			v = bytes.TrimLeft(v[1:], " \t\r\n")
+			switch {
+			case bytes.HasPrefix(v, []byte(`"image"`)):
+				images++
+			case bytes.HasPrefix(v, []byte(`"document"`)), bytes.HasPrefix(v, []byte(`"file"`)), bytes.HasPrefix(v, []byte(`"input_file"`)):
+				refs++
+			}
+		case `tools"`:
+			tools = true
+		case `image_url"`:
+			images++
+		default:
+			refs++
+		}
+	}
+	n := int64(len(body)) + images*imageCeiling(model)
+	if tools {
 		n += toolPromptCeiling
 	}
+	if refs > 0 {
+		if maxInput <= 0 {
+			maxInput = referenceCeiling
+		}
+		n = max(n, maxInput)
+	}
 	return n
+}
+
+// pick is the first of keys that b starts with, or "".
+func pick(b []byte, keys ...string) string {
+	for _, k := range keys {
+		if len(b) >= len(k) && string(b[:len(k)]) == k {
+			return k
+		}
+	}
+	return ""
 }
 
 // accounts are the budgets a request is charged to, most shared first.
@@ -146,7 +216,7 @@ type charge struct {
 // budget_exceeded error LiteLLM clients expect.
 func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
 	accts := m.accounts(p, req.user, model)
-	bound := promptBound(body, cmp.Or(t.D.BaseModel, t.D.Model))
+	bound := promptBound(body, cmp.Or(t.D.BaseModel, t.D.Model), t.Price.MaxInputTokens)
 	out := outputBound(t.Price, req)
 	worst := ledger.USD(t.Price.WorstCase(bound, out))
 	holder := m.Holder

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -96,5 +97,38 @@ func TestGeneratedBytes(t *testing.T) {
 				t.Fatalf("generatedBytes = %d, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestPromptBound(t *testing.T) {
+	tests := []struct {
+		name, body, model string
+		maxInput          int64
+		want              int64
+	}{
+		{"text", `{"messages":[{"role":"user","content":"hi"}]}`, "gpt-4o", 128000, 45},
+		{"openai image", `{"messages":[{"content":[{"type":"image_url","image_url":{"url":"u"}}]}]}`, "gpt-4o", 128000, 73 + imageTokenCeiling},
+		{"mini image", `{"image_url":{"url":"u"}}`, "gpt-4o-mini", 128000, 25 + miniImageTokenCeiling},
+		{"spaced anthropic image", `{"type": "image", "source": {}}`, "claude", 200000, 31 + imageTokenCeiling},
+		{"tools", `{"tools":[]}`, "gpt-4o", 128000, 12 + toolPromptCeiling},
+		{"file by id", `{"file":{"file_id":"f"}}`, "gpt-4o", 128000, 128000},
+		{"document, context unknown", `{"type" : "document"}`, "x", 0, referenceCeiling},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := promptBound([]byte(tt.body), tt.model, tt.maxInput); got != tt.want {
+				t.Fatalf("promptBound = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// BenchmarkPromptBound is the hold's prompt bound on a 4 KB chat body.
+func BenchmarkPromptBound(b *testing.B) {
+	body := []byte(`{"model":"gpt-4o","messages":[` + strings.Repeat(`{"role":"user","content":[{"type":"text","text":"`+strings.Repeat("lorem ipsum ", 8)+`"}]},`, 30) + `{"role":"user","content":"hi"}]}`)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		promptBound(body, "gpt-4o", 128000)
 	}
 }

@@ -507,6 +507,8 @@ func TestOutputMultipliersAreChecked(t *testing.T) {
 // below zero nor above what the request's hold allowed; a clamp logs an
 // alarm, and the spend row keeps both what was reported and what was booked.
 func TestUpstreamUsageIsValidated(t *testing.T) {
+	const spacedImage = `{"model": "MODEL", "max_tokens": 3, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}]}`
+	const fileRef = `{"model":"MODEL","max_tokens":3,"messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"file-abc123"}},{"type":"text","text":"summarise"}]}]}`
 	const image = `{"model":"MODEL","max_tokens":3,"messages":[{"role":"user","content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":{"url":"https://example.com/cat.png","detail":"high"}}]}]}`
 	tests := []struct {
 		name, usage, body                  string
@@ -520,6 +522,10 @@ func TestUpstreamUsageIsValidated(t *testing.T) {
 		{"negative", `{"prompt_tokens":-7,"completion_tokens":-1000000}`, chat3, 0, 0, -7, -1000000, 0, true},
 		// gpt-4o-mini bills one high-detail image up to 48,169 tokens: true usage, booked whole.
 		{"mini-image", `{"prompt_tokens":36835,"completion_tokens":3}`, image, 36835, 3, 36835, 3, 0.0003, false},
+		// Python SDKs send "type": "image" with a space; still an image.
+		{"spaced-image", `{"prompt_tokens":1500,"completion_tokens":3}`, spacedImage, 1500, 3, 1500, 3, 0.0003, false},
+		// A file referenced by id can be as long as the model's context window.
+		{"file-reference", `{"prompt_tokens":90000,"completion_tokens":3}`, fileRef, 90000, 3, 90000, 3, 0.0003, false},
 	}
 	stores(t, func(t *testing.T, st store.Store) {
 		models := ""
