@@ -61,6 +61,7 @@ type Server struct {
 	mux        *http.ServeMux
 	snap       *auth.Snapshot
 	writer     *ledger.Writer
+	book       *ledger.Book
 	limits     *gateway.Limits
 	shared     *ledger.Shared // budgets on Redis; nil without one
 	redis      *rscript.Runner
@@ -145,6 +146,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Logger:         opts.Logger,
 	}
 	book := ledger.NewBook()
+	s.book = book
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -193,6 +195,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		shared := ledger.NewShared(rc, opts.RedisPrefix, opts.Logger)
 		shared.Degraded = limits.Limiter.Degraded
 		shared.Failed = limits.Limiter.Degrade // one outage switch for limits and budgets
+		shared.Mode = s.enforcement
+		shared.FailClosed = cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed"
 		gopts.Meter.Holder = shared
 		s.shared = shared
 	}
@@ -266,6 +270,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopBG()
 	go s.resync(bg)
 	go s.backgroundChecks(bg)
+	if s.shared != nil {
+		go s.shared.Announce(bg)
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -294,6 +301,11 @@ func (s *Server) Close() {
 		s.limits.Limiter.Close()
 		if s.redis != nil {
 			defer s.redis.Close() // last: requests still draining settle on it
+		}
+		if s.shared != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			s.shared.Leave(ctx) // the other replicas' shares grow at once
+			cancel()
 		}
 		if s.writer == nil {
 			return
