@@ -167,10 +167,14 @@ return out
 `)
 
 // resetScript starts a new period: ARGV = period (ns). Only a newer period
-// resets, so replicas rolling over together reset once.
+// resets, and only once the current one has ended (by Redis's clock), so
+// replicas rolling over together reset once even when they compute
+// different next reset times.
 var resetScript = rscript.New(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000000 + tonumber(t[2]) * 1000
 local cur = tonumber(redis.call('HGET', KEYS[1], 'period') or 0)
-if cur < tonumber(ARGV[1]) then
+if cur < tonumber(ARGV[1]) and cur <= now then
   redis.call('HSET', KEYS[1], 'spent', 0, 'period', ARGV[1])
 end
 return 1

@@ -50,6 +50,9 @@ type Options struct {
 	// RedisPrefix namespaces this gateway's Redis keys (default "tg"); tests
 	// sharing one Redis give each run its own.
 	RedisPrefix string
+	// BudgetSweepInterval is how often budget periods that ended are rolled
+	// over without traffic (default 1 minute).
+	BudgetSweepInterval time.Duration
 }
 
 // Server is one gateway process's serving state.
@@ -90,6 +93,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if opts.ResyncInterval <= 0 {
 		opts.ResyncInterval = 500 * time.Millisecond
+	}
+	if opts.BudgetSweepInterval <= 0 {
+		opts.BudgetSweepInterval = time.Minute
 	}
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), health: router.NewHealth()}
 	s.cfg.Store(cfg)
@@ -270,6 +276,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopBG()
 	go s.resync(bg)
 	go s.backgroundChecks(bg)
+	go s.sweepBudgets(bg)
 	if s.shared != nil {
 		go s.shared.Announce(bg)
 	}
