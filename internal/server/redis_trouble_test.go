@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -191,6 +192,38 @@ func TestRedisCutKeepsBudgets(t *testing.T) {
 			if want := ledger.USD(k.Spend); ledger.Amount(rs) > want || ledger.Amount(rs+rh) < want {
 				t.Errorf("redis has spent %v + held %v for a recorded spend of %v: local spend was not carried exactly once",
 					ledger.Amount(rs).Dollars(), ledger.Amount(rh).Dollars(), k.Spend)
+			}
+		})
+	}
+}
+
+// TestEnforcementMode: litellm_settings.budget_enforcement sets the mode;
+// a key's metadata.budget_enforcement can make that key strict, never
+// relax a global strict.
+func TestEnforcementMode(t *testing.T) {
+	tests := []struct {
+		name, global string
+		meta         map[string]any
+		want         ledger.Enforcement
+	}{
+		{"default", "", nil, ledger.EnforceDefault},
+		{"global strict", "strict", nil, ledger.EnforceStrict},
+		{"key strict", "default", map[string]any{"budget_enforcement": "strict"}, ledger.EnforceStrict},
+		{"key cannot relax", "strict", map[string]any{"budget_enforcement": "default"}, ledger.EnforceStrict},
+		{"unknown value ignored", "", map[string]any{"budget_enforcement": "lax"}, ledger.EnforceDefault},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := config.Parse("t.yaml", []byte("litellm_settings:\n  budget_enforcement: \""+tt.global+"\"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &Server{snap: auth.NewSnapshot(nil)}
+			s.cfg.Store(cfg)
+			s.snap.PutKey(&store.Key{TokenHash: "h", KeyName: "sk-...h", Metadata: tt.meta})
+			accts := []*ledger.Account{ledger.NewAccount(ledger.KindGlobal, "global", 0, ledger.USD(1)), ledger.NewAccount(ledger.KindKey, "h", 0, ledger.USD(1))}
+			if got := s.enforcement(accts); got != tt.want {
+				t.Fatalf("mode %v, want %v", got, tt.want)
 			}
 		})
 	}
