@@ -188,6 +188,8 @@ func TestErrorsNameFileLineColumn(t *testing.T) {
 		{"negative maxTokens", "llm:\n  policies:\n    localRateLimit: [{maxTokens: -1, tokensPerFill: 1, fillInterval: 1s, type: tokens}]\n", []string{"must not be negative"}},
 		{"unknown agentgateway provider", "llm:\n  models: [{name: a, provider: acme}]\n", []string{`unknown provider "acme"`}},
 		{"negative global budget", "litellm_settings:\n  max_budget: -1\n", []string{"bad.yaml:2:15:", "must not be negative"}},
+		{"bad budget enforcement", "litellm_settings:\n  budget_enforcement: lax\n", []string{"bad.yaml:2:23:", `unknown budget_enforcement "lax"`}},
+		{"bad redis failure policy", "litellm_settings:\n  budget_on_redis_failure: open\n", []string{"bad.yaml:2:28:", `unknown budget_on_redis_failure "open"`}},
 		{"syntax error", "model_list: [\n", []string{"bad.yaml:"}},
 		{"CRLF in a header value", "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n      headers: {X-Team: \"core\\r\\nX-Injected: 1\"}\n",
 			[]string{"bad.yaml:5:16:", "litellm_params.headers.X-Team", "control character"}},

@@ -111,6 +111,16 @@ type LiteLLMSettings struct {
 	Fallbacks                     []map[string][]string `yaml:"fallbacks"`
 	ContextWindowFallbacks        []map[string][]string `yaml:"context_window_fallbacks"`
 	DefaultFallbacks              []string              `yaml:"default_fallbacks"`
+
+	// BudgetEnforcement is Tollgate's: "default" or "strict" (a key's
+	// metadata.budget_enforcement: strict makes that key strict). See
+	// docs/spend-and-limits.md.
+	BudgetEnforcement string `yaml:"budget_enforcement"`
+	// BudgetOnRedisFailure is Tollgate's: "share" (default: a replica cut
+	// off from Redis spends its share of each budget) or "fail_closed"
+	// (budgeted requests get 503 until Redis is back).
+	BudgetOnRedisFailure string `yaml:"budget_on_redis_failure"`
+
 	// Accepted for LiteLLM compatibility; no effect (see ignoredPaths).
 	DropParams      any `yaml:"drop_params"`
 	SetVerbose      any `yaml:"set_verbose"`

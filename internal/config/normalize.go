@@ -79,6 +79,16 @@ func (n *normalizer) run() error {
 	if !validStrategies[c.RouterSettings.RoutingStrategy] {
 		return n.errorf("$.router_settings.routing_strategy", "unknown routing_strategy %q (valid: simple-shuffle, least-busy, latency-based-routing, usage-based-routing, usage-based-routing-v2, cost-based-routing)", c.RouterSettings.RoutingStrategy)
 	}
+	switch c.LiteLLMSettings.BudgetEnforcement {
+	case "", "default", "strict":
+	default:
+		return n.errorf("$.litellm_settings.budget_enforcement", "unknown budget_enforcement %q (valid: default, strict)", c.LiteLLMSettings.BudgetEnforcement)
+	}
+	switch c.LiteLLMSettings.BudgetOnRedisFailure {
+	case "", "share", "fail_closed":
+	default:
+		return n.errorf("$.litellm_settings.budget_on_redis_failure", "unknown budget_on_redis_failure %q (valid: share, fail_closed)", c.LiteLLMSettings.BudgetOnRedisFailure)
+	}
 	if mb := c.GeneralSettings.MaxRequestSizeMB; mb != nil && *mb <= 0 {
 		return n.errorf("$.general_settings.max_request_size_mb", "max_request_size_mb must be positive")
 	}

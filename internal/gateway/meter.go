@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -99,6 +100,13 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 		holder = ledger.Local{}
 	}
 	res, err := holder.Reserve(ctx, accts, ledger.USD(worst))
+	if un := (*ledger.UnavailableError)(nil); errors.As(err, &un) {
+		// Redis trouble, not a spent budget: 503 with Retry-After, which
+		// SDKs retry (docs/spend-and-limits.md, "Redis trouble").
+		e := apierror.Unavailable(err, "%v", err)
+		e.Code, e.RetryAfter = "budget_unavailable", time.Second
+		return nil, e
+	}
 	if err != nil {
 		e := apierror.BudgetExceeded("%v", err)
 		e.Cause = err

@@ -50,6 +50,9 @@ type Options struct {
 	// RedisPrefix namespaces this gateway's Redis keys (default "tg"); tests
 	// sharing one Redis give each run its own.
 	RedisPrefix string
+	// BudgetSweepInterval is how often budget periods that ended are rolled
+	// over without traffic (default 1 minute).
+	BudgetSweepInterval time.Duration
 }
 
 // Server is one gateway process's serving state.
@@ -62,6 +65,7 @@ type Server struct {
 	handler    http.Handler // mux behind the panic recovery and the body deadline
 	snap       *auth.Snapshot
 	writer     *ledger.Writer
+	book       *ledger.Book
 	limits     *gateway.Limits
 	shared     *ledger.Shared // budgets on Redis; nil without one
 	redis      *rscript.Runner
@@ -90,6 +94,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if opts.ResyncInterval <= 0 {
 		opts.ResyncInterval = 500 * time.Millisecond
+	}
+	if opts.BudgetSweepInterval <= 0 {
+		opts.BudgetSweepInterval = time.Minute
 	}
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), health: router.NewHealth()}
 	s.cfg.Store(cfg)
@@ -146,6 +153,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Logger:         opts.Logger,
 	}
 	book := ledger.NewBook()
+	s.book = book
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -194,6 +202,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		shared := ledger.NewShared(rc, opts.RedisPrefix, opts.Logger)
 		shared.Degraded = limits.Limiter.Degraded
 		shared.Failed = limits.Limiter.Degrade // one outage switch for limits and budgets
+		shared.Mode = s.enforcement
+		shared.FailClosed = cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed"
 		gopts.Meter.Holder = shared
 		s.shared = shared
 	}
@@ -265,6 +275,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopBG()
 	go s.resync(bg)
 	go s.backgroundChecks(bg)
+	go s.sweepBudgets(bg)
+	if s.shared != nil {
+		go s.shared.Announce(bg)
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -293,6 +307,11 @@ func (s *Server) Close() {
 		s.limits.Limiter.Close()
 		if s.redis != nil {
 			defer s.redis.Close() // last: requests still draining settle on it
+		}
+		if s.shared != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			s.shared.Leave(ctx) // the other replicas' shares grow at once
+			cancel()
 		}
 		if s.writer == nil {
 			return
