@@ -333,3 +333,33 @@ func diff(a, b []string) (onlyA, onlyB []string) {
 	}
 	return onlyA, onlyB
 }
+
+// TestAnchorsAndMergeKeys: LiteLLM configs share litellm_params through YAML
+// anchors and merge keys; the keys behind them are judged and decoded too.
+func TestAnchorsAndMergeKeys(t *testing.T) {
+	cfg, err := Parse("a.yaml", []byte(`model_list:
+  - model_name: a
+    litellm_params: &base
+      model: openai/gpt-4o
+      api_base: http://upstream.example
+      tags: [shared]
+  - model_name: b
+    litellm_params:
+      <<: *base
+      rpm: 10
+  - model_name: c
+    litellm_params: *base
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Deployments) != 3 || cfg.Deployments[1].APIBase != "http://upstream.example" || cfg.Deployments[1].RPM != 10 || cfg.Deployments[2].Model != "gpt-4o" {
+		t.Fatalf("deployments = %+v", cfg.Deployments)
+	}
+	if len(cfg.Warnings) != 1 || !strings.HasPrefix(cfg.Warnings[0], "a.yaml:6:7: model_list[0].litellm_params.tags") {
+		t.Fatalf("warnings = %q", cfg.Warnings)
+	}
+	if _, err := Parse("a.yaml", []byte("model_list:\n  - model_name: a\n    litellm_params: &base {modle: openai/x}\n")); err == nil || !strings.Contains(err.Error(), `did you mean "model"?`) {
+		t.Fatalf("typo behind an anchor: %v", err)
+	}
+}
