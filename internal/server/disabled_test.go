@@ -32,8 +32,8 @@ func (l *lockedBuf) String() string {
 // TestUnservedProviderDeploymentIsDisabled: a LiteLLM model list naming
 // providers Tollgate does not serve (Bedrock, Vertex AI) starts; those
 // deployments are disabled with an error in the log and their reason in
-// /model/info, the rest of the list serves, and a model group with no
-// deployment left answers with the reason.
+// /model/info and /health, the rest of the list serves, and a model group
+// with no deployment left answers with the reason.
 func TestUnservedProviderDeploymentIsDisabled(t *testing.T) {
 	urls, mocks := upstreams(t, "ok")
 	yaml := strings.ReplaceAll(`
@@ -140,5 +140,24 @@ general_settings:
 	}
 	if n := mocks["ok"].Stats().Requests; n != 3 {
 		t.Fatalf("upstream got %d requests, want 3", n)
+	}
+
+	// /health lists the disabled deployments as unhealthy, with the reason.
+	var health struct {
+		Healthy []struct {
+			ModelID string `json:"model_id"`
+		} `json:"healthy_endpoints"`
+		Unhealthy []struct {
+			ModelID string `json:"model_id"`
+			Error   string `json:"error"`
+		} `json:"unhealthy_endpoints"`
+	}
+	if code := getJSON(t, url+"/health", "sk-1234", &health); code != 200 || len(health.Healthy) != 2 || len(health.Unhealthy) != 2 {
+		t.Fatalf("/health: %d %+v", code, health)
+	}
+	for _, u := range health.Unhealthy {
+		if (u.ModelID != "bedrock-1" && u.ModelID != "vertex-1") || !strings.Contains(u.Error, "is not served by Tollgate") {
+			t.Errorf("unhealthy endpoint %+v", u)
+		}
 	}
 }
