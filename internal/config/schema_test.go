@@ -363,3 +363,27 @@ func TestAnchorsAndMergeKeys(t *testing.T) {
 		t.Fatalf("typo behind an anchor: %v", err)
 	}
 }
+
+// TestKeyTablesAreConsistent: a key is either acted on or accepted-and-
+// warned, never both (a field added for a key must leave the Keys list),
+// and listed once.
+func TestKeyTablesAreConsistent(t *testing.T) {
+	for _, s := range Sections {
+		acted := yamlFields(s.Type)
+		seen := map[string]bool{}
+		for _, k := range s.Keys {
+			if _, ok := acted[k.Name]; ok {
+				t.Errorf("%s: %s is a field and in Keys; drop it from Keys", s.Path, k.Name)
+			}
+			if seen[k.Name] {
+				t.Errorf("%s: %s listed twice", s.Path, k.Name)
+			}
+			seen[k.Name] = true
+		}
+		for _, e := range s.Extensions {
+			if _, ok := acted[e]; !ok {
+				t.Errorf("%s: extension %s is not a field", s.Path, e)
+			}
+		}
+	}
+}
