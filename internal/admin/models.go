@@ -27,6 +27,8 @@ type Models struct {
 	// State reports a deployment's run-time state: whether it is cooling
 	// down (and until when) and whether its last health check passed.
 	State func(id string) (coolingUntil time.Time, healthy bool)
+	// Disabled is why a deployment is not served ("" when it is).
+	Disabled func(id string) string
 }
 
 // WithModels enables /model/new, /model/update, /model/delete and /model/info.
@@ -216,6 +218,12 @@ func (a *API) modelInfo(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			info["healthy"] = healthy
 			if !until.IsZero() {
 				info["cooldown_until"] = until.UTC().Format(time.RFC3339)
+			}
+		}
+		if a.models.Disabled != nil {
+			if why := a.models.Disabled(d.ID); why != "" {
+				info := m["model_info"].(map[string]any)
+				info["disabled"], info["disabled_reason"], info["healthy"] = true, why, false
 			}
 		}
 		out = append(out, m)

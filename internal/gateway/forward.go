@@ -69,6 +69,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	rt := g.Router()
 	grp, ok := rt.Group(model)
 	if !ok {
+		// Only a caller who may use the model learns why it is not served.
+		if why, groups := rt.Unservable(model); why != "" && p.MayUse(model, groups) {
+			e := apierror.NotFound("model", "The model `%s` has no deployment Tollgate can serve: %s.", clip(req.model), why)
+			e.Code = "model_not_served"
+			return e
+		}
 		e := apierror.NotFound("model", "The model `%s` does not exist or you do not have access to it.", clip(req.model))
 		e.Code = "model_not_found"
 		return e

@@ -242,6 +242,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 				_, until := s.health.CoolingDown(id)
 				return until, s.health.Healthy(id)
 			},
+			Disabled: func(id string) string { return s.gw.Router().DisabledReason(id) },
 		}).WithPricer(func(model string) (pricing.Price, bool) {
 			if g, ok := rt.Group(model); ok {
 				return g.Targets[0].Price, g.Targets[0].Priced
@@ -420,8 +421,14 @@ func (s *Server) buildRouter(cfg *config.Config) (*router.Router, error) {
 	s.modelsMu.Lock()
 	deps := append(append([]config.Deployment{}, cfg.Deployments...), s.dbModels...)
 	s.modelsMu.Unlock()
-	return router.New(deps, router.Settings{Aliases: cfg.RouterSettings.ModelGroupAlias, Strategy: pol.Strategy,
+	rt, err := router.New(deps, router.Settings{Aliases: cfg.RouterSettings.ModelGroupAlias, Strategy: pol.Strategy,
 		AllowedFails: pol.AllowedFails, Cooldown: pol.Cooldown, Health: s.health})
+	if err == nil {
+		for _, x := range rt.Disabled() {
+			s.log.Error("deployment disabled", "model_group", x.D.ModelName, "deployment", x.D.ID, "reason", x.Reason)
+		}
+	}
+	return rt, err
 }
 
 // deploymentStates reports each deployment's state for the metrics.
