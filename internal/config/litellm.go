@@ -71,6 +71,9 @@ type GeneralSettings struct {
 	MetricsKeyLabels *bool `yaml:"metrics_key_labels"`
 	// GlobalMaxParallelRequests bounds requests in flight gateway-wide.
 	GlobalMaxParallelRequests *int64 `yaml:"global_max_parallel_requests"`
+	// UnpricedModels is what a budgeted request to a deployment nobody can
+	// price gets: "free" (served at cost 0, the default) or "refuse".
+	UnpricedModels string `yaml:"unpriced_models"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.

@@ -79,6 +79,9 @@ func (n *normalizer) run() error {
 	if !validStrategies[c.RouterSettings.RoutingStrategy] {
 		return n.errorf("$.router_settings.routing_strategy", "unknown routing_strategy %q (valid: simple-shuffle, least-busy, latency-based-routing, usage-based-routing, usage-based-routing-v2, cost-based-routing)", c.RouterSettings.RoutingStrategy)
 	}
+	if u := c.GeneralSettings.UnpricedModels; u != "" && u != "free" && u != "refuse" {
+		return n.errorf("$.general_settings.unpriced_models", "unknown unpriced_models %q (valid: free, refuse)", u)
+	}
 	if mb := c.GeneralSettings.MaxRequestSizeMB; mb != nil && *mb <= 0 {
 		return n.errorf("$.general_settings.max_request_size_mb", "max_request_size_mb must be positive")
 	}
