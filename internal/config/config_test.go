@@ -181,6 +181,7 @@ func TestErrorsNameFileLineColumn(t *testing.T) {
 		{"negative rpm", "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n      rpm: -5\n", []string{"bad.yaml:5:12:", "rpm must not be negative"}},
 		{"negative timeout", "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a, timeout: -1}\n", []string{"timeout must not be negative"}},
 		{"bad strategy", "router_settings:\n  routing_strategy: fastest\n", []string{"bad.yaml:2:21:", `unknown routing_strategy "fastest"`}},
+		{"bad unpriced policy", "general_settings:\n  unpriced_models: maybe\n", []string{"bad.yaml:2:20:", `unknown unpriced_models "maybe"`}},
 		{"bad apiKey mode", "llm:\n  policies:\n    apiKey: {mode: lax}\n", []string{"bad.yaml:3:", "strict or optional"}},
 		{"bad keyHash", "llm:\n  policies:\n    apiKey:\n      keys: [{keyHash: 'md5:abc'}]\n", []string{"keyHash must be sha256:<64 hex digits>"}},
 		{"bad limit type", "llm:\n  policies:\n    localRateLimit: [{maxTokens: 1, tokensPerFill: 1, fillInterval: 1s, type: bytes}]\n", []string{"tokens or requests"}},

@@ -68,6 +68,9 @@ type GeneralSettings struct {
 	// (Tollgate's own keys: LiteLLM leaves this to uvicorn).
 	RequestHeaderTimeout *Seconds `yaml:"request_header_timeout"`
 	RequestBodyTimeout   *Seconds `yaml:"request_body_timeout"`
+	// UnpricedModels is what a budgeted request to a deployment nobody can
+	// price gets: "free" (served at cost 0, the default) or "refuse".
+	UnpricedModels string `yaml:"unpriced_models"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.

@@ -33,6 +33,10 @@ type result struct {
 	upstream   time.Duration // time spent waiting on the upstream
 	clientGone bool
 	model      string // the model the upstream was asked for
+	// served is the model the upstream says it served, read only when
+	// wantServed (the deployment has no price of its own).
+	served     string
+	wantServed bool
 }
 
 // errClientGone: the client disconnected; nothing more can be written, so
@@ -179,7 +183,12 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 				}
 				*cp = c
 			}
-			*res = result{model: t.UpstreamModel(groupModel)}
+			*res = result{model: t.UpstreamModel(groupModel), wantServed: c != nil && c.unpriced != ""}
+			if res.wantServed {
+				h.Set("x-tollgate-unpriced", c.unpriced)
+			} else {
+				h.Del("x-tollgate-unpriced")
+			}
 			var done func(router.Outcome, int64)
 			if g.opts.Health != nil {
 				done = g.opts.Health.Start(cur, t)
@@ -400,6 +409,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		} else {
 			res.usage, res.hasUsage = usageFromBody(data)
 		}
+		if res.wantServed {
+			res.served = modelOf(data)
+		}
 		if c != nil {
 			c.costHeaders(w.Header(), c.settle(res))
 		}
@@ -550,6 +562,9 @@ func observeEvent(event []byte, clientUsage bool, res *result) bool {
 		data = bytes.TrimSpace(data)
 		if len(data) == 0 || data[0] != '{' {
 			continue // [DONE] and keep-alives
+		}
+		if res.wantServed && res.served == "" {
+			res.served = modelOf(data)
 		}
 		if !bytes.Contains(data, []byte(`"usage"`)) {
 			res.chunks++

@@ -33,6 +33,10 @@ type Meter struct {
 	OnSoftBudget func(*ledger.Account)
 	// Holder places the holds: in process when nil, or shared on Redis.
 	Holder ledger.Holder
+	// RefuseUnpriced refuses a budgeted request to a deployment whose price
+	// nobody knows (general_settings.unpriced_models: refuse); otherwise it
+	// is served at cost 0 and says so in x-tollgate-unpriced.
+	RefuseUnpriced bool
 }
 
 // imageTokenCeiling bounds the prompt tokens one image can cost on any
@@ -79,22 +83,31 @@ func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 
 // charge is one request's hold on its budgets.
 type charge struct {
-	m       *Meter
-	res     ledger.Hold
-	key     *ledger.Account
-	price   pricing.Price
-	log     store.SpendLog
-	prompt  int64 // estimate used when the upstream reports no usage
-	settled bool
-	cost    float64 // what settle booked
+	m     *Meter
+	res   ledger.Hold
+	key   *ledger.Account
+	price pricing.Price
+	// unpriced is the upstream model when no price was known at admission;
+	// the model the upstream says it served may still price it at settle.
+	unpriced string
+	target   *provider.Target
+	log      store.SpendLog
+	prompt   int64 // estimate used when the upstream reports no usage
+	settled  bool
+	cost     float64 // what settle booked
 }
 
 // reserve holds the request's worst-case cost, or refuses it with the 400
 // budget_exceeded error LiteLLM clients expect.
 func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
 	accts := m.accounts(p, req.user, model)
+	upstream := t.UpstreamModel(model)
+	price, priced := t.PriceFor(upstream)
+	if !priced && m.RefuseUnpriced && budgeted(accts) {
+		return nil, apierror.BadRequest("model", "model %q (deployment %s) has no known price, and general_settings.unpriced_models is refuse: a budgeted key may not call it; the operator can set input_cost_per_token and output_cost_per_token or model_info.base_model", req.model, t.D.ID)
+	}
 	bound := promptBound(body)
-	worst := t.Price.WorstCase(bound, req.maxTokens)
+	worst := price.WorstCase(bound, req.maxTokens)
 	holder := m.Holder
 	if holder == nil {
 		holder = ledger.Local{}
@@ -112,7 +125,10 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 		e.Cause = err
 		return nil, e
 	}
-	c := &charge{m: m, res: res, price: t.Price, prompt: int64(len(body)) / 4}
+	c := &charge{m: m, res: res, price: price, target: t, prompt: int64(len(body)) / 4}
+	if !priced {
+		c.unpriced = upstream
+	}
 	if p.Key != nil {
 		c.key = accts[len(accts)-1]
 		if _, ok := p.Key.ModelMaxBudget[model]; ok {
@@ -149,6 +165,11 @@ func (c *charge) settle(res *result) (cost float64) {
 		c.res.Release()
 		return 0
 	}
+	if c.unpriced != "" {
+		if p, ok := c.target.ServedPrice(res.served); ok {
+			c.price, c.unpriced = p, ""
+		}
+	}
 	amount := ledger.USD(c.price.Cost(u)) // the ledger's precision is the books' precision
 	cost = amount.Dollars()
 	c.cost = cost
@@ -179,9 +200,22 @@ func (c *charge) release() {
 	}
 }
 
+// budgeted reports whether any of accts has a budget.
+func budgeted(accts []*ledger.Account) bool {
+	for _, a := range accts {
+		if a.Budget() != ledger.Unlimited {
+			return true
+		}
+	}
+	return false
+}
+
 // costHeaders are set on responses whose cost is known before they are sent.
 func (c *charge) costHeaders(h map[string][]string, cost float64) {
 	h["X-Tollgate-Response-Cost"] = []string{strconv.FormatFloat(cost, 'g', -1, 64)}
+	if c.unpriced == "" {
+		delete(h, "X-Tollgate-Unpriced") // the served model priced it after all
+	}
 	if c.key != nil {
 		h["X-Tollgate-Key-Spend"] = []string{strconv.FormatFloat(c.key.Spent().Dollars(), 'g', -1, 64)}
 	}

@@ -180,7 +180,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			}
 		}
 		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap,
-			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget}
+			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget,
+			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse"}
 	}
 	var rc *rscript.Runner
 	if url := cfg.RedisURL(); url != "" {
@@ -244,8 +245,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			},
 			Disabled: func(id string) string { return s.gw.Router().DisabledReason(id) },
 		}).WithPricer(func(model string) (pricing.Price, bool) {
-			if g, ok := rt.Group(model); ok {
-				return g.Targets[0].Price, g.Targets[0].Priced
+			if g, ok := s.gw.Router().Group(model); ok {
+				t := g.Targets[0]
+				return t.PriceFor(t.UpstreamModel(model))
 			}
 			return pricing.Lookup("", model)
 		}).Register(s)
@@ -406,7 +408,7 @@ func warnUnpriced(rt *router.Router, log *slog.Logger) {
 	for _, name := range rt.GroupNames() {
 		g, _ := rt.Group(name)
 		for _, t := range g.Targets {
-			if !t.Priced && t.D.Provider != "demo" && t.D.Model != "" {
+			if !t.Priced && t.D.Provider != "demo" && !t.Wildcard() {
 				log.Warn("deployment has no known price: its requests cost 0 and budgets do not bind on it; set input_cost_per_token and output_cost_per_token (or model_info.base_model)",
 					"model_group", name, "deployment", t.D.ID, "model", t.D.Provider+"/"+t.D.Model)
 			}

@@ -45,10 +45,17 @@ type spendEnv struct {
 
 func startSpend(t *testing.T, st store.Store, mockOpts mockupstream.Options, extra string) *spendEnv {
 	t.Helper()
+	return startConfig(t, st, mockOpts, pricedConfig+extra)
+}
+
+// startConfig serves yaml (upstream URLs written {{UP}}, pointing at a
+// mock with mockOpts) on st, on a real listener.
+func startConfig(t *testing.T, st store.Store, mockOpts mockupstream.Options, yaml string) *spendEnv {
+	t.Helper()
 	mock := mockupstream.New(mockOpts)
 	up := httptest.NewServer(mock)
 	t.Cleanup(up.Close)
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig+extra, "{{UP}}", up.URL)))
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", up.URL)))
 	if err != nil {
 		t.Fatal(err)
 	}
