@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,6 +28,8 @@ type Models struct {
 	// State reports a deployment's run-time state: whether it is cooling
 	// down (and until when) and whether its last health check passed.
 	State func(id string) (coolingUntil time.Time, healthy bool)
+	// Disabled is why a deployment is not served ("" when it is).
+	Disabled func(id string) string
 }
 
 // WithModels enables /model/new, /model/update, /model/delete and /model/info.
@@ -210,12 +213,25 @@ func (a *API) modelInfo(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			continue
 		}
 		m := redacted(d, dbModel(d.ID))
+		info := m["model_info"].(map[string]any)
+		// A wildcard deployment is priced request by request, by the model
+		// the client names; any other needs a price of its own.
+		price, priced := provider.DeploymentPrice(d)
+		info["priced"] = priced || d.Model == "" || strings.HasSuffix(d.Model, "*")
+		if priced {
+			info["input_cost_per_token"], info["output_cost_per_token"] = price.InputPerToken, price.OutputPerToken
+		}
 		if a.models.State != nil {
 			until, healthy := a.models.State(d.ID)
-			info := m["model_info"].(map[string]any)
 			info["healthy"] = healthy
 			if !until.IsZero() {
 				info["cooldown_until"] = until.UTC().Format(time.RFC3339)
+			}
+		}
+		if a.models.Disabled != nil {
+			if why := a.models.Disabled(d.ID); why != "" {
+				info := m["model_info"].(map[string]any)
+				info["disabled"], info["disabled_reason"], info["healthy"] = true, why, false
 			}
 		}
 		out = append(out, m)

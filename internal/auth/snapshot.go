@@ -215,3 +215,33 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
 		s.PutEndUser(e)
 	}
 }
+
+// Periods calls fn for every key, user, team and end user that has a budget
+// period (budget_duration and budget_reset_at), for the period sweep.
+func (s *Snapshot) Periods(fn func(kind store.Kind, id, duration string, resetAt time.Time)) {
+	visit := func(kind store.Kind, id string, d *string, at *time.Time) {
+		if d != nil && *d != "" && at != nil {
+			fn(kind, id, *d, *at)
+		}
+	}
+	s.keys.Range(func(_, v any) bool {
+		k := v.(*store.Key)
+		visit(store.KindKey, k.TokenHash, k.BudgetDuration, k.BudgetResetAt)
+		return true
+	})
+	s.users.Range(func(_, v any) bool {
+		u := v.(*store.User)
+		visit(store.KindUser, u.UserID, u.BudgetDuration, u.BudgetResetAt)
+		return true
+	})
+	s.teams.Range(func(_, v any) bool {
+		t := v.(*store.Team)
+		visit(store.KindTeam, t.TeamID, t.BudgetDuration, t.BudgetResetAt)
+		return true
+	})
+	s.endUsers.Range(func(_, v any) bool {
+		e := v.(*store.EndUser)
+		visit(store.KindEndUser, e.UserID, e.BudgetDuration, e.BudgetResetAt)
+		return true
+	})
+}

@@ -1,8 +1,10 @@
 // Package config loads Tollgate's configuration: LiteLLM's config.yaml
 // (model_list, general_settings, litellm_settings, router_settings,
 // environment_variables) and agentgateway's `llm:` and `binds:` formats,
-// normalized into one form. Errors name the file, line and column; unknown
-// keys are errors, and known LiteLLM keys without effect are warnings.
+// normalized into one form. Errors name the file, line and column. Any
+// LiteLLM config loads: its keys Tollgate does not act on are warnings, and
+// only typos of keys Tollgate acts on, and values of the wrong type, are
+// errors (schema.go holds the key tables).
 package config
 
 import (
@@ -16,7 +18,24 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/parser"
 )
+
+// The environment variables the config falls back to.
+const (
+	EnvMasterKey   = "TOLLGATE_MASTER_KEY"
+	EnvDatabaseURL = "DATABASE_URL"
+	EnvRedisURL    = "REDIS_URL"
+)
+
+// EnvVars are the environment variables Tollgate reads, and what for (the
+// compatibility page lists them).
+var EnvVars = []Key{
+	{EnvMasterKey, "string", "the master key when general_settings.master_key is not set"},
+	{EnvDatabaseURL, "string", "PostgreSQL when general_settings.database_url is not set (as LiteLLM)"},
+	{EnvRedisURL, "string", "Redis when neither general_settings.redis_url nor router_settings.redis_url/redis_host is set"},
+	{"TOLLGATE_CONFIG", "string", "the config file when serve has no --config"},
+}
 
 // Config is a loaded configuration. The YAML sections are kept as written;
 // the normalized fields below them are what the gateway uses.
@@ -126,17 +145,28 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, fmt.Errorf("%s: environment_variables.%s: %w", name, k, err)
 		}
 	}
+	// Keys are sorted before decoding (see schema.go): LiteLLM keys without
+	// effect are warnings, typos of keys Tollgate acts on are errors.
+	file, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return nil, positioned(name, err)
+	}
+	keyWarnings, err := checkKeys(name, file)
+	if err != nil {
+		return nil, err
+	}
 	w := &warnings{name: name}
 	ctx := context.WithValue(context.Background(), warningsKey{}, w)
 	cfg := &Config{Path: name}
-	if err := yaml.UnmarshalContext(ctx, data, cfg, yaml.Strict()); err != nil {
+	// Not strict: checkKeys has judged every key already.
+	if err := yaml.UnmarshalContext(ctx, data, cfg); err != nil {
 		return nil, positioned(name, err)
 	}
-	n := &normalizer{name: name, src: data, cfg: cfg}
+	n := &normalizer{name: name, src: data, cfg: cfg, file: file}
 	if err := n.run(); err != nil {
 		return nil, err
 	}
-	cfg.Warnings = append(w.list, n.warnings...)
+	cfg.Warnings = append(append(keyWarnings, w.list...), n.warnings...)
 	return cfg, nil
 }
 
@@ -145,7 +175,7 @@ func (c *Config) MasterKey() string {
 	if c.GeneralSettings.MasterKey != "" {
 		return string(c.GeneralSettings.MasterKey)
 	}
-	return os.Getenv("TOLLGATE_MASTER_KEY")
+	return os.Getenv(EnvMasterKey)
 }
 
 // DatabaseURL is general_settings.database_url, else DATABASE_URL.
@@ -153,14 +183,18 @@ func (c *Config) DatabaseURL() string {
 	if c.GeneralSettings.DatabaseURL != "" {
 		return string(c.GeneralSettings.DatabaseURL)
 	}
-	return os.Getenv("DATABASE_URL")
+	return os.Getenv(EnvDatabaseURL)
 }
 
-// RedisURL is general_settings.redis_url, else router_settings.redis_host
-// (with redis_port and redis_password), else REDIS_URL.
+// RedisURL is general_settings.redis_url, else router_settings.redis_url,
+// else router_settings.redis_host (with redis_port and redis_password), else
+// REDIS_URL.
 func (c *Config) RedisURL() string {
 	if c.GeneralSettings.RedisURL != "" {
 		return string(c.GeneralSettings.RedisURL)
+	}
+	if c.RouterSettings.RedisURL != "" {
+		return string(c.RouterSettings.RedisURL)
 	}
 	if rs := c.RouterSettings; rs.RedisHost != "" {
 		port := "6379"
@@ -173,7 +207,7 @@ func (c *Config) RedisURL() string {
 		}
 		return "redis://" + auth + net.JoinHostPort(string(rs.RedisHost), port)
 	}
-	return os.Getenv("REDIS_URL")
+	return os.Getenv(EnvRedisURL)
 }
 
 // MaxRequestBytes is general_settings.max_request_size_mb in bytes (default 16 MiB).

@@ -53,18 +53,10 @@ var knownKeys = func() []string {
 	return keys
 }()
 
-// suggest returns the known key closest to k, if it is close enough to be a typo.
-func suggest(k string) string {
-	best, bestD := "", 3
-	for _, c := range knownKeys {
-		d := editDistance(strings.ToLower(k), strings.ToLower(c))
-		// On a tie, a key of the same length is the likelier typo (a swap).
-		if d < bestD || (d == bestD && best != "" && len(c) == len(k) && len(best) != len(k)) {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
+// suggest returns the known key closest to k, if it is close enough to be a
+// typo, and never k itself (a known key rejected where it stands is
+// misplaced, not misspelled).
+func suggest(k string) string { return closest(k, knownKeys, 3) }
 
 func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)

@@ -20,7 +20,6 @@ type LiteLLMParams struct {
 	Order                       *int              `yaml:"order"`
 	Timeout                     *Seconds          `yaml:"timeout"`
 	StreamTimeout               *Seconds          `yaml:"stream_timeout"`
-	MaxTokens                   *int64            `yaml:"max_tokens"`
 	InputCostPerToken           *float64          `yaml:"input_cost_per_token"`
 	OutputCostPerToken          *float64          `yaml:"output_cost_per_token"`
 	CacheReadInputTokenCost     *float64          `yaml:"cache_read_input_token_cost"`
@@ -28,42 +27,35 @@ type LiteLLMParams struct {
 	ExtraHeaders                map[string]string `yaml:"extra_headers"`
 	Headers                     map[string]string `yaml:"headers"`
 	Tokenize                    bool              `yaml:"tokenize"`
-	// Accepted for LiteLLM compatibility; no effect (see ignoredPaths).
-	DropParams any `yaml:"drop_params"`
+	// CustomLLMProvider is the provider of a model named without a
+	// provider/ prefix.
+	CustomLLMProvider string `yaml:"custom_llm_provider"`
 }
 
 // ModelInfo is model_list[].model_info.
 type ModelInfo struct {
-	ID                 string   `yaml:"id"`
-	AccessGroups       []string `yaml:"access_groups"`
-	BaseModel          string   `yaml:"base_model"`
-	Mode               string   `yaml:"mode"`
-	MaxInputTokens     *int64   `yaml:"max_input_tokens"`
-	MaxOutputTokens    *int64   `yaml:"max_output_tokens"`
-	MaxTokens          *int64   `yaml:"max_tokens"`
-	InputCostPerToken  *float64 `yaml:"input_cost_per_token"`
-	OutputCostPerToken *float64 `yaml:"output_cost_per_token"`
-	Description        string   `yaml:"description"`
+	ID                          string   `yaml:"id"`
+	AccessGroups                []string `yaml:"access_groups"`
+	BaseModel                   string   `yaml:"base_model"`
+	InputCostPerToken           *float64 `yaml:"input_cost_per_token"`
+	OutputCostPerToken          *float64 `yaml:"output_cost_per_token"`
+	CacheReadInputTokenCost     *float64 `yaml:"cache_read_input_token_cost"`
+	CacheCreationInputTokenCost *float64 `yaml:"cache_creation_input_token_cost"`
 }
 
 // GeneralSettings is LiteLLM's general_settings.
 type GeneralSettings struct {
-	MasterKey    EnvString      `yaml:"master_key"`
-	DatabaseURL  EnvString      `yaml:"database_url"`
-	DatabaseType string         `yaml:"database_type"`
-	DatabaseArgs map[string]any `yaml:"database_args"`
-	RedisURL     EnvString      `yaml:"redis_url"`
+	MasterKey    EnvString `yaml:"master_key"`
+	DatabaseURL  EnvString `yaml:"database_url"`
+	DatabaseType string    `yaml:"database_type"`
+	RedisURL     EnvString `yaml:"redis_url"`
 	// CustomAuth and CustomKeyGenerate are LiteLLM's Python function paths
 	// (warned about, not run) or Tollgate's hook mappings (see HookSpec).
 	CustomAuth             any      `yaml:"custom_auth"`
 	CustomKeyGenerate      any      `yaml:"custom_key_generate"`
 	MaxRequestSizeMB       *float64 `yaml:"max_request_size_mb"`
-	MaxResponseSizeMB      *float64 `yaml:"max_response_size_mb"`
 	BackgroundHealthChecks bool     `yaml:"background_health_checks"`
 	HealthCheckInterval    *Seconds `yaml:"health_check_interval"`
-	AllowUserAuth          any      `yaml:"allow_user_auth"`
-	Alerting               any      `yaml:"alerting"`
-	ProxyBatchWriteAt      any      `yaml:"proxy_batch_write_at"`
 	DisableSpendLogs       bool     `yaml:"disable_spend_logs"`
 	MetricsPrefix          string   `yaml:"metrics_prefix"`
 	// MetricsKeyLabels: per-key, per-user and per-end-user metric series
@@ -76,6 +68,9 @@ type GeneralSettings struct {
 	// (Tollgate's own keys: LiteLLM leaves this to uvicorn).
 	RequestHeaderTimeout *Seconds `yaml:"request_header_timeout"`
 	RequestBodyTimeout   *Seconds `yaml:"request_body_timeout"`
+	// UnpricedModels is what a budgeted request to a deployment nobody can
+	// price gets: "free" (served at cost 0, the default) or "refuse".
+	UnpricedModels string `yaml:"unpriced_models"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.
@@ -111,16 +106,15 @@ type LiteLLMSettings struct {
 	Fallbacks                     []map[string][]string `yaml:"fallbacks"`
 	ContextWindowFallbacks        []map[string][]string `yaml:"context_window_fallbacks"`
 	DefaultFallbacks              []string              `yaml:"default_fallbacks"`
-	// Accepted for LiteLLM compatibility; no effect (see ignoredPaths).
-	DropParams      any `yaml:"drop_params"`
-	SetVerbose      any `yaml:"set_verbose"`
-	JSONLogs        any `yaml:"json_logs"`
-	SuccessCallback any `yaml:"success_callback"`
-	FailureCallback any `yaml:"failure_callback"`
-	Callbacks       any `yaml:"callbacks"`
-	Cache           any `yaml:"cache"`
-	CacheParams     any `yaml:"cache_params"`
-	Telemetry       any `yaml:"telemetry"`
+
+	// BudgetEnforcement is Tollgate's: "default" or "strict" (a key's
+	// metadata.budget_enforcement: strict makes that key strict). See
+	// docs/spend-and-limits.md.
+	BudgetEnforcement string `yaml:"budget_enforcement"`
+	// BudgetOnRedisFailure is Tollgate's: "share" (default: a replica cut
+	// off from Redis spends its share of each budget) or "fail_closed"
+	// (budgeted requests get 503 until Redis is back).
+	BudgetOnRedisFailure string `yaml:"budget_on_redis_failure"`
 }
 
 // RouterSettings is LiteLLM's router_settings.
@@ -135,20 +129,10 @@ type RouterSettings struct {
 	ContextWindowFallbacks []map[string][]string `yaml:"context_window_fallbacks"`
 	DefaultFallbacks       []string              `yaml:"default_fallbacks"`
 	ModelGroupAlias        map[string]string     `yaml:"model_group_alias"`
+	RedisURL               EnvString             `yaml:"redis_url"`
 	RedisHost              EnvString             `yaml:"redis_host"`
 	RedisPort              any                   `yaml:"redis_port"`
 	RedisPassword          EnvString             `yaml:"redis_password"`
-	EnablePreCallChecks    bool                  `yaml:"enable_pre_call_checks"`
-}
-
-// ignoredPaths are LiteLLM settings Tollgate reads and does not act on;
-// each present one is reported as a warning, never dropped silently.
-var ignoredPaths = []string{
-	"litellm_settings.drop_params", "litellm_settings.set_verbose", "litellm_settings.json_logs",
-	"litellm_settings.success_callback", "litellm_settings.failure_callback", "litellm_settings.callbacks",
-	"litellm_settings.cache", "litellm_settings.cache_params", "litellm_settings.telemetry",
-	"general_settings.allow_user_auth", "general_settings.alerting", "general_settings.proxy_batch_write_at",
-	"general_settings.database_args",
 }
 
 var validStrategies = map[string]bool{

@@ -14,16 +14,29 @@ import (
 	"github.com/goccy/go-yaml/parser"
 )
 
-// knownProviders are the LiteLLM provider prefixes recognized in
-// litellm_params.model; a name without one is an OpenAI model.
-var knownProviders = map[string]bool{
-	"openai": true, "text-completion-openai": true, "custom_openai": true, "azure": true, "azure_text": true,
-	"azure_ai": true, "anthropic": true, "ollama": true, "ollama_chat": true, "huggingface": true,
-	"hosted_vllm": true, "vllm": true, "openai_like": true, "openai_compatible": true, "lm_studio": true,
-	"llamafile": true, "xinference": true, "groq": true, "mistral": true, "deepseek": true,
-	"together_ai": true, "openrouter": true, "fireworks_ai": true, "xai": true, "perplexity": true,
-	"deepinfra": true, "demo": true, "gemini": true, "vertex_ai": true, "bedrock": true, "cohere": true,
-}
+// knownProviders are the provider prefixes recognized in
+// litellm_params.model: LiteLLM's provider names (whether or not Tollgate
+// serves them: a deployment of one it does not serve is disabled when the
+// router is built, not sent to OpenAI under a prefixed name) and Tollgate's
+// demo. A name without one is an OpenAI model.
+var knownProviders = func() map[string]bool {
+	m := map[string]bool{"demo": true, "openai_compatible": true}
+	for _, p := range strings.Fields(`openai openai_like jina_ai xai custom_openai text-completion-openai
+		cohere cohere_chat clarifai anthropic anthropic_text bytez replicate runwayml huggingface
+		together_ai openrouter datarobot vertex_ai vertex_ai_beta gemini ai21 ai21_chat baseten azure
+		azure_text azure_ai sagemaker sagemaker_chat bedrock vllm hosted_vllm nlp_cloud petals
+		oobabooga ollama ollama_chat deepinfra perplexity mistral groq nvidia_nim cerebras
+		volcengine codestral text-completion-codestral dashscope moonshot v0 morph lambda_ai
+		deepseek sambanova maritalk voyage cloudflare xinference fireworks_ai friendliai
+		featherless_ai watsonx watsonx_text triton predibase databricks empower github compactifai
+		docker_model_runner custom litellm_proxy llamafile lm_studio galadriel nebius infinity
+		deepgram elevenlabs novita aiohttp_openai github_copilot snowflake gradient_ai meta_llama
+		nscale hyperbolic recraft fal_ai heroku aiml cometapi oci vercel_ai_gateway wandb ovhcloud
+		lemonade`) {
+		m[p] = true
+	}
+	return m
+}()
 
 // SplitModel splits "provider/name" into its provider and upstream name. A
 // model with no known provider prefix is an OpenAI model.
@@ -79,6 +92,19 @@ func (n *normalizer) run() error {
 	if !validStrategies[c.RouterSettings.RoutingStrategy] {
 		return n.errorf("$.router_settings.routing_strategy", "unknown routing_strategy %q (valid: simple-shuffle, least-busy, latency-based-routing, usage-based-routing, usage-based-routing-v2, cost-based-routing)", c.RouterSettings.RoutingStrategy)
 	}
+	switch c.LiteLLMSettings.BudgetEnforcement {
+	case "", "default", "strict":
+	default:
+		return n.errorf("$.litellm_settings.budget_enforcement", "unknown budget_enforcement %q (valid: default, strict)", c.LiteLLMSettings.BudgetEnforcement)
+	}
+	switch c.LiteLLMSettings.BudgetOnRedisFailure {
+	case "", "share", "fail_closed":
+	default:
+		return n.errorf("$.litellm_settings.budget_on_redis_failure", "unknown budget_on_redis_failure %q (valid: share, fail_closed)", c.LiteLLMSettings.BudgetOnRedisFailure)
+	}
+	if u := c.GeneralSettings.UnpricedModels; u != "" && u != "free" && u != "refuse" {
+		return n.errorf("$.general_settings.unpriced_models", "unknown unpriced_models %q (valid: free, refuse)", u)
+	}
 	if mb := c.GeneralSettings.MaxRequestSizeMB; mb != nil && *mb <= 0 {
 		return n.errorf("$.general_settings.max_request_size_mb", "max_request_size_mb must be positive")
 	}
@@ -115,11 +141,6 @@ func (n *normalizer) run() error {
 	}
 	if err := n.binds(); err != nil {
 		return err
-	}
-	for _, p := range ignoredPaths {
-		if loc := n.at("$." + p); loc != n.name {
-			n.warnings = append(n.warnings, fmt.Sprintf("%s: %s is accepted for LiteLLM compatibility and has no effect in Tollgate", loc, p))
-		}
 	}
 	for i, p := range []any{c.GeneralSettings.CustomAuth, c.GeneralSettings.CustomKeyGenerate} {
 		key := []string{"custom_auth", "custom_key_generate"}[i]
@@ -174,13 +195,20 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		return Deployment{}, n.errorf(path, "model_list[%d] (%s): litellm_params.model is required", i, e.ModelName)
 	}
 	provider, model := SplitModel(string(p.Model))
+	if cp := strings.ToLower(p.CustomLLMProvider); cp != "" && cp != provider {
+		// LiteLLM's custom_llm_provider names the provider of a model
+		// given without its prefix; "openai/x" with custom_llm_provider
+		// openai stays as it is.
+		provider, model = cp, string(p.Model)
+	}
 	d := Deployment{
 		ModelName: e.ModelName, Provider: provider, Model: model,
 		APIBase: string(p.APIBase), APIKey: string(p.APIKey), APIVersion: string(p.APIVersion),
-		InputCostPerToken:       firstPtr(p.InputCostPerToken, e.ModelInfo.InputCostPerToken),
-		OutputCostPerToken:      firstPtr(p.OutputCostPerToken, e.ModelInfo.OutputCostPerToken),
-		CacheReadInputTokenCost: p.CacheReadInputTokenCost, CacheCreationInputTokenCost: p.CacheCreationInputTokenCost,
-		ID: e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
+		InputCostPerToken:           firstPtr(p.InputCostPerToken, e.ModelInfo.InputCostPerToken),
+		OutputCostPerToken:          firstPtr(p.OutputCostPerToken, e.ModelInfo.OutputCostPerToken),
+		CacheReadInputTokenCost:     firstPtr(p.CacheReadInputTokenCost, e.ModelInfo.CacheReadInputTokenCost),
+		CacheCreationInputTokenCost: firstPtr(p.CacheCreationInputTokenCost, e.ModelInfo.CacheCreationInputTokenCost),
+		ID:                          e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
 		Tokenize: p.Tokenize,
 	}
 	if len(p.ExtraHeaders)+len(p.Headers) > 0 {
@@ -222,8 +250,8 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		{"stream_timeout", p.StreamTimeout != nil && *p.StreamTimeout < 0},
 		{"input_cost_per_token", d.InputCostPerToken != nil && *d.InputCostPerToken < 0},
 		{"output_cost_per_token", d.OutputCostPerToken != nil && *d.OutputCostPerToken < 0},
-		{"cache_read_input_token_cost", p.CacheReadInputTokenCost != nil && *p.CacheReadInputTokenCost < 0},
-		{"cache_creation_input_token_cost", p.CacheCreationInputTokenCost != nil && *p.CacheCreationInputTokenCost < 0},
+		{"cache_read_input_token_cost", d.CacheReadInputTokenCost != nil && *d.CacheReadInputTokenCost < 0},
+		{"cache_creation_input_token_cost", d.CacheCreationInputTokenCost != nil && *d.CacheCreationInputTokenCost < 0},
 	}
 	for _, c := range checks {
 		if c.bad {

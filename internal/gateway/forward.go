@@ -36,6 +36,10 @@ type result struct {
 	upstream   time.Duration // time spent waiting on the upstream
 	clientGone bool
 	model      string // the model the upstream was asked for
+	// served is the model the upstream says it served, read only when
+	// wantServed (the deployment has no price of its own).
+	served     string
+	wantServed bool
 }
 
 // errClientGone: the client disconnected; nothing more can be written, so
@@ -72,6 +76,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	rt := g.Router()
 	grp, ok := rt.Group(model)
 	if !ok {
+		// Only a caller who may use the model learns why it is not served.
+		if why, groups := rt.Unservable(model); why != "" && p.MayUse(model, groups) {
+			e := apierror.NotFound("model", "The model `%s` has no deployment Tollgate can serve: %s.", clip(req.model), why)
+			e.Code = "model_not_served"
+			return e
+		}
 		e := apierror.NotFound("model", "The model `%s` does not exist or you do not have access to it.", clip(req.model))
 		e.Code = "model_not_found"
 		return e
@@ -176,7 +186,12 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 				}
 				*cp = c
 			}
-			*res = result{model: t.UpstreamModel(groupModel)}
+			*res = result{model: t.UpstreamModel(groupModel), wantServed: c != nil && c.unpriced != ""}
+			if res.wantServed {
+				h.Set("x-tollgate-unpriced", c.unpriced)
+			} else {
+				h.Del("x-tollgate-unpriced")
+			}
 			var done func(router.Outcome, int64)
 			if g.opts.Health != nil {
 				done = g.opts.Health.Start(cur, t)
@@ -416,6 +431,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 			// No usage: charge what the gateway can count.
 			res.usage, res.estimated = estimateUsage(req, res.model, data), true
 		}
+		if res.wantServed {
+			res.served = modelOf(data)
+		}
 		if c != nil {
 			c.costHeaders(w.Header(), c.settle(res))
 		}
@@ -566,6 +584,9 @@ func observeEvent(event []byte, clientUsage bool, res *result) bool {
 		data = bytes.TrimSpace(data)
 		if len(data) == 0 || data[0] != '{' {
 			continue // [DONE] and keep-alives
+		}
+		if res.wantServed && res.served == "" {
+			res.served = modelOf(data)
 		}
 		if !bytes.Contains(data, []byte(`"usage"`)) {
 			res.chunks++

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -35,6 +36,10 @@ type Meter struct {
 	OnSoftBudget func(*ledger.Account)
 	// Holder places the holds: in process when nil, or shared on Redis.
 	Holder ledger.Holder
+	// RefuseUnpriced refuses a budgeted request to a deployment whose price
+	// nobody knows (general_settings.unpriced_models: refuse); otherwise it
+	// is served at cost 0 and says so in x-tollgate-unpriced.
+	RefuseUnpriced bool
 	// Log gets the alarm for usage an upstream reported out of bounds
 	// (slog.Default when nil).
 	Log *slog.Logger
@@ -198,14 +203,18 @@ func outputBound(p pricing.Price, req *request) int64 {
 
 // charge is one request's hold on its budgets.
 type charge struct {
-	m       *Meter
-	res     ledger.Hold
-	key     *ledger.Account
-	price   pricing.Price
-	log     store.SpendLog
-	prompt  int64 // estimate used when a stream reports no usage
-	settled bool
-	cost    float64 // what settle booked
+	m     *Meter
+	res   ledger.Hold
+	key   *ledger.Account
+	price pricing.Price
+	// unpriced is the upstream model when no price was known at admission;
+	// the model the upstream says it served may still price it at settle.
+	unpriced string
+	target   *provider.Target
+	log      store.SpendLog
+	prompt   int64 // estimate used when a stream reports no usage
+	settled  bool
+	cost     float64 // what settle booked
 	// What the hold allowed: usage beyond these bounds is clamped to them,
 	// and the cost to worst.
 	promptMax, outputMax int64
@@ -216,21 +225,36 @@ type charge struct {
 // budget_exceeded error LiteLLM clients expect.
 func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
 	accts := m.accounts(p, req.user, model)
-	bound := promptBound(body, cmp.Or(t.D.BaseModel, t.D.Model), t.Price.MaxInputTokens)
-	out := outputBound(t.Price, req)
-	worst := ledger.USD(t.Price.WorstCase(bound, out))
+	upstream := t.UpstreamModel(model)
+	price, priced := t.PriceFor(upstream)
+	if !priced && m.RefuseUnpriced && budgeted(accts) {
+		return nil, apierror.BadRequest("model", "model %q (deployment %s) has no known price, and general_settings.unpriced_models is refuse: a budgeted key may not call it; the operator can set input_cost_per_token and output_cost_per_token or model_info.base_model", req.model, t.D.ID)
+	}
+	bound := promptBound(body, cmp.Or(t.D.BaseModel, upstream), price.MaxInputTokens)
+	out := outputBound(price, req)
+	worst := ledger.USD(price.WorstCase(bound, out))
 	holder := m.Holder
 	if holder == nil {
 		holder = ledger.Local{}
 	}
 	res, err := holder.Reserve(ctx, accts, worst)
+	if un := (*ledger.UnavailableError)(nil); errors.As(err, &un) {
+		// Redis trouble, not a spent budget: 503 with Retry-After, which
+		// SDKs retry (docs/spend-and-limits.md, "Redis trouble").
+		e := apierror.Unavailable(err, "%v", err)
+		e.Code, e.RetryAfter = "budget_unavailable", time.Second
+		return nil, e
+	}
 	if err != nil {
 		e := apierror.BudgetExceeded("%v", err)
 		e.Cause = err
 		return nil, e
 	}
-	c := &charge{m: m, res: res, price: t.Price, prompt: int64(len(body)) / 4,
+	c := &charge{m: m, res: res, price: price, target: t, prompt: int64(len(body)) / 4,
 		promptMax: bound, outputMax: out, worst: worst}
+	if !priced {
+		c.unpriced = upstream
+	}
 	if p.Key != nil {
 		c.key = accts[len(accts)-1]
 		if _, ok := p.Key.ModelMaxBudget[model]; ok {
@@ -283,6 +307,14 @@ func (c *charge) settle(res *result) (cost float64) {
 		return 0
 	}
 	c.settled = true
+	if c.unpriced != "" {
+		if p, ok := c.target.ServedPrice(res.served); ok {
+			// Held at no price: the cap is what this price makes of the
+			// hold's bounds.
+			c.price, c.unpriced = p, ""
+			c.worst = ledger.USD(p.WorstCase(c.promptMax, c.outputMax))
+		}
+	}
 	clamped := c.clamp(&u)
 	// res.usage.prompt counts every prompt token; pricing bills cache
 	// creation apart from the rest.
@@ -377,9 +409,22 @@ func (c *charge) release() {
 	}
 }
 
+// budgeted reports whether any of accts has a budget.
+func budgeted(accts []*ledger.Account) bool {
+	for _, a := range accts {
+		if a.Budget() != ledger.Unlimited {
+			return true
+		}
+	}
+	return false
+}
+
 // costHeaders are set on responses whose cost is known before they are sent.
 func (c *charge) costHeaders(h map[string][]string, cost float64) {
 	h["X-Tollgate-Response-Cost"] = []string{strconv.FormatFloat(cost, 'g', -1, 64)}
+	if c.unpriced == "" {
+		delete(h, "X-Tollgate-Unpriced") // the served model priced it after all
+	}
 	if c.key != nil {
 		h["X-Tollgate-Key-Spend"] = []string{strconv.FormatFloat(c.key.Spent().Dollars(), 'g', -1, 64)}
 	}

@@ -117,6 +117,17 @@ func usageFromChunk(data []byte) (u usage, onlyUsage, ok bool) {
 	return u, onlyUsage, ok
 }
 
+// modelOf is the "model" member of a JSON answer or chunk: the model the
+// upstream says it served.
+func modelOf(body []byte) string {
+	var o jsonbody.Object
+	if o.Reset(body) != nil {
+		return ""
+	}
+	m, _ := o.String("model")
+	return m
+}
+
 // newCallID returns a random request id, unique across replicas.
 func newCallID() string {
 	var b [16]byte

@@ -83,6 +83,9 @@ type Account struct {
 	// taking to Redis. unsynced + carrying is spend the local mirror has
 	// and Redis may not.
 	carrying atomic.Int64
+	// heard is what Redis last said about this account: what remained and
+	// how many replicas were alive (see presence.go).
+	heard heard
 }
 
 // NewAccount returns an account with spend already booked.
@@ -167,6 +170,9 @@ type ExceededError struct {
 	Budget   Amount
 	Need     Amount
 	ResetAt  time.Time
+	// Detail, when set, explains a refusal that is not the budget's own
+	// (a replica cut off from Redis spending only its share).
+	Detail string
 }
 
 func (e *ExceededError) Error() string {
@@ -174,6 +180,9 @@ func (e *ExceededError) Error() string {
 		e.Kind, e.ID, fmtUSD(e.Spent), fmtUSD(e.Reserved), fmtUSD(e.Budget), fmtUSD(e.Need))
 	if !e.ResetAt.IsZero() {
 		msg += "; budget resets at " + e.ResetAt.Format(time.RFC3339)
+	}
+	if e.Detail != "" {
+		msg += "; " + e.Detail
 	}
 	return msg
 }

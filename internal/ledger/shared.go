@@ -46,11 +46,20 @@ func (Local) Reserve(_ context.Context, accounts []*Account, amount Amount) (Hol
 // spend when Redis first sees it, or when the store reports a newer budget
 // period than Redis has. Accounts without a budget stay in process. When
 // Redis does not answer, or Degraded says it is down, holds fall back to the
-// replica's own ledger.
+// replica's own ledger, each budgeted account within this replica's share
+// of what remained (presence.go), or are refused (strict, FailClosed).
 type Shared struct {
 	r        *rscript.Runner
+	tag      string // "{prefix}": one Redis cluster slot for every key
 	prefix   string
+	id       string // this replica, in the presence set
 	LeaseTTL time.Duration
+	// Mode, when set, says how a request's accounts are enforced; it is
+	// asked only when Redis is away. Nil means EnforceDefault.
+	Mode func(accounts []*Account) Enforcement
+	// FailClosed refuses every budgeted request while Redis is away
+	// (litellm_settings.budget_on_redis_failure: fail_closed).
+	FailClosed bool
 	// Degraded, when set, reports that Redis is known to be down.
 	Degraded func() bool
 	// Failed, when set, is told when Redis did not answer a hold or a
@@ -59,6 +68,8 @@ type Shared struct {
 	Failed func(error)
 	log    *slog.Logger
 	warned atomic.Int64 // unix seconds of the last fallback warning
+	alive  atomic.Int64 // replicas the last heartbeat counted
+	left   atomic.Bool  // Leave was called: no more heartbeats
 }
 
 // NewShared returns a Redis holder; prefix namespaces the keys (tests).
@@ -66,20 +77,24 @@ func NewShared(r *rscript.Runner, prefix string, log *slog.Logger) *Shared {
 	if prefix == "" {
 		prefix = "tg"
 	}
-	return &Shared{r: r, prefix: "{" + prefix + "}:bud:", LeaseTTL: 15 * time.Minute, log: log}
+	tag := "{" + prefix + "}"
+	return &Shared{r: r, tag: tag, prefix: tag + ":bud:", id: newReplicaID(), LeaseTTL: 15 * time.Minute, log: log}
 }
 
 func (s *Shared) key(a *Account) string { return s.prefix + a.Kind.String() + ":" + a.ID }
 
 // reserveScript: ARGV = amount, lease, ttl ms, then per key: budget, seed
 // spent, period (reset time in ns; 0 none), and spend this replica booked
-// without Redis that Redis has not seen yet. KEYS come in threes per account:
-// state hash {spent, held, period}, lease amounts hash, lease expiry zset.
+// without Redis that Redis has not seen yet; last, the alive window (ms).
+// KEYS come in threes per account: state hash {spent, held, period}, lease
+// amounts hash, lease expiry zset; last, the presence set. It returns {1,
+// alive, remaining per account} or {0, account, spent, held, alive}.
 var reserveScript = rscript.New(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local amount, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local n = #KEYS / 3
+local n = (#KEYS - 1) / 3
+local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[#ARGV]), '+inf'), 1)
 -- First bring every account up to date (seed, spend booked while Redis was
 -- away, expired holds), so that a refusal below loses none of it.
 for i = 1, n do
@@ -105,25 +120,30 @@ end
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[3*i-2], 'spent', 'held')
   local spent, held = tonumber(v[1] or 0), tonumber(v[2] or 0)
-  if spent + held + amount > tonumber(ARGV[3+4*i-3]) then return {0, i, spent, held} end
+  if spent + held + amount > tonumber(ARGV[3+4*i-3]) then return {0, i, spent, held, alive} end
 end
+local out = {1, alive}
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  redis.call('HINCRBY', k, 'held', amount)
+  local held = redis.call('HINCRBY', k, 'held', amount)
   redis.call('HSET', h, lease, amount)
   redis.call('ZADD', e, now + ttl, lease)
   for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
+  out[2+i] = tonumber(ARGV[3+4*i-3]) - tonumber(redis.call('HGET', k, 'spent')) - held
 end
-return {1}
+return out
 `)
 
-// settleScript: ARGV = actual, lease. Returns the spent of each account,
-// or -1 for an account Redis no longer has (flushed, restarted): its spend
-// is left for the next hold to carry, and reseeds it.
+// settleScript: ARGV = actual, lease, alive window (ms); KEYS as for
+// reserveScript. Returns {alive, then per account spent and held}, spent -1
+// for an account Redis no longer has (flushed, restarted): its spend is left
+// for the next hold to carry, and reseeds it.
 var settleScript = rscript.New(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local actual, lease = tonumber(ARGV[1]), ARGV[2]
-local out = {}
-for i = 1, #KEYS / 3 do
+local out = {math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[3]), '+inf'), 1)}
+for i = 1, (#KEYS - 1) / 3 do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
   local exists = redis.call('EXISTS', k) == 1
   local a = redis.call('HGET', h, lease)
@@ -133,21 +153,28 @@ for i = 1, #KEYS / 3 do
     redis.call('ZREM', e, lease)
   end
   if not exists then
-    out[i] = -1
-  elseif actual > 0 then
-    out[i] = redis.call('HINCRBY', k, 'spent', actual)
+    out[2*i], out[2*i+1] = -1, 0
   else
-    out[i] = tonumber(redis.call('HGET', k, 'spent') or 0)
+    if actual > 0 then
+      out[2*i] = redis.call('HINCRBY', k, 'spent', actual)
+    else
+      out[2*i] = tonumber(redis.call('HGET', k, 'spent') or 0)
+    end
+    out[2*i+1] = tonumber(redis.call('HGET', k, 'held') or 0)
   end
 end
 return out
 `)
 
 // resetScript starts a new period: ARGV = period (ns). Only a newer period
-// resets, so replicas rolling over together reset once.
+// resets, and only once the current one has ended (by Redis's clock), so
+// replicas rolling over together reset once even when they compute
+// different next reset times.
 var resetScript = rscript.New(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000000 + tonumber(t[2]) * 1000
 local cur = tonumber(redis.call('HGET', KEYS[1], 'period') or 0)
-if cur < tonumber(ARGV[1]) then
+if cur < tonumber(ARGV[1]) and cur <= now then
   redis.call('HSET', KEYS[1], 'spent', 0, 'period', ARGV[1])
 end
 return 1
@@ -177,21 +204,38 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 			h.shared = append(h.shared, a)
 		}
 	}
-	if len(h.shared) == 0 || (s.Degraded != nil && s.Degraded()) {
-		return s.local(ctx, accounts, amount, h.shared)
+	if len(h.shared) == 0 {
+		return s.local(ctx, accounts, amount, nil)
+	}
+	// While Redis is known to be down, a request spends its share; one
+	// enforced strictly still asks Redis (which may be back already)
+	// rather than be refused on a stale verdict.
+	if s.Degraded != nil && s.Degraded() && !s.closed(accounts) {
+		return s.offline(accounts, amount, h.shared, "Redis is unreachable")
 	}
 	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds()}
 	for _, a := range h.shared {
 		k := s.key(a)
 		h.keys = append(h.keys, k, k+":h", k+":e")
 		// Spend booked while Redis was away goes with this hold, and with
-		// no other: concurrent holds must not each carry it.
-		pending := a.unsynced.Swap(0)
-		a.carrying.Add(pending)
+		// no other: concurrent holds must not each carry it. It moves to
+		// carrying before it leaves unsynced, so that a share check in
+		// between counts it twice rather than not at all.
+		var pending int64
+		for {
+			pending = a.unsynced.Load()
+			a.carrying.Add(pending)
+			if a.unsynced.CompareAndSwap(pending, 0) {
+				break
+			}
+			a.carrying.Add(-pending)
+		}
 		h.pending = append(h.pending, pending)
 		seed := a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
 		args = append(args, int64(a.Budget()), seed, a.resetAt.Load(), pending)
 	}
+	h.keys = append(h.keys, s.presenceKey())
+	args = append(args, AliveWindow.Milliseconds())
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	h.lease = hex.EncodeToString(b[:])
@@ -213,23 +257,31 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 				h.releaseLease()
 			}
 		}()
-		return s.local(ctx, accounts, amount, h.shared)
+		return s.offline(accounts, amount, h.shared, "Redis did not answer")
 	}
-	h.landed(true)
-	if len(res) == 4 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
+	if len(res) == 5 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
+		h.landed(true)
 		a := h.shared[res[1]-1]
+		a.hear(a.Budget()-Amount(res[2]+res[3]), res[4])
 		return nil, &ExceededError{Kind: a.Kind, ID: a.ID, Spent: Amount(res[2]), Reserved: Amount(res[3]),
 			Budget: a.Budget(), Need: amount, ResetAt: a.ResetAt()}
 	}
+	if len(res) == 2+len(h.shared) && res[0] == 1 {
+		// Heard before the pending spend stops counting as carried, so a
+		// share check never misses it.
+		for i, a := range h.shared {
+			a.hear(Amount(res[2+i]), res[1])
+		}
+	}
+	h.landed(true)
 	for _, a := range h.others { // in-process bookkeeping of the unbudgeted ones
 		a.used.Add(int64(amount))
 	}
 	return h, nil
 }
 
-// local holds in process while Redis is away; spend settled on the
-// budgeted accounts is remembered for Redis.
-func (s *Shared) local(ctx context.Context, accounts []*Account, amount Amount, budgeted []*Account) (Hold, error) {
+// local holds in process: requests without a budgeted account.
+func (s *Shared) local(_ context.Context, accounts []*Account, amount Amount, budgeted []*Account) (Hold, error) {
 	r, err := Reserve(accounts, amount)
 	if err != nil {
 		return nil, err
@@ -243,11 +295,12 @@ type localHold struct {
 }
 
 func (l *localHold) Settle(actual Amount) []*Account {
-	soft := l.r.Settle(actual)
+	// unsynced first: a share check racing this counts the spend twice
+	// for a moment (refusing), never not at all.
 	for _, a := range l.budgeted {
 		a.unsynced.Add(int64(actual))
 	}
-	return soft
+	return l.r.Settle(actual)
 }
 
 func (l *localHold) Release() { l.r.Release() }
@@ -274,7 +327,7 @@ func (h *sharedHold) Release() { h.finish(0, false) }
 // goes back to be carried by a later hold.
 func (h *sharedHold) landed(taken bool) {
 	for i, a := range h.shared {
-		if !taken {
+		if !taken { // back to unsynced before carrying lets go of it
 			a.unsynced.Add(h.pending[i])
 		}
 		a.carrying.Add(-h.pending[i])
@@ -287,7 +340,7 @@ func (h *sharedHold) landed(taken bool) {
 func (h *sharedHold) releaseLease() {
 	for wait := 500 * time.Millisecond; ; wait *= 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := h.s.r.Run(ctx, settleScript, h.keys, 0, h.lease)
+		_, err := h.s.r.Run(ctx, settleScript, h.keys, 0, h.lease, AliveWindow.Milliseconds())
 		cancel()
 		if err = rscript.Final(err); err == nil || wait > 16*time.Second {
 			return
@@ -320,11 +373,15 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 	if !spend {
 		actual = 0
 	}
-	res, err := rscript.Int64s(h.s.r.Run(ctx, settleScript, h.keys, int64(actual), h.lease))
+	res, err := rscript.Int64s(h.s.r.Run(ctx, settleScript, h.keys, int64(actual), h.lease, AliveWindow.Milliseconds()))
+	if err == nil && len(res) != 1+2*len(h.shared) {
+		err = fmt.Errorf("redis: settle reply has %d values for %d accounts", len(res), len(h.shared))
+	}
 	for i, a := range h.shared {
 		switch {
-		case err == nil && i < len(res) && res[i] >= 0:
-			mirror(a, res[i]) // headers, metrics, soft budgets
+		case err == nil && res[1+2*i] >= 0:
+			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), res[0])
+			mirror(a, res[1+2*i]) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
 			a.unsynced.Add(int64(actual))

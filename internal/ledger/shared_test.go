@@ -308,3 +308,101 @@ func holdTogether(t *testing.T, s *ledger.Shared, key *ledger.Account, n int) {
 	}
 	wg.Wait()
 }
+
+// TestSharedShareWhileCutOff: two replicas announce themselves; one that
+// loses Redis may hold on a budget only its share of what remained when it
+// last heard (remaining / replicas alive), minus what it spent or holds
+// since; strict mode and fail-closed refuse budgeted holds at once and
+// serve unbudgeted ones; back on Redis the offline spend lands once.
+func TestSharedShareWhileCutOff(t *testing.T) {
+	m := miniredis.RunT(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	a := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
+	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
+	for _, s := range []*ledger.Shared{a, b} {
+		if n, err := s.Heartbeat(ctx); err != nil || n < 1 {
+			t.Fatal(n, err)
+		}
+	}
+	var down atomic.Bool
+	a.Degraded = down.Load
+	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+	h, err := a.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(0.2))
+	if rem, alive := key.LastHeard(); rem != ledger.USD(0.8) || alive != 2 {
+		t.Fatalf("last heard %v remaining, %d alive; want 0.8, 2", rem.Dollars(), alive)
+	}
+	// Replica B holds 0.2 after A last heard; A is then cut off.
+	if _, err := b.Reserve(ctx, []*ledger.Account{ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))}, ledger.USD(0.2)); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	tests := []struct {
+		name   string
+		amount float64
+		admit  bool
+	}{
+		{"within the share", 0.3, true},
+		{"past the share (0.3 + 0.2 > 0.8/2)", 0.2, false},
+		{"the share's rest", 0.1, true},
+		{"nothing left of the share", 0.01, false},
+	}
+	var holds []ledger.Hold
+	for _, tt := range tests {
+		h, err := a.Reserve(ctx, []*ledger.Account{key}, ledger.USD(tt.amount))
+		var un *ledger.UnavailableError
+		switch {
+		case tt.admit && err != nil:
+			t.Fatalf("%s: refused: %v", tt.name, err)
+		case !tt.admit && !errors.As(err, &un):
+			t.Fatalf("%s: want a 503-kind refusal, got %v", tt.name, err)
+		case tt.admit:
+			holds = append(holds, h)
+		}
+	}
+	for _, h := range holds {
+		h.Settle(ledger.USD(0.2)) // 0.4 in all, booked offline
+	}
+
+	modes := []struct {
+		name  string
+		setup func(s *ledger.Shared)
+	}{
+		{"strict", func(s *ledger.Shared) {
+			s.Mode = func([]*ledger.Account) ledger.Enforcement { return ledger.EnforceStrict }
+		}},
+		{"fail-closed", func(s *ledger.Shared) { s.FailClosed = true }},
+	}
+	for _, tt := range modes {
+		s := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
+		s.Degraded = func() bool { return true }
+		m.Close() // Redis is really away: a strict hold asks it, and is refused
+		tt.setup(s)
+		other := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+		var un *ledger.UnavailableError
+		if _, err := s.Reserve(ctx, []*ledger.Account{other}, ledger.USD(0.01)); !errors.As(err, &un) {
+			t.Fatalf("%s: a budgeted hold without Redis: %v", tt.name, err)
+		}
+		free := ledger.NewAccount(ledger.KindKey, "free", 0, ledger.Unlimited)
+		if _, err := s.Reserve(ctx, []*ledger.Account{free}, ledger.USD(0.01)); err != nil {
+			t.Fatalf("%s: an unbudgeted hold without Redis: %v", tt.name, err)
+		}
+		if err := m.Restart(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	down.Store(false)
+	h, err = a.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.01))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	if got, want := m.HGet("{t}:bud:key:k", "spent"), strconv.FormatInt(int64(ledger.USD(0.6)), 10); got != want {
+		t.Fatalf("Redis spent %s after the cut, want %s (0.2 + the offline 0.4, once)", got, want)
+	}
+}

@@ -96,18 +96,45 @@ func Build(d *config.Deployment) (*Target, error) {
 	for k, v := range d.Headers {
 		t.header.Set(k, v)
 	}
-	t.Price, t.Priced = priceOf(d)
+	t.Price, t.Priced = DeploymentPrice(d)
 	return t, nil
 }
 
-// priceOf is the table price of the deployment's base_model (else its
-// model), with the config's per-token overrides on top. Overriding only the
-// input price scales the table's cache prices by the same factor.
-func priceOf(d *config.Deployment) (pricing.Price, bool) {
+// DeploymentPrice is the table price of the deployment's base_model (else
+// its model), with the config's per-token overrides on top.
+func DeploymentPrice(d *config.Deployment) (pricing.Price, bool) {
 	name := d.BaseModel
 	if name == "" {
 		name = d.Model
 	}
+	return priceAs(d, name)
+}
+
+// PriceFor is the price of a request this target sends upstream as model:
+// the deployment's own (its overrides, base_model or model) when it has one;
+// else, on a wildcard route, the table's price of the model forwarded. The
+// second result is false when nobody knows a price.
+func (t *Target) PriceFor(model string) (pricing.Price, bool) {
+	if t.Priced || !t.wildcard || model == "" {
+		return t.Price, t.Priced
+	}
+	return priceAs(t.D, model)
+}
+
+// ServedPrice is the table's price of the model an upstream says it served,
+// for a deployment whose own price is unknown (a fine-tune, an Azure
+// deployment name): the last place a price can come from.
+func (t *Target) ServedPrice(served string) (pricing.Price, bool) {
+	if served == "" {
+		return pricing.Price{}, false
+	}
+	return priceAs(t.D, served)
+}
+
+// priceAs is the table price of name as the deployment's provider serves
+// it, with the deployment's per-token overrides on top. Overriding only the
+// input price scales the table's cache prices by the same factor.
+func priceAs(d *config.Deployment, name string) (pricing.Price, bool) {
 	p, ok := pricing.Lookup(d.Provider, name)
 	if in := d.InputCostPerToken; in != nil && p.InputPerToken > 0 {
 		// An input price override keeps the model's cache discounts: the
@@ -145,6 +172,10 @@ func (t *Target) UpstreamModel(requested string) string {
 	}
 	return requested
 }
+
+// Wildcard reports whether the target forwards the client's model name (its
+// price is then the forwarded model's, request by request).
+func (t *Target) Wildcard() bool { return t.wildcard }
 
 // Serves reports whether the target's dialect has an endpoint for op.
 func (t *Target) Serves(op Op) bool { return t.urls[op] != "" }

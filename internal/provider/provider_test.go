@@ -132,10 +132,10 @@ func TestPriceOverrides(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, ok := priceOf(&tt.d)
+			p, ok := DeploymentPrice(&tt.d)
 			near := func(a, b float64) bool { return a-b < 1e-18 && b-a < 1e-18 }
 			if ok != tt.priced || !near(p.InputPerToken, tt.in) || !near(p.OutputPerToken, tt.out) || !near(p.CacheReadPerToken, tt.cacheRead) {
-				t.Fatalf("priceOf = %+v %v; want in %g out %g cache read %g priced %v", p, ok, tt.in, tt.out, tt.cacheRead, tt.priced)
+				t.Fatalf("DeploymentPrice = %+v %v; want in %g out %g cache read %g priced %v", p, ok, tt.in, tt.out, tt.cacheRead, tt.priced)
 			}
 		})
 	}

@@ -17,6 +17,15 @@ type Router struct {
 	groups    map[string]*Group
 	wildcards []*Group // patterns, most specific (longest literal prefix) first
 	aliases   map[string]string
+	disabled  []Disabled
+	// unservable are model names all of whose deployments are disabled.
+	unservable map[string]string
+}
+
+// Disabled is a deployment the router does not serve, and why.
+type Disabled struct {
+	D      *config.Deployment
+	Reason string
 }
 
 // Group is the set of deployments behind one public model name.
@@ -53,9 +62,17 @@ func New(deps []config.Deployment, set Settings) (*Router, error) {
 		return nil, fmt.Errorf("router_settings.routing_strategy: unknown strategy %q (one of %s)", set.Strategy, strings.Join(Strategies, ", "))
 	}
 	aliases := set.Aliases
-	r := &Router{groups: map[string]*Group{}, aliases: aliases}
+	r := &Router{groups: map[string]*Group{}, aliases: aliases, unservable: map[string]string{}}
 	for i := range deps {
 		d := &deps[i]
+		if !provider.Supported(d.Provider) {
+			// A LiteLLM config may name any of LiteLLM's providers: one
+			// Tollgate cannot forward to disables its deployment, and the
+			// rest of the model list is served.
+			r.disabled = append(r.disabled, Disabled{D: d, Reason: fmt.Sprintf(
+				"provider %q is not served by Tollgate (model %s/%s); this deployment is disabled", d.Provider, d.Provider, d.Model)})
+			continue
+		}
 		t, err := provider.Build(d)
 		if err != nil {
 			return nil, err
@@ -82,12 +99,57 @@ func New(deps []config.Deployment, set Settings) (*Router, error) {
 	slices.SortStableFunc(r.wildcards, func(a, b *Group) int {
 		return len(literalPrefix(b.Name)) - len(literalPrefix(a.Name))
 	})
+	for _, x := range r.disabled {
+		if _, ok := r.groups[x.D.ModelName]; !ok {
+			if _, seen := r.unservable[x.D.ModelName]; !seen {
+				r.unservable[x.D.ModelName] = x.Reason
+			}
+		}
+	}
 	for alias, target := range aliases {
+		if _, disabled := r.unservable[target]; disabled {
+			continue
+		}
 		if _, ok := r.groups[target]; !ok && r.matchPattern(target) == nil {
 			return nil, fmt.Errorf("router_settings.model_group_alias: %q points at unknown model %q", alias, target)
 		}
 	}
 	return r, nil
+}
+
+// Disabled lists the deployments the router does not serve, in config order.
+func (r *Router) Disabled() []Disabled { return r.disabled }
+
+// DisabledReason is why the deployment with this id is not served; "" when
+// it is served (or unknown).
+func (r *Router) DisabledReason(id string) string {
+	for _, x := range r.disabled {
+		if x.D.ID == id {
+			return x.Reason
+		}
+	}
+	return ""
+}
+
+// Unservable says why model (a model name or an alias of one) has no
+// deployment left to serve it, with the access groups its deployments
+// named; "" when it has one, or is unknown.
+func (r *Router) Unservable(model string) (reason string, accessGroups []string) {
+	if target, ok := r.aliases[model]; ok {
+		model = target
+	}
+	if _, ok := r.Group(model); ok {
+		return "", nil
+	}
+	reason = r.unservable[model]
+	if reason != "" {
+		for _, x := range r.disabled {
+			if x.D.ModelName == model {
+				accessGroups = append(accessGroups, x.D.AccessGroups...)
+			}
+		}
+	}
+	return reason, accessGroups
 }
 
 // Group returns the group serving model: an exact model_name, then a

@@ -2,6 +2,8 @@ package router
 
 import (
 	"math"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,5 +184,47 @@ func TestStrategies(t *testing.T) {
 	})
 	if _, err := New([]config.Deployment{cheap}, Settings{Strategy: "fastest"}); err == nil {
 		t.Error("an unknown strategy was accepted")
+	}
+}
+
+// TestUnservedProviderIsDisabled: a deployment whose provider Tollgate does
+// not serve is left out with its reason, not an error; its group serves with
+// the deployments left, and a group with none left says why.
+func TestUnservedProviderIsDisabled(t *testing.T) {
+	bedrock := config.Deployment{ModelName: "claude", Provider: "bedrock", Model: "anthropic.claude-3", ID: "bedrock-1"}
+	vertex := config.Deployment{ModelName: "mixed", Provider: "vertex_ai", Model: "gemini-1.5-pro", ID: "vertex-1", AccessGroups: []string{"beta"}}
+	r, err := New([]config.Deployment{bedrock, vertex, dep("mixed", "a", 0, 0)},
+		Settings{Aliases: map[string]string{"claude-latest": "claude"}})
+	if err != nil {
+		t.Fatalf("a config with an unserved provider does not build: %v", err)
+	}
+	tests := []struct {
+		id, reason string
+	}{
+		{"bedrock-1", `provider "bedrock" is not served by Tollgate`},
+		{"vertex-1", `provider "vertex_ai" is not served by Tollgate`},
+		{"mixed/a", ""},
+	}
+	for _, tt := range tests {
+		if got := r.DisabledReason(tt.id); !strings.Contains(got, tt.reason) || (tt.reason == "") != (got == "") {
+			t.Errorf("DisabledReason(%s) = %q, want %q", tt.id, got, tt.reason)
+		}
+	}
+	if g, ok := r.Group("mixed"); !ok || len(g.Targets) != 1 || g.Targets[0].D.ID != "mixed/a" {
+		t.Fatalf("mixed group = %+v", g)
+	}
+	if _, ok := r.Group("claude"); ok {
+		t.Fatal("a group with no deployment left is served")
+	}
+	for _, model := range []string{"claude", "claude-latest"} {
+		if why, _ := r.Unservable(model); !strings.Contains(why, "bedrock") {
+			t.Errorf("Unservable(%s) = %q", model, why)
+		}
+	}
+	if why, _ := r.Unservable("mixed"); why != "" {
+		t.Errorf("Unservable(mixed) = %q", why)
+	}
+	if len(r.Disabled()) != 2 || slices.Contains(r.Names(), "claude") {
+		t.Errorf("disabled %d, names %v", len(r.Disabled()), r.Names())
 	}
 }

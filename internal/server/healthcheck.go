@@ -62,6 +62,7 @@ func checkTarget(ctx context.Context, t *provider.Target) error {
 
 // checkAll checks every deployment at once and feeds the router: a
 // deployment that fails gets no traffic until a later check passes.
+// Disabled deployments are reported unhealthy without a request.
 func (s *Server) checkAll(ctx context.Context) *healthReport {
 	rt := s.gw.Router()
 	rep := &healthReport{Healthy: []endpointHealth{}, Unhealthy: []endpointHealth{}, CheckedAt: time.Now().UTC()}
@@ -88,6 +89,11 @@ func (s *Server) checkAll(ctx context.Context) *healthReport {
 		}
 	}
 	wg.Wait()
+	// Deployments the router disabled (a provider Tollgate does not serve)
+	// are unhealthy, with the reason, as LiteLLM lists one it cannot load.
+	for _, x := range rt.Disabled() {
+		rep.Unhealthy = append(rep.Unhealthy, endpointHealth{Model: x.D.ModelName, ID: x.D.ID, APIBase: x.D.APIBase, Error: x.Reason})
+	}
 	rep.HealthyN, rep.UnhealthN = len(rep.Healthy), len(rep.Unhealthy)
 	return rep
 }

@@ -50,6 +50,9 @@ type Options struct {
 	// RedisPrefix namespaces this gateway's Redis keys (default "tg"); tests
 	// sharing one Redis give each run its own.
 	RedisPrefix string
+	// BudgetSweepInterval is how often budget periods that ended are rolled
+	// over without traffic (default 1 minute).
+	BudgetSweepInterval time.Duration
 }
 
 // Server is one gateway process's serving state.
@@ -62,6 +65,7 @@ type Server struct {
 	handler    http.Handler // mux behind the panic recovery and the body deadline
 	snap       *auth.Snapshot
 	writer     *ledger.Writer
+	book       *ledger.Book
 	limits     *gateway.Limits
 	shared     *ledger.Shared // budgets on Redis; nil without one
 	redis      *rscript.Runner
@@ -76,7 +80,6 @@ type Server struct {
 	modelsSig  string              // ids and update times of dbModels
 	health     *router.Health
 	metrics    *metrics.Metrics
-	book       *ledger.Book
 	closeOnce  sync.Once
 	routes     []string
 	// inflight counts handlers running; closing is set when a shutdown
@@ -97,6 +100,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if opts.ResyncInterval <= 0 {
 		opts.ResyncInterval = 500 * time.Millisecond
+	}
+	if opts.BudgetSweepInterval <= 0 {
+		opts.BudgetSweepInterval = time.Minute
 	}
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), health: router.NewHealth(), idle: make(chan struct{}, 1)}
 	s.cfg.Store(cfg)
@@ -191,7 +197,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			}
 		}
 		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap, Log: opts.Logger,
-			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget}
+			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget,
+			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse"}
 	}
 	var rc *rscript.Runner
 	if url := cfg.RedisURL(); url != "" {
@@ -213,6 +220,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		shared := ledger.NewShared(rc, opts.RedisPrefix, opts.Logger)
 		shared.Degraded = limits.Limiter.Degraded
 		shared.Failed = limits.Limiter.Degrade // one outage switch for limits and budgets
+		shared.Mode = s.enforcement
+		shared.FailClosed = cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed"
 		gopts.Meter.Holder = shared
 		s.shared = shared
 	}
@@ -252,9 +261,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 				_, until := s.health.CoolingDown(id)
 				return until, s.health.Healthy(id)
 			},
+			Disabled: func(id string) string { return s.gw.Router().DisabledReason(id) },
 		}).WithPricer(func(model string) (pricing.Price, bool) {
-			if g, ok := rt.Group(model); ok {
-				return g.Targets[0].Price, g.Targets[0].Priced
+			if g, ok := s.gw.Router().Group(model); ok {
+				t := g.Targets[0]
+				return t.PriceFor(t.UpstreamModel(model))
 			}
 			return pricing.Lookup("", model)
 		}).Register(s)
@@ -291,6 +302,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopBG()
 	go s.resync(bg)
 	go s.backgroundChecks(bg)
+	go s.sweepBudgets(bg)
+	if s.shared != nil {
+		go s.shared.Announce(bg)
+	}
 	select {
 	case err := <-errc:
 		s.drain(cancelBase, srv)
@@ -376,6 +391,11 @@ func (s *Server) Close() {
 		s.limits.Limiter.Close()
 		if s.redis != nil {
 			defer s.redis.Close() // last: requests still draining settle on it
+		}
+		if s.shared != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			s.shared.Leave(ctx) // the other replicas' shares grow at once
+			cancel()
 		}
 		if s.writer == nil {
 			return
@@ -469,7 +489,7 @@ func warnUnpriced(rt *router.Router, log *slog.Logger) {
 	for _, name := range rt.GroupNames() {
 		g, _ := rt.Group(name)
 		for _, t := range g.Targets {
-			if !t.Priced && t.D.Provider != "demo" && t.D.Model != "" {
+			if !t.Priced && t.D.Provider != "demo" && !t.Wildcard() {
 				log.Warn("deployment has no known price: its requests cost 0 and budgets do not bind on it; set input_cost_per_token and output_cost_per_token (or model_info.base_model)",
 					"model_group", name, "deployment", t.D.ID, "model", t.D.Provider+"/"+t.D.Model)
 			}
@@ -484,8 +504,14 @@ func (s *Server) buildRouter(cfg *config.Config) (*router.Router, error) {
 	s.modelsMu.Lock()
 	deps := append(append([]config.Deployment{}, cfg.Deployments...), s.dbModels...)
 	s.modelsMu.Unlock()
-	return router.New(deps, router.Settings{Aliases: cfg.RouterSettings.ModelGroupAlias, Strategy: pol.Strategy,
+	rt, err := router.New(deps, router.Settings{Aliases: cfg.RouterSettings.ModelGroupAlias, Strategy: pol.Strategy,
 		AllowedFails: pol.AllowedFails, Cooldown: pol.Cooldown, Health: s.health})
+	if err == nil {
+		for _, x := range rt.Disabled() {
+			s.log.Error("deployment disabled", "model_group", x.D.ModelName, "deployment", x.D.ID, "reason", x.Reason)
+		}
+	}
+	return rt, err
 }
 
 // deploymentStates reports each deployment's state for the metrics.

@@ -55,10 +55,22 @@ func startSpend(t *testing.T, st store.Store, mockOpts mockupstream.Options, ext
 // items, {{UP}} for the mock's URL) and server options.
 func startSpendWith(t *testing.T, st store.Store, mockOpts mockupstream.Options, models, extra string, opts Options) *spendEnv {
 	t.Helper()
+	return startConfigWith(t, st, mockOpts, strings.Replace(pricedConfig, "general_settings:", models+"general_settings:", 1)+extra, opts)
+}
+
+// startConfig serves yaml (upstream URLs written {{UP}}, pointing at a
+// mock with mockOpts) on st, on a real listener.
+func startConfig(t *testing.T, st store.Store, mockOpts mockupstream.Options, yaml string) *spendEnv {
+	t.Helper()
+	return startConfigWith(t, st, mockOpts, yaml, Options{})
+}
+
+// startConfigWith is startConfig with server options.
+func startConfigWith(t *testing.T, st store.Store, mockOpts mockupstream.Options, yaml string, opts Options) *spendEnv {
+	t.Helper()
 	mock := mockupstream.New(mockOpts)
 	up := httptest.NewServer(mock)
 	t.Cleanup(up.Close)
-	yaml := strings.Replace(pricedConfig, "general_settings:", models+"general_settings:", 1) + extra
 	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", up.URL)))
 	if err != nil {
 		t.Fatal(err)

@@ -446,40 +446,54 @@ var kindTables = map[store.Kind][2]string{
 	store.KindTeam: {"teams", "team_id"}, store.KindEndUser: {"end_users", "user_id"},
 }
 
-// ResetBudget starts a new budget period for one entity.
+// ResetBudget starts a new budget period for one entity. It is
+// conditional on the period it ends: only a stored reset time that has
+// passed, and is before next, is replaced, and the update applies only to
+// the record as read (so replicas sweeping at once reset once, and a late
+// reset never zeroes the current period's spend).
 func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next time.Time) error {
 	t, ok := kindTables[kind]
 	if !ok {
 		return fmt.Errorf("unknown kind %q", kind)
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		var stored string
-		err := tx.QueryRowContext(ctx, fmt.Sprintf(`SELECT data FROM %s WHERE %s = $1`, t[0], t[1]), id).Scan(&stored)
-		if err != nil {
-			return classify(err)
-		}
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(stored), &rec); err != nil {
-			return err
-		}
-		// A reset that arrives late (another replica already started this
-		// period, or a later one) must not zero the current period's spend.
-		if cur, ok := rec["budget_reset_at"].(string); ok {
-			if at, err := time.Parse(time.RFC3339Nano, cur); err == nil && !at.Before(next) {
-				return nil
+	for range 5 {
+		done := true
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			var data string
+			err := tx.QueryRowContext(ctx, fmt.Sprintf(`SELECT data FROM %s WHERE %s = $1`, t[0], t[1]), id).Scan(&data)
+			if err != nil {
+				return classify(err)
 			}
-		}
-		rec["budget_reset_at"] = next.UTC()
-		now := time.Now().UTC()
-		rec["updated_at"] = now
-		data, err := encode(rec)
-		if err != nil {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(data), &rec); err != nil {
+				return err
+			}
+			now := time.Now().UTC()
+			if cur, ok := rec["budget_reset_at"].(string); ok {
+				if at, err := time.Parse(time.RFC3339Nano, cur); err == nil && (!at.Before(next) || at.After(now)) {
+					return nil // this period, or a later one, has started already
+				}
+			}
+			rec["budget_reset_at"] = next.UTC()
+			rec["updated_at"] = now
+			enc, err := encode(rec)
+			if err != nil {
+				return err
+			}
+			res, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = 0, data = $1, updated_at = $2 WHERE %s = $3 AND data = $4`, t[0], t[1]),
+				enc, micros(now), id, data)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			done = err == nil && n > 0 // else changed since read: read again
+			return err
+		})
+		if err != nil || done {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = 0, data = $1, updated_at = $2 WHERE %s = $3`, t[0], t[1]),
-			data, micros(now), id)
-		return err
-	})
+	}
+	return fmt.Errorf("reset %s %s: the record kept changing", kind, id)
 }
 
 // SetSpend overwrites an entity's spend (an operator edit).

@@ -1,0 +1,258 @@
+package ledger
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/rscript"
+)
+
+// Replicas sharing budgets on Redis announce themselves: each beats into a
+// sorted set every HeartbeatEvery, scored with Redis's clock, and a replica
+// heard from within AliveWindow counts as alive. The hold and settle scripts
+// count the live replicas themselves and return, per budgeted account, what
+// remained (budget − spent − held) and how many replicas were alive: the
+// request path learns both with no extra round trip.
+//
+// When a replica loses Redis it may spend on each budgeted account only its
+// share of what remained when it last heard: remaining / alive, minus what it
+// has booked or holds since that Redis does not know. The replicas cut off
+// together can therefore overspend a budget by at most the sum of their
+// shares (see docs/spend-and-limits.md, "Redis trouble"). In strict mode, or
+// with FailClosed, a replica without Redis refuses budgeted requests instead.
+const (
+	HeartbeatEvery = time.Second
+	AliveWindow    = 5 * time.Second
+)
+
+// Enforcement is how a request's budgets are enforced.
+type Enforcement uint8
+
+const (
+	// EnforceDefault: without Redis, a replica spends its share.
+	EnforceDefault Enforcement = iota
+	// EnforceStrict: spend never passes a budget; without Redis, budgeted
+	// requests are refused.
+	EnforceStrict
+)
+
+// ParseEnforcement reads "default" or "strict" ("" is default).
+func ParseEnforcement(s string) (Enforcement, error) {
+	switch strings.TrimSpace(s) {
+	case "", "default":
+		return EnforceDefault, nil
+	case "strict":
+		return EnforceStrict, nil
+	}
+	return EnforceDefault, fmt.Errorf("unknown budget_enforcement %q (valid: default, strict)", s)
+}
+
+func (e Enforcement) String() string {
+	if e == EnforceStrict {
+		return "strict"
+	}
+	return "default"
+}
+
+// heard is what Redis last said about an account.
+type heard struct {
+	remaining atomic.Int64 // budget − spent − held on Redis, Amount
+	alive     atomic.Int64 // replicas alive then; 0 when never heard
+}
+
+func (a *Account) hear(remaining Amount, alive int64) {
+	a.heard.remaining.Store(int64(remaining))
+	a.heard.alive.Store(max(alive, 1))
+}
+
+// LastHeard is what Redis last said about the account: what remained of its
+// budget (net of every replica's holds) and how many replicas were alive.
+// alive is 0 when this replica has not heard about the account.
+func (a *Account) LastHeard() (remaining Amount, alive int64) {
+	return Amount(a.heard.remaining.Load()), a.heard.alive.Load()
+}
+
+// UnavailableError refuses a budgeted request that cannot be checked:
+// Redis is unreachable and the mode is strict or fail-closed, or this
+// replica's share of what remained is spent. A retry may succeed once Redis
+// answers again.
+type UnavailableError struct {
+	Kind Kind
+	ID   string
+	Msg  string
+}
+
+func (e *UnavailableError) Error() string { return e.Msg }
+
+// newReplicaID names this replica in the presence set.
+func newReplicaID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// heartbeatScript: KEYS[1] = presence set; ARGV = replica id, alive window
+// (ms). It returns the replicas alive.
+var heartbeatScript = rscript.New(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 10 * window)
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return redis.call('ZCOUNT', KEYS[1], now - window, '+inf')
+`)
+
+func (s *Shared) presenceKey() string { return s.tag + ":replicas" }
+
+// Heartbeat announces this replica and returns how many are alive.
+func (s *Shared) Heartbeat(ctx context.Context) (int64, error) {
+	if s.left.Load() {
+		return s.alive.Load(), nil
+	}
+	v, err := s.r.Run(ctx, heartbeatScript, []string{s.presenceKey()}, s.id, AliveWindow.Milliseconds())
+	if err != nil {
+		return 0, err
+	}
+	n, ok := v.(int64)
+	if !ok {
+		return 0, fmt.Errorf("redis: heartbeat reply %T", v)
+	}
+	s.alive.Store(n)
+	return n, nil
+}
+
+// Alive is the number of replicas the last heartbeat counted (0 before one).
+func (s *Shared) Alive() int64 { return s.alive.Load() }
+
+// Announce beats every HeartbeatEvery until ctx ends.
+func (s *Shared) Announce(ctx context.Context) {
+	t := time.NewTicker(HeartbeatEvery)
+	defer t.Stop()
+	for {
+		hctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, _ = s.Heartbeat(hctx) // a failure shows in the holds, which fall back
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Leave takes this replica out of the presence set (a graceful stop), so
+// the others' shares grow at once rather than after AliveWindow.
+func (s *Shared) Leave(ctx context.Context) {
+	if s.left.Swap(true) {
+		return
+	}
+	_, _ = s.r.Submit(ctx, "zrem", s.presenceKey(), s.id)
+}
+
+// closed reports whether a budgeted request must be refused rather than
+// spend a share while Redis is away.
+func (s *Shared) closed(accounts []*Account) bool {
+	return s.FailClosed || (s.Mode != nil && s.Mode(accounts) == EnforceStrict)
+}
+
+// offline holds in process while Redis is away: on each budgeted account
+// only within this replica's share; spend settled on them is remembered
+// for Redis.
+func (s *Shared) offline(accounts []*Account, amount Amount, budgeted []*Account, cause string) (Hold, error) {
+	if len(budgeted) > 0 && s.closed(accounts) {
+		a, why := budgeted[0], "budget_enforcement is strict"
+		if s.FailClosed {
+			why = "budget_on_redis_failure is fail_closed"
+		}
+		return nil, &UnavailableError{Kind: a.Kind, ID: a.ID, Msg: fmt.Sprintf(
+			"budgets cannot be checked right now (%s) and %s, so %s %s's budget admits nothing until it is back: retry shortly",
+			cause, why, a.Kind, a.ID)}
+	}
+	for i, a := range accounts {
+		ok := true
+		isShared := false
+		for _, b := range budgeted {
+			isShared = isShared || b == a
+		}
+		if isShared {
+			ok = s.tryShare(a, amount)
+		} else {
+			ok = a.tryReserve(amount)
+		}
+		if ok {
+			continue
+		}
+		for _, done := range accounts[:i] {
+			done.used.Add(-int64(amount))
+		}
+		return nil, s.shareRefusal(a, amount)
+	}
+	return &localHold{r: &Reservation{accounts: accounts, amount: amount}, budgeted: budgeted}, nil
+}
+
+// share is what this replica may spend on a while cut off, as last heard:
+// remaining / alive. An account never heard of takes what the local view
+// leaves and the replicas the last heartbeat counted (one when none did).
+func (s *Shared) share(a *Account) (remaining Amount, alive int64) {
+	remaining, alive = a.LastHeard()
+	if alive == 0 {
+		remaining = a.Budget() - Amount(a.spent.Load()-a.unsynced.Load()-a.carrying.Load())
+		alive = max(s.alive.Load(), 1)
+	}
+	return remaining, alive
+}
+
+// offlineUsed is what this replica has booked or holds on a that Redis
+// does not know: spend settled without it, and local holds.
+func offlineUsed(a *Account) Amount {
+	// spent first: a settle adds to unsynced before spent, so a read that
+	// races it counts the spend twice (refusing), never not at all.
+	spent := a.spent.Load()
+	off := a.unsynced.Load() + a.carrying.Load()
+	return Amount(a.used.Load() - spent + off)
+}
+
+// tryShare holds amt on a within both its budget and this replica's share.
+// The share's ceiling on used is spent − (unsynced + carrying) + share, so
+// a CAS on used keeps concurrent holds within it.
+func (s *Shared) tryShare(a *Account, amt Amount) bool {
+	remaining, alive := s.share(a)
+	share := remaining / Amount(alive)
+	for {
+		spent := a.spent.Load()
+		ceiling := min(Amount(spent-a.unsynced.Load()-a.carrying.Load())+share, a.Budget())
+		used := a.used.Load()
+		if Amount(used)+amt > ceiling {
+			return false
+		}
+		if a.used.CompareAndSwap(used, used+int64(amt)) {
+			return true
+		}
+	}
+}
+
+// shareRefusal says why a could not hold amt while Redis is away: its
+// budget is spent as far as this replica knows (400), or only this
+// replica's share is (503: a retry may land once Redis is back).
+func (s *Shared) shareRefusal(a *Account, amt Amount) error {
+	ex := &ExceededError{Kind: a.Kind, ID: a.ID, Spent: a.Spent(), Reserved: a.Reserved(),
+		Budget: a.Budget(), Need: amt, ResetAt: a.ResetAt()}
+	if a.Budget() == Unlimited {
+		return ex
+	}
+	remaining, alive := s.share(a)
+	used := offlineUsed(a)
+	if remaining-used < amt || Amount(a.used.Load())+amt > a.Budget() {
+		ex.Detail = fmt.Sprintf("Redis is unreachable; %s remained when this replica last heard", fmtUSD(remaining))
+		return ex
+	}
+	return &UnavailableError{Kind: a.Kind, ID: a.ID, Msg: fmt.Sprintf(
+		"Redis is unreachable: this replica may spend only its share of %s %s's budget (%s remaining / %d replicas = %s; %s of it used) and this request may cost up to %s: retry shortly",
+		a.Kind, a.ID, fmtUSD(remaining), alive, fmtUSD(remaining/Amount(alive)), fmtUSD(used), fmtUSD(amt))}
+}

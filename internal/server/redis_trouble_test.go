@@ -1,0 +1,230 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/netsim"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/storetest"
+)
+
+// TestRedisCutKeepsBudgets: three gateways on one PostgreSQL, each reaching
+// Redis through its own cuttable proxy, burst at a key whose budget covers
+// 100 requests; Redis is cut, for one replica or for all, once 40 are
+// served. In strict mode no request is served past the budget (the cut
+// replicas answer 503 budget_unavailable). In default mode the spend stays
+// within the stated bound: budget + the sum, over the replicas cut off, of
+// their share (remaining / replicas alive, as each last heard). Without
+// shares, a replica cut off would spend all that remained on top of what
+// the others spend through Redis. Once Redis is back, every replica's local
+// spend reaches Redis exactly once.
+func TestRedisCutKeepsBudgets(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed for the Redis-cut test")
+	}
+	ropts, err := redis.ParseURL(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, mode string
+		cut        int // replicas cut off from Redis (the first ones)
+	}{
+		{"default, one replica cut", "default", 1},
+		{"default, all cut", "default", 3},
+		{"strict, one replica cut", "strict", 1},
+		{"strict, all cut", "strict", 3},
+	}
+	const price, budget = 0.0003, 0.03 // 100 requests
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mock := mockupstream.New(mockupstream.Options{Delay: 5 * time.Millisecond})
+			up := httptest.NewServer(mock)
+			defer up.Close()
+			st := storetest.OpenPostgres(t, pg)
+			prefix := "cut-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+			var urls []string
+			var srvs []*Server
+			var proxies []*netsim.Proxy
+			for range 3 {
+				p, err := netsim.NewProxy(ropts.Addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(p.Cut)
+				yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL) + "  redis_url: redis://" + p.Addr() + "/" + strconv.Itoa(ropts.DB) + "\n" +
+					"litellm_settings:\n  budget_enforcement: " + tt.mode + "\n"
+				cfg, err := config.Parse("t.yaml", []byte(yaml))
+				if err != nil {
+					t.Fatal(err)
+				}
+				u, s := serveSrv(t, cfg, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond})
+				urls, srvs, proxies = append(urls, u), append(srvs, s), append(proxies, p)
+			}
+			const key = "sk-redis-cut-key"
+			if code, body := send(t, urls[0]+"/key/generate", "sk-1234", `{"key": "`+key+`", "max_budget": 0.03}`); code != 200 {
+				t.Fatal(code, body)
+			}
+			for _, s := range srvs {
+				if _, ok := within(10*time.Second, func() bool { return s.shared.Alive() == 3 }); !ok {
+					t.Fatalf("a replica counts %d replicas alive, not 3", s.shared.Alive())
+				}
+			}
+			for _, u := range urls[1:] {
+				if _, ok := within(3*time.Second, func() bool {
+					c, _ := send(t, u+"/v1/chat/completions", key, `{"model":"nope"}`)
+					return c == 404
+				}); !ok {
+					t.Fatal("a replica does not know the key")
+				}
+			}
+			var ok, refused, unavailable atomic.Int64
+			var cutOnce sync.Once
+			cut := func() {
+				for _, p := range proxies[:tt.cut] {
+					p.Cut()
+				}
+			}
+			var wg sync.WaitGroup
+			for i := range 30 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range 10 {
+						if mock.Stats().Requests >= 40 {
+							cutOnce.Do(cut)
+						}
+						code, body := send(t, urls[i%3]+"/v1/chat/completions", key, chat3)
+						switch {
+						case code == 200:
+							ok.Add(1)
+						case code == 400 && strings.Contains(body, "budget_exceeded"):
+							refused.Add(1)
+						case code == 503 && strings.Contains(body, "budget_unavailable"):
+							unavailable.Add(1)
+						default:
+							t.Errorf("status %d: %s", code, body)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			cutOnce.Do(cut)
+			// The shares the cut replicas spent by, as each last heard.
+			bound := ledger.USD(budget)
+			for _, s := range srvs[:tt.cut] {
+				if a, found := s.book.Lookup(ledger.KindKey, sha(key)); found {
+					rem, alive := a.LastHeard()
+					t.Logf("cut replica last heard: %.4f remaining, %d alive: share %.4f", rem.Dollars(), alive, (rem / ledger.Amount(max(alive, 1))).Dollars())
+					if tt.mode == "default" && rem > 0 {
+						bound += rem / ledger.Amount(max(alive, 1))
+					}
+				}
+			}
+			served := mock.Stats().Requests
+			t.Logf("%s: %d served (%d ok, %d refused 400, %d refused 503) for a budget of 100; bound %.0f requests",
+				tt.name, served, ok.Load(), refused.Load(), unavailable.Load(), bound.Dollars()/price)
+			if spent := ledger.USD(float64(served) * price); spent > bound {
+				t.Errorf("%d requests served: $%.4f spent, past the bound $%.4f", served, spent.Dollars(), bound.Dollars())
+			}
+			if tt.mode == "strict" && unavailable.Load() == 0 {
+				t.Error("no request was refused for want of Redis in strict mode")
+			}
+
+			// Back on Redis, each replica carries what it spent alone, once.
+			for _, p := range proxies[:tt.cut] {
+				if err := p.Restore(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, s := range srvs {
+				if _, back := within(20*time.Second, func() bool { return !s.limits.Limiter.Degraded() }); !back {
+					t.Fatal("a replica did not return to Redis")
+				}
+			}
+			for _, u := range urls {
+				if code, body := send(t, u+"/v1/chat/completions", key, chat3); code != 200 && code != 400 {
+					t.Fatalf("after Redis came back: %d %s", code, body)
+				}
+			}
+			for _, s := range srvs {
+				s.writer.Flush()
+			}
+			served = mock.Stats().Requests
+			k, err := st.GetKey(context.Background(), sha(key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if math.Abs(k.Spend-float64(served)*price) > 1e-9 {
+				t.Errorf("recorded spend %v for %d served requests", k.Spend, served)
+			}
+			_, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+			if int64(total) != served {
+				t.Errorf("%d spend logs for %d served requests", total, served)
+			}
+			c := redis.NewClient(ropts)
+			defer c.Close()
+			v, err := c.HMGet(context.Background(), "{"+prefix+"}:bud:key:"+sha(key), "spent", "held").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, _ := strconv.ParseInt(fmt.Sprint(v[0]), 10, 64)
+			rh, _ := strconv.ParseInt(fmt.Sprint(v[1]), 10, 64)
+			// A settle whose reply the cut lost is taken as run: its lease
+			// still holds the amount, so spent + held covers it.
+			if want := ledger.USD(k.Spend); ledger.Amount(rs) > want || ledger.Amount(rs+rh) < want {
+				t.Errorf("redis has spent %v + held %v for a recorded spend of %v: local spend was not carried exactly once",
+					ledger.Amount(rs).Dollars(), ledger.Amount(rh).Dollars(), k.Spend)
+			}
+		})
+	}
+}
+
+// TestEnforcementMode: litellm_settings.budget_enforcement sets the mode;
+// a key's metadata.budget_enforcement can make that key strict, never
+// relax a global strict.
+func TestEnforcementMode(t *testing.T) {
+	tests := []struct {
+		name, global string
+		meta         map[string]any
+		want         ledger.Enforcement
+	}{
+		{"default", "", nil, ledger.EnforceDefault},
+		{"global strict", "strict", nil, ledger.EnforceStrict},
+		{"key strict", "default", map[string]any{"budget_enforcement": "strict"}, ledger.EnforceStrict},
+		{"key cannot relax", "strict", map[string]any{"budget_enforcement": "default"}, ledger.EnforceStrict},
+		{"unknown value ignored", "", map[string]any{"budget_enforcement": "lax"}, ledger.EnforceDefault},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := config.Parse("t.yaml", []byte("litellm_settings:\n  budget_enforcement: \""+tt.global+"\"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &Server{snap: auth.NewSnapshot(nil)}
+			s.cfg.Store(cfg)
+			s.snap.PutKey(&store.Key{TokenHash: "h", KeyName: "sk-...h", Metadata: tt.meta})
+			accts := []*ledger.Account{ledger.NewAccount(ledger.KindGlobal, "global", 0, ledger.USD(1)), ledger.NewAccount(ledger.KindKey, "h", 0, ledger.USD(1))}
+			if got := s.enforcement(accts); got != tt.want {
+				t.Fatalf("mode %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,50 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+var ledgerKinds = map[store.Kind]ledger.Kind{
+	store.KindKey: ledger.KindKey, store.KindUser: ledger.KindUser,
+	store.KindTeam: ledger.KindTeam, store.KindEndUser: ledger.KindEndUser,
+}
+
+// sweepBudgets moves budget periods without traffic: every
+// BudgetSweepInterval it rolls over each key, user, team and end user whose
+// budget_reset_at has passed (spend to zero in memory, in the store and on
+// Redis; next reset time), so /key/info and the others show the new period
+// even for an idle entity. Replicas sweeping together reset once.
+func (s *Server) sweepBudgets(ctx context.Context) {
+	if s.book == nil || s.writer == nil {
+		return
+	}
+	t := time.NewTicker(s.opts.BudgetSweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.sweepOnce()
+	}
+}
+
+// sweepOnce rolls over every period the snapshot says has ended, and
+// returns how many resets it started.
+func (s *Server) sweepOnce() int {
+	n := 0
+	s.snap.Periods(func(kind store.Kind, id, duration string, resetAt time.Time) {
+		if k, ok := ledgerKinds[kind]; ok && s.book.Roll(k, id, duration, resetAt) {
+			n++
+		}
+	})
+	if n > 0 {
+		s.log.Info("budget periods rolled over by the sweep", "entities", n)
+	}
+	return n
+}
