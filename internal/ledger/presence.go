@@ -172,7 +172,7 @@ func (s *Shared) offline(accounts []*Account, amount Amount, budgeted []*Account
 		}
 		return nil, &UnavailableError{Kind: a.Kind, ID: a.ID, Msg: fmt.Sprintf(
 			"budgets cannot be checked right now (%s) and %s, so %s %s's budget admits nothing until it is back: retry shortly",
-			cause, why, a.Kind, a.ID)}
+			cause, why, a.Kind, shownID(a))}
 	}
 	for i, a := range accounts {
 		ok := true
@@ -254,5 +254,23 @@ func (s *Shared) shareRefusal(a *Account, amt Amount) error {
 	}
 	return &UnavailableError{Kind: a.Kind, ID: a.ID, Msg: fmt.Sprintf(
 		"Redis is unreachable: this replica may spend only its share of %s %s's budget (%s remaining / %d replicas = %s; %s of it used) and this request may cost up to %s: retry shortly",
-		a.Kind, a.ID, fmtUSD(remaining), alive, fmtUSD(remaining/Amount(alive)), fmtUSD(used), fmtUSD(amt))}
+		a.Kind, shownID(a), fmtUSD(remaining), alive, fmtUSD(remaining/Amount(alive)), fmtUSD(used), fmtUSD(amt))}
+}
+
+// shownID is how an account is named in a 503's message, which is logged:
+// a key's hash (alone or with a model) by its first 8 hex digits, as the
+// metrics and the log name keys.
+func shownID(a *Account) string {
+	id, rest := a.ID, ""
+	if a.Kind == KindKeyModel {
+		if i := strings.IndexByte(id, '/'); i >= 0 {
+			id, rest = id[:i], id[i:]
+		}
+	} else if a.Kind != KindKey {
+		return a.ID
+	}
+	if len(id) > 8 {
+		id = id[:8]
+	}
+	return id + rest
 }
