@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -33,6 +34,11 @@ type Meter struct {
 	OnSoftBudget func(*ledger.Account)
 	// Holder places the holds: in process when nil, or shared on Redis.
 	Holder ledger.Holder
+	// Mode says how a request's budgets are enforced: strict holds the
+	// worst case and never overspends; default (nil) holds a realistic
+	// estimate, at most what remains (docs/spend-and-limits.md).
+	Mode    func(accounts []*ledger.Account) ledger.Enforcement
+	outputs outputs
 	// RefuseUnpriced refuses a budgeted request to a deployment whose price
 	// nobody knows (general_settings.unpriced_models: refuse); otherwise it
 	// is served at cost 0 and says so in x-tollgate-unpriced.
@@ -50,6 +56,21 @@ const imageTokenCeiling = 1600
 func promptBound(body []byte) int64 {
 	images := bytes.Count(body, []byte(`"image_url"`)) + bytes.Count(body, []byte(`"type":"image"`))
 	return int64(len(body)) + int64(images)*imageTokenCeiling
+}
+
+// bytesPerToken is promptEstimate's calibrated rate. The BPE vocabularies
+// of current models (cl100k, o200k, Claude's) average about four bytes of
+// English text per token, fewer for code, other scripts and JSON
+// punctuation; three keeps the estimate at or above the true count for
+// most prompts, and settlement corrects it either way.
+const bytesPerToken = 3
+
+// promptEstimate is a realistic prompt-token count for default-mode holds:
+// the body's text at bytesPerToken, images and other fixed extras of
+// promptBound kept whole.
+func promptEstimate(body []byte) int64 {
+	n := int64(len(body))
+	return promptBound(body) - n + n/bytesPerToken
 }
 
 // accounts are the budgets a request is charged to, most shared first.
@@ -81,6 +102,23 @@ func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 	return accts
 }
 
+// estimate is what a request holds in default mode: its prompt counted at
+// a calibrated rate (promptEstimate) and its output as max_tokens when the
+// request sets it, else the longest of the deployment's recent answers —
+// never more than the worst case; before any answer is known, the worst
+// case. ReserveUpTo then holds at most what remains.
+func (m *Meter) estimate(price pricing.Price, req *request, body []byte, deployment, model string, worst ledger.Amount) ledger.Amount {
+	out := req.maxTokens
+	if out <= 0 {
+		learned, ok := m.outputs.estimate(deployment, model)
+		if !ok {
+			return worst
+		}
+		out = learned
+	}
+	return min(ledger.USD(price.WorstCase(promptEstimate(body), out)), worst)
+}
+
 // charge is one request's hold on its budgets.
 type charge struct {
 	m     *Meter
@@ -91,6 +129,7 @@ type charge struct {
 	// the model the upstream says it served may still price it at settle.
 	unpriced string
 	target   *provider.Target
+	upstream string // the model the upstream was asked for
 	log      store.SpendLog
 	prompt   int64 // estimate used when the upstream reports no usage
 	settled  bool
@@ -107,12 +146,22 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 		return nil, apierror.BadRequest("model", "model %q (deployment %s) has no known price, and general_settings.unpriced_models is refuse: a budgeted key may not call it; the operator can set input_cost_per_token and output_cost_per_token or model_info.base_model", req.model, t.D.ID)
 	}
 	bound := promptBound(body)
-	worst := price.WorstCase(bound, req.maxTokens)
+	worst := ledger.USD(price.WorstCase(bound, req.maxTokens))
 	holder := m.Holder
 	if holder == nil {
 		holder = ledger.Local{}
 	}
-	res, err := holder.Reserve(ctx, accts, ledger.USD(worst))
+	mode := ledger.EnforceDefault
+	if m.Mode != nil {
+		mode = m.Mode(accts)
+	}
+	var res ledger.Hold
+	var err error
+	if mode == ledger.EnforceStrict {
+		res, err = holder.Reserve(ctx, accts, worst)
+	} else {
+		res, err = holder.ReserveUpTo(ctx, accts, m.estimate(price, req, body, t.D.ID, upstream, worst))
+	}
 	if un := (*ledger.UnavailableError)(nil); errors.As(err, &un) {
 		// Redis trouble, not a spent budget: 503 with Retry-After, which
 		// SDKs retry (docs/spend-and-limits.md, "Redis trouble").
@@ -122,10 +171,15 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 	}
 	if err != nil {
 		e := apierror.BudgetExceeded("%v", err)
+		if ex := (*ledger.ExceededError)(nil); mode == ledger.EnforceStrict && req.maxTokens <= 0 && errors.As(err, &ex) && ex.Spent+ex.Reserved < ex.Budget {
+			// Strict holds the worst case: say how to make it smaller.
+			e.Message += fmt.Sprintf("; budget_enforcement is strict, so a request holds its worst case (every output token it could ask for): set max_tokens to make it fit (up to %d output tokens fit what remains)",
+				price.OutputsWithin(bound, (ex.Budget-ex.Spent-ex.Reserved).Dollars()))
+		}
 		e.Cause = err
 		return nil, e
 	}
-	c := &charge{m: m, res: res, price: price, target: t, prompt: int64(len(body)) / 4}
+	c := &charge{m: m, res: res, price: price, target: t, upstream: upstream, prompt: int64(len(body)) / 4}
 	if !priced {
 		c.unpriced = upstream
 	}
@@ -169,6 +223,9 @@ func (c *charge) settle(res *result) (cost float64) {
 		if p, ok := c.target.ServedPrice(res.served); ok {
 			c.price, c.unpriced = p, ""
 		}
+	}
+	if res.hasUsage && c.target != nil {
+		c.m.outputs.observe(c.target.D.ID, c.upstream, res.usage.completion)
 	}
 	amount := ledger.USD(c.price.Cost(u)) // the ledger's precision is the books' precision
 	cost = amount.Dollars()
