@@ -222,7 +222,12 @@ func TestAliasesAndAccessGroups(t *testing.T) {
 		if status != 200 {
 			t.Fatalf("access-group key: %d %v", status, out)
 		}
-		group := out["key"].(string)
+		// Its budget is $0, and a key whose spend has reached its budget is
+		// refused (LiteLLM: spend >= max_budget), even for a free model.
+		if s, out := e.do("POST", "/v1/embeddings", out["key"].(string), `{"model":"text-embedding-ada-002","input":"x"}`); s != 400 || !strings.Contains(toJSON(out), "budget_exceeded") {
+			t.Fatalf("a $0 key: %d %v", s, out)
+		}
+		group := e.generate(`{"models": ["beta-models"]}`)
 		if s, out := e.do("POST", "/v1/embeddings", group, `{"model":"text-embedding-ada-002","input":"x"}`); s != 200 {
 			t.Fatalf("model in access group: %d %v", s, out)
 		}

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -36,6 +37,11 @@ type Meter struct {
 	OnSoftBudget func(*ledger.Account)
 	// Holder places the holds: in process when nil, or shared on Redis.
 	Holder ledger.Holder
+	// Mode says how a request's budgets are enforced: strict holds the
+	// worst case and never overspends; default (nil) holds a realistic
+	// estimate, at most what remains (docs/spend-and-limits.md).
+	Mode    func(accounts []*ledger.Account) ledger.Enforcement
+	outputs outputs
 	// RefuseUnpriced refuses a budgeted request to a deployment whose price
 	// nobody knows (general_settings.unpriced_models: refuse); otherwise it
 	// is served at cost 0 and says so in x-tollgate-unpriced.
@@ -157,6 +163,20 @@ func pick(b []byte, keys ...string) string {
 	return ""
 }
 
+// bytesPerToken is promptEstimate's calibrated rate. The BPE vocabularies
+// of current models (cl100k, o200k, Claude's) average about four bytes of
+// English text per token, fewer for code, other scripts and JSON
+// punctuation; three keeps the estimate at or above the true count for
+// most prompts, and settlement corrects it either way.
+const bytesPerToken = 3
+
+// promptEstimate is a realistic prompt-token count for default-mode holds,
+// from promptBound's bound on a body of bodyLen bytes: the body's text at
+// bytesPerToken, images and other fixed extras of the bound kept whole.
+func promptEstimate(bound, bodyLen int64) int64 {
+	return bound - bodyLen + bodyLen/bytesPerToken
+}
+
 // accounts are the budgets a request is charged to, most shared first.
 func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Account {
 	accts := make([]*ledger.Account, 0, 6)
@@ -201,6 +221,25 @@ func outputBound(p pricing.Price, req *request) int64 {
 	return satMul(per, max(req.outputs, 1))
 }
 
+// estimate is what a request holds in default mode: its prompt counted at
+// a calibrated rate (promptEstimate) and its output as max_tokens when the
+// request sets it, else the longest of the deployment's recent answers,
+// for every completion it asks for - never more than the worst case;
+// before any answer is known, the worst case. ReserveUpTo then holds at
+// most what remains.
+func (m *Meter) estimate(price pricing.Price, req *request, bound, bodyLen int64, deployment, model string, worst ledger.Amount) ledger.Amount {
+	per := req.maxTokens
+	if per <= 0 {
+		learned, ok := m.outputs.estimate(deployment, model)
+		if !ok {
+			return worst
+		}
+		per = learned
+	}
+	out := satMul(per, max(req.outputs, 1))
+	return min(ledger.USD(price.WorstCase(promptEstimate(bound, bodyLen), out)), worst)
+}
+
 // charge is one request's hold on its budgets.
 type charge struct {
 	m     *Meter
@@ -211,6 +250,8 @@ type charge struct {
 	// the model the upstream says it served may still price it at settle.
 	unpriced string
 	target   *provider.Target
+	upstream string // the model the upstream was asked for
+	outputs  int64  // completions asked for (n, best_of, prompts in a batch)
 	log      store.SpendLog
 	prompt   int64 // estimate used when a stream reports no usage
 	settled  bool
@@ -237,7 +278,17 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 	if holder == nil {
 		holder = ledger.Local{}
 	}
-	res, err := holder.Reserve(ctx, accts, worst)
+	mode := ledger.EnforceDefault
+	if m.Mode != nil {
+		mode = m.Mode(accts)
+	}
+	var res ledger.Hold
+	var err error
+	if mode == ledger.EnforceStrict {
+		res, err = holder.Reserve(ctx, accts, worst)
+	} else {
+		res, err = holder.ReserveUpTo(ctx, accts, m.estimate(price, req, bound, int64(len(body)), t.D.ID, upstream, worst))
+	}
 	if un := (*ledger.UnavailableError)(nil); errors.As(err, &un) {
 		// Redis trouble, not a spent budget: 503 with Retry-After, which
 		// SDKs retry (docs/spend-and-limits.md, "Redis trouble").
@@ -247,11 +298,16 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 	}
 	if err != nil {
 		e := apierror.BudgetExceeded("%v", err)
+		if ex := (*ledger.ExceededError)(nil); mode == ledger.EnforceStrict && req.maxTokens <= 0 && errors.As(err, &ex) && ex.Spent+ex.Reserved < ex.Budget {
+			// Strict holds the worst case: say how to make it smaller.
+			e.Message += fmt.Sprintf("; budget_enforcement is strict, so a request holds its worst case (every output token it could ask for): set max_tokens to make it fit (up to %d output tokens fit what remains)",
+				price.OutputsWithin(bound, (ex.Budget-ex.Spent-ex.Reserved).Dollars()))
+		}
 		e.Cause = err
 		return nil, e
 	}
-	c := &charge{m: m, res: res, price: price, target: t, prompt: int64(len(body)) / 4,
-		promptMax: bound, outputMax: out, worst: worst}
+	c := &charge{m: m, res: res, price: price, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
+		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1)}
 	if !priced {
 		c.unpriced = upstream
 	}
@@ -337,6 +393,9 @@ func (c *charge) settle(res *result) (cost float64) {
 		}
 	}
 	res.usage = u
+	if res.hasUsage && !clamped && c.target != nil {
+		c.m.outputs.observe(c.target.D.ID, c.upstream, u.completion/c.outputs)
+	}
 	cost = amount.Dollars()
 	c.cost = cost
 	for _, a := range c.res.Settle(amount) {

@@ -76,6 +76,9 @@ type Account struct {
 	resetAt atomic.Int64 // unix nanoseconds of the next budget reset; 0 when none
 	soft    atomic.Int64 // soft budget, Amount; Unlimited when none
 	softHit atomic.Bool  // the soft budget crossing was already reported
+	// short is set while a hold cut to what remained (ReserveUpTo) is
+	// outstanding: the one request that may cost more than it holds.
+	short atomic.Bool
 	// unsynced is spend booked in process while budgets are shared on
 	// Redis (Redis away, a failed settle): the next hold adds it there.
 	unsynced atomic.Int64
@@ -145,20 +148,94 @@ func (a *Account) SetSpent(s Amount) {
 // tryReserve adds amt to the reservations unless that would exceed the
 // budget. It is lock-free: a CAS loop on the used counter.
 func (a *Account) tryReserve(amt Amount) bool {
+	_, ok := a.tryHold(amt, false)
+	return ok
+}
+
+// tryHold holds amt, or with upTo as much of it as the budget has left:
+// admitted while spend + holds is below the budget, the hold then being
+// the smaller of amt and what remains. It returns what it held.
+func (a *Account) tryHold(amt Amount, upTo bool) (Amount, bool) {
+	return casHold(&a.used, func() Amount { return Amount(a.budget.Load()) }, amt, upTo)
+}
+
+// casHold takes amt (or, with upTo, up to amt) from what used leaves under
+// ceiling, in one compare-and-swap; an Unlimited ceiling always admits amt.
+func casHold(used *atomic.Int64, ceiling func() Amount, amt Amount, upTo bool) (Amount, bool) {
 	for {
-		budget := Amount(a.budget.Load())
-		if budget == Unlimited {
-			a.used.Add(int64(amt))
-			return true
+		c := ceiling()
+		if c == Unlimited {
+			used.Add(int64(amt))
+			return amt, true
 		}
-		used := a.used.Load()
-		if Amount(used)+amt > budget {
-			return false
+		u := Amount(used.Load())
+		take := amt
+		switch {
+		case upTo && u >= c:
+			return 0, false
+		case upTo:
+			take = min(amt, c-u)
+		case u+amt > c:
+			return 0, false
 		}
-		if a.used.CompareAndSwap(used, used+int64(amt)) {
-			return true
+		if used.CompareAndSwap(int64(u), int64(u+take)) {
+			return take, true
 		}
 	}
+}
+
+// holdAll holds one amount on every account through try: amount, or with
+// upTo the least that every account has left. Accounts that gave more than
+// the others give the difference back; when one refuses, all give back
+// what they took. It returns the amount held, or the index of the account
+// that refused.
+func holdAll(accounts []*Account, amount Amount, upTo bool, try func(a *Account, amt Amount, upTo bool) (Amount, bool)) (Amount, int) {
+	var buf [8]Amount
+	taken := buf[:0]
+	want := amount
+	for i, a := range accounts {
+		got, ok := try(a, want, upTo)
+		if !ok {
+			for j, t := range taken {
+				accounts[j].used.Add(-int64(t))
+			}
+			return 0, i
+		}
+		taken = append(taken, got)
+		want = min(want, got)
+	}
+	for j, t := range taken {
+		if t > want {
+			accounts[j].used.Add(-int64(t - want))
+		}
+	}
+	return want, -1
+}
+
+// takeShort marks every budgeted account of a hold cut short, or none:
+// it fails (giving back what it marked) when one already has a short hold
+// outstanding, so that at most one request per budget can cost more than
+// it holds.
+func takeShort(accounts []*Account) (marked []*Account, busy int) {
+	for i, a := range accounts {
+		if a.Budget() == Unlimited {
+			continue
+		}
+		if !a.short.CompareAndSwap(false, true) {
+			for _, m := range marked {
+				m.short.Store(false)
+			}
+			return nil, i
+		}
+		marked = append(marked, a)
+	}
+	return marked, -1
+}
+
+// shortBusy explains a refusal by takeShort.
+func shortBusy(a *Account, need Amount) *ExceededError {
+	return &ExceededError{Kind: a.Kind, ID: a.ID, Spent: a.Spent(), Reserved: a.Reserved(), Budget: a.Budget(),
+		Need: need, ResetAt: a.ResetAt(), Detail: "the last of this budget is held by a request in flight; retry when it ends"}
 }
 
 // ExceededError says which budget refused a request, with the numbers.

@@ -164,7 +164,7 @@ func (s *Shared) closed(accounts []*Account) bool {
 // offline holds in process while Redis is away: on each budgeted account
 // only within this replica's share; spend settled on them is remembered
 // for Redis.
-func (s *Shared) offline(accounts []*Account, amount Amount, budgeted []*Account, cause string) (Hold, error) {
+func (s *Shared) offline(accounts []*Account, amount Amount, upTo bool, budgeted []*Account, cause string) (Hold, error) {
 	if len(budgeted) > 0 && s.closed(accounts) {
 		a, why := budgeted[0], "budget_enforcement is strict"
 		if s.FailClosed {
@@ -174,26 +174,27 @@ func (s *Shared) offline(accounts []*Account, amount Amount, budgeted []*Account
 			"budgets cannot be checked right now (%s) and %s, so %s %s's budget admits nothing until it is back: retry shortly",
 			cause, why, a.Kind, shownID(a))}
 	}
-	for i, a := range accounts {
-		ok := true
-		isShared := false
+	held, refused := holdAll(accounts, amount, upTo, func(a *Account, amt Amount, upTo bool) (Amount, bool) {
 		for _, b := range budgeted {
-			isShared = isShared || b == a
+			if b == a {
+				return s.tryShare(a, amt, upTo)
+			}
 		}
-		if isShared {
-			ok = s.tryShare(a, amount)
-		} else {
-			ok = a.tryReserve(amount)
-		}
-		if ok {
-			continue
-		}
-		for _, done := range accounts[:i] {
-			done.used.Add(-int64(amount))
-		}
-		return nil, s.shareRefusal(a, amount)
+		return a.tryHold(amt, upTo)
+	})
+	if refused >= 0 {
+		return nil, s.shareRefusal(accounts[refused], amount)
 	}
-	return &localHold{r: &Reservation{accounts: accounts, amount: amount}, budgeted: budgeted}, nil
+	r := &Reservation{accounts: accounts, amount: held}
+	if held < amount {
+		short, busy := takeShort(accounts)
+		if busy >= 0 {
+			r.Release()
+			return nil, shortBusy(accounts[busy], amount)
+		}
+		r.short = short
+	}
+	return &localHold{r: r, budgeted: budgeted}, nil
 }
 
 // share is what this replica may spend on a while cut off, as last heard:
@@ -221,20 +222,13 @@ func offlineUsed(a *Account) Amount {
 // tryShare holds amt on a within both its budget and this replica's share.
 // The share's ceiling on used is spent − (unsynced + carrying) + share, so
 // a CAS on used keeps concurrent holds within it.
-func (s *Shared) tryShare(a *Account, amt Amount) bool {
+func (s *Shared) tryShare(a *Account, amt Amount, upTo bool) (Amount, bool) {
 	remaining, alive := s.share(a)
 	share := remaining / Amount(alive)
-	for {
+	return casHold(&a.used, func() Amount {
 		spent := a.spent.Load()
-		ceiling := min(Amount(spent-a.unsynced.Load()-a.carrying.Load())+share, a.Budget())
-		used := a.used.Load()
-		if Amount(used)+amt > ceiling {
-			return false
-		}
-		if a.used.CompareAndSwap(used, used+int64(amt)) {
-			return true
-		}
-	}
+		return min(Amount(spent-a.unsynced.Load()-a.carrying.Load())+share, a.Budget())
+	}, amt, upTo)
 }
 
 // shareRefusal says why a could not hold amt while Redis is away: its

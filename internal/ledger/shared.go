@@ -20,11 +20,17 @@ type Hold interface {
 	Settle(actual Amount) []*Account
 	// Release drops the hold without spending.
 	Release()
+	// Held is what the hold took on each account.
+	Held() Amount
 }
 
 // Holder places holds: Local (one replica) or Shared (every replica, on Redis).
 type Holder interface {
+	// Reserve holds amount or refuses (strict enforcement).
 	Reserve(ctx context.Context, accounts []*Account, amount Amount) (Hold, error)
+	// ReserveUpTo admits while spend + holds is below every budget and
+	// holds the smaller of amount and what remains (default enforcement).
+	ReserveUpTo(ctx context.Context, accounts []*Account, amount Amount) (Hold, error)
 }
 
 // Local holds in process.
@@ -32,9 +38,17 @@ type Local struct{}
 
 // Reserve holds amount on every account in process.
 func (Local) Reserve(_ context.Context, accounts []*Account, amount Amount) (Hold, error) {
-	r, err := Reserve(accounts, amount)
+	return asHold(Reserve(accounts, amount))
+}
+
+// ReserveUpTo holds up to amount on every account in process.
+func (Local) ReserveUpTo(_ context.Context, accounts []*Account, amount Amount) (Hold, error) {
+	return asHold(ReserveUpTo(accounts, amount))
+}
+
+func asHold(r *Reservation, err error) (Hold, error) {
 	if err != nil {
-		return nil, err
+		return nil, err // not a typed nil in the interface
 	}
 	return r, nil
 }
@@ -83,23 +97,25 @@ func NewShared(r *rscript.Runner, prefix string, log *slog.Logger) *Shared {
 
 func (s *Shared) key(a *Account) string { return s.prefix + a.Kind.String() + ":" + a.ID }
 
-// reserveScript: ARGV = amount, lease, ttl ms, then per key: budget, seed
-// spent, period (reset time in ns; 0 none), and spend this replica booked
-// without Redis that Redis has not seen yet; last, the alive window (ms).
-// KEYS come in threes per account: state hash {spent, held, period}, lease
-// amounts hash, lease expiry zset; last, the presence set. It returns {1,
-// alive, remaining per account} or {0, account, spent, held, alive}.
+// reserveScript: ARGV = amount, lease, ttl ms, up-to flag (1: hold the
+// smaller of amount and what the tightest budget has left, admitting while
+// spend + holds is below every budget), then per key: budget, seed spent,
+// period (reset time in ns; 0 none), and spend this replica booked without
+// Redis that Redis has not seen yet; last, the alive window (ms). KEYS come
+// in threes per account: state hash {spent, held, period}, lease amounts
+// hash, lease expiry zset; last, the presence set. It returns {1, alive,
+// remaining per account, amount held} or {0, account, spent, held, alive}.
 var reserveScript = rscript.New(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local amount, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local amount, lease, ttl, upto = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local n = (#KEYS - 1) / 3
 local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[#ARGV]), '+inf'), 1)
 -- First bring every account up to date (seed, spend booked while Redis was
 -- away, expired holds), so that a refusal below loses none of it.
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local seed, period, pending = tonumber(ARGV[3+4*i-2]), tonumber(ARGV[3+4*i-1]), tonumber(ARGV[3+4*i])
+  local seed, period, pending = tonumber(ARGV[4+4*i-2]), tonumber(ARGV[4+4*i-1]), tonumber(ARGV[4+4*i])
   local cur = redis.call('HMGET', k, 'spent', 'period')
   if cur[1] == false or tonumber(cur[2] or 0) < period then
     -- seed excludes every replica-local spend not yet in Redis; this
@@ -117,10 +133,25 @@ for i = 1, n do
     redis.call('ZREM', e, l)
   end
 end
+local asked = amount
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[3*i-2], 'spent', 'held')
   local spent, held = tonumber(v[1] or 0), tonumber(v[2] or 0)
-  if spent + held + amount > tonumber(ARGV[3+4*i-3]) then return {0, i, spent, held, alive} end
+  local left = tonumber(ARGV[4+4*i-3]) - spent - held
+  if (upto and left <= 0) or (not upto and amount > left) then return {0, i, spent, held, alive} end
+  if left < amount then amount = left end
+end
+-- A hold cut short may cost more than it holds: one at a time per budget.
+if amount < asked then
+  for i = 1, n do
+    local k, h = KEYS[3*i-2], KEYS[3*i-1]
+    local cur = redis.call('HGET', k, 'short')
+    if cur and redis.call('HEXISTS', h, cur) == 1 then
+      local v = redis.call('HMGET', k, 'spent', 'held')
+      return {0, i, tonumber(v[1] or 0), tonumber(v[2] or 0), alive, 1}
+    end
+  end
+  for i = 1, n do redis.call('HSET', KEYS[3*i-2], 'short', lease) end
 end
 local out = {1, alive}
 for i = 1, n do
@@ -129,8 +160,9 @@ for i = 1, n do
   redis.call('HSET', h, lease, amount)
   redis.call('ZADD', e, now + ttl, lease)
   for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
-  out[2+i] = tonumber(ARGV[3+4*i-3]) - tonumber(redis.call('HGET', k, 'spent')) - held
+  out[2+i] = tonumber(ARGV[4+4*i-3]) - tonumber(redis.call('HGET', k, 'spent')) - held
 end
+out[#out+1] = amount
 return out
 `)
 
@@ -152,6 +184,7 @@ for i = 1, (#KEYS - 1) / 3 do
     redis.call('HDEL', h, lease)
     redis.call('ZREM', e, lease)
   end
+  if redis.call('HGET', k, 'short') == lease then redis.call('HDEL', k, 'short') end
   if not exists then
     out[2*i], out[2*i+1] = -1, 0
   else
@@ -191,8 +224,17 @@ type sharedHold struct {
 	settled bool
 }
 
-// Reserve holds amount on the budgeted accounts in Redis.
+// Reserve holds amount on the budgeted accounts in Redis, or refuses.
 func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount) (Hold, error) {
+	return s.reserve(ctx, accounts, amount, false)
+}
+
+// ReserveUpTo holds up to amount on the budgeted accounts in Redis.
+func (s *Shared) ReserveUpTo(ctx context.Context, accounts []*Account, amount Amount) (Hold, error) {
+	return s.reserve(ctx, accounts, amount, true)
+}
+
+func (s *Shared) reserve(ctx context.Context, accounts []*Account, amount Amount, upTo bool) (Hold, error) {
 	if amount < 0 {
 		amount = 0
 	}
@@ -205,15 +247,19 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 		}
 	}
 	if len(h.shared) == 0 {
-		return s.local(ctx, accounts, amount, nil)
+		return s.local(ctx, accounts, amount, upTo, nil)
 	}
 	// While Redis is known to be down, a request spends its share; one
 	// enforced strictly still asks Redis (which may be back already)
 	// rather than be refused on a stale verdict.
 	if s.Degraded != nil && s.Degraded() && !s.closed(accounts) {
-		return s.offline(accounts, amount, h.shared, "Redis is unreachable")
+		return s.offline(accounts, amount, upTo, h.shared, "Redis is unreachable")
 	}
-	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds()}
+	flag := 0
+	if upTo {
+		flag = 1
+	}
+	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds(), flag}
 	for _, a := range h.shared {
 		k := s.key(a)
 		h.keys = append(h.keys, k, k+":h", k+":e")
@@ -257,32 +303,40 @@ func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount
 				h.releaseLease()
 			}
 		}()
-		return s.offline(accounts, amount, h.shared, "Redis did not answer")
+		return s.offline(accounts, amount, upTo, h.shared, "Redis did not answer")
 	}
-	if len(res) == 5 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
+	if len(res) >= 5 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
 		h.landed(true)
 		a := h.shared[res[1]-1]
 		a.hear(a.Budget()-Amount(res[2]+res[3]), res[4])
-		return nil, &ExceededError{Kind: a.Kind, ID: a.ID, Spent: Amount(res[2]), Reserved: Amount(res[3]),
+		ex := &ExceededError{Kind: a.Kind, ID: a.ID, Spent: Amount(res[2]), Reserved: Amount(res[3]),
 			Budget: a.Budget(), Need: amount, ResetAt: a.ResetAt()}
-	}
-	if len(res) == 2+len(h.shared) && res[0] == 1 {
-		// Heard before the pending spend stops counting as carried, so a
-		// share check never misses it.
-		for i, a := range h.shared {
-			a.hear(Amount(res[2+i]), res[1])
+		if len(res) == 6 {
+			ex.Detail = shortBusy(a, amount).Detail
 		}
+		return nil, ex
 	}
+	if len(res) != 3+len(h.shared) || res[0] != 1 {
+		h.landed(true)
+		go h.releaseLease()
+		return nil, fmt.Errorf("redis: budget hold answered %v", res)
+	}
+	// Heard before the pending spend stops counting as carried, so a share
+	// check never misses it.
+	for i, a := range h.shared {
+		a.hear(Amount(res[2+i]), res[1])
+	}
+	h.amount = Amount(res[len(res)-1])
 	h.landed(true)
 	for _, a := range h.others { // in-process bookkeeping of the unbudgeted ones
-		a.used.Add(int64(amount))
+		a.used.Add(int64(h.amount))
 	}
 	return h, nil
 }
 
 // local holds in process: requests without a budgeted account.
-func (s *Shared) local(_ context.Context, accounts []*Account, amount Amount, budgeted []*Account) (Hold, error) {
-	r, err := Reserve(accounts, amount)
+func (s *Shared) local(_ context.Context, accounts []*Account, amount Amount, upTo bool, budgeted []*Account) (Hold, error) {
+	r, err := reserve(accounts, amount, upTo)
 	if err != nil {
 		return nil, err
 	}
@@ -305,6 +359,8 @@ func (l *localHold) Settle(actual Amount) []*Account {
 
 func (l *localHold) Release() { l.r.Release() }
 
+func (l *localHold) Held() Amount { return l.r.amount }
+
 func (s *Shared) fallback(err error) {
 	if s.Failed != nil && !rscript.IsReply(err) { // an error reply means Redis is up
 		s.Failed(err)
@@ -322,6 +378,9 @@ func (h *sharedHold) Settle(actual Amount) []*Account {
 
 // Release drops the hold.
 func (h *sharedHold) Release() { h.finish(0, false) }
+
+// Held is what the hold took.
+func (h *sharedHold) Held() Amount { return h.amount }
 
 // landed ends this hold's carrying of pending spend: Redis has it, or it
 // goes back to be carried by a later hold.

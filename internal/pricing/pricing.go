@@ -107,6 +107,20 @@ func (p Price) WorstCase(promptTokens, maxTokens int64) float64 {
 	return float64(promptTokens)*in + float64(maxTokens)*p.OutputPerToken
 }
 
+// OutputsWithin is how many output tokens fit in dollars after a prompt of
+// promptTokens, at the worst-case rates of WorstCase (0 when the prompt
+// alone does not fit; the model's maximum output when output is free).
+func (p Price) OutputsWithin(promptTokens int64, dollars float64) int64 {
+	left := dollars - float64(promptTokens)*max(p.InputPerToken, p.CacheCreationPerToken)
+	switch {
+	case left <= 0:
+		return 0
+	case p.OutputPerToken <= 0:
+		return p.MaxOutputTokens
+	}
+	return int64(left / p.OutputPerToken)
+}
+
 // Derive builds the embedded table from the public price list: every entry
 // with at least one numeric price, with only the fields above, sorted.
 func Derive(src []byte) ([]byte, error) {

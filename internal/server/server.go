@@ -198,7 +198,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap, Log: opts.Logger,
 			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget,
-			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse"}
+			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse", Mode: s.enforcement}
 	}
 	var rc *rscript.Runner
 	if url := cfg.RedisURL(); url != "" {

@@ -463,8 +463,12 @@ func TestHoldCoversEveryChoice(t *testing.T) {
 		// A worst case beyond what the ledger holds is held whole, never wrapped to a free hold.
 		{"huge max_tokens", "/v1/chat/completions", `{"model":"long","max_tokens":1000000000000000,"messages":[{"role":"user","content":"hi"}]}`, 0},
 	}
+	// Strict holds the worst case: it never lets spend pass the budget.
+	// Default holds at most what remains and may pass it by one request's
+	// cost ($0.04 here); TestConcurrencyBoundByMode covers that mode.
 	stores(t, func(t *testing.T, st store.Store) {
-		e := startSpendWith(t, st, mockupstream.Options{}, mockModel("long", "x-mock-completion-tokens", "50"), "", Options{})
+		e := startSpendWith(t, st, mockupstream.Options{}, mockModel("long", "x-mock-completion-tokens", "50"),
+			"litellm_settings:\n  budget_enforcement: strict\n", Options{})
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.05}`)

@@ -1,0 +1,62 @@
+package gateway
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// outputs learns how long each deployment's answers are, so that a request
+// without max_tokens holds a realistic amount in default budget mode rather
+// than the model's whole output ceiling.
+type outputs struct {
+	m sync.Map     // deployment id + "\x00" + upstream model -> *recent
+	n atomic.Int64 // entries, bounded: wildcard routes see client-chosen names
+}
+
+// maxLearned bounds how many (deployment, model) pairs are learned; past
+// it, new pairs keep the cold estimate (the output ceiling).
+const maxLearned = 4096
+
+// recent keeps the completion lengths of the last answers of one
+// (deployment, model), lock-free: a write is one atomic store.
+type recent struct {
+	next atomic.Uint64
+	seen [32]atomic.Int64 // completion tokens per output; 0: empty
+}
+
+func (o *outputs) stats(deployment, model string, create bool) *recent {
+	k := deployment + "\x00" + model
+	if v, ok := o.m.Load(k); ok {
+		return v.(*recent)
+	}
+	if !create || o.n.Load() >= maxLearned {
+		return nil
+	}
+	v, loaded := o.m.LoadOrStore(k, &recent{})
+	if !loaded {
+		o.n.Add(1)
+	}
+	return v.(*recent)
+}
+
+// observe records one answer's completion tokens per output.
+func (o *outputs) observe(deployment, model string, perOutput int64) {
+	if r := o.stats(deployment, model, true); r != nil {
+		r.seen[r.next.Add(1)%uint64(len(r.seen))].Store(max(perOutput, 1))
+	}
+}
+
+// estimate is the longest of the recent answers (a high percentile of what
+// the model has produced lately, not its mean: holds cut short are what
+// can overspend), or false before any answer was seen.
+func (o *outputs) estimate(deployment, model string) (int64, bool) {
+	r := o.stats(deployment, model, false)
+	if r == nil {
+		return 0, false
+	}
+	var most int64
+	for i := range r.seen {
+		most = max(most, r.seen[i].Load())
+	}
+	return most, most > 0
+}

@@ -1,0 +1,158 @@
+package server
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// gpt-4 at its table price ($30/M in, $60/M out; 4,096 output tokens at
+// most, so a request without max_tokens may cost about $0.25), answering
+// {{TOKENS}} completion tokens.
+const gpt4Config = `model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4, api_base: "{{UP}}", headers: {x-mock-completion-tokens: "{{TOKENS}}"}}
+general_settings:
+  master_key: sk-1234
+`
+
+func gpt4(tokens int, extra string) string {
+	return strings.ReplaceAll(gpt4Config, "{{TOKENS}}", strconv.Itoa(tokens)) + extra
+}
+
+func newKey(t *testing.T, e *spendEnv, body string) string {
+	t.Helper()
+	resp, out := e.post(t, "/key/generate", "sk-1234", body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("/key/generate %s: %d %v", body, resp.StatusCode, out)
+	}
+	return out["key"].(string)
+}
+
+func messageOf(out map[string]any) string {
+	e, _ := out["error"].(map[string]any)
+	m, _ := e["message"].(string)
+	return m
+}
+
+// TestFreshSmallKeysAreServed: in default mode a new key whose budget is
+// smaller than a request's worst case is served (the hold is what
+// remains), and refused once its spend reaches the budget, as LiteLLM
+// does. Strict mode refuses it, saying how to make the request fit.
+func TestFreshSmallKeysAreServed(t *testing.T) {
+	t.Run("default: a $0.10 key says hi", func(t *testing.T) {
+		e := startConfig(t, sqliteStore(t), mockupstream.Options{}, gpt4(5, ""))
+		key := newKey(t, e, `{"max_budget": 0.10}`)
+		if resp, out := e.post(t, "/v1/chat/completions", key, hi); resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, out)
+		}
+	})
+	t.Run("default: a $0.001 key is served once", func(t *testing.T) {
+		e := startConfig(t, sqliteStore(t), mockupstream.Options{}, gpt4(20, ""))
+		key := newKey(t, e, `{"max_budget": 0.001}`)
+		resp, out := e.post(t, "/v1/chat/completions", key, hi)
+		if resp.StatusCode != 200 {
+			t.Fatalf("first call: %d %v", resp.StatusCode, out)
+		}
+		if cost, _ := strconv.ParseFloat(resp.Header.Get("x-tollgate-response-cost"), 64); cost <= 0.001 {
+			t.Fatalf("the first call cost %v: the test needs one that overshoots $0.001", cost)
+		}
+		resp, out = e.post(t, "/v1/chat/completions", key, hi)
+		if resp.StatusCode != 400 || !strings.Contains(messageOf(out), "Budget has been exceeded") {
+			t.Fatalf("second call on a spent budget: %d %v", resp.StatusCode, out)
+		}
+	})
+	t.Run("strict: refused, with the way out", func(t *testing.T) {
+		e := startConfig(t, sqliteStore(t), mockupstream.Options{}, gpt4(5, "litellm_settings:\n  budget_enforcement: strict\n"))
+		key := newKey(t, e, `{"max_budget": 0.10}`)
+		resp, out := e.post(t, "/v1/chat/completions", key, hi)
+		if msg := messageOf(out); resp.StatusCode != 400 || !strings.Contains(msg, "set max_tokens") || !strings.Contains(msg, "may cost up to $0.2") {
+			t.Fatalf("strict, no max_tokens: %d %q", resp.StatusCode, msg)
+		}
+		if n := e.mock.Stats().Requests; n != 0 {
+			t.Fatalf("a refused request reached the upstream (%d)", n)
+		}
+		if resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 {
+			t.Fatalf("strict, max_tokens 100: %d %v", resp.StatusCode, out)
+		}
+	})
+}
+
+// TestConcurrencyBoundByMode: 40 clients at once on a $0.05 key. Strict
+// never spends past the budget; default spends past it by at most one
+// request's cost, because only the request whose hold was cut to what
+// remained can cost more than it held (the others hold the longest recent
+// answer, and these answers are all alike).
+func TestConcurrencyBoundByMode(t *testing.T) {
+	tests := []struct {
+		name      string
+		extra     string
+		body      string
+		slack     func(oneRequest float64) float64
+		minServed int64 // served at least
+	}{
+		// $0.05 / $0.00033 = 151 requests fit the budget.
+		{"default", "", hi, func(one float64) float64 { return one }, 140},
+		{"strict", "litellm_settings:\n  budget_enforcement: strict\n",
+			`{"model":"gpt-4","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, func(float64) float64 { return 0 }, 120},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stores(t, func(t *testing.T, st store.Store) {
+				e := startConfig(t, st, mockupstream.Options{}, gpt4(5, tt.extra))
+				// One call first, on another key: the gateway learns how
+				// long this model's answers are, and what one costs.
+				resp, out := e.post(t, "/v1/chat/completions", newKey(t, e, `{}`), tt.body)
+				if resp.StatusCode != 200 {
+					t.Fatalf("warm-up: %d %v", resp.StatusCode, out)
+				}
+				one, err := strconv.ParseFloat(resp.Header.Get("x-tollgate-response-cost"), 64)
+				if err != nil || one <= 0 {
+					t.Fatalf("warm-up cost %q", resp.Header.Get("x-tollgate-response-cost"))
+				}
+				const budget = 0.05
+				key := newKey(t, e, `{"max_budget": 0.05}`)
+				var ok, refused atomic.Int64
+				var wg sync.WaitGroup
+				// 40 clients × 10 requests: enough to spend the budget
+				// about three times over.
+				for range 40 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range 10 {
+							switch resp, out := e.post(t, "/v1/chat/completions", key, tt.body); resp.StatusCode {
+							case 200:
+								ok.Add(1)
+							case 400:
+								refused.Add(1)
+							default:
+								t.Errorf("%d %v", resp.StatusCode, out)
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				e.srv.writer.Flush()
+				k, err := st.GetKey(context.Background(), sha(key))
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Spend must come near the budget (the last requests of
+				// each client may be refused while others' holds are out,
+				// more so with strict's worst-case holds) and never pass
+				// the bound.
+				if k.Spend > budget+tt.slack(one)+1e-9 || k.Spend < 0.8*budget || ok.Load() < tt.minServed {
+					t.Fatalf("%s: %d served, %d refused; spend %v on a budget of %v (one request costs %v)", tt.name, ok.Load(), refused.Load(), k.Spend, budget, one)
+				}
+				t.Logf("%s: %d served, %d refused; spend %v on a budget of %v (one request costs %v)", tt.name, ok.Load(), refused.Load(), k.Spend, budget, one)
+			})
+		})
+	}
+}
