@@ -184,6 +184,17 @@ func (c *Config) MaxRequestBytes() int64 {
 	return 16 << 20
 }
 
+// MaxResponseBytes is general_settings.max_response_size_mb in bytes: the
+// largest whole (non-streaming) upstream answer the gateway reads. LiteLLM
+// has no default; Tollgate's is 32 MiB, LiteLLM's recommended production
+// value, so that no upstream can make the gateway buffer without bound.
+func (c *Config) MaxResponseBytes() int64 {
+	if mb := c.GeneralSettings.MaxResponseSizeMB; mb != nil && *mb > 0 {
+		return max(1, int64(*mb*(1<<20)))
+	}
+	return 32 << 20
+}
+
 // RequestTimeout is litellm_settings.request_timeout, else router_settings.timeout, else 600 s.
 func (c *Config) RequestTimeout() time.Duration {
 	for _, s := range []*Seconds{c.LiteLLMSettings.RequestTimeout, c.RouterSettings.Timeout} {

@@ -22,7 +22,8 @@ import (
 
 // Options shape every answer; request headers can override them per call:
 // x-mock-status, x-mock-delay-ms, x-mock-chunk-delay-ms, x-mock-chunks,
-// x-mock-completion-tokens and x-mock-no-usage.
+// x-mock-completion-tokens and x-mock-no-usage; x-mock-flood-bytes and
+// x-mock-flood make an answer too large to buffer (see flood).
 type Options struct {
 	Delay      time.Duration // before the response headers
 	ChunkDelay time.Duration // between stream chunks
@@ -113,6 +114,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			openAIError(w, status, errorType(status), "mock failure "+strconv.Itoa(status))
 		}
+		return
+	}
+	if n := s.intHeader(r, "x-mock-flood-bytes", 0); n > 0 {
+		s.flood(w, r, n)
 		return
 	}
 	s.mux.ServeHTTP(w, r)

@@ -144,6 +144,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		DefaultTimeout: cfg.RequestTimeout(),
 		Logger:         opts.Logger,
 	}
+	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
 	book := ledger.NewBook()
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
