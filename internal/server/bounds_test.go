@@ -105,4 +105,3 @@ func TestUpstreamAnswersAreBounded(t *testing.T) {
 		t.Errorf("%d rows for the refused whole answers, want none", n)
 	}
 }
-
