@@ -35,7 +35,7 @@ func TestSoakSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench --soak --smoke: %v\n%s", err, out)
 	}
-	for _, want := range []string{"| t | RSS | goroutines | open fds |", "| all samples |", "abandoned stream", "upstream error", "slow upstream", "unexpected outcomes: none"} {
+	for _, want := range []string{"| t | RSS | goroutines | open fds |", "| under load |", "abandoned stream", "upstream error", "slow upstream", "unexpected outcomes: none"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}

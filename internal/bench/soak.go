@@ -39,7 +39,8 @@ type Sample struct {
 // SoakResult is a soak's samples and their trends.
 type SoakResult struct {
 	Samples []Sample
-	// Slopes per minute by least squares, over every sample and over the
+	// Slopes per minute by least squares over the samples taken under load
+	// (not the idle first one nor the drained last one), and over their
 	// second half (after pools and caches have warmed up).
 	RSSSlope, GoroutineSlope, FDSlope             float64
 	RSSSlopeLate, GoroutineSlopeLate, FDSlopeLate float64
@@ -332,8 +333,13 @@ func (r *SoakResult) slopes() {
 	rssOf := func(s Sample) float64 { return s.RSSMB }
 	grOf := func(s Sample) float64 { return float64(s.Goroutines) }
 	fdOf := func(s Sample) float64 { return float64(s.FDs) }
-	r.RSSSlope, r.GoroutineSlope, r.FDSlope = fit(r.Samples, rssOf), fit(r.Samples, grOf), fit(r.Samples, fdOf)
-	late := r.Samples[len(r.Samples)/2:]
+	// Under load: without the idle first sample and the drained last one.
+	load := r.Samples
+	if len(load) > 3 {
+		load = load[1 : len(load)-1]
+	}
+	r.RSSSlope, r.GoroutineSlope, r.FDSlope = fit(load, rssOf), fit(load, grOf), fit(load, fdOf)
+	late := load[len(load)/2:]
 	r.RSSSlopeLate, r.GoroutineSlopeLate, r.FDSlopeLate = fit(late, rssOf), fit(late, grOf), fit(late, fdOf)
 }
 
@@ -348,7 +354,7 @@ func soakRow(s Sample) string {
 func (r *SoakResult) Summary() string {
 	var b strings.Builder
 	b.WriteString("| slope per minute | RSS | goroutines | open fds |\n|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| all samples | %+.2f MB | %+.2f | %+.2f |\n", r.RSSSlope, r.GoroutineSlope, r.FDSlope)
+	fmt.Fprintf(&b, "| under load | %+.2f MB | %+.2f | %+.2f |\n", r.RSSSlope, r.GoroutineSlope, r.FDSlope)
 	fmt.Fprintf(&b, "| second half | %+.2f MB | %+.2f | %+.2f |\n", r.RSSSlopeLate, r.GoroutineSlopeLate, r.FDSlopeLate)
 	var kinds []string
 	for k, n := range r.ByKind {
