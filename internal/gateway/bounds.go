@@ -29,8 +29,9 @@ func eventLimit(maxResponse int64) int {
 
 // readLimited reads a whole upstream body of at most limit bytes; a larger
 // one is errTooLarge. A declared length over the limit fails before anything
-// is read. The body is read in chunks joined once at the end, so refusing
-// an oversize answer costs at most limit bytes of memory, never a multiple.
+// is read. A body is read in chunks (32 KiB doubling to 4 MiB) joined once
+// at the end, so refusing an oversize answer costs at most the limit in
+// memory, never a multiple, and memory follows the bytes that arrived.
 func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 	if limit <= 0 {
 		return io.ReadAll(r)
@@ -38,8 +39,10 @@ func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 	if declared > limit {
 		return nil, errTooLarge
 	}
-	if declared >= 0 {
+	if declared >= 0 && declared <= 4<<20 {
 		// Exact size: one allocation (+1 to see a body longer than declared).
+		// Larger declared sizes grow as the bytes arrive, so that an
+		// upstream declaring much and sending little holds little.
 		buf := make([]byte, 0, declared+1)
 		for {
 			n, err := r.Read(buf[len(buf):cap(buf)])
