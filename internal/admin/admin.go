@@ -143,6 +143,10 @@ func seesAll(p *auth.Principal) bool {
 func decode(r *http.Request, v any) (*jsonbody.Object, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 1<<20))
 	if err != nil {
+		var e *apierror.Error // the body deadline (408)
+		if errors.As(err, &e) {
+			return nil, e
+		}
 		return nil, apierror.BadRequest("", "could not read body: %v", err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {

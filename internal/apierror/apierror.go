@@ -76,6 +76,12 @@ func TooLarge(limit int64) *Error {
 		"request body exceeds the limit of %d bytes (general_settings.max_request_size_mb)", limit)
 }
 
+// BodyTimeout is a 408 for a request body that did not arrive in time.
+func BodyTimeout(limit time.Duration) *Error {
+	return newf(http.StatusRequestTimeout, "invalid_request_error", "request_timeout",
+		"the request body did not arrive within %s (general_settings.request_body_timeout)", limit)
+}
+
 // RateLimited is a 429 rate_limit_error with Retry-After.
 func RateLimited(retryAfter time.Duration, format string, args ...any) *Error {
 	e := newf(http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded", format, args...)
@@ -180,7 +186,7 @@ func Write(w http.ResponseWriter, err error) *Error {
 
 // anthropicTypes are Anthropic's error types by status.
 var anthropicTypes = map[int]string{400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-	404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error"}
+	404: "not_found_error", 408: "invalid_request_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error"}
 
 // WriteAnthropic renders err in the Anthropic Messages API's error shape,
 // {"type":"error","error":{"type","message"}}, for /v1/messages clients.
@@ -211,6 +217,11 @@ func WriteAnthropic(w http.ResponseWriter, err error) *Error {
 // AnthropicHandler is Handler with errors in Anthropic's shape.
 func AnthropicHandler(log *slog.Logger, h HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				recovered(log, w, r, v, true)
+			}
+		}()
 		err := h(w, r)
 		if err == nil || errors.Is(err, ErrResponded) {
 			return
@@ -230,9 +241,15 @@ type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
 var ErrResponded = errors.New("response already written")
 
 // Handler adapts h so that its returned error is rendered once, here.
-// Server-side failures (5xx) are logged with their cause.
+// Server-side failures (5xx) are logged with their cause, and a panic in h
+// is a logged 500 (see Recover).
 func Handler(log *slog.Logger, h HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				recovered(log, w, r, v, false)
+			}
+		}()
 		err := h(w, r)
 		if err == nil || errors.Is(err, ErrResponded) {
 			return

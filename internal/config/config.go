@@ -195,6 +195,25 @@ func (c *Config) MaxResponseBytes() int64 {
 	return 32 << 20
 }
 
+// RequestHeaderTimeout is general_settings.request_header_timeout (default
+// 10 s): how long a client may take to send a request's headers.
+func (c *Config) RequestHeaderTimeout() time.Duration {
+	if s := c.GeneralSettings.RequestHeaderTimeout; s != nil {
+		return time.Duration(*s)
+	}
+	return 10 * time.Second
+}
+
+// RequestBodyTimeout is general_settings.request_body_timeout (default
+// 60 s): how long a client may take to send a whole request body, counted
+// from the end of its headers. Reading the response is not bounded by it.
+func (c *Config) RequestBodyTimeout() time.Duration {
+	if s := c.GeneralSettings.RequestBodyTimeout; s != nil {
+		return time.Duration(*s)
+	}
+	return 60 * time.Second
+}
+
 // RequestTimeout is litellm_settings.request_timeout, else router_settings.timeout, else 600 s.
 func (c *Config) RequestTimeout() time.Duration {
 	for _, s := range []*Seconds{c.LiteLLMSettings.RequestTimeout, c.RouterSettings.Timeout} {

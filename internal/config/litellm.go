@@ -71,6 +71,11 @@ type GeneralSettings struct {
 	MetricsKeyLabels *bool `yaml:"metrics_key_labels"`
 	// GlobalMaxParallelRequests bounds requests in flight gateway-wide.
 	GlobalMaxParallelRequests *int64 `yaml:"global_max_parallel_requests"`
+	// RequestHeaderTimeout and RequestBodyTimeout bound how long a client
+	// may take to send a request's headers, and then its whole body
+	// (Tollgate's own keys: LiteLLM leaves this to uvicorn).
+	RequestHeaderTimeout *Seconds `yaml:"request_header_timeout"`
+	RequestBodyTimeout   *Seconds `yaml:"request_body_timeout"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.

@@ -86,6 +86,14 @@ func (n *normalizer) run() error {
 		return n.errorf("$.general_settings.max_response_size_mb", "max_response_size_mb must be positive")
 	}
 	for _, f := range []struct {
+		name string
+		v    *Seconds
+	}{{"request_header_timeout", c.GeneralSettings.RequestHeaderTimeout}, {"request_body_timeout", c.GeneralSettings.RequestBodyTimeout}} {
+		if f.v != nil && *f.v <= 0 {
+			return n.errorf("$.general_settings."+f.name, "general_settings.%s must be a positive number of seconds", f.name)
+		}
+	}
+	for _, f := range []struct {
 		path string
 		v    *float64
 	}{{"$.litellm_settings.max_budget", c.LiteLLMSettings.MaxBudget}, {"$.litellm_settings.max_end_user_budget", c.LiteLLMSettings.MaxEndUserBudget}} {
@@ -139,6 +147,15 @@ func (n *normalizer) run() error {
 			if spec.Mode != "" && spec.Mode != "after" && spec.Mode != "replace" {
 				return n.errorf("$.general_settings."+key+".mode", "mode must be after or replace, got %q", spec.Mode)
 			}
+			if w := spec.Webhook; w != nil {
+				hs := make(map[string]string, len(w.Headers))
+				for k, v := range w.Headers {
+					hs[k] = string(v)
+				}
+				if err := checkHeaders(hs, false); err != nil {
+					return n.errorf("$.general_settings."+key+".webhook.headers", "general_settings.%s.webhook.headers.%s: %s", key, err.name, err.why)
+				}
+			}
 			if i == 0 {
 				c.CustomAuth = spec
 			} else {
@@ -183,6 +200,19 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 			d.Headers = map[string]string{}
 		}
 		d.Headers["OpenAI-Organization"] = string(p.Organization)
+	}
+	for _, h := range []struct {
+		field string
+		m     map[string]string
+	}{{"headers", p.Headers}, {"extra_headers", p.ExtraHeaders}, {"", map[string]string{"organization": string(p.Organization),
+		"api_key": string(p.APIKey), "api_version": string(p.APIVersion)}}} {
+		if err := checkHeaders(h.m, h.field == ""); err != nil {
+			at, field := h.field, h.field+"."+err.name
+			if h.field == "" {
+				at, field = err.name, err.name
+			}
+			return Deployment{}, n.errorf(path+".litellm_params."+at, "model_list[%d].litellm_params.%s: %s", i, field, err.why)
+		}
 	}
 	checks := []struct {
 		field string
@@ -235,6 +265,9 @@ func (n *normalizer) agentgatewayModel(i int, m LLMModel) (Deployment, error) {
 	provider, ok := agentgatewayProviders[strings.ToLower(m.Provider)]
 	if !ok {
 		return Deployment{}, n.errorf(path+".provider", "llm.models[%d]: unknown provider %q (openAI, anthropic, azureOpenAI, gemini, vertex, bedrock)", i, m.Provider)
+	}
+	if b := badHeaderByte(string(m.Params.APIKey)); b >= 0 {
+		return Deployment{}, n.errorf(path+".params.apiKey", "llm.models[%d].params.apiKey holds a control character at byte %d; CR and LF would split the header", i, b)
 	}
 	d := Deployment{
 		ModelName: m.Name, Provider: provider, Model: m.Params.Model,

@@ -69,12 +69,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	rt := g.Router()
 	grp, ok := rt.Group(model)
 	if !ok {
-		e := apierror.NotFound("model", "The model `%s` does not exist or you do not have access to it.", req.model)
+		e := apierror.NotFound("model", "The model `%s` does not exist or you do not have access to it.", clip(req.model))
 		e.Code = "model_not_found"
 		return e
 	}
 	if !p.MayUse(model, grp.AccessGroups) && (model == req.model || !p.MayUse(req.model, grp.AccessGroups)) {
-		return apierror.Forbidden("this key may not use model %q", req.model)
+		return apierror.Forbidden("this key may not use model %q", clip(req.model))
 	}
 	h := w.Header()
 	h.Set("x-tollgate-call-id", callID)
@@ -143,7 +143,7 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 			wr, ok := wireFor(op, t)
 			if !ok {
 				if len(chain) == 1 && len(cur.Targets) == 1 {
-					return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", req.model, t.D.Provider, op)
+					return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", clip(req.model), t.D.Provider, op)
 				}
 				tried, unservable = append(tried, t), append(unservable, t)
 				continue
@@ -234,7 +234,7 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	if last != nil {
 		return g.writeFailure(w, last, res)
 	}
-	e := apierror.RateLimited(wait, "every deployment of model %q is cooling down after failures; retry in %s", req.model, wait.Round(time.Second))
+	e := apierror.RateLimited(wait, "every deployment of model %q is cooling down after failures; retry in %s", clip(req.model), wait.Round(time.Second))
 	e.Code = "deployments_cooling_down"
 	return e
 }
@@ -375,7 +375,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 				res.clientGone = true
 				return errClientGone
 			}
-			g.log.Warn("upstream stream ended early", "model", req.model, "deployment", t.D.ID, "err", err, "timeout", wd.expired.Load())
+			g.log.Warn("upstream stream ended early", "model", clip(req.model), "deployment", t.D.ID, "err", err, "timeout", wd.expired.Load())
 		}
 		return errResponded
 	}
@@ -642,8 +642,8 @@ func (g *Gateway) observe(r *http.Request, p *auth.Principal, req *request, t *p
 		slog.String("key_alias", alias),
 		slog.String("user", user),
 		slog.String("team", team),
-		slog.String("end_user", req.user),
-		slog.String("model_group", req.model),
+		slog.String("end_user", clip(req.user)),
+		slog.String("model_group", clip(req.model)),
 		slog.String("deployment", deployment),
 		slog.String("provider", prov),
 		slog.Bool("stream", req.stream),
@@ -656,11 +656,12 @@ func (g *Gateway) observe(r *http.Request, p *auth.Principal, req *request, t *p
 		slog.Duration("overhead", overhead),
 	)
 	if m := g.opts.Metrics; m != nil {
-		m.ObserveRequest(&metrics.Request{
-			Operation: op.String(), Provider: prov, RequestModel: req.model, ResponseModel: res.model, ModelGroup: req.model,
+		mr := metrics.Request{
+			Operation: op.String(), Provider: prov,
 			Status: status, PromptTokens: res.usage.prompt, CompletionTokens: res.usage.completion, HasUsage: res.hasUsage,
 			Duration: total, TTFT: res.ttfb, Overhead: overhead, Stream: req.stream, Cost: cost,
-			KeyHash: p.KeyHash, KeyAlias: alias, User: user, Team: team, EndUser: req.user,
-		})
+		}
+		g.labels(&mr, p, req.model, req.user, t, status)
+		m.ObserveRequest(&mr)
 	}
 }

@@ -46,6 +46,7 @@ type Gateway struct {
 	auth    *auth.Authenticator
 	router  atomic.Pointer[router.Router]
 	log     *slog.Logger
+	served  nameSet // model names a wildcard group served, as metric labels
 }
 
 // New returns a Gateway routing with rt.

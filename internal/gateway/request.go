@@ -33,6 +33,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		if errors.As(err, &tooBig) {
 			return nil, apierror.TooLarge(limit)
 		}
+		var e *apierror.Error // the body deadline (408)
+		if errors.As(err, &e) {
+			return nil, e
+		}
 		return nil, apierror.BadRequest("", "could not read request body: %v", err)
 	}
 	return body, nil

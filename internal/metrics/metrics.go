@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/ledger"
 )
 
@@ -94,7 +95,7 @@ func New(o Options) *Metrics {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name(n), Help: help}, labels)
 	}
 	m.spendModel = counter("spend_usd_total", "Spend in USD by model group.", "model_group")
-	m.spendKey = counter("key_spend_usd_total", "Spend in USD by virtual key (sha256 hash and alias).", "key_hash", "key_alias")
+	m.spendKey = counter("key_spend_usd_total", "Spend in USD by virtual key (first 8 hex digits of its sha256, and alias).", "key_hash", "key_alias")
 	m.spendUser = counter("user_spend_usd_total", "Spend in USD by internal user.", "user")
 	m.spendTeam = counter("team_spend_usd_total", "Spend in USD by team.", "team")
 	m.spendEndUser = counter("end_user_spend_usd_total", "Spend in USD by end user (the request's user field).", "end_user")
@@ -164,33 +165,54 @@ func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 			if b == ledger.Unlimited {
 				return true
 			}
-			entity := k.String()
-			ch <- prometheus.MustNewConstMetric(c.max, prometheus.GaugeValue, b.Dollars(), entity, a.ID)
-			ch <- prometheus.MustNewConstMetric(c.spend, prometheus.GaugeValue, a.Spent().Dollars(), entity, a.ID)
-			ch <- prometheus.MustNewConstMetric(c.remaining, prometheus.GaugeValue, (b - a.Spent() - a.Reserved()).Dollars(), entity, a.ID)
+			entity, id := k.String(), a.ID
+			if k == ledger.KindKey {
+				id = HashPrefix(id) // a key's account is named by its whole hash
+			}
+			ch <- prometheus.MustNewConstMetric(c.max, prometheus.GaugeValue, b.Dollars(), entity, id)
+			ch <- prometheus.MustNewConstMetric(c.spend, prometheus.GaugeValue, a.Spent().Dollars(), entity, id)
+			ch <- prometheus.MustNewConstMetric(c.remaining, prometheus.GaugeValue, (b - a.Spent() - a.Reserved()).Dollars(), entity, id)
 			return true
 		})
 	}
 }
 
-// Handler serves /metrics; with auth set, a request it refuses gets 401.
-func (m *Metrics) Handler(auth func(*http.Request) bool) http.Handler {
+// HashPrefix is how a key's hash appears in labels: its first 8 hex digits,
+// enough to tell keys apart on a dashboard and too short to stand for the
+// key anywhere.
+func HashPrefix(hash string) string {
+	if len(hash) > 8 {
+		return hash[:8]
+	}
+	return hash
+}
+
+// Handler serves /metrics. With auth set, a request it refuses gets the
+// error auth returns (an *apierror.Error: 401 without a valid key, 403 for a
+// key that may not read metrics).
+func (m *Metrics) Handler(auth func(*http.Request) error) http.Handler {
 	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	if auth == nil {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !auth(r) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write([]byte(`{"error":{"message":"the metrics endpoint needs the master key (litellm_settings.require_auth_for_metrics_endpoint)","type":"authentication_error","param":null,"code":"invalid_api_key"}}` + "\n"))
+		if err := auth(r); err != nil {
+			apierror.Write(w, err)
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
-// Request is what one finished inference request reports.
+// Unknown is the one label value for anything that is not configured or
+// stored (a model name, key, user or end user a client made up), so that
+// clients cannot add series.
+const Unknown = "unknown"
+
+// Request is what one finished inference request reports. Its label values
+// must come from the configuration or the store (the gateway maps anything
+// else to Unknown); KeyHash is a short prefix of the key's hash, never the
+// whole hash.
 type Request struct {
 	Operation, Provider, RequestModel, ResponseModel string
 	ModelGroup                                       string
@@ -236,7 +258,7 @@ func (m *Metrics) ObserveRequest(r *Request) {
 		}
 		if m.keyLabels {
 			if r.KeyHash != "" {
-				m.spendKey.WithLabelValues(r.KeyHash, r.KeyAlias).Add(r.Cost)
+				m.spendKey.WithLabelValues(HashPrefix(r.KeyHash), r.KeyAlias).Add(r.Cost)
 			}
 			if r.User != "" {
 				m.spendUser.WithLabelValues(r.User).Add(r.Cost)

@@ -107,7 +107,7 @@ func operations() []op {
 		op{method: "GET", path: "/health/liveliness", tag: "health", summary: "The process is up", ok: jsonResp("alive", nullStr), public: true},
 		op{method: "GET", path: "/health/liveness", tag: "health", summary: "The process is up", ok: jsonResp("alive", nullStr), public: true},
 		op{method: "GET", path: "/health/readiness", tag: "health", summary: "The database answers", ok: jsonResp("ready", object(nil, obj{"status": str(""), "db": str(""), "version": str("")})), public: true},
-		op{method: "GET", path: "/metrics", tag: "health", summary: "Prometheus metrics (the master key when require_auth_for_metrics_endpoint)",
+		op{method: "GET", path: "/metrics", tag: "health", summary: "Prometheus metrics (the master key or an admin's key when require_auth_for_metrics_endpoint)",
 			ok: obj{"description": "Prometheus text", "content": obj{"text/plain": obj{"schema": obj{"type": "string"}}}}, public: true},
 		op{method: "GET", path: "/openapi.json", tag: "docs", summary: "This document", ok: jsonResp("the document", anyObj), public: true},
 		op{method: "GET", path: "/", tag: "docs", summary: "Interactive API docs", ok: obj{"description": "HTML", "content": obj{"text/html": obj{"schema": obj{"type": "string"}}}}, public: true},

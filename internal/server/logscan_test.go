@@ -87,6 +87,9 @@ func scanLog(log []byte, wantRequests bool) error {
 				}
 			}
 		}
+		if h := fullHash.Find(line); h != nil {
+			return fmt.Errorf("line %d holds a whole key hash %q (log the 8-digit prefix): %s", i+1, h, line)
+		}
 		if k := rawKey.Find(line); k != nil {
 			return fmt.Errorf("line %d holds key material %q: %s", i+1, k, line)
 		}
@@ -112,6 +115,7 @@ func TestScanLogCatchesKeys(t *testing.T) {
 		`{"msg":"x","err":"invalid key sk-Zx81hJd0aPq2LmNo3rSt"}`,
 		`{"msg":"x","key":"sk-1234"}`,
 		`not json`,
+		`{"msg":"soft budget crossed","id":"03ac674216f3e15c761ee1a5e255f067953623c8b388b4459e13f978d7c846f4"}`,
 	} {
 		if scanLog([]byte(many+bad+"\n"), false) == nil {
 			t.Errorf("scan accepted %s", bad)

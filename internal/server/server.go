@@ -59,6 +59,7 @@ type Server struct {
 	log        *slog.Logger
 	gw         *gateway.Gateway
 	mux        *http.ServeMux
+	handler    http.Handler // mux behind the panic recovery and the body deadline
 	snap       *auth.Snapshot
 	writer     *ledger.Writer
 	limits     *gateway.Limits
@@ -167,7 +168,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				defer cancel()
 				if err := s.shared.ResetPeriod(ctx, kind, id, next); err != nil {
-					s.log.Warn("budget reset not written to redis", "kind", kind.String(), "id", id, "err", err)
+					s.log.Warn("budget reset not written to redis", "kind", kind.String(), "id", logID(kind, id), "err", err)
 				}
 			}
 		}
@@ -213,16 +214,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	limits.OnRefused = func(d *ratelimit.Denied) { s.metrics.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }
 	if gopts.Meter != nil {
 		gopts.Meter.OnSoftBudget = func(a *ledger.Account) {
-			s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", a.ID, "spend", a.Spent().Dollars())
+			s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", logID(a.Kind, a.ID), "spend", a.Spent().Dollars())
 			s.metrics.SoftBudgetCrossed(a.Kind.String())
 		}
 	}
-	var metricsAuth func(*http.Request) bool
+	var metricsAuth func(*http.Request) error
 	if cfg.LiteLLMSettings.RequireAuthForMetricsEndpoint {
-		metricsAuth = func(r *http.Request) bool {
-			p, err := authn.Authenticate(r)
-			return err == nil && (p.Master || (p.Key != nil && p.Role() == auth.RoleProxyAdmin))
-		}
+		metricsAuth = func(r *http.Request) error { return mayReadMetrics(authn, r) }
 	}
 	s.Handle("GET /metrics", s.metrics.Handler(metricsAuth))
 	s.gw = gateway.New(gopts, authn, rt)
@@ -243,21 +241,22 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}).Register(s)
 	}
 	s.registerHealth()
-	openapi.Register(s.Handle, Version)
-	ui.Register(s.Handle)
+	openapi.Register(pageHeaders(s.Handle), Version)
+	ui.Register(pageHeaders(s.Handle))
+	s.handler = apierror.Recover(s.log, bodyDeadline(s.mux, cfg.RequestBodyTimeout()))
 	return s, nil
 }
 
 // Handler is the gateway's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves on ln until ctx is done, then shuts down gracefully: the
 // listener closes at once, requests and streams in flight run to their end
 // (up to ShutdownTimeout), and Serve returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 30 * time.Second,
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.Load().RequestHeaderTimeout(),
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}

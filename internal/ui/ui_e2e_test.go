@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,6 +128,39 @@ general_settings:
 	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
 		t.Fatalf("start Chromium: %v", err)
 	}
+	// Every console message is kept: a Content-Security-Policy violation
+	// (the pages run under a strict policy) or an uncaught exception fails
+	// the test at the end.
+	var (
+		consoleMu sync.Mutex
+		console   []chromedp.ConsoleMessage
+	)
+	cctx, stopConsole := context.WithCancel(bctx)
+	messages := chromedp.Console(cctx)
+	consoleDone := make(chan struct{})
+	go func() {
+		defer close(consoleDone)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			consoleMu.Lock()
+			console = append(console, m)
+			consoleMu.Unlock()
+		}
+	}()
+	defer func() {
+		stopConsole()
+		<-consoleDone
+		for _, m := range console {
+			text := strings.ToLower(m.Text)
+			if m.IsException() || m.Source == "security" || strings.Contains(text, "content security policy") || strings.Contains(text, "refused to") {
+				t.Errorf("browser console, %s (%s): %s", m.Type, m.URL, m.Text)
+			} else {
+				t.Logf("browser console, %s: %s", m.Type, m.Text)
+			}
+		}
+	}()
 	step("open the UI", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible("#login-key"))
 	shot("1-login")
 	step("sign in", chromedp.SendKeys("#login-key", "sk-ui-master"), chromedp.Click("#login-button"), chromedp.WaitVisible("#key-form"))
@@ -207,4 +241,13 @@ general_settings:
 		t.Errorf("viewer: whoami %q, %d forms and buttons", who, buttons)
 	}
 	shot("6-viewer")
+
+	// The API docs page renders the document and sends a request.
+	step("open the docs page", chromedp.Navigate(base+"/docs"), chromedp.WaitVisible(chromedp.CSS("#ops details summary")))
+	step("send a request from the docs page", chromedp.Click(chromedp.CSS("#ops details summary")),
+		chromedp.Click(chromedp.CSS("#ops details button")), chromedp.WaitVisible(chromedp.CSS("#ops details pre")))
+	if out, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS("#ops details pre"))); err != nil || !strings.HasPrefix(out, "200 ") {
+		t.Errorf("the docs page's request: %.100q, %v", out, err)
+	}
+	shot("7-docs")
 }

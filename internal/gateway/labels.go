@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/metrics"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// maxEchoedName is how much of a client-chosen name (a model, an end user)
+// an error message or a log line repeats.
+const maxEchoedName = 100
+
+// clip shortens a client-chosen name to maxEchoedName bytes, on a rune
+// boundary, marking the cut with "…".
+func clip(s string) string {
+	if len(s) <= maxEchoedName {
+		return s
+	}
+	cut := maxEchoedName
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// maxWildcardNames bounds how many distinct model names that reached a
+// wildcard deployment (and were served) become metric labels.
+const maxWildcardNames = 200
+
+// nameSet is a bounded set of label values: once full, new names are not
+// admitted.
+type nameSet struct {
+	m sync.Map // string → struct{}
+	n atomic.Int64
+}
+
+// admit reports whether name is (or now is) in the set.
+func (s *nameSet) admit(name string, limit int64) bool {
+	if _, ok := s.m.Load(name); ok {
+		return true
+	}
+	if s.n.Add(1) > limit {
+		s.n.Add(-1)
+		return false
+	}
+	if _, loaded := s.m.LoadOrStore(name, struct{}{}); loaded {
+		s.n.Add(-1)
+	}
+	return true
+}
+
+// labels fills the identifying labels of a metrics.Request so that every
+// value comes from the configuration or the store, never from what a
+// client chose: the model group a request resolved to (or "unknown"), the
+// key's hash prefix and alias for known keys, the user and team of the key
+// when they exist, and the end user only when an operator created it. A
+// name a wildcard group forwarded is a label only once the upstream served
+// it, and at most maxWildcardNames of them.
+func (g *Gateway) labels(m *metrics.Request, p *auth.Principal, requested, endUser string, t *provider.Target, status int) {
+	m.ModelGroup, m.RequestModel, m.ResponseModel = metrics.Unknown, metrics.Unknown, metrics.Unknown
+	if requested != "" {
+		if grp, ok := g.Router().Group(p.ResolveModel(requested)); ok {
+			m.ModelGroup, m.RequestModel = grp.Name, grp.Name
+			if strings.Contains(grp.Name, "*") && status < 400 && status != 0 && len(requested) <= maxEchoedName &&
+				g.served.admit(requested, maxWildcardNames) {
+				m.RequestModel = requested
+			}
+		}
+	}
+	m.ResponseModel = m.RequestModel
+	if t != nil && t.D.Model != "" {
+		m.ResponseModel = t.D.Model
+	}
+	if knownKey(p) {
+		if len(p.KeyHash) >= 8 {
+			m.KeyHash = p.KeyHash[:8]
+		}
+		if k := p.Key; k != nil && k.KeyAlias != nil {
+			m.KeyAlias = *k.KeyAlias
+		}
+	} else if p.KeyHash != "" {
+		m.KeyHash = metrics.Unknown
+	}
+	if k := p.Key; k != nil {
+		if k.UserID != "" {
+			m.User = metrics.Unknown
+			if p.User != nil {
+				m.User = k.UserID
+			}
+		}
+		if k.TeamID != "" {
+			m.Team = metrics.Unknown
+			if p.Team != nil {
+				m.Team = k.TeamID
+			}
+		}
+	}
+	if endUser != "" {
+		m.EndUser = metrics.Unknown
+		if mt := g.opts.Meter; mt != nil && mt.Snap != nil {
+			if e, ok := mt.Snap.EndUser(endUser); ok && configuredEndUser(e) {
+				m.EndUser = endUser
+			}
+		}
+	}
+}
+
+// configuredEndUser reports whether an operator created or configured e
+// (/customer/new, /end_user/new, or a budget, limit, alias or block set on
+// it). End users also come into being with their first request, under any
+// name a client sends; those are not labels.
+func configuredEndUser(e *store.EndUser) bool {
+	return e.Metadata != nil || e.Alias != "" || e.MaxBudget != nil || e.Blocked ||
+		e.RPMLimit != nil || e.TPMLimit != nil || e.MaxParallelRequests != nil
+}
+
+// knownKey reports whether p's key was issued by the gateway (a stored key,
+// a static key of the config, the master key) rather than accepted as is:
+// an unknown key in open mode, or one a custom_auth hook in replace mode let
+// through, is whatever the client sent.
+func knownKey(p *auth.Principal) bool {
+	switch {
+	case p.Master, p.Static != nil:
+		return true
+	case p.Key == nil:
+		return false
+	}
+	return p.Key.KeyName != customAuthKeyName
+}
+
+// customAuthKeyName is the KeyName auth gives the key it makes up for a
+// custom_auth hook in replace mode.
+const customAuthKeyName = "custom-auth"
