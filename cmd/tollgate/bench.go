@@ -28,10 +28,32 @@ func runBench(args []string) error {
 	pg := fs.String("pg", os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), "PostgreSQL URL for governed-pg")
 	redis := fs.String("redis", os.Getenv("TOLLGATE_TEST_REDIS_URL"), "Redis URL for governed-pg")
 	smoke := fs.Bool("smoke", false, "a few seconds of everything, to prove the harness works (no timing meaning)")
+	soak := fs.Bool("soak", false, "one governed gateway under a steady mix (plain, streams, abandoned streams, upstream errors, slow upstreams) for --duration (default 10m) at --rate, sampling RSS, goroutines and open fds every --every")
+	rate := fs.Int("rate", 200, "with --soak: requests started per second")
+	every := fs.Duration("every", 10*time.Second, "with --soak: sampling interval")
 	_ = fs.Parse(args)
 	bin, err := os.Executable()
 	if err != nil {
 		return err
+	}
+	if *soak {
+		o := bench.SoakOptions{Bin: bin, Duration: *duration, Rate: *rate, Every: *every, Out: os.Stdout}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["duration"] {
+			o.Duration = 10 * time.Minute
+		}
+		if *smoke {
+			o.Duration, o.Every = 3*time.Second, time.Second
+		}
+		res, err := bench.Soak(o)
+		if err != nil {
+			return err
+		}
+		if len(res.Samples) < 2 || res.Samples[len(res.Samples)-1].Requests == 0 {
+			return fmt.Errorf("soak: the gateway answered nothing")
+		}
+		return nil
 	}
 	o := bench.Options{Bin: bin, Scenarios: strings.Split(*scenarios, ","), Loads: strings.Split(*loads, ","), Stream: *stream,
 		Duration: *duration, Rounds: *rounds, PGURL: *pg, RedisURL: *redis, Out: os.Stdout}

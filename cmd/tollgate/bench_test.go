@@ -24,3 +24,21 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	t.Logf("\n%s", out)
 }
+
+// TestSoakSmoke runs the soak for a few seconds: the mix is served as
+// expected (no unexpected outcomes) and the samples and slopes are printed.
+func TestSoakSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	out, err := exec.Command(buildBinary(t), "bench", "--soak", "--smoke", "--rate", "50").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench --soak --smoke: %v\n%s", err, out)
+	}
+	for _, want := range []string{"| t | RSS | goroutines | open fds |", "| under load |", "abandoned stream", "upstream error", "slow upstream", "unexpected outcomes: none"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	t.Logf("\n%s", out)
+}

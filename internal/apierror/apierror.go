@@ -7,10 +7,14 @@
 package apierror
 
 import (
+	"context"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -111,11 +115,25 @@ func Unavailable(cause error, format string, args ...any) *Error {
 	return e
 }
 
-// Internal is a 500 whose cause is logged and never shown.
+// Internal is a 500 whose cause is logged and never shown; a cause that is
+// a backing service (the database, Redis) not answering in time or not
+// reachable is a 503 instead, which a client may retry.
 func Internal(cause error) *Error {
+	if Unreachable(cause) {
+		return Unavailable(cause, "a backing service (database or Redis) is unreachable or did not answer in time; try again")
+	}
 	e := newf(http.StatusInternalServerError, "api_error", "internal_error", "internal error")
 	e.Cause = cause
 	return e
+}
+
+// Unreachable reports whether err says a dependency did not answer in time
+// (a deadline passed) or could not be reached (a network error, a
+// connection that broke off).
+func Unreachable(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, driver.ErrBadConn)
 }
 
 // From converts any error into an *Error: an *Error found in the chain is

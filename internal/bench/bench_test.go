@@ -42,3 +42,22 @@ func TestOneNamesFailures(t *testing.T) {
 		t.Errorf("row: %s", got)
 	}
 }
+
+// TestSlope: the soak's trend is a least-squares fit.
+func TestSlope(t *testing.T) {
+	tests := []struct {
+		name string
+		x, y []float64
+		want float64
+	}{
+		{"flat", []float64{0, 1, 2, 3}, []float64{5, 5, 5, 5}, 0},
+		{"rising", []float64{0, 1, 2, 3}, []float64{1, 3, 5, 7}, 2},
+		{"noisy flat", []float64{0, 1, 2, 3}, []float64{4, 6, 4, 6}, 0.4},
+		{"one point", []float64{1}, []float64{9}, 0},
+	}
+	for _, tt := range tests {
+		if got := slope(tt.x, tt.y); got < tt.want-1e-9 || got > tt.want+1e-9 {
+			t.Errorf("%s: slope %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -218,6 +218,17 @@ func (c *Config) MaxRequestBytes() int64 {
 	return 16 << 20
 }
 
+// MaxResponseBytes is general_settings.max_response_size_mb in bytes: the
+// largest whole (non-streaming) upstream answer the gateway reads. LiteLLM
+// has no default; Tollgate's is 32 MiB, LiteLLM's recommended production
+// value, so that no upstream can make the gateway buffer without bound.
+func (c *Config) MaxResponseBytes() int64 {
+	if mb := c.GeneralSettings.MaxResponseSizeMB; mb != nil && *mb > 0 {
+		return max(1, int64(*mb*(1<<20)))
+	}
+	return 32 << 20
+}
+
 // RequestHeaderTimeout is general_settings.request_header_timeout (default
 // 10 s): how long a client may take to send a request's headers.
 func (c *Config) RequestHeaderTimeout() time.Duration {

@@ -237,8 +237,15 @@ func TestDefaultAndHelpers(t *testing.T) {
 	if d.MasterKey() != "sk-env" || d.DatabaseURL() != "postgres://db" || d.RedisURL() != "redis://r" {
 		t.Error("environment fallbacks not used")
 	}
-	if d.MaxRequestBytes() != 16<<20 || d.RequestTimeout() != 600*time.Second {
+	if d.MaxRequestBytes() != 16<<20 || d.RequestTimeout() != 600*time.Second || d.MaxResponseBytes() != 32<<20 {
 		t.Error("defaults wrong")
+	}
+	half, err := Parse("r.yaml", []byte("general_settings:\n  max_response_size_mb: 0.5\n"))
+	if err != nil || half.MaxResponseBytes() != 512<<10 {
+		t.Errorf("max_response_size_mb 0.5: %v %v", half, err)
+	}
+	if _, err := Parse("r.yaml", []byte("general_settings:\n  max_response_size_mb: 0\n")); err == nil || !strings.Contains(err.Error(), "r.yaml:2:") {
+		t.Errorf("max_response_size_mb 0 accepted or not located: %v", err)
 	}
 	cfg := load(t, "litellm_step1.yaml")
 	if cfg.MasterKey() != "sk-1234" || cfg.DatabaseURL() != "postgresql://<user>:<password>@<host>:<port>/<dbname>" {

@@ -54,6 +54,7 @@ type GeneralSettings struct {
 	CustomAuth             any      `yaml:"custom_auth"`
 	CustomKeyGenerate      any      `yaml:"custom_key_generate"`
 	MaxRequestSizeMB       *float64 `yaml:"max_request_size_mb"`
+	MaxResponseSizeMB      *float64 `yaml:"max_response_size_mb"`
 	BackgroundHealthChecks bool     `yaml:"background_health_checks"`
 	HealthCheckInterval    *Seconds `yaml:"health_check_interval"`
 	DisableSpendLogs       bool     `yaml:"disable_spend_logs"`

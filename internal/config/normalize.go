@@ -108,6 +108,9 @@ func (n *normalizer) run() error {
 	if mb := c.GeneralSettings.MaxRequestSizeMB; mb != nil && *mb <= 0 {
 		return n.errorf("$.general_settings.max_request_size_mb", "max_request_size_mb must be positive")
 	}
+	if mb := c.GeneralSettings.MaxResponseSizeMB; mb != nil && *mb <= 0 {
+		return n.errorf("$.general_settings.max_response_size_mb", "max_response_size_mb must be positive")
+	}
 	for _, f := range []struct {
 		name string
 		v    *Seconds

@@ -278,7 +278,6 @@ var Sections = []*Section{
 			{"use_azure_key_vault", "boolean", noteSecretMgr},
 			{"use_google_kms", "boolean", noteSecretMgr},
 			{"max_parallel_requests", "integer", "per-deployment parallel limit " + noteNotEnforced},
-			{"max_response_size_mb", "integer", "response sizes are not bounded"},
 			{"infer_model_from_keys", "boolean", ""},
 			{"health_check_details", "boolean", ""},
 			{"alerting", "array of strings", "Tollgate sends no alerts; watch the logs and metrics"},

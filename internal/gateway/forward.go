@@ -379,8 +379,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		if wr.stream != nil {
 			sink = translated{s: wr.stream(req), res: res}
 		}
-		err := streamEvents(w, resp, wd, sink, res)
+		err := streamEvents(w, resp, wd, sink, res, eventLimit(g.opts.MaxResponseBytes), wr.anthropicClient)
 		res.upstream = time.Since(sent) // streams are paced by the upstream
+		if errors.As(err, new(errEventTooLarge)) {
+			res.status = http.StatusBadGateway // booked as a failure, with what was produced
+		}
 		if err != nil && (res.clientGone || r.Context().Err() != nil) {
 			res.clientGone = true
 		}
@@ -395,8 +398,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		return errResponded
 	}
 
-	data, err := io.ReadAll(resp.Body)
+	data, err := readLimited(resp.Body, resp.ContentLength, g.opts.MaxResponseBytes)
 	res.upstream = time.Since(sent)
+	if errors.Is(err, errTooLarge) {
+		return tooLargeFailure(t.D.ID, g.opts.MaxResponseBytes)
+	}
 	if err != nil {
 		return g.upstreamError(r, t, wd, err, res)
 	}
@@ -513,7 +519,7 @@ func (t translated) sync() {
 	t.res.chunks = t.s.Chunks()
 }
 
-func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink eventSink, res *result) error {
+func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink eventSink, res *result, maxEvent int, anthropic bool) error {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(resp.StatusCode)
 	if err := rc.Flush(); err != nil {
@@ -526,6 +532,13 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			wd.feed()
+			if len(event)+len(line) > maxEvent {
+				// One event over the bound: end the stream with an error
+				// event rather than buffer it.
+				_, _ = w.Write(streamErrorEvent(out[:0], anthropic, eventTooLargeMessage(maxEvent)))
+				_ = rc.Flush()
+				return errEventTooLarge{limit: maxEvent}
+			}
 			event = append(event, line...)
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {

@@ -33,6 +33,10 @@ type Options struct {
 	Metrics        *metrics.Metrics
 	Routing        config.Routing // retries, fallbacks
 	Health         *router.Health // nil: no cooldowns
+
+	// MaxResponseBytes bounds a whole upstream answer (larger: 502) and,
+	// when under 8 MiB, one stream event; 0 reads whole answers unbounded.
+	MaxResponseBytes int64
 }
 
 // Gateway holds the live routing table and serves inference requests.

@@ -132,3 +132,34 @@ func BenchmarkPromptBound(b *testing.B) {
 		promptBound(body, "gpt-4o", 128000)
 	}
 }
+
+// TestReadLimited: whole upstream bodies are read up to the limit, with or
+// without a declared length, and refused past it.
+func TestReadLimited(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 10<<20)
+	tests := []struct {
+		name            string
+		n               int
+		declared, limit int64
+		tooLarge        bool
+	}{
+		{"empty", 0, 0, 100, false},
+		{"declared, at the limit", 100, 100, 100, false},
+		{"declared, over the limit", 101, 101, 100, true},
+		{"undeclared, at the limit", 100, -1, 100, false},
+		{"undeclared, over the limit", 101, -1, 100, true},
+		{"undeclared, many chunks", 9 << 20, -1, 10 << 20, false},
+		{"undeclared, many chunks, over", 10 << 20, -1, 9 << 20, true},
+		{"declared large", 6 << 20, 6 << 20, 10 << 20, false},
+		{"no limit", 10 << 20, -1, 0, false},
+	}
+	for _, tt := range tests {
+		got, err := readLimited(bytes.NewReader(big[:tt.n]), tt.declared, tt.limit)
+		switch {
+		case tt.tooLarge && err != errTooLarge:
+			t.Errorf("%s: err %v, want errTooLarge", tt.name, err)
+		case !tt.tooLarge && (err != nil || !bytes.Equal(got, big[:tt.n])):
+			t.Errorf("%s: %d bytes, err %v; want the %d bytes", tt.name, len(got), err, tt.n)
+		}
+	}
+}

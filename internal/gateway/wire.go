@@ -20,6 +20,9 @@ type wire struct {
 	stream func(req *request) translate.Stream
 	// errBody converts an upstream error body; nil keeps it.
 	errBody func(status int, body []byte) []byte
+	// anthropicClient: the client speaks Anthropic's Messages API (errors
+	// the gateway writes into its stream take Anthropic's shape).
+	anthropicClient bool
 }
 
 func passthroughBody(req *request, model string, askUsage bool) ([]byte, error) {
@@ -51,8 +54,9 @@ var (
 			u, _ := translate.MessageUsage(body)
 			return body, u, nil
 		},
-		stream:  func(*request) translate.Stream { return translate.MessagesPassthrough() },
-		errBody: translate.ErrorToAnthropic,
+		stream:          func(*request) translate.Stream { return translate.MessagesPassthrough() },
+		errBody:         translate.ErrorToAnthropic,
+		anthropicClient: true,
 	}
 
 	// An Anthropic Messages request to an OpenAI-compatible deployment.
@@ -69,9 +73,10 @@ var (
 			}
 			return r.upstreamBody(model, true), nil // ask for the usage chunk
 		},
-		response: translate.CompletionToMessage,
-		stream:   func(req *request) translate.Stream { return translate.ChatToMessagesStream(req.model) },
-		errBody:  translate.ErrorToAnthropic,
+		response:        translate.CompletionToMessage,
+		stream:          func(req *request) translate.Stream { return translate.ChatToMessagesStream(req.model) },
+		errBody:         translate.ErrorToAnthropic,
+		anthropicClient: true,
 	}
 )
 

@@ -44,7 +44,20 @@ func ParsePeriod(s string) (Period, error) {
 	default:
 		return Period{}, fmt.Errorf("invalid duration %q: unknown unit %q (use s, m, h, d, w, mo)", s, unit)
 	}
+	if n > maxPeriod[unit] {
+		// Longer periods overflow time arithmetic (a key would be created
+		// already expired) and mean nothing for a budget or an expiry.
+		return Period{}, fmt.Errorf("invalid duration %q: longer than %d years", s, maxYears)
+	}
 	return Period{N: n, Unit: unit}, nil
+}
+
+// maxYears bounds a period; maxPeriod is that bound in each unit.
+const maxYears = 100
+
+var maxPeriod = map[string]int{
+	"s": maxYears * 366 * 86400, "m": maxYears * 366 * 1440, "h": maxYears * 366 * 24,
+	"d": maxYears * 366, "w": maxYears * 53, "mo": maxYears * 12, "y": maxYears,
 }
 
 // After is t plus the period (for key expiry: not calendar-aligned).

@@ -33,7 +33,7 @@ func TestPeriods(t *testing.T) {
 			t.Errorf("%s: NextReset = %v, want %v", tt.in, got, tt.nextReset)
 		}
 	}
-	for _, bad := range []string{"", "d", "0d", "-1d", "5x", "1.5h", "30 days ago"} {
+	for _, bad := range []string{"", "d", "0d", "-1d", "5x", "1.5h", "30 days ago", "9223372037s", "101y", "36700d"} {
 		if _, err := ParsePeriod(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

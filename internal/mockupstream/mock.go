@@ -24,9 +24,10 @@ import (
 // x-mock-status, x-mock-delay-ms, x-mock-chunk-delay-ms, x-mock-chunks,
 // x-mock-completion-tokens and x-mock-no-usage. Two more make it misbehave
 // as real upstreams have: x-mock-usage (a JSON object sent verbatim as the
-// OpenAI usage) and x-mock-raw-body (sent verbatim as a 200 JSON answer).
-// OpenAI requests' n and best_of are honoured: n choices, every generated
-// one counted in the usage.
+// OpenAI usage) and x-mock-raw-body (sent verbatim as a 200 JSON answer);
+// x-mock-flood-bytes and x-mock-flood make an answer too large to buffer
+// (see flood). OpenAI requests' n and best_of are honoured: n choices,
+// every generated one counted in the usage.
 type Options struct {
 	Delay      time.Duration // before the response headers
 	ChunkDelay time.Duration // between stream chunks
@@ -117,6 +118,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			openAIError(w, status, errorType(status), "mock failure "+strconv.Itoa(status))
 		}
+		return
+	}
+	if n := s.intHeader(r, "x-mock-flood-bytes", 0); n > 0 {
+		s.flood(w, r, n)
 		return
 	}
 	s.mux.ServeHTTP(w, r)

@@ -1,6 +1,7 @@
 // Package netsim plays network failures for tests: a TCP proxy in front of a
-// real server (PostgreSQL, Redis) that can be cut and restored, so a test
-// can take a dependency "down" without touching the shared service.
+// real server (PostgreSQL, Redis) that can be cut and restored, or turned
+// into a black hole, so a test can take a dependency "down" without
+// touching the shared service.
 package netsim
 
 import (
@@ -15,6 +16,8 @@ type Proxy struct {
 	mu           sync.Mutex
 	ln           net.Listener
 	conns        []net.Conn
+	holed        bool       // black hole: accept, read, never answer
+	held         []net.Conn // client connections the black hole keeps open
 }
 
 // NewProxy listens on a free loopback port and forwards to target.
@@ -41,6 +44,16 @@ func (p *Proxy) serve(ln net.Listener) {
 			if err != nil {
 				return
 			}
+			p.mu.Lock()
+			holed := p.holed
+			if holed {
+				p.held = append(p.held, c)
+			}
+			p.mu.Unlock()
+			if holed {
+				go p.swallow(c)
+				continue
+			}
 			u, err := net.Dial("tcp", p.target)
 			if err != nil {
 				c.Close()
@@ -49,10 +62,36 @@ func (p *Proxy) serve(ln net.Listener) {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, u)
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
+			go func() {
+				_, _ = io.Copy(u, c)
+				u.Close()
+				if p.holding(c) {
+					p.swallow(c)
+				}
+			}()
+			go func() {
+				_, _ = io.Copy(c, u)
+				if !p.holding(c) {
+					c.Close()
+				}
+			}()
 		}
 	}()
+}
+
+// swallow reads and drops what c sends until it is closed.
+func (p *Proxy) swallow(c net.Conn) { _, _ = io.Copy(io.Discard, c); c.Close() }
+
+// holding reports whether c was kept open by BlackHole.
+func (p *Proxy) holding(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, h := range p.held {
+		if h == c {
+			return true
+		}
+	}
+	return false
 }
 
 // Cut closes the listener and every connection: the target is "down".
@@ -63,14 +102,43 @@ func (p *Proxy) Cut() {
 		p.ln.Close()
 		p.ln = nil
 	}
-	for _, c := range p.conns {
+	for _, c := range append(p.conns, p.held...) {
 		c.Close()
+	}
+	p.conns, p.held, p.holed = nil, nil, false
+}
+
+// BlackHole makes the target stop answering without refusing anything: new
+// connections are accepted and what they send is read and dropped, and
+// connections already open stay open but get no further reply (as a host
+// whose packets are dropped, or a database that hangs).
+func (p *Proxy) BlackHole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.holed = true
+	for i := 0; i+1 < len(p.conns); i += 2 {
+		c, u := p.conns[i], p.conns[i+1]
+		p.held = append(p.held, c)
+		u.Close() // the client side stays open, unanswered
 	}
 	p.conns = nil
 }
 
-// Restore listens again on the same port: the target is back.
+// Restore brings the target back after Cut or BlackHole: the proxy listens
+// again on the same port and forwards new connections; connections the
+// black hole held are closed.
 func (p *Proxy) Restore() error {
+	p.mu.Lock()
+	p.holed = false
+	for _, c := range p.held {
+		c.Close()
+	}
+	p.held = nil
+	listening := p.ln != nil
+	p.mu.Unlock()
+	if listening {
+		return nil
+	}
 	ln, err := net.Listen("tcp", p.addr)
 	if err != nil {
 		return err

@@ -158,6 +158,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		DefaultTimeout: cfg.RequestTimeout(),
 		Logger:         opts.Logger,
 	}
+	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
 	book := ledger.NewBook()
 	s.book = book
 	if opts.Store != nil {

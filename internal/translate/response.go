@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -133,7 +134,8 @@ func ErrorToAnthropic(status int, body []byte) []byte {
 	return out
 }
 
-// ErrorToOpenAI rewrites an Anthropic error body in OpenAI's shape.
+// ErrorToOpenAI rewrites an Anthropic error body in OpenAI's shape; a body
+// that is neither (a proxy's HTML page, plain text) is wrapped as its message.
 func ErrorToOpenAI(status int, body []byte) []byte {
 	var in struct {
 		Type  string `json:"type"`
@@ -143,7 +145,18 @@ func ErrorToOpenAI(status int, body []byte) []byte {
 		} `json:"error"`
 	}
 	if json.Unmarshal(body, &in) != nil || in.Type != "error" {
-		return body
+		var oa struct {
+			Error *struct{} `json:"error"`
+		}
+		if json.Unmarshal(body, &oa) == nil && oa.Error != nil {
+			return body // already OpenAI's
+		}
+		typ := "invalid_request_error"
+		if status >= 500 || status < 400 {
+			typ = "api_error"
+		}
+		out, _ := json.Marshal(map[string]any{"error": map[string]any{"message": strings.TrimSpace(string(body)), "type": typ, "param": nil, "code": strconv.Itoa(status)}})
+		return out
 	}
 	typ := in.Error.Type
 	switch typ {

@@ -28,6 +28,31 @@ type DB struct {
 	dialect goose.Dialect
 	// noSpendLogs: ApplySpend writes spend and rollups, not spend_logs rows.
 	noSpendLogs atomic.Bool
+	// timeout bounds each call whose context has no deadline of its own.
+	timeout atomic.Int64
+}
+
+// DefaultTimeout bounds every store call whose caller set no deadline (a
+// management request, a CLI command): a database that accepts connections
+// and never answers costs a caller this long, then an error wrapping
+// context.DeadlineExceeded, which the API answers with 503. Callers with
+// their own deadline (the spend writer, resync, startup) keep it.
+const DefaultTimeout = 5 * time.Second
+
+// SetTimeout changes the bound of calls without a deadline (0: DefaultTimeout).
+func (s *DB) SetTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultTimeout
+	}
+	s.timeout.Store(int64(d))
+}
+
+// bound gives ctx the store's deadline unless it has one already.
+func (s *DB) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, time.Duration(s.timeout.Load()))
 }
 
 var _ store.Store = (*DB)(nil)
@@ -54,8 +79,18 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	return open(ctx, db, goose.DialectSQLite3)
 }
 
-// OpenPostgres opens a PostgreSQL store.
+// OpenPostgres opens a PostgreSQL store. Unless the URL sets its own, a
+// connection attempt gives up after connect_timeout=5 seconds (libpq's
+// parameter, which pgx reads), whatever the caller's deadline.
 func OpenPostgres(ctx context.Context, url string) (*DB, error) {
+	isURL := strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
+	if isURL && !strings.Contains(url, "connect_timeout=") {
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		url += sep + "connect_timeout=5"
+	}
 	db, err := sql.Open("pgx", url)
 	if err != nil {
 		return nil, err
@@ -68,6 +103,7 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 
 func open(ctx context.Context, db *sql.DB, dialect goose.Dialect) (*DB, error) {
 	s := &DB{db: db, dialect: dialect}
+	s.SetTimeout(DefaultTimeout)
 	if err := s.Migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -92,7 +128,11 @@ func (s *DB) Migrate(ctx context.Context) error {
 }
 
 // Ping checks the database answers.
-func (s *DB) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+func (s *DB) Ping(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return s.db.PingContext(ctx)
+}
 
 // Close closes the database.
 func (s *DB) Close() error { return s.db.Close() }
@@ -150,6 +190,8 @@ func encode(v any) (string, error) {
 }
 
 func (s *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -226,43 +226,81 @@ var (
 
 // Users, teams and end users.
 
-func (s *DB) CreateUser(ctx context.Context, u *store.User) error { return users.create(ctx, s.db, u) }
+func (s *DB) CreateUser(ctx context.Context, u *store.User) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return users.create(ctx, s.db, u)
+}
 func (s *DB) GetUser(ctx context.Context, id string) (*store.User, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return users.get(ctx, s.db, id)
 }
-func (s *DB) UpdateUser(ctx context.Context, u *store.User) error { return users.update(ctx, s.db, u) }
+func (s *DB) UpdateUser(ctx context.Context, u *store.User) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return users.update(ctx, s.db, u)
+}
 func (s *DB) DeleteUser(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return deleteOwner(ctx, s, users, "user_id", id)
 }
 func (s *DB) ListUsers(ctx context.Context, p store.Page) ([]*store.User, int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return users.list(ctx, s.db, "", nil, p)
 }
 
-func (s *DB) CreateTeam(ctx context.Context, t *store.Team) error { return teams.create(ctx, s.db, t) }
+func (s *DB) CreateTeam(ctx context.Context, t *store.Team) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return teams.create(ctx, s.db, t)
+}
 func (s *DB) GetTeam(ctx context.Context, id string) (*store.Team, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return teams.get(ctx, s.db, id)
 }
-func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error { return teams.update(ctx, s.db, t) }
+func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return teams.update(ctx, s.db, t)
+}
 func (s *DB) DeleteTeam(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return deleteOwner(ctx, s, teams, "team_id", id)
 }
 func (s *DB) ListTeams(ctx context.Context, p store.Page) ([]*store.Team, int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return teams.list(ctx, s.db, "", nil, p)
 }
 
 func (s *DB) CreateEndUser(ctx context.Context, e *store.EndUser) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return endUsers.create(ctx, s.db, e)
 }
 func (s *DB) GetEndUser(ctx context.Context, id string) (*store.EndUser, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return endUsers.get(ctx, s.db, id)
 }
 func (s *DB) UpdateEndUser(ctx context.Context, e *store.EndUser) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return endUsers.update(ctx, s.db, e)
 }
 func (s *DB) DeleteEndUser(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return endUsers.delete(ctx, s, id)
 }
 func (s *DB) ListEndUsers(ctx context.Context, p store.Page) ([]*store.EndUser, int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return endUsers.list(ctx, s.db, "", nil, p)
 }
 
@@ -276,6 +314,8 @@ func keyCols(k *store.Key) (alias any) {
 }
 
 func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	now := time.Now().UTC()
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = now
@@ -292,10 +332,14 @@ func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
 }
 
 func (s *DB) GetKey(ctx context.Context, hash string) (*store.Key, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return withModelSpend(ctx, s.db)(keys.get(ctx, s.db, hash))
 }
 
 func (s *DB) GetKeyByAlias(ctx context.Context, alias string) (*store.Key, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return withModelSpend(ctx, s.db)(keys.scan(s.db.QueryRowContext(ctx, `SELECT data, spend FROM keys WHERE key_alias = $1`, alias)))
 }
 
@@ -361,6 +405,8 @@ func attachModelSpend(ctx context.Context, db *sql.DB, ks []*store.Key) error {
 }
 
 func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	k.UpdatedAt = time.Now().UTC()
 	data, err := encode(k)
 	if err != nil {
@@ -373,6 +419,8 @@ func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
 
 // ReplaceKey moves a key's record to a new hash (regenerate), keeping its spend.
 func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		var spend float64
 		if err := tx.QueryRowContext(ctx, `SELECT spend FROM keys WHERE token_hash = $1`, oldHash).Scan(&spend); err != nil {
@@ -404,6 +452,8 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 }
 
 func (s *DB) DeleteKey(ctx context.Context, hash string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if err := keys.delete(ctx, s, hash); err != nil {
 		return err
 	}
@@ -419,6 +469,8 @@ func dropKeyBudgets(ctx context.Context, db interface {
 }
 
 func (s *DB) ListKeys(ctx context.Context, f store.KeyFilter) ([]*store.Key, int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var conds []string
 	var args []any
 	add := func(cond string, v any) {
@@ -452,6 +504,8 @@ var kindTables = map[store.Kind][2]string{
 // the record as read (so replicas sweeping at once reset once, and a late
 // reset never zeroes the current period's spend).
 func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next time.Time) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	t, ok := kindTables[kind]
 	if !ok {
 		return fmt.Errorf("unknown kind %q", kind)
@@ -498,6 +552,8 @@ func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next t
 
 // SetSpend overwrites an entity's spend (an operator edit).
 func (s *DB) SetSpend(ctx context.Context, kind store.Kind, id string, spend float64) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	t, ok := kindTables[kind]
 	if !ok {
 		return fmt.Errorf("unknown kind %q", kind)
@@ -508,6 +564,8 @@ func (s *DB) SetSpend(ctx context.Context, kind store.Kind, id string, spend flo
 
 // LoadAll reads every key, user, team and end user.
 func (s *DB) LoadAll(ctx context.Context) (*store.Snapshot, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var snap store.Snapshot
 	var err error
 	if snap.Keys, err = keys.all(ctx, s.db); err != nil {
@@ -530,6 +588,8 @@ func (s *DB) LoadAll(ctx context.Context) (*store.Snapshot, error) {
 
 // Changes reads what was written or deleted at or after since.
 func (s *DB) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []store.Deletion, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var snap store.Snapshot
 	var err error
 	if snap.Keys, err = keys.since(ctx, s.db, since); err != nil {

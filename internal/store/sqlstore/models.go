@@ -9,6 +9,8 @@ import (
 
 // PutModel creates or replaces a model, keeping its creation time.
 func (s *DB) PutModel(ctx context.Context, m *store.Model) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	now := time.Now().UTC()
 	if m.CreatedAt.IsZero() {
 		m.CreatedAt = now
@@ -22,6 +24,8 @@ func (s *DB) PutModel(ctx context.Context, m *store.Model) error {
 
 // DeleteModel removes a model.
 func (s *DB) DeleteModel(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	res, err := s.db.ExecContext(ctx, `DELETE FROM models WHERE id = $1`, id)
 	if err != nil {
 		return err
@@ -34,6 +38,8 @@ func (s *DB) DeleteModel(ctx context.Context, id string) error {
 
 // ListModels returns every model, oldest first.
 func (s *DB) ListModels(ctx context.Context) ([]store.Model, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.db.QueryContext(ctx, `SELECT id, data, created_at, updated_at FROM models ORDER BY created_at, id`)
 	if err != nil {
 		return nil, err

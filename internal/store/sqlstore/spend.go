@@ -128,6 +128,8 @@ func insertSpendLogsSQLite(ctx context.Context, tx *sql.Tx, rows []store.SpendLo
 // batch replayed after a crash or a retry) are skipped and not counted again:
 // spend and rollups are incremented only for rows this call inserted.
 func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if len(batch) == 0 {
 		return nil
 	}
@@ -231,6 +233,8 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 
 // ListSpendLogs returns spend logs, newest first.
 func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.SpendLog, int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var conds []string
 	var args []any
 	add := func(cond string, v any) {
@@ -283,6 +287,8 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 
 // AppendAudit records one management write.
 func (s *DB) AppendAudit(ctx context.Context, e store.AuditEntry) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if e.ID == "" {
 		var b [12]byte
 		_, _ = rand.Read(b[:])
@@ -298,6 +304,8 @@ func (s *DB) AppendAudit(ctx context.Context, e store.AuditEntry) error {
 
 // ListAudit returns audit entries, newest first.
 func (s *DB) ListAudit(ctx context.Context, p store.Page) ([]store.AuditEntry, int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var total int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log`).Scan(&total); err != nil {
 		return nil, 0, err
@@ -324,6 +332,8 @@ func (s *DB) ListAudit(ctx context.Context, p store.Page) ([]store.AuditEntry, i
 
 // TotalSpend is all spend recorded, read from the daily rollups.
 func (s *DB) TotalSpend(ctx context.Context) (float64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var total float64
 	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(spend), 0) FROM spend_daily`).Scan(&total)
 	return total, err
@@ -331,6 +341,8 @@ func (s *DB) TotalSpend(ctx context.Context) (float64, error) {
 
 // BudgetSpends reads every budget_spend row.
 func (s *DB) BudgetSpends(ctx context.Context) ([]store.BudgetSpend, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.db.QueryContext(ctx, `SELECT kind, id, spend FROM budget_spend`)
 	if err != nil {
 		return nil, err
@@ -354,6 +366,8 @@ func (s *DB) DisableSpendLogs(off bool) { s.noSpendLogs.Store(off) }
 // SpendReport sums the daily rollups; it never reads spend_logs, so its cost
 // grows with days × groups × models, not with requests.
 func (s *DB) SpendReport(ctx context.Context, f store.ReportFilter) ([]store.ReportRow, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if !store.ReportGroups[f.GroupBy] {
 		return nil, fmt.Errorf("spend report: cannot group by %q", f.GroupBy)
 	}
