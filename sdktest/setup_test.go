@@ -2,22 +2,20 @@
 // npm openai package on Node) against a real Tollgate process in front of a
 // real mock-upstream process. It is its own module so that the SDKs never
 // enter the gateway's go.mod. The main module's tests run it
-// (cmd/tollgate TestOfficialSDKs); `cd sdktest && go test ./...` runs it alone.
+// (cmd/tollgate TestOfficialSDKs); `cd sdktest && go test ./...` runs it alone,
+// with the module's other tests (browser/, spec/).
 package sdktest
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/tollgate/tollgate/sdktest/internal/harness"
 )
 
 // gw is the gateway the tests share.
@@ -45,64 +43,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func waitFor(url string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not come up: %w", url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// start builds tollgate (or uses TOLLGATE_BIN), runs the mock upstream and
-// the gateway, and creates the keys the scenarios use.
+// start runs tollgate (built, or $TOLLGATE_BIN) in front of its mock
+// upstream and creates the keys the scenarios use.
 func start(dir string) (func(), error) {
-	var procs []*exec.Cmd
-	stop := func() {
-		for _, p := range procs {
-			_ = p.Process.Kill()
-			_, _ = p.Process.Wait()
-		}
-	}
-	bin := os.Getenv("TOLLGATE_BIN")
-	if bin == "" {
-		bin = filepath.Join(dir, "tollgate")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/tollgate")
-		build.Dir = ".."
-		if out, err := build.CombinedOutput(); err != nil {
-			return stop, fmt.Errorf("build: %v\n%s", err, out)
-		}
-	}
-	upPort, err := freePort()
+	bin, err := harness.Binary(dir)
 	if err != nil {
-		return stop, err
+		return func() {}, err
 	}
-	up := exec.Command(bin, "mock-upstream", "--addr", fmt.Sprintf("127.0.0.1:%d", upPort))
-	up.Stderr = os.Stderr
-	if err := up.Start(); err != nil {
-		return stop, err
-	}
-	procs = append(procs, up)
-	upURL := fmt.Sprintf("http://127.0.0.1:%d", upPort)
-	if err := waitFor(upURL + "/v1/models"); err != nil {
-		return stop, err
-	}
-	cfg := fmt.Sprintf(`model_list:
+	g, err := harness.Start(bin, dir, func(upURL string) string {
+		return fmt.Sprintf(`model_list:
   - model_name: gpt-4
     litellm_params: {model: openai/gpt-4o, api_base: %[1]q, input_cost_per_token: 0.000001, output_cost_per_token: 0.00001}
   - model_name: claude
@@ -112,25 +61,11 @@ func start(dir string) (func(), error) {
 general_settings:
   master_key: sk-sdk-master
 `, upURL)
-	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfg), 0o600); err != nil {
-		return stop, err
-	}
-	port, err := freePort()
+	})
 	if err != nil {
-		return stop, err
+		return func() {}, err
 	}
-	serve := exec.Command(bin, "serve", "--config", "config.yaml", "--port", fmt.Sprint(port))
-	serve.Dir = dir
-	var logs bytes.Buffer
-	serve.Stderr = &logs
-	if err := serve.Start(); err != nil {
-		return stop, err
-	}
-	procs = append(procs, serve)
-	gw.url, gw.master = fmt.Sprintf("http://127.0.0.1:%d", port), "sk-sdk-master"
-	if err := waitFor(gw.url + "/health/liveliness"); err != nil {
-		return stop, fmt.Errorf("%w\n%s", err, logs.String())
-	}
+	gw.url, gw.master = g.URL, "sk-sdk-master"
 	gw.keys = map[string]string{}
 	for name, body := range map[string]string{
 		"all":     `{}`,
@@ -140,11 +75,11 @@ general_settings:
 	} {
 		key, err := generate(body)
 		if err != nil {
-			return stop, err
+			return g.Stop, err
 		}
 		gw.keys[name] = key
 	}
-	return stop, nil
+	return g.Stop, nil
 }
 
 func generate(body string) (string, error) {

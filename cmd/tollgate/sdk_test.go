@@ -7,9 +7,11 @@ import (
 	"testing"
 )
 
-// TestOfficialSDKs runs the sdktest module — the official openai-go,
-// anthropic-sdk-go and npm openai clients against this binary — as part of
-// the ordinary test run. The SDKs live in that module's go.mod, not ours.
+// TestOfficialSDKs runs the sdktest module against this binary as part of
+// the ordinary test run: the official openai-go, anthropic-sdk-go and npm
+// openai clients, the headless-Chromium UI test (browser/) and the check of
+// the served OpenAPI document (spec/). The SDKs, the browser driver and the
+// OpenAPI validator live in that module's go.mod, not ours.
 func TestOfficialSDKs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: skipping the SDK module")

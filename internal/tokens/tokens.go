@@ -8,52 +8,50 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/tiktoken-go/tokenizer"
+	// The codec package, not the tokenizer package above it: tokenizer.Get
+	// names every encoding the library has, so calling it links the r50k and
+	// p50k vocabularies too (about 2.5 MB) that no model here uses. Calling
+	// the two constructors links only these two.
+	"github.com/tiktoken-go/tokenizer/codec"
 )
 
 var (
-	codecs   = map[tokenizer.Encoding]*lazyCodec{tokenizer.Cl100kBase: {enc: tokenizer.Cl100kBase}, tokenizer.O200kBase: {enc: tokenizer.O200kBase}}
+	cl100k   = &lazyCodec{load: codec.NewCl100kBase}
+	o200k    = &lazyCodec{load: codec.NewO200kBase}
 	o200kFor = []string{"gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "gpt-oss"}
 )
 
 type lazyCodec struct {
-	enc  tokenizer.Encoding
+	load func() *codec.Codec
 	once sync.Once
-	c    tokenizer.Codec
+	c    *codec.Codec
 }
 
 // get loads the vocabulary on first use (tens of milliseconds, once).
-func (l *lazyCodec) get() tokenizer.Codec {
-	l.once.Do(func() {
-		c, err := tokenizer.Get(l.enc)
-		if err != nil {
-			panic("tokens: embedded vocabulary " + string(l.enc) + ": " + err.Error())
-		}
-		l.c = c
-	})
+func (l *lazyCodec) get() *codec.Codec {
+	l.once.Do(func() { l.c = l.load() })
 	return l.c
 }
 
 // Warm loads both vocabularies, so the first counted request pays nothing.
 func Warm() {
-	for _, l := range codecs {
-		l.get()
-	}
+	cl100k.get()
+	o200k.get()
 }
 
 // codecFor picks o200k_base for OpenAI's newer model families, else
 // cl100k_base. The provider prefix ("openai/gpt-4o") is ignored.
-func codecFor(model string) tokenizer.Codec {
+func codecFor(model string) *codec.Codec {
 	if i := strings.LastIndexByte(model, '/'); i >= 0 {
 		model = model[i+1:]
 	}
 	model = strings.ToLower(model)
 	for _, p := range o200kFor {
 		if strings.HasPrefix(model, p) {
-			return codecs[tokenizer.O200kBase].get()
+			return o200k.get()
 		}
 	}
-	return codecs[tokenizer.Cl100kBase].get()
+	return cl100k.get()
 }
 
 // Text counts the tokens of s as model would.

@@ -1,14 +1,15 @@
-package ui_test
+// Package browser drives the admin UI of a real tollgate process with
+// headless Chromium. It lives in the sdktest module so that the browser
+// driver stays out of the gateway's go.mod; cmd/tollgate TestOfficialSDKs
+// runs it with the rest of the module.
+package browser
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,10 +20,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/tollgate/tollgate/internal/config"
-	"github.com/tollgate/tollgate/internal/mockupstream"
-	"github.com/tollgate/tollgate/internal/server"
-	"github.com/tollgate/tollgate/internal/store/sqlstore"
+	"github.com/tollgate/tollgate/sdktest/internal/harness"
 )
 
 func chromium(t *testing.T) string {
@@ -52,34 +50,26 @@ func artifacts(t *testing.T) string {
 // API, and see its spend appear on the keys page and in the spend charts.
 func TestUIEndToEnd(t *testing.T) {
 	browser := chromium(t)
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("ui.yaml", []byte(fmt.Sprintf(`model_list:
+	work := t.TempDir()
+	bin, err := harness.Binary(work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := harness.Start(bin, work, func(upstream string) string {
+		return fmt.Sprintf(`model_list:
   - model_name: gpt-4
     litellm_params: {model: openai/gpt-4o, api_base: %q, input_cost_per_token: 0.00001, output_cost_per_token: 0.00002}
 general_settings:
   master_key: sk-ui-master
-`, up.URL)))
+`, upstream)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "ui.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv, err := server.New(cfg, server.Options{Logger: slog.New(slog.DiscardHandler), Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer gw.Stop()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	go srv.Serve(ctx, ln)
-	base := "http://" + ln.Addr().String()
+	base := gw.URL
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Headless,
 		chromedp.DisableGPU, chromedp.WindowSize(1280, 900))
@@ -246,7 +236,13 @@ general_settings:
 	step("open the docs page", chromedp.Navigate(base+"/docs"), chromedp.WaitVisible(chromedp.CSS("#ops details summary")))
 	step("send a request from the docs page", chromedp.Click(chromedp.CSS("#ops details summary")),
 		chromedp.Click(chromedp.CSS("#ops details button")), chromedp.WaitVisible(chromedp.CSS("#ops details pre")))
-	if out, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS("#ops details pre"))); err != nil || !strings.HasPrefix(out, "200 ") {
+	// The page shows "…" until the answer arrives; wait for the answer.
+	out, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS("#ops details pre")))
+	for deadline := time.Now().Add(20 * time.Second); err == nil && out == "…" && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		out, err = chromedp.Run(bctx, chromedp.Text(chromedp.CSS("#ops details pre")))
+	}
+	if err != nil || !strings.HasPrefix(out, "200 ") {
 		t.Errorf("the docs page's request: %.100q, %v", out, err)
 	}
 	shot("7-docs")
