@@ -71,7 +71,9 @@ general_settings:
 		"all":     `{}`,
 		"gpt4":    `{"models": ["gpt-4"]}`,
 		"rpm1":    `{"rpm_limit": 1}`,
-		"nobudge": `{"max_budget": 0.0000001}`,
+		// A spent budget (spend >= max_budget, as LiteLLM judges it): the
+		// first call is refused, whichever client makes it.
+		"nobudge": `{"max_budget": 0.0000001, "spend": 0.0000001}`,
 	} {
 		key, err := generate(body)
 		if err != nil {

@@ -84,7 +84,8 @@ func TestFreshSmallKeysAreServed(t *testing.T) {
 	})
 }
 
-// TestConcurrencyBoundByMode: 40 clients at once on a $0.05 key. Strict
+// TestConcurrencyBoundByMode: 200 requests at once on a $0.05 key, then 400 more from 40
+// clients. Strict
 // never spends past the budget; default spends past it by at most one
 // request's cost, because only the request whose hold was cut to what
 // remained can cost more than it held (the others hold the longest recent
@@ -97,7 +98,7 @@ func TestConcurrencyBoundByMode(t *testing.T) {
 		slack     func(oneRequest float64) float64
 		minServed int64 // served at least
 	}{
-		// $0.05 / $0.00033 = 151 requests fit the budget.
+		// $0.05 / $0.00033 = 151 requests fit the budget (of 600 sent).
 		{"default", "", hi, func(one float64) float64 { return one }, 140},
 		{"strict", "litellm_settings:\n  budget_enforcement: strict\n",
 			`{"model":"gpt-4","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, func(float64) float64 { return 0 }, 120},
@@ -119,26 +120,30 @@ func TestConcurrencyBoundByMode(t *testing.T) {
 				const budget = 0.05
 				key := newKey(t, e, `{"max_budget": 0.05}`)
 				var ok, refused atomic.Int64
-				var wg sync.WaitGroup
-				// 40 clients × 10 requests: enough to spend the budget
-				// about three times over.
-				for range 40 {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for range 10 {
-							switch resp, out := e.post(t, "/v1/chat/completions", key, tt.body); resp.StatusCode {
-							case 200:
-								ok.Add(1)
-							case 400:
-								refused.Add(1)
-							default:
-								t.Errorf("%d %v", resp.StatusCode, out)
+				send := func(clients, each int) {
+					var wg sync.WaitGroup
+					for range clients {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							for range each {
+								switch resp, out := e.post(t, "/v1/chat/completions", key, tt.body); resp.StatusCode {
+								case 200:
+									ok.Add(1)
+								case 400:
+									refused.Add(1)
+								default:
+									t.Errorf("%d %v", resp.StatusCode, out)
+								}
 							}
-						}
-					}()
+						}()
+					}
+					wg.Wait()
 				}
-				wg.Wait()
+				// 200 requests at once, then 40 clients × 10 more: enough to
+				// spend the budget about three times over.
+				send(200, 1)
+				send(40, 10)
 				e.srv.writer.Flush()
 				k, err := st.GetKey(context.Background(), sha(key))
 				if err != nil {
