@@ -45,8 +45,7 @@ func TestPanicsBecomeLogged500s(t *testing.T) {
 	mux.Handle("POST /v1/chat/completions", apierror.Handler(log, boom))
 	mux.Handle("POST /v1/messages", apierror.AnthropicHandler(log, boom))
 	mux.Handle("GET /plain", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var m map[string]int
-		m["nil map"]++ // a real runtime panic
+		_ = []int{}[len(r.URL.Path)] // a real runtime panic: index out of range
 	}))
 	mux.Handle("POST /v1/messages/plain", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { panic("plain anthropic") }))
 	mux.Handle("GET /abort", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) }))

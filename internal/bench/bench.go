@@ -63,7 +63,6 @@ func freePort() int {
 
 type proc struct {
 	cmd *exec.Cmd
-	url string
 }
 
 func (p *proc) stop() {

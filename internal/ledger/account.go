@@ -145,13 +145,6 @@ func (a *Account) SetSpent(s Amount) {
 	a.softHit.Store(s >= Amount(a.soft.Load()))
 }
 
-// tryReserve adds amt to the reservations unless that would exceed the
-// budget. It is lock-free: a CAS loop on the used counter.
-func (a *Account) tryReserve(amt Amount) bool {
-	_, ok := a.tryHold(amt, false)
-	return ok
-}
-
 // tryHold holds amt, or with upTo as much of it as the budget has left:
 // admitted while spend + holds is below the budget, the hold then being
 // the smaller of amt and what remains. It returns what it held.

@@ -58,7 +58,6 @@ type Metrics struct {
 	retries       *prometheus.CounterVec
 	fallbacks     *prometheus.CounterVec
 	cooldowns     *prometheus.CounterVec
-	deploymentUp  *prometheus.GaugeVec
 	// usageAdjusted counts answers whose usage was not booked as reported.
 	usageAdjusted *prometheus.CounterVec
 }

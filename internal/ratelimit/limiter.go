@@ -23,7 +23,6 @@ type Limiter struct {
 	OnDegraded func(bool)
 
 	degraded atomic.Bool
-	probeMu  sync.Mutex
 	stop     chan struct{}
 	stopOnce sync.Once
 }

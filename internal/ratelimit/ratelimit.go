@@ -33,7 +33,6 @@ const (
 )
 
 // Counts tokens reports whether the rule is charged tokens rather than requests.
-func (k Kind) countsTokens() bool { return k == Tokens || k == TokenBucket }
 
 func (k Kind) isBucket() bool { return k == RequestBucket || k == TokenBucket }
 

@@ -424,7 +424,7 @@ func TestPanicInARouteIsA500(t *testing.T) {
 		_ = p.opts // nil pointer dereference
 	}))
 	srv.Handle("GET /test/panic-apierror", apierror.Handler(testLogger, func(w http.ResponseWriter, r *http.Request) error {
-		panic(fmt.Sprintf("index %d", []int{}[len(r.URL.Path)%1]))
+		panic(fmt.Sprintf("index %d", []int{}[len(r.URL.Path)]))
 	}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
