@@ -68,9 +68,9 @@ general_settings:
 	gw.url, gw.master = g.URL, "sk-sdk-master"
 	gw.keys = map[string]string{}
 	for name, body := range map[string]string{
-		"all":     `{}`,
-		"gpt4":    `{"models": ["gpt-4"]}`,
-		"rpm1":    `{"rpm_limit": 1}`,
+		"all":  `{}`,
+		"gpt4": `{"models": ["gpt-4"]}`,
+		"rpm1": `{"rpm_limit": 1}`,
 		// A spent budget (spend >= max_budget, as LiteLLM judges it): the
 		// first call is refused, whichever client makes it.
 		"nobudge": `{"max_budget": 0.0000001, "spend": 0.0000001}`,
