@@ -66,7 +66,7 @@ func TestPanicsBecomeLogged500s(t *testing.T) {
 	}{
 		{"apierror.Handler", "POST", "/v1/chat/completions", "openai", "boom in /v1/chat/completions"},
 		{"apierror.AnthropicHandler", "POST", "/v1/messages", "anthropic", "boom in /v1/messages"},
-		{"plain handler behind Recover", "GET", "/plain", "openai", "assignment to entry in nil map"},
+		{"plain handler behind Recover", "GET", "/plain", "openai", "index out of range"},
 		{"plain handler on an Anthropic path", "POST", "/v1/messages/plain", "anthropic", "plain anthropic"},
 	}
 	for _, tt := range tests {
