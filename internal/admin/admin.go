@@ -157,6 +157,10 @@ func decode(r *http.Request, v any) (*jsonbody.Object, error) {
 		if errors.As(err, &e) {
 			return nil, e
 		}
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, apierror.TooLarge(tooBig.Limit)
+		}
 		return nil, apierror.BadRequest("", "could not read body: %v", err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {

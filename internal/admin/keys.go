@@ -424,8 +424,13 @@ func (a *API) keyBlock(block bool) handler {
 		}
 		updated := *k
 		updated.Blocked, updated.BlockedBy = block, by
-		if !block {
+		switch {
+		case !block:
 			updated.BlockedBy = ""
+		case k.Blocked:
+			// Blocking a blocked key changes nothing: an owner re-blocking
+			// an admin's block must not make it hers to lift.
+			updated.BlockedBy = k.BlockedBy
 		}
 		if err := a.store.UpdateKey(r.Context(), &updated); err != nil {
 			return storeError(err, "key", "key")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -54,7 +55,7 @@ type keyField struct {
 var keyFields = []keyField{
 	{"key", owner, owner, "generate: a custom key, never another key's hash, a static key or the master key; update: names the key"},
 	{"key_alias", owner, owner, ""},
-	{"metadata", owner, owner, ""},
+	{"metadata", owner, ownerBounded, "update: all but budget_enforcement, which an admin's strict mode binds"},
 	{"tags", owner, owner, ""},
 	{"models", ownerBounded, ownerBounded, "generate: within her user's and the team's models; update: a subset of the key's current models (of her user's and the team's when the key has none)"},
 	{"user_id", ownerBounded, ownerBounded, "her own user id only"},
@@ -251,6 +252,11 @@ func (a *API) checkOwnKeyUpdate(ctx context.Context, p *auth.Principal, obj *jso
 	// An admin-only field sent unchanged is not applied: budget_duration
 	// sent back as it was must not move the budget's reset.
 	updated.BudgetResetAt = k.BudgetResetAt
+	// metadata is hers, except budget_enforcement: a strict mode an admin
+	// set binds her like any other limit.
+	if obj.Has("metadata") && !reflect.DeepEqual(k.Metadata["budget_enforcement"], updated.Metadata["budget_enforcement"]) {
+		return apierror.Forbidden("metadata.budget_enforcement may be set only by proxy_admin (you are %s)", p.Role())
+	}
 	if obj.Has("models") && !slices.Equal(k.Models, updated.Models) {
 		if len(updated.Models) == 0 && len(k.Models) > 0 {
 			return apierror.Forbidden("%s may only narrow a key's models; an empty list allows every model", p.Role())

@@ -180,6 +180,7 @@ func TestOwnerCannotUndoAdminLimits(t *testing.T) {
 			{"move to another user", "/key/update", `{"key": "%s", "user_id": "someone"}`},
 			{"unblock an admin's block", "/key/unblock", `{"key": "%s"}`},
 			{"budget on regenerate", "/key/regenerate", `{"key": "%s", "max_budget": 100}`},
+			{"relax an admin's strict mode", "/key/update", `{"key": "%s", "metadata": {"note": "mine"}}`},
 		}
 		for _, r := range roles {
 			owner := "owner-" + r.role
@@ -187,7 +188,7 @@ func TestOwnerCannotUndoAdminLimits(t *testing.T) {
 			e.do("POST", "/team/new", "sk-1234", `{"team_id": "t-`+owner+`", "members_with_roles": [{"user_id": "`+owner+`", "role": "user"}]}`)
 			for _, c := range changes {
 				t.Run(r.role+"/"+c.name, func(t *testing.T) {
-					target := e.generate(`{"user_id": "` + owner + `", "team_id": "t-` + owner + `", "models": ["gpt-4", "gpt-3.5-turbo"], "max_budget": 1, "soft_budget": 0.5, "rpm_limit": 5, "tpm_limit": 500, "max_parallel_requests": 1, "budget_duration": "30d", "duration": "1d", "model_max_budget": {"gpt-4": 0.5}, "model_rpm_limit": {"gpt-4": 2}, "model_tpm_limit": {"gpt-4": 200}}`)
+					target := e.generate(`{"user_id": "` + owner + `", "team_id": "t-` + owner + `", "models": ["gpt-4", "gpt-3.5-turbo"], "max_budget": 1, "soft_budget": 0.5, "rpm_limit": 5, "tpm_limit": 500, "max_parallel_requests": 1, "budget_duration": "30d", "duration": "1d", "model_max_budget": {"gpt-4": 0.5}, "model_rpm_limit": {"gpt-4": 2}, "model_tpm_limit": {"gpt-4": 200}, "metadata": {"budget_enforcement": "strict"}}`)
 					if s, out := e.do("POST", "/key/update", "sk-1234", `{"key": "`+target+`", "spend": 0.5}`); s != 200 {
 						t.Fatalf("admin setting spend: %d %v", s, out)
 					}
@@ -229,6 +230,15 @@ func TestOwnerCannotUndoAdminLimits(t *testing.T) {
 				t.Fatalf("owner %s: %d %v", c.name, s, out)
 			}
 		}
+		// Blocking a key an admin blocked does not make the block hers.
+		e.do("POST", "/key/block", "sk-1234", `{"key": "`+target+`"}`)
+		if s, out := e.do("POST", "/key/block", ownKey, `{"key": "`+target+`"}`); s != 200 {
+			t.Fatalf("owner re-blocking a blocked key: %d %v", s, out)
+		}
+		if s, out := e.do("POST", "/key/unblock", ownKey, `{"key": "`+target+`"}`); s != 403 {
+			t.Fatalf("owner lifted an admin's block by blocking it again first: %d %v", s, out)
+		}
+		e.do("POST", "/key/unblock", "sk-1234", `{"key": "`+target+`"}`)
 		if s, out := e.do("POST", "/key/update", ownKey, fmt.Sprintf(`{"key": "%s", "models": ["gpt-4", "gpt-3.5-turbo"]}`, target)); s != 403 {
 			t.Fatalf("owner widened models back after narrowing: %d %v", s, out)
 		}
@@ -514,6 +524,12 @@ func TestInvalidUTF8IsRefused(t *testing.T) {
 			if s, out := e.do("GET", path, "sk-1234", ""); s != 400 {
 				t.Fatalf("GET %s: %d %v, want 400", path, s, out)
 			}
+		}
+		// A management body over 1 MB is a 413, as an inference body over
+		// max_request_size_mb is.
+		big := `{"metadata": {"note": "` + strings.Repeat("x", 1<<20) + `"}}`
+		if s, out := e.do("POST", "/key/generate", "sk-1234", big); s != 413 {
+			t.Fatalf("a 1 MB management body: %d %v, want 413", s, out)
 		}
 	})
 }
