@@ -3,6 +3,8 @@ package gateway
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/tollgate/tollgate/internal/pricing"
 )
 
 // outputs learns how long each deployment's answers are, so that a request
@@ -59,4 +61,30 @@ func (o *outputs) estimate(deployment, model string) (int64, bool) {
 		most = max(most, r.seen[i].Load())
 	}
 	return most, most > 0
+}
+
+// servedPrices remembers, for deployments priced only by the model their
+// answers name, the price of the last answer, so that the next request can
+// hold at it. Bounded like outputs.
+type servedPrices struct {
+	m sync.Map // deployment id + "\x00" + upstream model -> pricing.Price
+	n atomic.Int64
+}
+
+func (s *servedPrices) learn(deployment, model string, p pricing.Price) {
+	k := deployment + "\x00" + model
+	if _, ok := s.m.Load(k); !ok && s.n.Load() >= maxLearned {
+		return
+	}
+	if _, loaded := s.m.Swap(k, p); !loaded {
+		s.n.Add(1)
+	}
+}
+
+func (s *servedPrices) price(deployment, model string) (pricing.Price, bool) {
+	v, ok := s.m.Load(deployment + "\x00" + model)
+	if !ok {
+		return pricing.Price{}, false
+	}
+	return v.(pricing.Price), true
 }

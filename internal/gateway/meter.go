@@ -42,6 +42,7 @@ type Meter struct {
 	// estimate, at most what remains (docs/spend-and-limits.md).
 	Mode    func(accounts []*ledger.Account) ledger.Enforcement
 	outputs outputs
+	served  servedPrices
 	// RefuseUnpriced refuses a budgeted request to a deployment whose price
 	// nobody knows (general_settings.unpriced_models: refuse); otherwise it
 	// is served at cost 0 and says so in x-tollgate-unpriced.
@@ -271,23 +272,43 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 	if !priced && m.RefuseUnpriced && budgeted(accts) {
 		return nil, apierror.BadRequest("model", "model %q (deployment %s) has no known price, and general_settings.unpriced_models is refuse: a budgeted key may not call it; the operator can set input_cost_per_token and output_cost_per_token or model_info.base_model", req.model, t.D.ID)
 	}
-	bound := promptBound(body, cmp.Or(t.D.BaseModel, upstream), price.MaxInputTokens)
-	out := outputBound(price, req)
-	worst := ledger.USD(price.WorstCase(bound, out))
-	holder := m.Holder
-	if holder == nil {
-		holder = ledger.Local{}
-	}
 	mode := ledger.EnforceDefault
 	if m.Mode != nil {
 		mode = m.Mode(accts)
 	}
+	// A deployment priced only by the model its answers name (step 5 of
+	// the lookup) holds at the price its last answer had; before any
+	// answer, strict cannot hold a worst case and refuses a budgeted
+	// request, and default holds all that remains (one such request at a
+	// time, like any hold cut short).
+	asked := price
+	unknown := false
+	if !priced {
+		if p, ok := m.served.price(t.D.ID, upstream); ok {
+			asked = p
+		} else if budgeted(accts) {
+			if mode == ledger.EnforceStrict {
+				return nil, apierror.BadRequest("model", "model %q (deployment %s) is priced only by the model its answers name, and none has been seen yet; budget_enforcement is strict, so a budgeted request must hold a known worst case: the operator can set model_info.base_model or input_cost_per_token and output_cost_per_token", req.model, t.D.ID)
+			}
+			unknown = true
+		}
+	}
+	bound := promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
+	out := outputBound(asked, req)
+	worst := ledger.USD(asked.WorstCase(bound, out))
+	holder := m.Holder
+	if holder == nil {
+		holder = ledger.Local{}
+	}
 	var res ledger.Hold
 	var err error
-	if mode == ledger.EnforceStrict {
+	switch {
+	case mode == ledger.EnforceStrict:
 		res, err = holder.Reserve(ctx, accts, worst)
-	} else {
-		res, err = holder.ReserveUpTo(ctx, accts, m.estimate(price, req, bound, int64(len(body)), t.D.ID, upstream, worst))
+	case unknown:
+		res, err = holder.ReserveUpTo(ctx, accts, tightestBudget(accts))
+	default:
+		res, err = holder.ReserveUpTo(ctx, accts, m.estimate(asked, req, bound, int64(len(body)), t.D.ID, upstream, worst))
 	}
 	if un := (*ledger.UnavailableError)(nil); errors.As(err, &un) {
 		// Redis trouble, not a spent budget: 503 with Retry-After, which
@@ -365,6 +386,7 @@ func (c *charge) settle(res *result) (cost float64) {
 	c.settled = true
 	if c.unpriced != "" {
 		if p, ok := c.target.ServedPrice(res.served); ok {
+			c.m.served.learn(c.target.D.ID, c.upstream, p)
 			// Held at no price: the cap is what this price makes of the
 			// hold's bounds.
 			c.price, c.unpriced = p, ""
@@ -466,6 +488,17 @@ func (c *charge) release() {
 		c.settled = true
 		c.res.Release()
 	}
+}
+
+// tightestBudget is just over the smallest budget of accts: a hold of it
+// is always cut to what remains, i.e. takes all there is, and counts as
+// the one hold cut short that a budget allows at a time.
+func tightestBudget(accts []*ledger.Account) ledger.Amount {
+	b := ledger.Unlimited
+	for _, a := range accts {
+		b = min(b, a.Budget())
+	}
+	return b + 1
 }
 
 // budgeted reports whether any of accts has a budget.

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -132,4 +136,64 @@ general_settings:
 			t.Fatalf("unbudgeted key on an unpriced model: %d %v", resp.StatusCode, out)
 		}
 	})
+}
+
+// TestServedPriceBindsBudgets: a deployment priced only by the model its
+// answers name still binds budgets. Default mode holds all that remains
+// until an answer has named a price (one request at a time), then holds at
+// that price; strict refuses a budgeted request until a price is known,
+// then holds the worst case at it. 50 requests at once on a $0.01 key
+// (each answer costs about $0.002).
+func TestServedPriceBindsBudgets(t *testing.T) {
+	const yaml = `model_list:
+  - model_name: tuned
+    litellm_params: {model: openai/my-finetune-xyz, api_base: "{{UP}}", headers: {x-mock-completion-tokens: "200"}}
+general_settings:
+  master_key: sk-1234
+`
+	body := `{"model":"tuned","max_tokens":200,"messages":[{"role":"user","content":"hi"}]}`
+	for _, mode := range []string{"default", "strict"} {
+		t.Run(mode, func(t *testing.T) {
+			st := sqliteStore(t)
+			e := startConfig(t, st, mockupstream.Options{Model: "gpt-4o-2024-08-06"}, yaml+"litellm_settings:\n  budget_enforcement: "+mode+"\n")
+			key := newKey(t, e, `{"max_budget": 0.01}`)
+			if mode == "strict" {
+				resp, out := e.post(t, "/v1/chat/completions", key, body)
+				if resp.StatusCode != 400 || !strings.Contains(messageOf(out), "priced only by the model its answers name") {
+					t.Fatalf("strict, price not yet known: %d %v", resp.StatusCode, out)
+				}
+				// An unbudgeted key's answer teaches the price.
+				if resp, out := e.post(t, "/v1/chat/completions", newKey(t, e, `{}`), body); resp.StatusCode != 200 {
+					t.Fatalf("unbudgeted: %d %v", resp.StatusCode, out)
+				}
+			}
+			var one atomic.Value
+			var wg sync.WaitGroup
+			for range 50 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, _ := e.post(t, "/v1/chat/completions", key, body)
+					if resp.StatusCode == 200 {
+						one.Store(resp.Header.Get("x-tollgate-response-cost"))
+					}
+				}()
+			}
+			wg.Wait()
+			cost, _ := strconv.ParseFloat(fmt.Sprint(one.Load()), 64)
+			e.srv.writer.Flush()
+			k, err := st.GetKey(context.Background(), sha(key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			slack := cost // default: one request over at most
+			if mode == "strict" {
+				slack = 0
+			}
+			if cost <= 0 || k.Spend > 0.01+slack+1e-12 {
+				t.Fatalf("%s: spend %v on a $0.01 budget (one request costs %v)", mode, k.Spend, cost)
+			}
+			t.Logf("%s: spend %v on a $0.01 budget (one request costs %v)", mode, k.Spend, cost)
+		})
+	}
 }
