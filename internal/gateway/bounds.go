@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -71,6 +72,11 @@ func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 		n, err := io.ReadFull(r, chunk)
 		total += int64(n)
 		if total > limit {
+			// Up to the limit was read for nothing: collect it now, so the
+			// next answer reuses that memory instead of growing the heap
+			// toward twice the limit (a refused answer is rare, a GC cheap).
+			chunks, chunk = nil, nil
+			runtime.GC()
 			return nil, errTooLarge
 		}
 		if n > 0 {
