@@ -401,6 +401,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 	data, err := readLimited(resp.Body, resp.ContentLength, g.opts.MaxResponseBytes)
 	res.upstream = time.Since(sent)
 	if errors.Is(err, errTooLarge) {
+		// Booked as a failure like any unusable answer: a row with the
+		// status and no cost (its usage cannot be read), the hold released.
+		res.status = http.StatusBadGateway
+		c.fail(http.StatusBadGateway)
 		return tooLargeFailure(t.D.ID, g.opts.MaxResponseBytes)
 	}
 	if err != nil {

@@ -88,7 +88,8 @@ func TestUpstreamAnswersAreBounded(t *testing.T) {
 		})
 	}
 	// The four streams are booked with what they produced (one chunk each),
-	// as failures; the whole answers left no row and no hold.
+	// as failures; the whole answers as failures with no cost (their usage
+	// cannot be read), and no hold left.
 	var logs []store.SpendLog
 	if _, ok := within(10*time.Second, func() bool {
 		logs, _, _ = st.ListSpendLogs(t.Context(), store.SpendFilter{KeyHash: sha(streamKey)})
@@ -101,7 +102,15 @@ func TestUpstreamAnswersAreBounded(t *testing.T) {
 			t.Errorf("row %+v: want status 502 and the chunk produced booked", l)
 		}
 	}
-	if _, n, _ := st.ListSpendLogs(t.Context(), store.SpendFilter{KeyHash: sha(key)}); n != 0 {
-		t.Errorf("%d rows for the refused whole answers, want none", n)
+	if _, ok := within(10*time.Second, func() bool {
+		logs, _, _ = st.ListSpendLogs(t.Context(), store.SpendFilter{KeyHash: sha(key)})
+		return len(logs) >= 4
+	}); !ok {
+		t.Fatalf("spend rows for the refused whole answers: %+v", logs)
+	}
+	for _, l := range logs {
+		if l.Status != 502 || l.Cost != 0 {
+			t.Errorf("row %+v: want status 502 and no cost", l)
+		}
 	}
 }
