@@ -8,7 +8,6 @@ import (
 	"github.com/tollgate/tollgate/internal/pricing"
 )
 
-
 // TestLearnedOutputs: the estimate is the longest of the last answers of
 // one deployment and model, forgets an answer after 32 more, and stops
 // learning new pairs past maxLearned (client-chosen names on wildcards).
