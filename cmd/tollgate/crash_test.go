@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -35,31 +36,8 @@ const crashWindow = time.Second
 // and logs agree (they are written in one transaction). It then restarts the
 // gateway on the same database.
 func TestKill9LosesOnlyTheCrashWindow(t *testing.T) {
-	bin := buildBinary(t)
-	mock := mockupstream.New(mockupstream.Options{Delay: 2 * time.Millisecond})
-	up := httptest.NewServer(mock)
-	defer up.Close()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`model_list:
-  - model_name: gpt-4
-    litellm_params: {model: openai/gpt-4o-mini, api_base: %q, output_cost_per_token: 0.0001}
-general_settings:
-  master_key: sk-1234
-`, up.URL)), 0o600)
-	port := freePort(t)
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	cmd, stderr := start(t, dir, base+"/health/liveliness", bin, "serve", "--config", cfg, "--port", fmt.Sprint(port))
-
-	req, _ := http.NewRequest("POST", base+"/key/generate", strings.NewReader(`{}`))
-	req.Header.Set("Authorization", "Bearer sk-1234")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gen struct{ Key string }
-	json.NewDecoder(resp.Body).Decode(&gen)
-	resp.Body.Close()
+	g := startPriced(t, mockupstream.Options{Delay: 2 * time.Millisecond})
+	bin, mock, dir, cfg, port, base, cmd, stderr, key := g.bin, g.mock, g.dir, g.cfg, g.port, g.base, g.cmd, g.stderr, g.key
 
 	type answered struct {
 		id string
@@ -76,7 +54,7 @@ general_settings:
 			for ctx.Err() == nil {
 				req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/chat/completions",
 					strings.NewReader(`{"model":"gpt-4","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`))
-				req.Header.Set("Authorization", "Bearer "+gen.Key)
+				req.Header.Set("Authorization", "Bearer "+key)
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					return
@@ -134,7 +112,7 @@ general_settings:
 	if len(lostAges) > 0 && lostAges[0] > crashWindow {
 		t.Errorf("a request answered %v before SIGKILL was lost; the documented window is %v", lostAges[0], crashWindow)
 	}
-	k, err := st.GetKey(context.Background(), config.HashKey(gen.Key))
+	k, err := st.GetKey(context.Background(), config.HashKey(key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +123,9 @@ general_settings:
 
 	// The gateway comes back on the same database with the stored spend.
 	start(t, dir, base+"/health/readiness", bin, "serve", "--config", cfg, "--port", fmt.Sprint(port))
-	req, _ = http.NewRequest("GET", base+"/key/info?key="+gen.Key, nil)
+	req, _ := http.NewRequest("GET", base+"/key/info?key="+key, nil)
 	req.Header.Set("Authorization", "Bearer sk-1234")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,36 +151,13 @@ func firstOr(d []time.Duration) time.Duration {
 // what it produced is still in the store when the process has exited: the
 // spend-log row with its tokens and the key's spend.
 func TestSIGTERMBooksStreamsCutByShutdownTimeout(t *testing.T) {
-	bin := buildBinary(t)
-	mock := mockupstream.New(mockupstream.Options{Chunks: 50, ChunkDelay: 100 * time.Millisecond})
-	up := httptest.NewServer(mock)
-	defer up.Close()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`model_list:
-  - model_name: gpt-4
-    litellm_params: {model: openai/gpt-4o-mini, api_base: %q, output_cost_per_token: 0.0001}
-general_settings:
-  master_key: sk-1234
-`, up.URL)), 0o600)
-	port := freePort(t)
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	cmd, stderr := start(t, dir, base+"/health/liveliness", bin, "serve", "--config", cfg, "--port", fmt.Sprint(port), "--shutdown-timeout", "200ms")
-
-	req, _ := http.NewRequest("POST", base+"/key/generate", strings.NewReader(`{}`))
-	req.Header.Set("Authorization", "Bearer sk-1234")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gen struct{ Key string }
-	json.NewDecoder(resp.Body).Decode(&gen)
-	resp.Body.Close()
+	g := startPriced(t, mockupstream.Options{Chunks: 50, ChunkDelay: 100 * time.Millisecond}, "--shutdown-timeout", "200ms")
+	dir, base, cmd, stderr, key := g.dir, g.base, g.cmd, g.stderr, g.key
 
 	words := strings.Repeat("word ", 60)
-	req, _ = http.NewRequest("POST", base+"/v1/chat/completions",
+	req, _ := http.NewRequest("POST", base+"/v1/chat/completions",
 		strings.NewReader(`{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"`+words+`"}]}`))
-	req.Header.Set("Authorization", "Bearer "+gen.Key)
+	req.Header.Set("Authorization", "Bearer "+key)
 	stream, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -235,18 +190,61 @@ general_settings:
 		t.Fatal(err)
 	}
 	defer st.Close()
-	logs, total, err := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: config.HashKey(gen.Key)})
+	logs, total, err := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: config.HashKey(key)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if total != 1 || logs[0].CompletionTokens < 2 || logs[0].Cost <= 0 {
 		t.Fatalf("stream cut by the shutdown booked as %+v (total %d)\n%s", logs, total, stderr)
 	}
-	k, err := st.GetKey(context.Background(), config.HashKey(gen.Key))
+	k, err := st.GetKey(context.Background(), config.HashKey(key))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := k.Spend - logs[0].Cost; d > 1e-12 || d < -1e-12 {
 		t.Fatalf("key spend %v, spend row %v", k.Spend, logs[0].Cost)
 	}
+}
+
+// priced is the real binary serving gpt-4 at $0.0001 an output token in
+// front of an in-process mock, with a fresh key.
+type priced struct {
+	bin, dir, cfg, base, key string
+	port                     int
+	mock                     *mockupstream.Server
+	cmd                      *exec.Cmd
+	stderr                   *syncBuilder
+}
+
+// startPriced starts a priced gateway; args are added to serve's flags.
+func startPriced(t *testing.T, opts mockupstream.Options, args ...string) *priced {
+	t.Helper()
+	g := &priced{bin: buildBinary(t), mock: mockupstream.New(opts), dir: t.TempDir()}
+	up := httptest.NewServer(g.mock)
+	t.Cleanup(up.Close)
+	g.cfg = filepath.Join(g.dir, "config.yaml")
+	if err := os.WriteFile(g.cfg, []byte(fmt.Sprintf(`model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4o-mini, api_base: %q, output_cost_per_token: 0.0001}
+general_settings:
+  master_key: sk-1234
+`, up.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.port = freePort(t)
+	g.base = fmt.Sprintf("http://127.0.0.1:%d", g.port)
+	g.cmd, g.stderr = start(t, g.dir, g.base+"/health/liveliness", g.bin, append([]string{"serve", "--config", g.cfg, "--port", fmt.Sprint(g.port)}, args...)...)
+	req, _ := http.NewRequest("POST", g.base+"/key/generate", strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer sk-1234")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var gen struct{ Key string }
+	if err := json.NewDecoder(resp.Body).Decode(&gen); err != nil || gen.Key == "" {
+		t.Fatalf("key/generate: %v %+v", err, gen)
+	}
+	g.key = gen.Key
+	return g
 }
