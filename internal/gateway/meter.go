@@ -263,7 +263,9 @@ type charge struct {
 	worst                ledger.Amount
 }
 
-// reserve holds the request's worst-case cost, or refuses it with the 400
+// reserve holds what the request may cost on every budget that applies -
+// its worst case in strict mode, an estimate cut to what remains in default
+// mode (docs/spend-and-limits.md) - or refuses it with the 400
 // budget_exceeded error LiteLLM clients expect.
 func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
 	accts := m.accounts(p, req.user, model)
@@ -284,8 +286,8 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 	asked := price
 	unknown := false
 	if !priced {
-		if p, ok := m.served.price(t.D.ID, upstream); ok {
-			asked = p
+		if sp, ok := m.served.price(t.D.ID, upstream); ok {
+			asked = sp
 		} else if budgeted(accts) {
 			if mode == ledger.EnforceStrict {
 				return nil, apierror.BadRequest("model", "model %q (deployment %s) is priced only by the model its answers name, and none has been seen yet; budget_enforcement is strict, so a budgeted request must hold a known worst case: the operator can set model_info.base_model or input_cost_per_token and output_cost_per_token", req.model, t.D.ID)
@@ -322,12 +324,12 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 		if ex := (*ledger.ExceededError)(nil); mode == ledger.EnforceStrict && req.maxTokens <= 0 && errors.As(err, &ex) && ex.Spent+ex.Reserved < ex.Budget {
 			// Strict holds the worst case: say how to make it smaller.
 			e.Message += fmt.Sprintf("; budget_enforcement is strict, so a request holds its worst case (every output token it could ask for): set max_tokens to make it fit (up to %d output tokens fit what remains)",
-				price.OutputsWithin(bound, (ex.Budget-ex.Spent-ex.Reserved).Dollars()))
+				asked.OutputsWithin(bound, (ex.Budget-ex.Spent-ex.Reserved).Dollars()))
 		}
 		e.Cause = err
 		return nil, e
 	}
-	c := &charge{m: m, res: res, price: price, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
+	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
 		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1)}
 	if !priced {
 		c.unpriced = upstream
