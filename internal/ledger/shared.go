@@ -490,3 +490,49 @@ func (s *Shared) SetSpent(ctx context.Context, kind Kind, id string, spent Amoun
 	_, err := s.r.Submit(ctx, "hset", k, "spent", int64(spent))
 	return err
 }
+
+// carryScript adds spend booked while Redis was away to an account Redis
+// has in the same budget period: ARGV = amount, period (ns). An account
+// Redis does not have (or has in another period) is left alone: its next
+// hold seeds it from the store, which has the spend.
+var carryScript = rscript.New(`
+local cur = redis.call('HMGET', KEYS[1], 'spent', 'period')
+if cur[1] == false or tonumber(cur[2] or 0) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'spent', ARGV[1])
+return 1
+`)
+
+// CarryOffline takes to Redis the spend each budgeted account of book
+// booked while Redis was away and no hold has carried since (an account
+// idle after an outage): a replica stopping gracefully leaves Redis
+// knowing all it spent. It returns how many accounts it could not carry
+// (Redis away again; the store still has their spend).
+func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
+	for kind := KindKey; kind <= KindKeyModel; kind++ {
+		book.Range(kind, func(a *Account) bool {
+			if a.Budget() == Unlimited {
+				return true
+			}
+			var pending int64
+			for { // as in reserve: carrying before unsynced lets go
+				pending = a.unsynced.Load()
+				a.carrying.Add(pending)
+				if a.unsynced.CompareAndSwap(pending, 0) {
+					break
+				}
+				a.carrying.Add(-pending)
+			}
+			if pending == 0 {
+				return true
+			}
+			_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, pending, a.resetAt.Load())
+			if err = rscript.Final(err); err != nil {
+				a.unsynced.Add(pending)
+				failed++
+			}
+			a.carrying.Add(-pending)
+			return true
+		})
+	}
+	return failed
+}

@@ -406,3 +406,38 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 		t.Fatalf("Redis spent %s after the cut, want %s (0.2 + the offline 0.4, once)", got, want)
 	}
 }
+
+// TestCarryOfflineOnStop: spend a replica booked while Redis was away, on
+// an account no later hold touched, reaches Redis when the replica stops
+// (CarryOffline), once; an account Redis does not have is left to be
+// seeded from the store.
+func TestCarryOfflineOnStop(t *testing.T) {
+	m := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	s := ledger.NewShared(runner(t, c), "carry", slog.New(slog.DiscardHandler))
+	var down atomic.Bool
+	s.Degraded = down.Load
+	book := ledger.NewBook()
+	budget := 1.0
+	key := book.Account(ledger.KindKey, "k", ledger.Spec{Budget: &budget})
+	h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(0.1)) // Redis has the account: spent 0.1
+	spendOffline(t, s, &down, key, ledger.USD(0.3))
+	fresh := book.Account(ledger.KindUser, "u", ledger.Spec{Budget: &budget}) // never on Redis
+	spendOffline(t, s, &down, fresh, ledger.USD(0.2))
+
+	for range 2 { // twice: the second carries nothing more
+		if failed := s.CarryOffline(context.Background(), book); failed != 0 {
+			t.Fatalf("%d accounts not carried", failed)
+		}
+	}
+	if got := m.HGet("{carry}:bud:key:k", "spent"); got != strconv.FormatInt(int64(ledger.USD(0.4)), 10) {
+		t.Fatalf("redis spent %s, want 0.4 (0.1 held and settled, 0.3 offline)", got)
+	}
+	if m.Exists("{carry}:bud:user:u") {
+		t.Fatal("an account redis never had was created by the carry (its next hold seeds it from the store)")
+	}
+}

@@ -394,7 +394,14 @@ func (s *Server) Close() {
 			defer s.redis.Close() // last: requests still draining settle on it
 		}
 		if s.shared != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			// Spend booked while Redis was away that no later hold took
+			// there: carry it now, or Redis undercounts until a reseed.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if n := s.shared.CarryOffline(ctx, s.book); n > 0 {
+				s.log.Warn("spend booked while redis was away could not be carried there; the database has it, and redis counts it at the account's next reseed", "accounts", n)
+			}
+			cancel()
+			ctx, cancel = context.WithTimeout(context.Background(), time.Second)
 			s.shared.Leave(ctx) // the other replicas' shares grow at once
 			cancel()
 		}
