@@ -233,7 +233,7 @@ func clientFor(provider string) *http.Client {
 	}
 	var rt http.RoundTripper
 	if provider == "demo" {
-		rt = demoTransport()
+		rt = &demoTransport{}
 	} else {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns = 1024
