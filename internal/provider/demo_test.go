@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -36,13 +38,13 @@ func TestDemoAnswersAsTheMockUpstreamDid(t *testing.T) {
 		{"completion stream with usage", OpCompletions, `{"model":"demo","prompt":"Say this","stream":true,"stream_options":{"include_usage":true}}`},
 		{"malformed", OpChat, `{"model":`},
 	}
-	tg, err := Build(&config.Deployment{ModelName: "demo", Provider: "demo", Model: "demo"})
+	tg, err := Build(&config.Deployment{ModelName: "demo", Provider: "demo", Model: "demo"}, NewClients())
 	if err != nil {
 		t.Fatal(err)
 	}
 	up := httptest.NewServer(mockupstream.New(mockupstream.Options{NoRecord: true}))
 	defer up.Close()
-	mock, err := Build(&config.Deployment{ModelName: "mock", Provider: "openai", Model: "demo", APIBase: up.URL + "/v1"})
+	mock, err := Build(&config.Deployment{ModelName: "mock", Provider: "openai", Model: "demo", APIBase: up.URL + "/v1"}, NewClients())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +86,55 @@ func TestDemoAnswersAsTheMockUpstreamDid(t *testing.T) {
 				t.Errorf("demo answered\n%s\nthe mock upstream\n%s", got, want)
 			}
 		})
+	}
+}
+
+// Each owner of a pool has its own clients; one pool gives every target of
+// a provider the same client, whatever deployment built it; the transport
+// is the one every upstream dialect has always had.
+func TestClientsAreOwnedNotShared(t *testing.T) {
+	d1 := &config.Deployment{ModelName: "a", Provider: "openai", Model: "gpt-4o"}
+	d2 := &config.Deployment{ModelName: "b", Provider: "openai", Model: "gpt-4o-mini"}
+	p, q := NewClients(), NewClients()
+	build := func(d *config.Deployment, pool *Clients) *Target {
+		t.Helper()
+		tg, err := Build(d, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tg
+	}
+	a, b, c := build(d1, p), build(d2, p), build(d1, q)
+	tests := []struct {
+		name  string
+		x, y  *Target
+		share bool
+	}{
+		{"one pool, two deployments of a provider", a, b, true},
+		{"two pools, one deployment", a, c, false},
+		{"two pools, two deployments", b, c, false},
+	}
+	for _, tt := range tests {
+		if (tt.x.client == tt.y.client) != tt.share {
+			t.Errorf("%s: same client %v, want %v", tt.name, tt.x.client == tt.y.client, tt.share)
+		}
+	}
+	if a.client == p.For("anthropic") {
+		t.Error("two providers share a client")
+	}
+	tr, ok := a.client.Transport.(*http.Transport)
+	if !ok {
+		t.Fatalf("transport %T", a.client.Transport)
+	}
+	if tr.MaxIdleConns != 1024 || tr.MaxIdleConnsPerHost != 512 || tr.IdleConnTimeout != 90*time.Second ||
+		tr.ResponseHeaderTimeout != 0 || !tr.DisableCompression || !tr.ForceAttemptHTTP2 || tr.Proxy == nil {
+		t.Errorf("transport settings changed: %+v", tr)
+	}
+	if a.client.CheckRedirect == nil {
+		t.Error("redirects are followed")
+	}
+	if err := Check(&config.Deployment{ModelName: "x", Provider: "azure", Model: "m"}); err == nil {
+		t.Error("Check accepts an azure deployment with no api_base")
 	}
 }
 
