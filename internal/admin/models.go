@@ -70,7 +70,7 @@ func validateEntry(e *modelEntry) (config.Deployment, error) {
 	}
 	d, err := config.ParseModelEntry(raw)
 	if err == nil {
-		_, err = provider.Build(&d) // the router's own checks (provider, api_base)
+		err = provider.Check(&d) // the router's own checks (provider, api_base)
 	}
 	if err != nil {
 		return config.Deployment{}, apierror.BadRequest("litellm_params", "%v", err)

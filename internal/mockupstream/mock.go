@@ -1,7 +1,8 @@
 // Package mockupstream is a fast, deterministic fake of the OpenAI and
 // Anthropic HTTP APIs. It serves `tollgate mock-upstream` for demos and
-// benchmarks, answers the built-in `demo` model in-process, and stands in for
-// providers in tests, where it records what reached it.
+// benchmarks, and stands in for providers in tests, where it records what
+// reached it. (The built-in `demo` model is internal/provider's own; its
+// answers are this package's, which a test there holds it to.)
 //
 // Token counts are deterministic: a prompt costs one token per four bytes of
 // message text (at least one), and a completion costs one token per word

@@ -69,10 +69,27 @@ func Supported(provider string) bool {
 	return ok
 }
 
-// Build prepares d for forwarding. It fails for unknown providers, a missing
-// or malformed api_base, and other configuration the upstream could never
-// accept, so that such mistakes surface at start-up rather than per request.
-func Build(d *config.Deployment) (*Target, error) {
+// Build prepares d for forwarding on pool's client for its provider. It fails
+// for unknown providers, a missing or malformed api_base, and other
+// configuration the upstream could never accept, so that such mistakes
+// surface at start-up rather than per request.
+func Build(d *config.Deployment, pool *Clients) (*Target, error) {
+	t, err := build(d)
+	if err != nil {
+		return nil, err
+	}
+	t.client = pool.For(d.Provider)
+	return t, nil
+}
+
+// Check fails where Build would, without a client: the validation of a
+// deployment that is not (yet) routed.
+func Check(d *config.Deployment) error {
+	_, err := build(d)
+	return err
+}
+
+func build(d *config.Deployment) (*Target, error) {
 	dl, ok := dialects[d.Provider]
 	if !ok {
 		return nil, fmt.Errorf("model %q: provider %q is not supported", d.ModelName, d.Provider)
@@ -89,7 +106,6 @@ func Build(d *config.Deployment) (*Target, error) {
 		return nil, fmt.Errorf("model %q: api_base %q is not an http(s) URL", d.ModelName, raw)
 	}
 	t := &Target{D: d, header: http.Header{}, wildcard: d.Model == "" || strings.HasSuffix(d.Model, "*")}
-	t.client = clientFor(d.Provider)
 	if err := dl.build(t, base); err != nil {
 		return nil, fmt.Errorf("model %q: %w", d.ModelName, err)
 	}
@@ -218,22 +234,30 @@ func joinV1(base *url.URL, path string) string {
 	return u.String()
 }
 
-var (
-	clientsMu sync.Mutex
-	clients   = map[string]*http.Client{}
-)
+// Clients is a pool of HTTP clients, one per provider: one connection pool
+// per upstream dialect, sized for many concurrent streams to few hosts. Its
+// owner (a server, or a router built without one) shares it across every
+// target it builds, reloads included, so connections outlive a rebuilt
+// routing table; two owners in one process share nothing. The zero value is
+// not usable: use NewClients.
+type Clients struct {
+	mu sync.Mutex
+	m  map[string]*http.Client
+}
 
-// clientFor returns the shared client of a provider: one connection pool per
-// upstream dialect, sized for many concurrent streams to few hosts.
-func clientFor(provider string) *http.Client {
-	clientsMu.Lock()
-	defer clientsMu.Unlock()
-	if c, ok := clients[provider]; ok {
+// NewClients returns an empty pool.
+func NewClients() *Clients { return &Clients{m: map[string]*http.Client{}} }
+
+// For returns the pool's client for provider, making it on first use.
+func (p *Clients) For(provider string) *http.Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.m[provider]; ok {
 		return c
 	}
 	var rt http.RoundTripper
 	if provider == "demo" {
-		rt = demoTransport()
+		rt = &demoTransport{}
 	} else {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns = 1024
@@ -247,6 +271,6 @@ func clientFor(provider string) *http.Client {
 	c := &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}
-	clients[provider] = c
+	p.m[provider] = c
 	return c
 }

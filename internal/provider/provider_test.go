@@ -33,7 +33,7 @@ func TestBuildURLsAndHeaders(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tg, err := Build(&tt.d)
+			tg, err := Build(&tt.d, NewClients())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,7 +67,7 @@ func TestBuildRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Build(&tt.d)
+			_, err := Build(&tt.d, NewClients())
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
@@ -85,7 +85,7 @@ func TestUpstreamModel(t *testing.T) {
 		{"gpt-4*", "*", "gpt-4-turbo", "gpt-4-turbo"},
 	}
 	for _, tt := range tests {
-		tg, err := Build(&config.Deployment{ModelName: tt.modelName, Provider: "openai", Model: tt.model})
+		tg, err := Build(&config.Deployment{ModelName: tt.modelName, Provider: "openai", Model: tt.model}, NewClients())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +96,7 @@ func TestUpstreamModel(t *testing.T) {
 }
 
 func TestDemoTransportStreams(t *testing.T) {
-	tg, err := Build(&config.Deployment{ModelName: "demo", Provider: "demo", Model: "demo"})
+	tg, err := Build(&config.Deployment{ModelName: "demo", Provider: "demo", Model: "demo"}, NewClients())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,9 @@ type Settings struct {
 	// Health is the run-time state shared across rebuilds; nil disables
 	// cooldowns and the stateful strategies.
 	Health *Health
+	// Clients is the HTTP client pool shared across rebuilds; nil gives
+	// the router a pool of its own.
+	Clients *provider.Clients
 }
 
 // Strategies lists the routing strategies.
@@ -62,6 +65,10 @@ func New(deps []config.Deployment, set Settings) (*Router, error) {
 		return nil, fmt.Errorf("router_settings.routing_strategy: unknown strategy %q (one of %s)", set.Strategy, strings.Join(Strategies, ", "))
 	}
 	aliases := set.Aliases
+	pool := set.Clients
+	if pool == nil {
+		pool = provider.NewClients()
+	}
 	r := &Router{groups: map[string]*Group{}, aliases: aliases, unservable: map[string]string{}}
 	for i := range deps {
 		d := &deps[i]
@@ -73,7 +80,7 @@ func New(deps []config.Deployment, set Settings) (*Router, error) {
 				"provider %q is not served by Tollgate (model %s/%s); this deployment is disabled", d.Provider, d.Provider, d.Model)})
 			continue
 		}
-		t, err := provider.Build(d)
+		t, err := provider.Build(d, pool)
 		if err != nil {
 			return nil, err
 		}

@@ -79,6 +79,7 @@ type Server struct {
 	dbModels   []config.Deployment // deployments added through /model/new
 	modelsSig  string              // ids and update times of dbModels
 	health     *router.Health
+	clients    *provider.Clients // the upstream connection pools, kept across reloads
 	metrics    *metrics.Metrics
 	closeOnce  sync.Once
 	routes     []string
@@ -104,7 +105,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.BudgetSweepInterval <= 0 {
 		opts.BudgetSweepInterval = time.Minute
 	}
-	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), health: router.NewHealth(), idle: make(chan struct{}, 1)}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), health: router.NewHealth(), clients: provider.NewClients(), idle: make(chan struct{}, 1)}
 	s.cfg.Store(cfg)
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -506,14 +507,15 @@ func warnUnpriced(rt *router.Router, log *slog.Logger) {
 }
 
 // buildRouter builds the routing table for cfg's deployments plus the
-// models added through the API, sharing the server's deployment health.
+// models added through the API, sharing the server's deployment health and
+// connection pools.
 func (s *Server) buildRouter(cfg *config.Config) (*router.Router, error) {
 	pol := cfg.Routing()
 	s.modelsMu.Lock()
 	deps := append(append([]config.Deployment{}, cfg.Deployments...), s.dbModels...)
 	s.modelsMu.Unlock()
 	rt, err := router.New(deps, router.Settings{Aliases: cfg.RouterSettings.ModelGroupAlias, Strategy: pol.Strategy,
-		AllowedFails: pol.AllowedFails, Cooldown: pol.Cooldown, Health: s.health})
+		AllowedFails: pol.AllowedFails, Cooldown: pol.Cooldown, Health: s.health, Clients: s.clients})
 	if err == nil {
 		for _, x := range rt.Disabled() {
 			s.log.Error("deployment disabled", "model_group", x.D.ModelName, "deployment", x.D.ID, "reason", x.Reason)
@@ -544,7 +546,7 @@ func (s *Server) setDBModels(models []store.Model) bool {
 		fmt.Fprintf(&sig, "%s@%d;", m.ID, m.UpdatedAt.UnixNano())
 		d, err := config.ParseModelEntry(m.Entry)
 		if err == nil {
-			_, err = provider.Build(&d) // what the router will do with it
+			err = provider.Check(&d) // what the router will do with it
 		}
 		if err != nil {
 			s.log.Error("stored model is invalid; skipping it", "id", m.ID, "err", err)
