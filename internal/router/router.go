@@ -18,8 +18,11 @@ type Router struct {
 	wildcards []*Group // patterns, most specific (longest literal prefix) first
 	aliases   map[string]string
 	disabled  []Disabled
-	// unservable are model names all of whose deployments are disabled.
+	// unservable are model names all of whose deployments are disabled,
+	// and alias targets no deployment serves.
 	unservable map[string]string
+	// dangling are the aliases whose target no deployment serves.
+	dangling []string
 }
 
 // Disabled is a deployment the router does not serve, and why.
@@ -118,11 +121,22 @@ func New(deps []config.Deployment, set Settings) (*Router, error) {
 			continue
 		}
 		if _, ok := r.groups[target]; !ok && r.matchPattern(target) == nil {
-			return nil, fmt.Errorf("router_settings.model_group_alias: %q points at unknown model %q", alias, target)
+			// Not fatal: the target may be a model added through the API
+			// that was deleted since (a rebuild that failed here would keep
+			// serving the deleted model, and the next start would fail).
+			// Requests for the alias get a 404 that says why.
+			why := fmt.Sprintf("router_settings.model_group_alias %q points at %q, which no deployment serves", alias, target)
+			r.unservable[target] = why
+			r.dangling = append(r.dangling, why)
 		}
 	}
+	slices.Sort(r.dangling)
 	return r, nil
 }
+
+// Dangling lists, one sentence each, the aliases whose target no
+// deployment serves (for the log).
+func (r *Router) Dangling() []string { return r.dangling }
 
 // Disabled lists the deployments the router does not serve, in config order.
 func (r *Router) Disabled() []Disabled { return r.disabled }

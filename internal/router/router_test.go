@@ -45,8 +45,15 @@ func TestUnknownModelAndBadAlias(t *testing.T) {
 	if _, ok := r.Group("gpt-5"); ok {
 		t.Error("unknown model found")
 	}
-	if _, err := New([]config.Deployment{dep("gpt-4", "a", 0, 0)}, Settings{Aliases: map[string]string{"x": "nope"}}); err == nil {
-		t.Error("alias to an unknown model accepted")
+	// An alias to a model no deployment serves (one deleted through the
+	// API, a typo) does not stop the router: it is reported, and requests
+	// for it are told why.
+	r, err = New([]config.Deployment{dep("gpt-4", "a", 0, 0)}, Settings{Aliases: map[string]string{"x": "nope"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if why, _ := r.Unservable("x"); !strings.Contains(why, `"x" points at "nope"`) || len(r.Dangling()) != 1 {
+		t.Errorf("dangling alias: Unservable %q, Dangling %v", why, r.Dangling())
 	}
 }
 

@@ -163,3 +163,51 @@ general_settings:
 		t.Errorf("/health without the master key: %d", code)
 	}
 }
+
+// TestDeletingAnAliasedModel: a config alias may point at a model added
+// through the API. Deleting that model answers 200, stops serving it at
+// once (the alias then answers 404 saying why), and a restart on the same
+// store still starts. Before, the rebuilt router refused the dangling
+// alias: /model/delete answered 500 after the row was gone, the old router
+// kept serving the deleted model, and the next start failed.
+func TestDeletingAnAliasedModel(t *testing.T) {
+	urls, _ := upstreams(t, "cfg", "added")
+	yaml := strings.ReplaceAll(`
+model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4o, api_base: "{{cfg}}"}
+router_settings:
+  model_group_alias: {fast: claude-2}
+general_settings:
+  master_key: sk-1234
+`, "{{cfg}}", urls["cfg"])
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	a := serveCfg(t, cfg, Options{Store: st})
+	if code, body := send(t, a+"/model/new", "sk-1234", `{"model_name": "claude-2", "litellm_params": {"model": "openai/claude-2", "api_base": "`+urls["added"]+`"}, "model_info": {"id": "added-1"}}`); code != 200 {
+		t.Fatalf("/model/new: %d %s", code, body)
+	}
+	if code, body := send(t, a+"/v1/chat/completions", "sk-1234", `{"model":"fast","messages":[{"role":"user","content":"hi"}]}`); code != 200 {
+		t.Fatalf("alias to the added model: %d %s", code, body)
+	}
+	if code, body := send(t, a+"/model/delete", "sk-1234", `{"id": "added-1"}`); code != 200 {
+		t.Fatalf("/model/delete: %d %s", code, body)
+	}
+	for _, model := range []string{"fast", "claude-2"} {
+		code, body := send(t, a+"/v1/chat/completions", "sk-1234", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`)
+		if code != 404 {
+			t.Fatalf("%s after its model was deleted: %d %s", model, code, body)
+		}
+		if model == "fast" && !strings.Contains(body, "no deployment serves") {
+			t.Errorf("the alias's 404 does not say why: %s", body)
+		}
+	}
+	srv, err := New(cfg, Options{Store: st, Logger: testLogger})
+	if err != nil {
+		t.Fatalf("a restart on the same store: %v", err)
+	}
+	srv.Close()
+}

@@ -520,6 +520,9 @@ func (s *Server) buildRouter(cfg *config.Config) (*router.Router, error) {
 		for _, x := range rt.Disabled() {
 			s.log.Error("deployment disabled", "model_group", x.D.ModelName, "deployment", x.D.ID, "reason", x.Reason)
 		}
+		for _, why := range rt.Dangling() {
+			s.log.Error("model alias serves nothing", "reason", why)
+		}
 	}
 	return rt, err
 }
