@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/echo"
 )
 
 // request holds the fields of OpenAI and Anthropic requests the mock reads.
@@ -61,33 +63,11 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, anthropic bool) 
 	return &req, true
 }
 
-// text is the text of a content value: a string, or the text parts of an array.
-func text(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var parts []struct {
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(raw, &parts) == nil {
-		var b strings.Builder
-		for _, p := range parts {
-			b.WriteString(p.Text)
-		}
-		return b.String()
-	}
-	return string(raw)
-}
-
 // promptTokens is one token per four bytes of prompt text, at least one.
 func (req *request) promptTokens() int64 {
-	n := len(text(req.System)) + len(text(req.Prompt)) + len(text(req.Input))
+	n := len(echo.Text(req.System)) + len(echo.Text(req.Prompt)) + len(echo.Text(req.Input))
 	for _, m := range req.Messages {
-		n += len(text(m.Content))
+		n += len(echo.Text(m.Content))
 	}
 	return max(1, int64(n/4))
 }
@@ -108,18 +88,14 @@ func (s *Server) reply(r *http.Request, req *request) (words []string, finish st
 	last := ""
 	for i := len(req.Messages) - 1; i >= 0; i-- {
 		if req.Messages[i].Role == "user" {
-			last = text(req.Messages[i].Content)
+			last = echo.Text(req.Messages[i].Content)
 			break
 		}
 	}
 	if last == "" {
-		last = text(req.Prompt)
+		last = echo.Text(req.Prompt)
 	}
-	said := strings.Fields(last)
-	if len(said) > 12 {
-		said = said[:12]
-	}
-	words = append([]string{"Hello!", "You", "said:"}, said...)
+	words = echo.Words(last)
 	if n := s.intHeader(r, "x-mock-completion-tokens", 0); n > 0 {
 		for len(words) < n {
 			words = append(words, "lorem")

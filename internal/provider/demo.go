@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/echo"
 )
 
 // The built-in demo model answers inside the process, so a fresh install can
@@ -109,19 +111,18 @@ func demoError(status int, msg string) []byte {
 
 // reply is the answer's words, why it stopped, and the prompt's tokens.
 func (in *demoRequest) reply() (words []string, finish string, prompt int64) {
-	n, last := len(demoText(in.Prompt)), ""
+	n, last := len(echo.Text(in.Prompt)), ""
 	for _, m := range in.Messages {
-		s := demoText(m.Content)
+		s := echo.Text(m.Content)
 		n += len(s)
 		if m.Role == "user" {
 			last = s
 		}
 	}
 	if last == "" {
-		last = demoText(in.Prompt)
+		last = echo.Text(in.Prompt)
 	}
-	said := strings.Fields(last)
-	words = append([]string{"Hello!", "You", "said:"}, said[:min(len(said), 12)]...)
+	words = echo.Words(last)
 	finish = "stop"
 	limit := in.MaxCompletionTokens
 	if limit == nil {
@@ -131,29 +132,6 @@ func (in *demoRequest) reply() (words []string, finish string, prompt int64) {
 		words, finish = words[:*limit], "length"
 	}
 	return words, finish, max(1, int64(n/4))
-}
-
-// demoText is the text of a content or prompt value: a string, or the text
-// parts of an array.
-func demoText(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	var parts []struct {
-		Text string `json:"text"`
-	}
-	if json.Unmarshal(raw, &parts) == nil {
-		var b strings.Builder
-		for _, p := range parts {
-			b.WriteString(p.Text)
-		}
-		return b.String()
-	}
-	return string(raw)
 }
 
 // head is the members every answer and chunk starts with.
