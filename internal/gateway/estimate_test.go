@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/provider"
 )
 
 // TestLearnedOutputs: the estimate is the longest of the last answers of
@@ -62,5 +65,33 @@ func TestDefaultHold(t *testing.T) {
 	want = ledger.USD(price.WorstCase(100, 200)) // max_tokens × n
 	if got := m.estimate(price, req, bound, int64(len(body)), "d", "m", worst); got != want {
 		t.Fatalf("estimate with max_tokens and n %v, want %v", got, want)
+	}
+}
+
+// TestCapOutput: a capped request's output limit is lowered where the body
+// sets one, and added in the member its API reads where it sets none.
+func TestCapOutput(t *testing.T) {
+	tests := []struct {
+		name     string
+		body     string
+		op       provider.Op
+		provider string
+		want     string
+	}{
+		{"openai chat without a limit", `{"model":"m","messages":[]}`, provider.OpChat, "openai", `"max_completion_tokens":40`},
+		{"compatible chat without a limit", `{"model":"m","messages":[]}`, provider.OpChat, "groq", `"max_tokens":40`},
+		{"max_tokens lowered", `{"model":"m","max_tokens":500}`, provider.OpChat, "openai", `"max_tokens":40`},
+		{"max_completion_tokens lowered", `{"model":"m","max_completion_tokens":500,"max_tokens":null}`, provider.OpChat, "openai", `"max_completion_tokens":40`},
+		{"a lower limit kept", `{"model":"m","max_tokens":10}`, provider.OpChat, "openai", `"max_tokens":10`},
+		{"completions", `{"model":"m","prompt":"x"}`, provider.OpCompletions, "openai", `"max_tokens":40`},
+		{"anthropic messages", `{"model":"m","max_tokens":4096,"messages":[]}`, provider.OpMessages, "anthropic", `"max_tokens":40`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := string(capOutput([]byte(tt.body), tt.op, tt.provider, 40))
+			if !strings.Contains(got, tt.want) || !json.Valid([]byte(got)) {
+				t.Fatalf("capOutput(%s) = %s, want it to carry %s", tt.body, got, tt.want)
+			}
+		})
 	}
 }

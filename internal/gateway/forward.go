@@ -177,7 +177,7 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 			var c *charge
 			if g.opts.Meter != nil {
 				var err error
-				if c, err = g.opts.Meter.reserve(r.Context(), p, req, t, groupModel, callID, body, start); err != nil {
+				if c, err = g.opts.Meter.reserve(r.Context(), p, req, t, wr.op, groupModel, callID, body, start); err != nil {
 					var exceeded *ledger.ExceededError
 					if errors.As(err, &exceeded) && g.opts.Metrics != nil {
 						g.opts.Metrics.BudgetRefused(exceeded.Kind.String())
@@ -185,6 +185,12 @@ func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Princ
 					return err
 				}
 				*cp = c
+				if c.capTokens > 0 {
+					body = capOutput(body, wr.op, t.D.Provider, c.capTokens)
+					h.Set("x-tollgate-output-capped", strconv.FormatInt(c.capTokens, 10))
+				} else {
+					h.Del("x-tollgate-output-capped")
+				}
 			}
 			*res = result{model: t.UpstreamModel(groupModel), wantServed: c != nil && c.unpriced != ""}
 			if res.wantServed {

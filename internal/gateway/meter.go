@@ -222,12 +222,13 @@ func outputBound(p pricing.Price, req *request) int64 {
 	return satMul(per, max(req.outputs, 1))
 }
 
-// estimate is what a request holds in default mode: its prompt counted at
-// a calibrated rate (promptEstimate) and its output as max_tokens when the
-// request sets it, else the longest of the deployment's recent answers,
-// for every completion it asks for - never more than the worst case;
-// before any answer is known, the worst case. ReserveUpTo then holds at
-// most what remains.
+// estimate is what the one uncovered request of a budget holds in default
+// mode (its worst case did not fit): its prompt counted at a calibrated
+// rate (promptEstimate) and its output as max_tokens when the request sets
+// it, else the longest of the deployment's recent answers, for every
+// completion it asks for - never more than the worst case; before any
+// answer is known, the worst case. ReserveFlex then holds at most what
+// remains.
 func (m *Meter) estimate(price pricing.Price, req *request, bound, bodyLen int64, deployment, model string, worst ledger.Amount) ledger.Amount {
 	per := req.maxTokens
 	if per <= 0 {
@@ -239,6 +240,37 @@ func (m *Meter) estimate(price pricing.Price, req *request, bound, bodyLen int64
 	}
 	out := satMul(per, max(req.outputs, 1))
 	return min(ledger.USD(price.WorstCase(promptEstimate(bound, bodyLen), out)), worst)
+}
+
+// coldOutput is the output a capped hold pays for per completion on a
+// deployment whose answers have not been seen yet (and without max_tokens).
+const coldOutput = 1024
+
+// minCappedOutput is the least output per completion a capped request is
+// given, unless its estimate is shorter: below it the request is refused
+// (retry when the requests in flight end) rather than answered with a stub.
+const minCappedOutput = 16
+
+// capAmount is what a capped request holds in default mode, and its
+// output per completion: the prompt estimate, and max_tokens, else the
+// learned estimate, else coldOutput, for every completion. Its output is
+// then capped to what the hold pays for after the prompt estimate.
+func (m *Meter) capAmount(price pricing.Price, req *request, prompt int64, deployment, model string, worst ledger.Amount) (ledger.Amount, int64) {
+	per := req.maxTokens
+	if per <= 0 {
+		learned, ok := m.outputs.estimate(deployment, model)
+		if !ok {
+			learned = coldOutput
+		}
+		per = learned
+	}
+	return min(ledger.USD(price.WorstCase(prompt, satMul(per, max(req.outputs, 1)))), worst), per
+}
+
+// canCap reports whether op generates output whose length a request can
+// bound (max_tokens).
+func canCap(op provider.Op) bool {
+	return op == provider.OpChat || op == provider.OpCompletions || op == provider.OpMessages
 }
 
 // charge is one request's hold on its budgets.
@@ -261,13 +293,19 @@ type charge struct {
 	// and the cost to worst.
 	promptMax, outputMax int64
 	worst                ledger.Amount
+	// capTokens, when set, is the output per completion the request is
+	// capped to: its worst case did not fit the budget while another
+	// request that may overshoot was in flight (default mode).
+	capTokens int64
 }
 
 // reserve holds what the request may cost on every budget that applies -
-// its worst case in strict mode, an estimate cut to what remains in default
-// mode (docs/spend-and-limits.md) - or refuses it with the 400
-// budget_exceeded error LiteLLM clients expect.
-func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model, callID string, body []byte, start time.Time) (*charge, error) {
+// its worst case in strict mode; in default mode its worst case while that
+// fits, else an estimate, the request's output capped to it unless it is
+// the budget's one uncovered request (ledger.ReserveFlex, charge.capTokens;
+// docs/spend-and-limits.md) - or refuses it with the 400 budget_exceeded
+// error LiteLLM clients expect.
+func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, op provider.Op, model, callID string, body []byte, start time.Time) (*charge, error) {
 	accts := m.accounts(p, req.user, model)
 	upstream := t.UpstreamModel(model)
 	price, priced := t.PriceFor(upstream)
@@ -304,13 +342,40 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 	}
 	var res ledger.Hold
 	var err error
+	var capPer int64          // a capped hold's output per completion
+	var capHold ledger.Amount // and what it asked to hold
 	switch {
 	case mode == ledger.EnforceStrict:
 		res, err = holder.Reserve(ctx, accts, worst)
 	case unknown:
 		res, err = holder.ReserveUpTo(ctx, accts, tightestBudget(accts))
 	default:
-		res, err = holder.ReserveUpTo(ctx, accts, m.estimate(asked, req, bound, int64(len(body)), t.D.ID, upstream, worst))
+		f := ledger.Flex{Worst: worst, Estimate: m.estimate(asked, req, bound, int64(len(body)), t.D.ID, upstream, worst), Capped: worst}
+		if canCap(op) {
+			capHold, capPer = m.capAmount(asked, req, promptEstimate(bound, int64(len(body))), t.D.ID, upstream, worst)
+		}
+		if canCap(op) {
+			f.Capped = capHold
+		}
+		res, err = holder.ReserveFlex(ctx, accts, f)
+	}
+	var capTokens int64
+	if err == nil && res.Capped() {
+		// Its worst case did not fit and another request that may cost
+		// more than it holds is in flight: this one's output is capped to
+		// what its hold pays for after the prompt estimate.
+		capTokens = capPer
+		if res.Held() < capHold { // cut to what remained
+			capTokens = asked.OutputsWithin(promptEstimate(bound, int64(len(body))), res.Held().Dollars()) / max(req.outputs, 1)
+		}
+		if asked.OutputPerToken <= 0 {
+			capTokens = 0 // output is free: the prompt is all it can cost
+		} else if !canCap(op) || capTokens < max(min(capPer, minCappedOutput), 1) {
+			res.Release()
+			ex := tightest(accts)
+			ex.Need, ex.Detail = worst, "the rest of this budget is held by requests in flight; retry when they end"
+			err = ex
+		}
 	}
 	if un := (*ledger.UnavailableError)(nil); errors.As(err, &un) {
 		// Redis trouble, not a spent budget: 503 with Retry-After, which
@@ -330,7 +395,12 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 		return nil, e
 	}
 	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
-		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1)}
+		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capTokens: capTokens}
+	if capTokens > 0 {
+		// Settlement holds the upstream to the cap it was given.
+		c.outputMax = satMul(capTokens, c.outputs)
+		c.worst = min(worst, ledger.USD(asked.WorstCase(bound, c.outputMax)))
+	}
 	if !priced {
 		c.unpriced = upstream
 	}
@@ -501,6 +571,23 @@ func tightestBudget(accts []*ledger.Account) ledger.Amount {
 		b = min(b, a.Budget())
 	}
 	return b + 1
+}
+
+// tightest is a refusal naming the account of accts with the least left.
+func tightest(accts []*ledger.Account) *ledger.ExceededError {
+	var pick *ledger.Account
+	for _, a := range accts {
+		if a.Budget() == ledger.Unlimited {
+			continue
+		}
+		if pick == nil || a.Budget()-a.Spent()-a.Reserved() < pick.Budget()-pick.Spent()-pick.Reserved() {
+			pick = a
+		}
+	}
+	if pick == nil {
+		pick = accts[len(accts)-1]
+	}
+	return &ledger.ExceededError{Kind: pick.Kind, ID: pick.ID, Spent: pick.Spent(), Reserved: pick.Reserved(), Budget: pick.Budget(), ResetAt: pick.ResetAt()}
 }
 
 // budgeted reports whether any of accts has a budget.

@@ -6,9 +6,11 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/jsonbody"
+	"github.com/tollgate/tollgate/internal/provider"
 )
 
 // request is what the gateway needs to know of an inference request. The
@@ -167,6 +169,31 @@ func (req *request) upstreamBody(model string, askUsage bool) []byte {
 		return body
 	}
 	return o.With("stream_options", inner.With("include_usage", []byte("true")))
+}
+
+// capOutput caps the output of an upstream body for op to n tokens per
+// completion: the member the body already sets (max_completion_tokens,
+// max_tokens) is lowered; a body without one gets max_tokens, or for
+// OpenAI's own chat API max_completion_tokens (its reasoning models refuse
+// max_tokens).
+func capOutput(body []byte, op provider.Op, providerName string, n int64) []byte {
+	var o jsonbody.Object
+	if o.Reset(body) != nil {
+		return body
+	}
+	key := "max_tokens"
+	switch {
+	case op == provider.OpMessages:
+	case o.Has("max_completion_tokens") && !o.IsNull("max_completion_tokens"):
+		key = "max_completion_tokens"
+	case o.Has("max_tokens") && !o.IsNull("max_tokens"):
+	case op == provider.OpChat && providerName == "openai":
+		key = "max_completion_tokens"
+	}
+	if cur, ok := o.Int(key); ok && cur > 0 && cur <= n {
+		return body
+	}
+	return o.With(key, strconv.AppendInt(nil, n, 10))
 }
 
 func quote(s string) []byte {

@@ -164,7 +164,7 @@ func (s *Shared) closed(accounts []*Account) bool {
 // offline holds in process while Redis is away: on each budgeted account
 // only within this replica's share; spend settled on them is remembered
 // for Redis.
-func (s *Shared) offline(accounts []*Account, amount Amount, upTo bool, budgeted []*Account, cause string) (Hold, error) {
+func (s *Shared) offline(accounts []*Account, q ask, budgeted []*Account, cause string) (Hold, error) {
 	if len(budgeted) > 0 && s.closed(accounts) {
 		a, why := budgeted[0], "budget_enforcement is strict"
 		if s.FailClosed {
@@ -174,14 +174,23 @@ func (s *Shared) offline(accounts []*Account, amount Amount, upTo bool, budgeted
 			"budgets cannot be checked right now (%s) and %s, so %s %s's budget admits nothing until it is back: retry shortly",
 			cause, why, a.Kind, shownID(a))}
 	}
-	held, refused := holdAll(accounts, amount, upTo, func(a *Account, amt Amount, upTo bool) (Amount, bool) {
+	try := func(a *Account, amt Amount, upTo bool) (Amount, bool) {
 		for _, b := range budgeted {
 			if b == a {
 				return s.tryShare(a, amt, upTo)
 			}
 		}
 		return a.tryHold(amt, upTo)
-	})
+	}
+	if q.mode == holdFlex {
+		r, err := reserveFlex(accounts, q.flex, try, s.shareRefusal)
+		if err != nil {
+			return nil, err
+		}
+		return &localHold{r: r, budgeted: budgeted}, nil
+	}
+	amount, upTo := q.amount, q.mode == holdUpTo
+	held, refused := holdAll(accounts, amount, upTo, try)
 	if refused >= 0 {
 		return nil, s.shareRefusal(accounts[refused], amount)
 	}

@@ -6,6 +6,7 @@ type Reservation struct {
 	accounts []*Account
 	amount   Amount
 	short    []*Account // accounts this hold, cut short, marked
+	capped   bool       // ReserveFlex: the request's output must fit the hold
 	done     bool
 }
 
@@ -32,11 +33,7 @@ func reserve(accounts []*Account, amount Amount, upTo bool) (*Reservation, error
 	}
 	held, refused := holdAll(accounts, amount, upTo, (*Account).tryHold)
 	if refused >= 0 {
-		a := accounts[refused]
-		return nil, &ExceededError{
-			Kind: a.Kind, ID: a.ID, Spent: a.Spent(), Reserved: a.Reserved(),
-			Budget: a.Budget(), Need: amount, ResetAt: a.ResetAt(),
-		}
+		return nil, exceeded(accounts[refused], amount)
 	}
 	r := &Reservation{accounts: accounts, amount: held}
 	if held < amount {
@@ -49,6 +46,62 @@ func reserve(accounts []*Account, amount Amount, upTo bool) (*Reservation, error
 	}
 	return r, nil
 }
+
+// Flex is what a default-mode request may hold (ReserveFlex).
+type Flex struct {
+	// Worst is the most the request can cost: held when every budget has
+	// room for it, so that the request cannot overspend.
+	Worst Amount
+	// Estimate is what it will likely cost: held, at most what remains,
+	// by the one request per budget whose worst case did not fit and
+	// whose output is left as asked.
+	Estimate Amount
+	// Capped is held, at most what remains, by a request whose worst case
+	// did not fit while another such request is in flight: the caller must
+	// cap its output to what the hold pays for (Hold.Capped).
+	Capped Amount
+}
+
+// ReserveFlex is default enforcement with a bound that no answer length
+// can break: a request holds its worst case while it fits every budget;
+// past that, one request at a time per budget holds its estimate (at most
+// what remains) and runs as asked - the one that may overshoot - and the
+// others hold Capped (at most what remains) and must have their output
+// capped to the hold. A request is refused only once spend + holds has
+// reached a budget.
+func ReserveFlex(accounts []*Account, f Flex) (*Reservation, error) {
+	return reserveFlex(accounts, f, (*Account).tryHold, func(a *Account, need Amount) error { return exceeded(a, need) })
+}
+
+func reserveFlex(accounts []*Account, f Flex, try func(a *Account, amt Amount, upTo bool) (Amount, bool), refuse func(a *Account, need Amount) error) (*Reservation, error) {
+	f.Worst, f.Estimate, f.Capped = max(f.Worst, 0), max(f.Estimate, 0), max(f.Capped, 0)
+	if held, refused := holdAll(accounts, f.Worst, false, try); refused < 0 {
+		return &Reservation{accounts: accounts, amount: held}, nil
+	}
+	short, busy := takeShort(accounts)
+	amount, capped := min(f.Estimate, f.Worst), false
+	if busy >= 0 {
+		short, amount, capped = nil, min(f.Capped, f.Worst), true
+	}
+	held, refused := holdAll(accounts, amount, true, try)
+	if refused >= 0 {
+		for _, a := range short {
+			a.short.Store(false)
+		}
+		return nil, refuse(accounts[refused], amount)
+	}
+	return &Reservation{accounts: accounts, amount: held, short: short, capped: capped}, nil
+}
+
+// exceeded is the refusal of a hold of need by a.
+func exceeded(a *Account, need Amount) *ExceededError {
+	return &ExceededError{Kind: a.Kind, ID: a.ID, Spent: a.Spent(), Reserved: a.Reserved(),
+		Budget: a.Budget(), Need: need, ResetAt: a.ResetAt()}
+}
+
+// Capped reports that the request's output must be capped to what the
+// hold pays for (ReserveFlex).
+func (r *Reservation) Capped() bool { return r.capped }
 
 // Amount is what is held.
 func (r *Reservation) Amount() Amount { return r.amount }

@@ -22,6 +22,9 @@ type Hold interface {
 	Release()
 	// Held is what the hold took on each account.
 	Held() Amount
+	// Capped reports that the request's output must be capped to what
+	// the hold pays for (ReserveFlex).
+	Capped() bool
 }
 
 // Holder places holds: Local (one replica) or Shared (every replica, on Redis).
@@ -31,6 +34,9 @@ type Holder interface {
 	// ReserveUpTo admits while spend + holds is below every budget and
 	// holds the smaller of amount and what remains (default enforcement).
 	ReserveUpTo(ctx context.Context, accounts []*Account, amount Amount) (Hold, error)
+	// ReserveFlex holds the worst case while it fits, else an estimate
+	// (one request per budget) or a capped amount (default enforcement).
+	ReserveFlex(ctx context.Context, accounts []*Account, f Flex) (Hold, error)
 }
 
 // Local holds in process.
@@ -44,6 +50,11 @@ func (Local) Reserve(_ context.Context, accounts []*Account, amount Amount) (Hol
 // ReserveUpTo holds up to amount on every account in process.
 func (Local) ReserveUpTo(_ context.Context, accounts []*Account, amount Amount) (Hold, error) {
 	return asHold(ReserveUpTo(accounts, amount))
+}
+
+// ReserveFlex holds f on every account in process.
+func (Local) ReserveFlex(_ context.Context, accounts []*Account, f Flex) (Hold, error) {
+	return asHold(ReserveFlex(accounts, f))
 }
 
 func asHold(r *Reservation, err error) (Hold, error) {
@@ -97,25 +108,30 @@ func NewShared(r *rscript.Runner, prefix string, log *slog.Logger) *Shared {
 
 func (s *Shared) key(a *Account) string { return s.prefix + a.Kind.String() + ":" + a.ID }
 
-// reserveScript: ARGV = amount, lease, ttl ms, up-to flag (1: hold the
+// reserveScript: ARGV = amount, lease, ttl ms, mode, estimate, capped, then
+// per key: budget, seed spent, period (reset time in ns; 0 none), and spend
+// this replica booked without Redis that Redis has not seen yet; last, the
+// alive window (ms). Modes: 0 holds amount or refuses (strict); 1 holds the
 // smaller of amount and what the tightest budget has left, admitting while
-// spend + holds is below every budget), then per key: budget, seed spent,
-// period (reset time in ns; 0 none), and spend this replica booked without
-// Redis that Redis has not seen yet; last, the alive window (ms). KEYS come
-// in threes per account: state hash {spent, held, period}, lease amounts
-// hash, lease expiry zset; last, the presence set. It returns {1, alive,
-// remaining per account, amount held} or {0, account, spent, held, alive}.
+// spend + holds is below every budget (up to); 2 holds amount (the worst
+// case) when it fits, else, admitting while spend + holds is below every
+// budget, the estimate for the one request per budget whose output runs as
+// asked, or the capped amount for others (flex; see ReserveFlex). KEYS come
+// in threes per account: state hash {spent, held, period, short}, lease
+// amounts hash, lease expiry zset; last, the presence set. It returns {1,
+// alive, remaining per account, amount held, capped (0/1)} or {0, account,
+// spent, held, alive[, 1 when the last of the budget is held short]}.
 var reserveScript = rscript.New(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local amount, lease, ttl, upto = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local amount, lease, ttl, mode = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local n = (#KEYS - 1) / 3
 local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[#ARGV]), '+inf'), 1)
 -- First bring every account up to date (seed, spend booked while Redis was
 -- away, expired holds), so that a refusal below loses none of it.
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local seed, period, pending = tonumber(ARGV[4+4*i-2]), tonumber(ARGV[4+4*i-1]), tonumber(ARGV[4+4*i])
+  local seed, period, pending = tonumber(ARGV[6+4*i-2]), tonumber(ARGV[6+4*i-1]), tonumber(ARGV[6+4*i])
   local cur = redis.call('HMGET', k, 'spent', 'period')
   if cur[1] == false or tonumber(cur[2] or 0) < period then
     -- seed excludes every replica-local spend not yet in Redis; this
@@ -133,24 +149,41 @@ for i = 1, n do
     redis.call('ZREM', e, l)
   end
 end
-local asked = amount
+-- shortBusy is the first account whose last hold held short is in flight.
+local function shortBusy()
+  for i = 1, n do
+    local cur = redis.call('HGET', KEYS[3*i-2], 'short')
+    if cur and redis.call('HEXISTS', KEYS[3*i-1], cur) == 1 then return i end
+  end
+  return 0
+end
+local function refusal(i, busy)
+  local v = redis.call('HMGET', KEYS[3*i-2], 'spent', 'held')
+  if busy then return {0, i, tonumber(v[1] or 0), tonumber(v[2] or 0), alive, 1} end
+  return {0, i, tonumber(v[1] or 0), tonumber(v[2] or 0), alive}
+end
+local asked, fits, least, capped = amount, true, nil, 0
 for i = 1, n do
   local v = redis.call('HMGET', KEYS[3*i-2], 'spent', 'held')
-  local spent, held = tonumber(v[1] or 0), tonumber(v[2] or 0)
-  local left = tonumber(ARGV[4+4*i-3]) - spent - held
-  if (upto and left <= 0) or (not upto and amount > left) then return {0, i, spent, held, alive} end
-  if left < amount then amount = left end
+  local left = tonumber(ARGV[6+4*i-3]) - tonumber(v[1] or 0) - tonumber(v[2] or 0)
+  if (mode ~= '0' and left <= 0) or (mode == '0' and amount > left) then return refusal(i, false) end
+  if amount > left then fits = false end
+  if least == nil or left < least then least = left end
 end
--- A hold cut short may cost more than it holds: one at a time per budget.
-if amount < asked then
-  for i = 1, n do
-    local k, h = KEYS[3*i-2], KEYS[3*i-1]
-    local cur = redis.call('HGET', k, 'short')
-    if cur and redis.call('HEXISTS', h, cur) == 1 then
-      local v = redis.call('HMGET', k, 'spent', 'held')
-      return {0, i, tonumber(v[1] or 0), tonumber(v[2] or 0), alive, 1}
-    end
+local short = false
+if mode == '1' and not fits then
+  -- A hold cut short may cost more than it holds: one at a time per budget.
+  local b = shortBusy()
+  if b > 0 then return refusal(b, true) end
+  amount, short = least, true
+elseif mode == '2' and not fits then
+  if shortBusy() > 0 then
+    amount, capped = math.min(tonumber(ARGV[6]), asked, least), 1
+  else
+    amount, short = math.min(tonumber(ARGV[5]), asked, least), true
   end
+end
+if short then
   for i = 1, n do redis.call('HSET', KEYS[3*i-2], 'short', lease) end
 end
 local out = {1, alive}
@@ -160,9 +193,10 @@ for i = 1, n do
   redis.call('HSET', h, lease, amount)
   redis.call('ZADD', e, now + ttl, lease)
   for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
-  out[2+i] = tonumber(ARGV[4+4*i-3]) - tonumber(redis.call('HGET', k, 'spent')) - held
+  out[2+i] = tonumber(ARGV[6+4*i-3]) - tonumber(redis.call('HGET', k, 'spent')) - held
 end
 out[#out+1] = amount
+out[#out+1] = capped
 return out
 `)
 
@@ -221,23 +255,42 @@ type sharedHold struct {
 	shared  []*Account
 	others  []*Account // unbudgeted accounts, booked in process
 	amount  Amount
+	capped  bool
 	settled bool
 }
 
+// ask is one hold asked of Redis: amount is the worst case.
+type ask struct {
+	mode   holdMode
+	amount Amount
+	flex   Flex // holdFlex
+}
+
+type holdMode uint8
+
+const (
+	holdStrict holdMode = iota // Reserve
+	holdUpTo                   // ReserveUpTo
+	holdFlex                   // ReserveFlex
+)
+
 // Reserve holds amount on the budgeted accounts in Redis, or refuses.
 func (s *Shared) Reserve(ctx context.Context, accounts []*Account, amount Amount) (Hold, error) {
-	return s.reserve(ctx, accounts, amount, false)
+	return s.reserve(ctx, accounts, ask{mode: holdStrict, amount: max(amount, 0)})
 }
 
 // ReserveUpTo holds up to amount on the budgeted accounts in Redis.
 func (s *Shared) ReserveUpTo(ctx context.Context, accounts []*Account, amount Amount) (Hold, error) {
-	return s.reserve(ctx, accounts, amount, true)
+	return s.reserve(ctx, accounts, ask{mode: holdUpTo, amount: max(amount, 0)})
 }
 
-func (s *Shared) reserve(ctx context.Context, accounts []*Account, amount Amount, upTo bool) (Hold, error) {
-	if amount < 0 {
-		amount = 0
-	}
+// ReserveFlex holds f on the budgeted accounts in Redis (see ReserveFlex).
+func (s *Shared) ReserveFlex(ctx context.Context, accounts []*Account, f Flex) (Hold, error) {
+	return s.reserve(ctx, accounts, ask{mode: holdFlex, amount: max(f.Worst, 0), flex: f})
+}
+
+func (s *Shared) reserve(ctx context.Context, accounts []*Account, q ask) (Hold, error) {
+	amount := q.amount
 	h := &sharedHold{s: s, amount: amount}
 	for _, a := range accounts {
 		if a.Budget() == Unlimited {
@@ -247,19 +300,15 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, amount Amount
 		}
 	}
 	if len(h.shared) == 0 {
-		return s.local(ctx, accounts, amount, upTo, nil)
+		return s.local(accounts, q, nil)
 	}
 	// While Redis is known to be down, a request spends its share; one
 	// enforced strictly still asks Redis (which may be back already)
 	// rather than be refused on a stale verdict.
 	if s.Degraded != nil && s.Degraded() && !s.closed(accounts) {
-		return s.offline(accounts, amount, upTo, h.shared, "Redis is unreachable")
+		return s.offline(accounts, q, h.shared, "Redis is unreachable")
 	}
-	flag := 0
-	if upTo {
-		flag = 1
-	}
-	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds(), flag}
+	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds(), strconv.Itoa(int(q.mode)), int64(max(q.flex.Estimate, 0)), int64(max(q.flex.Capped, 0))}
 	for _, a := range h.shared {
 		k := s.key(a)
 		h.keys = append(h.keys, k, k+":h", k+":e")
@@ -303,7 +352,7 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, amount Amount
 				h.releaseLease()
 			}
 		}()
-		return s.offline(accounts, amount, upTo, h.shared, "Redis did not answer")
+		return s.offline(accounts, q, h.shared, "Redis did not answer")
 	}
 	if len(res) >= 5 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
 		h.landed(true)
@@ -316,7 +365,7 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, amount Amount
 		}
 		return nil, ex
 	}
-	if len(res) != 3+len(h.shared) || res[0] != 1 {
+	if len(res) != 4+len(h.shared) || res[0] != 1 {
 		h.landed(true)
 		go h.releaseLease()
 		return nil, fmt.Errorf("redis: budget hold answered %v", res)
@@ -326,7 +375,7 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, amount Amount
 	for i, a := range h.shared {
 		a.hear(Amount(res[2+i]), res[1])
 	}
-	h.amount = Amount(res[len(res)-1])
+	h.amount, h.capped = Amount(res[len(res)-2]), res[len(res)-1] == 1
 	h.landed(true)
 	for _, a := range h.others { // in-process bookkeeping of the unbudgeted ones
 		a.used.Add(int64(h.amount))
@@ -335,8 +384,15 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, amount Amount
 }
 
 // local holds in process: requests without a budgeted account.
-func (s *Shared) local(_ context.Context, accounts []*Account, amount Amount, upTo bool, budgeted []*Account) (Hold, error) {
-	r, err := reserve(accounts, amount, upTo)
+func (s *Shared) local(accounts []*Account, q ask, budgeted []*Account) (Hold, error) {
+	var r *Reservation
+	var err error
+	switch q.mode {
+	case holdFlex:
+		r, err = ReserveFlex(accounts, q.flex)
+	default:
+		r, err = reserve(accounts, q.amount, q.mode == holdUpTo)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -361,6 +417,8 @@ func (l *localHold) Release() { l.r.Release() }
 
 func (l *localHold) Held() Amount { return l.r.amount }
 
+func (l *localHold) Capped() bool { return l.r.capped }
+
 func (s *Shared) fallback(err error) {
 	if s.Failed != nil && !rscript.IsReply(err) { // an error reply means Redis is up
 		s.Failed(err)
@@ -381,6 +439,9 @@ func (h *sharedHold) Release() { h.finish(0, false) }
 
 // Held is what the hold took.
 func (h *sharedHold) Held() Amount { return h.amount }
+
+// Capped reports that the request's output must fit the hold.
+func (h *sharedHold) Capped() bool { return h.capped }
 
 // landed ends this hold's carrying of pending spend: Redis has it, or it
 // goes back to be carried by a later hold.

@@ -205,3 +205,101 @@ func TestReserveUpToOneShortHold(t *testing.T) {
 		})
 	}
 }
+
+// TestReserveFlex: default enforcement holds the worst case while it fits;
+// past that, the first request holds its estimate (at most what remains)
+// and runs as asked, and the others, while it is in flight, hold the capped
+// amount and must cap their output; nothing is admitted once spend + holds
+// has reached the budget.
+func TestReserveFlex(t *testing.T) {
+	usd := ledger.USD
+	f := ledger.Flex{Worst: usd(0.4), Estimate: usd(0.1), Capped: usd(0.05)}
+	for name, mk := range holders(t) {
+		t.Run(name, func(t *testing.T) {
+			h := mk()
+			ctx := context.Background()
+			key := ledger.NewAccount(ledger.KindKey, "k", usd(0.1), usd(1))
+			step := func(wantHeld float64, wantCapped bool) ledger.Hold {
+				t.Helper()
+				hold, err := h.ReserveFlex(ctx, []*ledger.Account{key}, f)
+				if err != nil {
+					t.Fatalf("want held %v: %v", wantHeld, err)
+				}
+				if hold.Held() != usd(wantHeld) || hold.Capped() != wantCapped {
+					t.Fatalf("held %v capped %v, want %v capped %v", hold.Held(), hold.Capped(), usd(wantHeld), wantCapped)
+				}
+				return hold
+			}
+			w1 := step(0.4, false)  // 0.1 spent + 0.4
+			w2 := step(0.4, false)  // 0.9 used
+			est := step(0.1, false) // worst does not fit: the one uncovered hold, its estimate
+			// Full: spend + holds = budget.
+			if hold, err := h.ReserveFlex(ctx, []*ledger.Account{key}, f); err == nil {
+				t.Fatalf("admitted at a full budget: held %v", hold.Held())
+			}
+			w1.Settle(usd(0.3))        // frees 0.1: 0.9 used
+			capped := step(0.05, true) // the uncovered one is in flight: capped
+			c2 := step(0.05, true)     // 1.0 used
+			est.Settle(usd(0.3))       // overshoots its hold by 0.2; 1.2 used
+			if _, err := h.ReserveFlex(ctx, []*ledger.Account{key}, f); err == nil {
+				t.Fatal("admitted past the budget")
+			}
+			capped.Settle(usd(0.05))
+			c2.Settle(usd(0.05))
+			w2.Settle(usd(0)) // 0.1+0.3+0.3+0.1 = 0.8 spent
+			// 0.2 remains: the worst case does not fit, and the uncovered
+			// hold is free again.
+			step(0.1, false).Release()
+		})
+	}
+}
+
+// TestReserveFlexOneOvershoot: however long the answers, 300 racing
+// requests overspend a budget by at most one request's overshoot: every
+// request that holds its worst case or a capped amount costs no more than
+// it holds (here exactly that), and the one uncovered request at a time
+// costs its worst case. In process only, as TestReserveUpToOneOvershoot.
+func TestReserveFlexOneOvershoot(t *testing.T) {
+	usd := ledger.USD
+	key := ledger.NewAccount(ledger.KindKey, "k", 0, usd(1))
+	f := ledger.Flex{Worst: usd(0.3), Estimate: usd(0.01), Capped: usd(0.02)}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var spent ledger.Amount
+	uncovered, most := 0, 0
+	for range 300 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hold, err := ledger.Local{}.ReserveFlex(context.Background(), []*ledger.Account{key}, f)
+			if err != nil {
+				return
+			}
+			cost := hold.Held() // covered and capped requests cost what they hold at most
+			free := hold.Held() < f.Worst && !hold.Capped()
+			if free {
+				cost = f.Worst // the uncovered one writes as long an answer as it may
+				mu.Lock()
+				uncovered++
+				most = max(most, uncovered)
+				mu.Unlock()
+			}
+			mu.Lock()
+			spent += cost
+			mu.Unlock()
+			hold.Settle(cost)
+			if free {
+				mu.Lock()
+				uncovered--
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if bound := usd(1) + f.Worst; spent > bound || most > 2 {
+		t.Fatalf("spent %v of a budget of 1 (bound %v); %d uncovered at once", spent, bound, most)
+	}
+	if key.Spent() != spent {
+		t.Fatalf("books say %v, requests cost %v", key.Spent(), spent)
+	}
+}

@@ -161,3 +161,69 @@ func TestConcurrencyBoundByMode(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultBoundSurvivesLongAnswers: the default bound does not rest on
+// the estimate being right. The gateway first learns that this model's
+// answers are one token long (32 calls with max_tokens 1), then 600
+// requests without max_tokens on a $0.05 key get 400-token answers. Only
+// one request at a time may run past its hold; the others, whose worst
+// case does not fit, have their output capped to what their hold pays for
+// (x-tollgate-output-capped), so spend passes the budget by at most one
+// answer's cost.
+func TestDefaultBoundSurvivesLongAnswers(t *testing.T) {
+	stores(t, func(t *testing.T, st store.Store) {
+		e := startConfig(t, st, mockupstream.Options{}, gpt4(400, ""))
+		free := newKey(t, e, `{}`)
+		resp, out := e.post(t, "/v1/chat/completions", free, hi)
+		if resp.StatusCode != 200 {
+			t.Fatalf("warm-up: %d %v", resp.StatusCode, out)
+		}
+		one, err := strconv.ParseFloat(resp.Header.Get("x-tollgate-response-cost"), 64)
+		if err != nil || one <= 0 {
+			t.Fatalf("warm-up cost %q", resp.Header.Get("x-tollgate-response-cost"))
+		}
+		short := `{"model":"gpt-4","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`
+		for range 32 { // the long answer leaves the 32 most recent
+			if resp, out := e.post(t, "/v1/chat/completions", free, short); resp.StatusCode != 200 {
+				t.Fatalf("teaching: %d %v", resp.StatusCode, out)
+			}
+		}
+		const budget = 0.05
+		key := newKey(t, e, `{"max_budget": 0.05}`)
+		var ok, capped, refused atomic.Int64
+		send := func(clients, each int) {
+			var wg sync.WaitGroup
+			for range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range each {
+						switch resp, out := e.post(t, "/v1/chat/completions", key, hi); resp.StatusCode {
+						case 200:
+							ok.Add(1)
+							if resp.Header.Get("x-tollgate-output-capped") != "" {
+								capped.Add(1)
+							}
+						case 400:
+							refused.Add(1)
+						default:
+							t.Errorf("%d %v", resp.StatusCode, out)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		}
+		send(200, 1)
+		send(40, 10)
+		e.srv.writer.Flush()
+		k, err := st.GetKey(context.Background(), sha(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%d served (%d capped), %d refused; spend %v on a budget of %v (one answer costs %v)", ok.Load(), capped.Load(), refused.Load(), k.Spend, budget, one)
+		if k.Spend > budget+one+1e-9 || k.Spend < 0.8*budget || capped.Load() == 0 {
+			t.Fatalf("spend %v on a budget of %v, bound %v; %d served, %d of them capped", k.Spend, budget, budget+one, ok.Load(), capped.Load())
+		}
+	})
+}
