@@ -50,7 +50,7 @@ func TestDefaultHold(t *testing.T) {
 	price := pricing.Price{InputPerToken: 1e-6, OutputPerToken: 1e-5, MaxOutputTokens: 4096}
 	body := make([]byte, 300)
 	bound := int64(len(body)) // a plain text body: the bound is its length
-	m := &Meter{}
+	m := &Books{}
 	req := &request{outputs: 1}
 	worst := ledger.USD(price.WorstCase(bound, 4096))
 	if got := m.estimate(price, req, bound, int64(len(body)), "d", "m", worst); got != worst {

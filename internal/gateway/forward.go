@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -16,11 +15,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
-	"github.com/tollgate/tollgate/internal/auth"
-	"github.com/tollgate/tollgate/internal/ledger"
-	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
-	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/translate"
 )
 
@@ -40,228 +35,14 @@ type result struct {
 	// wantServed (the deployment has no price of its own).
 	served     string
 	wantServed bool
+	// unusable: a 2xx that is not a valid response; booked as a row with
+	// its status and no cost.
+	unusable bool
 }
 
 // errClientGone: the client disconnected; nothing more can be written, so
 // it counts as a response already given.
 var errClientGone = fmt.Errorf("client disconnected: %w", apierror.ErrResponded)
-
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) (err error) {
-	start := time.Now()
-	p, err := g.authenticate(r)
-	if err != nil {
-		return err
-	}
-	body, err := readBody(w, r, g.opts.MaxBodyBytes)
-	if err != nil {
-		return err
-	}
-	req, err := decode(body, r.PathValue("model"))
-	if err != nil {
-		return err
-	}
-	if op == provider.OpMessages {
-		req.anthropicUser()
-	}
-	// From here on every request is logged and counted once, refused or not.
-	var (
-		res    result
-		t      *provider.Target
-		c      *charge
-		callID = newCallID()
-	)
-	defer func() { g.observe(r, p, req, t, op, callID, &res, c, err, start) }()
-
-	model := p.ResolveModel(req.model)
-	rt := g.Router()
-	grp, ok := rt.Group(model)
-	if !ok {
-		// Only a caller who may use the model learns why it is not served.
-		if why, groups := rt.Unservable(model); why != "" && p.MayUse(model, groups) {
-			e := apierror.NotFound("model", "The model `%s` has no deployment Tollgate can serve: %s.", clip(req.model), why)
-			e.Code = "model_not_served"
-			return e
-		}
-		e := apierror.NotFound("model", "The model `%s` does not exist or you do not have access to it.", clip(req.model))
-		e.Code = "model_not_found"
-		return e
-	}
-	if !p.MayUse(model, grp.AccessGroups) && (model == req.model || !p.MayUse(req.model, grp.AccessGroups)) {
-		return apierror.Forbidden("this key may not use model %q", clip(req.model))
-	}
-	h := w.Header()
-	h.Set("x-tollgate-call-id", callID)
-
-	// Rate limits are taken once per request, against the model asked for.
-	first, _ := grp.Pick(nil)
-	if first == nil {
-		first = grp.Targets[0]
-	}
-	tk, err := g.admit(r.Context(), p, req, first, model)
-	if err != nil {
-		return err
-	}
-	if tk != nil {
-		defer func() { g.opts.Limits.Limiter.Done(tk, usedTokens(&res, tk.Est)) }()
-		limitHeaders(h, tk)
-	}
-	return g.attempts(w, r, p, op, req, rt, grp, model, callID, start, &res, &t, &c)
-}
-
-// attempts runs the routing policy: up to num_retries more attempts on the
-// group's other deployments (with backoff) for 429s, 5xx, timeouts and
-// connection errors, then the fallback groups in order; a context-window
-// refusal switches to the context_window_fallbacks. Nothing has reached the
-// client while an attempt may still be retried: a stream is retried only
-// before its first byte. The last failure is what the client sees.
-func (g *Gateway) attempts(w http.ResponseWriter, r *http.Request, p *auth.Principal, op provider.Op, req *request,
-	rt *router.Router, grp *router.Group, model, callID string, start time.Time, res *result, tp **provider.Target, cp **charge) error {
-	pol := g.routing.Load()
-	h := w.Header()
-	chain := []*router.Group{grp}
-	for _, name := range fallbacksFor(pol.Fallbacks, grp.Name, pol.DefaultFallbacks) {
-		if fg, ok := rt.Group(name); ok && fg != grp && p.MayUse(name, fg.AccessGroups) {
-			chain = append(chain, fg)
-		}
-	}
-	var (
-		last              *failure
-		wait              time.Duration
-		retries, fellBack int
-		tried, unservable []*provider.Target
-	)
-	for gi := 0; gi < len(chain); gi++ {
-		cur := chain[gi]
-		tried, unservable = tried[:0], unservable[:0]
-		if gi > 0 {
-			fellBack++
-			if m := g.opts.Metrics; m != nil {
-				m.FellBack(grp.Name, cur.Name)
-			}
-		}
-		for attempt := 0; ; attempt++ {
-			t, cool := cur.Pick(tried)
-			if t == nil && len(tried) > 0 {
-				// Every deployment was tried: retry one that is not cooling
-				// down (and can serve the request at all).
-				t, cool = cur.Pick(unservable)
-			}
-			if t == nil {
-				if cool > 0 && (wait == 0 || cool < wait) {
-					wait = cool
-				}
-				break
-			}
-			*tp = t
-			wr, ok := wireFor(op, t)
-			if !ok {
-				if len(chain) == 1 && len(cur.Targets) == 1 {
-					return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", clip(req.model), t.D.Provider, op)
-				}
-				tried, unservable = append(tried, t), append(unservable, t)
-				continue
-			}
-			groupModel := model
-			if gi > 0 {
-				groupModel = cur.Name
-			}
-			askUsage := req.stream && (wr.op == provider.OpChat || wr.op == provider.OpCompletions)
-			body, err := wr.body(req, t.UpstreamModel(groupModel), askUsage)
-			if err != nil {
-				return apierror.BadRequest("messages", "%v", err)
-			}
-			h.Set("x-tollgate-model-id", t.D.ID)
-			h.Set("x-tollgate-attempted-retries", strconv.Itoa(retries))
-			h.Set("x-tollgate-attempted-fallbacks", strconv.Itoa(fellBack))
-
-			var c *charge
-			if g.opts.Meter != nil {
-				var err error
-				if c, err = g.opts.Meter.reserve(r.Context(), p, req, t, wr.op, groupModel, callID, body, start); err != nil {
-					var exceeded *ledger.ExceededError
-					if errors.As(err, &exceeded) && g.opts.Metrics != nil {
-						g.opts.Metrics.BudgetRefused(exceeded.Kind.String())
-					}
-					return err
-				}
-				*cp = c
-				if c.capTokens > 0 {
-					body = capOutput(body, wr.op, t.D.Provider, c.capTokens)
-					h.Set("x-tollgate-output-capped", strconv.FormatInt(c.capTokens, 10))
-				} else {
-					h.Del("x-tollgate-output-capped")
-				}
-			}
-			*res = result{model: t.UpstreamModel(groupModel), wantServed: c != nil && c.unpriced != ""}
-			if res.wantServed {
-				h.Set("x-tollgate-unpriced", c.unpriced)
-			} else {
-				h.Del("x-tollgate-unpriced")
-			}
-			var done func(router.Outcome, int64)
-			if g.opts.Health != nil {
-				done = g.opts.Health.Start(cur, t)
-			}
-			err = g.forward(w, r, t, &wr, req, body, res, start, c)
-			var f *failure
-			if !errors.As(err, &f) {
-				c.release()
-				if done != nil {
-					o := router.Succeeded
-					if res.clientGone {
-						o = router.Abandoned
-					}
-					done(o, usedTokens(res, 0))
-				}
-				return err
-			}
-			c.release()
-			if done != nil {
-				o := router.Failed
-				if !f.retryable {
-					o = router.Succeeded // the deployment answered; the request was at fault
-				}
-				done(o, 0)
-			}
-			last = f
-			if f.contextWindow {
-				if cw := fallbacksFor(pol.ContextWindowFallbacks, grp.Name, nil); len(cw) > 0 && gi == 0 {
-					chain = chain[:1]
-					for _, name := range cw {
-						if fg, ok := rt.Group(name); ok && fg != cur && p.MayUse(name, fg.AccessGroups) {
-							chain = append(chain, fg)
-						}
-					}
-				}
-				break
-			}
-			if wr.errBody != nil && f.body != nil {
-				f.body = wr.errBody(f.status, f.body)
-			}
-			if !f.retryable {
-				return g.writeFailure(w, f, res)
-			}
-			if attempt >= pol.NumRetries {
-				break
-			}
-			tried = append(tried, t)
-			retries++
-			if m := g.opts.Metrics; m != nil {
-				m.Retried(cur.Name)
-			}
-			if err := sleepCtx(r.Context(), backoff(pol.RetryAfter, attempt, f.retryAfter)); err != nil {
-				res.clientGone = true
-				return errClientGone
-			}
-		}
-	}
-	if last != nil {
-		return g.writeFailure(w, last, res)
-	}
-	e := apierror.RateLimited(wait, "every deployment of model %q is cooling down after failures; retry in %s", clip(req.model), wait.Round(time.Second))
-	e.Code = "deployments_cooling_down"
-	return e
-}
 
 // fallbacksFor is group's list in m, else defaults.
 func fallbacksFor(m map[string][]string, group string, defaults []string) []string {
@@ -313,22 +94,6 @@ func (f *failure) Error() string {
 	return "upstream answered " + strconv.Itoa(f.status)
 }
 
-// writeFailure passes the last failure on to the client.
-func (g *Gateway) writeFailure(w http.ResponseWriter, f *failure, res *result) error {
-	if f.err != nil {
-		return f.err
-	}
-	res.status = f.status
-	copyHeader(w.Header(), f.header)
-	w.Header().Set("Content-Length", strconv.Itoa(len(f.body)))
-	w.WriteHeader(f.status)
-	if _, err := w.Write(f.body); err != nil {
-		res.clientGone = true
-		return errClientGone
-	}
-	return errResponded
-}
-
 var contextWindowSigns = [][]byte{[]byte("context_length_exceeded"), []byte("maximum context length"), []byte("context window"), []byte("prompt is too long")}
 
 func newFailure(resp *http.Response, body []byte) *failure {
@@ -348,12 +113,15 @@ func newFailure(resp *http.Response, body []byte) *failure {
 	return f
 }
 
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Target, wr *wire,
-	req *request, body []byte, res *result, start time.Time, c *charge) error {
+// forward sends one attempt to t and relays the answer. It returns nil
+// once the answer is written (the upstream's own 4xx/5xx are failures, not
+// answers), errClientGone when the client left, or a *failure.
+func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
+	req, res, w, r := c.req, &c.res, c.w, c.r
 	op := wr.op
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	wd := newWatchdog(g.timeoutFor(t, req.stream), cancel)
+	wd := newWatchdog(c.g.timeoutFor(t, req.stream), cancel)
 	defer wd.stop()
 
 	ureq, err := t.NewRequest(ctx, op, body, req.stream)
@@ -362,10 +130,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 	}
 	sent := time.Now()
 	resp, err := t.Do(ureq)
-	res.ttfb = time.Since(start)
+	res.ttfb = time.Since(c.start)
 	if err != nil {
 		res.upstream = time.Since(sent)
-		return g.upstreamError(r, t, wd, err, res)
+		return c.upstreamError(t, wd, err)
 	}
 	defer resp.Body.Close()
 	res.status = resp.StatusCode
@@ -373,7 +141,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 		res.upstream = time.Since(sent)
 		if err != nil {
-			return g.upstreamError(r, t, wd, err, res)
+			return c.upstreamError(t, wd, err)
 		}
 		return newFailure(resp, data)
 	}
@@ -385,44 +153,40 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		if wr.stream != nil {
 			sink = translated{s: wr.stream(req), res: res}
 		}
-		err := streamEvents(w, resp, wd, sink, res, eventLimit(g.opts.MaxResponseBytes), wr.anthropicClient)
+		err := streamEvents(w, resp, wd, sink, res, eventLimit(c.g.opts.MaxResponseBytes), wr.anthropicClient)
 		res.upstream = time.Since(sent) // streams are paced by the upstream
 		if errors.As(err, new(errEventTooLarge)) {
 			res.status = http.StatusBadGateway // booked as a failure, with what was produced
 		}
-		if err != nil && (res.clientGone || r.Context().Err() != nil) {
-			res.clientGone = true
-		}
-		c.settle(res) // an abandoned stream is still charged for what it produced
+		// An abandoned stream is still charged for what it produced:
+		// finish settles it.
 		if err != nil {
 			if res.clientGone || r.Context().Err() != nil {
 				res.clientGone = true
 				return errClientGone
 			}
-			g.log.Warn("upstream stream ended early", "model", clip(req.model), "deployment", t.D.ID, "err", err, "timeout", wd.expired.Load())
+			c.g.log.Warn("upstream stream ended early", "model", clip(req.model), "deployment", t.D.ID, "err", err, "timeout", wd.expired.Load())
 		}
-		return errResponded
+		return nil
 	}
 
-	data, err := readLimited(resp.Body, resp.ContentLength, g.opts.MaxResponseBytes)
+	data, err := readLimited(resp.Body, resp.ContentLength, c.g.opts.MaxResponseBytes)
 	res.upstream = time.Since(sent)
 	if errors.Is(err, errTooLarge) {
 		// Booked as a failure like any unusable answer: a row with the
 		// status and no cost (its usage cannot be read), the hold released.
-		res.status = http.StatusBadGateway
-		c.fail(http.StatusBadGateway)
-		return tooLargeFailure(t.D.ID, g.opts.MaxResponseBytes)
+		res.status, res.unusable = http.StatusBadGateway, true
+		return tooLargeFailure(t.D.ID, c.g.opts.MaxResponseBytes)
 	}
 	if err != nil {
-		return g.upstreamError(r, t, wd, err, res)
+		return c.upstreamError(t, wd, err)
 	}
 	if resp.StatusCode < 300 {
 		// An answer that is not a response is the deployment's fault: a 502,
 		// booked as a failure (no cost, the hold released). It is not
 		// retried: the upstream may have billed it already.
 		bad := func(err error) error {
-			res.status = http.StatusBadGateway
-			c.fail(http.StatusBadGateway)
+			res.status, res.unusable = http.StatusBadGateway, true
 			return &failure{err: apierror.BadGateway(err, "deployment %s answered %d with something that is not a %s response", t.D.ID, resp.StatusCode, op)}
 		}
 		if wr.response != nil {
@@ -443,15 +207,16 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 			}
 			res.hasUsage = ok
 		}
-		if !res.hasUsage && c != nil {
+		if !res.hasUsage && c.hold != nil {
 			// No usage: charge what the gateway can count.
 			res.usage, res.estimated = estimateUsage(req, res.model, data), true
 		}
 		if res.wantServed {
 			res.served = modelOf(data)
 		}
-		if c != nil {
-			c.costHeaders(w.Header(), c.settle(res))
+		if hd := c.hold; hd != nil {
+			c.settle()
+			hd.headers(w.Header(), c.cost)
 		}
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
@@ -460,16 +225,16 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, t *provider.Ta
 		res.clientGone = true
 		return errClientGone
 	}
-	return errResponded
+	return nil
 }
 
 // upstreamError classifies a failed exchange: the client left, the upstream
 // was too slow (504), or it could not be reached or broke off (502); the
 // last two may be retried.
-func (g *Gateway) upstreamError(r *http.Request, t *provider.Target, wd *watchdog, err error, res *result) error {
+func (c *call) upstreamError(t *provider.Target, wd *watchdog, err error) error {
 	switch {
-	case r.Context().Err() != nil:
-		res.clientGone = true
+	case c.r.Context().Err() != nil:
+		c.res.clientGone = true
 		return errClientGone
 	case wd.expired.Load():
 		return &failure{retryable: true, err: apierror.GatewayTimeout(err, "deployment %s of model %q did not answer within %s", t.D.ID, t.D.ModelName, wd.every)}
@@ -693,66 +458,5 @@ func copyHeader(dst, src http.Header) {
 			continue
 		}
 		dst[k] = v
-	}
-}
-
-// observe writes the request's log line and metrics.
-func (g *Gateway) observe(r *http.Request, p *auth.Principal, req *request, t *provider.Target, op provider.Op,
-	callID string, res *result, c *charge, err error, start time.Time) {
-	status := res.status
-	switch {
-	case res.clientGone:
-		status = 499
-	case err != nil && !errors.Is(err, errResponded):
-		status = apierror.From(err).Status
-	}
-	total := time.Since(start)
-	overhead := max(total-res.upstream, 0)
-	keyPrefix := ""
-	if len(p.KeyHash) >= 8 {
-		keyPrefix = p.KeyHash[:8]
-	}
-	var alias, user, team, deployment, prov string
-	if k := p.Key; k != nil {
-		if k.KeyAlias != nil {
-			alias = *k.KeyAlias
-		}
-		user, team = k.UserID, k.TeamID
-	}
-	if t != nil {
-		deployment, prov = t.D.ID, t.D.Provider
-	}
-	cost := 0.0
-	if c != nil {
-		cost = c.cost
-	}
-	g.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-		slog.String("call_id", callID),
-		slog.String("op", op.String()),
-		slog.String("key_hash", keyPrefix),
-		slog.String("key_alias", alias),
-		slog.String("user", user),
-		slog.String("team", team),
-		slog.String("end_user", clip(req.user)),
-		slog.String("model_group", clip(req.model)),
-		slog.String("deployment", deployment),
-		slog.String("provider", prov),
-		slog.Bool("stream", req.stream),
-		slog.Int("status", status),
-		slog.Int64("prompt_tokens", res.usage.prompt),
-		slog.Int64("completion_tokens", res.usage.completion),
-		slog.Bool("usage_reported", res.hasUsage),
-		slog.Float64("cost", cost),
-		slog.Duration("latency", total),
-		slog.Duration("overhead", overhead),
-	)
-	if m := g.opts.Metrics; m != nil {
-		mr := metrics.Request{
-			Operation: op.String(), Provider: prov,
-			Status: status, PromptTokens: res.usage.prompt, CompletionTokens: res.usage.completion, HasUsage: res.hasUsage,
-			Duration: total, TTFT: res.ttfb, Overhead: overhead, Stream: req.stream, Cost: cost,
-		}
-		g.labels(&mr, p, req.model, req.user, t, status)
-		m.ObserveRequest(&mr)
 	}
 }

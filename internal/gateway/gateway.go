@@ -17,7 +17,6 @@ import (
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/hooks"
-	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/tokens"
@@ -28,9 +27,9 @@ type Options struct {
 	MaxBodyBytes   int64         // request bodies above this get 413
 	DefaultTimeout time.Duration // for deployments that set no timeout
 	Logger         *slog.Logger
-	Meter          *Meter  // nil: nothing is booked (the proxy alone)
-	Limits         *Limits // nil: no rate limits
-	Metrics        *metrics.Metrics
+	Meter          Meter          // nil: nothing is booked (the proxy alone)
+	Limits         Limits         // nil: no rate limits
+	Observer       Observer       // nil: calls are neither logged nor counted
 	Routing        config.Routing // retries, fallbacks
 	Health         *router.Health // nil: no cooldowns
 
@@ -46,7 +45,6 @@ type Gateway struct {
 	auth    *auth.Authenticator
 	router  atomic.Pointer[router.Router]
 	log     *slog.Logger
-	served  nameSet // model names a wildcard group served, as metric labels
 }
 
 // New returns a Gateway routing with rt.

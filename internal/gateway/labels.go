@@ -9,6 +9,7 @@ import (
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -62,13 +63,13 @@ func (s *nameSet) admit(name string, limit int64) bool {
 // when they exist, and the end user only when an operator created it. A
 // name a wildcard group forwarded is a label only once the upstream served
 // it, and at most maxWildcardNames of them.
-func (g *Gateway) labels(m *metrics.Request, p *auth.Principal, requested, endUser string, t *provider.Target, status int) {
+func (o *Telemetry) labels(m *metrics.Request, rt *router.Router, p *auth.Principal, requested, endUser string, t *provider.Target, status int) {
 	m.ModelGroup, m.RequestModel, m.ResponseModel = metrics.Unknown, metrics.Unknown, metrics.Unknown
-	if requested != "" {
-		if grp, ok := g.Router().Group(p.ResolveModel(requested)); ok {
+	if requested != "" && rt != nil {
+		if grp, ok := rt.Group(p.ResolveModel(requested)); ok {
 			m.ModelGroup, m.RequestModel = grp.Name, grp.Name
 			if strings.Contains(grp.Name, "*") && status < 400 && status != 0 && len(requested) <= maxEchoedName &&
-				g.served.admit(requested, maxWildcardNames) {
+				o.served.admit(requested, maxWildcardNames) {
 				m.RequestModel = requested
 			}
 		}
@@ -103,8 +104,8 @@ func (g *Gateway) labels(m *metrics.Request, p *auth.Principal, requested, endUs
 	}
 	if endUser != "" {
 		m.EndUser = metrics.Unknown
-		if mt := g.opts.Meter; mt != nil && mt.Snap != nil {
-			if e, ok := mt.Snap.EndUser(endUser); ok && configuredEndUser(e) {
+		if o.Snap != nil {
+			if e, ok := o.Snap.EndUser(endUser); ok && configuredEndUser(e) {
 				m.EndUser = endUser
 			}
 		}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -14,10 +13,20 @@ import (
 	"github.com/tollgate/tollgate/internal/tokens"
 )
 
-// Limits are the rate limits the gateway enforces besides each key's,
-// user's, team's and end user's own.
-type Limits struct {
+// Limits admit calls under the rate limits: admit takes a call's place
+// under every limit that applies, or refuses it with a 429 (a nil ticket:
+// none applies); done gives the place back with the tokens the call used.
+type Limits interface {
+	admit(c *call, t *provider.Target) (*ratelimit.Ticket, error)
+	done(tk *ratelimit.Ticket, used int64)
+}
+
+// RateLimits are the Limits of a gateway with a limiter: each key's,
+// user's, team's and end user's own limits, and the gateway's besides.
+type RateLimits struct {
 	Limiter *ratelimit.Limiter
+	// Snap finds end users' limits.
+	Snap *auth.Snapshot
 	// GlobalParallel bounds requests in flight gateway-wide (0: none).
 	GlobalParallel int64
 	// Buckets are agentgateway localRateLimit token buckets.
@@ -48,8 +57,7 @@ func window(scope ratelimit.Scope, label string, rpm, tpm, parallel *int64, tk *
 }
 
 // rules fills tk with every limit the request is subject to.
-func (g *Gateway) rules(p *auth.Principal, req *request, model string, tk *ratelimit.Ticket) {
-	l := g.opts.Limits
+func (l *RateLimits) rules(p *auth.Principal, req *request, model string, tk *ratelimit.Ticket) {
 	if l.GlobalParallel > 0 {
 		tk.Add(ratelimit.Rule{Scope: ratelimit.Scope{Entity: "global"}, Kind: ratelimit.Parallel, Limit: l.GlobalParallel,
 			Name: "global_max_parallel_requests"})
@@ -82,8 +90,8 @@ func (g *Gateway) rules(p *auth.Principal, req *request, model string, tk *ratel
 		}
 		window(ratelimit.Scope{Entity: "team", ID: t.TeamID}, label, t.RPMLimit, t.TPMLimit, t.MaxParallelRequests, tk)
 	}
-	if req.user != "" && g.opts.Meter != nil {
-		if e, ok := g.opts.Meter.Snap.EndUser(req.user); ok {
+	if req.user != "" && l.Snap != nil {
+		if e, ok := l.Snap.EndUser(req.user); ok {
 			window(ratelimit.Scope{Entity: "end_user", ID: e.UserID}, e.UserID, e.RPMLimit, e.TPMLimit, e.MaxParallelRequests, tk)
 		}
 	}
@@ -174,18 +182,17 @@ func countPrompt(req *request, model string) int64 {
 
 // admit takes the request's place under every limit, or refuses it with a
 // 429 that says which limit, how far it is used and when to retry.
-func (g *Gateway) admit(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, model string) (*ratelimit.Ticket, error) {
-	l := g.opts.Limits
-	if l == nil || l.Limiter == nil {
+func (l *RateLimits) admit(c *call, t *provider.Target) (*ratelimit.Ticket, error) {
+	if l.Limiter == nil {
 		return nil, nil
 	}
 	tk := &ratelimit.Ticket{}
-	g.rules(p, req, model, tk)
+	l.rules(c.p, c.req, c.model, tk)
 	if len(tk.Rules()) == 0 {
 		return nil, nil
 	}
-	tk.Est = estimate(t, req, model)
-	if d := l.Limiter.Admit(ctx, tk); d != nil {
+	tk.Est = estimate(t, c.req, c.model)
+	if d := l.Limiter.Admit(c.r.Context(), tk); d != nil {
 		if l.OnRefused != nil {
 			l.OnRefused(d)
 		}
@@ -205,6 +212,9 @@ func (g *Gateway) admit(ctx context.Context, p *auth.Principal, req *request, t 
 	}
 	return tk, nil
 }
+
+// done gives back tk's place with the tokens the call used.
+func (l *RateLimits) done(tk *ratelimit.Ticket, used int64) { l.Limiter.Done(tk, used) }
 
 // limitHeaders reports the tightest request and token limits of an
 // admitted request, as OpenAI does.

@@ -3,10 +3,10 @@ package gateway
 import (
 	"bytes"
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -19,10 +19,31 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-// Meter books what requests cost: it reserves the worst case on every
-// budget that applies before a request is forwarded, settles the real cost
-// after, and queues the spend-log row.
-type Meter struct {
+// Meter books what calls cost: before each attempt it holds what the call
+// may cost on every budget that applies, or refuses it.
+type Meter interface {
+	reserve(c *call, t *provider.Target, op provider.Op, model string, body []byte) (hold, error)
+}
+
+// hold is one attempt's reservation on the budgets.
+type hold interface {
+	// settle books what res produced - its cost, or a row without cost for
+	// an unusable answer - or releases the hold when it produced nothing,
+	// and returns the cost booked. Settling twice does nothing.
+	settle(res *result) float64
+	// capTokens is the output per completion the request must be capped
+	// to (0: as asked).
+	capTokens() int64
+	// unpriced names the upstream model when the deployment had no price.
+	unpriced() string
+	// headers sets the cost headers of an answer settled at cost.
+	headers(h http.Header, cost float64)
+}
+
+// Books is the Meter of a gateway with budgets: it reserves on every budget
+// that applies before a request is forwarded, settles the real cost after,
+// and queues the spend-log row.
+type Books struct {
 	Book   *ledger.Book
 	Writer *ledger.Writer
 	Snap   *auth.Snapshot
@@ -179,7 +200,7 @@ func promptEstimate(bound, bodyLen int64) int64 {
 }
 
 // accounts are the budgets a request is charged to, most shared first.
-func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Account {
+func (m *Books) accounts(p *auth.Principal, endUser, model string) []*ledger.Account {
 	accts := make([]*ledger.Account, 0, 6)
 	accts = append(accts, m.Book.Account(ledger.KindGlobal, "global", ledger.Spec{Spent: m.GlobalSpent, Budget: m.GlobalBudget}))
 	if t := p.Team; t != nil {
@@ -229,7 +250,7 @@ func outputBound(p pricing.Price, req *request) int64 {
 // completion it asks for - never more than the worst case; before any
 // answer is known, the worst case. ReserveFlex then holds at most what
 // remains.
-func (m *Meter) estimate(price pricing.Price, req *request, bound, bodyLen int64, deployment, model string, worst ledger.Amount) ledger.Amount {
+func (m *Books) estimate(price pricing.Price, req *request, bound, bodyLen int64, deployment, model string, worst ledger.Amount) ledger.Amount {
 	per := req.maxTokens
 	if per <= 0 {
 		learned, ok := m.outputs.estimate(deployment, model)
@@ -255,7 +276,7 @@ const minCappedOutput = 16
 // output per completion: the prompt estimate, and max_tokens, else the
 // learned estimate, else coldOutput, for every completion. Its output is
 // then capped to what the hold pays for after the prompt estimate.
-func (m *Meter) capAmount(price pricing.Price, req *request, prompt int64, deployment, model string, worst ledger.Amount) (ledger.Amount, int64) {
+func (m *Books) capAmount(price pricing.Price, req *request, prompt int64, deployment, model string, worst ledger.Amount) (ledger.Amount, int64) {
 	per := req.maxTokens
 	if per <= 0 {
 		learned, ok := m.outputs.estimate(deployment, model)
@@ -275,29 +296,33 @@ func canCap(op provider.Op) bool {
 
 // charge is one request's hold on its budgets.
 type charge struct {
-	m     *Meter
+	m     *Books
 	res   ledger.Hold
 	key   *ledger.Account
 	price pricing.Price
-	// unpriced is the upstream model when no price was known at admission;
-	// the model the upstream says it served may still price it at settle.
-	unpriced string
-	target   *provider.Target
-	upstream string // the model the upstream was asked for
-	outputs  int64  // completions asked for (n, best_of, prompts in a batch)
-	log      store.SpendLog
-	prompt   int64 // estimate used when a stream reports no usage
-	settled  bool
-	cost     float64 // what settle booked
+	// unpricedModel is the upstream model when no price was known at
+	// admission; the model the upstream says it served may still price it
+	// at settle.
+	unpricedModel string
+	target        *provider.Target
+	upstream      string // the model the upstream was asked for
+	outputs       int64  // completions asked for (n, best_of, prompts in a batch)
+	log           store.SpendLog
+	prompt        int64 // estimate used when a stream reports no usage
+	settled       bool
+	cost          float64 // what settle booked
 	// What the hold allowed: usage beyond these bounds is clamped to them,
 	// and the cost to worst.
 	promptMax, outputMax int64
 	worst                ledger.Amount
-	// capTokens, when set, is the output per completion the request is
-	// capped to: its worst case did not fit the budget while another
-	// request that may overshoot was in flight (default mode).
-	capTokens int64
+	// capN, when set, is the output per completion the request is capped
+	// to: its worst case did not fit the budget while another request that
+	// may overshoot was in flight (default mode).
+	capN int64
 }
+
+func (c *charge) capTokens() int64 { return c.capN }
+func (c *charge) unpriced() string { return c.unpricedModel }
 
 // reserve holds what the request may cost on every budget that applies -
 // its worst case in strict mode; in default mode its worst case while that
@@ -305,7 +330,8 @@ type charge struct {
 // the budget's one uncovered request (ledger.ReserveFlex, charge.capTokens;
 // docs/spend-and-limits.md) - or refuses it with the 400 budget_exceeded
 // error LiteLLM clients expect.
-func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t *provider.Target, op provider.Op, model, callID string, body []byte, start time.Time) (*charge, error) {
+func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model string, body []byte) (hold, error) {
+	ctx, p, req := cl.r.Context(), cl.p, cl.req
 	accts := m.accounts(p, req.user, model)
 	upstream := t.UpstreamModel(model)
 	price, priced := t.PriceFor(upstream)
@@ -395,14 +421,14 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 		return nil, e
 	}
 	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
-		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capTokens: capTokens}
+		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capN: capTokens}
 	if capTokens > 0 {
 		// Settlement holds the upstream to the cap it was given.
 		c.outputMax = satMul(capTokens, c.outputs)
 		c.worst = min(worst, ledger.USD(asked.WorstCase(bound, c.outputMax)))
 	}
 	if !priced {
-		c.unpriced = upstream
+		c.unpricedModel = upstream
 	}
 	if p.Key != nil {
 		c.key = accts[len(accts)-1]
@@ -423,8 +449,8 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 	} else if p.KeyHash != "" && !p.Master {
 		c.log.KeyHash = p.KeyHash
 	}
-	c.log.RequestID, c.log.EndUser, c.log.ModelGroup = callID, req.user, model
-	c.log.Deployment, c.log.Provider, c.log.StartedAt = t.D.ID, t.D.Provider, start
+	c.log.RequestID, c.log.EndUser, c.log.ModelGroup = cl.id, req.user, model
+	c.log.Deployment, c.log.Provider, c.log.StartedAt = t.D.ID, t.D.Provider, cl.start
 	return c, nil
 }
 
@@ -432,11 +458,16 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 // the request's hold allowed; or an estimate when the upstream reported
 // none (res.estimated, or a stream that ended without its usage chunk: the
 // prompt estimate, and the text received at four bytes a token, at least a
-// token per chunk). A request
-// that produced nothing releases its hold. The usage booked replaces
-// res.usage, so that rate limits and the log count the same tokens.
+// token per chunk). A request that produced nothing releases its hold; an
+// unusable answer is booked as a row with its status and no cost. The
+// usage booked replaces res.usage, so that rate limits and the log count
+// the same tokens.
 func (c *charge) settle(res *result) (cost float64) {
 	if c == nil || c.settled {
+		return 0
+	}
+	if res.unusable {
+		c.fail(res.status)
 		return 0
 	}
 	l := c.log
@@ -456,12 +487,12 @@ func (c *charge) settle(res *result) (cost float64) {
 		return 0
 	}
 	c.settled = true
-	if c.unpriced != "" {
+	if c.unpricedModel != "" {
 		if p, ok := c.target.ServedPrice(res.served); ok {
 			c.m.served.learn(c.target.D.ID, c.upstream, p)
 			// Held at no price: the cap is what this price makes of the
 			// hold's bounds.
-			c.price, c.unpriced = p, ""
+			c.price, c.unpricedModel = p, ""
 			c.worst = ledger.USD(p.WorstCase(c.promptMax, c.outputMax))
 		}
 	}
@@ -521,7 +552,7 @@ func (c *charge) clamp(u *usage) bool {
 }
 
 // alarm logs usage an upstream reported out of bounds and what was booked.
-func (m *Meter) alarm(l *store.SpendLog, reported, booked usage, amount ledger.Amount) {
+func (m *Books) alarm(l *store.SpendLog, reported, booked usage, amount ledger.Amount) {
 	log := m.Log
 	if log == nil {
 		log = slog.Default()
@@ -600,10 +631,10 @@ func budgeted(accts []*ledger.Account) bool {
 	return false
 }
 
-// costHeaders are set on responses whose cost is known before they are sent.
-func (c *charge) costHeaders(h map[string][]string, cost float64) {
+// headers are set on responses whose cost is known before they are sent.
+func (c *charge) headers(h http.Header, cost float64) {
 	h["X-Tollgate-Response-Cost"] = []string{strconv.FormatFloat(cost, 'g', -1, 64)}
-	if c.unpriced == "" {
+	if c.unpricedModel == "" {
 		delete(h, "X-Tollgate-Unpriced") // the served model priced it after all
 	}
 	if c.key != nil {

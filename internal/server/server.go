@@ -66,7 +66,7 @@ type Server struct {
 	snap       *auth.Snapshot
 	writer     *ledger.Writer
 	book       *ledger.Book
-	limits     *gateway.Limits
+	limits     *gateway.RateLimits
 	shared     *ledger.Shared // budgets on Redis; nil without one
 	redis      *rscript.Runner
 	storeDown  atomic.Bool // the last resync could not reach the database
@@ -160,6 +160,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Logger:         opts.Logger,
 	}
 	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
+	var books *gateway.Books // nil without a store: nothing is booked
 	book := ledger.NewBook()
 	s.book = book
 	if opts.Store != nil {
@@ -198,7 +199,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 				}
 			}
 		}
-		gopts.Meter = &gateway.Meter{Book: book, Writer: s.writer, Snap: s.snap, Log: opts.Logger,
+		books = &gateway.Books{Book: book, Writer: s.writer, Snap: s.snap, Log: opts.Logger,
 			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget,
 			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse", Mode: s.enforcement}
 	}
@@ -217,36 +218,38 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rc != nil && gopts.Meter != nil {
+	if rc != nil && books != nil {
 		// Budgets are held on Redis too, so replicas share them exactly.
 		shared := ledger.NewShared(rc, opts.RedisPrefix, opts.Logger)
 		shared.Degraded = limits.Limiter.Degraded
 		shared.Failed = limits.Limiter.Degrade // one outage switch for limits and budgets
 		shared.Mode = s.enforcement
 		shared.FailClosed = cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed"
-		gopts.Meter.Holder = shared
+		books.Holder = shared
 		s.shared = shared
 	}
 	s.limits = limits
 	gopts.Limits = limits
+	limits.Snap = s.snap
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
 		Book: book, RedisDegraded: limits.Limiter.Degraded, Deployments: s.deploymentStates}
 	if s.writer != nil {
 		mopts.WriterPending, mopts.WriterLag = s.writer.Pending, s.writer.Lag
 	}
 	s.metrics = metrics.New(mopts)
-	gopts.Metrics = s.metrics
+	gopts.Observer = &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics, Snap: s.snap}
 	s.health.OnCooldown = func(group, id string) {
 		s.log.Warn("deployment cooling down after failures", "model_group", group, "deployment", id, "cooldown", cfg.Routing().Cooldown)
 		s.metrics.CooledDown(group, id)
 	}
 	limits.OnRefused = func(d *ratelimit.Denied) { s.metrics.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }
-	if gopts.Meter != nil {
-		gopts.Meter.OnUsageAdjusted = s.metrics.UsageAdjusted
-		gopts.Meter.OnSoftBudget = func(a *ledger.Account) {
+	if books != nil {
+		books.OnUsageAdjusted = s.metrics.UsageAdjusted
+		books.OnSoftBudget = func(a *ledger.Account) {
 			s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", logID(a.Kind, a.ID), "spend", a.Spent().Dollars())
 			s.metrics.SoftBudgetCrossed(a.Kind.String())
 		}
+		gopts.Meter = books
 	}
 	var metricsAuth func(*http.Request) error
 	if cfg.LiteLLMSettings.RequireAuthForMetricsEndpoint {
@@ -646,7 +649,7 @@ func buildHook(name string, c *config.HookSpec, vars []string) (*hooks.Hook, err
 
 // newLimits builds the rate limiter: shared on Redis when a redis_url is
 // configured (Options.RedisPrefix namespaces its keys), else in process.
-func newLimits(cfg *config.Config, opts Options, c *rscript.Runner) (*gateway.Limits, error) {
+func newLimits(cfg *config.Config, opts Options, c *rscript.Runner) (*gateway.RateLimits, error) {
 	var rd *ratelimit.Redis
 	if c != nil {
 		rd = ratelimit.NewRedis(c, opts.RedisPrefix)
@@ -659,7 +662,7 @@ func newLimits(cfg *config.Config, opts Options, c *rscript.Runner) (*gateway.Li
 			l.Degrade(err)
 		}
 	}
-	return &gateway.Limits{Limiter: l, GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits}, nil
+	return &gateway.RateLimits{Limiter: l, GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits}, nil
 }
 
 var storeKinds = map[ledger.Kind]store.Kind{

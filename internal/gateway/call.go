@@ -1,0 +1,342 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/ratelimit"
+	"github.com/tollgate/tollgate/internal/router"
+)
+
+// call is one inference request on its way through the gateway: who asked
+// and for what, its place under the rate limits, the deployment it is on,
+// the budget hold of the attempt in flight, and what came back. serve runs
+// it from top to bottom; finish is where every call ends.
+type call struct {
+	g     *Gateway
+	w     http.ResponseWriter
+	r     *http.Request
+	op    provider.Op
+	id    string
+	start time.Time
+
+	p      *auth.Principal
+	req    *request
+	rt     *router.Router    // the routing table the call started with
+	model  string            // the model group the request resolved to
+	ticket *ratelimit.Ticket // its place under the rate limits; nil: none apply
+	target *provider.Target  // the deployment of the last attempt
+	hold   hold              // the budget hold of the attempt in flight
+	res    result            // what the last attempt produced
+	cost   float64           // what the call was booked
+
+	retries, fellBack int
+}
+
+// serve is the request path: authenticate, decode, route, admit, attempt
+// (with retries and fallbacks), finish.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) error {
+	c := &call{g: g, w: w, r: r, op: op, start: time.Now()}
+	if err := c.authenticate(); err != nil {
+		return err
+	}
+	if err := c.decode(); err != nil {
+		return err
+	}
+	// From here on every request is logged and counted once, refused or not.
+	c.id = newCallID()
+	grp, err := c.route()
+	if err == nil {
+		err = c.admit(grp)
+	}
+	if err == nil {
+		err = c.attempts(grp)
+	}
+	c.finish(err)
+	if err == nil {
+		return errResponded // the answer is written
+	}
+	return err
+}
+
+func (c *call) authenticate() error {
+	p, err := c.g.authenticate(c.r)
+	c.p = p
+	return err
+}
+
+func (c *call) decode() error {
+	body, err := readBody(c.w, c.r, c.g.opts.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if c.req, err = decode(body, c.r.PathValue("model")); err != nil {
+		return err
+	}
+	if c.op == provider.OpMessages {
+		c.req.anthropicUser()
+	}
+	return nil
+}
+
+// route finds the model group the request names (through the key's and the
+// team's aliases) and checks that the caller may use it.
+func (c *call) route() (*router.Group, error) {
+	c.model = c.p.ResolveModel(c.req.model)
+	c.rt = c.g.Router()
+	grp, ok := c.rt.Group(c.model)
+	if !ok {
+		// Only a caller who may use the model learns why it is not served.
+		if why, groups := c.rt.Unservable(c.model); why != "" && c.p.MayUse(c.model, groups) {
+			e := apierror.NotFound("model", "The model `%s` has no deployment Tollgate can serve: %s.", clip(c.req.model), why)
+			e.Code = "model_not_served"
+			return nil, e
+		}
+		e := apierror.NotFound("model", "The model `%s` does not exist or you do not have access to it.", clip(c.req.model))
+		e.Code = "model_not_found"
+		return nil, e
+	}
+	if !c.p.MayUse(c.model, grp.AccessGroups) && (c.model == c.req.model || !c.p.MayUse(c.req.model, grp.AccessGroups)) {
+		return nil, apierror.Forbidden("this key may not use model %q", clip(c.req.model))
+	}
+	c.w.Header().Set("x-tollgate-call-id", c.id)
+	return grp, nil
+}
+
+// admit takes the call's place under the rate limits, once per request,
+// against the model asked for.
+func (c *call) admit(grp *router.Group) error {
+	l := c.g.opts.Limits
+	if l == nil {
+		return nil
+	}
+	first, _ := grp.Pick(nil)
+	if first == nil {
+		first = grp.Targets[0]
+	}
+	tk, err := l.admit(c, first)
+	if err != nil {
+		return err
+	}
+	c.ticket = tk
+	limitHeaders(c.w.Header(), tk)
+	return nil
+}
+
+// attempts runs the routing policy: up to num_retries more attempts on the
+// group's other deployments (with backoff) for 429s, 5xx, timeouts and
+// connection errors, then the fallback groups in order; a context-window
+// refusal switches to the context_window_fallbacks. Nothing has reached the
+// client while an attempt may still be retried: a stream is retried only
+// before its first byte. The last failure is what the client sees.
+func (c *call) attempts(grp *router.Group) error {
+	pol := c.g.routing.Load()
+	chain := []*router.Group{grp}
+	for _, name := range fallbacksFor(pol.Fallbacks, grp.Name, pol.DefaultFallbacks) {
+		if fg, ok := c.rt.Group(name); ok && fg != grp && c.p.MayUse(name, fg.AccessGroups) {
+			chain = append(chain, fg)
+		}
+	}
+	var (
+		last              *failure
+		wait              time.Duration
+		tried, unservable []*provider.Target
+	)
+	for gi := 0; gi < len(chain); gi++ {
+		cur := chain[gi]
+		tried, unservable = tried[:0], unservable[:0]
+		model := c.model
+		if gi > 0 {
+			c.fellBack++
+			model = cur.Name
+			if o := c.g.opts.Observer; o != nil {
+				o.fellBack(grp.Name, cur.Name)
+			}
+		}
+		for attempt := 0; ; attempt++ {
+			t, cool := cur.Pick(tried)
+			if t == nil && len(tried) > 0 {
+				// Every deployment was tried: retry one that is not cooling
+				// down (and can serve the request at all).
+				t, cool = cur.Pick(unservable)
+			}
+			if t == nil {
+				if cool > 0 && (wait == 0 || cool < wait) {
+					wait = cool
+				}
+				break
+			}
+			wr, ok := wireFor(c.op, t)
+			if !ok {
+				c.target = t
+				if len(chain) == 1 && len(cur.Targets) == 1 {
+					return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", clip(c.req.model), t.D.Provider, c.op)
+				}
+				tried, unservable = append(tried, t), append(unservable, t)
+				continue
+			}
+			done, err := c.attempt(cur, t, &wr, model)
+			if done {
+				return err
+			}
+			f := err.(*failure)
+			last = f
+			if f.contextWindow {
+				if cw := fallbacksFor(pol.ContextWindowFallbacks, grp.Name, nil); len(cw) > 0 && gi == 0 {
+					chain = chain[:1]
+					for _, name := range cw {
+						if fg, ok := c.rt.Group(name); ok && fg != cur && c.p.MayUse(name, fg.AccessGroups) {
+							chain = append(chain, fg)
+						}
+					}
+				}
+				break
+			}
+			if wr.errBody != nil && f.body != nil {
+				f.body = wr.errBody(f.status, f.body)
+			}
+			if !f.retryable {
+				return c.writeFailure(f)
+			}
+			if attempt >= pol.NumRetries {
+				break
+			}
+			tried = append(tried, t)
+			c.retries++
+			if o := c.g.opts.Observer; o != nil {
+				o.retried(cur.Name)
+			}
+			if err := sleepCtx(c.r.Context(), backoff(pol.RetryAfter, attempt, f.retryAfter)); err != nil {
+				c.res.clientGone = true
+				return errClientGone
+			}
+		}
+	}
+	if last != nil {
+		return c.writeFailure(last)
+	}
+	e := apierror.RateLimited(wait, "every deployment of model %q is cooling down after failures; retry in %s", clip(c.req.model), wait.Round(time.Second))
+	e.Code = "deployments_cooling_down"
+	return e
+}
+
+// attempt forwards the call to t, a deployment of group cur, asking it for
+// model. It returns done when the call is over: answered (err nil), or
+// ended by an error that no other attempt can mend (the client left, a
+// budget refused it, a body no deployment can take). Otherwise err is the
+// *failure that the routing policy may retry, nothing has reached the
+// client, and the attempt's hold is settled.
+func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model string) (done bool, err error) {
+	c.target = t
+	h := c.w.Header()
+	upstream := t.UpstreamModel(model)
+	askUsage := c.req.stream && (wr.op == provider.OpChat || wr.op == provider.OpCompletions)
+	body, err := wr.body(c.req, upstream, askUsage)
+	if err != nil {
+		return true, apierror.BadRequest("messages", "%v", err)
+	}
+	h.Set("x-tollgate-model-id", t.D.ID)
+	h.Set("x-tollgate-attempted-retries", strconv.Itoa(c.retries))
+	h.Set("x-tollgate-attempted-fallbacks", strconv.Itoa(c.fellBack))
+	h.Del("x-tollgate-output-capped")
+	h.Del("x-tollgate-unpriced")
+	c.res = result{model: upstream}
+	if m := c.g.opts.Meter; m != nil {
+		hd, err := m.reserve(c, t, wr.op, model, body)
+		if err != nil {
+			var exceeded *ledger.ExceededError
+			if o := c.g.opts.Observer; o != nil && errors.As(err, &exceeded) {
+				o.budgetRefused(exceeded.Kind.String())
+			}
+			return true, err
+		}
+		c.hold = hd
+		if n := hd.capTokens(); n > 0 {
+			body = capOutput(body, wr.op, t.D.Provider, n)
+			h.Set("x-tollgate-output-capped", strconv.FormatInt(n, 10))
+		}
+		if m := hd.unpriced(); m != "" {
+			c.res.wantServed = true
+			h.Set("x-tollgate-unpriced", m)
+		}
+	}
+	var outcome func(router.Outcome, int64)
+	if hl := c.g.opts.Health; hl != nil {
+		outcome = hl.Start(cur, t)
+	}
+	err = c.forward(t, wr, body)
+	var f *failure
+	if !errors.As(err, &f) {
+		if outcome != nil {
+			o := router.Succeeded
+			if c.res.clientGone {
+				o = router.Abandoned
+			}
+			outcome(o, usedTokens(&c.res, 0))
+		}
+		return true, err
+	}
+	c.settle() // nothing reached the client: the hold is released (or an unusable answer booked)
+	if outcome != nil {
+		o := router.Failed
+		if !f.retryable {
+			o = router.Succeeded // the deployment answered; the request was at fault
+		}
+		outcome(o, 0)
+	}
+	return false, f
+}
+
+// settle ends the hold of the attempt in flight: what the upstream produced
+// is booked (an unusable answer as a row without cost), and a hold that
+// produced nothing is released. A non-streamed answer is settled before it
+// is written, so that a client's next request sees the books; everything
+// else is settled by finish.
+func (c *call) settle() {
+	if c.hold == nil {
+		return
+	}
+	c.cost = c.hold.settle(&c.res)
+	c.hold = nil
+}
+
+// finish ends the call: the hold settled or released, the rate-limit
+// ticket returned with the tokens used, the log line and the metrics.
+func (c *call) finish(err error) {
+	c.settle()
+	if c.ticket != nil {
+		c.g.opts.Limits.done(c.ticket, usedTokens(&c.res, c.ticket.Est))
+	}
+	status := c.res.status
+	switch {
+	case c.res.clientGone:
+		status = 499
+	case err != nil && !errors.Is(err, errResponded):
+		status = apierror.From(err).Status
+	}
+	if o := c.g.opts.Observer; o != nil {
+		o.finished(c, status)
+	}
+}
+
+// writeFailure passes an upstream failure on to the client.
+func (c *call) writeFailure(f *failure) error {
+	if f.err != nil {
+		return f.err
+	}
+	c.res.status = f.status
+	copyHeader(c.w.Header(), f.header)
+	c.w.Header().Set("Content-Length", strconv.Itoa(len(f.body)))
+	c.w.WriteHeader(f.status)
+	if _, err := c.w.Write(f.body); err != nil {
+		c.res.clientGone = true
+		return errClientGone
+	}
+	return errResponded
+}

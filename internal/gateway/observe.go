@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/metrics"
+)
+
+// Observer is told what calls do: every call once when it ends, and the
+// retries, fallbacks and budget refusals on the way.
+type Observer interface {
+	finished(c *call, status int)
+	retried(group string)
+	fellBack(from, to string)
+	budgetRefused(kind string)
+}
+
+// Telemetry is the Observer that writes the request log line and the
+// Prometheus metrics.
+type Telemetry struct {
+	Log     *slog.Logger     // the request log line; none when nil
+	Metrics *metrics.Metrics // none when nil
+	// Snap tells the end users an operator configured (metric labels).
+	Snap   *auth.Snapshot
+	served nameSet // model names a wildcard group served, as metric labels
+}
+
+func (o *Telemetry) retried(group string) {
+	if o.Metrics != nil {
+		o.Metrics.Retried(group)
+	}
+}
+
+func (o *Telemetry) fellBack(from, to string) {
+	if o.Metrics != nil {
+		o.Metrics.FellBack(from, to)
+	}
+}
+
+func (o *Telemetry) budgetRefused(kind string) {
+	if o.Metrics != nil {
+		o.Metrics.BudgetRefused(kind)
+	}
+}
+
+// finished writes the call's log line and metrics.
+func (o *Telemetry) finished(c *call, status int) {
+	p, req, res, t := c.p, c.req, &c.res, c.target
+	total := time.Since(c.start)
+	overhead := max(total-res.upstream, 0)
+	var deployment, prov string
+	if t != nil {
+		deployment, prov = t.D.ID, t.D.Provider
+	}
+	if o.Log != nil {
+		keyPrefix := ""
+		if len(p.KeyHash) >= 8 {
+			keyPrefix = p.KeyHash[:8]
+		}
+		var alias, user, team string
+		if k := p.Key; k != nil {
+			if k.KeyAlias != nil {
+				alias = *k.KeyAlias
+			}
+			user, team = k.UserID, k.TeamID
+		}
+		o.Log.LogAttrs(c.r.Context(), slog.LevelInfo, "request",
+			slog.String("call_id", c.id),
+			slog.String("op", c.op.String()),
+			slog.String("key_hash", keyPrefix),
+			slog.String("key_alias", alias),
+			slog.String("user", user),
+			slog.String("team", team),
+			slog.String("end_user", clip(req.user)),
+			slog.String("model_group", clip(req.model)),
+			slog.String("deployment", deployment),
+			slog.String("provider", prov),
+			slog.Bool("stream", req.stream),
+			slog.Int("status", status),
+			slog.Int64("prompt_tokens", res.usage.prompt),
+			slog.Int64("completion_tokens", res.usage.completion),
+			slog.Bool("usage_reported", res.hasUsage),
+			slog.Float64("cost", c.cost),
+			slog.Duration("latency", total),
+			slog.Duration("overhead", overhead),
+		)
+	}
+	if m := o.Metrics; m != nil {
+		mr := metrics.Request{
+			Operation: c.op.String(), Provider: prov,
+			Status: status, PromptTokens: res.usage.prompt, CompletionTokens: res.usage.completion, HasUsage: res.hasUsage,
+			Duration: total, TTFT: res.ttfb, Overhead: overhead, Stream: req.stream, Cost: c.cost,
+		}
+		o.labels(&mr, c.rt, p, req.model, req.user, t, status)
+		m.ObserveRequest(&mr)
+	}
+}
