@@ -74,6 +74,7 @@ type Shared struct {
 	// FailClosed refuses every budgeted request while Redis is away
 	// (litellm_settings.budget_on_redis_failure: fail_closed).
 	FailClosed bool
+
 	log    *slog.Logger
 	warned atomic.Int64 // unix seconds of the last fallback warning
 	alive  atomic.Int64 // replicas the last heartbeat counted
