@@ -43,7 +43,8 @@ func New(src string) *Script {
 // state without asking it (Degraded), and Watch pings a degraded Redis
 // until it answers again.
 type Runner struct {
-	c          *redis.Client
+	c          atomic.Pointer[redis.Client]
+	dial       *redis.Options // Start makes the client (Open)
 	ap         atomic.Pointer[redis.AutoPipeliner]
 	log        *slog.Logger
 	probeEvery time.Duration
@@ -71,15 +72,34 @@ const MaxQueued = 8192
 // it: the command was never sent.
 var ErrNotStarted = errors.New("redis: runner not started")
 
-// NewRunner returns a runner on c. Nothing runs until Start.
+// NewRunner returns a runner on c. No call runs until Start.
 func NewRunner(c *redis.Client, opts Options) *Runner {
+	r := newRunner(opts)
+	r.c.Store(c)
+	return r
+}
+
+// Open returns a runner for the Redis at url (see Dial), after checking
+// the url. Nothing is made or dialled until Start (go-redis starts
+// goroutines as soon as a client is made).
+func Open(url string, opts Options) (*Runner, error) {
+	o, err := parseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	r := newRunner(opts)
+	r.dial = o
+	return r, nil
+}
+
+func newRunner(opts Options) *Runner {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
 	if opts.ProbeEvery <= 0 {
 		opts.ProbeEvery = time.Second
 	}
-	return &Runner{c: c, log: opts.Log, probeEvery: opts.ProbeEvery, onChange: opts.OnChange, wake: make(chan struct{}, 1)}
+	return &Runner{log: opts.Log, probeEvery: opts.ProbeEvery, onChange: opts.OnChange, wake: make(chan struct{}, 1)}
 }
 
 // startPing bounds Start's wait for Redis's first answer.
@@ -90,10 +110,13 @@ const startPing = 2 * time.Second
 // until Watch hears from it), which is not an error. Calling it again does
 // nothing.
 func (r *Runner) Start(ctx context.Context) error {
+	if r.c.Load() == nil {
+		r.c.Store(redis.NewClient(r.dial))
+	}
 	if r.ap.Load() == nil {
 		opts := redis.DefaultAutoPipelineOptions()
 		opts.MaxQueuedCommands = MaxQueued
-		ap, err := r.c.AsyncAutoPipelineWithOptions(opts)
+		ap, err := r.c.Load().AsyncAutoPipelineWithOptions(opts)
 		if err != nil {
 			return fmt.Errorf("redis autopipeline: %w", err)
 		}
@@ -174,6 +197,14 @@ func (r *Runner) Recover() {
 // so that an unreachable server makes callers fall back instead of waiting,
 // and no retries, so that no script runs twice.
 func Dial(url string) (*redis.Client, error) {
+	opts, err := parseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClient(opts), nil
+}
+
+func parseURL(url string) (*redis.Options, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis_url: %w", err)
@@ -183,7 +214,7 @@ func Dial(url string) (*redis.Client, error) {
 	opts.WriteTimeout = 500 * time.Millisecond
 	opts.MaxRetries = -1   // 0 would mean go-redis's default of 3
 	opts.DialerRetries = 1 // one dial per attempt, bounded by DialTimeout
-	return redis.NewClient(opts), nil
+	return opts, nil
 }
 
 // Run runs s and returns its reply. A call abandoned at the caller's
@@ -274,10 +305,22 @@ func IsReply(err error) bool {
 }
 
 // Ping checks that Redis answers, on a connection of its own.
-func (r *Runner) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
+func (r *Runner) Ping(ctx context.Context) error {
+	c := r.c.Load()
+	if c == nil {
+		return ErrNotStarted
+	}
+	return c.Ping(ctx).Err()
+}
 
-// Close closes the client, and with it the pipeline.
-func (r *Runner) Close() error { return r.c.Close() }
+// Close closes the client, and with it the pipeline; a runner Open made
+// and never started has nothing to close.
+func (r *Runner) Close() error {
+	if c := r.c.Load(); c != nil {
+		return c.Close()
+	}
+	return nil
+}
 
 // Int64s reads a script's array-of-integers reply.
 func Int64s(v any, err error) ([]int64, error) {

@@ -111,14 +111,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), clients: provider.NewClients(), idle: make(chan struct{}, 1)}
 	s.cfg.Store(cfg)
 	// Redis first: a redis_url that does not parse fails before anything
-	// else is built. The client dials nothing until Serve starts the runner.
+	// else is built. The client is made, and dials, when Serve starts the
+	// runner.
 	var rc *rscript.Runner
 	if url := cfg.RedisURL(); url != "" {
-		c, err := rscript.Dial(url)
-		if err != nil {
+		var err error
+		if rc, err = rscript.Open(url, rscript.Options{Log: opts.Logger}); err != nil {
 			return nil, err
 		}
-		rc = rscript.NewRunner(c, rscript.Options{Log: opts.Logger})
 		s.redis = rc
 	}
 	// The spend writer and the book exist from here on, so that the
