@@ -122,9 +122,9 @@ func (r *Runner) Start(ctx context.Context) error {
 		}
 		r.ap.Store(ap)
 	}
-	ctx, cancel := context.WithTimeout(ctx, startPing)
+	pctx, cancel := context.WithTimeout(ctx, startPing)
 	defer cancel()
-	if err := r.Ping(ctx); err != nil {
+	if err := r.Ping(pctx); err != nil && ctx.Err() == nil { // not a stop while starting
 		r.Degrade(err)
 	}
 	return nil
