@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/server"
 	"github.com/tollgate/tollgate/internal/store/sqlstore"
@@ -76,6 +78,7 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	defer srv.Close() // when Serve is not reached; it closes the server itself
 	open := cfg.MasterKey() == ""
 	if *host == "" {
 		*host = "0.0.0.0"
@@ -88,22 +91,59 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	go reloadOnHangup(ctx, srv, *cfgPath, log)
-	if addr := os.Getenv("TOLLGATE_PPROF_ADDR"); addr != "" {
-		// Profiling on its own listener (keep it on loopback): go tool pprof http://ADDR/debug/pprof/profile
-		go func() { log.Warn("pprof listener stopped", "err", http.ListenAndServe(addr, nil)) }()
-	}
-	log.Info("tollgate listening", "addr", ln.Addr().String(), "version", server.Version, "config", *cfgPath, "models", len(cfg.Deployments))
-	printHint(ln.Addr().String(), *cfgPath == "", open)
-	return srv.Serve(ctx, ln)
-}
-
-// reloadOnHangup re-reads the config file on SIGHUP and applies it; a file
-// that does not load is reported and the running config kept.
-func reloadOnHangup(ctx context.Context, srv *server.Server, path string, log *slog.Logger) {
+	// SIGHUP is caught from here on (its default would end the process);
+	// the reload actor acts on it once the server runs.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	more := []lifecycle.Actor{{Name: "reload", Run: func(ctx context.Context) error {
+		reloadOnHangup(ctx, hup, srv, *cfgPath, log)
+		return nil
+	}}}
+	if addr := os.Getenv("TOLLGATE_PPROF_ADDR"); addr != "" {
+		more = append(more, pprofActor(addr, log))
+	}
+	log.Info("tollgate listening", "addr", ln.Addr().String(), "version", server.Version, "config", *cfgPath, "models", len(cfg.Deployments))
+	printHint(ln.Addr().String(), *cfgPath == "", open)
+	return srv.Serve(ctx, ln, more...)
+}
+
+// pprofActor serves Go's profiler on its own listener (keep it on
+// loopback: go tool pprof http://ADDR/debug/pprof/profile). A listener
+// that cannot be opened is reported and the gateway serves without it.
+func pprofActor(addr string, log *slog.Logger) lifecycle.Actor {
+	var ln net.Listener
+	return lifecycle.Actor{
+		Name: "pprof",
+		Start: func(context.Context) error {
+			var err error
+			if ln, err = net.Listen("tcp", addr); err != nil {
+				log.Warn("pprof listener not started", "addr", addr, "err", err)
+			}
+			return nil
+		},
+		Run: func(ctx context.Context) error {
+			if ln == nil {
+				<-ctx.Done()
+				return nil
+			}
+			srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+			go func() {
+				<-ctx.Done()
+				_ = srv.Close() // profiles in progress are cut; nothing to drain
+			}()
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				log.Warn("pprof listener stopped", "err", err)
+				<-ctx.Done() // the gateway keeps serving without it
+			}
+			return nil
+		},
+	}
+}
+
+// reloadOnHangup re-reads the config file on each SIGHUP (hup) and applies
+// it; a file that does not load is reported and the running config kept.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, srv *server.Server, path string, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():

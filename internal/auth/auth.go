@@ -118,15 +118,23 @@ type Authenticator struct {
 	static    map[string]*config.StaticKey
 	mode      string // agentgateway apiKey mode: strict, optional or ""
 	now       func() time.Time
-	// StoreDown, when set, reports that the database is unreachable: a key
-	// missing from the snapshot may then be one created meanwhile, so it
-	// gets ErrUnverifiable (503) instead of ErrInvalidKey (401). Known keys
-	// keep working from the snapshot.
+	storeDown func() bool
+	miss      func(ctx context.Context, hash string) (bool, error)
+	hook      *CustomAuth
+}
+
+// Options are what an Authenticator asks beyond its snapshot; each may be
+// left out.
+type Options struct {
+	// StoreDown reports that the database is unreachable: a key missing
+	// from the snapshot may then be one created meanwhile, so it gets
+	// ErrUnverifiable (503) instead of ErrInvalidKey (401). Known keys keep
+	// working from the snapshot.
 	StoreDown func() bool
-	// Miss, when set, is asked about a key missing from the snapshot (one
-	// created on another replica a moment ago): it loads the key into the
-	// snapshot and reports whether it exists; an error means the store could
-	// not be asked.
+	// Miss is asked about a key missing from the snapshot (one created on
+	// another replica a moment ago): it loads the key into the snapshot and
+	// reports whether it exists; an error means the store could not be
+	// asked.
 	Miss func(ctx context.Context, hash string) (bool, error)
 	// Custom is general_settings.custom_auth: a hook that decides after
 	// virtual-key auth, or instead of it.
@@ -177,7 +185,7 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 	// Decisions are cached per identical input (key, headers, request,
 	// principal): a decision never outlives what it was made on.
 	ck, _ := json.Marshal(in)
-	d, err := a.Custom.Hook.Decide(r.Context(), in, string(ck))
+	d, err := a.hook.Hook.Decide(r.Context(), in, string(ck))
 	if err != nil {
 		return nil, err
 	}
@@ -209,8 +217,9 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 
 // NewAuthenticator returns an Authenticator for cfg's master key and static
 // keys over snap.
-func NewAuthenticator(cfg *config.Config, snap *Snapshot) *Authenticator {
-	a := &Authenticator{snap: snap, static: map[string]*config.StaticKey{}, mode: cfg.APIKeyMode, now: time.Now}
+func NewAuthenticator(cfg *config.Config, snap *Snapshot, opts Options) *Authenticator {
+	a := &Authenticator{snap: snap, static: map[string]*config.StaticKey{}, mode: cfg.APIKeyMode, now: time.Now,
+		storeDown: opts.StoreDown, miss: opts.Miss, hook: opts.Custom}
 	if mk := cfg.MasterKey(); mk != "" {
 		a.master, a.hasMaster = Hash(mk), true
 	}
@@ -229,7 +238,7 @@ func (a *Authenticator) Snapshot() *Snapshot { return a.snap }
 // Open reports whether requests without a key are served.
 func (a *Authenticator) Open() bool {
 	// custom_auth closes the gateway: every request goes through the hook.
-	return !a.hasMaster && (a.mode == "" || a.mode == "optional") && a.Custom == nil
+	return !a.hasMaster && (a.mode == "" || a.mode == "optional") && a.hook == nil
 }
 
 // IsMaster reports whether raw is the master key (constant time).
@@ -261,7 +270,7 @@ func (e Error) Error() string { return string(e) }
 
 // after runs custom_auth, when set, on a principal virtual-key auth accepted.
 func (a *Authenticator) after(r *http.Request, raw, h string, p *Principal) (*Principal, error) {
-	if a.Custom == nil {
+	if a.hook == nil {
 		return p, nil
 	}
 	return a.custom(r, raw, h, p)
@@ -294,7 +303,7 @@ func (a *Authenticator) AuthenticateInto(r *http.Request, p *Principal) error {
 		*p = Principal{Master: true, KeyHash: hex.EncodeToString(sum[:])}
 		return nil
 	}
-	if a.Custom == nil || !a.Custom.Replace {
+	if a.hook == nil || !a.hook.Replace {
 		if k, ok := a.snap.KeyBySum(&sum); ok { // the hot path
 			return a.known(r, raw, k, p)
 		}
@@ -307,15 +316,15 @@ func (a *Authenticator) AuthenticateInto(r *http.Request, p *Principal) error {
 		*p = *np
 		return nil
 	}
-	if a.Custom != nil && a.Custom.Replace {
+	if a.hook != nil && a.hook.Replace {
 		return fill(a.custom(r, raw, h, nil))
 	}
 	if sk, ok := a.static[h]; ok {
 		return fill(a.after(r, raw, h, &Principal{KeyHash: h, Static: sk}))
 	}
 	k, ok := a.snap.Key(h)
-	if !ok && !a.Open() && a.Miss != nil && (a.StoreDown == nil || !a.StoreDown()) {
-		found, err := a.Miss(r.Context(), h)
+	if !ok && !a.Open() && a.miss != nil && (a.storeDown == nil || !a.storeDown()) {
+		found, err := a.miss(r.Context(), h)
 		if err != nil {
 			return ErrUnverifiable
 		}
@@ -330,7 +339,7 @@ func (a *Authenticator) AuthenticateInto(r *http.Request, p *Principal) error {
 		p.KeyHash = h
 		return nil
 	}
-	if a.StoreDown != nil && a.StoreDown() {
+	if a.storeDown != nil && a.storeDown() {
 		return ErrUnverifiable
 	}
 	return ErrInvalidKey
@@ -348,7 +357,7 @@ func (a *Authenticator) known(r *http.Request, raw string, k *store.Key, p *Prin
 	if why := keyUsable(k, p.Team, a.now()); why != "" {
 		return Error(why)
 	}
-	if a.Custom == nil {
+	if a.hook == nil {
 		return nil
 	}
 	np, err := a.custom(r, raw, k.TokenHash, p)

@@ -12,7 +12,7 @@ import (
 // presented key, find it in the snapshot, check it is usable.
 func BenchmarkAuthenticate(b *testing.B) {
 	snap := NewSnapshot(&store.Snapshot{Keys: []*store.Key{{TokenHash: config.HashKey("sk-bench-key"), KeyName: "sk-...key"}}})
-	a := NewAuthenticator(&config.Config{GeneralSettings: config.GeneralSettings{MasterKey: "sk-master"}}, snap)
+	a := NewAuthenticator(&config.Config{GeneralSettings: config.GeneralSettings{MasterKey: "sk-master"}}, snap, Options{})
 	req, _ := http.NewRequest("POST", "/v1/chat/completions", nil)
 	req.Header.Set("Authorization", "Bearer sk-bench-key")
 	var p Principal

@@ -239,7 +239,7 @@ func newRig(t *testing.T, deps []deployment, pol config.Routing) *rig {
 		rg.scripts[d.id] = s
 		cfgDeps = append(cfgDeps, config.Deployment{ModelName: d.group, Provider: "openai", Model: "m", APIBase: up.URL, ID: d.id, Order: d.order})
 	}
-	health := router.NewHealth()
+	health := router.NewHealth(nil)
 	if pol.Cooldown == 0 { // no cooldowns unless a test asks
 		pol.AllowedFails, pol.Cooldown = 100, time.Minute
 	}
@@ -248,7 +248,7 @@ func newRig(t *testing.T, deps []deployment, pol config.Routing) *rig {
 		t.Fatal(err)
 	}
 	g := New(Options{Meter: rg.meter, Limits: rg.limits, Observer: rg.obs, Routing: pol, Health: health},
-		auth.NewAuthenticator(&config.Config{}, nil), rt)
+		auth.NewAuthenticator(&config.Config{}, nil, auth.Options{}), rt)
 	mux := http.NewServeMux()
 	g.Register(mux)
 	rg.srv = httptest.NewServer(mux)
@@ -440,7 +440,7 @@ func TestCallCapsOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := &fakeMeter{cap: 40}
-	g := New(Options{Meter: m}, auth.NewAuthenticator(&config.Config{}, nil), rt)
+	g := New(Options{Meter: m}, auth.NewAuthenticator(&config.Config{}, nil, auth.Options{}), rt)
 	mux := http.NewServeMux()
 	g.Register(mux)
 	srv := httptest.NewServer(mux)

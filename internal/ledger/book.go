@@ -9,14 +9,16 @@ import (
 // with the spend the store last recorded. Lookups are lock-free (sync.Map).
 type Book struct {
 	accounts [KindKeyModel + 1]sync.Map // per Kind: id -> *Account
-	// OnReset is told when an account's budget period rolled over (its spend
-	// is now zero and next is its new reset time), so the store can follow.
-	OnReset func(kind Kind, id string, next time.Time)
-	now     func() time.Time
+	onReset  func(kind Kind, id string, next time.Time)
+	now      func() time.Time
 }
 
-// NewBook returns an empty book.
-func NewBook() *Book { return &Book{now: time.Now} }
+// NewBook returns an empty book. onReset, when not nil, is told when an
+// account's budget period rolled over (its spend is now zero and next is
+// its new reset time), so that the store and Redis can follow.
+func NewBook(onReset func(kind Kind, id string, next time.Time)) *Book {
+	return &Book{onReset: onReset, now: time.Now}
+}
 
 // Spec is what an entity's current record says about its budget.
 type Spec struct {
@@ -32,7 +34,7 @@ type Spec struct {
 // line with the entity's record, so an operator's edit applies to the next
 // request; spend stays the account's own once it exists. When the reset time
 // has passed, the period rolls over here: spend drops to zero, the next reset
-// is computed, and OnReset is told (exactly once per rollover).
+// is computed, and onReset is told (exactly once per rollover).
 func (b *Book) Account(kind Kind, id string, s Spec) *Account {
 	want := Unlimited
 	if s.Budget != nil {
@@ -94,8 +96,8 @@ func (b *Book) maybeReset(a *Account, duration string) {
 		return // another request rolled it over
 	}
 	a.SetSpent(0)
-	if b.OnReset != nil {
-		b.OnReset(a.Kind, a.ID, next)
+	if b.onReset != nil {
+		b.onReset(a.Kind, a.ID, next)
 	}
 }
 

@@ -9,11 +9,10 @@ import (
 
 func TestBookResetsOncePerPeriod(t *testing.T) {
 	now := time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
-	b := NewBook()
-	b.now = func() time.Time { return now }
 	var resets atomic.Int64
 	var next time.Time
-	b.OnReset = func(k Kind, id string, n time.Time) { resets.Add(1); next = n }
+	b := NewBook(func(k Kind, id string, n time.Time) { resets.Add(1); next = n })
+	b.now = func() time.Time { return now }
 	budget, dur := 1.0, "1mo"
 	resetAt := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	spec := Spec{Spent: 0.9, Budget: &budget, BudgetDuration: &dur, ResetAt: &resetAt}
@@ -38,7 +37,7 @@ func TestBookResetsOncePerPeriod(t *testing.T) {
 }
 
 func TestBookFollowsRecordEdits(t *testing.T) {
-	b := NewBook()
+	b := NewBook(nil)
 	one, two, soft := 1.0, 2.0, 0.5
 	a := b.Account(KindTeam, "t", Spec{Spent: 0.9, Budget: &one})
 	if a.Budget() != USD(1) || a.Spent() != USD(0.9) {
@@ -59,14 +58,13 @@ func TestBookFollowsRecordEdits(t *testing.T) {
 // replica takes the record's new-period spend instead of refusing on the old.
 func TestBookTakesAnotherReplicasReset(t *testing.T) {
 	now := time.Date(2026, 12, 1, 0, 0, 5, 0, time.UTC)
-	b := NewBook()
+	b := NewBook(func(Kind, string, time.Time) { t.Error("this replica reset the period again") })
 	b.now = func() time.Time { return now.Add(-time.Minute) }
 	budget, dur := 1.0, "1mo"
 	oldReset := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	a := b.Account(KindKey, "k", Spec{Spent: 1.0, Budget: &budget, BudgetDuration: &dur, ResetAt: &oldReset})
 	b.now = func() time.Time { return now }
 	newReset := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
-	b.OnReset = func(Kind, string, time.Time) { t.Error("this replica reset the period again") }
 	b.Account(KindKey, "k", Spec{Spent: 0.1, Budget: &budget, BudgetDuration: &dur, ResetAt: &newReset})
 	if a.Spent() != USD(0.1) || !a.ResetAt().Equal(newReset) {
 		t.Fatalf("spent %v reset %v; want the record's 0.1 and %v", a.Spent().Dollars(), a.ResetAt(), newReset)

@@ -70,7 +70,7 @@ func asHold(r *Reservation, err error) (Hold, error) {
 // that dies cannot strand budget). An account is seeded with the store's
 // spend when Redis first sees it, or when the store reports a newer budget
 // period than Redis has. Accounts without a budget stay in process. When
-// Redis does not answer, or Degraded says it is down, holds fall back to the
+// Redis does not answer, or the runner knows it is down, holds fall back to the
 // replica's own ledger, each budgeted account within this replica's share
 // of what remained (presence.go), or are refused (strict, FailClosed).
 type Shared struct {
@@ -85,12 +85,7 @@ type Shared struct {
 	// FailClosed refuses every budgeted request while Redis is away
 	// (litellm_settings.budget_on_redis_failure: fail_closed).
 	FailClosed bool
-	// Degraded, when set, reports that Redis is known to be down.
-	Degraded func() bool
-	// Failed, when set, is told when Redis did not answer a hold or a
-	// settle, so that Degraded turns true until Redis answers again (and
-	// later requests do not each wait out the deadline).
-	Failed func(error)
+
 	log    *slog.Logger
 	warned atomic.Int64 // unix seconds of the last fallback warning
 	alive  atomic.Int64 // replicas the last heartbeat counted
@@ -305,7 +300,7 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, q ask) (Hold,
 	// While Redis is known to be down, a request spends its share; one
 	// enforced strictly still asks Redis (which may be back already)
 	// rather than be refused on a stale verdict.
-	if s.Degraded != nil && s.Degraded() && !s.closed(accounts) {
+	if s.r.Degraded() && !s.closed(accounts) {
 		return s.offline(accounts, q, h.shared, "Redis is unreachable")
 	}
 	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds(), strconv.Itoa(int(q.mode)), int64(max(q.flex.Estimate, 0)), int64(max(q.flex.Capped, 0))}
@@ -420,8 +415,11 @@ func (l *localHold) Held() Amount { return l.r.amount }
 func (l *localHold) Capped() bool { return l.r.capped }
 
 func (s *Shared) fallback(err error) {
-	if s.Failed != nil && !rscript.IsReply(err) { // an error reply means Redis is up
-		s.Failed(err)
+	// Redis did not answer a hold or a settle: the runner marks it down
+	// until it answers again, for budgets and limits alike, so later
+	// requests do not each wait out the deadline.
+	if !rscript.IsReply(err) { // an error reply means Redis is up
+		s.r.Degrade(err)
 	}
 	now := time.Now().Unix()
 	if last := s.warned.Load(); now-last >= 10 && s.warned.CompareAndSwap(last, now) {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,9 +76,8 @@ func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
 	m := miniredis.RunT(t)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	degraded := false
-	a := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
-	a.Degraded = func() bool { return degraded }
+	ra := runner(t, c)
+	a := ledger.NewShared(ra, "t", slog.New(slog.DiscardHandler))
 	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
 	keyA := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
 	keyB := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
@@ -89,13 +87,13 @@ func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Settle(ledger.USD(0.5))
-	degraded = true
+	ra.Degrade(errAway)
 	h, err = a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.4))
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.Settle(ledger.USD(0.4)) // booked in process only
-	degraded = false
+	ra.Recover()
 	if h, err := a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.05)); err != nil {
 		t.Fatalf("0.9 spent, 0.05 more: %v", err)
 	} else {
@@ -116,12 +114,15 @@ func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
 
 // runner runs scripts on c as the server does.
 func runner(tb testing.TB, c *redis.Client) *rscript.Runner {
-	r, err := rscript.NewRunner(c)
-	if err != nil {
+	r := rscript.NewRunner(c, rscript.Options{Log: slog.New(slog.DiscardHandler)})
+	if err := r.Start(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	return r
 }
+
+// errAway is what a test tells a runner when it takes Redis for down.
+var errAway = errors.New("test: redis taken for away")
 
 // TestSharedHungRedis: against a Redis that accepts and never answers, a
 // hold falls back to the replica's own ledger at its deadline, reports the
@@ -141,10 +142,9 @@ func TestSharedHungRedis(t *testing.T) {
 			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
 		}
 	}()
-	var down atomic.Bool
-	s := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1})), "t", slog.New(slog.DiscardHandler))
-	s.Degraded = down.Load
-	s.Failed = func(error) { down.Store(true) }
+	r := runner(t, redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1}))
+	r.Recover() // as if it had answered the first ping: the first hold asks it
+	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
 	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
 	start := time.Now()
 	h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.5))
@@ -154,7 +154,7 @@ func TestSharedHungRedis(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("the first hold waited %v on a hung Redis", took)
 	}
-	if !down.Load() {
+	if !r.Degraded() {
 		t.Fatal("the failure was not reported")
 	}
 	h.Settle(ledger.USD(0.25))
@@ -175,9 +175,8 @@ func TestSharedHungRedis(t *testing.T) {
 func TestSharedCarriesOfflineSpendOnce(t *testing.T) {
 	m := miniredis.RunT(t)
 	ctx := context.Background()
-	var down atomic.Bool
-	s := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()})), "t", slog.New(slog.DiscardHandler))
-	s.Degraded = down.Load
+	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
+	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
 	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(100))
 	// Redis sees the account, then goes away while 0.5 is spent.
 	h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.1))
@@ -185,7 +184,7 @@ func TestSharedCarriesOfflineSpendOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Release()
-	spendOffline(t, s, &down, key, ledger.USD(0.5))
+	spendOffline(t, s, r, key, ledger.USD(0.5))
 	holdTogether(t, s, key, 20)
 	if got := m.HGet("{t}:bud:key:k", "spent"); got != strconv.FormatInt(int64(ledger.USD(0.5)), 10) {
 		t.Fatalf("Redis has spent %s, want %d (the offline 0.5, once)", got, int64(ledger.USD(0.5)))
@@ -199,9 +198,8 @@ func TestSharedCarriesOfflineSpendOnce(t *testing.T) {
 func TestSharedSurvivesRedisLosingState(t *testing.T) {
 	m := miniredis.RunT(t)
 	ctx := context.Background()
-	failed := 0
-	s := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()})), "t", slog.New(slog.DiscardHandler))
-	s.Failed = func(error) { failed++ }
+	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
+	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
 	spent := func() string { return m.HGet("{t}:bud:key:k", "spent") }
 	usd := func(d float64) string { return strconv.FormatInt(int64(ledger.USD(d)), 10) }
 
@@ -217,8 +215,8 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Settle(ledger.USD(5))
-	if spent() != usd(5) || failed != 0 {
-		t.Fatalf("after a reset-first hold: Redis spent %s, %d failures", spent(), failed)
+	if spent() != usd(5) || r.Degraded() {
+		t.Fatalf("after a reset-first hold: Redis spent %s, taken for down %v", spent(), r.Degraded())
 	}
 
 	// Redis loses everything while a hold is in flight: the settle does
@@ -251,8 +249,8 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Settle(ledger.USD(1))
-	if spent() != usd(3) || failed != 0 {
-		t.Fatalf("after an edit-first hold: Redis spent %s, %d failures", spent(), failed)
+	if spent() != usd(3) || r.Degraded() {
+		t.Fatalf("after an edit-first hold: Redis spent %s, taken for down %v", spent(), r.Degraded())
 	}
 }
 
@@ -261,13 +259,12 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 // reseeds and the one that carries the offline spend count it once.
 func TestSharedReseedWithOfflineSpend(t *testing.T) {
 	m := miniredis.RunT(t)
-	var down atomic.Bool
-	s := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()})), "t", slog.New(slog.DiscardHandler))
-	s.Degraded = down.Load
+	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
+	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
 	for trial := range 20 {
 		m.FlushAll()
 		key := ledger.NewAccount(ledger.KindKey, "k", ledger.USD(1), ledger.USD(100))
-		spendOffline(t, s, &down, key, ledger.USD(0.5))
+		spendOffline(t, s, r, key, ledger.USD(0.5))
 		holdTogether(t, s, key, 30)
 		if got, want := m.HGet("{t}:bud:key:k", "spent"), strconv.FormatInt(int64(ledger.USD(1.5)), 10); got != want {
 			t.Fatalf("trial %d: Redis spent %s, want %s", trial, got, want)
@@ -278,11 +275,11 @@ func TestSharedReseedWithOfflineSpend(t *testing.T) {
 	}
 }
 
-// spendOffline books spend on key while s takes Redis for down.
-func spendOffline(t *testing.T, s *ledger.Shared, down *atomic.Bool, key *ledger.Account, spend ledger.Amount) {
+// spendOffline books spend on key while s's runner r takes Redis for down.
+func spendOffline(t *testing.T, s *ledger.Shared, r *rscript.Runner, key *ledger.Account, spend ledger.Amount) {
 	t.Helper()
-	down.Store(true)
-	defer down.Store(false)
+	r.Degrade(errAway)
+	defer r.Recover()
 	h, err := s.Reserve(context.Background(), []*ledger.Account{key}, spend*2)
 	if err != nil {
 		t.Fatal(err)
@@ -318,15 +315,14 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 	m := miniredis.RunT(t)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	a := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
+	ra := runner(t, c)
+	a := ledger.NewShared(ra, "t", slog.New(slog.DiscardHandler))
 	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
 	for _, s := range []*ledger.Shared{a, b} {
 		if n, err := s.Heartbeat(ctx); err != nil || n < 1 {
 			t.Fatal(n, err)
 		}
 	}
-	var down atomic.Bool
-	a.Degraded = down.Load
 	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
 	h, err := a.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.2))
 	if err != nil {
@@ -340,7 +336,7 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 	if _, err := b.Reserve(ctx, []*ledger.Account{ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))}, ledger.USD(0.2)); err != nil {
 		t.Fatal(err)
 	}
-	down.Store(true)
+	ra.Degrade(errAway)
 	tests := []struct {
 		name   string
 		amount float64
@@ -378,8 +374,9 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 		{"fail-closed", func(s *ledger.Shared) { s.FailClosed = true }},
 	}
 	for _, tt := range modes {
-		s := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
-		s.Degraded = func() bool { return true }
+		rs := runner(t, c)
+		rs.Degrade(errAway)
+		s := ledger.NewShared(rs, "t", slog.New(slog.DiscardHandler))
 		m.Close() // Redis is really away: a strict hold asks it, and is refused
 		tt.setup(s)
 		other := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
@@ -396,7 +393,7 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 		}
 	}
 
-	down.Store(false)
+	ra.Recover()
 	h, err = a.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.01))
 	if err != nil {
 		t.Fatal(err)
@@ -414,10 +411,9 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 func TestCarryOfflineOnStop(t *testing.T) {
 	m := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	s := ledger.NewShared(runner(t, c), "carry", slog.New(slog.DiscardHandler))
-	var down atomic.Bool
-	s.Degraded = down.Load
-	book := ledger.NewBook()
+	r := runner(t, c)
+	s := ledger.NewShared(r, "carry", slog.New(slog.DiscardHandler))
+	book := ledger.NewBook(nil)
 	budget := 1.0
 	key := book.Account(ledger.KindKey, "k", ledger.Spec{Budget: &budget})
 	h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.1))
@@ -425,9 +421,9 @@ func TestCarryOfflineOnStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Settle(ledger.USD(0.1)) // Redis has the account: spent 0.1
-	spendOffline(t, s, &down, key, ledger.USD(0.3))
+	spendOffline(t, s, r, key, ledger.USD(0.3))
 	fresh := book.Account(ledger.KindUser, "u", ledger.Spec{Budget: &budget}) // never on Redis
-	spendOffline(t, s, &down, fresh, ledger.USD(0.2))
+	spendOffline(t, s, r, fresh, ledger.USD(0.2))
 
 	for range 2 { // twice: the second carries nothing more
 		if failed := s.CarryOffline(context.Background(), book); failed != 0 {

@@ -6,8 +6,8 @@ import "time"
 // (duration, ending at stored) is over, whether or not a request has come
 // since: the periodic sweep calls it for every entity the store says is due.
 // An account this replica holds rolls over as a request would roll it
-// (spend to zero, next reset, OnReset told once); an entity with no account
-// here is reset through OnReset alone (the store and Redis; both are
+// (spend to zero, next reset, onReset told once); an entity with no account
+// here is reset through onReset alone (the store and Redis; both are
 // conditional on the period that ended, so replicas sweeping at once reset
 // once). It reports whether a reset was started here.
 func (b *Book) Roll(kind Kind, id, duration string, stored time.Time) bool {
@@ -21,8 +21,8 @@ func (b *Book) Roll(kind Kind, id, duration string, stored time.Time) bool {
 	}
 	a, ok := b.Lookup(kind, id)
 	if !ok {
-		if b.OnReset != nil {
-			b.OnReset(kind, id, per.NextReset(now))
+		if b.onReset != nil {
+			b.onReset(kind, id, per.NextReset(now))
 		}
 		return true
 	}

@@ -13,7 +13,7 @@ import (
 
 // touched returns metrics on which every series has been written once.
 func touched(t *testing.T) *Metrics {
-	book := ledger.NewBook()
+	book := ledger.NewBook(nil)
 	b := 1.0
 	book.Account(ledger.KindKey, "k", ledger.Spec{Budget: &b})
 	m := New(Options{KeyLabels: true, Book: book, WriterPending: func() int { return 0 }, WriterLag: func() time.Duration { return 0 },

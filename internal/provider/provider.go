@@ -248,6 +248,16 @@ type Clients struct {
 // NewClients returns an empty pool.
 func NewClients() *Clients { return &Clients{m: map[string]*http.Client{}} }
 
+// CloseIdle closes the idle connections of every client in the pool; the
+// owner calls it when it stops. Clients stay usable (a later request dials).
+func (p *Clients) CloseIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.m {
+		c.CloseIdleConnections()
+	}
+}
+
 // For returns the pool's client for provider, making it on first use.
 func (p *Clients) For(provider string) *http.Client {
 	p.mu.Lock()

@@ -254,7 +254,7 @@ func TestAllOrNothing(t *testing.T) {
 
 // TestConcurrentAdmissionsNeverExceed: many goroutines race for a limit.
 func TestConcurrentAdmissionsNeverExceed(t *testing.T) {
-	l := New(nil, nil)
+	l := New(nil)
 	rule := Rule{Scope: keyScope, Kind: Requests, Limit: 50, Window: time.Minute, Name: "rpm_limit", Label: ""}
 	var mu sync.Mutex
 	admitted := 0
@@ -301,9 +301,7 @@ func realRedis(t testing.TB) (*redis.Client, string) {
 // Redis share a 10-rpm key exactly, under concurrency.
 func TestRealRedisSharedAcrossLimiters(t *testing.T) {
 	c, prefix := realRedis(t)
-	a, b := New(NewRedis(runner(t, c), prefix), nil), New(NewRedis(runner(t, c), prefix), nil)
-	defer a.Close()
-	defer b.Close()
+	a, b := New(NewRedis(runner(t, c), prefix)), New(NewRedis(runner(t, c), prefix))
 	var mu sync.Mutex
 	admitted := 0
 	var wg sync.WaitGroup
@@ -338,10 +336,19 @@ func TestFallbackWhenRedisIsDown(t *testing.T) {
 	m := miniredis.RunT(t)
 	var mu sync.Mutex
 	var events []bool
-	l := New(NewRedis(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})), ""), nil)
-	l.ProbeEvery = 20 * time.Millisecond
-	l.OnDegraded = func(d bool) { mu.Lock(); events = append(events, d); mu.Unlock() }
-	defer l.Close()
+	r := rscript.NewRunner(redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond}), rscript.Options{
+		ProbeEvery: 20 * time.Millisecond,
+		OnChange:   func(d bool) { mu.Lock(); events = append(events, d); mu.Unlock() },
+	})
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { r.Watch(ctx); close(watched) }() // as the server's redis actor does
+	defer func() { cancel(); <-watched }()
+	l := New(NewRedis(r, ""))
 	rule := Rule{Scope: keyScope, Kind: Requests, Limit: 3, Window: time.Minute, Name: "rpm_limit", Label: ""}
 	tk := ticket(0, rule)
 	if l.Admit(context.Background(), tk) != nil || !tk.Shared() {
@@ -384,7 +391,7 @@ func TestFallbackWhenRedisIsDown(t *testing.T) {
 }
 
 func BenchmarkAdmitLocal(b *testing.B) {
-	l := New(nil, nil)
+	l := New(nil)
 	rules := []Rule{
 		rpm10, {Scope: keyScope, Kind: Tokens, Limit: 1 << 40, Window: time.Minute, Name: "tpm_limit"},
 		{Scope: keyScope, Kind: Parallel, Limit: 1 << 20, Name: "max_parallel_requests"},
@@ -408,8 +415,7 @@ func BenchmarkAdmitLocal(b *testing.B) {
 
 func BenchmarkAdmitRedis(b *testing.B) {
 	c, prefix := realRedis(b)
-	l := New(NewRedis(runner(b, c), prefix), nil)
-	defer l.Close()
+	l := New(NewRedis(runner(b, c), prefix))
 	rules := []Rule{
 		{Scope: keyScope, Kind: Requests, Limit: 1 << 40, Window: time.Minute, Name: "rpm_limit"},
 		{Scope: keyScope, Kind: Tokens, Limit: 1 << 40, Window: time.Minute, Name: "tpm_limit"},
@@ -469,8 +475,8 @@ func TestCorrections(t *testing.T) {
 
 // runner runs scripts on c as the server does.
 func runner(tb testing.TB, c *redis.Client) *rscript.Runner {
-	r, err := rscript.NewRunner(c)
-	if err != nil {
+	r := rscript.NewRunner(c, rscript.Options{})
+	if err := r.Start(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	return r

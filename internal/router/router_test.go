@@ -70,7 +70,7 @@ func TestWeightedShuffle(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := New(tt.deps, Settings{Health: NewHealth()})
+			r, err := New(tt.deps, Settings{Health: NewHealth(nil)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +91,7 @@ func TestWeightedShuffle(t *testing.T) {
 func group(t *testing.T, set Settings, deps ...config.Deployment) (*Group, *Health) {
 	t.Helper()
 	if set.Health == nil {
-		set.Health = NewHealth()
+		set.Health = NewHealth(nil)
 	}
 	r, err := New(deps, set)
 	if err != nil {
@@ -103,7 +103,7 @@ func group(t *testing.T, set Settings, deps ...config.Deployment) (*Group, *Heal
 
 func TestCooldown(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	h := NewHealth()
+	h := NewHealth(nil)
 	h.now = func() time.Time { return now }
 	g, _ := group(t, Settings{Health: h, AllowedFails: 1, Cooldown: 5 * time.Second}, dep("g", "a", 0, 0), dep("g", "b", 0, 0))
 	a := g.Targets[0]

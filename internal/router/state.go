@@ -14,14 +14,16 @@ import (
 // and the background health check's verdict. It outlives router rebuilds
 // (config reloads, /model/new), keyed by deployment id.
 type Health struct {
-	m   sync.Map // id -> *DeploymentState
-	now func() time.Time
-	// OnCooldown is told when a deployment starts a cooldown.
-	OnCooldown func(group, id string)
+	m          sync.Map // id -> *DeploymentState
+	now        func() time.Time
+	onCooldown func(group, id string)
 }
 
-// NewHealth returns an empty health registry.
-func NewHealth() *Health { return &Health{now: time.Now} }
+// NewHealth returns an empty health registry. onCooldown, when not nil, is
+// told when a deployment starts a cooldown.
+func NewHealth(onCooldown func(group, id string)) *Health {
+	return &Health{now: time.Now, onCooldown: onCooldown}
+}
 
 // DeploymentState is one deployment's run-time state.
 type DeploymentState struct {
@@ -102,8 +104,8 @@ func (h *Health) Start(g *Group, t *provider.Target) func(o Outcome, tokens int6
 		}
 		if s.fail(now, g.allowedFails) {
 			s.coolUntil.Store(now.Add(g.cooldown).UnixNano())
-			if h.OnCooldown != nil {
-				h.OnCooldown(g.Name, t.D.ID)
+			if h.onCooldown != nil {
+				h.onCooldown(g.Name, t.D.ID)
 			}
 		}
 	}

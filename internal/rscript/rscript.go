@@ -16,8 +16,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -35,31 +37,174 @@ func New(src string) *Script {
 }
 
 // Runner runs scripts, and the few plain commands that must stay ordered
-// after them, on one client.
+// after them, on one client. It also keeps Redis's health for everything
+// that uses it (rate limits and budgets): a call that Redis did not answer
+// marks it degraded (Degrade), callers then fall back to their in-process
+// state without asking it (Degraded), and Watch pings a degraded Redis
+// until it answers again.
 type Runner struct {
-	c  *redis.Client
-	ap *redis.AutoPipeliner
+	c          atomic.Pointer[redis.Client]
+	dial       *redis.Options // Start makes the client (Open)
+	ap         atomic.Pointer[redis.AutoPipeliner]
+	log        *slog.Logger
+	probeEvery time.Duration
+	onChange   func(degraded bool)
+	degraded   atomic.Bool
+	wake       chan struct{} // Degrade tells Watch to probe
+}
+
+// Options configure a Runner.
+type Options struct {
+	// Log reports Redis going away and coming back (default slog.Default()).
+	Log *slog.Logger
+	// ProbeEvery is how often a degraded runner pings Redis (default 1 s).
+	ProbeEvery time.Duration
+	// OnChange, when set, is told when Redis is marked degraded (true) and
+	// when it answers again (false).
+	OnChange func(degraded bool)
 }
 
 // MaxQueued bounds the commands waiting for Redis; past it a call fails at
 // once (so that a stalled Redis makes callers fall back instead of queueing).
 const MaxQueued = 8192
 
-// NewRunner returns a runner on c. Runners on one client share its pipeliner.
-func NewRunner(c *redis.Client) (*Runner, error) {
-	opts := redis.DefaultAutoPipelineOptions()
-	opts.MaxQueuedCommands = MaxQueued
-	ap, err := c.AsyncAutoPipelineWithOptions(opts)
+// ErrNotStarted is the error of a call made before Start. NotRun reports
+// it: the command was never sent.
+var ErrNotStarted = errors.New("redis: runner not started")
+
+// NewRunner returns a runner on c. No call runs until Start.
+func NewRunner(c *redis.Client, opts Options) *Runner {
+	r := newRunner(opts)
+	r.c.Store(c)
+	return r
+}
+
+// Open returns a runner for the Redis at url (see Dial), after checking
+// the url. Nothing is made or dialled until Start (go-redis starts
+// goroutines as soon as a client is made).
+func Open(url string, opts Options) (*Runner, error) {
+	o, err := parseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis autopipeline: %w", err)
+		return nil, err
 	}
-	return &Runner{c: c, ap: ap}, nil
+	r := newRunner(opts)
+	r.dial = o
+	return r, nil
+}
+
+func newRunner(opts Options) *Runner {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.ProbeEvery <= 0 {
+		opts.ProbeEvery = time.Second
+	}
+	return &Runner{log: opts.Log, probeEvery: opts.ProbeEvery, onChange: opts.OnChange, wake: make(chan struct{}, 1)}
+}
+
+// startPing bounds Start's wait for Redis's first answer.
+const startPing = 2 * time.Second
+
+// Start opens the pipeline the calls share, and asks Redis whether it
+// answers: one that does not leaves the runner degraded (callers fall back
+// until Watch hears from it), which is not an error. Calling it again does
+// nothing.
+func (r *Runner) Start(ctx context.Context) error {
+	if r.c.Load() == nil {
+		r.c.Store(redis.NewClient(r.dial))
+	}
+	if r.ap.Load() == nil {
+		opts := redis.DefaultAutoPipelineOptions()
+		opts.MaxQueuedCommands = MaxQueued
+		ap, err := r.c.Load().AsyncAutoPipelineWithOptions(opts)
+		if err != nil {
+			return fmt.Errorf("redis autopipeline: %w", err)
+		}
+		r.ap.Store(ap)
+	}
+	pctx, cancel := context.WithTimeout(ctx, startPing)
+	defer cancel()
+	if err := r.Ping(pctx); err != nil && ctx.Err() == nil { // not a stop while starting
+		r.Degrade(err)
+	}
+	return nil
+}
+
+// Degraded reports whether Redis is known not to answer now.
+func (r *Runner) Degraded() bool { return r.degraded.Load() }
+
+// Degrade marks Redis as not answering, after a call that got no answer
+// (an error reply is an answer: do not call it for one). Callers fall back
+// until Watch hears from Redis again.
+func (r *Runner) Degrade(err error) {
+	if !r.degraded.CompareAndSwap(false, true) {
+		return
+	}
+	r.log.Warn("redis unreachable: rate limits and budgets fall back to this replica's own counters", "err", err)
+	if r.onChange != nil {
+		r.onChange(true)
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Watch runs until ctx ends: whenever Redis is degraded it pings it every
+// ProbeEvery, and marks it up again when it answers.
+func (r *Runner) Watch(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		}
+		r.probe(ctx)
+	}
+}
+
+func (r *Runner) probe(ctx context.Context) {
+	t := time.NewTicker(r.probeEvery)
+	defer t.Stop()
+	for r.degraded.Load() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := r.Ping(pctx)
+		cancel()
+		if err == nil {
+			r.Recover()
+		}
+	}
+}
+
+// Recover marks Redis as answering again, undoing Degrade: Watch calls it
+// when a ping is answered.
+func (r *Runner) Recover() {
+	if !r.degraded.CompareAndSwap(true, false) {
+		return
+	}
+	r.log.Info("redis is back: rate limits and budgets are shared across replicas again")
+	if r.onChange != nil {
+		r.onChange(false)
+	}
 }
 
 // Dial connects to the Redis at url (redis:// or rediss://): short timeouts,
 // so that an unreachable server makes callers fall back instead of waiting,
 // and no retries, so that no script runs twice.
 func Dial(url string) (*redis.Client, error) {
+	opts, err := parseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClient(opts), nil
+}
+
+func parseURL(url string) (*redis.Options, error) {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis_url: %w", err)
@@ -69,7 +214,7 @@ func Dial(url string) (*redis.Client, error) {
 	opts.WriteTimeout = 500 * time.Millisecond
 	opts.MaxRetries = -1   // 0 would mean go-redis's default of 3
 	opts.DialerRetries = 1 // one dial per attempt, bounded by DialTimeout
-	return redis.NewClient(opts), nil
+	return opts, nil
 }
 
 // Run runs s and returns its reply. A call abandoned at the caller's
@@ -98,8 +243,12 @@ func (r *Runner) do(ctx context.Context, verb, script string, keys []string, arg
 // Submit runs one command in the shared, ordered stream and waits for it as
 // long as ctx allows.
 func (r *Runner) Submit(ctx context.Context, argv ...any) (any, error) {
+	ap := r.ap.Load()
+	if ap == nil {
+		return nil, ErrNotStarted
+	}
 	cmd := redis.NewCmd(ctx, argv...)
-	f := r.ap.Submit(ctx, cmd)
+	f := ap.Submit(ctx, cmd)
 	if err := f.WaitContext(ctx); err != nil {
 		if ctx.Err() != nil {
 			// The command may still run; its reply is not ours to read.
@@ -143,7 +292,7 @@ func NotRun(err error) bool {
 		return false
 	}
 	var ne *net.OpError
-	return errors.Is(err, redis.ErrAutoPipelineQueueFull) || errors.Is(err, redis.ErrClosed) ||
+	return errors.Is(err, redis.ErrAutoPipelineQueueFull) || errors.Is(err, redis.ErrClosed) || errors.Is(err, ErrNotStarted) ||
 		errors.Is(err, redis.ErrPoolTimeout) || isNoScript(err) ||
 		(errors.As(err, &ne) && ne.Op == "dial")
 }
@@ -156,10 +305,22 @@ func IsReply(err error) bool {
 }
 
 // Ping checks that Redis answers, on a connection of its own.
-func (r *Runner) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
+func (r *Runner) Ping(ctx context.Context) error {
+	c := r.c.Load()
+	if c == nil {
+		return ErrNotStarted
+	}
+	return c.Ping(ctx).Err()
+}
 
-// Close stops the pipeliner and closes the client.
-func (r *Runner) Close() error { return r.c.Close() }
+// Close closes the client, and with it the pipeline; a runner Open made
+// and never started has nothing to close.
+func (r *Runner) Close() error {
+	if c := r.c.Load(); c != nil {
+		return c.Close()
+	}
+	return nil
+}
 
 // Int64s reads a script's array-of-integers reply.
 func Int64s(v any, err error) ([]int64, error) {

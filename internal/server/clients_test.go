@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -16,11 +17,14 @@ import (
 // (tests, replicas) never hand each other a connection, and one server keeps
 // its pools across reloads.
 func TestServersOwnTheirConnectionPools(t *testing.T) {
-	var dials atomic.Int64
+	var dials, closed atomic.Int64
 	up := httptest.NewUnstartedServer(mockupstream.New(mockupstream.Options{NoRecord: true}))
 	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			dials.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
 		}
 	}
 	up.Start()
@@ -71,5 +75,12 @@ func TestServersOwnTheirConnectionPools(t *testing.T) {
 	}
 	if n := dials.Load() - 2; n >= rounds {
 		t.Errorf("%d reloads and requests dialed %d connections: the pool did not survive the reloads", rounds, n)
+	}
+
+	// Closing a server closes its pools' idle connections (B's stays).
+	before, aConns := closed.Load(), dials.Load()-1
+	a.Close()
+	if _, ok := within(10*time.Second, func() bool { return closed.Load()-before >= aConns }); !ok {
+		t.Fatalf("after Close, %d of server A's %d upstream connections closed", closed.Load()-before, aConns)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/internal/gateway"
 	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/openapi"
 	"github.com/tollgate/tollgate/internal/pricing"
@@ -91,7 +92,9 @@ type Server struct {
 	idle     chan struct{}
 }
 
-// New validates cfg and builds every component; nothing is started.
+// New validates cfg and builds every component; nothing is started: no
+// goroutine runs and nothing is dialled until Serve. The store is read
+// (models, keys, spend) to build the in-memory state.
 func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -105,8 +108,41 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.BudgetSweepInterval <= 0 {
 		opts.BudgetSweepInterval = time.Minute
 	}
-	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), health: router.NewHealth(), clients: provider.NewClients(), idle: make(chan struct{}, 1)}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), clients: provider.NewClients(), idle: make(chan struct{}, 1)}
 	s.cfg.Store(cfg)
+	// Redis first: a redis_url that does not parse fails before anything
+	// else is built. The client is made, and dials, when Serve starts the
+	// runner.
+	var rc *rscript.Runner
+	if url := cfg.RedisURL(); url != "" {
+		var err error
+		if rc, err = rscript.Open(url, rscript.Options{Log: opts.Logger}); err != nil {
+			return nil, err
+		}
+		s.redis = rc
+	}
+	// The spend writer and the book exist from here on, so that the
+	// metrics and the parts below are given them; the writer runs only
+	// while Serve does.
+	s.book = ledger.NewBook(s.budgetReset)
+	if opts.Store != nil {
+		s.writer = ledger.NewWriter(opts.Store, opts.Logger)
+	}
+	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
+		Book: s.book, Deployments: s.deploymentStates}
+	if rc != nil {
+		mopts.RedisDegraded = rc.Degraded
+	} else {
+		mopts.RedisDegraded = func() bool { return false }
+	}
+	if s.writer != nil {
+		mopts.WriterPending, mopts.WriterLag = s.writer.Pending, s.writer.Lag
+	}
+	s.metrics = metrics.New(mopts)
+	s.health = router.NewHealth(func(group, id string) {
+		s.log.Warn("deployment cooling down after failures", "model_group", group, "deployment", id, "cooldown", s.cfg.Load().Routing().Cooldown)
+		s.metrics.CooledDown(group, id)
+	})
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		models, err := opts.Store.ListModels(ctx)
@@ -131,13 +167,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		snap = auth.NewSnapshot(all)
 	}
-	authn := auth.NewAuthenticator(cfg, snap)
+	aopts := auth.Options{StoreDown: s.storeDown.Load}
 	if cfg.CustomAuth != nil {
 		h, err := buildHook("custom_auth", cfg.CustomAuth, auth.HookVars)
 		if err != nil {
 			return nil, err
 		}
-		authn.Custom = &auth.CustomAuth{Hook: h, Replace: cfg.CustomAuth.Mode == "replace"}
+		aopts.Custom = &auth.CustomAuth{Hook: h, Replace: cfg.CustomAuth.Mode == "replace"}
 	}
 	var keyHook *hooks.Hook
 	if cfg.CustomKeyGenerate != nil {
@@ -145,11 +181,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	authn.StoreDown = s.storeDown.Load
 	if opts.Store != nil {
 		s.missed = map[string]time.Time{}
-		authn.Miss = s.keyMiss
+		aopts.Miss = s.keyMiss
 	}
+	authn := auth.NewAuthenticator(cfg, snap, aopts)
 	s.authn = authn
 	s.snap = authn.Snapshot()
 	gopts := gateway.Options{
@@ -158,11 +194,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		MaxBodyBytes:   cfg.MaxRequestBytes(),
 		DefaultTimeout: cfg.RequestTimeout(),
 		Logger:         opts.Logger,
+		Observer:       &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics, Snap: s.snap},
 	}
 	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
 	var books *gateway.Books // nil without a store: nothing is booked
-	book := ledger.NewBook()
-	s.book = book
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -178,77 +213,30 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		for _, b := range spends {
 			if b.Kind == store.BudgetCustomAuthKey {
-				book.Seed(ledger.KindKey, b.ID, ledger.USD(b.Spend))
+				s.book.Seed(ledger.KindKey, b.ID, ledger.USD(b.Spend))
 			}
 		}
 		if d, ok := opts.Store.(interface{ DisableSpendLogs(bool) }); ok && cfg.GeneralSettings.DisableSpendLogs {
 			d.DisableSpendLogs(true)
 			opts.Logger.Info("general_settings.disable_spend_logs: spend is tracked, per-request spend logs are not written")
 		}
-		s.writer = ledger.NewWriter(opts.Store, opts.Logger)
-		go s.writer.Run()
-		book.OnReset = func(kind ledger.Kind, id string, next time.Time) {
-			if sk, ok := storeKinds[kind]; ok {
-				s.writer.Reset(sk, id, next)
-			}
-			if s.shared != nil {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				defer cancel()
-				if err := s.shared.ResetPeriod(ctx, kind, id, next); err != nil {
-					s.log.Warn("budget reset not written to redis", "kind", kind.String(), "id", logID(kind, id), "err", err)
-				}
-			}
-		}
-		books = &gateway.Books{Book: book, Writer: s.writer, Snap: s.snap, Log: opts.Logger,
+		books = &gateway.Books{Book: s.book, Writer: s.writer, Snap: s.snap, Log: opts.Logger,
 			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget,
-			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse", Mode: s.enforcement}
+			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse", Mode: s.enforcement,
+			OnUsageAdjusted: s.metrics.UsageAdjusted, OnSoftBudget: s.softBudgetCrossed}
 	}
-	var rc *rscript.Runner
-	if url := cfg.RedisURL(); url != "" {
-		c, err := rscript.Dial(url)
-		if err != nil {
-			return nil, err
-		}
-		if rc, err = rscript.NewRunner(c); err != nil {
-			return nil, err
-		}
-		s.redis = rc
-	}
-	limits, err := newLimits(cfg, opts, rc)
-	if err != nil {
-		return nil, err
-	}
+	s.limits = newLimits(cfg, opts, rc, s.metrics, s.snap)
+	gopts.Limits = s.limits
 	if rc != nil && books != nil {
-		// Budgets are held on Redis too, so replicas share them exactly.
+		// Budgets are held on Redis too, so replicas share them exactly;
+		// the runner says for both whether Redis answers.
 		shared := ledger.NewShared(rc, opts.RedisPrefix, opts.Logger)
-		shared.Degraded = limits.Limiter.Degraded
-		shared.Failed = limits.Limiter.Degrade // one outage switch for limits and budgets
 		shared.Mode = s.enforcement
 		shared.FailClosed = cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed"
 		books.Holder = shared
 		s.shared = shared
 	}
-	s.limits = limits
-	gopts.Limits = limits
-	limits.Snap = s.snap
-	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
-		Book: book, RedisDegraded: limits.Limiter.Degraded, Deployments: s.deploymentStates}
-	if s.writer != nil {
-		mopts.WriterPending, mopts.WriterLag = s.writer.Pending, s.writer.Lag
-	}
-	s.metrics = metrics.New(mopts)
-	gopts.Observer = &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics, Snap: s.snap}
-	s.health.OnCooldown = func(group, id string) {
-		s.log.Warn("deployment cooling down after failures", "model_group", group, "deployment", id, "cooldown", cfg.Routing().Cooldown)
-		s.metrics.CooledDown(group, id)
-	}
-	limits.OnRefused = func(d *ratelimit.Denied) { s.metrics.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }
 	if books != nil {
-		books.OnUsageAdjusted = s.metrics.UsageAdjusted
-		books.OnSoftBudget = func(a *ledger.Account) {
-			s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", logID(a.Kind, a.ID), "spend", a.Spent().Dollars())
-			s.metrics.SoftBudgetCrossed(a.Kind.String())
-		}
 		gopts.Meter = books
 	}
 	var metricsAuth func(*http.Request) error
@@ -259,7 +247,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s)
 	if opts.Store != nil {
-		admin.New(opts.Store, authn, book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithModels(&admin.Models{
+		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,
 			State: func(id string) (time.Time, bool) {
@@ -282,16 +270,120 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Handler is the gateway's HTTP handler.
+// budgetReset follows a budget period rolling over in the book: the store
+// through the spend writer, in order with the spend rows, and Redis.
+func (s *Server) budgetReset(kind ledger.Kind, id string, next time.Time) {
+	if sk, ok := storeKinds[kind]; ok && s.writer != nil {
+		s.writer.Reset(sk, id, next)
+	}
+	if s.shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := s.shared.ResetPeriod(ctx, kind, id, next); err != nil {
+			s.log.Warn("budget reset not written to redis", "kind", kind.String(), "id", logID(kind, id), "err", err)
+		}
+	}
+}
+
+// softBudgetCrossed reports an account crossing its soft budget.
+func (s *Server) softBudgetCrossed(a *ledger.Account) {
+	s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", logID(a.Kind, a.ID), "spend", a.Spent().Dollars())
+	s.metrics.SoftBudgetCrossed(a.Kind.String())
+}
+
+// Handler is the gateway's HTTP handler. Spend is written to the store,
+// and Redis used, only while Serve runs.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve serves on ln until ctx is done, then shuts down gracefully: the
-// listener closes at once, requests and streams in flight run to their end
-// (up to ShutdownTimeout), and Serve returns nil. Requests still running
-// when the timeout passes are cancelled, and the spend writer is closed only
-// after every handler has returned, so that what a cut stream produced is
-// booked; Serve then reports the timeout.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+// Serve runs the server's actors (see actors) until ctx is done or one of
+// them fails, then stops them in the reverse order, each waited for: the
+// HTTP server first (the listener closes at once, requests and streams in
+// flight run to their end, up to ShutdownTimeout, and what they spent is
+// booked), then the background loops, the budget carry and presence, the
+// spend writer (flushed to the store) and last Redis. more are actors of the
+// caller's (a config reloader), started after the server's and stopped
+// before them. Requests still running when ShutdownTimeout passes are
+// cancelled, and Serve then reports the timeout. Serve runs once.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, more ...lifecycle.Actor) error {
+	g := s.actors(ln)
+	for _, a := range more {
+		g.Add(a)
+	}
+	err := g.Run(ctx)
+	s.Close()
+	if err == nil {
+		s.log.Info("shutdown complete")
+	}
+	return err
+}
+
+// actors lists what runs while the server serves, in start order; they
+// stop in the reverse order. Each uses only actors before it: requests
+// book spend on the writer and settle holds on Redis; the sweep queues
+// resets on the writer; presence and the carry write to Redis.
+func (s *Server) actors(ln net.Listener) *lifecycle.Group {
+	g := &lifecycle.Group{}
+	if s.redis != nil {
+		g.Add(lifecycle.Actor{Name: "redis", Start: s.redis.Start, Run: func(ctx context.Context) error {
+			s.redis.Watch(ctx)
+			return s.redis.Close()
+		}})
+	}
+	if s.writer != nil {
+		g.Add(lifecycle.Actor{Name: "spend writer", Run: s.runWriter})
+	}
+	if s.shared != nil {
+		g.Add(lifecycle.Actor{Name: "presence", Run: s.runPresence})
+	}
+	if s.opts.Store != nil {
+		g.Add(lifecycle.Actor{Name: "resync", Run: func(ctx context.Context) error { s.resync(ctx); return nil }})
+	}
+	if s.writer != nil {
+		g.Add(lifecycle.Actor{Name: "budget sweep", Run: func(ctx context.Context) error { s.sweepBudgets(ctx); return nil }})
+	}
+	if s.cfg.Load().GeneralSettings.BackgroundHealthChecks {
+		g.Add(lifecycle.Actor{Name: "health checks", Run: func(ctx context.Context) error { s.backgroundChecks(ctx); return nil }})
+	}
+	g.Add(lifecycle.Actor{Name: "http", Run: func(ctx context.Context) error { return s.serveHTTP(ctx, ln) }})
+	return g
+}
+
+// runWriter runs the spend writer until ctx ends, then closes it: every
+// row queued (the HTTP actor has stopped: no more come) reaches the store.
+func (s *Server) runWriter(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.writer.Run(); close(done) }()
+	<-ctx.Done()
+	left := s.writer.Close()
+	<-done
+	if left > 0 {
+		s.log.Error("spend rows could not be written before exit", "rows", left)
+	} else {
+		s.log.Info("spend flushed")
+	}
+	return nil
+}
+
+// runPresence beats this replica into Redis's presence set until ctx ends,
+// then carries the spend booked while Redis was away that no later hold
+// took there, and leaves the set so that the others' shares grow at once.
+func (s *Server) runPresence(ctx context.Context) error {
+	s.shared.Announce(ctx)
+	cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if n := s.shared.CarryOffline(cctx, s.book); n > 0 {
+		s.log.Warn("spend booked while redis was away could not be carried there; the database has it, and redis counts it at the account's next reseed", "accounts", n)
+	}
+	cancel()
+	lctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	s.shared.Leave(lctx)
+	cancel()
+	return nil
+}
+
+// serveHTTP serves on ln until ctx ends, then shuts the HTTP server down
+// gracefully and returns once every handler has returned (their spend
+// queued on the writer).
+func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 	base, cancelBase := context.WithCancelCause(context.Background())
 	defer cancelBase(nil)
 	srv := &http.Server{
@@ -303,14 +395,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	bg, stopBG := context.WithCancel(context.Background())
-	defer stopBG()
-	go s.resync(bg)
-	go s.backgroundChecks(bg)
-	go s.sweepBudgets(bg)
-	if s.shared != nil {
-		go s.shared.Announce(bg)
-	}
 	select {
 	case err := <-errc:
 		s.drain(cancelBase, srv)
@@ -332,7 +416,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
-	s.log.Info("shutdown complete")
 	return nil
 }
 
@@ -344,8 +427,7 @@ var errShuttingDown = errors.New("server shutting down")
 const drainGrace = 10 * time.Second
 
 // drain cancels every request still in flight, closes their connections,
-// waits for their handlers to return (settling their spend on the way), and
-// then closes the spend writer.
+// and waits for their handlers to return (settling their spend on the way).
 func (s *Server) drain(cancelBase context.CancelCauseFunc, srv *http.Server) {
 	s.closing.Store(true)
 	if s.inflight.Load() > 0 {
@@ -362,7 +444,6 @@ func (s *Server) drain(cancelBase context.CancelCauseFunc, srv *http.Server) {
 			s.log.Error("requests still running after the shutdown grace; their spend may be lost", "requests", n, "grace", drainGrace)
 		}
 	}
-	s.Close()
 	_ = srv.Close()
 }
 
@@ -389,33 +470,16 @@ func (s *Server) track(h http.Handler) http.Handler {
 	})
 }
 
-// Close flushes the spend writer: every request already answered is in the
-// store when it returns. Serve calls it after draining; it is idempotent.
+// Close releases what the server holds when nothing runs: the upstream
+// connection pools' idle connections and the Redis client. Serve calls it
+// on its way out; a server built and never served (a test of Handler
+// alone) should call it. It is idempotent, and must not be called while
+// Serve runs.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
-		s.limits.Limiter.Close()
+		s.clients.CloseIdle()
 		if s.redis != nil {
-			defer s.redis.Close() // last: requests still draining settle on it
-		}
-		if s.shared != nil {
-			// Spend booked while Redis was away that no later hold took
-			// there: carry it now, or Redis undercounts until a reseed.
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			if n := s.shared.CarryOffline(ctx, s.book); n > 0 {
-				s.log.Warn("spend booked while redis was away could not be carried there; the database has it, and redis counts it at the account's next reseed", "accounts", n)
-			}
-			cancel()
-			ctx, cancel = context.WithTimeout(context.Background(), time.Second)
-			s.shared.Leave(ctx) // the other replicas' shares grow at once
-			cancel()
-		}
-		if s.writer == nil {
-			return
-		}
-		if left := s.writer.Close(); left > 0 {
-			s.log.Error("spend rows could not be written before exit", "rows", left)
-		} else {
-			s.log.Info("spend flushed")
+			_ = s.redis.Close() // closed already when Serve ran
 		}
 	})
 }
@@ -649,20 +713,14 @@ func buildHook(name string, c *config.HookSpec, vars []string) (*hooks.Hook, err
 
 // newLimits builds the rate limiter: shared on Redis when a redis_url is
 // configured (Options.RedisPrefix namespaces its keys), else in process.
-func newLimits(cfg *config.Config, opts Options, c *rscript.Runner) (*gateway.RateLimits, error) {
+// Whether Redis answers is the runner's to say; Serve starts it.
+func newLimits(cfg *config.Config, opts Options, c *rscript.Runner, m *metrics.Metrics, snap *auth.Snapshot) *gateway.RateLimits {
 	var rd *ratelimit.Redis
 	if c != nil {
 		rd = ratelimit.NewRedis(c, opts.RedisPrefix)
 	}
-	l := ratelimit.New(rd, opts.Logger)
-	if rd != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := rd.Ping(ctx); err != nil {
-			l.Degrade(err)
-		}
-	}
-	return &gateway.RateLimits{Limiter: l, GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits}, nil
+	return &gateway.RateLimits{Limiter: ratelimit.New(rd), Snap: snap, GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits,
+		OnRefused: func(d *ratelimit.Denied) { m.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }}
 }
 
 var storeKinds = map[ledger.Kind]store.Kind{
