@@ -10,9 +10,9 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/ledger"
-	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/tokens"
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 func (a *API) registerSpend(mux Mux) {
@@ -110,17 +110,10 @@ func (a *API) spendCalculate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 		Model              string          `json:"model"`
 		Messages           json.RawMessage `json:"messages"`
 		CompletionResponse *struct {
-			Model string `json:"model"`
-			Usage *struct {
-				PromptTokens        int64 `json:"prompt_tokens"`
-				CompletionTokens    int64 `json:"completion_tokens"`
-				PromptTokensDetails *struct {
-					CachedTokens int64 `json:"cached_tokens"`
-				} `json:"prompt_tokens_details"`
-				InputTokens              int64 `json:"input_tokens"`
-				OutputTokens             int64 `json:"output_tokens"`
-				CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
-				CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
+			Model string    `json:"model"`
+			Usage *struct { // either shape
+				usage.OpenAI
+				usage.Anthropic
 			} `json:"usage"`
 		} `json:"completion_response"`
 	}
@@ -128,7 +121,7 @@ func (a *API) spendCalculate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	if err := dec.Decode(&req); err != nil {
 		return apierror.BadRequest("", "body must be a JSON object with model and messages, or completion_response: %v", err)
 	}
-	var u pricing.Usage
+	var u usage.Usage
 	model := req.Model
 	switch {
 	case req.CompletionResponse != nil:
@@ -138,15 +131,12 @@ func (a *API) spendCalculate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 			return apierror.BadRequest("completion_response.usage", "completion_response has no usage to price")
 		}
 		if cr.Usage.InputTokens > 0 || cr.Usage.OutputTokens > 0 {
-			u = pricing.FromAnthropic(cr.Usage.InputTokens, cr.Usage.OutputTokens, cr.Usage.CacheReadInputTokens, cr.Usage.CacheCreationInputTokens)
+			u = cr.Usage.Anthropic.Usage()
 		} else {
-			u = pricing.Usage{PromptTokens: cr.Usage.PromptTokens, CompletionTokens: cr.Usage.CompletionTokens}
-			if d := cr.Usage.PromptTokensDetails; d != nil {
-				u.CachedTokens = d.CachedTokens
-			}
+			u = cr.Usage.OpenAI.Usage()
 		}
 	case len(req.Messages) > 0:
-		u.PromptTokens = tokens.Messages(model, req.Messages)
+		u.Prompt = tokens.Messages(model, req.Messages)
 	default:
 		return apierror.BadRequest("messages", "give model and messages, or completion_response")
 	}
@@ -157,8 +147,9 @@ func (a *API) spendCalculate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	if !ok {
 		return apierror.NotFound("model", "no price is known for model %q", model)
 	}
+	// prompt_tokens leaves out cache creation, as it always has here.
 	return writeJSON(w, map[string]any{"cost": price.Cost(u), "model": model,
-		"prompt_tokens": u.PromptTokens, "completion_tokens": u.CompletionTokens})
+		"prompt_tokens": u.Prompt - u.CacheCreation, "completion_tokens": u.Completion})
 }
 
 // spendLogs lists spend-log rows, newest first. Filters: api_key (raw key or

@@ -17,12 +17,13 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/translate"
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // result is what one forwarded request produced, for metering and the log.
 type result struct {
 	status     int
-	usage      usage
+	usage      usage.Usage
 	hasUsage   bool          // usage is what the upstream reported
 	estimated  bool          // usage is the gateway's estimate: the upstream reported none
 	chunks     int           // content-bearing stream events seen
@@ -198,8 +199,8 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 				return bad(err)
 			}
 			data = out
-			res.usage.set(u)
-			res.hasUsage = u != (translate.Usage{}) // negative counts too: settle clamps them
+			res.usage = translatedUsage(u)
+			res.hasUsage = res.usage != (usage.Usage{}) // negative counts too: settle clamps them
 		} else {
 			var ok bool
 			if res.usage, ok, err = usageFromBody(data); err != nil {
@@ -288,7 +289,7 @@ func (t translated) end(out []byte) []byte {
 
 func (t translated) sync() {
 	if u, ok := t.s.Usage(); ok {
-		t.res.usage.set(u)
+		t.res.usage = translatedUsage(u)
 		t.res.hasUsage = true
 	}
 	t.res.chunks = t.s.Chunks()

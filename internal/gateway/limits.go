@@ -259,7 +259,7 @@ func formatReset(d time.Duration) string {
 // broke off before its usage — the estimate and one token per chunk.
 func usedTokens(res *result, est int64) int64 {
 	if res.hasUsage || res.estimated {
-		return res.usage.prompt + res.usage.completion
+		return res.usage.Prompt + res.usage.Completion
 	}
 	if res.chunks > 0 {
 		return est + max(int64(res.chunks), (res.text+3)/4)

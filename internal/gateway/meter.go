@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // Meter books what calls cost: before each attempt it holds what the call
@@ -474,13 +475,13 @@ func (c *charge) settle(res *result) (cost float64) {
 	u := res.usage
 	switch {
 	case res.hasUsage:
-		l.ReportedPromptTokens, l.ReportedCompletionTokens = u.prompt, u.completion
+		l.ReportedPromptTokens, l.ReportedCompletionTokens = u.Prompt, u.Completion
 	case res.estimated:
 		l.UsageEstimated = true
 	case res.chunks > 0:
 		// A stream without usage: the prompt estimate, and a token per four
 		// bytes of the text it carried, at least one per chunk.
-		u = usage{prompt: c.prompt, completion: max(int64(res.chunks), (res.text+3)/4)}
+		u = usage.Usage{Prompt: c.prompt, Completion: max(int64(res.chunks), (res.text+3)/4)}
 		l.UsageEstimated = true
 	default:
 		c.release()
@@ -497,11 +498,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		}
 	}
 	clamped := c.clamp(&u)
-	// res.usage.prompt counts every prompt token; pricing bills cache
-	// creation apart from the rest.
-	pu := pricing.Usage{PromptTokens: u.prompt - u.cacheCreation, CompletionTokens: u.completion,
-		CachedTokens: u.cached, CacheCreationTokens: u.cacheCreation}
-	amount := ledger.USD(c.price.Cost(pu)) // the ledger's precision is the books' precision
+	amount := ledger.USD(c.price.Cost(u)) // the ledger's precision is the books' precision
 	if amount > c.worst {
 		amount, clamped = c.worst, true
 	}
@@ -519,7 +516,7 @@ func (c *charge) settle(res *result) (cost float64) {
 	}
 	res.usage = u
 	if res.hasUsage && !clamped && c.target != nil {
-		c.m.outputs.observe(c.target.D.ID, c.upstream, u.completion/c.outputs)
+		c.m.outputs.observe(c.target.D.ID, c.upstream, u.Completion/c.outputs)
 	}
 	cost = amount.Dollars()
 	c.cost = cost
@@ -528,7 +525,7 @@ func (c *charge) settle(res *result) (cost float64) {
 			c.m.OnSoftBudget(a)
 		}
 	}
-	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.prompt, u.completion, u.cached
+	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.Prompt, u.Completion, u.Cached
 	l.Cost, l.Status = cost, res.status
 	if res.clientGone {
 		l.Status = 499
@@ -540,28 +537,28 @@ func (c *charge) settle(res *result) (cost float64) {
 // clamp bounds u by what the hold allowed: no count below zero, the prompt
 // within its bound, the output within max_tokens × completions, cached and
 // cache-creation tokens within the prompt. It reports whether it changed u.
-func (c *charge) clamp(u *usage) bool {
+func (c *charge) clamp(u *usage.Usage) bool {
 	before := *u
 	bound := func(v *int64, hi int64) { *v = min(max(*v, 0), hi) }
-	bound(&u.prompt, c.promptMax)
-	bound(&u.completion, c.outputMax)
-	bound(&u.cached, u.prompt)
-	bound(&u.cacheCreation, u.prompt)
-	bound(&u.reasoning, u.completion)
+	bound(&u.Prompt, c.promptMax)
+	bound(&u.Completion, c.outputMax)
+	bound(&u.Cached, u.Prompt)
+	bound(&u.CacheCreation, u.Prompt)
+	bound(&u.Reasoning, u.Completion)
 	return *u != before
 }
 
 // alarm logs usage an upstream reported out of bounds and what was booked.
-func (m *Books) alarm(l *store.SpendLog, reported, booked usage, amount ledger.Amount) {
+func (m *Books) alarm(l *store.SpendLog, reported, booked usage.Usage, amount ledger.Amount) {
 	log := m.Log
 	if log == nil {
 		log = slog.Default()
 	}
 	log.Error("upstream usage out of bounds: booked what the request's hold allowed",
 		"call_id", l.RequestID, "deployment", l.Deployment, "provider", l.Provider, "model_group", l.ModelGroup,
-		"reported_prompt_tokens", reported.prompt, "reported_completion_tokens", reported.completion,
-		"reported_cached_tokens", reported.cached, "reported_cache_creation_tokens", reported.cacheCreation,
-		"booked_prompt_tokens", booked.prompt, "booked_completion_tokens", booked.completion, "booked_cost", amount.Dollars())
+		"reported_prompt_tokens", reported.Prompt, "reported_completion_tokens", reported.Completion,
+		"reported_cached_tokens", reported.Cached, "reported_cache_creation_tokens", reported.CacheCreation,
+		"booked_prompt_tokens", booked.Prompt, "booked_completion_tokens", booked.Completion, "booked_cost", amount.Dollars())
 }
 
 // fail books an answer that could not be used (a 2xx that is not a valid

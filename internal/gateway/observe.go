@@ -79,8 +79,8 @@ func (o *Telemetry) finished(c *call, status int) {
 			slog.String("provider", prov),
 			slog.Bool("stream", req.stream),
 			slog.Int("status", status),
-			slog.Int64("prompt_tokens", res.usage.prompt),
-			slog.Int64("completion_tokens", res.usage.completion),
+			slog.Int64("prompt_tokens", res.usage.Prompt),
+			slog.Int64("completion_tokens", res.usage.Completion),
 			slog.Bool("usage_reported", res.hasUsage),
 			slog.Float64("cost", c.cost),
 			slog.Duration("latency", total),
@@ -90,7 +90,7 @@ func (o *Telemetry) finished(c *call, status int) {
 	if m := o.Metrics; m != nil {
 		mr := metrics.Request{
 			Operation: c.op.String(), Provider: prov,
-			Status: status, PromptTokens: res.usage.prompt, CompletionTokens: res.usage.completion, HasUsage: res.hasUsage,
+			Status: status, PromptTokens: res.usage.Prompt, CompletionTokens: res.usage.Completion, HasUsage: res.hasUsage,
 			Duration: total, TTFT: res.ttfb, Overhead: overhead, Stream: req.stream, Cost: c.cost,
 		}
 		o.labels(&mr, c.rt, p, req.model, req.user, t, status)

@@ -8,50 +8,17 @@ import (
 
 	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/tokens"
+	"github.com/tollgate/tollgate/internal/usage"
 )
-
-// usage is token usage in OpenAI's convention: prompt includes cached.
-type usage struct {
-	prompt, completion, cached, cacheCreation, reasoning int64
-}
-
-type openAIUsage struct {
-	PromptTokens        int64 `json:"prompt_tokens"`
-	CompletionTokens    int64 `json:"completion_tokens"`
-	PromptTokensDetails *struct {
-		CachedTokens int64 `json:"cached_tokens"`
-	} `json:"prompt_tokens_details"`
-	CompletionTokensDetails *struct {
-		ReasoningTokens int64 `json:"reasoning_tokens"`
-	} `json:"completion_tokens_details"`
-}
-
-func parseUsage(raw []byte) (usage, bool) {
-	if len(raw) == 0 || raw[0] != '{' {
-		return usage{}, false
-	}
-	var u openAIUsage
-	if json.Unmarshal(raw, &u) != nil {
-		return usage{}, false
-	}
-	out := usage{prompt: u.PromptTokens, completion: u.CompletionTokens}
-	if u.PromptTokensDetails != nil {
-		out.cached = u.PromptTokensDetails.CachedTokens
-	}
-	if u.CompletionTokensDetails != nil {
-		out.reasoning = u.CompletionTokensDetails.ReasoningTokens
-	}
-	return out, true
-}
 
 // usageFromBody reads the usage member of a JSON response; an error means
 // the body is not a JSON object.
-func usageFromBody(body []byte) (usage, bool, error) {
+func usageFromBody(body []byte) (usage.Usage, bool, error) {
 	var o jsonbody.Object
 	if err := o.Reset(body); err != nil {
-		return usage{}, false, err
+		return usage.Usage{}, false, err
 	}
-	u, ok := parseUsage(o.Get("usage"))
+	u, ok := usage.Parse(o.Get("usage"))
 	return u, ok, nil
 }
 
@@ -59,8 +26,8 @@ func usageFromBody(body []byte) (usage, bool, error) {
 // prompt counted with the model's tokenizer, and the text of the answer
 // (OpenAI choices or Anthropic content blocks, tool calls included) as its
 // completion. It runs only for upstreams that report no usage.
-func estimateUsage(req *request, model string, answer []byte) usage {
-	u := usage{prompt: countPrompt(req, model)}
+func estimateUsage(req *request, model string, answer []byte) usage.Usage {
+	u := usage.Usage{Prompt: countPrompt(req, model)}
 	var a struct {
 		Choices []struct {
 			Message *struct {
@@ -99,19 +66,19 @@ func estimateUsage(req *request, model string, answer []byte) usage {
 		}
 	}
 	if b.Len() > 0 {
-		u.completion = tokens.Text(model, b.String())
+		u.Completion = tokens.Text(model, b.String())
 	}
 	return u
 }
 
 // usageFromChunk reads usage from one stream chunk and reports whether the
 // chunk carries nothing else (OpenAI's final chunk has "choices": []).
-func usageFromChunk(data []byte) (u usage, onlyUsage, ok bool) {
+func usageFromChunk(data []byte) (u usage.Usage, onlyUsage, ok bool) {
 	var o jsonbody.Object
 	if o.Reset(data) != nil {
-		return usage{}, false, false
+		return usage.Usage{}, false, false
 	}
-	u, ok = parseUsage(o.Get("usage"))
+	u, ok = usage.Parse(o.Get("usage"))
 	choices := o.Get("choices")
 	onlyUsage = ok && (choices == nil || string(choices) == "[]")
 	return u, onlyUsage, ok

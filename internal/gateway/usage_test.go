@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // sseStream is an OpenAI chat stream as the gateway reads it: n content
@@ -30,7 +32,7 @@ func TestObserveEventReadsStreamUsage(t *testing.T) {
 				passed++
 			}
 		}
-		if !res.hasUsage || res.usage != (usage{prompt: 12, completion: 20, cached: 4}) || res.chunks != 20 {
+		if !res.hasUsage || res.usage != (usage.Usage{Prompt: 12, Completion: 20, Cached: 4}) || res.chunks != 20 {
 			t.Fatalf("client asked %v: usage %+v (found %v), chunks %d", clientAsked, res.usage, res.hasUsage, res.chunks)
 		}
 		// The usage-only event reaches only a client that asked for it.
@@ -43,7 +45,7 @@ func TestObserveEventReadsStreamUsage(t *testing.T) {
 func TestUsageFromBody(t *testing.T) {
 	body := []byte(`{"id":"x","choices":[{"message":{"content":"usage"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"completion_tokens_details":{"reasoning_tokens":2}}}`)
 	u, ok, err := usageFromBody(body)
-	if !ok || err != nil || u != (usage{prompt: 7, completion: 3, reasoning: 2}) {
+	if !ok || err != nil || u != (usage.Usage{Prompt: 7, Completion: 3, Reasoning: 2}) {
 		t.Fatalf("got %+v %v %v", u, ok, err)
 	}
 	if _, ok, err := usageFromBody(bytes.TrimSuffix(body, []byte("}"))); ok || err == nil {

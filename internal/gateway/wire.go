@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/translate"
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // wire is how one attempt talks to its deployment: which upstream operation
@@ -14,7 +15,7 @@ type wire struct {
 	body func(req *request, model string, askUsage bool) ([]byte, error)
 	// response converts a 2xx JSON answer and reports its usage; nil keeps
 	// the answer and reads OpenAI usage from it.
-	response func(body []byte) ([]byte, translate.Usage, error)
+	response func(body []byte) ([]byte, usage.Usage, error)
 	// stream makes the per-request event translator; nil passes OpenAI
 	// events through.
 	stream func(req *request) translate.Stream
@@ -50,7 +51,7 @@ var (
 		body: func(req *request, model string, _ bool) ([]byte, error) {
 			return req.obj.With("model", quote(model)), nil
 		},
-		response: func(body []byte) ([]byte, translate.Usage, error) {
+		response: func(body []byte) ([]byte, usage.Usage, error) {
 			u, _ := translate.MessageUsage(body)
 			return body, u, nil
 		},
@@ -106,6 +107,10 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 	return wire{}, false
 }
 
-func (u *usage) set(t translate.Usage) {
-	*u = usage{prompt: t.Prompt, completion: t.Completion, cached: t.Cached, cacheCreation: t.CacheCreation}
+// translatedUsage is the usage a translating wire reported, as the gateway
+// books it: without the reasoning count, which the translated paths have
+// never checked against the completion (clamp would flag it).
+func translatedUsage(u usage.Usage) usage.Usage {
+	u.Reasoning = 0
+	return u
 }

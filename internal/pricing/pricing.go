@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // Price is what one model charges, in USD per token.
@@ -56,27 +58,13 @@ func Lookup(provider, model string) (Price, bool) {
 	return Price{}, false
 }
 
-// Usage is token usage in OpenAI's convention: PromptTokens includes the
-// cached (cache-read) tokens; CacheCreationTokens are billed on top.
-type Usage struct {
-	PromptTokens        int64
-	CompletionTokens    int64
-	CachedTokens        int64
-	CacheCreationTokens int64
-}
-
-// FromAnthropic normalises Anthropic usage, whose input_tokens exclude the
-// cache reads and creations, to the OpenAI convention.
-func FromAnthropic(input, output, cacheRead, cacheCreation int64) Usage {
-	return Usage{PromptTokens: input + cacheRead, CompletionTokens: output, CachedTokens: cacheRead, CacheCreationTokens: cacheCreation}
-}
-
-// Cost is the dollars u costs at p: uncached prompt tokens at the input
-// price, cached ones at the cache-read price (the input price when the model
-// has none), cache creation at its price (likewise) and completion tokens at
-// the output price.
-func (p Price) Cost(u Usage) float64 {
-	cached := min(u.CachedTokens, u.PromptTokens)
+// Cost is the dollars u costs at p: prompt tokens neither read from nor
+// written to the cache at the input price, cached ones at the cache-read
+// price (the input price when the model has none), cache creation at its
+// price (likewise) and completion tokens at the output price.
+func (p Price) Cost(u usage.Usage) float64 {
+	prompt := u.Prompt - u.CacheCreation // cache creation is billed apart
+	cached := min(u.Cached, prompt)
 	readPrice := p.CacheReadPerToken
 	if readPrice == 0 {
 		readPrice = p.InputPerToken
@@ -85,8 +73,8 @@ func (p Price) Cost(u Usage) float64 {
 	if createPrice == 0 {
 		createPrice = p.InputPerToken
 	}
-	return float64(u.PromptTokens-cached)*p.InputPerToken + float64(cached)*readPrice +
-		float64(u.CacheCreationTokens)*createPrice + float64(u.CompletionTokens)*p.OutputPerToken
+	return float64(prompt-cached)*p.InputPerToken + float64(cached)*readPrice +
+		float64(u.CacheCreation)*createPrice + float64(u.Completion)*p.OutputPerToken
 }
 
 // DefaultMaxOutput bounds a reservation for a model whose maximum output is

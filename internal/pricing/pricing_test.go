@@ -5,6 +5,8 @@ import (
 	"math"
 	"os"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 func near(a, b float64) bool { return math.Abs(a-b) <= 1e-12*math.Max(1, math.Abs(b)) }
@@ -51,12 +53,12 @@ func TestCost(t *testing.T) {
 	p, _ := Lookup("openai", "gpt-4o") // 2.5e-6 in, 1e-5 out, 1.25e-6 cached
 	tests := []struct {
 		name string
-		u    Usage
+		u    usage.Usage
 		want float64
 	}{
-		{"plain", Usage{PromptTokens: 1000, CompletionTokens: 100}, 1000*2.5e-6 + 100*1e-5},
-		{"cached tokens priced as cached", Usage{PromptTokens: 1000, CachedTokens: 400, CompletionTokens: 100}, 600*2.5e-6 + 400*1.25e-6 + 100*1e-5},
-		{"anthropic normalised", FromAnthropic(600, 100, 400, 0), 600*2.5e-6 + 400*1.25e-6 + 100*1e-5},
+		{"plain", usage.Usage{Prompt: 1000, Completion: 100}, 1000*2.5e-6 + 100*1e-5},
+		{"cached tokens priced as cached", usage.Usage{Prompt: 1000, Cached: 400, Completion: 100}, 600*2.5e-6 + 400*1.25e-6 + 100*1e-5},
+		{"anthropic normalised", usage.Anthropic{InputTokens: 600, OutputTokens: 100, CacheReadInputTokens: 400}.Usage(), 600*2.5e-6 + 400*1.25e-6 + 100*1e-5},
 	}
 	for _, tt := range tests {
 		if got := p.Cost(tt.u); !near(got, tt.want) {
@@ -64,11 +66,15 @@ func TestCost(t *testing.T) {
 		}
 	}
 	c, _ := Lookup("anthropic", "claude-3-5-sonnet-20241022")
-	if got, want := c.Cost(FromAnthropic(100, 10, 0, 1000)), 100*3e-6+1000*3.75e-6+10*1.5e-5; !near(got, want) {
+	if got, want := c.Cost(usage.Anthropic{InputTokens: 100, OutputTokens: 10, CacheCreationInputTokens: 1000}.Usage()), 100*3e-6+1000*3.75e-6+10*1.5e-5; !near(got, want) {
 		t.Errorf("cache creation: %v, want %v", got, want)
 	}
+	// The same usage in OpenAI's convention: the prompt counts the creation.
+	if got, want := c.Cost(usage.Usage{Prompt: 1100, CacheCreation: 1000, Completion: 10}), 100*3e-6+1000*3.75e-6+10*1.5e-5; !near(got, want) {
+		t.Errorf("cache creation in the prompt: %v, want %v", got, want)
+	}
 	noCache := Price{InputPerToken: 1, OutputPerToken: 2}
-	if got := noCache.Cost(Usage{PromptTokens: 10, CachedTokens: 4}); got != 10 {
+	if got := noCache.Cost(usage.Usage{Prompt: 10, Cached: 4}); got != 10 {
 		t.Errorf("cached without a cache price: %v, want the input price", got)
 	}
 }
@@ -97,6 +103,6 @@ func BenchmarkLookupCost(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p, _ := Lookup("openai", "gpt-4o-mini")
-		_ = p.Cost(Usage{PromptTokens: 100, CompletionTokens: 50})
+		_ = p.Cost(usage.Usage{Prompt: 100, Completion: 50})
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // The mock answers "Hello! You said: hi" (5 completion tokens) to this.
@@ -62,7 +63,7 @@ func TestEveryRouteIsPriced(t *testing.T) {
 			u, _ := out["usage"].(map[string]any)
 			prompt, _ := u["prompt_tokens"].(float64)
 			completion, _ := u["completion_tokens"].(float64)
-			want := tt.wantPrice.Cost(pricing.Usage{PromptTokens: int64(prompt), CompletionTokens: int64(completion)})
+			want := tt.wantPrice.Cost(usage.Usage{Prompt: int64(prompt), Completion: int64(completion)})
 			got, err := strconv.ParseFloat(resp.Header.Get("x-tollgate-response-cost"), 64)
 			if err != nil || want == 0 || math.Abs(got-want) > 1e-12 {
 				t.Fatalf("x-tollgate-response-cost = %q, want %v (usage %v)", resp.Header.Get("x-tollgate-response-cost"), want, u)

@@ -8,16 +8,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // MessageToCompletion turns an Anthropic message into an OpenAI chat
 // completion, with its usage.
-func MessageToCompletion(body []byte) ([]byte, Usage, error) {
+func MessageToCompletion(body []byte) ([]byte, usage.Usage, error) {
 	var in anResponse
 	if err := json.Unmarshal(body, &in); err != nil {
-		return nil, Usage{}, fmt.Errorf("upstream message: %w", err)
+		return nil, usage.Usage{}, fmt.Errorf("upstream message: %w", err)
 	}
-	u := in.Usage.usage()
+	u := in.Usage.Usage()
 	var text strings.Builder
 	var calls []oaToolCall
 	for _, b := range in.Content {
@@ -45,7 +47,7 @@ func MessageToCompletion(body []byte) ([]byte, Usage, error) {
 	out := map[string]any{
 		"id": "chatcmpl-" + strings.TrimPrefix(in.ID, "msg_"), "object": "chat.completion", "created": time.Now().Unix(), "model": in.Model,
 		"choices": []any{map[string]any{"index": 0, "message": msg, "finish_reason": mapStop(anToOAStop, stop, "stop")}},
-		"usage":   oaUsageOf(u),
+		"usage":   u.OpenAI(),
 	}
 	b, err := json.Marshal(out)
 	return b, u, err
@@ -53,14 +55,14 @@ func MessageToCompletion(body []byte) ([]byte, Usage, error) {
 
 // CompletionToMessage turns an OpenAI chat completion into an Anthropic
 // message, with its usage.
-func CompletionToMessage(body []byte) ([]byte, Usage, error) {
+func CompletionToMessage(body []byte) ([]byte, usage.Usage, error) {
 	var in oaResponse
 	if err := json.Unmarshal(body, &in); err != nil {
-		return nil, Usage{}, fmt.Errorf("upstream completion: %w", err)
+		return nil, usage.Usage{}, fmt.Errorf("upstream completion: %w", err)
 	}
-	var u Usage
+	var u usage.Usage
 	if in.Usage != nil {
-		u = in.Usage.usage()
+		u = in.Usage.Usage()
 	}
 	content := []anBlock{}
 	stop := "end_turn"
@@ -82,20 +84,20 @@ func CompletionToMessage(body []byte) ([]byte, Usage, error) {
 	if !strings.HasPrefix(id, "msg_") {
 		id = "msg_" + strings.TrimPrefix(id, "chatcmpl-")
 	}
-	out := anResponse{ID: id, Type: "message", Role: "assistant", Model: in.Model, Content: content, StopReason: &stop, Usage: anUsageOf(u)}
+	out := anResponse{ID: id, Type: "message", Role: "assistant", Model: in.Model, Content: content, StopReason: &stop, Usage: u.Anthropic()}
 	b, err := json.Marshal(out)
 	return b, u, err
 }
 
 // MessageUsage reads the usage of an Anthropic message (a passed-through answer).
-func MessageUsage(body []byte) (Usage, bool) {
+func MessageUsage(body []byte) (usage.Usage, bool) {
 	var in struct {
-		Usage *anUsage `json:"usage"`
+		Usage *usage.Anthropic `json:"usage"`
 	}
 	if json.Unmarshal(body, &in) != nil || in.Usage == nil {
-		return Usage{}, false
+		return usage.Usage{}, false
 	}
-	return in.Usage.usage(), true
+	return in.Usage.Usage(), true
 }
 
 // errorTypes maps between the two APIs' error types.

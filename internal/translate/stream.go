@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // Stream turns one upstream server-sent event into the events the client
@@ -16,7 +18,7 @@ type Stream interface {
 	// End appends what is still owed when the upstream stream ended.
 	End(out []byte) []byte
 	// Usage is the usage the stream reported, if it did.
-	Usage() (Usage, bool)
+	Usage() (usage.Usage, bool)
 	// Chunks counts content-bearing events (text or tool-call fragments).
 	Chunks() int
 }
@@ -56,13 +58,13 @@ func appendEvent(out []byte, name string, v any) []byte {
 }
 
 type anEvent struct {
-	Type         string          `json:"type"`
-	Index        int             `json:"index"`
-	Message      *anResponse     `json:"message"`
-	ContentBlock *anBlock        `json:"content_block"`
-	Delta        json.RawMessage `json:"delta"`
-	Usage        *anUsage        `json:"usage"`
-	Error        json.RawMessage `json:"error"`
+	Type         string           `json:"type"`
+	Index        int              `json:"index"`
+	Message      *anResponse      `json:"message"`
+	ContentBlock *anBlock         `json:"content_block"`
+	Delta        json.RawMessage  `json:"delta"`
+	Usage        *usage.Anthropic `json:"usage"`
+	Error        json.RawMessage  `json:"error"`
 }
 
 // ---- Anthropic upstream, OpenAI client ----
@@ -71,7 +73,7 @@ type messagesToChat struct {
 	includeUsage bool
 	id, model    string
 	created      int64
-	usage        anUsage
+	usage        usage.Anthropic
 	hasUsage     bool
 	tools        map[int]int // Anthropic block index -> OpenAI tool_call index
 	chunks       int
@@ -146,7 +148,7 @@ func (s *messagesToChat) Event(ev, out []byte) []byte {
 		s.done = true
 		if s.includeUsage && s.hasUsage {
 			out = appendData(out, map[string]any{"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
-				"choices": []any{}, "usage": oaUsageOf(s.usage.usage())})
+				"choices": []any{}, "usage": s.usage.Usage().OpenAI()})
 		}
 		return append(out, "data: [DONE]\n\n"...)
 	case "error":
@@ -161,9 +163,9 @@ func (s *messagesToChat) Event(ev, out []byte) []byte {
 	return out
 }
 
-func (s *messagesToChat) End(out []byte) []byte { return out }
-func (s *messagesToChat) Usage() (Usage, bool)  { return s.usage.usage(), s.hasUsage }
-func (s *messagesToChat) Chunks() int           { return s.chunks }
+func (s *messagesToChat) End(out []byte) []byte      { return out }
+func (s *messagesToChat) Usage() (usage.Usage, bool) { return s.usage.Usage(), s.hasUsage }
+func (s *messagesToChat) Chunks() int                { return s.chunks }
 
 // ---- OpenAI upstream, Anthropic client ----
 
@@ -177,7 +179,7 @@ type chatToMessages struct {
 	toolBlock map[int]int
 	openTool  string // id of the tool call whose block is open
 	stop      string
-	usage     Usage
+	usage     usage.Usage
 	hasUsage  bool
 	chunks    int
 	done      bool
@@ -201,7 +203,7 @@ func (s *chatToMessages) start(out []byte) []byte {
 	}
 	return appendEvent(out, "message_start", map[string]any{"type": "message_start", "message": map[string]any{
 		"id": s.id, "type": "message", "role": "assistant", "model": s.model, "content": []any{},
-		"stop_reason": nil, "stop_sequence": nil, "usage": anUsage{}}})
+		"stop_reason": nil, "stop_sequence": nil, "usage": usage.Anthropic{}}})
 }
 
 func (s *chatToMessages) closeBlock(out []byte) []byte {
@@ -238,7 +240,7 @@ func (s *chatToMessages) Event(ev, out []byte) []byte {
 			} `json:"delta"`
 			FinishReason *string `json:"finish_reason"`
 		} `json:"choices"`
-		Usage *oaUsage         `json:"usage"`
+		Usage *usage.OpenAI    `json:"usage"`
 		Error *json.RawMessage `json:"error"`
 	}
 	if json.Unmarshal(data, &c) != nil {
@@ -249,7 +251,7 @@ func (s *chatToMessages) Event(ev, out []byte) []byte {
 	}
 	out = s.start(out)
 	if c.Usage != nil {
-		s.usage, s.hasUsage = c.Usage.usage(), true
+		s.usage, s.hasUsage = c.Usage.Usage(), true
 	}
 	for _, ch := range c.Choices {
 		if t := ch.Delta.Content; t != nil && *t != "" {
@@ -299,7 +301,7 @@ func (s *chatToMessages) finish(out []byte) []byte {
 		stop = "end_turn"
 	}
 	out = appendEvent(out, "message_delta", map[string]any{"type": "message_delta",
-		"delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": anUsageOf(s.usage)})
+		"delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": s.usage.Anthropic()})
 	return appendEvent(out, "message_stop", map[string]any{"type": "message_stop"})
 }
 
@@ -312,13 +314,13 @@ func (s *chatToMessages) End(out []byte) []byte {
 	return s.finish(out)
 }
 
-func (s *chatToMessages) Usage() (Usage, bool) { return s.usage, s.hasUsage }
-func (s *chatToMessages) Chunks() int          { return s.chunks }
+func (s *chatToMessages) Usage() (usage.Usage, bool) { return s.usage, s.hasUsage }
+func (s *chatToMessages) Chunks() int                { return s.chunks }
 
 // ---- Anthropic upstream, Anthropic client ----
 
 type messagesPassthrough struct {
-	usage    anUsage
+	usage    usage.Anthropic
 	hasUsage bool
 	chunks   int
 }
@@ -353,6 +355,6 @@ func (s *messagesPassthrough) Event(ev, out []byte) []byte {
 	return append(out, ev...)
 }
 
-func (s *messagesPassthrough) End(out []byte) []byte { return out }
-func (s *messagesPassthrough) Usage() (Usage, bool)  { return s.usage.usage(), s.hasUsage }
-func (s *messagesPassthrough) Chunks() int           { return s.chunks }
+func (s *messagesPassthrough) End(out []byte) []byte      { return out }
+func (s *messagesPassthrough) Usage() (usage.Usage, bool) { return s.usage.Usage(), s.hasUsage }
+func (s *messagesPassthrough) Chunks() int                { return s.chunks }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // jsonEq compares two JSON texts structurally.
@@ -87,7 +89,7 @@ func TestResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u != (Usage{Prompt: 115, Completion: 20, Cached: 100, CacheCreation: 5}) {
+	if u != (usage.Usage{Prompt: 115, Completion: 20, Cached: 100, CacheCreation: 5}) {
 		t.Errorf("usage %+v", u)
 	}
 	var c map[string]any
@@ -144,7 +146,7 @@ func TestMessagesToChatStream(t *testing.T) {
 	)
 	var args strings.Builder
 	var finish, role string
-	var usage *oaUsage
+	var chunkUsage *usage.OpenAI
 	for _, ev := range strings.Split(strings.TrimSpace(out), "\n\n") {
 		data := strings.TrimPrefix(ev, "data: ")
 		if data == "[DONE]" {
@@ -160,13 +162,13 @@ func TestMessagesToChatStream(t *testing.T) {
 				}
 				FinishReason *string `json:"finish_reason"`
 			}
-			Usage *oaUsage
+			Usage *usage.OpenAI
 		}
 		if err := json.Unmarshal([]byte(data), &c); err != nil || c.Object != "chat.completion.chunk" {
 			t.Fatalf("bad chunk %q", data)
 		}
 		if c.Usage != nil {
-			usage = c.Usage
+			chunkUsage = c.Usage
 		}
 		for _, ch := range c.Choices {
 			if ch.Delta.Role != "" {
@@ -184,8 +186,8 @@ func TestMessagesToChatStream(t *testing.T) {
 	if role != "assistant" || args.String() != `Hilookup{"q":"cat"}` || finish != "tool_calls" || !strings.HasSuffix(out, "data: [DONE]\n\n") {
 		t.Fatalf("role %q text+tools %q finish %q:\n%s", role, args.String(), finish, out)
 	}
-	if usage == nil || usage.PromptTokens != 12 || usage.CompletionTokens != 9 {
-		t.Fatalf("usage chunk %+v", usage)
+	if chunkUsage == nil || chunkUsage.PromptTokens != 12 || chunkUsage.CompletionTokens != 9 {
+		t.Fatalf("usage chunk %+v", chunkUsage)
 	}
 	if u, ok := s.Usage(); !ok || u.Completion != 9 || s.Chunks() != 4 {
 		t.Fatalf("stream usage %+v %v, chunks %d", u, ok, s.Chunks())

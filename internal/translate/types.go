@@ -6,13 +6,11 @@
 // docs/anthropic.md for the mapping.
 package translate
 
-import "encoding/json"
+import (
+	"encoding/json"
 
-// Usage is token usage in OpenAI's convention: Prompt includes cache reads
-// and cache creation; Cached is the cache-read part.
-type Usage struct {
-	Prompt, Completion, Cached, CacheCreation int64
-}
+	"github.com/tollgate/tollgate/internal/usage"
+)
 
 // ---- OpenAI shapes ----
 
@@ -68,33 +66,6 @@ type oaTool struct {
 	} `json:"function"`
 }
 
-type oaUsage struct {
-	PromptTokens        int64 `json:"prompt_tokens"`
-	CompletionTokens    int64 `json:"completion_tokens"`
-	TotalTokens         int64 `json:"total_tokens"`
-	PromptTokensDetails *struct {
-		CachedTokens int64 `json:"cached_tokens"`
-	} `json:"prompt_tokens_details,omitempty"`
-}
-
-func (u *oaUsage) usage() Usage {
-	out := Usage{Prompt: u.PromptTokens, Completion: u.CompletionTokens}
-	if u.PromptTokensDetails != nil {
-		out.Cached = u.PromptTokensDetails.CachedTokens
-	}
-	return out
-}
-
-func oaUsageOf(u Usage) *oaUsage {
-	out := &oaUsage{PromptTokens: u.Prompt, CompletionTokens: u.Completion, TotalTokens: u.Prompt + u.Completion}
-	if u.Cached > 0 {
-		out.PromptTokensDetails = &struct {
-			CachedTokens int64 `json:"cached_tokens"`
-		}{u.Cached}
-	}
-	return out
-}
-
 type oaResponse struct {
 	ID      string `json:"id"`
 	Object  string `json:"object"`
@@ -109,7 +80,7 @@ type oaResponse struct {
 		} `json:"message"`
 		FinishReason string `json:"finish_reason"`
 	} `json:"choices"`
-	Usage *oaUsage `json:"usage,omitempty"`
+	Usage *usage.OpenAI `json:"usage,omitempty"`
 }
 
 // ---- Anthropic shapes ----
@@ -168,34 +139,15 @@ type anToolChoice struct {
 	Name string `json:"name,omitempty"`
 }
 
-type anUsage struct {
-	InputTokens              int64 `json:"input_tokens"`
-	OutputTokens             int64 `json:"output_tokens"`
-	CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
-	CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
-}
-
-// usage normalises Anthropic usage (input_tokens excludes cache reads and
-// creation) to the OpenAI convention.
-func (u *anUsage) usage() Usage {
-	return Usage{Prompt: u.InputTokens + u.CacheReadInputTokens + u.CacheCreationInputTokens, Completion: u.OutputTokens,
-		Cached: u.CacheReadInputTokens, CacheCreation: u.CacheCreationInputTokens}
-}
-
-func anUsageOf(u Usage) anUsage {
-	return anUsage{InputTokens: max(u.Prompt-u.Cached-u.CacheCreation, 0), OutputTokens: u.Completion,
-		CacheReadInputTokens: u.Cached, CacheCreationInputTokens: u.CacheCreation}
-}
-
 type anResponse struct {
-	ID           string    `json:"id"`
-	Type         string    `json:"type"`
-	Role         string    `json:"role"`
-	Model        string    `json:"model"`
-	Content      []anBlock `json:"content"`
-	StopReason   *string   `json:"stop_reason"`
-	StopSequence *string   `json:"stop_sequence"`
-	Usage        anUsage   `json:"usage"`
+	ID           string          `json:"id"`
+	Type         string          `json:"type"`
+	Role         string          `json:"role"`
+	Model        string          `json:"model"`
+	Content      []anBlock       `json:"content"`
+	StopReason   *string         `json:"stop_reason"`
+	StopSequence *string         `json:"stop_sequence"`
+	Usage        usage.Anthropic `json:"usage"`
 }
 
 // Stop reasons.

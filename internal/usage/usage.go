@@ -1,0 +1,106 @@
+// Package usage is token usage: one type in OpenAI's convention, the usage
+// member of an OpenAI answer (read and written with one struct) and of an
+// Anthropic answer, with the normalisation between the two conventions.
+package usage
+
+import "encoding/json"
+
+// Usage is token usage in OpenAI's convention: Prompt counts every prompt
+// token, the cache reads (Cached) and cache creation (CacheCreation)
+// included; Completion counts every output token, Reasoning included.
+// Counts are kept as reported, negative ones too: whoever books them bounds
+// them.
+type Usage struct {
+	Prompt, Completion, Cached, CacheCreation, Reasoning int64
+}
+
+// OpenAI is the usage member of an OpenAI answer or stream chunk, as read
+// and as written.
+type OpenAI struct {
+	PromptTokens            int64              `json:"prompt_tokens"`
+	CompletionTokens        int64              `json:"completion_tokens"`
+	TotalTokens             Derived            `json:"total_tokens"`
+	PromptTokensDetails     *PromptDetails     `json:"prompt_tokens_details,omitempty"`
+	CompletionTokensDetails *CompletionDetails `json:"completion_tokens_details,omitempty"`
+}
+
+// PromptDetails is OpenAI's prompt_tokens_details.
+type PromptDetails struct {
+	CachedTokens int64 `json:"cached_tokens"`
+}
+
+// CompletionDetails is OpenAI's completion_tokens_details.
+type CompletionDetails struct {
+	ReasoningTokens int64 `json:"reasoning_tokens"`
+}
+
+// Derived is a count computed from the others (total_tokens): written as a
+// number, never read, so that what an upstream sends there cannot spoil the
+// counts that are.
+type Derived int64
+
+// UnmarshalJSON ignores the value.
+func (*Derived) UnmarshalJSON([]byte) error { return nil }
+
+// Usage is o in the common type.
+func (o OpenAI) Usage() Usage {
+	u := Usage{Prompt: o.PromptTokens, Completion: o.CompletionTokens}
+	if d := o.PromptTokensDetails; d != nil {
+		u.Cached = d.CachedTokens
+	}
+	if d := o.CompletionTokensDetails; d != nil {
+		u.Reasoning = d.ReasoningTokens
+	}
+	return u
+}
+
+// OpenAI is u as an OpenAI usage member: total_tokens is Prompt plus
+// Completion, and each details object is present only when its count is
+// positive. Cache creation has no place in it; it is counted in Prompt.
+func (u Usage) OpenAI() *OpenAI {
+	o := &OpenAI{PromptTokens: u.Prompt, CompletionTokens: u.Completion, TotalTokens: Derived(u.Prompt + u.Completion)}
+	if u.Cached > 0 {
+		o.PromptTokensDetails = &PromptDetails{CachedTokens: u.Cached}
+	}
+	if u.Reasoning > 0 {
+		o.CompletionTokensDetails = &CompletionDetails{ReasoningTokens: u.Reasoning}
+	}
+	return o
+}
+
+// Parse reads an OpenAI usage member. It reports false when raw is not a
+// JSON object (missing, null) or its counts are not integers.
+func Parse(raw []byte) (Usage, bool) {
+	if len(raw) == 0 || raw[0] != '{' {
+		return Usage{}, false
+	}
+	var o OpenAI
+	if json.Unmarshal(raw, &o) != nil {
+		return Usage{}, false
+	}
+	return o.Usage(), true
+}
+
+// Anthropic is the usage member of an Anthropic message or stream event.
+// Its input_tokens exclude the cache reads and cache creation.
+type Anthropic struct {
+	InputTokens              int64 `json:"input_tokens"`
+	OutputTokens             int64 `json:"output_tokens"`
+	CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
+}
+
+// Usage normalises a to OpenAI's convention: the cache reads and creation
+// join the prompt.
+func (a Anthropic) Usage() Usage {
+	return Usage{Prompt: a.InputTokens + a.CacheReadInputTokens + a.CacheCreationInputTokens, Completion: a.OutputTokens,
+		Cached: a.CacheReadInputTokens, CacheCreation: a.CacheCreationInputTokens}
+}
+
+// Anthropic is u in Anthropic's convention: input_tokens is the prompt
+// without the cache reads and creation, never below zero. Reasoning has no
+// place in it; it is counted in the output.
+func (u Usage) Anthropic() Anthropic {
+	return Anthropic{InputTokens: max(u.Prompt-u.Cached-u.CacheCreation, 0), OutputTokens: u.Completion,
+		CacheReadInputTokens: u.Cached, CacheCreationInputTokens: u.CacheCreation}
+}
