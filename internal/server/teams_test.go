@@ -157,6 +157,12 @@ func TestProxyBudgetUser(t *testing.T) {
 		if typ, msg := errorOf(out); resp.StatusCode != 400 || typ != "budget_exceeded" || !strings.HasPrefix(msg, "Budget has been exceeded! Current cost: 0.0003, Max budget: 0.0003; ") {
 			t.Fatalf("over the lowered gateway budget: %d %v", resp.StatusCode, out)
 		}
+		if _, out := e.getJSON(t, "/global/spend", "sk-1234"); out["max_budget"] != 0.0003 || math.Abs(out["spend"].(float64)-0.0003) > 1e-12 {
+			t.Fatalf("/global/spend: %v", out)
+		}
+		if resp, out := e.post(t, "/key/generate", "sk-1234", `{"user_id": "litellm-proxy-budget"}`); resp.StatusCode != 400 {
+			t.Fatalf("a key for the gateway budget user: %d %v", resp.StatusCode, out)
+		}
 		if resp, out := e.post(t, "/user/update", "sk-1234", `{"user_id": "litellm-proxy-budget", "spend": 0}`); resp.StatusCode != 200 || out["spend"] != 0.0 {
 			t.Fatalf("resetting the gateway spend: %d %v", resp.StatusCode, out)
 		}
