@@ -373,6 +373,7 @@ func (a *API) leaveTeams(r *http.Request, p *auth.Principal, userID string) erro
 		}
 		upd := *t
 		upd.Members = slices.DeleteFunc(slices.Clone(t.Members), func(m store.TeamMember) bool { return m.UserID == userID })
+		upd.MemberBudgets = slices.DeleteFunc(slices.Clone(t.MemberBudgets), func(b store.MemberBudget) bool { return b.UserID == userID })
 		if err := a.store.UpdateTeam(r.Context(), &upd); err != nil {
 			return storeError(err, "team "+id, "user_ids")
 		}
