@@ -139,8 +139,10 @@ func operations() []op {
 		op{method: "GET", path: "/team/list", tag: "teams", summary: "Teams", ok: jsonResp("the teams", obj{"type": []string{"array", "object"}})},
 		op{method: "POST", path: "/team/block", tag: "teams", summary: "Block a team (and its keys)", body: object([]string{"team_id"}, obj{"team_id": str("")}), ok: jsonResp("the team", anyObj)},
 		op{method: "POST", path: "/team/unblock", tag: "teams", summary: "Unblock a team", body: object([]string{"team_id"}, obj{"team_id": str("")}), ok: jsonResp("the team", anyObj)},
-		op{method: "POST", path: "/team/member_add", tag: "teams", summary: "Add members", body: object([]string{"team_id"}, obj{"team_id": str(""), "member": obj{}}), ok: jsonResp("the team", anyObj)},
-		op{method: "POST", path: "/team/member_delete", tag: "teams", summary: "Remove a member", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str("")}), ok: jsonResp("the team", anyObj)},
+		op{method: "POST", path: "/team/member_add", tag: "teams", summary: "Add members (by user_id or user_email)", body: object([]string{"team_id"}, obj{"team_id": str(""), "member": obj{}, "max_budget_in_team": nullNum}), ok: jsonResp("the team, with updated_users and updated_team_memberships", anyObj)},
+		op{method: "POST", path: "/team/member_update", tag: "teams", summary: "Change a member's role or budget in the team", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": str(""), "role": str("admin or user"), "max_budget_in_team": nullNum}),
+			ok: jsonResp("the member", object([]string{"team_id", "user_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": str(""), "max_budget_in_team": nullNum}))},
+		op{method: "POST", path: "/team/member_delete", tag: "teams", summary: "Remove a member (a non-member is a 400)", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": str("")}), ok: jsonResp("the team", anyObj)},
 
 		op{method: "GET", path: "/audit/list", tag: "spend", summary: "Management writes, newest first", params: page, ok: jsonResp("the audit log", anyObj)},
 		op{method: "GET", path: "/spend/logs", tag: "spend", summary: "Spend-log rows, newest first", params: append(page, query("api_key", "", false), query("user_id", "", false), query("team_id", "", false),
