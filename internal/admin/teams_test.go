@@ -180,3 +180,39 @@ func TestUserUpdateCreates(t *testing.T) {
 		}
 	})
 }
+
+// TestMemberRoutesRefuseBadInput: bad input to the member routes is a 400
+// naming the field, and changes neither the team nor any user.
+func TestMemberRoutesRefuseBadInput(t *testing.T) {
+	engines(t, seedConfig, func(t *testing.T, e *env) {
+		e.newUser("alice", "internal_user")
+		e.do("POST", "/team/new", "sk-1234", `{"team_id": "eng", "members_with_roles": [{"user_id": "alice", "role": "user"}]}`)
+		tests := []struct{ path, body, param string }{
+			{"/team/member_update", `{"team_id": "eng", "user_id": "alice", "role": "boss"}`, "role"},
+			{"/team/member_update", `{"team_id": "eng", "user_id": "alice", "max_budget_in_team": -1}`, "max_budget_in_team"},
+			{"/team/member_update", `{"team_id": "eng", "user_id": "alice", "max_budget_in_team": "5"}`, "max_budget_in_team"},
+			{"/team/member_update", `{"team_id": "eng", "user_id": "alice", "budget": 5}`, "budget"},
+			{"/team/member_update", `{"team_id": "eng"}`, "user_id"},
+			{"/team/member_add", `{"team_id": "eng", "member": {"user_email": "b@x.io", "role": "user"}, "max_budget_in_team": -2}`, "max_budget_in_team"},
+			{"/team/member_add", `{"team_id": "eng", "member": {"role": "user"}}`, "member"},
+			{"/team/member_add", `{"team_id": "eng", "member": {"user_email": "b@x.io", "role": "user", "extra": 1}}`, "member"},
+			{"/team/member_delete", `{"team_id": "eng"}`, "user_id"},
+			{"/team/update", `{"team_id": "eng", "model_aliases": {"": "gpt-4"}}`, "model_aliases"},
+		}
+		before, _ := e.store.GetTeam(context.Background(), "eng")
+		for _, tt := range tests {
+			s, out := e.do("POST", tt.path, "sk-1234", tt.body)
+			if s != 400 || errParam(out) != tt.param {
+				t.Errorf("%s %s: %d %v, want 400 naming %s", tt.path, tt.body, s, out, tt.param)
+			}
+		}
+		after, _ := e.store.GetTeam(context.Background(), "eng")
+		before.UpdatedAt, after.UpdatedAt = before.UpdatedAt.UTC(), after.UpdatedAt.UTC()
+		if toJSON(before) != toJSON(after) {
+			t.Fatalf("refused calls changed the team:\n%s\n%s", toJSON(before), toJSON(after))
+		}
+		if _, out := e.do("GET", "/user/list", "sk-1234", ""); out["total"] != 1.0 {
+			t.Fatalf("a refused member_add created a user: %v", out["total"])
+		}
+	})
+}
