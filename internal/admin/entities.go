@@ -182,6 +182,11 @@ func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if req.UserID == "" {
 		return apierror.BadRequest("user_id", "user_id is required")
 	}
+	if req.UserID == auth.ProxyBudgetUser && deref(req.BudgetDuration) != "" {
+		// The gateway's budget has no period here; a sweep resetting this
+		// user would reset the offset her spend column keeps instead.
+		return apierror.BadRequest("budget_duration", "the gateway's budget (%s) has no budget_duration in Tollgate", auth.ProxyBudgetUser)
+	}
 	if err := req.budgetFields.validate(); err != nil {
 		return err
 	}

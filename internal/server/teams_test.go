@@ -160,6 +160,9 @@ func TestProxyBudgetUser(t *testing.T) {
 		if _, out := e.getJSON(t, "/global/spend", "sk-1234"); out["max_budget"] != 0.0003 || math.Abs(out["spend"].(float64)-0.0003) > 1e-12 {
 			t.Fatalf("/global/spend: %v", out)
 		}
+		if resp, out := e.post(t, "/user/update", "sk-1234", `{"user_id": "litellm-proxy-budget", "budget_duration": "1d"}`); resp.StatusCode != 400 {
+			t.Fatalf("a period on the gateway budget: %d %v", resp.StatusCode, out)
+		}
 		if resp, out := e.post(t, "/key/generate", "sk-1234", `{"user_id": "litellm-proxy-budget"}`); resp.StatusCode != 400 {
 			t.Fatalf("a key for the gateway budget user: %d %v", resp.StatusCode, out)
 		}
