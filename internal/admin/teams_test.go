@@ -143,10 +143,13 @@ func TestTeamCreatorIsItsAdmin(t *testing.T) {
 		if got := e.teamsOf("boss"); !slices.Equal(got, []string{"mine"}) {
 			t.Fatalf("creator's teams: %v", got)
 		}
-		e.do("POST", "/team/new", "sk-1234", `{"team_id": "theirs"}`)
+		e.do("POST", "/team/new", "sk-1234", `{"team_id": "theirs", "members_with_roles": [{"user_email": "erin@x.io"}]}`)
 		tm, _ = e.store.GetTeam(context.Background(), "theirs")
-		if len(tm.Members) != 0 {
-			t.Fatalf("the master key became a member: %v", tm.Members)
+		if len(tm.Members) != 1 || tm.Members[0].UserEmail != "erin@x.io" || tm.Members[0].Role != "user" || tm.Members[0].UserID == "" {
+			t.Fatalf("the master key became a member, or the member by email is not hers: %v", tm.Members)
+		}
+		if got := e.teamsOf(tm.Members[0].UserID); !slices.Equal(got, []string{"theirs"}) {
+			t.Fatalf("user created by team/new's email: teams %v", got)
 		}
 		if s, out := e.do("POST", "/team/new", "sk-1234", `{"team_id": "theirs"}`); s != 400 {
 			t.Fatalf("a taken team_id: %d %v", s, out)
