@@ -84,6 +84,11 @@ func (a *API) userNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if req.TeamID != nil && deref(req.TeamID) != "" {
 		u.Teams = append(u.Teams, *req.TeamID)
 	}
+	for _, t := range a.teamsListing(u.UserID) { // teams made before her
+		if !slices.Contains(u.Teams, t) {
+			u.Teams = append(u.Teams, t)
+		}
+	}
 	u.BudgetDuration, u.BudgetResetAt = nextReset(a, req.BudgetDuration)
 	fillUserDefaults(u)
 	if err := a.store.CreateUser(r.Context(), u); err != nil {
@@ -141,6 +146,11 @@ func (a *API) userInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return storeError(err, "user "+id, "user_id")
 	}
+	if id == auth.ProxyBudgetUser {
+		if u.Spend, err = a.gatewaySpend(r.Context(), u.Spend); err != nil {
+			return apierror.Internal(err)
+		}
+	}
 	keys, _, err := a.store.ListKeys(r.Context(), store.KeyFilter{UserID: id, Page: store.Page{Size: 1000}})
 	if err != nil {
 		return apierror.Internal(err)
@@ -149,7 +159,11 @@ func (a *API) userInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	for _, k := range keys {
 		out = append(out, keyResponse(k, ""))
 	}
-	return writeJSON(w, map[string]any{"user_id": id, "user_info": u, "keys": out, "teams": u.Teams})
+	teams, err := a.userTeams(r.Context(), u, keys)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, map[string]any{"user_id": id, "user_info": u, "keys": out, "teams": teams})
 }
 
 func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -168,6 +182,11 @@ func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if req.UserID == "" {
 		return apierror.BadRequest("user_id", "user_id is required")
 	}
+	if req.UserID == auth.ProxyBudgetUser && deref(req.BudgetDuration) != "" {
+		// The gateway's budget has no period here; a sweep resetting this
+		// user would reset the offset her spend column keeps instead.
+		return apierror.BadRequest("budget_duration", "the gateway's budget (%s) has no budget_duration in Tollgate", auth.ProxyBudgetUser)
+	}
 	if err := req.budgetFields.validate(); err != nil {
 		return err
 	}
@@ -177,6 +196,10 @@ func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		}
 	}
 	u, err := a.store.GetUser(r.Context(), req.UserID)
+	if errors.Is(err, store.ErrNotFound) {
+		// As LiteLLM: an update of a user nobody created creates her.
+		return a.userUpsert(w, r, p, obj, req.UserID, req.UserEmail, req.UserRole, req.Models, req.Spend, &req.budgetFields)
+	}
 	if err != nil {
 		return storeError(err, "user "+req.UserID, "user_id")
 	}
@@ -200,7 +223,22 @@ func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err := a.store.UpdateUser(r.Context(), &upd); err != nil {
 		return storeError(err, "user "+req.UserID, "user_id")
 	}
-	if obj.Has("spend") && req.Spend != nil {
+	switch {
+	case upd.UserID == auth.ProxyBudgetUser:
+		// Her spend is the gateway's; what is stored is the offset.
+		if obj.Has("spend") && req.Spend != nil {
+			if err := a.setGatewaySpend(r, &upd, *req.Spend); err != nil {
+				return apierror.Internal(err)
+			}
+		}
+		a.snap.PutUser(&upd)
+		a.audit(r.Context(), p, "updated", "user", upd.UserID, before, upd)
+		shown := upd
+		if shown.Spend, err = a.gatewaySpend(r.Context(), upd.Spend); err != nil {
+			return apierror.Internal(err)
+		}
+		return writeJSON(w, shown)
+	case obj.Has("spend") && req.Spend != nil:
 		if err := a.setSpend(r, store.KindUser, upd.UserID, *req.Spend); err != nil {
 			return err
 		}
@@ -209,6 +247,42 @@ func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	a.snap.PutUser(&upd)
 	a.audit(r.Context(), p, "updated", "user", upd.UserID, before, upd)
 	return writeJSON(w, upd)
+}
+
+// userUpsert is /user/update of a user that does not exist: she is created
+// with the fields sent (no key), and joins the teams that list her.
+func (a *API) userUpsert(w http.ResponseWriter, r *http.Request, p *auth.Principal, obj *jsonbody.Object, id string,
+	email, role *string, models []string, spend *float64, b *budgetFields) error {
+	canon, ok := auth.CanonicalRole(deref(role))
+	if !ok {
+		return apierror.BadRequest("user_role", "unknown user_role %q", deref(role))
+	}
+	u := &store.User{UserID: id, UserEmail: deref(email), UserRole: canon, Models: models}
+	a.applyBudget(obj, b, &u.MaxBudget, &u.SoftBudget, &u.BudgetDuration, &u.BudgetResetAt,
+		&u.MaxParallelRequests, &u.TPMLimit, &u.RPMLimit, &u.Metadata)
+	u.Teams = a.teamsListing(id)
+	fillUserDefaults(u)
+	if spend != nil && id != auth.ProxyBudgetUser {
+		u.Spend = *spend
+	}
+	if err := a.store.CreateUser(r.Context(), u); err != nil {
+		return storeError(err, "user "+id, "user_id")
+	}
+	if spend != nil && id == auth.ProxyBudgetUser {
+		if err := a.setGatewaySpend(r, u, *spend); err != nil {
+			return apierror.Internal(err)
+		}
+	}
+	a.snap.PutUser(u)
+	a.audit(r.Context(), p, "created", "user", id, nil, u)
+	shown := *u
+	if id == auth.ProxyBudgetUser {
+		var err error
+		if shown.Spend, err = a.gatewaySpend(r.Context(), u.Spend); err != nil {
+			return apierror.Internal(err)
+		}
+	}
+	return writeJSON(w, shown)
 }
 
 // applyBudget copies the budget fields present in the request.
@@ -304,6 +378,7 @@ func (a *API) leaveTeams(r *http.Request, p *auth.Principal, userID string) erro
 		}
 		upd := *t
 		upd.Members = slices.DeleteFunc(slices.Clone(t.Members), func(m store.TeamMember) bool { return m.UserID == userID })
+		upd.MemberBudgets = slices.DeleteFunc(slices.Clone(t.MemberBudgets), func(b store.MemberBudget) bool { return b.UserID == userID })
 		if err := a.store.UpdateTeam(r.Context(), &upd); err != nil {
 			return storeError(err, "team "+id, "user_ids")
 		}

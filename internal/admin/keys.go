@@ -90,6 +90,10 @@ func (a *API) createKey(r *http.Request, p *auth.Principal, req *keyParams) (*st
 	if err := req.validate(); err != nil {
 		return nil, "", err
 	}
+	if deref(req.UserID) == auth.ProxyBudgetUser {
+		// Her record is the gateway's budget; no request is hers.
+		return nil, "", apierror.BadRequest("user_id", "%s stands for the gateway's budget (litellm_settings.max_budget) and has no keys", auth.ProxyBudgetUser)
+	}
 	if req.TeamID != nil && deref(req.TeamID) != "" {
 		team, ok := a.snap.Team(*req.TeamID)
 		if ok && len(team.Models) > 0 {

@@ -24,10 +24,44 @@ import (
 //
 // Routes: each route's access level is given where it is registered
 // (readOwn, writeOwn, readAll, writeAll; see route). Users, teams and
-// customers are written by proxy_admin only, every field, with two
+// customers are written by proxy_admin only, every field, with three
 // exceptions for a team's admin member (role "admin" in members_with_roles):
-// /team/member_add and /team/member_delete on her team, for members of role
-// "user" only. The key routes a non-admin may call are bound by keyFields.
+// /team/member_add, /team/member_update and /team/member_delete on her team,
+// for members of role "user" only (teamRoutes). The key routes a non-admin
+// may call are bound by keyFields.
+
+// teamRoute is one row of the team and user table: who may call a route and
+// which fields each may set. The columns are proxy_admin; an internal_user
+// who is an admin member of the team named; and everyone else
+// (proxy_admin_viewer, internal_user_viewer even as a team admin, an
+// internal_user who is not the team's admin).
+type teamRoute struct {
+	route, admin, teamAdmin, others string
+}
+
+// teamRoutes is the rule for the team and user routes issue 22 reshaped.
+// docs/security.md prints it; TestFieldTableIsDocumented keeps the two
+// together, and TestRoutesByRole and TestTeamAdminManagesMembers call each
+// route as each role.
+var teamRoutes = []teamRoute{
+	{"`/team/new`", "every field: `members_with_roles` (by `user_id` or `user_email`; an unknown email creates the user), `model_aliases`, budgets, limits; a proxy_admin user who calls it becomes the team's admin", "no", "no"},
+	{"`/team/update`", "every field, `members_with_roles` and `model_aliases` included", "no", "no"},
+	{"`/team/member_add`", "`member` (by `user_id` or `user_email`, any role), `max_budget_in_team`", "`member` of role `user` only, `max_budget_in_team` for them", "no"},
+	{"`/team/member_update`", "`role`, `max_budget_in_team` of any member", "`max_budget_in_team` of a member of role `user`; `role` may only stay `user`", "no"},
+	{"`/team/member_delete`", "any member (a non-member is a 400)", "a member of role `user`", "no"},
+	{"`/user/update`", "every field; an unknown `user_id` creates the user; on `litellm-proxy-budget`, `max_budget` is the gateway's budget and `spend` resets the gateway's spend", "no", "no"},
+	{"`/user/info`", "any user, `litellm-proxy-budget` included (the gateway's spend and budget)", "her own", "proxy_admin_viewer: any user; internal_user_viewer: her own"},
+}
+
+// TeamRouteTable renders teamRoutes as the markdown rows docs/security.md
+// prints: | route | proxy_admin | the team's admin member | others |.
+func TeamRouteTable() []string {
+	rows := make([]string, 0, len(teamRoutes))
+	for _, r := range teamRoutes {
+		rows = append(rows, "| "+r.route+" | "+r.admin+" | "+r.teamAdmin+" | "+r.others+" |")
+	}
+	return rows
+}
 
 // setter says who, besides a proxy_admin, may set a key field.
 type setter uint8

@@ -9,7 +9,6 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
-	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/tokens"
 	"github.com/tollgate/tollgate/internal/usage"
@@ -211,15 +210,13 @@ func parseDate(s string, endOfDay bool) (time.Time, error) {
 // globalSpend is the whole gateway's spend and budget as this replica's
 // ledger holds it (booked at once; the store catches up within 100 ms).
 func (a *API) globalSpend(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
-	spend := 0.0
-	if acct, ok := a.book.Lookup(ledger.KindGlobal, "global"); ok {
-		spend = acct.Spent().Dollars()
-	} else {
-		total, err := a.store.TotalSpend(r.Context())
-		if err != nil {
-			return apierror.Internal(err)
-		}
-		spend = total
+	budget, offset := a.cfg.LiteLLMSettings.MaxBudget, 0.0
+	if u, ok := a.snap.User(auth.ProxyBudgetUser); ok { // edited through /user/update
+		budget, offset = u.MaxBudget, u.Spend
 	}
-	return writeJSON(w, map[string]any{"spend": spend, "max_budget": a.cfg.LiteLLMSettings.MaxBudget})
+	spend, err := a.gatewaySpend(r.Context(), offset)
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	return writeJSON(w, map[string]any{"spend": spend, "max_budget": budget})
 }

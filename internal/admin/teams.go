@@ -1,22 +1,28 @@
 package admin
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Team routes: proxy_admin writes every field. /team/info is open to the
 // admin roles and to the team's members (policy.go: membership).
-// /team/member_add and /team/member_delete are open to the team's admin
-// members too, for members of role "user" only.
+// /team/member_add, /team/member_update and /team/member_delete are open to
+// the team's admin members too, for members of role "user" only (policy.go:
+// routeRules). Membership is written both ways, as LiteLLM keeps it: a team's
+// members_with_roles, and the `teams` of each member's user record.
 func (a *API) registerTeams(mux Mux) {
 	mux.Handle("POST /team/new", a.route(writeAll, a.teamNew))
 	mux.Handle("GET /team/info", a.route(readOwn, a.teamInfo))
@@ -27,25 +33,147 @@ func (a *API) registerTeams(mux Mux) {
 	mux.Handle("POST /team/unblock", a.route(writeAll, a.teamBlock(false)))
 	mux.Handle("POST /team/member_add", a.route(writeOwn, a.teamMemberAdd))
 	mux.Handle("POST /team/member_delete", a.route(writeOwn, a.teamMemberDelete))
+	mux.Handle("POST /team/member_update", a.route(writeOwn, a.teamMemberUpdate))
 }
 
 type teamRequest struct {
-	TeamID    string             `json:"team_id"`
-	TeamAlias *string            `json:"team_alias"`
-	Models    []string           `json:"models"`
-	Members   []store.TeamMember `json:"members_with_roles"`
-	Blocked   *bool              `json:"blocked"`
-	Spend     *float64           `json:"spend"`
+	TeamID       string             `json:"team_id"`
+	TeamAlias    *string            `json:"team_alias"`
+	Models       []string           `json:"models"`
+	Members      []store.TeamMember `json:"members_with_roles"`
+	Blocked      *bool              `json:"blocked"`
+	Spend        *float64           `json:"spend"`
+	ModelAliases map[string]string  `json:"model_aliases"`
 	budgetFields
 }
 
-func validMembers(ms []store.TeamMember) error {
+func validMembers(param string, ms []store.TeamMember) error {
 	for _, m := range ms {
-		if m.UserID == "" {
-			return apierror.BadRequest("members_with_roles", "every member needs a user_id")
+		if m.UserID == "" && m.UserEmail == "" {
+			return apierror.BadRequest(param, "every member needs a user_id or a user_email")
 		}
 		if m.Role != "admin" && m.Role != "user" {
-			return apierror.BadRequest("members_with_roles", "member role must be admin or user, got %q", m.Role)
+			return apierror.BadRequest(param, "member role must be admin or user, got %q", m.Role)
+		}
+	}
+	return nil
+}
+
+func validAliases(m map[string]string) error {
+	for from, to := range m {
+		if from == "" || to == "" {
+			return apierror.BadRequest("model_aliases", "model_aliases maps a model name to a model name; got %q: %q", from, to)
+		}
+	}
+	return nil
+}
+
+// userByEmail finds the user with email in the snapshot.
+func (a *API) userByEmail(email string) (*store.User, bool) {
+	var found *store.User
+	a.snap.RangeUsers(func(u *store.User) bool {
+		if u.UserEmail == email {
+			found = u
+			return false
+		}
+		return true
+	})
+	return found, found != nil
+}
+
+// namedByEmail fills the user_id of members given by user_email whose user
+// exists; it reports whether some are still unknown.
+func (a *API) namedByEmail(ms []store.TeamMember) (unknown bool) {
+	for i := range ms {
+		if ms[i].UserID != "" || ms[i].UserEmail == "" {
+			continue
+		}
+		if u, ok := a.userByEmail(ms[i].UserEmail); ok {
+			ms[i].UserID = u.UserID
+		} else {
+			unknown = true
+		}
+	}
+	return unknown
+}
+
+// createByEmail creates, as LiteLLM does, a user for each member given by
+// an email no user has (an internal_user without a key), and names the
+// member by her new user_id.
+func (a *API) createByEmail(r *http.Request, p *auth.Principal, ms []store.TeamMember) error {
+	for i := range ms {
+		if ms[i].UserID != "" {
+			continue
+		}
+		u := &store.User{UserID: uuid.NewString(), UserEmail: ms[i].UserEmail, UserRole: auth.RoleInternalUser}
+		fillUserDefaults(u)
+		if err := a.store.CreateUser(r.Context(), u); err != nil {
+			return storeError(err, "user "+u.UserID, "user_email")
+		}
+		a.snap.PutUser(u)
+		a.audit(r.Context(), p, "created", "user", u.UserID, nil, u)
+		ms[i].UserID = u.UserID
+	}
+	return nil
+}
+
+// teamsListing are the teams whose members_with_roles list user.
+func (a *API) teamsListing(user string) []string {
+	var ids []string
+	a.snap.RangeTeams(func(t *store.Team) bool {
+		if slices.ContainsFunc(t.Members, func(m store.TeamMember) bool { return m.UserID == user }) {
+			ids = append(ids, t.TeamID)
+		}
+		return true
+	})
+	slices.Sort(ids)
+	return ids
+}
+
+// syncUserTeams writes a change of team's members into their user records:
+// a user who joined gets the team in her `teams`, one who left loses it.
+// A member without a user record gets it when she is created (/user/new).
+func (a *API) syncUserTeams(r *http.Request, p *auth.Principal, team string, before, after []store.TeamMember) error {
+	in := func(ms []store.TeamMember, id string) bool {
+		return slices.ContainsFunc(ms, func(m store.TeamMember) bool { return m.UserID == id })
+	}
+	edit := func(id string, join bool) error {
+		u, err := a.store.GetUser(r.Context(), id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return apierror.Internal(err)
+		}
+		if slices.Contains(u.Teams, team) == join {
+			return nil
+		}
+		upd := *u
+		if join {
+			upd.Teams = append(slices.Clone(u.Teams), team)
+		} else {
+			upd.Teams = slices.DeleteFunc(slices.Clone(u.Teams), func(t string) bool { return t == team })
+		}
+		fillUserDefaults(&upd)
+		if err := a.store.UpdateUser(r.Context(), &upd); err != nil {
+			return storeError(err, "user "+id, "user_id")
+		}
+		a.snap.PutUser(&upd)
+		a.audit(r.Context(), p, "updated", "user", id, u, upd)
+		return nil
+	}
+	for _, m := range after {
+		if !in(before, m.UserID) {
+			if err := edit(m.UserID, true); err != nil {
+				return err
+			}
+		}
+	}
+	for _, m := range before {
+		if !in(after, m.UserID) {
+			if err := edit(m.UserID, false); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -69,23 +197,116 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 			req.Members[i].Role = "user"
 		}
 	}
-	if err := validMembers(req.Members); err != nil {
+	if err := validMembers("members_with_roles", req.Members); err != nil {
 		return err
+	}
+	if err := validAliases(req.ModelAliases); err != nil {
+		return err
+	}
+	// As LiteLLM: a user who creates a team is its admin.
+	if p.Key != nil && p.Key.UserID != "" && !slices.ContainsFunc(req.Members, func(m store.TeamMember) bool { return m.UserID == p.Key.UserID }) {
+		req.Members = append(req.Members, store.TeamMember{UserID: p.Key.UserID, Role: "admin"})
 	}
 	t := &store.Team{TeamID: req.TeamID, TeamAlias: deref(req.TeamAlias), Models: req.Models, Members: req.Members,
 		MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
-		Metadata: req.Metadata, Blocked: req.Blocked != nil && *req.Blocked}
+		Metadata: req.Metadata, Blocked: req.Blocked != nil && *req.Blocked, ModelAliases: req.ModelAliases}
 	if t.TeamID == "" {
 		t.TeamID = uuid.NewString()
+	} else if _, err := a.store.GetTeam(r.Context(), t.TeamID); err == nil {
+		return apierror.BadRequest("team_id", "team %s already exists", t.TeamID)
 	}
 	t.BudgetDuration, t.BudgetResetAt = nextReset(a, req.BudgetDuration)
 	fillTeamDefaults(t)
+	a.namedByEmail(t.Members)
+	if err := a.createByEmail(r, p, t.Members); err != nil {
+		return err
+	}
 	if err := a.store.CreateTeam(r.Context(), t); err != nil {
 		return storeError(err, "team "+t.TeamID, "team_id")
 	}
 	a.snap.PutTeam(t)
 	a.audit(r.Context(), p, "created", "team", t.TeamID, nil, t)
-	return writeJSON(w, t)
+	if err := a.syncUserTeams(r, p, t.TeamID, nil, t.Members); err != nil {
+		return err
+	}
+	return writeJSON(w, a.teamJSON(t, nil))
+}
+
+// teamJSON is a team as LiteLLM's LiteLLM_TeamTable shows it: the record,
+// its model_aliases as litellm_model_table, and (when memberships is not
+// nil) its members' budgets as team_memberships.
+func (a *API) teamJSON(t *store.Team, memberships []map[string]any) map[string]any {
+	b, _ := json.Marshal(t)
+	var out map[string]any
+	_ = json.Unmarshal(b, &out)
+	delete(out, "member_budgets")
+	out["model_id"] = nil
+	out["litellm_model_table"] = nil
+	if len(t.ModelAliases) > 0 {
+		out["model_id"] = t.TeamID
+		out["litellm_model_table"] = map[string]any{"model_aliases": t.ModelAliases}
+	}
+	if memberships != nil {
+		out["team_memberships"] = memberships
+	}
+	return out
+}
+
+// memberships are the budgets of t's members (of user only, when user is
+// set) as LiteLLM_TeamMembership rows with their litellm_budget_table;
+// spend is what this replica's ledger holds.
+func (a *API) memberships(t *store.Team, user string) []map[string]any {
+	out := []map[string]any{}
+	for _, b := range t.MemberBudgets {
+		if user != "" && b.UserID != user {
+			continue
+		}
+		spend := 0.0
+		if acct, ok := a.book.Lookup(ledger.KindTeamMember, store.MemberBudgetID(t.TeamID, b.UserID)); ok {
+			spend = acct.Spent().Dollars()
+		}
+		out = append(out, map[string]any{"user_id": b.UserID, "team_id": t.TeamID, "budget_id": b.BudgetID, "spend": spend,
+			"litellm_budget_table": map[string]any{"budget_id": b.BudgetID, "max_budget": b.MaxBudget, "soft_budget": nil,
+				"max_parallel_requests": nil, "tpm_limit": nil, "rpm_limit": nil, "model_max_budget": nil, "budget_duration": nil}})
+	}
+	return out
+}
+
+// userTeams are u's teams as /user/info shows them (LiteLLM's
+// TeamListResponseObject): each team with u's memberships in it and those of
+// keys (u's own) that are in it, ordered by alias.
+func (a *API) userTeams(ctx context.Context, u *store.User, keys []*store.Key) ([]map[string]any, error) {
+	ids := slices.Clone(u.Teams)
+	for _, id := range a.teamsListing(u.UserID) {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	var teams []*store.Team
+	for _, id := range ids {
+		t, err := a.store.GetTeam(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, apierror.Internal(err)
+		}
+		teams = append(teams, t)
+	}
+	slices.SortStableFunc(teams, func(x, y *store.Team) int { return strings.Compare(x.TeamAlias, y.TeamAlias) })
+	out := make([]map[string]any, 0, len(teams))
+	for _, t := range teams {
+		o := a.teamJSON(t, a.memberships(t, u.UserID))
+		tk := []any{}
+		for _, k := range keys {
+			if k.TeamID == t.TeamID {
+				tk = append(tk, keyResponse(k, ""))
+			}
+		}
+		o["keys"] = tk
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 func fillTeamDefaults(t *store.Team) {
@@ -120,30 +341,49 @@ func (a *API) teamInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	for _, k := range keys {
 		out = append(out, keyResponse(k, ""))
 	}
-	return writeJSON(w, map[string]any{"team_id": id, "team_info": t, "keys": out})
+	return writeJSON(w, map[string]any{"team_id": id, "team_info": a.teamJSON(t, nil), "keys": out, "team_memberships": a.memberships(t, "")})
 }
 
-// editTeam loads a team, applies change, and writes it everywhere.
+// editTeam loads a team, applies change, writes it everywhere and answers
+// with the team.
 func (a *API) editTeam(w http.ResponseWriter, r *http.Request, p *auth.Principal, id, action string, change func(*store.Team) error) error {
+	t, err := a.changeTeam(r, p, id, action, change)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, a.teamJSON(t, nil))
+}
+
+// changeTeam loads a team, applies change, and writes it everywhere: the
+// store, the snapshot, the audit log, and its members' user records.
+func (a *API) changeTeam(r *http.Request, p *auth.Principal, id, action string, change func(*store.Team) error) (*store.Team, error) {
 	if id == "" {
-		return apierror.BadRequest("team_id", "team_id is required")
+		return nil, apierror.BadRequest("team_id", "team_id is required")
 	}
 	t, err := a.store.GetTeam(r.Context(), id)
 	if err != nil {
-		return storeError(err, "team "+id, "team_id")
+		return nil, storeError(err, "team "+id, "team_id")
 	}
 	before, upd := *t, *t
 	upd.Members = slices.Clone(t.Members)
+	upd.MemberBudgets = slices.Clone(t.MemberBudgets)
 	if err := change(&upd); err != nil {
-		return err
+		return nil, err
 	}
+	// A member who left takes her budget in the team with her.
+	upd.MemberBudgets = slices.DeleteFunc(upd.MemberBudgets, func(b store.MemberBudget) bool {
+		return !slices.ContainsFunc(upd.Members, func(m store.TeamMember) bool { return m.UserID == b.UserID })
+	})
 	fillTeamDefaults(&upd)
 	if err := a.store.UpdateTeam(r.Context(), &upd); err != nil {
-		return storeError(err, "team "+id, "team_id")
+		return nil, storeError(err, "team "+id, "team_id")
 	}
 	a.snap.PutTeam(&upd)
 	a.audit(r.Context(), p, action, "team", id, before, upd)
-	return writeJSON(w, upd)
+	if err := a.syncUserTeams(r, p, id, before.Members, upd.Members); err != nil {
+		return nil, err
+	}
+	return &upd, nil
 }
 
 func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -160,10 +400,21 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 			return err
 		}
 	}
-	if err := validMembers(req.Members); err != nil {
+	for i := range req.Members {
+		if req.Members[i].Role == "" {
+			req.Members[i].Role = "user"
+		}
+	}
+	if err := validMembers("members_with_roles", req.Members); err != nil {
+		return err
+	}
+	if err := validAliases(req.ModelAliases); err != nil {
 		return err
 	}
 	return a.editTeam(w, r, p, req.TeamID, "updated", func(t *store.Team) error {
+		if obj.Has("model_aliases") {
+			t.ModelAliases = req.ModelAliases
+		}
 		if obj.Has("team_alias") {
 			t.TeamAlias = deref(req.TeamAlias)
 		}
@@ -172,6 +423,10 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		}
 		if obj.Has("members_with_roles") {
 			t.Members = req.Members
+			a.namedByEmail(t.Members)
+			if err := a.createByEmail(r, p, t.Members); err != nil {
+				return err
+			}
 		}
 		if obj.Has("blocked") && req.Blocked != nil {
 			t.Blocked = *req.Blocked
@@ -205,21 +460,27 @@ func (a *API) teamBlock(block bool) handler {
 
 func (a *API) teamMemberAdd(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	var req struct {
-		TeamID string          `json:"team_id"`
-		Member json.RawMessage `json:"member"`
+		TeamID          string          `json:"team_id"`
+		Member          json.RawMessage `json:"member"`
+		MaxBudgetInTeam *float64        `json:"max_budget_in_team"`
 	}
 	if _, err := decode(r, &req); err != nil {
 		return err
 	}
 	var members []store.TeamMember
+	strict := func(b []byte, v any) error {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		return dec.Decode(v)
+	}
 	if len(req.Member) > 0 && req.Member[0] == '[' {
-		if err := json.Unmarshal(req.Member, &members); err != nil {
-			return apierror.BadRequest("member", "member must be {user_id, role} or a list of them")
+		if err := strict(req.Member, &members); err != nil {
+			return apierror.BadRequest("member", "member must be {user_id or user_email, role} or a list of them")
 		}
 	} else {
 		var m store.TeamMember
-		if err := json.Unmarshal(req.Member, &m); err != nil {
-			return apierror.BadRequest("member", "member must be {user_id, role} or a list of them")
+		if err := strict(req.Member, &m); err != nil {
+			return apierror.BadRequest("member", "member must be {user_id or user_email, role} or a list of them")
 		}
 		members = []store.TeamMember{m}
 	}
@@ -231,12 +492,23 @@ func (a *API) teamMemberAdd(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if len(members) == 0 {
 		return apierror.BadRequest("member", "member is required")
 	}
-	if err := validMembers(members); err != nil {
+	if err := validMembers("member", members); err != nil {
 		return err
 	}
-	return a.editTeam(w, r, p, req.TeamID, "member_added", func(t *store.Team) error {
+	if req.MaxBudgetInTeam != nil {
+		if err := checkUSD("max_budget_in_team", *req.MaxBudgetInTeam); err != nil {
+			return err
+		}
+	}
+	unknown := a.namedByEmail(members)
+	t, err := a.changeTeam(r, p, req.TeamID, "member_added", func(t *store.Team) error {
 		if err := a.mayEditMembers(r, p, t, members); err != nil {
 			return err
+		}
+		if unknown {
+			if err := a.createByEmail(r, p, members); err != nil {
+				return err
+			}
 		}
 		for _, m := range members {
 			i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == m.UserID })
@@ -245,26 +517,77 @@ func (a *API) teamMemberAdd(w http.ResponseWriter, r *http.Request, p *auth.Prin
 			} else {
 				t.Members = append(t.Members, m)
 			}
+			if req.MaxBudgetInTeam != nil {
+				setMemberBudget(t, m.UserID, *req.MaxBudgetInTeam)
+			}
 		}
 		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// LiteLLM's TeamAddMemberResponse: the team, the users it updated and
+	// the memberships with a budget it wrote.
+	out := a.teamJSON(t, nil)
+	users := []any{}
+	tms := []map[string]any{}
+	for _, m := range members {
+		if u, ok := a.snap.User(m.UserID); ok {
+			users = append(users, u)
+		}
+		if req.MaxBudgetInTeam != nil {
+			tms = append(tms, a.memberships(t, m.UserID)...)
+		}
+	}
+	out["updated_users"], out["updated_team_memberships"] = users, tms
+	return writeJSON(w, out)
+}
+
+// setMemberBudget gives user a budget of max within t.
+func setMemberBudget(t *store.Team, user string, max float64) {
+	i := slices.IndexFunc(t.MemberBudgets, func(b store.MemberBudget) bool { return b.UserID == user })
+	if i >= 0 {
+		t.MemberBudgets[i].MaxBudget = max
+		return
+	}
+	t.MemberBudgets = append(t.MemberBudgets, store.MemberBudget{UserID: user, BudgetID: uuid.NewString(), MaxBudget: max})
+}
+
+// memberIndex finds the member a request names by user_id or user_email.
+func memberIndex(t *store.Team, userID, email string) int {
+	return slices.IndexFunc(t.Members, func(m store.TeamMember) bool {
+		return (userID != "" && m.UserID == userID) || (userID == "" && email != "" && m.UserEmail == email)
 	})
 }
 
 func (a *API) teamMemberDelete(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	var req struct {
-		TeamID string `json:"team_id"`
-		UserID string `json:"user_id"`
+		TeamID    string `json:"team_id"`
+		UserID    string `json:"user_id"`
+		UserEmail string `json:"user_email"`
 	}
 	if _, err := decode(r, &req); err != nil {
 		return err
 	}
+	if req.UserID == "" && req.UserEmail == "" {
+		return apierror.BadRequest("user_id", "user_id or user_email is required")
+	}
+	if req.UserID == "" {
+		if u, ok := a.userByEmail(req.UserEmail); ok {
+			req.UserID = u.UserID
+		}
+	}
 	return a.editTeam(w, r, p, req.TeamID, "member_deleted", func(t *store.Team) error {
-		i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == req.UserID })
+		i := memberIndex(t, req.UserID, req.UserEmail)
 		if i < 0 {
 			if !isAdmin(p) && a.membership(r.Context(), p, t) != "admin" {
 				return apierror.Forbidden("%s is not an admin of team %s", p.Role(), t.TeamID)
 			}
-			return apierror.NotFound("user_id", "user %q is not a member of team %s", req.UserID, t.TeamID)
+			who := req.UserID
+			if who == "" {
+				who = req.UserEmail
+			}
+			return apierror.BadRequest("user_id", "user %q is not a member of team %s", who, t.TeamID)
 		}
 		if err := a.mayEditMembers(r, p, t, []store.TeamMember{t.Members[i]}); err != nil {
 			return err
@@ -272,6 +595,63 @@ func (a *API) teamMemberDelete(w http.ResponseWriter, r *http.Request, p *auth.P
 		t.Members = slices.Delete(t.Members, i, i+1)
 		return nil
 	})
+}
+
+// teamMemberUpdate changes a member's role or her max_budget_in_team, as
+// LiteLLM's /team/member_update does.
+func (a *API) teamMemberUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		TeamID          string   `json:"team_id"`
+		UserID          string   `json:"user_id"`
+		UserEmail       string   `json:"user_email"`
+		Role            *string  `json:"role"`
+		MaxBudgetInTeam *float64 `json:"max_budget_in_team"`
+	}
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.UserID == "" && req.UserEmail == "" {
+		return apierror.BadRequest("user_id", "user_id or user_email is required")
+	}
+	if req.Role != nil && *req.Role != "admin" && *req.Role != "user" {
+		return apierror.BadRequest("role", "role must be admin or user, got %q", *req.Role)
+	}
+	if req.MaxBudgetInTeam != nil {
+		if err := checkUSD("max_budget_in_team", *req.MaxBudgetInTeam); err != nil {
+			return err
+		}
+	}
+	var who store.TeamMember
+	_, err := a.changeTeam(r, p, req.TeamID, "member_updated", func(t *store.Team) error {
+		i := memberIndex(t, req.UserID, req.UserEmail)
+		if i < 0 {
+			if !isAdmin(p) && a.membership(r.Context(), p, t) != "admin" {
+				return apierror.Forbidden("%s is not an admin of team %s", p.Role(), t.TeamID)
+			}
+			return apierror.BadRequest("user_id", "user %q is not a member of team %s", req.UserID+req.UserEmail, t.TeamID)
+		}
+		after := t.Members[i]
+		if req.Role != nil {
+			after.Role = *req.Role
+		}
+		if err := a.mayEditMembers(r, p, t, []store.TeamMember{after}); err != nil {
+			return err
+		}
+		t.Members[i] = after
+		if req.MaxBudgetInTeam != nil {
+			setMemberBudget(t, after.UserID, *req.MaxBudgetInTeam)
+		}
+		who = after
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var email any
+	if who.UserEmail != "" {
+		email = who.UserEmail
+	}
+	return writeJSON(w, map[string]any{"team_id": req.TeamID, "user_id": who.UserID, "user_email": email, "max_budget_in_team": req.MaxBudgetInTeam})
 }
 
 // mayEditMembers: a proxy_admin edits any membership; a team's admin member
@@ -303,9 +683,17 @@ func (a *API) teamDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if len(req.TeamIDs) == 0 {
 		return apierror.BadRequest("team_ids", "team_ids is required")
 	}
+	var gone []*store.Team
 	for _, id := range req.TeamIDs {
-		if _, err := a.store.GetTeam(r.Context(), id); err != nil {
+		t, err := a.store.GetTeam(r.Context(), id)
+		if err != nil {
 			return storeError(err, "team "+id, "team_ids")
+		}
+		gone = append(gone, t)
+	}
+	for _, t := range gone { // its members' users no longer list it
+		if err := a.syncUserTeams(r, p, t.TeamID, t.Members, nil); err != nil {
+			return err
 		}
 	}
 	for _, id := range req.TeamIDs {
@@ -327,8 +715,9 @@ func (a *API) teamList(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return apierror.Internal(err)
 	}
-	if teams == nil {
-		teams = []*store.Team{}
+	out := make([]map[string]any, 0, len(teams))
+	for _, t := range teams {
+		out = append(out, a.teamJSON(t, a.memberships(t, "")))
 	}
-	return writeJSON(w, teams)
+	return writeJSON(w, out)
 }

@@ -110,10 +110,11 @@ func TestTeamMembershipIsChecked(t *testing.T) {
 // members of that team only; she may not make admins, nor touch other teams.
 func TestTeamAdminManagesMembers(t *testing.T) {
 	engines(t, seedConfig, func(t *testing.T, e *env) {
-		e.do("POST", "/team/new", "sk-1234", `{"team_id": "eng", "members_with_roles": [{"user_id": "lead", "role": "admin"}, {"user_id": "dev", "role": "user"}, {"user_id": "lead2", "role": "admin"}]}`)
-		e.do("POST", "/team/new", "sk-1234", `{"team_id": "finance"}`)
+		e.do("POST", "/team/new", "sk-1234", `{"team_id": "eng", "members_with_roles": [{"user_id": "lead", "role": "admin"}, {"user_id": "dev", "role": "user"}, {"user_id": "lead2", "role": "admin"}, {"user_id": "vlead", "role": "admin"}]}`)
+		e.do("POST", "/team/new", "sk-1234", `{"team_id": "finance", "members_with_roles": [{"user_id": "dev", "role": "user"}]}`)
 		lead := e.newUser("lead", "internal_user")
 		dev := e.newUser("dev", "internal_user")
+		viewerLead := e.newUser("vlead", "internal_user_viewer")
 		tests := []struct {
 			name, key, path, body string
 			status                int
@@ -127,6 +128,19 @@ func TestTeamAdminManagesMembers(t *testing.T) {
 			{"plain member may not add", dev, "/team/member_add", `{"team_id": "eng", "member": {"user_id": "y", "role": "user"}}`, 403},
 			{"plain member may not remove", dev, "/team/member_delete", `{"team_id": "eng", "user_id": "lead"}`, 403},
 			{"team admin may not update the team", lead, "/team/update", `{"team_id": "eng", "max_budget": 1000}`, 403},
+			{"admin budgets a user", lead, "/team/member_update", `{"team_id": "eng", "user_id": "dev", "max_budget_in_team": 5}`, 200},
+			{"admin keeps a user a user", lead, "/team/member_update", `{"team_id": "eng", "user_id": "dev", "role": "user"}`, 200},
+			{"admin may not promote by update", lead, "/team/member_update", `{"team_id": "eng", "user_id": "dev", "role": "admin"}`, 403},
+			{"admin may not budget an admin", lead, "/team/member_update", `{"team_id": "eng", "user_id": "lead2", "max_budget_in_team": 5}`, 403},
+			{"admin of eng may not budget in finance", lead, "/team/member_update", `{"team_id": "finance", "user_id": "dev", "max_budget_in_team": 5}`, 403},
+			{"plain member may not update", dev, "/team/member_update", `{"team_id": "eng", "user_id": "dev", "max_budget_in_team": 50}`, 403},
+			{"viewer team admin may not update", viewerLead, "/team/member_update", `{"team_id": "eng", "user_id": "dev", "max_budget_in_team": 50}`, 403},
+			{"viewer team admin may not add", viewerLead, "/team/member_add", `{"team_id": "eng", "member": {"user_id": "z", "role": "user"}}`, 403},
+			{"admin adds by email", lead, "/team/member_add", `{"team_id": "eng", "member": {"user_email": "new@x.io", "role": "user"}, "max_budget_in_team": 2}`, 200},
+			{"deleting a non-member is a 400", lead, "/team/member_delete", `{"team_id": "eng", "user_id": "ghost"}`, 400},
+			{"a non-admin deleting a non-member is a 403", dev, "/team/member_delete", `{"team_id": "eng", "user_id": "ghost"}`, 403},
+			{"updating a non-member is a 400", "sk-1234", "/team/member_update", `{"team_id": "eng", "user_id": "ghost", "role": "user"}`, 400},
+			{"proxy_admin promotes by update", "sk-1234", "/team/member_update", `{"team_id": "eng", "user_id": "lead2", "role": "user", "max_budget_in_team": 1}`, 200},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -136,8 +150,8 @@ func TestTeamAdminManagesMembers(t *testing.T) {
 					t.Fatalf("%d %v, want %d", s, out, tt.status)
 				}
 				after, _ := e.store.GetTeam(context.Background(), "eng")
-				if s != 200 && toJSON(before.Members) != toJSON(after.Members) {
-					t.Fatalf("refused call changed members: %v -> %v", before.Members, after.Members)
+				if s != 200 && (toJSON(before.Members) != toJSON(after.Members) || toJSON(before.MemberBudgets) != toJSON(after.MemberBudgets)) {
+					t.Fatalf("refused call changed members: %v %v -> %v %v", before.Members, before.MemberBudgets, after.Members, after.MemberBudgets)
 				}
 			})
 		}
@@ -553,12 +567,18 @@ func TestRoutesByRole(t *testing.T) {
 			{"read a foreign team", "GET", "/team/info?team_id=t-{u}", ``, want{403, 403, 200, 200}},
 			{"update a team", "POST", "/team/update", `{"team_id": "t-{u}", "max_budget": 1000}`, want{403, 403, 403, 200}},
 			{"add to a foreign team", "POST", "/team/member_add", `{"team_id": "t-{u}", "member": {"user_id": "{u}", "role": "user"}}`, want{403, 403, 403, 200}},
+			{"budget a member of a foreign team", "POST", "/team/member_update", `{"team_id": "t-{u}", "user_id": "m-{u}", "max_budget_in_team": 5}`, want{403, 403, 403, 200}},
 			{"remove from a foreign team", "POST", "/team/member_delete", `{"team_id": "t-{u}", "user_id": "m-{u}"}`, want{403, 403, 403, 200}},
+			{"create a team", "POST", "/team/new", `{"team_id": "n-{u}", "model_aliases": {"a": "gpt-4"}}`, want{403, 403, 403, 200}},
+			{"create a user by update", "POST", "/user/update", `{"user_id": "new-{u}", "max_budget": 5}`, want{403, 403, 403, 200}},
+			{"set the gateway budget", "POST", "/user/update", `{"user_id": "litellm-proxy-budget", "max_budget": 1000}`, want{403, 403, 403, 200}},
+			{"read the gateway budget", "GET", "/user/info?user_id=litellm-proxy-budget", ``, want{403, 403, 200, 200}},
 			{"delete a team", "POST", "/team/delete", `{"team_ids": ["t-{u}"]}`, want{403, 403, 403, 200}},
 			{"create a customer", "POST", "/customer/new", `{"user_id": "c-{u}"}`, want{403, 403, 403, 200}},
 			{"read a customer", "GET", "/customer/info?end_user_id=c0", ``, want{403, 403, 200, 200}},
 		}
 		e.do("POST", "/customer/new", "sk-1234", `{"user_id": "c0"}`)
+		e.do("POST", "/user/update", "sk-1234", `{"user_id": "litellm-proxy-budget", "max_budget": 5000}`)
 		roles := []string{"internal_user", "internal_user_viewer", "proxy_admin_viewer", "proxy_admin"}
 		for _, role := range roles {
 			u := "caller-" + role
@@ -588,7 +608,7 @@ func TestFieldTableIsDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, row := range admin.KeyFieldTable() {
+	for _, row := range append(admin.KeyFieldTable(), admin.TeamRouteTable()...) {
 		if !strings.Contains(string(doc), row) {
 			t.Errorf("docs/security.md lacks the row\n%s", row)
 		}

@@ -2,17 +2,27 @@ package auth
 
 import "strings"
 
-// ResolveModel applies the key's aliases (the seed's upgrade/downgrade):
-// a key with {"gpt-3.5-turbo": "my-free-tier"} that asks for gpt-3.5-turbo
-// is routed to my-free-tier.
+// ResolveModel applies the key's aliases (the seed's upgrade/downgrade),
+// then its team's model_aliases: a key with {"gpt-3.5-turbo":
+// "my-free-tier"} that asks for gpt-3.5-turbo is routed to my-free-tier.
 func (p *Principal) ResolveModel(requested string) string {
 	if p.Key != nil {
 		if to, ok := p.Key.Aliases[requested]; ok && to != "" {
 			return to
 		}
 	}
+	if p.Team != nil { // the team's model_aliases, after the key's own
+		if to, ok := p.Team.ModelAliases[requested]; ok && to != "" {
+			return to
+		}
+	}
 	return requested
 }
+
+// ProxyBudgetUser is the user that stands for the whole gateway's budget
+// (litellm_settings.max_budget), as in LiteLLM: its max_budget is that
+// budget and its spend the gateway's.
+const ProxyBudgetUser = "litellm-proxy-budget"
 
 // MayUse reports whether p may call the model group model, whose
 // deployments belong to accessGroups. The key's models, its team's models

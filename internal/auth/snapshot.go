@@ -136,6 +136,11 @@ func (s *Snapshot) RangeTeams(fn func(*store.Team) bool) {
 	s.teams.Range(func(_, v any) bool { return fn(v.(*store.Team)) })
 }
 
+// RangeUsers calls fn for every user until it returns false.
+func (s *Snapshot) RangeUsers(fn func(*store.User) bool) {
+	s.users.Range(func(_, v any) bool { return fn(v.(*store.User)) })
+}
+
 // DeleteUser removes a user.
 func (s *Snapshot) DeleteUser(id string) { s.users.Delete(id) }
 

@@ -8,6 +8,8 @@ package ledger
 import (
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -54,10 +56,11 @@ const (
 	KindTeam
 	KindEndUser
 	KindGlobal
-	KindKeyModel // a key's model_max_budget entry
+	KindTeamMember // a user's max_budget_in_team, id "<team>/<user>"
+	KindKeyModel   // a key's model_max_budget entry (the last kind)
 )
 
-var kindNames = [...]string{"key", "user", "team", "end_user", "global", "key_model"}
+var kindNames = [...]string{"key", "user", "team", "end_user", "global", "team_member", "key_model"}
 
 func (k Kind) String() string { return kindNames[k] }
 
@@ -246,7 +249,34 @@ type ExceededError struct {
 }
 
 func (e *ExceededError) Error() string {
-	msg := fmt.Sprintf("Budget has been exceeded for %s %s: spend %s (+%s reserved by requests in flight), max budget %s; this request may cost up to %s",
+	// LiteLLM's words first, for the scripts that match them (its
+	// auth_checks.py messages, numbers as Python prints them), then
+	// Tollgate's own account of the refusal.
+	num := func(a Amount) string {
+		s := strconv.FormatFloat(a.Dollars(), 'g', -1, 64)
+		if !strings.ContainsAny(s, ".eIN") {
+			s += ".0"
+		}
+		return s
+	}
+	spent, budget := num(e.Spent), num(e.Budget)
+	var litellm string
+	switch e.Kind {
+	case KindKey:
+		litellm = "ExceededTokenBudget: Current spend for token: " + spent + "; Max Budget for Token: " + budget
+	case KindUser:
+		litellm = "ExceededBudget: User=" + e.ID + " over budget. Spend=" + spent + ", Budget=" + budget
+	case KindEndUser:
+		litellm = "ExceededBudget: End User=" + e.ID + " over budget. Spend=" + spent + ", Budget=" + budget
+	case KindTeam:
+		litellm = "Budget has been exceeded! Team=" + e.ID + " Current cost: " + spent + ", Max budget: " + budget
+	case KindTeamMember: // ID is "<team>/<user>"
+		team, user, _ := strings.Cut(e.ID, "/")
+		litellm = "Budget has been exceeded! User=" + user + " in Team=" + team + " Current cost: " + spent + ", Max budget: " + budget
+	default: // the gateway's litellm_settings.max_budget, a key's model budget
+		litellm = "Budget has been exceeded! Current cost: " + spent + ", Max budget: " + budget
+	}
+	msg := litellm + "; " + fmt.Sprintf("Budget has been exceeded for %s %s: spend %s (+%s reserved by requests in flight), max budget %s; this request may cost up to %s",
 		e.Kind, e.ID, fmtUSD(e.Spent), fmtUSD(e.Reserved), fmtUSD(e.Budget), fmtUSD(e.Need))
 	if !e.ResetAt.IsZero() {
 		msg += "; budget resets at " + e.ResetAt.Format(time.RFC3339)

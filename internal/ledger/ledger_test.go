@@ -3,6 +3,7 @@ package ledger
 import (
 	"errors"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -101,9 +102,38 @@ func TestExceededMessageNamesTheNumbers(t *testing.T) {
 	a := NewAccount(KindTeam, "core-infra", USD(7.2e-05), USD(2e-07))
 	a.SetResetAt(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	_, err := Reserve([]*Account{a}, USD(1e-6))
-	want := "Budget has been exceeded for team core-infra: spend $7.2e-05 (+$0 reserved by requests in flight), max budget $2e-07; this request may cost up to $1e-06; budget resets at 2026-12-01T00:00:00Z"
+	want := "Budget has been exceeded! Team=core-infra Current cost: 7.2e-05, Max budget: 2e-07; Budget has been exceeded for team core-infra: spend $7.2e-05 (+$0 reserved by requests in flight), max budget $2e-07; this request may cost up to $1e-06; budget resets at 2026-12-01T00:00:00Z"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got  %v\nwant %s", err, want)
+	}
+}
+
+// TestExceededMessageInLiteLLMWords: each kind of budget refuses with the
+// phrase LiteLLM's proxy uses for it, numbers printed as Python prints them.
+func TestExceededMessageInLiteLLMWords(t *testing.T) {
+	tests := []struct {
+		kind Kind
+		id   string
+		want string
+	}{
+		{KindKey, "0123abcd", "ExceededTokenBudget: Current spend for token: 7.2e-05; Max Budget for Token: 2e-07; "},
+		{KindUser, "alice", "ExceededBudget: User=alice over budget. Spend=7.2e-05, Budget=2e-07; "},
+		{KindEndUser, "ishaan3", "ExceededBudget: End User=ishaan3 over budget. Spend=7.2e-05, Budget=2e-07; "},
+		{KindTeam, "core-infra", "Budget has been exceeded! Team=core-infra Current cost: 7.2e-05, Max budget: 2e-07; "},
+		{KindTeamMember, "core-infra/alice", "Budget has been exceeded! User=alice in Team=core-infra Current cost: 7.2e-05, Max budget: 2e-07; "},
+		{KindGlobal, "global", "Budget has been exceeded! Current cost: 7.2e-05, Max budget: 2e-07; "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind.String(), func(t *testing.T) {
+			_, err := Reserve([]*Account{NewAccount(tt.kind, tt.id, USD(7.2e-05), USD(2e-07))}, USD(1e-6))
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("got  %v\nwant %s...", err, tt.want)
+			}
+		})
+	}
+	_, err := Reserve([]*Account{NewAccount(KindUser, "bob", USD(10), USD(10))}, USD(1))
+	if err == nil || !strings.HasPrefix(err.Error(), "ExceededBudget: User=bob over budget. Spend=10.0, Budget=10.0; ") {
+		t.Fatalf("whole dollars: %v", err)
 	}
 }
 

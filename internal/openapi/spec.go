@@ -128,7 +128,7 @@ func operations() []op {
 
 		op{method: "POST", path: "/user/new", tag: "users", summary: "Create a user (and a key for it)", body: ref("Entity"), ok: jsonResp("the user and its key", anyObj)},
 		op{method: "GET", path: "/user/info", tag: "users", summary: "A user, its keys and teams", params: []obj{query("user_id", "", false)}, ok: jsonResp("the user", anyObj)},
-		op{method: "POST", path: "/user/update", tag: "users", summary: "Change a user", body: ref("Entity"), ok: jsonResp("the user", anyObj)},
+		op{method: "POST", path: "/user/update", tag: "users", summary: "Change a user (an unknown user_id creates her)", body: ref("Entity"), ok: jsonResp("the user", anyObj)},
 		op{method: "POST", path: "/user/delete", tag: "users", summary: "Delete users", body: object(nil, obj{"user_ids": arr(str(""))}), ok: jsonResp("done", anyObj)},
 		op{method: "GET", path: "/user/list", tag: "users", summary: "Users, paged", params: page, ok: jsonResp("the users", anyObj)},
 
@@ -139,8 +139,10 @@ func operations() []op {
 		op{method: "GET", path: "/team/list", tag: "teams", summary: "Teams", ok: jsonResp("the teams", obj{"type": []string{"array", "object"}})},
 		op{method: "POST", path: "/team/block", tag: "teams", summary: "Block a team (and its keys)", body: object([]string{"team_id"}, obj{"team_id": str("")}), ok: jsonResp("the team", anyObj)},
 		op{method: "POST", path: "/team/unblock", tag: "teams", summary: "Unblock a team", body: object([]string{"team_id"}, obj{"team_id": str("")}), ok: jsonResp("the team", anyObj)},
-		op{method: "POST", path: "/team/member_add", tag: "teams", summary: "Add members", body: object([]string{"team_id"}, obj{"team_id": str(""), "member": obj{}}), ok: jsonResp("the team", anyObj)},
-		op{method: "POST", path: "/team/member_delete", tag: "teams", summary: "Remove a member", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str("")}), ok: jsonResp("the team", anyObj)},
+		op{method: "POST", path: "/team/member_add", tag: "teams", summary: "Add members (by user_id or user_email)", body: object([]string{"team_id"}, obj{"team_id": str(""), "member": obj{}, "max_budget_in_team": nullNum}), ok: jsonResp("the team, with updated_users and updated_team_memberships", anyObj)},
+		op{method: "POST", path: "/team/member_update", tag: "teams", summary: "Change a member's role or budget in the team", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": str(""), "role": str("admin or user"), "max_budget_in_team": nullNum}),
+			ok: jsonResp("the member", object([]string{"team_id", "user_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": nullStr, "max_budget_in_team": nullNum}))},
+		op{method: "POST", path: "/team/member_delete", tag: "teams", summary: "Remove a member (a non-member is a 400)", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": str("")}), ok: jsonResp("the team", anyObj)},
 
 		op{method: "GET", path: "/audit/list", tag: "spend", summary: "Management writes, newest first", params: page, ok: jsonResp("the audit log", anyObj)},
 		op{method: "GET", path: "/spend/logs", tag: "spend", summary: "Spend-log rows, newest first", params: append(page, query("api_key", "", false), query("user_id", "", false), query("team_id", "", false),
@@ -186,7 +188,7 @@ func schemas() obj {
 		keyProps[k] = v
 	}
 	entity := object(nil, obj{"user_id": nullStr, "team_id": nullStr, "team_alias": nullStr, "user_role": nullStr, "user_email": nullStr, "alias": nullStr,
-		"models": arr(str("")), "members_with_roles": arr(anyObj), "blocked": boolean})
+		"models": arr(str("")), "members_with_roles": arr(anyObj), "blocked": boolean, "model_aliases": anyObj})
 	for k, v := range budget {
 		entity["properties"].(obj)[k] = v
 	}

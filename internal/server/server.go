@@ -212,10 +212,20 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("load budget spend: %w", err)
 		}
 		for _, b := range spends {
-			if b.Kind == store.BudgetCustomAuthKey {
+			switch b.Kind {
+			case store.BudgetCustomAuthKey:
 				s.book.Seed(ledger.KindKey, b.ID, ledger.USD(b.Spend))
+			case store.BudgetTeamMember:
+				s.book.Seed(ledger.KindTeamMember, b.ID, ledger.USD(b.Spend))
 			}
 		}
+		// litellm_settings.max_budget is also the user litellm-proxy-budget,
+		// whose record keeps what a reset of the gateway's spend took off.
+		offset, err := admin.EnsureProxyBudgetUser(ctx, opts.Store, s.snap, cfg.LiteLLMSettings.MaxBudget)
+		if err != nil {
+			return nil, fmt.Errorf("proxy budget user: %w", err)
+		}
+		total -= offset
 		if d, ok := opts.Store.(interface{ DisableSpendLogs(bool) }); ok && cfg.GeneralSettings.DisableSpendLogs {
 			d.DisableSpendLogs(true)
 			opts.Logger.Info("general_settings.disable_spend_logs: spend is tracked, per-request spend logs are not written")

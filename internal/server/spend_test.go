@@ -746,7 +746,8 @@ func TestShutdownTimeoutBooksCutStreams(t *testing.T) {
 	})
 }
 
-// TestBudgetsSurviveRestart: a key's model_max_budget and the budget a
+// TestBudgetsSurviveRestart: a key's model_max_budget, a member's
+// max_budget_in_team and the budget a
 // custom_auth hook gives a key it alone knows are kept in the store like
 // every other budget: exhausted, they still refuse after a restart on the
 // same database, and after Redis has lost its copy of the shared budgets.
@@ -764,6 +765,13 @@ func TestBudgetsSurviveRestart(t *testing.T) {
 			_, out := e.post(t, "/key/generate", "sk-1234", `{"model_max_budget": {"gpt-4": 0.0003}}`)
 			return out["key"].(string)
 		}, "key_model"},
+		{"max_budget_in_team", "", func(t *testing.T, e *spendEnv) string {
+			team := "t-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+			e.post(t, "/team/new", "sk-1234", `{"team_id": "`+team+`", "members_with_roles": [{"user_id": "`+team+`-u"}]}`)
+			e.post(t, "/team/member_update", "sk-1234", `{"team_id": "`+team+`", "user_id": "`+team+`-u", "max_budget_in_team": 0.0003}`)
+			_, out := e.post(t, "/key/generate", "sk-1234", `{"user_id": "`+team+`-u", "team_id": "`+team+`"}`)
+			return out["key"].(string)
+		}, "team_member"},
 		{"custom_auth", "  custom_auth:\n    mode: replace\n    webhook: {url: " + hook.URL + "}\n", func(t *testing.T, e *spendEnv) string {
 			return "sk-hook-only-key-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 		}, "key"},

@@ -81,8 +81,18 @@ type User struct {
 
 // TeamMember is a user's membership of a team.
 type TeamMember struct {
-	UserID string `json:"user_id"`
-	Role   string `json:"role"` // admin or user
+	UserID    string `json:"user_id"`
+	UserEmail string `json:"user_email,omitempty"`
+	Role      string `json:"role"` // admin or user
+}
+
+// MemberBudget is a member's own budget within a team (LiteLLM's
+// max_budget_in_team, a LiteLLM_TeamMembership with its budget row). Its
+// spend is kept in budget_spend under BudgetTeamMember.
+type MemberBudget struct {
+	UserID    string  `json:"user_id"`
+	BudgetID  string  `json:"budget_id"`
+	MaxBudget float64 `json:"max_budget"`
 }
 
 // Team groups users and keys under shared models and budgets.
@@ -100,9 +110,27 @@ type Team struct {
 	RPMLimit            *int64         `json:"rpm_limit"`
 	Metadata            map[string]any `json:"metadata"`
 	Blocked             bool           `json:"blocked"`
-	CreatedAt           time.Time      `json:"created_at"`
-	UpdatedAt           time.Time      `json:"updated_at"`
+	// ModelAliases map a model name a key of the team asks for to the
+	// model group that serves it (after the key's own aliases).
+	ModelAliases  map[string]string `json:"model_aliases,omitempty"`
+	MemberBudgets []MemberBudget    `json:"member_budgets,omitempty"`
+	CreatedAt     time.Time         `json:"created_at"`
+	UpdatedAt     time.Time         `json:"updated_at"`
 }
+
+// MemberBudget returns the budget user has within t, if she has one.
+func (t *Team) MemberBudget(user string) (MemberBudget, bool) {
+	for _, b := range t.MemberBudgets {
+		if b.UserID == user {
+			return b, true
+		}
+	}
+	return MemberBudget{}, false
+}
+
+// MemberBudgetID is how a member's budget within a team is named in
+// budget_spend and the ledger: "<team>/<user>".
+func MemberBudgetID(team, user string) string { return team + "/" + user }
 
 // EndUser is a customer of the caller, named by the request's `user` field.
 type EndUser struct {
@@ -171,6 +199,9 @@ const (
 	// BudgetCustomAuthKey is a key that only custom_auth (replace mode)
 	// knows, with the budget the hook gives it.
 	BudgetCustomAuthKey = "custom_auth_key"
+	// BudgetTeamMember is a member's max_budget_in_team, with ID
+	// MemberBudgetID(team, user).
+	BudgetTeamMember = "team_member"
 )
 
 // BudgetSpend is what one budget_spend budget has spent.
