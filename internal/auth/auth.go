@@ -24,6 +24,10 @@ type Principal struct {
 	Key     *store.Key
 	User    *store.User // the key's user, when it has one
 	Team    *store.Team // the key's team, when it has one
+	// Org is the team's organization, and OrgBudget the budget object it
+	// names: the organization's limits bound all its teams together.
+	Org       *store.Organization
+	OrgBudget *store.Budget
 	// Static is set for a key from the config file (agentgateway apiKey).
 	Static *config.StaticKey
 	// Hooked: Key was built by custom_auth in replace mode from the hook's
@@ -200,9 +204,13 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 	}
 	if d.TeamID != "" {
 		np.Team, _ = a.snap.Team(d.TeamID)
+		np.Org, np.OrgBudget = a.snap.TeamOrganization(np.Team)
 	}
 	if why := keyUsable(k, np.Team, a.now()); why != "" {
 		return nil, Error(why) // a blocked team stays blocked whoever vouches for the key
+	}
+	if why := orgUsable(np.Org); why != "" {
+		return nil, Error(why)
 	}
 	return np, nil
 }
@@ -344,8 +352,12 @@ func (a *Authenticator) known(r *http.Request, raw string, k *store.Key, p *Prin
 	}
 	if k.TeamID != "" {
 		p.Team, _ = a.snap.Team(k.TeamID)
+		p.Org, p.OrgBudget = a.snap.TeamOrganization(p.Team)
 	}
 	if why := keyUsable(k, p.Team, a.now()); why != "" {
+		return Error(why)
+	}
+	if why := orgUsable(p.Org); why != "" {
 		return Error(why)
 	}
 	if a.Custom == nil {

@@ -180,8 +180,15 @@ func promptEstimate(bound, bodyLen int64) int64 {
 
 // accounts are the budgets a request is charged to, most shared first.
 func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Account {
-	accts := make([]*ledger.Account, 0, 6)
+	accts := make([]*ledger.Account, 0, 7)
 	accts = append(accts, m.Book.Account(ledger.KindGlobal, "global", ledger.Spec{Spent: m.GlobalSpent, Budget: m.GlobalBudget}))
+	if o, b := p.Org, p.OrgBudget; o != nil && b != nil {
+		at := o.BudgetResetAt // the organization's own once its period has rolled over
+		if at == nil {
+			at = b.BudgetResetAt
+		}
+		accts = append(accts, m.Book.Account(ledger.KindOrganization, o.OrganizationID, ledger.Spec{Spent: o.Spend, Budget: b.MaxBudget, Soft: b.SoftBudget, BudgetDuration: b.BudgetDuration, ResetAt: at}))
+	}
 	if t := p.Team; t != nil {
 		accts = append(accts, m.Book.Account(ledger.KindTeam, t.TeamID, ledger.Spec{Spent: t.Spend, Budget: t.MaxBudget, BudgetDuration: t.BudgetDuration, ResetAt: t.BudgetResetAt}))
 	}
@@ -419,6 +426,9 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 		}
 		if p.Hooked {
 			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetCustomAuthKey, ID: p.Key.TokenHash})
+		}
+		if p.Org != nil {
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetOrganization, ID: p.Org.OrganizationID})
 		}
 	} else if p.KeyHash != "" && !p.Master {
 		c.log.KeyHash = p.KeyHash

@@ -54,10 +54,11 @@ const (
 	KindTeam
 	KindEndUser
 	KindGlobal
-	KindKeyModel // a key's model_max_budget entry
+	KindKeyModel     // a key's model_max_budget entry
+	KindOrganization // an organization: the spend of all its teams
 )
 
-var kindNames = [...]string{"key", "user", "team", "end_user", "global", "key_model"}
+var kindNames = [...]string{"key", "user", "team", "end_user", "global", "key_model", "organization"}
 
 func (k Kind) String() string { return kindNames[k] }
 

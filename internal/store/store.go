@@ -172,10 +172,13 @@ type Organization struct {
 	Metadata          map[string]any `json:"metadata"`
 	Members           []OrgMember    `json:"members"`
 	Blocked           bool           `json:"blocked"`
-	CreatedBy         string         `json:"created_by"`
-	UpdatedBy         string         `json:"updated_by"`
-	CreatedAt         time.Time      `json:"created_at"`
-	UpdatedAt         time.Time      `json:"updated_at"`
+	// BudgetResetAt is set when the organization's budget period first
+	// rolls over; until then the budget's own reset time applies.
+	BudgetResetAt *time.Time `json:"budget_reset_at,omitempty"`
+	CreatedBy     string     `json:"created_by"`
+	UpdatedBy     string     `json:"updated_by"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
 // SpendLog is one request's usage and cost.
