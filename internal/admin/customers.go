@@ -33,7 +33,19 @@ type customerRequest struct {
 	// Accepted for LiteLLM compatibility; not applied.
 	AllowedModelRegion *string `json:"allowed_model_region"`
 	DefaultModel       *string `json:"default_model"`
+	// BudgetID names a budget object (/budget/new) whose limits apply
+	// where the end user's own are unset.
+	BudgetID *string `json:"budget_id"`
 	budgetFields
+}
+
+// checkBudget applies LiteLLM's rule (a budget_id or a max_budget, not
+// both) and refuses a budget_id that names no budget.
+func (req *customerRequest) checkBudget(a *API, r *http.Request) error {
+	if deref(req.BudgetID) != "" && req.MaxBudget != nil {
+		return apierror.BadRequest("budget_id", "set either max_budget or budget_id, not both")
+	}
+	return a.checkBudgetRef(r.Context(), deref(req.BudgetID), "budget_id")
 }
 
 func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -52,7 +64,10 @@ func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Princi
 			return err
 		}
 	}
-	e := &store.EndUser{UserID: req.UserID, Alias: deref(req.Alias), MaxBudget: req.MaxBudget,
+	if err := req.checkBudget(a, r); err != nil {
+		return err
+	}
+	e := &store.EndUser{UserID: req.UserID, Alias: deref(req.Alias), MaxBudget: req.MaxBudget, BudgetID: deref(req.BudgetID),
 		MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
 		Blocked: req.Blocked != nil && *req.Blocked, Metadata: req.Metadata}
 	e.BudgetDuration, e.BudgetResetAt = nextReset(a, req.BudgetDuration)
@@ -64,7 +79,7 @@ func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	}
 	a.snap.PutEndUser(e)
 	a.audit(r.Context(), p, "created", "end_user", e.UserID, nil, e)
-	return writeJSON(w, e)
+	return writeJSON(w, a.withBudgetTable(r.Context(), e, e.BudgetID))
 }
 
 func (a *API) customerInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -76,7 +91,7 @@ func (a *API) customerInfo(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	if err != nil {
 		return storeError(err, "end user "+id, "end_user_id")
 	}
-	return writeJSON(w, e)
+	return writeJSON(w, a.withBudgetTable(r.Context(), e, e.BudgetID))
 }
 
 func (a *API) editCustomer(w http.ResponseWriter, r *http.Request, p *auth.Principal, id, action string, change func(*store.EndUser) error) (*store.EndUser, error) {
@@ -113,9 +128,15 @@ func (a *API) customerUpdate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 			return err
 		}
 	}
+	if err := req.checkBudget(a, r); err != nil {
+		return err
+	}
 	e, err := a.editCustomer(w, r, p, req.UserID, "updated", func(e *store.EndUser) error {
 		if obj.Has("alias") {
 			e.Alias = deref(req.Alias)
+		}
+		if obj.Has("budget_id") {
+			e.BudgetID = deref(req.BudgetID)
 		}
 		if obj.Has("blocked") && req.Blocked != nil {
 			e.Blocked = *req.Blocked
@@ -126,7 +147,7 @@ func (a *API) customerUpdate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, e)
+	return writeJSON(w, a.withBudgetTable(r.Context(), e, e.BudgetID))
 }
 
 func (a *API) customerBlock(block bool) handler {

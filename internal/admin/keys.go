@@ -90,6 +90,9 @@ func (a *API) createKey(r *http.Request, p *auth.Principal, req *keyParams) (*st
 	if err := req.validate(); err != nil {
 		return nil, "", err
 	}
+	if err := a.checkBudgetRef(r.Context(), deref(req.BudgetID), "budget_id"); err != nil {
+		return nil, "", err
+	}
 	if req.TeamID != nil && deref(req.TeamID) != "" {
 		team, ok := a.snap.Team(*req.TeamID)
 		if ok && len(team.Models) > 0 {
@@ -246,6 +249,11 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	if err := a.checkOwnKeyUpdate(r.Context(), p, obj, k, &updated); err != nil {
 		return err
+	}
+	if obj.Has("budget_id") {
+		if err := a.checkBudgetRef(r.Context(), updated.BudgetID, "budget_id"); err != nil {
+			return err
+		}
 	}
 	if err := a.store.UpdateKey(r.Context(), &updated); err != nil {
 		if errors.Is(err, store.ErrConflict) {

@@ -13,29 +13,32 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-// Team routes: proxy_admin writes every field. /team/info is open to the
-// admin roles and to the team's members (policy.go: membership).
-// /team/member_add and /team/member_delete are open to the team's admin
-// members too, for members of role "user" only.
+// Team routes: proxy_admin writes every field; an org_admin writes the
+// teams of her organization, within teamFields (policy.go). /team/info is
+// open to the admin roles, the team's members (policy.go: membership) and
+// its organization's org_admins. /team/member_add and /team/member_delete
+// are open to the team's admin members too, for members of role "user"
+// only.
 func (a *API) registerTeams(mux Mux) {
-	mux.Handle("POST /team/new", a.route(writeAll, a.teamNew))
+	mux.Handle("POST /team/new", a.route(writeOwn, a.teamNew))
 	mux.Handle("GET /team/info", a.route(readOwn, a.teamInfo))
-	mux.Handle("POST /team/update", a.route(writeAll, a.teamUpdate))
-	mux.Handle("POST /team/delete", a.route(writeAll, a.teamDelete))
+	mux.Handle("POST /team/update", a.route(writeOwn, a.teamUpdate))
+	mux.Handle("POST /team/delete", a.route(writeOwn, a.teamDelete))
 	mux.Handle("GET /team/list", a.route(readAll, a.teamList))
-	mux.Handle("POST /team/block", a.route(writeAll, a.teamBlock(true)))
-	mux.Handle("POST /team/unblock", a.route(writeAll, a.teamBlock(false)))
+	mux.Handle("POST /team/block", a.route(writeOwn, a.teamBlock(true)))
+	mux.Handle("POST /team/unblock", a.route(writeOwn, a.teamBlock(false)))
 	mux.Handle("POST /team/member_add", a.route(writeOwn, a.teamMemberAdd))
 	mux.Handle("POST /team/member_delete", a.route(writeOwn, a.teamMemberDelete))
 }
 
 type teamRequest struct {
-	TeamID    string             `json:"team_id"`
-	TeamAlias *string            `json:"team_alias"`
-	Models    []string           `json:"models"`
-	Members   []store.TeamMember `json:"members_with_roles"`
-	Blocked   *bool              `json:"blocked"`
-	Spend     *float64           `json:"spend"`
+	TeamID         string             `json:"team_id"`
+	OrganizationID *string            `json:"organization_id"`
+	TeamAlias      *string            `json:"team_alias"`
+	Models         []string           `json:"models"`
+	Members        []store.TeamMember `json:"members_with_roles"`
+	Blocked        *bool              `json:"blocked"`
+	Spend          *float64           `json:"spend"`
 	budgetFields
 }
 
@@ -53,8 +56,17 @@ func validMembers(ms []store.TeamMember) error {
 
 func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	var req teamRequest
-	if _, err := decode(r, &req); err != nil {
+	obj, err := decode(r, &req)
+	if err != nil {
 		return err
+	}
+	if !isAdmin(p) {
+		if !a.isOrgAdmin(r.Context(), p, deref(req.OrganizationID)) {
+			return apierror.Forbidden("%s may create a team only as an org_admin, in her organization (organization_id)", p.Role())
+		}
+		if err := refuseTeamFields(p, obj); err != nil {
+			return err
+		}
 	}
 	if err := req.budgetFields.validate(); err != nil {
 		return err
@@ -72,7 +84,10 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if err := validMembers(req.Members); err != nil {
 		return err
 	}
-	t := &store.Team{TeamID: req.TeamID, TeamAlias: deref(req.TeamAlias), Models: req.Models, Members: req.Members,
+	if err := a.checkMemberBudgets(r, p, nil, req.Members); err != nil {
+		return err
+	}
+	t := &store.Team{TeamID: req.TeamID, OrganizationID: deref(req.OrganizationID), TeamAlias: deref(req.TeamAlias), Models: req.Models, Members: req.Members,
 		MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
 		Metadata: req.Metadata, Blocked: req.Blocked != nil && *req.Blocked}
 	if t.TeamID == "" {
@@ -80,6 +95,9 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	}
 	t.BudgetDuration, t.BudgetResetAt = nextReset(a, req.BudgetDuration)
 	fillTeamDefaults(t)
+	if err := a.checkTeamInOrg(r.Context(), t); err != nil {
+		return err
+	}
 	if err := a.store.CreateTeam(r.Context(), t); err != nil {
 		return storeError(err, "team "+t.TeamID, "team_id")
 	}
@@ -109,7 +127,7 @@ func (a *API) teamInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return storeError(err, "team "+id, "team_id")
 	}
-	if !seesAll(p) && a.membership(r.Context(), p, t) == "" {
+	if !seesAll(p) && a.membership(r.Context(), p, t) == "" && !a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
 		return apierror.Forbidden("%s may read only its own teams", p.Role())
 	}
 	keys, _, err := a.store.ListKeys(r.Context(), store.KeyFilter{TeamID: id, Page: store.Page{Size: 1000}})
@@ -138,6 +156,9 @@ func (a *API) editTeam(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		return err
 	}
 	fillTeamDefaults(&upd)
+	if err := a.checkTeamInOrg(r.Context(), &upd); err != nil {
+		return err
+	}
 	if err := a.store.UpdateTeam(r.Context(), &upd); err != nil {
 		return storeError(err, "team "+id, "team_id")
 	}
@@ -163,7 +184,26 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err := validMembers(req.Members); err != nil {
 		return err
 	}
+	if !isAdmin(p) {
+		if err := refuseTeamFields(p, obj); err != nil {
+			return err
+		}
+	}
 	return a.editTeam(w, r, p, req.TeamID, "updated", func(t *store.Team) error {
+		if err := a.mayManageTeam(r, p, t); err != nil {
+			return err
+		}
+		if obj.Has("organization_id") && deref(req.OrganizationID) != t.OrganizationID {
+			if !isAdmin(p) && !a.isOrgAdmin(r.Context(), p, deref(req.OrganizationID)) {
+				return apierror.Forbidden("%s may move a team only into an organization she is org_admin of", p.Role())
+			}
+			t.OrganizationID = deref(req.OrganizationID)
+		}
+		if obj.Has("members_with_roles") {
+			if err := a.checkMemberBudgets(r, p, t, req.Members); err != nil {
+				return err
+			}
+		}
 		if obj.Has("team_alias") {
 			t.TeamAlias = deref(req.TeamAlias)
 		}
@@ -197,6 +237,9 @@ func (a *API) teamBlock(block bool) handler {
 			return err
 		}
 		return a.editTeam(w, r, p, req.TeamID, map[bool]string{true: "blocked", false: "unblocked"}[block], func(t *store.Team) error {
+			if err := a.mayManageTeam(r, p, t); err != nil {
+				return err
+			}
 			t.Blocked = block
 			return nil
 		})
@@ -238,6 +281,9 @@ func (a *API) teamMemberAdd(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		if err := a.mayEditMembers(r, p, t, members); err != nil {
 			return err
 		}
+		if err := a.checkMemberBudgets(r, p, t, members); err != nil {
+			return err
+		}
 		for _, m := range members {
 			i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == m.UserID })
 			if i >= 0 {
@@ -261,7 +307,7 @@ func (a *API) teamMemberDelete(w http.ResponseWriter, r *http.Request, p *auth.P
 	return a.editTeam(w, r, p, req.TeamID, "member_deleted", func(t *store.Team) error {
 		i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == req.UserID })
 		if i < 0 {
-			if !isAdmin(p) && a.membership(r.Context(), p, t) != "admin" {
+			if !isAdmin(p) && a.membership(r.Context(), p, t) != "admin" && !a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
 				return apierror.Forbidden("%s is not an admin of team %s", p.Role(), t.TeamID)
 			}
 			return apierror.NotFound("user_id", "user %q is not a member of team %s", req.UserID, t.TeamID)
@@ -278,7 +324,7 @@ func (a *API) teamMemberDelete(w http.ResponseWriter, r *http.Request, p *auth.P
 // adds, removes and keeps members of role "user" of her team, never admins
 // (she may not make or unmake her peers).
 func (a *API) mayEditMembers(r *http.Request, p *auth.Principal, t *store.Team, members []store.TeamMember) error {
-	if isAdmin(p) {
+	if isAdmin(p) || a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
 		return nil
 	}
 	if a.membership(r.Context(), p, t) != "admin" {
@@ -304,8 +350,15 @@ func (a *API) teamDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		return apierror.BadRequest("team_ids", "team_ids is required")
 	}
 	for _, id := range req.TeamIDs {
-		if _, err := a.store.GetTeam(r.Context(), id); err != nil {
+		t, err := a.store.GetTeam(r.Context(), id)
+		if err != nil {
+			if !isAdmin(p) {
+				return apierror.Forbidden("%s may delete only teams of an organization she is org_admin of", p.Role())
+			}
 			return storeError(err, "team "+id, "team_ids")
+		}
+		if err := a.mayManageTeam(r, p, t); err != nil {
+			return err
 		}
 	}
 	for _, id := range req.TeamIDs {
@@ -331,4 +384,37 @@ func (a *API) teamList(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		teams = []*store.Team{}
 	}
 	return writeJSON(w, teams)
+}
+
+// mayManageTeam: a proxy_admin manages every team, an org_admin the teams
+// of her organization.
+func (a *API) mayManageTeam(r *http.Request, p *auth.Principal, t *store.Team) error {
+	if isAdmin(p) || a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
+		return nil
+	}
+	return apierror.Forbidden("%s may not manage team %s (needs proxy_admin, or org_admin of its organization)", p.Role(), t.TeamID)
+}
+
+// checkMemberBudgets refuses a membership budget_id that names no budget,
+// and one set by a team admin (a budget is an admin's or org_admin's call).
+// t is the team as it is (nil when new).
+func (a *API) checkMemberBudgets(r *http.Request, p *auth.Principal, t *store.Team, members []store.TeamMember) error {
+	for _, m := range members {
+		cur := ""
+		if t != nil {
+			if i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == m.UserID }); i >= 0 {
+				cur = t.Members[i].BudgetID
+			}
+		}
+		if m.BudgetID == cur {
+			continue
+		}
+		if t != nil && !isAdmin(p) && !a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
+			return apierror.Forbidden("a team admin may not set a member's budget_id; ask a proxy_admin")
+		}
+		if err := a.checkBudgetRef(r.Context(), m.BudgetID, "budget_id"); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -281,6 +281,22 @@ func (s *Snapshot) RangeTeams(fn func(*store.Team) bool) {
 	s.teams.Range(func(_, v any) bool { return fn(v.(*store.Team)) })
 }
 
+// RangeUsers calls fn for every user until fn returns false.
+func (s *Snapshot) RangeUsers(fn func(*store.User) bool) {
+	s.users.Range(func(_, v any) bool { return fn(v.(*store.User)) })
+}
+
+// RangeEndUsers calls fn for every end user (with its budget's limits
+// filled in) until fn returns false.
+func (s *Snapshot) RangeEndUsers(fn func(*store.EndUser) bool) {
+	s.endUsers.Range(func(_, v any) bool { return fn(v.(*store.EndUser)) })
+}
+
+// RangeOrganizations calls fn for every organization until fn returns false.
+func (s *Snapshot) RangeOrganizations(fn func(*store.Organization) bool) {
+	s.orgs.Range(func(_, v any) bool { return fn(v.(*store.Organization)) })
+}
+
 // DeleteUser removes a user.
 func (s *Snapshot) DeleteUser(id string) { s.users.Delete(id) }
 
