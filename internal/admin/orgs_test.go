@@ -189,6 +189,34 @@ func TestBudgetObjectsAreEnforced(t *testing.T) {
 		if s, out := e.chat(k2, "gpt-4"); s != 200 {
 			t.Fatalf("key without its budget: %d %v", s, out)
 		}
+
+		// A team membership's budget binds the member's keys in that team.
+		e.do("POST", "/budget/new", "sk-1234", `{"budget_id": "member-tier", "rpm_limit": 1}`)
+		if s, out := e.do("POST", "/team/new", "sk-1234", `{"team_id": "squad", "members_with_roles": [{"user_id": "ann", "role": "user", "budget_id": "member-tier"}, {"user_id": "bob", "role": "user"}]}`); s != 200 {
+			t.Fatalf("team with a member budget: %d %v", s, out)
+		}
+		e.newUser("ann", "internal_user")
+		e.newUser("bob", "internal_user")
+		ann := e.generate(`{"user_id": "ann", "team_id": "squad"}`)
+		bob := e.generate(`{"user_id": "bob", "team_id": "squad"}`)
+		if s, out := e.chat(ann, "gpt-4"); s != 200 {
+			t.Fatalf("member with a budget, first request: %d %v", s, out)
+		}
+		if s, out := e.chat(ann, "gpt-4"); s != 429 || !strings.Contains(errMessage(out), "ann") {
+			t.Fatalf("member with a budget of rpm 1, second request: %d %v, want 429", s, out)
+		}
+		for range 2 {
+			if s, out := e.chat(bob, "gpt-4"); s != 200 {
+				t.Fatalf("member without a budget: %d %v", s, out)
+			}
+		}
+		e.do("POST", "/budget/update", "sk-1234", `{"budget_id": "member-tier", "rpm_limit": 100, "max_budget": 0}`)
+		if s, out := e.chat(ann, "gpt-4"); s != 400 || !strings.Contains(errMessage(out), "team_member") {
+			t.Fatalf("member over her membership's max_budget: %d %v, want 400 naming team_member", s, out)
+		}
+		if s, out := e.do("POST", "/budget/delete", "sk-1234", `{"id": "member-tier"}`); s != 400 || !strings.Contains(errMessage(out), "team squad") {
+			t.Fatalf("deleting a membership's budget: %d %v", s, out)
+		}
 	})
 }
 
@@ -240,6 +268,18 @@ func TestOrganizations(t *testing.T) {
 		}
 		if s, out := e.chat(ops, "gpt-3.5-turbo"); s != 200 {
 			t.Fatalf("model in the organization's: %d %v", s, out)
+		}
+		// The organization's rpm_limit binds its teams together.
+		if s, out := e.do("POST", "/organization/new", "sk-1234", `{"organization_id": "slow", "organization_alias": "Slow", "rpm_limit": 1}`); s != 200 {
+			t.Fatalf("organization with rpm 1: %d %v", s, out)
+		}
+		e.do("POST", "/team/new", "sk-1234", `{"team_id": "slow-a", "organization_id": "slow"}`)
+		e.do("POST", "/team/new", "sk-1234", `{"team_id": "slow-b", "organization_id": "slow"}`)
+		if s, out := e.chat(e.generate(`{"team_id": "slow-a"}`), "gpt-4"); s != 200 {
+			t.Fatalf("first request of organization slow: %d %v", s, out)
+		}
+		if s, out := e.chat(e.generate(`{"team_id": "slow-b"}`), "gpt-4"); s != 429 || !strings.Contains(errMessage(out), "organization slow") {
+			t.Fatalf("second request of organization slow, from another team: %d %v, want 429", s, out)
 		}
 		// Narrowing the organization's models below a team's is refused.
 		if s, out := e.do("PATCH", "/organization/update", "sk-1234", `{"organization_id": "acme", "models": ["gpt-3.5-turbo"]}`); s != 400 || errParam(out) != "models" {

@@ -34,6 +34,9 @@ type Snapshot struct {
 	orgs        sync.Map // organization id -> *store.Organization
 	rawKeys     sync.Map // token hash -> *store.Key as stored (with a budget_id)
 	rawEndUsers sync.Map // end user id -> *store.EndUser as stored (with a budget_id)
+	// memberBudgets indexes, for each team with members that name a
+	// budget, user id -> budget id (so a request does not scan members).
+	memberBudgets sync.Map // team id -> map[string]string
 }
 
 // NewSnapshot returns a snapshot holding s (nil for an empty one).
@@ -128,7 +131,41 @@ func (s *Snapshot) PutKey(k *store.Key) {
 func (s *Snapshot) PutUser(u *store.User) { s.users.Store(u.UserID, u) }
 
 // PutTeam publishes t.
-func (s *Snapshot) PutTeam(t *store.Team) { s.teams.Store(t.TeamID, t) }
+func (s *Snapshot) PutTeam(t *store.Team) {
+	var byUser map[string]string
+	for _, m := range t.Members {
+		if m.BudgetID != "" {
+			if byUser == nil {
+				byUser = map[string]string{}
+			}
+			byUser[m.UserID] = m.BudgetID
+		}
+	}
+	if byUser != nil {
+		s.memberBudgets.Store(t.TeamID, byUser)
+	} else {
+		s.memberBudgets.Delete(t.TeamID)
+	}
+	s.teams.Store(t.TeamID, t)
+}
+
+// MemberBudget is the budget object user's membership of team t names, or
+// nil.
+func (s *Snapshot) MemberBudget(t *store.Team, user string) *store.Budget {
+	if t == nil || user == "" {
+		return nil
+	}
+	v, ok := s.memberBudgets.Load(t.TeamID)
+	if !ok {
+		return nil
+	}
+	id, ok := v.(map[string]string)[user]
+	if !ok {
+		return nil
+	}
+	b, _ := s.Budget(id)
+	return b
+}
 
 // PutEndUser publishes e.
 func (s *Snapshot) PutEndUser(e *store.EndUser) {
@@ -301,7 +338,10 @@ func (s *Snapshot) RangeOrganizations(fn func(*store.Organization) bool) {
 func (s *Snapshot) DeleteUser(id string) { s.users.Delete(id) }
 
 // DeleteTeam removes a team.
-func (s *Snapshot) DeleteTeam(id string) { s.teams.Delete(id) }
+func (s *Snapshot) DeleteTeam(id string) {
+	s.teams.Delete(id)
+	s.memberBudgets.Delete(id)
+}
 
 // DeleteEndUser removes an end user.
 func (s *Snapshot) DeleteEndUser(id string) {

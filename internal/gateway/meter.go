@@ -195,6 +195,9 @@ func (m *Meter) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 	if u := p.User; u != nil {
 		accts = append(accts, m.Book.Account(ledger.KindUser, u.UserID, ledger.Spec{Spent: u.Spend, Budget: u.MaxBudget, Soft: u.SoftBudget, BudgetDuration: u.BudgetDuration, ResetAt: u.BudgetResetAt}))
 	}
+	if b := p.MemberBudget; b != nil { // spend seeded from budget_spend at start
+		accts = append(accts, m.Book.Account(ledger.KindTeamMember, p.Team.TeamID+"/"+p.Key.UserID, ledger.Spec{Budget: b.MaxBudget, Soft: b.SoftBudget}))
+	}
 	if endUser != "" {
 		spec := ledger.Spec{Budget: m.MaxEndUserBudget}
 		if e, ok := m.Snap.EndUser(endUser); ok {
@@ -429,6 +432,9 @@ func (m *Meter) reserve(ctx context.Context, p *auth.Principal, req *request, t 
 		}
 		if p.Org != nil {
 			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetOrganization, ID: p.Org.OrganizationID})
+		}
+		if p.MemberBudget != nil {
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetTeamMember, ID: p.Team.TeamID + "/" + p.Key.UserID})
 		}
 	} else if p.KeyHash != "" && !p.Master {
 		c.log.KeyHash = p.KeyHash

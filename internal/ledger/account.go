@@ -56,9 +56,12 @@ const (
 	KindGlobal
 	KindKeyModel     // a key's model_max_budget entry
 	KindOrganization // an organization: the spend of all its teams
+	KindTeamMember   // a user's membership of a team that names a budget: "<team>/<user>"
+
+	kindCount = iota
 )
 
-var kindNames = [...]string{"key", "user", "team", "end_user", "global", "key_model", "organization"}
+var kindNames = [...]string{"key", "user", "team", "end_user", "global", "key_model", "organization", "team_member"}
 
 func (k Kind) String() string { return kindNames[k] }
 

@@ -8,7 +8,7 @@ import (
 // Book holds the accounts of every budgeted entity, created on first use
 // with the spend the store last recorded. Lookups are lock-free (sync.Map).
 type Book struct {
-	accounts [KindOrganization + 1]sync.Map // per Kind: id -> *Account
+	accounts [kindCount]sync.Map // per Kind: id -> *Account
 	// OnReset is told when an account's budget period rolled over (its spend
 	// is now zero and next is its new reset time), so the store can follow.
 	OnReset func(kind Kind, id string, next time.Time)

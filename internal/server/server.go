@@ -176,8 +176,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("load budget spend: %w", err)
 		}
 		for _, b := range spends {
-			if b.Kind == store.BudgetCustomAuthKey {
+			switch b.Kind {
+			case store.BudgetCustomAuthKey:
 				book.Seed(ledger.KindKey, b.ID, ledger.USD(b.Spend))
+			case store.BudgetTeamMember:
+				book.Seed(ledger.KindTeamMember, b.ID, ledger.USD(b.Spend))
 			}
 		}
 		if d, ok := opts.Store.(interface{ DisableSpendLogs(bool) }); ok && cfg.GeneralSettings.DisableSpendLogs {

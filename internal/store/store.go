@@ -233,6 +233,9 @@ const (
 	// BudgetOrganization is an organization's spend: ApplySpend adds it to
 	// the organizations row, not to budget_spend.
 	BudgetOrganization = "organization"
+	// BudgetTeamMember is a team membership that names a budget, with ID
+	// "<team id>/<user id>".
+	BudgetTeamMember = "team_member"
 )
 
 // BudgetSpend is what one budget_spend budget has spent.
