@@ -280,7 +280,7 @@ func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float6
 		return storeError(err, string(kind), "spend")
 	}
 	lk := map[store.Kind]ledger.Kind{store.KindKey: ledger.KindKey, store.KindUser: ledger.KindUser,
-		store.KindTeam: ledger.KindTeam, store.KindEndUser: ledger.KindEndUser}[kind]
+		store.KindTeam: ledger.KindTeam, store.KindEndUser: ledger.KindEndUser, store.KindOrganization: ledger.KindOrganization}[kind]
 	if acct, ok := a.book.Lookup(lk, id); ok {
 		acct.SetSpent(ledger.USD(spend))
 	}

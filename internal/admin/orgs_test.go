@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -311,6 +312,18 @@ func TestOrganizations(t *testing.T) {
 		s, out = e.chat(ops, "gpt-3.5-turbo")
 		if s != 400 || !strings.Contains(errMessage(out), "organization") {
 			t.Fatalf("request of a team whose organization is out of budget: %d %v, want 400 naming the organization", s, out)
+		}
+		// An operator's spend edit on the organization reaches its account.
+		o, _ := e.store.GetOrganization(context.Background(), "acme")
+		e.do("POST", "/budget/update", "sk-1234", fmt.Sprintf(`{"budget_id": "%s", "max_budget": %v}`, budgetID, o.Spend))
+		if s, out := e.chat(ops, "gpt-3.5-turbo"); s != 400 {
+			t.Fatalf("organization at its budget: %d %v", s, out)
+		}
+		if s, out := e.do("PATCH", "/organization/update", "sk-1234", `{"organization_id": "acme", "spend": 0}`); s != 200 || out["spend"] != 0.0 {
+			t.Fatalf("spend reset: %d %v", s, out)
+		}
+		if s, out := e.chat(ops, "gpt-3.5-turbo"); s != 200 {
+			t.Fatalf("organization after its spend was reset: %d %v", s, out)
 		}
 		// Blocking the organization blocks its teams' keys.
 		e.do("POST", "/budget/update", "sk-1234", `{"budget_id": "`+budgetID+`", "max_budget": 100}`)

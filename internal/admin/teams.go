@@ -156,8 +156,13 @@ func (a *API) editTeam(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		return err
 	}
 	fillTeamDefaults(&upd)
-	if err := a.checkTeamInOrg(r.Context(), &upd); err != nil {
-		return err
+	// The organization's bounds are checked on what changes: lowering an
+	// organization's budget must not lock its teams' other edits.
+	if upd.OrganizationID != t.OrganizationID || !slices.Equal(upd.Models, t.Models) || !samePtr(upd.MaxBudget, t.MaxBudget) ||
+		!samePtr(upd.TPMLimit, t.TPMLimit) || !samePtr(upd.RPMLimit, t.RPMLimit) {
+		if err := a.checkTeamInOrg(r.Context(), &upd); err != nil {
+			return err
+		}
 	}
 	if err := a.store.UpdateTeam(r.Context(), &upd); err != nil {
 		return storeError(err, "team "+id, "team_id")
@@ -417,4 +422,8 @@ func (a *API) checkMemberBudgets(r *http.Request, p *auth.Principal, t *store.Te
 		}
 	}
 	return nil
+}
+
+func samePtr[T comparable](a, b *T) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
 }
