@@ -297,3 +297,15 @@ func (a *API) withBudgetTable(ctx context.Context, v any, budgetID string) map[s
 	}
 	return m
 }
+
+// withKeyBudget adds LiteLLM's litellm_budget_table to a key's response
+// when the key names a budget.
+func (a *API) withKeyBudget(m map[string]any, k *store.Key) map[string]any {
+	if k.BudgetID != "" {
+		m["litellm_budget_table"] = nil
+		if b, ok := a.snap.Budget(k.BudgetID); ok {
+			m["litellm_budget_table"] = b
+		}
+	}
+	return m
+}

@@ -81,7 +81,7 @@ func (a *API) keyGenerate(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, keyResponse(k, raw))
+	return writeJSON(w, a.withKeyBudget(keyResponse(k, raw), k))
 }
 
 // createKey validates req, writes the key and publishes it.
@@ -215,7 +215,7 @@ func (a *API) keyInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 		return err
 	}
 	// The raw key is echoed only as the caller gave it; it is never stored.
-	return writeJSON(w, map[string]any{"key": given, "info": keyResponse(k, "")})
+	return writeJSON(w, map[string]any{"key": given, "info": a.withKeyBudget(keyResponse(k, ""), k)})
 }
 
 func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -269,7 +269,7 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	a.snap.PutKey(&updated)
 	a.audit(r.Context(), p, "updated", "key", k.TokenHash, before, updated)
-	resp := keyResponse(&updated, "")
+	resp := a.withKeyBudget(keyResponse(&updated, ""), &updated)
 	resp["key"] = saved
 	return writeJSON(w, resp)
 }

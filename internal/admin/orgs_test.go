@@ -169,7 +169,11 @@ func TestBudgetObjectsAreEnforced(t *testing.T) {
 
 		// A key's budget: tpm and rpm.
 		e.do("POST", "/budget/new", "sk-1234", `{"budget_id": "key-tier", "rpm_limit": 1}`)
-		k2 := e.generate(`{"budget_id": "key-tier"}`)
+		s, out = e.do("POST", "/key/generate", "sk-1234", `{"budget_id": "key-tier"}`)
+		if tbl, _ := out["litellm_budget_table"].(map[string]any); s != 200 || out["budget_id"] != "key-tier" || tbl["rpm_limit"] != 1.0 {
+			t.Fatalf("key/generate with budget_id: %d %v", s, out)
+		}
+		k2 := out["key"].(string)
 		if s, out := e.chat(k2, "gpt-4"); s != 200 {
 			t.Fatalf("key with a budget, first request: %d %v", s, out)
 		}
@@ -468,4 +472,55 @@ func (e *env) orgState(o string) string {
 		parts = append(parts, toJSON(t))
 	}
 	return strings.Join(parts, "\n")
+}
+
+// TestBudgetIDByRole: budget_id is a proxy_admin's field on keys, end users
+// and team memberships; a team admin may not set a member's.
+func TestBudgetIDByRole(t *testing.T) {
+	engines(t, seedConfig, func(t *testing.T, e *env) {
+		e.do("POST", "/budget/new", "sk-1234", `{"budget_id": "gold", "rpm_limit": 1000}`)
+		e.do("POST", "/team/new", "sk-1234", `{"team_id": "eng", "members_with_roles": [{"user_id": "lead", "role": "admin"}]}`)
+		type want struct{ internal, internalViewer, adminViewer, admin int }
+		tests := []struct {
+			name, path, body string // {u}: the caller's user id; {k}: a spare key of hers
+			want             want
+		}{
+			{"key/generate with budget_id", "/key/generate", `{"user_id": "{u}", "budget_id": "gold"}`, want{403, 403, 403, 200}},
+			{"key/update budget_id", "/key/update", `{"key": "{k}", "budget_id": "gold"}`, want{403, 403, 403, 200}},
+			{"customer/new with budget_id", "/customer/new", `{"user_id": "c-{u}", "budget_id": "gold"}`, want{403, 403, 403, 200}},
+			{"customer/update budget_id", "/customer/update", `{"user_id": "c0", "budget_id": "gold"}`, want{403, 403, 403, 200}},
+		}
+		e.do("POST", "/customer/new", "sk-1234", `{"user_id": "c0"}`)
+		for _, role := range []string{"internal_user", "internal_user_viewer", "proxy_admin_viewer", "proxy_admin"} {
+			u := "caller-" + role
+			key := e.newUser(u, role)
+			for _, tt := range tests {
+				t.Run(role+"/"+tt.name, func(t *testing.T) {
+					spare := e.generate(`{"user_id": "` + u + `"}`)
+					r := strings.NewReplacer("{u}", u, "{k}", spare)
+					before := e.record(sha(spare))
+					s, out := e.do("POST", tt.path, key, r.Replace(tt.body))
+					exp := map[string]int{"internal_user": tt.want.internal, "internal_user_viewer": tt.want.internalViewer,
+						"proxy_admin_viewer": tt.want.adminViewer, "proxy_admin": tt.want.admin}[role]
+					if s != exp {
+						t.Fatalf("%d %v, want %d", s, out, exp)
+					}
+					if s != 200 && e.record(sha(spare)) != before {
+						t.Fatal("refused call changed the key")
+					}
+				})
+			}
+		}
+		lead := e.newUser("lead", "internal_user")
+		s, out := e.do("POST", "/team/member_add", lead, `{"team_id": "eng", "member": {"user_id": "dev", "role": "user", "budget_id": "gold"}}`)
+		if s != 403 {
+			t.Fatalf("team admin setting a member's budget_id: %d %v", s, out)
+		}
+		if tm, _ := e.store.GetTeam(context.Background(), "eng"); len(tm.Members) != 1 {
+			t.Fatalf("refused member_add changed members: %v", tm.Members)
+		}
+		if s, out := e.do("POST", "/team/member_add", lead, `{"team_id": "eng", "member": {"user_id": "dev", "role": "user"}}`); s != 200 {
+			t.Fatalf("team admin adding a plain member: %d %v", s, out)
+		}
+	})
 }
