@@ -31,6 +31,7 @@ func (a *API) registerOrgs(mux Mux) {
 		mux.Handle(m+" /organization/member_delete", a.route(writeOwn, a.orgMemberDelete))
 	}
 	mux.Handle("GET /organization/info", a.route(readOwn, a.orgInfo))
+	mux.Handle("POST /organization/info", a.route(readOwn, a.orgInfoMany)) // LiteLLM's older form
 	mux.Handle("GET /organization/list", a.route(readOwn, a.orgList))
 	mux.Handle("POST /organization/member_add", a.route(writeOwn, a.orgMemberAdd))
 }
@@ -191,6 +192,32 @@ func (a *API) orgInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 		return apierror.Forbidden("%s may read only organizations it is org_admin of", p.Role())
 	}
 	return writeJSON(w, a.orgResponse(r.Context(), o))
+}
+
+// orgInfoMany is LiteLLM's deprecated POST /organization/info
+// {"organizations": [...]}: a list, each with its budget table.
+func (a *API) orgInfoMany(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	var req struct {
+		Organizations []string `json:"organizations"`
+	}
+	if _, err := decode(r, &req); err != nil {
+		return err
+	}
+	if len(req.Organizations) == 0 {
+		return apierror.BadRequest("organizations", "organizations is required: the list of organization ids to read")
+	}
+	out := []map[string]any{}
+	for _, id := range req.Organizations {
+		o, err := a.store.GetOrganization(r.Context(), id)
+		if err != nil {
+			return storeError(err, "organization "+id, "organizations")
+		}
+		if !seesAll(p) && orgRole(p, o) != orgAdmin {
+			return apierror.Forbidden("%s may read only organizations it is org_admin of", p.Role())
+		}
+		out = append(out, a.orgResponse(r.Context(), o))
+	}
+	return writeJSON(w, out)
 }
 
 func (a *API) orgList(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {

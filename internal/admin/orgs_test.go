@@ -370,6 +370,7 @@ func TestOrgRoutesByRole(t *testing.T) {
 			{"organization/update", "PATCH", "/organization/update", `{"organization_id": "{o}", "metadata": {"a": 1}}`, want{403, 403, 403, 403, 403, 200}},
 			{"organization/info", "GET", "/organization/info?organization_id={o}", ``, want{403, 403, 200, 200, 403, 200}},
 			{"organization/list", "GET", "/organization/list", ``, want{200, 200, 200, 200, 200, 200}},
+			{"organization/info (POST)", "POST", "/organization/info", `{"organizations": ["{o}"]}`, want{403, 403, 200, 200, 403, 200}},
 			{"member_add user", "POST", "/organization/member_add", `{"organization_id": "{o}", "member": {"user_id": "new-{u}", "role": "internal_user"}}`, want{403, 403, 403, 200, 403, 200}},
 			{"member_add org_admin", "POST", "/organization/member_add", `{"organization_id": "{o}", "member": {"user_id": "boss-{u}", "role": "org_admin"}}`, want{403, 403, 403, 403, 403, 200}},
 			{"member_update user", "PATCH", "/organization/member_update", `{"organization_id": "{o}", "user_id": "{o}-plain", "role": "internal_user_viewer"}`, want{403, 403, 403, 200, 403, 200}},

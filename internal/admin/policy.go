@@ -370,7 +370,7 @@ var routeRules = []routeRule{
 	{"`/budget/new`, `/budget/update`, `/budget/delete`", "no", "no", "no"},
 	{"`/budget/info`, `/budget/list`", "yes", "no", "no"},
 	{"`/organization/new`, `/organization/update`, `/organization/delete`", "no", "no", "no"},
-	{"`/organization/info`", "yes", "her organization", "no"},
+	{"`/organization/info` (GET, and LiteLLM's older POST form)", "yes", "her organization", "no"},
 	{"`/organization/list`", "all", "organizations she is a member of", "organizations she is a member of"},
 	{"`/organization/member_add`, `/organization/member_update`, `/organization/member_delete`", "no", "her organization's internal_user and internal_user_viewer members (never an org_admin)", "no"},
 	{"`/team/new`", "no", "in her organization, per the team field table", "no"},

@@ -178,6 +178,8 @@ func operations() []op {
 				"metadata": anyObj, "max_budget": nullNum, "soft_budget": nullNum, "tpm_limit": nullInt, "rpm_limit": nullInt, "max_parallel_requests": nullInt,
 				"budget_duration": nullStr, "model_max_budget": anyObj}), ok: jsonResp("the organization", anyObj)},
 		op{method: "GET", path: "/organization/info", tag: "organizations", summary: "An organization, its members, teams and budget", params: []obj{query("organization_id", "", true)}, ok: jsonResp("the organization", anyObj)},
+		op{method: "POST", path: "/organization/info", tag: "organizations", summary: "Organizations by id (LiteLLM's older form of GET /organization/info)",
+			body: object([]string{"organizations"}, obj{"organizations": arr(str(""))}), ok: jsonResp("the organizations", list)},
 		op{method: "GET", path: "/organization/list", tag: "organizations", summary: "Organizations (a member sees hers)", params: page, ok: jsonResp("the organizations", list)},
 		op{method: "POST", path: "/organization/member_add", tag: "organizations", summary: "Add members (users are created when new)",
 			body: object([]string{"organization_id", "member"}, obj{"organization_id": str(""), "member": obj{"oneOf": []any{member, arr(member)}}, "max_budget_in_organization": nullNum}),
