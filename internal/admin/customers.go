@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -79,7 +80,7 @@ func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	}
 	a.snap.PutEndUser(e)
 	a.audit(r.Context(), p, "created", "end_user", e.UserID, nil, e)
-	return writeJSON(w, a.withBudgetTable(r.Context(), e, e.BudgetID))
+	return writeJSON(w, a.customerResponse(r.Context(), e))
 }
 
 func (a *API) customerInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -91,7 +92,7 @@ func (a *API) customerInfo(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	if err != nil {
 		return storeError(err, "end user "+id, "end_user_id")
 	}
-	return writeJSON(w, a.withBudgetTable(r.Context(), e, e.BudgetID))
+	return writeJSON(w, a.customerResponse(r.Context(), e))
 }
 
 func (a *API) editCustomer(w http.ResponseWriter, r *http.Request, p *auth.Principal, id, action string, change func(*store.EndUser) error) (*store.EndUser, error) {
@@ -147,7 +148,7 @@ func (a *API) customerUpdate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, a.withBudgetTable(r.Context(), e, e.BudgetID))
+	return writeJSON(w, a.customerResponse(r.Context(), e))
 }
 
 func (a *API) customerBlock(block bool) handler {
@@ -207,4 +208,18 @@ func (a *API) customerList(w http.ResponseWriter, r *http.Request, p *auth.Princ
 		list = []*store.EndUser{}
 	}
 	return writeJSON(w, list)
+}
+
+// customerResponse is an end user as LiteLLM shows one: with
+// litellm_budget_table, the budget object it names or, when it names none
+// (LiteLLM would have made one of its max_budget), its own limits in that
+// shape with a null budget_id.
+func (a *API) customerResponse(ctx context.Context, e *store.EndUser) map[string]any {
+	m := a.withBudgetTable(ctx, e, e.BudgetID)
+	if e.BudgetID == "" && (e.MaxBudget != nil || e.TPMLimit != nil || e.RPMLimit != nil || e.MaxParallelRequests != nil || e.BudgetDuration != nil) {
+		m["litellm_budget_table"] = map[string]any{"budget_id": nil, "max_budget": e.MaxBudget, "soft_budget": nil,
+			"max_parallel_requests": e.MaxParallelRequests, "tpm_limit": e.TPMLimit, "rpm_limit": e.RPMLimit,
+			"model_max_budget": nil, "budget_duration": e.BudgetDuration, "budget_reset_at": e.BudgetResetAt}
+	}
+	return m
 }

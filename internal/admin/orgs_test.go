@@ -122,6 +122,11 @@ func TestBudgetObjects(t *testing.T) {
 		if _, err := e.store.GetTeam(context.Background(), "tb"); err == nil {
 			t.Error("refused team/new created tb")
 		}
+		e.do("POST", "/customer/new", "sk-1234", `{"user_id": "own", "max_budget": 4}`)
+		s, out = e.do("GET", "/customer/info?end_user_id=own", "sk-1234", "")
+		if tbl, _ := out["litellm_budget_table"].(map[string]any); s != 200 || tbl["max_budget"] != 4.0 || tbl["budget_id"] != nil {
+			t.Fatalf("customer/info of an end user with her own max_budget: %d %v", s, out)
+		}
 		s, out = e.do("GET", "/customer/info?end_user_id=c1", "sk-1234", "")
 		if tbl, _ := out["litellm_budget_table"].(map[string]any); s != 200 || out["budget_id"] != "tier-1" || tbl["rpm_limit"] != 7.0 {
 			t.Fatalf("customer/info: %d %v", s, out)
