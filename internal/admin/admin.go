@@ -94,6 +94,8 @@ func (a *API) Register(mux Mux) {
 	a.registerUsers(mux)
 	a.registerTeams(mux)
 	a.registerCustomers(mux)
+	a.registerBudgets(mux)
+	a.registerOrgs(mux)
 	mux.Handle("GET /audit/list", a.route(readAll, a.auditList))
 	a.registerSpend(mux)
 	a.registerModels(mux)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -89,9 +90,17 @@ func start(t *testing.T, cfgYAML string, st store.Store) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := httptest.NewServer(srv.Handler())
-	t.Cleanup(gw.Close)
-	return &env{t: t, url: gw.URL, mock: mock, store: st}
+	// Served whole (the spend writer and the other actors run), as the
+	// binary serves it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	return &env{t: t, url: "http://" + ln.Addr().String(), mock: mock, store: st}
 }
 
 // do sends body (verbatim, as curl would) and decodes the JSON answer.

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -33,7 +34,19 @@ type customerRequest struct {
 	// Accepted for LiteLLM compatibility; not applied.
 	AllowedModelRegion *string `json:"allowed_model_region"`
 	DefaultModel       *string `json:"default_model"`
+	// BudgetID names a budget object (/budget/new) whose limits apply
+	// where the end user's own are unset.
+	BudgetID *string `json:"budget_id"`
 	budgetFields
+}
+
+// checkBudget applies LiteLLM's rule (a budget_id or a max_budget, not
+// both) and refuses a budget_id that names no budget.
+func (req *customerRequest) checkBudget(a *API, r *http.Request) error {
+	if deref(req.BudgetID) != "" && req.MaxBudget != nil {
+		return apierror.BadRequest("budget_id", "set either max_budget or budget_id, not both")
+	}
+	return a.checkBudgetRef(r.Context(), deref(req.BudgetID), "budget_id")
 }
 
 func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -52,7 +65,10 @@ func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Princi
 			return err
 		}
 	}
-	e := &store.EndUser{UserID: req.UserID, Alias: deref(req.Alias), MaxBudget: req.MaxBudget,
+	if err := req.checkBudget(a, r); err != nil {
+		return err
+	}
+	e := &store.EndUser{UserID: req.UserID, Alias: deref(req.Alias), MaxBudget: req.MaxBudget, BudgetID: deref(req.BudgetID),
 		MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
 		Blocked: req.Blocked != nil && *req.Blocked, Metadata: req.Metadata}
 	e.BudgetDuration, e.BudgetResetAt = nextReset(a, req.BudgetDuration)
@@ -64,7 +80,7 @@ func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	}
 	a.snap.PutEndUser(e)
 	a.audit(r.Context(), p, "created", "end_user", e.UserID, nil, e)
-	return writeJSON(w, e)
+	return writeJSON(w, a.customerResponse(r.Context(), e))
 }
 
 func (a *API) customerInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -76,7 +92,7 @@ func (a *API) customerInfo(w http.ResponseWriter, r *http.Request, p *auth.Princ
 	if err != nil {
 		return storeError(err, "end user "+id, "end_user_id")
 	}
-	return writeJSON(w, e)
+	return writeJSON(w, a.customerResponse(r.Context(), e))
 }
 
 func (a *API) editCustomer(w http.ResponseWriter, r *http.Request, p *auth.Principal, id, action string, change func(*store.EndUser) error) (*store.EndUser, error) {
@@ -113,9 +129,15 @@ func (a *API) customerUpdate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 			return err
 		}
 	}
+	if err := req.checkBudget(a, r); err != nil {
+		return err
+	}
 	e, err := a.editCustomer(w, r, p, req.UserID, "updated", func(e *store.EndUser) error {
 		if obj.Has("alias") {
 			e.Alias = deref(req.Alias)
+		}
+		if obj.Has("budget_id") {
+			e.BudgetID = deref(req.BudgetID)
 		}
 		if obj.Has("blocked") && req.Blocked != nil {
 			e.Blocked = *req.Blocked
@@ -126,7 +148,7 @@ func (a *API) customerUpdate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, e)
+	return writeJSON(w, a.customerResponse(r.Context(), e))
 }
 
 func (a *API) customerBlock(block bool) handler {
@@ -186,4 +208,18 @@ func (a *API) customerList(w http.ResponseWriter, r *http.Request, p *auth.Princ
 		list = []*store.EndUser{}
 	}
 	return writeJSON(w, list)
+}
+
+// customerResponse is an end user as LiteLLM shows one: with
+// litellm_budget_table, the budget object it names or, when it names none
+// (LiteLLM would have made one of its max_budget), its own limits in that
+// shape with a null budget_id.
+func (a *API) customerResponse(ctx context.Context, e *store.EndUser) map[string]any {
+	m := a.withBudgetTable(ctx, e, e.BudgetID)
+	if e.BudgetID == "" && (e.MaxBudget != nil || e.TPMLimit != nil || e.RPMLimit != nil || e.MaxParallelRequests != nil || e.BudgetDuration != nil) {
+		m["litellm_budget_table"] = map[string]any{"budget_id": nil, "max_budget": e.MaxBudget, "soft_budget": nil,
+			"max_parallel_requests": e.MaxParallelRequests, "tpm_limit": e.TPMLimit, "rpm_limit": e.RPMLimit,
+			"model_max_budget": nil, "budget_duration": e.BudgetDuration, "budget_reset_at": e.BudgetResetAt}
+	}
+	return m
 }

@@ -65,11 +65,16 @@ func (a *API) registerUsers(mux Mux) {
 
 func (a *API) userNew(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	var req userRequest
-	if _, err := decode(r, &req); err != nil {
+	obj, err := decode(r, &req)
+	if err != nil {
 		return err
 	}
 	if err := req.keyParams.validate(); err != nil {
 		return err
+	}
+	if obj.Has("budget_id") {
+		// keyParams carries it for keys; a user has no budget object.
+		return apierror.BadRequest("budget_id", "budget_id is not supported on users (give it to their keys)")
 	}
 	role, ok := auth.CanonicalRole(deref(req.UserRole))
 	if !ok {

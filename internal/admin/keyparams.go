@@ -43,6 +43,9 @@ type keyParams struct {
 	Permissions          map[string]any             `json:"permissions"`
 	KeyType              *string                    `json:"key_type"`
 	SendInviteEmail      *bool                      `json:"send_invite_email"`
+	// BudgetID names a budget object whose limits apply where the key's
+	// own are unset.
+	BudgetID *string `json:"budget_id"`
 }
 
 // validate checks the values a key may not have (see limits.go); nothing
@@ -286,6 +289,9 @@ func (p *keyParams) fill(k *store.Key, present func(string) bool, now time.Time)
 	}
 	if set("team_id") {
 		k.TeamID = deref(p.TeamID)
+	}
+	if set("budget_id") {
+		k.BudgetID = deref(p.BudgetID)
 	}
 	if set("blocked") && p.Blocked != nil && k.Blocked != *p.Blocked {
 		// Only a proxy_admin gets here with a change (keyFields).

@@ -81,7 +81,7 @@ func (a *API) keyGenerate(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, keyResponse(k, raw))
+	return writeJSON(w, a.withKeyBudget(keyResponse(k, raw), k))
 }
 
 // createKey validates req, writes the key and publishes it.
@@ -93,6 +93,9 @@ func (a *API) createKey(r *http.Request, p *auth.Principal, req *keyParams) (*st
 	if deref(req.UserID) == auth.ProxyBudgetUser {
 		// Her record is the gateway's budget; no request is hers.
 		return nil, "", apierror.BadRequest("user_id", "%s stands for the gateway's budget (litellm_settings.max_budget) and has no keys", auth.ProxyBudgetUser)
+	}
+	if err := a.checkBudgetRef(r.Context(), deref(req.BudgetID), "budget_id"); err != nil {
+		return nil, "", err
 	}
 	if req.TeamID != nil && deref(req.TeamID) != "" {
 		team, ok := a.snap.Team(*req.TeamID)
@@ -216,7 +219,7 @@ func (a *API) keyInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 		return err
 	}
 	// The raw key is echoed only as the caller gave it; it is never stored.
-	return writeJSON(w, map[string]any{"key": given, "info": keyResponse(k, "")})
+	return writeJSON(w, map[string]any{"key": given, "info": a.withKeyBudget(keyResponse(k, ""), k)})
 }
 
 func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -251,6 +254,11 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if err := a.checkOwnKeyUpdate(r.Context(), p, obj, k, &updated); err != nil {
 		return err
 	}
+	if obj.Has("budget_id") {
+		if err := a.checkBudgetRef(r.Context(), updated.BudgetID, "budget_id"); err != nil {
+			return err
+		}
+	}
 	if err := a.store.UpdateKey(r.Context(), &updated); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return apierror.BadRequest("key_alias", "key_alias %q is already in use", deref(updated.KeyAlias))
@@ -265,7 +273,7 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	a.snap.PutKey(&updated)
 	a.audit(r.Context(), p, "updated", "key", k.TokenHash, before, updated)
-	resp := keyResponse(&updated, "")
+	resp := a.withKeyBudget(keyResponse(&updated, ""), &updated)
 	resp["key"] = saved
 	return writeJSON(w, resp)
 }
@@ -276,7 +284,7 @@ func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float6
 		return storeError(err, string(kind), "spend")
 	}
 	lk := map[store.Kind]ledger.Kind{store.KindKey: ledger.KindKey, store.KindUser: ledger.KindUser,
-		store.KindTeam: ledger.KindTeam, store.KindEndUser: ledger.KindEndUser}[kind]
+		store.KindTeam: ledger.KindTeam, store.KindEndUser: ledger.KindEndUser, store.KindOrganization: ledger.KindOrganization}[kind]
 	if acct, ok := a.book.Lookup(lk, id); ok {
 		acct.SetSpent(ledger.USD(spend))
 	}

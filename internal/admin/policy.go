@@ -104,6 +104,7 @@ var keyFields = []keyField{
 	{"model_max_budget", owner, adminOnly, ""},
 	{"model_rpm_limit", owner, adminOnly, ""},
 	{"model_tpm_limit", owner, adminOnly, ""},
+	{"budget_id", adminOnly, adminOnly, "a budget object's limits apply where the key sets none"},
 	{"aliases", adminOnly, adminOnly, ""},
 	{"config", adminOnly, adminOnly, ""},
 	{"spend", adminOnly, adminOnly, ""},
@@ -329,10 +330,12 @@ func (a *API) checkOwnKeyUpdate(ctx context.Context, p *auth.Principal, obj *jso
 
 // KeyFieldTable renders keyFields as the markdown rows docs/security.md
 // prints: | field | on her new key | on her existing key |.
-func KeyFieldTable() []string {
-	name := map[setter]string{adminOnly: "proxy_admin only", owner: "owner", ownerBounded: "owner, bounded"}
-	rows := make([]string, 0, len(keyFields))
-	for _, f := range keyFields {
+func KeyFieldTable() []string { return fieldRows(keyFields, "owner") }
+
+func fieldRows(fields []keyField, who string) []string {
+	name := map[setter]string{adminOnly: "proxy_admin only", owner: who, ownerBounded: who + ", bounded"}
+	rows := make([]string, 0, len(fields))
+	for _, f := range fields {
 		row := "| `" + f.name + "` | " + name[f.generate] + " | " + name[f.update] + " |"
 		if f.bound != "" {
 			row += " " + f.bound + " |"
@@ -340,6 +343,82 @@ func KeyFieldTable() []string {
 			row += "  |"
 		}
 		rows = append(rows, row)
+	}
+	return rows
+}
+
+// Organizations. An org_admin (user_role "org_admin" in an organization's
+// members) manages the teams of that organization and its members; she is
+// otherwise an internal_user. teamFields says which team fields she may set
+// on a team of her organization (/team/new, /team/update); a field not
+// listed is proxy_admin's only. The organization's bounds (models, budget)
+// apply to every caller, proxy_admin included. docs/security.md prints
+// this table; TestFieldTableIsDocumented keeps the two together.
+var teamFields = []keyField{
+	{"team_id", ownerBounded, ownerBounded, "new: any unused id; update: names a team of her organization"},
+	{"organization_id", ownerBounded, ownerBounded, "an organization she is org_admin of (never cleared)"},
+	{"team_alias", owner, owner, ""},
+	{"models", ownerBounded, ownerBounded, "within the organization's models"},
+	{"members_with_roles", owner, owner, "a member's budget_id must name a budget"},
+	{"max_budget", ownerBounded, ownerBounded, "at most the organization's max_budget"},
+	{"tpm_limit", ownerBounded, ownerBounded, "at most the organization's tpm_limit"},
+	{"rpm_limit", ownerBounded, ownerBounded, "at most the organization's rpm_limit"},
+	{"max_parallel_requests", owner, owner, ""},
+	{"budget_duration", owner, owner, ""},
+	{"soft_budget", owner, owner, "accepted, not applied on teams"},
+	{"metadata", owner, owner, ""},
+	{"blocked", owner, owner, ""},
+	{"spend", adminOnly, adminOnly, ""},
+}
+
+// refuseTeamFields returns a 403 for the first member of obj that
+// teamFields keeps from an org_admin (a team body has the same fields on
+// /team/new and /team/update).
+func refuseTeamFields(p *auth.Principal, obj *jsonbody.Object) error {
+	for _, f := range teamFields {
+		if f.update == adminOnly && obj.Has(f.name) {
+			return apierror.Forbidden("%s may be set on a team only by proxy_admin (you are %s)", f.name, p.Role())
+		}
+	}
+	return nil
+}
+
+// TeamFieldTable renders teamFields as the rows docs/security.md prints:
+// | field | org_admin on /team/new | org_admin on /team/update | bound |.
+func TeamFieldTable() []string { return fieldRows(teamFields, "org_admin") }
+
+// routeRule is one row of the route table of budgets and organizations:
+// who besides proxy_admin may call the route.
+type routeRule struct {
+	routes      string
+	adminViewer string // proxy_admin_viewer
+	orgAdmin    string // an internal_user who is org_admin of the organization
+	member      string // any other internal_user (or viewer)
+}
+
+// routeRules is who may call the budget and organization routes (each is
+// registered with the access level these imply, and the handlers check the
+// organization role). docs/security.md prints it; TestFieldTableIsDocumented
+// keeps the two together.
+var routeRules = []routeRule{
+	{"`/budget/new`, `/budget/update`, `/budget/delete`", "no", "no", "no"},
+	{"`/budget/info`, `/budget/list`", "yes", "no", "no"},
+	{"`/organization/new`, `/organization/update`, `/organization/delete`", "no", "no", "no"},
+	{"`/organization/info` (GET, and LiteLLM's older POST form)", "yes", "her organization", "no"},
+	{"`/organization/list`", "all", "organizations she is a member of", "organizations she is a member of"},
+	{"`/organization/member_add`, `/organization/member_update`, `/organization/member_delete`", "no", "her organization's internal_user and internal_user_viewer members (never an org_admin)", "no"},
+	{"`/team/new`", "no", "in her organization, per the team field table", "no"},
+	{"`/team/update`, `/team/delete`, `/team/block`, `/team/unblock`", "no", "teams of her organization, per the team field table", "no"},
+	{"`/team/member_add`, `/team/member_delete`", "no", "teams of her organization, any member", "as the team's admin, members of role `user`"},
+	{"`/team/info`", "yes", "teams of her organization", "teams she is a member of"},
+}
+
+// RouteTable renders routeRules as the rows docs/security.md prints:
+// | routes | proxy_admin_viewer | org_admin | other users |.
+func RouteTable() []string {
+	rows := make([]string, 0, len(routeRules))
+	for _, r := range routeRules {
+		rows = append(rows, "| "+r.routes+" | "+r.adminViewer+" | "+r.orgAdmin+" | "+r.member+" |")
 	}
 	return rows
 }

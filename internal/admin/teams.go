@@ -17,33 +17,36 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-// Team routes: proxy_admin writes every field. /team/info is open to the
-// admin roles and to the team's members (policy.go: membership).
-// /team/member_add, /team/member_update and /team/member_delete are open to
-// the team's admin members too, for members of role "user" only (policy.go:
-// routeRules). Membership is written both ways, as LiteLLM keeps it: a team's
-// members_with_roles, and the `teams` of each member's user record.
+// Team routes: proxy_admin writes every field; an org_admin writes the
+// teams of her organization, within teamFields (policy.go). /team/info is
+// open to the admin roles, the team's members (policy.go: membership) and
+// its organization's org_admins. /team/member_add, /team/member_update and
+// /team/member_delete are open to the team's admin members too, for members
+// of role "user" only (policy.go: routeRules). Membership is written both
+// ways, as LiteLLM keeps it: a team's members_with_roles, and the `teams` of
+// each member's user record.
 func (a *API) registerTeams(mux Mux) {
-	mux.Handle("POST /team/new", a.route(writeAll, a.teamNew))
+	mux.Handle("POST /team/new", a.route(writeOwn, a.teamNew))
 	mux.Handle("GET /team/info", a.route(readOwn, a.teamInfo))
-	mux.Handle("POST /team/update", a.route(writeAll, a.teamUpdate))
-	mux.Handle("POST /team/delete", a.route(writeAll, a.teamDelete))
+	mux.Handle("POST /team/update", a.route(writeOwn, a.teamUpdate))
+	mux.Handle("POST /team/delete", a.route(writeOwn, a.teamDelete))
 	mux.Handle("GET /team/list", a.route(readAll, a.teamList))
-	mux.Handle("POST /team/block", a.route(writeAll, a.teamBlock(true)))
-	mux.Handle("POST /team/unblock", a.route(writeAll, a.teamBlock(false)))
+	mux.Handle("POST /team/block", a.route(writeOwn, a.teamBlock(true)))
+	mux.Handle("POST /team/unblock", a.route(writeOwn, a.teamBlock(false)))
 	mux.Handle("POST /team/member_add", a.route(writeOwn, a.teamMemberAdd))
 	mux.Handle("POST /team/member_delete", a.route(writeOwn, a.teamMemberDelete))
 	mux.Handle("POST /team/member_update", a.route(writeOwn, a.teamMemberUpdate))
 }
 
 type teamRequest struct {
-	TeamID       string             `json:"team_id"`
-	TeamAlias    *string            `json:"team_alias"`
-	Models       []string           `json:"models"`
-	Members      []store.TeamMember `json:"members_with_roles"`
-	Blocked      *bool              `json:"blocked"`
-	Spend        *float64           `json:"spend"`
-	ModelAliases map[string]string  `json:"model_aliases"`
+	TeamID         string             `json:"team_id"`
+	OrganizationID *string            `json:"organization_id"`
+	TeamAlias      *string            `json:"team_alias"`
+	Models         []string           `json:"models"`
+	Members        []store.TeamMember `json:"members_with_roles"`
+	Blocked        *bool              `json:"blocked"`
+	Spend          *float64           `json:"spend"`
+	ModelAliases   map[string]string  `json:"model_aliases"`
 	budgetFields
 }
 
@@ -181,8 +184,17 @@ func (a *API) syncUserTeams(r *http.Request, p *auth.Principal, team string, bef
 
 func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	var req teamRequest
-	if _, err := decode(r, &req); err != nil {
+	obj, err := decode(r, &req)
+	if err != nil {
 		return err
+	}
+	if !isAdmin(p) {
+		if !a.isOrgAdmin(r.Context(), p, deref(req.OrganizationID)) {
+			return apierror.Forbidden("%s may create a team only as an org_admin, in her organization (organization_id)", p.Role())
+		}
+		if err := refuseTeamFields(p, obj); err != nil {
+			return err
+		}
 	}
 	if err := req.budgetFields.validate(); err != nil {
 		return err
@@ -203,11 +215,14 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if err := validAliases(req.ModelAliases); err != nil {
 		return err
 	}
+	if err := a.checkMemberBudgets(r, p, nil, req.Members); err != nil {
+		return err
+	}
 	// As LiteLLM: a user who creates a team is its admin.
 	if p.Key != nil && p.Key.UserID != "" && !slices.ContainsFunc(req.Members, func(m store.TeamMember) bool { return m.UserID == p.Key.UserID }) {
 		req.Members = append(req.Members, store.TeamMember{UserID: p.Key.UserID, Role: "admin"})
 	}
-	t := &store.Team{TeamID: req.TeamID, TeamAlias: deref(req.TeamAlias), Models: req.Models, Members: req.Members,
+	t := &store.Team{TeamID: req.TeamID, OrganizationID: deref(req.OrganizationID), TeamAlias: deref(req.TeamAlias), Models: req.Models, Members: req.Members,
 		MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
 		Metadata: req.Metadata, Blocked: req.Blocked != nil && *req.Blocked, ModelAliases: req.ModelAliases}
 	if t.TeamID == "" {
@@ -217,6 +232,9 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	}
 	t.BudgetDuration, t.BudgetResetAt = nextReset(a, req.BudgetDuration)
 	fillTeamDefaults(t)
+	if err := a.checkTeamInOrg(r.Context(), t); err != nil {
+		return err
+	}
 	a.namedByEmail(t.Members)
 	if err := a.createByEmail(r, p, t.Members); err != nil {
 		return err
@@ -330,7 +348,7 @@ func (a *API) teamInfo(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return storeError(err, "team "+id, "team_id")
 	}
-	if !seesAll(p) && a.membership(r.Context(), p, t) == "" {
+	if !seesAll(p) && a.membership(r.Context(), p, t) == "" && !a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
 		return apierror.Forbidden("%s may read only its own teams", p.Role())
 	}
 	keys, _, err := a.store.ListKeys(r.Context(), store.KeyFilter{TeamID: id, Page: store.Page{Size: 1000}})
@@ -375,6 +393,14 @@ func (a *API) changeTeam(r *http.Request, p *auth.Principal, id, action string, 
 		return !slices.ContainsFunc(upd.Members, func(m store.TeamMember) bool { return m.UserID == b.UserID })
 	})
 	fillTeamDefaults(&upd)
+	// The organization's bounds are checked on what changes: lowering an
+	// organization's budget must not lock its teams' other edits.
+	if upd.OrganizationID != t.OrganizationID || !slices.Equal(upd.Models, t.Models) || !samePtr(upd.MaxBudget, t.MaxBudget) ||
+		!samePtr(upd.TPMLimit, t.TPMLimit) || !samePtr(upd.RPMLimit, t.RPMLimit) {
+		if err := a.checkTeamInOrg(r.Context(), &upd); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.store.UpdateTeam(r.Context(), &upd); err != nil {
 		return nil, storeError(err, "team "+id, "team_id")
 	}
@@ -411,7 +437,26 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err := validAliases(req.ModelAliases); err != nil {
 		return err
 	}
+	if !isAdmin(p) {
+		if err := refuseTeamFields(p, obj); err != nil {
+			return err
+		}
+	}
 	return a.editTeam(w, r, p, req.TeamID, "updated", func(t *store.Team) error {
+		if err := a.mayManageTeam(r, p, t); err != nil {
+			return err
+		}
+		if obj.Has("organization_id") && deref(req.OrganizationID) != t.OrganizationID {
+			if !isAdmin(p) && !a.isOrgAdmin(r.Context(), p, deref(req.OrganizationID)) {
+				return apierror.Forbidden("%s may move a team only into an organization she is org_admin of", p.Role())
+			}
+			t.OrganizationID = deref(req.OrganizationID)
+		}
+		if obj.Has("members_with_roles") {
+			if err := a.checkMemberBudgets(r, p, t, req.Members); err != nil {
+				return err
+			}
+		}
 		if obj.Has("model_aliases") {
 			t.ModelAliases = req.ModelAliases
 		}
@@ -452,6 +497,9 @@ func (a *API) teamBlock(block bool) handler {
 			return err
 		}
 		return a.editTeam(w, r, p, req.TeamID, map[bool]string{true: "blocked", false: "unblocked"}[block], func(t *store.Team) error {
+			if err := a.mayManageTeam(r, p, t); err != nil {
+				return err
+			}
 			t.Blocked = block
 			return nil
 		})
@@ -503,6 +551,9 @@ func (a *API) teamMemberAdd(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	unknown := a.namedByEmail(members)
 	t, err := a.changeTeam(r, p, req.TeamID, "member_added", func(t *store.Team) error {
 		if err := a.mayEditMembers(r, p, t, members); err != nil {
+			return err
+		}
+		if err := a.checkMemberBudgets(r, p, t, members); err != nil {
 			return err
 		}
 		if unknown {
@@ -580,7 +631,7 @@ func (a *API) teamMemberDelete(w http.ResponseWriter, r *http.Request, p *auth.P
 	return a.editTeam(w, r, p, req.TeamID, "member_deleted", func(t *store.Team) error {
 		i := memberIndex(t, req.UserID, req.UserEmail)
 		if i < 0 {
-			if !isAdmin(p) && a.membership(r.Context(), p, t) != "admin" {
+			if !isAdmin(p) && a.membership(r.Context(), p, t) != "admin" && !a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
 				return apierror.Forbidden("%s is not an admin of team %s", p.Role(), t.TeamID)
 			}
 			who := req.UserID
@@ -658,7 +709,7 @@ func (a *API) teamMemberUpdate(w http.ResponseWriter, r *http.Request, p *auth.P
 // adds, removes and keeps members of role "user" of her team, never admins
 // (she may not make or unmake her peers).
 func (a *API) mayEditMembers(r *http.Request, p *auth.Principal, t *store.Team, members []store.TeamMember) error {
-	if isAdmin(p) {
+	if isAdmin(p) || a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
 		return nil
 	}
 	if a.membership(r.Context(), p, t) != "admin" {
@@ -687,7 +738,13 @@ func (a *API) teamDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	for _, id := range req.TeamIDs {
 		t, err := a.store.GetTeam(r.Context(), id)
 		if err != nil {
+			if !isAdmin(p) {
+				return apierror.Forbidden("%s may delete only teams of an organization she is org_admin of", p.Role())
+			}
 			return storeError(err, "team "+id, "team_ids")
+		}
+		if err := a.mayManageTeam(r, p, t); err != nil {
+			return err
 		}
 		gone = append(gone, t)
 	}
@@ -720,4 +777,41 @@ func (a *API) teamList(w http.ResponseWriter, r *http.Request, p *auth.Principal
 		out = append(out, a.teamJSON(t, a.memberships(t, "")))
 	}
 	return writeJSON(w, out)
+}
+
+// mayManageTeam: a proxy_admin manages every team, an org_admin the teams
+// of her organization.
+func (a *API) mayManageTeam(r *http.Request, p *auth.Principal, t *store.Team) error {
+	if isAdmin(p) || a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
+		return nil
+	}
+	return apierror.Forbidden("%s may not manage team %s (needs proxy_admin, or org_admin of its organization)", p.Role(), t.TeamID)
+}
+
+// checkMemberBudgets refuses a membership budget_id that names no budget,
+// and one set by a team admin (a budget is an admin's or org_admin's call).
+// t is the team as it is (nil when new).
+func (a *API) checkMemberBudgets(r *http.Request, p *auth.Principal, t *store.Team, members []store.TeamMember) error {
+	for _, m := range members {
+		cur := ""
+		if t != nil {
+			if i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == m.UserID }); i >= 0 {
+				cur = t.Members[i].BudgetID
+			}
+		}
+		if m.BudgetID == cur {
+			continue
+		}
+		if t != nil && !isAdmin(p) && !a.isOrgAdmin(r.Context(), p, t.OrganizationID) {
+			return apierror.Forbidden("a team admin may not set a member's budget_id; ask a proxy_admin")
+		}
+		if err := a.checkBudgetRef(r.Context(), m.BudgetID, "budget_id"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func samePtr[T comparable](a, b *T) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
 }

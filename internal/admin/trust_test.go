@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -602,13 +603,14 @@ func TestRoutesByRole(t *testing.T) {
 }
 
 // TestFieldTableIsDocumented: docs/security.md lists every field of the
-// key field table with the same rule.
+// key and team field tables, and every row of the budget and organization
+// route table, with the same rule.
 func TestFieldTableIsDocumented(t *testing.T) {
 	doc, err := os.ReadFile("../../docs/security.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, row := range append(admin.KeyFieldTable(), admin.TeamRouteTable()...) {
+	for _, row := range slices.Concat(admin.KeyFieldTable(), admin.TeamRouteTable(), admin.TeamFieldTable(), admin.RouteTable()) {
 		if !strings.Contains(string(doc), row) {
 			t.Errorf("docs/security.md lacks the row\n%s", row)
 		}

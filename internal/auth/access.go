@@ -39,6 +39,10 @@ func (p *Principal) MayUse(model string, accessGroups []string) bool {
 	if p.User != nil && !allowed(p.User.Models, model, accessGroups) {
 		return false
 	}
+	// An organization's models bound every team under it.
+	if p.Org != nil && !allowed(p.Org.Models, model, accessGroups) {
+		return false
+	}
 	return true
 }
 

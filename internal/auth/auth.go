@@ -24,6 +24,13 @@ type Principal struct {
 	Key     *store.Key
 	User    *store.User // the key's user, when it has one
 	Team    *store.Team // the key's team, when it has one
+	// Org is the team's organization, and OrgBudget the budget object it
+	// names: the organization's limits bound all its teams together.
+	Org       *store.Organization
+	OrgBudget *store.Budget
+	// MemberBudget is the budget object the key's user's membership of
+	// its team names (members_with_roles[].budget_id), or nil.
+	MemberBudget *store.Budget
 	// Static is set for a key from the config file (agentgateway apiKey).
 	Static *config.StaticKey
 	// Hooked: Key was built by custom_auth in replace mode from the hook's
@@ -208,9 +215,14 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 	}
 	if d.TeamID != "" {
 		np.Team, _ = a.snap.Team(d.TeamID)
+		np.Org, np.OrgBudget = a.snap.TeamOrganization(np.Team)
+		np.MemberBudget = a.snap.MemberBudget(np.Team, d.UserID)
 	}
 	if why := keyUsable(k, np.Team, a.now()); why != "" {
 		return nil, Error(why) // a blocked team stays blocked whoever vouches for the key
+	}
+	if why := orgUsable(np.Org); why != "" {
+		return nil, Error(why)
 	}
 	return np, nil
 }
@@ -353,8 +365,13 @@ func (a *Authenticator) known(r *http.Request, raw string, k *store.Key, p *Prin
 	}
 	if k.TeamID != "" {
 		p.Team, _ = a.snap.Team(k.TeamID)
+		p.Org, p.OrgBudget = a.snap.TeamOrganization(p.Team)
+		p.MemberBudget = a.snap.MemberBudget(p.Team, k.UserID)
 	}
 	if why := keyUsable(k, p.Team, a.now()); why != "" {
+		return Error(why)
+	}
+	if why := orgUsable(p.Org); why != "" {
 		return Error(why)
 	}
 	if a.hook == nil {

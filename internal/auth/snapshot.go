@@ -25,6 +25,18 @@ type Snapshot struct {
 	users     sync.Map // user id -> *store.User
 	teams     sync.Map // team id -> *store.Team
 	endUsers  sync.Map // end user id -> *store.EndUser
+	// Budgets as objects, and organizations. A key or end user that names
+	// a budget is published with the budget's limits filled in where its
+	// own are unset (withBudget); its record as stored is kept in rawKeys
+	// or rawEndUsers so that a budget's change or deletion can derive it
+	// again (PutBudget, DeleteBudget).
+	budgets     sync.Map // budget id -> *store.Budget
+	orgs        sync.Map // organization id -> *store.Organization
+	rawKeys     sync.Map // token hash -> *store.Key as stored (with a budget_id)
+	rawEndUsers sync.Map // end user id -> *store.EndUser as stored (with a budget_id)
+	// memberBudgets indexes, for each team with members that name a
+	// budget, user id -> budget id (so a request does not scan members).
+	memberBudgets sync.Map // team id -> map[string]string
 }
 
 // NewSnapshot returns a snapshot holding s (nil for an empty one).
@@ -32,6 +44,12 @@ func NewSnapshot(s *store.Snapshot) *Snapshot {
 	snap := &Snapshot{}
 	if s == nil {
 		return snap
+	}
+	for _, b := range s.Budgets {
+		snap.budgets.Store(b.BudgetID, b)
+	}
+	for _, o := range s.Organizations {
+		snap.PutOrganization(o)
 	}
 	for _, k := range s.Keys {
 		snap.PutKey(k)
@@ -98,6 +116,12 @@ func (s *Snapshot) EndUser(id string) (*store.EndUser, bool) {
 
 // PutKey publishes k; the caller must not modify it afterwards.
 func (s *Snapshot) PutKey(k *store.Key) {
+	if k.BudgetID != "" {
+		s.rawKeys.Store(k.TokenHash, k)
+		k = s.keyWithBudget(k)
+	} else {
+		s.rawKeys.Delete(k.TokenHash)
+	}
 	s.forgotten.Delete(k.TokenHash)
 	s.keys.Store(k.TokenHash, k)
 	s.indexKey(k.TokenHash, k)
@@ -107,16 +131,178 @@ func (s *Snapshot) PutKey(k *store.Key) {
 func (s *Snapshot) PutUser(u *store.User) { s.users.Store(u.UserID, u) }
 
 // PutTeam publishes t.
-func (s *Snapshot) PutTeam(t *store.Team) { s.teams.Store(t.TeamID, t) }
+func (s *Snapshot) PutTeam(t *store.Team) {
+	var byUser map[string]string
+	for _, m := range t.Members {
+		if m.BudgetID != "" {
+			if byUser == nil {
+				byUser = map[string]string{}
+			}
+			byUser[m.UserID] = m.BudgetID
+		}
+	}
+	if byUser != nil {
+		s.memberBudgets.Store(t.TeamID, byUser)
+	} else {
+		s.memberBudgets.Delete(t.TeamID)
+	}
+	s.teams.Store(t.TeamID, t)
+}
+
+// MemberBudget is user's own budget within team t, or nil: her
+// max_budget_in_team (/team/member_update) when she has one, else the
+// budget object her membership names (budget_id).
+func (s *Snapshot) MemberBudget(t *store.Team, user string) *store.Budget {
+	if t == nil || user == "" {
+		return nil
+	}
+	if mb, ok := t.MemberBudget(user); ok {
+		return &store.Budget{BudgetID: mb.BudgetID, MaxBudget: &mb.MaxBudget}
+	}
+	v, ok := s.memberBudgets.Load(t.TeamID)
+	if !ok {
+		return nil
+	}
+	id, ok := v.(map[string]string)[user]
+	if !ok {
+		return nil
+	}
+	b, _ := s.Budget(id)
+	return b
+}
 
 // PutEndUser publishes e.
-func (s *Snapshot) PutEndUser(e *store.EndUser) { s.endUsers.Store(e.UserID, e) }
+func (s *Snapshot) PutEndUser(e *store.EndUser) {
+	if e.BudgetID != "" {
+		s.rawEndUsers.Store(e.UserID, e)
+		e = s.endUserWithBudget(e)
+	} else {
+		s.rawEndUsers.Delete(e.UserID)
+	}
+	s.endUsers.Store(e.UserID, e)
+}
+
+// Budget returns a budget object.
+func (s *Snapshot) Budget(id string) (*store.Budget, bool) { return load[store.Budget](&s.budgets, id) }
+
+// Organization returns an organization.
+func (s *Snapshot) Organization(id string) (*store.Organization, bool) {
+	return load[store.Organization](&s.orgs, id)
+}
+
+// PutOrganization publishes o.
+func (s *Snapshot) PutOrganization(o *store.Organization) { s.orgs.Store(o.OrganizationID, o) }
+
+// DeleteOrganization removes an organization.
+func (s *Snapshot) DeleteOrganization(id string) { s.orgs.Delete(id) }
+
+// PutBudget publishes b and derives again every key and end user that
+// names it, so that the next request is held to the budget as it is now.
+func (s *Snapshot) PutBudget(b *store.Budget) {
+	s.budgets.Store(b.BudgetID, b)
+	s.rederive(b.BudgetID)
+}
+
+// DeleteBudget removes a budget; what named it keeps only its own limits.
+func (s *Snapshot) DeleteBudget(id string) {
+	s.budgets.Delete(id)
+	s.rederive(id)
+}
+
+func (s *Snapshot) rederive(id string) {
+	s.rawKeys.Range(func(_, v any) bool {
+		if k := v.(*store.Key); k.BudgetID == id {
+			if _, live := s.keys.Load(k.TokenHash); live {
+				s.PutKey(k)
+			}
+		}
+		return true
+	})
+	s.rawEndUsers.Range(func(_, v any) bool {
+		if e := v.(*store.EndUser); e.BudgetID == id {
+			if _, live := s.endUsers.Load(e.UserID); live {
+				s.PutEndUser(e)
+			}
+		}
+		return true
+	})
+}
+
+// TeamOrganization is the organization team t belongs to and the budget
+// that organization names (either may be nil).
+func (s *Snapshot) TeamOrganization(t *store.Team) (*store.Organization, *store.Budget) {
+	if t == nil || t.OrganizationID == "" {
+		return nil, nil
+	}
+	o, ok := s.Organization(t.OrganizationID)
+	if !ok {
+		return nil, nil
+	}
+	b, _ := s.Budget(o.BudgetID)
+	return o, b
+}
+
+// The limits a budget object gives what names it: each applies where the
+// record's own is unset. budget_duration comes with the budget's reset time
+// unless the record has one of its own (set by its first reset).
+
+func (s *Snapshot) keyWithBudget(k *store.Key) *store.Key {
+	b, ok := s.Budget(k.BudgetID)
+	if !ok {
+		return k
+	}
+	e := *k
+	fillF(&e.MaxBudget, b.MaxBudget)
+	fillF(&e.SoftBudget, b.SoftBudget)
+	fillI(&e.MaxParallelRequests, b.MaxParallelRequests)
+	fillI(&e.TPMLimit, b.TPMLimit)
+	fillI(&e.RPMLimit, b.RPMLimit)
+	fillPeriod(&e.BudgetDuration, &e.BudgetResetAt, b)
+	return &e
+}
+
+func (s *Snapshot) endUserWithBudget(u *store.EndUser) *store.EndUser {
+	b, ok := s.Budget(u.BudgetID)
+	if !ok {
+		return u
+	}
+	e := *u
+	fillF(&e.MaxBudget, b.MaxBudget)
+	fillI(&e.MaxParallelRequests, b.MaxParallelRequests)
+	fillI(&e.TPMLimit, b.TPMLimit)
+	fillI(&e.RPMLimit, b.RPMLimit)
+	fillPeriod(&e.BudgetDuration, &e.BudgetResetAt, b)
+	return &e
+}
+
+func fillF(dst **float64, v *float64) {
+	if *dst == nil {
+		*dst = v
+	}
+}
+
+func fillI(dst **int64, v *int64) {
+	if *dst == nil {
+		*dst = v
+	}
+}
+
+func fillPeriod(d **string, at **time.Time, b *store.Budget) {
+	if *d != nil || b.BudgetDuration == nil {
+		return
+	}
+	*d = b.BudgetDuration
+	if *at == nil {
+		*at = b.BudgetResetAt
+	}
+}
 
 // DeleteKey removes a key, deleted from the store just now.
 func (s *Snapshot) DeleteKey(h string) { s.deleteKeyAt(h, time.Now()) }
 
 func (s *Snapshot) deleteKeyAt(h string, at time.Time) {
 	s.forgotten.Store(h, at)
+	s.rawKeys.Delete(h)
 	s.keys.Delete(h)
 	s.indexKey(h, nil)
 }
@@ -136,19 +322,36 @@ func (s *Snapshot) RangeTeams(fn func(*store.Team) bool) {
 	s.teams.Range(func(_, v any) bool { return fn(v.(*store.Team)) })
 }
 
-// RangeUsers calls fn for every user until it returns false.
+// RangeUsers calls fn for every user until fn returns false.
 func (s *Snapshot) RangeUsers(fn func(*store.User) bool) {
 	s.users.Range(func(_, v any) bool { return fn(v.(*store.User)) })
+}
+
+// RangeEndUsers calls fn for every end user (with its budget's limits
+// filled in) until fn returns false.
+func (s *Snapshot) RangeEndUsers(fn func(*store.EndUser) bool) {
+	s.endUsers.Range(func(_, v any) bool { return fn(v.(*store.EndUser)) })
+}
+
+// RangeOrganizations calls fn for every organization until fn returns false.
+func (s *Snapshot) RangeOrganizations(fn func(*store.Organization) bool) {
+	s.orgs.Range(func(_, v any) bool { return fn(v.(*store.Organization)) })
 }
 
 // DeleteUser removes a user.
 func (s *Snapshot) DeleteUser(id string) { s.users.Delete(id) }
 
 // DeleteTeam removes a team.
-func (s *Snapshot) DeleteTeam(id string) { s.teams.Delete(id) }
+func (s *Snapshot) DeleteTeam(id string) {
+	s.teams.Delete(id)
+	s.memberBudgets.Delete(id)
+}
 
 // DeleteEndUser removes an end user.
-func (s *Snapshot) DeleteEndUser(id string) { s.endUsers.Delete(id) }
+func (s *Snapshot) DeleteEndUser(id string) {
+	s.endUsers.Delete(id)
+	s.rawEndUsers.Delete(id)
+}
 
 func load[T any](m *sync.Map, id string) (*T, bool) {
 	v, ok := m.Load(id)
@@ -167,6 +370,14 @@ func keyUsable(k *store.Key, team *store.Team, now time.Time) string {
 		return "key expired at " + k.Expires.UTC().Format(time.RFC3339)
 	case team != nil && team.Blocked:
 		return "team " + team.TeamID + " is blocked"
+	}
+	return ""
+}
+
+// orgUsable says why a key of an organization's team may not be used.
+func orgUsable(o *store.Organization) string {
+	if o != nil && o.Blocked {
+		return "organization " + o.OrganizationID + " is blocked"
 	}
 	return ""
 }
@@ -190,10 +401,22 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
 			s.DeleteTeam(d.ID)
 		case store.KindEndUser:
 			s.DeleteEndUser(d.ID)
+		case store.KindOrganization:
+			s.DeleteOrganization(d.ID)
+		case store.KindBudget:
+			s.DeleteBudget(d.ID)
 		}
 	}
 	if changed == nil {
 		return
+	}
+	// Budgets before what names them: a key read with its new budget_id
+	// must find the budget.
+	for _, b := range changed.Budgets {
+		s.PutBudget(b)
+	}
+	for _, o := range changed.Organizations {
+		s.PutOrganization(o)
 	}
 	for _, k := range changed.Keys {
 		// A row last written before its key was deleted is stale: this

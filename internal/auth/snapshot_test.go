@@ -44,3 +44,61 @@ func TestDeletedKeyStaysDeleted(t *testing.T) {
 		})
 	}
 }
+
+func p64(v int64) *int64 { return &v }
+
+// TestBudgetObjectsFillLimits: a key or end user that names a budget is
+// published with the budget's limits where its own are unset, follows the
+// budget's changes and deletion, and a resync (Apply) that brings a budget
+// and what names it together resolves them in either order.
+func TestBudgetObjectsFillLimits(t *testing.T) {
+	s := NewSnapshot(&store.Snapshot{Budgets: []*store.Budget{{BudgetID: "b", RPMLimit: p64(1), TPMLimit: p64(100)}}})
+	s.PutKey(&store.Key{TokenHash: "k", BudgetID: "b", TPMLimit: p64(5)})
+	s.PutEndUser(&store.EndUser{UserID: "e", BudgetID: "b"})
+	k, _ := s.Key("k")
+	if k.RPMLimit == nil || *k.RPMLimit != 1 || *k.TPMLimit != 5 {
+		t.Fatalf("key: rpm %v tpm %v, want the budget's rpm 1 and its own tpm 5", k.RPMLimit, *k.TPMLimit)
+	}
+	s.PutBudget(&store.Budget{BudgetID: "b", RPMLimit: p64(9)})
+	k, _ = s.Key("k")
+	e, _ := s.EndUser("e")
+	if *k.RPMLimit != 9 || *e.RPMLimit != 9 || e.TPMLimit != nil {
+		t.Fatalf("after the budget's update: key rpm %d, end user rpm %d tpm %v", *k.RPMLimit, *e.RPMLimit, e.TPMLimit)
+	}
+	s.DeleteBudget("b")
+	k, _ = s.Key("k")
+	if k.RPMLimit != nil || *k.TPMLimit != 5 {
+		t.Fatalf("after the budget's deletion: key rpm %v", k.RPMLimit)
+	}
+	// A deleted key is not brought back by its budget's change.
+	s.DeleteKey("k")
+	s.PutBudget(&store.Budget{BudgetID: "b", RPMLimit: p64(2)})
+	if _, ok := s.Key("k"); ok {
+		t.Fatal("a budget change resurrected a deleted key")
+	}
+	// A resync carrying a new budget and the end user that names it.
+	s.Apply(&store.Snapshot{EndUsers: []*store.EndUser{{UserID: "f", BudgetID: "c"}}, Budgets: []*store.Budget{{BudgetID: "c", MaxBudget: func() *float64 { v := 3.0; return &v }()}}}, nil)
+	if f, _ := s.EndUser("f"); f.MaxBudget == nil || *f.MaxBudget != 3 {
+		t.Fatalf("resync: end user max_budget %v", f.MaxBudget)
+	}
+	// Team memberships and organizations.
+	team := &store.Team{TeamID: "t", OrganizationID: "o", Members: []store.TeamMember{{UserID: "ann", BudgetID: "c"}, {UserID: "bob"}}}
+	s.PutTeam(team)
+	s.PutOrganization(&store.Organization{OrganizationID: "o", BudgetID: "c"})
+	if b := s.MemberBudget(team, "ann"); b == nil || b.BudgetID != "c" {
+		t.Fatalf("ann's membership budget: %v", b)
+	}
+	if b := s.MemberBudget(team, "bob"); b != nil {
+		t.Fatalf("bob has no membership budget, got %v", b)
+	}
+	if o, b := s.TeamOrganization(team); o == nil || b == nil || b.BudgetID != "c" {
+		t.Fatalf("team organization: %v %v", o, b)
+	}
+	s.Apply(nil, []store.Deletion{{Kind: store.KindOrganization, ID: "o"}, {Kind: store.KindTeam, ID: "t"}})
+	if o, _ := s.TeamOrganization(team); o != nil {
+		t.Fatal("deleted organization still found")
+	}
+	if b := s.MemberBudget(team, "ann"); b != nil {
+		t.Fatal("deleted team's membership budget still found")
+	}
+}

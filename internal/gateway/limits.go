@@ -89,6 +89,12 @@ func (l *RateLimits) rules(p *auth.Principal, req *request, model string, tk *ra
 			label = t.TeamAlias
 		}
 		window(ratelimit.Scope{Entity: "team", ID: t.TeamID}, label, t.RPMLimit, t.TPMLimit, t.MaxParallelRequests, tk)
+		if b := p.MemberBudget; b != nil {
+			window(ratelimit.Scope{Entity: "team_member", ID: t.TeamID + "/" + p.Key.UserID}, label+"/"+p.Key.UserID, b.RPMLimit, b.TPMLimit, b.MaxParallelRequests, tk)
+		}
+	}
+	if o, b := p.Org, p.OrgBudget; o != nil && b != nil {
+		window(ratelimit.Scope{Entity: "organization", ID: o.OrganizationID}, o.OrganizationID, b.RPMLimit, b.TPMLimit, b.MaxParallelRequests, tk)
 	}
 	if req.user != "" && l.Snap != nil {
 		if e, ok := l.Snap.EndUser(req.user); ok {

@@ -202,20 +202,27 @@ func promptEstimate(bound, bodyLen int64) int64 {
 
 // accounts are the budgets a request is charged to, most shared first.
 func (m *Books) accounts(p *auth.Principal, endUser, model string) []*ledger.Account {
-	accts := make([]*ledger.Account, 0, 6)
+	accts := make([]*ledger.Account, 0, 7)
 	global := ledger.Spec{Spent: m.GlobalSpent, Budget: m.GlobalBudget}
 	if u, ok := m.Snap.User(auth.ProxyBudgetUser); ok { // its max_budget, edited through /user/update
 		global.Budget = u.MaxBudget
 	}
 	accts = append(accts, m.Book.Account(ledger.KindGlobal, "global", global))
+	if o, b := p.Org, p.OrgBudget; o != nil && b != nil {
+		at := o.BudgetResetAt // the organization's own once its period has rolled over
+		if at == nil {
+			at = b.BudgetResetAt
+		}
+		accts = append(accts, m.Book.Account(ledger.KindOrganization, o.OrganizationID, ledger.Spec{Spent: o.Spend, Budget: b.MaxBudget, Soft: b.SoftBudget, BudgetDuration: b.BudgetDuration, ResetAt: at}))
+	}
 	if t := p.Team; t != nil {
 		accts = append(accts, m.Book.Account(ledger.KindTeam, t.TeamID, ledger.Spec{Spent: t.Spend, Budget: t.MaxBudget, BudgetDuration: t.BudgetDuration, ResetAt: t.BudgetResetAt}))
 	}
 	if u := p.User; u != nil {
 		accts = append(accts, m.Book.Account(ledger.KindUser, u.UserID, ledger.Spec{Spent: u.Spend, Budget: u.MaxBudget, Soft: u.SoftBudget, BudgetDuration: u.BudgetDuration, ResetAt: u.BudgetResetAt}))
 	}
-	if mb, ok := memberBudget(p); ok {
-		accts = append(accts, m.Book.Account(ledger.KindTeamMember, store.MemberBudgetID(p.Team.TeamID, mb.UserID), ledger.Spec{Budget: &mb.MaxBudget}))
+	if b := p.MemberBudget; b != nil { // spend seeded from budget_spend at start
+		accts = append(accts, m.Book.Account(ledger.KindTeamMember, store.MemberBudgetID(p.Team.TeamID, p.Key.UserID), ledger.Spec{Budget: b.MaxBudget, Soft: b.SoftBudget}))
 	}
 	if endUser != "" {
 		spec := ledger.Spec{Budget: m.MaxEndUserBudget}
@@ -234,14 +241,6 @@ func (m *Books) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 		}
 	}
 	return accts
-}
-
-// memberBudget is the max_budget_in_team of the key's user in the key's team.
-func memberBudget(p *auth.Principal) (store.MemberBudget, bool) {
-	if p.Team == nil || p.Key == nil || p.Key.UserID == "" {
-		return store.MemberBudget{}, false
-	}
-	return p.Team.MemberBudget(p.Key.UserID)
 }
 
 // outputBound is the most output a request can be billed for: max_tokens
@@ -462,8 +461,11 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		if p.Hooked {
 			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetCustomAuthKey, ID: p.Key.TokenHash})
 		}
-		if mb, ok := memberBudget(p); ok {
-			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetTeamMember, ID: store.MemberBudgetID(p.Team.TeamID, mb.UserID)})
+		if p.Org != nil {
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetOrganization, ID: p.Org.OrganizationID})
+		}
+		if p.MemberBudget != nil {
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetTeamMember, ID: store.MemberBudgetID(p.Team.TeamID, p.Key.UserID)})
 		}
 	} else if p.KeyHash != "" && !p.Master {
 		c.log.KeyHash = p.KeyHash

@@ -56,11 +56,14 @@ const (
 	KindTeam
 	KindEndUser
 	KindGlobal
-	KindTeamMember // a user's max_budget_in_team, id "<team>/<user>"
-	KindKeyModel   // a key's model_max_budget entry (the last kind)
+	KindKeyModel     // a key's model_max_budget entry
+	KindOrganization // an organization: the spend of all its teams
+	KindTeamMember   // a user's membership of a team that names a budget: "<team>/<user>"
+
+	kindCount = iota
 )
 
-var kindNames = [...]string{"key", "user", "team", "end_user", "global", "team_member", "key_model"}
+var kindNames = [...]string{"key", "user", "team", "end_user", "global", "key_model", "organization", "team_member"}
 
 func (k Kind) String() string { return kindNames[k] }
 

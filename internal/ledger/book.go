@@ -8,7 +8,7 @@ import (
 // Book holds the accounts of every budgeted entity, created on first use
 // with the spend the store last recorded. Lookups are lock-free (sync.Map).
 type Book struct {
-	accounts [KindKeyModel + 1]sync.Map // per Kind: id -> *Account
+	accounts [kindCount]sync.Map // per Kind: id -> *Account
 	onReset  func(kind Kind, id string, next time.Time)
 	now      func() time.Time
 }

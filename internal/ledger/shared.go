@@ -567,7 +567,7 @@ return 1
 // knowing all it spent. It returns how many accounts it could not carry
 // (Redis away again; the store still has their spend).
 func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
-	for kind := KindKey; kind <= KindKeyModel; kind++ {
+	for kind := KindKey; kind < kindCount; kind++ {
 		book.Range(kind, func(a *Account) bool {
 			if a.Budget() == Unlimited {
 				return true

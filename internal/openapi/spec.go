@@ -163,6 +163,43 @@ func operations() []op {
 		ops = append(ops, op{method: "GET", path: p, tag: "models", summary: "Deployments the caller may use, without credentials",
 			params: []obj{query("litellm_model_id", "", false)}, ok: jsonResp("the deployments", object([]string{"data"}, obj{"data": arr(ref("ModelEntry"))}))})
 	}
+	budgetObj := object(nil, obj{"budget_id": str("made up when absent"), "max_budget": nullNum, "soft_budget": nullNum, "max_parallel_requests": nullInt,
+		"tpm_limit": nullInt, "rpm_limit": nullInt, "budget_duration": nullStr, "model_max_budget": anyObj, "budget_reset_at": nullStr})
+	list := obj{"type": "array", "items": anyObj}
+	member := object(nil, obj{"role": str("org_admin, internal_user or internal_user_viewer"), "user_id": nullStr, "user_email": nullStr})
+	orgMember := object([]string{"organization_id"}, obj{"organization_id": str(""), "user_id": nullStr, "user_email": nullStr,
+		"role": nullStr, "max_budget_in_organization": nullNum})
+	ops = append(ops,
+		op{method: "POST", path: "/budget/new", tag: "budgets", summary: "Create a budget object (limits that end users, keys, team memberships and organizations name by budget_id)", body: budgetObj, ok: jsonResp("the budget", anyObj)},
+		op{method: "POST", path: "/budget/update", tag: "budgets", summary: "Change a budget object; what names it follows at once", body: budgetObj, ok: jsonResp("the budget", anyObj)},
+		op{method: "POST", path: "/budget/info", tag: "budgets", summary: "Budget objects by id", body: object([]string{"budgets"}, obj{"budgets": arr(str(""))}), ok: jsonResp("the budgets", list)},
+		op{method: "GET", path: "/budget/list", tag: "budgets", summary: "Every budget object", params: page, ok: jsonResp("the budgets", list)},
+		op{method: "POST", path: "/budget/delete", tag: "budgets", summary: "Delete a budget object nothing names", body: object([]string{"id"}, obj{"id": str("")}), ok: jsonResp("the deleted budget", anyObj)},
+		op{method: "POST", path: "/organization/new", tag: "organizations", summary: "Create an organization (and its budget, unless budget_id names one)",
+			body: object([]string{"organization_alias"}, obj{"organization_id": nullStr, "organization_alias": str(""), "models": arr(str("")), "budget_id": nullStr,
+				"metadata": anyObj, "max_budget": nullNum, "soft_budget": nullNum, "tpm_limit": nullInt, "rpm_limit": nullInt, "max_parallel_requests": nullInt,
+				"budget_duration": nullStr, "model_max_budget": anyObj}), ok: jsonResp("the organization", anyObj)},
+		op{method: "GET", path: "/organization/info", tag: "organizations", summary: "An organization, its members, teams and budget", params: []obj{query("organization_id", "", true)}, ok: jsonResp("the organization", anyObj)},
+		op{method: "POST", path: "/organization/info", tag: "organizations", summary: "Organizations by id (LiteLLM's older form of GET /organization/info)",
+			body: object([]string{"organizations"}, obj{"organizations": arr(str(""))}), ok: jsonResp("the organizations", list)},
+		op{method: "GET", path: "/organization/list", tag: "organizations", summary: "Organizations (a member sees hers)", params: page, ok: jsonResp("the organizations", list)},
+		op{method: "POST", path: "/organization/member_add", tag: "organizations", summary: "Add members (users are created when new)",
+			body: object([]string{"organization_id", "member"}, obj{"organization_id": str(""), "member": obj{"oneOf": []any{member, arr(member)}}, "max_budget_in_organization": nullNum}),
+			ok:   jsonResp("the users and memberships", anyObj)},
+	)
+	for _, m := range []string{"PATCH", "POST"} {
+		ops = append(ops,
+			op{method: m, path: "/organization/update", tag: "organizations", summary: "Change an organization (LiteLLM: PATCH)",
+				body: object([]string{"organization_id"}, obj{"organization_id": str(""), "organization_alias": nullStr, "budget_id": nullStr, "spend": nullNum,
+					"metadata": anyObj, "models": arr(str("")), "blocked": boolean, "updated_by": nullStr}), ok: jsonResp("the organization", anyObj)},
+			op{method: m, path: "/organization/member_update", tag: "organizations", summary: "Change a member's role or budget (LiteLLM: PATCH)", body: orgMember, ok: jsonResp("the membership", anyObj)})
+	}
+	for _, m := range []string{"DELETE", "POST"} {
+		ops = append(ops,
+			op{method: m, path: "/organization/delete", tag: "organizations", summary: "Delete organizations and their teams (LiteLLM: DELETE)",
+				body: object([]string{"organization_ids"}, obj{"organization_ids": arr(str(""))}), ok: jsonResp("the deleted organizations", list)},
+			op{method: m, path: "/organization/member_delete", tag: "organizations", summary: "Remove a member (LiteLLM: DELETE)", body: orgMember, ok: jsonResp("the removed membership", anyObj)})
+	}
 	for _, prefix := range []string{"/customer", "/end_user"} {
 		ops = append(ops,
 			op{method: "POST", path: prefix + "/new", tag: "customers", summary: "Create an end user", body: ref("Entity"), ok: jsonResp("the end user", anyObj)},
@@ -182,13 +219,13 @@ func schemas() obj {
 	budget := obj{"max_budget": nullNum, "soft_budget": nullNum, "budget_duration": nullStr, "max_parallel_requests": nullInt,
 		"tpm_limit": nullInt, "rpm_limit": nullInt, "metadata": anyObj}
 	keyProps := obj{"key": str("a custom raw key (sk-...)"), "key_alias": nullStr, "duration": nullStr, "models": arr(str("")), "aliases": anyObj, "config": anyObj,
-		"spend": num, "user_id": nullStr, "team_id": nullStr, "blocked": boolean, "tags": arr(str("")),
+		"spend": num, "user_id": nullStr, "team_id": nullStr, "blocked": boolean, "tags": arr(str("")), "budget_id": nullStr,
 		"model_max_budget": anyObj, "model_rpm_limit": anyObj, "model_tpm_limit": anyObj}
 	for k, v := range budget {
 		keyProps[k] = v
 	}
 	entity := object(nil, obj{"user_id": nullStr, "team_id": nullStr, "team_alias": nullStr, "user_role": nullStr, "user_email": nullStr, "alias": nullStr,
-		"models": arr(str("")), "members_with_roles": arr(anyObj), "blocked": boolean, "model_aliases": anyObj})
+		"models": arr(str("")), "members_with_roles": arr(anyObj), "blocked": boolean, "model_aliases": anyObj, "budget_id": nullStr, "organization_id": nullStr})
 	for k, v := range budget {
 		entity["properties"].(obj)[k] = v
 	}

@@ -736,6 +736,7 @@ func newLimits(cfg *config.Config, opts Options, c *rscript.Runner, m *metrics.M
 var storeKinds = map[ledger.Kind]store.Kind{
 	ledger.KindKey: store.KindKey, ledger.KindUser: store.KindUser,
 	ledger.KindTeam: store.KindTeam, ledger.KindEndUser: store.KindEndUser,
+	ledger.KindOrganization: store.KindOrganization,
 }
 
 // keyMiss looks up, in the store, a key missing from the snapshot, so that

@@ -775,6 +775,31 @@ func TestBudgetsSurviveRestart(t *testing.T) {
 		{"custom_auth", "  custom_auth:\n    mode: replace\n    webhook: {url: " + hook.URL + "}\n", func(t *testing.T, e *spendEnv) string {
 			return "sk-hook-only-key-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 		}, "key"},
+		{"team membership budget", "", func(t *testing.T, e *spendEnv) string {
+			for _, c := range [][2]string{
+				{"/budget/new", `{"budget_id": "member-b", "max_budget": 0.0003}`},
+				{"/user/new", `{"user_id": "ann"}`},
+				{"/team/new", `{"team_id": "squad", "members_with_roles": [{"user_id": "ann", "role": "user", "budget_id": "member-b"}]}`},
+			} {
+				if resp, out := e.post(t, c[0], "sk-1234", c[1]); resp.StatusCode != 200 {
+					t.Fatalf("%s: %d %v", c[0], resp.StatusCode, out)
+				}
+			}
+			_, out := e.post(t, "/key/generate", "sk-1234", `{"user_id": "ann", "team_id": "squad"}`)
+			return out["key"].(string)
+		}, "team_member"},
+		{"organization", "", func(t *testing.T, e *spendEnv) string {
+			for _, c := range [][2]string{
+				{"/organization/new", `{"organization_id": "acme", "organization_alias": "Acme", "max_budget": 0.0003}`},
+				{"/team/new", `{"team_id": "acme-eng", "organization_id": "acme"}`},
+			} {
+				if resp, out := e.post(t, c[0], "sk-1234", c[1]); resp.StatusCode != 200 {
+					t.Fatalf("%s: %d %v", c[0], resp.StatusCode, out)
+				}
+			}
+			_, out := e.post(t, "/key/generate", "sk-1234", `{"team_id": "acme-eng"}`)
+			return out["key"].(string)
+		}, "organization"},
 	}
 	redisURL := os.Getenv("TOLLGATE_TEST_REDIS_URL")
 	for _, shared := range []bool{false, true} {

@@ -48,8 +48,10 @@ type Key struct {
 	ModelRPMLimit       map[string]int64   `json:"model_rpm_limit"`
 	ModelTPMLimit       map[string]int64   `json:"model_tpm_limit"`
 	ModelSpend          map[string]float64 `json:"model_spend"`
-	Expires             *time.Time         `json:"expires"`
-	Blocked             bool               `json:"blocked"`
+	// BudgetID names a Budget whose limits apply where the key sets none.
+	BudgetID string     `json:"budget_id,omitempty"`
+	Expires  *time.Time `json:"expires"`
+	Blocked  bool       `json:"blocked"`
 	// BlockedBy says who blocked the key: "admin" (a proxy_admin, or a
 	// block recorded before this field existed: "") or "owner" (the key's
 	// own user, who may then unblock it herself).
@@ -84,6 +86,9 @@ type TeamMember struct {
 	UserID    string `json:"user_id"`
 	UserEmail string `json:"user_email,omitempty"`
 	Role      string `json:"role"` // admin or user
+	// BudgetID names the Budget of this membership (LiteLLM's
+	// LiteLLM_TeamMembership.budget_id).
+	BudgetID string `json:"budget_id,omitempty"`
 }
 
 // MemberBudget is a member's own budget within a team (LiteLLM's
@@ -99,6 +104,7 @@ type MemberBudget struct {
 type Team struct {
 	TeamID              string         `json:"team_id"`
 	TeamAlias           string         `json:"team_alias,omitempty"`
+	OrganizationID      string         `json:"organization_id,omitempty"`
 	Models              []string       `json:"models"`
 	Members             []TeamMember   `json:"members_with_roles"`
 	Spend               float64        `json:"spend"`
@@ -141,13 +147,66 @@ type EndUser struct {
 	BudgetDuration *string    `json:"budget_duration"`
 	BudgetResetAt  *time.Time `json:"budget_reset_at"`
 	// Limits on the requests made for this end user, across keys.
-	MaxParallelRequests *int64         `json:"max_parallel_requests"`
-	TPMLimit            *int64         `json:"tpm_limit"`
-	RPMLimit            *int64         `json:"rpm_limit"`
-	Blocked             bool           `json:"blocked"`
-	Metadata            map[string]any `json:"metadata"`
-	CreatedAt           time.Time      `json:"created_at"`
-	UpdatedAt           time.Time      `json:"updated_at"`
+	MaxParallelRequests *int64 `json:"max_parallel_requests"`
+	TPMLimit            *int64 `json:"tpm_limit"`
+	RPMLimit            *int64 `json:"rpm_limit"`
+	Blocked             bool   `json:"blocked"`
+	// BudgetID names a Budget whose limits apply where the end user sets none.
+	BudgetID  string         `json:"budget_id,omitempty"`
+	Metadata  map[string]any `json:"metadata"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+// Budget is a set of limits kept as an object of its own (LiteLLM's
+// LiteLLM_BudgetTable) that end users, keys, team memberships and
+// organizations refer to by BudgetID. It has no spend: whatever refers to
+// it is charged, against these limits.
+type Budget struct {
+	BudgetID            string   `json:"budget_id"`
+	MaxBudget           *float64 `json:"max_budget"`
+	SoftBudget          *float64 `json:"soft_budget"`
+	MaxParallelRequests *int64   `json:"max_parallel_requests"`
+	TPMLimit            *int64   `json:"tpm_limit"`
+	RPMLimit            *int64   `json:"rpm_limit"`
+	// ModelMaxBudget is kept as sent ({"model": {"max_budget": ...}}).
+	ModelMaxBudget map[string]any `json:"model_max_budget"`
+	BudgetDuration *string        `json:"budget_duration"`
+	BudgetResetAt  *time.Time     `json:"budget_reset_at"`
+	CreatedBy      string         `json:"created_by,omitempty"`
+	UpdatedBy      string         `json:"updated_by,omitempty"`
+	CreatedAt      time.Time      `json:"created_at"`
+	UpdatedAt      time.Time      `json:"updated_at"`
+}
+
+// OrgMember is a user's membership of an organization
+// (LiteLLM_OrganizationMembership).
+type OrgMember struct {
+	UserID    string    `json:"user_id"`
+	UserRole  string    `json:"user_role"` // org_admin, internal_user, internal_user_viewer
+	BudgetID  string    `json:"budget_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Organization owns teams: their models must be within its models, and its
+// budget (BudgetID) bounds the spend of all of them together.
+type Organization struct {
+	OrganizationID    string         `json:"organization_id"`
+	OrganizationAlias string         `json:"organization_alias"`
+	BudgetID          string         `json:"budget_id"`
+	Spend             float64        `json:"spend"`
+	Models            []string       `json:"models"`
+	Metadata          map[string]any `json:"metadata"`
+	Members           []OrgMember    `json:"members"`
+	Blocked           bool           `json:"blocked"`
+	// BudgetResetAt is set when the organization's budget period first
+	// rolls over; until then the budget's own reset time applies.
+	BudgetResetAt *time.Time `json:"budget_reset_at,omitempty"`
+	CreatedBy     string     `json:"created_by"`
+	UpdatedBy     string     `json:"updated_by"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
 // SpendLog is one request's usage and cost.
@@ -199,7 +258,11 @@ const (
 	// BudgetCustomAuthKey is a key that only custom_auth (replace mode)
 	// knows, with the budget the hook gives it.
 	BudgetCustomAuthKey = "custom_auth_key"
-	// BudgetTeamMember is a member's max_budget_in_team, with ID
+	// BudgetOrganization is an organization's spend: ApplySpend adds it to
+	// the organizations row, not to budget_spend.
+	BudgetOrganization = "organization"
+	// BudgetTeamMember is a team membership with a budget of its own
+	// (max_budget_in_team, or a budget object it names), with ID
 	// MemberBudgetID(team, user).
 	BudgetTeamMember = "team_member"
 )
@@ -239,10 +302,12 @@ type Model struct {
 
 // Snapshot is every key, user, team and end user, for the in-memory cache.
 type Snapshot struct {
-	Keys     []*Key
-	Users    []*User
-	Teams    []*Team
-	EndUsers []*EndUser
+	Keys          []*Key
+	Users         []*User
+	Teams         []*Team
+	EndUsers      []*EndUser
+	Budgets       []*Budget
+	Organizations []*Organization
 }
 
 // Page selects a slice of a listing; Size 0 means the default (50).
@@ -313,6 +378,20 @@ type Store interface {
 	DeleteEndUser(ctx context.Context, id string) error
 	ListEndUsers(ctx context.Context, p Page) ([]*EndUser, int, error)
 
+	CreateBudget(ctx context.Context, b *Budget) error // ErrConflict on a taken id
+	GetBudget(ctx context.Context, id string) (*Budget, error)
+	UpdateBudget(ctx context.Context, b *Budget) error
+	DeleteBudget(ctx context.Context, id string) error
+	ListBudgets(ctx context.Context, p Page) ([]*Budget, int, error)
+
+	CreateOrganization(ctx context.Context, o *Organization) error
+	GetOrganization(ctx context.Context, id string) (*Organization, error)
+	UpdateOrganization(ctx context.Context, o *Organization) error
+	// DeleteOrganization removes the organization record (the API deletes
+	// its teams first, as LiteLLM does).
+	DeleteOrganization(ctx context.Context, id string) error
+	ListOrganizations(ctx context.Context, p Page) ([]*Organization, int, error)
+
 	// SetSpend overwrites an entity's spend (an operator edit).
 	SetSpend(ctx context.Context, kind Kind, id string, spend float64) error
 	// ResetBudget starts a new budget period: spend to zero and
@@ -371,4 +450,7 @@ const (
 	KindUser    Kind = "user"
 	KindTeam    Kind = "team"
 	KindEndUser Kind = "end_user"
+	// KindOrganization has spend (its teams'); KindBudget only tombstones.
+	KindOrganization Kind = "organization"
+	KindBudget       Kind = "budget"
 )

@@ -218,6 +218,16 @@ var (
 		id:    func(e *store.EndUser) string { return e.UserID },
 		spend: func(e *store.EndUser) *float64 { return &e.Spend },
 		times: func(e *store.EndUser) (*time.Time, *time.Time) { return &e.CreatedAt, &e.UpdatedAt }}
+	budgets = docTable[store.Budget]{name: "budgets", idCol: "budget_id", kind: store.KindBudget,
+		id: func(b *store.Budget) string { return b.BudgetID },
+		// A budget has no spend: the column stays 0 and is read into a
+		// value nobody keeps.
+		spend: func(*store.Budget) *float64 { return new(float64) },
+		times: func(b *store.Budget) (*time.Time, *time.Time) { return &b.CreatedAt, &b.UpdatedAt }}
+	organizations = docTable[store.Organization]{name: "organizations", idCol: "organization_id", kind: store.KindOrganization,
+		id:    func(o *store.Organization) string { return o.OrganizationID },
+		spend: func(o *store.Organization) *float64 { return &o.Spend },
+		times: func(o *store.Organization) (*time.Time, *time.Time) { return &o.CreatedAt, &o.UpdatedAt }}
 	keys = docTable[store.Key]{name: "keys", idCol: "token_hash", kind: store.KindKey,
 		id:    func(k *store.Key) string { return k.TokenHash },
 		spend: func(k *store.Key) *float64 { return &k.Spend },
@@ -302,6 +312,60 @@ func (s *DB) ListEndUsers(ctx context.Context, p store.Page) ([]*store.EndUser, 
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	return endUsers.list(ctx, s.db, "", nil, p)
+}
+
+// Budgets and organizations.
+
+func (s *DB) CreateBudget(ctx context.Context, b *store.Budget) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return budgets.create(ctx, s.db, b)
+}
+func (s *DB) GetBudget(ctx context.Context, id string) (*store.Budget, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return budgets.get(ctx, s.db, id)
+}
+func (s *DB) UpdateBudget(ctx context.Context, b *store.Budget) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return budgets.update(ctx, s.db, b)
+}
+func (s *DB) DeleteBudget(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return budgets.delete(ctx, s, id)
+}
+func (s *DB) ListBudgets(ctx context.Context, p store.Page) ([]*store.Budget, int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return budgets.list(ctx, s.db, "", nil, p)
+}
+
+func (s *DB) CreateOrganization(ctx context.Context, o *store.Organization) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return organizations.create(ctx, s.db, o)
+}
+func (s *DB) GetOrganization(ctx context.Context, id string) (*store.Organization, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return organizations.get(ctx, s.db, id)
+}
+func (s *DB) UpdateOrganization(ctx context.Context, o *store.Organization) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return organizations.update(ctx, s.db, o)
+}
+func (s *DB) DeleteOrganization(ctx context.Context, id string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return organizations.delete(ctx, s, id)
+}
+func (s *DB) ListOrganizations(ctx context.Context, p store.Page) ([]*store.Organization, int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return organizations.list(ctx, s.db, "", nil, p)
 }
 
 // Keys carry alias, user and team columns besides the document.
@@ -496,6 +560,7 @@ var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 var kindTables = map[store.Kind][2]string{
 	store.KindKey: {"keys", "token_hash"}, store.KindUser: {"users", "user_id"},
 	store.KindTeam: {"teams", "team_id"}, store.KindEndUser: {"end_users", "user_id"},
+	store.KindOrganization: {"organizations", "organization_id"},
 }
 
 // ResetBudget starts a new budget period for one entity. It is
@@ -583,6 +648,12 @@ func (s *DB) LoadAll(ctx context.Context) (*store.Snapshot, error) {
 	if snap.EndUsers, err = endUsers.all(ctx, s.db); err != nil {
 		return nil, err
 	}
+	if snap.Budgets, err = budgets.all(ctx, s.db); err != nil {
+		return nil, err
+	}
+	if snap.Organizations, err = organizations.all(ctx, s.db); err != nil {
+		return nil, err
+	}
 	return &snap, nil
 }
 
@@ -605,6 +676,12 @@ func (s *DB) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []s
 		return nil, nil, err
 	}
 	if snap.EndUsers, err = endUsers.since(ctx, s.db, since); err != nil {
+		return nil, nil, err
+	}
+	if snap.Budgets, err = budgets.since(ctx, s.db, since); err != nil {
+		return nil, nil, err
+	}
+	if snap.Organizations, err = organizations.since(ctx, s.db, since); err != nil {
 		return nil, nil, err
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT kind, id, at FROM deletions WHERE at >= $1 ORDER BY at`, micros(since))

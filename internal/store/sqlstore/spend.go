@@ -172,6 +172,10 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 				}
 			}
 			for _, b := range l.Budgets {
+				if b.Kind == store.BudgetOrganization { // has a row of its own
+					spend[[2]string{"organizations", b.ID}] += l.Cost
+					continue
+				}
 				budgets[budget{b, l.KeyHash}] += l.Cost
 			}
 			k := rollKey{l.StartedAt.UTC().Format(time.DateOnly), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
@@ -185,7 +189,7 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			r.completion += l.CompletionTokens
 			r.spend += l.Cost
 		}
-		idCol := map[string]string{"keys": "token_hash", "users": "user_id", "teams": "team_id", "end_users": "user_id"}
+		idCol := map[string]string{"keys": "token_hash", "users": "user_id", "teams": "team_id", "end_users": "user_id", "organizations": "organization_id"}
 		now := micros(time.Now())
 		for e, amount := range spend {
 			table, id := e[0], e[1]

@@ -41,6 +41,7 @@ func Run(t *testing.T, open Opener) {
 		{"Changes", changes},
 		{"DeleteOwnerDeletesKeys", deleteOwner},
 		{"UnencodableRecordIsAnError", unencodable},
+		{"BudgetsAndOrganizations", budgetsAndOrgs},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -622,5 +623,112 @@ func unencodable(t *testing.T, s store.Store) {
 	u := &store.User{UserID: "far", BudgetResetAt: &far}
 	if err := s.CreateUser(ctx, u); err == nil {
 		t.Fatal("a user resetting in year 10245 was stored")
+	}
+}
+
+func budgetsAndOrgs(t *testing.T, s store.Store) {
+	reset := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	b := &store.Budget{BudgetID: "tier-1", MaxBudget: ptr(5.0), SoftBudget: ptr(4.0), MaxParallelRequests: ptr(int64(2)),
+		TPMLimit: ptr(int64(100)), RPMLimit: ptr(int64(3)), BudgetDuration: ptr("30d"), BudgetResetAt: &reset,
+		ModelMaxBudget: map[string]any{"gpt-4": map[string]any{"max_budget": 1.0}}, CreatedBy: "admin"}
+	if err := s.CreateBudget(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateBudget(ctx, &store.Budget{BudgetID: "tier-1"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate budget: %v, want ErrConflict", err)
+	}
+	got, err := s.GetBudget(ctx, "tier-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got.MaxBudget != 5 || *got.SoftBudget != 4 || *got.MaxParallelRequests != 2 || *got.TPMLimit != 100 || *got.RPMLimit != 3 ||
+		*got.BudgetDuration != "30d" || !got.BudgetResetAt.Equal(reset) || got.CreatedAt.IsZero() || got.CreatedBy != "admin" {
+		t.Fatalf("budget round trip: %+v", got)
+	}
+	if m, _ := got.ModelMaxBudget["gpt-4"].(map[string]any); m["max_budget"] != 1.0 {
+		t.Fatalf("model_max_budget: %v", got.ModelMaxBudget)
+	}
+	got.RPMLimit = ptr(int64(7))
+	if err := s.UpdateBudget(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetBudget(ctx, "tier-1"); *got.RPMLimit != 7 {
+		t.Fatalf("update: rpm %d", *got.RPMLimit)
+	}
+	if err := s.UpdateBudget(ctx, &store.Budget{BudgetID: "nope"}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update of a missing budget: %v", err)
+	}
+
+	o := &store.Organization{OrganizationID: "org-1", OrganizationAlias: "Acme", BudgetID: "tier-1", Models: []string{"gpt-4"},
+		Members: []store.OrgMember{{UserID: "u1", UserRole: "org_admin"}}, CreatedBy: "admin", UpdatedBy: "admin"}
+	if err := s.CreateOrganization(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateOrganization(ctx, &store.Organization{OrganizationID: "org-1"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate organization: %v", err)
+	}
+	// Spend of a team's request reaches its organization.
+	err = s.ApplySpend(ctx, []store.SpendLog{{RequestID: "org-r1", TeamID: "t", Cost: 0.25, StartedAt: time.Now(), EndedAt: time.Now(),
+		Budgets: []store.BudgetRef{{Kind: store.BudgetOrganization, ID: "org-1"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	og, err := s.GetOrganization(ctx, "org-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if og.OrganizationAlias != "Acme" || og.BudgetID != "tier-1" || og.Models[0] != "gpt-4" || len(og.Members) != 1 ||
+		og.Members[0].UserRole != "org_admin" || og.Spend != 0.25 {
+		t.Fatalf("organization round trip: %+v", og)
+	}
+	if spends, _ := s.BudgetSpends(ctx); len(spends) != 0 {
+		t.Fatalf("organization spend went to budget_spend too: %v", spends)
+	}
+	og.Models = append(og.Models, "gpt-4o")
+	og.Spend = 99 // the record's spend never overwrites the column
+	if err := s.UpdateOrganization(ctx, og); err != nil {
+		t.Fatal(err)
+	}
+	if og, _ := s.GetOrganization(ctx, "org-1"); len(og.Models) != 2 || og.Spend != 0.25 {
+		t.Fatalf("after update: %+v", og)
+	}
+	if err := s.SetSpend(ctx, store.KindOrganization, "org-1", 0); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.LoadAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Budgets) != 1 || len(snap.Organizations) != 1 || snap.Organizations[0].Spend != 0 {
+		t.Fatalf("LoadAll: %d budgets, %d organizations", len(snap.Budgets), len(snap.Organizations))
+	}
+	list, total, err := s.ListOrganizations(ctx, store.Page{})
+	if err != nil || total != 1 || len(list) != 1 {
+		t.Fatalf("ListOrganizations: %d %d %v", len(list), total, err)
+	}
+	bl, total, err := s.ListBudgets(ctx, store.Page{})
+	if err != nil || total != 1 || len(bl) != 1 {
+		t.Fatalf("ListBudgets: %d %d %v", len(bl), total, err)
+	}
+	since := time.Now().Add(-time.Second)
+	if err := s.DeleteOrganization(ctx, "org-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteBudget(ctx, "tier-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteBudget(ctx, "tier-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	_, dels, err := s.Changes(ctx, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[store.Kind]bool{}
+	for _, d := range dels {
+		kinds[d.Kind] = true
+	}
+	if !kinds[store.KindOrganization] || !kinds[store.KindBudget] {
+		t.Fatalf("tombstones: %v", dels)
 	}
 }
