@@ -13,7 +13,6 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
-	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -280,7 +279,7 @@ func (a *API) memberships(t *store.Team, user string) []map[string]any {
 			continue
 		}
 		spend := 0.0
-		if acct, ok := a.book.Lookup(ledger.KindTeamMember, store.MemberBudgetID(t.TeamID, b.UserID)); ok {
+		if acct, ok := a.book.Lookup(store.KindTeamMember, store.MemberBudgetID(t.TeamID, b.UserID)); ok {
 			spend = acct.Spent().Dollars()
 		}
 		out = append(out, map[string]any{"user_id": b.UserID, "team_id": t.TeamID, "budget_id": b.BudgetID, "spend": spend,

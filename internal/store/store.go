@@ -93,7 +93,7 @@ type TeamMember struct {
 
 // MemberBudget is a member's own budget within a team (LiteLLM's
 // max_budget_in_team, a LiteLLM_TeamMembership with its budget row). Its
-// spend is kept in budget_spend under BudgetTeamMember.
+// spend is kept in budget_spend under KindTeamMember.
 type MemberBudget struct {
 	UserID    string  `json:"user_id"`
 	BudgetID  string  `json:"budget_id"`
@@ -243,29 +243,15 @@ type SpendLog struct {
 	Budgets []BudgetRef `json:"-"`
 }
 
-// BudgetRef names a budget kept in budget_spend: Kind BudgetKeyModel with
-// ID "<key hash>/<model>", or BudgetCustomAuthKey with the key hash.
+// BudgetRef names a budget kept in budget_spend: Kind KindKeyModel with
+// ID "<key hash>/<model>", KindCustomAuthKey with the key hash,
+// KindTeamMember with MemberBudgetID(team, user), or KindOrganization
+// (whose spend ApplySpend adds to the organizations row, not to
+// budget_spend).
 type BudgetRef struct {
-	Kind string
+	Kind Kind
 	ID   string
 }
-
-// The kinds of budget_spend budgets.
-const (
-	// BudgetKeyModel is a key's model_max_budget entry. Its spend is read
-	// back as the key's ModelSpend.
-	BudgetKeyModel = "key_model"
-	// BudgetCustomAuthKey is a key that only custom_auth (replace mode)
-	// knows, with the budget the hook gives it.
-	BudgetCustomAuthKey = "custom_auth_key"
-	// BudgetOrganization is an organization's spend: ApplySpend adds it to
-	// the organizations row, not to budget_spend.
-	BudgetOrganization = "organization"
-	// BudgetTeamMember is a team membership with a budget of its own
-	// (max_budget_in_team, or a budget object it names), with ID
-	// MemberBudgetID(team, user).
-	BudgetTeamMember = "team_member"
-)
 
 // BudgetSpend is what one budget_spend budget has spent.
 type BudgetSpend struct {
@@ -441,16 +427,46 @@ func (p Page) PageBounds() (limit, offset int) {
 	return size, (n - 1) * size
 }
 
-// Kind names an entity table, for SetSpend.
+// Kind names a kind of entity, spelled the same wherever one is named: the
+// entity tables and their tombstones, budget_spend rows, the ledger's
+// accounts, rate-limit scopes, Redis keys, metric labels, log fields and
+// error messages. Its values are persisted and on the wire: never change one.
 type Kind string
 
-// The entity kinds with spend.
+// The entity kinds.
 const (
 	KindKey     Kind = "key"
 	KindUser    Kind = "user"
 	KindTeam    Kind = "team"
 	KindEndUser Kind = "end_user"
-	// KindOrganization has spend (its teams'); KindBudget only tombstones.
+	// KindOrganization has spend (its teams'), kept on its row.
 	KindOrganization Kind = "organization"
-	KindBudget       Kind = "budget"
+	// KindBudget is a budget object: it has no spend, only tombstones.
+	KindBudget Kind = "budget"
+	// KindGlobal is the whole gateway (litellm_settings.max_budget, the
+	// gateway-wide limits); its ID is "global" or empty.
+	KindGlobal Kind = "global"
+	// KindKeyModel is a key's model_max_budget entry or per-model limit,
+	// with ID "<key hash>/<model>". Its budget_spend spend is read back as
+	// the key's ModelSpend.
+	KindKeyModel Kind = "key_model"
+	// KindTeamMember is a team membership with a budget or limits of its
+	// own (max_budget_in_team, or a budget object it names), with ID
+	// MemberBudgetID(team, user).
+	KindTeamMember Kind = "team_member"
+	// KindCustomAuthKey is a key that only custom_auth (replace mode) knows,
+	// with the budget the hook gives it: a budget_spend budget, booked in
+	// the ledger as a key.
+	KindCustomAuthKey Kind = "custom_auth_key"
 )
+
+// HasRow reports whether entities of kind have a row of their own with a
+// spend column (SetSpend, ResetBudget); the others' spend, when they have
+// any, is in budget_spend.
+func (k Kind) HasRow() bool {
+	switch k {
+	case KindKey, KindUser, KindTeam, KindEndUser, KindOrganization:
+		return true
+	}
+	return false
+}

@@ -278,8 +278,8 @@ func applySpend(t *testing.T, s store.Store) {
 func budgetSpend(t *testing.T, s store.Store) {
 	s.CreateKey(ctx, fullKey("k"))
 	day := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	model := store.BudgetRef{Kind: store.BudgetKeyModel, ID: "k/gpt-4"}
-	hook := store.BudgetRef{Kind: store.BudgetCustomAuthKey, ID: "h"}
+	model := store.BudgetRef{Kind: store.KindKeyModel, ID: "k/gpt-4"}
+	hook := store.BudgetRef{Kind: store.KindCustomAuthKey, ID: "h"}
 	batch := []store.SpendLog{
 		{RequestID: "b1", KeyHash: "k", ModelGroup: "gpt-4", Cost: 0.25, StartedAt: day, EndedAt: day, Budgets: []store.BudgetRef{model},
 			PromptTokens: 5, CompletionTokens: 3, ReportedPromptTokens: 5, ReportedCompletionTokens: 100000000, UsageClamped: true},
@@ -335,7 +335,7 @@ func budgetSpend(t *testing.T, s store.Store) {
 		h := fmt.Sprintf("many%02d", i)
 		s.CreateKey(ctx, fullKey(h))
 		many = append(many, store.SpendLog{RequestID: "m" + h, KeyHash: h, ModelGroup: "m", Cost: float64(i), StartedAt: day, EndedAt: day,
-			Budgets: []store.BudgetRef{{Kind: store.BudgetKeyModel, ID: h + "/m"}}})
+			Budgets: []store.BudgetRef{{Kind: store.KindKeyModel, ID: h + "/m"}}})
 	}
 	if err := s.ApplySpend(ctx, many); err != nil {
 		t.Fatal(err)
@@ -356,7 +356,7 @@ func budgetSpend(t *testing.T, s store.Store) {
 	owned := fullKey("owned")
 	owned.UserID = "owner"
 	s.CreateKey(ctx, owned)
-	ref := store.BudgetRef{Kind: store.BudgetKeyModel, ID: "owned/m"}
+	ref := store.BudgetRef{Kind: store.KindKeyModel, ID: "owned/m"}
 	if err := s.ApplySpend(ctx, []store.SpendLog{{RequestID: "o1", KeyHash: "owned", Cost: 1, StartedAt: day, EndedAt: day, Budgets: []store.BudgetRef{ref}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -669,7 +669,7 @@ func budgetsAndOrgs(t *testing.T, s store.Store) {
 	}
 	// Spend of a team's request reaches its organization.
 	err = s.ApplySpend(ctx, []store.SpendLog{{RequestID: "org-r1", TeamID: "t", Cost: 0.25, StartedAt: time.Now(), EndedAt: time.Now(),
-		Budgets: []store.BudgetRef{{Kind: store.BudgetOrganization, ID: "org-1"}}}})
+		Budgets: []store.BudgetRef{{Kind: store.KindOrganization, ID: "org-1"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
