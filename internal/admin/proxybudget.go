@@ -32,7 +32,7 @@ func EnsureProxyBudgetUser(ctx context.Context, st store.Store, snap *auth.Snaps
 			return 0, nil
 		}
 		b := *budget
-		u = &store.User{UserID: auth.ProxyBudgetUser, UserRole: auth.RoleInternalUserViewer, MaxBudget: &b}
+		u = &store.User{UserID: auth.ProxyBudgetUser, UserRole: auth.RoleInternalUserViewer, Limits: store.Limits{MaxBudget: &b}}
 		fillUserDefaults(u)
 		if err := st.CreateUser(ctx, u); err != nil {
 			return 0, err

@@ -209,25 +209,25 @@ func (m *Books) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 	}
 	accts = append(accts, m.Book.Account(store.KindGlobal, "global", global))
 	if o, b := p.Org, p.OrgBudget; o != nil && b != nil {
-		at := o.BudgetResetAt // the organization's own once its period has rolled over
-		if at == nil {
-			at = b.BudgetResetAt
+		spec := ledger.SpecOf(o.Spend, b.Limits, b.SoftBudget)
+		if o.BudgetResetAt != nil { // the organization's own once its period has rolled over
+			spec.ResetAt = o.BudgetResetAt
 		}
-		accts = append(accts, m.Book.Account(store.KindOrganization, o.OrganizationID, ledger.Spec{Spent: o.Spend, Budget: b.MaxBudget, Soft: b.SoftBudget, BudgetDuration: b.BudgetDuration, ResetAt: at}))
+		accts = append(accts, m.Book.Account(store.KindOrganization, o.OrganizationID, spec))
 	}
 	if t := p.Team; t != nil {
-		accts = append(accts, m.Book.Account(store.KindTeam, t.TeamID, ledger.Spec{Spent: t.Spend, Budget: t.MaxBudget, BudgetDuration: t.BudgetDuration, ResetAt: t.BudgetResetAt}))
+		accts = append(accts, m.Book.Account(store.KindTeam, t.TeamID, ledger.SpecOf(t.Spend, t.Limits, nil)))
 	}
 	if u := p.User; u != nil {
-		accts = append(accts, m.Book.Account(store.KindUser, u.UserID, ledger.Spec{Spent: u.Spend, Budget: u.MaxBudget, Soft: u.SoftBudget, BudgetDuration: u.BudgetDuration, ResetAt: u.BudgetResetAt}))
+		accts = append(accts, m.Book.Account(store.KindUser, u.UserID, ledger.SpecOf(u.Spend, u.Limits, u.SoftBudget)))
 	}
-	if b := p.MemberBudget; b != nil { // spend seeded from budget_spend at start
+	if b := p.MemberBudget; b != nil { // spend seeded from budget_spend at start; no period of its own
 		accts = append(accts, m.Book.Account(store.KindTeamMember, store.MemberBudgetID(p.Team.TeamID, p.Key.UserID), ledger.Spec{Budget: b.MaxBudget, Soft: b.SoftBudget}))
 	}
 	if endUser != "" {
 		spec := ledger.Spec{Budget: m.MaxEndUserBudget}
 		if e, ok := m.Snap.EndUser(endUser); ok {
-			spec = ledger.Spec{Spent: e.Spend, Budget: e.MaxBudget, BudgetDuration: e.BudgetDuration, ResetAt: e.BudgetResetAt}
+			spec = ledger.SpecOf(e.Spend, e.Limits, nil)
 			if e.MaxBudget == nil {
 				spec.Budget = m.MaxEndUserBudget
 			}
@@ -235,7 +235,7 @@ func (m *Books) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 		accts = append(accts, m.Book.Account(store.KindEndUser, endUser, spec))
 	}
 	if k := p.Key; k != nil {
-		accts = append(accts, m.Book.Account(store.KindKey, k.TokenHash, ledger.Spec{Spent: k.Spend, Budget: k.MaxBudget, Soft: k.SoftBudget, BudgetDuration: k.BudgetDuration, ResetAt: k.BudgetResetAt}))
+		accts = append(accts, m.Book.Account(store.KindKey, k.TokenHash, ledger.SpecOf(k.Spend, k.Limits, k.SoftBudget)))
 		if b, ok := k.ModelMaxBudget[model]; ok {
 			accts = append(accts, m.Book.Account(store.KindKeyModel, k.TokenHash+"/"+model, ledger.Spec{Spent: k.ModelSpend[model], Budget: &b}))
 		}

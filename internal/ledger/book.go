@@ -61,6 +61,12 @@ type Spec struct {
 	ResetAt        *time.Time // the next reset
 }
 
+// SpecOf is the Spec of an entity that has spent spent under limits l,
+// with the soft budget soft (nil: none; teams and end users have none).
+func SpecOf(spent float64, l store.Limits, soft *float64) Spec {
+	return Spec{Spent: spent, Budget: l.MaxBudget, Soft: soft, BudgetDuration: l.BudgetDuration, ResetAt: l.BudgetResetAt}
+}
+
 // Account returns the account of (kind, id), creating it with the stored
 // spend when it is new, and brings its budget, soft budget and reset time in
 // line with the entity's record, so an operator's edit applies to the next

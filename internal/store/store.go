@@ -24,30 +24,42 @@ var (
 	ErrConflict = errors.New("already exists")
 )
 
+// Limits are an entity's budget and rate limits, as LiteLLM names them.
+// Key, User, Team, EndUser and Budget embed them, so that their JSON stays
+// flat (the same members, in the `data` column and on the wire) and the
+// ledger (ledger.SpecOf) and the rate limiter take them whole.
+//
+// A soft budget is not among them: teams and end users have none, and
+// their records show no such member, so Key, User and Budget carry
+// SoftBudget beside their Limits. Spend is not either: a Budget has none.
+type Limits struct {
+	MaxBudget           *float64   `json:"max_budget"`
+	BudgetDuration      *string    `json:"budget_duration"` // e.g. "30d": the period after which spend resets
+	BudgetResetAt       *time.Time `json:"budget_reset_at"` // the end of the current period
+	MaxParallelRequests *int64     `json:"max_parallel_requests"`
+	TPMLimit            *int64     `json:"tpm_limit"`
+	RPMLimit            *int64     `json:"rpm_limit"`
+}
+
 // Key is a virtual key. Only its sha256 is stored, never the key itself.
 type Key struct {
-	TokenHash           string             `json:"token"`
-	KeyName             string             `json:"key_name"` // "sk-...ABCD"
-	KeyAlias            *string            `json:"key_alias"`
-	UserID              string             `json:"user_id,omitempty"`
-	TeamID              string             `json:"team_id,omitempty"`
-	Models              []string           `json:"models"`
-	Aliases             map[string]string  `json:"aliases"`
-	Config              map[string]any     `json:"config"`
-	Metadata            map[string]any     `json:"metadata"`
-	Tags                []string           `json:"tags"`
-	Spend               float64            `json:"spend"`
-	MaxBudget           *float64           `json:"max_budget"`
-	SoftBudget          *float64           `json:"soft_budget"`
-	BudgetDuration      *string            `json:"budget_duration"`
-	BudgetResetAt       *time.Time         `json:"budget_reset_at"`
-	MaxParallelRequests *int64             `json:"max_parallel_requests"`
-	TPMLimit            *int64             `json:"tpm_limit"`
-	RPMLimit            *int64             `json:"rpm_limit"`
-	ModelMaxBudget      map[string]float64 `json:"model_max_budget"`
-	ModelRPMLimit       map[string]int64   `json:"model_rpm_limit"`
-	ModelTPMLimit       map[string]int64   `json:"model_tpm_limit"`
-	ModelSpend          map[string]float64 `json:"model_spend"`
+	TokenHash  string            `json:"token"`
+	KeyName    string            `json:"key_name"` // "sk-...ABCD"
+	KeyAlias   *string           `json:"key_alias"`
+	UserID     string            `json:"user_id,omitempty"`
+	TeamID     string            `json:"team_id,omitempty"`
+	Models     []string          `json:"models"`
+	Aliases    map[string]string `json:"aliases"`
+	Config     map[string]any    `json:"config"`
+	Metadata   map[string]any    `json:"metadata"`
+	Tags       []string          `json:"tags"`
+	Spend      float64           `json:"spend"`
+	SoftBudget *float64          `json:"soft_budget"`
+	Limits
+	ModelMaxBudget map[string]float64 `json:"model_max_budget"`
+	ModelRPMLimit  map[string]int64   `json:"model_rpm_limit"`
+	ModelTPMLimit  map[string]int64   `json:"model_tpm_limit"`
+	ModelSpend     map[string]float64 `json:"model_spend"`
 	// BudgetID names a Budget whose limits apply where the key sets none.
 	BudgetID string     `json:"budget_id,omitempty"`
 	Expires  *time.Time `json:"expires"`
@@ -63,22 +75,17 @@ type Key struct {
 
 // User is a gateway user; budgets apply across all its keys.
 type User struct {
-	UserID              string         `json:"user_id"`
-	UserEmail           string         `json:"user_email,omitempty"`
-	UserRole            string         `json:"user_role"`
-	Teams               []string       `json:"teams"`
-	Models              []string       `json:"models"`
-	Spend               float64        `json:"spend"`
-	MaxBudget           *float64       `json:"max_budget"`
-	SoftBudget          *float64       `json:"soft_budget"`
-	BudgetDuration      *string        `json:"budget_duration"`
-	BudgetResetAt       *time.Time     `json:"budget_reset_at"`
-	MaxParallelRequests *int64         `json:"max_parallel_requests"`
-	TPMLimit            *int64         `json:"tpm_limit"`
-	RPMLimit            *int64         `json:"rpm_limit"`
-	Metadata            map[string]any `json:"metadata"`
-	CreatedAt           time.Time      `json:"created_at"`
-	UpdatedAt           time.Time      `json:"updated_at"`
+	UserID     string   `json:"user_id"`
+	UserEmail  string   `json:"user_email,omitempty"`
+	UserRole   string   `json:"user_role"`
+	Teams      []string `json:"teams"`
+	Models     []string `json:"models"`
+	Spend      float64  `json:"spend"`
+	SoftBudget *float64 `json:"soft_budget"`
+	Limits
+	Metadata  map[string]any `json:"metadata"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
 }
 
 // TeamMember is a user's membership of a team.
@@ -102,20 +109,15 @@ type MemberBudget struct {
 
 // Team groups users and keys under shared models and budgets.
 type Team struct {
-	TeamID              string         `json:"team_id"`
-	TeamAlias           string         `json:"team_alias,omitempty"`
-	OrganizationID      string         `json:"organization_id,omitempty"`
-	Models              []string       `json:"models"`
-	Members             []TeamMember   `json:"members_with_roles"`
-	Spend               float64        `json:"spend"`
-	MaxBudget           *float64       `json:"max_budget"`
-	BudgetDuration      *string        `json:"budget_duration"`
-	BudgetResetAt       *time.Time     `json:"budget_reset_at"`
-	MaxParallelRequests *int64         `json:"max_parallel_requests"`
-	TPMLimit            *int64         `json:"tpm_limit"`
-	RPMLimit            *int64         `json:"rpm_limit"`
-	Metadata            map[string]any `json:"metadata"`
-	Blocked             bool           `json:"blocked"`
+	TeamID         string       `json:"team_id"`
+	TeamAlias      string       `json:"team_alias,omitempty"`
+	OrganizationID string       `json:"organization_id,omitempty"`
+	Models         []string     `json:"models"`
+	Members        []TeamMember `json:"members_with_roles"`
+	Spend          float64      `json:"spend"`
+	Limits
+	Metadata map[string]any `json:"metadata"`
+	Blocked  bool           `json:"blocked"`
 	// ModelAliases map a model name a key of the team asks for to the
 	// model group that serves it (after the key's own aliases).
 	ModelAliases  map[string]string `json:"model_aliases,omitempty"`
@@ -140,17 +142,12 @@ func MemberBudgetID(team, user string) string { return team + "/" + user }
 
 // EndUser is a customer of the caller, named by the request's `user` field.
 type EndUser struct {
-	UserID         string     `json:"user_id"`
-	Alias          string     `json:"alias,omitempty"`
-	Spend          float64    `json:"spend"`
-	MaxBudget      *float64   `json:"max_budget"`
-	BudgetDuration *string    `json:"budget_duration"`
-	BudgetResetAt  *time.Time `json:"budget_reset_at"`
+	UserID string  `json:"user_id"`
+	Alias  string  `json:"alias,omitempty"`
+	Spend  float64 `json:"spend"`
 	// Limits on the requests made for this end user, across keys.
-	MaxParallelRequests *int64 `json:"max_parallel_requests"`
-	TPMLimit            *int64 `json:"tpm_limit"`
-	RPMLimit            *int64 `json:"rpm_limit"`
-	Blocked             bool   `json:"blocked"`
+	Limits
+	Blocked bool `json:"blocked"`
 	// BudgetID names a Budget whose limits apply where the end user sets none.
 	BudgetID  string         `json:"budget_id,omitempty"`
 	Metadata  map[string]any `json:"metadata"`
@@ -163,16 +160,11 @@ type EndUser struct {
 // organizations refer to by BudgetID. It has no spend: whatever refers to
 // it is charged, against these limits.
 type Budget struct {
-	BudgetID            string   `json:"budget_id"`
-	MaxBudget           *float64 `json:"max_budget"`
-	SoftBudget          *float64 `json:"soft_budget"`
-	MaxParallelRequests *int64   `json:"max_parallel_requests"`
-	TPMLimit            *int64   `json:"tpm_limit"`
-	RPMLimit            *int64   `json:"rpm_limit"`
+	BudgetID   string   `json:"budget_id"`
+	SoftBudget *float64 `json:"soft_budget"`
+	Limits
 	// ModelMaxBudget is kept as sent ({"model": {"max_budget": ...}}).
 	ModelMaxBudget map[string]any `json:"model_max_budget"`
-	BudgetDuration *string        `json:"budget_duration"`
-	BudgetResetAt  *time.Time     `json:"budget_reset_at"`
 	CreatedBy      string         `json:"created_by,omitempty"`
 	UpdatedBy      string         `json:"updated_by,omitempty"`
 	CreatedAt      time.Time      `json:"created_at"`
