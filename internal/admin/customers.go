@@ -68,8 +68,7 @@ func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	if err := req.checkBudget(a, r); err != nil {
 		return err
 	}
-	e := &store.EndUser{UserID: req.UserID, Alias: deref(req.Alias), MaxBudget: req.MaxBudget, BudgetID: deref(req.BudgetID),
-		MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
+	e := &store.EndUser{UserID: req.UserID, Alias: deref(req.Alias), Limits: store.Limits{MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit}, BudgetID: deref(req.BudgetID),
 		Blocked: req.Blocked != nil && *req.Blocked, Metadata: req.Metadata}
 	e.BudgetDuration, e.BudgetResetAt = nextReset(a, req.BudgetDuration)
 	if e.Metadata == nil {
@@ -142,7 +141,7 @@ func (a *API) customerUpdate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 		if obj.Has("blocked") && req.Blocked != nil {
 			e.Blocked = *req.Blocked
 		}
-		a.applyBudget(obj, &req.budgetFields, &e.MaxBudget, nil, &e.BudgetDuration, &e.BudgetResetAt, &e.MaxParallelRequests, &e.TPMLimit, &e.RPMLimit, &e.Metadata)
+		a.applyBudget(obj, &req.budgetFields, &e.Limits, nil, &e.Metadata)
 		return nil
 	})
 	if err != nil {

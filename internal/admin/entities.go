@@ -81,8 +81,8 @@ func (a *API) userNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 		return apierror.BadRequest("user_role", "unknown user_role %q (proxy_admin, proxy_admin_viewer, internal_user, internal_user_viewer, or LiteLLM's admin, app_owner, app_user)", deref(req.UserRole))
 	}
 	u := &store.User{UserID: deref(req.UserID), UserEmail: deref(req.UserEmail), UserRole: role, Teams: req.Teams,
-		Models: req.Models, MaxBudget: req.MaxBudget, SoftBudget: req.SoftBudget, MaxParallelRequests: req.MaxParallelRequests,
-		TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit, Metadata: req.Metadata}
+		Models: req.Models, Limits: store.Limits{MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit}, SoftBudget: req.SoftBudget,
+		Metadata: req.Metadata}
 	if u.UserID == "" {
 		u.UserID = uuid.NewString()
 	}
@@ -222,8 +222,7 @@ func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if obj.Has("models") {
 		upd.Models = req.Models
 	}
-	a.applyBudget(obj, &req.budgetFields, &upd.MaxBudget, &upd.SoftBudget, &upd.BudgetDuration, &upd.BudgetResetAt,
-		&upd.MaxParallelRequests, &upd.TPMLimit, &upd.RPMLimit, &upd.Metadata)
+	a.applyBudget(obj, &req.budgetFields, &upd.Limits, &upd.SoftBudget, &upd.Metadata)
 	fillUserDefaults(&upd)
 	if err := a.store.UpdateUser(r.Context(), &upd); err != nil {
 		return storeError(err, "user "+req.UserID, "user_id")
@@ -263,8 +262,7 @@ func (a *API) userUpsert(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		return apierror.BadRequest("user_role", "unknown user_role %q", deref(role))
 	}
 	u := &store.User{UserID: id, UserEmail: deref(email), UserRole: canon, Models: models}
-	a.applyBudget(obj, b, &u.MaxBudget, &u.SoftBudget, &u.BudgetDuration, &u.BudgetResetAt,
-		&u.MaxParallelRequests, &u.TPMLimit, &u.RPMLimit, &u.Metadata)
+	a.applyBudget(obj, b, &u.Limits, &u.SoftBudget, &u.Metadata)
 	u.Teams = a.teamsListing(id)
 	fillUserDefaults(u)
 	if spend != nil && id != auth.ProxyBudgetUser {
@@ -290,26 +288,26 @@ func (a *API) userUpsert(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	return writeJSON(w, shown)
 }
 
-// applyBudget copies the budget fields present in the request.
-func (a *API) applyBudget(obj *jsonbody.Object, b *budgetFields, maxB, soft **float64, dur **string, reset **time.Time,
-	par, tpm, rpm **int64, meta *map[string]any) {
+// applyBudget copies the budget fields present in the request to an
+// entity's limits l, its soft budget (nil: it has none) and metadata.
+func (a *API) applyBudget(obj *jsonbody.Object, b *budgetFields, l *store.Limits, soft **float64, meta *map[string]any) {
 	if obj.Has("max_budget") {
-		*maxB = b.MaxBudget
+		l.MaxBudget = b.MaxBudget
 	}
 	if obj.Has("soft_budget") && soft != nil {
 		*soft = b.SoftBudget
 	}
 	if obj.Has("budget_duration") {
-		*dur, *reset = nextReset(a, b.BudgetDuration)
+		l.BudgetDuration, l.BudgetResetAt = nextReset(a, b.BudgetDuration)
 	}
-	if obj.Has("max_parallel_requests") && par != nil {
-		*par = b.MaxParallelRequests
+	if obj.Has("max_parallel_requests") {
+		l.MaxParallelRequests = b.MaxParallelRequests
 	}
-	if obj.Has("tpm_limit") && tpm != nil {
-		*tpm = b.TPMLimit
+	if obj.Has("tpm_limit") {
+		l.TPMLimit = b.TPMLimit
 	}
-	if obj.Has("rpm_limit") && rpm != nil {
-		*rpm = b.RPMLimit
+	if obj.Has("rpm_limit") {
+		l.RPMLimit = b.RPMLimit
 	}
 	if obj.Has("metadata") {
 		*meta = b.Metadata

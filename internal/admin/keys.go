@@ -283,13 +283,11 @@ func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float6
 	if err := a.store.SetSpend(r.Context(), kind, id, spend); err != nil {
 		return storeError(err, string(kind), "spend")
 	}
-	lk := map[store.Kind]ledger.Kind{store.KindKey: ledger.KindKey, store.KindUser: ledger.KindUser,
-		store.KindTeam: ledger.KindTeam, store.KindEndUser: ledger.KindEndUser, store.KindOrganization: ledger.KindOrganization}[kind]
-	if acct, ok := a.book.Lookup(lk, id); ok {
+	if acct, ok := a.book.Lookup(kind, id); ok {
 		acct.SetSpent(ledger.USD(spend))
 	}
 	if a.shared != nil {
-		if err := a.shared.SetSpent(r.Context(), lk, id, ledger.USD(spend)); err != nil {
+		if err := a.shared.SetSpent(r.Context(), kind, id, ledger.USD(spend)); err != nil {
 			a.log.Warn("spend edit not passed to redis; it applies when the account is next seeded", "err", err)
 		}
 	}

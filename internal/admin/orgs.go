@@ -464,7 +464,7 @@ func (a *API) memberBudget(ctx context.Context, p *auth.Principal, current strin
 			return current, nil
 		}
 	}
-	b := &store.Budget{BudgetID: uuid.NewString(), MaxBudget: &max, CreatedBy: actorName(p), UpdatedBy: actorName(p)}
+	b := &store.Budget{BudgetID: uuid.NewString(), Limits: store.Limits{MaxBudget: &max}, CreatedBy: actorName(p), UpdatedBy: actorName(p)}
 	if err := a.store.CreateBudget(ctx, b); err != nil {
 		return "", apierror.Internal(err)
 	}

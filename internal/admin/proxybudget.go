@@ -32,7 +32,7 @@ func EnsureProxyBudgetUser(ctx context.Context, st store.Store, snap *auth.Snaps
 			return 0, nil
 		}
 		b := *budget
-		u = &store.User{UserID: auth.ProxyBudgetUser, UserRole: auth.RoleInternalUserViewer, MaxBudget: &b}
+		u = &store.User{UserID: auth.ProxyBudgetUser, UserRole: auth.RoleInternalUserViewer, Limits: store.Limits{MaxBudget: &b}}
 		fillUserDefaults(u)
 		if err := st.CreateUser(ctx, u); err != nil {
 			return 0, err
@@ -56,7 +56,7 @@ func EnsureProxyBudgetUser(ctx context.Context, st store.Store, snap *auth.Snaps
 // or, before its first budgeted request, as the store has it; offset is
 // the proxy budget user's stored offset.
 func (a *API) gatewaySpend(ctx context.Context, offset float64) (float64, error) {
-	if acct, ok := a.book.Lookup(ledger.KindGlobal, "global"); ok {
+	if acct, ok := a.book.Lookup(store.KindGlobal, "global"); ok {
 		return acct.Spent().Dollars(), nil
 	}
 	total, err := a.store.TotalSpend(ctx)
@@ -78,10 +78,10 @@ func (a *API) setGatewaySpend(r *http.Request, u *store.User, spend float64) err
 		return err
 	}
 	u.Spend = offset
-	acct := a.book.Account(ledger.KindGlobal, "global", ledger.Spec{Spent: spend, Budget: u.MaxBudget})
+	acct := a.book.Account(store.KindGlobal, "global", ledger.Spec{Spent: spend, Budget: u.MaxBudget})
 	acct.SetSpent(ledger.USD(spend))
 	if a.shared != nil {
-		if err := a.shared.SetSpent(r.Context(), ledger.KindGlobal, "global", ledger.USD(spend)); err != nil {
+		if err := a.shared.SetSpent(r.Context(), store.KindGlobal, "global", ledger.USD(spend)); err != nil {
 			a.log.Warn("gateway spend edit not passed to redis; it applies when the account is next seeded", "err", err)
 		}
 	}

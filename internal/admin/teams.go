@@ -13,7 +13,6 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
-	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -223,7 +222,7 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 		req.Members = append(req.Members, store.TeamMember{UserID: p.Key.UserID, Role: "admin"})
 	}
 	t := &store.Team{TeamID: req.TeamID, OrganizationID: deref(req.OrganizationID), TeamAlias: deref(req.TeamAlias), Models: req.Models, Members: req.Members,
-		MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit,
+		Limits:   store.Limits{MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit},
 		Metadata: req.Metadata, Blocked: req.Blocked != nil && *req.Blocked, ModelAliases: req.ModelAliases}
 	if t.TeamID == "" {
 		t.TeamID = uuid.NewString()
@@ -280,7 +279,7 @@ func (a *API) memberships(t *store.Team, user string) []map[string]any {
 			continue
 		}
 		spend := 0.0
-		if acct, ok := a.book.Lookup(ledger.KindTeamMember, store.MemberBudgetID(t.TeamID, b.UserID)); ok {
+		if acct, ok := a.book.Lookup(store.KindTeamMember, store.MemberBudgetID(t.TeamID, b.UserID)); ok {
 			spend = acct.Spent().Dollars()
 		}
 		out = append(out, map[string]any{"user_id": b.UserID, "team_id": t.TeamID, "budget_id": b.BudgetID, "spend": spend,
@@ -476,8 +475,7 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		if obj.Has("blocked") && req.Blocked != nil {
 			t.Blocked = *req.Blocked
 		}
-		a.applyBudget(obj, &req.budgetFields, &t.MaxBudget, nil, &t.BudgetDuration, &t.BudgetResetAt,
-			&t.MaxParallelRequests, &t.TPMLimit, &t.RPMLimit, &t.Metadata)
+		a.applyBudget(obj, &req.budgetFields, &t.Limits, nil, &t.Metadata)
 		if obj.Has("spend") && req.Spend != nil {
 			if err := a.setSpend(r, store.KindTeam, t.TeamID, *req.Spend); err != nil {
 				return err

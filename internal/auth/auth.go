@@ -208,7 +208,7 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 	}
 	// replace mode: the hook's answer is the identity.
 	k := &store.Key{TokenHash: h, KeyName: "custom-auth", UserID: d.UserID, TeamID: d.TeamID, Models: d.Models,
-		MaxBudget: d.MaxBudget, RPMLimit: d.RPMLimit, TPMLimit: d.TPMLimit, MaxParallelRequests: d.MaxParallelRequests}
+		Limits: store.Limits{MaxBudget: d.MaxBudget, RPMLimit: d.RPMLimit, TPMLimit: d.TPMLimit, MaxParallelRequests: d.MaxParallelRequests}}
 	np := &Principal{KeyHash: h, Key: k, Hooked: true}
 	if d.UserID != "" {
 		np.User, _ = a.snap.User(d.UserID)

@@ -157,7 +157,7 @@ func (s *Snapshot) MemberBudget(t *store.Team, user string) *store.Budget {
 		return nil
 	}
 	if mb, ok := t.MemberBudget(user); ok {
-		return &store.Budget{BudgetID: mb.BudgetID, MaxBudget: &mb.MaxBudget}
+		return &store.Budget{BudgetID: mb.BudgetID, Limits: store.Limits{MaxBudget: &mb.MaxBudget}}
 	}
 	v, ok := s.memberBudgets.Load(t.TeamID)
 	if !ok {
@@ -252,12 +252,8 @@ func (s *Snapshot) keyWithBudget(k *store.Key) *store.Key {
 		return k
 	}
 	e := *k
-	fillF(&e.MaxBudget, b.MaxBudget)
+	fillLimits(&e.Limits, &b.Limits)
 	fillF(&e.SoftBudget, b.SoftBudget)
-	fillI(&e.MaxParallelRequests, b.MaxParallelRequests)
-	fillI(&e.TPMLimit, b.TPMLimit)
-	fillI(&e.RPMLimit, b.RPMLimit)
-	fillPeriod(&e.BudgetDuration, &e.BudgetResetAt, b)
 	return &e
 }
 
@@ -267,12 +263,17 @@ func (s *Snapshot) endUserWithBudget(u *store.EndUser) *store.EndUser {
 		return u
 	}
 	e := *u
-	fillF(&e.MaxBudget, b.MaxBudget)
-	fillI(&e.MaxParallelRequests, b.MaxParallelRequests)
-	fillI(&e.TPMLimit, b.TPMLimit)
-	fillI(&e.RPMLimit, b.RPMLimit)
-	fillPeriod(&e.BudgetDuration, &e.BudgetResetAt, b)
+	fillLimits(&e.Limits, &b.Limits)
 	return &e
+}
+
+// fillLimits sets each of dst's limits that is unset to b's.
+func fillLimits(dst, b *store.Limits) {
+	fillF(&dst.MaxBudget, b.MaxBudget)
+	fillI(&dst.MaxParallelRequests, b.MaxParallelRequests)
+	fillI(&dst.TPMLimit, b.TPMLimit)
+	fillI(&dst.RPMLimit, b.RPMLimit)
+	fillPeriod(dst, b)
 }
 
 func fillF(dst **float64, v *float64) {
@@ -287,13 +288,13 @@ func fillI(dst **int64, v *int64) {
 	}
 }
 
-func fillPeriod(d **string, at **time.Time, b *store.Budget) {
-	if *d != nil || b.BudgetDuration == nil {
+func fillPeriod(dst, b *store.Limits) {
+	if dst.BudgetDuration != nil || b.BudgetDuration == nil {
 		return
 	}
-	*d = b.BudgetDuration
-	if *at == nil {
-		*at = b.BudgetResetAt
+	dst.BudgetDuration = b.BudgetDuration
+	if dst.BudgetResetAt == nil {
+		dst.BudgetResetAt = b.BudgetResetAt
 	}
 }
 
@@ -447,29 +448,29 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
 // Periods calls fn for every key, user, team and end user that has a budget
 // period (budget_duration and budget_reset_at), for the period sweep.
 func (s *Snapshot) Periods(fn func(kind store.Kind, id, duration string, resetAt time.Time)) {
-	visit := func(kind store.Kind, id string, d *string, at *time.Time) {
-		if d != nil && *d != "" && at != nil {
+	visit := func(kind store.Kind, id string, l *store.Limits) {
+		if d, at := l.BudgetDuration, l.BudgetResetAt; d != nil && *d != "" && at != nil {
 			fn(kind, id, *d, *at)
 		}
 	}
 	s.keys.Range(func(_, v any) bool {
 		k := v.(*store.Key)
-		visit(store.KindKey, k.TokenHash, k.BudgetDuration, k.BudgetResetAt)
+		visit(store.KindKey, k.TokenHash, &k.Limits)
 		return true
 	})
 	s.users.Range(func(_, v any) bool {
 		u := v.(*store.User)
-		visit(store.KindUser, u.UserID, u.BudgetDuration, u.BudgetResetAt)
+		visit(store.KindUser, u.UserID, &u.Limits)
 		return true
 	})
 	s.teams.Range(func(_, v any) bool {
 		t := v.(*store.Team)
-		visit(store.KindTeam, t.TeamID, t.BudgetDuration, t.BudgetResetAt)
+		visit(store.KindTeam, t.TeamID, &t.Limits)
 		return true
 	})
 	s.endUsers.Range(func(_, v any) bool {
 		e := v.(*store.EndUser)
-		visit(store.KindEndUser, e.UserID, e.BudgetDuration, e.BudgetResetAt)
+		visit(store.KindEndUser, e.UserID, &e.Limits)
 		return true
 	})
 }

@@ -52,14 +52,14 @@ func p64(v int64) *int64 { return &v }
 // budget's changes and deletion, and a resync (Apply) that brings a budget
 // and what names it together resolves them in either order.
 func TestBudgetObjectsFillLimits(t *testing.T) {
-	s := NewSnapshot(&store.Snapshot{Budgets: []*store.Budget{{BudgetID: "b", RPMLimit: p64(1), TPMLimit: p64(100)}}})
-	s.PutKey(&store.Key{TokenHash: "k", BudgetID: "b", TPMLimit: p64(5)})
+	s := NewSnapshot(&store.Snapshot{Budgets: []*store.Budget{{BudgetID: "b", Limits: store.Limits{RPMLimit: p64(1), TPMLimit: p64(100)}}}})
+	s.PutKey(&store.Key{TokenHash: "k", BudgetID: "b", Limits: store.Limits{TPMLimit: p64(5)}})
 	s.PutEndUser(&store.EndUser{UserID: "e", BudgetID: "b"})
 	k, _ := s.Key("k")
 	if k.RPMLimit == nil || *k.RPMLimit != 1 || *k.TPMLimit != 5 {
 		t.Fatalf("key: rpm %v tpm %v, want the budget's rpm 1 and its own tpm 5", k.RPMLimit, *k.TPMLimit)
 	}
-	s.PutBudget(&store.Budget{BudgetID: "b", RPMLimit: p64(9)})
+	s.PutBudget(&store.Budget{BudgetID: "b", Limits: store.Limits{RPMLimit: p64(9)}})
 	k, _ = s.Key("k")
 	e, _ := s.EndUser("e")
 	if *k.RPMLimit != 9 || *e.RPMLimit != 9 || e.TPMLimit != nil {
@@ -72,12 +72,12 @@ func TestBudgetObjectsFillLimits(t *testing.T) {
 	}
 	// A deleted key is not brought back by its budget's change.
 	s.DeleteKey("k")
-	s.PutBudget(&store.Budget{BudgetID: "b", RPMLimit: p64(2)})
+	s.PutBudget(&store.Budget{BudgetID: "b", Limits: store.Limits{RPMLimit: p64(2)}})
 	if _, ok := s.Key("k"); ok {
 		t.Fatal("a budget change resurrected a deleted key")
 	}
 	// A resync carrying a new budget and the end user that names it.
-	s.Apply(&store.Snapshot{EndUsers: []*store.EndUser{{UserID: "f", BudgetID: "c"}}, Budgets: []*store.Budget{{BudgetID: "c", MaxBudget: func() *float64 { v := 3.0; return &v }()}}}, nil)
+	s.Apply(&store.Snapshot{EndUsers: []*store.EndUser{{UserID: "f", BudgetID: "c"}}, Budgets: []*store.Budget{{BudgetID: "c", Limits: store.Limits{MaxBudget: func() *float64 { v := 3.0; return &v }()}}}}, nil)
 	if f, _ := s.EndUser("f"); f.MaxBudget == nil || *f.MaxBudget != 3 {
 		t.Fatalf("resync: end user max_budget %v", f.MaxBudget)
 	}

@@ -252,7 +252,7 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 		if err != nil {
 			var exceeded *ledger.ExceededError
 			if o := c.g.opts.Observer; o != nil && errors.As(err, &exceeded) {
-				o.budgetRefused(exceeded.Kind.String())
+				o.budgetRefused(exceeded.Kind)
 			}
 			return true, err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // The gateway's request path, unit-tested: real deployments (httptest
@@ -129,7 +130,7 @@ func (o *fakeObserver) fellBack(from, to string) {
 	o.fallback = append(o.fallback, from+">"+to)
 	o.mu.Unlock()
 }
-func (o *fakeObserver) budgetRefused(string) { o.refusals++ }
+func (o *fakeObserver) budgetRefused(store.Kind) { o.refusals++ }
 
 // script is what one upstream answers, request by request; the last step
 // repeats.

@@ -10,6 +10,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/ratelimit"
+	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/tokens"
 )
 
@@ -44,22 +45,24 @@ var bucketNames = func() []string {
 	return n
 }()
 
-func window(scope ratelimit.Scope, label string, rpm, tpm, parallel *int64, tk *ratelimit.Ticket) {
-	if rpm != nil {
-		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Requests, Limit: *rpm, Window: time.Minute, Name: "rpm_limit", Label: label})
+// window adds the rules of an entity's own limits: rpm_limit, tpm_limit
+// and max_parallel_requests, those it sets.
+func window(scope ratelimit.Scope, label string, l *store.Limits, tk *ratelimit.Ticket) {
+	if l.RPMLimit != nil {
+		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Requests, Limit: *l.RPMLimit, Window: time.Minute, Name: "rpm_limit", Label: label})
 	}
-	if tpm != nil {
-		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Tokens, Limit: *tpm, Window: time.Minute, Name: "tpm_limit", Label: label})
+	if l.TPMLimit != nil {
+		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Tokens, Limit: *l.TPMLimit, Window: time.Minute, Name: "tpm_limit", Label: label})
 	}
-	if parallel != nil {
-		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Parallel, Limit: *parallel, Name: "max_parallel_requests", Label: label})
+	if l.MaxParallelRequests != nil {
+		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Parallel, Limit: *l.MaxParallelRequests, Name: "max_parallel_requests", Label: label})
 	}
 }
 
 // rules fills tk with every limit the request is subject to.
 func (l *RateLimits) rules(p *auth.Principal, req *request, model string, tk *ratelimit.Ticket) {
 	if l.GlobalParallel > 0 {
-		tk.Add(ratelimit.Rule{Scope: ratelimit.Scope{Entity: "global"}, Kind: ratelimit.Parallel, Limit: l.GlobalParallel,
+		tk.Add(ratelimit.Rule{Scope: ratelimit.Scope{Entity: store.KindGlobal}, Kind: ratelimit.Parallel, Limit: l.GlobalParallel,
 			Name: "global_max_parallel_requests"})
 	}
 	if k := p.Key; k != nil {
@@ -67,11 +70,11 @@ func (l *RateLimits) rules(p *auth.Principal, req *request, model string, tk *ra
 		if k.KeyAlias != nil && *k.KeyAlias != "" {
 			label = *k.KeyAlias
 		}
-		window(ratelimit.Scope{Entity: "key", ID: k.TokenHash}, label, k.RPMLimit, k.TPMLimit, k.MaxParallelRequests, tk)
+		window(ratelimit.Scope{Entity: store.KindKey, ID: k.TokenHash}, label, &k.Limits, tk)
 		rpm, hasRPM := k.ModelRPMLimit[model]
 		tpm, hasTPM := k.ModelTPMLimit[model]
 		if hasRPM || hasTPM {
-			scope := ratelimit.Scope{Entity: "key_model", ID: k.TokenHash + "/" + model}
+			scope := ratelimit.Scope{Entity: store.KindKeyModel, ID: k.TokenHash + "/" + model}
 			if hasRPM {
 				tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Requests, Limit: rpm, Window: time.Minute, Name: "model_rpm_limit", Label: label})
 			}
@@ -81,24 +84,24 @@ func (l *RateLimits) rules(p *auth.Principal, req *request, model string, tk *ra
 		}
 	}
 	if u := p.User; u != nil {
-		window(ratelimit.Scope{Entity: "user", ID: u.UserID}, u.UserID, u.RPMLimit, u.TPMLimit, u.MaxParallelRequests, tk)
+		window(ratelimit.Scope{Entity: store.KindUser, ID: u.UserID}, u.UserID, &u.Limits, tk)
 	}
 	if t := p.Team; t != nil {
 		label := t.TeamID
 		if t.TeamAlias != "" {
 			label = t.TeamAlias
 		}
-		window(ratelimit.Scope{Entity: "team", ID: t.TeamID}, label, t.RPMLimit, t.TPMLimit, t.MaxParallelRequests, tk)
+		window(ratelimit.Scope{Entity: store.KindTeam, ID: t.TeamID}, label, &t.Limits, tk)
 		if b := p.MemberBudget; b != nil {
-			window(ratelimit.Scope{Entity: "team_member", ID: t.TeamID + "/" + p.Key.UserID}, label+"/"+p.Key.UserID, b.RPMLimit, b.TPMLimit, b.MaxParallelRequests, tk)
+			window(ratelimit.Scope{Entity: store.KindTeamMember, ID: t.TeamID + "/" + p.Key.UserID}, label+"/"+p.Key.UserID, &b.Limits, tk)
 		}
 	}
 	if o, b := p.Org, p.OrgBudget; o != nil && b != nil {
-		window(ratelimit.Scope{Entity: "organization", ID: o.OrganizationID}, o.OrganizationID, b.RPMLimit, b.TPMLimit, b.MaxParallelRequests, tk)
+		window(ratelimit.Scope{Entity: store.KindOrganization, ID: o.OrganizationID}, o.OrganizationID, &b.Limits, tk)
 	}
 	if req.user != "" && l.Snap != nil {
 		if e, ok := l.Snap.EndUser(req.user); ok {
-			window(ratelimit.Scope{Entity: "end_user", ID: e.UserID}, e.UserID, e.RPMLimit, e.TPMLimit, e.MaxParallelRequests, tk)
+			window(ratelimit.Scope{Entity: store.KindEndUser, ID: e.UserID}, e.UserID, &e.Limits, tk)
 		}
 	}
 	for i, b := range l.Buckets {
@@ -130,7 +133,7 @@ func bucketScope(scope string, p *auth.Principal, req *request) (ratelimit.Scope
 		if p.Key != nil {
 			label = p.Key.KeyName
 		}
-		return ratelimit.Scope{Entity: "key", ID: p.KeyHash}, label, true
+		return ratelimit.Scope{Entity: store.KindKey, ID: p.KeyHash}, label, true
 	case "user":
 		id := ""
 		switch {
@@ -139,16 +142,16 @@ func bucketScope(scope string, p *auth.Principal, req *request) (ratelimit.Scope
 		case p.Static != nil:
 			id, _ = p.Static.Metadata["user"].(string)
 		}
-		return ratelimit.Scope{Entity: "user", ID: id}, id, id != ""
+		return ratelimit.Scope{Entity: store.KindUser, ID: id}, id, id != ""
 	case "team":
 		if p.Key == nil || p.Key.TeamID == "" {
 			return ratelimit.Scope{}, "", false
 		}
-		return ratelimit.Scope{Entity: "team", ID: p.Key.TeamID}, p.Key.TeamID, true
+		return ratelimit.Scope{Entity: store.KindTeam, ID: p.Key.TeamID}, p.Key.TeamID, true
 	case "end_user":
-		return ratelimit.Scope{Entity: "end_user", ID: req.user}, req.user, req.user != ""
+		return ratelimit.Scope{Entity: store.KindEndUser, ID: req.user}, req.user, req.user != ""
 	}
-	return ratelimit.Scope{Entity: "global"}, "", true
+	return ratelimit.Scope{Entity: store.KindGlobal}, "", true
 }
 
 // estimate is the prompt-token count charged at admission: counted with

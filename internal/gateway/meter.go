@@ -207,37 +207,37 @@ func (m *Books) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 	if u, ok := m.Snap.User(auth.ProxyBudgetUser); ok { // its max_budget, edited through /user/update
 		global.Budget = u.MaxBudget
 	}
-	accts = append(accts, m.Book.Account(ledger.KindGlobal, "global", global))
+	accts = append(accts, m.Book.Account(store.KindGlobal, "global", global))
 	if o, b := p.Org, p.OrgBudget; o != nil && b != nil {
-		at := o.BudgetResetAt // the organization's own once its period has rolled over
-		if at == nil {
-			at = b.BudgetResetAt
+		spec := ledger.SpecOf(o.Spend, b.Limits, b.SoftBudget)
+		if o.BudgetResetAt != nil { // the organization's own once its period has rolled over
+			spec.ResetAt = o.BudgetResetAt
 		}
-		accts = append(accts, m.Book.Account(ledger.KindOrganization, o.OrganizationID, ledger.Spec{Spent: o.Spend, Budget: b.MaxBudget, Soft: b.SoftBudget, BudgetDuration: b.BudgetDuration, ResetAt: at}))
+		accts = append(accts, m.Book.Account(store.KindOrganization, o.OrganizationID, spec))
 	}
 	if t := p.Team; t != nil {
-		accts = append(accts, m.Book.Account(ledger.KindTeam, t.TeamID, ledger.Spec{Spent: t.Spend, Budget: t.MaxBudget, BudgetDuration: t.BudgetDuration, ResetAt: t.BudgetResetAt}))
+		accts = append(accts, m.Book.Account(store.KindTeam, t.TeamID, ledger.SpecOf(t.Spend, t.Limits, nil)))
 	}
 	if u := p.User; u != nil {
-		accts = append(accts, m.Book.Account(ledger.KindUser, u.UserID, ledger.Spec{Spent: u.Spend, Budget: u.MaxBudget, Soft: u.SoftBudget, BudgetDuration: u.BudgetDuration, ResetAt: u.BudgetResetAt}))
+		accts = append(accts, m.Book.Account(store.KindUser, u.UserID, ledger.SpecOf(u.Spend, u.Limits, u.SoftBudget)))
 	}
-	if b := p.MemberBudget; b != nil { // spend seeded from budget_spend at start
-		accts = append(accts, m.Book.Account(ledger.KindTeamMember, store.MemberBudgetID(p.Team.TeamID, p.Key.UserID), ledger.Spec{Budget: b.MaxBudget, Soft: b.SoftBudget}))
+	if b := p.MemberBudget; b != nil { // spend seeded from budget_spend at start; no period of its own
+		accts = append(accts, m.Book.Account(store.KindTeamMember, store.MemberBudgetID(p.Team.TeamID, p.Key.UserID), ledger.Spec{Budget: b.MaxBudget, Soft: b.SoftBudget}))
 	}
 	if endUser != "" {
 		spec := ledger.Spec{Budget: m.MaxEndUserBudget}
 		if e, ok := m.Snap.EndUser(endUser); ok {
-			spec = ledger.Spec{Spent: e.Spend, Budget: e.MaxBudget, BudgetDuration: e.BudgetDuration, ResetAt: e.BudgetResetAt}
+			spec = ledger.SpecOf(e.Spend, e.Limits, nil)
 			if e.MaxBudget == nil {
 				spec.Budget = m.MaxEndUserBudget
 			}
 		}
-		accts = append(accts, m.Book.Account(ledger.KindEndUser, endUser, spec))
+		accts = append(accts, m.Book.Account(store.KindEndUser, endUser, spec))
 	}
 	if k := p.Key; k != nil {
-		accts = append(accts, m.Book.Account(ledger.KindKey, k.TokenHash, ledger.Spec{Spent: k.Spend, Budget: k.MaxBudget, Soft: k.SoftBudget, BudgetDuration: k.BudgetDuration, ResetAt: k.BudgetResetAt}))
+		accts = append(accts, m.Book.Account(store.KindKey, k.TokenHash, ledger.SpecOf(k.Spend, k.Limits, k.SoftBudget)))
 		if b, ok := k.ModelMaxBudget[model]; ok {
-			accts = append(accts, m.Book.Account(ledger.KindKeyModel, k.TokenHash+"/"+model, ledger.Spec{Spent: k.ModelSpend[model], Budget: &b}))
+			accts = append(accts, m.Book.Account(store.KindKeyModel, k.TokenHash+"/"+model, ledger.Spec{Spent: k.ModelSpend[model], Budget: &b}))
 		}
 	}
 	return accts
@@ -456,16 +456,16 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		// Budgets with no entity row keep their spend in budget_spend, so
 		// that they survive a restart like the key's own.
 		if _, ok := p.Key.ModelMaxBudget[model]; ok {
-			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetKeyModel, ID: p.Key.TokenHash + "/" + model})
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.KindKeyModel, ID: p.Key.TokenHash + "/" + model})
 		}
 		if p.Hooked {
-			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetCustomAuthKey, ID: p.Key.TokenHash})
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.KindCustomAuthKey, ID: p.Key.TokenHash})
 		}
 		if p.Org != nil {
-			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetOrganization, ID: p.Org.OrganizationID})
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.KindOrganization, ID: p.Org.OrganizationID})
 		}
 		if p.MemberBudget != nil {
-			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.BudgetTeamMember, ID: store.MemberBudgetID(p.Team.TeamID, p.Key.UserID)})
+			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.KindTeamMember, ID: store.MemberBudgetID(p.Team.TeamID, p.Key.UserID)})
 		}
 	} else if p.KeyHash != "" && !p.Master {
 		c.log.KeyHash = p.KeyHash

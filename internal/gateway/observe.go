@@ -6,6 +6,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/metrics"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Observer is told what calls do: every call once when it ends, and the
@@ -14,7 +15,7 @@ type Observer interface {
 	finished(c *call, status int)
 	retried(group string)
 	fellBack(from, to string)
-	budgetRefused(kind string)
+	budgetRefused(kind store.Kind)
 }
 
 // Telemetry is the Observer that writes the request log line and the
@@ -39,7 +40,7 @@ func (o *Telemetry) fellBack(from, to string) {
 	}
 }
 
-func (o *Telemetry) budgetRefused(kind string) {
+func (o *Telemetry) budgetRefused(kind store.Kind) {
 	if o.Metrics != nil {
 		o.Metrics.BudgetRefused(kind)
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Amount is money in nano-dollars (1e-9 USD). Prices per token go down to
@@ -46,31 +48,10 @@ func (a Amount) Dollars() float64 { return float64(a) / 1e9 }
 // Unlimited is the budget of an account without one.
 const Unlimited Amount = math.MaxInt64
 
-// Kind names what an account belongs to.
-type Kind uint8
-
-// The kinds of budgeted entities.
-const (
-	KindKey Kind = iota
-	KindUser
-	KindTeam
-	KindEndUser
-	KindGlobal
-	KindKeyModel     // a key's model_max_budget entry
-	KindOrganization // an organization: the spend of all its teams
-	KindTeamMember   // a user's membership of a team that names a budget: "<team>/<user>"
-
-	kindCount = iota
-)
-
-var kindNames = [...]string{"key", "user", "team", "end_user", "global", "key_model", "organization", "team_member"}
-
-func (k Kind) String() string { return kindNames[k] }
-
 // Account is one budget. Spend and reservations are atomics; the budget and
 // reset time are replaced whole when an operator edits them.
 type Account struct {
-	Kind Kind
+	Kind store.Kind
 	ID   string // key hash, user id, team id, end user id, "global", key hash + "/" + model
 
 	spent atomic.Int64 // settled spend, Amount
@@ -98,7 +79,7 @@ type Account struct {
 }
 
 // NewAccount returns an account with spend already booked.
-func NewAccount(kind Kind, id string, spent, budget Amount) *Account {
+func NewAccount(kind store.Kind, id string, spent, budget Amount) *Account {
 	a := &Account{Kind: kind, ID: id}
 	a.spent.Store(int64(spent))
 	a.used.Store(int64(spent))
@@ -239,7 +220,7 @@ func shortBusy(a *Account, need Amount) *ExceededError {
 
 // ExceededError says which budget refused a request, with the numbers.
 type ExceededError struct {
-	Kind     Kind
+	Kind     store.Kind
 	ID       string
 	Spent    Amount
 	Reserved Amount
@@ -265,15 +246,15 @@ func (e *ExceededError) Error() string {
 	spent, budget := num(e.Spent), num(e.Budget)
 	var litellm string
 	switch e.Kind {
-	case KindKey:
+	case store.KindKey:
 		litellm = "ExceededTokenBudget: Current spend for token: " + spent + "; Max Budget for Token: " + budget
-	case KindUser:
+	case store.KindUser:
 		litellm = "ExceededBudget: User=" + e.ID + " over budget. Spend=" + spent + ", Budget=" + budget
-	case KindEndUser:
+	case store.KindEndUser:
 		litellm = "ExceededBudget: End User=" + e.ID + " over budget. Spend=" + spent + ", Budget=" + budget
-	case KindTeam:
+	case store.KindTeam:
 		litellm = "Budget has been exceeded! Team=" + e.ID + " Current cost: " + spent + ", Max budget: " + budget
-	case KindTeamMember: // ID is "<team>/<user>"
+	case store.KindTeamMember: // ID is "<team>/<user>"
 		team, user, _ := strings.Cut(e.ID, "/")
 		litellm = "Budget has been exceeded! User=" + user + " in Team=" + team + " Current cost: " + spent + ", Max budget: " + budget
 	default: // the gateway's litellm_settings.max_budget, a key's model budget

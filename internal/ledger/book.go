@@ -3,20 +3,52 @@ package ledger
 import (
 	"sync"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
 )
+
+// kinds are the kinds of entity an account can belong to, in the order of
+// the Book's per-kind index (slot).
+var kinds = [...]store.Kind{store.KindKey, store.KindUser, store.KindTeam, store.KindEndUser,
+	store.KindGlobal, store.KindKeyModel, store.KindOrganization, store.KindTeamMember}
+
+// slot is kind's index in kinds: a switch, so that finding an account
+// hashes its ID alone. A custom-auth key is booked as a key; a kind no
+// account has (a budget object) is a programming error.
+func slot(kind store.Kind) int {
+	switch kind {
+	case store.KindKey:
+		return 0
+	case store.KindUser:
+		return 1
+	case store.KindTeam:
+		return 2
+	case store.KindEndUser:
+		return 3
+	case store.KindGlobal:
+		return 4
+	case store.KindKeyModel:
+		return 5
+	case store.KindOrganization:
+		return 6
+	case store.KindTeamMember:
+		return 7
+	}
+	panic("ledger: no accounts of kind " + string(kind))
+}
 
 // Book holds the accounts of every budgeted entity, created on first use
 // with the spend the store last recorded. Lookups are lock-free (sync.Map).
 type Book struct {
-	accounts [kindCount]sync.Map // per Kind: id -> *Account
-	onReset  func(kind Kind, id string, next time.Time)
+	accounts [len(kinds)]sync.Map // per kind (slot): id -> *Account
+	onReset  func(kind store.Kind, id string, next time.Time)
 	now      func() time.Time
 }
 
 // NewBook returns an empty book. onReset, when not nil, is told when an
 // account's budget period rolled over (its spend is now zero and next is
 // its new reset time), so that the store and Redis can follow.
-func NewBook(onReset func(kind Kind, id string, next time.Time)) *Book {
+func NewBook(onReset func(kind store.Kind, id string, next time.Time)) *Book {
 	return &Book{onReset: onReset, now: time.Now}
 }
 
@@ -29,18 +61,24 @@ type Spec struct {
 	ResetAt        *time.Time // the next reset
 }
 
+// SpecOf is the Spec of an entity that has spent spent under limits l,
+// with the soft budget soft (nil: none; teams and end users have none).
+func SpecOf(spent float64, l store.Limits, soft *float64) Spec {
+	return Spec{Spent: spent, Budget: l.MaxBudget, Soft: soft, BudgetDuration: l.BudgetDuration, ResetAt: l.BudgetResetAt}
+}
+
 // Account returns the account of (kind, id), creating it with the stored
 // spend when it is new, and brings its budget, soft budget and reset time in
 // line with the entity's record, so an operator's edit applies to the next
 // request; spend stays the account's own once it exists. When the reset time
 // has passed, the period rolls over here: spend drops to zero, the next reset
 // is computed, and onReset is told (exactly once per rollover).
-func (b *Book) Account(kind Kind, id string, s Spec) *Account {
+func (b *Book) Account(kind store.Kind, id string, s Spec) *Account {
 	want := Unlimited
 	if s.Budget != nil {
 		want = USD(*s.Budget)
 	}
-	m := &b.accounts[kind]
+	m := &b.accounts[slot(kind)]
 	v, ok := m.Load(id)
 	if !ok {
 		a := NewAccount(kind, id, USD(s.Spent), want)
@@ -105,13 +143,13 @@ func (b *Book) maybeReset(a *Account, duration string) {
 // it exists: for budgets whose record carries no spend (a custom-auth key),
 // so that their first request after a start sees what the store has. The
 // budget is set by Account on first use.
-func (b *Book) Seed(kind Kind, id string, spent Amount) {
-	b.accounts[kind].LoadOrStore(id, NewAccount(kind, id, spent, Unlimited))
+func (b *Book) Seed(kind store.Kind, id string, spent Amount) {
+	b.accounts[slot(kind)].LoadOrStore(id, NewAccount(kind, id, spent, Unlimited))
 }
 
 // Lookup returns an existing account.
-func (b *Book) Lookup(kind Kind, id string) (*Account, bool) {
-	v, ok := b.accounts[kind].Load(id)
+func (b *Book) Lookup(kind store.Kind, id string) (*Account, bool) {
+	v, ok := b.accounts[slot(kind)].Load(id)
 	if !ok {
 		return nil, false
 	}
@@ -119,6 +157,6 @@ func (b *Book) Lookup(kind Kind, id string) (*Account, bool) {
 }
 
 // Range calls fn for every account of kind, until fn returns false.
-func (b *Book) Range(kind Kind, fn func(*Account) bool) {
-	b.accounts[kind].Range(func(_, v any) bool { return fn(v.(*Account)) })
+func (b *Book) Range(kind store.Kind, fn func(*Account) bool) {
+	b.accounts[slot(kind)].Range(func(_, v any) bool { return fn(v.(*Account)) })
 }

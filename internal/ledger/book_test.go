@@ -5,19 +5,21 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 func TestBookResetsOncePerPeriod(t *testing.T) {
 	now := time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)
 	var resets atomic.Int64
 	var next time.Time
-	b := NewBook(func(k Kind, id string, n time.Time) { resets.Add(1); next = n })
+	b := NewBook(func(k store.Kind, id string, n time.Time) { resets.Add(1); next = n })
 	b.now = func() time.Time { return now }
 	budget, dur := 1.0, "1mo"
 	resetAt := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	spec := Spec{Spent: 0.9, Budget: &budget, BudgetDuration: &dur, ResetAt: &resetAt}
 
-	a := b.Account(KindKey, "k", spec)
+	a := b.Account(store.KindKey, "k", spec)
 	if _, err := Reserve([]*Account{a}, USD(0.2)); err == nil {
 		t.Fatal("over budget before the reset")
 	}
@@ -25,7 +27,7 @@ func TestBookResetsOncePerPeriod(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Add(1)
-		go func() { defer wg.Done(); b.Account(KindKey, "k", spec) }()
+		go func() { defer wg.Done(); b.Account(store.KindKey, "k", spec) }()
 	}
 	wg.Wait()
 	if resets.Load() != 1 || a.Spent() != 0 || !next.Equal(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) || !a.ResetAt().Equal(next) {
@@ -39,15 +41,15 @@ func TestBookResetsOncePerPeriod(t *testing.T) {
 func TestBookFollowsRecordEdits(t *testing.T) {
 	b := NewBook(nil)
 	one, two, soft := 1.0, 2.0, 0.5
-	a := b.Account(KindTeam, "t", Spec{Spent: 0.9, Budget: &one})
+	a := b.Account(store.KindTeam, "t", Spec{Spent: 0.9, Budget: &one})
 	if a.Budget() != USD(1) || a.Spent() != USD(0.9) {
 		t.Fatal("account not created from the record")
 	}
-	b.Account(KindTeam, "t", Spec{Spent: 0, Budget: &two, Soft: &soft})
+	b.Account(store.KindTeam, "t", Spec{Spent: 0, Budget: &two, Soft: &soft})
 	if a.Budget() != USD(2) || a.Spent() != USD(0.9) {
 		t.Fatalf("budget edit not applied or spend overwritten: %v %v", a.Budget(), a.Spent())
 	}
-	b.Account(KindTeam, "t", Spec{})
+	b.Account(store.KindTeam, "t", Spec{})
 	if a.Budget() != Unlimited {
 		t.Fatal("removing the budget did not make the account unlimited")
 	}
@@ -58,15 +60,33 @@ func TestBookFollowsRecordEdits(t *testing.T) {
 // replica takes the record's new-period spend instead of refusing on the old.
 func TestBookTakesAnotherReplicasReset(t *testing.T) {
 	now := time.Date(2026, 12, 1, 0, 0, 5, 0, time.UTC)
-	b := NewBook(func(Kind, string, time.Time) { t.Error("this replica reset the period again") })
+	b := NewBook(func(store.Kind, string, time.Time) { t.Error("this replica reset the period again") })
 	b.now = func() time.Time { return now.Add(-time.Minute) }
 	budget, dur := 1.0, "1mo"
 	oldReset := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	a := b.Account(KindKey, "k", Spec{Spent: 1.0, Budget: &budget, BudgetDuration: &dur, ResetAt: &oldReset})
+	a := b.Account(store.KindKey, "k", Spec{Spent: 1.0, Budget: &budget, BudgetDuration: &dur, ResetAt: &oldReset})
 	b.now = func() time.Time { return now }
 	newReset := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
-	b.Account(KindKey, "k", Spec{Spent: 0.1, Budget: &budget, BudgetDuration: &dur, ResetAt: &newReset})
+	b.Account(store.KindKey, "k", Spec{Spent: 0.1, Budget: &budget, BudgetDuration: &dur, ResetAt: &newReset})
 	if a.Spent() != USD(0.1) || !a.ResetAt().Equal(newReset) {
 		t.Fatalf("spent %v reset %v; want the record's 0.1 and %v", a.Spent().Dollars(), a.ResetAt(), newReset)
+	}
+}
+
+// BenchmarkBookAccount is the request path's lookup of its accounts: one
+// of each kind a request can be charged to, every one already known.
+func BenchmarkBookAccount(b *testing.B) {
+	book := NewBook(nil)
+	budget := 10.0
+	spec := Spec{Spent: 1, Budget: &budget}
+	kinds := []store.Kind{store.KindGlobal, store.KindOrganization, store.KindTeam, store.KindUser, store.KindTeamMember, store.KindEndUser, store.KindKey, store.KindKeyModel}
+	for _, k := range kinds {
+		book.Account(k, "id", spec)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, k := range kinds {
+			book.Account(k, "id", spec)
+		}
 	}
 }

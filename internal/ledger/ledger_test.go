@@ -18,9 +18,9 @@ import (
 // the budget; nothing is left reserved.
 func TestConcurrentReservationsNeverOverspend(t *testing.T) {
 	cost := USD(0.0003)
-	key := NewAccount(KindKey, "k", 0, 50*cost)
-	team := NewAccount(KindTeam, "t", 0, Unlimited)
-	global := NewAccount(KindGlobal, "global", 0, USD(1000))
+	key := NewAccount(store.KindKey, "k", 0, 50*cost)
+	team := NewAccount(store.KindTeam, "t", 0, Unlimited)
+	global := NewAccount(store.KindGlobal, "global", 0, USD(1000))
 	var ok, refused atomic.Int64
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -32,7 +32,7 @@ func TestConcurrentReservationsNeverOverspend(t *testing.T) {
 			r, err := Reserve([]*Account{global, team, key}, cost)
 			if err != nil {
 				var ex *ExceededError
-				if !errors.As(err, &ex) || ex.Kind != KindKey {
+				if !errors.As(err, &ex) || ex.Kind != store.KindKey {
 					t.Errorf("unexpected refusal %v", err)
 				}
 				refused.Add(1)
@@ -56,11 +56,11 @@ func TestConcurrentReservationsNeverOverspend(t *testing.T) {
 }
 
 func TestRefusalRollsBackEarlierAccounts(t *testing.T) {
-	user := NewAccount(KindUser, "u", 0, USD(10))
-	key := NewAccount(KindKey, "k", USD(0.9), USD(1))
+	user := NewAccount(store.KindUser, "u", 0, USD(10))
+	key := NewAccount(store.KindKey, "k", USD(0.9), USD(1))
 	_, err := Reserve([]*Account{user, key}, USD(0.2))
 	var ex *ExceededError
-	if !errors.As(err, &ex) || ex.Kind != KindKey || ex.ID != "k" {
+	if !errors.As(err, &ex) || ex.Kind != store.KindKey || ex.ID != "k" {
 		t.Fatalf("err = %v", err)
 	}
 	if user.Reserved() != 0 {
@@ -69,7 +69,7 @@ func TestRefusalRollsBackEarlierAccounts(t *testing.T) {
 }
 
 func TestSettleReleaseAndSoftBudget(t *testing.T) {
-	a := NewAccount(KindKey, "k", 0, USD(1))
+	a := NewAccount(store.KindKey, "k", 0, USD(1))
 	a.SetSoftBudget(USD(0.5))
 	r, err := Reserve([]*Account{a}, USD(0.4))
 	if err != nil {
@@ -99,7 +99,7 @@ func TestSettleReleaseAndSoftBudget(t *testing.T) {
 }
 
 func TestExceededMessageNamesTheNumbers(t *testing.T) {
-	a := NewAccount(KindTeam, "core-infra", USD(7.2e-05), USD(2e-07))
+	a := NewAccount(store.KindTeam, "core-infra", USD(7.2e-05), USD(2e-07))
 	a.SetResetAt(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
 	_, err := Reserve([]*Account{a}, USD(1e-6))
 	want := "Budget has been exceeded! Team=core-infra Current cost: 7.2e-05, Max budget: 2e-07; Budget has been exceeded for team core-infra: spend $7.2e-05 (+$0 reserved by requests in flight), max budget $2e-07; this request may cost up to $1e-06; budget resets at 2026-12-01T00:00:00Z"
@@ -112,26 +112,26 @@ func TestExceededMessageNamesTheNumbers(t *testing.T) {
 // phrase LiteLLM's proxy uses for it, numbers printed as Python prints them.
 func TestExceededMessageInLiteLLMWords(t *testing.T) {
 	tests := []struct {
-		kind Kind
+		kind store.Kind
 		id   string
 		want string
 	}{
-		{KindKey, "0123abcd", "ExceededTokenBudget: Current spend for token: 7.2e-05; Max Budget for Token: 2e-07; "},
-		{KindUser, "alice", "ExceededBudget: User=alice over budget. Spend=7.2e-05, Budget=2e-07; "},
-		{KindEndUser, "ishaan3", "ExceededBudget: End User=ishaan3 over budget. Spend=7.2e-05, Budget=2e-07; "},
-		{KindTeam, "core-infra", "Budget has been exceeded! Team=core-infra Current cost: 7.2e-05, Max budget: 2e-07; "},
-		{KindTeamMember, "core-infra/alice", "Budget has been exceeded! User=alice in Team=core-infra Current cost: 7.2e-05, Max budget: 2e-07; "},
-		{KindGlobal, "global", "Budget has been exceeded! Current cost: 7.2e-05, Max budget: 2e-07; "},
+		{store.KindKey, "0123abcd", "ExceededTokenBudget: Current spend for token: 7.2e-05; Max Budget for Token: 2e-07; "},
+		{store.KindUser, "alice", "ExceededBudget: User=alice over budget. Spend=7.2e-05, Budget=2e-07; "},
+		{store.KindEndUser, "ishaan3", "ExceededBudget: End User=ishaan3 over budget. Spend=7.2e-05, Budget=2e-07; "},
+		{store.KindTeam, "core-infra", "Budget has been exceeded! Team=core-infra Current cost: 7.2e-05, Max budget: 2e-07; "},
+		{store.KindTeamMember, "core-infra/alice", "Budget has been exceeded! User=alice in Team=core-infra Current cost: 7.2e-05, Max budget: 2e-07; "},
+		{store.KindGlobal, "global", "Budget has been exceeded! Current cost: 7.2e-05, Max budget: 2e-07; "},
 	}
 	for _, tt := range tests {
-		t.Run(tt.kind.String(), func(t *testing.T) {
+		t.Run(string(tt.kind), func(t *testing.T) {
 			_, err := Reserve([]*Account{NewAccount(tt.kind, tt.id, USD(7.2e-05), USD(2e-07))}, USD(1e-6))
 			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
 				t.Fatalf("got  %v\nwant %s...", err, tt.want)
 			}
 		})
 	}
-	_, err := Reserve([]*Account{NewAccount(KindUser, "bob", USD(10), USD(10))}, USD(1))
+	_, err := Reserve([]*Account{NewAccount(store.KindUser, "bob", USD(10), USD(10))}, USD(1))
 	if err == nil || !strings.HasPrefix(err.Error(), "ExceededBudget: User=bob over budget. Spend=10.0, Budget=10.0; ") {
 		t.Fatalf("whole dollars: %v", err)
 	}
@@ -139,9 +139,9 @@ func TestExceededMessageInLiteLLMWords(t *testing.T) {
 
 func BenchmarkReserveSettle(b *testing.B) {
 	accts := []*Account{
-		NewAccount(KindGlobal, "g", 0, Unlimited),
-		NewAccount(KindTeam, "t", 0, USD(1e9)),
-		NewAccount(KindKey, "k", 0, USD(1e9)),
+		NewAccount(store.KindGlobal, "g", 0, Unlimited),
+		NewAccount(store.KindTeam, "t", 0, USD(1e9)),
+		NewAccount(store.KindKey, "k", 0, USD(1e9)),
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -197,7 +197,7 @@ func TestUSDSaturates(t *testing.T) {
 			}
 		})
 	}
-	a := NewAccount(KindKey, "k", USD(0.5), USD(1e9))
+	a := NewAccount(store.KindKey, "k", USD(0.5), USD(1e9))
 	if _, err := Reserve([]*Account{a}, USD(1e30)); err == nil {
 		t.Fatal("a saturated hold passed a budget")
 	}

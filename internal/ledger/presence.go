@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/rscript"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Replicas sharing budgets on Redis announce themselves: each beats into a
@@ -82,7 +83,7 @@ func (a *Account) LastHeard() (remaining Amount, alive int64) {
 // replica's share of what remained is spent. A retry may succeed once Redis
 // answers again.
 type UnavailableError struct {
-	Kind Kind
+	Kind store.Kind
 	ID   string
 	Msg  string
 }
@@ -265,11 +266,11 @@ func (s *Shared) shareRefusal(a *Account, amt Amount) error {
 // metrics and the log name keys.
 func shownID(a *Account) string {
 	id, rest := a.ID, ""
-	if a.Kind == KindKeyModel {
+	if a.Kind == store.KindKeyModel {
 		if i := strings.IndexByte(id, '/'); i >= 0 {
 			id, rest = id[:i], id[i:]
 		}
-	} else if a.Kind != KindKey {
+	} else if a.Kind != store.KindKey {
 		return a.ID
 	}
 	if len(id) > 8 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/rscript"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Hold is one request's reservation, in process or on Redis.
@@ -101,7 +102,7 @@ func NewShared(r *rscript.Runner, prefix string, log *slog.Logger) *Shared {
 	return &Shared{r: r, tag: tag, prefix: tag + ":bud:", id: newReplicaID(), LeaseTTL: 15 * time.Minute, log: log}
 }
 
-func (s *Shared) key(a *Account) string { return s.prefix + a.Kind.String() + ":" + a.ID }
+func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":" + a.ID }
 
 // reserveScript: ARGV = amount, lease, ttl ms, mode, estimate, capped, then
 // per key: budget, seed spent, period (reset time in ns; 0 none), and spend
@@ -537,15 +538,15 @@ func appendSoft(soft []*Account, a *Account, spent Amount) []*Account {
 }
 
 // ResetPeriod starts a new budget period for an account on Redis.
-func (s *Shared) ResetPeriod(ctx context.Context, kind Kind, id string, next time.Time) error {
-	_, err := s.r.Run(ctx, resetScript, []string{s.prefix + kind.String() + ":" + id}, strconv.FormatInt(next.UnixNano(), 10))
+func (s *Shared) ResetPeriod(ctx context.Context, kind store.Kind, id string, next time.Time) error {
+	_, err := s.r.Run(ctx, resetScript, []string{s.prefix + string(kind) + ":" + id}, strconv.FormatInt(next.UnixNano(), 10))
 	return err
 }
 
 // SetSpent writes an operator's spend edit into Redis, so that every
 // replica's next hold sees it; holds in flight are kept.
-func (s *Shared) SetSpent(ctx context.Context, kind Kind, id string, spent Amount) error {
-	k := s.prefix + kind.String() + ":" + id
+func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent Amount) error {
+	k := s.prefix + string(kind) + ":" + id
 	_, err := s.r.Submit(ctx, "hset", k, "spent", int64(spent))
 	return err
 }
@@ -567,7 +568,7 @@ return 1
 // knowing all it spent. It returns how many accounts it could not carry
 // (Redis away again; the store still has their spend).
 func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
-	for kind := KindKey; kind < kindCount; kind++ {
+	for _, kind := range kinds {
 		book.Range(kind, func(a *Account) bool {
 			if a.Budget() == Unlimited {
 				return true

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/rscript"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // TestSharedHolds: two replicas' books share one budget on Redis; a hold a
@@ -27,9 +28,9 @@ func TestSharedHolds(t *testing.T) {
 	a := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
 	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
 	a.LeaseTTL = time.Minute
-	keyA := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
-	keyB := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1)) // replica B's view
-	team := ledger.NewAccount(ledger.KindTeam, "t", 0, ledger.Unlimited)
+	keyA := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
+	keyB := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1)) // replica B's view
+	team := ledger.NewAccount(store.KindTeam, "t", 0, ledger.Unlimited)
 
 	h1, err := a.Reserve(ctx, []*ledger.Account{team, keyA}, ledger.USD(0.6))
 	if err != nil {
@@ -61,7 +62,7 @@ func TestSharedHolds(t *testing.T) {
 	}
 	h3.Release()
 
-	if err := a.ResetPeriod(ctx, ledger.KindKey, "k", time.Now().Add(time.Hour)); err != nil {
+	if err := a.ResetPeriod(ctx, store.KindKey, "k", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.9)); err != nil {
@@ -79,8 +80,8 @@ func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
 	ra := runner(t, c)
 	a := ledger.NewShared(ra, "t", slog.New(slog.DiscardHandler))
 	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
-	keyA := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
-	keyB := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+	keyA := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
+	keyB := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 
 	h, err := a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.5))
 	if err != nil {
@@ -104,7 +105,7 @@ func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
 		t.Fatal("the spend booked while Redis was away never reached it")
 	}
 	// An operator resets the spend on A; B's next hold sees it.
-	if err := a.SetSpent(ctx, ledger.KindKey, "k", 0); err != nil {
+	if err := a.SetSpent(ctx, store.KindKey, "k", 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.9)); err != nil {
@@ -145,7 +146,7 @@ func TestSharedHungRedis(t *testing.T) {
 	r := runner(t, redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1}))
 	r.Recover() // as if it had answered the first ping: the first hold asks it
 	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
-	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 	start := time.Now()
 	h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.5))
 	if err != nil {
@@ -177,7 +178,7 @@ func TestSharedCarriesOfflineSpendOnce(t *testing.T) {
 	ctx := context.Background()
 	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
 	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
-	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(100))
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(100))
 	// Redis sees the account, then goes away while 0.5 is spent.
 	h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.1))
 	if err != nil {
@@ -205,9 +206,9 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 
 	// A period reset reaches Redis before any hold: the hash has no "held".
 	next := time.Now().Add(time.Hour).Truncate(time.Second)
-	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(10))
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(10))
 	key.SetResetAt(next)
-	if err := s.ResetPeriod(ctx, ledger.KindKey, "k", next); err != nil {
+	if err := s.ResetPeriod(ctx, store.KindKey, "k", next); err != nil {
 		t.Fatal(err)
 	}
 	h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(1))
@@ -240,7 +241,7 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 
 	// An operator's edit written to Redis first works the same way.
 	m.FlushAll()
-	if err := s.SetSpent(ctx, ledger.KindKey, "k", ledger.USD(2)); err != nil {
+	if err := s.SetSpent(ctx, store.KindKey, "k", ledger.USD(2)); err != nil {
 		t.Fatal(err)
 	}
 	key.SetSpent(ledger.USD(2))
@@ -263,7 +264,7 @@ func TestSharedReseedWithOfflineSpend(t *testing.T) {
 	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
 	for trial := range 20 {
 		m.FlushAll()
-		key := ledger.NewAccount(ledger.KindKey, "k", ledger.USD(1), ledger.USD(100))
+		key := ledger.NewAccount(store.KindKey, "k", ledger.USD(1), ledger.USD(100))
 		spendOffline(t, s, r, key, ledger.USD(0.5))
 		holdTogether(t, s, key, 30)
 		if got, want := m.HGet("{t}:bud:key:k", "spent"), strconv.FormatInt(int64(ledger.USD(1.5)), 10); got != want {
@@ -323,7 +324,7 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 			t.Fatal(n, err)
 		}
 	}
-	key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 	h, err := a.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.2))
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +334,7 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 		t.Fatalf("last heard %v remaining, %d alive; want 0.8, 2", rem.Dollars(), alive)
 	}
 	// Replica B holds 0.2 after A last heard; A is then cut off.
-	if _, err := b.Reserve(ctx, []*ledger.Account{ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))}, ledger.USD(0.2)); err != nil {
+	if _, err := b.Reserve(ctx, []*ledger.Account{ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))}, ledger.USD(0.2)); err != nil {
 		t.Fatal(err)
 	}
 	ra.Degrade(errAway)
@@ -379,12 +380,12 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 		s := ledger.NewShared(rs, "t", slog.New(slog.DiscardHandler))
 		m.Close() // Redis is really away: a strict hold asks it, and is refused
 		tt.setup(s)
-		other := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+		other := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 		var un *ledger.UnavailableError
 		if _, err := s.Reserve(ctx, []*ledger.Account{other}, ledger.USD(0.01)); !errors.As(err, &un) {
 			t.Fatalf("%s: a budgeted hold without Redis: %v", tt.name, err)
 		}
-		free := ledger.NewAccount(ledger.KindKey, "free", 0, ledger.Unlimited)
+		free := ledger.NewAccount(store.KindKey, "free", 0, ledger.Unlimited)
 		if _, err := s.Reserve(ctx, []*ledger.Account{free}, ledger.USD(0.01)); err != nil {
 			t.Fatalf("%s: an unbudgeted hold without Redis: %v", tt.name, err)
 		}
@@ -415,14 +416,14 @@ func TestCarryOfflineOnStop(t *testing.T) {
 	s := ledger.NewShared(r, "carry", slog.New(slog.DiscardHandler))
 	book := ledger.NewBook(nil)
 	budget := 1.0
-	key := book.Account(ledger.KindKey, "k", ledger.Spec{Budget: &budget})
+	key := book.Account(store.KindKey, "k", ledger.Spec{Budget: &budget})
 	h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.Settle(ledger.USD(0.1)) // Redis has the account: spent 0.1
 	spendOffline(t, s, r, key, ledger.USD(0.3))
-	fresh := book.Account(ledger.KindUser, "u", ledger.Spec{Budget: &budget}) // never on Redis
+	fresh := book.Account(store.KindUser, "u", ledger.Spec{Budget: &budget}) // never on Redis
 	spendOffline(t, s, r, fresh, ledger.USD(0.2))
 
 	for range 2 { // twice: the second carries nothing more

@@ -1,6 +1,10 @@
 package ledger
 
-import "time"
+import (
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
 
 // Roll starts a new budget period for an entity whose stored period
 // (duration, ending at stored) is over, whether or not a request has come
@@ -10,7 +14,7 @@ import "time"
 // here is reset through onReset alone (the store and Redis; both are
 // conditional on the period that ended, so replicas sweeping at once reset
 // once). It reports whether a reset was started here.
-func (b *Book) Roll(kind Kind, id, duration string, stored time.Time) bool {
+func (b *Book) Roll(kind store.Kind, id, duration string, stored time.Time) bool {
 	now := b.now()
 	if stored.IsZero() || stored.After(now) {
 		return false

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // holders are the two places holds live, checked alike.
@@ -50,8 +51,8 @@ func TestReserveUpTo(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(name+"/"+tt.name, func(t *testing.T) {
 				h := mk()
-				key := ledger.NewAccount(ledger.KindKey, "k-"+tt.name, usd(tt.spent), usd(tt.budget))
-				free := ledger.NewAccount(ledger.KindGlobal, "g", 0, ledger.Unlimited)
+				key := ledger.NewAccount(store.KindKey, "k-"+tt.name, usd(tt.spent), usd(tt.budget))
+				free := ledger.NewAccount(store.KindGlobal, "g", 0, ledger.Unlimited)
 				reserve := h.Reserve
 				if tt.upTo {
 					reserve = h.ReserveUpTo
@@ -87,8 +88,8 @@ func TestReserveUpToTightestBudget(t *testing.T) {
 	for name, mk := range holders(t) {
 		t.Run(name, func(t *testing.T) {
 			h := mk()
-			team := ledger.NewAccount(ledger.KindTeam, "t", ledger.USD(0.8), ledger.USD(1))
-			key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+			team := ledger.NewAccount(store.KindTeam, "t", ledger.USD(0.8), ledger.USD(1))
+			key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 			hold, err := h.ReserveUpTo(context.Background(), []*ledger.Account{key, team}, ledger.USD(0.5))
 			if err != nil {
 				t.Fatal(err)
@@ -124,7 +125,7 @@ func TestReserveUpToOneOvershoot(t *testing.T) {
 	for name, mk := range map[string]func() ledger.Holder{"local": func() ledger.Holder { return ledger.Local{} }} {
 		t.Run(name, func(t *testing.T) {
 			h := mk()
-			key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+			key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 			ask, cost := ledger.USD(0.07), ledger.USD(0.05)
 			var wg sync.WaitGroup
 			var mu sync.Mutex
@@ -174,7 +175,7 @@ func TestReserveUpToOneShortHold(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := mk()
 			ctx := context.Background()
-			key := ledger.NewAccount(ledger.KindKey, "k", 0, ledger.USD(1))
+			key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 			ask, cost := ledger.USD(0.07), ledger.USD(0.05)
 			var holds []ledger.Hold
 			for {
@@ -218,7 +219,7 @@ func TestReserveFlex(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := mk()
 			ctx := context.Background()
-			key := ledger.NewAccount(ledger.KindKey, "k", usd(0.1), usd(1))
+			key := ledger.NewAccount(store.KindKey, "k", usd(0.1), usd(1))
 			step := func(wantHeld float64, wantCapped bool) ledger.Hold {
 				t.Helper()
 				hold, err := h.ReserveFlex(ctx, []*ledger.Account{key}, f)
@@ -261,7 +262,7 @@ func TestReserveFlex(t *testing.T) {
 // costs its worst case. In process only, as TestReserveUpToOneOvershoot.
 func TestReserveFlexOneOvershoot(t *testing.T) {
 	usd := ledger.USD
-	key := ledger.NewAccount(ledger.KindKey, "k", 0, usd(1))
+	key := ledger.NewAccount(store.KindKey, "k", 0, usd(1))
 	f := ledger.Flex{Worst: usd(0.3), Estimate: usd(0.01), Capped: usd(0.02)}
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -27,7 +27,7 @@ func TestResetLandsBetweenPeriods(t *testing.T) {
 	defer st.Close()
 	old := time.Now().Add(-time.Hour).UTC()
 	dur := "1d"
-	if err := st.CreateKey(ctx, &store.Key{TokenHash: "k", KeyName: "sk-...k", BudgetDuration: &dur, BudgetResetAt: &old}); err != nil {
+	if err := st.CreateKey(ctx, &store.Key{TokenHash: "k", KeyName: "sk-...k", Limits: store.Limits{BudgetDuration: &dur, BudgetResetAt: &old}}); err != nil {
 		t.Fatal(err)
 	}
 	w := ledger.NewWriter(st, slog.New(slog.DiscardHandler))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Options configure the metrics.
@@ -158,9 +159,9 @@ func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
-	kinds := []ledger.Kind{ledger.KindGlobal, ledger.KindTeam}
+	kinds := []store.Kind{store.KindGlobal, store.KindTeam}
 	if c.keyLabels {
-		kinds = append(kinds, ledger.KindUser, ledger.KindKey)
+		kinds = append(kinds, store.KindUser, store.KindKey)
 	}
 	for _, k := range kinds {
 		c.book.Range(k, func(a *ledger.Account) bool {
@@ -168,8 +169,8 @@ func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 			if b == ledger.Unlimited {
 				return true
 			}
-			entity, id := k.String(), a.ID
-			if k == ledger.KindKey {
+			entity, id := string(k), a.ID
+			if k == store.KindKey {
 				id = HashPrefix(id) // a key's account is named by its whole hash
 			}
 			ch <- prometheus.MustNewConstMetric(c.max, prometheus.GaugeValue, b.Dollars(), entity, id)
@@ -274,13 +275,19 @@ func (m *Metrics) ObserveRequest(r *Request) {
 }
 
 // RateLimited counts a rate-limit refusal.
-func (m *Metrics) RateLimited(scope, limit string) { m.rateLimited.WithLabelValues(scope, limit).Inc() }
+func (m *Metrics) RateLimited(scope store.Kind, limit string) {
+	m.rateLimited.WithLabelValues(string(scope), limit).Inc()
+}
 
 // BudgetRefused counts a budget refusal.
-func (m *Metrics) BudgetRefused(entity string) { m.budgetRefused.WithLabelValues(entity).Inc() }
+func (m *Metrics) BudgetRefused(entity store.Kind) {
+	m.budgetRefused.WithLabelValues(string(entity)).Inc()
+}
 
 // SoftBudgetCrossed counts a soft budget crossing.
-func (m *Metrics) SoftBudgetCrossed(entity string) { m.softBudget.WithLabelValues(entity).Inc() }
+func (m *Metrics) SoftBudgetCrossed(entity store.Kind) {
+	m.softBudget.WithLabelValues(string(entity)).Inc()
+}
 
 // Retried counts a retried attempt.
 func (m *Metrics) Retried(group string) { m.retries.WithLabelValues(group).Inc() }

@@ -9,21 +9,22 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // touched returns metrics on which every series has been written once.
 func touched(t *testing.T) *Metrics {
 	book := ledger.NewBook(nil)
 	b := 1.0
-	book.Account(ledger.KindKey, "k", ledger.Spec{Budget: &b})
+	book.Account(store.KindKey, "k", ledger.Spec{Budget: &b})
 	m := New(Options{KeyLabels: true, Book: book, WriterPending: func() int { return 0 }, WriterLag: func() time.Duration { return 0 },
 		RedisDegraded: func() bool { return false }, Deployments: func(yield func(string, string, bool)) { yield("gpt-4", "d1", true) }})
 	m.ObserveRequest(&Request{Operation: "chat", Provider: "openai", RequestModel: "gpt-4", ModelGroup: "gpt-4", Status: 200,
 		PromptTokens: 3, CompletionTokens: 4, HasUsage: true, Duration: time.Second, TTFT: time.Millisecond, Stream: true,
 		Cost: 0.1, KeyHash: "k", KeyAlias: "a", User: "u", Team: "t", EndUser: "e"})
-	m.RateLimited("key", "rpm_limit")
-	m.BudgetRefused("key")
-	m.SoftBudgetCrossed("key")
+	m.RateLimited(store.KindKey, "rpm_limit")
+	m.BudgetRefused(store.KindKey)
+	m.SoftBudgetCrossed(store.KindKey)
 	m.Retried("gpt-4")
 	m.FellBack("gpt-4", "gpt-3.5")
 	m.CooledDown("gpt-4", "d1")

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Kind is what a rule counts.
@@ -38,7 +40,7 @@ func (k Kind) isBucket() bool { return k == RequestBucket || k == TokenBucket }
 
 // Scope is who a rule applies to.
 type Scope struct {
-	Entity string // key, user, team, end_user, key_model, global
+	Entity store.Kind // key, user, team, end_user, key_model, team_member, organization, global
 	ID     string
 }
 
@@ -139,11 +141,11 @@ func (s Scope) describe(label string) string {
 		id = label
 	}
 	switch s.Entity {
-	case "global", "":
+	case store.KindGlobal, "":
 		return "the gateway"
-	case "end_user":
+	case store.KindEndUser:
 		return "end user " + id
-	case "key_model":
+	case store.KindKeyModel:
 		model := s.ID
 		if i := strings.LastIndexByte(model, '/'); i >= 0 {
 			model = model[i+1:]
@@ -153,7 +155,7 @@ func (s Scope) describe(label string) string {
 		}
 		return "key " + id + " on " + model
 	}
-	return s.Entity + " " + id
+	return string(s.Entity) + " " + id
 }
 
 func per(d time.Duration) string {

@@ -58,7 +58,7 @@ func init() { redis.SetLogger(slogAdapter{}) }
 var kindNames = [...]string{Requests: "req", Tokens: "tok", Parallel: "par", RequestBucket: "rbk", TokenBucket: "tbk"}
 
 func (rd *Redis) key(r *Rule) string {
-	return rd.prefix + kindNames[r.Kind] + ":" + r.Name + ":" + r.Scope.Entity + ":" + r.Scope.ID
+	return rd.prefix + kindNames[r.Kind] + ":" + r.Name + ":" + string(r.Scope.Entity) + ":" + r.Scope.ID
 }
 
 // Shared helpers of both scripts: the time, a window's use, a bucket's level.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // enforcement says how a request's budgets are enforced: strict when
@@ -14,7 +15,7 @@ func (s *Server) enforcement(accounts []*ledger.Account) ledger.Enforcement {
 		return mode
 	}
 	for _, a := range accounts {
-		if a.Kind != ledger.KindKey {
+		if a.Kind != store.KindKey {
 			continue
 		}
 		if k, ok := s.snap.Key(a.ID); ok {

@@ -11,8 +11,8 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/hooks"
-	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/metrics"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // mayReadMetrics is the check litellm_settings.require_auth_for_metrics_endpoint
@@ -40,11 +40,11 @@ func mayReadMetrics(authn *auth.Authenticator, r *http.Request) error {
 
 // logID is how an account appears in the log: a key's hash (alone or with
 // a model) shortened to its metrics prefix.
-func logID(kind ledger.Kind, id string) string {
+func logID(kind store.Kind, id string) string {
 	switch kind {
-	case ledger.KindKey:
+	case store.KindKey:
 		return metrics.HashPrefix(id)
-	case ledger.KindKeyModel: // hash + "/" + model
+	case store.KindKeyModel: // hash + "/" + model
 		if i := strings.IndexByte(id, '/'); i >= 0 {
 			return metrics.HashPrefix(id[:i]) + id[i:]
 		}

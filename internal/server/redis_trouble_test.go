@@ -130,7 +130,7 @@ func TestRedisCutKeepsBudgets(t *testing.T) {
 			// The shares the cut replicas spent by, as each last heard.
 			bound := ledger.USD(budget)
 			for _, s := range srvs[:tt.cut] {
-				if a, found := s.book.Lookup(ledger.KindKey, sha(key)); found {
+				if a, found := s.book.Lookup(store.KindKey, sha(key)); found {
 					rem, alive := a.LastHeard()
 					t.Logf("cut replica last heard: %.4f remaining, %d alive: share %.4f", rem.Dollars(), alive, (rem / ledger.Amount(max(alive, 1))).Dollars())
 					if tt.mode == "default" && rem > 0 {
@@ -227,7 +227,7 @@ func TestEnforcementMode(t *testing.T) {
 			s := &Server{snap: auth.NewSnapshot(nil)}
 			s.cfg.Store(cfg)
 			s.snap.PutKey(&store.Key{TokenHash: "h", KeyName: "sk-...h", Metadata: tt.meta})
-			accts := []*ledger.Account{ledger.NewAccount(ledger.KindGlobal, "global", 0, ledger.USD(1)), ledger.NewAccount(ledger.KindKey, "h", 0, ledger.USD(1))}
+			accts := []*ledger.Account{ledger.NewAccount(store.KindGlobal, "global", 0, ledger.USD(1)), ledger.NewAccount(store.KindKey, "h", 0, ledger.USD(1))}
 			if got := s.enforcement(accts); got != tt.want {
 				t.Fatalf("mode %v, want %v", got, tt.want)
 			}

@@ -213,10 +213,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		for _, b := range spends {
 			switch b.Kind {
-			case store.BudgetCustomAuthKey:
-				s.book.Seed(ledger.KindKey, b.ID, ledger.USD(b.Spend))
-			case store.BudgetTeamMember:
-				s.book.Seed(ledger.KindTeamMember, b.ID, ledger.USD(b.Spend))
+			case store.KindCustomAuthKey:
+				s.book.Seed(store.KindKey, b.ID, ledger.USD(b.Spend))
+			case store.KindTeamMember:
+				s.book.Seed(store.KindTeamMember, b.ID, ledger.USD(b.Spend))
 			}
 		}
 		// litellm_settings.max_budget is also the user litellm-proxy-budget,
@@ -282,23 +282,23 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 
 // budgetReset follows a budget period rolling over in the book: the store
 // through the spend writer, in order with the spend rows, and Redis.
-func (s *Server) budgetReset(kind ledger.Kind, id string, next time.Time) {
-	if sk, ok := storeKinds[kind]; ok && s.writer != nil {
-		s.writer.Reset(sk, id, next)
+func (s *Server) budgetReset(kind store.Kind, id string, next time.Time) {
+	if kind.HasRow() && s.writer != nil {
+		s.writer.Reset(kind, id, next)
 	}
 	if s.shared != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if err := s.shared.ResetPeriod(ctx, kind, id, next); err != nil {
-			s.log.Warn("budget reset not written to redis", "kind", kind.String(), "id", logID(kind, id), "err", err)
+			s.log.Warn("budget reset not written to redis", "kind", string(kind), "id", logID(kind, id), "err", err)
 		}
 	}
 }
 
 // softBudgetCrossed reports an account crossing its soft budget.
 func (s *Server) softBudgetCrossed(a *ledger.Account) {
-	s.log.Warn("soft budget crossed", "entity", a.Kind.String(), "id", logID(a.Kind, a.ID), "spend", a.Spent().Dollars())
-	s.metrics.SoftBudgetCrossed(a.Kind.String())
+	s.log.Warn("soft budget crossed", "entity", string(a.Kind), "id", logID(a.Kind, a.ID), "spend", a.Spent().Dollars())
+	s.metrics.SoftBudgetCrossed(a.Kind)
 }
 
 // Handler is the gateway's HTTP handler. Spend is written to the store,
@@ -731,12 +731,6 @@ func newLimits(cfg *config.Config, opts Options, c *rscript.Runner, m *metrics.M
 	}
 	return &gateway.RateLimits{Limiter: ratelimit.New(rd), Snap: snap, GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits,
 		OnRefused: func(d *ratelimit.Denied) { m.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }}
-}
-
-var storeKinds = map[ledger.Kind]store.Kind{
-	ledger.KindKey: store.KindKey, ledger.KindUser: store.KindUser,
-	ledger.KindTeam: store.KindTeam, ledger.KindEndUser: store.KindEndUser,
-	ledger.KindOrganization: store.KindOrganization,
 }
 
 // keyMiss looks up, in the store, a key missing from the snapshot, so that

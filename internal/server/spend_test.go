@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
-	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/sqlstore"
@@ -299,7 +298,7 @@ func TestFailedRequestsReleaseTheirHold(t *testing.T) {
 				if got := <-status; got != tt.wantStatus {
 					t.Fatalf("status %d, want %d", got, tt.wantStatus)
 				}
-				acct, _ := e.srv.book.Lookup(ledger.KindKey, sha(key))
+				acct, _ := e.srv.book.Lookup(store.KindKey, sha(key))
 				if _, ok := within(10*time.Second, func() bool { return acct != nil && acct.Reserved() == 0 }); !ok {
 					t.Fatalf("hold not released: %v reserved", acct.Reserved())
 				}

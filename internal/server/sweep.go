@@ -4,14 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/store"
 )
-
-var ledgerKinds = map[store.Kind]ledger.Kind{
-	store.KindKey: ledger.KindKey, store.KindUser: ledger.KindUser,
-	store.KindTeam: ledger.KindTeam, store.KindEndUser: ledger.KindEndUser,
-}
 
 // sweepBudgets moves budget periods without traffic: every
 // BudgetSweepInterval it rolls over each key, user, team and end user whose
@@ -39,7 +33,7 @@ func (s *Server) sweepBudgets(ctx context.Context) {
 func (s *Server) sweepOnce() int {
 	n := 0
 	s.snap.Periods(func(kind store.Kind, id, duration string, resetAt time.Time) {
-		if k, ok := ledgerKinds[kind]; ok && s.book.Roll(k, id, duration, resetAt) {
+		if s.book.Roll(kind, id, duration, resetAt) {
 			n++
 		}
 	})

@@ -90,7 +90,7 @@ func TestPeriodResetsOnce(t *testing.T) {
 		ctx := context.Background()
 		dur := "2s"
 		old := time.Now().Add(-time.Second).UTC().Truncate(time.Second)
-		if err := st.CreateKey(ctx, &store.Key{TokenHash: "once", KeyName: "sk-...once", BudgetDuration: &dur, BudgetResetAt: &old}); err != nil {
+		if err := st.CreateKey(ctx, &store.Key{TokenHash: "once", KeyName: "sk-...once", Limits: store.Limits{BudgetDuration: &dur, BudgetResetAt: &old}}); err != nil {
 			t.Fatal(err)
 		}
 		next := old.Add(3 * time.Second)

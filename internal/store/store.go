@@ -24,30 +24,42 @@ var (
 	ErrConflict = errors.New("already exists")
 )
 
+// Limits are an entity's budget and rate limits, as LiteLLM names them.
+// Key, User, Team, EndUser and Budget embed them, so that their JSON stays
+// flat (the same members, in the `data` column and on the wire) and the
+// ledger (ledger.SpecOf) and the rate limiter take them whole.
+//
+// A soft budget is not among them: teams and end users have none, and
+// their records show no such member, so Key, User and Budget carry
+// SoftBudget beside their Limits. Spend is not either: a Budget has none.
+type Limits struct {
+	MaxBudget           *float64   `json:"max_budget"`
+	BudgetDuration      *string    `json:"budget_duration"` // e.g. "30d": the period after which spend resets
+	BudgetResetAt       *time.Time `json:"budget_reset_at"` // the end of the current period
+	MaxParallelRequests *int64     `json:"max_parallel_requests"`
+	TPMLimit            *int64     `json:"tpm_limit"`
+	RPMLimit            *int64     `json:"rpm_limit"`
+}
+
 // Key is a virtual key. Only its sha256 is stored, never the key itself.
 type Key struct {
-	TokenHash           string             `json:"token"`
-	KeyName             string             `json:"key_name"` // "sk-...ABCD"
-	KeyAlias            *string            `json:"key_alias"`
-	UserID              string             `json:"user_id,omitempty"`
-	TeamID              string             `json:"team_id,omitempty"`
-	Models              []string           `json:"models"`
-	Aliases             map[string]string  `json:"aliases"`
-	Config              map[string]any     `json:"config"`
-	Metadata            map[string]any     `json:"metadata"`
-	Tags                []string           `json:"tags"`
-	Spend               float64            `json:"spend"`
-	MaxBudget           *float64           `json:"max_budget"`
-	SoftBudget          *float64           `json:"soft_budget"`
-	BudgetDuration      *string            `json:"budget_duration"`
-	BudgetResetAt       *time.Time         `json:"budget_reset_at"`
-	MaxParallelRequests *int64             `json:"max_parallel_requests"`
-	TPMLimit            *int64             `json:"tpm_limit"`
-	RPMLimit            *int64             `json:"rpm_limit"`
-	ModelMaxBudget      map[string]float64 `json:"model_max_budget"`
-	ModelRPMLimit       map[string]int64   `json:"model_rpm_limit"`
-	ModelTPMLimit       map[string]int64   `json:"model_tpm_limit"`
-	ModelSpend          map[string]float64 `json:"model_spend"`
+	TokenHash  string            `json:"token"`
+	KeyName    string            `json:"key_name"` // "sk-...ABCD"
+	KeyAlias   *string           `json:"key_alias"`
+	UserID     string            `json:"user_id,omitempty"`
+	TeamID     string            `json:"team_id,omitempty"`
+	Models     []string          `json:"models"`
+	Aliases    map[string]string `json:"aliases"`
+	Config     map[string]any    `json:"config"`
+	Metadata   map[string]any    `json:"metadata"`
+	Tags       []string          `json:"tags"`
+	Spend      float64           `json:"spend"`
+	SoftBudget *float64          `json:"soft_budget"`
+	Limits
+	ModelMaxBudget map[string]float64 `json:"model_max_budget"`
+	ModelRPMLimit  map[string]int64   `json:"model_rpm_limit"`
+	ModelTPMLimit  map[string]int64   `json:"model_tpm_limit"`
+	ModelSpend     map[string]float64 `json:"model_spend"`
 	// BudgetID names a Budget whose limits apply where the key sets none.
 	BudgetID string     `json:"budget_id,omitempty"`
 	Expires  *time.Time `json:"expires"`
@@ -63,22 +75,17 @@ type Key struct {
 
 // User is a gateway user; budgets apply across all its keys.
 type User struct {
-	UserID              string         `json:"user_id"`
-	UserEmail           string         `json:"user_email,omitempty"`
-	UserRole            string         `json:"user_role"`
-	Teams               []string       `json:"teams"`
-	Models              []string       `json:"models"`
-	Spend               float64        `json:"spend"`
-	MaxBudget           *float64       `json:"max_budget"`
-	SoftBudget          *float64       `json:"soft_budget"`
-	BudgetDuration      *string        `json:"budget_duration"`
-	BudgetResetAt       *time.Time     `json:"budget_reset_at"`
-	MaxParallelRequests *int64         `json:"max_parallel_requests"`
-	TPMLimit            *int64         `json:"tpm_limit"`
-	RPMLimit            *int64         `json:"rpm_limit"`
-	Metadata            map[string]any `json:"metadata"`
-	CreatedAt           time.Time      `json:"created_at"`
-	UpdatedAt           time.Time      `json:"updated_at"`
+	UserID     string   `json:"user_id"`
+	UserEmail  string   `json:"user_email,omitempty"`
+	UserRole   string   `json:"user_role"`
+	Teams      []string `json:"teams"`
+	Models     []string `json:"models"`
+	Spend      float64  `json:"spend"`
+	SoftBudget *float64 `json:"soft_budget"`
+	Limits
+	Metadata  map[string]any `json:"metadata"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
 }
 
 // TeamMember is a user's membership of a team.
@@ -93,7 +100,7 @@ type TeamMember struct {
 
 // MemberBudget is a member's own budget within a team (LiteLLM's
 // max_budget_in_team, a LiteLLM_TeamMembership with its budget row). Its
-// spend is kept in budget_spend under BudgetTeamMember.
+// spend is kept in budget_spend under KindTeamMember.
 type MemberBudget struct {
 	UserID    string  `json:"user_id"`
 	BudgetID  string  `json:"budget_id"`
@@ -102,20 +109,15 @@ type MemberBudget struct {
 
 // Team groups users and keys under shared models and budgets.
 type Team struct {
-	TeamID              string         `json:"team_id"`
-	TeamAlias           string         `json:"team_alias,omitempty"`
-	OrganizationID      string         `json:"organization_id,omitempty"`
-	Models              []string       `json:"models"`
-	Members             []TeamMember   `json:"members_with_roles"`
-	Spend               float64        `json:"spend"`
-	MaxBudget           *float64       `json:"max_budget"`
-	BudgetDuration      *string        `json:"budget_duration"`
-	BudgetResetAt       *time.Time     `json:"budget_reset_at"`
-	MaxParallelRequests *int64         `json:"max_parallel_requests"`
-	TPMLimit            *int64         `json:"tpm_limit"`
-	RPMLimit            *int64         `json:"rpm_limit"`
-	Metadata            map[string]any `json:"metadata"`
-	Blocked             bool           `json:"blocked"`
+	TeamID         string       `json:"team_id"`
+	TeamAlias      string       `json:"team_alias,omitempty"`
+	OrganizationID string       `json:"organization_id,omitempty"`
+	Models         []string     `json:"models"`
+	Members        []TeamMember `json:"members_with_roles"`
+	Spend          float64      `json:"spend"`
+	Limits
+	Metadata map[string]any `json:"metadata"`
+	Blocked  bool           `json:"blocked"`
 	// ModelAliases map a model name a key of the team asks for to the
 	// model group that serves it (after the key's own aliases).
 	ModelAliases  map[string]string `json:"model_aliases,omitempty"`
@@ -140,17 +142,12 @@ func MemberBudgetID(team, user string) string { return team + "/" + user }
 
 // EndUser is a customer of the caller, named by the request's `user` field.
 type EndUser struct {
-	UserID         string     `json:"user_id"`
-	Alias          string     `json:"alias,omitempty"`
-	Spend          float64    `json:"spend"`
-	MaxBudget      *float64   `json:"max_budget"`
-	BudgetDuration *string    `json:"budget_duration"`
-	BudgetResetAt  *time.Time `json:"budget_reset_at"`
+	UserID string  `json:"user_id"`
+	Alias  string  `json:"alias,omitempty"`
+	Spend  float64 `json:"spend"`
 	// Limits on the requests made for this end user, across keys.
-	MaxParallelRequests *int64 `json:"max_parallel_requests"`
-	TPMLimit            *int64 `json:"tpm_limit"`
-	RPMLimit            *int64 `json:"rpm_limit"`
-	Blocked             bool   `json:"blocked"`
+	Limits
+	Blocked bool `json:"blocked"`
 	// BudgetID names a Budget whose limits apply where the end user sets none.
 	BudgetID  string         `json:"budget_id,omitempty"`
 	Metadata  map[string]any `json:"metadata"`
@@ -163,16 +160,11 @@ type EndUser struct {
 // organizations refer to by BudgetID. It has no spend: whatever refers to
 // it is charged, against these limits.
 type Budget struct {
-	BudgetID            string   `json:"budget_id"`
-	MaxBudget           *float64 `json:"max_budget"`
-	SoftBudget          *float64 `json:"soft_budget"`
-	MaxParallelRequests *int64   `json:"max_parallel_requests"`
-	TPMLimit            *int64   `json:"tpm_limit"`
-	RPMLimit            *int64   `json:"rpm_limit"`
+	BudgetID   string   `json:"budget_id"`
+	SoftBudget *float64 `json:"soft_budget"`
+	Limits
 	// ModelMaxBudget is kept as sent ({"model": {"max_budget": ...}}).
 	ModelMaxBudget map[string]any `json:"model_max_budget"`
-	BudgetDuration *string        `json:"budget_duration"`
-	BudgetResetAt  *time.Time     `json:"budget_reset_at"`
 	CreatedBy      string         `json:"created_by,omitempty"`
 	UpdatedBy      string         `json:"updated_by,omitempty"`
 	CreatedAt      time.Time      `json:"created_at"`
@@ -243,29 +235,15 @@ type SpendLog struct {
 	Budgets []BudgetRef `json:"-"`
 }
 
-// BudgetRef names a budget kept in budget_spend: Kind BudgetKeyModel with
-// ID "<key hash>/<model>", or BudgetCustomAuthKey with the key hash.
+// BudgetRef names a budget kept in budget_spend: Kind KindKeyModel with
+// ID "<key hash>/<model>", KindCustomAuthKey with the key hash,
+// KindTeamMember with MemberBudgetID(team, user), or KindOrganization
+// (whose spend ApplySpend adds to the organizations row, not to
+// budget_spend).
 type BudgetRef struct {
-	Kind string
+	Kind Kind
 	ID   string
 }
-
-// The kinds of budget_spend budgets.
-const (
-	// BudgetKeyModel is a key's model_max_budget entry. Its spend is read
-	// back as the key's ModelSpend.
-	BudgetKeyModel = "key_model"
-	// BudgetCustomAuthKey is a key that only custom_auth (replace mode)
-	// knows, with the budget the hook gives it.
-	BudgetCustomAuthKey = "custom_auth_key"
-	// BudgetOrganization is an organization's spend: ApplySpend adds it to
-	// the organizations row, not to budget_spend.
-	BudgetOrganization = "organization"
-	// BudgetTeamMember is a team membership with a budget of its own
-	// (max_budget_in_team, or a budget object it names), with ID
-	// MemberBudgetID(team, user).
-	BudgetTeamMember = "team_member"
-)
 
 // BudgetSpend is what one budget_spend budget has spent.
 type BudgetSpend struct {
@@ -441,16 +419,46 @@ func (p Page) PageBounds() (limit, offset int) {
 	return size, (n - 1) * size
 }
 
-// Kind names an entity table, for SetSpend.
+// Kind names a kind of entity, spelled the same wherever one is named: the
+// entity tables and their tombstones, budget_spend rows, the ledger's
+// accounts, rate-limit scopes, Redis keys, metric labels, log fields and
+// error messages. Its values are persisted and on the wire: never change one.
 type Kind string
 
-// The entity kinds with spend.
+// The entity kinds.
 const (
 	KindKey     Kind = "key"
 	KindUser    Kind = "user"
 	KindTeam    Kind = "team"
 	KindEndUser Kind = "end_user"
-	// KindOrganization has spend (its teams'); KindBudget only tombstones.
+	// KindOrganization has spend (its teams'), kept on its row.
 	KindOrganization Kind = "organization"
-	KindBudget       Kind = "budget"
+	// KindBudget is a budget object: it has no spend, only tombstones.
+	KindBudget Kind = "budget"
+	// KindGlobal is the whole gateway (litellm_settings.max_budget, the
+	// gateway-wide limits); its ID is "global" or empty.
+	KindGlobal Kind = "global"
+	// KindKeyModel is a key's model_max_budget entry or per-model limit,
+	// with ID "<key hash>/<model>". Its budget_spend spend is read back as
+	// the key's ModelSpend.
+	KindKeyModel Kind = "key_model"
+	// KindTeamMember is a team membership with a budget or limits of its
+	// own (max_budget_in_team, or a budget object it names), with ID
+	// MemberBudgetID(team, user).
+	KindTeamMember Kind = "team_member"
+	// KindCustomAuthKey is a key that only custom_auth (replace mode) knows,
+	// with the budget the hook gives it: a budget_spend budget, booked in
+	// the ledger as a key.
+	KindCustomAuthKey Kind = "custom_auth_key"
 )
+
+// HasRow reports whether entities of kind have a row of their own with a
+// spend column (SetSpend, ResetBudget); the others' spend, when they have
+// any, is in budget_spend.
+func (k Kind) HasRow() bool {
+	switch k {
+	case KindKey, KindUser, KindTeam, KindEndUser, KindOrganization:
+		return true
+	}
+	return false
+}

@@ -407,7 +407,7 @@ func (s *DB) GetKeyByAlias(ctx context.Context, alias string) (*store.Key, error
 	return withModelSpend(ctx, s.db)(keys.scan(s.db.QueryRowContext(ctx, `SELECT data, spend FROM keys WHERE key_alias = $1`, alias)))
 }
 
-const keyModelKind = store.BudgetKeyModel
+const keyModelKind = string(store.KindKeyModel)
 
 // withModelSpend sets a key just read to its ModelSpend from budget_spend,
 // the only place it is kept (ApplySpend adds to it).

@@ -172,7 +172,7 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 				}
 			}
 			for _, b := range l.Budgets {
-				if b.Kind == store.BudgetOrganization { // has a row of its own
+				if b.Kind == store.KindOrganization { // has a row of its own
 					spend[[2]string{"organizations", b.ID}] += l.Cost
 					continue
 				}
@@ -213,7 +213,7 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 		}
 		for b, amount := range budgets {
 			_, err := tx.ExecContext(ctx, `INSERT INTO budget_spend (kind, id, key_hash, spend) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`, b.Kind, b.ID, b.key, amount)
+				ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`, string(b.Kind), b.ID, b.key, amount)
 			if err != nil {
 				return fmt.Errorf("budget spend: %w", err)
 			}

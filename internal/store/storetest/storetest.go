@@ -57,8 +57,7 @@ func fullKey(hash string) *store.Key {
 		TokenHash: hash, KeyName: "sk-...ABCD", KeyAlias: ptr("alias-" + hash), UserID: "u1", TeamID: "t1",
 		Models: []string{"gpt-4", "beta-models"}, Aliases: map[string]string{"gpt-3.5-turbo": "my-free-tier"},
 		Config: map[string]any{"x": "y"}, Metadata: map[string]any{"user": "ishaan@berri.ai"}, Tags: []string{"a"},
-		Spend: 1.5, MaxBudget: ptr(10.0), SoftBudget: ptr(8.0), BudgetDuration: ptr("1mo"), BudgetResetAt: &reset,
-		MaxParallelRequests: ptr(int64(3)), TPMLimit: ptr(int64(1000)), RPMLimit: ptr(int64(10)),
+		Spend: 1.5, Limits: store.Limits{MaxBudget: ptr(10.0), BudgetDuration: ptr("1mo"), BudgetResetAt: &reset, MaxParallelRequests: ptr(int64(3)), TPMLimit: ptr(int64(1000)), RPMLimit: ptr(int64(10))}, SoftBudget: ptr(8.0),
 		ModelMaxBudget: map[string]float64{"gpt-4": 2}, ModelRPMLimit: map[string]int64{"gpt-4": 5}, ModelTPMLimit: map[string]int64{"gpt-4": 50},
 		Expires: &exp, Blocked: true, CreatedBy: "master",
 	}
@@ -179,7 +178,7 @@ func replaceKey(t *testing.T, s store.Store) {
 }
 
 func entities(t *testing.T, s store.Store) {
-	u := &store.User{UserID: "ishaan1", UserEmail: "ishaan@litellm.ai", UserRole: "admin", Teams: []string{"cto-team"}, MaxBudget: ptr(20.0), BudgetDuration: ptr("1h"), Metadata: map[string]any{}}
+	u := &store.User{UserID: "ishaan1", UserEmail: "ishaan@litellm.ai", UserRole: "admin", Teams: []string{"cto-team"}, Limits: store.Limits{MaxBudget: ptr(20.0), BudgetDuration: ptr("1h")}, Metadata: map[string]any{}}
 	if err := s.CreateUser(ctx, u); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +189,7 @@ func entities(t *testing.T, s store.Store) {
 	if err != nil || gu.UserEmail != "ishaan@litellm.ai" || gu.UserRole != "admin" || *gu.MaxBudget != 20 || gu.Teams[0] != "cto-team" {
 		t.Fatalf("user: %+v %v", gu, err)
 	}
-	tm := &store.Team{TeamID: "cto-team", TeamAlias: "CTO", Models: []string{"gpt-4"}, Members: []store.TeamMember{{UserID: "ishaan1", Role: "admin"}}, MaxBudget: ptr(100.0)}
+	tm := &store.Team{TeamID: "cto-team", TeamAlias: "CTO", Models: []string{"gpt-4"}, Members: []store.TeamMember{{UserID: "ishaan1", Role: "admin"}}, Limits: store.Limits{MaxBudget: ptr(100.0)}}
 	if err := s.CreateTeam(ctx, tm); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +201,7 @@ func entities(t *testing.T, s store.Store) {
 	if !gt.Blocked || gt.Members[0].Role != "admin" || gt.Models[0] != "gpt-4" {
 		t.Fatalf("team: %+v", gt)
 	}
-	e := &store.EndUser{UserID: "cust-1", Alias: "Acme", MaxBudget: ptr(5.0)}
+	e := &store.EndUser{UserID: "cust-1", Alias: "Acme", Limits: store.Limits{MaxBudget: ptr(5.0)}}
 	if err := s.CreateEndUser(ctx, e); err != nil {
 		t.Fatal(err)
 	}
@@ -278,8 +277,8 @@ func applySpend(t *testing.T, s store.Store) {
 func budgetSpend(t *testing.T, s store.Store) {
 	s.CreateKey(ctx, fullKey("k"))
 	day := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-	model := store.BudgetRef{Kind: store.BudgetKeyModel, ID: "k/gpt-4"}
-	hook := store.BudgetRef{Kind: store.BudgetCustomAuthKey, ID: "h"}
+	model := store.BudgetRef{Kind: store.KindKeyModel, ID: "k/gpt-4"}
+	hook := store.BudgetRef{Kind: store.KindCustomAuthKey, ID: "h"}
 	batch := []store.SpendLog{
 		{RequestID: "b1", KeyHash: "k", ModelGroup: "gpt-4", Cost: 0.25, StartedAt: day, EndedAt: day, Budgets: []store.BudgetRef{model},
 			PromptTokens: 5, CompletionTokens: 3, ReportedPromptTokens: 5, ReportedCompletionTokens: 100000000, UsageClamped: true},
@@ -335,7 +334,7 @@ func budgetSpend(t *testing.T, s store.Store) {
 		h := fmt.Sprintf("many%02d", i)
 		s.CreateKey(ctx, fullKey(h))
 		many = append(many, store.SpendLog{RequestID: "m" + h, KeyHash: h, ModelGroup: "m", Cost: float64(i), StartedAt: day, EndedAt: day,
-			Budgets: []store.BudgetRef{{Kind: store.BudgetKeyModel, ID: h + "/m"}}})
+			Budgets: []store.BudgetRef{{Kind: store.KindKeyModel, ID: h + "/m"}}})
 	}
 	if err := s.ApplySpend(ctx, many); err != nil {
 		t.Fatal(err)
@@ -356,7 +355,7 @@ func budgetSpend(t *testing.T, s store.Store) {
 	owned := fullKey("owned")
 	owned.UserID = "owner"
 	s.CreateKey(ctx, owned)
-	ref := store.BudgetRef{Kind: store.BudgetKeyModel, ID: "owned/m"}
+	ref := store.BudgetRef{Kind: store.KindKeyModel, ID: "owned/m"}
 	if err := s.ApplySpend(ctx, []store.SpendLog{{RequestID: "o1", KeyHash: "owned", Cost: 1, StartedAt: day, EndedAt: day, Budgets: []store.BudgetRef{ref}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -620,7 +619,7 @@ func unencodable(t *testing.T, s store.Store) {
 	if err := s.UpdateKey(ctx, ok); err == nil {
 		t.Fatal("an update to year 10245 was stored")
 	}
-	u := &store.User{UserID: "far", BudgetResetAt: &far}
+	u := &store.User{UserID: "far", Limits: store.Limits{BudgetResetAt: &far}}
 	if err := s.CreateUser(ctx, u); err == nil {
 		t.Fatal("a user resetting in year 10245 was stored")
 	}
@@ -628,8 +627,7 @@ func unencodable(t *testing.T, s store.Store) {
 
 func budgetsAndOrgs(t *testing.T, s store.Store) {
 	reset := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	b := &store.Budget{BudgetID: "tier-1", MaxBudget: ptr(5.0), SoftBudget: ptr(4.0), MaxParallelRequests: ptr(int64(2)),
-		TPMLimit: ptr(int64(100)), RPMLimit: ptr(int64(3)), BudgetDuration: ptr("30d"), BudgetResetAt: &reset,
+	b := &store.Budget{BudgetID: "tier-1", Limits: store.Limits{MaxBudget: ptr(5.0), MaxParallelRequests: ptr(int64(2)), TPMLimit: ptr(int64(100)), RPMLimit: ptr(int64(3)), BudgetDuration: ptr("30d"), BudgetResetAt: &reset}, SoftBudget: ptr(4.0),
 		ModelMaxBudget: map[string]any{"gpt-4": map[string]any{"max_budget": 1.0}}, CreatedBy: "admin"}
 	if err := s.CreateBudget(ctx, b); err != nil {
 		t.Fatal(err)
@@ -669,7 +667,7 @@ func budgetsAndOrgs(t *testing.T, s store.Store) {
 	}
 	// Spend of a team's request reaches its organization.
 	err = s.ApplySpend(ctx, []store.SpendLog{{RequestID: "org-r1", TeamID: "t", Cost: 0.25, StartedAt: time.Now(), EndedAt: time.Now(),
-		Budgets: []store.BudgetRef{{Kind: store.BudgetOrganization, ID: "org-1"}}}})
+		Budgets: []store.BudgetRef{{Kind: store.KindOrganization, ID: "org-1"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
