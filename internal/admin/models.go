@@ -262,6 +262,12 @@ func redacted(d *config.Deployment, db bool) map[string]any {
 	if d.OutputCostPerToken != nil {
 		params["output_cost_per_token"] = *d.OutputCostPerToken
 	}
+	if d.InputCostPerSecond != nil {
+		params["input_cost_per_second"] = *d.InputCostPerSecond
+	}
+	if d.OutputCostPerSecond != nil {
+		params["output_cost_per_second"] = *d.OutputCostPerSecond
+	}
 	if len(d.Headers) > 0 {
 		names := make([]string, 0, len(d.Headers))
 		for k := range d.Headers {

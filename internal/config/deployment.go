@@ -33,6 +33,10 @@ type Deployment struct {
 	OutputCostPerToken          *float64
 	CacheReadInputTokenCost     *float64
 	CacheCreationInputTokenCost *float64
+	// Per-second prices (LiteLLM's input_cost_per_second and
+	// output_cost_per_second): each is charged for every second the
+	// upstream took, on top of any per-token price.
+	InputCostPerSecond, OutputCostPerSecond *float64
 
 	ID           string   // model_info.id; generated and stable when absent
 	AccessGroups []string // model_info.access_groups

@@ -24,6 +24,8 @@ type LiteLLMParams struct {
 	OutputCostPerToken          *float64          `yaml:"output_cost_per_token"`
 	CacheReadInputTokenCost     *float64          `yaml:"cache_read_input_token_cost"`
 	CacheCreationInputTokenCost *float64          `yaml:"cache_creation_input_token_cost"`
+	InputCostPerSecond          *float64          `yaml:"input_cost_per_second"`
+	OutputCostPerSecond         *float64          `yaml:"output_cost_per_second"`
 	ExtraHeaders                map[string]string `yaml:"extra_headers"`
 	Headers                     map[string]string `yaml:"headers"`
 	Tokenize                    bool              `yaml:"tokenize"`
@@ -41,6 +43,8 @@ type ModelInfo struct {
 	OutputCostPerToken          *float64 `yaml:"output_cost_per_token"`
 	CacheReadInputTokenCost     *float64 `yaml:"cache_read_input_token_cost"`
 	CacheCreationInputTokenCost *float64 `yaml:"cache_creation_input_token_cost"`
+	InputCostPerSecond          *float64 `yaml:"input_cost_per_second"`
+	OutputCostPerSecond         *float64 `yaml:"output_cost_per_second"`
 }
 
 // GeneralSettings is LiteLLM's general_settings.

@@ -211,6 +211,8 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		OutputCostPerToken:          firstPtr(p.OutputCostPerToken, e.ModelInfo.OutputCostPerToken),
 		CacheReadInputTokenCost:     firstPtr(p.CacheReadInputTokenCost, e.ModelInfo.CacheReadInputTokenCost),
 		CacheCreationInputTokenCost: firstPtr(p.CacheCreationInputTokenCost, e.ModelInfo.CacheCreationInputTokenCost),
+		InputCostPerSecond:          firstPtr(p.InputCostPerSecond, e.ModelInfo.InputCostPerSecond),
+		OutputCostPerSecond:         firstPtr(p.OutputCostPerSecond, e.ModelInfo.OutputCostPerSecond),
 		ID:                          e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
 		Tokenize: p.Tokenize,
 	}
@@ -255,6 +257,8 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		{"output_cost_per_token", d.OutputCostPerToken != nil && *d.OutputCostPerToken < 0},
 		{"cache_read_input_token_cost", d.CacheReadInputTokenCost != nil && *d.CacheReadInputTokenCost < 0},
 		{"cache_creation_input_token_cost", d.CacheCreationInputTokenCost != nil && *d.CacheCreationInputTokenCost < 0},
+		{"input_cost_per_second", d.InputCostPerSecond != nil && *d.InputCostPerSecond < 0},
+		{"output_cost_per_second", d.OutputCostPerSecond != nil && *d.OutputCostPerSecond < 0},
 	}
 	for _, c := range checks {
 		if c.bad {

@@ -118,8 +118,6 @@ var Sections = []*Section{
 		},
 		Keys: []Key{
 			{"region_name", "string", "region routing is not enforced yet"},
-			{"input_cost_per_second", "number", "per-second pricing is not applied yet"},
-			{"output_cost_per_second", "number", "per-second pricing is not applied yet"},
 			{"input_cost_per_pixel", "number", ""},
 			{"output_cost_per_pixel", "number", ""},
 			{"max_budget", "number", "deployment budgets are " + noteNotEnforced},
@@ -203,8 +201,6 @@ var Sections = []*Section{
 			{"health_check_timeout", "number", "health checks time out after 30 s"},
 			{"health_check_model", "string", "health checks ask the deployment's own model"},
 			{"health_check_max_tokens", "integer", ""},
-			{"input_cost_per_second", "number", "per-second pricing is not applied yet"},
-			{"output_cost_per_second", "number", "per-second pricing is not applied yet"},
 			{"supports_function_calling", "boolean", noteMetadata},
 			{"supports_parallel_function_calling", "boolean", noteMetadata},
 			{"supports_tool_choice", "boolean", noteMetadata},

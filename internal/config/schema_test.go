@@ -137,7 +137,7 @@ func TestIssue22KeysAreWarnings(t *testing.T) {
 		name, yaml, key, at string
 	}{
 		{"region_name", model("litellm_params", "region_name: eu"), "litellm_params.region_name", ":5:7:"},
-		{"input_cost_per_second", model("litellm_params", "input_cost_per_second: 0.01"), "litellm_params.input_cost_per_second", ":5:7:"},
+		{"input_cost_per_pixel", model("litellm_params", "input_cost_per_pixel: 0.01"), "litellm_params.input_cost_per_pixel", ":5:7:"},
 		{"mock_timeout", model("litellm_params", "mock_timeout: true"), "litellm_params.mock_timeout", ":5:7:"},
 		{"tags", model("litellm_params", "tags: [teamA, teamB]"), "litellm_params.tags", ":5:7:"},
 		{"health_check_timeout", model("model_info", "health_check_timeout: 5"), "model_info.health_check_timeout", ":6:7:"},
@@ -385,5 +385,26 @@ func TestKeyTablesAreConsistent(t *testing.T) {
 				t.Errorf("%s: extension %s is not a field", s.Path, e)
 			}
 		}
+	}
+}
+
+// TestPerSecondPrices: input_cost_per_second and output_cost_per_second are
+// acted on, from litellm_params or model_info, and a negative one stops the
+// start.
+func TestPerSecondPrices(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte(`model_list:
+  - model_name: sm
+    litellm_params: {model: openai/llama, api_base: "http://x", input_cost_per_second: 0.00042}
+    model_info: {output_cost_per_second: 0.001}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Deployments[0]
+	if len(cfg.Warnings) != 0 || d.InputCostPerSecond == nil || *d.InputCostPerSecond != 0.00042 || d.OutputCostPerSecond == nil || *d.OutputCostPerSecond != 0.001 {
+		t.Fatalf("warnings %q; per-second prices %v %v", cfg.Warnings, d.InputCostPerSecond, d.OutputCostPerSecond)
+	}
+	if _, err := Parse("c.yaml", []byte("model_list:\n  - model_name: sm\n    litellm_params: {model: openai/llama, input_cost_per_second: -1}\n")); err == nil || !strings.Contains(err.Error(), "input_cost_per_second") {
+		t.Fatalf("a negative per-second price: %v", err)
 	}
 }

@@ -376,7 +376,11 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	}
 	bound := promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
 	out := outputBound(asked, req)
-	worst := ledger.USD(asked.WorstCase(bound, out))
+	tokenWorst := ledger.USD(asked.WorstCase(bound, out))
+	// A deployment priced per second holds its price for the longest the
+	// exchange may take (its timeout) on top of its tokens' worst case.
+	timeHold := ledger.USD(asked.TimeCost(cl.g.timeoutFor(t, false)))
+	worst := tokenWorst + timeHold
 	holder := m.Holder
 	if holder == nil {
 		holder = ledger.Local{}
@@ -391,9 +395,10 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	case unknown:
 		res, err = holder.ReserveUpTo(ctx, accts, tightestBudget(accts))
 	default:
-		f := ledger.Flex{Worst: worst, Estimate: m.estimate(asked, req, bound, int64(len(body)), t.D.ID, upstream, worst), Capped: worst}
+		f := ledger.Flex{Worst: worst, Estimate: m.estimate(asked, req, bound, int64(len(body)), t.D.ID, upstream, tokenWorst) + timeHold, Capped: worst}
 		if canCap(op) {
-			capHold, capPer = m.capAmount(asked, req, promptEstimate(bound, int64(len(body))), t.D.ID, upstream, worst)
+			capHold, capPer = m.capAmount(asked, req, promptEstimate(bound, int64(len(body))), t.D.ID, upstream, tokenWorst)
+			capHold += timeHold
 		}
 		if canCap(op) {
 			f.Capped = capHold
@@ -407,7 +412,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		// what its hold pays for after the prompt estimate.
 		capTokens = capPer
 		if res.Held() < capHold { // cut to what remained
-			capTokens = asked.OutputsWithin(promptEstimate(bound, int64(len(body))), res.Held().Dollars()) / max(req.outputs, 1)
+			capTokens = asked.OutputsWithin(promptEstimate(bound, int64(len(body))), (res.Held()-timeHold).Dollars()) / max(req.outputs, 1)
 		}
 		if asked.OutputPerToken <= 0 {
 			capTokens = 0 // output is free: the prompt is all it can cost
@@ -430,7 +435,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		if ex := (*ledger.ExceededError)(nil); mode == ledger.EnforceStrict && req.maxTokens <= 0 && errors.As(err, &ex) && ex.Spent+ex.Reserved < ex.Budget {
 			// Strict holds the worst case: say how to make it smaller.
 			e.Message += fmt.Sprintf("; budget_enforcement is strict, so a request holds its worst case (every output token it could ask for): set max_tokens to make it fit (up to %d output tokens fit what remains)",
-				asked.OutputsWithin(bound, (ex.Budget-ex.Spent-ex.Reserved).Dollars()))
+				asked.OutputsWithin(bound, (ex.Budget-ex.Spent-ex.Reserved-timeHold).Dollars()))
 		}
 		e.Cause = err
 		return nil, e
@@ -440,7 +445,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	if capTokens > 0 {
 		// Settlement holds the upstream to the cap it was given.
 		c.outputMax = satMul(capTokens, c.outputs)
-		c.worst = min(worst, ledger.USD(asked.WorstCase(bound, c.outputMax)))
+		c.worst = min(worst, ledger.USD(asked.WorstCase(bound, c.outputMax))+timeHold)
 	}
 	if !priced {
 		c.unpricedModel = upstream
@@ -518,7 +523,9 @@ func (c *charge) settle(res *result) (cost float64) {
 		}
 	}
 	clamped := c.clamp(&u)
-	amount := ledger.USD(c.price.Cost(u)) // the ledger's precision is the books' precision
+	// The ledger's precision is the books' precision; a per-second price
+	// is charged for the time the upstream took.
+	amount := ledger.USD(c.price.Cost(u)) + ledger.USD(c.price.TimeCost(res.upstream))
 	if amount > c.worst {
 		amount, clamped = c.worst, true
 	}

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/usage"
 )
@@ -22,10 +23,13 @@ type Price struct {
 	OutputPerToken        float64 `json:"output_cost_per_token,omitempty"`
 	CacheReadPerToken     float64 `json:"cache_read_input_token_cost,omitempty"`
 	CacheCreationPerToken float64 `json:"cache_creation_input_token_cost,omitempty"`
-	MaxInputTokens        int64   `json:"max_input_tokens,omitempty"`
-	MaxOutputTokens       int64   `json:"max_output_tokens,omitempty"`
-	Mode                  string  `json:"mode,omitempty"`
-	Provider              string  `json:"litellm_provider,omitempty"`
+	// Per-second prices, charged for every second an answer took.
+	InputPerSecond  float64 `json:"input_cost_per_second,omitempty"`
+	OutputPerSecond float64 `json:"output_cost_per_second,omitempty"`
+	MaxInputTokens  int64   `json:"max_input_tokens,omitempty"`
+	MaxOutputTokens int64   `json:"max_output_tokens,omitempty"`
+	Mode            string  `json:"mode,omitempty"`
+	Provider        string  `json:"litellm_provider,omitempty"`
 }
 
 //go:embed prices.json
@@ -93,6 +97,16 @@ func (p Price) WorstCase(promptTokens, maxTokens int64) float64 {
 	}
 	in := max(p.InputPerToken, p.CacheCreationPerToken)
 	return float64(promptTokens)*in + float64(maxTokens)*p.OutputPerToken
+}
+
+// TimeCost is what d of the upstream's time costs at p's per-second prices
+// (LiteLLM charges input_cost_per_second and output_cost_per_second each for
+// the whole response time).
+func (p Price) TimeCost(d time.Duration) float64 {
+	if p.InputPerSecond == 0 && p.OutputPerSecond == 0 {
+		return 0
+	}
+	return (p.InputPerSecond + p.OutputPerSecond) * max(d, 0).Seconds()
 }
 
 // OutputsWithin is how many output tokens fit in dollars after a prompt of

@@ -165,6 +165,7 @@ func priceAs(d *config.Deployment, name string) (pricing.Price, bool) {
 	}{
 		{d.InputCostPerToken, &p.InputPerToken}, {d.OutputCostPerToken, &p.OutputPerToken},
 		{d.CacheReadInputTokenCost, &p.CacheReadPerToken}, {d.CacheCreationInputTokenCost, &p.CacheCreationPerToken},
+		{d.InputCostPerSecond, &p.InputPerSecond}, {d.OutputCostPerSecond, &p.OutputPerSecond},
 	} {
 		if o.v != nil {
 			*o.dst = *o.v

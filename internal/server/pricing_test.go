@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/pricing"
@@ -200,5 +201,45 @@ general_settings:
 			}
 			t.Logf("%s: spend %v on a $0.01 budget (one request costs %v)", mode, k.Spend, cost)
 		})
+	}
+}
+
+// TestPerSecondPricing: a deployment priced per second (LiteLLM's
+// input_cost_per_second and output_cost_per_second, e.g. SageMaker) is
+// charged both prices for the time the upstream took, on top of its
+// per-token prices, and the key is booked that cost.
+func TestPerSecondPricing(t *testing.T) {
+	const yaml = `model_list:
+  - model_name: sm
+    litellm_params: {model: openai/llama-endpoint, api_base: "{{UP}}", input_cost_per_token: 0, output_cost_per_token: 0, input_cost_per_second: 0.01}
+    model_info: {output_cost_per_second: 0.03}
+general_settings:
+  master_key: sk-1234
+`
+	st := sqliteStore(t)
+	const delay = 200 * time.Millisecond
+	e := startConfig(t, st, mockupstream.Options{Delay: delay}, yaml)
+	key := newKey(t, e, `{"max_budget": 10}`)
+	began := time.Now()
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"sm","messages":[{"role":"user","content":"hi"}]}`)
+	took := time.Since(began)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %v", resp.StatusCode, out)
+	}
+	cost, err := strconv.ParseFloat(resp.Header.Get("x-tollgate-response-cost"), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At least the mock's delay, at most the whole call, at $0.04 a second.
+	if lo, hi := 0.04*delay.Seconds(), 0.04*took.Seconds(); cost < lo || cost > hi {
+		t.Fatalf("cost %v, want between %v and %v (the call took %v)", cost, lo, hi, took)
+	}
+	e.srv.writer.Flush()
+	k, err := st.GetKey(context.Background(), sha(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(k.Spend-cost) > 1e-9 {
+		t.Fatalf("key booked %v, the answer cost %v", k.Spend, cost)
 	}
 }
