@@ -31,13 +31,23 @@ type customerRequest struct {
 	Alias   *string  `json:"alias"`
 	Blocked *bool    `json:"blocked"`
 	Spend   *float64 `json:"spend"`
-	// Accepted for LiteLLM compatibility; not applied.
+	// AllowedModelRegion keeps the end user's requests on deployments of
+	// that region_name ("eu" or "us", as LiteLLM takes it).
 	AllowedModelRegion *string `json:"allowed_model_region"`
-	DefaultModel       *string `json:"default_model"`
+	// Accepted for LiteLLM compatibility; not applied.
+	DefaultModel *string `json:"default_model"`
 	// BudgetID names a budget object (/budget/new) whose limits apply
 	// where the end user's own are unset.
 	BudgetID *string `json:"budget_id"`
 	budgetFields
+}
+
+// checkRegion accepts LiteLLM's regions for allowed_model_region.
+func (req *customerRequest) checkRegion() error {
+	if r := req.AllowedModelRegion; r != nil && *r != "" && *r != "eu" && *r != "us" {
+		return apierror.BadRequest("allowed_model_region", "allowed_model_region must be \"eu\" or \"us\", got %q", *r)
+	}
+	return nil
 }
 
 // checkBudget applies LiteLLM's rule (a budget_id or a max_budget, not
@@ -68,8 +78,11 @@ func (a *API) customerNew(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	if err := req.checkBudget(a, r); err != nil {
 		return err
 	}
+	if err := req.checkRegion(); err != nil {
+		return err
+	}
 	e := &store.EndUser{UserID: req.UserID, Alias: deref(req.Alias), Limits: store.Limits{MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit}, BudgetID: deref(req.BudgetID),
-		Blocked: req.Blocked != nil && *req.Blocked, Metadata: req.Metadata}
+		Blocked: req.Blocked != nil && *req.Blocked, Metadata: req.Metadata, AllowedModelRegion: deref(req.AllowedModelRegion)}
 	e.BudgetDuration, e.BudgetResetAt = nextReset(a, req.BudgetDuration)
 	if e.Metadata == nil {
 		e.Metadata = map[string]any{}
@@ -131,12 +144,18 @@ func (a *API) customerUpdate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 	if err := req.checkBudget(a, r); err != nil {
 		return err
 	}
+	if err := req.checkRegion(); err != nil {
+		return err
+	}
 	e, err := a.editCustomer(w, r, p, req.UserID, "updated", func(e *store.EndUser) error {
 		if obj.Has("alias") {
 			e.Alias = deref(req.Alias)
 		}
 		if obj.Has("budget_id") {
 			e.BudgetID = deref(req.BudgetID)
+		}
+		if obj.Has("allowed_model_region") {
+			e.AllowedModelRegion = deref(req.AllowedModelRegion)
 		}
 		if obj.Has("blocked") && req.Blocked != nil {
 			e.Blocked = *req.Blocked

@@ -38,6 +38,10 @@ type Deployment struct {
 	// upstream took, on top of any per-token price.
 	InputCostPerSecond, OutputCostPerSecond *float64
 
+	// Region is litellm_params.region_name ("eu", "us", ...): an end user
+	// with allowed_model_region is served only by deployments of that region.
+	Region string
+
 	ID           string   // model_info.id; generated and stable when absent
 	AccessGroups []string // model_info.access_groups
 	BaseModel    string   // model_info.base_model: the price-table name to use

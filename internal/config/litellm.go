@@ -26,6 +26,7 @@ type LiteLLMParams struct {
 	CacheCreationInputTokenCost *float64          `yaml:"cache_creation_input_token_cost"`
 	InputCostPerSecond          *float64          `yaml:"input_cost_per_second"`
 	OutputCostPerSecond         *float64          `yaml:"output_cost_per_second"`
+	RegionName                  string            `yaml:"region_name"`
 	ExtraHeaders                map[string]string `yaml:"extra_headers"`
 	Headers                     map[string]string `yaml:"headers"`
 	Tokenize                    bool              `yaml:"tokenize"`
@@ -101,7 +102,6 @@ type LiteLLMSettings struct {
 	NumRetries          *int     `yaml:"num_retries"`
 	RequestTimeout      *Seconds `yaml:"request_timeout"`
 	MaxBudget           *float64 `yaml:"max_budget"`
-	BudgetDuration      string   `yaml:"budget_duration"`
 	MaxEndUserBudget    *float64 `yaml:"max_end_user_budget"`
 	MaxParallelRequests *int64   `yaml:"max_parallel_requests"`
 	// RequireAuthForMetricsEndpoint puts /metrics behind the master key.

@@ -213,6 +213,7 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		CacheCreationInputTokenCost: firstPtr(p.CacheCreationInputTokenCost, e.ModelInfo.CacheCreationInputTokenCost),
 		InputCostPerSecond:          firstPtr(p.InputCostPerSecond, e.ModelInfo.InputCostPerSecond),
 		OutputCostPerSecond:         firstPtr(p.OutputCostPerSecond, e.ModelInfo.OutputCostPerSecond),
+		Region:                      strings.ToLower(strings.TrimSpace(p.RegionName)),
 		ID:                          e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
 		Tokenize: p.Tokenize,
 	}

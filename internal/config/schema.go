@@ -117,7 +117,6 @@ var Sections = []*Section{
 			"custom_llm_provider": "the provider when model has no provider/ prefix",
 		},
 		Keys: []Key{
-			{"region_name", "string", "region routing is not enforced yet"},
 			{"input_cost_per_pixel", "number", ""},
 			{"output_cost_per_pixel", "number", ""},
 			{"max_budget", "number", "deployment budgets are " + noteNotEnforced},
@@ -305,6 +304,7 @@ var Sections = []*Section{
 		Path: "litellm_settings", Type: typeOf[LiteLLMSettings](),
 		Unknown: "LiteLLM sets other keys as attributes of its Python module",
 		Keys: []Key{
+			{"budget_duration", "string", "the gateway's budget (max_budget) has no period here: its spend never resets on its own; reset it with /user/update on litellm-proxy-budget"},
 			{"drop_params", "boolean", "Tollgate forwards request parameters unchanged"},
 			{"modify_params", "boolean", "Tollgate forwards request parameters unchanged"},
 			{"set_verbose", "boolean", "use serve's log flags"},

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -30,6 +31,7 @@ type call struct {
 	req    *request
 	rt     *router.Router    // the routing table the call started with
 	model  string            // the model group the request resolved to
+	region string            // the end user's allowed_model_region; "" any
 	ticket *ratelimit.Ticket // its place under the rate limits; nil: none apply
 	target *provider.Target  // the deployment of the last attempt
 	hold   hold              // the budget hold of the attempt in flight
@@ -106,7 +108,27 @@ func (c *call) route() (*router.Group, error) {
 		return nil, apierror.Forbidden("this key may not use model %q", clip(c.req.model))
 	}
 	c.w.Header().Set("x-tollgate-call-id", c.id)
+	if c.req.user != "" {
+		if e, ok := c.g.auth.Snapshot().EndUser(c.req.user); ok {
+			c.region = e.AllowedModelRegion
+		}
+	}
 	return grp, nil
+}
+
+// outOfRegion lists g's deployments the call may not use: with the end
+// user's allowed_model_region, those of another region_name (or none).
+func (c *call) outOfRegion(g *router.Group) []*provider.Target {
+	if c.region == "" {
+		return nil
+	}
+	var out []*provider.Target
+	for _, t := range g.Targets {
+		if t.D.Region != c.region {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // admit takes the call's place under the rate limits, once per request,
@@ -143,6 +165,11 @@ func (c *call) attempts(grp *router.Group) error {
 			chain = append(chain, fg)
 		}
 	}
+	if c.region != "" && !slices.ContainsFunc(chain, func(g *router.Group) bool { return len(c.outOfRegion(g)) < len(g.Targets) }) {
+		e := apierror.BadRequest("model", "no deployment of model %q (or its fallbacks) is in region %q, the allowed_model_region of end user %q", clip(c.req.model), c.region, clip(c.req.user))
+		e.Code = "no_deployment_in_region"
+		return e
+	}
 	var (
 		last              *failure
 		wait              time.Duration
@@ -150,7 +177,9 @@ func (c *call) attempts(grp *router.Group) error {
 	)
 	for gi := 0; gi < len(chain); gi++ {
 		cur := chain[gi]
-		tried, unservable = tried[:0], unservable[:0]
+		// Deployments out of the end user's region are never picked.
+		out := c.outOfRegion(cur)
+		tried, unservable = append(tried[:0], out...), append(unservable[:0], out...)
 		model := c.model
 		if gi > 0 {
 			c.fellBack++

@@ -149,10 +149,13 @@ type EndUser struct {
 	Limits
 	Blocked bool `json:"blocked"`
 	// BudgetID names a Budget whose limits apply where the end user sets none.
-	BudgetID  string         `json:"budget_id,omitempty"`
-	Metadata  map[string]any `json:"metadata"`
-	CreatedAt time.Time      `json:"created_at"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	BudgetID string `json:"budget_id,omitempty"`
+	// AllowedModelRegion ("eu", "us"): the end user's requests go only to
+	// deployments of that region_name.
+	AllowedModelRegion string         `json:"allowed_model_region,omitempty"`
+	Metadata           map[string]any `json:"metadata"`
+	CreatedAt          time.Time      `json:"created_at"`
+	UpdatedAt          time.Time      `json:"updated_at"`
 }
 
 // Budget is a set of limits kept as an object of its own (LiteLLM's
