@@ -119,6 +119,26 @@ func (a *API) createByEmail(r *http.Request, p *auth.Principal, ms []store.TeamM
 	return nil
 }
 
+// createByID creates, as LiteLLM does, a user for each member named by a
+// user_id no user has (an internal_user without a key).
+func (a *API) createByID(r *http.Request, p *auth.Principal, ms []store.TeamMember) error {
+	for _, m := range ms {
+		if _, ok := a.snap.User(m.UserID); ok || m.UserID == "" {
+			continue
+		}
+		u := &store.User{UserID: m.UserID, UserEmail: m.UserEmail, UserRole: auth.RoleInternalUser}
+		fillUserDefaults(u)
+		if err := a.store.CreateUser(r.Context(), u); errors.Is(err, store.ErrConflict) {
+			continue // the store has her; the snapshot will
+		} else if err != nil {
+			return storeError(err, "user "+u.UserID, "member")
+		}
+		a.snap.PutUser(u)
+		a.audit(r.Context(), p, "created", "user", u.UserID, nil, u)
+	}
+	return nil
+}
+
 // teamsListing are the teams whose members_with_roles list user.
 func (a *API) teamsListing(user string) []string {
 	var ids []string
@@ -554,10 +574,18 @@ func (a *API) teamMemberAdd(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		if err := a.checkMemberBudgets(r, p, t, members); err != nil {
 			return err
 		}
+		for _, m := range members {
+			if m.UserID != "" && slices.ContainsFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == m.UserID }) {
+				return apierror.BadRequest("member", "user %s is already a member of team %s: change her role or budget with /team/member_update", m.UserID, t.TeamID)
+			}
+		}
 		if unknown {
 			if err := a.createByEmail(r, p, members); err != nil {
 				return err
 			}
+		}
+		if err := a.createByID(r, p, members); err != nil {
+			return err
 		}
 		for _, m := range members {
 			i := slices.IndexFunc(t.Members, func(x store.TeamMember) bool { return x.UserID == m.UserID })

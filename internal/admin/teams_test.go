@@ -26,6 +26,7 @@ func TestMembershipIsWrittenBothWays(t *testing.T) {
 	engines(t, seedConfig, func(t *testing.T, e *env) {
 		e.newUser("alice", "internal_user", `, "user_email": "alice@x.io"`)
 		e.newUser("bob", "internal_user")
+		e.newUser("erin", "internal_user", `, "user_email": "erin@x.io"`)
 		if s, out := e.do("POST", "/team/new", "sk-1234", `{"team_id": "eng", "team_alias": "Engineering", "members_with_roles": [{"user_id": "alice", "role": "admin"}]}`); s != 200 {
 			t.Fatalf("team/new: %d %v", s, out)
 		}
@@ -33,7 +34,7 @@ func TestMembershipIsWrittenBothWays(t *testing.T) {
 			t.Fatalf("team/new did not reach alice's teams: %v", got)
 		}
 		// By email: the user is found.
-		if s, out := e.do("POST", "/team/member_add", "sk-1234", `{"team_id": "eng", "member": [{"user_email": "alice@x.io", "role": "admin"}, {"user_id": "bob", "role": "user"}], "max_budget_in_team": 2.5}`); s != 200 ||
+		if s, out := e.do("POST", "/team/member_add", "sk-1234", `{"team_id": "eng", "member": [{"user_email": "erin@x.io", "role": "admin"}, {"user_id": "bob", "role": "user"}], "max_budget_in_team": 2.5}`); s != 200 ||
 			len(out["updated_users"].([]any)) != 2 || len(out["updated_team_memberships"].([]any)) != 2 {
 			t.Fatalf("member_add: %d %v", s, out)
 		}
@@ -41,8 +42,22 @@ func TestMembershipIsWrittenBothWays(t *testing.T) {
 			t.Fatalf("member_add did not reach bob's teams: %v", got)
 		}
 		tm, _ := e.store.GetTeam(context.Background(), "eng")
-		if len(tm.Members) != 2 {
-			t.Fatalf("alice by email became a second member: %v", tm.Members)
+		if len(tm.Members) != 3 || !slices.ContainsFunc(tm.Members, func(m store.TeamMember) bool { return m.UserID == "erin" }) {
+			t.Fatalf("erin by email is not a member by her user_id: %v", tm.Members)
+		}
+		// A member added again is a 400 (LiteLLM's), and nothing changes.
+		if s, out := e.do("POST", "/team/member_add", "sk-1234", `{"team_id": "eng", "member": {"user_email": "alice@x.io", "role": "user"}}`); s != 400 {
+			t.Fatalf("member_add of a member: %d %v", s, out)
+		}
+		if again, _ := e.store.GetTeam(context.Background(), "eng"); !slices.Equal(again.Members, tm.Members) {
+			t.Fatalf("a refused member_add changed the members: %v", again.Members)
+		}
+		// By an unknown user_id: the user is created, as LiteLLM does.
+		if s, out := e.do("POST", "/team/member_add", "sk-1234", `{"team_id": "eng", "member": {"user_id": "zed", "role": "user"}}`); s != 200 {
+			t.Fatalf("member_add of an unknown user_id: %d %v", s, out)
+		}
+		if _, err := e.store.GetUser(context.Background(), "zed"); err != nil {
+			t.Fatalf("member_add of an unknown user_id made no user: %v", err)
 		}
 		// By email: the user is created.
 		s, out := e.do("POST", "/team/member_add", "sk-1234", `{"team_id": "eng", "member": {"user_email": "carol@x.io", "role": "user"}}`)
