@@ -149,26 +149,33 @@ func (s *Snapshot) PutTeam(t *store.Team) {
 	s.teams.Store(t.TeamID, t)
 }
 
-// MemberBudget is user's own budget within team t, or nil: her
-// max_budget_in_team (/team/member_update) when she has one, else the
-// budget object her membership names (budget_id).
+// MemberBudget is user's own budget within team t, or nil: the budget
+// object her membership names (budget_id, set by proxy_admin or an
+// org_admin), bounded by her max_budget_in_team (which a team admin may
+// set): the lower max_budget wins, the object's limits and period stay, so
+// that a team admin cannot lift what an admin gave the member.
 func (s *Snapshot) MemberBudget(t *store.Team, user string) *store.Budget {
 	if t == nil || user == "" {
 		return nil
 	}
-	if mb, ok := t.MemberBudget(user); ok {
+	var obj *store.Budget
+	if v, ok := s.memberBudgets.Load(t.TeamID); ok {
+		if id, ok := v.(map[string]string)[user]; ok {
+			obj, _ = s.Budget(id)
+		}
+	}
+	mb, ok := t.MemberBudget(user)
+	switch {
+	case !ok:
+		return obj
+	case obj == nil:
 		return &store.Budget{BudgetID: mb.BudgetID, Limits: store.Limits{MaxBudget: &mb.MaxBudget}}
 	}
-	v, ok := s.memberBudgets.Load(t.TeamID)
-	if !ok {
-		return nil
+	b := *obj // the object is shared: bound a copy
+	if b.MaxBudget == nil || mb.MaxBudget < *b.MaxBudget {
+		b.MaxBudget = &mb.MaxBudget
 	}
-	id, ok := v.(map[string]string)[user]
-	if !ok {
-		return nil
-	}
-	b, _ := s.Budget(id)
-	return b
+	return &b
 }
 
 // PutEndUser publishes e.

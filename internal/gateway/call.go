@@ -53,6 +53,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	}
 	// From here on every request is logged and counted once, refused or not.
 	c.id = newCallID()
+	finished := false
+	defer func() {
+		if !finished {
+			// A panic on the way (net/http recovers it): the hold and
+			// the ticket still end, and the call is still observed.
+			c.finish(errPanicked)
+		}
+	}()
 	grp, err := c.route()
 	if err == nil {
 		err = c.admit(grp)
@@ -61,11 +69,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 		err = c.attempts(grp)
 	}
 	c.finish(err)
+	finished = true
 	if err == nil {
 		return errResponded // the answer is written
 	}
 	return err
 }
+
+// errPanicked ends a call whose path panicked.
+var errPanicked = apierror.Internal(errors.New("the request path panicked"))
 
 func (c *call) authenticate() error {
 	p, err := c.g.authenticate(c.r)
@@ -287,6 +299,12 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 		}
 		c.hold = hd
 		if n := hd.capTokens(); n > 0 {
+			if tb := thinkingBudget(body); tb > 0 && n <= tb {
+				// Anthropic refuses max_tokens at or below the thinking
+				// budget: a cap that low cannot be sent.
+				c.settle()
+				return true, apierror.BudgetExceeded("the rest of this budget is held by requests in flight, and the %d output tokens it leaves this request are not above its thinking.budget_tokens (%d): retry when they end", n, tb)
+			}
 			body = capOutput(body, wr.op, t.D.Provider, n)
 			h.Set("x-tollgate-output-capped", strconv.FormatInt(n, 10))
 		}
@@ -339,8 +357,9 @@ func (c *call) settle() {
 // ticket returned with the tokens used, the log line and the metrics.
 func (c *call) finish(err error) {
 	c.settle()
-	if c.ticket != nil {
-		c.g.opts.Limits.done(c.ticket, usedTokens(&c.res, c.ticket.Est))
+	if tk := c.ticket; tk != nil {
+		c.ticket = nil // given back once, even if finish runs again after a panic
+		c.g.opts.Limits.done(tk, usedTokens(&c.res, tk.Est))
 	}
 	status := c.res.status
 	switch {

@@ -146,9 +146,11 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		}
 		return newFailure(resp, data)
 	}
-	copyHeader(w.Header(), resp.Header)
-
+	// The upstream's headers are the client's only once its answer is:
+	// a body that breaks off or is unusable must not leave them behind
+	// for the next attempt's answer, or for the gateway's own 502.
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
+		copyHeader(w.Header(), resp.Header)
 		wd.feed()
 		var sink eventSink = openAIEvents{clientUsage: req.clientUsage, res: res}
 		if wr.stream != nil {
@@ -215,10 +217,11 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		if res.wantServed {
 			res.served = modelOf(data)
 		}
-		if hd := c.hold; hd != nil {
-			c.settle()
-			hd.headers(w.Header(), c.cost)
-		}
+	}
+	copyHeader(w.Header(), resp.Header)
+	if hd := c.hold; hd != nil && resp.StatusCode < 300 {
+		c.settle()
+		hd.headers(w.Header(), c.cost)
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(resp.StatusCode)

@@ -414,9 +414,16 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		if res.Held() < capHold { // cut to what remained
 			capTokens = asked.OutputsWithin(promptEstimate(bound, int64(len(body))), (res.Held()-timeHold).Dollars()) / max(req.outputs, 1)
 		}
-		if asked.OutputPerToken <= 0 {
-			capTokens = 0 // output is free: the prompt is all it can cost
-		} else if !canCap(op) || capTokens < max(min(capPer, minCappedOutput), 1) {
+		promptCost := ledger.USD(float64(promptEstimate(bound, int64(len(body)))) * max(asked.InputPerToken, asked.CacheCreationPerToken))
+		refuse := !canCap(op) || res.Held()-timeHold < promptCost // an output cap cannot bound it
+		switch {
+		case refuse:
+		case asked.OutputPerToken <= 0:
+			capTokens = 0 // output is free: the prompt, which the hold covers, is all it costs
+		default:
+			refuse = capTokens < max(min(capPer, minCappedOutput), 1)
+		}
+		if refuse {
 			res.Release()
 			ex := tightest(accts)
 			ex.Need, ex.Detail = worst, "the rest of this budget is held by requests in flight; retry when they end"

@@ -196,6 +196,25 @@ func capOutput(body []byte, op provider.Op, providerName string, n int64) []byte
 	return o.With(key, strconv.AppendInt(nil, n, 10))
 }
 
+// thinkingBudget is an Anthropic body's thinking.budget_tokens (0 when it
+// asks for no extended thinking): max_tokens must stay above it.
+func thinkingBudget(body []byte) int64 {
+	var o jsonbody.Object
+	if o.Reset(body) != nil {
+		return 0
+	}
+	raw := o.Get("thinking")
+	if len(raw) == 0 || raw[0] != '{' {
+		return 0
+	}
+	var t jsonbody.Object
+	if t.Reset(raw) != nil {
+		return 0
+	}
+	n, _ := t.Int("budget_tokens")
+	return n
+}
+
 func quote(s string) []byte {
 	if isPlain(s) {
 		b := make([]byte, 0, len(s)+2)
