@@ -294,17 +294,24 @@ func (a *API) teamJSON(t *store.Team, memberships []map[string]any) map[string]a
 // spend is what this replica's ledger holds.
 func (a *API) memberships(t *store.Team, user string) []map[string]any {
 	out := []map[string]any{}
-	for _, b := range t.MemberBudgets {
-		if user != "" && b.UserID != user {
+	for _, m := range t.Members {
+		if (user != "" && m.UserID != user) || m.UserID == "" {
+			continue
+		}
+		// The budget enforced on her: max_budget_in_team, the budget object
+		// her membership names, or the lower of the two.
+		b := a.snap.MemberBudget(t, m.UserID)
+		if b == nil {
 			continue
 		}
 		spend := 0.0
-		if acct, ok := a.book.Lookup(store.KindTeamMember, store.MemberBudgetID(t.TeamID, b.UserID)); ok {
+		if acct, ok := a.book.Lookup(store.KindTeamMember, store.MemberBudgetID(t.TeamID, m.UserID)); ok {
 			spend = acct.Spent().Dollars()
 		}
-		out = append(out, map[string]any{"user_id": b.UserID, "team_id": t.TeamID, "budget_id": b.BudgetID, "spend": spend,
-			"litellm_budget_table": map[string]any{"budget_id": b.BudgetID, "max_budget": b.MaxBudget, "soft_budget": nil,
-				"max_parallel_requests": nil, "tpm_limit": nil, "rpm_limit": nil, "model_max_budget": nil, "budget_duration": nil}})
+		out = append(out, map[string]any{"user_id": m.UserID, "team_id": t.TeamID, "budget_id": b.BudgetID, "spend": spend,
+			"litellm_budget_table": map[string]any{"budget_id": b.BudgetID, "max_budget": b.MaxBudget, "soft_budget": b.SoftBudget,
+				"max_parallel_requests": b.MaxParallelRequests, "tpm_limit": b.TPMLimit, "rpm_limit": b.RPMLimit,
+				"model_max_budget": b.ModelMaxBudget, "budget_duration": b.BudgetDuration}})
 	}
 	return out
 }
