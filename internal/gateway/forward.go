@@ -39,6 +39,10 @@ type result struct {
 	// unusable: a 2xx that is not a valid response; booked as a row with
 	// its status and no cost.
 	unusable bool
+	// id is the upstream answer's id (chatcmpl-..., msg_...), from a whole
+	// answer or a stream's first event; idSeen once that event was read.
+	id     string
+	idSeen bool
 }
 
 // errClientGone: the client disconnected; nothing more can be written, so
@@ -150,6 +154,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
 		wd.feed()
+		c.durationHeaders(w.Header(), time.Since(sent))
 		var sink eventSink = openAIEvents{clientUsage: req.clientUsage, res: res}
 		if wr.stream != nil {
 			sink = translated{s: wr.stream(req), res: res}
@@ -194,6 +199,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 			if !json.Valid(data) {
 				return bad(errors.New("response body is not valid JSON"))
 			}
+			res.id, _ = answerID(data)
 			out, u, err := wr.response(data)
 			if err != nil {
 				return bad(err)
@@ -203,7 +209,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 			res.hasUsage = res.usage != (usage.Usage{}) // negative counts too: settle clamps them
 		} else {
 			var ok bool
-			if res.usage, ok, err = usageFromBody(data); err != nil {
+			if res.usage, res.id, ok, err = answerOf(data); err != nil {
 				return bad(err)
 			}
 			res.hasUsage = ok
@@ -220,6 +226,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 			hd.headers(w.Header(), c.cost)
 		}
 	}
+	c.durationHeaders(w.Header(), res.upstream)
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(resp.StatusCode)
 	if _, err := w.Write(data); err != nil {
@@ -321,6 +328,9 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 			continue // a long line: keep accumulating it
 		}
 		if (err == nil && isBlankLine(line)) || (err != nil && len(event) > 0) {
+			if !res.idSeen {
+				res.id, res.idSeen = answerID(event)
+			}
 			out = sink.event(event, out[:0])
 			if len(out) > 0 {
 				if _, werr := w.Write(out); werr != nil {

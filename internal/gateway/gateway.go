@@ -33,6 +33,9 @@ type Options struct {
 	Routing        config.Routing // retries, fallbacks
 	Health         *router.Health // nil: no cooldowns
 
+	// Version is the gateway's version, sent as x-litellm-version.
+	Version string
+
 	// MaxResponseBytes bounds a whole upstream answer (larger: 502) and,
 	// when under 8 MiB, one stream event; 0 reads whole answers unbounded.
 	MaxResponseBytes int64
@@ -45,6 +48,7 @@ type Gateway struct {
 	auth    *auth.Authenticator
 	router  atomic.Pointer[router.Router]
 	log     *slog.Logger
+	version []string // the x-litellm-version value; nil: not sent
 }
 
 // New returns a Gateway routing with rt.
@@ -59,6 +63,9 @@ func New(opts Options, a *auth.Authenticator, rt *router.Router) *Gateway {
 		opts.Logger = slog.Default()
 	}
 	g := &Gateway{opts: opts, auth: a, log: opts.Logger}
+	if opts.Version != "" {
+		g.version = []string{opts.Version} // shared by every response, never written into
+	}
 	g.router.Store(rt)
 	g.routing.Store(&opts.Routing)
 	return g

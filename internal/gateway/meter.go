@@ -470,7 +470,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	} else if p.KeyHash != "" && !p.Master {
 		c.log.KeyHash = p.KeyHash
 	}
-	c.log.RequestID, c.log.EndUser, c.log.ModelGroup = cl.id, req.user, model
+	c.log.RequestID, c.log.EndUser, c.log.ModelGroup, c.log.CallType = cl.id, req.user, model, callType(cl.op)
 	c.log.Deployment, c.log.Provider, c.log.StartedAt = t.D.ID, t.D.Provider, cl.start
 	return c, nil
 }
@@ -546,7 +546,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		}
 	}
 	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.Prompt, u.Completion, u.Cached
-	l.Cost, l.Status = cost, res.status
+	l.Cost, l.Status, l.ResponseID = cost, res.status, res.id
 	if res.clientGone {
 		l.Status = 499
 	}
@@ -650,11 +650,11 @@ func budgeted(accts []*ledger.Account) bool {
 
 // headers are set on responses whose cost is known before they are sent.
 func (c *charge) headers(h http.Header, cost float64) {
-	h["X-Tollgate-Response-Cost"] = []string{strconv.FormatFloat(cost, 'g', -1, 64)}
+	setBoth(h, hdrCost, llmCost, strconv.FormatFloat(cost, 'g', -1, 64))
 	if c.unpricedModel == "" {
-		delete(h, "X-Tollgate-Unpriced") // the served model priced it after all
+		delete(h, hdrUnpriced) // the served model priced it after all
 	}
 	if c.key != nil {
-		h["X-Tollgate-Key-Spend"] = []string{strconv.FormatFloat(c.key.Spent().Dollars(), 'g', -1, 64)}
+		setBoth(h, hdrKeySpend, llmKeySpend, strconv.FormatFloat(c.key.Spent().Dollars(), 'g', -1, 64))
 	}
 }

@@ -145,9 +145,10 @@ func operations() []op {
 		op{method: "POST", path: "/team/member_delete", tag: "teams", summary: "Remove a member (a non-member is a 400)", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": str("")}), ok: jsonResp("the team", anyObj)},
 
 		op{method: "GET", path: "/audit/list", tag: "spend", summary: "Management writes, newest first", params: page, ok: jsonResp("the audit log", anyObj)},
-		op{method: "GET", path: "/spend/logs", tag: "spend", summary: "Spend-log rows, newest first", params: append(page, query("api_key", "", false), query("user_id", "", false), query("team_id", "", false),
-			query("end_user", "", false), query("request_id", "", false), query("start_date", "YYYY-MM-DD or RFC 3339", false), query("end_date", "YYYY-MM-DD (inclusive) or RFC 3339", false)),
-			ok: jsonResp("the rows", object([]string{"logs", "total"}, obj{"logs": arr(ref("SpendLog")), "total": integer}))},
+		op{method: "GET", path: "/spend/logs", tag: "spend", summary: "Spend-log rows, newest first, as LiteLLM_SpendLogs (a summary per day with start_date, end_date and summarize)", params: append(page, query("api_key", "", false), query("user_id", "", false), query("team_id", "", false),
+			query("end_user", "", false), query("request_id", "the upstream answer's id (chatcmpl-..., msg_...) or Tollgate's call id", false), query("start_date", "YYYY-MM-DD or RFC 3339", false), query("end_date", "YYYY-MM-DD (inclusive) or RFC 3339", false),
+			query("summarize", "with both dates: true (default) answers LiteLLM's per-day summary, false the rows", false)),
+			ok: jsonResp("the rows, or the summary per day", obj{"anyOf": []any{arr(ref("SpendLog")), arr(ref("SpendSummaryDay"))}})},
 		op{method: "GET", path: "/global/spend", tag: "spend", summary: "The gateway's spend and budget", ok: jsonResp("spend", object([]string{"spend"}, obj{"spend": num, "max_budget": nullNum}))},
 		op{method: "GET", path: "/global/spend/report", tag: "spend", summary: "Spend per day, grouped", params: []obj{query("start_date", "", false), query("end_date", "", false),
 			query("group_by", "team (default), customer, api_key or user", false), query("team_id", "", false), query("customer_id", "", false), query("api_key", "", false), query("internal_user_id", "", false)},
@@ -250,8 +251,13 @@ func schemas() obj {
 		"KeyCreated":        object([]string{"key", "token"}, obj{"key": str("the raw key, shown once"), "key_name": str("sk-...ABCD"), "token": str("sha256 of the key"), "expires": nullStr}),
 		"Key":               object(nil, obj{"token": str("sha256 of the key"), "key_name": str(""), "spend": num, "max_budget": nullNum, "expires": nullStr}),
 		"Entity":            entity,
-		"SpendLog": object([]string{"request_id"}, obj{"request_id": str(""), "api_key": str("key hash"), "spend": num, "prompt_tokens": integer, "completion_tokens": integer, "model_group": str(""),
+		"SpendLog": object([]string{"request_id", "call_type", "api_key", "startTime", "endTime"}, obj{"request_id": str("the upstream answer's id, else the call id"), "call_type": str("acompletion, atext_completion, aembedding, anthropic_messages"),
+			"api_key": str("key hash"), "spend": num, "total_tokens": integer, "prompt_tokens": integer, "completion_tokens": integer, "startTime": str("RFC 3339"), "endTime": str("RFC 3339"),
+			"model": str(""), "model_id": str(""), "model_group": str(""), "custom_llm_provider": str(""), "api_base": str(""), "user": str(""), "team_id": str(""), "end_user": str(""),
+			"metadata": anyObj, "cache_hit": str(""), "request_tags": arr(str("")), "status": str("success or failure"), "call_id": str("Tollgate's call id (x-tollgate-call-id)"), "http_status": integer, "latency_ms": integer,
 			"reported_prompt_tokens": integer, "reported_completion_tokens": integer, "usage_clamped": boolean, "usage_estimated": boolean}),
+		"SpendSummaryDay": object([]string{"startTime", "spend", "users", "models"}, obj{"startTime": str("YYYY-MM-DD"), "spend": num, "users": obj{"type": "object", "additionalProperties": num},
+			"models": obj{"type": "object", "additionalProperties": num}}),
 		"ModelEntry": object(nil, obj{"model_name": str(""), "litellm_params": anyObj, "model_info": anyObj}),
 	}
 }

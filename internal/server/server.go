@@ -189,6 +189,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.authn = authn
 	s.snap = authn.Snapshot()
 	gopts := gateway.Options{
+		Version:        Version,
 		Routing:        cfg.Routing(),
 		Health:         s.health,
 		MaxBodyBytes:   cfg.MaxRequestBytes(),

@@ -214,7 +214,10 @@ type SpendLog struct {
 	RequestID string `json:"request_id"` // the gateway's call id (x-tollgate-call-id)
 	// ResponseID is the id of the upstream's answer (chatcmpl-..., msg_...),
 	// "" when it had none. SpendFilter.RequestID matches either id.
-	ResponseID       string    `json:"response_id"`
+	ResponseID string `json:"response_id"`
+	// CallType is LiteLLM's name of the operation: acompletion,
+	// atext_completion, aembedding, anthropic_messages.
+	CallType         string    `json:"call_type"`
 	KeyHash          string    `json:"api_key"`
 	UserID           string    `json:"user"`
 	TeamID           string    `json:"team_id"`
