@@ -49,7 +49,7 @@ func servedRoutes(t *testing.T) []string {
 // server's own routes, then the routes Tollgate serves that LiteLLM does not
 // list.
 func renderEndpoints(routes []string) string {
-	served := map[string]bool{}    // "METHOD /path/{}"
+	served := map[string]bool{}     // "METHOD /path/{}"
 	byPath := map[string][]string{} // "/path/{}" -> methods
 	for _, r := range routes {
 		method, path, _ := strings.Cut(r, " ")
