@@ -81,12 +81,6 @@ func TestLiteLLMHeadersAndSpendLogs(t *testing.T) {
 		t.Fatalf("first chunk %q: %v", first, err)
 	}
 
-	type row struct {
-		RequestID, CallType, APIKey, Model, ModelID, ModelGroup, APIBase, User, Status, CallID string
-		Spend                                                                                  float64
-		TotalTokens, PromptTokens, CompletionTokens, HTTPStatus                                int64
-		StartTime                                                                              time.Time `json:"startTime"`
-	}
 	find := func(id string) []map[string]any {
 		t.Helper()
 		var rows []map[string]any
