@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -133,5 +135,56 @@ func TestLiteLLMHeadersAndSpendLogs(t *testing.T) {
 	var bad map[string]map[string]any
 	if code := e.get(t, "/spend/logs?start_date="+today+"&end_date="+today+"&summarize=perhaps", "sk-1234", &bad); code != 400 || bad["error"]["param"] != "summarize" {
 		t.Errorf("summarize=perhaps: %d %v", code, bad)
+	}
+}
+
+// TestSpendLogsByRole: /spend/logs shows an admin or viewer every row, and
+// an internal user (viewer or not) only her own user's, whatever she asks.
+func TestSpendLogsByRole(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, pricedConfig)
+	keys := map[string]string{}
+	for _, role := range []string{"proxy_admin_viewer", "internal_user", "internal_user_viewer"} {
+		if resp, out := e.post(t, "/user/new", "sk-1234", `{"user_id": "u-`+role+`", "user_role": "`+role+`"}`); resp.StatusCode != 200 {
+			t.Fatalf("/user/new %s: %d %v", role, resp.StatusCode, out)
+		}
+		keys[role] = newKey(t, e, `{"user_id": "u-`+role+`"}`)
+		if resp, out := e.post(t, "/v1/chat/completions", keys[role], `{"model":"gpt-4","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %v", role, resp.StatusCode, out)
+		}
+	}
+	var rows []map[string]any
+	for deadline := time.Now().Add(10 * time.Second); len(rows) < 3 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		rows = nil
+		e.get(t, "/spend/logs", "sk-1234", &rows)
+	}
+	if len(rows) != 3 {
+		t.Fatalf("the master key sees %d rows, want 3", len(rows))
+	}
+	tests := []struct {
+		role, query string
+		want        []string // the users of the rows seen
+	}{
+		{"proxy_admin_viewer", "", []string{"u-internal_user", "u-internal_user_viewer", "u-proxy_admin_viewer"}},
+		{"internal_user", "", []string{"u-internal_user"}},
+		{"internal_user", "?user_id=u-internal_user_viewer", []string{"u-internal_user"}},
+		{"internal_user_viewer", "", []string{"u-internal_user_viewer"}},
+	}
+	for _, tt := range tests {
+		var got []map[string]any
+		if code := e.get(t, "/spend/logs"+tt.query, keys[tt.role], &got); code != 200 {
+			t.Fatalf("%s: %d", tt.role, code)
+		}
+		var users []string
+		for _, r := range got {
+			users = append(users, r["user"].(string))
+		}
+		sort.Strings(users)
+		if !slices.Equal(users, tt.want) {
+			t.Errorf("%s%s sees %v, want %v", tt.role, tt.query, users, tt.want)
+		}
+	}
+	var bad map[string]map[string]any
+	if code := e.get(t, "/spend/logs?start_date=yesterday", "sk-1234", &bad); code != 400 || bad["error"]["param"] != "start_date" {
+		t.Errorf("a bad date: %d %v", code, bad)
 	}
 }
