@@ -155,6 +155,9 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
 		wd.feed()
 		c.durationHeaders(w.Header(), time.Since(sent))
+		if hd := c.hold; hd != nil {
+			hd.streamHeaders(w.Header())
+		}
 		var sink eventSink = openAIEvents{clientUsage: req.clientUsage, res: res}
 		if wr.stream != nil {
 			sink = translated{s: wr.stream(req), res: res}

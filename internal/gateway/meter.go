@@ -39,6 +39,9 @@ type hold interface {
 	unpriced() string
 	// headers sets the cost headers of an answer settled at cost.
 	headers(h http.Header, cost float64)
+	// streamHeaders sets what a stream's headers can say before it is
+	// priced: the key's spend so far (as LiteLLM sends it on every answer).
+	streamHeaders(h http.Header)
 }
 
 // Books is the Meter of a gateway with budgets: it reserves on every budget
@@ -654,6 +657,10 @@ func (c *charge) headers(h http.Header, cost float64) {
 	if c.unpricedModel == "" {
 		delete(h, hdrUnpriced) // the served model priced it after all
 	}
+	c.streamHeaders(h)
+}
+
+func (c *charge) streamHeaders(h http.Header) {
 	if c.key != nil {
 		setBoth(h, hdrKeySpend, llmKeySpend, strconv.FormatFloat(c.key.Spent().Dollars(), 'g', -1, 64))
 	}

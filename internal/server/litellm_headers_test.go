@@ -72,7 +72,8 @@ func TestLiteLLMHeadersAndSpendLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	streamCall := sresp.Header.Get("x-litellm-call-id")
-	if streamCall == "" || streamCall != sresp.Header.Get("x-tollgate-call-id") || sresp.Header.Get("x-litellm-model-id") == "" {
+	if streamCall == "" || streamCall != sresp.Header.Get("x-tollgate-call-id") || sresp.Header.Get("x-litellm-model-id") == "" ||
+		sresp.Header.Get("x-litellm-key-spend") != "0.0003" || sresp.Header.Get("x-tollgate-key-spend") != "0.0003" || sresp.Header.Get("x-litellm-response-cost") != "" {
 		t.Errorf("stream headers: %v", sresp.Header)
 	}
 	first, _ := bufio.NewReader(sresp.Body).ReadString('\n')
