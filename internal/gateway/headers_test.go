@@ -1,6 +1,16 @@
 package gateway
 
-import "testing"
+import (
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/store"
+)
 
 func TestAnswerID(t *testing.T) {
 	tests := []struct {
@@ -33,4 +43,41 @@ func BenchmarkAnswerID(b *testing.B) {
 			b.Fatal("no id")
 		}
 	}
+}
+
+// BenchmarkResponseHeaders is what one answer's gateway headers cost: the
+// headers before issue 22 (Tollgate's names set with Header.Set) against
+// now (Tollgate's and LiteLLM's names by map assignment, values shared).
+func BenchmarkResponseHeaders(b *testing.B) {
+	tpm, budget := int64(100000), 5.0
+	c := &call{g: &Gateway{version: []string{"1.2.3"}}, id: "0123456789abcdef0123456789abcdef", start: time.Now(),
+		p: &auth.Principal{Key: &store.Key{TPMLimit: &tpm, MaxBudget: &budget}}}
+	t := &provider.Target{D: &config.Deployment{ID: "deployment-1", APIBase: "https://api.example.com/v1"}}
+	b.Run("before: Set, tollgate names", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h := http.Header{}
+			h.Set("x-tollgate-call-id", c.id)
+			h.Set("x-tollgate-model-id", t.D.ID)
+			h.Set("x-tollgate-attempted-retries", strconv.Itoa(c.retries))
+			h.Set("x-tollgate-attempted-fallbacks", strconv.Itoa(c.fellBack))
+			h.Del("x-tollgate-output-capped")
+			h.Del("x-tollgate-unpriced")
+			h["X-Tollgate-Response-Cost"] = []string{strconv.FormatFloat(0.00123, 'g', -1, 64)}
+			h["X-Tollgate-Key-Spend"] = []string{strconv.FormatFloat(1.5, 'g', -1, 64)}
+		}
+	})
+	b.Run("now: both names", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h := http.Header{}
+			c.callHeaders(h)
+			c.attemptHeaders(h, t, "gpt-4")
+			delete(h, hdrOutputCapped)
+			delete(h, hdrUnpriced)
+			setBoth(h, hdrCost, llmCost, strconv.FormatFloat(0.00123, 'g', -1, 64))
+			setBoth(h, hdrKeySpend, llmKeySpend, strconv.FormatFloat(1.5, 'g', -1, 64))
+			c.durationHeaders(h, time.Millisecond)
+		}
+	})
 }
