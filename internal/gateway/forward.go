@@ -460,12 +460,14 @@ var hopHeaders = map[string]bool{
 	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
 }
 
-// copyHeader copies the upstream's response headers, except hop-by-hop ones
-// and rate-limit headers the gateway set itself (the client's limits are
-// the gateway's, not the provider account's).
+// copyHeader copies the upstream's response headers, except hop-by-hop
+// ones, rate-limit headers the gateway set itself (the client's limits are
+// the gateway's, not the provider account's), and any x-tollgate-* or
+// x-litellm-* header: those names speak for this call, and an upstream that
+// is itself a Tollgate or a LiteLLM proxy describes its own.
 func copyHeader(dst, src http.Header) {
 	for k, v := range src {
-		if hopHeaders[k] {
+		if hopHeaders[k] || strings.HasPrefix(k, "X-Tollgate-") || strings.HasPrefix(k, "X-Litellm-") {
 			continue
 		}
 		if strings.HasPrefix(k, "X-Ratelimit-") && dst[k] != nil {
