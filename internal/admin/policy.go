@@ -422,3 +422,33 @@ func RouteTable() []string {
 	}
 	return rows
 }
+
+// readRoute is one row of the table of the read-only routes any key may
+// call (served by the gateway and the server, not this package, but ruled
+// here with the rest): what each role gets, and what a request without a
+// key gets.
+type readRoute struct {
+	route, proxyAdmin, adminViewer, internalUser, internalViewer, noKey string
+}
+
+// readRoutes is who may call the model, route and readiness routes of
+// issue 22. docs/security.md prints it; TestFieldTableIsDocumented keeps
+// the two together, and the server's TestModelRoutesByRole calls each as
+// each role.
+var readRoutes = []readRoute{
+	{"`/models`, `/v1/models`", "the models its key may use (every model with `scope=expand`); `team_id`: any team", "as proxy_admin", "the models her key may use; `team_id`: her key's team only (else 403)", "as internal_user", "401 (on an open gateway, every model)"},
+	{"`/model_group/info`", "the groups its key may use", "as proxy_admin", "the groups her key may use", "as internal_user", "401"},
+	{"`/routes`", "yes", "yes", "yes", "yes", "401"},
+	{"`/health/readiness/details`", "yes", "yes", "yes", "yes", "401"},
+	{"`/health/readiness`", "yes", "yes", "yes", "yes", "yes (no secret in it)"},
+}
+
+// ReadRouteTable renders readRoutes as the rows docs/security.md prints:
+// | route | proxy_admin | proxy_admin_viewer | internal_user | internal_user_viewer | no key |.
+func ReadRouteTable() []string {
+	rows := make([]string, 0, len(readRoutes))
+	for _, r := range readRoutes {
+		rows = append(rows, "| "+r.route+" | "+r.proxyAdmin+" | "+r.adminViewer+" | "+r.internalUser+" | "+r.internalViewer+" | "+r.noKey+" |")
+	}
+	return rows
+}

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/tokens"
 	"github.com/tollgate/tollgate/internal/usage"
@@ -151,13 +154,28 @@ func (a *API) spendCalculate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 		"prompt_tokens": u.Prompt - u.CacheCreation, "completion_tokens": u.Completion})
 }
 
-// spendLogs lists spend-log rows, newest first. Filters: api_key (raw key or
-// hash), user_id, team_id, end_user, request_id, start_date and end_date
-// (YYYY-MM-DD or RFC 3339; end_date is inclusive of its day).
+// spendLogs is LiteLLM's /spend/logs: a JSON list of LiteLLM_SpendLogs
+// rows, newest first. Filters: request_id (the upstream answer's id, as
+// LiteLLM keeps it, or Tollgate's call id), api_key (raw key or hash),
+// user_id, and Tollgate's team_id and end_user; start_date and end_date
+// (YYYY-MM-DD or RFC 3339; end_date is inclusive of its day). With both
+// dates and summarize not false, the answer is LiteLLM's summary per day
+// instead (spendSummary). page and size page the rows (Tollgate's; without
+// them the newest 1,000).
 func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	q := r.URL.Query()
+	summarize := true
+	if v := q.Get("summarize"); v != "" {
+		var ok bool
+		if summarize, ok = parseBool(v); !ok {
+			return apierror.BadRequest("summarize", "summarize must be true or false; got %q", v)
+		}
+	}
 	f := store.SpendFilter{UserID: q.Get("user_id"), TeamID: q.Get("team_id"), EndUser: q.Get("end_user"),
 		RequestID: q.Get("request_id"), Page: page(r)}
+	if f.Page.Size == 0 {
+		f.Page.Size = 1000
+	}
 	if k := q.Get("api_key"); k != "" {
 		f.KeyHash = filterHashOf(k)
 	}
@@ -173,14 +191,168 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			f.KeyHash = p.KeyHash
 		}
 	}
-	logs, total, err := a.store.ListSpendLogs(r.Context(), f)
+	if summarize && q.Get("start_date") != "" && q.Get("end_date") != "" {
+		return a.spendSummary(w, r, f)
+	}
+	logs, _, err := a.store.ListSpendLogs(r.Context(), f)
 	if err != nil {
 		return apierror.Internal(err)
 	}
-	if logs == nil {
-		logs = []store.SpendLog{}
+	deps := a.deploymentsByID()
+	out := make([]spendLogRow, 0, len(logs))
+	for i := range logs {
+		out = append(out, litellmSpendLog(&logs[i], deps[logs[i].Deployment]))
 	}
-	return writeJSON(w, map[string]any{"logs": logs, "total": total})
+	return writeJSON(w, out)
+}
+
+// parseBool reads a query flag as FastAPI does (true/false, 1/0, yes/no, on/off).
+func parseBool(v string) (val, ok bool) {
+	switch strings.ToLower(v) {
+	case "true", "1", "yes", "on", "t", "y":
+		return true, true
+	case "false", "0", "no", "off", "f", "n":
+		return false, true
+	}
+	return false, false
+}
+
+// spendLogRow is one row of /spend/logs: LiteLLM's LiteLLM_SpendLogs
+// fields, then Tollgate's own (call_id, http_status, latency_ms, ...).
+type spendLogRow struct {
+	RequestID           string         `json:"request_id"`
+	CallType            string         `json:"call_type"`
+	APIKey              string         `json:"api_key"`
+	Spend               float64        `json:"spend"`
+	TotalTokens         int64          `json:"total_tokens"`
+	PromptTokens        int64          `json:"prompt_tokens"`
+	CompletionTokens    int64          `json:"completion_tokens"`
+	StartTime           time.Time      `json:"startTime"`
+	EndTime             time.Time      `json:"endTime"`
+	CompletionStartTime *time.Time     `json:"completionStartTime"`
+	Model               string         `json:"model"`
+	ModelID             string         `json:"model_id"`
+	ModelGroup          string         `json:"model_group"`
+	CustomLLMProvider   string         `json:"custom_llm_provider"`
+	APIBase             string         `json:"api_base"`
+	User                string         `json:"user"`
+	TeamID              string         `json:"team_id"`
+	EndUser             string         `json:"end_user"`
+	Metadata            map[string]any `json:"metadata"`
+	CacheHit            string         `json:"cache_hit"`
+	CacheKey            string         `json:"cache_key"`
+	RequestTags         []string       `json:"request_tags"`
+	RequesterIP         *string        `json:"requester_ip_address"`
+	Messages            map[string]any `json:"messages"`
+	Response            map[string]any `json:"response"`
+	Status              string         `json:"status"`
+
+	CallID                   string `json:"call_id"`
+	HTTPStatus               int    `json:"http_status"`
+	LatencyMS                int64  `json:"latency_ms"`
+	CachedTokens             int64  `json:"cached_tokens"`
+	ReportedPromptTokens     int64  `json:"reported_prompt_tokens"`
+	ReportedCompletionTokens int64  `json:"reported_completion_tokens"`
+	UsageClamped             bool   `json:"usage_clamped"`
+	UsageEstimated           bool   `json:"usage_estimated"`
+}
+
+// litellmSpendLog shapes a stored row as LiteLLM does. request_id is the
+// upstream answer's id when it had one (LiteLLM's), else the call id; model
+// and api_base come from the deployment when it is still served.
+func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
+	status := "success"
+	if l.Status >= 400 || l.Status == 0 {
+		status = "failure"
+	}
+	row := spendLogRow{
+		RequestID: cmp.Or(l.ResponseID, l.RequestID), CallType: l.CallType, APIKey: l.KeyHash,
+		Spend: l.Cost, TotalTokens: l.PromptTokens + l.CompletionTokens, PromptTokens: l.PromptTokens, CompletionTokens: l.CompletionTokens,
+		StartTime: l.StartedAt.UTC(), EndTime: l.EndedAt.UTC(), Model: l.ModelGroup, ModelID: l.Deployment, ModelGroup: l.ModelGroup,
+		CustomLLMProvider: l.Provider, User: l.UserID, TeamID: l.TeamID, EndUser: l.EndUser,
+		Metadata: map[string]any{"user_api_key": l.KeyHash, "user_api_key_user_id": l.UserID, "user_api_key_team_id": l.TeamID,
+			"status": status, "tollgate_call_id": l.RequestID},
+		CacheHit: "False", RequestTags: []string{}, Messages: map[string]any{}, Response: map[string]any{}, Status: status,
+		CallID: l.RequestID, HTTPStatus: l.Status, LatencyMS: l.LatencyMS, CachedTokens: l.CachedTokens,
+		ReportedPromptTokens: l.ReportedPromptTokens, ReportedCompletionTokens: l.ReportedCompletionTokens,
+		UsageClamped: l.UsageClamped, UsageEstimated: l.UsageEstimated,
+	}
+	if d != nil {
+		if d.Model != "" {
+			row.Model = d.Model
+		}
+		row.APIBase, _, _ = strings.Cut(d.APIBase, "?")
+	}
+	return row
+}
+
+// deploymentsByID are the deployments served now, by id (none without the
+// model API).
+func (a *API) deploymentsByID() map[string]*config.Deployment {
+	m := map[string]*config.Deployment{}
+	if a.models == nil {
+		return m
+	}
+	deps, _ := a.models.Deployments()
+	for i := range deps {
+		m[deps[i].ID] = &deps[i]
+	}
+	return m
+}
+
+// spendSummary is /spend/logs with start_date and end_date: LiteLLM's
+// summary, one entry per day from the first day with spend to end_date,
+//
+//	[{"startTime": "2026-11-01", "spend": 1.5, "users": {"u1": 1.5},
+//	  "models": {"gpt-4": 1.5}, "<key hash>": 1.5}]
+//
+// read from the daily rollups (models are model groups). request_id is not
+// applied to a summary (rollups have no request).
+func (a *API) spendSummary(w http.ResponseWriter, r *http.Request, f store.SpendFilter) error {
+	rf := store.ReportFilter{From: f.From, To: f.To, KeyHash: f.KeyHash, UserID: f.UserID, TeamID: f.TeamID, EndUser: f.EndUser}
+	rf.GroupBy = "key_hash"
+	byKey, err := a.store.SpendReport(r.Context(), rf)
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	rf.GroupBy = "user_id"
+	byUser, err := a.store.SpendReport(r.Context(), rf)
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	days := map[string]map[string]any{}
+	var order []string
+	day := func(d string) map[string]any {
+		e, ok := days[d]
+		if !ok {
+			e = map[string]any{"startTime": d, "spend": 0.0, "users": map[string]float64{}, "models": map[string]float64{}}
+			days[d] = e
+			order = append(order, d)
+		}
+		return e
+	}
+	for _, row := range byKey {
+		e := day(row.Day)
+		e["spend"] = e["spend"].(float64) + row.Spend
+		e["models"].(map[string]float64)[row.Model] += row.Spend
+		v, _ := e[row.Group].(float64)
+		e[row.Group] = v + row.Spend
+	}
+	for _, row := range byUser {
+		day(row.Day)["users"].(map[string]float64)[row.Group] += row.Spend
+	}
+	slices.Sort(order)
+	out := make([]map[string]any, 0, len(order))
+	for _, d := range order {
+		out = append(out, days[d])
+	}
+	if len(order) > 0 {
+		last, _ := time.Parse(time.DateOnly, order[len(order)-1])
+		for d := last.AddDate(0, 0, 1); d.Before(f.To); d = d.AddDate(0, 0, 1) {
+			out = append(out, map[string]any{"startTime": d.Format(time.DateOnly), "spend": 0.0, "users": map[string]float64{}, "models": map[string]float64{}})
+		}
+	}
+	return writeJSON(w, out)
 }
 
 // dateRange reads start_date and end_date (end_date inclusive of its day).

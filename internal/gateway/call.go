@@ -119,7 +119,7 @@ func (c *call) route() (*router.Group, error) {
 	if !c.p.MayUse(c.model, grp.AccessGroups) && (c.model == c.req.model || !c.p.MayUse(c.req.model, grp.AccessGroups)) {
 		return nil, apierror.Forbidden("this key may not use model %q", clip(c.req.model))
 	}
-	c.w.Header().Set("x-tollgate-call-id", c.id)
+	c.callHeaders(c.w.Header())
 	if c.req.user != "" {
 		if e, ok := c.g.auth.Snapshot().EndUser(c.req.user); ok {
 			c.region = e.AllowedModelRegion
@@ -282,11 +282,9 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 	if err != nil {
 		return true, apierror.BadRequest("messages", "%v", err)
 	}
-	h.Set("x-tollgate-model-id", t.D.ID)
-	h.Set("x-tollgate-attempted-retries", strconv.Itoa(c.retries))
-	h.Set("x-tollgate-attempted-fallbacks", strconv.Itoa(c.fellBack))
-	h.Del("x-tollgate-output-capped")
-	h.Del("x-tollgate-unpriced")
+	c.attemptHeaders(h, t, model)
+	delete(h, hdrOutputCapped)
+	delete(h, hdrUnpriced)
 	c.res = result{model: upstream}
 	if m := c.g.opts.Meter; m != nil {
 		hd, err := m.reserve(c, t, wr.op, model, body)
@@ -306,11 +304,11 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 				return true, apierror.BudgetExceeded("the rest of this budget is held by requests in flight, and the %d output tokens it leaves this request are not above its thinking.budget_tokens (%d): retry when they end", n, tb)
 			}
 			body = capOutput(body, wr.op, t.D.Provider, n)
-			h.Set("x-tollgate-output-capped", strconv.FormatInt(n, 10))
+			h[hdrOutputCapped] = []string{strconv.FormatInt(n, 10)}
 		}
 		if m := hd.unpriced(); m != "" {
 			c.res.wantServed = true
-			h.Set("x-tollgate-unpriced", m)
+			h[hdrUnpriced] = []string{m}
 		}
 	}
 	var outcome func(router.Outcome, int64)

@@ -75,6 +75,7 @@ func (h *fakeHold) settle(res *result) float64 {
 func (h *fakeHold) capTokens() int64                  { return h.m.cap }
 func (h *fakeHold) unpriced() string                  { return "" }
 func (h *fakeHold) headers(hd http.Header, c float64) { hd.Set("x-test-cost", fmt.Sprint(c)) }
+func (h *fakeHold) streamHeaders(http.Header)         {}
 
 // outcomes lists each hold as deployment:outcome, in the order taken.
 func (m *fakeMeter) outcomes() []string {

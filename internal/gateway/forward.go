@@ -39,6 +39,10 @@ type result struct {
 	// unusable: a 2xx that is not a valid response; booked as a row with
 	// its status and no cost.
 	unusable bool
+	// id is the upstream answer's id (chatcmpl-..., msg_...), from a whole
+	// answer or a stream's first event; idSeen once that event was read.
+	id     string
+	idSeen bool
 }
 
 // errClientGone: the client disconnected; nothing more can be written, so
@@ -152,6 +156,10 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
 		copyHeader(w.Header(), resp.Header)
 		wd.feed()
+		c.durationHeaders(w.Header(), time.Since(sent))
+		if hd := c.hold; hd != nil {
+			hd.streamHeaders(w.Header())
+		}
 		var sink eventSink = openAIEvents{clientUsage: req.clientUsage, res: res}
 		if wr.stream != nil {
 			sink = translated{s: wr.stream(req), res: res}
@@ -196,6 +204,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 			if !json.Valid(data) {
 				return bad(errors.New("response body is not valid JSON"))
 			}
+			res.id, _ = answerID(data)
 			out, u, err := wr.response(data)
 			if err != nil {
 				return bad(err)
@@ -205,7 +214,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 			res.hasUsage = res.usage != (usage.Usage{}) // negative counts too: settle clamps them
 		} else {
 			var ok bool
-			if res.usage, ok, err = usageFromBody(data); err != nil {
+			if res.usage, res.id, ok, err = answerOf(data); err != nil {
 				return bad(err)
 			}
 			res.hasUsage = ok
@@ -223,6 +232,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		c.settle()
 		hd.headers(w.Header(), c.cost)
 	}
+	c.durationHeaders(w.Header(), res.upstream)
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(resp.StatusCode)
 	if _, err := w.Write(data); err != nil {
@@ -324,6 +334,9 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 			continue // a long line: keep accumulating it
 		}
 		if (err == nil && isBlankLine(line)) || (err != nil && len(event) > 0) {
+			if !res.idSeen {
+				res.id, res.idSeen = answerID(event)
+			}
 			out = sink.event(event, out[:0])
 			if len(out) > 0 {
 				if _, werr := w.Write(out); werr != nil {
@@ -450,12 +463,14 @@ var hopHeaders = map[string]bool{
 	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
 }
 
-// copyHeader copies the upstream's response headers, except hop-by-hop ones
-// and rate-limit headers the gateway set itself (the client's limits are
-// the gateway's, not the provider account's).
+// copyHeader copies the upstream's response headers, except hop-by-hop
+// ones, rate-limit headers the gateway set itself (the client's limits are
+// the gateway's, not the provider account's), and any x-tollgate-* or
+// x-litellm-* header: those names speak for this call, and an upstream that
+// is itself a Tollgate or a LiteLLM proxy describes its own.
 func copyHeader(dst, src http.Header) {
 	for k, v := range src {
-		if hopHeaders[k] {
+		if hopHeaders[k] || strings.HasPrefix(k, "X-Tollgate-") || strings.HasPrefix(k, "X-Litellm-") {
 			continue
 		}
 		if strings.HasPrefix(k, "X-Ratelimit-") && dst[k] != nil {

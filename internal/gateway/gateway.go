@@ -33,6 +33,9 @@ type Options struct {
 	Routing        config.Routing // retries, fallbacks
 	Health         *router.Health // nil: no cooldowns
 
+	// Version is the gateway's version, sent as x-litellm-version.
+	Version string
+
 	// MaxResponseBytes bounds a whole upstream answer (larger: 502) and,
 	// when under 8 MiB, one stream event; 0 reads whole answers unbounded.
 	MaxResponseBytes int64
@@ -45,6 +48,7 @@ type Gateway struct {
 	auth    *auth.Authenticator
 	router  atomic.Pointer[router.Router]
 	log     *slog.Logger
+	version []string // the x-litellm-version value; nil: not sent
 }
 
 // New returns a Gateway routing with rt.
@@ -59,6 +63,9 @@ func New(opts Options, a *auth.Authenticator, rt *router.Router) *Gateway {
 		opts.Logger = slog.Default()
 	}
 	g := &Gateway{opts: opts, auth: a, log: opts.Logger}
+	if opts.Version != "" {
+		g.version = []string{opts.Version} // shared by every response, never written into
+	}
 	g.router.Store(rt)
 	g.routing.Store(&opts.Routing)
 	return g
@@ -87,6 +94,7 @@ func (g *Gateway) Register(mux Mux) {
 		mux.Handle("POST "+prefix+"/embeddings", g.handler(provider.OpEmbeddings))
 		mux.Handle("GET "+prefix+"/models", apierror.Handler(g.log, g.models))
 	}
+	mux.Handle("GET /model_group/info", apierror.Handler(g.log, g.modelGroupInfo))
 	// Anthropic's Messages API, for Claude Code and the Anthropic SDKs.
 	mux.Handle("POST /v1/messages", apierror.AnthropicHandler(g.log, func(w http.ResponseWriter, r *http.Request) error {
 		return g.serve(w, r, provider.OpMessages)
@@ -105,34 +113,6 @@ func (g *Gateway) handler(op provider.Op) http.Handler {
 	return apierror.Handler(g.log, func(w http.ResponseWriter, r *http.Request) error {
 		return g.serve(w, r, op)
 	})
-}
-
-func (g *Gateway) models(w http.ResponseWriter, r *http.Request) error {
-	p, err := g.authenticate(r)
-	if err != nil {
-		return err
-	}
-	rt := g.Router()
-	var names []string
-	for _, n := range rt.Names() {
-		if grp, ok := rt.Group(n); ok && p.MayUse(n, grp.AccessGroups) {
-			names = append(names, n)
-		}
-	}
-	out := make([]byte, 0, 64+len(names)*80)
-	out = append(out, `{"object":"list","data":[`...)
-	for i, n := range names {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, `{"id":`...)
-		out = append(out, quote(n)...)
-		out = append(out, `,"object":"model","created":1677610602,"owned_by":"tollgate"}`...)
-	}
-	out = append(out, "]}"...)
-	w.Header().Set("Content-Type", "application/json")
-	_, err = w.Write(out)
-	return err
 }
 
 func (g *Gateway) authenticate(r *http.Request) (*auth.Principal, error) {

@@ -39,6 +39,9 @@ type hold interface {
 	unpriced() string
 	// headers sets the cost headers of an answer settled at cost.
 	headers(h http.Header, cost float64)
+	// streamHeaders sets what a stream's headers can say before it is
+	// priced: the key's spend so far (as LiteLLM sends it on every answer).
+	streamHeaders(h http.Header)
 }
 
 // Books is the Meter of a gateway with budgets: it reserves on every budget
@@ -482,7 +485,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	} else if p.KeyHash != "" && !p.Master {
 		c.log.KeyHash = p.KeyHash
 	}
-	c.log.RequestID, c.log.EndUser, c.log.ModelGroup = cl.id, req.user, model
+	c.log.RequestID, c.log.EndUser, c.log.ModelGroup, c.log.CallType = cl.id, req.user, model, callType(cl.op)
 	c.log.Deployment, c.log.Provider, c.log.StartedAt = t.D.ID, t.D.Provider, cl.start
 	return c, nil
 }
@@ -560,7 +563,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		}
 	}
 	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.Prompt, u.Completion, u.Cached
-	l.Cost, l.Status = cost, res.status
+	l.Cost, l.Status, l.ResponseID = cost, res.status, res.id
 	if res.clientGone {
 		l.Status = 499
 	}
@@ -664,11 +667,15 @@ func budgeted(accts []*ledger.Account) bool {
 
 // headers are set on responses whose cost is known before they are sent.
 func (c *charge) headers(h http.Header, cost float64) {
-	h["X-Tollgate-Response-Cost"] = []string{strconv.FormatFloat(cost, 'g', -1, 64)}
+	setBoth(h, hdrCost, llmCost, strconv.FormatFloat(cost, 'g', -1, 64))
 	if c.unpricedModel == "" {
-		delete(h, "X-Tollgate-Unpriced") // the served model priced it after all
+		delete(h, hdrUnpriced) // the served model priced it after all
 	}
+	c.streamHeaders(h)
+}
+
+func (c *charge) streamHeaders(h http.Header) {
 	if c.key != nil {
-		h["X-Tollgate-Key-Spend"] = []string{strconv.FormatFloat(c.key.Spent().Dollars(), 'g', -1, 64)}
+		setBoth(h, hdrKeySpend, llmKeySpend, strconv.FormatFloat(c.key.Spent().Dollars(), 'g', -1, 64))
 	}
 }

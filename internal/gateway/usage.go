@@ -14,12 +14,19 @@ import (
 // usageFromBody reads the usage member of a JSON response; an error means
 // the body is not a JSON object.
 func usageFromBody(body []byte) (usage.Usage, bool, error) {
+	u, _, ok, err := answerOf(body)
+	return u, ok, err
+}
+
+// answerOf reads the usage and the id of a JSON response in one scan; an
+// error means the body is not a JSON object.
+func answerOf(body []byte) (u usage.Usage, id string, ok bool, err error) {
 	var o jsonbody.Object
 	if err := o.Reset(body); err != nil {
-		return usage.Usage{}, false, err
+		return usage.Usage{}, "", false, err
 	}
-	u, ok := usage.Parse(o.Get("usage"))
-	return u, ok, nil
+	u, ok = usage.Parse(o.Get("usage"))
+	return u, idOf(&o), ok, nil
 }
 
 // estimateUsage is what a request without reported usage is charged: its

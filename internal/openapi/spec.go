@@ -72,7 +72,12 @@ func operations() []op {
 		body: ref("ChatCompletionRequest"), ok: jsonResp("the completion", ref("ChatCompletion")), stream: true}
 	comp := op{tag: "inference", summary: "Text completion (OpenAI API)", body: ref("CompletionRequest"), ok: jsonResp("the completion", anyObj), stream: true}
 	emb := op{tag: "inference", summary: "Embeddings (OpenAI API)", body: ref("EmbeddingRequest"), ok: jsonResp("the embeddings", ref("EmbeddingList"))}
-	models := op{tag: "inference", summary: "Models the caller's key may use", ok: jsonResp("the models", ref("ModelList"))}
+	models := op{tag: "inference", summary: "Models the caller's key may use, with LiteLLM's filters", ok: jsonResp("the models", ref("ModelList")),
+		params: []obj{query("team_id", "that team's models (admins: any team; others: their key's team)", false),
+			query("include_model_access_groups", "true: list the access groups too", false), query("only_model_access_groups", "true: list only the access groups", false),
+			query("return_wildcard_routes", "true: list wildcard routes (openai/*) beside the models they match", false),
+			query("include_metadata", "true: each model gets metadata.fallbacks", false), query("fallback_type", "general (default), context_window or content_policy", false),
+			query("scope", "expand: a proxy admin sees every model", false)}}
 	var ops []op
 	for _, prefix := range []string{"/v1", ""} {
 		for _, o := range []struct {
@@ -106,7 +111,14 @@ func operations() []op {
 		op{method: "GET", path: "/health", tag: "health", summary: "Check every deployment (master key or admin)", ok: jsonResp("the report", ref("HealthReport"))},
 		op{method: "GET", path: "/health/liveliness", tag: "health", summary: "The process is up", ok: jsonResp("alive", nullStr), public: true},
 		op{method: "GET", path: "/health/liveness", tag: "health", summary: "The process is up", ok: jsonResp("alive", nullStr), public: true},
-		op{method: "GET", path: "/health/readiness", tag: "health", summary: "The database answers", ok: jsonResp("ready", object(nil, obj{"status": str(""), "db": str(""), "version": str("")})), public: true},
+		op{method: "GET", path: "/health/readiness", tag: "health", summary: "The database answers (LiteLLM's readiness shape)", ok: jsonResp("ready", ref("Readiness")), public: true},
+		op{method: "GET", path: "/health/readiness/details", tag: "health", summary: "The same, for any key (LiteLLM's authenticated form)", ok: jsonResp("ready", ref("Readiness"))},
+		op{method: "GET", path: "/routes", tag: "health", summary: "Every route this server serves (LiteLLM's shape)", ok: jsonResp("the routes", object([]string{"routes"}, obj{"routes": arr(object([]string{"path", "methods"},
+			obj{"path": str(""), "methods": arr(str("")), "name": str(""), "endpoint": str("")}))}))},
+		op{method: "GET", path: "/model_group/info", tag: "models", summary: "LiteLLM's ModelGroupInfo for each model group the caller may use", params: []obj{query("model_group", "only this group", false)},
+			ok: jsonResp("the groups", object([]string{"data"}, obj{"data": arr(object([]string{"model_group", "providers", "mode"}, obj{"model_group": str(""), "providers": arr(str("")),
+				"max_input_tokens": nullNum, "max_output_tokens": nullNum, "input_cost_per_token": nullNum, "output_cost_per_token": nullNum, "mode": str(""), "tpm": nullNum, "rpm": nullNum,
+				"supports_function_calling": boolean, "supports_vision": boolean, "supported_openai_params": arr(str(""))}))}))},
 		op{method: "GET", path: "/metrics", tag: "health", summary: "Prometheus metrics (the master key or an admin's key when require_auth_for_metrics_endpoint)",
 			ok: obj{"description": "Prometheus text", "content": obj{"text/plain": obj{"schema": obj{"type": "string"}}}}, public: true},
 		op{method: "GET", path: "/openapi.json", tag: "docs", summary: "This document", ok: jsonResp("the document", anyObj), public: true},
@@ -145,9 +157,10 @@ func operations() []op {
 		op{method: "POST", path: "/team/member_delete", tag: "teams", summary: "Remove a member (a non-member is a 400)", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": str("")}), ok: jsonResp("the team", anyObj)},
 
 		op{method: "GET", path: "/audit/list", tag: "spend", summary: "Management writes, newest first", params: page, ok: jsonResp("the audit log", anyObj)},
-		op{method: "GET", path: "/spend/logs", tag: "spend", summary: "Spend-log rows, newest first", params: append(page, query("api_key", "", false), query("user_id", "", false), query("team_id", "", false),
-			query("end_user", "", false), query("request_id", "", false), query("start_date", "YYYY-MM-DD or RFC 3339", false), query("end_date", "YYYY-MM-DD (inclusive) or RFC 3339", false)),
-			ok: jsonResp("the rows", object([]string{"logs", "total"}, obj{"logs": arr(ref("SpendLog")), "total": integer}))},
+		op{method: "GET", path: "/spend/logs", tag: "spend", summary: "Spend-log rows, newest first, as LiteLLM_SpendLogs (a summary per day with start_date, end_date and summarize)", params: append(page, query("api_key", "", false), query("user_id", "", false), query("team_id", "", false),
+			query("end_user", "", false), query("request_id", "the upstream answer's id (chatcmpl-..., msg_...) or Tollgate's call id", false), query("start_date", "YYYY-MM-DD or RFC 3339", false), query("end_date", "YYYY-MM-DD (inclusive) or RFC 3339", false),
+			query("summarize", "with both dates: true (default) answers LiteLLM's per-day summary, false the rows", false)),
+			ok: jsonResp("the rows, or the summary per day", obj{"anyOf": []any{arr(ref("SpendLog")), arr(ref("SpendSummaryDay"))}})},
 		op{method: "GET", path: "/global/spend", tag: "spend", summary: "The gateway's spend and budget", ok: jsonResp("spend", object([]string{"spend"}, obj{"spend": num, "max_budget": nullNum}))},
 		op{method: "GET", path: "/global/spend/report", tag: "spend", summary: "Spend per day, grouped", params: []obj{query("start_date", "", false), query("end_date", "", false),
 			query("group_by", "team (default), customer, api_key or user", false), query("team_id", "", false), query("customer_id", "", false), query("api_key", "", false), query("internal_user_id", "", false)},
@@ -250,8 +263,15 @@ func schemas() obj {
 		"KeyCreated":        object([]string{"key", "token"}, obj{"key": str("the raw key, shown once"), "key_name": str("sk-...ABCD"), "token": str("sha256 of the key"), "expires": nullStr}),
 		"Key":               object(nil, obj{"token": str("sha256 of the key"), "key_name": str(""), "spend": num, "max_budget": nullNum, "expires": nullStr}),
 		"Entity":            entity,
-		"SpendLog": object([]string{"request_id"}, obj{"request_id": str(""), "api_key": str("key hash"), "spend": num, "prompt_tokens": integer, "completion_tokens": integer, "model_group": str(""),
+		"SpendLog": object([]string{"request_id", "call_type", "api_key", "startTime", "endTime"}, obj{"request_id": str("the upstream answer's id, else the call id"), "call_type": str("acompletion, atext_completion, aembedding, anthropic_messages"),
+			"api_key": str("key hash"), "spend": num, "total_tokens": integer, "prompt_tokens": integer, "completion_tokens": integer, "startTime": str("RFC 3339"), "endTime": str("RFC 3339"),
+			"model": str(""), "model_id": str(""), "model_group": str(""), "custom_llm_provider": str(""), "api_base": str(""), "user": str(""), "team_id": str(""), "end_user": str(""),
+			"metadata": anyObj, "cache_hit": str(""), "request_tags": arr(str("")), "status": str("success or failure"), "call_id": str("Tollgate's call id (x-tollgate-call-id)"), "http_status": integer, "latency_ms": integer,
 			"reported_prompt_tokens": integer, "reported_completion_tokens": integer, "usage_clamped": boolean, "usage_estimated": boolean}),
+		"Readiness": object([]string{"status", "db"}, obj{"status": str("healthy or unhealthy"), "db": str("connected, unreachable, or Not connected"), "cache": obj{"type": "null"},
+			"litellm_version": str("Tollgate's version"), "version": str(""), "success_callbacks": arr(str("")), "use_aiohttp_transport": boolean, "log_level": str(""), "is_detailed_debug": boolean}),
+		"SpendSummaryDay": object([]string{"startTime", "spend", "users", "models"}, obj{"startTime": str("YYYY-MM-DD"), "spend": num, "users": obj{"type": "object", "additionalProperties": num},
+			"models": obj{"type": "object", "additionalProperties": num}}),
 		"ModelEntry": object(nil, obj{"model_name": str(""), "litellm_params": anyObj, "model_info": anyObj}),
 	}
 }

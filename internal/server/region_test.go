@@ -34,8 +34,9 @@ general_settings:
 		t.Fatalf("/customer/new: %d %v", resp.StatusCode, out)
 	}
 	for range 20 {
-		if resp, out := e.post(t, "/v1/chat/completions", "sk-1234", `{"model":"gpt-4","user":"anna","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 {
-			t.Fatalf("eu end user: %d %v", resp.StatusCode, out)
+		resp, out := e.post(t, "/v1/chat/completions", "sk-1234", `{"model":"gpt-4","user":"anna","messages":[{"role":"user","content":"hi"}]}`)
+		if resp.StatusCode != 200 || resp.Header.Get("x-litellm-model-region") != "eu" {
+			t.Fatalf("eu end user: %d %v (x-litellm-model-region %q)", resp.StatusCode, out, resp.Header.Get("x-litellm-model-region"))
 		}
 	}
 	if n, m := eu.Stats().Requests, us.Stats().Requests; n != 20 || m != 0 {

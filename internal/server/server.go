@@ -189,6 +189,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.authn = authn
 	s.snap = authn.Snapshot()
 	gopts := gateway.Options{
+		Version:        Version,
 		Routing:        cfg.Routing(),
 		Health:         s.health,
 		MaxBodyBytes:   cfg.MaxRequestBytes(),
@@ -502,20 +503,15 @@ func (s *Server) registerHealth() {
 	s.Handle("GET /health", apierror.Handler(s.log, s.healthAll))
 	s.Handle("GET /health/liveliness", http.HandlerFunc(alive))
 	s.Handle("GET /health/liveness", http.HandlerFunc(alive))
-	s.Handle("GET /health/readiness", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		db, status, code := "none", "healthy", http.StatusOK
-		if s.opts.Store != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			db = "connected"
-			if err := s.opts.Store.Ping(ctx); err != nil {
-				db, status, code = "unreachable", "unhealthy", http.StatusServiceUnavailable
-			}
+	s.Handle("GET /health/readiness", http.HandlerFunc(s.readiness))
+	s.Handle("GET /health/readiness/details", apierror.Handler(s.log, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := s.authn.Authenticate(r); err != nil {
+			return apierror.Unauthorized("%v", err)
 		}
-		w.WriteHeader(code)
-		fmt.Fprintf(w, `{"status":%q,"db":%q,"version":%q}`+"\n", status, db, Version)
+		s.readiness(w, r)
+		return nil
 	}))
+	s.Handle("GET /routes", apierror.Handler(s.log, s.listRoutes))
 }
 
 // Handle registers a route and remembers its pattern, so a test can check

@@ -206,7 +206,13 @@ type Organization struct {
 
 // SpendLog is one request's usage and cost.
 type SpendLog struct {
-	RequestID        string    `json:"request_id"`
+	RequestID string `json:"request_id"` // the gateway's call id (x-tollgate-call-id)
+	// ResponseID is the id of the upstream's answer (chatcmpl-..., msg_...),
+	// "" when it had none. SpendFilter.RequestID matches either id.
+	ResponseID string `json:"response_id"`
+	// CallType is LiteLLM's name of the operation: acompletion,
+	// atext_completion, aembedding, anthropic_messages.
+	CallType         string    `json:"call_type"`
 	KeyHash          string    `json:"api_key"`
 	UserID           string    `json:"user"`
 	TeamID           string    `json:"team_id"`
@@ -300,7 +306,8 @@ type KeyFilter struct {
 	Page
 }
 
-// SpendFilter narrows ListSpendLogs.
+// SpendFilter narrows ListSpendLogs. RequestID matches a row's RequestID
+// or its ResponseID.
 type SpendFilter struct {
 	RequestID, KeyHash, UserID, TeamID, EndUser string
 	From, To                                    time.Time // zero: unbounded

@@ -124,7 +124,7 @@ func BenchmarkApplySpend(b *testing.B) {
 		batch := make([]store.SpendLog, 100)
 		for i := range batch {
 			n++
-			batch[i] = store.SpendLog{RequestID: fmt.Sprintf("r%09d", n), KeyHash: "k", UserID: "u", TeamID: "t", ModelGroup: "gpt-4",
+			batch[i] = store.SpendLog{RequestID: fmt.Sprintf("r%09d", n), ResponseID: fmt.Sprintf("chatcmpl-%09d", n), CallType: "acompletion", KeyHash: "k", UserID: "u", TeamID: "t", ModelGroup: "gpt-4",
 				PromptTokens: 10, CompletionTokens: 8, Cost: 0.0001, Status: 200, StartedAt: now, EndedAt: now}
 		}
 		if err := s.ApplySpend(context.Background(), batch); err != nil {

@@ -14,7 +14,7 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-const spendCols = 20
+const spendCols = 22
 
 // insertChunk bounds the rows of one multi-row PostgreSQL INSERT (20
 // parameters each), so that a batch costs few round trips.
@@ -22,12 +22,12 @@ const insertChunk = 200
 
 const spendInsert = `INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 	prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
-	reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated) VALUES `
+	reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type) VALUES `
 
 func spendArgs(args []any, l *store.SpendLog) []any {
 	return append(args, l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider,
 		l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt),
-		l.ReportedPromptTokens, l.ReportedCompletionTokens, flag(l.UsageClamped), flag(l.UsageEstimated))
+		l.ReportedPromptTokens, l.ReportedCompletionTokens, flag(l.UsageClamped), flag(l.UsageEstimated), l.ResponseID, l.CallType)
 }
 
 // flag stores a bool as 0 or 1 (an INTEGER column on both engines).
@@ -245,7 +245,12 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		args = append(args, v)
 		conds = append(conds, fmt.Sprintf(cond, len(args)))
 	}
-	for _, c := range []struct{ col, v string }{{"request_id", f.RequestID}, {"key_hash", f.KeyHash}, {"user_id", f.UserID}, {"team_id", f.TeamID}, {"end_user", f.EndUser}} {
+	if f.RequestID != "" {
+		// The gateway's call id or the upstream answer's id.
+		args = append(args, f.RequestID, f.RequestID)
+		conds = append(conds, fmt.Sprintf("(request_id = $%d OR response_id = $%d)", len(args)-1, len(args)))
+	}
+	for _, c := range []struct{ col, v string }{{"key_hash", f.KeyHash}, {"user_id", f.UserID}, {"team_id", f.TeamID}, {"end_user", f.EndUser}} {
 		if c.v != "" {
 			add(c.col+" = $%d", c.v)
 		}
@@ -267,7 +272,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	limit, offset := f.PageBounds()
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 		prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
-		reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated
+		reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type
 		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args...)
 	if err != nil {
 		return nil, 0, err
@@ -279,7 +284,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		var started, ended, clamped, estimated int64
 		if err := rows.Scan(&l.RequestID, &l.KeyHash, &l.UserID, &l.TeamID, &l.EndUser, &l.ModelGroup, &l.Deployment, &l.Provider,
 			&l.PromptTokens, &l.CompletionTokens, &l.CachedTokens, &l.Cost, &l.Status, &l.LatencyMS, &started, &ended,
-			&l.ReportedPromptTokens, &l.ReportedCompletionTokens, &clamped, &estimated); err != nil {
+			&l.ReportedPromptTokens, &l.ReportedCompletionTokens, &clamped, &estimated, &l.ResponseID, &l.CallType); err != nil {
 			return nil, 0, err
 		}
 		l.StartedAt, l.EndedAt = fromMicros(started), fromMicros(ended)

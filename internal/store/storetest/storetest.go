@@ -397,7 +397,7 @@ func spendFilters(t *testing.T, s store.Store) {
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	var batch []store.SpendLog
 	for i := range 10 {
-		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%d", i), KeyHash: []string{"a", "b"}[i%2], TeamID: "t", Cost: 1, StartedAt: base.Add(time.Duration(i) * 24 * time.Hour)})
+		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%d", i), ResponseID: fmt.Sprintf("chatcmpl-%d", i), CallType: "acompletion", KeyHash: []string{"a", "b"}[i%2], TeamID: "t", Cost: 1, StartedAt: base.Add(time.Duration(i) * 24 * time.Hour)})
 	}
 	if err := s.ApplySpend(ctx, batch); err != nil {
 		t.Fatal(err)
@@ -409,6 +409,9 @@ func spendFilters(t *testing.T, s store.Store) {
 	}{
 		{"key", store.SpendFilter{KeyHash: "a"}, 5},
 		{"request id", store.SpendFilter{RequestID: "r3"}, 1},
+		{"response id", store.SpendFilter{RequestID: "chatcmpl-3"}, 1},
+		{"response id and key", store.SpendFilter{RequestID: "chatcmpl-3", KeyHash: "a"}, 0},
+		{"no such id", store.SpendFilter{RequestID: "chatcmpl-33"}, 0},
 		{"dates", store.SpendFilter{From: base.Add(2 * 24 * time.Hour), To: base.Add(5 * 24 * time.Hour)}, 3},
 		{"team and key", store.SpendFilter{TeamID: "t", KeyHash: "b"}, 5},
 	}
@@ -419,7 +422,7 @@ func spendFilters(t *testing.T, s store.Store) {
 		}
 	}
 	page, total, _ := s.ListSpendLogs(ctx, store.SpendFilter{Page: store.Page{Number: 1, Size: 3}})
-	if total != 10 || len(page) != 3 || page[0].RequestID != "r9" {
+	if total != 10 || len(page) != 3 || page[0].RequestID != "r9" || page[0].ResponseID != "chatcmpl-9" || page[0].CallType != "acompletion" {
 		t.Fatalf("newest first, paged: total %d len %d first %s", total, len(page), page[0].RequestID)
 	}
 }

@@ -291,9 +291,9 @@ function pager(page, load) {
 async function logsPage(page) {
   pager(page, async (n) => {
     const data = await api("GET", `/spend/logs?page=${n}&size=50`);
-    return [table(["Time", "Request", "Key", "Model", "Deployment", "Tokens in/out", "Cost", "Status", "Latency"], data.logs.map(l =>
+    return [table(["Time", "Request", "Key", "Model", "Deployment", "Tokens in/out", "Cost", "Status", "Latency"], data.map(l =>
       row(new Date(l.startTime).toLocaleString(), el("code", {}, l.request_id.slice(0, 12)), el("code", {}, (l.api_key || "").slice(0, 10)), l.model_group, l.model_id,
-        `${l.prompt_tokens} / ${l.completion_tokens}`, money(l.spend), String(l.status), l.latency_ms + " ms"))), n * 50 < data.total];
+        `${l.prompt_tokens} / ${l.completion_tokens}`, money(l.spend), String(l.http_status), l.latency_ms + " ms"))), data.length === 50];
   });
 }
 

@@ -1,0 +1,70 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/store/sqlstore"
+)
+
+// BenchmarkChatHandler is one inference request through the whole handler
+// (authentication, limits, budget hold, forward to the in-process demo
+// upstream, settle, spend row, response headers) with a virtual key, as a
+// whole answer and as a stream. Its allocations are the hot path's.
+func BenchmarkChatHandler(b *testing.B) {
+	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "tollgate.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := New(cfg, Options{Logger: testLogger, Store: st})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, ln); close(done) }()
+	defer func() { stop(); <-done }()
+	h := srv.Handler()
+
+	req := httptest.NewRequest("POST", "/key/generate", strings.NewReader(`{"max_budget": 1000000}`))
+	req.Header.Set("Authorization", "Bearer sk-1234")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var out struct{ Key string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != 200 {
+		b.Fatalf("/key/generate: %d %s", rec.Code, rec.Body)
+	}
+	for _, tt := range []struct{ name, body string }{
+		{"whole", `{"model":"demo","messages":[{"role":"user","content":"hello there"}]}`},
+		{"stream", `{"model":"demo","stream":true,"messages":[{"role":"user","content":"hello there"}]}`},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(tt.body))
+				req.Header.Set("Authorization", "Bearer "+out.Key)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("%d %s", rec.Code, rec.Body)
+				}
+			}
+		})
+	}
+}
