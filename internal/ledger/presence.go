@@ -159,7 +159,7 @@ func (s *Shared) Leave(ctx context.Context) {
 // closed reports whether a budgeted request must be refused rather than
 // spend a share while Redis is away.
 func (s *Shared) closed(accounts []*Account) bool {
-	return s.FailClosed || (s.Mode != nil && s.Mode(accounts) == EnforceStrict)
+	return s.failShut || (s.mode != nil && s.mode(accounts) == EnforceStrict)
 }
 
 // offline holds in process while Redis is away: on each budgeted account
@@ -168,7 +168,7 @@ func (s *Shared) closed(accounts []*Account) bool {
 func (s *Shared) offline(accounts []*Account, q ask, budgeted []*Account, cause string) (Hold, error) {
 	if len(budgeted) > 0 && s.closed(accounts) {
 		a, why := budgeted[0], "budget_enforcement is strict"
-		if s.FailClosed {
+		if s.failShut {
 			why = "budget_on_redis_failure is fail_closed"
 		}
 		return nil, &UnavailableError{Kind: a.Kind, ID: a.ID, Msg: fmt.Sprintf(

@@ -73,19 +73,15 @@ func asHold(r *Reservation, err error) (Hold, error) {
 // period than Redis has. Accounts without a budget stay in process. When
 // Redis does not answer, or the runner knows it is down, holds fall back to the
 // replica's own ledger, each budgeted account within this replica's share
-// of what remained (presence.go), or are refused (strict, FailClosed).
+// of what remained (presence.go), or are refused (strict, SharedOptions.FailClosed).
 type Shared struct {
 	r        *rscript.Runner
 	tag      string // "{prefix}": one Redis cluster slot for every key
 	prefix   string
 	id       string // this replica, in the presence set
 	LeaseTTL time.Duration
-	// Mode, when set, says how a request's accounts are enforced; it is
-	// asked only when Redis is away. Nil means EnforceDefault.
-	Mode func(accounts []*Account) Enforcement
-	// FailClosed refuses every budgeted request while Redis is away
-	// (litellm_settings.budget_on_redis_failure: fail_closed).
-	FailClosed bool
+	mode     func(accounts []*Account) Enforcement
+	failShut bool
 
 	log    *slog.Logger
 	warned atomic.Int64 // unix seconds of the last fallback warning
@@ -93,13 +89,31 @@ type Shared struct {
 	left   atomic.Bool  // Leave was called: no more heartbeats
 }
 
-// NewShared returns a Redis holder; prefix namespaces the keys (tests).
-func NewShared(r *rscript.Runner, prefix string, log *slog.Logger) *Shared {
+// SharedOptions configure a Shared holder.
+type SharedOptions struct {
+	// Prefix namespaces the keys ("tg" when empty; tests set their own).
+	Prefix string
+	Log    *slog.Logger
+	// Mode, when set, says how a request's accounts are enforced; it is
+	// asked only when Redis is away. Nil means EnforceDefault.
+	Mode func(accounts []*Account) Enforcement
+	// FailClosed refuses every budgeted request while Redis is away
+	// (litellm_settings.budget_on_redis_failure: fail_closed).
+	FailClosed bool
+}
+
+// NewShared returns a Redis holder on r.
+func NewShared(r *rscript.Runner, o SharedOptions) *Shared {
+	prefix := o.Prefix
 	if prefix == "" {
 		prefix = "tg"
 	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 	tag := "{" + prefix + "}"
-	return &Shared{r: r, tag: tag, prefix: tag + ":bud:", id: newReplicaID(), LeaseTTL: 15 * time.Minute, log: log}
+	return &Shared{r: r, tag: tag, prefix: tag + ":bud:", id: newReplicaID(), LeaseTTL: 15 * time.Minute, log: o.Log,
+		mode: o.Mode, failShut: o.FailClosed}
 }
 
 func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":" + a.ID }

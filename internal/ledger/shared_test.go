@@ -25,8 +25,8 @@ func TestSharedHolds(t *testing.T) {
 	m := miniredis.RunT(t)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	a := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
-	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
+	a := ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
+	b := ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
 	a.LeaseTTL = time.Minute
 	keyA := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 	keyB := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1)) // replica B's view
@@ -78,8 +78,8 @@ func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	ra := runner(t, c)
-	a := ledger.NewShared(ra, "t", slog.New(slog.DiscardHandler))
-	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
+	a := ledger.NewShared(ra, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
+	b := ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
 	keyA := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 	keyB := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 
@@ -145,7 +145,7 @@ func TestSharedHungRedis(t *testing.T) {
 	}()
 	r := runner(t, redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1}))
 	r.Recover() // as if it had answered the first ping: the first hold asks it
-	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
 	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 	start := time.Now()
 	h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.5))
@@ -177,7 +177,7 @@ func TestSharedCarriesOfflineSpendOnce(t *testing.T) {
 	m := miniredis.RunT(t)
 	ctx := context.Background()
 	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
-	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
 	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(100))
 	// Redis sees the account, then goes away while 0.5 is spent.
 	h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.1))
@@ -200,7 +200,7 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 	m := miniredis.RunT(t)
 	ctx := context.Background()
 	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
-	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
 	spent := func() string { return m.HGet("{t}:bud:key:k", "spent") }
 	usd := func(d float64) string { return strconv.FormatInt(int64(ledger.USD(d)), 10) }
 
@@ -261,7 +261,7 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 func TestSharedReseedWithOfflineSpend(t *testing.T) {
 	m := miniredis.RunT(t)
 	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
-	s := ledger.NewShared(r, "t", slog.New(slog.DiscardHandler))
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
 	for trial := range 20 {
 		m.FlushAll()
 		key := ledger.NewAccount(store.KindKey, "k", ledger.USD(1), ledger.USD(100))
@@ -317,8 +317,8 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	ra := runner(t, c)
-	a := ledger.NewShared(ra, "t", slog.New(slog.DiscardHandler))
-	b := ledger.NewShared(runner(t, c), "t", slog.New(slog.DiscardHandler))
+	a := ledger.NewShared(ra, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
+	b := ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
 	for _, s := range []*ledger.Shared{a, b} {
 		if n, err := s.Heartbeat(ctx); err != nil || n < 1 {
 			t.Fatal(n, err)
@@ -366,20 +366,18 @@ func TestSharedShareWhileCutOff(t *testing.T) {
 	}
 
 	modes := []struct {
-		name  string
-		setup func(s *ledger.Shared)
+		name string
+		opts ledger.SharedOptions
 	}{
-		{"strict", func(s *ledger.Shared) {
-			s.Mode = func([]*ledger.Account) ledger.Enforcement { return ledger.EnforceStrict }
-		}},
-		{"fail-closed", func(s *ledger.Shared) { s.FailClosed = true }},
+		{"strict", ledger.SharedOptions{Mode: func([]*ledger.Account) ledger.Enforcement { return ledger.EnforceStrict }}},
+		{"fail-closed", ledger.SharedOptions{FailClosed: true}},
 	}
 	for _, tt := range modes {
 		rs := runner(t, c)
 		rs.Degrade(errAway)
-		s := ledger.NewShared(rs, "t", slog.New(slog.DiscardHandler))
+		tt.opts.Prefix, tt.opts.Log = "t", slog.New(slog.DiscardHandler)
+		s := ledger.NewShared(rs, tt.opts)
 		m.Close() // Redis is really away: a strict hold asks it, and is refused
-		tt.setup(s)
 		other := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
 		var un *ledger.UnavailableError
 		if _, err := s.Reserve(ctx, []*ledger.Account{other}, ledger.USD(0.01)); !errors.As(err, &un) {
@@ -413,7 +411,7 @@ func TestCarryOfflineOnStop(t *testing.T) {
 	m := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	r := runner(t, c)
-	s := ledger.NewShared(r, "carry", slog.New(slog.DiscardHandler))
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "carry", Log: slog.New(slog.DiscardHandler)})
 	book := ledger.NewBook(nil)
 	budget := 1.0
 	key := book.Account(store.KindKey, "k", ledger.Spec{Budget: &budget})

@@ -24,7 +24,7 @@ func holders(t *testing.T) map[string]func() ledger.Holder {
 		"local": func() ledger.Holder { return ledger.Local{} },
 		"redis": func() ledger.Holder {
 			n++ // a fresh prefix per use: accounts do not meet across cases
-			return ledger.NewShared(runner(t, c), "upto"+string(rune('a'+n)), slog.New(slog.DiscardHandler))
+			return ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: "upto" + string(rune('a'+n)), Log: slog.New(slog.DiscardHandler)})
 		},
 	}
 }

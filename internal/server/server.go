@@ -241,9 +241,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if rc != nil && books != nil {
 		// Budgets are held on Redis too, so replicas share them exactly;
 		// the runner says for both whether Redis answers.
-		shared := ledger.NewShared(rc, opts.RedisPrefix, opts.Logger)
-		shared.Mode = s.enforcement
-		shared.FailClosed = cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed"
+		shared := ledger.NewShared(rc, ledger.SharedOptions{Prefix: opts.RedisPrefix, Log: opts.Logger,
+			Mode: s.enforcement, FailClosed: cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed"})
 		books.Holder = shared
 		s.shared = shared
 	}
