@@ -200,6 +200,16 @@ func TestBudgetObjectsAreEnforced(t *testing.T) {
 			t.Fatalf("key without its budget: %d %v", s, out)
 		}
 
+		// A budget's model_max_budget binds its keys per model.
+		e.do("POST", "/budget/new", "sk-1234", `{"budget_id": "no-gpt-4", "model_max_budget": {"gpt-4": {"max_budget": 0}}}`)
+		k4 := e.generate(`{"budget_id": "no-gpt-4"}`)
+		if s, out := e.chat(k4, "gpt-4"); s != 400 || !strings.Contains(toJSON(out), "budget_exceeded") {
+			t.Fatalf("key whose budget gives gpt-4 nothing: %d %v, want 400 budget_exceeded", s, out)
+		}
+		if s, out := e.chat(k4, "gpt-3.5-turbo"); s != 200 {
+			t.Fatalf("key whose budget leaves gpt-3.5-turbo alone: %d %v", s, out)
+		}
+
 		// A team membership's budget binds the member's keys in that team.
 		e.do("POST", "/budget/new", "sk-1234", `{"budget_id": "member-tier", "rpm_limit": 1}`)
 		if s, out := e.do("POST", "/team/new", "sk-1234", `{"team_id": "squad", "members_with_roles": [{"user_id": "ann", "role": "user", "budget_id": "member-tier"}, {"user_id": "bob", "role": "user"}]}`); s != 200 {

@@ -261,7 +261,39 @@ func (s *Snapshot) keyWithBudget(k *store.Key) *store.Key {
 	e := *k
 	fillLimits(&e.Limits, &b.Limits)
 	fillF(&e.SoftBudget, b.SoftBudget)
+	if len(e.ModelMaxBudget) == 0 {
+		e.ModelMaxBudget = modelBudgets(b.ModelMaxBudget)
+	}
 	return &e
+}
+
+// modelBudgets is a budget object's model_max_budget ({"model":
+// {"max_budget": n}}, or LiteLLM's key shapes: a number, {"budget_limit":
+// n}) as a key's per-model budgets; nil when it names none.
+func modelBudgets(m map[string]any) map[string]float64 {
+	var out map[string]float64
+	for model, v := range m {
+		var f float64
+		switch x := v.(type) {
+		case float64:
+			f = x
+		case map[string]any:
+			n, ok := x["max_budget"].(float64)
+			if !ok {
+				if n, ok = x["budget_limit"].(float64); !ok {
+					continue
+				}
+			}
+			f = n
+		default:
+			continue
+		}
+		if out == nil {
+			out = map[string]float64{}
+		}
+		out[model] = f
+	}
+	return out
 }
 
 func (s *Snapshot) endUserWithBudget(u *store.EndUser) *store.EndUser {
