@@ -132,7 +132,18 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse reads and validates a config; name is used in error messages.
-func Parse(name string, data []byte) (*Config, error) {
+// Input the YAML library cannot cope with is an error, never a panic (the
+// decoder has panicked on malformed input found by FuzzParse).
+func Parse(name string, data []byte) (cfg *Config, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cfg, err = nil, fmt.Errorf("%s: not a config Tollgate can read: the YAML decoder failed on it (%v)", name, r)
+		}
+	}()
+	return parse(name, data)
+}
+
+func parse(name string, data []byte) (*Config, error) {
 	// environment_variables are applied before any value is resolved.
 	var env struct {
 		EnvironmentVariables map[string]any `yaml:"environment_variables"`
