@@ -248,7 +248,7 @@ func redacted(d *config.Deployment, db bool) map[string]any {
 			params[k] = v
 		}
 	}
-	set("api_base", d.APIBase, d.APIBase != "")
+	set("api_base", provider.ShownBase(d.APIBase), d.APIBase != "") // credentials in the URL stay hidden
 	set("api_version", d.APIVersion, d.APIVersion != "")
 	set("rpm", d.RPM, d.RPM > 0)
 	set("tpm", d.TPM, d.TPM > 0)

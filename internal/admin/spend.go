@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/tokens"
 	"github.com/tollgate/tollgate/internal/usage"
@@ -281,7 +282,7 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 		if d.Model != "" {
 			row.Model = d.Model
 		}
-		row.APIBase, _, _ = strings.Cut(d.APIBase, "?")
+		row.APIBase = provider.ShownBase(d.APIBase)
 	}
 	return row
 }

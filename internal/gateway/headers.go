@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/auth"
@@ -98,8 +97,7 @@ func keyLimitHeaders(h http.Header, p *auth.Principal) {
 func (c *call) attemptHeaders(h http.Header, t *provider.Target, group string) {
 	setBoth(h, hdrModelID, llmModelID, t.D.ID)
 	if base := t.D.APIBase; base != "" {
-		base, _, _ = strings.Cut(base, "?") // a query string may carry a secret
-		h[llmAPIBase] = []string{base}
+		h[llmAPIBase] = []string{provider.ShownBase(base)} // a URL may carry credentials
 	} else {
 		delete(h, llmAPIBase)
 	}

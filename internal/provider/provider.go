@@ -285,3 +285,25 @@ func (p *Clients) For(provider string) *http.Client {
 	p.m[provider] = c
 	return c
 }
+
+// ShownBase is an api_base as it may be shown to callers (response headers,
+// spend logs, /model/info): without the user information and query string
+// a URL may carry credentials in.
+func ShownBase(base string) string {
+	if !strings.ContainsAny(base, "?#@") {
+		return base // the usual case, without an allocation
+	}
+	base, _, _ = strings.Cut(base, "?")
+	base, _, _ = strings.Cut(base, "#")
+	if scheme, rest, ok := strings.Cut(base, "://"); ok {
+		host, path, _ := strings.Cut(rest, "/")
+		if i := strings.LastIndexByte(host, '@'); i >= 0 {
+			host = host[i+1:]
+		}
+		base = scheme + "://" + host
+		if path != "" || strings.HasSuffix(rest, "/") {
+			base += "/" + path
+		}
+	}
+	return base
+}

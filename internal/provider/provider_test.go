@@ -140,3 +140,19 @@ func TestPriceOverrides(t *testing.T) {
 		})
 	}
 }
+
+// TestShownBase: credentials a URL may carry (user information, a query
+// string) never leave in what callers are shown of an api_base.
+func TestShownBase(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://api.openai.com/v1":                           "https://api.openai.com/v1",
+		"https://user:secret@llm.internal:8443/v1/":           "https://llm.internal:8443/v1/",
+		"https://x.openai.azure.com/openai?api-key=SECRET123": "https://x.openai.azure.com/openai",
+		"http://u:p@host?k=v#frag":                            "http://host",
+		"":                                                    "",
+	} {
+		if got := ShownBase(in); got != want {
+			t.Errorf("ShownBase(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
