@@ -99,6 +99,20 @@ func (a *API) namedByEmail(ms []store.TeamMember) (unknown bool) {
 	return unknown
 }
 
+// emailsAgree refuses a member given by a user_id and a user_email that
+// belongs to another user: creating her would give two users one email.
+func (a *API) emailsAgree(param string, ms []store.TeamMember) error {
+	for _, m := range ms {
+		if m.UserID == "" || m.UserEmail == "" {
+			continue
+		}
+		if u, ok := a.userByEmail(m.UserEmail); ok && u.UserID != m.UserID {
+			return apierror.BadRequest(param, "user_email %s belongs to user %s, not to %s", m.UserEmail, u.UserID, m.UserID)
+		}
+	}
+	return nil
+}
+
 // createByEmail creates, as LiteLLM does, a user for each member given by
 // an email no user has (an internal_user without a key), and names the
 // member by her new user_id.
@@ -252,6 +266,9 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	t.BudgetDuration, t.BudgetResetAt = nextReset(a, req.BudgetDuration)
 	fillTeamDefaults(t)
 	if err := a.checkTeamInOrg(r.Context(), t); err != nil {
+		return err
+	}
+	if err := a.emailsAgree("members_with_roles", t.Members); err != nil {
 		return err
 	}
 	a.namedByEmail(t.Members)
@@ -494,6 +511,9 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		}
 		if obj.Has("members_with_roles") {
 			t.Members = req.Members
+			if err := a.emailsAgree("members_with_roles", t.Members); err != nil {
+				return err
+			}
 			a.namedByEmail(t.Members)
 			if err := a.createByEmail(r, p, t.Members); err != nil {
 				return err
@@ -572,6 +592,9 @@ func (a *API) teamMemberAdd(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		if err := checkUSD("max_budget_in_team", *req.MaxBudgetInTeam); err != nil {
 			return err
 		}
+	}
+	if err := a.emailsAgree("member", members); err != nil {
+		return err
 	}
 	unknown := a.namedByEmail(members)
 	t, err := a.changeTeam(r, p, req.TeamID, "member_added", func(t *store.Team) error {

@@ -281,6 +281,10 @@ func (m *Books) estimate(price pricing.Price, req *request, bound, bodyLen int64
 	return min(ledger.USD(price.WorstCase(promptEstimate(bound, bodyLen), out)), worst)
 }
 
+// perSecondHold is how long a request to a deployment priced per second
+// holds that price for when the deployment sets no timeout.
+const perSecondHold = time.Minute
+
 // coldOutput is the output a capped hold pays for per completion on a
 // deployment whose answers have not been seen yet (and without max_tokens).
 const coldOutput = 1024
@@ -333,6 +337,8 @@ type charge struct {
 	// and the cost to worst.
 	promptMax, outputMax int64
 	worst                ledger.Amount
+	// timeHold is the part of worst that pays for a per-second price.
+	timeHold ledger.Amount
 	// capN, when set, is the output per completion the request is capped
 	// to: its worst case did not fit the budget while another request that
 	// may overshoot was in flight (default mode).
@@ -380,9 +386,10 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	bound := promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
 	out := outputBound(asked, req)
 	tokenWorst := ledger.USD(asked.WorstCase(bound, out))
-	// A deployment priced per second holds its price for the longest the
-	// exchange may take (its timeout) on top of its tokens' worst case.
-	timeHold := ledger.USD(asked.TimeCost(cl.g.timeoutFor(t, false)))
+	// A deployment priced per second holds its price for its timeout (a
+	// minute when it sets none) on top of its tokens' worst case; the time
+	// an answer really takes is charged in full at settle.
+	timeHold := ledger.USD(asked.TimeCost(cmp.Or(t.D.Timeout, perSecondHold)))
 	worst := tokenWorst + timeHold
 	holder := m.Holder
 	if holder == nil {
@@ -451,7 +458,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		return nil, e
 	}
 	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
-		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capN: capTokens}
+		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold}
 	if capTokens > 0 {
 		// Settlement holds the upstream to the cap it was given.
 		c.outputMax = satMul(capTokens, c.outputs)
@@ -535,10 +542,11 @@ func (c *charge) settle(res *result) (cost float64) {
 	clamped := c.clamp(&u)
 	// The ledger's precision is the books' precision; a per-second price
 	// is charged for the time the upstream took.
-	amount := ledger.USD(c.price.Cost(u)) + ledger.USD(c.price.TimeCost(res.upstream))
-	if amount > c.worst {
-		amount, clamped = c.worst, true
+	amount := ledger.USD(c.price.Cost(u))
+	if tokenWorst := max(c.worst-c.timeHold, 0); amount > tokenWorst {
+		amount, clamped = tokenWorst, true
 	}
+	amount += ledger.USD(c.price.TimeCost(res.upstream)) // never clamped: the upstream bills it
 	if clamped && res.hasUsage {
 		l.UsageClamped = true
 		c.m.alarm(&l, res.usage, u, amount)
