@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -168,7 +167,7 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	summarize := true
 	if v := q.Get("summarize"); v != "" {
 		var ok bool
-		if summarize, ok = parseBool(v); !ok {
+		if summarize, ok = config.QueryFlag(v); !ok {
 			return apierror.BadRequest("summarize", "summarize must be true or false; got %q", v)
 		}
 	}
@@ -205,17 +204,6 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		out = append(out, litellmSpendLog(&logs[i], deps[logs[i].Deployment]))
 	}
 	return writeJSON(w, out)
-}
-
-// parseBool reads a query flag as FastAPI does (true/false, 1/0, yes/no, on/off).
-func parseBool(v string) (val, ok bool) {
-	switch strings.ToLower(v) {
-	case "true", "1", "yes", "on", "t", "y":
-		return true, true
-	case "false", "0", "no", "off", "f", "n":
-		return false, true
-	}
-	return false, false
 }
 
 // spendLogRow is one row of /spend/logs: LiteLLM's LiteLLM_SpendLogs

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/goccy/go-yaml"
@@ -342,4 +343,16 @@ func ParseModelEntry(entry []byte) (Deployment, error) {
 		return Deployment{}, fmt.Errorf("expected one model, got %d", len(c.Deployments))
 	}
 	return c.Deployments[0], nil
+}
+
+// QueryFlag reads a boolean query parameter as LiteLLM's FastAPI does
+// (true/false, 1/0, yes/no, on/off, t/f, y/n); ok is false for anything else.
+func QueryFlag(v string) (val, ok bool) {
+	switch strings.ToLower(v) {
+	case "true", "1", "yes", "on", "t", "y":
+		return true, true
+	case "false", "0", "no", "off", "f", "n":
+		return false, true
+	}
+	return false, false
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/router"
 )
@@ -39,7 +40,7 @@ func (g *Gateway) models(w http.ResponseWriter, r *http.Request) error {
 			continue
 		}
 		var ok bool
-		if flags[i], ok = parseFlag(v); !ok {
+		if flags[i], ok = config.QueryFlag(v); !ok {
 			return apierror.BadRequest(name, "%s must be true or false; got %q", name, clip(v))
 		}
 	}
@@ -126,17 +127,6 @@ func (g *Gateway) models(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/json")
 	_, err = w.Write(out)
 	return err
-}
-
-// parseFlag reads a query flag as LiteLLM's FastAPI does.
-func parseFlag(v string) (val, ok bool) {
-	switch strings.ToLower(v) {
-	case "true", "1", "yes", "on", "t", "y":
-		return true, true
-	case "false", "0", "no", "off", "f", "n":
-		return false, true
-	}
-	return false, false
 }
 
 // seesEveryModel: the master key, open mode, and the proxy admin roles.
