@@ -276,6 +276,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.registerHealth()
 	openapi.Register(pageHeaders(s.Handle), Version)
 	ui.Register(pageHeaders(s.Handle))
+	s.mux.Handle("/", unmatched(s.mux)) // not a route: kept out of Server.Routes
 	s.handler = apierror.Recover(s.log, bodyDeadline(s.mux, cfg.RequestBodyTimeout()))
 	return s, nil
 }
