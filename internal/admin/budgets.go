@@ -48,10 +48,14 @@ type budgetRequest struct {
 var budgetMembers = []string{"max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit",
 	"budget_duration", "model_max_budget", "budget_reset_at"}
 
-func (b *budgetRequest) validate() error {
-	p := keyParams{MaxBudget: b.MaxBudget, SoftBudget: b.SoftBudget, BudgetDuration: b.BudgetDuration,
+// fields are the request's limits as any entity's request has them.
+func (b *budgetRequest) fields() *budgetFields {
+	return &budgetFields{MaxBudget: b.MaxBudget, SoftBudget: b.SoftBudget, BudgetDuration: b.BudgetDuration,
 		MaxParallelRequests: b.MaxParallelRequests, TPMLimit: b.TPMLimit, RPMLimit: b.RPMLimit}
-	if err := p.validate(); err != nil {
+}
+
+func (b *budgetRequest) validate() error {
+	if err := b.fields().validate(); err != nil {
 		return err
 	}
 	for m, v := range b.ModelMaxBudget {
@@ -72,28 +76,12 @@ func (b *budgetRequest) validate() error {
 	return nil
 }
 
-// apply copies the members obj has onto b.
+// apply copies the members obj has onto b: the limits as on any entity
+// (applyBudget), then what only a budget object has.
 func (b *budgetRequest) apply(a *API, obj *jsonbody.Object, to *store.Budget) {
-	if obj.Has("max_budget") {
-		to.MaxBudget = b.MaxBudget
-	}
-	if obj.Has("soft_budget") {
-		to.SoftBudget = b.SoftBudget
-	}
-	if obj.Has("max_parallel_requests") {
-		to.MaxParallelRequests = b.MaxParallelRequests
-	}
-	if obj.Has("tpm_limit") {
-		to.TPMLimit = b.TPMLimit
-	}
-	if obj.Has("rpm_limit") {
-		to.RPMLimit = b.RPMLimit
-	}
+	a.applyBudget(obj, b.fields(), &to.Limits, &to.SoftBudget, nil)
 	if obj.Has("model_max_budget") {
 		to.ModelMaxBudget = b.ModelMaxBudget
-	}
-	if obj.Has("budget_duration") {
-		to.BudgetDuration, to.BudgetResetAt = nextReset(a, b.BudgetDuration)
 	}
 	if obj.Has("budget_reset_at") && b.BudgetResetAt != nil {
 		at := b.BudgetResetAt.UTC()

@@ -289,7 +289,7 @@ func (a *API) userUpsert(w http.ResponseWriter, r *http.Request, p *auth.Princip
 }
 
 // applyBudget copies the budget fields present in the request to an
-// entity's limits l, its soft budget (nil: it has none) and metadata.
+// entity's limits l, its soft budget and its metadata (nil: it has none).
 func (a *API) applyBudget(obj *jsonbody.Object, b *budgetFields, l *store.Limits, soft **float64, meta *map[string]any) {
 	if obj.Has("max_budget") {
 		l.MaxBudget = b.MaxBudget
@@ -309,7 +309,7 @@ func (a *API) applyBudget(obj *jsonbody.Object, b *budgetFields, l *store.Limits
 	if obj.Has("rpm_limit") {
 		l.RPMLimit = b.RPMLimit
 	}
-	if obj.Has("metadata") {
+	if obj.Has("metadata") && meta != nil {
 		*meta = b.Metadata
 	}
 }
