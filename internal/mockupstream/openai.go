@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/echo"
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // request holds the fields of OpenAI and Anthropic requests the mock reads.
@@ -307,17 +308,7 @@ func (s *Server) appendUsage(r *http.Request, b []byte, prompt, completion int64
 		b = append(b, `"usage":`...)
 		return append(b, u...)
 	}
-	return appendUsage(b, prompt, completion)
-}
-
-func appendUsage(b []byte, prompt, completion int64) []byte {
-	b = append(b, `"usage":{"prompt_tokens":`...)
-	b = strconv.AppendInt(b, prompt, 10)
-	b = append(b, `,"completion_tokens":`...)
-	b = strconv.AppendInt(b, completion, 10)
-	b = append(b, `,"total_tokens":`...)
-	b = strconv.AppendInt(b, prompt+completion, 10)
-	return append(b, '}')
+	return usage.AppendOpenAI(b, prompt, completion)
 }
 
 func appendJSON(b []byte, s string) []byte {

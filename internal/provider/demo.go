@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/echo"
+	"github.com/tollgate/tollgate/internal/usage"
 )
 
 // The built-in demo model answers inside the process, so a fresh install can
@@ -162,7 +163,7 @@ func (in *demoRequest) whole(chat bool, id string, created int64, words []string
 	b = append(b, `,"finish_reason":"`...)
 	b = append(b, finish...)
 	b = append(b, `"}],`...)
-	b = demoUsage(b, prompt, int64(len(words)))
+	b = usage.AppendOpenAI(b, prompt, int64(len(words)))
 	return append(b, '}')
 }
 
@@ -211,20 +212,10 @@ func (in *demoRequest) stream(chat bool, id string, created int64, words []strin
 		b = append(b, "data: "...)
 		b = in.head(b, id, "chat.completion.chunk", created)
 		b = append(b, `,"choices":[],`...)
-		b = demoUsage(b, prompt, int64(len(words)))
+		b = usage.AppendOpenAI(b, prompt, int64(len(words)))
 		b = append(b, "}\n\n"...)
 	}
 	return append(b, "data: [DONE]\n\n"...)
-}
-
-func demoUsage(b []byte, prompt, completion int64) []byte {
-	b = append(b, `"usage":{"prompt_tokens":`...)
-	b = strconv.AppendInt(b, prompt, 10)
-	b = append(b, `,"completion_tokens":`...)
-	b = strconv.AppendInt(b, completion, 10)
-	b = append(b, `,"total_tokens":`...)
-	b = strconv.AppendInt(b, prompt+completion, 10)
-	return append(b, '}')
 }
 
 func demoJSON(s string) []byte {

@@ -3,7 +3,10 @@
 // Anthropic answer, with the normalisation between the two conventions.
 package usage
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strconv"
+)
 
 // Usage is token usage in OpenAI's convention: Prompt counts every prompt
 // token, the cache reads (Cached) and cache creation (CacheCreation)
@@ -103,4 +106,17 @@ func (a Anthropic) Usage() Usage {
 func (u Usage) Anthropic() Anthropic {
 	return Anthropic{InputTokens: max(u.Prompt-u.Cached-u.CacheCreation, 0), OutputTokens: u.Completion,
 		CacheReadInputTokens: u.Cached, CacheCreationInputTokens: u.CacheCreation}
+}
+
+// AppendOpenAI appends the "usage" member of an OpenAI answer for prompt
+// and completion tokens, without encoding a struct: what the demo model and
+// the mock upstream write on every answer.
+func AppendOpenAI(b []byte, prompt, completion int64) []byte {
+	b = append(b, `"usage":{"prompt_tokens":`...)
+	b = strconv.AppendInt(b, prompt, 10)
+	b = append(b, `,"completion_tokens":`...)
+	b = strconv.AppendInt(b, completion, 10)
+	b = append(b, `,"total_tokens":`...)
+	b = strconv.AppendInt(b, prompt+completion, 10)
+	return append(b, '}')
 }
