@@ -120,31 +120,10 @@ func TestConcurrencyBoundByMode(t *testing.T) {
 				}
 				const budget = 0.05
 				key := newKey(t, e, `{"max_budget": 0.05}`)
-				var ok, refused atomic.Int64
-				send := func(clients, each int) {
-					var wg sync.WaitGroup
-					for range clients {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							for range each {
-								switch resp, out := e.post(t, "/v1/chat/completions", key, tt.body); resp.StatusCode {
-								case 200:
-									ok.Add(1)
-								case 400:
-									refused.Add(1)
-								default:
-									t.Errorf("%d %v", resp.StatusCode, out)
-								}
-							}
-						}()
-					}
-					wg.Wait()
-				}
 				// 200 requests at once, then 40 clients × 10 more: enough to
 				// spend the budget about three times over.
-				send(200, 1)
-				send(40, 10)
+				n := burst(t, e, key, tt.body)
+				ok, refused := &n.ok, &n.refused
 				e.srv.writer.Flush()
 				k, err := st.GetKey(context.Background(), sha(key))
 				if err != nil {
@@ -192,32 +171,8 @@ func TestDefaultBoundSurvivesLongAnswers(t *testing.T) {
 		}
 		const budget = 0.05
 		key := newKey(t, e, `{"max_budget": 0.05}`)
-		var ok, capped, refused atomic.Int64
-		send := func(clients, each int) {
-			var wg sync.WaitGroup
-			for range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for range each {
-						switch resp, out := e.post(t, "/v1/chat/completions", key, hi); resp.StatusCode {
-						case 200:
-							ok.Add(1)
-							if resp.Header.Get("x-tollgate-output-capped") != "" {
-								capped.Add(1)
-							}
-						case 400:
-							refused.Add(1)
-						default:
-							t.Errorf("%d %v", resp.StatusCode, out)
-						}
-					}
-				}()
-			}
-			wg.Wait()
-		}
-		send(200, 1)
-		send(40, 10)
+		n := burst(t, e, key, hi)
+		ok, capped, refused := &n.ok, &n.capped, &n.refused
 		e.srv.writer.Flush()
 		k, err := st.GetKey(context.Background(), sha(key))
 		if err != nil {
@@ -232,4 +187,41 @@ func TestDefaultBoundSurvivesLongAnswers(t *testing.T) {
 			t.Fatalf("spend %v on a budget of %v, bound %v; %d served, %d of them capped", k.Spend, budget, budget+one, ok.Load(), capped.Load())
 		}
 	})
+}
+
+// served counts a burst's answers: served (of them capped) and refused
+// for the budget.
+type served struct{ ok, capped, refused atomic.Int64 }
+
+// burst sends body on key 200 times at once, then from 40 clients 10 times
+// each; any answer but 200 or a 400 budget refusal fails the test.
+func burst(t *testing.T, e *spendEnv, key, body string) *served {
+	t.Helper()
+	var n served
+	send := func(clients, each int) {
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range each {
+					switch resp, out := e.post(t, "/v1/chat/completions", key, body); resp.StatusCode {
+					case 200:
+						n.ok.Add(1)
+						if resp.Header.Get("x-tollgate-output-capped") != "" {
+							n.capped.Add(1)
+						}
+					case 400:
+						n.refused.Add(1)
+					default:
+						t.Errorf("%d %v", resp.StatusCode, out)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	send(200, 1)
+	send(40, 10)
+	return &n
 }
