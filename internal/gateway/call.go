@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // call is one inference request on its way through the gateway: who asked
@@ -27,16 +28,20 @@ type call struct {
 	id    string
 	start time.Time
 
-	p      *auth.Principal
-	req    *request
-	rt     *router.Router    // the routing table the call started with
-	model  string            // the model group the request resolved to
-	region string            // the end user's allowed_model_region; "" any
-	ticket *ratelimit.Ticket // its place under the rate limits; nil: none apply
-	target *provider.Target  // the deployment of the last attempt
-	hold   hold              // the budget hold of the attempt in flight
-	res    result            // what the last attempt produced
-	cost   float64           // what the call was booked
+	p     *auth.Principal
+	req   *request
+	rt    *router.Router // the routing table the call started with
+	model string         // the model group the request resolved to
+	// endUser is the request's end user as an operator configured her (or
+	// as her first request made her); nil when the request names none or
+	// she is not known yet. Found once: limits, budgets, routing and labels
+	// all read it.
+	endUser *store.EndUser
+	ticket  *ratelimit.Ticket // its place under the rate limits; nil: none apply
+	target  *provider.Target  // the deployment of the last attempt
+	hold    hold              // the budget hold of the attempt in flight
+	res     result            // what the last attempt produced
+	cost    float64           // what the call was booked
 
 	retries, fellBack int
 }
@@ -96,7 +101,18 @@ func (c *call) decode() error {
 	if c.op == provider.OpMessages {
 		c.req.anthropicUser()
 	}
+	if c.req.user != "" {
+		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)
+	}
 	return nil
+}
+
+// region is the end user's allowed_model_region; "" allows any.
+func (c *call) region() string {
+	if c.endUser == nil {
+		return ""
+	}
+	return c.endUser.AllowedModelRegion
 }
 
 // route finds the model group the request names (through the key's and the
@@ -120,23 +136,19 @@ func (c *call) route() (*router.Group, error) {
 		return nil, apierror.Forbidden("this key may not use model %q", clip(c.req.model))
 	}
 	c.callHeaders(c.w.Header())
-	if c.req.user != "" {
-		if e, ok := c.g.auth.Snapshot().EndUser(c.req.user); ok {
-			c.region = e.AllowedModelRegion
-		}
-	}
 	return grp, nil
 }
 
 // outOfRegion lists g's deployments the call may not use: with the end
 // user's allowed_model_region, those of another region_name (or none).
 func (c *call) outOfRegion(g *router.Group) []*provider.Target {
-	if c.region == "" {
+	region := c.region()
+	if region == "" {
 		return nil
 	}
 	var out []*provider.Target
 	for _, t := range g.Targets {
-		if t.D.Region != c.region {
+		if t.D.Region != region {
 			out = append(out, t)
 		}
 	}
@@ -177,8 +189,8 @@ func (c *call) attempts(grp *router.Group) error {
 			chain = append(chain, fg)
 		}
 	}
-	if c.region != "" && !slices.ContainsFunc(chain, func(g *router.Group) bool { return len(c.outOfRegion(g)) < len(g.Targets) }) {
-		e := apierror.BadRequest("model", "no deployment of model %q (or its fallbacks) is in region %q, the allowed_model_region of end user %q", clip(c.req.model), c.region, clip(c.req.user))
+	if region := c.region(); region != "" && !slices.ContainsFunc(chain, func(g *router.Group) bool { return len(c.outOfRegion(g)) < len(g.Targets) }) {
+		e := apierror.BadRequest("model", "no deployment of model %q (or its fallbacks) is in region %q, the allowed_model_region of end user %q", clip(c.req.model), region, clip(c.req.user))
 		e.Code = "no_deployment_in_region"
 		return e
 	}

@@ -63,7 +63,7 @@ func (s *nameSet) admit(name string, limit int64) bool {
 // when they exist, and the end user only when an operator created it. A
 // name a wildcard group forwarded is a label only once the upstream served
 // it, and at most maxWildcardNames of them.
-func (o *Telemetry) labels(m *metrics.Request, rt *router.Router, p *auth.Principal, requested, endUser string, t *provider.Target, status int) {
+func (o *Telemetry) labels(m *metrics.Request, rt *router.Router, p *auth.Principal, requested, endUser string, e *store.EndUser, t *provider.Target, status int) {
 	m.ModelGroup, m.RequestModel, m.ResponseModel = metrics.Unknown, metrics.Unknown, metrics.Unknown
 	if requested != "" && rt != nil {
 		if grp, ok := rt.Group(p.ResolveModel(requested)); ok {
@@ -104,10 +104,8 @@ func (o *Telemetry) labels(m *metrics.Request, rt *router.Router, p *auth.Princi
 	}
 	if endUser != "" {
 		m.EndUser = metrics.Unknown
-		if o.Snap != nil {
-			if e, ok := o.Snap.EndUser(endUser); ok && configuredEndUser(e) {
-				m.EndUser = endUser
-			}
+		if e != nil && configuredEndUser(e) {
+			m.EndUser = endUser
 		}
 	}
 }

@@ -26,8 +26,6 @@ type Limits interface {
 // user's, team's and end user's own limits, and the gateway's besides.
 type RateLimits struct {
 	Limiter *ratelimit.Limiter
-	// Snap finds end users' limits.
-	Snap *auth.Snapshot
 	// GlobalParallel bounds requests in flight gateway-wide (0: none).
 	GlobalParallel int64
 	// Buckets are agentgateway localRateLimit token buckets.
@@ -60,7 +58,7 @@ func window(scope ratelimit.Scope, label string, l *store.Limits, tk *ratelimit.
 }
 
 // rules fills tk with every limit the request is subject to.
-func (l *RateLimits) rules(p *auth.Principal, req *request, model string, tk *ratelimit.Ticket) {
+func (l *RateLimits) rules(p *auth.Principal, req *request, e *store.EndUser, model string, tk *ratelimit.Ticket) {
 	if l.GlobalParallel > 0 {
 		tk.Add(ratelimit.Rule{Scope: ratelimit.Scope{Entity: store.KindGlobal}, Kind: ratelimit.Parallel, Limit: l.GlobalParallel,
 			Name: "global_max_parallel_requests"})
@@ -99,10 +97,8 @@ func (l *RateLimits) rules(p *auth.Principal, req *request, model string, tk *ra
 	if o, b := p.Org, p.OrgBudget; o != nil && b != nil {
 		window(ratelimit.Scope{Entity: store.KindOrganization, ID: o.OrganizationID}, o.OrganizationID, &b.Limits, tk)
 	}
-	if req.user != "" && l.Snap != nil {
-		if e, ok := l.Snap.EndUser(req.user); ok {
-			window(ratelimit.Scope{Entity: store.KindEndUser, ID: e.UserID}, e.UserID, &e.Limits, tk)
-		}
+	if e != nil {
+		window(ratelimit.Scope{Entity: store.KindEndUser, ID: e.UserID}, e.UserID, &e.Limits, tk)
 	}
 	for i, b := range l.Buckets {
 		scope, label, ok := bucketScope(b.Scope, p, req)
@@ -196,7 +192,7 @@ func (l *RateLimits) admit(c *call, t *provider.Target) (*ratelimit.Ticket, erro
 		return nil, nil
 	}
 	tk := &ratelimit.Ticket{}
-	l.rules(c.p, c.req, c.model, tk)
+	l.rules(c.p, c.req, c.endUser, c.model, tk)
 	if len(tk.Rules()) == 0 {
 		return nil, nil
 	}

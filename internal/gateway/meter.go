@@ -204,7 +204,7 @@ func promptEstimate(bound, bodyLen int64) int64 {
 }
 
 // accounts are the budgets a request is charged to, most shared first.
-func (m *Books) accounts(p *auth.Principal, endUser, model string) []*ledger.Account {
+func (m *Books) accounts(p *auth.Principal, endUser string, e *store.EndUser, model string) []*ledger.Account {
 	accts := make([]*ledger.Account, 0, 7)
 	global := ledger.Spec{Spent: m.GlobalSpent, Budget: m.GlobalBudget}
 	if u, ok := m.Snap.User(auth.ProxyBudgetUser); ok { // its max_budget, edited through /user/update
@@ -229,7 +229,7 @@ func (m *Books) accounts(p *auth.Principal, endUser, model string) []*ledger.Acc
 	}
 	if endUser != "" {
 		spec := ledger.Spec{Budget: m.MaxEndUserBudget}
-		if e, ok := m.Snap.EndUser(endUser); ok {
+		if e != nil {
 			spec = ledger.SpecOf(e.Spend, e.Limits, nil)
 			if e.MaxBudget == nil {
 				spec.Budget = m.MaxEndUserBudget
@@ -356,7 +356,7 @@ func (c *charge) unpriced() string { return c.unpricedModel }
 // error LiteLLM clients expect.
 func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model string, body []byte) (hold, error) {
 	ctx, p, req := cl.r.Context(), cl.p, cl.req
-	accts := m.accounts(p, req.user, model)
+	accts := m.accounts(p, req.user, cl.endUser, model)
 	upstream := t.UpstreamModel(model)
 	price, priced := t.PriceFor(upstream)
 	if !priced && m.RefuseUnpriced && budgeted(accts) {

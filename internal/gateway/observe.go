@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -23,9 +22,7 @@ type Observer interface {
 type Telemetry struct {
 	Log     *slog.Logger     // the request log line; none when nil
 	Metrics *metrics.Metrics // none when nil
-	// Snap tells the end users an operator configured (metric labels).
-	Snap   *auth.Snapshot
-	served nameSet // model names a wildcard group served, as metric labels
+	served  nameSet          // model names a wildcard group served, as metric labels
 }
 
 func (o *Telemetry) retried(group string) {
@@ -94,7 +91,7 @@ func (o *Telemetry) finished(c *call, status int) {
 			Status: status, PromptTokens: res.usage.Prompt, CompletionTokens: res.usage.Completion, HasUsage: res.hasUsage,
 			Duration: total, TTFT: res.ttfb, Overhead: overhead, Stream: req.stream, Cost: c.cost,
 		}
-		o.labels(&mr, c.rt, p, req.model, req.user, t, status)
+		o.labels(&mr, c.rt, p, req.model, req.user, c.endUser, t, status)
 		m.ObserveRequest(&mr)
 	}
 }

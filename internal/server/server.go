@@ -195,7 +195,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		MaxBodyBytes:   cfg.MaxRequestBytes(),
 		DefaultTimeout: cfg.RequestTimeout(),
 		Logger:         opts.Logger,
-		Observer:       &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics, Snap: s.snap},
+		Observer:       &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics},
 	}
 	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
 	var books *gateway.Books // nil without a store: nothing is booked
@@ -236,7 +236,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse", Mode: s.enforcement,
 			OnUsageAdjusted: s.metrics.UsageAdjusted, OnSoftBudget: s.softBudgetCrossed}
 	}
-	s.limits = newLimits(cfg, opts, rc, s.metrics, s.snap)
+	s.limits = newLimits(cfg, opts, rc, s.metrics)
 	gopts.Limits = s.limits
 	if rc != nil && books != nil {
 		// Budgets are held on Redis too, so replicas share them exactly;
@@ -720,12 +720,12 @@ func buildHook(name string, c *config.HookSpec, vars []string) (*hooks.Hook, err
 // newLimits builds the rate limiter: shared on Redis when a redis_url is
 // configured (Options.RedisPrefix namespaces its keys), else in process.
 // Whether Redis answers is the runner's to say; Serve starts it.
-func newLimits(cfg *config.Config, opts Options, c *rscript.Runner, m *metrics.Metrics, snap *auth.Snapshot) *gateway.RateLimits {
+func newLimits(cfg *config.Config, opts Options, c *rscript.Runner, m *metrics.Metrics) *gateway.RateLimits {
 	var rd *ratelimit.Redis
 	if c != nil {
 		rd = ratelimit.NewRedis(c, opts.RedisPrefix)
 	}
-	return &gateway.RateLimits{Limiter: ratelimit.New(rd), Snap: snap, GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits,
+	return &gateway.RateLimits{Limiter: ratelimit.New(rd), GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits,
 		OnRefused: func(d *ratelimit.Denied) { m.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }}
 }
 
