@@ -183,10 +183,19 @@ func idOf(o *jsonbody.Object) string {
 
 // callTypes are LiteLLM's names of the operations, for the spend log.
 var callTypes = [...]string{
-	provider.OpChat:        "acompletion",
-	provider.OpCompletions: "atext_completion",
-	provider.OpEmbeddings:  "aembedding",
-	provider.OpMessages:    "anthropic_messages",
+	provider.OpChat:             "acompletion",
+	provider.OpCompletions:      "atext_completion",
+	provider.OpEmbeddings:       "aembedding",
+	provider.OpMessages:         "anthropic_messages",
+	provider.OpResponses:        "aresponses",
+	provider.OpImageGenerations: "aimage_generation",
+	provider.OpImageEdits:       "aimage_edit",
+	provider.OpImageVariations:  "aimage_variation",
+	provider.OpTranscriptions:   "atranscription",
+	provider.OpTranslations:     "atranslation",
+	provider.OpSpeech:           "aspeech",
+	provider.OpModerations:      "amoderation",
+	provider.OpRerank:           "arerank",
 }
 
 func callType(op provider.Op) string {

@@ -11,6 +11,7 @@ const AnthropicVersion = "2023-06-01"
 func init() {
 	register([]string{"anthropic"}, dialect{defaultBase: "https://api.anthropic.com", build: func(t *Target, base *url.URL) error {
 		t.urls[OpMessages] = joinV1(base, "/messages")
+		t.root = joinV1(base, "")
 		if t.D.APIKey != "" {
 			t.header.Set("x-api-key", t.D.APIKey)
 		}

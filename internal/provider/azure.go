@@ -3,6 +3,7 @@ package provider
 import (
 	"errors"
 	"net/url"
+	"strings"
 )
 
 // Azure OpenAI: the deployment name is in the path, the API version in the
@@ -19,12 +20,28 @@ func init() {
 		q := url.Values{"api-version": {version}}.Encode()
 		prefix := *base
 		prefix.Path += "/openai/deployments/" + url.PathEscape(t.D.Model)
-		for op, path := range map[Op]string{OpChat: "/chat/completions", OpCompletions: "/completions", OpEmbeddings: "/embeddings"} {
+		for op, path := range openAIPaths {
+			if op == OpRerank || op == OpResponses {
+				continue
+			}
 			u := prefix
 			u.Path += path
 			u.RawQuery = q
 			t.urls[op] = u.String()
 		}
+		root := *base
+		root.Path += "/openai"
+		t.root, t.rootQuery = root.String(), q
+		// The Responses API is not under the deployment: the deployment is
+		// the body's model, and it needs a preview API version.
+		rv := version
+		if !strings.Contains(rv, "preview") {
+			rv = "2025-04-01-preview"
+		}
+		u := *base
+		u.Path += "/openai/responses"
+		u.RawQuery = url.Values{"api-version": {rv}}.Encode()
+		t.urls[OpResponses] = u.String()
 		if t.D.APIKey != "" {
 			t.header.Set("api-key", t.D.APIKey)
 		}

@@ -6,9 +6,13 @@ import "net/url"
 // the key in Authorization: Bearer.
 func init() {
 	openAICompatible := func(t *Target, base *url.URL) error {
-		t.urls[OpChat] = joinV1(base, "/chat/completions")
-		t.urls[OpCompletions] = joinV1(base, "/completions")
-		t.urls[OpEmbeddings] = joinV1(base, "/embeddings")
+		t.root = joinV1(base, "")
+		for op, path := range openAIPaths {
+			if op == OpRerank && !servesRerank[t.D.Provider] {
+				continue // OpenAI's own API has no rerank
+			}
+			t.urls[op] = joinV1(base, path)
+		}
 		if t.D.APIKey != "" {
 			t.header.Set("Authorization", "Bearer "+t.D.APIKey)
 		}
@@ -37,4 +41,12 @@ func init() {
 	for _, b := range bases {
 		register(b.names, dialect{defaultBase: b.base, build: openAICompatible})
 	}
+}
+
+// servesRerank are the OpenAI-compatible providers that also serve a
+// Cohere-style /v1/rerank (vLLM, and the hosted rerank models of Together
+// and DeepInfra).
+var servesRerank = map[string]bool{
+	"hosted_vllm": true, "vllm": true, "openai_like": true, "openai_compatible": true, "xinference": true,
+	"together_ai": true, "deepinfra": true,
 }

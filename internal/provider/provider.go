@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,10 +28,32 @@ const (
 	OpCompletions
 	OpEmbeddings
 	OpMessages // Anthropic Messages API
+	OpResponses
+	OpImageGenerations
+	OpImageEdits
+	OpImageVariations
+	OpTranscriptions
+	OpTranslations
+	OpSpeech
+	OpModerations
+	OpRerank
 	numOps
 )
 
-var opNames = [numOps]string{"chat", "text_completion", "embeddings", "messages"}
+var opNames = [numOps]string{"chat", "text_completion", "embeddings", "messages", "responses",
+	"image_generation", "image_edit", "image_variation", "audio_transcription", "audio_translation", "audio_speech",
+	"moderation", "rerank"}
+
+// openAIPaths are the paths of the operations in the OpenAI API (and of
+// rerank in the Cohere-style API that OpenAI-compatible servers serve),
+// below the API's root (…/v1).
+var openAIPaths = map[Op]string{
+	OpChat: "/chat/completions", OpCompletions: "/completions", OpEmbeddings: "/embeddings",
+	OpResponses: "/responses", OpImageGenerations: "/images/generations", OpImageEdits: "/images/edits",
+	OpImageVariations: "/images/variations", OpTranscriptions: "/audio/transcriptions",
+	OpTranslations: "/audio/translations", OpSpeech: "/audio/speech", OpModerations: "/moderations",
+	OpRerank: "/rerank",
+}
 
 // String is the OpenTelemetry GenAI operation name.
 func (o Op) String() string { return opNames[o] }
@@ -38,13 +61,18 @@ func (o Op) String() string { return opNames[o] }
 // Target is one deployment made ready to receive requests. It is immutable
 // after Build and safe for concurrent use.
 type Target struct {
-	D        *config.Deployment
-	Price    pricing.Price // the table's price with the deployment's overrides
-	Priced   bool          // false: neither the table nor the config knows a price
-	client   *http.Client
-	urls     [numOps]string // "" where the dialect does not serve the op
-	header   http.Header    // auth and configured headers, set on every request
-	wildcard bool           // forwards the client's model name
+	D      *config.Deployment
+	Price  pricing.Price // the table's price with the deployment's overrides
+	Priced bool          // false: neither the table nor the config knows a price
+	client *http.Client
+	urls   [numOps]string // "" where the dialect does not serve the op
+	// root is the API root the dialect's native paths lie under (…/v1 for
+	// OpenAI-compatible upstreams, …/openai for Azure, …/v1 for
+	// Anthropic), and rootQuery the query every native request carries
+	// (Azure's api-version); "" where the dialect has none.
+	root, rootQuery string
+	header          http.Header // auth and configured headers, set on every request
+	wildcard        bool        // forwards the client's model name
 }
 
 // dialect describes how one kind of upstream is addressed.
@@ -197,8 +225,9 @@ func (t *Target) Wildcard() bool { return t.wildcard }
 // Serves reports whether the target's dialect has an endpoint for op.
 func (t *Target) Serves(op Op) bool { return t.urls[op] != "" }
 
-// NewRequest builds the upstream request for op carrying body.
-func (t *Target) NewRequest(ctx context.Context, op Op, body []byte, stream bool) (*http.Request, error) {
+// NewRequest builds the upstream request for op carrying body, of
+// contentType ("" is JSON; a multipart upload names its boundary).
+func (t *Target) NewRequest(ctx context.Context, op Op, body []byte, contentType string, stream bool) (*http.Request, error) {
 	u := t.urls[op]
 	if u == "" {
 		return nil, fmt.Errorf("provider %q does not serve %s", t.D.Provider, op)
@@ -210,11 +239,42 @@ func (t *Target) NewRequest(ctx context.Context, op Op, body []byte, stream bool
 	for k, v := range t.header {
 		req.Header[k] = v
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	req.Header.Set("Content-Type", contentType)
 	if stream {
 		req.Header.Set("Accept", "text/event-stream")
 	} else {
 		req.Header.Set("Accept", "application/json")
+	}
+	return req, nil
+}
+
+// Native builds a request to path below the deployment's API root (see
+// Target.root: "/files/file-abc" on OpenAI is …/v1/files/file-abc), with
+// the deployment's auth and configured headers: the upstream's own API,
+// for the routes the gateway passes on rather than calls as an operation
+// (stored responses, files, batches). query is added to the root's.
+func (t *Target) Native(ctx context.Context, method, path string, query url.Values, body io.Reader) (*http.Request, error) {
+	if t.root == "" {
+		return nil, fmt.Errorf("provider %q has no native API Tollgate can reach", t.D.Provider)
+	}
+	u, err := url.Parse(t.root + path)
+	if err != nil {
+		return nil, err
+	}
+	q, _ := url.ParseQuery(t.rootQuery)
+	for k, v := range query {
+		q[k] = v
+	}
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range t.header {
+		req.Header[k] = v
 	}
 	return req, nil
 }
