@@ -287,6 +287,44 @@ type Model struct {
 	UpdatedAt time.Time
 }
 
+// ObjectKind is what a managed object is: an uploaded file or a batch.
+type ObjectKind string
+
+// The managed object kinds.
+const (
+	ObjectFile  ObjectKind = "file"
+	ObjectBatch ObjectKind = "batch"
+)
+
+// ManagedObject is a file or batch created through the gateway: the
+// upstream's id, its owner and deployment, and the upstream's JSON object
+// as last seen. Charged and Cost are a batch's booking (MarkCharged).
+type ManagedObject struct {
+	ID         string
+	Kind       ObjectKind
+	KeyHash    string
+	UserID     string
+	TeamID     string
+	ModelGroup string
+	Deployment string
+	Provider   string
+	Object     []byte
+	Charged    bool
+	Cost       float64
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// ObjectFilter selects managed objects of one kind, newest first: KeyHash
+// "" means every owner; After is the id of the last object of the previous
+// page; Limit 0 means 20 (OpenAI's default), at most 10,000.
+type ObjectFilter struct {
+	Kind    ObjectKind
+	KeyHash string
+	After   string
+	Limit   int
+}
+
 // Snapshot is every key, user, team and end user, for the in-memory cache.
 type Snapshot struct {
 	Keys          []*Key
@@ -410,6 +448,20 @@ type Store interface {
 	PutModel(ctx context.Context, m *Model) error
 	DeleteModel(ctx context.Context, id string) error
 	ListModels(ctx context.Context) ([]Model, error)
+
+	// PutObject records a new managed object (ErrConflict on a taken id);
+	// GetObject reads one of a kind (ErrNotFound); UpdateObject replaces
+	// its last-seen JSON; DeleteObject removes it (ErrNotFound when
+	// absent); ListObjects lists newest first.
+	PutObject(ctx context.Context, o *ManagedObject) error
+	GetObject(ctx context.Context, kind ObjectKind, id string) (*ManagedObject, error)
+	UpdateObject(ctx context.Context, kind ObjectKind, id string, object []byte) error
+	DeleteObject(ctx context.Context, kind ObjectKind, id string) error
+	ListObjects(ctx context.Context, f ObjectFilter) ([]ManagedObject, error)
+	// MarkCharged sets a batch's charged flag and cost unless it is set
+	// already, in one conditional update: it reports true to exactly one
+	// caller, however many replicas race, and that caller books the cost.
+	MarkCharged(ctx context.Context, id string, cost float64) (bool, error)
 
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	ListAudit(ctx context.Context, p Page) ([]AuditEntry, int, error)

@@ -42,6 +42,8 @@ func Run(t *testing.T, open Opener) {
 		{"DeleteOwnerDeletesKeys", deleteOwner},
 		{"UnencodableRecordIsAnError", unencodable},
 		{"BudgetsAndOrganizations", budgetsAndOrgs},
+		{"ManagedObjects", managedObjects},
+		{"MarkChargedOnce", markChargedOnce},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
