@@ -26,10 +26,13 @@ type Price struct {
 	// Per-second prices, charged for every second an answer took.
 	InputPerSecond  float64 `json:"input_cost_per_second,omitempty"`
 	OutputPerSecond float64 `json:"output_cost_per_second,omitempty"`
-	MaxInputTokens  int64   `json:"max_input_tokens,omitempty"`
-	MaxOutputTokens int64   `json:"max_output_tokens,omitempty"`
-	Mode            string  `json:"mode,omitempty"`
-	Provider        string  `json:"litellm_provider,omitempty"`
+	// Batch API prices per token; 0 where the table names none.
+	InputPerTokenBatches  float64 `json:"input_cost_per_token_batches,omitempty"`
+	OutputPerTokenBatches float64 `json:"output_cost_per_token_batches,omitempty"`
+	MaxInputTokens        int64   `json:"max_input_tokens,omitempty"`
+	MaxOutputTokens       int64   `json:"max_output_tokens,omitempty"`
+	Mode                  string  `json:"mode,omitempty"`
+	Provider              string  `json:"litellm_provider,omitempty"`
 }
 
 //go:embed prices.json
@@ -79,6 +82,21 @@ func (p Price) Cost(u usage.Usage) float64 {
 	}
 	return float64(prompt-cached)*p.InputPerToken + float64(cached)*readPrice +
 		float64(u.CacheCreation)*createPrice + float64(u.Completion)*p.OutputPerToken
+}
+
+// Batch is the price of tokens served through the Batch API: the table's
+// batch prices where it has them, else half the price of each token, which
+// is how OpenAI and Azure bill batches. Per-second prices do not apply.
+func (p Price) Batch() Price {
+	b := Price{InputPerToken: p.InputPerToken / 2, OutputPerToken: p.OutputPerToken / 2,
+		CacheReadPerToken: p.CacheReadPerToken / 2, CacheCreationPerToken: p.CacheCreationPerToken / 2}
+	if p.InputPerTokenBatches > 0 {
+		b.InputPerToken = p.InputPerTokenBatches
+	}
+	if p.OutputPerTokenBatches > 0 {
+		b.OutputPerToken = p.OutputPerTokenBatches
+	}
+	return b
 }
 
 // DefaultMaxOutput bounds a reservation for a model whose maximum output is
@@ -143,6 +161,7 @@ func Derive(src []byte) ([]byte, error) {
 			InputPerToken: num(m, "input_cost_per_token"), OutputPerToken: num(m, "output_cost_per_token"),
 			CacheReadPerToken: num(m, "cache_read_input_token_cost"), CacheCreationPerToken: num(m, "cache_creation_input_token_cost"),
 			MaxInputTokens: int64(num(m, "max_input_tokens")), MaxOutputTokens: int64(num(m, "max_output_tokens")),
+			InputPerTokenBatches: num(m, "input_cost_per_token_batches"), OutputPerTokenBatches: num(m, "output_cost_per_token_batches"),
 		}
 		if p.MaxOutputTokens == 0 {
 			p.MaxOutputTokens = int64(num(m, "max_tokens"))

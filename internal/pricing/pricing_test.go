@@ -106,3 +106,31 @@ func BenchmarkLookupCost(b *testing.B) {
 		_ = p.Cost(usage.Usage{Prompt: 100, Completion: 50})
 	}
 }
+
+// TestBatchPrice: a model the table gives batch prices is billed at them;
+// one without is billed at half its price, as OpenAI bills batches.
+func TestBatchPrice(t *testing.T) {
+	tab, err := Table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var withBatch Price
+	for _, p := range tab {
+		if p.InputPerTokenBatches > 0 && p.OutputPerTokenBatches > 0 && p.InputPerTokenBatches != p.InputPerToken/2 {
+			withBatch = p
+			break
+		}
+	}
+	if withBatch.InputPerTokenBatches == 0 {
+		t.Fatal("the embedded table has no model with batch prices: was the generator run?")
+	}
+	b := withBatch.Batch()
+	if b.InputPerToken != withBatch.InputPerTokenBatches || b.OutputPerToken != withBatch.OutputPerTokenBatches {
+		t.Fatalf("batch price %+v of %+v", b, withBatch)
+	}
+	plain := Price{InputPerToken: 2e-6, OutputPerToken: 8e-6, CacheReadPerToken: 1e-6, InputPerSecond: 1}
+	b = plain.Batch()
+	if b.InputPerToken != 1e-6 || b.OutputPerToken != 4e-6 || b.CacheReadPerToken != 5e-7 || b.InputPerSecond != 0 {
+		t.Fatalf("half price: %+v", b)
+	}
+}

@@ -187,6 +187,14 @@ func priceAs(d *config.Deployment, name string) (pricing.Price, bool) {
 		p.CacheReadPerToken *= ratio
 		p.CacheCreationPerToken *= ratio
 	}
+	// The table's batch prices are for the table's token prices: an
+	// override of those bills batches at half the override (Price.Batch).
+	if d.InputCostPerToken != nil {
+		p.InputPerTokenBatches = 0
+	}
+	if d.OutputCostPerToken != nil {
+		p.OutputPerTokenBatches = 0
+	}
 	for _, o := range []struct {
 		v   *float64
 		dst *float64
