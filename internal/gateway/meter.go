@@ -472,26 +472,8 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		if _, ok := p.Key.ModelMaxBudget[model]; ok {
 			c.key = accts[len(accts)-2]
 		}
-		c.log.KeyHash = p.Key.TokenHash
-		c.log.UserID = p.Key.UserID
-		c.log.TeamID = p.Key.TeamID
-		// Budgets with no entity row keep their spend in budget_spend, so
-		// that they survive a restart like the key's own.
-		if _, ok := p.Key.ModelMaxBudget[model]; ok {
-			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.KindKeyModel, ID: p.Key.TokenHash + "/" + model})
-		}
-		if p.Hooked {
-			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.KindCustomAuthKey, ID: p.Key.TokenHash})
-		}
-		if p.Org != nil {
-			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.KindOrganization, ID: p.Org.OrganizationID})
-		}
-		if p.MemberBudget != nil {
-			c.log.Budgets = append(c.log.Budgets, store.BudgetRef{Kind: store.KindTeamMember, ID: store.MemberBudgetID(p.Team.TeamID, p.Key.UserID)})
-		}
-	} else if p.KeyHash != "" && !p.Master {
-		c.log.KeyHash = p.KeyHash
 	}
+	chargedTo(&c.log, p, model)
 	c.log.RequestID, c.log.EndUser, c.log.ModelGroup, c.log.CallType = cl.id, req.user, model, callType(cl.op)
 	c.log.Deployment, c.log.Provider, c.log.StartedAt = t.D.ID, t.D.Provider, cl.start
 	return c, nil

@@ -1,0 +1,77 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// chargedTo fills the spend row's owner - key, user, team, and the budgets
+// without an entity row that the spend also counts against - for a
+// request of p's on model.
+func chargedTo(l *store.SpendLog, p *auth.Principal, model string) {
+	if p.Key == nil {
+		if p.KeyHash != "" && !p.Master {
+			l.KeyHash = p.KeyHash
+		}
+		return
+	}
+	l.KeyHash, l.UserID, l.TeamID = p.Key.TokenHash, p.Key.UserID, p.Key.TeamID
+	// Budgets with no entity row keep their spend in budget_spend, so
+	// that they survive a restart like the key's own.
+	if _, ok := p.Key.ModelMaxBudget[model]; ok {
+		l.Budgets = append(l.Budgets, store.BudgetRef{Kind: store.KindKeyModel, ID: p.Key.TokenHash + "/" + model})
+	}
+	if p.Hooked {
+		l.Budgets = append(l.Budgets, store.BudgetRef{Kind: store.KindCustomAuthKey, ID: p.Key.TokenHash})
+	}
+	if p.Org != nil {
+		l.Budgets = append(l.Budgets, store.BudgetRef{Kind: store.KindOrganization, ID: p.Org.OrganizationID})
+	}
+	if p.MemberBudget != nil {
+		l.Budgets = append(l.Budgets, store.BudgetRef{Kind: store.KindTeamMember, ID: store.MemberBudgetID(p.Team.TeamID, p.Key.UserID)})
+	}
+}
+
+// BookUnheld books spend that no hold reserved - a batch, whose cost is
+// known only when its results are read - on every budget a request of p's
+// on l.ModelGroup counts against, and queues l as its spend row, owned by
+// p. Nothing is refused: the spend was made upstream already; budgets it
+// passes refuse what comes next.
+func (m *Books) BookUnheld(p *auth.Principal, l store.SpendLog) {
+	accts := m.accounts(p, "", nil, l.ModelGroup)
+	for _, a := range ledger.Spend(accts, ledger.USD(l.Cost)) {
+		if m.OnSoftBudget != nil {
+			m.OnSoftBudget(a)
+		}
+	}
+	chargedTo(&l, p, l.ModelGroup)
+	if l.EndedAt.IsZero() {
+		l.EndedAt = time.Now()
+	}
+	if m.Writer != nil {
+		m.Writer.Enqueue(l)
+	}
+}
+
+// MayAfford refuses p, with the 400 budget_exceeded error chat gets, when
+// a budget a request of p's on model counts against is spent already: the
+// check before work whose cost is booked only later (a batch).
+func (m *Books) MayAfford(p *auth.Principal, model string) error {
+	for _, a := range m.accounts(p, "", nil, model) {
+		if b := a.Budget(); b != ledger.Unlimited && a.Spent()+a.Reserved() >= b {
+			return budgetRefusal(a)
+		}
+	}
+	return nil
+}
+
+func budgetRefusal(a *ledger.Account) error {
+	ex := &ledger.ExceededError{Kind: a.Kind, ID: a.ID, Spent: a.Spent(), Reserved: a.Reserved(), Budget: a.Budget(), ResetAt: a.ResetAt()}
+	e := apierror.BudgetExceeded("%v", ex)
+	e.Cause = ex
+	return e
+}
