@@ -64,6 +64,7 @@ type Server struct {
 	mu                                               sync.Mutex
 	byPath                                           map[string]int64
 	last                                             Recorded
+	files                                            filesState
 }
 
 // New returns a mock upstream.
@@ -83,6 +84,8 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/chat/completions", s.azure(s.chat))
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/completions", s.azure(s.completions))
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/embeddings", s.azure(s.embeddings))
+	s.files = filesState{files: map[string]map[string]*mockFile{}, batches: map[string]map[string]map[string]any{}}
+	s.registerFiles()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "unknown path "+r.URL.Path)
 	})
