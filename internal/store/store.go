@@ -308,6 +308,7 @@ type ManagedObject struct {
 	ModelGroup string
 	Deployment string
 	Provider   string
+	ParentID   string // an output or error file's batch
 	Object     []byte
 	Charged    bool
 	Cost       float64

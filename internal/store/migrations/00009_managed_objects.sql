@@ -2,7 +2,8 @@
 -- Files and batches created through the gateway (/v1/files, /v1/batches):
 -- the upstream's id, who created it (key hash, user, team) and on which
 -- deployment, so that a key sees only its own and later calls reach the
--- same upstream account. object is the upstream's JSON as last seen, which
+-- same upstream account; parent_id is the batch a batch's output or error
+-- file came from. object is the upstream's JSON as last seen, which
 -- listings serve. A batch's charged flag is set once, conditionally, by the
 -- replica that books its cost (cost: what it booked).
 CREATE TABLE managed_objects (
@@ -14,6 +15,7 @@ CREATE TABLE managed_objects (
     model_group TEXT NOT NULL DEFAULT '',
     deployment  TEXT NOT NULL DEFAULT '',
     provider    TEXT NOT NULL DEFAULT '',
+    parent_id   TEXT NOT NULL DEFAULT '',
     object      TEXT NOT NULL,
     charged     INTEGER NOT NULL DEFAULT 0,
     cost        DOUBLE PRECISION NOT NULL DEFAULT 0,

@@ -7,7 +7,7 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-const objectColumns = `id, kind, key_hash, user_id, team_id, model_group, deployment, provider, object, charged, cost, created_at, updated_at`
+const objectColumns = `id, kind, key_hash, user_id, team_id, model_group, deployment, provider, parent_id, object, charged, cost, created_at, updated_at`
 
 // PutObject records a new managed object.
 func (s *DB) PutObject(ctx context.Context, o *store.ManagedObject) error {
@@ -19,8 +19,8 @@ func (s *DB) PutObject(ctx context.Context, o *store.ManagedObject) error {
 	}
 	o.UpdatedAt = now
 	_, err := s.db.ExecContext(ctx, `INSERT INTO managed_objects (`+objectColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-		o.ID, string(o.Kind), o.KeyHash, o.UserID, o.TeamID, o.ModelGroup, o.Deployment, o.Provider,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		o.ID, string(o.Kind), o.KeyHash, o.UserID, o.TeamID, o.ModelGroup, o.Deployment, o.Provider, o.ParentID,
 		string(o.Object), boolInt(o.Charged), o.Cost, micros(o.CreatedAt), micros(o.UpdatedAt))
 	return classify(err)
 }
@@ -111,7 +111,7 @@ func scanObject(row interface{ Scan(...any) error }) (*store.ManagedObject, erro
 	var kind, object string
 	var charged int
 	var created, updated int64
-	if err := row.Scan(&o.ID, &kind, &o.KeyHash, &o.UserID, &o.TeamID, &o.ModelGroup, &o.Deployment, &o.Provider,
+	if err := row.Scan(&o.ID, &kind, &o.KeyHash, &o.UserID, &o.TeamID, &o.ModelGroup, &o.Deployment, &o.Provider, &o.ParentID,
 		&object, &charged, &o.Cost, &created, &updated); err != nil {
 		return nil, err
 	}

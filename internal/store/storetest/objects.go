@@ -18,7 +18,7 @@ func managedObjects(t *testing.T, s store.Store) {
 	for i, o := range []store.ManagedObject{
 		{ID: "file-a", Kind: store.ObjectFile, KeyHash: "k1", UserID: "u1", TeamID: "t1", ModelGroup: "gpt-4", Deployment: "d1", Provider: "openai"},
 		{ID: "file-b", Kind: store.ObjectFile, KeyHash: "k2"},
-		{ID: "file-c", Kind: store.ObjectFile, KeyHash: "k1"},
+		{ID: "file-c", Kind: store.ObjectFile, KeyHash: "k1", ParentID: "batch_a"},
 		{ID: "batch_a", Kind: store.ObjectBatch, KeyHash: "k1"},
 	} {
 		o.Object = []byte(fmt.Sprintf(`{"id":%q}`, o.ID))
@@ -34,6 +34,9 @@ func managedObjects(t *testing.T, s store.Store) {
 	if err != nil || got.KeyHash != "k1" || got.UserID != "u1" || got.TeamID != "t1" || got.ModelGroup != "gpt-4" ||
 		got.Deployment != "d1" || got.Provider != "openai" || string(got.Object) != `{"id":"file-a"}` || !got.CreatedAt.Equal(base) || got.Charged {
 		t.Fatalf("get: %+v %v", got, err)
+	}
+	if got, err := s.GetObject(ctx, store.ObjectFile, "file-c"); err != nil || got.ParentID != "batch_a" {
+		t.Fatalf("an output file's batch: %+v %v", got, err)
 	}
 	if _, err := s.GetObject(ctx, store.ObjectBatch, "file-a"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a file read as a batch: %v", err)
