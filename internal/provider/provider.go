@@ -287,6 +287,9 @@ func (t *Target) Native(ctx context.Context, method, path string, query url.Valu
 	return req, nil
 }
 
+// HasNative reports whether the deployment's own API is reachable (Native).
+func (t *Target) HasNative() bool { return t.root != "" }
+
 // Do sends req on the target's pooled client.
 func (t *Target) Do(req *http.Request) (*http.Response, error) { return t.client.Do(req) }
 

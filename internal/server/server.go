@@ -257,6 +257,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s)
 	if opts.Store != nil {
+		// Files and batches need the store: it records who owns each.
+		s.gw.RegisterFiles(s, opts.Store, books)
 		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,

@@ -1,0 +1,354 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// Batch tokens bill at half these prices (no batch price overrides them).
+const filesConfig = `
+model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", api_key: sk-up, input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
+  - model_name: other
+    litellm_params: {model: openai/other, api_base: "{{UP}}", api_key: sk-up-2, input_cost_per_token: 0, output_cost_per_token: 0.0001}
+  - model_name: failing
+    litellm_params: {model: openai/failing, api_base: "{{UP}}", api_key: sk-up-3, headers: {x-mock-status: "500"}}
+general_settings:
+  master_key: sk-1234
+`
+
+// batchLine is one batch request: "one two three four" is 4 prompt tokens
+// to the mock, and it answers max_tokens 3 with 3 completion tokens.
+const batchLine = `{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","max_tokens":3,"messages":[{"role":"user","content":"one two three four"}]}}`
+
+// upload is a multipart file upload of content with the given fields.
+func upload(content string, fields ...string) (string, []byte) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for i := 0; i+1 < len(fields); i += 2 {
+		_ = mw.WriteField(fields[i], fields[i+1])
+	}
+	if content != "" {
+		fw, _ := mw.CreateFormFile("file", "in.jsonl")
+		_, _ = io.WriteString(fw, content)
+	}
+	_ = mw.Close()
+	return mw.FormDataContentType(), buf.Bytes()
+}
+
+func batchInput(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, batchLine+"\n", i)
+	}
+	return b.String()
+}
+
+// call sends one request and returns the status and body.
+func (e *spendEnv) call(t *testing.T, method, path, key, contentType string, body []byte) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, e.url+path, bytes.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// idOf is the id member of an answer, failing unless status is 200.
+func idOf(t *testing.T, what string, status int, body []byte) string {
+	t.Helper()
+	var obj struct{ ID string }
+	if err := json.Unmarshal(body, &obj); status != 200 || err != nil || obj.ID == "" {
+		t.Fatalf("%s: %d %s", what, status, body)
+	}
+	return obj.ID
+}
+
+// create sends a request that must answer 200 with an id, and returns it.
+func (e *spendEnv) create(t *testing.T, what, method, path, key, contentType string, body []byte) string {
+	t.Helper()
+	status, b := e.call(t, method, path, key, contentType, body)
+	return idOf(t, what, status, b)
+}
+
+// wantError checks an OpenAI-shape error with status and, when set, param.
+func wantError(t *testing.T, what string, status int, body []byte, wantStatus int, param string) {
+	t.Helper()
+	var e struct {
+		Error *struct {
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Param   *string `json:"param"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error == nil || e.Error.Message == "" || e.Error.Type == "" || status != wantStatus {
+		t.Fatalf("%s: want an OpenAI-shape %d error, got %d %s", what, wantStatus, status, body)
+	}
+	if param != "" && (e.Error.Param == nil || *e.Error.Param != param) {
+		t.Fatalf("%s: param %v, want %q (%s)", what, e.Error.Param, param, body)
+	}
+}
+
+func listIDs(t *testing.T, e *spendEnv, path, key string) []string {
+	t.Helper()
+	status, body := e.call(t, "GET", path, key, "", nil)
+	var page struct {
+		Object string
+		Data   []struct{ ID string }
+	}
+	if json.Unmarshal(body, &page) != nil || status != 200 || page.Object != "list" {
+		t.Fatalf("list %s: %d %s", path, status, body)
+	}
+	var ids []string
+	for _, d := range page.Data {
+		ids = append(ids, d.ID)
+	}
+	return ids
+}
+
+// TestFilesOwnedByTheirKey: a key sees, reads and deletes only the files it
+// uploaded; another key gets 404 for them (as for an id that does not
+// exist), the master key reaches them all; a key may not upload to a model
+// it may not use. Every prefix serves the same API.
+func TestFilesOwnedByTheirKey(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	a := newKey(t, e, `{"models": ["gpt-4"]}`)
+	b := newKey(t, e, `{"models": ["gpt-4"]}`)
+
+	ct, body := upload("hello\n", "purpose", "user_data")
+	id := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
+	if up := e.mock.LastRequest(); up.Path != "/v1/files" || up.Header.Get("Authorization") != "Bearer sk-up" {
+		t.Fatalf("upstream request %s with %q", up.Path, up.Header.Get("Authorization"))
+	}
+	ct, body = upload("other\n", "purpose", "batch", "custom_llm_provider", "openai")
+	idB := e.create(t, "upload as b", "POST", "/openai/v1/files", b, ct, body)
+	if strings.Contains(string(e.mock.LastRequest().Body), "custom_llm_provider") {
+		t.Fatal("the field that chose the deployment was passed upstream")
+	}
+
+	if got := listIDs(t, e, "/v1/files", a); len(got) != 1 || got[0] != id {
+		t.Fatalf("a lists %v, want [%s]", got, id)
+	}
+	if got := listIDs(t, e, "/files", b); len(got) != 1 || got[0] != idB {
+		t.Fatalf("b lists %v, want [%s]", got, idB)
+	}
+	if got := listIDs(t, e, "/v1/files", "sk-1234"); len(got) != 2 || got[0] != idB || got[1] != id {
+		t.Fatalf("the master key lists %v, want both, newest first", got)
+	}
+	if status, body := e.call(t, "GET", "/v1/files/"+id+"/content", a, "", nil); status != 200 || string(body) != "hello\n" {
+		t.Fatalf("a reads its content: %d %q", status, body)
+	}
+	before := e.mock.Stats().Requests
+	for _, r := range []struct{ method, path string }{
+		{"GET", "/v1/files/" + id}, {"GET", "/v1/files/" + id + "/content"}, {"DELETE", "/v1/files/" + id},
+		{"GET", "/v1/files/file-never-made"},
+	} {
+		status, body := e.call(t, r.method, r.path, b, "", nil)
+		wantError(t, "b: "+r.method+" "+r.path, status, body, 404, "file_id")
+	}
+	if n := e.mock.Stats().Requests; n != before {
+		t.Fatalf("%d requests for another key's file reached the upstream", n-before)
+	}
+	if status, body := e.call(t, "GET", "/v1/files/"+id, "sk-1234", "", nil); idOf(t, "master reads a's file", status, body) != id {
+		t.Fatal("wrong file")
+	}
+	if status, body := e.call(t, "DELETE", "/v1/files/"+id, a, "", nil); status != 200 || !strings.Contains(string(body), `"deleted":true`) {
+		t.Fatalf("a deletes its file: %d %s", status, body)
+	}
+	status, body := e.call(t, "GET", "/v1/files/"+id, a, "", nil)
+	wantError(t, "a after delete", status, body, 404, "file_id")
+
+	ct, body = upload("x\n", "purpose", "batch", "model", "other")
+	before = e.mock.Stats().Requests
+	status, body = e.call(t, "POST", "/v1/files", a, ct, body)
+	wantError(t, "a uploads to a model it may not use", status, body, 403, "")
+	if e.mock.Stats().Requests != before {
+		t.Fatal("a refused upload reached the upstream")
+	}
+}
+
+// TestBatchChargedOnceAtBatchPrice: a batch is charged when it is first
+// seen completed, at half the token prices, exactly once however many
+// retrievals (the owner's, the master key's, concurrent ones, and reads of
+// its output file) see it completed; the spend row and the key's spend
+// say so.
+func TestBatchChargedOnceAtBatchPrice(t *testing.T) {
+	stores(t, func(t *testing.T, st store.Store) {
+		e := startConfig(t, st, mockupstream.Options{}, filesConfig)
+		a := newKey(t, e, `{"models": ["gpt-4"], "max_budget": 10}`)
+		ct, body := upload(batchInput(3), "purpose", "batch", "model", "gpt-4")
+		file := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
+		status, body := e.call(t, "POST", "/v1/batches", a, "application/json",
+			[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"job":"nightly"}}`))
+		batch := idOf(t, "create batch", status, body)
+		if !strings.Contains(string(body), `"status":"validating"`) {
+			t.Fatalf("new batch: %s", body)
+		}
+
+		var wg sync.WaitGroup
+		outputs := make(chan string, 10)
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func(key string) {
+				defer wg.Done()
+				status, body := e.call(t, "GET", "/v1/batches/"+batch, key, "", nil)
+				var b struct {
+					Status       string
+					OutputFileID string `json:"output_file_id"`
+				}
+				if json.Unmarshal(body, &b) != nil || status != 200 {
+					t.Errorf("retrieve: %d %s", status, body)
+					return
+				}
+				if b.Status == "completed" {
+					outputs <- b.OutputFileID
+				}
+			}(map[bool]string{true: a, false: "sk-1234"}[i%3 != 0])
+		}
+		wg.Wait()
+		close(outputs)
+		out := <-outputs
+		if out == "" {
+			t.Fatal("no retrieval saw the batch completed")
+		}
+		status, content := e.call(t, "GET", "/v1/files/"+out+"/content", a, "", nil)
+		if status != 200 || strings.Count(string(content), "\n") != 3 {
+			t.Fatalf("output file: %d %s", status, content)
+		}
+		if got := listIDs(t, e, "/v1/batches", a); len(got) != 1 || got[0] != batch {
+			t.Fatalf("a lists batches %v", got)
+		}
+		b := newKey(t, e, `{"models": ["gpt-4"]}`)
+		status, body = e.call(t, "GET", "/v1/files/"+out+"/content", b, "", nil)
+		wantError(t, "another key reads the output", status, body, 404, "file_id")
+		status, body = e.call(t, "POST", "/v1/batches/"+batch+"/cancel", b, "", nil)
+		wantError(t, "another key cancels", status, body, 404, "batch_id")
+
+		// 3 answers of 4 prompt and 3 completion tokens at half price.
+		want := 3 * (4*0.00001 + 3*0.0001) / 2
+		// The budget saw it once too (the store alone would forgive a
+		// second booking: its rows are idempotent on request id).
+		if acct, ok := e.srv.book.Lookup(store.KindKey, sha(a)); !ok || math.Abs(acct.Spent().Dollars()-want) > 1e-9 {
+			t.Fatalf("the key's budget account: %v %v, want %v", ok, acct, want)
+		}
+		if err := e.stop(); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		logs, _, err := st.ListSpendLogs(ctx, store.SpendFilter{RequestID: "batch:" + batch})
+		if err != nil || len(logs) != 1 {
+			t.Fatalf("batch spend rows: %d %v", len(logs), err)
+		}
+		l := logs[0]
+		if math.Abs(l.Cost-want) > 1e-12 || l.PromptTokens != 12 || l.CompletionTokens != 9 || l.KeyHash != sha(a) ||
+			l.CallType != "aretrieve_batch" || l.ModelGroup != "gpt-4" || l.Status != 200 {
+			t.Fatalf("batch spend row %+v, want cost %v", l, want)
+		}
+		all, _, _ := st.ListSpendLogs(ctx, store.SpendFilter{KeyHash: sha(a), Page: store.Page{Size: 100}})
+		var sum float64
+		for _, r := range all {
+			sum += r.Cost
+		}
+		k, err := st.GetKey(ctx, sha(a))
+		if err != nil || math.Abs(k.Spend-want) > 1e-12 || math.Abs(sum-want) > 1e-12 {
+			t.Fatalf("key spend %v, rows sum %v, want %v (%v)", k.Spend, sum, want, err)
+		}
+		o, err := st.GetObject(ctx, store.ObjectBatch, batch)
+		if err != nil || !o.Charged || math.Abs(o.Cost-want) > 1e-12 {
+			t.Fatalf("batch row %+v %v", o, err)
+		}
+	})
+}
+
+// TestBatchRefusedOverBudget: a key whose budget is spent may upload but
+// not start a batch: the 400 budget_exceeded error chat gets, before the
+// upstream is asked.
+func TestBatchRefusedOverBudget(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	a := newKey(t, e, `{"models": ["gpt-4"], "max_budget": 0.0001}`)
+	ct, body := upload(batchInput(1), "purpose", "batch")
+	file := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
+	if resp, out := e.post(t, "/v1/chat/completions", a, `{"model":"gpt-4","max_tokens":3,"messages":[{"role":"user","content":"one two three four"}]}`); resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, out)
+	}
+	before := e.mock.Stats().ByPath["/v1/batches"]
+	status, body := e.call(t, "POST", "/v1/batches", a, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	wantError(t, "batch over budget", status, body, 400, "")
+	if !strings.Contains(string(body), "budget_exceeded") {
+		t.Fatalf("not a budget error: %s", body)
+	}
+	if e.mock.Stats().ByPath["/v1/batches"] != before {
+		t.Fatal("a refused batch reached the upstream")
+	}
+}
+
+// TestFilesBadInputNeverReachesUpstream: malformed uploads and batches get
+// OpenAI-shape 400s naming the field, a request without a key 401, and the
+// upstream hears none of them.
+func TestFilesBadInputNeverReachesUpstream(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	a := newKey(t, e, `{"models": ["gpt-4"]}`)
+	noFile, noFileBody := upload("", "purpose", "batch")
+	badPurpose, badPurposeBody := upload("x\n", "purpose", "pictures")
+	for _, c := range []struct {
+		name, method, path, key, ct string
+		body                        []byte
+		status                      int
+		param                       string
+	}{
+		{"no file", "POST", "/v1/files", a, noFile, noFileBody, 400, "file"},
+		{"bad purpose", "POST", "/v1/files", a, badPurpose, badPurposeBody, 400, "purpose"},
+		{"not multipart", "POST", "/v1/files", a, "application/json", []byte(`{"purpose":"batch"}`), 400, "file"},
+		{"batch not JSON", "POST", "/v1/batches", a, "application/json", []byte(`input_file_id=file-1`), 400, ""},
+		{"batch without file", "POST", "/v1/batches", a, "application/json", []byte(`{"endpoint":"/v1/chat/completions","completion_window":"24h"}`), 400, "input_file_id"},
+		{"batch bad endpoint", "POST", "/v1/batches", a, "application/json", []byte(`{"input_file_id":"file-1","endpoint":"/v1/images","completion_window":"24h"}`), 400, "endpoint"},
+		{"batch of a file not made here", "POST", "/v1/batches", a, "application/json", []byte(`{"input_file_id":"file-1","endpoint":"/v1/chat/completions","completion_window":"24h"}`), 404, "input_file_id"},
+		{"bad limit", "GET", "/v1/files?limit=0", a, "", nil, 400, "limit"},
+		{"no key", "GET", "/v1/files", "", "", nil, 401, ""},
+		{"unknown provider", "POST", "/v1/files?custom_llm_provider=vertex_ai", a, badPurpose, []byte(strings.Replace(string(badPurposeBody), "pictures", "batch", 1)), 404, "custom_llm_provider"},
+	} {
+		status, body := e.call(t, c.method, c.path, c.key, c.ct, c.body)
+		wantError(t, c.name, status, body, c.status, c.param)
+	}
+	if n := e.mock.Stats().Requests; n != 0 {
+		t.Fatalf("%d bad requests reached the upstream", n)
+	}
+}
+
+// TestFilesUpstreamErrorPassedThrough: an upstream's own error reaches the
+// client with its status, in the OpenAI shape, and records nothing.
+func TestFilesUpstreamErrorPassedThrough(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	ct, body := upload("x\n", "purpose", "batch", "model", "failing")
+	status, body := e.call(t, "POST", "/v1/files", "sk-1234", ct, body)
+	wantError(t, "failing upstream", status, body, 500, "")
+	if !strings.Contains(string(body), "mock failure 500") {
+		t.Fatalf("not the upstream's error: %s", body)
+	}
+	if got := listIDs(t, e, "/v1/files", "sk-1234"); len(got) != 0 {
+		t.Fatalf("a failed upload was recorded: %v", got)
+	}
+}
