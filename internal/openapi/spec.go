@@ -50,6 +50,7 @@ func jsonResp(desc string, schema any) obj {
 type op struct {
 	method, path, tag, summary string
 	body                       any
+	form                       any // a multipart/form-data body, in place of body
 	params                     []obj
 	ok                         obj
 	stream                     bool // 200 may also be text/event-stream
@@ -224,7 +225,7 @@ func operations() []op {
 			op{method: "GET", path: prefix + "/list", tag: "customers", summary: "End users", ok: jsonResp("the end users", obj{"type": []string{"array", "object"}})},
 		)
 	}
-	return ops
+	return append(ops, fileOps()...)
 }
 
 func schemas() obj {
@@ -242,7 +243,7 @@ func schemas() obj {
 	for k, v := range budget {
 		entity["properties"].(obj)[k] = v
 	}
-	return obj{
+	all := obj{
 		"Error": object([]string{"error"}, obj{"error": object([]string{"message", "type"}, obj{
 			"message": str(""), "type": str("invalid_request_error, authentication_error, permission_error, not_found_error, rate_limit_error, budget_exceeded, api_error, timeout_error"),
 			"param": nullStr, "code": nullStr})}),
@@ -274,6 +275,10 @@ func schemas() obj {
 			"models": obj{"type": "object", "additionalProperties": num}}),
 		"ModelEntry": object(nil, obj{"model_name": str(""), "litellm_params": anyObj, "model_info": anyObj}),
 	}
+	for k, v := range fileSchemas() {
+		all[k] = v
+	}
+	return all
 }
 
 // Document is the OpenAPI 3.1 document of every route the gateway serves.
@@ -308,6 +313,9 @@ func Document(version string) []byte {
 		}
 		if o.body != nil {
 			operation["requestBody"] = jsonBody(o.body)
+		}
+		if o.form != nil {
+			operation["requestBody"] = obj{"required": true, "content": obj{"multipart/form-data": obj{"schema": o.form}}}
 		}
 		if len(o.params) > 0 {
 			operation["parameters"] = o.params
