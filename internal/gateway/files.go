@@ -488,7 +488,7 @@ func (f *files) fileContent(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	}
 	if o.ParentID != "" {
 		if b, err := f.store.GetObject(r.Context(), store.ObjectBatch, o.ParentID); err == nil && !b.Charged {
-			f.charge(r.Context(), p, b, t, x.body)
+			f.charge(context.WithoutCancel(r.Context()), p, b, t, x.body)
 		}
 	}
 	return reply(w, x)
@@ -585,7 +585,7 @@ func (f *files) batchCreate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if err := f.store.PutObject(r.Context(), o); err != nil {
 		return apierror.Internal(fmt.Errorf("record batch %s: %w", obj.ID, err))
 	}
-	f.seen(r.Context(), p, o, t, x.body)
+	f.seen(context.WithoutCancel(r.Context()), p, o, t, x.body)
 	return reply(w, x)
 }
 
@@ -610,7 +610,8 @@ func (f *files) batchCall(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	if err := f.store.UpdateObject(r.Context(), store.ObjectBatch, o.ID, x.body); err != nil {
 		f.g.log.Warn("batch not refreshed in the store", "batch_id", o.ID, "err", err)
 	}
-	f.seen(r.Context(), p, o, t, x.body)
+	// A client that leaves now does not stop the charge: the batch ended.
+	f.seen(context.WithoutCancel(r.Context()), p, o, t, x.body)
 	return reply(w, x)
 }
 

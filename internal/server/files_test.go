@@ -174,10 +174,33 @@ func TestFilesOwnedByTheirKey(t *testing.T) {
 	if status, body := e.call(t, "GET", "/v1/files/"+id, "sk-1234", "", nil); idOf(t, "master reads a's file", status, body) != id {
 		t.Fatal("wrong file")
 	}
+	// A proxy_admin_viewer reads every file but deletes only her own; an
+	// internal_user's key is like any key: its own files only.
+	for _, u := range []string{`{"user_id": "vera", "user_role": "proxy_admin_viewer"}`, `{"user_id": "ivan", "user_role": "internal_user"}`} {
+		if resp, out := e.post(t, "/user/new", "sk-1234", u); resp.StatusCode != 200 {
+			t.Fatalf("/user/new: %d %v", resp.StatusCode, out)
+		}
+	}
+	viewer := newKey(t, e, `{"user_id": "vera"}`)
+	internal := newKey(t, e, `{"user_id": "ivan", "models": ["gpt-4"]}`)
+	if got := listIDs(t, e, "/v1/files", viewer); len(got) != 2 {
+		t.Fatalf("the viewer lists %v, want both", got)
+	}
+	if status, body := e.call(t, "GET", "/v1/files/"+id+"/content", viewer, "", nil); status != 200 || string(body) != "hello\n" {
+		t.Fatalf("the viewer reads a's content: %d %q", status, body)
+	}
+	status, body := e.call(t, "DELETE", "/v1/files/"+id, viewer, "", nil)
+	wantError(t, "the viewer deletes a's file", status, body, 404, "file_id")
+	if got := listIDs(t, e, "/v1/files", internal); len(got) != 0 {
+		t.Fatalf("an internal_user's key lists %v, want none", got)
+	}
+	status, body = e.call(t, "GET", "/v1/files/"+id, internal, "", nil)
+	wantError(t, "an internal_user reads a's file", status, body, 404, "file_id")
+
 	if status, body := e.call(t, "DELETE", "/v1/files/"+id, a, "", nil); status != 200 || !strings.Contains(string(body), `"deleted":true`) {
 		t.Fatalf("a deletes its file: %d %s", status, body)
 	}
-	status, body := e.call(t, "GET", "/v1/files/"+id, a, "", nil)
+	status, body = e.call(t, "GET", "/v1/files/"+id, a, "", nil)
 	wantError(t, "a after delete", status, body, 404, "file_id")
 
 	ct, body = upload("x\n", "purpose", "batch", "model", "other")
