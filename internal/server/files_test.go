@@ -9,10 +9,12 @@ import (
 	"math"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -374,4 +376,54 @@ func TestFilesUpstreamErrorPassedThrough(t *testing.T) {
 	if got := listIDs(t, e, "/v1/files", "sk-1234"); len(got) != 0 {
 		t.Fatalf("a failed upload was recorded: %v", got)
 	}
+}
+
+// TestBatchChargedOnceAcrossReplicas: two gateways on one database see a
+// batch finish at once; the database's conditional update lets exactly one
+// of them book it, on its budget accounts as in the store.
+func TestBatchChargedOnceAcrossReplicas(t *testing.T) {
+	stores(t, func(t *testing.T, st store.Store) {
+		up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+		defer up.Close()
+		cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(filesConfig, "{{UP}}", up.URL)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		urlA, srvA := serveSrv(t, cfg, Options{Store: st})
+		urlB, srvB := serveSrv(t, cfg, Options{Store: st})
+		a, b := &spendEnv{url: urlA, store: st, srv: srvA}, &spendEnv{url: urlB, store: st, srv: srvB}
+		key := "sk-batch-owner"
+		if resp, out := a.post(t, "/key/generate", "sk-1234", `{"key": "`+key+`", "models": ["gpt-4"]}`); resp.StatusCode != 200 {
+			t.Fatalf("/key/generate: %d %v", resp.StatusCode, out)
+		}
+		ct, body := upload(batchInput(2), "purpose", "batch")
+		file := a.create(t, "upload", "POST", "/v1/files", key, ct, body)
+		batch := a.create(t, "batch", "POST", "/v1/batches", key, "application/json",
+			[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func(e *spendEnv) {
+				defer wg.Done()
+				if status, body := e.call(t, "GET", "/v1/batches/"+batch, key, "", nil); status != 200 {
+					t.Errorf("retrieve: %d %s", status, body)
+				}
+			}([]*spendEnv{a, b}[i%2])
+		}
+		wg.Wait()
+		want := 2 * (4*0.00001 + 3*0.0001) / 2
+		var booked float64
+		for _, s := range []*Server{srvA, srvB} {
+			if acct, ok := s.book.Lookup(store.KindKey, sha(key)); ok {
+				booked += acct.Spent().Dollars()
+			}
+		}
+		if math.Abs(booked-want) > 1e-9 {
+			t.Fatalf("the replicas booked %v in all, want %v once", booked, want)
+		}
+		o, err := st.GetObject(context.Background(), store.ObjectBatch, batch)
+		if err != nil || !o.Charged || math.Abs(o.Cost-want) > 1e-12 {
+			t.Fatalf("batch row %+v %v", o, err)
+		}
+	})
 }
