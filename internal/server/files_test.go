@@ -364,7 +364,8 @@ func TestFilesBadInputNeverReachesUpstream(t *testing.T) {
 }
 
 // TestFilesUpstreamErrorPassedThrough: an upstream's own error reaches the
-// client with its status, in the OpenAI shape, and records nothing.
+// client with its status, in the OpenAI shape; no file is recorded, but the
+// call is a spend row.
 func TestFilesUpstreamErrorPassedThrough(t *testing.T) {
 	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
 	ct, body := upload("x\n", "purpose", "batch", "model", "failing")
@@ -375,6 +376,14 @@ func TestFilesUpstreamErrorPassedThrough(t *testing.T) {
 	}
 	if got := listIDs(t, e, "/v1/files", "sk-1234"); len(got) != 0 {
 		t.Fatalf("a failed upload was recorded: %v", got)
+	}
+	// The call reached the upstream: it is a spend row, with its status.
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	logs, _, err := e.store.ListSpendLogs(context.Background(), store.SpendFilter{})
+	if err != nil || len(logs) != 1 || logs[0].CallType != "acreate_file" || logs[0].Status != 500 || logs[0].Cost != 0 || logs[0].ModelGroup != "failing" {
+		t.Fatalf("spend rows %+v %v", logs, err)
 	}
 }
 
