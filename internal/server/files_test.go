@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -435,4 +436,73 @@ func TestBatchChargedOnceAcrossReplicas(t *testing.T) {
 			t.Fatalf("batch row %+v %v", o, err)
 		}
 	})
+}
+
+// TestBatchChargedWhenTheClientLeaves: the retrieval that sees a batch
+// completed charges it even if its client leaves while the output is read.
+func TestBatchChargedWhenTheClientLeaves(t *testing.T) {
+	reading, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	fake := http.NewServeMux()
+	fake.HandleFunc("POST /v1/files", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"file-in","object":"file","purpose":"batch"}`)
+	})
+	fake.HandleFunc("POST /v1/batches", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"batch_1","object":"batch","status":"validating"}`)
+	})
+	fake.HandleFunc("GET /v1/batches/batch_1", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"batch_1","object":"batch","status":"completed","output_file_id":"file-out"}`)
+	})
+	fake.HandleFunc("GET /v1/files/file-out/content", func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(reading) })
+		<-release
+		io.WriteString(w, `{"custom_id":"a","response":{"status_code":200,"body":{"usage":{"prompt_tokens":4,"completion_tokens":3}}}}`+"\n")
+	})
+	up := httptest.NewServer(fake)
+	defer up.Close()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(filesConfig, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	url, _ := serveSrv(t, cfg, Options{Store: st})
+	e := &spendEnv{url: url, store: st}
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := upload("{}\n", "purpose", "batch")
+	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/v1/batches/batch_1", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select { // the gateway is reading the output: the client leaves
+	case <-reading:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the gateway never read the batch's output")
+	}
+	cancel()
+	<-gone
+	close(release)
+	want := (4*0.00001 + 3*0.0001) / 2
+	if took, ok := within(10*time.Second, func() bool {
+		o, err := st.GetObject(context.Background(), store.ObjectBatch, "batch_1")
+		return err == nil && o.Charged && math.Abs(o.Cost-want) < 1e-12
+	}); !ok {
+		t.Fatalf("the batch was not charged %v after its client left", took)
+	}
 }
