@@ -95,11 +95,25 @@ func (c *call) decode() error {
 	if err != nil {
 		return err
 	}
-	if c.req, err = decode(body, c.r.PathValue("model")); err != nil {
+	model := c.r.PathValue("model")
+	if c.op == provider.OpModerations && model == "" && !hasModel(body) {
+		if model = c.defaultModeration(); model == "" {
+			return apierror.BadRequest("model", "the request names no model, and no moderation model (omni-moderation-latest, text-moderation-*) is configured that this key may use")
+		}
+	}
+	if c.req, err = decode(body, model); err != nil {
 		return err
 	}
-	if c.op == provider.OpMessages {
+	switch c.op {
+	case provider.OpMessages:
 		c.req.anthropicUser()
+	case provider.OpRerank:
+		err = c.req.rerankBody()
+	case provider.OpModerations:
+		err = c.req.moderationBody()
+	}
+	if err != nil {
+		return err
 	}
 	if c.req.user != "" {
 		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)

@@ -93,7 +93,10 @@ func (g *Gateway) Register(mux Mux) {
 		mux.Handle("POST "+prefix+"/completions", g.handler(provider.OpCompletions))
 		mux.Handle("POST "+prefix+"/embeddings", g.handler(provider.OpEmbeddings))
 		mux.Handle("GET "+prefix+"/models", apierror.Handler(g.log, g.models))
+		mux.Handle("POST "+prefix+"/moderations", g.handler(provider.OpModerations))
+		mux.Handle("POST "+prefix+"/rerank", g.handler(provider.OpRerank))
 	}
+	mux.Handle("POST /v2/rerank", g.handler(provider.OpRerank)) // Cohere's v2 path
 	mux.Handle("GET /model_group/info", apierror.Handler(g.log, g.modelGroupInfo))
 	// Anthropic's Messages API, for Claude Code and the Anthropic SDKs.
 	mux.Handle("POST /v1/messages", apierror.AnthropicHandler(g.log, func(w http.ResponseWriter, r *http.Request) error {

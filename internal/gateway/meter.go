@@ -251,6 +251,9 @@ func (m *Books) accounts(p *auth.Principal, endUser string, e *store.EndUser, mo
 // every completion the upstream generates (n, best_of, a batch of prompts).
 // Tools add nothing: a tool call's arguments are output within max_tokens.
 func outputBound(p pricing.Price, req *request) int64 {
+	if req.noOutput {
+		return 0
+	}
 	per := req.maxTokens
 	if per <= 0 {
 		per = p.MaxOutputTokens
@@ -336,6 +339,7 @@ type charge struct {
 	// What the hold allowed: usage beyond these bounds is clamped to them,
 	// and the cost to worst.
 	promptMax, outputMax int64
+	searchUnitsMax       int64
 	worst                ledger.Amount
 	// timeHold is the part of worst that pays for a per-second price.
 	timeHold ledger.Amount
@@ -385,7 +389,15 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	}
 	bound := promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
 	out := outputBound(asked, req)
-	tokenWorst := ledger.USD(asked.WorstCase(bound, out))
+	// A rerank also pays per search unit: the most its documents can make.
+	// An operation that generates nothing pays for its prompt alone.
+	usageWorst := float64(req.searchUnitsMax) * asked.InputPerQuery
+	if req.noOutput {
+		usageWorst += float64(bound) * max(asked.InputPerToken, asked.CacheCreationPerToken)
+	} else {
+		usageWorst += asked.WorstCase(bound, out)
+	}
+	tokenWorst := ledger.USD(usageWorst)
 	// A deployment priced per second holds its price for its timeout (a
 	// minute when it sets none) on top of its tokens' worst case; the time
 	// an answer really takes is charged in full at settle.
@@ -458,7 +470,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		return nil, e
 	}
 	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
-		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold}
+		promptMax: bound, outputMax: out, searchUnitsMax: req.searchUnitsMax, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold}
 	if capTokens > 0 {
 		// Settlement holds the upstream to the cap it was given.
 		c.outputMax = satMul(capTokens, c.outputs)
@@ -572,6 +584,7 @@ func (c *charge) clamp(u *usage.Usage) bool {
 	bound(&u.Cached, u.Prompt)
 	bound(&u.CacheCreation, u.Prompt)
 	bound(&u.Reasoning, u.Completion)
+	bound(&u.SearchUnits, c.searchUnitsMax)
 	return *u != before
 }
 

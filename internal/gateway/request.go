@@ -27,6 +27,12 @@ type request struct {
 	user    string
 	// clientUsage: the client asked for the usage chunk of a stream itself.
 	clientUsage bool
+	// noOutput: the operation generates no tokens (rerank, moderation),
+	// so a hold pays for none.
+	noOutput bool
+	// searchUnits are the billed units a rerank's documents make, and
+	// searchUnitsMax the most they can make (rerankBody).
+	searchUnits, searchUnitsMax int64
 }
 
 // readBody reads at most limit bytes of r's body.

@@ -34,7 +34,7 @@ func answerOf(body []byte) (u usage.Usage, id string, ok bool, err error) {
 // (OpenAI choices or Anthropic content blocks, tool calls included) as its
 // completion. It runs only for upstreams that report no usage.
 func estimateUsage(req *request, model string, answer []byte) usage.Usage {
-	u := usage.Usage{Prompt: countPrompt(req, model)}
+	u := usage.Usage{Prompt: countPrompt(req, model), SearchUnits: req.searchUnits}
 	var a struct {
 		Choices []struct {
 			Message *struct {

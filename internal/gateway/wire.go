@@ -99,6 +99,10 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 		if t.Serves(provider.OpChat) {
 			return messagesViaChat, true
 		}
+	case provider.OpRerank:
+		if t.Serves(op) {
+			return rerankWire, true
+		}
 	default:
 		if t.Serves(op) {
 			return wire{op: op, body: passthroughBody}, true

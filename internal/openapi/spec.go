@@ -103,6 +103,21 @@ func operations() []op {
 		x.body = anyObj // the model comes from the path
 		ops = append(ops, x)
 	}
+	// Moderations and rerank, passed through to the deployments serving them.
+	moderation := op{tag: "inference", summary: "Classify text (OpenAI moderations); without a model, the configured moderation model answers",
+		body: ref("ModerationRequest"), ok: jsonResp("one result per input", ref("Moderation"))}
+	rerank := op{tag: "inference", summary: "Rerank documents against a query (Cohere's body), booked per search unit or token",
+		body: ref("RerankRequest"), ok: jsonResp("the documents' scores, best first", ref("Rerank"))}
+	for _, p := range []string{"/v1/moderations", "/moderations"} {
+		x := moderation
+		x.method, x.path = "POST", p
+		ops = append(ops, x)
+	}
+	for _, p := range []string{"/v1/rerank", "/rerank", "/v2/rerank"} {
+		x := rerank
+		x.method, x.path = "POST", p
+		ops = append(ops, x)
+	}
 	ops = append(ops,
 		op{method: "POST", path: "/v1/messages", tag: "inference", summary: "Anthropic Messages API, routed to any deployment", body: ref("MessagesRequest"),
 			ok: jsonResp("the message", ref("Message")), stream: true, anthropic: true},
@@ -274,6 +289,14 @@ func schemas() obj {
 		"SpendSummaryDay": object([]string{"startTime", "spend", "users", "models"}, obj{"startTime": str("YYYY-MM-DD"), "spend": num, "users": obj{"type": "object", "additionalProperties": num},
 			"models": obj{"type": "object", "additionalProperties": num}}),
 		"ModelEntry": object(nil, obj{"model_name": str(""), "litellm_params": anyObj, "model_info": anyObj}),
+		"ModerationRequest": object([]string{"input"}, obj{"input": obj{"description": "a string, or an array of strings or of multi-modal inputs"},
+			"model": str("optional: the configured moderation model when absent")}),
+		"Moderation": object([]string{"results"}, obj{"id": str(""), "model": str(""), "results": arr(object([]string{"flagged"},
+			obj{"flagged": boolean, "categories": anyObj, "category_scores": anyObj}))}),
+		"RerankRequest": object([]string{"model", "query", "documents"}, obj{"model": str(""), "query": str(""),
+			"documents": arr(obj{"description": "a string, or an object with text"}), "top_n": integer, "return_documents": boolean}),
+		"Rerank": object([]string{"results"}, obj{"id": str(""), "results": arr(object([]string{"index", "relevance_score"},
+			obj{"index": integer, "relevance_score": num, "document": anyObj})), "meta": anyObj, "usage": anyObj}),
 	}
 	for k, v := range fileSchemas() {
 		all[k] = v

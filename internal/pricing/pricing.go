@@ -29,10 +29,12 @@ type Price struct {
 	// Batch API prices per token; 0 where the table names none.
 	InputPerTokenBatches  float64 `json:"input_cost_per_token_batches,omitempty"`
 	OutputPerTokenBatches float64 `json:"output_cost_per_token_batches,omitempty"`
-	MaxInputTokens        int64   `json:"max_input_tokens,omitempty"`
-	MaxOutputTokens       int64   `json:"max_output_tokens,omitempty"`
-	Mode                  string  `json:"mode,omitempty"`
-	Provider              string  `json:"litellm_provider,omitempty"`
+	// InputPerQuery is a rerank model's price per search unit.
+	InputPerQuery   float64 `json:"input_cost_per_query,omitempty"`
+	MaxInputTokens  int64   `json:"max_input_tokens,omitempty"`
+	MaxOutputTokens int64   `json:"max_output_tokens,omitempty"`
+	Mode            string  `json:"mode,omitempty"`
+	Provider        string  `json:"litellm_provider,omitempty"`
 }
 
 //go:embed prices.json
@@ -81,7 +83,8 @@ func (p Price) Cost(u usage.Usage) float64 {
 		createPrice = p.InputPerToken
 	}
 	return float64(prompt-cached)*p.InputPerToken + float64(cached)*readPrice +
-		float64(u.CacheCreation)*createPrice + float64(u.Completion)*p.OutputPerToken
+		float64(u.CacheCreation)*createPrice + float64(u.Completion)*p.OutputPerToken +
+		float64(u.SearchUnits)*p.InputPerQuery
 }
 
 // Batch is the price of tokens served through the Batch API: the table's
@@ -162,13 +165,19 @@ func Derive(src []byte) ([]byte, error) {
 			CacheReadPerToken: num(m, "cache_read_input_token_cost"), CacheCreationPerToken: num(m, "cache_creation_input_token_cost"),
 			MaxInputTokens: int64(num(m, "max_input_tokens")), MaxOutputTokens: int64(num(m, "max_output_tokens")),
 			InputPerTokenBatches: num(m, "input_cost_per_token_batches"), OutputPerTokenBatches: num(m, "output_cost_per_token_batches"),
+			InputPerQuery: num(m, "input_cost_per_query"),
 		}
 		if p.MaxOutputTokens == 0 {
 			p.MaxOutputTokens = int64(num(m, "max_tokens"))
 		}
 		p.Mode, _ = m["mode"].(string)
 		p.Provider, _ = m["litellm_provider"].(string)
-		if p.InputPerToken == 0 && p.OutputPerToken == 0 {
+		// A model the list prices at zero on purpose (OpenAI's moderation
+		// models, free rerankers) is priced: its calls cost nothing, and
+		// are not "unpriced".
+		_, zeroPriced := m["input_cost_per_token"].(float64)
+		free := zeroPriced && (p.Mode == "moderation" || p.Mode == "rerank")
+		if p.InputPerToken == 0 && p.OutputPerToken == 0 && p.InputPerQuery == 0 && !free {
 			continue
 		}
 		out[name] = p

@@ -15,6 +15,10 @@ import (
 // them.
 type Usage struct {
 	Prompt, Completion, Cached, CacheCreation, Reasoning int64
+
+	// SearchUnits are the billed units of a rerank call (Cohere's
+	// search_units: a query over up to 100 documents or chunks).
+	SearchUnits int64
 }
 
 // OpenAI is the usage member of an OpenAI answer or stream chunk, as read

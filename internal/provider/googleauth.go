@@ -1,0 +1,83 @@
+package provider
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+)
+
+// googleScope is the OAuth scope Vertex AI's API takes.
+const googleScope = "https://www.googleapis.com/auth/cloud-platform"
+
+// googleSources caches a token source per credentials, so that every
+// request with the same credentials shares one access token until it
+// expires (oauth2.ReuseTokenSource refreshes it shortly before).
+var googleSources sync.Map // credentials string -> oauth2.TokenSource
+
+// GoogleTokenSource returns the token source for Vertex AI credentials as
+// LiteLLM takes them (vertex_credentials): the JSON of a service account or
+// authorized user key, or the path of a file holding it; empty means
+// Google's application default credentials (GOOGLE_APPLICATION_CREDENTIALS,
+// gcloud's, or the metadata server's). Credentials that cannot be read fail
+// here, at configuration, not on the first request.
+func GoogleTokenSource(ctx context.Context, credentials string) (oauth2.TokenSource, error) {
+	if ts, ok := googleSources.Load(credentials); ok {
+		return ts.(oauth2.TokenSource), nil
+	}
+	var creds *google.Credentials
+	var err error
+	switch js := strings.TrimSpace(credentials); {
+	case js == "":
+		creds, err = google.FindDefaultCredentials(ctx, googleScope)
+	case strings.HasPrefix(js, "{"):
+		creds, err = googleKey(ctx, []byte(js))
+	default:
+		var b []byte
+		if b, err = os.ReadFile(js); err == nil {
+			creds, err = googleKey(ctx, b)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vertex credentials: %w", err)
+	}
+	ts := oauth2.ReuseTokenSource(nil, creds.TokenSource)
+	actual, _ := googleSources.LoadOrStore(credentials, ts)
+	return actual.(oauth2.TokenSource), nil
+}
+
+// googleKey reads a service account or authorized user key, checking what
+// the library would only find wrong at the first token: a service account
+// needs its client_email and a PEM private key, an authorized user its
+// refresh token.
+func googleKey(ctx context.Context, js []byte) (*google.Credentials, error) {
+	var k struct {
+		Type         string `json:"type"`
+		ClientEmail  string `json:"client_email"`
+		PrivateKey   string `json:"private_key"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := json.Unmarshal(js, &k); err != nil {
+		return nil, fmt.Errorf("not a JSON key: %w", err)
+	}
+	switch k.Type {
+	case "service_account":
+		if b, _ := pem.Decode([]byte(k.PrivateKey)); b == nil || k.ClientEmail == "" {
+			return nil, errors.New("a service account key needs client_email and a PEM private_key")
+		}
+		return google.CredentialsFromJSONWithType(ctx, js, google.ServiceAccount, googleScope)
+	case "authorized_user":
+		if k.RefreshToken == "" {
+			return nil, errors.New("an authorized_user key needs its refresh_token")
+		}
+		return google.CredentialsFromJSONWithType(ctx, js, google.AuthorizedUser, googleScope)
+	}
+	return nil, fmt.Errorf("key type %q: want service_account or authorized_user", k.Type)
+}

@@ -1,0 +1,70 @@
+package provider
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestGoogleTokenSourceSignsAndReuses: a service account key (given as JSON
+// or as a file path) is exchanged at its token_uri with a signed JWT
+// assertion for an access token, which later calls reuse; credentials that
+// are not a key fail at once.
+func TestGoogleTokenSourceSignsAndReuses(t *testing.T) {
+	var exchanges atomic.Int32
+	tokenSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil || r.Form.Get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" || strings.Count(r.Form.Get("assertion"), ".") != 2 {
+			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)
+			return
+		}
+		exchanges.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"ya29.test-token","token_type":"Bearer","expires_in":3600}`))
+	}))
+	defer tokenSrv.Close()
+
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	sa, _ := json.Marshal(map[string]string{
+		"type": "service_account", "project_id": "p", "private_key_id": "k1", "private_key": string(pemKey),
+		"client_email": "svc@p.iam.gserviceaccount.com", "token_uri": tokenSrv.URL,
+	})
+	file := filepath.Join(t.TempDir(), "sa.json")
+	if err := os.WriteFile(file, sa, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, creds := range []string{string(sa), file} {
+		ts, err := GoogleTokenSource(context.Background(), creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			tok, err := ts.Token()
+			if err != nil || tok.AccessToken != "ya29.test-token" {
+				t.Fatalf("token %v %v", tok, err)
+			}
+		}
+	}
+	if n := exchanges.Load(); n != 2 {
+		t.Fatalf("%d token exchanges for two credentials asked six times, want 2", n)
+	}
+	if _, err := GoogleTokenSource(context.Background(), `{"type":"service_account"}`); err == nil {
+		t.Fatal("a key without a private key was accepted")
+	}
+	if _, err := GoogleTokenSource(context.Background(), filepath.Join(t.TempDir(), "missing.json")); err == nil {
+		t.Fatal("a missing credentials file was accepted")
+	}
+}

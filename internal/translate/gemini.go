@@ -1,0 +1,527 @@
+package translate
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/usage"
+)
+
+// Google's generateContent API (Gemini on AI Studio and on Vertex AI speak
+// the same body): an OpenAI chat request becomes a GenerateContentRequest
+// (the model goes in the URL, not the body), a GenerateContentResponse
+// becomes a chat completion, and a stream of them (alt=sse) becomes chunks.
+
+type gmRequest struct {
+	Contents          []gmContent       `json:"contents"`
+	SystemInstruction *gmContent        `json:"systemInstruction,omitempty"`
+	Tools             []gmTool          `json:"tools,omitempty"`
+	ToolConfig        *gmToolConfig     `json:"toolConfig,omitempty"`
+	GenerationConfig  *gmGenerationConf `json:"generationConfig,omitempty"`
+}
+
+type gmContent struct {
+	Role  string   `json:"role,omitempty"`
+	Parts []gmPart `json:"parts"`
+}
+
+type gmPart struct {
+	Text             string          `json:"text,omitempty"`
+	Thought          bool            `json:"thought,omitempty"`
+	InlineData       *gmBlob         `json:"inlineData,omitempty"`
+	FileData         *gmFile         `json:"fileData,omitempty"`
+	FunctionCall     *gmFunctionCall `json:"functionCall,omitempty"`
+	FunctionResponse *gmFunctionResp `json:"functionResponse,omitempty"`
+	// ThoughtSignature is the opaque token of a thinking model's reasoning
+	// that a later turn must send back with the function call it came with.
+	ThoughtSignature string `json:"thoughtSignature,omitempty"`
+}
+
+// thoughtMark separates a tool call's id from the thought signature it
+// carries: OpenAI clients send the id back unchanged with the next turn,
+// and with it the signature Gemini asks for.
+const thoughtMark = "__thought__"
+
+// callID is the tool call id of the n-th function call of candidate i.
+func callID(i, n int, signature string) string {
+	id := fmt.Sprintf("call_%d_%d", i, n)
+	if signature != "" {
+		id += thoughtMark + signature
+	}
+	return id
+}
+
+type gmBlob struct {
+	MimeType string `json:"mimeType"`
+	Data     string `json:"data"`
+}
+
+type gmFile struct {
+	MimeType string `json:"mimeType,omitempty"`
+	FileURI  string `json:"fileUri"`
+}
+
+type gmFunctionCall struct {
+	Name string          `json:"name"`
+	Args json.RawMessage `json:"args,omitempty"`
+}
+
+type gmFunctionResp struct {
+	Name     string          `json:"name"`
+	Response json.RawMessage `json:"response"`
+}
+
+type gmTool struct {
+	FunctionDeclarations []gmFunctionDecl `json:"functionDeclarations"`
+}
+
+type gmFunctionDecl struct {
+	Name                 string          `json:"name"`
+	Description          string          `json:"description,omitempty"`
+	ParametersJSONSchema json.RawMessage `json:"parametersJsonSchema,omitempty"`
+}
+
+type gmToolConfig struct {
+	FunctionCallingConfig struct {
+		Mode                 string   `json:"mode"`
+		AllowedFunctionNames []string `json:"allowedFunctionNames,omitempty"`
+	} `json:"functionCallingConfig"`
+}
+
+type gmGenerationConf struct {
+	Temperature        *float64        `json:"temperature,omitempty"`
+	TopP               *float64        `json:"topP,omitempty"`
+	MaxOutputTokens    *int64          `json:"maxOutputTokens,omitempty"`
+	StopSequences      []string        `json:"stopSequences,omitempty"`
+	CandidateCount     *int64          `json:"candidateCount,omitempty"`
+	PresencePenalty    *float64        `json:"presencePenalty,omitempty"`
+	FrequencyPenalty   *float64        `json:"frequencyPenalty,omitempty"`
+	Seed               *int64          `json:"seed,omitempty"`
+	ResponseMimeType   string          `json:"responseMimeType,omitempty"`
+	ResponseJSONSchema json.RawMessage `json:"responseJsonSchema,omitempty"`
+}
+
+// set reports whether any setting is given.
+func (g *gmGenerationConf) set() bool {
+	return g.Temperature != nil || g.TopP != nil || g.MaxOutputTokens != nil || g.StopSequences != nil || g.CandidateCount != nil ||
+		g.PresencePenalty != nil || g.FrequencyPenalty != nil || g.Seed != nil || g.ResponseMimeType != ""
+}
+
+// gmChatRequest is what of an OpenAI chat request reaches Gemini, beyond
+// oaRequest's members.
+type gmChatRequest struct {
+	oaRequest
+	N                *int64          `json:"n,omitempty"`
+	PresencePenalty  *float64        `json:"presence_penalty,omitempty"`
+	FrequencyPenalty *float64        `json:"frequency_penalty,omitempty"`
+	Seed             *int64          `json:"seed,omitempty"`
+	ResponseFormat   json.RawMessage `json:"response_format,omitempty"`
+}
+
+// ChatToGemini turns an OpenAI chat request into a GenerateContentRequest:
+// system (and developer) messages become the systemInstruction, assistant
+// turns the "model" role, tool calls functionCall parts and tool messages
+// functionResponse parts (named after the call they answer), images
+// inlineData (data: URLs) or fileData (gs:// and https URLs), tools
+// function declarations with their JSON Schema as given, tool_choice the
+// function-calling mode, response_format a JSON response (with its schema),
+// and the sampling settings the generation config. Consecutive turns of one
+// role are merged, as Gemini wants them alternating.
+func ChatToGemini(body []byte) ([]byte, error) {
+	var in gmChatRequest
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, fmt.Errorf("request: %w", err)
+	}
+	out := gmRequest{}
+	gc := gmGenerationConf{Temperature: in.Temperature, TopP: in.TopP, CandidateCount: in.N,
+		PresencePenalty: in.PresencePenalty, FrequencyPenalty: in.FrequencyPenalty, Seed: in.Seed}
+	switch {
+	case in.MaxCompletionTokens != nil:
+		gc.MaxOutputTokens = in.MaxCompletionTokens
+	case in.MaxTokens != nil:
+		gc.MaxOutputTokens = in.MaxTokens
+	}
+	if len(in.Stop) > 0 && string(in.Stop) != "null" {
+		var one string
+		if json.Unmarshal(in.Stop, &one) == nil {
+			gc.StopSequences = []string{one}
+		} else if err := json.Unmarshal(in.Stop, &gc.StopSequences); err != nil {
+			return nil, fmt.Errorf("stop must be a string or a list of strings")
+		}
+	}
+	if rf := in.ResponseFormat; len(rf) > 0 && string(rf) != "null" {
+		var f struct {
+			Type       string `json:"type"`
+			JSONSchema struct {
+				Schema json.RawMessage `json:"schema"`
+			} `json:"json_schema"`
+		}
+		if err := json.Unmarshal(rf, &f); err != nil {
+			return nil, fmt.Errorf("response_format must be an object")
+		}
+		switch f.Type {
+		case "json_object":
+			gc.ResponseMimeType = "application/json"
+		case "json_schema":
+			gc.ResponseMimeType = "application/json"
+			gc.ResponseJSONSchema = f.JSONSchema.Schema
+		}
+	}
+	if gc.set() {
+		out.GenerationConfig = &gc
+	}
+	if len(in.Tools) > 0 {
+		var decls []gmFunctionDecl
+		for _, t := range in.Tools {
+			d := gmFunctionDecl{Name: t.Function.Name, Description: t.Function.Description}
+			if p := t.Function.Parameters; len(p) > 0 && string(p) != "null" {
+				d.ParametersJSONSchema = p
+			}
+			decls = append(decls, d)
+		}
+		out.Tools = []gmTool{{FunctionDeclarations: decls}}
+	}
+	if tc := in.ToolChoice; len(tc) > 0 && string(tc) != "null" {
+		cfg := &gmToolConfig{}
+		var s string
+		if json.Unmarshal(tc, &s) == nil {
+			cfg.FunctionCallingConfig.Mode = map[string]string{"auto": "AUTO", "required": "ANY", "none": "NONE"}[s]
+		} else {
+			var obj struct {
+				Function struct{ Name string } `json:"function"`
+			}
+			if json.Unmarshal(tc, &obj) == nil && obj.Function.Name != "" {
+				cfg.FunctionCallingConfig.Mode = "ANY"
+				cfg.FunctionCallingConfig.AllowedFunctionNames = []string{obj.Function.Name}
+			}
+		}
+		if cfg.FunctionCallingConfig.Mode != "" {
+			out.ToolConfig = cfg
+		}
+	}
+
+	callNames := map[string]string{} // tool_call id -> function name
+	var system []gmPart
+	add := func(role string, parts ...gmPart) {
+		if len(parts) == 0 {
+			return
+		}
+		if n := len(out.Contents); n > 0 && out.Contents[n-1].Role == role {
+			out.Contents[n-1].Parts = append(out.Contents[n-1].Parts, parts...)
+			return
+		}
+		out.Contents = append(out.Contents, gmContent{Role: role, Parts: parts})
+	}
+	for i, m := range in.Messages {
+		parts, err := gmParts(m.Content)
+		if err != nil {
+			return nil, fmt.Errorf("messages[%d]: %w", i, err)
+		}
+		switch m.Role {
+		case "system", "developer":
+			system = append(system, parts...)
+		case "user":
+			add("user", parts...)
+		case "assistant":
+			for _, tc := range m.ToolCalls {
+				callNames[tc.ID] = tc.Function.Name
+				args := json.RawMessage(tc.Function.Arguments)
+				if !json.Valid(args) || len(strings.TrimSpace(tc.Function.Arguments)) == 0 {
+					args = json.RawMessage(`{}`)
+				}
+				_, sig, _ := strings.Cut(tc.ID, thoughtMark)
+				parts = append(parts, gmPart{FunctionCall: &gmFunctionCall{Name: tc.Function.Name, Args: args}, ThoughtSignature: sig})
+			}
+			add("model", parts...)
+		case "tool", "function":
+			name := callNames[m.ToolCallID]
+			if name == "" {
+				name = m.Name
+			}
+			var text strings.Builder
+			for _, p := range parts {
+				text.WriteString(p.Text)
+			}
+			resp, _ := json.Marshal(map[string]string{"content": text.String()})
+			add("user", gmPart{FunctionResponse: &gmFunctionResp{Name: name, Response: resp}})
+		default:
+			return nil, fmt.Errorf("messages[%d]: unknown role %q", i, m.Role)
+		}
+	}
+	if len(out.Contents) == 0 {
+		return nil, fmt.Errorf("messages must hold at least one user or assistant message")
+	}
+	if len(system) > 0 {
+		out.SystemInstruction = &gmContent{Parts: system}
+	}
+	return json.Marshal(out)
+}
+
+// gmParts turns an OpenAI message content (a string or parts) into Gemini
+// parts.
+func gmParts(content json.RawMessage) ([]gmPart, error) {
+	if len(content) == 0 || string(content) == "null" {
+		return nil, nil
+	}
+	var s string
+	if json.Unmarshal(content, &s) == nil {
+		if s == "" {
+			return nil, nil
+		}
+		return []gmPart{{Text: s}}, nil
+	}
+	var parts []oaPart
+	if err := json.Unmarshal(content, &parts); err != nil {
+		return nil, fmt.Errorf("content must be a string or an array of parts")
+	}
+	var out []gmPart
+	for _, p := range parts {
+		switch p.Type {
+		case "text":
+			out = append(out, gmPart{Text: p.Text})
+		case "image_url":
+			if p.ImageURL == nil || p.ImageURL.URL == "" {
+				return nil, fmt.Errorf("image_url part without a url")
+			}
+			out = append(out, gmImage(p.ImageURL.URL))
+		}
+	}
+	return out, nil
+}
+
+// gmImage is an image URL as a Gemini part: a data: URL inline, any other
+// URL by reference, its type guessed from its extension (JPEG when it has
+// none Gemini would know).
+func gmImage(u string) gmPart {
+	if rest, ok := strings.CutPrefix(u, "data:"); ok {
+		if meta, data, ok := strings.Cut(rest, ","); ok {
+			mt, _, _ := strings.Cut(meta, ";")
+			return gmPart{InlineData: &gmBlob{MimeType: mt, Data: data}}
+		}
+	}
+	mt := mime.TypeByExtension(path.Ext(strings.SplitN(u, "?", 2)[0]))
+	if !strings.HasPrefix(mt, "image/") && !strings.HasPrefix(mt, "application/pdf") {
+		mt = "image/jpeg"
+	}
+	return gmPart{FileData: &gmFile{MimeType: mt, FileURI: u}}
+}
+
+// ---- answers ----
+
+type gmResponse struct {
+	Candidates []struct {
+		Content      gmContent `json:"content"`
+		FinishReason string    `json:"finishReason"`
+		Index        int       `json:"index"`
+	} `json:"candidates"`
+	UsageMetadata *GeminiUsageMetadata `json:"usageMetadata"`
+	ModelVersion  string               `json:"modelVersion"`
+	ResponseID    string               `json:"responseId"`
+}
+
+// GeminiUsageMetadata is the usage member of a Gemini answer: the candidates
+// count excludes the thinking tokens, which are billed as output too.
+type GeminiUsageMetadata struct {
+	PromptTokenCount        int64 `json:"promptTokenCount"`
+	CandidatesTokenCount    int64 `json:"candidatesTokenCount"`
+	CachedContentTokenCount int64 `json:"cachedContentTokenCount"`
+	ThoughtsTokenCount      int64 `json:"thoughtsTokenCount"`
+	ToolUsePromptTokenCount int64 `json:"toolUsePromptTokenCount"`
+}
+
+// Usage is m in OpenAI's convention: the prompt includes the cached and
+// tool-use prompt tokens, the completion the thinking tokens (as
+// reasoning).
+func (m GeminiUsageMetadata) Usage() usage.Usage {
+	return usage.Usage{Prompt: m.PromptTokenCount + m.ToolUsePromptTokenCount, Completion: m.CandidatesTokenCount + m.ThoughtsTokenCount,
+		Cached: m.CachedContentTokenCount, Reasoning: m.ThoughtsTokenCount}
+}
+
+// gmArgs is a function call's args as OpenAI's arguments string: compact
+// JSON, "{}" when there are none.
+func gmArgs(args json.RawMessage) string {
+	var b bytes.Buffer
+	if len(args) == 0 || json.Compact(&b, args) != nil {
+		return "{}"
+	}
+	return b.String()
+}
+
+// gmFinish maps Gemini's finish reasons to OpenAI's.
+func gmFinish(reason string, calls bool) string {
+	switch {
+	case calls && (reason == "STOP" || reason == ""):
+		return "tool_calls"
+	case reason == "MAX_TOKENS":
+		return "length"
+	case reason == "SAFETY", reason == "RECITATION", reason == "BLOCKLIST", reason == "PROHIBITED_CONTENT", reason == "SPII", reason == "IMAGE_SAFETY":
+		return "content_filter"
+	}
+	return "stop"
+}
+
+// GeminiToCompletion turns a GenerateContentResponse into an OpenAI chat
+// completion for model (the model group's upstream name), with its usage:
+// one choice per candidate, thought parts left out of the content, function
+// calls as tool calls.
+func GeminiToCompletion(body []byte, model string) ([]byte, usage.Usage, error) {
+	var in gmResponse
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, usage.Usage{}, fmt.Errorf("upstream answer: %w", err)
+	}
+	var u usage.Usage
+	if in.UsageMetadata != nil {
+		u = in.UsageMetadata.Usage()
+	}
+	choices := make([]any, 0, len(in.Candidates))
+	for i, c := range in.Candidates {
+		var text strings.Builder
+		var calls []oaToolCall
+		for _, p := range c.Content.Parts {
+			switch {
+			case p.FunctionCall != nil:
+				var tc oaToolCall
+				tc.ID, tc.Type, tc.Function.Name = callID(i, len(calls), p.ThoughtSignature), "function", p.FunctionCall.Name
+				tc.Function.Arguments = gmArgs(p.FunctionCall.Args)
+				calls = append(calls, tc)
+			case !p.Thought:
+				text.WriteString(p.Text)
+			}
+		}
+		msg := map[string]any{"role": "assistant", "content": text.String()}
+		if len(calls) > 0 {
+			msg["tool_calls"] = calls
+			if text.Len() == 0 {
+				msg["content"] = nil
+			}
+		}
+		choices = append(choices, map[string]any{"index": i, "message": msg, "finish_reason": gmFinish(c.FinishReason, len(calls) > 0)})
+	}
+	if model == "" {
+		model = in.ModelVersion
+	}
+	out := map[string]any{"id": "chatcmpl-" + in.ResponseID, "object": "chat.completion", "created": time.Now().Unix(), "model": model,
+		"choices": choices, "usage": u.OpenAI()}
+	b, err := json.Marshal(out)
+	return b, u, err
+}
+
+// ---- streams ----
+
+type geminiToChat struct {
+	includeUsage bool
+	model, id    string
+	created      int64
+	usage        usage.Usage
+	hasUsage     bool
+	started      bool
+	calls        int
+	finish       string
+	chunks       int
+}
+
+// GeminiToChatStream translates a Gemini stream (streamGenerateContent with
+// alt=sse: each event a whole GenerateContentResponse holding the next
+// piece, the usage so far in each) into chat.completion.chunk events for
+// model; with includeUsage the last chunk carries the usage.
+func GeminiToChatStream(model string, includeUsage bool) Stream {
+	return &geminiToChat{model: model, includeUsage: includeUsage, created: time.Now().Unix()}
+}
+
+func (s *geminiToChat) chunk(out []byte, delta map[string]any, finish any) []byte {
+	return appendData(out, map[string]any{"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
+		"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}})
+}
+
+func (s *geminiToChat) Event(ev, out []byte) []byte {
+	_, data := parseEvent(ev)
+	var r gmResponse
+	if len(data) == 0 || json.Unmarshal(data, &r) != nil {
+		return out
+	}
+	if r.UsageMetadata != nil {
+		s.usage, s.hasUsage = r.UsageMetadata.Usage(), true
+	}
+	if !s.started {
+		s.started = true
+		s.id = "chatcmpl-" + r.ResponseID
+		if s.model == "" {
+			s.model = r.ModelVersion
+		}
+		out = s.chunk(out, map[string]any{"role": "assistant", "content": ""}, nil)
+	}
+	for _, c := range r.Candidates {
+		if c.Index != 0 {
+			continue // a stream carries one choice
+		}
+		for _, p := range c.Content.Parts {
+			switch {
+			case p.FunctionCall != nil:
+				args := gmArgs(p.FunctionCall.Args)
+				out = s.chunk(out, map[string]any{"tool_calls": []any{map[string]any{"index": s.calls, "id": callID(0, s.calls, p.ThoughtSignature), "type": "function",
+					"function": map[string]string{"name": p.FunctionCall.Name, "arguments": args}}}}, nil)
+				s.calls++
+				s.chunks++
+			case p.Thought:
+				out = s.chunk(out, map[string]any{"reasoning_content": p.Text}, nil)
+				s.chunks++
+			case p.Text != "":
+				out = s.chunk(out, map[string]any{"content": p.Text}, nil)
+				s.chunks++
+			}
+		}
+		if c.FinishReason != "" {
+			s.finish = c.FinishReason
+		}
+	}
+	return out
+}
+
+func (s *geminiToChat) End(out []byte) []byte {
+	if !s.started {
+		return out
+	}
+	out = s.chunk(out, map[string]any{}, gmFinish(s.finish, s.calls > 0))
+	if s.includeUsage && s.hasUsage {
+		out = appendData(out, map[string]any{"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
+			"choices": []any{}, "usage": s.usage.OpenAI()})
+	}
+	return append(out, "data: [DONE]\n\n"...)
+}
+
+func (s *geminiToChat) Usage() (usage.Usage, bool) { return s.usage, s.hasUsage }
+func (s *geminiToChat) Chunks() int                { return s.chunks }
+
+// GeminiErrorToOpenAI turns a Google API error ({"error": {"code",
+// "message", "status"}}) into OpenAI's error shape, its status (such as
+// INVALID_ARGUMENT or RESOURCE_EXHAUSTED) as the code; any other body is
+// left to ErrorToOpenAI.
+func GeminiErrorToOpenAI(status int, body []byte) []byte {
+	var in struct {
+		Error *struct {
+			Message string `json:"message"`
+			Status  string `json:"status"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &in) != nil || in.Error == nil || in.Error.Status == "" {
+		return ErrorToOpenAI(status, body)
+	}
+	typ := "invalid_request_error"
+	switch {
+	case status == 401 || status == 403:
+		typ = "authentication_error"
+	case status == 404:
+		typ = "not_found_error"
+	case status == 429:
+		typ = "rate_limit_error"
+	case status >= 500:
+		typ = "api_error"
+	}
+	out, _ := json.Marshal(map[string]any{"error": map[string]any{"message": in.Error.Message, "type": typ, "param": nil, "code": in.Error.Status}})
+	return out
+}
