@@ -311,9 +311,9 @@ func (m *Books) capAmount(price pricing.Price, req *request, prompt int64, deplo
 }
 
 // canCap reports whether op generates output whose length a request can
-// bound (max_tokens).
+// bound (max_tokens; max_output_tokens in the Responses API).
 func canCap(op provider.Op) bool {
-	return op == provider.OpChat || op == provider.OpCompletions || op == provider.OpMessages
+	return op == provider.OpChat || op == provider.OpCompletions || op == provider.OpMessages || op == provider.OpResponses
 }
 
 // charge is one request's hold on its budgets.
