@@ -407,3 +407,26 @@ func TestBadResponsesRequests(t *testing.T) {
 		})
 	}
 }
+
+// TestResponsesHoldOnMaxOutputTokens: under strict budgets a Responses call
+// holds its worst case, which max_output_tokens bounds (as max_tokens does
+// for chat), whether the deployment is passed through or translated.
+func TestResponsesHoldOnMaxOutputTokens(t *testing.T) {
+	yaml := strings.Replace(responsesConfig, "litellm_settings:\n", "litellm_settings:\n  budget_enforcement: strict\n", 1)
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, yaml)
+	for _, model := range []string{"gpt-resp", "chat-only"} {
+		t.Run(model, func(t *testing.T) {
+			key := e.newKey(t, `{"max_budget":0.10}`)
+			before := e.mock.Stats().Requests
+			status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"`+model+`","input":"hi"}`)
+			if status != 400 || !strings.Contains(decodeError(t, b).Error.Message, "max_output_tokens") || e.mock.Stats().Requests != before {
+				t.Fatalf("no bound: %d %s", status, b)
+			}
+			status, b = e.call(t, "POST", "/v1/responses", key, `{"model":"`+model+`","input":"hi","max_output_tokens":100}`)
+			if status != 200 {
+				t.Fatalf("max_output_tokens 100: %d %s", status, b)
+			}
+			checkCost(t, e.rowFor(t, key))
+		})
+	}
+}
