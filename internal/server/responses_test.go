@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
@@ -427,6 +428,65 @@ func TestResponsesHoldOnMaxOutputTokens(t *testing.T) {
 				t.Fatalf("max_output_tokens 100: %d %s", status, b)
 			}
 			checkCost(t, e.rowFor(t, key))
+		})
+	}
+}
+
+// TestResponsesFailuresAndAbandonedStreams: as for chat, an upstream error
+// reaches the client in OpenAI's shape and costs nothing (the hold is
+// released, no row), and a client that leaves a stream midway is charged
+// for what was produced.
+func TestResponsesFailuresAndAbandonedStreams(t *testing.T) {
+	yaml := strings.Replace(responsesConfig, "litellm_settings:", mockModel("failing", "x-mock-status", "500")+"litellm_settings:", 1)
+	st := sqliteStore(t)
+	e := startConfig(t, st, mockupstream.Options{Chunks: 20, ChunkDelay: 200 * time.Millisecond}, yaml)
+
+	key := e.newKey(t, `{"max_budget":1}`)
+	status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"failing","input":"hi"}`)
+	if status != 500 || decodeError(t, b).Error.Message == "" {
+		t.Fatalf("failing upstream: %d %s", status, b)
+	}
+	e.srv.writer.Flush()
+	if logs, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)}); total != 0 {
+		t.Fatalf("a failed call was booked: %+v", logs)
+	}
+
+	for _, model := range []string{"gpt-resp", "chat-only"} {
+		t.Run(model, func(t *testing.T) {
+			key := e.newKey(t, `{}`)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/v1/responses",
+				strings.NewReader(`{"model":"`+model+`","stream":true,"input":"a b c d e f g h i j k l"}`))
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(resp.Body)
+			for deltas := 0; deltas < 2; {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.HasPrefix(line, "event: response.output_text.delta") {
+					deltas++
+				}
+			}
+			cancel() // the client walks away mid-stream
+			resp.Body.Close()
+			// The gateway books the call once it sees the client gone.
+			var logs []store.SpendLog
+			for i := 0; i < 1200 && len(logs) == 0; i++ { // up to 30 s
+				e.srv.writer.Flush()
+				logs, _, _ = st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+				if len(logs) == 0 {
+					time.Sleep(25 * time.Millisecond)
+				}
+			}
+			if len(logs) != 1 || logs[0].Status != 499 || logs[0].CompletionTokens < 2 || logs[0].Cost <= 0 {
+				t.Fatalf("abandoned stream booked as %+v", logs)
+			}
 		})
 	}
 }
