@@ -208,20 +208,40 @@ func (c *call) responsesViaMessages() wire {
 	}
 }
 
-// sealIDs replaces, in an answer of t, the upstream's response id up with
-// the id the client gets, and the previous response's with the client's;
-// the call's spend row records the client's id.
+// seal is how the response ids of one answer change on their way to the
+// client: the upstream's id becomes the sealed one, and the previous
+// response's becomes the id the client sent. The call's spend row records
+// the sealed id.
+type seal struct {
+	up, sealed         []byte // quoted JSON strings
+	prevUp, prevClient []byte
+}
+
+func (c *call) seal(t *provider.Target, up string) *seal {
+	sealed := c.g.sealResponseID(t.D.ID, ownerOf(c.p), up)
+	c.res.id = sealed
+	s := &seal{up: jsonbody.Quote(up), sealed: jsonbody.Quote(sealed)}
+	if c.rs != nil {
+		s.prevUp, s.prevClient = jsonbody.Quote(c.rs.prevUpstream), jsonbody.Quote(c.rs.prevClient)
+	}
+	return s
+}
+
+// apply rewrites the ids in b: every JSON string equal to an upstream id.
+func (s *seal) apply(b []byte) []byte {
+	b = bytes.ReplaceAll(b, s.up, s.sealed)
+	if s.prevUp != nil {
+		b = bytes.ReplaceAll(b, s.prevUp, s.prevClient)
+	}
+	return b
+}
+
+// sealIDs seals the ids of a whole answer whose upstream id is up.
 func (c *call) sealIDs(t *provider.Target, up string, body []byte) []byte {
 	if up == "" {
 		return body
 	}
-	sealed := c.g.sealResponseID(t.D.ID, ownerOf(c.p), up)
-	c.res.id = sealed
-	body = replaceString(body, up, sealed)
-	if c.rs != nil {
-		body = replaceString(body, c.rs.prevUpstream, c.rs.prevClient)
-	}
-	return body
+	return c.seal(t, up).apply(body)
 }
 
 // replaceString replaces every JSON string value old (quoted) in b.
@@ -229,25 +249,27 @@ func replaceString(b []byte, old, new string) []byte {
 	return bytes.ReplaceAll(b, jsonbody.Quote(old), jsonbody.Quote(new))
 }
 
-// sealedStream passes a Responses stream through with its response id
-// sealed: the id is learnt from the first event that names it.
+// sealedStream passes a Responses stream through with its response ids
+// sealed: the upstream's id is learnt from the first event that names it.
 type sealedStream struct {
 	c     *call
 	t     *provider.Target
 	inner translate.Stream
-	up    string
+	seal  *seal
 }
 
 func (s *sealedStream) Event(ev, out []byte) []byte {
-	if s.up == "" {
-		s.up = streamResponseID(ev)
+	if s.seal == nil {
+		if up := streamResponseID(ev); up != "" {
+			s.seal = s.c.seal(s.t, up)
+		}
 	}
 	start := len(out)
 	out = s.inner.Event(ev, out)
-	if s.up == "" {
+	if s.seal == nil {
 		return out
 	}
-	sealed := s.c.sealIDs(s.t, s.up, append([]byte(nil), out[start:]...))
+	sealed := s.seal.apply(out[start:])
 	return append(out[:start], sealed...)
 }
 

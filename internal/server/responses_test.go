@@ -8,10 +8,12 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -269,7 +271,8 @@ func TestResponsesTranslated(t *testing.T) {
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
 
 // TestResponsesGoverned: a spent budget refuses a Responses call before the
-// upstream, and a failing deployment falls back as chat does.
+// upstream, a failing deployment falls back, and rate limits apply, as for
+// chat.
 func TestResponsesGoverned(t *testing.T) {
 	e := startResponses(t)
 	key := e.newKey(t, `{"max_budget":0}`)
@@ -292,6 +295,15 @@ func TestResponsesGoverned(t *testing.T) {
 		t.Fatalf("fallback: %d %v %s", resp.StatusCode, resp.Header, b)
 	}
 	checkCost(t, e.rowFor(t, key))
+
+	key = e.newKey(t, `{"rpm_limit":1}`)
+	if status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"one"}`); status != 200 {
+		t.Fatalf("first call under rpm 1: %d %s", status, b)
+	}
+	before = e.mock.Stats().Requests
+	if status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"two"}`); status != 429 || decodeError(t, b).Error.Type != "rate_limit_error" || e.mock.Stats().Requests != before {
+		t.Fatalf("second call under rpm 1: %d %s", status, b)
+	}
 }
 
 // TestStoredResponsesBelongToTheirKey: GET, input_items and DELETE reach
@@ -488,5 +500,28 @@ func TestResponsesFailuresAndAbandonedStreams(t *testing.T) {
 				t.Fatalf("abandoned stream booked as %+v", logs)
 			}
 		})
+	}
+}
+
+// TestResponsesOnTheDemoModel: the built-in demo model, which speaks only
+// chat, serves the Responses API through translation, offline.
+func TestResponsesOnTheDemoModel(t *testing.T) {
+	srv, err := New(config.Default(), Options{Logger: testLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := httptest.NewServer(srv.Handler())
+	defer gw.Close()
+	resp, b := post(t, gw.URL+"/v1/responses", `{"model":"demo","input":"Hello there"}`)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"output_text"`) || !strings.Contains(string(b), "You said: Hello there") {
+		t.Fatalf("non-stream: %d %s", resp.StatusCode, b)
+	}
+	resp, b = post(t, gw.URL+"/v1/responses", `{"model":"demo","stream":true,"input":"Hello there"}`)
+	evs := readEvents(t, strings.NewReader(string(b)))
+	if resp.StatusCode != 200 || len(evs) == 0 || evs[len(evs)-1].name != "response.completed" {
+		t.Fatalf("stream: %d %s", resp.StatusCode, b)
+	}
+	if u := evs[len(evs)-1].data["response"].(map[string]any)["usage"].(map[string]any); u["output_tokens"].(float64) <= 0 {
+		t.Fatalf("stream usage %v", u)
 	}
 }
