@@ -214,7 +214,8 @@ func (c *call) attempts(grp *router.Group) error {
 	)
 	for gi := 0; gi < len(chain); gi++ {
 		cur := chain[gi]
-		// Deployments out of the end user's region are never picked.
+		// Deployments the call may not use (out of the end user's region,
+		// or not holding its previous response) are never picked.
 		out := c.barred(cur)
 		tried, unservable = append(tried[:0], out...), append(unservable[:0], out...)
 		model := c.model
