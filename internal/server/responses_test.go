@@ -525,3 +525,41 @@ func TestResponsesOnTheDemoModel(t *testing.T) {
 		t.Fatalf("stream usage %v", u)
 	}
 }
+
+// TestFollowUpsStayOnTheirDeployment: in a group of two deployments, every
+// call that names a previous response goes to the deployment that created
+// it (the other would not hold it).
+func TestFollowUpsStayOnTheirDeployment(t *testing.T) {
+	yaml := strings.Replace(responsesConfig, "litellm_settings:", `  - model_name: pair
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}/v1", input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
+    model_info: {id: pair-a}
+  - model_name: pair
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}/v1", input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
+    model_info: {id: pair-b}
+litellm_settings:`, 1)
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, yaml)
+	key := e.newKey(t, `{}`)
+	post := func(body string) (string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", e.url+"/v1/responses", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct{ ID string }
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, err)
+		}
+		return out.ID, resp.Header.Get("x-tollgate-model-id")
+	}
+	id, first := post(`{"model":"pair","input":"start"}`)
+	for i := 0; i < 12; i++ {
+		next, dep := post(`{"model":"pair","input":"more","previous_response_id":"` + id + `"}`)
+		if dep != first {
+			t.Fatalf("follow-up %d went to %s, the response lives on %s", i, dep, first)
+		}
+		id = next
+	}
+}
