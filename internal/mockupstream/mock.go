@@ -64,6 +64,7 @@ type Server struct {
 	mu                                               sync.Mutex
 	byPath                                           map[string]int64
 	last                                             Recorded
+	stored                                           responseStore // Responses API answers kept for GET and DELETE
 }
 
 // New returns a mock upstream.
@@ -80,6 +81,7 @@ func New(opts Options) *Server {
 		s.mux.HandleFunc("POST "+p+"/messages", s.messages)
 		s.mux.HandleFunc("POST "+p+"/messages/count_tokens", s.countTokens)
 	}
+	s.registerResponses()
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/chat/completions", s.azure(s.chat))
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/completions", s.azure(s.completions))
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/embeddings", s.azure(s.embeddings))
