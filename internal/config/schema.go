@@ -242,7 +242,7 @@ var Sections = []*Section{
 			{"disable_retry_on_max_parallel_request_limit_error", "boolean", ""},
 			{"disable_reset_budget", "boolean", "budgets always reset on schedule"},
 			{"disable_adding_master_key_hash_to_db", "boolean", ""},
-			{"disable_responses_id_security", "boolean", ""},
+			{"disable_responses_id_security", "boolean", "a Responses API id is always held to the key that created it (docs/endpoints.md)"},
 			{"disable_prisma_schema_update", "boolean", "migrations always run at start"},
 			{"completion_model", "string", ""},
 			{"embedding_model", "string", ""},

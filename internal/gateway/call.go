@@ -44,6 +44,7 @@ type call struct {
 	cost    float64           // what the call was booked
 
 	retries, fellBack int
+	rs                *responsesCall // a Responses request's stored-response state; nil: none
 }
 
 // serve is the request path: authenticate, decode, route, admit, attempt
@@ -115,6 +116,11 @@ func (c *call) decode() error {
 	if err != nil {
 		return err
 	}
+	if c.op == provider.OpResponses {
+		if err := c.decodeResponses(); err != nil {
+			return err
+		}
+	}
 	if c.req.user != "" {
 		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)
 	}
@@ -153,16 +159,17 @@ func (c *call) route() (*router.Group, error) {
 	return grp, nil
 }
 
-// outOfRegion lists g's deployments the call may not use: with the end
-// user's allowed_model_region, those of another region_name (or none).
-func (c *call) outOfRegion(g *router.Group) []*provider.Target {
+// barred lists g's deployments the call may not use: with the end user's
+// allowed_model_region, those of another region_name (or none); with a
+// previous response, every deployment but the one that holds it.
+func (c *call) barred(g *router.Group) []*provider.Target {
 	region := c.region()
-	if region == "" {
+	if region == "" && c.rs == nil {
 		return nil
 	}
 	var out []*provider.Target
 	for _, t := range g.Targets {
-		if t.D.Region != region {
+		if (region != "" && t.D.Region != region) || c.pinned(t) {
 			out = append(out, t)
 		}
 	}
@@ -203,7 +210,13 @@ func (c *call) attempts(grp *router.Group) error {
 			chain = append(chain, fg)
 		}
 	}
-	if region := c.region(); region != "" && !slices.ContainsFunc(chain, func(g *router.Group) bool { return len(c.outOfRegion(g)) < len(g.Targets) }) {
+	if c.rs != nil {
+		if err := c.pinTo(grp); err != nil {
+			return err
+		}
+		chain = chain[:1] // a stored response lives on one deployment: no fallback holds it
+	}
+	if region := c.region(); region != "" && !slices.ContainsFunc(chain, func(g *router.Group) bool { return len(c.barred(g)) < len(g.Targets) }) {
 		e := apierror.BadRequest("model", "no deployment of model %q (or its fallbacks) is in region %q, the allowed_model_region of end user %q", clip(c.req.model), region, clip(c.req.user))
 		e.Code = "no_deployment_in_region"
 		return e
@@ -215,8 +228,9 @@ func (c *call) attempts(grp *router.Group) error {
 	)
 	for gi := 0; gi < len(chain); gi++ {
 		cur := chain[gi]
-		// Deployments out of the end user's region are never picked.
-		out := c.outOfRegion(cur)
+		// Deployments the call may not use (out of the end user's region,
+		// or not holding its previous response) are never picked.
+		out := c.barred(cur)
 		tried, unservable = append(tried[:0], out...), append(unservable[:0], out...)
 		model := c.model
 		if gi > 0 {
@@ -239,7 +253,7 @@ func (c *call) attempts(grp *router.Group) error {
 				}
 				break
 			}
-			wr, ok := wireFor(c.op, t)
+			wr, ok := c.wire(t)
 			if !ok {
 				c.target = t
 				if len(chain) == 1 && len(cur.Targets) == 1 {

@@ -85,6 +85,8 @@ func TestCapOutput(t *testing.T) {
 		{"a lower limit kept", `{"model":"m","max_tokens":10}`, provider.OpChat, "openai", `"max_tokens":10`},
 		{"completions", `{"model":"m","prompt":"x"}`, provider.OpCompletions, "openai", `"max_tokens":40`},
 		{"anthropic messages", `{"model":"m","max_tokens":4096,"messages":[]}`, provider.OpMessages, "anthropic", `"max_tokens":40`},
+		{"responses without a limit", `{"model":"m","input":"x"}`, provider.OpResponses, "openai", `"max_output_tokens":40`},
+		{"responses max_output_tokens lowered", `{"model":"m","input":"x","max_output_tokens":900}`, provider.OpResponses, "azure", `"max_output_tokens":40`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -88,18 +88,17 @@ func (g *Gateway) RegisterFiles(mux Mux, st store.Store, books *Books) {
 	}
 }
 
-// isAdmin: the master key and proxy admins reach every file and batch;
+// reachesAll: admins (isAdmin) reach every file and batch; proxy admin
 // viewers may read them all.
-func isAdmin(p *auth.Principal, write bool) bool {
-	r := p.Role()
-	return p.Master || r == auth.RoleProxyAdmin || (!write && r == auth.RoleProxyAdminViewer)
+func reachesAll(p *auth.Principal, write bool) bool {
+	return isAdmin(p) || (!write && p.Role() == auth.RoleProxyAdminViewer)
 }
 
 // owned reads the object id of kind that p may reach. Another key's, and
 // one the gateway did not create, are 404 alike, so ids do not leak.
 func (f *files) owned(ctx context.Context, p *auth.Principal, kind store.ObjectKind, id, param string, write bool) (*store.ManagedObject, error) {
 	o, err := f.store.GetObject(ctx, kind, id)
-	if err == nil && (o.KeyHash == p.KeyHash || isAdmin(p, write)) {
+	if err == nil && (o.KeyHash == p.KeyHash || reachesAll(p, write)) {
 		return o, nil
 	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -438,7 +437,7 @@ func (f *files) list(kind store.ObjectKind) func(w http.ResponseWriter, r *http.
 			limit = n
 		}
 		filter := store.ObjectFilter{Kind: kind, After: q.Get("after"), Limit: limit + 1}
-		if !isAdmin(p, false) {
+		if !reachesAll(p, false) {
 			filter.KeyHash = p.KeyHash
 		}
 		objs, err := f.store.ListObjects(r.Context(), filter)
@@ -559,7 +558,7 @@ func (f *files) batchCreate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if err != nil {
 		return err
 	}
-	if grp, ok := f.g.Router().Group(in.ModelGroup); ok && !isAdmin(p, true) && !p.MayUse(in.ModelGroup, grp.AccessGroups) {
+	if grp, ok := f.g.Router().Group(in.ModelGroup); ok && !reachesAll(p, true) && !p.MayUse(in.ModelGroup, grp.AccessGroups) {
 		return apierror.Forbidden("this key may not use model %q", clip(in.ModelGroup))
 	}
 	if f.books != nil {

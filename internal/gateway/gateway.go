@@ -39,6 +39,10 @@ type Options struct {
 	// MaxResponseBytes bounds a whole upstream answer (larger: 502) and,
 	// when under 8 MiB, one stream event; 0 reads whole answers unbounded.
 	MaxResponseBytes int64
+
+	// ResponseIDSecret seals the Responses API ids the gateway hands out
+	// (responses.go); nil: a random one, good for this process only.
+	ResponseIDSecret []byte
 }
 
 // Gateway holds the live routing table and serves inference requests.
@@ -61,6 +65,9 @@ func New(opts Options, a *auth.Authenticator, rt *router.Router) *Gateway {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if len(opts.ResponseIDSecret) == 0 {
+		opts.ResponseIDSecret = newResponseSecret()
 	}
 	g := &Gateway{opts: opts, auth: a, log: opts.Logger}
 	if opts.Version != "" {
@@ -95,6 +102,7 @@ func (g *Gateway) Register(mux Mux) {
 		mux.Handle("GET "+prefix+"/models", apierror.Handler(g.log, g.models))
 		mux.Handle("POST "+prefix+"/moderations", g.handler(provider.OpModerations))
 		mux.Handle("POST "+prefix+"/rerank", g.handler(provider.OpRerank))
+		g.registerResponses(mux, prefix)
 	}
 	mux.Handle("POST /v2/rerank", g.handler(provider.OpRerank)) // Cohere's v2 path
 	mux.Handle("GET /model_group/info", apierror.Handler(g.log, g.modelGroupInfo))

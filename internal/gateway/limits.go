@@ -161,7 +161,8 @@ func estimate(t *provider.Target, req *request, model string) int64 {
 }
 
 // countPrompt counts a request's prompt tokens with model's tokenizer: the
-// messages (and an Anthropic system prompt), else the prompt or input.
+// messages (and an Anthropic system prompt), else the prompt or input (and
+// the Responses API's instructions).
 func countPrompt(req *request, model string) int64 {
 	if m := req.obj.Get("messages"); m != nil {
 		n := tokens.Messages(model, m)
@@ -174,15 +175,19 @@ func countPrompt(req *request, model string) int64 {
 		}
 		return n
 	}
+	var n int64
+	if s, ok := req.obj.String("instructions"); ok { // the Responses API's system prompt
+		n = tokens.Text(model, s)
+	}
 	for _, k := range []string{"prompt", "input"} {
 		if s, ok := req.obj.String(k); ok {
-			return tokens.Text(model, s)
+			return n + tokens.Text(model, s)
 		}
 		if raw := req.obj.Get(k); raw != nil {
-			return int64(len(raw)) // token arrays or batches: one token per byte bounds them
+			return n + int64(len(raw)) // token arrays, batches, input items: one token per byte bounds them
 		}
 	}
-	return 0
+	return n
 }
 
 // admit takes the request's place under every limit, or refuses it with a

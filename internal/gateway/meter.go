@@ -314,9 +314,9 @@ func (m *Books) capAmount(price pricing.Price, req *request, prompt int64, deplo
 }
 
 // canCap reports whether op generates output whose length a request can
-// bound (max_tokens).
+// bound (max_tokens; max_output_tokens in the Responses API).
 func canCap(op provider.Op) bool {
-	return op == provider.OpChat || op == provider.OpCompletions || op == provider.OpMessages
+	return op == provider.OpChat || op == provider.OpCompletions || op == provider.OpMessages || op == provider.OpResponses
 }
 
 // charge is one request's hold on its budgets.
@@ -463,7 +463,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		e := apierror.BudgetExceeded("%v", err)
 		if ex := (*ledger.ExceededError)(nil); mode == ledger.EnforceStrict && req.maxTokens <= 0 && errors.As(err, &ex) && ex.Spent+ex.Reserved < ex.Budget {
 			// Strict holds the worst case: say how to make it smaller.
-			e.Message += fmt.Sprintf("; budget_enforcement is strict, so a request holds its worst case (every output token it could ask for): set max_tokens to make it fit (up to %d output tokens fit what remains)",
+			e.Message += fmt.Sprintf("; budget_enforcement is strict, so a request holds its worst case (every output token it could ask for): set max_tokens (max_output_tokens in the Responses API) to make it fit (up to %d output tokens fit what remains)",
 				asked.OutputsWithin(bound, (ex.Budget-ex.Spent-ex.Reserved-timeHold).Dollars()))
 		}
 		e.Cause = err

@@ -31,8 +31,9 @@ func answerOf(body []byte) (u usage.Usage, id string, ok bool, err error) {
 
 // estimateUsage is what a request without reported usage is charged: its
 // prompt counted with the model's tokenizer, and the text of the answer
-// (OpenAI choices or Anthropic content blocks, tool calls included) as its
-// completion. It runs only for upstreams that report no usage.
+// (OpenAI choices, Anthropic content blocks or Responses output items, tool
+// calls included) as its completion. It runs only for upstreams that report
+// no usage.
 func estimateUsage(req *request, model string, answer []byte) usage.Usage {
 	u := usage.Usage{Prompt: countPrompt(req, model), SearchUnits: req.searchUnits}
 	var a struct {
@@ -47,6 +48,12 @@ func estimateUsage(req *request, model string, answer []byte) usage.Usage {
 			Text  string          `json:"text"`
 			Input json.RawMessage `json:"input"`
 		} `json:"content"`
+		Output []struct { // a Responses API answer's items
+			Content []struct {
+				Text string `json:"text"`
+			} `json:"content"`
+			Arguments string `json:"arguments"`
+		} `json:"output"`
 	}
 	if json.Unmarshal(answer, &a) != nil {
 		return u
@@ -71,6 +78,12 @@ func estimateUsage(req *request, model string, answer []byte) usage.Usage {
 		if len(c.Input) > 0 {
 			b.Write(c.Input)
 		}
+	}
+	for _, o := range a.Output {
+		for _, c := range o.Content {
+			b.WriteString(c.Text)
+		}
+		b.WriteString(o.Arguments)
 	}
 	if b.Len() > 0 {
 		u.Completion = tokens.Text(model, b.String())

@@ -65,6 +65,7 @@ type Server struct {
 	byPath                                           map[string]int64
 	last                                             Recorded
 	files                                            filesState
+	stored                                           responseStore // Responses API answers kept for GET and DELETE
 }
 
 // New returns a mock upstream.
@@ -81,6 +82,7 @@ func New(opts Options) *Server {
 		s.mux.HandleFunc("POST "+p+"/messages", s.messages)
 		s.mux.HandleFunc("POST "+p+"/messages/count_tokens", s.countTokens)
 	}
+	s.registerResponses()
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/chat/completions", s.azure(s.chat))
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/completions", s.azure(s.completions))
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/embeddings", s.azure(s.embeddings))

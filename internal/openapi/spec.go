@@ -93,6 +93,7 @@ func operations() []op {
 		m.method, m.path = "GET", prefix+"/models"
 		ops = append(ops, m)
 	}
+	ops = append(ops, responsesOperations()...)
 	for _, o := range []struct {
 		op
 		p string
@@ -279,7 +280,7 @@ func schemas() obj {
 		"KeyCreated":        object([]string{"key", "token"}, obj{"key": str("the raw key, shown once"), "key_name": str("sk-...ABCD"), "token": str("sha256 of the key"), "expires": nullStr}),
 		"Key":               object(nil, obj{"token": str("sha256 of the key"), "key_name": str(""), "spend": num, "max_budget": nullNum, "expires": nullStr}),
 		"Entity":            entity,
-		"SpendLog": object([]string{"request_id", "call_type", "api_key", "startTime", "endTime"}, obj{"request_id": str("the upstream answer's id, else the call id"), "call_type": str("acompletion, atext_completion, aembedding, anthropic_messages"),
+		"SpendLog": object([]string{"request_id", "call_type", "api_key", "startTime", "endTime"}, obj{"request_id": str("the upstream answer's id, else the call id"), "call_type": str("acompletion, atext_completion, aembedding, anthropic_messages, aresponses"),
 			"api_key": str("key hash"), "spend": num, "total_tokens": integer, "prompt_tokens": integer, "completion_tokens": integer, "startTime": str("RFC 3339"), "endTime": str("RFC 3339"),
 			"model": str(""), "model_id": str(""), "model_group": str(""), "custom_llm_provider": str(""), "api_base": str(""), "user": str(""), "team_id": str(""), "end_user": str(""),
 			"metadata": anyObj, "cache_hit": str(""), "request_tags": arr(str("")), "status": str("success or failure"), "call_id": str("Tollgate's call id (x-tollgate-call-id)"), "http_status": integer, "latency_ms": integer,
@@ -299,6 +300,9 @@ func schemas() obj {
 			obj{"index": integer, "relevance_score": num, "document": anyObj})), "meta": anyObj, "usage": anyObj}),
 	}
 	for k, v := range fileSchemas() {
+		all[k] = v
+	}
+	for k, v := range responsesSchemas() {
 		all[k] = v
 	}
 	return all

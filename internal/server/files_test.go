@@ -60,8 +60,8 @@ func batchInput(n int) string {
 	return b.String()
 }
 
-// call sends one request and returns the status and body.
-func (e *spendEnv) call(t *testing.T, method, path, key, contentType string, body []byte) (int, []byte) {
+// request sends one request and returns the status and body.
+func (e *spendEnv) request(t *testing.T, method, path, key, contentType string, body []byte) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, e.url+path, bytes.NewReader(body))
 	if key != "" {
@@ -92,7 +92,7 @@ func idOf(t *testing.T, what string, status int, body []byte) string {
 // create sends a request that must answer 200 with an id, and returns it.
 func (e *spendEnv) create(t *testing.T, what, method, path, key, contentType string, body []byte) string {
 	t.Helper()
-	status, b := e.call(t, method, path, key, contentType, body)
+	status, b := e.request(t, method, path, key, contentType, body)
 	return idOf(t, what, status, b)
 }
 
@@ -116,7 +116,7 @@ func wantError(t *testing.T, what string, status int, body []byte, wantStatus in
 
 func listIDs(t *testing.T, e *spendEnv, path, key string) []string {
 	t.Helper()
-	status, body := e.call(t, "GET", path, key, "", nil)
+	status, body := e.request(t, "GET", path, key, "", nil)
 	var page struct {
 		Object string
 		Data   []struct{ ID string }
@@ -160,7 +160,7 @@ func TestFilesOwnedByTheirKey(t *testing.T) {
 	if got := listIDs(t, e, "/v1/files", "sk-1234"); len(got) != 2 || got[0] != idB || got[1] != id {
 		t.Fatalf("the master key lists %v, want both, newest first", got)
 	}
-	if status, body := e.call(t, "GET", "/v1/files/"+id+"/content", a, "", nil); status != 200 || string(body) != "hello\n" {
+	if status, body := e.request(t, "GET", "/v1/files/"+id+"/content", a, "", nil); status != 200 || string(body) != "hello\n" {
 		t.Fatalf("a reads its content: %d %q", status, body)
 	}
 	before := e.mock.Stats().Requests
@@ -168,13 +168,13 @@ func TestFilesOwnedByTheirKey(t *testing.T) {
 		{"GET", "/v1/files/" + id}, {"GET", "/v1/files/" + id + "/content"}, {"DELETE", "/v1/files/" + id},
 		{"GET", "/v1/files/file-never-made"},
 	} {
-		status, body := e.call(t, r.method, r.path, b, "", nil)
+		status, body := e.request(t, r.method, r.path, b, "", nil)
 		wantError(t, "b: "+r.method+" "+r.path, status, body, 404, "file_id")
 	}
 	if n := e.mock.Stats().Requests; n != before {
 		t.Fatalf("%d requests for another key's file reached the upstream", n-before)
 	}
-	if status, body := e.call(t, "GET", "/v1/files/"+id, "sk-1234", "", nil); idOf(t, "master reads a's file", status, body) != id {
+	if status, body := e.request(t, "GET", "/v1/files/"+id, "sk-1234", "", nil); idOf(t, "master reads a's file", status, body) != id {
 		t.Fatal("wrong file")
 	}
 	// A proxy_admin_viewer reads every file but deletes only her own; an
@@ -189,26 +189,26 @@ func TestFilesOwnedByTheirKey(t *testing.T) {
 	if got := listIDs(t, e, "/v1/files", viewer); len(got) != 2 {
 		t.Fatalf("the viewer lists %v, want both", got)
 	}
-	if status, body := e.call(t, "GET", "/v1/files/"+id+"/content", viewer, "", nil); status != 200 || string(body) != "hello\n" {
+	if status, body := e.request(t, "GET", "/v1/files/"+id+"/content", viewer, "", nil); status != 200 || string(body) != "hello\n" {
 		t.Fatalf("the viewer reads a's content: %d %q", status, body)
 	}
-	status, body := e.call(t, "DELETE", "/v1/files/"+id, viewer, "", nil)
+	status, body := e.request(t, "DELETE", "/v1/files/"+id, viewer, "", nil)
 	wantError(t, "the viewer deletes a's file", status, body, 404, "file_id")
 	if got := listIDs(t, e, "/v1/files", internal); len(got) != 0 {
 		t.Fatalf("an internal_user's key lists %v, want none", got)
 	}
-	status, body = e.call(t, "GET", "/v1/files/"+id, internal, "", nil)
+	status, body = e.request(t, "GET", "/v1/files/"+id, internal, "", nil)
 	wantError(t, "an internal_user reads a's file", status, body, 404, "file_id")
 
-	if status, body := e.call(t, "DELETE", "/v1/files/"+id, a, "", nil); status != 200 || !strings.Contains(string(body), `"deleted":true`) {
+	if status, body := e.request(t, "DELETE", "/v1/files/"+id, a, "", nil); status != 200 || !strings.Contains(string(body), `"deleted":true`) {
 		t.Fatalf("a deletes its file: %d %s", status, body)
 	}
-	status, body = e.call(t, "GET", "/v1/files/"+id, a, "", nil)
+	status, body = e.request(t, "GET", "/v1/files/"+id, a, "", nil)
 	wantError(t, "a after delete", status, body, 404, "file_id")
 
 	ct, body = upload("x\n", "purpose", "batch", "model", "other")
 	before = e.mock.Stats().Requests
-	status, body = e.call(t, "POST", "/v1/files", a, ct, body)
+	status, body = e.request(t, "POST", "/v1/files", a, ct, body)
 	wantError(t, "a uploads to a model it may not use", status, body, 403, "")
 	if e.mock.Stats().Requests != before {
 		t.Fatal("a refused upload reached the upstream")
@@ -226,7 +226,7 @@ func TestBatchChargedOnceAtBatchPrice(t *testing.T) {
 		a := newKey(t, e, `{"models": ["gpt-4"], "max_budget": 10}`)
 		ct, body := upload(batchInput(3), "purpose", "batch", "model", "gpt-4")
 		file := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
-		status, body := e.call(t, "POST", "/v1/batches", a, "application/json",
+		status, body := e.request(t, "POST", "/v1/batches", a, "application/json",
 			[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"job":"nightly"}}`))
 		batch := idOf(t, "create batch", status, body)
 		if !strings.Contains(string(body), `"status":"validating"`) {
@@ -239,7 +239,7 @@ func TestBatchChargedOnceAtBatchPrice(t *testing.T) {
 			wg.Add(1)
 			go func(key string) {
 				defer wg.Done()
-				status, body := e.call(t, "GET", "/v1/batches/"+batch, key, "", nil)
+				status, body := e.request(t, "GET", "/v1/batches/"+batch, key, "", nil)
 				var b struct {
 					Status       string
 					OutputFileID string `json:"output_file_id"`
@@ -259,7 +259,7 @@ func TestBatchChargedOnceAtBatchPrice(t *testing.T) {
 		if out == "" {
 			t.Fatal("no retrieval saw the batch completed")
 		}
-		status, content := e.call(t, "GET", "/v1/files/"+out+"/content", a, "", nil)
+		status, content := e.request(t, "GET", "/v1/files/"+out+"/content", a, "", nil)
 		if status != 200 || strings.Count(string(content), "\n") != 3 {
 			t.Fatalf("output file: %d %s", status, content)
 		}
@@ -267,9 +267,9 @@ func TestBatchChargedOnceAtBatchPrice(t *testing.T) {
 			t.Fatalf("a lists batches %v", got)
 		}
 		b := newKey(t, e, `{"models": ["gpt-4"]}`)
-		status, body = e.call(t, "GET", "/v1/files/"+out+"/content", b, "", nil)
+		status, body = e.request(t, "GET", "/v1/files/"+out+"/content", b, "", nil)
 		wantError(t, "another key reads the output", status, body, 404, "file_id")
-		status, body = e.call(t, "POST", "/v1/batches/"+batch+"/cancel", b, "", nil)
+		status, body = e.request(t, "POST", "/v1/batches/"+batch+"/cancel", b, "", nil)
 		wantError(t, "another key cancels", status, body, 404, "batch_id")
 
 		// 3 answers of 4 prompt and 3 completion tokens at half price.
@@ -320,7 +320,7 @@ func TestBatchRefusedOverBudget(t *testing.T) {
 		t.Fatalf("chat: %d %v", resp.StatusCode, out)
 	}
 	before := e.mock.Stats().ByPath["/v1/batches"]
-	status, body := e.call(t, "POST", "/v1/batches", a, "application/json",
+	status, body := e.request(t, "POST", "/v1/batches", a, "application/json",
 		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
 	wantError(t, "batch over budget", status, body, 400, "")
 	if !strings.Contains(string(body), "budget_exceeded") {
@@ -356,7 +356,7 @@ func TestFilesBadInputNeverReachesUpstream(t *testing.T) {
 		{"no key", "GET", "/v1/files", "", "", nil, 401, ""},
 		{"unknown provider", "POST", "/v1/files?custom_llm_provider=vertex_ai", a, badPurpose, []byte(strings.Replace(string(badPurposeBody), "pictures", "batch", 1)), 404, "custom_llm_provider"},
 	} {
-		status, body := e.call(t, c.method, c.path, c.key, c.ct, c.body)
+		status, body := e.request(t, c.method, c.path, c.key, c.ct, c.body)
 		wantError(t, c.name, status, body, c.status, c.param)
 	}
 	if n := e.mock.Stats().Requests; n != 0 {
@@ -370,7 +370,7 @@ func TestFilesBadInputNeverReachesUpstream(t *testing.T) {
 func TestFilesUpstreamErrorPassedThrough(t *testing.T) {
 	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
 	ct, body := upload("x\n", "purpose", "batch", "model", "failing")
-	status, body := e.call(t, "POST", "/v1/files", "sk-1234", ct, body)
+	status, body := e.request(t, "POST", "/v1/files", "sk-1234", ct, body)
 	wantError(t, "failing upstream", status, body, 500, "")
 	if !strings.Contains(string(body), "mock failure 500") {
 		t.Fatalf("not the upstream's error: %s", body)
@@ -415,7 +415,7 @@ func TestBatchChargedOnceAcrossReplicas(t *testing.T) {
 			wg.Add(1)
 			go func(e *spendEnv) {
 				defer wg.Done()
-				if status, body := e.call(t, "GET", "/v1/batches/"+batch, key, "", nil); status != 200 {
+				if status, body := e.request(t, "GET", "/v1/batches/"+batch, key, "", nil); status != 200 {
 					t.Errorf("retrieve: %d %s", status, body)
 				}
 			}([]*spendEnv{a, b}[i%2])

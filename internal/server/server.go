@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -198,6 +199,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		Observer:       &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics},
 	}
 	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
+	if mk := cfg.MasterKey(); mk != "" {
+		// Response ids stay valid across restarts and replicas that share
+		// the master key (internal/gateway/responses.go).
+		sum := sha256.Sum256([]byte("tollgate response ids\x00" + mk))
+		gopts.ResponseIDSecret = sum[:]
+	}
 	var books *gateway.Books // nil without a store: nothing is booked
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -18,6 +18,9 @@ func FuzzRequests(f *testing.F) {
 		if out, err := MessagesToChat(body, "gpt"); err == nil && !json.Valid(out) {
 			t.Fatalf("MessagesToChat(%q) = %q, not JSON", body, out)
 		}
+		if out, err := ResponsesToChat(body, "gpt"); err == nil && !json.Valid(out) {
+			t.Fatalf("ResponsesToChat(%q) = %q, not JSON", body, out)
+		}
 	})
 }
 
@@ -28,6 +31,7 @@ func FuzzResponses(f *testing.F) {
 	f.Add([]byte(`{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[{"type":"text","text":"Hi"},{"type":"tool_use","id":"t","name":"f","input":{}}],"stop_reason":"tool_use","usage":{"input_tokens":3,"output_tokens":2,"cache_read_input_tokens":1,"cache_creation_input_tokens":1}}`), 200)
 	f.Add([]byte(`{"id":"chatcmpl-1","object":"chat.completion","model":"gpt","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1}}}`), 200)
 	f.Add([]byte(`{"type":"error","error":{"type":"overloaded_error","message":"busy"}}`), 529)
+	f.Add([]byte(`{"model":"gpt","instructions":"x","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"ok"}],"tools":[{"type":"function","name":"f"}],"text":{"format":{"type":"json_schema","name":"n","schema":{}}}}`), 200)
 	f.Add([]byte(`{"error":{"message":"slow down","type":"rate_limit_error","code":"rate_limit_exceeded"}}`), 429)
 	f.Fuzz(func(t *testing.T, body []byte, status int) {
 		if out, _, err := MessageToCompletion(body); err == nil && !json.Valid(out) {
@@ -35,6 +39,9 @@ func FuzzResponses(f *testing.F) {
 		}
 		if out, _, err := CompletionToMessage(body); err == nil && !json.Valid(out) {
 			t.Fatalf("CompletionToMessage(%q) = %q, not JSON", body, out)
+		}
+		if out, _, err := ChatToResponse(body, body); err == nil && !json.Valid(out) {
+			t.Fatalf("ChatToResponse(%q) = %q, not JSON", body, out)
 		}
 		_, _ = MessageUsage(body)
 		_ = AnthropicErrorType(status)

@@ -39,6 +39,23 @@ for (const model of ["gpt-4", "claude"]) {
   assert.equal(usage?.completion_tokens, 5, `${model} stream usage`);
 }
 
+// The Responses API: gpt-4 is passed through, claude translated.
+const rparams = (model) => ({ model, instructions: "Be brief.", input: "hello there", max_output_tokens: 16 });
+for (const model of ["gpt-4", "claude"]) {
+  const r = await all.responses.create(rparams(model));
+  assert.equal(r.output_text, "Hello! You said: hello there", `${model} response`);
+  assert.equal(r.usage.output_tokens, 5, `${model} response usage`);
+
+  const stream = await all.responses.create({ ...rparams(model), stream: true });
+  let text = "", completed = null;
+  for await (const ev of stream) {
+    if (ev.type === "response.output_text.delta") text += ev.delta;
+    if (ev.type === "response.completed") completed = ev.response;
+  }
+  assert.equal(text, "Hello! You said: hello there", `${model} response stream`);
+  assert.equal(completed?.usage?.output_tokens, 5, `${model} response stream usage`);
+}
+
 const emb = await all.embeddings.create({ model: "text-embedding-3-small", input: ["one", "two"] });
 assert.equal(emb.data.length, 2, "embeddings");
 
