@@ -343,6 +343,9 @@ type charge struct {
 	// to: its worst case did not fit the budget while another request that
 	// may overshoot was in flight (default mode).
 	capN int64
+	// media: an image or audio call, booked by what its answer reports
+	// (media.go) rather than bounded by its hold.
+	media bool
 }
 
 func (c *charge) capTokens() int64 { return c.capN }
@@ -383,9 +386,19 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 			unknown = true
 		}
 	}
-	bound := promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
-	out := outputBound(asked, req)
-	tokenWorst := ledger.USD(asked.WorstCase(bound, out))
+	var bound, out int64
+	var tokenWorst ledger.Amount
+	if md := req.media; md != nil {
+		// Images and audio are priced by their own units (media.go); what
+		// their answers report is booked in full, not bounded by the hold.
+		name := cmp.Or(t.D.BaseModel, upstream)
+		asked = md.priced(asked, t.D.Provider, name)
+		tokenWorst = ledger.USD(md.worst(asked, t.D.Provider, name, max(req.outputs, 1)))
+	} else {
+		bound = promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
+		out = outputBound(asked, req)
+		tokenWorst = ledger.USD(asked.WorstCase(bound, out))
+	}
 	// A deployment priced per second holds its price for its timeout (a
 	// minute when it sets none) on top of its tokens' worst case; the time
 	// an answer really takes is charged in full at settle.
@@ -405,7 +418,10 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	case unknown:
 		res, err = holder.ReserveUpTo(ctx, accts, tightestBudget(accts))
 	default:
-		f := ledger.Flex{Worst: worst, Estimate: m.estimate(asked, req, bound, int64(len(body)), t.D.ID, upstream, tokenWorst) + timeHold, Capped: worst}
+		f := ledger.Flex{Worst: worst, Estimate: worst, Capped: worst}
+		if req.media == nil {
+			f.Estimate = m.estimate(asked, req, bound, int64(len(body)), t.D.ID, upstream, tokenWorst) + timeHold
+		}
 		if canCap(op) {
 			capHold, capPer = m.capAmount(asked, req, promptEstimate(bound, int64(len(body))), t.D.ID, upstream, tokenWorst)
 			capHold += timeHold
@@ -449,7 +465,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	}
 	if err != nil {
 		e := apierror.BudgetExceeded("%v", err)
-		if ex := (*ledger.ExceededError)(nil); mode == ledger.EnforceStrict && req.maxTokens <= 0 && errors.As(err, &ex) && ex.Spent+ex.Reserved < ex.Budget {
+		if ex := (*ledger.ExceededError)(nil); mode == ledger.EnforceStrict && req.maxTokens <= 0 && req.media == nil && errors.As(err, &ex) && ex.Spent+ex.Reserved < ex.Budget {
 			// Strict holds the worst case: say how to make it smaller.
 			e.Message += fmt.Sprintf("; budget_enforcement is strict, so a request holds its worst case (every output token it could ask for): set max_tokens to make it fit (up to %d output tokens fit what remains)",
 				asked.OutputsWithin(bound, (ex.Budget-ex.Spent-ex.Reserved-timeHold).Dollars()))
@@ -458,7 +474,8 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		return nil, e
 	}
 	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
-		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold}
+		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold,
+		media: req.media != nil}
 	if capTokens > 0 {
 		// Settlement holds the upstream to the cap it was given.
 		c.outputMax = satMul(capTokens, c.outputs)
@@ -530,7 +547,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		return 0
 	}
 	c.settled = true
-	if c.unpricedModel != "" {
+	if c.unpricedModel != "" && !c.media {
 		if p, ok := c.target.ServedPrice(res.served); ok {
 			c.m.served.learn(c.target.D.ID, c.upstream, p)
 			// Held at no price: the cap is what this price makes of the
@@ -539,11 +556,16 @@ func (c *charge) settle(res *result) (cost float64) {
 			c.worst = ledger.USD(p.WorstCase(c.promptMax, c.outputMax))
 		}
 	}
-	clamped := c.clamp(&u)
+	var clamped bool
+	if c.media {
+		clamped = clampMedia(&u)
+	} else {
+		clamped = c.clamp(&u)
+	}
 	// The ledger's precision is the books' precision; a per-second price
 	// is charged for the time the upstream took.
 	amount := ledger.USD(c.price.Cost(u))
-	if tokenWorst := max(c.worst-c.timeHold, 0); amount > tokenWorst {
+	if tokenWorst := max(c.worst-c.timeHold, 0); amount > tokenWorst && !c.media {
 		amount, clamped = tokenWorst, true
 	}
 	amount += ledger.USD(c.price.TimeCost(res.upstream)) // never clamped: the upstream bills it
@@ -560,7 +582,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		}
 	}
 	res.usage = u
-	if res.hasUsage && !clamped && c.target != nil {
+	if res.hasUsage && !clamped && c.target != nil && !c.media {
 		c.m.outputs.observe(c.target.D.ID, c.upstream, u.Completion/c.outputs)
 	}
 	cost = amount.Dollars()

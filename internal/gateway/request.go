@@ -27,6 +27,9 @@ type request struct {
 	user    string
 	// clientUsage: the client asked for the usage chunk of a stream itself.
 	clientUsage bool
+	// media is what an image or audio request is priced by (media.go);
+	// nil for the other operations.
+	media *media
 }
 
 // readBody reads at most limit bytes of r's body.
@@ -152,6 +155,9 @@ func satMul(a, b int64) int64 {
 // the deployment's and, for streams, usage requested from the upstream so
 // that the answer can be metered.
 func (req *request) upstreamBody(model string, askUsage bool) []byte {
+	if md := req.media; md != nil && md.form != nil {
+		return md.form.encode(model)
+	}
 	body := req.obj.With("model", quote(model))
 	if !askUsage || req.clientUsage {
 		return body

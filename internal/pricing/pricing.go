@@ -27,9 +27,11 @@ type Price struct {
 	InputPerSecond  float64 `json:"input_cost_per_second,omitempty"`
 	OutputPerSecond float64 `json:"output_cost_per_second,omitempty"`
 	MaxInputTokens  int64   `json:"max_input_tokens,omitempty"`
-	MaxOutputTokens int64   `json:"max_output_tokens,omitempty"`
-	Mode            string  `json:"mode,omitempty"`
-	Provider        string  `json:"litellm_provider,omitempty"`
+
+	MediaPrice
+	MaxOutputTokens int64  `json:"max_output_tokens,omitempty"`
+	Mode            string `json:"mode,omitempty"`
+	Provider        string `json:"litellm_provider,omitempty"`
 }
 
 //go:embed prices.json
@@ -77,8 +79,10 @@ func (p Price) Cost(u usage.Usage) float64 {
 	if createPrice == 0 {
 		createPrice = p.InputPerToken
 	}
-	return float64(prompt-cached)*p.InputPerToken + float64(cached)*readPrice +
-		float64(u.CacheCreation)*createPrice + float64(u.Completion)*p.OutputPerToken
+	text := prompt - cached - u.ImagePromptTokens - u.AudioPromptTokens
+	return float64(text)*p.InputPerToken + float64(cached)*readPrice +
+		float64(u.CacheCreation)*createPrice + float64(u.Completion-u.ImageCompletionTokens)*p.OutputPerToken +
+		p.MediaCost(u.Media)
 }
 
 // DefaultMaxOutput bounds a reservation for a model whose maximum output is
@@ -149,7 +153,8 @@ func Derive(src []byte) ([]byte, error) {
 		}
 		p.Mode, _ = m["mode"].(string)
 		p.Provider, _ = m["litellm_provider"].(string)
-		if p.InputPerToken == 0 && p.OutputPerToken == 0 {
+		p.MediaPrice = deriveMedia(p.Mode, func(k string) float64 { return num(m, k) })
+		if p.InputPerToken == 0 && p.OutputPerToken == 0 && p.MediaPrice == (MediaPrice{}) {
 			continue
 		}
 		out[name] = p

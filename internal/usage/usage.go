@@ -15,6 +15,23 @@ import (
 // them.
 type Usage struct {
 	Prompt, Completion, Cached, CacheCreation, Reasoning int64
+
+	// Media units (images and audio), priced apart from text tokens.
+	Media
+}
+
+// Media counts what image and audio calls are billed by besides text
+// tokens. Images are those billed per image or per pixel (ImagePixels is
+// each one's width × height); an image model that reports token usage
+// counts its images in ImagePromptTokens and ImageCompletionTokens instead,
+// which are the parts of Prompt and Completion that are image tokens, as
+// AudioPromptTokens is the part of Prompt that is audio. Characters are
+// those of text spoken; AudioSeconds the length of audio heard.
+type Media struct {
+	Images, ImagePixels                                         int64
+	ImagePromptTokens, ImageCompletionTokens, AudioPromptTokens int64
+	Characters                                                  int64
+	AudioSeconds                                                float64
 }
 
 // OpenAI is the usage member of an OpenAI answer or stream chunk, as read
