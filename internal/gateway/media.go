@@ -236,8 +236,7 @@ const audioTokensPerCharacter = 4.0 / 3
 
 // priced is the price a media call is booked at, from p (the deployment's
 // price): for images the price of one image at the size and quality asked
-// (the model's defaults when it says "auto" or nothing: 1024x1024,
-// standard), else at the dearest it may choose; for audio in, a
+// (an "auto" one at the dearest the model may choose); for audio in, a
 // deployment's input_cost_per_second is per second of audio, not of the
 // answer's time.
 func (md *media) priced(p pricing.Price, providerName, model string) pricing.Price {
@@ -248,34 +247,44 @@ func (md *media) priced(p pricing.Price, providerName, model string) pricing.Pri
 		}
 		p.InputPerSecond, p.OutputPerSecond = 0, 0
 	case isImage(md.op):
-		size, quality := md.size, md.quality
-		if size == "" || size == "auto" {
-			size = "1024x1024"
+		// One image's price, as one number: the size's entry when the
+		// request names one size and quality, else the dearest.
+		per := md.worstImage(p, providerName, model)
+		if sizes, qualities := md.choices(model); len(sizes) == 1 && len(qualities) == 1 {
+			if q, ok := pricing.ImageLookup(providerName, model, sizes[0], qualities[0]); ok {
+				if c := q.MediaCost(usage.Media{Images: 1, ImagePixels: pricing.Pixels(sizes[0])}); c > 0 {
+					per = c
+				}
+			}
 		}
-		if quality == "" || quality == "auto" {
-			quality = "standard"
-		}
-		if q, ok := pricing.ImageLookup(providerName, model, size, quality); ok && (q.InputPerImage > 0 || q.InputPerPixel > 0) {
-			p.InputPerImage, p.InputPerPixel = q.InputPerImage, q.InputPerPixel
-		}
-		if p.InputPerImage == 0 && p.InputPerPixel == 0 {
-			p.InputPerImage = md.worstImage(p, providerName, model)
-		}
+		p.OutputPerImage, p.InputPerImage, p.InputPerPixel = per, 0, 0
 	}
 	return p
 }
 
-// worstImage is the most one image can cost at the size and quality asked,
-// or any the model may choose: the price list's dearest entry, else the
+// choices are the sizes and qualities an image request may get: those it
+// asks for; when it says nothing, OpenAI's defaults (1024x1024 and
+// standard for the dall-e models, "auto" for the others); for "auto",
+// every one the model may choose.
+func (md *media) choices(model string) (sizes, qualities []string) {
+	dalle := strings.Contains(model, "dall-e")
+	pick := func(v, dalleDefault string, all []string) []string {
+		switch {
+		case v == "" && dalle:
+			return []string{dalleDefault}
+		case v == "" || v == "auto":
+			return all
+		}
+		return []string{v}
+	}
+	return pick(md.size, "1024x1024", imageSizes), pick(md.quality, "standard", imageQualities)
+}
+
+// worstImage is the most one image can cost at the sizes and qualities
+// the request may get: the price list's dearest entry, else the
 // image-token ceiling at p's output price.
 func (md *media) worstImage(p pricing.Price, providerName, model string) float64 {
-	sizes, qualities := imageSizes, imageQualities
-	if md.size != "" && md.size != "auto" {
-		sizes = []string{md.size}
-	}
-	if md.quality != "" && md.quality != "auto" {
-		qualities = []string{md.quality}
-	}
+	sizes, qualities := md.choices(model)
 	var most float64
 	for _, s := range sizes {
 		for _, q := range qualities {
@@ -423,11 +432,7 @@ func (md *media) usageOf(data []byte, n int64) (usage.Usage, bool, error) {
 		if a.Data == nil {
 			images = n
 		}
-		size := md.size
-		if size == "" || size == "auto" {
-			size = "1024x1024"
-		}
-		return usage.Usage{Media: usage.Media{Images: images, ImagePixels: pricing.Pixels(size)}}, true, nil
+		return usage.Usage{Media: usage.Media{Images: images}}, true, nil
 	}
 	switch md.format {
 	case "text":

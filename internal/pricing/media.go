@@ -11,6 +11,9 @@ import (
 // MediaPrice is what image and audio models charge besides text tokens,
 // under the price list's own names.
 type MediaPrice struct {
+	// A generated image costs OutputPerImage, else InputPerImage (the
+	// dall-e entries' name for the same), else its pixels at InputPerPixel.
+	OutputPerImage      float64 `json:"output_cost_per_image,omitempty"`
 	InputPerImage       float64 `json:"input_cost_per_image,omitempty"`
 	InputPerPixel       float64 `json:"input_cost_per_pixel,omitempty"`
 	InputPerImageToken  float64 `json:"input_cost_per_image_token,omitempty"`
@@ -28,7 +31,7 @@ type MediaPrice struct {
 // model has none); characters; seconds of audio heard at the per-second
 // price.
 func (p Price) MediaCost(m usage.Media) float64 {
-	perImage := p.InputPerImage
+	perImage := cmp.Or(p.OutputPerImage, p.InputPerImage)
 	if perImage == 0 {
 		perImage = float64(m.ImagePixels) * p.InputPerPixel
 	}
@@ -46,7 +49,7 @@ func (p Price) MediaCost(m usage.Media) float64 {
 // models it stays a price of the answer's time, set per deployment.
 func deriveMedia(mode string, num func(string) float64) MediaPrice {
 	m := MediaPrice{
-		InputPerImage: num("input_cost_per_image"), InputPerPixel: num("input_cost_per_pixel"),
+		OutputPerImage: num("output_cost_per_image"), InputPerImage: num("input_cost_per_image"), InputPerPixel: num("input_cost_per_pixel"),
 		InputPerImageToken: num("input_cost_per_image_token"), OutputPerImageToken: num("output_cost_per_image_token"),
 		InputPerAudioToken: num("input_cost_per_audio_token"), InputPerCharacter: num("input_cost_per_character"),
 	}
@@ -56,7 +59,7 @@ func deriveMedia(mode string, num func(string) float64) MediaPrice {
 	if mode != "image_generation" && mode != "image_edit" {
 		// Chat models list image prices for images in prompts, which
 		// their token usage already counts.
-		m.InputPerImage, m.InputPerPixel, m.InputPerImageToken, m.OutputPerImageToken = 0, 0, 0, 0
+		m.OutputPerImage, m.InputPerImage, m.InputPerPixel, m.InputPerImageToken, m.OutputPerImageToken = 0, 0, 0, 0, 0
 	}
 	if mode != "audio_transcription" && mode != "audio_speech" {
 		m.InputPerAudioToken, m.InputPerCharacter = 0, 0
