@@ -55,6 +55,7 @@ type op struct {
 	stream                     bool // 200 may also be text/event-stream
 	anthropic                  bool
 	public                     bool // no key needed
+	form                       bool // the body is multipart/form-data
 }
 
 func query(name, desc string, required bool) obj {
@@ -224,7 +225,7 @@ func operations() []op {
 			op{method: "GET", path: prefix + "/list", tag: "customers", summary: "End users", ok: jsonResp("the end users", obj{"type": []string{"array", "object"}})},
 		)
 	}
-	return ops
+	return append(ops, mediaOperations()...)
 }
 
 func schemas() obj {
@@ -242,7 +243,7 @@ func schemas() obj {
 	for k, v := range budget {
 		entity["properties"].(obj)[k] = v
 	}
-	return obj{
+	out := obj{
 		"Error": object([]string{"error"}, obj{"error": object([]string{"message", "type"}, obj{
 			"message": str(""), "type": str("invalid_request_error, authentication_error, permission_error, not_found_error, rate_limit_error, budget_exceeded, api_error, timeout_error"),
 			"param": nullStr, "code": nullStr})}),
@@ -274,6 +275,10 @@ func schemas() obj {
 			"models": obj{"type": "object", "additionalProperties": num}}),
 		"ModelEntry": object(nil, obj{"model_name": str(""), "litellm_params": anyObj, "model_info": anyObj}),
 	}
+	for k, v := range mediaSchemas() {
+		out[k] = v
+	}
+	return out
 }
 
 // Document is the OpenAPI 3.1 document of every route the gateway serves.
@@ -306,7 +311,10 @@ func Document(version string) []byte {
 		if o.public {
 			operation["security"] = []any{}
 		}
-		if o.body != nil {
+		switch {
+		case o.form:
+			operation["requestBody"] = formBody(o.body)
+		case o.body != nil:
 			operation["requestBody"] = jsonBody(o.body)
 		}
 		if len(o.params) > 0 {
