@@ -511,3 +511,36 @@ func jsonField(body []byte, name string) string {
 	s, _ := m[name].(string)
 	return s
 }
+
+// TestUploadFallsBack: an upload whose first deployment fails is retried,
+// then falls back to another group; each attempt re-encodes the form with
+// its own deployment's model, and the answer is booked at the price of the
+// deployment that gave it.
+func TestUploadFallsBack(t *testing.T) {
+	st := sqliteStore(t)
+	e := startConfig(t, st, mockupstream.Options{}, strings.Replace(mediaConfig, "general_settings:", `  - model_name: flaky
+    litellm_params: {model: openai/whisper-1, api_base: "{{UP}}", extra_headers: {x-mock-status: "500"}}
+router_settings:
+  num_retries: 1
+  allowed_fails: 100
+litellm_settings:
+  fallbacks: [{"flaky": ["az-whisper"]}]
+general_settings:`, 1))
+	audio := wav(4)
+	body, ct := upload(t, map[string]string{"model": "flaky", "response_format": "verbose_json"}, "file", "a.wav", audio)
+	resp, b := e.send(t, "/v1/audio/transcriptions", "sk-1234", ct, body)
+	if resp.StatusCode != 200 || resp.Header.Get("x-tollgate-attempted-fallbacks") != "1" || resp.Header.Get("x-tollgate-attempted-retries") != "1" {
+		t.Fatalf("%d %s retries %q fallbacks %q", resp.StatusCode, b, resp.Header.Get("x-tollgate-attempted-retries"), resp.Header.Get("x-tollgate-attempted-fallbacks"))
+	}
+	if by := e.mock.Stats().ByPath; by["/v1/audio/transcriptions"] != 2 || by["/openai/deployments/my-whisper/audio/transcriptions"] != 1 {
+		t.Fatalf("upstream requests %v", by)
+	}
+	rec := e.mock.LastRequest()
+	values, files, _ := parseUpload(t, rec.Header.Get("Content-Type"), rec.Body)
+	if values["model"] != "my-whisper" || !bytes.Equal(files["file"], audio) {
+		t.Fatalf("the fallback got model %q and %d bytes of audio", values["model"], len(files["file"]))
+	}
+	if got := costHeader(t, resp); !near(got, 4*0.0002) {
+		t.Fatalf("cost %v, want 4 s at the Azure deployment's $0.0002", got)
+	}
+}
