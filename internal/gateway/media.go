@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/tokens"
@@ -234,12 +235,12 @@ const (
 // 20 audio tokens a second); its answer does not report them.
 const audioTokensPerCharacter = 4.0 / 3
 
-// priced is the price a media call is booked at, from p (the deployment's
-// price): for images the price of one image at the size and quality asked
-// (an "auto" one at the dearest the model may choose); for audio in, a
+// priced is the price a media call to deployment d is booked at, from p
+// (d's price): for images the price of one image at the size and quality
+// asked (an "auto" one at the dearest the model may choose); for audio in, a
 // deployment's input_cost_per_second is per second of audio, not of the
 // answer's time.
-func (md *media) priced(p pricing.Price, providerName, model string) pricing.Price {
+func (md *media) priced(p pricing.Price, d *config.Deployment, model string) pricing.Price {
 	switch {
 	case isAudioIn(md.op):
 		if p.InputPerSecond > 0 {
@@ -247,11 +248,22 @@ func (md *media) priced(p pricing.Price, providerName, model string) pricing.Pri
 		}
 		p.InputPerSecond, p.OutputPerSecond = 0, 0
 	case isImage(md.op):
-		// One image's price, as one number: the size's entry when the
-		// request names one size and quality, else the dearest.
-		per := md.worstImage(p, providerName, model)
+		// One image's price, as one number: the deployment's own price
+		// (per image, or per pixel at the largest size it may get); else
+		// the table's entry when the request names one size and quality,
+		// else the dearest.
+		if d.InputCostPerImage != nil || d.OutputCostPerImage != nil || d.InputCostPerPixel != nil {
+			sizes, _ := md.choices(model)
+			var per float64
+			for _, s := range sizes {
+				per = max(per, p.MediaCost(usage.Media{Images: 1, ImagePixels: pricing.Pixels(s)}))
+			}
+			p.OutputPerImage, p.InputPerImage, p.InputPerPixel = per, 0, 0
+			break
+		}
+		per := md.worstImage(p, d.Provider, model)
 		if sizes, qualities := md.choices(model); len(sizes) == 1 && len(qualities) == 1 {
-			if q, ok := pricing.ImageLookup(providerName, model, sizes[0], qualities[0]); ok {
+			if q, ok := pricing.ImageLookup(d.Provider, model, sizes[0], qualities[0]); ok {
 				if c := q.MediaCost(usage.Media{Images: 1, ImagePixels: pricing.Pixels(sizes[0])}); c > 0 {
 					per = c
 				}

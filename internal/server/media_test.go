@@ -44,6 +44,12 @@ model_list:
     litellm_params: {model: openai/tts-1, api_base: "{{UP}}"}
   - model_name: tts-slow
     litellm_params: {model: openai/tts-1, api_base: "{{UP}}", extra_headers: {x-mock-chunk-delay-ms: "60000"}}
+  - model_name: house-painter
+    litellm_params: {model: openai/my-diffusion, api_base: "{{UP}}"}
+    model_info: {output_cost_per_image: 0.01}
+  - model_name: house-voice
+    litellm_params: {model: openai/my-voice, api_base: "{{UP}}"}
+    model_info: {input_cost_per_character: 0.001}
 general_settings:
   master_key: sk-1234
 `
@@ -542,5 +548,32 @@ general_settings:`, 1))
 	}
 	if got := costHeader(t, resp); !near(got, 4*0.0002) {
 		t.Fatalf("cost %v, want 4 s at the Azure deployment's $0.0002", got)
+	}
+}
+
+// TestMediaPriceOverrides: a deployment's own output_cost_per_image and
+// input_cost_per_character (model_info, as LiteLLM takes them) price
+// models the table does not know.
+func TestMediaPriceOverrides(t *testing.T) {
+	st := sqliteStore(t)
+	e := startConfig(t, st, mockupstream.Options{}, mediaConfig)
+	_, out := e.post(t, "/key/generate", "sk-1234", `{}`)
+	key := out["key"].(string)
+	resp, b := e.send(t, "/v1/images/generations", key, "application/json", `{"model":"house-painter","prompt":"a cat","n":3}`)
+	if resp.StatusCode != 200 || !near(costHeader(t, resp), 0.03) {
+		t.Fatalf("images: %d %s cost %s", resp.StatusCode, b, resp.Header.Get("x-tollgate-response-cost"))
+	}
+	resp, b = e.send(t, "/v1/audio/speech", key, "application/json", `{"model":"house-voice","voice":"alloy","input":"hello"}`)
+	if resp.StatusCode != 200 || len(b) == 0 {
+		t.Fatalf("speech: %d %s", resp.StatusCode, b)
+	}
+	e.stop()
+	logs, _, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+	costs := map[string]float64{}
+	for _, l := range logs {
+		costs[l.ModelGroup] = l.Cost
+	}
+	if !near(costs["house-painter"], 0.03) || !near(costs["house-voice"], 0.005) {
+		t.Fatalf("booked %v, want 3 images at $0.01 and 5 characters at $0.001", costs)
 	}
 }
