@@ -21,7 +21,8 @@ import (
 // usage. Transcriptions and translations answer in every response_format,
 // the audio's length read from x-mock-audio-seconds, else a WAV header,
 // else the upload's size at 16,000 bytes a second; whisper's json reports
-// it as usage unless x-mock-no-usage. Speech streams x-mock-chunks chunks
+// it as usage unless x-mock-no-usage. x-mock-raw-body replaces an images
+// answer. Speech streams x-mock-chunks chunks
 // of audio bytes (64 per character of input), x-mock-chunk-delay-ms apart.
 func (s *Server) registerMedia() {
 	for _, p := range []string{"/v1", ""} {
@@ -78,6 +79,11 @@ func (s *Server) imageUpload(w http.ResponseWriter, r *http.Request) {
 
 // images writes an images answer for req.
 func (s *Server) images(w http.ResponseWriter, r *http.Request, req imageRequest) {
+	w.Header().Set("Content-Type", "application/json")
+	if raw := r.Header.Get("x-mock-raw-body"); raw != "" {
+		_, _ = io.WriteString(w, raw)
+		return
+	}
 	model := s.modelFor(r, req.Model)
 	n := max(req.N, 1)
 	b := []byte(`{"created":` + strconv.FormatInt(time.Now().Unix(), 10) + `,"data":[`)
@@ -98,7 +104,6 @@ func (s *Server) images(w http.ResponseWriter, r *http.Request, req imageRequest
 		b = fmt.Appendf(b, `,"usage":{"input_tokens":%d,"output_tokens":%d,"total_tokens":%d,"input_tokens_details":{"text_tokens":%d,"image_tokens":0}}`, text, out, text+out, text)
 	}
 	b = append(b, '}')
-	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b)
 }
 

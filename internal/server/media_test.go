@@ -50,6 +50,10 @@ model_list:
   - model_name: house-voice
     litellm_params: {model: openai/my-voice, api_base: "{{UP}}"}
     model_info: {input_cost_per_character: 0.001}
+  - model_name: refusing-painter
+    litellm_params: {model: openai/dall-e-2, api_base: "{{UP}}", extra_headers: {x-mock-status: "400"}}
+  - model_name: garbled-painter
+    litellm_params: {model: openai/dall-e-2, api_base: "{{UP}}", extra_headers: {x-mock-raw-body: "not json"}}
 general_settings:
   master_key: sk-1234
 `
@@ -575,5 +579,45 @@ func TestMediaPriceOverrides(t *testing.T) {
 	}
 	if !near(costs["house-painter"], 0.03) || !near(costs["house-voice"], 0.005) {
 		t.Fatalf("booked %v, want 3 images at $0.01 and 5 characters at $0.001", costs)
+	}
+}
+
+// TestMediaUpstreamFailures: an upstream's refusal reaches the client as
+// it came and costs nothing (no row, the hold released); a 2xx that is not
+// an images answer is a 502, booked as a row without cost.
+func TestMediaUpstreamFailures(t *testing.T) {
+	st := sqliteStore(t)
+	e := startConfig(t, st, mockupstream.Options{}, mediaConfig)
+	_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.05}`)
+	key := out["key"].(string)
+	resp, b := e.send(t, "/v1/images/generations", key, "application/json", `{"model":"refusing-painter","prompt":"x"}`)
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "mock failure 400") {
+		t.Fatalf("upstream 400: %d %s", resp.StatusCode, b)
+	}
+	resp, b = e.send(t, "/v1/images/generations", key, "application/json", `{"model":"garbled-painter","prompt":"x"}`)
+	if resp.StatusCode != 502 {
+		t.Fatalf("garbled answer: %d %s", resp.StatusCode, b)
+	}
+	// Nothing was held back: the whole budget still buys images.
+	resp, b = e.send(t, "/v1/images/generations", key, "application/json", `{"model":"painter","prompt":"x","n":2}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("after the failures: %d %s", resp.StatusCode, b)
+	}
+	e.stop()
+	logs, _, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+	rows := map[string]store.SpendLog{}
+	for _, l := range logs {
+		rows[l.ModelGroup] = l
+	}
+	if _, ok := rows["refusing-painter"]; ok || len(logs) != 2 {
+		t.Fatalf("rows %+v: want the garbled answer and the images, not the refusal", logs)
+	}
+	if g := rows["garbled-painter"]; g.Status != 502 || g.Cost != 0 {
+		t.Errorf("garbled answer booked as %+v", g)
+	}
+	one, _ := pricing.ImageLookup("openai", "dall-e-2", "1024x1024", "")
+	want := 2 * one.MediaCost(usageImages(1, "1024x1024")) // dall-e-2's default size
+	if p := rows["painter"]; p.Status != 200 || want == 0 || !near(p.Cost, want) {
+		t.Errorf("images booked as %+v, want %v", p, want)
 	}
 }
