@@ -7,7 +7,6 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/textproto"
-	"strings"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 )
@@ -125,9 +124,4 @@ func (f *form) encode(model string) []byte {
 	}
 	_ = w.Close()
 	return b.Bytes()
-}
-
-// isMultipart reports whether a request's Content-Type is a form upload.
-func isMultipart(contentType string) bool {
-	return strings.HasPrefix(strings.ToLower(contentType), "multipart/form-data")
 }
