@@ -27,11 +27,12 @@ type Price struct {
 	InputPerSecond  float64 `json:"input_cost_per_second,omitempty"`
 	OutputPerSecond float64 `json:"output_cost_per_second,omitempty"`
 	MaxInputTokens  int64   `json:"max_input_tokens,omitempty"`
+	MaxOutputTokens int64   `json:"max_output_tokens,omitempty"`
+	Mode            string  `json:"mode,omitempty"`
+	Provider        string  `json:"litellm_provider,omitempty"`
 
+	// Image and audio prices (media.go).
 	MediaPrice
-	MaxOutputTokens int64  `json:"max_output_tokens,omitempty"`
-	Mode            string `json:"mode,omitempty"`
-	Provider        string `json:"litellm_provider,omitempty"`
 }
 
 //go:embed prices.json
