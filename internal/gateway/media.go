@@ -312,14 +312,14 @@ func (md *media) worstImage(p pricing.Price, providerName, model string) float64
 }
 
 // worst is the most the call can cost at p (priced's price), before the
-// call: n images at the dearest size and quality it may get (and its
-// prompt's text, for models priced by tokens); the text to speak; for
-// audio in, the upload's length from its header, else a bound from its
-// size at the lowest bitrate, or the model's token limits.
-func (md *media) worst(p pricing.Price, providerName, model string, n int64) float64 {
+// call: n images at priced's price of one (and the prompt's text, for
+// models priced by tokens); the text to speak; for audio in, the upload's
+// length from its header, else a bound from its size at the lowest
+// bitrate, or the model's token limits.
+func (md *media) worst(p pricing.Price, n int64) float64 {
 	switch {
 	case isImage(md.op):
-		return float64(n)*md.worstImage(p, providerName, model) + float64(md.prompt)*p.InputPerToken
+		return float64(n)*p.MediaCost(usage.Media{Images: 1}) + float64(md.prompt)*p.InputPerToken
 	case md.op == provider.OpSpeech:
 		chars := float64(md.characters)
 		return chars*p.InputPerCharacter + float64(len(md.input))*p.InputPerToken +

@@ -393,7 +393,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		// their answers report is booked in full, not bounded by the hold.
 		name := cmp.Or(t.D.BaseModel, upstream)
 		asked = md.priced(asked, t.D, name)
-		tokenWorst = ledger.USD(md.worst(asked, t.D.Provider, name, max(req.outputs, 1)))
+		tokenWorst = ledger.USD(md.worst(asked, max(req.outputs, 1)))
 	} else {
 		bound = promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
 		out = outputBound(asked, req)

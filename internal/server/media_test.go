@@ -392,6 +392,7 @@ func TestMediaBudgetRefusedBeforeUpstream(t *testing.T) {
 			{"/v1/images/generations", "application/json", `{"model":"dall-e-3","prompt":"x","n":2,"quality":"standard"}`},
 			{"/v1/audio/speech", "application/json", `{"model":"tts-1","voice":"alloy","input":"` + strings.Repeat("a", 4000) + `"}`},
 			{"/v1/audio/transcriptions", ct, big},
+			{"/v1/images/generations", "application/json", `{"model":"house-painter","prompt":"x","n":6}`}, // its own $0.01 an image
 		} {
 			resp, b := e.send(t, tc.path, key, tc.ct, tc.body)
 			if resp.StatusCode != 400 || !strings.Contains(string(b), "budget_exceeded") || strings.Contains(string(b), "max_tokens") {
