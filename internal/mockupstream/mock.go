@@ -86,6 +86,7 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/completions", s.azure(s.completions))
 	s.mux.HandleFunc("POST /openai/deployments/{deployment}/embeddings", s.azure(s.embeddings))
 	s.registerRerank()
+	s.registerMedia()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "unknown path "+r.URL.Path)
 	})

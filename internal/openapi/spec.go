@@ -55,6 +55,7 @@ type op struct {
 	stream                     bool // 200 may also be text/event-stream
 	anthropic                  bool
 	public                     bool // no key needed
+	form                       bool // the body is multipart/form-data
 }
 
 func query(name, desc string, required bool) obj {
@@ -240,7 +241,7 @@ func operations() []op {
 			op{method: "GET", path: prefix + "/list", tag: "customers", summary: "End users", ok: jsonResp("the end users", obj{"type": []string{"array", "object"}})},
 		)
 	}
-	return ops
+	return append(ops, mediaOperations()...)
 }
 
 func schemas() obj {
@@ -301,6 +302,9 @@ func schemas() obj {
 	for k, v := range responsesSchemas() {
 		all[k] = v
 	}
+	for k, v := range mediaSchemas() {
+		all[k] = v
+	}
 	return all
 }
 
@@ -334,7 +338,10 @@ func Document(version string) []byte {
 		if o.public {
 			operation["security"] = []any{}
 		}
-		if o.body != nil {
+		switch {
+		case o.form:
+			operation["requestBody"] = formBody(o.body)
+		case o.body != nil:
 			operation["requestBody"] = jsonBody(o.body)
 		}
 		if len(o.params) > 0 {
