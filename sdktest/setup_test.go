@@ -58,6 +58,12 @@ func start(dir string) (func(), error) {
     litellm_params: {model: anthropic/claude-3-5-sonnet, api_base: %[1]q, input_cost_per_token: 0.000003, output_cost_per_token: 0.000015}
   - model_name: text-embedding-3-small
     litellm_params: {model: openai/text-embedding-3-small, api_base: %[1]q, input_cost_per_token: 0.00000002}
+  - model_name: dall-e-3
+    litellm_params: {model: openai/dall-e-3, api_base: %[1]q}
+  - model_name: whisper-1
+    litellm_params: {model: openai/whisper-1, api_base: %[1]q}
+  - model_name: tts-1
+    litellm_params: {model: openai/tts-1, api_base: %[1]q}
 general_settings:
   master_key: sk-sdk-master
 `, upURL)

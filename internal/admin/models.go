@@ -268,6 +268,12 @@ func redacted(d *config.Deployment, db bool) map[string]any {
 	if d.OutputCostPerSecond != nil {
 		params["output_cost_per_second"] = *d.OutputCostPerSecond
 	}
+	for k, v := range map[string]*float64{"input_cost_per_pixel": d.InputCostPerPixel, "input_cost_per_image": d.InputCostPerImage,
+		"output_cost_per_image": d.OutputCostPerImage, "input_cost_per_character": d.InputCostPerCharacter} {
+		if v != nil {
+			params[k] = *v
+		}
+	}
 	if len(d.Headers) > 0 {
 		names := make([]string, 0, len(d.Headers))
 		for k := range d.Headers {

@@ -37,6 +37,11 @@ type Deployment struct {
 	// output_cost_per_second): each is charged for every second the
 	// upstream took, on top of any per-token price.
 	InputCostPerSecond, OutputCostPerSecond *float64
+	// Media prices: per generated image (output_cost_per_image, or
+	// input_cost_per_image as the dall-e entries name it), per pixel of
+	// one, per character of text spoken. On transcriptions
+	// InputCostPerSecond is per second of audio.
+	InputCostPerImage, OutputCostPerImage, InputCostPerPixel, InputCostPerCharacter *float64
 
 	// Region is litellm_params.region_name ("eu", "us", ...): an end user
 	// with allowed_model_region is served only by deployments of that region.

@@ -26,6 +26,7 @@ type LiteLLMParams struct {
 	CacheCreationInputTokenCost *float64          `yaml:"cache_creation_input_token_cost"`
 	InputCostPerSecond          *float64          `yaml:"input_cost_per_second"`
 	OutputCostPerSecond         *float64          `yaml:"output_cost_per_second"`
+	InputCostPerPixel           *float64          `yaml:"input_cost_per_pixel"`
 	RegionName                  string            `yaml:"region_name"`
 	ExtraHeaders                map[string]string `yaml:"extra_headers"`
 	Headers                     map[string]string `yaml:"headers"`
@@ -46,6 +47,11 @@ type ModelInfo struct {
 	CacheCreationInputTokenCost *float64 `yaml:"cache_creation_input_token_cost"`
 	InputCostPerSecond          *float64 `yaml:"input_cost_per_second"`
 	OutputCostPerSecond         *float64 `yaml:"output_cost_per_second"`
+	// Media prices, as the price list names them.
+	InputCostPerPixel     *float64 `yaml:"input_cost_per_pixel"`
+	InputCostPerImage     *float64 `yaml:"input_cost_per_image"`
+	OutputCostPerImage    *float64 `yaml:"output_cost_per_image"`
+	InputCostPerCharacter *float64 `yaml:"input_cost_per_character"`
 }
 
 // GeneralSettings is LiteLLM's general_settings.

@@ -213,6 +213,10 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		CacheCreationInputTokenCost: firstPtr(p.CacheCreationInputTokenCost, e.ModelInfo.CacheCreationInputTokenCost),
 		InputCostPerSecond:          firstPtr(p.InputCostPerSecond, e.ModelInfo.InputCostPerSecond),
 		OutputCostPerSecond:         firstPtr(p.OutputCostPerSecond, e.ModelInfo.OutputCostPerSecond),
+		InputCostPerPixel:           firstPtr(p.InputCostPerPixel, e.ModelInfo.InputCostPerPixel),
+		InputCostPerImage:           e.ModelInfo.InputCostPerImage,
+		OutputCostPerImage:          e.ModelInfo.OutputCostPerImage,
+		InputCostPerCharacter:       e.ModelInfo.InputCostPerCharacter,
 		Region:                      strings.ToLower(strings.TrimSpace(p.RegionName)),
 		ID:                          e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
 		Tokenize: p.Tokenize,
@@ -260,6 +264,10 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		{"cache_creation_input_token_cost", d.CacheCreationInputTokenCost != nil && *d.CacheCreationInputTokenCost < 0},
 		{"input_cost_per_second", d.InputCostPerSecond != nil && *d.InputCostPerSecond < 0},
 		{"output_cost_per_second", d.OutputCostPerSecond != nil && *d.OutputCostPerSecond < 0},
+		{"input_cost_per_pixel", d.InputCostPerPixel != nil && *d.InputCostPerPixel < 0},
+		{"input_cost_per_image", d.InputCostPerImage != nil && *d.InputCostPerImage < 0},
+		{"output_cost_per_image", d.OutputCostPerImage != nil && *d.OutputCostPerImage < 0},
+		{"input_cost_per_character", d.InputCostPerCharacter != nil && *d.InputCostPerCharacter < 0},
 	}
 	for _, c := range checks {
 		if c.bad {

@@ -117,7 +117,6 @@ var Sections = []*Section{
 			"custom_llm_provider": "the provider when model has no provider/ prefix",
 		},
 		Keys: []Key{
-			{"input_cost_per_pixel", "number", ""},
 			{"output_cost_per_pixel", "number", ""},
 			{"max_budget", "number", "deployment budgets are " + noteNotEnforced},
 			{"budget_duration", "string", "deployment budgets are " + noteNotEnforced},

@@ -137,7 +137,6 @@ func TestIssue22KeysAreWarnings(t *testing.T) {
 		name, yaml, key, at string
 	}{
 		{"output_cost_per_pixel", model("litellm_params", "output_cost_per_pixel: 0.1"), "litellm_params.output_cost_per_pixel", ":5:7:"},
-		{"input_cost_per_pixel", model("litellm_params", "input_cost_per_pixel: 0.01"), "litellm_params.input_cost_per_pixel", ":5:7:"},
 		{"mock_timeout", model("litellm_params", "mock_timeout: true"), "litellm_params.mock_timeout", ":5:7:"},
 		{"tags", model("litellm_params", "tags: [teamA, teamB]"), "litellm_params.tags", ":5:7:"},
 		{"health_check_timeout", model("model_info", "health_check_timeout: 5"), "model_info.health_check_timeout", ":6:7:"},

@@ -92,6 +92,9 @@ func (c *call) authenticate() error {
 }
 
 func (c *call) decode() error {
+	if isMedia(c.op) {
+		return c.decodeMedia()
+	}
 	body, err := readBody(c.w, c.r, c.g.opts.MaxBodyBytes)
 	if err != nil {
 		return err

@@ -129,7 +129,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 	wd := newWatchdog(c.g.timeoutFor(t, req.stream), cancel)
 	defer wd.stop()
 
-	ureq, err := t.NewRequest(ctx, op, body, "", req.stream)
+	ureq, err := t.NewRequest(ctx, op, body, req.contentType(), req.stream)
 	if err != nil {
 		return apierror.Internal(err)
 	}
@@ -149,6 +149,9 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 			return c.upstreamError(t, wd, err)
 		}
 		return newFailure(resp, data)
+	}
+	if req.media != nil && resp.StatusCode < 300 {
+		return c.relayMedia(t, resp, wd, sent)
 	}
 	// The upstream's headers are the client's only once its answer is:
 	// a body that breaks off or is unusable must not leave them behind

@@ -115,6 +115,7 @@ func (g *Gateway) Register(mux Mux) {
 	mux.Handle("POST /openai/deployments/{model}/chat/completions", g.handler(provider.OpChat))
 	mux.Handle("POST /openai/deployments/{model}/completions", g.handler(provider.OpCompletions))
 	mux.Handle("POST /openai/deployments/{model}/embeddings", g.handler(provider.OpEmbeddings))
+	g.registerMedia(mux)
 }
 
 // errResponded: the handler already wrote its response.

@@ -347,6 +347,9 @@ type charge struct {
 	// to: its worst case did not fit the budget while another request that
 	// may overshoot was in flight (default mode).
 	capN int64
+	// media: an image or audio call, booked by what its answer reports
+	// (media.go) rather than bounded by its hold.
+	media bool
 }
 
 func (c *charge) capTokens() int64 { return c.capN }
@@ -387,17 +390,28 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 			unknown = true
 		}
 	}
-	bound := promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
-	out := outputBound(asked, req)
-	// A rerank also pays per search unit: the most its documents can make.
-	// An operation that generates nothing pays for its prompt alone.
-	usageWorst := float64(req.searchUnitsMax) * asked.InputPerQuery
-	if req.noOutput {
-		usageWorst += float64(bound) * max(asked.InputPerToken, asked.CacheCreationPerToken)
+	var bound, out int64
+	var tokenWorst ledger.Amount
+	if md := req.media; md != nil {
+		// Images and audio are priced by their own units (media.go); what
+		// their answers report is booked in full, not bounded by the hold.
+		name := cmp.Or(t.D.BaseModel, upstream)
+		asked = md.priced(asked, t.D, name)
+		tokenWorst = ledger.USD(md.worst(asked, max(req.outputs, 1)))
 	} else {
-		usageWorst += asked.WorstCase(bound, out)
+		bound = promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
+		out = outputBound(asked, req)
+		// A rerank also pays per search unit: the most its documents can
+		// make. An operation that generates nothing pays for its prompt
+		// alone.
+		usageWorst := float64(req.searchUnitsMax) * asked.InputPerQuery
+		if req.noOutput {
+			usageWorst += float64(bound) * max(asked.InputPerToken, asked.CacheCreationPerToken)
+		} else {
+			usageWorst += asked.WorstCase(bound, out)
+		}
+		tokenWorst = ledger.USD(usageWorst)
 	}
-	tokenWorst := ledger.USD(usageWorst)
 	// A deployment priced per second holds its price for its timeout (a
 	// minute when it sets none) on top of its tokens' worst case; the time
 	// an answer really takes is charged in full at settle.
@@ -417,7 +431,10 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	case unknown:
 		res, err = holder.ReserveUpTo(ctx, accts, tightestBudget(accts))
 	default:
-		f := ledger.Flex{Worst: worst, Estimate: m.estimate(asked, req, bound, int64(len(body)), t.D.ID, upstream, tokenWorst) + timeHold, Capped: worst}
+		f := ledger.Flex{Worst: worst, Estimate: worst, Capped: worst}
+		if req.media == nil {
+			f.Estimate = m.estimate(asked, req, bound, int64(len(body)), t.D.ID, upstream, tokenWorst) + timeHold
+		}
 		if canCap(op) {
 			capHold, capPer = m.capAmount(asked, req, promptEstimate(bound, int64(len(body))), t.D.ID, upstream, tokenWorst)
 			capHold += timeHold
@@ -461,7 +478,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	}
 	if err != nil {
 		e := apierror.BudgetExceeded("%v", err)
-		if ex := (*ledger.ExceededError)(nil); mode == ledger.EnforceStrict && req.maxTokens <= 0 && errors.As(err, &ex) && ex.Spent+ex.Reserved < ex.Budget {
+		if ex := (*ledger.ExceededError)(nil); mode == ledger.EnforceStrict && req.maxTokens <= 0 && req.media == nil && errors.As(err, &ex) && ex.Spent+ex.Reserved < ex.Budget {
 			// Strict holds the worst case: say how to make it smaller.
 			e.Message += fmt.Sprintf("; budget_enforcement is strict, so a request holds its worst case (every output token it could ask for): set max_tokens (max_output_tokens in the Responses API) to make it fit (up to %d output tokens fit what remains)",
 				asked.OutputsWithin(bound, (ex.Budget-ex.Spent-ex.Reserved-timeHold).Dollars()))
@@ -470,7 +487,8 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		return nil, e
 	}
 	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
-		promptMax: bound, outputMax: out, searchUnitsMax: req.searchUnitsMax, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold}
+		promptMax: bound, outputMax: out, searchUnitsMax: req.searchUnitsMax, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold,
+		media: req.media != nil}
 	if capTokens > 0 {
 		// Settlement holds the upstream to the cap it was given.
 		c.outputMax = satMul(capTokens, c.outputs)
@@ -524,7 +542,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		return 0
 	}
 	c.settled = true
-	if c.unpricedModel != "" {
+	if c.unpricedModel != "" && !c.media {
 		if p, ok := c.target.ServedPrice(res.served); ok {
 			c.m.served.learn(c.target.D.ID, c.upstream, p)
 			// Held at no price: the cap is what this price makes of the
@@ -533,11 +551,16 @@ func (c *charge) settle(res *result) (cost float64) {
 			c.worst = ledger.USD(p.WorstCase(c.promptMax, c.outputMax))
 		}
 	}
-	clamped := c.clamp(&u)
+	var clamped bool
+	if c.media {
+		clamped = clampMedia(&u)
+	} else {
+		clamped = c.clamp(&u)
+	}
 	// The ledger's precision is the books' precision; a per-second price
 	// is charged for the time the upstream took.
 	amount := ledger.USD(c.price.Cost(u))
-	if tokenWorst := max(c.worst-c.timeHold, 0); amount > tokenWorst {
+	if tokenWorst := max(c.worst-c.timeHold, 0); amount > tokenWorst && !c.media {
 		amount, clamped = tokenWorst, true
 	}
 	amount += ledger.USD(c.price.TimeCost(res.upstream)) // never clamped: the upstream bills it
@@ -554,7 +577,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		}
 	}
 	res.usage = u
-	if res.hasUsage && !clamped && c.target != nil {
+	if res.hasUsage && !clamped && c.target != nil && !c.media {
 		c.m.outputs.observe(c.target.D.ID, c.upstream, u.Completion/c.outputs)
 	}
 	cost = amount.Dollars()

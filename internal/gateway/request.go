@@ -33,6 +33,9 @@ type request struct {
 	// searchUnits are the billed units a rerank's documents make, and
 	// searchUnitsMax the most they can make (rerankBody).
 	searchUnits, searchUnitsMax int64
+	// media is what an image or audio request is priced by (media.go);
+	// nil for the other operations.
+	media *media
 }
 
 // readBody reads at most limit bytes of r's body.
@@ -158,6 +161,9 @@ func satMul(a, b int64) int64 {
 // the deployment's and, for streams, usage requested from the upstream so
 // that the answer can be metered.
 func (req *request) upstreamBody(model string, askUsage bool) []byte {
+	if md := req.media; md != nil && md.form != nil {
+		return md.form.encode(model)
+	}
 	body := req.obj.With("model", quote(model))
 	if !askUsage || req.clientUsage {
 		return body

@@ -89,6 +89,7 @@ func New(opts Options) *Server {
 	s.files = filesState{files: map[string]map[string]*mockFile{}, batches: map[string]map[string]map[string]any{}}
 	s.registerFiles()
 	s.registerRerank()
+	s.registerMedia()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "unknown path "+r.URL.Path)
 	})

@@ -15,7 +15,7 @@ func fileOps() []op {
 	for _, p := range fileRoutePrefixes {
 		ops = append(ops,
 			op{method: "POST", path: p + "/files", tag: "files", summary: "Upload a file to a deployment (multipart: file, purpose; model or target_model_names chooses the model group)." + who,
-				form: ref("FileUpload"), params: choose, ok: jsonResp("the upstream's file object", ref("File"))},
+				body: ref("FileUpload"), form: true, params: choose, ok: jsonResp("the upstream's file object", ref("File"))},
 			op{method: "GET", path: p + "/files", tag: "files", summary: "The caller's files, newest first, as last seen." + who, params: list, ok: jsonResp("a page", ref("FileList"))},
 			op{method: "GET", path: p + "/files/{file_id}", tag: "files", summary: "A file, from its deployment." + who, params: fileID, ok: jsonResp("the file object", ref("File"))},
 			op{method: "GET", path: p + "/files/{file_id}/content", tag: "files", summary: "A file's content; reading a batch's output charges the batch if no retrieval did." + who, params: fileID,
@@ -38,7 +38,7 @@ func fileSchemas() obj {
 			"first_id": str(""), "last_id": str(""), "has_more": boolean})
 	}
 	return obj{
-		"FileUpload": object([]string{"file", "purpose"}, obj{"file": obj{"type": "string", "format": "binary"},
+		"FileUpload": object([]string{"file", "purpose"}, obj{"file": binary,
 			"purpose":             str("assistants, batch, fine-tune, vision, user_data or evals"),
 			"model":               str("the model group whose deployment takes the file (not sent upstream)"),
 			"target_model_names":  str("LiteLLM's name for the same: model groups, comma-separated; the first is used"),

@@ -50,12 +50,12 @@ func jsonResp(desc string, schema any) obj {
 type op struct {
 	method, path, tag, summary string
 	body                       any
-	form                       any // a multipart/form-data body, in place of body
 	params                     []obj
 	ok                         obj
 	stream                     bool // 200 may also be text/event-stream
 	anthropic                  bool
 	public                     bool // no key needed
+	form                       bool // the body is multipart/form-data
 }
 
 func query(name, desc string, required bool) obj {
@@ -241,7 +241,8 @@ func operations() []op {
 			op{method: "GET", path: prefix + "/list", tag: "customers", summary: "End users", ok: jsonResp("the end users", obj{"type": []string{"array", "object"}})},
 		)
 	}
-	return append(ops, fileOps()...)
+	ops = append(ops, fileOps()...)
+	return append(ops, mediaOperations()...)
 }
 
 func schemas() obj {
@@ -305,6 +306,9 @@ func schemas() obj {
 	for k, v := range responsesSchemas() {
 		all[k] = v
 	}
+	for k, v := range mediaSchemas() {
+		all[k] = v
+	}
 	return all
 }
 
@@ -338,11 +342,11 @@ func Document(version string) []byte {
 		if o.public {
 			operation["security"] = []any{}
 		}
-		if o.body != nil {
+		switch {
+		case o.form:
+			operation["requestBody"] = formBody(o.body)
+		case o.body != nil:
 			operation["requestBody"] = jsonBody(o.body)
-		}
-		if o.form != nil {
-			operation["requestBody"] = obj{"required": true, "content": obj{"multipart/form-data": obj{"schema": o.form}}}
 		}
 		if len(o.params) > 0 {
 			operation["parameters"] = o.params

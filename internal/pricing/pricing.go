@@ -35,6 +35,9 @@ type Price struct {
 	MaxOutputTokens int64   `json:"max_output_tokens,omitempty"`
 	Mode            string  `json:"mode,omitempty"`
 	Provider        string  `json:"litellm_provider,omitempty"`
+
+	// Image and audio prices (media.go).
+	MediaPrice
 }
 
 //go:embed prices.json
@@ -82,9 +85,10 @@ func (p Price) Cost(u usage.Usage) float64 {
 	if createPrice == 0 {
 		createPrice = p.InputPerToken
 	}
-	return float64(prompt-cached)*p.InputPerToken + float64(cached)*readPrice +
-		float64(u.CacheCreation)*createPrice + float64(u.Completion)*p.OutputPerToken +
-		float64(u.SearchUnits)*p.InputPerQuery
+	text := prompt - cached - u.ImagePromptTokens - u.AudioPromptTokens
+	return float64(text)*p.InputPerToken + float64(cached)*readPrice +
+		float64(u.CacheCreation)*createPrice + float64(u.Completion-u.ImageCompletionTokens)*p.OutputPerToken +
+		float64(u.SearchUnits)*p.InputPerQuery + p.MediaCost(u.Media)
 }
 
 // Batch is the price of tokens served through the Batch API: the table's
@@ -172,12 +176,13 @@ func Derive(src []byte) ([]byte, error) {
 		}
 		p.Mode, _ = m["mode"].(string)
 		p.Provider, _ = m["litellm_provider"].(string)
+		p.MediaPrice = deriveMedia(p.Mode, func(k string) float64 { return num(m, k) })
 		// A model the list prices at zero on purpose (OpenAI's moderation
 		// models, free rerankers) is priced: its calls cost nothing, and
 		// are not "unpriced".
 		_, zeroPriced := m["input_cost_per_token"].(float64)
 		free := zeroPriced && (p.Mode == "moderation" || p.Mode == "rerank")
-		if p.InputPerToken == 0 && p.OutputPerToken == 0 && p.InputPerQuery == 0 && !free {
+		if p.InputPerToken == 0 && p.OutputPerToken == 0 && p.InputPerQuery == 0 && p.MediaPrice == (MediaPrice{}) && !free {
 			continue
 		}
 		out[name] = p

@@ -202,6 +202,8 @@ func priceAs(d *config.Deployment, name string) (pricing.Price, bool) {
 		{d.InputCostPerToken, &p.InputPerToken}, {d.OutputCostPerToken, &p.OutputPerToken},
 		{d.CacheReadInputTokenCost, &p.CacheReadPerToken}, {d.CacheCreationInputTokenCost, &p.CacheCreationPerToken},
 		{d.InputCostPerSecond, &p.InputPerSecond}, {d.OutputCostPerSecond, &p.OutputPerSecond},
+		{d.InputCostPerImage, &p.InputPerImage}, {d.OutputCostPerImage, &p.OutputPerImage},
+		{d.InputCostPerPixel, &p.InputPerPixel}, {d.InputCostPerCharacter, &p.InputPerCharacter},
 	} {
 		if o.v != nil {
 			*o.dst = *o.v

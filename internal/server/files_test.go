@@ -37,8 +37,8 @@ general_settings:
 // to the mock, and it answers max_tokens 3 with 3 completion tokens.
 const batchLine = `{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","max_tokens":3,"messages":[{"role":"user","content":"one two three four"}]}}`
 
-// upload is a multipart file upload of content with the given fields.
-func upload(content string, fields ...string) (string, []byte) {
+// fileUpload is a multipart file upload of content with the given fields.
+func fileUpload(content string, fields ...string) (string, []byte) {
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	for i := 0; i+1 < len(fields); i += 2 {
@@ -140,12 +140,12 @@ func TestFilesOwnedByTheirKey(t *testing.T) {
 	a := newKey(t, e, `{"models": ["gpt-4"]}`)
 	b := newKey(t, e, `{"models": ["gpt-4"]}`)
 
-	ct, body := upload("hello\n", "purpose", "user_data")
+	ct, body := fileUpload("hello\n", "purpose", "user_data")
 	id := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
 	if up := e.mock.LastRequest(); up.Path != "/v1/files" || up.Header.Get("Authorization") != "Bearer sk-up" {
 		t.Fatalf("upstream request %s with %q", up.Path, up.Header.Get("Authorization"))
 	}
-	ct, body = upload("other\n", "purpose", "batch", "custom_llm_provider", "openai")
+	ct, body = fileUpload("other\n", "purpose", "batch", "custom_llm_provider", "openai")
 	idB := e.create(t, "upload as b", "POST", "/openai/v1/files", b, ct, body)
 	if strings.Contains(string(e.mock.LastRequest().Body), "custom_llm_provider") {
 		t.Fatal("the field that chose the deployment was passed upstream")
@@ -206,7 +206,7 @@ func TestFilesOwnedByTheirKey(t *testing.T) {
 	status, body = e.request(t, "GET", "/v1/files/"+id, a, "", nil)
 	wantError(t, "a after delete", status, body, 404, "file_id")
 
-	ct, body = upload("x\n", "purpose", "batch", "model", "other")
+	ct, body = fileUpload("x\n", "purpose", "batch", "model", "other")
 	before = e.mock.Stats().Requests
 	status, body = e.request(t, "POST", "/v1/files", a, ct, body)
 	wantError(t, "a uploads to a model it may not use", status, body, 403, "")
@@ -224,7 +224,7 @@ func TestBatchChargedOnceAtBatchPrice(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store) {
 		e := startConfig(t, st, mockupstream.Options{}, filesConfig)
 		a := newKey(t, e, `{"models": ["gpt-4"], "max_budget": 10}`)
-		ct, body := upload(batchInput(3), "purpose", "batch", "model", "gpt-4")
+		ct, body := fileUpload(batchInput(3), "purpose", "batch", "model", "gpt-4")
 		file := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
 		status, body := e.request(t, "POST", "/v1/batches", a, "application/json",
 			[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"job":"nightly"}}`))
@@ -314,7 +314,7 @@ func TestBatchChargedOnceAtBatchPrice(t *testing.T) {
 func TestBatchRefusedOverBudget(t *testing.T) {
 	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
 	a := newKey(t, e, `{"models": ["gpt-4"], "max_budget": 0.0001}`)
-	ct, body := upload(batchInput(1), "purpose", "batch")
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
 	file := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
 	if resp, out := e.post(t, "/v1/chat/completions", a, `{"model":"gpt-4","max_tokens":3,"messages":[{"role":"user","content":"one two three four"}]}`); resp.StatusCode != 200 {
 		t.Fatalf("chat: %d %v", resp.StatusCode, out)
@@ -337,8 +337,8 @@ func TestBatchRefusedOverBudget(t *testing.T) {
 func TestFilesBadInputNeverReachesUpstream(t *testing.T) {
 	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
 	a := newKey(t, e, `{"models": ["gpt-4"]}`)
-	noFile, noFileBody := upload("", "purpose", "batch")
-	badPurpose, badPurposeBody := upload("x\n", "purpose", "pictures")
+	noFile, noFileBody := fileUpload("", "purpose", "batch")
+	badPurpose, badPurposeBody := fileUpload("x\n", "purpose", "pictures")
 	for _, c := range []struct {
 		name, method, path, key, ct string
 		body                        []byte
@@ -369,7 +369,7 @@ func TestFilesBadInputNeverReachesUpstream(t *testing.T) {
 // call is a spend row.
 func TestFilesUpstreamErrorPassedThrough(t *testing.T) {
 	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
-	ct, body := upload("x\n", "purpose", "batch", "model", "failing")
+	ct, body := fileUpload("x\n", "purpose", "batch", "model", "failing")
 	status, body := e.request(t, "POST", "/v1/files", "sk-1234", ct, body)
 	wantError(t, "failing upstream", status, body, 500, "")
 	if !strings.Contains(string(body), "mock failure 500") {
@@ -406,7 +406,7 @@ func TestBatchChargedOnceAcrossReplicas(t *testing.T) {
 		if resp, out := a.post(t, "/key/generate", "sk-1234", `{"key": "`+key+`", "models": ["gpt-4"]}`); resp.StatusCode != 200 {
 			t.Fatalf("/key/generate: %d %v", resp.StatusCode, out)
 		}
-		ct, body := upload(batchInput(2), "purpose", "batch")
+		ct, body := fileUpload(batchInput(2), "purpose", "batch")
 		file := a.create(t, "upload", "POST", "/v1/files", key, ct, body)
 		batch := a.create(t, "batch", "POST", "/v1/batches", key, "application/json",
 			[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
@@ -475,7 +475,7 @@ func TestBatchChargedWhenTheClientLeaves(t *testing.T) {
 	url, _ := serveSrv(t, cfg, Options{Store: st})
 	e := &spendEnv{url: url, store: st}
 	key := newKey(t, e, `{"models": ["gpt-4"]}`)
-	ct, body := upload("{}\n", "purpose", "batch")
+	ct, body := fileUpload("{}\n", "purpose", "batch")
 	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
 	e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
 		[]byte(`{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`))

@@ -31,6 +31,8 @@ var litellmEndpoints = []struct{ area, method, path, note string }{
 	{"inference", "POST", "/v1/images/generations", ""},
 	{"inference", "POST", "/images/edits", ""},
 	{"inference", "POST", "/v1/images/edits", ""},
+	{"inference", "POST", "/openai/deployments/{model}/images/generations", ""},
+	{"inference", "POST", "/openai/deployments/{model}/images/edits", ""},
 	{"inference", "POST", "/audio/speech", ""},
 	{"inference", "POST", "/v1/audio/speech", ""},
 	{"inference", "POST", "/audio/transcriptions", ""},

@@ -19,6 +19,23 @@ type Usage struct {
 	// SearchUnits are the billed units of a rerank call (Cohere's
 	// search_units: a query over up to 100 documents or chunks).
 	SearchUnits int64
+
+	// Media units (images and audio), priced apart from text tokens.
+	Media
+}
+
+// Media counts what image and audio calls are billed by besides text
+// tokens. Images are those billed per image or per pixel (ImagePixels is
+// each one's width × height); an image model that reports token usage
+// counts its images in ImagePromptTokens and ImageCompletionTokens instead,
+// which are the parts of Prompt and Completion that are image tokens, as
+// AudioPromptTokens is the part of Prompt that is audio. Characters are
+// those of text spoken; AudioSeconds the length of audio heard.
+type Media struct {
+	Images, ImagePixels                                         int64
+	ImagePromptTokens, ImageCompletionTokens, AudioPromptTokens int64
+	Characters                                                  int64
+	AudioSeconds                                                float64
 }
 
 // OpenAI is the usage member of an OpenAI answer or stream chunk, as read

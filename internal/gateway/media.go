@@ -1,0 +1,611 @@
+package gateway
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/tokens"
+	"github.com/tollgate/tollgate/internal/usage"
+)
+
+// media is what the gateway reads of an image or audio request: what it
+// is priced by, and for an upload the form to re-encode for each attempt.
+type media struct {
+	op   provider.Op
+	form *form // nil: a JSON body (image generations, speech)
+	// Images: n, and the size and quality asked ("" or "auto": the
+	// model's choice).
+	size, quality string
+	// format is response_format: what a transcription answer looks like.
+	format string
+	// prompt is the bytes of an image prompt (a bound on its text tokens).
+	prompt int64
+	// Speech: the text to speak, and its characters.
+	input      string
+	characters int64
+	// Audio in: the uploaded file's bytes, and its length when its header
+	// says (a WAV file; 0 otherwise).
+	upload     int64
+	wavSeconds float64
+}
+
+// isMedia reports whether op is one of the image and audio operations.
+func isMedia(op provider.Op) bool {
+	switch op {
+	case provider.OpImageGenerations, provider.OpImageEdits, provider.OpImageVariations,
+		provider.OpTranscriptions, provider.OpTranslations, provider.OpSpeech:
+		return true
+	}
+	return false
+}
+
+func isImage(op provider.Op) bool {
+	return op == provider.OpImageGenerations || op == provider.OpImageEdits || op == provider.OpImageVariations
+}
+
+func isAudioIn(op provider.Op) bool {
+	return op == provider.OpTranscriptions || op == provider.OpTranslations
+}
+
+// uploads reports whether op takes a multipart/form-data body.
+func uploads(op provider.Op) bool {
+	return op == provider.OpImageEdits || op == provider.OpImageVariations || isAudioIn(op)
+}
+
+// maxImages is the most images one request may ask for (OpenAI's bound on n).
+const maxImages = 10
+
+// decodeMedia reads an image or audio request: a JSON body through
+// decode, an upload through parseForm; then the members that price it.
+// Nothing that fails here reaches an upstream.
+func (c *call) decodeMedia() error {
+	limit := c.g.opts.MaxBodyBytes
+	if uploads(c.op) {
+		limit = max(limit, uploadLimit)
+	}
+	body, err := readBody(c.w, c.r, limit)
+	if err != nil {
+		return err
+	}
+	md := &media{op: c.op}
+	if uploads(c.op) {
+		c.req, err = decodeForm(md, body, c.r.Header.Get("Content-Type"), c.r.PathValue("model"))
+	} else {
+		c.req, err = decode(body, c.r.PathValue("model"))
+	}
+	if err != nil {
+		return err
+	}
+	c.req.media = md
+	if md.form == nil {
+		if err := md.readJSON(c.req); err != nil {
+			return err
+		}
+	}
+	if c.req.stream {
+		return apierror.BadRequest("stream", "stream is not supported on %s", c.op)
+	}
+	if c.req.user != "" {
+		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)
+	}
+	return nil
+}
+
+// decodeForm reads an upload: the model (unless the path names it), the
+// file, and the fields that price the call.
+func decodeForm(md *media, body []byte, contentType, pathModel string) (*request, error) {
+	f, err := parseForm(body, contentType)
+	if err != nil {
+		return nil, err
+	}
+	md.form = f
+	req := &request{model: pathModel, outputs: 1}
+	if req.model == "" {
+		m, _ := f.value("model")
+		if m = strings.TrimSpace(m); m == "" {
+			return nil, apierror.BadRequest("model", "you must provide a model parameter")
+		}
+		req.model = m
+	}
+	fileField := []string{"file"}
+	if isImage(md.op) {
+		fileField = []string{"image", "image[]"}
+	}
+	file, ok := f.file(fileField...)
+	if !ok {
+		return nil, apierror.BadRequest(fileField[0], "the %s file is required (a form part with a filename)", fileField[0])
+	}
+	md.upload = int64(len(file.data))
+	md.wavSeconds = wavSeconds(file.data)
+	if md.op == provider.OpImageEdits {
+		p, _ := f.value("prompt")
+		if strings.TrimSpace(p) == "" {
+			return nil, apierror.BadRequest("prompt", "prompt is required")
+		}
+		md.prompt = int64(len(p))
+	}
+	if v, ok := f.value("n"); ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < 1 || n > maxImages {
+			return nil, apierror.BadRequest("n", "n must be an integer from 1 to %d", maxImages)
+		}
+		req.outputs = n
+	}
+	md.size, _ = f.value("size")
+	md.quality, _ = f.value("quality")
+	md.format, _ = f.value("response_format")
+	req.user, _ = f.value("user")
+	if v, _ := f.value("stream"); v == "true" {
+		req.stream = true
+	}
+	return req, nil
+}
+
+// readJSON takes what prices an image generation or a speech request from
+// its JSON body (decode has read model, n and user).
+func (md *media) readJSON(req *request) error {
+	o := &req.obj
+	str := func(k string) (string, error) {
+		if o.IsNull(k) {
+			return "", nil
+		}
+		s, ok := o.String(k)
+		if !ok {
+			return "", apierror.BadRequest(k, "%s must be a string", k)
+		}
+		return s, nil
+	}
+	var err error
+	for _, f := range []struct {
+		k   string
+		dst *string
+	}{{"size", &md.size}, {"quality", &md.quality}, {"response_format", &md.format}} {
+		if *f.dst, err = str(f.k); err != nil {
+			return err
+		}
+	}
+	switch md.op {
+	case provider.OpImageGenerations:
+		p, err := str("prompt")
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(p) == "" {
+			return apierror.BadRequest("prompt", "prompt is required")
+		}
+		md.prompt = int64(len(p))
+		if req.outputs > maxImages {
+			return apierror.BadRequest("n", "n must be an integer from 1 to %d", maxImages)
+		}
+	case provider.OpSpeech:
+		if md.input, err = str("input"); err != nil {
+			return err
+		}
+		if md.input == "" {
+			return apierror.BadRequest("input", "input is required: the text to speak")
+		}
+		md.characters = int64(utf8.RuneCountInString(md.input))
+	}
+	return nil
+}
+
+// contentType is the upstream body's Content-Type ("" is JSON).
+func (req *request) contentType() string {
+	if md := req.media; md != nil && md.form != nil {
+		return md.form.contentType()
+	}
+	return ""
+}
+
+// The sizes and qualities an image request may get when it leaves the
+// choice to the model ("auto" or nothing): its hold is the dearest.
+var (
+	imageSizes     = []string{"1024x1024", "1024x1536", "1536x1024", "1024x1792", "1792x1024", "512x512", "256x256"}
+	imageQualities = []string{"high", "hd", "medium", "standard", "low", ""}
+)
+
+// imageOutputCeiling bounds the output tokens of one image of a model
+// priced by image tokens (gpt-image-1 at high quality, 1536x1024: 6,240).
+const imageOutputCeiling = 6240
+
+// Bitrates that bound and estimate an audio upload's length when neither
+// its header nor the answer says: 16 kbit/s is below what speech is
+// encoded at in practice (the hold), 128 kbit/s a common MP3 rate (what
+// is booked when the answer does not say).
+const (
+	lowestAudioBytesPerSecond  = 2_000
+	typicalAudioBytesPerSecond = 16_000
+)
+
+// audioTokensPerCharacter estimates the audio tokens a speech model priced
+// per token produces for one character of text (about 15 characters and
+// 20 audio tokens a second); its answer does not report them.
+const audioTokensPerCharacter = 4.0 / 3
+
+// priced is the price a media call to deployment d is booked at, from p
+// (d's price): for images the price of one image at the size and quality
+// asked (an "auto" one at the dearest the model may choose); for audio in, a
+// deployment's input_cost_per_second is per second of audio, not of the
+// answer's time.
+func (md *media) priced(p pricing.Price, d *config.Deployment, model string) pricing.Price {
+	switch {
+	case isAudioIn(md.op):
+		if p.InputPerSecond > 0 {
+			p.InputPerAudioSecond = p.InputPerSecond
+		}
+		p.InputPerSecond, p.OutputPerSecond = 0, 0
+	case isImage(md.op):
+		// One image's price, as one number: the deployment's own price
+		// (per image, or per pixel at the largest size it may get); else
+		// the table's entry when the request names one size and quality,
+		// else the dearest.
+		if d.InputCostPerImage != nil || d.OutputCostPerImage != nil || d.InputCostPerPixel != nil {
+			sizes, _ := md.choices(model)
+			var per float64
+			for _, s := range sizes {
+				per = max(per, p.MediaCost(usage.Media{Images: 1, ImagePixels: pricing.Pixels(s)}))
+			}
+			p.OutputPerImage, p.InputPerImage, p.InputPerPixel = per, 0, 0
+			break
+		}
+		per := md.worstImage(p, d.Provider, model)
+		if sizes, qualities := md.choices(model); len(sizes) == 1 && len(qualities) == 1 {
+			if q, ok := pricing.ImageLookup(d.Provider, model, sizes[0], qualities[0]); ok {
+				if c := q.MediaCost(usage.Media{Images: 1, ImagePixels: pricing.Pixels(sizes[0])}); c > 0 {
+					per = c
+				}
+			}
+		}
+		p.OutputPerImage, p.InputPerImage, p.InputPerPixel = per, 0, 0
+	}
+	return p
+}
+
+// choices are the sizes and qualities an image request may get: those it
+// asks for; when it says nothing, OpenAI's defaults (1024x1024 and
+// standard for the dall-e models, "auto" for the others); for "auto",
+// every one the model may choose.
+func (md *media) choices(model string) (sizes, qualities []string) {
+	dalle := strings.Contains(model, "dall-e")
+	pick := func(v, dalleDefault string, all []string) []string {
+		switch {
+		case v == "" && dalle:
+			return []string{dalleDefault}
+		case v == "" || v == "auto":
+			return all
+		}
+		return []string{v}
+	}
+	return pick(md.size, "1024x1024", imageSizes), pick(md.quality, "standard", imageQualities)
+}
+
+// worstImage is the most one image can cost at the sizes and qualities
+// the request may get: the price list's dearest entry, else the
+// image-token ceiling at p's output price.
+func (md *media) worstImage(p pricing.Price, providerName, model string) float64 {
+	sizes, qualities := md.choices(model)
+	var most float64
+	for _, s := range sizes {
+		for _, q := range qualities {
+			if e, ok := pricing.ImageLookup(providerName, model, s, q); ok {
+				most = max(most, e.MediaCost(usage.Media{Images: 1, ImagePixels: pricing.Pixels(s)}))
+			}
+		}
+	}
+	if most == 0 {
+		most = imageOutputCeiling * cmp.Or(p.OutputPerImageToken, p.OutputPerToken)
+	}
+	return most
+}
+
+// worst is the most the call can cost at p (priced's price), before the
+// call: n images at priced's price of one (and the prompt's text, for
+// models priced by tokens); the text to speak; for audio in, the upload's
+// length from its header, else a bound from its size at the lowest
+// bitrate, or the model's token limits.
+func (md *media) worst(p pricing.Price, n int64) float64 {
+	switch {
+	case isImage(md.op):
+		return float64(n)*p.MediaCost(usage.Media{Images: 1}) + float64(md.prompt)*p.InputPerToken
+	case md.op == provider.OpSpeech:
+		chars := float64(md.characters)
+		return chars*p.InputPerCharacter + float64(len(md.input))*p.InputPerToken +
+			chars*2*audioTokensPerCharacter*p.OutputPerToken
+	default:
+		secs := md.wavSeconds
+		if secs == 0 {
+			secs = float64(md.upload) / lowestAudioBytesPerSecond
+		}
+		in, out := cmp.Or(p.MaxInputTokens, 16_000), cmp.Or(p.MaxOutputTokens, pricing.DefaultMaxOutput)
+		return secs*p.InputPerAudioSecond + float64(in)*cmp.Or(p.InputPerAudioToken, p.InputPerToken) + float64(out)*p.OutputPerToken
+	}
+}
+
+// relayMedia relays a 2xx answer to an image or audio call and reads what
+// it is booked by: speech is streamed as it comes, the rest read whole.
+func (c *call) relayMedia(t *provider.Target, resp *http.Response, wd *watchdog, sent time.Time) error {
+	if c.op == provider.OpSpeech {
+		return c.relaySpeech(resp, wd, sent)
+	}
+	res, w := &c.res, c.w
+	data, err := readLimited(resp.Body, resp.ContentLength, c.g.opts.MaxResponseBytes)
+	res.upstream = time.Since(sent)
+	if errors.Is(err, errTooLarge) {
+		res.status, res.unusable = http.StatusBadGateway, true
+		return tooLargeFailure(t.D.ID, c.g.opts.MaxResponseBytes)
+	}
+	if err != nil {
+		return c.upstreamError(t, wd, err)
+	}
+	u, reported, err := c.req.media.usageOf(data, c.req.outputs)
+	if err != nil {
+		res.status, res.unusable = http.StatusBadGateway, true
+		return &failure{err: apierror.BadGateway(err, "deployment %s answered %d with something that is not a %s response", t.D.ID, resp.StatusCode, c.op)}
+	}
+	res.usage, res.hasUsage, res.estimated = u, reported, !reported
+	res.id, _ = answerID(data)
+	copyHeader(w.Header(), resp.Header)
+	if hd := c.hold; hd != nil {
+		c.settle()
+		hd.headers(w.Header(), c.cost)
+	}
+	c.durationHeaders(w.Header(), res.upstream)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(resp.StatusCode)
+	if _, err := w.Write(data); err != nil {
+		res.clientGone = true
+		return errClientGone
+	}
+	return nil
+}
+
+// relaySpeech streams the audio of a speech answer to the client as it
+// arrives. What it costs is known before the first byte (the text's
+// characters, or its tokens): a client that leaves, or an upstream that
+// breaks off, is booked the same, as the provider bills the text.
+func (c *call) relaySpeech(resp *http.Response, wd *watchdog, sent time.Time) error {
+	res, w, md := &c.res, c.w, c.req.media
+	res.usage = usage.Usage{Media: usage.Media{Characters: md.characters}}
+	res.hasUsage = true
+	if c.hold != nil {
+		if p, _ := c.target.PriceFor(res.model); p.InputPerToken > 0 || p.OutputPerToken > 0 {
+			// A model priced per token: the text counted with its
+			// tokenizer, the audio estimated from the text's length.
+			res.usage.Prompt = tokens.Text(res.model, md.input)
+			res.usage.Completion = int64(float64(md.characters) * audioTokensPerCharacter)
+			res.hasUsage, res.estimated = false, true
+		}
+	}
+	copyHeader(w.Header(), resp.Header)
+	c.durationHeaders(w.Header(), time.Since(sent))
+	if hd := c.hold; hd != nil {
+		hd.streamHeaders(w.Header())
+	}
+	rc := http.NewResponseController(w)
+	w.WriteHeader(resp.StatusCode)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			wd.feed()
+			if _, werr := w.Write(buf[:n]); werr != nil || rc.Flush() != nil {
+				res.clientGone = true
+				return errClientGone
+			}
+		}
+		if err != nil {
+			res.upstream = time.Since(sent)
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if c.r.Context().Err() != nil {
+				res.clientGone = true
+				return errClientGone
+			}
+			c.g.log.Warn("upstream speech ended early", "model", clip(c.req.model), "err", err, "timeout", wd.expired.Load())
+			return nil
+		}
+	}
+}
+
+// usageOf reads what an image or transcription answer is booked by. An
+// image answer that reports token usage (gpt-image-1) is booked by it;
+// else by its images. A transcription is booked by the seconds of audio
+// the answer reports (usage.seconds, or verbose_json's duration), the end
+// of its last subtitle (srt, vtt), or the token usage it reports; when it
+// says none, by the upload's WAV header, else its size at a common
+// bitrate (reported false: an estimate).
+func (md *media) usageOf(data []byte, n int64) (usage.Usage, bool, error) {
+	if isImage(md.op) {
+		var a struct {
+			Data  []json.RawMessage `json:"data"`
+			Usage *imageUsage       `json:"usage"`
+		}
+		if err := json.Unmarshal(data, &a); err != nil {
+			return usage.Usage{}, false, err
+		}
+		if a.Usage != nil && a.Usage.InputTokens+a.Usage.OutputTokens > 0 {
+			return a.Usage.usage(), true, nil
+		}
+		images := int64(len(a.Data))
+		if a.Data == nil {
+			images = n
+		}
+		return usage.Usage{Media: usage.Media{Images: images}}, true, nil
+	}
+	switch md.format {
+	case "text":
+	case "srt", "vtt":
+		if secs, ok := lastCueEnd(data); ok {
+			return usage.Usage{Media: usage.Media{AudioSeconds: secs}}, true, nil
+		}
+	default: // json, verbose_json, diarized_json
+		var a struct {
+			Duration *float64        `json:"duration"`
+			Usage    json.RawMessage `json:"usage"`
+		}
+		if err := json.Unmarshal(data, &a); err != nil {
+			return usage.Usage{}, false, err
+		}
+		if u, ok := transcriptionUsage(a.Usage); ok {
+			return u, true, nil
+		}
+		if a.Duration != nil {
+			return usage.Usage{Media: usage.Media{AudioSeconds: max(*a.Duration, 0)}}, true, nil
+		}
+	}
+	if md.wavSeconds > 0 {
+		return usage.Usage{Media: usage.Media{AudioSeconds: md.wavSeconds}}, true, nil
+	}
+	return usage.Usage{Media: usage.Media{AudioSeconds: float64(md.upload) / typicalAudioBytesPerSecond}}, false, nil
+}
+
+// imageUsage is the usage member of a gpt-image-1 answer: every output
+// token is an image token.
+type imageUsage struct {
+	InputTokens        int64 `json:"input_tokens"`
+	OutputTokens       int64 `json:"output_tokens"`
+	InputTokensDetails struct {
+		ImageTokens int64 `json:"image_tokens"`
+	} `json:"input_tokens_details"`
+}
+
+func (i imageUsage) usage() usage.Usage {
+	return usage.Usage{Prompt: i.InputTokens, Completion: i.OutputTokens, Media: usage.Media{
+		ImagePromptTokens: i.InputTokensDetails.ImageTokens, ImageCompletionTokens: i.OutputTokens}}
+}
+
+// transcriptionUsage reads a transcription's usage member: seconds of
+// audio ("type": "duration"), or tokens with their audio part.
+func transcriptionUsage(raw []byte) (usage.Usage, bool) {
+	var u struct {
+		Type              string  `json:"type"`
+		Seconds           float64 `json:"seconds"`
+		InputTokens       int64   `json:"input_tokens"`
+		OutputTokens      int64   `json:"output_tokens"`
+		InputTokenDetails struct {
+			AudioTokens int64 `json:"audio_tokens"`
+		} `json:"input_token_details"`
+	}
+	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &u) != nil {
+		return usage.Usage{}, false
+	}
+	switch u.Type {
+	case "duration":
+		return usage.Usage{Media: usage.Media{AudioSeconds: max(u.Seconds, 0)}}, true
+	case "tokens":
+		return usage.Usage{Prompt: u.InputTokens, Completion: u.OutputTokens,
+			Media: usage.Media{AudioPromptTokens: u.InputTokenDetails.AudioTokens}}, true
+	}
+	return usage.Usage{}, false
+}
+
+// lastCueEnd is the end time of the last cue of an SRT or WebVTT answer
+// ("00:01:02,500 --> 00:01:05,250"): how far into the audio speech was
+// heard, in seconds.
+func lastCueEnd(data []byte) (float64, bool) {
+	i := bytes.LastIndex(data, []byte("-->"))
+	if i < 0 {
+		return 0, false
+	}
+	rest := bytes.TrimLeft(data[i+3:], " \t")
+	end := bytes.IndexAny(rest, " \t\r\n")
+	if end < 0 {
+		end = len(rest)
+	}
+	stamp := strings.ReplaceAll(string(rest[:end]), ",", ".")
+	parts := strings.Split(stamp, ":")
+	var secs float64
+	for _, p := range parts {
+		v, err := strconv.ParseFloat(p, 64)
+		if err != nil || v < 0 {
+			return 0, false
+		}
+		secs = secs*60 + v
+	}
+	return secs, len(parts) >= 2
+}
+
+// wavSeconds is the length of a WAV file from its header (the data
+// chunk's size over the format's byte rate); 0 when data is not one.
+func wavSeconds(data []byte) float64 {
+	if len(data) < 12 || string(data[:4]) != "RIFF" || string(data[8:12]) != "WAVE" {
+		return 0
+	}
+	var byteRate uint32
+	for p := 12; p+8 <= len(data); {
+		id, size := string(data[p:p+4]), binary.LittleEndian.Uint32(data[p+4:p+8])
+		body := data[p+8:]
+		if id != "data" && int64(size) > int64(len(body)) {
+			return 0
+		}
+		switch id {
+		case "fmt ":
+			if len(body) >= 12 {
+				byteRate = binary.LittleEndian.Uint32(body[8:12])
+			}
+		case "data":
+			if byteRate == 0 {
+				return 0
+			}
+			// A streamed WAV may declare an unknown size: count what came.
+			n := min(int64(size), int64(len(body)))
+			return float64(n) / float64(byteRate)
+		}
+		p += 8 + int(size) + int(size&1)
+	}
+	return 0
+}
+
+// mediaRoutes are the image and audio paths, after /v1 (or nothing) and
+// after Azure's /openai/deployments/{model}.
+var mediaRoutes = []struct {
+	path string
+	op   provider.Op
+}{
+	{"/images/generations", provider.OpImageGenerations},
+	{"/images/edits", provider.OpImageEdits},
+	{"/images/variations", provider.OpImageVariations},
+	{"/audio/transcriptions", provider.OpTranscriptions},
+	{"/audio/translations", provider.OpTranslations},
+	{"/audio/speech", provider.OpSpeech},
+}
+
+// registerMedia mounts the image and audio routes.
+func (g *Gateway) registerMedia(mux Mux) {
+	for _, rt := range mediaRoutes {
+		for _, prefix := range []string{"/v1", "", "/openai/deployments/{model}"} {
+			mux.Handle("POST "+prefix+rt.path, g.handler(rt.op))
+		}
+	}
+}
+
+// clampMedia keeps a media call's counts at or above zero, and the image
+// and audio parts of the tokens within the totals; it reports whether it
+// changed u.
+func clampMedia(u *usage.Usage) bool {
+	before := *u
+	pos := func(v *int64) { *v = max(*v, 0) }
+	for _, v := range []*int64{&u.Prompt, &u.Completion, &u.Images, &u.ImagePixels, &u.Characters} {
+		pos(v)
+	}
+	u.AudioSeconds = max(u.AudioSeconds, 0)
+	u.ImagePromptTokens = min(max(u.ImagePromptTokens, 0), u.Prompt)
+	u.AudioPromptTokens = min(max(u.AudioPromptTokens, 0), u.Prompt-u.ImagePromptTokens)
+	u.ImageCompletionTokens = min(max(u.ImageCompletionTokens, 0), u.Completion)
+	u.Cached, u.CacheCreation, u.Reasoning = 0, 0, 0
+	return *u != before
+}
