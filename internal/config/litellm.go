@@ -77,6 +77,9 @@ type GeneralSettings struct {
 	// UnpricedModels is what a budgeted request to a deployment nobody can
 	// price gets: "free" (served at cost 0, the default) or "refuse".
 	UnpricedModels string `yaml:"unpriced_models"`
+	// PassThroughEndpoints are custom routes forwarded to other APIs
+	// (passthrough.go).
+	PassThroughEndpoints []PassThroughEndpoint `yaml:"pass_through_endpoints"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.

@@ -105,6 +105,9 @@ func (n *normalizer) run() error {
 	if u := c.GeneralSettings.UnpricedModels; u != "" && u != "free" && u != "refuse" {
 		return n.errorf("$.general_settings.unpriced_models", "unknown unpriced_models %q (valid: free, refuse)", u)
 	}
+	if err := n.passThrough(); err != nil {
+		return err
+	}
 	if mb := c.GeneralSettings.MaxRequestSizeMB; mb != nil && *mb <= 0 {
 		return n.errorf("$.general_settings.max_request_size_mb", "max_request_size_mb must be positive")
 	}

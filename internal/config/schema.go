@@ -70,7 +70,7 @@ const (
 	noteNotEnforced = "NOT ENFORCED by Tollgate"
 	noteSecretMgr   = "Tollgate reads secrets from the file and os.environ/ references only"
 	noteUIOnly      = "LiteLLM admin UI setting"
-	notePassThru    = "Tollgate serves no pass-through endpoints"
+	notePassThru    = "pass-through routes always use the gateway's credentials: the provider's first deployment, else its environment variable"
 	noteMCP         = "Tollgate serves no MCP gateway"
 	noteGuardrails  = "Tollgate runs no guardrails"
 	noteJobs        = "LiteLLM background job tuning; Tollgate's jobs have their own timing"
@@ -267,7 +267,6 @@ var Sections = []*Section{
 			{"litellm_key_header_name", "string", "keys are read from Authorization, x-api-key and api-key only"},
 			{"allow_client_side_credentials", "boolean", "clients cannot pass upstream credentials"},
 			{"use_client_credentials_pass_through_routes", "boolean", notePassThru},
-			{"pass_through_endpoints", "array of objects", notePassThru},
 			{"key_management_system", "string", noteSecretMgr},
 			{"key_management_settings", "object", noteSecretMgr},
 			{"use_azure_key_vault", "boolean", noteSecretMgr},
@@ -298,6 +297,13 @@ var Sections = []*Section{
 			{"guardrails", "array of objects", noteGuardrails},
 			{"enable_tag_filtering", "boolean", "tag-based routing is not applied"},
 			{"allow_user_auth", "boolean", "deprecated in LiteLLM"},
+		},
+	},
+	{
+		Path: "general_settings.pass_through_endpoints[]", Type: typeOf[PassThroughEndpoint](),
+		Unknown: "LiteLLM ignores other keys of an endpoint",
+		Keys: []Key{
+			{"guardrails", "object", noteGuardrails},
 		},
 	},
 	{
