@@ -343,6 +343,9 @@ type charge struct {
 	// to: its worst case did not fit the budget while another request that
 	// may overshoot was in flight (default mode).
 	capN int64
+	// fixed is a price per call on top of the tokens' (a pass-through
+	// endpoint's cost_per_request).
+	fixed ledger.Amount
 }
 
 func (c *charge) capTokens() int64 { return c.capN }
@@ -546,7 +549,7 @@ func (c *charge) settle(res *result) (cost float64) {
 	if tokenWorst := max(c.worst-c.timeHold, 0); amount > tokenWorst {
 		amount, clamped = tokenWorst, true
 	}
-	amount += ledger.USD(c.price.TimeCost(res.upstream)) // never clamped: the upstream bills it
+	amount += ledger.USD(c.price.TimeCost(res.upstream)) + c.fixed // never clamped: the upstream bills it
 	if clamped && res.hasUsage {
 		l.UsageClamped = true
 		c.m.alarm(&l, res.usage, u, amount)

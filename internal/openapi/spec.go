@@ -102,6 +102,7 @@ func operations() []op {
 		x.body = anyObj // the model comes from the path
 		ops = append(ops, x)
 	}
+	ops = append(ops, passThroughOps()...)
 	ops = append(ops,
 		op{method: "POST", path: "/v1/messages", tag: "inference", summary: "Anthropic Messages API, routed to any deployment", body: ref("MessagesRequest"),
 			ok: jsonResp("the message", ref("Message")), stream: true, anthropic: true},
