@@ -226,9 +226,10 @@ var Sections = []*Section{
 		Extensions: []string{"redis_url", "metrics_prefix", "metrics_key_labels",
 			"request_header_timeout", "request_body_timeout"},
 		Notes: map[string]string{
-			"custom_auth":         "a webhook or cel mapping is run; a Python module path is warned and not run",
-			"custom_key_generate": "a webhook or cel mapping is run; a Python module path is warned and not run",
-			"database_type":       "postgres or sqlite (the default); others stop the start",
+			"custom_auth":            "a webhook or cel mapping is run; a Python module path is warned and not run",
+			"custom_key_generate":    "a webhook or cel mapping is run; a Python module path is warned and not run",
+			"database_type":          "postgres or sqlite (the default); others stop the start",
+			"pass_through_endpoints": "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
 		},
 		Keys: []Key{
 			{"database_args", "object", "the pool is sized by Tollgate"},
@@ -302,6 +303,11 @@ var Sections = []*Section{
 	{
 		Path: "general_settings.pass_through_endpoints[]", Type: typeOf[PassThroughEndpoint](),
 		Unknown: "LiteLLM ignores other keys of an endpoint",
+		Notes: map[string]string{
+			"headers":          "set over the client's; os.environ/NAME is resolved whole or as one word (Bearer os.environ/NAME)",
+			"auth":             "true: a virtual key is required, its model access, rate limits and budgets apply; false or absent: open to anyone",
+			"cost_per_request": "booked per call when auth is true, on top of nothing else (the target's answer is not read for usage)",
+		},
 		Keys: []Key{
 			{"guardrails", "object", noteGuardrails},
 		},
