@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/usage"
@@ -547,3 +548,64 @@ func TestCustomPassThroughEndpoints(t *testing.T) {
 	}
 }
 
+
+// TestPassThroughToMockUpstream: `tollgate mock-upstream` serves Gemini's
+// and Cohere's native APIs, whole and streamed; through the pass-through
+// routes each call is booked from the usage the mock reported.
+func TestPassThroughToMockUpstream(t *testing.T) {
+	mock := mockupstream.New(mockupstream.Options{})
+	up := httptest.NewServer(mock)
+	t.Cleanup(up.Close)
+	t.Setenv("GEMINI_API_KEY", "sk-upstream-gemini")
+	t.Setenv("GEMINI_API_BASE", up.URL+"/v1beta")
+	t.Setenv("COHERE_API_KEY", "sk-upstream-cohere")
+	t.Setenv("COHERE_API_BASE", up.URL)
+	cfg, err := config.Parse("p.yaml", []byte("general_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{}`)
+	gem := `{"contents":[{"role":"user","parts":[{"text":"one two three four five six"}]}]}`
+	co := `{"model":"command-r","messages":[{"role":"user","content":"one two three four"}]}`
+	calls := []struct {
+		path, body, provider, model string
+		stream                      bool
+	}{
+		{"/gemini/v1beta/models/gemini-2.0-flash:generateContent", gem, "gemini", "gemini-2.0-flash", false},
+		{"/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", gem, "gemini", "gemini-2.0-flash", true},
+		{"/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent", gem, "gemini", "gemini-2.0-flash", false},
+		{"/cohere/v2/chat", co, "cohere", "command-r", false},
+		{"/cohere/v2/chat", strings.Replace(co, `"messages"`, `"stream":true,"messages"`, 1), "cohere", "command-r", true},
+		{"/cohere/v2/rerank", `{"model":"rerank-v3.5","query":"q","documents":["a","b"]}`, "cohere", "rerank-v3.5", false},
+	}
+	counted := make([]usage.Usage, len(calls)) // what the mock says it answered
+	for i, c := range calls {
+		before := mock.Stats()
+		resp, body := passSend(t, "POST", e.url+c.path, c.body, "x-goog-api-key", key)
+		if resp.StatusCode != 200 || c.stream != strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+			t.Fatalf("%s: %d %s %s", c.path, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+		if got := mock.LastRequest(); got.Header.Get("X-Goog-Api-Key") == key || strings.Contains(got.Query, key) {
+			t.Fatalf("%s: the client's key reached the mock", c.path)
+		}
+		after := mock.Stats()
+		counted[i] = usage.Usage{Prompt: after.PromptTokens - before.PromptTokens, Completion: after.CompletionTokens - before.CompletionTokens}
+	}
+	rows := spendRows(t, e, key)
+	if len(rows) != len(calls) {
+		t.Fatalf("%d rows for %d calls: %+v", len(rows), len(calls), rows)
+	}
+	for i, r := range rows {
+		c := calls[i]
+		want := 0.0
+		if p, ok := pricing.Lookup(c.provider, c.model); ok {
+			want = p.Cost(usage.Usage{Prompt: r.PromptTokens, Completion: r.CompletionTokens})
+		}
+		rerank := strings.HasSuffix(c.path, "/rerank") // billed in search units, which have no price
+		if r.Status != 200 || !near(r.Cost, want) || r.UsageEstimated || r.PromptTokens != counted[i].Prompt || r.CompletionTokens != counted[i].Completion ||
+			(!rerank && r.Cost <= 0) {
+			t.Errorf("%s booked %+v, want %+v at %v", c.path, r, counted[i], want)
+		}
+	}
+}
