@@ -548,7 +548,6 @@ func TestCustomPassThroughEndpoints(t *testing.T) {
 	}
 }
 
-
 // TestPassThroughToMockUpstream: `tollgate mock-upstream` serves Gemini's
 // and Cohere's native APIs, whole and streamed; through the pass-through
 // routes each call is booked from the usage the mock reported.
