@@ -33,6 +33,11 @@ type LiteLLMParams struct {
 	// CustomLLMProvider is the provider of a model named without a
 	// provider/ prefix.
 	CustomLLMProvider string `yaml:"custom_llm_provider"`
+	// AWS credentials of a bedrock deployment (lent to /bedrock/*).
+	AWSAccessKeyID     EnvString `yaml:"aws_access_key_id"`
+	AWSSecretAccessKey EnvString `yaml:"aws_secret_access_key"`
+	AWSSessionToken    EnvString `yaml:"aws_session_token"`
+	AWSRegionName      EnvString `yaml:"aws_region_name"`
 }
 
 // ModelInfo is model_list[].model_info.

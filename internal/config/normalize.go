@@ -220,6 +220,10 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		ID:                          e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
 		Tokenize: p.Tokenize,
 	}
+	if p.AWSAccessKeyID != "" || p.AWSSecretAccessKey != "" || p.AWSRegionName != "" {
+		d.AWS = &AWSCredentials{AccessKeyID: string(p.AWSAccessKeyID), SecretAccessKey: string(p.AWSSecretAccessKey),
+			SessionToken: string(p.AWSSessionToken), Region: string(p.AWSRegionName)}
+	}
 	if len(p.ExtraHeaders)+len(p.Headers) > 0 {
 		d.Headers = map[string]string{}
 		for k, v := range p.Headers {

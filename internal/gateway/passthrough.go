@@ -87,13 +87,9 @@ var natives = []*native{
 	{name: "cohere", envKey: "COHERE_API_KEY", envBase: "COHERE_API_BASE", base: "https://api.cohere.com", auth: bearer, meter: (*nativeMeter).cohere},
 }
 
-// unsigned are the providers whose requests must be signed (Google OAuth2,
-// AWS SigV4), which the pass-through routes cannot do yet, and what is
-// missing.
-var unsigned = map[string]string{
-	"vertex_ai": "Vertex AI requests need Google OAuth2 credentials, which Tollgate does not obtain yet",
-	"bedrock":   "Bedrock requests need AWS SigV4 signing, which Tollgate does not do yet",
-}
+// vertexMissing is why /vertex_ai/* is not served: its requests need a
+// Google OAuth2 token, which Tollgate does not obtain yet.
+const vertexMissing = "Vertex AI requests need Google OAuth2 credentials, which Tollgate does not obtain yet"
 
 // passMethods are the methods a provider route forwards (HEAD goes with GET).
 var passMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
@@ -108,16 +104,15 @@ func (p *Pass) Register(mux Mux) {
 			mux.Handle(m+" /"+n.name+"/{rest...}", h)
 		}
 	}
-	for _, name := range []string{"vertex_ai", "bedrock"} {
-		why := unsigned[name]
-		h := apierror.Handler(p.g.log, func(w http.ResponseWriter, r *http.Request) error {
-			e := apierror.NotFound("", "/%s/* is not served yet: %s", name, why)
-			e.Status, e.Type, e.Code = http.StatusNotImplemented, "api_error", "pass_through_not_implemented"
-			return e
-		})
-		for _, m := range passMethods {
-			mux.Handle(m+" /"+name+"/{rest...}", h)
-		}
+	bedrock := apierror.Handler(p.g.log, p.serveBedrock)
+	vertex := apierror.Handler(p.g.log, func(w http.ResponseWriter, r *http.Request) error {
+		e := apierror.NotFound("", "/vertex_ai/* is not served yet: %s", vertexMissing)
+		e.Status, e.Type, e.Code = http.StatusNotImplemented, "api_error", "pass_through_not_implemented"
+		return e
+	})
+	for _, m := range passMethods {
+		mux.Handle(m+" /bedrock/{rest...}", bedrock)
+		mux.Handle(m+" /vertex_ai/{rest...}", vertex)
 	}
 }
 
@@ -233,12 +228,8 @@ func (p *Pass) serveNative(w http.ResponseWriter, r *http.Request, n *native) er
 	if err != nil {
 		return err
 	}
-	sub := "/" + r.PathValue("rest")
-	if n.v1 && sub != "/v1" && !strings.HasPrefix(sub, "/v1/") {
-		sub = "/v1" + sub
-	}
 	m := &nativeMeter{read: n.meter}
-	return p.run(w, r, pr, t, passCall{path: sub, query: withoutKeyParam(r.URL.RawQuery), header: upstreamHeader(r.Header), meter: m, governed: true})
+	return p.run(w, r, pr, t, passCall{path: subPath(r, n.name, n.v1), query: withoutKeyParam(r.URL.RawQuery), header: upstreamHeader(r.Header), meter: m, governed: true})
 }
 
 // passCall is one pass-through request as it goes upstream.
@@ -248,6 +239,8 @@ type passCall struct {
 	meter       *nativeMeter // nil: the answer's usage is not read
 	governed    bool         // a virtual key's limits and budgets apply
 	fixed       float64      // cost_per_request
+	// sign, when set, signs the upstream request (Bedrock's SigV4).
+	sign func(req *http.Request, body []byte) error
 }
 
 // run is the pass-through request path: read the body, find the model it
@@ -331,6 +324,11 @@ func (p *Pass) admit(c *call, t *provider.Target, pc passCall, body []byte) erro
 // forwarded all the same.
 func passRequest(body []byte, path string) *request {
 	req := &request{outputs: 1}
+	if rest, ok := strings.CutPrefix(path, "/model/"); ok { // Bedrock: /model/{modelId}/converse
+		id, action, _ := strings.Cut(rest, "/")
+		req.model, _ = url.PathUnescape(id)
+		req.stream = strings.HasSuffix(action, "-stream") // converse-stream, invoke-with-response-stream
+	}
 	if i := strings.Index(path, "/models/"); i >= 0 {
 		rest := path[i+len("/models/"):]
 		if model, action, ok := strings.Cut(rest, ":"); ok {
@@ -386,6 +384,9 @@ func (p *Pass) forward(c *call, t *provider.Target, pc passCall, body []byte) er
 		rb = bytes.NewReader(body)
 	}
 	ureq, err := t.PassRequest(ctx, r.Method, pc.path, pc.query, pc.header, rb)
+	if err == nil && pc.sign != nil {
+		err = pc.sign(ureq, body)
+	}
 	if err != nil {
 		return apierror.Internal(err)
 	}
@@ -464,9 +465,13 @@ func (p *Pass) relayStream(c *call, resp *http.Response, wd *watchdog, m *native
 		res.clientGone = true
 		return err
 	}
-	var lines *sseLines
-	if m != nil {
-		lines = &sseLines{limit: eventLimit(c.g.opts.MaxResponseBytes), m: m}
+	var lines interface{ feed([]byte) }
+	switch limit := eventLimit(c.g.opts.MaxResponseBytes); {
+	case m == nil:
+	case strings.HasPrefix(resp.Header.Get("Content-Type"), "application/vnd.amazon.eventstream"):
+		lines = &eventFrames{limit: limit, m: m}
+	default:
+		lines = &sseLines{limit: limit, m: m}
 	}
 	br := bufio.NewReaderSize(resp.Body, 32<<10)
 	buf := make([]byte, 32<<10)

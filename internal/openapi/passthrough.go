@@ -10,7 +10,7 @@ func passThroughOps() []op {
 		{"gemini", "Google's Gemini API (generativelanguage.googleapis.com/{rest}); the key may come as x-goog-api-key or ?key="},
 		{"cohere", "Cohere's API (api.cohere.com/{rest})"},
 		{"vertex_ai", "Vertex AI: not served yet (501: requests need Google OAuth2)"},
-		{"bedrock", "Bedrock: not served yet (501: requests need AWS SigV4 signing)"},
+		{"bedrock", "Bedrock's runtime API (bedrock-runtime.{region}.amazonaws.com/{rest}), signed with AWS SigV4"},
 	}
 	rest := obj{"name": "rest", "in": "path", "required": true, "schema": obj{"type": "string"},
 		"description": "the provider's own path, passed on as sent, with the query"}

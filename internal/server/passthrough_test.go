@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,10 +13,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/usage"
 )
@@ -32,9 +35,9 @@ type nativeFake struct {
 }
 
 type passRecorded struct {
-	Method, Path, Query string
-	Header              http.Header
-	Body                string
+	Method, Host, Path, RawPath, Query string
+	Header                             http.Header
+	Body                               string
 }
 
 func newNativeFake(t *testing.T) *nativeFake {
@@ -63,7 +66,7 @@ func (f *nativeFake) last(t *testing.T) passRecorded {
 func (f *nativeFake) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	f.mu.Lock()
-	f.got = append(f.got, passRecorded{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(body)})
+	f.got = append(f.got, passRecorded{r.Method, r.Host, r.URL.Path, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Clone(), string(body)})
 	f.mu.Unlock()
 	stream := strings.Contains(string(body), `"stream":true`)
 	events := func(first string, rest ...string) {
@@ -101,6 +104,12 @@ func (f *nativeFake) serve(w http.ResponseWriter, r *http.Request) {
 		answer(`{"candidates":[{"content":{"parts":[{"text":"hi"}]}}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":20,"totalTokenCount":30}}`)
 	case r.URL.Path == "/v2/chat":
 		answer(`{"id":"co1","message":{"role":"assistant","content":[{"type":"text","text":"hi"}]},"usage":{"billed_units":{"input_tokens":10,"output_tokens":20},"tokens":{"input_tokens":15,"output_tokens":20}}}`)
+	case strings.HasPrefix(r.URL.Path, "/model/") && strings.HasSuffix(r.URL.Path, "/converse-stream"):
+		w.Header().Set("Content-Type", "application/vnd.amazon.eventstream")
+		w.Write(eventFrame(`{"contentBlockIndex":0,"delta":{"text":"hi"}}`))
+		w.Write(eventFrame(`{"metrics":{"latencyMs":5},"usage":{"inputTokens":10,"outputTokens":20,"totalTokens":30}}`))
+	case strings.HasPrefix(r.URL.Path, "/model/") && strings.HasSuffix(r.URL.Path, "/converse"):
+		answer(`{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":10,"outputTokens":20,"totalTokens":30}}`)
 	case r.URL.Path == "/v1/files" && r.Method == http.MethodGet:
 		answer(`{"object":"list","data":[]}`)
 	default:
@@ -108,6 +117,20 @@ func (f *nativeFake) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 		fmt.Fprintf(w, `{"error":{"message":"Invalid URL (%s %s)","type":"invalid_request_error","param":null,"code":null}}`, r.Method, r.URL.Path)
 	}
+}
+
+// eventFrame is payload as one frame of AWS's binary event stream, with
+// one header and the checksums left zero (nothing on the way checks them).
+func eventFrame(payload string) []byte {
+	header := append([]byte{11}, ":event-type"...)
+	header = append(header, 7, 0, 8)
+	header = append(header, "metadata"...)
+	total := 12 + len(header) + len(payload) + 4
+	b := binary.BigEndian.AppendUint32(nil, uint32(total))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(header)))
+	b = append(b, 0, 0, 0, 0)
+	b = append(append(b, header...), payload...)
+	return append(b, 0, 0, 0, 0)
 }
 
 const passYAML = `
@@ -477,11 +500,9 @@ func TestPassThroughUpstreamErrors(t *testing.T) {
 	if resp.StatusCode != 404 || body != `{"error":{"message":"Invalid URL (POST /v1/no/such/thing)","type":"invalid_request_error","param":null,"code":null}}` {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
-	for _, p := range []string{"/vertex_ai/v1/projects/p/locations/l/publishers/google/models/gemini:generateContent", "/bedrock/model/m/invoke"} {
-		resp, body := passSend(t, "POST", e.url+p, `{}`, "Authorization", "Bearer "+key)
-		if e := decodeError(t, []byte(body)); resp.StatusCode != 501 || e.Error.Code != "pass_through_not_implemented" || !strings.Contains(e.Error.Message, "not served yet") {
-			t.Fatalf("%s: %d %s", p, resp.StatusCode, body)
-		}
+	resp, body = passSend(t, "POST", e.url+"/vertex_ai/v1/projects/p/locations/l/publishers/google/models/gemini:generateContent", `{}`, "Authorization", "Bearer "+key)
+	if e := decodeError(t, []byte(body)); resp.StatusCode != 501 || e.Error.Code != "pass_through_not_implemented" || !strings.Contains(e.Error.Message, "OAuth2") {
+		t.Fatalf("vertex_ai: %d %s", resp.StatusCode, body)
 	}
 	if rows := spendRows(t, e, key); len(rows) != 1 || rows[0].Status != 404 || rows[0].Cost != 0 {
 		t.Fatalf("booked %+v", rows)
@@ -492,14 +513,17 @@ func TestPassThroughUpstreamErrors(t *testing.T) {
 // nor its environment variable answers 501 naming both.
 func TestPassThroughWithoutCredentials(t *testing.T) {
 	t.Setenv("COHERE_API_KEY", "")
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
 	cfg, err := config.Parse("p.yaml", []byte("general_settings:\n  master_key: sk-1234\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := serveEnv(t, cfg, sqliteStore(t))
-	resp, body := passSend(t, "POST", e.url+"/cohere/v2/chat", `{"model":"command-r"}`, "Authorization", "Bearer sk-1234")
-	if e := decodeError(t, []byte(body)); resp.StatusCode != 501 || !strings.Contains(e.Error.Message, "COHERE_API_KEY") {
-		t.Fatalf("%d %s", resp.StatusCode, body)
+	for path, want := range map[string]string{"/cohere/v2/chat": "COHERE_API_KEY", "/bedrock/model/m/converse": "AWS_ACCESS_KEY_ID"} {
+		resp, body := passSend(t, "POST", e.url+path, `{"model":"command-r"}`, "Authorization", "Bearer sk-1234")
+		if e := decodeError(t, []byte(body)); resp.StatusCode != 501 || e.Error.Code != "pass_through_not_configured" || !strings.Contains(e.Error.Message, want) {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
 	}
 }
 
@@ -605,6 +629,71 @@ func TestPassThroughToMockUpstream(t *testing.T) {
 		if r.Status != 200 || !near(r.Cost, want) || r.UsageEstimated || r.PromptTokens != counted[i].Prompt || r.CompletionTokens != counted[i].Completion ||
 			(!rerank && r.Cost <= 0) {
 			t.Errorf("%s booked %+v, want %+v at %v", c.path, r, counted[i], want)
+		}
+	}
+}
+
+// TestPassThroughBedrockIsSigned: /bedrock/* goes to the Bedrock runtime
+// with the bedrock deployment's AWS credentials, signed with SigV4 (the
+// upstream can verify the signature over the path as the client encoded
+// it, the query and the body), and is booked from Converse's usage at the
+// table price of the model in its path.
+func TestPassThroughBedrockIsSigned(t *testing.T) {
+	f := newNativeFake(t)
+	yaml := strings.Replace(passYAML, "general_settings:", `  - model_name: claude-bedrock
+    litellm_params: {model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0, api_base: "{{UP}}", aws_access_key_id: AKIDTEST, aws_secret_access_key: secret-test, aws_session_token: token-test, aws_region_name: us-west-2}
+general_settings:`, 1)
+	cfg, err := config.Parse("p.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", f.url)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{}`)
+	body := `{"messages":[{"role":"user","content":[{"text":"hi"}]}],"inferenceConfig":{"maxTokens":50}}`
+	resp, out := passSend(t, "POST", e.url+"/bedrock/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse?trace=1", body,
+		"Authorization", "Bearer "+key, "Content-Type", "application/json")
+	if resp.StatusCode != 200 || !strings.Contains(out, `"inputTokens":10`) {
+		t.Fatalf("%d %s", resp.StatusCode, out)
+	}
+	got := f.last(t)
+	authz := got.Header.Get("Authorization")
+	if got.RawPath != "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse" || got.Query != "trace=1" || got.Body != body ||
+		!strings.HasPrefix(authz, "AWS4-HMAC-SHA256 Credential=AKIDTEST/") || !strings.Contains(authz, "/us-west-2/bedrock/aws4_request") ||
+		got.Header.Get("X-Amz-Security-Token") != "token-test" || strings.Contains(authz, key) {
+		t.Fatalf("upstream got %s ?%s %v", got.RawPath, got.Query, got.Header)
+	}
+	// The upstream's check: the same request signed again at the same time
+	// gives the same signature.
+	at, err := time.Parse("20060102T150405Z", got.Header.Get("X-Amz-Date"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := http.NewRequest(got.Method, "http://"+got.Host+got.RawPath+"?"+got.Query, strings.NewReader(got.Body))
+	for k, v := range got.Header {
+		if k != "Authorization" && k != "X-Amz-Date" && k != "X-Amz-Security-Token" {
+			again.Header[k] = v
+		}
+	}
+	creds := config.AWSCredentials{AccessKeyID: "AKIDTEST", SecretAccessKey: "secret-test", SessionToken: "token-test", Region: "us-west-2"}
+	if err := provider.SignAWS(context.Background(), again, []byte(got.Body), creds, "bedrock", at); err != nil {
+		t.Fatal(err)
+	}
+	if again.Header.Get("Authorization") != authz {
+		t.Fatalf("signature does not verify:\n got  %s\n want %s", authz, again.Header.Get("Authorization"))
+	}
+	// ConverseStream's binary event stream: usage from its metadata event.
+	resp, out = passSend(t, "POST", e.url+"/bedrock/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream", body, "Authorization", "Bearer "+key)
+	if resp.StatusCode != 200 || !strings.Contains(out, `"outputTokens":20`) {
+		t.Fatalf("converse-stream: %d %q", resp.StatusCode, out)
+	}
+	rows := spendRows(t, e, key)
+	want := tableCost(t, "bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", usage.Usage{Prompt: 10, Completion: 20})
+	if len(rows) != 2 {
+		t.Fatalf("booked %+v", rows)
+	}
+	for _, r := range rows {
+		if !near(r.Cost, want) || r.PromptTokens != 10 || r.CompletionTokens != 20 || r.UsageEstimated {
+			t.Fatalf("booked %+v, want cost %v", r, want)
 		}
 	}
 }
