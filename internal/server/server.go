@@ -694,6 +694,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 	if err := s.pass.SetEndpoints(cfg.GeneralSettings.PassThroughEndpoints); err != nil {
 		return err
 	}
+	s.warnShadowedPassThrough()
 	old := s.cfg.Swap(cfg)
 	s.gw.SetRouter(rt)
 	s.gw.SetRouting(cfg.Routing())
