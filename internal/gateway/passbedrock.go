@@ -104,8 +104,10 @@ func (m *nativeMeter) bedrock(data []byte) {
 				Cached: u.CacheReadInputTokens, CacheCreation: u.CacheWriteInputTokens}
 			m.ok = true
 		}
-	default:
+	case bytes.Contains(data, []byte(`"usage"`)):
 		m.anthropic(data)
+	default:
+		m.content(data)
 	}
 }
 
@@ -114,30 +116,34 @@ func (m *nativeMeter) bedrock(data []byte) {
 // and a checksum, the headers, the payload, a trailing checksum) and hands
 // the meter each JSON payload. A frame over limit is skipped.
 type eventFrames struct {
-	limit int
-	buf   []byte
-	skip  int // bytes of an oversized frame still to drop
-	m     *nativeMeter
+	limit  int
+	buf    []byte
+	skip   int  // bytes of an oversized frame still to drop
+	broken bool // a prelude that cannot be: the rest is not read
+	m      *nativeMeter
 }
 
 func (f *eventFrames) feed(b []byte) {
-	if f.skip > 0 {
-		n := min(f.skip, len(b))
-		f.skip -= n
-		b = b[n:]
+	if f.broken {
+		return
 	}
-	f.buf = append(f.buf, b...)
+	n := min(f.skip, len(b))
+	f.skip -= n
+	f.buf = append(f.buf, b[n:]...)
 	for len(f.buf) >= 12 {
 		total := int(binary.BigEndian.Uint32(f.buf[0:4]))
 		headers := int(binary.BigEndian.Uint32(f.buf[4:8]))
-		if total < 16+headers || total > f.limit {
-			f.skip, f.buf = max(total-len(f.buf), 0), f.buf[:0]
+		switch {
+		case total < 16+headers:
+			f.broken, f.buf = true, nil
+			return
+		case total > f.limit && len(f.buf) < total:
+			f.skip, f.buf = total-len(f.buf), f.buf[:0]
+			return
+		case len(f.buf) < total:
 			return
 		}
-		if len(f.buf) < total {
-			return
-		}
-		if payload := bytes.TrimSpace(f.buf[12+headers : total-4]); len(payload) > 0 && payload[0] == '{' {
+		if payload := bytes.TrimSpace(f.buf[12+headers : total-4]); total <= f.limit && len(payload) > 0 && payload[0] == '{' {
 			f.m.read(f.m, payload)
 		}
 		f.buf = f.buf[total:]

@@ -456,7 +456,8 @@ func (p *Pass) relayWhole(c *call, t *provider.Target, resp *http.Response, m *n
 
 // relayStream copies an answer to the client as it arrives, flushing
 // whenever the upstream has nothing more buffered (flushWhenIdle), and
-// feeds its server-sent events' data to m.
+// hands m the JSON documents in it: server-sent events' data, lines of
+// newline-delimited JSON, or the payloads of AWS's binary event stream.
 func (p *Pass) relayStream(c *call, resp *http.Response, wd *watchdog, m *nativeMeter) error {
 	w, res := c.w, &c.res
 	rc := http.NewResponseController(w)
@@ -649,13 +650,11 @@ func (p *Pass) serveCustom(w http.ResponseWriter, r *http.Request, e *customEndp
 		}
 	}
 	pc := passCall{path: rest, query: r.URL.RawQuery, header: h, governed: e.cfg.Auth}
-	if c := e.cfg.CostPerRequest; c != nil && e.cfg.Auth {
-		pc.fixed = *c
-	}
-	if !e.cfg.Auth {
-		pc.query = r.URL.RawQuery
-	} else {
-		pc.query = withoutKeyParam(r.URL.RawQuery)
+	if e.cfg.Auth { // the virtual key may have come as ?key=
+		pc.query = withoutKeyParam(pc.query)
+		if c := e.cfg.CostPerRequest; c != nil {
+			pc.fixed = *c
+		}
 	}
 	return p.run(w, r, pr, e.target, pc)
 }
