@@ -72,6 +72,9 @@ type native struct {
 	// meter reads the usage of one JSON document of the provider's:
 	// a whole answer or a stream event's data.
 	meter func(m *nativeMeter, data []byte)
+	// defaults are headers the provider requires, set when the client
+	// sent none.
+	defaults http.Header
 }
 
 func bearer(h http.Header, key string) { h.Set("Authorization", "Bearer "+key) }
@@ -79,9 +82,8 @@ func bearer(h http.Header, key string) { h.Set("Authorization", "Bearer "+key) }
 var natives = []*native{
 	{name: "openai", envKey: "OPENAI_API_KEY", envBase: "OPENAI_API_BASE", base: "https://api.openai.com", auth: bearer, v1: true, meter: (*nativeMeter).openAI},
 	{name: "anthropic", envKey: "ANTHROPIC_API_KEY", envBase: "ANTHROPIC_API_BASE", base: "https://api.anthropic.com",
-		auth: func(h http.Header, key string) {
-			h.Set("x-api-key", key)
-		}, meter: (*nativeMeter).anthropic},
+		auth: func(h http.Header, key string) { h.Set("x-api-key", key) }, meter: (*nativeMeter).anthropic,
+		defaults: http.Header{"Anthropic-Version": {"2023-06-01"}}},
 	{name: "gemini", envKey: "GEMINI_API_KEY", envBase: "GEMINI_API_BASE", base: "https://generativelanguage.googleapis.com",
 		auth: func(h http.Header, key string) { h.Set("x-goog-api-key", key) }, meter: (*nativeMeter).gemini},
 	{name: "cohere", envKey: "COHERE_API_KEY", envBase: "COHERE_API_BASE", base: "https://api.cohere.com", auth: bearer, meter: (*nativeMeter).cohere},
@@ -166,12 +168,13 @@ func withoutKeyParam(raw string) string {
 }
 
 // upstreamHeader is what of the client's headers goes upstream: all but
-// its credentials, hop-by-hop headers and Accept-Encoding (the answer is
-// read for its usage, so it must come back uncompressed).
+// its credentials (Proxy-Authorization and cookies too), hop-by-hop
+// headers and Accept-Encoding (the answer is read for its usage, so it
+// must come back uncompressed).
 func upstreamHeader(in http.Header) http.Header {
 	out := make(http.Header, len(in))
 	for k, v := range in {
-		if hopHeaders[k] || k == "Host" || k == "Accept-Encoding" || k == "Cookie" || strings.HasPrefix(k, "X-Tollgate-") {
+		if hopHeaders[k] || k == "Host" || k == "Accept-Encoding" || k == "Cookie" || k == "Proxy-Authorization" || strings.HasPrefix(k, "X-Tollgate-") {
 			continue
 		}
 		out[k] = v
@@ -228,8 +231,14 @@ func (p *Pass) serveNative(w http.ResponseWriter, r *http.Request, n *native) er
 	if err != nil {
 		return err
 	}
+	h := upstreamHeader(r.Header)
+	for k, v := range n.defaults {
+		if h.Get(k) == "" {
+			h[k] = v
+		}
+	}
 	m := &nativeMeter{read: n.meter}
-	return p.run(w, r, pr, t, passCall{path: subPath(r, n.name, n.v1), query: withoutKeyParam(r.URL.RawQuery), header: upstreamHeader(r.Header), meter: m, governed: true})
+	return p.run(w, r, pr, t, passCall{path: subPath(r, n.name, n.v1), query: withoutKeyParam(r.URL.RawQuery), header: h, meter: m, governed: true})
 }
 
 // passCall is one pass-through request as it goes upstream.
@@ -261,15 +270,7 @@ func (p *Pass) run(w http.ResponseWriter, r *http.Request, pr *auth.Principal, t
 	if !pc.governed {
 		return p.forward(c, t, pc, body)
 	}
-	if c.model != "" {
-		var groups []string
-		if grp, ok := c.rt.Group(c.model); ok {
-			groups = grp.AccessGroups
-		}
-		if !pr.MayUse(c.model, groups) {
-			return apierror.Forbidden("this key may not use model %q", clip(c.model))
-		}
-	}
+	// From here on every call is logged and counted once, refused or not.
 	c.id = newCallID()
 	finished := false
 	defer func() {
@@ -277,13 +278,34 @@ func (p *Pass) run(w http.ResponseWriter, r *http.Request, pr *auth.Principal, t
 			c.finish(errPanicked)
 		}
 	}()
-	err = p.admit(c, t, pc, body)
+	err = mayUse(c)
+	if err == nil {
+		err = p.admit(c, t, pc, body)
+	}
 	if err == nil {
 		err = p.forward(c, t, pc, body)
 	}
 	c.finish(err)
 	finished = true
 	return err
+}
+
+// mayUse checks that the caller may use the model the request names (any
+// call that names none may go): the key's, team's, user's and
+// organization's models, with the access groups of a model group of that
+// name.
+func mayUse(c *call) error {
+	if c.model == "" {
+		return nil
+	}
+	var groups []string
+	if grp, ok := c.rt.Group(c.model); ok {
+		groups = grp.AccessGroups
+	}
+	if !c.p.MayUse(c.model, groups) {
+		return apierror.Forbidden("this key may not use model %q", clip(c.model))
+	}
+	return nil
 }
 
 // admit takes the call's place under the rate limits and holds what it may
@@ -547,9 +569,9 @@ func (s *sseLines) feed(b []byte) {
 // route of the gateway's took, and hands the rest to next.
 func (p *Pass) Fallback(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if e, rest, ok := p.match(r.URL.Path); ok {
+		if e, ok := p.match(r.URL.Path); ok {
 			apierror.Handler(p.g.log, func(w http.ResponseWriter, r *http.Request) error {
-				return p.serveCustom(w, r, e, rest)
+				return p.serveCustom(w, r, e)
 			}).ServeHTTP(w, r)
 			return
 		}
@@ -605,23 +627,20 @@ func (p *Pass) Paths() []string {
 	return out
 }
 
-// match finds the endpoint serving path, and the sub-path below it.
-func (p *Pass) match(path string) (*customEndpoint, string, bool) {
+// match finds the endpoint serving path.
+func (p *Pass) match(path string) (*customEndpoint, bool) {
 	for _, e := range *p.custom.Load() {
-		if path == e.cfg.Path {
-			return e, "", true
-		}
-		if e.cfg.IncludeSubpath && strings.HasPrefix(path, e.cfg.Path+"/") {
-			return e, path[len(e.cfg.Path):], true
+		if path == e.cfg.Path || (e.cfg.IncludeSubpath && strings.HasPrefix(path, e.cfg.Path+"/")) {
+			return e, true
 		}
 	}
-	return nil, "", false
+	return nil, false
 }
 
 // serveCustom forwards a request to a configured endpoint: with auth, a
 // virtual key is required and governed as on the provider routes (and
 // charged cost_per_request); without, anyone may call it, as in LiteLLM.
-func (p *Pass) serveCustom(w http.ResponseWriter, r *http.Request, e *customEndpoint, rest string) error {
+func (p *Pass) serveCustom(w http.ResponseWriter, r *http.Request, e *customEndpoint) error {
 	pr := &auth.Principal{}
 	if e.cfg.Auth {
 		var err error
@@ -649,6 +668,8 @@ func (p *Pass) serveCustom(w http.ResponseWriter, r *http.Request, e *customEndp
 			}
 		}
 	}
+	// The sub-path as the client encoded it (the configured path is plain).
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), e.cfg.Path)
 	pc := passCall{path: rest, query: r.URL.RawQuery, header: h, governed: e.cfg.Auth}
 	if e.cfg.Auth { // the virtual key may have come as ?key=
 		pc.query = withoutKeyParam(pc.query)

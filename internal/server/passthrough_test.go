@@ -270,6 +270,8 @@ func TestPassThroughProviders(t *testing.T) {
 			"/v1/files", "limit=2", "Authorization: Bearer sk-upstream-openai", 0},
 		{"anthropic x-api-key", "POST", "/anthropic/v1/messages", msg, []string{"x-api-key", key, "anthropic-version", "2023-06-01"},
 			"/v1/messages", "", "X-Api-Key: sk-upstream-anthropic", tableCost(t, "anthropic", "claude-3-5-sonnet-20241022", u)},
+		{"anthropic without anthropic-version", "POST", "/anthropic/v1/messages", msg, []string{"Authorization", "Bearer " + key},
+			"/v1/messages", "", "Anthropic-Version: 2023-06-01", tableCost(t, "anthropic", "claude-3-5-sonnet-20241022", u)},
 		{"gemini ?key=", "POST", "/gemini/v1beta/models/gemini-2.0-flash:generateContent?alt=json&key=" + key, gem, nil,
 			"/v1beta/models/gemini-2.0-flash:generateContent", "alt=json", "X-Goog-Api-Key: sk-upstream-gemini", tableCost(t, "gemini", "gemini-2.0-flash", u)},
 		{"gemini x-goog-api-key", "POST", "/gemini/v1beta/models/gemini-2.0-flash:generateContent", gem, []string{"x-goog-api-key", key},
