@@ -290,6 +290,9 @@ func (p *Pass) run(w http.ResponseWriter, r *http.Request, pr *auth.Principal, t
 	return err
 }
 
+// maxModelName bounds the model name a pass-through request may give.
+const maxModelName = 256
+
 // mayUse checks that the caller may use the model the request names (any
 // call that names none may go): the key's, team's, user's and
 // organization's models, with the access groups of a model group of that
@@ -297,6 +300,10 @@ func (p *Pass) run(w http.ResponseWriter, r *http.Request, pr *auth.Principal, t
 func mayUse(c *call) error {
 	if c.model == "" {
 		return nil
+	}
+	if len(c.model) > maxModelName {
+		// It would be a spend row's model group and a price lookup.
+		return apierror.BadRequest("model", "model name is %d bytes long; at most %d are accepted", len(c.model), maxModelName)
 	}
 	var groups []string
 	if grp, ok := c.rt.Group(c.model); ok {

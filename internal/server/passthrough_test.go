@@ -473,6 +473,10 @@ func TestPassThroughIsGoverned(t *testing.T) {
 				t.Fatalf("%s: %d %s", c.path, resp.StatusCode, body)
 			}
 		}
+		long := `{"model":"` + strings.Repeat("m", 300) + `"}`
+		if resp, body := passSend(t, "POST", e.url+"/cohere/v2/chat", long, "Authorization", "Bearer "+key); resp.StatusCode != 400 || !strings.Contains(body, "at most 256") {
+			t.Fatalf("a 300-byte model name: %d %s", resp.StatusCode, body)
+		}
 		if resp, _ := call(key); resp.StatusCode != 200 || len(f.requests()) != before+1 {
 			t.Fatalf("allowed model: %d; upstream calls %d → %d", resp.StatusCode, before, len(f.requests()))
 		}
