@@ -306,7 +306,7 @@ var Sections = []*Section{
 		Notes: map[string]string{
 			"headers":          "set over the client's; os.environ/NAME is resolved whole or as one word (Bearer os.environ/NAME)",
 			"auth":             "true: a virtual key is required, its model access, rate limits and budgets apply; false or absent: open to anyone",
-			"cost_per_request": "booked per call when auth is true, on top of nothing else (the target's answer is not read for usage)",
+			"cost_per_request": "held before and booked for every call when auth is true (the target's answer is not read for usage)",
 		},
 		Keys: []Key{
 			{"guardrails", "object", noteGuardrails},

@@ -337,7 +337,8 @@ type charge struct {
 	// and the cost to worst.
 	promptMax, outputMax int64
 	worst                ledger.Amount
-	// timeHold is the part of worst that pays for a per-second price.
+	// timeHold is the part of worst that pays for a per-second price and
+	// a price per call (fixed).
 	timeHold ledger.Amount
 	// capN, when set, is the output per completion the request is capped
 	// to: its worst case did not fit the budget while another request that
@@ -392,7 +393,10 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	// A deployment priced per second holds its price for its timeout (a
 	// minute when it sets none) on top of its tokens' worst case; the time
 	// an answer really takes is charged in full at settle.
-	timeHold := ledger.USD(asked.TimeCost(cmp.Or(t.D.Timeout, perSecondHold)))
+	// A price per call (a pass-through endpoint's cost_per_request) is held
+	// whole with it, and charged whole at settle.
+	fixed := ledger.USD(req.fixed)
+	timeHold := ledger.USD(asked.TimeCost(cmp.Or(t.D.Timeout, perSecondHold))) + fixed
 	worst := tokenWorst + timeHold
 	holder := m.Holder
 	if holder == nil {
@@ -461,7 +465,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		return nil, e
 	}
 	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
-		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold}
+		promptMax: bound, outputMax: out, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold, fixed: fixed}
 	if capTokens > 0 {
 		// Settlement holds the upstream to the cap it was given.
 		c.outputMax = satMul(capTokens, c.outputs)

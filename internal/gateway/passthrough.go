@@ -263,6 +263,7 @@ func (p *Pass) run(w http.ResponseWriter, r *http.Request, pr *auth.Principal, t
 		return err
 	}
 	c.req = passRequest(body, pc.path)
+	c.req.fixed = pc.fixed
 	c.model = c.req.model
 	if c.req.user != "" {
 		c.endUser, _ = g.auth.Snapshot().EndUser(c.req.user)
@@ -280,7 +281,7 @@ func (p *Pass) run(w http.ResponseWriter, r *http.Request, pr *auth.Principal, t
 	}()
 	err = mayUse(c)
 	if err == nil {
-		err = p.admit(c, t, pc, body)
+		err = p.admit(c, t, body)
 	}
 	if err == nil {
 		err = p.forward(c, t, pc, body)
@@ -318,7 +319,7 @@ func mayUse(c *call) error {
 // admit takes the call's place under the rate limits and holds what it may
 // cost on every budget that applies, refusing it before the upstream when a
 // limit or a budget is spent.
-func (p *Pass) admit(c *call, t *provider.Target, pc passCall, body []byte) error {
+func (p *Pass) admit(c *call, t *provider.Target, body []byte) error {
 	if l := c.g.opts.Limits; l != nil {
 		tk, err := l.admit(c, t)
 		if err != nil {
@@ -338,9 +339,6 @@ func (p *Pass) admit(c *call, t *provider.Target, pc passCall, body []byte) erro
 			o.budgetRefused(exceeded.Kind)
 		}
 		return err
-	}
-	if ch, ok := hd.(*charge); ok {
-		ch.fixed = ledger.USD(pc.fixed)
 	}
 	c.hold = hd
 	c.target = t

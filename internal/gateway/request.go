@@ -27,6 +27,9 @@ type request struct {
 	user    string
 	// clientUsage: the client asked for the usage chunk of a stream itself.
 	clientUsage bool
+	// fixed is a price per call on top of its tokens' (a pass-through
+	// endpoint's cost_per_request), in dollars.
+	fixed float64
 }
 
 // readBody reads at most limit bytes of r's body.

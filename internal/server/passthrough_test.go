@@ -558,6 +558,17 @@ func TestCustomPassThroughEndpoints(t *testing.T) {
 		got.Header.Get("X-Api-Key") != "" || got.Header.Get("X-Trace") != "t-1" || got.Body != `{"model":"command-r"}` {
 		t.Fatalf("paid endpoint: %d %s; upstream got %s %v", resp.StatusCode, body, got.Path, got.Header)
 	}
+	// cost_per_request is held before the call: a strict key whose budget
+	// has room for one call is refused the second before the target.
+	strict := newKey(t, e, `{"max_budget": 0.3, "metadata": {"budget_enforcement": "strict"}}`)
+	if resp, body := passSend(t, "POST", e.url+"/custom/paid/chat", `{}`, "Authorization", "Bearer "+strict); resp.StatusCode != 200 {
+		t.Fatalf("first call on a $0.30 key: %d %s", resp.StatusCode, body)
+	}
+	before = len(f.requests())
+	if resp, body := passSend(t, "POST", e.url+"/custom/paid/chat", `{}`, "Authorization", "Bearer "+strict); resp.StatusCode != 400 ||
+		!strings.Contains(body, "budget_exceeded") || len(f.requests()) != before {
+		t.Fatalf("second call on a $0.30 key: %d %s", resp.StatusCode, body)
+	}
 	// A reload: /custom/open goes, /custom/new comes.
 	cfg, err := config.Parse("p.yaml", []byte(strings.ReplaceAll(strings.Replace(passYAML, "/custom/open", "/custom/new", 1), "{{UP}}", f.url)))
 	if err != nil {
