@@ -22,8 +22,9 @@ import (
 )
 
 // Pass serves the pass-through routes: a provider's native API under
-// /openai/*, /anthropic/*, /gemini/* and /cohere/* with the gateway's
-// credentials, and general_settings.pass_through_endpoints. The client
+// /openai/*, /anthropic/*, /gemini/*, /cohere/* and /bedrock/* (signed,
+// passbedrock.go) with the gateway's credentials, and
+// general_settings.pass_through_endpoints (passcustom.go). The client
 // authenticates with a virtual key, in whichever header its SDK sends it;
 // the call is then governed as a chat call is (model access, rate limits,
 // budgets) and charged from the usage the provider reports.
