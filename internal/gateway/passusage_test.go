@@ -106,3 +106,28 @@ func TestEventFrames(t *testing.T) {
 		t.Fatalf("an oversized frame was read, or the next lost: %+v, %d chunks", m.u, m.chunks)
 	}
 }
+
+// FuzzNativeMeter: no answer, whole or cut anywhere into a stream, makes a
+// provider's usage reader or the stream splitters panic.
+func FuzzNativeMeter(f *testing.F) {
+	f.Add([]byte(`{"usage":{"prompt_tokens":1,"completion_tokens":2}}`), 3)
+	f.Add([]byte("data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5}}\n\n"), 7)
+	f.Add([]byte(`[{"usageMetadata":{"promptTokenCount":1}}]`), 1)
+	f.Add([]byte("\x00\x00\x00\x20\x00\x00\x00\x04\x00\x00\x00\x00abcd{\"usage\":{}}\x00\x00\x00\x00"), 9)
+	readers := []func(*nativeMeter, []byte){(*nativeMeter).openAI, (*nativeMeter).anthropic, (*nativeMeter).gemini, (*nativeMeter).cohere, (*nativeMeter).bedrock}
+	f.Fuzz(func(t *testing.T, data []byte, cut int) {
+		cut = min(max(cut, 0), len(data))
+		for _, read := range readers {
+			m := &nativeMeter{read: read}
+			m.read(m, data)
+			lines := &sseLines{limit: 1 << 10, m: m}
+			lines.feed(data[:cut])
+			lines.feed(data[cut:])
+			frames := &eventFrames{limit: 1 << 10, m: m}
+			frames.feed(data[:cut])
+			frames.feed(data[cut:])
+			var res result
+			m.into(&res)
+		}
+	})
+}
