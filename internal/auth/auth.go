@@ -74,9 +74,17 @@ func CanonicalRole(r string) (string, bool) {
 	return "", false
 }
 
-// ExtractKey returns the key presented on r, from Authorization: Bearer,
-// x-api-key (Anthropic clients) or api-key (Azure clients), in that order.
+// ExtractKey returns the key presented on r, from LiteLLM's
+// x-litellm-api-key (which lets a client keep Authorization for something
+// else), Authorization: Bearer, x-api-key (Anthropic clients) or api-key
+// (Azure clients), in that order.
 func ExtractKey(r *http.Request) string {
+	if v := r.Header.Get("x-litellm-api-key"); v != "" {
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			v = v[7:]
+		}
+		return strings.TrimSpace(v)
+	}
 	if v := r.Header.Get("Authorization"); v != "" {
 		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
 			return strings.TrimSpace(v[7:])
@@ -166,7 +174,7 @@ func hookInput(r *http.Request, raw string, p *Principal) map[string]any {
 	headers := make(map[string]any, len(r.Header))
 	for k, v := range r.Header {
 		lk := strings.ToLower(k)
-		if lk == "authorization" || lk == "x-api-key" || lk == "api-key" || len(v) == 0 {
+		if lk == "authorization" || lk == "x-api-key" || lk == "api-key" || lk == "x-litellm-api-key" || len(v) == 0 {
 			continue
 		}
 		headers[lk] = v[0]
@@ -268,7 +276,7 @@ func (a *Authenticator) IsStatic(hash string) bool {
 // ErrNoKey and ErrInvalidKey are the plain ways authentication fails; a
 // blocked or expired key gets an Error saying which.
 var (
-	ErrNoKey      = Error("no API key: pass it as Authorization: Bearer <key>, x-api-key or api-key")
+	ErrNoKey      = Error("no API key: pass it as Authorization: Bearer <key>, x-litellm-api-key, x-api-key or api-key")
 	ErrInvalidKey = Error("invalid API key")
 	// ErrUnverifiable: the key is not in the cached snapshot and the
 	// database, which might know it, is unreachable.

@@ -51,6 +51,16 @@ type Deployment struct {
 	AccessGroups []string // model_info.access_groups
 	BaseModel    string   // model_info.base_model: the price-table name to use
 	Tokenize     bool     // agentgateway params.tokenize: estimate prompt tokens at request time
+
+	// AWS is a bedrock deployment's credentials; nil when it sets none.
+	AWS *AWSCredentials
+}
+
+// AWSCredentials sign requests to AWS (SigV4): litellm_params
+// aws_access_key_id, aws_secret_access_key, aws_session_token and
+// aws_region_name. Secrets: never logged or returned by the API.
+type AWSCredentials struct {
+	AccessKeyID, SecretAccessKey, SessionToken, Region string
 }
 
 // EffectiveStreamTimeout is the idle/first-byte bound applied to streams.

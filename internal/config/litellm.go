@@ -34,6 +34,11 @@ type LiteLLMParams struct {
 	// CustomLLMProvider is the provider of a model named without a
 	// provider/ prefix.
 	CustomLLMProvider string `yaml:"custom_llm_provider"`
+	// AWS credentials of a bedrock deployment (lent to /bedrock/*).
+	AWSAccessKeyID     EnvString `yaml:"aws_access_key_id"`
+	AWSSecretAccessKey EnvString `yaml:"aws_secret_access_key"`
+	AWSSessionToken    EnvString `yaml:"aws_session_token"`
+	AWSRegionName      EnvString `yaml:"aws_region_name"`
 }
 
 // ModelInfo is model_list[].model_info.
@@ -83,6 +88,9 @@ type GeneralSettings struct {
 	// UnpricedModels is what a budgeted request to a deployment nobody can
 	// price gets: "free" (served at cost 0, the default) or "refuse".
 	UnpricedModels string `yaml:"unpriced_models"`
+	// PassThroughEndpoints are custom routes forwarded to other APIs
+	// (passthrough.go).
+	PassThroughEndpoints []PassThroughEndpoint `yaml:"pass_through_endpoints"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.

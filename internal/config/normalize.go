@@ -105,6 +105,9 @@ func (n *normalizer) run() error {
 	if u := c.GeneralSettings.UnpricedModels; u != "" && u != "free" && u != "refuse" {
 		return n.errorf("$.general_settings.unpriced_models", "unknown unpriced_models %q (valid: free, refuse)", u)
 	}
+	if err := n.passThrough(); err != nil {
+		return err
+	}
 	if mb := c.GeneralSettings.MaxRequestSizeMB; mb != nil && *mb <= 0 {
 		return n.errorf("$.general_settings.max_request_size_mb", "max_request_size_mb must be positive")
 	}
@@ -220,6 +223,10 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		Region:                      strings.ToLower(strings.TrimSpace(p.RegionName)),
 		ID:                          e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
 		Tokenize: p.Tokenize,
+	}
+	if p.AWSAccessKeyID != "" || p.AWSSecretAccessKey != "" || p.AWSRegionName != "" {
+		d.AWS = &AWSCredentials{AccessKeyID: string(p.AWSAccessKeyID), SecretAccessKey: string(p.AWSSecretAccessKey),
+			SessionToken: string(p.AWSSessionToken), Region: string(p.AWSRegionName)}
 	}
 	if len(p.ExtraHeaders)+len(p.Headers) > 0 {
 		d.Headers = map[string]string{}

@@ -70,7 +70,7 @@ const (
 	noteNotEnforced = "NOT ENFORCED by Tollgate"
 	noteSecretMgr   = "Tollgate reads secrets from the file and os.environ/ references only"
 	noteUIOnly      = "LiteLLM admin UI setting"
-	notePassThru    = "Tollgate serves no pass-through endpoints"
+	notePassThru    = "pass-through routes always use the gateway's credentials: the provider's first deployment, else its environment variable"
 	noteMCP         = "Tollgate serves no MCP gateway"
 	noteGuardrails  = "Tollgate runs no guardrails"
 	noteJobs        = "LiteLLM background job tuning; Tollgate's jobs have their own timing"
@@ -113,8 +113,12 @@ var Sections = []*Section{
 		Unknown:    "LiteLLM passes other keys to the provider call as request parameters, such as temperature or top_p; Tollgate forwards the client's request as sent",
 		Extensions: []string{"tokenize"},
 		Notes: map[string]string{
-			"model":               "provider/name; a deployment whose provider Tollgate does not serve is disabled (see /model/info)",
-			"custom_llm_provider": "the provider when model has no provider/ prefix",
+			"model":                 "provider/name; a deployment whose provider Tollgate does not serve is disabled (see /model/info)",
+			"custom_llm_provider":   "the provider when model has no provider/ prefix",
+			"aws_access_key_id":     "a bedrock deployment's credentials sign /bedrock/* pass-through calls (SigV4)",
+			"aws_secret_access_key": "a bedrock deployment's credentials sign /bedrock/* pass-through calls (SigV4)",
+			"aws_session_token":     "a bedrock deployment's credentials sign /bedrock/* pass-through calls (SigV4)",
+			"aws_region_name":       "the region of a bedrock deployment's /bedrock/* pass-through calls",
 		},
 		Keys: []Key{
 			{"output_cost_per_pixel", "number", ""},
@@ -155,10 +159,6 @@ var Sections = []*Section{
 			{"vertex_project", "string", noteProvider},
 			{"vertex_location", "string", noteProvider},
 			{"vertex_credentials", "string or object", noteProvider},
-			{"aws_access_key_id", "string", noteProvider},
-			{"aws_secret_access_key", "string", noteProvider},
-			{"aws_session_token", "string", noteProvider},
-			{"aws_region_name", "string", noteProvider},
 			{"aws_session_name", "string", noteProvider},
 			{"aws_profile_name", "string", noteProvider},
 			{"aws_role_name", "string", noteProvider},
@@ -225,9 +225,10 @@ var Sections = []*Section{
 		Extensions: []string{"redis_url", "metrics_prefix", "metrics_key_labels",
 			"request_header_timeout", "request_body_timeout"},
 		Notes: map[string]string{
-			"custom_auth":         "a webhook or cel mapping is run; a Python module path is warned and not run",
-			"custom_key_generate": "a webhook or cel mapping is run; a Python module path is warned and not run",
-			"database_type":       "postgres or sqlite (the default); others stop the start",
+			"custom_auth":            "a webhook or cel mapping is run; a Python module path is warned and not run",
+			"custom_key_generate":    "a webhook or cel mapping is run; a Python module path is warned and not run",
+			"database_type":          "postgres or sqlite (the default); others stop the start",
+			"pass_through_endpoints": "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
 		},
 		Keys: []Key{
 			{"database_args", "object", "the pool is sized by Tollgate"},
@@ -266,7 +267,6 @@ var Sections = []*Section{
 			{"litellm_key_header_name", "string", "keys are read from Authorization, x-api-key and api-key only"},
 			{"allow_client_side_credentials", "boolean", "clients cannot pass upstream credentials"},
 			{"use_client_credentials_pass_through_routes", "boolean", notePassThru},
-			{"pass_through_endpoints", "array of objects", notePassThru},
 			{"key_management_system", "string", noteSecretMgr},
 			{"key_management_settings", "object", noteSecretMgr},
 			{"use_azure_key_vault", "boolean", noteSecretMgr},
@@ -297,6 +297,18 @@ var Sections = []*Section{
 			{"guardrails", "array of objects", noteGuardrails},
 			{"enable_tag_filtering", "boolean", "tag-based routing is not applied"},
 			{"allow_user_auth", "boolean", "deprecated in LiteLLM"},
+		},
+	},
+	{
+		Path: "general_settings.pass_through_endpoints[]", Type: typeOf[PassThroughEndpoint](),
+		Unknown: "LiteLLM ignores other keys of an endpoint",
+		Notes: map[string]string{
+			"headers":          "set over the client's; os.environ/NAME is resolved whole or as one word (Bearer os.environ/NAME)",
+			"auth":             "true: a virtual key is required, its model access, rate limits and budgets apply; false or absent: open to anyone",
+			"cost_per_request": "held before and booked for every call when auth is true (the target's answer is not read for usage)",
+		},
+		Keys: []Key{
+			{"guardrails", "object", noteGuardrails},
 		},
 	},
 	{

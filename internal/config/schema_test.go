@@ -58,7 +58,7 @@ func TestLiteLLMExampleProxyConfigLoads(t *testing.T) {
 		"model_list[].litellm_params.vertex_project", "model_list[].litellm_params.vertex_location",
 		"model_list[].litellm_params.vertex_credentials", "model_list[].litellm_params.tags",
 		"general_settings.alerting", "general_settings.alerting_threshold", "general_settings.alert_to_webhook_url",
-		"general_settings.key_management_system", "general_settings.pass_through_endpoints",
+		"general_settings.key_management_system",
 		"litellm_settings.success_callback", "litellm_settings.cache", "litellm_settings.callbacks",
 		"litellm_settings.include_cost_in_streaming_usage", "router_settings.enable_tag_filtering",
 	}
@@ -69,8 +69,12 @@ func TestLiteLLMExampleProxyConfigLoads(t *testing.T) {
 	if w := got["model_list[].litellm_params.vertex_project"]; !strings.HasPrefix(w, file+":11:7: model_list[0].litellm_params.vertex_project") || !strings.HasSuffix(w, "(and 1 more)") {
 		t.Errorf("vertex_project warning = %q", w)
 	}
-	if w := got["general_settings.pass_through_endpoints"]; !strings.HasPrefix(w, file+":58:3:") || !strings.Contains(w, "pass-through") {
-		t.Errorf("pass_through_endpoints warning = %q", w)
+	// pass_through_endpoints is acted on; its unset target is a warning.
+	if eps := cfg.GeneralSettings.PassThroughEndpoints; len(eps) != 1 || eps[0].Path != "/azure-passthrough" || !eps[0].IncludeSubpath || eps[0].Target != "" {
+		t.Errorf("pass_through_endpoints = %+v", eps)
+	}
+	if !slices.ContainsFunc(cfg.Warnings, func(w string) bool { return strings.HasPrefix(w, file+":59:11:") && strings.Contains(w, "no target") }) {
+		t.Errorf("no warning for the unset pass-through target in %q", cfg.Warnings)
 	}
 	if !slices.ContainsFunc(cfg.Warnings, func(w string) bool { return strings.Contains(w, "custom_auth names a Python function") }) {
 		t.Errorf("no custom_auth warning in %q", cfg.Warnings)
@@ -147,7 +151,6 @@ func TestIssue22KeysAreWarnings(t *testing.T) {
 		{"proxy_budget_rescheduler_min_time", "general_settings:\n  proxy_budget_rescheduler_min_time: 60\n", "general_settings.proxy_budget_rescheduler_min_time", ":2:3:"},
 		{"proxy_budget_rescheduler_max_time", "general_settings:\n  proxy_budget_rescheduler_max_time: 64\n", "general_settings.proxy_budget_rescheduler_max_time", ":2:3:"},
 		{"database_connection_pool_limit", "general_settings:\n  database_connection_pool_limit: 10\n", "general_settings.database_connection_pool_limit", ":2:3:"},
-		{"pass_through_endpoints", "general_settings:\n  pass_through_endpoints:\n    - {path: /x, target: 'http://y'}\n", "general_settings.pass_through_endpoints", ":2:3:"},
 		{"guardrails", "general_settings:\n  guardrails: [{guardrail_name: g}]\n", "general_settings.guardrails", ":2:3:"},
 		{"mcp_servers", "general_settings:\n  mcp_servers: {z: {url: 'http://m'}}\n", "general_settings.mcp_servers", ":2:3:"},
 		{"key_management_system", "general_settings:\n  key_management_system: google_kms\n", "general_settings.key_management_system", ":2:3:"},

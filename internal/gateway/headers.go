@@ -196,6 +196,7 @@ var callTypes = [...]string{
 	provider.OpSpeech:           "aspeech",
 	provider.OpModerations:      "amoderation",
 	provider.OpRerank:           "arerank",
+	provider.OpPassThrough:      "pass_through_endpoint",
 }
 
 func callType(op provider.Op) string {

@@ -341,7 +341,8 @@ type charge struct {
 	promptMax, outputMax int64
 	searchUnitsMax       int64
 	worst                ledger.Amount
-	// timeHold is the part of worst that pays for a per-second price.
+	// timeHold is the part of worst that pays for a per-second price and
+	// a price per call (fixed).
 	timeHold ledger.Amount
 	// capN, when set, is the output per completion the request is capped
 	// to: its worst case did not fit the budget while another request that
@@ -350,6 +351,9 @@ type charge struct {
 	// media: an image or audio call, booked by what its answer reports
 	// (media.go) rather than bounded by its hold.
 	media bool
+	// fixed is a price per call on top of the tokens' (a pass-through
+	// endpoint's cost_per_request).
+	fixed ledger.Amount
 }
 
 func (c *charge) capTokens() int64 { return c.capN }
@@ -415,7 +419,10 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	// A deployment priced per second holds its price for its timeout (a
 	// minute when it sets none) on top of its tokens' worst case; the time
 	// an answer really takes is charged in full at settle.
-	timeHold := ledger.USD(asked.TimeCost(cmp.Or(t.D.Timeout, perSecondHold)))
+	// A price per call (a pass-through endpoint's cost_per_request) is held
+	// whole with it, and charged whole at settle.
+	fixed := ledger.USD(req.fixed)
+	timeHold := ledger.USD(asked.TimeCost(cmp.Or(t.D.Timeout, perSecondHold))) + fixed
 	worst := tokenWorst + timeHold
 	holder := m.Holder
 	if holder == nil {
@@ -488,7 +495,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	}
 	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
 		promptMax: bound, outputMax: out, searchUnitsMax: req.searchUnitsMax, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold,
-		media: req.media != nil}
+		media: req.media != nil, fixed: fixed}
 	if capTokens > 0 {
 		// Settlement holds the upstream to the cap it was given.
 		c.outputMax = satMul(capTokens, c.outputs)
@@ -563,7 +570,7 @@ func (c *charge) settle(res *result) (cost float64) {
 	if tokenWorst := max(c.worst-c.timeHold, 0); amount > tokenWorst && !c.media {
 		amount, clamped = tokenWorst, true
 	}
-	amount += ledger.USD(c.price.TimeCost(res.upstream)) // never clamped: the upstream bills it
+	amount += ledger.USD(c.price.TimeCost(res.upstream)) + c.fixed // never clamped: the upstream bills it
 	if clamped && res.hasUsage {
 		l.UsageClamped = true
 		c.m.alarm(&l, res.usage, u, amount)

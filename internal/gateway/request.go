@@ -36,6 +36,9 @@ type request struct {
 	// media is what an image or audio request is priced by (media.go);
 	// nil for the other operations.
 	media *media
+	// fixed is a price per call on top of its tokens' (a pass-through
+	// endpoint's cost_per_request), in dollars.
+	fixed float64
 }
 
 // readBody reads at most limit bytes of r's body.

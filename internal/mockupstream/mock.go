@@ -1,5 +1,6 @@
 // Package mockupstream is a fast, deterministic fake of the OpenAI and
-// Anthropic HTTP APIs. It serves `tollgate mock-upstream` for demos and
+// Anthropic HTTP APIs (and of Gemini's and Cohere's own, for the
+// pass-through routes: native.go). It serves `tollgate mock-upstream` for demos and
 // benchmarks, and stands in for providers in tests, where it records what
 // reached it. (The built-in `demo` model is internal/provider's own; its
 // answers are this package's, which a test there holds it to.)
@@ -90,6 +91,7 @@ func New(opts Options) *Server {
 	s.registerFiles()
 	s.registerRerank()
 	s.registerMedia()
+	s.registerNative()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "unknown path "+r.URL.Path)
 	})

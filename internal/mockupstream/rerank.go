@@ -71,8 +71,7 @@ func (s *Server) rerank(w http.ResponseWriter, r *http.Request) {
 	if req.TopN > 0 && req.TopN < len(results) {
 		results = results[:req.TopN]
 	}
-	tokens := int64(max(size/4, 1))
-	s.prompt.Add(tokens)
+	tokens := int64(max(size/4, 1)) // reported, not counted: Cohere bills search units
 	units := (len(req.Documents) + 99) / 100
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id": newID("rerank-"), "model": req.Model, "results": results,

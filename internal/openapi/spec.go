@@ -119,6 +119,7 @@ func operations() []op {
 		x.method, x.path = "POST", p
 		ops = append(ops, x)
 	}
+	ops = append(ops, passThroughOps()...)
 	ops = append(ops,
 		op{method: "POST", path: "/v1/messages", tag: "inference", summary: "Anthropic Messages API, routed to any deployment", body: ref("MessagesRequest"),
 			ok: jsonResp("the message", ref("Message")), stream: true, anthropic: true},

@@ -40,9 +40,9 @@ const (
 	numOps
 )
 
-var opNames = [numOps]string{"chat", "text_completion", "embeddings", "messages", "responses",
+var opNames = [numOps + 1]string{"chat", "text_completion", "embeddings", "messages", "responses",
 	"image_generation", "image_edit", "image_variation", "audio_transcription", "audio_translation", "audio_speech",
-	"moderation", "rerank"}
+	"moderation", "rerank", OpPassThrough: "pass_through"}
 
 // openAIPaths are the paths of the operations in the OpenAI API (and of
 // rerank in the Cohere-style API that OpenAI-compatible servers serve),
@@ -233,7 +233,7 @@ func (t *Target) UpstreamModel(requested string) string {
 func (t *Target) Wildcard() bool { return t.wildcard }
 
 // Serves reports whether the target's dialect has an endpoint for op.
-func (t *Target) Serves(op Op) bool { return t.urls[op] != "" }
+func (t *Target) Serves(op Op) bool { return op < numOps && t.urls[op] != "" }
 
 // NewRequest builds the upstream request for op carrying body, of
 // contentType ("" is JSON; a multipart upload names its boundary).

@@ -95,7 +95,7 @@ func renderEndpoints(routes []string) string {
 	var own []string
 	for _, r := range routes {
 		method, path, _ := strings.Cut(r, " ")
-		if !known[routeKey(method, path)] {
+		if !known[routeKey(method, path)] && !known[routeKey("*", path)] {
 			own = append(own, fmt.Sprintf("| %s | `%s` |", method, strings.TrimSuffix(path, "{$}")))
 		}
 	}

@@ -63,6 +63,7 @@ type Server struct {
 	opts       Options
 	log        *slog.Logger
 	gw         *gateway.Gateway
+	pass       *gateway.Pass // the pass-through routes
 	mux        *http.ServeMux
 	handler    http.Handler // mux behind the panic recovery and the body deadline
 	snap       *auth.Snapshot
@@ -263,6 +264,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.Handle("GET /metrics", s.metrics.Handler(metricsAuth))
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(s)
+	if err := s.registerPassThrough(cfg); err != nil {
+		return nil, err
+	}
 	if opts.Store != nil {
 		// Files and batches need the store: it records who owns each.
 		s.gw.RegisterFiles(s, opts.Store, books)
@@ -285,7 +289,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.registerHealth()
 	openapi.Register(pageHeaders(s.Handle), Version)
 	ui.Register(pageHeaders(s.Handle))
-	s.mux.Handle("/", unmatched(s.mux)) // not a route: kept out of Server.Routes
+	s.mux.Handle("/", s.pass.Fallback(unmatched(s.mux))) // not a route: kept out of Server.Routes
+	s.warnShadowedPassThrough()
 	s.handler = apierror.Recover(s.log, bodyDeadline(s.mux, cfg.RequestBodyTimeout()))
 	return s, nil
 }
@@ -684,7 +689,8 @@ func (s *Server) deployments() ([]config.Deployment, func(string) bool) {
 }
 
 // Reload applies a re-read config file (SIGHUP): model_list, agentgateway
-// models, router_settings and fallbacks take effect for new requests while
+// models, router_settings, fallbacks and general_settings.
+// pass_through_endpoints take effect for new requests while
 // requests in flight finish on the old router. Other settings (keys, budgets,
 // limits, the database) need a restart; a reload that changes them logs so.
 func (s *Server) Reload(cfg *config.Config) error {
@@ -694,6 +700,10 @@ func (s *Server) Reload(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	if err := s.pass.SetEndpoints(cfg.GeneralSettings.PassThroughEndpoints); err != nil {
+		return err
+	}
+	s.warnShadowedPassThrough()
 	old := s.cfg.Swap(cfg)
 	s.gw.SetRouter(rt)
 	s.gw.SetRouting(cfg.Routing())
