@@ -48,6 +48,10 @@ type Config struct {
 	EnvironmentVariables map[string]string `yaml:"environment_variables"`
 	LLM                  *LLM              `yaml:"llm"`
 	Binds                []Bind            `yaml:"binds"`
+	// DefaultVertexConfig is LiteLLM's default_vertex_config: the
+	// credentials of /vertex_ai/* calls that no vertex_ai deployment's
+	// match.
+	DefaultVertexConfig *DefaultVertexConfig `yaml:"default_vertex_config"`
 
 	// Path is the file the config came from ("" for the embedded default).
 	Path string `yaml:"-"`
@@ -67,6 +71,15 @@ type Config struct {
 	ListenPort int `yaml:"-"`
 	// Warnings are things the operator should know; serve logs them.
 	Warnings []string `yaml:"-"`
+}
+
+// DefaultVertexConfig is default_vertex_config. APIBase (Tollgate's) sends
+// the calls to another host than {location}-aiplatform.googleapis.com.
+type DefaultVertexConfig struct {
+	VertexProject     EnvString         `yaml:"vertex_project"`
+	VertexLocation    EnvString         `yaml:"vertex_location"`
+	VertexCredentials VertexCredentials `yaml:"vertex_credentials"`
+	APIBase           EnvString         `yaml:"api_base"`
 }
 
 // HookSpec is a webhook or a CEL expression deciding auth or key generation.

@@ -54,6 +54,18 @@ type Deployment struct {
 
 	// AWS is a bedrock deployment's credentials; nil when it sets none.
 	AWS *AWSCredentials
+	// Vertex is a vertex_ai deployment's project, location and credentials.
+	Vertex *Vertex
+}
+
+// Vertex is where and as whom Vertex AI is called: LiteLLM's
+// vertex_project, vertex_location and vertex_credentials (a key's path or
+// JSON; empty: Google's application default credentials). Secret: never
+// logged or returned by the API. PassThrough is use_in_pass_through: these
+// credentials serve /vertex_ai/* calls for their project and location.
+type Vertex struct {
+	Project, Location, Credentials string
+	PassThrough                    bool
 }
 
 // AWSCredentials sign requests to AWS (SigV4): litellm_params

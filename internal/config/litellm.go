@@ -39,6 +39,12 @@ type LiteLLMParams struct {
 	AWSSecretAccessKey EnvString `yaml:"aws_secret_access_key"`
 	AWSSessionToken    EnvString `yaml:"aws_session_token"`
 	AWSRegionName      EnvString `yaml:"aws_region_name"`
+	// Vertex AI project, location and credentials of a vertex_ai
+	// deployment (lent to /vertex_ai/*).
+	VertexProject     EnvString         `yaml:"vertex_project"`
+	VertexLocation    EnvString         `yaml:"vertex_location"`
+	VertexCredentials VertexCredentials `yaml:"vertex_credentials"`
+	UseInPassThrough  bool              `yaml:"use_in_pass_through"`
 }
 
 // ModelInfo is model_list[].model_info.

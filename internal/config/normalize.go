@@ -228,6 +228,10 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		d.AWS = &AWSCredentials{AccessKeyID: string(p.AWSAccessKeyID), SecretAccessKey: string(p.AWSSecretAccessKey),
 			SessionToken: string(p.AWSSessionToken), Region: string(p.AWSRegionName)}
 	}
+	if p.VertexProject != "" || p.VertexLocation != "" || p.VertexCredentials != "" {
+		d.Vertex = &Vertex{Project: string(p.VertexProject), Location: string(p.VertexLocation),
+			Credentials: string(p.VertexCredentials), PassThrough: p.UseInPassThrough}
+	}
 	if len(p.ExtraHeaders)+len(p.Headers) > 0 {
 		d.Headers = map[string]string{}
 		for k, v := range p.Headers {

@@ -55,8 +55,7 @@ func TestLiteLLMExampleProxyConfigLoads(t *testing.T) {
 	}
 	got := warnedPaths(t, file, cfg.Warnings)
 	want := []string{
-		"model_list[].litellm_params.vertex_project", "model_list[].litellm_params.vertex_location",
-		"model_list[].litellm_params.vertex_credentials", "model_list[].litellm_params.tags",
+		"model_list[].litellm_params.tags",
 		"general_settings.alerting", "general_settings.alerting_threshold", "general_settings.alert_to_webhook_url",
 		"general_settings.key_management_system",
 		"litellm_settings.success_callback", "litellm_settings.cache", "litellm_settings.callbacks",
@@ -66,14 +65,19 @@ func TestLiteLLMExampleProxyConfigLoads(t *testing.T) {
 		t.Errorf("warned keys:\n got %q\nwant %q", keys, sorted(want))
 	}
 	// One warning per key, naming its first place and how many more.
-	if w := got["model_list[].litellm_params.vertex_project"]; !strings.HasPrefix(w, file+":11:7: model_list[0].litellm_params.vertex_project") || !strings.HasSuffix(w, "(and 1 more)") {
-		t.Errorf("vertex_project warning = %q", w)
+	if w := got["model_list[].litellm_params.tags"]; !strings.HasPrefix(w, file+":33:7: model_list[3].litellm_params.tags") || !strings.HasSuffix(w, "(and 1 more)") {
+		t.Errorf("tags warning = %q", w)
+	}
+	// A vertex_ai deployment's project, location and credentials are
+	// kept: they serve /vertex_ai/* pass-through calls.
+	if v := cfg.Deployments[0].Vertex; v == nil || *v != (Vertex{Project: "demo-project", Location: "us-central1", Credentials: "/etc/tollgate/vertex-demo.json"}) {
+		t.Errorf("vertex deployment's credentials = %+v", v)
 	}
 	// pass_through_endpoints is acted on; its unset target is a warning.
 	if eps := cfg.GeneralSettings.PassThroughEndpoints; len(eps) != 1 || eps[0].Path != "/azure-passthrough" || !eps[0].IncludeSubpath || eps[0].Target != "" {
 		t.Errorf("pass_through_endpoints = %+v", eps)
 	}
-	if !slices.ContainsFunc(cfg.Warnings, func(w string) bool { return strings.HasPrefix(w, file+":59:11:") && strings.Contains(w, "no target") }) {
+	if !slices.ContainsFunc(cfg.Warnings, func(w string) bool { return strings.HasPrefix(w, file+":60:11:") && strings.Contains(w, "no target") }) {
 		t.Errorf("no warning for the unset pass-through target in %q", cfg.Warnings)
 	}
 	if !slices.ContainsFunc(cfg.Warnings, func(w string) bool { return strings.Contains(w, "custom_auth names a Python function") }) {

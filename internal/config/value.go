@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -119,4 +120,32 @@ func warn(ctx context.Context, node ast.Node, msg string) {
 	}
 	pos := node.GetToken().Position
 	w.list = append(w.list, fmt.Sprintf("%s:%d:%d: %s", w.name, pos.Line, pos.Column, msg))
+}
+
+// VertexCredentials is LiteLLM's vertex_credentials: a service account key
+// as a path, as its JSON text (both may be os.environ/ references), or as
+// a YAML object; kept as the path or the JSON text.
+type VertexCredentials string
+
+// UnmarshalYAML takes a string (resolving environment references) or an
+// object (kept as JSON).
+func (v *VertexCredentials) UnmarshalYAML(ctx context.Context, node ast.Node) error {
+	if _, ok := node.(*ast.MappingNode); ok {
+		var m map[string]any
+		if err := yaml.NodeToValue(node, &m); err != nil {
+			return err
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		*v = VertexCredentials(b)
+		return nil
+	}
+	var s EnvString
+	if err := s.UnmarshalYAML(ctx, node); err != nil {
+		return err
+	}
+	*v = VertexCredentials(s)
+	return nil
 }

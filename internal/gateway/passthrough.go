@@ -22,8 +22,9 @@ import (
 )
 
 // Pass serves the pass-through routes: a provider's native API under
-// /openai/*, /anthropic/*, /gemini/*, /cohere/* and /bedrock/* (signed,
-// passbedrock.go) with the gateway's credentials, and
+// /openai/*, /anthropic/*, /gemini/*, /cohere/*, /bedrock/* (signed,
+// passbedrock.go) and /vertex_ai/* (an OAuth2 token, passvertex.go) with
+// the gateway's credentials, and
 // general_settings.pass_through_endpoints (passcustom.go). The client
 // authenticates with a virtual key, in whichever header its SDK sends it;
 // the call is then governed as a chat call is (model access, rate limits,
@@ -45,6 +46,9 @@ type PassOptions struct {
 	// Getenv reads the environment (os.Getenv when nil): the credentials
 	// of a provider no deployment configures.
 	Getenv func(string) string
+	// DefaultVertex is default_vertex_config (nil when unset): the
+	// credentials of /vertex_ai/* calls no deployment's match.
+	DefaultVertex func() *config.DefaultVertexConfig
 }
 
 // NewPass returns the pass-through routes of g.
@@ -54,6 +58,9 @@ func (g *Gateway) NewPass(opts PassOptions) *Pass {
 	}
 	if opts.Deployments == nil {
 		opts.Deployments = func() []config.Deployment { return nil }
+	}
+	if opts.DefaultVertex == nil {
+		opts.DefaultVertex = func() *config.DefaultVertexConfig { return nil }
 	}
 	p := &Pass{g: g, opts: opts}
 	p.custom.Store(new([]*customEndpoint))
@@ -90,10 +97,6 @@ var natives = []*native{
 	{name: "cohere", envKey: "COHERE_API_KEY", envBase: "COHERE_API_BASE", base: "https://api.cohere.com", auth: bearer, meter: (*nativeMeter).cohere},
 }
 
-// vertexMissing is why /vertex_ai/* is not served: its requests need a
-// Google OAuth2 token, which Tollgate does not obtain yet.
-const vertexMissing = "Vertex AI requests need Google OAuth2 credentials, which Tollgate does not obtain yet"
-
 // passMethods are the methods a provider route forwards (HEAD goes with GET).
 var passMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 
@@ -108,11 +111,7 @@ func (p *Pass) Register(mux Mux) {
 		}
 	}
 	bedrock := apierror.Handler(p.g.log, p.serveBedrock)
-	vertex := apierror.Handler(p.g.log, func(w http.ResponseWriter, r *http.Request) error {
-		e := apierror.NotFound("", "/vertex_ai/* is not served yet: %s", vertexMissing)
-		e.Status, e.Type, e.Code = http.StatusNotImplemented, "api_error", "pass_through_not_implemented"
-		return e
-	})
+	vertex := apierror.Handler(p.g.log, p.serveVertex)
 	for _, m := range passMethods {
 		mux.Handle(m+" /bedrock/{rest...}", bedrock)
 		mux.Handle(m+" /vertex_ai/{rest...}", vertex)
@@ -357,7 +356,7 @@ func passRequest(body []byte, path string) *request {
 		rest := path[i+len("/models/"):]
 		if model, action, ok := strings.Cut(rest, ":"); ok {
 			req.model = model
-			req.stream = action == "streamGenerateContent"
+			req.stream = strings.HasPrefix(action, "stream") // streamGenerateContent, streamRawPredict
 		}
 	}
 	if req.obj.Reset(body) != nil {

@@ -257,7 +257,7 @@ var litellmEndpoints = []struct{ area, method, path, note string }{
 	{"pass-through", "*", "/anthropic/{endpoint}", "forwarded with the gateway's credentials, governed by the virtual key (docs/endpoints.md)"},
 	{"pass-through", "*", "/azure/{endpoint}", "Tollgate serves no provider pass-through; point the client at a deployment's model instead"},
 	{"pass-through", "*", "/bedrock/{endpoint}", "Bedrock's runtime API, signed with the gateway's AWS credentials (SigV4), governed by the virtual key (docs/endpoints.md)"},
-	{"pass-through", "*", "/vertex_ai/{endpoint}", "answers 501: Google OAuth2 is not done yet"},
+	{"pass-through", "*", "/vertex_ai/{endpoint}", ""},
 	{"pass-through", "*", "/gemini/{endpoint}", "forwarded with the gateway's credentials, governed by the virtual key (docs/endpoints.md)"},
 	{"pass-through", "*", "/cohere/{endpoint}", "forwarded with the gateway's credentials, governed by the virtual key (docs/endpoints.md)"},
 	{"pass-through", "*", "/mistral/{endpoint}", "Tollgate serves no provider pass-through; point the client at a deployment's model instead"},

@@ -15,7 +15,7 @@ func (s *Server) registerPassThrough(cfg *config.Config) error {
 	s.pass = s.gw.NewPass(gateway.PassOptions{Clients: s.clients, Deployments: func() []config.Deployment {
 		ds, _ := s.deployments()
 		return ds
-	}})
+	}, DefaultVertex: func() *config.DefaultVertexConfig { return s.cfg.Load().DefaultVertexConfig }})
 	s.pass.Register(s)
 	return s.pass.SetEndpoints(cfg.GeneralSettings.PassThroughEndpoints)
 }

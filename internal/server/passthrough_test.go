@@ -100,6 +100,8 @@ func (f *nativeFake) serve(w http.ResponseWriter, r *http.Request) {
 			"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
 	case r.URL.Path == "/v1/messages":
 		answer(`{"id":"msg_1","type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":10,"output_tokens":20}}`)
+	case strings.HasSuffix(r.URL.Path, ":rawPredict"): // Claude on Vertex AI
+		answer(`{"id":"msg_v","type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":10,"output_tokens":20}}`)
 	case strings.HasSuffix(r.URL.Path, ":generateContent"):
 		answer(`{"candidates":[{"content":{"parts":[{"text":"hi"}]}}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":20,"totalTokenCount":30}}`)
 	case r.URL.Path == "/v2/chat":
@@ -505,7 +507,7 @@ func TestPassThroughUpstreamErrors(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 	resp, body = passSend(t, "POST", e.url+"/vertex_ai/v1/projects/p/locations/l/publishers/google/models/gemini:generateContent", `{}`, "Authorization", "Bearer "+key)
-	if e := decodeError(t, []byte(body)); resp.StatusCode != 501 || e.Error.Code != "pass_through_not_implemented" || !strings.Contains(e.Error.Message, "OAuth2") {
+	if e := decodeError(t, []byte(body)); resp.StatusCode != 501 || e.Error.Code != "pass_through_not_configured" || !strings.Contains(e.Error.Message, "default_vertex_config") {
 		t.Fatalf("vertex_ai: %d %s", resp.StatusCode, body)
 	}
 	if rows := spendRows(t, e, key); len(rows) != 1 || rows[0].Status != 404 || rows[0].Cost != 0 {
