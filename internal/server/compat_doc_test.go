@@ -148,7 +148,7 @@ func TestEndpointListIsClean(t *testing.T) {
 		}
 	}
 	doc := renderEndpoints(servedRoutes(t))
-	for _, must := range []string{"| GET | `/model_group/info` | served |", "| GET | `/routes` | served |", "| GET | `/spend/logs` | served |", "| POST | `/responses` | not served |"} {
+	for _, must := range []string{"| GET | `/model_group/info` | served |", "| GET | `/routes` | served |", "| GET | `/spend/logs` | served |", "| POST | `/responses` | served |", "| POST | `/v1/assistants` | not served |"} {
 		if !strings.Contains(doc, must) {
 			t.Errorf("the endpoint table lacks %q", must)
 		}
