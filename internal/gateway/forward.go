@@ -129,7 +129,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 	wd := newWatchdog(c.g.timeoutFor(t, req.stream), cancel)
 	defer wd.stop()
 
-	ureq, err := t.NewRequest(ctx, op, body, req.contentType(), req.stream)
+	ureq, err := t.NewRequest(ctx, op, res.model, body, req.contentType(), req.stream)
 	if err != nil {
 		return apierror.Internal(err)
 	}

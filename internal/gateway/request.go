@@ -196,6 +196,9 @@ func capOutput(body []byte, op provider.Op, providerName string, n int64) []byte
 	if o.Reset(body) != nil {
 		return body
 	}
+	if op == provider.OpGenerateContent {
+		return capGeminiOutput(&o, n)
+	}
 	key := "max_tokens"
 	switch {
 	case op == provider.OpMessages:
@@ -265,4 +268,18 @@ func (req *request) anthropicUser() {
 	if raw := req.obj.Get("metadata"); raw != nil && json.Unmarshal(raw, &md) == nil {
 		req.user = md.UserID
 	}
+}
+
+// capGeminiOutput caps a generateContent body's
+// generationConfig.maxOutputTokens to n.
+func capGeminiOutput(o *jsonbody.Object, n int64) []byte {
+	var gc jsonbody.Object
+	raw := o.Get("generationConfig")
+	if len(raw) == 0 || raw[0] != '{' || gc.Reset(raw) != nil {
+		_ = gc.Reset([]byte("{}"))
+	}
+	if cur, ok := gc.Int("maxOutputTokens"); ok && cur > 0 && cur <= n {
+		return o.Body()
+	}
+	return o.With("generationConfig", gc.With("maxOutputTokens", strconv.AppendInt(nil, n, 10)))
 }

@@ -92,12 +92,18 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 		if t.Serves(provider.OpMessages) {
 			return chatViaMessages, true
 		}
+		if t.Serves(provider.OpGenerateContent) {
+			return chatViaGemini, true
+		}
 	case provider.OpMessages:
 		if t.Serves(provider.OpMessages) {
 			return messagesNative, true
 		}
 		if t.Serves(provider.OpChat) {
 			return messagesViaChat, true
+		}
+		if t.Serves(provider.OpGenerateContent) {
+			return messagesViaGemini, true
 		}
 	case provider.OpRerank:
 		if t.Serves(op) {

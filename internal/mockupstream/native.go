@@ -17,6 +17,8 @@ func (s *Server) registerNative() {
 	for _, v := range []string{"/v1beta", "/v1"} {
 		s.mux.HandleFunc("POST "+v+"/models/{call}", s.gemini)
 	}
+	// Vertex AI's path for Google's models: the same body and answers.
+	s.mux.HandleFunc("POST /v1/projects/{project}/locations/{location}/publishers/google/models/{call}", s.gemini)
 	s.mux.HandleFunc("POST /v2/chat", s.cohereChat)
 }
 
@@ -62,10 +64,18 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, words []string, 
 	return true
 }
 
-// gemini answers POST /v1beta/models/{model}:generateContent and
+// gemini answers POST /v1beta/models/{model}:generateContent (and Vertex
+// AI's publishers/google/models/{model}:generateContent) and
 // :streamGenerateContent (server-sent events with ?alt=sse, else a JSON
 // array of chunks); every chunk carries usageMetadata so far.
 func (s *Server) gemini(w http.ResponseWriter, r *http.Request) {
+	// AI Studio takes a key (x-goog-api-key or ?key=), Vertex AI a bearer
+	// token: a request with neither is refused as Google refuses it.
+	if r.Header.Get("x-goog-api-key") == "" && r.URL.Query().Get("key") == "" && !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]any{"code": 401,
+			"message": "Method doesn't allow unregistered callers. Please use API Key or other form of API consumer identity to call this API.", "status": "UNAUTHENTICATED"}})
+		return
+	}
 	model, action, _ := strings.Cut(r.PathValue("call"), ":")
 	if action != "generateContent" && action != "streamGenerateContent" {
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "unknown Gemini method "+action)

@@ -52,7 +52,7 @@ func TestDemoAnswersAsTheMockUpstreamDid(t *testing.T) {
 	code := regexp.MustCompile(`"code":"?[0-9]+"?`)
 	send := func(t *testing.T, tg *Target, op Op, body string) (int, string, string) {
 		t.Helper()
-		req, err := tg.NewRequest(context.Background(), op, []byte(body), "", strings.Contains(body, `"stream":true`))
+		req, err := tg.NewRequest(context.Background(), op, "demo", []byte(body), "", strings.Contains(body, `"stream":true`))
 		if err != nil {
 			t.Fatal(err)
 		}

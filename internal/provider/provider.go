@@ -7,6 +7,7 @@ package provider
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,12 +38,15 @@ const (
 	OpSpeech
 	OpModerations
 	OpRerank
+	// OpGenerateContent is Google's generateContent (Gemini, Vertex AI):
+	// chat and Messages requests reach it translated.
+	OpGenerateContent
 	numOps
 )
 
 var opNames = [numOps + 1]string{"chat", "text_completion", "embeddings", "messages", "responses",
 	"image_generation", "image_edit", "image_variation", "audio_transcription", "audio_translation", "audio_speech",
-	"moderation", "rerank", OpPassThrough: "pass_through"}
+	"moderation", "rerank", "generate_content", OpPassThrough: "pass_through"}
 
 // openAIPaths are the paths of the operations in the OpenAI API (and of
 // rerank in the Cohere-style API that OpenAI-compatible servers serve),
@@ -73,6 +77,13 @@ type Target struct {
 	root, rootQuery string
 	header          http.Header // auth and configured headers, set on every request
 	wildcard        bool        // forwards the client's model name
+	// modelURL, when set, is the URL of a request for op to model: for
+	// dialects that name the model in the path, and a stream in the
+	// method (Google's models/{model}:streamGenerateContent).
+	modelURL func(op Op, model string, stream bool) string
+	// authorize, when set, adds credentials that change over time (an
+	// OAuth2 access token) to each request.
+	authorize func(req *http.Request) error
 }
 
 // dialect describes how one kind of upstream is addressed.
@@ -109,6 +120,11 @@ func Build(d *config.Deployment, pool *Clients) (*Target, error) {
 	t.client = pool.For(d.Provider)
 	return t, nil
 }
+
+// ErrUnusable marks a deployment that is configured correctly but cannot be
+// used on this machine (its credentials cannot be read): the router
+// disables it, with the reason, rather than refusing the whole config.
+var ErrUnusable = errors.New("deployment unusable")
 
 // Check fails where Build would, without a client: the validation of a
 // deployment that is not (yet) routed.
@@ -235,12 +251,15 @@ func (t *Target) Wildcard() bool { return t.wildcard }
 // Serves reports whether the target's dialect has an endpoint for op.
 func (t *Target) Serves(op Op) bool { return op < numOps && t.urls[op] != "" }
 
-// NewRequest builds the upstream request for op carrying body, of
-// contentType ("" is JSON; a multipart upload names its boundary).
-func (t *Target) NewRequest(ctx context.Context, op Op, body []byte, contentType string, stream bool) (*http.Request, error) {
+// NewRequest builds the upstream request for op to model carrying body,
+// of contentType ("" is JSON; a multipart upload names its boundary).
+func (t *Target) NewRequest(ctx context.Context, op Op, model string, body []byte, contentType string, stream bool) (*http.Request, error) {
 	u := t.urls[op]
 	if u == "" {
 		return nil, fmt.Errorf("provider %q does not serve %s", t.D.Provider, op)
+	}
+	if t.modelURL != nil {
+		u = t.modelURL(op, model, stream)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
@@ -248,6 +267,11 @@ func (t *Target) NewRequest(ctx context.Context, op Op, body []byte, contentType
 	}
 	for k, v := range t.header {
 		req.Header[k] = v
+	}
+	if t.authorize != nil {
+		if err := t.authorize(req); err != nil {
+			return nil, err
+		}
 	}
 	if contentType == "" {
 		contentType = "application/json"

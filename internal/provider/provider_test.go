@@ -37,7 +37,7 @@ func TestBuildURLsAndHeaders(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req, err := tg.NewRequest(context.Background(), tt.op, []byte(`{}`), "", false)
+			req, err := tg.NewRequest(context.Background(), tt.op, "m", []byte(`{}`), "", false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,7 +100,7 @@ func TestDemoTransportStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := tg.NewRequest(context.Background(), OpChat, []byte(`{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}`), "", true)
+	req, _ := tg.NewRequest(context.Background(), OpChat, "demo", []byte(`{"model":"demo","stream":true,"messages":[{"role":"user","content":"hi"}]}`), "", true)
 	resp, err := tg.Do(req)
 	if err != nil {
 		t.Fatal(err)

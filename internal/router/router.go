@@ -3,6 +3,7 @@
 package router
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -84,6 +85,10 @@ func New(deps []config.Deployment, set Settings) (*Router, error) {
 			continue
 		}
 		t, err := provider.Build(d, pool)
+		if errors.Is(err, provider.ErrUnusable) {
+			r.disabled = append(r.disabled, Disabled{D: d, Reason: err.Error() + "; this deployment is disabled"})
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -44,7 +44,7 @@ func checkTarget(ctx context.Context, t *provider.Target) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := t.NewRequest(ctx, op, []byte(body), "", false)
+	req, err := t.NewRequest(ctx, op, model, []byte(body), "", false)
 	if err != nil {
 		return err
 	}

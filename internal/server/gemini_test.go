@@ -1,0 +1,272 @@
+package server
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/usage"
+)
+
+// geminiFake is a Gemini upstream whose answers a test sets per request: it
+// records what reached it and answers with the status and body given.
+type geminiFake struct {
+	mu     sync.Mutex
+	got    []*http.Request
+	bodies []string
+	answer func(r *http.Request, body string) (int, string)
+}
+
+func (f *geminiFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	f.got = append(f.got, r)
+	f.bodies = append(f.bodies, string(b))
+	f.mu.Unlock()
+	status, body := f.answer(r, string(b))
+	if strings.HasPrefix(body, "data:") {
+		w.Header().Set("Content-Type", "text/event-stream")
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	w.WriteHeader(status)
+	fmt.Fprint(w, body)
+}
+
+func (f *geminiFake) last(t *testing.T) (*http.Request, string) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.got) == 0 {
+		t.Fatal("nothing reached Gemini")
+	}
+	return f.got[len(f.got)-1], f.bodies[len(f.bodies)-1]
+}
+
+// TestGeminiDeploymentsServeChatAndMessages: a gemini/ deployment answers
+// OpenAI chat (plain, streamed, with tools) and Anthropic Messages clients
+// through generateContent, with the key in x-goog-api-key and the model in
+// the path; each answer is booked from usageMetadata at the table's price
+// for the Gemini model; Google's errors come back in OpenAI's shape, and a
+// 429 falls back to the next deployment.
+func TestGeminiDeploymentsServeChatAndMessages(t *testing.T) {
+	mock := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer mock.Close()
+	fake := &geminiFake{}
+	fakeSrv := httptest.NewServer(fake)
+	defer fakeSrv.Close()
+	yaml := fmt.Sprintf(`
+model_list:
+  - model_name: gemini
+    litellm_params: {model: gemini/gemini-2.0-flash, api_key: g-key, api_base: "%s/v1beta"}
+  - model_name: gemini-tools
+    litellm_params: {model: gemini/gemini-2.5-flash, api_key: g-key-2, api_base: "%s/v1beta"}
+  - model_name: flaky
+    litellm_params: {model: gemini/gemini-2.0-flash, api_key: g-key-3, api_base: "%s/v1beta"}
+router_settings:
+  num_retries: 0
+litellm_settings:
+  fallbacks: [{flaky: [gemini]}]
+general_settings:
+  master_key: sk-1234
+`, mock.URL, fakeSrv.URL, fakeSrv.URL)
+	cfg, err := config.Parse("g.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{"max_budget": 1}`)
+
+	// Plain chat.
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gemini","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"one two three"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, out)
+	}
+	choice := out["choices"].([]any)[0].(map[string]any)
+	if msg := choice["message"].(map[string]any); !strings.Contains(fmt.Sprint(msg["content"]), "one two three") || choice["finish_reason"] != "stop" {
+		t.Fatalf("chat answer %v", out)
+	}
+
+	// Streamed chat, with the usage chunk asked for.
+	req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(`{"model":"gemini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"alpha beta gamma delta"}]}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	sresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	sawUsage, done := false, false
+	sc := bufio.NewScanner(sresp.Body)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			done = true
+			continue
+		}
+		var c struct {
+			Choices []struct {
+				Delta struct{ Content string } `json:"delta"`
+			} `json:"choices"`
+			Usage *usage.OpenAI `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			t.Fatalf("%s: %v", data, err)
+		}
+		for _, ch := range c.Choices {
+			text.WriteString(ch.Delta.Content)
+		}
+		if c.Usage != nil && c.Usage.CompletionTokens > 0 {
+			sawUsage = true
+		}
+	}
+	sresp.Body.Close()
+	if sresp.StatusCode != 200 || !done || !sawUsage || !strings.Contains(text.String(), "alpha") {
+		t.Fatalf("stream: %d done=%v usage=%v text=%q", sresp.StatusCode, done, sawUsage, text.String())
+	}
+
+	// Tools: the function call comes back as a tool call, its thought
+	// signature in the id, and the next turn sends the signature back.
+	fake.answer = func(r *http.Request, body string) (int, string) {
+		if strings.Contains(body, "functionResponse") {
+			return 200, `{"candidates":[{"content":{"role":"model","parts":[{"text":"It is sunny."}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":30,"candidatesTokenCount":4},"modelVersion":"gemini-2.5-flash","responseId":"r2"}`
+		}
+		return 200, geminiToolAnswerForTest
+	}
+	tools := `"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]`
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"gemini-tools","messages":[{"role":"user","content":"Weather in Paris?"}],`+tools+`}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("tools: %d %v", resp.StatusCode, out)
+	}
+	up, upBody := fake.last(t)
+	if up.URL.Path != "/v1beta/models/gemini-2.5-flash:generateContent" || up.Header.Get("x-goog-api-key") != "g-key-2" || up.Header.Get("Authorization") != "" ||
+		!strings.Contains(upBody, `"functionDeclarations"`) {
+		t.Fatalf("upstream got %s %v %s", up.URL, up.Header, upBody)
+	}
+	calls := out["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["tool_calls"].([]any)
+	call := calls[0].(map[string]any)
+	id := call["id"].(string)
+	if !strings.Contains(id, "SIG-T") || call["function"].(map[string]any)["arguments"] != `{"city":"Paris"}` {
+		t.Fatalf("tool call %v", call)
+	}
+	follow := fmt.Sprintf(`{"model":"gemini-tools","messages":[{"role":"user","content":"Weather in Paris?"},{"role":"assistant","tool_calls":[{"id":%q,"type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},{"role":"tool","tool_call_id":%q,"content":"sunny"}],%s}`, id, id, tools)
+	if resp, out = e.post(t, "/v1/chat/completions", key, follow); resp.StatusCode != 200 {
+		t.Fatalf("follow-up: %d %v", resp.StatusCode, out)
+	}
+	if _, upBody = fake.last(t); !strings.Contains(upBody, `"thoughtSignature":"SIG-T"`) || !strings.Contains(upBody, `"functionResponse":{"name":"get_weather"`) {
+		t.Fatalf("follow-up upstream body %s", upBody)
+	}
+
+	// An Anthropic client.
+	resp, out = e.post(t, "/v1/messages", key, `{"model":"gemini","max_tokens":20,"messages":[{"role":"user","content":"red green blue"}]}`)
+	if resp.StatusCode != 200 || out["type"] != "message" || !strings.Contains(fmt.Sprint(out["content"]), "red") {
+		t.Fatalf("messages: %d %v", resp.StatusCode, out)
+	}
+
+	// A 429 from Google: the fallback answers; a 400 comes back in
+	// OpenAI's shape with Google's status as the code.
+	fake.answer = func(r *http.Request, body string) (int, string) {
+		if strings.Contains(body, "fail-hard") {
+			return 400, `{"error":{"code":400,"message":"Invalid JSON payload received.","status":"INVALID_ARGUMENT"}}`
+		}
+		return 429, `{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}`
+	}
+	if resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"flaky","messages":[{"role":"user","content":"fallback please"}]}`); resp.StatusCode != 200 {
+		t.Fatalf("fallback: %d %v", resp.StatusCode, out)
+	}
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"gemini-tools","messages":[{"role":"user","content":"fail-hard"}]}`)
+	if e2, _ := out["error"].(map[string]any); resp.StatusCode != 400 || e2["code"] != "INVALID_ARGUMENT" || e2["type"] != "invalid_request_error" {
+		t.Fatalf("error: %d %v", resp.StatusCode, out)
+	}
+
+	// Every answer is booked from usageMetadata at the Gemini price.
+	rows := spendRows(t, e, key)
+	if len(rows) != 6 {
+		t.Fatalf("%d spend rows, want 6 (upstream refusals produce nothing to book)", len(rows))
+	}
+	for _, r := range rows {
+		model := "gemini-2.0-flash"
+		if r.ModelGroup == "gemini-tools" {
+			model = "gemini-2.5-flash"
+		}
+		p, ok := pricing.Lookup("gemini", model)
+		want := p.Cost(usage.Usage{Prompt: r.PromptTokens, Completion: r.CompletionTokens})
+		if !ok || r.PromptTokens <= 0 || r.CompletionTokens <= 0 || r.UsageEstimated || !near(r.Cost, want) || r.Cost <= 0 {
+			t.Fatalf("booked %+v, want %v", r, want)
+		}
+	}
+}
+
+// geminiToolAnswerForTest is a thinking model's function call, with the
+// signature of its thought.
+const geminiToolAnswerForTest = `{"candidates":[{"content":{"role":"model","parts":[{"text":"Look up the weather.","thought":true},{"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"SIG-T"}]},"finishReason":"STOP","index":0}],
+"usageMetadata":{"promptTokenCount":20,"candidatesTokenCount":5,"thoughtsTokenCount":7},"modelVersion":"gemini-2.5-flash","responseId":"r1"}`
+
+// TestVertexDeploymentIsAuthorized: a vertex_ai/ deployment calls
+// generateContent under its project and location with an access token
+// from its vertex_credentials, and is booked like Gemini; credentials that
+// cannot be read disable the deployment instead of stopping the gateway.
+func TestVertexDeploymentIsAuthorized(t *testing.T) {
+	mock := mockupstream.New(mockupstream.Options{})
+	up := httptest.NewServer(mock)
+	defer up.Close()
+	tokens, exchanges := googleTokenServer(t)
+	creds, _ := json.Marshal(serviceAccount(t, "svc@proj.iam.gserviceaccount.com", tokens.URL))
+	yaml := fmt.Sprintf(`
+model_list:
+  - model_name: vertex-gemini
+    litellm_params:
+      model: vertex_ai/gemini-2.0-flash
+      vertex_project: proj-1
+      vertex_location: europe-west4
+      vertex_credentials: %s
+      api_base: %s
+  - model_name: broken-vertex
+    litellm_params:
+      model: vertex_ai/gemini-2.0-flash
+      vertex_project: proj-1
+      vertex_credentials: /nonexistent/key.json
+general_settings:
+  master_key: sk-1234
+`, creds, up.URL)
+	cfg, err := config.Parse("v.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{}`)
+	for i := range 2 {
+		resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"vertex-gemini","messages":[{"role":"user","content":"hello vertex"}]}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("call %d: %d %v", i, resp.StatusCode, out)
+		}
+		got := mock.LastRequest()
+		if got.Path != "/v1/projects/proj-1/locations/europe-west4/publishers/google/models/gemini-2.0-flash:generateContent" ||
+			got.Header.Get("Authorization") != "Bearer ya29.svc" || strings.Contains(fmt.Sprint(got.Header), key) {
+			t.Fatalf("vertex got %s %v", got.Path, got.Header)
+		}
+	}
+	if n := exchanges.Load(); n != 1 {
+		t.Fatalf("%d token exchanges for two calls, want 1", n)
+	}
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"broken-vertex","messages":[{"role":"user","content":"x"}]}`)
+	if resp.StatusCode != 404 || !strings.Contains(fmt.Sprint(out), "vertex credentials") {
+		t.Fatalf("disabled deployment: %d %v", resp.StatusCode, out)
+	}
+	rows := spendRows(t, e, key)
+	p, _ := pricing.Lookup("vertex_ai", "gemini-2.0-flash")
+	if len(rows) != 2 || rows[0].Cost <= 0 || !near(rows[0].Cost, p.Cost(usage.Usage{Prompt: rows[0].PromptTokens, Completion: rows[0].CompletionTokens})) {
+		t.Fatalf("booked %+v", rows)
+	}
+}
