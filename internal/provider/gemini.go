@@ -85,7 +85,7 @@ func buildVertex(t *Target, base *url.URL) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnusable, err)
 	}
-	t.authorize = func(req *http.Request) error {
+	t.authorize = func(req *http.Request, _ []byte) error {
 		tok, err := ts.Token()
 		if err != nil {
 			return fmt.Errorf("vertex ai access token: %w", err)

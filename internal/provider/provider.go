@@ -81,9 +81,10 @@ type Target struct {
 	// dialects that name the model in the path, and a stream in the
 	// method (Google's models/{model}:streamGenerateContent).
 	modelURL func(op Op, model string, stream bool) string
-	// authorize, when set, adds credentials that change over time (an
-	// OAuth2 access token) to each request.
-	authorize func(req *http.Request) error
+	// authorize, when set, adds credentials that change over time or sign
+	// the request (an OAuth2 access token, an AWS SigV4 signature over
+	// body) to each request.
+	authorize func(req *http.Request, body []byte) error
 }
 
 // dialect describes how one kind of upstream is addressed.
@@ -269,7 +270,7 @@ func (t *Target) NewRequest(ctx context.Context, op Op, model string, body []byt
 		req.Header[k] = v
 	}
 	if t.authorize != nil {
-		if err := t.authorize(req); err != nil {
+		if err := t.authorize(req, body); err != nil {
 			return nil, err
 		}
 	}
