@@ -269,11 +269,6 @@ func (t *Target) NewRequest(ctx context.Context, op Op, model string, body []byt
 	for k, v := range t.header {
 		req.Header[k] = v
 	}
-	if t.authorize != nil {
-		if err := t.authorize(req, body); err != nil {
-			return nil, err
-		}
-	}
 	if contentType == "" {
 		contentType = "application/json"
 	}
@@ -282,6 +277,11 @@ func (t *Target) NewRequest(ctx context.Context, op Op, model string, body []byt
 		req.Header.Set("Accept", "text/event-stream")
 	} else {
 		req.Header.Set("Accept", "application/json")
+	}
+	if t.authorize != nil { // last: a signature covers the headers above
+		if err := t.authorize(req, body); err != nil {
+			return nil, err
+		}
 	}
 	return req, nil
 }
