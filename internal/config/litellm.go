@@ -39,6 +39,9 @@ type LiteLLMParams struct {
 	AWSSecretAccessKey EnvString `yaml:"aws_secret_access_key"`
 	AWSSessionToken    EnvString `yaml:"aws_session_token"`
 	AWSRegionName      EnvString `yaml:"aws_region_name"`
+	// AWSBedrockRuntimeEndpoint is LiteLLM's name for a bedrock
+	// deployment's api_base.
+	AWSBedrockRuntimeEndpoint EnvString `yaml:"aws_bedrock_runtime_endpoint"`
 	// Vertex AI project, location and credentials of a vertex_ai
 	// deployment (lent to /vertex_ai/*).
 	VertexProject     EnvString         `yaml:"vertex_project"`

@@ -224,6 +224,9 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		ID:                          e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
 		Tokenize: p.Tokenize,
 	}
+	if d.APIBase == "" && d.Provider == "bedrock" {
+		d.APIBase = string(p.AWSBedrockRuntimeEndpoint)
+	}
 	if p.AWSAccessKeyID != "" || p.AWSSecretAccessKey != "" || p.AWSRegionName != "" {
 		d.AWS = &AWSCredentials{AccessKeyID: string(p.AWSAccessKeyID), SecretAccessKey: string(p.AWSSecretAccessKey),
 			SessionToken: string(p.AWSSessionToken), Region: string(p.AWSRegionName)}
@@ -324,6 +327,9 @@ func (n *normalizer) agentgatewayModel(i int, m LLMModel) (Deployment, error) {
 	d := Deployment{
 		ModelName: m.Name, Provider: provider, Model: m.Params.Model,
 		APIKey: string(m.Params.APIKey), Tokenize: m.Params.Tokenize, APIVersion: m.Params.AzureAPIVersion,
+	}
+	if provider == "bedrock" && m.Params.AWSRegion != "" {
+		d.AWS = &AWSCredentials{Region: m.Params.AWSRegion} // keys from the environment
 	}
 	if host := string(m.Params.HostOverride); host != "" {
 		d.APIBase = withScheme(host) + m.Params.PathOverride

@@ -282,7 +282,11 @@ func (c *call) attempts(grp *router.Group) error {
 				}
 				break
 			}
-			if wr.errBody != nil && f.body != nil {
+			switch {
+			case f.body == nil:
+			case wr.errTyped != nil:
+				f.body = wr.errTyped(f.status, f.header, f.body)
+			case wr.errBody != nil:
 				f.body = wr.errBody(f.status, f.body)
 			}
 			if !f.retryable {

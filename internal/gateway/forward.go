@@ -156,6 +156,9 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 	// The upstream's headers are the client's only once its answer is:
 	// a body that breaks off or is unusable must not leave them behind
 	// for the next attempt's answer, or for the gateway's own 502.
+	if resp.StatusCode < 300 && isAWSEventStream(resp.Header) {
+		awsEventsAsSSE(resp)
+	}
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
 		copyHeader(w.Header(), resp.Header)
 		wd.feed()

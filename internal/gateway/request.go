@@ -196,8 +196,11 @@ func capOutput(body []byte, op provider.Op, providerName string, n int64) []byte
 	if o.Reset(body) != nil {
 		return body
 	}
-	if op == provider.OpGenerateContent {
-		return capGeminiOutput(&o, n)
+	switch op {
+	case provider.OpGenerateContent:
+		return capNested(&o, "generationConfig", "maxOutputTokens", n)
+	case provider.OpConverse:
+		return capNested(&o, "inferenceConfig", "maxTokens", n)
 	}
 	key := "max_tokens"
 	switch {
@@ -270,16 +273,17 @@ func (req *request) anthropicUser() {
 	}
 }
 
-// capGeminiOutput caps a generateContent body's
-// generationConfig.maxOutputTokens to n.
-func capGeminiOutput(o *jsonbody.Object, n int64) []byte {
+// capNested caps a body's member.key (generateContent's
+// generationConfig.maxOutputTokens, Converse's inferenceConfig.maxTokens)
+// to n.
+func capNested(o *jsonbody.Object, member, key string, n int64) []byte {
 	var gc jsonbody.Object
-	raw := o.Get("generationConfig")
+	raw := o.Get(member)
 	if len(raw) == 0 || raw[0] != '{' || gc.Reset(raw) != nil {
 		_ = gc.Reset([]byte("{}"))
 	}
-	if cur, ok := gc.Int("maxOutputTokens"); ok && cur > 0 && cur <= n {
+	if cur, ok := gc.Int(key); ok && cur > 0 && cur <= n {
 		return o.Body()
 	}
-	return o.With("generationConfig", gc.With("maxOutputTokens", strconv.AppendInt(nil, n, 10)))
+	return o.With(member, gc.With(key, strconv.AppendInt(nil, n, 10)))
 }

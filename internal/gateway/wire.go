@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"net/http"
+
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/translate"
 	"github.com/tollgate/tollgate/internal/usage"
@@ -21,6 +23,10 @@ type wire struct {
 	stream func(req *request) translate.Stream
 	// errBody converts an upstream error body; nil keeps it.
 	errBody func(status int, body []byte) []byte
+	// errTyped, when set, converts an upstream error body in errBody's
+	// stead, for upstreams that name the error in a header (Bedrock's
+	// x-amzn-ErrorType).
+	errTyped func(status int, h http.Header, body []byte) []byte
 	// anthropicClient: the client speaks Anthropic's Messages API (errors
 	// the gateway writes into its stream take Anthropic's shape).
 	anthropicClient bool
@@ -95,6 +101,9 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 		if t.Serves(provider.OpGenerateContent) {
 			return chatViaGemini, true
 		}
+		if t.Serves(provider.OpConverse) {
+			return chatViaConverse, true
+		}
 	case provider.OpMessages:
 		if t.Serves(provider.OpMessages) {
 			return messagesNative, true
@@ -104,6 +113,9 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 		}
 		if t.Serves(provider.OpGenerateContent) {
 			return messagesViaGemini, true
+		}
+		if t.Serves(provider.OpConverse) {
+			return messagesViaConverse, true
 		}
 	case provider.OpRerank:
 		if t.Serves(op) {

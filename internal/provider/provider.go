@@ -41,12 +41,15 @@ const (
 	// OpGenerateContent is Google's generateContent (Gemini, Vertex AI):
 	// chat and Messages requests reach it translated.
 	OpGenerateContent
+	// OpConverse is Amazon Bedrock's Converse API (ConverseStream when
+	// streamed): chat and Messages requests reach it translated.
+	OpConverse
 	numOps
 )
 
 var opNames = [numOps + 1]string{"chat", "text_completion", "embeddings", "messages", "responses",
 	"image_generation", "image_edit", "image_variation", "audio_transcription", "audio_translation", "audio_speech",
-	"moderation", "rerank", "generate_content", OpPassThrough: "pass_through"}
+	"moderation", "rerank", "generate_content", "converse", OpPassThrough: "pass_through"}
 
 // openAIPaths are the paths of the operations in the OpenAI API (and of
 // rerank in the Cohere-style API that OpenAI-compatible servers serve),
@@ -197,6 +200,9 @@ func (t *Target) ServedPrice(served string) (pricing.Price, bool) {
 // input price scales the table's cache prices by the same factor.
 func priceAs(d *config.Deployment, name string) (pricing.Price, bool) {
 	p, ok := pricing.Lookup(d.Provider, name)
+	if !ok && d.Provider == "bedrock" {
+		p, ok = bedrockPrice(name)
+	}
 	if in := d.InputCostPerToken; in != nil && p.InputPerToken > 0 {
 		// An input price override keeps the model's cache discounts: the
 		// cache prices scale with it unless they are overridden too.

@@ -1,0 +1,124 @@
+package provider
+
+import (
+	"cmp"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/pricing"
+)
+
+// Amazon Bedrock (bedrock/...): the Converse API at
+// /model/{modelId}/converse (ConverseStream at .../converse-stream, an AWS
+// event stream), every request signed with SigV4 for the service
+// "bedrock". Chat and Messages requests reach it translated
+// (internal/translate/bedrock.go).
+func init() {
+	register([]string{"bedrock"}, dialect{defaultBase: bedrockDefaultBase, build: buildBedrock})
+}
+
+// bedrockDefaultBase stands for the runtime endpoint of the deployment's
+// region; buildBedrock replaces it.
+const bedrockDefaultBase = "https://bedrock-runtime.amazonaws.com"
+
+// buildBedrock addresses a bedrock deployment: its aws_* params sign the
+// requests, else the standard AWS environment variables (AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION). Profiles, roles and
+// instance credentials are not read: a deployment with no key pair is
+// unusable (ErrUnusable), as is one with no region. The host is
+// bedrock-runtime.{region}.amazonaws.com unless api_base (or LiteLLM's
+// aws_bedrock_runtime_endpoint, or AWS_BEDROCK_RUNTIME_ENDPOINT) names
+// another.
+func buildBedrock(t *Target, base *url.URL) error {
+	creds, err := bedrockCredentials(t.D, os.Getenv)
+	if err != nil {
+		return err
+	}
+	root := strings.TrimRight(base.String(), "/")
+	if t.D.APIBase == "" {
+		root = "https://bedrock-runtime." + creds.Region + ".amazonaws.com"
+		if ep := os.Getenv("AWS_BEDROCK_RUNTIME_ENDPOINT"); ep != "" {
+			root = strings.TrimRight(ep, "/")
+		}
+	}
+	t.urls[OpConverse] = root + "/model/{model}/converse"
+	t.modelURL = func(_ Op, model string, stream bool) string {
+		u := root + "/model/" + bedrockPathEscape(BedrockModelID(model)) + "/converse"
+		if stream {
+			u += "-stream"
+		}
+		return u
+	}
+	t.authorize = func(req *http.Request, body []byte) error {
+		if strings.HasSuffix(req.URL.Path, "/converse-stream") {
+			req.Header.Set("Accept", "application/vnd.amazon.eventstream")
+		}
+		return SignAWS(req.Context(), req, body, creds, "bedrock", time.Now())
+	}
+	return nil
+}
+
+// bedrockCredentials are the deployment's AWS credentials, else the
+// environment's; the region is the deployment's, else the environment's.
+func bedrockCredentials(d *config.Deployment, getenv func(string) string) (config.AWSCredentials, error) {
+	env, envOK := AWSFromEnv(getenv)
+	var c config.AWSCredentials
+	if d.AWS != nil {
+		c = *d.AWS
+	}
+	if c.AccessKeyID == "" && c.SecretAccessKey == "" {
+		if !envOK {
+			return c, fmt.Errorf("%w: provider bedrock needs litellm_params.aws_access_key_id and aws_secret_access_key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment (AWS profiles and roles are not read)", ErrUnusable)
+		}
+		c.AccessKeyID, c.SecretAccessKey, c.SessionToken = env.AccessKeyID, env.SecretAccessKey, env.SessionToken
+	}
+	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
+		return c, fmt.Errorf("%w: provider bedrock needs both aws_access_key_id and aws_secret_access_key", ErrUnusable)
+	}
+	c.Region = cmp.Or(c.Region, env.Region)
+	if c.Region == "" {
+		return c, fmt.Errorf("%w: provider bedrock needs litellm_params.aws_region_name (or AWS_REGION)", ErrUnusable)
+	}
+	return c, nil
+}
+
+// BedrockModelID is the Bedrock model id of a deployment's model: LiteLLM's
+// route prefixes (bedrock/converse/..., bedrock/invoke/...) removed, since
+// every model is reached through Converse. Cross-region inference profile
+// ids (us.anthropic....) and ARNs are kept whole.
+func BedrockModelID(model string) string {
+	for _, p := range []string{"converse/", "invoke/"} {
+		model = strings.TrimPrefix(model, p)
+	}
+	return model
+}
+
+// bedrockPathEscape escapes a model id as one path segment the way AWS's
+// SDKs do: a colon (anthropic.claude-...-v1:0) and a slash (an ARN) too.
+func bedrockPathEscape(id string) string {
+	return strings.ReplaceAll(url.PathEscape(id), ":", "%3A")
+}
+
+// geoPrefixes are the cross-region inference profiles' prefixes.
+var geoPrefixes = []string{"us.", "eu.", "apac.", "us-gov.", "jp.", "au.", "ca.", "global."}
+
+// bedrockPrice is the table price of a Bedrock model id the table does not
+// list as given: without LiteLLM's route prefix, then without a
+// cross-region prefix (a profile bills as its model).
+func bedrockPrice(name string) (pricing.Price, bool) {
+	id := BedrockModelID(name)
+	if p, ok := pricing.Lookup("bedrock", id); ok {
+		return p, true
+	}
+	for _, g := range geoPrefixes {
+		if bare, ok := strings.CutPrefix(id, g); ok {
+			return pricing.Lookup("bedrock", bare)
+		}
+	}
+	return pricing.Price{}, false
+}
