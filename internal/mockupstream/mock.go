@@ -1,6 +1,6 @@
 // Package mockupstream is a fast, deterministic fake of the OpenAI and
 // Anthropic HTTP APIs (and of Gemini's and Cohere's own, for the
-// pass-through routes: native.go). It serves `tollgate mock-upstream` for demos and
+// pass-through routes: native.go; and Bedrock's Converse: bedrock.go). It serves `tollgate mock-upstream` for demos and
 // benchmarks, and stands in for providers in tests, where it records what
 // reached it. (The built-in `demo` model is internal/provider's own; its
 // answers are this package's, which a test there holds it to.)
@@ -92,6 +92,7 @@ func New(opts Options) *Server {
 	s.registerRerank()
 	s.registerMedia()
 	s.registerNative()
+	s.registerBedrock()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "unknown path "+r.URL.Path)
 	})
@@ -125,6 +126,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if status := s.intHeader(r, "x-mock-status", s.opts.FailStatus); status >= 400 {
 		if isAnthropic(r.URL.Path) {
 			anthropicError(w, status, "api_error", "mock failure "+strconv.Itoa(status))
+		} else if isBedrock(r.URL.Path) {
+			bedrockError(w, status, "mock failure "+strconv.Itoa(status))
 		} else {
 			openAIError(w, status, errorType(status), "mock failure "+strconv.Itoa(status))
 		}
