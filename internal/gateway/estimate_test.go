@@ -87,6 +87,9 @@ func TestCapOutput(t *testing.T) {
 		{"anthropic messages", `{"model":"m","max_tokens":4096,"messages":[]}`, provider.OpMessages, "anthropic", `"max_tokens":40`},
 		{"responses without a limit", `{"model":"m","input":"x"}`, provider.OpResponses, "openai", `"max_output_tokens":40`},
 		{"responses max_output_tokens lowered", `{"model":"m","input":"x","max_output_tokens":900}`, provider.OpResponses, "azure", `"max_output_tokens":40`},
+		{"converse without a limit", `{"messages":[]}`, provider.OpConverse, "bedrock", `"inferenceConfig":{"maxTokens":40}`},
+		{"converse maxTokens lowered", `{"messages":[],"inferenceConfig":{"temperature":0.1,"maxTokens":900}}`, provider.OpConverse, "bedrock", `"maxTokens":40`},
+		{"generateContent without a limit", `{"contents":[]}`, provider.OpGenerateContent, "gemini", `"generationConfig":{"maxOutputTokens":40}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

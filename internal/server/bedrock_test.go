@@ -1,0 +1,319 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/usage"
+)
+
+// sigv4Checker stands before the mock Bedrock: it verifies each request's
+// SigV4 signature by signing the same request again with the keys it knows
+// (by access key id), and records what reached it.
+type sigv4Checker struct {
+	next  http.Handler
+	keys  map[string]config.AWSCredentials
+	mu    sync.Mutex
+	paths []string
+	bods  []string
+	bad   []string // why a signature did not verify
+}
+
+func (c *sigv4Checker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	why := c.verify(r, body)
+	c.mu.Lock()
+	c.paths = append(c.paths, r.URL.EscapedPath())
+	c.bods = append(c.bods, string(body))
+	if why != "" {
+		c.bad = append(c.bad, why)
+	}
+	c.mu.Unlock()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	c.next.ServeHTTP(w, r)
+}
+
+// verify is "" when r carries a valid signature of body.
+func (c *sigv4Checker) verify(r *http.Request, body []byte) string {
+	auth := r.Header.Get("Authorization")
+	cred, _, _ := strings.Cut(strings.TrimPrefix(auth, "AWS4-HMAC-SHA256 Credential="), ",")
+	parts := strings.Split(cred, "/") // key/date/region/service/aws4_request
+	if len(parts) != 5 {
+		return "no SigV4 credential in " + auth
+	}
+	k, ok := c.keys[parts[0]]
+	if !ok || parts[2] != k.Region || parts[3] != "bedrock" {
+		return "unknown key, region or service in " + cred
+	}
+	when, err := time.Parse("20060102T150405Z", r.Header.Get("X-Amz-Date"))
+	if err != nil {
+		return "no X-Amz-Date"
+	}
+	_, signed, _ := strings.Cut(auth, "SignedHeaders=")
+	signed, _, _ = strings.Cut(signed, ",")
+	again, _ := http.NewRequest(r.Method, "http://"+r.Host+r.URL.RequestURI(), bytes.NewReader(body))
+	for _, h := range strings.Split(signed, ";") {
+		if h != "host" && h != "x-amz-date" && h != "x-amz-security-token" {
+			again.Header[http.CanonicalHeaderKey(h)] = r.Header.Values(h)
+		}
+	}
+	// A signer of its own: AWS's caches derived keys by access key id, and
+	// the gateway's would answer for a wrong secret.
+	sum := sha256.Sum256(body)
+	creds := aws.Credentials{AccessKeyID: k.AccessKeyID, SecretAccessKey: k.SecretAccessKey, SessionToken: k.SessionToken}
+	if err := v4.NewSigner().SignHTTP(r.Context(), creds, again, hex.EncodeToString(sum[:]), "bedrock", k.Region, when); err != nil {
+		return err.Error()
+	}
+	if again.Header.Get("Authorization") != auth {
+		return "signature mismatch: " + auth
+	}
+	if k.SessionToken != "" && r.Header.Get("X-Amz-Security-Token") != k.SessionToken {
+		return "no session token"
+	}
+	return ""
+}
+
+func (c *sigv4Checker) last() (string, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.paths[len(c.paths)-1], c.bods[len(c.bods)-1]
+}
+
+// chatStream posts a streamed chat request and returns the text, the tool
+// call arguments and name, the finish reason and the usage chunk's
+// completion tokens.
+func chatStream(t *testing.T, e *spendEnv, key, body string) (text, args, name, finish string, completion int64) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("stream: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	done := false
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			done = true
+			continue
+		}
+		var c struct {
+			Choices []struct {
+				Delta struct {
+					Content   string `json:"content"`
+					ToolCalls []struct {
+						Function struct{ Name, Arguments string } `json:"function"`
+					} `json:"tool_calls"`
+				} `json:"delta"`
+				FinishReason *string `json:"finish_reason"`
+			} `json:"choices"`
+			Usage *usage.OpenAI `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			t.Fatalf("%s: %v", data, err)
+		}
+		for _, ch := range c.Choices {
+			text += ch.Delta.Content
+			for _, tc := range ch.Delta.ToolCalls {
+				args += tc.Function.Arguments
+				name += tc.Function.Name
+			}
+			if ch.FinishReason != nil {
+				finish = *ch.FinishReason
+			}
+		}
+		if c.Usage != nil {
+			completion = c.Usage.CompletionTokens
+		}
+	}
+	if !done {
+		t.Fatal("stream without [DONE]")
+	}
+	return text, args, name, finish, completion
+}
+
+// TestBedrockDeploymentsServeChatAndMessages: bedrock/ deployments (a model
+// id, a bedrock/converse/ cross-region profile on aws_bedrock_runtime_endpoint
+// with a session token, and one signed with the AWS environment's keys)
+// answer OpenAI chat (plain, streamed, with tools and an image) and
+// Anthropic Messages clients through the mock's Converse and
+// ConverseStream, every request carrying a SigV4 signature that verifies;
+// each answer is booked at the table's Bedrock price; a ThrottlingException
+// falls back to another deployment and a ValidationException comes back in
+// OpenAI's shape with its status.
+func TestBedrockDeploymentsServeChatAndMessages(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAENVKEY")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_REGION", "eu-west-1")
+	t.Setenv("AWS_BEDROCK_RUNTIME_ENDPOINT", "")
+	chk := &sigv4Checker{next: mockupstream.New(mockupstream.Options{}), keys: map[string]config.AWSCredentials{
+		"AKIADEPLOY":  {AccessKeyID: "AKIADEPLOY", SecretAccessKey: "deploy-secret", Region: "us-east-1"},
+		"AKIASESSION": {AccessKeyID: "AKIASESSION", SecretAccessKey: "session-secret", SessionToken: "tok-1", Region: "us-west-2"},
+		"AKIAENVKEY":  {AccessKeyID: "AKIAENVKEY", SecretAccessKey: "env-secret", Region: "eu-west-1"},
+	}}
+	up := httptest.NewServer(chk)
+	defer up.Close()
+	const sonnet = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+	yaml := fmt.Sprintf(`
+model_list:
+  - model_name: claude
+    litellm_params: {model: bedrock/%[2]s, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "%[1]s"}
+  - model_name: claude-xr
+    litellm_params: {model: bedrock/converse/us.%[2]s, aws_access_key_id: AKIASESSION, aws_secret_access_key: session-secret, aws_session_token: tok-1, aws_region_name: us-west-2, aws_bedrock_runtime_endpoint: "%[1]s"}
+  - model_name: claude-env
+    litellm_params: {model: bedrock/%[2]s, api_base: "%[1]s"}
+  - model_name: flaky
+    litellm_params: {model: bedrock/%[2]s, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "%[1]s", headers: {x-mock-status: "429"}}
+  - model_name: invalid
+    litellm_params: {model: bedrock/%[2]s, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "%[1]s", headers: {x-mock-status: "400"}}
+router_settings:
+  num_retries: 0
+litellm_settings:
+  fallbacks: [{flaky: [claude]}]
+general_settings:
+  master_key: sk-1234
+`, up.URL, sonnet)
+	cfg, err := config.Parse("b.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{"max_budget": 5}`)
+
+	// Plain chat, with a system prompt and an image.
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","max_tokens":100,"messages":[{"role":"system","content":"Be brief."},
+		{"role":"user","content":[{"type":"text","text":"one two three"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}}]}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, out)
+	}
+	choice := out["choices"].([]any)[0].(map[string]any)
+	if msg := choice["message"].(map[string]any); !strings.Contains(fmt.Sprint(msg["content"]), "one two three") || choice["finish_reason"] != "stop" {
+		t.Fatalf("chat answer %v", out)
+	}
+	path, body := chk.last()
+	if path != "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse" || !strings.Contains(body, `"system":[{"text":"Be brief."}]`) ||
+		!strings.Contains(body, `"image":{"format":"png","source":{"bytes":"iVBORw0KGgo="}}`) || !strings.Contains(body, `"inferenceConfig":{"maxTokens":100}`) {
+		t.Fatalf("upstream got %s %s", path, body)
+	}
+
+	// Streamed chat on the cross-region profile: ConverseStream's event
+	// stream becomes chunks, the usage chunk last.
+	text, _, _, finish, completion := chatStream(t, e, key, `{"model":"claude-xr","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"alpha beta gamma delta"}]}`)
+	if !strings.Contains(text, "alpha beta gamma delta") || finish != "stop" || completion != 7 {
+		t.Fatalf("stream: text %q finish %q completion %d", text, finish, completion)
+	}
+	if path, _ = chk.last(); path != "/model/us.anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream" {
+		t.Fatalf("stream went to %s", path)
+	}
+
+	// Tools, whole and streamed: the toolUse comes back as a tool call;
+	// the tool's result goes back as a toolResult.
+	tools := `"tools":[{"type":"function","function":{"name":"top_song","parameters":{"type":"object","properties":{"sign":{"type":"string"}}}}}]`
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"claude-env","messages":[{"role":"user","content":"WZPZ"}],`+tools+`}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("tools: %d %v", resp.StatusCode, out)
+	}
+	choice = out["choices"].([]any)[0].(map[string]any)
+	calls, _ := choice["message"].(map[string]any)["tool_calls"].([]any)
+	if len(calls) != 1 || choice["finish_reason"] != "tool_calls" {
+		t.Fatalf("tool answer %v", out)
+	}
+	call := calls[0].(map[string]any)
+	fn := call["function"].(map[string]any)
+	if fn["name"] != "top_song" || fn["arguments"] != `{"said":"WZPZ"}` {
+		t.Fatalf("tool call %v", call)
+	}
+	follow := fmt.Sprintf(`{"model":"claude-env","messages":[{"role":"user","content":"WZPZ"},{"role":"assistant","tool_calls":[{"id":%q,"type":"function","function":{"name":"top_song","arguments":"{\"said\":\"WZPZ\"}"}}]},{"role":"tool","tool_call_id":%q,"content":"Elemental Hotel"}],%s}`, call["id"], call["id"], tools)
+	if resp, out = e.post(t, "/v1/chat/completions", key, follow); resp.StatusCode != 200 || !strings.Contains(fmt.Sprint(out["choices"]), "Elemental Hotel") {
+		t.Fatalf("follow-up: %d %v", resp.StatusCode, out)
+	}
+	if _, body = chk.last(); !strings.Contains(body, fmt.Sprintf(`"toolResult":{"toolUseId":%q`, call["id"])) || !strings.Contains(body, `"toolUse":{"toolUseId":`) {
+		t.Fatalf("follow-up upstream body %s", body)
+	}
+	_, args, name, finish, _ := chatStream(t, e, key, `{"model":"claude","stream":true,"messages":[{"role":"user","content":"WZPZ"}],`+tools+`}`)
+	if args != `{"said":"WZPZ"}` || name != "top_song" || finish != "tool_calls" {
+		t.Fatalf("streamed tool call: args %q name %q finish %q", args, name, finish)
+	}
+
+	// Anthropic clients, whole and streamed.
+	resp, out = e.post(t, "/v1/messages", key, `{"model":"claude","max_tokens":20,"messages":[{"role":"user","content":"red green blue"}]}`)
+	if resp.StatusCode != 200 || out["type"] != "message" || !strings.Contains(fmt.Sprint(out["content"]), "red green blue") || out["stop_reason"] != "end_turn" {
+		t.Fatalf("messages: %d %v", resp.StatusCode, out)
+	}
+	sreq, _ := http.NewRequest("POST", e.url+"/v1/messages", strings.NewReader(`{"model":"claude","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"cyan magenta"}]}`))
+	sreq.Header.Set("x-api-key", key)
+	sresp, err := http.DefaultClient.Do(sreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := io.ReadAll(sresp.Body)
+	sresp.Body.Close()
+	if sresp.StatusCode != 200 || !strings.Contains(string(sb), "event: message_start") || !strings.Contains(string(sb), "magenta") || !strings.Contains(string(sb), "event: message_stop") {
+		t.Fatalf("messages stream: %d %s", sresp.StatusCode, sb)
+	}
+
+	// A ThrottlingException falls back; a ValidationException is the
+	// client's, in OpenAI's shape with Bedrock's status.
+	if resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"flaky","messages":[{"role":"user","content":"fallback please"}]}`); resp.StatusCode != 200 ||
+		!strings.Contains(fmt.Sprint(out["choices"]), "fallback please") {
+		t.Fatalf("fallback: %d %v", resp.StatusCode, out)
+	}
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"invalid","messages":[{"role":"user","content":"x"}]}`)
+	if e2, _ := out["error"].(map[string]any); resp.StatusCode != 400 || e2["code"] != "ValidationException" || e2["type"] != "invalid_request_error" {
+		t.Fatalf("validation error: %d %v", resp.StatusCode, out)
+	}
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"claude","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}`)
+	if resp.StatusCode != 400 {
+		t.Fatalf("an image by URL: %d %v", resp.StatusCode, out)
+	}
+
+	chk.mu.Lock()
+	bad, reached := chk.bad, len(chk.paths)
+	chk.mu.Unlock()
+	if len(bad) > 0 || reached != 10 {
+		t.Fatalf("%d requests reached Bedrock (want 10: the image by URL must not); signatures that did not verify: %v", reached, bad)
+	}
+
+	// Every answer is booked from Converse's usage at the table's price
+	// for the Bedrock model id (the cross-region profile at its own).
+	rows := spendRows(t, e, key)
+	if len(rows) != 8 {
+		t.Fatalf("%d spend rows, want 8 (the fallback's under claude; refusals produce nothing to book)", len(rows))
+	}
+	for _, r := range rows {
+		model := sonnet
+		if r.ModelGroup == "claude-xr" {
+			model = "us." + sonnet
+		}
+		want := tableCost(t, "bedrock", model, usage.Usage{Prompt: r.PromptTokens, Completion: r.CompletionTokens})
+		if r.PromptTokens <= 0 || r.CompletionTokens <= 0 || r.UsageEstimated || !near(r.Cost, want) || r.Cost <= 0 {
+			t.Fatalf("booked %+v, want %v", r, want)
+		}
+	}
+}
