@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/tokens"
@@ -25,7 +27,7 @@ import (
 // is priced by, and for an upload the form to re-encode for each attempt.
 type media struct {
 	op   provider.Op
-	form *form // nil: a JSON body (image generations, speech)
+	form *form // nil: a JSON body (image generations and edits, speech)
 	// Images: n, and the size and quality asked ("" or "auto": the
 	// model's choice).
 	size, quality string
@@ -74,8 +76,10 @@ func uploads(op provider.Op) bool {
 const maxImages = 10
 
 // decodeMedia reads an image or audio request: a JSON body through
-// decode, an upload through parseForm; then the members that price it.
-// Nothing that fails here reaches an upstream.
+// decode, an upload through parseForm (an image edit may be either: the
+// GPT image models take a JSON body naming its images by URL or file id);
+// then the members that price it. Nothing that fails here reaches an
+// upstream.
 func (c *call) decodeMedia() error {
 	limit := c.g.opts.MaxBodyBytes
 	if uploads(c.op) {
@@ -86,7 +90,7 @@ func (c *call) decodeMedia() error {
 		return err
 	}
 	md := &media{op: c.op}
-	if uploads(c.op) {
+	if uploads(c.op) && !jsonEdit(c.op, c.r.Header.Get("Content-Type")) {
 		c.req, err = decodeForm(md, body, c.r.Header.Get("Content-Type"), c.r.PathValue("model"))
 	} else {
 		c.req, err = decode(body, c.r.PathValue("model"))
@@ -107,6 +111,51 @@ func (c *call) decodeMedia() error {
 		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)
 	}
 	return nil
+}
+
+// jsonEdit reports whether an image edit comes as a JSON body.
+func jsonEdit(op provider.Op, contentType string) bool {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	return op == provider.OpImageEdits && mt == "application/json"
+}
+
+// maxEditImages is the most input images a JSON image edit may name
+// (OpenAI's bound for the GPT image models).
+const maxEditImages = 16
+
+// readEditImages checks a JSON image edit's images (each an object with a
+// file_id or an image_url) and its optional mask, and counts them: each is
+// billed as input image tokens.
+func (md *media) readEditImages(o *jsonbody.Object) error {
+	var images []map[string]json.RawMessage
+	if raw := o.Get("images"); len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &images) != nil || len(images) == 0 || len(images) > maxEditImages {
+		return apierror.BadRequest("images", "images must be an array of 1 to %d image references ({\"image_url\"} or {\"file_id\"})", maxEditImages)
+	}
+	for _, im := range images {
+		if !imageRef(im) {
+			return apierror.BadRequest("images", "each of images must be an object with a file_id or an image_url string")
+		}
+	}
+	md.inputImages = int64(len(images))
+	if !o.IsNull("mask") {
+		var mask map[string]json.RawMessage
+		if json.Unmarshal(o.Get("mask"), &mask) != nil || !imageRef(mask) {
+			return apierror.BadRequest("mask", "mask must be an object with a file_id or an image_url string")
+		}
+		md.inputImages++
+	}
+	return nil
+}
+
+// imageRef reports whether m names an image by a file_id or image_url
+// string.
+func imageRef(m map[string]json.RawMessage) bool {
+	for _, k := range []string{"file_id", "image_url"} {
+		if v := m[k]; len(v) > 1 && v[0] == '"' {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeForm reads an upload: the model (unless the path names it), the
@@ -176,8 +225,8 @@ func truthy(v string) bool {
 	return true
 }
 
-// readJSON takes what prices an image generation or a speech request from
-// its JSON body (decode has read model, n and user).
+// readJSON takes what prices an image generation or edit or a speech
+// request from its JSON body (decode has read model, n and user).
 func (md *media) readJSON(req *request) error {
 	o := &req.obj
 	str := func(k string) (string, error) {
@@ -200,7 +249,12 @@ func (md *media) readJSON(req *request) error {
 		}
 	}
 	switch md.op {
-	case provider.OpImageGenerations:
+	case provider.OpImageGenerations, provider.OpImageEdits:
+		if md.op == provider.OpImageEdits {
+			if err := md.readEditImages(o); err != nil {
+				return err
+			}
+		}
 		p, err := str("prompt")
 		if err != nil {
 			return err

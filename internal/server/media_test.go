@@ -1062,3 +1062,45 @@ func TestFormPartCountBounded(t *testing.T) {
 		t.Errorf("1,000 parts: %d %.100s", resp.StatusCode, b)
 	}
 }
+
+// TestJSONImageEdit: an image edit may come as JSON (the GPT image
+// models' form in OpenAI's API: images by image_url or file_id); it is
+// passed through as JSON with the deployment's model, holds each image it
+// names as input image tokens (four do not fit a strict $0.20 budget at
+// medium quality, one does), and a body whose images are missing or not
+// image references is refused before the upstream.
+func TestJSONImageEdit(t *testing.T) {
+	e, mf, _ := startMediaFake(t, jsonAnswer(`{"created":1,"data":[{"b64_json":"aGk="}],"usage":{"input_tokens":10,"output_tokens":100}}`), strictBudgets)
+	key := budgetKey(t, e, "0.2")
+	edit := func(images int) string {
+		refs := make([]string, images)
+		for i := range refs {
+			refs[i] = fmt.Sprintf(`{"image_url":"https://example.com/%d.png"}`, i)
+		}
+		return `{"model":"gpt-image-1","prompt":"add a hat","quality":"medium","size":"1024x1024","images":[` + strings.Join(refs, ",") + `]}`
+	}
+	resp, b := e.send(t, "/v1/images/edits", key, "application/json", edit(4))
+	wantRefused(t, "a 4-image JSON edit on a strict $0.20 budget", resp, b, "budget_exceeded", "")
+	for _, tc := range []struct{ body, param string }{
+		{`{"model":"gpt-image-1","prompt":"x"}`, "images"},
+		{`{"model":"gpt-image-1","prompt":"x","images":[]}`, "images"},
+		{`{"model":"gpt-image-1","prompt":"x","images":["https://example.com/a.png"]}`, "images"},
+		{`{"model":"gpt-image-1","prompt":"x","images":[{"detail":"high"}]}`, "images"},
+		{`{"model":"gpt-image-1","prompt":"x","images":[{"file_id":"f"}],"mask":"m"}`, "mask"},
+		{`{"model":"gpt-image-1","images":[{"file_id":"f"}]}`, "prompt"},
+	} {
+		resp, b := e.send(t, "/v1/images/edits", key, "application/json", tc.body)
+		wantRefused(t, tc.body, resp, b, "invalid_request_error", tc.param)
+	}
+	if n := mf.calls.Load(); n != 0 {
+		t.Fatalf("%d refused edits reached the upstream", n)
+	}
+	resp, b = e.send(t, "/v1/images/edits", key, "application/json", edit(1))
+	if resp.StatusCode != 200 || mf.calls.Load() != 1 {
+		t.Fatalf("JSON image edit: %d %.120s (upstream calls %d)", resp.StatusCode, b, mf.calls.Load())
+	}
+	last, _ := mf.last.Load().([]byte)
+	if ct, _ := mf.ct.Load().(string); !strings.HasPrefix(ct, "application/json") || jsonField(last, "model") != "gpt-image-1" || !strings.Contains(string(last), `"images":[{"image_url":"https://example.com/0.png"}]`) {
+		t.Errorf("upstream got %s %s", ct, last)
+	}
+}
