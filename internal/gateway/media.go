@@ -188,7 +188,7 @@ func decodeForm(md *media, body []byte, contentType, pathModel string) (*request
 	md.upload = int64(len(file.data))
 	md.wavSeconds = wavSeconds(file.data)
 	if md.op == provider.OpImageEdits {
-		md.inputImages = f.files(fileField...)
+		md.inputImages = f.files(append(fileField, "mask")...) // a mask is an input image too
 	}
 	if md.op == provider.OpImageEdits {
 		p, _ := f.value("prompt")
