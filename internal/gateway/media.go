@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"strconv"
@@ -189,8 +190,6 @@ func decodeForm(md *media, body []byte, contentType, pathModel string) (*request
 	md.wavSeconds = wavSeconds(file.data)
 	if md.op == provider.OpImageEdits {
 		md.inputImages = f.files(append(fileField, "mask")...) // a mask is an input image too
-	}
-	if md.op == provider.OpImageEdits {
 		p, _ := f.value("prompt")
 		if strings.TrimSpace(p) == "" {
 			return nil, apierror.BadRequest("prompt", "prompt is required")
@@ -414,10 +413,11 @@ func (md *media) worst(p pricing.Price, n int64) float64 {
 }
 
 // secondsBound is the most audio an upload can hold: the length its WAV
-// header gives, else its size at the lowest bitrate.
+// header gives, rounded up to the second (providers report and bill whole
+// seconds), else its size at the lowest bitrate.
 func (md *media) secondsBound() float64 {
 	if md.wavSeconds > 0 {
-		return md.wavSeconds
+		return math.Ceil(md.wavSeconds)
 	}
 	return float64(md.upload) / lowestAudioBytesPerSecond
 }

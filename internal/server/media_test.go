@@ -858,6 +858,21 @@ func TestMediaUsageClampedToRequest(t *testing.T) {
 			t.Errorf("a 3 s WAV reported as 1e6 s: booked $%g (%+v), want 3 s, clamped", spent, logs)
 		}
 	})
+	t.Run("whole seconds of a shorter WAV", func(t *testing.T) {
+		// Providers report (and bill) whole seconds: 2.5 s of audio
+		// reported as 3 s is within the bound.
+		e, _, st := startMediaFake(t, jsonAnswer(`{"text":"hi","usage":{"type":"duration","seconds":3}}`), strictBudgets)
+		key := budgetKey(t, e, "1")
+		body, ct := upload(t, map[string]string{"model": "whisper"}, "file", "a.wav", wav(3)[:44+40000])
+		resp, b := e.send(t, "/v1/audio/transcriptions", key, ct, body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, b)
+		}
+		spent, logs := keySpend(t, e, st, key)
+		if !near(spent, 3*0.0001) || len(logs) != 1 || logs[0].UsageClamped {
+			t.Errorf("2.5 s of WAV reported as 3 s: booked $%g (%+v), want 3 s, not clamped", spent, logs)
+		}
+	})
 }
 
 // TestImageEditHoldsInputImages: a gpt-image-1 edit holds, besides its
