@@ -550,7 +550,7 @@ func (f *files) batchCreate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	case len(req.Metadata) > 0 && req.Metadata[0] != '{' && string(req.Metadata) != "null":
 		return apierror.BadRequest("metadata", "metadata must be an object of strings")
 	}
-	in, err := f.owned(r.Context(), p, store.ObjectFile, req.InputFileID, "input_file_id", false)
+	in, err := f.owned(r.Context(), p, store.ObjectFile, req.InputFileID, "input_file_id", true)
 	if err != nil {
 		return err
 	}

@@ -506,3 +506,60 @@ func TestBatchChargedWhenTheClientLeaves(t *testing.T) {
 		t.Fatalf("the batch was not charged %v after its client left", took)
 	}
 }
+
+// TestViewerMayNotStartBatchesOnOthersFiles: proxy_admin_viewer is a
+// read-only role ("delete and cancel only their own"); starting a batch
+// on another key's input file is a write on it, refused before the
+// upstream is asked.
+func TestViewerMayNotStartBatchesOnOthersFiles(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	a := newKey(t, e, `{"models": ["gpt-4"]}`)
+	if resp, out := e.post(t, "/user/new", "sk-1234", `{"user_id": "vera", "user_role": "proxy_admin_viewer"}`); resp.StatusCode != 200 {
+		t.Fatalf("/user/new: %d %v", resp.StatusCode, out)
+	}
+	viewer := newKey(t, e, `{"user_id": "vera", "models": ["gpt-4"]}`)
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
+	file := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
+	before := e.mock.Stats().ByPath["/v1/batches"]
+	status, b := e.request(t, "POST", "/v1/batches", viewer, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	if status == 200 || e.mock.Stats().ByPath["/v1/batches"] != before {
+		t.Fatalf("a proxy_admin_viewer started a batch on another key's file: %d %s", status, b)
+	}
+}
+
+// TestRegeneratedKeyKeepsItsFiles: /key/regenerate keeps the key (its
+// budget, spend, models) under a new secret. Its files and batches, and the
+// batch's charge, follow it: the store moves them to the new hash.
+func TestRegeneratedKeyKeepsItsFiles(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	old := newKey(t, e, `{"models": ["gpt-4"], "max_budget": 10}`)
+	ct, body := fileUpload("hello\n", "purpose", "user_data")
+	file := e.create(t, "upload", "POST", "/v1/files", old, ct, body)
+	resp, out := e.post(t, "/key/regenerate", "sk-1234", `{"key": "`+old+`"}`)
+	fresh, _ := out["key"].(string)
+	if resp.StatusCode != 200 || fresh == "" {
+		t.Fatalf("regenerate: %d %v", resp.StatusCode, out)
+	}
+	if status, b := e.request(t, "GET", "/v1/files/"+file, fresh, "", nil); status != 200 {
+		t.Fatalf("the regenerated key reads its own file: %d %s", status, b)
+	}
+}
+
+// TestListAfterDoesNotRevealOthersIDs: endpoints.md promises that
+// another key's id answers exactly like an id that does not exist, so the
+// list's `after` cursor is looked up among the caller's own objects only.
+func TestListAfterDoesNotRevealOthersIDs(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	a := newKey(t, e, `{"models": ["gpt-4"]}`)
+	b := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := fileUpload("mine\n", "purpose", "user_data")
+	e.create(t, "b uploads", "POST", "/v1/files", b, ct, body)
+	ct, body = fileUpload("secret\n", "purpose", "user_data")
+	aFile := e.create(t, "a uploads", "POST", "/v1/files", a, ct, body)
+	withOthers := listIDs(t, e, "/v1/files?after="+aFile, b)
+	withNone := listIDs(t, e, "/v1/files?after=file-does-not-exist", b)
+	if len(withOthers) != len(withNone) {
+		t.Fatalf("b's listing after a's file id %v differs from after an unknown id %v: the id's existence leaks", withOthers, withNone)
+	}
+}

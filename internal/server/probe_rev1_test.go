@@ -1,0 +1,445 @@
+package server
+
+// Review probes (branch rev1) for the Responses, Files and Batches APIs of
+// issue #23. Each test states the behaviour the docs or the house rules
+// promise; a failing probe is a defect.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// probeEnv serves yaml ({{UP}} is fake's URL) on SQLite.
+func probeEnv(t *testing.T, fake http.Handler, yaml string) *spendEnv {
+	t.Helper()
+	up := httptest.NewServer(fake)
+	t.Cleanup(up.Close)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	url, srv := serveSrv(t, cfg, Options{Store: st})
+	return &spendEnv{url: url, store: st, srv: srv}
+}
+
+// keyRows are the spend rows of key, after the writer flushed.
+func (e *spendEnv) keyRows(t *testing.T, key string) []store.SpendLog {
+	t.Helper()
+	e.srv.writer.Flush()
+	logs, _, err := e.store.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key), Page: store.Page{Size: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return logs
+}
+
+const probeRespConfig = `
+model_list:
+  - model_name: gpt-resp
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}/v1", api_key: sk-up, input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
+    model_info: {id: native-openai}
+general_settings:
+  master_key: sk-1234
+`
+
+// TestProbeFollowUpUsageBookedAsReported: a follow-up with
+// previous_response_id is billed by OpenAI for the whole conversation (the
+// previous turns are input tokens), so its usage is far larger than its
+// body. The gateway must book the input_tokens the upstream reports, as it
+// books any usage; it clamps them to the body's byte bound instead.
+func TestProbeFollowUpUsageBookedAsReported(t *testing.T) {
+	fake := http.NewServeMux()
+	fake.HandleFunc("POST /v1/responses", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		in := 10
+		if strings.Contains(string(b), "previous_response_id") {
+			in = 50000 // the conversation so far
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"resp_up`+map[bool]string{true: "2", false: "1"}[in > 10]+`","object":"response","status":"completed","model":"gpt-4o-mini","output":[{"type":"message","id":"msg_1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"ok","annotations":[]}]}],"usage":{"input_tokens":`+itoa(in)+`,"output_tokens":5,"total_tokens":`+itoa(in+5)+`}}`)
+	})
+	e := probeEnv(t, fake, probeRespConfig)
+	key := e.newKey(t, `{}`)
+	status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"hi"}`)
+	var first struct{ ID string }
+	if status != 200 || json.Unmarshal(b, &first) != nil || first.ID == "" {
+		t.Fatalf("first: %d %s", status, b)
+	}
+	status, b = e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"and?","previous_response_id":"`+first.ID+`"}`)
+	if status != 200 {
+		t.Fatalf("follow-up: %d %s", status, b)
+	}
+	var follow *store.SpendLog
+	rows := e.keyRows(t, key)
+	for i := range rows {
+		if rows[i].ReportedPromptTokens == 50000 || rows[i].PromptTokens > 10 {
+			follow = &rows[i]
+		}
+	}
+	if follow == nil {
+		t.Fatalf("no row for the follow-up: %+v", rows)
+	}
+	want := 50000*0.00001 + 5*0.0001
+	if follow.PromptTokens != 50000 || math.Abs(follow.Cost-want) > 1e-9 {
+		t.Fatalf("follow-up booked %d prompt tokens, $%v (clamped=%v); the upstream billed 50000, $%v",
+			follow.PromptTokens, follow.Cost, follow.UsageClamped, want)
+	}
+}
+
+// TestProbeBackgroundResponseCharged: background: true passes through to
+// OpenAI, which answers "queued" at once (no usage) and runs the model
+// afterwards. The work is billed upstream; the gateway must either refuse
+// background (as it refuses /cancel) or book the usage when it is seen.
+// Here the key polls the finished response through the gateway.
+func TestProbeBackgroundResponseCharged(t *testing.T) {
+	fake := http.NewServeMux()
+	fake.HandleFunc("POST /v1/responses", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"resp_bg","object":"response","status":"queued","background":true,"model":"gpt-4o-mini","output":[],"usage":null}`)
+	})
+	fake.HandleFunc("GET /v1/responses/resp_bg", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"resp_bg","object":"response","status":"completed","background":true,"model":"gpt-4o-mini","output":[{"type":"message","id":"msg_1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"long essay","annotations":[]}]}],"usage":{"input_tokens":1000,"output_tokens":20000,"total_tokens":21000}}`)
+	})
+	e := probeEnv(t, fake, probeRespConfig)
+	key := e.newKey(t, `{"max_budget": 1}`)
+	status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"write a long essay","background":true}`)
+	if status == 400 {
+		return // refused: fine
+	}
+	var created struct{ ID string }
+	if status != 200 || json.Unmarshal(b, &created) != nil {
+		t.Fatalf("create: %d %s", status, b)
+	}
+	status, b = e.call(t, "GET", "/v1/responses/"+created.ID, key, "")
+	if status != 200 || !strings.Contains(string(b), `"completed"`) {
+		t.Fatalf("poll: %d %s", status, b)
+	}
+	var booked float64
+	for _, r := range e.keyRows(t, key) {
+		booked += r.Cost
+	}
+	want := 1000*0.00001 + 20000*0.0001 // $2.01 on a $1 key
+	if booked < want-1e-9 {
+		t.Fatalf("a background response billed $%v upstream was booked $%v (key max_budget $1)", want, booked)
+	}
+}
+
+// TestProbeBatchLinesRunOnlyTheKeysModel: a key allowed only model group
+// gpt-4 (openai/gpt-4o-mini) uploads a batch file whose lines name another
+// model of the same upstream account. The batch must not run that model
+// (refused, or the lines' model set to the deployment's); today it runs,
+// and is priced at gpt-4o-mini's batch price whatever the lines ran.
+func TestProbeBatchLinesRunOnlyTheKeysModel(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	line := strings.Replace(batchLine, `"model":"gpt-4o-mini"`, `"model":"o1-pro"`, 1)
+	ct, body := fileUpload(strings.Replace(line, "%d", "0", 1)+"\n", "purpose", "batch", "model", "gpt-4")
+	status, b := e.request(t, "POST", "/v1/files", key, ct, body)
+	if status != 200 {
+		return // refused at upload: fine
+	}
+	file := idOf(t, "upload", status, b)
+	status, b = e.request(t, "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	if status != 200 {
+		return // refused at batch creation: fine
+	}
+	batch := idOf(t, "batch", status, b)
+	status, b = e.request(t, "GET", "/v1/batches/"+batch, key, "", nil)
+	var got struct {
+		Status       string
+		OutputFileID string `json:"output_file_id"`
+	}
+	if status != 200 || json.Unmarshal(b, &got) != nil || got.OutputFileID == "" {
+		t.Fatalf("retrieve: %d %s", status, b)
+	}
+	status, out := e.request(t, "GET", "/v1/files/"+got.OutputFileID+"/content", key, "", nil)
+	if status == 200 && strings.Contains(string(out), `"model":"o1-pro"`) {
+		t.Fatalf("a key allowed only gpt-4 (gpt-4o-mini) ran o1-pro through a batch: %s", out)
+	}
+}
+
+// TestProbeBatchChargedFromItsOutputFile: the batch's usage is in its
+// output file. When the retrieval that saw it completed could not read the
+// output (a transient upstream error), reading the batch's *error* file
+// must not settle the batch: today it marks it charged at the error file's
+// cost ($0), and the output's usage is never booked.
+func TestProbeBatchChargedFromItsOutputFile(t *testing.T) {
+	var outputReads atomic.Int32
+	fake := http.NewServeMux()
+	fake.HandleFunc("POST /v1/files", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"file-in","object":"file","purpose":"batch"}`)
+	})
+	fake.HandleFunc("POST /v1/batches", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"batch_1","object":"batch","status":"validating"}`)
+	})
+	fake.HandleFunc("GET /v1/batches/batch_1", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"batch_1","object":"batch","status":"completed","output_file_id":"file-out","error_file_id":"file-err"}`)
+	})
+	fake.HandleFunc("GET /v1/files/file-out/content", func(w http.ResponseWriter, r *http.Request) {
+		if outputReads.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":{"message":"try again","type":"server_error"}}`)
+			return
+		}
+		io.WriteString(w, `{"custom_id":"a","response":{"status_code":200,"body":{"model":"gpt-4o-mini","usage":{"prompt_tokens":4000,"completion_tokens":3000}}}}`+"\n")
+	})
+	fake.HandleFunc("GET /v1/files/file-err/content", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"custom_id":"b","response":null,"error":{"code":"invalid_request","message":"bad line"}}`+"\n")
+	})
+	e := probeEnv(t, fake, filesConfig)
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := fileUpload("{}\n", "purpose", "batch")
+	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	e.create(t, "retrieve (output read fails)", "GET", "/v1/batches/batch_1", key, "", nil)
+	if s, b := e.request(t, "GET", "/v1/files/file-err/content", key, "", nil); s != 200 {
+		t.Fatalf("error file: %d %s", s, b)
+	}
+	e.create(t, "retrieve again", "GET", "/v1/batches/batch_1", key, "", nil)
+	if s, b := e.request(t, "GET", "/v1/files/file-out/content", key, "", nil); s != 200 {
+		t.Fatalf("output file: %d %s", s, b)
+	}
+	want := (4000*0.00001 + 3000*0.0001) / 2
+	o, err := e.store.GetObject(context.Background(), store.ObjectBatch, "batch_1")
+	if err != nil || !o.Charged || math.Abs(o.Cost-want) > 1e-12 {
+		t.Fatalf("batch charged=%v cost $%v, want $%v (%v)", o != nil && o.Charged, costOf(o), want, err)
+	}
+}
+
+func costOf(o *store.ManagedObject) float64 {
+	if o == nil {
+		return 0
+	}
+	return o.Cost
+}
+
+// TestProbeViewerMayNotStartBatchesOnOthersFiles: proxy_admin_viewer is a
+// read-only role ("delete and cancel only their own"); starting a batch
+// on another key's input file is a write on it, yet it is allowed (owned()
+// is called with write=false for input_file_id).
+func TestProbeViewerMayNotStartBatchesOnOthersFiles(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	a := newKey(t, e, `{"models": ["gpt-4"]}`)
+	if resp, out := e.post(t, "/user/new", "sk-1234", `{"user_id": "vera", "user_role": "proxy_admin_viewer"}`); resp.StatusCode != 200 {
+		t.Fatalf("/user/new: %d %v", resp.StatusCode, out)
+	}
+	viewer := newKey(t, e, `{"user_id": "vera", "models": ["gpt-4"]}`)
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
+	file := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
+	before := e.mock.Stats().ByPath["/v1/batches"]
+	status, b := e.request(t, "POST", "/v1/batches", viewer, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	if status == 200 || e.mock.Stats().ByPath["/v1/batches"] != before {
+		t.Fatalf("a proxy_admin_viewer started a batch on another key's file: %d %s", status, b)
+	}
+}
+
+// TestProbeRegeneratedKeyKeepsItsFiles: /key/regenerate keeps the key (its
+// budget, spend, models) under a new secret. Its files and batches, and the
+// batch's charge, must follow it; they are recorded under the old hash,
+// so the owner gets 404 for its own file.
+func TestProbeRegeneratedKeyKeepsItsFiles(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	old := newKey(t, e, `{"models": ["gpt-4"], "max_budget": 10}`)
+	ct, body := fileUpload("hello\n", "purpose", "user_data")
+	file := e.create(t, "upload", "POST", "/v1/files", old, ct, body)
+	resp, out := e.post(t, "/key/regenerate", "sk-1234", `{"key": "`+old+`"}`)
+	fresh, _ := out["key"].(string)
+	if resp.StatusCode != 200 || fresh == "" {
+		t.Fatalf("regenerate: %d %v", resp.StatusCode, out)
+	}
+	if status, b := e.request(t, "GET", "/v1/files/"+file, fresh, "", nil); status != 200 {
+		t.Fatalf("the regenerated key reads its own file: %d %s", status, b)
+	}
+}
+
+// TestProbeStoredResponseCallsBooked: the house rule is that every request
+// that reaches an upstream is a spend row (Files calls write cost-0 rows:
+// afile_retrieve, ...). GET/DELETE /v1/responses/{id} reach the upstream
+// with the gateway's credentials and write none, and no rpm limit applies.
+func TestProbeStoredResponseCallsBooked(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, responsesConfig)
+	key := e.newKey(t, `{"rpm_limit": 2}`)
+	status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"hi"}`)
+	var created struct{ ID string }
+	if status != 200 || json.Unmarshal(b, &created) != nil {
+		t.Fatalf("create: %d %s", status, b)
+	}
+	before := e.mock.Stats().Requests
+	served := 0
+	for i := 0; i < 5; i++ {
+		if s, _ := e.call(t, "GET", "/v1/responses/"+created.ID, key, ""); s == 200 {
+			served++
+		}
+	}
+	reached := e.mock.Stats().Requests - before
+	rows := e.keyRows(t, key)
+	if reached > 0 && int64(len(rows)) < 1+reached {
+		t.Fatalf("%d reads reached the upstream (%d served past rpm_limit 2), %d spend rows in all", reached, served, len(rows))
+	}
+}
+
+// TestProbeTranslationRefusalNamesItsField: a built-in tool refused by the
+// translation is a 400 whose param should be "tools"; it says "messages",
+// a member the Responses API does not have.
+func TestProbeTranslationRefusalNamesItsField(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, responsesConfig)
+	key := e.newKey(t, `{}`)
+	status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"chat-only","input":"hi","tools":[{"type":"web_search"}]}`)
+	er := decodeError(t, b)
+	if status != 400 || er.Error.Param == nil || *er.Error.Param != "tools" {
+		t.Fatalf("%d param %v: %s", status, er.Error.Param, b)
+	}
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// TestProbeResponsesStreamLeftBeforeFirstDeltaBooked: a client that leaves
+// a stream after its first event (a reasoning model thinks for a while
+// before its first delta) has had its prompt sent and billed upstream.
+// Chat books such a call (the control: its first chunk counts); the
+// Responses streams, passed through or translated, count only deltas, so
+// the hold is released and no row is written.
+func TestProbeResponsesStreamLeftBeforeFirstDeltaBooked(t *testing.T) {
+	const inProgress = `{"id":"resp_s1","object":"response","status":"in_progress","model":"gpt-4o-mini","output":[],"usage":null}`
+	fake := http.NewServeMux()
+	hang := func(w http.ResponseWriter, r *http.Request, events ...string) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, ev := range events {
+			io.WriteString(w, ev)
+		}
+		w.(http.Flusher).Flush()
+		select { // reasoning... until the gateway hangs up
+		case <-r.Context().Done():
+		case <-time.After(30 * time.Second):
+		}
+	}
+	fake.HandleFunc("POST /v1/responses", func(w http.ResponseWriter, r *http.Request) {
+		hang(w, r, "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":"+inProgress+"}\n\n",
+			"event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"sequence_number\":1,\"response\":"+inProgress+"}\n\n")
+	})
+	fake.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		hang(w, r, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","model":"llama","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`+"\n\n")
+	})
+	yaml := strings.Replace(probeRespConfig, "general_settings:", `  - model_name: chat-only
+    litellm_params: {model: hosted_vllm/llama, api_base: "{{UP}}/v1", input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
+general_settings:`, 1)
+	e := probeEnv(t, fake, yaml)
+	for _, c := range []struct{ name, path, model, until string }{
+		{"chat (control)", "/v1/chat/completions", "chat-only", "data: "},
+		{"responses passed through", "/v1/responses", "gpt-resp", "event: response.created"},
+		{"responses translated", "/v1/responses", "chat-only", "event: response.created"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			key := e.newKey(t, `{}`)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			prompt := strings.Repeat("think hard ", 200)
+			body := `{"model":"` + c.model + `","stream":true,"input":"` + prompt + `"}`
+			if c.path == "/v1/chat/completions" {
+				body = `{"model":"` + c.model + `","stream":true,"messages":[{"role":"user","content":"` + prompt + `"}]}`
+			}
+			req, _ := http.NewRequestWithContext(ctx, "POST", e.url+c.path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(resp.Body)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("stream ended before its first event: %v", err)
+				}
+				if strings.HasPrefix(line, c.until) {
+					break
+				}
+			}
+			cancel()
+			resp.Body.Close()
+			if _, ok := within(15*time.Second, func() bool { return len(e.keyRows(t, key)) > 0 }); !ok {
+				t.Fatal("a stream abandoned before its first delta reached the upstream and was never booked")
+			}
+			if rows := e.keyRows(t, key); rows[0].PromptTokens <= 0 || rows[0].Cost <= 0 {
+				t.Fatalf("booked without its prompt: %+v", rows[0])
+			}
+		})
+	}
+}
+
+// TestProbeStrictModeBatchOverspend: docs/spend-and-limits.md promises
+// that in strict mode "spend never passes the budget"; a batch takes no
+// hold and a $0.0002 key in a strict gateway ends $0.0006 spent.
+func TestProbeStrictModeBatchOverspend(t *testing.T) {
+	yaml := strings.Replace(filesConfig, "general_settings:", "litellm_settings:\n  budget_enforcement: strict\ngeneral_settings:", 1)
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, yaml)
+	key := newKey(t, e, `{"models": ["gpt-4"], "max_budget": 0.0002}`)
+	ct, body := fileUpload(batchInput(3), "purpose", "batch")
+	file := e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	status, b := e.request(t, "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	if status != 200 {
+		return // refused: the strict promise holds
+	}
+	batch := idOf(t, "batch", status, b)
+	e.create(t, "retrieve", "GET", "/v1/batches/"+batch, key, "", nil)
+	if acct, ok := e.srv.book.Lookup(store.KindKey, sha(key)); ok && acct.Spent().Dollars() > 0.0002 {
+		t.Fatalf("strict mode: a $0.0002 key spent $%v through a batch", acct.Spent().Dollars())
+	}
+}
+
+// TestProbeBatchMetadataChecked: endpoints.md says bad metadata is a 400
+// naming `metadata` that never reaches the provider; OpenAI's metadata is
+// up to 16 string values. A number value passes to the upstream.
+func TestProbeBatchMetadataChecked(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
+	file := e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	before := e.mock.Stats().ByPath["/v1/batches"]
+	status, b := e.request(t, "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"n":1,"deep":{"x":[1]}}}`))
+	if status != 400 || e.mock.Stats().ByPath["/v1/batches"] != before {
+		t.Fatalf("metadata with non-string values: %d %s (upstream asked: %v)", status, b, e.mock.Stats().ByPath["/v1/batches"] != before)
+	}
+	wantError(t, "bad metadata", status, b, 400, "metadata")
+}
+
+// TestProbeListAfterDoesNotRevealOthersIDs: endpoints.md promises that
+// another key's id answers exactly like an id that does not exist. The
+// list's `after` cursor is looked up among every key's objects, so a key
+// learns whether an id exists (and how old it is) from its own listing.
+func TestProbeListAfterDoesNotRevealOthersIDs(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	a := newKey(t, e, `{"models": ["gpt-4"]}`)
+	b := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := fileUpload("mine\n", "purpose", "user_data")
+	e.create(t, "b uploads", "POST", "/v1/files", b, ct, body)
+	ct, body = fileUpload("secret\n", "purpose", "user_data")
+	aFile := e.create(t, "a uploads", "POST", "/v1/files", a, ct, body)
+	withOthers := listIDs(t, e, "/v1/files?after="+aFile, b)
+	withNone := listIDs(t, e, "/v1/files?after=file-does-not-exist", b)
+	if len(withOthers) != len(withNone) {
+		t.Fatalf("b's listing after a's file id %v differs from after an unknown id %v: the id's existence leaks", withOthers, withNone)
+	}
+}
