@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
@@ -475,7 +476,8 @@ func (f *files) fileGet(w http.ResponseWriter, r *http.Request, p *auth.Principa
 }
 
 // fileContent is GET /v1/files/{id}/content. Reading a batch's output file
-// charges the batch, if no retrieval did yet.
+// charges the batch, if no retrieval did yet; its error file holds no usage,
+// so reading it charges nothing.
 func (f *files) fileContent(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	o, t, err := f.ownedTarget(r, p, store.ObjectFile, r.PathValue("file_id"), false)
 	if err != nil {
@@ -486,7 +488,7 @@ func (f *files) fileContent(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		return fail(w, err)
 	}
 	if o.ParentID != "" {
-		if b, err := f.store.GetObject(r.Context(), store.ObjectBatch, o.ParentID); err == nil && !b.Charged {
+		if b, err := f.store.GetObject(r.Context(), store.ObjectBatch, o.ParentID); err == nil && !b.Charged && outputFileOf(b.Object) == o.ID {
 			f.charge(context.WithoutCancel(r.Context()), p, b, t, x.body)
 		}
 	}
@@ -547,8 +549,9 @@ func (f *files) batchCreate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		return apierror.BadRequest("endpoint", "endpoint must be one of %s", strings.Join(batchEndpoints, ", "))
 	case req.CompletionWindow != "24h":
 		return apierror.BadRequest("completion_window", "completion_window must be \"24h\"")
-	case len(req.Metadata) > 0 && req.Metadata[0] != '{' && string(req.Metadata) != "null":
-		return apierror.BadRequest("metadata", "metadata must be an object of strings")
+	}
+	if err := checkMetadata(req.Metadata); err != nil {
+		return err
 	}
 	in, err := f.owned(r.Context(), p, store.ObjectFile, req.InputFileID, "input_file_id", true)
 	if err != nil {
@@ -586,6 +589,43 @@ func (f *files) batchCreate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	}
 	f.seen(context.WithoutCancel(r.Context()), p, o, t, x.body)
 	return reply(w, x)
+}
+
+// outputFileOf is the output_file_id of a batch object, or "".
+func outputFileOf(batch []byte) string {
+	var b struct {
+		OutputFileID string `json:"output_file_id"`
+	}
+	_ = json.Unmarshal(batch, &b)
+	return b.OutputFileID
+}
+
+// checkMetadata holds a batch's metadata to OpenAI's rule: at most 16
+// pairs, keys of up to 64 characters, string values of up to 512, so that
+// the upstream never sees what it would refuse.
+func checkMetadata(raw json.RawMessage) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return apierror.BadRequest("metadata", "metadata must be an object of strings")
+	}
+	if len(m) > 16 {
+		return apierror.BadRequest("metadata", "metadata may hold at most 16 pairs, not %d", len(m))
+	}
+	for k, v := range m {
+		s, ok := v.(string)
+		switch {
+		case utf8.RuneCountInString(k) > 64:
+			return apierror.BadRequest("metadata", "metadata keys are at most 64 characters: %q", clip(k))
+		case !ok:
+			return apierror.BadRequest("metadata", "metadata values must be strings: %q is not", clip(k))
+		case utf8.RuneCountInString(s) > 512:
+			return apierror.BadRequest("metadata", "metadata values are at most 512 characters: %q", clip(k))
+		}
+	}
+	return nil
 }
 
 func (f *files) batchGet(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -562,4 +563,106 @@ func TestListAfterDoesNotRevealOthersIDs(t *testing.T) {
 	if len(withOthers) != len(withNone) {
 		t.Fatalf("b's listing after a's file id %v differs from after an unknown id %v: the id's existence leaks", withOthers, withNone)
 	}
+}
+
+// TestBatchMetadataChecked: endpoints.md says bad metadata is a 400
+// naming `metadata` that never reaches the provider; OpenAI's metadata is
+// up to 16 pairs of strings, keys up to 64 characters, values up to 512.
+func TestBatchMetadataChecked(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
+	file := e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	seventeen := map[string]string{}
+	for i := range 17 {
+		seventeen[fmt.Sprint("k", i)] = "v"
+	}
+	many, _ := json.Marshal(seventeen)
+	for name, md := range map[string]string{
+		"non-string values": `{"n":1,"deep":{"x":[1]}}`,
+		"not an object":     `["a"]`,
+		"17 pairs":          string(many),
+		"a long key":        `{"` + strings.Repeat("k", 65) + `":"v"}`,
+		"a long value":      `{"k":"` + strings.Repeat("v", 513) + `"}`,
+	} {
+		before := e.mock.Stats().ByPath["/v1/batches"]
+		status, b := e.request(t, "POST", "/v1/batches", key, "application/json",
+			[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":`+md+`}`))
+		if e.mock.Stats().ByPath["/v1/batches"] != before {
+			t.Fatalf("%s: reached the upstream (%d %s)", name, status, b)
+		}
+		wantError(t, name, status, b, 400, "metadata")
+	}
+	e.create(t, "batch with good metadata", "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"`+strings.Repeat("k", 64)+`":"`+strings.Repeat("v", 512)+`"}}`))
+}
+
+// TestBatchChargedFromItsOutputFile: the batch's usage is in its
+// output file. When the retrieval that saw it completed could not read the
+// output (a transient upstream error), reading the batch's *error* file
+// must not settle the batch (at the error file's $0): the output's usage
+// is booked when the output is next seen.
+func TestBatchChargedFromItsOutputFile(t *testing.T) {
+	var outputReads atomic.Int32
+	fake := http.NewServeMux()
+	fake.HandleFunc("POST /v1/files", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"file-in","object":"file","purpose":"batch"}`)
+	})
+	fake.HandleFunc("POST /v1/batches", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"batch_1","object":"batch","status":"validating"}`)
+	})
+	fake.HandleFunc("GET /v1/batches/batch_1", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"batch_1","object":"batch","status":"completed","output_file_id":"file-out","error_file_id":"file-err"}`)
+	})
+	fake.HandleFunc("GET /v1/files/file-out/content", func(w http.ResponseWriter, r *http.Request) {
+		if outputReads.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":{"message":"try again","type":"server_error"}}`)
+			return
+		}
+		io.WriteString(w, `{"custom_id":"a","response":{"status_code":200,"body":{"model":"gpt-4o-mini","usage":{"prompt_tokens":4000,"completion_tokens":3000}}}}`+"\n")
+	})
+	fake.HandleFunc("GET /v1/files/file-err/content", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"custom_id":"b","response":null,"error":{"code":"invalid_request","message":"bad line"}}`+"\n")
+	})
+	e := fakeEnv(t, fake, filesConfig)
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := fileUpload("{}\n", "purpose", "batch")
+	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	e.create(t, "retrieve (output read fails)", "GET", "/v1/batches/batch_1", key, "", nil)
+	if s, b := e.request(t, "GET", "/v1/files/file-err/content", key, "", nil); s != 200 {
+		t.Fatalf("error file: %d %s", s, b)
+	}
+	e.create(t, "retrieve again", "GET", "/v1/batches/batch_1", key, "", nil)
+	if s, b := e.request(t, "GET", "/v1/files/file-out/content", key, "", nil); s != 200 {
+		t.Fatalf("output file: %d %s", s, b)
+	}
+	want := (4000*0.00001 + 3000*0.0001) / 2
+	o, err := e.store.GetObject(context.Background(), store.ObjectBatch, "batch_1")
+	if err != nil || !o.Charged || math.Abs(o.Cost-want) > 1e-12 {
+		t.Fatalf("batch charged=%v cost $%v, want $%v (%v)", o != nil && o.Charged, costOf(o), want, err)
+	}
+}
+
+func costOf(o *store.ManagedObject) float64 {
+	if o == nil {
+		return 0
+	}
+	return o.Cost
+}
+
+// fakeEnv serves yaml ({{UP}} is fake's URL, a scripted provider) on SQLite.
+func fakeEnv(t *testing.T, fake http.Handler, yaml string) *spendEnv {
+	t.Helper()
+	up := httptest.NewServer(fake)
+	t.Cleanup(up.Close)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	url, srv := serveSrv(t, cfg, Options{Store: st})
+	return &spendEnv{url: url, store: st, srv: srv}
 }
