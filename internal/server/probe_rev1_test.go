@@ -183,19 +183,6 @@ func TestProbeStoredResponseCallsBooked(t *testing.T) {
 	}
 }
 
-// TestProbeTranslationRefusalNamesItsField: a built-in tool refused by the
-// translation is a 400 whose param should be "tools"; it says "messages",
-// a member the Responses API does not have.
-func TestProbeTranslationRefusalNamesItsField(t *testing.T) {
-	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, responsesConfig)
-	key := e.newKey(t, `{}`)
-	status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"chat-only","input":"hi","tools":[{"type":"web_search"}]}`)
-	er := decodeError(t, b)
-	if status != 400 || er.Error.Param == nil || *er.Error.Param != "tools" {
-		t.Fatalf("%d param %v: %s", status, er.Error.Param, b)
-	}
-}
-
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)

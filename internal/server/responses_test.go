@@ -563,3 +563,24 @@ litellm_settings:`, 1)
 		id = next
 	}
 }
+
+// TestTranslationRefusalNamesItsField: a request the translation to chat
+// refuses is a 400 naming the Responses member it refuses (not chat's
+// "messages"), and never reaches the upstream.
+func TestTranslationRefusalNamesItsField(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, responsesConfig)
+	key := e.newKey(t, `{}`)
+	for param, body := range map[string]string{
+		"tools":       `{"model":"chat-only","input":"hi","tools":[{"type":"web_search"}]}`,
+		"input":       `{"model":"chat-only","input":[{"type":"web_search_call","id":"ws_1"}]}`,
+		"tool_choice": `{"model":"chat-only","input":"hi","tool_choice":{"type":"web_search"}}`,
+		"text":        `{"model":"chat-only","input":"hi","text":{"format":{"type":"grammar"}}}`,
+	} {
+		before := e.mock.Stats().Requests
+		status, b := e.call(t, "POST", "/v1/responses", key, body)
+		if e.mock.Stats().Requests != before {
+			t.Fatalf("%s: refused request reached the upstream: %d %s", param, status, b)
+		}
+		wantError(t, param, status, b, 400, param)
+	}
+}
