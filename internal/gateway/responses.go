@@ -81,6 +81,11 @@ func (c *call) decodeResponses() error {
 	if in := o.Get("input"); in != nil && string(in) != "null" && in[0] != '"' && in[0] != '[' {
 		return apierror.BadRequest("input", "input must be a string or a list of input items")
 	}
+	if bg, _ := o.Bool("background"); bg {
+		// A background response is answered "queued" with no usage and runs
+		// afterwards, billed upstream: its cost would never be booked.
+		return apierror.BadRequest("background", "background responses are not served through this gateway: their usage is never seen, so they could not be charged; omit background")
+	}
 	if !o.IsNull("instructions") {
 		if _, ok := o.String("instructions"); !ok {
 			return apierror.BadRequest("instructions", "instructions must be a string")

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -584,3 +585,42 @@ func TestTranslationRefusalNamesItsField(t *testing.T) {
 		wantError(t, param, status, b, 400, param)
 	}
 }
+
+// TestBackgroundResponsesRefused: background: true is answered "queued"
+// with no usage and billed upstream later, so it is refused with a 400
+// naming background before any deployment is asked, on a deployment that
+// serves the Responses API and on one reached through chat alike.
+func TestBackgroundResponsesRefused(t *testing.T) {
+	var asked atomic.Int32
+	fake := http.NewServeMux()
+	fake.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"resp_bg","object":"response","status":"queued","background":true,"model":"gpt-4o-mini","output":[],"usage":null}`)
+	})
+	e := fakeEnv(t, fake, nativeRespConfig)
+	key := e.newKey(t, `{"max_budget": 1}`)
+	for _, body := range []string{
+		`{"model":"gpt-resp","input":"write a long essay","background":true}`,
+		`{"model":"gpt-resp","input":"write a long essay","background":true,"stream":true}`,
+	} {
+		status, b := e.call(t, "POST", "/v1/responses", key, body)
+		wantError(t, body, status, b, 400, "background")
+	}
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("a refused background response reached the upstream %d times", n)
+	}
+	if status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"hi","background":false}`); status != 200 {
+		t.Fatalf("background false: %d %s", status, b)
+	}
+}
+
+// nativeRespConfig is one OpenAI Responses deployment, for fakeEnv.
+const nativeRespConfig = `
+model_list:
+  - model_name: gpt-resp
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}/v1", api_key: sk-up, input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
+    model_info: {id: native-openai}
+general_settings:
+  master_key: sk-1234
+`
