@@ -403,7 +403,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		asked = md.priced(asked, t.D, name)
 		tokenWorst = ledger.USD(md.worst(asked, max(req.outputs, 1)))
 	} else {
-		bound = promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
+		bound = max(promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens), historyBound(cl, op, asked.MaxInputTokens))
 		out = outputBound(asked, req)
 		// A rerank also pays per search unit: the most its documents can
 		// make. An operation that generates nothing pays for its prompt

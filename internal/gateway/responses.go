@@ -108,6 +108,22 @@ func (c *call) decodeResponses() error {
 	return nil
 }
 
+// historyBound bounds the prompt of a Responses call whose input lives
+// upstream, not in its body: a previous_response_id, a conversation or a
+// stored prompt brings turns the body does not hold, and OpenAI bills them
+// as input. Such a prompt can fill the model's context window (maxInput,
+// referenceCeiling when unknown); 0 for any other call.
+func historyBound(c *call, op provider.Op, maxInput int64) int64 {
+	o := &c.req.obj
+	if op != provider.OpResponses || (o.IsNull("previous_response_id") && o.IsNull("conversation") && o.IsNull("prompt")) {
+		return 0
+	}
+	if maxInput <= 0 {
+		return referenceCeiling
+	}
+	return maxInput
+}
+
 // pinned reports whether t may not serve the call: another deployment holds
 // its previous response.
 func (c *call) pinned(t *provider.Target) bool {

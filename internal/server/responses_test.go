@@ -624,3 +624,73 @@ model_list:
 general_settings:
   master_key: sk-1234
 `
+
+// TestFollowUpUsageBookedAsReported: a call whose input lives upstream
+// (previous_response_id, a conversation, a stored prompt) is billed by
+// OpenAI for the turns it brings, far more than its body holds. The
+// gateway books the input_tokens the upstream reports, not the body's
+// byte bound.
+func TestFollowUpUsageBookedAsReported(t *testing.T) {
+	fake := http.NewServeMux()
+	fake.HandleFunc("POST /v1/responses", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		in, id := 10, "resp_up1"
+		if strings.Contains(string(b), "previous_response_id") || strings.Contains(string(b), "conv_") || strings.Contains(string(b), "pmpt_") {
+			in, id = 50000, "resp_up2" // the conversation so far
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"`+id+`","object":"response","status":"completed","model":"gpt-4o-mini","output":[{"type":"message","id":"msg_1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"ok","annotations":[]}]}],"usage":{"input_tokens":`+itoa(in)+`,"output_tokens":5,"total_tokens":`+itoa(in+5)+`}}`)
+	})
+	e := fakeEnv(t, fake, nativeRespConfig)
+	first := func(key string) string {
+		status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"hi"}`)
+		var r struct{ ID string }
+		if status != 200 || json.Unmarshal(b, &r) != nil || r.ID == "" {
+			t.Fatalf("first: %d %s", status, b)
+		}
+		return r.ID
+	}
+	want := 50000*0.00001 + 5*0.0001
+	for name, member := range map[string]func(key string) string{
+		"previous_response_id": func(key string) string { return `"previous_response_id":"` + first(key) + `"` },
+		"conversation":         func(string) string { return `"conversation":"conv_1"` },
+		"prompt":               func(string) string { return `"prompt":{"id":"pmpt_1"}` },
+	} {
+		key := e.newKey(t, `{}`)
+		status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"and?",`+member(key)+`}`)
+		if status != 200 {
+			t.Fatalf("%s: %d %s", name, status, b)
+		}
+		var follow *store.SpendLog
+		rows := e.keyRows(t, key)
+		for i := range rows {
+			if rows[i].ReportedPromptTokens == 50000 {
+				follow = &rows[i]
+			}
+		}
+		if follow == nil {
+			t.Fatalf("%s: no row for the follow-up: %+v", name, rows)
+		}
+		if follow.PromptTokens != 50000 || math.Abs(follow.Cost-want) > 1e-9 {
+			t.Fatalf("%s: booked %d prompt tokens, $%v (clamped=%v); the upstream billed 50000, $%v",
+				name, follow.PromptTokens, follow.Cost, follow.UsageClamped, want)
+		}
+	}
+}
+
+// itoa is n as JSON.
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// keyRows are the spend rows of key, after the writer flushed.
+func (e *spendEnv) keyRows(t *testing.T, key string) []store.SpendLog {
+	t.Helper()
+	e.srv.writer.Flush()
+	logs, _, err := e.store.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key), Page: store.Page{Size: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return logs
+}
