@@ -767,3 +767,40 @@ general_settings:`, 1)
 		})
 	}
 }
+
+// TestStoredResponseCallsBooked: every request that reaches an upstream is
+// a spend row (Files calls write cost-0 rows: afile_retrieve, ...), and a
+// key's rpm_limit counts every request. GET/DELETE /v1/responses/{id} reach
+// the upstream with the gateway's credentials: each takes a place under
+// the limit and writes a row of cost 0.
+func TestStoredResponseCallsBooked(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, responsesConfig)
+	key := e.newKey(t, `{"rpm_limit": 3}`)
+	status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"hi"}`)
+	var created struct{ ID string }
+	if status != 200 || json.Unmarshal(b, &created) != nil {
+		t.Fatalf("create: %d %s", status, b)
+	}
+	before := e.mock.Stats().Requests
+	if s, b := e.call(t, "GET", "/v1/responses/"+created.ID, key, ""); s != 200 {
+		t.Fatalf("read: %d %s", s, b)
+	}
+	if s, b := e.call(t, "DELETE", "/v1/responses/"+created.ID, key, ""); s != 200 {
+		t.Fatalf("delete: %d %s", s, b)
+	}
+	s, b := e.call(t, "GET", "/v1/responses/"+created.ID, key, "")
+	wantError(t, "a read past rpm_limit 3", s, b, 429, "")
+	if reached := e.mock.Stats().Requests - before; reached != 2 {
+		t.Fatalf("%d stored-response calls reached the upstream, want 2 (the third is past rpm_limit)", reached)
+	}
+	types := map[string]int{}
+	for _, r := range e.keyRows(t, key) {
+		if r.CallType != "aresponses" && r.Cost != 0 {
+			t.Fatalf("a stored-response call cost $%v: %+v", r.Cost, r)
+		}
+		types[r.CallType]++
+	}
+	if len(e.keyRows(t, key)) != 3 || types["aget_responses"] != 1 || types["adelete_responses"] != 1 {
+		t.Fatalf("spend rows by call type %v, want the create, one aget_responses and one adelete_responses", types)
+	}
+}
