@@ -666,3 +666,31 @@ func fakeEnv(t *testing.T, fake http.Handler, yaml string) *spendEnv {
 	url, srv := serveSrv(t, cfg, Options{Store: st})
 	return &spendEnv{url: url, store: st, srv: srv}
 }
+
+// TestStrictModeRefusesBudgetedBatches: docs/spend-and-limits.md promises
+// that in strict mode spend never passes the budget; a batch takes no hold,
+// so a budgeted key may not start one (a 400 before the upstream is asked),
+// while a key without a budget may.
+func TestStrictModeRefusesBudgetedBatches(t *testing.T) {
+	yaml := strings.Replace(filesConfig, "general_settings:", "litellm_settings:\n  budget_enforcement: strict\ngeneral_settings:", 1)
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, yaml)
+	for _, c := range []struct {
+		key    string
+		refuse bool
+	}{{`{"models": ["gpt-4"], "max_budget": 0.0002}`, true}, {`{"models": ["gpt-4"]}`, false}} {
+		key := newKey(t, e, c.key)
+		ct, body := fileUpload(batchInput(3), "purpose", "batch")
+		file := e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+		before := e.mock.Stats().ByPath["/v1/batches"]
+		status, b := e.request(t, "POST", "/v1/batches", key, "application/json",
+			[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+		if !c.refuse {
+			idOf(t, "a batch without a budget", status, b)
+			continue
+		}
+		wantError(t, "a budgeted batch in strict mode", status, b, 400, "")
+		if !strings.Contains(string(b), "budget_enforcement_strict") || e.mock.Stats().ByPath["/v1/batches"] != before {
+			t.Fatalf("strict mode: %d %s (upstream asked: %v)", status, b, e.mock.Stats().ByPath["/v1/batches"] != before)
+		}
+	}
+}
