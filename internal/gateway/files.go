@@ -12,6 +12,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strconv"
@@ -21,7 +22,9 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/usage"
 )
@@ -336,7 +339,17 @@ func (f *files) upload(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return err
 	}
-	x, err := f.call(r, p, &store.ManagedObject{ModelGroup: group}, t, "acreate_file", http.MethodPost, "/files", form.contentType, form.body, 0)
+	if form.value("purpose") == "batch" {
+		file := &form.parts[form.fileAt]
+		if file.data, err = f.batchLines(p, group, t, file.data); err != nil {
+			return err
+		}
+	}
+	up, contentType, err := form.encode()
+	if err != nil {
+		return err
+	}
+	x, err := f.call(r, p, &store.ManagedObject{ModelGroup: group}, t, "acreate_file", http.MethodPost, "/files", contentType, up, 0)
 	if err != nil {
 		return fail(w, err)
 	}
@@ -361,17 +374,40 @@ func (f *files) newObject(p *auth.Principal, kind store.ObjectKind, id, group st
 	return o
 }
 
-// upload is a checked multipart upload, rebuilt without the gateway's fields.
+// uploadForm is a checked multipart upload: its fields, and the parts to
+// send upstream (without the gateway's fields).
 type uploadForm struct {
-	values      map[string]string
-	body        []byte
-	contentType string
+	values map[string]string
+	parts  []uploadPart
+	fileAt int // the index of the part named file
+}
+
+type uploadPart struct {
+	header textproto.MIMEHeader
+	data   []byte
 }
 
 func (u *uploadForm) value(name string) string { return u.values[name] }
 
+// encode is the upload as the upstream gets it, and its content type.
+func (u *uploadForm) encode() ([]byte, string, error) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for _, p := range u.parts {
+		pw, err := mw.CreatePart(p.header)
+		if err != nil {
+			return nil, "", apierror.Internal(err)
+		}
+		_, _ = pw.Write(p.data)
+	}
+	if err := mw.Close(); err != nil {
+		return nil, "", apierror.Internal(err)
+	}
+	return buf.Bytes(), mw.FormDataContentType(), nil
+}
+
 // parseUpload checks a file upload - multipart, one file, a known purpose -
-// and rebuilds it for the upstream without the fields that chose the
+// and keeps it for the upstream without the fields that chose the
 // deployment.
 func parseUpload(contentType string, body []byte) (*uploadForm, error) {
 	mt, params, err := mime.ParseMediaType(contentType)
@@ -379,8 +415,6 @@ func parseUpload(contentType string, body []byte) (*uploadForm, error) {
 		return nil, apierror.BadRequest("file", "a file upload is a multipart/form-data body with the fields file and purpose")
 	}
 	out := &uploadForm{values: map[string]string{}}
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
 	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
 	files := 0
 	for {
@@ -404,11 +438,10 @@ func parseUpload(contentType string, body []byte) (*uploadForm, error) {
 		} else if name == "file" {
 			files++
 		}
-		pw, err := mw.CreatePart(part.Header)
-		if err != nil {
-			return nil, apierror.Internal(err)
+		if part.FileName() != "" && name == "file" {
+			out.fileAt = len(out.parts)
 		}
-		_, _ = pw.Write(data)
+		out.parts = append(out.parts, uploadPart{header: part.Header, data: data})
 	}
 	if files != 1 {
 		return nil, apierror.BadRequest("file", "the upload must carry exactly one file in the field `file`")
@@ -416,11 +449,85 @@ func parseUpload(contentType string, body []byte) (*uploadForm, error) {
 	if purpose := out.values["purpose"]; !slices.Contains(filePurposes, purpose) {
 		return nil, apierror.BadRequest("purpose", "purpose must be one of %s, not %q", strings.Join(filePurposes, ", "), clip(purpose))
 	}
-	if err := mw.Close(); err != nil {
-		return nil, apierror.Internal(err)
-	}
-	out.body, out.contentType = buf.Bytes(), mw.FormDataContentType()
 	return out, nil
+}
+
+// batchLines checks a batch input file, line by line, and sets each
+// line's body.model to the deployment's upstream model, as a chat
+// request's model is set: the batch runs only what the key may use, on the
+// deployment that holds the file, whatever model a line names. Blank lines
+// are dropped. The file is bounded by the upload limit; the lines are
+// rewritten one at a time.
+func (f *files) batchLines(p *auth.Principal, group string, t *provider.Target, in []byte) ([]byte, error) {
+	out := make([]byte, 0, len(in))
+	rt := f.g.Router()
+	for n, rest := 1, in; len(rest) > 0; n++ {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		fixed, err := batchLine(p, rt, group, t, line)
+		if err != nil {
+			return nil, apierror.BadRequest("file", "line %d of the batch file: %v", n, err)
+		}
+		out = append(append(out, fixed...), '\n')
+	}
+	if len(out) == 0 {
+		return nil, apierror.BadRequest("file", "the batch file holds no requests: one JSON object per line with custom_id, method, url and body")
+	}
+	return out, nil
+}
+
+// batchLine checks one batch request and returns it with its body's model
+// set to t's upstream model.
+func batchLine(p *auth.Principal, rt *router.Router, group string, t *provider.Target, line []byte) ([]byte, error) {
+	var l struct {
+		CustomID string          `json:"custom_id"`
+		Method   string          `json:"method"`
+		URL      string          `json:"url"`
+		Body     json.RawMessage `json:"body"`
+	}
+	var whole, body jsonbody.Object
+	switch {
+	case whole.Reset(line) != nil || json.Unmarshal(line, &l) != nil:
+		return nil, errors.New("not a JSON object with custom_id, method, url and body")
+	case l.CustomID == "":
+		return nil, errors.New("custom_id is required")
+	case l.Method != http.MethodPost:
+		return nil, errors.New(`method must be "POST"`)
+	case !slices.Contains(batchEndpoints, l.URL):
+		return nil, fmt.Errorf("url must be one of %s", strings.Join(batchEndpoints, ", "))
+	case body.Reset(l.Body) != nil:
+		return nil, errors.New("body must be a JSON object")
+	}
+	model, _ := body.String("model")
+	if model == "" {
+		return nil, errors.New("body.model is required")
+	}
+	upstream, err := lineModel(p, rt, group, t, model)
+	if err != nil {
+		return nil, err
+	}
+	return whole.With("body", body.With("model", quote(upstream))), nil
+}
+
+// lineModel is the upstream model a batch line naming model runs: model
+// must be the file's model group (or an alias of it, or the deployment's
+// own model name), and one the key may use.
+func lineModel(p *auth.Principal, rt *router.Router, group string, t *provider.Target, model string) (string, error) {
+	if !t.Wildcard() && (model == group || model == t.D.Model || model == t.D.Provider+"/"+t.D.Model) {
+		return t.UpstreamModel(model), nil
+	}
+	resolved := p.ResolveModel(model)
+	grp, ok := rt.Group(resolved)
+	if !ok || grp.Name != group {
+		return "", fmt.Errorf("body.model %q is not model %q, which this file was uploaded for (a batch runs on one deployment)", clip(model), clip(group))
+	}
+	if !p.MayUse(resolved, grp.AccessGroups) && !p.MayUse(model, grp.AccessGroups) {
+		return "", fmt.Errorf("this key may not use model %q", clip(model))
+	}
+	return t.UpstreamModel(resolved), nil
 }
 
 // list serves GET /v1/files and /v1/batches from the store: the caller's

@@ -146,7 +146,7 @@ func TestFilesOwnedByTheirKey(t *testing.T) {
 	if up := e.mock.LastRequest(); up.Path != "/v1/files" || up.Header.Get("Authorization") != "Bearer sk-up" {
 		t.Fatalf("upstream request %s with %q", up.Path, up.Header.Get("Authorization"))
 	}
-	ct, body = fileUpload("other\n", "purpose", "batch", "custom_llm_provider", "openai")
+	ct, body = fileUpload(batchInput(1), "purpose", "batch", "custom_llm_provider", "openai")
 	idB := e.create(t, "upload as b", "POST", "/openai/v1/files", b, ct, body)
 	if strings.Contains(string(e.mock.LastRequest().Body), "custom_llm_provider") {
 		t.Fatal("the field that chose the deployment was passed upstream")
@@ -370,7 +370,7 @@ func TestFilesBadInputNeverReachesUpstream(t *testing.T) {
 // call is a spend row.
 func TestFilesUpstreamErrorPassedThrough(t *testing.T) {
 	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
-	ct, body := fileUpload("x\n", "purpose", "batch", "model", "failing")
+	ct, body := fileUpload("hello\n", "purpose", "user_data", "model", "failing")
 	status, body := e.request(t, "POST", "/v1/files", "sk-1234", ct, body)
 	wantError(t, "failing upstream", status, body, 500, "")
 	if !strings.Contains(string(body), "mock failure 500") {
@@ -476,7 +476,7 @@ func TestBatchChargedWhenTheClientLeaves(t *testing.T) {
 	url, _ := serveSrv(t, cfg, Options{Store: st})
 	e := &spendEnv{url: url, store: st}
 	key := newKey(t, e, `{"models": ["gpt-4"]}`)
-	ct, body := fileUpload("{}\n", "purpose", "batch")
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
 	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
 	e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
 		[]byte(`{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
@@ -627,7 +627,7 @@ func TestBatchChargedFromItsOutputFile(t *testing.T) {
 	})
 	e := fakeEnv(t, fake, filesConfig)
 	key := newKey(t, e, `{"models": ["gpt-4"]}`)
-	ct, body := fileUpload("{}\n", "purpose", "batch")
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
 	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
 	e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
 		[]byte(`{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
@@ -692,5 +692,55 @@ func TestStrictModeRefusesBudgetedBatches(t *testing.T) {
 		if !strings.Contains(string(b), "budget_enforcement_strict") || e.mock.Stats().ByPath["/v1/batches"] != before {
 			t.Fatalf("strict mode: %d %s (upstream asked: %v)", status, b, e.mock.Stats().ByPath["/v1/batches"] != before)
 		}
+	}
+}
+
+// TestBatchLinesRunOnlyTheKeysModel: a batch input file's lines name their
+// own model, which the upstream would run on the gateway's account. A line
+// naming a model other than the file's model group (another model of the
+// same account, one the key may not use) is a 400 naming file before the
+// upstream is asked; a line naming the group, an alias or the deployment's
+// model runs the deployment's model, which the upstream receives.
+func TestBatchLinesRunOnlyTheKeysModel(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	line := func(model string) string {
+		return strings.Replace(strings.Replace(batchLine, `"model":"gpt-4o-mini"`, `"model":"`+model+`"`, 1), "%d", "0", 1) + "\n"
+	}
+	for name, content := range map[string]string{
+		"another model of the account": line("o1-pro"),
+		"a model the key may not use":  line("other"),
+		"the second line":              line("gpt-4") + line("o1-pro"),
+		"no model":                     `{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{}}` + "\n",
+		"no custom_id":                 `{"method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4"}}` + "\n",
+		"an unknown url":               `{"custom_id":"a","method":"POST","url":"/v1/images/generations","body":{"model":"gpt-4"}}` + "\n",
+		"not JSON":                     "hello\n",
+		"no lines":                     "\n",
+	} {
+		before := e.mock.Stats().ByPath["/v1/files"]
+		ct, body := fileUpload(content, "purpose", "batch", "model", "gpt-4")
+		status, b := e.request(t, "POST", "/v1/files", key, ct, body)
+		wantError(t, name, status, b, 400, "file")
+		if e.mock.Stats().ByPath["/v1/files"] != before {
+			t.Fatalf("%s: a refused batch file reached the upstream", name)
+		}
+	}
+	ct, body := fileUpload(line("gpt-4")+"\n"+line("gpt-4o-mini"), "purpose", "batch", "model", "gpt-4")
+	file := e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	if up := string(e.mock.LastRequest().Body); strings.Count(up, `"model":"gpt-4o-mini"`) != 2 || strings.Contains(up, `"model":"gpt-4"`) {
+		t.Fatalf("the upstream got lines %s, want both on gpt-4o-mini", up)
+	}
+	batch := e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	status, b := e.request(t, "GET", "/v1/batches/"+batch, key, "", nil)
+	var got struct {
+		OutputFileID string `json:"output_file_id"`
+	}
+	if status != 200 || json.Unmarshal(b, &got) != nil || got.OutputFileID == "" {
+		t.Fatalf("retrieve: %d %s", status, b)
+	}
+	status, out := e.request(t, "GET", "/v1/files/"+got.OutputFileID+"/content", key, "", nil)
+	if status != 200 || strings.Count(string(out), `"status_code":200`) != 2 {
+		t.Fatalf("output: %d %s", status, out)
 	}
 }
