@@ -205,6 +205,22 @@ type exchange struct {
 func (f *files) send(ctx context.Context, t *provider.Target, method, path, contentType string, body []byte, limit int64) (*exchange, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.g.timeoutFor(t, false))
 	defer cancel()
+	resp, err := f.open(ctx, t, method, path, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if limit <= 0 {
+		limit = f.g.opts.MaxResponseBytes
+	}
+	if limit <= 0 {
+		limit = maxBatchOutput
+	}
+	return f.read(t, resp, limit)
+}
+
+// open sends one request to t's own API.
+func (f *files) open(ctx context.Context, t *provider.Target, method, path, contentType string, body []byte) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -223,13 +239,12 @@ func (f *files) send(ctx context.Context, t *provider.Target, method, path, cont
 		}
 		return nil, apierror.BadGateway(err, "deployment %s could not be reached", t.D.ID)
 	}
-	defer resp.Body.Close()
-	if limit <= 0 {
-		limit = f.g.opts.MaxResponseBytes
-	}
-	if limit <= 0 {
-		limit = maxBatchOutput
-	}
+	return resp, nil
+}
+
+// read reads an answer of t's, up to limit bytes; a 4xx or 5xx answer is
+// returned as the error the client gets.
+func (f *files) read(t *provider.Target, resp *http.Response, limit int64) (*exchange, error) {
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, apierror.BadGateway(err, "deployment %s: the answer was cut short", t.D.ID)
@@ -242,6 +257,45 @@ func (f *files) send(ctx context.Context, t *provider.Target, method, path, cont
 		return x, upstreamError(x)
 	}
 	return x, nil
+}
+
+// priceOutput reads a batch's output file from t and prices it line by
+// line as it arrives (batchCost), never holding the file whole.
+func (f *files) priceOutput(ctx context.Context, t *provider.Target, id string) (usage.Usage, float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.g.timeoutFor(t, false))
+	defer cancel()
+	resp, err := f.open(ctx, t, http.MethodGet, "/files/"+url.PathEscape(id)+"/content", "", nil)
+	if err != nil {
+		return usage.Usage{}, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		_, err := f.read(t, resp, 64<<10)
+		return usage.Usage{}, 0, err
+	}
+	u, cost, err := batchCost(t, &capped{r: resp.Body, left: maxBatchOutput})
+	if err != nil {
+		return u, cost, apierror.BadGateway(err, "deployment %s: the batch output was not read whole", t.D.ID)
+	}
+	return u, cost, nil
+}
+
+// capped reads r up to left bytes, and fails past them: an output cut at
+// the bound must not be priced as if it were whole.
+type capped struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capped) Read(b []byte) (int, error) {
+	if int64(len(b)) > c.left+1 {
+		b = b[:c.left+1]
+	}
+	n, err := c.r.Read(b)
+	if c.left -= int64(n); c.left < 0 {
+		return n, fmt.Errorf("the output is larger than %d bytes", maxBatchOutput)
+	}
+	return n, err
 }
 
 // upstreamError is an upstream's refusal as the client gets it: its own
@@ -596,7 +650,9 @@ func (f *files) fileContent(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	}
 	if o.ParentID != "" {
 		if b, err := f.store.GetObject(r.Context(), store.ObjectBatch, o.ParentID); err == nil && !b.Charged && outputFileOf(b.Object) == o.ID {
-			f.charge(context.WithoutCancel(r.Context()), p, b, t, x.body)
+			if u, cost, err := batchCost(t, bytes.NewReader(x.body)); err == nil {
+				f.charge(context.WithoutCancel(r.Context()), p, b, u, cost)
+			}
 		}
 	}
 	return reply(w, x)
@@ -789,23 +845,22 @@ func (f *files) seen(ctx context.Context, p *auth.Principal, o *store.ManagedObj
 		return
 	}
 	start := time.Now()
-	x, err := f.send(ctx, t, http.MethodGet, "/files/"+url.PathEscape(*b.OutputFileID)+"/content", "", nil, maxBatchOutput)
+	u, cost, err := f.priceOutput(ctx, t, *b.OutputFileID)
 	f.record(p, o, t, "afile_content", start, err)
 	if err != nil {
 		f.g.log.Warn("batch output not read: it is charged when its output is next read", "batch_id", o.ID, "err", err)
 		return
 	}
-	f.charge(ctx, p, o, t, x.body)
+	f.charge(ctx, p, o, u, cost)
 }
 
-// charge prices a batch's output at the batch price and books it once:
+// charge books a batch's usage, priced at the batch price, once:
 // the store's conditional update decides which caller (of any replica)
 // books, so a batch is never charged twice.
-func (f *files) charge(ctx context.Context, p *auth.Principal, o *store.ManagedObject, t *provider.Target, output []byte) {
+func (f *files) charge(ctx context.Context, p *auth.Principal, o *store.ManagedObject, u usage.Usage, cost float64) {
 	if f.books == nil {
 		return
 	}
-	u, cost := batchCost(t, output)
 	won, err := f.store.MarkCharged(ctx, o.ID, cost)
 	if err != nil {
 		f.g.log.Error("batch not charged: the store did not answer; it is charged when it is next read", "batch_id", o.ID, "err", err)
@@ -852,9 +907,11 @@ func (f *files) owner(o *store.ManagedObject) *auth.Principal {
 
 // batchCost sums the usage of a batch's output lines (each an answer with
 // response.body.usage, chat/completions/embeddings or Responses shape) and
-// prices each at its model's batch price on t.
-func batchCost(t *provider.Target, output []byte) (total usage.Usage, cost float64) {
-	sc := bufio.NewScanner(bytes.NewReader(output))
+// prices each at its model's batch price on t. The output is read line by
+// line; an error reading it (cut short, too long) is returned, and the
+// partial sums must not be charged.
+func batchCost(t *provider.Target, output io.Reader) (total usage.Usage, cost float64, err error) {
+	sc := bufio.NewScanner(output)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for sc.Scan() {
 		var line struct {
@@ -875,7 +932,7 @@ func batchCost(t *provider.Target, output []byte) (total usage.Usage, cost float
 		total.Completion += u.Completion
 		total.Cached += u.Cached
 	}
-	return total, cost
+	return total, cost, sc.Err()
 }
 
 // lineUsage reads an answer's usage in OpenAI's chat shape or the
