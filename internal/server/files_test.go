@@ -744,3 +744,25 @@ func TestBatchLinesRunOnlyTheKeysModel(t *testing.T) {
 		t.Fatalf("output: %d %s", status, out)
 	}
 }
+
+// TestBatchLinesOnAWildcardDeployment: on a wildcard deployment (openai/*)
+// each line keeps its own model, stripped of the route's prefix as a chat
+// request's is, and each must be one the key may use.
+func TestBatchLinesOnAWildcardDeployment(t *testing.T) {
+	yaml := strings.Replace(filesConfig, "general_settings:", `  - model_name: "openai/*"
+    litellm_params: {model: "openai/*", api_base: "{{UP}}", api_key: sk-up-4}
+general_settings:`, 1)
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, yaml)
+	key := newKey(t, e, `{"models": ["openai/gpt-4o-mini"]}`)
+	line := func(model string) string {
+		return strings.Replace(strings.Replace(batchLine, `"model":"gpt-4o-mini"`, `"model":"`+model+`"`, 1), "%d", "0", 1) + "\n"
+	}
+	ct, body := fileUpload(line("openai/gpt-4o-mini")+line("openai/o1-pro"), "purpose", "batch", "model", "openai/gpt-4o-mini")
+	status, b := e.request(t, "POST", "/v1/files", key, ct, body)
+	wantError(t, "a line on a model the key may not use", status, b, 400, "file")
+	ct, body = fileUpload(line("openai/gpt-4o-mini"), "purpose", "batch", "model", "openai/gpt-4o-mini")
+	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	if up := string(e.mock.LastRequest().Body); !strings.Contains(up, `"model":"gpt-4o-mini"`) || strings.Contains(up, "openai/") {
+		t.Fatalf("the upstream got %s, want the line on gpt-4o-mini", up)
+	}
+}
