@@ -415,7 +415,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 			mediaSeconds = md.secondsBound()
 		}
 	} else {
-		bound = max(promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens), req.promptMax)
+		bound = max(promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens), req.promptMax, historyBound(cl, op, asked.MaxInputTokens))
 		out = outputBound(asked, req)
 		// A rerank also pays per search unit: the most its documents can
 		// make. An operation that generates nothing pays for its prompt
