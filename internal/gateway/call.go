@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/translate"
 )
 
 // call is one inference request on its way through the gateway: who asked
@@ -327,7 +328,7 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 	askUsage := c.req.stream && (wr.op == provider.OpChat || wr.op == provider.OpCompletions)
 	body, err := wr.body(c.req, upstream, askUsage)
 	if err != nil {
-		return true, apierror.BadRequest("messages", "%v", err)
+		return true, apierror.BadRequest(translate.FieldOf(err, "messages"), "%v", err)
 	}
 	c.attemptHeaders(h, t, model)
 	delete(h, hdrOutputCapped)

@@ -12,15 +12,19 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/usage"
 )
@@ -201,6 +205,22 @@ type exchange struct {
 func (f *files) send(ctx context.Context, t *provider.Target, method, path, contentType string, body []byte, limit int64) (*exchange, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.g.timeoutFor(t, false))
 	defer cancel()
+	resp, err := f.open(ctx, t, method, path, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if limit <= 0 {
+		limit = f.g.opts.MaxResponseBytes
+	}
+	if limit <= 0 {
+		limit = maxBatchOutput
+	}
+	return f.read(t, resp, limit)
+}
+
+// open sends one request to t's own API.
+func (f *files) open(ctx context.Context, t *provider.Target, method, path, contentType string, body []byte) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -219,13 +239,12 @@ func (f *files) send(ctx context.Context, t *provider.Target, method, path, cont
 		}
 		return nil, apierror.BadGateway(err, "deployment %s could not be reached", t.D.ID)
 	}
-	defer resp.Body.Close()
-	if limit <= 0 {
-		limit = f.g.opts.MaxResponseBytes
-	}
-	if limit <= 0 {
-		limit = maxBatchOutput
-	}
+	return resp, nil
+}
+
+// read reads an answer of t's, up to limit bytes; a 4xx or 5xx answer is
+// returned as the error the client gets.
+func (f *files) read(t *provider.Target, resp *http.Response, limit int64) (*exchange, error) {
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, apierror.BadGateway(err, "deployment %s: the answer was cut short", t.D.ID)
@@ -238,6 +257,45 @@ func (f *files) send(ctx context.Context, t *provider.Target, method, path, cont
 		return x, upstreamError(x)
 	}
 	return x, nil
+}
+
+// priceOutput reads a batch's output file from t and prices it line by
+// line as it arrives (batchCost), never holding the file whole.
+func (f *files) priceOutput(ctx context.Context, t *provider.Target, id string) (usage.Usage, float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.g.timeoutFor(t, false))
+	defer cancel()
+	resp, err := f.open(ctx, t, http.MethodGet, "/files/"+url.PathEscape(id)+"/content", "", nil)
+	if err != nil {
+		return usage.Usage{}, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		_, err := f.read(t, resp, 64<<10)
+		return usage.Usage{}, 0, err
+	}
+	u, cost, err := batchCost(t, &capped{r: resp.Body, left: maxBatchOutput})
+	if err != nil {
+		return u, cost, apierror.BadGateway(err, "deployment %s: the batch output was not read whole", t.D.ID)
+	}
+	return u, cost, nil
+}
+
+// capped reads r up to left bytes, and fails past them: an output cut at
+// the bound must not be priced as if it were whole.
+type capped struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capped) Read(b []byte) (int, error) {
+	if int64(len(b)) > c.left+1 {
+		b = b[:c.left+1]
+	}
+	n, err := c.r.Read(b)
+	if c.left -= int64(n); c.left < 0 {
+		return n, fmt.Errorf("the output is larger than %d bytes", maxBatchOutput)
+	}
+	return n, err
 }
 
 // upstreamError is an upstream's refusal as the client gets it: its own
@@ -335,7 +393,17 @@ func (f *files) upload(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	if err != nil {
 		return err
 	}
-	x, err := f.call(r, p, &store.ManagedObject{ModelGroup: group}, t, "acreate_file", http.MethodPost, "/files", form.contentType, form.body, 0)
+	if form.value("purpose") == "batch" {
+		file := &form.parts[form.fileAt]
+		if file.data, err = f.batchLines(p, group, t, file.data); err != nil {
+			return err
+		}
+	}
+	up, contentType, err := form.encode()
+	if err != nil {
+		return err
+	}
+	x, err := f.call(r, p, &store.ManagedObject{ModelGroup: group}, t, "acreate_file", http.MethodPost, "/files", contentType, up, 0)
 	if err != nil {
 		return fail(w, err)
 	}
@@ -360,17 +428,40 @@ func (f *files) newObject(p *auth.Principal, kind store.ObjectKind, id, group st
 	return o
 }
 
-// upload is a checked multipart upload, rebuilt without the gateway's fields.
+// uploadForm is a checked multipart upload: its fields, and the parts to
+// send upstream (without the gateway's fields).
 type uploadForm struct {
-	values      map[string]string
-	body        []byte
-	contentType string
+	values map[string]string
+	parts  []uploadPart
+	fileAt int // the index of the part named file
+}
+
+type uploadPart struct {
+	header textproto.MIMEHeader
+	data   []byte
 }
 
 func (u *uploadForm) value(name string) string { return u.values[name] }
 
+// encode is the upload as the upstream gets it, and its content type.
+func (u *uploadForm) encode() ([]byte, string, error) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for _, p := range u.parts {
+		pw, err := mw.CreatePart(p.header)
+		if err != nil {
+			return nil, "", apierror.Internal(err)
+		}
+		_, _ = pw.Write(p.data)
+	}
+	if err := mw.Close(); err != nil {
+		return nil, "", apierror.Internal(err)
+	}
+	return buf.Bytes(), mw.FormDataContentType(), nil
+}
+
 // parseUpload checks a file upload - multipart, one file, a known purpose -
-// and rebuilds it for the upstream without the fields that chose the
+// and keeps it for the upstream without the fields that chose the
 // deployment.
 func parseUpload(contentType string, body []byte) (*uploadForm, error) {
 	mt, params, err := mime.ParseMediaType(contentType)
@@ -378,8 +469,6 @@ func parseUpload(contentType string, body []byte) (*uploadForm, error) {
 		return nil, apierror.BadRequest("file", "a file upload is a multipart/form-data body with the fields file and purpose")
 	}
 	out := &uploadForm{values: map[string]string{}}
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
 	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
 	files := 0
 	for {
@@ -403,11 +492,10 @@ func parseUpload(contentType string, body []byte) (*uploadForm, error) {
 		} else if name == "file" {
 			files++
 		}
-		pw, err := mw.CreatePart(part.Header)
-		if err != nil {
-			return nil, apierror.Internal(err)
+		if part.FileName() != "" && name == "file" {
+			out.fileAt = len(out.parts)
 		}
-		_, _ = pw.Write(data)
+		out.parts = append(out.parts, uploadPart{header: part.Header, data: data})
 	}
 	if files != 1 {
 		return nil, apierror.BadRequest("file", "the upload must carry exactly one file in the field `file`")
@@ -415,11 +503,85 @@ func parseUpload(contentType string, body []byte) (*uploadForm, error) {
 	if purpose := out.values["purpose"]; !slices.Contains(filePurposes, purpose) {
 		return nil, apierror.BadRequest("purpose", "purpose must be one of %s, not %q", strings.Join(filePurposes, ", "), clip(purpose))
 	}
-	if err := mw.Close(); err != nil {
-		return nil, apierror.Internal(err)
-	}
-	out.body, out.contentType = buf.Bytes(), mw.FormDataContentType()
 	return out, nil
+}
+
+// batchLines checks a batch input file, line by line, and sets each
+// line's body.model to the deployment's upstream model, as a chat
+// request's model is set: the batch runs only what the key may use, on the
+// deployment that holds the file, whatever model a line names. Blank lines
+// are dropped. The file is bounded by the upload limit; the lines are
+// rewritten one at a time.
+func (f *files) batchLines(p *auth.Principal, group string, t *provider.Target, in []byte) ([]byte, error) {
+	out := make([]byte, 0, len(in))
+	rt := f.g.Router()
+	for n, rest := 1, in; len(rest) > 0; n++ {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		fixed, err := batchLine(p, rt, group, t, line)
+		if err != nil {
+			return nil, apierror.BadRequest("file", "line %d of the batch file: %v", n, err)
+		}
+		out = append(append(out, fixed...), '\n')
+	}
+	if len(out) == 0 {
+		return nil, apierror.BadRequest("file", "the batch file holds no requests: one JSON object per line with custom_id, method, url and body")
+	}
+	return out, nil
+}
+
+// batchLine checks one batch request and returns it with its body's model
+// set to t's upstream model.
+func batchLine(p *auth.Principal, rt *router.Router, group string, t *provider.Target, line []byte) ([]byte, error) {
+	var l struct {
+		CustomID string          `json:"custom_id"`
+		Method   string          `json:"method"`
+		URL      string          `json:"url"`
+		Body     json.RawMessage `json:"body"`
+	}
+	var whole, body jsonbody.Object
+	switch {
+	case whole.Reset(line) != nil || json.Unmarshal(line, &l) != nil:
+		return nil, errors.New("not a JSON object with custom_id, method, url and body")
+	case l.CustomID == "":
+		return nil, errors.New("custom_id is required")
+	case l.Method != http.MethodPost:
+		return nil, errors.New(`method must be "POST"`)
+	case !slices.Contains(batchEndpoints, l.URL):
+		return nil, fmt.Errorf("url must be one of %s", strings.Join(batchEndpoints, ", "))
+	case body.Reset(l.Body) != nil:
+		return nil, errors.New("body must be a JSON object")
+	}
+	model, _ := body.String("model")
+	if model == "" {
+		return nil, errors.New("body.model is required")
+	}
+	upstream, err := lineModel(p, rt, group, t, model)
+	if err != nil {
+		return nil, err
+	}
+	return whole.With("body", body.With("model", quote(upstream))), nil
+}
+
+// lineModel is the upstream model a batch line naming model runs: model
+// must be the file's model group (or an alias of it, or the deployment's
+// own model name), and one the key may use.
+func lineModel(p *auth.Principal, rt *router.Router, group string, t *provider.Target, model string) (string, error) {
+	if !t.Wildcard() && (model == group || model == t.D.Model || model == t.D.Provider+"/"+t.D.Model) {
+		return t.UpstreamModel(model), nil
+	}
+	resolved := p.ResolveModel(model)
+	grp, ok := rt.Group(resolved)
+	if !ok || grp.Name != group {
+		return "", fmt.Errorf("body.model %q is not model %q, which this file was uploaded for (a batch runs on one deployment)", clip(model), clip(group))
+	}
+	if !p.MayUse(resolved, grp.AccessGroups) && !p.MayUse(model, grp.AccessGroups) {
+		return "", fmt.Errorf("this key may not use model %q", clip(model))
+	}
+	return t.UpstreamModel(resolved), nil
 }
 
 // list serves GET /v1/files and /v1/batches from the store: the caller's
@@ -475,7 +637,8 @@ func (f *files) fileGet(w http.ResponseWriter, r *http.Request, p *auth.Principa
 }
 
 // fileContent is GET /v1/files/{id}/content. Reading a batch's output file
-// charges the batch, if no retrieval did yet.
+// charges the batch, if no retrieval did yet; its error file holds no usage,
+// so reading it charges nothing.
 func (f *files) fileContent(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	o, t, err := f.ownedTarget(r, p, store.ObjectFile, r.PathValue("file_id"), false)
 	if err != nil {
@@ -486,8 +649,10 @@ func (f *files) fileContent(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		return fail(w, err)
 	}
 	if o.ParentID != "" {
-		if b, err := f.store.GetObject(r.Context(), store.ObjectBatch, o.ParentID); err == nil && !b.Charged {
-			f.charge(context.WithoutCancel(r.Context()), p, b, t, x.body)
+		if b, err := f.store.GetObject(r.Context(), store.ObjectBatch, o.ParentID); err == nil && !b.Charged && outputFileOf(b.Object) == o.ID {
+			if u, cost, err := batchCost(t, bytes.NewReader(x.body)); err == nil {
+				f.charge(context.WithoutCancel(r.Context()), p, b, u, cost)
+			}
 		}
 	}
 	return reply(w, x)
@@ -547,10 +712,11 @@ func (f *files) batchCreate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		return apierror.BadRequest("endpoint", "endpoint must be one of %s", strings.Join(batchEndpoints, ", "))
 	case req.CompletionWindow != "24h":
 		return apierror.BadRequest("completion_window", "completion_window must be \"24h\"")
-	case len(req.Metadata) > 0 && req.Metadata[0] != '{' && string(req.Metadata) != "null":
-		return apierror.BadRequest("metadata", "metadata must be an object of strings")
 	}
-	in, err := f.owned(r.Context(), p, store.ObjectFile, req.InputFileID, "input_file_id", false)
+	if err := checkMetadata(req.Metadata); err != nil {
+		return err
+	}
+	in, err := f.owned(r.Context(), p, store.ObjectFile, req.InputFileID, "input_file_id", true)
 	if err != nil {
 		return err
 	}
@@ -586,6 +752,43 @@ func (f *files) batchCreate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	}
 	f.seen(context.WithoutCancel(r.Context()), p, o, t, x.body)
 	return reply(w, x)
+}
+
+// outputFileOf is the output_file_id of a batch object, or "".
+func outputFileOf(batch []byte) string {
+	var b struct {
+		OutputFileID string `json:"output_file_id"`
+	}
+	_ = json.Unmarshal(batch, &b)
+	return b.OutputFileID
+}
+
+// checkMetadata holds a batch's metadata to OpenAI's rule: at most 16
+// pairs, keys of up to 64 characters, string values of up to 512, so that
+// the upstream never sees what it would refuse.
+func checkMetadata(raw json.RawMessage) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return apierror.BadRequest("metadata", "metadata must be an object of strings")
+	}
+	if len(m) > 16 {
+		return apierror.BadRequest("metadata", "metadata may hold at most 16 pairs, not %d", len(m))
+	}
+	for k, v := range m {
+		s, ok := v.(string)
+		switch {
+		case utf8.RuneCountInString(k) > 64:
+			return apierror.BadRequest("metadata", "metadata keys are at most 64 characters: %q", clip(k))
+		case !ok:
+			return apierror.BadRequest("metadata", "metadata values must be strings: %q is not", clip(k))
+		case utf8.RuneCountInString(s) > 512:
+			return apierror.BadRequest("metadata", "metadata values are at most 512 characters: %q", clip(k))
+		}
+	}
+	return nil
 }
 
 func (f *files) batchGet(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
@@ -642,23 +845,22 @@ func (f *files) seen(ctx context.Context, p *auth.Principal, o *store.ManagedObj
 		return
 	}
 	start := time.Now()
-	x, err := f.send(ctx, t, http.MethodGet, "/files/"+url.PathEscape(*b.OutputFileID)+"/content", "", nil, maxBatchOutput)
+	u, cost, err := f.priceOutput(ctx, t, *b.OutputFileID)
 	f.record(p, o, t, "afile_content", start, err)
 	if err != nil {
 		f.g.log.Warn("batch output not read: it is charged when its output is next read", "batch_id", o.ID, "err", err)
 		return
 	}
-	f.charge(ctx, p, o, t, x.body)
+	f.charge(ctx, p, o, u, cost)
 }
 
-// charge prices a batch's output at the batch price and books it once:
+// charge books a batch's usage, priced at the batch price, once:
 // the store's conditional update decides which caller (of any replica)
 // books, so a batch is never charged twice.
-func (f *files) charge(ctx context.Context, p *auth.Principal, o *store.ManagedObject, t *provider.Target, output []byte) {
+func (f *files) charge(ctx context.Context, p *auth.Principal, o *store.ManagedObject, u usage.Usage, cost float64) {
 	if f.books == nil {
 		return
 	}
-	u, cost := batchCost(t, output)
 	won, err := f.store.MarkCharged(ctx, o.ID, cost)
 	if err != nil {
 		f.g.log.Error("batch not charged: the store did not answer; it is charged when it is next read", "batch_id", o.ID, "err", err)
@@ -705,9 +907,11 @@ func (f *files) owner(o *store.ManagedObject) *auth.Principal {
 
 // batchCost sums the usage of a batch's output lines (each an answer with
 // response.body.usage, chat/completions/embeddings or Responses shape) and
-// prices each at its model's batch price on t.
-func batchCost(t *provider.Target, output []byte) (total usage.Usage, cost float64) {
-	sc := bufio.NewScanner(bytes.NewReader(output))
+// prices each at its model's batch price on t. The output is read line by
+// line; an error reading it (cut short, too long) is returned, and the
+// partial sums must not be charged.
+func batchCost(t *provider.Target, output io.Reader) (total usage.Usage, cost float64, err error) {
+	sc := bufio.NewScanner(output)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for sc.Scan() {
 		var line struct {
@@ -728,7 +932,7 @@ func batchCost(t *provider.Target, output []byte) (total usage.Usage, cost float
 		total.Completion += u.Completion
 		total.Cached += u.Cached
 	}
-	return total, cost
+	return total, cost, sc.Err()
 }
 
 // lineUsage reads an answer's usage in OpenAI's chat shape or the

@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"errors"
+	"io"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/tollgate/tollgate/internal/config"
@@ -24,8 +27,8 @@ not json
 {"custom_id":"c","response":{"status_code":400,"body":{"error":{"message":"bad"}}}}
 {"custom_id":"d","response":{"status_code":200,"body":{"usage":{"prompt_tokens":-5,"completion_tokens":1}}}}
 `
-	u, cost := batchCost(tg, []byte(output))
-	if u.Prompt != 16 || u.Completion != 7 || u.Cached != 2 {
+	u, cost, err := batchCost(tg, strings.NewReader(output))
+	if err != nil || u.Prompt != 16 || u.Completion != 7 || u.Cached != 2 {
 		t.Fatalf("usage %+v", u)
 	}
 	// gpt-4o-mini's cache reads cost half its input, and the input
@@ -35,3 +38,31 @@ not json
 		t.Fatalf("cost %v, want %v", cost, want)
 	}
 }
+
+// TestBatchCostOfACutOutput: an output that breaks off, or passes the
+// bound, is an error: its partial sums are not a batch's cost.
+func TestBatchCostOfACutOutput(t *testing.T) {
+	tg, err := provider.Build(&config.Deployment{ID: "d", ModelName: "g", Provider: "openai", Model: "gpt-4o-mini",
+		APIBase: "http://127.0.0.1:1"}, provider.NewClients())
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := `{"custom_id":"a","response":{"status_code":200,"body":{"usage":{"prompt_tokens":10,"completion_tokens":4}}}}` + "\n"
+	broken := io.MultiReader(strings.NewReader(line), iotestErr{})
+	if _, _, err := batchCost(tg, broken); err == nil {
+		t.Fatal("an output cut short was priced")
+	}
+	big := &capped{r: strings.NewReader(strings.Repeat(line, 3)), left: int64(len(line))}
+	if _, _, err := batchCost(tg, big); err == nil {
+		t.Fatal("an output past the bound was priced")
+	}
+	whole := &capped{r: strings.NewReader(line), left: int64(len(line))}
+	if u, _, err := batchCost(tg, whole); err != nil || u.Prompt != 10 {
+		t.Fatalf("an output at the bound: %+v %v", u, err)
+	}
+}
+
+// iotestErr is a reader that breaks off.
+type iotestErr struct{}
+
+func (iotestErr) Read([]byte) (int, error) { return 0, errors.New("connection reset") }

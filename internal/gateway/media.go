@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/tokens"
@@ -25,7 +28,7 @@ import (
 // is priced by, and for an upload the form to re-encode for each attempt.
 type media struct {
 	op   provider.Op
-	form *form // nil: a JSON body (image generations, speech)
+	form *form // nil: a JSON body (image generations and edits, speech)
 	// Images: n, and the size and quality asked ("" or "auto": the
 	// model's choice).
 	size, quality string
@@ -33,9 +36,14 @@ type media struct {
 	format string
 	// prompt is the bytes of an image prompt (a bound on its text tokens).
 	prompt int64
-	// Speech: the text to speak, and its characters.
-	input      string
-	characters int64
+	// inputImages is how many images an edit sends (billed as image
+	// tokens by the GPT image models).
+	inputImages int64
+	// Speech: the text to speak, and its characters; instructions (billed
+	// as text tokens by gpt-4o-mini-tts).
+	input        string
+	characters   int64
+	instructions string
 	// Audio in: the uploaded file's bytes, and its length when its header
 	// says (a WAV file; 0 otherwise).
 	upload     int64
@@ -69,8 +77,10 @@ func uploads(op provider.Op) bool {
 const maxImages = 10
 
 // decodeMedia reads an image or audio request: a JSON body through
-// decode, an upload through parseForm; then the members that price it.
-// Nothing that fails here reaches an upstream.
+// decode, an upload through parseForm (an image edit may be either: the
+// GPT image models take a JSON body naming its images by URL or file id);
+// then the members that price it. Nothing that fails here reaches an
+// upstream.
 func (c *call) decodeMedia() error {
 	limit := c.g.opts.MaxBodyBytes
 	if uploads(c.op) {
@@ -81,7 +91,7 @@ func (c *call) decodeMedia() error {
 		return err
 	}
 	md := &media{op: c.op}
-	if uploads(c.op) {
+	if uploads(c.op) && !jsonEdit(c.op, c.r.Header.Get("Content-Type")) {
 		c.req, err = decodeForm(md, body, c.r.Header.Get("Content-Type"), c.r.PathValue("model"))
 	} else {
 		c.req, err = decode(body, c.r.PathValue("model"))
@@ -104,6 +114,51 @@ func (c *call) decodeMedia() error {
 	return nil
 }
 
+// jsonEdit reports whether an image edit comes as a JSON body.
+func jsonEdit(op provider.Op, contentType string) bool {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	return op == provider.OpImageEdits && mt == "application/json"
+}
+
+// maxEditImages is the most input images a JSON image edit may name
+// (OpenAI's bound for the GPT image models).
+const maxEditImages = 16
+
+// readEditImages checks a JSON image edit's images (each an object with a
+// file_id or an image_url) and its optional mask, and counts them: each is
+// billed as input image tokens.
+func (md *media) readEditImages(o *jsonbody.Object) error {
+	var images []map[string]json.RawMessage
+	if raw := o.Get("images"); len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &images) != nil || len(images) == 0 || len(images) > maxEditImages {
+		return apierror.BadRequest("images", "images must be an array of 1 to %d image references ({\"image_url\"} or {\"file_id\"})", maxEditImages)
+	}
+	for _, im := range images {
+		if !imageRef(im) {
+			return apierror.BadRequest("images", "each of images must be an object with a file_id or an image_url string")
+		}
+	}
+	md.inputImages = int64(len(images))
+	if !o.IsNull("mask") {
+		var mask map[string]json.RawMessage
+		if json.Unmarshal(o.Get("mask"), &mask) != nil || !imageRef(mask) {
+			return apierror.BadRequest("mask", "mask must be an object with a file_id or an image_url string")
+		}
+		md.inputImages++
+	}
+	return nil
+}
+
+// imageRef reports whether m names an image by a file_id or image_url
+// string.
+func imageRef(m map[string]json.RawMessage) bool {
+	for _, k := range []string{"file_id", "image_url"} {
+		if v := m[k]; len(v) > 1 && v[0] == '"' {
+			return true
+		}
+	}
+	return false
+}
+
 // decodeForm reads an upload: the model (unless the path names it), the
 // file, and the fields that price the call.
 func decodeForm(md *media, body []byte, contentType, pathModel string) (*request, error) {
@@ -112,6 +167,9 @@ func decodeForm(md *media, body []byte, contentType, pathModel string) (*request
 		return nil, err
 	}
 	md.form = f
+	if err := f.checkFields(md.op); err != nil {
+		return nil, err
+	}
 	req := &request{model: pathModel, outputs: 1}
 	if req.model == "" {
 		m, _ := f.value("model")
@@ -131,6 +189,7 @@ func decodeForm(md *media, body []byte, contentType, pathModel string) (*request
 	md.upload = int64(len(file.data))
 	md.wavSeconds = wavSeconds(file.data)
 	if md.op == provider.OpImageEdits {
+		md.inputImages = f.files(append(fileField, "mask")...) // a mask is an input image too
 		p, _ := f.value("prompt")
 		if strings.TrimSpace(p) == "" {
 			return nil, apierror.BadRequest("prompt", "prompt is required")
@@ -148,14 +207,25 @@ func decodeForm(md *media, body []byte, contentType, pathModel string) (*request
 	md.quality, _ = f.value("quality")
 	md.format, _ = f.value("response_format")
 	req.user, _ = f.value("user")
-	if v, _ := f.value("stream"); v == "true" {
+	if v, _ := f.value("stream"); truthy(v) {
 		req.stream = true
 	}
 	return req, nil
 }
 
-// readJSON takes what prices an image generation or a speech request from
-// its JSON body (decode has read model, n and user).
+// truthy reports whether a form field's value asks for something: Python
+// servers (FastAPI, as vLLM's) read "True", "1", "on" and "yes" as true,
+// so anything but an empty or false-looking value counts.
+func truthy(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "false", "0", "off", "no", "f", "n":
+		return false
+	}
+	return true
+}
+
+// readJSON takes what prices an image generation or edit or a speech
+// request from its JSON body (decode has read model, n and user).
 func (md *media) readJSON(req *request) error {
 	o := &req.obj
 	str := func(k string) (string, error) {
@@ -178,7 +248,12 @@ func (md *media) readJSON(req *request) error {
 		}
 	}
 	switch md.op {
-	case provider.OpImageGenerations:
+	case provider.OpImageGenerations, provider.OpImageEdits:
+		if md.op == provider.OpImageEdits {
+			if err := md.readEditImages(o); err != nil {
+				return err
+			}
+		}
 		p, err := str("prompt")
 		if err != nil {
 			return err
@@ -198,6 +273,9 @@ func (md *media) readJSON(req *request) error {
 			return apierror.BadRequest("input", "input is required: the text to speak")
 		}
 		md.characters = int64(utf8.RuneCountInString(md.input))
+		if md.instructions, err = str("instructions"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -221,14 +299,12 @@ var (
 // priced by image tokens (gpt-image-1 at high quality, 1536x1024: 6,240).
 const imageOutputCeiling = 6240
 
-// Bitrates that bound and estimate an audio upload's length when neither
-// its header nor the answer says: 16 kbit/s is below what speech is
-// encoded at in practice (the hold), 128 kbit/s a common MP3 rate (what
-// is booked when the answer does not say).
-const (
-	lowestAudioBytesPerSecond  = 2_000
-	typicalAudioBytesPerSecond = 16_000
-)
+// lowestAudioBytesPerSecond bounds an audio upload's length when its
+// header does not say: 16 kbit/s is below what speech is encoded at in
+// practice. It is what the hold assumes, and what is booked when the
+// answer does not say either: a client may pick the bitrate and a text
+// answer, so any higher rate would let it pay for less than it sent.
+const lowestAudioBytesPerSecond = 2_000
 
 // audioTokensPerCharacter estimates the audio tokens a speech model priced
 // per token produces for one character of text (about 15 characters and
@@ -243,7 +319,11 @@ const audioTokensPerCharacter = 4.0 / 3
 func (md *media) priced(p pricing.Price, d *config.Deployment, model string) pricing.Price {
 	switch {
 	case isAudioIn(md.op):
-		if p.InputPerSecond > 0 {
+		// The deployment's own price wins, zero (a self-hosted model)
+		// included.
+		if d.InputCostPerSecond != nil {
+			p.InputPerAudioSecond = *d.InputCostPerSecond
+		} else if p.InputPerSecond > 0 {
 			p.InputPerAudioSecond = p.InputPerSecond
 		}
 		p.InputPerSecond, p.OutputPerSecond = 0, 0
@@ -312,26 +392,34 @@ func (md *media) worstImage(p pricing.Price, providerName, model string) float64
 }
 
 // worst is the most the call can cost at p (priced's price), before the
-// call: n images at priced's price of one (and the prompt's text, for
-// models priced by tokens); the text to speak; for audio in, the upload's
-// length from its header, else a bound from its size at the lowest
-// bitrate, or the model's token limits.
+// call: n images at priced's price of one (and the prompt's text and each
+// input image's tokens, for models priced by tokens); the text to speak
+// and its instructions; for audio in, secondsBound's length, or the
+// model's token limits.
 func (md *media) worst(p pricing.Price, n int64) float64 {
 	switch {
 	case isImage(md.op):
-		return float64(n)*p.MediaCost(usage.Media{Images: 1}) + float64(md.prompt)*p.InputPerToken
+		return float64(n)*p.MediaCost(usage.Media{Images: 1}) + float64(md.prompt)*p.InputPerToken +
+			float64(md.inputImages*imageTokenCeiling)*cmp.Or(p.InputPerImageToken, p.InputPerToken)
 	case md.op == provider.OpSpeech:
 		chars := float64(md.characters)
-		return chars*p.InputPerCharacter + float64(len(md.input))*p.InputPerToken +
+		return chars*p.InputPerCharacter + float64(len(md.input)+len(md.instructions))*p.InputPerToken +
 			chars*2*audioTokensPerCharacter*p.OutputPerToken
 	default:
-		secs := md.wavSeconds
-		if secs == 0 {
-			secs = float64(md.upload) / lowestAudioBytesPerSecond
-		}
+		secs := md.secondsBound()
 		in, out := cmp.Or(p.MaxInputTokens, 16_000), cmp.Or(p.MaxOutputTokens, pricing.DefaultMaxOutput)
 		return secs*p.InputPerAudioSecond + float64(in)*cmp.Or(p.InputPerAudioToken, p.InputPerToken) + float64(out)*p.OutputPerToken
 	}
+}
+
+// secondsBound is the most audio an upload can hold: the length its WAV
+// header gives, rounded up to the second (providers report and bill whole
+// seconds), else its size at the lowest bitrate.
+func (md *media) secondsBound() float64 {
+	if md.wavSeconds > 0 {
+		return math.Ceil(md.wavSeconds)
+	}
+	return float64(md.upload) / lowestAudioBytesPerSecond
 }
 
 // relayMedia relays a 2xx answer to an image or audio call and reads what
@@ -344,7 +432,7 @@ func (c *call) relayMedia(t *provider.Target, resp *http.Response, wd *watchdog,
 	data, err := readLimited(resp.Body, resp.ContentLength, c.g.opts.MaxResponseBytes)
 	res.upstream = time.Since(sent)
 	if errors.Is(err, errTooLarge) {
-		res.status, res.unusable = http.StatusBadGateway, true
+		c.unusableMedia()
 		return tooLargeFailure(t.D.ID, c.g.opts.MaxResponseBytes)
 	}
 	if err != nil {
@@ -352,7 +440,7 @@ func (c *call) relayMedia(t *provider.Target, resp *http.Response, wd *watchdog,
 	}
 	u, reported, err := c.req.media.usageOf(data, c.req.outputs)
 	if err != nil {
-		res.status, res.unusable = http.StatusBadGateway, true
+		c.unusableMedia()
 		return &failure{err: apierror.BadGateway(err, "deployment %s answered %d with something that is not a %s response", t.D.ID, resp.StatusCode, c.op)}
 	}
 	res.usage, res.hasUsage, res.estimated = u, reported, !reported
@@ -372,6 +460,22 @@ func (c *call) relayMedia(t *provider.Target, resp *http.Response, wd *watchdog,
 	return nil
 }
 
+// unusableMedia marks a 2xx media answer the client cannot be given (too
+// large, or not an answer) as a 502. Images are booked as the n asked for,
+// at the price known before the call (the upstream made them and bills
+// them); a transcription's length is unknown, so it is booked as a row
+// without cost.
+func (c *call) unusableMedia() {
+	res := &c.res
+	res.status = http.StatusBadGateway
+	if !isImage(c.op) {
+		res.unusable = true
+		return
+	}
+	res.usage = usage.Usage{Media: usage.Media{Images: max(c.req.outputs, 1)}}
+	res.hasUsage, res.estimated = false, true
+}
+
 // relaySpeech streams the audio of a speech answer to the client as it
 // arrives. What it costs is known before the first byte (the text's
 // characters, or its tokens): a client that leaves, or an upstream that
@@ -384,7 +488,7 @@ func (c *call) relaySpeech(resp *http.Response, wd *watchdog, sent time.Time) er
 		if p, _ := c.target.PriceFor(res.model); p.InputPerToken > 0 || p.OutputPerToken > 0 {
 			// A model priced per token: the text counted with its
 			// tokenizer, the audio estimated from the text's length.
-			res.usage.Prompt = tokens.Text(res.model, md.input)
+			res.usage.Prompt = tokens.Text(res.model, md.input) + tokens.Text(res.model, md.instructions)
 			res.usage.Completion = int64(float64(md.characters) * audioTokensPerCharacter)
 			res.hasUsage, res.estimated = false, true
 		}
@@ -425,9 +529,10 @@ func (c *call) relaySpeech(resp *http.Response, wd *watchdog, sent time.Time) er
 // image answer that reports token usage (gpt-image-1) is booked by it;
 // else by its images. A transcription is booked by the seconds of audio
 // the answer reports (usage.seconds, or verbose_json's duration), the end
-// of its last subtitle (srt, vtt), or the token usage it reports; when it
-// says none, by the upload's WAV header, else its size at a common
-// bitrate (reported false: an estimate).
+// of its last subtitle (srt, vtt: at least the WAV header's length, as
+// the provider bills the audio, not the speech in it), or the token usage
+// it reports; when it says none, by secondsBound (reported false: an
+// estimate).
 func (md *media) usageOf(data []byte, n int64) (usage.Usage, bool, error) {
 	if isImage(md.op) {
 		var a struct {
@@ -450,7 +555,7 @@ func (md *media) usageOf(data []byte, n int64) (usage.Usage, bool, error) {
 	case "text":
 	case "srt", "vtt":
 		if secs, ok := lastCueEnd(data); ok {
-			return usage.Usage{Media: usage.Media{AudioSeconds: secs}}, true, nil
+			return usage.Usage{Media: usage.Media{AudioSeconds: max(secs, md.wavSeconds)}}, true, nil
 		}
 	default: // json, verbose_json, diarized_json
 		var a struct {
@@ -470,7 +575,7 @@ func (md *media) usageOf(data []byte, n int64) (usage.Usage, bool, error) {
 	if md.wavSeconds > 0 {
 		return usage.Usage{Media: usage.Media{AudioSeconds: md.wavSeconds}}, true, nil
 	}
-	return usage.Usage{Media: usage.Media{AudioSeconds: float64(md.upload) / typicalAudioBytesPerSecond}}, false, nil
+	return usage.Usage{Media: usage.Media{AudioSeconds: md.secondsBound()}}, false, nil
 }
 
 // imageUsage is the usage member of a gpt-image-1 answer: every output
@@ -539,13 +644,17 @@ func lastCueEnd(data []byte) (float64, bool) {
 	return secs, len(parts) >= 2
 }
 
-// wavSeconds is the length of a WAV file from its header (the data
-// chunk's size over the format's byte rate); 0 when data is not one.
+// wavSeconds is the length of a PCM WAV file from its header: the data
+// chunk's size over the sample rate times the block size, the fields a
+// decoder plays it by (the header's byte rate is not one of them, so a
+// client could set it to anything). 0 when data is not one, or its format
+// fields are not those of plain PCM or float samples: such an upload is
+// bounded by its size instead.
 func wavSeconds(data []byte) float64 {
 	if len(data) < 12 || string(data[:4]) != "RIFF" || string(data[8:12]) != "WAVE" {
 		return 0
 	}
-	var byteRate uint32
+	var bytesPerSecond float64
 	for p := 12; p+8 <= len(data); {
 		id, size := string(data[p:p+4]), binary.LittleEndian.Uint32(data[p+4:p+8])
 		body := data[p+8:]
@@ -554,20 +663,39 @@ func wavSeconds(data []byte) float64 {
 		}
 		switch id {
 		case "fmt ":
-			if len(body) >= 12 {
-				byteRate = binary.LittleEndian.Uint32(body[8:12])
-			}
+			bytesPerSecond = pcmBytesPerSecond(body[:size])
 		case "data":
-			if byteRate == 0 {
+			if bytesPerSecond == 0 {
 				return 0
 			}
 			// A streamed WAV may declare an unknown size: count what came.
 			n := min(int64(size), int64(len(body)))
-			return float64(n) / float64(byteRate)
+			return float64(n) / bytesPerSecond
 		}
 		p += 8 + int(size) + int(size&1)
 	}
 	return 0
+}
+
+// pcmBytesPerSecond is sample rate × block size of a WAV fmt chunk of
+// uncompressed samples (PCM, IEEE float, or the extensible form of
+// either), when its fields agree with each other; else 0.
+func pcmBytesPerSecond(fmtChunk []byte) float64 {
+	if len(fmtChunk) < 16 {
+		return 0
+	}
+	le := binary.LittleEndian
+	format, channels := le.Uint16(fmtChunk[0:2]), int(le.Uint16(fmtChunk[2:4]))
+	rate, align, bits := le.Uint32(fmtChunk[4:8]), int(le.Uint16(fmtChunk[12:14])), int(le.Uint16(fmtChunk[14:16]))
+	switch {
+	case format != 1 && format != 3 && format != 0xFFFE:
+		return 0
+	case channels < 1 || channels > 64 || rate < 1000 || rate > 768_000:
+		return 0
+	case bits < 8 || bits > 64 || align != channels*((bits+7)/8):
+		return 0
+	}
+	return float64(rate) * float64(align)
 }
 
 // mediaRoutes are the image and audio paths, after /v1 (or nothing) and
@@ -593,16 +721,23 @@ func (g *Gateway) registerMedia(mux Mux) {
 	}
 }
 
-// clampMedia keeps a media call's counts at or above zero, and the image
-// and audio parts of the tokens within the totals; it reports whether it
-// changed u.
-func clampMedia(u *usage.Usage) bool {
+// clampMedia keeps a media call's counts at or above zero, the image and
+// audio parts of the tokens within the totals, the images within the n
+// asked for and the seconds within what the upload can hold (0: no
+// bound); it reports whether it changed u.
+func clampMedia(u *usage.Usage, images int64, seconds float64) bool {
 	before := *u
 	pos := func(v *int64) { *v = max(*v, 0) }
 	for _, v := range []*int64{&u.Prompt, &u.Completion, &u.Images, &u.ImagePixels, &u.Characters} {
 		pos(v)
 	}
+	if images > 0 {
+		u.Images = min(u.Images, images)
+	}
 	u.AudioSeconds = max(u.AudioSeconds, 0)
+	if seconds > 0 {
+		u.AudioSeconds = min(u.AudioSeconds, seconds)
+	}
 	u.ImagePromptTokens = min(max(u.ImagePromptTokens, 0), u.Prompt)
 	u.AudioPromptTokens = min(max(u.AudioPromptTokens, 0), u.Prompt-u.ImagePromptTokens)
 	u.ImageCompletionTokens = min(max(u.ImageCompletionTokens, 0), u.Completion)

@@ -349,8 +349,11 @@ type charge struct {
 	// may overshoot was in flight (default mode).
 	capN int64
 	// media: an image or audio call, booked by what its answer reports
-	// (media.go) rather than bounded by its hold.
-	media bool
+	// (media.go) within the images asked for (mediaImages) and the seconds
+	// its upload can hold (mediaSeconds); 0: no bound.
+	media        bool
+	mediaImages  int64
+	mediaSeconds float64
 	// fixed is a price per call on top of the tokens' (a pass-through
 	// endpoint's cost_per_request).
 	fixed ledger.Amount
@@ -396,14 +399,23 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	}
 	var bound, out int64
 	var tokenWorst ledger.Amount
+	var mediaImages int64
+	var mediaSeconds float64
 	if md := req.media; md != nil {
 		// Images and audio are priced by their own units (media.go); what
-		// their answers report is booked in full, not bounded by the hold.
+		// their answers report is booked within the images asked for and
+		// the seconds the upload can hold.
 		name := cmp.Or(t.D.BaseModel, upstream)
 		asked = md.priced(asked, t.D, name)
 		tokenWorst = ledger.USD(md.worst(asked, max(req.outputs, 1)))
+		switch {
+		case isImage(md.op):
+			mediaImages = max(req.outputs, 1)
+		case isAudioIn(md.op):
+			mediaSeconds = md.secondsBound()
+		}
 	} else {
-		bound = promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens)
+		bound = max(promptBound(body, cmp.Or(t.D.BaseModel, upstream), asked.MaxInputTokens), req.promptMax, historyBound(cl, op, asked.MaxInputTokens))
 		out = outputBound(asked, req)
 		// A rerank also pays per search unit: the most its documents can
 		// make. An operation that generates nothing pays for its prompt
@@ -495,7 +507,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	}
 	c := &charge{m: m, res: res, price: asked, target: t, upstream: upstream, prompt: int64(len(body)) / 4,
 		promptMax: bound, outputMax: out, searchUnitsMax: req.searchUnitsMax, worst: worst, outputs: max(req.outputs, 1), capN: capTokens, timeHold: timeHold,
-		media: req.media != nil, fixed: fixed}
+		media: req.media != nil, mediaImages: mediaImages, mediaSeconds: mediaSeconds, fixed: fixed}
 	if capTokens > 0 {
 		// Settlement holds the upstream to the cap it was given.
 		c.outputMax = satMul(capTokens, c.outputs)
@@ -560,7 +572,7 @@ func (c *charge) settle(res *result) (cost float64) {
 	}
 	var clamped bool
 	if c.media {
-		clamped = clampMedia(&u)
+		clamped = clampMedia(&u, c.mediaImages, c.mediaSeconds)
 	} else {
 		clamped = c.clamp(&u)
 	}
@@ -628,7 +640,9 @@ func (m *Books) alarm(l *store.SpendLog, reported, booked usage.Usage, amount le
 		"call_id", l.RequestID, "deployment", l.Deployment, "provider", l.Provider, "model_group", l.ModelGroup,
 		"reported_prompt_tokens", reported.Prompt, "reported_completion_tokens", reported.Completion,
 		"reported_cached_tokens", reported.Cached, "reported_cache_creation_tokens", reported.CacheCreation,
-		"booked_prompt_tokens", booked.Prompt, "booked_completion_tokens", booked.Completion, "booked_cost", amount.Dollars())
+		"reported_images", reported.Images, "reported_audio_seconds", reported.AudioSeconds,
+		"booked_prompt_tokens", booked.Prompt, "booked_completion_tokens", booked.Completion,
+		"booked_images", booked.Images, "booked_audio_seconds", booked.AudioSeconds, "booked_cost", amount.Dollars())
 }
 
 // fail books an answer that could not be used (a 2xx that is not a valid

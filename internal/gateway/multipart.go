@@ -7,8 +7,10 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/textproto"
+	"slices"
 
 	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/provider"
 )
 
 // uploadLimit is the least body size the upload routes accept, whatever
@@ -19,6 +21,15 @@ const uploadLimit = 26 << 20
 // maxFieldBytes bounds one text field of a form (a prompt is at most
 // 32,000 characters of UTF-8).
 const maxFieldBytes = 256 << 10
+
+// maxParts bounds the parts of one form and maxPartHeaderBytes one part's
+// headers: an upload is a file and a dozen fields, and every part costs a
+// header map kept for each attempt, so a body of many tiny parts would
+// cost the gateway many times its size.
+const (
+	maxParts           = 1000
+	maxPartHeaderBytes = 8 << 10
+)
 
 // form is a multipart/form-data upload, parsed once and re-encoded for
 // each attempt with the deployment's model.
@@ -55,6 +66,12 @@ func parseForm(body []byte, contentType string) (*form, error) {
 		if err != nil {
 			return nil, apierror.BadRequest("", "malformed multipart body: %v", err)
 		}
+		if len(f.parts) == maxParts {
+			return nil, apierror.BadRequest("", "malformed multipart body: more than %d parts", maxParts)
+		}
+		if headerBytes(p.Header) > maxPartHeaderBytes {
+			return nil, apierror.BadRequest("", "malformed multipart body: a part's headers are over %d bytes", maxPartHeaderBytes)
+		}
 		part := formPart{header: p.Header, name: p.FormName(), file: p.FileName() != ""}
 		if part.name == "" {
 			return nil, apierror.BadRequest("", "malformed multipart body: a part has no form field name")
@@ -78,6 +95,44 @@ func parseForm(body []byte, contentType string) (*form, error) {
 	return f, nil
 }
 
+// headerBytes is the size of a part's headers, names and values.
+func headerBytes(h textproto.MIMEHeader) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4 // ": " and CRLF
+		}
+	}
+	return n
+}
+
+// pricingFields are the fields the gateway prices or routes a form by:
+// each must be one text part, as a server that reads the last of
+// duplicates (Starlette's) would otherwise get what was not held for.
+var pricingFields = []string{"model", "n", "size", "quality", "response_format", "stream", "prompt", "user"}
+
+// checkFields refuses a form whose pricing fields are repeated or sent
+// as files, and (for audio) more than one file.
+func (f *form) checkFields(op provider.Op) error {
+	seen := map[string]bool{}
+	for _, p := range f.parts {
+		switch {
+		case slices.Contains(pricingFields, p.name):
+			if p.file {
+				return apierror.BadRequest(p.name, "%s must be a text field, not a file", p.name)
+			}
+		case p.name == "file" && isAudioIn(op):
+		default:
+			continue
+		}
+		if seen[p.name] {
+			return apierror.BadRequest(p.name, "the form has more than one %s field", p.name)
+		}
+		seen[p.name] = true
+	}
+	return nil
+}
+
 // value is the text field name's value, and whether the form has it.
 func (f *form) value(name string) (string, bool) {
 	for _, p := range f.parts {
@@ -98,6 +153,17 @@ func (f *form) file(names ...string) (formPart, bool) {
 		}
 	}
 	return formPart{}, false
+}
+
+// files counts the file parts named one of names.
+func (f *form) files(names ...string) int64 {
+	var n int64
+	for _, p := range f.parts {
+		if p.file && slices.Contains(names, p.name) {
+			n++
+		}
+	}
+	return n
 }
 
 // contentType is the re-encoded body's Content-Type.

@@ -33,6 +33,9 @@ type request struct {
 	// searchUnits are the billed units a rerank's documents make, and
 	// searchUnitsMax the most they can make (rerankBody).
 	searchUnits, searchUnitsMax int64
+	// promptMax, when set, raises the prompt bound the hold and settle use
+	// above the body's bytes (a rerank reads its query once per document).
+	promptMax int64
 	// media is what an image or audio request is priced by (media.go);
 	// nil for the other operations.
 	media *media

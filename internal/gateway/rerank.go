@@ -23,18 +23,26 @@ const (
 	searchChunkTokens = 500
 )
 
+// pairTokens is what a cross-encoder adds to each query-document pair it
+// reads besides their text (the [CLS] and [SEP] tokens around them).
+const pairTokens = 4
+
 // rerankBody checks a rerank body and sets what it is billed: search units
 // for its documents (req.searchUnits), and at most (req.searchUnitsMax)
 // when every document is split into chunks - a token is at least a byte, so
-// the body's length bounds the chunks. A rerank generates no output.
+// the body's length bounds the chunks. A reranker priced per token (vLLM's
+// and other cross-encoders) reads the query once per document, so its
+// prompt is bounded by the query's bytes times the documents plus theirs
+// (req.promptMax). A rerank generates no output.
 func (req *request) rerankBody() error {
 	o := &req.obj
-	if q, ok := o.String("query"); !ok || q == "" {
+	q, ok := o.String("query")
+	if !ok || q == "" {
 		return apierror.BadRequest("query", "query must be a non-empty string")
 	}
 	raw := o.Get("documents")
 	var docs []json.RawMessage
-	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &docs) != nil || len(docs) == 0 {
+	if len(raw) == 0 || raw[0] != '[' || json.Unmarshal(raw, &docs) != nil || len(docs) == 0 || !stringsOrObjects(docs) {
 		return apierror.BadRequest("documents", "documents must be a non-empty array of strings or objects")
 	}
 	if !o.IsNull("top_n") {
@@ -46,15 +54,32 @@ func (req *request) rerankBody() error {
 	req.searchUnits = (n + searchUnitDocs - 1) / searchUnitDocs
 	chunks := n + int64(len(o.Body()))/searchChunkTokens
 	req.searchUnitsMax = (chunks + searchUnitDocs - 1) / searchUnitDocs
+	req.promptMax = satMul(int64(len(q))+pairTokens, n) + int64(len(raw))
 	req.noOutput = true
 	return nil
 }
 
-// moderationBody checks a moderation body: input is a string or an array.
+// stringsOrObjects reports whether every element of a is a string or an
+// object.
+func stringsOrObjects(a []json.RawMessage) bool {
+	for _, e := range a {
+		if len(e) == 0 || (e[0] != '"' && e[0] != '{') {
+			return false
+		}
+	}
+	return true
+}
+
+// moderationBody checks a moderation body: input is a string, or a
+// non-empty array of strings or of content parts (objects).
 func (req *request) moderationBody() error {
 	raw := req.obj.Get("input")
-	if len(raw) == 0 || (raw[0] != '"' && raw[0] != '[') {
-		return apierror.BadRequest("input", "input must be a string or an array")
+	var parts []json.RawMessage
+	switch {
+	case len(raw) > 0 && raw[0] == '"':
+	case len(raw) > 0 && raw[0] == '[' && json.Unmarshal(raw, &parts) == nil && len(parts) > 0 && stringsOrObjects(parts):
+	default:
+		return apierror.BadRequest("input", "input must be a string, or a non-empty array of strings or of content parts")
 	}
 	req.noOutput = true
 	return nil

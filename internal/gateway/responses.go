@@ -14,12 +14,14 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
+	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/translate"
 	"github.com/tollgate/tollgate/internal/usage"
 )
@@ -81,6 +83,11 @@ func (c *call) decodeResponses() error {
 	if in := o.Get("input"); in != nil && string(in) != "null" && in[0] != '"' && in[0] != '[' {
 		return apierror.BadRequest("input", "input must be a string or a list of input items")
 	}
+	if bg, _ := o.Bool("background"); bg {
+		// A background response is answered "queued" with no usage and runs
+		// afterwards, billed upstream: its cost would never be booked.
+		return apierror.BadRequest("background", "background responses are not served through this gateway: their usage is never seen, so they could not be charged; omit background")
+	}
 	if !o.IsNull("instructions") {
 		if _, ok := o.String("instructions"); !ok {
 			return apierror.BadRequest("instructions", "instructions must be a string")
@@ -101,6 +108,22 @@ func (c *call) decodeResponses() error {
 	}
 	c.rs = &responsesCall{pin: ref.deployment, prevClient: prev, prevUpstream: ref.upstream}
 	return nil
+}
+
+// historyBound bounds the prompt of a Responses call whose input lives
+// upstream, not in its body: a previous_response_id, a conversation or a
+// stored prompt brings turns the body does not hold, and OpenAI bills them
+// as input. Such a prompt can fill the model's context window (maxInput,
+// referenceCeiling when unknown); 0 for any other call.
+func historyBound(c *call, op provider.Op, maxInput int64) int64 {
+	o := &c.req.obj
+	if op != provider.OpResponses || (o.IsNull("previous_response_id") && o.IsNull("conversation") && o.IsNull("prompt")) {
+		return 0
+	}
+	if maxInput <= 0 {
+		return referenceCeiling
+	}
+	return maxInput
 }
 
 // pinned reports whether t may not serve the call: another deployment holds
@@ -402,7 +425,9 @@ func findTarget(rt *router.Router, id string) (*router.Group, *provider.Target) 
 // storedResponse serves GET and DELETE /v1/responses/{id} and GET
 // /v1/responses/{id}/input_items: the request goes to the deployment that
 // created the response, for the key that created it or an admin. These
-// calls cost no tokens and are not booked.
+// calls cost no tokens, but each takes a place under the caller's request
+// limits and is a spend row of cost 0, as every call that reaches an
+// upstream is.
 func (g *Gateway) storedResponse(w http.ResponseWriter, r *http.Request) error {
 	p, err := g.authenticate(r)
 	if err != nil {
@@ -424,6 +449,20 @@ func (g *Gateway) storedResponse(w http.ResponseWriter, r *http.Request) error {
 	if !isAdmin(p) && !p.MayUse(grp.Name, grp.AccessGroups) {
 		return apierror.Forbidden("this key may no longer use model %q, which created response %s", grp.Name, clip(id))
 	}
+	release, err := g.admitStored(r, p, grp.Name, t)
+	if err != nil {
+		return err
+	}
+	defer release()
+	start := time.Now()
+	status, err := g.relayStored(w, r, t, ref, id)
+	g.recordStored(p, grp.Name, t, storedCallType(r), id, start, status, err)
+	return err
+}
+
+// relayStored makes a stored-response call to t and writes its answer,
+// returning the upstream's status (0 when it did not answer).
+func (g *Gateway) relayStored(w http.ResponseWriter, r *http.Request, t *provider.Target, ref responseRef, id string) (int, error) {
 	suffix := "/" + url.PathEscape(ref.upstream)
 	if strings.HasSuffix(r.URL.Path, "/input_items") {
 		suffix += "/input_items"
@@ -432,22 +471,22 @@ func (g *Gateway) storedResponse(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	ureq, err := t.ResponsesRequest(ctx, r.Method, suffix, r.URL.Query())
 	if err != nil {
-		return apierror.Internal(err)
+		return 0, apierror.Internal(err)
 	}
 	resp, err := t.Do(ureq)
 	if err != nil {
 		if ctx.Err() != nil && r.Context().Err() == nil {
-			return apierror.GatewayTimeout(err, "deployment %s did not answer within %s", t.D.ID, g.timeoutFor(t, false))
+			return 0, apierror.GatewayTimeout(err, "deployment %s did not answer within %s", t.D.ID, g.timeoutFor(t, false))
 		}
-		return apierror.BadGateway(err, "deployment %s could not be reached or broke off", t.D.ID)
+		return 0, apierror.BadGateway(err, "deployment %s could not be reached or broke off", t.D.ID)
 	}
 	defer resp.Body.Close()
 	data, err := readLimited(resp.Body, resp.ContentLength, g.opts.MaxResponseBytes)
 	if errors.Is(err, errTooLarge) {
-		return tooLargeFailure(t.D.ID, g.opts.MaxResponseBytes).err
+		return resp.StatusCode, tooLargeFailure(t.D.ID, g.opts.MaxResponseBytes).err
 	}
 	if err != nil {
-		return apierror.BadGateway(err, "deployment %s broke off its answer", t.D.ID)
+		return resp.StatusCode, apierror.BadGateway(err, "deployment %s broke off its answer", t.D.ID)
 	}
 	data = replaceString(data, ref.upstream, id)
 	data = g.sealPrevious(data, ref)
@@ -455,7 +494,50 @@ func (g *Gateway) storedResponse(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(data)
-	return errResponded
+	return resp.StatusCode, errResponded
+}
+
+// admitStored takes a stored-response call's place under the limits that
+// apply to p's requests on group (rpm_limit, max_parallel_requests, ...);
+// release gives it back. Such a call uses no tokens.
+func (g *Gateway) admitStored(r *http.Request, p *auth.Principal, group string, t *provider.Target) (release func(), err error) {
+	release = func() {}
+	if g.opts.Limits == nil {
+		return release, nil
+	}
+	c := &call{g: g, r: r, p: p, req: &request{model: group}, model: group}
+	tk, err := g.opts.Limits.admit(c, t)
+	if err != nil || tk == nil {
+		return release, err
+	}
+	return func() { g.opts.Limits.done(tk, 0) }, nil
+}
+
+// storedCallType is LiteLLM's call type of a stored-response call.
+func storedCallType(r *http.Request) string {
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/input_items"):
+		return "alist_input_items"
+	case r.Method == http.MethodDelete:
+		return "adelete_responses"
+	}
+	return "aget_responses"
+}
+
+// recordStored writes a stored-response call's spend row, of cost 0.
+func (g *Gateway) recordStored(p *auth.Principal, group string, t *provider.Target, callType, id string, start time.Time, status int, err error) {
+	b, ok := g.opts.Meter.(*Books)
+	if !ok || b.Writer == nil {
+		return
+	}
+	if e := apierror.From(err); status == 0 && e != nil {
+		status = e.Status
+	}
+	l := store.SpendLog{RequestID: newCallID(), ResponseID: id, CallType: callType, ModelGroup: group,
+		Deployment: t.D.ID, Provider: t.D.Provider, Status: status, StartedAt: start, EndedAt: time.Now()}
+	l.LatencyMS = l.EndedAt.Sub(start).Milliseconds()
+	chargedTo(&l, p, group)
+	b.Writer.Enqueue(l)
 }
 
 // sealPrevious seals the previous_response_id a stored response names, for

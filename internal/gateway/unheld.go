@@ -59,9 +59,17 @@ func (m *Books) BookUnheld(p *auth.Principal, l store.SpendLog) {
 
 // MayAfford refuses p, with the 400 budget_exceeded error chat gets, when
 // a budget a request of p's on model counts against is spent already: the
-// check before work whose cost is booked only later (a batch).
+// check before work whose cost is booked only later (a batch). Under
+// strict enforcement, which promises that spend never passes a budget,
+// such work is refused to any budgeted caller: no worst case is held for it.
 func (m *Books) MayAfford(p *auth.Principal, model string) error {
-	for _, a := range m.accounts(p, "", nil, model) {
+	accts := m.accounts(p, "", nil, model)
+	if m.Mode != nil && budgeted(accts) && m.Mode(accts) == ledger.EnforceStrict {
+		e := apierror.BadRequest("", "budget_enforcement is strict and a budget applies to this request: a batch's cost is known only when it ends, so no worst case can be held for it and it could pass the budget; start batches with a key without a budget, or use the default budget mode")
+		e.Code = "budget_enforcement_strict"
+		return e
+	}
+	for _, a := range accts {
 		if b := a.Budget(); b != ledger.Unlimited && a.Spent()+a.Reserved() >= b {
 			return budgetRefusal(a)
 		}

@@ -4,8 +4,14 @@ package openapi
 // multipart/form-data uploads for edits, variations, transcriptions and
 // translations; speech answers with audio bytes.
 
-func formBody(schema any) obj {
-	return obj{"required": true, "content": obj{"multipart/form-data": obj{"schema": schema}}}
+// formBody is a multipart/form-data request body, or (when jsonAlt is
+// not nil) that or a JSON body.
+func formBody(schema, jsonAlt any) obj {
+	content := obj{"multipart/form-data": obj{"schema": schema}}
+	if jsonAlt != nil {
+		content["application/json"] = obj{"schema": jsonAlt}
+	}
+	return obj{"required": true, "content": content}
 }
 
 // binary is a file part of a form.
@@ -26,7 +32,7 @@ func mediaOperations() []op {
 		o op
 	}{
 		{"/images/generations", op{summary: "Generate images (OpenAI API); priced per image by size and quality", body: ref("ImageGenerationRequest"), ok: images}},
-		{"/images/edits", op{summary: "Edit an image (OpenAI API, multipart upload)", body: ref("ImageEditRequest"), ok: images, form: true}},
+		{"/images/edits", op{summary: "Edit an image (OpenAI API, multipart upload, or JSON naming the images by URL or file id for GPT image models)", body: ref("ImageEditRequest"), jsonAlt: ref("ImageEditJSONRequest"), ok: images, form: true}},
 		{"/images/variations", op{summary: "Variations of an image (OpenAI API, multipart upload)", body: ref("ImageVariationRequest"), ok: images, form: true}},
 		{"/audio/transcriptions", op{summary: "Transcribe audio (OpenAI API, multipart upload); priced per second of audio or by tokens", body: ref("TranscriptionRequest"), ok: transcript, form: true}},
 		{"/audio/translations", op{summary: "Translate audio into English (OpenAI API, multipart upload)", body: ref("TranscriptionRequest"), ok: transcript, form: true}},
@@ -41,6 +47,9 @@ func mediaOperations() []op {
 				x.params = []obj{path("model")}
 				x.summary += " — Azure OpenAI style, the model in the path"
 				x.body = withoutModel(x.body)
+				if x.jsonAlt != nil {
+					x.jsonAlt = withoutModel(x.jsonAlt)
+				}
 			}
 			ops = append(ops, x)
 		}
@@ -59,6 +68,9 @@ func mediaSchemas() obj {
 		"quality": str("standard, hd, low, medium, high or auto"), "response_format": str("url or b64_json"), "user": str("the end user")}
 	edit := obj{"model": str(""), "image": binary, "image[]": binary, "mask": binary, "prompt": str(""), "n": str("an integer"),
 		"size": str(""), "quality": str(""), "response_format": str(""), "user": str("the end user")}
+	imageRef := object(nil, obj{"image_url": str("a URL or a base64 data URL"), "file_id": str("an uploaded file's id")})
+	editJSON := obj{"model": str(""), "images": arr(imageRef), "mask": imageRef, "prompt": str(""), "n": integer,
+		"size": str(""), "quality": str(""), "response_format": str(""), "input_fidelity": str("high or low"), "user": str("the end user")}
 	variation := obj{"model": str(""), "image": binary, "n": str("an integer"), "size": str(""), "response_format": str(""), "user": str("the end user")}
 	transcription := obj{"model": str(""), "file": binary, "language": str(""), "prompt": str(""),
 		"response_format": str("json, text, srt, verbose_json or vtt"), "temperature": str(""), "user": str("the end user")}
@@ -74,6 +86,7 @@ func mediaSchemas() obj {
 	}{
 		"ImageGenerationRequest": {image, []string{"prompt"}},
 		"ImageEditRequest":       {edit, []string{"prompt"}},
+		"ImageEditJSONRequest":   {editJSON, []string{"prompt", "images"}},
 		"ImageVariationRequest":  {variation, nil},
 		"TranscriptionRequest":   {transcription, []string{"file"}},
 		"SpeechRequest":          {speech, []string{"input"}},

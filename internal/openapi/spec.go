@@ -56,6 +56,7 @@ type op struct {
 	anthropic                  bool
 	public                     bool // no key needed
 	form                       bool // the body is multipart/form-data
+	jsonAlt                    any  // a form's body may also be this JSON schema
 }
 
 func query(name, desc string, required bool) obj {
@@ -345,7 +346,7 @@ func Document(version string) []byte {
 		}
 		switch {
 		case o.form:
-			operation["requestBody"] = formBody(o.body)
+			operation["requestBody"] = formBody(o.body, o.jsonAlt)
 		case o.body != nil:
 			operation["requestBody"] = jsonBody(o.body)
 		}

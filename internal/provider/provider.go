@@ -218,6 +218,12 @@ func priceAs(d *config.Deployment, name string) (pricing.Price, bool) {
 	if d.OutputCostPerToken != nil {
 		p.OutputPerTokenBatches = 0
 	}
+	// An image is priced per image, else per pixel (MediaCost): a
+	// deployment that sets either prices its images alone, whatever the
+	// table's other image prices.
+	if d.InputCostPerImage != nil || d.OutputCostPerImage != nil || d.InputCostPerPixel != nil {
+		p.InputPerImage, p.OutputPerImage, p.InputPerPixel = 0, 0, 0
+	}
 	for _, o := range []struct {
 		v   *float64
 		dst *float64

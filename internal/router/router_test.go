@@ -198,9 +198,10 @@ func TestStrategies(t *testing.T) {
 // not serve is left out with its reason, not an error; its group serves with
 // the deployments left, and a group with none left says why.
 func TestUnservedProviderIsDisabled(t *testing.T) {
-	bedrock := config.Deployment{ModelName: "claude", Provider: "bedrock", Model: "anthropic.claude-3", ID: "bedrock-1"}
+	t.Setenv("VERTEXAI_PROJECT", "")
+	sagemaker := config.Deployment{ModelName: "claude", Provider: "sagemaker", Model: "my-endpoint", ID: "sagemaker-1"}
 	vertex := config.Deployment{ModelName: "mixed", Provider: "vertex_ai", Model: "gemini-1.5-pro", ID: "vertex-1", AccessGroups: []string{"beta"}}
-	r, err := New([]config.Deployment{bedrock, vertex, dep("mixed", "a", 0, 0)},
+	r, err := New([]config.Deployment{sagemaker, vertex, dep("mixed", "a", 0, 0)},
 		Settings{Aliases: map[string]string{"claude-latest": "claude"}})
 	if err != nil {
 		t.Fatalf("a config with an unserved provider does not build: %v", err)
@@ -208,8 +209,8 @@ func TestUnservedProviderIsDisabled(t *testing.T) {
 	tests := []struct {
 		id, reason string
 	}{
-		{"bedrock-1", `provider "bedrock" is not served by Tollgate`},
-		{"vertex-1", `provider "vertex_ai" is not served by Tollgate`},
+		{"sagemaker-1", `provider "sagemaker" is not served by Tollgate`},
+		{"vertex-1", "needs litellm_params.vertex_project"}, // served, but not usable as configured
 		{"mixed/a", ""},
 	}
 	for _, tt := range tests {
@@ -224,7 +225,7 @@ func TestUnservedProviderIsDisabled(t *testing.T) {
 		t.Fatal("a group with no deployment left is served")
 	}
 	for _, model := range []string{"claude", "claude-latest"} {
-		if why, _ := r.Unservable(model); !strings.Contains(why, "bedrock") {
+		if why, _ := r.Unservable(model); !strings.Contains(why, "sagemaker") {
 			t.Errorf("Unservable(%s) = %q", model, why)
 		}
 	}

@@ -38,12 +38,12 @@ func TestUnservedProviderDeploymentIsDisabled(t *testing.T) {
 	urls, mocks := upstreams(t, "ok")
 	yaml := strings.ReplaceAll(`
 model_list:
-  - model_name: claude-bedrock
-    litellm_params: {model: bedrock/anthropic.claude-3-sonnet-20240229-v1:0, aws_region_name: us-east-1}
-    model_info: {id: bedrock-1}
+  - model_name: beluga
+    litellm_params: {model: petals/petals-team/StableBeluga2}
+    model_info: {id: petals-1}
   - model_name: gemini
-    litellm_params: {model: vertex_ai/gemini-1.5-pro, vertex_project: demo, vertex_location: us-central1}
-    model_info: {id: vertex-1}
+    litellm_params: {model: sagemaker/my-endpoint, aws_region_name: us-east-1}
+    model_info: {id: sagemaker-1}
   - model_name: gemini
     litellm_params: {model: openai/gpt-4o, api_base: "{{ok}}"}
     model_info: {id: openai-1}
@@ -71,7 +71,7 @@ general_settings:
 			disabled = append(disabled, rec["deployment"].(string))
 		}
 	}
-	if strings.Join(disabled, ",") != "bedrock-1,vertex-1" {
+	if strings.Join(disabled, ",") != "petals-1,sagemaker-1" {
 		t.Fatalf("disabled in the log: %v\n%s", disabled, logs.String())
 	}
 
@@ -88,8 +88,8 @@ general_settings:
 	tests := []struct {
 		id, reason string
 	}{
-		{"bedrock-1", `provider "bedrock" is not served by Tollgate`},
-		{"vertex-1", `provider "vertex_ai" is not served by Tollgate`},
+		{"petals-1", `provider "petals" is not served by Tollgate`},
+		{"sagemaker-1", `provider "sagemaker" is not served by Tollgate`},
 		{"openai-1", ""},
 		{"openai-2", ""},
 	}
@@ -125,17 +125,17 @@ general_settings:
 	}
 
 	// A group with no deployment left: a clear error, nothing sent upstream.
-	code, body := chat("claude-bedrock", "sk-1234")
+	code, body := chat("beluga", "sk-1234")
 	e := decodeError(t, []byte(body))
-	if code != 404 || e.Error.Code != "model_not_served" || !strings.Contains(e.Error.Message, `provider "bedrock" is not served by Tollgate`) {
-		t.Fatalf("claude-bedrock: %d %s", code, body)
+	if code != 404 || e.Error.Code != "model_not_served" || !strings.Contains(e.Error.Message, `provider "petals" is not served by Tollgate`) {
+		t.Fatalf("beluga: %d %s", code, body)
 	}
 	// A key that may not use the model learns nothing about it.
 	_, kb := send(t, url+"/key/generate", "sk-1234", `{"models": ["gpt-4o"]}`)
 	var gen struct{ Key string }
 	json.Unmarshal([]byte(kb), &gen)
-	code, body = chat("claude-bedrock", gen.Key)
-	if e := decodeError(t, []byte(body)); code == 200 || strings.Contains(e.Error.Message, "bedrock\" is not served") {
+	code, body = chat("beluga", gen.Key)
+	if e := decodeError(t, []byte(body)); code == 200 || strings.Contains(e.Error.Message, "petals\" is not served") {
 		t.Fatalf("a key without access: %d %s", code, body)
 	}
 	if n := mocks["ok"].Stats().Requests; n != 3 {
@@ -156,7 +156,7 @@ general_settings:
 		t.Fatalf("/health: %d %+v", code, health)
 	}
 	for _, u := range health.Unhealthy {
-		if (u.ModelID != "bedrock-1" && u.ModelID != "vertex-1") || !strings.Contains(u.Error, "is not served by Tollgate") {
+		if (u.ModelID != "petals-1" && u.ModelID != "sagemaker-1") || !strings.Contains(u.Error, "is not served by Tollgate") {
 			t.Errorf("unhealthy endpoint %+v", u)
 		}
 	}

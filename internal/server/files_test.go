@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,7 +146,7 @@ func TestFilesOwnedByTheirKey(t *testing.T) {
 	if up := e.mock.LastRequest(); up.Path != "/v1/files" || up.Header.Get("Authorization") != "Bearer sk-up" {
 		t.Fatalf("upstream request %s with %q", up.Path, up.Header.Get("Authorization"))
 	}
-	ct, body = fileUpload("other\n", "purpose", "batch", "custom_llm_provider", "openai")
+	ct, body = fileUpload(batchInput(1), "purpose", "batch", "custom_llm_provider", "openai")
 	idB := e.create(t, "upload as b", "POST", "/openai/v1/files", b, ct, body)
 	if strings.Contains(string(e.mock.LastRequest().Body), "custom_llm_provider") {
 		t.Fatal("the field that chose the deployment was passed upstream")
@@ -369,7 +370,7 @@ func TestFilesBadInputNeverReachesUpstream(t *testing.T) {
 // call is a spend row.
 func TestFilesUpstreamErrorPassedThrough(t *testing.T) {
 	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
-	ct, body := fileUpload("x\n", "purpose", "batch", "model", "failing")
+	ct, body := fileUpload("hello\n", "purpose", "user_data", "model", "failing")
 	status, body := e.request(t, "POST", "/v1/files", "sk-1234", ct, body)
 	wantError(t, "failing upstream", status, body, 500, "")
 	if !strings.Contains(string(body), "mock failure 500") {
@@ -475,7 +476,7 @@ func TestBatchChargedWhenTheClientLeaves(t *testing.T) {
 	url, _ := serveSrv(t, cfg, Options{Store: st})
 	e := &spendEnv{url: url, store: st}
 	key := newKey(t, e, `{"models": ["gpt-4"]}`)
-	ct, body := fileUpload("{}\n", "purpose", "batch")
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
 	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
 	e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
 		[]byte(`{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
@@ -504,5 +505,264 @@ func TestBatchChargedWhenTheClientLeaves(t *testing.T) {
 		return err == nil && o.Charged && math.Abs(o.Cost-want) < 1e-12
 	}); !ok {
 		t.Fatalf("the batch was not charged %v after its client left", took)
+	}
+}
+
+// TestViewerMayNotStartBatchesOnOthersFiles: proxy_admin_viewer is a
+// read-only role ("delete and cancel only their own"); starting a batch
+// on another key's input file is a write on it, refused before the
+// upstream is asked.
+func TestViewerMayNotStartBatchesOnOthersFiles(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	a := newKey(t, e, `{"models": ["gpt-4"]}`)
+	if resp, out := e.post(t, "/user/new", "sk-1234", `{"user_id": "vera", "user_role": "proxy_admin_viewer"}`); resp.StatusCode != 200 {
+		t.Fatalf("/user/new: %d %v", resp.StatusCode, out)
+	}
+	viewer := newKey(t, e, `{"user_id": "vera", "models": ["gpt-4"]}`)
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
+	file := e.create(t, "upload", "POST", "/v1/files", a, ct, body)
+	before := e.mock.Stats().ByPath["/v1/batches"]
+	status, b := e.request(t, "POST", "/v1/batches", viewer, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	if status == 200 || e.mock.Stats().ByPath["/v1/batches"] != before {
+		t.Fatalf("a proxy_admin_viewer started a batch on another key's file: %d %s", status, b)
+	}
+}
+
+// TestRegeneratedKeyKeepsItsFiles: /key/regenerate keeps the key (its
+// budget, spend, models) under a new secret. Its files and batches, and the
+// batch's charge, follow it: the store moves them to the new hash.
+func TestRegeneratedKeyKeepsItsFiles(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	old := newKey(t, e, `{"models": ["gpt-4"], "max_budget": 10}`)
+	ct, body := fileUpload("hello\n", "purpose", "user_data")
+	file := e.create(t, "upload", "POST", "/v1/files", old, ct, body)
+	resp, out := e.post(t, "/key/regenerate", "sk-1234", `{"key": "`+old+`"}`)
+	fresh, _ := out["key"].(string)
+	if resp.StatusCode != 200 || fresh == "" {
+		t.Fatalf("regenerate: %d %v", resp.StatusCode, out)
+	}
+	if status, b := e.request(t, "GET", "/v1/files/"+file, fresh, "", nil); status != 200 {
+		t.Fatalf("the regenerated key reads its own file: %d %s", status, b)
+	}
+}
+
+// TestListAfterDoesNotRevealOthersIDs: endpoints.md promises that
+// another key's id answers exactly like an id that does not exist, so the
+// list's `after` cursor is looked up among the caller's own objects only.
+func TestListAfterDoesNotRevealOthersIDs(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	a := newKey(t, e, `{"models": ["gpt-4"]}`)
+	b := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := fileUpload("mine\n", "purpose", "user_data")
+	e.create(t, "b uploads", "POST", "/v1/files", b, ct, body)
+	ct, body = fileUpload("secret\n", "purpose", "user_data")
+	aFile := e.create(t, "a uploads", "POST", "/v1/files", a, ct, body)
+	withOthers := listIDs(t, e, "/v1/files?after="+aFile, b)
+	withNone := listIDs(t, e, "/v1/files?after=file-does-not-exist", b)
+	if len(withOthers) != len(withNone) {
+		t.Fatalf("b's listing after a's file id %v differs from after an unknown id %v: the id's existence leaks", withOthers, withNone)
+	}
+}
+
+// TestBatchMetadataChecked: endpoints.md says bad metadata is a 400
+// naming `metadata` that never reaches the provider; OpenAI's metadata is
+// up to 16 pairs of strings, keys up to 64 characters, values up to 512.
+func TestBatchMetadataChecked(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
+	file := e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	seventeen := map[string]string{}
+	for i := range 17 {
+		seventeen[fmt.Sprint("k", i)] = "v"
+	}
+	many, _ := json.Marshal(seventeen)
+	for name, md := range map[string]string{
+		"non-string values": `{"n":1,"deep":{"x":[1]}}`,
+		"not an object":     `["a"]`,
+		"17 pairs":          string(many),
+		"a long key":        `{"` + strings.Repeat("k", 65) + `":"v"}`,
+		"a long value":      `{"k":"` + strings.Repeat("v", 513) + `"}`,
+	} {
+		before := e.mock.Stats().ByPath["/v1/batches"]
+		status, b := e.request(t, "POST", "/v1/batches", key, "application/json",
+			[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":`+md+`}`))
+		if e.mock.Stats().ByPath["/v1/batches"] != before {
+			t.Fatalf("%s: reached the upstream (%d %s)", name, status, b)
+		}
+		wantError(t, name, status, b, 400, "metadata")
+	}
+	e.create(t, "batch with good metadata", "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"`+strings.Repeat("k", 64)+`":"`+strings.Repeat("v", 512)+`"}}`))
+}
+
+// TestBatchChargedFromItsOutputFile: the batch's usage is in its
+// output file. When the retrieval that saw it completed could not read the
+// output (a transient upstream error), reading the batch's *error* file
+// must not settle the batch (at the error file's $0): the output's usage
+// is booked when the output is next seen.
+func TestBatchChargedFromItsOutputFile(t *testing.T) {
+	var outputReads atomic.Int32
+	fake := http.NewServeMux()
+	fake.HandleFunc("POST /v1/files", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"file-in","object":"file","purpose":"batch"}`)
+	})
+	fake.HandleFunc("POST /v1/batches", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"batch_1","object":"batch","status":"validating"}`)
+	})
+	fake.HandleFunc("GET /v1/batches/batch_1", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"id":"batch_1","object":"batch","status":"completed","output_file_id":"file-out","error_file_id":"file-err"}`)
+	})
+	fake.HandleFunc("GET /v1/files/file-out/content", func(w http.ResponseWriter, r *http.Request) {
+		if outputReads.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":{"message":"try again","type":"server_error"}}`)
+			return
+		}
+		io.WriteString(w, `{"custom_id":"a","response":{"status_code":200,"body":{"model":"gpt-4o-mini","usage":{"prompt_tokens":4000,"completion_tokens":3000}}}}`+"\n")
+	})
+	fake.HandleFunc("GET /v1/files/file-err/content", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"custom_id":"b","response":null,"error":{"code":"invalid_request","message":"bad line"}}`+"\n")
+	})
+	e := fakeEnv(t, fake, filesConfig)
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	ct, body := fileUpload(batchInput(1), "purpose", "batch")
+	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	e.create(t, "retrieve (output read fails)", "GET", "/v1/batches/batch_1", key, "", nil)
+	if s, b := e.request(t, "GET", "/v1/files/file-err/content", key, "", nil); s != 200 {
+		t.Fatalf("error file: %d %s", s, b)
+	}
+	e.create(t, "retrieve again", "GET", "/v1/batches/batch_1", key, "", nil)
+	if s, b := e.request(t, "GET", "/v1/files/file-out/content", key, "", nil); s != 200 {
+		t.Fatalf("output file: %d %s", s, b)
+	}
+	want := (4000*0.00001 + 3000*0.0001) / 2
+	o, err := e.store.GetObject(context.Background(), store.ObjectBatch, "batch_1")
+	if err != nil || !o.Charged || math.Abs(o.Cost-want) > 1e-12 {
+		t.Fatalf("batch charged=%v cost $%v, want $%v (%v)", o != nil && o.Charged, costOf(o), want, err)
+	}
+}
+
+func costOf(o *store.ManagedObject) float64 {
+	if o == nil {
+		return 0
+	}
+	return o.Cost
+}
+
+// fakeEnv serves yaml ({{UP}} is fake's URL, a scripted provider) on SQLite.
+func fakeEnv(t *testing.T, fake http.Handler, yaml string) *spendEnv {
+	t.Helper()
+	up := httptest.NewServer(fake)
+	t.Cleanup(up.Close)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	url, srv := serveSrv(t, cfg, Options{Store: st})
+	return &spendEnv{url: url, store: st, srv: srv}
+}
+
+// TestStrictModeRefusesBudgetedBatches: docs/spend-and-limits.md promises
+// that in strict mode spend never passes the budget; a batch takes no hold,
+// so a budgeted key may not start one (a 400 before the upstream is asked),
+// while a key without a budget may.
+func TestStrictModeRefusesBudgetedBatches(t *testing.T) {
+	yaml := strings.Replace(filesConfig, "general_settings:", "litellm_settings:\n  budget_enforcement: strict\ngeneral_settings:", 1)
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, yaml)
+	for _, c := range []struct {
+		key    string
+		refuse bool
+	}{{`{"models": ["gpt-4"], "max_budget": 0.0002}`, true}, {`{"models": ["gpt-4"]}`, false}} {
+		key := newKey(t, e, c.key)
+		ct, body := fileUpload(batchInput(3), "purpose", "batch")
+		file := e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+		before := e.mock.Stats().ByPath["/v1/batches"]
+		status, b := e.request(t, "POST", "/v1/batches", key, "application/json",
+			[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+		if !c.refuse {
+			idOf(t, "a batch without a budget", status, b)
+			continue
+		}
+		wantError(t, "a budgeted batch in strict mode", status, b, 400, "")
+		if !strings.Contains(string(b), "budget_enforcement_strict") || e.mock.Stats().ByPath["/v1/batches"] != before {
+			t.Fatalf("strict mode: %d %s (upstream asked: %v)", status, b, e.mock.Stats().ByPath["/v1/batches"] != before)
+		}
+	}
+}
+
+// TestBatchLinesRunOnlyTheKeysModel: a batch input file's lines name their
+// own model, which the upstream would run on the gateway's account. A line
+// naming a model other than the file's model group (another model of the
+// same account, one the key may not use) is a 400 naming file before the
+// upstream is asked; a line naming the group, an alias or the deployment's
+// model runs the deployment's model, which the upstream receives.
+func TestBatchLinesRunOnlyTheKeysModel(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, filesConfig)
+	key := newKey(t, e, `{"models": ["gpt-4"]}`)
+	line := func(model string) string {
+		return strings.Replace(strings.Replace(batchLine, `"model":"gpt-4o-mini"`, `"model":"`+model+`"`, 1), "%d", "0", 1) + "\n"
+	}
+	for name, content := range map[string]string{
+		"another model of the account": line("o1-pro"),
+		"a model the key may not use":  line("other"),
+		"the second line":              line("gpt-4") + line("o1-pro"),
+		"no model":                     `{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{}}` + "\n",
+		"no custom_id":                 `{"method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4"}}` + "\n",
+		"an unknown url":               `{"custom_id":"a","method":"POST","url":"/v1/images/generations","body":{"model":"gpt-4"}}` + "\n",
+		"not JSON":                     "hello\n",
+		"no lines":                     "\n",
+	} {
+		before := e.mock.Stats().ByPath["/v1/files"]
+		ct, body := fileUpload(content, "purpose", "batch", "model", "gpt-4")
+		status, b := e.request(t, "POST", "/v1/files", key, ct, body)
+		wantError(t, name, status, b, 400, "file")
+		if e.mock.Stats().ByPath["/v1/files"] != before {
+			t.Fatalf("%s: a refused batch file reached the upstream", name)
+		}
+	}
+	ct, body := fileUpload(line("gpt-4")+"\n"+line("gpt-4o-mini"), "purpose", "batch", "model", "gpt-4")
+	file := e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	if up := string(e.mock.LastRequest().Body); strings.Count(up, `"model":"gpt-4o-mini"`) != 2 || strings.Contains(up, `"model":"gpt-4"`) {
+		t.Fatalf("the upstream got lines %s, want both on gpt-4o-mini", up)
+	}
+	batch := e.create(t, "batch", "POST", "/v1/batches", key, "application/json",
+		[]byte(`{"input_file_id":"`+file+`","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+	status, b := e.request(t, "GET", "/v1/batches/"+batch, key, "", nil)
+	var got struct {
+		OutputFileID string `json:"output_file_id"`
+	}
+	if status != 200 || json.Unmarshal(b, &got) != nil || got.OutputFileID == "" {
+		t.Fatalf("retrieve: %d %s", status, b)
+	}
+	status, out := e.request(t, "GET", "/v1/files/"+got.OutputFileID+"/content", key, "", nil)
+	if status != 200 || strings.Count(string(out), `"status_code":200`) != 2 {
+		t.Fatalf("output: %d %s", status, out)
+	}
+}
+
+// TestBatchLinesOnAWildcardDeployment: on a wildcard deployment (openai/*)
+// each line keeps its own model, stripped of the route's prefix as a chat
+// request's is, and each must be one the key may use.
+func TestBatchLinesOnAWildcardDeployment(t *testing.T) {
+	yaml := strings.Replace(filesConfig, "general_settings:", `  - model_name: "openai/*"
+    litellm_params: {model: "openai/*", api_base: "{{UP}}", api_key: sk-up-4}
+general_settings:`, 1)
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, yaml)
+	key := newKey(t, e, `{"models": ["openai/gpt-4o-mini"]}`)
+	line := func(model string) string {
+		return strings.Replace(strings.Replace(batchLine, `"model":"gpt-4o-mini"`, `"model":"`+model+`"`, 1), "%d", "0", 1) + "\n"
+	}
+	ct, body := fileUpload(line("openai/gpt-4o-mini")+line("openai/o1-pro"), "purpose", "batch", "model", "openai/gpt-4o-mini")
+	status, b := e.request(t, "POST", "/v1/files", key, ct, body)
+	wantError(t, "a line on a model the key may not use", status, b, 400, "file")
+	ct, body = fileUpload(line("openai/gpt-4o-mini"), "purpose", "batch", "model", "openai/gpt-4o-mini")
+	e.create(t, "upload", "POST", "/v1/files", key, ct, body)
+	if up := string(e.mock.LastRequest().Body); !strings.Contains(up, `"model":"gpt-4o-mini"`) || strings.Contains(up, "openai/") {
+		t.Fatalf("the upstream got %s, want the line on gpt-4o-mini", up)
 	}
 }

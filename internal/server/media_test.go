@@ -11,9 +11,11 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -588,11 +590,12 @@ func TestMediaPriceOverrides(t *testing.T) {
 
 // TestMediaUpstreamFailures: an upstream's refusal reaches the client as
 // it came and costs nothing (no row, the hold released); a 2xx that is not
-// an images answer is a 502, booked as a row without cost.
+// an images answer is a 502, booked at the price of the image asked for
+// (known before the call: the upstream made it and bills it).
 func TestMediaUpstreamFailures(t *testing.T) {
 	st := sqliteStore(t)
 	e := startConfig(t, st, mockupstream.Options{}, mediaConfig)
-	_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.05}`)
+	_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.07}`)
 	key := out["key"].(string)
 	resp, b := e.send(t, "/v1/images/generations", key, "application/json", `{"model":"refusing-painter","prompt":"x"}`)
 	if resp.StatusCode != 400 || !strings.Contains(string(b), "mock failure 400") {
@@ -602,7 +605,7 @@ func TestMediaUpstreamFailures(t *testing.T) {
 	if resp.StatusCode != 502 {
 		t.Fatalf("garbled answer: %d %s", resp.StatusCode, b)
 	}
-	// Nothing was held back: the whole budget still buys images.
+	// Nothing more was held back: the rest of the budget still buys images.
 	resp, b = e.send(t, "/v1/images/generations", key, "application/json", `{"model":"painter","prompt":"x","n":2}`)
 	if resp.StatusCode != 200 {
 		t.Fatalf("after the failures: %d %s", resp.StatusCode, b)
@@ -616,12 +619,503 @@ func TestMediaUpstreamFailures(t *testing.T) {
 	if _, ok := rows["refusing-painter"]; ok || len(logs) != 2 {
 		t.Fatalf("rows %+v: want the garbled answer and the images, not the refusal", logs)
 	}
-	if g := rows["garbled-painter"]; g.Status != 502 || g.Cost != 0 {
-		t.Errorf("garbled answer booked as %+v", g)
-	}
 	one, _ := pricing.ImageLookup("openai", "dall-e-2", "1024x1024", "")
+	if g := rows["garbled-painter"]; g.Status != 502 || !g.UsageEstimated || !near(g.Cost, one.MediaCost(usageImages(1, "1024x1024"))) {
+		t.Errorf("garbled answer booked as %+v, want one image's price", g)
+	}
 	want := 2 * one.MediaCost(usageImages(1, "1024x1024")) // dall-e-2's default size
 	if p := rows["painter"]; p.Status != 200 || want == 0 || !near(p.Cost, want) {
 		t.Errorf("images booked as %+v, want %v", p, want)
+	}
+}
+
+// The tests below run behind a loopback fake upstream whose answer each
+// test controls (the mock upstream's answers are well formed).
+
+const fakeMediaConfig = `
+model_list:
+  - model_name: whisper
+    litellm_params: {model: openai/whisper-1, api_base: "{{FAKE}}"}
+  - model_name: self-whisper
+    litellm_params: {model: openai/whisper-1, api_base: "{{FAKE}}", input_cost_per_second: 0}
+  - model_name: dall-e-3
+    litellm_params: {model: openai/dall-e-3, api_base: "{{FAKE}}"}
+  - model_name: painter
+    litellm_params: {model: openai/dall-e-2, api_base: "{{FAKE}}"}
+  - model_name: gpt-image-1
+    litellm_params: {model: openai/gpt-image-1, api_base: "{{FAKE}}"}
+  - model_name: pixel-dalle
+    litellm_params: {model: openai/dall-e-3, api_base: "{{FAKE}}", input_cost_per_pixel: 0.0000001}
+  - model_name: mod
+    litellm_params: {model: openai/omni-moderation-latest, api_base: "{{FAKE}}"}
+  - model_name: rerank
+    litellm_params: {model: cohere/rerank-v3.5, api_base: "{{FAKE}}", api_key: k}
+  - model_name: vllm-rerank
+    litellm_params: {model: hosted_vllm/BAAI/bge-reranker-v2-m3, api_base: "{{FAKE}}", input_cost_per_token: 0.00001, output_cost_per_token: 0}
+  - model_name: mini-tts
+    litellm_params: {model: openai/gpt-4o-mini-tts, api_base: "{{FAKE}}"}
+general_settings:
+  master_key: sk-1234
+`
+
+const strictBudgets = "litellm_settings:\n  budget_enforcement: strict\n"
+
+// mediaFake counts the requests it serves and keeps the last one's body.
+type mediaFake struct {
+	calls atomic.Int64
+	last  atomic.Value // []byte: the last request's body
+	ct    atomic.Value // string: its Content-Type
+}
+
+// startMediaFake starts the server (fakeMediaConfig plus extra) in front
+// of a fake upstream that answers every request with answer.
+func startMediaFake(t *testing.T, answer http.HandlerFunc, extra string) (*spendEnv, *mediaFake, store.Store) {
+	t.Helper()
+	mf := &mediaFake{}
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mf.calls.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		mf.last.Store(b)
+		mf.ct.Store(r.Header.Get("Content-Type"))
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		answer(w, r)
+	}))
+	t.Cleanup(fake.Close)
+	st := sqliteStore(t)
+	yaml := strings.ReplaceAll(fakeMediaConfig, "{{FAKE}}", fake.URL) + extra
+	return startConfig(t, st, mockupstream.Options{}, yaml), mf, st
+}
+
+func jsonAnswer(body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, body)
+	}
+}
+
+func textAnswer(body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, body)
+	}
+}
+
+// budgetKey is a new key with max_budget budget.
+func budgetKey(t *testing.T, e *spendEnv, budget string) string {
+	t.Helper()
+	_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": `+budget+`}`)
+	k, _ := out["key"].(string)
+	if k == "" {
+		t.Fatalf("no key: %v", out)
+	}
+	return k
+}
+
+// keySpend is what the store booked for key, once the server has stopped.
+func keySpend(t *testing.T, e *spendEnv, st store.Store, key string) (float64, []store.SpendLog) {
+	t.Helper()
+	e.stop()
+	logs, _, err := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, l := range logs {
+		sum += l.Cost
+	}
+	return sum, logs
+}
+
+// wantRefused fails unless an answer is a 400 with param (when not "")
+// and error type typ.
+func wantRefused(t *testing.T, what string, resp *http.Response, b []byte, typ, param string) {
+	t.Helper()
+	var out struct {
+		Error struct {
+			Type  string
+			Param *string
+		}
+	}
+	if resp.StatusCode != 400 || json.Unmarshal(b, &out) != nil || out.Error.Type != typ {
+		t.Errorf("%s: %d %.200s, want a 400 %s", what, resp.StatusCode, b, typ)
+		return
+	}
+	if param != "" && (out.Error.Param == nil || *out.Error.Param != param) {
+		t.Errorf("%s: param %v, want %s (%.200s)", what, out.Error.Param, param, b)
+	}
+}
+
+// pcmWAV is a mono 16-bit 16 kHz WAV of secs seconds whose header declares
+// byteRate as its byte rate (honest: 32,000).
+func pcmWAV(secs int, byteRate uint32) []byte {
+	const rate = 16000
+	data := make([]byte, secs*rate*2)
+	for i := range data {
+		data[i] = byte(i * 13)
+	}
+	h := make([]byte, 44)
+	copy(h, "RIFF")
+	binary.LittleEndian.PutUint32(h[4:], uint32(36+len(data)))
+	copy(h[8:], "WAVEfmt ")
+	binary.LittleEndian.PutUint32(h[16:], 16)
+	binary.LittleEndian.PutUint16(h[20:], 1) // PCM
+	binary.LittleEndian.PutUint16(h[22:], 1) // mono
+	binary.LittleEndian.PutUint32(h[24:], rate)
+	binary.LittleEndian.PutUint32(h[28:], byteRate)
+	binary.LittleEndian.PutUint16(h[32:], 2)
+	binary.LittleEndian.PutUint16(h[34:], 16)
+	copy(h[36:], "data")
+	binary.LittleEndian.PutUint32(h[40:], uint32(len(data)))
+	return append(h, data...)
+}
+
+// TestWAVLengthIgnoresHeaderByteRate: a PCM WAV is as long as its data
+// over sample rate × block size, whatever its header's byte rate says: 100
+// s of 16 kHz audio whose header claims a byte rate of 0xFFFFFFFF is held
+// (a strict $0.001 budget refuses it before the upstream) and booked as
+// 100 s.
+func TestWAVLengthIgnoresHeaderByteRate(t *testing.T) {
+	e, mf, _ := startMediaFake(t, textAnswer("the quick brown fox\n"), strictBudgets)
+	small, big := budgetKey(t, e, "0.001"), budgetKey(t, e, "100")
+	body, ct := upload(t, map[string]string{"model": "whisper", "response_format": "text"}, "file", "talk.wav", pcmWAV(100, 0xFFFFFFFF))
+	resp, b := e.send(t, "/v1/audio/transcriptions", small, ct, body)
+	wantRefused(t, "100 s of audio on a $0.001 strict budget", resp, b, "budget_exceeded", "")
+	if mf.calls.Load() != 0 {
+		t.Fatalf("the refused call reached the upstream")
+	}
+	resp, b = e.send(t, "/v1/audio/transcriptions", big, ct, body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	if got, want := costHeader(t, resp), 100*0.0001; !near(got, want) {
+		t.Errorf("100 s of PCM audio (header byte rate 0xFFFFFFFF) booked $%g, want $%g", got, want)
+	}
+}
+
+// mp3Frames is secs seconds of MPEG-1 Layer III frames at 32 kbit/s, 44.1
+// kHz mono: 104-byte frames of 1,152 samples each.
+func mp3Frames(secs int) []byte {
+	frames := secs * 44100 / 1152
+	frame := make([]byte, 104)
+	frame[0], frame[1], frame[2], frame[3] = 0xFF, 0xFB, 0x10, 0xC4
+	var b bytes.Buffer
+	for range frames {
+		b.Write(frame)
+	}
+	return b.Bytes()
+}
+
+// TestTextTranscriptBookedAtLowestBitrate: a transcript whose answer says
+// nothing of the audio's length (response_format text) of an upload whose
+// header does not either is booked as the hold bounds it, at 16 kbit/s: 100
+// s of 32 kbit/s MP3 is booked as its 398 kB at 2 kB/s, never below the
+// 100 s the provider bills.
+func TestTextTranscriptBookedAtLowestBitrate(t *testing.T) {
+	e, _, st := startMediaFake(t, textAnswer("the quick brown fox\n"), "")
+	key := budgetKey(t, e, "100")
+	mp3 := mp3Frames(100)
+	body, ct := upload(t, map[string]string{"model": "whisper", "response_format": "text"}, "file", "talk.mp3", mp3)
+	resp, b := e.send(t, "/v1/audio/transcriptions", key, ct, body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	spent, logs := keySpend(t, e, st, key)
+	if want := float64(len(mp3)) / 2000 * 0.0001; !near(spent, want) || len(logs) != 1 || !logs[0].UsageEstimated {
+		t.Errorf("100 s of 32 kbit/s MP3 booked $%g (%+v), want $%g (its bytes at 2 kB/s), marked estimated", spent, logs, want)
+	}
+}
+
+// TestMediaUsageClampedToRequest: what an image or transcription answer
+// reports is booked within what was asked for and held: five images for
+// n=1 are booked as one, a million seconds for a 3 s WAV as 3 s; both rows
+// say the usage was clamped.
+func TestMediaUsageClampedToRequest(t *testing.T) {
+	t.Run("images beyond n", func(t *testing.T) {
+		five := `{"created":1,"data":[{"url":"u"},{"url":"u"},{"url":"u"},{"url":"u"},{"url":"u"}]}`
+		e, _, st := startMediaFake(t, jsonAnswer(five), strictBudgets)
+		key := budgetKey(t, e, "0.05")
+		resp, b := e.send(t, "/v1/images/generations", key, "application/json", `{"model":"dall-e-3","prompt":"x","n":1,"quality":"standard","size":"1024x1024"}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, b)
+		}
+		spent, logs := keySpend(t, e, st, key)
+		one, _ := pricing.ImageLookup("openai", "dall-e-3", "1024x1024", "standard")
+		want := one.MediaCost(usageImages(1, "1024x1024"))
+		if want == 0 || !near(spent, want) || len(logs) != 1 || !logs[0].UsageClamped {
+			t.Errorf("n=1, five images answered: booked $%g (%+v), want one image at $%g, clamped", spent, logs, want)
+		}
+	})
+	t.Run("seconds beyond the WAV header", func(t *testing.T) {
+		e, _, st := startMediaFake(t, jsonAnswer(`{"task":"transcribe","language":"english","duration":1000000,"text":"hi"}`), strictBudgets)
+		key := budgetKey(t, e, "1")
+		body, ct := upload(t, map[string]string{"model": "whisper", "response_format": "verbose_json"}, "file", "a.wav", wav(3))
+		resp, b := e.send(t, "/v1/audio/transcriptions", key, ct, body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, b)
+		}
+		spent, logs := keySpend(t, e, st, key)
+		if !near(spent, 3*0.0001) || len(logs) != 1 || !logs[0].UsageClamped {
+			t.Errorf("a 3 s WAV reported as 1e6 s: booked $%g (%+v), want 3 s, clamped", spent, logs)
+		}
+	})
+	t.Run("whole seconds of a shorter WAV", func(t *testing.T) {
+		// Providers report (and bill) whole seconds: 2.5 s of audio
+		// reported as 3 s is within the bound.
+		e, _, st := startMediaFake(t, jsonAnswer(`{"text":"hi","usage":{"type":"duration","seconds":3}}`), strictBudgets)
+		key := budgetKey(t, e, "1")
+		body, ct := upload(t, map[string]string{"model": "whisper"}, "file", "a.wav", wav(3)[:44+40000])
+		resp, b := e.send(t, "/v1/audio/transcriptions", key, ct, body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, b)
+		}
+		spent, logs := keySpend(t, e, st, key)
+		if !near(spent, 3*0.0001) || len(logs) != 1 || logs[0].UsageClamped {
+			t.Errorf("2.5 s of WAV reported as 3 s: booked $%g (%+v), want 3 s, not clamped", spent, logs)
+		}
+	})
+}
+
+// TestImageEditHoldsInputImages: a gpt-image-1 edit holds, besides its
+// output image and prompt, each input image at the most tokens an image
+// can cost: four input images at medium quality do not fit a strict $0.20
+// budget and are refused before the upstream; the same edit with one input
+// image fits.
+func TestImageEditHoldsInputImages(t *testing.T) {
+	ans := `{"created":1,"data":[{"b64_json":"aGk="}],"usage":{"total_tokens":5260,"input_tokens":1100,"output_tokens":4160,"input_tokens_details":{"text_tokens":50,"image_tokens":1050}}}`
+	e, mf, _ := startMediaFake(t, jsonAnswer(ans), strictBudgets)
+	key := budgetKey(t, e, "0.2")
+	edit := func(images int) (string, string) {
+		var b bytes.Buffer
+		w := multipart.NewWriter(&b)
+		w.WriteField("model", "gpt-image-1")
+		w.WriteField("prompt", "put these products in one gift basket")
+		w.WriteField("size", "1024x1024")
+		w.WriteField("quality", "medium")
+		for i := range images {
+			fw, _ := w.CreateFormFile("image[]", fmt.Sprintf("p%d.png", i))
+			fw.Write([]byte("\x89PNG fake image bytes"))
+		}
+		w.Close()
+		return b.String(), w.FormDataContentType()
+	}
+	body, ct := edit(4)
+	resp, out := e.send(t, "/v1/images/edits", key, ct, body)
+	wantRefused(t, "a 4-image medium-quality edit on a strict $0.20 budget", resp, out, "budget_exceeded", "")
+	if mf.calls.Load() != 0 {
+		t.Fatalf("the refused edit reached the upstream")
+	}
+	body, ct = edit(1)
+	if resp, out = e.send(t, "/v1/images/edits", key, ct, body); resp.StatusCode != 200 {
+		t.Errorf("a 1-image edit on a strict $0.20 budget: %d %s", resp.StatusCode, out)
+	}
+}
+
+// TestDuplicateFormFieldsRefused: a form that repeats a field the call is
+// priced or routed by is refused before the upstream, naming the field: the
+// gateway would price the first and a server that reads the last
+// (Starlette's) would make what was not held for. A file part named model
+// is refused the same way (it would be forwarded next to the deployment's).
+func TestDuplicateFormFieldsRefused(t *testing.T) {
+	e, mf, _ := startMediaFake(t, jsonAnswer(`{"created":1,"data":[{"url":"u"}]}`), "")
+	part := func(name, value string) string {
+		return "--B\r\nContent-Disposition: form-data; name=\"" + name + "\"\r\n\r\n" + value + "\r\n"
+	}
+	image := "--B\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n"
+	audio := "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n" + string(wav(1)) + "\r\n"
+	for _, tc := range []struct{ path, body, param string }{
+		{"/v1/images/variations", part("model", "painter") + part("n", "1") + part("n", "10") + image, "n"},
+		{"/v1/images/variations", part("model", "painter") + part("size", "256x256") + part("size", "1024x1024") + image, "size"},
+		{"/v1/images/edits", part("model", "gpt-image-1") + part("prompt", "x") + part("quality", "low") + part("quality", "high") + image, "quality"},
+		{"/v1/images/variations", part("model", "painter") + part("model", "dall-e-3") + image, "model"},
+		{"/v1/audio/transcriptions", part("model", "whisper") + part("response_format", "json") + part("response_format", "text") + audio, "response_format"},
+		{"/v1/audio/transcriptions", part("model", "whisper") + audio + audio, "file"},
+		{"/openai/deployments/whisper/audio/transcriptions?api-version=2024-06-01",
+			"--B\r\nContent-Disposition: form-data; name=\"model\"; filename=\"m\"\r\n\r\ngpt-4o-transcribe\r\n" + audio, "model"},
+	} {
+		resp, b := e.send(t, tc.path, "sk-1234", "multipart/form-data; boundary=B", tc.body+"--B--\r\n")
+		wantRefused(t, tc.path+" "+tc.param, resp, b, "invalid_request_error", tc.param)
+	}
+	if n := mf.calls.Load(); n != 0 {
+		t.Errorf("%d refused forms reached the upstream", n)
+	}
+}
+
+// TestStreamFormFieldRefusedWhenTruthy: an upload's stream field is
+// refused whenever a Python server would read it as true, not only for
+// "true".
+func TestStreamFormFieldRefusedWhenTruthy(t *testing.T) {
+	e, mf, _ := startMediaFake(t, jsonAnswer(`{"text":"hi","usage":{"type":"duration","seconds":1}}`), "")
+	for _, v := range []string{"true", "True", "1", "on", "yes"} {
+		body, ct := upload(t, map[string]string{"model": "whisper", "stream": v}, "file", "a.wav", wav(1))
+		resp, b := e.send(t, "/v1/audio/transcriptions", "sk-1234", ct, body)
+		wantRefused(t, "stream="+v, resp, b, "invalid_request_error", "stream")
+	}
+	if n := mf.calls.Load(); n != 0 {
+		t.Errorf("%d streaming uploads reached the upstream", n)
+	}
+	body, ct := upload(t, map[string]string{"model": "whisper", "stream": "false"}, "file", "a.wav", wav(1))
+	if resp, b := e.send(t, "/v1/audio/transcriptions", "sk-1234", ct, body); resp.StatusCode != 200 {
+		t.Errorf("stream=false: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestDeploymentPixelPriceWins: a deployment's input_cost_per_pixel
+// prices its images even where the table has a per-image price for the
+// model: dall-e-3 at 1024x1024 is booked at 1,048,576 px × $1e-7, not the
+// table's $0.04.
+func TestDeploymentPixelPriceWins(t *testing.T) {
+	e, _, _ := startMediaFake(t, jsonAnswer(`{"created":1,"data":[{"url":"u"}]}`), "")
+	resp, b := e.send(t, "/v1/images/generations", "sk-1234", "application/json", `{"model":"pixel-dalle","prompt":"x","size":"1024x1024","quality":"standard"}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	if got, want := costHeader(t, resp), 1024*1024*1e-7; !near(got, want) {
+		t.Errorf("deployment input_cost_per_pixel 1e-7: 1024x1024 booked $%g, want $%g", got, want)
+	}
+}
+
+// TestZeroSecondPriceOverrideHonoured: a self-hosted whisper-1 deployment
+// priced input_cost_per_second: 0 books its transcriptions at $0, not at
+// the table's $0.0001 a second.
+func TestZeroSecondPriceOverrideHonoured(t *testing.T) {
+	e, _, _ := startMediaFake(t, jsonAnswer(`{"text":"hi","usage":{"type":"duration","seconds":3}}`), "")
+	for _, tc := range []struct {
+		model string
+		want  float64
+	}{{"self-whisper", 0}, {"whisper", 3 * 0.0001}} {
+		body, ct := upload(t, map[string]string{"model": tc.model}, "file", "a.wav", wav(3))
+		resp, b := e.send(t, "/v1/audio/transcriptions", "sk-1234", ct, body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, b)
+		}
+		if got := costHeader(t, resp); !near(got, tc.want) {
+			t.Errorf("%s: 3 s booked $%g, want $%g", tc.model, got, tc.want)
+		}
+	}
+}
+
+// TestTooLargeImageAnswerBookedAtHeldPrice: an images answer over
+// max_response_size_mb (1 MiB here) is a 502 to the client, and booked at
+// the price of the n images asked for, known before the call: the upstream
+// made them and bills them.
+func TestTooLargeImageAnswerBookedAtHeldPrice(t *testing.T) {
+	img := strings.Repeat("A", 700<<10)
+	ans := `{"created":1,"data":[{"b64_json":"` + img + `"},{"b64_json":"` + img + `"}]}`
+	e, mf, st := startMediaFake(t, jsonAnswer(ans), "  max_response_size_mb: 1\n")
+	key := budgetKey(t, e, "100")
+	resp, b := e.send(t, "/v1/images/generations", key, "application/json", `{"model":"painter","prompt":"x","n":2,"size":"1024x1024","response_format":"b64_json"}`)
+	if resp.StatusCode != 502 || mf.calls.Load() != 1 {
+		t.Fatalf("answer over the bound: %d %.100s (upstream calls %d), want one call and a 502", resp.StatusCode, b, mf.calls.Load())
+	}
+	spent, logs := keySpend(t, e, st, key)
+	one, _ := pricing.ImageLookup("openai", "dall-e-2", "1024x1024", "")
+	want := 2 * one.MediaCost(usageImages(1, "1024x1024"))
+	if want == 0 || !near(spent, want) || len(logs) != 1 || logs[0].Status != 502 || !logs[0].UsageEstimated {
+		t.Errorf("2 images made upstream, answer over the size bound: booked $%g in %+v, want $%g in one 502 row", spent, logs, want)
+	}
+}
+
+// TestSubtitleTranscriptBookedToWAVLength: an srt transcript is booked to
+// the end of its last cue, but never below the WAV header's length: 60 s
+// of audio with one second of speech at its start is booked as 60 s, as
+// the provider bills the audio it heard.
+func TestSubtitleTranscriptBookedToWAVLength(t *testing.T) {
+	e, _, _ := startMediaFake(t, textAnswer("1\n00:00:00,000 --> 00:00:01,000\nhello\n\n"), "")
+	body, ct := upload(t, map[string]string{"model": "whisper", "response_format": "srt"}, "file", "a.wav", wav(60))
+	resp, b := e.send(t, "/v1/audio/transcriptions", "sk-1234", ct, body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	if got, want := costHeader(t, resp), 60*0.0001; !near(got, want) {
+		t.Errorf("a 60 s WAV with srt output booked $%g (%.0f s), want $%g", got, got/0.0001, want)
+	}
+}
+
+// TestSpeechInstructionsBooked: gpt-4o-mini-tts bills the text of
+// instructions as input tokens; they are held and booked with the input's.
+func TestSpeechInstructionsBooked(t *testing.T) {
+	e, _, _ := startMediaFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "audio/mpeg")
+		w.Write(make([]byte, 256))
+	}, "")
+	instructions := strings.Repeat("Speak like a calm museum guide, slowly and warmly. ", 800) // ~40 kB
+	body, _ := json.Marshal(map[string]string{"model": "mini-tts", "voice": "alloy", "input": "hi", "instructions": instructions})
+	resp, b := e.send(t, "/v1/audio/speech", "sk-1234", "application/json", string(body))
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %.80s", resp.StatusCode, b)
+	}
+	e.stop()
+	logs, _, _ := e.store.ListSpendLogs(context.Background(), store.SpendFilter{})
+	p, _ := pricing.Lookup("openai", "gpt-4o-mini-tts")
+	floor := float64(len(instructions)) / 8 * p.InputPerToken // fewer than 8 bytes a token
+	if len(logs) != 1 || p.InputPerToken == 0 || logs[0].Cost < floor {
+		t.Errorf("speech with %d bytes of instructions booked %+v, want at least $%g", len(instructions), logs, floor)
+	}
+}
+
+// TestFormPartCountBounded: a form of more than maxParts (1,000) parts,
+// or a part whose headers are over 8 KiB, is refused before the upstream:
+// every part costs a header map kept for each attempt.
+func TestFormPartCountBounded(t *testing.T) {
+	e, mf, _ := startMediaFake(t, jsonAnswer(`{"text":"hi","usage":{"type":"duration","seconds":1}}`), "")
+	file := "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n" + string(wav(1)) + "\r\n--B--\r\n"
+	model := "--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n"
+	tiny := "--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n\r\n"
+	for _, tc := range []struct{ what, body string }{
+		{"1,001 parts", model + strings.Repeat(tiny, 999) + file},
+		{"a 9 KiB part header", model + "--B\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Pad: " + strings.Repeat("a", 9<<10) + "\r\n\r\n\r\n" + file},
+	} {
+		resp, b := e.send(t, "/v1/audio/transcriptions", "sk-1234", "multipart/form-data; boundary=B", tc.body)
+		wantRefused(t, tc.what, resp, b, "invalid_request_error", "")
+	}
+	if n := mf.calls.Load(); n != 0 {
+		t.Errorf("%d oversized forms reached the upstream", n)
+	}
+	// At the bound, the form is served.
+	resp, b := e.send(t, "/v1/audio/transcriptions", "sk-1234", "multipart/form-data; boundary=B", model+strings.Repeat(tiny, 998)+file)
+	if resp.StatusCode != 200 {
+		t.Errorf("1,000 parts: %d %.100s", resp.StatusCode, b)
+	}
+}
+
+// TestJSONImageEdit: an image edit may come as JSON (the GPT image
+// models' form in OpenAI's API: images by image_url or file_id); it is
+// passed through as JSON with the deployment's model, holds each image it
+// names as input image tokens (four do not fit a strict $0.20 budget at
+// medium quality, one does), and a body whose images are missing or not
+// image references is refused before the upstream.
+func TestJSONImageEdit(t *testing.T) {
+	e, mf, _ := startMediaFake(t, jsonAnswer(`{"created":1,"data":[{"b64_json":"aGk="}],"usage":{"input_tokens":10,"output_tokens":100}}`), strictBudgets)
+	key := budgetKey(t, e, "0.2")
+	edit := func(images int) string {
+		refs := make([]string, images)
+		for i := range refs {
+			refs[i] = fmt.Sprintf(`{"image_url":"https://example.com/%d.png"}`, i)
+		}
+		return `{"model":"gpt-image-1","prompt":"add a hat","quality":"medium","size":"1024x1024","images":[` + strings.Join(refs, ",") + `]}`
+	}
+	resp, b := e.send(t, "/v1/images/edits", key, "application/json", edit(4))
+	wantRefused(t, "a 4-image JSON edit on a strict $0.20 budget", resp, b, "budget_exceeded", "")
+	for _, tc := range []struct{ body, param string }{
+		{`{"model":"gpt-image-1","prompt":"x"}`, "images"},
+		{`{"model":"gpt-image-1","prompt":"x","images":[]}`, "images"},
+		{`{"model":"gpt-image-1","prompt":"x","images":["https://example.com/a.png"]}`, "images"},
+		{`{"model":"gpt-image-1","prompt":"x","images":[{"detail":"high"}]}`, "images"},
+		{`{"model":"gpt-image-1","prompt":"x","images":[{"file_id":"f"}],"mask":"m"}`, "mask"},
+		{`{"model":"gpt-image-1","images":[{"file_id":"f"}]}`, "prompt"},
+	} {
+		resp, b := e.send(t, "/v1/images/edits", key, "application/json", tc.body)
+		wantRefused(t, tc.body, resp, b, "invalid_request_error", tc.param)
+	}
+	if n := mf.calls.Load(); n != 0 {
+		t.Fatalf("%d refused edits reached the upstream", n)
+	}
+	resp, b = e.send(t, "/v1/images/edits", key, "application/json", edit(1))
+	if resp.StatusCode != 200 || mf.calls.Load() != 1 {
+		t.Fatalf("JSON image edit: %d %.120s (upstream calls %d)", resp.StatusCode, b, mf.calls.Load())
+	}
+	last, _ := mf.last.Load().([]byte)
+	if ct, _ := mf.ct.Load().(string); !strings.HasPrefix(ct, "application/json") || jsonField(last, "model") != "gpt-image-1" || !strings.Contains(string(last), `"images":[{"image_url":"https://example.com/0.png"}]`) {
+		t.Errorf("upstream got %s %s", ct, last)
 	}
 }

@@ -164,3 +164,56 @@ func TestModerationsNeedNoModel(t *testing.T) {
 		t.Fatal("a refused moderation reached the upstream")
 	}
 }
+
+// TestModerationAndRerankShapesChecked: a moderation input that is an
+// empty array or not of strings or content parts, and rerank documents
+// that are not strings or objects, are refused naming the member, before
+// the upstream.
+func TestModerationAndRerankShapesChecked(t *testing.T) {
+	e, mf, _ := startMediaFake(t, jsonAnswer(`{"id":"x","results":[],"meta":{"billed_units":{"search_units":1}}}`), "")
+	for _, tc := range []struct{ path, body, param string }{
+		{"/v1/moderations", `{"model":"mod","input":[]}`, "input"},
+		{"/v1/moderations", `{"model":"mod","input":[1,2,3]}`, "input"},
+		{"/v1/moderations", `{"model":"mod","input":["ok",null]}`, "input"},
+		{"/v1/rerank", `{"model":"rerank","query":"q","documents":[1,true,null]}`, "documents"},
+		{"/v1/rerank", `{"model":"rerank","query":"q","documents":["a",["b"]]}`, "documents"},
+	} {
+		resp, b := e.send(t, tc.path, "sk-1234", "application/json", tc.body)
+		wantRefused(t, tc.path+" "+tc.body, resp, b, "invalid_request_error", tc.param)
+	}
+	if n := mf.calls.Load(); n != 0 {
+		t.Errorf("%d bad bodies reached the upstream", n)
+	}
+	for _, tc := range []struct{ path, body string }{
+		{"/v1/moderations", `{"model":"mod","input":["a","b"]}`},
+		{"/v1/moderations", `{"model":"mod","input":[{"type":"text","text":"a"}]}`},
+		{"/v1/rerank", `{"model":"rerank","query":"q","documents":["a",{"text":"b"}]}`},
+	} {
+		if resp, b := e.send(t, tc.path, "sk-1234", "application/json", tc.body); resp.StatusCode != 200 {
+			t.Errorf("%s %s: %d %.100s", tc.path, tc.body, resp.StatusCode, b)
+		}
+	}
+}
+
+// TestRerankPromptBoundCountsQueryPerDocument: a cross-encoder reranker
+// priced per token (vLLM's) reads the query once per document and reports
+// those tokens; they are booked in full, as the prompt bound counts the
+// query once per document, not once as it appears in the body.
+func TestRerankPromptBoundCountsQueryPerDocument(t *testing.T) {
+	const docs, queryTokens, docTokens = 200, 500, 3
+	ans := fmt.Sprintf(`{"id":"r","results":[{"index":0,"relevance_score":0.9}],"usage":{"total_tokens":%d}}`, docs*(queryTokens+docTokens))
+	e, _, _ := startMediaFake(t, jsonAnswer(ans), "")
+	query := strings.Repeat("cat ", queryTokens)
+	d := make([]string, docs)
+	for i := range d {
+		d[i] = fmt.Sprintf("%q", fmt.Sprintf("doc %d", i))
+	}
+	body := fmt.Sprintf(`{"model":"vllm-rerank","query":%q,"documents":[%s]}`, query, strings.Join(d, ","))
+	resp, b := e.send(t, "/v1/rerank", "sk-1234", "application/json", body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	if got, want := costHeader(t, resp), float64(docs*(queryTokens+docTokens))*0.00001; !near(got, want) {
+		t.Errorf("reported %d tokens at $1e-5: booked $%g, want $%g (body %d bytes)", docs*(queryTokens+docTokens), got, want, len(body))
+	}
+}

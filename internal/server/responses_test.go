@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -561,5 +562,245 @@ litellm_settings:`, 1)
 			t.Fatalf("follow-up %d went to %s, the response lives on %s", i, dep, first)
 		}
 		id = next
+	}
+}
+
+// TestTranslationRefusalNamesItsField: a request the translation to chat
+// refuses is a 400 naming the Responses member it refuses (not chat's
+// "messages"), and never reaches the upstream.
+func TestTranslationRefusalNamesItsField(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, responsesConfig)
+	key := e.newKey(t, `{}`)
+	for param, body := range map[string]string{
+		"tools":       `{"model":"chat-only","input":"hi","tools":[{"type":"web_search"}]}`,
+		"input":       `{"model":"chat-only","input":[{"type":"web_search_call","id":"ws_1"}]}`,
+		"tool_choice": `{"model":"chat-only","input":"hi","tool_choice":{"type":"web_search"}}`,
+		"text":        `{"model":"chat-only","input":"hi","text":{"format":{"type":"grammar"}}}`,
+	} {
+		before := e.mock.Stats().Requests
+		status, b := e.call(t, "POST", "/v1/responses", key, body)
+		if e.mock.Stats().Requests != before {
+			t.Fatalf("%s: refused request reached the upstream: %d %s", param, status, b)
+		}
+		wantError(t, param, status, b, 400, param)
+	}
+}
+
+// TestBackgroundResponsesRefused: background: true is answered "queued"
+// with no usage and billed upstream later, so it is refused with a 400
+// naming background before any deployment is asked, on a deployment that
+// serves the Responses API and on one reached through chat alike.
+func TestBackgroundResponsesRefused(t *testing.T) {
+	var asked atomic.Int32
+	fake := http.NewServeMux()
+	fake.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"resp_bg","object":"response","status":"queued","background":true,"model":"gpt-4o-mini","output":[],"usage":null}`)
+	})
+	e := fakeEnv(t, fake, nativeRespConfig)
+	key := e.newKey(t, `{"max_budget": 1}`)
+	for _, body := range []string{
+		`{"model":"gpt-resp","input":"write a long essay","background":true}`,
+		`{"model":"gpt-resp","input":"write a long essay","background":true,"stream":true}`,
+	} {
+		status, b := e.call(t, "POST", "/v1/responses", key, body)
+		wantError(t, body, status, b, 400, "background")
+	}
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("a refused background response reached the upstream %d times", n)
+	}
+	if status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"hi","background":false}`); status != 200 {
+		t.Fatalf("background false: %d %s", status, b)
+	}
+}
+
+// nativeRespConfig is one OpenAI Responses deployment, for fakeEnv.
+const nativeRespConfig = `
+model_list:
+  - model_name: gpt-resp
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}/v1", api_key: sk-up, input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
+    model_info: {id: native-openai}
+general_settings:
+  master_key: sk-1234
+`
+
+// TestFollowUpUsageBookedAsReported: a call whose input lives upstream
+// (previous_response_id, a conversation, a stored prompt) is billed by
+// OpenAI for the turns it brings, far more than its body holds. The
+// gateway books the input_tokens the upstream reports, not the body's
+// byte bound.
+func TestFollowUpUsageBookedAsReported(t *testing.T) {
+	fake := http.NewServeMux()
+	fake.HandleFunc("POST /v1/responses", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		in, id := 10, "resp_up1"
+		if strings.Contains(string(b), "previous_response_id") || strings.Contains(string(b), "conv_") || strings.Contains(string(b), "pmpt_") {
+			in, id = 50000, "resp_up2" // the conversation so far
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"`+id+`","object":"response","status":"completed","model":"gpt-4o-mini","output":[{"type":"message","id":"msg_1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"ok","annotations":[]}]}],"usage":{"input_tokens":`+itoa(in)+`,"output_tokens":5,"total_tokens":`+itoa(in+5)+`}}`)
+	})
+	e := fakeEnv(t, fake, nativeRespConfig)
+	first := func(key string) string {
+		status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"hi"}`)
+		var r struct{ ID string }
+		if status != 200 || json.Unmarshal(b, &r) != nil || r.ID == "" {
+			t.Fatalf("first: %d %s", status, b)
+		}
+		return r.ID
+	}
+	want := 50000*0.00001 + 5*0.0001
+	for name, member := range map[string]func(key string) string{
+		"previous_response_id": func(key string) string { return `"previous_response_id":"` + first(key) + `"` },
+		"conversation":         func(string) string { return `"conversation":"conv_1"` },
+		"prompt":               func(string) string { return `"prompt":{"id":"pmpt_1"}` },
+	} {
+		key := e.newKey(t, `{}`)
+		status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"and?",`+member(key)+`}`)
+		if status != 200 {
+			t.Fatalf("%s: %d %s", name, status, b)
+		}
+		var follow *store.SpendLog
+		rows := e.keyRows(t, key)
+		for i := range rows {
+			if rows[i].ReportedPromptTokens == 50000 {
+				follow = &rows[i]
+			}
+		}
+		if follow == nil {
+			t.Fatalf("%s: no row for the follow-up: %+v", name, rows)
+		}
+		if follow.PromptTokens != 50000 || math.Abs(follow.Cost-want) > 1e-9 {
+			t.Fatalf("%s: booked %d prompt tokens, $%v (clamped=%v); the upstream billed 50000, $%v",
+				name, follow.PromptTokens, follow.Cost, follow.UsageClamped, want)
+		}
+	}
+}
+
+// itoa is n as JSON.
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// keyRows are the spend rows of key, after the writer flushed.
+func (e *spendEnv) keyRows(t *testing.T, key string) []store.SpendLog {
+	t.Helper()
+	e.srv.writer.Flush()
+	logs, _, err := e.store.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key), Page: store.Page{Size: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return logs
+}
+
+// TestResponsesStreamLeftBeforeFirstDeltaBooked: a client that leaves
+// a stream after its first event (a reasoning model thinks for a while
+// before its first delta) has had its prompt sent and billed upstream.
+// Chat books such a call (the control: its first chunk counts), and so do
+// the Responses streams, passed through or translated: the first event
+// counts though it is no delta.
+func TestResponsesStreamLeftBeforeFirstDeltaBooked(t *testing.T) {
+	const inProgress = `{"id":"resp_s1","object":"response","status":"in_progress","model":"gpt-4o-mini","output":[],"usage":null}`
+	fake := http.NewServeMux()
+	hang := func(w http.ResponseWriter, r *http.Request, events ...string) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, ev := range events {
+			io.WriteString(w, ev)
+		}
+		w.(http.Flusher).Flush()
+		select { // reasoning... until the gateway hangs up
+		case <-r.Context().Done():
+		case <-time.After(30 * time.Second):
+		}
+	}
+	fake.HandleFunc("POST /v1/responses", func(w http.ResponseWriter, r *http.Request) {
+		hang(w, r, "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":"+inProgress+"}\n\n",
+			"event: response.in_progress\ndata: {\"type\":\"response.in_progress\",\"sequence_number\":1,\"response\":"+inProgress+"}\n\n")
+	})
+	fake.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		hang(w, r, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","model":"llama","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`+"\n\n")
+	})
+	yaml := strings.Replace(nativeRespConfig, "general_settings:", `  - model_name: chat-only
+    litellm_params: {model: hosted_vllm/llama, api_base: "{{UP}}/v1", input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
+general_settings:`, 1)
+	e := fakeEnv(t, fake, yaml)
+	for _, c := range []struct{ name, path, model, until string }{
+		{"chat (control)", "/v1/chat/completions", "chat-only", "data: "},
+		{"responses passed through", "/v1/responses", "gpt-resp", "event: response.created"},
+		{"responses translated", "/v1/responses", "chat-only", "event: response.created"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			key := e.newKey(t, `{}`)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			prompt := strings.Repeat("think hard ", 200)
+			body := `{"model":"` + c.model + `","stream":true,"input":"` + prompt + `"}`
+			if c.path == "/v1/chat/completions" {
+				body = `{"model":"` + c.model + `","stream":true,"messages":[{"role":"user","content":"` + prompt + `"}]}`
+			}
+			req, _ := http.NewRequestWithContext(ctx, "POST", e.url+c.path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(resp.Body)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("stream ended before its first event: %v", err)
+				}
+				if strings.HasPrefix(line, c.until) {
+					break
+				}
+			}
+			cancel()
+			resp.Body.Close()
+			if _, ok := within(15*time.Second, func() bool { return len(e.keyRows(t, key)) > 0 }); !ok {
+				t.Fatal("a stream abandoned before its first delta reached the upstream and was never booked")
+			}
+			if rows := e.keyRows(t, key); rows[0].PromptTokens <= 0 || rows[0].Cost <= 0 {
+				t.Fatalf("booked without its prompt: %+v", rows[0])
+			}
+		})
+	}
+}
+
+// TestStoredResponseCallsBooked: every request that reaches an upstream is
+// a spend row (Files calls write cost-0 rows: afile_retrieve, ...), and a
+// key's rpm_limit counts every request. GET/DELETE /v1/responses/{id} reach
+// the upstream with the gateway's credentials: each takes a place under
+// the limit and writes a row of cost 0.
+func TestStoredResponseCallsBooked(t *testing.T) {
+	e := startConfig(t, sqliteStore(t), mockupstream.Options{}, responsesConfig)
+	key := e.newKey(t, `{"rpm_limit": 3}`)
+	status, b := e.call(t, "POST", "/v1/responses", key, `{"model":"gpt-resp","input":"hi"}`)
+	var created struct{ ID string }
+	if status != 200 || json.Unmarshal(b, &created) != nil {
+		t.Fatalf("create: %d %s", status, b)
+	}
+	before := e.mock.Stats().Requests
+	if s, b := e.call(t, "GET", "/v1/responses/"+created.ID, key, ""); s != 200 {
+		t.Fatalf("read: %d %s", s, b)
+	}
+	if s, b := e.call(t, "DELETE", "/v1/responses/"+created.ID, key, ""); s != 200 {
+		t.Fatalf("delete: %d %s", s, b)
+	}
+	s, b := e.call(t, "GET", "/v1/responses/"+created.ID, key, "")
+	wantError(t, "a read past rpm_limit 3", s, b, 429, "")
+	if reached := e.mock.Stats().Requests - before; reached != 2 {
+		t.Fatalf("%d stored-response calls reached the upstream, want 2 (the third is past rpm_limit)", reached)
+	}
+	types := map[string]int{}
+	for _, r := range e.keyRows(t, key) {
+		if r.CallType != "aresponses" && r.Cost != 0 {
+			t.Fatalf("a stored-response call cost $%v: %+v", r.Cost, r)
+		}
+		types[r.CallType]++
+	}
+	if len(e.keyRows(t, key)) != 3 || types["aget_responses"] != 1 || types["adelete_responses"] != 1 {
+		t.Fatalf("spend rows by call type %v, want the create, one aget_responses and one adelete_responses", types)
 	}
 }

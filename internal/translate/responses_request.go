@@ -132,15 +132,15 @@ func ResponsesToChat(body []byte, model string) ([]byte, error) {
 	}
 	msgs, err := inputMessages(in.Input)
 	if err != nil {
-		return nil, err
+		return nil, onField("input", err)
 	}
 	out.Messages = append(out.Messages, msgs...)
 	if len(out.Messages) == 0 {
-		return nil, errors.New("input must not be empty")
+		return nil, onField("input", errors.New("input must not be empty"))
 	}
 	for _, t := range in.Tools {
 		if t.Type != "function" {
-			return nil, fmt.Errorf("tools: the %q tool needs a deployment that serves the Responses API itself; this one is reached through chat completions, which has only function tools", t.Type)
+			return nil, onField("tools", fmt.Errorf("tools: the %q tool needs a deployment that serves the Responses API itself; this one is reached through chat completions, which has only function tools", t.Type))
 		}
 		var ct chatTool
 		ct.Type = "function"
@@ -148,11 +148,11 @@ func ResponsesToChat(body []byte, model string) ([]byte, error) {
 		out.Tools = append(out.Tools, ct)
 	}
 	if out.ToolChoice, err = chatToolChoice(in.ToolChoice); err != nil {
-		return nil, err
+		return nil, onField("tool_choice", err)
 	}
 	if in.Text != nil && in.Text.Format != nil {
 		if out.ResponseFormat, err = chatResponseFormat(in.Text.Format); err != nil {
-			return nil, err
+			return nil, onField("text", err)
 		}
 	}
 	return json.Marshal(out)

@@ -222,7 +222,11 @@ func (s *chatToResponses) End(out []byte) []byte {
 }
 
 func (s *chatToResponses) Usage() (usage.Usage, bool) { return s.usage, s.hasUse }
-func (s *chatToResponses) Chunks() int                { return s.chunks }
+
+// Chunks counts the deltas, and at least one once the upstream answered
+// (response.created went out): a client that leaves before the first delta
+// has had its prompt billed upstream, and the call is booked.
+func (s *chatToResponses) Chunks() int { return max(s.chunks, boolInt(s.started)) }
 
 // ---- Anthropic upstream, Responses client ----
 
@@ -273,6 +277,7 @@ type responsesPassthrough struct {
 	usage  usage.Usage
 	hasUse bool
 	chunks int
+	events int
 }
 
 // ResponsesPassthrough passes a Responses API stream through, reading its
@@ -280,6 +285,7 @@ type responsesPassthrough struct {
 func ResponsesPassthrough() Stream { return &responsesPassthrough{} }
 
 func (s *responsesPassthrough) Event(ev, out []byte) []byte {
+	s.events++
 	if u, ok, content := ResponsesEventUsage(ev); ok {
 		s.usage, s.hasUse = u, true
 	} else if content {
@@ -316,4 +322,15 @@ func ResponsesEventUsage(ev []byte) (u usage.Usage, ok, content bool) {
 
 func (s *responsesPassthrough) End(out []byte) []byte      { return out }
 func (s *responsesPassthrough) Usage() (usage.Usage, bool) { return s.usage, s.hasUse }
-func (s *responsesPassthrough) Chunks() int                { return s.chunks }
+
+// Chunks counts the deltas, and at least one once any event came (the
+// upstream answered): the prompt of a stream left before its first delta
+// is booked.
+func (s *responsesPassthrough) Chunks() int { return max(s.chunks, boolInt(s.events > 0)) }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -19,7 +19,8 @@ type Stream interface {
 	End(out []byte) []byte
 	// Usage is the usage the stream reported, if it did.
 	Usage() (usage.Usage, bool)
-	// Chunks counts content-bearing events (text or tool-call fragments).
+	// Chunks counts content-bearing events (text or tool-call fragments);
+	// a Responses stream counts one as soon as the upstream answered.
 	Chunks() int
 }
 

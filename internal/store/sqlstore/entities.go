@@ -511,6 +511,11 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 		// The model budgets' spend moves with the key.
 		_, err = tx.ExecContext(ctx, `UPDATE budget_spend SET id = CAST($1 AS TEXT) || substr(id, CAST($2 AS INTEGER)), key_hash = CAST($1 AS TEXT)
 			WHERE key_hash = $3 AND kind = $4`, k.TokenHash, len(oldHash)+1, oldHash, keyModelKind)
+		if err != nil {
+			return err
+		}
+		// So do its files and batches: the key reaches them under its new secret.
+		_, err = tx.ExecContext(ctx, `UPDATE managed_objects SET key_hash = $1 WHERE key_hash = $2`, k.TokenHash, oldHash)
 		return err
 	})
 }

@@ -70,10 +70,15 @@ func (s *DB) ListObjects(ctx context.Context, f store.ObjectFilter) ([]store.Man
 		q += ` AND key_hash = ` + s.param(len(args))
 	}
 	if f.After != "" {
-		// The page after an object: older than it, or as old with a smaller id.
+		// The page after an object: older than it, or as old with a smaller
+		// id. The cursor is looked up among the listed objects only, so
+		// another key's id pages like an id that does not exist.
 		args = append(args, f.After)
-		n := s.param(len(args))
-		q += ` AND (created_at, id) < (SELECT created_at, id FROM managed_objects WHERE id = ` + n + `)`
+		cursor := `SELECT created_at, id FROM managed_objects WHERE id = ` + s.param(len(args)) + ` AND kind = ` + s.param(1)
+		if f.KeyHash != "" {
+			cursor += ` AND key_hash = ` + s.param(2)
+		}
+		q += ` AND (created_at, id) < (` + cursor + `)`
 	}
 	args = append(args, limit)
 	q += ` ORDER BY created_at DESC, id DESC LIMIT ` + s.param(len(args))

@@ -65,6 +65,14 @@ func managedObjects(t *testing.T, s store.Store) {
 	if g := ids(store.ObjectFilter{Kind: store.ObjectBatch, KeyHash: "k2"}); g != "" {
 		t.Fatalf("k2's batches: %q", g)
 	}
+	// A cursor naming another key's object, or another kind's, pages like
+	// an id that does not exist: the listing does not reveal it.
+	unknown := ids(store.ObjectFilter{Kind: store.ObjectFile, KeyHash: "k2", After: "file-nope"})
+	for _, after := range []string{"file-c", "batch_a"} {
+		if g := ids(store.ObjectFilter{Kind: store.ObjectFile, KeyHash: "k2", After: after}); g != unknown {
+			t.Fatalf("k2's files after %s: %q, after an unknown id: %q", after, g, unknown)
+		}
+	}
 	if err := s.UpdateObject(ctx, store.ObjectFile, "file-a", []byte(`{"id":"file-a","status":"processed"}`)); err != nil {
 		t.Fatal(err)
 	}

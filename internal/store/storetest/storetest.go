@@ -165,10 +165,16 @@ func replaceKey(t *testing.T, s store.Store) {
 	if err := s.ApplySpend(ctx, []store.SpendLog{{RequestID: "r", KeyHash: "old", Cost: 2, StartedAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.PutObject(ctx, &store.ManagedObject{ID: "file-old", Kind: store.ObjectFile, KeyHash: "old", Object: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
 	k := fullKey("new")
 	k.KeyAlias = ptr("alias-old")
 	if err := s.ReplaceKey(ctx, "old", k); err != nil {
 		t.Fatal(err)
+	}
+	if o, err := s.GetObject(ctx, store.ObjectFile, "file-old"); err != nil || o.KeyHash != "new" {
+		t.Fatalf("the key's file after regenerate: %+v %v", o, err)
 	}
 	if _, err := s.GetKey(ctx, "old"); !errors.Is(err, store.ErrNotFound) {
 		t.Error("old hash still valid")
