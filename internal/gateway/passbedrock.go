@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
+
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/provider"
@@ -113,8 +115,9 @@ func (m *nativeMeter) bedrock(data []byte) {
 
 // eventFrames splits AWS's binary event stream (application/
 // vnd.amazon.eventstream: a 12-byte prelude of total and header lengths
-// and a checksum, the headers, the payload, a trailing checksum) and hands
-// the meter each JSON payload. A frame over limit is skipped.
+// and a checksum, the headers, the payload, a trailing checksum) as it
+// passes by, and hands the meter each JSON payload. A frame over limit is
+// skipped.
 type eventFrames struct {
 	limit  int
 	buf    []byte
@@ -143,10 +146,20 @@ func (f *eventFrames) feed(b []byte) {
 		case len(f.buf) < total:
 			return
 		}
-		if payload := bytes.TrimSpace(f.buf[12+headers : total-4]); total <= f.limit && len(payload) > 0 && payload[0] == '{' {
-			f.m.read(f.m, payload)
+		if total <= f.limit {
+			f.read(f.buf[:total])
 		}
 		f.buf = f.buf[total:]
+	}
+}
+
+// read hands the meter one whole frame's JSON payload, decoded by AWS's
+// decoder (as ConverseStream's are, bedrock.go): a frame whose checksums
+// do not hold is not read.
+func (f *eventFrames) read(frame []byte) {
+	msg, err := eventstream.NewDecoder().Decode(bytes.NewReader(frame), nil)
+	if payload := bytes.TrimSpace(msg.Payload); err == nil && len(payload) > 0 && payload[0] == '{' {
+		f.m.read(f.m, payload)
 	}
 }
 

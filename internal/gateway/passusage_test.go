@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/base64"
-	"encoding/binary"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 
 	"github.com/tollgate/tollgate/internal/usage"
 )
@@ -76,15 +78,17 @@ func TestEventLines(t *testing.T) {
 }
 
 // TestEventFrames: AWS's binary event stream, split anywhere, gives the
-// meter each frame's JSON payload; a frame over the limit is skipped.
+// meter each frame's JSON payload; a frame over the limit is skipped, and
+// so is one whose checksum does not hold.
 func TestEventFrames(t *testing.T) {
 	frame := func(payload string) []byte {
-		header := []byte("\x0b:event-type\x07\x00\x05chunk")
-		total := 12 + len(header) + len(payload) + 4
-		b := binary.BigEndian.AppendUint32(nil, uint32(total))
-		b = binary.BigEndian.AppendUint32(b, uint32(len(header)))
-		b = append(append(append(b, 0, 0, 0, 0), header...), payload...)
-		return append(b, 0, 0, 0, 0)
+		var b bytes.Buffer
+		var h eventstream.Headers
+		h.Set(":event-type", eventstream.StringValue("chunk"))
+		if err := eventstream.NewEncoder().Encode(&b, eventstream.Message{Headers: h, Payload: []byte(payload)}); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
 	}
 	stream := append(frame(`{"delta":{"text":"hi"}}`), frame(`{"usage":{"inputTokens":2,"outputTokens":3}}`)...)
 	for cut := 1; cut < len(stream); cut++ {
@@ -104,6 +108,13 @@ func TestEventFrames(t *testing.T) {
 	f.feed(append(big, frame(`{}`)...)) // whole, and followed by another
 	if m.ok || m.chunks != 1 {
 		t.Fatalf("an oversized frame was read, or the next lost: %+v, %d chunks", m.u, m.chunks)
+	}
+	bad := frame(`{"usage":{"inputTokens":7,"outputTokens":1}}`)
+	bad[len(bad)-1] ^= 0xff
+	m = &nativeMeter{read: (*nativeMeter).bedrock}
+	(&eventFrames{limit: 1 << 10, m: m}).feed(bad)
+	if m.ok {
+		t.Fatalf("a frame with a bad checksum was read: %+v", m.u)
 	}
 }
 

@@ -2,8 +2,8 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -122,17 +124,13 @@ func (f *nativeFake) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // eventFrame is payload as one frame of AWS's binary event stream, with
-// one header and the checksums left zero (nothing on the way checks them).
+// its checksums (the meter's decoder checks them).
 func eventFrame(payload string) []byte {
-	header := append([]byte{11}, ":event-type"...)
-	header = append(header, 7, 0, 8)
-	header = append(header, "metadata"...)
-	total := 12 + len(header) + len(payload) + 4
-	b := binary.BigEndian.AppendUint32(nil, uint32(total))
-	b = binary.BigEndian.AppendUint32(b, uint32(len(header)))
-	b = append(b, 0, 0, 0, 0)
-	b = append(append(b, header...), payload...)
-	return append(b, 0, 0, 0, 0)
+	var b bytes.Buffer
+	var h eventstream.Headers
+	h.Set(":event-type", eventstream.StringValue("metadata"))
+	_ = eventstream.NewEncoder().Encode(&b, eventstream.Message{Headers: h, Payload: []byte(payload)})
+	return b.Bytes()
 }
 
 const passYAML = `
