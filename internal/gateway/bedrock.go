@@ -8,6 +8,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 
+	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/translate"
 	"github.com/tollgate/tollgate/internal/usage"
@@ -57,6 +58,28 @@ var (
 		anthropicClient: true,
 	}
 )
+
+// An OpenAI embeddings request to a Bedrock deployment: InvokeModel in
+// the model family's body (Titan or Cohere).
+var embeddingsViaInvoke = wire{
+	op: provider.OpEmbeddings,
+	body: func(req *request, model string, _ bool) ([]byte, error) {
+		return translate.EmbeddingsToBedrock(req.obj.Body(), provider.BedrockModelID(model))
+	},
+	response: translate.BedrockEmbeddingToOpenAI,
+	errTyped: bedrockError,
+}
+
+// namedModel is a translated answer that names no model (Converse's and
+// InvokeModel's answers carry none) with the model the upstream was asked
+// for, as OpenAI's and Anthropic's answers name theirs.
+func namedModel(data []byte, model string) []byte {
+	var o jsonbody.Object
+	if model == "" || o.Reset(data) != nil || string(o.Get("model")) != `""` {
+		return data
+	}
+	return o.With("model", quote(model))
+}
 
 // bedrockError is a Bedrock error in OpenAI's shape, named by its
 // x-amzn-ErrorType header.

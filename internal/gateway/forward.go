@@ -215,7 +215,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 			if err != nil {
 				return bad(err)
 			}
-			data = out
+			data = namedModel(out, res.model)
 			res.usage = translatedUsage(u)
 			res.hasUsage = res.usage != (usage.Usage{}) // negative counts too: settle clamps them
 		} else {

@@ -90,6 +90,9 @@ var (
 // wireFor picks how a request for op reaches t, or reports that t cannot
 // serve it.
 func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
+	if op == provider.OpEmbeddings && t.Serves(provider.OpConverse) {
+		return embeddingsViaInvoke, t.Serves(op) // Bedrock's InvokeModel
+	}
 	switch op {
 	case provider.OpChat:
 		if t.Serves(provider.OpChat) {

@@ -3,6 +3,7 @@ package mockupstream
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strings"
 
@@ -11,16 +12,75 @@ import (
 
 // registerBedrock adds Amazon Bedrock's Converse API: POST
 // /model/{modelId}/converse and /converse-stream (an AWS event stream, each
-// frame with its checksums, as AWS's decoder checks them). A request must
+// frame with its checksums, as AWS's decoder checks them), and InvokeModel
+// (/model/{modelId}/invoke) for Titan and Cohere embeddings. A request must
 // carry a SigV4 Authorization header; the mock checks its shape, not the
 // signature (tests verify that against their own keys).
 func (s *Server) registerBedrock() {
 	s.mux.HandleFunc("POST /model/{model}/converse", s.converse)
 	s.mux.HandleFunc("POST /model/{model}/converse-stream", s.converse)
+	s.mux.HandleFunc("POST /model/{model}/invoke", s.bedrockEmbed)
+}
+
+// signed reports whether r carries a SigV4 Authorization header, and
+// answers as Bedrock does when it does not.
+func signed(w http.ResponseWriter, r *http.Request) bool {
+	if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "AWS4-HMAC-SHA256 Credential=") && r.Header.Get("X-Amz-Date") != "" {
+		return true
+	}
+	w.Header().Set("x-amzn-ErrorType", "MissingAuthenticationTokenException")
+	writeJSON(w, http.StatusForbidden, map[string]string{"message": "Missing Authentication Token"})
+	return false
+}
+
+// bedrockEmbed answers InvokeModel for the embedding models: Amazon
+// Titan's body (one inputText; the embedding and inputTextTokenCount) and
+// Cohere's (texts; embeddings, no token count), with deterministic
+// vectors.
+func (s *Server) bedrockEmbed(w http.ResponseWriter, r *http.Request) {
+	if !signed(w, r) {
+		return
+	}
+	var req struct {
+		InputText  *string  `json:"inputText"`
+		Dimensions int      `json:"dimensions"`
+		Texts      []string `json:"texts"`
+		InputType  string   `json:"input_type"`
+	}
+	model := r.PathValue("model")
+	if err := json.Unmarshal(body(r), &req); err != nil {
+		bedrockError(w, http.StatusBadRequest, "Malformed input request, please reformat your input and try again.")
+		return
+	}
+	vector := func(text string, dims int) []float32 {
+		v := make([]float32, dims)
+		for j := range v {
+			v[j] = float32(math.Sin(float64(len(text)*(j+1)))) / 2
+		}
+		return v
+	}
+	switch {
+	case strings.Contains(model, "titan-embed") && req.InputText != nil:
+		dims := req.Dimensions
+		if dims <= 0 {
+			dims = 8
+		}
+		tokens := max(1, int64(len(*req.InputText)/4))
+		s.prompt.Add(tokens)
+		writeJSON(w, http.StatusOK, map[string]any{"embedding": vector(*req.InputText, dims), "inputTextTokenCount": tokens})
+	case strings.Contains(model, "cohere.embed") && len(req.Texts) > 0 && req.InputType != "":
+		vecs := make([][]float32, len(req.Texts))
+		for i, t := range req.Texts {
+			vecs[i] = vector(t, 8)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"id": newID("emb_mock"), "embeddings": vecs, "response_type": "embeddings_floats", "texts": req.Texts})
+	default:
+		bedrockError(w, http.StatusBadRequest, "Malformed input request: the body does not match "+model+"'s schema")
+	}
 }
 
 func isBedrock(path string) bool {
-	return strings.HasPrefix(path, "/model/") && (strings.HasSuffix(path, "/converse") || strings.HasSuffix(path, "/converse-stream"))
+	return strings.HasPrefix(path, "/model/") && (strings.HasSuffix(path, "/converse") || strings.HasSuffix(path, "/converse-stream") || strings.HasSuffix(path, "/invoke"))
 }
 
 // bedrockError answers as Bedrock fails: {"message"} with the exception's
@@ -65,9 +125,7 @@ type cvMockRequest struct {
 // {"said": <the user's text>}; otherwise it echoes the last user turn (or
 // tool result). Usage is in Converse's fields.
 func (s *Server) converse(w http.ResponseWriter, r *http.Request) {
-	if a := r.Header.Get("Authorization"); !strings.HasPrefix(a, "AWS4-HMAC-SHA256 Credential=") || r.Header.Get("X-Amz-Date") == "" {
-		w.Header().Set("x-amzn-ErrorType", "MissingAuthenticationTokenException")
-		writeJSON(w, http.StatusForbidden, map[string]string{"message": "Missing Authentication Token"})
+	if !signed(w, r) {
 		return
 	}
 	var req cvMockRequest

@@ -17,7 +17,9 @@ import (
 // /model/{modelId}/converse (ConverseStream at .../converse-stream, an AWS
 // event stream), every request signed with SigV4 for the service
 // "bedrock". Chat and Messages requests reach it translated
-// (internal/translate/bedrock.go).
+// (internal/translate/bedrock.go); embeddings go to InvokeModel
+// (/model/{modelId}/invoke) in the model family's body
+// (internal/translate/bedrock_embed.go).
 func init() {
 	register([]string{"bedrock"}, dialect{defaultBase: bedrockDefaultBase, build: buildBedrock})
 }
@@ -47,8 +49,13 @@ func buildBedrock(t *Target, base *url.URL) error {
 		}
 	}
 	t.urls[OpConverse] = root + "/model/{model}/converse"
-	t.modelURL = func(_ Op, model string, stream bool) string {
-		u := root + "/model/" + bedrockPathEscape(BedrockModelID(model)) + "/converse"
+	t.urls[OpEmbeddings] = root + "/model/{model}/invoke"
+	t.modelURL = func(op Op, model string, stream bool) string {
+		u := root + "/model/" + bedrockPathEscape(BedrockModelID(model))
+		if op == OpEmbeddings {
+			return u + "/invoke"
+		}
+		u += "/converse"
 		if stream {
 			u += "-stream"
 		}

@@ -317,3 +317,67 @@ general_settings:
 		}
 	}
 }
+
+// TestBedrockEmbeddings: Titan and Cohere embedding deployments on Bedrock
+// answer OpenAI embeddings clients through InvokeModel, signed; Titan's
+// own token count is booked at the table's Titan price, Cohere's (which
+// reports none) at the gateway's count; a list Titan cannot take is
+// refused before it reaches Bedrock.
+func TestBedrockEmbeddings(t *testing.T) {
+	chk := &sigv4Checker{next: mockupstream.New(mockupstream.Options{}), keys: map[string]config.AWSCredentials{
+		"AKIADEPLOY": {AccessKeyID: "AKIADEPLOY", SecretAccessKey: "deploy-secret", Region: "us-east-1"},
+	}}
+	up := httptest.NewServer(chk)
+	defer up.Close()
+	yaml := fmt.Sprintf(`
+model_list:
+  - model_name: titan
+    litellm_params: {model: bedrock/amazon.titan-embed-text-v2:0, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "%[1]s"}
+  - model_name: cohere-embed
+    litellm_params: {model: bedrock/cohere.embed-english-v3, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "%[1]s"}
+general_settings:
+  master_key: sk-1234
+`, up.URL)
+	cfg, err := config.Parse("e.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{"max_budget": 5}`)
+
+	resp, out := e.post(t, "/v1/embeddings", key, `{"model":"titan","input":"What are the different services that you offer?","dimensions":16}`)
+	data, _ := out["data"].([]any)
+	if resp.StatusCode != 200 || len(data) != 1 || len(data[0].(map[string]any)["embedding"].([]any)) != 16 || out["model"] != "amazon.titan-embed-text-v2:0" {
+		t.Fatalf("titan: %d %v", resp.StatusCode, out)
+	}
+	if path, body := chk.last(); path != "/model/amazon.titan-embed-text-v2%3A0/invoke" || body != `{"dimensions":16,"inputText":"What are the different services that you offer?"}` {
+		t.Fatalf("titan upstream got %s %s", path, body)
+	}
+	resp, out = e.post(t, "/v1/embeddings", key, `{"model":"cohere-embed","input":["first text","second text"]}`)
+	if data, _ = out["data"].([]any); resp.StatusCode != 200 || len(data) != 2 {
+		t.Fatalf("cohere: %d %v", resp.StatusCode, out)
+	}
+	if resp, out = e.post(t, "/v1/embeddings", key, `{"model":"titan","input":["a","b"]}`); resp.StatusCode != 400 {
+		t.Fatalf("two inputs for titan: %d %v", resp.StatusCode, out)
+	}
+	chk.mu.Lock()
+	bad, reached := chk.bad, len(chk.paths)
+	chk.mu.Unlock()
+	if len(bad) > 0 || reached != 2 {
+		t.Fatalf("%d requests reached Bedrock, want 2; unverified signatures: %v", reached, bad)
+	}
+
+	rows := spendRows(t, e, key)
+	if len(rows) != 2 {
+		t.Fatalf("%d spend rows, want 2", len(rows))
+	}
+	titan, cohere := rows[0], rows[1]
+	want := tableCost(t, "bedrock", "amazon.titan-embed-text-v2:0", usage.Usage{Prompt: 11}) // the mock: a token per four bytes
+	if titan.PromptTokens != 11 || titan.UsageEstimated || !near(titan.Cost, want) || titan.Cost <= 0 {
+		t.Fatalf("titan booked %+v, want 11 tokens at %v", titan, want)
+	}
+	want = tableCost(t, "bedrock", "cohere.embed-english-v3", usage.Usage{Prompt: cohere.PromptTokens})
+	if cohere.PromptTokens <= 0 || !cohere.UsageEstimated || !near(cohere.Cost, want) || cohere.Cost <= 0 {
+		t.Fatalf("cohere booked %+v, want its counted tokens at %v", cohere, want)
+	}
+}

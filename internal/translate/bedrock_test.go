@@ -244,3 +244,58 @@ func TestBedrockErrorToOpenAI(t *testing.T) {
 		}
 	}
 }
+
+// TestBedrockEmbeddings: an embeddings request becomes Titan's InvokeModel
+// body (one inputText, dimensions) or Cohere's (texts, input_type), and
+// their answers, in the shapes of AWS's model parameter pages, OpenAI's list.
+func TestBedrockEmbeddings(t *testing.T) {
+	b, err := EmbeddingsToBedrock([]byte(`{"model":"titan","input":["What are the different services that you offer?"],"dimensions":256}`), "amazon.titan-embed-text-v2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, b, `{"inputText":"What are the different services that you offer?","dimensions":256}`)
+	b, err = EmbeddingsToBedrock([]byte(`{"model":"co","input":["a","b"]}`), "cohere.embed-english-v3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, b, `{"texts":["a","b"],"input_type":"search_document"}`)
+	for _, bad := range []struct{ body, model string }{
+		{`{"input":["a","b"]}`, "amazon.titan-embed-text-v2:0"}, {`{"input":[1,2,3]}`, "cohere.embed-english-v3"},
+		{`{"input":"a"}`, "anthropic.claude-3-haiku-20240307-v1:0"}, {`{"input":[]}`, "cohere.embed-english-v3"},
+	} {
+		if _, err := EmbeddingsToBedrock([]byte(bad.body), bad.model); err == nil {
+			t.Errorf("%s for %s: accepted", bad.body, bad.model)
+		}
+	}
+
+	tests := []struct {
+		name, in string
+		vectors  int
+		prompt   int64
+	}{
+		{"titan", `{"embedding":[0.1,-0.2,0.3],"inputTextTokenCount":9}`, 1, 9},
+		{"cohere floats", `{"embeddings":[[0.1,0.2],[0.3,0.4]],"id":"e1","response_type":"embeddings_floats","texts":["a","b"]}`, 2, 0},
+		{"cohere by type", `{"embeddings":{"float":[[0.1,0.2]]},"id":"e2","response_type":"embeddings_by_type","texts":["a"]}`, 1, 0},
+	}
+	for _, tt := range tests {
+		out, u, err := BedrockEmbeddingToOpenAI([]byte(tt.in))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		var l struct {
+			Object string `json:"object"`
+			Data   []struct {
+				Index     int       `json:"index"`
+				Embedding []float64 `json:"embedding"`
+			} `json:"data"`
+			Usage usage.OpenAI `json:"usage"`
+		}
+		if err := json.Unmarshal(out, &l); err != nil || l.Object != "list" || len(l.Data) != tt.vectors || l.Data[len(l.Data)-1].Index != tt.vectors-1 ||
+			len(l.Data[0].Embedding) == 0 || u.Prompt != tt.prompt || l.Usage.PromptTokens != tt.prompt {
+			t.Errorf("%s: %s %+v", tt.name, out, u)
+		}
+	}
+	if _, _, err := BedrockEmbeddingToOpenAI([]byte(`{"id":"x"}`)); err == nil {
+		t.Error("an answer without embeddings was accepted")
+	}
+}
