@@ -300,6 +300,19 @@ general_settings:
 		t.Fatalf("%d requests reached Bedrock (want 10: the image by URL must not); signatures that did not verify: %v", reached, bad)
 	}
 
+	// /health checks each deployment with a one-token Converse: all
+	// answer but the two the test makes fail.
+	var rep struct {
+		Healthy   []any `json:"healthy_endpoints"`
+		Unhealthy []any `json:"unhealthy_endpoints"`
+	}
+	if code := getJSON(t, e.url+"/health", "sk-1234", &rep); code != 200 || len(rep.Healthy) != 3 || len(rep.Unhealthy) != 2 {
+		t.Fatalf("/health: %d %+v", code, rep)
+	}
+	if _, body := chk.last(); !strings.Contains(body, `"maxTokens":1`) {
+		t.Fatalf("a health check sent %s", body)
+	}
+
 	// Every answer is booked from Converse's usage at the table's price
 	// for the Bedrock model id (the cross-region profile at its own).
 	rows := spendRows(t, e, key)
@@ -344,6 +357,18 @@ general_settings:
 	}
 	e := serveEnv(t, cfg, sqliteStore(t))
 	key := newKey(t, e, `{"max_budget": 5}`)
+
+	// /health checks each with its own smallest request: an embedding.
+	var rep struct {
+		Healthy   []any `json:"healthy_endpoints"`
+		Unhealthy []any `json:"unhealthy_endpoints"`
+	}
+	if code := getJSON(t, e.url+"/health", "sk-1234", &rep); code != 200 || len(rep.Healthy) != 2 || len(rep.Unhealthy) != 0 {
+		t.Fatalf("/health: %d %+v", code, rep)
+	}
+	chk.mu.Lock()
+	chk.paths, chk.bods = nil, nil
+	chk.mu.Unlock()
 
 	resp, out := e.post(t, "/v1/embeddings", key, `{"model":"titan","input":"What are the different services that you offer?","dimensions":16}`)
 	data, _ := out["data"].([]any)

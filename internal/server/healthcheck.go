@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/translate"
 )
 
 // endpointHealth is one deployment's check result, in LiteLLM's /health shape.
@@ -39,7 +40,12 @@ func checkTarget(ctx context.Context, t *provider.Target) error {
 		return nil
 	}
 	op, body := provider.OpChat, fmt.Sprintf(`{"model":%q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`, model)
-	if !t.Serves(op) {
+	switch {
+	case t.Serves(provider.OpConverse):
+		var b []byte
+		op, b = bedrockProbe(model)
+		body = string(b)
+	case !t.Serves(op):
 		op, body = provider.OpEmbeddings, fmt.Sprintf(`{"model":%q,"input":"ping"}`, model)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -58,6 +64,16 @@ func checkTarget(ctx context.Context, t *provider.Target) error {
 		return fmt.Errorf("status %d: %s", resp.StatusCode, msg)
 	}
 	return nil
+}
+
+// bedrockProbe is the smallest request to a Bedrock model: a one-token
+// Converse, or for an embedding model (Titan, Cohere) a one-word
+// InvokeModel in its family's body.
+func bedrockProbe(model string) (provider.Op, []byte) {
+	if b, err := translate.EmbeddingsToBedrock([]byte(`{"input":"ping"}`), provider.BedrockModelID(model)); err == nil {
+		return provider.OpEmbeddings, b
+	}
+	return provider.OpConverse, []byte(`{"messages":[{"role":"user","content":[{"text":"ping"}]}],"inferenceConfig":{"maxTokens":1}}`)
 }
 
 // checkAll checks every deployment at once and feeds the router: a
