@@ -252,3 +252,30 @@ func TestDefaultAndHelpers(t *testing.T) {
 		t.Error("file values must win over the environment")
 	}
 }
+
+// TestBedrockParams: a bedrock deployment's aws_bedrock_runtime_endpoint
+// is its api_base (an api_base given wins), and agentgateway's bedrock
+// provider takes its region from awsRegion (its keys from the
+// environment).
+func TestBedrockParams(t *testing.T) {
+	cfg, err := Parse("b.yaml", []byte(`
+model_list:
+  - model_name: a
+    litellm_params: {model: bedrock/amazon.nova-pro-v1:0, aws_region_name: us-east-1, aws_bedrock_runtime_endpoint: "https://vpce-1.example"}
+  - model_name: b
+    litellm_params: {model: bedrock/amazon.nova-pro-v1:0, api_base: "https://base.example", aws_bedrock_runtime_endpoint: "https://vpce-2.example"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Deployments; len(d) != 2 || d[0].APIBase != "https://vpce-1.example" || d[0].AWS == nil || d[0].AWS.Region != "us-east-1" || d[1].APIBase != "https://base.example" {
+		t.Fatalf("litellm: %+v", d)
+	}
+	cfg, err = Parse("ag.yaml", []byte("llm:\n  models: [{name: nova, provider: bedrock, params: {model: amazon.nova-pro-v1:0, awsRegion: eu-west-1}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Deployments; len(d) != 1 || d[0].Provider != "bedrock" || d[0].AWS == nil || d[0].AWS.Region != "eu-west-1" || d[0].AWS.AccessKeyID != "" {
+		t.Fatalf("agentgateway: %+v", d)
+	}
+}

@@ -288,6 +288,10 @@ general_settings:
 	if e2, _ := out["error"].(map[string]any); resp.StatusCode != 400 || e2["code"] != "ValidationException" || e2["type"] != "invalid_request_error" {
 		t.Fatalf("validation error: %d %v", resp.StatusCode, out)
 	}
+	resp, out = e.post(t, "/v1/messages", key, `{"model":"invalid","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`)
+	if e2, _ := out["error"].(map[string]any); resp.StatusCode != 400 || out["type"] != "error" || e2["type"] != "invalid_request_error" {
+		t.Fatalf("validation error to a Messages client: %d %v", resp.StatusCode, out)
+	}
 	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"claude","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}`)
 	if resp.StatusCode != 400 {
 		t.Fatalf("an image by URL: %d %v", resp.StatusCode, out)
@@ -296,8 +300,8 @@ general_settings:
 	chk.mu.Lock()
 	bad, reached := chk.bad, len(chk.paths)
 	chk.mu.Unlock()
-	if len(bad) > 0 || reached != 10 {
-		t.Fatalf("%d requests reached Bedrock (want 10: the image by URL must not); signatures that did not verify: %v", reached, bad)
+	if len(bad) > 0 || reached != 11 {
+		t.Fatalf("%d requests reached Bedrock (want 11: the image by URL must not); signatures that did not verify: %v", reached, bad)
 	}
 
 	// /health checks each deployment with a one-token Converse: all

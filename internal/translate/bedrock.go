@@ -32,12 +32,11 @@ type cvMessage struct {
 }
 
 type cvBlock struct {
-	Text             string          `json:"text,omitempty"`
-	Image            *cvImage        `json:"image,omitempty"`
-	ToolUse          *cvToolUse      `json:"toolUse,omitempty"`
-	ToolResult       *cvToolResult   `json:"toolResult,omitempty"`
-	ReasoningContent *cvReasoning    `json:"reasoningContent,omitempty"`
-	CachePoint       json.RawMessage `json:"cachePoint,omitempty"`
+	Text             string        `json:"text,omitempty"`
+	Image            *cvImage      `json:"image,omitempty"`
+	ToolUse          *cvToolUse    `json:"toolUse,omitempty"`
+	ToolResult       *cvToolResult `json:"toolResult,omitempty"`
+	ReasoningContent *cvReasoning  `json:"reasoningContent,omitempty"`
 }
 
 type cvImage struct {
