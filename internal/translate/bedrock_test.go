@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -298,4 +299,45 @@ func TestBedrockEmbeddings(t *testing.T) {
 	if _, _, err := BedrockEmbeddingToOpenAI([]byte(`{"id":"x"}`)); err == nil {
 		t.Error("an answer without embeddings was accepted")
 	}
+}
+
+// FuzzBedrock: no client request, Bedrock answer, error body or event
+// sequence makes the Bedrock translations panic, and what they produce is
+// JSON (SSE data lines included).
+func FuzzBedrock(f *testing.F) {
+	f.Add([]byte(`{"messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AA"}}]},{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"auto","response_format":{"type":"json_schema","json_schema":{"schema":{}}},"input":["a"]}`), 400)
+	f.Add([]byte(converseToolAnswer), 200)
+	f.Add([]byte(`{"embeddings":{"float":[[1]]},"message":"m"}`), 429)
+	f.Add([]byte("event: contentBlockStart\ndata: {\"contentBlockIndex\":1,\"start\":{\"toolUse\":{\"toolUseId\":\"t\",\"name\":\"f\"}}}\n\nevent: contentBlockDelta\ndata: {\"contentBlockIndex\":1,\"delta\":{\"toolUse\":{\"input\":\"{\"}}}\n\nevent: metadata\ndata: {\"usage\":{\"inputTokens\":1}}\n\nevent: validationException\ndata: {\"message\":\"x\"}\n\n"), 0)
+	f.Fuzz(func(t *testing.T, in []byte, status int) {
+		if out, err := ChatToConverse(in); err == nil && !json.Valid(out) {
+			t.Fatalf("ChatToConverse(%q) = %q", in, out)
+		}
+		for _, model := range []string{"amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"} {
+			if out, err := EmbeddingsToBedrock(in, model); err == nil && !json.Valid(out) {
+				t.Fatalf("EmbeddingsToBedrock(%q) = %q", in, out)
+			}
+		}
+		if out, _, err := ConverseToCompletion(in, "m"); err == nil && !json.Valid(out) {
+			t.Fatalf("ConverseToCompletion(%q) = %q", in, out)
+		}
+		if out, _, err := BedrockEmbeddingToOpenAI(in); err == nil && !json.Valid(out) {
+			t.Fatalf("BedrockEmbeddingToOpenAI(%q) = %q", in, out)
+		}
+		if out := BedrockErrorToOpenAI(status, "ThrottlingException", in); !json.Valid(out) {
+			t.Fatalf("BedrockErrorToOpenAI(%q) = %q", in, out)
+		}
+		s := Chain(ConverseToChatStream("m", true), ChatToMessagesStream("m"))
+		for _, st := range []Stream{ConverseToChatStream("m", true), s} {
+			var out []byte
+			for _, ev := range bytes.SplitAfter(in, []byte("\n\n")) {
+				out = st.Event(ev, out)
+			}
+			for _, line := range bytes.Split(st.End(out), []byte("\n")) {
+				if d, ok := bytes.CutPrefix(line, []byte("data: ")); ok && string(d) != "[DONE]" && !json.Valid(d) {
+					t.Fatalf("a data line that is not JSON: %q (from %q)", line, in)
+				}
+			}
+		}
+	})
 }
