@@ -31,7 +31,7 @@ func chatParams(model string) openai.ChatCompletionNewParams {
 
 func TestOpenAIChat(t *testing.T) {
 	c := openaiClient(gw.keys["all"])
-	for _, model := range []string{"gpt-4", "claude"} {
+	for _, model := range []string{"gpt-4", "claude", "bedrock-claude"} {
 		resp, err := c.Chat.Completions.New(context.Background(), chatParams(model))
 		if err != nil {
 			t.Fatalf("%s: %v", model, err)
@@ -47,7 +47,7 @@ func TestOpenAIChat(t *testing.T) {
 
 func TestOpenAIStreaming(t *testing.T) {
 	c := openaiClient(gw.keys["all"])
-	for _, model := range []string{"gpt-4", "claude"} {
+	for _, model := range []string{"gpt-4", "claude", "bedrock-claude"} {
 		p := chatParams(model)
 		p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
 		stream := c.Chat.Completions.NewStreaming(context.Background(), p)
@@ -91,7 +91,7 @@ func TestOpenAIEmbeddingsAndModels(t *testing.T) {
 
 func TestAnthropicMessages(t *testing.T) {
 	c := anthropicClient(gw.keys["all"])
-	for _, model := range []string{"claude", "gpt-4"} {
+	for _, model := range []string{"claude", "gpt-4", "bedrock-claude"} {
 		msg, err := c.Messages.New(context.Background(), anthropic.MessageNewParams{
 			Model: anthropic.Model(model), MaxTokens: 64,
 			System:   []anthropic.TextBlockParam{{Text: "Be brief."}},
@@ -111,7 +111,7 @@ func TestAnthropicMessages(t *testing.T) {
 
 func TestAnthropicStreaming(t *testing.T) {
 	c := anthropicClient(gw.keys["all"])
-	for _, model := range []string{"claude", "gpt-4"} {
+	for _, model := range []string{"claude", "gpt-4", "bedrock-claude"} {
 		stream := c.Messages.NewStreaming(context.Background(), anthropic.MessageNewParams{
 			Model: anthropic.Model(model), MaxTokens: 64,
 			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("one two three"))},

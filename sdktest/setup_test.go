@@ -56,6 +56,8 @@ func start(dir string) (func(), error) {
     litellm_params: {model: openai/gpt-4o, api_base: %[1]q, input_cost_per_token: 0.000001, output_cost_per_token: 0.00001}
   - model_name: claude
     litellm_params: {model: anthropic/claude-3-5-sonnet, api_base: %[1]q, input_cost_per_token: 0.000003, output_cost_per_token: 0.000015}
+  - model_name: bedrock-claude
+    litellm_params: {model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0, api_base: %[1]q, aws_access_key_id: AKIASDKTEST, aws_secret_access_key: sdk-secret, aws_region_name: us-east-1}
   - model_name: text-embedding-3-small
     litellm_params: {model: openai/text-embedding-3-small, api_base: %[1]q, input_cost_per_token: 0.00000002}
   - model_name: dall-e-3
