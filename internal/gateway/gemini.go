@@ -7,7 +7,8 @@ import (
 )
 
 // Gemini and Vertex AI deployments speak Google's generateContent: chat
-// requests reach them translated, and Messages requests through chat.
+// requests reach them translated (and Messages and Responses requests
+// through chat: messagesThrough, responsesThrough).
 var (
 	// An OpenAI chat request to a generateContent deployment.
 	chatViaGemini = wire{
@@ -18,33 +19,5 @@ var (
 		response: func(body []byte) ([]byte, usage.Usage, error) { return translate.GeminiToCompletion(body, "") },
 		stream:   func(req *request) translate.Stream { return translate.GeminiToChatStream("", req.clientUsage) },
 		errBody:  translate.GeminiErrorToOpenAI,
-	}
-
-	// An Anthropic Messages request to a generateContent deployment:
-	// Messages to chat to generateContent, and back.
-	messagesViaGemini = wire{
-		op: provider.OpGenerateContent,
-		body: func(req *request, model string, _ bool) ([]byte, error) {
-			chat, err := translate.MessagesToChat(req.obj.Body(), model)
-			if err != nil {
-				return nil, err
-			}
-			return translate.ChatToGemini(chat)
-		},
-		response: func(body []byte) ([]byte, usage.Usage, error) {
-			chat, u, err := translate.GeminiToCompletion(body, "")
-			if err != nil {
-				return nil, u, err
-			}
-			out, _, err := translate.CompletionToMessage(chat)
-			return out, u, err
-		},
-		stream: func(req *request) translate.Stream {
-			return translate.Chain(translate.GeminiToChatStream("", true), translate.ChatToMessagesStream(req.model))
-		},
-		errBody: func(status int, body []byte) []byte {
-			return translate.ErrorToAnthropic(status, translate.GeminiErrorToOpenAI(status, body))
-		},
-		anthropicClient: true,
 	}
 )

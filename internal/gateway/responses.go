@@ -154,8 +154,11 @@ func (c *call) wire(t *provider.Target) (wire, bool) {
 		return c.responsesNative(t), true
 	case t.Serves(provider.OpChat):
 		return c.responsesViaChat(), true
-	case t.Serves(provider.OpMessages):
-		return c.responsesViaMessages(), true
+	}
+	// Any deployment a chat request reaches translated (Anthropic,
+	// Gemini, ...) takes a Responses request through chat.
+	if cw, ok := wireFor(provider.OpChat, t); ok {
+		return c.responsesThrough(cw), true
 	}
 	return wire{}, false
 }
@@ -205,29 +208,39 @@ func (c *call) responsesViaChat() wire {
 	}
 }
 
-// responsesViaMessages translates to a deployment that speaks only
-// Anthropic's Messages API, through chat: Responses to chat to Messages,
-// and back.
-func (c *call) responsesViaMessages() wire {
+// responsesThrough translates through chat to a deployment that a chat
+// request reaches by cw: Responses to chat, then cw's translation, and
+// back the same way.
+func (c *call) responsesThrough(cw wire) wire {
+	asChat := func(req *request, model string) (*request, error) {
+		chat, err := translate.ResponsesToChat(req.obj.Body(), model)
+		if err != nil {
+			return nil, err
+		}
+		r := &request{model: req.model, stream: req.stream, clientUsage: true} // the usage chunk feeds response.completed
+		return r, r.obj.Reset(chat)
+	}
 	return wire{
-		op: provider.OpMessages,
-		body: func(req *request, model string, _ bool) ([]byte, error) {
-			chat, err := translate.ResponsesToChat(req.obj.Body(), model)
+		op: cw.op,
+		body: func(req *request, model string, askUsage bool) ([]byte, error) {
+			r, err := asChat(req, model)
 			if err != nil {
 				return nil, err
 			}
-			return translate.ChatToMessages(chat, model)
+			return cw.body(r, model, askUsage)
 		},
 		response: func(body []byte) ([]byte, usage.Usage, error) {
-			chat, u, err := translate.MessageToCompletion(body)
+			chat, u, err := cw.response(body)
 			if err != nil {
 				return nil, u, err
 			}
 			out, _, err := translate.ChatToResponse(chat, c.req.obj.Body())
 			return out, u, err
 		},
-		stream:  func(req *request) translate.Stream { return translate.MessagesToResponsesStream(req.obj.Body()) },
-		errBody: translate.ErrorToOpenAI,
+		stream: func(req *request) translate.Stream {
+			return translate.Chain(cw.stream(&request{model: req.model, stream: true, clientUsage: true}), translate.ChatToResponsesStream(req.obj.Body()))
+		},
+		errBody: cw.errBody,
 	}
 }
 

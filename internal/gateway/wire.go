@@ -87,6 +87,44 @@ var (
 	}
 )
 
+// messagesThrough translates an Anthropic Messages request through chat to
+// a deployment that a chat request reaches by cw (Gemini's generateContent,
+// ...): Messages to chat, then cw's translation, and back.
+func messagesThrough(cw wire) wire {
+	return wire{
+		op: cw.op,
+		body: func(req *request, model string, askUsage bool) ([]byte, error) {
+			chat, err := translate.MessagesToChat(req.obj.Body(), model)
+			if err != nil {
+				return nil, err
+			}
+			r := &request{model: req.model, stream: req.stream, clientUsage: true}
+			if err := r.obj.Reset(chat); err != nil {
+				return nil, err
+			}
+			return cw.body(r, model, askUsage)
+		},
+		response: func(body []byte) ([]byte, usage.Usage, error) {
+			chat, u, err := cw.response(body)
+			if err != nil {
+				return nil, u, err
+			}
+			out, _, err := translate.CompletionToMessage(chat)
+			return out, u, err
+		},
+		stream: func(req *request) translate.Stream {
+			return translate.Chain(cw.stream(&request{model: req.model, stream: true, clientUsage: true}), translate.ChatToMessagesStream(req.model))
+		},
+		errBody: func(status int, body []byte) []byte {
+			if cw.errBody != nil {
+				body = cw.errBody(status, body)
+			}
+			return translate.ErrorToAnthropic(status, body)
+		},
+		anthropicClient: true,
+	}
+}
+
 // wireFor picks how a request for op reaches t, or reports that t cannot
 // serve it.
 func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
@@ -114,8 +152,9 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 		if t.Serves(provider.OpChat) {
 			return messagesViaChat, true
 		}
-		if t.Serves(provider.OpGenerateContent) {
-			return messagesViaGemini, true
+		// A deployment chat reaches translated: through chat.
+		if cw, ok := wireFor(provider.OpChat, t); ok {
+			return messagesThrough(cw), true
 		}
 		if t.Serves(provider.OpConverse) {
 			return messagesViaConverse, true

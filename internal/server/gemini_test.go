@@ -270,3 +270,57 @@ general_settings:
 		t.Fatalf("booked %+v", rows)
 	}
 }
+
+// TestResponsesReachGemini: a Responses API client reaches a Gemini
+// deployment through chat (plain and streamed), and the call is booked from
+// usageMetadata like any other.
+func TestResponsesReachGemini(t *testing.T) {
+	mock := mockupstream.New(mockupstream.Options{})
+	up := httptest.NewServer(mock)
+	defer up.Close()
+	cfg, err := config.Parse("g.yaml", []byte(fmt.Sprintf(`
+model_list:
+  - model_name: gemini
+    litellm_params: {model: gemini/gemini-2.0-flash, api_key: g-key, api_base: "%s/v1beta"}
+general_settings:
+  master_key: sk-1234
+`, up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{}`)
+	resp, out := e.post(t, "/v1/responses", key, `{"model":"gemini","instructions":"Be brief.","input":"north south east west"}`)
+	if resp.StatusCode != 200 || out["object"] != "response" || out["status"] != "completed" || !strings.Contains(fmt.Sprint(out["output"]), "north") {
+		t.Fatalf("responses: %d %v", resp.StatusCode, out)
+	}
+	if got := mock.LastRequest(); got.Path != "/v1beta/models/gemini-2.0-flash:generateContent" || !strings.Contains(string(got.Body), `"systemInstruction"`) {
+		t.Fatalf("gemini got %s %s", got.Path, got.Body)
+	}
+	req, _ := http.NewRequest("POST", e.url+"/v1/responses", strings.NewReader(`{"model":"gemini","stream":true,"input":"one two three four five"}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	sresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(sresp.Body)
+	sresp.Body.Close()
+	stream := string(raw)
+	if sresp.StatusCode != 200 || !strings.Contains(stream, "response.output_text.delta") || !strings.Contains(stream, "event: response.completed") ||
+		!strings.Contains(stream, `"output_tokens"`) {
+		t.Fatalf("stream: %d\n%s", sresp.StatusCode, stream)
+	}
+	if got := mock.LastRequest(); got.Path != "/v1beta/models/gemini-2.0-flash:streamGenerateContent" || got.Query != "alt=sse" {
+		t.Fatalf("gemini got %s?%s", got.Path, got.Query)
+	}
+	rows := spendRows(t, e, key)
+	p, _ := pricing.Lookup("gemini", "gemini-2.0-flash")
+	if len(rows) != 2 {
+		t.Fatalf("%d rows", len(rows))
+	}
+	for _, r := range rows {
+		if r.CallType != "aresponses" || r.UsageEstimated || r.CompletionTokens <= 0 || !near(r.Cost, p.Cost(usage.Usage{Prompt: r.PromptTokens, Completion: r.CompletionTokens})) {
+			t.Fatalf("booked %+v", r)
+		}
+	}
+}

@@ -7,8 +7,10 @@ import (
 )
 
 // chain translates a stream twice: each event the upstream sends goes
-// through inner, and each event inner makes through outer. The usage and
-// the chunk count are inner's, the side that reads the upstream.
+// through inner, and each event inner makes through outer. The usage is
+// inner's, the side that reads the upstream, else outer's; the chunk count
+// the larger of the two (an outer translator may count an answer started
+// before any content).
 type chain struct {
 	inner, outer Stream
 	buf          []byte
@@ -41,5 +43,11 @@ func (s *chain) End(out []byte) []byte {
 	return s.outer.End(s.feed(out))
 }
 
-func (s *chain) Usage() (usage.Usage, bool) { return s.inner.Usage() }
-func (s *chain) Chunks() int                { return s.inner.Chunks() }
+func (s *chain) Usage() (usage.Usage, bool) {
+	if u, ok := s.inner.Usage(); ok {
+		return u, true
+	}
+	return s.outer.Usage()
+}
+
+func (s *chain) Chunks() int { return max(s.inner.Chunks(), s.outer.Chunks()) }

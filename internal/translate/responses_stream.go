@@ -230,44 +230,12 @@ func (s *chatToResponses) Chunks() int { return max(s.chunks, boolInt(s.started)
 
 // ---- Anthropic upstream, Responses client ----
 
-// messagesToResponses runs the Anthropic-to-chat translation, then the
-// chat-to-Responses one, on every event.
-type messagesToResponses struct {
-	inner Stream
-	outer Stream
-	buf   []byte
-}
-
 // MessagesToResponsesStream translates an Anthropic event stream for a
-// Responses client (req is the client's request).
+// Responses client (req is the client's request): to chat, then to
+// Responses events.
 func MessagesToResponsesStream(req []byte) Stream {
-	return &messagesToResponses{inner: MessagesToChatStream(true), outer: ChatToResponsesStream(req)}
+	return Chain(MessagesToChatStream(true), ChatToResponsesStream(req))
 }
-
-func (s *messagesToResponses) Event(ev, out []byte) []byte {
-	s.buf = s.inner.Event(ev, s.buf[:0])
-	return s.feed(out)
-}
-
-// feed passes the chat events in buf, one by one, to the outer translator.
-func (s *messagesToResponses) feed(out []byte) []byte {
-	for rest := s.buf; len(rest) > 0; {
-		var one []byte
-		one, rest, _ = bytes.Cut(rest, []byte("\n\n"))
-		if len(one) > 0 {
-			out = s.outer.Event(append(one, '\n', '\n'), out)
-		}
-	}
-	return out
-}
-
-func (s *messagesToResponses) End(out []byte) []byte {
-	s.buf = s.inner.End(s.buf[:0])
-	return s.outer.End(s.feed(out))
-}
-
-func (s *messagesToResponses) Usage() (usage.Usage, bool) { return s.outer.Usage() }
-func (s *messagesToResponses) Chunks() int                { return s.outer.Chunks() }
 
 // ---- Responses upstream, Responses client ----
 
