@@ -15,9 +15,10 @@ import (
 )
 
 // Bedrock deployments speak the Converse API: chat requests reach them
-// translated, and Messages requests through chat. ConverseStream answers
-// in AWS's binary event stream, which awsEventsAsSSE turns into the SSE
-// text the gateway's stream relay reads.
+// translated (and Messages and Responses requests through chat:
+// messagesThrough, responsesThrough). ConverseStream answers in AWS's
+// binary event stream, which awsEventsAsSSE turns into the SSE text the
+// gateway's stream relay reads. Embeddings go to InvokeModel.
 var (
 	// An OpenAI chat request to a Bedrock deployment.
 	chatViaConverse = wire{
@@ -30,45 +31,17 @@ var (
 		errTyped: bedrockError,
 	}
 
-	// An Anthropic Messages request to a Bedrock deployment: Messages to
-	// chat to Converse, and back.
-	messagesViaConverse = wire{
-		op: provider.OpConverse,
+	// An OpenAI embeddings request to a Bedrock deployment: InvokeModel in
+	// the model family's body (Titan or Cohere).
+	embeddingsViaInvoke = wire{
+		op: provider.OpEmbeddings,
 		body: func(req *request, model string, _ bool) ([]byte, error) {
-			chat, err := translate.MessagesToChat(req.obj.Body(), model)
-			if err != nil {
-				return nil, err
-			}
-			return translate.ChatToConverse(chat)
+			return translate.EmbeddingsToBedrock(req.obj.Body(), provider.BedrockModelID(model))
 		},
-		response: func(body []byte) ([]byte, usage.Usage, error) {
-			chat, u, err := translate.ConverseToCompletion(body, "")
-			if err != nil {
-				return nil, u, err
-			}
-			out, _, err := translate.CompletionToMessage(chat)
-			return out, u, err
-		},
-		stream: func(req *request) translate.Stream {
-			return translate.Chain(translate.ConverseToChatStream(req.model, true), translate.ChatToMessagesStream(req.model))
-		},
-		errTyped: func(status int, h http.Header, body []byte) []byte {
-			return translate.ErrorToAnthropic(status, bedrockError(status, h, body))
-		},
-		anthropicClient: true,
+		response: translate.BedrockEmbeddingToOpenAI,
+		errTyped: bedrockError,
 	}
 )
-
-// An OpenAI embeddings request to a Bedrock deployment: InvokeModel in
-// the model family's body (Titan or Cohere).
-var embeddingsViaInvoke = wire{
-	op: provider.OpEmbeddings,
-	body: func(req *request, model string, _ bool) ([]byte, error) {
-		return translate.EmbeddingsToBedrock(req.obj.Body(), provider.BedrockModelID(model))
-	},
-	response: translate.BedrockEmbeddingToOpenAI,
-	errTyped: bedrockError,
-}
 
 // namedModel is a translated answer that names no model (Converse's and
 // InvokeModel's answers carry none) with the model the upstream was asked

@@ -91,7 +91,7 @@ var (
 // a deployment that a chat request reaches by cw (Gemini's generateContent,
 // ...): Messages to chat, then cw's translation, and back.
 func messagesThrough(cw wire) wire {
-	return wire{
+	w := wire{
 		op: cw.op,
 		body: func(req *request, model string, askUsage bool) ([]byte, error) {
 			chat, err := translate.MessagesToChat(req.obj.Body(), model)
@@ -123,6 +123,12 @@ func messagesThrough(cw wire) wire {
 		},
 		anthropicClient: true,
 	}
+	if cw.errTyped != nil {
+		w.errTyped = func(status int, h http.Header, body []byte) []byte {
+			return translate.ErrorToAnthropic(status, cw.errTyped(status, h, body))
+		}
+	}
+	return w
 }
 
 // wireFor picks how a request for op reaches t, or reports that t cannot
@@ -155,9 +161,6 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 		// A deployment chat reaches translated: through chat.
 		if cw, ok := wireFor(provider.OpChat, t); ok {
 			return messagesThrough(cw), true
-		}
-		if t.Serves(provider.OpConverse) {
-			return messagesViaConverse, true
 		}
 	case provider.OpRerank:
 		if t.Serves(op) {

@@ -278,6 +278,12 @@ general_settings:
 		t.Fatalf("messages stream: %d %s", sresp.StatusCode, sb)
 	}
 
+	// A Responses client, through chat.
+	resp, out = e.post(t, "/v1/responses", key, `{"model":"claude","input":"violet indigo"}`)
+	if resp.StatusCode != 200 || out["object"] != "response" || !strings.Contains(fmt.Sprint(out["output"]), "violet indigo") || out["model"] != sonnet {
+		t.Fatalf("responses: %d %v", resp.StatusCode, out)
+	}
+
 	// A ThrottlingException falls back; a ValidationException is the
 	// client's, in OpenAI's shape with Bedrock's status.
 	if resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"flaky","messages":[{"role":"user","content":"fallback please"}]}`); resp.StatusCode != 200 ||
@@ -300,8 +306,8 @@ general_settings:
 	chk.mu.Lock()
 	bad, reached := chk.bad, len(chk.paths)
 	chk.mu.Unlock()
-	if len(bad) > 0 || reached != 11 {
-		t.Fatalf("%d requests reached Bedrock (want 11: the image by URL must not); signatures that did not verify: %v", reached, bad)
+	if len(bad) > 0 || reached != 12 {
+		t.Fatalf("%d requests reached Bedrock (want 12: the image by URL must not); signatures that did not verify: %v", reached, bad)
 	}
 
 	// /health checks each deployment with a one-token Converse: all
@@ -320,8 +326,8 @@ general_settings:
 	// Every answer is booked from Converse's usage at the table's price
 	// for the Bedrock model id (the cross-region profile at its own).
 	rows := spendRows(t, e, key)
-	if len(rows) != 8 {
-		t.Fatalf("%d spend rows, want 8 (the fallback's under claude; refusals produce nothing to book)", len(rows))
+	if len(rows) != 9 {
+		t.Fatalf("%d spend rows, want 9 (the fallback's under claude; refusals produce nothing to book)", len(rows))
 	}
 	for _, r := range rows {
 		model := sonnet
