@@ -95,10 +95,10 @@ func (c *sigv4Checker) last() (string, string) {
 	return c.paths[len(c.paths)-1], c.bods[len(c.bods)-1]
 }
 
-// chatStream posts a streamed chat request and returns the text, the tool
+// bedrockChatStream posts a streamed chat request and returns the text, the tool
 // call arguments and name, the finish reason and the usage chunk's
 // completion tokens.
-func chatStream(t *testing.T, e *spendEnv, key, body string) (text, args, name, finish string, completion int64) {
+func bedrockChatStream(t *testing.T, e *spendEnv, key, body string) (text, args, name, finish string, completion int64) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
@@ -224,7 +224,7 @@ general_settings:
 
 	// Streamed chat on the cross-region profile: ConverseStream's event
 	// stream becomes chunks, the usage chunk last.
-	text, _, _, finish, completion := chatStream(t, e, key, `{"model":"claude-xr","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"alpha beta gamma delta"}]}`)
+	text, _, _, finish, completion := bedrockChatStream(t, e, key, `{"model":"claude-xr","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"alpha beta gamma delta"}]}`)
 	if !strings.Contains(text, "alpha beta gamma delta") || finish != "stop" || completion != 7 {
 		t.Fatalf("stream: text %q finish %q completion %d", text, finish, completion)
 	}
@@ -256,7 +256,7 @@ general_settings:
 	if _, body = chk.last(); !strings.Contains(body, fmt.Sprintf(`"toolResult":{"toolUseId":%q`, call["id"])) || !strings.Contains(body, `"toolUse":{"toolUseId":`) {
 		t.Fatalf("follow-up upstream body %s", body)
 	}
-	_, args, name, finish, _ := chatStream(t, e, key, `{"model":"claude","stream":true,"messages":[{"role":"user","content":"WZPZ"}],`+tools+`}`)
+	_, args, name, finish, _ := bedrockChatStream(t, e, key, `{"model":"claude","stream":true,"messages":[{"role":"user","content":"WZPZ"}],`+tools+`}`)
 	if args != `{"said":"WZPZ"}` || name != "top_song" || finish != "tool_calls" {
 		t.Fatalf("streamed tool call: args %q name %q finish %q", args, name, finish)
 	}

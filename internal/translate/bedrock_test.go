@@ -10,7 +10,7 @@ import (
 )
 
 // sameJSON fails t unless got and want hold the same JSON value.
-func sameJSON(t *testing.T, got []byte, want string) {
+func cvSameJSON(t *testing.T, got []byte, want string) {
 	t.Helper()
 	var g, w any
 	if err := json.Unmarshal(got, &g); err != nil {
@@ -46,7 +46,7 @@ func TestChatToConverse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameJSON(t, b, `{
+	cvSameJSON(t, b, `{
 	"messages":[
 		{"role":"user","content":[{"text":"What is on this cover?"},{"image":{"format":"jpeg","source":{"bytes":"/9j/4AAQ"}}},{"text":"Then find the most popular song."}]},
 		{"role":"assistant","content":[{"text":"Let me look."},{"toolUse":{"toolUseId":"tooluse_kZJMlvQmRJ6eAyJE5GIl7Q","name":"top_song","input":{"sign":"WZPZ"}}}]},
@@ -63,7 +63,7 @@ func TestChatToConverse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameJSON(t, named, `{"messages":[{"role":"user","content":[{"text":"x"}]}],
+	cvSameJSON(t, named, `{"messages":[{"role":"user","content":[{"text":"x"}]}],
 		"toolConfig":{"tools":[{"toolSpec":{"name":"f","inputSchema":{"json":{"type":"object","properties":{}}}}}],"toolChoice":{"tool":{"name":"f"}}}}`)
 
 	for _, bad := range []string{`{"messages":[{"role":"system","content":"only a system prompt"}]}`, `{"messages":[{"role":"wizard","content":"x"}]}`,
@@ -133,8 +133,8 @@ func TestConverseToCompletion(t *testing.T) {
 	}
 }
 
-// sse is a ConverseStream event as the gateway hands it over.
-func sse(name, data string) []byte { return []byte("event: " + name + "\ndata: " + data + "\n\n") }
+// cvSSE is a ConverseStream event as the gateway hands it over.
+func cvSSE(name, data string) []byte { return []byte("event: " + name + "\ndata: " + data + "\n\n") }
 
 // TestConverseStream: ConverseStream's events (messageStart, a text block,
 // a toolUse block in two input deltas, messageStop, metadata) become chat
@@ -144,16 +144,16 @@ func TestConverseStream(t *testing.T) {
 	s := ConverseToChatStream("claude", true)
 	var out []byte
 	for _, ev := range [][]byte{
-		sse("messageStart", `{"role":"assistant","p":"abc"}`),
-		sse("contentBlockDelta", `{"contentBlockIndex":0,"delta":{"text":"Looking "}}`),
-		sse("contentBlockDelta", `{"contentBlockIndex":0,"delta":{"text":"it up."}}`),
-		sse("contentBlockStop", `{"contentBlockIndex":0}`),
-		sse("contentBlockStart", `{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"tooluse_1","name":"top_song"}}}`),
-		sse("contentBlockDelta", `{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"sign\":"}}}`),
-		sse("contentBlockDelta", `{"contentBlockIndex":1,"delta":{"toolUse":{"input":"\"WZPZ\"}"}}}`),
-		sse("contentBlockStop", `{"contentBlockIndex":1}`),
-		sse("messageStop", `{"stopReason":"tool_use"}`),
-		sse("metadata", `{"usage":{"inputTokens":12,"outputTokens":7,"totalTokens":19,"cacheReadInputTokens":3},"metrics":{"latencyMs":50}}`),
+		cvSSE("messageStart", `{"role":"assistant","p":"abc"}`),
+		cvSSE("contentBlockDelta", `{"contentBlockIndex":0,"delta":{"text":"Looking "}}`),
+		cvSSE("contentBlockDelta", `{"contentBlockIndex":0,"delta":{"text":"it up."}}`),
+		cvSSE("contentBlockStop", `{"contentBlockIndex":0}`),
+		cvSSE("contentBlockStart", `{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"tooluse_1","name":"top_song"}}}`),
+		cvSSE("contentBlockDelta", `{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"sign\":"}}}`),
+		cvSSE("contentBlockDelta", `{"contentBlockIndex":1,"delta":{"toolUse":{"input":"\"WZPZ\"}"}}}`),
+		cvSSE("contentBlockStop", `{"contentBlockIndex":1}`),
+		cvSSE("messageStop", `{"stopReason":"tool_use"}`),
+		cvSSE("metadata", `{"usage":{"inputTokens":12,"outputTokens":7,"totalTokens":19,"cacheReadInputTokens":3},"metrics":{"latencyMs":50}}`),
 	} {
 		out = s.Event(ev, out)
 	}
@@ -204,8 +204,8 @@ func TestConverseStream(t *testing.T) {
 
 	// An exception mid-stream ends it with an error in OpenAI's shape.
 	s = ConverseToChatStream("claude", false)
-	out = s.Event(sse("messageStart", `{"role":"assistant"}`), nil)
-	out = s.Event(sse("throttlingException", `{"message":"Too many tokens, please wait before trying again."}`), out)
+	out = s.Event(cvSSE("messageStart", `{"role":"assistant"}`), nil)
+	out = s.Event(cvSSE("throttlingException", `{"message":"Too many tokens, please wait before trying again."}`), out)
 	out = s.End(out)
 	if !strings.Contains(string(out), `"type":"rate_limit_error"`) || !strings.Contains(string(out), `"code":"throttlingException"`) || strings.Contains(string(out), "[DONE]") {
 		t.Errorf("exception became\n%s", out)
@@ -254,12 +254,12 @@ func TestBedrockEmbeddings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameJSON(t, b, `{"inputText":"What are the different services that you offer?","dimensions":256}`)
+	cvSameJSON(t, b, `{"inputText":"What are the different services that you offer?","dimensions":256}`)
 	b, err = EmbeddingsToBedrock([]byte(`{"model":"co","input":["a","b"]}`), "cohere.embed-english-v3")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameJSON(t, b, `{"texts":["a","b"],"input_type":"search_document"}`)
+	cvSameJSON(t, b, `{"texts":["a","b"],"input_type":"search_document"}`)
 	for _, bad := range []struct{ body, model string }{
 		{`{"input":["a","b"]}`, "amazon.titan-embed-text-v2:0"}, {`{"input":[1,2,3]}`, "cohere.embed-english-v3"},
 		{`{"input":"a"}`, "anthropic.claude-3-haiku-20240307-v1:0"}, {`{"input":[]}`, "cohere.embed-english-v3"},
