@@ -123,7 +123,8 @@ type cvMockRequest struct {
 // converse answers Converse and ConverseStream. With tools declared and a
 // last turn that is not a tool result, the model calls the first tool with
 // {"said": <the user's text>}; otherwise it echoes the last user turn (or
-// tool result). Usage is in Converse's fields.
+// tool result). Usage is in Converse's fields. x-mock-stream-exception:
+// <name> ends a stream after its text with that exception frame.
 func (s *Server) converse(w http.ResponseWriter, r *http.Request) {
 	if !signed(w, r) {
 		return
@@ -190,6 +191,18 @@ func (s *Server) converse(w http.ResponseWriter, r *http.Request) {
 		ok = s.events(w, r, words, func(piece string, _ int) []byte {
 			return frame("contentBlockDelta", map[string]any{"contentBlockIndex": 0, "delta": map[string]string{"text": piece}})
 		})
+	}
+	if name := r.Header.Get("x-mock-stream-exception"); ok && name != "" {
+		// The stream breaks off with an exception frame, as Bedrock's do
+		// when throttled or failing mid-answer.
+		var b bytes.Buffer
+		var h eventstream.Headers
+		h.Set(":message-type", eventstream.StringValue("exception"))
+		h.Set(":exception-type", eventstream.StringValue(name))
+		h.Set(":content-type", eventstream.StringValue("application/json"))
+		_ = enc.Encode(&b, eventstream.Message{Headers: h, Payload: mustJSON(map[string]string{"message": "mock " + name})})
+		s.count(s.write(w, flusher, b.Bytes()))
+		return
 	}
 	ok = ok && s.write(w, flusher, frame("contentBlockStop", map[string]any{"contentBlockIndex": 0})) &&
 		s.write(w, flusher, frame("messageStop", map[string]any{"stopReason": stop})) &&

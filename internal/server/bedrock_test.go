@@ -190,6 +190,8 @@ model_list:
     litellm_params: {model: bedrock/%[2]s, api_base: "%[1]s"}
   - model_name: flaky
     litellm_params: {model: bedrock/%[2]s, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "%[1]s", headers: {x-mock-status: "429"}}
+  - model_name: throttled-stream
+    litellm_params: {model: bedrock/%[2]s, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "%[1]s", headers: {x-mock-stream-exception: throttlingException}}
   - model_name: invalid
     litellm_params: {model: bedrock/%[2]s, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "%[1]s", headers: {x-mock-status: "400"}}
 router_settings:
@@ -278,6 +280,13 @@ general_settings:
 		t.Fatalf("messages stream: %d %s", sresp.StatusCode, sb)
 	}
 
+	// An exception mid-stream ends the client's stream with an error in
+	// OpenAI's shape, after the text it had; what was produced is booked.
+	resp, rawb := e.send(t, "/v1/chat/completions", key, "application/json", `{"model":"throttled-stream","stream":true,"messages":[{"role":"user","content":"cut short"}]}`)
+	if raw := string(rawb); resp.StatusCode != 200 || !strings.Contains(raw, `"content":"Hello!`) || !strings.Contains(raw, `"type":"rate_limit_error"`) || strings.Contains(raw, "[DONE]") {
+		t.Fatalf("throttled stream: %d %s", resp.StatusCode, raw)
+	}
+
 	// A Responses client, through chat.
 	resp, out = e.post(t, "/v1/responses", key, `{"model":"claude","input":"violet indigo"}`)
 	if resp.StatusCode != 200 || out["object"] != "response" || !strings.Contains(fmt.Sprint(out["output"]), "violet indigo") || out["model"] != sonnet {
@@ -306,8 +315,8 @@ general_settings:
 	chk.mu.Lock()
 	bad, reached := chk.bad, len(chk.paths)
 	chk.mu.Unlock()
-	if len(bad) > 0 || reached != 12 {
-		t.Fatalf("%d requests reached Bedrock (want 12: the image by URL must not); signatures that did not verify: %v", reached, bad)
+	if len(bad) > 0 || reached != 13 {
+		t.Fatalf("%d requests reached Bedrock (want 13: the image by URL must not); signatures that did not verify: %v", reached, bad)
 	}
 
 	// /health checks each deployment with a one-token Converse: all
@@ -316,7 +325,7 @@ general_settings:
 		Healthy   []any `json:"healthy_endpoints"`
 		Unhealthy []any `json:"unhealthy_endpoints"`
 	}
-	if code := getJSON(t, e.url+"/health", "sk-1234", &rep); code != 200 || len(rep.Healthy) != 3 || len(rep.Unhealthy) != 2 {
+	if code := getJSON(t, e.url+"/health", "sk-1234", &rep); code != 200 || len(rep.Healthy) != 4 || len(rep.Unhealthy) != 2 {
 		t.Fatalf("/health: %d %+v", code, rep)
 	}
 	if _, body := chk.last(); !strings.Contains(body, `"maxTokens":1`) {
@@ -326,8 +335,8 @@ general_settings:
 	// Every answer is booked from Converse's usage at the table's price
 	// for the Bedrock model id (the cross-region profile at its own).
 	rows := spendRows(t, e, key)
-	if len(rows) != 9 {
-		t.Fatalf("%d spend rows, want 9 (the fallback's under claude; refusals produce nothing to book)", len(rows))
+	if len(rows) != 10 {
+		t.Fatalf("%d spend rows, want 10 (the fallback's under claude; refusals produce nothing to book)", len(rows))
 	}
 	for _, r := range rows {
 		model := sonnet
@@ -335,7 +344,9 @@ general_settings:
 			model = "us." + sonnet
 		}
 		want := tableCost(t, "bedrock", model, usage.Usage{Prompt: r.PromptTokens, Completion: r.CompletionTokens})
-		if r.PromptTokens <= 0 || r.CompletionTokens <= 0 || r.UsageEstimated || !near(r.Cost, want) || r.Cost <= 0 {
+		// The broken-off stream reported no usage: the gateway counted it.
+		estimated := r.ModelGroup == "throttled-stream"
+		if r.PromptTokens <= 0 || r.CompletionTokens <= 0 || r.UsageEstimated != estimated || !near(r.Cost, want) || r.Cost <= 0 {
 			t.Fatalf("booked %+v, want %v", r, want)
 		}
 	}
