@@ -84,6 +84,9 @@ var (
 // wireFor picks how a request for op reaches t, or reports that t cannot
 // serve it.
 func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
+	if t.IsCohere() {
+		return cohereWire(op, t)
+	}
 	switch op {
 	case provider.OpChat:
 		if t.Serves(provider.OpChat) {
