@@ -84,7 +84,10 @@ func ChatToCohere(body []byte, model string) ([]byte, error) {
 		case "json_object":
 			out.ResponseFormat = json.RawMessage(`{"type":"json_object"}`)
 		case "json_schema":
-			out.ResponseFormat, _ = json.Marshal(map[string]any{"type": "json_object", "json_schema": f.JSONSchema.Schema})
+			out.ResponseFormat, _ = json.Marshal(struct {
+				Type   string          `json:"type"`
+				Schema json.RawMessage `json:"json_schema,omitempty"`
+			}{"json_object", f.JSONSchema.Schema})
 		}
 	}
 	for i, m := range in.Messages {
