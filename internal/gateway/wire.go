@@ -93,14 +93,14 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 			return openAIWire, true
 		}
 		if t.Serves(provider.OpMessages) {
-			return chatViaMessages, true
+			return onVertex(chatViaMessages, t), true
 		}
 		if t.Serves(provider.OpGenerateContent) {
 			return chatViaGemini, true
 		}
 	case provider.OpMessages:
 		if t.Serves(provider.OpMessages) {
-			return messagesNative, true
+			return onVertex(messagesNative, t), true
 		}
 		if t.Serves(provider.OpChat) {
 			return messagesViaChat, true

@@ -20,6 +20,7 @@ func (s *Server) registerNative() {
 	}
 	// Vertex AI's path for Google's models: the same body and answers.
 	s.mux.HandleFunc("POST /v1/projects/{project}/locations/{location}/publishers/google/models/{call}", s.gemini)
+	s.mux.HandleFunc("POST /v1/projects/{project}/locations/{location}/publishers/anthropic/models/{call}", s.vertexAnthropic)
 	s.mux.HandleFunc("POST /v2/chat", s.cohereChat)
 	s.mux.HandleFunc("POST /v2/embed", s.cohereEmbed)
 }

@@ -85,6 +85,8 @@ type Target struct {
 	// the request (an OAuth2 access token, an AWS SigV4 signature over
 	// body) to each request.
 	authorize func(req *http.Request, body []byte) error
+	// anthropicVersion: see AnthropicVersionInBody.
+	anthropicVersion string
 }
 
 // dialect describes how one kind of upstream is addressed.

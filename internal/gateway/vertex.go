@@ -1,0 +1,33 @@
+package gateway
+
+import (
+	"encoding/json"
+
+	"github.com/tollgate/tollgate/internal/provider"
+)
+
+// onVertex adapts a wire whose upstream body is Anthropic's Messages to an
+// Anthropic model on Vertex AI (rawPredict), which names the model in the
+// URL and takes anthropic_version in the body: the body loses its model and
+// gains the version. Other targets keep w.
+func onVertex(w wire, t *provider.Target) wire {
+	version := t.AnthropicVersionInBody()
+	if version == "" {
+		return w
+	}
+	inner := w.body
+	w.body = func(req *request, model string, askUsage bool) ([]byte, error) {
+		b, err := inner(req, model, askUsage)
+		if err != nil {
+			return nil, err
+		}
+		var o map[string]json.RawMessage
+		if err := json.Unmarshal(b, &o); err != nil {
+			return nil, err
+		}
+		delete(o, "model")
+		o["anthropic_version"], _ = json.Marshal(version)
+		return json.Marshal(o)
+	}
+	return w
+}
