@@ -87,6 +87,9 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 	if t.IsCohere() {
 		return cohereWire(op, t)
 	}
+	if op == provider.OpEmbeddings && t.Serves(op) && t.Serves(provider.OpGenerateContent) {
+		return geminiEmbeddings(t), true
+	}
 	switch op {
 	case provider.OpChat:
 		if t.Serves(provider.OpChat) {

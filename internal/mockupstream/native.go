@@ -80,6 +80,10 @@ func (s *Server) gemini(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	model, action, _ := strings.Cut(r.PathValue("call"), ":")
+	if action == "batchEmbedContents" {
+		s.geminiEmbed(w, r, model)
+		return
+	}
 	if action != "generateContent" && action != "streamGenerateContent" {
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "unknown Gemini method "+action)
 		return

@@ -17,16 +17,16 @@ import (
 // vertex_credentials, the project and location in the path). Both speak
 // generateContent, with the model in the path and a stream asked for by the
 // method (streamGenerateContent?alt=sse); chat and Messages requests reach
-// them translated (internal/translate/gemini.go). AI Studio's embeddings go
-// to its OpenAI-compatible endpoint.
+// them translated (internal/translate/gemini.go). AI Studio's embeddings are
+// its batchEmbedContents, translated likewise.
 func init() {
 	register([]string{"gemini"}, dialect{defaultBase: "https://generativelanguage.googleapis.com/v1beta", build: func(t *Target, base *url.URL) error {
 		root := strings.TrimRight(base.String(), "/")
 		t.urls[OpGenerateContent] = root + "/models/{model}:generateContent"
-		t.urls[OpEmbeddings] = root + "/openai/embeddings"
+		t.urls[OpEmbeddings] = root + "/models/{model}:batchEmbedContents"
 		t.modelURL = func(op Op, model string, stream bool) string {
-			if op != OpGenerateContent {
-				return t.urls[op]
+			if op == OpEmbeddings {
+				return root + "/models/" + url.PathEscape(model) + ":batchEmbedContents"
 			}
 			return generateContentURL(root, model, stream)
 		}

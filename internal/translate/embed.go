@@ -81,3 +81,56 @@ func embeddingList(vectors [][]float64, model string, u usage.Usage) ([]byte, er
 	return json.Marshal(map[string]any{"object": "list", "data": data, "model": model,
 		"usage": map[string]int64{"prompt_tokens": u.Prompt, "total_tokens": u.Prompt}})
 }
+
+// EmbeddingsToGemini turns an OpenAI embeddings request into Gemini's
+// batchEmbedContents request for model: one request per text, each naming
+// the model, dimensions as outputDimensionality.
+func EmbeddingsToGemini(body []byte, model string) ([]byte, error) {
+	in, texts, err := embedInputs(body)
+	if err != nil {
+		return nil, err
+	}
+	type part struct {
+		Text string `json:"text"`
+	}
+	type one struct {
+		Model   string `json:"model"`
+		Content struct {
+			Parts []part `json:"parts"`
+		} `json:"content"`
+		OutputDimensionality *int64 `json:"outputDimensionality,omitempty"`
+	}
+	reqs := make([]one, len(texts))
+	for i, t := range texts {
+		reqs[i].Model = "models/" + model
+		reqs[i].Content.Parts = []part{{Text: t}}
+		reqs[i].OutputDimensionality = in.Dims
+	}
+	return json.Marshal(map[string]any{"requests": reqs})
+}
+
+// GeminiToEmbeddings turns a batchEmbedContents answer (embeddings[].values)
+// into OpenAI's embeddings list for model. The Gemini API's answer reports
+// no usage (Vertex AI's has usageMetadata, read when present): the usage is
+// then zero, and the gateway counts the input itself.
+func GeminiToEmbeddings(body []byte, model string) ([]byte, usage.Usage, error) {
+	var in struct {
+		Embeddings []struct {
+			Values []float64 `json:"values"`
+		} `json:"embeddings"`
+		UsageMetadata *GeminiUsageMetadata `json:"usageMetadata"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, usage.Usage{}, fmt.Errorf("upstream answer: %w", err)
+	}
+	vectors := make([][]float64, len(in.Embeddings))
+	for i, e := range in.Embeddings {
+		vectors[i] = e.Values
+	}
+	var u usage.Usage
+	if in.UsageMetadata != nil {
+		u = usage.Usage{Prompt: in.UsageMetadata.PromptTokenCount}
+	}
+	b, err := embeddingList(vectors, model, u)
+	return b, u, err
+}

@@ -32,3 +32,26 @@ func TestGeminiBlockedPrompt(t *testing.T) {
 		t.Fatalf("stream usage %+v %v", u, ok)
 	}
 }
+
+// TestGeminiEmbeddings: an OpenAI embeddings request becomes one
+// batchEmbedContents request per text, and the answer OpenAI's list; the
+// Gemini API's answer has no usage (zero: the gateway counts), Vertex AI's
+// usageMetadata is read.
+func TestGeminiEmbeddings(t *testing.T) {
+	b, err := EmbeddingsToGemini([]byte(`{"model":"x","input":["What is the meaning of life?","How much wood?"],"dimensions":8}`), "gemini-embedding-001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonEqual(t, b, `{"requests":[
+		{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"What is the meaning of life?"}]},"outputDimensionality":8},
+		{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"How much wood?"}]},"outputDimensionality":8}]}`)
+	out, u, err := GeminiToEmbeddings([]byte(`{"embeddings":[{"values":[0.1,-0.2]},{"values":[0.3,0.4]}]}`), "gemini-embedding-001")
+	if err != nil || u != (usage.Usage{}) {
+		t.Fatalf("%v %+v", err, u)
+	}
+	jsonEqual(t, out, `{"object":"list","model":"gemini-embedding-001","usage":{"prompt_tokens":0,"total_tokens":0},
+	"data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2]},{"object":"embedding","index":1,"embedding":[0.3,0.4]}]}`)
+	if _, u, _ = GeminiToEmbeddings([]byte(`{"embeddings":[{"values":[1]}],"usageMetadata":{"promptTokenCount":6}}`), "m"); u.Prompt != 6 {
+		t.Fatalf("vertex usage %+v", u)
+	}
+}
