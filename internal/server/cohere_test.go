@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -155,6 +156,18 @@ general_settings:
 		t.Fatalf("messages: %d %v", resp.StatusCode, out)
 	}
 
+	req, _ := http.NewRequest("POST", e.url+"/v1/messages", strings.NewReader(`{"model":"command","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"a streamed message"}]}`))
+	req.Header.Set("x-api-key", key)
+	sresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(sresp.Body)
+	sresp.Body.Close()
+	if sresp.StatusCode != 200 || !strings.Contains(string(raw), "event: message_stop") || !strings.Contains(string(raw), "streamed") || !strings.Contains(string(raw), `"output_tokens"`) {
+		t.Fatalf("messages stream: %d %s", sresp.StatusCode, raw)
+	}
+
 	// Embeddings.
 	resp, out = e.post(t, "/v1/embeddings", key, `{"model":"embed","input":["hello world","again"]}`)
 	if resp.StatusCode != 200 || len(out["data"].([]any)) != 2 || out["object"] != "list" {
@@ -179,8 +192,8 @@ general_settings:
 
 	// Every answer is booked from billed_units at the Cohere price.
 	rows := spendRows(t, e, key)
-	if len(rows) != 7 {
-		t.Fatalf("%d spend rows, want 7", len(rows))
+	if len(rows) != 8 {
+		t.Fatalf("%d spend rows, want 8", len(rows))
 	}
 	for _, r := range rows {
 		model := map[string]string{"command": "command-r", "command-plus": "command-r-plus", "embed": "embed-english-v3.0", "flaky": "command-r", "limited": "command-r"}[r.ModelGroup]
