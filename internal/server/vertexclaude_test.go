@@ -25,6 +25,11 @@ func TestVertexClaudeServesChatAndMessages(t *testing.T) {
 	mock := mockupstream.New(mockupstream.Options{})
 	up := httptest.NewServer(mock)
 	defer up.Close()
+	fake := &geminiFake{answer: func(*http.Request, string) (int, string) {
+		return 429, `{"error":{"code":429,"message":"Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model.","status":"RESOURCE_EXHAUSTED"}}`
+	}}
+	fakeSrv := httptest.NewServer(fake)
+	defer fakeSrv.Close()
 	tokens, _ := googleTokenServer(t)
 	creds, _ := json.Marshal(serviceAccount(t, "claude@proj.iam.gserviceaccount.com", tokens.URL))
 	const model = "claude-3-5-sonnet-v2@20241022"
@@ -37,9 +42,18 @@ model_list:
       vertex_location: us-east5
       vertex_credentials: %s
       api_base: %s
+  - model_name: vclaude-quota
+    litellm_params:
+      model: vertex_ai/%s
+      vertex_project: proj-9
+      vertex_location: us-east5
+      vertex_credentials: %s
+      api_base: %s
+router_settings:
+  num_retries: 0
 general_settings:
   master_key: sk-1234
-`, model, creds, up.URL)
+`, model, creds, up.URL, model, creds, fakeSrv.URL)
 	cfg, err := config.Parse("v.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +101,17 @@ general_settings:
 		t.Fatalf("messages stream: %d %s", sresp.StatusCode, raw)
 	}
 	checkUp("streamRawPredict")
+
+	// Vertex's own refusals come in Google's error shape: OpenAI's for a
+	// chat client, Anthropic's for a Messages client.
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"vclaude-quota","messages":[{"role":"user","content":"x"}]}`)
+	if e2, _ := out["error"].(map[string]any); resp.StatusCode != 429 || e2["type"] != "rate_limit_error" || e2["code"] != "RESOURCE_EXHAUSTED" || !strings.Contains(fmt.Sprint(e2["message"]), "Quota exceeded") {
+		t.Fatalf("chat error: %d %v", resp.StatusCode, out)
+	}
+	resp, out = e.post(t, "/v1/messages", key, `{"model":"vclaude-quota","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`)
+	if e2, _ := out["error"].(map[string]any); resp.StatusCode != 429 || out["type"] != "error" || e2["type"] != "rate_limit_error" || !strings.Contains(fmt.Sprint(e2["message"]), "Quota exceeded") {
+		t.Fatalf("messages error: %d %v", resp.StatusCode, out)
+	}
 
 	rows := spendRows(t, e, key)
 	if len(rows) != 4 {
