@@ -128,14 +128,27 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 			return openAIWire, true
 		}
 		if t.Serves(provider.OpMessages) {
-			return chatViaMessages, true
+			return onVertex(chatViaMessages, t), true
 		}
 		if t.Serves(provider.OpGenerateContent) {
 			return chatViaGemini, true
 		}
+		if t.Serves(provider.OpCohereChat) {
+			return chatViaCohere(t), true
+		}
+	case provider.OpEmbeddings:
+		if t.Serves(provider.OpEmbeddings) {
+			return wire{op: op, body: passthroughBody}, true
+		}
+		if t.Serves(provider.OpBatchEmbedContents) {
+			return geminiEmbeddings(t), true
+		}
+		if t.Serves(provider.OpCohereEmbed) {
+			return embeddingsViaCohere(t), true
+		}
 	case provider.OpMessages:
 		if t.Serves(provider.OpMessages) {
-			return messagesNative, true
+			return onVertex(messagesNative, t), true
 		}
 		if t.Serves(provider.OpChat) {
 			return messagesViaChat, true

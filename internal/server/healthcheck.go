@@ -30,17 +30,43 @@ type healthReport struct {
 	CheckedAt time.Time        `json:"checked_at"`
 }
 
-// checkTarget sends the smallest request the deployment serves: a one-token
-// chat, else a one-word embedding. Wildcard deployments name no model and
-// are not checked.
+// probes are the smallest request of each upstream dialect, in the order
+// a deployment's are tried: a one-token answer, else a one-word embedding
+// or rerank (%[1]q is the model).
+var probes = []struct {
+	op   provider.Op
+	body string
+}{
+	{provider.OpChat, `{"model":%[1]q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`},
+	{provider.OpMessages, `{"model":%[1]q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`},
+	{provider.OpGenerateContent, `{"contents":[{"role":"user","parts":[{"text":"ping"}]}],"generationConfig":{"maxOutputTokens":1}}`},
+	{provider.OpCohereChat, `{"model":%[1]q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`},
+	{provider.OpEmbeddings, `{"model":%[1]q,"input":"ping"}`},
+	{provider.OpBatchEmbedContents, `{"requests":[{"model":"models/%[1]s","content":{"parts":[{"text":"ping"}]}}]}`},
+	{provider.OpCohereEmbed, `{"model":%[1]q,"texts":["ping"],"input_type":"search_document","embedding_types":["float"]}`},
+	{provider.OpRerank, `{"model":%[1]q,"query":"ping","documents":["ping"]}`},
+}
+
+// checkTarget sends the smallest request the deployment serves (probes).
+// Wildcard deployments name no model and are not checked.
 func checkTarget(ctx context.Context, t *provider.Target) error {
 	model := t.UpstreamModel(t.D.ModelName)
 	if model == "" || t.D.Model == "" {
 		return nil
 	}
-	op, body := provider.OpChat, fmt.Sprintf(`{"model":%q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`, model)
-	if !t.Serves(op) {
-		op, body = provider.OpEmbeddings, fmt.Sprintf(`{"model":%q,"input":"ping"}`, model)
+	op, body := provider.OpChat, ""
+	for _, p := range probes {
+		if t.Serves(p.op) {
+			op, body = p.op, fmt.Sprintf(p.body, model)
+			break
+		}
+	}
+	if body == "" {
+		return fmt.Errorf("provider %q: no operation to check", t.D.Provider)
+	}
+	if v := t.AnthropicVersionInBody(); v != "" && op == provider.OpMessages {
+		// Claude on Vertex AI: the model is in the URL, the version in the body.
+		body = fmt.Sprintf(`{"anthropic_version":%q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`, v)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
