@@ -282,7 +282,7 @@ func redacted(d *config.Deployment, db bool) map[string]any {
 		slices.Sort(names)
 		params["headers"] = names // names only: values may be credentials
 	}
-	info := map[string]any{"id": d.ID, "db_model": db, "access_groups": d.AccessGroups}
+	info := map[string]any{"id": d.ID, "db_model": db, "access_groups": d.AccessGroups, "litellm_provider": d.Provider}
 	if d.BaseModel != "" {
 		info["base_model"] = d.BaseModel
 	}

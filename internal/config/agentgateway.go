@@ -103,6 +103,7 @@ type AIBackend struct {
 type AIProviderParams struct {
 	Model      string `yaml:"model"`
 	Region     string `yaml:"region"`
+	ProjectID  string `yaml:"projectId"` // vertex
 	Host       string `yaml:"host"`
 	APIVersion string `yaml:"apiVersion"`
 }

@@ -339,8 +339,27 @@ func (n *normalizer) agentgatewayModel(i int, m LLMModel) (Deployment, error) {
 	if d.Model == "" && !strings.Contains(m.Name, "*") {
 		d.Model = m.Name // a named model goes upstream under its own name
 	}
+	googleParams(&d, m.Params.VertexProject, m.Params.VertexRegion, m.Params.PathOverride)
 	d.ID = deploymentID(1000+i, d)
 	return d, nil
+}
+
+// googleParams completes an agentgateway gemini or vertex deployment: a
+// vertex one takes its project and region (its credentials are LiteLLM's
+// VERTEXAI_CREDENTIALS, else Google's application default credentials); a
+// gemini host override names only the host, below which the Gemini API
+// lies at /v1beta unless a path override says otherwise.
+func googleParams(d *Deployment, project, region, pathOverride string) {
+	switch d.Provider {
+	case "vertex_ai":
+		if project != "" || region != "" {
+			d.Vertex = &Vertex{Project: project, Location: region}
+		}
+	case "gemini":
+		if d.APIBase != "" && pathOverride == "" {
+			d.APIBase += "/v1beta"
+		}
+	}
 }
 
 func (n *normalizer) binds() error {
@@ -379,6 +398,7 @@ func (n *normalizer) binds() error {
 						} else if params.Host != "" {
 							d.APIBase = withScheme(params.Host)
 						}
+						googleParams(&d, params.ProjectID, params.Region, "")
 						d.ID = deploymentID(2000+bi*100+ri*10+k, d)
 						if be.AI.Name != "" {
 							d.ID = be.AI.Name

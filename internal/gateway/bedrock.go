@@ -34,7 +34,7 @@ var (
 	// An OpenAI embeddings request to a Bedrock deployment: InvokeModel in
 	// the model family's body (Titan or Cohere).
 	embeddingsViaInvoke = wire{
-		op: provider.OpEmbeddings,
+		op: provider.OpBedrockEmbed,
 		body: func(req *request, model string, _ bool) ([]byte, error) {
 			return translate.EmbeddingsToBedrock(req.obj.Body(), provider.BedrockModelID(model))
 		},

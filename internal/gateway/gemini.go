@@ -21,3 +21,22 @@ var (
 		errBody:  translate.GeminiErrorToOpenAI,
 	}
 )
+
+// geminiEmbeddings is an OpenAI embeddings request to a Gemini deployment,
+// through batchEmbedContents. Its answer names no model (the wire is made
+// for t and names the deployment's) and, on the Gemini API, no usage: the
+// gateway then counts the input itself.
+func geminiEmbeddings(t *provider.Target) wire {
+	model := ""
+	if !t.Wildcard() {
+		model = t.D.Model
+	}
+	return wire{
+		op: provider.OpBatchEmbedContents,
+		body: func(req *request, upstream string, _ bool) ([]byte, error) {
+			return translate.EmbeddingsToGemini(req.obj.Body(), upstream)
+		},
+		response: func(body []byte) ([]byte, usage.Usage, error) { return translate.GeminiToEmbeddings(body, model) },
+		errBody:  translate.GeminiErrorToOpenAI,
+	}
+}

@@ -134,16 +134,13 @@ func messagesThrough(cw wire) wire {
 // wireFor picks how a request for op reaches t, or reports that t cannot
 // serve it.
 func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
-	if op == provider.OpEmbeddings && t.Serves(provider.OpConverse) {
-		return embeddingsViaInvoke, t.Serves(op) // Bedrock's InvokeModel
-	}
 	switch op {
 	case provider.OpChat:
 		if t.Serves(provider.OpChat) {
 			return openAIWire, true
 		}
 		if t.Serves(provider.OpMessages) {
-			return chatViaMessages, true
+			return onVertex(chatViaMessages, t), true
 		}
 		if t.Serves(provider.OpGenerateContent) {
 			return chatViaGemini, true
@@ -151,9 +148,25 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 		if t.Serves(provider.OpConverse) {
 			return chatViaConverse, true
 		}
+		if t.Serves(provider.OpCohereChat) {
+			return chatViaCohere(t), true
+		}
+	case provider.OpEmbeddings:
+		if t.Serves(provider.OpEmbeddings) {
+			return wire{op: op, body: passthroughBody}, true
+		}
+		if t.Serves(provider.OpBatchEmbedContents) {
+			return geminiEmbeddings(t), true
+		}
+		if t.Serves(provider.OpCohereEmbed) {
+			return embeddingsViaCohere(t), true
+		}
+		if t.Serves(provider.OpBedrockEmbed) {
+			return embeddingsViaInvoke, true
+		}
 	case provider.OpMessages:
 		if t.Serves(provider.OpMessages) {
-			return messagesNative, true
+			return onVertex(messagesNative, t), true
 		}
 		if t.Serves(provider.OpChat) {
 			return messagesViaChat, true

@@ -11,7 +11,8 @@ import (
 
 // registerNative adds the providers' own APIs that the gateway's
 // pass-through routes forward to: Gemini's generateContent and
-// streamGenerateContent, and Cohere's v2 chat (its v2 rerank is rerank.go's),
+// streamGenerateContent, and Cohere's v2 chat and embed (cohere.go; its v2
+// rerank is rerank.go's),
 // each with its usage in the provider's own fields.
 func (s *Server) registerNative() {
 	for _, v := range []string{"/v1beta", "/v1"} {
@@ -19,7 +20,9 @@ func (s *Server) registerNative() {
 	}
 	// Vertex AI's path for Google's models: the same body and answers.
 	s.mux.HandleFunc("POST /v1/projects/{project}/locations/{location}/publishers/google/models/{call}", s.gemini)
+	s.mux.HandleFunc("POST /v1/projects/{project}/locations/{location}/publishers/anthropic/models/{call}", s.vertexAnthropic)
 	s.mux.HandleFunc("POST /v2/chat", s.cohereChat)
+	s.mux.HandleFunc("POST /v2/embed", s.cohereEmbed)
 }
 
 // nativeReply is the words of an answer to said, at most limit of them
@@ -77,6 +80,10 @@ func (s *Server) gemini(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	model, action, _ := strings.Cut(r.PathValue("call"), ":")
+	if action == "batchEmbedContents" {
+		s.geminiEmbed(w, r, model)
+		return
+	}
 	if action != "generateContent" && action != "streamGenerateContent" {
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "unknown Gemini method "+action)
 		return
@@ -137,51 +144,4 @@ func (s *Server) count(completed bool) {
 	} else {
 		s.aborted.Add(1)
 	}
-}
-
-// cohereChat answers Cohere's v2 chat, whole or streamed (message-start,
-// content-delta…, message-end with the usage), with usage.billed_units.
-func (s *Server) cohereChat(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Model    string `json:"model"`
-		Messages []struct {
-			Role    string          `json:"role"`
-			Content json.RawMessage `json:"content"`
-		} `json:"messages"`
-		Stream    bool  `json:"stream"`
-		MaxTokens int64 `json:"max_tokens"`
-	}
-	if err := json.Unmarshal(body(r), &req); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"message": "invalid request: " + err.Error()})
-		return
-	}
-	said := ""
-	for _, m := range req.Messages {
-		if m.Role == "user" {
-			said = echo.Text(m.Content)
-		}
-	}
-	words, prompt := s.nativeReply(r, said, req.MaxTokens)
-	id := newID("co_mock")
-	billed := func(out int) map[string]any {
-		u := map[string]int64{"input_tokens": prompt, "output_tokens": int64(out)}
-		return map[string]any{"billed_units": u, "tokens": u}
-	}
-	if !req.Stream {
-		writeJSON(w, http.StatusOK, map[string]any{"id": id, "finish_reason": "COMPLETE",
-			"message": map[string]any{"role": "assistant", "content": []any{map[string]any{"type": "text", "text": strings.Join(words, " ")}}},
-			"usage":   billed(len(words))})
-		return
-	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	flusher, _ := w.(http.Flusher)
-	event := func(name string, v any) []byte {
-		return append(append([]byte("event: "+name+"\ndata: "), mustJSON(v)...), "\n\n"...)
-	}
-	ok := s.write(w, flusher, event("message-start", map[string]any{"id": id, "type": "message-start", "delta": map[string]any{"message": map[string]any{"role": "assistant"}}})) &&
-		s.events(w, r, words, func(piece string, _ int) []byte {
-			return event("content-delta", map[string]any{"type": "content-delta", "index": 0, "delta": map[string]any{"message": map[string]any{"content": map[string]any{"text": piece}}}})
-		}) &&
-		s.write(w, flusher, event("message-end", map[string]any{"type": "message-end", "delta": map[string]any{"finish_reason": "COMPLETE", "usage": billed(len(words))}}))
-	s.count(ok)
 }

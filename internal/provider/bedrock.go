@@ -18,7 +18,7 @@ import (
 // event stream), every request signed with SigV4 for the service
 // "bedrock". Chat and Messages requests reach it translated
 // (internal/translate/bedrock.go); embeddings go to InvokeModel
-// (/model/{modelId}/invoke) in the model family's body
+// (/model/{modelId}/invoke, OpBedrockEmbed) in the model family's body
 // (internal/translate/bedrock_embed.go).
 func init() {
 	register([]string{"bedrock"}, dialect{defaultBase: bedrockDefaultBase, build: buildBedrock})
@@ -49,10 +49,10 @@ func buildBedrock(t *Target, base *url.URL) error {
 		}
 	}
 	t.urls[OpConverse] = root + "/model/{model}/converse"
-	t.urls[OpEmbeddings] = root + "/model/{model}/invoke"
+	t.urls[OpBedrockEmbed] = root + "/model/{model}/invoke"
 	t.modelURL = func(op Op, model string, stream bool) string {
 		u := root + "/model/" + bedrockPathEscape(BedrockModelID(model))
-		if op == OpEmbeddings {
+		if op == OpBedrockEmbed {
 			return u + "/invoke"
 		}
 		u += "/converse"

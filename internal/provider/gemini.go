@@ -17,16 +17,16 @@ import (
 // vertex_credentials, the project and location in the path). Both speak
 // generateContent, with the model in the path and a stream asked for by the
 // method (streamGenerateContent?alt=sse); chat and Messages requests reach
-// them translated (internal/translate/gemini.go). AI Studio's embeddings go
-// to its OpenAI-compatible endpoint.
+// them translated (internal/translate/gemini.go). AI Studio's embeddings are
+// its batchEmbedContents, translated likewise.
 func init() {
 	register([]string{"gemini"}, dialect{defaultBase: "https://generativelanguage.googleapis.com/v1beta", build: func(t *Target, base *url.URL) error {
 		root := strings.TrimRight(base.String(), "/")
 		t.urls[OpGenerateContent] = root + "/models/{model}:generateContent"
-		t.urls[OpEmbeddings] = root + "/openai/embeddings"
+		t.urls[OpBatchEmbedContents] = root + "/models/{model}:batchEmbedContents"
 		t.modelURL = func(op Op, model string, stream bool) string {
-			if op != OpGenerateContent {
-				return t.urls[op]
+			if op == OpBatchEmbedContents {
+				return root + "/models/" + url.PathEscape(model) + ":batchEmbedContents"
 			}
 			return generateContentURL(root, model, stream)
 		}
@@ -52,9 +52,19 @@ func generateContentURL(root, model string, stream bool) string {
 	return root + "/models/" + m + ":generateContent"
 }
 
+// vertexAnthropicVersion is the anthropic_version a Messages body for an
+// Anthropic model on Vertex AI carries (in the body, not a header).
+const vertexAnthropicVersion = "vertex-2023-10-16"
+
+// AnthropicVersionInBody is the anthropic_version a Messages body sent to
+// this target must carry, in place of its model (the model is in the URL):
+// set for Anthropic's models on Vertex AI, else "".
+func (t *Target) AnthropicVersionInBody() string { return t.anthropicVersion }
+
 // buildVertex addresses a vertex_ai deployment: its vertex_project and
 // vertex_location (us-central1 when unset, as LiteLLM) name the publisher
-// path on the location's endpoint, unless api_base names another host;
+// path on the location's endpoint (Google's, or Anthropic's for a claude
+// model), unless api_base names another host;
 // each request carries an access token from vertex_credentials (empty:
 // Google's application default credentials). Credentials that cannot be
 // read make the deployment unusable (ErrUnusable): it is disabled, with
@@ -78,9 +88,24 @@ func buildVertex(t *Target, base *url.URL) error {
 			host = vertexDefaultBase
 		}
 	}
-	root := host + "/v1/projects/" + url.PathEscape(v.Project) + "/locations/" + url.PathEscape(location) + "/publishers/google"
-	t.urls[OpGenerateContent] = root + "/models/{model}:generateContent"
-	t.modelURL = func(_ Op, model string, stream bool) string { return generateContentURL(root, model, stream) }
+	root := host + "/v1/projects/" + url.PathEscape(v.Project) + "/locations/" + url.PathEscape(location) + "/publishers/"
+	if strings.HasPrefix(t.D.Model, "claude") {
+		// Anthropic's models on Vertex take the Messages body, at
+		// rawPredict (streamRawPredict for a stream).
+		root += "anthropic/models/"
+		t.urls[OpMessages] = root + "{model}:rawPredict"
+		t.modelURL = func(_ Op, model string, stream bool) string {
+			if stream {
+				return root + url.PathEscape(model) + ":streamRawPredict"
+			}
+			return root + url.PathEscape(model) + ":rawPredict"
+		}
+		t.anthropicVersion = vertexAnthropicVersion
+	} else {
+		root += "google"
+		t.urls[OpGenerateContent] = root + "/models/{model}:generateContent"
+		t.modelURL = func(_ Op, model string, stream bool) string { return generateContentURL(root, model, stream) }
+	}
 	ts, err := GoogleTokenSource(context.Background(), v.Credentials)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnusable, err)

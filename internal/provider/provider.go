@@ -41,15 +41,26 @@ const (
 	// OpGenerateContent is Google's generateContent (Gemini, Vertex AI):
 	// chat and Messages requests reach it translated.
 	OpGenerateContent
+	// OpBatchEmbedContents is Gemini's batchEmbedContents: embeddings
+	// requests reach it translated.
+	OpBatchEmbedContents
+	// OpCohereChat and OpCohereEmbed are Cohere's v2 chat and embed:
+	// chat and embeddings requests reach them translated.
+	OpCohereChat
+	OpCohereEmbed
 	// OpConverse is Amazon Bedrock's Converse API (ConverseStream when
 	// streamed): chat and Messages requests reach it translated.
 	OpConverse
+	// OpBedrockEmbed is Bedrock's InvokeModel for an embedding model, in
+	// the model family's body (Titan, Cohere): embeddings requests reach
+	// it translated.
+	OpBedrockEmbed
 	numOps
 )
 
 var opNames = [numOps + 1]string{"chat", "text_completion", "embeddings", "messages", "responses",
 	"image_generation", "image_edit", "image_variation", "audio_transcription", "audio_translation", "audio_speech",
-	"moderation", "rerank", "generate_content", "converse", OpPassThrough: "pass_through"}
+	"moderation", "rerank", "generate_content", "batch_embed_contents", "cohere_chat", "cohere_embed", "converse", "bedrock_embed", OpPassThrough: "pass_through"}
 
 // openAIPaths are the paths of the operations in the OpenAI API (and of
 // rerank in the Cohere-style API that OpenAI-compatible servers serve),
@@ -88,6 +99,8 @@ type Target struct {
 	// the request (an OAuth2 access token, an AWS SigV4 signature over
 	// body) to each request.
 	authorize func(req *http.Request, body []byte) error
+	// anthropicVersion: see AnthropicVersionInBody.
+	anthropicVersion string
 }
 
 // dialect describes how one kind of upstream is addressed.

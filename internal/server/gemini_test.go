@@ -271,9 +271,9 @@ general_settings:
 	}
 }
 
-// TestResponsesReachGemini: a Responses API client reaches a Gemini
-// deployment through chat (plain and streamed), and the call is booked from
-// usageMetadata like any other.
+// TestResponsesReachGemini: a Responses API client reaches a Gemini (and a
+// Cohere) deployment through chat, plain and streamed, and the call is
+// booked from the provider's usage like any other.
 func TestResponsesReachGemini(t *testing.T) {
 	mock := mockupstream.New(mockupstream.Options{})
 	up := httptest.NewServer(mock)
@@ -282,15 +282,26 @@ func TestResponsesReachGemini(t *testing.T) {
 model_list:
   - model_name: gemini
     litellm_params: {model: gemini/gemini-2.0-flash, api_key: g-key, api_base: "%s/v1beta"}
+  - model_name: cohere
+    litellm_params: {model: cohere/command-r, api_key: co-key, api_base: "%s"}
 general_settings:
   master_key: sk-1234
-`, up.URL)))
+`, up.URL, up.URL)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := serveEnv(t, cfg, sqliteStore(t))
 	key := newKey(t, e, `{}`)
-	resp, out := e.post(t, "/v1/responses", key, `{"model":"gemini","instructions":"Be brief.","input":"north south east west"}`)
+	// Cohere, like every deployment chat reaches translated, takes a
+	// Responses request through chat.
+	resp, out := e.post(t, "/v1/responses", key, `{"model":"cohere","input":"left right up down"}`)
+	if resp.StatusCode != 200 || out["status"] != "completed" || !strings.Contains(fmt.Sprint(out["output"]), "left") {
+		t.Fatalf("responses to cohere: %d %v", resp.StatusCode, out)
+	}
+	if got := mock.LastRequest(); got.Path != "/v2/chat" || got.Header.Get("Authorization") != "Bearer co-key" {
+		t.Fatalf("cohere got %s %v", got.Path, got.Header)
+	}
+	resp, out = e.post(t, "/v1/responses", key, `{"model":"gemini","instructions":"Be brief.","input":"north south east west"}`)
 	if resp.StatusCode != 200 || out["object"] != "response" || out["status"] != "completed" || !strings.Contains(fmt.Sprint(out["output"]), "north") {
 		t.Fatalf("responses: %d %v", resp.StatusCode, out)
 	}
@@ -315,10 +326,10 @@ general_settings:
 	}
 	rows := spendRows(t, e, key)
 	p, _ := pricing.Lookup("gemini", "gemini-2.0-flash")
-	if len(rows) != 2 {
-		t.Fatalf("%d rows", len(rows))
+	if len(rows) != 3 || rows[0].ModelGroup != "cohere" || rows[0].Cost <= 0 {
+		t.Fatalf("%d rows: %+v", len(rows), rows)
 	}
-	for _, r := range rows {
+	for _, r := range rows[1:] {
 		if r.CallType != "aresponses" || r.UsageEstimated || r.CompletionTokens <= 0 || !near(r.Cost, p.Cost(usage.Usage{Prompt: r.PromptTokens, Completion: r.CompletionTokens})) {
 			t.Fatalf("booked %+v", r)
 		}

@@ -31,22 +31,51 @@ type healthReport struct {
 	CheckedAt time.Time        `json:"checked_at"`
 }
 
-// checkTarget sends the smallest request the deployment serves: a one-token
-// chat, else a one-word embedding. Wildcard deployments name no model and
-// are not checked.
+// probes are the smallest request of each upstream dialect, in the order
+// a deployment's are tried: a one-token answer, else a one-word embedding
+// or rerank (%[1]q is the model).
+var probes = []struct {
+	op   provider.Op
+	body string
+}{
+	{provider.OpChat, `{"model":%[1]q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`},
+	{provider.OpMessages, `{"model":%[1]q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`},
+	{provider.OpGenerateContent, `{"contents":[{"role":"user","parts":[{"text":"ping"}]}],"generationConfig":{"maxOutputTokens":1}}`},
+	{provider.OpCohereChat, `{"model":%[1]q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`},
+	{provider.OpEmbeddings, `{"model":%[1]q,"input":"ping"}`},
+	{provider.OpBatchEmbedContents, `{"requests":[{"model":"models/%[1]s","content":{"parts":[{"text":"ping"}]}}]}`},
+	{provider.OpCohereEmbed, `{"model":%[1]q,"texts":["ping"],"input_type":"search_document","embedding_types":["float"]}`},
+	{provider.OpRerank, `{"model":%[1]q,"query":"ping","documents":["ping"]}`},
+}
+
+// checkTarget sends the smallest request the deployment serves (probes).
+// Wildcard deployments name no model and are not checked.
 func checkTarget(ctx context.Context, t *provider.Target) error {
 	model := t.UpstreamModel(t.D.ModelName)
 	if model == "" || t.D.Model == "" {
 		return nil
 	}
-	op, body := provider.OpChat, fmt.Sprintf(`{"model":%q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`, model)
-	switch {
-	case t.Serves(provider.OpConverse):
+	op, body := provider.OpChat, ""
+	if t.Serves(provider.OpConverse) {
+		// Bedrock: Converse, or InvokeModel for an embedding model.
 		var b []byte
 		op, b = bedrockProbe(model)
 		body = string(b)
-	case !t.Serves(op):
-		op, body = provider.OpEmbeddings, fmt.Sprintf(`{"model":%q,"input":"ping"}`, model)
+	}
+	for _, p := range probes {
+		if body != "" {
+			break
+		}
+		if t.Serves(p.op) {
+			op, body = p.op, fmt.Sprintf(p.body, model)
+		}
+	}
+	if body == "" {
+		return fmt.Errorf("provider %q: no operation to check", t.D.Provider)
+	}
+	if v := t.AnthropicVersionInBody(); v != "" && op == provider.OpMessages {
+		// Claude on Vertex AI: the model is in the URL, the version in the body.
+		body = fmt.Sprintf(`{"anthropic_version":%q,"max_tokens":1,"messages":[{"role":"user","content":"ping"}]}`, v)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -71,7 +100,7 @@ func checkTarget(ctx context.Context, t *provider.Target) error {
 // InvokeModel in its family's body.
 func bedrockProbe(model string) (provider.Op, []byte) {
 	if b, err := translate.EmbeddingsToBedrock([]byte(`{"input":"ping"}`), provider.BedrockModelID(model)); err == nil {
-		return provider.OpEmbeddings, b
+		return provider.OpBedrockEmbed, b
 	}
 	return provider.OpConverse, []byte(`{"messages":[{"role":"user","content":[{"text":"ping"}]}],"inferenceConfig":{"maxTokens":1}}`)
 }

@@ -319,6 +319,11 @@ type gmResponse struct {
 		FinishReason string    `json:"finishReason"`
 		Index        int       `json:"index"`
 	} `json:"candidates"`
+	// PromptFeedback.BlockReason is set when the prompt itself was
+	// blocked (SAFETY, PROHIBITED_CONTENT...): no candidate comes.
+	PromptFeedback struct {
+		BlockReason string `json:"blockReason"`
+	} `json:"promptFeedback"`
 	UsageMetadata *GeminiUsageMetadata `json:"usageMetadata"`
 	ModelVersion  string               `json:"modelVersion"`
 	ResponseID    string               `json:"responseId"`
@@ -402,6 +407,11 @@ func GeminiToCompletion(body []byte, model string) ([]byte, usage.Usage, error) 
 		}
 		choices = append(choices, map[string]any{"index": i, "message": msg, "finish_reason": gmFinish(c.FinishReason, len(calls) > 0)})
 	}
+	if len(choices) == 0 && in.PromptFeedback.BlockReason != "" {
+		// As LiteLLM answers a blocked prompt: no content, finished by the
+		// content filter (the prompt's tokens are billed all the same).
+		choices = append(choices, map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": nil}, "finish_reason": "content_filter"})
+	}
 	if model == "" {
 		model = in.ModelVersion
 	}
@@ -454,6 +464,9 @@ func (s *geminiToChat) Event(ev, out []byte) []byte {
 			s.model = r.ModelVersion
 		}
 		out = s.chunk(out, map[string]any{"role": "assistant", "content": ""}, nil)
+	}
+	if r.PromptFeedback.BlockReason != "" {
+		s.finish = "SAFETY" // the prompt was blocked: content_filter
 	}
 	for _, c := range r.Candidates {
 		if c.Index != 0 {
