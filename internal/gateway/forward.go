@@ -234,15 +234,23 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		}
 	}
 	copyHeader(w.Header(), resp.Header)
-	if hd := c.hold; hd != nil && resp.StatusCode < 300 {
+	return c.writeWhole(resp.StatusCode, data)
+}
+
+// writeWhole writes a whole answer: a 2xx is settled first (so that the
+// client's next request sees the books) and carries its cost, and every
+// answer its durations. It returns errClientGone when the client left.
+func (c *call) writeWhole(status int, data []byte) error {
+	h := c.w.Header()
+	if hd := c.hold; hd != nil && status < 300 {
 		c.settle()
-		hd.headers(w.Header(), c.cost)
+		hd.headers(h, c.cost)
 	}
-	c.durationHeaders(w.Header(), res.upstream)
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
-	w.WriteHeader(resp.StatusCode)
-	if _, err := w.Write(data); err != nil {
-		res.clientGone = true
+	c.durationHeaders(h, c.res.upstream)
+	h.Set("Content-Length", strconv.Itoa(len(data)))
+	c.w.WriteHeader(status)
+	if _, err := c.w.Write(data); err != nil {
+		c.res.clientGone = true
 		return errClientGone
 	}
 	return nil

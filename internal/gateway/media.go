@@ -446,18 +446,7 @@ func (c *call) relayMedia(t *provider.Target, resp *http.Response, wd *watchdog,
 	res.usage, res.hasUsage, res.estimated = u, reported, !reported
 	res.id, _ = answerID(data)
 	copyHeader(w.Header(), resp.Header)
-	if hd := c.hold; hd != nil {
-		c.settle()
-		hd.headers(w.Header(), c.cost)
-	}
-	c.durationHeaders(w.Header(), res.upstream)
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
-	w.WriteHeader(resp.StatusCode)
-	if _, err := w.Write(data); err != nil {
-		res.clientGone = true
-		return errClientGone
-	}
-	return nil
+	return c.writeWhole(resp.StatusCode, data)
 }
 
 // unusableMedia marks a 2xx media answer the client cannot be given (too

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -455,7 +454,7 @@ func (p *Pass) forward(c *call, t *provider.Target, pc passCall, body []byte) er
 
 // relayWhole reads a JSON answer whole, books it, and writes it.
 func (p *Pass) relayWhole(c *call, t *provider.Target, resp *http.Response, m *nativeMeter, sent time.Time) error {
-	res, w := &c.res, c.w
+	res := &c.res
 	data, err := readLimited(resp.Body, resp.ContentLength, c.g.opts.MaxResponseBytes)
 	res.upstream = time.Since(sent)
 	if errors.Is(err, errTooLarge) {
@@ -469,15 +468,11 @@ func (p *Pass) relayWhole(c *call, t *provider.Target, resp *http.Response, m *n
 		m.read(m, data)
 	}
 	m.into(res)
-	if hd := c.hold; hd != nil {
-		c.settle()
-		hd.headers(w.Header(), c.cost)
+	if resp.StatusCode >= 300 {
+		c.settle() // an error answer: booked as a row with its status
 	}
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
-	w.WriteHeader(resp.StatusCode)
-	if _, err := w.Write(data); err != nil {
-		res.clientGone = true
-		return errClientGone
+	if err := c.writeWhole(resp.StatusCode, data); err != nil {
+		return err
 	}
 	return errResponded
 }

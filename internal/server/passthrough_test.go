@@ -173,7 +173,15 @@ func startPass(t *testing.T, f *nativeFake) *spendEnv {
 // serveEnv serves cfg on st on a real listener.
 func serveEnv(t *testing.T, cfg *config.Config, st store.Store) *spendEnv {
 	t.Helper()
-	srv, err := New(cfg, Options{Logger: testLogger, Store: st})
+	return serveWith(t, cfg, Options{Store: st})
+}
+
+// serveWith serves cfg with opts (the test logger added) on a real
+// listener, until the test ends or the env is stopped.
+func serveWith(t *testing.T, cfg *config.Config, opts Options) *spendEnv {
+	t.Helper()
+	opts.Logger = testLogger
+	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +199,7 @@ func serveEnv(t *testing.T, cfg *config.Config, st store.Store) *spendEnv {
 		return serveErr
 	}
 	t.Cleanup(func() { stop() })
-	return &spendEnv{url: "http://" + ln.Addr().String(), store: st, srv: srv, stop: stop}
+	return &spendEnv{url: "http://" + ln.Addr().String(), store: opts.Store, srv: srv, stop: stop}
 }
 
 // passSend makes one request with headers (name, value pairs) and reads the answer.

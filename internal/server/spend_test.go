@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -74,26 +73,10 @@ func startConfigWith(t *testing.T, st store.Store, mockOpts mockupstream.Options
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Logger, opts.Store = testLogger, st
-	srv, err := New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	var once sync.Once
-	var serveErr error
-	stop := func() error {
-		once.Do(func() { cancel(); serveErr = <-done })
-		return serveErr
-	}
-	t.Cleanup(func() { stop() })
-	return &spendEnv{url: "http://" + ln.Addr().String(), mock: mock, store: st, srv: srv, stop: stop}
+	opts.Store = st
+	e := serveWith(t, cfg, opts)
+	e.mock = mock
+	return e
 }
 
 func sqliteStore(t *testing.T) store.Store {

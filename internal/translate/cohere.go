@@ -206,17 +206,7 @@ func CohereToCompletion(body []byte, model string) ([]byte, usage.Usage, error) 
 
 // ---- streams ----
 
-type cohereToChat struct {
-	includeUsage bool
-	model, id    string
-	created      int64
-	usage        usage.Usage
-	hasUsage     bool
-	started      bool
-	calls        int // tool calls begun
-	finish       string
-	chunks       int
-}
+type cohereToChat struct{ chunkOut }
 
 // CohereToChatStream translates a Cohere v2 chat stream (message-start,
 // content-start, content-delta…, content-end, tool-call-start,
@@ -224,7 +214,7 @@ type cohereToChat struct {
 // chat.completion.chunk events for model; with includeUsage the last chunk
 // carries the usage.
 func CohereToChatStream(model string, includeUsage bool) Stream {
-	return &cohereToChat{model: model, includeUsage: includeUsage, created: time.Now().Unix()}
+	return &cohereToChat{newChunkOut(model, includeUsage)}
 }
 
 // coEvent is one event of a Cohere v2 chat stream: its delta's members
@@ -248,11 +238,6 @@ type coEvent struct {
 		FinishReason string   `json:"finish_reason"`
 		Usage        *coUsage `json:"usage"`
 	} `json:"delta"`
-}
-
-func (s *cohereToChat) chunk(out []byte, delta map[string]any, finish any) []byte {
-	return appendData(out, map[string]any{"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
-		"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}})
 }
 
 func (s *cohereToChat) Event(ev, out []byte) []byte {
@@ -297,20 +282,7 @@ func (s *cohereToChat) Event(ev, out []byte) []byte {
 	return out
 }
 
-func (s *cohereToChat) End(out []byte) []byte {
-	if !s.started {
-		return out
-	}
-	out = s.chunk(out, map[string]any{}, coFinish(s.finish))
-	if s.includeUsage && s.hasUsage {
-		out = appendData(out, map[string]any{"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
-			"choices": []any{}, "usage": s.usage.OpenAI()})
-	}
-	return append(out, "data: [DONE]\n\n"...)
-}
-
-func (s *cohereToChat) Usage() (usage.Usage, bool) { return s.usage, s.hasUsage }
-func (s *cohereToChat) Chunks() int                { return s.chunks }
+func (s *cohereToChat) End(out []byte) []byte { return s.end(out, coFinish(s.finish)) }
 
 // CohereErrorToOpenAI turns a Cohere error ({"message": ...}, the status
 // saying what went wrong) into OpenAI's error shape; any other body is

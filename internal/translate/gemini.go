@@ -423,29 +423,14 @@ func GeminiToCompletion(body []byte, model string) ([]byte, usage.Usage, error) 
 
 // ---- streams ----
 
-type geminiToChat struct {
-	includeUsage bool
-	model, id    string
-	created      int64
-	usage        usage.Usage
-	hasUsage     bool
-	started      bool
-	calls        int
-	finish       string
-	chunks       int
-}
+type geminiToChat struct{ chunkOut }
 
 // GeminiToChatStream translates a Gemini stream (streamGenerateContent with
 // alt=sse: each event a whole GenerateContentResponse holding the next
 // piece, the usage so far in each) into chat.completion.chunk events for
 // model; with includeUsage the last chunk carries the usage.
 func GeminiToChatStream(model string, includeUsage bool) Stream {
-	return &geminiToChat{model: model, includeUsage: includeUsage, created: time.Now().Unix()}
-}
-
-func (s *geminiToChat) chunk(out []byte, delta map[string]any, finish any) []byte {
-	return appendData(out, map[string]any{"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
-		"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}})
+	return &geminiToChat{newChunkOut(model, includeUsage)}
 }
 
 func (s *geminiToChat) Event(ev, out []byte) []byte {
@@ -495,20 +480,7 @@ func (s *geminiToChat) Event(ev, out []byte) []byte {
 	return out
 }
 
-func (s *geminiToChat) End(out []byte) []byte {
-	if !s.started {
-		return out
-	}
-	out = s.chunk(out, map[string]any{}, gmFinish(s.finish, s.calls > 0))
-	if s.includeUsage && s.hasUsage {
-		out = appendData(out, map[string]any{"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
-			"choices": []any{}, "usage": s.usage.OpenAI()})
-	}
-	return append(out, "data: [DONE]\n\n"...)
-}
-
-func (s *geminiToChat) Usage() (usage.Usage, bool) { return s.usage, s.hasUsage }
-func (s *geminiToChat) Chunks() int                { return s.chunks }
+func (s *geminiToChat) End(out []byte) []byte { return s.end(out, gmFinish(s.finish, s.calls > 0)) }
 
 // GeminiErrorToOpenAI turns a Google API error ({"error": {"code",
 // "message", "status"}}) into OpenAI's error shape, its status (such as
