@@ -411,16 +411,9 @@ func ConverseToCompletion(body []byte, model string) ([]byte, usage.Usage, error
 // ---- streams ----
 
 type converseToChat struct {
-	includeUsage bool
-	model, id    string
-	created      int64
-	usage        usage.Usage
-	hasUsage     bool
-	started      bool
-	tools        map[int]int // contentBlockIndex -> tool_call index
-	finish       string
-	chunks       int
-	failed       bool
+	chunkOut
+	tools  map[int]int // contentBlockIndex -> tool_call index
+	failed bool        // an exception ended the stream
 }
 
 // ConverseToChatStream translates ConverseStream's events into
@@ -428,12 +421,9 @@ type converseToChat struct {
 // carries the usage (from the metadata event). An exception event ends
 // the stream with an error in OpenAI's shape.
 func ConverseToChatStream(model string, includeUsage bool) Stream {
-	return &converseToChat{model: model, includeUsage: includeUsage, created: time.Now().Unix(), id: newID("chatcmpl-"), tools: map[int]int{}}
-}
-
-func (s *converseToChat) chunk(out []byte, delta map[string]any, finish any) []byte {
-	return appendData(out, map[string]any{"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
-		"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}})
+	s := &converseToChat{chunkOut: newChunkOut(model, includeUsage), tools: map[int]int{}}
+	s.id = newID("chatcmpl-") // Converse's answers carry none
+	return s
 }
 
 // cvEvent is the payload of every ConverseStream event, as far as read.
@@ -470,8 +460,9 @@ func (s *converseToChat) Event(ev, out []byte) []byte {
 		if e.Start == nil || e.Start.ToolUse == nil {
 			return out
 		}
-		n := len(s.tools)
+		n := s.calls
 		s.tools[e.ContentBlockIndex] = n
+		s.calls++
 		s.chunks++
 		return s.chunk(out, map[string]any{"tool_calls": []any{map[string]any{"index": n, "id": e.Start.ToolUse.ToolUseID, "type": "function",
 			"function": map[string]string{"name": e.Start.ToolUse.Name, "arguments": ""}}}}, nil)
@@ -504,19 +495,11 @@ func (s *converseToChat) Event(ev, out []byte) []byte {
 }
 
 func (s *converseToChat) End(out []byte) []byte {
-	if !s.started || s.failed {
+	if s.failed {
 		return out
 	}
-	out = s.chunk(out, map[string]any{}, cvFinish(s.finish))
-	if s.includeUsage && s.hasUsage {
-		out = appendData(out, map[string]any{"id": s.id, "object": "chat.completion.chunk", "created": s.created, "model": s.model,
-			"choices": []any{}, "usage": s.usage.OpenAI()})
-	}
-	return append(out, "data: [DONE]\n\n"...)
+	return s.end(out, cvFinish(s.finish))
 }
-
-func (s *converseToChat) Usage() (usage.Usage, bool) { return s.usage, s.hasUsage }
-func (s *converseToChat) Chunks() int                { return s.chunks }
 
 // ---- errors ----
 
