@@ -132,7 +132,7 @@ general_settings:
   health_check_interval: 60
 `
 	url := routingGateway(t, yaml, urls)
-	var rep struct {
+	type report struct {
 		Healthy []struct {
 			ModelID string `json:"model_id"`
 		} `json:"healthy_endpoints"`
@@ -140,11 +140,20 @@ general_settings:
 			ModelID string `json:"model_id"`
 			Error   string
 		} `json:"unhealthy_endpoints"`
+		CheckedAt time.Time `json:"checked_at"`
 	}
-	within(2*time.Second, func() bool {
+	var rep report
+	// Wait for the background check's report: /health answers it, the
+	// same each time, once the check has run (before, each /health checks
+	// on its own). Its probes have then all reached the upstreams.
+	if _, ok := within(30*time.Second, func() bool {
+		var again report
 		getJSON(t, url+"/health", "sk-1234", &rep)
-		return len(rep.Healthy)+len(rep.Unhealthy) == 2
-	})
+		getJSON(t, url+"/health", "sk-1234", &again)
+		return len(rep.Healthy)+len(rep.Unhealthy) == 2 && rep.CheckedAt.Equal(again.CheckedAt)
+	}); !ok {
+		t.Fatalf("no background health report: %+v", rep)
+	}
 	if len(rep.Healthy) != 1 || rep.Healthy[0].ModelID != "ok" || len(rep.Unhealthy) != 1 || rep.Unhealthy[0].ModelID != "broken" ||
 		!strings.Contains(rep.Unhealthy[0].Error, "500") {
 		t.Fatalf("/health: %+v", rep)
