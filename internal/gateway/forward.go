@@ -212,6 +212,14 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 			}
 			res.id, _ = answerID(data)
 			out, u, err := wr.response(data)
+			if ref := (*translate.Refused)(nil); errors.As(err, &ref) {
+				// A prompt the provider's filter blocked: a 400, as OpenAI
+				// refuses one, booked for the prompt the provider billed.
+				res.usage, res.hasUsage, res.status = translatedUsage(u), true, http.StatusBadRequest
+				e := apierror.BadRequest("messages", "%v; nothing was generated", ref)
+				e.Code = "content_policy_violation"
+				return &failure{err: e}
+			}
 			if err != nil {
 				return bad(err)
 			}

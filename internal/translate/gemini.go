@@ -408,9 +408,9 @@ func GeminiToCompletion(body []byte, model string) ([]byte, usage.Usage, error) 
 		choices = append(choices, map[string]any{"index": i, "message": msg, "finish_reason": gmFinish(c.FinishReason, len(calls) > 0)})
 	}
 	if len(choices) == 0 && in.PromptFeedback.BlockReason != "" {
-		// As LiteLLM answers a blocked prompt: no content, finished by the
-		// content filter (the prompt's tokens are billed all the same).
-		choices = append(choices, map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": nil}, "finish_reason": "content_filter"})
+		// Nothing was generated: the request is refused, its prompt
+		// billed all the same.
+		return nil, u, &Refused{Reason: in.PromptFeedback.BlockReason}
 	}
 	if model == "" {
 		model = in.ModelVersion
@@ -509,4 +509,16 @@ func GeminiErrorToOpenAI(status int, body []byte) []byte {
 	}
 	out, _ := json.Marshal(map[string]any{"error": map[string]any{"message": in.Error.Message, "type": typ, "param": nil, "code": in.Error.Status}})
 	return out
+}
+
+// Refused is an upstream's refusal of a prompt its safety filter blocked,
+// answered with a success status and no content (Gemini's
+// promptFeedback.blockReason): the gateway answers it as the error it is.
+// The usage returned with it is what the upstream billed.
+type Refused struct {
+	Reason string // the provider's words: SAFETY, PROHIBITED_CONTENT, ...
+}
+
+func (r *Refused) Error() string {
+	return "the provider's safety filter blocked the prompt (" + r.Reason + ")"
 }
