@@ -311,7 +311,7 @@ func cvImageOf(u string) (*cvImage, error) {
 		return nil, fmt.Errorf("bedrock takes images as base64 data: URLs (data:image/png;base64,...), not by URL")
 	}
 	mt, _, _ := strings.Cut(meta, ";")
-	format, ok := strings.CutPrefix(mt, "image/")
+	format, _ := strings.CutPrefix(mt, "image/")
 	switch format {
 	case "png", "jpeg", "gif", "webp":
 	case "jpg":
