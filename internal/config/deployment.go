@@ -70,9 +70,12 @@ type Vertex struct {
 
 // AWSCredentials sign requests to AWS (SigV4): litellm_params
 // aws_access_key_id, aws_secret_access_key, aws_session_token and
-// aws_region_name. Secrets: never logged or returned by the API.
+// aws_region_name. Secrets: never logged or returned by the API. Profile
+// is aws_profile_name: the shared config/credentials files' profile that
+// holds what the params leave out (provider.ResolveAWS).
 type AWSCredentials struct {
 	AccessKeyID, SecretAccessKey, SessionToken, Region string
+	Profile                                            string
 }
 
 // EffectiveStreamTimeout is the idle/first-byte bound applied to streams.

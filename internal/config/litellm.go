@@ -39,6 +39,9 @@ type LiteLLMParams struct {
 	AWSSecretAccessKey EnvString `yaml:"aws_secret_access_key"`
 	AWSSessionToken    EnvString `yaml:"aws_session_token"`
 	AWSRegionName      EnvString `yaml:"aws_region_name"`
+	// AWSProfileName names the profile of the shared AWS files that holds
+	// the keys (and region) the params above leave out.
+	AWSProfileName EnvString `yaml:"aws_profile_name"`
 	// AWSBedrockRuntimeEndpoint is LiteLLM's name for a bedrock
 	// deployment's api_base.
 	AWSBedrockRuntimeEndpoint EnvString `yaml:"aws_bedrock_runtime_endpoint"`

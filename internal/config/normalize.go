@@ -227,9 +227,9 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 	if d.APIBase == "" && d.Provider == "bedrock" {
 		d.APIBase = string(p.AWSBedrockRuntimeEndpoint)
 	}
-	if p.AWSAccessKeyID != "" || p.AWSSecretAccessKey != "" || p.AWSRegionName != "" {
+	if p.AWSAccessKeyID != "" || p.AWSSecretAccessKey != "" || p.AWSRegionName != "" || p.AWSProfileName != "" {
 		d.AWS = &AWSCredentials{AccessKeyID: string(p.AWSAccessKeyID), SecretAccessKey: string(p.AWSSecretAccessKey),
-			SessionToken: string(p.AWSSessionToken), Region: string(p.AWSRegionName)}
+			SessionToken: string(p.AWSSessionToken), Region: string(p.AWSRegionName), Profile: string(p.AWSProfileName)}
 	}
 	if p.VertexProject != "" || p.VertexLocation != "" || p.VertexCredentials != "" {
 		d.Vertex = &Vertex{Project: string(p.VertexProject), Location: string(p.VertexLocation),

@@ -17,28 +17,22 @@ import (
 )
 
 // bedrockTarget is Bedrock's runtime API with the gateway's AWS
-// credentials: the first bedrock deployment that has aws_access_key_id
-// (its aws_region_name and api_base), else the AWS_* environment
-// variables (and AWS_BEDROCK_RUNTIME_ENDPOINT).
+// credentials: those of the first bedrock deployment that has
+// aws_access_key_id or aws_profile_name (its api_base too), else the AWS_*
+// environment variables and shared files (provider.ResolveAWS, read on each
+// call) with AWS_BEDROCK_RUNTIME_ENDPOINT.
 func (p *Pass) bedrockTarget() (*provider.Target, config.AWSCredentials, error) {
-	var creds config.AWSCredentials
-	base := ""
-	ok := false
+	var own *config.AWSCredentials
+	base := p.opts.Getenv("AWS_BEDROCK_RUNTIME_ENDPOINT")
 	for _, d := range p.opts.Deployments() {
-		if d.Provider == "bedrock" && d.AWS != nil && d.AWS.AccessKeyID != "" {
-			creds, base, ok = *d.AWS, d.APIBase, true
+		if d.Provider == "bedrock" && d.AWS != nil && (d.AWS.AccessKeyID != "" || d.AWS.Profile != "") {
+			own, base = d.AWS, d.APIBase
 			break
 		}
 	}
-	if !ok {
-		creds, ok = provider.AWSFromEnv(p.opts.Getenv)
-		base = p.opts.Getenv("AWS_BEDROCK_RUNTIME_ENDPOINT")
-	}
-	if creds.Region == "" {
-		creds.Region = p.opts.Getenv("AWS_REGION")
-	}
-	if !ok || creds.Region == "" {
-		e := apierror.NotFound("", "/bedrock/* has no AWS credentials: configure a bedrock deployment with aws_access_key_id, aws_secret_access_key and aws_region_name, or set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION")
+	creds, err := provider.ResolveAWS(own, p.opts.Getenv)
+	if err != nil {
+		e := apierror.NotFound("", "/bedrock/* has no usable AWS credentials: %s", strings.TrimPrefix(err.Error(), provider.ErrUnusable.Error()+": "))
 		e.Status, e.Type, e.Code = http.StatusNotImplemented, "api_error", "pass_through_not_configured"
 		return nil, creds, e
 	}

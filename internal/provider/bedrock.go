@@ -1,15 +1,12 @@
 package provider
 
 import (
-	"cmp"
-	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/pricing"
 )
 
@@ -29,15 +26,15 @@ func init() {
 const bedrockDefaultBase = "https://bedrock-runtime.amazonaws.com"
 
 // buildBedrock addresses a bedrock deployment: its aws_* params sign the
-// requests, else the standard AWS environment variables (AWS_ACCESS_KEY_ID,
-// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION). Profiles, roles and
-// instance credentials are not read: a deployment with no key pair is
-// unusable (ErrUnusable), as is one with no region. The host is
+// requests, else the standard AWS environment variables and shared
+// config/credentials files (ResolveAWS), read now: a reload re-reads them.
+// Roles, SSO and instance credentials are not followed: a deployment with
+// no key pair is unusable (ErrUnusable), as is one with no region. The host is
 // bedrock-runtime.{region}.amazonaws.com unless api_base (or LiteLLM's
 // aws_bedrock_runtime_endpoint, or AWS_BEDROCK_RUNTIME_ENDPOINT) names
 // another.
 func buildBedrock(t *Target, base *url.URL) error {
-	creds, err := bedrockCredentials(t.D, os.Getenv)
+	creds, err := ResolveAWS(t.D.AWS, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -68,30 +65,6 @@ func buildBedrock(t *Target, base *url.URL) error {
 		return SignAWS(req.Context(), req, body, creds, "bedrock", time.Now())
 	}
 	return nil
-}
-
-// bedrockCredentials are the deployment's AWS credentials, else the
-// environment's; the region is the deployment's, else the environment's.
-func bedrockCredentials(d *config.Deployment, getenv func(string) string) (config.AWSCredentials, error) {
-	env, envOK := AWSFromEnv(getenv)
-	var c config.AWSCredentials
-	if d.AWS != nil {
-		c = *d.AWS
-	}
-	if c.AccessKeyID == "" && c.SecretAccessKey == "" {
-		if !envOK {
-			return c, fmt.Errorf("%w: provider bedrock needs litellm_params.aws_access_key_id and aws_secret_access_key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment (AWS profiles and roles are not read)", ErrUnusable)
-		}
-		c.AccessKeyID, c.SecretAccessKey, c.SessionToken = env.AccessKeyID, env.SecretAccessKey, env.SessionToken
-	}
-	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
-		return c, fmt.Errorf("%w: provider bedrock needs both aws_access_key_id and aws_secret_access_key", ErrUnusable)
-	}
-	c.Region = cmp.Or(c.Region, env.Region)
-	if c.Region == "" {
-		return c, fmt.Errorf("%w: provider bedrock needs litellm_params.aws_region_name (or AWS_REGION)", ErrUnusable)
-	}
-	return c, nil
 }
 
 // BedrockModelID is the Bedrock model id of a deployment's model: LiteLLM's

@@ -16,9 +16,7 @@ import (
 // the deployment's keys, else the environment's; with neither, or with no
 // region, the deployment is unusable rather than wrong.
 func TestBedrockTarget(t *testing.T) {
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_BEDROCK_RUNTIME_ENDPOINT"} {
-		t.Setenv(k, "")
-	}
+	awsHome(t, "", "") // no shared files
 	tests := []struct {
 		name    string
 		d       config.Deployment

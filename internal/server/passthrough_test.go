@@ -526,6 +526,10 @@ func TestPassThroughUpstreamErrors(t *testing.T) {
 func TestPassThroughWithoutCredentials(t *testing.T) {
 	t.Setenv("COHERE_API_KEY", "")
 	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "")
+	t.Setenv("AWS_CONFIG_FILE", "")
+	t.Setenv("HOME", t.TempDir()) // no shared AWS files
 	cfg, err := config.Parse("p.yaml", []byte("general_settings:\n  master_key: sk-1234\n"))
 	if err != nil {
 		t.Fatal(err)
