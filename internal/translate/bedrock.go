@@ -131,14 +131,11 @@ func ChatToConverse(body []byte) ([]byte, error) {
 	if in.MaxCompletionTokens != nil {
 		ic.MaxTokens = in.MaxCompletionTokens
 	}
-	if len(in.Stop) > 0 && string(in.Stop) != "null" {
-		var one string
-		if json.Unmarshal(in.Stop, &one) == nil {
-			ic.StopSequences = []string{one}
-		} else if err := json.Unmarshal(in.Stop, &ic.StopSequences); err != nil {
-			return nil, fmt.Errorf("stop must be a string or a list of strings")
-		}
+	stop, err := oaStop(in.Stop)
+	if err != nil {
+		return nil, err
 	}
+	ic.StopSequences = stop
 	if ic.MaxTokens != nil || ic.Temperature != nil || ic.TopP != nil || ic.StopSequences != nil {
 		out.InferenceConfig = &ic
 	}
@@ -268,19 +265,9 @@ func cvTools(tools []oaTool, choice json.RawMessage) (*cvToolConfig, error) {
 // cvBlocks turns an OpenAI message content (a string or parts) into
 // Converse content blocks.
 func cvBlocks(content json.RawMessage) ([]cvBlock, error) {
-	if len(content) == 0 || string(content) == "null" {
-		return nil, nil
-	}
-	var s string
-	if json.Unmarshal(content, &s) == nil {
-		if s == "" {
-			return nil, nil
-		}
-		return []cvBlock{{Text: s}}, nil
-	}
-	var parts []oaPart
-	if err := json.Unmarshal(content, &parts); err != nil {
-		return nil, fmt.Errorf("content must be a string or an array of parts")
+	parts, err := oaParts(content)
+	if err != nil {
+		return nil, err
 	}
 	var out []cvBlock
 	for _, p := range parts {

@@ -54,14 +54,11 @@ func ChatToCohere(body []byte, model string) ([]byte, error) {
 	if in.MaxCompletionTokens != nil {
 		out.MaxTokens = in.MaxCompletionTokens
 	}
-	if len(in.Stop) > 0 && string(in.Stop) != "null" {
-		var one string
-		if json.Unmarshal(in.Stop, &one) == nil {
-			out.StopSequences = []string{one}
-		} else if err := json.Unmarshal(in.Stop, &out.StopSequences); err != nil {
-			return nil, fmt.Errorf("stop must be a string or a list of strings")
-		}
+	stop, err := oaStop(in.Stop)
+	if err != nil {
+		return nil, err
 	}
+	out.StopSequences = stop
 	if tc := in.ToolChoice; len(tc) > 0 && string(tc) != "null" {
 		var s string
 		if json.Unmarshal(tc, &s) == nil {
@@ -70,25 +67,18 @@ func ChatToCohere(body []byte, model string) ([]byte, error) {
 			out.ToolChoice = "REQUIRED" // a named function: Cohere can only insist on some tool
 		}
 	}
-	if rf := in.ResponseFormat; len(rf) > 0 && string(rf) != "null" {
-		var f struct {
-			Type       string `json:"type"`
-			JSONSchema struct {
-				Schema json.RawMessage `json:"schema"`
-			} `json:"json_schema"`
-		}
-		if err := json.Unmarshal(rf, &f); err != nil {
-			return nil, fmt.Errorf("response_format must be an object")
-		}
-		switch f.Type {
-		case "json_object":
-			out.ResponseFormat = json.RawMessage(`{"type":"json_object"}`)
-		case "json_schema":
-			out.ResponseFormat, _ = json.Marshal(struct {
-				Type   string          `json:"type"`
-				Schema json.RawMessage `json:"json_schema,omitempty"`
-			}{"json_object", f.JSONSchema.Schema})
-		}
+	kind, schema, err := oaFormat(in.ResponseFormat)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case "json_object":
+		out.ResponseFormat = json.RawMessage(`{"type":"json_object"}`)
+	case "json_schema":
+		out.ResponseFormat, _ = json.Marshal(struct {
+			Type   string          `json:"type"`
+			Schema json.RawMessage `json:"json_schema,omitempty"`
+		}{"json_object", schema})
 	}
 	for i, m := range in.Messages {
 		cm := coMessage{Role: m.Role, Content: m.Content, ToolCallID: m.ToolCallID}

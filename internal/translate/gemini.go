@@ -146,31 +146,21 @@ func ChatToGemini(body []byte) ([]byte, error) {
 	case in.MaxTokens != nil:
 		gc.MaxOutputTokens = in.MaxTokens
 	}
-	if len(in.Stop) > 0 && string(in.Stop) != "null" {
-		var one string
-		if json.Unmarshal(in.Stop, &one) == nil {
-			gc.StopSequences = []string{one}
-		} else if err := json.Unmarshal(in.Stop, &gc.StopSequences); err != nil {
-			return nil, fmt.Errorf("stop must be a string or a list of strings")
-		}
+	stop, err := oaStop(in.Stop)
+	if err != nil {
+		return nil, err
 	}
-	if rf := in.ResponseFormat; len(rf) > 0 && string(rf) != "null" {
-		var f struct {
-			Type       string `json:"type"`
-			JSONSchema struct {
-				Schema json.RawMessage `json:"schema"`
-			} `json:"json_schema"`
-		}
-		if err := json.Unmarshal(rf, &f); err != nil {
-			return nil, fmt.Errorf("response_format must be an object")
-		}
-		switch f.Type {
-		case "json_object":
-			gc.ResponseMimeType = "application/json"
-		case "json_schema":
-			gc.ResponseMimeType = "application/json"
-			gc.ResponseJSONSchema = f.JSONSchema.Schema
-		}
+	gc.StopSequences = stop
+	kind, schema, err := oaFormat(in.ResponseFormat)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case "json_object":
+		gc.ResponseMimeType = "application/json"
+	case "json_schema":
+		gc.ResponseMimeType = "application/json"
+		gc.ResponseJSONSchema = schema
 	}
 	if gc.set() {
 		out.GenerationConfig = &gc
@@ -265,19 +255,9 @@ func ChatToGemini(body []byte) ([]byte, error) {
 // gmParts turns an OpenAI message content (a string or parts) into Gemini
 // parts.
 func gmParts(content json.RawMessage) ([]gmPart, error) {
-	if len(content) == 0 || string(content) == "null" {
-		return nil, nil
-	}
-	var s string
-	if json.Unmarshal(content, &s) == nil {
-		if s == "" {
-			return nil, nil
-		}
-		return []gmPart{{Text: s}}, nil
-	}
-	var parts []oaPart
-	if err := json.Unmarshal(content, &parts); err != nil {
-		return nil, fmt.Errorf("content must be a string or an array of parts")
+	parts, err := oaParts(content)
+	if err != nil {
+		return nil, err
 	}
 	var out []gmPart
 	for _, p := range parts {

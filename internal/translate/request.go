@@ -26,14 +26,11 @@ func ChatToMessages(body []byte, model string) ([]byte, error) {
 	case in.MaxTokens != nil:
 		out.MaxTokens = *in.MaxTokens
 	}
-	if len(in.Stop) > 0 && string(in.Stop) != "null" {
-		var one string
-		if json.Unmarshal(in.Stop, &one) == nil {
-			out.StopSequences = []string{one}
-		} else if err := json.Unmarshal(in.Stop, &out.StopSequences); err != nil {
-			return nil, fmt.Errorf("stop must be a string or a list of strings")
-		}
+	stop, err := oaStop(in.Stop)
+	if err != nil {
+		return nil, err
 	}
+	out.StopSequences = stop
 	if in.User != "" {
 		out.Metadata = &struct {
 			UserID string `json:"user_id,omitempty"`
