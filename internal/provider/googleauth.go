@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"sync"
@@ -40,10 +41,7 @@ func GoogleTokenSource(ctx context.Context, credentials string) (oauth2.TokenSou
 	case strings.HasPrefix(js, "{"):
 		creds, err = googleKey(ctx, []byte(js))
 	default:
-		var b []byte
-		if b, err = os.ReadFile(js); err == nil {
-			creds, err = googleKey(ctx, b)
-		}
+		creds, err = googleKeyFile(ctx, js)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("vertex credentials: %w", err)
@@ -80,4 +78,42 @@ func googleKey(ctx context.Context, js []byte) (*google.Credentials, error) {
 		return google.CredentialsFromJSONWithType(ctx, js, google.AuthorizedUser, googleScope)
 	}
 	return nil, fmt.Errorf("key type %q: want service_account or authorized_user", k.Type)
+}
+
+// googleKeyFile reads the key in the file named path. Its errors never
+// quote path unless it looks like one (looksLikeKeyPath): a key pasted in
+// a form this gateway does not read (base64, JSON in quotes) lands here,
+// and the reason a deployment is disabled is shown to callers.
+func googleKeyFile(ctx context.Context, path string) (*google.Credentials, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if !looksLikeKeyPath(path) {
+			return nil, fmt.Errorf("vertex_credentials is neither a service account JSON nor a readable file (%d bytes)", len(path))
+		}
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is named below, once
+		}
+		return nil, fmt.Errorf("file %q: %w", path, err)
+	}
+	creds, err := googleKey(ctx, b)
+	if err != nil && looksLikeKeyPath(path) {
+		return nil, fmt.Errorf("file %q: %w", path, err)
+	}
+	return creds, err
+}
+
+// looksLikeKeyPath tells a file path from key material: short, one line,
+// no JSON, and either absolute or relative (/, ./, ../, ~/) or a .json
+// file's name. Base64 may hold '/', but rarely at its start.
+func looksLikeKeyPath(s string) bool {
+	if len(s) >= 512 || strings.ContainsAny(s, "{\"\n\r\t") {
+		return false
+	}
+	for _, prefix := range []string{"/", "./", "../", "~/"} {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return strings.HasSuffix(s, ".json")
 }

@@ -68,3 +68,37 @@ func TestGoogleTokenSourceSignsAndReuses(t *testing.T) {
 		t.Fatal("a missing credentials file was accepted")
 	}
 }
+
+// TestGoogleCredentialsErrorsHideKeyMaterial: vertex_credentials that are
+// neither JSON nor a readable file (a key pasted base64-encoded, JSON in
+// quotes) are never quoted in the error, which becomes the reason a
+// deployment is disabled, shown to callers; a string that looks like a
+// path (short, absolute, relative or a .json name) is named, so an
+// operator sees which file is missing.
+func TestGoogleCredentialsErrorsHideKeyMaterial(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		creds string
+		named bool
+	}{
+		{"eyJ0eXBlIjoic2VydmljZV9hY2NvdW50IiwicHJpdmF0ZV9rZXkiOiJTRUNSRVQifQ", false},
+		{`"{\"type\":\"service_account\",\"private_key\":\"SECRET\"}"`, false},
+		{"ab/cd+ef/SECRETSECRET==", false},                // base64 holding '/'
+		{"/" + strings.Repeat("k", 600) + ".json", false}, // too long to be a path
+		{filepath.Join(dir, "missing.json"), true},
+		{"./keys/missing-key", true},
+		{"missing-key.json", true},
+	} {
+		_, err := GoogleTokenSource(context.Background(), tc.creds)
+		if err == nil {
+			t.Fatalf("%q was accepted", tc.creds)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, tc.creds) != tc.named {
+			t.Errorf("%q: named %v, want %v: %s", tc.creds, !tc.named, tc.named, msg)
+		}
+		if !tc.named && (strings.Contains(msg, "SECRET") || !strings.Contains(msg, "neither a service account JSON nor a readable file")) {
+			t.Errorf("%q: %s", tc.creds, msg)
+		}
+	}
+}

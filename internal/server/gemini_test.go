@@ -335,3 +335,35 @@ general_settings:
 		}
 	}
 }
+
+// TestVertexCredentialsNeverShown: vertex_credentials the gateway cannot
+// read (here a key pasted base64-encoded) disable the deployment, and the
+// reason a caller of its model group is shown never quotes them; a
+// missing key file is named, so the operator knows which.
+func TestVertexCredentialsNeverShown(t *testing.T) {
+	const secret = "eyJ0eXBlIjoic2VydmljZV9hY2NvdW50IiwicHJpdmF0ZV9rZXkiOiJTRUNSRVQtS0VZLU1BVEVSSUFMIn0"
+	missing := t.TempDir() + "/missing-key.json"
+	cfg, err := config.Parse("v.yaml", []byte(fmt.Sprintf(`
+model_list:
+  - model_name: pasted
+    litellm_params: {model: vertex_ai/gemini-2.0-flash, vertex_project: proj-1, vertex_credentials: "%s"}
+  - model_name: missing
+    litellm_params: {model: vertex_ai/gemini-2.0-flash, vertex_project: proj-1, vertex_credentials: "%s"}
+general_settings:
+  master_key: sk-1234
+`, secret, missing)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"pasted","messages":[{"role":"user","content":"x"}]}`)
+	if msg := fmt.Sprint(out); resp.StatusCode != 404 || strings.Contains(msg, secret) || strings.Contains(msg, "SECRET") ||
+		!strings.Contains(msg, fmt.Sprintf("neither a service account JSON nor a readable file (%d bytes)", len(secret))) {
+		t.Fatalf("pasted key: %d %v", resp.StatusCode, out)
+	}
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"missing","messages":[{"role":"user","content":"x"}]}`)
+	if resp.StatusCode != 404 || !strings.Contains(fmt.Sprint(out), missing) {
+		t.Fatalf("missing key file: %d %v", resp.StatusCode, out)
+	}
+}
