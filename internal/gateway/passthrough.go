@@ -147,15 +147,17 @@ func (p *Pass) authenticate(r *http.Request) (*auth.Principal, error) {
 }
 
 // withoutKeyParam is a raw query without its key parameters (Gemini
-// clients' ?key=), the rest kept byte for byte.
+// clients' ?key=), the rest kept byte for byte. A name is compared
+// decoded, as passKey reads it: k%65y= is a key too.
 func withoutKeyParam(raw string) string {
-	if !strings.Contains(raw, "key=") {
+	if raw == "" {
 		return raw
 	}
 	parts := strings.Split(raw, "&")
 	kept := parts[:0]
 	for _, s := range parts {
-		if name, _, _ := strings.Cut(s, "="); name != "key" {
+		name, _, _ := strings.Cut(s, "=")
+		if decoded, err := url.QueryUnescape(name); err != nil || decoded != "key" {
 			kept = append(kept, s)
 		}
 	}

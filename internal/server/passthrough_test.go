@@ -280,6 +280,8 @@ func TestPassThroughProviders(t *testing.T) {
 			"/v1/messages", "", "Anthropic-Version: 2023-06-01", tableCost(t, "anthropic", "claude-3-5-sonnet-20241022", u)},
 		{"gemini ?key=", "POST", "/gemini/v1beta/models/gemini-2.0-flash:generateContent?alt=json&key=" + key, gem, nil,
 			"/v1beta/models/gemini-2.0-flash:generateContent", "alt=json", "X-Goog-Api-Key: sk-upstream-gemini", tableCost(t, "gemini", "gemini-2.0-flash", u)},
+		{"gemini ?k%65y= (the name encoded)", "POST", "/gemini/v1beta/models/gemini-2.0-flash:generateContent?k%65y=" + key + "&x=a%20b", gem, nil,
+			"/v1beta/models/gemini-2.0-flash:generateContent", "x=a%20b", "X-Goog-Api-Key: sk-upstream-gemini", tableCost(t, "gemini", "gemini-2.0-flash", u)},
 		{"gemini x-goog-api-key", "POST", "/gemini/v1beta/models/gemini-2.0-flash:generateContent", gem, []string{"x-goog-api-key", key},
 			"/v1beta/models/gemini-2.0-flash:generateContent", "", "X-Goog-Api-Key: sk-upstream-gemini", tableCost(t, "gemini", "gemini-2.0-flash", u)},
 		{"cohere x-litellm-api-key", "POST", "/cohere/v2/chat", co, []string{"x-litellm-api-key", key},
