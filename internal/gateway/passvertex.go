@@ -20,19 +20,40 @@ type vertexCreds struct {
 	project, location, credentials, base string
 }
 
-// vertexPath reads the project and location a Vertex AI path names
-// (/v1/projects/{project}/locations/{location}/...); either may be empty.
-func vertexPath(path string) (project, location string) {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	for i := 0; i+1 < len(parts); i++ {
-		switch parts[i] {
+// vertexPath reads the project and location a Vertex AI path names in its
+// leading segments ({version}/projects/{project}/locations/{location}/...),
+// where Vertex AI reads them; either may be empty. The credentials are
+// chosen by that project, so a path naming projects/ twice, or holding a
+// dot segment, is refused: its upstream could read another project than
+// the one the credentials were chosen for.
+func vertexPath(path string) (project, location string, err error) {
+	decoded, err := url.PathUnescape(path)
+	if err != nil {
+		return "", "", apierror.BadRequest("", "/vertex_ai/*: the path is not valid: %v", err)
+	}
+	parts := strings.Split(strings.Trim(decoded, "/"), "/")
+	named := 0
+	for _, s := range parts {
+		switch s {
 		case "projects":
-			project = parts[i+1]
-		case "locations":
-			location = parts[i+1]
+			named++
+		case ".", "..":
+			return "", "", apierror.BadRequest("", "/vertex_ai/*: the path may not hold a %q segment", s)
 		}
 	}
-	return project, location
+	if named > 1 {
+		return "", "", apierror.BadRequest("", "/vertex_ai/*: the path names projects/ %d times; Vertex AI paths name one project, first: /v1/projects/{project}/locations/{location}/...", named)
+	}
+	if len(parts) > 0 && parts[0] != "projects" {
+		parts = parts[1:] // the API version: v1, v1beta1
+	}
+	if len(parts) >= 2 && parts[0] == "projects" {
+		project = parts[1]
+		if len(parts) >= 4 && parts[2] == "locations" {
+			location = parts[3]
+		}
+	}
+	return project, location, nil
 }
 
 // vertexCredsFor finds the credentials of a call to project and location,
@@ -92,7 +113,10 @@ func (p *Pass) serveVertex(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	sub := subPath(r, "vertex_ai", false)
-	project, location := vertexPath(sub)
+	project, location, err := vertexPath(sub)
+	if err != nil {
+		return err
+	}
 	vc, ok := p.vertexCredsFor(project, location)
 	if !ok {
 		e := apierror.NotFound("", "/vertex_ai/* has no Vertex AI credentials: configure default_vertex_config (vertex_project, vertex_location, vertex_credentials), a vertex_ai deployment with use_in_pass_through: true, or DEFAULT_VERTEXAI_PROJECT and DEFAULT_GOOGLE_APPLICATION_CREDENTIALS")

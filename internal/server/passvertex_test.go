@@ -149,3 +149,63 @@ general_settings:
 	}
 
 }
+
+// TestPassThroughVertexCredentialsFollowTheLeadingProject: Vertex AI routes
+// a call on the project its path names first, so /vertex_ai/* chooses the
+// credentials by that project alone: a path naming projects/ a second
+// time (plainly, percent-encoded, or behind an encoded slash) or holding a
+// dot segment is refused with a 400 before Vertex AI, and a project named
+// only deeper in the path does not lend its deployment's credentials.
+func TestPassThroughVertexCredentialsFollowTheLeadingProject(t *testing.T) {
+	f := newNativeFake(t)
+	tokens, _ := googleTokenServer(t)
+	deploymentKey, _ := json.Marshal(serviceAccount(t, "deploy@p1.iam.gserviceaccount.com", tokens.URL))
+	defaultKey, _ := json.Marshal(serviceAccount(t, "default@p2.iam.gserviceaccount.com", tokens.URL))
+	cfg, err := config.Parse("v.yaml", []byte(fmt.Sprintf(`
+model_list:
+  - model_name: gemini-vertex
+    litellm_params:
+      model: vertex_ai/gemini-2.0-flash
+      vertex_project: p1
+      vertex_location: us-central1
+      vertex_credentials: %s
+      api_base: %s
+      use_in_pass_through: true
+default_vertex_config:
+  vertex_project: p2
+  vertex_location: us-central1
+  vertex_credentials: %s
+  api_base: %s
+general_settings:
+  master_key: sk-1234
+`, deploymentKey, f.url, defaultKey, f.url)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{}`)
+	gem := `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`
+	const p1 = "projects/p1/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent"
+	for _, path := range []string{
+		"/vertex_ai/v1/projects/p2/locations/us-central1/publishers/google/models/x/" + p1,
+		"/vertex_ai/v1/projects/p2/locations/us-central1/publishers/google/models/x/pr%6fjects/p1/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent",
+		"/vertex_ai/v1/projects/p2%2Fprojects%2Fp1/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent",
+		"/vertex_ai/v1/projects/p1/locations/us-central1/%2e%2e/%2e%2e/%2e%2e/projects-x/p2/models/gemini-2.0-flash:generateContent",
+	} {
+		before := len(f.requests())
+		resp, body := passSend(t, "POST", e.url+path, gem, "Authorization", "Bearer "+key)
+		if resp.StatusCode != 400 || !strings.Contains(body, `"error"`) || len(f.requests()) != before {
+			t.Fatalf("%s: %d %s, %d upstream requests", path, resp.StatusCode, body, len(f.requests())-before)
+		}
+	}
+	// p1 named only past the leading segments: the default credentials.
+	path := "/vertex_ai/v1/publishers/google/models/x/" + p1
+	resp, body := passSend(t, "POST", e.url+path, gem, "Authorization", "Bearer "+key)
+	if resp.StatusCode != 200 || f.last(t).Header.Get("Authorization") != "Bearer ya29.default" {
+		t.Fatalf("%s: %d %s, upstream auth %q", path, resp.StatusCode, body, f.last(t).Header.Get("Authorization"))
+	}
+	resp, body = passSend(t, "POST", e.url+"/vertex_ai/v1/"+p1, gem, "Authorization", "Bearer "+key)
+	if resp.StatusCode != 200 || f.last(t).Header.Get("Authorization") != "Bearer ya29.deploy" {
+		t.Fatalf("p1's own path: %d %s, upstream auth %q", resp.StatusCode, body, f.last(t).Header.Get("Authorization"))
+	}
+}
