@@ -90,6 +90,9 @@ func TestCapOutput(t *testing.T) {
 		{"converse without a limit", `{"messages":[]}`, provider.OpConverse, "bedrock", `"inferenceConfig":{"maxTokens":40}`},
 		{"converse maxTokens lowered", `{"messages":[],"inferenceConfig":{"temperature":0.1,"maxTokens":900}}`, provider.OpConverse, "bedrock", `"maxTokens":40`},
 		{"generateContent without a limit", `{"contents":[]}`, provider.OpGenerateContent, "gemini", `"generationConfig":{"maxOutputTokens":40}`},
+		{"generateContent maxOutputTokens lowered", `{"contents":[],"generationConfig":{"temperature":0.1,"maxOutputTokens":900}}`, provider.OpGenerateContent, "vertex_ai", `"maxOutputTokens":40`},
+		{"cohere chat without a limit", `{"model":"m","messages":[]}`, provider.OpCohereChat, "cohere", `"max_tokens":40`},
+		{"cohere chat max_tokens lowered", `{"model":"m","messages":[],"max_tokens":900}`, provider.OpCohereChat, "cohere", `"max_tokens":40`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -314,9 +314,16 @@ func (m *Books) capAmount(price pricing.Price, req *request, prompt int64, deplo
 }
 
 // canCap reports whether op generates output whose length a request can
-// bound (max_tokens; max_output_tokens in the Responses API).
+// bound, by the member capOutput writes: max_tokens (Cohere's too),
+// max_output_tokens in the Responses API, Gemini's
+// generationConfig.maxOutputTokens, Converse's inferenceConfig.maxTokens.
 func canCap(op provider.Op) bool {
-	return op == provider.OpChat || op == provider.OpCompletions || op == provider.OpMessages || op == provider.OpResponses
+	switch op {
+	case provider.OpChat, provider.OpCompletions, provider.OpMessages, provider.OpResponses,
+		provider.OpGenerateContent, provider.OpCohereChat, provider.OpConverse:
+		return true
+	}
+	return false
 }
 
 // charge is one request's hold on its budgets.

@@ -207,7 +207,7 @@ func capOutput(body []byte, op provider.Op, providerName string, n int64) []byte
 	}
 	key := "max_tokens"
 	switch {
-	case op == provider.OpMessages:
+	case op == provider.OpMessages, op == provider.OpCohereChat:
 	case op == provider.OpResponses:
 		key = "max_output_tokens"
 	case o.Has("max_completion_tokens") && !o.IsNull("max_completion_tokens"):

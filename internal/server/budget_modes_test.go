@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -224,4 +226,66 @@ func burst(t *testing.T, e *spendEnv, key, body string) *served {
 	send(200, 1)
 	send(40, 10)
 	return &n
+}
+
+// TestDefaultModeCapsEveryChatProvider: in default budget mode a chat
+// request arriving while another request of its budget is uncovered (a
+// stream without max_tokens) is capped, not refused, whichever provider
+// serves it: the cap is sent in the member the provider reads
+// (max_completion_tokens for OpenAI, generationConfig.maxOutputTokens for
+// Gemini, max_tokens for Cohere) and named in X-Tollgate-Output-Capped.
+func TestDefaultModeCapsEveryChatProvider(t *testing.T) {
+	for _, tc := range []struct{ name, model, base, member string }{
+		{"openai", "openai/gpt-4", `"{{UP}}"`, `"max_completion_tokens":`},
+		{"gemini", "gemini/gemini-2.0-flash", `"{{UP}}/v1beta"`, `"maxOutputTokens":`},
+		{"cohere", "cohere/command-r", `"{{UP}}"`, `"max_tokens":`},
+	} {
+		t.Run(tc.name, func(t *testing.T) { defaultModeCaps(t, tc.model, tc.base, tc.member) })
+	}
+}
+
+func defaultModeCaps(t *testing.T, model, base, member string) {
+	yaml := `model_list:
+  - model_name: m
+    litellm_params: {model: ` + model + `, api_key: k, api_base: ` + base + `, input_cost_per_token: 0.00003, output_cost_per_token: 0.00006, headers: {x-mock-completion-tokens: "400", x-mock-chunks: "40", x-mock-chunk-delay-ms: "50"}}
+general_settings:
+  master_key: sk-1234
+`
+	e := startConfigWith(t, sqliteStore(t), mockupstream.Options{}, yaml, Options{})
+	free := newKey(t, e, `{}`)
+	short := `{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`
+	for range 32 { // the deployment learns one-token answers
+		if resp, out := e.post(t, "/v1/chat/completions", free, short); resp.StatusCode != 200 {
+			t.Fatalf("teaching: %d %v", resp.StatusCode, out)
+		}
+	}
+	key := newKey(t, e, `{"max_budget": 0.01}`)
+	before := e.mock.Stats().Requests
+	done := make(chan struct{})
+	go func() { // the uncovered one: a stream, no max_tokens, 400 tokens
+		defer close(done)
+		req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}()
+	defer func() { <-done }()
+	for deadline := time.Now().Add(30 * time.Second); e.mock.Stats().Requests == before; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream never reached the upstream")
+		}
+	}
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"m","messages":[{"role":"user","content":"hello there"}]}`)
+	capped := resp.Header.Get("x-tollgate-output-capped")
+	if resp.StatusCode != 200 || capped == "" {
+		t.Fatalf("a chat request in default mode beside an uncovered one was not capped: %d %v", resp.StatusCode, out)
+	}
+	if up := string(e.mock.LastRequest().Body); !strings.Contains(up, member+capped) {
+		t.Fatalf("capped at %s, but the upstream got %s", capped, up)
+	}
 }
