@@ -18,8 +18,9 @@ import (
 
 // TestGoogleTokenSourceSignsAndReuses: a service account key (given as JSON
 // or as a file path) is exchanged at its token_uri with a signed JWT
-// assertion for an access token, which later calls reuse; credentials that
-// are not a key fail at once.
+// assertion for an access token, which later calls with the same key
+// reuse, however they name it; a key file replaced by another key gets
+// the new key's token; credentials that are not a key fail at once.
 func TestGoogleTokenSourceSignsAndReuses(t *testing.T) {
 	var exchanges atomic.Int32
 	tokenSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -58,8 +59,24 @@ func TestGoogleTokenSourceSignsAndReuses(t *testing.T) {
 			}
 		}
 	}
-	if n := exchanges.Load(); n != 2 {
-		t.Fatalf("%d token exchanges for two credentials asked six times, want 2", n)
+	if n := exchanges.Load(); n != 1 {
+		t.Fatalf("%d token exchanges for one key (as JSON and as its file) asked six times, want 1", n)
+	}
+	// The file replaced by another key (a rotation) and read again: the
+	// new key's token, not the old one's cached by the path.
+	rotated, _ := json.Marshal(map[string]string{
+		"type": "service_account", "project_id": "p", "private_key_id": "k2", "private_key": string(pemKey),
+		"client_email": "rotated@p.iam.gserviceaccount.com", "token_uri": tokenSrv.URL,
+	})
+	if err := os.WriteFile(file, rotated, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := GoogleTokenSource(context.Background(), file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.Token(); err != nil || exchanges.Load() != 2 {
+		t.Fatalf("after the key file was replaced: %v, %d exchanges, want 2", err, exchanges.Load())
 	}
 	if _, err := GoogleTokenSource(context.Background(), `{"type":"service_account"}`); err == nil {
 		t.Fatal("a key without a private key was accepted")

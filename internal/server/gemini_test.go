@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -365,5 +366,57 @@ general_settings:
 	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"missing","messages":[{"role":"user","content":"x"}]}`)
 	if resp.StatusCode != 404 || !strings.Contains(fmt.Sprint(out), missing) {
 		t.Fatalf("missing key file: %d %v", resp.StatusCode, out)
+	}
+}
+
+// TestVertexKeyFileRotatedOnReload: a vertex_ai deployment whose
+// vertex_credentials names a key file signs with the key the file holds
+// when the configuration is read: after the file is replaced by another
+// account's key (a rotation) and the configuration reloaded, Vertex AI
+// gets the new account's token, not the old one cached by the path.
+func TestVertexKeyFileRotatedOnReload(t *testing.T) {
+	mock := mockupstream.New(mockupstream.Options{})
+	up := httptest.NewServer(mock)
+	defer up.Close()
+	tokens, _ := googleTokenServer(t)
+	file := t.TempDir() + "/key.json"
+	writeKey := func(email string) {
+		if err := os.WriteFile(file, []byte(serviceAccount(t, email, tokens.URL)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yaml := []byte(fmt.Sprintf(`
+model_list:
+  - model_name: vx
+    litellm_params: {model: vertex_ai/gemini-2.0-flash, vertex_project: proj-1, vertex_credentials: %s, api_base: %s}
+general_settings:
+  master_key: sk-1234
+`, file, up.URL))
+	writeKey("old@proj.iam.gserviceaccount.com")
+	cfg, err := config.Parse("v.yaml", yaml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{}`)
+	call := func() string {
+		t.Helper()
+		if resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"vx","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, out)
+		}
+		return mock.LastRequest().Header.Get("Authorization")
+	}
+	if got := call(); got != "Bearer ya29.old" {
+		t.Fatalf("first key: %q", got)
+	}
+	writeKey("new@proj.iam.gserviceaccount.com")
+	if cfg, err = config.Parse("v.yaml", yaml); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := call(); got != "Bearer ya29.new" {
+		t.Fatalf("after the key file was replaced and the configuration reloaded, Vertex AI got %q", got)
 	}
 }
