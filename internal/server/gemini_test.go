@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -419,4 +421,124 @@ general_settings:
 	if got := call(); got != "Bearer ya29.new" {
 		t.Fatalf("after the key file was replaced and the configuration reloaded, Vertex AI got %q", got)
 	}
+}
+
+// geminiOneEnv serves one gemini deployment backed by fake, with a key
+// of budget $1.
+func geminiOneEnv(t *testing.T, fake http.Handler) (*spendEnv, string) {
+	t.Helper()
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	cfg, err := config.Parse("g.yaml", []byte(fmt.Sprintf(`
+model_list:
+  - model_name: gemini
+    litellm_params: {model: gemini/gemini-2.0-flash, api_key: g-key, api_base: "%s/v1beta"}
+general_settings:
+  master_key: sk-1234
+`, srv.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	return e, newKey(t, e, `{"max_budget": 1}`)
+}
+
+const geminiShortAnswer = `{"candidates":[{"content":{"role":"model","parts":[{"text":"ok"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":1},"modelVersion":"gemini-2.0-flash","responseId":"r"}`
+
+// TestGeminiBadRequestsStayHome: a chat request Gemini cannot take gets a
+// 400 in OpenAI's shape, naming the member at fault, and never reaches
+// Google: a tool message answering no call and naming no function, a tool
+// or tool call without a name, a data: URL without its data, n=0, a
+// negative max_tokens, only a system prompt. Empty message contents are
+// left out rather than sent as empty parts.
+func TestGeminiBadRequestsStayHome(t *testing.T) {
+	fake := &geminiFake{answer: func(*http.Request, string) (int, string) { return 200, geminiShortAnswer }}
+	e, key := geminiOneEnv(t, fake)
+	sent := func() int {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		return len(fake.bodies)
+	}
+	for _, tc := range []struct{ name, param, body string }{
+		{"tool message answering nothing", "messages", `{"model":"gemini","messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"nope","content":"42"}]}`},
+		{"tool without name", "tools", `{"model":"gemini","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":""}}]}`},
+		{"assistant call without name", "messages", `{"model":"gemini","messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"x"}]}`},
+		{"image without data", "messages", `{"model":"gemini","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:"}}]}]}`},
+		{"n=0", "n", `{"model":"gemini","n":0,"messages":[{"role":"user","content":"hi"}]}`},
+		{"max_tokens<0", "max_tokens", `{"model":"gemini","max_tokens":-5,"messages":[{"role":"user","content":"hi"}]}`},
+		{"only system", "messages", `{"model":"gemini","messages":[{"role":"system","content":"be nice"}]}`},
+	} {
+		before := sent()
+		resp, out := e.post(t, "/v1/chat/completions", key, tc.body)
+		errObj, _ := out["error"].(map[string]any)
+		if resp.StatusCode != 400 || errObj == nil || errObj["param"] != tc.param || errObj["type"] != "invalid_request_error" || sent() != before {
+			t.Errorf("%s: %d %v, %d requests reached Gemini", tc.name, resp.StatusCode, out, sent()-before)
+		}
+	}
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gemini","messages":[{"role":"system","content":""},{"role":"user","content":"hi"},{"role":"assistant","content":""},{"role":"user","content":"again"}]}`)
+	if _, body := fake.last(t); resp.StatusCode != 200 || strings.Contains(body, `{}`) {
+		t.Fatalf("empty contents: %d %v; Gemini got %s", resp.StatusCode, out, body)
+	}
+}
+
+// TestGeminiAnswerWithoutUsageIsBooked: a generateContent answer without
+// usageMetadata (a proxy in between, an older endpoint) still used Gemini:
+// it is booked at an estimate, never at $0.
+func TestGeminiAnswerWithoutUsageIsBooked(t *testing.T) {
+	fake := &geminiFake{answer: func(*http.Request, string) (int, string) {
+		return 200, `{"candidates":[{"content":{"role":"model","parts":[{"text":"a fairly long answer of several words"}]},"finishReason":"STOP","index":0}],"modelVersion":"gemini-2.0-flash","responseId":"r"}`
+	}}
+	e, key := geminiOneEnv(t, fake)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gemini","messages":[{"role":"user","content":"please write a fairly long answer"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %v", resp.StatusCode, out)
+	}
+	rows := spendRows(t, e, key)
+	if len(rows) != 1 || rows[0].Cost <= 0 || rows[0].PromptTokens <= 0 || rows[0].CompletionTokens <= 0 {
+		t.Fatalf("an answer without usageMetadata was booked %+v", rows)
+	}
+}
+
+// TestGeminiStreamLeftBeforeUsageIsBooked: a Gemini stream whose
+// usageMetadata comes only in its last event (as Vertex AI sends it), left
+// by the client after its first words, is booked at an estimate: a
+// prompt, some output and a cost.
+func TestGeminiStreamLeftBeforeUsageIsBooked(t *testing.T) {
+	released := make(chan struct{})
+	defer close(released)
+	e, key := geminiOneEnv(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, word := range []string{"alpha ", "beta ", "gamma "} {
+			fmt.Fprintf(w, "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":%q}]},\"index\":0}],\"modelVersion\":\"gemini-2.0-flash\",\"responseId\":\"r1\"}\n\n", word)
+		}
+		w.(http.Flusher).Flush()
+		select { // the gateway lets go once its client has
+		case <-r.Context().Done():
+		case <-released:
+		}
+		fmt.Fprint(w, "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"delta\"}]},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":4,\"totalTokenCount\":13},\"modelVersion\":\"gemini-2.0-flash\",\"responseId\":\"r1\"}\n\n")
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/v1/chat/completions", strings.NewReader(`{"model":"gemini","stream":true,"messages":[{"role":"user","content":"count to four please"}]}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && !strings.Contains(sc.Text(), "alpha") {
+	}
+	cancel()
+	resp.Body.Close()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		e.srv.writer.Flush()
+		if rows := spendRows(t, e, key); len(rows) > 0 {
+			if r := rows[0]; r.PromptTokens <= 0 || r.CompletionTokens <= 0 || r.Cost <= 0 {
+				t.Fatalf("a stream left before its usage was booked as prompt %d, completion %d, cost %v", r.PromptTokens, r.CompletionTokens, r.Cost)
+			}
+			return
+		}
+	}
+	t.Fatal("no spend row for a stream the client left")
 }

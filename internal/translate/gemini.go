@@ -167,7 +167,11 @@ func ChatToGemini(body []byte) ([]byte, error) {
 	}
 	if len(in.Tools) > 0 {
 		var decls []gmFunctionDecl
-		for _, t := range in.Tools {
+		for i, t := range in.Tools {
+			if t.Function.Name == "" {
+				// Gemini requires every function declaration's name.
+				return nil, onField("tools", fmt.Errorf("tools[%d].function.name is required", i))
+			}
 			d := gmFunctionDecl{Name: t.Function.Name, Description: t.Function.Description}
 			if p := t.Function.Parameters; len(p) > 0 && string(p) != "null" {
 				d.ParametersJSONSchema = p
@@ -218,7 +222,10 @@ func ChatToGemini(body []byte) ([]byte, error) {
 		case "user":
 			add("user", parts...)
 		case "assistant":
-			for _, tc := range m.ToolCalls {
+			for j, tc := range m.ToolCalls {
+				if tc.Function.Name == "" {
+					return nil, fmt.Errorf("messages[%d].tool_calls[%d].function.name is required", i, j)
+				}
 				callNames[tc.ID] = tc.Function.Name
 				args := json.RawMessage(tc.Function.Arguments)
 				if !json.Valid(args) || len(strings.TrimSpace(tc.Function.Arguments)) == 0 {
@@ -232,6 +239,10 @@ func ChatToGemini(body []byte) ([]byte, error) {
 			name := callNames[m.ToolCallID]
 			if name == "" {
 				name = m.Name
+			}
+			if name == "" {
+				// Gemini's functionResponse must name its function.
+				return nil, fmt.Errorf("messages[%d]: a tool message must answer a tool call of an earlier assistant message (tool_call_id %q is none) or name its function", i, m.ToolCallID)
 			}
 			var text strings.Builder
 			for _, p := range parts {
@@ -268,27 +279,34 @@ func gmParts(content json.RawMessage) ([]gmPart, error) {
 			if p.ImageURL == nil || p.ImageURL.URL == "" {
 				return nil, fmt.Errorf("image_url part without a url")
 			}
-			out = append(out, gmImage(p.ImageURL.URL))
+			img, err := gmImage(p.ImageURL.URL)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, img)
 		}
 	}
 	return out, nil
 }
 
-// gmImage is an image URL as a Gemini part: a data: URL inline, any other
-// URL by reference, its type guessed from its extension (JPEG when it has
-// none Gemini would know).
-func gmImage(u string) gmPart {
+// gmImage is an image URL as a Gemini part: a data: URL inline (it must
+// carry a media type and data: Gemini requires both), any other URL by
+// reference, its type guessed from its extension (JPEG when it has none
+// Gemini would know).
+func gmImage(u string) (gmPart, error) {
 	if rest, ok := strings.CutPrefix(u, "data:"); ok {
-		if meta, data, ok := strings.Cut(rest, ","); ok {
-			mt, _, _ := strings.Cut(meta, ";")
-			return gmPart{InlineData: &gmBlob{MimeType: mt, Data: data}}
+		meta, data, _ := strings.Cut(rest, ",")
+		mt, _, _ := strings.Cut(meta, ";")
+		if mt == "" || data == "" {
+			return gmPart{}, fmt.Errorf("image_url: a data: URL needs a media type and its data (data:image/png;base64,...)")
 		}
+		return gmPart{InlineData: &gmBlob{MimeType: mt, Data: data}}, nil
 	}
 	mt := mime.TypeByExtension(path.Ext(strings.SplitN(u, "?", 2)[0]))
 	if !strings.HasPrefix(mt, "image/") && !strings.HasPrefix(mt, "application/pdf") {
 		mt = "image/jpeg"
 	}
-	return gmPart{FileData: &gmFile{MimeType: mt, FileURI: u}}
+	return gmPart{FileData: &gmFile{MimeType: mt, FileURI: u}}, nil
 }
 
 // ---- answers ----

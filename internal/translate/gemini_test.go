@@ -62,6 +62,32 @@ func TestChatToGemini(t *testing.T) {
 	}
 }
 
+// TestChatToGeminiRefusesWhatGeminiCannotTake: a request Gemini would
+// refuse (a function without a name: functionDeclaration, functionCall
+// and functionResponse all require one; an inline image without its media
+// type or data) is refused here, with the request member it concerns for
+// the client's 400; a tool message naming its function is still taken
+// when it answers no earlier call.
+func TestChatToGeminiRefusesWhatGeminiCannotTake(t *testing.T) {
+	for _, tc := range []struct{ name, body, field, says string }{
+		{"tool message answering nothing, unnamed", `{"messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"nope","content":"42"}]}`, "messages", `messages[1]: a tool message must answer a tool call`},
+		{"tool without a name", `{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"x"}},{"type":"function","function":{"name":""}}]}`, "tools", "tools[1].function.name is required"},
+		{"tool call without a name", `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c1","content":"x"}]}`, "messages", "messages[1].tool_calls[0].function.name is required"},
+		{"data: URL without data", `{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:"}}]}]}`, "messages", "messages[0]: image_url: a data: URL needs"},
+		{"data: URL with an empty payload", `{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,"}}]}]}`, "messages", "a data: URL needs"},
+		{"data: URL without a media type", `{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:;base64,iVBORw0KGgo="}}]}]}`, "messages", "a data: URL needs"},
+	} {
+		_, err := ChatToGemini([]byte(tc.body))
+		if err == nil || FieldOf(err, "messages") != tc.field || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: %v (field %q), want %q on %s", tc.name, err, FieldOf(err, "messages"), tc.says, tc.field)
+		}
+	}
+	b, err := ChatToGemini([]byte(`{"messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"nope","name":"lookup","content":"42"}]}`))
+	if err != nil || !strings.Contains(string(b), `"functionResponse":{"name":"lookup"`) {
+		t.Fatalf("a named tool message: %s %v", b, err)
+	}
+}
+
 // A generateContent answer in the shape Google's API reference documents:
 // a thinking model that thought, then called a function (with the
 // signature of its thought), with usage that counts the thoughts apart.
