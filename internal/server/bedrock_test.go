@@ -427,3 +427,61 @@ general_settings:
 		t.Fatalf("cohere booked %+v, want its counted tokens at %v", cohere, want)
 	}
 }
+
+// bedrockOnChecker serves a config of bedrock deployments (BASE stands for
+// the upstream's address) on the mock behind the SigV4 checker.
+func bedrockOnChecker(t *testing.T, models string) (*spendEnv, *sigv4Checker) {
+	t.Helper()
+	chk := &sigv4Checker{next: mockupstream.New(mockupstream.Options{}), keys: map[string]config.AWSCredentials{
+		"AKIADEPLOY": {AccessKeyID: "AKIADEPLOY", SecretAccessKey: "deploy-secret", Region: "us-east-1"},
+	}}
+	up := httptest.NewServer(chk)
+	t.Cleanup(up.Close)
+	yaml := "model_list:\n" + strings.ReplaceAll(models, "BASE", up.URL) + "general_settings:\n  master_key: sk-1234\n"
+	cfg, err := config.Parse("p.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveEnv(t, cfg, sqliteStore(t)), chk
+}
+
+func (c *sigv4Checker) reached() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.paths)
+}
+
+const bedrockSonnet = `{model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "BASE"`
+
+// TestBedrockPassThroughPathNamesTheModel: on /bedrock/model/{modelId}/...
+// the path's model is the one called, checked and priced; a body naming
+// another is refused before Bedrock, and a key without the path's model is
+// refused whatever the body says.
+func TestBedrockPassThroughPathNamesTheModel(t *testing.T) {
+	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n")
+	key := newKey(t, e, `{"models": ["meta.llama3-8b-instruct-v1:0"], "max_budget": 5}`)
+	const opus = "/bedrock/model/anthropic.claude-3-opus-20240229-v1%3A0/converse"
+	const turn = `"messages":[{"role":"user","content":[{"text":"opus on a llama key"}]}],"inferenceConfig":{"maxTokens":20}`
+	resp, raw := e.send(t, opus, key, "application/json", `{"model":"meta.llama3-8b-instruct-v1:0",`+turn+`}`)
+	if resp.StatusCode != 400 || !strings.Contains(string(raw), `"param":"model"`) || chk.reached() != 0 {
+		t.Fatalf("a body naming another model than the path: %d %s; %d requests reached Bedrock", resp.StatusCode, raw, chk.reached())
+	}
+	resp, raw = e.send(t, opus, key, "application/json", `{`+turn+`}`)
+	if resp.StatusCode != 403 || chk.reached() != 0 {
+		t.Fatalf("a llama-only key calling opus by path: %d %s; %d requests reached Bedrock", resp.StatusCode, raw, chk.reached())
+	}
+	// The same model named both ways is the path's, and is served.
+	opusKey := newKey(t, e, `{"models": ["anthropic.claude-3-opus-20240229-v1:0"], "max_budget": 5}`)
+	resp, raw = e.send(t, opus, opusKey, "application/json", `{"model":"anthropic.claude-3-opus-20240229-v1:0",`+turn+`}`)
+	if resp.StatusCode != 200 || chk.reached() != 1 {
+		t.Fatalf("body and path naming the same model: %d %s", resp.StatusCode, raw)
+	}
+	for _, r := range spendRows(t, e, key) {
+		if r.Cost != 0 {
+			t.Fatalf("a refused call was charged: %+v", r)
+		}
+	}
+	if rows := spendRows(t, e, opusKey); len(rows) != 1 || rows[0].ModelGroup != "anthropic.claude-3-opus-20240229-v1:0" || rows[0].Cost <= 0 {
+		t.Fatalf("the path's model was booked as %+v", rows)
+	}
+}
