@@ -88,10 +88,15 @@ func bedrockPathEscape(id string) string {
 var geoPrefixes = []string{"us.", "eu.", "apac.", "us-gov.", "jp.", "au.", "ca.", "global."}
 
 // bedrockPrice is the table price of a Bedrock model id the table does not
-// list as given: without LiteLLM's route prefix, then without a
-// cross-region prefix (a profile bills as its model).
+// list as given: without LiteLLM's route prefix, an ARN by the id after
+// its last '/' (an inference profile's or a foundation model's), then
+// without a cross-region prefix (a profile bills as its model). Any other
+// ARN (a provisioned model's) stays unpriced, like any unpriced deployment.
 func bedrockPrice(name string) (pricing.Price, bool) {
 	id := BedrockModelID(name)
+	if strings.HasPrefix(id, "arn:") {
+		id = id[strings.LastIndexByte(id, '/')+1:]
+	}
 	if p, ok := pricing.Lookup("bedrock", id); ok {
 		return p, true
 	}

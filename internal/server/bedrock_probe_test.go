@@ -97,24 +97,6 @@ func TestProbeBedrockDefaultModeCaps(t *testing.T) {
 	}
 }
 
-// TestProbeBedrockARNPriced: docs/providers.md lets a deployment name its
-// model by ARN (an inference profile's); its answers must be booked at a
-// price, not at $0.
-func TestProbeBedrockARNPriced(t *testing.T) {
-	const arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0"
-	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+strings.Replace(bedrockSonnet, "anthropic.claude-3-5-sonnet-20240620-v1:0", arn, 1)+"}\n")
-	key := newKey(t, e, `{"max_budget": 5}`)
-	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"priced?"}]}`)
-	if resp.StatusCode != 200 {
-		path, _ := chk.last()
-		t.Fatalf("ARN chat: %d %v (path %s)", resp.StatusCode, out, path)
-	}
-	rows := spendRows(t, e, key)
-	if len(rows) != 1 || rows[0].Cost <= 0 {
-		t.Fatalf("ARN deployment booked %+v, want a priced row", rows)
-	}
-}
-
 // TestProbeBedrockBadCRCMidStream: a ConverseStream whose third frame has
 // a bad checksum: the client's stream must end with an error (not a clean
 // [DONE] as if complete) and the answer must be booked.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/usage"
 )
 
@@ -430,14 +433,14 @@ general_settings:
 
 // bedrockOnChecker serves a config of bedrock deployments (BASE stands for
 // the upstream's address) on the mock behind the SigV4 checker.
-func bedrockOnChecker(t *testing.T, models string) (*spendEnv, *sigv4Checker) {
+func bedrockOnChecker(t *testing.T, models string, settings ...string) (*spendEnv, *sigv4Checker) {
 	t.Helper()
 	chk := &sigv4Checker{next: mockupstream.New(mockupstream.Options{}), keys: map[string]config.AWSCredentials{
 		"AKIADEPLOY": {AccessKeyID: "AKIADEPLOY", SecretAccessKey: "deploy-secret", Region: "us-east-1"},
 	}}
 	up := httptest.NewServer(chk)
 	t.Cleanup(up.Close)
-	yaml := "model_list:\n" + strings.ReplaceAll(models, "BASE", up.URL) + "general_settings:\n  master_key: sk-1234\n"
+	yaml := "model_list:\n" + strings.ReplaceAll(models, "BASE", up.URL) + "general_settings:\n  master_key: sk-1234\n" + strings.Join(settings, "")
 	cfg, err := config.Parse("p.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
@@ -483,5 +486,41 @@ func TestBedrockPassThroughPathNamesTheModel(t *testing.T) {
 	}
 	if rows := spendRows(t, e, opusKey); len(rows) != 1 || rows[0].ModelGroup != "anthropic.claude-3-opus-20240229-v1:0" || rows[0].Cost <= 0 {
 		t.Fatalf("the path's model was booked as %+v", rows)
+	}
+}
+
+// TestBedrockInferenceProfileARN: a deployment naming its model by an
+// inference profile's ARN is booked at its model's price; one naming a
+// provisioned model's ARN is unpriced, so unpriced_models: refuse keeps a
+// budgeted key from it before Bedrock.
+func TestBedrockInferenceProfileARN(t *testing.T) {
+	const profile = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0"
+	const provisioned = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123"
+	arn := func(id string) string {
+		return strings.Replace(bedrockSonnet, "anthropic.claude-3-5-sonnet-20240620-v1:0", id, 1)
+	}
+	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+arn(profile)+"}\n"+
+		"  - model_name: mine\n    litellm_params: "+arn(provisioned)+"}\n", "  unpriced_models: refuse\n")
+	key := newKey(t, e, `{"max_budget": 5}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"mine","max_tokens":10,"messages":[{"role":"user","content":"priced?"}]}`)
+	if resp.StatusCode != 400 || chk.reached() != 0 {
+		t.Fatalf("an unpriced ARN under unpriced_models: refuse: %d %v; %d requests reached Bedrock", resp.StatusCode, out, chk.reached())
+	}
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"priced?"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("ARN chat: %d %v", resp.StatusCode, out)
+	}
+	if path, _ := chk.last(); !strings.Contains(path, "inference-profile%2Fus.anthropic") {
+		t.Fatalf("the ARN reached Bedrock as %s", path)
+	}
+	want, _ := pricing.Lookup("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0")
+	var served []store.SpendLog
+	for _, r := range spendRows(t, e, key) {
+		if r.Status == 200 {
+			served = append(served, r)
+		}
+	}
+	if len(served) != 1 || served[0].Cost <= 0 || math.Abs(served[0].Cost-want.Cost(usage.Usage{Prompt: served[0].PromptTokens, Completion: served[0].CompletionTokens})) > 1e-12 {
+		t.Fatalf("ARN deployment booked %+v, want it priced as its model", served)
 	}
 }
