@@ -31,30 +31,6 @@ func TestProbeBedrockResponsesMaxOutputTokens(t *testing.T) {
 	}
 }
 
-// TestProbeBedrockBadImageBytes: an image whose data: URL is not base64
-// is bad input: it must be refused before it reaches Bedrock.
-func TestProbeBedrockBadImageBytes(t *testing.T) {
-	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n")
-	key := newKey(t, e, `{"max_budget": 5}`)
-	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"x"},{"type":"image_url","image_url":{"url":"data:image/png;base64,\"}not base64 at all!!"}}]}]}`)
-	if n := chk.reached(); n != 0 || resp.StatusCode != 400 {
-		t.Fatalf("a non-base64 image: %d %v; %d requests reached Bedrock (want 0)", resp.StatusCode, out, n)
-	}
-}
-
-// TestProbeBedrockEmptyToolCallID: a tool message without tool_call_id
-// (and an assistant turn first) is bad input OpenAI refuses; it must not
-// reach Bedrock.
-func TestProbeBedrockEmptyToolCallID(t *testing.T) {
-	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n")
-	key := newKey(t, e, `{"max_budget": 5}`)
-	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","max_tokens":10,"messages":[{"role":"tool","content":"orphan result"}]}`)
-	if n := chk.reached(); n != 0 || resp.StatusCode != 400 {
-		_, body := chk.last()
-		t.Fatalf("an orphan tool message: %d %v; %d requests reached Bedrock (want 0) with %s", resp.StatusCode, out, n, body)
-	}
-}
-
 // TestProbeBedrockDefaultModeCaps: docs/providers.md says a Bedrock
 // request capped in the default budget mode gets inferenceConfig.maxTokens.
 // With one request in flight on a key whose budget cannot hold the

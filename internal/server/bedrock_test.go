@@ -524,3 +524,21 @@ func TestBedrockInferenceProfileARN(t *testing.T) {
 		t.Fatalf("ARN deployment booked %+v, want it priced as its model", served)
 	}
 }
+
+// TestBedrockBadMessagesRefused: messages Converse cannot take as OpenAI
+// would refuse them are refused with a 400 naming messages before Bedrock:
+// image bytes that are not base64, a tool message answering no tool call.
+func TestBedrockBadMessagesRefused(t *testing.T) {
+	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n")
+	key := newKey(t, e, `{"max_budget": 5}`)
+	for _, msgs := range []string{
+		`[{"role":"user","content":[{"type":"text","text":"x"},{"type":"image_url","image_url":{"url":"data:image/png;base64,\"}not base64 at all!!"}}]}]`,
+		`[{"role":"tool","content":"orphan result"}]`,
+	} {
+		resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","max_tokens":10,"messages":`+msgs+`}`)
+		errObj, _ := out["error"].(map[string]any)
+		if n := chk.reached(); n != 0 || resp.StatusCode != 400 || errObj["param"] != "messages" {
+			t.Fatalf("%s: %d %v; %d requests reached Bedrock (want 0)", msgs, resp.StatusCode, out, n)
+		}
+	}
+}

@@ -2,8 +2,10 @@ package translate
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -178,6 +180,11 @@ func ChatToConverse(body []byte) ([]byte, error) {
 			}
 			add("assistant", blocks...)
 		case "tool", "function":
+			if m.ToolCallID == "" {
+				// Converse pairs a toolResult with its toolUse by id: one
+				// without an id is an answer to nothing, which OpenAI refuses.
+				return nil, fmt.Errorf("messages[%d]: a %s message needs the tool_call_id of the assistant tool call it answers", i, m.Role)
+			}
 			var text strings.Builder
 			for _, b := range blocks {
 				text.WriteString(b.Text)
@@ -305,6 +312,11 @@ func cvImageOf(u string) (*cvImage, error) {
 		format = "jpeg"
 	default:
 		return nil, fmt.Errorf("image type %q: bedrock takes png, jpeg, gif or webp", mt)
+	}
+	// Converse carries the bytes as base64 too: read them here, so that a
+	// payload that is not base64 is refused before it reaches Bedrock.
+	if _, err := io.Copy(io.Discard, base64.NewDecoder(base64.StdEncoding, strings.NewReader(data))); err != nil || data == "" {
+		return nil, fmt.Errorf("image data: URL is not base64 image bytes")
 	}
 	img := &cvImage{Format: format}
 	img.Source.Bytes = data

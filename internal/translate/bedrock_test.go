@@ -74,6 +74,18 @@ func TestChatToConverse(t *testing.T) {
 			t.Errorf("%s: accepted", bad)
 		}
 	}
+	// Bad messages are refused naming the message: image bytes that are
+	// not base64, a tool result answering no tool call.
+	for _, bad := range []string{
+		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,\"}not base64!!"}}]}]}`,
+		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,"}}]}]}`,
+		`{"messages":[{"role":"tool","content":"orphan result"}]}`,
+		`{"messages":[{"role":"user","content":"x"},{"role":"tool","tool_call_id":"","content":"orphan result"}]}`,
+	} {
+		if _, err := ChatToConverse([]byte(bad)); err == nil || !strings.HasPrefix(err.Error(), "messages[") {
+			t.Errorf("%s: %v, want an error naming messages", bad, err)
+		}
+	}
 }
 
 // Converse answers in the shape of AWS's Converse API reference: a text
