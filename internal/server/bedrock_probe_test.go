@@ -151,25 +151,3 @@ func TestProbeBedrockUncappedOutputUnderbooked(t *testing.T) {
 		t.Fatalf("Converse got no maxTokens (%s) and 60000 output tokens were booked as %+v", body, rows)
 	}
 }
-
-// TestProbeBedrockMessagesStreamException: an exception frame mid-stream
-// must reach an Anthropic Messages client as Anthropic's error event
-// (event: error, {"type":"error","error":{...}}), not as OpenAI's shape.
-func TestProbeBedrockMessagesStreamException(t *testing.T) {
-	e, _ := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+", headers: {x-mock-stream-exception: throttlingException}}\n")
-	key := newKey(t, e, `{"max_budget": 5}`)
-	req, _ := http.NewRequest("POST", e.url+"/v1/messages", strings.NewReader(`{"model":"claude","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"cut short"}]}`))
-	req.Header.Set("x-api-key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(raw), "event: error") || !strings.Contains(string(raw), `"type":"error"`) {
-		t.Fatalf("a Messages stream cut by an exception: %d %s", resp.StatusCode, raw)
-	}
-	if strings.Contains(string(raw), "event: message_stop") {
-		t.Fatalf("a stream cut by an exception ended like a whole answer: %s", raw)
-	}
-}

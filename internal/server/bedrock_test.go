@@ -542,3 +542,29 @@ func TestBedrockBadMessagesRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBedrockMessagesStreamException: an exception frame mid-stream
+// reaches an Anthropic Messages client as Anthropic's error event
+// (event: error, {"type":"error","error":{...}}), not in OpenAI's shape,
+// and ends its stream; what was streamed is booked.
+func TestBedrockMessagesStreamException(t *testing.T) {
+	e, _ := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+", headers: {x-mock-stream-exception: throttlingException}}\n")
+	key := newKey(t, e, `{"max_budget": 5}`)
+	req, _ := http.NewRequest("POST", e.url+"/v1/messages", strings.NewReader(`{"model":"claude","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"cut short"}]}`))
+	req.Header.Set("x-api-key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(raw), "event: error") || !strings.Contains(string(raw), `"type":"error"`) {
+		t.Fatalf("a Messages stream cut by an exception: %d %s", resp.StatusCode, raw)
+	}
+	if strings.Contains(string(raw), "event: message_stop") || strings.Contains(string(raw), `"code":`) {
+		t.Fatalf("a stream cut by an exception ended like a whole answer, or in OpenAI's error shape: %s", raw)
+	}
+	if rows := spendRows(t, e, key); len(rows) != 1 {
+		t.Fatalf("a stream cut by an exception booked %+v", rows)
+	}
+}
