@@ -107,3 +107,18 @@ func bedrockPrice(name string) (pricing.Price, bool) {
 	}
 	return pricing.Price{}, false
 }
+
+// BedrockMaxOutput is the output bound of a request to a Bedrock model
+// that sets none: the table's maximum output for the model (found as
+// DeploymentPrice finds its price), else pricing.DefaultMaxOutput, the
+// bound a budget hold is sized on for such a request.
+func BedrockMaxOutput(model string) int64 {
+	p, ok := pricing.Lookup("bedrock", model)
+	if !ok {
+		p, _ = bedrockPrice(model)
+	}
+	if p.MaxOutputTokens > 0 {
+		return p.MaxOutputTokens
+	}
+	return pricing.DefaultMaxOutput
+}

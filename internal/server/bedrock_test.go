@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/usage"
 )
@@ -566,5 +567,44 @@ func TestBedrockMessagesStreamException(t *testing.T) {
 	}
 	if rows := spendRows(t, e, key); len(rows) != 1 {
 		t.Fatalf("a stream cut by an exception booked %+v", rows)
+	}
+}
+
+// TestBedrockUncappedChatHeldToItsBound: a chat request without
+// max_tokens holds the table's maximum output; that bound reaches Converse
+// as inferenceConfig.maxTokens, so Bedrock cannot answer (and bill) more
+// than the gateway books.
+func TestBedrockUncappedChatHeldToItsBound(t *testing.T) {
+	var mu sync.Mutex
+	var got string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = string(b)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"output":{"message":{"role":"assistant","content":[{"text":"a very long answer"}]}},"stopReason":"end_turn","usage":{"inputTokens":10,"outputTokens":60000,"totalTokens":60010}}`)
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("c.yaml", []byte("model_list:\n  - model_name: claude\n    litellm_params: "+strings.ReplaceAll(bedrockSonnet, "BASE", up.URL)+"}\ngeneral_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{"max_budget": 50}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","messages":[{"role":"user","content":"write a lot"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, out)
+	}
+	rows := spendRows(t, e, key)
+	mu.Lock()
+	body := got
+	mu.Unlock()
+	bound := provider.BedrockMaxOutput("anthropic.claude-3-5-sonnet-20240620-v1:0")
+	if !strings.Contains(body, fmt.Sprintf(`"maxTokens":%d`, bound)) {
+		t.Fatalf("Converse was not held to the %d output tokens the hold was sized on: %s", bound, body)
+	}
+	if len(rows) != 1 || rows[0].CompletionTokens != bound || rows[0].Cost <= 0 {
+		t.Fatalf("an answer past the bound sent was booked as %+v, want %d output tokens", rows, bound)
 	}
 }

@@ -123,7 +123,11 @@ type cvChatRequest struct {
 // response_format's json_schema the outputConfig, and max_tokens,
 // temperature, top_p and stop the inferenceConfig. Consecutive turns of one
 // role are merged, as Converse wants them alternating.
-func ChatToConverse(body []byte) ([]byte, error) {
+//
+// A request that sets no max_tokens gets maxTokens = maxOut: Bedrock would
+// otherwise answer up to the model's own limit, which may be longer than
+// the output the gateway's budget hold was sized on (and can book).
+func ChatToConverse(body []byte, maxOut int64) ([]byte, error) {
 	var in cvChatRequest
 	if err := json.Unmarshal(body, &in); err != nil {
 		return nil, fmt.Errorf("request: %w", err)
@@ -132,6 +136,9 @@ func ChatToConverse(body []byte) ([]byte, error) {
 	ic := cvInference{Temperature: in.Temperature, TopP: in.TopP, MaxTokens: in.MaxTokens}
 	if in.MaxCompletionTokens != nil {
 		ic.MaxTokens = in.MaxCompletionTokens
+	}
+	if (ic.MaxTokens == nil || *ic.MaxTokens <= 0) && maxOut > 0 {
+		ic.MaxTokens = &maxOut
 	}
 	stop, err := oaStop(in.Stop)
 	if err != nil {
