@@ -23,8 +23,10 @@ var (
 	// An OpenAI chat request to a Bedrock deployment.
 	chatViaConverse = wire{
 		op: provider.OpConverse,
-		body: func(req *request, _ string, _ bool) ([]byte, error) {
-			return translate.ChatToConverse(req.obj.Body())
+		body: func(req *request, model string, _ bool) ([]byte, error) {
+			// Without max_tokens the budget hold was sized on the model's
+			// maximum output (outputBound): Bedrock is held to it.
+			return translate.ChatToConverse(req.obj.Body(), provider.BedrockMaxOutput(model))
 		},
 		response: func(body []byte) ([]byte, usage.Usage, error) { return translate.ConverseToCompletion(body, "") },
 		stream:   func(req *request) translate.Stream { return translate.ConverseToChatStream(req.model, req.clientUsage) },

@@ -259,7 +259,10 @@ func (p *Pass) run(w http.ResponseWriter, r *http.Request, pr *auth.Principal, t
 	if err != nil {
 		return err
 	}
-	c.req = passRequest(body, pc.path)
+	c.req, err = passRequest(body, pc.path)
+	if err != nil {
+		return err
+	}
 	c.req.fixed = pc.fixed
 	c.model = c.req.model
 	if c.req.user != "" {
@@ -343,10 +346,15 @@ func (p *Pass) admit(c *call, t *provider.Target, body []byte) error {
 }
 
 // passRequest is what the gateway reads of a pass-through body: the model
-// (the body's, or Gemini's models/{model}:action path), whether it
+// (the body's, or the path's when the path names one: Bedrock's
+// /model/{modelId}/... and Gemini's models/{model}:action), whether it
 // streams, its output bound and its end user. A body that is not JSON is
 // forwarded all the same.
-func passRequest(body []byte, path string) *request {
+//
+// Where the path names the model the upstream serves that model whatever
+// the body says, so a body naming another is refused: read as the model,
+// it would pass model access and be priced for a model never called.
+func passRequest(body []byte, path string) (*request, error) {
 	req := &request{outputs: 1}
 	if rest, ok := strings.CutPrefix(path, "/model/"); ok { // Bedrock: /model/{modelId}/converse
 		id, action, _ := strings.Cut(rest, "/")
@@ -361,11 +369,16 @@ func passRequest(body []byte, path string) *request {
 		}
 	}
 	if req.obj.Reset(body) != nil {
-		return req
+		return req, nil
 	}
 	o := &req.obj
 	if m, ok := o.String("model"); ok && m != "" {
-		req.model = m
+		switch {
+		case req.model == "":
+			req.model = m
+		case !samePassModel(req.model, m):
+			return nil, apierror.BadRequest("model", "the body names model %q but the path names %q; the path's model is the one called", clip(m), clip(req.model))
+		}
 	}
 	if s, ok := o.Bool("stream"); ok {
 		req.stream = s
@@ -394,7 +407,17 @@ func passRequest(body []byte, path string) *request {
 		// make (a body Cohere would refuse is forwarded all the same).
 		_ = req.rerankBody()
 	}
-	return req
+	return req, nil
+}
+
+// samePassModel reports whether a body's model names the path's: Gemini's
+// embedContent body repeats it as "models/{model}" (Vertex's with the
+// publisher's prefix).
+func samePassModel(path, body string) bool {
+	if i := strings.LastIndex(body, "models/"); i >= 0 {
+		body = body[i+len("models/"):]
+	}
+	return body == path
 }
 
 // forward sends the call upstream and relays the answer: a JSON answer is

@@ -88,10 +88,15 @@ func bedrockPathEscape(id string) string {
 var geoPrefixes = []string{"us.", "eu.", "apac.", "us-gov.", "jp.", "au.", "ca.", "global."}
 
 // bedrockPrice is the table price of a Bedrock model id the table does not
-// list as given: without LiteLLM's route prefix, then without a
-// cross-region prefix (a profile bills as its model).
+// list as given: without LiteLLM's route prefix, an ARN by the id after
+// its last '/' (an inference profile's or a foundation model's), then
+// without a cross-region prefix (a profile bills as its model). Any other
+// ARN (a provisioned model's) stays unpriced, like any unpriced deployment.
 func bedrockPrice(name string) (pricing.Price, bool) {
 	id := BedrockModelID(name)
+	if strings.HasPrefix(id, "arn:") {
+		id = id[strings.LastIndexByte(id, '/')+1:]
+	}
 	if p, ok := pricing.Lookup("bedrock", id); ok {
 		return p, true
 	}
@@ -101,4 +106,19 @@ func bedrockPrice(name string) (pricing.Price, bool) {
 		}
 	}
 	return pricing.Price{}, false
+}
+
+// BedrockMaxOutput is the output bound of a request to a Bedrock model
+// that sets none: the table's maximum output for the model (found as
+// DeploymentPrice finds its price), else pricing.DefaultMaxOutput, the
+// bound a budget hold is sized on for such a request.
+func BedrockMaxOutput(model string) int64 {
+	p, ok := pricing.Lookup("bedrock", model)
+	if !ok {
+		p, _ = bedrockPrice(model)
+	}
+	if p.MaxOutputTokens > 0 {
+		return p.MaxOutputTokens
+	}
+	return pricing.DefaultMaxOutput
 }

@@ -65,16 +65,22 @@ func TestBedrockTarget(t *testing.T) {
 }
 
 // TestBedrockPrice: Bedrock ids are priced from the table as Bedrock names
-// them; a cross-region profile the table lacks as its model.
+// them; a cross-region profile the table lacks as its model, by id or by
+// ARN; a provisioned model's ARN is unpriced.
 func TestBedrockPrice(t *testing.T) {
 	want, ok := pricing.Lookup("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0")
 	if !ok || want.InputPerToken <= 0 {
 		t.Fatal("the table has no Bedrock price for Claude 3.5 Sonnet")
 	}
-	for _, model := range []string{"anthropic.claude-3-5-sonnet-20240620-v1:0", "converse/anthropic.claude-3-5-sonnet-20240620-v1:0", "global.anthropic.claude-3-5-sonnet-20240620-v1:0"} {
+	for _, model := range []string{"anthropic.claude-3-5-sonnet-20240620-v1:0", "converse/anthropic.claude-3-5-sonnet-20240620-v1:0", "global.anthropic.claude-3-5-sonnet-20240620-v1:0",
+		"arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+		"arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-sonnet-20240620-v1:0"} {
 		got, ok := DeploymentPrice(&config.Deployment{Provider: "bedrock", Model: model})
 		if !ok || got.InputPerToken != want.InputPerToken || got.OutputPerToken != want.OutputPerToken {
 			t.Errorf("%s: %+v %v, want %+v", model, got, ok, want)
 		}
+	}
+	if p, ok := DeploymentPrice(&config.Deployment{Provider: "bedrock", Model: "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123"}); ok {
+		t.Errorf("a provisioned model's ARN priced %+v", p)
 	}
 }

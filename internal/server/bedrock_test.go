@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,10 +17,14 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/usage"
 )
 
@@ -425,5 +430,283 @@ general_settings:
 	want = tableCost(t, "bedrock", "cohere.embed-english-v3", usage.Usage{Prompt: cohere.PromptTokens})
 	if cohere.PromptTokens <= 0 || !cohere.UsageEstimated || !near(cohere.Cost, want) || cohere.Cost <= 0 {
 		t.Fatalf("cohere booked %+v, want its counted tokens at %v", cohere, want)
+	}
+}
+
+// bedrockOnChecker serves a config of bedrock deployments (BASE stands for
+// the upstream's address) on the mock behind the SigV4 checker.
+func bedrockOnChecker(t *testing.T, models string, settings ...string) (*spendEnv, *sigv4Checker) {
+	t.Helper()
+	chk := &sigv4Checker{next: mockupstream.New(mockupstream.Options{}), keys: map[string]config.AWSCredentials{
+		"AKIADEPLOY": {AccessKeyID: "AKIADEPLOY", SecretAccessKey: "deploy-secret", Region: "us-east-1"},
+	}}
+	up := httptest.NewServer(chk)
+	t.Cleanup(up.Close)
+	yaml := "model_list:\n" + strings.ReplaceAll(models, "BASE", up.URL) + "general_settings:\n  master_key: sk-1234\n" + strings.Join(settings, "")
+	cfg, err := config.Parse("p.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveEnv(t, cfg, sqliteStore(t)), chk
+}
+
+func (c *sigv4Checker) reached() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.paths)
+}
+
+const bedrockSonnet = `{model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0, aws_access_key_id: AKIADEPLOY, aws_secret_access_key: deploy-secret, aws_region_name: us-east-1, api_base: "BASE"`
+
+// TestBedrockPassThroughPathNamesTheModel: on /bedrock/model/{modelId}/...
+// the path's model is the one called, checked and priced; a body naming
+// another is refused before Bedrock, and a key without the path's model is
+// refused whatever the body says.
+func TestBedrockPassThroughPathNamesTheModel(t *testing.T) {
+	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n")
+	key := newKey(t, e, `{"models": ["meta.llama3-8b-instruct-v1:0"], "max_budget": 5}`)
+	const opus = "/bedrock/model/anthropic.claude-3-opus-20240229-v1%3A0/converse"
+	const turn = `"messages":[{"role":"user","content":[{"text":"opus on a llama key"}]}],"inferenceConfig":{"maxTokens":20}`
+	resp, raw := e.send(t, opus, key, "application/json", `{"model":"meta.llama3-8b-instruct-v1:0",`+turn+`}`)
+	if resp.StatusCode != 400 || !strings.Contains(string(raw), `"param":"model"`) || chk.reached() != 0 {
+		t.Fatalf("a body naming another model than the path: %d %s; %d requests reached Bedrock", resp.StatusCode, raw, chk.reached())
+	}
+	resp, raw = e.send(t, opus, key, "application/json", `{`+turn+`}`)
+	if resp.StatusCode != 403 || chk.reached() != 0 {
+		t.Fatalf("a llama-only key calling opus by path: %d %s; %d requests reached Bedrock", resp.StatusCode, raw, chk.reached())
+	}
+	// The same model named both ways is the path's, and is served.
+	opusKey := newKey(t, e, `{"models": ["anthropic.claude-3-opus-20240229-v1:0"], "max_budget": 5}`)
+	resp, raw = e.send(t, opus, opusKey, "application/json", `{"model":"anthropic.claude-3-opus-20240229-v1:0",`+turn+`}`)
+	if resp.StatusCode != 200 || chk.reached() != 1 {
+		t.Fatalf("body and path naming the same model: %d %s", resp.StatusCode, raw)
+	}
+	for _, r := range spendRows(t, e, key) {
+		if r.Cost != 0 {
+			t.Fatalf("a refused call was charged: %+v", r)
+		}
+	}
+	if rows := spendRows(t, e, opusKey); len(rows) != 1 || rows[0].ModelGroup != "anthropic.claude-3-opus-20240229-v1:0" || rows[0].Cost <= 0 {
+		t.Fatalf("the path's model was booked as %+v", rows)
+	}
+}
+
+// TestBedrockInferenceProfileARN: a deployment naming its model by an
+// inference profile's ARN is booked at its model's price; one naming a
+// provisioned model's ARN is unpriced, so unpriced_models: refuse keeps a
+// budgeted key from it before Bedrock.
+func TestBedrockInferenceProfileARN(t *testing.T) {
+	const profile = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0"
+	const provisioned = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abc123"
+	arn := func(id string) string {
+		return strings.Replace(bedrockSonnet, "anthropic.claude-3-5-sonnet-20240620-v1:0", id, 1)
+	}
+	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+arn(profile)+"}\n"+
+		"  - model_name: mine\n    litellm_params: "+arn(provisioned)+"}\n", "  unpriced_models: refuse\n")
+	key := newKey(t, e, `{"max_budget": 5}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"mine","max_tokens":10,"messages":[{"role":"user","content":"priced?"}]}`)
+	if resp.StatusCode != 400 || chk.reached() != 0 {
+		t.Fatalf("an unpriced ARN under unpriced_models: refuse: %d %v; %d requests reached Bedrock", resp.StatusCode, out, chk.reached())
+	}
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"priced?"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("ARN chat: %d %v", resp.StatusCode, out)
+	}
+	if path, _ := chk.last(); !strings.Contains(path, "inference-profile%2Fus.anthropic") {
+		t.Fatalf("the ARN reached Bedrock as %s", path)
+	}
+	want, _ := pricing.Lookup("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0")
+	var served []store.SpendLog
+	for _, r := range spendRows(t, e, key) {
+		if r.Status == 200 {
+			served = append(served, r)
+		}
+	}
+	if len(served) != 1 || served[0].Cost <= 0 || math.Abs(served[0].Cost-want.Cost(usage.Usage{Prompt: served[0].PromptTokens, Completion: served[0].CompletionTokens})) > 1e-12 {
+		t.Fatalf("ARN deployment booked %+v, want it priced as its model", served)
+	}
+}
+
+// TestBedrockBadMessagesRefused: messages Converse cannot take as OpenAI
+// would refuse them are refused with a 400 naming messages before Bedrock:
+// image bytes that are not base64, a tool message answering no tool call.
+func TestBedrockBadMessagesRefused(t *testing.T) {
+	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n")
+	key := newKey(t, e, `{"max_budget": 5}`)
+	for _, msgs := range []string{
+		`[{"role":"user","content":[{"type":"text","text":"x"},{"type":"image_url","image_url":{"url":"data:image/png;base64,\"}not base64 at all!!"}}]}]`,
+		`[{"role":"tool","content":"orphan result"}]`,
+	} {
+		resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","max_tokens":10,"messages":`+msgs+`}`)
+		errObj, _ := out["error"].(map[string]any)
+		if n := chk.reached(); n != 0 || resp.StatusCode != 400 || errObj["param"] != "messages" {
+			t.Fatalf("%s: %d %v; %d requests reached Bedrock (want 0)", msgs, resp.StatusCode, out, n)
+		}
+	}
+}
+
+// TestBedrockMessagesStreamException: an exception frame mid-stream
+// reaches an Anthropic Messages client as Anthropic's error event
+// (event: error, {"type":"error","error":{...}}), not in OpenAI's shape,
+// and ends its stream; what was streamed is booked.
+func TestBedrockMessagesStreamException(t *testing.T) {
+	e, _ := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+", headers: {x-mock-stream-exception: throttlingException}}\n")
+	key := newKey(t, e, `{"max_budget": 5}`)
+	req, _ := http.NewRequest("POST", e.url+"/v1/messages", strings.NewReader(`{"model":"claude","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"cut short"}]}`))
+	req.Header.Set("x-api-key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(raw), "event: error") || !strings.Contains(string(raw), `"type":"error"`) {
+		t.Fatalf("a Messages stream cut by an exception: %d %s", resp.StatusCode, raw)
+	}
+	if strings.Contains(string(raw), "event: message_stop") || strings.Contains(string(raw), `"code":`) {
+		t.Fatalf("a stream cut by an exception ended like a whole answer, or in OpenAI's error shape: %s", raw)
+	}
+	if rows := spendRows(t, e, key); len(rows) != 1 {
+		t.Fatalf("a stream cut by an exception booked %+v", rows)
+	}
+}
+
+// TestBedrockUncappedChatHeldToItsBound: a chat request without
+// max_tokens holds the table's maximum output; that bound reaches Converse
+// as inferenceConfig.maxTokens, so Bedrock cannot answer (and bill) more
+// than the gateway books.
+func TestBedrockUncappedChatHeldToItsBound(t *testing.T) {
+	var mu sync.Mutex
+	var got string
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = string(b)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"output":{"message":{"role":"assistant","content":[{"text":"a very long answer"}]}},"stopReason":"end_turn","usage":{"inputTokens":10,"outputTokens":60000,"totalTokens":60010}}`)
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("c.yaml", []byte("model_list:\n  - model_name: claude\n    litellm_params: "+strings.ReplaceAll(bedrockSonnet, "BASE", up.URL)+"}\ngeneral_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{"max_budget": 50}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","messages":[{"role":"user","content":"write a lot"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, out)
+	}
+	rows := spendRows(t, e, key)
+	mu.Lock()
+	body := got
+	mu.Unlock()
+	bound := provider.BedrockMaxOutput("anthropic.claude-3-5-sonnet-20240620-v1:0")
+	if !strings.Contains(body, fmt.Sprintf(`"maxTokens":%d`, bound)) {
+		t.Fatalf("Converse was not held to the %d output tokens the hold was sized on: %s", bound, body)
+	}
+	if len(rows) != 1 || rows[0].CompletionTokens != bound || rows[0].Cost <= 0 {
+		t.Fatalf("an answer past the bound sent was booked as %+v, want %d output tokens", rows, bound)
+	}
+}
+
+// TestBedrockResponsesMaxOutputTokens: a Responses client's
+// max_output_tokens reaches Converse as inferenceConfig.maxTokens (the
+// hold was sized on it).
+func TestBedrockResponsesMaxOutputTokens(t *testing.T) {
+	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n")
+	key := newKey(t, e, `{"max_budget": 5}`)
+	resp, out := e.post(t, "/v1/responses", key, `{"model":"claude","max_output_tokens":17,"input":"violet indigo"}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("responses: %d %v", resp.StatusCode, out)
+	}
+	if _, body := chk.last(); !strings.Contains(body, `"maxTokens":17`) {
+		t.Fatalf("max_output_tokens 17 did not reach Converse: %s", body)
+	}
+}
+
+// TestBedrockDefaultModeCapsOutput: a Bedrock request capped in the
+// default budget mode gets inferenceConfig.maxTokens (docs/providers.md).
+// It needs OpConverse in the gateway's canCap (internal/gateway/meter.go).
+// With one request in flight on a key whose budget cannot hold the
+// second's worst case (and that first one uncovered, holding its learned
+// estimate), the second is served capped, as a chat deployment's is,
+// not refused.
+func TestBedrockDefaultModeCapsOutput(t *testing.T) {
+	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n"+
+		"  - model_name: slow\n    litellm_params: "+bedrockSonnet+`, headers: {x-mock-delay-ms: "15000"}}`+"\n")
+	// The slow deployment learns its answers are one token long.
+	if resp, out := e.post(t, "/v1/chat/completions", newKey(t, e, `{}`), `{"model":"slow","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 {
+		t.Fatalf("warm-up: %d %v", resp.StatusCode, out)
+	}
+	key := newKey(t, e, `{"max_budget": 0.05}`)
+	seen := chk.reached()
+	done := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(`{"model":"slow","messages":[{"role":"user","content":"hold"}]}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	for deadline := time.Now().Add(30 * time.Second); chk.reached() == seen; {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow request never reached Bedrock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","messages":[{"role":"user","content":"capped please"}]}`)
+	_, body := chk.last()
+	capped := resp.Header.Get("X-Tollgate-Output-Capped")
+	<-done
+	if resp.StatusCode != 200 || capped == "" || !strings.Contains(body, fmt.Sprintf(`"maxTokens":%s`, capped)) {
+		t.Fatalf("second request: %d capped %q %v; upstream body %s", resp.StatusCode, capped, out, body)
+	}
+}
+
+// TestBedrockStreamCutByBadChecksum: a ConverseStream whose third frame
+// has a bad checksum: the client's stream ends with an error (not a clean
+// [DONE] as if complete) and the answer is booked.
+func TestBedrockStreamCutByBadChecksum(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/vnd.amazon.eventstream")
+		enc := eventstream.NewEncoder()
+		frame := func(name, payload string) []byte {
+			var b bytes.Buffer
+			var h eventstream.Headers
+			h.Set(":message-type", eventstream.StringValue("event"))
+			h.Set(":event-type", eventstream.StringValue(name))
+			h.Set(":content-type", eventstream.StringValue("application/json"))
+			_ = enc.Encode(&b, eventstream.Message{Headers: h, Payload: []byte(payload)})
+			return b.Bytes()
+		}
+		w.Write(frame("messageStart", `{"role":"assistant"}`))
+		w.Write(frame("contentBlockDelta", `{"contentBlockIndex":0,"delta":{"text":"partial answer "}}`))
+		bad := frame("contentBlockDelta", `{"contentBlockIndex":0,"delta":{"text":"corrupted"}}`)
+		bad[len(bad)-1] ^= 0xff // the message CRC no longer holds
+		w.Write(bad)
+		w.Write(frame("messageStop", `{"stopReason":"end_turn"}`))
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("c.yaml", []byte("model_list:\n  - model_name: claude\n    litellm_params: "+strings.ReplaceAll(bedrockSonnet, "BASE", up.URL)+"}\ngeneral_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{"max_budget": 5}`)
+	resp, raw := e.send(t, "/v1/chat/completions", key, "application/json", `{"model":"claude","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+	if resp.StatusCode != 200 || !strings.Contains(string(raw), "partial answer") {
+		t.Fatalf("stream: %d %s", resp.StatusCode, raw)
+	}
+	rows := spendRows(t, e, key)
+	if len(rows) != 1 || rows[0].Cost <= 0 || rows[0].CompletionTokens <= 0 {
+		t.Fatalf("a stream cut by a bad CRC booked %+v", rows)
+	}
+	if strings.Contains(string(raw), "[DONE]") && !strings.Contains(string(raw), `"error"`) {
+		t.Fatalf("a stream cut by a bad CRC ended like a whole answer: %s", raw)
 	}
 }

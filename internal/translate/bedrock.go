@@ -2,8 +2,10 @@ package translate
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -121,7 +123,11 @@ type cvChatRequest struct {
 // response_format's json_schema the outputConfig, and max_tokens,
 // temperature, top_p and stop the inferenceConfig. Consecutive turns of one
 // role are merged, as Converse wants them alternating.
-func ChatToConverse(body []byte) ([]byte, error) {
+//
+// A request that sets no max_tokens gets maxTokens = maxOut: Bedrock would
+// otherwise answer up to the model's own limit, which may be longer than
+// the output the gateway's budget hold was sized on (and can book).
+func ChatToConverse(body []byte, maxOut int64) ([]byte, error) {
 	var in cvChatRequest
 	if err := json.Unmarshal(body, &in); err != nil {
 		return nil, fmt.Errorf("request: %w", err)
@@ -130,6 +136,9 @@ func ChatToConverse(body []byte) ([]byte, error) {
 	ic := cvInference{Temperature: in.Temperature, TopP: in.TopP, MaxTokens: in.MaxTokens}
 	if in.MaxCompletionTokens != nil {
 		ic.MaxTokens = in.MaxCompletionTokens
+	}
+	if (ic.MaxTokens == nil || *ic.MaxTokens <= 0) && maxOut > 0 {
+		ic.MaxTokens = &maxOut
 	}
 	stop, err := oaStop(in.Stop)
 	if err != nil {
@@ -178,6 +187,11 @@ func ChatToConverse(body []byte) ([]byte, error) {
 			}
 			add("assistant", blocks...)
 		case "tool", "function":
+			if m.ToolCallID == "" {
+				// Converse pairs a toolResult with its toolUse by id: one
+				// without an id is an answer to nothing, which OpenAI refuses.
+				return nil, fmt.Errorf("messages[%d]: a %s message needs the tool_call_id of the assistant tool call it answers", i, m.Role)
+			}
 			var text strings.Builder
 			for _, b := range blocks {
 				text.WriteString(b.Text)
@@ -305,6 +319,11 @@ func cvImageOf(u string) (*cvImage, error) {
 		format = "jpeg"
 	default:
 		return nil, fmt.Errorf("image type %q: bedrock takes png, jpeg, gif or webp", mt)
+	}
+	// Converse carries the bytes as base64 too: read them here, so that a
+	// payload that is not base64 is refused before it reaches Bedrock.
+	if _, err := io.Copy(io.Discard, base64.NewDecoder(base64.StdEncoding, strings.NewReader(data))); err != nil || data == "" {
+		return nil, fmt.Errorf("image data: URL is not base64 image bytes")
 	}
 	img := &cvImage{Format: format}
 	img.Source.Bytes = data

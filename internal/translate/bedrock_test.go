@@ -42,7 +42,7 @@ func TestChatToConverse(t *testing.T) {
 	"tools":[{"type":"function","function":{"name":"top_song","description":"Get the most popular song played on a radio station.","parameters":{"type":"object","properties":{"sign":{"type":"string"}},"required":["sign"]}}}],
 	"tool_choice":"required",
 	"response_format":{"type":"json_schema","json_schema":{"name":"song","schema":{"type":"object","properties":{"title":{"type":"string"}}}}}}`
-	b, err := ChatToConverse([]byte(in))
+	b, err := ChatToConverse([]byte(in), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestChatToConverse(t *testing.T) {
 	"outputConfig":{"textFormat":{"type":"json_schema","structure":{"jsonSchema":{"schema":"{\"type\":\"object\",\"properties\":{\"title\":{\"type\":\"string\"}}}","name":"song"}}}}
 	}`)
 
-	named, err := ChatToConverse([]byte(`{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"f"}}}`))
+	named, err := ChatToConverse([]byte(`{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"f"}}}`), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +70,33 @@ func TestChatToConverse(t *testing.T) {
 		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/cat.png"}}]}]}`,
 		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/tiff;base64,AAAA"}}]}]}`,
 		`{"messages":[{"role":"user","content":"x"}],"stop":5}`, `[1]`} {
-		if _, err := ChatToConverse([]byte(bad)); err == nil {
+		if _, err := ChatToConverse([]byte(bad), 0); err == nil {
 			t.Errorf("%s: accepted", bad)
+		}
+	}
+	// A request without max_tokens is held to the bound it was given; one
+	// with max_tokens keeps it.
+	for in, want := range map[string]string{
+		`{"messages":[{"role":"user","content":"x"}]}`:                 `{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"maxTokens":8192}}`,
+		`{"messages":[{"role":"user","content":"x"}],"max_tokens":0}`:  `{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"maxTokens":8192}}`,
+		`{"messages":[{"role":"user","content":"x"}],"max_tokens":10}`: `{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"maxTokens":10}}`,
+	} {
+		b, err := ChatToConverse([]byte(in), 8192)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cvSameJSON(t, b, want)
+	}
+	// Bad messages are refused naming the message: image bytes that are
+	// not base64, a tool result answering no tool call.
+	for _, bad := range []string{
+		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,\"}not base64!!"}}]}]}`,
+		`{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,"}}]}]}`,
+		`{"messages":[{"role":"tool","content":"orphan result"}]}`,
+		`{"messages":[{"role":"user","content":"x"},{"role":"tool","tool_call_id":"","content":"orphan result"}]}`,
+	} {
+		if _, err := ChatToConverse([]byte(bad), 0); err == nil || !strings.HasPrefix(err.Error(), "messages[") {
+			t.Errorf("%s: %v, want an error naming messages", bad, err)
 		}
 	}
 }
@@ -310,7 +335,7 @@ func FuzzBedrock(f *testing.F) {
 	f.Add([]byte(`{"embeddings":{"float":[[1]]},"message":"m"}`), 429)
 	f.Add([]byte("event: contentBlockStart\ndata: {\"contentBlockIndex\":1,\"start\":{\"toolUse\":{\"toolUseId\":\"t\",\"name\":\"f\"}}}\n\nevent: contentBlockDelta\ndata: {\"contentBlockIndex\":1,\"delta\":{\"toolUse\":{\"input\":\"{\"}}}\n\nevent: metadata\ndata: {\"usage\":{\"inputTokens\":1}}\n\nevent: validationException\ndata: {\"message\":\"x\"}\n\n"), 0)
 	f.Fuzz(func(t *testing.T, in []byte, status int) {
-		if out, err := ChatToConverse(in); err == nil && !json.Valid(out) {
+		if out, err := ChatToConverse(in, 4096); err == nil && !json.Valid(out) {
 			t.Fatalf("ChatToConverse(%q) = %q", in, out)
 		}
 		for _, model := range []string{"amazon.titan-embed-text-v2:0", "cohere.embed-english-v3"} {

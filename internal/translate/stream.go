@@ -183,13 +183,14 @@ type chatToMessages struct {
 	usage     usage.Usage
 	hasUsage  bool
 	chunks    int
-	done      bool
+	done      bool // the stream is closed: finished, or ended by an error
 }
 
 // ChatToMessagesStream translates OpenAI chat.completion.chunk events into
 // Anthropic's event sequence (message_start, content_block_start/delta/stop,
 // message_delta with the usage, message_stop). The upstream must have been
-// asked for its usage chunk (stream_options.include_usage).
+// asked for its usage chunk (stream_options.include_usage). An error event
+// ({"error":{...}}) becomes Anthropic's error event and ends the stream.
 func ChatToMessagesStream(model string) Stream {
 	return &chatToMessages{model: model, open: -1, toolBlock: map[int]int{}}
 }
@@ -241,11 +242,21 @@ func (s *chatToMessages) Event(ev, out []byte) []byte {
 			} `json:"delta"`
 			FinishReason *string `json:"finish_reason"`
 		} `json:"choices"`
-		Usage *usage.OpenAI    `json:"usage"`
-		Error *json.RawMessage `json:"error"`
+		Usage *usage.OpenAI `json:"usage"`
+		Error *struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+		} `json:"error"`
 	}
-	if json.Unmarshal(data, &c) != nil {
+	if s.done || json.Unmarshal(data, &c) != nil {
 		return out
+	}
+	if c.Error != nil {
+		// Cut short: no message_stop, which would tell the client the
+		// answer is whole.
+		s.done = true
+		return appendEvent(out, "error", map[string]any{"type": "error",
+			"error": map[string]string{"type": anthropicStreamErrorType(c.Error.Type), "message": c.Error.Message}})
 	}
 	if s.id == "" && c.ID != "" {
 		s.id = "msg_" + strings.TrimPrefix(c.ID, "chatcmpl-")
@@ -313,6 +324,16 @@ func (s *chatToMessages) End(out []byte) []byte {
 		return out
 	}
 	return s.finish(out)
+}
+
+// anthropicStreamErrorType is an OpenAI error type as Anthropic's: the
+// types both APIs name alike are kept, any other is an api_error.
+func anthropicStreamErrorType(t string) string {
+	switch t {
+	case "invalid_request_error", "authentication_error", "permission_error", "not_found_error", "rate_limit_error", "overloaded_error":
+		return t
+	}
+	return "api_error"
 }
 
 func (s *chatToMessages) Usage() (usage.Usage, bool) { return s.usage, s.hasUsage }

@@ -259,3 +259,28 @@ func TestChatToMessagesStreamWithoutIndex(t *testing.T) {
 		t.Fatalf("%d tool_use blocks for two calls:\n%s", n, out)
 	}
 }
+
+// TestChatToMessagesStreamError: an OpenAI error event mid-stream reaches
+// an Anthropic client as its error event, and the stream ends there: no
+// message_stop (which would say the answer is whole), nothing after it.
+func TestChatToMessagesStreamError(t *testing.T) {
+	for _, tt := range []struct{ oaType, anType string }{{"rate_limit_error", "rate_limit_error"}, {"server_error", "api_error"}} {
+		out := run(ChatToMessagesStream("m"),
+			"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"partial\"}}]}\n\n",
+			"data: {\"error\":{\"message\":\"Too many requests\",\"type\":\""+tt.oaType+"\",\"param\":null,\"code\":\"throttlingException\"}}\n\n",
+			"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"after\"},\"finish_reason\":\"stop\"}]}\n\n",
+			"data: [DONE]\n\n")
+		events := strings.Split(strings.TrimSpace(out), "\n\n")
+		name, data := parseEvent([]byte(events[len(events)-1]))
+		var e struct {
+			Type  string `json:"type"`
+			Error struct{ Type, Message string }
+		}
+		if err := json.Unmarshal(data, &e); err != nil || name != "error" || e.Type != "error" || e.Error.Type != tt.anType || e.Error.Message != "Too many requests" {
+			t.Fatalf("%s: the stream ended with %q %s, want Anthropic's error event:\n%s", tt.oaType, name, data, out)
+		}
+		if strings.Contains(out, "message_stop") || strings.Contains(out, "after") {
+			t.Fatalf("%s: the stream went on after its error:\n%s", tt.oaType, out)
+		}
+	}
+}
