@@ -30,7 +30,7 @@ var (
 		},
 		response: func(body []byte) ([]byte, usage.Usage, error) { return translate.ConverseToCompletion(body, "") },
 		stream:   func(req *request) translate.Stream { return translate.ConverseToChatStream(req.model, req.clientUsage) },
-		errTyped: bedrockError,
+		errBody:  bedrockError,
 	}
 
 	// An OpenAI embeddings request to a Bedrock deployment: InvokeModel in
@@ -41,7 +41,7 @@ var (
 			return translate.EmbeddingsToBedrock(req.obj.Body(), provider.BedrockModelID(model))
 		},
 		response: translate.BedrockEmbeddingToOpenAI,
-		errTyped: bedrockError,
+		errBody:  bedrockError,
 	}
 )
 

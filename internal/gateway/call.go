@@ -283,12 +283,8 @@ func (c *call) attempts(grp *router.Group) error {
 				}
 				break
 			}
-			switch {
-			case f.body == nil:
-			case wr.errTyped != nil:
-				f.body = wr.errTyped(f.status, f.header, f.body)
-			case wr.errBody != nil:
-				f.body = wr.errBody(f.status, f.body)
+			if wr.errBody != nil && f.body != nil {
+				f.body = wr.errBody(f.status, f.header, f.body)
 			}
 			if !f.retryable {
 				return c.writeFailure(f)

@@ -30,7 +30,7 @@ func chatViaCohere(t *provider.Target) wire {
 		},
 		response: func(body []byte) ([]byte, usage.Usage, error) { return translate.CohereToCompletion(body, model) },
 		stream:   func(req *request) translate.Stream { return translate.CohereToChatStream(model, req.clientUsage) },
-		errBody:  translate.CohereErrorToOpenAI,
+		errBody:  bodyOnly(translate.CohereErrorToOpenAI),
 	}
 }
 
@@ -44,6 +44,6 @@ func embeddingsViaCohere(t *provider.Target) wire {
 			return translate.EmbeddingsToCohere(req.obj.Body(), upstream)
 		},
 		response: func(body []byte) ([]byte, usage.Usage, error) { return translate.CohereToEmbeddings(body, model) },
-		errBody:  translate.CohereErrorToOpenAI,
+		errBody:  bodyOnly(translate.CohereErrorToOpenAI),
 	}
 }

@@ -18,7 +18,7 @@ var (
 		},
 		response: func(body []byte) ([]byte, usage.Usage, error) { return translate.GeminiToCompletion(body, "") },
 		stream:   func(req *request) translate.Stream { return translate.GeminiToChatStream("", req.clientUsage) },
-		errBody:  translate.GeminiErrorToOpenAI,
+		errBody:  bodyOnly(translate.GeminiErrorToOpenAI),
 	}
 )
 
@@ -37,6 +37,6 @@ func geminiEmbeddings(t *provider.Target) wire {
 			return translate.EmbeddingsToGemini(req.obj.Body(), upstream)
 		},
 		response: func(body []byte) ([]byte, usage.Usage, error) { return translate.GeminiToEmbeddings(body, model) },
-		errBody:  translate.GeminiErrorToOpenAI,
+		errBody:  bodyOnly(translate.GeminiErrorToOpenAI),
 	}
 }

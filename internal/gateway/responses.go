@@ -240,8 +240,7 @@ func (c *call) responsesThrough(cw wire) wire {
 		stream: func(req *request) translate.Stream {
 			return translate.Chain(cw.stream(&request{model: req.model, stream: true, clientUsage: true}), translate.ChatToResponsesStream(req.obj.Body()))
 		},
-		errBody:  cw.errBody,
-		errTyped: cw.errTyped,
+		errBody: cw.errBody,
 	}
 }
 

@@ -19,7 +19,7 @@ func onVertex(w wire, t *provider.Target) wire {
 		return w
 	}
 	if !w.anthropicClient {
-		w.errBody = translate.GeminiErrorToOpenAI // Google's errors, else Anthropic's
+		w.errBody = bodyOnly(translate.GeminiErrorToOpenAI) // Google's errors, else Anthropic's
 	}
 	inner := w.body
 	w.body = func(req *request, model string, askUsage bool) ([]byte, error) {

@@ -21,12 +21,9 @@ type wire struct {
 	// stream makes the per-request event translator; nil passes OpenAI
 	// events through.
 	stream func(req *request) translate.Stream
-	// errBody converts an upstream error body; nil keeps it.
-	errBody func(status int, body []byte) []byte
-	// errTyped, when set, converts an upstream error body in errBody's
-	// stead, for upstreams that name the error in a header (Bedrock's
-	// x-amzn-ErrorType).
-	errTyped func(status int, h http.Header, body []byte) []byte
+	// errBody converts an upstream error body (with its headers, where an
+	// upstream names the error: Bedrock's x-amzn-ErrorType); nil keeps it.
+	errBody func(status int, h http.Header, body []byte) []byte
 	// anthropicClient: the client speaks Anthropic's Messages API (errors
 	// the gateway writes into its stream take Anthropic's shape).
 	anthropicClient bool
@@ -48,7 +45,7 @@ var (
 		},
 		response: translate.MessageToCompletion,
 		stream:   func(req *request) translate.Stream { return translate.MessagesToChatStream(req.clientUsage) },
-		errBody:  translate.ErrorToOpenAI,
+		errBody:  bodyOnly(translate.ErrorToOpenAI),
 	}
 
 	// An Anthropic Messages request to a deployment that speaks it.
@@ -62,7 +59,7 @@ var (
 			return body, u, nil
 		},
 		stream:          func(*request) translate.Stream { return translate.MessagesPassthrough() },
-		errBody:         translate.ErrorToAnthropic,
+		errBody:         bodyOnly(translate.ErrorToAnthropic),
 		anthropicClient: true,
 	}
 
@@ -82,7 +79,7 @@ var (
 		},
 		response:        translate.CompletionToMessage,
 		stream:          func(req *request) translate.Stream { return translate.ChatToMessagesStream(req.model) },
-		errBody:         translate.ErrorToAnthropic,
+		errBody:         bodyOnly(translate.ErrorToAnthropic),
 		anthropicClient: true,
 	}
 )
@@ -115,18 +112,13 @@ func messagesThrough(cw wire) wire {
 		stream: func(req *request) translate.Stream {
 			return translate.Chain(cw.stream(&request{model: req.model, stream: true, clientUsage: true}), translate.ChatToMessagesStream(req.model))
 		},
-		errBody: func(status int, body []byte) []byte {
+		errBody: func(status int, h http.Header, body []byte) []byte {
 			if cw.errBody != nil {
-				body = cw.errBody(status, body)
+				body = cw.errBody(status, h, body)
 			}
 			return translate.ErrorToAnthropic(status, body)
 		},
 		anthropicClient: true,
-	}
-	if cw.errTyped != nil {
-		w.errTyped = func(status int, h http.Header, body []byte) []byte {
-			return translate.ErrorToAnthropic(status, cw.errTyped(status, h, body))
-		}
 	}
 	return w
 }
@@ -193,4 +185,9 @@ func wireFor(op provider.Op, t *provider.Target) (wire, bool) {
 func translatedUsage(u usage.Usage) usage.Usage {
 	u.Reasoning = 0
 	return u
+}
+
+// bodyOnly is an error converter that reads the body alone, as an errBody.
+func bodyOnly(f func(status int, body []byte) []byte) func(int, http.Header, []byte) []byte {
+	return func(status int, _ http.Header, body []byte) []byte { return f(status, body) }
 }
