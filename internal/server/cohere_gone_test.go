@@ -12,7 +12,6 @@ import (
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
-	"github.com/tollgate/tollgate/internal/store"
 )
 
 // TestCohereStreamClientGoneIsCharged: a client that leaves a Cohere
@@ -56,14 +55,7 @@ general_settings:
 	}
 	cancel() // the client walks away mid-stream
 	resp.Body.Close()
-	var logs []store.SpendLog
-	for i := 0; i < 1200 && len(logs) == 0; i++ { // up to 30 s
-		e.srv.writer.Flush()
-		logs, _, _ = st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
-		if len(logs) == 0 {
-			time.Sleep(25 * time.Millisecond)
-		}
-	}
+	logs := awaitSpendRows(e.srv, st, key)
 	if len(logs) != 1 || logs[0].Status != 499 || logs[0].PromptTokens <= 0 || logs[0].CompletionTokens < 2 || logs[0].Cost <= 0 {
 		t.Fatalf("abandoned stream booked as %+v", logs)
 	}

@@ -489,14 +489,7 @@ func TestResponsesFailuresAndAbandonedStreams(t *testing.T) {
 			cancel() // the client walks away mid-stream
 			resp.Body.Close()
 			// The gateway books the call once it sees the client gone.
-			var logs []store.SpendLog
-			for i := 0; i < 1200 && len(logs) == 0; i++ { // up to 30 s
-				e.srv.writer.Flush()
-				logs, _, _ = st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
-				if len(logs) == 0 {
-					time.Sleep(25 * time.Millisecond)
-				}
-			}
+			logs := awaitSpendRows(e.srv, st, key)
 			if len(logs) != 1 || logs[0].Status != 499 || logs[0].CompletionTokens < 2 || logs[0].Cost <= 0 {
 				t.Fatalf("abandoned stream booked as %+v", logs)
 			}
@@ -803,4 +796,18 @@ func TestStoredResponseCallsBooked(t *testing.T) {
 	if len(e.keyRows(t, key)) != 3 || types["aget_responses"] != 1 || types["adelete_responses"] != 1 {
 		t.Fatalf("spend rows by call type %v, want the create, one aget_responses and one adelete_responses", types)
 	}
+}
+
+// awaitSpendRows waits (up to 30 s, flushing the spend writer) for the
+// first spend rows of key, and returns them: none when the bound passed.
+func awaitSpendRows(srv *Server, st store.Store, key string) []store.SpendLog {
+	var logs []store.SpendLog
+	for i := 0; i < 1200 && len(logs) == 0; i++ {
+		srv.writer.Flush()
+		logs, _, _ = st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+		if len(logs) == 0 {
+			time.Sleep(25 * time.Millisecond)
+		}
+	}
+	return logs
 }

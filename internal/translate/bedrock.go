@@ -552,18 +552,7 @@ func BedrockErrorToOpenAI(status int, errType string, body []byte) []byte {
 	}
 	typ := bedrockErrorType(name)
 	if name == "" || typ == "api_error" {
-		switch {
-		case status == 401 || status == 403:
-			typ = "authentication_error"
-		case status == 404:
-			typ = "not_found_error"
-		case status == 429:
-			typ = "rate_limit_error"
-		case status >= 500:
-			typ = "api_error"
-		default:
-			typ = "invalid_request_error"
-		}
+		typ = oaErrorType(status)
 	}
 	var code any = name
 	if name == "" {

@@ -284,17 +284,7 @@ func CohereErrorToOpenAI(status int, body []byte) []byte {
 	if json.Unmarshal(body, &in) != nil || in.Message == nil {
 		return ErrorToOpenAI(status, body)
 	}
-	typ := "invalid_request_error"
-	switch {
-	case status == 401 || status == 403:
-		typ = "authentication_error"
-	case status == 404:
-		typ = "not_found_error"
-	case status == 429:
-		typ = "rate_limit_error"
-	case status >= 500:
-		typ = "api_error"
-	}
+	typ := oaErrorType(status)
 	out, _ := json.Marshal(map[string]any{"error": map[string]any{"message": *in.Message, "type": typ, "param": nil, "code": fmt.Sprint(status)}})
 	return out
 }

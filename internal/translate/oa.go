@@ -61,3 +61,19 @@ func oaParts(content json.RawMessage) ([]oaPart, error) {
 	}
 	return parts, nil
 }
+
+// oaErrorType is OpenAI's error type for an upstream's error status, for
+// providers whose errors name no type OpenAI's clients know.
+func oaErrorType(status int) string {
+	switch {
+	case status == 401 || status == 403:
+		return "authentication_error"
+	case status == 404:
+		return "not_found_error"
+	case status == 429:
+		return "rate_limit_error"
+	case status >= 500:
+		return "api_error"
+	}
+	return "invalid_request_error"
+}
