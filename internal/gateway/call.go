@@ -46,6 +46,11 @@ type call struct {
 
 	retries, fellBack int
 	rs                *responsesCall // a Responses request's stored-response state; nil: none
+	meta              callMeta       // tags and the request's metadata, for the logs
+	// err is what ended the call, when not an answer (finish sets it);
+	// upstreamErr the body of an upstream failure passed on to the client.
+	err         error
+	upstreamErr []byte
 }
 
 // serve is the request path: authenticate, decode, route, admit, attempt
@@ -128,7 +133,7 @@ func (c *call) decode() error {
 	if c.req.user != "" {
 		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)
 	}
-	return nil
+	return c.readMeta()
 }
 
 // region is the end user's allowed_model_region; "" allows any.
@@ -409,6 +414,7 @@ func (c *call) finish(err error) {
 		status = 499
 	case err != nil && !errors.Is(err, errResponded):
 		status = apierror.From(err).Status
+		c.err = err
 	}
 	if o := c.g.opts.Observer; o != nil {
 		o.finished(c, status)
@@ -421,6 +427,7 @@ func (c *call) writeFailure(f *failure) error {
 		return f.err
 	}
 	c.res.status = f.status
+	c.upstreamErr = f.body
 	copyHeader(c.w.Header(), f.header)
 	c.w.Header().Set("Content-Length", strconv.Itoa(len(f.body)))
 	c.w.WriteHeader(f.status)

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -22,7 +23,10 @@ type Observer interface {
 type Telemetry struct {
 	Log     *slog.Logger     // the request log line; none when nil
 	Metrics *metrics.Metrics // none when nil
-	served  nameSet          // model names a wildcard group served, as metric labels
+	// Callbacks takes a payload of every call its sinks want (LiteLLM's
+	// success_callback, failure_callback, callbacks); none when nil.
+	Callbacks callback.Publisher
+	served    nameSet // model names a wildcard group served, as metric labels
 }
 
 func (o *Telemetry) retried(group string) {
@@ -84,6 +88,9 @@ func (o *Telemetry) finished(c *call, status int) {
 			slog.Duration("latency", total),
 			slog.Duration("overhead", overhead),
 		)
+	}
+	if cb := o.Callbacks; cb != nil && cb.Wants(status >= 400 || status == 0) {
+		cb.Publish(c.payload(status))
 	}
 	if m := o.Metrics; m != nil {
 		mr := metrics.Request{
