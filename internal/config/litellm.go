@@ -146,6 +146,17 @@ type LiteLLMSettings struct {
 	// off from Redis spends its share of each budget) or "fail_closed"
 	// (budgeted requests get 503 until Redis is back).
 	BudgetOnRedisFailure string `yaml:"budget_on_redis_failure"`
+
+	// Callbacks, SuccessCallback and FailureCallback name the logging
+	// services (LiteLLM's names: otel, langfuse, datadog, s3, generic_api
+	// or a callback_settings entry) that get every request, the successes,
+	// and the failures.
+	Callbacks       []string `yaml:"callbacks"`
+	SuccessCallback []string `yaml:"success_callback"`
+	FailureCallback []string `yaml:"failure_callback"`
+	// TurnOffMessageLogging keeps messages and answers out of every log
+	// that leaves the process, whatever else is set.
+	TurnOffMessageLogging bool `yaml:"turn_off_message_logging"`
 }
 
 // RouterSettings is LiteLLM's router_settings.

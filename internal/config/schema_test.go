@@ -58,7 +58,7 @@ func TestLiteLLMExampleProxyConfigLoads(t *testing.T) {
 		"model_list[].litellm_params.tags",
 		"general_settings.alerting", "general_settings.alerting_threshold", "general_settings.alert_to_webhook_url",
 		"general_settings.key_management_system",
-		"litellm_settings.success_callback", "litellm_settings.cache", "litellm_settings.callbacks",
+		"litellm_settings.cache",
 		"litellm_settings.include_cost_in_streaming_usage", "router_settings.enable_tag_filtering",
 	}
 	if keys := sortedKeys(got); !slices.Equal(keys, sorted(want)) {
