@@ -532,6 +532,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	chargedTo(&c.log, p, model)
 	c.log.RequestID, c.log.EndUser, c.log.ModelGroup, c.log.CallType = cl.id, req.user, model, callType(cl.op)
 	c.log.Deployment, c.log.Provider, c.log.StartedAt = t.D.ID, t.D.Provider, cl.start
+	c.log.RequestTags, c.log.Metadata = cl.meta.tags, cl.meta.metadata
 	return c, nil
 }
 

@@ -14,6 +14,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -238,6 +239,16 @@ type SpendLog struct {
 	// UsageEstimated: the upstream reported no usage; the tokens booked
 	// were counted or estimated by the gateway.
 	UsageEstimated bool `json:"usage_estimated"`
+	// RequestTags are the request's tags (x-litellm-tags, metadata.tags,
+	// the key's and the team's); Metadata the request body's own metadata
+	// (LiteLLM's requester_metadata). Both bounded by the gateway.
+	RequestTags []string       `json:"request_tags"`
+	Metadata    map[string]any `json:"metadata"`
+	// Messages and Response are what was asked and answered, redacted and
+	// size-capped; nil unless general_settings.store_prompts_in_spend_logs
+	// lets them be kept.
+	Messages json.RawMessage `json:"messages"`
+	Response json.RawMessage `json:"response"`
 	// Budgets are spend on budgets that have no entity row of their own
 	// (a key's model_max_budget entry, a custom-auth key): ApplySpend adds
 	// the row's cost to each in budget_spend. Not a spend_logs column.
