@@ -22,12 +22,14 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/mockupstream"
 )
 
 // Options choose what to run.
 type Options struct {
 	Bin       string        // the tollgate binary
-	Scenarios []string      // bare, plain, governed, governed-pg
+	Scenarios []string      // bare, plain, governed, observed, governed-pg
 	Loads     []string      // closed:N (N connections) or rate:R (R requests/s)
 	Stream    bool          // streaming requests
 	Duration  time.Duration // per run
@@ -79,8 +81,16 @@ func (p *proc) stop() {
 }
 
 func launch(bin, dir string, ready string, args ...string) (*proc, error) {
+	return launchEnv(bin, dir, ready, nil, args...)
+}
+
+// launchEnv is launch with env added to the process's environment.
+func launchEnv(bin, dir string, ready string, env []string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	logf, err := os.Create(filepath.Join(dir, args[0]+".log"))
 	if err != nil {
 		return nil, err
@@ -278,6 +288,18 @@ func config(scenario, upstream string, o Options) string {
 		return c
 	case "governed":
 		return c + "general_settings:\n  master_key: sk-bench-master\n"
+	case "observed":
+		// governed, with every request traced (OTLP/HTTP) and sent to one
+		// callback (generic_api), both to the mock's telemetry sinks.
+		return c + fmt.Sprintf(`general_settings:
+  master_key: sk-bench-master
+litellm_settings:
+  callbacks: ["otel", "bench_sink"]
+callback_settings:
+  bench_sink:
+    callback_type: generic_api
+    endpoint: %q
+`, upstream+mockupstream.CallbackPath)
 	case "governed-pg":
 		return c + fmt.Sprintf("general_settings:\n  master_key: sk-bench-master\n  database_url: %q\n  redis_url: %q\n", o.PGURL, o.RedisURL)
 	}
@@ -316,7 +338,11 @@ func Run(o Options) ([]Result, error) {
 		if sc == "bare" {
 			args = []string{"bare-proxy", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--target", upURL}
 		}
-		gw, err := launch(o.Bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), args...)
+		var env []string
+		if sc == "observed" {
+			env = []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + upURL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}
+		}
+		gw, err := launchEnv(o.Bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, args...)
 		if err != nil {
 			return results, err
 		}

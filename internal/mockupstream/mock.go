@@ -13,6 +13,7 @@ package mockupstream
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -62,12 +63,24 @@ type Server struct {
 	mux  *http.ServeMux
 
 	requests, completed, aborted, prompt, completion atomic.Int64
+	telemetry                                        atomic.Int64 // OTLP exports and callback batches received
 	mu                                               sync.Mutex
 	byPath                                           map[string]int64
 	last                                             Recorded
 	files                                            filesState
 	stored                                           responseStore // Responses API answers kept for GET and DELETE
 }
+
+// TracesPath takes OTLP/HTTP trace exports and CallbackPath callback
+// batches (generic_api): the load harness points the gateway's telemetry
+// at the mock so that its cost is measured without another process.
+const (
+	TracesPath   = "/v1/traces"
+	CallbackPath = "/telemetry/callback"
+)
+
+// Telemetry is how many trace exports and callback batches the mock took.
+func (s *Server) Telemetry() int64 { return s.telemetry.Load() }
 
 // New returns a mock upstream.
 func New(opts Options) *Server {
@@ -102,6 +115,16 @@ func New(opts Options) *Server {
 // ServeHTTP counts and records the request, applies the failure and delay
 // knobs, and dispatches it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && (r.URL.Path == TracesPath || r.URL.Path == CallbackPath) {
+		// A telemetry sink for the load harness: read, counted apart, accepted.
+		_, _ = io.Copy(io.Discard, r.Body)
+		s.telemetry.Add(1)
+		if r.URL.Path == TracesPath {
+			w.Header().Set("Content-Type", "application/x-protobuf") // an empty ExportTraceServiceResponse
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	s.requests.Add(1)
 	body, err := readAll(r)
 	if err != nil {
