@@ -223,12 +223,13 @@ var Sections = []*Section{
 		Path: "general_settings", Type: typeOf[GeneralSettings](),
 		Unknown: "LiteLLM ignores other keys",
 		Extensions: []string{"redis_url", "metrics_prefix", "metrics_key_labels",
-			"request_header_timeout", "request_body_timeout"},
+			"request_header_timeout", "request_body_timeout", "otel"},
 		Notes: map[string]string{
 			"custom_auth":            "a webhook or cel mapping is run; a Python module path is warned and not run",
 			"custom_key_generate":    "a webhook or cel mapping is run; a Python module path is warned and not run",
 			"database_type":          "postgres or sqlite (the default); others stop the start",
 			"pass_through_endpoints": "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
+			"otel":                   "OpenTelemetry traces of every inference request (endpoint, protocol, headers, sample_ratio, ...); see docs/tracing.md",
 		},
 		Keys: []Key{
 			{"database_args", "object", "the pool is sized by Tollgate"},
