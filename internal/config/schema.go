@@ -315,6 +315,11 @@ var Sections = []*Section{
 	{
 		Path: "litellm_settings", Type: typeOf[LiteLLMSettings](),
 		Unknown: "LiteLLM sets other keys as attributes of its Python module",
+		Notes: map[string]string{
+			"callbacks":        "otel (or opentelemetry), langfuse and langfuse_otel export OpenTelemetry traces of every request; see docs/tracing.md",
+			"success_callback": "otel, langfuse and langfuse_otel trace every request, not only the successes; see docs/tracing.md",
+			"failure_callback": "otel, langfuse and langfuse_otel trace every request, not only the failures; see docs/tracing.md",
+		},
 		Keys: []Key{
 			{"budget_duration", "string", "the gateway's budget (max_budget) has no period here: its spend never resets on its own; reset it with /user/update on litellm-proxy-budget"},
 			{"drop_params", "boolean", "Tollgate forwards request parameters unchanged"},
