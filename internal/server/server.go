@@ -138,7 +138,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if tc, err := tracing.Resolve(cfg, os.Getenv); err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	} else if tc != nil {
-		if s.tracer, err = tracing.New(tc, Version); err != nil {
+		if s.tracer, err = tracing.New(tc, Version, opts.Logger); err != nil {
 			return nil, fmt.Errorf("tracing: %w", err)
 		}
 	}

@@ -3,6 +3,7 @@ package tracing
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,8 @@ type queue struct {
 	interval time.Duration
 	timeout  time.Duration
 
+	log                       *slog.Logger
+	lastErr                   time.Time // when a failed export was last logged
 	exported, dropped, failed atomic.Uint64
 	flush                     chan chan struct{}
 	stopOnce                  sync.Once
@@ -80,6 +83,11 @@ func (q *queue) run() {
 		cancel()
 		if err != nil {
 			q.failed.Add(uint64(len(buf)))
+			if q.log != nil && time.Since(q.lastErr) > time.Minute {
+				// At most once a minute: the metrics count every batch.
+				q.lastErr = time.Now()
+				q.log.Warn("tracing: spans not exported", "exporter", q.name, "spans", len(buf), "err", err)
+			}
 		} else {
 			q.exported.Add(uint64(len(buf)))
 		}

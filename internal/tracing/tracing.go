@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"slices"
@@ -302,7 +303,8 @@ type Provider struct {
 }
 
 // New builds the provider; nothing runs and nothing is dialled until Start.
-func New(c *Config, version string) (*Provider, error) {
+// Failed exports are logged on log (at most once a minute per exporter).
+func New(c *Config, version string, log *slog.Logger) (*Provider, error) {
 	attrs := append([]attribute.KeyValue{attribute.String("service.name", c.ServiceName),
 		attribute.String("service.version", version)}, c.Resource...)
 	res := resource.NewWithAttributes("", attrs...)
@@ -311,6 +313,7 @@ func New(c *Config, version string) (*Provider, error) {
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.SampleRatio)))}
 	for _, e := range c.Exporters {
 		q := newQueue(e.Name, c.QueueSize, c.BatchSize, c.ExportInterval, c.ExportTimeout, exporterFor(e, c.ExportTimeout))
+		q.log = log
 		p.queues = append(p.queues, q)
 		opts = append(opts, sdktrace.WithSpanProcessor(q))
 	}
