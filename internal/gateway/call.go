@@ -77,9 +77,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	}()
 	grp, err := c.route()
 	if err == nil {
-		sp := c.startStep("tollgate.admit")
-		err = c.admit(grp)
-		c.endStep(sp, err)
+		err = c.tracedAdmit(grp)
 	}
 	if err == nil {
 		err = c.attempts(grp)

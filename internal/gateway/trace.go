@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/router"
 )
 
 // A traced call has a span of its own (the request, SERVER kind, the
@@ -56,6 +58,18 @@ func (c *call) traceID() string {
 		}
 	}
 	return c.id
+}
+
+// tracedAdmit is admit, in a span of its own when traced and there are
+// rate limits to take.
+func (c *call) tracedAdmit(grp *router.Group) error {
+	if c.tr == nil || c.g.opts.Limits == nil {
+		return c.admit(grp)
+	}
+	sp := c.startStep("tollgate.admit")
+	err := c.admit(grp)
+	c.endStep(sp, err)
+	return err
 }
 
 // startStep opens a child span of the request (admission, a budget hold);
@@ -217,6 +231,7 @@ func (c *call) endTrace(status int) {
 		attribute.String("gen_ai.request.model", clip(req.model)),
 		attribute.String("tollgate.call_id", c.id),
 		attribute.Float64("tollgate.cost_usd", c.cost),
+		attribute.Float64("gen_ai.usage.cost", c.cost), // Langfuse's cost
 		attribute.Int("tollgate.retries", c.retries),
 		attribute.Int("tollgate.fallbacks", c.fellBack),
 		attribute.Bool("tollgate.stream", req.stream),
@@ -245,6 +260,9 @@ func (c *call) endTrace(status int) {
 	}
 	if len(res.reasons) > 0 {
 		attrs = append(attrs, attribute.StringSlice("gen_ai.response.finish_reasons", res.reasons))
+	}
+	if res.ttfb > 0 {
+		attrs = append(attrs, attribute.String("langfuse.observation.completion_start_time", c.start.Add(res.ttfb).UTC().Format(time.RFC3339Nano)))
 	}
 	if req.maxTokens > 0 {
 		attrs = append(attrs, attribute.Int64("gen_ai.request.max_tokens", req.maxTokens))

@@ -402,8 +402,8 @@ litellm_settings:
 	if v := attr(req, "gen_ai.request.temperature"); v == nil || v.GetDoubleValue() != 0.5 {
 		t.Errorf("temperature %v", v)
 	}
-	if v := attr(req, "tollgate.cost_usd"); v == nil || v.GetDoubleValue() <= 0 {
-		t.Errorf("cost %v, want > 0", v)
+	if v := attr(req, "tollgate.cost_usd"); v == nil || v.GetDoubleValue() <= 0 || attr(req, "gen_ai.usage.cost").GetDoubleValue() != v.GetDoubleValue() {
+		t.Errorf("cost %v (gen_ai.usage.cost %v), want > 0 in both", v, attr(req, "gen_ai.usage.cost"))
 	}
 	if got := attrStrings(req, "tollgate.tags"); strings.Join(got, ",") != "team-a,exp" {
 		t.Errorf("tags %v", got)
