@@ -346,7 +346,7 @@ func genAIProvider(p string) string {
 
 // Finish reasons are read from an answer only when the call is traced.
 var (
-	reasonKeys = [][]byte{[]byte(`"finish_reason":`), []byte(`"stop_reason":`), []byte(`"finishReason":`)}
+	reasonKeys = [][]byte{[]byte(`"finish_reason":`), []byte(`"stop_reason":`), []byte(`"finishReason":`), []byte(`"stopReason":`)}
 	reasonHint = []byte(`eason"`)
 )
 
