@@ -33,13 +33,19 @@ type queue struct {
 	stop                      chan struct{}
 	done                      chan struct{}
 	running                   atomic.Bool
+	// abort cancels the export in flight and every later one: Shutdown
+	// calls it when its deadline passes, so that run returns at once.
+	ctx   context.Context
+	abort context.CancelFunc
 }
 
 var _ sdktrace.SpanProcessor = (*queue)(nil)
 
 func newQueue(name string, size, batch int, interval, timeout time.Duration, newExp func(context.Context) (sdktrace.SpanExporter, error)) *queue {
+	ctx, abort := context.WithCancel(context.Background())
 	return &queue{name: name, newExp: newExp, ch: make(chan sdktrace.ReadOnlySpan, size), batch: batch,
-		interval: interval, timeout: timeout, flush: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+		interval: interval, timeout: timeout, flush: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		ctx: ctx, abort: abort}
 }
 
 // OnStart does nothing: spans are queued when they end.
@@ -78,7 +84,7 @@ func (q *queue) run() {
 		if len(buf) == 0 {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), q.timeout)
+		ctx, cancel := context.WithTimeout(q.ctx, q.timeout)
 		err := q.exp.ExportSpans(ctx, buf)
 		cancel()
 		if err != nil {
@@ -160,9 +166,14 @@ func (q *queue) Shutdown(ctx context.Context) error {
 			select {
 			case <-q.done:
 			case <-ctx.Done():
+				// Past the deadline: what is still queued is counted as
+				// failed, and run returns without waiting on the exporter.
+				q.abort()
+				<-q.done
 				err = errors.Join(ctx.Err(), errors.New("tracing: spans still queued for "+q.name+" at the shutdown deadline"))
 			}
 		}
+		q.abort()
 		if q.exp != nil {
 			err = errors.Join(err, q.exp.Shutdown(ctx))
 		}

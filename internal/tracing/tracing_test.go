@@ -172,3 +172,39 @@ func TestQueueDropsWhenFullAndFlushesOnShutdown(t *testing.T) {
 func sampledContext() oteltrace.SpanContext {
 	return oteltrace.NewSpanContext(oteltrace.SpanContextConfig{TraceID: oteltrace.TraceID{1}, SpanID: oteltrace.SpanID{1}, TraceFlags: oteltrace.FlagsSampled})
 }
+
+// TestShutdownDeadlineStopsAStuckExport: an exporter that never answers
+// holds the shutdown only until its deadline, and its spans count as failed.
+func TestShutdownDeadlineStopsAStuckExport(t *testing.T) {
+	exp := &slowExporter{release: make(chan struct{})} // never released
+	q := newQueue("otel", 8, 2, time.Hour, time.Hour, func(context.Context) (trace.SpanExporter, error) { return exp, nil })
+	if err := q.start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	q.running.Store(true)
+	go q.run()
+	spans := tracetest.SpanStubs{}
+	for range 5 {
+		spans = append(spans, tracetest.SpanStub{SpanContext: sampledContext()})
+	}
+	for _, s := range spans.Snapshots() {
+		q.OnEnd(s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := q.Shutdown(ctx); err == nil {
+		t.Error("Shutdown reported no error with spans left unexported")
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("Shutdown took %s past a 200 ms deadline", d)
+	}
+	select {
+	case <-q.done:
+	default:
+		t.Fatal("run still going after Shutdown returned")
+	}
+	if st := q.stats(); st.Failed+st.Dropped != 5 || st.Exported != 0 {
+		t.Errorf("stats %+v: want the 5 spans failed", st)
+	}
+}
