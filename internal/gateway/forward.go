@@ -206,12 +206,12 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		return c.upstreamError(t, wd, err)
 	}
 	if resp.StatusCode < 300 {
-		// An answer that is not a response is the deployment's fault: a 502,
-		// booked as a failure (no cost, the hold released). It is not
-		// retried: the upstream may have billed it already.
 		if res.traced {
 			res.traceAnswer(data, true)
 		}
+		// An answer that is not a response is the deployment's fault: a 502,
+		// booked as a failure (no cost, the hold released). It is not
+		// retried: the upstream may have billed it already.
 		bad := func(err error) error {
 			res.status, res.unusable = http.StatusBadGateway, true
 			return &failure{err: apierror.BadGateway(err, "deployment %s answered %d with something that is not a %s response", t.D.ID, resp.StatusCode, op)}
