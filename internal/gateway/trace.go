@@ -353,7 +353,8 @@ var (
 // traceAnswer reads the finish reasons (and the model) of a whole answer
 // or of one stream event into res.
 func (res *result) traceAnswer(data []byte, whole bool) {
-	if (whole || res.respModel == "") && res.served == "" {
+	// A stream names its model in its first events: later ones are not read for it.
+	if (whole || (res.respModel == "" && res.chunks == 0)) && res.served == "" {
 		if m := modelIn(data); m != "" {
 			res.respModel = m
 		}
