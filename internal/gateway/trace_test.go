@@ -12,6 +12,7 @@ import (
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
 )
 
@@ -58,5 +59,30 @@ func TestPayloadTraceIDIsTheW3CTraceID(t *testing.T) {
 	ended := rec.Ended()
 	if len(ended) != 2 { // the request and its attempt (no limits, no meter)
 		t.Errorf("%d spans ended, want 2", len(ended))
+	}
+}
+
+// TestTracingOffAllocatesNothing: without a tracer every tracing hook on
+// the request path returns on a nil check, allocating nothing.
+func TestTracingOffAllocatesNothing(t *testing.T) {
+	g := New(Options{}, auth.NewAuthenticator(&config.Config{}, nil, auth.Options{}), nil)
+	r := httptest.NewRequest("POST", "/v1/chat/completions", nil)
+	up := httptest.NewRequest("POST", "http://upstream/v1/chat/completions", nil)
+	c := &call{g: g, r: r, req: &request{model: "m"}}
+	tgt := &provider.Target{D: &config.Deployment{ID: "d", Provider: "openai"}}
+	var grp router.Group
+	n := testing.AllocsPerRun(100, func() {
+		c.startTrace()
+		c.startAttempt(tgt, grp.Name, "m")
+		sp := c.startStep("tollgate.budget_hold")
+		c.endStep(sp, nil)
+		c.propagate(up)
+		c.endAttempt(true, nil)
+		c.res.traced = c.tr != nil
+		c.endTrace(200)
+		_ = c.traceID()
+	})
+	if n != 0 || c.tr != nil {
+		t.Errorf("tracing off: %v allocations per request, trace %v", n, c.tr)
 	}
 }
