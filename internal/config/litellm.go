@@ -103,6 +103,40 @@ type GeneralSettings struct {
 	// PassThroughEndpoints are custom routes forwarded to other APIs
 	// (passthrough.go).
 	PassThroughEndpoints []PassThroughEndpoint `yaml:"pass_through_endpoints"`
+	// OTel is Tollgate's own tracing setting: set, every inference request
+	// is exported as OpenTelemetry spans (as with litellm_settings.callbacks:
+	// ["otel"]); its fields win over the OTEL_* environment variables. See
+	// docs/tracing.md.
+	OTel *OTelSettings `yaml:"otel"`
+}
+
+// OTelSettings is general_settings.otel: where and how traces are
+// exported. Every field is optional.
+type OTelSettings struct {
+	// Endpoint is the collector's URL: for http the traces URL itself
+	// when it has a path (http://host:4318/v1/traces), else /v1/traces is
+	// added; for grpc http://host:4317 (https:// for TLS).
+	Endpoint EnvString `yaml:"endpoint"`
+	// Protocol is http (OTLP/HTTP protobuf, the default; http/protobuf is
+	// the same) or grpc.
+	Protocol string `yaml:"protocol"`
+	// Headers are sent with every export (an API key).
+	Headers map[string]EnvString `yaml:"headers"`
+	// SampleRatio is the share of new traces recorded (default 1); a
+	// client's traceparent decides for the traces it continues.
+	SampleRatio *float64 `yaml:"sample_ratio"`
+	// ServiceName is the resource's service.name (default tollgate, or
+	// OTEL_SERVICE_NAME).
+	ServiceName string `yaml:"service_name"`
+	// QueueSize bounds the spans waiting per exporter (default 2048);
+	// spans that find it full are dropped and counted.
+	QueueSize *int `yaml:"queue_size"`
+	// BatchSize is the most spans per export (default 512).
+	BatchSize *int `yaml:"batch_size"`
+	// ExportInterval is how long a span may wait for a batch to fill
+	// (default 1 s); ExportTimeout bounds one export (default 10 s).
+	ExportInterval *Seconds `yaml:"export_interval"`
+	ExportTimeout  *Seconds `yaml:"export_timeout"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.

@@ -3,6 +3,7 @@ package config
 import (
 	"cmp"
 	"fmt"
+	"net/url"
 	"reflect"
 	"regexp"
 	"slices"
@@ -106,6 +107,9 @@ func (n *normalizer) run() error {
 		return n.errorf("$.general_settings.unpriced_models", "unknown unpriced_models %q (valid: free, refuse)", u)
 	}
 	if err := n.passThrough(); err != nil {
+		return err
+	}
+	if err := n.otel(); err != nil {
 		return err
 	}
 	if mb := c.GeneralSettings.MaxRequestSizeMB; mb != nil && *mb <= 0 {
@@ -499,4 +503,51 @@ func yamlKeys(v any) []string {
 		}
 	}
 	return out
+}
+
+// otel checks general_settings.otel.
+func (n *normalizer) otel() error {
+	o := n.cfg.GeneralSettings.OTel
+	if o == nil {
+		return nil
+	}
+	const at = "$.general_settings.otel"
+	switch o.Protocol {
+	case "", "http", "http/protobuf", "grpc":
+	default:
+		return n.errorf(at+".protocol", "unknown otel protocol %q (valid: http, http/protobuf, grpc)", o.Protocol)
+	}
+	if e := string(o.Endpoint); e != "" {
+		if err := CheckOTelEndpoint(e); err != nil {
+			return n.errorf(at+".endpoint", "%v", err)
+		}
+	}
+	if r := o.SampleRatio; r != nil && (*r < 0 || *r > 1) {
+		return n.errorf(at+".sample_ratio", "otel sample_ratio must be between 0 and 1, not %v", *r)
+	}
+	if q := o.QueueSize; q != nil && *q <= 0 {
+		return n.errorf(at+".queue_size", "otel queue_size must be positive")
+	}
+	if b := o.BatchSize; b != nil && *b <= 0 {
+		return n.errorf(at+".batch_size", "otel batch_size must be positive")
+	}
+	for _, d := range []*Seconds{o.ExportInterval, o.ExportTimeout} {
+		if d != nil && *d <= 0 {
+			return n.errorf(at, "otel export_interval and export_timeout must be positive")
+		}
+	}
+	return nil
+}
+
+// CheckOTelEndpoint says what is wrong with an OTLP collector URL: it
+// must be an absolute http:// or https:// URL with a host.
+func CheckOTelEndpoint(e string) error {
+	u, err := url.Parse(e)
+	if err != nil {
+		return fmt.Errorf("otel endpoint %q is not a URL: %v", e, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("otel endpoint %q must be an http:// or https:// URL with a host (http://collector:4318)", e)
+	}
+	return nil
 }

@@ -223,12 +223,13 @@ var Sections = []*Section{
 		Path: "general_settings", Type: typeOf[GeneralSettings](),
 		Unknown: "LiteLLM ignores other keys",
 		Extensions: []string{"redis_url", "metrics_prefix", "metrics_key_labels",
-			"request_header_timeout", "request_body_timeout"},
+			"request_header_timeout", "request_body_timeout", "otel"},
 		Notes: map[string]string{
 			"custom_auth":            "a webhook or cel mapping is run; a Python module path is warned and not run",
 			"custom_key_generate":    "a webhook or cel mapping is run; a Python module path is warned and not run",
 			"database_type":          "postgres or sqlite (the default); others stop the start",
 			"pass_through_endpoints": "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
+			"otel":                   "OpenTelemetry traces of every inference request (endpoint, protocol, headers, sample_ratio, ...); see docs/tracing.md",
 		},
 		Keys: []Key{
 			{"database_args", "object", "the pool is sized by Tollgate"},
@@ -314,6 +315,11 @@ var Sections = []*Section{
 	{
 		Path: "litellm_settings", Type: typeOf[LiteLLMSettings](),
 		Unknown: "LiteLLM sets other keys as attributes of its Python module",
+		Notes: map[string]string{
+			"callbacks":        "otel (or opentelemetry), langfuse and langfuse_otel export OpenTelemetry traces of every request; see docs/tracing.md",
+			"success_callback": "otel, langfuse and langfuse_otel trace every request, not only the successes; see docs/tracing.md",
+			"failure_callback": "otel, langfuse and langfuse_otel trace every request, not only the failures; see docs/tracing.md",
+		},
 		Keys: []Key{
 			{"budget_duration", "string", "the gateway's budget (max_budget) has no period here: its spend never resets on its own; reset it with /user/update on litellm-proxy-budget"},
 			{"drop_params", "boolean", "Tollgate forwards request parameters unchanged"},

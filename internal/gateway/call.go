@@ -46,6 +46,7 @@ type call struct {
 
 	retries, fellBack int
 	rs                *responsesCall // a Responses request's stored-response state; nil: none
+	tr                *callTrace     // the call's spans; nil: not traced (trace.go)
 	meta              callMeta       // tags and the request's metadata, for the logs
 	// err is what ended the call, when not an answer (finish sets it);
 	// upstreamErr the body of an upstream failure passed on to the client.
@@ -65,6 +66,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	}
 	// From here on every request is logged and counted once, refused or not.
 	c.id = newCallID()
+	c.startTrace()
 	finished := false
 	defer func() {
 		if !finished {
@@ -75,7 +77,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	}()
 	grp, err := c.route()
 	if err == nil {
-		err = c.admit(grp)
+		err = c.tracedAdmit(grp)
 	}
 	if err == nil {
 		err = c.attempts(grp)
@@ -271,7 +273,9 @@ func (c *call) attempts(grp *router.Group) error {
 				tried, unservable = append(tried, t), append(unservable, t)
 				continue
 			}
+			c.startAttempt(t, cur.Name, model)
 			done, err := c.attempt(cur, t, &wr, model)
+			c.endAttempt(done, err)
 			if done {
 				return err
 			}
@@ -336,7 +340,9 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 	delete(h, hdrUnpriced)
 	c.res = result{model: upstream}
 	if m := c.g.opts.Meter; m != nil {
+		sp := c.startStep("tollgate.budget_hold")
 		hd, err := m.reserve(c, t, wr.op, model, body)
+		c.endStep(sp, err)
 		if err != nil {
 			var exceeded *ledger.ExceededError
 			if o := c.g.opts.Observer; o != nil && errors.As(err, &exceeded) {
@@ -419,6 +425,7 @@ func (c *call) finish(err error) {
 	if o := c.g.opts.Observer; o != nil {
 		o.finished(c, status)
 	}
+	c.endTrace(status)
 }
 
 // writeFailure passes an upstream failure on to the client.

@@ -43,6 +43,11 @@ type result struct {
 	// answer or a stream's first event; idSeen once that event was read.
 	id     string
 	idSeen bool
+	// traced: the call is traced, and the answer's finish reasons and
+	// model are read into reasons and respModel (trace.go).
+	traced    bool
+	reasons   []string
+	respModel string
 }
 
 // errClientGone: the client disconnected; nothing more can be written, so
@@ -133,6 +138,8 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 	if err != nil {
 		return apierror.Internal(err)
 	}
+	c.propagate(ureq)
+	res.traced = c.tr != nil
 	sent := time.Now()
 	resp, err := t.Do(ureq)
 	res.ttfb = time.Since(c.start)
@@ -199,6 +206,9 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		return c.upstreamError(t, wd, err)
 	}
 	if resp.StatusCode < 300 {
+		if res.traced {
+			res.traceAnswer(data, true)
+		}
 		// An answer that is not a response is the deployment's fault: a 502,
 		// booked as a failure (no cost, the hold released). It is not
 		// retried: the upstream may have billed it already.
@@ -358,6 +368,9 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 		if (err == nil && isBlankLine(line)) || (err != nil && len(event) > 0) {
 			if !res.idSeen {
 				res.id, res.idSeen = answerID(event)
+			}
+			if res.traced {
+				res.traceAnswer(event, false)
 			}
 			out = sink.event(event, out[:0])
 			if len(out) > 0 {

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
@@ -32,6 +34,9 @@ type Options struct {
 	Observer       Observer       // nil: calls are neither logged nor counted
 	Routing        config.Routing // retries, fallbacks
 	Health         *router.Health // nil: no cooldowns
+	// Tracer, when set, makes every call a span with child spans per
+	// attempt (trace.go); nil: no tracing, at no cost.
+	Tracer trace.Tracer
 
 	// Version is the gateway's version, sent as x-litellm-version.
 	Version string

@@ -142,7 +142,7 @@ func (c *call) payload(status int) *callback.Payload {
 	p, req, res := c.p, c.req, &c.res
 	end := time.Now()
 	pl := &callback.Payload{
-		ID: c.id, TraceID: c.id, CallType: callType(c.op), ResponseCost: c.cost, Status: "success",
+		ID: c.id, TraceID: c.traceID(), CallType: callType(c.op), ResponseCost: c.cost, Status: "success",
 		PromptTokens: res.usage.Prompt, CompletionTokens: res.usage.Completion,
 		TotalTokens: res.usage.Prompt + res.usage.Completion,
 		StartTime:   unixSeconds(c.start), EndTime: unixSeconds(end),

@@ -34,6 +34,8 @@ type Options struct {
 	RedisDegraded func() bool
 	// Deployments, when set, reports each deployment's state at scrape time.
 	Deployments func(yield func(group, id string, up bool))
+	// Spans, when set, reports the trace exporters' queues at scrape time.
+	Spans func(yield func(SpanQueue))
 }
 
 // Metrics are one gateway's collectors, on a registry of their own.
@@ -114,6 +116,9 @@ func New(o Options) *Metrics {
 	if o.Deployments != nil {
 		m.reg.MustRegister(&deploymentCollector{states: o.Deployments,
 			up: prometheus.NewDesc(name("deployment_up"), "1 when a deployment takes traffic, 0 while it is cooling down or failing health checks.", []string{"model_group", "deployment"}, nil)})
+	}
+	if o.Spans != nil {
+		m.reg.MustRegister(newSpanCollector(name, o.Spans))
 	}
 	if o.WriterPending != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("spend_writer_pending_rows"), Help: "Spend-log rows queued and not yet written to the store."},

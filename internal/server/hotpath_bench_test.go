@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,8 +19,23 @@ import (
 // (authentication, limits, budget hold, forward to the in-process demo
 // upstream, settle, spend row, response headers) with a virtual key, as a
 // whole answer and as a stream. Its allocations are the hot path's.
-func BenchmarkChatHandler(b *testing.B) {
-	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"))
+func BenchmarkChatHandler(b *testing.B) { benchChat(b, "") }
+
+// BenchmarkChatHandlerTraced is BenchmarkChatHandler with every request
+// traced (general_settings.otel) to a loopback OTLP/HTTP collector that
+// discards what it gets: the cost of tracing on.
+func BenchmarkChatHandlerTraced(b *testing.B) {
+	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer col.Close()
+	benchChat(b, "  otel: {endpoint: \""+col.URL+"\"}\n")
+}
+
+// benchChat runs the chat benchmark with general settings added.
+func benchChat(b *testing.B, general string) {
+	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"+general))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ import (
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/rscript"
 	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/tracing"
 	"github.com/tollgate/tollgate/internal/ui"
 )
 
@@ -84,6 +86,7 @@ type Server struct {
 	health     *router.Health
 	clients    *provider.Clients // the upstream connection pools, kept across reloads
 	metrics    *metrics.Metrics
+	tracer     *tracing.Provider // nil: tracing is off
 	closeOnce  sync.Once
 	routes     []string
 	// inflight counts handlers running; closing is set when a shutdown
@@ -130,6 +133,15 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Store != nil {
 		s.writer = ledger.NewWriter(opts.Store, opts.Logger)
 	}
+	// Tracing: resolved (and refused when it cannot work) before anything
+	// else is built; its exporters are made when Serve starts them.
+	if tc, err := tracing.Resolve(cfg, os.Getenv); err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	} else if tc != nil {
+		if s.tracer, err = tracing.New(tc, Version, opts.Logger); err != nil {
+			return nil, fmt.Errorf("tracing: %w", err)
+		}
+	}
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
 		Book: s.book, Deployments: s.deploymentStates}
 	if rc != nil {
@@ -139,6 +151,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if s.writer != nil {
 		mopts.WriterPending, mopts.WriterLag = s.writer.Pending, s.writer.Lag
+	}
+	if s.tracer != nil {
+		mopts.Spans = func(yield func(metrics.SpanQueue)) {
+			s.tracer.Stats(func(st tracing.Stats) {
+				yield(metrics.SpanQueue{Exporter: st.Exporter, Queued: st.Queued, Capacity: st.Capacity,
+					Exported: st.Exported, Dropped: st.Dropped, Failed: st.Failed})
+			})
+		}
 	}
 	s.metrics = metrics.New(mopts)
 	s.health = router.NewHealth(func(group, id string) {
@@ -198,6 +218,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		DefaultTimeout: cfg.RequestTimeout(),
 		Logger:         opts.Logger,
 		Observer:       &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics},
+	}
+	if s.tracer != nil {
+		gopts.Tracer = s.tracer.Tracer()
 	}
 	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
 	if mk := cfg.MasterKey(); mk != "" {
@@ -348,6 +371,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, more ...lifecycle.A
 // resets on the writer; presence and the carry write to Redis.
 func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 	g := &lifecycle.Group{}
+	if s.tracer != nil {
+		// First to start and last to stop: the spans of every request
+		// answered before the shutdown are exported (within 5 s).
+		g.Add(lifecycle.Actor{Name: "tracing", Start: s.tracer.Start, Run: func(ctx context.Context) error {
+			if err := s.tracer.Run(ctx, 5*time.Second); err != nil {
+				s.log.Warn("tracing: spans not exported at shutdown", "err", err)
+			}
+			return nil
+		}})
+	}
 	if s.redis != nil {
 		g.Add(lifecycle.Actor{Name: "redis", Start: s.redis.Start, Run: func(ctx context.Context) error {
 			s.redis.Watch(ctx)

@@ -1,0 +1,406 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/router"
+)
+
+// A traced call has a span of its own (the request, SERVER kind, the
+// client's traceparent its parent), a CLIENT span per upstream attempt
+// (whose context goes upstream in traceparent), and spans for admission
+// and each budget hold. All of it exists only when Options.Tracer is set:
+// without one, c.tr is nil and every function here returns at once. Spans
+// carry no prompt or answer content.
+
+// propagator reads and writes W3C traceparent and tracestate.
+var propagator = propagation.TraceContext{}
+
+// callTrace is a traced call's spans.
+type callTrace struct {
+	ctx     context.Context // the request span's context
+	span    trace.Span
+	attempt trace.Span // the attempt in flight; nil between attempts
+	actx    context.Context
+	n       int // attempts made
+}
+
+// startTrace opens the request span, continuing the client's trace.
+func (c *call) startTrace() {
+	t := c.g.opts.Tracer
+	if t == nil {
+		return
+	}
+	ctx := propagator.Extract(c.r.Context(), propagation.HeaderCarrier(c.r.Header))
+	ctx, sp := t.Start(ctx, genAIOperation(c.op)+" "+clip(c.req.model), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithTimestamp(c.start))
+	c.tr = &callTrace{ctx: ctx, span: sp}
+}
+
+// traceID is the W3C trace id of a traced call, else the call id.
+func (c *call) traceID() string {
+	if c.tr != nil {
+		if sc := c.tr.span.SpanContext(); sc.HasTraceID() {
+			return sc.TraceID().String()
+		}
+	}
+	return c.id
+}
+
+// tracedAdmit is admit, in a span of its own when traced and there are
+// rate limits to take.
+func (c *call) tracedAdmit(grp *router.Group) error {
+	if c.tr == nil || c.g.opts.Limits == nil {
+		return c.admit(grp)
+	}
+	sp := c.startStep("tollgate.admit")
+	err := c.admit(grp)
+	c.endStep(sp, err)
+	return err
+}
+
+// startStep opens a child span of the request (admission, a budget hold);
+// nil when the call is not traced.
+func (c *call) startStep(name string) trace.Span {
+	if c.tr == nil {
+		return nil
+	}
+	parent := c.tr.ctx
+	if c.tr.attempt != nil {
+		parent = c.tr.actx
+	}
+	_, sp := c.g.opts.Tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindInternal))
+	return sp
+}
+
+// endStep ends a step span, with err's status when it failed.
+func (c *call) endStep(sp trace.Span, err error) {
+	if sp == nil {
+		return
+	}
+	if err != nil && sp.IsRecording() {
+		e := apierror.From(err)
+		sp.SetAttributes(attribute.Int("http.response.status_code", e.Status), attribute.String("error.type", e.Type))
+		sp.SetStatus(codes.Error, e.Message)
+	}
+	sp.End()
+}
+
+// startAttempt opens the span of an attempt on t, asking it for model.
+func (c *call) startAttempt(t *provider.Target, group, model string) {
+	tr := c.tr
+	if tr == nil {
+		return
+	}
+	tr.n++
+	upstream := t.UpstreamModel(model)
+	actx, sp := c.g.opts.Tracer.Start(tr.ctx, genAIOperation(c.op)+" "+upstream, trace.WithSpanKind(trace.SpanKindClient))
+	tr.attempt, tr.actx = sp, actx
+	if !sp.IsRecording() {
+		return
+	}
+	attrs := []attribute.KeyValue{
+		attribute.String("gen_ai.operation.name", genAIOperation(c.op)),
+		attribute.String("gen_ai.provider.name", genAIProvider(t.D.Provider)),
+		attribute.String("gen_ai.request.model", upstream),
+		attribute.String("tollgate.deployment", t.D.ID),
+		attribute.String("tollgate.model_group", group),
+		attribute.Int("tollgate.attempt", tr.n),
+		attribute.String("langfuse.observation.type", "span"),
+	}
+	if u, err := url.Parse(t.D.APIBase); err == nil && u.Host != "" {
+		host, port, err := net.SplitHostPort(u.Host)
+		if err != nil {
+			host = u.Host
+		}
+		attrs = append(attrs, attribute.String("server.address", host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, attribute.Int("server.port", p))
+		}
+	}
+	sp.SetAttributes(attrs...)
+}
+
+// endAttempt ends the attempt's span: err is what c.attempt returned (nil
+// or done: answered or ended; a *failure: the policy may retry).
+func (c *call) endAttempt(done bool, err error) {
+	tr := c.tr
+	if tr == nil || tr.attempt == nil {
+		return
+	}
+	sp := tr.attempt
+	tr.attempt, tr.actx = nil, nil
+	if sp.IsRecording() {
+		status := c.res.status
+		var f *failure
+		if fe, ok := err.(*failure); ok {
+			f = fe
+			if f.err != nil {
+				status = apierror.From(f.err).Status
+			} else {
+				status = f.status
+			}
+		} else if err != nil && !done {
+			status = apierror.From(err).Status
+		}
+		if c.res.clientGone {
+			status = 499
+		}
+		if status != 0 {
+			sp.SetAttributes(attribute.Int("http.response.status_code", status))
+		}
+		if c.res.id != "" {
+			sp.SetAttributes(attribute.String("gen_ai.response.id", c.res.id))
+		}
+		switch {
+		case f != nil:
+			msg := f.Error()
+			if f.err != nil {
+				e := apierror.From(f.err)
+				msg = e.Message
+				sp.SetAttributes(attribute.String("error.type", e.Type))
+			} else {
+				sp.SetAttributes(attribute.String("error.type", strconv.Itoa(f.status)))
+			}
+			sp.SetAttributes(attribute.Bool("tollgate.retryable", f.retryable))
+			sp.SetStatus(codes.Error, msg)
+		case err != nil && !isResponded(err):
+			e := apierror.From(err)
+			sp.SetAttributes(attribute.String("error.type", e.Type))
+			sp.SetStatus(codes.Error, e.Message)
+		case status >= 400 || c.res.clientGone:
+			sp.SetStatus(codes.Error, "status "+strconv.Itoa(status))
+		}
+	}
+	sp.End()
+}
+
+func isResponded(err error) bool {
+	return err == errResponded || err == errClientGone
+}
+
+// propagate puts the trace context on an upstream request: the attempt
+// span's when traced; untraced, the client's own traceparent and
+// tracestate pass on unchanged.
+func (c *call) propagate(req *http.Request) {
+	if c.tr == nil {
+		if v := c.r.Header["Traceparent"]; v != nil {
+			req.Header["Traceparent"] = v
+			if s := c.r.Header["Tracestate"]; s != nil {
+				req.Header["Tracestate"] = s
+			}
+		}
+		return
+	}
+	ctx := c.tr.ctx
+	if c.tr.actx != nil {
+		ctx = c.tr.actx
+	}
+	propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
+}
+
+// endTrace ends the request span with what the call did.
+func (c *call) endTrace(status int) {
+	tr := c.tr
+	if tr == nil {
+		return
+	}
+	c.endAttempt(true, nil) // a panic may leave one open
+	sp := tr.span
+	if !sp.IsRecording() {
+		sp.End()
+		return
+	}
+	req, res, p := c.req, &c.res, c.p
+	attrs := make([]attribute.KeyValue, 0, 32)
+	attrs = append(attrs,
+		attribute.String("gen_ai.operation.name", genAIOperation(c.op)),
+		attribute.String("gen_ai.request.model", clip(req.model)),
+		attribute.String("tollgate.call_id", c.id),
+		attribute.Float64("tollgate.cost_usd", c.cost),
+		attribute.Float64("gen_ai.usage.cost", c.cost), // Langfuse's cost
+		attribute.Int("tollgate.retries", c.retries),
+		attribute.Int("tollgate.fallbacks", c.fellBack),
+		attribute.Bool("tollgate.stream", req.stream),
+		attribute.Int("http.response.status_code", status),
+		attribute.String("langfuse.observation.type", "generation"),
+	)
+	if c.model != "" {
+		attrs = append(attrs, attribute.String("tollgate.model_group", c.model))
+	}
+	if t := c.target; t != nil {
+		attrs = append(attrs, attribute.String("gen_ai.provider.name", genAIProvider(t.D.Provider)),
+			attribute.String("tollgate.deployment", t.D.ID))
+	}
+	if m := responseModel(res); m != "" {
+		attrs = append(attrs, attribute.String("gen_ai.response.model", m))
+	}
+	if res.id != "" {
+		attrs = append(attrs, attribute.String("gen_ai.response.id", res.id))
+	}
+	if res.hasUsage || res.estimated {
+		attrs = append(attrs, attribute.Int64("gen_ai.usage.input_tokens", res.usage.Prompt),
+			attribute.Int64("gen_ai.usage.output_tokens", res.usage.Completion))
+		if res.estimated {
+			attrs = append(attrs, attribute.Bool("tollgate.usage_estimated", true))
+		}
+	}
+	if len(res.reasons) > 0 {
+		attrs = append(attrs, attribute.StringSlice("gen_ai.response.finish_reasons", res.reasons))
+	}
+	if res.ttfb > 0 {
+		attrs = append(attrs, attribute.String("langfuse.observation.completion_start_time", c.start.Add(res.ttfb).UTC().Format(time.RFC3339Nano)))
+	}
+	if req.maxTokens > 0 {
+		attrs = append(attrs, attribute.Int64("gen_ai.request.max_tokens", req.maxTokens))
+	}
+	if v := req.obj.Get("temperature"); v != nil {
+		if f, err := strconv.ParseFloat(string(v), 64); err == nil {
+			attrs = append(attrs, attribute.Float64("gen_ai.request.temperature", f))
+		}
+	}
+	if p != nil {
+		if len(p.KeyHash) >= 8 {
+			attrs = append(attrs, attribute.String("tollgate.key_hash", p.KeyHash[:8]))
+		}
+		if k := p.Key; k != nil {
+			if k.KeyAlias != nil {
+				attrs = append(attrs, attribute.String("tollgate.key_alias", *k.KeyAlias))
+			}
+			if k.UserID != "" {
+				attrs = append(attrs, attribute.String("tollgate.user", k.UserID), attribute.String("user.id", k.UserID))
+			}
+			if k.TeamID != "" {
+				attrs = append(attrs, attribute.String("tollgate.team", k.TeamID))
+			}
+		}
+	}
+	if req.user != "" {
+		attrs = append(attrs, attribute.String("tollgate.end_user", clip(req.user)))
+	}
+	if len(c.meta.tags) > 0 {
+		attrs = append(attrs, attribute.StringSlice("tollgate.tags", c.meta.tags),
+			attribute.StringSlice("langfuse.trace.tags", c.meta.tags))
+	}
+	sp.SetAttributes(attrs...)
+	if status >= 400 || status == 0 {
+		msg := "status " + strconv.Itoa(status)
+		switch {
+		case c.err != nil:
+			e := apierror.From(c.err)
+			msg = e.Message
+			sp.SetAttributes(attribute.String("error.type", e.Type))
+		case status == 499:
+			msg = "the client disconnected"
+			sp.SetAttributes(attribute.String("error.type", "client_disconnected"))
+		default:
+			sp.SetAttributes(attribute.String("error.type", strconv.Itoa(status)))
+		}
+		sp.SetStatus(codes.Error, msg)
+	}
+	sp.End()
+}
+
+func responseModel(res *result) string {
+	switch {
+	case res.served != "":
+		return res.served
+	case res.respModel != "":
+		return res.respModel
+	}
+	return res.model
+}
+
+// genAIOperation is the GenAI operation name of op.
+func genAIOperation(op provider.Op) string {
+	return op.String()
+}
+
+// genAIProviders maps Tollgate's (LiteLLM's) provider names to the GenAI
+// conventions' gen_ai.provider.name values where they differ.
+var genAIProviders = map[string]string{
+	"azure": "azure.ai.openai", "azure_ai": "azure.ai.inference", "bedrock": "aws.bedrock",
+	"vertex_ai": "gcp.vertex_ai", "gemini": "gcp.gemini", "mistral": "mistral_ai",
+	"xai": "x_ai", "watsonx": "ibm.watsonx.ai",
+}
+
+func genAIProvider(p string) string {
+	if v, ok := genAIProviders[p]; ok {
+		return v
+	}
+	return p
+}
+
+// Finish reasons are read from an answer only when the call is traced.
+var (
+	reasonKeys = [][]byte{[]byte(`"finish_reason":`), []byte(`"stop_reason":`), []byte(`"finishReason":`), []byte(`"stopReason":`)}
+	reasonHint = []byte(`eason"`)
+)
+
+// traceAnswer reads the finish reasons (and the model) of a whole answer
+// or of one stream event into res.
+func (res *result) traceAnswer(data []byte, whole bool) {
+	// A stream names its model in its first events: later ones are not read for it.
+	if (whole || (res.respModel == "" && res.chunks == 0)) && res.served == "" {
+		if m := modelIn(data); m != "" {
+			res.respModel = m
+		}
+	}
+	if !bytes.Contains(data, reasonHint) {
+		return
+	}
+	for _, k := range reasonKeys {
+		for rest := data; ; {
+			i := bytes.Index(rest, k)
+			if i < 0 {
+				break
+			}
+			rest = bytes.TrimLeft(rest[i+len(k):], " ")
+			if len(rest) == 0 || rest[0] != '"' {
+				continue // null: not finished yet
+			}
+			end := bytes.IndexByte(rest[1:], '"')
+			if end < 0 || end > 64 {
+				break
+			}
+			if r := rest[1 : 1+end]; len(res.reasons) < 16 && !containsBytes(res.reasons, r) {
+				res.reasons = append(res.reasons, string(r))
+			}
+			rest = rest[1+end:]
+		}
+	}
+}
+
+func containsBytes(list []string, b []byte) bool {
+	for _, s := range list {
+		if s == string(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// modelIn is the "model" member of an answer or of a stream event's data.
+func modelIn(data []byte) string {
+	if _, after, found := bytes.Cut(data, []byte("data:")); found {
+		data, _, _ = bytes.Cut(after, []byte{'\n'})
+	}
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return ""
+	}
+	return modelOf(data)
+}

@@ -1,0 +1,88 @@
+package gateway
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/callback"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/router"
+)
+
+// TestPayloadTraceIDIsTheW3CTraceID: a traced call's callback payload
+// carries the trace's id (the client's, continued); an untraced one the
+// call id.
+func TestPayloadTraceIDIsTheW3CTraceID(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	u := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}`)
+	}))
+	defer u.Close()
+	deps := []config.Deployment{{ModelName: "g", Provider: "openai", Model: "m", APIBase: u.URL, ID: "d1"}}
+	for _, traced := range []bool{true, false} {
+		rt, err := router.New(deps, router.Settings{Health: router.NewHealth(nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := &publisher{got: make(chan *callback.Payload, 4)}
+		opts := Options{Observer: &Telemetry{Callbacks: pub}}
+		if traced {
+			opts.Tracer = tp.Tracer("test")
+		}
+		g := New(opts, auth.NewAuthenticator(&config.Config{}, nil, auth.Options{}), rt)
+		mux := http.NewServeMux()
+		g.Register(mux)
+		srv := httptest.NewServer(mux)
+		status, body := metaPost(t, srv.URL, `{"model":"g","messages":[{"role":"user","content":"hi"}]}`,
+			"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+		srv.Close()
+		if status != 200 {
+			t.Fatalf("status %d: %s", status, body)
+		}
+		pl := nextPayload(t, pub)
+		if traced && pl.TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" {
+			t.Errorf("traced: trace_id %q, want the W3C trace id", pl.TraceID)
+		}
+		if !traced && pl.TraceID != pl.ID {
+			t.Errorf("untraced: trace_id %q, want the call id %q", pl.TraceID, pl.ID)
+		}
+	}
+	ended := rec.Ended()
+	if len(ended) != 2 { // the request and its attempt (no limits, no meter)
+		t.Errorf("%d spans ended, want 2", len(ended))
+	}
+}
+
+// TestTracingOffAllocatesNothing: without a tracer every tracing hook on
+// the request path returns on a nil check, allocating nothing.
+func TestTracingOffAllocatesNothing(t *testing.T) {
+	g := New(Options{}, auth.NewAuthenticator(&config.Config{}, nil, auth.Options{}), nil)
+	r := httptest.NewRequest("POST", "/v1/chat/completions", nil)
+	up := httptest.NewRequest("POST", "http://upstream/v1/chat/completions", nil)
+	c := &call{g: g, r: r, req: &request{model: "m"}}
+	tgt := &provider.Target{D: &config.Deployment{ID: "d", Provider: "openai"}}
+	var grp router.Group
+	n := testing.AllocsPerRun(100, func() {
+		c.startTrace()
+		c.startAttempt(tgt, grp.Name, "m")
+		sp := c.startStep("tollgate.budget_hold")
+		c.endStep(sp, nil)
+		c.propagate(up)
+		c.endAttempt(true, nil)
+		c.res.traced = c.tr != nil
+		c.endTrace(200)
+		_ = c.traceID()
+	})
+	if n != 0 || c.tr != nil {
+		t.Errorf("tracing off: %v allocations per request, trace %v", n, c.tr)
+	}
+}

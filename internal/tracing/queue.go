@@ -1,0 +1,194 @@
+package tracing
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// queue is a span processor with a bounded queue in front of one
+// exporter. OnEnd never blocks: a span that finds the queue full is
+// dropped and counted. One goroutine (run) takes spans off the queue in
+// batches and exports them with a deadline, so an exporter that is slow
+// or down costs requests nothing but the spans dropped.
+type queue struct {
+	name     string
+	newExp   func(ctx context.Context) (sdktrace.SpanExporter, error)
+	exp      sdktrace.SpanExporter
+	ch       chan sdktrace.ReadOnlySpan
+	batch    int
+	interval time.Duration
+	timeout  time.Duration
+
+	log                       *slog.Logger
+	lastErr                   time.Time // when a failed export was last logged
+	exported, dropped, failed atomic.Uint64
+	flush                     chan chan struct{}
+	stopOnce                  sync.Once
+	stop                      chan struct{}
+	done                      chan struct{}
+	running                   atomic.Bool
+	// abort cancels the export in flight and every later one: Shutdown
+	// calls it when its deadline passes, so that run returns at once.
+	ctx   context.Context
+	abort context.CancelFunc
+}
+
+var _ sdktrace.SpanProcessor = (*queue)(nil)
+
+func newQueue(name string, size, batch int, interval, timeout time.Duration, newExp func(context.Context) (sdktrace.SpanExporter, error)) *queue {
+	ctx, abort := context.WithCancel(context.Background())
+	return &queue{name: name, newExp: newExp, ch: make(chan sdktrace.ReadOnlySpan, size), batch: batch,
+		interval: interval, timeout: timeout, flush: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
+		ctx: ctx, abort: abort}
+}
+
+// OnStart does nothing: spans are queued when they end.
+func (q *queue) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+
+// OnEnd queues s, or drops it when the queue is full.
+func (q *queue) OnEnd(s sdktrace.ReadOnlySpan) {
+	if !s.SpanContext().IsSampled() {
+		return
+	}
+	select {
+	case q.ch <- s:
+	default:
+		q.dropped.Add(1)
+	}
+}
+
+// start makes the exporter (nothing is dialled before the server runs).
+func (q *queue) start(ctx context.Context) error {
+	exp, err := q.newExp(ctx)
+	if err != nil {
+		return err
+	}
+	q.exp = exp
+	return nil
+}
+
+// run exports batches until stopped, then exports what is queued (within
+// ctx's deadline, given by Shutdown) and shuts the exporter down.
+func (q *queue) run() {
+	defer close(q.done)
+	buf := make([]sdktrace.ReadOnlySpan, 0, q.batch)
+	tick := time.NewTicker(q.interval)
+	defer tick.Stop()
+	send := func() {
+		if len(buf) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(q.ctx, q.timeout)
+		err := q.exp.ExportSpans(ctx, buf)
+		cancel()
+		if err != nil {
+			q.failed.Add(uint64(len(buf)))
+			if q.log != nil && time.Since(q.lastErr) > time.Minute {
+				// At most once a minute: the metrics count every batch.
+				q.lastErr = time.Now()
+				q.log.Warn("tracing: spans not exported", "exporter", q.name, "spans", len(buf), "err", err)
+			}
+		} else {
+			q.exported.Add(uint64(len(buf)))
+		}
+		clear(buf)
+		buf = buf[:0]
+	}
+	for {
+		select {
+		case s := <-q.ch:
+			buf = append(buf, s)
+			if len(buf) >= q.batch {
+				send()
+			}
+		case <-tick.C:
+			send()
+		case ack := <-q.flush:
+			q.drain(&buf, send)
+			close(ack)
+		case <-q.stop:
+			q.drain(&buf, send)
+			return
+		}
+	}
+}
+
+// drain exports everything queued now.
+func (q *queue) drain(buf *[]sdktrace.ReadOnlySpan, send func()) {
+	for {
+		select {
+		case s := <-q.ch:
+			*buf = append(*buf, s)
+			if len(*buf) >= q.batch {
+				send()
+			}
+		default:
+			send()
+			return
+		}
+	}
+}
+
+// ForceFlush exports what is queued, waiting at most until ctx ends.
+func (q *queue) ForceFlush(ctx context.Context) error {
+	if !q.running.Load() {
+		return nil
+	}
+	ack := make(chan struct{})
+	select {
+	case q.flush <- ack:
+	case <-q.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ack:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Shutdown exports what is queued and stops, waiting at most until ctx
+// ends; the exporter is shut down after.
+func (q *queue) Shutdown(ctx context.Context) error {
+	var err error
+	q.stopOnce.Do(func() {
+		if q.running.Load() {
+			close(q.stop)
+			select {
+			case <-q.done:
+			case <-ctx.Done():
+				// Past the deadline: what is still queued is counted as
+				// failed, and run returns without waiting on the exporter.
+				q.abort()
+				<-q.done
+				err = errors.Join(ctx.Err(), errors.New("tracing: spans still queued for "+q.name+" at the shutdown deadline"))
+			}
+		}
+		q.abort()
+		if q.exp != nil {
+			err = errors.Join(err, q.exp.Shutdown(ctx))
+		}
+	})
+	return err
+}
+
+// Stats is one exporter's queue, for the metrics.
+type Stats struct {
+	Exporter                  string
+	Queued, Capacity          int
+	Exported, Dropped, Failed uint64
+}
+
+func (q *queue) stats() Stats {
+	return Stats{Exporter: q.name, Queued: len(q.ch), Capacity: cap(q.ch),
+		Exported: q.exported.Load(), Dropped: q.dropped.Load(), Failed: q.failed.Load()}
+}
