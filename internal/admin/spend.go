@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -22,6 +23,10 @@ func (a *API) registerSpend(mux Mux) {
 	mux.Handle("GET /global/spend", a.route(readAll, a.globalSpend))
 	mux.Handle("GET /global/spend/report", a.route(readAll, a.spendReport))
 	mux.Handle("POST /spend/calculate", a.route(readOwn, a.spendCalculate))
+	// Tag spend is every caller's together: admins and admin viewers only.
+	mux.Handle("GET /spend/tags", a.route(readAll, a.spendTags))
+	mux.Handle("GET /global/spend/tags", a.route(readAll, a.globalSpendTags))
+	mux.Handle("GET /global/spend/all_tag_names", a.route(readAll, a.allTagNames))
 }
 
 // reportGroups maps /global/spend/report's group_by to the rollup column and
@@ -161,7 +166,9 @@ func (a *API) spendCalculate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 // (YYYY-MM-DD or RFC 3339; end_date is inclusive of its day). With both
 // dates and summarize not false, the answer is LiteLLM's summary per day
 // instead (spendSummary). page and size page the rows (Tollgate's; without
-// them the newest 1,000).
+// them the newest 1,000). tag (Tollgate's) keeps the rows carrying that
+// request tag exactly; it always lists rows (the summary's rollups have
+// no tags).
 func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	q := r.URL.Query()
 	summarize := true
@@ -172,7 +179,7 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		}
 	}
 	f := store.SpendFilter{UserID: q.Get("user_id"), TeamID: q.Get("team_id"), EndUser: q.Get("end_user"),
-		RequestID: q.Get("request_id"), Page: page(r)}
+		RequestID: q.Get("request_id"), Tag: q.Get("tag"), Page: page(r)}
 	if f.Page.Size == 0 {
 		f.Page.Size = 1000
 	}
@@ -191,7 +198,7 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			f.KeyHash = p.KeyHash
 		}
 	}
-	if summarize && q.Get("start_date") != "" && q.Get("end_date") != "" {
+	if summarize && f.Tag == "" && q.Get("start_date") != "" && q.Get("end_date") != "" {
 		return a.spendSummary(w, r, f)
 	}
 	logs, _, err := a.store.ListSpendLogs(r.Context(), f)
@@ -209,32 +216,32 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 // spendLogRow is one row of /spend/logs: LiteLLM's LiteLLM_SpendLogs
 // fields, then Tollgate's own (call_id, http_status, latency_ms, ...).
 type spendLogRow struct {
-	RequestID           string         `json:"request_id"`
-	CallType            string         `json:"call_type"`
-	APIKey              string         `json:"api_key"`
-	Spend               float64        `json:"spend"`
-	TotalTokens         int64          `json:"total_tokens"`
-	PromptTokens        int64          `json:"prompt_tokens"`
-	CompletionTokens    int64          `json:"completion_tokens"`
-	StartTime           time.Time      `json:"startTime"`
-	EndTime             time.Time      `json:"endTime"`
-	CompletionStartTime *time.Time     `json:"completionStartTime"`
-	Model               string         `json:"model"`
-	ModelID             string         `json:"model_id"`
-	ModelGroup          string         `json:"model_group"`
-	CustomLLMProvider   string         `json:"custom_llm_provider"`
-	APIBase             string         `json:"api_base"`
-	User                string         `json:"user"`
-	TeamID              string         `json:"team_id"`
-	EndUser             string         `json:"end_user"`
-	Metadata            map[string]any `json:"metadata"`
-	CacheHit            string         `json:"cache_hit"`
-	CacheKey            string         `json:"cache_key"`
-	RequestTags         []string       `json:"request_tags"`
-	RequesterIP         *string        `json:"requester_ip_address"`
-	Messages            map[string]any `json:"messages"`
-	Response            map[string]any `json:"response"`
-	Status              string         `json:"status"`
+	RequestID           string          `json:"request_id"`
+	CallType            string          `json:"call_type"`
+	APIKey              string          `json:"api_key"`
+	Spend               float64         `json:"spend"`
+	TotalTokens         int64           `json:"total_tokens"`
+	PromptTokens        int64           `json:"prompt_tokens"`
+	CompletionTokens    int64           `json:"completion_tokens"`
+	StartTime           time.Time       `json:"startTime"`
+	EndTime             time.Time       `json:"endTime"`
+	CompletionStartTime *time.Time      `json:"completionStartTime"`
+	Model               string          `json:"model"`
+	ModelID             string          `json:"model_id"`
+	ModelGroup          string          `json:"model_group"`
+	CustomLLMProvider   string          `json:"custom_llm_provider"`
+	APIBase             string          `json:"api_base"`
+	User                string          `json:"user"`
+	TeamID              string          `json:"team_id"`
+	EndUser             string          `json:"end_user"`
+	Metadata            map[string]any  `json:"metadata"`
+	CacheHit            string          `json:"cache_hit"`
+	CacheKey            string          `json:"cache_key"`
+	RequestTags         []string        `json:"request_tags"`
+	RequesterIP         *string         `json:"requester_ip_address"`
+	Messages            json.RawMessage `json:"messages"`
+	Response            json.RawMessage `json:"response"`
+	Status              string          `json:"status"`
 
 	CallID                   string `json:"call_id"`
 	HTTPStatus               int    `json:"http_status"`
@@ -248,7 +255,11 @@ type spendLogRow struct {
 
 // litellmSpendLog shapes a stored row as LiteLLM does. request_id is the
 // upstream answer's id when it had one (LiteLLM's), else the call id; model
-// and api_base come from the deployment when it is still served.
+// and api_base come from the deployment when it is still served. The
+// request's own metadata goes into metadata as LiteLLM files it: its
+// spend_logs_metadata member as spend_logs_metadata, and (Tollgate's, the
+// name LiteLLM's logging payload uses) the whole object as
+// requester_metadata. messages and response are {} unless stored.
 func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 	status := "success"
 	if l.Status >= 400 || l.Status == 0 {
@@ -261,10 +272,25 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 		CustomLLMProvider: l.Provider, User: l.UserID, TeamID: l.TeamID, EndUser: l.EndUser,
 		Metadata: map[string]any{"user_api_key": l.KeyHash, "user_api_key_user_id": l.UserID, "user_api_key_team_id": l.TeamID,
 			"status": status, "tollgate_call_id": l.RequestID},
-		CacheHit: "False", RequestTags: []string{}, Messages: map[string]any{}, Response: map[string]any{}, Status: status,
+		CacheHit: "False", RequestTags: l.RequestTags, Messages: l.Messages, Response: l.Response, Status: status,
 		CallID: l.RequestID, HTTPStatus: l.Status, LatencyMS: l.LatencyMS, CachedTokens: l.CachedTokens,
 		ReportedPromptTokens: l.ReportedPromptTokens, ReportedCompletionTokens: l.ReportedCompletionTokens,
 		UsageClamped: l.UsageClamped, UsageEstimated: l.UsageEstimated,
+	}
+	if row.RequestTags == nil {
+		row.RequestTags = []string{}
+	}
+	if len(row.Messages) == 0 {
+		row.Messages = emptyObject
+	}
+	if len(row.Response) == 0 {
+		row.Response = emptyObject
+	}
+	if l.Metadata != nil {
+		row.Metadata["requester_metadata"] = l.Metadata
+		if v, ok := l.Metadata["spend_logs_metadata"]; ok {
+			row.Metadata["spend_logs_metadata"] = v
+		}
 	}
 	if d != nil {
 		if d.Model != "" {
@@ -274,6 +300,8 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 	}
 	return row
 }
+
+var emptyObject = json.RawMessage(`{}`)
 
 // deploymentsByID are the deployments served now, by id (none without the
 // model API).
@@ -380,4 +408,132 @@ func (a *API) globalSpend(w http.ResponseWriter, r *http.Request, p *auth.Princi
 		return apierror.Internal(err)
 	}
 	return writeJSON(w, map[string]any{"spend": spend, "max_budget": budget})
+}
+
+// maxReportTags bounds the tags one report may name.
+const maxReportTags = 100
+
+// tagReport reads the tag rollups for start_date..end_date (inclusive; both
+// optional unless required) and the comma-separated tags (none, or
+// LiteLLM's "all-tags" among them: every tag), summed per tag and sorted by
+// spend, highest first (then by tag).
+func (a *API) tagReport(r *http.Request, datesRequired bool) ([]tagTotal, error) {
+	q := r.URL.Query()
+	if datesRequired && (q.Get("start_date") == "" || q.Get("end_date") == "") {
+		return nil, apierror.BadRequest("start_date", "start_date and end_date are required (YYYY-MM-DD)")
+	}
+	var f store.TagFilter
+	var err error
+	if f.From, f.To, err = dateRange(q); err != nil {
+		return nil, err
+	}
+	if v := q.Get("tags"); v != "" {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t == "all-tags" {
+				f.Tags = nil
+				break
+			} else if t != "" && !slices.Contains(f.Tags, t) {
+				f.Tags = append(f.Tags, t)
+			}
+		}
+		if len(f.Tags) > maxReportTags {
+			return nil, apierror.BadRequest("tags", "at most %d tags; got %d", maxReportTags, len(f.Tags))
+		}
+	}
+	rows, err := a.store.TagReport(r.Context(), f)
+	if err != nil {
+		return nil, apierror.Internal(err)
+	}
+	at := map[string]int{}
+	var out []tagTotal
+	for _, row := range rows {
+		i, ok := at[row.Tag]
+		if !ok {
+			i = len(out)
+			at[row.Tag] = i
+			out = append(out, tagTotal{Tag: row.Tag})
+		}
+		t := &out[i]
+		t.Requests += row.Requests
+		t.PromptTokens += row.PromptTokens
+		t.CompletionTokens += row.CompletionTokens
+		t.Spend += row.Spend
+	}
+	slices.SortFunc(out, func(a, b tagTotal) int {
+		return cmp.Or(cmp.Compare(b.Spend, a.Spend), cmp.Compare(a.Tag, b.Tag))
+	})
+	return out, nil
+}
+
+// tagTotal is one tag's spend over a report's days.
+type tagTotal struct {
+	Tag                                      string
+	Requests, PromptTokens, CompletionTokens int64
+	Spend                                    float64
+}
+
+// spendTags is LiteLLM's /spend/tags: every tag's request count and spend,
+// highest spend first, from the daily tag rollups:
+//
+//	[{"individual_request_tag": "prod", "log_count": 6, "total_spend": 0.0007}]
+//
+// start_date and end_date (YYYY-MM-DD, inclusive) are optional. A request
+// with several tags counts under each.
+func (a *API) spendTags(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	tags, err := a.tagReport(r, false)
+	if err != nil {
+		return err
+	}
+	type row struct {
+		Tag      string  `json:"individual_request_tag"`
+		LogCount int64   `json:"log_count"`
+		Spend    float64 `json:"total_spend"`
+	}
+	out := make([]row, 0, len(tags))
+	for _, t := range tags {
+		out = append(out, row{t.Tag, t.Requests, t.Spend})
+	}
+	return writeJSON(w, out)
+}
+
+// globalSpendTags is LiteLLM's /global/spend/tags (what its UI charts):
+// start_date and end_date required, tags optional (comma-separated;
+// "all-tags" or none: every tag),
+//
+//	{"spend_per_tag": [{"name": "prod", "spend": 0.0007, "log_count": 6, ...}]}
+//
+// highest spend first. Tollgate adds the tokens.
+func (a *API) globalSpendTags(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	tags, err := a.tagReport(r, true)
+	if err != nil {
+		return err
+	}
+	type row struct {
+		Name             string  `json:"name"`
+		Spend            float64 `json:"spend"`
+		LogCount         int64   `json:"log_count"`
+		PromptTokens     int64   `json:"prompt_tokens"`
+		CompletionTokens int64   `json:"completion_tokens"`
+		TotalTokens      int64   `json:"total_tokens"`
+	}
+	out := make([]row, 0, len(tags))
+	for _, t := range tags {
+		out = append(out, row{t.Tag, t.Spend, t.Requests, t.PromptTokens, t.CompletionTokens, t.PromptTokens + t.CompletionTokens})
+	}
+	return writeJSON(w, map[string]any{"spend_per_tag": out})
+}
+
+// allTagNames is LiteLLM's /global/spend/all_tag_names: every tag that has
+// spend, {"tag_names": [...]}, sorted.
+func (a *API) allTagNames(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	tags, err := a.tagReport(r, false)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(tags))
+	for _, t := range tags {
+		names = append(names, t.Tag)
+	}
+	slices.Sort(names)
+	return writeJSON(w, map[string]any{"tag_names": names})
 }
