@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ func (a *API) registerSpend(mux Mux) {
 	mux.Handle("GET /spend/tags", a.route(readAll, a.spendTags))
 	mux.Handle("GET /global/spend/tags", a.route(readAll, a.globalSpendTags))
 	mux.Handle("GET /global/spend/all_tag_names", a.route(readAll, a.allTagNames))
+	mux.Handle("GET /tag/daily/activity", a.route(readAll, a.tagDailyActivity))
 }
 
 // reportGroups maps /global/spend/report's group_by to the rollup column and
@@ -536,4 +538,135 @@ func (a *API) allTagNames(w http.ResponseWriter, r *http.Request, p *auth.Princi
 	}
 	slices.Sort(names)
 	return writeJSON(w, map[string]any{"tag_names": names})
+}
+
+// spendMetrics are LiteLLM's SpendMetrics. The tag rollup keeps no cache
+// token counts: those are 0.
+type spendMetrics struct {
+	Spend                    float64 `json:"spend"`
+	PromptTokens             int64   `json:"prompt_tokens"`
+	CompletionTokens         int64   `json:"completion_tokens"`
+	TotalTokens              int64   `json:"total_tokens"`
+	APIRequests              int64   `json:"api_requests"`
+	SuccessfulRequests       int64   `json:"successful_requests"`
+	FailedRequests           int64   `json:"failed_requests"`
+	CacheReadInputTokens     int64   `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens"`
+}
+
+func (m *spendMetrics) add(r *store.TagRow) {
+	m.Spend += r.Spend
+	m.PromptTokens += r.PromptTokens
+	m.CompletionTokens += r.CompletionTokens
+	m.TotalTokens += r.PromptTokens + r.CompletionTokens
+	m.APIRequests += r.Requests
+	m.SuccessfulRequests += r.Requests - r.FailedRequests
+	m.FailedRequests += r.FailedRequests
+}
+
+type metricsWithMetadata struct {
+	Metrics  spendMetrics   `json:"metrics"`
+	Metadata map[string]any `json:"metadata"`
+}
+
+// tagDailyActivity is LiteLLM's /tag/daily/activity: per day (newest
+// first), the tags' spend with a breakdown by model group and by tag
+// (entities), in LiteLLM's SpendAnalyticsPaginatedResponse shape:
+//
+//	{"results": [{"date": "2026-11-01", "metrics": {...}, "breakdown": {"models": {...},
+//	  "model_groups": {...}, "providers": {}, "api_keys": {}, "entities": {"prod": {"metrics": {...}}}}}],
+//	 "metadata": {"total_spend", ..., "page", "total_pages", "has_more"}}
+//
+// start_date and end_date are required; tags (comma-separated) and model
+// (a model group) narrow it; page and page_size page the days (default 10
+// days a page, at most 1,000). A request with several tags counts under
+// each, in the day's metrics too, as LiteLLM's tag table does.
+func (a *API) tagDailyActivity(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	q := r.URL.Query()
+	if q.Get("start_date") == "" || q.Get("end_date") == "" {
+		return apierror.BadRequest("start_date", "start_date and end_date are required (YYYY-MM-DD)")
+	}
+	var f store.TagFilter
+	var err error
+	if f.From, f.To, err = dateRange(q); err != nil {
+		return err
+	}
+	for t := range strings.SplitSeq(q.Get("tags"), ",") {
+		if t = strings.TrimSpace(t); t != "" && !slices.Contains(f.Tags, t) {
+			f.Tags = append(f.Tags, t)
+		}
+	}
+	if len(f.Tags) > maxReportTags {
+		return apierror.BadRequest("tags", "at most %d tags; got %d", maxReportTags, len(f.Tags))
+	}
+	pageN, size := 1, 10
+	for _, v := range []struct {
+		name string
+		to   *int
+		max  int
+	}{{"page", &pageN, 1 << 30}, {"page_size", &size, 1000}} {
+		if s := q.Get(v.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > v.max {
+				return apierror.BadRequest(v.name, "%s must be an integer from 1 to %d; got %q", v.name, v.max, s)
+			}
+			*v.to = n
+		}
+	}
+	rows, err := a.store.TagReport(r.Context(), f)
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	model := q.Get("model")
+	type breakdown struct {
+		Models      map[string]*metricsWithMetadata `json:"models"`
+		ModelGroups map[string]*metricsWithMetadata `json:"model_groups"`
+		Providers   map[string]*metricsWithMetadata `json:"providers"`
+		APIKeys     map[string]*metricsWithMetadata `json:"api_keys"`
+		Entities    map[string]*metricsWithMetadata `json:"entities"`
+	}
+	type day struct {
+		Date      string       `json:"date"`
+		Metrics   spendMetrics `json:"metrics"`
+		Breakdown breakdown    `json:"breakdown"`
+	}
+	var days []*day
+	var total spendMetrics
+	entry := func(m map[string]*metricsWithMetadata, k string) *spendMetrics {
+		e := m[k]
+		if e == nil {
+			e = &metricsWithMetadata{Metadata: map[string]any{}}
+			m[k] = e
+		}
+		return &e.Metrics
+	}
+	for i := range rows {
+		row := &rows[i]
+		if model != "" && row.Model != model {
+			continue
+		}
+		if len(days) == 0 || days[len(days)-1].Date != row.Day {
+			days = append(days, &day{Date: row.Day, Breakdown: breakdown{Models: map[string]*metricsWithMetadata{}, ModelGroups: map[string]*metricsWithMetadata{},
+				Providers: map[string]*metricsWithMetadata{}, APIKeys: map[string]*metricsWithMetadata{}, Entities: map[string]*metricsWithMetadata{}}})
+		}
+		d := days[len(days)-1]
+		d.Metrics.add(row)
+		total.add(row)
+		entry(d.Breakdown.Models, row.Model).add(row)
+		entry(d.Breakdown.ModelGroups, row.Model).add(row)
+		entry(d.Breakdown.Entities, row.Tag).add(row)
+	}
+	slices.Reverse(days) // newest first
+	pages := max(1, (len(days)+size-1)/size)
+	start := min((pageN-1)*size, len(days))
+	results := days[start:min(start+size, len(days))]
+	if results == nil {
+		results = []*day{}
+	}
+	return writeJSON(w, map[string]any{"results": results, "metadata": map[string]any{
+		"total_spend": total.Spend, "total_prompt_tokens": total.PromptTokens, "total_completion_tokens": total.CompletionTokens,
+		"total_tokens": total.TotalTokens, "total_api_requests": total.APIRequests, "total_successful_requests": total.SuccessfulRequests,
+		"total_failed_requests": total.FailedRequests, "total_cache_read_input_tokens": 0, "total_cache_creation_input_tokens": 0,
+		"page": pageN, "total_pages": pages, "has_more": pageN < pages,
+	}})
 }

@@ -70,7 +70,8 @@ type tagLog struct {
 
 // TestSpendByTag: tags from the header, the body's metadata and the key
 // reach the spend rows (/spend/logs, filtered by tag) and the tag reports
-// (/spend/tags, /global/spend/tags, /global/spend/all_tag_names), whose
+// (/spend/tags, /global/spend/tags, /global/spend/all_tag_names,
+// /tag/daily/activity), whose
 // sums match the rows; stored messages and response are shown; the body's
 // metadata is shown as LiteLLM files it.
 func TestSpendByTag(t *testing.T) {
@@ -177,6 +178,45 @@ func TestSpendByTag(t *testing.T) {
 			t.Errorf("all_tag_names %v", names.TagNames)
 		}
 
+		var act struct {
+			Results []struct {
+				Date    string `json:"date"`
+				Metrics struct {
+					Spend       float64 `json:"spend"`
+					APIRequests int     `json:"api_requests"`
+					Successful  int     `json:"successful_requests"`
+				} `json:"metrics"`
+				Breakdown struct {
+					ModelGroups map[string]any `json:"model_groups"`
+					Entities    map[string]struct {
+						Metrics struct {
+							APIRequests int     `json:"api_requests"`
+							Spend       float64 `json:"spend"`
+						} `json:"metrics"`
+					} `json:"entities"`
+				} `json:"breakdown"`
+			} `json:"results"`
+			Metadata struct {
+				TotalAPIRequests int  `json:"total_api_requests"`
+				Page             int  `json:"page"`
+				HasMore          bool `json:"has_more"`
+			} `json:"metadata"`
+		}
+		if s, out := e.do("GET", "/tag/daily/activity", "sk-1234", ""); s != 400 {
+			t.Errorf("/tag/daily/activity without dates: %d %v", s, out)
+		}
+		if s := e.getJSON("/tag/daily/activity?start_date="+today+"&end_date="+today+"&tags=key-tag,body-b", "sk-1234", &act); s != 200 {
+			t.Fatalf("/tag/daily/activity: %d", s)
+		}
+		if len(act.Results) != 1 || act.Results[0].Date != today || act.Results[0].Metrics.APIRequests != 5 || act.Results[0].Metrics.Successful != 5 ||
+			act.Results[0].Breakdown.Entities["key-tag"].Metrics.APIRequests != 3 || act.Results[0].Breakdown.Entities["body-b"].Metrics.APIRequests != 2 ||
+			act.Results[0].Breakdown.ModelGroups["priced"] == nil || act.Metadata.TotalAPIRequests != 5 || act.Metadata.Page != 1 || act.Metadata.HasMore {
+			t.Errorf("/tag/daily/activity: %+v", act)
+		}
+		if got := act.Results[0].Breakdown.Entities["key-tag"].Metrics.Spend; fmt.Sprintf("%.9f", got) != fmt.Sprintf("%.9f", total) {
+			t.Errorf("/tag/daily/activity key-tag spend %v, rows sum %v", got, total)
+		}
+
 		// Stored content (another part fills it) is shown as stored.
 		now := time.Now()
 		err := e.store.ApplySpend(context.Background(), []store.SpendLog{{RequestID: "stored-1", KeyHash: sha(key), ModelGroup: "gpt-4",
@@ -206,7 +246,8 @@ func TestTagReportRoles(t *testing.T) {
 			keys[role] = out["key"].(string)
 		}
 		today := time.Now().UTC().Format(time.DateOnly)
-		paths := []string{"/spend/tags", "/global/spend/tags?start_date=" + today + "&end_date=" + today, "/global/spend/all_tag_names"}
+		paths := []string{"/spend/tags", "/global/spend/tags?start_date=" + today + "&end_date=" + today, "/global/spend/all_tag_names",
+			"/tag/daily/activity?start_date=" + today + "&end_date=" + today}
 		tests := []struct {
 			role string
 			want int

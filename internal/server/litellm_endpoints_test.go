@@ -199,7 +199,7 @@ var litellmEndpoints = []struct{ area, method, path, note string }{
 	{"tags", "POST", "/tag/delete", "tags are not kept as objects"},
 	{"tags", "POST", "/tag/info", "tags are not kept as objects"},
 	{"tags", "GET", "/tag/list", "tags are not kept as objects"},
-	{"tags", "GET", "/tag/daily/activity", "tags are not kept as objects"},
+	{"tags", "GET", "/tag/daily/activity", ""},
 
 	// health
 	{"health", "GET", "/health", ""},

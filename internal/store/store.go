@@ -400,6 +400,7 @@ type TagRow struct {
 	Tag              string  `json:"tag"`
 	Model            string  `json:"model"`
 	Requests         int64   `json:"requests"`
+	FailedRequests   int64   `json:"failed_requests"` // status 0 or >= 400
 	PromptTokens     int64   `json:"prompt_tokens"`
 	CompletionTokens int64   `json:"completion_tokens"`
 	Spend            float64 `json:"spend"`

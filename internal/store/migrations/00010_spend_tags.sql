@@ -11,13 +11,15 @@ ALTER TABLE spend_logs ADD COLUMN response TEXT;
 
 -- Spend per day, request tag and model group: one rollup row gets each
 -- spend row once per tag it carries (a request with two tags counts in
--- both), written by ApplySpend in the spend row's transaction. The tag
+-- both), written by ApplySpend in the spend row's transaction.
+-- failed_requests counts the rows whose status was 0 or 400 and above. The tag
 -- reports (/spend/tags, /global/spend/tags) read only this table.
 CREATE TABLE spend_daily_tags (
     day               TEXT NOT NULL, -- YYYY-MM-DD (UTC)
     tag               TEXT NOT NULL,
     model_group       TEXT NOT NULL,
     requests          BIGINT NOT NULL,
+    failed_requests   BIGINT NOT NULL,
     prompt_tokens     BIGINT NOT NULL,
     completion_tokens BIGINT NOT NULL,
     spend             DOUBLE PRECISION NOT NULL,

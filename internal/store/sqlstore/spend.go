@@ -202,7 +202,11 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 		budgets := map[budget]float64{}
 		rolls := map[rollKey]*roll{}
 		type tagKey struct{ day, tag, model string }
-		var tagRolls map[tagKey]*roll
+		type tagRoll struct {
+			roll
+			failed int64
+		}
+		var tagRolls map[tagKey]*tagRoll
 		for _, l := range batch {
 			if !inserted[l.RequestID] {
 				continue
@@ -235,13 +239,16 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 					continue // a tag counts once per request
 				}
 				if tagRolls == nil {
-					tagRolls = map[tagKey]*roll{}
+					tagRolls = map[tagKey]*tagRoll{}
 				}
 				tk := tagKey{k.day, tag, l.ModelGroup}
 				tr := tagRolls[tk]
 				if tr == nil {
-					tr = &roll{}
+					tr = &tagRoll{}
 					tagRolls[tk] = tr
+				}
+				if l.Status == 0 || l.Status >= 400 {
+					tr.failed++
 				}
 				tr.requests++
 				tr.prompt += l.PromptTokens
@@ -292,14 +299,15 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			}
 		}
 		for k, r := range tagRolls {
-			_, err := tx.ExecContext(ctx, `INSERT INTO spend_daily_tags (day, tag, model_group, requests, prompt_tokens, completion_tokens, spend)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)
+			_, err := tx.ExecContext(ctx, `INSERT INTO spend_daily_tags (day, tag, model_group, requests, failed_requests, prompt_tokens, completion_tokens, spend)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 				ON CONFLICT (day, tag, model_group) DO UPDATE SET
 					requests = spend_daily_tags.requests + excluded.requests,
+					failed_requests = spend_daily_tags.failed_requests + excluded.failed_requests,
 					prompt_tokens = spend_daily_tags.prompt_tokens + excluded.prompt_tokens,
 					completion_tokens = spend_daily_tags.completion_tokens + excluded.completion_tokens,
 					spend = spend_daily_tags.spend + excluded.spend`,
-				k.day, k.tag, k.model, r.requests, r.prompt, r.completion, r.spend)
+				k.day, k.tag, k.model, r.requests, r.failed, r.prompt, r.completion, r.spend)
 			if err != nil {
 				return fmt.Errorf("tag rollup: %w", err)
 			}
@@ -545,7 +553,7 @@ func (s *DB) TagReport(ctx context.Context, f store.TagFilter) ([]store.TagRow, 
 	if len(conds) > 0 {
 		where = " WHERE " + strings.Join(conds, " AND ")
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT day, tag, model_group, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(spend)
+	rows, err := s.db.QueryContext(ctx, `SELECT day, tag, model_group, SUM(requests), SUM(failed_requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(spend)
 		FROM spend_daily_tags`+where+` GROUP BY day, tag, model_group ORDER BY day, tag, model_group`, args...)
 	if err != nil {
 		return nil, err
@@ -554,7 +562,7 @@ func (s *DB) TagReport(ctx context.Context, f store.TagFilter) ([]store.TagRow, 
 	var out []store.TagRow
 	for rows.Next() {
 		var r store.TagRow
-		if err := rows.Scan(&r.Day, &r.Tag, &r.Model, &r.Requests, &r.PromptTokens, &r.CompletionTokens, &r.Spend); err != nil {
+		if err := rows.Scan(&r.Day, &r.Tag, &r.Model, &r.Requests, &r.FailedRequests, &r.PromptTokens, &r.CompletionTokens, &r.Spend); err != nil {
 			return nil, err
 		}
 		out = append(out, r)

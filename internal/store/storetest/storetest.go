@@ -549,13 +549,13 @@ func spendTags(t *testing.T, s store.Store) {
 	d2 := d1.Add(2 * time.Minute) // the next UTC day
 	md := map[string]any{"generation_name": "g1", "tags": []any{"prod"}, "n": 2.5, "nested": map[string]any{"a": true}}
 	batch := []store.SpendLog{
-		{RequestID: "a", ModelGroup: "gpt-4", Cost: 1, PromptTokens: 10, CompletionTokens: 1, StartedAt: d1,
+		{RequestID: "a", Status: 200, ModelGroup: "gpt-4", Cost: 1, PromptTokens: 10, CompletionTokens: 1, StartedAt: d1,
 			RequestTags: []string{"prod", "app:x"}, Metadata: md,
 			Messages: json.RawMessage(`[{"role":"user","content":"hi"}]`), Response: json.RawMessage(`{"choices":[]}`)},
-		{RequestID: "b", ModelGroup: "gpt-4", Cost: 2, PromptTokens: 20, CompletionTokens: 2, StartedAt: d1, RequestTags: []string{"prod", "prod"}},
-		{RequestID: "c", ModelGroup: "claude", Cost: 4, StartedAt: d1, RequestTags: []string{"Prod", `we"ird,"prod`}},
-		{RequestID: "d", ModelGroup: "gpt-4", Cost: 8, StartedAt: d2, RequestTags: []string{"app:x"}},
-		{RequestID: "e", ModelGroup: "gpt-4", Cost: 16, StartedAt: d2},
+		{RequestID: "b", Status: 200, ModelGroup: "gpt-4", Cost: 2, PromptTokens: 20, CompletionTokens: 2, StartedAt: d1, RequestTags: []string{"prod", "prod"}},
+		{RequestID: "c", ModelGroup: "claude", Cost: 4, StartedAt: d1, Status: 502, RequestTags: []string{"Prod", `we"ird,"prod`}},
+		{RequestID: "d", Status: 200, ModelGroup: "gpt-4", Cost: 8, StartedAt: d2, RequestTags: []string{"app:x"}},
+		{RequestID: "e", Status: 200, ModelGroup: "gpt-4", Cost: 16, StartedAt: d2},
 	}
 	if err := s.ApplySpend(ctx, batch); err != nil {
 		t.Fatal(err)
@@ -602,10 +602,10 @@ func spendTags(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	want := []store.TagRow{
-		{Day: "2026-11-01", Tag: "Prod", Model: "claude", Requests: 1, Spend: 4},
+		{Day: "2026-11-01", Tag: "Prod", Model: "claude", Requests: 1, FailedRequests: 1, Spend: 4},
 		{Day: "2026-11-01", Tag: "app:x", Model: "gpt-4", Requests: 1, PromptTokens: 10, CompletionTokens: 1, Spend: 1},
 		{Day: "2026-11-01", Tag: "prod", Model: "gpt-4", Requests: 2, PromptTokens: 30, CompletionTokens: 3, Spend: 3},
-		{Day: "2026-11-01", Tag: `we"ird,"prod`, Model: "claude", Requests: 1, Spend: 4},
+		{Day: "2026-11-01", Tag: `we"ird,"prod`, Model: "claude", Requests: 1, FailedRequests: 1, Spend: 4},
 		{Day: "2026-11-02", Tag: "app:x", Model: "gpt-4", Requests: 1, Spend: 8},
 	}
 	if fmt.Sprint(rows) != fmt.Sprint(want) {
