@@ -166,6 +166,11 @@ func TestSpendByTag(t *testing.T) {
 			t.Errorf("/global/spend/tags for two tags: %+v", global)
 		}
 		global.SpendPerTag = nil
+		e.getJSON("/global/spend/tags?start_date="+today+"&end_date="+today+"&tags=hdr-a,all-tags", "sk-1234", &global)
+		if len(global.SpendPerTag) != 4 || global.SpendPerTag[0].Name != "key-tag" {
+			t.Errorf("/global/spend/tags with all-tags: %+v", global)
+		}
+		global.SpendPerTag = nil
 		e.getJSON("/global/spend/tags?start_date=2000-01-01&end_date=2000-01-02", "sk-1234", &global)
 		if len(global.SpendPerTag) != 0 {
 			t.Errorf("/global/spend/tags in 2000: %+v", global)
