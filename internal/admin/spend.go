@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -22,6 +24,11 @@ func (a *API) registerSpend(mux Mux) {
 	mux.Handle("GET /global/spend", a.route(readAll, a.globalSpend))
 	mux.Handle("GET /global/spend/report", a.route(readAll, a.spendReport))
 	mux.Handle("POST /spend/calculate", a.route(readOwn, a.spendCalculate))
+	// Tag spend is every caller's together: admins and admin viewers only.
+	mux.Handle("GET /spend/tags", a.route(readAll, a.spendTags))
+	mux.Handle("GET /global/spend/tags", a.route(readAll, a.globalSpendTags))
+	mux.Handle("GET /global/spend/all_tag_names", a.route(readAll, a.allTagNames))
+	mux.Handle("GET /tag/daily/activity", a.route(readAll, a.tagDailyActivity))
 }
 
 // reportGroups maps /global/spend/report's group_by to the rollup column and
@@ -161,7 +168,9 @@ func (a *API) spendCalculate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 // (YYYY-MM-DD or RFC 3339; end_date is inclusive of its day). With both
 // dates and summarize not false, the answer is LiteLLM's summary per day
 // instead (spendSummary). page and size page the rows (Tollgate's; without
-// them the newest 1,000).
+// them the newest 1,000). tag (Tollgate's) keeps the rows carrying that
+// request tag exactly; it always lists rows (the summary's rollups have
+// no tags).
 func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	q := r.URL.Query()
 	summarize := true
@@ -172,7 +181,7 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		}
 	}
 	f := store.SpendFilter{UserID: q.Get("user_id"), TeamID: q.Get("team_id"), EndUser: q.Get("end_user"),
-		RequestID: q.Get("request_id"), Page: page(r)}
+		RequestID: q.Get("request_id"), Tag: q.Get("tag"), Page: page(r)}
 	if f.Page.Size == 0 {
 		f.Page.Size = 1000
 	}
@@ -191,7 +200,7 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			f.KeyHash = p.KeyHash
 		}
 	}
-	if summarize && q.Get("start_date") != "" && q.Get("end_date") != "" {
+	if summarize && f.Tag == "" && q.Get("start_date") != "" && q.Get("end_date") != "" {
 		return a.spendSummary(w, r, f)
 	}
 	logs, _, err := a.store.ListSpendLogs(r.Context(), f)
@@ -209,32 +218,32 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 // spendLogRow is one row of /spend/logs: LiteLLM's LiteLLM_SpendLogs
 // fields, then Tollgate's own (call_id, http_status, latency_ms, ...).
 type spendLogRow struct {
-	RequestID           string         `json:"request_id"`
-	CallType            string         `json:"call_type"`
-	APIKey              string         `json:"api_key"`
-	Spend               float64        `json:"spend"`
-	TotalTokens         int64          `json:"total_tokens"`
-	PromptTokens        int64          `json:"prompt_tokens"`
-	CompletionTokens    int64          `json:"completion_tokens"`
-	StartTime           time.Time      `json:"startTime"`
-	EndTime             time.Time      `json:"endTime"`
-	CompletionStartTime *time.Time     `json:"completionStartTime"`
-	Model               string         `json:"model"`
-	ModelID             string         `json:"model_id"`
-	ModelGroup          string         `json:"model_group"`
-	CustomLLMProvider   string         `json:"custom_llm_provider"`
-	APIBase             string         `json:"api_base"`
-	User                string         `json:"user"`
-	TeamID              string         `json:"team_id"`
-	EndUser             string         `json:"end_user"`
-	Metadata            map[string]any `json:"metadata"`
-	CacheHit            string         `json:"cache_hit"`
-	CacheKey            string         `json:"cache_key"`
-	RequestTags         []string       `json:"request_tags"`
-	RequesterIP         *string        `json:"requester_ip_address"`
-	Messages            map[string]any `json:"messages"`
-	Response            map[string]any `json:"response"`
-	Status              string         `json:"status"`
+	RequestID           string          `json:"request_id"`
+	CallType            string          `json:"call_type"`
+	APIKey              string          `json:"api_key"`
+	Spend               float64         `json:"spend"`
+	TotalTokens         int64           `json:"total_tokens"`
+	PromptTokens        int64           `json:"prompt_tokens"`
+	CompletionTokens    int64           `json:"completion_tokens"`
+	StartTime           time.Time       `json:"startTime"`
+	EndTime             time.Time       `json:"endTime"`
+	CompletionStartTime *time.Time      `json:"completionStartTime"`
+	Model               string          `json:"model"`
+	ModelID             string          `json:"model_id"`
+	ModelGroup          string          `json:"model_group"`
+	CustomLLMProvider   string          `json:"custom_llm_provider"`
+	APIBase             string          `json:"api_base"`
+	User                string          `json:"user"`
+	TeamID              string          `json:"team_id"`
+	EndUser             string          `json:"end_user"`
+	Metadata            map[string]any  `json:"metadata"`
+	CacheHit            string          `json:"cache_hit"`
+	CacheKey            string          `json:"cache_key"`
+	RequestTags         []string        `json:"request_tags"`
+	RequesterIP         *string         `json:"requester_ip_address"`
+	Messages            json.RawMessage `json:"messages"`
+	Response            json.RawMessage `json:"response"`
+	Status              string          `json:"status"`
 
 	CallID                   string `json:"call_id"`
 	HTTPStatus               int    `json:"http_status"`
@@ -248,7 +257,11 @@ type spendLogRow struct {
 
 // litellmSpendLog shapes a stored row as LiteLLM does. request_id is the
 // upstream answer's id when it had one (LiteLLM's), else the call id; model
-// and api_base come from the deployment when it is still served.
+// and api_base come from the deployment when it is still served. The
+// request's own metadata goes into metadata as LiteLLM files it: its
+// spend_logs_metadata member as spend_logs_metadata, and (Tollgate's, the
+// name LiteLLM's logging payload uses) the whole object as
+// requester_metadata. messages and response are {} unless stored.
 func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 	status := "success"
 	if l.Status >= 400 || l.Status == 0 {
@@ -261,10 +274,25 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 		CustomLLMProvider: l.Provider, User: l.UserID, TeamID: l.TeamID, EndUser: l.EndUser,
 		Metadata: map[string]any{"user_api_key": l.KeyHash, "user_api_key_user_id": l.UserID, "user_api_key_team_id": l.TeamID,
 			"status": status, "tollgate_call_id": l.RequestID},
-		CacheHit: "False", RequestTags: []string{}, Messages: map[string]any{}, Response: map[string]any{}, Status: status,
+		CacheHit: "False", RequestTags: l.RequestTags, Messages: l.Messages, Response: l.Response, Status: status,
 		CallID: l.RequestID, HTTPStatus: l.Status, LatencyMS: l.LatencyMS, CachedTokens: l.CachedTokens,
 		ReportedPromptTokens: l.ReportedPromptTokens, ReportedCompletionTokens: l.ReportedCompletionTokens,
 		UsageClamped: l.UsageClamped, UsageEstimated: l.UsageEstimated,
+	}
+	if row.RequestTags == nil {
+		row.RequestTags = []string{}
+	}
+	if len(row.Messages) == 0 {
+		row.Messages = emptyObject
+	}
+	if len(row.Response) == 0 {
+		row.Response = emptyObject
+	}
+	if l.Metadata != nil {
+		row.Metadata["requester_metadata"] = l.Metadata
+		if v, ok := l.Metadata["spend_logs_metadata"]; ok {
+			row.Metadata["spend_logs_metadata"] = v
+		}
 	}
 	if d != nil {
 		if d.Model != "" {
@@ -274,6 +302,8 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 	}
 	return row
 }
+
+var emptyObject = json.RawMessage(`{}`)
 
 // deploymentsByID are the deployments served now, by id (none without the
 // model API).
@@ -380,4 +410,263 @@ func (a *API) globalSpend(w http.ResponseWriter, r *http.Request, p *auth.Princi
 		return apierror.Internal(err)
 	}
 	return writeJSON(w, map[string]any{"spend": spend, "max_budget": budget})
+}
+
+// maxReportTags bounds the tags one report may name.
+const maxReportTags = 100
+
+// tagReport reads the tag rollups for start_date..end_date (inclusive; both
+// optional unless required) and the comma-separated tags (none, or
+// LiteLLM's "all-tags" among them: every tag), summed per tag and sorted by
+// spend, highest first (then by tag).
+func (a *API) tagReport(r *http.Request, datesRequired bool) ([]tagTotal, error) {
+	q := r.URL.Query()
+	if datesRequired && (q.Get("start_date") == "" || q.Get("end_date") == "") {
+		return nil, apierror.BadRequest("start_date", "start_date and end_date are required (YYYY-MM-DD)")
+	}
+	var f store.TagFilter
+	var err error
+	if f.From, f.To, err = dateRange(q); err != nil {
+		return nil, err
+	}
+	if v := q.Get("tags"); v != "" {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.TrimSpace(t); t == "all-tags" {
+				f.Tags = nil
+				break
+			} else if t != "" && !slices.Contains(f.Tags, t) {
+				f.Tags = append(f.Tags, t)
+			}
+		}
+		if len(f.Tags) > maxReportTags {
+			return nil, apierror.BadRequest("tags", "at most %d tags; got %d", maxReportTags, len(f.Tags))
+		}
+	}
+	rows, err := a.store.TagReport(r.Context(), f)
+	if err != nil {
+		return nil, apierror.Internal(err)
+	}
+	at := map[string]int{}
+	var out []tagTotal
+	for _, row := range rows {
+		i, ok := at[row.Tag]
+		if !ok {
+			i = len(out)
+			at[row.Tag] = i
+			out = append(out, tagTotal{Tag: row.Tag})
+		}
+		t := &out[i]
+		t.Requests += row.Requests
+		t.PromptTokens += row.PromptTokens
+		t.CompletionTokens += row.CompletionTokens
+		t.Spend += row.Spend
+	}
+	slices.SortFunc(out, func(a, b tagTotal) int {
+		return cmp.Or(cmp.Compare(b.Spend, a.Spend), cmp.Compare(a.Tag, b.Tag))
+	})
+	return out, nil
+}
+
+// tagTotal is one tag's spend over a report's days.
+type tagTotal struct {
+	Tag                                      string
+	Requests, PromptTokens, CompletionTokens int64
+	Spend                                    float64
+}
+
+// spendTags is LiteLLM's /spend/tags: every tag's request count and spend,
+// highest spend first, from the daily tag rollups:
+//
+//	[{"individual_request_tag": "prod", "log_count": 6, "total_spend": 0.0007}]
+//
+// start_date and end_date (YYYY-MM-DD, inclusive) are optional. A request
+// with several tags counts under each.
+func (a *API) spendTags(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	tags, err := a.tagReport(r, false)
+	if err != nil {
+		return err
+	}
+	type row struct {
+		Tag      string  `json:"individual_request_tag"`
+		LogCount int64   `json:"log_count"`
+		Spend    float64 `json:"total_spend"`
+	}
+	out := make([]row, 0, len(tags))
+	for _, t := range tags {
+		out = append(out, row{t.Tag, t.Requests, t.Spend})
+	}
+	return writeJSON(w, out)
+}
+
+// globalSpendTags is LiteLLM's /global/spend/tags (what its UI charts):
+// start_date and end_date required, tags optional (comma-separated;
+// "all-tags" or none: every tag),
+//
+//	{"spend_per_tag": [{"name": "prod", "spend": 0.0007, "log_count": 6, ...}]}
+//
+// highest spend first. Tollgate adds the tokens.
+func (a *API) globalSpendTags(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	tags, err := a.tagReport(r, true)
+	if err != nil {
+		return err
+	}
+	type row struct {
+		Name             string  `json:"name"`
+		Spend            float64 `json:"spend"`
+		LogCount         int64   `json:"log_count"`
+		PromptTokens     int64   `json:"prompt_tokens"`
+		CompletionTokens int64   `json:"completion_tokens"`
+		TotalTokens      int64   `json:"total_tokens"`
+	}
+	out := make([]row, 0, len(tags))
+	for _, t := range tags {
+		out = append(out, row{t.Tag, t.Spend, t.Requests, t.PromptTokens, t.CompletionTokens, t.PromptTokens + t.CompletionTokens})
+	}
+	return writeJSON(w, map[string]any{"spend_per_tag": out})
+}
+
+// allTagNames is LiteLLM's /global/spend/all_tag_names: every tag that has
+// spend, {"tag_names": [...]}, sorted.
+func (a *API) allTagNames(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	tags, err := a.tagReport(r, false)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(tags))
+	for _, t := range tags {
+		names = append(names, t.Tag)
+	}
+	slices.Sort(names)
+	return writeJSON(w, map[string]any{"tag_names": names})
+}
+
+// spendMetrics are LiteLLM's SpendMetrics. The tag rollup keeps no cache
+// token counts: those are 0.
+type spendMetrics struct {
+	Spend                    float64 `json:"spend"`
+	PromptTokens             int64   `json:"prompt_tokens"`
+	CompletionTokens         int64   `json:"completion_tokens"`
+	TotalTokens              int64   `json:"total_tokens"`
+	APIRequests              int64   `json:"api_requests"`
+	SuccessfulRequests       int64   `json:"successful_requests"`
+	FailedRequests           int64   `json:"failed_requests"`
+	CacheReadInputTokens     int64   `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens int64   `json:"cache_creation_input_tokens"`
+}
+
+func (m *spendMetrics) add(r *store.TagRow) {
+	m.Spend += r.Spend
+	m.PromptTokens += r.PromptTokens
+	m.CompletionTokens += r.CompletionTokens
+	m.TotalTokens += r.PromptTokens + r.CompletionTokens
+	m.APIRequests += r.Requests
+	m.SuccessfulRequests += r.Requests - r.FailedRequests
+	m.FailedRequests += r.FailedRequests
+}
+
+type metricsWithMetadata struct {
+	Metrics  spendMetrics   `json:"metrics"`
+	Metadata map[string]any `json:"metadata"`
+}
+
+// tagDailyActivity is LiteLLM's /tag/daily/activity: per day (newest
+// first), the tags' spend with a breakdown by model group and by tag
+// (entities), in LiteLLM's SpendAnalyticsPaginatedResponse shape:
+//
+//	{"results": [{"date": "2026-11-01", "metrics": {...}, "breakdown": {"models": {...},
+//	  "model_groups": {...}, "providers": {}, "api_keys": {}, "entities": {"prod": {"metrics": {...}}}}}],
+//	 "metadata": {"total_spend", ..., "page", "total_pages", "has_more"}}
+//
+// start_date and end_date are required; tags (comma-separated) and model
+// (a model group) narrow it; page and page_size page the days (default 10
+// days a page, at most 1,000). A request with several tags counts under
+// each, in the day's metrics too, as LiteLLM's tag table does.
+func (a *API) tagDailyActivity(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
+	q := r.URL.Query()
+	if q.Get("start_date") == "" || q.Get("end_date") == "" {
+		return apierror.BadRequest("start_date", "start_date and end_date are required (YYYY-MM-DD)")
+	}
+	var f store.TagFilter
+	var err error
+	if f.From, f.To, err = dateRange(q); err != nil {
+		return err
+	}
+	for t := range strings.SplitSeq(q.Get("tags"), ",") {
+		if t = strings.TrimSpace(t); t != "" && !slices.Contains(f.Tags, t) {
+			f.Tags = append(f.Tags, t)
+		}
+	}
+	if len(f.Tags) > maxReportTags {
+		return apierror.BadRequest("tags", "at most %d tags; got %d", maxReportTags, len(f.Tags))
+	}
+	pageN, size := 1, 10
+	for _, v := range []struct {
+		name string
+		to   *int
+		max  int
+	}{{"page", &pageN, 1 << 30}, {"page_size", &size, 1000}} {
+		if s := q.Get(v.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > v.max {
+				return apierror.BadRequest(v.name, "%s must be an integer from 1 to %d; got %q", v.name, v.max, s)
+			}
+			*v.to = n
+		}
+	}
+	rows, err := a.store.TagReport(r.Context(), f)
+	if err != nil {
+		return apierror.Internal(err)
+	}
+	model := q.Get("model")
+	type breakdown struct {
+		Models      map[string]*metricsWithMetadata `json:"models"`
+		ModelGroups map[string]*metricsWithMetadata `json:"model_groups"`
+		Providers   map[string]*metricsWithMetadata `json:"providers"`
+		APIKeys     map[string]*metricsWithMetadata `json:"api_keys"`
+		Entities    map[string]*metricsWithMetadata `json:"entities"`
+	}
+	type day struct {
+		Date      string       `json:"date"`
+		Metrics   spendMetrics `json:"metrics"`
+		Breakdown breakdown    `json:"breakdown"`
+	}
+	var days []*day
+	var total spendMetrics
+	entry := func(m map[string]*metricsWithMetadata, k string) *spendMetrics {
+		e := m[k]
+		if e == nil {
+			e = &metricsWithMetadata{Metadata: map[string]any{}}
+			m[k] = e
+		}
+		return &e.Metrics
+	}
+	for i := range rows {
+		row := &rows[i]
+		if model != "" && row.Model != model {
+			continue
+		}
+		if len(days) == 0 || days[len(days)-1].Date != row.Day {
+			days = append(days, &day{Date: row.Day, Breakdown: breakdown{Models: map[string]*metricsWithMetadata{}, ModelGroups: map[string]*metricsWithMetadata{},
+				Providers: map[string]*metricsWithMetadata{}, APIKeys: map[string]*metricsWithMetadata{}, Entities: map[string]*metricsWithMetadata{}}})
+		}
+		d := days[len(days)-1]
+		d.Metrics.add(row)
+		total.add(row)
+		entry(d.Breakdown.Models, row.Model).add(row)
+		entry(d.Breakdown.ModelGroups, row.Model).add(row)
+		entry(d.Breakdown.Entities, row.Tag).add(row)
+	}
+	slices.Reverse(days) // newest first
+	pages := max(1, (len(days)+size-1)/size)
+	start := min((pageN-1)*size, len(days))
+	results := days[start:min(start+size, len(days))]
+	if results == nil {
+		results = []*day{}
+	}
+	return writeJSON(w, map[string]any{"results": results, "metadata": map[string]any{
+		"total_spend": total.Spend, "total_prompt_tokens": total.PromptTokens, "total_completion_tokens": total.CompletionTokens,
+		"total_tokens": total.TotalTokens, "total_api_requests": total.APIRequests, "total_successful_requests": total.SuccessfulRequests,
+		"total_failed_requests": total.FailedRequests, "total_cache_read_input_tokens": 0, "total_cache_creation_input_tokens": 0,
+		"page": pageN, "total_pages": pages, "has_more": pageN < pages,
+	}})
 }

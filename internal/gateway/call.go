@@ -135,7 +135,22 @@ func (c *call) decode() error {
 	if c.req.user != "" {
 		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)
 	}
-	return c.readMeta()
+	if err := c.readMeta(); err != nil {
+		return err
+	}
+	// LiteLLM's metadata and litellm_metadata (tags, generation_name, ...)
+	// are the gateway's, not the upstream's: LiteLLM does not forward them,
+	// and OpenAI's own chat metadata takes string values only. The
+	// Responses and Messages APIs keep theirs: there metadata is the API's
+	// own member. Only a body that has one is rewritten.
+	if c.op != provider.OpResponses && c.op != provider.OpMessages {
+		if b := c.req.obj.Without("metadata", "litellm_metadata"); len(b) != len(c.req.obj.Body()) {
+			if err := c.req.obj.Reset(b); err != nil {
+				return apierror.Internal(err)
+			}
+		}
+	}
+	return nil
 }
 
 // region is the end user's allowed_model_region; "" allows any.

@@ -34,6 +34,34 @@ func clip(s string) string {
 // wildcard deployment (and were served) become metric labels.
 const maxWildcardNames = 200
 
+// maxTagLabels bounds how many distinct request tags become metric labels
+// (tag_requests_total, tag_spend_usd_total); the others count under
+// metrics.OtherTag.
+const maxTagLabels = 100
+
+// tagLabels maps a request's tags to label values: a tag already admitted
+// stays itself; a new one is admitted only from a request that was served
+// (so refused requests cannot mint series) and while fewer than
+// maxTagLabels are; the rest count once under metrics.OtherTag. Tags are
+// already bounded in number and length (readMeta). nil without tags.
+func (o *Telemetry) tagLabels(tags []string, status int) []string {
+	if len(tags) == 0 {
+		return nil
+	}
+	served := status < 400 && status != 0
+	out := make([]string, 0, len(tags))
+	other := false
+	for _, t := range tags {
+		if _, ok := o.tags.m.Load(t); ok || served && o.tags.admit(t, maxTagLabels) {
+			out = append(out, t)
+		} else if !other {
+			other = true
+			out = append(out, metrics.OtherTag)
+		}
+	}
+	return out
+}
+
 // nameSet is a bounded set of label values: once full, new names are not
 // admitted.
 type nameSet struct {

@@ -27,6 +27,7 @@ type Telemetry struct {
 	// success_callback, failure_callback, callbacks); none when nil.
 	Callbacks callback.Publisher
 	served    nameSet // model names a wildcard group served, as metric labels
+	tags      nameSet // request tags that are metric labels
 }
 
 func (o *Telemetry) retried(group string) {
@@ -99,6 +100,7 @@ func (o *Telemetry) finished(c *call, status int) {
 			Duration: total, TTFT: res.ttfb, Overhead: overhead, Stream: req.stream, Cost: c.cost,
 		}
 		o.labels(&mr, c.rt, p, req.model, req.user, c.endUser, t, status)
+		mr.Tags = o.tagLabels(c.meta.tags, status)
 		m.ObserveRequest(&mr)
 	}
 }

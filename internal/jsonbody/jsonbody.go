@@ -166,6 +166,43 @@ func (o *Object) With(key string, val []byte) []byte {
 	return append(out, o.body[closing:]...)
 }
 
+// Without returns a body without the members named by keys: the other
+// members' bytes as they were, in order, within "{" and "}" (whitespace
+// between members is not kept). When no member is named, it returns o's
+// own body. o is not modified.
+func (o *Object) Without(keys ...string) []byte {
+	drop := func(k string) bool {
+		for _, d := range keys {
+			if k == d {
+				return true
+			}
+		}
+		return false
+	}
+	found := false
+	for _, m := range o.Members {
+		if drop(m.Key) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return o.body
+	}
+	out := make([]byte, 0, len(o.body))
+	out = append(out, '{')
+	for _, m := range o.Members {
+		if drop(m.Key) {
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, o.body[m.start:m.end]...)
+	}
+	return append(out, '}')
+}
+
 // Quote returns s as a JSON string literal.
 func Quote(s string) []byte {
 	b, _ := json.Marshal(s)

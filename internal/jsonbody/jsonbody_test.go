@@ -135,3 +135,25 @@ func BenchmarkScan(b *testing.B) {
 		}
 	}
 }
+
+func TestWithout(t *testing.T) {
+	tests := []struct {
+		in, want string
+	}{
+		{`{"model":"m","metadata":{"tags":["a"]},"n":1}`, `{"model":"m","n":1}`},
+		{`{"metadata":{}}`, `{}`},
+		{` { "metadata" : 1 , "model" : "m" , "litellm_metadata":{"x":[1,"}"]} } `, `{"model" : "m"}`},
+		{`{"model":"m","nested":{"metadata":1}}`, `{"model":"m","nested":{"metadata":1}}`},
+		{`{"metadata":1,"metadata":2,"a":"\"metadata\""}`, `{"a":"\"metadata\""}`},
+	}
+	for _, tt := range tests {
+		o, err := Scan([]byte(tt.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := o.Without("metadata", "litellm_metadata")
+		if string(got) != tt.want || !json.Valid(got) {
+			t.Errorf("Without(%s) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}

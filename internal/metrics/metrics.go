@@ -54,6 +54,8 @@ type Metrics struct {
 	spendUser    *prometheus.CounterVec
 	spendTeam    *prometheus.CounterVec
 	spendEndUser *prometheus.CounterVec
+	tagRequests  *prometheus.CounterVec
+	tagSpend     *prometheus.CounterVec
 
 	rateLimited   *prometheus.CounterVec
 	budgetRefused *prometheus.CounterVec
@@ -103,6 +105,8 @@ func New(o Options) *Metrics {
 	m.spendUser = counter("user_spend_usd_total", "Spend in USD by internal user.", "user")
 	m.spendTeam = counter("team_spend_usd_total", "Spend in USD by team.", "team")
 	m.spendEndUser = counter("end_user_spend_usd_total", "Spend in USD by end user (the request's user field).", "end_user")
+	m.tagRequests = counter("tag_requests_total", "Inference requests by request tag (at most 100 tags, the rest as \"other\"); a request counts under each of its tags.", "tag")
+	m.tagSpend = counter("tag_spend_usd_total", "Spend in USD by request tag (at most 100 tags, the rest as \"other\"); a request counts under each of its tags.", "tag")
 	m.rateLimited = counter("rate_limit_rejections_total", "Requests refused by a rate limit, by scope and setting.", "scope", "limit")
 	m.budgetRefused = counter("budget_rejections_total", "Requests refused because a budget was spent, by entity kind.", "entity")
 	m.softBudget = counter("soft_budget_crossings_total", "Soft budgets crossed, by entity kind (once per crossing per period).", "entity")
@@ -111,7 +115,7 @@ func New(o Options) *Metrics {
 	m.cooldowns = counter("deployment_cooldowns_total", "Times a deployment was put in cooldown.", "model_group", "deployment")
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.tokenUsage, m.duration, m.ttft, m.requests, m.overhead,
-		m.spendModel, m.spendKey, m.spendUser, m.spendTeam, m.spendEndUser,
+		m.spendModel, m.spendKey, m.spendUser, m.spendTeam, m.spendEndUser, m.tagRequests, m.tagSpend,
 		m.rateLimited, m.budgetRefused, m.softBudget, m.retries, m.fallbacks, m.cooldowns)
 	if o.Deployments != nil {
 		m.reg.MustRegister(&deploymentCollector{states: o.Deployments,
@@ -218,6 +222,10 @@ func (m *Metrics) Handler(auth func(*http.Request) error) http.Handler {
 // clients cannot add series.
 const Unknown = "unknown"
 
+// OtherTag is the label value of the request tags past the gateway's bound
+// on tag labels.
+const OtherTag = "other"
+
 // Request is what one finished inference request reports. Its label values
 // must come from the configuration or the store (the gateway maps anything
 // else to Unknown); KeyHash is a short prefix of the key's hash, never the
@@ -232,6 +240,10 @@ type Request struct {
 	Stream                                           bool
 	Cost                                             float64
 	KeyHash, KeyAlias, User, Team, EndUser           string
+	// Tags are the request's tags as label values: bounded by the gateway
+	// (OtherTag for the rest), each at most once. Tags are kept whatever
+	// KeyLabels says: they name workloads, and their number is bounded.
+	Tags []string
 }
 
 // statusText avoids formatting the common codes.
@@ -245,6 +257,12 @@ func (m *Metrics) ObserveRequest(r *Request) {
 	}
 	m.requests.WithLabelValues(r.ModelGroup, status).Inc()
 	m.overhead.Observe(r.Overhead.Seconds())
+	for _, t := range r.Tags {
+		m.tagRequests.WithLabelValues(t).Inc()
+		if r.Cost > 0 {
+			m.tagSpend.WithLabelValues(t).Add(r.Cost)
+		}
+	}
 	if r.Provider == "" {
 		return // refused before a deployment was chosen
 	}

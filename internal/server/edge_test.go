@@ -164,12 +164,12 @@ func TestMetricsCardinalityIsBounded(t *testing.T) {
 	round := func(i int) {
 		t.Helper()
 		code, body := send(t, url+"/v1/chat/completions", fmt.Sprintf("sk-made-up-%d", i),
-			fmt.Sprintf(`{"model":"no-such-model-%d","messages":[{"role":"user","content":"hi"}]}`, i))
+			fmt.Sprintf(`{"model":"no-such-model-%d","metadata":{"tags":["refused-%d"]},"messages":[{"role":"user","content":"hi"}]}`, i, i))
 		if code != 404 {
 			t.Fatalf("unknown model: %d %s", code, body)
 		}
 		code, body = send(t, url+"/v1/chat/completions", fmt.Sprintf("sk-made-up-%d", i),
-			fmt.Sprintf(`{"model":"gpt-4","max_tokens":3,"user":"end-user-%d","messages":[{"role":"user","content":"hi"}]}`, i))
+			fmt.Sprintf(`{"model":"gpt-4","max_tokens":3,"user":"end-user-%d","metadata":{"tags":["steady"]},"messages":[{"role":"user","content":"hi"}]}`, i))
 		if code != 200 {
 			t.Fatalf("known model: %d %s", code, body)
 		}
@@ -184,7 +184,7 @@ func TestMetricsCardinalityIsBounded(t *testing.T) {
 	if grew := len(after) - len(before); grew > 2000 {
 		t.Errorf("/metrics grew by %d bytes over 200 made-up names", grew)
 	}
-	for _, s := range []string{"no-such-model-", "end-user-", "sk-made-up"} {
+	for _, s := range []string{"no-such-model-", "end-user-", "sk-made-up", "refused-"} {
 		if strings.Contains(after, s) {
 			t.Errorf("/metrics holds a client-chosen name %q", s)
 		}
@@ -210,6 +210,56 @@ func TestMetricsCardinalityIsBounded(t *testing.T) {
 	}
 	if v, _ := value(fams, "tollgate_requests_total", "model_group", "gpt-4", "status", "200"); v != 202 {
 		t.Errorf("requests_total{model_group=gpt-4,status=200} = %v, want 202", v)
+	}
+	// Tags of refused requests mint no series: they count under "other".
+	if v, _ := value(fams, "tollgate_tag_requests_total", "tag", "steady"); v != 201 {
+		t.Errorf("tag_requests_total{tag=steady} = %v, want 201", v)
+	}
+	if v, _ := value(fams, "tollgate_tag_requests_total", "tag", "other"); v != 201 {
+		t.Errorf("tag_requests_total{tag=other} = %v, want 201 (the refused requests)", v)
+	}
+}
+
+// TestTagLabelsAreBounded: at most 100 request tags get series of their
+// own (tag_requests_total, tag_spend_usd_total), first come; the others
+// count under "other", once per request. metrics_key_labels (off here)
+// does not turn tag labels off.
+func TestTagLabelsAreBounded(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedOpenConfig, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{Store: sqliteStore(t)})
+	for i := range 130 {
+		code, body := send(t, url+"/v1/chat/completions", "",
+			fmt.Sprintf(`{"model":"gpt-4","max_tokens":2,"metadata":{"tags":["steady","t-%d","t-%d-b"]},"messages":[{"role":"user","content":"hi"}]}`, i, i))
+		if code != 200 {
+			t.Fatalf("%d %s", code, body)
+		}
+	}
+	fams := scrape(t, url, "")
+	tags := map[string]float64{}
+	for _, m := range fams["tollgate_tag_requests_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "tag" {
+				tags[l.GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	// steady, then t-i and t-i-b for i < 49 and t-49: 100 tags.
+	if len(tags) != 101 || tags["steady"] != 130 || tags["t-0"] != 1 || tags["t-49"] != 1 || tags["t-49-b"] != 0 {
+		t.Errorf("%d tag labels (want 100 and other): steady %v t-0 %v t-49 %v", len(tags), tags["steady"], tags["t-0"], tags["t-49"])
+	}
+	if tags["other"] != 81 { // requests 49 (t-49-b) to 129
+		t.Errorf("tag_requests_total{tag=other} = %v, want 81", tags["other"])
+	}
+	if v, _ := value(fams, "tollgate_tag_spend_usd_total", "tag", "other"); v <= 0 {
+		t.Errorf("tag_spend_usd_total{tag=other} = %v", v)
+	}
+	if v, _ := value(fams, "tollgate_tag_spend_usd_total", "tag", "steady"); v <= 0 {
+		t.Errorf("tag_spend_usd_total{tag=steady} = %v", v)
 	}
 }
 

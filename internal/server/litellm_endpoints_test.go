@@ -188,6 +188,7 @@ var litellmEndpoints = []struct{ area, method, path, note string }{
 	{"spend", "GET", "/global/spend/keys", ""},
 	{"spend", "GET", "/global/spend/models", ""},
 	{"spend", "GET", "/global/spend/tags", ""},
+	{"spend", "GET", "/global/spend/all_tag_names", ""},
 	{"spend", "POST", "/global/spend/reset", ""},
 	{"spend", "GET", "/audit", ""},
 	{"spend", "GET", "/audit/{id}", ""},
@@ -198,7 +199,7 @@ var litellmEndpoints = []struct{ area, method, path, note string }{
 	{"tags", "POST", "/tag/delete", "tags are not kept as objects"},
 	{"tags", "POST", "/tag/info", "tags are not kept as objects"},
 	{"tags", "GET", "/tag/list", "tags are not kept as objects"},
-	{"tags", "GET", "/tag/daily/activity", "tags are not kept as objects"},
+	{"tags", "GET", "/tag/daily/activity", ""},
 
 	// health
 	{"health", "GET", "/health", ""},

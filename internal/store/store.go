@@ -360,7 +360,9 @@ type KeyFilter struct {
 // or its ResponseID.
 type SpendFilter struct {
 	RequestID, KeyHash, UserID, TeamID, EndUser string
-	From, To                                    time.Time // zero: unbounded
+	// Tag keeps the rows whose RequestTags hold it (exactly).
+	Tag      string
+	From, To time.Time // zero: unbounded
 	Page
 }
 
@@ -380,6 +382,25 @@ type ReportRow struct {
 	Group            string  `json:"group"`
 	Model            string  `json:"model"`
 	Requests         int64   `json:"requests"`
+	PromptTokens     int64   `json:"prompt_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	Spend            float64 `json:"spend"`
+}
+
+// TagFilter selects the daily tag rollups a tag report reads.
+type TagFilter struct {
+	From, To time.Time // days [From, To); zero: unbounded
+	Tags     []string  // empty: every tag
+}
+
+// TagRow is one day's spend of one request tag on one model group. A
+// request with several tags counts once under each.
+type TagRow struct {
+	Day              string  `json:"day"` // YYYY-MM-DD (UTC)
+	Tag              string  `json:"tag"`
+	Model            string  `json:"model"`
+	Requests         int64   `json:"requests"`
+	FailedRequests   int64   `json:"failed_requests"` // status 0 or >= 400
 	PromptTokens     int64   `json:"prompt_tokens"`
 	CompletionTokens int64   `json:"completion_tokens"`
 	Spend            float64 `json:"spend"`
@@ -443,12 +464,16 @@ type Store interface {
 	Changes(ctx context.Context, since time.Time) (*Snapshot, []Deletion, error)
 	// ApplySpend writes a batch in one transaction: spend_logs rows
 	// (idempotent on request id: a replayed row is not counted again), spend
-	// on keys, users, teams and end users, and the daily rollups.
+	// on keys, users, teams and end users, the daily rollups, and the daily
+	// tag rollups (one per tag of each row).
 	ApplySpend(ctx context.Context, batch []SpendLog) error
 	ListSpendLogs(ctx context.Context, f SpendFilter) ([]SpendLog, int, error)
 	// SpendReport sums the daily rollups by day, group and model, ordered
 	// by day, group, model.
 	SpendReport(ctx context.Context, f ReportFilter) ([]ReportRow, error)
+	// TagReport sums the daily tag rollups (spend_daily_tags) by day, tag
+	// and model group, ordered by day, tag, model.
+	TagReport(ctx context.Context, f TagFilter) ([]TagRow, error)
 	// TotalSpend is all spend recorded (from the daily rollups).
 	TotalSpend(ctx context.Context) (float64, error)
 	// BudgetSpends reads every budget_spend row: the spend of budgets that

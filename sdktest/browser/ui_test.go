@@ -173,6 +173,7 @@ general_settings:
 	// Use the key through the API.
 	req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4","max_tokens":10,"messages":[{"role":"user","content":"hello from the browser test"}]}`))
 	req.Header.Set("Authorization", "Bearer "+rawKey)
+	req.Header.Set("x-litellm-tags", "browser-tag")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -206,8 +207,15 @@ general_settings:
 	if total := text("#total-spend"); strings.Contains(total, "$0.000000") {
 		t.Errorf("total spend %q", total)
 	}
+	step("see spend by tag", chromedp.WaitVisible("#tag-spend"))
+	if tags := text("#tag-spend"); !strings.Contains(tags, "browser-tag") {
+		t.Errorf("spend by tag %q does not show the request's tag", tags)
+	}
 	shot("4-spend")
-	step("open the request logs", chromedp.Click("#nav-logs"), chromedp.WaitVisible("table tbody tr td code"))
+	step("open the request logs", chromedp.Click("#nav-logs"), chromedp.WaitVisible("table tbody tr td code"), chromedp.WaitVisible("td.tags"))
+	if tags := text("td.tags"); tags != "browser-tag" {
+		t.Errorf("request log tags %q", tags)
+	}
 	shot("5-logs")
 
 	// A viewer sees everything and can change nothing: no forms, no buttons.

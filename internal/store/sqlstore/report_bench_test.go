@@ -110,26 +110,36 @@ func benchReports(b *testing.B, s store.Store) {
 }
 
 // BenchmarkApplySpend is the spend writer's cost per row: batches of 100
-// rows (what 1,000 req/s makes in one 100 ms tick) on SQLite.
+// rows (what 1,000 req/s makes in one 100 ms tick) on SQLite; "tagged"
+// rows carry two request tags and a small metadata object, so they also
+// write the tag rollup.
 func BenchmarkApplySpend(b *testing.B) {
-	s, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "tollgate.db"))
-	if err != nil {
-		b.Fatal(err)
+	for _, tagged := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "tagged"}[tagged], func(b *testing.B) {
+			s, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "tollgate.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			now := time.Now()
+			n := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				batch := make([]store.SpendLog, 100)
+				for i := range batch {
+					n++
+					batch[i] = store.SpendLog{RequestID: fmt.Sprintf("r%09d", n), ResponseID: fmt.Sprintf("chatcmpl-%09d", n), CallType: "acompletion", KeyHash: "k", UserID: "u", TeamID: "t", ModelGroup: "gpt-4",
+						PromptTokens: 10, CompletionTokens: 8, Cost: 0.0001, Status: 200, StartedAt: now, EndedAt: now}
+					if tagged {
+						batch[i].RequestTags = []string{"prod", fmt.Sprintf("job:%d", n%10)}
+						batch[i].Metadata = map[string]any{"generation_name": "g", "tags": []any{"prod"}}
+					}
+				}
+				if err := s.ApplySpend(context.Background(), batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(n), "µs/row")
+		})
 	}
-	defer s.Close()
-	now := time.Now()
-	n := 0
-	b.ReportAllocs()
-	for b.Loop() {
-		batch := make([]store.SpendLog, 100)
-		for i := range batch {
-			n++
-			batch[i] = store.SpendLog{RequestID: fmt.Sprintf("r%09d", n), ResponseID: fmt.Sprintf("chatcmpl-%09d", n), CallType: "acompletion", KeyHash: "k", UserID: "u", TeamID: "t", ModelGroup: "gpt-4",
-				PromptTokens: 10, CompletionTokens: 8, Cost: 0.0001, Status: 200, StartedAt: now, EndedAt: now}
-		}
-		if err := s.ApplySpend(context.Background(), batch); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(n), "µs/row")
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,20 +16,58 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-const spendCols = 22
+const spendCols = 26
 
-// insertChunk bounds the rows of one multi-row PostgreSQL INSERT (20
-// parameters each), so that a batch costs few round trips.
+// insertChunk bounds the rows of one multi-row PostgreSQL INSERT
+// (spendCols parameters each), so that a batch costs few round trips.
 const insertChunk = 200
 
 const spendInsert = `INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 	prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
-	reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type) VALUES `
+	reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type,
+	request_tags, metadata, messages, response) VALUES `
 
 func spendArgs(args []any, l *store.SpendLog) []any {
 	return append(args, l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider,
 		l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt),
-		l.ReportedPromptTokens, l.ReportedCompletionTokens, flag(l.UsageClamped), flag(l.UsageEstimated), l.ResponseID, l.CallType)
+		l.ReportedPromptTokens, l.ReportedCompletionTokens, flag(l.UsageClamped), flag(l.UsageEstimated), l.ResponseID, l.CallType,
+		tagsText(l.RequestTags), metadataText(l.Metadata), rawText(l.Messages), rawText(l.Response))
+}
+
+// tagsText is a row's tags as the JSON array stored in request_tags (nil,
+// that is NULL, without tags). json.Marshal writes no spaces, which the tag
+// filter of ListSpendLogs relies on.
+func tagsText(tags []string) any {
+	if len(tags) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(tags)
+	if err != nil {
+		return nil
+	}
+	return string(b)
+}
+
+// metadataText is a row's metadata as JSON (nil without any). The gateway
+// builds it from decoded JSON, so it always encodes; anything that would
+// not is dropped rather than failing the batch.
+func metadataText(md map[string]any) any {
+	if len(md) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(md)
+	if err != nil {
+		return nil
+	}
+	return string(b)
+}
+
+// rawText is stored JSON as text: nil for nothing or JSON null.
+func rawText(raw json.RawMessage) any {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return string(raw)
 }
 
 // flag stores a bool as 0 or 1 (an INTEGER column on both engines).
@@ -161,6 +201,12 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 		}
 		budgets := map[budget]float64{}
 		rolls := map[rollKey]*roll{}
+		type tagKey struct{ day, tag, model string }
+		type tagRoll struct {
+			roll
+			failed int64
+		}
+		var tagRolls map[tagKey]*tagRoll
 		for _, l := range batch {
 			if !inserted[l.RequestID] {
 				continue
@@ -188,6 +234,27 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			r.prompt += l.PromptTokens
 			r.completion += l.CompletionTokens
 			r.spend += l.Cost
+			for i, tag := range l.RequestTags {
+				if slices.Contains(l.RequestTags[:i], tag) {
+					continue // a tag counts once per request
+				}
+				if tagRolls == nil {
+					tagRolls = map[tagKey]*tagRoll{}
+				}
+				tk := tagKey{k.day, tag, l.ModelGroup}
+				tr := tagRolls[tk]
+				if tr == nil {
+					tr = &tagRoll{}
+					tagRolls[tk] = tr
+				}
+				if l.Status == 0 || l.Status >= 400 {
+					tr.failed++
+				}
+				tr.requests++
+				tr.prompt += l.PromptTokens
+				tr.completion += l.CompletionTokens
+				tr.spend += l.Cost
+			}
 		}
 		idCol := map[string]string{"keys": "token_hash", "users": "user_id", "teams": "team_id", "end_users": "user_id", "organizations": "organization_id"}
 		now := micros(time.Now())
@@ -231,6 +298,20 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 				return fmt.Errorf("rollup: %w", err)
 			}
 		}
+		for k, r := range tagRolls {
+			_, err := tx.ExecContext(ctx, `INSERT INTO spend_daily_tags (day, tag, model_group, requests, failed_requests, prompt_tokens, completion_tokens, spend)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+				ON CONFLICT (day, tag, model_group) DO UPDATE SET
+					requests = spend_daily_tags.requests + excluded.requests,
+					failed_requests = spend_daily_tags.failed_requests + excluded.failed_requests,
+					prompt_tokens = spend_daily_tags.prompt_tokens + excluded.prompt_tokens,
+					completion_tokens = spend_daily_tags.completion_tokens + excluded.completion_tokens,
+					spend = spend_daily_tags.spend + excluded.spend`,
+				k.day, k.tag, k.model, r.requests, r.failed, r.prompt, r.completion, r.spend)
+			if err != nil {
+				return fmt.Errorf("tag rollup: %w", err)
+			}
+		}
 		return nil
 	})
 }
@@ -255,6 +336,15 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 			add(c.col+" = $%d", c.v)
 		}
 	}
+	if f.Tag != "" {
+		// request_tags is a JSON array written without spaces: inside a
+		// JSON string a quote is always escaped, so `["t"` or `,"t"`
+		// occurs only where an element is exactly t. replace() is
+		// case-sensitive on both engines (SQLite's LIKE is not).
+		quoted, _ := json.Marshal(f.Tag)
+		args = append(args, "["+string(quoted), ","+string(quoted))
+		conds = append(conds, fmt.Sprintf("(replace(request_tags, $%[1]d, '') <> request_tags OR replace(request_tags, $%[2]d, '') <> request_tags)", len(args)-1, len(args)))
+	}
 	if !f.From.IsZero() {
 		add("started_at >= $%d", micros(f.From))
 	}
@@ -272,7 +362,8 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	limit, offset := f.PageBounds()
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 		prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
-		reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type
+		reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type,
+		request_tags, metadata, messages, response
 		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args...)
 	if err != nil {
 		return nil, 0, err
@@ -282,13 +373,29 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	for rows.Next() {
 		var l store.SpendLog
 		var started, ended, clamped, estimated int64
+		var tags, md, messages, response sql.NullString
 		if err := rows.Scan(&l.RequestID, &l.KeyHash, &l.UserID, &l.TeamID, &l.EndUser, &l.ModelGroup, &l.Deployment, &l.Provider,
 			&l.PromptTokens, &l.CompletionTokens, &l.CachedTokens, &l.Cost, &l.Status, &l.LatencyMS, &started, &ended,
-			&l.ReportedPromptTokens, &l.ReportedCompletionTokens, &clamped, &estimated, &l.ResponseID, &l.CallType); err != nil {
+			&l.ReportedPromptTokens, &l.ReportedCompletionTokens, &clamped, &estimated, &l.ResponseID, &l.CallType,
+			&tags, &md, &messages, &response); err != nil {
 			return nil, 0, err
 		}
 		l.StartedAt, l.EndedAt = fromMicros(started), fromMicros(ended)
 		l.UsageClamped, l.UsageEstimated = clamped != 0, estimated != 0
+		// The columns hold what this store wrote; one that does not decode
+		// (edited by hand) reads as absent rather than failing the listing.
+		if tags.Valid {
+			_ = json.Unmarshal([]byte(tags.String), &l.RequestTags)
+		}
+		if md.Valid {
+			_ = json.Unmarshal([]byte(md.String), &l.Metadata)
+		}
+		if messages.Valid && json.Valid([]byte(messages.String)) {
+			l.Messages = json.RawMessage(messages.String)
+		}
+		if response.Valid && json.Valid([]byte(response.String)) {
+			l.Response = json.RawMessage(response.String)
+		}
 		out = append(out, l)
 	}
 	return out, total, rows.Err()
@@ -412,6 +519,50 @@ func (s *DB) SpendReport(ctx context.Context, f store.ReportFilter) ([]store.Rep
 	for rows.Next() {
 		var r store.ReportRow
 		if err := rows.Scan(&r.Day, &r.Group, &r.Model, &r.Requests, &r.PromptTokens, &r.CompletionTokens, &r.Spend); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// TagReport sums the daily tag rollups; like SpendReport it never reads
+// spend_logs.
+func (s *DB) TagReport(ctx context.Context, f store.TagFilter) ([]store.TagRow, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var conds []string
+	var args []any
+	if !f.From.IsZero() {
+		args = append(args, f.From.UTC().Format(time.DateOnly))
+		conds = append(conds, fmt.Sprintf("day >= $%d", len(args)))
+	}
+	if !f.To.IsZero() {
+		args = append(args, f.To.UTC().Format(time.DateOnly))
+		conds = append(conds, fmt.Sprintf("day < $%d", len(args)))
+	}
+	if len(f.Tags) > 0 {
+		in := make([]string, len(f.Tags))
+		for i, t := range f.Tags {
+			args = append(args, t)
+			in[i] = fmt.Sprintf("$%d", len(args))
+		}
+		conds = append(conds, "tag IN ("+strings.Join(in, ", ")+")")
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT day, tag, model_group, SUM(requests), SUM(failed_requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(spend)
+		FROM spend_daily_tags`+where+` GROUP BY day, tag, model_group ORDER BY day, tag, model_group`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.TagRow
+	for rows.Next() {
+		var r store.TagRow
+		if err := rows.Scan(&r.Day, &r.Tag, &r.Model, &r.Requests, &r.FailedRequests, &r.PromptTokens, &r.CompletionTokens, &r.Spend); err != nil {
 			return nil, err
 		}
 		out = append(out, r)

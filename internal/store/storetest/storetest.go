@@ -3,6 +3,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -35,6 +36,7 @@ func Run(t *testing.T, open Opener) {
 		{"BudgetSpendAndReportedUsage", budgetSpend},
 		{"SpendLogFilters", spendFilters},
 		{"SpendReport", spendReport},
+		{"SpendTagsAndTagReport", spendTags},
 		{"Models", models},
 		{"LoadAll", loadAll},
 		{"Audit", audit},
@@ -535,6 +537,87 @@ func spendReport(t *testing.T, s store.Store) {
 	}
 	if _, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "day; DROP TABLE keys"}); err == nil {
 		t.Fatal("an unknown group column was accepted")
+	}
+}
+
+// spendTags: a row's tags, metadata, messages and response round-trip
+// (absent ones read back as nil); the tag rollup counts a row once under
+// each of its tags, only for rows inserted (a replay adds nothing); the tag
+// filter of ListSpendLogs matches whole tags only, case-sensitively.
+func spendTags(t *testing.T, s store.Store) {
+	d1 := time.Date(2026, 11, 1, 23, 59, 0, 0, time.UTC)
+	d2 := d1.Add(2 * time.Minute) // the next UTC day
+	md := map[string]any{"generation_name": "g1", "tags": []any{"prod"}, "n": 2.5, "nested": map[string]any{"a": true}}
+	batch := []store.SpendLog{
+		{RequestID: "a", Status: 200, ModelGroup: "gpt-4", Cost: 1, PromptTokens: 10, CompletionTokens: 1, StartedAt: d1,
+			RequestTags: []string{"prod", "app:x"}, Metadata: md,
+			Messages: json.RawMessage(`[{"role":"user","content":"hi"}]`), Response: json.RawMessage(`{"choices":[]}`)},
+		{RequestID: "b", Status: 200, ModelGroup: "gpt-4", Cost: 2, PromptTokens: 20, CompletionTokens: 2, StartedAt: d1, RequestTags: []string{"prod", "prod"}},
+		{RequestID: "c", ModelGroup: "claude", Cost: 4, StartedAt: d1, Status: 502, RequestTags: []string{"Prod", `we"ird,"prod`}},
+		{RequestID: "d", Status: 200, ModelGroup: "gpt-4", Cost: 8, StartedAt: d2, RequestTags: []string{"app:x"}},
+		{RequestID: "e", Status: 200, ModelGroup: "gpt-4", Cost: 16, StartedAt: d2},
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplySpend(ctx, batch[:2]); err != nil { // a replay
+		t.Fatal(err)
+	}
+	logs, _, err := s.ListSpendLogs(ctx, store.SpendFilter{RequestID: "a"})
+	if err != nil || len(logs) != 1 {
+		t.Fatalf("row a: %v %v", logs, err)
+	}
+	a := logs[0]
+	if fmt.Sprint(a.RequestTags) != "[prod app:x]" || fmt.Sprint(a.Metadata) != fmt.Sprint(md) ||
+		string(a.Messages) != `[{"role":"user","content":"hi"}]` || string(a.Response) != `{"choices":[]}` {
+		t.Fatalf("row a read back: tags %v metadata %v messages %s response %s", a.RequestTags, a.Metadata, a.Messages, a.Response)
+	}
+	logs, _, _ = s.ListSpendLogs(ctx, store.SpendFilter{RequestID: "e"})
+	if len(logs) != 1 || logs[0].RequestTags != nil || logs[0].Metadata != nil || logs[0].Messages != nil || logs[0].Response != nil {
+		t.Fatalf("row e has no tags, metadata or content: %+v", logs)
+	}
+	for _, tt := range []struct {
+		tag  string
+		want string
+	}{
+		{"prod", "[a b]"}, // same start: by request id
+		{"Prod", "[c]"},
+		{"app:x", "[d a]"},
+		{`we"ird,"prod`, "[c]"},
+		{"pro", "[]"},
+		{"ird", "[]"},
+		{"%", "[]"},
+	} {
+		logs, total, err := s.ListSpendLogs(ctx, store.SpendFilter{Tag: tt.tag})
+		var ids []string
+		for _, l := range logs {
+			ids = append(ids, l.RequestID)
+		}
+		if err != nil || fmt.Sprint(ids) != tt.want || total != len(ids) {
+			t.Errorf("tag %q: got %v (total %d) %v, want %s", tt.tag, ids, total, err, tt.want)
+		}
+	}
+	rows, err := s.TagReport(ctx, store.TagFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.TagRow{
+		{Day: "2026-11-01", Tag: "Prod", Model: "claude", Requests: 1, FailedRequests: 1, Spend: 4},
+		{Day: "2026-11-01", Tag: "app:x", Model: "gpt-4", Requests: 1, PromptTokens: 10, CompletionTokens: 1, Spend: 1},
+		{Day: "2026-11-01", Tag: "prod", Model: "gpt-4", Requests: 2, PromptTokens: 30, CompletionTokens: 3, Spend: 3},
+		{Day: "2026-11-01", Tag: `we"ird,"prod`, Model: "claude", Requests: 1, FailedRequests: 1, Spend: 4},
+		{Day: "2026-11-02", Tag: "app:x", Model: "gpt-4", Requests: 1, Spend: 8},
+	}
+	if fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Fatalf("tag report:\n got %v\nwant %v", rows, want)
+	}
+	rows, err = s.TagReport(ctx, store.TagFilter{From: d2, To: d2.AddDate(0, 0, 1)})
+	if err != nil || fmt.Sprint(rows) != fmt.Sprint(want[4:]) {
+		t.Fatalf("tag report on day 2: %v %v", rows, err)
+	}
+	rows, err = s.TagReport(ctx, store.TagFilter{Tags: []string{"app:x", "Prod"}})
+	if err != nil || fmt.Sprint(rows) != fmt.Sprint([]store.TagRow{want[0], want[1], want[4]}) {
+		t.Fatalf("tag report for two tags: %v %v", rows, err)
 	}
 }
 

@@ -275,6 +275,12 @@ async function spendPage(page) {
   }
   const ranked = Object.entries(top).sort((a, b) => b[1] - a[1]).slice(0, 10);
   page.append(el("h3", {}, "Top spenders"), table(["Key (hash)", "Spend"], ranked.map(([k, v]) => row(el("code", {}, k.slice(0, 16) + "…"), money(v)))));
+  // By request tag (x-litellm-tags, metadata.tags, key and team tags): a
+  // request with several tags counts under each.
+  const tags = await api("GET", "/spend/tags");
+  const byTag = table(["Tag", "Requests", "Spend"], tags.map(t => row(t.individual_request_tag, String(t.log_count), money(t.total_spend))));
+  byTag.id = "tag-spend";
+  page.append(el("h3", {}, "Spend by tag"), tags.length ? byTag : el("p", { className: "muted", id: "tag-spend" }, "No tagged requests yet."));
 }
 
 function pager(page, load) {
@@ -288,12 +294,29 @@ function pager(page, load) {
   go();
 }
 
+// A request's stored detail: its metadata, and the messages and response
+// when store_prompts_in_spend_logs kept them; "" when there is none.
+function logDetail(l) {
+  const parts = [];
+  const shown = (v) => v && (Array.isArray(v) ? v.length : Object.keys(v).length);
+  const md = (l.metadata || {}).requester_metadata;
+  if (shown(md)) parts.push(["Metadata", md]);
+  if (shown(l.messages)) parts.push(["Messages", l.messages]);
+  if (shown(l.response)) parts.push(["Response", l.response]);
+  if (!parts.length) return "";
+  return el("details", { className: "log-detail" }, el("summary", {}, parts.map(p => p[0].toLowerCase()).join(", ")),
+    ...parts.flatMap(([name, v]) => [el("strong", {}, name), el("pre", {}, JSON.stringify(v, null, 2))]));
+}
+
 async function logsPage(page) {
   pager(page, async (n) => {
     const data = await api("GET", `/spend/logs?page=${n}&size=50`);
-    return [table(["Time", "Request", "Key", "Model", "Deployment", "Tokens in/out", "Cost", "Status", "Latency"], data.map(l =>
-      row(new Date(l.startTime).toLocaleString(), el("code", {}, l.request_id.slice(0, 12)), el("code", {}, (l.api_key || "").slice(0, 10)), l.model_group, l.model_id,
-        `${l.prompt_tokens} / ${l.completion_tokens}`, money(l.spend), String(l.http_status), l.latency_ms + " ms"))), data.length === 50];
+    return [table(["Time", "Request", "Key", "Model", "Deployment", "Tokens in/out", "Cost", "Status", "Latency", "Tags", "Detail"], data.map(l => {
+      const r = row(new Date(l.startTime).toLocaleString(), el("code", {}, l.request_id.slice(0, 12)), el("code", {}, (l.api_key || "").slice(0, 10)), l.model_group, l.model_id,
+        `${l.prompt_tokens} / ${l.completion_tokens}`, money(l.spend), String(l.http_status), l.latency_ms + " ms", (l.request_tags || []).join(", "), logDetail(l));
+      r.cells[9].className = "tags";
+      return r;
+    })), data.length === 50];
   });
 }
 
