@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
 	"github.com/tollgate/tollgate/internal/hooks"
@@ -55,6 +56,9 @@ type Options struct {
 	// BudgetSweepInterval is how often budget periods that ended are rolled
 	// over without traffic (default 1 minute).
 	BudgetSweepInterval time.Duration
+	// CallbackQueue overrides the logging callbacks' queue defaults (tests
+	// use tiny queues and short flush intervals); zero fields keep them.
+	CallbackQueue callback.QueueOptions
 }
 
 // Server is one gateway process's serving state.
@@ -84,6 +88,7 @@ type Server struct {
 	health     *router.Health
 	clients    *provider.Clients // the upstream connection pools, kept across reloads
 	metrics    *metrics.Metrics
+	callbacks  *callback.Dispatcher // the logging callbacks; nil when none is served here
 	closeOnce  sync.Once
 	routes     []string
 	// inflight counts handlers running; closing is set when a shutdown
@@ -130,6 +135,17 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Store != nil {
 		s.writer = ledger.NewWriter(opts.Store, opts.Logger)
 	}
+	// The logging callbacks (LiteLLM's callbacks, success_callback,
+	// failure_callback): their queues exist from here on, their senders
+	// run only while Serve does.
+	cbs, cbWarnings, err := callback.New(cfg, callback.Options{Log: opts.Logger, Queue: opts.CallbackQueue})
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cbWarnings {
+		opts.Logger.Warn(w)
+	}
+	s.callbacks = cbs
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
 		Book: s.book, Deployments: s.deploymentStates}
 	if rc != nil {
@@ -139,6 +155,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if s.writer != nil {
 		mopts.WriterPending, mopts.WriterLag = s.writer.Pending, s.writer.Lag
+	}
+	if cbs != nil {
+		mopts.Callbacks = cbs.Stats
 	}
 	s.metrics = metrics.New(mopts)
 	s.health = router.NewHealth(func(group, id string) {
@@ -198,6 +217,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		DefaultTimeout: cfg.RequestTimeout(),
 		Logger:         opts.Logger,
 		Observer:       &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics},
+	}
+	if cbs != nil { // a nil *Dispatcher must not become a non-nil Publisher
+		gopts.Observer = &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics, Callbacks: cbs}
 	}
 	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
 	if mk := cfg.MasterKey(); mk != "" {
@@ -368,6 +390,11 @@ func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 	}
 	if s.cfg.Load().GeneralSettings.BackgroundHealthChecks {
 		g.Add(lifecycle.Actor{Name: "health checks", Run: func(ctx context.Context) error { s.backgroundChecks(ctx); return nil }})
+	}
+	if s.callbacks != nil {
+		// Stopped after the HTTP server: the last requests' payloads are
+		// flushed.
+		g.Add(lifecycle.Actor{Name: "callbacks", Run: func(ctx context.Context) error { s.callbacks.Run(ctx); return nil }})
 	}
 	g.Add(lifecycle.Actor{Name: "http", Run: func(ctx context.Context) error { return s.serveHTTP(ctx, ln) }})
 	return g
