@@ -315,9 +315,11 @@ func (q *Queue) send(b *Batch) {
 
 // Close stops taking payloads and waits for Run to send what is queued,
 // until ctx ends; then the send in flight is cancelled and what is left is
-// counted as failed. It returns how many payloads were not sent. Close
-// before Run (or without it) sends nothing and counts them all.
+// counted as failed. It returns how many payloads failed while closing.
+// Close with running false (Run never started) sends nothing and counts
+// them all.
 func (q *Queue) Close(ctx context.Context, running bool) int {
+	before := q.failed.Load()
 	q.mu.Lock()
 	q.closed = true
 	q.mu.Unlock()
@@ -337,7 +339,7 @@ func (q *Queue) Close(ctx context.Context, running bool) int {
 	if left > 0 {
 		q.failed.Add(uint64(left))
 	}
-	return left + int(q.inBatch.Load())
+	return int(q.failed.Load() - before)
 }
 
 // randomID is 8 random bytes in hex.
