@@ -254,7 +254,8 @@ func newS3(p *config.S3CallbackParams, getenv func(string) string) (*s3Sink, err
 	if p == nil || p.S3BucketName == "" {
 		return nil, errors.New("litellm_settings.s3_callback_params.s3_bucket_name is not set")
 	}
-	s := &s3Sink{signer: v4.NewSigner(), prefix: strings.Trim(string(p.S3Path), "/"), region: string(p.S3RegionName)}
+	// S3 signs the path as sent: escaping it again would not match.
+	s := &s3Sink{signer: v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true }), prefix: strings.Trim(string(p.S3Path), "/"), region: string(p.S3RegionName)}
 	if s.region == "" {
 		s.region = getenv("AWS_REGION")
 	}
