@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // receiver is a logging service's fake: it records every POST it gets and
@@ -76,7 +77,7 @@ func (rc *receiver) payloads(t *testing.T) []map[string]any {
 
 // servedGateway runs a server built from yaml through Serve (so its
 // actors run) and returns its URL and a stop that ends Serve and waits.
-func servedGateway(t *testing.T, yaml string, q callback.QueueOptions, vars map[string]string) (string, func()) {
+func servedGateway(t *testing.T, yaml string, q callback.QueueOptions, vars map[string]string, st ...store.Store) (string, func()) {
 	t.Helper()
 	for k, v := range vars {
 		yaml = strings.ReplaceAll(yaml, "{{"+k+"}}", v)
@@ -85,7 +86,11 @@ func servedGateway(t *testing.T, yaml string, q callback.QueueOptions, vars map[
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	srv, err := New(cfg, Options{Logger: testLogger, CallbackQueue: q})
+	opts := Options{Logger: testLogger, CallbackQueue: q}
+	if len(st) > 0 {
+		opts.Store = st[0]
+	}
+	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
@@ -178,7 +183,7 @@ callback_settings:
     endpoint: {{HOOK}}/ingest
     headers:
       Authorization: os.environ/TG_TEST_HOOK_TOKEN
-`, callback.QueueOptions{BatchCount: 3, FlushInterval: time.Hour}, vars)
+`, callback.QueueOptions{BatchCount: 3, FlushInterval: time.Hour}, vars, sqliteStore(t)) // a store: the requests are priced
 
 	for i := 0; i < 3; i++ {
 		if code := chat(t, base, "gpt-4", "x-litellm-tags", "team-a, batch"); code != 200 {
@@ -211,8 +216,8 @@ callback_settings:
 			md["user_api_key_hash"] != hex.EncodeToString(sum[:]) || len(tags) != 2 || tags[0] != "team-a" || tags[1] != "batch" {
 			t.Errorf("payload not LiteLLM-shaped as expected: %v", p)
 		}
-		if _, ok := p["response_cost"].(float64); !ok {
-			t.Errorf("response_cost = %v, want a number", p["response_cost"])
+		if c, ok := p["response_cost"].(float64); !ok || c <= 0 {
+			t.Errorf("response_cost = %v, want the booked cost", p["response_cost"])
 		}
 	}
 	if len(ids) != 3 || ids[""] {
