@@ -145,6 +145,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	for _, w := range cbWarnings {
 		opts.Logger.Warn(w)
 	}
+	if cbs != nil {
+		opts.Logger.Info("logging callbacks", "sinks", cbs.Names())
+	}
 	s.callbacks = cbs
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
 		Book: s.book, Deployments: s.deploymentStates}
