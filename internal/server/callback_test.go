@@ -16,9 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -453,93 +450,6 @@ litellm_settings:
 	}
 	if !statuses["info"] || !statuses["error"] {
 		t.Errorf("entry statuses %v, want info and error", statuses)
-	}
-}
-
-// TestS3CallbackWritesJSONLinesObjects: against an S3-compatible server,
-// the s3 callback writes signed PutObjects under s3_path/<date>/, each a
-// batch of payloads one per line; the last partial batch at shutdown.
-func TestS3CallbackWritesJSONLinesObjects(t *testing.T) {
-	backend := s3mem.New()
-	if err := backend.CreateBucket("tg-logs"); err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var auths []string
-	fake := gofakes3.New(backend).Server()
-	s3 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		auths = append(auths, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
-		mu.Unlock()
-		fake.ServeHTTP(w, r)
-	}))
-	defer s3.Close()
-	t.Setenv("TG_TEST_S3_SECRET", "s3-secret")
-	vars := callbackUpstreams(t)
-	vars["S3"] = s3.URL
-	base, stop := servedGateway(t, callbackConfig+`
-litellm_settings:
-  callbacks: ["s3"]
-  s3_callback_params:
-    s3_bucket_name: tg-logs
-    s3_region_name: eu-west-1
-    s3_endpoint_url: {{S3}}
-    s3_aws_access_key_id: AKIDTEST
-    s3_aws_secret_access_key: os.environ/TG_TEST_S3_SECRET
-    s3_path: tollgate/logs
-    s3_batch_size: 2
-    s3_flush_interval: 3600
-`, callback.QueueOptions{}, vars)
-	for i := 0; i < 3; i++ {
-		chat(t, base, "gpt-4")
-	}
-	list := func() []string {
-		l, err := backend.ListBucket("tg-logs", &gofakes3.Prefix{}, gofakes3.ListBucketPage{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var keys []string
-		for _, c := range l.Contents {
-			keys = append(keys, c.Key)
-		}
-		return keys
-	}
-	waitFor(t, "the first object (a full batch of two)", func() bool { return len(list()) >= 1 })
-	stop()
-	keys := list()
-	if len(keys) != 2 {
-		t.Fatalf("objects %q, want two: a batch of two and the rest at shutdown", keys)
-	}
-	lines := 0
-	ids := map[string]bool{}
-	for _, k := range keys {
-		if !strings.HasPrefix(k, "tollgate/logs/"+time.Now().UTC().Format("2006-01-02")[:4]) || !strings.HasSuffix(k, ".jsonl") {
-			t.Errorf("object key %q, want s3_path/<date>/<time>-<random>.jsonl", k)
-		}
-		obj, err := backend.GetObject("tg-logs", k, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(obj.Contents)
-		obj.Contents.Close()
-		for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
-			var p map[string]any
-			if err := json.Unmarshal([]byte(line), &p); err != nil || p["call_type"] != "acompletion" {
-				t.Errorf("line %q is not a payload", line)
-			}
-			ids[p["id"].(string)] = true
-			lines++
-		}
-	}
-	if lines != 3 || len(ids) != 3 {
-		t.Errorf("%d lines, %d distinct ids; want the 3 requests once each", lines, len(ids))
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, a := range auths {
-		if strings.HasPrefix(a, "PUT ") && (!strings.HasPrefix(a, "PUT /tg-logs/tollgate/logs/") || !strings.Contains(a, "AWS4-HMAC-SHA256 Credential=AKIDTEST/") || !strings.Contains(a, "/eu-west-1/s3/aws4_request")) {
-			t.Errorf("PutObject not path-style or not signed: %s", a)
-		}
 	}
 }
 
