@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -134,6 +135,11 @@ func New(cfg *config.Config, o Options) (*Dispatcher, []string, error) {
 		d.routes = append(d.routes, route{q: NewQueue(name, sink, merge(qo, o.Queue), o.Log), success: w.success, failures: w.failures})
 		d.wantOK = d.wantOK || w.success
 		d.wantFail = d.wantFail || w.failures
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.CallbackSettings)) {
+		if cfg.CallbackSettings[name].CallbackType == "generic_api" && wants[name] == nil {
+			warnings = append(warnings, fmt.Sprintf("callback_settings.%s is not named in litellm_settings callbacks, success_callback or failure_callback: nothing is sent to it", name))
+		}
 	}
 	if len(d.routes) == 0 {
 		return nil, warnings, nil

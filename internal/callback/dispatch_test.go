@@ -74,3 +74,12 @@ func TestServedCallbackWithoutSettingsStopsTheStart(t *testing.T) {
 		})
 	}
 }
+
+// TestWebhookNamedNowhereIsWarned: a callback_settings webhook no list
+// names gets nothing, and the start says so.
+func TestWebhookNamedNowhereIsWarned(t *testing.T) {
+	d, warnings, err := New(parse(t, "callback_settings:\n  h: {callback_type: generic_api, endpoint: 'http://x/'}\n"), Options{Getenv: env(nil)})
+	if err != nil || d != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "callback_settings.h is not named") {
+		t.Errorf("dispatcher %v, warnings %q, err %v", d, warnings, err)
+	}
+}
