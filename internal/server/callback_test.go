@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -454,8 +455,8 @@ litellm_settings:
 }
 
 // TestUnservedCallbacksAreWarned: a callback Tollgate does not serve, or a
-// custom Python one, is named in a startup warning; prometheus and the
-// tracer's are not.
+// custom Python one, is named in a startup warning of server.New; the
+// names served elsewhere (prometheus, the tracer's) are not.
 func TestUnservedCallbacksAreWarned(t *testing.T) {
 	cfg, err := config.Parse("test.yaml", []byte(`
 model_list:
@@ -468,12 +469,26 @@ litellm_settings:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, warnings, err := callback.New(cfg, callback.Options{})
-	if err != nil || d != nil {
-		t.Fatalf("dispatcher %v err %v, want none: nothing is served here", d, err)
+	var buf logBuf
+	srv, err := New(cfg, Options{Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
 	}
-	joined := strings.Join(warnings, "\n")
-	if len(warnings) != 2 || !strings.Contains(joined, `"lunary" is not served`) || !strings.Contains(joined, `"custom_callbacks.proxy_handler_instance" is a custom Python callback`) {
-		t.Errorf("warnings = %q", warnings)
+	defer srv.Close()
+	if srv.callbacks != nil {
+		t.Errorf("a dispatcher was built with nothing to serve here: %v", srv.callbacks.Names())
+	}
+	buf.mu.Lock()
+	log := buf.buf.String()
+	buf.mu.Unlock()
+	var warned []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, "callback") {
+			warned = append(warned, line)
+		}
+	}
+	joined := strings.Join(warned, "\n")
+	if len(warned) != 2 || !strings.Contains(joined, `\"lunary\" is not served`) || !strings.Contains(joined, `\"custom_callbacks.proxy_handler_instance\" is a custom Python callback`) {
+		t.Errorf("callback warnings:\n%s", joined)
 	}
 }
