@@ -52,6 +52,9 @@ type Config struct {
 	// credentials of /vertex_ai/* calls that no vertex_ai deployment's
 	// match.
 	DefaultVertexConfig *DefaultVertexConfig `yaml:"default_vertex_config"`
+	// CallbackSettings is LiteLLM's callback_settings: per callback name,
+	// its settings (a generic_api webhook's endpoint and headers).
+	CallbackSettings map[string]CallbackSettings `yaml:"callback_settings"`
 
 	// Path is the file the config came from ("" for the embedded default).
 	Path string `yaml:"-"`

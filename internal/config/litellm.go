@@ -191,6 +191,38 @@ type LiteLLMSettings struct {
 	// TurnOffMessageLogging keeps messages and answers out of every log
 	// that leaves the process, whatever else is set.
 	TurnOffMessageLogging bool `yaml:"turn_off_message_logging"`
+	// S3CallbackParams is where the s3 callback writes.
+	S3CallbackParams *S3CallbackParams `yaml:"s3_callback_params"`
+}
+
+// CallbackSettings is one entry of LiteLLM's callback_settings. With
+// callback_type generic_api the entry's name is a callback of its own, a
+// webhook (docs/callbacks.md).
+type CallbackSettings struct {
+	CallbackType string               `yaml:"callback_type"`
+	Endpoint     EnvString            `yaml:"endpoint"`
+	Headers      map[string]EnvString `yaml:"headers"`
+	// EventTypes narrows what the webhook gets: llm_api_success,
+	// llm_api_failure; all when empty.
+	EventTypes []string `yaml:"event_types"`
+	// LogFormat is json_array (default), ndjson or single.
+	LogFormat string `yaml:"log_format"`
+}
+
+// S3CallbackParams is LiteLLM's litellm_settings.s3_callback_params.
+type S3CallbackParams struct {
+	S3BucketName         EnvString `yaml:"s3_bucket_name"`
+	S3RegionName         EnvString `yaml:"s3_region_name"`
+	S3APIVersion         EnvString `yaml:"s3_api_version"`
+	S3UseSSL             *bool     `yaml:"s3_use_ssl"`
+	S3Verify             *bool     `yaml:"s3_verify"`
+	S3EndpointURL        EnvString `yaml:"s3_endpoint_url"`
+	S3AWSAccessKeyID     EnvString `yaml:"s3_aws_access_key_id"`
+	S3AWSSecretAccessKey EnvString `yaml:"s3_aws_secret_access_key"`
+	S3AWSSessionToken    EnvString `yaml:"s3_aws_session_token"`
+	S3Path               EnvString `yaml:"s3_path"`
+	S3FlushInterval      *Seconds  `yaml:"s3_flush_interval"`
+	S3BatchSize          *int      `yaml:"s3_batch_size"`
 }
 
 // RouterSettings is LiteLLM's router_settings.
@@ -215,3 +247,12 @@ var validStrategies = map[string]bool{
 	"": true, "simple-shuffle": true, "least-busy": true, "latency-based-routing": true,
 	"usage-based-routing": true, "usage-based-routing-v2": true, "cost-based-routing": true,
 }
+
+// Callback names served by parts of Tollgate other than the logging
+// callbacks (internal/callback): the tracer's exporters, and prometheus,
+// which is /metrics.
+var (
+	OTelCallbacks     = []string{"otel", "opentelemetry"}
+	LangfuseCallbacks = []string{"langfuse", "langfuse_otel"}
+	MetricsCallbacks  = []string{"prometheus"}
+)

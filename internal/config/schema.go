@@ -87,10 +87,10 @@ var Sections = []*Section{
 		Notes: map[string]string{
 			"llm":                   "agentgateway's simplified format; its keys are checked strictly",
 			"binds":                 "agentgateway's routing format; its keys are checked strictly",
+			"callback_settings":     "acted on for entries with callback_type generic_api (a webhook named by the entry, see docs/callbacks.md); other entries' keys are accepted",
 			"default_vertex_config": "the Google credentials of /vertex_ai/* pass-through calls (vertex_project, vertex_location, vertex_credentials; Tollgate's api_base sends them elsewhere)",
 		},
 		Keys: []Key{
-			{"callback_settings", "object", noteLogging},
 			{"finetune_settings", "object", "Tollgate serves no /fine_tuning endpoints"},
 			{"files_settings", "array of objects", "not read: /v1/files goes to a model_list deployment of the provider, with its credentials"},
 			{"assistant_settings", "object", "Tollgate serves no /assistants endpoints"},
@@ -316,9 +316,10 @@ var Sections = []*Section{
 		Path: "litellm_settings", Type: typeOf[LiteLLMSettings](),
 		Unknown: "LiteLLM sets other keys as attributes of its Python module",
 		Notes: map[string]string{
-			"callbacks":        "otel (or opentelemetry), langfuse and langfuse_otel export OpenTelemetry traces of every request; see docs/tracing.md",
-			"success_callback": "otel, langfuse and langfuse_otel trace every request, not only the successes; see docs/tracing.md",
-			"failure_callback": "otel, langfuse and langfuse_otel trace every request, not only the failures; see docs/tracing.md",
+			"callbacks":          "served: otel (or opentelemetry), langfuse and langfuse_otel export OpenTelemetry traces (docs/tracing.md); generic_api, datadog, s3 and callback_settings webhooks get LiteLLM's logging payload (docs/callbacks.md); prometheus is /metrics; any other name is warned about at start",
+			"success_callback":   "as callbacks, for successful requests only; the tracers (otel, langfuse) trace every request",
+			"failure_callback":   "as callbacks, for failed requests only; the tracers (otel, langfuse) trace every request",
+			"s3_callback_params": "where the s3 callback writes JSON lines objects, batched by time and size (docs/callbacks.md)",
 		},
 		Keys: []Key{
 			{"budget_duration", "string", "the gateway's budget (max_budget) has no period here: its spend never resets on its own; reset it with /user/update on litellm-proxy-budget"},
@@ -357,6 +358,40 @@ var Sections = []*Section{
 			{"enable_loadbalancing_on_batch_endpoints", "boolean", ""},
 			{"guardrails", "array of objects", noteGuardrails},
 			{"telemetry", "boolean", "Tollgate sends no telemetry"},
+		},
+	},
+	{
+		Path: "litellm_settings.s3_callback_params", Type: typeOf[S3CallbackParams](),
+		Unknown: "LiteLLM ignores other keys",
+		Notes: map[string]string{
+			"s3_api_version":    "accepted; S3's one API version is used",
+			"s3_endpoint_url":   "an S3-compatible store, addressed path-style (endpoint/bucket/key)",
+			"s3_flush_interval": "seconds between writes (default 10)",
+			"s3_batch_size":     "payloads per object at most (default 1000)",
+		},
+		Keys: []Key{
+			{"s3_aws_session_name", "string", "only static keys (s3_aws_access_key_id, or AWS_ACCESS_KEY_ID) sign the writes"},
+			{"s3_aws_profile_name", "string", "only static keys (s3_aws_access_key_id, or AWS_ACCESS_KEY_ID) sign the writes"},
+			{"s3_aws_role_name", "string", "only static keys (s3_aws_access_key_id, or AWS_ACCESS_KEY_ID) sign the writes"},
+			{"s3_aws_web_identity_token", "string", "only static keys (s3_aws_access_key_id, or AWS_ACCESS_KEY_ID) sign the writes"},
+			{"s3_aws_sts_endpoint", "string", "only static keys (s3_aws_access_key_id, or AWS_ACCESS_KEY_ID) sign the writes"},
+			{"s3_config", "object", ""},
+			{"s3_use_team_prefix", "boolean", "objects hold many requests: keys are s3_path/date/time-random.jsonl"},
+			{"s3_use_key_prefix", "boolean", "objects hold many requests: keys are s3_path/date/time-random.jsonl"},
+			{"s3_strip_base64_files", "boolean", ""},
+		},
+	},
+	{
+		Path: "callback_settings.<name>", Type: typeOf[CallbackSettings](),
+		Unknown: "LiteLLM passes other keys to the callback; Tollgate ignores them",
+		Notes: map[string]string{
+			"callback_type": "generic_api makes the entry a webhook callback; other entries configure callbacks served elsewhere or not at all",
+			"headers":       "values may be os.environ/NAME, $NAME or ${NAME}",
+			"event_types":   "llm_api_success, llm_api_failure; both when absent",
+			"log_format":    "json_array (default: a batch as one JSON array), ndjson, or single (one POST per payload)",
+		},
+		Keys: []Key{
+			{"message_logging", "boolean", "whether content leaves the process is set by turn_off_message_logging"},
 		},
 	},
 	{
@@ -590,7 +625,7 @@ func (c *keyCheck) walk(n ast.Node, t reflect.Type, path, concrete string) error
 		}
 		for _, mv := range mappingValues(n) {
 			k := mv.Key.GetToken().Value
-			if err := c.walk(mv.Value, t.Elem(), join(path, k), join(concrete, k)); err != nil {
+			if err := c.walk(mv.Value, t.Elem(), join(path, "<name>"), join(concrete, k)); err != nil {
 				return err
 			}
 		}

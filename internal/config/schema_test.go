@@ -18,13 +18,14 @@ func warnedPaths(t *testing.T, file string, warnings []string) map[string]string
 	t.Helper()
 	re := regexp.MustCompile(`^` + regexp.QuoteMeta(file) + `:\d+:\d+: (\S+) (is accepted for LiteLLM|is not a key Tollgate knows)`)
 	idx := regexp.MustCompile(`\[\d+\]`)
+	named := regexp.MustCompile(`^callback_settings\.[^.]+\.`) // a map's entries share one section
 	out := map[string]string{}
 	for _, w := range warnings {
 		m := re.FindStringSubmatch(w)
 		if m == nil {
 			continue
 		}
-		out[idx.ReplaceAllString(m[1], "[]")] = w
+		out[named.ReplaceAllString(idx.ReplaceAllString(m[1], "[]"), "callback_settings.<name>.")] = w
 	}
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -36,6 +37,9 @@ type Options struct {
 	Deployments func(yield func(group, id string, up bool))
 	// Spans, when set, reports the trace exporters' queues at scrape time.
 	Spans func(yield func(SpanQueue))
+	// Callbacks, when set, reports the logging callbacks' queues at scrape
+	// time.
+	Callbacks func() []callback.Stats
 }
 
 // Metrics are one gateway's collectors, on a registry of their own.
@@ -123,6 +127,17 @@ func New(o Options) *Metrics {
 	}
 	if o.Spans != nil {
 		m.reg.MustRegister(newSpanCollector(name, o.Spans))
+	}
+	if o.Callbacks != nil {
+		desc := func(n, help string) *prometheus.Desc { return prometheus.NewDesc(name(n), help, []string{"sink"}, nil) }
+		m.reg.MustRegister(&callbackCollector{stats: o.Callbacks,
+			depth:   desc("callback_queue_depth", "Payloads a logging callback holds and has not delivered yet (queued or being sent)."),
+			queued:  desc("callback_queued_total", "Payloads taken into a logging callback's queue."),
+			sent:    desc("callback_sent_total", "Payloads a logging callback delivered."),
+			dropped: desc("callback_dropped_total", "Payloads a logging callback dropped because its queue was full (or closed)."),
+			failed:  desc("callback_failed_total", "Payloads a logging callback gave up on: attempts spent, refused by the receiver, or not delivered by shutdown."),
+			lag:     desc("callback_lag_seconds", "Age of the oldest payload a logging callback has not delivered yet; 0 when none."),
+		})
 	}
 	if o.WriterPending != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("spend_writer_pending_rows"), Help: "Spend-log rows queued and not yet written to the store."},
@@ -349,3 +364,27 @@ func (c *deploymentCollector) Collect(ch chan<- prometheus.Metric) {
 
 // Registry is the registry the metrics live on (for tests and extra collectors).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// callbackCollector reads the logging callbacks' queues at scrape time; the
+// one label is the sink's name (bounded by the config).
+type callbackCollector struct {
+	stats                                     func() []callback.Stats
+	depth, queued, sent, dropped, failed, lag *prometheus.Desc
+}
+
+func (c *callbackCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.depth, c.queued, c.sent, c.dropped, c.failed, c.lag} {
+		ch <- d
+	}
+}
+
+func (c *callbackCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.stats() {
+		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(s.Depth), s.Sink)
+		ch <- prometheus.MustNewConstMetric(c.queued, prometheus.CounterValue, float64(s.Queued), s.Sink)
+		ch <- prometheus.MustNewConstMetric(c.sent, prometheus.CounterValue, float64(s.Sent), s.Sink)
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(s.Dropped), s.Sink)
+		ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(s.Failed), s.Sink)
+		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, s.Lag.Seconds(), s.Sink)
+	}
+}

@@ -85,6 +85,8 @@ func TestNewStartsNothing(t *testing.T) {
 	m := miniredis.RunT(t)
 	cfg := lifecycleConfig(t, up.URL, "redis://"+m.Addr())
 	cfg.GeneralSettings.OTel = &config.OTelSettings{Endpoint: "http://127.0.0.1:1"} // tracing, exported nowhere
+	t.Setenv("GENERIC_LOGGER_ENDPOINT", up.URL+"/callback")
+	cfg.LiteLLMSettings.Callbacks = []string{"generic_api"} // a logging callback's sender runs only under Serve
 	st := sqliteStore(t)
 	before := ourGoroutines()
 	srv, err := New(cfg, Options{Logger: testLogger, Store: st, RedisPrefix: "lifecycle"})
@@ -105,7 +107,7 @@ func TestNewStartsNothing(t *testing.T) {
 	// Serve starts every actor (which shows the check above can fail).
 	for _, fn := range []string{"ledger.(*Writer).Run", "rscript.(*Runner).Watch", "ledger.(*Shared).Announce",
 		"server.(*Server).resync", "server.(*Server).sweepBudgets", "server.(*Server).backgroundChecks", "server.(*Server).serveHTTP",
-		"tracing.(*queue).run"} {
+		"tracing.(*queue).run", "callback.(*Queue).Run"} {
 		if _, ok := within(10*time.Second, func() bool { return anyStack(fn) }); !ok {
 			t.Errorf("no goroutine runs %s while Serve runs", fn)
 		}

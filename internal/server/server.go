@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
 	"github.com/tollgate/tollgate/internal/hooks"
@@ -57,6 +58,9 @@ type Options struct {
 	// BudgetSweepInterval is how often budget periods that ended are rolled
 	// over without traffic (default 1 minute).
 	BudgetSweepInterval time.Duration
+	// CallbackQueue overrides the logging callbacks' queue defaults (tests
+	// use tiny queues and short flush intervals); zero fields keep them.
+	CallbackQueue callback.QueueOptions
 }
 
 // Server is one gateway process's serving state.
@@ -86,7 +90,8 @@ type Server struct {
 	health     *router.Health
 	clients    *provider.Clients // the upstream connection pools, kept across reloads
 	metrics    *metrics.Metrics
-	tracer     *tracing.Provider // nil: tracing is off
+	tracer     *tracing.Provider    // nil: tracing is off
+	callbacks  *callback.Dispatcher // the logging callbacks; nil when none is served here
 	closeOnce  sync.Once
 	routes     []string
 	// inflight counts handlers running; closing is set when a shutdown
@@ -142,6 +147,20 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("tracing: %w", err)
 		}
 	}
+	// The logging callbacks (LiteLLM's callbacks, success_callback,
+	// failure_callback): their queues exist from here on, their senders
+	// run only while Serve does.
+	cbs, cbWarnings, err := callback.New(cfg, callback.Options{Log: opts.Logger, Queue: opts.CallbackQueue})
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cbWarnings {
+		opts.Logger.Warn(w)
+	}
+	if cbs != nil {
+		opts.Logger.Info("logging callbacks", "sinks", cbs.Names())
+	}
+	s.callbacks = cbs
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
 		Book: s.book, Deployments: s.deploymentStates}
 	if rc != nil {
@@ -159,6 +178,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 					Exported: st.Exported, Dropped: st.Dropped, Failed: st.Failed})
 			})
 		}
+	}
+	if cbs != nil {
+		mopts.Callbacks = cbs.Stats
 	}
 	s.metrics = metrics.New(mopts)
 	s.health = router.NewHealth(func(group, id string) {
@@ -221,6 +243,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if s.tracer != nil {
 		gopts.Tracer = s.tracer.Tracer()
+	}
+	if cbs != nil { // a nil *Dispatcher must not become a non-nil Publisher
+		gopts.Observer = &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics, Callbacks: cbs}
 	}
 	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
 	if mk := cfg.MasterKey(); mk != "" {
@@ -401,6 +426,11 @@ func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 	}
 	if s.cfg.Load().GeneralSettings.BackgroundHealthChecks {
 		g.Add(lifecycle.Actor{Name: "health checks", Run: func(ctx context.Context) error { s.backgroundChecks(ctx); return nil }})
+	}
+	if s.callbacks != nil {
+		// Stopped after the HTTP server: the last requests' payloads are
+		// flushed.
+		g.Add(lifecycle.Actor{Name: "callbacks", Run: func(ctx context.Context) error { s.callbacks.Run(ctx); return nil }})
 	}
 	g.Add(lifecycle.Actor{Name: "http", Run: func(ctx context.Context) error { return s.serveHTTP(ctx, ln) }})
 	return g

@@ -78,8 +78,8 @@ func named(cfg *config.Config, names ...string) bool {
 // langfuse_otel. Configuration that cannot work is an error.
 func Resolve(cfg *config.Config, getenv func(string) string) (*Config, error) {
 	o := cfg.GeneralSettings.OTel
-	otelOn := o != nil || named(cfg, "otel", "opentelemetry")
-	langfuseOn := named(cfg, "langfuse", "langfuse_otel")
+	otelOn := o != nil || named(cfg, config.OTelCallbacks...)
+	langfuseOn := named(cfg, config.LangfuseCallbacks...)
 	if !otelOn && !langfuseOn {
 		return nil, nil
 	}
