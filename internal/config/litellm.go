@@ -103,6 +103,25 @@ type GeneralSettings struct {
 	// PassThroughEndpoints are custom routes forwarded to other APIs
 	// (passthrough.go).
 	PassThroughEndpoints []PassThroughEndpoint `yaml:"pass_through_endpoints"`
+	// StorePromptsInSpendLogs keeps each request's messages and answer,
+	// redacted and capped, with its spend row (LiteLLM's name).
+	StorePromptsInSpendLogs bool `yaml:"store_prompts_in_spend_logs"`
+	// ContentLogging bounds and masks the messages and answers that leave
+	// the process (spend rows, callbacks); Tollgate's own key.
+	ContentLogging ContentLogging `yaml:"content_logging"`
+}
+
+// ContentLogging is general_settings.content_logging.
+type ContentLogging struct {
+	// MaxFieldBytes caps the messages and the response of one request,
+	// each (default 65536).
+	MaxFieldBytes *int `yaml:"max_field_bytes"`
+	// RedactSecrets masks API keys, tokens and private keys (default true).
+	RedactSecrets *bool `yaml:"redact_secrets"`
+	// RedactPII names the PII classes masked, by Presidio's names
+	// (EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, US_SSN, IP_ADDRESS,
+	// IBAN_CODE); all of them when absent, none when empty.
+	RedactPII *[]string `yaml:"redact_pii"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.

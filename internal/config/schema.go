@@ -223,12 +223,14 @@ var Sections = []*Section{
 		Path: "general_settings", Type: typeOf[GeneralSettings](),
 		Unknown: "LiteLLM ignores other keys",
 		Extensions: []string{"redis_url", "metrics_prefix", "metrics_key_labels",
-			"request_header_timeout", "request_body_timeout"},
+			"request_header_timeout", "request_body_timeout", "content_logging"},
 		Notes: map[string]string{
-			"custom_auth":            "a webhook or cel mapping is run; a Python module path is warned and not run",
-			"custom_key_generate":    "a webhook or cel mapping is run; a Python module path is warned and not run",
-			"database_type":          "postgres or sqlite (the default); others stop the start",
-			"pass_through_endpoints": "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
+			"store_prompts_in_spend_logs": "messages and answers are kept with the spend row, size-capped and redacted (general_settings.content_logging; docs/content-logging.md)",
+			"content_logging":             "max_field_bytes (65536), redact_secrets (true), redact_pii (every class); docs/content-logging.md",
+			"custom_auth":                 "a webhook or cel mapping is run; a Python module path is warned and not run",
+			"custom_key_generate":         "a webhook or cel mapping is run; a Python module path is warned and not run",
+			"database_type":               "postgres or sqlite (the default); others stop the start",
+			"pass_through_endpoints":      "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
 		},
 		Keys: []Key{
 			{"database_args", "object", "the pool is sized by Tollgate"},
@@ -248,7 +250,6 @@ var Sections = []*Section{
 			{"embedding_model", "string", ""},
 			{"image_generation_model", "string", ""},
 			{"moderation_model", "string", ""},
-			{"store_prompts_in_spend_logs", "boolean", "prompts and responses are not stored"},
 			{"forward_client_headers_to_llm_api", "boolean", "client headers are not forwarded"},
 			{"forward_openai_org_id", "boolean", "litellm_params.organization is sent instead"},
 			{"enable_jwt_auth", "boolean", "JWT auth " + noteNotEnforced},
@@ -314,6 +315,9 @@ var Sections = []*Section{
 	{
 		Path: "litellm_settings", Type: typeOf[LiteLLMSettings](),
 		Unknown: "LiteLLM sets other keys as attributes of its Python module",
+		Notes: map[string]string{
+			"turn_off_message_logging": "no messages or answers in spend rows or callbacks, whatever else is set (docs/content-logging.md)",
+		},
 		Keys: []Key{
 			{"budget_duration", "string", "the gateway's budget (max_budget) has no period here: its spend never resets on its own; reset it with /user/update on litellm-proxy-budget"},
 			{"drop_params", "boolean", "Tollgate forwards request parameters unchanged"},

@@ -104,3 +104,6 @@ func appendString(dst []byte, s string) []byte {
 	_ = enc.Encode(s)
 	return append(dst, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }
+
+// Quote returns s as a JSON string, without HTML escaping.
+func Quote(s string) []byte { return appendString(nil, s) }
