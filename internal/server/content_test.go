@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -115,5 +116,51 @@ func TestSpendRowsWithoutStorePrompts(t *testing.T) {
 		if row := rec.rowsOf(t, e, key, 1)[0]; row.Messages != nil || row.Response != nil {
 			t.Errorf("config %q: content %s / %s", extra, row.Messages, row.Response)
 		}
+	}
+}
+
+// TestContentLoggingConfig: secrets and every PII class by default; the
+// classes named; none with an empty list; an unknown class stops the start.
+func TestContentLoggingConfig(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string // classes, in order; nil: an error is expected
+		err        string
+	}{
+		{"default", "general_settings: {store_prompts_in_spend_logs: true}\n",
+			[]string{"PRIVATE_KEY", "JWT", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "API_KEY", "AUTHORIZATION",
+				"EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "PHONE_NUMBER"}, ""},
+		{"named", "general_settings:\n  content_logging: {redact_secrets: false, redact_pii: [US_SSN, EMAIL_ADDRESS]}\n",
+			[]string{"US_SSN", "EMAIL_ADDRESS"}, ""},
+		{"none", "general_settings:\n  content_logging: {redact_secrets: false, redact_pii: []}\n", []string{}, ""},
+		{"unknown", "general_settings:\n  content_logging: {redact_pii: [PERSON]}\n", nil, `unknown redaction class "PERSON"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := config.Parse("t.yaml", []byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl, err := contentLogging(cfg)
+			if tt.want == nil {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []string{}
+			for _, c := range cl.Redactor.Classes() {
+				got = append(got, string(c))
+			}
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("classes %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if _, err := config.Parse("t.yaml", []byte("general_settings:\n  content_logging: {max_field_bytes: 10}\n")); err == nil || !strings.Contains(err.Error(), "max_field_bytes") {
+		t.Errorf("a tiny cap: %v", err)
 	}
 }
