@@ -256,3 +256,39 @@ func TestNoConsumerNoCapture(t *testing.T) {
 		t.Error("capturing under turn_off_message_logging")
 	}
 }
+
+// TestCapturedMembersPerRoute: completions keep prompt (a stream as one
+// text_completion), embeddings keep input and the answer.
+func TestCapturedMembersPerRoute(t *testing.T) {
+	up := func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/completions", "/completions":
+			sseWith(`{"id":"cmpl-1","object":"text_completion","model":"m","choices":[{"index":0,"text":"one "}]}`,
+				`{"id":"cmpl-1","object":"text_completion","model":"m","choices":[{"index":0,"text":"two","finish_reason":"length"}]}`)(w, r)
+		default:
+			answerWith(`{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"m","usage":{"prompt_tokens":2,"total_tokens":2}}`)(w, r)
+		}
+	}
+	url, pub := contentRig(t, ContentLogging{}, up)
+	contentPost(t, url, "/v1/completions", `{"model":"g","stream":true,"prompt":"say 10.1.2.3"}`)
+	pl := nextPayload(t, pub)
+	if string(pl.Messages) != `"say <IP_ADDRESS>"` {
+		t.Errorf("completions messages %s", pl.Messages)
+	}
+	var cmpl struct {
+		Object  string
+		Choices []struct {
+			Text         string
+			FinishReason string `json:"finish_reason"`
+		}
+	}
+	if json.Unmarshal(pl.Response, &cmpl) != nil || cmpl.Object != "text_completion" || len(cmpl.Choices) != 1 ||
+		cmpl.Choices[0].Text != "one two" || cmpl.Choices[0].FinishReason != "length" {
+		t.Errorf("completions response %s", pl.Response)
+	}
+	contentPost(t, url, "/v1/embeddings", `{"model":"g","input":["a@b.io","x"]}`)
+	pl = nextPayload(t, pub)
+	if string(pl.Messages) != `["<EMAIL_ADDRESS>","x"]` || !strings.Contains(string(pl.Response), `[0.1,0.2]`) {
+		t.Errorf("embeddings %s / %s", pl.Messages, pl.Response)
+	}
+}
