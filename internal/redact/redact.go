@@ -116,27 +116,31 @@ func (r *Redactor) Classes() []Class {
 	return slices.Clone(r.classes)
 }
 
+// minFinding is the shortest text any class can match ("a@b.io").
+const minFinding = 6
+
 // Find returns the findings in s, in order, none overlapping another.
 func (r *Redactor) Find(s string) []Match {
-	if r == nil || len(r.finders) == 0 || s == "" {
+	if r == nil || len(r.finders) == 0 || len(s) < minFinding {
 		return nil
 	}
-	var ms []Match
+	var (
+		ms   []Match
+		base int
+		cls  Class
+	)
+	add := func(start, end int) {
+		if start < end {
+			ms = append(ms, Match{Class: cls, Start: base + start, End: base + end})
+		}
+	}
 	for _, f := range r.finders {
 		if f.find != nil {
-			f.find(s, func(start, end int) {
-				if start < end {
-					ms = append(ms, Match{Class: f.class, Start: start, End: end})
-				}
-			})
+			cls = f.class
+			f.find(s, add)
 		}
 	}
 	if r.minDigits > 0 {
-		var (
-			base int
-			cls  Class
-		)
-		add := func(start, end int) { ms = append(ms, Match{Class: cls, Start: base + start, End: base + end}) }
 		digitWindows(s, r.minDigits, func(at int, w string, digits int) {
 			for _, f := range r.finders {
 				if f.check != nil && digits >= f.minDigits {

@@ -18,8 +18,16 @@ import (
 // (authentication, limits, budget hold, forward to the in-process demo
 // upstream, settle, spend row, response headers) with a virtual key, as a
 // whole answer and as a stream. Its allocations are the hot path's.
-func BenchmarkChatHandler(b *testing.B) {
-	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"))
+func BenchmarkChatHandler(b *testing.B) { benchChat(b, "") }
+
+// BenchmarkChatHandlerContent is BenchmarkChatHandler with the messages
+// and answers kept on the spend rows, masked: what content logging costs.
+func BenchmarkChatHandlerContent(b *testing.B) {
+	benchChat(b, "  store_prompts_in_spend_logs: true\n")
+}
+
+func benchChat(b *testing.B, general string) {
+	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"+general))
 	if err != nil {
 		b.Fatal(err)
 	}
