@@ -1,18 +1,23 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/redact"
 	"github.com/tollgate/tollgate/internal/router"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // contentRig serves one OpenAI deployment (up) through a gateway with
@@ -290,5 +295,68 @@ func TestCapturedMembersPerRoute(t *testing.T) {
 	pl = nextPayload(t, pub)
 	if string(pl.Messages) != `["<EMAIL_ADDRESS>","x"]` || !strings.Contains(string(pl.Response), `[0.1,0.2]`) {
 		t.Errorf("embeddings %s / %s", pl.Messages, pl.Response)
+	}
+}
+
+// rowStore takes the spend writer's rows; nothing else of the store is used.
+type rowStore struct {
+	store.Store
+	rows chan store.SpendLog
+}
+
+func (s *rowStore) ApplySpend(_ context.Context, batch []store.SpendLog) error {
+	for _, l := range batch {
+		s.rows <- l
+	}
+	return nil
+}
+
+// TestSpendRowAndCallbackShareOneCapture: the spend row handed to the
+// writer and the callback payload carry the same redacted content with
+// store_prompts_in_spend_logs; without it the row has none while the
+// callback still gets it.
+func TestSpendRowAndCallbackShareOneCapture(t *testing.T) {
+	for _, spend := range []bool{false, true} {
+		rs := &rowStore{rows: make(chan store.SpendLog, 8)}
+		w := ledger.NewWriter(rs, slog.Default())
+		go w.Run()
+		t.Cleanup(func() { w.Close() })
+		r, _ := redact.New(redact.All())
+		u := httptest.NewServer(answerWith(chatAnswer))
+		t.Cleanup(u.Close)
+		deps := []config.Deployment{{ModelName: "g", Provider: "openai", Model: "m", APIBase: u.URL, ID: "d1"}}
+		rt, err := router.New(deps, router.Settings{Health: router.NewHealth(nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub := &publisher{got: make(chan *callback.Payload, 8)}
+		books := &Books{Book: ledger.NewBook(nil), Writer: w, Snap: auth.NewSnapshot(&store.Snapshot{})}
+		g := New(Options{Observer: &Telemetry{Callbacks: pub}, Meter: books, Content: ContentLogging{SpendLogs: spend, Redactor: r}},
+			auth.NewAuthenticator(&config.Config{}, nil, auth.Options{}), rt)
+		mux := http.NewServeMux()
+		g.Register(mux)
+		srv := httptest.NewServer(mux)
+		t.Cleanup(srv.Close)
+
+		contentPost(t, srv.URL, "/v1/chat/completions", secretPrompt)
+		pl := nextPayload(t, pub)
+		w.Flush()
+		var row store.SpendLog
+		select {
+		case row = <-rs.rows:
+		case <-time.After(time.Minute):
+			t.Fatal("no spend row was written")
+		}
+		if pl.Messages == nil || pl.Response == nil {
+			t.Errorf("spend %v: the callback lacks content", spend)
+		}
+		noSecrets(t, "row messages", row.Messages)
+		noSecrets(t, "row response", row.Response)
+		if spend && (string(row.Messages) != string(pl.Messages) || string(row.Response) != string(pl.Response)) {
+			t.Errorf("row %s / %s, payload %s / %s", row.Messages, row.Response, pl.Messages, pl.Response)
+		}
+		if !spend && (row.Messages != nil || row.Response != nil) {
+			t.Errorf("store_prompts off, yet the row carries %s / %s", row.Messages, row.Response)
+		}
 	}
 }
