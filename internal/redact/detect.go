@@ -86,17 +86,63 @@ var apiKeyPrefixes = []struct {
 }
 
 func findAPIKeys(s string, add func(int, int)) {
-	for _, p := range apiKeyPrefixes {
-		each(s, p.prefix, func(i int) {
-			if !wordStart(s, i) {
-				return
+	eachWordStart(s, &apiKeyFirst, func(i int) int {
+		if i+3 >= len(s) || !apiKeySecond[s[i+1]] {
+			return i + 1
+		}
+		for _, p := range apiKeyPrefixes {
+			if p.prefix[0] != s[i] || !strings.HasPrefix(s[i:], p.prefix) {
+				continue
 			}
 			end := span(s, i+len(p.prefix), isToken)
 			body := s[i+len(p.prefix) : end]
 			if len(body) >= p.min && (!p.digit || hasDigit(body) || len(body) >= 20) {
 				add(i, end)
+				return end
 			}
-		})
+		}
+		return i + 1
+	})
+}
+
+// byteSet marks the bytes a class can start with.
+type byteSet [256]bool
+
+func setOf(bs ...string) (t byteSet) {
+	for _, b := range bs {
+		t[b[0]] = true
+	}
+	return t
+}
+
+var (
+	apiKeyFirst = func() byteSet {
+		var names []string
+		for _, p := range apiKeyPrefixes {
+			names = append(names, p.prefix)
+		}
+		return setOf(names...)
+	}()
+	// apiKeySecond marks the second bytes of the prefixes: most words
+	// starting with s, r, g, x or A are over at the second byte.
+	apiKeySecond = func() (t byteSet) {
+		for _, p := range apiKeyPrefixes {
+			t[p.prefix[1]] = true
+		}
+		return t
+	}()
+	authFirst = setOf("B", "b")
+)
+
+// eachWordStart calls fn at every word start of s whose byte is in first;
+// fn returns where the scan goes on.
+func eachWordStart(s string, first *byteSet, fn func(i int) int) {
+	for i := 0; i < len(s); {
+		if !first[s[i]] || !wordStart(s, i) {
+			i++
+			continue
+		}
+		i = max(fn(i), i+1)
 	}
 }
 
@@ -209,23 +255,25 @@ func isCredential(b byte) bool {
 }
 
 func findAuthorizations(s string, add func(int, int)) {
-	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC"} {
-		each(s, scheme, func(i int) {
-			if !wordStart(s, i) {
-				return
+	eachWordStart(s, &authFirst, func(i int) int {
+		for _, scheme := range []string{"Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC"} {
+			if !strings.HasPrefix(s[i:], scheme) {
+				continue
 			}
 			at := i + len(scheme)
 			sp := span(s, at, func(b byte) bool { return b == ' ' || b == '\t' })
 			if sp == at {
-				return
+				return at
 			}
 			end := span(s, sp, isCredential)
 			end = span(s, end, func(b byte) bool { return b == '=' })
 			if end-sp >= 16 && hasDigit(s[sp:end]) {
 				add(sp, end)
 			}
-		})
-	}
+			return end
+		}
+		return i + 1
+	})
 }
 
 func isLocal(b byte) bool {
