@@ -236,6 +236,9 @@ func (p *contentPolicy) shape(raw []byte) json.RawMessage {
 		return nil
 	}
 	if len(raw) <= p.max {
+		if p.red == nil && !json.Valid(raw) {
+			return redact.Quote(string(raw)) // a relaxed body's member (comments, trailing commas)
+		}
 		out := p.red.JSON(raw)
 		if len(out) > 0 && &out[0] == &raw[0] {
 			out = bytes.Clone(out) // raw is the request's or the answer's buffer
@@ -244,7 +247,7 @@ func (p *contentPolicy) shape(raw []byte) json.RawMessage {
 	}
 	// Mask a little past the cap, so that no secret cut at the cap
 	// leaves its first part behind, then cut.
-	text := p.red.String(clipBytes(string(raw), p.max+512))
+	text := p.red.String(clipBytes(string(raw[:min(len(raw), p.max+512)]), p.max+512))
 	text = clipBytes(text, p.max)
 	return redact.Quote(text + " [truncated by Tollgate: " + strconv.Itoa(p.max) + " of " + strconv.Itoa(len(raw)) + " bytes kept]")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/redact"
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
@@ -359,4 +360,47 @@ func TestSpendRowAndCallbackShareOneCapture(t *testing.T) {
 			t.Errorf("store_prompts off, yet the row carries %s / %s", row.Messages, row.Response)
 		}
 	}
+}
+
+// TestShapeKeepsJSONValid: whatever was captured, a shaped field is valid
+// JSON, masked, and within the cap plus its marker.
+func TestShapeKeepsJSONValid(t *testing.T) {
+	r, _ := redact.New(redact.All())
+	for _, red := range []*redact.Redactor{r, nil} {
+		p := newContentPolicy(ContentLogging{MaxBytes: 1024, Redactor: red}, nil)
+		for _, raw := range []string{
+			`[{"role":"user","content":"a@b.io"},]`, // relaxed JSON, as the gateway accepts it
+			`"` + strings.Repeat("x", 5000) + ` a@b.io"`,
+			`[1,2,3]`,
+		} {
+			out := p.shape([]byte(raw))
+			if !json.Valid(out) || len(out) > 1024+100 {
+				t.Errorf("shape(%.40s...) = %.80s (%d bytes)", raw, out, len(out))
+			}
+			if red != nil && strings.Contains(string(out), "a@b.io") {
+				t.Errorf("unmasked: %s", out)
+			}
+		}
+	}
+}
+
+// FuzzStreamAnswer: any events, in any client format, assemble into valid
+// JSON within the limit, without panicking.
+func FuzzStreamAnswer(f *testing.F) {
+	f.Add("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\",\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n", 0)
+	f.Add("data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"f\"}}\n\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":1}\"}}\n\n", 1)
+	f.Add("data: {\"type\":\"response.output_text.delta\",\"delta\":\"x\"}\n\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\"}}\n\n", 2)
+	f.Add("data: {\"choices\":[{\"index\":-1,\"text\":\"x\"}]}\n\n", 3)
+	ops := []provider.Op{provider.OpChat, provider.OpMessages, provider.OpResponses, provider.OpCompletions}
+	f.Fuzz(func(t *testing.T, sse string, op int) {
+		a := &streamAnswer{op: ops[(op%4+4)%4], limit: 64}
+		a.observe([]byte(sse))
+		out := a.json()
+		if !json.Valid(out) {
+			t.Fatalf("assembled %q is not valid JSON", out)
+		}
+		if a.kept > a.limit {
+			t.Fatalf("kept %d bytes past the limit %d", a.kept, a.limit)
+		}
+	})
 }
