@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/redact"
@@ -36,17 +37,18 @@ const DefaultMaxContentBytes = 64 << 10
 type contentPolicy struct {
 	capture   bool // someone consumes content: spend rows or callbacks
 	spendLogs bool
+	callbacks callback.Publisher // nil: content goes to no callback
 	max       int
 	red       *redact.Redactor
 }
 
 func newContentPolicy(o ContentLogging, obs Observer) contentPolicy {
-	callbacks := false
+	var callbacks callback.Publisher
 	if t, ok := obs.(*Telemetry); ok && t != nil && t.Callbacks != nil {
-		callbacks = true
+		callbacks = t.Callbacks
 	}
-	p := contentPolicy{spendLogs: o.SpendLogs && !o.Off, max: o.MaxBytes, red: o.Redactor}
-	p.capture = !o.Off && (o.SpendLogs || callbacks)
+	p := contentPolicy{spendLogs: o.SpendLogs && !o.Off, max: o.MaxBytes, red: o.Redactor, callbacks: callbacks}
+	p.capture = !o.Off && (o.SpendLogs || callbacks != nil)
 	if p.max <= 0 {
 		p.max = DefaultMaxContentBytes
 	}
@@ -204,6 +206,15 @@ func (c *call) finishContent(status int) {
 		return
 	}
 	pol := &c.g.content
+	// Shaped only for someone who takes it: a held spend row, or a
+	// callback that wants a call that ended so.
+	if !(cp.spend && len(cp.rows) > 0) && (pol.callbacks == nil || !pol.callbacks.Wants(status >= 400 || status == 0)) {
+		for _, l := range cp.rows {
+			cp.writer.Enqueue(l)
+		}
+		cp.rows = nil
+		return
+	}
 	cp.messages = pol.shape(cp.request)
 	if status > 0 && status < 300 && !c.res.clientGone {
 		switch {
