@@ -404,3 +404,17 @@ func FuzzStreamAnswer(f *testing.F) {
 		}
 	})
 }
+
+// TestResponsesCapture: a Responses API call keeps instructions and input,
+// and the answer as the client got it.
+func TestResponsesCapture(t *testing.T) {
+	url, pub := contentRig(t, ContentLogging{}, answerWith(`{"id":"resp_1","object":"response","status":"completed","model":"m","output":[{"type":"message","id":"msg_1","role":"assistant","content":[{"type":"output_text","text":"call +44 20 7946 0958"}]}],"usage":{"input_tokens":3,"output_tokens":2,"total_tokens":5}}`))
+	contentPost(t, url, "/v1/responses", `{"model":"g","instructions":"be brief","input":"my ip is 192.168.0.1"}`)
+	pl := nextPayload(t, pub)
+	if string(pl.Messages) != `{"instructions":"be brief","input":"my ip is <IP_ADDRESS>"}` {
+		t.Errorf("messages %s", pl.Messages)
+	}
+	if r := string(pl.Response); !strings.Contains(r, `"text":"call <PHONE_NUMBER>"`) || !json.Valid(pl.Response) {
+		t.Errorf("response %s", r)
+	}
+}
