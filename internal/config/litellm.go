@@ -108,6 +108,12 @@ type GeneralSettings struct {
 	// ["otel"]); its fields win over the OTEL_* environment variables. See
 	// docs/tracing.md.
 	OTel *OTelSettings `yaml:"otel"`
+	// StorePromptsInSpendLogs keeps each request's messages and answer,
+	// redacted and capped, with its spend row (LiteLLM's name).
+	StorePromptsInSpendLogs bool `yaml:"store_prompts_in_spend_logs"`
+	// ContentLogging bounds and masks the messages and answers that leave
+	// the process (spend rows, callbacks); Tollgate's own key.
+	ContentLogging ContentLogging `yaml:"content_logging"`
 }
 
 // OTelSettings is general_settings.otel: where and how traces are
@@ -137,6 +143,19 @@ type OTelSettings struct {
 	// (default 1 s); ExportTimeout bounds one export (default 10 s).
 	ExportInterval *Seconds `yaml:"export_interval"`
 	ExportTimeout  *Seconds `yaml:"export_timeout"`
+}
+
+// ContentLogging is general_settings.content_logging.
+type ContentLogging struct {
+	// MaxFieldBytes caps the messages and the response of one request,
+	// each (default 65536).
+	MaxFieldBytes *int `yaml:"max_field_bytes"`
+	// RedactSecrets masks API keys, tokens and private keys (default true).
+	RedactSecrets *bool `yaml:"redact_secrets"`
+	// RedactPII names the PII classes masked, by Presidio's names
+	// (EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, US_SSN, IP_ADDRESS,
+	// IBAN_CODE); all of them when absent, none when empty.
+	RedactPII *[]string `yaml:"redact_pii"`
 }
 
 // KeyGenerateParams are /key/generate fields used as defaults or bounds.

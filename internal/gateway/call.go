@@ -48,6 +48,7 @@ type call struct {
 	rs                *responsesCall // a Responses request's stored-response state; nil: none
 	tr                *callTrace     // the call's spans; nil: not traced (trace.go)
 	meta              callMeta       // tags and the request's metadata, for the logs
+	cap               *capture       // what the call asked and answered; nil: not kept (capture.go)
 	// err is what ended the call, when not an answer (finish sets it);
 	// upstreamErr the body of an upstream failure passed on to the client.
 	err         error
@@ -67,6 +68,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	// From here on every request is logged and counted once, refused or not.
 	c.id = newCallID()
 	c.startTrace()
+	c.startCapture()
 	finished := false
 	defer func() {
 		if !finished {
@@ -436,6 +438,9 @@ func (c *call) finish(err error) {
 	case err != nil && !errors.Is(err, errResponded):
 		status = apierror.From(err).Status
 		c.err = err
+	}
+	if c.cap != nil {
+		c.finishContent(status)
 	}
 	if o := c.g.opts.Observer; o != nil {
 		o.finished(c, status)

@@ -177,6 +177,10 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		if wr.stream != nil {
 			sink = translated{s: wr.stream(req), res: res}
 		}
+		if c.cap != nil {
+			c.cap.stream = &streamAnswer{op: c.op, limit: c.g.content.max}
+			sink = teeSink{inner: sink, a: c.cap.stream}
+		}
 		err := streamEvents(w, resp, wd, sink, res, eventLimit(c.g.opts.MaxResponseBytes), wr.anthropicClient)
 		res.upstream = time.Since(sent) // streams are paced by the upstream
 		if errors.As(err, new(errEventTooLarge)) {
@@ -263,6 +267,9 @@ func (c *call) writeWhole(status int, data []byte) error {
 	if hd := c.hold; hd != nil && status < 300 {
 		c.settle()
 		hd.headers(h, c.cost)
+	}
+	if c.cap != nil && status < 300 {
+		c.cap.answer = data
 	}
 	c.durationHeaders(h, c.res.upstream)
 	h.Set("Content-Length", strconv.Itoa(len(data)))

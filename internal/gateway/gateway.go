@@ -48,6 +48,10 @@ type Options struct {
 	// ResponseIDSecret seals the Responses API ids the gateway hands out
 	// (responses.go); nil: a random one, good for this process only.
 	ResponseIDSecret []byte
+
+	// Content says whether messages and answers are kept for the spend
+	// rows and the callbacks (capture.go); the zero value keeps none.
+	Content ContentLogging
 }
 
 // Gateway holds the live routing table and serves inference requests.
@@ -58,6 +62,7 @@ type Gateway struct {
 	router  atomic.Pointer[router.Router]
 	log     *slog.Logger
 	version []string // the x-litellm-version value; nil: not sent
+	content contentPolicy
 }
 
 // New returns a Gateway routing with rt.
@@ -74,7 +79,7 @@ func New(opts Options, a *auth.Authenticator, rt *router.Router) *Gateway {
 	if len(opts.ResponseIDSecret) == 0 {
 		opts.ResponseIDSecret = newResponseSecret()
 	}
-	g := &Gateway{opts: opts, auth: a, log: opts.Logger}
+	g := &Gateway{opts: opts, auth: a, log: opts.Logger, content: newContentPolicy(opts.Content, opts.Observer)}
 	if opts.Version != "" {
 		g.version = []string{opts.Version} // shared by every response, never written into
 	}

@@ -152,6 +152,9 @@ func (c *call) payload(status int) *callback.Payload {
 	if pl.RequestTags == nil {
 		pl.RequestTags = []string{}
 	}
+	if cp := c.cap; cp != nil {
+		pl.Messages, pl.Response = cp.messages, cp.response
+	}
 	pl.ResponseTime = pl.EndTime - pl.StartTime
 	if res.ttfb > 0 {
 		pl.CompletionStartTime = unixSeconds(c.start.Add(res.ttfb))

@@ -364,6 +364,9 @@ type charge struct {
 	// fixed is a price per call on top of the tokens' (a pass-through
 	// endpoint's cost_per_request).
 	fixed ledger.Amount
+	// content, when set, holds the spend rows until the call's finish
+	// puts its messages and response on them.
+	content *capture
 }
 
 func (c *charge) capTokens() int64 { return c.capN }
@@ -533,6 +536,9 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	c.log.RequestID, c.log.EndUser, c.log.ModelGroup, c.log.CallType = cl.id, req.user, model, callType(cl.op)
 	c.log.Deployment, c.log.Provider, c.log.StartedAt = t.D.ID, t.D.Provider, cl.start
 	c.log.RequestTags, c.log.Metadata = cl.meta.tags, cl.meta.metadata
+	if cl.cap != nil && cl.cap.spend {
+		c.content = cl.cap // its rows wait for the content (finishContent)
+	}
 	return c, nil
 }
 
@@ -670,6 +676,10 @@ func (c *charge) enqueue(l *store.SpendLog) {
 	l.EndedAt = time.Now()
 	l.LatencyMS = l.EndedAt.Sub(l.StartedAt).Milliseconds()
 	if c.m.Writer != nil {
+		if c.content != nil {
+			c.content.holdRow(l, c.m.Writer)
+			return
+		}
 		c.m.Writer.Enqueue(*l)
 	}
 }

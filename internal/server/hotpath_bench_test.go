@@ -33,6 +33,12 @@ func BenchmarkChatHandlerTraced(b *testing.B) {
 	benchChat(b, "  otel: {endpoint: \""+col.URL+"\"}\n")
 }
 
+// BenchmarkChatHandlerContent is BenchmarkChatHandler with the messages
+// and answers kept on the spend rows, masked: what content logging costs.
+func BenchmarkChatHandlerContent(b *testing.B) {
+	benchChat(b, "  store_prompts_in_spend_logs: true\n")
+}
+
 // benchChat runs the chat benchmark with general settings added.
 func benchChat(b *testing.B, general string) {
 	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"+general))

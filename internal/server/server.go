@@ -248,6 +248,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		gopts.Observer = &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics, Callbacks: cbs}
 	}
 	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
+	if gopts.Content, err = contentLogging(cfg); err != nil {
+		return nil, err
+	}
 	if mk := cfg.MasterKey(); mk != "" {
 		// Response ids stay valid across restarts and replicas that share
 		// the master key (internal/gateway/responses.go).

@@ -1,0 +1,563 @@
+package redact
+
+import (
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// finders holds one detector per class. Each scans s once for the bytes its
+// class must contain (a prefix, an '@', a run of digits) and confirms only
+// there, so text without them costs a few memchr-speed passes.
+var finders = map[Class]func(s string, add func(start, end int)){
+	APIKey:             findAPIKeys,
+	AWSAccessKeyID:     findAWSKeyIDs,
+	AWSSecretAccessKey: findAWSSecrets,
+	JWT:                findJWTs,
+	PrivateKey:         findPrivateKeys,
+	Authorization:      findAuthorizations,
+	EmailAddress:       findEmails,
+	IPAddress:          findIPv6,
+	IBANCode:           findIBANs,
+}
+
+// numeric holds the classes found in runs of digits and separators, with
+// the fewest digits such a run must hold: one pass over the text finds the
+// runs for all of them (Redactor.Find).
+var numeric = map[Class]struct {
+	minDigits int
+	check     func(w string, add func(int, int))
+}{
+	CreditCard:  {13, cards},
+	USSSN:       {9, ssns},
+	PhoneNumber: {8, phones},
+	IPAddress:   {4, ipv4s},
+}
+
+func isDigit(b byte) bool { return '0' <= b && b <= '9' }
+func isUpper(b byte) bool { return 'A' <= b && b <= 'Z' }
+func isLower(b byte) bool { return 'a' <= b && b <= 'z' }
+func isAlnum(b byte) bool { return isDigit(b) || isUpper(b) || isLower(b) }
+func isWord(b byte) bool  { return isAlnum(b) || b == '_' }
+func isToken(b byte) bool { return isWord(b) || b == '-' }
+
+// wordStart reports whether a word may start at i: s[i-1] is not part of one.
+func wordStart(s string, i int) bool { return i == 0 || !isWord(s[i-1]) }
+
+// wordEnd reports whether a word may end at i.
+func wordEnd(s string, i int) bool { return i >= len(s) || !isWord(s[i]) }
+
+// each calls fn with every index of needle in s.
+func each(s, needle string, fn func(i int)) {
+	for at := 0; ; {
+		i := strings.Index(s[at:], needle)
+		if i < 0 {
+			return
+		}
+		fn(at + i)
+		at += i + len(needle)
+	}
+}
+
+// span returns the end of the run of bytes from i that ok accepts.
+func span(s string, i int, ok func(byte) bool) int {
+	for i < len(s) && ok(s[i]) {
+		i++
+	}
+	return i
+}
+
+func hasDigit(s string) bool { return strings.IndexAny(s, "0123456789") >= 0 }
+
+// apiKeyPrefixes: a prefix, the fewest token bytes after it, and whether
+// those bytes must hold a digit (to spare words such as "sk-learn").
+var apiKeyPrefixes = []struct {
+	prefix string
+	min    int
+	digit  bool
+}{
+	{"sk-", 4, true},                                                                                   // OpenAI (sk-proj-...), Anthropic (sk-ant-...), LiteLLM and Tollgate virtual keys
+	{"sk_live_", 16, false}, {"sk_test_", 16, false}, {"rk_live_", 16, false}, {"rk_test_", 16, false}, // Stripe
+	{"AIza", 30, false}, // Google
+	{"ghp_", 30, false}, {"gho_", 30, false}, {"ghu_", 30, false}, {"ghs_", 30, false}, {"ghr_", 30, false},
+	{"github_pat_", 22, false},
+	{"xoxa-", 10, false}, {"xoxb-", 10, false}, {"xoxp-", 10, false}, {"xoxo-", 10, false},
+	{"xoxr-", 10, false}, {"xoxs-", 10, false}, // Slack
+}
+
+func findAPIKeys(s string, add func(int, int)) {
+	eachWordStart(s, &apiKeyFirst, func(i int) int {
+		if i+3 >= len(s) || !apiKeySecond[s[i+1]] {
+			return i + 1
+		}
+		for _, p := range apiKeyPrefixes {
+			if p.prefix[0] != s[i] || !strings.HasPrefix(s[i:], p.prefix) {
+				continue
+			}
+			end := span(s, i+len(p.prefix), isToken)
+			body := s[i+len(p.prefix) : end]
+			if len(body) >= p.min && (!p.digit || hasDigit(body) || len(body) >= 20) {
+				add(i, end)
+				return end
+			}
+		}
+		return i + 1
+	})
+}
+
+// byteSet marks the bytes a class can start with.
+type byteSet [256]bool
+
+func setOf(bs ...string) (t byteSet) {
+	for _, b := range bs {
+		t[b[0]] = true
+	}
+	return t
+}
+
+var (
+	apiKeyFirst = func() byteSet {
+		var names []string
+		for _, p := range apiKeyPrefixes {
+			names = append(names, p.prefix)
+		}
+		return setOf(names...)
+	}()
+	// apiKeySecond marks the second bytes of the prefixes: most words
+	// starting with s, r, g, x or A are over at the second byte.
+	apiKeySecond = func() (t byteSet) {
+		for _, p := range apiKeyPrefixes {
+			t[p.prefix[1]] = true
+		}
+		return t
+	}()
+	authFirst = setOf("B", "b")
+)
+
+// eachWordStart calls fn at every word start of s whose byte is in first;
+// fn returns where the scan goes on.
+func eachWordStart(s string, first *byteSet, fn func(i int) int) {
+	for i := 0; i < len(s); {
+		if !first[s[i]] || !wordStart(s, i) {
+			i++
+			continue
+		}
+		i = max(fn(i), i+1)
+	}
+}
+
+// awsKeyID reports whether s[i:] starts an AWS access key id.
+func awsKeyID(s string, i int) bool {
+	if !wordStart(s, i) || i+20 > len(s) || !wordEnd(s, i+20) {
+		return false
+	}
+	for _, b := range []byte(s[i+4 : i+20]) {
+		if !isUpper(b) && !isDigit(b) {
+			return false
+		}
+	}
+	return true
+}
+
+func findAWSKeyIDs(s string, add func(int, int)) {
+	for _, p := range []string{"AKIA", "ASIA"} {
+		each(s, p, func(i int) {
+			if awsKeyID(s, i) {
+				add(i, i+20)
+			}
+		})
+	}
+}
+
+// awsSecretNamed is a secret access key after its name.
+var awsSecretNamed = regexp.MustCompile(`(?i)secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+]{40})`)
+
+func isB64(b byte) bool { return isAlnum(b) || b == '/' || b == '+' }
+
+func findAWSSecrets(s string, add func(int, int)) {
+	if strings.Contains(s, "ecret") || strings.Contains(s, "ECRET") {
+		for _, m := range awsSecretNamed.FindAllStringSubmatchIndex(s, -1) {
+			if m[3] >= len(s) || !isB64(s[m[3]]) {
+				add(m[2], m[3])
+			}
+		}
+	}
+	// A key id with a 40-character secret close after it: the pair.
+	for _, p := range []string{"AKIA", "ASIA"} {
+		each(s, p, func(i int) {
+			if !awsKeyID(s, i) {
+				return
+			}
+			win := s[i+20 : min(len(s), i+220)]
+			for j := 0; j < len(win); {
+				if !isB64(win[j]) {
+					j++
+					continue
+				}
+				end := span(win, j, isB64)
+				if end-j == 40 && hasDigit(win[j:end]) && strings.ContainsAny(win[j:end], "ABCDEFGHIJKLMNOPQRSTUVWXYZ") &&
+					strings.ContainsAny(win[j:end], "abcdefghijklmnopqrstuvwxyz") {
+					add(i+20+j, i+20+end)
+					return
+				}
+				j = end
+			}
+		})
+	}
+}
+
+func isB64URL(b byte) bool { return isToken(b) }
+
+func findJWTs(s string, add func(int, int)) {
+	each(s, "eyJ", func(i int) {
+		if !wordStart(s, i) {
+			return
+		}
+		at := i
+		for seg := 0; seg < 3; seg++ {
+			end := span(s, at, isB64URL)
+			if end-at < 8 {
+				return
+			}
+			if seg < 2 {
+				if end >= len(s) || s[end] != '.' {
+					return
+				}
+				end++
+			}
+			at = end
+		}
+		add(i, at)
+	})
+}
+
+func findPrivateKeys(s string, add func(int, int)) {
+	const begin = "-----BEGIN "
+	each(s, begin, func(i int) {
+		head := s[i+len(begin) : min(len(s), i+len(begin)+48)]
+		j := strings.Index(head, "PRIVATE KEY-----")
+		if j < 0 {
+			return
+		}
+		end := len(s) // no END line: everything after BEGIN is key
+		if k := strings.Index(s[i+len(begin)+j:], "-----END "); k >= 0 {
+			at := i + len(begin) + j + k + len("-----END ")
+			if d := strings.Index(s[at:min(len(s), at+48)], "-----"); d >= 0 {
+				end = at + d + 5
+			}
+		}
+		add(i, end)
+	})
+}
+
+func isCredential(b byte) bool {
+	return isToken(b) || b == '.' || b == '~' || b == '+' || b == '/'
+}
+
+func findAuthorizations(s string, add func(int, int)) {
+	eachWordStart(s, &authFirst, func(i int) int {
+		for _, scheme := range []string{"Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC"} {
+			if !strings.HasPrefix(s[i:], scheme) {
+				continue
+			}
+			at := i + len(scheme)
+			sp := span(s, at, func(b byte) bool { return b == ' ' || b == '\t' })
+			if sp == at {
+				return at
+			}
+			end := span(s, sp, isCredential)
+			end = span(s, end, func(b byte) bool { return b == '=' })
+			if end-sp >= 16 && hasDigit(s[sp:end]) {
+				add(sp, end)
+			}
+			return end
+		}
+		return i + 1
+	})
+}
+
+func isLocal(b byte) bool {
+	return isAlnum(b) || b == '.' || b == '_' || b == '%' || b == '+' || b == '-'
+}
+func isDomain(b byte) bool { return isAlnum(b) || b == '.' || b == '-' }
+
+func findEmails(s string, add func(int, int)) {
+	for at := 0; ; {
+		k := strings.IndexByte(s[at:], '@')
+		if k < 0 {
+			return
+		}
+		i := at + k
+		at = i + 1
+		l := i
+		for l > 0 && isLocal(s[l-1]) {
+			l--
+		}
+		for l < i && s[l] == '.' {
+			l++
+		}
+		r := span(s, i+1, isDomain)
+		for r > i+1 && (s[r-1] == '.' || s[r-1] == '-') {
+			r--
+		}
+		if l == i || r == i+1 {
+			continue
+		}
+		dom := s[i+1 : r]
+		dot := strings.LastIndexByte(dom, '.')
+		if dot <= 0 {
+			continue
+		}
+		tld := dom[dot+1:]
+		ok := len(tld) >= 2
+		for _, b := range []byte(tld) {
+			ok = ok && (isUpper(b) || isLower(b))
+		}
+		if ok {
+			add(l, r)
+			at = r
+		}
+	}
+}
+
+// isNumeric are the bytes of the numbers PII takes: digits and the
+// separators cards, phones, SSNs and IPv4 addresses are written with.
+func isNumeric(b byte) bool {
+	return isDigit(b) || b == ' ' || b == '-' || b == '.' || b == '(' || b == ')' || b == '+'
+}
+
+// digitWindows finds the runs of numeric bytes in s that hold at least
+// minDigits digits and are not glued to a word, and calls check on each
+// with its offset in s and its count of digits.
+func digitWindows(s string, minDigits int, check func(at int, w string, digits int)) {
+	for i := 0; i < len(s); {
+		if !isDigit(s[i]) && s[i] != '+' && s[i] != '(' {
+			i++
+			continue
+		}
+		start := i
+		digits := 0
+		for i < len(s) && isNumeric(s[i]) {
+			if isDigit(s[i]) {
+				digits++
+			}
+			i++
+		}
+		if digits < minDigits {
+			continue
+		}
+		if start > 0 && isWord(s[start-1]) {
+			// "abc123-456": the number belongs to a word; skip its head.
+			for start < i && isDigit(s[start]) {
+				start++
+			}
+		}
+		end := i
+		if end < len(s) && isWord(s[end]) {
+			for end > start && isDigit(s[end-1]) {
+				end--
+			}
+		}
+		if end > start {
+			check(start, s[start:end], digits)
+		}
+	}
+}
+
+var (
+	cardRe  = regexp.MustCompile(`\d(?:[ \-]?\d){12,18}`)
+	ssnRe   = regexp.MustCompile(`\d{3}[\- ]\d{2}[\- ]\d{4}`)
+	phoneRe = regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{1,4}){1,5}`)
+	ipv4Re  = regexp.MustCompile(`\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}`)
+)
+
+// free reports whether w[a:b] is not part of a longer number.
+func free(w string, a, b int) bool {
+	return (a == 0 || !isDigit(w[a-1])) && (b >= len(w) || !isDigit(w[b])) &&
+		(a < 2 || !(w[a-1] == '.' && isDigit(w[a-2]))) && (b+1 >= len(w) || !(w[b] == '.' && isDigit(w[b+1])))
+}
+
+func cards(w string, add func(int, int)) {
+	for _, m := range cardRe.FindAllStringIndex(w, -1) {
+		if !free(w, m[0], m[1]) {
+			continue
+		}
+		// The longest prefix, ending on a digit, that is a valid number.
+		for end := m[1]; end-m[0] >= 13; end-- {
+			if !isDigit(w[end-1]) {
+				continue
+			}
+			if d := digitsOf(w[m[0]:end]); len(d) >= 13 && len(d) <= 19 && d[0] >= '2' && d[0] <= '6' && luhn(d) {
+				add(m[0], end)
+				break
+			}
+		}
+	}
+}
+
+func countDigits(s string) (n int) {
+	for i := 0; i < len(s); i++ {
+		if isDigit(s[i]) {
+			n++
+		}
+	}
+	return n
+}
+
+func digitsOf(s string) []byte {
+	d := make([]byte, 0, len(s))
+	for _, b := range []byte(s) {
+		if isDigit(b) {
+			d = append(d, b)
+		}
+	}
+	return d
+}
+
+// luhn reports whether the digits d pass the Luhn check.
+func luhn(d []byte) bool {
+	sum := 0
+	for i := range d {
+		v := int(d[len(d)-1-i] - '0')
+		if i%2 == 1 {
+			v *= 2
+			if v > 9 {
+				v -= 9
+			}
+		}
+		sum += v
+	}
+	return sum%10 == 0
+}
+
+func ssns(w string, add func(int, int)) {
+	if strings.Count(w, "-")+strings.Count(w, " ") < 2 {
+		return
+	}
+	for _, m := range ssnRe.FindAllStringIndex(w, -1) {
+		a, b := m[0], m[1]
+		if !free(w, a, b) || (a > 0 && w[a-1] == '-') || (b < len(w) && w[b] == '-') {
+			continue
+		}
+		d := digitsOf(w[a:b])
+		area, group, serial := string(d[:3]), string(d[3:5]), string(d[5:])
+		if area == "000" || area == "666" || area[0] == '9' || group == "00" || serial == "0000" {
+			continue
+		}
+		add(a, b)
+	}
+}
+
+func phones(w string, add func(int, int)) {
+	if strings.IndexByte(w, '+') < 0 && countDigits(w) < 10 {
+		return
+	}
+	for _, m := range phoneRe.FindAllStringIndex(w, -1) {
+		a, b := m[0], m[1]
+		if !free(w, a, b) {
+			continue
+		}
+		p := w[a:b]
+		n := countDigits(p)
+		plus := p[0] == '+'
+		if n > 15 || n < 10 && !(plus && n >= 8) {
+			continue
+		}
+		if !plus && strings.Count(p, ".") >= 3 && !strings.ContainsAny(p, " -()") {
+			continue // dotted like a version or an address, not a phone
+		}
+		add(a, b)
+	}
+}
+
+func ipv4s(w string, add func(int, int)) {
+	if strings.Count(w, ".") < 3 {
+		return
+	}
+	for _, m := range ipv4Re.FindAllStringIndex(w, -1) {
+		if !free(w, m[0], m[1]) {
+			continue
+		}
+		if ip, err := netip.ParseAddr(w[m[0]:m[1]]); err == nil && ip.Is4() {
+			add(m[0], m[1])
+		}
+	}
+}
+
+func findIPv6(s string, add func(int, int)) {
+	// IPv6: runs of hex digits and colons holding at least two colons.
+	isV6 := func(b byte) bool {
+		return isDigit(b) || ('a' <= b && b <= 'f') || ('A' <= b && b <= 'F') || b == ':' || b == '.'
+	}
+	for at := 0; ; {
+		k := strings.IndexByte(s[at:], ':')
+		if k < 0 {
+			return
+		}
+		i := at + k
+		l := i
+		for l > 0 && isV6(s[l-1]) {
+			l--
+		}
+		r := span(s, i, isV6)
+		at = r
+		for r > l && s[r-1] == '.' {
+			r--
+		}
+		if r-l < 3 || strings.Count(s[l:r], ":") < 2 || !wordStart(s, l) || !wordEnd(s, r) || !hasDigit(s[l:r]) {
+			continue
+		}
+		if ip, err := netip.ParseAddr(s[l:r]); err == nil && ip.Is6() {
+			add(l, r)
+		}
+	}
+}
+
+var ibanRe = regexp.MustCompile(`^[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?`)
+
+func findIBANs(s string, add func(int, int)) {
+	for i := 0; i+4 <= len(s); i++ {
+		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !isDigit(s[i+3]) || !wordStart(s, i) {
+			continue
+		}
+		m := ibanRe.FindStringIndex(s[i:min(len(s), i+48)])
+		if m == nil {
+			continue
+		}
+		// The longest run of whole groups that is a valid IBAN.
+		for end := i + m[1]; end > i+4; {
+			if wordEnd(s, end) && iban(s[i:end]) {
+				add(i, end)
+				i = end - 1
+				break
+			}
+			j := strings.LastIndexByte(s[i:end], ' ')
+			if j <= 4 {
+				break
+			}
+			end = i + j
+		}
+	}
+}
+
+// iban reports whether s (spaces aside) is 15 to 34 characters passing
+// ISO 13616's mod-97 check.
+func iban(s string) bool {
+	c := strings.ReplaceAll(s, " ", "")
+	if len(c) < 15 || len(c) > 34 {
+		return false
+	}
+	c = c[4:] + c[:4]
+	rem := 0
+	for _, b := range []byte(c) {
+		switch {
+		case isDigit(b):
+			rem = (rem*10 + int(b-'0')) % 97
+		case isUpper(b):
+			rem = (rem*100 + int(b-'A'+10)) % 97
+		default:
+			return false
+		}
+	}
+	return rem == 1
+}
