@@ -458,6 +458,8 @@ litellm_settings:
 // custom Python one, is named in a startup warning of server.New; the
 // names served elsewhere (prometheus, the tracer's) are not.
 func TestUnservedCallbacksAreWarned(t *testing.T) {
+	t.Setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-test") // the tracer's langfuse exporter needs its keys
+	t.Setenv("LANGFUSE_SECRET_KEY", "sk-lf-test")
 	cfg, err := config.Parse("test.yaml", []byte(`
 model_list:
   - model_name: gpt-4
