@@ -1,0 +1,310 @@
+package callback
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+)
+
+// awsURIEncode is SigV4's URI encoding (as S3 and MinIO apply it to the
+// path they received): every byte but A-Z a-z 0-9 - . _ ~ is %XX; '/' is
+// kept in a path.
+func awsURIEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '.', c == '_', c == '~', c == '/':
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+func hmacSHA(key []byte, s string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(s))
+	return m.Sum(nil)
+}
+
+// verifyS3SigV4 checks r's SigV4 signature the way an S3 server does: it
+// rebuilds the canonical request from what it received (the decoded path,
+// URI-encoded once) and compares signatures.
+func verifyS3SigV4(r *http.Request, secret string) error {
+	auth := r.Header.Get("Authorization")
+	rest, ok := strings.CutPrefix(auth, "AWS4-HMAC-SHA256 ")
+	if !ok {
+		return fmt.Errorf("authorization %q", auth)
+	}
+	parts := map[string]string{}
+	for p := range strings.SplitSeq(rest, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+		parts[k] = v
+	}
+	cred := strings.SplitN(parts["Credential"], "/", 2)
+	if len(cred) != 2 {
+		return fmt.Errorf("credential %q", parts["Credential"])
+	}
+	scope := cred[1]
+	sc := strings.Split(scope, "/")
+	signed := strings.Split(parts["SignedHeaders"], ";")
+	sort.Strings(signed)
+	var ch strings.Builder
+	for _, h := range signed {
+		v := r.Header.Get(h)
+		if h == "host" {
+			v = r.Host
+		}
+		ch.WriteString(h + ":" + strings.TrimSpace(v) + "\n")
+	}
+	canonical := strings.Join([]string{r.Method, awsURIEncode(r.URL.Path), r.URL.RawQuery, ch.String(),
+		strings.Join(signed, ";"), r.Header.Get("X-Amz-Content-Sha256")}, "\n")
+	sum := sha256.Sum256([]byte(canonical))
+	sts := "AWS4-HMAC-SHA256\n" + r.Header.Get("X-Amz-Date") + "\n" + scope + "\n" + hex.EncodeToString(sum[:])
+	k := hmacSHA([]byte("AWS4"+secret), sc[0])
+	k = hmacSHA(k, sc[1])
+	k = hmacSHA(k, sc[2])
+	k = hmacSHA(k, "aws4_request")
+	if want := hex.EncodeToString(hmacSHA(k, sts)); want != parts["Signature"] {
+		return fmt.Errorf("SignatureDoesNotMatch: canonical request as the server sees it:\n%s", canonical)
+	}
+	return nil
+}
+
+// TestProbeS3SigV4KeyWithReservedCharacters: an s3_path such as
+// "logs/dt=2026" (Hive-style partitions are the usual layout of log
+// buckets) must sign as S3 verifies it. The sink signs Go's EscapedPath
+// with DisableURIPathEscaping, which leaves = + , ; : @ ! $ & ' ( ) *
+// unescaped, while S3 and MinIO URI-encode them in their canonical
+// request: every PutObject is refused with 403 SignatureDoesNotMatch,
+// which is not retried, so every batch is lost. A plain prefix is the
+// control showing the verifier agrees with the sink otherwise.
+func TestProbeS3SigV4KeyWithReservedCharacters(t *testing.T) {
+	for _, tc := range []struct{ prefix string }{{"logs"}, {"logs/dt=2026"}, {"team+a"}, {"a:b"}} {
+		t.Run(tc.prefix, func(t *testing.T) {
+			var got error
+			var path string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				path = r.URL.EscapedPath()
+				got = verifyS3SigV4(r, "s3cr3t/key+value")
+				if got != nil {
+					w.WriteHeader(403)
+					return
+				}
+			}))
+			defer srv.Close()
+			p := &config.S3CallbackParams{S3BucketName: "b", S3RegionName: "eu-west-1", S3EndpointURL: config.EnvString(srv.URL),
+				S3AWSAccessKeyID: "AKID", S3AWSSecretAccessKey: "s3cr3t/key+value", S3Path: config.EnvString(tc.prefix)}
+			s, err := newS3(p, env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			it, _ := s.Encode(&Payload{ID: "a", Status: "success"})
+			err = s.Send(context.Background(), &Batch{Items: [][]byte{it}, First: time.Now(), ID: "0123abcd"})
+			if err != nil || got != nil {
+				t.Errorf("s3_path %q: PUT %s refused: send err %v; server: %v", tc.prefix, path, err, got)
+			}
+		})
+	}
+}
+
+// TestProbeS3DottedBucketIsNotVirtualHosted: a bucket whose name has dots
+// ("my.logs", allowed by S3) addressed virtual-hosted over https gets a
+// host (my.logs.s3.<region>.amazonaws.com) that S3's wildcard certificate
+// does not cover: every write fails TLS verification. SDKs fall back to
+// path-style for such buckets.
+func TestProbeS3DottedBucketIsNotVirtualHosted(t *testing.T) {
+	p := &config.S3CallbackParams{S3BucketName: "my.logs", S3RegionName: "us-west-2", S3AWSAccessKeyID: "AKID", S3AWSSecretAccessKey: "x"}
+	s, err := newS3(p, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.base.Scheme == "https" && strings.Count(strings.TrimSuffix(s.base.Host, ".s3.us-west-2.amazonaws.com"), ".") > 0 {
+		t.Errorf("bucket %q is addressed as https://%s: *.s3.us-west-2.amazonaws.com does not match it", "my.logs", s.base.Host)
+	}
+}
+
+// TestProbeQueueMemoryIsBoundedByBytes: the queue is bounded by count
+// only (10,000 by default). With content logging on, a payload carries up
+// to 64 KiB of messages and 64 KiB of response (plus 16 KiB of metadata),
+// so a sink that hangs lets one queue hold ~1.4 GiB, per sink. This probe
+// publishes 2,000 payloads of 128 KiB (shared buffers here, distinct in
+// production) to a hung sink: 250 MiB held and nothing dropped.
+func TestProbeQueueMemoryIsBoundedByBytes(t *testing.T) {
+	sink := &scripted{block: make(chan struct{})}
+	defer close(sink.block)
+	q := NewQueue("hung", sink, QueueOptions{}, slog.New(slog.DiscardHandler))
+	run(t, q)
+	big := json.RawMessage(`"` + strings.Repeat("x", 64<<10) + `"`)
+	const n = 2000
+	for i := 0; i < n; i++ {
+		q.Publish(&Payload{ID: fmt.Sprint(i), Status: "success", Messages: big, Response: big})
+	}
+	st := q.Stats()
+	held := uint64(st.Depth) * uint64(2*len(big))
+	if st.Dropped == 0 {
+		t.Errorf("a hung sink's queue holds %d payloads, %d MiB of content, and dropped none: no byte bound", st.Depth, held>>20)
+	}
+}
+
+// TestProbeWebhookFailureLogHidesEndpointSecret: a webhook URL often
+// carries its secret (Slack-style paths, ?token= or ?dd-api-key=
+// queries). A send that fails logs the *url.Error, whose text is the
+// whole URL: the secret lands in the gateway's log.
+func TestProbeWebhookFailureLogHidesEndpointSecret(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	set := &config.CallbackSettings{CallbackType: "generic_api", Endpoint: config.EnvString("http://" + dead + "/hooks/T000/B000/hook-path-secret?token=query-secret")}
+	w, err := newWebhook("hook", set, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf syncBuf
+	q := NewQueue("hook", w, QueueOptions{MaxAttempts: 1, FlushInterval: time.Millisecond}, slog.New(slog.NewTextHandler(&buf, nil)))
+	run(t, q)
+	q.Publish(&Payload{ID: "a", Status: "success"})
+	wait(t, "the failed send", func() bool { return q.Stats().Failed == 1 })
+	if s := buf.String(); strings.Contains(s, "query-secret") || strings.Contains(s, "hook-path-secret") {
+		t.Errorf("the sink's failure log carries the endpoint's secret:\n%s", s)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestProbeDatadogRequestTagsCannotInjectTags: request tags come from the
+// client (x-litellm-tags, the body's metadata.tags, which may hold
+// commas). Written into ddtags as they are, a tag "x,env:prod,service:billing"
+// becomes three Datadog tags: a caller rewrites env and service of its
+// own log entries (and can pollute others' dashboards and monitors).
+func TestProbeDatadogRequestTagsCannotInjectTags(t *testing.T) {
+	d, err := newDatadog(env(map[string]string{"DD_API_KEY": "k", "DD_SITE": "us5.datadoghq.com", "DD_ENV": "staging"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := d.Encode(&Payload{ID: "a", Status: "success", RequestTags: []string{"x,env:prod,service:billing"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e ddEntry
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range strings.Split(e.DDTags, ",") {
+		if tag == "env:prod" || tag == "service:billing" {
+			t.Errorf("ddtags %q: the client's request tag added the Datadog tag %q", e.DDTags, tag)
+		}
+	}
+}
+
+// TestProbeWebhookEndpointFromUnsetEnvIsAStartError: a callback_settings
+// webhook whose endpoint is os.environ/NAME with NAME unset has no
+// endpoint; the docs say a webhook without an endpoint stops the start.
+// With GENERIC_LOGGER_ENDPOINT set (another webhook's), it silently sends
+// this webhook's payloads, and its own secret headers, there instead.
+func TestProbeWebhookEndpointFromUnsetEnvIsAStartError(t *testing.T) {
+	t.Setenv("TG_PROBE_AUDIT_TOKEN", "audit-secret")
+	cfg := parse(t, `
+litellm_settings:
+  callbacks: ["generic_api", "audit"]
+callback_settings:
+  audit:
+    callback_type: generic_api
+    endpoint: os.environ/TG_PROBE_AUDIT_URL_UNSET
+    headers:
+      Authorization: os.environ/TG_PROBE_AUDIT_TOKEN
+`)
+	d, _, err := New(cfg, Options{Getenv: env(map[string]string{"GENERIC_LOGGER_ENDPOINT": "https://other-vendor.example/ingest"})})
+	if err == nil {
+		for _, r := range d.routes {
+			if w, ok := r.q.sink.(*webhook); ok && r.q.name == "audit" {
+				t.Errorf("audit's endpoint resolved to nothing, yet it starts and POSTs to %s with Authorization %q", w.endpoint, w.headers.Get("Authorization"))
+			}
+		}
+	}
+}
+
+// TestProbeWebhookHeaderEmbeddedEnvReference: LiteLLM's generic_api docs
+// configure headers as `Authorization: Bearer $LITELLM_API_KEY` and
+// `Bearer ${RUBRIK_API_KEY}`; Tollgate resolves a reference only as the
+// whole value, so such a config sends the literal "$NAME" text and every
+// POST is refused by the receiver.
+func TestProbeWebhookHeaderEmbeddedEnvReference(t *testing.T) {
+	t.Setenv("TG_PROBE_HOOK_KEY", "hook-key")
+	cfg := parse(t, `
+litellm_settings:
+  callbacks: ["hook"]
+callback_settings:
+  hook:
+    callback_type: generic_api
+    endpoint: https://logs.example/ingest
+    headers:
+      Authorization: Bearer ${TG_PROBE_HOOK_KEY}
+      X-Other: Bearer $TG_PROBE_HOOK_KEY
+`)
+	d, _, err := New(cfg, Options{Getenv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := d.routes[0].q.sink.(*webhook)
+	for _, h := range []string{"Authorization", "X-Other"} {
+		if got := w.headers.Get(h); got != "Bearer hook-key" {
+			t.Errorf("%s header %q, want %q", h, got, "Bearer hook-key")
+		}
+	}
+}
+
+// TestProbeDatadogHostnameDefaultsToUnknown: docs/callbacks.md says
+// HOSTNAME defaults to "unknown" (as LiteLLM's); unset, the entry has
+// hostname "" and the tag "HOSTNAME:" (an empty tag value).
+func TestProbeDatadogHostnameDefaultsToUnknown(t *testing.T) {
+	d, err := newDatadog(env(map[string]string{"DD_API_KEY": "k", "DD_SITE": "us5.datadoghq.com"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := d.Encode(&Payload{ID: "a", Status: "success"})
+	var e ddEntry
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Hostname != "unknown" || !strings.Contains(e.DDTags, "HOSTNAME:unknown") {
+		t.Errorf("HOSTNAME unset: hostname %q, ddtags %q; want unknown", e.Hostname, e.DDTags)
+	}
+}
