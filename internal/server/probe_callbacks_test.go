@@ -130,3 +130,47 @@ callback_settings:
 		t.Errorf("success_callbacks = %v, want the configured my_hook", body.SuccessCallbacks)
 	}
 }
+
+// TestProbeStreamCutByUpstreamIsAFailure: an upstream that breaks off a
+// stream (connection closed before its last event and [DONE]) leaves the
+// client with a truncated answer; the gateway only logs "upstream stream
+// ended early" and the callbacks get status "success" with no error, so
+// failure_callback never hears of it (LiteLLM's stream raises and logs a
+// failure).
+func TestProbeStreamCutByUpstreamIsAFailure(t *testing.T) {
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		io.WriteString(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer cut.Close()
+	hook := &receiver{}
+	hs := httptest.NewServer(hook)
+	defer hs.Close()
+	vars := callbackUpstreams(t)
+	vars["HOOK"], vars["CUT"] = hs.URL, cut.URL
+	base, _ := servedGateway(t, callbackConfig+`
+  - model_name: cut
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: {{CUT}}/v1
+      api_key: sk-upstream-secret
+litellm_settings:
+  callbacks: ["my_hook"]
+callback_settings:
+  my_hook: {callback_type: generic_api, endpoint: "{{HOOK}}"}
+`, callback.QueueOptions{BatchCount: 1}, vars)
+	resp, body := post(t, base+"/v1/chat/completions", `{"model":"cut","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		"Authorization", "Bearer sk-master")
+	t.Logf("client got %d: %q", resp.StatusCode, body)
+	waitFor(t, "the payload", func() bool { return len(hook.posts()) >= 1 })
+	p := hook.payloads(t)[0]
+	if p["status"] != "failure" || p["error_information"] == nil {
+		t.Errorf("a stream the upstream cut off: payload status %v, error_information %v; want a failure", p["status"], p["error_information"])
+	}
+}
