@@ -291,20 +291,45 @@ callback_settings:
 	}
 }
 
-// TestProbeDatadogHostnameDefaultsToUnknown: docs/callbacks.md says
-// HOSTNAME defaults to "unknown" (as LiteLLM's); unset, the entry has
-// hostname "" and the tag "HOSTNAME:" (an empty tag value).
-func TestProbeDatadogHostnameDefaultsToUnknown(t *testing.T) {
+// TestProbeDatadogAgentHostIsLiteLLMs: LiteLLM reads LITELLM_DD_AGENT_HOST
+// and LITELLM_DD_AGENT_PORT, and says why: DD_AGENT_HOST is set for APM
+// by ddtrace and by Datadog's Kubernetes admission controller in every
+// pod. Tollgate reads DD_AGENT_HOST: an operator with DD_API_KEY and
+// DD_SITE whose platform sets DD_AGENT_HOST gets every log sent over
+// plain http (DD-API-KEY included) to <agent>:10518, where the agent
+// listens for no logs by default, and nothing reaches the intake; a
+// LiteLLM config with LITELLM_DD_AGENT_HOST is not honoured.
+func TestProbeDatadogAgentHostIsLiteLLMs(t *testing.T) {
+	d, err := newDatadog(env(map[string]string{"DD_API_KEY": "k", "DD_SITE": "us5.datadoghq.com", "DD_AGENT_HOST": "10.0.0.5"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.url != "https://http-intake.logs.us5.datadoghq.com/api/v2/logs" {
+		t.Errorf("DD_API_KEY, DD_SITE and the platform's DD_AGENT_HOST: logs go to %s, want the intake of DD_SITE", d.url)
+	}
+	d, err = newDatadog(env(map[string]string{"LITELLM_DD_AGENT_HOST": "dd-agent", "LITELLM_DD_AGENT_PORT": "10519"}))
+	if err != nil {
+		t.Errorf("LiteLLM's agent mode (LITELLM_DD_AGENT_HOST, no DD_API_KEY): %v", err)
+	} else if d.url != "http://dd-agent:10519/api/v2/logs" {
+		t.Errorf("LITELLM_DD_AGENT_HOST: logs go to %s", d.url)
+	}
+}
+
+// TestProbeDatadogTeamTag: LiteLLM adds a team tag to each entry's ddtags
+// (the key's team alias, else its id); Tollgate adds none, so LiteLLM
+// users' per-team Datadog views match nothing.
+func TestProbeDatadogTeamTag(t *testing.T) {
 	d, err := newDatadog(env(map[string]string{"DD_API_KEY": "k", "DD_SITE": "us5.datadoghq.com"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := d.Encode(&Payload{ID: "a", Status: "success"})
+	alias, id := "search-team", "team-123"
+	b, _ := d.Encode(&Payload{ID: "a", Status: "success", Metadata: Metadata{UserAPIKeyTeamAlias: &alias, UserAPIKeyTeamID: &id}})
 	var e ddEntry
 	if err := json.Unmarshal(b, &e); err != nil {
 		t.Fatal(err)
 	}
-	if e.Hostname != "unknown" || !strings.Contains(e.DDTags, "HOSTNAME:unknown") {
-		t.Errorf("HOSTNAME unset: hostname %q, ddtags %q; want unknown", e.Hostname, e.DDTags)
+	if !strings.Contains(","+e.DDTags+",", ",team:search-team,") {
+		t.Errorf("ddtags %q lack team:search-team", e.DDTags)
 	}
 }
