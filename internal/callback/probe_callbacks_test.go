@@ -333,3 +333,35 @@ func TestProbeDatadogTeamTag(t *testing.T) {
 		t.Errorf("ddtags %q lack team:search-team", e.DDTags)
 	}
 }
+
+// TestProbeSingleFormatCountsWhatWasDelivered: with log_format single a
+// batch is one POST per payload; when a later POST is refused (a 400: not
+// retried) the payloads already delivered are counted as failed with the
+// rest, and callback_sent_total misses them: the metrics say 0 delivered,
+// 3 lost, where the receiver holds 2.
+func TestProbeSingleFormatCountsWhatWasDelivered(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		if n == 3 {
+			w.WriteHeader(400)
+		}
+	}))
+	defer srv.Close()
+	w, err := newWebhook("hook", &config.CallbackSettings{CallbackType: "generic_api", Endpoint: config.EnvString(srv.URL), LogFormat: "single"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := NewQueue("hook", w, QueueOptions{BatchCount: 3, FlushInterval: time.Hour}, slog.New(slog.DiscardHandler))
+	run(t, q)
+	for _, id := range []string{"a", "b", "c"} {
+		q.Publish(&Payload{ID: id, Status: "success"})
+	}
+	wait(t, "the batch's end", func() bool { st := q.Stats(); return st.Sent+st.Failed == 3 })
+	if st := q.Stats(); st.Sent != 2 || st.Failed != 1 {
+		t.Errorf("receiver took 2 of 3, refused the third: sent %d failed %d", st.Sent, st.Failed)
+	}
+}
