@@ -174,3 +174,32 @@ callback_settings:
 		t.Errorf("a stream the upstream cut off: payload status %v, error_information %v; want a failure", p["status"], p["error_information"])
 	}
 }
+
+// TestProbeCallbackResponseCostWithoutDatabase: a gateway without a
+// database (LiteLLM's common logging-only setup: no DB, costs read from
+// the callbacks) sends response_cost 0 for every priced request: the cost
+// is only computed by the spend meter, which needs a store. LiteLLM fills
+// response_cost from its price map on every call. Same model, same
+// request: with a store the payload carries the cost (the existing
+// TestGenericAPICallbackGetsLiteLLMPayloadsInBatches), without it 0.
+func TestProbeCallbackResponseCostWithoutDatabase(t *testing.T) {
+	hook := &receiver{}
+	hs := httptest.NewServer(hook)
+	defer hs.Close()
+	vars := callbackUpstreams(t)
+	vars["HOOK"] = hs.URL
+	base, _ := servedGateway(t, callbackConfig+`
+litellm_settings:
+  callbacks: ["my_hook"]
+callback_settings:
+  my_hook: {callback_type: generic_api, endpoint: "{{HOOK}}"}
+`, callback.QueueOptions{BatchCount: 1}, vars)
+	if code := chat(t, base, "gpt-4"); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	waitFor(t, "the payload", func() bool { return len(hook.posts()) >= 1 })
+	p := hook.payloads(t)[0]
+	if c, _ := p["response_cost"].(float64); c <= 0 {
+		t.Errorf("response_cost = %v for %v prompt + %v completion tokens of openai/gpt-4o-mini, want its price", p["response_cost"], p["prompt_tokens"], p["completion_tokens"])
+	}
+}
