@@ -2,6 +2,7 @@ package callback
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -363,5 +364,68 @@ func TestProbeSingleFormatCountsWhatWasDelivered(t *testing.T) {
 	wait(t, "the batch's end", func() bool { st := q.Stats(); return st.Sent+st.Failed == 3 })
 	if st := q.Stats(); st.Sent != 2 || st.Failed != 1 {
 		t.Errorf("receiver took 2 of 3, refused the third: sent %d failed %d", st.Sent, st.Failed)
+	}
+}
+
+// TestProbeDatadogBatchStaysWithinIntakeLimits: Datadog's logs intake
+// takes at most 5 MB (uncompressed) per request and refuses more with
+// 413, which the queue does not retry. A batch is closed once its items
+// reach 4 MiB, so the item that crosses that line may add up to a whole
+// entry: with the default 64 KiB content cap an entry reaches ~900 KB
+// (json.Marshal writes '<' as \u003c, and the message string escapes it
+// again), and 4 MiB + 900 KB > 5 MB. A client whose prompts and answers
+// are full of '<' makes such batches, and every payload in them, other
+// tenants' included, is lost (with max_field_bytes raised, a single
+// entry passes Datadog's 1 MB entry limit too).
+func TestProbeDatadogBatchStaysWithinIntakeLimits(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	intake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			w.WriteHeader(400)
+			return
+		}
+		n, _ := io.Copy(io.Discard, zr)
+		mu.Lock()
+		sizes = append(sizes, int(n))
+		mu.Unlock()
+		if n > 5_000_000 {
+			w.WriteHeader(413)
+			return
+		}
+		w.WriteHeader(202)
+	}))
+	defer intake.Close()
+	d, err := newDatadog(env(map[string]string{"DD_API_KEY": "k", "DD_BASE_URL": intake.URL}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := json.RawMessage(`"` + strings.Repeat("<", 64<<10-2) + `"`) // 64 KiB of JSON: within the default cap
+	big := &Payload{ID: "big", Status: "success", Messages: lt, Response: lt}
+	small := &Payload{ID: "small", Status: "success", Messages: json.RawMessage(`"` + strings.Repeat("a", 1000) + `"`)}
+	bigLen, _ := d.Encode(big)
+	smallLen, _ := d.Encode(small)
+	var seq []*Payload
+	size := 0
+	for range 4 {
+		seq = append(seq, big)
+		size += len(bigLen)
+	}
+	for size+len(smallLen) < 4<<20 {
+		seq = append(seq, small)
+		size += len(smallLen)
+	}
+	seq = append(seq, big)
+	q := NewQueue("datadog", d, QueueOptions{BatchCount: 1000, BatchBytes: 4 << 20, FlushInterval: time.Hour}, slog.New(slog.DiscardHandler))
+	for _, p := range seq { // queued before Run: one batch as the worker builds it
+		q.Publish(p)
+	}
+	run(t, q)
+	wait(t, "the batch's end", func() bool { st := q.Stats(); return st.Sent+st.Failed == uint64(len(seq)) })
+	if st := q.Stats(); st.Failed > 0 {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Errorf("entries of %d and %d bytes: a batch of %v bytes was refused by the intake; %d payloads lost", len(bigLen), len(smallLen), sizes, st.Failed)
 	}
 }
