@@ -262,36 +262,6 @@ callback_settings:
 	}
 }
 
-// TestProbeWebhookHeaderEmbeddedEnvReference: LiteLLM's generic_api docs
-// configure headers as `Authorization: Bearer $LITELLM_API_KEY` and
-// `Bearer ${RUBRIK_API_KEY}`; Tollgate resolves a reference only as the
-// whole value, so such a config sends the literal "$NAME" text and every
-// POST is refused by the receiver.
-func TestProbeWebhookHeaderEmbeddedEnvReference(t *testing.T) {
-	t.Setenv("TG_PROBE_HOOK_KEY", "hook-key")
-	cfg := parse(t, `
-litellm_settings:
-  callbacks: ["hook"]
-callback_settings:
-  hook:
-    callback_type: generic_api
-    endpoint: https://logs.example/ingest
-    headers:
-      Authorization: Bearer ${TG_PROBE_HOOK_KEY}
-      X-Other: Bearer $TG_PROBE_HOOK_KEY
-`)
-	d, _, err := New(cfg, Options{Getenv: env(nil)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := d.routes[0].q.sink.(*webhook)
-	for _, h := range []string{"Authorization", "X-Other"} {
-		if got := w.headers.Get(h); got != "Bearer hook-key" {
-			t.Errorf("%s header %q, want %q", h, got, "Bearer hook-key")
-		}
-	}
-}
-
 // TestProbeDatadogAgentHostIsLiteLLMs: LiteLLM reads LITELLM_DD_AGENT_HOST
 // and LITELLM_DD_AGENT_PORT, and says why: DD_AGENT_HOST is set for APM
 // by ddtrace and by Datadog's Kubernetes admission controller in every
