@@ -212,6 +212,10 @@ type LiteLLMSettings struct {
 	TurnOffMessageLogging bool `yaml:"turn_off_message_logging"`
 	// S3CallbackParams is where the s3 callback writes.
 	S3CallbackParams *S3CallbackParams `yaml:"s3_callback_params"`
+	// CallbackQueueMaxBytes is Tollgate's: the most bytes (estimated) of
+	// payloads each logging callback's queue holds before it drops
+	// (default 64 MiB; at least 1 MiB).
+	CallbackQueueMaxBytes *int `yaml:"callback_queue_max_bytes"`
 }
 
 // CallbackSettings is one entry of LiteLLM's callback_settings. With

@@ -103,6 +103,9 @@ func (n *normalizer) run() error {
 	default:
 		return n.errorf("$.litellm_settings.budget_on_redis_failure", "unknown budget_on_redis_failure %q (valid: share, fail_closed)", c.LiteLLMSettings.BudgetOnRedisFailure)
 	}
+	if m := c.LiteLLMSettings.CallbackQueueMaxBytes; m != nil && *m < 1<<20 {
+		return n.errorf("$.litellm_settings.callback_queue_max_bytes", "callback_queue_max_bytes must be at least 1048576 (1 MiB)")
+	}
 	if m := c.GeneralSettings.ContentLogging.MaxFieldBytes; m != nil && *m < 1024 {
 		return n.errorf("$.general_settings.content_logging.max_field_bytes", "max_field_bytes must be at least 1024")
 	}

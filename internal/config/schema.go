@@ -315,8 +315,10 @@ var Sections = []*Section{
 	},
 	{
 		Path: "litellm_settings", Type: typeOf[LiteLLMSettings](),
-		Unknown: "LiteLLM sets other keys as attributes of its Python module",
+		Unknown:    "LiteLLM sets other keys as attributes of its Python module",
+		Extensions: []string{"callback_queue_max_bytes"},
 		Notes: map[string]string{
+			"callback_queue_max_bytes": "Tollgate's: the bytes of payloads each logging callback's queue holds, at most, before it drops (default 67108864; docs/callbacks.md)",
 			"callbacks":                "served: otel (or opentelemetry), langfuse and langfuse_otel export OpenTelemetry traces (docs/tracing.md); generic_api, datadog, s3 and callback_settings webhooks get LiteLLM's logging payload (docs/callbacks.md); prometheus is /metrics; any other name is warned about at start",
 			"success_callback":         "as callbacks, for successful requests only; the tracers (otel, langfuse) trace every request",
 			"failure_callback":         "as callbacks, for failed requests only; the tracers (otel, langfuse) trace every request",
