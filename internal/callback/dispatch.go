@@ -138,7 +138,11 @@ func New(cfg *config.Config, o Options) (*Dispatcher, []string, error) {
 			return nil, nil, fmt.Errorf("callback %s: %w", name, err)
 		}
 		if !w.success && !w.failures {
+			warnings = append(warnings, fmt.Sprintf("callback_settings.%s: its event_types %v exclude every event the lists give it (callbacks: both; success_callback: llm_api_success; failure_callback: llm_api_failure): nothing is sent to it", name, set.EventTypes))
 			continue
+		}
+		if m := ls.CallbackQueueMaxBytes; m != nil && *m > 0 {
+			qo.MaxBytes = *m
 		}
 		d.routes = append(d.routes, route{q: NewQueue(name, sink, merge(qo, o.Queue), o.Log), success: w.success, failures: w.failures})
 		d.wantOK = d.wantOK || w.success
@@ -167,6 +171,9 @@ func eventTypes(types []string, success, failures bool) (bool, bool) {
 func merge(base, over QueueOptions) QueueOptions {
 	if over.Size > 0 {
 		base.Size = over.Size
+	}
+	if over.MaxBytes > 0 {
+		base.MaxBytes = over.MaxBytes
 	}
 	if over.BatchCount > 0 {
 		base.BatchCount = over.BatchCount

@@ -83,3 +83,35 @@ func TestWebhookNamedNowhereIsWarned(t *testing.T) {
 		t.Errorf("dispatcher %v, warnings %q, err %v", d, warnings, err)
 	}
 }
+
+// TestWebhookWhoseEventTypesExcludeEverythingIsWarned: event_types narrow
+// what the lists give a webhook; when they leave it nothing (a success-only
+// webhook named in failure_callback), the start says so.
+func TestWebhookWhoseEventTypesExcludeEverythingIsWarned(t *testing.T) {
+	d, warnings, err := New(parse(t, `
+litellm_settings:
+  failure_callback: ["h"]
+callback_settings:
+  h: {callback_type: generic_api, endpoint: 'http://x/', event_types: [llm_api_success]}
+`), Options{Getenv: env(nil)})
+	if err != nil || d != nil || len(warnings) != 1 || !strings.Contains(warnings[0], "callback_settings.h: its event_types") {
+		t.Errorf("dispatcher %v, warnings %q, err %v", d, warnings, err)
+	}
+}
+
+// TestQueueByteBoundFromConfig: litellm_settings.callback_queue_max_bytes
+// sets every sink's byte bound; absent, it is 64 MiB.
+func TestQueueByteBoundFromConfig(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		want int
+	}{{"", DefaultMaxBytes}, {"  callback_queue_max_bytes: 2097152\n", 2 << 20}} {
+		d, _, err := New(parse(t, "litellm_settings:\n  callbacks: [h]\n"+tt.line+"callback_settings:\n  h: {callback_type: generic_api, endpoint: 'http://x/'}\n"), Options{Getenv: env(nil)})
+		if err != nil || d == nil {
+			t.Fatalf("dispatcher %v, err %v", d, err)
+		}
+		if got := d.routes[0].q.o.MaxBytes; got != tt.want {
+			t.Errorf("%q: MaxBytes %d, want %d", tt.line, got, tt.want)
+		}
+	}
+}

@@ -43,8 +43,12 @@ type Payload struct {
 	Response         json.RawMessage   `json:"response"`
 	ErrorStr         *string           `json:"error_str"`
 	ErrorInformation *ErrorInformation `json:"error_information"`
-	ModelParameters  map[string]any    `json:"model_parameters"`
-	Stream           bool              `json:"stream"`
+	// ModelParameters are the request's optional parameters
+	// (temperature, max_tokens, ...): never null.
+	ModelParameters     map[string]any      `json:"model_parameters"`
+	HiddenParams        HiddenParams        `json:"hidden_params"`
+	ModelMapInformation ModelMapInformation `json:"model_map_information"`
+	Stream              bool                `json:"stream"`
 
 	// Tollgate's own: the HTTP status the client got (499: it left).
 	HTTPStatus int `json:"http_status"`
@@ -67,11 +71,75 @@ type Metadata struct {
 	RequesterMetadata   map[string]any `json:"requester_metadata"`
 }
 
+// HiddenParams is LiteLLM's StandardLoggingHiddenParams: the deployment
+// that answered and what it cost, repeated for readers of LiteLLM's
+// hidden_params. Fields Tollgate has no value for are null.
+type HiddenParams struct {
+	ModelID               *string        `json:"model_id"`
+	CacheKey              *string        `json:"cache_key"`
+	APIBase               *string        `json:"api_base"`
+	ResponseCost          *float64       `json:"response_cost"`
+	LiteLLMOverheadTimeMS *float64       `json:"litellm_overhead_time_ms"`
+	AdditionalHeaders     map[string]any `json:"additional_headers"`
+	BatchModels           []string       `json:"batch_models"`
+	LiteLLMModelName      *string        `json:"litellm_model_name"` // the model sent upstream
+	UsageObject           map[string]any `json:"usage_object"`
+}
+
+// ModelMapInformation is LiteLLM's StandardLoggingModelInformation: the
+// key the call was priced under and, when priced, the prices per token.
+type ModelMapInformation struct {
+	ModelMapKey   string         `json:"model_map_key"`
+	ModelMapValue map[string]any `json:"model_map_value"`
+}
+
 // ErrorInformation says why a failed request failed.
 type ErrorInformation struct {
 	ErrorCode   string `json:"error_code"`  // the HTTP status, as LiteLLM writes it
-	ErrorClass  string `json:"error_class"` // the OpenAI error type
+	ErrorClass  string `json:"error_class"` // LiteLLM's exception class (BadRequestError, RateLimitError, ...)
 	LLMProvider string `json:"llm_provider"`
+}
+
+// estimateSize is about how many bytes p holds: its fixed fields, plus
+// what varies with the request (content, error, tags, metadata,
+// parameters). It does not encode p; nested maps are walked.
+func (p *Payload) estimateSize() int {
+	n := 1024 + len(p.ID) + len(p.TraceID) + len(p.Model) + len(p.APIBase) + len(p.Messages) + len(p.Response)
+	if p.ErrorStr != nil {
+		n += len(*p.ErrorStr)
+	}
+	for _, t := range p.RequestTags {
+		n += len(t) + 16
+	}
+	n += anySize(p.Metadata.RequesterMetadata, 0) + anySize(p.ModelParameters, 0) + anySize(p.ModelMapInformation.ModelMapValue, 0)
+	return n
+}
+
+// anySize estimates the bytes a decoded JSON value holds.
+func anySize(v any, depth int) int {
+	if depth > 16 {
+		return 64
+	}
+	switch v := v.(type) {
+	case string:
+		return len(v) + 16
+	case map[string]any:
+		n := 48
+		for k, e := range v {
+			n += len(k) + 16 + anySize(e, depth+1)
+		}
+		return n
+	case []any:
+		n := 24
+		for _, e := range v {
+			n += anySize(e, depth+1)
+		}
+		return n
+	case json.RawMessage:
+		return len(v) + 24
+	default:
+		return 16
+	}
 }
 
 // Failed reports whether p describes a failed request.

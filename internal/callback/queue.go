@@ -46,11 +46,12 @@ func (e *StatusError) Error() string {
 }
 
 // retryable reports whether a failed send may be tried again: any error
-// but a 4xx other than 408 and 429.
+// but an answer 3xx (a redirect, not followed) or 4xx other than 408 and
+// 429.
 func retryable(err error) bool {
 	var se *StatusError
 	if errors.As(err, &se) {
-		return se.Code == 408 || se.Code == 429 || se.Code >= 500 || se.Code < 400
+		return se.Code == 408 || se.Code == 429 || se.Code >= 500 || se.Code < 300
 	}
 	return true
 }
@@ -59,6 +60,7 @@ func retryable(err error) bool {
 // Zero values take the defaults.
 type QueueOptions struct {
 	Size          int           // payloads held and not yet sent, at most (default 10,000)
+	MaxBytes      int           // estimated bytes of the payloads held and not yet sent, at most (default 64 MiB)
 	BatchCount    int           // payloads per batch, at most (default 100)
 	BatchBytes    int           // a batch is sent once its items reach this size (default 1 MiB)
 	FlushInterval time.Duration // a batch is sent once its oldest payload is this old (default 5 s)
@@ -80,6 +82,7 @@ func (o QueueOptions) withDefaults() QueueOptions {
 		}
 	}
 	def(&o.Size, 10000)
+	def(&o.MaxBytes, DefaultMaxBytes)
 	def(&o.BatchCount, 100)
 	def(&o.BatchBytes, 1<<20)
 	def(&o.MaxAttempts, 5)
@@ -90,20 +93,24 @@ func (o QueueOptions) withDefaults() QueueOptions {
 	return o
 }
 
+// DefaultMaxBytes is a queue's byte bound unless the config sets one.
+const DefaultMaxBytes = 64 << 20
+
 // Stats are a queue's counters, for the metrics.
 type Stats struct {
 	Sink    string
 	Depth   int           // payloads queued or being sent
 	Queued  uint64        // payloads taken
 	Sent    uint64        // payloads the sink accepted
-	Dropped uint64        // payloads refused because the queue was full or closed
+	Dropped uint64        // payloads refused because the queue was full (count or bytes) or closed
 	Failed  uint64        // payloads given up on (attempts spent, refused, or not encodable)
 	Lag     time.Duration // age of the oldest payload not yet sent
 }
 
 type entry struct {
-	p  *Payload
-	at time.Time
+	p    *Payload
+	at   time.Time
+	size int // p's estimated size, counted in Queue.held
 }
 
 // Queue holds one sink's payloads and sends them in batches from its own
@@ -116,11 +123,13 @@ type Queue struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	pending []entry // taken, not yet in a batch
+	pending []entry // taken, not yet in a batch: pending[head:]
+	head    int     // how many of pending the worker has taken (their slots are cleared)
 	closed  bool
 	wake    chan struct{} // something was queued (capacity 1)
 
-	inBatch atomic.Int64 // payloads in the worker's batch
+	inBatch atomic.Int64 // payloads the worker has taken and not finished with
+	held    atomic.Int64 // estimated bytes of the pending payloads and of those the worker holds
 	oldest  atomic.Int64 // unix nanos of the batch's oldest payload; 0 when none
 
 	queued, sent, dropped, failed atomic.Uint64
@@ -143,16 +152,19 @@ func NewQueue(name string, sink Sink, o QueueOptions, log *slog.Logger) *Queue {
 // Name is the sink's name.
 func (q *Queue) Name() string { return q.name }
 
-// Publish queues p, or drops it (counted) when the queue is full or closed.
-// It holds a lock only for an append.
+// Publish queues p, or drops it (counted) when the queue is full (by
+// count or by estimated bytes) or closed. It holds a lock only for an
+// append.
 func (q *Queue) Publish(p *Payload) {
+	size := p.estimateSize()
 	q.mu.Lock()
-	if q.closed || len(q.pending)+int(q.inBatch.Load()) >= q.o.Size {
+	if q.closed || len(q.pending)-q.head+int(q.inBatch.Load()) >= q.o.Size || q.held.Load()+int64(size) > int64(q.o.MaxBytes) {
 		q.mu.Unlock()
 		q.dropped.Add(1)
 		return
 	}
-	q.pending = append(q.pending, entry{p: p, at: time.Now()})
+	q.pending = append(q.pending, entry{p: p, at: time.Now(), size: size})
+	q.held.Add(int64(size))
 	q.mu.Unlock()
 	q.queued.Add(1)
 	select {
@@ -161,31 +173,44 @@ func (q *Queue) Publish(p *Payload) {
 	}
 }
 
-// take removes up to n pending payloads, oldest first.
-func (q *Queue) take(n int) []entry {
+// take removes the oldest pending payload; ok is false when none is.
+// Taking moves an index: the slice is compacted only once most of it has
+// been taken, so draining n payloads costs O(n).
+func (q *Queue) take() (e entry, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n = min(n, len(q.pending))
-	if n == 0 {
-		return nil
+	if q.head >= len(q.pending) {
+		return entry{}, false
 	}
-	out := make([]entry, n)
-	copy(out, q.pending)
-	rest := copy(q.pending, q.pending[n:])
-	clear(q.pending[rest:])
-	q.pending = q.pending[:rest]
-	q.inBatch.Add(int64(n))
-	return out
+	e = q.pending[q.head]
+	q.pending[q.head] = entry{}
+	q.head++
+	switch {
+	case q.head == len(q.pending):
+		q.pending, q.head = q.pending[:0], 0
+	case q.head >= 1024 && q.head*2 >= len(q.pending):
+		n := copy(q.pending, q.pending[q.head:])
+		clear(q.pending[n:])
+		q.pending, q.head = q.pending[:n], 0
+	}
+	q.inBatch.Add(1)
+	return e, true
+}
+
+// finish forgets n payloads of the worker's, of size bytes in all.
+func (q *Queue) finish(n, size int) {
+	q.inBatch.Add(-int64(n))
+	q.held.Add(-int64(size))
 }
 
 // Stats reads the queue's counters.
 func (q *Queue) Stats() Stats {
 	s := Stats{Sink: q.name, Queued: q.queued.Load(), Sent: q.sent.Load(), Dropped: q.dropped.Load(), Failed: q.failed.Load()}
 	q.mu.Lock()
-	s.Depth = len(q.pending) + int(q.inBatch.Load())
+	s.Depth = len(q.pending) - q.head + int(q.inBatch.Load())
 	var head time.Time
-	if len(q.pending) > 0 {
-		head = q.pending[0].at
+	if q.head < len(q.pending) {
+		head = q.pending[q.head].at
 	}
 	q.mu.Unlock()
 	if o := q.oldest.Load(); o != 0 {
@@ -198,13 +223,17 @@ func (q *Queue) Stats() Stats {
 }
 
 // Run sends batches until Close, then sends what is left (until Close's
-// deadline) and returns.
+// deadline) and returns. A batch never passes BatchBytes by adding an
+// item: an item that would take it past is kept for the next batch (an
+// item larger than BatchBytes on its own is sent alone).
 func (q *Queue) Run() {
 	defer close(q.done)
 	var batch [][]byte
-	var size int
+	var size, held int // encoded bytes of the batch; estimated bytes it holds
 	var first time.Time
 	var abandoned bool
+	var next []byte // encoded, for the next batch
+	var nextEntry entry
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	stopping := false
@@ -220,24 +249,27 @@ func (q *Queue) Run() {
 			} else {
 				q.send(&Batch{Items: batch, First: first, ID: randomID()})
 			}
+			q.finish(len(batch), held)
 		}
-		batch, size, first = nil, 0, time.Time{}
-		q.inBatch.Store(0)
+		batch, size, held, first = nil, 0, 0, time.Time{}
 		q.oldest.Store(0)
 	}
 	for {
-		for len(batch) < q.o.BatchCount && size < q.o.BatchBytes {
-			got := q.take(1)
-			if got == nil {
+		for next == nil && len(batch) < q.o.BatchCount && size < q.o.BatchBytes {
+			e, ok := q.take()
+			if !ok {
 				break
 			}
-			e := got[0]
 			data, err := q.sink.Encode(e.p)
 			if err != nil {
 				q.failed.Add(1)
-				q.inBatch.Add(-1)
+				q.finish(1, e.size)
 				q.log.Warn("callback payload not encodable", "callback", q.name, "err", err)
 				continue
+			}
+			if len(batch) > 0 && size+len(data) > q.o.BatchBytes {
+				next, nextEntry = data, e
+				break
 			}
 			if len(batch) == 0 {
 				first = e.at
@@ -245,10 +277,16 @@ func (q *Queue) Run() {
 			}
 			batch = append(batch, data)
 			size += len(data)
+			held += e.size
 		}
-		full := len(batch) >= q.o.BatchCount || size >= q.o.BatchBytes
+		full := next != nil || len(batch) >= q.o.BatchCount || size >= q.o.BatchBytes
 		if len(batch) > 0 && (full || stopping || time.Since(first) >= q.o.FlushInterval) {
 			flush()
+			if next != nil {
+				batch, size, held, first = append(batch, next), len(next), nextEntry.size, nextEntry.at
+				q.oldest.Store(first.UnixNano())
+				next, nextEntry = nil, entry{}
+			}
 			continue
 		}
 		if stopping {
@@ -295,8 +333,11 @@ func (q *Queue) send(b *Batch) {
 			return
 		}
 		if !retryable(err) || attempt >= q.o.MaxAttempts || ctx.Err() != nil {
-			q.failed.Add(n)
-			q.log.Warn("callback batch not delivered", "callback", q.name, "payloads", n, "attempts", attempt, "err", err)
+			// A sink that sends item by item has delivered the first Done.
+			done := uint64(min(max(b.Done, 0), len(b.Items)))
+			q.sent.Add(done)
+			q.failed.Add(n - done)
+			q.log.Warn("callback batch not delivered", "callback", q.name, "payloads", n-done, "delivered", done, "attempts", attempt, "err", err)
 			return
 		}
 		d := q.o.BackoffBase << (attempt - 1)
@@ -333,8 +374,11 @@ func (q *Queue) Close(ctx context.Context, running bool) int {
 		}
 	}
 	q.mu.Lock()
-	left := len(q.pending)
-	q.pending = nil
+	left := len(q.pending) - q.head
+	for _, e := range q.pending[q.head:] {
+		q.held.Add(-int64(e.size))
+	}
+	q.pending, q.head = nil, 0
 	q.mu.Unlock()
 	if left > 0 {
 		q.failed.Add(uint64(left))
