@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
@@ -23,20 +25,27 @@ import (
 )
 
 // newClient is a sink's own HTTP client: attempts are bounded by their
-// context, not by a client timeout.
+// context, not by a client timeout. It follows no redirect: sinks send
+// secrets in headers (DD-API-KEY, a webhook's Authorization, ...) that
+// must not go to wherever an answer points; a 3xx is a failed send.
 func newClient(insecure bool) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 4
 	if insecure {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // s3_verify: false asks for it
 	}
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // do sends req and turns an answer that is not 2xx into a *StatusError.
+// A transport error names the URL by scheme and host only: a webhook's
+// path and query often hold its secret, and the error is logged.
 func do(c *http.Client, req *http.Request) error {
 	resp, err := c.Do(req)
 	if err != nil {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			ue.URL = shownURL(req.URL)
+		}
 		return err
 	}
 	defer resp.Body.Close()
@@ -45,7 +54,18 @@ func do(c *http.Client, req *http.Request) error {
 		return nil
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode/100 == 3 {
+		return &StatusError{Code: resp.StatusCode, Body: "a redirect (not followed: point the sink at the final URL)"}
+	}
 	return &StatusError{Code: resp.StatusCode, Body: string(b)}
+}
+
+// shownURL is what logs may say of u: its scheme and host.
+func shownURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // webhook is LiteLLM's generic_api: the payloads, as they are, POSTed as a
@@ -60,7 +80,10 @@ type webhook struct {
 
 // newWebhook builds the generic_api sink from a callback_settings entry,
 // or (set nil) from GENERIC_LOGGER_ENDPOINT and GENERIC_LOGGER_HEADERS
-// ("Name=value,Name2=value2").
+// ("Name=value,Name2=value2"). Only the bare name generic_api falls back
+// on those variables: any other entry without an endpoint (absent, or an
+// os.environ/ reference to an unset variable) is an error, so that its
+// payloads and headers never go to another webhook's endpoint.
 func newWebhook(name string, set *config.CallbackSettings, getenv func(string) string) (*webhook, error) {
 	w := &webhook{client: newClient(false), headers: http.Header{}, format: "json_array"}
 	w.headers.Set("Content-Type", "application/json")
@@ -90,14 +113,18 @@ func newWebhook(name string, set *config.CallbackSettings, getenv func(string) s
 			}
 		}
 	}
-	if w.endpoint == "" {
+	bare := set == nil || name == "generic_api"
+	if w.endpoint == "" && bare {
 		w.endpoint = getenv("GENERIC_LOGGER_ENDPOINT")
 	}
 	if w.endpoint == "" {
-		return nil, errors.New("no endpoint: set callback_settings." + name + ".endpoint or GENERIC_LOGGER_ENDPOINT")
+		if bare {
+			return nil, errors.New("no endpoint: set GENERIC_LOGGER_ENDPOINT (or callback_settings.generic_api.endpoint)")
+		}
+		return nil, errors.New("no endpoint: callback_settings." + name + ".endpoint is not set (or names an unset environment variable)")
 	}
 	if u, err := url.Parse(w.endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("endpoint %q is not an http(s) URL", w.endpoint)
+		return nil, errors.New("endpoint is not an http(s) URL")
 	}
 	return w, nil
 }
@@ -176,13 +203,15 @@ func newDatadog(getenv func(string) string) (*datadog, error) {
 	}
 	d := &datadog{client: newClient(false), apiKey: getenv("DD_API_KEY"),
 		source: or("DD_SOURCE", "litellm"), service: or("DD_SERVICE", "litellm-server"), host: getenv("HOSTNAME")}
-	d.tags = strings.Join([]string{"env:" + or("DD_ENV", "unknown"), "service:" + or("DD_SERVICE", "litellm"),
+	d.tags = strings.Join([]string{"env:" + or("DD_ENV", "unknown"), "service:" + d.service,
 		"version:" + or("DD_VERSION", "unknown"), "HOSTNAME:" + d.host, "POD_NAME:" + or("POD_NAME", "unknown")}, ",")
-	if agent := getenv("DD_AGENT_HOST"); agent != "" {
-		d.url = "http://" + agent + ":" + or("DD_AGENT_PORT", "10518") + "/api/v2/logs"
+	// LiteLLM's names: DD_AGENT_HOST is ddtrace's (APM), set in many pods
+	// by Datadog's admission controller, and says nothing of logs.
+	if agent := getenv("LITELLM_DD_AGENT_HOST"); agent != "" {
+		d.url = "http://" + net.JoinHostPort(agent, or("LITELLM_DD_AGENT_PORT", "10518")) + "/api/v2/logs"
 	} else {
 		if d.apiKey == "" {
-			return nil, errors.New("DD_API_KEY is not set (or set DD_AGENT_HOST to send through a Datadog agent)")
+			return nil, errors.New("DD_API_KEY is not set (or set LITELLM_DD_AGENT_HOST to send through a Datadog agent)")
 		}
 		site := getenv("DD_SITE")
 		if site == "" && getenv("DD_BASE_URL") == "" && getenv("DATADOG_BASE_URL") == "" && getenv("_DATADOG_BASE_URL") == "" {
@@ -199,7 +228,28 @@ func newDatadog(getenv func(string) string) (*datadog, error) {
 	return d, nil
 }
 
+// ddMaxEntry is the most bytes one entry may have: the intake takes logs
+// of up to 1 MB (and batches of up to 5 MB, 1,000 entries).
+const ddMaxEntry = 1_000_000
+
+// ddTruncated replaces the messages and the response of a payload whose
+// entry would pass ddMaxEntry.
+var ddTruncated = json.RawMessage(`"[truncated by tollgate: the Datadog entry would pass 1 MB]"`)
+
 func (d *datadog) Encode(p *Payload) ([]byte, error) {
+	b, err := d.encode(p)
+	if err != nil || len(b) <= ddMaxEntry {
+		return b, err
+	}
+	cut := *p
+	cut.Messages, cut.Response = ddTruncated, ddTruncated
+	if b, err = d.encode(&cut); err != nil || len(b) <= ddMaxEntry {
+		return b, err
+	}
+	return nil, fmt.Errorf("the Datadog entry has %d bytes without its content, over the intake's 1 MB", len(b))
+}
+
+func (d *datadog) encode(p *Payload) ([]byte, error) {
 	msg, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
@@ -208,16 +258,51 @@ func (d *datadog) Encode(p *Payload) ([]byte, error) {
 	if p.Failed() {
 		e.Status = "error"
 	}
-	if len(p.RequestTags) > 0 {
+	team := p.Metadata.UserAPIKeyTeamAlias
+	if team == nil || *team == "" {
+		team = p.Metadata.UserAPIKeyTeamID
+	}
+	if len(p.RequestTags) > 0 || team != nil && *team != "" {
 		var sb strings.Builder
 		sb.WriteString(d.tags)
 		for _, t := range p.RequestTags {
-			sb.WriteString(",request_tag:")
-			sb.WriteString(t)
+			if v := ddTagValue(t); v != "" {
+				sb.WriteString(",request_tag:")
+				sb.WriteString(v)
+			}
+		}
+		if team != nil {
+			if v := ddTagValue(*team); v != "" {
+				sb.WriteString(",team:")
+				sb.WriteString(v)
+			}
 		}
 		e.DDTags = sb.String()
 	}
 	return json.Marshal(e)
+}
+
+// ddTagValue makes a value (a request tag, a team's alias: the client's
+// or an admin's words) one Datadog tag value, as LiteLLM normalizes them:
+// lower case; letters, digits and _ - : . / kept, anything else (',' that
+// would start another tag, spaces, ...) '_'; runs of '_' made one; no
+// '_' at either end.
+func ddTagValue(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	under := false
+	for _, r := range strings.ToLower(s) {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-:./", r) {
+			b.WriteRune(r)
+			under = false
+			continue
+		}
+		if !under {
+			b.WriteByte('_')
+			under = true
+		}
+	}
+	return strings.Trim(b.String(), "_")
 }
 
 func (d *datadog) Send(ctx context.Context, b *Batch) error {
@@ -254,7 +339,8 @@ func newS3(p *config.S3CallbackParams, getenv func(string) string) (*s3Sink, err
 	if p == nil || p.S3BucketName == "" {
 		return nil, errors.New("litellm_settings.s3_callback_params.s3_bucket_name is not set")
 	}
-	// S3 signs the path as sent: escaping it again would not match.
+	// The request's path is escaped as S3 escapes it (awsEscapePath) and
+	// signed as sent: escaping it again would not match.
 	s := &s3Sink{signer: v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true }), prefix: strings.Trim(string(p.S3Path), "/"), region: string(p.S3RegionName)}
 	if s.region == "" {
 		s.region = getenv("AWS_REGION")
@@ -285,7 +371,13 @@ func newS3(p *config.S3CallbackParams, getenv func(string) string) (*s3Sink, err
 		if p.S3UseSSL != nil && !*p.S3UseSSL {
 			scheme = "http"
 		}
-		s.base = &url.URL{Scheme: scheme, Host: bucket + ".s3." + s.region + ".amazonaws.com"}
+		if strings.Contains(bucket, ".") {
+			// Virtual-hosted, my.logs.s3.<region>.amazonaws.com is not
+			// covered by S3's wildcard certificate: path-style, as the SDKs.
+			s.base = &url.URL{Scheme: scheme, Host: "s3." + s.region + ".amazonaws.com", Path: "/" + bucket}
+		} else {
+			s.base = &url.URL{Scheme: scheme, Host: bucket + ".s3." + s.region + ".amazonaws.com"}
+		}
 	}
 	s.client = newClient(p.S3Verify != nil && !*p.S3Verify)
 	return s, nil
@@ -316,6 +408,7 @@ func (s *s3Sink) Send(ctx context.Context, b *Batch) error {
 	}
 	u := *s.base
 	u.Path += "/" + s.key(b)
+	u.RawPath = awsEscapePath(u.Path)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -328,4 +421,26 @@ func (s *s3Sink) Send(ctx context.Context, b *Batch) error {
 		return err
 	}
 	return do(s.client, req)
+}
+
+// awsEscapePath escapes a path as SigV4 canonicalizes it for S3: every
+// byte but the unreserved A-Z a-z 0-9 - . _ ~ (and the '/' separators) as
+// %XX, upper case. Go's own path escaping keeps = + : , ; @ and others,
+// which S3 escapes in its canonical request: a key holding them would
+// never match its signature.
+func awsEscapePath(p string) string {
+	const hexDigits = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(p))
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' || c == '/' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hexDigits[c>>4])
+		b.WriteByte(hexDigits[c&15])
+	}
+	return b.String()
 }

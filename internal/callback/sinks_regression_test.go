@@ -90,7 +90,7 @@ func verifyS3SigV4(r *http.Request, secret string) error {
 	return nil
 }
 
-// TestProbeS3SigV4KeyWithReservedCharacters: an s3_path such as
+// TestS3SigV4KeyWithReservedCharacters: an s3_path such as
 // "logs/dt=2026" (Hive-style partitions are the usual layout of log
 // buckets) must sign as S3 verifies it. The sink signs Go's EscapedPath
 // with DisableURIPathEscaping, which leaves = + , ; : @ ! $ & ' ( ) *
@@ -98,7 +98,7 @@ func verifyS3SigV4(r *http.Request, secret string) error {
 // request: every PutObject is refused with 403 SignatureDoesNotMatch,
 // which is not retried, so every batch is lost. A plain prefix is the
 // control showing the verifier agrees with the sink otherwise.
-func TestProbeS3SigV4KeyWithReservedCharacters(t *testing.T) {
+func TestS3SigV4KeyWithReservedCharacters(t *testing.T) {
 	for _, tc := range []struct{ prefix string }{{"logs"}, {"logs/dt=2026"}, {"team+a"}, {"a:b"}} {
 		t.Run(tc.prefix, func(t *testing.T) {
 			var got error
@@ -128,29 +128,36 @@ func TestProbeS3SigV4KeyWithReservedCharacters(t *testing.T) {
 	}
 }
 
-// TestProbeS3DottedBucketIsNotVirtualHosted: a bucket whose name has dots
+// TestS3DottedBucketIsPathStyle: a bucket whose name has dots
 // ("my.logs", allowed by S3) addressed virtual-hosted over https gets a
 // host (my.logs.s3.<region>.amazonaws.com) that S3's wildcard certificate
-// does not cover: every write fails TLS verification. SDKs fall back to
-// path-style for such buckets.
-func TestProbeS3DottedBucketIsNotVirtualHosted(t *testing.T) {
-	p := &config.S3CallbackParams{S3BucketName: "my.logs", S3RegionName: "us-west-2", S3AWSAccessKeyID: "AKID", S3AWSSecretAccessKey: "x"}
-	s, err := newS3(p, env(nil))
-	if err != nil {
-		t.Fatal(err)
+// does not cover: every write would fail TLS verification. Such a bucket
+// is addressed path-style, as the SDKs do; a plain one stays
+// virtual-hosted.
+func TestS3DottedBucketIsPathStyle(t *testing.T) {
+	tests := []struct{ bucket, want string }{
+		{"my.logs", "https://s3.us-west-2.amazonaws.com/my.logs"},
+		{"my-logs", "https://my-logs.s3.us-west-2.amazonaws.com"},
 	}
-	if s.base.Scheme == "https" && strings.Count(strings.TrimSuffix(s.base.Host, ".s3.us-west-2.amazonaws.com"), ".") > 0 {
-		t.Errorf("bucket %q is addressed as https://%s: *.s3.us-west-2.amazonaws.com does not match it", "my.logs", s.base.Host)
+	for _, tt := range tests {
+		p := &config.S3CallbackParams{S3BucketName: config.EnvString(tt.bucket), S3RegionName: "us-west-2", S3AWSAccessKeyID: "AKID", S3AWSSecretAccessKey: "x"}
+		s, err := newS3(p, env(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.base.String(); got != tt.want {
+			t.Errorf("bucket %q is addressed as %s, want %s", tt.bucket, got, tt.want)
+		}
 	}
 }
 
-// TestProbeQueueMemoryIsBoundedByBytes: the queue is bounded by count
+// TestQueueMemoryIsBoundedByBytes: the queue is bounded by count
 // only (10,000 by default). With content logging on, a payload carries up
 // to 64 KiB of messages and 64 KiB of response (plus 16 KiB of metadata),
 // so a sink that hangs lets one queue hold ~1.4 GiB, per sink. This probe
 // publishes 2,000 payloads of 128 KiB (shared buffers here, distinct in
 // production) to a hung sink: 250 MiB held and nothing dropped.
-func TestProbeQueueMemoryIsBoundedByBytes(t *testing.T) {
+func TestQueueMemoryIsBoundedByBytes(t *testing.T) {
 	sink := &scripted{block: make(chan struct{})}
 	defer close(sink.block)
 	q := NewQueue("hung", sink, QueueOptions{}, slog.New(slog.DiscardHandler))
@@ -165,13 +172,16 @@ func TestProbeQueueMemoryIsBoundedByBytes(t *testing.T) {
 	if st.Dropped == 0 {
 		t.Errorf("a hung sink's queue holds %d payloads, %d MiB of content, and dropped none: no byte bound", st.Depth, held>>20)
 	}
+	if held > DefaultMaxBytes || st.Queued+st.Dropped != n {
+		t.Errorf("stats %+v: %d MiB held, want at most the default %d MiB", st, held>>20, DefaultMaxBytes>>20)
+	}
 }
 
-// TestProbeWebhookFailureLogHidesEndpointSecret: a webhook URL often
+// TestWebhookFailureLogHidesEndpointSecret: a webhook URL often
 // carries its secret (Slack-style paths, ?token= or ?dd-api-key=
 // queries). A send that fails logs the *url.Error, whose text is the
 // whole URL: the secret lands in the gateway's log.
-func TestProbeWebhookFailureLogHidesEndpointSecret(t *testing.T) {
+func TestWebhookFailureLogHidesEndpointSecret(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -210,12 +220,12 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
-// TestProbeDatadogRequestTagsCannotInjectTags: request tags come from the
+// TestDatadogRequestTagsCannotInjectTags: request tags come from the
 // client (x-litellm-tags, the body's metadata.tags, which may hold
 // commas). Written into ddtags as they are, a tag "x,env:prod,service:billing"
 // becomes three Datadog tags: a caller rewrites env and service of its
 // own log entries (and can pollute others' dashboards and monitors).
-func TestProbeDatadogRequestTagsCannotInjectTags(t *testing.T) {
+func TestDatadogRequestTagsCannotInjectTags(t *testing.T) {
 	d, err := newDatadog(env(map[string]string{"DD_API_KEY": "k", "DD_SITE": "us5.datadoghq.com", "DD_ENV": "staging"}))
 	if err != nil {
 		t.Fatal(err)
@@ -235,12 +245,12 @@ func TestProbeDatadogRequestTagsCannotInjectTags(t *testing.T) {
 	}
 }
 
-// TestProbeWebhookEndpointFromUnsetEnvIsAStartError: a callback_settings
+// TestWebhookEndpointFromUnsetEnvIsAStartError: a callback_settings
 // webhook whose endpoint is os.environ/NAME with NAME unset has no
 // endpoint; the docs say a webhook without an endpoint stops the start.
 // With GENERIC_LOGGER_ENDPOINT set (another webhook's), it silently sends
 // this webhook's payloads, and its own secret headers, there instead.
-func TestProbeWebhookEndpointFromUnsetEnvIsAStartError(t *testing.T) {
+func TestWebhookEndpointFromUnsetEnvIsAStartError(t *testing.T) {
 	t.Setenv("TG_PROBE_AUDIT_TOKEN", "audit-secret")
 	cfg := parse(t, `
 litellm_settings:
@@ -262,7 +272,7 @@ callback_settings:
 	}
 }
 
-// TestProbeDatadogAgentHostIsLiteLLMs: LiteLLM reads LITELLM_DD_AGENT_HOST
+// TestDatadogAgentHostIsLiteLLMs: LiteLLM reads LITELLM_DD_AGENT_HOST
 // and LITELLM_DD_AGENT_PORT, and says why: DD_AGENT_HOST is set for APM
 // by ddtrace and by Datadog's Kubernetes admission controller in every
 // pod. Tollgate reads DD_AGENT_HOST: an operator with DD_API_KEY and
@@ -270,7 +280,7 @@ callback_settings:
 // plain http (DD-API-KEY included) to <agent>:10518, where the agent
 // listens for no logs by default, and nothing reaches the intake; a
 // LiteLLM config with LITELLM_DD_AGENT_HOST is not honoured.
-func TestProbeDatadogAgentHostIsLiteLLMs(t *testing.T) {
+func TestDatadogAgentHostIsLiteLLMs(t *testing.T) {
 	d, err := newDatadog(env(map[string]string{"DD_API_KEY": "k", "DD_SITE": "us5.datadoghq.com", "DD_AGENT_HOST": "10.0.0.5"}))
 	if err != nil {
 		t.Fatal(err)
@@ -286,10 +296,10 @@ func TestProbeDatadogAgentHostIsLiteLLMs(t *testing.T) {
 	}
 }
 
-// TestProbeDatadogTeamTag: LiteLLM adds a team tag to each entry's ddtags
+// TestDatadogTeamTag: LiteLLM adds a team tag to each entry's ddtags
 // (the key's team alias, else its id); Tollgate adds none, so LiteLLM
 // users' per-team Datadog views match nothing.
-func TestProbeDatadogTeamTag(t *testing.T) {
+func TestDatadogTeamTag(t *testing.T) {
 	d, err := newDatadog(env(map[string]string{"DD_API_KEY": "k", "DD_SITE": "us5.datadoghq.com"}))
 	if err != nil {
 		t.Fatal(err)
@@ -305,12 +315,12 @@ func TestProbeDatadogTeamTag(t *testing.T) {
 	}
 }
 
-// TestProbeSingleFormatCountsWhatWasDelivered: with log_format single a
+// TestSingleFormatCountsWhatWasDelivered: with log_format single a
 // batch is one POST per payload; when a later POST is refused (a 400: not
 // retried) the payloads already delivered are counted as failed with the
 // rest, and callback_sent_total misses them: the metrics say 0 delivered,
 // 3 lost, where the receiver holds 2.
-func TestProbeSingleFormatCountsWhatWasDelivered(t *testing.T) {
+func TestSingleFormatCountsWhatWasDelivered(t *testing.T) {
 	var mu sync.Mutex
 	n := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -337,7 +347,7 @@ func TestProbeSingleFormatCountsWhatWasDelivered(t *testing.T) {
 	}
 }
 
-// TestProbeDatadogBatchStaysWithinIntakeLimits: Datadog's logs intake
+// TestDatadogBatchStaysWithinIntakeLimits: Datadog's logs intake
 // takes at most 5 MB (uncompressed) per request and refuses more with
 // 413, which the queue does not retry. A batch is closed once its items
 // reach 4 MiB, so the item that crosses that line may add up to a whole
@@ -347,7 +357,7 @@ func TestProbeSingleFormatCountsWhatWasDelivered(t *testing.T) {
 // are full of '<' makes such batches, and every payload in them, other
 // tenants' included, is lost (with max_field_bytes raised, a single
 // entry passes Datadog's 1 MB entry limit too).
-func TestProbeDatadogBatchStaysWithinIntakeLimits(t *testing.T) {
+func TestDatadogBatchStaysWithinIntakeLimits(t *testing.T) {
 	var mu sync.Mutex
 	var sizes []int
 	intake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -391,11 +401,66 @@ func TestProbeDatadogBatchStaysWithinIntakeLimits(t *testing.T) {
 	for _, p := range seq { // queued before Run: one batch as the worker builds it
 		q.Publish(p)
 	}
-	run(t, q)
-	wait(t, "the batch's end", func() bool { st := q.Stats(); return st.Sent+st.Failed == uint64(len(seq)) })
-	if st := q.Stats(); st.Failed > 0 {
+	go q.Run()
+	// The first batch is full; what did not fit waits for the next, which
+	// Close sends.
+	wait(t, "the first batch's end", func() bool { st := q.Stats(); return st.Sent+st.Failed > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q.Close(ctx, true)
+	mu.Lock()
+	defer mu.Unlock()
+	if st := q.Stats(); st.Failed > 0 || st.Sent != uint64(len(seq)) {
+		t.Errorf("entries of %d and %d bytes: batches of %v bytes, stats %+v; want all %d delivered", len(bigLen), len(smallLen), sizes, st, len(seq))
+	}
+	for _, n := range sizes {
+		if n > 4<<20+1000 {
+			t.Errorf("a batch of %d bytes passes BatchBytes (%d) by more than its separators", n, 4<<20)
+		}
+	}
+	// One entry past 1 MB (content cap raised) is cut to fit, not refused.
+	huge := json.RawMessage(`"` + strings.Repeat("<", 300_000) + `"`)
+	b, err := d.Encode(&Payload{ID: "huge", Status: "success", Messages: huge, Response: huge})
+	if err != nil || len(b) > 1_000_000 || !strings.Contains(string(b), "truncated") {
+		t.Errorf("an entry of two 300 KB fields of '<': %d bytes, err %v; want it cut under 1 MB", len(b), err)
+	}
+}
+
+// TestSinkClientsDoNotFollowRedirects: a sink's answer that redirects is
+// not followed: the headers that carry its secret (a webhook's, Datadog's
+// DD-API-KEY) would go to wherever the answer points. The send fails, and
+// is not retried.
+func TestSinkClientsDoNotFollowRedirects(t *testing.T) {
+	var mu sync.Mutex
+	var elsewhere []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
-		t.Errorf("entries of %d and %d bytes: a batch of %v bytes was refused by the intake; %d payloads lost", len(bigLen), len(smallLen), sizes, st.Failed)
+		elsewhere = append(elsewhere, r.Header.Get("X-Api-Key")+r.Header.Get("DD-API-KEY"))
+	}))
+	defer other.Close()
+	redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/ingest", http.StatusTemporaryRedirect)
+	}))
+	defer redirecting.Close()
+	w, err := newWebhook("hook", &config.CallbackSettings{CallbackType: "generic_api", Endpoint: config.EnvString(redirecting.URL),
+		Headers: map[string]config.EnvString{"X-Api-Key": "hook-secret"}}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDatadog(env(map[string]string{"DD_API_KEY": "dd-secret", "DD_BASE_URL": redirecting.URL}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sink := range []Sink{w, d} {
+		q := NewQueue("redirected", sink, QueueOptions{BatchCount: 1, MaxAttempts: 3, BackoffBase: time.Millisecond}, slog.New(slog.DiscardHandler))
+		run(t, q)
+		q.Publish(&Payload{ID: "a", Status: "success"})
+		wait(t, "the failed send", func() bool { return q.Stats().Failed == 1 })
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(elsewhere) > 0 {
+		t.Errorf("the redirect was followed: the other host got %d requests with keys %q", len(elsewhere), elsewhere)
 	}
 }
