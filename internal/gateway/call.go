@@ -431,6 +431,11 @@ func (c *call) finish(err error) {
 		c.ticket = nil // given back once, even if finish runs again after a panic
 		c.g.opts.Limits.done(tk, usedTokens(&c.res, tk.Est))
 	}
+	if c.g.opts.Meter == nil {
+		c.priceUnmetered()
+	}
+	// status is the call's outcome as observed (log line, metrics,
+	// callbacks, trace); what was booked is settled above.
 	status := c.res.status
 	switch {
 	case c.res.clientGone:
@@ -438,6 +443,11 @@ func (c *call) finish(err error) {
 	case err != nil && !errors.Is(err, errResponded):
 		status = apierror.From(err).Status
 		c.err = err
+	case c.res.brokeOff != nil:
+		// The client got a truncated answer: a failure, whatever status
+		// its headers said.
+		status = max(status, http.StatusBadGateway)
+		c.err = c.res.brokeOff
 	}
 	if c.cap != nil {
 		c.finishContent(status)
@@ -446,6 +456,20 @@ func (c *call) finish(err error) {
 		o.finished(c, status)
 	}
 	c.endTrace(status)
+}
+
+// priceUnmetered gives a call that no meter books (no store) its cost
+// from the price table, for the log, the metrics and the callbacks: the
+// usage the upstream reported at the deployment's price. Nothing is
+// booked.
+func (c *call) priceUnmetered() {
+	res, t := &c.res, c.target
+	if t == nil || c.cost != 0 || !res.hasUsage || res.unusable || c.req == nil || c.req.media != nil {
+		return
+	}
+	if p, ok := t.PriceFor(res.model); ok {
+		c.cost = p.Cost(res.usage) + p.TimeCost(res.upstream)
+	}
 }
 
 // writeFailure passes an upstream failure on to the client.

@@ -325,10 +325,13 @@ func TestCallPaths(t *testing.T) {
 			status: 200, observed: 200, contains: "[DONE]", holds: []string{"a:booked"}},
 		{name: "stream cut before its headers: retried", deps: []deployment{{"a", "g", 1, []string{"close"}}, {"b", "g", 2, []string{"stream"}}},
 			pol: config.Routing{NumRetries: 1}, stream: true, status: 200, observed: 200, holds: []string{"a:released", "b:booked"}, retries: 1},
+		// A stream the upstream breaks off after its headers: the client
+		// keeps its 200 and what it got, that is booked, and the call is
+		// observed as the failure it is (502).
 		{name: "stream cut before its first event", deps: []deployment{{"a", "g", 1, []string{"stream-cut-0"}}, {"b", "g", 2, []string{"stream"}}},
-			pol: config.Routing{NumRetries: 1}, stream: true, status: 200, observed: 200, holds: []string{"a:released"}},
+			pol: config.Routing{NumRetries: 1}, stream: true, status: 200, observed: 502, holds: []string{"a:released"}},
 		{name: "stream cut after two events: what it produced is booked", deps: []deployment{{"a", "g", 1, []string{"stream-cut-2"}}, {"b", "g", 2, []string{"stream"}}},
-			pol: config.Routing{NumRetries: 1}, stream: true, status: 200, observed: 200, contains: `"content":"x"`, holds: []string{"a:booked"}},
+			pol: config.Routing{NumRetries: 1}, stream: true, status: 200, observed: 502, contains: `"content":"x"`, holds: []string{"a:booked"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

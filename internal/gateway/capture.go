@@ -223,8 +223,9 @@ func (c *call) finishContent(status int) {
 		case cp.stream != nil:
 			cp.response = pol.shape(cp.stream.json())
 		}
-	} else if cp.stream != nil && status == 499 {
-		// A client that left got part of a stream: that part.
+	} else if cp.stream != nil && (status == 499 || c.res.brokeOff != nil) {
+		// A client that left, or whose stream the upstream broke off, got
+		// part of a stream: that part.
 		cp.response = pol.shape(cp.stream.json())
 	}
 	for i := range cp.rows {

@@ -39,6 +39,10 @@ type result struct {
 	// unusable: a 2xx that is not a valid response; booked as a row with
 	// its status and no cost.
 	unusable bool
+	// brokeOff is why a stream the upstream began ended before its end
+	// (not the client leaving). What it produced is booked as it was
+	// (status stays the upstream's); the call is observed as a 502.
+	brokeOff error
 	// id is the upstream answer's id (chatcmpl-..., msg_...), from a whole
 	// answer or a stream's first event; idSeen once that event was read.
 	id     string
@@ -105,6 +109,18 @@ func (f *failure) Error() string {
 }
 
 var contextWindowSigns = [][]byte{[]byte("context_length_exceeded"), []byte("maximum context length"), []byte("context window"), []byte("prompt is too long")}
+
+// isContextWindow reports whether an upstream's 400 says the prompt
+// exceeds the context window.
+func isContextWindow(body []byte) bool {
+	lower := bytes.ToLower(body)
+	for _, s := range contextWindowSigns {
+		if bytes.Contains(lower, s) {
+			return true
+		}
+	}
+	return false
+}
 
 func newFailure(resp *http.Response, body []byte) *failure {
 	f := &failure{status: resp.StatusCode, header: resp.Header, body: body}
@@ -194,6 +210,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 				return errClientGone
 			}
 			c.g.log.Warn("upstream stream ended early", "model", clip(req.model), "deployment", t.D.ID, "err", err, "timeout", wd.expired.Load())
+			res.brokeOff = apierror.BadGateway(err, "deployment %s of model %q broke off the stream before its end", t.D.ID, t.D.ModelName)
 		}
 		return nil
 	}
