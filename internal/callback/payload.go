@@ -89,8 +89,9 @@ type HiddenParams struct {
 // ModelMapInformation is LiteLLM's StandardLoggingModelInformation: the
 // key the call was priced under and, when priced, the prices per token.
 type ModelMapInformation struct {
-	ModelMapKey   string         `json:"model_map_key"`
-	ModelMapValue map[string]any `json:"model_map_value"`
+	ModelMapKey string `json:"model_map_key"`
+	// ModelMapValue is the price table's entry (its LiteLLM names), or nil.
+	ModelMapValue any `json:"model_map_value"`
 }
 
 // ErrorInformation says why a failed request failed.
@@ -111,7 +112,7 @@ func (p *Payload) estimateSize() int {
 	for _, t := range p.RequestTags {
 		n += len(t) + 16
 	}
-	n += anySize(p.Metadata.RequesterMetadata, 0) + anySize(p.ModelParameters, 0) + anySize(p.ModelMapInformation.ModelMapValue, 0)
+	n += anySize(p.Metadata.RequesterMetadata, 0) + anySize(p.ModelParameters, 0) + 512
 	return n
 }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"net"
 	"slices"
@@ -172,7 +173,17 @@ func (c *call) payload(status int) *callback.Payload {
 	}
 	if t := c.target; t != nil {
 		pl.ModelID, pl.APIBase, pl.CustomLLMProvider = &t.D.ID, provider.ShownBase(t.D.APIBase), t.D.Provider
+		pl.HiddenParams.ModelID, pl.HiddenParams.APIBase = pl.ModelID, &pl.APIBase
+		pl.ModelMapInformation.ModelMapKey = res.model
+		if price, ok := t.PriceFor(res.model); ok {
+			pl.ModelMapInformation.ModelMapValue = price
+		}
 	}
+	if res.model != "" {
+		pl.HiddenParams.LiteLLMModelName = &res.model
+	}
+	pl.HiddenParams.ResponseCost = &pl.ResponseCost
+	pl.ModelParameters = modelParameters(req)
 	if req.user != "" {
 		pl.EndUser, pl.Metadata.UserAPIKeyEndUserID = &req.user, &req.user
 	}
@@ -211,11 +222,13 @@ func (c *call) payload(status int) *callback.Payload {
 		switch {
 		case c.err != nil:
 			e := apierror.From(c.err)
-			msg, info.ErrorClass = e.Message, e.Type
+			msg, info.ErrorClass = e.Message, errorClass(status, e.Type, e.Code, c.cause())
 		case status == 499:
 			msg, info.ErrorClass = "the client disconnected", "client_disconnected"
 		case c.upstreamErr != nil:
-			msg, info.ErrorClass = string(c.upstreamErr), "upstream_error"
+			msg, info.ErrorClass = string(c.upstreamErr), errorClass(status, "", "", c.upstreamErr)
+		default:
+			info.ErrorClass = errorClass(status, "", "", nil)
 		}
 		if len(msg) > maxErrorText {
 			msg = clipBytes(msg, maxErrorText)
@@ -223,6 +236,101 @@ func (c *call) payload(status int) *callback.Payload {
 		pl.ErrorStr, pl.ErrorInformation = &msg, info
 	}
 	return pl
+}
+
+// cause is the text of what ended the call, for telling a context window
+// apart from another bad request.
+func (c *call) cause() []byte {
+	if c.err == nil {
+		return nil
+	}
+	return []byte(c.err.Error())
+}
+
+// errorClass is LiteLLM's exception class for a call that ended with
+// status: its error_information.error_class. typ and code are the
+// gateway's own error's (apierror), body the upstream's answer or the
+// error's text.
+func errorClass(status int, typ, code string, body []byte) string {
+	switch {
+	case typ == "budget_exceeded" || code == "budget_exceeded":
+		return "BudgetExceededError"
+	case code == "content_policy_violation" || bytes.Contains(body, []byte("content_policy_violation")):
+		return "ContentPolicyViolationError"
+	case status == 400 && isContextWindow(body):
+		return "ContextWindowExceededError"
+	}
+	switch status {
+	case 400:
+		return "BadRequestError"
+	case 401:
+		return "AuthenticationError"
+	case 403:
+		return "PermissionDeniedError"
+	case 404:
+		return "NotFoundError"
+	case 408, 504:
+		return "Timeout"
+	case 422:
+		return "UnprocessableEntityError"
+	case 429:
+		return "RateLimitError"
+	case 500:
+		return "InternalServerError"
+	case 502:
+		return "APIConnectionError" // unreachable, broke off, or answered nonsense
+	case 503:
+		return "ServiceUnavailableError"
+	}
+	if status >= 400 && status < 500 {
+		return "BadRequestError"
+	}
+	return "APIError"
+}
+
+// Bounds on model_parameters: members, and the bytes of one value.
+const (
+	maxModelParams     = 32
+	maxModelParamBytes = 256
+)
+
+// notModelParams are the body's members that are not the model's
+// parameters: what is asked, of whom, by whom, and how it is delivered.
+var notModelParams = map[string]bool{
+	"model": true, "messages": true, "prompt": true, "input": true, "instructions": true, "system": true,
+	"stream": true, "stream_options": true, "metadata": true, "litellm_metadata": true, "user": true,
+	"api_base": true, "base_url": true, "api_version": true, "organization": true, "extra_headers": true,
+	"previous_response_id": true, "file": true, "image": true, "mask": true, "documents": true, "query": true,
+}
+
+// modelParameters is LiteLLM's model_parameters: the request's optional
+// parameters (temperature, max_tokens, top_p, ...), its top-level members
+// that are numbers, booleans or short strings, other than the ones above
+// and anything named like a credential; at most maxModelParams, each as
+// the client wrote it.
+func modelParameters(req *request) map[string]any {
+	out := map[string]any{}
+	for _, m := range req.obj.Members {
+		if len(out) >= maxModelParams {
+			break
+		}
+		v := m.Value
+		if len(v) == 0 || len(v) > maxModelParamBytes || notModelParams[m.Key] || secretName(m.Key) {
+			continue
+		}
+		switch v[0] {
+		case '{', '[', 'n':
+			continue
+		}
+		out[m.Key] = json.RawMessage(v)
+	}
+	return out
+}
+
+// secretName reports whether a member's name says it holds a credential.
+func secretName(k string) bool {
+	k = strings.ToLower(k)
+	return strings.Contains(k, "key") || strings.Contains(k, "secret") || strings.Contains(k, "password") || strings.Contains(k, "credential") || strings.Contains(k, "auth")
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixMicro()) / 1e6 }

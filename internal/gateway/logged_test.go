@@ -158,3 +158,36 @@ func TestMalformedMetadataIsRefused(t *testing.T) {
 		t.Error("a malformed request reached the upstream")
 	}
 }
+
+// TestErrorClassIsLiteLLMs: error_information.error_class is the class of
+// the exception LiteLLM raises for a call that ended so.
+func TestErrorClassIsLiteLLMs(t *testing.T) {
+	tests := []struct {
+		status    int
+		typ, code string
+		body      string
+		want      string
+	}{
+		{400, "", "", `{"error":{"message":"bad"}}`, "BadRequestError"},
+		{400, "", "", `{"error":{"code":"context_length_exceeded"}}`, "ContextWindowExceededError"},
+		{400, "", "content_policy_violation", "", "ContentPolicyViolationError"},
+		{400, "budget_exceeded", "budget_exceeded", "", "BudgetExceededError"},
+		{401, "authentication_error", "", "", "AuthenticationError"},
+		{403, "permission_error", "", "", "PermissionDeniedError"},
+		{404, "not_found_error", "model_not_found", "", "NotFoundError"},
+		{408, "", "", "", "Timeout"},
+		{422, "", "", "", "UnprocessableEntityError"},
+		{429, "rate_limit_error", "", "", "RateLimitError"},
+		{500, "", "", "", "InternalServerError"},
+		{502, "api_error", "upstream_error", "", "APIConnectionError"},
+		{503, "", "", "", "ServiceUnavailableError"},
+		{504, "timeout_error", "upstream_timeout", "", "Timeout"},
+		{418, "", "", "", "BadRequestError"},
+		{507, "", "", "", "APIError"},
+	}
+	for _, tt := range tests {
+		if got := errorClass(tt.status, tt.typ, tt.code, []byte(tt.body)); got != tt.want {
+			t.Errorf("errorClass(%d, %q, %q, %q) = %q, want %q", tt.status, tt.typ, tt.code, tt.body, got, tt.want)
+		}
+	}
+}
