@@ -226,6 +226,18 @@ func (d *Dispatcher) Names() []string {
 	return out
 }
 
+// SuccessNames lists the sinks that take successful requests, in config
+// order.
+func (d *Dispatcher) SuccessNames() []string {
+	var out []string
+	for _, r := range d.routes {
+		if r.success {
+			out = append(out, r.q.Name())
+		}
+	}
+	return out
+}
+
 // Stats reads every sink's counters.
 func (d *Dispatcher) Stats() []Stats {
 	out := make([]Stats, len(d.routes))

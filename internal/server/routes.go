@@ -16,8 +16,8 @@ import (
 // /health/readiness/details (any key), in LiteLLM's shape: status, db
 // ("connected", "unreachable", or LiteLLM's "Not connected" without a
 // database), cache (null: Tollgate keeps no response cache), its version as
-// litellm_version (and version), success_callbacks (none: LiteLLM's logging
-// callbacks are not run here), log_level and is_detailed_debug. A database
+// litellm_version (and version), success_callbacks (the callbacks served
+// here that hear of successful requests), log_level and is_detailed_debug. A database
 // that does not answer within 2 s makes it a 503 with status "unhealthy".
 func (s *Server) readiness(w http.ResponseWriter, r *http.Request) {
 	db, status, code := "Not connected", "healthy", http.StatusOK
@@ -42,7 +42,7 @@ func (s *Server) readiness(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]any{"status": status, "db": db, "cache": nil, "litellm_version": Version, "version": Version,
-		"success_callbacks": []string{}, "use_aiohttp_transport": false, "log_level": level, "is_detailed_debug": level == "DEBUG"})
+		"success_callbacks": s.successCallbacks, "use_aiohttp_transport": false, "log_level": level, "is_detailed_debug": level == "DEBUG"})
 }
 
 // routeInfo is one entry of GET /routes, in LiteLLM's shape.

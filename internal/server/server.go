@@ -92,8 +92,11 @@ type Server struct {
 	metrics    *metrics.Metrics
 	tracer     *tracing.Provider    // nil: tracing is off
 	callbacks  *callback.Dispatcher // the logging callbacks; nil when none is served here
-	closeOnce  sync.Once
-	routes     []string
+	// successCallbacks are the callbacks served here that hear of
+	// successful requests, for /health/readiness.
+	successCallbacks []string
+	closeOnce        sync.Once
+	routes           []string
 	// inflight counts handlers running; closing is set when a shutdown
 	// stops admitting requests, and idle is signalled when the last
 	// handler returns after that.
@@ -161,6 +164,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		opts.Logger.Info("logging callbacks", "sinks", cbs.Names())
 	}
 	s.callbacks = cbs
+	s.successCallbacks = successCallbacks(cfg, cbs, s.tracer != nil)
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
 		Book: s.book, Deployments: s.deploymentStates}
 	if rc != nil {
@@ -862,4 +866,25 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	}
 	s.snap.PutKey(k)
 	return true, nil
+}
+
+// successCallbacks names, in config order, the callbacks of callbacks and
+// success_callback that are served here: the dispatcher's sinks that take
+// successes, the tracer's names when it runs, and prometheus (/metrics).
+func successCallbacks(cfg *config.Config, cbs *callback.Dispatcher, traced bool) []string {
+	out := []string{}
+	var sinks []string
+	if cbs != nil {
+		sinks = cbs.SuccessNames()
+	}
+	ls := cfg.LiteLLMSettings
+	for _, n := range slices.Concat(ls.Callbacks, ls.SuccessCallback) {
+		n = strings.TrimSpace(n)
+		served := slices.Contains(sinks, n) || slices.Contains(config.MetricsCallbacks, n) ||
+			traced && (slices.Contains(config.OTelCallbacks, n) || slices.Contains(config.LangfuseCallbacks, n))
+		if served && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
