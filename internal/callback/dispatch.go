@@ -210,9 +210,13 @@ func (d *Dispatcher) Wants(failed bool) bool {
 // Publish gives p to every sink that takes it; it never blocks.
 func (d *Dispatcher) Publish(p *Payload) {
 	failed := p.Failed()
+	size := -1 // estimated once, for the first queue that takes p
 	for _, r := range d.routes {
 		if failed && r.failures || !failed && r.success {
-			r.q.Publish(p)
+			if size < 0 {
+				size = p.estimateSize()
+			}
+			r.q.publish(p, size)
 		}
 	}
 }

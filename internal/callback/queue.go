@@ -155,8 +155,10 @@ func (q *Queue) Name() string { return q.name }
 // Publish queues p, or drops it (counted) when the queue is full (by
 // count or by estimated bytes) or closed. It holds a lock only for an
 // append.
-func (q *Queue) Publish(p *Payload) {
-	size := p.estimateSize()
+func (q *Queue) Publish(p *Payload) { q.publish(p, p.estimateSize()) }
+
+// publish is Publish with p's estimated size.
+func (q *Queue) publish(p *Payload, size int) {
 	q.mu.Lock()
 	if q.closed || len(q.pending)-q.head+int(q.inBatch.Load()) >= q.o.Size || q.held.Load()+int64(size) > int64(q.o.MaxBytes) {
 		q.mu.Unlock()
