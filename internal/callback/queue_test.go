@@ -3,6 +3,7 @@ package callback
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -172,5 +173,36 @@ func TestQueueFullDropsAndCloseGivesUpAtItsDeadline(t *testing.T) {
 	q.Publish(&Payload{ID: "late"})
 	if q.Stats().Dropped != 8 {
 		t.Error("a publish after Close was not dropped")
+	}
+}
+
+// TestQueueDrainKeepsOrderAcrossCompaction: the worker takes payloads by
+// moving an index and compacts the slice once most of it is taken; every
+// payload is sent once, oldest first, across compactions and publishes
+// made while it drains.
+func TestQueueDrainKeepsOrderAcrossCompaction(t *testing.T) {
+	s := &scripted{}
+	q := NewQueue("t", s, QueueOptions{BatchCount: 7, FlushInterval: time.Millisecond}, nil)
+	const pre, during = 2500, 1500
+	for i := range pre {
+		q.Publish(&Payload{ID: strconv.Itoa(i)})
+	}
+	run(t, q)
+	for i := pre; i < pre+during; i++ {
+		q.Publish(&Payload{ID: strconv.Itoa(i)})
+	}
+	wait(t, "every payload sent", func() bool { return q.Stats().Sent == pre+during })
+	batches, _ := s.sent()
+	next := 0
+	for _, b := range batches {
+		for _, id := range b {
+			if id != strconv.Itoa(next) {
+				t.Fatalf("payload %s sent where %d was due", id, next)
+			}
+			next++
+		}
+	}
+	if st := q.Stats(); next != pre+during || st.Depth != 0 || st.Dropped != 0 || q.held.Load() != 0 {
+		t.Errorf("sent %d in order, stats %+v, %d bytes still counted as held", next, st, q.held.Load())
 	}
 }
