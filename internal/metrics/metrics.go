@@ -134,7 +134,7 @@ func New(o Options) *Metrics {
 			depth:   desc("callback_queue_depth", "Payloads a logging callback holds and has not delivered yet (queued or being sent)."),
 			queued:  desc("callback_queued_total", "Payloads taken into a logging callback's queue."),
 			sent:    desc("callback_sent_total", "Payloads a logging callback delivered."),
-			dropped: desc("callback_dropped_total", "Payloads a logging callback dropped because its queue was full (or closed)."),
+			dropped: desc("callback_dropped_total", "Payloads a logging callback dropped because its queue was full, by count or by bytes (or closed)."),
 			failed:  desc("callback_failed_total", "Payloads a logging callback gave up on: attempts spent, refused by the receiver, or not delivered by shutdown."),
 			lag:     desc("callback_lag_seconds", "Age of the oldest payload a logging callback has not delivered yet; 0 when none."),
 		})
