@@ -302,3 +302,65 @@ litellm_settings:
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// anthropicStream is a Claude upstream that streams an answer naming the
+// dated model it served (the deployment asks for the -latest alias).
+type anthropicStream struct{}
+
+func (anthropicStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	for _, ev := range [][2]string{
+		{"message_start", `{"type":"message_start","message":{"id":"msg_p1","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":1}}}`},
+		{"content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`},
+		{"content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}`},
+		{"content_block_stop", `{"type":"content_block_stop","index":0}`},
+		{"message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3}}`},
+		{"message_stop", `{"type":"message_stop"}`},
+	} {
+		fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev[0], ev[1])
+	}
+}
+
+// TestProbeTracingAnthropicStreamResponseModel: docs/tracing.md says
+// gen_ai.response.model is "the model the answer names
+// (gpt-4o-2024-08-06), else the model sent upstream". An Anthropic stream
+// names its model in message_start's message.model; traceAnswer reads
+// only a top-level "model" (modelIn -> modelOf, trace.go/usage.go), so a
+// Claude stream's span says the alias asked for (claude-3-5-sonnet-latest)
+// instead of the model that served it. The same holds for the Responses
+// API's stream (response.created's response.model).
+func TestProbeTracingAnthropicStreamResponseModel(t *testing.T) {
+	sink := &otlpSink{}
+	col := httptest.NewServer(sink)
+	defer col.Close()
+	ups := httptest.NewServer(anthropicStream{})
+	defer ups.Close()
+	yaml := fmt.Sprintf(`model_list:
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-3-5-sonnet-latest, api_base: %q, api_key: sk-ant-up, input_cost_per_token: 0.000001, output_cost_per_token: 0.00001}
+    model_info: {id: claude-dep}
+general_settings:
+  master_key: sk-1234
+  otel: {endpoint: %q, export_interval: 3600}
+litellm_settings:
+  callbacks: ["otel"]
+`, ups.URL, col.URL)
+	gw, stop := probeGateway(t, yaml, testLogger)
+	resp, body := post(t, gw+"/v1/chat/completions", `{"model":"claude","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		"Authorization", "Bearer sk-1234")
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Hi") {
+		t.Fatalf("stream: %d %s", resp.StatusCode, body)
+	}
+	stop()
+	reqs := serverSpans(sink.all())
+	if len(reqs) != 1 {
+		t.Fatalf("request spans: %v", spanNames(sink.all()))
+	}
+	r := reqs[0]
+	if got := attrStrings(r, "gen_ai.response.finish_reasons"); strings.Join(got, ",") != "end_turn" {
+		t.Errorf("finish reasons %v, want [end_turn]", got)
+	}
+	if got := attrString(r, "gen_ai.response.model"); got != "claude-3-5-sonnet-20241022" {
+		t.Errorf("gen_ai.response.model = %q on a Claude stream whose message_start names claude-3-5-sonnet-20241022", got)
+	}
+}
