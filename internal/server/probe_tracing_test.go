@@ -364,3 +364,60 @@ litellm_settings:
 		t.Errorf("gen_ai.response.model = %q on a Claude stream whose message_start names claude-3-5-sonnet-20241022", got)
 	}
 }
+
+// noUsageStream is an OpenAI-compatible upstream that ignores
+// stream_options.include_usage (as many self-hosted servers do): its stream
+// ends with a finish reason and [DONE] but no usage chunk.
+type noUsageStream struct{}
+
+func (noUsageStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	for _, ev := range []string{
+		`{"id":"chatcmpl-n1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello there, friend"},"finish_reason":null}]}`,
+		`{"id":"chatcmpl-n1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`,
+	} {
+		fmt.Fprintf(w, "data: %s\n\n", ev)
+	}
+	fmt.Fprint(w, "data: [DONE]\n\n")
+}
+
+// TestProbeTracingStreamWithoutUsageHasNoTokens: docs/tracing.md says the
+// request span's gen_ai.usage.input_tokens/output_tokens are "the usage
+// booked (tollgate.usage_estimated: true when the upstream reported
+// none)". A stream without a usage chunk (an upstream that ignores
+// include_usage, a stream the upstream cut, a client that left) is booked
+// from charge.settle's chunk estimate (meter.go, the res.chunks > 0 case),
+// which sets res.usage but neither res.hasUsage nor res.estimated; endTrace
+// (trace.go) writes usage only under hasUsage || estimated, so the span
+// has a cost but no token counts and no usage_estimated flag: Langfuse and
+// GenAI dashboards show a costed generation with zero tokens.
+func TestProbeTracingStreamWithoutUsageHasNoTokens(t *testing.T) {
+	sink := &otlpSink{}
+	col := httptest.NewServer(sink)
+	defer col.Close()
+	ups := httptest.NewServer(noUsageStream{})
+	defer ups.Close()
+	yaml := strings.ReplaceAll(traceModels, "{{UP}}", ups.URL) + fmt.Sprintf(`  otel: {endpoint: %q, export_interval: 3600}
+litellm_settings:
+  callbacks: ["otel"]
+`, col.URL)
+	gw, stop := probeGateway(t, yaml, testLogger)
+	resp, body := post(t, gw+"/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		"Authorization", "Bearer sk-1234")
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "[DONE]") {
+		t.Fatalf("stream: %d %s", resp.StatusCode, body)
+	}
+	stop()
+	reqs := serverSpans(sink.all())
+	if len(reqs) != 1 {
+		t.Fatalf("request spans: %v", spanNames(sink.all()))
+	}
+	r := reqs[0]
+	if c := attr(r, "tollgate.cost_usd"); c == nil || c.GetDoubleValue() <= 0 {
+		t.Fatalf("the stream was not booked: cost %v", c)
+	}
+	if attrInt(r, "gen_ai.usage.output_tokens") <= 0 || attrInt(r, "gen_ai.usage.input_tokens") <= 0 || attr(r, "tollgate.usage_estimated") == nil {
+		t.Errorf("a stream booked at %v USD from the gateway's estimate has gen_ai.usage.input_tokens %d, output_tokens %d, tollgate.usage_estimated %v",
+			attr(r, "tollgate.cost_usd").GetDoubleValue(), attrInt(r, "gen_ai.usage.input_tokens"), attrInt(r, "gen_ai.usage.output_tokens"), attr(r, "tollgate.usage_estimated"))
+	}
+}
