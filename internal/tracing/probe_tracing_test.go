@@ -1,0 +1,56 @@
+package tracing
+
+import "testing"
+
+// Probes of the tracing review (issue #25): LiteLLM's langfuse_otel
+// callback, whose endpoint Tollgate resolves differently.
+
+func langfuseEndpoint(t *testing.T, callback string, env map[string]string) (string, error) {
+	t.Helper()
+	env["LANGFUSE_PUBLIC_KEY"], env["LANGFUSE_SECRET_KEY"] = "pk-lf-1", "sk-lf-2"
+	c, err := Resolve(parse(t, "litellm_settings:\n  callbacks: [\""+callback+"\"]\n"), envOf(env))
+	if err != nil {
+		return "", err
+	}
+	for _, e := range c.Exporters {
+		if e.Name == "langfuse" {
+			return e.Endpoint, nil
+		}
+	}
+	t.Fatalf("no langfuse exporter: %+v", c.Exporters)
+	return "", nil
+}
+
+// TestProbeLangfuseOTelDefaultRegion: LiteLLM's langfuse_otel callback
+// (litellm/integrations/langfuse/langfuse_otel.py, and its docs'
+// "Endpoint Resolution": "Default (US): https://us.cloud.langfuse.com/api/public/otel")
+// sends to Langfuse's US cloud when no host is set. langfuseExporter
+// (tracing.go) defaults every langfuse callback to the EU cloud, so a
+// LiteLLM config with callbacks: ["langfuse_otel"] and US project keys
+// exports to the wrong region: every batch is refused (401) and every span
+// lost. (The plain "langfuse" callback's EU default is right: that is the
+// Langfuse SDK's.)
+func TestProbeLangfuseOTelDefaultRegion(t *testing.T) {
+	got, err := langfuseEndpoint(t, "langfuse_otel", map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "https://us.cloud.langfuse.com/api/public/otel/v1/traces"; got != want {
+		t.Errorf("langfuse_otel without a host exports to %s; LiteLLM's langfuse_otel sends to %s", got, want)
+	}
+}
+
+// TestProbeLangfuseHostWithoutScheme: LiteLLM takes LANGFUSE_HOST without
+// a scheme (langfuse_otel.py prepends https://; its langfuse logger
+// prepends http://), so LANGFUSE_HOST=us.cloud.langfuse.com is a working
+// LiteLLM setting. Tollgate refuses to start with it (CheckOTelEndpoint in
+// langfuseExporter): a LiteLLM config that works there does not start here.
+func TestProbeLangfuseHostWithoutScheme(t *testing.T) {
+	got, err := langfuseEndpoint(t, "langfuse_otel", map[string]string{"LANGFUSE_HOST": "us.cloud.langfuse.com"})
+	if err != nil {
+		t.Fatalf("LANGFUSE_HOST=us.cloud.langfuse.com (LiteLLM: https://us.cloud.langfuse.com) refused: %v", err)
+	}
+	if want := "https://us.cloud.langfuse.com/api/public/otel/v1/traces"; got != want {
+		t.Errorf("endpoint %s, want %s", got, want)
+	}
+}
