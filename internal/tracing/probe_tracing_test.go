@@ -54,3 +54,30 @@ func TestProbeLangfuseHostWithoutScheme(t *testing.T) {
 		t.Errorf("endpoint %s, want %s", got, want)
 	}
 }
+
+// TestProbeLiteLLMOTelEndpointWithPath: LiteLLM's OTEL_ENDPOINT is
+// normalised to the traces path (litellm/integrations/opentelemetry.py,
+// _normalize_otel_endpoint(endpoint, "traces")): a base with a path gets
+// /v1/traces added (https://otlp.example/otlp -> .../otlp/v1/traces), and
+// .../v1 gets /traces. otelExporter (tracing.go) adds /v1/traces only when
+// OTEL_ENDPOINT has no path at all and otherwise posts to the URL as
+// given, so a LiteLLM setup whose collector sits under a path (Grafana
+// Cloud's .../otlp, a reverse proxy's /collector) exports every batch to a
+// URL that answers 404: all spans fail.
+func TestProbeLiteLLMOTelEndpointWithPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://otlp.example/otlp":     "https://otlp.example/otlp/v1/traces",
+		"http://collector:4318/v1":      "http://collector:4318/v1/traces",
+		"http://collector:4318/v1/":     "http://collector:4318/v1/traces",
+		"http://collector:4318/v1/logs": "http://collector:4318/v1/traces",
+	} {
+		env := map[string]string{"OTEL_EXPORTER": "otlp_http", "OTEL_ENDPOINT": in}
+		c, err := Resolve(parse(t, "litellm_settings:\n  callbacks: [\"otel\"]\n"), envOf(env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Exporters[0].Endpoint; got != want {
+			t.Errorf("OTEL_ENDPOINT=%s exports to %s; LiteLLM exports to %s", in, got, want)
+		}
+	}
+}
