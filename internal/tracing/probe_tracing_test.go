@@ -81,3 +81,23 @@ func TestProbeLiteLLMOTelEndpointWithPath(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeLiteLLMOTelExporterValues: LiteLLM's OTEL_EXPORTER takes
+// otlp_http, http/protobuf and http/json (OTLP over HTTP) and otlp_grpc
+// and grpc (litellm/integrations/opentelemetry.py, _get_span_processor).
+// otelExporter (tracing.go) knows only otlp_http, otlp, otlp_grpc and
+// console, and refuses to start with the others: a LiteLLM environment with
+// OTEL_EXPORTER=grpc does not start Tollgate.
+func TestProbeLiteLLMOTelExporterValues(t *testing.T) {
+	for v, want := range map[string]string{"grpc": ProtoGRPC, "http/protobuf": ProtoHTTP, "http/json": ProtoHTTP} {
+		env := map[string]string{"OTEL_EXPORTER": v, "OTEL_ENDPOINT": "http://collector:4317"}
+		c, err := Resolve(parse(t, "litellm_settings:\n  callbacks: [\"otel\"]\n"), envOf(env))
+		if err != nil {
+			t.Errorf("OTEL_EXPORTER=%s (a LiteLLM value) refused: %v", v, err)
+			continue
+		}
+		if got := c.Exporters[0].Protocol; got != want {
+			t.Errorf("OTEL_EXPORTER=%s: protocol %s, want %s", v, got, want)
+		}
+	}
+}
