@@ -421,3 +421,33 @@ litellm_settings:
 			attr(r, "tollgate.cost_usd").GetDoubleValue(), attrInt(r, "gen_ai.usage.input_tokens"), attrInt(r, "gen_ai.usage.output_tokens"), attr(r, "tollgate.usage_estimated"))
 	}
 }
+
+// TestProbeTracingRefusedAfterBodyHasNoSpan: docs/tracing.md says
+// "Requests refused before the body is read (401, 413, malformed JSON)
+// have no span", so a request refused after its body was read has one.
+// But startTrace runs only after decode (call.go serve), so every refusal
+// decode makes of a well-formed body (no model, a bad x-litellm-tags or
+// metadata, a rerank or moderation body it cannot take) leaves no trace:
+// a client's traceparent gets no child and the 400 is invisible in the
+// tracing backend.
+func TestProbeTracingRefusedAfterBodyHasNoSpan(t *testing.T) {
+	sink := &otlpSink{}
+	col := httptest.NewServer(sink)
+	defer col.Close()
+	ups := httptest.NewServer(&traceUpstream{})
+	defer ups.Close()
+	yaml := strings.ReplaceAll(traceModels, "{{UP}}", ups.URL) + fmt.Sprintf(`  otel: {endpoint: %q, export_interval: 3600}
+litellm_settings:
+  callbacks: ["otel"]
+`, col.URL)
+	gw, stop := probeGateway(t, yaml, testLogger)
+	resp, body := post(t, gw+"/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`,
+		"Authorization", "Bearer sk-1234", "traceparent", "00-"+clientTraceID+"-"+clientSpanID+"-01")
+	if resp.StatusCode != 400 {
+		t.Fatalf("a chat request without a model: %d %s, want 400", resp.StatusCode, body)
+	}
+	stop()
+	if reqs := serverSpans(sink.all()); len(reqs) != 1 || attrInt(reqs[0], "http.response.status_code") != 400 {
+		t.Errorf("a well-formed request refused with 400 (no model) left %d request spans (%v); the docs exempt only 401, 413 and malformed JSON", len(reqs), spanNames(sink.all()))
+	}
+}
