@@ -28,6 +28,7 @@ type queue struct {
 	timeout  time.Duration
 
 	content                   bool // the exporter takes ContentAttrs
+	strip                     bool // spans may hold ContentAttrs this exporter does not take
 	log                       *slog.Logger
 	lastErr                   time.Time // when a failed export was last logged
 	exported, dropped, failed atomic.Uint64
@@ -87,7 +88,7 @@ func (q *queue) run() {
 		if len(buf) == 0 {
 			return
 		}
-		if !q.content {
+		if q.strip {
 			withoutContent(buf)
 		}
 		ctx, cancel := context.WithTimeout(q.ctx, q.timeout)

@@ -374,6 +374,11 @@ func New(c *Config, version string, log *slog.Logger) (*Provider, error) {
 		p.queues = append(p.queues, q)
 		opts = append(opts, sdktrace.WithSpanProcessor(q))
 	}
+	// Spans hold content only when an exporter takes it: only then do the
+	// others look for it to take it off.
+	for _, q := range p.queues {
+		q.strip = !q.content && p.TakesContent()
+	}
 	p.tp = sdktrace.NewTracerProvider(opts...)
 	p.tracer = p.tp.Tracer("github.com/tollgate/tollgate/internal/gateway", trace.WithInstrumentationVersion(version))
 	return p, nil
