@@ -134,13 +134,15 @@ type OTelSettings struct {
 	// ServiceName is the resource's service.name (default tollgate, or
 	// OTEL_SERVICE_NAME).
 	ServiceName string `yaml:"service_name"`
-	// QueueSize bounds the spans waiting per exporter (default 2048);
-	// spans that find it full are dropped and counted.
+	// QueueSize bounds the spans waiting per exporter (default 2048, at
+	// most MaxOTelQueue); spans that find it full are dropped and counted.
 	QueueSize *int `yaml:"queue_size"`
-	// BatchSize is the most spans per export (default 512).
+	// BatchSize is the most spans per export (default 512, at most
+	// MaxOTelQueue).
 	BatchSize *int `yaml:"batch_size"`
 	// ExportInterval is how long a span may wait for a batch to fill
-	// (default 1 s); ExportTimeout bounds one export (default 10 s).
+	// (default 1 s, at least MinOTelExportInterval); ExportTimeout bounds
+	// one export (default 10 s).
 	ExportInterval *Seconds `yaml:"export_interval"`
 	ExportTimeout  *Seconds `yaml:"export_timeout"`
 }

@@ -511,6 +511,14 @@ func yamlKeys(v any) []string {
 	return out
 }
 
+// Bounds of general_settings.otel: the queue (and a batch) are allocated
+// per exporter up front, and an interval below the floor would make the
+// exporter's goroutine spin.
+const (
+	MaxOTelQueue          = 1_000_000
+	MinOTelExportInterval = 10 * time.Millisecond
+)
+
 // otel checks general_settings.otel.
 func (n *normalizer) otel() error {
 	o := n.cfg.GeneralSettings.OTel
@@ -528,19 +536,23 @@ func (n *normalizer) otel() error {
 			return n.errorf(at+".endpoint", "%v", err)
 		}
 	}
-	if r := o.SampleRatio; r != nil && (*r < 0 || *r > 1) {
+	if r := o.SampleRatio; r != nil && !(*r >= 0 && *r <= 1) { // NaN fails both
 		return n.errorf(at+".sample_ratio", "otel sample_ratio must be between 0 and 1, not %v", *r)
 	}
-	if q := o.QueueSize; q != nil && *q <= 0 {
-		return n.errorf(at+".queue_size", "otel queue_size must be positive")
+	// The queue and a batch are allocated up front, per exporter.
+	if q := o.QueueSize; q != nil && (*q <= 0 || *q > MaxOTelQueue) {
+		return n.errorf(at+".queue_size", "otel queue_size must be between 1 and %d, not %d", MaxOTelQueue, *q)
 	}
-	if b := o.BatchSize; b != nil && *b <= 0 {
-		return n.errorf(at+".batch_size", "otel batch_size must be positive")
+	if b := o.BatchSize; b != nil && (*b <= 0 || *b > MaxOTelQueue) {
+		return n.errorf(at+".batch_size", "otel batch_size must be between 1 and %d, not %d", MaxOTelQueue, *b)
 	}
 	for _, d := range []*Seconds{o.ExportInterval, o.ExportTimeout} {
 		if d != nil && *d <= 0 {
 			return n.errorf(at, "otel export_interval and export_timeout must be positive")
 		}
+	}
+	if d := o.ExportInterval; d != nil && time.Duration(*d) < MinOTelExportInterval {
+		return n.errorf(at+".export_interval", "otel export_interval must be at least %s, not %s", MinOTelExportInterval, time.Duration(*d))
 	}
 	return nil
 }

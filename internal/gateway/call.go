@@ -62,12 +62,17 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	if err := c.authenticate(); err != nil {
 		return err
 	}
+	// Every request past authentication is traced, refused at decode or not.
+	c.startTrace()
 	if err := c.decode(); err != nil {
+		if c.tr != nil {
+			c.err = err
+			c.endTrace(apierror.From(err).Status)
+		}
 		return err
 	}
 	// From here on every request is logged and counted once, refused or not.
 	c.id = newCallID()
-	c.startTrace()
 	c.startCapture()
 	finished := false
 	defer func() {

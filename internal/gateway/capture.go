@@ -35,20 +35,24 @@ const DefaultMaxContentBytes = 64 << 10
 // contentPolicy is ContentLogging as the gateway acts on it, decided once
 // at construction: when capture is false no call captures anything.
 type contentPolicy struct {
-	capture   bool // someone consumes content: spend rows or callbacks
+	capture   bool // someone consumes content: spend rows, callbacks or the tracer
 	spendLogs bool
+	// tracing: the request span carries the content (an exporter takes
+	// it: Options.TraceContent).
+	tracing   bool
 	callbacks callback.Publisher // nil: content goes to no callback
 	max       int
 	red       *redact.Redactor
 }
 
-func newContentPolicy(o ContentLogging, obs Observer) contentPolicy {
+func newContentPolicy(o ContentLogging, obs Observer, traced bool) contentPolicy {
 	var callbacks callback.Publisher
 	if t, ok := obs.(*Telemetry); ok && t != nil && t.Callbacks != nil {
 		callbacks = t.Callbacks
 	}
-	p := contentPolicy{spendLogs: o.SpendLogs && !o.Off, max: o.MaxBytes, red: o.Redactor, callbacks: callbacks}
-	p.capture = !o.Off && (o.SpendLogs || callbacks != nil)
+	p := contentPolicy{spendLogs: o.SpendLogs && !o.Off, max: o.MaxBytes, red: o.Redactor, callbacks: callbacks,
+		tracing: traced && !o.Off}
+	p.capture = !o.Off && (o.SpendLogs || callbacks != nil || p.tracing)
 	if p.max <= 0 {
 		p.max = DefaultMaxContentBytes
 	}
@@ -88,6 +92,10 @@ func (c *call) startCapture() {
 	members, ok := contentMembers[c.op]
 	if !ok || !contentAllowed(c) {
 		return
+	}
+	pol := &c.g.content
+	if !pol.spendLogs && pol.callbacks == nil && !c.traced() {
+		return // only the tracer takes content, and this call is not recorded
 	}
 	cp := &capture{spend: c.g.content.spendLogs}
 	var present []string
@@ -208,7 +216,8 @@ func (c *call) finishContent(status int) {
 	pol := &c.g.content
 	// Shaped only for someone who takes it: a held spend row, or a
 	// callback that wants a call that ended so.
-	if !(cp.spend && len(cp.rows) > 0) && (pol.callbacks == nil || !pol.callbacks.Wants(status >= 400 || status == 0)) {
+	if !(cp.spend && len(cp.rows) > 0) && (pol.callbacks == nil || !pol.callbacks.Wants(status >= 400 || status == 0)) &&
+		!(pol.tracing && c.traced()) {
 		for _, l := range cp.rows {
 			cp.writer.Enqueue(l)
 		}

@@ -367,7 +367,7 @@ func TestSpendRowAndCallbackShareOneCapture(t *testing.T) {
 func TestShapeKeepsJSONValid(t *testing.T) {
 	r, _ := redact.New(redact.All())
 	for _, red := range []*redact.Redactor{r, nil} {
-		p := newContentPolicy(ContentLogging{MaxBytes: 1024, Redactor: red}, nil)
+		p := newContentPolicy(ContentLogging{MaxBytes: 1024, Redactor: red}, nil, false)
 		for _, raw := range []string{
 			`[{"role":"user","content":"a@b.io"},]`, // relaxed JSON, as the gateway accepts it
 			`"` + strings.Repeat("x", 5000) + ` a@b.io"`,

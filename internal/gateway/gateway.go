@@ -37,6 +37,11 @@ type Options struct {
 	// Tracer, when set, makes every call a span with child spans per
 	// attempt (trace.go); nil: no tracing, at no cost.
 	Tracer trace.Tracer
+	// TraceContent: an exporter of Tracer takes the calls' content (the
+	// langfuse exporter; otel when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
+	// is true), so the request span carries it, as the content settings
+	// allow (capture.go).
+	TraceContent bool
 
 	// Version is the gateway's version, sent as x-litellm-version.
 	Version string
@@ -79,7 +84,7 @@ func New(opts Options, a *auth.Authenticator, rt *router.Router) *Gateway {
 	if len(opts.ResponseIDSecret) == 0 {
 		opts.ResponseIDSecret = newResponseSecret()
 	}
-	g := &Gateway{opts: opts, auth: a, log: opts.Logger, content: newContentPolicy(opts.Content, opts.Observer)}
+	g := &Gateway{opts: opts, auth: a, log: opts.Logger, content: newContentPolicy(opts.Content, opts.Observer, opts.Tracer != nil && opts.TraceContent)}
 	if opts.Version != "" {
 		g.version = []string{opts.Version} // shared by every response, never written into
 	}

@@ -560,6 +560,7 @@ func (c *charge) settle(res *result) (cost float64) {
 	}
 	l := c.log
 	u := res.usage
+	fromChunks := false
 	switch {
 	case res.hasUsage:
 		l.ReportedPromptTokens, l.ReportedCompletionTokens = u.Prompt, u.Completion
@@ -569,7 +570,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		// A stream without usage: the prompt estimate, and a token per four
 		// bytes of the text it carried, at least one per chunk.
 		u = usage.Usage{Prompt: c.prompt, Completion: max(int64(res.chunks), (res.text+3)/4)}
-		l.UsageEstimated = true
+		l.UsageEstimated, fromChunks = true, true
 	default:
 		c.release()
 		return 0
@@ -610,6 +611,12 @@ func (c *charge) settle(res *result) (cost float64) {
 		}
 	}
 	res.usage = u
+	if fromChunks {
+		// Set only now, past the switch above: the span, the rate limits
+		// (usedTokens) and the log read the booked estimate as an
+		// estimate.
+		res.estimated = true
+	}
 	if res.hasUsage && !clamped && c.target != nil && !c.media {
 		c.m.outputs.observe(c.target.D.ID, c.upstream, u.Completion/c.outputs)
 	}

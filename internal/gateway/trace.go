@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
 )
@@ -23,8 +25,15 @@ import (
 // client's traceparent its parent), a CLIENT span per upstream attempt
 // (whose context goes upstream in traceparent), and spans for admission
 // and each budget hold. All of it exists only when Options.Tracer is set:
-// without one, c.tr is nil and every function here returns at once. Spans
-// carry no prompt or answer content.
+// without one, c.tr is nil and every function here returns at once. The
+// request span carries the call's content (shaped by finishContent) only
+// when an exporter takes it (Options.TraceContent) and the call's content
+// may leave the process (contentAllowed).
+//
+// Span names carry no client-chosen text: the request span is named by
+// the model group the request resolved to ("unknown" when none), an
+// attempt span by the model the deployment's configuration sends (the
+// group's name for a wildcard deployment).
 
 // propagator reads and writes W3C traceparent and tracestate.
 var propagator = propagation.TraceContext{}
@@ -38,16 +47,24 @@ type callTrace struct {
 	n       int // attempts made
 }
 
-// startTrace opens the request span, continuing the client's trace.
+// startTrace opens the request span, continuing the client's trace. It
+// runs once the caller is authenticated, before the body is read: the
+// span's name is set when it ends (endTrace), once the model group is
+// known.
 func (c *call) startTrace() {
 	t := c.g.opts.Tracer
 	if t == nil {
 		return
 	}
 	ctx := propagator.Extract(c.r.Context(), propagation.HeaderCarrier(c.r.Header))
-	ctx, sp := t.Start(ctx, genAIOperation(c.op)+" "+clip(c.req.model), trace.WithSpanKind(trace.SpanKindServer),
+	ctx, sp := t.Start(ctx, genAIOperation(c.op), trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(c.start))
 	c.tr = &callTrace{ctx: ctx, span: sp}
+}
+
+// traced reports whether the call's request span is recorded (sampled).
+func (c *call) traced() bool {
+	return c.tr != nil && c.tr.span.IsRecording()
 }
 
 // traceID is the W3C trace id of a traced call, else the call id.
@@ -107,7 +124,11 @@ func (c *call) startAttempt(t *provider.Target, group, model string) {
 	}
 	tr.n++
 	upstream := t.UpstreamModel(model)
-	actx, sp := c.g.opts.Tracer.Start(tr.ctx, genAIOperation(c.op)+" "+upstream, trace.WithSpanKind(trace.SpanKindClient))
+	named := upstream
+	if strings.Contains(t.D.Model, "*") {
+		named = group // a wildcard deployment sends the name the client chose
+	}
+	actx, sp := c.g.opts.Tracer.Start(tr.ctx, genAIOperation(c.op)+" "+named, trace.WithSpanKind(trace.SpanKindClient))
 	tr.attempt, tr.actx = sp, actx
 	if !sp.IsRecording() {
 		return
@@ -115,7 +136,7 @@ func (c *call) startAttempt(t *provider.Target, group, model string) {
 	attrs := []attribute.KeyValue{
 		attribute.String("gen_ai.operation.name", genAIOperation(c.op)),
 		attribute.String("gen_ai.provider.name", genAIProvider(t.D.Provider)),
-		attribute.String("gen_ai.request.model", upstream),
+		attribute.String("gen_ai.request.model", clip(upstream)),
 		attribute.String("tollgate.deployment", t.D.ID),
 		attribute.String("tollgate.model_group", group),
 		attribute.Int("tollgate.attempt", tr.n),
@@ -219,17 +240,22 @@ func (c *call) endTrace(status int) {
 		return
 	}
 	c.endAttempt(true, nil) // a panic may leave one open
+	c.tr = nil              // ended once, even if finish runs again after a panic
 	sp := tr.span
 	if !sp.IsRecording() {
 		sp.End()
 		return
 	}
-	req, res, p := c.req, &c.res, c.p
+	group := c.spanGroup()
+	sp.SetName(genAIOperation(c.op) + " " + group)
+	res, p := &c.res, c.p
+	req := c.req
+	if req == nil {
+		req = &request{} // refused before its body was decoded
+	}
 	attrs := make([]attribute.KeyValue, 0, 32)
 	attrs = append(attrs,
 		attribute.String("gen_ai.operation.name", genAIOperation(c.op)),
-		attribute.String("gen_ai.request.model", clip(req.model)),
-		attribute.String("tollgate.call_id", c.id),
 		attribute.Float64("tollgate.cost_usd", c.cost),
 		attribute.Float64("gen_ai.usage.cost", c.cost), // Langfuse's cost
 		attribute.Int("tollgate.retries", c.retries),
@@ -238,6 +264,12 @@ func (c *call) endTrace(status int) {
 		attribute.Int("http.response.status_code", status),
 		attribute.String("langfuse.observation.type", "generation"),
 	)
+	if req.model != "" {
+		attrs = append(attrs, attribute.String("gen_ai.request.model", clip(req.model)))
+	}
+	if c.id != "" {
+		attrs = append(attrs, attribute.String("tollgate.call_id", c.id))
+	}
 	if c.model != "" {
 		attrs = append(attrs, attribute.String("tollgate.model_group", c.model))
 	}
@@ -295,6 +327,15 @@ func (c *call) endTrace(status int) {
 		attrs = append(attrs, attribute.StringSlice("tollgate.tags", c.meta.tags),
 			attribute.StringSlice("langfuse.trace.tags", c.meta.tags))
 	}
+	if cp := c.cap; cp != nil && c.g.content.tracing {
+		// Shaped by finishContent, which ran before.
+		if len(cp.messages) > 0 {
+			attrs = append(attrs, attribute.String(AttrContentInput, string(cp.messages)))
+		}
+		if len(cp.response) > 0 {
+			attrs = append(attrs, attribute.String(AttrContentOutput, string(cp.response)))
+		}
+	}
 	sp.SetAttributes(attrs...)
 	if status >= 400 || status == 0 {
 		msg := "status " + strconv.Itoa(status)
@@ -314,6 +355,26 @@ func (c *call) endTrace(status int) {
 	sp.End()
 }
 
+// Content attributes of the request span: Langfuse's observation input
+// and output (Langfuse also reads them as the generation's prompt and
+// completion).
+const (
+	AttrContentInput  = "langfuse.observation.input"
+	AttrContentOutput = "langfuse.observation.output"
+)
+
+// spanGroup names the request span: the model group the request resolved
+// to, or "unknown" when it resolved to none (a span name is an index in
+// every tracing backend, and a client can send any name).
+func (c *call) spanGroup() string {
+	if c.rt != nil && c.model != "" {
+		if grp, ok := c.rt.Group(c.model); ok {
+			return grp.Name
+		}
+	}
+	return "unknown"
+}
+
 func responseModel(res *result) string {
 	switch {
 	case res.served != "":
@@ -324,17 +385,36 @@ func responseModel(res *result) string {
 	return res.model
 }
 
-// genAIOperation is the GenAI operation name of op.
+// genAIOperation is the GenAI operation name of op: the conventions'
+// well-known value where one applies (a chat API of any shape is chat,
+// the Responses API included; an embeddings API is embeddings; Google's
+// generateContent is generate_content), else Tollgate's own name.
 func genAIOperation(op provider.Op) string {
+	switch op {
+	case provider.OpChat, provider.OpMessages, provider.OpResponses, provider.OpCohereChat, provider.OpConverse:
+		return "chat"
+	case provider.OpCompletions:
+		return "text_completion"
+	case provider.OpEmbeddings, provider.OpBatchEmbedContents, provider.OpCohereEmbed, provider.OpBedrockEmbed:
+		return "embeddings"
+	case provider.OpGenerateContent:
+		return "generate_content"
+	}
 	return op.String()
 }
 
 // genAIProviders maps Tollgate's (LiteLLM's) provider names to the GenAI
 // conventions' gen_ai.provider.name values where they differ.
+// LiteLLM's aliases of a provider (text-completion-openai, cohere_chat,
+// ...) map to that provider's value.
 var genAIProviders = map[string]string{
-	"azure": "azure.ai.openai", "azure_ai": "azure.ai.inference", "bedrock": "aws.bedrock",
-	"vertex_ai": "gcp.vertex_ai", "gemini": "gcp.gemini", "mistral": "mistral_ai",
-	"xai": "x_ai", "watsonx": "ibm.watsonx.ai",
+	"azure": "azure.ai.openai", "azure_text": "azure.ai.openai", "azure_ai": "azure.ai.inference",
+	"bedrock": "aws.bedrock", "bedrock_converse": "aws.bedrock",
+	"vertex_ai": "gcp.vertex_ai", "vertex_ai_beta": "gcp.vertex_ai", "gemini": "gcp.gemini",
+	"mistral": "mistral_ai", "codestral": "mistral_ai", "text-completion-codestral": "mistral_ai",
+	"xai": "x_ai", "watsonx": "ibm.watsonx.ai", "watsonx_text": "ibm.watsonx.ai",
+	"text-completion-openai": "openai", "custom_openai": "openai",
+	"cohere_chat": "cohere", "anthropic_text": "anthropic",
 }
 
 func genAIProvider(p string) string {
@@ -402,5 +482,24 @@ func modelIn(data []byte) string {
 	if len(data) == 0 || data[0] != '{' {
 		return ""
 	}
-	return modelOf(data)
+	var o jsonbody.Object
+	if o.Reset(data) != nil {
+		return ""
+	}
+	if m, _ := o.String("model"); m != "" {
+		return m
+	}
+	// Anthropic's message_start names it in message, the Responses API's
+	// response.created in response.
+	for _, k := range []string{"message", "response"} {
+		if v := o.Get(k); len(v) > 0 && v[0] == '{' {
+			var in jsonbody.Object
+			if in.Reset(v) == nil {
+				if m, _ := in.String("model"); m != "" {
+					return m
+				}
+			}
+		}
+	}
+	return ""
 }

@@ -86,3 +86,40 @@ func TestTracingOffAllocatesNothing(t *testing.T) {
 		t.Errorf("tracing off: %v allocations per request, trace %v", n, c.tr)
 	}
 }
+
+// TestModelInNestedEvents: the first events of an Anthropic stream
+// (message_start) and of a Responses stream (response.created) name the
+// model inside their message or response; a top-level model wins.
+func TestModelInNestedEvents(t *testing.T) {
+	for ev, want := range map[string]string{
+		"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-3-5-sonnet-20241022\",\"usage\":{\"input_tokens\":1}}}\n": "claude-3-5-sonnet-20241022",
+		"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"model\":\"gpt-4o-2024-08-06\",\"usage\":null}}\n":                  "gpt-4o-2024-08-06",
+		"data: {\"model\":\"top\",\"message\":{\"model\":\"inner\"}}\n":                                                                                                     "top",
+		"data: {\"type\":\"ping\"}\n": "",
+	} {
+		if got := modelIn([]byte(ev)); got != want {
+			t.Errorf("modelIn(%q) = %q, want %q", ev, got, want)
+		}
+	}
+}
+
+// TestGenAIOperationNames: every operation of a chat API is chat, every
+// embeddings API embeddings (the conventions' well-known values).
+func TestGenAIOperationNames(t *testing.T) {
+	for op, want := range map[provider.Op]string{
+		provider.OpChat: "chat", provider.OpMessages: "chat", provider.OpResponses: "chat", provider.OpCohereChat: "chat",
+		provider.OpConverse: "chat", provider.OpCompletions: "text_completion", provider.OpEmbeddings: "embeddings",
+		provider.OpBatchEmbedContents: "embeddings", provider.OpCohereEmbed: "embeddings", provider.OpBedrockEmbed: "embeddings",
+		provider.OpGenerateContent: "generate_content", provider.OpRerank: "rerank",
+	} {
+		if got := genAIOperation(op); got != want {
+			t.Errorf("genAIOperation(%s) = %q, want %q", op, got, want)
+		}
+	}
+	for p, want := range map[string]string{"text-completion-openai": "openai", "custom_openai": "openai", "cohere_chat": "cohere",
+		"vertex_ai_beta": "gcp.vertex_ai", "codestral": "mistral_ai", "groq": "groq"} {
+		if got := genAIProvider(p); got != want {
+			t.Errorf("genAIProvider(%s) = %q, want %q", p, got, want)
+		}
+	}
+}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
@@ -25,6 +27,8 @@ type queue struct {
 	interval time.Duration
 	timeout  time.Duration
 
+	content                   bool // the exporter takes ContentAttrs
+	strip                     bool // spans may hold ContentAttrs this exporter does not take
 	log                       *slog.Logger
 	lastErr                   time.Time // when a failed export was last logged
 	exported, dropped, failed atomic.Uint64
@@ -84,6 +88,9 @@ func (q *queue) run() {
 		if len(buf) == 0 {
 			return
 		}
+		if q.strip {
+			withoutContent(buf)
+		}
 		ctx, cancel := context.WithTimeout(q.ctx, q.timeout)
 		err := q.exp.ExportSpans(ctx, buf)
 		cancel()
@@ -118,6 +125,35 @@ func (q *queue) run() {
 		}
 	}
 }
+
+// withoutContent replaces each span of buf that holds content attributes
+// by a view of it without them (on the queue's goroutine: the request
+// path never pays for it).
+func withoutContent(buf []sdktrace.ReadOnlySpan) {
+	for i, s := range buf {
+		attrs := s.Attributes()
+		if !slices.ContainsFunc(attrs, isContent) {
+			continue
+		}
+		kept := make([]attribute.KeyValue, 0, len(attrs))
+		for _, a := range attrs {
+			if !isContent(a) {
+				kept = append(kept, a)
+			}
+		}
+		buf[i] = strippedSpan{ReadOnlySpan: s, attrs: kept}
+	}
+}
+
+func isContent(a attribute.KeyValue) bool { return slices.Contains(ContentAttrs, a.Key) }
+
+// strippedSpan is a span with other attributes.
+type strippedSpan struct {
+	sdktrace.ReadOnlySpan
+	attrs []attribute.KeyValue
+}
+
+func (s strippedSpan) Attributes() []attribute.KeyValue { return s.attrs }
 
 // drain exports everything queued now.
 func (q *queue) drain(buf *[]sdktrace.ReadOnlySpan, send func()) {

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -45,7 +46,16 @@ type Exporter struct {
 	// Endpoint: for http the full traces URL; for grpc scheme://host:port.
 	Endpoint string
 	Headers  map[string]string
+	// Content: the exporter is sent the calls' content (the request
+	// span's ContentAttrs); otherwise they are taken off its spans. On
+	// for langfuse; for otel only with the GenAI conventions' opt-in,
+	// OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true.
+	Content bool
 }
+
+// ContentAttrs are the span attributes that hold a call's content
+// (gateway.AttrContentInput and AttrContentOutput).
+var ContentAttrs = []attribute.Key{"langfuse.observation.input", "langfuse.observation.output"}
 
 // Config is the resolved tracing setup; nil when tracing is off.
 type Config struct {
@@ -108,9 +118,11 @@ func Resolve(cfg *config.Config, getenv func(string) string) (*Config, error) {
 		}
 	}
 	if v := getenv("OTEL_TRACES_SAMPLER_ARG"); v != "" && o.SampleRatio == nil {
-		if r, err := strconv.ParseFloat(v, 64); err == nil && r >= 0 && r <= 1 {
-			c.SampleRatio = r
+		r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || !(r >= 0 && r <= 1) {
+			return nil, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG %q is not a sampling ratio: a number from 0 to 1 (0.05 samples 5%% of new traces)", v)
 		}
+		c.SampleRatio = r
 	}
 	if o.SampleRatio != nil {
 		c.SampleRatio = *o.SampleRatio
@@ -132,10 +144,11 @@ func Resolve(cfg *config.Config, getenv func(string) string) (*Config, error) {
 		if err != nil {
 			return nil, err
 		}
+		e.Content = strings.EqualFold(strings.TrimSpace(getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")), "true")
 		c.Exporters = append(c.Exporters, e)
 	}
 	if langfuseOn {
-		e, err := langfuseExporter(getenv)
+		e, err := langfuseExporter(getenv, named(cfg, "langfuse_otel") && !named(cfg, "langfuse"))
 		if err != nil {
 			return nil, err
 		}
@@ -160,15 +173,17 @@ func otelExporter(o *config.OTelSettings, getenv func(string) string) (Exporter,
 	if proto == "" {
 		if v := getenv("OTEL_EXPORTER"); v != "" {
 			from = "OTEL_EXPORTER"
-			switch v {
-			case "otlp_http", "otlp":
+			// LiteLLM's values: otlp_http, http/protobuf and http/json
+			// are OTLP/HTTP; otlp_grpc and grpc are OTLP/gRPC.
+			switch strings.ToLower(strings.TrimSpace(v)) {
+			case "otlp_http", "otlp", "http/protobuf", "http/json":
 				proto = ProtoHTTP
-			case "otlp_grpc":
+			case "otlp_grpc", "grpc":
 				proto = ProtoGRPC
 			case "console":
 				proto = ProtoConsole
 			default:
-				return e, fmt.Errorf("OTEL_EXPORTER %q is not an exporter Tollgate has (valid: otlp_http, otlp_grpc, console)", v)
+				return e, fmt.Errorf("OTEL_EXPORTER %q is not an exporter Tollgate has (valid: otlp_http, http/protobuf, http/json, otlp_grpc, grpc, console)", v)
 			}
 		}
 	}
@@ -195,7 +210,9 @@ func otelExporter(o *config.OTelSettings, getenv func(string) string) (Exporter,
 		ep, from, base = getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), "OTEL_EXPORTER_OTLP_ENDPOINT", true
 	case getenv("OTEL_ENDPOINT") != "":
 		ep, from = getenv("OTEL_ENDPOINT"), "OTEL_ENDPOINT"
-		base = e.Protocol == ProtoHTTP && strings.Trim(mustPath(ep), "/") == ""
+		if e.Protocol == ProtoHTTP && config.CheckOTelEndpoint(ep) == nil {
+			ep = litellmTracesURL(ep)
+		}
 	case e.Protocol == ProtoGRPC:
 		ep, from = "http://localhost:4317", "the default"
 	default:
@@ -228,6 +245,29 @@ func otelExporter(o *config.OTelSettings, getenv func(string) string) (Exporter,
 	return e, nil
 }
 
+// litellmTracesURL is LiteLLM's OTEL_ENDPOINT as it sends traces there
+// over OTLP/HTTP: a URL ending in /v1/traces is kept, one ending in
+// /v1/logs or /v1/metrics (the endpoint of another signal) gets /v1/traces
+// instead, one ending in /v1 gets /traces, any other gets /v1/traces.
+func litellmTracesURL(ep string) string {
+	u, err := url.Parse(ep)
+	if err != nil {
+		return ep
+	}
+	p := strings.TrimRight(u.Path, "/")
+	switch {
+	case strings.HasSuffix(p, "/v1/traces"):
+	case strings.HasSuffix(p, "/v1/logs"), strings.HasSuffix(p, "/v1/metrics"):
+		p = p[:strings.LastIndexByte(p, '/')] + "/traces"
+	case strings.HasSuffix(p, "/v1"):
+		p += "/traces"
+	default:
+		p += "/v1/traces"
+	}
+	u.Path, u.RawPath = p, ""
+	return u.String()
+}
+
 func mustPath(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -236,9 +276,20 @@ func mustPath(s string) string {
 	return u.Path
 }
 
+// Langfuse's clouds: the Langfuse SDK's (and LiteLLM's langfuse
+// callback's) default is the EU one; LiteLLM's langfuse_otel callback
+// defaults to the US one.
+const (
+	langfuseEU = "https://cloud.langfuse.com"
+	langfuseUS = "https://us.cloud.langfuse.com"
+)
+
 // langfuseExporter is Langfuse's OTLP ingestion: {LANGFUSE_OTEL_HOST or
-// LANGFUSE_HOST}/api/public/otel/v1/traces with Basic auth.
-func langfuseExporter(getenv func(string) string) (Exporter, error) {
+// LANGFUSE_HOST}/api/public/otel/v1/traces with Basic auth. Without a
+// host it is Langfuse's US cloud when only langfuse_otel is named (usOnly),
+// else its EU cloud; a host without a scheme gets https:// (as LiteLLM
+// does).
+func langfuseExporter(getenv func(string) string, usOnly bool) (Exporter, error) {
 	pk, sk := getenv("LANGFUSE_PUBLIC_KEY"), getenv("LANGFUSE_SECRET_KEY")
 	if pk == "" || sk == "" {
 		return Exporter{}, errors.New("the langfuse callback needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY")
@@ -248,15 +299,21 @@ func langfuseExporter(getenv func(string) string) (Exporter, error) {
 	if host == "" {
 		host, from = getenv("LANGFUSE_HOST"), "LANGFUSE_HOST"
 	}
-	if host == "" {
-		host = "https://cloud.langfuse.com"
+	host = strings.TrimSpace(host)
+	switch {
+	case host == "" && usOnly:
+		host = langfuseUS
+	case host == "":
+		host = langfuseEU
+	case !strings.Contains(host, "://"):
+		host = "https://" + host
 	}
 	if err := config.CheckOTelEndpoint(host); err != nil {
 		return Exporter{}, fmt.Errorf("%s: %w", from, err)
 	}
 	host = strings.TrimRight(host, "/")
 	host = strings.TrimSuffix(host, "/api/public/otel")
-	return Exporter{Name: "langfuse", Protocol: ProtoHTTP, Endpoint: host + "/api/public/otel/v1/traces",
+	return Exporter{Name: "langfuse", Protocol: ProtoHTTP, Endpoint: host + "/api/public/otel/v1/traces", Content: true,
 		Headers: map[string]string{
 			"Authorization":                "Basic " + base64.StdEncoding.EncodeToString([]byte(pk+":"+sk)),
 			"x-langfuse-ingestion-version": "4",
@@ -313,9 +370,14 @@ func New(c *Config, version string, log *slog.Logger) (*Provider, error) {
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.SampleRatio)))}
 	for _, e := range c.Exporters {
 		q := newQueue(e.Name, c.QueueSize, c.BatchSize, c.ExportInterval, c.ExportTimeout, exporterFor(e, c.ExportTimeout))
-		q.log = log
+		q.log, q.content = log, e.Content
 		p.queues = append(p.queues, q)
 		opts = append(opts, sdktrace.WithSpanProcessor(q))
+	}
+	// Spans hold content only when an exporter takes it: only then do the
+	// others look for it to take it off.
+	for _, q := range p.queues {
+		q.strip = !q.content && p.TakesContent()
 	}
 	p.tp = sdktrace.NewTracerProvider(opts...)
 	p.tracer = p.tp.Tracer("github.com/tollgate/tollgate/internal/gateway", trace.WithInstrumentationVersion(version))
@@ -348,6 +410,16 @@ func exporterFor(e Exporter, timeout time.Duration) func(context.Context) (sdktr
 	}
 }
 
+// TakesContent reports whether an exporter is sent the calls' content.
+func (p *Provider) TakesContent() bool {
+	for _, q := range p.queues {
+		if q.content {
+			return true
+		}
+	}
+	return false
+}
+
 // Tracer is the gateway's tracer.
 func (p *Provider) Tracer() trace.Tracer { return p.tracer }
 
@@ -369,9 +441,31 @@ func (p *Provider) Run(ctx context.Context, flushTimeout time.Duration) error {
 		go q.run()
 	}
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	return p.shutdown(flushTimeout)
+}
+
+// shutdown stops every queue at once, each exporting what it holds within
+// its own flushTimeout: an exporter that hangs costs the others nothing
+// (the SDK's TracerProvider.Shutdown shares one deadline among its
+// processors in turn, and skips those left when it passes). Every queue's
+// goroutine has returned when shutdown does.
+func (p *Provider) shutdown(flushTimeout time.Duration) error {
+	errs := make([]error, len(p.queues))
+	var wg sync.WaitGroup
+	for i, q := range p.queues {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+			defer cancel()
+			errs[i] = q.Shutdown(ctx)
+		})
+	}
+	wg.Wait()
+	// The processors are stopped: this only marks the provider shut, so
+	// that later spans are not recorded.
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 	defer cancel()
-	return p.tp.Shutdown(sctx)
+	errs = append(errs, p.tp.Shutdown(ctx))
+	return errors.Join(errs...)
 }
 
 // Flush exports what is queued now (tests, and an operator's signal).
