@@ -10,10 +10,6 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
-// Probe of the tracing review (issue #25) still open: it fails while the
-// defect it names is there (internal/gateway/forward.go's stream-cut path,
-// being changed elsewhere).
-
 // brokenStream is an OpenAI upstream whose stream breaks off after its
 // first chunk: the connection is cut with no [DONE] and no usage.
 type brokenStream struct{}
@@ -26,14 +22,12 @@ func (brokenStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	panic(http.ErrAbortHandler) // the upstream breaks off mid-answer
 }
 
-// TestProbeTracingStreamCutOffIsNotAnError: an upstream stream that breaks
-// off mid-answer (connection cut, no finish reason, no [DONE]) leaves the
-// client with a truncated answer, and the gateway logs "upstream stream
-// ended early"; but forward returns nil (forward.go, the
-// streamEvents error branch), so the request and attempt spans end with
-// status 200, no error.type and an Unset status: the trace says the call
-// succeeded. docs/tracing.md: error.type and an Error status "on failures".
-func TestProbeTracingStreamCutOffIsNotAnError(t *testing.T) {
+// TestTracingStreamCutOffIsAnError: an upstream stream that breaks off
+// mid-answer (connection cut, no finish reason, no [DONE]) leaves the
+// client with a truncated answer; the request and attempt spans end with
+// error.type and an Error status, as docs/tracing.md promises "on
+// failures" (the call is observed as a 502 since the stream-cut fix).
+func TestTracingStreamCutOffIsAnError(t *testing.T) {
 	sink := &otlpSink{}
 	col := httptest.NewServer(sink)
 	defer col.Close()
