@@ -131,3 +131,29 @@ func TestProbeJWTLookalikeIsQuadratic(t *testing.T) {
 		t.Errorf("the client waited %v for an answer whose 60 KiB prompt is masked (prose: %v): quadratic masking on the request path", a, p)
 	}
 }
+
+// TestProbeToolArgumentsKeyAfterNewline: tool-call arguments are a JSON
+// text inside a JSON string; redact.JSON decodes the string once, so the
+// arguments' own escapes stay: a key on its own line of a file the model
+// writes ("# .env\nsk-...") sits after "\n" and is not masked, within
+// the cap.
+func TestProbeToolArgumentsKeyAfterNewline(t *testing.T) {
+	answer := `{"id":"chatcmpl-1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"write_file","arguments":"{\"path\":\"keys.txt\",\"content\":\"# keys\\n` + probeKey + `\\n\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}`
+	url, pub := contentRig(t, ContentLogging{}, answerWith(answer))
+	contentPost(t, url, "/v1/chat/completions", `{"model":"g","messages":[{"role":"user","content":"save my key"}]}`)
+	if pl := nextPayload(t, pub); strings.Contains(string(pl.Response), "abcDEF1234567890xyz") {
+		t.Errorf("the response's tool-call arguments carry the key in clear: %s", pl.Response)
+	}
+}
+
+// TestProbeDateTimeMaskedAsPhone: content-logging.md says dates are left
+// alone by PHONE_NUMBER, yet a date with a time ("2024-01-15 10:30")
+// becomes "<PHONE_NUMBER>:30" (ten digits with separators), destroying
+// ordinary text in every log of a scheduling conversation.
+func TestProbeDateTimeMaskedAsPhone(t *testing.T) {
+	url, pub := contentRig(t, ContentLogging{}, answerWith(chatAnswer))
+	contentPost(t, url, "/v1/chat/completions", `{"model":"g","messages":[{"role":"user","content":"Book the meeting on 2024-01-15 10:30 please"}]}`)
+	if pl := nextPayload(t, pub); !strings.Contains(string(pl.Messages), "2024-01-15 10:30") {
+		t.Errorf("the date was masked: %s", pl.Messages)
+	}
+}
