@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -155,5 +156,28 @@ func TestProbeDateTimeMaskedAsPhone(t *testing.T) {
 	contentPost(t, url, "/v1/chat/completions", `{"model":"g","messages":[{"role":"user","content":"Book the meeting on 2024-01-15 10:30 please"}]}`)
 	if pl := nextPayload(t, pub); !strings.Contains(string(pl.Messages), "2024-01-15 10:30") {
 		t.Errorf("the date was masked: %s", pl.Messages)
+	}
+}
+
+// TestProbeOptOutMembersForwardedUpstream: the per-request opt-out
+// "turn_off_message_logging": true in the body (content-logging.md) is a
+// LiteLLM parameter, not the provider's, yet it is forwarded to the
+// upstream ("no-log" is not), where OpenAI refuses unknown members
+// ("Unrecognized request argument supplied"): a client that opts out of
+// logging this documented way cannot be served by OpenAI.
+func TestProbeOptOutMembersForwardedUpstream(t *testing.T) {
+	bodies := make(chan string, 4)
+	up := func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		answerWith(chatAnswer)(w, r)
+	}
+	url, pub := contentRig(t, ContentLogging{}, up)
+	for _, m := range []string{`"no-log":true`, `"turn_off_message_logging":true`} {
+		contentPost(t, url, "/v1/chat/completions", `{"model":"g",`+m+`,"messages":[{"role":"user","content":"x"}]}`)
+		nextPayload(t, pub)
+		if got := <-bodies; strings.Contains(got, m[:strings.Index(m, ":")]) {
+			t.Errorf("the upstream was sent %s: %s", m, got)
+		}
 	}
 }
