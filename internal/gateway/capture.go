@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/ledger"
@@ -241,7 +242,10 @@ func (c *call) finishContent(status int) {
 
 // shape bounds and masks one captured field. A field within the cap keeps
 // its JSON with its string values redacted; a longer one becomes a JSON
-// string holding the start of its JSON text, redacted, and a marker.
+// string holding the start of its JSON text, its strings decoded and
+// redacted, and a marker. Either way the result is valid UTF-8 (a byte that
+// is not, which JSON's grammar lets through in strings, becomes U+FFFD):
+// PostgreSQL refuses such text, and LiteLLM's consumers expect UTF-8.
 func (p *contentPolicy) shape(raw []byte) json.RawMessage {
 	if len(raw) == 0 {
 		return nil
@@ -251,14 +255,19 @@ func (p *contentPolicy) shape(raw []byte) json.RawMessage {
 			return redact.Quote(string(raw)) // a relaxed body's member (comments, trailing commas)
 		}
 		out := p.red.JSON(raw)
+		if !utf8.Valid(out) {
+			return bytes.ToValidUTF8(out, []byte("\uFFFD"))
+		}
 		if len(out) > 0 && &out[0] == &raw[0] {
 			out = bytes.Clone(out) // raw is the request's or the answer's buffer
 		}
 		return out
 	}
-	// Mask a little past the cap, so that no secret cut at the cap
-	// leaves its first part behind, then cut.
-	text := p.red.String(clipBytes(string(raw[:min(len(raw), p.max+512)]), p.max+512))
-	text = clipBytes(text, p.max)
+	// Mask a little past the cap, so that no secret cut at the cap leaves
+	// its first part behind, then cut. The strings are decoded before they
+	// are masked (a key after "\n" or written "\u0073k-..." is found), and
+	// a JSON text in a string (tool-call arguments) is walked in turn.
+	head := clipBytes(string(raw[:min(len(raw), p.max+512)]), p.max+512)
+	text := clipBytes(string(p.red.JSONPrefix([]byte(head))), p.max)
 	return redact.Quote(text + " [truncated by Tollgate: " + strconv.Itoa(p.max) + " of " + strconv.Itoa(len(raw)) + " bytes kept]")
 }

@@ -41,8 +41,24 @@ func isAlnum(b byte) bool { return isDigit(b) || isUpper(b) || isLower(b) }
 func isWord(b byte) bool  { return isAlnum(b) || b == '_' }
 func isToken(b byte) bool { return isWord(b) || b == '-' }
 
-// wordStart reports whether a word may start at i: s[i-1] is not part of one.
-func wordStart(s string, i int) bool { return i == 0 || !isWord(s[i-1]) }
+// wordStart reports whether a word may start at i: s[i-1] is not part of
+// one, or ends a JSON escape ("\n", "\t", ...): text that still holds
+// JSON's escapes (the arguments of a tool call, a JSON text cut at the
+// cap) has its words glued to the escape's letter.
+func wordStart(s string, i int) bool { return i == 0 || !isWord(s[i-1]) || escapeBefore(s, i) }
+
+// escapeBefore reports whether s[:i] ends with a JSON escape of a control
+// character (\n, \r, \t, \b, \f).
+func escapeBefore(s string, i int) bool {
+	if i < 2 || s[i-2] != '\\' {
+		return false
+	}
+	switch s[i-1] {
+	case 'n', 'r', 't', 'b', 'f':
+		return true
+	}
+	return false
+}
 
 // wordEnd reports whether a word may end at i.
 func wordEnd(s string, i int) bool { return i >= len(s) || !isWord(s[i]) }
@@ -209,13 +225,20 @@ func findAWSSecrets(s string, add func(int, int)) {
 func isB64URL(b byte) bool { return isToken(b) }
 
 func findJWTs(s string, add func(int, int)) {
+	// Every "eyJ" inside one run of token bytes spans to the same end, so
+	// a run is tried once, from its first "eyJ" at a word start: text of
+	// "eyJ-" repeated costs one pass, not one per "eyJ".
+	next := 0
 	each(s, "eyJ", func(i int) {
-		if !wordStart(s, i) {
+		if i < next || !wordStart(s, i) {
 			return
 		}
 		at := i
 		for seg := 0; seg < 3; seg++ {
 			end := span(s, at, isB64URL)
+			if seg == 0 {
+				next = end
+			}
 			if end-at < 8 {
 				return
 			}
@@ -228,26 +251,40 @@ func findJWTs(s string, add func(int, int)) {
 			at = end
 		}
 		add(i, at)
+		next = at
 	})
 }
 
 func findPrivateKeys(s string, add func(int, int)) {
 	const begin = "-----BEGIN "
-	each(s, begin, func(i int) {
-		head := s[i+len(begin) : min(len(s), i+len(begin)+48)]
-		j := strings.Index(head, "PRIVATE KEY-----")
-		if j < 0 {
+	for at := 0; ; {
+		k := strings.Index(s[at:], begin)
+		if k < 0 {
 			return
 		}
-		end := len(s) // no END line: everything after BEGIN is key
-		if k := strings.Index(s[i+len(begin)+j:], "-----END "); k >= 0 {
-			at := i + len(begin) + j + k + len("-----END ")
-			if d := strings.Index(s[at:min(len(s), at+48)], "-----"); d >= 0 {
-				end = at + d + 5
-			}
+		i := at + k
+		at = i + len(begin)
+		head := s[at:min(len(s), at+48)]
+		j := strings.Index(head, "PRIVATE KEY-----")
+		if j < 0 {
+			continue
+		}
+		k = strings.Index(s[at+j:], "-----END ")
+		if k < 0 {
+			// No END line: everything after BEGIN is key, and no later
+			// BEGIN needs a search of its own.
+			add(i, len(s))
+			return
+		}
+		end := at + j + k + len("-----END ")
+		if d := strings.Index(s[end:min(len(s), end+48)], "-----"); d >= 0 {
+			end += d + 5
+		} else {
+			end = len(s)
 		}
 		add(i, end)
-	})
+		at = end
+	}
 }
 
 func isCredential(b byte) bool {
@@ -267,13 +304,28 @@ func findAuthorizations(s string, add func(int, int)) {
 			}
 			end := span(s, sp, isCredential)
 			end = span(s, end, func(b byte) bool { return b == '=' })
-			if end-sp >= 16 && hasDigit(s[sp:end]) {
+			if end-sp >= 16 && hasDigit(s[sp:end]) && (strings.EqualFold(scheme, "bearer") || basicCredential(s[sp:end])) {
 				add(sp, end)
 			}
 			return end
 		}
 		return i + 1
 	})
+}
+
+// basicCredential reports whether c can be a Basic credential: base64
+// (of user:password), so its length is a multiple of four and it holds no
+// '-', '_', '.' or '~' ("basic setup-2024-instructions" in prose is not one).
+func basicCredential(c string) bool {
+	if len(c)%4 != 0 {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		if b := c[i]; !isB64(b) && b != '=' {
+			return false
+		}
+	}
+	return true
 }
 
 func isLocal(b byte) bool {
@@ -346,7 +398,7 @@ func digitWindows(s string, minDigits int, check func(at int, w string, digits i
 		if digits < minDigits {
 			continue
 		}
-		if start > 0 && isWord(s[start-1]) {
+		if start > 0 && isWord(s[start-1]) && !escapeBefore(s, start) {
 			// "abc123-456": the number belongs to a word; skip its head.
 			for start < i && isDigit(s[start]) {
 				start++
@@ -368,6 +420,9 @@ var (
 	cardRe  = regexp.MustCompile(`\d(?:[ \-]?\d){12,18}`)
 	ssnRe   = regexp.MustCompile(`\d{3}[\- ]\d{2}[\- ]\d{4}`)
 	phoneRe = regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{1,4}){1,5}`)
+	// dateRe is a calendar date inside a phone-shaped run: year first
+	// (2024-01-15) or last (15.01.2024, 01-15-2024).
+	dateRe = regexp.MustCompile(`(?:^|\D)(?:(?:19|20)\d\d[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]\d|3[01])|(?:0?[1-9]|[12]\d|3[01])[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:19|20)\d\d|(?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]\d|3[01])[\-/.](?:19|20)\d\d)(?:\D|$)`)
 	ipv4Re  = regexp.MustCompile(`\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}`)
 )
 
@@ -465,6 +520,9 @@ func phones(w string, add func(int, int)) {
 		}
 		if !plus && strings.Count(p, ".") >= 3 && !strings.ContainsAny(p, " -()") {
 			continue // dotted like a version or an address, not a phone
+		}
+		if !plus && dateRe.MatchString(p) {
+			continue // a date with a time or another number beside it ("2024-01-15 10:30")
 		}
 		add(a, b)
 	}
