@@ -423,7 +423,7 @@ var (
 	// dateRe is a calendar date inside a phone-shaped run: year first
 	// (2024-01-15) or last (15.01.2024, 01-15-2024).
 	dateRe = regexp.MustCompile(`(?:^|\D)(?:(?:19|20)\d\d[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]\d|3[01])|(?:0?[1-9]|[12]\d|3[01])[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:19|20)\d\d|(?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]\d|3[01])[\-/.](?:19|20)\d\d)(?:\D|$)`)
-	ipv4Re  = regexp.MustCompile(`\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}`)
+	ipv4Re = regexp.MustCompile(`\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}`)
 )
 
 // free reports whether w[a:b] is not part of a longer number.
