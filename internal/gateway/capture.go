@@ -137,10 +137,8 @@ func contentAllowed(c *call) bool {
 		}
 	}
 	if c.req != nil {
-		for _, m := range []string{"no-log", "turn_off_message_logging"} {
-			if rawTrue(c.req.obj.Get(m)) {
-				return false
-			}
+		if c.meta.noLog || rawTrue(c.req.obj.Get("no-log")) || rawTrue(c.req.obj.Get("turn_off_message_logging")) {
+			return false
 		}
 		if c.meta.metadata != nil && isTrue(c.meta.metadata["turn_off_message_logging"]) {
 			return false
