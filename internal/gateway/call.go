@@ -449,6 +449,11 @@ func (c *call) finish(err error) {
 		c.err = err
 	}
 	if c.cap != nil {
+		if (err == nil || errors.Is(err, errResponded)) && !c.res.clientGone {
+			// The answer is written: push its last bytes to the client
+			// now, so that it never waits for its content to be masked.
+			_ = http.NewResponseController(c.w).Flush()
+		}
 		c.finishContent(status)
 	}
 	if o := c.g.opts.Observer; o != nil {

@@ -63,6 +63,10 @@ type capture struct {
 	request []byte // the request's messages as JSON
 	answer  []byte // a whole answer's body, as the client got it
 	stream  *streamAnswer
+	// streams: a streamed answer is assembled, because someone may take
+	// it (spend rows, or a callback that wants successes); with only
+	// failure callbacks a stream is not parsed for content.
+	streams bool
 	// rows are the spend rows queued while the call ran, held until
 	// finish fills them; writer takes them then.
 	rows   []store.SpendLog
@@ -90,7 +94,9 @@ func (c *call) startCapture() {
 	if !ok || !contentAllowed(c) {
 		return
 	}
-	cp := &capture{spend: c.g.content.spendLogs}
+	pol := &c.g.content
+	cp := &capture{spend: pol.spendLogs}
+	cp.streams = cp.spend || pol.callbacks != nil && pol.callbacks.Wants(false)
 	var present []string
 	for _, m := range members {
 		if v := c.req.obj.Get(m); v != nil && string(v) != "null" {
