@@ -85,3 +85,43 @@ func TestNonUTF8TagHeaderIsCleaned(t *testing.T) {
 		}
 	})
 }
+
+// TestClientStringsThatAreNotUTF8: the other strings a client controls
+// and the store and the metric labels take (the end user, a metadata tag,
+// an end user with a NUL byte) neither break the answer nor wedge the
+// spend writer on PostgreSQL: the rows land, and later rows too.
+func TestClientStringsThatAreNotUTF8(t *testing.T) {
+	stores(t, func(t *testing.T, st store.Store) {
+		e := startSpend(t, st, mockupstream.Options{}, "  store_prompts_in_spend_logs: true\n")
+		for i, body := range []string{
+			"{\"model\":\"gpt-4\",\"user\":\"caf\xe9\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+			`{"model":"gpt-4","user":"nul\u0000user","messages":[{"role":"user","content":"x"}]}`,
+			"{\"model\":\"gpt-4\",\"metadata\":{\"tags\":[\"caf\xe9\",\"tab\\there\"],\"note\":\"caf\xe9\\u0000\"},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+		} {
+			k := e.newKey(t, `{}`)
+			if resp, out := e.post(t, "/v1/chat/completions", k, body); resp.StatusCode != 200 {
+				t.Fatalf("body %d: %d %v", i, resp.StatusCode, out)
+			}
+			row, ok := waitKeyRow(t, e, st, k)
+			if !ok {
+				t.Fatalf("body %d: its spend row never reached the store", i)
+			}
+			// The end user is kept, cleaned, rather than dropped with the
+			// row's other client fields.
+			if want := map[int]string{0: "caf\uFFFD", 1: "nuluser"}[i]; want != "" && row.EndUser != want {
+				t.Errorf("body %d: end user %q, want %q", i, row.EndUser, want)
+			}
+		}
+		// An unknown model named with a Latin-1 byte is refused cleanly.
+		if resp, out := e.post(t, "/v1/chat/completions", e.newKey(t, `{}`), "{\"model\":\"caf\xe9\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}"); resp.StatusCode < 400 || resp.StatusCode >= 500 {
+			t.Errorf("an unknown non-UTF-8 model: %d %v", resp.StatusCode, out)
+		}
+		good := e.newKey(t, `{}`)
+		if resp, out := e.post(t, "/v1/chat/completions", good, chat3); resp.StatusCode != 200 {
+			t.Fatalf("chat: %d %v", resp.StatusCode, out)
+		}
+		if _, ok := waitKeyRow(t, e, st, good); !ok {
+			t.Error("a later row never reached the store")
+		}
+	})
+}
