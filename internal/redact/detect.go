@@ -417,7 +417,6 @@ func digitWindows(s string, minDigits int, check func(at int, w string, digits i
 }
 
 var (
-	cardRe  = regexp.MustCompile(`\d(?:[ \-]?\d){12,18}`)
 	ssnRe   = regexp.MustCompile(`\d{3}[\- ]\d{2}[\- ]\d{4}`)
 	phoneRe = regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{1,4}){1,5}`)
 	// dateRe is a calendar date inside a phone-shaped run: year first
@@ -432,22 +431,53 @@ func free(w string, a, b int) bool {
 		(a < 2 || !(w[a-1] == '.' && isDigit(w[a-2]))) && (b+1 >= len(w) || !(w[b] == '.' && isDigit(w[b+1])))
 }
 
-func cards(w string, add func(int, int)) {
-	for _, m := range cardRe.FindAllStringIndex(w, -1) {
-		if !free(w, m[0], m[1]) {
+// cardRuns calls fn with each run of 13 to 19 digits, one space or dash
+// at most between two of them, that `\d(?:[ \-]?\d){12,18}` would find
+// (leftmost, greedy, not overlapping), in one pass: the expression's
+// automaton was most of the cost of masking long runs of numbers.
+func cardRuns(w string, fn func(a, b int)) {
+	for i := 0; i < len(w); {
+		if !isDigit(w[i]) {
+			i++
 			continue
 		}
+		j, n := i+1, 1 // w[i:j] holds n digits
+		for n < 19 {
+			if j < len(w) && isDigit(w[j]) {
+				j, n = j+1, n+1
+			} else if j+1 < len(w) && (w[j] == ' ' || w[j] == '-') && isDigit(w[j+1]) {
+				j, n = j+2, n+1
+			} else {
+				break
+			}
+		}
+		if n >= 13 {
+			fn(i, j)
+		}
+		i = j
+	}
+}
+
+func cards(w string, add func(int, int)) {
+	cardRuns(w, func(a, b int) {
+		m := [2]int{a, b}
+		if !free(w, m[0], m[1]) {
+			return
+		}
 		// The longest prefix, ending on a digit, that is a valid number.
+		all := digitsOf(w[m[0]:m[1]])
+		n := len(all)
 		for end := m[1]; end-m[0] >= 13; end-- {
 			if !isDigit(w[end-1]) {
 				continue
 			}
-			if d := digitsOf(w[m[0]:end]); len(d) >= 13 && len(d) <= 19 && d[0] >= '2' && d[0] <= '6' && luhn(d) {
+			if d := all[:n]; len(d) >= 13 && len(d) <= 19 && d[0] >= '2' && d[0] <= '6' && luhn(d) {
 				add(m[0], end)
 				break
 			}
+			n--
 		}
-	}
+	})
 }
 
 func countDigits(s string) (n int) {
@@ -571,14 +601,47 @@ func findIPv6(s string, add func(int, int)) {
 	}
 }
 
-var ibanRe = regexp.MustCompile(`^[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?`)
+// ibanShape returns {0, n} when s[i:i+n] is the longest IBAN-shaped text
+// at i, as `^[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?` would
+// match it (s[i:i+4] is known to be two letters and two digits); nil when
+// there is none. One short pass, no automaton: IBAN-shaped runs can start
+// every few bytes.
+func ibanShape(s string, i int) []int {
+	isChar := func(b byte) bool { return isUpper(b) || isDigit(b) }
+	j, groups := i+4, 0
+	for groups < 7 {
+		p := j
+		if p < len(s) && s[p] == ' ' {
+			p++
+		}
+		if p+4 > len(s) || !isChar(s[p]) || !isChar(s[p+1]) || !isChar(s[p+2]) || !isChar(s[p+3]) {
+			break
+		}
+		j, groups = p+4, groups+1
+	}
+	if groups < 2 {
+		return nil
+	}
+	p := j
+	if p < len(s) && s[p] == ' ' {
+		p++
+	}
+	n := 0
+	for n < 4 && p+n < len(s) && isChar(s[p+n]) {
+		n++
+	}
+	if n > 0 {
+		j = p + n
+	}
+	return []int{0, j - i}
+}
 
 func findIBANs(s string, add func(int, int)) {
 	for i := 0; i+4 <= len(s); i++ {
 		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !isDigit(s[i+3]) || !wordStart(s, i) {
 			continue
 		}
-		m := ibanRe.FindStringIndex(s[i:min(len(s), i+48)])
+		m := ibanShape(s, i)
 		if m == nil {
 			continue
 		}
@@ -599,21 +662,34 @@ func findIBANs(s string, add func(int, int)) {
 }
 
 // iban reports whether s (spaces aside) is 15 to 34 characters passing
-// ISO 13616's mod-97 check.
+// ISO 13616's mod-97 check. It allocates nothing.
 func iban(s string) bool {
-	c := strings.ReplaceAll(s, " ", "")
-	if len(c) < 15 || len(c) > 34 {
+	n := len(s) - strings.Count(s, " ")
+	if n < 15 || n > 34 || len(s) < 4 {
 		return false
 	}
-	c = c[4:] + c[:4]
+	// The check moves the first four characters to the end: the rest's
+	// remainder, then those four's.
 	rem := 0
-	for _, b := range []byte(c) {
+	step := func(b byte) bool {
 		switch {
 		case isDigit(b):
 			rem = (rem*10 + int(b-'0')) % 97
 		case isUpper(b):
 			rem = (rem*100 + int(b-'A'+10)) % 97
+		case b == ' ':
 		default:
+			return false
+		}
+		return true
+	}
+	for i := 4; i < len(s); i++ {
+		if !step(s[i]) {
+			return false
+		}
+	}
+	for i := 0; i < 4; i++ {
+		if !step(s[i]) {
 			return false
 		}
 	}

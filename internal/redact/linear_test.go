@@ -1,6 +1,9 @@
 package redact
 
 import (
+	"math/rand/v2"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +55,46 @@ func TestDetectorsAreLinear(t *testing.T) {
 		}
 		if ratio >= 9 {
 			t.Errorf("%s: 64 KiB costs %.1f times 16 KiB: not linear", name, ratio)
+		}
+	}
+}
+
+// TestCardRunsMatchTheExpression: cardRuns finds what the expression it
+// replaces found, on random runs of digits, spaces and dashes.
+func TestCardRunsMatchTheExpression(t *testing.T) {
+	re := regexp.MustCompile(`\d(?:[ \-]?\d){12,18}`)
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := "0123456789012345678901234567 -- x"
+	for range 20000 {
+		b := make([]byte, rng.IntN(60))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		w := string(b)
+		var got [][]int
+		cardRuns(w, func(a, b int) { got = append(got, []int{a, b}) })
+		if want := re.FindAllStringIndex(w, -1); !slices.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("%q: %v, want %v", w, got, want)
+		}
+	}
+}
+
+// TestIBANShapeMatchesTheExpression: ibanShape finds what the expression
+// it replaces found, on random text starting with two letters and two
+// digits.
+func TestIBANShapeMatchesTheExpression(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?`)
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := "ABZ0123456789    x"
+	for range 20000 {
+		b := []byte("DE89")
+		for range rng.IntN(50) {
+			b = append(b, alphabet[rng.IntN(len(alphabet))])
+		}
+		s := string(b)
+		got, want := ibanShape(s, 0), re.FindStringIndex(s[:min(len(s), 48)])
+		if !slices.Equal(got, want) {
+			t.Fatalf("%q: %v, want %v", s, got, want)
 		}
 	}
 }
