@@ -182,8 +182,8 @@ func classify(err error) error {
 // refused marks err with store.ErrRejected when the database refused the
 // data rather than failed to take it: PostgreSQL's data exceptions
 // (SQLSTATE class 22: a byte sequence invalid in UTF-8, a NUL byte, a
-// value out of range), integrity violations (23) and program limits (54:
-// a value too large); SQLite's constraint, too-big and mismatch errors;
+// value out of range), integrity violations (23, but for a unique
+// violation, which is a race) and program limits (54: a value too large); SQLite's constraint, too-big and mismatch errors;
 // and a record that cannot be encoded. Anything else (a lost connection, a
 // timeout, a lock, a missing table) is not the rows' fault and is left as
 // it is, so the spend writer retries it.
@@ -194,6 +194,9 @@ func refused(err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
+		case pe.Code == "23505":
+			// A unique violation is a race with another writer (two
+			// replicas creating one end user): retried, not refused.
 		case strings.HasPrefix(pe.Code, "22"), strings.HasPrefix(pe.Code, "23"), strings.HasPrefix(pe.Code, "54"):
 			return fmt.Errorf("%w: %w", store.ErrRejected, err)
 		}
@@ -201,8 +204,9 @@ func refused(err error) error {
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
-		switch se.Code() & 0xff {
-		case 18, 19, 20: // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH
+		switch code := se.Code(); {
+		case code == 2067 || code == 1555: // SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY: as 23505
+		case code&0xff == 18, code&0xff == 19, code&0xff == 20: // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH
 			return fmt.Errorf("%w: %w", store.ErrRejected, err)
 		}
 	}
