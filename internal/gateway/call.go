@@ -149,16 +149,25 @@ func (c *call) decode() error {
 	// are the gateway's, not the upstream's: LiteLLM does not forward them,
 	// and OpenAI's own chat metadata takes string values only. The
 	// Responses and Messages APIs keep theirs: there metadata is the API's
-	// own member. Only a body that has one is rewritten.
-	if c.op != provider.OpResponses && c.op != provider.OpMessages {
-		if b := c.req.obj.Without("metadata", "litellm_metadata"); len(b) != len(c.req.obj.Body()) {
-			if err := c.req.obj.Reset(b); err != nil {
-				return apierror.Internal(err)
-			}
+	// own member. LiteLLM's per-request opt-outs of message logging
+	// ("no-log", "turn_off_message_logging"; readMeta noted them) are the
+	// gateway's on every route: OpenAI refuses unknown members. Only a body
+	// that has one is rewritten.
+	gatewayOnly := gatewayMembers
+	if c.op == provider.OpResponses || c.op == provider.OpMessages {
+		gatewayOnly = gatewayMembers[2:]
+	}
+	if b := c.req.obj.Without(gatewayOnly...); len(b) != len(c.req.obj.Body()) {
+		if err := c.req.obj.Reset(b); err != nil {
+			return apierror.Internal(err)
 		}
 	}
 	return nil
 }
+
+// gatewayMembers are request members the gateway reads and never forwards
+// (the first two only where metadata is not the API's own member).
+var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging"}
 
 // region is the end user's allowed_model_region; "" allows any.
 func (c *call) region() string {
@@ -455,6 +464,11 @@ func (c *call) finish(err error) {
 		c.err = c.res.brokeOff
 	}
 	if c.cap != nil {
+		if (err == nil || errors.Is(err, errResponded)) && !c.res.clientGone {
+			// The answer is written: push its last bytes to the client
+			// now, so that it never waits for its content to be masked.
+			_ = http.NewResponseController(c.w).Flush()
+		}
 		c.finishContent(status)
 	}
 	if o := c.g.opts.Observer; o != nil {

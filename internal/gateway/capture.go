@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/ledger"
@@ -66,6 +67,10 @@ type capture struct {
 	request []byte // the request's messages as JSON
 	answer  []byte // a whole answer's body, as the client got it
 	stream  *streamAnswer
+	// streams: a streamed answer is assembled, because someone may take
+	// it (spend rows, or a callback that wants successes); with only
+	// failure callbacks a stream is not parsed for content.
+	streams bool
 	// rows are the spend rows queued while the call ran, held until
 	// finish fills them; writer takes them then.
 	rows   []store.SpendLog
@@ -97,7 +102,10 @@ func (c *call) startCapture() {
 	if !pol.spendLogs && pol.callbacks == nil && !c.traced() {
 		return // only the tracer takes content, and this call is not recorded
 	}
-	cp := &capture{spend: c.g.content.spendLogs}
+	cp := &capture{spend: pol.spendLogs}
+	// Streams are assembled only for a consumer that can take a success:
+	// spend rows, callbacks that want successes, the tracer's span.
+	cp.streams = cp.spend || pol.callbacks != nil && pol.callbacks.Wants(false) || pol.tracing && c.traced()
 	var present []string
 	for _, m := range members {
 		if v := c.req.obj.Get(m); v != nil && string(v) != "null" {
@@ -144,10 +152,8 @@ func contentAllowed(c *call) bool {
 		}
 	}
 	if c.req != nil {
-		for _, m := range []string{"no-log", "turn_off_message_logging"} {
-			if rawTrue(c.req.obj.Get(m)) {
-				return false
-			}
+		if c.meta.noLog || rawTrue(c.req.obj.Get("no-log")) || rawTrue(c.req.obj.Get("turn_off_message_logging")) {
+			return false
 		}
 		if c.meta.metadata != nil && isTrue(c.meta.metadata["turn_off_message_logging"]) {
 			return false
@@ -251,7 +257,10 @@ func (c *call) finishContent(status int) {
 
 // shape bounds and masks one captured field. A field within the cap keeps
 // its JSON with its string values redacted; a longer one becomes a JSON
-// string holding the start of its JSON text, redacted, and a marker.
+// string holding the start of its JSON text, its strings decoded and
+// redacted, and a marker. Either way the result is valid UTF-8 (a byte that
+// is not, which JSON's grammar lets through in strings, becomes U+FFFD):
+// PostgreSQL refuses such text, and LiteLLM's consumers expect UTF-8.
 func (p *contentPolicy) shape(raw []byte) json.RawMessage {
 	if len(raw) == 0 {
 		return nil
@@ -261,14 +270,19 @@ func (p *contentPolicy) shape(raw []byte) json.RawMessage {
 			return redact.Quote(string(raw)) // a relaxed body's member (comments, trailing commas)
 		}
 		out := p.red.JSON(raw)
+		if !utf8.Valid(out) {
+			return bytes.ToValidUTF8(out, []byte("\uFFFD"))
+		}
 		if len(out) > 0 && &out[0] == &raw[0] {
 			out = bytes.Clone(out) // raw is the request's or the answer's buffer
 		}
 		return out
 	}
-	// Mask a little past the cap, so that no secret cut at the cap
-	// leaves its first part behind, then cut.
-	text := p.red.String(clipBytes(string(raw[:min(len(raw), p.max+512)]), p.max+512))
-	text = clipBytes(text, p.max)
+	// Mask a little past the cap, so that no secret cut at the cap leaves
+	// its first part behind, then cut. The strings are decoded before they
+	// are masked (a key after "\n" or written "\u0073k-..." is found), and
+	// a JSON text in a string (tool-call arguments) is walked in turn.
+	head := clipBytes(string(raw[:min(len(raw), p.max+512)]), p.max+512)
+	text := clipBytes(string(p.red.JSONPrefix([]byte(head))), p.max)
 	return redact.Quote(text + " [truncated by Tollgate: " + strconv.Itoa(p.max) + " of " + strconv.Itoa(len(raw)) + " bytes kept]")
 }

@@ -193,7 +193,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		if wr.stream != nil {
 			sink = translated{s: wr.stream(req), res: res}
 		}
-		if c.cap != nil {
+		if c.cap != nil && c.cap.streams {
 			c.cap.stream = &streamAnswer{op: c.op, limit: c.g.content.max}
 			sink = teeSink{inner: sink, a: c.cap.stream}
 		}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -36,12 +37,16 @@ type callMeta struct {
 	// metadata is the body's metadata object (litellm_metadata's members
 	// winning), LiteLLM's requester_metadata; nil when the body has none.
 	metadata map[string]any
+	// noLog: the body opts out of content logging ("no-log" or
+	// "turn_off_message_logging", which are not forwarded).
+	noLog bool
 }
 
 // readMeta fills c.meta from the request and its principal. Malformed
 // metadata or tags are the client's error: 400, nothing forwarded.
 func (c *call) readMeta() error {
 	var m callMeta
+	m.noLog = rawTrue(c.req.obj.Get("no-log")) || rawTrue(c.req.obj.Get("turn_off_message_logging"))
 	for _, member := range []string{"metadata", "litellm_metadata"} {
 		raw := c.req.obj.Get(member)
 		if raw == nil || string(raw) == "null" {
@@ -65,7 +70,13 @@ func (c *call) readMeta() error {
 			}
 		}
 		if len(raw) > maxMetadataJSON {
-			md = map[string]any{"tollgate_truncated": true}
+			// Too large to keep; its tags are read above, and its opt-out
+			// of content logging stays, for contentAllowed to read.
+			small := map[string]any{"tollgate_truncated": true}
+			if v, ok := md["turn_off_message_logging"]; ok {
+				small["turn_off_message_logging"] = v
+			}
+			md = small
 		}
 		if m.metadata == nil {
 			m.metadata = md
@@ -126,12 +137,33 @@ func metadataTags(tags []string, md map[string]any) []string {
 }
 
 // addTag appends t to tags unless it is empty, too long, already there,
-// or the list is full.
+// or the list is full. A tag is a metric label and a database value: bytes
+// that are not UTF-8 (a header's Latin-1) become U+FFFD and control
+// characters are dropped.
 func addTag(tags []string, t string) []string {
+	t = cleanTag(t)
 	if t == "" || len(t) > maxTagBytes || len(tags) >= maxTags || slices.Contains(tags, t) {
 		return tags
 	}
 	return append(tags, t)
+}
+
+// cleanTag is t as valid UTF-8 without control characters; t itself (no
+// allocation) when it is so already.
+func cleanTag(t string) string {
+	clean := utf8.ValidString(t)
+	for i := 0; clean && i < len(t); i++ {
+		clean = t[i] >= 0x20 && t[i] != 0x7f
+	}
+	if clean && !strings.ContainsRune(t, 0x85) {
+		return t
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(t, "\uFFFD"))
 }
 
 // maxErrorText bounds the error_str a payload carries.
@@ -230,9 +262,7 @@ func (c *call) payload(status int) *callback.Payload {
 		default:
 			info.ErrorClass = errorClass(status, "", "", nil)
 		}
-		if len(msg) > maxErrorText {
-			msg = clipBytes(msg, maxErrorText)
-		}
+		msg = c.errorText(msg, info.ErrorClass, status)
 		pl.ErrorStr, pl.ErrorInformation = &msg, info
 	}
 	return pl
@@ -331,6 +361,30 @@ func modelParameters(req *request) map[string]any {
 func secretName(k string) bool {
 	k = strings.ToLower(k)
 	return strings.Contains(k, "key") || strings.Contains(k, "secret") || strings.Contains(k, "password") || strings.Contains(k, "credential") || strings.Contains(k, "auth")
+}
+
+// errorText is the error_str a payload carries. Providers echo the
+// offending input (and sometimes the key) in their errors, so the text is
+// content: masked with the policy's redactor (a JSON body's strings
+// decoded first), and, when the call's content may not leave the process
+// (turn_off_message_logging, an opt-out), replaced by the error's class
+// and status alone.
+func (c *call) errorText(msg, class string, status int) string {
+	if msg == "" {
+		return msg
+	}
+	if !contentAllowed(c) {
+		return class + " (" + strconv.Itoa(status) + ")"
+	}
+	red := c.g.content.red
+	if b := []byte(msg); json.Valid(b) {
+		msg = string(red.JSON(b))
+	} else if len(msg) > maxErrorText+512 {
+		msg = red.String(clipBytes(msg, maxErrorText+512))
+	} else {
+		msg = red.String(msg)
+	}
+	return strings.ToValidUTF8(clipBytes(msg, maxErrorText), "\uFFFD")
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixMicro()) / 1e6 }

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -14,8 +18,12 @@ import (
 // transaction per batch of at most MaxBatch rows or FlushEvery of waiting,
 // whichever comes first (group commit). Enqueue never blocks on the store.
 // A failed batch is retried until it lands (ApplySpend is idempotent on the
-// request id, so a retry after an ambiguous failure counts nothing twice).
-// Close flushes everything still queued.
+// request id, so a retry after an ambiguous failure counts nothing twice),
+// unless the store refused the data itself (store.ErrRejected): then the
+// batch is split to find the row(s) refused, each is written again without
+// what the client put in it (content, metadata, tags, end user), and only a
+// row refused even so is dropped, logged by its call id and counted
+// (Rejected). Close flushes everything still queued.
 type Writer struct {
 	st         store.Store
 	log        *slog.Logger
@@ -33,6 +41,10 @@ type Writer struct {
 	// enqueued and written count rows ever queued and written, to order resets.
 	enqueued, written int64
 	closed            bool // Close was called: rows queued now are never written
+
+	// stripped and rejected count rows the store refused as they were:
+	// written without their client-supplied fields, or not written at all.
+	stripped, rejected atomic.Int64
 }
 
 // NewWriter returns a writer to st; Run starts it.
@@ -132,9 +144,7 @@ func (w *Writer) flushAll(deadline time.Duration) {
 			}
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := w.st.ApplySpend(ctx, batch)
-		cancel()
+		err := w.write(batch)
 		if err != nil {
 			w.log.Error("spend batch not written; will retry", "rows", n, "err", err)
 			if deadline == 0 || time.Now().After(until) {
@@ -154,6 +164,118 @@ func (w *Writer) flushAll(deadline time.Duration) {
 		w.mu.Unlock()
 	}
 }
+
+// apply writes one batch in one transaction.
+func (w *Writer) apply(batch []store.SpendLog) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return w.st.ApplySpend(ctx, batch)
+}
+
+// write writes batch. When the store refuses its data (not its own
+// unavailability), the batch is halved until the refused rows are alone,
+// so that one poison row does not hold back every row queued with it; the
+// halves are written in order, and a half written before a later failure
+// is written again harmlessly (ApplySpend is idempotent on the request id).
+// It returns an error only for a failure worth retrying as a whole.
+func (w *Writer) write(batch []store.SpendLog) error {
+	batch = cleanBatch(batch)
+	err := w.apply(batch)
+	if err == nil || !errors.Is(err, store.ErrRejected) {
+		return err
+	}
+	if len(batch) == 1 {
+		return w.rescue(batch[0], err)
+	}
+	mid := len(batch) / 2
+	if err := w.write(batch[:mid]); err != nil {
+		return err
+	}
+	return w.write(batch[mid:])
+}
+
+// rescue writes a row the store refused without what the client put in
+// it, so that its spend is still booked; a row refused even so is dropped
+// and counted. Neither log line carries the row's content.
+func (w *Writer) rescue(l store.SpendLog, cause error) error {
+	s := stripRow(l)
+	err := w.apply([]store.SpendLog{s})
+	switch {
+	case err == nil:
+		w.stripped.Add(1)
+		w.log.Warn("spend row refused by the store; written without its content, metadata, tags and end user",
+			"request_id", l.RequestID, "err", cause)
+		return nil
+	case errors.Is(err, store.ErrRejected):
+		w.rejected.Add(1)
+		w.log.Error("spend row refused by the store even without its content: not written",
+			"request_id", l.RequestID, "cost", l.Cost, "err", err)
+		return nil
+	}
+	return err
+}
+
+// stripRow is l without the fields a client controls (content, metadata,
+// tags, end user), and with every other string made valid UTF-8 without
+// NUL bytes, which PostgreSQL's text refuses.
+func stripRow(l store.SpendLog) store.SpendLog {
+	l.Messages, l.Response, l.Metadata, l.RequestTags, l.EndUser = nil, nil, nil, nil, ""
+	for _, f := range []*string{&l.RequestID, &l.ResponseID, &l.CallType, &l.KeyHash, &l.UserID, &l.TeamID,
+		&l.ModelGroup, &l.Deployment, &l.Provider} {
+		*f = cleanText(*f)
+	}
+	return l
+}
+
+// cleanBatch is batch with the strings of its rows that the gateway does
+// not already clean (the end user, the model group and tags a client
+// sent) made valid UTF-8 without NUL bytes; batch itself when nothing
+// needs it (the common case: no allocation). The queue's rows are shared
+// with Enqueue, so a row is changed on a copy.
+func cleanBatch(batch []store.SpendLog) []store.SpendLog {
+	var out []store.SpendLog
+	for i := range batch {
+		l := &batch[i]
+		dirty := cleanText(l.EndUser) != l.EndUser || cleanText(l.ModelGroup) != l.ModelGroup ||
+			cleanText(l.ResponseID) != l.ResponseID || cleanText(l.UserID) != l.UserID || cleanText(l.TeamID) != l.TeamID
+		for _, t := range l.RequestTags {
+			dirty = dirty || cleanText(t) != t
+		}
+		if !dirty {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(batch)
+		}
+		c := &out[i]
+		c.EndUser, c.ModelGroup, c.ResponseID = cleanText(c.EndUser), cleanText(c.ModelGroup), cleanText(c.ResponseID)
+		c.UserID, c.TeamID = cleanText(c.UserID), cleanText(c.TeamID)
+		tags := make([]string, len(c.RequestTags))
+		for j, t := range c.RequestTags {
+			tags[j] = cleanText(t)
+		}
+		c.RequestTags = tags
+	}
+	if out == nil {
+		return batch
+	}
+	return out
+}
+
+// cleanText is s as valid UTF-8 without NUL bytes.
+func cleanText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+}
+
+// Stripped counts rows the store refused and took without their
+// client-supplied fields; Rejected, rows it refused even so (not written).
+func (w *Writer) Stripped() int64 { return w.stripped.Load() }
+
+// Rejected counts rows the store refused even stripped: not written.
+func (w *Writer) Rejected() int64 { return w.rejected.Load() }
 
 // Flush writes everything queued now (through the writer goroutine, so there
 // is still one writer) and returns when that attempt is over.

@@ -31,6 +31,9 @@ type Options struct {
 	// WriterPending and WriterLag, when set, report the spend writer.
 	WriterPending func() int
 	WriterLag     func() time.Duration
+	// WriterStripped and WriterRejected, when set, count the rows the store
+	// refused: written without their client-supplied fields, or dropped.
+	WriterStripped, WriterRejected func() int64
 	// RedisDegraded, when set, reports whether rate limits are on local counters.
 	RedisDegraded func() bool
 	// Deployments, when set, reports each deployment's state at scrape time.
@@ -146,6 +149,14 @@ func New(o Options) *Metrics {
 	if o.WriterLag != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("spend_writer_lag_seconds"), Help: "Age of the oldest row of the last batch when it was written."},
 			func() float64 { return o.WriterLag().Seconds() }))
+	}
+	if o.WriterStripped != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name("spend_writer_stripped_rows_total"), Help: "Spend-log rows the store refused as they were and took without their content, metadata, tags and end user."},
+			func() float64 { return float64(o.WriterStripped()) }))
+	}
+	if o.WriterRejected != nil {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name("spend_writer_rejected_rows_total"), Help: "Spend-log rows the store refused even without their client-supplied fields: not written (logged by call id)."},
+			func() float64 { return float64(o.WriterRejected()) }))
 	}
 	if o.RedisDegraded != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("redis_fallback"), Help: "1 while rate limits run on this replica's own counters because Redis does not answer."},

@@ -41,8 +41,24 @@ func isAlnum(b byte) bool { return isDigit(b) || isUpper(b) || isLower(b) }
 func isWord(b byte) bool  { return isAlnum(b) || b == '_' }
 func isToken(b byte) bool { return isWord(b) || b == '-' }
 
-// wordStart reports whether a word may start at i: s[i-1] is not part of one.
-func wordStart(s string, i int) bool { return i == 0 || !isWord(s[i-1]) }
+// wordStart reports whether a word may start at i: s[i-1] is not part of
+// one, or ends a JSON escape ("\n", "\t", ...): text that still holds
+// JSON's escapes (the arguments of a tool call, a JSON text cut at the
+// cap) has its words glued to the escape's letter.
+func wordStart(s string, i int) bool { return i == 0 || !isWord(s[i-1]) || escapeBefore(s, i) }
+
+// escapeBefore reports whether s[:i] ends with a JSON escape of a control
+// character (\n, \r, \t, \b, \f).
+func escapeBefore(s string, i int) bool {
+	if i < 2 || s[i-2] != '\\' {
+		return false
+	}
+	switch s[i-1] {
+	case 'n', 'r', 't', 'b', 'f':
+		return true
+	}
+	return false
+}
 
 // wordEnd reports whether a word may end at i.
 func wordEnd(s string, i int) bool { return i >= len(s) || !isWord(s[i]) }
@@ -209,13 +225,20 @@ func findAWSSecrets(s string, add func(int, int)) {
 func isB64URL(b byte) bool { return isToken(b) }
 
 func findJWTs(s string, add func(int, int)) {
+	// Every "eyJ" inside one run of token bytes spans to the same end, so
+	// a run is tried once, from its first "eyJ" at a word start: text of
+	// "eyJ-" repeated costs one pass, not one per "eyJ".
+	next := 0
 	each(s, "eyJ", func(i int) {
-		if !wordStart(s, i) {
+		if i < next || !wordStart(s, i) {
 			return
 		}
 		at := i
 		for seg := 0; seg < 3; seg++ {
 			end := span(s, at, isB64URL)
+			if seg == 0 {
+				next = end
+			}
 			if end-at < 8 {
 				return
 			}
@@ -228,26 +251,40 @@ func findJWTs(s string, add func(int, int)) {
 			at = end
 		}
 		add(i, at)
+		next = at
 	})
 }
 
 func findPrivateKeys(s string, add func(int, int)) {
 	const begin = "-----BEGIN "
-	each(s, begin, func(i int) {
-		head := s[i+len(begin) : min(len(s), i+len(begin)+48)]
-		j := strings.Index(head, "PRIVATE KEY-----")
-		if j < 0 {
+	for at := 0; ; {
+		k := strings.Index(s[at:], begin)
+		if k < 0 {
 			return
 		}
-		end := len(s) // no END line: everything after BEGIN is key
-		if k := strings.Index(s[i+len(begin)+j:], "-----END "); k >= 0 {
-			at := i + len(begin) + j + k + len("-----END ")
-			if d := strings.Index(s[at:min(len(s), at+48)], "-----"); d >= 0 {
-				end = at + d + 5
-			}
+		i := at + k
+		at = i + len(begin)
+		head := s[at:min(len(s), at+48)]
+		j := strings.Index(head, "PRIVATE KEY-----")
+		if j < 0 {
+			continue
+		}
+		k = strings.Index(s[at+j:], "-----END ")
+		if k < 0 {
+			// No END line: everything after BEGIN is key, and no later
+			// BEGIN needs a search of its own.
+			add(i, len(s))
+			return
+		}
+		end := at + j + k + len("-----END ")
+		if d := strings.Index(s[end:min(len(s), end+48)], "-----"); d >= 0 {
+			end += d + 5
+		} else {
+			end = len(s)
 		}
 		add(i, end)
-	})
+		at = end
+	}
 }
 
 func isCredential(b byte) bool {
@@ -267,13 +304,28 @@ func findAuthorizations(s string, add func(int, int)) {
 			}
 			end := span(s, sp, isCredential)
 			end = span(s, end, func(b byte) bool { return b == '=' })
-			if end-sp >= 16 && hasDigit(s[sp:end]) {
+			if end-sp >= 16 && hasDigit(s[sp:end]) && (strings.EqualFold(scheme, "bearer") || basicCredential(s[sp:end])) {
 				add(sp, end)
 			}
 			return end
 		}
 		return i + 1
 	})
+}
+
+// basicCredential reports whether c can be a Basic credential: base64
+// (of user:password), so its length is a multiple of four and it holds no
+// '-', '_', '.' or '~' ("basic setup-2024-instructions" in prose is not one).
+func basicCredential(c string) bool {
+	if len(c)%4 != 0 {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		if b := c[i]; !isB64(b) && b != '=' {
+			return false
+		}
+	}
+	return true
 }
 
 func isLocal(b byte) bool {
@@ -346,7 +398,7 @@ func digitWindows(s string, minDigits int, check func(at int, w string, digits i
 		if digits < minDigits {
 			continue
 		}
-		if start > 0 && isWord(s[start-1]) {
+		if start > 0 && isWord(s[start-1]) && !escapeBefore(s, start) {
 			// "abc123-456": the number belongs to a word; skip its head.
 			for start < i && isDigit(s[start]) {
 				start++
@@ -365,10 +417,12 @@ func digitWindows(s string, minDigits int, check func(at int, w string, digits i
 }
 
 var (
-	cardRe  = regexp.MustCompile(`\d(?:[ \-]?\d){12,18}`)
 	ssnRe   = regexp.MustCompile(`\d{3}[\- ]\d{2}[\- ]\d{4}`)
 	phoneRe = regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{1,4}){1,5}`)
-	ipv4Re  = regexp.MustCompile(`\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}`)
+	// dateRe is a calendar date inside a phone-shaped run: year first
+	// (2024-01-15) or last (15.01.2024, 01-15-2024).
+	dateRe = regexp.MustCompile(`(?:^|\D)(?:(?:19|20)\d\d[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]\d|3[01])|(?:0?[1-9]|[12]\d|3[01])[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:19|20)\d\d|(?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]\d|3[01])[\-/.](?:19|20)\d\d)(?:\D|$)`)
+	ipv4Re = regexp.MustCompile(`\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}`)
 )
 
 // free reports whether w[a:b] is not part of a longer number.
@@ -377,22 +431,53 @@ func free(w string, a, b int) bool {
 		(a < 2 || !(w[a-1] == '.' && isDigit(w[a-2]))) && (b+1 >= len(w) || !(w[b] == '.' && isDigit(w[b+1])))
 }
 
-func cards(w string, add func(int, int)) {
-	for _, m := range cardRe.FindAllStringIndex(w, -1) {
-		if !free(w, m[0], m[1]) {
+// cardRuns calls fn with each run of 13 to 19 digits, one space or dash
+// at most between two of them, that `\d(?:[ \-]?\d){12,18}` would find
+// (leftmost, greedy, not overlapping), in one pass: the expression's
+// automaton was most of the cost of masking long runs of numbers.
+func cardRuns(w string, fn func(a, b int)) {
+	for i := 0; i < len(w); {
+		if !isDigit(w[i]) {
+			i++
 			continue
 		}
+		j, n := i+1, 1 // w[i:j] holds n digits
+		for n < 19 {
+			if j < len(w) && isDigit(w[j]) {
+				j, n = j+1, n+1
+			} else if j+1 < len(w) && (w[j] == ' ' || w[j] == '-') && isDigit(w[j+1]) {
+				j, n = j+2, n+1
+			} else {
+				break
+			}
+		}
+		if n >= 13 {
+			fn(i, j)
+		}
+		i = j
+	}
+}
+
+func cards(w string, add func(int, int)) {
+	cardRuns(w, func(a, b int) {
+		m := [2]int{a, b}
+		if !free(w, m[0], m[1]) {
+			return
+		}
 		// The longest prefix, ending on a digit, that is a valid number.
+		all := digitsOf(w[m[0]:m[1]])
+		n := len(all)
 		for end := m[1]; end-m[0] >= 13; end-- {
 			if !isDigit(w[end-1]) {
 				continue
 			}
-			if d := digitsOf(w[m[0]:end]); len(d) >= 13 && len(d) <= 19 && d[0] >= '2' && d[0] <= '6' && luhn(d) {
+			if d := all[:n]; len(d) >= 13 && len(d) <= 19 && d[0] >= '2' && d[0] <= '6' && luhn(d) {
 				add(m[0], end)
 				break
 			}
+			n--
 		}
-	}
+	})
 }
 
 func countDigits(s string) (n int) {
@@ -466,6 +551,9 @@ func phones(w string, add func(int, int)) {
 		if !plus && strings.Count(p, ".") >= 3 && !strings.ContainsAny(p, " -()") {
 			continue // dotted like a version or an address, not a phone
 		}
+		if !plus && dateRe.MatchString(p) {
+			continue // a date with a time or another number beside it ("2024-01-15 10:30")
+		}
 		add(a, b)
 	}
 }
@@ -513,14 +601,47 @@ func findIPv6(s string, add func(int, int)) {
 	}
 }
 
-var ibanRe = regexp.MustCompile(`^[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?`)
+// ibanShape returns {0, n} when s[i:i+n] is the longest IBAN-shaped text
+// at i, as `^[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?` would
+// match it (s[i:i+4] is known to be two letters and two digits); nil when
+// there is none. One short pass, no automaton: IBAN-shaped runs can start
+// every few bytes.
+func ibanShape(s string, i int) []int {
+	isChar := func(b byte) bool { return isUpper(b) || isDigit(b) }
+	j, groups := i+4, 0
+	for groups < 7 {
+		p := j
+		if p < len(s) && s[p] == ' ' {
+			p++
+		}
+		if p+4 > len(s) || !isChar(s[p]) || !isChar(s[p+1]) || !isChar(s[p+2]) || !isChar(s[p+3]) {
+			break
+		}
+		j, groups = p+4, groups+1
+	}
+	if groups < 2 {
+		return nil
+	}
+	p := j
+	if p < len(s) && s[p] == ' ' {
+		p++
+	}
+	n := 0
+	for n < 4 && p+n < len(s) && isChar(s[p+n]) {
+		n++
+	}
+	if n > 0 {
+		j = p + n
+	}
+	return []int{0, j - i}
+}
 
 func findIBANs(s string, add func(int, int)) {
 	for i := 0; i+4 <= len(s); i++ {
 		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !isDigit(s[i+3]) || !wordStart(s, i) {
 			continue
 		}
-		m := ibanRe.FindStringIndex(s[i:min(len(s), i+48)])
+		m := ibanShape(s, i)
 		if m == nil {
 			continue
 		}
@@ -541,21 +662,34 @@ func findIBANs(s string, add func(int, int)) {
 }
 
 // iban reports whether s (spaces aside) is 15 to 34 characters passing
-// ISO 13616's mod-97 check.
+// ISO 13616's mod-97 check. It allocates nothing.
 func iban(s string) bool {
-	c := strings.ReplaceAll(s, " ", "")
-	if len(c) < 15 || len(c) > 34 {
+	n := len(s) - strings.Count(s, " ")
+	if n < 15 || n > 34 || len(s) < 4 {
 		return false
 	}
-	c = c[4:] + c[:4]
+	// The check moves the first four characters to the end: the rest's
+	// remainder, then those four's.
 	rem := 0
-	for _, b := range []byte(c) {
+	step := func(b byte) bool {
 		switch {
 		case isDigit(b):
 			rem = (rem*10 + int(b-'0')) % 97
 		case isUpper(b):
 			rem = (rem*100 + int(b-'A'+10)) % 97
+		case b == ' ':
 		default:
+			return false
+		}
+		return true
+	}
+	for i := 4; i < len(s); i++ {
+		if !step(s[i]) {
+			return false
+		}
+	}
+	for i := 0; i < 4; i++ {
+		if !step(s[i]) {
 			return false
 		}
 	}

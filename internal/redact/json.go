@@ -18,6 +18,30 @@ func (r *Redactor) JSON(raw []byte) []byte {
 	if !json.Valid(raw) {
 		return r.Text(string(raw))
 	}
+	return r.walk(raw, 0)
+}
+
+// JSONPrefix is JSON for the start of a JSON text cut anywhere (a field
+// past the content cap): each string value it holds, the last one perhaps
+// unterminated, is decoded, masked and encoded again, so that escapes
+// ("\n", "\u0073") hide nothing from the detectors. The result is the
+// prefix with its strings masked, not valid JSON; the caller cuts it and
+// quotes it.
+func (r *Redactor) JSONPrefix(raw []byte) []byte {
+	if r == nil || len(r.finders) == 0 {
+		return raw
+	}
+	return r.walk(raw, 0)
+}
+
+// maxJSONDepth bounds how many JSON texts held in strings of JSON texts
+// (tool-call arguments) are walked into.
+const maxJSONDepth = 4
+
+// walk masks the string values of raw, a JSON text or the start of one.
+// A string that is itself a whole JSON text (tool-call arguments) is
+// walked in turn, so that its own escapes are decoded too.
+func (r *Redactor) walk(raw []byte, depth int) []byte {
 	var out []byte // nil until the first change
 	at := 0        // raw[:at] is in out (once out is not nil)
 	for i := 0; i < len(raw); {
@@ -25,18 +49,17 @@ func (r *Redactor) JSON(raw []byte) []byte {
 			i++
 			continue
 		}
-		end, escaped := stringEnd(raw, i)
-		if isKey(raw, end) {
+		end, escaped, closed := stringEnd(raw, i)
+		if closed && isKey(raw, end) {
 			i = end
 			continue
 		}
-		var s string
-		if escaped {
-			_ = json.Unmarshal(raw[i:end], &s)
-		} else {
-			s = string(raw[i+1 : end-1])
+		s := decodeString(raw[i:end], escaped, closed)
+		red := r.String(s)
+		if depth < maxJSONDepth && len(s) > 1 && (s[0] == '{' || s[0] == '[') && json.Valid([]byte(s)) {
+			red = string(r.walk([]byte(s), depth+1))
 		}
-		if red := r.String(s); red != s {
+		if red != s {
 			if out == nil {
 				out = make([]byte, 0, len(raw)+64)
 			}
@@ -52,14 +75,41 @@ func (r *Redactor) JSON(raw []byte) []byte {
 	return append(out, raw[at:]...)
 }
 
+// decodeString returns the text of the JSON string q (quotes included,
+// the closing one missing when !closed). An unterminated string loses a
+// trailing escape cut in its middle; one that does not decode is taken as
+// it is written.
+func decodeString(q []byte, escaped, closed bool) string {
+	if !escaped {
+		if closed {
+			return string(q[1 : len(q)-1])
+		}
+		return string(q[1:])
+	}
+	var s string
+	if closed {
+		if json.Unmarshal(q, &s) == nil {
+			return s
+		}
+		return string(q[1 : len(q)-1])
+	}
+	for cut := 0; cut <= 6 && cut < len(q); cut++ {
+		if json.Unmarshal(append(bytes.Clone(q[:len(q)-cut]), '"'), &s) == nil {
+			return s
+		}
+	}
+	return string(q[1:])
+}
+
 // Text returns s redacted, as a JSON string.
 func (r *Redactor) Text(s string) []byte {
 	return appendString(nil, r.String(s))
 }
 
 // stringEnd returns the index just past the JSON string starting at i,
-// and whether it holds an escape.
-func stringEnd(b []byte, i int) (int, bool) {
+// whether it holds an escape, and whether it is closed (false: b ends
+// inside it).
+func stringEnd(b []byte, i int) (int, bool, bool) {
 	escaped := false
 	for j := i + 1; j < len(b); j++ {
 		switch b[j] {
@@ -67,10 +117,10 @@ func stringEnd(b []byte, i int) (int, bool) {
 			escaped = true
 			j++
 		case '"':
-			return j + 1, escaped
+			return j + 1, escaped, true
 		}
 	}
-	return len(b), escaped
+	return len(b), escaped, false
 }
 
 // isKey reports whether the string ending at end is an object key.

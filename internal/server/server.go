@@ -174,6 +174,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	if s.writer != nil {
 		mopts.WriterPending, mopts.WriterLag = s.writer.Pending, s.writer.Lag
+		mopts.WriterStripped, mopts.WriterRejected = s.writer.Stripped, s.writer.Rejected
 	}
 	if s.tracer != nil {
 		mopts.Spans = func(yield func(metrics.SpanQueue)) {

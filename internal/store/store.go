@@ -23,6 +23,10 @@ import (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("already exists")
+	// ErrRejected: the store refused the data itself (a byte sequence
+	// its encoding cannot hold, a value out of range, a constraint), not
+	// for being unreachable: retrying the same data fails the same way.
+	ErrRejected = errors.New("data refused by the store")
 )
 
 // Limits are an entity's budget and rate limits, as LiteLLM names them.

@@ -15,9 +15,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 	"github.com/pressly/goose/v3"
-	_ "modernc.org/sqlite" // registers "sqlite"
+	"modernc.org/sqlite"
 
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -178,13 +179,47 @@ func classify(err error) error {
 	return err
 }
 
+// refused marks err with store.ErrRejected when the database refused the
+// data rather than failed to take it: PostgreSQL's data exceptions
+// (SQLSTATE class 22: a byte sequence invalid in UTF-8, a NUL byte, a
+// value out of range), integrity violations (23, but for a unique
+// violation, which is a race) and program limits (54: a value too large); SQLite's constraint, too-big and mismatch errors;
+// and a record that cannot be encoded. Anything else (a lost connection, a
+// timeout, a lock, a missing table) is not the rows' fault and is left as
+// it is, so the spend writer retries it.
+func refused(err error) error {
+	if err == nil || errors.Is(err, store.ErrRejected) {
+		return err
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "23505":
+			// A unique violation is a race with another writer (two
+			// replicas creating one end user): retried, not refused.
+		case strings.HasPrefix(pe.Code, "22"), strings.HasPrefix(pe.Code, "23"), strings.HasPrefix(pe.Code, "54"):
+			return fmt.Errorf("%w: %w", store.ErrRejected, err)
+		}
+		return err
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch code := se.Code(); {
+		case code == 2067 || code == 1555: // SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY: as 23505
+		case code&0xff == 18, code&0xff == 19, code&0xff == 20: // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH
+			return fmt.Errorf("%w: %w", store.ErrRejected, err)
+		}
+	}
+	return err
+}
+
 // encode is a record as the JSON of its data column. Records carry what
 // callers sent, so encoding can fail (a time past year 9999, say): that is
 // an error for the caller, never a panic.
 func encode(v any) (string, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return "", fmt.Errorf("sqlstore: cannot store %T: %w", v, err)
+		return "", fmt.Errorf("sqlstore: cannot store %T: %w: %w", v, store.ErrRejected, err)
 	}
 	return string(b), nil
 }

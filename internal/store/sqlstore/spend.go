@@ -173,7 +173,7 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return refused(s.tx(ctx, func(tx *sql.Tx) error {
 		inserted := make(map[string]bool, len(batch))
 		rows := batch
 		if s.noSpendLogs.Load() {
@@ -313,7 +313,7 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			}
 		}
 		return nil
-	})
+	}))
 }
 
 // ListSpendLogs returns spend logs, newest first.
