@@ -1,0 +1,143 @@
+package admin_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// probeChat sends a chat request with the raw x-litellm-tags header value
+// (set on the header map directly, so bytes Go would not write through Set
+// still go) and returns the status.
+func (e *env) probeChat(key, header, body string) int {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	if header != "" {
+		req.Header["X-Litellm-Tags"] = []string{header}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Logf("chat: %v", err)
+		return 0
+	}
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// probeWaitRows polls /spend/logs for key until it lists n rows or 30 s
+// pass; it returns the rows it saw last.
+func (e *env) probeWaitRows(key string, n int) []tagLog {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var logs []tagLog
+		e.getJSON("/spend/logs?api_key="+key, "sk-1234", &logs)
+		if len(logs) >= n || time.Now().After(deadline) {
+			return logs
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestProbeTagWithNULStallsSpendWriter: any key holder can send a tag
+// holding U+0000 in metadata.tags. readMeta accepts it (addTag checks only
+// emptiness and length), the spend row's request_tags is JSON-escaped, but
+// spend_daily_tags.tag gets the raw NUL, which PostgreSQL refuses in TEXT.
+// ApplySpend fails for the whole batch and the writer retries it forever:
+// no spend row of any caller is written after it.
+func TestProbeTagWithNULStallsSpendWriter(t *testing.T) {
+	engines(t, tagConfig, func(t *testing.T, e *env) {
+		attacker := e.generate(`{}`)
+		victim := e.generate(`{}`)
+		if s := e.probeChat(attacker, "", `{"model":"priced","messages":[{"role":"user","content":"hi"}],"metadata":{"tags":["a\u0000b"]}}`); s != 200 {
+			// Refusing the tag with a 400 would be a fix too; then the
+			// victim's row below must still land.
+			t.Logf("tag with NUL refused: %d", s)
+		}
+		if s := e.probeChat(victim, "", `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
+			t.Fatalf("victim's chat: %d", s)
+		}
+		if logs := e.probeWaitRows(victim, 1); len(logs) != 1 {
+			t.Errorf("another key's spend row never reached the store after a request tagged with a NUL (rows %d after 30 s): the spend writer is stuck retrying the batch", len(logs))
+		}
+	})
+}
+
+// TestProbeTagInvalidUTF8Header: an x-litellm-tags header may carry bytes
+// that are not UTF-8 (net/http accepts obs-text). readMeta keeps them as a
+// tag; PostgreSQL refuses the spend_daily_tags row, stalling every spend
+// row behind it, and the Prometheus tag label panics on a value that is
+// not UTF-8.
+func TestProbeTagInvalidUTF8Header(t *testing.T) {
+	engines(t, tagConfig, func(t *testing.T, e *env) {
+		attacker := e.generate(`{}`)
+		victim := e.generate(`{}`)
+		if s := e.probeChat(attacker, "ok,bad\xff\xfe", `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 && s != 400 {
+			t.Errorf("a served request whose tag header is not UTF-8 got status %d (0: the connection was cut) instead of its answer (or a 400)", s)
+		}
+		if s := e.probeChat(victim, "", `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
+			t.Fatalf("victim's chat: %d", s)
+		}
+		if logs := e.probeWaitRows(victim, 1); len(logs) != 1 {
+			t.Errorf("another key's spend row never reached the store after a request whose tag is not UTF-8 (rows %d after 30 s)", len(logs))
+		}
+		if logs := e.probeWaitRows(attacker, 1); len(logs) == 1 {
+			for _, tag := range logs[0].RequestTags {
+				if !strings.HasPrefix(tag, "ok") && !strings.HasPrefix(tag, "bad") {
+					t.Errorf("stored tag %q", tag)
+				}
+			}
+		}
+		resp, err := http.Get(e.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), `tag_requests_total{tag="ok"}`) {
+			t.Errorf("/metrics %d: the served request's valid tag was not counted (tag_requests_total lines: %q)", resp.StatusCode, grepLines(string(b), "tag_requests_total"))
+		}
+	})
+}
+
+func grepLines(s, sub string) []string {
+	var out []string
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(l, sub) && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestProbeClientTagsEvictKeyTags: the operator tags a key (and a team)
+// for cost attribution, and the docs say the key's tags apply to its
+// requests. The 32-tag cap is filled request tags first, so a client that
+// sends 32 tags of its own drops the key's tag: its spend disappears from
+// /spend/tags under the operator's tag.
+func TestProbeClientTagsEvictKeyTags(t *testing.T) {
+	engines(t, tagConfig, func(t *testing.T, e *env) {
+		key := e.generate(`{"tags": ["cost-center-finance"]}`)
+		var own []string
+		for i := range 32 {
+			own = append(own, fmt.Sprintf("c%d", i))
+		}
+		if s := e.probeChat(key, strings.Join(own, ","), `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
+			t.Fatalf("chat: %d", s)
+		}
+		logs := e.probeWaitRows(key, 1)
+		if len(logs) != 1 {
+			t.Fatalf("rows %d", len(logs))
+		}
+		if !slices.Contains(logs[0].RequestTags, "cost-center-finance") {
+			t.Errorf("the key's tag was dropped by the client's tags: row tags %v", logs[0].RequestTags)
+		}
+	})
+}
