@@ -141,3 +141,63 @@ func TestProbeClientTagsEvictKeyTags(t *testing.T) {
 		}
 	})
 }
+
+// TestProbeMediaRequestsCarryNoTags: readMeta runs only on the JSON
+// inference path (call.decode); decodeMedia never calls it, so an image
+// generation or speech request carries none of its tags: not the
+// x-litellm-tags header, not the key's tags. Its spend is missing from
+// every tag report although the docs say the key's tags apply to its
+// requests.
+func TestProbeMediaRequestsCarryNoTags(t *testing.T) {
+	cfg := strings.Replace(seedConfig, "general_settings:", `  - model_name: img
+    litellm_params: {model: openai/dall-e-3, api_base: "{{UP}}"}
+general_settings:`, 1)
+	engines(t, cfg, func(t *testing.T, e *env) {
+		key := e.generate(`{"tags": ["key-tag"]}`)
+		req, _ := http.NewRequest("POST", e.url+"/v1/images/generations", strings.NewReader(`{"model":"img","prompt":"a cat","n":1}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("x-litellm-tags", "hdr-tag")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("image generation: %d %s", resp.StatusCode, b)
+		}
+		logs := e.probeWaitRows(key, 1)
+		if len(logs) != 1 {
+			t.Fatalf("rows %d", len(logs))
+		}
+		if !slices.Contains(logs[0].RequestTags, "key-tag") || !slices.Contains(logs[0].RequestTags, "hdr-tag") {
+			t.Errorf("an image generation's spend row has tags %v, want the header's and the key's", logs[0].RequestTags)
+		}
+	})
+}
+
+// TestProbeDeploymentTagsNotRequestTags: LiteLLM's documented way to tag
+// spend by environment is litellm_params.tags on a deployment ("Request
+// Tags for Spend Tracking": the deployment's tags appear in the spend
+// log's request_tags). Tollgate accepts the key (warning only that
+// tag-based routing is not applied) but never adds them to the request's
+// tags.
+func TestProbeDeploymentTagsNotRequestTags(t *testing.T) {
+	cfg := strings.Replace(seedConfig, "general_settings:", `  - model_name: tagged
+    litellm_params: {model: openai/tagged-upstream, api_base: "{{UP}}", tags: ["AWS_IAM_PROD"]}
+general_settings:`, 1)
+	engines(t, cfg, func(t *testing.T, e *env) {
+		key := e.generate(`{}`)
+		if s := e.probeChat(key, "", `{"model":"tagged","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
+			t.Fatalf("chat: %d", s)
+		}
+		logs := e.probeWaitRows(key, 1)
+		if len(logs) != 1 {
+			t.Fatalf("rows %d", len(logs))
+		}
+		if !slices.Contains(logs[0].RequestTags, "AWS_IAM_PROD") {
+			t.Errorf("the deployment's litellm_params.tags are not in the spend row's request_tags: %v", logs[0].RequestTags)
+		}
+	})
+}
