@@ -231,3 +231,42 @@ func TestProbeKeyTagsPastBoundsSilentlyIgnored(t *testing.T) {
 		}
 	})
 }
+
+// TestProbeClientTagsCrowdOutOperatorTagMetrics: the 100 tag label slots
+// go to whoever comes first, and a client mints 32 per request through
+// x-litellm-tags. Four requests of any key fill them for the life of the
+// process; the tags the operator put on keys and teams (values from the
+// store, which metrics.Request says labels must come from) then count only
+// under "other".
+func TestProbeClientTagsCrowdOutOperatorTagMetrics(t *testing.T) {
+	engines(t, tagConfig, func(t *testing.T, e *env) {
+		if !strings.HasSuffix(t.Name(), "sqlite") {
+			t.Skip("one engine shows it")
+		}
+		attacker := e.generate(`{}`)
+		for r := range 4 {
+			var junk []string
+			for i := range 32 {
+				junk = append(junk, fmt.Sprintf("junk-%d-%d", r, i))
+			}
+			if s := e.probeChat(attacker, strings.Join(junk, ","), `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
+				t.Fatalf("chat: %d", s)
+			}
+		}
+		finance := e.generate(`{"tags": ["finance"]}`)
+		if s := e.probeChat(finance, "", `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
+			t.Fatalf("chat: %d", s)
+		}
+		resp, err := http.Get(e.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), `tag_requests_total{tag="finance"}`) {
+			t.Errorf("the key's operator-set tag has no series after another key's clients sent 128 tags; tag lines end with %q", tail(grepLines(string(b), "tag_requests_total{"), 3))
+		}
+	})
+}
+
+func tail(s []string, n int) []string { return s[max(0, len(s)-n):] }
