@@ -270,3 +270,21 @@ func TestProbeClientTagsCrowdOutOperatorTagMetrics(t *testing.T) {
 }
 
 func tail(s []string, n int) []string { return s[max(0, len(s)-n):] }
+
+// TestProbeEndUserNULStallsSpendWriter (outside the tag code, same root
+// cause): the body's user with U+0000 becomes spend_logs.end_user and an
+// end_users row; PostgreSQL refuses it and the writer retries the batch
+// forever. The writer never isolates a row that can never be written.
+func TestProbeEndUserNULStallsSpendWriter(t *testing.T) {
+	engines(t, tagConfig, func(t *testing.T, e *env) {
+		attacker := e.generate(`{}`)
+		victim := e.generate(`{}`)
+		e.probeChat(attacker, "", `{"model":"priced","user":"u\u0000x","messages":[{"role":"user","content":"hi"}]}`)
+		if s := e.probeChat(victim, "", `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
+			t.Fatalf("victim's chat: %d", s)
+		}
+		if logs := e.probeWaitRows(victim, 1); len(logs) != 1 {
+			t.Errorf("another key's spend row never reached the store after a request whose user holds a NUL (rows %d after 30 s)", len(logs))
+		}
+	})
+}
