@@ -1,7 +1,6 @@
 package admin_test
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -117,91 +116,6 @@ func grepLines(s, sub string) []string {
 	return out
 }
 
-// TestProbeClientTagsEvictKeyTags: the operator tags a key (and a team)
-// for cost attribution, and the docs say the key's tags apply to its
-// requests. The 32-tag cap is filled request tags first, so a client that
-// sends 32 tags of its own drops the key's tag: its spend disappears from
-// /spend/tags under the operator's tag.
-func TestProbeClientTagsEvictKeyTags(t *testing.T) {
-	engines(t, tagConfig, func(t *testing.T, e *env) {
-		key := e.generate(`{"tags": ["cost-center-finance"]}`)
-		var own []string
-		for i := range 32 {
-			own = append(own, fmt.Sprintf("c%d", i))
-		}
-		if s := e.probeChat(key, strings.Join(own, ","), `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
-			t.Fatalf("chat: %d", s)
-		}
-		logs := e.probeWaitRows(key, 1)
-		if len(logs) != 1 {
-			t.Fatalf("rows %d", len(logs))
-		}
-		if !slices.Contains(logs[0].RequestTags, "cost-center-finance") {
-			t.Errorf("the key's tag was dropped by the client's tags: row tags %v", logs[0].RequestTags)
-		}
-	})
-}
-
-// TestProbeMediaRequestsCarryNoTags: readMeta runs only on the JSON
-// inference path (call.decode); decodeMedia never calls it, so an image
-// generation or speech request carries none of its tags: not the
-// x-litellm-tags header, not the key's tags. Its spend is missing from
-// every tag report although the docs say the key's tags apply to its
-// requests.
-func TestProbeMediaRequestsCarryNoTags(t *testing.T) {
-	cfg := strings.Replace(seedConfig, "general_settings:", `  - model_name: img
-    litellm_params: {model: openai/dall-e-3, api_base: "{{UP}}"}
-general_settings:`, 1)
-	engines(t, cfg, func(t *testing.T, e *env) {
-		key := e.generate(`{"tags": ["key-tag"]}`)
-		req, _ := http.NewRequest("POST", e.url+"/v1/images/generations", strings.NewReader(`{"model":"img","prompt":"a cat","n":1}`))
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("x-litellm-tags", "hdr-tag")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("image generation: %d %s", resp.StatusCode, b)
-		}
-		logs := e.probeWaitRows(key, 1)
-		if len(logs) != 1 {
-			t.Fatalf("rows %d", len(logs))
-		}
-		if !slices.Contains(logs[0].RequestTags, "key-tag") || !slices.Contains(logs[0].RequestTags, "hdr-tag") {
-			t.Errorf("an image generation's spend row has tags %v, want the header's and the key's", logs[0].RequestTags)
-		}
-	})
-}
-
-// TestProbeDeploymentTagsNotRequestTags: LiteLLM's documented way to tag
-// spend by environment is litellm_params.tags on a deployment ("Request
-// Tags for Spend Tracking": the deployment's tags appear in the spend
-// log's request_tags). Tollgate accepts the key (warning only that
-// tag-based routing is not applied) but never adds them to the request's
-// tags.
-func TestProbeDeploymentTagsNotRequestTags(t *testing.T) {
-	cfg := strings.Replace(seedConfig, "general_settings:", `  - model_name: tagged
-    litellm_params: {model: openai/tagged-upstream, api_base: "{{UP}}", tags: ["AWS_IAM_PROD"]}
-general_settings:`, 1)
-	engines(t, cfg, func(t *testing.T, e *env) {
-		key := e.generate(`{}`)
-		if s := e.probeChat(key, "", `{"model":"tagged","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
-			t.Fatalf("chat: %d", s)
-		}
-		logs := e.probeWaitRows(key, 1)
-		if len(logs) != 1 {
-			t.Fatalf("rows %d", len(logs))
-		}
-		if !slices.Contains(logs[0].RequestTags, "AWS_IAM_PROD") {
-			t.Errorf("the deployment's litellm_params.tags are not in the spend row's request_tags: %v", logs[0].RequestTags)
-		}
-	})
-}
-
 // TestProbeKeyTagsPastBoundsSilentlyIgnored: /key/generate takes any tags
 // (no bound on their number or length), while readMeta drops every tag
 // past 128 bytes and past the 32nd. A key created with a 129-byte tag is
@@ -231,45 +145,6 @@ func TestProbeKeyTagsPastBoundsSilentlyIgnored(t *testing.T) {
 		}
 	})
 }
-
-// TestProbeClientTagsCrowdOutOperatorTagMetrics: the 100 tag label slots
-// go to whoever comes first, and a client mints 32 per request through
-// x-litellm-tags. Four requests of any key fill them for the life of the
-// process; the tags the operator put on keys and teams (values from the
-// store, which metrics.Request says labels must come from) then count only
-// under "other".
-func TestProbeClientTagsCrowdOutOperatorTagMetrics(t *testing.T) {
-	engines(t, tagConfig, func(t *testing.T, e *env) {
-		if !strings.HasSuffix(t.Name(), "sqlite") {
-			t.Skip("one engine shows it")
-		}
-		attacker := e.generate(`{}`)
-		for r := range 4 {
-			var junk []string
-			for i := range 32 {
-				junk = append(junk, fmt.Sprintf("junk-%d-%d", r, i))
-			}
-			if s := e.probeChat(attacker, strings.Join(junk, ","), `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
-				t.Fatalf("chat: %d", s)
-			}
-		}
-		finance := e.generate(`{"tags": ["finance"]}`)
-		if s := e.probeChat(finance, "", `{"model":"priced","messages":[{"role":"user","content":"hi"}]}`); s != 200 {
-			t.Fatalf("chat: %d", s)
-		}
-		resp, err := http.Get(e.url + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(b), `tag_requests_total{tag="finance"}`) {
-			t.Errorf("the key's operator-set tag has no series after another key's clients sent 128 tags; tag lines end with %q", tail(grepLines(string(b), "tag_requests_total{"), 3))
-		}
-	})
-}
-
-func tail(s []string, n int) []string { return s[max(0, len(s)-n):] }
 
 // TestProbeEndUserNULStallsSpendWriter (outside the tag code, same root
 // cause): the body's user with U+0000 becomes spend_logs.end_user and an

@@ -144,12 +144,28 @@ func (c *call) decode() error {
 	// are the gateway's, not the upstream's: LiteLLM does not forward them,
 	// and OpenAI's own chat metadata takes string values only. The
 	// Responses and Messages APIs keep theirs: there metadata is the API's
-	// own member. Only a body that has one is rewritten.
-	if c.op != provider.OpResponses && c.op != provider.OpMessages {
-		if b := c.req.obj.Without("metadata", "litellm_metadata"); len(b) != len(c.req.obj.Body()) {
-			if err := c.req.obj.Reset(b); err != nil {
-				return apierror.Internal(err)
-			}
+	// own member; litellm_metadata is never an API's, so it never goes.
+	return c.stripMeta()
+}
+
+// stripMeta removes LiteLLM's metadata members from the body the upstream
+// gets: litellm_metadata always, metadata unless it is the API's own
+// (Responses, Messages). Only a body that has one is rewritten. A form
+// (an upload) loses its metadata and litellm_metadata text fields.
+func (c *call) stripMeta() error {
+	members := []string{"metadata", "litellm_metadata"}
+	if c.op == provider.OpResponses || c.op == provider.OpMessages {
+		members = members[1:]
+	}
+	if md := c.req.media; md != nil && md.form != nil {
+		md.form.parts = slices.DeleteFunc(md.form.parts, func(p formPart) bool {
+			return !p.file && slices.Contains(members, p.name)
+		})
+		return nil
+	}
+	if b := c.req.obj.Without(members...); len(b) != len(c.req.obj.Body()) {
+		if err := c.req.obj.Reset(b); err != nil {
+			return apierror.Internal(err)
 		}
 	}
 	return nil
@@ -345,6 +361,7 @@ func (c *call) attempts(grp *router.Group) error {
 // client, and the attempt's hold is settled.
 func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model string) (done bool, err error) {
 	c.target = t
+	c.deploymentTags(t)
 	h := c.w.Header()
 	upstream := t.UpstreamModel(model)
 	askUsage := c.req.stream && (wr.op == provider.OpChat || wr.op == provider.OpCompletions)

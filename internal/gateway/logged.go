@@ -32,6 +32,11 @@ type callMeta struct {
 	// body's metadata.tags, then the key's and the team's tags; each once,
 	// in that order.
 	tags []string
+	// client are the tags the request chose (header and body), principal
+	// the key's and the team's, own the operator's in effect (principal's,
+	// then the deployment's of the attempt); tags joins client and own so
+	// that own always fit (joinTags).
+	client, principal, own []string
 	// metadata is the body's metadata object (litellm_metadata's members
 	// winning), LiteLLM's requester_metadata; nil when the body has none.
 	metadata map[string]any
@@ -42,7 +47,7 @@ type callMeta struct {
 func (c *call) readMeta() error {
 	var m callMeta
 	for _, member := range []string{"metadata", "litellm_metadata"} {
-		raw := c.req.obj.Get(member)
+		raw := c.metaMember(member)
 		if raw == nil || string(raw) == "null" {
 			continue
 		}
@@ -86,7 +91,9 @@ func (c *call) readMeta() error {
 		}
 		m.tags = head
 	}
-	m.tags = principalTags(m.tags, c.p)
+	m.client, m.principal = m.tags, principalTags(nil, c.p)
+	m.own = m.principal
+	m.tags = joinTags(m.own, m.client)
 	c.meta = m
 	return nil
 }
