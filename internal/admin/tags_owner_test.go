@@ -231,3 +231,63 @@ func TestOperatorTagsKeepTheirMetricSeries(t *testing.T) {
 		}
 	})
 }
+
+// TestKeyAndTeamTagsPastBoundsRefused: a key's tags (tags, metadata.tags)
+// and a team's (metadata.tags) ride on every request, where more than 32
+// or one past 128 bytes could not be carried; /key/generate, /key/update,
+// /team/new and /team/update refuse them with a 400 that says the bound,
+// and change nothing. A tag at the bound is kept and reaches the rows.
+func TestKeyAndTeamTagsPastBoundsRefused(t *testing.T) {
+	engines(t, tagConfig, func(t *testing.T, e *env) {
+		long := strings.Repeat("x", 129)
+		many := `"t0"` + strings.Repeat(`,"t"`, 32)
+		key := e.generate(`{"tags": ["kept"]}`)
+		if s, out := e.do("POST", "/team/new", "sk-1234", `{"team_id":"t-1","metadata":{"tags":["team-kept"]}}`); s != 200 {
+			t.Fatalf("team/new: %d %v", s, out)
+		}
+		tests := []struct {
+			name, path, body, want string
+		}{
+			{"generate long", "/key/generate", `{"tags":["` + long + `"]}`, "at most 128 bytes"},
+			{"generate many", "/key/generate", `{"tags":[` + many + `]}`, "at most 32"},
+			{"generate empty", "/key/generate", `{"tags":[""]}`, "is empty"},
+			{"generate control", "/key/generate", `{"tags":["a\u0000b"]}`, "control character"},
+			{"generate metadata long", "/key/generate", `{"metadata":{"tags":["` + long + `"]}}`, "metadata.tags[0]"},
+			{"generate metadata not a list", "/key/generate", `{"metadata":{"tags":"a"}}`, "array of strings"},
+			{"update long", "/key/update", `{"key":"` + key + `","tags":["` + long + `"]}`, "at most 128 bytes"},
+			{"update metadata control", "/key/update", `{"key":"` + key + `","metadata":{"tags":["a\nb"]}}`, "control character"},
+			{"team new long", "/team/new", `{"team_id":"t-2","metadata":{"tags":["` + long + `"]}}`, "at most 128 bytes"},
+			{"team update many", "/team/update", `{"team_id":"t-1","metadata":{"tags":[` + many + `]}}`, "at most 32"},
+		}
+		for _, tt := range tests {
+			s, out := e.do("POST", tt.path, "sk-1234", tt.body)
+			msg := fmt.Sprint(out["error"])
+			if s != 400 || !strings.Contains(msg, tt.want) {
+				t.Errorf("%s: %d %s, want a 400 saying %q", tt.name, s, msg, tt.want)
+			}
+		}
+		if s, _ := e.do("GET", "/team/info?team_id=t-2", "sk-1234", ""); s != 404 {
+			t.Errorf("a refused /team/new made the team (info %d)", s)
+		}
+		var team struct {
+			TeamInfo struct {
+				Metadata map[string]any `json:"metadata"`
+			} `json:"team_info"`
+		}
+		e.getJSON("/team/info?team_id=t-1", "sk-1234", &team)
+		if tags := fmt.Sprint(team.TeamInfo.Metadata["tags"]); tags != "[team-kept]" {
+			t.Errorf("a refused /team/update changed the team's tags: %s", tags)
+		}
+		atBound := strings.Repeat("y", 128)
+		if s, out := e.do("POST", "/key/update", "sk-1234", `{"key":"`+key+`","tags":["kept","`+atBound+`"]}`); s != 200 {
+			t.Fatalf("update at the bound: %d %v", s, out)
+		}
+		if s, b := e.ownChat(key, "/v1/chat/completions", "", "application/json", chatBody); s != 200 {
+			t.Fatalf("chat: %d %s", s, b)
+		}
+		logs := e.ownRows(key, 1)
+		if len(logs) != 1 || !slices.Equal(logs[0].RequestTags, []string{"kept", atBound}) {
+			t.Errorf("rows %d, tags %v: want the key's two tags", len(logs), logs)
+		}
+	})
+}
