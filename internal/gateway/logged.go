@@ -29,8 +29,8 @@ const (
 // metric labels beyond who made it: its tags and its own metadata.
 type callMeta struct {
 	// tags are LiteLLM's request_tags: the x-litellm-tags header, the
-	// body's metadata.tags, then the key's and the team's tags; each once,
-	// in that order.
+	// body's metadata.tags, then the key's, the team's and the answering
+	// deployment's tags; each once, in that order (joinTags).
 	tags []string
 	// client are the tags the request chose (header and body), principal
 	// the key's and the team's, own the operator's in effect (principal's,
