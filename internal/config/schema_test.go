@@ -415,3 +415,32 @@ func TestPerSecondPrices(t *testing.T) {
 		t.Fatalf("a negative per-second price: %v", err)
 	}
 }
+
+// TestDeploymentTagsBounded: litellm_params.tags ride on every request the
+// deployment answers, so tags past the request tag bounds fail the load
+// with the place and the bound, rather than being dropped on each request.
+func TestDeploymentTagsBounded(t *testing.T) {
+	model := func(tags string) string {
+		return "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/x\n      tags: " + tags + "\n"
+	}
+	tests := []struct {
+		name, tags, want string
+	}{
+		{"long", `["` + strings.Repeat("x", 129) + `"]`, "at most 128 bytes"},
+		{"many", "[" + strings.Repeat("t,", 32) + "t]", "at most 32"},
+		{"empty", `[""]`, "is empty"},
+		{"control", `["a\tb"]`, "control character"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(model(tt.tags)))
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "litellm_params.tags") {
+				t.Errorf("err = %v, want one naming litellm_params.tags and %q", err, tt.want)
+			}
+		})
+	}
+	cfg, err := Parse("c.yaml", []byte(model(`["AWS_IAM_PROD", "`+strings.Repeat("y", 128)+`"]`)))
+	if err != nil || len(cfg.Deployments) != 1 || len(cfg.Deployments[0].Tags) != 2 {
+		t.Fatalf("tags at the bounds: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/router"
 )
@@ -80,5 +81,46 @@ func TestLitellmMetadataNeverForwarded(t *testing.T) {
 				t.Errorf("Anthropic's own metadata changed: %s", got["metadata"])
 			}
 		})
+	}
+}
+
+// TestRetriedRequestCarriesAnsweringDeploymentTags: each attempt carries
+// its own deployment's litellm_params.tags; a request that the first
+// deployment failed and the second answered is logged with the second's
+// tags only, after the client's (a client tag that is also an operator's
+// counts as the operator's).
+func TestRetriedRequestCarriesAnsweringDeploymentTags(t *testing.T) {
+	fail := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":{"message":"down"}}`, 500)
+	}))
+	t.Cleanup(fail.Close)
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}`)
+	}))
+	t.Cleanup(ok.Close)
+	deps := []config.Deployment{
+		{ModelName: "g", Provider: "openai", Model: "m", APIBase: fail.URL, ID: "d1", Order: 1, Tags: []string{"dep-a"}},
+		{ModelName: "g", Provider: "openai", Model: "m", APIBase: ok.URL, ID: "d2", Order: 2, Tags: []string{"dep-b", "client"}},
+	}
+	rt, err := router.New(deps, router.Settings{Health: router.NewHealth(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &publisher{got: make(chan *callback.Payload, 4)}
+	g := New(Options{Observer: &Telemetry{Callbacks: pub}, Routing: config.Routing{NumRetries: 1}}, auth.NewAuthenticator(&config.Config{}, nil, auth.Options{}), rt)
+	mux := http.NewServeMux()
+	g.Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	if status, body := metaPost(t, srv.URL, `{"model":"g","messages":[{"role":"user","content":"hi"}]}`, "x-litellm-tags", "client,other"); status != 200 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	pl := nextPayload(t, pub)
+	if pl.Retries != 1 {
+		t.Fatalf("retries %d: the failing deployment was not tried first", pl.Retries)
+	}
+	if got := strings.Join(pl.RequestTags, ","); got != "other,dep-b,client" {
+		t.Errorf("tags %q, want the client's and the answering deployment's only (other,dep-b,client)", got)
 	}
 }
