@@ -100,7 +100,7 @@ func (p *keyParams) validate() error {
 	if p.KeyAlias != nil && strings.TrimSpace(*p.KeyAlias) == "" {
 		return apierror.BadRequest("key_alias", "key_alias must not be empty")
 	}
-	return nil
+	return checkTags(p.Tags, p.Metadata)
 }
 
 // modelBudgets reads model_max_budget in either of LiteLLM's shapes:

@@ -185,6 +185,7 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	if f.Page.Size == 0 {
 		f.Page.Size = 1000
 	}
+	f.ContentBytes = spendLogsContentBytes
 	if k := q.Get("api_key"); k != "" {
 		f.KeyHash = filterHashOf(k)
 	}
@@ -214,6 +215,13 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	}
 	return writeJSON(w, out)
 }
+
+// spendLogsContentBytes bounds the stored messages and response one
+// /spend/logs answer carries (each row's are capped by max_field_bytes, so
+// 1,000 rows could otherwise make an answer of over 100 MB): the rows past
+// it come with messages and response {} and content_omitted true, and
+// request_id= fetches one of them whole.
+const spendLogsContentBytes = 16 << 20
 
 // spendLogRow is one row of /spend/logs: LiteLLM's LiteLLM_SpendLogs
 // fields, then Tollgate's own (call_id, http_status, latency_ms, ...).
@@ -253,6 +261,9 @@ type spendLogRow struct {
 	ReportedCompletionTokens int64  `json:"reported_completion_tokens"`
 	UsageClamped             bool   `json:"usage_clamped"`
 	UsageEstimated           bool   `json:"usage_estimated"`
+	// ContentOmitted: messages and response were left out of this row to
+	// keep the answer within spendLogsContentBytes.
+	ContentOmitted bool `json:"content_omitted,omitempty"`
 }
 
 // litellmSpendLog shapes a stored row as LiteLLM does. request_id is the
@@ -277,7 +288,7 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 		CacheHit: "False", RequestTags: l.RequestTags, Messages: l.Messages, Response: l.Response, Status: status,
 		CallID: l.RequestID, HTTPStatus: l.Status, LatencyMS: l.LatencyMS, CachedTokens: l.CachedTokens,
 		ReportedPromptTokens: l.ReportedPromptTokens, ReportedCompletionTokens: l.ReportedCompletionTokens,
-		UsageClamped: l.UsageClamped, UsageEstimated: l.UsageEstimated,
+		UsageClamped: l.UsageClamped, UsageEstimated: l.UsageEstimated, ContentOmitted: l.ContentOmitted,
 	}
 	if row.RequestTags == nil {
 		row.RequestTags = []string{}

@@ -232,6 +232,9 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if err := req.budgetFields.validate(); err != nil {
 		return err
 	}
+	if err := checkTags(nil, req.Metadata); err != nil {
+		return err
+	}
 	if req.Spend != nil {
 		if err := checkUSD("spend", *req.Spend); err != nil {
 			return err
@@ -462,6 +465,9 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		return err
 	}
 	if err := req.budgetFields.validate(); err != nil {
+		return err
+	}
+	if err := checkTags(nil, req.Metadata); err != nil {
 		return err
 	}
 	if req.Spend != nil {

@@ -46,6 +46,10 @@ type Deployment struct {
 	// Region is litellm_params.region_name ("eu", "us", ...): an end user
 	// with allowed_model_region is served only by deployments of that region.
 	Region string
+	// Tags are litellm_params.tags: request tags for spend tracking, added
+	// to the tags of each request this deployment answers (its spend row,
+	// callback payload, span and tag metrics). Not used for routing.
+	Tags []string
 
 	ID           string   // model_info.id; generated and stable when absent
 	AccessGroups []string // model_info.access_groups

@@ -9,28 +9,31 @@ type ModelEntry struct {
 
 // LiteLLMParams is how to reach and price one deployment.
 type LiteLLMParams struct {
-	Model                       EnvString         `yaml:"model"`
-	APIBase                     EnvString         `yaml:"api_base"`
-	APIKey                      EnvString         `yaml:"api_key"`
-	APIVersion                  EnvString         `yaml:"api_version"`
-	Organization                EnvString         `yaml:"organization"`
-	RPM                         *int64            `yaml:"rpm"`
-	TPM                         *int64            `yaml:"tpm"`
-	Weight                      *float64          `yaml:"weight"`
-	Order                       *int              `yaml:"order"`
-	Timeout                     *Seconds          `yaml:"timeout"`
-	StreamTimeout               *Seconds          `yaml:"stream_timeout"`
-	InputCostPerToken           *float64          `yaml:"input_cost_per_token"`
-	OutputCostPerToken          *float64          `yaml:"output_cost_per_token"`
-	CacheReadInputTokenCost     *float64          `yaml:"cache_read_input_token_cost"`
-	CacheCreationInputTokenCost *float64          `yaml:"cache_creation_input_token_cost"`
-	InputCostPerSecond          *float64          `yaml:"input_cost_per_second"`
-	OutputCostPerSecond         *float64          `yaml:"output_cost_per_second"`
-	InputCostPerPixel           *float64          `yaml:"input_cost_per_pixel"`
-	RegionName                  string            `yaml:"region_name"`
-	ExtraHeaders                map[string]string `yaml:"extra_headers"`
-	Headers                     map[string]string `yaml:"headers"`
-	Tokenize                    bool              `yaml:"tokenize"`
+	Model                       EnvString `yaml:"model"`
+	APIBase                     EnvString `yaml:"api_base"`
+	APIKey                      EnvString `yaml:"api_key"`
+	APIVersion                  EnvString `yaml:"api_version"`
+	Organization                EnvString `yaml:"organization"`
+	RPM                         *int64    `yaml:"rpm"`
+	TPM                         *int64    `yaml:"tpm"`
+	Weight                      *float64  `yaml:"weight"`
+	Order                       *int      `yaml:"order"`
+	Timeout                     *Seconds  `yaml:"timeout"`
+	StreamTimeout               *Seconds  `yaml:"stream_timeout"`
+	InputCostPerToken           *float64  `yaml:"input_cost_per_token"`
+	OutputCostPerToken          *float64  `yaml:"output_cost_per_token"`
+	CacheReadInputTokenCost     *float64  `yaml:"cache_read_input_token_cost"`
+	CacheCreationInputTokenCost *float64  `yaml:"cache_creation_input_token_cost"`
+	InputCostPerSecond          *float64  `yaml:"input_cost_per_second"`
+	OutputCostPerSecond         *float64  `yaml:"output_cost_per_second"`
+	InputCostPerPixel           *float64  `yaml:"input_cost_per_pixel"`
+	RegionName                  string    `yaml:"region_name"`
+	// Tags are LiteLLM's request tags for spend tracking: added to the
+	// tags of every request this deployment answers.
+	Tags         []string          `yaml:"tags"`
+	ExtraHeaders map[string]string `yaml:"extra_headers"`
+	Headers      map[string]string `yaml:"headers"`
+	Tokenize     bool              `yaml:"tokenize"`
 	// CustomLLMProvider is the provider of a model named without a
 	// provider/ prefix.
 	CustomLLMProvider string `yaml:"custom_llm_provider"`

@@ -13,6 +13,8 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/tollgate/tollgate/internal/reqtags"
 )
 
 // knownProviders are the provider prefixes recognized in
@@ -232,7 +234,10 @@ func (n *normalizer) litellmDeployment(i int) (Deployment, error) {
 		InputCostPerCharacter:       e.ModelInfo.InputCostPerCharacter,
 		Region:                      strings.ToLower(strings.TrimSpace(p.RegionName)),
 		ID:                          e.ModelInfo.ID, AccessGroups: e.ModelInfo.AccessGroups, BaseModel: e.ModelInfo.BaseModel,
-		Tokenize: p.Tokenize,
+		Tokenize: p.Tokenize, Tags: p.Tags,
+	}
+	if err := reqtags.Check("litellm_params.tags", p.Tags); err != nil {
+		return Deployment{}, n.errorf(path+".litellm_params.tags", "model_list[%d] (%s): %v", i, e.ModelName, err)
 	}
 	if d.APIBase == "" && d.Provider == "bedrock" {
 		d.APIBase = string(p.AWSBedrockRuntimeEndpoint)

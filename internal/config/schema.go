@@ -125,6 +125,7 @@ var Sections = []*Section{
 			"vertex_location":              "a vertex_ai deployment's project, location and credentials serve /vertex_ai/* pass-through calls",
 			"vertex_credentials":           "a service account key's path or JSON (a string or an object); empty: application default credentials",
 			"use_in_pass_through":          "a vertex_ai deployment's credentials serve /vertex_ai/* calls for its project and location",
+			"tags":                         "request tags for spend tracking: added to the tags of each request this deployment answers (spend row, callbacks, span, tag metrics); at most 32 tags of at most 128 bytes, UTF-8 without control characters; tag-based routing is not applied",
 		},
 		Keys: []Key{
 			{"output_cost_per_pixel", "number", ""},
@@ -140,7 +141,6 @@ var Sections = []*Section{
 			{"num_retries", "integer", "retries are router_settings.num_retries"},
 			{"mock_response", "string", "requests go to the upstream"},
 			{"mock_timeout", "boolean", ""},
-			{"tags", "array of strings", "tag-based routing is not applied"},
 			{"tag_regex", "array of strings", "tag-based routing is not applied"},
 			{"max_tokens", "integer", "a default request parameter; Tollgate does not add it"},
 			{"drop_params", "boolean", "Tollgate forwards request parameters unchanged"},

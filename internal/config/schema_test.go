@@ -56,7 +56,6 @@ func TestLiteLLMExampleProxyConfigLoads(t *testing.T) {
 	}
 	got := warnedPaths(t, file, cfg.Warnings)
 	want := []string{
-		"model_list[].litellm_params.tags",
 		"general_settings.alerting", "general_settings.alerting_threshold", "general_settings.alert_to_webhook_url",
 		"general_settings.key_management_system",
 		"litellm_settings.cache",
@@ -65,9 +64,9 @@ func TestLiteLLMExampleProxyConfigLoads(t *testing.T) {
 	if keys := sortedKeys(got); !slices.Equal(keys, sorted(want)) {
 		t.Errorf("warned keys:\n got %q\nwant %q", keys, sorted(want))
 	}
-	// One warning per key, naming its first place and how many more.
-	if w := got["model_list[].litellm_params.tags"]; !strings.HasPrefix(w, file+":33:7: model_list[3].litellm_params.tags") || !strings.HasSuffix(w, "(and 1 more)") {
-		t.Errorf("tags warning = %q", w)
+	// litellm_params.tags are request tags for spend tracking: kept.
+	if tags := cfg.Deployments[3].Tags; len(tags) == 0 {
+		t.Errorf("tagged deployment's tags = %q", tags)
 	}
 	// A vertex_ai deployment's project, location and credentials are
 	// kept: they serve /vertex_ai/* pass-through calls.
@@ -147,7 +146,7 @@ func TestIssue22KeysAreWarnings(t *testing.T) {
 	}{
 		{"output_cost_per_pixel", model("litellm_params", "output_cost_per_pixel: 0.1"), "litellm_params.output_cost_per_pixel", ":5:7:"},
 		{"mock_timeout", model("litellm_params", "mock_timeout: true"), "litellm_params.mock_timeout", ":5:7:"},
-		{"tags", model("litellm_params", "tags: [teamA, teamB]"), "litellm_params.tags", ":5:7:"},
+		{"tag_regex", model("litellm_params", "tag_regex: [\"^team\"]"), "litellm_params.tag_regex", ":5:7:"},
 		{"health_check_timeout", model("model_info", "health_check_timeout: 5"), "model_info.health_check_timeout", ":6:7:"},
 		{"default_team_settings", "litellm_settings:\n  default_team_settings:\n    - team_id: t1\n      success_callback: [langfuse]\n", "litellm_settings.default_team_settings", ":2:3:"},
 		{"finetune_settings", "finetune_settings:\n  - custom_llm_provider: azure\n    api_key: x\n", "finetune_settings", ":1:1:"},
@@ -350,6 +349,7 @@ func TestAnchorsAndMergeKeys(t *testing.T) {
       model: openai/gpt-4o
       api_base: http://upstream.example
       tags: [shared]
+      tag_regex: ["^x$"]
   - model_name: b
     litellm_params:
       <<: *base
@@ -360,10 +360,10 @@ func TestAnchorsAndMergeKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Deployments) != 3 || cfg.Deployments[1].APIBase != "http://upstream.example" || cfg.Deployments[1].RPM != 10 || cfg.Deployments[2].Model != "gpt-4o" {
+	if len(cfg.Deployments) != 3 || cfg.Deployments[1].APIBase != "http://upstream.example" || cfg.Deployments[1].RPM != 10 || cfg.Deployments[2].Model != "gpt-4o" || len(cfg.Deployments[1].Tags) != 1 || cfg.Deployments[2].Tags[0] != "shared" {
 		t.Fatalf("deployments = %+v", cfg.Deployments)
 	}
-	if len(cfg.Warnings) != 1 || !strings.HasPrefix(cfg.Warnings[0], "a.yaml:6:7: model_list[0].litellm_params.tags") {
+	if len(cfg.Warnings) != 1 || !strings.HasPrefix(cfg.Warnings[0], "a.yaml:7:7: model_list[0].litellm_params.tag_regex") {
 		t.Fatalf("warnings = %q", cfg.Warnings)
 	}
 	if _, err := Parse("a.yaml", []byte("model_list:\n  - model_name: a\n    litellm_params: &base {modle: openai/x}\n")); err == nil || !strings.Contains(err.Error(), `did you mean "model"?`) {
@@ -413,5 +413,34 @@ func TestPerSecondPrices(t *testing.T) {
 	}
 	if _, err := Parse("c.yaml", []byte("model_list:\n  - model_name: sm\n    litellm_params: {model: openai/llama, input_cost_per_second: -1}\n")); err == nil || !strings.Contains(err.Error(), "input_cost_per_second") {
 		t.Fatalf("a negative per-second price: %v", err)
+	}
+}
+
+// TestDeploymentTagsBounded: litellm_params.tags ride on every request the
+// deployment answers, so tags past the request tag bounds fail the load
+// with the place and the bound, rather than being dropped on each request.
+func TestDeploymentTagsBounded(t *testing.T) {
+	model := func(tags string) string {
+		return "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/x\n      tags: " + tags + "\n"
+	}
+	tests := []struct {
+		name, tags, want string
+	}{
+		{"long", `["` + strings.Repeat("x", 129) + `"]`, "at most 128 bytes"},
+		{"many", "[" + strings.Repeat("t,", 32) + "t]", "at most 32"},
+		{"empty", `[""]`, "is empty"},
+		{"control", `["a\tb"]`, "control character"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(model(tt.tags)))
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "litellm_params.tags") {
+				t.Errorf("err = %v, want one naming litellm_params.tags and %q", err, tt.want)
+			}
+		})
+	}
+	cfg, err := Parse("c.yaml", []byte(model(`["AWS_IAM_PROD", "`+strings.Repeat("y", 128)+`"]`)))
+	if err != nil || len(cfg.Deployments) != 1 || len(cfg.Deployments[0].Tags) != 2 {
+		t.Fatalf("tags at the bounds: %v", err)
 	}
 }

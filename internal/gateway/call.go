@@ -149,15 +149,29 @@ func (c *call) decode() error {
 	// are the gateway's, not the upstream's: LiteLLM does not forward them,
 	// and OpenAI's own chat metadata takes string values only. The
 	// Responses and Messages APIs keep theirs: there metadata is the API's
-	// own member. LiteLLM's per-request opt-outs of message logging
-	// ("no-log", "turn_off_message_logging"; readMeta noted them) are the
-	// gateway's on every route: OpenAI refuses unknown members. Only a body
-	// that has one is rewritten.
-	gatewayOnly := gatewayMembers
+	// own member; litellm_metadata is never an API's, so it never goes.
+	// LiteLLM's per-request opt-outs of message logging ("no-log",
+	// "turn_off_message_logging"; readMeta noted them) are the gateway's on
+	// every route: OpenAI refuses unknown members.
+	return c.stripMeta()
+}
+
+// stripMeta removes the gateway's members from the body the upstream gets
+// (gatewayMembers): metadata unless it is the API's own (Responses,
+// Messages), the others always. Only a body that has one is rewritten. A
+// form (an upload) loses them as text fields.
+func (c *call) stripMeta() error {
+	members := gatewayMembers
 	if c.op == provider.OpResponses || c.op == provider.OpMessages {
-		gatewayOnly = gatewayMembers[2:]
+		members = members[1:]
 	}
-	if b := c.req.obj.Without(gatewayOnly...); len(b) != len(c.req.obj.Body()) {
+	if md := c.req.media; md != nil && md.form != nil {
+		md.form.parts = slices.DeleteFunc(md.form.parts, func(p formPart) bool {
+			return !p.file && slices.Contains(members, p.name)
+		})
+		return nil
+	}
+	if b := c.req.obj.Without(members...); len(b) != len(c.req.obj.Body()) {
 		if err := c.req.obj.Reset(b); err != nil {
 			return apierror.Internal(err)
 		}
@@ -166,7 +180,7 @@ func (c *call) decode() error {
 }
 
 // gatewayMembers are request members the gateway reads and never forwards
-// (the first two only where metadata is not the API's own member).
+// (the first only where metadata is not the API's own member).
 var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging"}
 
 // region is the end user's allowed_model_region; "" allows any.
@@ -359,6 +373,7 @@ func (c *call) attempts(grp *router.Group) error {
 // client, and the attempt's hold is settled.
 func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model string) (done bool, err error) {
 	c.target = t
+	c.deploymentTags(t)
 	h := c.w.Header()
 	upstream := t.UpstreamModel(model)
 	askUsage := c.req.stream && (wr.op == provider.OpChat || wr.op == provider.OpCompletions)

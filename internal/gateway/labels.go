@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,17 +35,24 @@ func clip(s string) string {
 // wildcard deployment (and were served) become metric labels.
 const maxWildcardNames = 200
 
-// maxTagLabels bounds how many distinct request tags become metric labels
-// (tag_requests_total, tag_spend_usd_total); the others count under
-// metrics.OtherTag.
-const maxTagLabels = 100
+// maxTagLabels bounds how many distinct client-chosen request tags become
+// metric labels (tag_requests_total, tag_spend_usd_total); the others count
+// under metrics.OtherTag. maxOwnTagLabels bounds, apart, the tags an
+// operator set (a key's, a team's, a deployment's), so that no client can
+// crowd them out.
+const (
+	maxTagLabels    = 100
+	maxOwnTagLabels = 1000
+)
 
-// tagLabels maps a request's tags to label values: a tag already admitted
-// stays itself; a new one is admitted only from a request that was served
-// (so refused requests cannot mint series) and while fewer than
-// maxTagLabels are; the rest count once under metrics.OtherTag. Tags are
-// already bounded in number and length (readMeta). nil without tags.
-func (o *Telemetry) tagLabels(tags []string, status int) []string {
+// tagLabels maps a request's tags to label values. A tag the operator set
+// on the request's key, team or deployment (own) is its own series, up to
+// maxOwnTagLabels of them. A tag the client chose is its own series when
+// it already is one (either set), else it is admitted only from a request
+// that was served (so refused requests cannot mint series) and while fewer
+// than maxTagLabels are; the rest count once under metrics.OtherTag. Tags
+// are already bounded in number and length (readMeta). nil without tags.
+func (o *Telemetry) tagLabels(tags, own []string, status int) []string {
 	if len(tags) == 0 {
 		return nil
 	}
@@ -52,9 +60,14 @@ func (o *Telemetry) tagLabels(tags []string, status int) []string {
 	out := make([]string, 0, len(tags))
 	other := false
 	for _, t := range tags {
-		if _, ok := o.tags.m.Load(t); ok || served && o.tags.admit(t, maxTagLabels) {
+		_, client := o.tags.m.Load(t)
+		_, owned := o.ownTags.m.Load(t)
+		switch {
+		case client || owned,
+			slices.Contains(own, t) && o.ownTags.admit(t, maxOwnTagLabels),
+			served && o.tags.admit(t, maxTagLabels):
 			out = append(out, t)
-		} else if !other {
+		case !other:
 			other = true
 			out = append(out, metrics.OtherTag)
 		}

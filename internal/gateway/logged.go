@@ -31,9 +31,14 @@ const (
 // metric labels beyond who made it: its tags and its own metadata.
 type callMeta struct {
 	// tags are LiteLLM's request_tags: the x-litellm-tags header, the
-	// body's metadata.tags, then the key's and the team's tags; each once,
-	// in that order.
+	// body's metadata.tags, then the key's, the team's and the answering
+	// deployment's tags; each once, in that order (joinTags).
 	tags []string
+	// client are the tags the request chose (header and body), principal
+	// the key's and the team's, own the operator's in effect (principal's,
+	// then the deployment's of the attempt); tags joins client and own so
+	// that own always fit (joinTags).
+	client, principal, own []string
 	// metadata is the body's metadata object (litellm_metadata's members
 	// winning), LiteLLM's requester_metadata; nil when the body has none.
 	metadata map[string]any
@@ -48,7 +53,7 @@ func (c *call) readMeta() error {
 	var m callMeta
 	m.noLog = rawTrue(c.req.obj.Get("no-log")) || rawTrue(c.req.obj.Get("turn_off_message_logging"))
 	for _, member := range []string{"metadata", "litellm_metadata"} {
-		raw := c.req.obj.Get(member)
+		raw := c.metaMember(member)
 		if raw == nil || string(raw) == "null" {
 			continue
 		}
@@ -98,7 +103,9 @@ func (c *call) readMeta() error {
 		}
 		m.tags = head
 	}
-	m.tags = principalTags(m.tags, c.p)
+	m.client, m.principal = m.tags, principalTags(nil, c.p)
+	m.own = m.principal
+	m.tags = joinTags(m.own, m.client)
 	c.meta = m
 	return nil
 }

@@ -111,7 +111,12 @@ func (c *call) decodeMedia() error {
 	if c.req.user != "" {
 		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)
 	}
-	return nil
+	// Tags and metadata as on every other request: the header, the body's
+	// (or the form's) metadata and litellm_metadata, the key's and the team's.
+	if err := c.readMeta(); err != nil {
+		return err
+	}
+	return c.stripMeta()
 }
 
 // jsonEdit reports whether an image edit comes as a JSON body.

@@ -27,7 +27,8 @@ type Telemetry struct {
 	// success_callback, failure_callback, callbacks); none when nil.
 	Callbacks callback.Publisher
 	served    nameSet // model names a wildcard group served, as metric labels
-	tags      nameSet // request tags that are metric labels
+	tags      nameSet // client-chosen request tags that are metric labels
+	ownTags   nameSet // operator-set request tags (key, team, deployment) that are labels
 }
 
 func (o *Telemetry) retried(group string) {
@@ -100,7 +101,7 @@ func (o *Telemetry) finished(c *call, status int) {
 			Duration: total, TTFT: res.ttfb, Overhead: overhead, Stream: req.stream, Cost: c.cost,
 		}
 		o.labels(&mr, c.rt, p, req.model, req.user, c.endUser, t, status)
-		mr.Tags = o.tagLabels(c.meta.tags, status)
+		mr.Tags = o.tagLabels(c.meta.tags, c.meta.own, status)
 		m.ObserveRequest(&mr)
 	}
 }

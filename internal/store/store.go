@@ -253,6 +253,9 @@ type SpendLog struct {
 	// lets them be kept.
 	Messages json.RawMessage `json:"messages"`
 	Response json.RawMessage `json:"response"`
+	// ContentOmitted reports that a listing left Messages and Response out
+	// of this row to keep within SpendFilter.ContentBytes. Not a column.
+	ContentOmitted bool `json:"-"`
 	// Budgets are spend on budgets that have no entity row of their own
 	// (a key's model_max_budget entry, a custom-auth key): ApplySpend adds
 	// the row's cost to each in budget_spend. Not a spend_logs column.
@@ -367,6 +370,10 @@ type SpendFilter struct {
 	// Tag keeps the rows whose RequestTags hold it (exactly).
 	Tag      string
 	From, To time.Time // zero: unbounded
+	// ContentBytes bounds the messages and response bytes a listing
+	// returns: once the rows so far hold that many, the later rows come
+	// without them (ContentOmitted). 0: no bound.
+	ContentBytes int
 	Page
 }
 

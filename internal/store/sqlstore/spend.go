@@ -370,6 +370,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	}
 	defer rows.Close()
 	var out []store.SpendLog
+	content := 0 // messages and response bytes returned so far
 	for rows.Next() {
 		var l store.SpendLog
 		var started, ended, clamped, estimated int64
@@ -389,6 +390,13 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		}
 		if md.Valid {
 			_ = json.Unmarshal([]byte(md.String), &l.Metadata)
+		}
+		if n := len(messages.String) + len(response.String); f.ContentBytes > 0 && n > 0 && content+n > f.ContentBytes {
+			// Past the listing's content budget: the row without them.
+			l.ContentOmitted = true
+			messages.Valid, response.Valid = false, false
+		} else {
+			content += n
 		}
 		if messages.Valid && json.Valid([]byte(messages.String)) {
 			l.Messages = json.RawMessage(messages.String)

@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"SpendLogFilters", spendFilters},
 		{"SpendReport", spendReport},
 		{"SpendTagsAndTagReport", spendTags},
+		{"SpendLogContentBudget", spendContentBudget},
 		{"Models", models},
 		{"LoadAll", loadAll},
 		{"Audit", audit},
@@ -822,5 +823,41 @@ func budgetsAndOrgs(t *testing.T, s store.Store) {
 	}
 	if !kinds[store.KindOrganization] || !kinds[store.KindBudget] {
 		t.Fatalf("tombstones: %v", dels)
+	}
+}
+
+// spendContentBudget: a listing with ContentBytes returns the messages and
+// response of the newest rows while they fit in it, and the later rows
+// whole but without them (ContentOmitted); rows without content are not
+// marked; no budget returns everything.
+func spendContentBudget(t *testing.T, s store.Store) {
+	at := time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC)
+	msg := json.RawMessage(`[{"role":"user","content":"` + strings.Repeat("x", 1000) + `"}]`)
+	var batch []store.SpendLog
+	for i := range 4 {
+		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("cb%d", i), Status: 200, ModelGroup: "g", StartedAt: at.Add(-time.Duration(i) * time.Minute),
+			Messages: msg, Response: json.RawMessage(`{"choices":[]}`)})
+	}
+	batch = append(batch, store.SpendLog{RequestID: "cb9", Status: 200, ModelGroup: "g", StartedAt: at.Add(-time.Hour)})
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	per := len(msg) + len(`{"choices":[]}`)
+	logs, _, err := s.ListSpendLogs(ctx, store.SpendFilter{ContentBytes: 2*per + per/2})
+	if err != nil || len(logs) != 5 {
+		t.Fatalf("rows %d, %v", len(logs), err)
+	}
+	var got []string
+	for _, l := range logs {
+		got = append(got, fmt.Sprintf("%s:%t:%t", l.RequestID, l.Messages != nil, l.ContentOmitted))
+	}
+	if want := "[cb0:true:false cb1:true:false cb2:false:true cb3:false:true cb9:false:false]"; fmt.Sprint(got) != want {
+		t.Errorf("rows under a budget of two rows' content: %v, want %s", got, want)
+	}
+	logs, _, _ = s.ListSpendLogs(ctx, store.SpendFilter{})
+	for _, l := range logs {
+		if l.ContentOmitted || (l.RequestID != "cb9" && l.Messages == nil) {
+			t.Errorf("no budget: row %s omitted %t", l.RequestID, l.ContentOmitted)
+		}
 	}
 }
