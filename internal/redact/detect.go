@@ -83,7 +83,7 @@ func span(s string, i int, ok func(byte) bool) int {
 	return i
 }
 
-func hasDigit(s string) bool { return strings.IndexAny(s, "0123456789") >= 0 }
+func hasDigit(s string) bool { return strings.ContainsAny(s, "0123456789") }
 
 // apiKeyPrefixes: a prefix, the fewest token bytes after it, and whether
 // those bytes must hold a digit (to spare words such as "sk-learn").

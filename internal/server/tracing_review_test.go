@@ -213,7 +213,7 @@ func TestTracingHungCollectorDoesNotStarveLangfuse(t *testing.T) {
 		case <-release:
 		case <-r.Context().Done():
 		}
-		http.Error(w, "down", 503)
+		http.Error(w, "down", http.StatusServiceUnavailable)
 	}))
 	defer hang.Close()
 	defer close(release)

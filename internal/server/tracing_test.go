@@ -545,7 +545,7 @@ func TestTracingExporterDownCostsNothing(t *testing.T) {
 		case <-release:
 		case <-r.Context().Done():
 		}
-		http.Error(w, "down", 503)
+		http.Error(w, "down", http.StatusServiceUnavailable)
 	}))
 	defer hang.Close()
 	defer close(release)
