@@ -15,6 +15,7 @@ import (
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/reqtags"
 )
 
 // Bounds on what a request adds to its logs: tags (from the request, its
@@ -22,8 +23,8 @@ import (
 // is not refused for it: extra tags are dropped, an oversized metadata
 // object is replaced by {"tollgate_truncated": true}.
 const (
-	maxTags         = 32
-	maxTagBytes     = 128
+	maxTags         = reqtags.MaxCount
+	maxTagBytes     = reqtags.MaxBytes
 	maxMetadataJSON = 16 << 10
 )
 
