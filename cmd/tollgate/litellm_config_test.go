@@ -39,7 +39,7 @@ func TestServeStartsOnLiteLLMExampleConfig(t *testing.T) {
 	}
 	log := stderr.String()
 	for _, want := range []string{
-		"proxy_config.yaml:33:7: model_list[3].litellm_params.tags is accepted",
+		"proxy_config.yaml:49:3: general_settings.alerting is accepted", // deployment tags are served now: no warning
 		"proxy_config.yaml:60:11: pass_through_endpoints[0] (/azure-passthrough) has no target",
 		"router_settings.enable_tag_filtering is accepted",
 		"deployment disabled",
