@@ -1,18 +1,21 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/callback"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
-// TestProbeCallbackPayloadHasLiteLLMsRequiredFields: LiteLLM's
+// TestCallbackPayloadHasLiteLLMsRequiredFields: LiteLLM's
 // StandardLoggingPayload (docs.litellm.ai/docs/proxy/logging_spec) types
 // model_parameters as dict (the request's optional params: temperature,
 // max_tokens, ...), and has hidden_params (StandardLoggingHiddenParams:
@@ -21,7 +24,7 @@ import (
 // declared and never filled) and omits the other two: a LiteLLM receiver
 // doing payload["hidden_params"]["model_id"] or
 // payload["model_parameters"].get("temperature") raises.
-func TestProbeCallbackPayloadHasLiteLLMsRequiredFields(t *testing.T) {
+func TestCallbackPayloadHasLiteLLMsRequiredFields(t *testing.T) {
 	hook := &receiver{}
 	hs := httptest.NewServer(hook)
 	defer hs.Close()
@@ -53,14 +56,14 @@ callback_settings:
 	}
 }
 
-// TestProbeCallbackErrorClassIsLiteLLMs: LiteLLM's error_information
+// TestCallbackErrorClassIsLiteLLMs: LiteLLM's error_information
 // .error_class is the exception's class ("BadRequestError",
 // "RateLimitError", "NotFoundError": the spec's own example is
 // "RateLimitError"). Tollgate writes "upstream_error" for every failure an
 // upstream returned and OpenAI error types ("invalid_request_error") for
 // its own: dashboards and monitors built on LiteLLM's values match
 // nothing.
-func TestProbeCallbackErrorClassIsLiteLLMs(t *testing.T) {
+func TestCallbackErrorClassIsLiteLLMs(t *testing.T) {
 	limited := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(429)
@@ -99,11 +102,11 @@ callback_settings:
 	}
 }
 
-// TestProbeReadinessListsSuccessCallbacks: LiteLLM's /health/readiness
+// TestReadinessListsSuccessCallbacks: LiteLLM's /health/readiness
 // reports the callbacks it runs in success_callbacks; Tollgate always
 // answers [] (its comment still says callbacks are not run here), so a
 // readiness check or dashboard shows configured sinks as absent.
-func TestProbeReadinessListsSuccessCallbacks(t *testing.T) {
+func TestReadinessListsSuccessCallbacks(t *testing.T) {
 	hook := &receiver{}
 	hs := httptest.NewServer(hook)
 	defer hs.Close()
@@ -131,13 +134,13 @@ callback_settings:
 	}
 }
 
-// TestProbeStreamCutByUpstreamIsAFailure: an upstream that breaks off a
+// TestStreamCutByUpstreamIsAFailure: an upstream that breaks off a
 // stream (connection closed before its last event and [DONE]) leaves the
-// client with a truncated answer; the gateway only logs "upstream stream
-// ended early" and the callbacks get status "success" with no error, so
-// failure_callback never hears of it (LiteLLM's stream raises and logs a
-// failure).
-func TestProbeStreamCutByUpstreamIsAFailure(t *testing.T) {
+// client with a truncated answer: the callbacks get a failure (observed
+// status 502, error information), so failure_callback hears of it, as
+// LiteLLM's stream raises and logs a failure. What is booked does not
+// change: the spend row keeps the upstream's 200 and what it produced.
+func TestStreamCutByUpstreamIsAFailure(t *testing.T) {
 	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
@@ -154,7 +157,8 @@ func TestProbeStreamCutByUpstreamIsAFailure(t *testing.T) {
 	defer hs.Close()
 	vars := callbackUpstreams(t)
 	vars["HOOK"], vars["CUT"] = hs.URL, cut.URL
-	base, _ := servedGateway(t, callbackConfig+`
+	st := sqliteStore(t)
+	base, stop := servedGateway(t, callbackConfig+`
   - model_name: cut
     litellm_params:
       model: openai/gpt-4o-mini
@@ -164,25 +168,36 @@ litellm_settings:
   callbacks: ["my_hook"]
 callback_settings:
   my_hook: {callback_type: generic_api, endpoint: "{{HOOK}}"}
-`, callback.QueueOptions{BatchCount: 1}, vars)
+`, callback.QueueOptions{BatchCount: 1}, vars, st)
 	resp, body := post(t, base+"/v1/chat/completions", `{"model":"cut","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
 		"Authorization", "Bearer sk-master")
-	t.Logf("client got %d: %q", resp.StatusCode, body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Hel") {
+		t.Errorf("client got %d %q, want the 200 and the part the upstream sent", resp.StatusCode, body)
+	}
 	waitFor(t, "the payload", func() bool { return len(hook.posts()) >= 1 })
 	p := hook.payloads(t)[0]
-	if p["status"] != "failure" || p["error_information"] == nil {
-		t.Errorf("a stream the upstream cut off: payload status %v, error_information %v; want a failure", p["status"], p["error_information"])
+	info, _ := p["error_information"].(map[string]any)
+	if p["status"] != "failure" || info == nil || info["error_class"] != "APIConnectionError" || p["http_status"] != float64(502) {
+		t.Errorf("a stream the upstream cut off: payload status %v, http_status %v, error_information %v; want a 502 failure", p["status"], p["http_status"], p["error_information"])
+	}
+	stop()
+	rows, _, err := st.ListSpendLogs(context.Background(), store.SpendFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Status != 200 {
+		t.Errorf("spend rows %+v, want one, booked as the upstream answered (200)", rows)
 	}
 }
 
-// TestProbeCallbackResponseCostWithoutDatabase: a gateway without a
+// TestCallbackResponseCostWithoutDatabase: a gateway without a
 // database (LiteLLM's common logging-only setup: no DB, costs read from
 // the callbacks) sends response_cost 0 for every priced request: the cost
 // is only computed by the spend meter, which needs a store. LiteLLM fills
 // response_cost from its price map on every call. Same model, same
 // request: with a store the payload carries the cost (the existing
 // TestGenericAPICallbackGetsLiteLLMPayloadsInBatches), without it 0.
-func TestProbeCallbackResponseCostWithoutDatabase(t *testing.T) {
+func TestCallbackResponseCostWithoutDatabase(t *testing.T) {
 	hook := &receiver{}
 	hs := httptest.NewServer(hook)
 	defer hs.Close()
