@@ -29,7 +29,7 @@ import (
 // Options choose what to run.
 type Options struct {
 	Bin       string        // the tollgate binary
-	Scenarios []string      // bare, plain, governed, observed, governed-pg
+	Scenarios []string      // bare, plain, governed, traced, logged, observed, governed-pg
 	Loads     []string      // closed:N (N connections) or rate:R (R requests/s)
 	Stream    bool          // streaming requests
 	Duration  time.Duration // per run
@@ -288,6 +288,22 @@ func config(scenario, upstream string, o Options) string {
 		return c
 	case "governed":
 		return c + "general_settings:\n  master_key: sk-bench-master\n"
+	case "traced":
+		// governed, with every request traced (OTLP/HTTP, the endpoint in
+		// the environment) to the mock's telemetry sink: no content.
+		return c + "general_settings:\n  master_key: sk-bench-master\nlitellm_settings:\n  callbacks: [\"otel\"]\n"
+	case "logged":
+		// governed, with every request sent to one callback (generic_api,
+		// so content is captured and redacted) and no tracing.
+		return c + fmt.Sprintf(`general_settings:
+  master_key: sk-bench-master
+litellm_settings:
+  callbacks: ["bench_sink"]
+callback_settings:
+  bench_sink:
+    callback_type: generic_api
+    endpoint: %q
+`, upstream+mockupstream.CallbackPath)
 	case "observed":
 		// governed, with every request traced (OTLP/HTTP) and sent to one
 		// callback (generic_api), both to the mock's telemetry sinks.
@@ -339,7 +355,7 @@ func Run(o Options) ([]Result, error) {
 			args = []string{"bare-proxy", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--target", upURL}
 		}
 		var env []string
-		if sc == "observed" {
+		if sc == "observed" || sc == "traced" {
 			env = []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + upURL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}
 		}
 		gw, err := launchEnv(o.Bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, args...)

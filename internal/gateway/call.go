@@ -386,9 +386,9 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 	delete(h, hdrUnpriced)
 	c.res = result{model: upstream}
 	if m := c.g.opts.Meter; m != nil {
-		sp := c.startStep("tollgate.budget_hold")
+		st := c.startStep("tollgate.budget_hold", sharedHolds(m))
 		hd, err := m.reserve(c, t, wr.op, model, body)
-		c.endStep(sp, err)
+		c.endStep(st, err)
 		if err != nil {
 			var exceeded *ledger.ExceededError
 			if o := c.g.opts.Observer; o != nil && errors.As(err, &exceeded) {

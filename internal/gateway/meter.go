@@ -26,6 +26,12 @@ type Meter interface {
 	reserve(c *call, t *provider.Target, op provider.Op, model string, body []byte) (hold, error)
 }
 
+// sharedHolds reports whether m places its holds on Redis.
+func sharedHolds(m Meter) bool {
+	b, ok := m.(*Books)
+	return ok && b.Holder != nil
+}
+
 // hold is one attempt's reservation on the budgets.
 type hold interface {
 	// settle books what res produced - its cost, or a row without cost for

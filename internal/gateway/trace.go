@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -24,7 +25,7 @@ import (
 // A traced call has a span of its own (the request, SERVER kind, the
 // client's traceparent its parent), a CLIENT span per upstream attempt
 // (whose context goes upstream in traceparent), and spans for admission
-// and each budget hold. All of it exists only when Options.Tracer is set:
+// and each budget hold that waited, failed or went to Redis. All of it exists only when Options.Tracer is set:
 // without one, c.tr is nil and every function here returns at once. The
 // request span carries the call's content (shaped by finishContent) only
 // when an exporter takes it (Options.TraceContent) and the call's content
@@ -78,42 +79,67 @@ func (c *call) traceID() string {
 }
 
 // tracedAdmit is admit, in a span of its own when traced and there are
-// rate limits to take.
+// rate limits to take (see endStep for when that span is kept).
 func (c *call) tracedAdmit(grp *router.Group) error {
-	if c.tr == nil || c.g.opts.Limits == nil {
+	l := c.g.opts.Limits
+	if c.tr == nil || l == nil {
 		return c.admit(grp)
 	}
-	sp := c.startStep("tollgate.admit")
+	rl, ok := l.(*RateLimits)
+	st := c.startStep("tollgate.admit", ok && rl.Limiter != nil && rl.Limiter.Shared())
 	err := c.admit(grp)
-	c.endStep(sp, err)
+	c.endStep(st, err)
 	return err
 }
 
-// startStep opens a child span of the request (admission, a budget hold);
-// nil when the call is not traced.
-func (c *call) startStep(name string) trace.Span {
-	if c.tr == nil {
-		return nil
+// stepSpanMin is how long an admission or a budget hold in process must
+// take for its span to be recorded: below it the step did not wait, and
+// its span would cost more than the step did (docs/tracing.md).
+const stepSpanMin = time.Millisecond
+
+// step is a step of a traced call (admission, a budget hold) whose span
+// is made when it ends, and only when it is worth one: see endStep. The
+// zero step (the call not traced) makes none.
+type step struct {
+	name   string
+	parent context.Context
+	start  time.Time
+	shared bool // it asks Redis: always recorded
+}
+
+// startStep begins a step of the call, under the attempt in flight if
+// any, else under the request; the zero step when the call's span is not
+// recorded. It allocates nothing.
+func (c *call) startStep(name string, shared bool) step {
+	if c.tr == nil || !c.tr.span.IsRecording() {
+		return step{}
 	}
 	parent := c.tr.ctx
 	if c.tr.attempt != nil {
 		parent = c.tr.actx
 	}
-	_, sp := c.g.opts.Tracer.Start(parent, name, trace.WithSpanKind(trace.SpanKindInternal))
-	return sp
+	return step{name: name, parent: parent, start: time.Now(), shared: shared}
 }
 
-// endStep ends a step span, with err's status when it failed.
-func (c *call) endStep(sp trace.Span, err error) {
-	if sp == nil {
+// endStep records the step's span, with err's status when it failed, if
+// it failed, went to Redis, or took stepSpanMin or more; a step in
+// process that took microseconds gets no span. The span is made now with
+// the step's start time, so it covers the step exactly.
+func (c *call) endStep(st step, err error) {
+	if st.parent == nil {
 		return
 	}
+	end := time.Now()
+	if err == nil && !st.shared && end.Sub(st.start) < stepSpanMin {
+		return
+	}
+	_, sp := c.g.opts.Tracer.Start(st.parent, st.name, trace.WithSpanKind(trace.SpanKindInternal), trace.WithTimestamp(st.start))
 	if err != nil && sp.IsRecording() {
 		e := apierror.From(err)
 		sp.SetAttributes(attribute.Int("http.response.status_code", e.Status), attribute.String("error.type", e.Type))
 		sp.SetStatus(codes.Error, e.Message)
 	}
-	sp.End()
+	sp.End(trace.WithTimestamp(end))
 }
 
 // startAttempt opens the span of an attempt on t, asking it for model.
@@ -133,7 +159,9 @@ func (c *call) startAttempt(t *provider.Target, group, model string) {
 	if !sp.IsRecording() {
 		return
 	}
-	attrs := []attribute.KeyValue{
+	buf := attrBufs.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs := append((*buf)[:0],
 		attribute.String("gen_ai.operation.name", genAIOperation(c.op)),
 		attribute.String("gen_ai.provider.name", genAIProvider(t.D.Provider)),
 		attribute.String("gen_ai.request.model", clip(upstream)),
@@ -141,7 +169,7 @@ func (c *call) startAttempt(t *provider.Target, group, model string) {
 		attribute.String("tollgate.model_group", group),
 		attribute.Int("tollgate.attempt", tr.n),
 		attribute.String("langfuse.observation.type", "span"),
-	}
+	)
 	if u, err := url.Parse(t.D.APIBase); err == nil && u.Host != "" {
 		host, port, err := net.SplitHostPort(u.Host)
 		if err != nil {
@@ -153,6 +181,7 @@ func (c *call) startAttempt(t *provider.Target, group, model string) {
 		}
 	}
 	sp.SetAttributes(attrs...)
+	*buf = attrs
 }
 
 // endAttempt ends the attempt's span: err is what c.attempt returned (nil
@@ -180,30 +209,37 @@ func (c *call) endAttempt(done bool, err error) {
 		if c.res.clientGone {
 			status = 499
 		}
+		attrs := make([]attribute.KeyValue, 0, 4) // at most four, set at once
 		if status != 0 {
-			sp.SetAttributes(attribute.Int("http.response.status_code", status))
+			attrs = append(attrs, attribute.Int("http.response.status_code", status))
 		}
 		if c.res.id != "" {
-			sp.SetAttributes(attribute.String("gen_ai.response.id", c.res.id))
+			attrs = append(attrs, attribute.String("gen_ai.response.id", c.res.id))
 		}
+		msg, failed := "", true
 		switch {
 		case f != nil:
-			msg := f.Error()
+			msg = f.Error()
 			if f.err != nil {
 				e := apierror.From(f.err)
 				msg = e.Message
-				sp.SetAttributes(attribute.String("error.type", e.Type))
+				attrs = append(attrs, attribute.String("error.type", e.Type))
 			} else {
-				sp.SetAttributes(attribute.String("error.type", strconv.Itoa(f.status)))
+				attrs = append(attrs, attribute.String("error.type", strconv.Itoa(f.status)))
 			}
-			sp.SetAttributes(attribute.Bool("tollgate.retryable", f.retryable))
-			sp.SetStatus(codes.Error, msg)
+			attrs = append(attrs, attribute.Bool("tollgate.retryable", f.retryable))
 		case err != nil && !isResponded(err):
 			e := apierror.From(err)
-			sp.SetAttributes(attribute.String("error.type", e.Type))
-			sp.SetStatus(codes.Error, e.Message)
+			attrs = append(attrs, attribute.String("error.type", e.Type))
+			msg = e.Message
 		case status >= 400 || c.res.clientGone:
-			sp.SetStatus(codes.Error, "status "+strconv.Itoa(status))
+			msg = "status " + strconv.Itoa(status)
+		default:
+			failed = false
+		}
+		sp.SetAttributes(attrs...)
+		if failed {
+			sp.SetStatus(codes.Error, msg)
 		}
 	}
 	sp.End()
@@ -253,8 +289,9 @@ func (c *call) endTrace(status int) {
 	if req == nil {
 		req = &request{} // refused before its body was decoded
 	}
-	attrs := make([]attribute.KeyValue, 0, 32)
-	attrs = append(attrs,
+	buf := attrBufs.Get().(*[]attribute.KeyValue)
+	defer putAttrs(buf)
+	attrs := append((*buf)[:0],
 		attribute.String("gen_ai.operation.name", genAIOperation(c.op)),
 		attribute.Float64("tollgate.cost_usd", c.cost),
 		attribute.Float64("gen_ai.usage.cost", c.cost), // Langfuse's cost
@@ -336,23 +373,43 @@ func (c *call) endTrace(status int) {
 			attrs = append(attrs, attribute.String(AttrContentOutput, string(cp.response)))
 		}
 	}
-	sp.SetAttributes(attrs...)
-	if status >= 400 || status == 0 {
-		msg := "status " + strconv.Itoa(status)
+	msg, failed := "", status >= 400 || status == 0
+	if failed {
+		msg = "status " + strconv.Itoa(status)
 		switch {
 		case c.err != nil:
 			e := apierror.From(c.err)
 			msg = e.Message
-			sp.SetAttributes(attribute.String("error.type", e.Type))
+			attrs = append(attrs, attribute.String("error.type", e.Type))
 		case status == 499:
 			msg = "the client disconnected"
-			sp.SetAttributes(attribute.String("error.type", "client_disconnected"))
+			attrs = append(attrs, attribute.String("error.type", "client_disconnected"))
 		default:
-			sp.SetAttributes(attribute.String("error.type", strconv.Itoa(status)))
+			attrs = append(attrs, attribute.String("error.type", strconv.Itoa(status)))
 		}
+	}
+	// One call: the SDK copies the attributes into the span, so buf is
+	// reused by the next call.
+	sp.SetAttributes(attrs...)
+	*buf = attrs
+	if failed {
 		sp.SetStatus(codes.Error, msg)
 	}
 	sp.End()
+}
+
+// attrBufs are the attribute slices spans are given their attributes in:
+// SetAttributes copies them, so one slice serves call after call instead
+// of a new 2 KB slice per span.
+var attrBufs = sync.Pool{New: func() any { b := make([]attribute.KeyValue, 0, 40); return &b }}
+
+func putAttrs(b *[]attribute.KeyValue) {
+	if cap(*b) > 256 {
+		return // grown by an odd call: let it go
+	}
+	clear((*b)[:cap(*b)]) // no strings of this call kept alive
+	*b = (*b)[:0]
+	attrBufs.Put(b)
 }
 
 // Content attributes of the request span: Langfuse's observation input

@@ -5,10 +5,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
@@ -74,8 +77,8 @@ func TestTracingOffAllocatesNothing(t *testing.T) {
 	n := testing.AllocsPerRun(100, func() {
 		c.startTrace()
 		c.startAttempt(tgt, grp.Name, "m")
-		sp := c.startStep("tollgate.budget_hold")
-		c.endStep(sp, nil)
+		st := c.startStep("tollgate.budget_hold", true)
+		c.endStep(st, nil)
 		c.propagate(up)
 		c.endAttempt(true, nil)
 		c.res.traced = c.tr != nil
@@ -121,5 +124,48 @@ func TestGenAIOperationNames(t *testing.T) {
 		if got := genAIProvider(p); got != want {
 			t.Errorf("genAIProvider(%s) = %q, want %q", p, got, want)
 		}
+	}
+}
+
+// TestStepSpans: a step in process that took microseconds gets no span;
+// one that failed, went to Redis or waited stepSpanMin gets one, under
+// the attempt in flight, covering the step's time, with the failure's
+// status.
+func TestStepSpans(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	g := New(Options{Tracer: tp.Tracer("test")}, auth.NewAuthenticator(&config.Config{}, nil, auth.Options{}), nil)
+	c := &call{g: g, r: httptest.NewRequest("POST", "/v1/chat/completions", nil), req: &request{model: "m"}, start: time.Now()}
+	c.startTrace()
+	c.startAttempt(&provider.Target{D: &config.Deployment{ID: "d", Provider: "openai"}}, "g", "m")
+	attempt := c.tr.attempt.SpanContext().SpanID()
+
+	c.endStep(c.startStep("fast", false), nil)
+	c.endStep(c.startStep("shared", true), nil)
+	c.endStep(c.startStep("failed", false), apierror.BudgetExceeded("over"))
+	st := c.startStep("slow", false)
+	st.start = st.start.Add(-2 * stepSpanMin) // as if it had waited
+	c.endStep(st, nil)
+
+	got := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range rec.Ended() {
+		got[s.Name()] = s
+	}
+	if _, ok := got["fast"]; ok || len(got) != 3 {
+		t.Fatalf("step spans %v, want shared, failed and slow", got)
+	}
+	for name, s := range got {
+		if s.Parent().SpanID() != attempt {
+			t.Errorf("%s: parent %s, want the attempt %s", name, s.Parent().SpanID(), attempt)
+		}
+		if !s.EndTime().After(s.StartTime()) && name == "slow" || s.EndTime().Before(s.StartTime()) {
+			t.Errorf("%s: %v to %v", name, s.StartTime(), s.EndTime())
+		}
+	}
+	if d := got["slow"].EndTime().Sub(got["slow"].StartTime()); d < 2*stepSpanMin {
+		t.Errorf("slow step's span lasts %v, want its whole time", d)
+	}
+	if s := got["failed"]; s.Status().Code != codes.Error {
+		t.Errorf("failed step's status %v", s.Status())
 	}
 }

@@ -21,6 +21,10 @@ func New(rd *Redis) *Limiter {
 	return &Limiter{local: NewLocal(), redis: rd}
 }
 
+// Shared reports whether the limiter counts on Redis (a round trip per
+// admission).
+func (l *Limiter) Shared() bool { return l.redis != nil }
+
 // Degraded reports whether a limiter with Redis is on local counters now.
 func (l *Limiter) Degraded() bool { return l.redis != nil && l.redis.r.Degraded() }
 

@@ -141,9 +141,6 @@ func isKey(b []byte, end int) bool {
 // appendString appends s as a JSON string, escaping only what JSON needs
 // (<, > and & stay as they are, so placeholders read as <EMAIL_ADDRESS>).
 func appendString(dst []byte, s string) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
 	if strings.IndexFunc(s, func(c rune) bool {
 		return c < 0x20 || c == '"' || c == '\\' || c == 0x2028 || c == 0x2029 || c == 0xFFFD
 	}) < 0 {
@@ -151,6 +148,10 @@ func appendString(dst []byte, s string) []byte {
 		dst = append(dst, s...)
 		return append(dst, '"')
 	}
+	// Only a string that needs escapes pays for an encoder.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
 	_ = enc.Encode(s)
 	return append(dst, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }

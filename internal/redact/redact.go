@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Class is a kind of sensitive text.
@@ -119,37 +120,53 @@ func (r *Redactor) Classes() []Class {
 // minFinding is the shortest text any class can match ("a@b.io").
 const minFinding = 6
 
+// collector gathers one Find's matches. Finders are called through
+// function values, so a closure over Find's locals would put them on the
+// heap on every call (every string of every captured body): collectors
+// are pooled instead, add bound once.
+type collector struct {
+	ms   []Match
+	base int
+	cls  Class
+	add  func(start, end int)
+}
+
+var collectors = sync.Pool{New: func() any {
+	c := &collector{}
+	c.add = func(start, end int) {
+		if start < end {
+			c.ms = append(c.ms, Match{Class: c.cls, Start: c.base + start, End: c.base + end})
+		}
+	}
+	return c
+}}
+
 // Find returns the findings in s, in order, none overlapping another.
 func (r *Redactor) Find(s string) []Match {
 	if r == nil || len(r.finders) == 0 || len(s) < minFinding {
 		return nil
 	}
-	var (
-		ms   []Match
-		base int
-		cls  Class
-	)
-	add := func(start, end int) {
-		if start < end {
-			ms = append(ms, Match{Class: cls, Start: base + start, End: base + end})
-		}
-	}
+	c := collectors.Get().(*collector)
+	c.ms, c.base, c.cls = nil, 0, ""
 	for _, f := range r.finders {
 		if f.find != nil {
-			cls = f.class
-			f.find(s, add)
+			c.cls = f.class
+			f.find(s, c.add)
 		}
 	}
 	if r.minDigits > 0 {
 		digitWindows(s, r.minDigits, func(at int, w string, digits int) {
 			for _, f := range r.finders {
 				if f.check != nil && digits >= f.minDigits {
-					base, cls = at, f.class
-					f.check(w, add)
+					c.base, c.cls = at, f.class
+					f.check(w, c.add)
 				}
 			}
 		})
 	}
+	ms := c.ms
+	c.ms = nil
+	collectors.Put(c)
 	if len(ms) < 2 {
 		return ms
 	}

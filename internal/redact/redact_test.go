@@ -171,3 +171,17 @@ func BenchmarkRedactJSON(b *testing.B) {
 		_ = r.JSON(raw)
 	}
 }
+
+// BenchmarkRedactChatJSON is the common case: a short chat body and its
+// answer, nothing to mask.
+func BenchmarkRedactChatJSON(b *testing.B) {
+	r := all(b)
+	req := []byte(`[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello to the benchmark."}]`)
+	ans := []byte(`{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello, benchmark!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":4,"total_tokens":16}}`)
+	b.SetBytes(int64(len(req) + len(ans)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = r.JSON(req)
+		_ = r.JSON(ans)
+	}
+}

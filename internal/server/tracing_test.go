@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -214,6 +215,13 @@ general_settings:
 // Serve to return.
 func tracedGateway(t *testing.T, yaml string) (url string, stop func()) {
 	t.Helper()
+	return tracedGatewayWith(t, yaml, Options{})
+}
+
+// tracedGatewayWith is tracedGateway with options (the logger and store
+// are set here).
+func tracedGatewayWith(t *testing.T, yaml string, opts Options) (url string, stop func()) {
+	t.Helper()
 	cfg, err := config.Parse("trace.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -222,7 +230,8 @@ func tracedGateway(t *testing.T, yaml string) (url string, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(cfg, Options{Logger: testLogger, Store: st})
+	opts.Logger, opts.Store = testLogger, st
+	srv, err := New(cfg, opts)
 	if err != nil {
 		st.Close()
 		t.Fatalf("server: %v", err)
@@ -263,7 +272,8 @@ var traceparentRE = regexp.MustCompile(`^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$
 // TestTracingSpansOverHTTP: a call continuing the client's trace is a
 // request span (its parent the client's span) with GenAI and Tollgate
 // attributes, an attempt span per upstream attempt (a retry makes two, the
-// first failed), admission and budget-hold spans; the upstream gets the
+// first failed), and no admission or budget-hold spans (in process they
+// take microseconds: see TestTracingStepSpansOnRedis); the upstream gets the
 // attempt's traceparent. Spans are exported at shutdown (the export
 // interval is an hour), so the stop flushes them.
 func TestTracingSpansOverHTTP(t *testing.T) {
@@ -339,8 +349,10 @@ litellm_settings:
 	if len(attempts) != 2 {
 		t.Fatalf("attempt spans under the request: %d (%v), want 2 (a retry)", len(attempts), spanNames(byParent[reqID]))
 	}
-	if !strings.Contains(strings.Join(steps, ","), "tollgate.admit") {
-		t.Errorf("no admission span under the request: %v", steps)
+	if len(steps) != 0 {
+		// Admission and holds in process take microseconds: no spans
+		// (TestTracingStepSpansOnRedis has them).
+		t.Errorf("step spans under the request: %v, want none (admission in process)", steps)
 	}
 	first, second := attempts[0], attempts[1]
 	if attrInt(first, "tollgate.attempt") == 2 {
@@ -363,8 +375,8 @@ litellm_settings:
 			holds++
 		}
 	}
-	if holds != 1 {
-		t.Errorf("budget hold spans under the second attempt: %d", holds)
+	if holds != 0 {
+		t.Errorf("budget hold spans under the second attempt: %d, want none (a hold in process)", holds)
 	}
 	// The upstream saw the attempt's context, in the client's trace.
 	tps, tss := up.headers()
@@ -424,6 +436,64 @@ litellm_settings:
 	sink.mu.Unlock()
 	if h.Get("X-Collector-Key") != "secret-1" || path != "/v1/traces" {
 		t.Errorf("export to %s with headers %v", path, h)
+	}
+}
+
+// TestTracingStepSpansOnRedis: with Redis, admission and each budget hold
+// are a round trip, so they have spans whatever they took: admission under
+// the request, the hold under its attempt.
+func TestTracingStepSpansOnRedis(t *testing.T) {
+	redisURL := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if redisURL == "" {
+		t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
+	}
+	sink := &otlpSink{}
+	col := httptest.NewServer(sink)
+	defer col.Close()
+	ups := httptest.NewServer(&traceUpstream{})
+	defer ups.Close()
+	yaml := strings.ReplaceAll(traceModels, "{{UP}}", ups.URL) + fmt.Sprintf(`  redis_url: %q
+  otel:
+    endpoint: %q
+    protocol: http
+    export_interval: 3600
+litellm_settings:
+  callbacks: ["otel"]
+`, redisURL, col.URL)
+	gw, stop := tracedGatewayWith(t, yaml, Options{RedisPrefix: "trace-steps-" + strconv.FormatInt(time.Now().UnixNano(), 36)})
+	resp, body := post(t, gw+"/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`,
+		"Authorization", "Bearer sk-1234")
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %s", resp.StatusCode, body)
+	}
+	stop()
+	spans := sink.all()
+	byID := map[string]*tracepb.Span{}
+	for _, s := range spans {
+		byID[hex.EncodeToString(s.SpanId)] = s
+	}
+	var admit, hold *tracepb.Span
+	for _, s := range spans {
+		switch s.Name {
+		case "tollgate.admit":
+			admit = s
+		case "tollgate.budget_hold":
+			hold = s
+		}
+	}
+	if admit == nil || hold == nil {
+		t.Fatalf("step spans on Redis: admit %v, hold %v; spans %v", admit != nil, hold != nil, spanNames(spans))
+	}
+	if p := byID[hex.EncodeToString(admit.ParentSpanId)]; p == nil || p.Kind != tracepb.Span_SPAN_KIND_SERVER {
+		t.Errorf("admission span's parent is not the request span")
+	}
+	if p := byID[hex.EncodeToString(hold.ParentSpanId)]; p == nil || p.Kind != tracepb.Span_SPAN_KIND_CLIENT {
+		t.Errorf("hold span's parent is not the attempt span")
+	}
+	for _, s := range []*tracepb.Span{admit, hold} {
+		if s.EndTimeUnixNano < s.StartTimeUnixNano || s.StartTimeUnixNano == 0 {
+			t.Errorf("%s: start %d, end %d", s.Name, s.StartTimeUnixNano, s.EndTimeUnixNano)
+		}
 	}
 }
 
