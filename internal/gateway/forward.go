@@ -435,20 +435,28 @@ func flushWhenIdle(br *bufio.Reader, rc *http.ResponseController) error {
 	return rc.Flush()
 }
 
+// nextData returns the JSON object of the next data line of the SSE text b
+// ([DONE], keep-alives and other lines are skipped) and the text after
+// it; ok is false when b holds no more.
+func nextData(b []byte) (data, rest []byte, ok bool) {
+	for len(b) > 0 {
+		var line []byte
+		line, b, _ = bytes.Cut(b, []byte{'\n'})
+		d, found := bytes.CutPrefix(line, []byte("data:"))
+		if !found {
+			continue
+		}
+		if d = bytes.TrimSpace(d); len(d) > 0 && d[0] == '{' {
+			return d, b, true
+		}
+	}
+	return nil, nil, false
+}
+
 // observeEvent reads usage from one SSE event and reports whether the event
 // is to be passed on to the client.
 func observeEvent(event []byte, clientUsage bool, res *result) bool {
-	for rest := event; len(rest) > 0; {
-		var line []byte
-		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
-		data, ok := bytes.CutPrefix(line, []byte("data:"))
-		if !ok {
-			continue
-		}
-		data = bytes.TrimSpace(data)
-		if len(data) == 0 || data[0] != '{' {
-			continue // [DONE] and keep-alives
-		}
+	for data, rest, ok := nextData(event); ok; data, rest, ok = nextData(rest) {
 		if res.wantServed && res.served == "" {
 			res.served = modelOf(data)
 		}

@@ -123,17 +123,7 @@ type anthropicDelta struct {
 const maxStreamSlots = 16 // choices, tool calls or blocks kept per answer
 
 func (a *streamAnswer) observe(sse []byte) {
-	for rest := sse; len(rest) > 0; {
-		var line []byte
-		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
-		data, ok := bytes.CutPrefix(line, []byte("data:"))
-		if !ok {
-			continue
-		}
-		data = bytes.TrimSpace(data)
-		if len(data) == 0 || data[0] != '{' {
-			continue
-		}
+	for data, rest, ok := nextData(sse); ok; data, rest, ok = nextData(rest) {
 		var ev streamEvent
 		if json.Unmarshal(data, &ev) != nil {
 			continue
