@@ -93,3 +93,38 @@ func TestProbeLangfuseDefaultTagsIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeDisableCallbacksHeaderIgnored: LiteLLM's dynamic callback
+// management (docs.litellm.ai/docs/proxy/dynamic_logging) lets a request
+// keep its data out of named logging services with the header
+// x-litellm-disable-callbacks: langfuse,datadog ("teams manage their own
+// compliance"). Tollgate ignores the header (its docs say nothing of it):
+// the request's prompt goes to Langfuse and the webhook all the same.
+func TestProbeDisableCallbacksHeaderIgnored(t *testing.T) {
+	lf := &otlpSink{}
+	lfs := httptest.NewServer(lf)
+	defer lfs.Close()
+	hook := &receiver{}
+	hs := httptest.NewServer(hook)
+	defer hs.Close()
+	t.Setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-1")
+	t.Setenv("LANGFUSE_SECRET_KEY", "sk-lf-2")
+	t.Setenv("LANGFUSE_HOST", lfs.URL)
+	up := &traceUpstream{}
+	ups := httptest.NewServer(up)
+	defer ups.Close()
+	yaml := strings.ReplaceAll(traceModels, "{{UP}}", ups.URL) + "litellm_settings:\n  callbacks: [\"langfuse\", \"hook\"]\n" +
+		"callback_settings:\n  hook:\n    callback_type: generic_api\n    endpoint: \"" + hs.URL + "\"\n"
+	gw, stop := tracedGateway(t, yaml)
+	if resp, body := post(t, gw+"/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"regulated data"}]}`,
+		"Authorization", "Bearer sk-1234", "x-litellm-disable-callbacks", "langfuse,hook"); resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %s", resp.StatusCode, body)
+	}
+	stop()
+	if n := len(requestSpans(lf)); n != 0 {
+		t.Errorf("Langfuse got %d request spans of a request that disabled the langfuse callback", n)
+	}
+	if n := len(hook.payloads(t)); n != 0 {
+		t.Errorf("the webhook got %d payloads of a request that disabled it", n)
+	}
+}
