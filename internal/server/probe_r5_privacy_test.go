@@ -128,3 +128,45 @@ func TestProbeDisableCallbacksHeaderIgnored(t *testing.T) {
 		t.Errorf("the webhook got %d payloads of a request that disabled it", n)
 	}
 }
+
+// TestProbeCallbackMessageLoggingFalseIgnored: LiteLLM turns content off
+// for one logging service with callback_settings.<callback>.message_logging:
+// false (its loggers then get the messages redacted) while the others keep
+// it. Tollgate accepts the key for langfuse and for a webhook entry and
+// still sends the prompt to both.
+func TestProbeCallbackMessageLoggingFalseIgnored(t *testing.T) {
+	lf := &otlpSink{}
+	lfs := httptest.NewServer(lf)
+	defer lfs.Close()
+	hook := &receiver{}
+	hs := httptest.NewServer(hook)
+	defer hs.Close()
+	t.Setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-1")
+	t.Setenv("LANGFUSE_SECRET_KEY", "sk-lf-2")
+	t.Setenv("LANGFUSE_HOST", lfs.URL)
+	up := &traceUpstream{}
+	ups := httptest.NewServer(up)
+	defer ups.Close()
+	yaml := strings.ReplaceAll(traceModels, "{{UP}}", ups.URL) + "litellm_settings:\n  callbacks: [\"langfuse\", \"hook\"]\n" +
+		"callback_settings:\n  langfuse:\n    message_logging: false\n  hook:\n    callback_type: generic_api\n    endpoint: \"" + hs.URL + "\"\n    message_logging: false\n"
+	gw, stop := tracedGateway(t, yaml)
+	if resp, body := post(t, gw+"/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"the merger closes friday"}]}`,
+		"Authorization", "Bearer sk-1234"); resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %s", resp.StatusCode, body)
+	}
+	stop()
+	spans := requestSpans(lf)
+	if len(spans) != 1 {
+		t.Fatalf("%d request spans", len(spans))
+	}
+	if in := attrString(spans[0], "langfuse.observation.input"); strings.Contains(in, "merger") {
+		t.Errorf("Langfuse got the prompt under callback_settings.langfuse.message_logging: false: %s", in)
+	}
+	ps := hook.payloads(t)
+	if len(ps) != 1 {
+		t.Fatalf("%d payloads", len(ps))
+	}
+	if b, _ := json.Marshal(ps[0]["messages"]); strings.Contains(string(b), "merger") {
+		t.Errorf("the webhook got the prompt under its message_logging: false: %s", b)
+	}
+}
