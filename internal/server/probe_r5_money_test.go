@@ -227,6 +227,18 @@ func TestMoneyPathsWithTelemetryBookOnce(t *testing.T) {
 			body.Close()
 			return 200
 		}, 1, "failure", 499},
+		{"messages success", func(t *testing.T, url, key string, _ func()) int {
+			resp, _ := post(t, url+"/v1/messages", `{"model":"ok","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}`, "Authorization", "Bearer "+key)
+			return resp.StatusCode
+		}, 1, "success", 200},
+		{"messages stream retry", func(t *testing.T, url, key string, _ func()) int {
+			resp, _ := post(t, url+"/v1/messages", `{"model":"flaky","stream":true,"max_tokens":50,"messages":[{"role":"user","content":"hi"}]}`, "Authorization", "Bearer "+key)
+			return resp.StatusCode
+		}, 1, "success", 200},
+		{"responses stream fallback", func(t *testing.T, url, key string, _ func()) int {
+			resp, _ := post(t, url+"/v1/responses", `{"model":"down","stream":true,"input":"hi"}`, "Authorization", "Bearer "+key)
+			return resp.StatusCode
+		}, 1, "success", 200},
 		{"shutdown mid-stream", func(t *testing.T, url, key string, stop func()) int {
 			body, done := readChunks(t, url, key, 3)
 			defer body.Close()
