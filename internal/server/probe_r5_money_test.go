@@ -49,6 +49,20 @@ func (u *moneyUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fail(500)
 			return
 		}
+	case "stall":
+		if req.Stream {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fl, _ := w.(http.Flusher)
+			for i := 0; i < 3; i++ {
+				fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"ok\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"}}]}\n\n")
+				fl.Flush()
+			}
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(60 * time.Second):
+		}
+		return
 	case "hang":
 		select {
 		case <-r.Context().Done():
@@ -98,6 +112,8 @@ model_list:
     litellm_params: {model: openai/bad, api_base: "{{UP}}/v1", api_key: sk-up, input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
   - model_name: hang
     litellm_params: {model: openai/hang, api_base: "{{UP}}/v1", api_key: sk-up, timeout: 0.5, input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
+  - model_name: stall
+    litellm_params: {model: openai/stall, api_base: "{{UP}}/v1", api_key: sk-up, stream_timeout: 0.5, input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
   - model_name: slow
     litellm_params: {model: openai/slow, api_base: "{{UP}}/v1", api_key: sk-up, input_cost_per_token: 0.00001, output_cost_per_token: 0.0001}
 router_settings:
@@ -239,6 +255,7 @@ func TestMoneyPathsWithTelemetryBookOnce(t *testing.T) {
 			resp, _ := post(t, url+"/v1/responses", `{"model":"down","stream":true,"input":"hi"}`, "Authorization", "Bearer "+key)
 			return resp.StatusCode
 		}, 1, "success", 200},
+		{"upstream stalls mid-stream", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "stall", true) }, 1, "failure", 502},
 		{"shutdown mid-stream", func(t *testing.T, url, key string, stop func()) int {
 			body, done := readChunks(t, url, key, 3)
 			defer body.Close()
