@@ -53,6 +53,9 @@ type call struct {
 	// upstreamErr the body of an upstream failure passed on to the client.
 	err         error
 	upstreamErr []byte
+	// done marks the steps of finish that ran, so that a finish run
+	// again after a panic (serve's deferred one) repeats none of them.
+	done struct{ content, observed bool }
 }
 
 // serve is the request path: authenticate, decode, route, admit, attempt
@@ -445,15 +448,19 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 // is written, so that a client's next request sees the books; everything
 // else is settled by finish.
 func (c *call) settle() {
-	if c.hold == nil {
+	h := c.hold
+	if h == nil {
 		return
 	}
-	c.cost = c.hold.settle(&c.res)
-	c.hold = nil
+	c.hold = nil // settled once, even if settling panics
+	c.cost = h.settle(&c.res)
 }
 
 // finish ends the call: the hold settled or released, the rate-limit
 // ticket returned with the tokens used, the log line and the metrics.
+// Each step runs once: when one panics, serve's deferred finish runs the
+// steps not yet run and none twice (one payload per call), and the span
+// ends whatever step panicked.
 func (c *call) finish(err error) {
 	c.settle()
 	if tk := c.ticket; tk != nil {
@@ -478,7 +485,9 @@ func (c *call) finish(err error) {
 		status = max(status, http.StatusBadGateway)
 		c.err = c.res.brokeOff
 	}
-	if c.cap != nil {
+	defer c.endTrace(status) // once (endTrace clears c.tr)
+	if c.cap != nil && !c.done.content {
+		c.done.content = true
 		if (err == nil || errors.Is(err, errResponded)) && !c.res.clientGone {
 			// The answer is written: push its last bytes to the client
 			// now, so that it never waits for its content to be masked.
@@ -486,10 +495,10 @@ func (c *call) finish(err error) {
 		}
 		c.finishContent(status)
 	}
-	if o := c.g.opts.Observer; o != nil {
+	if o := c.g.opts.Observer; o != nil && !c.done.observed {
+		c.done.observed = true
 		o.finished(c, status)
 	}
-	c.endTrace(status)
 }
 
 // priceUnmetered gives a call that no meter books (no store) its cost

@@ -12,17 +12,13 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-// TestProbeWildcardModelNotUTF8: the wildcard group's served name is a
-// label of the duration histogram (metrics.go:299, from labels.go's
-// RequestModel = requested, not cleaned); prometheus panics on a label that
-// is not UTF-8, in Telemetry.finished after Callbacks.Publish; call.serve's
-// deferred finish then runs finish again and publishes a second payload
-// (and panics again). Sends a model name with a byte that is not
-// UTF-8 (JSON text lets a client put one in a string) to a wildcard group
-// whose upstream serves it. The served name becomes a metric label; with
-// content logging and a webhook on, the call must still be answered, be
-// booked once and reach the webhook once.
-func TestProbeWildcardModelNotUTF8(t *testing.T) {
+// TestWildcardModelNotUTF8IsObservedOnce: a model name with a byte that
+// is not UTF-8 (JSON text lets a client put one in a string), served by a
+// wildcard group, becomes a metric label; Prometheus panics on a label not
+// UTF-8, which made serve's deferred finish publish a second payload. The
+// label is cleaned (labels.go labelValue): the call is answered, booked
+// once and reaches the webhook once, and nothing panics.
+func TestWildcardModelNotUTF8IsObservedOnce(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store) {
 		up := httptest.NewServer(&moneyUpstream{})
 		defer up.Close()
