@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -111,7 +112,7 @@ func (c *call) endStep(sp trace.Span, err error) {
 	if err != nil && sp.IsRecording() {
 		e := apierror.From(err)
 		sp.SetAttributes(attribute.Int("http.response.status_code", e.Status), attribute.String("error.type", e.Type))
-		sp.SetStatus(codes.Error, e.Message)
+		sp.SetStatus(codes.Error, spanText(e.Message))
 	}
 	sp.End()
 }
@@ -152,7 +153,7 @@ func (c *call) startAttempt(t *provider.Target, group, model string) {
 			attrs = append(attrs, attribute.Int("server.port", p))
 		}
 	}
-	sp.SetAttributes(attrs...)
+	sp.SetAttributes(cleanAttrs(attrs)...)
 }
 
 // endAttempt ends the attempt's span: err is what c.attempt returned (nil
@@ -184,7 +185,7 @@ func (c *call) endAttempt(done bool, err error) {
 			sp.SetAttributes(attribute.Int("http.response.status_code", status))
 		}
 		if c.res.id != "" {
-			sp.SetAttributes(attribute.String("gen_ai.response.id", c.res.id))
+			sp.SetAttributes(attribute.String("gen_ai.response.id", spanText(c.res.id)))
 		}
 		switch {
 		case f != nil:
@@ -197,11 +198,11 @@ func (c *call) endAttempt(done bool, err error) {
 				sp.SetAttributes(attribute.String("error.type", strconv.Itoa(f.status)))
 			}
 			sp.SetAttributes(attribute.Bool("tollgate.retryable", f.retryable))
-			sp.SetStatus(codes.Error, msg)
+			sp.SetStatus(codes.Error, spanText(msg))
 		case err != nil && !isResponded(err):
 			e := apierror.From(err)
 			sp.SetAttributes(attribute.String("error.type", e.Type))
-			sp.SetStatus(codes.Error, e.Message)
+			sp.SetStatus(codes.Error, spanText(e.Message))
 		case status >= 400 || c.res.clientGone:
 			sp.SetStatus(codes.Error, "status "+strconv.Itoa(status))
 		}
@@ -336,7 +337,7 @@ func (c *call) endTrace(status int) {
 			attrs = append(attrs, attribute.String(AttrContentOutput, string(cp.response)))
 		}
 	}
-	sp.SetAttributes(attrs...)
+	sp.SetAttributes(cleanAttrs(attrs)...)
 	if status >= 400 || status == 0 {
 		msg := "status " + strconv.Itoa(status)
 		switch {
@@ -350,9 +351,45 @@ func (c *call) endTrace(status int) {
 		default:
 			sp.SetAttributes(attribute.String("error.type", strconv.Itoa(status)))
 		}
-		sp.SetStatus(codes.Error, msg)
+		sp.SetStatus(codes.Error, spanText(msg))
 	}
 	sp.End()
+}
+
+// spanText makes s valid UTF-8 for a span (OTLP is protobuf, whose
+// strings must be UTF-8: one bad string makes the whole batch, other calls'
+// spans with it, unencodable). A client can put any byte in a JSON string.
+// Valid text is returned as it is.
+func spanText(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// cleanAttrs makes every string (and string list) value of attrs valid
+// UTF-8 (spanText), in place; every span's attribute list goes through it.
+func cleanAttrs(attrs []attribute.KeyValue) []attribute.KeyValue {
+	for i, a := range attrs {
+		switch a.Value.Type() {
+		case attribute.STRING:
+			if v := a.Value.AsString(); !utf8.ValidString(v) {
+				attrs[i] = attribute.String(string(a.Key), spanText(v))
+			}
+		case attribute.STRINGSLICE:
+			vs := a.Value.AsStringSlice()
+			dirty := false
+			for j, v := range vs {
+				if !utf8.ValidString(v) {
+					vs[j], dirty = spanText(v), true
+				}
+			}
+			if dirty {
+				attrs[i] = attribute.StringSlice(string(a.Key), vs)
+			}
+		}
+	}
+	return attrs
 }
 
 // Content attributes of the request span: Langfuse's observation input

@@ -8,12 +8,12 @@ import (
 	"testing"
 )
 
-// TestProbeNonUTF8ModelLosesOtherSpans: a client's model name with a byte
-// that is not UTF-8 (a 404-style refusal, traced as the docs say) goes on
-// its span as gen_ai.request.model unclean. OTLP is protobuf, whose string
-// fields must be UTF-8: the exporter cannot encode the batch, and the spans
-// of the other calls in it (a well-formed one here) are lost with it.
-func TestProbeNonUTF8ModelLosesOtherSpans(t *testing.T) {
+// TestNonUTF8ModelKeepsOtherSpans: a client's model name with a byte that
+// is not UTF-8 (refused 404, traced) goes on its span cleaned (trace.go
+// cleanAttrs, spanText). OTLP is protobuf, whose strings must be UTF-8: an
+// unclean one made the exporter drop the whole batch, the well-formed
+// call's span with it.
+func TestNonUTF8ModelKeepsOtherSpans(t *testing.T) {
 	col := &otlpSink{}
 	cols := httptest.NewServer(col)
 	defer cols.Close()
