@@ -33,6 +33,9 @@ type call struct {
 	req   *request
 	rt    *router.Router // the routing table the call started with
 	model string         // the model group the request resolved to
+	// group is the model group of the last attempt, the one that answered
+	// (after a fallback, the fallback's), as the spend row names it.
+	group string
 	// endUser is the request's end user as an operator configured her (or
 	// as her first request made her); nil when the request names none or
 	// she is not known yet. Found once: limits, budgets, routing and labels
@@ -295,6 +298,7 @@ func (c *call) attempts(grp *router.Group) error {
 		if gi > 0 {
 			c.fellBack++
 			model = cur.Name
+			c.group = model
 			if o := c.g.opts.Observer; o != nil {
 				o.fellBack(grp.Name, cur.Name)
 			}

@@ -208,7 +208,9 @@ func (c *call) payload(status int) *callback.Payload {
 	if pl.Model == "" {
 		pl.Model = req.model
 	}
-	if c.model != "" {
+	if c.group != "" {
+		pl.ModelGroup = &c.group // the fallback that answered, as on the spend row
+	} else if c.model != "" {
 		pl.ModelGroup = &c.model
 	}
 	if t := c.target; t != nil {

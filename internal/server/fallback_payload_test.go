@@ -4,14 +4,12 @@ import (
 	"testing"
 )
 
-// TestProbeFallbackPayloadModelGroup: after a fallback, the spend row
-// names the group that answered (model_group "backup", with the backup's
-// deployment as model_id), but the callback payload names the group asked
-// for ("down") beside that same backup deployment's model_id: the payload
-// contradicts the row and pairs a deployment with a group it is not in.
-// LiteLLM's payload after a fallback carries the fallback call's
-// model_group. The counts (retries 1, fallbacks 1) are right.
-func TestProbeFallbackPayloadModelGroup(t *testing.T) {
+// TestFallbackPayloadModelGroupIsTheAnsweringGroup: after a fallback the
+// callback payload's model_group is the group that answered, as on the
+// spend row (model_group "backup", beside the backup's deployment as
+// model_id), as LiteLLM's payload of the fallback call; the counts
+// (retries 1, fallbacks 1) are right.
+func TestFallbackPayloadModelGroupIsTheAnsweringGroup(t *testing.T) {
 	st := sqliteStore(t)
 	for _, tc := range []struct {
 		model             string
