@@ -69,6 +69,9 @@ type Metadata struct {
 	UserAPIKeyEndUserID *string        `json:"user_api_key_end_user_id"`
 	RequesterIPAddress  *string        `json:"requester_ip_address"`
 	RequesterMetadata   map[string]any `json:"requester_metadata"`
+	// SessionID groups the request with others (LiteLLM's
+	// litellm_session_id, or metadata.session_id); absent when none.
+	SessionID string `json:"session_id,omitempty"`
 }
 
 // HiddenParams is LiteLLM's StandardLoggingHiddenParams: the deployment

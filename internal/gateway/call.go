@@ -187,7 +187,7 @@ func (c *call) stripMeta() error {
 
 // gatewayMembers are request members the gateway reads and never forwards
 // (the first only where metadata is not the API's own member).
-var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging"}
+var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging", "litellm_session_id", "tags"}
 
 // region is the end user's allowed_model_region; "" allows any.
 func (c *call) region() string {

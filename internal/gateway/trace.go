@@ -337,6 +337,7 @@ func (c *call) endTrace(status int) {
 			attrs = append(attrs, attribute.String(AttrContentOutput, string(cp.response)))
 		}
 	}
+	attrs = c.requestMetaAttrs(attrs)
 	sp.SetAttributes(cleanAttrs(attrs)...)
 	if status >= 400 || status == 0 {
 		msg := "status " + strconv.Itoa(status)

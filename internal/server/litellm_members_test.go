@@ -36,13 +36,12 @@ func strictOpenAI(t *testing.T) string {
 	return s.URL
 }
 
-// TestProbeLiteLLMSessionIDForwardedUpstream: LiteLLM's Session Logs
+// TestLiteLLMSessionIDIsNotForwarded: LiteLLM's Session Logs
 // (docs.litellm.ai/docs/proxy/ui_logs_sessions) group a client's requests
 // by sending litellm_session_id in the body (extra_body={"litellm_session_id":
-// ...}); LiteLLM reads it and does not forward it. Tollgate forwards it, so
-// OpenAI refuses the call (400, unrecognized argument): the documented call
-// fails through Tollgate, with a webhook on or not.
-func TestProbeLiteLLMSessionIDForwardedUpstream(t *testing.T) {
+// ...}); the gateway reads it (the payload's metadata.session_id) and never
+// forwards it: OpenAI would refuse the call (400, unrecognized argument).
+func TestLiteLLMSessionIDIsNotForwarded(t *testing.T) {
 	up := strictOpenAI(t)
 	hook := &receiver{}
 	hs := httptest.NewServer(hook)
@@ -78,11 +77,10 @@ callback_settings:
 	}
 }
 
-// TestProbeBodyTagsForwardedUpstream: LiteLLM's tag routing docs send the
-// request's tags as a top-level body member ("tags": ["free"]), which
-// LiteLLM reads and never forwards. Tollgate forwards it (it reads only
-// metadata.tags and the header), so OpenAI refuses the call with 400.
-func TestProbeBodyTagsForwardedUpstream(t *testing.T) {
+// TestBodyTagsAreNotForwarded: LiteLLM's tag routing docs send the
+// request's tags as a top-level body member ("tags": ["free"]), which the
+// gateway reads as request tags and never forwards (OpenAI refuses it).
+func TestBodyTagsAreNotForwarded(t *testing.T) {
 	up := strictOpenAI(t)
 	yaml := `
 model_list:
@@ -99,5 +97,10 @@ general_settings:
 	resp, out := e.post(t, "/v1/chat/completions", "sk-1234", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"tags":["free"]}`)
 	if resp.StatusCode != 200 {
 		t.Errorf("a request with LiteLLM's body tags: %d %v; want 200", resp.StatusCode, out)
+	}
+	// Read as metadata.tags are: a tags member that is not an array is the
+	// client's error.
+	if resp, out := e.post(t, "/v1/chat/completions", "sk-1234", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"tags":"free"}`); resp.StatusCode != 400 {
+		t.Errorf("tags not an array: %d %v; want 400", resp.StatusCode, out)
 	}
 }
