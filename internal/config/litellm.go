@@ -215,6 +215,9 @@ type LiteLLMSettings struct {
 	// TurnOffMessageLogging keeps messages and answers out of every log
 	// that leaves the process, whatever else is set.
 	TurnOffMessageLogging bool `yaml:"turn_off_message_logging"`
+	// RedactUserAPIKeyInfo keeps the key's hash, alias, user, team and
+	// organization out of the callback payloads and the spans.
+	RedactUserAPIKeyInfo bool `yaml:"redact_user_api_key_info"`
 	// S3CallbackParams is where the s3 callback writes.
 	S3CallbackParams *S3CallbackParams `yaml:"s3_callback_params"`
 	// CallbackQueueMaxBytes is Tollgate's: the most bytes (estimated) of

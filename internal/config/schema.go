@@ -324,6 +324,7 @@ var Sections = []*Section{
 			"failure_callback":         "as callbacks, for failed requests only; the tracers (otel, langfuse) trace every request",
 			"s3_callback_params":       "where the s3 callback writes JSON lines objects, batched by time and size (docs/callbacks.md)",
 			"turn_off_message_logging": "no messages or answers in spend rows or callbacks, whatever else is set (docs/content-logging.md)",
+			"redact_user_api_key_info": "the key's hash, alias, user, team and organization (metadata.user_api_key_*) are left out of callback payloads and spans; spend rows keep them (docs/callbacks.md, docs/tracing.md)",
 		},
 		Keys: []Key{
 			{"budget_duration", "string", "the gateway's budget (max_budget) has no period here: its spend never resets on its own; reset it with /user/update on litellm-proxy-budget"},
@@ -333,7 +334,6 @@ var Sections = []*Section{
 			{"json_logs", "boolean", "use serve's log flags"},
 			{"service_callbacks", "array of strings", noteLogging},
 			{"service_callback", "array of strings", noteLogging},
-			{"redact_user_api_key_info", "boolean", "raw keys are never logged"},
 			{"redact_messages_in_exceptions", "boolean", ""},
 			{"langfuse_default_tags", "array of strings", noteLogging},
 			{"force_ipv4", "boolean", ""},

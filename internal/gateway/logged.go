@@ -286,14 +286,17 @@ func (c *call) payload(status int) *callback.Payload {
 	pl.HiddenParams.ResponseCost = &pl.ResponseCost
 	pl.ModelParameters = modelParameters(req)
 	if req.user != "" {
-		pl.EndUser, pl.Metadata.UserAPIKeyEndUserID = &req.user, &req.user
+		pl.EndUser = &req.user
+		if !c.g.content.noKeyInfo {
+			pl.Metadata.UserAPIKeyEndUserID = &req.user
+		}
 	}
 	md := &pl.Metadata
 	md.RequesterMetadata, md.SessionID = c.meta.metadata, c.meta.session
 	if md.RequesterMetadata == nil {
 		md.RequesterMetadata = map[string]any{}
 	}
-	if p != nil {
+	if p != nil && !c.g.content.noKeyInfo { // redact_user_api_key_info keeps them out
 		if p.KeyHash != "" {
 			md.UserAPIKeyHash = &p.KeyHash
 		}

@@ -305,7 +305,7 @@ func (c *call) endTrace(status int) {
 			attrs = append(attrs, attribute.Float64("gen_ai.request.temperature", f))
 		}
 	}
-	if p != nil {
+	if p != nil && !c.g.content.noKeyInfo { // redact_user_api_key_info keeps them out
 		if len(p.KeyHash) >= 8 {
 			attrs = append(attrs, attribute.String("tollgate.key_hash", p.KeyHash[:8]))
 		}

@@ -43,14 +43,12 @@ func langfuseAndHook(t *testing.T, litellm string) (*otlpSink, *receiver) {
 	return lf, hook
 }
 
-// TestProbeRedactUserAPIKeyInfoIgnored: LiteLLM's
+// TestRedactUserAPIKeyInfo: LiteLLM's
 // litellm_settings.redact_user_api_key_info: true ("redact information about
 // the user api key (hashed token, user_id, team id, etc.) from logs";
-// Langfuse and OpenTelemetry among the supported) is a privacy setting.
-// Tollgate accepts it as "no effect" with the reason "raw keys are never
-// logged" (docs/litellm-compatibility.md), and goes on exporting the key's
-// hash, alias and user to Langfuse and in every callback payload.
-func TestProbeRedactUserAPIKeyInfoIgnored(t *testing.T) {
+// Langfuse and OpenTelemetry among the supported) keeps the key's hash,
+// alias and user off the Langfuse span and out of the callback payload.
+func TestRedactUserAPIKeyInfo(t *testing.T) {
 	lf, hook := langfuseAndHook(t, "  redact_user_api_key_info: true\n")
 	spans := requestSpans(lf)
 	if len(spans) != 1 {
