@@ -218,6 +218,9 @@ type LiteLLMSettings struct {
 	// RedactUserAPIKeyInfo keeps the key's hash, alias, user, team and
 	// organization out of the callback payloads and the spans.
 	RedactUserAPIKeyInfo bool `yaml:"redact_user_api_key_info"`
+	// LangfuseDefaultTags names metadata fields whose "field:value" join
+	// the Langfuse trace's tags.
+	LangfuseDefaultTags []string `yaml:"langfuse_default_tags"`
 	// S3CallbackParams is where the s3 callback writes.
 	S3CallbackParams *S3CallbackParams `yaml:"s3_callback_params"`
 	// CallbackQueueMaxBytes is Tollgate's: the most bytes (estimated) of

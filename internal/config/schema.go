@@ -324,6 +324,7 @@ var Sections = []*Section{
 			"failure_callback":         "as callbacks, for failed requests only; the tracers (otel, langfuse) trace every request",
 			"s3_callback_params":       "where the s3 callback writes JSON lines objects, batched by time and size (docs/callbacks.md)",
 			"turn_off_message_logging": "no messages or answers in spend rows or callbacks, whatever else is set (docs/content-logging.md)",
+			"langfuse_default_tags":    "user_api_key_alias, user_api_key_user_id, user_api_key_team_id, user_api_key_team_alias, user_api_key_org_id, user_api_key_end_user_id and cache_hit become field:value on the request span's langfuse.trace.tags (none of the key's under redact_user_api_key_info); other fields (cache_key, proxy_base_url, user_api_key_user_email, semantic-similarity) have no value here and are skipped (docs/tracing.md)",
 			"redact_user_api_key_info": "the key's hash, alias, user, team and organization (metadata.user_api_key_*) are left out of callback payloads and spans; spend rows keep them (docs/callbacks.md, docs/tracing.md)",
 		},
 		Keys: []Key{
@@ -335,7 +336,6 @@ var Sections = []*Section{
 			{"service_callbacks", "array of strings", noteLogging},
 			{"service_callback", "array of strings", noteLogging},
 			{"redact_messages_in_exceptions", "boolean", ""},
-			{"langfuse_default_tags", "array of strings", noteLogging},
 			{"force_ipv4", "boolean", ""},
 			{"ssl_verify", "boolean", "upstream TLS is always verified"},
 			{"content_policy_fallbacks", "array of objects", "fallbacks apply to every failure"},

@@ -42,6 +42,10 @@ type Options struct {
 	// is true), so the request span carries it, as the content settings
 	// allow (capture.go).
 	TraceContent bool
+	// LangfuseDefaultTags is litellm_settings.langfuse_default_tags: the
+	// payload metadata fields whose "field:value" join the request span's
+	// langfuse.trace.tags (spanmeta.go).
+	LangfuseDefaultTags []string
 
 	// Version is the gateway's version, sent as x-litellm-version.
 	Version string

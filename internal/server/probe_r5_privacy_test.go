@@ -71,14 +71,10 @@ func TestRedactUserAPIKeyInfo(t *testing.T) {
 	}
 }
 
-// TestProbeLangfuseDefaultTagsIgnored: LiteLLM's
-// litellm_settings.langfuse_default_tags names metadata fields
-// (user_api_key_alias, user_api_key_user_id, ...) that become the Langfuse
-// trace's tags as "<field>:<value>". Tollgate serves the langfuse callback
-// but takes this key as "no effect", with a reason that is not so
-// ("Tollgate logs with slog and exports Prometheus metrics"): the tags
-// Langfuse users filter by never appear.
-func TestProbeLangfuseDefaultTagsIgnored(t *testing.T) {
+// TestLangfuseDefaultTags: LiteLLM's litellm_settings.langfuse_default_tags
+// names metadata fields (user_api_key_alias, user_api_key_user_id, ...)
+// that become the Langfuse trace's tags as "<field>:<value>".
+func TestLangfuseDefaultTags(t *testing.T) {
 	lf, _ := langfuseAndHook(t, "  langfuse_default_tags: [\"user_api_key_alias\", \"user_api_key_user_id\"]\n")
 	spans := requestSpans(lf)
 	if len(spans) != 1 {
