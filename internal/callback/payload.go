@@ -55,6 +55,10 @@ type Payload struct {
 	// Retries and Fallbacks made on the way.
 	Retries   int `json:"retries"`
 	Fallbacks int `json:"fallbacks"`
+
+	// Skip names the callbacks the request disabled
+	// (x-litellm-disable-callbacks); never sent.
+	Skip []string `json:"-"`
 }
 
 // Metadata is LiteLLM's StandardLoggingMetadata: who the key belongs to,

@@ -241,6 +241,20 @@ type CallbackSettings struct {
 	EventTypes []string `yaml:"event_types"`
 	// LogFormat is json_array (default), ndjson or single.
 	LogFormat string `yaml:"log_format"`
+	// MessageLogging false keeps messages and answers from this callback
+	// (the others keep theirs).
+	MessageLogging *bool `yaml:"message_logging"`
+}
+
+// NoMessageLogging reports whether callback_settings turns content off for
+// any of the callback names.
+func (c *Config) NoMessageLogging(names ...string) bool {
+	for _, n := range names {
+		if s, ok := c.CallbackSettings[n]; ok && s.MessageLogging != nil && !*s.MessageLogging {
+			return true
+		}
+	}
+	return false
 }
 
 // S3CallbackParams is LiteLLM's litellm_settings.s3_callback_params.

@@ -389,13 +389,11 @@ var Sections = []*Section{
 		Path: "callback_settings.<name>", Type: typeOf[CallbackSettings](),
 		Unknown: "LiteLLM passes other keys to the callback; Tollgate ignores them",
 		Notes: map[string]string{
-			"callback_type": "generic_api makes the entry a webhook callback; other entries configure callbacks served elsewhere or not at all",
-			"headers":       "values may be os.environ/NAME, $NAME or ${NAME}",
-			"event_types":   "llm_api_success, llm_api_failure; both when absent",
-			"log_format":    "json_array (default: a batch as one JSON array), ndjson, or single (one POST per payload)",
-		},
-		Keys: []Key{
-			{"message_logging", "boolean", "whether content leaves the process is set by turn_off_message_logging"},
+			"callback_type":   "generic_api makes the entry a webhook callback; other entries configure callbacks served elsewhere or not at all",
+			"headers":         "values may be os.environ/NAME, $NAME or ${NAME}",
+			"event_types":     "llm_api_success, llm_api_failure; both when absent",
+			"log_format":      "json_array (default: a batch as one JSON array), ndjson, or single (one POST per payload)",
+			"message_logging": "false: no messages or answers to this callback (a webhook, datadog, s3; langfuse and otel: the span carries none), the others keep theirs (docs/content-logging.md)",
 		},
 	},
 	{

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +73,9 @@ type Gateway struct {
 	log     *slog.Logger
 	version []string // the x-litellm-version value; nil: not sent
 	content contentPolicy
+	// ownLangfuseWarned: the keys and teams whose own Langfuse project
+	// (metadata.logging) was warned about (spanmeta.go).
+	ownLangfuseWarned sync.Map
 }
 
 // New returns a Gateway routing with rt.

@@ -51,6 +51,10 @@ type callMeta struct {
 	// (trace_user_id, trace_name, generation_name), for the request span;
 	// bounded and cleaned as a tag. "" when none.
 	traceUser, traceName, generation string
+	// disabled are the callbacks the request turned off for itself
+	// (LiteLLM's x-litellm-disable-callbacks header), lower-cased; nil
+	// when none.
+	disabled []string
 	// noLog: the body opts out of content logging ("no-log" or
 	// "turn_off_message_logging", which are not forwarded).
 	noLog bool
@@ -122,6 +126,13 @@ func (c *call) readMeta() error {
 		}
 		if s = cleanID(s); s != "" {
 			m.session = s
+		}
+	}
+	for _, v := range c.r.Header.Values("X-Litellm-Disable-Callbacks") {
+		for n := range strings.SplitSeq(v, ",") {
+			if n = strings.ToLower(strings.TrimSpace(n)); n != "" && len(n) <= 64 && len(m.disabled) < 32 && !slices.Contains(m.disabled, n) {
+				m.disabled = append(m.disabled, n)
+			}
 		}
 	}
 	if h := c.r.Header.Values("X-Litellm-Tags"); len(h) > 0 {
@@ -248,6 +259,7 @@ func (c *call) payload(status int) *callback.Payload {
 		StartTime:   unixSeconds(c.start), EndTime: unixSeconds(end),
 		Model: res.model, Stream: req.stream, HTTPStatus: status,
 		RequestTags: c.meta.tags, Retries: c.retries, Fallbacks: c.fellBack,
+		Skip: c.meta.disabled,
 	}
 	if pl.RequestTags == nil {
 		pl.RequestTags = []string{}

@@ -1,6 +1,38 @@
 package gateway
 
-import "go.opentelemetry.io/otel/attribute"
+import (
+	"slices"
+
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/tracing"
+)
+
+// skipAttrs marks a span of a request that disabled tracing callbacks
+// (x-litellm-disable-callbacks: langfuse, langfuse_otel, otel,
+// opentelemetry) with the exporters that must not get it; each exporter's
+// queue drops the spans that name it (tracing.SkipAttr). Also a span of a
+// key or team that logs to its own Langfuse project (ownLangfuse) never
+// goes to the gateway-wide one.
+func (c *call) skipAttrs(attrs []attribute.KeyValue) []attribute.KeyValue {
+	var skip []string
+	for _, n := range c.meta.disabled {
+		switch {
+		case slices.Contains(config.LangfuseCallbacks, n) && !slices.Contains(skip, "langfuse"):
+			skip = append(skip, "langfuse")
+		case slices.Contains(config.OTelCallbacks, n) && !slices.Contains(skip, "otel"):
+			skip = append(skip, "otel")
+		}
+	}
+	if c.ownLangfuse() && !slices.Contains(skip, "langfuse") {
+		skip = append(skip, "langfuse")
+	}
+	if len(skip) == 0 {
+		return attrs
+	}
+	return append(attrs, attribute.StringSlice(string(tracing.SkipAttr), skip))
+}
 
 // requestMetaAttrs adds to the request span what the request's metadata
 // says of it for Langfuse, as LiteLLM's Langfuse integration maps it: the
@@ -10,6 +42,7 @@ import "go.opentelemetry.io/otel/attribute"
 // readMeta.
 func (c *call) requestMetaAttrs(attrs []attribute.KeyValue) []attribute.KeyValue {
 	m := &c.meta
+	attrs = c.skipAttrs(attrs)
 	if m.session != "" {
 		attrs = append(attrs, attribute.String("session.id", m.session), attribute.String("langfuse.session.id", m.session))
 	}
@@ -75,4 +108,54 @@ func (c *call) defaultTagValue(f string) string {
 		}
 	}
 	return ""
+}
+
+// ownLangfuse reports whether the call's key or team names its own
+// Langfuse project in metadata.logging (LiteLLM's team/key based logging:
+// callback_name langfuse with callback_vars langfuse_public_key, ...).
+// Per-key projects are not served: such a call's spans never go to the
+// gateway-wide Langfuse project (skipAttrs), and the first call of each
+// key says so in the log, once, without the credentials.
+func (c *call) ownLangfuse() bool {
+	p := c.p
+	if p == nil {
+		return false
+	}
+	var who, id string
+	switch {
+	case p.Key != nil && namesOwnLangfuse(p.Key.Metadata):
+		who, id = "key", p.KeyHash
+		if len(id) > 8 {
+			id = id[:8]
+		}
+	case p.Team != nil && namesOwnLangfuse(p.Team.Metadata):
+		who, id = "team", p.Team.TeamID
+	default:
+		return false
+	}
+	if _, warned := c.g.ownLangfuseWarned.LoadOrStore(who+":"+id, struct{}{}); !warned && c.g.log != nil {
+		c.g.log.Warn("a "+who+" logs to its own Langfuse project (metadata.logging); per-key and per-team Langfuse projects are not served: its calls' spans are not sent to the gateway-wide Langfuse project (docs/tracing.md)",
+			who, clip(id))
+	}
+	return true
+}
+
+// namesOwnLangfuse reports whether metadata's logging list has a langfuse
+// entry with its own credentials or host.
+func namesOwnLangfuse(md map[string]any) bool {
+	list, _ := md["logging"].([]any)
+	for _, e := range list {
+		entry, _ := e.(map[string]any)
+		name, _ := entry["callback_name"].(string)
+		if !slices.Contains(config.LangfuseCallbacks, name) {
+			continue
+		}
+		vars, _ := entry["callback_vars"].(map[string]any)
+		for _, k := range []string{"langfuse_public_key", "langfuse_secret_key", "langfuse_secret", "langfuse_host"} {
+			if v, ok := vars[k]; ok && v != nil && v != "" {
+				return true
+			}
+		}
+	}
+	return false
 }

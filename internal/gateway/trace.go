@@ -153,7 +153,7 @@ func (c *call) startAttempt(t *provider.Target, group, model string) {
 			attrs = append(attrs, attribute.Int("server.port", p))
 		}
 	}
-	sp.SetAttributes(cleanAttrs(attrs)...)
+	sp.SetAttributes(cleanAttrs(c.skipAttrs(attrs))...)
 }
 
 // endAttempt ends the attempt's span: err is what c.attempt returned (nil

@@ -88,13 +88,13 @@ func TestLangfuseDefaultTags(t *testing.T) {
 	}
 }
 
-// TestProbeDisableCallbacksHeaderIgnored: LiteLLM's dynamic callback
-// management (docs.litellm.ai/docs/proxy/dynamic_logging) lets a request
-// keep its data out of named logging services with the header
-// x-litellm-disable-callbacks: langfuse,datadog ("teams manage their own
-// compliance"). Tollgate ignores the header (its docs say nothing of it):
-// the request's prompt goes to Langfuse and the webhook all the same.
-func TestProbeDisableCallbacksHeaderIgnored(t *testing.T) {
+// TestDisableCallbacksHeader: LiteLLM's dynamic callback management
+// (docs.litellm.ai/docs/proxy/dynamic_logging) lets a request keep its data
+// out of named logging services with the header
+// x-litellm-disable-callbacks: langfuse,hook: Langfuse gets no span of it
+// (the exporter's queue drops the spans marked so) and the webhook no
+// payload.
+func TestDisableCallbacksHeader(t *testing.T) {
 	lf := &otlpSink{}
 	lfs := httptest.NewServer(lf)
 	defer lfs.Close()
@@ -123,12 +123,11 @@ func TestProbeDisableCallbacksHeaderIgnored(t *testing.T) {
 	}
 }
 
-// TestProbeCallbackMessageLoggingFalseIgnored: LiteLLM turns content off
-// for one logging service with callback_settings.<callback>.message_logging:
-// false (its loggers then get the messages redacted) while the others keep
-// it. Tollgate accepts the key for langfuse and for a webhook entry and
-// still sends the prompt to both.
-func TestProbeCallbackMessageLoggingFalseIgnored(t *testing.T) {
+// TestCallbackMessageLoggingFalse: LiteLLM turns content off for one
+// logging service with callback_settings.<callback>.message_logging: false
+// while the others keep it: neither Langfuse (an entry of that name) nor
+// the webhook (its own entry) gets the prompt.
+func TestCallbackMessageLoggingFalse(t *testing.T) {
 	lf := &otlpSink{}
 	lfs := httptest.NewServer(lf)
 	defer lfs.Close()
