@@ -6,7 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
+	"slices"
 	"testing"
 
 	"github.com/tollgate/tollgate/internal/config"
@@ -65,15 +65,20 @@ callback_settings:
 		t.Fatal(err)
 	}
 	e := serveWith(t, cfg, Options{Store: sqliteStore(t)})
-	resp, out := e.post(t, "/v1/chat/completions", "sk-1234", `{"model":"gpt-4o","messages":[{"role":"user","content":"Write a short story about a robot"}],"litellm_session_id":"0b7e4a52-5f2c-4b8e-9a59-3f1e8a6c2d10"}`)
+	resp, out := e.post(t, "/v1/chat/completions", "sk-1234", `{"model":"gpt-4o","messages":[{"role":"user","content":"Write a short story about a robot"}],"litellm_session_id":"0b7e4a52-5f2c-4b8e-9a59-3f1e8a6c2d10","tags":["team-a"]}`)
 	if resp.StatusCode != 200 {
 		t.Errorf("LiteLLM's session-logs request: %d %v; want 200 (litellm_session_id is LiteLLM's, not OpenAI's)", resp.StatusCode, out)
 	}
 	e.stop()
-	for _, p := range hook.payloads(t) {
-		if s, _ := json.Marshal(p); !strings.Contains(string(s), "0b7e4a52-5f2c-4b8e-9a59-3f1e8a6c2d10") {
-			t.Errorf("the payload does not carry the session id anywhere (LiteLLM: trace_id / session_id)")
-		}
+	ps := hook.payloads(t)
+	if len(ps) != 1 {
+		t.Fatalf("%d payloads, want 1", len(ps))
+	}
+	if md, _ := ps[0]["metadata"].(map[string]any); md["session_id"] != "0b7e4a52-5f2c-4b8e-9a59-3f1e8a6c2d10" {
+		t.Errorf("payload metadata.session_id %v; want the litellm_session_id", md["session_id"])
+	}
+	if tags, _ := ps[0]["request_tags"].([]any); !slices.Contains(tags, any("team-a")) {
+		t.Errorf("payload request_tags %v lacks the body's top-level tag", tags)
 	}
 }
 
