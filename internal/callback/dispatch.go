@@ -41,6 +41,9 @@ type Options struct {
 type route struct {
 	q                 *Queue
 	success, failures bool
+	// noContent: callback_settings.<name>.message_logging is false; the
+	// sink gets payloads without messages and response.
+	noContent bool
 }
 
 // Dispatcher is the Publisher of the callbacks the config names: it gives
@@ -144,7 +147,8 @@ func New(cfg *config.Config, o Options) (*Dispatcher, []string, error) {
 		if m := ls.CallbackQueueMaxBytes; m != nil && *m > 0 {
 			qo.MaxBytes = *m
 		}
-		d.routes = append(d.routes, route{q: NewQueue(name, sink, merge(qo, o.Queue), o.Log), success: w.success, failures: w.failures})
+		d.routes = append(d.routes, route{q: NewQueue(name, sink, merge(qo, o.Queue), o.Log), success: w.success, failures: w.failures,
+			noContent: cfg.NoMessageLogging(name)})
 		d.wantOK = d.wantOK || w.success
 		d.wantFail = d.wantFail || w.failures
 	}
@@ -213,8 +217,17 @@ func (d *Dispatcher) Publish(p *Payload) {
 	size := -1 // estimated once, for the first queue that takes p
 	for _, r := range d.routes {
 		if failed && r.failures || !failed && r.success {
+			if len(p.Skip) > 0 && slices.Contains(p.Skip, r.q.Name()) {
+				continue // the request disabled this callback
+			}
 			if size < 0 {
 				size = p.estimateSize()
+			}
+			if r.noContent && (p.Messages != nil || p.Response != nil) {
+				bare := *p // shallow: the other sinks keep p's content
+				bare.Messages, bare.Response = nil, nil
+				r.q.publish(&bare, size)
+				continue
 			}
 			r.q.publish(p, size)
 		}

@@ -55,6 +55,10 @@ type Payload struct {
 	// Retries and Fallbacks made on the way.
 	Retries   int `json:"retries"`
 	Fallbacks int `json:"fallbacks"`
+
+	// Skip names the callbacks the request disabled
+	// (x-litellm-disable-callbacks); never sent.
+	Skip []string `json:"-"`
 }
 
 // Metadata is LiteLLM's StandardLoggingMetadata: who the key belongs to,
@@ -69,6 +73,9 @@ type Metadata struct {
 	UserAPIKeyEndUserID *string        `json:"user_api_key_end_user_id"`
 	RequesterIPAddress  *string        `json:"requester_ip_address"`
 	RequesterMetadata   map[string]any `json:"requester_metadata"`
+	// SessionID groups the request with others (LiteLLM's
+	// litellm_session_id, or metadata.session_id); absent when none.
+	SessionID string `json:"session_id,omitempty"`
 }
 
 // HiddenParams is LiteLLM's StandardLoggingHiddenParams: the deployment

@@ -215,6 +215,12 @@ type LiteLLMSettings struct {
 	// TurnOffMessageLogging keeps messages and answers out of every log
 	// that leaves the process, whatever else is set.
 	TurnOffMessageLogging bool `yaml:"turn_off_message_logging"`
+	// RedactUserAPIKeyInfo keeps the key's hash, alias, user, team and
+	// organization out of the callback payloads and the spans.
+	RedactUserAPIKeyInfo bool `yaml:"redact_user_api_key_info"`
+	// LangfuseDefaultTags names metadata fields whose "field:value" join
+	// the Langfuse trace's tags.
+	LangfuseDefaultTags []string `yaml:"langfuse_default_tags"`
 	// S3CallbackParams is where the s3 callback writes.
 	S3CallbackParams *S3CallbackParams `yaml:"s3_callback_params"`
 	// CallbackQueueMaxBytes is Tollgate's: the most bytes (estimated) of
@@ -235,6 +241,20 @@ type CallbackSettings struct {
 	EventTypes []string `yaml:"event_types"`
 	// LogFormat is json_array (default), ndjson or single.
 	LogFormat string `yaml:"log_format"`
+	// MessageLogging false keeps messages and answers from this callback
+	// (the others keep theirs).
+	MessageLogging *bool `yaml:"message_logging"`
+}
+
+// NoMessageLogging reports whether callback_settings turns content off for
+// any of the callback names.
+func (c *Config) NoMessageLogging(names ...string) bool {
+	for _, n := range names {
+		if s, ok := c.CallbackSettings[n]; ok && s.MessageLogging != nil && !*s.MessageLogging {
+			return true
+		}
+	}
+	return false
 }
 
 // S3CallbackParams is LiteLLM's litellm_settings.s3_callback_params.

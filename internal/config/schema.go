@@ -324,6 +324,8 @@ var Sections = []*Section{
 			"failure_callback":         "as callbacks, for failed requests only; the tracers (otel, langfuse) trace every request",
 			"s3_callback_params":       "where the s3 callback writes JSON lines objects, batched by time and size (docs/callbacks.md)",
 			"turn_off_message_logging": "no messages or answers in spend rows or callbacks, whatever else is set (docs/content-logging.md)",
+			"langfuse_default_tags":    "user_api_key_alias, user_api_key_user_id, user_api_key_team_id, user_api_key_team_alias, user_api_key_org_id, user_api_key_end_user_id and cache_hit become field:value on the request span's langfuse.trace.tags (none of the key's under redact_user_api_key_info); other fields (cache_key, proxy_base_url, user_api_key_user_email, semantic-similarity) have no value here and are skipped (docs/tracing.md)",
+			"redact_user_api_key_info": "the key's hash, alias, user, team and organization (metadata.user_api_key_*) are left out of callback payloads and spans; spend rows keep them (docs/callbacks.md, docs/tracing.md)",
 		},
 		Keys: []Key{
 			{"budget_duration", "string", "the gateway's budget (max_budget) has no period here: its spend never resets on its own; reset it with /user/update on litellm-proxy-budget"},
@@ -333,9 +335,7 @@ var Sections = []*Section{
 			{"json_logs", "boolean", "use serve's log flags"},
 			{"service_callbacks", "array of strings", noteLogging},
 			{"service_callback", "array of strings", noteLogging},
-			{"redact_user_api_key_info", "boolean", "raw keys are never logged"},
 			{"redact_messages_in_exceptions", "boolean", ""},
-			{"langfuse_default_tags", "array of strings", noteLogging},
 			{"force_ipv4", "boolean", ""},
 			{"ssl_verify", "boolean", "upstream TLS is always verified"},
 			{"content_policy_fallbacks", "array of objects", "fallbacks apply to every failure"},
@@ -389,13 +389,11 @@ var Sections = []*Section{
 		Path: "callback_settings.<name>", Type: typeOf[CallbackSettings](),
 		Unknown: "LiteLLM passes other keys to the callback; Tollgate ignores them",
 		Notes: map[string]string{
-			"callback_type": "generic_api makes the entry a webhook callback; other entries configure callbacks served elsewhere or not at all",
-			"headers":       "values may be os.environ/NAME, $NAME or ${NAME}",
-			"event_types":   "llm_api_success, llm_api_failure; both when absent",
-			"log_format":    "json_array (default: a batch as one JSON array), ndjson, or single (one POST per payload)",
-		},
-		Keys: []Key{
-			{"message_logging", "boolean", "whether content leaves the process is set by turn_off_message_logging"},
+			"callback_type":   "generic_api makes the entry a webhook callback; other entries configure callbacks served elsewhere or not at all",
+			"headers":         "values may be os.environ/NAME, $NAME or ${NAME}",
+			"event_types":     "llm_api_success, llm_api_failure; both when absent",
+			"log_format":      "json_array (default: a batch as one JSON array), ndjson, or single (one POST per payload)",
+			"message_logging": "false: no messages or answers to this callback (a webhook, datadog, s3; langfuse and otel: the span carries none), the others keep theirs (docs/content-logging.md)",
 		},
 	},
 	{

@@ -33,6 +33,9 @@ type call struct {
 	req   *request
 	rt    *router.Router // the routing table the call started with
 	model string         // the model group the request resolved to
+	// group is the model group of the last attempt, the one that answered
+	// (after a fallback, the fallback's), as the spend row names it.
+	group string
 	// endUser is the request's end user as an operator configured her (or
 	// as her first request made her); nil when the request names none or
 	// she is not known yet. Found once: limits, budgets, routing and labels
@@ -53,6 +56,9 @@ type call struct {
 	// upstreamErr the body of an upstream failure passed on to the client.
 	err         error
 	upstreamErr []byte
+	// done marks the steps of finish that ran, so that a finish run
+	// again after a panic (serve's deferred one) repeats none of them.
+	done struct{ content, observed bool }
 }
 
 // serve is the request path: authenticate, decode, route, admit, attempt
@@ -181,7 +187,7 @@ func (c *call) stripMeta() error {
 
 // gatewayMembers are request members the gateway reads and never forwards
 // (the first only where metadata is not the API's own member).
-var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging"}
+var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging", "litellm_session_id", "tags"}
 
 // region is the end user's allowed_model_region; "" allows any.
 func (c *call) region() string {
@@ -292,6 +298,7 @@ func (c *call) attempts(grp *router.Group) error {
 		if gi > 0 {
 			c.fellBack++
 			model = cur.Name
+			c.group = model
 			if o := c.g.opts.Observer; o != nil {
 				o.fellBack(grp.Name, cur.Name)
 			}
@@ -445,15 +452,19 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 // is written, so that a client's next request sees the books; everything
 // else is settled by finish.
 func (c *call) settle() {
-	if c.hold == nil {
+	h := c.hold
+	if h == nil {
 		return
 	}
-	c.cost = c.hold.settle(&c.res)
-	c.hold = nil
+	c.hold = nil // settled once, even if settling panics
+	c.cost = h.settle(&c.res)
 }
 
 // finish ends the call: the hold settled or released, the rate-limit
 // ticket returned with the tokens used, the log line and the metrics.
+// Each step runs once: when one panics, serve's deferred finish runs the
+// steps not yet run and none twice (one payload per call), and the span
+// ends whatever step panicked.
 func (c *call) finish(err error) {
 	c.settle()
 	if tk := c.ticket; tk != nil {
@@ -478,7 +489,9 @@ func (c *call) finish(err error) {
 		status = max(status, http.StatusBadGateway)
 		c.err = c.res.brokeOff
 	}
-	if c.cap != nil {
+	defer c.endTrace(status) // once (endTrace clears c.tr)
+	if c.cap != nil && !c.done.content {
+		c.done.content = true
 		if (err == nil || errors.Is(err, errResponded)) && !c.res.clientGone {
 			// The answer is written: push its last bytes to the client
 			// now, so that it never waits for its content to be masked.
@@ -486,10 +499,10 @@ func (c *call) finish(err error) {
 		}
 		c.finishContent(status)
 	}
-	if o := c.g.opts.Observer; o != nil {
+	if o := c.g.opts.Observer; o != nil && !c.done.observed {
+		c.done.observed = true
 		o.finished(c, status)
 	}
-	c.endTrace(status)
 }
 
 // priceUnmetered gives a call that no meter books (no store) its cost

@@ -28,6 +28,10 @@ type ContentLogging struct {
 	MaxBytes int
 	// Redactor masks secrets and PII in what is kept; nil masks nothing.
 	Redactor *redact.Redactor
+	// RedactKeyInfo is litellm_settings.redact_user_api_key_info: the
+	// key's hash, alias, user, team and organization stay out of the
+	// callback payloads and the spans (the spend rows keep them).
+	RedactKeyInfo bool
 }
 
 // DefaultMaxContentBytes bounds a captured field unless configured.
@@ -44,6 +48,7 @@ type contentPolicy struct {
 	callbacks callback.Publisher // nil: content goes to no callback
 	max       int
 	red       *redact.Redactor
+	noKeyInfo bool // ContentLogging.RedactKeyInfo
 }
 
 func newContentPolicy(o ContentLogging, obs Observer, traced bool) contentPolicy {
@@ -52,7 +57,7 @@ func newContentPolicy(o ContentLogging, obs Observer, traced bool) contentPolicy
 		callbacks = t.Callbacks
 	}
 	p := contentPolicy{spendLogs: o.SpendLogs && !o.Off, max: o.MaxBytes, red: o.Redactor, callbacks: callbacks,
-		tracing: traced && !o.Off}
+		tracing: traced && !o.Off, noKeyInfo: o.RedactKeyInfo}
 	p.capture = !o.Off && (o.SpendLogs || callbacks != nil || p.tracing)
 	if p.max <= 0 {
 		p.max = DefaultMaxContentBytes

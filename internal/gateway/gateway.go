@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,10 @@ type Options struct {
 	// is true), so the request span carries it, as the content settings
 	// allow (capture.go).
 	TraceContent bool
+	// LangfuseDefaultTags is litellm_settings.langfuse_default_tags: the
+	// payload metadata fields whose "field:value" join the request span's
+	// langfuse.trace.tags (spanmeta.go).
+	LangfuseDefaultTags []string
 
 	// Version is the gateway's version, sent as x-litellm-version.
 	Version string
@@ -68,6 +73,9 @@ type Gateway struct {
 	log     *slog.Logger
 	version []string // the x-litellm-version value; nil: not sent
 	content contentPolicy
+	// ownLangfuseWarned: the keys and teams whose own Langfuse project
+	// (metadata.logging) was warned about (spanmeta.go).
+	ownLangfuseWarned sync.Map
 }
 
 // New returns a Gateway routing with rt.

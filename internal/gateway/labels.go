@@ -31,6 +31,16 @@ func clip(s string) string {
 	return s[:cut] + "…"
 }
 
+// labelValue makes a name a valid metric label value: Prometheus refuses
+// (panics on) a label that is not UTF-8, and a client can put any byte in
+// a JSON string. Valid names are returned as they are, without a copy.
+func labelValue(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
 // maxWildcardNames bounds how many distinct model names that reached a
 // wildcard deployment (and were served) become metric labels.
 const maxWildcardNames = 200
@@ -60,6 +70,7 @@ func (o *Telemetry) tagLabels(tags, own []string, status int) []string {
 	out := make([]string, 0, len(tags))
 	other := false
 	for _, t := range tags {
+		t = labelValue(t)
 		_, client := o.tags.m.Load(t)
 		_, owned := o.ownTags.m.Load(t)
 		switch {
@@ -109,22 +120,23 @@ func (o *Telemetry) labels(m *metrics.Request, rt *router.Router, p *auth.Princi
 	if requested != "" && rt != nil {
 		if grp, ok := rt.Group(p.ResolveModel(requested)); ok {
 			m.ModelGroup, m.RequestModel = grp.Name, grp.Name
-			if strings.Contains(grp.Name, "*") && status < 400 && status != 0 && len(requested) <= maxEchoedName &&
-				o.served.admit(requested, maxWildcardNames) {
-				m.RequestModel = requested
+			if strings.Contains(grp.Name, "*") && status < 400 && status != 0 && len(requested) <= maxEchoedName {
+				if name := labelValue(requested); o.served.admit(name, maxWildcardNames) {
+					m.RequestModel = name
+				}
 			}
 		}
 	}
 	m.ResponseModel = m.RequestModel
 	if t != nil && t.D.Model != "" {
-		m.ResponseModel = t.D.Model
+		m.ResponseModel = labelValue(t.D.Model)
 	}
 	if knownKey(p) {
 		if len(p.KeyHash) >= 8 {
 			m.KeyHash = p.KeyHash[:8]
 		}
 		if k := p.Key; k != nil && k.KeyAlias != nil {
-			m.KeyAlias = *k.KeyAlias
+			m.KeyAlias = labelValue(*k.KeyAlias)
 		}
 	} else if p.KeyHash != "" {
 		m.KeyHash = metrics.Unknown
@@ -133,20 +145,20 @@ func (o *Telemetry) labels(m *metrics.Request, rt *router.Router, p *auth.Princi
 		if k.UserID != "" {
 			m.User = metrics.Unknown
 			if p.User != nil {
-				m.User = k.UserID
+				m.User = labelValue(k.UserID)
 			}
 		}
 		if k.TeamID != "" {
 			m.Team = metrics.Unknown
 			if p.Team != nil {
-				m.Team = k.TeamID
+				m.Team = labelValue(k.TeamID)
 			}
 		}
 	}
 	if endUser != "" {
 		m.EndUser = metrics.Unknown
 		if e != nil && configuredEndUser(e) {
-			m.EndUser = endUser
+			m.EndUser = labelValue(endUser)
 		}
 	}
 }

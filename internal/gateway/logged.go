@@ -43,6 +43,18 @@ type callMeta struct {
 	// metadata is the body's metadata object (litellm_metadata's members
 	// winning), LiteLLM's requester_metadata; nil when the body has none.
 	metadata map[string]any
+	// session is the request's session id: LiteLLM's litellm_session_id
+	// body member (its Session Logs), else metadata.session_id (its
+	// Langfuse integration's); bounded and cleaned as a tag. "" when none.
+	session string
+	// traceUser, traceName and generation are LiteLLM's Langfuse metadata
+	// (trace_user_id, trace_name, generation_name), for the request span;
+	// bounded and cleaned as a tag. "" when none.
+	traceUser, traceName, generation string
+	// disabled are the callbacks the request turned off for itself
+	// (LiteLLM's x-litellm-disable-callbacks header), lower-cased; nil
+	// when none.
+	disabled []string
 	// noLog: the body opts out of content logging ("no-log" or
 	// "turn_off_message_logging", which are not forwarded).
 	noLog bool
@@ -63,17 +75,22 @@ func (c *call) readMeta() error {
 			return apierror.BadRequest(member, "%s must be a JSON object", member)
 		}
 		if t, ok := md["tags"]; ok && t != nil {
-			list, ok := t.([]any)
-			if !ok {
-				return apierror.BadRequest(member, "%s.tags must be an array of strings", member)
+			var err error
+			if m.tags, err = readTags(m.tags, t, member+".tags", member); err != nil {
+				return err
 			}
-			for _, v := range list {
-				s, ok := v.(string)
-				if !ok {
-					return apierror.BadRequest(member, "%s.tags must be an array of strings", member)
-				}
-				m.tags = addTag(m.tags, s)
-			}
+		}
+		if s, ok := md["session_id"].(string); ok && m.session == "" {
+			m.session = cleanID(s)
+		}
+		if s, ok := md["trace_user_id"].(string); ok {
+			m.traceUser = cleanID(s)
+		}
+		if s, ok := md["trace_name"].(string); ok {
+			m.traceName = cleanID(s)
+		}
+		if s, ok := md["generation_name"].(string); ok {
+			m.generation = cleanID(s)
 		}
 		if len(raw) > maxMetadataJSON {
 			// Too large to keep; its tags are read above, and its opt-out
@@ -89,6 +106,32 @@ func (c *call) readMeta() error {
 		} else {
 			for k, v := range md {
 				m.metadata[k] = v
+			}
+		}
+	}
+	// LiteLLM's top-level body members (never forwarded: gatewayMembers):
+	// tags, as metadata.tags, and litellm_session_id.
+	if raw := c.metaMember("tags"); raw != nil && string(raw) != "null" {
+		var t any
+		_ = json.Unmarshal(raw, &t)
+		var err error
+		if m.tags, err = readTags(m.tags, t, "tags", "tags"); err != nil {
+			return err
+		}
+	}
+	if raw := c.metaMember("litellm_session_id"); raw != nil && string(raw) != "null" {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return apierror.BadRequest("litellm_session_id", "litellm_session_id must be a string")
+		}
+		if s = cleanID(s); s != "" {
+			m.session = s
+		}
+	}
+	for _, v := range c.r.Header.Values("X-Litellm-Disable-Callbacks") {
+		for n := range strings.SplitSeq(v, ",") {
+			if n = strings.ToLower(strings.TrimSpace(n)); n != "" && len(n) <= 64 && len(m.disabled) < 32 && !slices.Contains(m.disabled, n) {
+				m.disabled = append(m.disabled, n)
 			}
 		}
 	}
@@ -109,6 +152,33 @@ func (c *call) readMeta() error {
 	m.tags = joinTags(m.own, m.client)
 	c.meta = m
 	return nil
+}
+
+// readTags adds a request's tags (t, a decoded JSON value) to tags: an
+// array of strings, else the client's error (400 naming what).
+func readTags(tags []string, t any, what, param string) ([]string, error) {
+	list, ok := t.([]any)
+	if !ok {
+		return tags, apierror.BadRequest(param, "%s must be an array of strings", what)
+	}
+	for _, v := range list {
+		s, ok := v.(string)
+		if !ok {
+			return tags, apierror.BadRequest(param, "%s must be an array of strings", what)
+		}
+		tags = addTag(tags, s)
+	}
+	return tags, nil
+}
+
+// cleanID is a client-chosen id or name for the logs and the traces (a
+// session id, a trace name): cleaned as a tag (valid UTF-8, no control
+// characters), "" when longer than a tag may be.
+func cleanID(s string) string {
+	if s = cleanTag(s); len(s) > maxTagBytes {
+		return ""
+	}
+	return s
 }
 
 // principalTags adds the key's tags and the team's (its metadata.tags, as
@@ -189,6 +259,7 @@ func (c *call) payload(status int) *callback.Payload {
 		StartTime:   unixSeconds(c.start), EndTime: unixSeconds(end),
 		Model: res.model, Stream: req.stream, HTTPStatus: status,
 		RequestTags: c.meta.tags, Retries: c.retries, Fallbacks: c.fellBack,
+		Skip: c.meta.disabled,
 	}
 	if pl.RequestTags == nil {
 		pl.RequestTags = []string{}
@@ -208,7 +279,9 @@ func (c *call) payload(status int) *callback.Payload {
 	if pl.Model == "" {
 		pl.Model = req.model
 	}
-	if c.model != "" {
+	if c.group != "" {
+		pl.ModelGroup = &c.group // the fallback that answered, as on the spend row
+	} else if c.model != "" {
 		pl.ModelGroup = &c.model
 	}
 	if t := c.target; t != nil {
@@ -225,14 +298,17 @@ func (c *call) payload(status int) *callback.Payload {
 	pl.HiddenParams.ResponseCost = &pl.ResponseCost
 	pl.ModelParameters = modelParameters(req)
 	if req.user != "" {
-		pl.EndUser, pl.Metadata.UserAPIKeyEndUserID = &req.user, &req.user
+		pl.EndUser = &req.user
+		if !c.g.content.noKeyInfo {
+			pl.Metadata.UserAPIKeyEndUserID = &req.user
+		}
 	}
 	md := &pl.Metadata
-	md.RequesterMetadata = c.meta.metadata
+	md.RequesterMetadata, md.SessionID = c.meta.metadata, c.meta.session
 	if md.RequesterMetadata == nil {
 		md.RequesterMetadata = map[string]any{}
 	}
-	if p != nil {
+	if p != nil && !c.g.content.noKeyInfo { // redact_user_api_key_info keeps them out
 		if p.KeyHash != "" {
 			md.UserAPIKeyHash = &p.KeyHash
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -137,7 +138,7 @@ func (c *call) endStep(st step, err error) {
 	if err != nil && sp.IsRecording() {
 		e := apierror.From(err)
 		sp.SetAttributes(attribute.Int("http.response.status_code", e.Status), attribute.String("error.type", e.Type))
-		sp.SetStatus(codes.Error, e.Message)
+		sp.SetStatus(codes.Error, spanText(e.Message))
 	}
 	sp.End(trace.WithTimestamp(end))
 }
@@ -180,6 +181,7 @@ func (c *call) startAttempt(t *provider.Target, group, model string) {
 			attrs = append(attrs, attribute.Int("server.port", p))
 		}
 	}
+	attrs = cleanAttrs(c.skipAttrs(attrs))
 	sp.SetAttributes(attrs...)
 	*buf = attrs
 }
@@ -214,7 +216,7 @@ func (c *call) endAttempt(done bool, err error) {
 			attrs = append(attrs, attribute.Int("http.response.status_code", status))
 		}
 		if c.res.id != "" {
-			attrs = append(attrs, attribute.String("gen_ai.response.id", c.res.id))
+			attrs = append(attrs, attribute.String("gen_ai.response.id", spanText(c.res.id)))
 		}
 		msg, failed := "", true
 		switch {
@@ -239,7 +241,7 @@ func (c *call) endAttempt(done bool, err error) {
 		}
 		sp.SetAttributes(attrs...)
 		if failed {
-			sp.SetStatus(codes.Error, msg)
+			sp.SetStatus(codes.Error, spanText(msg))
 		}
 	}
 	sp.End()
@@ -341,7 +343,7 @@ func (c *call) endTrace(status int) {
 			attrs = append(attrs, attribute.Float64("gen_ai.request.temperature", f))
 		}
 	}
-	if p != nil {
+	if p != nil && !c.g.content.noKeyInfo { // redact_user_api_key_info keeps them out
 		if len(p.KeyHash) >= 8 {
 			attrs = append(attrs, attribute.String("tollgate.key_hash", p.KeyHash[:8]))
 		}
@@ -373,6 +375,7 @@ func (c *call) endTrace(status int) {
 			attrs = append(attrs, attribute.String(AttrContentOutput, string(cp.response)))
 		}
 	}
+	attrs = c.requestMetaAttrs(attrs)
 	msg, failed := "", status >= 400 || status == 0
 	if failed {
 		msg = "status " + strconv.Itoa(status)
@@ -390,10 +393,11 @@ func (c *call) endTrace(status int) {
 	}
 	// One call: the SDK copies the attributes into the span, so buf is
 	// reused by the next call.
+	attrs = cleanAttrs(attrs)
 	sp.SetAttributes(attrs...)
 	*buf = attrs
 	if failed {
-		sp.SetStatus(codes.Error, msg)
+		sp.SetStatus(codes.Error, spanText(msg))
 	}
 	sp.End()
 }
@@ -410,6 +414,42 @@ func putAttrs(b *[]attribute.KeyValue) {
 	clear((*b)[:cap(*b)]) // no strings of this call kept alive
 	*b = (*b)[:0]
 	attrBufs.Put(b)
+}
+
+// spanText makes s valid UTF-8 for a span (OTLP is protobuf, whose
+// strings must be UTF-8: one bad string makes the whole batch, other calls'
+// spans with it, unencodable). A client can put any byte in a JSON string.
+// Valid text is returned as it is.
+func spanText(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// cleanAttrs makes every string (and string list) value of attrs valid
+// UTF-8 (spanText), in place; every span's attribute list goes through it.
+func cleanAttrs(attrs []attribute.KeyValue) []attribute.KeyValue {
+	for i, a := range attrs {
+		switch a.Value.Type() {
+		case attribute.STRING:
+			if v := a.Value.AsString(); !utf8.ValidString(v) {
+				attrs[i] = attribute.String(string(a.Key), spanText(v))
+			}
+		case attribute.STRINGSLICE:
+			vs := a.Value.AsStringSlice()
+			dirty := false
+			for j, v := range vs {
+				if !utf8.ValidString(v) {
+					vs[j], dirty = spanText(v), true
+				}
+			}
+			if dirty {
+				attrs[i] = attribute.StringSlice(string(a.Key), vs)
+			}
+		}
+	}
+	return attrs
 }
 
 // Content attributes of the request span: Langfuse's observation input

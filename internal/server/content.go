@@ -17,6 +17,9 @@ func contentLogging(cfg *config.Config) (gateway.ContentLogging, error) {
 	out := gateway.ContentLogging{
 		SpendLogs: cfg.GeneralSettings.StorePromptsInSpendLogs,
 		Off:       cfg.LiteLLMSettings.TurnOffMessageLogging,
+		// LiteLLM's redact_user_api_key_info: no key information in the
+		// logs that leave the process (payloads, spans).
+		RedactKeyInfo: cfg.LiteLLMSettings.RedactUserAPIKeyInfo,
 	}
 	if cl.MaxFieldBytes != nil {
 		out.MaxBytes = *cl.MaxFieldBytes

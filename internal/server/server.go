@@ -249,6 +249,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if s.tracer != nil {
 		gopts.Tracer = s.tracer.Tracer()
 		gopts.TraceContent = s.tracer.TakesContent()
+		gopts.LangfuseDefaultTags = cfg.LiteLLMSettings.LangfuseDefaultTags
 	}
 	if cbs != nil { // a nil *Dispatcher must not become a non-nil Publisher
 		gopts.Observer = &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics, Callbacks: cbs}

@@ -88,6 +88,10 @@ func (q *queue) run() {
 		if len(buf) == 0 {
 			return
 		}
+		buf = q.withoutSkipped(buf)
+		if len(buf) == 0 {
+			return
+		}
 		if q.strip {
 			withoutContent(buf)
 		}
@@ -143,6 +147,23 @@ func withoutContent(buf []sdktrace.ReadOnlySpan) {
 		}
 		buf[i] = strippedSpan{ReadOnlySpan: s, attrs: kept}
 	}
+}
+
+// SkipAttr marks a span that named exporters must not get (a request's
+// x-litellm-disable-callbacks): its value lists exporter names.
+const SkipAttr attribute.Key = "tollgate.disabled_callbacks"
+
+// withoutSkipped removes from buf the spans that name this exporter under
+// SkipAttr (on the queue's goroutine: the request path never pays for it).
+func (q *queue) withoutSkipped(buf []sdktrace.ReadOnlySpan) []sdktrace.ReadOnlySpan {
+	return slices.DeleteFunc(buf, func(s sdktrace.ReadOnlySpan) bool {
+		for _, a := range s.Attributes() {
+			if a.Key == SkipAttr {
+				return slices.Contains(a.Value.AsStringSlice(), q.name)
+			}
+		}
+		return false
+	})
 }
 
 func isContent(a attribute.KeyValue) bool { return slices.Contains(ContentAttrs, a.Key) }

@@ -144,7 +144,8 @@ func Resolve(cfg *config.Config, getenv func(string) string) (*Config, error) {
 		if err != nil {
 			return nil, err
 		}
-		e.Content = strings.EqualFold(strings.TrimSpace(getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")), "true")
+		e.Content = strings.EqualFold(strings.TrimSpace(getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")), "true") &&
+			!cfg.NoMessageLogging(config.OTelCallbacks...)
 		c.Exporters = append(c.Exporters, e)
 	}
 	if langfuseOn {
@@ -152,6 +153,8 @@ func Resolve(cfg *config.Config, getenv func(string) string) (*Config, error) {
 		if err != nil {
 			return nil, err
 		}
+		// callback_settings.langfuse.message_logging: false: no content.
+		e.Content = !cfg.NoMessageLogging(config.LangfuseCallbacks...)
 		c.Exporters = append(c.Exporters, e)
 	}
 	return c, nil
