@@ -69,8 +69,12 @@ callback_settings:
 		if n := len(hook.payloads(t)); n != 1 {
 			t.Errorf("%d payloads for one call, want 1", n)
 		}
-		if l := loggedLines("panic"); len(l) > 0 {
-			t.Errorf("the request path panicked: %s", l[0])
+		// The log is shared by the package's tests (one of which panics on
+		// purpose): only a panic on this test's route counts.
+		for _, l := range loggedLines("panic") {
+			if strings.Contains(l, `"path":"/v1/chat/completions"`) {
+				t.Errorf("the request path panicked: %s", l)
+			}
 		}
 	})
 }
