@@ -2,24 +2,19 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/tollgate/tollgate/internal/config"
-	"github.com/tollgate/tollgate/internal/store/sqlstore"
 )
 
 // Regression tests of the tracing review (issue #25).
@@ -28,43 +23,7 @@ import (
 // test can read what the gateway logged without tripping TestMain's scan).
 func reviewGateway(t *testing.T, yaml string, log *slog.Logger) (url string, stop func()) {
 	t.Helper()
-	cfg, err := config.Parse("review.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "tollgate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, Options{Logger: log, Store: st})
-	if err != nil {
-		st.Close()
-		t.Fatalf("server: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Logf("Serve: %v", err)
-				}
-			case <-time.After(60 * time.Second):
-				t.Error("Serve did not return")
-			}
-			st.Close()
-		})
-	}
-	t.Cleanup(stop)
-	return "http://" + ln.Addr().String(), stop
+	return tracedGatewayWith(t, yaml, Options{Logger: log})
 }
 
 func serverSpans(spans []*tracepb.Span) []*tracepb.Span {

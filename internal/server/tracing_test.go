@@ -218,8 +218,8 @@ func tracedGateway(t *testing.T, yaml string) (url string, stop func()) {
 	return tracedGatewayWith(t, yaml, Options{})
 }
 
-// tracedGatewayWith is tracedGateway with options (the logger and store
-// are set here).
+// tracedGatewayWith is tracedGateway with options (the store is set here,
+// and the logger unless opts has one).
 func tracedGatewayWith(t *testing.T, yaml string, opts Options) (url string, stop func()) {
 	t.Helper()
 	cfg, err := config.Parse("trace.yaml", []byte(yaml))
@@ -230,7 +230,10 @@ func tracedGatewayWith(t *testing.T, yaml string, opts Options) (url string, sto
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Logger, opts.Store = testLogger, st
+	opts.Store = st
+	if opts.Logger == nil {
+		opts.Logger = testLogger
+	}
 	srv, err := New(cfg, opts)
 	if err != nil {
 		st.Close()
