@@ -40,6 +40,9 @@ type Options struct {
 	PGURL     string // for governed-pg
 	RedisURL  string // for governed-pg
 	Out       io.Writer
+	// Pprof gives every scenario's process a pprof listener on a port of
+	// its own (printed), to profile it under the bench's load.
+	Pprof bool
 }
 
 // Result is one scenario × load, medians over rounds.
@@ -349,6 +352,11 @@ func start(sc, dir, upURL string, o Options) (*gateway, error) {
 	var env []string
 	if sc == "observed" || sc == "traced" {
 		env = []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + upURL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}
+	}
+	if o.Pprof {
+		a := fmt.Sprintf("127.0.0.1:%d", freePort())
+		env = append(env, "TOLLGATE_PPROF_ADDR="+a)
+		fmt.Fprintf(o.Out, "%s: pprof at http://%s/debug/pprof/\n", sc, a)
 	}
 	p, err := launchEnv(o.Bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, args...)
 	if err != nil {
