@@ -337,8 +337,16 @@ type gateway struct {
 
 // start launches a scenario's process and, for the governed ones, makes
 // its key.
-func start(sc, dir, upURL string, o Options) (*gateway, error) {
-	scDir := filepath.Join(dir, sc)
+//
+// A scenario written name@path runs from the binary at path instead of
+// o.Bin, in the same rounds as the others: a before/after comparison of
+// two builds that drift cannot tell apart.
+func start(label, dir, upURL string, o Options) (*gateway, error) {
+	sc, bin, other := strings.Cut(label, "@")
+	if !other {
+		bin = o.Bin
+	}
+	scDir := filepath.Join(dir, strings.NewReplacer("/", "_", "@", "_").Replace(label))
 	os.MkdirAll(scDir, 0o755)
 	os.WriteFile(filepath.Join(scDir, "config.yaml"), []byte(config(sc, upURL, o)), 0o600)
 	port := freePort()
@@ -356,13 +364,13 @@ func start(sc, dir, upURL string, o Options) (*gateway, error) {
 	if o.Pprof {
 		a := fmt.Sprintf("127.0.0.1:%d", freePort())
 		env = append(env, "TOLLGATE_PPROF_ADDR="+a)
-		fmt.Fprintf(o.Out, "%s: pprof at http://%s/debug/pprof/\n", sc, a)
+		fmt.Fprintf(o.Out, "%s: pprof at http://%s/debug/pprof/\n", label, a)
 	}
-	p, err := launchEnv(o.Bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, args...)
+	p, err := launchEnv(bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, args...)
 	if err != nil {
 		return nil, err
 	}
-	g := &gateway{scenario: sc, url: fmt.Sprintf("http://127.0.0.1:%d", port), p: p}
+	g := &gateway{scenario: label, url: fmt.Sprintf("http://127.0.0.1:%d", port), p: p}
 	if sc == "plain" || sc == "bare" || sc == "floor" {
 		return g, nil
 	}
@@ -431,7 +439,7 @@ func Run(o Options) ([]Result, error) {
 	for _, sc := range o.Scenarios {
 		switch {
 		case sc == "floor" || slices.Contains(scenarios, sc):
-		case sc == "governed-pg" && (o.PGURL == "" || o.RedisURL == ""):
+		case strings.HasPrefix(sc, "governed-pg") && (o.PGURL == "" || o.RedisURL == ""):
 			fmt.Fprintf(o.Out, "skipping %s: give --pg and --redis\n", sc)
 		default:
 			scenarios = append(scenarios, sc)

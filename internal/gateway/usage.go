@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/tokens"
@@ -115,9 +116,21 @@ func modelOf(body []byte) string {
 	return m
 }
 
-// newCallID returns a random request id, unique across replicas.
+// newCallID returns a request id unique across replicas: 32 hex digits,
+// the first 12 the milliseconds since 1970 and the other 20 random (the
+// layout of a UUIDv7 without its version bits). Ids made later sort later,
+// so the spend writer's rows land at the end of spend_logs' primary-key
+// index instead of on random pages of it: a batch dirties a few pages, not
+// one per row, which is what its commit and the WAL checkpoint write
+// (BenchmarkApplySpend, random against ordered). 80 random bits keep ids
+// made in the same millisecond apart.
 func newCallID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	_, _ = rand.Read(b[6:])
 	return hex.EncodeToString(b[:])
 }
