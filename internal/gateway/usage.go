@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/jsonbody"
@@ -21,14 +22,28 @@ func usageFromBody(body []byte) (usage.Usage, bool, error) {
 
 // answerOf reads the usage and the id of a JSON response in one scan; an
 // error means the body is not a JSON object.
+//
+// Its member list is recycled (every answer of a routed call is read
+// here): nothing it returns points into it, and the list is cleared
+// before reuse so that it holds no answer alive.
 func answerOf(body []byte) (u usage.Usage, id string, ok bool, err error) {
-	var o jsonbody.Object
+	o := answers.Get().(*jsonbody.Object)
+	defer func() {
+		clear(o.Members)
+		_ = o.Reset(emptyObject)
+		answers.Put(o)
+	}()
 	if err := o.Reset(body); err != nil {
 		return usage.Usage{}, "", false, err
 	}
 	u, ok = usage.Parse(o.Get("usage"))
-	return u, idOf(&o), ok, nil
+	return u, idOf(o), ok, nil
 }
+
+var (
+	answers     = sync.Pool{New: func() any { return new(jsonbody.Object) }}
+	emptyObject = []byte("{}")
+)
 
 // estimateUsage is what a request without reported usage is charged: its
 // prompt counted with the model's tokenizer, and the text of the answer
