@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,14 +21,15 @@ import (
 
 func runBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	scenarios := fs.String("scenarios", "bare,plain,governed", "comma-separated: bare (a plain httputil.ReverseProxy, the floor), plain, governed (SQLite), traced (governed, traced over OTLP to the mock), logged (governed, sent to one generic_api callback on the mock: content captured and redacted), observed (both), governed-pg (PostgreSQL + Redis)")
+	scenarios := fs.String("scenarios", "bare,plain,governed", "comma-separated (the floor, a minimal stdlib forwarder, always runs and every ratio is to it): bare (httputil.ReverseProxy with pooled buffers), plain, governed (SQLite), traced (governed, traced over OTLP to the mock), logged (governed, sent to one generic_api callback on the mock: content captured and redacted), observed (both), governed-pg (PostgreSQL + Redis); NAME@PATH runs scenario NAME from the tollgate binary at PATH in the same rounds (before/after)")
 	loads := fs.String("loads", "closed:50,rate:500,rate:2000", "comma-separated: closed:N connections or rate:R requests/s")
 	stream := fs.Bool("stream", false, "streaming requests")
 	both := fs.Bool("both", false, "run non-streaming and streaming")
 	duration := fs.Duration("duration", 5*time.Second, "length of each run")
-	rounds := fs.Int("rounds", 3, "direct/gateway run pairs per load (medians are reported)")
+	rounds := fs.Int("rounds", 3, "rounds per load, each running direct, the floor and every scenario in turn (medians are reported)")
 	pg := fs.String("pg", os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), "PostgreSQL URL for governed-pg")
 	redis := fs.String("redis", os.Getenv("TOLLGATE_TEST_REDIS_URL"), "Redis URL for governed-pg")
+	pprof := fs.Bool("pprof", false, "give every scenario's process a pprof listener on a port of its own (printed)")
 	smoke := fs.Bool("smoke", false, "a few seconds of everything, to prove the harness works (no timing meaning)")
 	soak := fs.Bool("soak", false, "one governed gateway under a steady mix (plain, streams, abandoned streams, upstream errors, slow upstreams) for --duration (default 10m) at --rate, sampling RSS, goroutines and open fds every --every")
 	rate := fs.Int("rate", 200, "with --soak: requests started per second")
@@ -56,10 +59,12 @@ func runBench(args []string) error {
 		return nil
 	}
 	o := bench.Options{Bin: bin, Scenarios: strings.Split(*scenarios, ","), Loads: strings.Split(*loads, ","), Stream: *stream,
-		Duration: *duration, Rounds: *rounds, PGURL: *pg, RedisURL: *redis, Out: os.Stdout}
+		Duration: *duration, Rounds: *rounds, PGURL: *pg, RedisURL: *redis, Out: os.Stdout, Pprof: *pprof}
 	if *smoke {
 		o.Loads, o.Duration, o.Rounds = []string{"closed:4", "rate:100"}, 500*time.Millisecond, 1
 	}
+	fmt.Println(bench.Preamble(time.Now(), o))
+	fmt.Println()
 	fmt.Println(bench.Header)
 	modes := []bool{o.Stream}
 	if *both {
@@ -80,8 +85,9 @@ func runBench(args []string) error {
 	return nil
 }
 
-// runBareProxy is a plain httputil.ReverseProxy (no auth, no metering):
-// the bench's floor for what any Go HTTP proxy costs on this machine.
+// runBareProxy is a plain httputil.ReverseProxy (no auth, no metering),
+// the bench's `bare` scenario: what Go's stock reverse proxy costs. It is
+// not the floor (floor-proxy is).
 func runBareProxy(args []string) error {
 	fs := flag.NewFlagSet("bare-proxy", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:8081", "address to listen on")
@@ -110,6 +116,100 @@ func runBareProxy(args []string) error {
 	}
 	return nil
 }
+
+// runFloorProxy is the bench's floor: the least an HTTP forwarder written
+// with Go's standard library does per request. It reads the request body
+// into a pooled buffer, makes one client call to the same path upstream
+// with only the content type, and writes the answer back: whole (one
+// write with its length) unless it is an event stream, which is copied
+// through a pooled buffer and flushed as it arrives. No ReverseProxy, no
+// header copying, no auth, no metering.
+func runFloorProxy(args []string) error {
+	fs := flag.NewFlagSet("floor-proxy", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:8081", "address to listen on")
+	target := fs.String("target", "http://127.0.0.1:8080", "upstream base URL")
+	_ = fs.Parse(args)
+	f := &floorProxy{target: strings.TrimSuffix(*target, "/"), client: &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: 512, MaxIdleConns: 1024, IdleConnTimeout: 90 * time.Second, DisableCompression: true}}}
+	mux := http.NewServeMux()
+	mux.Handle("/", f)
+	mux.HandleFunc("GET /health/liveliness", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`"ok"`)) })
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv := &http.Server{Addr: *addr, Handler: mux}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if addr := os.Getenv("TOLLGATE_PPROF_ADDR"); addr != "" {
+		go func() { _ = http.ListenAndServe(addr, nil) }()
+	}
+	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+type floorProxy struct {
+	target string
+	client *http.Client
+}
+
+var floorBodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func (f *floorProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	in := floorBodies.Get().(*bytes.Buffer)
+	defer floorBodies.Put(in)
+	in.Reset()
+	if _, err := in.ReadFrom(r.Body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, f.target+r.URL.RequestURI(), bytes.NewReader(in.Bytes()))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	resp, err := f.client.Do(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	ct := resp.Header.Get("Content-Type")
+	w.Header().Set("Content-Type", ct)
+	if !strings.HasPrefix(ct, "text/event-stream") {
+		out := floorBodies.Get().(*bytes.Buffer)
+		defer floorBodies.Put(out)
+		out.Reset()
+		if _, err := out.ReadFrom(resp.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(out.Len()))
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(out.Bytes())
+		return
+	}
+	w.WriteHeader(resp.StatusCode)
+	fl, _ := w.(http.Flusher)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	for {
+		n, err := resp.Body.Read(*bp)
+		if n > 0 {
+			if _, werr := w.Write((*bp)[:n]); werr != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // bufferPool recycles the reverse proxy's copy buffers.
 type bufferPool struct{ p sync.Pool }

@@ -17,7 +17,10 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench --smoke: %v\n%s", err, out)
 	}
-	for _, want := range []string{"| plain | closed:4 | false |", "| governed | rate:100 | true |"} {
+	// The floor runs whatever the scenarios, every row has its ratio to it,
+	// and the table is dated.
+	for _, want := range []string{"Run of ", "| × floor |", "| floor | closed:4 | false |", "| floor | rate:100 | true |",
+		"| plain | closed:4 | false |", "| governed | rate:100 | true |"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("no %q row:\n%s", want, out)
 		}

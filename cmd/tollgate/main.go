@@ -33,8 +33,10 @@ func main() {
 		err = runMockUpstream(args)
 	case "bench":
 		err = runBench(args)
-	case "bare-proxy": // used by bench as its floor; not in the usage text
+	case "bare-proxy": // used by bench (httputil.ReverseProxy); not in the usage text
 		err = runBareProxy(args)
+	case "floor-proxy": // used by bench as its floor; not in the usage text
+		err = runFloorProxy(args)
 	case "version", "-version", "--version":
 		fmt.Println("tollgate", version())
 	case "help", "-h", "--help":

@@ -1,9 +1,11 @@
-// Package bench is Tollgate's load harness: it starts a mock upstream and a
-// gateway as separate processes, drives load from its own process, and
-// compares each gateway run with a direct-to-upstream run under the same
-// load, alternating them over rounds. It reports requests/s, the gateway
-// process's CPU per request (from /proc), added latency at p50 and p99, and
-// the gateway's peak RSS, as medians over rounds.
+// Package bench is Tollgate's load harness: it starts a mock upstream, a
+// floor (the minimal stdlib forwarder, `tollgate floor-proxy`) and every
+// scenario's gateway as separate processes, drives load from its own
+// process, and runs rounds in which a direct-to-upstream run, the floor and
+// each scenario take turns under the same load. It reports requests/s, each
+// process's CPU per request (from /proc) and its ratio to the floor's in the
+// same round, added latency at p50 and p99, and peak RSS, as medians over
+// rounds.
 package bench
 
 import (
@@ -16,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,7 +32,7 @@ import (
 // Options choose what to run.
 type Options struct {
 	Bin       string        // the tollgate binary
-	Scenarios []string      // bare, plain, governed, traced, logged, observed, governed-pg
+	Scenarios []string      // floor (always run), bare, plain, governed, traced, logged, observed, governed-pg
 	Loads     []string      // closed:N (N connections) or rate:R (R requests/s)
 	Stream    bool          // streaming requests
 	Duration  time.Duration // per run
@@ -37,6 +40,9 @@ type Options struct {
 	PGURL     string // for governed-pg
 	RedisURL  string // for governed-pg
 	Out       io.Writer
+	// Pprof gives every scenario's process a pprof listener on a port of
+	// its own (printed), to profile it under the bench's load.
+	Pprof bool
 }
 
 // Result is one scenario × load, medians over rounds.
@@ -48,6 +54,7 @@ type Result struct {
 	GatewayP50, GatewayP99 time.Duration
 	AddedP50, AddedP99     time.Duration
 	CPUPerRequest          time.Duration
+	FloorRatio             float64 // CPU per request over the floor's (the minimal forwarder), median over rounds
 	PeakRSSMB              float64
 	Errors                 int
 	// ErrorKinds counts the errors by kind: "HTTP 429", "timeout", "dial", ...
@@ -322,7 +329,95 @@ callback_settings:
 	return c
 }
 
-// Run runs every scenario × load and returns the results.
+// gateway is one scenario's running process.
+type gateway struct {
+	scenario, url, key string
+	p                  *proc
+}
+
+// start launches a scenario's process and, for the governed ones, makes
+// its key.
+//
+// A scenario written name@path runs from the binary at path instead of
+// o.Bin, in the same rounds as the others: a before/after comparison of
+// two builds that drift cannot tell apart.
+func start(label, dir, upURL string, o Options) (*gateway, error) {
+	sc, bin, other := strings.Cut(label, "@")
+	if !other {
+		bin = o.Bin
+	}
+	scDir := filepath.Join(dir, strings.NewReplacer("/", "_", "@", "_").Replace(label))
+	os.MkdirAll(scDir, 0o755)
+	os.WriteFile(filepath.Join(scDir, "config.yaml"), []byte(config(sc, upURL, o)), 0o600)
+	port := freePort()
+	args := []string{"serve", "--config", "config.yaml", "--port", fmt.Sprint(port)}
+	switch sc {
+	case "bare":
+		args = []string{"bare-proxy", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--target", upURL}
+	case "floor":
+		args = []string{"floor-proxy", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--target", upURL}
+	}
+	var env []string
+	if sc == "observed" || sc == "traced" {
+		env = []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + upURL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}
+	}
+	if o.Pprof {
+		a := fmt.Sprintf("127.0.0.1:%d", freePort())
+		env = append(env, "TOLLGATE_PPROF_ADDR="+a)
+		fmt.Fprintf(o.Out, "%s: pprof at http://%s/debug/pprof/\n", label, a)
+	}
+	p, err := launchEnv(bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, args...)
+	if err != nil {
+		return nil, err
+	}
+	g := &gateway{scenario: label, url: fmt.Sprintf("http://127.0.0.1:%d", port), p: p}
+	if sc == "plain" || sc == "bare" || sc == "floor" {
+		return g, nil
+	}
+	// Full governance: a key with a budget, rpm/tpm and a parallel
+	// limit that never bind, spend logged to the store.
+	req, _ := http.NewRequest("POST", g.url+"/key/generate", strings.NewReader(
+		`{"max_budget": 1000000, "rpm_limit": 100000000, "tpm_limit": 10000000000, "max_parallel_requests": 100000, "user_id": "bench-user"}`))
+	req.Header.Set("Authorization", "Bearer sk-bench-master")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	_, k, _ := strings.Cut(string(b), `"key":"`)
+	g.key, _, _ = strings.Cut(k, `"`)
+	return g, nil
+}
+
+// samples are one scenario's measurements under one load, one per round.
+type samples struct {
+	rps           []float64
+	p50, p99, cpu []time.Duration
+	ratio         []float64 // CPU per request over the floor's, same round
+	errs          int
+	kinds         map[string]int
+}
+
+func (s *samples) add(r run, cpu time.Duration) {
+	s.rps = append(s.rps, r.rps)
+	s.p50, s.p99 = append(s.p50, pct(r.lat, 0.5)), append(s.p99, pct(r.lat, 0.99))
+	if r.requests > 0 {
+		s.cpu = append(s.cpu, cpu/time.Duration(r.requests))
+	}
+	s.errs += r.errors
+	for k, n := range r.kinds {
+		s.kinds[k] += n
+	}
+}
+
+// Run starts the mock upstream, the floor (the minimal forwarder, see
+// floor-proxy) and every scenario's gateway, then for each load runs
+// rounds in which direct, the floor and each scenario take their turn one
+// after another, so that whatever else the machine is doing hits them all
+// alike. Each scenario's CPU per request is divided by the floor's of the
+// same round; the table reports medians over rounds.
 func Run(o Options) ([]Result, error) {
 	dir, err := os.MkdirTemp("", "tollgate-bench-")
 	if err != nil {
@@ -340,83 +435,88 @@ func Run(o Options) ([]Result, error) {
 	if o.Stream {
 		body = []byte(`{"model":"gpt-4","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`)
 	}
-	var results []Result
+	scenarios := []string{"floor"}
 	for _, sc := range o.Scenarios {
-		if sc == "governed-pg" && (o.PGURL == "" || o.RedisURL == "") {
+		switch {
+		case sc == "floor" || slices.Contains(scenarios, sc):
+		case strings.HasPrefix(sc, "governed-pg") && (o.PGURL == "" || o.RedisURL == ""):
 			fmt.Fprintf(o.Out, "skipping %s: give --pg and --redis\n", sc)
-			continue
+		default:
+			scenarios = append(scenarios, sc)
 		}
-		scDir := filepath.Join(dir, sc)
-		os.MkdirAll(scDir, 0o755)
-		os.WriteFile(filepath.Join(scDir, "config.yaml"), []byte(config(sc, upURL, o)), 0o600)
-		port := freePort()
-		args := []string{"serve", "--config", "config.yaml", "--port", fmt.Sprint(port)}
-		if sc == "bare" {
-			args = []string{"bare-proxy", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--target", upURL}
+	}
+	var gws []*gateway
+	defer func() {
+		for _, g := range gws {
+			g.p.stop()
 		}
-		var env []string
-		if sc == "observed" || sc == "traced" {
-			env = []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + upURL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"}
-		}
-		gw, err := launchEnv(o.Bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, args...)
+	}()
+	for _, sc := range scenarios {
+		g, err := start(sc, dir, upURL, o)
 		if err != nil {
-			return results, err
+			return nil, err
 		}
-		gwURL := fmt.Sprintf("http://127.0.0.1:%d", port)
-		key := ""
-		if sc != "plain" && sc != "bare" {
-			// Full governance: a key with a budget, rpm/tpm and a parallel
-			// limit that never bind, spend logged to the store.
-			req, _ := http.NewRequest("POST", gwURL+"/key/generate", strings.NewReader(
-				`{"max_budget": 1000000, "rpm_limit": 100000000, "tpm_limit": 10000000000, "max_parallel_requests": 100000, "user_id": "bench-user"}`))
-			req.Header.Set("Authorization", "Bearer sk-bench-master")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				gw.stop()
-				return results, err
+		gws = append(gws, g)
+	}
+	var results []Result
+	for _, load := range o.Loads {
+		for _, g := range gws {
+			drive(load, g.url+"/v1/chat/completions", g.key, body, time.Second) // warm up
+		}
+		direct := samples{kinds: map[string]int{}}
+		per := make([]samples, len(gws))
+		for i := range per {
+			per[i].kinds = map[string]int{}
+		}
+		for range o.Rounds {
+			direct.add(drive(load, upURL+"/v1/chat/completions", "", body, o.Duration), 0)
+			for i, g := range gws {
+				pid := g.p.cmd.Process.Pid
+				before := cpuTime(pid)
+				r := drive(load, g.url+"/v1/chat/completions", g.key, body, o.Duration)
+				per[i].add(r, cpuTime(pid)-before)
 			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			_, k, _ := strings.Cut(string(b), `"key":"`)
-			key, _, _ = strings.Cut(k, `"`)
-		}
-		for _, load := range o.Loads {
-			drive(load, gwURL+"/v1/chat/completions", key, body, time.Second) // warm up
-			var dRPS, gRPS []float64
-			var d50, d99, g50, g99, cpu []time.Duration
-			errs, kinds := 0, map[string]int{}
-			for range o.Rounds {
-				d := drive(load, upURL+"/v1/chat/completions", "", body, o.Duration)
-				before := cpuTime(gw.cmd.Process.Pid)
-				g := drive(load, gwURL+"/v1/chat/completions", key, body, o.Duration)
-				used := cpuTime(gw.cmd.Process.Pid) - before
-				dRPS, gRPS = append(dRPS, d.rps), append(gRPS, g.rps)
-				d50, d99 = append(d50, pct(d.lat, 0.5)), append(d99, pct(d.lat, 0.99))
-				g50, g99 = append(g50, pct(g.lat, 0.5)), append(g99, pct(g.lat, 0.99))
-				if g.requests > 0 {
-					cpu = append(cpu, used/time.Duration(g.requests))
-				}
-				errs += g.errors + d.errors
-				for _, m := range []map[string]int{d.kinds, g.kinds} {
-					for k, n := range m {
-						kinds[k] += n
+			// gws[0] is the floor.
+			if n := len(per[0].cpu); n > 0 && per[0].cpu[n-1] > 0 {
+				for i := range per {
+					if m := len(per[i].cpu); m == n {
+						per[i].ratio = append(per[i].ratio, float64(per[i].cpu[m-1])/float64(per[0].cpu[n-1]))
 					}
 				}
 			}
-			r := Result{Scenario: sc, Load: load, Stream: o.Stream, DirectRPS: median(dRPS), GatewayRPS: median(gRPS),
-				DirectP50: median(d50), DirectP99: median(d99), GatewayP50: median(g50), GatewayP99: median(g99),
-				CPUPerRequest: median(cpu), PeakRSSMB: peakRSS(gw.cmd.Process.Pid), Errors: errs, ErrorKinds: kinds}
+		}
+		for i, g := range gws {
+			s := per[i]
+			r := Result{Scenario: g.scenario, Load: load, Stream: o.Stream,
+				DirectRPS: median(direct.rps), DirectP50: median(direct.p50), DirectP99: median(direct.p99),
+				GatewayRPS: median(s.rps), GatewayP50: median(s.p50), GatewayP99: median(s.p99),
+				PeakRSSMB: peakRSS(g.p.cmd.Process.Pid), Errors: s.errs + direct.errs, ErrorKinds: s.kinds}
+			if len(s.cpu) > 0 {
+				r.CPUPerRequest = median(s.cpu)
+			}
+			if len(s.ratio) > 0 {
+				r.FloorRatio = median(s.ratio)
+			}
+			for k, n := range direct.kinds {
+				r.ErrorKinds["direct "+k] += n
+			}
 			r.AddedP50, r.AddedP99 = r.GatewayP50-r.DirectP50, r.GatewayP99-r.DirectP99
 			results = append(results, r)
 			fmt.Fprintln(o.Out, row(r))
 		}
-		gw.stop()
 	}
 	return results, nil
 }
 
+// Preamble is the line printed above the table: the date of the run and
+// how it was made, so that a pasted table says what it is.
+func Preamble(now time.Time, o Options) string {
+	return fmt.Sprintf("Run of %s (%d CPUs; %s per run, %d rounds alternating direct, floor and every scenario; medians over rounds; ratio = CPU per request over the floor's in the same round):",
+		now.UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), o.Duration, o.Rounds)
+}
+
 // Header is the results table's header, in Markdown.
-const Header = "| scenario | load | stream | direct req/s | gateway req/s | CPU µs/req | added p50 | added p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|"
+const Header = "| scenario | load | stream | direct req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|"
 
 func row(r Result) string {
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 0, 64) + " µs" }
@@ -429,6 +529,6 @@ func row(r Result) string {
 		slices.Sort(kinds)
 		errs += " (" + strings.Join(kinds, ", ") + ")"
 	}
-	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
-		r.DirectRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, us(r.AddedP50), us(r.AddedP99), r.PeakRSSMB, errs)
+	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.2f | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
+		r.DirectRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), r.PeakRSSMB, errs)
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -190,15 +191,23 @@ func countPrompt(req *request, model string) int64 {
 	return n
 }
 
+// tickets recycles the tickets of requests no limit applies to (a gateway
+// without keys, a key without limits): a ticket is about 2 KB, and
+// allocating one per request for nothing was the plain gateway's largest
+// allocation. A ticket with rules goes to the limiter and is not recycled.
+var tickets = sync.Pool{New: func() any { return new(ratelimit.Ticket) }}
+
 // admit takes the request's place under every limit, or refuses it with a
 // 429 that says which limit, how far it is used and when to retry.
 func (l *RateLimits) admit(c *call, t *provider.Target) (*ratelimit.Ticket, error) {
 	if l.Limiter == nil {
 		return nil, nil
 	}
-	tk := &ratelimit.Ticket{}
+	tk := tickets.Get().(*ratelimit.Ticket)
+	*tk = ratelimit.Ticket{}
 	l.rules(c.p, c.req, c.endUser, c.model, tk)
 	if len(tk.Rules()) == 0 {
+		tickets.Put(tk) // never seen by the limiter
 		return nil, nil
 	}
 	tk.Est = estimate(t, c.req, c.model)

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/tokens"
@@ -20,14 +22,28 @@ func usageFromBody(body []byte) (usage.Usage, bool, error) {
 
 // answerOf reads the usage and the id of a JSON response in one scan; an
 // error means the body is not a JSON object.
+//
+// Its member list is recycled (every answer of a routed call is read
+// here): nothing it returns points into it, and the list is cleared
+// before reuse so that it holds no answer alive.
 func answerOf(body []byte) (u usage.Usage, id string, ok bool, err error) {
-	var o jsonbody.Object
+	o := answers.Get().(*jsonbody.Object)
+	defer func() {
+		clear(o.Members)
+		_ = o.Reset(emptyObject)
+		answers.Put(o)
+	}()
 	if err := o.Reset(body); err != nil {
 		return usage.Usage{}, "", false, err
 	}
 	u, ok = usage.Parse(o.Get("usage"))
-	return u, idOf(&o), ok, nil
+	return u, idOf(o), ok, nil
 }
+
+var (
+	answers     = sync.Pool{New: func() any { return new(jsonbody.Object) }}
+	emptyObject = []byte("{}")
+)
 
 // estimateUsage is what a request without reported usage is charged: its
 // prompt counted with the model's tokenizer, and the text of the answer
@@ -115,9 +131,21 @@ func modelOf(body []byte) string {
 	return m
 }
 
-// newCallID returns a random request id, unique across replicas.
+// newCallID returns a request id unique across replicas: 32 hex digits,
+// the first 12 the milliseconds since 1970 and the other 20 random (the
+// layout of a UUIDv7 without its version bits). Ids made later sort later,
+// so the spend writer's rows land at the end of spend_logs' primary-key
+// index instead of on random pages of it: a batch dirties a few pages, not
+// one per row, which is what its commit and the WAL checkpoint write
+// (BenchmarkApplySpend, random against ordered). 80 random bits keep ids
+// made in the same millisecond apart.
 func newCallID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	_, _ = rand.Read(b[6:])
 	return hex.EncodeToString(b[:])
 }

@@ -80,6 +80,17 @@ func BenchmarkUsageFromBody(b *testing.B) {
 	}
 }
 
+// BenchmarkAnswerOf is reading the usage and id of every whole answer.
+func BenchmarkAnswerOf(b *testing.B) {
+	body := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, id, ok, err := answerOf(body); !ok || err != nil || id != "chatcmpl-1" {
+			b.Fatal("no usage or id")
+		}
+	}
+}
+
 func TestGeneratedBytes(t *testing.T) {
 	tests := []struct {
 		name, chunk string

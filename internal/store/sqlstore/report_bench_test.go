@@ -2,6 +2,8 @@ package sqlstore_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -112,10 +114,29 @@ func benchReports(b *testing.B, s store.Store) {
 // BenchmarkApplySpend is the spend writer's cost per row: batches of 100
 // rows (what 1,000 req/s makes in one 100 ms tick) on SQLite; "tagged"
 // rows carry two request tags and a small metadata object, so they also
-// write the tag rollup.
+// write the tag rollup. "random" and "ordered" give the rows request ids
+// as the gateway made them before and after they began with the time
+// (random hex; milliseconds then random hex), and random response ids as
+// upstreams send, into a table already holding 100,000 rows.
 func BenchmarkApplySpend(b *testing.B) {
-	for _, tagged := range []bool{false, true} {
-		b.Run(map[bool]string{false: "plain", true: "tagged"}[tagged], func(b *testing.B) {
+	hexID := func(ordered bool) string {
+		var r [16]byte
+		_, _ = rand.Read(r[:])
+		if ordered {
+			ms := uint64(time.Now().UnixMilli())
+			for i := 5; i >= 0; i-- {
+				r[i] = byte(ms)
+				ms >>= 8
+			}
+		}
+		return hex.EncodeToString(r[:])
+	}
+	for _, tt := range []struct {
+		name            string
+		tagged, ordered bool
+		seq             bool
+	}{{"plain", false, false, true}, {"tagged", true, false, true}, {"random", false, false, false}, {"ordered", false, true, false}} {
+		b.Run(tt.name, func(b *testing.B) {
 			s, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "tollgate.db"))
 			if err != nil {
 				b.Fatal(err)
@@ -123,19 +144,33 @@ func BenchmarkApplySpend(b *testing.B) {
 			defer s.Close()
 			now := time.Now()
 			n := 0
-			b.ReportAllocs()
-			for b.Loop() {
+			batch := func() []store.SpendLog {
 				batch := make([]store.SpendLog, 100)
 				for i := range batch {
 					n++
 					batch[i] = store.SpendLog{RequestID: fmt.Sprintf("r%09d", n), ResponseID: fmt.Sprintf("chatcmpl-%09d", n), CallType: "acompletion", KeyHash: "k", UserID: "u", TeamID: "t", ModelGroup: "gpt-4",
 						PromptTokens: 10, CompletionTokens: 8, Cost: 0.0001, Status: 200, StartedAt: now, EndedAt: now}
-					if tagged {
+					if !tt.seq {
+						batch[i].RequestID, batch[i].ResponseID = hexID(tt.ordered), "chatcmpl-"+hexID(false)
+					}
+					if tt.tagged {
 						batch[i].RequestTags = []string{"prod", fmt.Sprintf("job:%d", n%10)}
 						batch[i].Metadata = map[string]any{"generation_name": "g", "tags": []any{"prod"}}
 					}
 				}
-				if err := s.ApplySpend(context.Background(), batch); err != nil {
+				return batch
+			}
+			if !tt.seq {
+				for range 1000 {
+					if err := s.ApplySpend(context.Background(), batch()); err != nil {
+						b.Fatal(err)
+					}
+				}
+				n = 0
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.ApplySpend(context.Background(), batch()); err != nil {
 					b.Fatal(err)
 				}
 			}
