@@ -8,6 +8,7 @@
 # sys.stdout) is pointed at stderr, which Tollgate copies to its log.
 import __future__
 import asyncio
+import enum
 import json
 import os
 import sys
@@ -19,8 +20,14 @@ os.dup2(2, 1)
 sys.stdout = sys.stderr
 
 
+def _jsonable(o):
+    if isinstance(o, enum.Enum):
+        return o.value
+    return str(o)
+
+
 def _send(obj):
-    _proto.write(json.dumps(obj, default=str) + "\n")
+    _proto.write(json.dumps(obj, default=_jsonable) + "\n")
     _proto.flush()
 
 

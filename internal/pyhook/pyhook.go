@@ -359,8 +359,12 @@ func (p *Pool) Call(ctx context.Context, fn, kind string, args map[string]any) (
 	}
 }
 
-// Close stops every worker and waits for them to exit. Idempotent.
+// Close stops every worker and waits for them to exit. Idempotent; a nil
+// pool is a no-op.
 func (p *Pool) Close() {
+	if p == nil {
+		return
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
