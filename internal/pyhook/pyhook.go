@@ -306,7 +306,8 @@ func (p *Pool) exited(w *worker) {
 // raises gives a *Raised; a timeout, a dead worker or a closed pool an
 // ErrUnavailable error.
 func (p *Pool) Call(ctx context.Context, fn, kind string, args map[string]any) (Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+	deadline := time.Now().Add(p.opts.Timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	for {
 		var w *worker
@@ -351,10 +352,37 @@ func (p *Pool) Call(ctx context.Context, fn, kind string, args map[string]any) (
 			case <-w.done:
 				return Result{}, fmt.Errorf("%w: %s: %s: the python worker exited during the call (%s)", ErrUnavailable, p.opts.Setting, fn, w.cmd.ProcessState)
 			case <-ctx.Done():
+				if time.Until(deadline) > 0 {
+					// The caller left (a client that hung up): the worker
+					// may still answer within the deadline and be reused.
+					go p.reclaim(w, id, deadline)
+					return Result{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, p.opts.Setting, ctx.Err())
+				}
 				// The worker may be stuck for good: replace it.
 				p.kill(w)
 				return Result{}, fmt.Errorf("%w: %s: %s did not answer within %s", ErrUnavailable, p.opts.Setting, fn, p.opts.Timeout)
 			}
+		}
+	}
+}
+
+// reclaim waits, up to the call's deadline, for the answer to a call its
+// caller gave up on, then frees the worker; past the deadline it kills it.
+func (p *Pool) reclaim(w *worker, id uint64, deadline time.Time) {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		select {
+		case r := <-w.out:
+			if r.ID == id {
+				p.idle <- w
+				return
+			}
+		case <-w.done:
+			return
+		case <-t.C:
+			p.kill(w)
+			return
 		}
 	}
 }

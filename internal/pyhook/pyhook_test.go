@@ -135,3 +135,27 @@ func TestStartErrors(t *testing.T) {
 		t.Fatalf("missing function: %v", err)
 	}
 }
+
+// TestCallerGoneKeepsWorker: a caller that gives up before the hook's
+// deadline (a client that hung up) does not cost a worker: it answers
+// later and serves the next call.
+func TestCallerGoneKeepsWorker(t *testing.T) {
+	needPython(t)
+	p, err := Start(Options{Dir: "testdata/bad", Funcs: []string{"hooks.slow"}, Workers: 1, Timeout: 20 * time.Second, Setting: "general_settings.custom_auth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { checkGone(t, p) })
+	pids := p.Workers()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.Call(ctx, "hooks.slow", "auth", map[string]any{"api_key": "k"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("gave up: %v", err)
+	}
+	if _, err := p.Call(context.Background(), "hooks.slow", "auth", map[string]any{"api_key": "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if now := p.Workers(); !slices.Equal(now, pids) {
+		t.Fatalf("worker replaced: %v then %v", pids, now)
+	}
+}

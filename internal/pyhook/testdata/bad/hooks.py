@@ -33,3 +33,8 @@ async def chatty(request, api_key):
 
 async def keygen_raises(data):
     raise RuntimeError("key generation is closed today")
+
+
+async def slow(request, api_key):
+    time.sleep(0.5)
+    return UserAPIKeyAuth(api_key=api_key)
