@@ -21,7 +21,7 @@ import (
 
 func runBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	scenarios := fs.String("scenarios", "bare,plain,governed", "comma-separated (the floor, a minimal stdlib forwarder, always runs and every ratio is to it): bare (httputil.ReverseProxy with pooled buffers), plain, governed (SQLite), traced (governed, traced over OTLP to the mock), logged (governed, sent to one generic_api callback on the mock: content captured and redacted), observed (both), governed-pg (PostgreSQL + Redis); NAME@PATH runs scenario NAME from the tollgate binary at PATH in the same rounds (before/after)")
+	scenarios := fs.String("scenarios", "bare,plain,governed", "comma-separated (the floor, a minimal stdlib forwarder, always runs and every ratio is to it): bare (httputil.ReverseProxy with pooled buffers), plain, governed (SQLite), traced (governed, traced over OTLP to the mock), logged (governed, sent to one generic_api callback on the mock: content captured and redacted), observed (both), governed-pg (PostgreSQL + Redis), pyhook (governed, keys decided by a Python custom_auth in python3 workers; CPU includes theirs), pyhook-cached (the same, decisions cached per key); NAME@PATH runs scenario NAME from the tollgate binary at PATH in the same rounds (before/after)")
 	loads := fs.String("loads", "closed:50,rate:500,rate:2000", "comma-separated: closed:N connections or rate:R requests/s")
 	stream := fs.Bool("stream", false, "streaming requests")
 	both := fs.Bool("both", false, "run non-streaming and streaming")

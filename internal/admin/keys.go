@@ -457,7 +457,10 @@ func (a *API) keyBlock(block bool) handler {
 var KeyHookVars = []string{"request"}
 
 // askKeyHook lets general_settings.custom_key_generate refuse a key: a
-// refusal, and a hook that cannot answer, are 403s naming the hook.
+// refusal ("decision": false) is a 403 with its message, as in LiteLLM; an
+// exception a Python hook raised is a 400 with its message; a hook that
+// cannot answer (down, too slow) is a 503 naming the hook. None of them
+// creates a key.
 func (a *API) askKeyHook(r *http.Request, obj *jsonbody.Object) error {
 	var body map[string]any
 	if err := json.Unmarshal(obj.Body(), &body); err != nil {
@@ -465,12 +468,15 @@ func (a *API) askKeyHook(r *http.Request, obj *jsonbody.Object) error {
 	}
 	d, err := a.keyHook.Decide(r.Context(), map[string]any{"request": body}, "")
 	if err != nil {
-		return apierror.Forbidden("key generation refused: %v", err)
+		return apierror.Unavailable(err, "key generation refused: %v", err)
 	}
 	if !d.Allow {
 		msg := d.Message
 		if msg == "" {
 			msg = "refused by general_settings.custom_key_generate"
+		}
+		if d.Raised {
+			return apierror.BadRequest("", "%s", msg)
 		}
 		return apierror.Forbidden("%s", msg)
 	}

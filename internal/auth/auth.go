@@ -3,11 +3,13 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -36,6 +38,9 @@ type Principal struct {
 	// Hooked: Key was built by custom_auth in replace mode from the hook's
 	// answer; it has no row in the store (its spend is kept apart).
 	Hooked bool
+	// HookRole is the user_role a Python custom_auth's UserAPIKeyAuth
+	// named (canonical; "" when none or unknown).
+	HookRole string
 }
 
 // Role is the principal's management role: proxy_admin for the master key,
@@ -44,6 +49,8 @@ func (p *Principal) Role() string {
 	switch {
 	case p.Master:
 		return RoleProxyAdmin
+	case p.Hooked && p.HookRole != "":
+		return p.HookRole
 	case p.User != nil && p.User.UserRole != "":
 		return p.User.UserRole
 	}
@@ -190,6 +197,45 @@ func hookInput(r *http.Request, raw string, p *Principal) map[string]any {
 		"request": map[string]any{"method": r.Method, "path": r.URL.Path}, "principal": principal}
 }
 
+// maxHookBody bounds the body a Python custom_auth is shown.
+const maxHookBody = 1 << 20
+
+// pythonRequest is what a Python custom_auth's fastapi Request holds:
+// method, URL, path, query, every header (as LiteLLM's hook sees them, the
+// key's included) and the body, read here and put back for the handler. A
+// body over maxHookBody is passed as "" with body_truncated set.
+func pythonRequest(r *http.Request) map[string]any {
+	headers := make(map[string]string, len(r.Header))
+	for k, v := range r.Header {
+		headers[strings.ToLower(k)] = strings.Join(v, ", ")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	qp := make(map[string]string)
+	for k, v := range r.URL.Query() {
+		qp[k] = v[0]
+	}
+	req := map[string]any{"method": r.Method, "url": scheme + "://" + r.Host + r.URL.RequestURI(), "path": r.URL.Path,
+		"query": r.URL.RawQuery, "query_params": qp, "headers": headers, "body": ""}
+	if r.Body != nil && r.Body != http.NoBody {
+		buf, err := io.ReadAll(io.LimitReader(r.Body, maxHookBody+1))
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+		switch {
+		case err != nil:
+		case len(buf) > maxHookBody:
+			req["body_truncated"] = true
+		default:
+			req["body"] = string(buf)
+		}
+	}
+	return req
+}
+
 // HookVars are the CEL variables custom_auth expressions may use.
 var HookVars = []string{"key", "headers", "request", "principal"}
 
@@ -198,8 +244,16 @@ var HookVars = []string{"key", "headers", "request", "principal"}
 func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*Principal, error) {
 	in := hookInput(r, raw, p)
 	// Decisions are cached per identical input (key, headers, request,
-	// principal): a decision never outlives what it was made on.
-	ck, _ := json.Marshal(in)
+	// principal): a decision never outlives what it was made on. A Python
+	// hook's (LiteLLM's user_api_key_auth(request, api_key)) are cached per
+	// key when tollgate_python_hooks.cache_ttl asks for it.
+	var ck []byte
+	if a.hook.Hook.IsPython() {
+		in["request"] = pythonRequest(r)
+		ck = []byte("python\x00" + raw)
+	} else {
+		ck, _ = json.Marshal(in)
+	}
 	d, err := a.hook.Hook.Decide(r.Context(), in, string(ck))
 	if err != nil {
 		return nil, err
@@ -215,9 +269,15 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 		return p, nil
 	}
 	// replace mode: the hook's answer is the identity.
-	k := &store.Key{TokenHash: h, KeyName: "custom-auth", UserID: d.UserID, TeamID: d.TeamID, Models: d.Models,
+	k := &store.Key{TokenHash: h, KeyName: "custom-auth", UserID: d.UserID, TeamID: d.TeamID, Models: d.Models, Metadata: d.Metadata,
 		Limits: store.Limits{MaxBudget: d.MaxBudget, RPMLimit: d.RPMLimit, TPMLimit: d.TPMLimit, MaxParallelRequests: d.MaxParallelRequests}}
+	if d.KeyAlias != "" {
+		k.KeyAlias = &d.KeyAlias
+	}
 	np := &Principal{KeyHash: h, Key: k, Hooked: true}
+	if role, ok := CanonicalRole(d.UserRole); ok && d.UserRole != "" {
+		np.HookRole = role
+	}
 	if d.UserID != "" {
 		np.User, _ = a.snap.User(d.UserID)
 	}

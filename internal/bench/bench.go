@@ -32,7 +32,7 @@ import (
 // Options choose what to run.
 type Options struct {
 	Bin       string        // the tollgate binary
-	Scenarios []string      // floor (always run), bare, plain, governed, traced, logged, observed, governed-pg
+	Scenarios []string      // floor (always run), bare, plain, governed, traced, logged, observed, governed-pg, pyhook, pyhook-cached
 	Loads     []string      // closed:N (N connections) or rate:R (R requests/s)
 	Stream    bool          // streaming requests
 	Duration  time.Duration // per run
@@ -123,8 +123,25 @@ func launchEnv(bin, dir string, ready string, env []string, args ...string) (*pr
 	}
 }
 
-// cpuTime is the process's user+system CPU so far, from /proc.
+// cpuTime is the user+system CPU so far, from /proc, of the process and of
+// its child processes (the python3 workers of the pyhook scenarios).
 func cpuTime(pid int) time.Duration {
+	t := procCPU(pid)
+	// A child is listed under the thread that started it: read every one.
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, c := range strings.Fields(string(b)) {
+			if cpid, err := strconv.Atoi(c); err == nil {
+				t += procCPU(cpid)
+			}
+		}
+	}
+	return t
+}
+
+// procCPU is one process's user+system CPU so far.
+func procCPU(pid int) time.Duration {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
@@ -325,9 +342,30 @@ callback_settings:
 `, upstream+mockupstream.CallbackPath)
 	case "governed-pg":
 		return c + fmt.Sprintf("general_settings:\n  master_key: sk-bench-master\n  database_url: %q\n  redis_url: %q\n", o.PGURL, o.RedisURL)
+	case "pyhook", "pyhook-cached":
+		// governed, every key decided by a LiteLLM Python custom_auth
+		// (benchPyHook, written beside the config) in python3 workers; the
+		// cached variant keeps each key's decision for a minute.
+		ttl := 0
+		if scenario == "pyhook-cached" {
+			ttl = 60
+		}
+		return c + fmt.Sprintf("general_settings:\n  master_key: sk-bench-master\n  custom_auth: bench_auth.user_api_key_auth\n  tollgate_python_hooks: {workers: 2, cache_ttl: %d}\n", ttl)
 	}
 	return c
 }
+
+// benchPyHook is the pyhook scenarios' custom_auth: seed 000's example,
+// granting its key the governed scenario's limits.
+const benchPyHook = `from fastapi import Request
+from litellm.proxy._types import UserAPIKeyAuth
+
+async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    if api_key == "sk-bench-python":
+        return UserAPIKeyAuth(api_key=api_key, user_id="bench-user", max_budget=1000000, rpm_limit=100000000,
+                              tpm_limit=10000000000, max_parallel_requests=100000)
+    raise Exception("invalid key")
+`
 
 // gateway is one scenario's running process.
 type gateway struct {
@@ -349,6 +387,9 @@ func start(label, dir, upURL string, o Options) (*gateway, error) {
 	scDir := filepath.Join(dir, strings.NewReplacer("/", "_", "@", "_").Replace(label))
 	os.MkdirAll(scDir, 0o755)
 	os.WriteFile(filepath.Join(scDir, "config.yaml"), []byte(config(sc, upURL, o)), 0o600)
+	if strings.HasPrefix(sc, "pyhook") {
+		os.WriteFile(filepath.Join(scDir, "bench_auth.py"), []byte(benchPyHook), 0o600)
+	}
 	port := freePort()
 	args := []string{"serve", "--config", "config.yaml", "--port", fmt.Sprint(port)}
 	switch sc {
@@ -372,6 +413,10 @@ func start(label, dir, upURL string, o Options) (*gateway, error) {
 	}
 	g := &gateway{scenario: label, url: fmt.Sprintf("http://127.0.0.1:%d", port), p: p}
 	if sc == "plain" || sc == "bare" || sc == "floor" {
+		return g, nil
+	}
+	if strings.HasPrefix(sc, "pyhook") {
+		g.key = "sk-bench-python" // the hook's key: no /key/generate
 		return g, nil
 	}
 	// Full governance: a key with a budget, rpm/tpm and a parallel

@@ -66,9 +66,9 @@ type Config struct {
 	APIKeyMode string `yaml:"-"`
 	// LocalRateLimits are agentgateway's gateway-wide token buckets.
 	LocalRateLimits []LocalRateLimit `yaml:"-"`
-	// CustomAuth and CustomKeyGenerate are the hook mappings of
-	// general_settings.custom_auth / custom_key_generate; nil when unset or
-	// given as a Python path.
+	// CustomAuth and CustomKeyGenerate are the hooks of
+	// general_settings.custom_auth / custom_key_generate; nil when unset. A
+	// Python path (module.function) is a HookSpec with Python set.
 	CustomAuth, CustomKeyGenerate *HookSpec `yaml:"-"`
 	// ListenPort is the port the file asks for (llm.port, binds[0].port); 0 when none.
 	ListenPort int `yaml:"-"`
@@ -85,11 +85,16 @@ type DefaultVertexConfig struct {
 	APIBase           EnvString         `yaml:"api_base"`
 }
 
-// HookSpec is a webhook or a CEL expression deciding auth or key generation.
+// HookSpec is a webhook, a CEL expression or a Python function deciding
+// auth or key generation.
 type HookSpec struct {
 	Mode    string       `yaml:"mode"` // custom_auth: after (default) or replace
 	CEL     string       `yaml:"cel"`
 	Webhook *WebhookSpec `yaml:"webhook"`
+	// Python is LiteLLM's module.function, resolved against the config
+	// file's directory. The string form custom_auth: module.function is
+	// LiteLLM's: the function replaces virtual-key auth (mode replace).
+	Python string `yaml:"python"`
 }
 
 // WebhookSpec is an HTTP decision service.

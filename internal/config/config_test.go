@@ -118,10 +118,15 @@ func TestKeyGenerateParams(t *testing.T) {
 func TestSettingsWithoutEffectAreWarnings(t *testing.T) {
 	cfg := load(t, "litellm_custom_auth.yaml")
 	joined := strings.Join(cfg.Warnings, "\n")
-	for _, want := range []string{"litellm_custom_auth.yaml:7:", "drop_params", "set_verbose", "custom_auth", "runs no Python"} {
+	for _, want := range []string{"litellm_custom_auth.yaml:7:", "drop_params", "set_verbose"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("warnings lack %q:\n%s", want, joined)
 		}
+	}
+	// custom_auth: module.function is run (by python3 workers), in
+	// LiteLLM's place of virtual-key auth.
+	if h := cfg.CustomAuth; h == nil || h.Python != "custom_auth.user_api_key_auth" || h.Mode != "replace" || strings.Contains(joined, "general_settings.custom_auth") {
+		t.Errorf("custom_auth = %+v, warnings:\n%s", h, joined)
 	}
 	if d := cfg.Deployments[0]; d.Provider != "openai" || d.Model != "gpt-3.5-turbo" {
 		t.Errorf("deployment = %+v", d)

@@ -81,15 +81,18 @@ type GeneralSettings struct {
 	DatabaseType string    `yaml:"database_type"`
 	RedisURL     EnvString `yaml:"redis_url"`
 	// CustomAuth and CustomKeyGenerate are LiteLLM's Python function paths
-	// (warned about, not run) or Tollgate's hook mappings (see HookSpec).
-	CustomAuth             any      `yaml:"custom_auth"`
-	CustomKeyGenerate      any      `yaml:"custom_key_generate"`
-	MaxRequestSizeMB       *float64 `yaml:"max_request_size_mb"`
-	MaxResponseSizeMB      *float64 `yaml:"max_response_size_mb"`
-	BackgroundHealthChecks bool     `yaml:"background_health_checks"`
-	HealthCheckInterval    *Seconds `yaml:"health_check_interval"`
-	DisableSpendLogs       bool     `yaml:"disable_spend_logs"`
-	MetricsPrefix          string   `yaml:"metrics_prefix"`
+	// (module.function, run by python3 workers) or Tollgate's hook mappings
+	// (see HookSpec).
+	CustomAuth        any `yaml:"custom_auth"`
+	CustomKeyGenerate any `yaml:"custom_key_generate"`
+	// TollgatePythonHooks tunes the python3 workers that run Python hooks.
+	TollgatePythonHooks    PythonHooks `yaml:"tollgate_python_hooks"`
+	MaxRequestSizeMB       *float64    `yaml:"max_request_size_mb"`
+	MaxResponseSizeMB      *float64    `yaml:"max_response_size_mb"`
+	BackgroundHealthChecks bool        `yaml:"background_health_checks"`
+	HealthCheckInterval    *Seconds    `yaml:"health_check_interval"`
+	DisableSpendLogs       bool        `yaml:"disable_spend_logs"`
+	MetricsPrefix          string      `yaml:"metrics_prefix"`
 	// MetricsKeyLabels: per-key, per-user and per-end-user metric series
 	// (default true; false for cardinality).
 	MetricsKeyLabels *bool `yaml:"metrics_key_labels"`
@@ -148,6 +151,15 @@ type OTelSettings struct {
 	// one export (default 10 s).
 	ExportInterval *Seconds `yaml:"export_interval"`
 	ExportTimeout  *Seconds `yaml:"export_timeout"`
+}
+
+// PythonHooks is general_settings.tollgate_python_hooks (Tollgate's own):
+// how the Python functions named by custom_auth / custom_key_generate run.
+type PythonHooks struct {
+	Python   EnvString `yaml:"python"`    // interpreter (default python3 on PATH)
+	Workers  int       `yaml:"workers"`   // worker processes (default 2)
+	Timeout  *Seconds  `yaml:"timeout"`   // per call (default 2s); then 503 and the worker is replaced
+	CacheTTL *Seconds  `yaml:"cache_ttl"` // custom_auth decisions kept per key this long (default 0: every request)
 }
 
 // ContentLogging is general_settings.content_logging.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -165,8 +166,19 @@ func (n *normalizer) run() error {
 		switch v := p.(type) {
 		case nil:
 		case string:
-			if v != "" {
-				n.warnings = append(n.warnings, fmt.Sprintf("%s: general_settings.%s names a Python function (%q); Tollgate runs no Python, so it is not applied (use a webhook or a cel expression)", n.at("$.general_settings."+key), key, v))
+			if v == "" {
+				continue
+			}
+			if err := checkPythonPath(v); err != nil {
+				return n.errorf("$.general_settings."+key, "general_settings.%s: %v", key, err)
+			}
+			// LiteLLM's form: the function replaces virtual-key auth.
+			spec := &HookSpec{Python: v}
+			if i == 0 {
+				spec.Mode = "replace"
+				c.CustomAuth = spec
+			} else {
+				c.CustomKeyGenerate = spec
 			}
 		default:
 			raw, err := yaml.Marshal(v)
@@ -177,8 +189,13 @@ func (n *normalizer) run() error {
 			if err := yaml.UnmarshalWithOptions(raw, spec, yaml.Strict()); err != nil {
 				return n.errorf("$.general_settings."+key, "general_settings.%s: %v", key, yaml.FormatError(err, false, false))
 			}
-			if (spec.CEL == "") == (spec.Webhook == nil) {
-				return n.errorf("$.general_settings."+key, "general_settings.%s needs exactly one of webhook and cel", key)
+			if given := btoi(spec.CEL != "") + btoi(spec.Webhook != nil) + btoi(spec.Python != ""); given != 1 {
+				return n.errorf("$.general_settings."+key, "general_settings.%s needs exactly one of webhook, cel and python", key)
+			}
+			if spec.Python != "" {
+				if err := checkPythonPath(spec.Python); err != nil {
+					return n.errorf("$.general_settings."+key+".python", "general_settings.%s.python: %v", key, err)
+				}
 			}
 			if spec.Mode != "" && spec.Mode != "after" && spec.Mode != "replace" {
 				return n.errorf("$.general_settings."+key+".mode", "mode must be after or replace, got %q", spec.Mode)
@@ -199,7 +216,49 @@ func (n *normalizer) run() error {
 			}
 		}
 	}
+	ph := c.GeneralSettings.TollgatePythonHooks
+	if ph.Workers < 0 || ph.Workers > 64 {
+		return n.errorf("$.general_settings.tollgate_python_hooks.workers", "workers must be between 1 and 64, got %d", ph.Workers)
+	}
+	for _, f := range []struct {
+		path string
+		v    *Seconds
+	}{{"timeout", ph.Timeout}, {"cache_ttl", ph.CacheTTL}} {
+		if f.v != nil && *f.v < 0 {
+			return n.errorf("$.general_settings.tollgate_python_hooks."+f.path, "must not be negative")
+		}
+	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// checkPythonPath accepts LiteLLM's module.function (module may be dotted).
+func checkPythonPath(v string) error {
+	parts := strings.Split(v, ".")
+	if len(parts) < 2 {
+		return fmt.Errorf("%q is not a Python module.function (e.g. custom_auth.user_api_key_auth, for custom_auth.py beside the config file)", v)
+	}
+	for _, p := range parts {
+		if p == "" || !isIdent(p) {
+			return fmt.Errorf("%q is not a Python module.function: %q is not a name", v, p)
+		}
+	}
+	return nil
+}
+
+func isIdent(s string) bool {
+	for i, r := range s {
+		if r != '_' && !unicode.IsLetter(r) && (i == 0 || !unicode.IsDigit(r)) {
+			return false
+		}
+	}
+	return true
 }
 
 func (n *normalizer) litellmDeployment(i int) (Deployment, error) {

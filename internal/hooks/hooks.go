@@ -1,6 +1,7 @@
 // Package hooks lets operators decide authentication and key generation
-// without Go plugins or Python: a webhook (an HTTP service that answers
-// allow/deny) or a CEL expression evaluated in process. It backs
+// without Go plugins: a webhook (an HTTP service that answers allow/deny), a
+// CEL expression evaluated in process, or LiteLLM's Python function run by
+// a pool of python3 workers (internal/pyhook). It backs
 // general_settings.custom_auth and custom_key_generate.
 package hooks
 
@@ -18,12 +19,15 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+
+	"github.com/tollgate/tollgate/internal/pyhook"
 )
 
-// Spec configures one hook: exactly one of Webhook and CEL.
+// Spec configures one hook: exactly one of Webhook, CEL and Python.
 type Spec struct {
 	Webhook *WebhookSpec `yaml:"webhook"`
 	CEL     string       `yaml:"cel"`
+	Python  *PythonSpec  `yaml:"-"`
 	// Mode, for custom_auth: "after" (default: virtual-key auth first, then
 	// the hook) or "replace" (the hook alone decides).
 	Mode string `yaml:"mode"`
@@ -35,6 +39,14 @@ type WebhookSpec struct {
 	Timeout  time.Duration     `yaml:"timeout"`   // default 2s
 	Headers  map[string]string `yaml:"headers"`   // sent on every call (e.g. a shared secret)
 	CacheTTL time.Duration     `yaml:"cache_ttl"` // auth decisions are cached this long per key (default 0: none)
+}
+
+// PythonSpec is a LiteLLM Python function run by a worker pool.
+type PythonSpec struct {
+	Pool     *pyhook.Pool
+	Func     string        // module.function
+	Kind     string        // "auth" (user_api_key_auth) or "key_generate" (custom_generate_key_fn)
+	CacheTTL time.Duration // auth decisions are cached this long per key (default 0: none)
 }
 
 // Decision is a hook's answer.
@@ -49,6 +61,13 @@ type Decision struct {
 	RPMLimit            *int64   `json:"rpm_limit"`
 	TPMLimit            *int64   `json:"tpm_limit"`
 	MaxParallelRequests *int64   `json:"max_parallel_requests"`
+	// From a Python custom_auth's UserAPIKeyAuth.
+	KeyAlias string         `json:"key_alias"`
+	UserRole string         `json:"user_role"`
+	Metadata map[string]any `json:"metadata"`
+	// Raised: the refusal is an exception the Python hook raised (for key
+	// generation a 400, where a "decision": False is a 403).
+	Raised bool `json:"-"`
 }
 
 // ErrUnavailable wraps a hook that could not be asked (down, slow, or an
@@ -61,6 +80,8 @@ type Hook struct {
 	webhook *WebhookSpec
 	client  *http.Client
 	prg     cel.Program
+	python  *PythonSpec
+	ttl     time.Duration // decision cache
 	mu      sync.Mutex
 	cache   map[[32]byte]cached
 }
@@ -78,11 +99,16 @@ func New(name string, spec *Spec, vars ...string) (*Hook, error) {
 	switch {
 	case spec.Webhook != nil && spec.CEL != "":
 		return nil, fmt.Errorf("%s: give a webhook or a cel expression, not both", name)
+	case spec.Python != nil:
+		if spec.Python.Pool == nil || spec.Python.Func == "" {
+			return nil, fmt.Errorf("%s: a python hook needs a pool and a function", name)
+		}
+		h.python, h.ttl = spec.Python, spec.Python.CacheTTL
 	case spec.Webhook != nil:
 		if spec.Webhook.URL == "" {
 			return nil, fmt.Errorf("%s: webhook.url is required", name)
 		}
-		h.webhook = spec.Webhook
+		h.webhook, h.ttl = spec.Webhook, spec.Webhook.CacheTTL
 		t := spec.Webhook.Timeout
 		if t <= 0 {
 			t = 2 * time.Second
@@ -113,14 +139,19 @@ func New(name string, spec *Spec, vars ...string) (*Hook, error) {
 // Name is the hook's setting name.
 func (h *Hook) Name() string { return h.name }
 
+// IsPython reports a Python hook: it is given the request's body too, and
+// its decisions are cached per key (LiteLLM's hook sees only the key and
+// the request).
+func (h *Hook) IsPython() bool { return h.python != nil }
+
 // Decide asks the hook about input (a JSON-able map of the CEL variables).
-// cacheKey, when set, caches webhook decisions for the spec's TTL.
+// cacheKey, when set, caches webhook and Python decisions for the spec's TTL.
 func (h *Hook) Decide(ctx context.Context, input map[string]any, cacheKey string) (Decision, error) {
 	if h.prg != nil {
 		return h.eval(input)
 	}
 	var ck [32]byte
-	useCache := cacheKey != "" && h.webhook.CacheTTL > 0
+	useCache := cacheKey != "" && h.ttl > 0
 	if useCache {
 		ck = sha256.Sum256([]byte(cacheKey))
 		h.mu.Lock()
@@ -130,7 +161,11 @@ func (h *Hook) Decide(ctx context.Context, input map[string]any, cacheKey string
 			return c.d, nil
 		}
 	}
-	d, err := h.call(ctx, input)
+	call := h.call
+	if h.python != nil {
+		call = h.callPython
+	}
+	d, err := call(ctx, input)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -139,7 +174,7 @@ func (h *Hook) Decide(ctx context.Context, input map[string]any, cacheKey string
 		if len(h.cache) > 100000 {
 			clear(h.cache)
 		}
-		h.cache[ck] = cached{d, time.Now().Add(h.webhook.CacheTTL)}
+		h.cache[ck] = cached{d, time.Now().Add(h.ttl)}
 		h.mu.Unlock()
 	}
 	return d, nil
@@ -201,4 +236,55 @@ func (h *Hook) call(ctx context.Context, input map[string]any) (Decision, error)
 		d.Allow = *d.Decision2
 	}
 	return d.Decision, nil
+}
+
+// callPython runs the Python function. For custom_auth input holds "key"
+// and "request" (method, url, path, query, headers, body); the function
+// gets (request, api_key) and allows by returning a UserAPIKeyAuth, whose
+// fields become the Decision's, and refuses by raising. For
+// custom_key_generate input holds "request" (the /key/generate body); the
+// function gets a GenerateKeyRequest and answers {"decision", "message"}
+// (decision defaults to True, as in LiteLLM). Anything else it returns is
+// a refusal; a timeout or a dead worker is ErrUnavailable.
+func (h *Hook) callPython(ctx context.Context, input map[string]any) (Decision, error) {
+	py := h.python
+	args := map[string]any{"data": input["request"]}
+	if py.Kind == "auth" {
+		args = map[string]any{"api_key": input["key"], "request": input["request"]}
+	}
+	res, err := py.Pool.Call(ctx, py.Func, py.Kind, args)
+	var raised *pyhook.Raised
+	switch {
+	case errors.As(err, &raised):
+		msg := raised.Message
+		if msg == "" {
+			msg = fmt.Sprintf("%s raised %s", py.Func, raised.Type)
+		}
+		if py.Kind == "auth" {
+			msg = "Authentication Error, " + msg
+		}
+		return Decision{Allow: false, Message: msg, Raised: true}, nil
+	case err != nil:
+		return Decision{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, h.name, err)
+	}
+	if py.Kind == "auth" {
+		var d Decision
+		if len(res.Value) == 0 || res.Value[0] != '{' || json.Unmarshal(res.Value, &d) != nil {
+			return Decision{Allow: false, Message: fmt.Sprintf("denied by %s: %s returned a %s, not a UserAPIKeyAuth", h.name, py.Func, res.Type)}, nil
+		}
+		d.Allow, d.Message = true, ""
+		return d, nil
+	}
+	var out struct {
+		Decision *bool  `json:"decision"`
+		Message  string `json:"message"`
+	}
+	if len(res.Value) == 0 || res.Value[0] != '{' || json.Unmarshal(res.Value, &out) != nil {
+		return Decision{Allow: false, Message: fmt.Sprintf("refused by %s: %s returned a %s, not a dict", h.name, py.Func, res.Type)}, nil
+	}
+	d := Decision{Allow: out.Decision == nil || *out.Decision, Message: out.Message}
+	if !d.Allow && d.Message == "" {
+		d.Message = "Authentication Failed - Custom Auth Rule"
+	}
+	return d, nil
 }

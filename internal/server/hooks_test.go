@@ -123,7 +123,7 @@ func TestCustomKeyGenerate(t *testing.T) {
     webhook: {url: "http://127.0.0.1:1/decide", timeout: 1s}
 `)
 	code, out := send(t, down+"/key/generate", "sk-1234", `{}`)
-	if code != 403 || !strings.Contains(out, "custom_key_generate") {
+	if code != 503 || !strings.Contains(out, "custom_key_generate") {
 		t.Fatalf("webhook down: %d %s", code, out)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +32,7 @@ import (
 	"github.com/tollgate/tollgate/internal/openapi"
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/pyhook"
 	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/rscript"
@@ -96,6 +99,7 @@ type Server struct {
 	// successful requests, for /health/readiness.
 	successCallbacks []string
 	closeOnce        sync.Once
+	pyhooks          *pyhook.Pool // python3 workers of Python hooks; nil without
 	routes           []string
 	// inflight counts handlers running; closing is set when a shutdown
 	// stops admitting requests, and idle is signalled when the last
@@ -108,7 +112,7 @@ type Server struct {
 // New validates cfg and builds every component; nothing is started: no
 // goroutine runs and nothing is dialled until Serve. The store is read
 // (models, keys, spend) to build the in-memory state.
-func New(cfg *config.Config, opts Options) (*Server, error) {
+func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -217,8 +221,16 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		snap = auth.NewSnapshot(all)
 	}
 	aopts := auth.Options{StoreDown: s.storeDown.Load}
+	if s.pyhooks, err = startPythonHooks(cfg, opts.Logger); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.pyhooks.Close() // a start that fails leaves no python process behind
+		}
+	}()
 	if cfg.CustomAuth != nil {
-		h, err := buildHook("custom_auth", cfg.CustomAuth, auth.HookVars)
+		h, err := s.buildHook("custom_auth", cfg, cfg.CustomAuth, auth.HookVars)
 		if err != nil {
 			return nil, err
 		}
@@ -226,7 +238,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	var keyHook *hooks.Hook
 	if cfg.CustomKeyGenerate != nil {
-		if keyHook, err = buildHook("custom_key_generate", cfg.CustomKeyGenerate, admin.KeyHookVars); err != nil {
+		if keyHook, err = s.buildHook("custom_key_generate", cfg, cfg.CustomKeyGenerate, admin.KeyHookVars); err != nil {
 			return nil, err
 		}
 	}
@@ -576,6 +588,7 @@ func (s *Server) track(h http.Handler) http.Handler {
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.clients.CloseIdle()
+		s.pyhooks.Close() // the python3 workers of custom_auth / custom_key_generate
 		if s.redis != nil {
 			_ = s.redis.Close() // closed already when Serve ran
 		}
@@ -783,13 +796,64 @@ func (s *Server) Reload(cfg *config.Config) error {
 	if old.MasterKey() != cfg.MasterKey() || old.DatabaseURL() != cfg.DatabaseURL() || old.RedisURL() != cfg.RedisURL() {
 		s.log.Warn("config reloaded: master key, database and redis changes need a restart")
 	}
+	if !reflect.DeepEqual(old.CustomAuth, cfg.CustomAuth) || !reflect.DeepEqual(old.CustomKeyGenerate, cfg.CustomKeyGenerate) ||
+		!reflect.DeepEqual(old.GeneralSettings.TollgatePythonHooks, cfg.GeneralSettings.TollgatePythonHooks) {
+		// The hooks (and the python workers) keep running as started.
+		s.log.Warn("config reloaded: custom_auth, custom_key_generate and tollgate_python_hooks changes need a restart")
+	}
 	s.log.Info("config reloaded", "models", len(cfg.Deployments))
 	return nil
 }
 
+// startPythonHooks starts one pool of python3 workers for the Python
+// functions custom_auth and custom_key_generate name (nil when neither
+// does). Module paths resolve against the config file's directory, as
+// LiteLLM's do.
+func startPythonHooks(cfg *config.Config, log *slog.Logger) (*pyhook.Pool, error) {
+	var funcs, settings []string
+	for _, h := range []struct {
+		name string
+		spec *config.HookSpec
+	}{{"custom_auth", cfg.CustomAuth}, {"custom_key_generate", cfg.CustomKeyGenerate}} {
+		if h.spec != nil && h.spec.Python != "" {
+			funcs = append(funcs, h.spec.Python)
+			settings = append(settings, "general_settings."+h.name)
+		}
+	}
+	if len(funcs) == 0 {
+		return nil, nil
+	}
+	dir := "."
+	if cfg.Path != "" {
+		dir = filepath.Dir(cfg.Path)
+	}
+	ph := cfg.GeneralSettings.TollgatePythonHooks
+	opts := pyhook.Options{Python: string(ph.Python), Workers: ph.Workers, Dir: dir, Funcs: funcs,
+		Setting: strings.Join(settings, " and "), Log: log}
+	if ph.Timeout != nil {
+		opts.Timeout = time.Duration(*ph.Timeout)
+	}
+	p, err := pyhook.Start(opts)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	log.Info("python hooks started", "functions", funcs, "workers", len(p.Workers()), "dir", opts.Dir)
+	return p, nil
+}
+
 // buildHook turns a config hook into a hooks.Hook.
-func buildHook(name string, c *config.HookSpec, vars []string) (*hooks.Hook, error) {
+func (s *Server) buildHook(name string, cfg *config.Config, c *config.HookSpec, vars []string) (*hooks.Hook, error) {
 	spec := &hooks.Spec{CEL: c.CEL, Mode: c.Mode}
+	if c.Python != "" {
+		kind := "auth"
+		if name == "custom_key_generate" {
+			kind = "key_generate"
+		}
+		spec.Python = &hooks.PythonSpec{Pool: s.pyhooks, Func: c.Python, Kind: kind}
+		if ttl := cfg.GeneralSettings.TollgatePythonHooks.CacheTTL; ttl != nil {
+			spec.Python.CacheTTL = time.Duration(*ttl)
+		}
+	}
 	if w := c.Webhook; w != nil {
 		spec.Webhook = &hooks.WebhookSpec{URL: string(w.URL), Headers: map[string]string{}}
 		if w.Timeout != nil {
