@@ -155,6 +155,11 @@ func TestSharedHungRedis(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("the first hold waited %v on a hung Redis", took)
 	}
+	// A missed deadline is confirmed by a ping (slow is not dead); the
+	// ping goes unanswered too, and Redis is taken for down.
+	for deadline := time.Now().Add(30 * time.Second); !r.Degraded() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if !r.Degraded() {
 		t.Fatal("the failure was not reported")
 	}
