@@ -3,9 +3,11 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -439,5 +441,33 @@ func TestCarryOfflineOnStop(t *testing.T) {
 	}
 	if m.Exists("{carry}:bud:user:u") {
 		t.Fatal("an account redis never had was created by the carry (its next hold seeds it from the store)")
+	}
+}
+
+// BenchmarkSharedHoldSettle: one request's budget phases on a real Redis
+// (TOLLGATE_TEST_REDIS_URL): a hold on a key and its user, settled. With
+// `redis-cli INFO commandstats` reset before it, usec_per_call of evalsha
+// is the Redis CPU each phase costs.
+func BenchmarkSharedHoldSettle(b *testing.B) {
+	url := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if url == "" {
+		b.Skip("TOLLGATE_TEST_REDIS_URL is not set: no Redis to benchmark against")
+	}
+	c, err := rscript.Dial(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	s := ledger.NewShared(runner(b, c), ledger.SharedOptions{Prefix: fmt.Sprintf("bench-%d", time.Now().UnixNano()), Log: slog.New(slog.DiscardHandler)})
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1e9))
+	user := ledger.NewAccount(store.KindUser, "u", 0, ledger.USD(1e9))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		h, err := s.ReserveUpTo(ctx, []*ledger.Account{key, user}, ledger.USD(0.01))
+		if err != nil {
+			b.Fatal(err)
+		}
+		h.Settle(ledger.USD(0.001))
 	}
 }
