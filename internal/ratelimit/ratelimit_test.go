@@ -670,3 +670,27 @@ func monitor(t *testing.T, addr string) <-chan string {
 	}()
 	return ch
 }
+
+// TestDoneIsOrderedBeforeNextAdmit: Done on Redis is queued, not waited
+// for; yet a replica's next admission runs after it, so one parallel slot
+// serves request after request without a refusal.
+func TestDoneIsOrderedBeforeNextAdmit(t *testing.T) {
+	c, prefix := realRedis(t)
+	l := New(NewRedis(runner(t, c), prefix))
+	one := Rule{Scope: keyScope, Kind: Parallel, Limit: 1, Name: "max_parallel_requests"}
+	tpm := Rule{Scope: keyScope, Kind: Tokens, Limit: 1000, Window: time.Minute, Name: "tpm_limit"}
+	for i := range 200 {
+		tk := ticket(0, one, tpm)
+		if d := l.Admit(context.Background(), tk); d != nil || !tk.Shared() {
+			t.Fatalf("request %d: %v (shared %v): the previous Done had not run first", i, d, tk.Shared())
+		}
+		l.Done(tk, 5)
+	}
+	// The corrections all land: 200 × 5 tokens = 1,000, the whole window.
+	if !within(t, func() bool {
+		d := l.Admit(context.Background(), ticket(0, tpm))
+		return d != nil && d.Rule.Name == "tpm_limit" && d.Used == 1000
+	}) {
+		t.Fatal("the token corrections Done queued never reached Redis")
+	}
+}

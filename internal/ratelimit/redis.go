@@ -306,6 +306,13 @@ func (rd *Redis) Done(ctx context.Context, t *Ticket, tokens int64) error {
 	return err
 }
 
+// send queues t's settlement on Redis without waiting for it (see
+// rscript.Runner.Send); wait tells how it ended.
+func (rd *Redis) send(ctx context.Context, t *Ticket, tokens int64) (wait func() error) {
+	keys, args := rd.args(t, tokens-t.Est, t.lease, t.atMS)
+	return rd.r.Send(ctx, doneScript, keys, args...)
+}
+
 // releaseLease frees the parallel slots an admission may have taken on
 // Redis when its answer never arrived (a timeout after the script ran). It
 // goes through the runner's ordered stream, so Redis runs it after the

@@ -320,6 +320,36 @@ func (r *Runner) do(ctx context.Context, verb, script string, keys []string, arg
 	return r.Submit(ctx, argv...)
 }
 
+// Send queues s in the shared, ordered stream and returns without waiting
+// for it: Redis runs it after every call this runner queued before and
+// before every call queued after. wait blocks (as long as ctx allows) until
+// it has run and returns its error; a script Redis no longer knows is sent
+// in full then, out of order.
+func (r *Runner) Send(ctx context.Context, s *Script, keys []string, args ...any) (wait func() error) {
+	ap := r.ap.Load()
+	if ap == nil {
+		return func() error { return ErrNotStarted }
+	}
+	argv := make([]any, 0, 3+len(keys)+len(args))
+	argv = append(argv, "evalsha", s.hash, len(keys))
+	for _, k := range keys {
+		argv = append(argv, k)
+	}
+	argv = append(argv, args...)
+	cmd := redis.NewCmd(ctx, argv...)
+	f := ap.Submit(ctx, cmd)
+	return func() error {
+		err := f.WaitContext(ctx)
+		if isNoScript(err) {
+			_, err = r.do(ctx, "eval", s.src, keys, args)
+		}
+		if err == nil {
+			r.answered()
+		}
+		return err
+	}
+}
+
 // Submit runs one command in the shared, ordered stream and waits for it as
 // long as ctx allows.
 func (r *Runner) Submit(ctx context.Context, argv ...any) (any, error) {
