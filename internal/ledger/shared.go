@@ -138,26 +138,30 @@ local amount, lease, ttl, mode = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), 
 local n = (#KEYS - 1) / 3
 local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[#ARGV]), '+inf'), 1)
 -- First bring every account up to date (seed, spend booked while Redis was
--- away, expired holds), so that a refusal below loses none of it.
+-- away, expired holds), so that a refusal below loses none of it. spent
+-- and held keep each account's values from here on (one read each).
+local spent, held = {}, {}
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
   local seed, period, pending = tonumber(ARGV[6+4*i-2]), tonumber(ARGV[6+4*i-1]), tonumber(ARGV[6+4*i])
-  local cur = redis.call('HMGET', k, 'spent', 'period')
+  local cur = redis.call('HMGET', k, 'spent', 'period', 'held')
+  local s, hd = tonumber(cur[1]), tonumber(cur[3] or 0)
   if cur[1] == false or tonumber(cur[2] or 0) < period then
     -- seed excludes every replica-local spend not yet in Redis; this
     -- hold's share of it is pending, the rest comes with other holds.
-    redis.call('HSET', k, 'spent', seed + pending, 'period', period)
+    s = seed + pending
+    redis.call('HSET', k, 'spent', s, 'period', period)
   elseif pending ~= 0 then
-    redis.call('HINCRBY', k, 'spent', pending)
+    s = redis.call('HINCRBY', k, 'spent', pending)
   end
-  redis.call('HSETNX', k, 'held', 0)
   local expired = redis.call('ZRANGEBYSCORE', e, '-inf', now)
   for _, l in ipairs(expired) do
     local a = redis.call('HGET', h, l)
-    if a then redis.call('HINCRBY', k, 'held', -tonumber(a)) end
+    if a then hd = redis.call('HINCRBY', k, 'held', -tonumber(a)) end
     redis.call('HDEL', h, l)
     redis.call('ZREM', e, l)
   end
+  spent[i], held[i] = s, hd
 end
 -- shortBusy is the first account whose last hold held short is in flight.
 local function shortBusy()
@@ -174,8 +178,7 @@ local function refusal(i, busy)
 end
 local asked, fits, least, capped = amount, true, nil, 0
 for i = 1, n do
-  local v = redis.call('HMGET', KEYS[3*i-2], 'spent', 'held')
-  local left = tonumber(ARGV[6+4*i-3]) - tonumber(v[1] or 0) - tonumber(v[2] or 0)
+  local left = tonumber(ARGV[6+4*i-3]) - spent[i] - held[i]
   if (mode ~= '0' and left <= 0) or (mode == '0' and amount > left) then return refusal(i, false) end
   if amount > left then fits = false end
   if least == nil or left < least then least = left end
@@ -199,11 +202,11 @@ end
 local out = {1, alive}
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local held = redis.call('HINCRBY', k, 'held', amount)
+  local hd = redis.call('HINCRBY', k, 'held', amount)
   redis.call('HSET', h, lease, amount)
   redis.call('ZADD', e, now + ttl, lease)
   for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
-  out[2+i] = tonumber(ARGV[6+4*i-3]) - tonumber(redis.call('HGET', k, 'spent')) - held
+  out[2+i] = tonumber(ARGV[6+4*i-3]) - spent[i] - hd
 end
 out[#out+1] = amount
 out[#out+1] = capped
@@ -221,23 +224,26 @@ local actual, lease = tonumber(ARGV[1]), ARGV[2]
 local out = {math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[3]), '+inf'), 1)}
 for i = 1, (#KEYS - 1) / 3 do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local exists = redis.call('EXISTS', k) == 1
+  -- An account Redis has always has its spend (seeded, set or reset).
+  local cur = redis.call('HMGET', k, 'spent', 'held', 'short')
+  local exists = cur[1] ~= false
+  local held = tonumber(cur[2] or 0)
   local a = redis.call('HGET', h, lease)
   if a then
-    if exists then redis.call('HINCRBY', k, 'held', -tonumber(a)) end
+    if exists then held = redis.call('HINCRBY', k, 'held', -tonumber(a)) end
     redis.call('HDEL', h, lease)
     redis.call('ZREM', e, lease)
   end
-  if redis.call('HGET', k, 'short') == lease then redis.call('HDEL', k, 'short') end
+  if cur[3] == lease then redis.call('HDEL', k, 'short') end
   if not exists then
     out[2*i], out[2*i+1] = -1, 0
   else
     if actual > 0 then
       out[2*i] = redis.call('HINCRBY', k, 'spent', actual)
     else
-      out[2*i] = tonumber(redis.call('HGET', k, 'spent') or 0)
+      out[2*i] = tonumber(cur[1])
     end
-    out[2*i+1] = tonumber(redis.call('HGET', k, 'held') or 0)
+    out[2*i+1] = held
   end
 end
 return out

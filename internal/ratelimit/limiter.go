@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"context"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/rscript"
 )
 
 // Limiter admits requests on Redis when it has one and Redis answers, else
@@ -64,12 +66,20 @@ func (l *Limiter) Done(t *Ticket, tokens int64) {
 		return
 	}
 	if t.shared {
+		// Queued in the runner's ordered stream, not waited for: the
+		// request does not pay a round trip for it, and every admission
+		// this replica asks for later runs after it on Redis (its parallel
+		// slot is free for them). Another replica may be answered in
+		// between, for about one round trip.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := l.redis.Done(ctx, t, tokens); err != nil {
-			// The lease expires on its own; token corrections are lost.
-			l.redis.r.Degrade(err)
-		}
+		wait := l.redis.send(ctx, t, tokens)
+		go func() {
+			defer cancel()
+			if err := wait(); err != nil && !rscript.IsReply(err) {
+				// The lease expires on its own; token corrections are lost.
+				l.redis.r.Degrade(err)
+			}
+		}()
 		return
 	}
 	l.local.Done(t, tokens)

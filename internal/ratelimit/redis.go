@@ -18,7 +18,10 @@ import (
 // replicas can never jointly pass a limit. Time comes from the Redis server
 // (TIME), so replicas' clocks do not matter.
 //
-// Data: a sliding window is a hash of sub-window index → count; parallel
+// Data: a sliding window is a hash of sub-window index → count, with the
+// running sum of the sub-windows in it ('s') and the oldest one kept ('h'):
+// an admission reads two fields and writes two, whatever the slot count, and
+// each sub-window is subtracted from the sum once, when it leaves; parallel
 // slots are a sorted set of leases scored by expiry (a crashed replica's
 // slots free themselves); a bucket is a hash {tokens, filled}. Every key
 // carries the {tg} hash tag, so all of them live on one Cluster slot and a
@@ -66,24 +69,82 @@ const luaCommon = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function slotlen(win) return math.max(math.floor(win / 60), 1) end
+-- A window is a hash of slot index -> count plus 's', the running sum of
+-- the slots still in the window, and 'h', the oldest slot field kept. A call
+-- reads those two; slots are subtracted from 's' (and deleted) once, as they
+-- leave the window, so a call's cost does not grow with the slot count.
+-- Returns used, the current slot, ms until the oldest use leaves, the slot
+-- length and the state add needs.
 local function window(key, win)
   local sl = slotlen(win)
   local idx = math.floor(now / sl)
-  local h = redis.call('HGETALL', key)
-  local used, oldest = 0, -1
-  for j = 1, #h, 2 do
-    local at, c = tonumber(h[j]), tonumber(h[j + 1])
-    if at < idx - 60 then
-      redis.call('HDEL', key, h[j])
-    elseif c ~= 0 then
-      used = used + c
-      if oldest < 0 or at < oldest then oldest = at end
+  local lo = idx - 60
+  local v = redis.call('HMGET', key, 's', 'h')
+  local used, head = tonumber(v[1]), tonumber(v[2])
+  if used == nil then
+    -- A new window, or one kept as bare slots (before 's' and 'h'):
+    -- count it once and keep the sum from now on.
+    used, head = 0, nil
+    local h = redis.call('HGETALL', key)
+    for j = 1, #h, 2 do
+      local at, c = tonumber(h[j]), tonumber(h[j + 1])
+      if at == nil then
+      elseif at < lo then
+        redis.call('HDEL', key, h[j])
+      else
+        used = used + c
+        if head == nil or at < head then head = at end
+      end
+    end
+    if head ~= nil then redis.call('HSET', key, 's', used, 'h', head) end
+  elseif head < lo then
+    if lo - head > 61 then
+      -- Idle for longer than the window: nothing in it is left.
+      redis.call('DEL', key)
+      used, head = 0, nil
+    else
+      -- Slots that left the window since the last call: subtract them once.
+      local gone = {}
+      for j = head, lo - 1 do gone[#gone + 1] = j end
+      local c = redis.call('HMGET', key, unpack(gone))
+      local del = {}
+      for j = 1, #gone do
+        if c[j] then used = used - tonumber(c[j]); del[#del + 1] = gone[j] end
+      end
+      if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+      -- The new head is the oldest slot still kept, scanned forward in
+      -- steps; a slot is scanned past once, so this too is O(1) amortized.
+      head = nil
+      local from = lo
+      while head == nil and from <= idx do
+        local to = math.min(from + 7, idx)
+        local probe = {}
+        for j = from, to do probe[#probe + 1] = j end
+        local e = redis.call('HMGET', key, unpack(probe))
+        for j = 1, #probe do
+          if e[j] then head = probe[j]; break end
+        end
+        from = to + 1
+      end
+      if head == nil then
+        redis.call('DEL', key)
+        used = 0
+      else
+        redis.call('HSET', key, 's', used, 'h', head)
+      end
     end
   end
   if used < 0 then used = 0 end
   local reset = 0
-  if oldest >= 0 then reset = (oldest + 61) * sl - now end
-  return used, idx, reset, sl
+  if used > 0 and head ~= nil then reset = (head + 61) * sl - now end
+  return used, idx, reset, sl, head
+end
+-- add counts n at slot, keeping the sum and the head.
+local function add(key, slot, n, head, sl)
+  redis.call('HINCRBY', key, slot, n)
+  redis.call('HINCRBY', key, 's', n)
+  if head == nil or slot < head then redis.call('HSET', key, 'h', slot) end
+  redis.call('PEXPIRE', key, 62 * sl + 1000)
 end
 local function bucket(key, limit, win, fill)
   local v = redis.call('HMGET', key, 'tokens', 'filled')
@@ -121,12 +182,12 @@ for i = 1, #KEYS do
   local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local key = KEYS[i]
   if kind == 0 or kind == 1 then
-    local used, idx, reset, sl = window(key, win)
+    local used, idx, reset, sl, head = window(key, win)
     local need = 1
     if kind == 1 then need = est end
     if need > limit then return {0, i, used, -1} end
     if used + need > limit or (need == 0 and used >= limit) then return {0, i, used, reset} end
-    plan[i] = {idx, need, sl}
+    plan[i] = {idx, need, sl, head}
     out[#out + 1] = limit - used - need
     out[#out + 1] = reset
   elseif kind == 2 then
@@ -154,10 +215,7 @@ for i = 1, #KEYS do
   local key = KEYS[i]
   if kind == 0 or kind == 1 then
     local p = plan[i]
-    if p[2] ~= 0 then
-      redis.call('HINCRBY', key, p[1], p[2])
-      redis.call('PEXPIRE', key, 62 * p[3] + 1000)
-    end
+    if p[2] ~= 0 then add(key, p[1], p[2], p[4], p[3]) end
   elseif kind == 2 then
     redis.call('ZADD', key, now + ttl, lease)
     redis.call('PEXPIRE', key, ttl + 1000)
@@ -178,13 +236,10 @@ for i = 1, #KEYS do
   local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local key = KEYS[i]
   if kind == 1 and delta ~= 0 then
-    local used, idx, reset, sl = window(key, win)
+    local used, idx, reset, sl, head = window(key, win)
     local slot = idx
     if delta < 0 then slot = math.floor(at / sl) end
-    if slot >= idx - 60 then
-      redis.call('HINCRBY', key, slot, delta)
-      redis.call('PEXPIRE', key, 62 * sl + 1000)
-    end
+    if slot >= idx - 60 then add(key, slot, delta, head, sl) end
   elseif kind == 2 then
     redis.call('ZREM', key, lease)
   elseif kind == 4 and delta ~= 0 then
@@ -249,6 +304,13 @@ func (rd *Redis) Done(ctx context.Context, t *Ticket, tokens int64) error {
 	keys, args := rd.args(t, tokens-t.Est, t.lease, t.atMS)
 	_, err := rd.r.Run(ctx, doneScript, keys, args...)
 	return err
+}
+
+// send queues t's settlement on Redis without waiting for it (see
+// rscript.Runner.Send); wait tells how it ended.
+func (rd *Redis) send(ctx context.Context, t *Ticket, tokens int64) (wait func() error) {
+	keys, args := rd.args(t, tokens-t.Est, t.lease, t.atMS)
+	return rd.r.Send(ctx, doneScript, keys, args...)
 }
 
 // releaseLease frees the parallel slots an admission may have taken on

@@ -51,6 +51,15 @@ type Runner struct {
 	onChange   func(degraded bool)
 	degraded   atomic.Bool
 	wake       chan struct{} // Degrade tells Watch to probe
+
+	// Hysteresis (see Degrade): calls late since the last answer, whether a check
+	// ping is out, when Redis last came back, and how long Watch waits
+	// before its next probe (doubled when Redis goes away again soon
+	// after coming back).
+	late      atomic.Int64
+	checking  atomic.Bool
+	upSince   atomic.Int64 // unix ns of the last Recover
+	probeWait atomic.Int64 // ns
 }
 
 // Options configure a Runner.
@@ -133,14 +142,79 @@ func (r *Runner) Start(ctx context.Context) error {
 // Degraded reports whether Redis is known not to answer now.
 func (r *Runner) Degraded() bool { return r.degraded.Load() }
 
-// Degrade marks Redis as not answering, after a call that got no answer
-// (an error reply is an answer: do not call it for one). Callers fall back
-// until Watch hears from Redis again.
+// checkPing bounds the ping that tells a slow Redis from a dead one.
+const checkPing = time.Second
+
+// flapWindow: Redis going away again this soon after coming back doubles
+// Watch's wait before it probes again (up to maxProbeWait).
+const (
+	flapWindow   = 10 * time.Second
+	maxProbeWait = 30 * time.Second
+)
+
+// Degrade reports a call that got no answer (an error reply is an answer:
+// do not call it for one). A connection that failed (refused, reset,
+// closed) means Redis is away: the runner is marked degraded at once, and
+// callers fall back until Watch hears from Redis again. A call that only
+// missed its deadline may mean Redis is slow, which is not the same: the
+// runner pings Redis (one ping at a time, for up to checkPing), and marks
+// it degraded only if that goes unanswered too. So a Redis that is loaded
+// but answering keeps being asked (each call still bounded by its caller's
+// deadline, and falling back alone) rather than flipping every replica to
+// local counters and back; a hung one is found out within checkPing.
 func (r *Runner) Degrade(err error) {
+	if r.degraded.Load() {
+		return
+	}
+	if !slow(err) {
+		r.markDown(err)
+		return
+	}
+	r.late.Add(1)
+	if !r.checking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer r.checking.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), checkPing)
+		perr := r.Ping(ctx)
+		cancel()
+		if perr != nil {
+			r.markDown(fmt.Errorf("%w (and a ping went unanswered: %v)", err, perr))
+			return
+		}
+		r.late.Store(0)
+		r.log.Debug("redis is slow but answering: staying on shared counters", "err", err)
+	}()
+}
+
+// slow reports whether err is a call that ran out of time (its caller's
+// deadline, a socket read timeout) rather than one whose connection failed.
+func slow(err error) bool {
+	var ab *AbandonedError
+	var ne net.Error
+	return errors.As(err, &ab) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// answered notes a call answered in time: late calls no longer run in a row.
+func (r *Runner) answered() {
+	if r.late.Load() != 0 {
+		r.late.Store(0)
+	}
+}
+
+func (r *Runner) markDown(err error) {
 	if !r.degraded.CompareAndSwap(false, true) {
 		return
 	}
-	r.log.Warn("redis unreachable: rate limits and budgets fall back to this replica's own counters", "err", err)
+	wait := time.Duration(r.probeWait.Load())
+	if up := r.upSince.Load(); up != 0 && time.Since(time.Unix(0, up)) < flapWindow {
+		wait = min(2*wait, max(maxProbeWait, r.probeEvery))
+	} else {
+		wait = r.probeEvery
+	}
+	r.probeWait.Store(int64(wait))
+	r.log.Warn("redis unreachable: rate limits and budgets fall back to this replica's own counters", "err", err, "next_probe", wait)
 	if r.onChange != nil {
 		r.onChange(true)
 	}
@@ -151,7 +225,9 @@ func (r *Runner) Degrade(err error) {
 }
 
 // Watch runs until ctx ends: whenever Redis is degraded it pings it every
-// ProbeEvery, and marks it up again when it answers.
+// ProbeEvery, and marks it up again when it answers. Redis going away again
+// within flapWindow of coming back doubles the wait between probes (up to
+// maxProbeWait), so an unstable Redis is not flipped to and fro.
 func (r *Runner) Watch(ctx context.Context) {
 	for {
 		select {
@@ -164,7 +240,8 @@ func (r *Runner) Watch(ctx context.Context) {
 }
 
 func (r *Runner) probe(ctx context.Context) {
-	t := time.NewTicker(r.probeEvery)
+	wait := max(time.Duration(r.probeWait.Load()), r.probeEvery)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	for r.degraded.Load() {
 		select {
@@ -172,6 +249,7 @@ func (r *Runner) probe(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		t.Reset(wait)
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := r.Ping(pctx)
 		cancel()
@@ -187,6 +265,8 @@ func (r *Runner) Recover() {
 	if !r.degraded.CompareAndSwap(true, false) {
 		return
 	}
+	r.late.Store(0)
+	r.upSince.Store(time.Now().UnixNano())
 	r.log.Info("redis is back: rate limits and budgets are shared across replicas again")
 	if r.onChange != nil {
 		r.onChange(false)
@@ -240,6 +320,36 @@ func (r *Runner) do(ctx context.Context, verb, script string, keys []string, arg
 	return r.Submit(ctx, argv...)
 }
 
+// Send queues s in the shared, ordered stream and returns without waiting
+// for it: Redis runs it after every call this runner queued before and
+// before every call queued after. wait blocks (as long as ctx allows) until
+// it has run and returns its error; a script Redis no longer knows is sent
+// in full then, out of order.
+func (r *Runner) Send(ctx context.Context, s *Script, keys []string, args ...any) (wait func() error) {
+	ap := r.ap.Load()
+	if ap == nil {
+		return func() error { return ErrNotStarted }
+	}
+	argv := make([]any, 0, 3+len(keys)+len(args))
+	argv = append(argv, "evalsha", s.hash, len(keys))
+	for _, k := range keys {
+		argv = append(argv, k)
+	}
+	argv = append(argv, args...)
+	cmd := redis.NewCmd(ctx, argv...)
+	f := ap.Submit(ctx, cmd)
+	return func() error {
+		err := f.WaitContext(ctx)
+		if isNoScript(err) {
+			_, err = r.do(ctx, "eval", s.src, keys, args)
+		}
+		if err == nil {
+			r.answered()
+		}
+		return err
+	}
+}
+
 // Submit runs one command in the shared, ordered stream and waits for it as
 // long as ctx allows.
 func (r *Runner) Submit(ctx context.Context, argv ...any) (any, error) {
@@ -256,6 +366,7 @@ func (r *Runner) Submit(ctx context.Context, argv ...any) (any, error) {
 		}
 		return nil, err
 	}
+	r.answered()
 	return cmd.Val(), nil
 }
 
