@@ -103,6 +103,8 @@ type Server struct {
 	inflight atomic.Int64
 	closing  atomic.Bool
 	idle     chan struct{}
+	// shed bounds the inference requests in flight (shed.go).
+	shed *shedder
 }
 
 // New validates cfg and builds every component; nothing is started: no
@@ -123,6 +125,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), clients: provider.NewClients(), idle: make(chan struct{}, 1)}
 	s.cfg.Store(cfg)
+	s.shed = newShedder(cfg.MaxRequestsInFlight(), func(reason string) { s.metrics.Shed(reason) })
 	// Redis first: a redis_url that does not parse fails before anything
 	// else is built. The client is made, and dials, when Serve starts the
 	// runner.
@@ -166,7 +169,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.callbacks = cbs
 	s.successCallbacks = successCallbacks(cfg, cbs, s.tracer != nil)
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
-		Book: s.book, Deployments: s.deploymentStates}
+		Book: s.book, Deployments: s.deploymentStates, InFlight: s.shed.InFlight}
 	if rc != nil {
 		mopts.RedisDegraded = rc.Degraded
 	} else {
@@ -321,7 +324,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.Handle("GET /metrics", s.metrics.Handler(metricsAuth))
 	s.gw = gateway.New(gopts, authn, rt)
-	s.gw.Register(s)
+	s.gw.Register(inferenceMux{s})
 	if err := s.registerPassThrough(cfg); err != nil {
 		return nil, err
 	}
