@@ -61,6 +61,11 @@ type Options struct {
 	// CallbackQueue overrides the logging callbacks' queue defaults (tests
 	// use tiny queues and short flush intervals); zero fields keep them.
 	CallbackQueue callback.QueueOptions
+	// ShedOnCPU lowers the bound on inference requests in flight while
+	// goroutines wait too long for a CPU (shed.go). tollgate serve sets it;
+	// tests embedding the server leave it off, so that a busy test machine
+	// does not shed their bursts.
+	ShedOnCPU bool
 }
 
 // Server is one gateway process's serving state.
@@ -125,7 +130,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), clients: provider.NewClients(), idle: make(chan struct{}, 1)}
 	s.cfg.Store(cfg)
-	s.shed = newShedder(cfg.MaxRequestsInFlight(), func(reason string) { s.metrics.Shed(reason) })
+	s.shed = newShedder(cfg.MaxRequestsInFlight(), opts.ShedOnCPU, func(reason string) { s.metrics.Shed(reason) })
 	// Redis first: a redis_url that does not parse fails before anything
 	// else is built. The client is made, and dials, when Serve starts the
 	// runner.
@@ -491,8 +496,11 @@ func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 		Handler:           s.track(s.handler),
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ReadHeaderTimeout: s.cfg.Load().RequestHeaderTimeout(),
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// Request headers past 64 KiB are refused with 431 (Go's default is
+		// 1 MiB): a key, a few tags and a trace context need far less.
+		MaxHeaderBytes: 64 << 10,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

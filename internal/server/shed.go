@@ -46,6 +46,7 @@ type shedder struct {
 	inflight atomic.Int64
 	limit    atomic.Int64 // the bound in force, floor ≤ limit ≤ max
 	next     atomic.Int64 // when the CPU signal is next read (unix ns)
+	cpu      bool         // the CPU signal is followed
 	onShed   func(reason string)
 	// sched reads the cumulative scheduler latency histogram; the window's
 	// share is the difference from prev.
@@ -54,8 +55,8 @@ type shedder struct {
 	prev   []uint64
 }
 
-func newShedder(max int64, onShed func(string)) *shedder {
-	s := &shedder{max: max, onShed: onShed}
+func newShedder(max int64, cpu bool, onShed func(string)) *shedder {
+	s := &shedder{max: max, cpu: cpu, onShed: onShed}
 	s.floor = min(max, shedFloorPerProc*int64(runtime.GOMAXPROCS(0)))
 	s.limit.Store(max)
 	s.sample = []metrics.Sample{{Name: "/sched/latencies:seconds"}}
@@ -78,9 +79,10 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := s.inflight.Add(1)
 		defer s.inflight.Add(-1)
-		now := time.Now().UnixNano()
-		if now >= s.next.Load() {
-			s.adjust(now, n)
+		if s.cpu {
+			if now := time.Now().UnixNano(); now >= s.next.Load() {
+				s.adjust(now, n)
+			}
 		}
 		if limit := s.limit.Load(); n > limit {
 			reason := "in_flight"
