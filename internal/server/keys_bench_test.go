@@ -100,7 +100,9 @@ func BenchmarkSnapshotBytesPerKey(b *testing.B) {
 	for range b.N {
 		before := heapInUse()
 		t0 := time.Now()
-		all, err := st.LoadAll(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		all, err := st.LoadAll(ctx)
+		cancel()
 		if err != nil {
 			b.Fatal(err)
 		}
