@@ -27,6 +27,7 @@ func runBench(args []string) error {
 	rounds := fs.Int("rounds", 3, "direct/gateway run pairs per load (medians are reported)")
 	pg := fs.String("pg", os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), "PostgreSQL URL for governed-pg")
 	redis := fs.String("redis", os.Getenv("TOLLGATE_TEST_REDIS_URL"), "Redis URL for governed-pg")
+	maxInFlight := fs.Int("max-in-flight", 0, "the gateways' general_settings.max_requests_in_flight (0: their default, 256 per GOMAXPROCS)")
 	smoke := fs.Bool("smoke", false, "a few seconds of everything, to prove the harness works (no timing meaning)")
 	soak := fs.Bool("soak", false, "one governed gateway under a steady mix (plain, streams, abandoned streams, upstream errors, slow upstreams) for --duration (default 10m) at --rate, sampling RSS, goroutines and open fds every --every")
 	rate := fs.Int("rate", 200, "with --soak: requests started per second")
@@ -56,7 +57,7 @@ func runBench(args []string) error {
 		return nil
 	}
 	o := bench.Options{Bin: bin, Scenarios: strings.Split(*scenarios, ","), Loads: strings.Split(*loads, ","), Stream: *stream,
-		Duration: *duration, Rounds: *rounds, PGURL: *pg, RedisURL: *redis, Out: os.Stdout}
+		Duration: *duration, Rounds: *rounds, PGURL: *pg, RedisURL: *redis, Out: os.Stdout, MaxInFlight: *maxInFlight}
 	if *smoke {
 		o.Loads, o.Duration, o.Rounds = []string{"closed:4", "rate:100"}, 500*time.Millisecond, 1
 	}
