@@ -171,7 +171,7 @@ func New(o Options) *Metrics {
 				return 0
 			}))
 	}
-	m.shed = counter("requests_shed_total", "Inference requests refused with 503 because the gateway was overloaded, by reason: in_flight (the bound was reached) or cpu (the bound lowered while goroutines waited for a CPU).", "reason")
+	m.shed = counter("requests_shed_total", "Inference requests refused with 503 because the gateway was overloaded, by reason: in_flight (the configured bound was reached) or lowered (the bound in force, lowered while goroutines waited for a CPU or the heap neared GOMEMLIMIT, was reached).", "reason")
 	m.reg.MustRegister(m.shed)
 	if o.InFlight != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("requests_in_flight"), Help: "Inference requests being served by this process."},
@@ -336,7 +336,7 @@ func (m *Metrics) ObserveRequest(r *Request) {
 }
 
 // Shed counts an inference request refused because the gateway was
-// overloaded; reason is in_flight or cpu.
+// overloaded; reason is in_flight or lowered.
 func (m *Metrics) Shed(reason string) { m.shed.WithLabelValues(reason).Inc() }
 
 // RateLimited counts a rate-limit refusal.

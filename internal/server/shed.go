@@ -2,8 +2,10 @@ package server
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strings"
 	"sync"
@@ -21,7 +23,8 @@ import (
 // A fixed bound alone lets a saturated CPU queue up to that many requests
 // in Go's run queue, so the bound also follows the CPU: every window,
 // the admitted bound is lowered while goroutines wait too long for a CPU
-// and raised back while they do not.
+// and raised back while they do not; with a soft memory limit (GOMEMLIMIT)
+// it is also lowered while the heap nears that limit.
 const (
 	// shedWindow is how often the CPU signal is read.
 	shedWindow = 100 * time.Millisecond
@@ -48,6 +51,9 @@ type shedder struct {
 	next     atomic.Int64 // when the CPU signal is next read (unix ns)
 	cpu      bool         // the CPU signal is followed
 	onShed   func(reason string)
+	// heapTarget is three quarters of the soft memory limit (GOMEMLIMIT);
+	// 0 when none is set.
+	heapTarget uint64
 	// sched reads the cumulative scheduler latency histogram; the window's
 	// share is the difference from prev.
 	mu     sync.Mutex
@@ -59,7 +65,10 @@ func newShedder(max int64, cpu bool, onShed func(string)) *shedder {
 	s := &shedder{max: max, cpu: cpu, onShed: onShed}
 	s.floor = min(max, shedFloorPerProc*int64(runtime.GOMAXPROCS(0)))
 	s.limit.Store(max)
-	s.sample = []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	s.sample = []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
+		s.heapTarget = uint64(l) / 4 * 3
+	}
 	return s
 }
 
@@ -87,7 +96,7 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 		if limit := s.limit.Load(); n > limit {
 			reason := "in_flight"
 			if limit < s.max {
-				reason = "cpu"
+				reason = "lowered"
 			}
 			s.onShed(reason)
 			e := &apierror.Error{Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "overloaded",
@@ -105,7 +114,8 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 }
 
 // adjust reads the CPU signal once a window: when the window's 99th
-// percentile of scheduler latency passed shedSchedTarget, the bound drops
+// percentile of scheduler latency passed shedSchedTarget, or the heap is
+// past three quarters of the soft memory limit (GOMEMLIMIT), the bound drops
 // to three quarters of the requests in flight (not below the floor);
 // otherwise it grows back by a sixteenth of the configured bound.
 func (s *shedder) adjust(now, inflight int64) {
@@ -125,6 +135,9 @@ func (s *shedder) adjust(now, inflight int64) {
 	saturated := false
 	if s.prev != nil {
 		saturated = slowWindow(hist, s.prev, shedSchedTarget.Seconds())
+	}
+	if heap := s.sample[1].Value; s.heapTarget > 0 && heap.Kind() == metrics.KindUint64 && heap.Uint64() > s.heapTarget {
+		saturated = true // the heap nears the soft memory limit
 	}
 	s.prev = append(s.prev[:0], hist.Counts...)
 	limit := s.limit.Load()
