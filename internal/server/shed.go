@@ -51,8 +51,10 @@ type shedder struct {
 	next     atomic.Int64 // when the CPU signal is next read (unix ns)
 	cpu      bool         // the CPU signal is followed
 	onShed   func(reason string)
-	// heapTarget is three quarters of the soft memory limit (GOMEMLIMIT);
-	// 0 when none is set.
+	// heapTarget is three quarters of the soft memory limit (GOMEMLIMIT),
+	// compared with the memory the Go runtime holds (heap, goroutine
+	// stacks, its own structures; what it returned to the OS excluded),
+	// as GOMEMLIMIT itself is; 0 when no limit is set.
 	heapTarget uint64
 	// sched reads the cumulative scheduler latency histogram; the window's
 	// share is the difference from prev.
@@ -65,7 +67,7 @@ func newShedder(max int64, cpu bool, onShed func(string)) *shedder {
 	s := &shedder{max: max, cpu: cpu, onShed: onShed}
 	s.floor = min(max, shedFloorPerProc*int64(runtime.GOMAXPROCS(0)))
 	s.limit.Store(max)
-	s.sample = []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	s.sample = []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
 		s.heapTarget = uint64(l) / 4 * 3
 	}
@@ -136,8 +138,9 @@ func (s *shedder) adjust(now, inflight int64) {
 	if s.prev != nil {
 		saturated = slowWindow(hist, s.prev, shedSchedTarget.Seconds())
 	}
-	if heap := s.sample[1].Value; s.heapTarget > 0 && heap.Kind() == metrics.KindUint64 && heap.Uint64() > s.heapTarget {
-		saturated = true // the heap nears the soft memory limit
+	if total, released := s.sample[1].Value, s.sample[2].Value; s.heapTarget > 0 && total.Kind() == metrics.KindUint64 &&
+		released.Kind() == metrics.KindUint64 && total.Uint64()-released.Uint64() > s.heapTarget {
+		saturated = true // the Go runtime's memory (heap, stacks, ...) nears the soft memory limit
 	}
 	s.prev = append(s.prev[:0], hist.Counts...)
 	limit := s.limit.Load()

@@ -199,3 +199,31 @@ func TestSlowWindow(t *testing.T) {
 		})
 	}
 }
+
+// TestShedderLowersAndRestoresTheBound: while the memory signal says the
+// process nears its soft limit (a target of one byte here), each window
+// lowers the bound to three quarters of the requests in flight, never below
+// the floor; once it no longer does, the bound grows back to the configured
+// one a sixteenth per window.
+func TestShedderLowersAndRestoresTheBound(t *testing.T) {
+	s := newShedder(1000, true, func(string) {})
+	s.heapTarget = 1
+	now := time.Now().UnixNano()
+	s.adjust(now, 800)
+	if got := s.limit.Load(); got != 600 {
+		t.Fatalf("after one saturated window with 800 in flight: bound %d, want 600", got)
+	}
+	for i := range 20 {
+		s.adjust(now+int64(i+1)*int64(shedWindow), 800)
+	}
+	if got := s.limit.Load(); got != s.floor {
+		t.Fatalf("after many saturated windows: bound %d, want the floor %d", got, s.floor)
+	}
+	s.heapTarget = 0
+	for i := range 20 {
+		s.adjust(now+int64(i+30)*int64(shedWindow), 10)
+	}
+	if got := s.limit.Load(); got != 1000 {
+		t.Fatalf("after quiet windows: bound %d, want 1000", got)
+	}
+}
