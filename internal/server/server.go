@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
@@ -501,6 +503,13 @@ func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes: 64 << 10,
 		IdleTimeout:    2 * time.Minute,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if n := s.cfg.Load().MaxRequestsInFlight(); n > 0 {
+		// Connections open at once are bounded too (4 per request the
+		// shedder admits, room for idle keep-alive pools): past that,
+		// Accept waits and new connections queue in the kernel's backlog,
+		// where they cost this process no memory (docs/performance.md).
+		ln = netutil.LimitListener(ln, int(4*n))
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
