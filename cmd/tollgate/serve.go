@@ -74,7 +74,7 @@ func runServe(args []string) error {
 	}
 	defer st.Close()
 	log.Info("store ready", "engine", st.Engine())
-	srv, err := server.New(cfg, server.Options{Logger: log, ShutdownTimeout: *drain, Store: st})
+	srv, err := server.New(cfg, server.Options{Logger: log, ShutdownTimeout: *drain, Store: st, ShedOnCPU: true})
 	if err != nil {
 		return err
 	}

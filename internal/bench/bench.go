@@ -43,6 +43,8 @@ type Options struct {
 	// Pprof gives every scenario's process a pprof listener on a port of
 	// its own (printed), to profile it under the bench's load.
 	Pprof bool
+	// MaxInFlight, when not 0, is the gateways' general_settings.max_requests_in_flight.
+	MaxInFlight int
 }
 
 // Result is one scenario × load, medians over rounds.
@@ -301,8 +303,21 @@ func median[T int64 | float64 | time.Duration](v []T) T {
 	return s[len(s)/2]
 }
 
-// config is the gateway config of a scenario.
+// config is the gateway config of a scenario, with o.MaxInFlight.
 func config(scenario, upstream string, o Options) string {
+	c := scenarioConfig(scenario, upstream, o)
+	if o.MaxInFlight == 0 {
+		return c
+	}
+	set := fmt.Sprintf("general_settings:\n  max_requests_in_flight: %d\n", o.MaxInFlight)
+	if strings.Contains(c, "general_settings:\n") {
+		return strings.Replace(c, "general_settings:\n", set, 1)
+	}
+	return c + set
+}
+
+// scenarioConfig is the gateway config of a scenario.
+func scenarioConfig(scenario, upstream string, o Options) string {
 	c := fmt.Sprintf(`model_list:
   - model_name: gpt-4
     litellm_params: {model: openai/gpt-4o, api_base: %q, input_cost_per_token: 0.000001, output_cost_per_token: 0.00001}

@@ -103,6 +103,10 @@ type GeneralSettings struct {
 	// (Tollgate's own keys: LiteLLM leaves this to uvicorn).
 	RequestHeaderTimeout *Seconds `yaml:"request_header_timeout"`
 	RequestBodyTimeout   *Seconds `yaml:"request_body_timeout"`
+	// MaxRequestsInFlight bounds this process's inference requests in
+	// flight; past it new ones are shed with 503 (Tollgate's own key;
+	// 0 or absent: derived from GOMAXPROCS; -1: no bound).
+	MaxRequestsInFlight *int64 `yaml:"max_requests_in_flight"`
 	// UnpricedModels is what a budgeted request to a deployment nobody can
 	// price gets: "free" (served at cost 0, the default) or "refuse".
 	UnpricedModels string `yaml:"unpriced_models"`

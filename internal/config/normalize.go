@@ -127,6 +127,9 @@ func (n *normalizer) run() error {
 	if mb := c.GeneralSettings.MaxResponseSizeMB; mb != nil && *mb <= 0 {
 		return n.errorf("$.general_settings.max_response_size_mb", "max_response_size_mb must be positive")
 	}
+	if v := c.GeneralSettings.MaxRequestsInFlight; v != nil && *v < -1 {
+		return n.errorf("$.general_settings.max_requests_in_flight", "general_settings.max_requests_in_flight must be a positive number, 0 for the default or -1 for no bound")
+	}
 	for _, f := range []struct {
 		name string
 		v    *Seconds

@@ -223,7 +223,7 @@ var Sections = []*Section{
 		Path: "general_settings", Type: typeOf[GeneralSettings](),
 		Unknown: "LiteLLM ignores other keys",
 		Extensions: []string{"redis_url", "metrics_prefix", "metrics_key_labels",
-			"request_header_timeout", "request_body_timeout", "otel", "content_logging", "tollgate_python_hooks"},
+			"request_header_timeout", "request_body_timeout", "max_requests_in_flight", "otel", "content_logging", "tollgate_python_hooks"},
 		Notes: map[string]string{
 			"store_prompts_in_spend_logs": "messages and answers are kept with the spend row, size-capped and redacted (general_settings.content_logging; docs/content-logging.md)",
 			"content_logging":             "max_field_bytes (65536), redact_secrets (true), redact_pii (every class); docs/content-logging.md",
@@ -232,6 +232,7 @@ var Sections = []*Section{
 			"tollgate_python_hooks":       "python (python3), workers (2), timeout (2s), cache_ttl (0: the hook runs on every request); docs/custom-auth.md",
 			"database_type":               "postgres or sqlite (the default); others stop the start",
 			"pass_through_endpoints":      "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
+			"max_requests_in_flight":      "inference requests in flight in this process before new ones are shed with 503 overloaded_error (default 256 × GOMAXPROCS, lowered while the CPU cannot keep up; -1: no bound); see docs/performance.md, Overload",
 			"otel":                        "OpenTelemetry traces of every inference request (endpoint, protocol, headers, sample_ratio, ...); see docs/tracing.md",
 		},
 		Keys: []Key{

@@ -43,6 +43,9 @@ type Options struct {
 	// Callbacks, when set, reports the logging callbacks' queues at scrape
 	// time.
 	Callbacks func() []callback.Stats
+	// InFlight, when set, reports the inference requests in flight and the
+	// bound past which new ones are shed (-1: none) at scrape time.
+	InFlight func() (n, limit int64)
 }
 
 // Metrics are one gateway's collectors, on a registry of their own.
@@ -65,6 +68,7 @@ type Metrics struct {
 	tagSpend     *prometheus.CounterVec
 
 	rateLimited   *prometheus.CounterVec
+	shed          *prometheus.CounterVec
 	budgetRefused *prometheus.CounterVec
 	softBudget    *prometheus.CounterVec
 	retries       *prometheus.CounterVec
@@ -166,6 +170,14 @@ func New(o Options) *Metrics {
 				}
 				return 0
 			}))
+	}
+	m.shed = counter("requests_shed_total", "Inference requests refused with 503 because the gateway was overloaded, by reason: in_flight (the configured bound was reached) or lowered (the bound in force, lowered while goroutines waited for a CPU or the heap neared GOMEMLIMIT, was reached).", "reason")
+	m.reg.MustRegister(m.shed)
+	if o.InFlight != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("requests_in_flight"), Help: "Inference requests being served by this process."},
+			func() float64 { n, _ := o.InFlight(); return float64(n) }))
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("requests_in_flight_limit"), Help: "Inference requests in flight past which new ones are shed (-1: no bound); below general_settings.max_requests_in_flight while the CPU cannot keep up."},
+			func() float64 { _, l := o.InFlight(); return float64(l) }))
 	}
 	m.usageAdjusted = counter("usage_adjusted_total", "Answers whose usage was not booked as the upstream reported it, by provider: clamped (negative or beyond the request's hold) or estimated (none reported).", "provider", "adjustment")
 	m.reg.MustRegister(m.usageAdjusted)
@@ -322,6 +334,10 @@ func (m *Metrics) ObserveRequest(r *Request) {
 		}
 	}
 }
+
+// Shed counts an inference request refused because the gateway was
+// overloaded; reason is in_flight or lowered.
+func (m *Metrics) Shed(reason string) { m.shed.WithLabelValues(reason).Inc() }
 
 // RateLimited counts a rate-limit refusal.
 func (m *Metrics) RateLimited(scope store.Kind, limit string) {

@@ -16,7 +16,7 @@ func (s *Server) registerPassThrough(cfg *config.Config) error {
 		ds, _ := s.deployments()
 		return ds
 	}, DefaultVertex: func() *config.DefaultVertexConfig { return s.cfg.Load().DefaultVertexConfig }})
-	s.pass.Register(s)
+	s.pass.Register(inferenceMux{s})
 	return s.pass.SetEndpoints(cfg.GeneralSettings.PassThroughEndpoints)
 }
 

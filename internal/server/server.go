@@ -64,6 +64,11 @@ type Options struct {
 	// CallbackQueue overrides the logging callbacks' queue defaults (tests
 	// use tiny queues and short flush intervals); zero fields keep them.
 	CallbackQueue callback.QueueOptions
+	// ShedOnCPU lowers the bound on inference requests in flight while
+	// goroutines wait too long for a CPU (shed.go). tollgate serve sets it;
+	// tests embedding the server leave it off, so that a busy test machine
+	// does not shed their bursts.
+	ShedOnCPU bool
 }
 
 // Server is one gateway process's serving state.
@@ -107,6 +112,8 @@ type Server struct {
 	inflight atomic.Int64
 	closing  atomic.Bool
 	idle     chan struct{}
+	// shed bounds the inference requests in flight (shed.go).
+	shed *shedder
 }
 
 // New validates cfg and builds every component; nothing is started: no
@@ -127,6 +134,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), clients: provider.NewClients(), idle: make(chan struct{}, 1)}
 	s.cfg.Store(cfg)
+	s.shed = newShedder(cfg.MaxRequestsInFlight(), opts.ShedOnCPU, func(reason string) { s.metrics.Shed(reason) })
 	// Redis first: a redis_url that does not parse fails before anything
 	// else is built. The client is made, and dials, when Serve starts the
 	// runner.
@@ -170,7 +178,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	s.callbacks = cbs
 	s.successCallbacks = successCallbacks(cfg, cbs, s.tracer != nil)
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
-		Book: s.book, Deployments: s.deploymentStates}
+		Book: s.book, Deployments: s.deploymentStates, InFlight: s.shed.InFlight}
 	if rc != nil {
 		mopts.RedisDegraded = rc.Degraded
 	} else {
@@ -333,7 +341,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	}
 	s.Handle("GET /metrics", s.metrics.Handler(metricsAuth))
 	s.gw = gateway.New(gopts, authn, rt)
-	s.gw.Register(s)
+	s.gw.Register(inferenceMux{s})
 	if err := s.registerPassThrough(cfg); err != nil {
 		return nil, err
 	}
@@ -500,9 +508,16 @@ func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 		Handler:           s.track(s.handler),
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ReadHeaderTimeout: s.cfg.Load().RequestHeaderTimeout(),
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		// Request headers past 64 KiB are refused with 431 (Go's default is
+		// 1 MiB): a key, a few tags and a trace context need far less.
+		MaxHeaderBytes: 64 << 10,
+		IdleTimeout:    2 * time.Minute,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	// Connections are not capped (no LimitListener): a cap reached by
+	// clients' idle keep-alive pools would leave health probes and
+	// management calls waiting in the kernel's backlog. The in-flight bound
+	// (shed.go) bounds the work; IdleTimeout frees idle connections.
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -1,0 +1,180 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/sqlstore"
+)
+
+// benchKeys is how many keys the start-up benchmarks load (issue #31:
+// 100,000 keys).
+const benchKeys = 100_000
+
+var (
+	seedOnce sync.Once
+	seedPath string
+	seedErr  error
+)
+
+// seededStore is a SQLite store holding benchKeys keys, made through the
+// store API once per benchmark binary: keys of 100 users, half with an
+// alias, a model list and metadata, as a gateway issuing keys per
+// application would hold. The raw key of key i is benchRawKey(i).
+func seededStore(b *testing.B) string {
+	b.Helper()
+	seedOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tollgate-keys-bench") // left for the binary's other benchmarks
+		if err != nil {
+			seedErr = err
+			return
+		}
+		seedPath = filepath.Join(dir, "keys.db")
+		ctx := context.Background()
+		st, err := sqlstore.OpenSQLite(ctx, seedPath)
+		if err != nil {
+			seedErr = err
+			return
+		}
+		defer st.Close()
+		now := time.Now().UTC()
+		budget := 10.0
+		for i := range benchKeys {
+			raw := benchRawKey(i)
+			k := &store.Key{TokenHash: config.HashKey(raw), KeyName: "sk-..." + raw[len(raw)-4:],
+				UserID: fmt.Sprintf("user-%d", i%100), Models: []string{"demo"},
+				Metadata: map[string]any{"app": fmt.Sprintf("app-%d", i%10)}, CreatedAt: now, UpdatedAt: now}
+			k.MaxBudget = &budget
+			if i%2 == 0 {
+				alias := fmt.Sprintf("key-%d", i)
+				k.KeyAlias = &alias
+			}
+			if seedErr = st.CreateKey(ctx, k); seedErr != nil {
+				return
+			}
+		}
+	})
+	if seedErr != nil {
+		b.Fatal(seedErr)
+	}
+	return seedPath
+}
+
+func benchRawKey(i int) string { return fmt.Sprintf("sk-bench-%08d", i) }
+
+// heapInUse is the live heap after a full collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkSnapshotBytesPerKey loads benchKeys keys (Store.LoadAll) and
+// builds the key snapshot, reporting the live heap each holds per key:
+// loaded-B/key is the store's records as read, snapshot-B/key what the
+// snapshot adds on top (its maps and digest index), and the time each took.
+func BenchmarkSnapshotBytesPerKey(b *testing.B) {
+	path := seededStore(b)
+	st, err := sqlstore.OpenSQLite(context.Background(), path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	var loadTime, snapTime time.Duration
+	var loaded, built uint64
+	b.ResetTimer()
+	for range b.N {
+		before := heapInUse()
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		all, err := st.LoadAll(ctx)
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		afterLoad := heapInUse()
+		t2 := time.Now()
+		snap := auth.NewSnapshot(all)
+		t3 := time.Now()
+		all = nil
+		afterSnap := heapInUse()
+		if _, ok := snap.Key(config.HashKey(benchRawKey(7))); !ok {
+			b.Fatal("a seeded key is missing from the snapshot")
+		}
+		loadTime += t1.Sub(t0)
+		snapTime += t3.Sub(t2)
+		loaded += afterLoad - before
+		built += afterSnap - before
+		runtime.KeepAlive(all)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(loaded)/n/benchKeys, "loaded-B/key")
+	b.ReportMetric(float64(built)/n/benchKeys, "snapshot-B/key")
+	b.ReportMetric(float64(loadTime.Milliseconds())/n, "loadall-ms")
+	b.ReportMetric(float64(snapTime.Milliseconds())/n, "newsnapshot-ms")
+}
+
+// BenchmarkStartupToFirstAnswer100kKeys times a gateway on a store of
+// benchKeys keys from server.New to the first answered chat completion
+// made with one of them (the demo model answers in process).
+func BenchmarkStartupToFirstAnswer100kKeys(b *testing.B) {
+	path := seededStore(b)
+	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\ngeneral_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := `{"model":"demo","messages":[{"role":"user","content":"hi"}]}`
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		st, err := sqlstore.OpenSQLite(context.Background(), path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		b.StartTimer()
+		srv, err := New(cfg, Options{Logger: testLogger, Store: st})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx, ln) }()
+		req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+benchRawKey(i%benchKeys))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		b.StopTimer()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("first answer: %d", resp.StatusCode)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		st.Close()
+		b.StartTimer()
+	}
+}

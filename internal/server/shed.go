@@ -1,0 +1,181 @@
+package server
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/apierror"
+)
+
+// Overload shedding (docs/performance.md, Overload). Inference requests in
+// flight are bounded: past the bound a new one is answered 503 at once,
+// before its body is read, its key looked up or anything held or booked,
+// rather than queued behind the others. The bound is
+// general_settings.max_requests_in_flight (256 per GOMAXPROCS by default).
+// A fixed bound alone lets a saturated CPU queue up to that many requests
+// in Go's run queue, so the bound also follows the CPU: every window,
+// the admitted bound is lowered while goroutines wait too long for a CPU
+// and raised back while they do not; with a soft memory limit (GOMEMLIMIT)
+// it is also lowered while the heap nears that limit.
+const (
+	// shedWindow is how often the CPU signal is read.
+	shedWindow = 100 * time.Millisecond
+	// shedSchedTarget is the 99th percentile of the time runnable
+	// goroutines waited for a CPU in a window above which the CPU is
+	// taken to be saturated.
+	shedSchedTarget = 10 * time.Millisecond
+	// shedFloorPerProc is the lowest the CPU signal lowers the bound to,
+	// per GOMAXPROCS: a noisy signal never starves the gateway.
+	shedFloorPerProc = 32
+	// shedRetryAfter is the Retry-After of a shed request.
+	shedRetryAfter = time.Second
+)
+
+// errOverloaded is the cause logged for a shed request.
+var errOverloaded = errors.New("gateway overloaded")
+
+// shedder bounds the inference requests in flight.
+type shedder struct {
+	max      int64 // the configured bound; -1: none
+	floor    int64 // the lowest the CPU signal takes the bound to
+	inflight atomic.Int64
+	limit    atomic.Int64 // the bound in force, floor ≤ limit ≤ max
+	next     atomic.Int64 // when the CPU signal is next read (unix ns)
+	cpu      bool         // the CPU signal is followed
+	onShed   func(reason string)
+	// heapTarget is three quarters of the soft memory limit (GOMEMLIMIT),
+	// compared with the memory the Go runtime holds (heap, goroutine
+	// stacks, its own structures; what it returned to the OS excluded),
+	// as GOMEMLIMIT itself is; 0 when no limit is set.
+	heapTarget uint64
+	// sched reads the cumulative scheduler latency histogram; the window's
+	// share is the difference from prev.
+	mu     sync.Mutex
+	sample []metrics.Sample
+	prev   []uint64
+}
+
+func newShedder(max int64, cpu bool, onShed func(string)) *shedder {
+	s := &shedder{max: max, cpu: cpu, onShed: onShed}
+	s.floor = min(max, shedFloorPerProc*int64(runtime.GOMAXPROCS(0)))
+	s.limit.Store(max)
+	s.sample = []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
+		s.heapTarget = uint64(l) / 4 * 3
+	}
+	return s
+}
+
+// InFlight reports the inference requests in flight and the bound in force.
+func (s *shedder) InFlight() (n, limit int64) {
+	if s.max < 0 {
+		return s.inflight.Load(), -1
+	}
+	return s.inflight.Load(), s.limit.Load()
+}
+
+// wrap sheds h's requests past the bound.
+func (s *shedder) wrap(h http.Handler) http.Handler {
+	if s.max < 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := s.inflight.Add(1)
+		defer s.inflight.Add(-1)
+		if s.cpu {
+			if now := time.Now().UnixNano(); now >= s.next.Load() {
+				s.adjust(now, n)
+			}
+		}
+		if limit := s.limit.Load(); n > limit {
+			reason := "in_flight"
+			if limit < s.max {
+				reason = "lowered"
+			}
+			s.onShed(reason)
+			e := &apierror.Error{Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "overloaded",
+				Message:    "the gateway is overloaded: too many requests in flight; retry after the time in Retry-After",
+				RetryAfter: shedRetryAfter, Cause: errOverloaded}
+			if strings.HasPrefix(r.URL.Path, "/v1/messages") || strings.HasPrefix(r.URL.Path, "/anthropic/") {
+				apierror.WriteAnthropic(w, e)
+			} else {
+				apierror.Write(w, e)
+			}
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// adjust reads the CPU signal once a window: when the window's 99th
+// percentile of scheduler latency passed shedSchedTarget, or the heap is
+// past three quarters of the soft memory limit (GOMEMLIMIT), the bound drops
+// to three quarters of the requests in flight (not below the floor);
+// otherwise it grows back by a sixteenth of the configured bound.
+func (s *shedder) adjust(now, inflight int64) {
+	if !s.mu.TryLock() {
+		return // another request is reading it
+	}
+	defer s.mu.Unlock()
+	if now < s.next.Load() {
+		return
+	}
+	s.next.Store(now + int64(shedWindow))
+	metrics.Read(s.sample)
+	if s.sample[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return
+	}
+	hist := s.sample[0].Value.Float64Histogram()
+	saturated := false
+	if s.prev != nil {
+		saturated = slowWindow(hist, s.prev, shedSchedTarget.Seconds())
+	}
+	if total, released := s.sample[1].Value, s.sample[2].Value; s.heapTarget > 0 && total.Kind() == metrics.KindUint64 &&
+		released.Kind() == metrics.KindUint64 && total.Uint64()-released.Uint64() > s.heapTarget {
+		saturated = true // the Go runtime's memory (heap, stacks, ...) nears the soft memory limit
+	}
+	s.prev = append(s.prev[:0], hist.Counts...)
+	limit := s.limit.Load()
+	if saturated {
+		limit = max(s.floor, min(limit, inflight)*3/4)
+	} else {
+		limit = min(s.max, limit+max(1, s.max/16))
+	}
+	s.limit.Store(limit)
+}
+
+// slowWindow reports whether more than 1% of the waits counted since prev
+// lasted longer than target seconds.
+func slowWindow(h *metrics.Float64Histogram, prev []uint64, target float64) bool {
+	var total, slow uint64
+	for i, c := range h.Counts {
+		if i < len(prev) {
+			c -= prev[i]
+		}
+		total += c
+		if h.Buckets[i] >= target { // the bucket's lower bound
+			slow += c
+		}
+	}
+	return total >= 100 && slow*100 > total
+}
+
+// inferenceMux registers routes on the server behind the shedder: the
+// inference routes (POST); the GET routes a gateway mounts (model lists)
+// are not shed.
+type inferenceMux struct{ s *Server }
+
+func (m inferenceMux) Handle(pattern string, h http.Handler) {
+	if !strings.HasPrefix(pattern, http.MethodGet+" ") {
+		h = m.s.shed.wrap(h)
+	}
+	m.s.Handle(pattern, h)
+}

@@ -1,0 +1,229 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"runtime/metrics"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// holdingUpstream answers chat completions (3 completion tokens) only once
+// release is closed, counting the requests that reached it.
+type holdingUpstream struct {
+	arrived atomic.Int64
+	release chan struct{}
+}
+
+func (u *holdingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.arrived.Add(1)
+	_, _ = io.Copy(io.Discard, r.Body)
+	select {
+	case <-u.release:
+	case <-r.Context().Done():
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"a b c"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}`)
+}
+
+// TestOverloadIsShed: with max_requests_in_flight 2 and two requests held
+// by a slow upstream, the next inference request is answered 503
+// overloaded_error with Retry-After at once (while the two are still held:
+// it is not queued); health, management and metrics still answer; the shed
+// request reached no upstream, took no rate-limit ticket and booked no
+// spend; once the held ones finish, requests pass again.
+func TestOverloadIsShed(t *testing.T) {
+	up := &holdingUpstream{release: make(chan struct{})}
+	hs := httptest.NewServer(up)
+	t.Cleanup(hs.Close)
+	released := false
+	defer func() {
+		if !released {
+			close(up.release)
+		}
+	}()
+	yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", hs.URL) + "  max_requests_in_flight: 2\n"
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	e := serveWith(t, cfg, Options{Store: st})
+	// rpm_limit 3: the two held, and one after them, fit only if the shed
+	// request took no ticket.
+	key := e.newKey(t, `{"max_budget": 1, "rpm_limit": 3}`)
+
+	type result struct {
+		status int
+		err    error
+	}
+	held := make(chan result, 2)
+	send := func() {
+		req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(chat3))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			held <- result{err: err}
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		held <- result{status: resp.StatusCode}
+	}
+	go send()
+	go send()
+	if _, ok := within(30*time.Second, func() bool { return up.arrived.Load() == 2 }); !ok {
+		t.Fatalf("the two requests did not reach the upstream: %d arrived", up.arrived.Load())
+	}
+
+	resp, out := e.post(t, "/v1/chat/completions", key, chat3)
+	errObj, _ := out["error"].(map[string]any)
+	if resp.StatusCode != http.StatusServiceUnavailable || errObj["type"] != "overloaded_error" || errObj["code"] != "overloaded" {
+		t.Fatalf("past the bound: %d %v, want 503 overloaded_error", resp.StatusCode, out)
+	}
+	if resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After = %q, want 1", resp.Header.Get("Retry-After"))
+	}
+	// The Anthropic route is shed in its own error shape.
+	resp, body := passSend(t, "POST", e.url+"/v1/messages", `{"model":"gpt-4","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`,
+		"x-api-key", key, "Content-Type", "application/json")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, `"type":"error"`) || !strings.Contains(body, "overloaded_error") {
+		t.Fatalf("/v1/messages past the bound: %d %s", resp.StatusCode, body)
+	}
+	if n := up.arrived.Load(); n != 2 {
+		t.Fatalf("a shed request reached the upstream: %d requests arrived", n)
+	}
+
+	// Operators can still see and act while the bound is reached.
+	for _, path := range []string{"/health/liveliness", "/health/readiness", "/key/info?key=" + key, "/v1/models"} {
+		if code, b := e.call(t, "GET", path, "sk-1234", ""); code != http.StatusOK {
+			t.Errorf("GET %s under overload: %d %s", path, code, b)
+		}
+	}
+	code, metrics := e.call(t, "GET", "/metrics", "sk-1234", "")
+	if code != http.StatusOK || !strings.Contains(string(metrics), `tollgate_requests_shed_total{reason="in_flight"} 2`) ||
+		!strings.Contains(string(metrics), "tollgate_requests_in_flight 2") || !strings.Contains(string(metrics), "tollgate_requests_in_flight_limit 2") {
+		t.Errorf("metrics under overload (%d) lack the shed count or the in-flight gauges:\n%s", code, grepLines(metrics, "in_flight"))
+	}
+
+	close(up.release)
+	released = true
+	for range 2 {
+		r := <-held
+		if r.err != nil || r.status != http.StatusOK {
+			t.Fatalf("a held request: %d %v", r.status, r.err)
+		}
+	}
+	// Load has fallen: the next request is served, within the key's rpm.
+	if resp, out := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the load fell: %d %v (a 429 means the shed request took a rate-limit ticket)", resp.StatusCode, out)
+	}
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, total, err := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := st.GetKey(context.Background(), sha(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != 3 || k.Spend < 0.0009-1e-12 || k.Spend > 0.0009+1e-12 {
+		t.Fatalf("%d spend rows, key spend %v: want 3 rows and 3 × 0.0003 (the shed requests book nothing)", total, k.Spend)
+	}
+	if n := up.arrived.Load(); n != 3 {
+		t.Fatalf("upstream saw %d requests, want 3", n)
+	}
+}
+
+// TestShedConfig: the bound's default follows GOMAXPROCS, -1 turns it off,
+// and a value below -1 is refused.
+func TestShedConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want int64
+	}{
+		{"default", "general_settings: {}\n", 256 * int64(runtime.GOMAXPROCS(0))},
+		{"zero is the default", "general_settings:\n  max_requests_in_flight: 0\n", 256 * int64(runtime.GOMAXPROCS(0))},
+		{"set", "general_settings:\n  max_requests_in_flight: 40\n", 40},
+		{"off", "general_settings:\n  max_requests_in_flight: -1\n", -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := config.Parse("t.yaml", []byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.MaxRequestsInFlight(); got != tt.want {
+				t.Fatalf("MaxRequestsInFlight = %d, want %d", got, tt.want)
+			}
+		})
+	}
+	if _, err := config.Parse("t.yaml", []byte("general_settings:\n  max_requests_in_flight: -2\n")); err == nil || !strings.Contains(err.Error(), "max_requests_in_flight") {
+		t.Fatalf("-2 accepted: %v", err)
+	}
+}
+
+// TestSlowWindow: the CPU signal counts only the waits of the window (the
+// histogram is cumulative), and calls it saturated when more than 1% of at
+// least 100 waits were longer than the target.
+func TestSlowWindow(t *testing.T) {
+	h := &metrics.Float64Histogram{Buckets: []float64{0, 0.001, 0.01, 0.1}, Counts: []uint64{0, 0, 0}}
+	tests := []struct {
+		name        string
+		prev, count []uint64
+		want        bool
+	}{
+		{"idle", []uint64{0, 0, 0}, []uint64{50, 0, 5}, false}, // fewer than 100 waits
+		{"fast", []uint64{0, 0, 0}, []uint64{990, 9, 1}, false},
+		{"slow", []uint64{0, 0, 0}, []uint64{900, 50, 50}, true},
+		{"slow before the window only", []uint64{0, 0, 500}, []uint64{1000, 0, 500}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h.Counts = tt.count
+			if got := slowWindow(h, tt.prev, 0.01); got != tt.want {
+				t.Fatalf("slowWindow = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestShedderLowersAndRestoresTheBound: while the memory signal says the
+// process nears its soft limit (a target of one byte here), each window
+// lowers the bound to three quarters of the requests in flight, never below
+// the floor; once it no longer does, the bound grows back to the configured
+// one a sixteenth per window.
+func TestShedderLowersAndRestoresTheBound(t *testing.T) {
+	s := newShedder(1000, true, func(string) {})
+	s.heapTarget = 1
+	now := time.Now().UnixNano()
+	s.adjust(now, 800)
+	if got := s.limit.Load(); got != 600 {
+		t.Fatalf("after one saturated window with 800 in flight: bound %d, want 600", got)
+	}
+	for i := range 20 {
+		s.adjust(now+int64(i+1)*int64(shedWindow), 800)
+	}
+	if got := s.limit.Load(); got != s.floor {
+		t.Fatalf("after many saturated windows: bound %d, want the floor %d", got, s.floor)
+	}
+	s.heapTarget = 0
+	for i := range 20 {
+		s.adjust(now+int64(i+30)*int64(shedWindow), 10)
+	}
+	if got := s.limit.Load(); got != 1000 {
+		t.Fatalf("after quiet windows: bound %d, want 1000", got)
+	}
+}
