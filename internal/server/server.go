@@ -304,6 +304,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.limits = newLimits(cfg, opts, rc, s.metrics)
 	gopts.Limits = s.limits
+	if gopts.Cache, err = newCache(cfg, opts, rc, s.metrics); err != nil {
+		return nil, err
+	}
 	if rc != nil && books != nil {
 		// Budgets are held on Redis too, so replicas share them exactly;
 		// the runner says for both whether Redis answers.

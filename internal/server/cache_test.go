@@ -1,0 +1,326 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/netsim"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+const cacheOn = "litellm_settings:\n  cache: true\n"
+
+// rawPost posts body with key and returns the response and its whole body.
+func rawPost(t *testing.T, e *spendEnv, path, key, body string, headers ...string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", e.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+func upstreamCalls(e *spendEnv) int64 { return e.mock.Stats().Requests }
+
+func isHit(resp *http.Response) bool { return resp.Header.Get("X-Tollgate-Cache-Hit") == "true" }
+
+// TestCacheHitServesWithoutUpstream: the second identical request is
+// answered from the cache, byte for byte, without reaching the upstream;
+// key order, whitespace, user and metadata do not change the key; a
+// changed temperature does. The hit's spend row says cache_hit, costs
+// nothing and names what it saved; the metrics count it.
+func TestCacheHitServesWithoutUpstream(t *testing.T) {
+	stores(t, func(t *testing.T, st store.Store) {
+		e := startSpend(t, st, mockupstream.Options{}, cacheOn)
+		r1, b1 := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3)
+		if r1.StatusCode != 200 || isHit(r1) || r1.Header.Get("X-Litellm-Cache-Key") == "" {
+			t.Fatalf("first: %d hit=%v key=%q %s", r1.StatusCode, isHit(r1), r1.Header.Get("X-Litellm-Cache-Key"), b1)
+		}
+		same := `{ "messages": [ {"content":"one two three four", "role":"user"} ], "max_tokens": 3, "model": "gpt-4", "user": "someone", "metadata": {"a": "b"} }`
+		r2, b2 := rawPost(t, e, "/v1/chat/completions", "sk-1234", same)
+		if r2.StatusCode != 200 || !isHit(r2) || b2 != b1 || upstreamCalls(e) != 1 {
+			t.Fatalf("second: %d hit=%v upstream calls %d\n%s\n%s", r2.StatusCode, isHit(r2), upstreamCalls(e), b1, b2)
+		}
+		if r2.Header.Get("X-Litellm-Cache-Key") != r1.Header.Get("X-Litellm-Cache-Key") {
+			t.Fatalf("keys differ: %q %q", r1.Header.Get("X-Litellm-Cache-Key"), r2.Header.Get("X-Litellm-Cache-Key"))
+		}
+		if c := r2.Header.Get("X-Litellm-Response-Cost"); c != "0" {
+			t.Fatalf("hit cost header %q", c)
+		}
+		warmer := strings.Replace(chat3, `"max_tokens":3`, `"max_tokens":3,"temperature":0.5`, 1)
+		if r3, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", warmer); isHit(r3) || upstreamCalls(e) != 2 {
+			t.Fatalf("temperature changed: hit=%v upstream calls %d", isHit(r3), upstreamCalls(e))
+		}
+		var rows []store.SpendLog
+		waitFor(t, "three spend rows", func() bool {
+			rows, _, _ = st.ListSpendLogs(context.Background(), store.SpendFilter{})
+			return len(rows) == 3
+		})
+		hits := 0
+		for _, l := range rows {
+			if l.CacheHit {
+				hits++
+				if l.Cost != 0 || l.SavedCost <= 0 || l.CacheKey != r2.Header.Get("X-Litellm-Cache-Key") || l.Status != 200 || l.CompletionTokens != 3 {
+					t.Errorf("hit row: %+v", l)
+				}
+			} else if l.Cost <= 0 || l.SavedCost != 0 {
+				t.Errorf("miss row: %+v", l)
+			}
+		}
+		if hits != 1 {
+			t.Fatalf("%d hit rows in %+v", hits, rows)
+		}
+		resp, err := http.Get(e.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{`tollgate_cache_hits_total{model_group="gpt-4"} 1`, `tollgate_cache_misses_total{model_group="gpt-4"} 2`, "tollgate_cache_stores_total 2", "tollgate_cache_saved_usd_total{model_group=\"gpt-4\"} 0.0003"} {
+			if !strings.Contains(string(m), want) {
+				t.Errorf("metrics lack %q", want)
+			}
+		}
+	})
+}
+
+// TestCacheReplaysStreams: a streamed answer is stored once whole and
+// replayed as the same SSE events, for OpenAI and Anthropic clients.
+func TestCacheReplaysStreams(t *testing.T) {
+	tests := []struct{ name, path, body, event string }{
+		{"openai", "/v1/chat/completions", `{"model":"gpt-4","max_tokens":3,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, "data: [DONE]"},
+		{"anthropic", "/v1/messages", `{"model":"gpt-4","max_tokens":3,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, "event: message_stop"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
+			r1, b1 := rawPost(t, e, tt.path, "sk-1234", tt.body)
+			r2, b2 := rawPost(t, e, tt.path, "sk-1234", tt.body)
+			if r1.StatusCode != 200 || !isHit(r2) || b1 != b2 || upstreamCalls(e) != 1 {
+				t.Fatalf("%d hit=%v upstream calls %d\n%s\n---\n%s", r1.StatusCode, isHit(r2), upstreamCalls(e), b1, b2)
+			}
+			if ct := r2.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") || !strings.Contains(b2, tt.event) {
+				t.Fatalf("replay %q: %s", ct, b2)
+			}
+			// The whole answer asked for without a stream is another key.
+			if r3, _ := rawPost(t, e, tt.path, "sk-1234", strings.Replace(tt.body, `"stream":true,`, "", 1)); isHit(r3) {
+				t.Fatal("a whole answer was served from a stream's entry")
+			}
+		})
+	}
+}
+
+// TestCacheBrokenStreamIsNotStored: a stream the client abandons is never
+// stored half.
+func TestCacheBrokenStreamIsNotStored(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{Chunks: 50, ChunkDelay: 20 * time.Millisecond}, cacheOn)
+	body := `{"model":"gpt-4","max_tokens":3,"stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer sk-1234")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if _, err := resp.Body.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // gone mid-stream
+	waitFor(t, "the mock to see the stream abandoned", func() bool { return e.mock.Stats().StreamsAborted == 1 })
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", body); isHit(r) {
+		t.Fatal("a half stream was served from the cache")
+	}
+}
+
+// TestCacheRequestControls: no-cache skips the read (and stores), no-store
+// skips the write, s-maxage refuses older entries, a namespace is a cache
+// of its own, the Cache-Control header works as the body does, and a bad
+// cache member is a 400 that never reaches the upstream.
+func TestCacheRequestControls(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
+	with := func(ctl string) string {
+		return strings.Replace(chat3, `"max_tokens":3`, `"max_tokens":3,"cache":`+ctl, 1)
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(`{"no-store":true}`)); isHit(r) || upstreamCalls(e) != 1 {
+		t.Fatal("no-store: first call")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3); isHit(r) || upstreamCalls(e) != 2 {
+		t.Fatal("no-store stored its answer")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(`{"no-cache":true}`)); isHit(r) || upstreamCalls(e) != 3 {
+		t.Fatal("no-cache read the cache")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3, "Cache-Control", "no-cache"); isHit(r) || upstreamCalls(e) != 4 {
+		t.Fatal("Cache-Control: no-cache read the cache")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(`{"s-maxage":0}`)); isHit(r) {
+		t.Fatal("s-maxage 0 took an older entry")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(`{"s-maxage":3600}`)); !isHit(r) {
+		t.Fatal("s-maxage 3600 refused a fresh entry")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(`{"namespace":"evals"}`)); isHit(r) {
+		t.Fatal("a namespace shared the default's entry")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(`{"namespace":"evals"}`)); !isHit(r) {
+		t.Fatal("a namespace did not keep its own entry")
+	}
+	// ttl: the entry expires on its own (polled, not slept).
+	short := strings.Replace(chat3, "four", "five", 1)
+	short = strings.Replace(short, `"max_tokens":3`, `"max_tokens":3,"cache":{"ttl":1}`, 1)
+	rawPost(t, e, "/v1/chat/completions", "sk-1234", short)
+	waitFor(t, "a ttl 1 entry to expire", func() bool {
+		r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", short, "Cache-Control", "no-store")
+		return !isHit(r)
+	})
+	before := upstreamCalls(e)
+	for _, bad := range []string{`"x"`, `{"ttl":"soon"}`, `{"no-cache":"yes"}`, `{"bogus":1}`} {
+		r, b := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(bad))
+		if r.StatusCode != 400 || !strings.Contains(b, `"param":"cache"`) {
+			t.Errorf("cache %s: %d %s", bad, r.StatusCode, b)
+		}
+	}
+	if upstreamCalls(e) != before {
+		t.Fatal("a bad cache member reached the upstream")
+	}
+}
+
+// TestCacheIsScopedByTeam: a team's answer never reaches another team; a
+// second key of the same team shares it; cache_params.namespace shares
+// across teams; a key's metadata.cache turns the cache off for it.
+func TestCacheIsScopedByTeam(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
+	for _, team := range []string{"team-a", "team-b"} {
+		if resp, out := e.post(t, "/team/new", "sk-1234", `{"team_id":"`+team+`"}`); resp.StatusCode != 200 {
+			t.Fatalf("team: %d %v", resp.StatusCode, out)
+		}
+	}
+	a1 := newKey(t, e, `{"team_id":"team-a"}`)
+	a2 := newKey(t, e, `{"team_id":"team-a"}`)
+	b1 := newKey(t, e, `{"team_id":"team-b"}`)
+	off := newKey(t, e, `{"team_id":"team-a","metadata":{"cache":{"no-cache":true,"no-store":true}}}`)
+	solo1, solo2 := newKey(t, e, `{}`), newKey(t, e, `{}`)
+	rawPost(t, e, "/v1/chat/completions", a1, chat3)
+	if r, _ := rawPost(t, e, "/v1/chat/completions", b1, chat3); isHit(r) {
+		t.Fatal("team B got team A's answer")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", a2, chat3); !isHit(r) {
+		t.Fatal("a second key of team A missed its team's answer")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", off, chat3); isHit(r) || r.Header.Get("X-Litellm-Cache-Key") != "" {
+		t.Fatal("a key with the cache off used it")
+	}
+	rawPost(t, e, "/v1/chat/completions", solo1, chat3)
+	if r, _ := rawPost(t, e, "/v1/chat/completions", solo2, chat3); isHit(r) {
+		t.Fatal("a key without a team got another key's answer")
+	}
+
+	shared := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn+"  cache_params: {namespace: shared}\n")
+	for _, team := range []string{"team-a", "team-b"} {
+		shared.post(t, "/team/new", "sk-1234", `{"team_id":"`+team+`"}`)
+	}
+	sa, sb := newKey(t, shared, `{"team_id":"team-a"}`), newKey(t, shared, `{"team_id":"team-b"}`)
+	rawPost(t, shared, "/v1/chat/completions", sa, chat3)
+	if r, _ := rawPost(t, shared, "/v1/chat/completions", sb, chat3); !isHit(r) {
+		t.Fatal("the operator's shared namespace did not share")
+	}
+}
+
+// TestCacheModeDefaultOff: with mode default_off only requests that ask
+// with use-cache are cached.
+func TestCacheModeDefaultOff(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn+"  cache_params: {mode: default_off}\n")
+	rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3)
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3); isHit(r) {
+		t.Fatal("default_off cached a request that did not ask")
+	}
+	opt := strings.Replace(chat3, `"max_tokens":3`, `"max_tokens":3,"cache":{"use-cache":true}`, 1)
+	rawPost(t, e, "/v1/chat/completions", "sk-1234", opt)
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", opt); !isHit(r) {
+		t.Fatal("use-cache was not cached")
+	}
+}
+
+// TestCacheHitCountsRequestsNotTokens: a hit takes a place under rpm but
+// adds no tokens to tpm.
+func TestCacheHitCountsRequestsNotTokens(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
+	key := newKey(t, e, `{"rpm_limit":3,"tpm_limit":100000}`)
+	r1, _ := rawPost(t, e, "/v1/chat/completions", key, chat3)
+	var tokens []string
+	for range 2 {
+		r, _ := rawPost(t, e, "/v1/chat/completions", key, chat3)
+		if r.StatusCode != 200 || !isHit(r) {
+			t.Fatalf("hit: %d %v", r.StatusCode, isHit(r))
+		}
+		tokens = append(tokens, r.Header.Get("X-Ratelimit-Remaining-Tokens"))
+	}
+	if tokens[0] == "" || tokens[0] != tokens[1] {
+		t.Fatalf("a hit used tokens: remaining %q after the miss (%q), %q", tokens, r1.Header.Get("X-Ratelimit-Remaining-Tokens"), tokens)
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", key, chat3); r.StatusCode != 429 {
+		t.Fatalf("the fourth request in a minute of rpm 3: %d", r.StatusCode)
+	}
+}
+
+// TestCacheOnRedis: answers stored on the real Redis reach another
+// replica; a Redis that is down makes every request a miss that succeeds.
+func TestCacheOnRedis(t *testing.T) {
+	u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if u == "" {
+		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping the Redis cache test")
+	}
+	prefix := "cache-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	yaml := strings.Replace(pricedConfig, "general_settings:\n", "general_settings:\n  redis_url: "+u+"\n", 1) + cacheOn + "  cache_params: {type: redis, ttl: 60}\n"
+	st := sqliteStore(t)
+	a := startConfigWith(t, st, mockupstream.Options{}, yaml, Options{RedisPrefix: prefix})
+	b := startConfigWith(t, st, mockupstream.Options{}, yaml, Options{RedisPrefix: prefix})
+	r1, b1 := rawPost(t, a, "/v1/chat/completions", "sk-1234", chat3)
+	r2, b2 := rawPost(t, b, "/v1/chat/completions", "sk-1234", chat3)
+	if r1.StatusCode != 200 || !isHit(r2) || b1 != b2 || upstreamCalls(b) != 0 {
+		t.Fatalf("replica B: hit=%v upstream %d\n%s\n%s", isHit(r2), upstreamCalls(b), b1, b2)
+	}
+
+	for _, how := range []string{"cut", "black hole"} {
+		t.Run("redis down: "+how, func(t *testing.T) {
+			px, err := netsim.NewProxy(strings.Split(u, "/")[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if how == "cut" {
+				px.Cut()
+			} else {
+				px.BlackHole()
+			}
+			defer px.Cut()
+			down := strings.Replace(pricedConfig, "general_settings:\n", "general_settings:\n  redis_url: redis://"+px.Addr()+"/0\n", 1) + cacheOn + "  cache_params: {type: redis}\n"
+			e := startConfigWith(t, sqliteStore(t), mockupstream.Options{}, down, Options{RedisPrefix: prefix})
+			for i := range 3 {
+				if r, body := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3); r.StatusCode != 200 || isHit(r) {
+					t.Fatalf("request %d with Redis down: %d %s", i, r.StatusCode, body)
+				}
+			}
+			if upstreamCalls(e) != 3 {
+				t.Fatalf("upstream calls %d", upstreamCalls(e))
+			}
+		})
+	}
+}
