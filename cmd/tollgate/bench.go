@@ -19,7 +19,7 @@ import (
 
 func runBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	scenarios := fs.String("scenarios", "bare,plain,governed", "comma-separated: bare (a plain httputil.ReverseProxy, the floor), plain, governed (SQLite), traced (governed, traced over OTLP to the mock), logged (governed, sent to one generic_api callback on the mock: content captured and redacted), observed (both), governed-pg (PostgreSQL + Redis)")
+	scenarios := fs.String("scenarios", "bare,plain,governed", "comma-separated: bare (a plain httputil.ReverseProxy, the floor), plain, governed (SQLite), traced (governed, traced over OTLP to the mock), logged (governed, sent to one generic_api callback on the mock: content captured and redacted), observed (both), cached (governed with the response cache on: every request after the first a hit), cached-miss (every request a cache miss, stored), governed-pg (PostgreSQL + Redis)")
 	loads := fs.String("loads", "closed:50,rate:500,rate:2000", "comma-separated: closed:N connections or rate:R requests/s")
 	stream := fs.Bool("stream", false, "streaming requests")
 	both := fs.Bool("both", false, "run non-streaming and streaming")
