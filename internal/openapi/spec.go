@@ -175,6 +175,9 @@ func operations() []op {
 			ok: jsonResp("the member", object([]string{"team_id", "user_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": nullStr, "max_budget_in_team": nullNum}))},
 		op{method: "POST", path: "/team/member_delete", tag: "teams", summary: "Remove a member (a non-member is a 400)", body: object([]string{"team_id"}, obj{"team_id": str(""), "user_id": str(""), "user_email": str("")}), ok: jsonResp("the team", anyObj)},
 
+		op{method: "GET", path: "/cache/ping", tag: "cache", summary: "Whether the response cache answers (proxy_admin, proxy_admin_viewer); 503 when it is off or down", ok: jsonResp("healthy", object([]string{"status", "cache_type"}, obj{"status": str("healthy"), "cache_type": str("local or redis"), "ping_response": boolean}))},
+		op{method: "POST", path: "/cache/delete", tag: "cache", summary: "Delete cached answers by key (x-litellm-cache-key; proxy_admin)", body: object([]string{"keys"}, obj{"keys": arr(str(""))}), ok: jsonResp("done", object([]string{"status"}, obj{"status": str("success")}))},
+		op{method: "POST", path: "/cache/flushall", tag: "cache", summary: "Delete every cached answer (proxy_admin)", ok: jsonResp("done", object([]string{"status"}, obj{"status": str("success")}))},
 		op{method: "GET", path: "/audit/list", tag: "spend", summary: "Management writes, newest first", params: page, ok: jsonResp("the audit log", anyObj)},
 		op{method: "GET", path: "/spend/logs", tag: "spend", summary: "Spend-log rows, newest first, as LiteLLM_SpendLogs (a summary per day with start_date, end_date and summarize)", params: append(page, query("api_key", "", false), query("user_id", "", false), query("team_id", "", false),
 			query("end_user", "", false), query("request_id", "the upstream answer's id (chatcmpl-..., msg_...) or Tollgate's call id", false), query("start_date", "YYYY-MM-DD or RFC 3339", false), query("end_date", "YYYY-MM-DD (inclusive) or RFC 3339", false),

@@ -298,6 +298,12 @@ func TestCacheOnRedis(t *testing.T) {
 	if r1.StatusCode != 200 || !isHit(r2) || b1 != b2 || upstreamCalls(b) != 0 {
 		t.Fatalf("replica B: hit=%v upstream %d\n%s\n%s", isHit(r2), upstreamCalls(b), b1, b2)
 	}
+	if resp, out := a.post(t, "/cache/flushall", "sk-1234", ""); resp.StatusCode != 200 {
+		t.Fatalf("flushall: %d %v", resp.StatusCode, out)
+	}
+	if r, _ := rawPost(t, b, "/v1/chat/completions", "sk-1234", chat3); isHit(r) {
+		t.Fatal("an entry survived flushall on Redis")
+	}
 
 	for _, how := range []string{"cut", "black hole"} {
 		t.Run("redis down: "+how, func(t *testing.T) {
@@ -322,5 +328,86 @@ func TestCacheOnRedis(t *testing.T) {
 				t.Fatalf("upstream calls %d", upstreamCalls(e))
 			}
 		})
+	}
+}
+
+// TestCacheManagementRoutes: /cache/ping is for proxy_admin and
+// proxy_admin_viewer, /cache/delete and /cache/flushall for proxy_admin
+// only; delete and flushall empty the cache; with the cache off every
+// route is a 503.
+func TestCacheManagementRoutes(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
+	keyOf := func(role string) string {
+		_, out := e.post(t, "/user/new", "sk-1234", `{"user_role": "`+role+`"}`)
+		k, _ := out["key"].(string)
+		if k == "" {
+			t.Fatalf("/user/new %s: %v", role, out)
+		}
+		return k
+	}
+	call := func(method, path, key, body string) int {
+		req, _ := http.NewRequest(method, e.url+path, strings.NewReader(body))
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tests := []struct {
+		role, key           string
+		ping, delete, flush int
+	}{
+		{"no key", "", 401, 401, 401},
+		{"internal_user", keyOf("internal_user"), 403, 403, 403},
+		{"internal_user_viewer", keyOf("internal_user_viewer"), 403, 403, 403},
+		{"proxy_admin_viewer", keyOf("proxy_admin_viewer"), 200, 403, 403},
+		{"proxy_admin", keyOf("proxy_admin"), 200, 200, 200},
+		{"master key", "sk-1234", 200, 200, 200},
+	}
+	for _, tt := range tests {
+		if got := call("GET", "/cache/ping", tt.key, ""); got != tt.ping {
+			t.Errorf("%s /cache/ping: %d, want %d", tt.role, got, tt.ping)
+		}
+		if got := call("POST", "/cache/delete", tt.key, `{"keys":["nothing"]}`); got != tt.delete {
+			t.Errorf("%s /cache/delete: %d, want %d", tt.role, got, tt.delete)
+		}
+		if got := call("POST", "/cache/flushall", tt.key, ""); got != tt.flush {
+			t.Errorf("%s /cache/flushall: %d, want %d", tt.role, got, tt.flush)
+		}
+	}
+	r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3)
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3); !isHit(r) {
+		t.Fatal("not cached")
+	}
+	if got := call("POST", "/cache/delete", "sk-1234", `{"keys":["`+r.Header.Get("X-Litellm-Cache-Key")+`"]}`); got != 200 {
+		t.Fatalf("delete: %d", got)
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3); isHit(r) {
+		t.Fatal("a deleted entry was served")
+	}
+	if got := call("POST", "/cache/flushall", "sk-1234", ""); got != 200 {
+		t.Fatalf("flushall: %d", got)
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3); isHit(r) {
+		t.Fatal("an entry survived flushall")
+	}
+	if got := call("POST", "/cache/delete", "sk-1234", `{}`); got != 400 {
+		t.Fatalf("delete without keys: %d", got)
+	}
+
+	off := startSpend(t, sqliteStore(t), mockupstream.Options{}, "")
+	req, _ := http.NewRequest("GET", off.url+"/cache/ping", nil)
+	req.Header.Set("Authorization", "Bearer sk-1234")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("/cache/ping with the cache off: %d", resp.StatusCode)
 	}
 }

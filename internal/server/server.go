@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/cache"
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
@@ -331,7 +332,11 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Store != nil {
 		// Files and batches need the store: it records who owns each.
 		s.gw.RegisterFiles(s, opts.Store, books)
-		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithModels(&admin.Models{
+		var cb cache.Backend
+		if gopts.Cache != nil {
+			cb = gopts.Cache.Backend
+		}
+		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithCache(cb).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,
 			State: func(id string) (time.Time, bool) {
