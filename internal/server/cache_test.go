@@ -40,6 +40,34 @@ func rawPost(t *testing.T, e *spendEnv, path, key, body string, headers ...strin
 
 func upstreamCalls(e *spendEnv) int64 { return e.mock.Stats().Requests }
 
+// cacheStores reads tollgate_cache_stores_total from /metrics.
+func cacheStores(t *testing.T, e *spendEnv) int {
+	t.Helper()
+	resp, err := http.Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "tollgate_cache_stores_total "); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
+}
+
+// storing posts a request whose answer is to be stored and waits until
+// it is: the answer reaches the client before the cache is written.
+func storing(t *testing.T, e *spendEnv, path, key, body string, headers ...string) (*http.Response, string) {
+	t.Helper()
+	n := cacheStores(t, e)
+	r, b := rawPost(t, e, path, key, body, headers...)
+	waitFor(t, "the answer to be stored", func() bool { return cacheStores(t, e) > n })
+	return r, b
+}
+
 func isHit(resp *http.Response) bool { return resp.Header.Get("X-Tollgate-Cache-Hit") == "true" }
 
 // TestCacheHitServesWithoutUpstream: the second identical request is
@@ -50,7 +78,7 @@ func isHit(resp *http.Response) bool { return resp.Header.Get("X-Tollgate-Cache-
 func TestCacheHitServesWithoutUpstream(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store) {
 		e := startSpend(t, st, mockupstream.Options{}, cacheOn)
-		r1, b1 := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3)
+		r1, b1 := storing(t, e, "/v1/chat/completions", "sk-1234", chat3)
 		if r1.StatusCode != 200 || isHit(r1) || r1.Header.Get("X-Litellm-Cache-Key") == "" {
 			t.Fatalf("first: %d hit=%v key=%q %s", r1.StatusCode, isHit(r1), r1.Header.Get("X-Litellm-Cache-Key"), b1)
 		}
@@ -88,6 +116,7 @@ func TestCacheHitServesWithoutUpstream(t *testing.T) {
 		if hits != 1 {
 			t.Fatalf("%d hit rows in %+v", hits, rows)
 		}
+		waitFor(t, "two answers stored", func() bool { return cacheStores(t, e) == 2 })
 		resp, err := http.Get(e.url + "/metrics")
 		if err != nil {
 			t.Fatal(err)
@@ -112,7 +141,7 @@ func TestCacheReplaysStreams(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
-			r1, b1 := rawPost(t, e, tt.path, "sk-1234", tt.body)
+			r1, b1 := storing(t, e, tt.path, "sk-1234", tt.body)
 			r2, b2 := rawPost(t, e, tt.path, "sk-1234", tt.body)
 			if r1.StatusCode != 200 || !isHit(r2) || b1 != b2 || upstreamCalls(e) != 1 {
 				t.Fatalf("%d hit=%v upstream calls %d\n%s\n---\n%s", r1.StatusCode, isHit(r2), upstreamCalls(e), b1, b2)
@@ -177,7 +206,7 @@ func TestCacheRequestControls(t *testing.T) {
 	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(`{"s-maxage":3600}`)); !isHit(r) {
 		t.Fatal("s-maxage 3600 refused a fresh entry")
 	}
-	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(`{"namespace":"evals"}`)); isHit(r) {
+	if r, _ := storing(t, e, "/v1/chat/completions", "sk-1234", with(`{"namespace":"evals"}`)); isHit(r) {
 		t.Fatal("a namespace shared the default's entry")
 	}
 	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", with(`{"namespace":"evals"}`)); !isHit(r) {
@@ -186,7 +215,7 @@ func TestCacheRequestControls(t *testing.T) {
 	// ttl: the entry expires on its own (polled, not slept).
 	short := strings.Replace(chat3, "four", "five", 1)
 	short = strings.Replace(short, `"max_tokens":3`, `"max_tokens":3,"cache":{"ttl":1}`, 1)
-	rawPost(t, e, "/v1/chat/completions", "sk-1234", short)
+	storing(t, e, "/v1/chat/completions", "sk-1234", short)
 	waitFor(t, "a ttl 1 entry to expire", func() bool {
 		r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", short, "Cache-Control", "no-store")
 		return !isHit(r)
@@ -218,7 +247,7 @@ func TestCacheIsScopedByTeam(t *testing.T) {
 	b1 := newKey(t, e, `{"team_id":"team-b"}`)
 	off := newKey(t, e, `{"team_id":"team-a","metadata":{"cache":{"no-cache":true,"no-store":true}}}`)
 	solo1, solo2 := newKey(t, e, `{}`), newKey(t, e, `{}`)
-	rawPost(t, e, "/v1/chat/completions", a1, chat3)
+	storing(t, e, "/v1/chat/completions", a1, chat3)
 	if r, _ := rawPost(t, e, "/v1/chat/completions", b1, chat3); isHit(r) {
 		t.Fatal("team B got team A's answer")
 	}
@@ -238,7 +267,7 @@ func TestCacheIsScopedByTeam(t *testing.T) {
 		shared.post(t, "/team/new", "sk-1234", `{"team_id":"`+team+`"}`)
 	}
 	sa, sb := newKey(t, shared, `{"team_id":"team-a"}`), newKey(t, shared, `{"team_id":"team-b"}`)
-	rawPost(t, shared, "/v1/chat/completions", sa, chat3)
+	storing(t, shared, "/v1/chat/completions", sa, chat3)
 	if r, _ := rawPost(t, shared, "/v1/chat/completions", sb, chat3); !isHit(r) {
 		t.Fatal("the operator's shared namespace did not share")
 	}
@@ -253,7 +282,7 @@ func TestCacheModeDefaultOff(t *testing.T) {
 		t.Fatal("default_off cached a request that did not ask")
 	}
 	opt := strings.Replace(chat3, `"max_tokens":3`, `"max_tokens":3,"cache":{"use-cache":true}`, 1)
-	rawPost(t, e, "/v1/chat/completions", "sk-1234", opt)
+	storing(t, e, "/v1/chat/completions", "sk-1234", opt)
 	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", opt); !isHit(r) {
 		t.Fatal("use-cache was not cached")
 	}
@@ -264,7 +293,7 @@ func TestCacheModeDefaultOff(t *testing.T) {
 func TestCacheHitCountsRequestsNotTokens(t *testing.T) {
 	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
 	key := newKey(t, e, `{"rpm_limit":3,"tpm_limit":100000}`)
-	r1, _ := rawPost(t, e, "/v1/chat/completions", key, chat3)
+	r1, _ := storing(t, e, "/v1/chat/completions", key, chat3)
 	var tokens []string
 	for range 2 {
 		r, _ := rawPost(t, e, "/v1/chat/completions", key, chat3)
@@ -293,7 +322,7 @@ func TestCacheOnRedis(t *testing.T) {
 	st := sqliteStore(t)
 	a := startConfigWith(t, st, mockupstream.Options{}, yaml, Options{RedisPrefix: prefix})
 	b := startConfigWith(t, st, mockupstream.Options{}, yaml, Options{RedisPrefix: prefix})
-	r1, b1 := rawPost(t, a, "/v1/chat/completions", "sk-1234", chat3)
+	r1, b1 := storing(t, a, "/v1/chat/completions", "sk-1234", chat3)
 	r2, b2 := rawPost(t, b, "/v1/chat/completions", "sk-1234", chat3)
 	if r1.StatusCode != 200 || !isHit(r2) || b1 != b2 || upstreamCalls(b) != 0 {
 		t.Fatalf("replica B: hit=%v upstream %d\n%s\n%s", isHit(r2), upstreamCalls(b), b1, b2)
@@ -379,7 +408,7 @@ func TestCacheManagementRoutes(t *testing.T) {
 			t.Errorf("%s /cache/flushall: %d, want %d", tt.role, got, tt.flush)
 		}
 	}
-	r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3)
+	r, _ := storing(t, e, "/v1/chat/completions", "sk-1234", chat3)
 	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3); !isHit(r) {
 		t.Fatal("not cached")
 	}
