@@ -78,3 +78,45 @@ func TestEntryRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestIndexFindsTheNearestAboveThreshold(t *testing.T) {
+	x := NewIndex(3)
+	x.Add("p", []float32{1, 0}, "east")
+	x.Add("p", []float32{0, 1}, "north")
+	x.Add("q", []float32{1, 0}, "other-partition")
+	if k, sim, ok := x.Nearest("p", []float32{0.9, 0.1}, 0.95); !ok || k != "east" || sim < 0.95 {
+		t.Fatalf("nearest: %q %v %v", k, sim, ok)
+	}
+	if _, _, ok := x.Nearest("p", []float32{1, 1}, 0.95); ok {
+		t.Fatal("a vector below the threshold matched")
+	}
+	if _, _, ok := x.Nearest("r", []float32{1, 0}, 0.5); ok {
+		t.Fatal("a partition with no vectors matched")
+	}
+	x.Add("p", []float32{-1, 0}, "west") // the fourth: the oldest (east) goes
+	if x.Len() != 3 {
+		t.Fatalf("index holds %d, bound 3", x.Len())
+	}
+	if k, _, ok := x.Nearest("p", []float32{1, 0}, 0.99); ok {
+		t.Fatalf("an evicted vector matched: %q", k)
+	}
+	if _, _, ok := x.Nearest("p", []float32{0, 0}, 0); ok {
+		t.Fatal("a zero vector matched")
+	}
+}
+
+// BenchmarkIndexNearest is a semantic lookup that misses at the index's
+// default bound: 2,000 vectors of 1,536 dimensions in one partition.
+func BenchmarkIndexNearest(b *testing.B) {
+	x := NewIndex(DefaultIndexSize)
+	v := make([]float32, 1536)
+	for i := range DefaultIndexSize {
+		for j := range v {
+			v[j] = float32((i*31+j*17)%97) - 48
+		}
+		x.Add("p", v, fmt.Sprint(i))
+	}
+	for b.Loop() {
+		x.Nearest("p", v, 1.1)
+	}
+}

@@ -236,8 +236,14 @@ type LiteLLMSettings struct {
 // CacheParams is LiteLLM's litellm_settings.cache_params.
 type CacheParams struct {
 	// Type is local (in process, the default) or redis (the gateway's
-	// Redis, redis_url).
+	// Redis, redis_url); redis-semantic and local-semantic add the
+	// semantic cache to them.
 	Type string `yaml:"type"`
+	// SimilarityThreshold and RedisSemanticCacheEmbeddingModel configure
+	// the semantic cache: the cosine similarity a prior prompt needs, and
+	// the model group that embeds prompts.
+	SimilarityThreshold              *float64 `yaml:"similarity_threshold"`
+	RedisSemanticCacheEmbeddingModel string   `yaml:"redis_semantic_cache_embedding_model"`
 	// TTL is how long an answer is kept (default 600 s);
 	// default_in_memory_ttl and default_in_redis_ttl override it for their
 	// type.

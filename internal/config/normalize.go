@@ -108,8 +108,15 @@ func (n *normalizer) run() error {
 	if cp := c.LiteLLMSettings.CacheParams; cp != nil {
 		switch cp.Type {
 		case "", "local", "redis":
+		case "redis-semantic", "local-semantic":
+			if cp.RedisSemanticCacheEmbeddingModel == "" {
+				return n.errorf("$.litellm_settings.cache_params.type", "cache_params.type %s needs redis_semantic_cache_embedding_model: the model_list model_name that embeds prompts", cp.Type)
+			}
+			if t := cp.SimilarityThreshold; t == nil || *t <= 0 || *t > 1 {
+				return n.errorf("$.litellm_settings.cache_params.type", "cache_params.type %s needs similarity_threshold, above 0 and at most 1", cp.Type)
+			}
 		default:
-			return n.errorf("$.litellm_settings.cache_params.type", "cache_params.type %q is not served (valid: local, redis)", cp.Type)
+			return n.errorf("$.litellm_settings.cache_params.type", "cache_params.type %q is not served (valid: local, redis, redis-semantic, local-semantic)", cp.Type)
 		}
 		switch cp.Mode {
 		case "", "default_on", "default_off":

@@ -35,6 +35,8 @@ type Cache struct {
 	// ChargeHits books a hit at its answer's stored cost; else hits are free.
 	ChargeHits bool
 	Metrics    *metrics.Metrics // nil: not counted
+	// Semantic, when set, finds answers to similar prompts too (semantic.go).
+	Semantic *Semantic
 }
 
 // Response headers of a cached call. x-litellm-cache-key is LiteLLM's;
@@ -42,6 +44,8 @@ type Cache struct {
 const (
 	hdrCacheKey = "X-Litellm-Cache-Key"
 	hdrCacheHit = "X-Tollgate-Cache-Hit"
+	// hdrCacheSimilarity is a semantic hit's cosine similarity.
+	hdrCacheSimilarity = "X-Tollgate-Cache-Similarity"
 )
 
 // cacheCallTypes maps the operations the cache serves to the LiteLLM call
@@ -72,6 +76,10 @@ type cacheState struct {
 	ctl cacheControls
 	rec *answerRecorder
 	hit *cache.Entry
+	// sem is the prompt's embedding and partition, to index the answer
+	// under once stored; similarity that of a semantic hit.
+	sem        *semanticPrompt
+	similarity float64
 }
 
 // readCacheControls reads the body's cache member (and the Cache-Control
@@ -223,10 +231,14 @@ func (c *call) fromCache() bool {
 			}
 			e = nil
 		}
-		if e != nil && (st.ctl.sMaxAge < 0 || time.Since(e.Stored) <= time.Duration(st.ctl.sMaxAge)*time.Second) {
-			if c.serveHit(e) {
-				return true
-			}
+		fresh := func(e *cache.Entry) bool {
+			return e != nil && (st.ctl.sMaxAge < 0 || time.Since(e.Stored) <= time.Duration(st.ctl.sMaxAge)*time.Second)
+		}
+		if fresh(e) && c.serveHit(e) {
+			return true
+		}
+		if e = c.semanticLookup(); fresh(e) && c.serveHit(e) {
+			return true
 		}
 	}
 	if cc.Metrics != nil {
@@ -264,6 +276,9 @@ func (c *call) serveHit(e *cache.Entry) bool {
 	h := c.w.Header()
 	h.Set("Content-Type", e.ContentType)
 	h.Set(hdrCacheHit, "true")
+	if st.similarity > 0 {
+		h.Set(hdrCacheSimilarity, strconv.FormatFloat(st.similarity, 'f', 4, 64))
+	}
 	setBoth(h, hdrCost, llmCost, strconv.FormatFloat(cost, 'g', -1, 64))
 	if books != nil {
 		books.BookUnheld(c.p, store.SpendLog{RequestID: c.id, ResponseID: c.res.id, CallType: callType(c.op), EndUser: c.req.user,
@@ -344,6 +359,9 @@ func (c *call) storeAnswer(err error) {
 	}
 	if cc.Metrics != nil {
 		cc.Metrics.CacheStored(len(e.Body))
+	}
+	if st.sem != nil {
+		cc.Semantic.Index.Add(st.sem.part, st.sem.vec, st.key)
 	}
 }
 

@@ -44,7 +44,7 @@ func newCache(cfg *config.Config, opts Options, rc *rscript.Runner, m *metrics.M
 		}
 	}
 	switch cp.Type {
-	case "redis":
+	case "redis", "redis-semantic":
 		if rc == nil {
 			return nil, errors.New("litellm_settings.cache_params.type is redis, and no redis_url (or REDIS_URL) names the gateway's Redis")
 		}
@@ -65,6 +65,9 @@ func newCache(cfg *config.Config, opts Options, rc *rscript.Runner, m *metrics.M
 			size = *cp.MaxBytes
 		}
 		c.Backend = cache.NewLocal(size)
+	}
+	if cp.Type == "redis-semantic" || cp.Type == "local-semantic" {
+		c.Semantic = &gateway.Semantic{Model: cp.RedisSemanticCacheEmbeddingModel, Threshold: *cp.SimilarityThreshold, Index: cache.NewIndex(0)}
 	}
 	opts.Logger.Info("response cache on", "type", c.Backend.Name(), "ttl", c.TTL, "namespace", c.Namespace, "mode", cp.Mode)
 	return c, nil

@@ -2,11 +2,15 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -438,5 +442,57 @@ func TestCacheManagementRoutes(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 503 {
 		t.Fatalf("/cache/ping with the cache off: %d", resp.StatusCode)
+	}
+}
+
+// TestSemanticCache: with type local-semantic, a prompt whose embedding is
+// at least similarity_threshold similar to a stored one is served its
+// answer; a dissimilar prompt, or the same prompt with another
+// temperature, is not; an embedding deployment that fails is a miss.
+func TestSemanticCache(t *testing.T) {
+	var embedFail atomic.Bool
+	emb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Input string }
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		if embedFail.Load() {
+			http.Error(w, `{"error":{"message":"down"}}`, 500)
+			return
+		}
+		vec := "[0, 0, 1]"
+		switch {
+		case strings.Contains(req.Input, "capital of France"):
+			vec = "[1, 0, 0]"
+		case strings.Contains(req.Input, "France's capital"):
+			vec = "[0.98, 0.2, 0]"
+		case strings.Contains(req.Input, "weather"):
+			vec = "[0, 1, 0]"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"object":"list","data":[{"object":"embedding","index":0,"embedding":%s}],"model":"e","usage":{"prompt_tokens":1,"total_tokens":1}}`, vec)
+	}))
+	defer emb.Close()
+	models := "  - model_name: embedder\n    litellm_params: {model: openai/text-embedding-3-small, api_base: \"" + emb.URL + "\"}\n"
+	e := startSpendWith(t, sqliteStore(t), mockupstream.Options{}, models,
+		cacheOn+"  cache_params: {type: local-semantic, similarity_threshold: 0.9, redis_semantic_cache_embedding_model: embedder}\n", Options{})
+	ask := func(q, extra string) string {
+		return `{"model":"gpt-4","max_tokens":3` + extra + `,"messages":[{"role":"user","content":"` + q + `"}]}`
+	}
+	_, b1 := storing(t, e, "/v1/chat/completions", "sk-1234", ask("What is the capital of France?", ""))
+	r2, b2 := rawPost(t, e, "/v1/chat/completions", "sk-1234", ask("Tell me France's capital", ""))
+	if !isHit(r2) || b2 != b1 || upstreamCalls(e) != 1 {
+		t.Fatalf("similar prompt: hit=%v upstream %d", isHit(r2), upstreamCalls(e))
+	}
+	if sim, _ := strconv.ParseFloat(r2.Header.Get("X-Tollgate-Cache-Similarity"), 64); sim < 0.9 || sim >= 1 {
+		t.Fatalf("similarity header %q", r2.Header.Get("X-Tollgate-Cache-Similarity"))
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", ask("How is the weather?", "")); isHit(r) {
+		t.Fatal("a dissimilar prompt was served another's answer")
+	}
+	if r, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", ask("Tell me France's capital", `,"temperature":1`)); isHit(r) {
+		t.Fatal("another temperature was served the answer")
+	}
+	embedFail.Store(true)
+	if r, body := rawPost(t, e, "/v1/chat/completions", "sk-1234", ask("Where is France's capital", "")); r.StatusCode != 200 || isHit(r) {
+		t.Fatalf("with the embedder down: %d hit=%v %s", r.StatusCode, isHit(r), body)
 	}
 }
