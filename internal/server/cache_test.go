@@ -496,3 +496,57 @@ func TestSemanticCache(t *testing.T) {
 		t.Fatalf("with the embedder down: %d hit=%v %s", r.StatusCode, isHit(r), body)
 	}
 }
+
+// TestCacheChargeHitsAndPayloads: with charge_hits a hit is booked at its
+// stored cost (and saves nothing); the logging callback's payloads carry
+// LiteLLM's cache_hit and cache_key.
+func TestCacheChargeHitsAndPayloads(t *testing.T) {
+	hook := &receiver{}
+	hs := httptest.NewServer(hook)
+	defer hs.Close()
+	st := sqliteStore(t)
+	e := startSpend(t, st, mockupstream.Options{}, cacheOn+"  cache_params: {charge_hits: true}\n  callbacks: [\"hook\"]\ncallback_settings:\n  hook: {callback_type: generic_api, endpoint: \""+hs.URL+"\", log_format: single}\n")
+	r1, _ := storing(t, e, "/v1/chat/completions", "sk-1234", chat3)
+	r2, _ := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3)
+	if !isHit(r2) || r2.Header.Get("X-Litellm-Response-Cost") != r1.Header.Get("X-Litellm-Response-Cost") || r1.Header.Get("X-Litellm-Response-Cost") == "0" {
+		t.Fatalf("charged hit: hit=%v cost %q, miss cost %q", isHit(r2), r2.Header.Get("X-Litellm-Response-Cost"), r1.Header.Get("X-Litellm-Response-Cost"))
+	}
+	var rows []store.SpendLog
+	waitFor(t, "two spend rows", func() bool {
+		rows, _, _ = st.ListSpendLogs(context.Background(), store.SpendFilter{})
+		return len(rows) == 2
+	})
+	for _, l := range rows {
+		if l.CacheHit && (l.Cost <= 0 || l.SavedCost != 0) {
+			t.Errorf("charged hit row: %+v", l)
+		}
+	}
+	var hits, misses int
+	waitFor(t, "two payloads", func() bool {
+		hook.mu.Lock()
+		defer hook.mu.Unlock()
+		hits, misses = 0, 0
+		for _, b := range hook.bodies {
+			var p struct {
+				CacheHit *bool   `json:"cache_hit"`
+				CacheKey *string `json:"cache_key"`
+			}
+			if json.Unmarshal(b, &p) != nil {
+				var list []json.RawMessage
+				if json.Unmarshal(b, &list) == nil && len(list) > 0 {
+					_ = json.Unmarshal(list[0], &p)
+				}
+			}
+			switch {
+			case p.CacheHit != nil && *p.CacheHit && p.CacheKey != nil && *p.CacheKey == r2.Header.Get("X-Litellm-Cache-Key"):
+				hits++
+			case p.CacheHit != nil && !*p.CacheHit:
+				misses++
+			}
+		}
+		return hits+misses >= 2
+	})
+	if hits != 1 || misses != 1 {
+		t.Fatalf("payloads: %d hits, %d misses", hits, misses)
+	}
+}
