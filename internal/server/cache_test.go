@@ -550,3 +550,17 @@ func TestCacheChargeHitsAndPayloads(t *testing.T) {
 		t.Fatalf("payloads: %d hits, %d misses", hits, misses)
 	}
 }
+
+// TestCacheSkipsAnswersOverMaxEntryBytes: an answer larger than
+// max_entry_bytes is served and not stored.
+func TestCacheSkipsAnswersOverMaxEntryBytes(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn+"  cache_params: {max_entry_bytes: 64}\n")
+	for i := range 2 {
+		if r, b := rawPost(t, e, "/v1/chat/completions", "sk-1234", chat3); r.StatusCode != 200 || isHit(r) || len(b) <= 64 {
+			t.Fatalf("request %d: %d hit=%v %d bytes", i, r.StatusCode, isHit(r), len(b))
+		}
+	}
+	if n := cacheStores(t, e); n != 0 || upstreamCalls(e) != 2 {
+		t.Fatalf("%d stores, %d upstream calls", n, upstreamCalls(e))
+	}
+}
