@@ -18,6 +18,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/cache"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/jsonbody"
@@ -43,6 +44,8 @@ type API struct {
 	shared *ledger.Shared
 	// keyHook is general_settings.custom_key_generate.
 	keyHook *hooks.Hook
+	// cache is the response cache /cache/* manage; nil: the cache is off.
+	cache cache.Backend
 }
 
 // WithKeyHook makes /key/generate ask hook first.
@@ -99,6 +102,7 @@ func (a *API) Register(mux Mux) {
 	mux.Handle("GET /audit/list", a.route(readAll, a.auditList))
 	a.registerSpend(mux)
 	a.registerModels(mux)
+	a.registerCache(mux)
 }
 
 // route authenticates the caller and checks its role before h runs.

@@ -261,6 +261,9 @@ type spendLogRow struct {
 	ReportedCompletionTokens int64  `json:"reported_completion_tokens"`
 	UsageClamped             bool   `json:"usage_clamped"`
 	UsageEstimated           bool   `json:"usage_estimated"`
+	// SavedCost is what a cache hit would have cost at its deployment's
+	// price (LiteLLM's saved_cache_cost); 0 for every other row.
+	SavedCost float64 `json:"saved_cache_cost"`
 	// ContentOmitted: messages and response were left out of this row to
 	// keep the answer within spendLogsContentBytes.
 	ContentOmitted bool `json:"content_omitted,omitempty"`
@@ -285,13 +288,16 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 		CustomLLMProvider: l.Provider, User: l.UserID, TeamID: l.TeamID, EndUser: l.EndUser,
 		Metadata: map[string]any{"user_api_key": l.KeyHash, "user_api_key_user_id": l.UserID, "user_api_key_team_id": l.TeamID,
 			"status": status, "tollgate_call_id": l.RequestID},
-		CacheHit: "False", RequestTags: l.RequestTags, Messages: l.Messages, Response: l.Response, Status: status,
+		CacheHit: "False", CacheKey: l.CacheKey, SavedCost: l.SavedCost, RequestTags: l.RequestTags, Messages: l.Messages, Response: l.Response, Status: status,
 		CallID: l.RequestID, HTTPStatus: l.Status, LatencyMS: l.LatencyMS, CachedTokens: l.CachedTokens,
 		ReportedPromptTokens: l.ReportedPromptTokens, ReportedCompletionTokens: l.ReportedCompletionTokens,
 		UsageClamped: l.UsageClamped, UsageEstimated: l.UsageEstimated, ContentOmitted: l.ContentOmitted,
 	}
 	if row.RequestTags == nil {
 		row.RequestTags = []string{}
+	}
+	if l.CacheHit {
+		row.CacheHit = "True"
 	}
 	if len(row.Messages) == 0 {
 		row.Messages = emptyObject

@@ -32,7 +32,7 @@ import (
 // Options choose what to run.
 type Options struct {
 	Bin       string        // the tollgate binary
-	Scenarios []string      // floor (always run), bare, plain, governed, traced, logged, observed, governed-pg, pyhook, pyhook-cached
+	Scenarios []string      // floor (always run), bare, plain, governed, traced, logged, observed, cached, cached-miss, governed-pg, pyhook, pyhook-cached
 	Loads     []string      // closed:N (N connections) or rate:R (R requests/s)
 	Stream    bool          // streaming requests
 	Duration  time.Duration // per run
@@ -355,6 +355,16 @@ callback_settings:
     callback_type: generic_api
     endpoint: %q
 `, upstream+mockupstream.CallbackPath)
+	case "cached", "cached-miss":
+		// governed, with the local response cache on: the benchmark's one
+		// prompt is a hit after the first request (cached); with a TTL of
+		// a microsecond every request misses, goes upstream and is stored
+		// (cached-miss).
+		ttl := ""
+		if scenario == "cached-miss" {
+			ttl = "  cache_params: {ttl: 0.000001}\n"
+		}
+		return c + "general_settings:\n  master_key: sk-bench-master\nlitellm_settings:\n  cache: true\n" + ttl
 	case "governed-pg":
 		return c + fmt.Sprintf("general_settings:\n  master_key: sk-bench-master\n  database_url: %q\n  redis_url: %q\n", o.PGURL, o.RedisURL)
 	case "pyhook", "pyhook-cached":

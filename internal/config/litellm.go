@@ -243,6 +243,55 @@ type LiteLLMSettings struct {
 	// payloads each logging callback's queue holds before it drops
 	// (default 64 MiB; at least 1 MiB).
 	CallbackQueueMaxBytes *int `yaml:"callback_queue_max_bytes"`
+	// Cache turns the response cache on (docs/caching.md); CacheParams
+	// says where it lives and what it caches.
+	Cache       bool         `yaml:"cache"`
+	CacheParams *CacheParams `yaml:"cache_params"`
+}
+
+// CacheParams is LiteLLM's litellm_settings.cache_params.
+type CacheParams struct {
+	// Type is local (in process, the default) or redis (the gateway's
+	// Redis, redis_url); redis-semantic and local-semantic add the
+	// semantic cache to them.
+	Type string `yaml:"type"`
+	// SimilarityThreshold and RedisSemanticCacheEmbeddingModel configure
+	// the semantic cache: the cosine similarity a prior prompt needs, and
+	// the model group that embeds prompts.
+	SimilarityThreshold              *float64 `yaml:"similarity_threshold"`
+	RedisSemanticCacheEmbeddingModel string   `yaml:"redis_semantic_cache_embedding_model"`
+	// TTL is how long an answer is kept (default 600 s);
+	// default_in_memory_ttl and default_in_redis_ttl override it for their
+	// type.
+	TTL                *Seconds `yaml:"ttl"`
+	DefaultInMemoryTTL *Seconds `yaml:"default_in_memory_ttl"`
+	DefaultInRedisTTL  *Seconds `yaml:"default_in_redis_ttl"`
+	// Namespace, when set, is shared by every key and team: their cached
+	// answers reach each other. Without it each team (or key without a
+	// team) has its own.
+	Namespace string `yaml:"namespace"`
+	// SupportedCallTypes are LiteLLM's call types cached (completion,
+	// acompletion, text_completion, atext_completion, embedding,
+	// aembedding, anthropic_messages, rerank, arerank); all of those when
+	// empty.
+	SupportedCallTypes []string `yaml:"supported_call_types"`
+	// Mode default_off caches only requests that ask with
+	// cache: {"use-cache": true}; default_on (or empty) caches all.
+	Mode string `yaml:"mode"`
+	// Host, Port and Password name LiteLLM's cache Redis; Tollgate's cache
+	// uses the gateway's own Redis (redis_url), and warns when these name
+	// another.
+	Host     EnvString `yaml:"host"`
+	Port     any       `yaml:"port"`
+	Password EnvString `yaml:"password"`
+	// MaxBytes bounds the local cache's entries, in bytes (default 256 MiB);
+	// MaxEntryBytes the answer one entry may hold (default 1 MiB): larger
+	// answers are not stored. Tollgate's.
+	MaxBytes      *int64 `yaml:"max_bytes"`
+	MaxEntryBytes *int64 `yaml:"max_entry_bytes"`
+	// ChargeHits books a hit at what its answer cost when it was stored,
+	// instead of nothing. Tollgate's.
+	ChargeHits bool `yaml:"charge_hits"`
 }
 
 // CallbackSettings is one entry of LiteLLM's callback_settings. With
@@ -320,3 +369,9 @@ var (
 	LangfuseCallbacks = []string{"langfuse", "langfuse_otel"}
 	MetricsCallbacks  = []string{"prometheus"}
 )
+
+// CacheCallTypes are the LiteLLM call types the response cache serves.
+var CacheCallTypes = map[string]bool{
+	"completion": true, "acompletion": true, "text_completion": true, "atext_completion": true,
+	"embedding": true, "aembedding": true, "anthropic_messages": true, "rerank": true, "arerank": true,
+}

@@ -106,6 +106,36 @@ func (n *normalizer) run() error {
 	default:
 		return n.errorf("$.litellm_settings.budget_on_redis_failure", "unknown budget_on_redis_failure %q (valid: share, fail_closed)", c.LiteLLMSettings.BudgetOnRedisFailure)
 	}
+	if cp := c.LiteLLMSettings.CacheParams; cp != nil {
+		switch cp.Type {
+		case "", "local", "redis":
+		case "redis-semantic", "local-semantic":
+			if cp.RedisSemanticCacheEmbeddingModel == "" {
+				return n.errorf("$.litellm_settings.cache_params.type", "cache_params.type %s needs redis_semantic_cache_embedding_model: the model_list model_name that embeds prompts", cp.Type)
+			}
+			if t := cp.SimilarityThreshold; t == nil || *t <= 0 || *t > 1 {
+				return n.errorf("$.litellm_settings.cache_params.type", "cache_params.type %s needs similarity_threshold, above 0 and at most 1", cp.Type)
+			}
+		default:
+			return n.errorf("$.litellm_settings.cache_params.type", "cache_params.type %q is not served (valid: local, redis, redis-semantic, local-semantic)", cp.Type)
+		}
+		switch cp.Mode {
+		case "", "default_on", "default_off":
+		default:
+			return n.errorf("$.litellm_settings.cache_params.mode", "unknown cache_params.mode %q (valid: default_on, default_off)", cp.Mode)
+		}
+		for _, t := range cp.SupportedCallTypes {
+			if !CacheCallTypes[t] {
+				return n.errorf("$.litellm_settings.cache_params.supported_call_types", "supported_call_types: %q is not a call type Tollgate caches (valid: completion, acompletion, text_completion, atext_completion, embedding, aembedding, anthropic_messages, rerank, arerank)", t)
+			}
+		}
+		if m := cp.MaxEntryBytes; m != nil && *m < 1 {
+			return n.errorf("$.litellm_settings.cache_params.max_entry_bytes", "max_entry_bytes must be positive")
+		}
+		if m := cp.MaxBytes; m != nil && *m < 1 {
+			return n.errorf("$.litellm_settings.cache_params.max_bytes", "max_bytes must be positive")
+		}
+	}
 	if m := c.LiteLLMSettings.CallbackQueueMaxBytes; m != nil && *m < 1<<20 {
 		return n.errorf("$.litellm_settings.callback_queue_max_bytes", "callback_queue_max_bytes must be at least 1048576 (1 MiB)")
 	}

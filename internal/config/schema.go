@@ -66,7 +66,7 @@ func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
 // Notes shared by many keys.
 const (
 	noteLogging     = "LiteLLM logging/callback integration; Tollgate logs with slog and exports Prometheus metrics"
-	noteCaching     = "Tollgate has no response cache"
+	noteCaching     = "Tollgate's response cache is exact-match, local or on the gateway's Redis (docs/caching.md)"
 	noteNotEnforced = "NOT ENFORCED by Tollgate"
 	noteSecretMgr   = "Tollgate reads secrets from the file and os.environ/ references only"
 	noteUIOnly      = "LiteLLM admin UI setting"
@@ -320,6 +320,7 @@ var Sections = []*Section{
 		Unknown:    "LiteLLM sets other keys as attributes of its Python module",
 		Extensions: []string{"callback_queue_max_bytes"},
 		Notes: map[string]string{
+			"cache":                    "an exact-match response cache, scoped per team (or key) unless cache_params.namespace shares it (docs/caching.md)",
 			"callback_queue_max_bytes": "Tollgate's: the bytes of payloads each logging callback's queue holds, at most, before it drops (default 67108864; docs/callbacks.md)",
 			"callbacks":                "served: otel (or opentelemetry), langfuse and langfuse_otel export OpenTelemetry traces (docs/tracing.md); generic_api, datadog, s3 and callback_settings webhooks get LiteLLM's logging payload (docs/callbacks.md); prometheus is /metrics; any other name is warned about at start",
 			"success_callback":         "as callbacks, for successful requests only; the tracers (otel, langfuse) trace every request",
@@ -342,8 +343,6 @@ var Sections = []*Section{
 			{"ssl_verify", "boolean", "upstream TLS is always verified"},
 			{"content_policy_fallbacks", "array of objects", "fallbacks apply to every failure"},
 			{"mcp_aliases", "object", noteMCP},
-			{"cache", "boolean", noteCaching},
-			{"cache_params", "object", noteCaching},
 			{"enable_preview_features", "boolean", ""},
 			{"disable_end_user_cost_tracking", "boolean", "end-user spend is always tracked"},
 			{"disable_end_user_cost_tracking_prometheus_only", "boolean", ""},
@@ -364,6 +363,32 @@ var Sections = []*Section{
 			{"enable_loadbalancing_on_batch_endpoints", "boolean", ""},
 			{"guardrails", "array of objects", noteGuardrails},
 			{"telemetry", "boolean", "Tollgate sends no telemetry"},
+		},
+	},
+	{
+		Path: "litellm_settings.cache_params", Type: typeOf[CacheParams](),
+		Unknown:    "LiteLLM passes other keys to the cache it builds; Tollgate refuses them",
+		Extensions: []string{"max_bytes", "max_entry_bytes", "charge_hits"},
+		// local-semantic is a type value, not a key: noted under type.
+		Notes: map[string]string{
+			"type":                                 "local (in process, LRU bounded by max_bytes) or redis (the gateway's redis_url); redis-semantic (answers on Redis) and Tollgate's local-semantic add a semantic cache whose vector index is in process, per replica (docs/caching.md); qdrant-semantic, s3, gcs and disk are refused",
+			"similarity_threshold":                 "the cosine similarity a prior prompt needs for a semantic hit (redis-semantic, local-semantic)",
+			"redis_semantic_cache_embedding_model": "the model_list model_name (an OpenAI-compatible embeddings deployment) that embeds prompts for the semantic cache",
+			"host":                                 "accepted; the cache uses the gateway's Redis (redis_url), not a Redis of its own",
+			"port":                                 "as host",
+			"password":                             "as host",
+			"namespace":                            "shared by every key and team: without it each team (or key without a team) has a cache of its own",
+			"supported_call_types":                 "completion, acompletion, text_completion, atext_completion, embedding, aembedding, anthropic_messages, rerank, arerank; the Responses API is never cached",
+			"max_bytes":                            "Tollgate's: the local cache's size in bytes (default 268435456)",
+			"max_entry_bytes":                      "Tollgate's: larger answers are not stored (default 1048576)",
+			"charge_hits":                          "Tollgate's: a hit is booked at what its answer cost when stored (default false: hits are free)",
+		},
+		Keys: []Key{
+			{"redis_semantic_cache_index_name", "string", "the semantic index is in process, not a Redis Search index"},
+			{"max_connections", "integer", "the gateway's Redis client's pool is used"},
+			{"redis_startup_nodes", "array of objects", "the gateway's Redis is used"},
+			{"service_name", "string", "the gateway's Redis is used"},
+			{"max_size_in_memory", "integer", "the local cache is bounded by max_bytes"},
 		},
 	},
 	{

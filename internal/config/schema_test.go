@@ -58,7 +58,6 @@ func TestLiteLLMExampleProxyConfigLoads(t *testing.T) {
 	want := []string{
 		"general_settings.alerting", "general_settings.alerting_threshold", "general_settings.alert_to_webhook_url",
 		"general_settings.key_management_system",
-		"litellm_settings.cache",
 		"litellm_settings.include_cost_in_streaming_usage", "router_settings.enable_tag_filtering",
 	}
 	if keys := sortedKeys(got); !slices.Equal(keys, sorted(want)) {

@@ -52,6 +52,7 @@ type call struct {
 	tr                *callTrace     // the call's spans; nil: not traced (trace.go)
 	meta              callMeta       // tags and the request's metadata, for the logs
 	cap               *capture       // what the call asked and answered; nil: not kept (capture.go)
+	cache             *cacheState    // the call's response cache; nil: not cached (cache.go)
 	// err is what ended the call, when not an answer (finish sets it);
 	// upstreamErr the body of an upstream failure passed on to the client.
 	err         error
@@ -92,11 +93,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	if err == nil {
 		err = c.tracedAdmit(grp)
 	}
-	if err == nil {
+	if err == nil && !c.fromCache() {
 		err = c.attempts(grp)
 	}
 	c.finish(err)
 	finished = true
+	c.storeAnswer(err)
 	if err == nil {
 		return errResponded // the answer is written
 	}
@@ -151,6 +153,9 @@ func (c *call) decode() error {
 	if err := c.readMeta(); err != nil {
 		return err
 	}
+	if err := c.readCacheControls(); err != nil {
+		return err
+	}
 	// LiteLLM's metadata and litellm_metadata (tags, generation_name, ...)
 	// are the gateway's, not the upstream's: LiteLLM does not forward them,
 	// and OpenAI's own chat metadata takes string values only. The
@@ -187,7 +192,7 @@ func (c *call) stripMeta() error {
 
 // gatewayMembers are request members the gateway reads and never forwards
 // (the first only where metadata is not the API's own member).
-var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging", "litellm_session_id", "tags"}
+var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging", "litellm_session_id", "tags", "cache"}
 
 // region is the end user's allowed_model_region; "" allows any.
 func (c *call) region() string {

@@ -59,6 +59,9 @@ type Options struct {
 	// (responses.go); nil: a random one, good for this process only.
 	ResponseIDSecret []byte
 
+	// Cache is the response cache (cache.go); nil: none.
+	Cache *Cache
+
 	// Content says whether messages and answers are kept for the spend
 	// rows and the callbacks (capture.go); the zero value keeps none.
 	Content ContentLogging

@@ -296,6 +296,7 @@ func (c *call) payload(status int) *callback.Payload {
 		pl.HiddenParams.LiteLLMModelName = &res.model
 	}
 	pl.HiddenParams.ResponseCost = &pl.ResponseCost
+	c.cachePayload(pl)
 	pl.ModelParameters = modelParameters(req)
 	if req.user != "" {
 		pl.EndUser = &req.user

@@ -75,7 +75,10 @@ func (c *call) requestMetaAttrs(attrs []attribute.KeyValue) []attribute.KeyValue
 // information is redacted).
 func (c *call) defaultTagValue(f string) string {
 	if f == "cache_hit" {
-		return "False" // LiteLLM's spelling; the gateway caches nothing
+		if c.cache != nil && c.cache.hit != nil {
+			return "True" // LiteLLM's spelling
+		}
+		return "False"
 	}
 	p := c.p
 	if p == nil || c.g.content.noKeyInfo {

@@ -76,6 +76,7 @@ type Metrics struct {
 	cooldowns     *prometheus.CounterVec
 	// usageAdjusted counts answers whose usage was not booked as reported.
 	usageAdjusted *prometheus.CounterVec
+	cache         cacheMetrics // the response cache (cache.go)
 }
 
 // GenAI label names (OpenTelemetry semantic conventions).
@@ -181,6 +182,7 @@ func New(o Options) *Metrics {
 	}
 	m.usageAdjusted = counter("usage_adjusted_total", "Answers whose usage was not booked as the upstream reported it, by provider: clamped (negative or beyond the request's hold) or estimated (none reported).", "provider", "adjustment")
 	m.reg.MustRegister(m.usageAdjusted)
+	m.cache = newCacheMetrics(m.reg, name)
 	if o.Book != nil {
 		m.reg.MustRegister(&budgetCollector{book: o.Book, keyLabels: o.KeyLabels,
 			remaining: prometheus.NewDesc(name("remaining_budget_usd"), "Budget left (max budget less spend and holds) per key, user, team and the gateway.", []string{"entity", "id"}, nil),

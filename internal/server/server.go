@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/internal/admin"
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/cache"
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
@@ -324,6 +325,9 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	}
 	s.limits = newLimits(cfg, opts, rc, s.metrics)
 	gopts.Limits = s.limits
+	if gopts.Cache, err = newCache(cfg, opts, rc, s.metrics); err != nil {
+		return nil, err
+	}
 	if rc != nil && books != nil {
 		// Budgets are held on Redis too, so replicas share them exactly;
 		// the runner says for both whether Redis answers.
@@ -348,7 +352,11 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Store != nil {
 		// Files and batches need the store: it records who owns each.
 		s.gw.RegisterFiles(s, opts.Store, books)
-		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithModels(&admin.Models{
+		var cb cache.Backend
+		if gopts.Cache != nil {
+			cb = gopts.Cache.Backend
+		}
+		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithCache(cb).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,
 			State: func(id string) (time.Time, bool) {

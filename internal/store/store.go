@@ -243,6 +243,12 @@ type SpendLog struct {
 	// UsageEstimated: the upstream reported no usage; the tokens booked
 	// were counted or estimated by the gateway.
 	UsageEstimated bool `json:"usage_estimated"`
+	// CacheHit: the answer came from the response cache (docs/caching.md);
+	// CacheKey is the key it was served under, SavedCost what it would
+	// have cost at its deployment's price. Cost is what was charged.
+	CacheHit  bool    `json:"cache_hit"`
+	CacheKey  string  `json:"cache_key"`
+	SavedCost float64 `json:"saved_cost"`
 	// RequestTags are the request's tags (x-litellm-tags, metadata.tags,
 	// the key's and the team's); Metadata the request body's own metadata
 	// (LiteLLM's requester_metadata). Both bounded by the gateway.

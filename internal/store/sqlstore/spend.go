@@ -16,7 +16,7 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-const spendCols = 26
+const spendCols = 29
 
 // insertChunk bounds the rows of one multi-row PostgreSQL INSERT
 // (spendCols parameters each), so that a batch costs few round trips.
@@ -25,13 +25,14 @@ const insertChunk = 200
 const spendInsert = `INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 	prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
 	reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type,
-	request_tags, metadata, messages, response) VALUES `
+	request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost) VALUES `
 
 func spendArgs(args []any, l *store.SpendLog) []any {
 	return append(args, l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider,
 		l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt),
 		l.ReportedPromptTokens, l.ReportedCompletionTokens, flag(l.UsageClamped), flag(l.UsageEstimated), l.ResponseID, l.CallType,
-		tagsText(l.RequestTags), metadataText(l.Metadata), rawText(l.Messages), rawText(l.Response))
+		tagsText(l.RequestTags), metadataText(l.Metadata), rawText(l.Messages), rawText(l.Response),
+		flag(l.CacheHit), l.CacheKey, l.SavedCost)
 }
 
 // tagsText is a row's tags as the JSON array stored in request_tags (nil,
@@ -363,7 +364,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 		prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
 		reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type,
-		request_tags, metadata, messages, response
+		request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost
 		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args...)
 	if err != nil {
 		return nil, 0, err
@@ -373,16 +374,16 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	content := 0 // messages and response bytes returned so far
 	for rows.Next() {
 		var l store.SpendLog
-		var started, ended, clamped, estimated int64
+		var started, ended, clamped, estimated, hit int64
 		var tags, md, messages, response sql.NullString
 		if err := rows.Scan(&l.RequestID, &l.KeyHash, &l.UserID, &l.TeamID, &l.EndUser, &l.ModelGroup, &l.Deployment, &l.Provider,
 			&l.PromptTokens, &l.CompletionTokens, &l.CachedTokens, &l.Cost, &l.Status, &l.LatencyMS, &started, &ended,
 			&l.ReportedPromptTokens, &l.ReportedCompletionTokens, &clamped, &estimated, &l.ResponseID, &l.CallType,
-			&tags, &md, &messages, &response); err != nil {
+			&tags, &md, &messages, &response, &hit, &l.CacheKey, &l.SavedCost); err != nil {
 			return nil, 0, err
 		}
 		l.StartedAt, l.EndedAt = fromMicros(started), fromMicros(ended)
-		l.UsageClamped, l.UsageEstimated = clamped != 0, estimated != 0
+		l.UsageClamped, l.UsageEstimated, l.CacheHit = clamped != 0, estimated != 0, hit != 0
 		// The columns hold what this store wrote; one that does not decode
 		// (edited by hand) reads as absent rather than failing the listing.
 		if tags.Valid {

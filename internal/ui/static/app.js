@@ -281,6 +281,21 @@ async function spendPage(page) {
   const byTag = table(["Tag", "Requests", "Spend"], tags.map(t => row(t.individual_request_tag, String(t.log_count), money(t.total_spend))));
   byTag.id = "tag-spend";
   page.append(el("h3", {}, "Spend by tag"), tags.length ? byTag : el("p", { className: "muted", id: "tag-spend" }, "No tagged requests yet."));
+  await cacheSummary(page);
+}
+
+// The response cache (litellm_settings.cache): its backend, and among the
+// last 1,000 requests the hits and what they saved (spend-log rows with
+// cache_hit "True" and saved_cache_cost).
+async function cacheSummary(page) {
+  const box = el("p", { id: "cache-spend" });
+  page.append(el("h3", {}, "Response cache"), box);
+  let ping;
+  try { ping = await api("GET", "/cache/ping"); } catch (e) { box.textContent = "The response cache is off (litellm_settings.cache)."; box.className = "muted"; return; }
+  const logs = await api("GET", "/spend/logs?page=1&size=1000");
+  const hits = logs.filter(l => l.cache_hit === "True");
+  const saved = hits.reduce((s, l) => s + (l.saved_cache_cost || 0), 0);
+  box.append(`${ping.cache_type} cache. Of the last ${logs.length} requests, ${hits.length} were answered from it, saving `, el("strong", {}, money(saved)), ".");
 }
 
 function pager(page, load) {
@@ -311,9 +326,10 @@ function logDetail(l) {
 async function logsPage(page) {
   pager(page, async (n) => {
     const data = await api("GET", `/spend/logs?page=${n}&size=50`);
-    return [table(["Time", "Request", "Key", "Model", "Deployment", "Tokens in/out", "Cost", "Status", "Latency", "Tags", "Detail"], data.map(l => {
+    return [table(["Time", "Request", "Key", "Model", "Deployment", "Tokens in/out", "Cost", "Status", "Latency", "Tags", "Detail", "Cache"], data.map(l => {
       const r = row(new Date(l.startTime).toLocaleString(), el("code", {}, l.request_id.slice(0, 12)), el("code", {}, (l.api_key || "").slice(0, 10)), l.model_group, l.model_id,
-        `${l.prompt_tokens} / ${l.completion_tokens}`, money(l.spend), String(l.http_status), l.latency_ms + " ms", (l.request_tags || []).join(", "), logDetail(l));
+        `${l.prompt_tokens} / ${l.completion_tokens}`, money(l.spend), String(l.http_status), l.latency_ms + " ms", (l.request_tags || []).join(", "), logDetail(l),
+        l.cache_hit === "True" ? "hit, saved " + money(l.saved_cache_cost || 0) : "");
       r.cells[9].className = "tags";
       return r;
     })), data.length === 50];
