@@ -52,6 +52,7 @@ type call struct {
 	tr                *callTrace     // the call's spans; nil: not traced (trace.go)
 	meta              callMeta       // tags and the request's metadata, for the logs
 	cap               *capture       // what the call asked and answered; nil: not kept (capture.go)
+	guard             *callGuard     // the call's guardrails; nil: none run (guard.go)
 	// err is what ended the call, when not an answer (finish sets it);
 	// upstreamErr the body of an upstream failure passed on to the client.
 	err         error
@@ -89,6 +90,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 		}
 	}()
 	grp, err := c.route()
+	if err == nil {
+		err = c.guardInput() // pre_call guardrails: a block holds and sends nothing
+	}
 	if err == nil {
 		err = c.tracedAdmit(grp)
 	}
@@ -159,6 +163,9 @@ func (c *call) decode() error {
 	// LiteLLM's per-request opt-outs of message logging ("no-log",
 	// "turn_off_message_logging"; readMeta noted them) are the gateway's on
 	// every route: OpenAI refuses unknown members.
+	if err := c.readGuardrails(); err != nil {
+		return err
+	}
 	return c.stripMeta()
 }
 
@@ -187,7 +194,7 @@ func (c *call) stripMeta() error {
 
 // gatewayMembers are request members the gateway reads and never forwards
 // (the first only where metadata is not the API's own member).
-var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging", "litellm_session_id", "tags"}
+var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging", "litellm_session_id", "tags", "guardrails"}
 
 // region is the end user's allowed_model_region; "" allows any.
 func (c *call) region() string {

@@ -183,6 +183,9 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		awsEventsAsSSE(resp)
 	}
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
+		if err := c.waitDuring(); err != nil { // during_call guardrails decide before the first byte
+			return err
+		}
 		copyHeader(w.Header(), resp.Header)
 		wd.feed()
 		c.durationHeaders(w.Header(), time.Since(sent))
@@ -270,6 +273,13 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		}
 		if res.wantServed {
 			res.served = modelOf(data)
+		}
+	}
+	if c.guard != nil && resp.StatusCode < 300 {
+		// post_call guardrails and output_parse_pii (guard.go); a block
+		// is a 400 with the answer's tokens booked.
+		if data, err = c.guardAnswer(data); err != nil {
+			return err
 		}
 	}
 	copyHeader(w.Header(), resp.Header)

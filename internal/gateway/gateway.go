@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/guardrail"
 	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
@@ -62,6 +63,9 @@ type Options struct {
 	// Content says whether messages and answers are kept for the spend
 	// rows and the callbacks (capture.go); the zero value keeps none.
 	Content ContentLogging
+
+	// Guardrails are the configured guardrails (guard.go); nil: none.
+	Guardrails *guardrail.Set
 }
 
 // Gateway holds the live routing table and serves inference requests.
