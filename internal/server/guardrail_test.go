@@ -254,3 +254,106 @@ func readSSE(t *testing.T, r io.Reader) string {
 }
 
 var _ = json.Valid
+
+// fakeGuardServices speaks Presidio's analyzer API (finds "Alice" as
+// PERSON, offsets in code points) and LiteLLM's generic guardrail API
+// (BLOCKED for texts holding "bad"; no answer for "slow" until released).
+func fakeGuardServices(t *testing.T) *httptest.Server {
+	release := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /analyze", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Text, Language string }
+		json.NewDecoder(r.Body).Decode(&req)
+		var out []map[string]any
+		runes := []rune(req.Text)
+		for i := 0; i+5 <= len(runes); i++ {
+			if string(runes[i:i+5]) == "Alice" {
+				out = append(out, map[string]any{"entity_type": "PERSON", "start": i, "end": i + 5, "score": 0.9})
+			}
+		}
+		json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("POST /beta/litellm_basic_guardrail_api", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Texts []string }
+		json.NewDecoder(r.Body).Decode(&req)
+		all := strings.Join(req.Texts, " ")
+		switch {
+		case strings.Contains(all, "slow"):
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case strings.Contains(all, "bad"):
+			fmt.Fprint(w, `{"action":"BLOCKED","blocked_reason":"bad content"}`)
+		default:
+			fmt.Fprint(w, `{"action":"NONE"}`)
+		}
+	})
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() { close(release) })
+	return ts
+}
+
+// TestExternalGuardrails: Presidio masks before the upstream; a
+// during_call generic guardrail blocks after the upstream was called (its
+// tokens booked); an external guardrail that does not answer in time
+// refuses the call (fail_closed, 503) or lets it through (fail_open).
+func TestExternalGuardrails(t *testing.T) {
+	svc := fakeGuardServices(t)
+	up := &recordingUpstream{reply: "ok"}
+	ts := httptest.NewServer(up)
+	t.Cleanup(ts.Close)
+	yaml := strings.ReplaceAll(guardConfig, "{{UP}}", ts.URL) + strings.ReplaceAll(`  - guardrail_name: presidio-pii
+    litellm_params: {guardrail: presidio, mode: pre_call, presidio_analyzer_api_base: "{{SVC}}", output_parse_pii: true}
+  - guardrail_name: remote-during
+    litellm_params: {guardrail: generic_guardrail_api, mode: during_call, api_base: "{{SVC}}"}
+  - guardrail_name: remote-closed
+    litellm_params: {guardrail: generic_guardrail_api, mode: pre_call, api_base: "{{SVC}}", timeout: 0.3}
+  - guardrail_name: remote-open
+    litellm_params: {guardrail: generic_guardrail_api, mode: pre_call, api_base: "{{SVC}}", timeout: 0.3, unreachable_fallback: fail_open}
+`, "{{SVC}}", svc.URL)
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &rowRecorder{Store: sqliteStore(t)}
+	e := serveWith(t, cfg, Options{Store: rec})
+	key := e.newKey(t, `{}`)
+
+	up.setReply("Hello <PERSON>!")
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["presidio-pii"],"messages":[{"role":"user","content":"I am Alice"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("presidio: %d %v", resp.StatusCode, out)
+	}
+	if got := up.received(); len(got) != 1 || strings.Contains(got[0], "Alice") || !strings.Contains(got[0], "<PERSON>") {
+		t.Errorf("upstream got %q", got)
+	}
+	if !strings.Contains(fmt.Sprint(out), "Hello Alice!") {
+		t.Errorf("answer not unmasked: %v", out)
+	}
+
+	before := len(up.received())
+	resp, out = e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["remote-during"],"messages":[{"role":"user","content":"something bad"}]}`)
+	if resp.StatusCode != 400 || !strings.Contains(fmt.Sprint(out), "remote-during") {
+		t.Fatalf("during_call: %d %v", resp.StatusCode, out)
+	}
+	if len(up.received()) != before+1 {
+		t.Errorf("during_call runs beside the upstream call, which was not made")
+	}
+	rows := rec.rowsOf(t, e, key, 2)
+	if r := rows[len(rows)-1]; r.CompletionTokens != 7 {
+		t.Errorf("during_call block: row %+v, want the upstream's tokens booked", r)
+	}
+
+	before = len(up.received())
+	if resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["remote-closed"],"messages":[{"role":"user","content":"slow"}]}`); resp.StatusCode != 503 || !strings.Contains(fmt.Sprint(out), "guardrail_unavailable") {
+		t.Errorf("fail_closed: %d %v", resp.StatusCode, out)
+	}
+	if len(up.received()) != before {
+		t.Errorf("a call refused by a closed guardrail reached the upstream")
+	}
+	if resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["remote-open"],"messages":[{"role":"user","content":"slow"}]}`); resp.StatusCode != 200 {
+		t.Errorf("fail_open: %d %v", resp.StatusCode, out)
+	}
+}
