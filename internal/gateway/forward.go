@@ -196,6 +196,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		if wr.stream != nil {
 			sink = translated{s: wr.stream(req), res: res}
 		}
+		sink = c.guardStream(sink, wr.anthropicClient) // post_call guardrails on the text as it passes (guardstream.go)
 		if c.cap != nil && c.cap.streams {
 			c.cap.stream = &streamAnswer{op: c.op, limit: c.g.content.max}
 			sink = teeSink{inner: sink, a: c.cap.stream}

@@ -357,3 +357,76 @@ func TestExternalGuardrails(t *testing.T) {
 		t.Errorf("fail_open: %d %v", resp.StatusCode, out)
 	}
 }
+
+// streamChat posts a streamed chat and returns the raw event stream and
+// the text of its content deltas.
+func streamChat(t *testing.T, e *spendEnv, key, body string) (string, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("stream: %d %s", resp.StatusCode, b)
+	}
+	raw := readSSE(t, resp.Body)
+	var text strings.Builder
+	for _, line := range strings.Split(raw, "\n") {
+		d, ok := strings.CutPrefix(line, "data: ")
+		if !ok || !strings.HasPrefix(d, "{") {
+			continue
+		}
+		var c struct {
+			Choices []struct {
+				Delta struct{ Content string } `json:"delta"`
+			} `json:"choices"`
+		}
+		json.Unmarshal([]byte(d), &c)
+		for _, ch := range c.Choices {
+			text.WriteString(ch.Delta.Content)
+		}
+	}
+	return raw, text.String()
+}
+
+// TestGuardrailStreams: post_call guardrails read a stream through a
+// window across chunk boundaries: a keyword split over several chunks
+// ends the stream with an error event (no [DONE]) and what was produced
+// is booked; output_parse_pii maps placeholders back in streamed text.
+func TestGuardrailStreams(t *testing.T) {
+	rec := &rowRecorder{Store: sqliteStore(t)}
+	e, up := startGuarded(t, rec)
+	key := e.newKey(t, `{}`)
+	up.mu.Lock()
+	up.reply, up.chunk = "Sure. Here is the forbidden-answer, and more text after it.", 3
+	up.mu.Unlock()
+	raw, text := streamChat(t, e, key, `{"model":"gpt-4","stream":true,"guardrails":["answer-filter"],"messages":[{"role":"user","content":"hi"}]}`)
+	if !strings.Contains(raw, `"code":"guardrail_violation"`) || !strings.Contains(raw, "answer-filter") {
+		t.Errorf("no error event:\n%s", raw)
+	}
+	if strings.Contains(text, "forbidden-answer") || strings.Contains(text, "more text") || strings.Contains(raw, "[DONE]") {
+		t.Errorf("the stream went on after the block: %q\n%s", text, raw)
+	}
+	if !strings.HasPrefix(text, "Sure. Here is the forb") {
+		t.Errorf("text before the block was held back: %q", text)
+	}
+	row := rec.rowsOf(t, e, key, 1)[0]
+	if row.CompletionTokens != 7 || row.Cost <= 0 {
+		t.Errorf("blocked stream row: %+v, want its usage booked", row)
+	}
+
+	up.mu.Lock()
+	up.reply, up.chunk = "Write to <EMAIL_ADDRESS> today", 64
+	up.mu.Unlock()
+	_, text = streamChat(t, e, key, `{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"my mail is bob@example.com"}]}`)
+	if text != "Write to bob@example.com today" {
+		t.Errorf("streamed placeholder not mapped back: %q", text)
+	}
+	if got := up.received(); strings.Contains(got[len(got)-1], "bob@example.com") {
+		t.Errorf("streamed request leaked the e-mail upstream")
+	}
+}
