@@ -248,6 +248,8 @@ type spendLogRow struct {
 	CacheHit            string          `json:"cache_hit"`
 	CacheKey            string          `json:"cache_key"`
 	RequestTags         []string        `json:"request_tags"`
+	// Guardrails is what the guardrails did (Tollgate's; [] when none ran).
+	Guardrails json.RawMessage `json:"guardrails"`
 	RequesterIP         *string         `json:"requester_ip_address"`
 	Messages            json.RawMessage `json:"messages"`
 	Response            json.RawMessage `json:"response"`
@@ -292,6 +294,9 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 	}
 	if row.RequestTags == nil {
 		row.RequestTags = []string{}
+	}
+	if row.Guardrails = l.Guardrails; len(row.Guardrails) == 0 {
+		row.Guardrails = json.RawMessage("[]")
 	}
 	if len(row.Messages) == 0 {
 		row.Messages = emptyObject

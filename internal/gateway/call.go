@@ -464,6 +464,7 @@ func (c *call) settle() {
 		return
 	}
 	c.hold = nil // settled once, even if settling panics
+	c.guardRow(h)
 	c.cost = h.settle(&c.res)
 }
 

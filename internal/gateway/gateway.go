@@ -133,6 +133,7 @@ func (g *Gateway) Register(mux Mux) {
 	}
 	mux.Handle("POST /v2/rerank", g.handler(provider.OpRerank)) // Cohere's v2 path
 	mux.Handle("GET /model_group/info", apierror.Handler(g.log, g.modelGroupInfo))
+	mux.Handle("GET /guardrails/list", apierror.Handler(g.log, g.listGuardrails))
 	// Anthropic's Messages API, for Claude Code and the Anthropic SDKs.
 	mux.Handle("POST /v1/messages", apierror.AnthropicHandler(g.log, func(w http.ResponseWriter, r *http.Request) error {
 		return g.serve(w, r, provider.OpMessages)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"net/http"
 	"sort"
 	"strings"
 
@@ -329,4 +330,45 @@ func guardsOp(op provider.Op) bool {
 		return true
 	}
 	return false
+}
+
+// guardRow puts what the guardrails did on the spend row h settles.
+func (c *call) guardRow(h hold) {
+	cg := c.guard
+	if cg == nil || len(cg.outcomes) == 0 {
+		return
+	}
+	ch, ok := h.(*charge)
+	if !ok {
+		return
+	}
+	if b, err := json.Marshal(cg.outcomes); err == nil {
+		ch.log.Guardrails = b
+	}
+}
+
+// guardrailInfo is one entry of GET /guardrails/list, in LiteLLM's shape
+// (guardrail_name, litellm_params, guardrail_info) with Tollgate's active:
+// false for a kind Tollgate does not serve.
+type guardrailInfo struct {
+	Name   string         `json:"guardrail_name"`
+	Params map[string]any `json:"litellm_params"`
+	Info   map[string]any `json:"guardrail_info,omitempty"`
+	Active bool           `json:"active"`
+}
+
+// listGuardrails serves GET /guardrails/list to any valid key: the
+// configured guardrails, credentials left out.
+func (g *Gateway) listGuardrails(w http.ResponseWriter, r *http.Request) error {
+	if _, err := g.authenticate(r); err != nil {
+		return err
+	}
+	out := struct {
+		Guardrails []guardrailInfo `json:"guardrails"`
+	}{Guardrails: []guardrailInfo{}}
+	for _, gr := range g.opts.Guardrails.List() {
+		out.Guardrails = append(out.Guardrails, guardrailInfo{Name: gr.Name, Params: gr.Params, Info: gr.Info, Active: gr.Active})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(out)
 }

@@ -10,8 +10,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // recordingUpstream is a fake OpenAI chat upstream that keeps every body
@@ -429,4 +431,79 @@ func TestGuardrailStreams(t *testing.T) {
 	if got := up.received(); strings.Contains(got[len(got)-1], "bob@example.com") {
 		t.Errorf("streamed request leaked the e-mail upstream")
 	}
+}
+
+// TestGuardrailsListAndSpendColumn: GET /guardrails/list answers any valid
+// key (401 without one) with LiteLLM's shape, the unknown kind listed as
+// inactive and no credential shown; a spend row (SQLite and PostgreSQL)
+// carries what the guardrails did, without the text they found.
+func TestGuardrailsListAndSpendColumn(t *testing.T) {
+	stores(t, func(t *testing.T, st store.Store) {
+		up := &recordingUpstream{reply: "ok"}
+		ts := httptest.NewServer(up)
+		t.Cleanup(ts.Close)
+		cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(guardConfig, "{{UP}}", ts.URL)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := serveWith(t, cfg, Options{Store: st})
+		if _, out := e.post(t, "/user/new", "sk-1234", `{"user_id":"u1","user_role":"internal_user"}`); out["user_id"] != "u1" {
+			t.Fatalf("user/new: %v", out)
+		}
+		userKey := e.newKey(t, `{"user_id":"u1"}`)
+		for _, tt := range []struct {
+			role, key string
+			want      int
+		}{{"none", "", 401}, {"bad key", "sk-nope", 401}, {"internal_user", userKey, 200}, {"proxy_admin", "sk-1234", 200}} {
+			code, body := e.call(t, "GET", "/guardrails/list", tt.key, "")
+			if code != tt.want {
+				t.Errorf("%s: %d %s", tt.role, code, body)
+				continue
+			}
+			if code != 200 {
+				continue
+			}
+			var out struct {
+				Guardrails []struct {
+					Name   string         `json:"guardrail_name"`
+					Params map[string]any `json:"litellm_params"`
+					Active bool           `json:"active"`
+				} `json:"guardrails"`
+			}
+			if err := json.Unmarshal(body, &out); err != nil || len(out.Guardrails) != 6 {
+				t.Fatalf("list: %s", body)
+			}
+			for _, g := range out.Guardrails {
+				if g.Active != (g.Name != "vendor-guard") {
+					t.Errorf("%s active = %v", g.Name, g.Active)
+				}
+			}
+			if strings.Contains(string(body), "api_key") {
+				t.Errorf("a credential is listed: %s", body)
+			}
+		}
+
+		key := e.newKey(t, `{}`)
+		if resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","messages":[{"role":"user","content":"mail jane@example.com"}]}`); resp.StatusCode != 200 {
+			t.Fatalf("chat: %d %v", resp.StatusCode, out)
+		}
+		e.srv.writer.Flush()
+		var row map[string]any
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			e.srv.writer.Flush()
+			var rows []map[string]any
+			code, body := e.call(t, "GET", "/spend/logs?api_key="+sha(key), "sk-1234", "")
+			if code == 200 && json.Unmarshal(body, &rows) == nil && len(rows) == 1 {
+				row = rows[0]
+				break
+			}
+		}
+		if row == nil {
+			t.Fatal("no spend row within 30 s")
+		}
+		g, _ := json.Marshal(row["guardrails"])
+		if s := string(g); !strings.Contains(s, `"guardrail":"pii-mask"`) || !strings.Contains(s, `"action":"masked"`) || !strings.Contains(s, `"EMAIL_ADDRESS":1`) || strings.Contains(s, "jane") {
+			t.Errorf("row guardrails: %s", s)
+		}
+	})
 }
