@@ -57,6 +57,7 @@ func (p *piiCheck) Check(_ context.Context, in *Input) (Verdict, error) {
 			continue
 		}
 		var b strings.Builder
+		b.Grow(len(t) + 16*len(ms))
 		at := 0
 		for _, m := range ms {
 			cls := string(m.Class)
