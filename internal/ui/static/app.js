@@ -332,6 +332,7 @@ async function logsPage(page) {
       const r = row(new Date(l.startTime).toLocaleString(), el("code", {}, l.request_id.slice(0, 12)), el("code", {}, (l.api_key || "").slice(0, 10)), l.model_group, l.model_id,
         `${l.prompt_tokens} / ${l.completion_tokens}`, money(l.spend), String(l.http_status), l.latency_ms + " ms", (l.request_tags || []).join(", "), guardrailSummary(l), logDetail(l));
       r.cells[9].className = "tags";
+      r.cells[10].className = "guardrails";
       return r;
     })), data.length === 50];
   });
