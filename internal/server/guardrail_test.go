@@ -507,3 +507,27 @@ func TestGuardrailsListAndSpendColumn(t *testing.T) {
 		}
 	})
 }
+
+// TestGuardrailAnthropicStream: on /v1/messages a post_call block ends the
+// translated stream with Anthropic's error event.
+func TestGuardrailAnthropicStream(t *testing.T) {
+	e, up := startGuarded(t, &rowRecorder{Store: sqliteStore(t)})
+	key := e.newKey(t, `{}`)
+	up.mu.Lock()
+	up.reply, up.chunk = "Here is the forbidden-answer and the rest.", 5
+	up.mu.Unlock()
+	req, _ := http.NewRequest("POST", e.url+"/v1/messages", strings.NewReader(`{"model":"gpt-4","max_tokens":50,"stream":true,"guardrails":["answer-filter"],"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw := readSSE(t, resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(raw, "event: error") || !strings.Contains(raw, `"type":"invalid_request_error"`) || !strings.Contains(raw, "answer-filter") {
+		t.Fatalf("%d:\n%s", resp.StatusCode, raw)
+	}
+	if strings.Contains(raw, "the rest") || strings.Contains(raw, "message_stop") {
+		t.Errorf("the stream went on after the block:\n%s", raw)
+	}
+}
