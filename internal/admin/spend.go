@@ -226,34 +226,32 @@ const spendLogsContentBytes = 16 << 20
 // spendLogRow is one row of /spend/logs: LiteLLM's LiteLLM_SpendLogs
 // fields, then Tollgate's own (call_id, http_status, latency_ms, ...).
 type spendLogRow struct {
-	RequestID           string         `json:"request_id"`
-	CallType            string         `json:"call_type"`
-	APIKey              string         `json:"api_key"`
-	Spend               float64        `json:"spend"`
-	TotalTokens         int64          `json:"total_tokens"`
-	PromptTokens        int64          `json:"prompt_tokens"`
-	CompletionTokens    int64          `json:"completion_tokens"`
-	StartTime           time.Time      `json:"startTime"`
-	EndTime             time.Time      `json:"endTime"`
-	CompletionStartTime *time.Time     `json:"completionStartTime"`
-	Model               string         `json:"model"`
-	ModelID             string         `json:"model_id"`
-	ModelGroup          string         `json:"model_group"`
-	CustomLLMProvider   string         `json:"custom_llm_provider"`
-	APIBase             string         `json:"api_base"`
-	User                string         `json:"user"`
-	TeamID              string         `json:"team_id"`
-	EndUser             string         `json:"end_user"`
-	Metadata            map[string]any `json:"metadata"`
-	CacheHit            string         `json:"cache_hit"`
-	CacheKey            string         `json:"cache_key"`
-	RequestTags         []string       `json:"request_tags"`
-	// Guardrails is what the guardrails did (Tollgate's; [] when none ran).
-	Guardrails  json.RawMessage `json:"guardrails"`
-	RequesterIP *string         `json:"requester_ip_address"`
-	Messages    json.RawMessage `json:"messages"`
-	Response    json.RawMessage `json:"response"`
-	Status      string          `json:"status"`
+	RequestID           string          `json:"request_id"`
+	CallType            string          `json:"call_type"`
+	APIKey              string          `json:"api_key"`
+	Spend               float64         `json:"spend"`
+	TotalTokens         int64           `json:"total_tokens"`
+	PromptTokens        int64           `json:"prompt_tokens"`
+	CompletionTokens    int64           `json:"completion_tokens"`
+	StartTime           time.Time       `json:"startTime"`
+	EndTime             time.Time       `json:"endTime"`
+	CompletionStartTime *time.Time      `json:"completionStartTime"`
+	Model               string          `json:"model"`
+	ModelID             string          `json:"model_id"`
+	ModelGroup          string          `json:"model_group"`
+	CustomLLMProvider   string          `json:"custom_llm_provider"`
+	APIBase             string          `json:"api_base"`
+	User                string          `json:"user"`
+	TeamID              string          `json:"team_id"`
+	EndUser             string          `json:"end_user"`
+	Metadata            map[string]any  `json:"metadata"`
+	CacheHit            string          `json:"cache_hit"`
+	CacheKey            string          `json:"cache_key"`
+	RequestTags         []string        `json:"request_tags"`
+	RequesterIP         *string         `json:"requester_ip_address"`
+	Messages            json.RawMessage `json:"messages"`
+	Response            json.RawMessage `json:"response"`
+	Status              string          `json:"status"`
 
 	CallID                   string `json:"call_id"`
 	HTTPStatus               int    `json:"http_status"`
@@ -266,6 +264,9 @@ type spendLogRow struct {
 	// ContentOmitted: messages and response were left out of this row to
 	// keep the answer within spendLogsContentBytes.
 	ContentOmitted bool `json:"content_omitted,omitempty"`
+
+	// Guardrails is what the guardrails did ([] when none ran).
+	Guardrails json.RawMessage `json:"guardrails"`
 }
 
 // litellmSpendLog shapes a stored row as LiteLLM does. request_id is the
