@@ -331,19 +331,23 @@ func (injectionCheck) Check(_ context.Context, in *Input) (Verdict, error) {
 // patterns (the labelled set's measure).
 func IsInjection(s string) bool { return countInjections(s) > 0 }
 
+// tighter is the smaller of two limits, 0 meaning none.
+func tighter(a, b int64) int64 {
+	if a == 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
+}
+
 // limitCheck is tollgate_input_limits: the input's text bytes and tokens.
 type limitCheck struct {
 	maxBytes, maxTokens int64
 }
 
 func (l limitCheck) Check(_ context.Context, in *Input) (Verdict, error) {
-	maxBytes, maxTokens := l.maxBytes, l.maxTokens
-	if in.MaxInputBytes > 0 {
-		maxBytes = in.MaxInputBytes
-	}
-	if in.MaxInputTokens > 0 {
-		maxTokens = in.MaxInputTokens
-	}
+	// A key's own limits (its metadata, which its owner may edit) can
+	// only tighten the guardrail's.
+	maxBytes, maxTokens := tighter(l.maxBytes, in.MaxInputBytes), tighter(l.maxTokens, in.MaxInputTokens)
 	var n int64
 	for _, t := range in.Texts {
 		n += int64(len(t))

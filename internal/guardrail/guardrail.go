@@ -104,7 +104,7 @@ type Input struct {
 	// Who asked, for external guardrails' request_data.
 	KeyHash, KeyAlias, UserID, TeamID, EndUser string
 	// MaxInputBytes and MaxInputTokens are the key's own input limits
-	// (its metadata), overriding tollgate_input_limits'; 0: none.
+	// (its metadata); they can only tighten tollgate_input_limits'; 0: none.
 	MaxInputBytes, MaxInputTokens int64
 	// Body is the request's raw body (input limits measure it).
 	Body []byte

@@ -356,3 +356,31 @@ func TestGenericGuardrailAPI(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestInputLimitsPerKey: a key's own limits tighten the guardrail's and
+// never loosen them (a key's owner may edit its metadata).
+func TestInputLimitsPerKey(t *testing.T) {
+	s := build(t, "  - guardrail_name: l\n    litellm_params: {guardrail: tollgate_input_limits, mode: pre_call, max_input_bytes: 100, max_input_tokens: 50}\n")
+	g, _ := s.Get("l")
+	tests := []struct {
+		name           string
+		text           string
+		keyBytes, keyT int64
+		blocked        bool
+	}{
+		{"within", strings.Repeat("a ", 20), 0, 0, false},
+		{"over bytes", strings.Repeat("a", 101), 0, 0, true},
+		{"key tighter", strings.Repeat("a ", 20), 30, 0, true},
+		{"key cannot loosen", strings.Repeat("a", 101), 1000, 0, true},
+		{"over tokens", strings.Repeat("word ", 19), 0, 0, false},
+		{"key tighter tokens", strings.Repeat("word ", 19), 0, 5, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, _ := g.Check(context.Background(), &Input{Texts: []string{tt.text}, MaxInputBytes: tt.keyBytes, MaxInputTokens: tt.keyT, Model: "gpt-4o"})
+			if v.Blocked != tt.blocked {
+				t.Errorf("blocked = %v (%s), want %v", v.Blocked, v.Reason, tt.blocked)
+			}
+		})
+	}
+}
