@@ -44,9 +44,7 @@ func (c *call) readGuardrails() error {
 		}
 		names = append(names, n...)
 	}
-	if len(names) > 0 || c.g.opts.Guardrails != nil {
-		c.guard = &callGuard{requested: names}
-	}
+	c.guard = &callGuard{requested: names} // guardInput selects (default_on ones too) once the principal is known
 	return nil
 }
 
