@@ -267,6 +267,9 @@ type spendLogRow struct {
 	// ContentOmitted: messages and response were left out of this row to
 	// keep the answer within spendLogsContentBytes.
 	ContentOmitted bool `json:"content_omitted,omitempty"`
+
+	// Guardrails is what the guardrails did ([] when none ran).
+	Guardrails json.RawMessage `json:"guardrails"`
 }
 
 // litellmSpendLog shapes a stored row as LiteLLM does. request_id is the
@@ -298,6 +301,9 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 	}
 	if l.CacheHit {
 		row.CacheHit = "True"
+	}
+	if row.Guardrails = l.Guardrails; len(row.Guardrails) == 0 {
+		row.Guardrails = json.RawMessage("[]")
 	}
 	if len(row.Messages) == 0 {
 		row.Messages = emptyObject

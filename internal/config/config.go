@@ -56,6 +56,8 @@ type Config struct {
 	// CallbackSettings is LiteLLM's callback_settings: per callback name,
 	// its settings (a generic_api webhook's endpoint and headers).
 	CallbackSettings map[string]CallbackSettings `yaml:"callback_settings"`
+	// Guardrails is LiteLLM's guardrails list (internal/guardrail).
+	Guardrails []Guardrail `yaml:"guardrails"`
 
 	// Path is the file the config came from ("" for the embedded default).
 	Path string `yaml:"-"`

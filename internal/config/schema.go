@@ -97,11 +97,30 @@ var Sections = []*Section{
 			{"credential_list", "array of objects", "litellm_credential_name references are not resolved; give api_key on the deployment"},
 			{"mcp_servers", "object", noteMCP},
 			{"mcp_tools", "array of objects", noteMCP},
-			{"guardrails", "array of objects", noteGuardrails},
 			{"vector_store_registry", "array of objects", "Tollgate serves no vector stores"},
 			{"prompts", "array of objects", "Tollgate has no prompt management"},
 			{"search_tools", "array of objects", "Tollgate serves no /search endpoints"},
 			{"include", "array of strings", "included files are NOT read: deployments and settings in them are missing"},
+		},
+	},
+	{
+		Path: "guardrails[]", Type: typeOf[Guardrail](),
+		Unknown: "LiteLLM ignores other keys of a guardrail",
+		Notes: map[string]string{
+			"guardrail_name": "selected per request (guardrails in the body or metadata), per key and per team (metadata.guardrails); see docs/guardrails.md",
+		},
+	},
+	{
+		Path: "guardrails[].litellm_params", Type: typeOf[GuardrailParams](),
+		Unknown:    "LiteLLM passes other keys to the guardrail's integration; Tollgate serves litellm_content_filter, litellm_pii, presidio, hide-secrets, detect_prompt_injection, generic_guardrail_api and its own tollgate_input_limits, and lists others as inactive",
+		Extensions: []string{"max_input_bytes", "max_input_tokens", "timeout"},
+		Notes: map[string]string{
+			"guardrail":            "an unknown kind loads with a warning and is listed as inactive by /guardrails/list; it checks nothing",
+			"mode":                 "LiteLLM's tag-based form is read as its default",
+			"presidio_language":    "sent to Presidio's analyzer",
+			"output_parse_pii":     "placeholders are numbered per entity (<EMAIL_ADDRESS>, <EMAIL_ADDRESS_2>) and mapped back in whole and streamed answers",
+			"api_key":              "sent as Authorization: Bearer to generic_guardrail_api",
+			"unreachable_fallback": "fail_closed (default) or fail_open, for external guardrails",
 		},
 	},
 	{

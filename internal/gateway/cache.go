@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -193,7 +194,28 @@ func (c *call) cacheable() bool {
 	if cc.DefaultOff && !st.ctl.useCache {
 		return false
 	}
+	if cg := c.guard; cg != nil && (len(cg.restore) > 0 || cg.changed()) {
+		// A guardrail masked the prompt: different prompts now read alike
+		// (their placeholders), and the answer the client got has its
+		// own text restored into it. Neither read nor kept.
+		return false
+	}
 	return !(st.ctl.noCache && st.ctl.noStore)
+}
+
+// guardScope is the part of a cache key that names the guardrails the
+// call ran: an answer checked by one set is not served to a call that
+// runs another.
+func (c *call) guardScope() string {
+	if c.guard == nil || len(c.guard.run) == 0 {
+		return ""
+	}
+	names := make([]string, len(c.guard.run))
+	for i, g := range c.guard.run {
+		names[i] = g.Name
+	}
+	sort.Strings(names)
+	return "|guardrails=" + strings.Join(names, ",")
 }
 
 // scope is whose answers the call may read: the operator's shared
@@ -219,7 +241,7 @@ func (c *call) fromCache() bool {
 	}
 	cc, st := c.g.opts.Cache, c.cache
 	st.key = cache.Key(cache.KeyParts{CallType: callType(c.op), Model: c.model, Scope: c.cacheScope(),
-		Namespace: st.ctl.namespace, Body: c.req.obj.Body()})
+		Namespace: st.ctl.namespace + c.guardScope(), Body: c.req.obj.Body()})
 	h := c.w.Header()
 	h.Set(hdrCacheKey, st.key)
 	if !st.ctl.noCache {
@@ -331,7 +353,7 @@ func (c *call) storeAnswer(err error) {
 	rec, cc := st.rec, c.g.opts.Cache
 	if rec.over || rec.status != http.StatusOK || c.res.status != http.StatusOK || c.err != nil ||
 		(err != nil && !errors.Is(err, errResponded)) || c.res.clientGone || c.res.brokeOff != nil ||
-		c.res.unusable || c.upstreamErr != nil || c.target == nil || len(rec.buf) == 0 {
+		c.res.unusable || c.upstreamErr != nil || c.target == nil || len(rec.buf) == 0 || c.guard.blockedAny() {
 		return
 	}
 	// The client has the whole answer before the cache is written.

@@ -53,6 +53,7 @@ type call struct {
 	meta              callMeta       // tags and the request's metadata, for the logs
 	cap               *capture       // what the call asked and answered; nil: not kept (capture.go)
 	cache             *cacheState    // the call's response cache; nil: not cached (cache.go)
+	guard             *callGuard     // the call's guardrails; nil: none run (guard.go)
 	// err is what ended the call, when not an answer (finish sets it);
 	// upstreamErr the body of an upstream failure passed on to the client.
 	err         error
@@ -90,6 +91,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 		}
 	}()
 	grp, err := c.route()
+	if err == nil {
+		err = c.guardInput() // pre_call guardrails: a block holds and sends nothing
+	}
 	if err == nil {
 		err = c.tracedAdmit(grp)
 	}
@@ -164,6 +168,9 @@ func (c *call) decode() error {
 	// LiteLLM's per-request opt-outs of message logging ("no-log",
 	// "turn_off_message_logging"; readMeta noted them) are the gateway's on
 	// every route: OpenAI refuses unknown members.
+	if err := c.readGuardrails(); err != nil {
+		return err
+	}
 	return c.stripMeta()
 }
 
@@ -192,7 +199,7 @@ func (c *call) stripMeta() error {
 
 // gatewayMembers are request members the gateway reads and never forwards
 // (the first only where metadata is not the API's own member).
-var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging", "litellm_session_id", "tags", "cache"}
+var gatewayMembers = []string{"metadata", "litellm_metadata", "no-log", "turn_off_message_logging", "litellm_session_id", "tags", "cache", "guardrails"}
 
 // region is the end user's allowed_model_region; "" allows any.
 func (c *call) region() string {
@@ -462,6 +469,7 @@ func (c *call) settle() {
 		return
 	}
 	c.hold = nil // settled once, even if settling panics
+	c.guardRow(h)
 	c.cost = h.settle(&c.res)
 }
 

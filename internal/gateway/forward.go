@@ -183,6 +183,9 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		awsEventsAsSSE(resp)
 	}
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
+		if err := c.waitDuring(); err != nil { // during_call guardrails decide before the first byte
+			return err
+		}
 		copyHeader(w.Header(), resp.Header)
 		wd.feed()
 		c.durationHeaders(w.Header(), time.Since(sent))
@@ -193,6 +196,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		if wr.stream != nil {
 			sink = translated{s: wr.stream(req), res: res}
 		}
+		sink = c.guardStream(sink, wr.anthropicClient) // post_call guardrails on the text as it passes (guardstream.go)
 		if c.cap != nil && c.cap.streams {
 			c.cap.stream = &streamAnswer{op: c.op, limit: c.g.content.max}
 			sink = teeSink{inner: sink, a: c.cap.stream}
@@ -270,6 +274,13 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 		}
 		if res.wantServed {
 			res.served = modelOf(data)
+		}
+	}
+	if c.guard != nil && resp.StatusCode < 300 {
+		// post_call guardrails and output_parse_pii (guard.go); a block
+		// is a 400 with the answer's tokens booked.
+		if data, err = c.guardAnswer(data); err != nil {
+			return err
 		}
 	}
 	copyHeader(w.Header(), resp.Header)

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/guardrail"
 	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/router"
@@ -65,6 +66,9 @@ type Options struct {
 	// Content says whether messages and answers are kept for the spend
 	// rows and the callbacks (capture.go); the zero value keeps none.
 	Content ContentLogging
+
+	// Guardrails are the configured guardrails (guard.go); nil: none.
+	Guardrails *guardrail.Set
 }
 
 // Gateway holds the live routing table and serves inference requests.
@@ -132,6 +136,7 @@ func (g *Gateway) Register(mux Mux) {
 	}
 	mux.Handle("POST /v2/rerank", g.handler(provider.OpRerank)) // Cohere's v2 path
 	mux.Handle("GET /model_group/info", apierror.Handler(g.log, g.modelGroupInfo))
+	mux.Handle("GET /guardrails/list", apierror.Handler(g.log, g.listGuardrails))
 	// Anthropic's Messages API, for Claude Code and the Anthropic SDKs.
 	mux.Handle("POST /v1/messages", apierror.AnthropicHandler(g.log, func(w http.ResponseWriter, r *http.Request) error {
 		return g.serve(w, r, provider.OpMessages)

@@ -77,6 +77,9 @@ type Metrics struct {
 	// usageAdjusted counts answers whose usage was not booked as reported.
 	usageAdjusted *prometheus.CounterVec
 	cache         cacheMetrics // the response cache (cache.go)
+	// guardrails counts what guardrails did, by guardrail, action and
+	// entity type (never the text found).
+	guardrails *prometheus.CounterVec
 }
 
 // GenAI label names (OpenTelemetry semantic conventions).
@@ -125,10 +128,11 @@ func New(o Options) *Metrics {
 	m.retries = counter("retries_total", "Retried upstream attempts by model group.", "model_group")
 	m.fallbacks = counter("fallbacks_total", "Requests served by a fallback model group, by original and fallback group.", "model_group", "fallback")
 	m.cooldowns = counter("deployment_cooldowns_total", "Times a deployment was put in cooldown.", "model_group", "deployment")
+	m.guardrails = counter("guardrail_actions_total", "What guardrails did (action: passed, masked, blocked, error), by guardrail and entity type; a masked or blocked call counts once per entity found.", "guardrail", "action", "entity")
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.tokenUsage, m.duration, m.ttft, m.requests, m.overhead,
 		m.spendModel, m.spendKey, m.spendUser, m.spendTeam, m.spendEndUser, m.tagRequests, m.tagSpend,
-		m.rateLimited, m.budgetRefused, m.softBudget, m.retries, m.fallbacks, m.cooldowns)
+		m.rateLimited, m.budgetRefused, m.softBudget, m.retries, m.fallbacks, m.cooldowns, m.guardrails)
 	if o.Deployments != nil {
 		m.reg.MustRegister(&deploymentCollector{states: o.Deployments,
 			up: prometheus.NewDesc(name("deployment_up"), "1 when a deployment takes traffic, 0 while it is cooling down or failing health checks.", []string{"model_group", "deployment"}, nil)})
@@ -344,6 +348,15 @@ func (m *Metrics) Shed(reason string) { m.shed.WithLabelValues(reason).Inc() }
 // RateLimited counts a rate-limit refusal.
 func (m *Metrics) RateLimited(scope store.Kind, limit string) {
 	m.rateLimited.WithLabelValues(string(scope), limit).Inc()
+}
+
+// GuardrailOutcome counts what a guardrail did: n findings of entity
+// ("" when none was found) with action.
+func (m *Metrics) GuardrailOutcome(guardrail, action, entity string, n int) {
+	if m == nil {
+		return
+	}
+	m.guardrails.WithLabelValues(guardrail, action, entity).Add(float64(n))
 }
 
 // BudgetRefused counts a budget refusal.

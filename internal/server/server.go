@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/gateway"
+	"github.com/tollgate/tollgate/internal/guardrail"
 	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/lifecycle"
@@ -78,7 +79,8 @@ type Server struct {
 	opts       Options
 	log        *slog.Logger
 	gw         *gateway.Gateway
-	pass       *gateway.Pass // the pass-through routes
+	pass       *gateway.Pass  // the pass-through routes
+	guardrails *guardrail.Set // the configured guardrails; nil: none
 	mux        *http.ServeMux
 	handler    http.Handler // mux behind the panic recovery and the body deadline
 	snap       *auth.Snapshot
@@ -276,6 +278,16 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		gopts.Observer = &gateway.Telemetry{Log: opts.Logger, Metrics: s.metrics, Callbacks: cbs}
 	}
 	gopts.MaxResponseBytes = cfg.MaxResponseBytes()
+	if len(cfg.Guardrails) > 0 {
+		var warnings []string
+		if gopts.Guardrails, warnings, err = guardrail.Build(cfg.Guardrails, guardrail.Options{Recorder: s.metrics}); err != nil {
+			return nil, fmt.Errorf("guardrails: %w", err)
+		}
+		for _, w := range warnings {
+			opts.Logger.Warn("guardrail", "warning", w)
+		}
+		s.guardrails = gopts.Guardrails
+	}
 	if gopts.Content, err = contentLogging(cfg); err != nil {
 		return nil, err
 	}

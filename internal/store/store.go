@@ -254,6 +254,10 @@ type SpendLog struct {
 	// (LiteLLM's requester_metadata). Both bounded by the gateway.
 	RequestTags []string       `json:"request_tags"`
 	Metadata    map[string]any `json:"metadata"`
+	// Guardrails is what the guardrails did (a JSON array of guardrail,
+	// mode, action and entity counts; never the text found); nil when none
+	// ran (migration 00012).
+	Guardrails json.RawMessage `json:"guardrails"`
 	// Messages and Response are what was asked and answered, redacted and
 	// size-capped; nil unless general_settings.store_prompts_in_spend_logs
 	// lets them be kept.

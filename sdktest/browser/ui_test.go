@@ -61,6 +61,11 @@ func TestUIEndToEnd(t *testing.T) {
     litellm_params: {model: openai/gpt-4o, api_base: %q, input_cost_per_token: 0.00001, output_cost_per_token: 0.00002}
 general_settings:
   master_key: sk-ui-master
+guardrails:
+  - guardrail_name: pii-mask
+    litellm_params: {guardrail: litellm_pii, mode: pre_call, default_on: true}
+  - guardrail_name: vendor
+    litellm_params: {guardrail: aporia, mode: post_call}
 `, upstream)
 	})
 	if err != nil {
@@ -171,7 +176,7 @@ general_settings:
 	}
 
 	// Use the key through the API.
-	req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4","max_tokens":10,"messages":[{"role":"user","content":"hello from the browser test"}]}`))
+	req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4","max_tokens":10,"messages":[{"role":"user","content":"hello from the browser test, mail ui@example.com"}]}`))
 	req.Header.Set("Authorization", "Bearer "+rawKey)
 	req.Header.Set("x-litellm-tags", "browser-tag")
 	resp, err := http.DefaultClient.Do(req)
@@ -216,7 +221,15 @@ general_settings:
 	if tags := text("td.tags"); tags != "browser-tag" {
 		t.Errorf("request log tags %q", tags)
 	}
+	if g := text("td.guardrails"); g != "pii-mask: masked (EMAIL_ADDRESS×1)" {
+		t.Errorf("request log guardrails %q", g)
+	}
 	shot("5-logs")
+	step("open the guardrails page", chromedp.Click("#nav-guardrails"), chromedp.WaitVisible("#page table tbody tr td"))
+	if list := text("#page table"); !strings.Contains(list, "pii-mask") || !strings.Contains(list, "inactive (kind not served)") {
+		t.Errorf("guardrails page %q", list)
+	}
+	shot("5b-guardrails")
 
 	// A viewer sees everything and can change nothing: no forms, no buttons.
 	req, _ = http.NewRequest("POST", base+"/user/new", strings.NewReader(`{"user_id": "viewer-1", "user_role": "proxy_admin_viewer"}`))

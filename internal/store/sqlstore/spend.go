@@ -16,7 +16,7 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-const spendCols = 29
+const spendCols = 30
 
 // insertChunk bounds the rows of one multi-row PostgreSQL INSERT
 // (spendCols parameters each), so that a batch costs few round trips.
@@ -25,14 +25,14 @@ const insertChunk = 200
 const spendInsert = `INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 	prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
 	reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type,
-	request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost) VALUES `
+	request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost, guardrails) VALUES `
 
 func spendArgs(args []any, l *store.SpendLog) []any {
 	return append(args, l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider,
 		l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt),
 		l.ReportedPromptTokens, l.ReportedCompletionTokens, flag(l.UsageClamped), flag(l.UsageEstimated), l.ResponseID, l.CallType,
 		tagsText(l.RequestTags), metadataText(l.Metadata), rawText(l.Messages), rawText(l.Response),
-		flag(l.CacheHit), l.CacheKey, l.SavedCost)
+		flag(l.CacheHit), l.CacheKey, l.SavedCost, rawText(l.Guardrails))
 }
 
 // tagsText is a row's tags as the JSON array stored in request_tags (nil,
@@ -364,7 +364,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 		prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
 		reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type,
-		request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost
+		request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost, guardrails
 		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args...)
 	if err != nil {
 		return nil, 0, err
@@ -375,11 +375,11 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	for rows.Next() {
 		var l store.SpendLog
 		var started, ended, clamped, estimated, hit int64
-		var tags, md, messages, response sql.NullString
+		var tags, md, messages, response, guards sql.NullString
 		if err := rows.Scan(&l.RequestID, &l.KeyHash, &l.UserID, &l.TeamID, &l.EndUser, &l.ModelGroup, &l.Deployment, &l.Provider,
 			&l.PromptTokens, &l.CompletionTokens, &l.CachedTokens, &l.Cost, &l.Status, &l.LatencyMS, &started, &ended,
 			&l.ReportedPromptTokens, &l.ReportedCompletionTokens, &clamped, &estimated, &l.ResponseID, &l.CallType,
-			&tags, &md, &messages, &response, &hit, &l.CacheKey, &l.SavedCost); err != nil {
+			&tags, &md, &messages, &response, &hit, &l.CacheKey, &l.SavedCost, &guards); err != nil {
 			return nil, 0, err
 		}
 		l.StartedAt, l.EndedAt = fromMicros(started), fromMicros(ended)
@@ -391,6 +391,9 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		}
 		if md.Valid {
 			_ = json.Unmarshal([]byte(md.String), &l.Metadata)
+		}
+		if guards.Valid && json.Valid([]byte(guards.String)) {
+			l.Guardrails = json.RawMessage(guards.String)
 		}
 		if n := len(messages.String) + len(response.String); f.ContentBytes > 0 && n > 0 && content+n > f.ContentBytes {
 			// Past the listing's content budget: the row without them.

@@ -73,8 +73,8 @@ $("#login-form").addEventListener("submit", (ev) => { ev.preventDefault(); signI
 $("#logout").onclick = () => { sessionStorage.removeItem("tollgate-key"); location.hash = ""; location.reload(); };
 
 // ---- pages ----
-const pages = { keys: keysPage, users: usersPage, teams: teamsPage, customers: customersPage, models: modelsPage, spend: spendPage, logs: logsPage, audit: auditPage };
-const titles = { keys: "Keys", users: "Users", teams: "Teams", customers: "End users", models: "Models", spend: "Spend", logs: "Request logs", audit: "Audit log" };
+const pages = { keys: keysPage, users: usersPage, teams: teamsPage, customers: customersPage, models: modelsPage, spend: spendPage, logs: logsPage, guardrails: guardrailsPage, audit: auditPage };
+const titles = { keys: "Keys", users: "Users", teams: "Teams", customers: "End users", models: "Models", spend: "Spend", logs: "Request logs", guardrails: "Guardrails", audit: "Audit log" };
 function route() {
   const name = (location.hash.slice(1) || "keys").split("?")[0];
   $("#nav").replaceChildren(...Object.keys(pages).map(p => el("a", { href: "#" + p, id: "nav-" + p, className: p === name ? "active" : "" }, titles[p])));
@@ -323,14 +323,32 @@ function logDetail(l) {
     ...parts.flatMap(([name, v]) => [el("strong", {}, name), el("pre", {}, JSON.stringify(v, null, 2))]));
 }
 
+// What the guardrails did to a request: "name: action (ENTITY×n, ...)",
+// one per guardrail run; never the text they found.
+function guardrailSummary(l) {
+  return (l.guardrails || []).filter(g => g.action !== "passed").map(g => {
+    const ents = Object.entries(g.entities || {}).map(([e, n]) => `${e}×${n}`).join(", ");
+    return `${g.guardrail}: ${g.action}` + (ents ? ` (${ents})` : "");
+  }).join("; ");
+}
+
+async function guardrailsPage(page) {
+  const data = await api("GET", "/guardrails/list");
+  page.append(table(["Name", "Kind", "Mode", "Default on", "Active"], (data.guardrails || []).map(g => {
+    const p = g.litellm_params || {};
+    return row(g.guardrail_name, p.guardrail || "", (p.mode || []).join(", "), p.default_on ? "yes" : "no", g.active ? "yes" : "inactive (kind not served)");
+  })));
+}
+
 async function logsPage(page) {
   pager(page, async (n) => {
     const data = await api("GET", `/spend/logs?page=${n}&size=50`);
-    return [table(["Time", "Request", "Key", "Model", "Deployment", "Tokens in/out", "Cost", "Status", "Latency", "Tags", "Detail", "Cache"], data.map(l => {
+    return [table(["Time", "Request", "Key", "Model", "Deployment", "Tokens in/out", "Cost", "Status", "Latency", "Tags", "Guardrails", "Detail", "Cache"], data.map(l => {
       const r = row(new Date(l.startTime).toLocaleString(), el("code", {}, l.request_id.slice(0, 12)), el("code", {}, (l.api_key || "").slice(0, 10)), l.model_group, l.model_id,
-        `${l.prompt_tokens} / ${l.completion_tokens}`, money(l.spend), String(l.http_status), l.latency_ms + " ms", (l.request_tags || []).join(", "), logDetail(l),
+        `${l.prompt_tokens} / ${l.completion_tokens}`, money(l.spend), String(l.http_status), l.latency_ms + " ms", (l.request_tags || []).join(", "), guardrailSummary(l), logDetail(l),
         l.cache_hit === "True" ? "hit, saved " + money(l.saved_cache_cost || 0) : "");
       r.cells[9].className = "tags";
+      r.cells[10].className = "guardrails";
       return r;
     })), data.length === 50];
   });

@@ -1,0 +1,370 @@
+package guardrail
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tollgate/tollgate/internal/redact"
+	"github.com/tollgate/tollgate/internal/tokens"
+)
+
+// piiCheck finds personal data and secrets with internal/redact's
+// validated detectors (Luhn for cards, mod 97 for IBANs, the SSA's rules
+// for SSNs, netip for IP addresses, provider key prefixes) and masks or
+// blocks each class as configured.
+type piiCheck struct {
+	r       *redact.Redactor
+	actions map[redact.Class]Action
+	// tag makes the placeholder of the n-th distinct value (n from 1) of
+	// a class; numbered placeholders are what output_parse_pii maps back.
+	tag     func(class string, n int) string
+	restore bool
+}
+
+// numberedTag is <CLASS>, then <CLASS_2>, <CLASS_3>, ... for further
+// distinct values of the class in one request.
+func numberedTag(class string, n int) string {
+	if n == 1 {
+		return "<" + class + ">"
+	}
+	return "<" + class + "_" + strconv.Itoa(n) + ">"
+}
+
+func newPII(actions map[redact.Class]Action, tag func(string, int) string, restore bool) (*piiCheck, error) {
+	classes := make([]redact.Class, 0, len(actions))
+	for c := range actions {
+		classes = append(classes, c)
+	}
+	sort.Slice(classes, func(i, j int) bool { return classes[i] < classes[j] })
+	r, err := redact.New(classes)
+	if err != nil {
+		return nil, err
+	}
+	return &piiCheck{r: r, actions: actions, tag: tag, restore: restore}, nil
+}
+
+func (p *piiCheck) Check(_ context.Context, in *Input) (Verdict, error) {
+	var v Verdict
+	var seen map[string]string // class + "\x00" + value → placeholder
+	var perClass map[string]int
+	for i, t := range in.Texts {
+		ms := p.r.Find(t)
+		if len(ms) == 0 {
+			continue
+		}
+		var b strings.Builder
+		b.Grow(len(t) + 16*len(ms))
+		at := 0
+		for _, m := range ms {
+			cls := string(m.Class)
+			if v.Entities == nil {
+				v.Entities = map[string]int{}
+			}
+			v.Entities[cls]++
+			if p.actions[m.Class] == Block {
+				v.Blocked = true
+				continue
+			}
+			if seen == nil {
+				seen, perClass = map[string]string{}, map[string]int{}
+			}
+			val := t[m.Start:m.End]
+			ph, ok := seen[cls+"\x00"+val]
+			if !ok {
+				perClass[cls]++
+				ph = p.tag(cls, perClass[cls])
+				seen[cls+"\x00"+val] = ph
+				if p.restore {
+					if v.Restore == nil {
+						v.Restore = map[string]string{}
+					}
+					v.Restore[ph] = val
+				}
+			}
+			b.WriteString(t[at:m.Start])
+			b.WriteString(ph)
+			at = m.End
+		}
+		if at > 0 {
+			b.WriteString(t[at:])
+			if v.Texts == nil {
+				v.Texts = append([]string(nil), in.Texts...)
+			}
+			v.Texts[i] = b.String()
+		}
+	}
+	if v.Blocked {
+		v.Reason = "found " + entityList(v.Entities, func(e string) bool { return p.actions[redact.Class(e)] == Block })
+		v.Texts, v.Restore = nil, nil
+	}
+	return v, nil
+}
+
+// entityList names the entities that keep, sorted.
+func entityList(m map[string]int, keep func(string) bool) string {
+	var out []string
+	for e := range m {
+		if keep(e) {
+			out = append(out, e)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// prebuilt maps litellm_content_filter's prebuilt pattern names (and a few
+// of Tollgate's) to internal/redact's validated classes.
+var prebuilt = map[string]redact.Class{
+	"us_ssn": redact.USSSN, "email": redact.EmailAddress, "phone": redact.PhoneNumber,
+	"visa": redact.CreditCard, "mastercard": redact.CreditCard, "amex": redact.CreditCard,
+	"credit_card": redact.CreditCard, "iban": redact.IBANCode, "ip_address": redact.IPAddress,
+	"aws_access_key": redact.AWSAccessKeyID, "aws_secret_key": redact.AWSSecretAccessKey,
+	"github_token": redact.APIKey, "api_key": redact.APIKey, "jwt": redact.JWT,
+	"private_key": redact.PrivateKey, "authorization": redact.Authorization,
+}
+
+// filterCheck is litellm_content_filter: prebuilt patterns (validated
+// detectors), regexes (RE2: linear time) and keywords, each with its
+// action. Masks are LiteLLM's tags: [EMAIL_REDACTED], [KEYWORD_REDACTED].
+type filterCheck struct {
+	pii     *piiCheck // the prebuilt patterns; nil: none
+	regexes []namedRegex
+	words   []keyword
+	wordTag string
+	patTag  func(name string) string
+}
+
+type namedRegex struct {
+	name   string
+	re     *regexp.Regexp
+	action Action
+}
+
+type keyword struct {
+	lower  string
+	action Action
+}
+
+func (f *filterCheck) Check(ctx context.Context, in *Input) (Verdict, error) {
+	v := Verdict{}
+	texts := in.Texts
+	piiChanged := false
+	if f.pii != nil {
+		pv, _ := f.pii.Check(ctx, in)
+		v.Entities = pv.Entities
+		if pv.Blocked {
+			return Verdict{Blocked: true, Reason: pv.Reason, Entities: pv.Entities}, nil
+		}
+		if pv.Texts != nil {
+			texts, piiChanged = pv.Texts, true
+		}
+	}
+	changed := texts
+	copied := false
+	set := func(i int, s string) {
+		if !copied {
+			changed = append([]string(nil), texts...)
+			copied = true
+		}
+		changed[i] = s
+	}
+	count := func(name string) {
+		if v.Entities == nil {
+			v.Entities = map[string]int{}
+		}
+		v.Entities[name]++
+	}
+	var blocked []string
+	for _, r := range f.regexes {
+		for i := range changed {
+			locs := r.re.FindAllStringIndex(changed[i], -1)
+			if len(locs) == 0 {
+				continue
+			}
+			for range locs {
+				count(r.name)
+			}
+			if r.action == Block {
+				blocked = append(blocked, r.name)
+				continue
+			}
+			set(i, r.re.ReplaceAllLiteralString(changed[i], f.patTag(r.name)))
+		}
+	}
+	for _, w := range f.words {
+		for i := range changed {
+			lower := strings.ToLower(changed[i])
+			if !strings.Contains(lower, w.lower) {
+				continue
+			}
+			count("keyword")
+			if w.action == Block {
+				blocked = append(blocked, "keyword")
+				continue
+			}
+			set(i, replaceFold(changed[i], lower, w.lower, f.wordTag))
+		}
+	}
+	if len(blocked) > 0 {
+		sort.Strings(blocked)
+		return Verdict{Blocked: true, Reason: "matched " + strings.Join(dedup(blocked), ", "), Entities: v.Entities}, nil
+	}
+	if copied || piiChanged {
+		v.Texts = changed
+	}
+	return v, nil
+}
+
+// replaceFold replaces every case-insensitive occurrence of word (lower
+// case) in s, whose lower-case form is lower (same length as s for ASCII;
+// otherwise the text is matched as is).
+func replaceFold(s, lower, word, tag string) string {
+	if len(lower) != len(s) {
+		return strings.ReplaceAll(s, word, tag)
+	}
+	var b strings.Builder
+	at := 0
+	for {
+		j := strings.Index(lower[at:], word)
+		if j < 0 {
+			break
+		}
+		b.WriteString(s[at : at+j])
+		b.WriteString(tag)
+		at += j + len(word)
+	}
+	b.WriteString(s[at:])
+	return b.String()
+}
+
+func dedup(xs []string) []string {
+	out := xs[:0]
+	for i, x := range xs {
+		if i == 0 || x != xs[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// injectionPatterns are well-known prompt-injection phrasings: asking the
+// model to drop its instructions, to reveal them, or to take on an
+// unrestricted persona. Each starts with one of injectionTriggers; the
+// expression (RE2, linear) runs only at a word that starts with one, on
+// the next injectionWindow bytes, so ordinary text costs one byte scan.
+var injectionPatterns = regexp.MustCompile(`^(?i:` + strings.Join([]string{
+	`(ignore|disregard|forget|skip|override|bypass)\s+(all\s+|any\s+|the\s+|your\s+|my\s+|these\s+|those\s+)*(previous|prior|above|earlier|preceding|initial|original|system)\s+(instructions?|prompts?|rules|directions|directives|guidelines|context|messages?)`,
+	`(ignore|disregard|forget)\s+(everything|all)\s+(you\s+were\s+told|above|before)`,
+	`(reveal|print|show|repeat|output|display|leak)\s+(me\s+)?(your|the)\s+(full\s+|entire\s+|hidden\s+|original\s+|initial\s+)*(system\s+prompt|system\s+message|hidden\s+instructions|initial\s+instructions|instructions\s+above)`,
+	`you\s+are\s+now\s+(dan|in\s+developer\s+mode|jailbroken|unrestricted|an?\s+unfiltered)`,
+	`(developer|god|dan|jailbreak)\s+mode\s+(enabled|activated|on)\b`,
+	`do\s+anything\s+now\b`,
+	`pretend\s+(that\s+)?you\s+(are|have)\s+(no|not\s+bound\s+by)\s+(restrictions|rules|guidelines|filters|limits)`,
+	`act\s+as\s+(an?\s+)?(unrestricted|unfiltered|uncensored)\b`,
+	`from\s+now\s+on\s+you\s+(will|must)\s+(ignore|not\s+follow)\b`,
+	`new\s+instructions?\s*:\s*(ignore|disregard|you\s+are)`,
+	`<\|?/?\s*(system|im_start|im_end)\s*\|?>`,
+}, "|") + `)`)
+
+// injectionTriggers are the words the patterns start with (lower case),
+// indexed by their first byte.
+var injectionTriggers = func() [256][]string {
+	var t [256][]string
+	for _, w := range []string{"ignore", "disregard", "forget", "skip", "override", "bypass", "reveal", "print", "show",
+		"repeat", "output", "display", "leak", "you", "developer", "god", "dan", "jailbreak", "do", "pretend", "act",
+		"from", "new", "<"} {
+		t[w[0]] = append(t[w[0]], w)
+	}
+	return t
+}()
+
+// injectionWindow is the most text one pattern can span.
+const injectionWindow = 240
+
+// countInjections counts the places in s where a pattern matches.
+func countInjections(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		ts := injectionTriggers[c]
+		if ts == nil || (c != '<' && i > 0 && isLetter(s[i-1])) {
+			continue
+		}
+		hit := false
+		for _, w := range ts {
+			if len(s)-i >= len(w) && strings.EqualFold(s[i:i+len(w)], w) {
+				hit = true
+				break
+			}
+		}
+		if hit && injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)]) {
+			n++
+		}
+	}
+	return n
+}
+
+func isLetter(b byte) bool { return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' }
+
+// injectionCheck blocks texts that match injectionPatterns.
+type injectionCheck struct{}
+
+func (injectionCheck) Check(_ context.Context, in *Input) (Verdict, error) {
+	n := 0
+	for _, t := range in.Texts {
+		n += countInjections(t)
+	}
+	if n == 0 {
+		return Verdict{}, nil
+	}
+	return Verdict{Blocked: true, Reason: "Rejected message. This is a prompt injection attack.", Entities: map[string]int{"prompt_injection": n}}, nil
+}
+
+// IsInjection reports whether s matches the built-in prompt-injection
+// patterns (the labelled set's measure).
+func IsInjection(s string) bool { return countInjections(s) > 0 }
+
+// tighter is the smaller of two limits, 0 meaning none.
+func tighter(a, b int64) int64 {
+	if a == 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+// limitCheck is tollgate_input_limits: the input's text bytes and tokens.
+type limitCheck struct {
+	maxBytes, maxTokens int64
+}
+
+func (l limitCheck) Check(_ context.Context, in *Input) (Verdict, error) {
+	// A key's own limits (its metadata, which its owner may edit) can
+	// only tighten the guardrail's.
+	maxBytes, maxTokens := tighter(l.maxBytes, in.MaxInputBytes), tighter(l.maxTokens, in.MaxInputTokens)
+	var n int64
+	for _, t := range in.Texts {
+		n += int64(len(t))
+	}
+	if maxBytes > 0 && n > maxBytes {
+		return Verdict{Blocked: true, Reason: fmt.Sprintf("the input holds %d bytes of text, above the limit of %d", n, maxBytes), Entities: map[string]int{"max_input_bytes": 1}}, nil
+	}
+	// A token covers at least one byte: text of no more bytes than the
+	// limit is within it without counting.
+	if maxTokens > 0 && n > maxTokens {
+		var t int64
+		for _, s := range in.Texts {
+			t += tokens.Text(in.Model, s)
+		}
+		if t > maxTokens {
+			return Verdict{Blocked: true, Reason: fmt.Sprintf("the input holds about %d tokens, above the limit of %d", t, maxTokens), Entities: map[string]int{"max_input_tokens": 1}}, nil
+		}
+	}
+	return Verdict{}, nil
+}

@@ -1,0 +1,386 @@
+package guardrail
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+)
+
+func build(t testing.TB, yaml string) *Set {
+	t.Helper()
+	cfg, err := config.Parse("t.yaml", []byte("model_list: []\nguardrails:\n"+yaml))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	s, _, err := Build(cfg.Guardrails, Options{})
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	return s
+}
+
+func check(t *testing.T, s *Set, name string, texts ...string) Verdict {
+	t.Helper()
+	g, ok := s.Get(name)
+	if !ok {
+		t.Fatalf("no guardrail %q", name)
+	}
+	v, err := g.Check(context.Background(), &Input{Texts: texts})
+	if err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	return v
+}
+
+// TestPIIValidation: numbers are masked only when they validate (Luhn,
+// IBAN mod 97, SSN rules, IP parsing); look-alikes stay.
+func TestPIIValidation(t *testing.T) {
+	s := build(t, `
+  - guardrail_name: pii
+    litellm_params: {guardrail: litellm_pii, mode: pre_call}
+  - guardrail_name: secrets
+    litellm_params: {guardrail: hide-secrets, mode: pre_call}
+`)
+	tests := []struct {
+		name, in, want string
+	}{
+		{"card passes Luhn", "pay 4111 1111 1111 1111 now", "pay <CREDIT_CARD> now"},
+		{"card fails Luhn", "pay 4111 1111 1111 1112 now", "pay 4111 1111 1111 1112 now"},
+		{"IBAN checksum", "to DE89 3704 0044 0532 0130 00 please", "to <IBAN_CODE> please"},
+		{"IBAN bad checksum", "to DE88 3704 0044 0532 0130 00 please", "to DE88 3704 0044 0532 0130 00 please"},
+		{"SSN", "ssn 536-22-1234", "ssn <US_SSN>"},
+		{"SSN area 000 is not one", "ssn 000-22-1234", "ssn 000-22-1234"},
+		{"IPv4", "host 192.168.10.20 down", "host <IP_ADDRESS> down"},
+		{"not an IP", "version 1.2.3.400 out", "version 1.2.3.400 out"},
+		{"email", "mail a.b@example.org", "mail <EMAIL_ADDRESS>"},
+		{"distinct values numbered, same value same tag", "a@x.io b@y.io a@x.io", "<EMAIL_ADDRESS> <EMAIL_ADDRESS_2> <EMAIL_ADDRESS>"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := check(t, s, "pii", tt.in)
+			got := tt.in
+			if v.Texts != nil {
+				got = v.Texts[0]
+			}
+			if got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	v := check(t, s, "secrets", "key sk-proj-abcDEF1234567890xyzABC and AKIAIOSFODNN7EXAMPLE")
+	if v.Texts == nil || strings.Contains(v.Texts[0], "sk-proj") || strings.Contains(v.Texts[0], "AKIA") {
+		t.Errorf("secrets not masked: %v", v.Texts)
+	}
+}
+
+func TestPIIBlockAndRestore(t *testing.T) {
+	s := build(t, `
+  - guardrail_name: p
+    litellm_params:
+      guardrail: litellm_pii
+      mode: pre_call
+      output_parse_pii: true
+      entities_config: {EMAIL_ADDRESS: MASK, CREDIT_CARD: BLOCK}
+`)
+	v := check(t, s, "p", "card 4111111111111111")
+	if !v.Blocked || strings.Contains(v.Reason, "4111") || v.Reason != "found CREDIT_CARD" {
+		t.Errorf("verdict %+v", v)
+	}
+	v = check(t, s, "p", "x@y.io", "and z@y.io")
+	if v.Blocked || v.Restore["<EMAIL_ADDRESS>"] != "x@y.io" || v.Restore["<EMAIL_ADDRESS_2>"] != "z@y.io" {
+		t.Errorf("restore %+v", v)
+	}
+}
+
+func TestContentFilter(t *testing.T) {
+	s := build(t, `
+  - guardrail_name: f
+    litellm_params:
+      guardrail: litellm_content_filter
+      mode: pre_call
+      patterns:
+        - {pattern_type: prebuilt, pattern_name: email, action: MASK}
+        - {pattern_type: regex, pattern: '\b[A-Z]{3}-\d{4}\b', name: employee_id, action: MASK}
+        - {pattern_type: regex, pattern: 'PROJECT-\d{6}', name: project_code, action: BLOCK}
+      blocked_words:
+        - {keyword: confidential, action: BLOCK}
+        - {keyword: proprietary, action: MASK}
+`)
+	v := check(t, s, "f", "mail jo@ex.com, emp ABC-1234, Proprietary stuff")
+	if v.Blocked || v.Texts[0] != "mail [EMAIL_ADDRESS_REDACTED], emp [EMPLOYEE_ID_REDACTED], [KEYWORD_REDACTED] stuff" {
+		t.Errorf("mask: %+v", v)
+	}
+	for _, in := range []string{"this is CONFIDENTIAL", "see PROJECT-123456"} {
+		if v := check(t, s, "f", in); !v.Blocked {
+			t.Errorf("%q not blocked: %+v", in, v)
+		}
+	}
+}
+
+// TestBuildWarnsAndRefuses: an unknown kind loads inactive with a warning;
+// a served kind with bad settings stops the start.
+func TestBuildWarnsAndRefuses(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte("model_list: []\nguardrails:\n  - guardrail_name: a\n    litellm_params: {guardrail: aporia, mode: pre_call, default_on: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, warns, err := Build(cfg.Guardrails, Options{})
+	if err != nil || len(warns) != 1 || !strings.Contains(warns[0], "inactive") {
+		t.Fatalf("warnings %q err %v", warns, err)
+	}
+	if g, _ := s.Get("a"); g.Active {
+		t.Error("unknown kind is active")
+	}
+	if sel, _ := s.Select(); len(sel) != 0 {
+		t.Error("an inactive guardrail was selected")
+	}
+	bad := []string{
+		"  - guardrail_name: b\n    litellm_params: {guardrail: litellm_content_filter, mode: pre_call, patterns: [{pattern_type: regex, pattern: '(', action: BLOCK}]}\n",
+		"  - guardrail_name: b\n    litellm_params: {guardrail: litellm_pii, mode: sometimes}\n",
+		"  - guardrail_name: b\n    litellm_params: {guardrail: generic_guardrail_api, mode: pre_call}\n",
+		"  - guardrail_name: b\n    litellm_params: {guardrail: litellm_content_filter, mode: pre_call, blocked_words: [{keyword: x, action: SHRUG}]}\n",
+	}
+	for _, y := range bad {
+		cfg, err := config.Parse("t.yaml", []byte("model_list: []\nguardrails:\n"+y))
+		if err != nil {
+			continue // refused by the config already
+		}
+		if _, _, err := Build(cfg.Guardrails, Options{}); err == nil {
+			t.Errorf("built: %s", y)
+		}
+	}
+}
+
+func TestTextsAndRewrite(t *testing.T) {
+	body := []byte(`{"model":"m","messages":[{"role":"system","content":"be nice"},{"role":"user","content":[{"type":"text","text":"hi \"you\""},{"type":"image_url","image_url":{"url":"http://x"}}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"input":{"type":"string"}}}}}]}`)
+	spans := Texts(body)
+	var got []string
+	for _, s := range spans {
+		got = append(got, s.Text)
+	}
+	if strings.Join(got, "|") != `be nice|hi "you"` {
+		t.Fatalf("texts %q", got)
+	}
+	out := Rewrite(body, spans, []string{"be nice", "<X>"})
+	if !json.Valid(out) || !strings.Contains(string(out), `"text":"<X>"`) || !strings.Contains(string(out), `"content":"be nice"`) {
+		t.Errorf("rewrite: %s", out)
+	}
+	for _, b := range []string{`{"prompt":["a","b"]}`, `{"input":"x"}`, `{"system":[{"type":"text","text":"s"}],"messages":[]}`} {
+		if n := len(Texts([]byte(b))); n == 0 {
+			t.Errorf("%s: no texts", b)
+		}
+	}
+}
+
+// TestPromptInjectionLabelledSet measures the detector on the labelled
+// set in testdata: every injection found, at most 1 in 20 benign prompts
+// flagged (docs/guardrails.md has the table).
+func TestPromptInjectionLabelledSet(t *testing.T) {
+	f, err := os.Open("testdata/prompt_injection.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var tp, fn, fp, tn int
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var row struct {
+			Text      string `json:"text"`
+			Injection bool   `json:"injection"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
+			t.Fatal(err)
+		}
+		got := IsInjection(row.Text)
+		switch {
+		case row.Injection && got:
+			tp++
+		case row.Injection:
+			fn++
+			t.Logf("missed: %s", row.Text)
+		case got:
+			fp++
+			t.Logf("false positive: %s", row.Text)
+		default:
+			tn++
+		}
+	}
+	t.Logf("injections %d: detected %d, missed %d; benign %d: flagged %d (false-positive rate %.1f%%)", tp+fn, tp, fn, fp+tn, fp, 100*float64(fp)/float64(fp+tn))
+	if fn > (tp+fn)/10 || fp*20 > fp+tn {
+		t.Errorf("detected %d of %d injections, flagged %d of %d benign", tp, tp+fn, fp, fp+tn)
+	}
+}
+
+// fakePresidio speaks Presidio's analyzer and anonymizer APIs: it finds
+// the word "Alice" (PERSON) and e-mail-like words, with code point offsets.
+func fakePresidio(t *testing.T, calls *atomic.Int64) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /analyze", func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var req struct {
+			Text     string `json:"text"`
+			Language string `json:"language"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Language == "" {
+			http.Error(w, "bad", 400)
+			return
+		}
+		var out []map[string]any
+		runes := []rune(req.Text)
+		for i := 0; i+5 <= len(runes); i++ {
+			if string(runes[i:i+5]) == "Alice" {
+				out = append(out, map[string]any{"entity_type": "PERSON", "start": i, "end": i + 5, "score": 0.85})
+			}
+		}
+		json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("POST /anonymize", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Text    string `json:"text"`
+			Results []struct {
+				EntityType string `json:"entity_type"`
+				Start, End int
+			} `json:"analyzer_results"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		runes := []rune(req.Text)
+		var b strings.Builder
+		at := 0
+		for _, f := range req.Results {
+			b.WriteString(string(runes[at:f.Start]) + "<" + f.EntityType + ">")
+			at = f.End
+		}
+		b.WriteString(string(runes[at:]))
+		json.NewEncoder(w).Encode(map[string]any{"text": b.String(), "items": []any{}})
+	})
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func TestPresidio(t *testing.T) {
+	var calls atomic.Int64
+	p := fakePresidio(t, &calls)
+	s := build(t, fmt.Sprintf(`
+  - guardrail_name: mask
+    litellm_params: {guardrail: presidio, mode: pre_call, presidio_analyzer_api_base: %q, output_parse_pii: true}
+  - guardrail_name: anon
+    litellm_params: {guardrail: presidio, mode: pre_call, presidio_analyzer_api_base: %q, presidio_anonymizer_api_base: %q}
+  - guardrail_name: block
+    litellm_params: {guardrail: presidio, mode: pre_call, presidio_analyzer_api_base: %q, pii_entities_config: {PERSON: BLOCK}}
+`, p.URL, p.URL, p.URL, p.URL))
+	v := check(t, s, "mask", "héllo Alice and Alice")
+	if v.Texts[0] != "héllo <PERSON> and <PERSON>" || v.Restore["<PERSON>"] != "Alice" {
+		t.Errorf("mask: %+v", v)
+	}
+	if v := check(t, s, "anon", "dear Alice"); v.Texts[0] != "dear <PERSON>" {
+		t.Errorf("anonymizer: %+v", v)
+	}
+	if v := check(t, s, "block", "dear Alice"); !v.Blocked || v.Reason != "found PERSON" {
+		t.Errorf("block: %+v", v)
+	}
+	if calls.Load() == 0 {
+		t.Error("the analyzer was never called")
+	}
+}
+
+// TestGenericGuardrailAPI: LiteLLM's generic guardrail API contract, and
+// a service that does not answer in time failing closed or open.
+func TestGenericGuardrailAPI(t *testing.T) {
+	release := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /beta/litellm_basic_guardrail_api", func(w http.ResponseWriter, r *http.Request) {
+		var req genericRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		if r.Header.Get("Authorization") != "Bearer k" || req.Extra["threshold"] != 0.5 || req.InputType != "request" {
+			http.Error(w, "bad", 400)
+			return
+		}
+		switch {
+		case strings.Contains(req.Texts[0], "slow"):
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case strings.Contains(req.Texts[0], "bad"):
+			json.NewEncoder(w).Encode(genericResponse{Action: "BLOCKED", BlockedReason: "bad words"})
+		case strings.Contains(req.Texts[0], "fix"):
+			json.NewEncoder(w).Encode(genericResponse{Action: "GUARDRAIL_INTERVENED", Texts: []string{"fixed"}})
+		default:
+			json.NewEncoder(w).Encode(genericResponse{Action: "NONE"})
+		}
+	})
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() { close(release) }) // runs first: the slow handler returns
+	yaml := func(name, fallback string) string {
+		return fmt.Sprintf("  - guardrail_name: %s\n    litellm_params: {guardrail: generic_guardrail_api, mode: pre_call, api_base: %q, api_key: k, timeout: 0.2, unreachable_fallback: %s, additional_provider_specific_params: {threshold: 0.5}}\n", name, ts.URL, fallback)
+	}
+	s := build(t, yaml("closed", "fail_closed")+yaml("open", "fail_open"))
+	gs, _ := s.Select([]string{"closed"})
+	run := func(gs []*Guardrail, text string) Result {
+		return Run(context.Background(), gs, PreCall, &Input{Texts: []string{text}})
+	}
+	if r := run(gs, "fine"); r.Blocked != nil || r.Texts != nil {
+		t.Errorf("NONE: %+v", r)
+	}
+	if r := run(gs, "bad"); r.Blocked == nil || r.Reason != "bad words" {
+		t.Errorf("BLOCKED: %+v", r)
+	}
+	if r := run(gs, "fix"); r.Texts[0] != "fixed" {
+		t.Errorf("INTERVENED: %+v", r)
+	}
+	start := time.Now()
+	if r := run(gs, "slow"); r.Blocked == nil || !r.Unavailable || r.Outcomes[0].Action != Failed {
+		t.Errorf("fail_closed: %+v", r)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Errorf("the timeout did not bound the call")
+	}
+	open, _ := s.Select([]string{"open"})
+	if r := run(open, "slow"); r.Blocked != nil || r.Outcomes[0].Action != Failed {
+		t.Errorf("fail_open: %+v", r)
+	}
+	if _, err := open[0].Check(context.Background(), &Input{Texts: []string{"slow"}}); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+// TestInputLimitsPerKey: a key's own limits tighten the guardrail's and
+// never loosen them (a key's owner may edit its metadata).
+func TestInputLimitsPerKey(t *testing.T) {
+	s := build(t, "  - guardrail_name: l\n    litellm_params: {guardrail: tollgate_input_limits, mode: pre_call, max_input_bytes: 100, max_input_tokens: 50}\n")
+	g, _ := s.Get("l")
+	tests := []struct {
+		name           string
+		text           string
+		keyBytes, keyT int64
+		blocked        bool
+	}{
+		{"within", strings.Repeat("a ", 20), 0, 0, false},
+		{"over bytes", strings.Repeat("a", 101), 0, 0, true},
+		{"key tighter", strings.Repeat("a ", 20), 30, 0, true},
+		{"key cannot loosen", strings.Repeat("a", 101), 1000, 0, true},
+		{"over tokens", strings.Repeat("word ", 19), 0, 0, false},
+		{"key tighter tokens", strings.Repeat("word ", 19), 0, 5, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, _ := g.Check(context.Background(), &Input{Texts: []string{tt.text}, MaxInputBytes: tt.keyBytes, MaxInputTokens: tt.keyT, Model: "gpt-4o"})
+			if v.Blocked != tt.blocked {
+				t.Errorf("blocked = %v (%s), want %v", v.Blocked, v.Reason, tt.blocked)
+			}
+		})
+	}
+}

@@ -1,0 +1,147 @@
+package guardrail
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+)
+
+// A Span is one text of a JSON body: the string token body[Start:End]
+// (quotes included) and its decoded Text.
+type Span struct {
+	Start, End int
+	Text       string
+}
+
+// textKeys name the members whose string values (directly, or in an array
+// under them) are text a guardrail reads: chat and Anthropic message
+// content and content parts, completion prompts, embedding inputs, system
+// prompts and Responses instructions; in answers, message content and
+// completion text. Roles, types, ids, tool names and the like are not.
+var textKeys = map[string]bool{
+	"content": true, "text": true, "prompt": true, "input": true,
+	"system": true, "instructions": true, "query": true, "refusal": true,
+}
+
+// maxDepth bounds the nesting the scanner follows; deeper values are
+// skipped (a body the gateway already decoded is well formed).
+const maxDepth = 64
+
+// Texts returns the texts of the JSON body in order, found in one linear
+// pass without decoding the whole body. A body that is not JSON yields
+// none.
+func Texts(body []byte) []Span {
+	type level struct {
+		obj    bool   // an object (else an array)
+		member string // the member the container is the value of
+		key    string // in an object: the key of the value being read
+	}
+	var out []Span
+	var stack [maxDepth]level
+	depth := -1
+	inKey := false // the next string is an object key
+	member := ""   // the member of the value about to open
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; c {
+		case '{', '[':
+			if depth+1 >= maxDepth {
+				return out
+			}
+			depth++
+			stack[depth] = level{obj: c == '{', member: member}
+			inKey = c == '{'
+		case '}', ']':
+			if depth < 0 {
+				return out
+			}
+			depth--
+			inKey = false
+		case ',':
+			inKey = depth >= 0 && stack[depth].obj
+		case ':':
+			inKey = false
+		case '"':
+			end, escaped := stringEnd(body, i)
+			if end < 0 {
+				return out
+			}
+			switch {
+			case depth < 0:
+			case inKey:
+				stack[depth].key = rawString(body[i:end], escaped)
+				member = stack[depth].key
+				inKey = false
+			case stack[depth].obj && textKeys[stack[depth].key],
+				!stack[depth].obj && textKeys[stack[depth].member]:
+				out = append(out, Span{Start: i, End: end, Text: rawString(body[i:end], escaped)})
+			}
+			i = end - 1
+		}
+		if depth >= 0 && !stack[depth].obj {
+			member = stack[depth].member // an array's items are under its member
+		}
+	}
+	return out
+}
+
+// stringEnd returns the index just past the JSON string starting at i and
+// whether it holds an escape; -1 when it is not closed.
+func stringEnd(b []byte, i int) (int, bool) {
+	escaped := false
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			escaped = true
+			j++
+		case '"':
+			return j + 1, escaped
+		}
+	}
+	return -1, escaped
+}
+
+// rawString decodes the JSON string token q.
+func rawString(q []byte, escaped bool) string {
+	if !escaped {
+		return string(q[1 : len(q)-1])
+	}
+	var s string
+	if json.Unmarshal(q, &s) != nil {
+		return string(q[1 : len(q)-1])
+	}
+	return s
+}
+
+// Rewrite returns body with the spans whose text changed (texts[i] for
+// spans[i]) re-encoded; the rest of the body is kept byte for byte.
+func Rewrite(body []byte, spans []Span, texts []string) []byte {
+	var b bytes.Buffer
+	b.Grow(len(body) + 64)
+	at := 0
+	for i, s := range spans {
+		if texts[i] == s.Text {
+			continue
+		}
+		b.Write(body[at:s.Start])
+		b.Write(Quote(texts[i]))
+		at = s.End
+	}
+	b.Write(body[at:])
+	return b.Bytes()
+}
+
+// Quote returns s as a JSON string, without HTML escaping, so that a
+// placeholder reads <EMAIL_ADDRESS> on the wire.
+func Quote(s string) []byte {
+	if !strings.ContainsFunc(s, func(c rune) bool { return c < 0x20 || c == '"' || c == '\\' || c == 0x2028 || c == 0x2029 }) {
+		out := make([]byte, 0, len(s)+2)
+		out = append(out, '"')
+		out = append(out, s...)
+		return append(out, '"')
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
