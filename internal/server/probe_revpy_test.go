@@ -1,0 +1,95 @@
+package server
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// revpyDir writes hooks.py (src) and a config whose custom_auth is
+// hooks.auth (LiteLLM's module.function form) beside it.
+func revpyDir(t *testing.T, src, up string) string {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is not installed")
+	}
+	dir := t.TempDir()
+	cfg := `model_list:
+  - model_name: "openai-model"
+    litellm_params:
+      model: "gpt-3.5-turbo"
+      api_base: ` + up + `/v1
+      api_key: sk-upstream-secret
+general_settings:
+  custom_auth: hooks.auth
+  tollgate_python_hooks:
+    workers: 2
+    timeout: 2
+`
+	if err := os.WriteFile(filepath.Join(dir, "hooks.py"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "config.yaml")
+}
+
+// TestProbePythonAuthInfiniteBudget: LiteLLM's UserAPIKeyAuth is a pydantic
+// model whose float fields accept inf (and nan); a hook that says "no
+// budget" with max_budget=float("inf") is allowed there. Here the bootstrap
+// writes the answer with json.dumps' default allow_nan=True ("Infinity"),
+// the pool's reader cannot parse that line and drops it
+// (pyhook.go: `if json.Unmarshal(line, &r) != nil { continue }`), so the
+// call waits out the whole timeout, the healthy worker is killed, and the
+// client gets a 503 — on every request.
+func TestProbePythonAuthInfiniteBudget(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+
+async def auth(request, api_key):
+    if api_key != "sk-good":
+        raise Exception("no")
+    return UserAPIKeyAuth(api_key=api_key, max_budget=float("inf"))
+`, urls["up"])
+	url, _ := servePy(t, path, true)
+	chat := `{"model": "openai-model", "messages": [{"role": "user", "content": "hi"}]}`
+	resp, body := postAs(t, url, "/v1/chat/completions", chat, "Authorization", "Bearer sk-good")
+	if resp.StatusCode != 200 {
+		t.Fatalf("max_budget=inf (allowed by LiteLLM): %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestProbePythonHookLongPrintLine: a custom_auth that prints the request
+// body it was given (a usual debugging line) on a 300 KB request in French
+// writes one stderr line over 1 MiB (bytes' repr spells é as \xc3\xa9). The stderr copier's Scanner
+// (pyhook.go, sc.Buffer(..., 1<<20)) stops with ErrTooLong and nobody
+// reads the pipe any more: the worker blocks in print(), the call runs
+// into the deadline, the worker is killed and the client gets a 503 for a
+// hook that allowed it.
+func TestProbePythonHookLongPrintLine(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+
+async def auth(request, api_key):
+    print("custom auth got:", await request.body())
+    if api_key != "sk-good":
+        raise Exception("no")
+    return UserAPIKeyAuth(api_key=api_key)
+`, urls["up"])
+	url, _ := servePy(t, path, true)
+	pad := strings.Repeat("é", 150000)
+	chat := `{"model": "openai-model", "messages": [{"role": "user", "content": "` + pad + `"}]}`
+	if len(chat) > 1<<20 {
+		t.Fatalf("body %d over the hook's 1 MiB", len(chat))
+	}
+	resp, body := postAs(t, url, "/v1/chat/completions", chat, "Authorization", "Bearer sk-good")
+	if resp.StatusCode != 200 {
+		if len(body) > 300 {
+			body = body[:300]
+		}
+		t.Fatalf("a hook that printed its (<1 MiB) body and allowed: %d %s", resp.StatusCode, body)
+	}
+}
