@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -92,5 +93,56 @@ func TestProbeQueueWaitKillsHealthyWorkers(t *testing.T) {
 	wg.Wait()
 	if len(killed) > 0 {
 		t.Fatalf("%d healthy workers (a 0.4 s hook, a 1.5 s timeout) were killed as hung: %s", len(killed), killed[0])
+	}
+}
+
+// TestProbeHungChildProcessStopsReplacement: a hook that shells out
+// (subprocess.run of a command that hangs) runs into the deadline; Call
+// kills the worker's own pid only (p.kill: cmd.Process.Kill), so the
+// command lives on as an orphan holding the worker's stderr pipe. The
+// stdout goroutine then waits in logs.Wait() for that pipe's EOF before
+// cmd.Wait/close(w.done)/p.exited, so the dead worker is never noticed nor
+// replaced: each such timeout shrinks the pool for good (two of them and
+// every call is a 503), and Close waits on p.wg until the orphan exits.
+func TestProbeHungChildProcessStopsReplacement(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	p := revpyPool(t, `import subprocess
+async def auth(request, api_key):
+    proc = subprocess.Popen(["sleep", "120"])
+    with open(`+"\""+pidFile+"\""+`, "w") as f:
+        f.write(str(proc.pid))
+    proc.wait()
+    return {}
+`, time.Second)
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		p.Close()
+	})
+	before := p.Workers()
+	_, err := p.Call(context.Background(), "hooks.auth", "auth", map[string]any{"api_key": "sk-x", "request": map[string]any{}})
+	if err == nil || !strings.Contains(err.Error(), "did not answer within") {
+		t.Fatalf("want a timeout, got %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		now := p.Workers()
+		fresh := 0
+		for _, pid := range now {
+			if !slices.Contains(before, pid) {
+				fresh++
+			}
+		}
+		if fresh > 0 {
+			return // replaced
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker killed at the deadline was not replaced within 20s (workers %v, before %v): its orphaned child holds its stderr", now, before)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
