@@ -93,3 +93,59 @@ async def auth(request, api_key):
 		t.Fatalf("a hook that printed its (<1 MiB) body and allowed: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestProbePythonKeyGenerateNoneDecision: LiteLLM reads
+// `decision = result.get("decision", True)` and refuses `if not decision`
+// (403): a hook answering {"decision": None} — a helper that fell off its
+// end — refuses there. Here the answer is unmarshalled into a *bool, null
+// leaves it nil and nil means "defaults to true" (hooks.go callPython:
+// `Allow: out.Decision == nil || *out.Decision`), so the key is made: a bad
+// hook lets the request through.
+func TestProbePythonKeyGenerateNoneDecision(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+
+def team_ok(team_id):
+    if team_id == "core":
+        return True
+    # forgot: return False
+
+async def auth(request, api_key):
+    return UserAPIKeyAuth(api_key=api_key)
+
+async def keygen(data):
+    return {"decision": team_ok(data.json().get("team_id")), "message": "only team core makes keys"}
+`, urls["up"])
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "  custom_auth: hooks.auth\n", "  master_key: sk-1234\n  custom_key_generate: hooks.keygen\n", 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url, _ := servePy(t, path, true)
+	send(t, url+"/team/new", "sk-1234", `{"team_id": "other"}`)
+	if code, out := send(t, url+"/key/generate", "sk-1234", `{"team_id": "other"}`); code != 403 {
+		t.Fatalf(`{"decision": None} (LiteLLM: 403): %d %s`, code, out)
+	}
+}
+
+// TestProbePythonAuthWholeFloatLimit: LiteLLM validates the returned
+// UserAPIKeyAuth with pydantic, which takes a whole float for an int field
+// (tpm_limit=1e6, rpm_limit=100.0); here json.Unmarshal of 1000000.0 into
+// Decision.TPMLimit (*int64) fails and the allowed caller gets a 401
+// "returned a UserAPIKeyAuth, not a UserAPIKeyAuth" (hooks.go callPython).
+func TestProbePythonAuthWholeFloatLimit(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+
+async def auth(request, api_key):
+    return UserAPIKeyAuth(api_key=api_key, tpm_limit=1e6, rpm_limit=100.0)
+`, urls["up"])
+	url, _ := servePy(t, path, true)
+	chat := `{"model": "openai-model", "messages": [{"role": "user", "content": "hi"}]}`
+	if resp, body := postAs(t, url, "/v1/chat/completions", chat, "Authorization", "Bearer sk-good"); resp.StatusCode != 200 {
+		t.Fatalf("tpm_limit=1e6 (allowed by LiteLLM): %d %s", resp.StatusCode, body)
+	}
+}
