@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/tollgate/tollgate/internal/config"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,4 +149,68 @@ async def auth(request, api_key):
 	if resp, body := postAs(t, url, "/v1/chat/completions", chat, "Authorization", "Bearer sk-good"); resp.StatusCode != 200 {
 		t.Fatalf("tpm_limit=1e6 (allowed by LiteLLM): %d %s", resp.StatusCode, body)
 	}
+}
+
+// TestProbePythonAuthLitellmUserRoles: docs/custom-auth.md says a
+// UserAPIKeyAuth's user_role (e.g. proxy_admin) is the caller's management
+// role; LiteLLM's field is Optional[LitellmUserRoles] and its hooks write
+// `user_role=LitellmUserRoles.PROXY_ADMIN`, imported from
+// litellm.proxy._types. Without the litellm package the bootstrap's
+// stand-in module (bootstrap.py _stand_ins) has only UserAPIKeyAuth,
+// GenerateKeyRequest and ProxyException, so the import fails and serve
+// does not start.
+func TestProbePythonAuthLitellmUserRoles(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth, LitellmUserRoles
+
+async def auth(request, api_key):
+    if api_key == "sk-ops":
+        return UserAPIKeyAuth(api_key=api_key, user_id="ops", user_role=LitellmUserRoles.PROXY_ADMIN)
+    raise Exception("unknown key")
+`, urls["up"])
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: testLogger, Store: sqliteStore(t)})
+	if err != nil {
+		t.Fatalf("a hook importing LitellmUserRoles does not start: %v", err)
+	}
+	srv.Close()
+}
+
+// TestProbePythonAuthHTTPExceptionStatus: LiteLLM's auth turns a hook's
+// HTTPException into its status_code and detail, and re-raises a
+// ProxyException as is (its code), keeping "Authentication Error, " for
+// other exceptions only. Here every raise is a 401 "Authentication Error,
+// ..." (hooks.go callPython ignores Raised.Status, which pyhook fills), and
+// `from fastapi import HTTPException` fails the import where fastapi is
+// not installed (the stand-in fastapi has only Request).
+func TestProbePythonAuthHTTPExceptionStatus(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth, ProxyException
+
+async def auth(request, api_key):
+    raise ProxyException(message="over this month's quota", type="auth_error", param=None, code=403)
+`, urls["up"])
+	url, _ := servePy(t, path, true)
+	chat := `{"model": "openai-model", "messages": [{"role": "user", "content": "hi"}]}`
+	resp, body := postAs(t, url, "/v1/chat/completions", chat, "Authorization", "Bearer sk-x")
+	if resp.StatusCode != 403 || strings.Contains(body, "Authentication Error, ") {
+		t.Errorf("ProxyException(code=403) (LiteLLM: 403 with its message): %d %s", resp.StatusCode, body)
+	}
+	path = revpyDir(t, `from fastapi import HTTPException, Request
+
+async def auth(request: Request, api_key: str):
+    raise HTTPException(status_code=403, detail="not on the allow list")
+`, urls["up"])
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: testLogger, Store: sqliteStore(t)})
+	if err != nil {
+		t.Fatalf("a hook importing fastapi's HTTPException does not start: %v", err)
+	}
+	srv.Close()
 }
