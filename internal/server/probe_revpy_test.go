@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"github.com/tollgate/tollgate/internal/config"
 	"os"
 	"os/exec"
@@ -213,4 +215,32 @@ async def auth(request: Request, api_key: str):
 		t.Fatalf("a hook importing fastapi's HTTPException does not start: %v", err)
 	}
 	srv.Close()
+}
+
+// TestProbePythonAuthSeesBodyBytes: LiteLLM's hook gets fastapi's Request,
+// whose body() is the bytes the client sent — what a request-signing hook
+// (an HMAC or digest of the body) checks. Here the body travels as a Go
+// string in JSON (auth.go pythonRequest: req["body"] = string(buf)), and
+// json.Marshal replaces every byte that is not UTF-8 with U+FFFD: a
+// multipart upload (an audio file) reaches the hook altered, so its digest
+// never matches.
+func TestProbePythonAuthSeesBodyBytes(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := revpyDir(t, `import hashlib
+from litellm.proxy._types import UserAPIKeyAuth
+
+async def auth(request, api_key):
+    got = hashlib.sha256(await request.body()).hexdigest()
+    if got != request.headers.get("x-body-sha256"):
+        raise Exception("body digest mismatch: hook saw %d bytes" % len(await request.body()))
+    raise Exception("body digest ok")
+`, urls["up"])
+	url, _ := servePy(t, path, true)
+	body := "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\x24\x08\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\xbb\x00\x00\xff\xfe\r\n--b--\r\n"
+	sum := sha256.Sum256([]byte(body))
+	resp, out := postAs(t, url, "/v1/audio/transcriptions", body, "Authorization", "Bearer sk-x",
+		"Content-Type", "multipart/form-data; boundary=b", "x-body-sha256", hex.EncodeToString(sum[:]))
+	if !strings.Contains(out, "body digest ok") {
+		t.Fatalf("the hook did not get the body's bytes (%d bytes sent): %d %s", len(body), resp.StatusCode, out)
+	}
 }
