@@ -244,3 +244,38 @@ async def auth(request, api_key):
 		t.Fatalf("the hook did not get the body's bytes (%d bytes sent): %d %s", len(body), resp.StatusCode, out)
 	}
 }
+
+// TestProbePythonAuthCacheIgnoresRoute: with tollgate_python_hooks.cache_ttl
+// a decision is kept per key alone (auth.go custom: ck = "python\x00"+raw),
+// though the hook was asked about one request (method, path). The docs warn
+// only functions that look at headers or the body off the cache; a hook
+// that refuses a route (here /key/*, common in LiteLLM hooks) is bypassed
+// for the TTL once the same key was allowed on another route.
+func TestProbePythonAuthCacheIgnoresRoute(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+
+async def auth(request, api_key):
+    if api_key != "sk-app":
+        raise Exception("unknown key")
+    if request.url.path.startswith("/key/"):
+        raise Exception("keys are managed centrally")
+    return UserAPIKeyAuth(api_key=api_key, user_id="app")
+`, urls["up"])
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), "    timeout: 2\n", "    timeout: 2\n    cache_ttl: 60\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url, _ := servePy(t, path, true)
+	chat := `{"model": "openai-model", "messages": [{"role": "user", "content": "hi"}]}`
+	if resp, body := postAs(t, url, "/v1/chat/completions", chat, "Authorization", "Bearer sk-app"); resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %s", resp.StatusCode, body)
+	}
+	code, out := send(t, url+"/key/generate", "sk-app", `{}`)
+	if code != 401 || !strings.Contains(out, "keys are managed centrally") {
+		t.Fatalf("/key/generate, which the hook refuses, after a cached allow on chat: %d %s", code, out)
+	}
+}
