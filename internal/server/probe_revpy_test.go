@@ -279,3 +279,26 @@ async def auth(request, api_key):
 		t.Fatalf("/key/generate, which the hook refuses, after a cached allow on chat: %d %s", code, out)
 	}
 }
+
+// TestProbePythonAuthClientHost: fastapi's Request has client.host, the
+// caller's address — what an IP allow-list custom_auth reads. The request
+// handed to the hook carries no address (auth.go pythonRequest) and the
+// stand-in Request (bootstrap.py) has no client, so such a hook raises
+// AttributeError and refuses every caller.
+func TestProbePythonAuthClientHost(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+
+ALLOWED = {"127.0.0.1"}
+
+async def auth(request, api_key):
+    if request.client is None or request.client.host not in ALLOWED:
+        raise Exception("address not allowed")
+    return UserAPIKeyAuth(api_key=api_key)
+`, urls["up"])
+	url, _ := servePy(t, path, true)
+	chat := `{"model": "openai-model", "messages": [{"role": "user", "content": "hi"}]}`
+	if resp, body := postAs(t, url, "/v1/chat/completions", chat, "Authorization", "Bearer sk-x"); resp.StatusCode != 200 {
+		t.Fatalf("a loopback caller and an allow-list of 127.0.0.1: %d %s", resp.StatusCode, body)
+	}
+}
