@@ -277,14 +277,16 @@ func (c *Config) RequestHeaderTimeout() time.Duration {
 // MaxRequestsInFlight is general_settings.max_requests_in_flight: the bound
 // on this process's inference requests in flight past which new ones are
 // shed with a 503. Absent or 0 it is derived from the CPUs Go may use,
-// 256 per GOMAXPROCS: enough for long streams, which cost memory rather
-// than CPU, while bounding the memory they hold (docs/performance.md).
+// 1024 per GOMAXPROCS: LLM calls wait on their upstream for seconds to
+// minutes, costing memory rather than CPU, so the bound sits far above
+// what the CPUs keep busy and bounds the memory they hold
+// (docs/performance.md).
 // -1 means no bound.
 func (c *Config) MaxRequestsInFlight() int64 {
 	if v := c.GeneralSettings.MaxRequestsInFlight; v != nil && *v != 0 {
 		return max(*v, -1)
 	}
-	return 256 * int64(runtime.GOMAXPROCS(0))
+	return 1024 * int64(runtime.GOMAXPROCS(0))
 }
 
 // RequestBodyTimeout is general_settings.request_body_timeout (default

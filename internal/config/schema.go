@@ -251,7 +251,7 @@ var Sections = []*Section{
 			"tollgate_python_hooks":       "python (python3), workers (2), timeout (2s), cache_ttl (0: the hook runs on every request); docs/custom-auth.md",
 			"database_type":               "postgres or sqlite (the default); others stop the start",
 			"pass_through_endpoints":      "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
-			"max_requests_in_flight":      "inference requests in flight in this process before new ones are shed with 503 overloaded_error (default 256 × GOMAXPROCS, lowered while the CPU cannot keep up; -1: no bound); see docs/performance.md, Overload",
+			"max_requests_in_flight":      "inference requests in flight in this process before new ones are shed with 503 overloaded_error (default 1024 × GOMAXPROCS, lowered while the CPU cannot keep up; -1: no bound); see docs/performance.md, Overload",
 			"otel":                        "OpenTelemetry traces of every inference request (endpoint, protocol, headers, sample_ratio, ...); see docs/tracing.md",
 		},
 		Keys: []Key{

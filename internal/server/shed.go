@@ -19,7 +19,7 @@ import (
 // flight are bounded: past the bound a new one is answered 503 at once,
 // before its body is read, its key looked up or anything held or booked,
 // rather than queued behind the others. The bound is
-// general_settings.max_requests_in_flight (256 per GOMAXPROCS by default).
+// general_settings.max_requests_in_flight (1024 per GOMAXPROCS by default).
 // A fixed bound alone lets a saturated CPU queue up to that many requests
 // in Go's run queue, so the bound also follows the CPU: every window,
 // the admitted bound is lowered while goroutines wait too long for a CPU

@@ -154,8 +154,8 @@ func TestShedConfig(t *testing.T) {
 		yaml string
 		want int64
 	}{
-		{"default", "general_settings: {}\n", 256 * int64(runtime.GOMAXPROCS(0))},
-		{"zero is the default", "general_settings:\n  max_requests_in_flight: 0\n", 256 * int64(runtime.GOMAXPROCS(0))},
+		{"default", "general_settings: {}\n", 1024 * int64(runtime.GOMAXPROCS(0))},
+		{"zero is the default", "general_settings:\n  max_requests_in_flight: 0\n", 1024 * int64(runtime.GOMAXPROCS(0))},
 		{"set", "general_settings:\n  max_requests_in_flight: 40\n", 40},
 		{"off", "general_settings:\n  max_requests_in_flight: -1\n", -1},
 	}
