@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 )
 
@@ -167,5 +168,46 @@ general_settings:
 	r2, b2 := rawPost(t, e, "/v1/chat/completions", rich, ask)
 	if isHit(r2) && b2 == b1 {
 		t.Fatalf("a key of the team with no budget was served the answer capped at %s output tokens for another key's budget:\n%s", capped, b2)
+	}
+}
+
+// TestProbeCacheMetricsTakeClientModelNames: the cache's metrics are
+// labelled with the model name as the client wrote it. Through a wildcard
+// group every name the client invents is a new series of
+// tollgate_cache_misses_total{model_group} (counted before the upstream
+// is asked, so even names it refuses), without the bound every other
+// metric keeps (model_group is the pattern, request-model names at most
+// 200 and only once served): a client grows /metrics and the gateway's
+// memory without limit.
+func TestProbeCacheMetricsTakeClientModelNames(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(`
+model_list:
+  - model_name: "openai/*"
+    litellm_params: {model: "openai/*", api_base: "`+up.URL+`", headers: {x-mock-status: "404"}}
+litellm_settings:
+  cache: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{})
+	for i := range 250 {
+		if code, body := send(t, url+"/v1/chat/completions", "", fmt.Sprintf(`{"model":"openai/invented-%d","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`, i)); code == 200 {
+			t.Fatalf("the upstream served an invented name: %s", body)
+		}
+	}
+	fams := scrape(t, url, "")
+	names := map[string]bool{}
+	for _, m := range fams["tollgate_cache_misses_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "model_group" {
+				names[l.GetValue()] = true
+			}
+		}
+	}
+	if len(names) > 1 || names["openai/invented-0"] {
+		t.Fatalf("tollgate_cache_misses_total has %d model_group series for names the upstream never served (e.g. openai/invented-0: %v); model_group elsewhere is the pattern", len(names), names["openai/invented-0"])
 	}
 }
