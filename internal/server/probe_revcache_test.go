@@ -211,3 +211,25 @@ litellm_settings:
 		t.Fatalf("tollgate_cache_misses_total has %d model_group series for names the upstream never served (e.g. openai/invented-0: %v); model_group elsewhere is the pattern", len(names), names["openai/invented-0"])
 	}
 }
+
+// TestProbeSpentKeyIsServedFromCache: a key whose budget is spent is
+// refused everything upstream ("Budget has been exceeded"), yet served
+// every answer its team's cache holds, for nothing. LiteLLM checks a
+// key's budget when it authenticates it, before the cache: a spent key
+// gets nothing, cached or not. An operator who stops a trial key by its
+// budget finds it still answering.
+func TestProbeSpentKeyIsServedFromCache(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
+	key := newKey(t, e, `{"max_budget": 0.00001}`)
+	if r, b := storing(t, e, "/v1/chat/completions", key, chat3); r.StatusCode != 200 {
+		t.Fatalf("first: %d %s", r.StatusCode, b)
+	}
+	bypass := strings.Replace(chat3, `"max_tokens":3`, `"max_tokens":3,"cache":{"no-cache":true,"no-store":true}`, 1)
+	waitFor(t, "the key's budget to be spent", func() bool {
+		r, _ := rawPost(t, e, "/v1/chat/completions", key, bypass)
+		return r.StatusCode == 400
+	})
+	if r, b := rawPost(t, e, "/v1/chat/completions", key, chat3); r.StatusCode == 200 {
+		t.Fatalf("a key over its budget was served (hit=%v): %s", isHit(r), b)
+	}
+}
