@@ -233,3 +233,29 @@ func TestProbeSpentKeyIsServedFromCache(t *testing.T) {
 		t.Fatalf("a key over its budget was served (hit=%v): %s", isHit(r), b)
 	}
 }
+
+// TestProbeCacheServesFallbackModelToKeyWithoutIt: an answer that came
+// from a fallback group is stored under the group asked for. Another key
+// of the team that may use the group asked for, and not the fallback, is
+// served the fallback model's answer from the cache, although its own
+// request would never be let through to that model (attempts skips
+// fallbacks the key may not use).
+func TestProbeCacheServesFallbackModelToKeyWithoutIt(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, "router_settings:\n  fallbacks: [{broken: [gpt-4]}]\n"+cacheOn)
+	if resp, out := e.post(t, "/team/new", "sk-1234", `{"team_id":"team-f"}`); resp.StatusCode != 200 {
+		t.Fatalf("team: %d %v", resp.StatusCode, out)
+	}
+	both := newKey(t, e, `{"team_id":"team-f","models":["broken","gpt-4"]}`)
+	only := newKey(t, e, `{"team_id":"team-f","models":["broken"]}`)
+	ask := `{"model":"broken","max_tokens":3,"messages":[{"role":"user","content":"one two three four"}]}`
+	if r, b := rawPost(t, e, "/v1/chat/completions", only, strings.Replace(ask, `"max_tokens":3`, `"max_tokens":3,"cache":{"no-store":true}`, 1)); r.StatusCode == 200 {
+		t.Fatalf("the key without gpt-4 reached it by fallback: %s", b)
+	}
+	r1, b1 := storing(t, e, "/v1/chat/completions", both, ask)
+	if r1.StatusCode != 200 || r1.Header.Get("X-Litellm-Attempted-Fallbacks") != "1" {
+		t.Fatalf("the fallback: %d fallbacks=%q %s", r1.StatusCode, r1.Header.Get("X-Litellm-Attempted-Fallbacks"), b1)
+	}
+	if r, b := rawPost(t, e, "/v1/chat/completions", only, ask); r.StatusCode == 200 {
+		t.Fatalf("a key that may not use gpt-4 was served gpt-4's answer from the cache (hit=%v): %s", isHit(r), b)
+	}
+}
