@@ -259,3 +259,18 @@ func TestProbeCacheServesFallbackModelToKeyWithoutIt(t *testing.T) {
 		t.Fatalf("a key that may not use gpt-4 was served gpt-4's answer from the cache (hit=%v): %s", isHit(r), b)
 	}
 }
+
+// TestProbeAllowedCacheControlsNotApplied: LiteLLM's key field
+// allowed_cache_controls limits the cache controls a key's requests may
+// set (any other is a 403 "Not allowed to set ttl as a cache control").
+// With the cache landed it is still "accepted, not applied": a key limited
+// to no-cache sets ttl (up to 2^31 s, past the operator's ttl, on the
+// shared Redis too), s-maxage and namespace at will.
+func TestProbeAllowedCacheControlsNotApplied(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
+	key := newKey(t, e, `{"allowed_cache_controls":["no-cache"]}`)
+	body := strings.Replace(chat3, `"max_tokens":3`, `"max_tokens":3,"cache":{"ttl":2147483648}`, 1)
+	if r, b := rawPost(t, e, "/v1/chat/completions", key, body); r.StatusCode != 403 {
+		t.Fatalf("a key allowed only no-cache set cache.ttl: %d %s", r.StatusCode, b)
+	}
+}
