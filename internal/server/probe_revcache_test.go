@@ -274,3 +274,42 @@ func TestProbeAllowedCacheControlsNotApplied(t *testing.T) {
 		t.Fatalf("a key allowed only no-cache set cache.ttl: %d %s", r.StatusCode, b)
 	}
 }
+
+// TestProbeCacheStoresStreamEndedWithoutDone: an OpenAI stream that the
+// upstream ends cleanly (EOF) after an error event, with no finish_reason
+// and no [DONE], is taken as complete (streamEvents returns nil at EOF,
+// no brokeOff) and stored; every later identical request for the TTL is
+// replayed the cut answer and its error, without the upstream being asked.
+// docs/caching.md: "never ... a stream the upstream broke off".
+func TestProbeCacheStoresStreamEndedWithoutDone(t *testing.T) {
+	var calls atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, `data: {"id":"chatcmpl-cut","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}`+"\n\n")
+		fmt.Fprint(w, `data: {"error":{"message":"The server had an error while processing your request.","type":"server_error"}}`+"\n\n")
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(`
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_base: "`+up.URL+`"}
+litellm_settings:
+  cache: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{})
+	body := `{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	code, first := send(t, url+"/v1/chat/completions", "", body)
+	if code != 200 || strings.Contains(first, "[DONE]") {
+		t.Fatalf("first: %d %s", code, first)
+	}
+	// A stream's last chunk reaches the client when the handler returns,
+	// after storeAnswer: the entry, if any, is there now.
+	resp, replay := sendH(t, url+"/v1/chat/completions", "", body)
+	if isHit(resp) {
+		t.Fatalf("a stream without its end (upstream asked %d times) was stored and replayed:\n%s", calls.Load(), replay)
+	}
+}
