@@ -1,0 +1,223 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/tollgate/tollgate/internal/config"
+)
+
+// Probes of the guardrails (#27) by the rev-guard review. Each fails
+// while the defect it names is there.
+
+// probeGuarded serves guardConfig plus extra guardrails (YAML list items,
+// {{UP}} and {{SVC}} replaced) against up.
+func probeGuarded(t *testing.T, up http.Handler, extra, svc string) *spendEnv {
+	t.Helper()
+	ts := httptest.NewServer(up)
+	t.Cleanup(ts.Close)
+	yaml := strings.ReplaceAll(guardConfig+extra, "{{UP}}", ts.URL)
+	yaml = strings.ReplaceAll(yaml, "{{SVC}}", svc)
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveWith(t, cfg, Options{Store: &rowRecorder{Store: sqliteStore(t)}})
+}
+
+// TestProbeGuardrailPresidioUnorderedFindingsDropped: Presidio's analyzer
+// returns its findings ordered by score, not by position. keep drops
+// overlaps in the order received and sorts only afterwards, so a
+// finding that starts before an earlier-listed one is thrown away: the
+// person's name reaches the upstream unmasked.
+func TestProbeGuardrailPresidioUnorderedFindingsDropped(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /analyze", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Text string }
+		json.NewDecoder(r.Body).Decode(&req)
+		var out []map[string]any
+		// The place (score 1.0) first, then the name (0.85) that precedes it.
+		if i := strings.Index(req.Text, "Berlin"); i >= 0 {
+			out = append(out, map[string]any{"entity_type": "LOCATION", "start": i, "end": i + len("Berlin"), "score": 1.0})
+		}
+		if i := strings.Index(req.Text, "Alice Smith"); i >= 0 {
+			out = append(out, map[string]any{"entity_type": "PERSON", "start": i, "end": i + len("Alice Smith"), "score": 0.85})
+		}
+		json.NewEncoder(w).Encode(out)
+	})
+	svc := httptest.NewServer(mux)
+	t.Cleanup(svc.Close)
+	up := &recordingUpstream{reply: "ok"}
+	e := probeGuarded(t, up, `  - guardrail_name: presidio-pii
+    litellm_params: {guardrail: presidio, mode: pre_call, presidio_analyzer_api_base: "{{SVC}}"}
+`, svc.URL)
+	key := e.newKey(t, `{}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["presidio-pii"],"messages":[{"role":"user","content":"I am Alice Smith from Berlin"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, out)
+	}
+	got := up.received()
+	if len(got) != 1 {
+		t.Fatalf("upstream got %d requests", len(got))
+	}
+	if strings.Contains(got[0], "Alice Smith") {
+		t.Errorf("Presidio found PERSON \"Alice Smith\" but it reached the upstream unmasked: %s", got[0])
+	}
+	if strings.Contains(got[0], "Berlin") {
+		t.Errorf("location reached the upstream: %s", got[0])
+	}
+}
+
+// TestProbeGuardrailKeywordMaskSkippedAfterNonASCII: a MASK keyword is
+// found case-insensitively, but when lower-casing changes the text's
+// length (any "İ" in it) the replacement falls back to an exact-case
+// ReplaceAll, so "INTERNAL" is counted as masked yet sent as is.
+func TestProbeGuardrailKeywordMaskSkippedAfterNonASCII(t *testing.T) {
+	up := &recordingUpstream{reply: "ok"}
+	e := probeGuarded(t, up, "", "")
+	key := e.newKey(t, `{}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["secrets-block"],"messages":[{"role":"user","content":"İstanbul office: INTERNAL memo"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, out)
+	}
+	got := up.received()
+	if len(got) != 1 {
+		t.Fatalf("upstream got %d requests", len(got))
+	}
+	if strings.Contains(strings.ToLower(got[0]), "internal") {
+		t.Errorf("the MASK keyword \"internal\" reached the upstream: %s", got[0])
+	}
+}
+
+// toolCallUpstream answers a chat with a tool call whose arguments are
+// args.
+type toolCallUpstream struct {
+	recordingUpstream
+	args string
+}
+
+func (u *toolCallUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.recordingUpstream.ServeHTTP(httptest.NewRecorder(), r) // keep the body
+	w.Header().Set("Content-Type", "application/json")
+	a, _ := json.Marshal(u.args)
+	fmt.Fprintf(w, `{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"send","arguments":%s}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}`, a)
+}
+
+// TestProbeGuardrailToolCallArgumentsUnchecked: the text extractor reads
+// only content/text/prompt/input/... members, never a tool call's
+// arguments. A post_call BLOCK keyword the model writes into a tool
+// call reaches the client, and the PII of an earlier tool call in the
+// request reaches the upstream unmasked (default_on pii-mask).
+func TestProbeGuardrailToolCallArgumentsUnchecked(t *testing.T) {
+	up := &toolCallUpstream{args: `{"to":"x@y.z","body":"the forbidden-answer is 42"}`}
+	e := probeGuarded(t, up, "", "")
+	key := e.newKey(t, `{}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["answer-filter"],"messages":[
+		{"role":"user","content":"send it"},
+		{"role":"assistant","content":null,"tool_calls":[{"id":"call_0","type":"function","function":{"name":"send","arguments":"{\"to\":\"jane@example.com\",\"card\":\"4111 1111 1111 1111\"}"}}]},
+		{"role":"tool","tool_call_id":"call_0","content":"sent"},
+		{"role":"user","content":"again"}]}`)
+	if resp.StatusCode == 200 {
+		t.Errorf("post_call BLOCK keyword in the answer's tool call arguments was not blocked: %v", out)
+	}
+	got := up.received()
+	if len(got) != 1 {
+		t.Fatalf("upstream got %d requests", len(got))
+	}
+	if strings.Contains(got[0], "jane@example.com") || strings.Contains(got[0], "4111 1111 1111 1111") {
+		t.Errorf("PII in a tool call's arguments reached the upstream unmasked: %s", got[0])
+	}
+}
+
+// TestProbeGuardrailResponsesToolOutputUnchecked: a Responses API
+// function_call_output's "output" (typically a database or API lookup,
+// the prime source of personal data) is not read: the default_on PII
+// mask lets a card and an e-mail go upstream.
+func TestProbeGuardrailResponsesToolOutputUnchecked(t *testing.T) {
+	up := &recordingUpstream{reply: "ok"}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up.ServeHTTP(httptest.NewRecorder(), r)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"resp_1","object":"response","status":"completed","model":"gpt-4o-mini","output":[{"type":"message","id":"msg_1","role":"assistant","content":[{"type":"output_text","text":"ok"}]}],"usage":{"input_tokens":11,"output_tokens":7,"total_tokens":18}}`)
+	}))
+	t.Cleanup(ts.Close)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(guardConfig, "{{UP}}", ts.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveWith(t, cfg, Options{Store: &rowRecorder{Store: sqliteStore(t)}})
+	key := e.newKey(t, `{}`)
+	resp, out := e.post(t, "/v1/responses", key, `{"model":"gpt-4","input":[
+		{"role":"user","content":"look up the customer"},
+		{"type":"function_call","call_id":"c1","name":"lookup","arguments":"{\"email\":\"jane@example.com\"}"},
+		{"type":"function_call_output","call_id":"c1","output":"{\"email\":\"jane@example.com\",\"card\":\"4111 1111 1111 1111\"}"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("responses: %d %v", resp.StatusCode, out)
+	}
+	got := up.received()
+	if len(got) != 1 {
+		t.Fatalf("upstream got %d requests", len(got))
+	}
+	if strings.Contains(got[0], "jane@example.com") || strings.Contains(got[0], "4111 1111 1111 1111") {
+		t.Errorf("PII in a function_call / function_call_output reached the upstream unmasked: %s", got[0])
+	}
+}
+
+// TestProbeGuardrailStreamMaskDroppedAtBoundary: a post_call PII mask on
+// a stream. When a finding straddles the window (an e-mail split across
+// two events), the mask of the whole event is thrown away, because the
+// masked text no longer starts with the window: a second, whole e-mail
+// in the same event reaches the client unmasked.
+func TestProbeGuardrailStreamMaskDroppedAtBoundary(t *testing.T) {
+	up := &recordingUpstream{}
+	e := probeGuarded(t, up, `  - guardrail_name: answer-pii
+    litellm_params: {guardrail: litellm_pii, mode: post_call}
+`, "")
+	key := e.newKey(t, `{}`)
+	p1 := "Your contacts are bob@exa"
+	p2 := "mple.com and alice@example.org ok"
+	const chunk = 40
+	reply := strings.Repeat(" ", chunk-len(p1)) + p1 + p2 + strings.Repeat(" ", chunk-len(p2))
+	up.mu.Lock()
+	up.reply, up.chunk = reply, chunk
+	up.mu.Unlock()
+	raw, text := streamChat(t, e, key, `{"model":"gpt-4","stream":true,"guardrails":["answer-pii"],"messages":[{"role":"user","content":"hi"}]}`)
+	if strings.Contains(text, "alice@example.org") {
+		t.Errorf("a whole e-mail inside one event was not masked by the post_call guardrail: %q\n%s", text, raw)
+	}
+	// Control: the same e-mail alone in an event is masked.
+	up.mu.Lock()
+	up.reply = strings.Repeat("x", chunk) + p2 + strings.Repeat(" ", chunk-len(p2))
+	up.mu.Unlock()
+	_, text = streamChat(t, e, key, `{"model":"gpt-4","stream":true,"guardrails":["answer-pii"],"messages":[{"role":"user","content":"hi"}]}`)
+	if strings.Contains(text, "alice@example.org") {
+		t.Fatalf("control: e-mail not masked at all: %q", text)
+	}
+}
+
+// TestProbeGuardrailPostMaskRestoredToRequestPII: with a pre_call mask
+// and output_parse_pii (pii-mask, default_on) and a post_call PII mask,
+// the post_call mask of an e-mail the MODEL wrote produces
+// <EMAIL_ADDRESS>, which restore then maps to the e-mail of the REQUEST:
+// the client is told to write to its own address instead of the one the
+// answer named.
+func TestProbeGuardrailPostMaskRestoredToRequestPII(t *testing.T) {
+	up := &recordingUpstream{}
+	e := probeGuarded(t, up, `  - guardrail_name: answer-pii
+    litellm_params: {guardrail: litellm_pii, mode: post_call}
+`, "")
+	key := e.newKey(t, `{}`)
+	up.setReply("Write to support@vendor.example about it.")
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["answer-pii"],"messages":[{"role":"user","content":"I am jane@example.com, whom do I write to?"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, out)
+	}
+	msg := out["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"].(string)
+	if strings.Contains(msg, "jane@example.com") {
+		t.Errorf("the answer's own e-mail was replaced by the request's: %q", msg)
+	}
+}
