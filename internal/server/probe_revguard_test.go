@@ -221,3 +221,101 @@ func TestProbeGuardrailPostMaskRestoredToRequestPII(t *testing.T) {
 		t.Errorf("the answer's own e-mail was replaced by the request's: %q", msg)
 	}
 }
+
+// TestProbeGuardrailMaskedPromptLoggedUnmasked: with
+// store_prompts_in_spend_logs, the spend row keeps the prompt as the
+// client sent it, captured before the pre_call guardrails ran: what a
+// content-filter regex MASK (here an employee id) kept from the upstream
+// is written to the spend log all the same (LiteLLM logs the masked
+// request: the hooks rewrite the data that is logged).
+func TestProbeGuardrailMaskedPromptLoggedUnmasked(t *testing.T) {
+	up := &recordingUpstream{reply: "ok"}
+	ts := httptest.NewServer(up)
+	t.Cleanup(ts.Close)
+	yaml := strings.ReplaceAll(guardConfig, "{{UP}}", ts.URL)
+	yaml = strings.Replace(yaml, "  master_key: sk-1234\n", "  master_key: sk-1234\n  store_prompts_in_spend_logs: true\n", 1)
+	yaml += `  - guardrail_name: employee-ids
+    litellm_params:
+      guardrail: litellm_content_filter
+      mode: pre_call
+      patterns: [{pattern_type: regex, pattern: '\bEMP-\d{6}\b', name: employee_id, action: MASK}]
+`
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &rowRecorder{Store: sqliteStore(t)}
+	e := serveWith(t, cfg, Options{Store: rec})
+	key := e.newKey(t, `{}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["employee-ids"],"messages":[{"role":"user","content":"what is the salary of EMP-123456?"}]}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("chat: %d %v", resp.StatusCode, out)
+	}
+	if got := up.received(); len(got) != 1 || strings.Contains(got[0], "EMP-123456") {
+		t.Fatalf("control: the upstream got %q", got)
+	}
+	row := rec.rowsOf(t, e, key, 1)[0]
+	if len(row.Messages) == 0 {
+		t.Fatalf("control: no messages stored")
+	}
+	if strings.Contains(string(row.Messages), "EMP-123456") {
+		t.Errorf("the spend log keeps the text the guardrail masked: %s", row.Messages)
+	}
+}
+
+// TestProbeGuardrailDuringCallStreamBooksNothing: a during_call block of
+// a stream refuses it before its headers, after the upstream was called
+// (the provider bills the prompt), and books nothing: no cost reaches the
+// key, so a key can have prompts processed without paying for them.
+func TestProbeGuardrailDuringCallStreamBooksNothing(t *testing.T) {
+	svc := fakeGuardServices(t)
+	up := &recordingUpstream{reply: "a long answer", chunk: 4}
+	rec := &rowRecorder{Store: sqliteStore(t)}
+	ts := httptest.NewServer(up)
+	t.Cleanup(ts.Close)
+	yaml := strings.ReplaceAll(guardConfig, "{{UP}}", ts.URL) + strings.ReplaceAll(`  - guardrail_name: remote-during
+    litellm_params: {guardrail: generic_guardrail_api, mode: during_call, api_base: "{{SVC}}"}
+`, "{{SVC}}", svc.URL)
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveWith(t, cfg, Options{Store: rec})
+	key := e.newKey(t, `{}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","stream":true,"guardrails":["remote-during"],"messages":[{"role":"user","content":"something bad `+strings.Repeat("word ", 400)+`"}]}`)
+	if resp.StatusCode != 400 {
+		t.Fatalf("during_call stream: %d %v", resp.StatusCode, out)
+	}
+	if n := len(up.received()); n != 1 {
+		t.Fatalf("control: upstream called %d times", n)
+	}
+	rows := rec.rowsOf(t, e, key, 1)
+	if r := rows[0]; r.PromptTokens <= 0 || r.Cost <= 0 {
+		t.Errorf("a stream blocked during_call after the upstream was called is booked %d prompt tokens, cost %v", r.PromptTokens, r.Cost)
+	}
+}
+
+// TestProbeGuardrailsListShowsAPIBaseCredentials: GET /guardrails/list
+// answers any key and shows api_base as configured: credentials in it
+// (user info, a token in the query) are shown to every key holder.
+func TestProbeGuardrailsListShowsAPIBaseCredentials(t *testing.T) {
+	up := &recordingUpstream{reply: "ok"}
+	e := probeGuarded(t, up, `  - guardrail_name: remote
+    litellm_params: {guardrail: generic_guardrail_api, mode: pre_call, api_base: "https://svc:hunter2@guard.internal/?token=s3cr3t"}
+`, "")
+	key := e.newKey(t, `{}`)
+	req, _ := http.NewRequest("GET", e.url+"/guardrails/list", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b := readSSE(t, resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("list: %d %s", resp.StatusCode, b)
+	}
+	if strings.Contains(b, "hunter2") || strings.Contains(b, "s3cr3t") {
+		t.Errorf("/guardrails/list shows a credential to any key: %s", b)
+	}
+}
