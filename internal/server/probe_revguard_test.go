@@ -368,3 +368,53 @@ func TestProbeGuardrailInputLimitsCountOnlyText(t *testing.T) {
 		t.Errorf("8000 bytes of tool call arguments passed max_input_bytes 4000 and reached the upstream")
 	}
 }
+
+// TestProbeGuardrailResponsesStreamDeltasUnchecked: a Responses API
+// stream carries its text in response.output_text.delta events' "delta"
+// member, which the extractor does not read: a post_call BLOCK keyword
+// reaches the client in the deltas, and the block comes only at the
+// .done event that repeats the whole text, after the client has it.
+func TestProbeGuardrailResponsesStreamDeltasUnchecked(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		send := func(ev, data string) {
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev, data)
+			w.(http.Flusher).Flush()
+		}
+		send("response.created", `{"type":"response.created","response":{"id":"resp_1","object":"response","status":"in_progress","model":"gpt-4o-mini","output":[]}}`)
+		for _, d := range []string{"here is the ", "forbidden-", "answer you ", "wanted"} {
+			send("response.output_text.delta", `{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"`+d+`"}`)
+		}
+		send("response.output_text.done", `{"type":"response.output_text.done","item_id":"msg_1","output_index":0,"content_index":0,"text":"here is the forbidden-answer you wanted"}`)
+		send("response.completed", `{"type":"response.completed","response":{"id":"resp_1","object":"response","status":"completed","model":"gpt-4o-mini","output":[{"type":"message","id":"msg_1","role":"assistant","content":[{"type":"output_text","text":"here is the forbidden-answer you wanted"}]}],"usage":{"input_tokens":11,"output_tokens":7,"total_tokens":18}}}`)
+	}))
+	t.Cleanup(ts.Close)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(guardConfig, "{{UP}}", ts.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveWith(t, cfg, Options{Store: &rowRecorder{Store: sqliteStore(t)}})
+	key := e.newKey(t, `{}`)
+	req, _ := http.NewRequest("POST", e.url+"/v1/responses", strings.NewReader(`{"model":"gpt-4","stream":true,"guardrails":["answer-filter"],"input":"hi"}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw := readSSE(t, resp.Body)
+	var deltas strings.Builder
+	for _, line := range strings.Split(raw, "\n") {
+		d, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var ev struct{ Type, Delta string }
+		if json.Unmarshal([]byte(d), &ev) == nil && ev.Type == "response.output_text.delta" {
+			deltas.WriteString(ev.Delta)
+		}
+	}
+	if strings.Contains(deltas.String(), "forbidden-answer") {
+		t.Errorf("the blocked keyword reached the client in the stream's deltas (%q):\n%s", deltas.String(), raw)
+	}
+}
