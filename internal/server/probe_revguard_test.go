@@ -434,3 +434,30 @@ func TestProbeGuardrailInjectionNBSPBypass(t *testing.T) {
 		t.Errorf("the injection with no-break spaces passed: %d %v", resp.StatusCode, out)
 	}
 }
+
+// TestProbeGuardrailStreamUnavailableCalledViolation: an external
+// post_call guardrail that cannot answer (fail_closed) ends a stream
+// with an error event that calls it a policy violation
+// (guardrail_violation, invalid_request_error) while a whole answer gets
+// 503 guardrail_unavailable: errorEvent hard-codes the code and type.
+func TestProbeGuardrailStreamUnavailableCalledViolation(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	up := &recordingUpstream{reply: "some answer text", chunk: 4}
+	e := probeGuarded(t, up, `  - guardrail_name: remote-post
+    litellm_params: {guardrail: generic_guardrail_api, mode: post_call, api_base: "{{SVC}}", timeout: 2}
+`, deadURL)
+	key := e.newKey(t, `{}`)
+	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["remote-post"],"messages":[{"role":"user","content":"hi"}]}`)
+	if resp.StatusCode != 503 {
+		t.Fatalf("control: whole answer %d %v", resp.StatusCode, out)
+	}
+	raw, _ := streamChat(t, e, key, `{"model":"gpt-4","stream":true,"guardrails":["remote-post"],"messages":[{"role":"user","content":"hi"}]}`)
+	if !strings.Contains(raw, "fails closed") {
+		t.Fatalf("control: no error event:\n%s", raw)
+	}
+	if strings.Contains(raw, `"code":"guardrail_violation"`) || !strings.Contains(raw, "guardrail_unavailable") {
+		t.Errorf("an unavailable guardrail ends the stream as a policy violation:\n%s", raw)
+	}
+}
