@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tollgate/tollgate/internal/config"
@@ -459,5 +460,45 @@ func TestProbeGuardrailStreamUnavailableCalledViolation(t *testing.T) {
 	}
 	if strings.Contains(raw, `"code":"guardrail_violation"`) || !strings.Contains(raw, "guardrail_unavailable") {
 		t.Errorf("an unavailable guardrail ends the stream as a policy violation:\n%s", raw)
+	}
+}
+
+// TestProbeGuardrailExternalCalledBeforeRateLimit: pre_call guardrails
+// run before rate limits and budgets, so a key past its rpm_limit still
+// makes the gateway call the external guardrail (here LiteLLM's generic
+// guardrail API) for every request it sends: the limits do not protect
+// the guardrail service, and each 429 costs a remote round trip.
+func TestProbeGuardrailExternalCalledBeforeRateLimit(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /beta/litellm_basic_guardrail_api", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		fmt.Fprint(w, `{"action":"NONE"}`)
+	})
+	svc := httptest.NewServer(mux)
+	t.Cleanup(svc.Close)
+	up := &recordingUpstream{reply: "ok"}
+	e := probeGuarded(t, up, `  - guardrail_name: remote-pre
+    litellm_params: {guardrail: generic_guardrail_api, mode: pre_call, api_base: "{{SVC}}"}
+`, svc.URL)
+	key := e.newKey(t, `{"rpm_limit":1}`)
+	limited := 0
+	for i := 0; i < 6; i++ {
+		resp, _ := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","guardrails":["remote-pre"],"messages":[{"role":"user","content":"hi"}]}`)
+		if resp.StatusCode == 429 {
+			limited++
+		}
+	}
+	if limited < 4 {
+		t.Fatalf("control: only %d of 6 requests were rate limited", limited)
+	}
+	mu.Lock()
+	n := calls
+	mu.Unlock()
+	if n > 6-limited {
+		t.Errorf("the external guardrail was called %d times for %d requests the rate limit refused and %d it let through", n, limited, 6-limited)
 	}
 }
