@@ -114,11 +114,14 @@ type Server struct {
 	idle     chan struct{}
 	// shed bounds the inference requests in flight (shed.go).
 	shed *shedder
+	// stopLoad ends loadKeys (Close).
+	stopLoad context.CancelFunc
 }
 
 // New validates cfg and builds every component; nothing is started: no
-// goroutine runs and nothing is dialled until Serve. The store is read
-// (models, keys, spend) to build the in-memory state.
+// goroutine runs and nothing is dialled until Serve, but for the reading of
+// the keys (loadKeys, ended by Close). The store is read (models, users,
+// teams, spend) to build the in-memory state.
 func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -222,11 +225,16 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		all, err := opts.Store.LoadAll(ctx)
+		// Users, teams, end users, budgets and organizations now; the keys
+		// on their own goroutine (loadKeys), so that a store of 100,000
+		// keys answers within a second: until a key is in, its first
+		// request reads it from the store (keyMiss).
+		all, err := opts.Store.LoadAllButKeys(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("load keys: %w", err)
+			return nil, fmt.Errorf("load users and teams: %w", err)
 		}
 		snap = auth.NewSnapshot(all)
+		snap.StartLoading()
 	}
 	aopts := auth.Options{StoreDown: s.storeDown.Load}
 	if s.pyhooks, err = startPythonHooks(cfg, opts.Logger); err != nil {
@@ -370,7 +378,45 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	s.mux.Handle("/", s.pass.Fallback(unmatched(s.mux))) // not a route: kept out of Server.Routes
 	s.warnShadowedPassThrough()
 	s.handler = apierror.Recover(s.log, bodyDeadline(s.mux, cfg.RequestBodyTimeout()))
+	if opts.Store != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopLoad = cancel
+		go s.loadKeys(ctx) // the one goroutine New starts: Close ends it
+	}
 	return s, nil
+}
+
+// loadKeys reads every key into the snapshot after New has returned; the
+// server serves meanwhile (a key not yet in goes through keyMiss, one
+// store query, and is charged and limited as it would be once loaded:
+// its ledger accounts start from the spend its row carries). A failed read
+// is tried twice more; then keys keep coming one by one through keyMiss.
+func (s *Server) loadKeys(ctx context.Context) {
+	defer s.snap.DoneLoading()
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ks, err := s.opts.Store.LoadKeys(lctx)
+		cancel()
+		if err == nil {
+			s.snap.PutLoadedKeys(ks)
+			s.log.Info("keys loaded", "keys", len(ks), "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if attempt == 3 {
+			s.log.Error("keys not loaded: each key is read from the database on its first use", "err", err)
+			return
+		}
+		s.log.Warn("loading keys failed; trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // budgetReset follows a budget period rolling over in the book: the store
@@ -602,6 +648,9 @@ func (s *Server) track(h http.Handler) http.Handler {
 // Serve runs.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		if s.stopLoad != nil {
+			s.stopLoad()
+		}
 		s.clients.CloseIdle()
 		s.pyhooks.Close() // the python3 workers of custom_auth / custom_key_generate
 		if s.redis != nil {
