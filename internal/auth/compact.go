@@ -18,12 +18,17 @@ type compactor struct {
 	lists map[string][]string
 	maps  map[string]map[string]string
 	metas map[string]map[string]any
-	b     strings.Builder
+	// Limits are pointers (unset is nil); no one writes through them, so
+	// keys with equal limits point at one value.
+	floats map[float64]*float64
+	ints   map[int64]*int64
+	b      strings.Builder
 }
 
 func newCompactor() *compactor {
 	return &compactor{strs: map[string]string{}, lists: map[string][]string{},
-		maps: map[string]map[string]string{}, metas: map[string]map[string]any{}}
+		maps: map[string]map[string]string{}, metas: map[string]map[string]any{},
+		floats: map[float64]*float64{}, ints: map[int64]*int64{}}
 }
 
 // key returns k with its shareable values shared; k is the loader's to give.
@@ -37,7 +42,24 @@ func (c *compactor) key(k *store.Key) *store.Key {
 	k.Tags = c.list(k.Tags)
 	k.Aliases = c.strMap(k.Aliases)
 	k.Metadata = c.meta(k.Metadata)
+	k.SoftBudget = share(c.floats, k.SoftBudget)
+	k.MaxBudget = share(c.floats, k.MaxBudget)
+	k.MaxParallelRequests = share(c.ints, k.MaxParallelRequests)
+	k.TPMLimit = share(c.ints, k.TPMLimit)
+	k.RPMLimit = share(c.ints, k.RPMLimit)
 	return k
+}
+
+// share is p, or an earlier pointer to an equal value.
+func share[T comparable](seen map[T]*T, p *T) *T {
+	if p == nil {
+		return nil
+	}
+	if q, ok := seen[*p]; ok {
+		return q
+	}
+	seen[*p] = p
+	return p
 }
 
 func (c *compactor) str(s string) string {

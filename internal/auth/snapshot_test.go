@@ -154,7 +154,12 @@ func TestKeyIndexEveryHashShape(t *testing.T) {
 // a later write to one key's record leaves the others alone.
 func TestCompactedKeysKeepTheirValues(t *testing.T) {
 	mk := func(h, user string, models []string, md map[string]any) *store.Key {
-		return &store.Key{TokenHash: h, UserID: user, Models: models, Metadata: md, Aliases: map[string]string{"a": "b"}}
+		budget := float64(len(user)) + 4 // 5 for u, 5 for v
+		if h == "k3" {
+			budget = 7
+		}
+		return &store.Key{TokenHash: h, UserID: user, Models: models, Metadata: md, Aliases: map[string]string{"a": "b"},
+			Limits: store.Limits{MaxBudget: &budget, RPMLimit: p64(int64(len(h)))}}
 	}
 	snap := NewSnapshot(&store.Snapshot{Keys: []*store.Key{
 		mk("k1", "u", []string{"m1", "m2"}, map[string]any{"app": "x", "n": 1.0}),
@@ -167,6 +172,9 @@ func TestCompactedKeysKeepTheirValues(t *testing.T) {
 	if k1.UserID != "u" || k3.UserID != "v" || len(k1.Models) != 2 || k1.Models[1] != "m2" || len(k3.Models) != 1 ||
 		k2.Metadata["app"] != "x" || k2.Metadata["n"] != 1.0 || k3.Metadata["app"] != "y" || k3.Aliases["a"] != "b" {
 		t.Fatalf("values changed: %+v %+v %+v", k1, k2, k3)
+	}
+	if *k1.MaxBudget != 5 || *k2.MaxBudget != 5 || *k3.MaxBudget != 7 || *k3.RPMLimit != 2 || k1.MaxBudget != k2.MaxBudget {
+		t.Fatalf("limits: %v %v %v rpm %v", *k1.MaxBudget, *k2.MaxBudget, *k3.MaxBudget, *k3.RPMLimit)
 	}
 	if &k1.Models[0] != &k2.Models[0] {
 		t.Fatal("equal model lists were not shared")

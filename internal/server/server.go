@@ -114,14 +114,14 @@ type Server struct {
 	idle     chan struct{}
 	// shed bounds the inference requests in flight (shed.go).
 	shed *shedder
-	// stopLoad ends loadKeys (Close).
-	stopLoad context.CancelFunc
+	// keysLoading is set once loadKeys has started (it runs once).
+	keysLoading atomic.Bool
 }
 
 // New validates cfg and builds every component; nothing is started: no
-// goroutine runs and nothing is dialled until Serve, but for the reading of
-// the keys (loadKeys, ended by Close). The store is read (models, users,
-// teams, spend) to build the in-memory state.
+// goroutine runs and nothing is dialled until Serve. The store is read
+// (models, users, teams, spend) to build the in-memory state; the keys are
+// read by Serve, while it answers (loadKeys).
 func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -226,9 +226,9 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		// Users, teams, end users, budgets and organizations now; the keys
-		// on their own goroutine (loadKeys), so that a store of 100,000
-		// keys answers within a second: until a key is in, its first
-		// request reads it from the store (keyMiss).
+		// under Serve, while it answers (loadKeys), so that a store of
+		// 100,000 keys answers within a second: until a key is in, its
+		// first request reads it from the store (keyMiss).
 		all, err := opts.Store.LoadAllButKeys(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("load users and teams: %w", err)
@@ -378,20 +378,19 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	s.mux.Handle("/", s.pass.Fallback(unmatched(s.mux))) // not a route: kept out of Server.Routes
 	s.warnShadowedPassThrough()
 	s.handler = apierror.Recover(s.log, bodyDeadline(s.mux, cfg.RequestBodyTimeout()))
-	if opts.Store != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		s.stopLoad = cancel
-		go s.loadKeys(ctx) // the one goroutine New starts: Close ends it
-	}
 	return s, nil
 }
 
-// loadKeys reads every key into the snapshot after New has returned; the
-// server serves meanwhile (a key not yet in goes through keyMiss, one
-// store query, and is charged and limited as it would be once loaded:
-// its ledger accounts start from the spend its row carries). A failed read
-// is tried twice more; then keys keep coming one by one through keyMiss.
+// loadKeys reads every key into the snapshot: under Serve as its first
+// actor, while the server already answers (a key not yet in goes through
+// keyMiss, one store query, and is charged and limited as it would be once
+// loaded: its ledger accounts start from the spend its row carries), or
+// in Handler before it returns. It runs once. A failed read is tried twice
+// more; then keys keep coming one by one through keyMiss.
 func (s *Server) loadKeys(ctx context.Context) {
+	if s.opts.Store == nil || !s.keysLoading.CompareAndSwap(false, true) {
+		return
+	}
 	defer s.snap.DoneLoading()
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
@@ -442,7 +441,12 @@ func (s *Server) softBudgetCrossed(a *ledger.Account) {
 
 // Handler is the gateway's HTTP handler. Spend is written to the store,
 // and Redis used, only while Serve runs.
-func (s *Server) Handler() http.Handler { return s.handler }
+// Without Serve, nothing reads the keys in the background: Handler reads
+// them before it returns (once).
+func (s *Server) Handler() http.Handler {
+	s.loadKeys(context.Background())
+	return s.handler
+}
 
 // Serve runs the server's actors (see actors) until ctx is done or one of
 // them fails, then stops them in the reverse order, each waited for: the
@@ -495,6 +499,12 @@ func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 		g.Add(lifecycle.Actor{Name: "presence", Run: s.runPresence})
 	}
 	if s.opts.Store != nil {
+		// The keys are read while the HTTP server answers.
+		g.Add(lifecycle.Actor{Name: "keys", Run: func(ctx context.Context) error {
+			s.loadKeys(ctx)
+			<-ctx.Done()
+			return nil
+		}})
 		g.Add(lifecycle.Actor{Name: "resync", Run: func(ctx context.Context) error { s.resync(ctx); return nil }})
 	}
 	if s.writer != nil {
@@ -648,9 +658,6 @@ func (s *Server) track(h http.Handler) http.Handler {
 // Serve runs.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
-		if s.stopLoad != nil {
-			s.stopLoad()
-		}
 		s.clients.CloseIdle()
 		s.pyhooks.Close() // the python3 workers of custom_auth / custom_key_generate
 		if s.redis != nil {
