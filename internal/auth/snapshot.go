@@ -2,7 +2,9 @@ package auth
 
 import (
 	"encoding/hex"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/store"
@@ -13,11 +15,18 @@ import (
 // once published; a write replaces the record (sync.Map: lock-free reads,
 // no global lock on the request path).
 type Snapshot struct {
-	keys sync.Map // token hash -> *store.Key
-	// bySum indexes the keys by their sha256 digest, so the request path
-	// finds a key without formatting hex or boxing an interface (no
-	// allocation); sharded read-write locks keep writers off one lock.
-	bySum [64]keyShard
+	// keys is the one index of the keys: token hash -> key, sharded under
+	// read-write locks so writers do not share one lock. A map's key is the
+	// record's own TokenHash (no copy); the request path looks a digest up
+	// as its lower-case hex, formatted on the stack (no allocation).
+	keys [64]keyShard
+	// oddSums finds, by digest, the keys whose hash is a sha256 hex digest
+	// not written in lower case (imported rows): digest -> token hash.
+	// Rarely anything is in it; odd counts its entries so that a lookup
+	// skips it when empty.
+	oddMu   sync.Mutex
+	oddSums map[[32]byte]string
+	odd     atomic.Int64
 	// forgotten is when each recently deleted key was deleted, so that a
 	// resync that read the key's row just before the deletion cannot put
 	// it back (Apply). Pruned after forgetFor.
@@ -37,6 +46,69 @@ type Snapshot struct {
 	// memberBudgets indexes, for each team with members that name a
 	// budget, user id -> budget id (so a request does not scan members).
 	memberBudgets sync.Map // team id -> map[string]string
+	// loaded is closed once the keys read at start-up are in (nil: they
+	// were in from the start). Until then a key not yet in is found by
+	// the authenticator's miss path, and RangeKeys waits.
+	loaded     chan struct{}
+	loadedOnce sync.Once
+}
+
+// StartLoading says the keys are still to come (PutLoadedKeys, then
+// DoneLoading). It is called before the snapshot is shared.
+func (s *Snapshot) StartLoading() { s.loaded = make(chan struct{}) }
+
+// DoneLoading says the keys read at start-up are in, or will not come.
+func (s *Snapshot) DoneLoading() {
+	if s.loaded != nil {
+		s.loadedOnce.Do(func() { close(s.loaded) })
+	}
+}
+
+// Loaded is closed once the keys read at start-up are in.
+func (s *Snapshot) Loaded() <-chan struct{} {
+	if s.loaded == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return s.loaded
+}
+
+// PutLoadedKeys publishes the keys read at start-up while the snapshot
+// already serves. A key is left as it is when the snapshot holds it as
+// written at the same time or later (the miss path, a write here or a
+// resync put it there since), or when it was deleted after its row was
+// read. The records are the snapshot's to keep (they are compacted).
+func (s *Snapshot) PutLoadedKeys(ks []*store.Key) {
+	c := newCompactor()
+	for _, k := range ks {
+		k = c.key(k)
+		raw := k
+		if k.BudgetID != "" {
+			k = s.keyWithBudget(k)
+		}
+		sh := s.shard(k.TokenHash)
+		sh.mu.Lock()
+		// Under the shard's lock: a deletion marks the key forgotten
+		// before it takes this lock to remove it.
+		cur, present := sh.m[k.TokenHash]
+		at, gone := s.forgotten.Load(k.TokenHash)
+		stale := (present && !k.UpdatedAt.After(cur.UpdatedAt)) || (gone && !k.UpdatedAt.After(at.(time.Time)))
+		if !stale {
+			if sh.m == nil {
+				sh.m = map[string]*store.Key{}
+			}
+			sh.m[k.TokenHash] = k
+		}
+		sh.mu.Unlock()
+		if stale {
+			continue
+		}
+		if raw.BudgetID != "" {
+			s.rawKeys.Store(raw.TokenHash, raw)
+		}
+		s.addOdd(k.TokenHash)
+	}
 }
 
 // NewSnapshot returns a snapshot holding s (nil for an empty one).
@@ -51,8 +123,9 @@ func NewSnapshot(s *store.Snapshot) *Snapshot {
 	for _, o := range s.Organizations {
 		snap.PutOrganization(o)
 	}
+	c := newCompactor()
 	for _, k := range s.Keys {
-		snap.PutKey(k)
+		snap.PutKey(c.key(k))
 	}
 	for _, u := range s.Users {
 		snap.PutUser(u)
@@ -68,40 +141,99 @@ func NewSnapshot(s *store.Snapshot) *Snapshot {
 
 type keyShard struct {
 	mu sync.RWMutex
-	m  map[[32]byte]*store.Key
+	m  map[string]*store.Key
 }
 
-func (s *Snapshot) shard(sum *[32]byte) *keyShard { return &s.bySum[sum[0]&63] }
+// shard is where token hash h lives. For a hex digest it spreads like the
+// digest's first and last bytes.
+func (s *Snapshot) shard(h string) *keyShard {
+	if h == "" {
+		return &s.keys[0]
+	}
+	return s.shardOf(h[0], h[len(h)-1])
+}
+
+func (s *Snapshot) shardOf(first, last byte) *keyShard {
+	return &s.keys[(uint(first)+7*uint(last))&63]
+}
 
 // KeyBySum returns the key whose sha256 digest is sum.
 func (s *Snapshot) KeyBySum(sum *[32]byte) (*store.Key, bool) {
-	sh := s.shard(sum)
+	var buf [64]byte
+	hex.Encode(buf[:], sum[:])
+	sh := s.shardOf(buf[0], buf[63])
 	sh.mu.RLock()
-	k, ok := sh.m[*sum]
+	k, ok := sh.m[string(buf[:])] // no allocation: the conversion is only looked up
 	sh.mu.RUnlock()
-	return k, ok
+	if ok || s.odd.Load() == 0 {
+		return k, ok
+	}
+	s.oddMu.Lock()
+	h, ok := s.oddSums[*sum]
+	s.oddMu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	return s.Key(h)
 }
 
-func (s *Snapshot) indexKey(hash string, k *store.Key) {
-	var sum [32]byte
-	if n, err := hex.Decode(sum[:], []byte(hash)); err != nil || n != 32 {
-		return // not a sha256 hex digest: reachable by string only
+// oddDigest is the digest of h when h is a sha256 hex digest not in lower
+// case (such a key is reachable by its digest through oddSums).
+func oddDigest(h string) (sum [32]byte, ok bool) {
+	if len(h) != 64 || h == strings.ToLower(h) {
+		return sum, false
 	}
-	sh := s.shard(&sum)
+	n, err := hex.Decode(sum[:], []byte(h))
+	return sum, err == nil && n == 32
+}
+
+func (s *Snapshot) storeKey(k *store.Key) {
+	sh := s.shard(k.TokenHash)
 	sh.mu.Lock()
-	if k == nil {
-		delete(sh.m, sum)
-	} else {
-		if sh.m == nil {
-			sh.m = map[[32]byte]*store.Key{}
-		}
-		sh.m[sum] = k
+	if sh.m == nil {
+		sh.m = map[string]*store.Key{}
 	}
+	sh.m[k.TokenHash] = k
 	sh.mu.Unlock()
+	s.addOdd(k.TokenHash)
+}
+
+// addOdd indexes by its digest a key whose hash is an odd hex digest.
+func (s *Snapshot) addOdd(h string) {
+	if sum, ok := oddDigest(h); ok {
+		s.oddMu.Lock()
+		if s.oddSums == nil {
+			s.oddSums = map[[32]byte]string{}
+		}
+		s.oddSums[sum] = h
+		s.odd.Store(int64(len(s.oddSums)))
+		s.oddMu.Unlock()
+	}
+}
+
+func (s *Snapshot) removeKey(h string) {
+	sh := s.shard(h)
+	sh.mu.Lock()
+	delete(sh.m, h)
+	sh.mu.Unlock()
+	if sum, ok := oddDigest(h); ok {
+		s.oddMu.Lock()
+		if s.oddSums[sum] == h {
+			delete(s.oddSums, sum)
+		}
+		s.odd.Store(int64(len(s.oddSums)))
+		s.oddMu.Unlock()
+	}
 }
 
 // Key returns the key with token hash h.
-func (s *Snapshot) Key(h string) (*store.Key, bool) { return load[store.Key](&s.keys, h) }
+func (s *Snapshot) Key(h string) (*store.Key, bool) {
+	sh := s.shard(h)
+	sh.mu.RLock()
+	k, ok := sh.m[h]
+	sh.mu.RUnlock()
+	return k, ok
+}
 
 // User returns a user.
 func (s *Snapshot) User(id string) (*store.User, bool) { return load[store.User](&s.users, id) }
@@ -123,8 +255,7 @@ func (s *Snapshot) PutKey(k *store.Key) {
 		s.rawKeys.Delete(k.TokenHash)
 	}
 	s.forgotten.Delete(k.TokenHash)
-	s.keys.Store(k.TokenHash, k)
-	s.indexKey(k.TokenHash, k)
+	s.storeKey(k)
 }
 
 // PutUser publishes u.
@@ -219,7 +350,7 @@ func (s *Snapshot) DeleteBudget(id string) {
 func (s *Snapshot) rederive(id string) {
 	s.rawKeys.Range(func(_, v any) bool {
 		if k := v.(*store.Key); k.BudgetID == id {
-			if _, live := s.keys.Load(k.TokenHash); live {
+			if _, live := s.Key(k.TokenHash); live {
 				s.PutKey(k)
 			}
 		}
@@ -343,8 +474,7 @@ func (s *Snapshot) DeleteKey(h string) { s.deleteKeyAt(h, time.Now()) }
 func (s *Snapshot) deleteKeyAt(h string, at time.Time) {
 	s.forgotten.Store(h, at)
 	s.rawKeys.Delete(h)
-	s.keys.Delete(h)
-	s.indexKey(h, nil)
+	s.removeKey(h)
 }
 
 // forgetFor is how long a deletion outranks rows read before it: far longer
@@ -352,9 +482,31 @@ func (s *Snapshot) deleteKeyAt(h string, at time.Time) {
 const forgetFor = time.Minute
 
 // RangeKeys calls fn for every key until fn returns false (management
-// calls only: it visits the whole snapshot).
+// calls only: it visits the whole snapshot). While the keys read at
+// start-up are still coming it waits for them.
 func (s *Snapshot) RangeKeys(fn func(*store.Key) bool) {
-	s.keys.Range(func(_, v any) bool { return fn(v.(*store.Key)) })
+	<-s.Loaded()
+	s.rangeKeys(fn)
+}
+
+func (s *Snapshot) rangeKeys(fn func(*store.Key) bool) {
+	var batch []*store.Key
+	for i := range s.keys {
+		sh := &s.keys[i]
+		// A shard's keys are copied out, so fn runs with no lock held
+		// (it may write to the snapshot).
+		sh.mu.RLock()
+		batch = batch[:0]
+		for _, k := range sh.m {
+			batch = append(batch, k)
+		}
+		sh.mu.RUnlock()
+		for _, k := range batch {
+			if !fn(k) {
+				return
+			}
+		}
+	}
 }
 
 // RangeTeams calls fn for every team until fn returns false.
@@ -492,8 +644,7 @@ func (s *Snapshot) Periods(fn func(kind store.Kind, id, duration string, resetAt
 			fn(kind, id, *d, *at)
 		}
 	}
-	s.keys.Range(func(_, v any) bool {
-		k := v.(*store.Key)
+	s.rangeKeys(func(k *store.Key) bool { // what is not in yet is visited next time
 		visit(store.KindKey, k.TokenHash, &k.Limits)
 		return true
 	})

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -100,5 +101,88 @@ func TestBudgetObjectsFillLimits(t *testing.T) {
 	}
 	if b := s.MemberBudget(team, "ann"); b != nil {
 		t.Fatal("deleted team's membership budget still found")
+	}
+}
+
+// TestKeyIndexEveryHashShape: the one key index finds a key by its token
+// hash exactly as stored and, when that hash is a sha256 hex digest in any
+// case, by the digest; a hash that is not a digest only by the string.
+// Deleting a key removes it from every path.
+func TestKeyIndexEveryHashShape(t *testing.T) {
+	lower := HashHex("sk-lower")
+	upper := strings.ToUpper(HashHex("sk-upper"))
+	mixed := HashHex("sk-mixed")
+	mixed = strings.ToUpper(mixed[:10]) + mixed[10:]
+	snap := NewSnapshot(&store.Snapshot{Keys: []*store.Key{{TokenHash: lower}, {TokenHash: upper}, {TokenHash: "not-a-digest"}}})
+	snap.PutKey(&store.Key{TokenHash: mixed})
+	for _, c := range []struct{ raw, hash string }{{"sk-lower", lower}, {"sk-upper", upper}, {"sk-mixed", mixed}} {
+		sum := Hash(c.raw)
+		if k, ok := snap.KeyBySum(&sum); !ok || k.TokenHash != c.hash {
+			t.Fatalf("%s by digest: %v %v", c.raw, k, ok)
+		}
+		if k, ok := snap.Key(c.hash); !ok || k.TokenHash != c.hash {
+			t.Fatalf("%s by hash: %v %v", c.raw, k, ok)
+		}
+	}
+	if _, ok := snap.Key(strings.ToLower(upper)); ok {
+		t.Fatal("a hash stored in upper case found by its lower-case spelling")
+	}
+	if _, ok := snap.Key("not-a-digest"); !ok {
+		t.Fatal("a key whose hash is not a digest is missing")
+	}
+	n := 0
+	snap.RangeKeys(func(*store.Key) bool { n++; return true })
+	if n != 4 {
+		t.Fatalf("RangeKeys visited %d keys, want 4", n)
+	}
+	for _, h := range []string{lower, upper, mixed, "not-a-digest"} {
+		snap.DeleteKey(h)
+		if _, ok := snap.Key(h); ok {
+			t.Fatalf("%s still found after its deletion", h)
+		}
+	}
+	for _, raw := range []string{"sk-lower", "sk-upper", "sk-mixed"} {
+		sum := Hash(raw)
+		if _, ok := snap.KeyBySum(&sum); ok {
+			t.Fatalf("%s still found by digest after its deletion", raw)
+		}
+	}
+}
+
+// TestCompactedKeysKeepTheirValues: keys loaded together share equal
+// values (ids, model lists, metadata) yet each reads as it was stored, and
+// a later write to one key's record leaves the others alone.
+func TestCompactedKeysKeepTheirValues(t *testing.T) {
+	mk := func(h, user string, models []string, md map[string]any) *store.Key {
+		budget := float64(len(user)) + 4 // 5 for u, 5 for v
+		if h == "k3" {
+			budget = 7
+		}
+		return &store.Key{TokenHash: h, UserID: user, Models: models, Metadata: md, Aliases: map[string]string{"a": "b"},
+			Limits: store.Limits{MaxBudget: &budget, RPMLimit: p64(int64(len(h)))}}
+	}
+	snap := NewSnapshot(&store.Snapshot{Keys: []*store.Key{
+		mk("k1", "u", []string{"m1", "m2"}, map[string]any{"app": "x", "n": 1.0}),
+		mk("k2", "u", []string{"m1", "m2"}, map[string]any{"app": "x", "n": 1.0}),
+		mk("k3", "v", []string{"m1"}, map[string]any{"app": "y", "nested": map[string]any{"a": 1.0}}),
+	}})
+	k1, _ := snap.Key("k1")
+	k2, _ := snap.Key("k2")
+	k3, _ := snap.Key("k3")
+	if k1.UserID != "u" || k3.UserID != "v" || len(k1.Models) != 2 || k1.Models[1] != "m2" || len(k3.Models) != 1 ||
+		k2.Metadata["app"] != "x" || k2.Metadata["n"] != 1.0 || k3.Metadata["app"] != "y" || k3.Aliases["a"] != "b" {
+		t.Fatalf("values changed: %+v %+v %+v", k1, k2, k3)
+	}
+	if *k1.MaxBudget != 5 || *k2.MaxBudget != 5 || *k3.MaxBudget != 7 || *k3.RPMLimit != 2 || k1.MaxBudget != k2.MaxBudget {
+		t.Fatalf("limits: %v %v %v rpm %v", *k1.MaxBudget, *k2.MaxBudget, *k3.MaxBudget, *k3.RPMLimit)
+	}
+	if &k1.Models[0] != &k2.Models[0] {
+		t.Fatal("equal model lists were not shared")
+	}
+	// An append to a shared list must not show in the other key.
+	grown := append(k1.Models, "m3")
+	grown[0] = "changed"
+	if k2.Models[0] != "m1" || len(k2.Models) != 2 {
+		t.Fatalf("an append to one key's models changed another's: %v", k2.Models)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -117,11 +118,14 @@ type Server struct {
 	idle     chan struct{}
 	// shed bounds the inference requests in flight (shed.go).
 	shed *shedder
+	// keysLoading is set once loadKeys has started (it runs once).
+	keysLoading atomic.Bool
 }
 
 // New validates cfg and builds every component; nothing is started: no
 // goroutine runs and nothing is dialled until Serve. The store is read
-// (models, keys, spend) to build the in-memory state.
+// (models, users, teams, spend) to build the in-memory state; the keys are
+// read by Serve, while it answers (loadKeys).
 func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -225,11 +229,16 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		all, err := opts.Store.LoadAll(ctx)
+		// Users, teams, end users, budgets and organizations now; the keys
+		// under Serve, while it answers (loadKeys), so that a store of
+		// 100,000 keys answers within a second: until a key is in, its
+		// first request reads it from the store (keyMiss).
+		all, err := opts.Store.LoadAllButKeys(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("load keys: %w", err)
+			return nil, fmt.Errorf("load users and teams: %w", err)
 		}
 		snap = auth.NewSnapshot(all)
+		snap.StartLoading()
 	}
 	aopts := auth.Options{StoreDown: s.storeDown.Load}
 	if s.pyhooks, err = startPythonHooks(cfg, opts.Logger); err != nil {
@@ -393,6 +402,50 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	return s, nil
 }
 
+// loadKeys reads every key into the snapshot: under Serve as its first
+// actor, while the server already answers (a key not yet in goes through
+// keyMiss, one store query, and is charged and limited as it would be once
+// loaded: its ledger accounts start from the spend its row carries), or
+// in Handler before it returns. It runs once. A failed read is tried twice
+// more; then keys keep coming one by one through keyMiss.
+func (s *Server) loadKeys(ctx context.Context) {
+	if s.opts.Store == nil || !s.keysLoading.CompareAndSwap(false, true) {
+		return
+	}
+	defer s.snap.DoneLoading()
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ks, err := s.opts.Store.LoadKeys(lctx)
+		cancel()
+		if err == nil {
+			s.snap.PutLoadedKeys(ks)
+			n := len(ks)
+			ks = nil
+			// Reading the rows left garbage about twice the snapshot's
+			// size (their JSON, the records before compaction), and an
+			// idle gateway allocates too little for a collection to come:
+			// collect it now and hand the pages back to the OS.
+			debug.FreeOSMemory()
+			s.log.Info("keys loaded", "keys", n, "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if attempt == 3 {
+			s.log.Error("keys not loaded: each key is read from the database on its first use", "err", err)
+			return
+		}
+		s.log.Warn("loading keys failed; trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // budgetReset follows a budget period rolling over in the book: the store
 // through the spend writer, in order with the spend rows, and Redis.
 func (s *Server) budgetReset(kind store.Kind, id string, next time.Time) {
@@ -416,7 +469,12 @@ func (s *Server) softBudgetCrossed(a *ledger.Account) {
 
 // Handler is the gateway's HTTP handler. Spend is written to the store,
 // and Redis used, only while Serve runs.
-func (s *Server) Handler() http.Handler { return s.handler }
+// Without Serve, nothing reads the keys in the background: Handler reads
+// them before it returns (once).
+func (s *Server) Handler() http.Handler {
+	s.loadKeys(context.Background())
+	return s.handler
+}
 
 // Serve runs the server's actors (see actors) until ctx is done or one of
 // them fails, then stops them in the reverse order, each waited for: the
@@ -469,6 +527,12 @@ func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 		g.Add(lifecycle.Actor{Name: "presence", Run: s.runPresence})
 	}
 	if s.opts.Store != nil {
+		// The keys are read while the HTTP server answers.
+		g.Add(lifecycle.Actor{Name: "keys", Run: func(ctx context.Context) error {
+			s.loadKeys(ctx)
+			<-ctx.Done()
+			return nil
+		}})
 		g.Add(lifecycle.Actor{Name: "resync", Run: func(ctx context.Context) error { s.resync(ctx); return nil }})
 	}
 	if s.writer != nil {

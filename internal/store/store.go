@@ -480,6 +480,10 @@ type Store interface {
 
 	// LoadAll reads every key, user, team and end user.
 	LoadAll(ctx context.Context) (*Snapshot, error)
+	// LoadAllButKeys is LoadAll without the keys, and LoadKeys the keys
+	// alone (a start serves before its keys are in: Server.New).
+	LoadAllButKeys(ctx context.Context) (*Snapshot, error)
+	LoadKeys(ctx context.Context) ([]*Key, error)
 	// Changes reads what was written or deleted at or after since, so a
 	// replica can bring its snapshot up to date.
 	Changes(ctx context.Context, since time.Time) (*Snapshot, []Deletion, error)

@@ -673,16 +673,37 @@ func (s *DB) SetSpend(ctx context.Context, kind store.Kind, id string, spend flo
 
 // LoadAll reads every key, user, team and end user.
 func (s *DB) LoadAll(ctx context.Context) (*store.Snapshot, error) {
+	snap, err := s.LoadAllButKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if snap.Keys, err = s.LoadKeys(ctx); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// LoadKeys reads every key, with its model spend.
+func (s *DB) LoadKeys(ctx context.Context) ([]*store.Key, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	ks, err := keys.all(ctx, s.db)
+	if err != nil {
+		return nil, err
+	}
+	if err := attachModelSpend(ctx, s.db, ks); err != nil {
+		return nil, err
+	}
+	return ks, nil
+}
+
+// LoadAllButKeys reads every user, team, end user, budget and
+// organization: LoadAll without the keys.
+func (s *DB) LoadAllButKeys(ctx context.Context) (*store.Snapshot, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var snap store.Snapshot
 	var err error
-	if snap.Keys, err = keys.all(ctx, s.db); err != nil {
-		return nil, err
-	}
-	if err := attachModelSpend(ctx, s.db, snap.Keys); err != nil {
-		return nil, err
-	}
 	if snap.Users, err = users.all(ctx, s.db); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,167 @@
+package auth
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// compactor shares, across the keys loaded at start-up, what many keys
+// hold equal: user, team and budget ids, model and tag lists, small alias
+// and metadata maps. Records in the snapshot are immutable (a write
+// replaces the record, never edits its maps or slices), so equal values
+// can be one value. Its tables live only while the snapshot is built.
+type compactor struct {
+	strs  map[string]string
+	lists map[string][]string
+	maps  map[string]map[string]string
+	metas map[string]map[string]any
+	// Limits are pointers (unset is nil); no one writes through them, so
+	// keys with equal limits point at one value.
+	floats map[float64]*float64
+	ints   map[int64]*int64
+	b      strings.Builder
+}
+
+func newCompactor() *compactor {
+	return &compactor{strs: map[string]string{}, lists: map[string][]string{},
+		maps: map[string]map[string]string{}, metas: map[string]map[string]any{},
+		floats: map[float64]*float64{}, ints: map[int64]*int64{}}
+}
+
+// key returns k with its shareable values shared; k is the loader's to give.
+func (c *compactor) key(k *store.Key) *store.Key {
+	k.UserID = c.str(k.UserID)
+	k.TeamID = c.str(k.TeamID)
+	k.BudgetID = c.str(k.BudgetID)
+	k.CreatedBy = c.str(k.CreatedBy)
+	k.BlockedBy = c.str(k.BlockedBy)
+	k.Models = c.list(k.Models)
+	k.Tags = c.list(k.Tags)
+	k.Aliases = c.strMap(k.Aliases)
+	k.Metadata = c.meta(k.Metadata)
+	k.SoftBudget = share(c.floats, k.SoftBudget)
+	k.MaxBudget = share(c.floats, k.MaxBudget)
+	k.MaxParallelRequests = share(c.ints, k.MaxParallelRequests)
+	k.TPMLimit = share(c.ints, k.TPMLimit)
+	k.RPMLimit = share(c.ints, k.RPMLimit)
+	return k
+}
+
+// share is p, or an earlier pointer to an equal value.
+func share[T comparable](seen map[T]*T, p *T) *T {
+	if p == nil {
+		return nil
+	}
+	if q, ok := seen[*p]; ok {
+		return q
+	}
+	seen[*p] = p
+	return p
+}
+
+func (c *compactor) str(s string) string {
+	if s == "" {
+		return ""
+	}
+	if v, ok := c.strs[s]; ok {
+		return v
+	}
+	c.strs[s] = s
+	return s
+}
+
+// maxShared bounds what is looked for to share: lists and maps this small
+// (larger ones are rarely equal, and their table key costs more).
+const maxShared = 8
+
+// sep separates the parts of a table key (it cannot end a JSON string).
+const sep = "\x00"
+
+func (c *compactor) list(l []string) []string {
+	if len(l) == 0 || len(l) > maxShared {
+		return l
+	}
+	c.b.Reset()
+	for _, s := range l {
+		c.b.WriteString(s)
+		c.b.WriteString(sep)
+	}
+	if v, ok := c.lists[c.b.String()]; ok && len(v) == len(l) && cap(v) == len(v) {
+		return v
+	}
+	l = l[:len(l):len(l)] // an append to the shared list copies it
+	for i, s := range l {
+		l[i] = c.str(s)
+	}
+	c.lists[strings.Clone(c.b.String())] = l
+	return l
+}
+
+func (c *compactor) strMap(m map[string]string) map[string]string {
+	if len(m) == 0 || len(m) > maxShared {
+		return m
+	}
+	c.b.Reset()
+	for _, k := range sortedKeys(m) {
+		c.b.WriteString(k)
+		c.b.WriteString(sep)
+		c.b.WriteString(m[k])
+		c.b.WriteString(sep)
+	}
+	if v, ok := c.maps[c.b.String()]; ok {
+		return v
+	}
+	c.maps[strings.Clone(c.b.String())] = m
+	return m
+}
+
+// meta shares a metadata map whose values are all strings, numbers,
+// booleans or null (nested values are left alone).
+func (c *compactor) meta(m map[string]any) map[string]any {
+	if len(m) == 0 || len(m) > maxShared {
+		return m
+	}
+	c.b.Reset()
+	for _, k := range sortedKeys(m) {
+		c.b.WriteString(k)
+		c.b.WriteString(sep)
+		switch v := m[k].(type) {
+		case string:
+			c.b.WriteString("s")
+			c.b.WriteString(v)
+		case bool:
+			if v {
+				c.b.WriteString("t")
+			} else {
+				c.b.WriteString("f")
+			}
+		case nil:
+			c.b.WriteString("n")
+		case float64:
+			c.b.WriteString("d")
+			c.b.WriteString(strconvFloat(v))
+		default:
+			return m
+		}
+		c.b.WriteString(sep)
+	}
+	if v, ok := c.metas[c.b.String()]; ok {
+		return v
+	}
+	c.metas[strings.Clone(c.b.String())] = m
+	return m
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+func strconvFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
