@@ -364,7 +364,7 @@ func wholeInts(obj json.RawMessage, fields ...string) (json.RawMessage, string) 
 		}
 		x, err := n.Float64()
 		if err != nil || x != math.Trunc(x) || math.Abs(x) > 1<<53 {
-			return obj, fmt.Sprintf("%s is %s, not a whole number", f, n)
+			return obj, fmt.Sprintf("%s is %s, not a whole number (up to 2^53)", f, n)
 		}
 		m[f] = json.RawMessage(strconv.FormatInt(int64(x), 10))
 		changed = true
