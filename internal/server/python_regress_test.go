@@ -377,7 +377,8 @@ async def auth(request, api_key):
 
 // TestPythonKeyGenerateDecisionTruthiness: custom_key_generate's answer is
 // read as LiteLLM reads it (#32): result.get("decision", True), refused
-// (403) if not truthy.
+// (403) if not truthy; an HTTPException keeps its status, another
+// exception is a 400.
 func TestPythonKeyGenerateDecisionTruthiness(t *testing.T) {
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
@@ -389,7 +390,13 @@ ANSWERS = {"absent": {"message": "m"}, "true": {"decision": True}, "zero": {"dec
            "empty": {"decision": ""}, "word": {"decision": "yes"}, "false": {"decision": False}}
 
 async def keygen(data):
-    return ANSWERS[data.json().get("key_alias")]
+    alias = data.json().get("key_alias")
+    if alias == "http409":
+        from fastapi import HTTPException
+        raise HTTPException(status_code=409, detail="alias taken")
+    if alias == "raise":
+        raise ValueError("bad alias")
+    return ANSWERS[alias]
 `, urls["up"])
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -406,6 +413,7 @@ async def keygen(data):
 	}{
 		{"absent", 200}, {"true", 200}, {"word", 200},
 		{"zero", 403}, {"empty", 403}, {"false", 403},
+		{"http409", 409}, {"raise", 400},
 	}
 	for _, tt := range tests {
 		if code, out := send(t, url+"/key/generate", "sk-1234", `{"key_alias": "`+tt.alias+`"}`); code != tt.code {
