@@ -112,6 +112,9 @@ func (a *API) route(need access, h handler) http.Handler {
 		if errors.Is(err, auth.ErrUnverifiable) || errors.Is(err, hooks.ErrUnavailable) {
 			return apierror.Unavailable(err, "%v", err)
 		}
+		if hd := (*auth.ErrHookDenied)(nil); errors.As(err, &hd) && hd.Status != 0 {
+			return apierror.WithStatus(hd.Status, "%s", hd.Message)
+		}
 		if err != nil {
 			return apierror.Unauthorized("%v", err)
 		}

@@ -475,6 +475,9 @@ func (a *API) askKeyHook(r *http.Request, obj *jsonbody.Object) error {
 		if msg == "" {
 			msg = "refused by general_settings.custom_key_generate"
 		}
+		if d.Status != 0 { // the hook's HTTPException / ProxyException status
+			return apierror.WithStatus(d.Status, "%s", msg)
+		}
 		if d.Raised {
 			return apierror.BadRequest("", "%s", msg)
 		}

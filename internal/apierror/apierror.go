@@ -63,6 +63,24 @@ func Forbidden(format string, args ...any) *Error {
 	return newf(http.StatusForbidden, "permission_error", "forbidden", format, args...)
 }
 
+// WithStatus is an error with a status chosen elsewhere (a hook's
+// HTTPException): 401 and 403 as Unauthorized and Forbidden, 429
+// rate_limit_error, other 4xx invalid_request_error, 5xx api_error. A
+// status outside 400–599 is a 401: a refusal is never turned into success.
+func WithStatus(status int, format string, args ...any) *Error {
+	switch {
+	case status == http.StatusUnauthorized || status < 400 || status > 599:
+		return Unauthorized(format, args...)
+	case status == http.StatusForbidden:
+		return Forbidden(format, args...)
+	case status == http.StatusTooManyRequests:
+		return newf(status, "rate_limit_error", "rate_limit_exceeded", format, args...)
+	case status >= 500:
+		return newf(status, "api_error", strconv.Itoa(status), format, args...)
+	}
+	return newf(status, "invalid_request_error", strconv.Itoa(status), format, args...)
+}
+
 // NotFound is a 404 not_found_error.
 func NotFound(param, format string, args ...any) *Error {
 	e := newf(http.StatusNotFound, "not_found_error", "not_found", format, args...)

@@ -7,10 +7,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -170,7 +173,12 @@ type CustomAuth struct {
 }
 
 // ErrHookDenied is a refusal by custom_auth.
-type ErrHookDenied struct{ Message string }
+type ErrHookDenied struct {
+	Message string
+	// Status is the status the hook asked for (a Python hook's
+	// HTTPException or ProxyException, always 4xx/5xx); 0 means 401.
+	Status int
+}
 
 func (e *ErrHookDenied) Error() string { return e.Message }
 
@@ -202,8 +210,11 @@ const maxHookBody = 1 << 20
 
 // pythonRequest is what a Python custom_auth's fastapi Request holds:
 // method, URL, path, query, every header (as LiteLLM's hook sees them, the
-// key's included) and the body, read here and put back for the handler. A
-// body over maxHookBody is passed as "" with body_truncated set.
+// key's included), the caller's address (client: host, port, Starlette's
+// request.client) and the body, read here and put back for the handler.
+// The body travels base64-encoded (body_b64), so the hook's body() is the
+// exact bytes sent; one over maxHookBody is passed empty with
+// body_truncated set.
 func pythonRequest(r *http.Request) map[string]any {
 	headers := make(map[string]string, len(r.Header))
 	for k, v := range r.Header {
@@ -218,7 +229,11 @@ func pythonRequest(r *http.Request) map[string]any {
 		qp[k] = v[0]
 	}
 	req := map[string]any{"method": r.Method, "url": scheme + "://" + r.Host + r.URL.RequestURI(), "path": r.URL.Path,
-		"query": r.URL.RawQuery, "query_params": qp, "headers": headers, "body": ""}
+		"query": r.URL.RawQuery, "query_params": qp, "headers": headers, "body_b64": ""}
+	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		n, _ := strconv.Atoi(port)
+		req["client"] = map[string]any{"host": host, "port": n}
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		buf, err := io.ReadAll(io.LimitReader(r.Body, maxHookBody+1))
 		r.Body = struct {
@@ -230,7 +245,7 @@ func pythonRequest(r *http.Request) map[string]any {
 		case len(buf) > maxHookBody:
 			req["body_truncated"] = true
 		default:
-			req["body"] = string(buf)
+			req["body_b64"] = base64.StdEncoding.EncodeToString(buf)
 		}
 	}
 	return req
@@ -246,11 +261,13 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 	// Decisions are cached per identical input (key, headers, request,
 	// principal): a decision never outlives what it was made on. A Python
 	// hook's (LiteLLM's user_api_key_auth(request, api_key)) are cached per
-	// key when tollgate_python_hooks.cache_ttl asks for it.
+	// key and route (method and path: a hook that refuses /key/* but allows
+	// chat must be asked again on /key/*) when
+	// tollgate_python_hooks.cache_ttl asks for it.
 	var ck []byte
 	if a.hook.Hook.IsPython() {
 		in["request"] = pythonRequest(r)
-		ck = []byte("python\x00" + raw)
+		ck = []byte("python\x00" + raw + "\x00" + r.Method + "\x00" + r.URL.Path)
 	} else {
 		ck, _ = json.Marshal(in)
 	}
@@ -263,7 +280,7 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 		if msg == "" {
 			msg = "denied by general_settings.custom_auth"
 		}
-		return nil, &ErrHookDenied{msg}
+		return nil, &ErrHookDenied{Message: msg, Status: d.Status}
 	}
 	if p != nil {
 		return p, nil

@@ -163,6 +163,9 @@ func (g *Gateway) authenticate(r *http.Request) (*auth.Principal, error) {
 	if errors.Is(err, auth.ErrUnverifiable) || errors.Is(err, hooks.ErrUnavailable) {
 		return nil, apierror.Unavailable(err, "%v", err)
 	}
+	if hd := (*auth.ErrHookDenied)(nil); errors.As(err, &hd) && hd.Status != 0 {
+		return nil, apierror.WithStatus(hd.Status, "%s", hd.Message)
+	}
 	if err != nil {
 		return nil, apierror.Unauthorized("%v", err)
 	}

@@ -13,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"reflect"
+	"strconv"
 	"sync"
 	"time"
 
@@ -68,6 +70,11 @@ type Decision struct {
 	// Raised: the refusal is an exception the Python hook raised (for key
 	// generation a 400, where a "decision": False is a 403).
 	Raised bool `json:"-"`
+	// Status: the refusal's HTTP status, given by a Python hook's
+	// HTTPException (status_code) or ProxyException (code), always a 4xx or
+	// 5xx; 0 means the caller's default (401 auth, 400/403 key generation).
+	// Message is then the exception's own, without a prefix.
+	Status int `json:"-"`
 }
 
 // ErrUnavailable wraps a hook that could not be asked (down, slow, or an
@@ -257,6 +264,14 @@ func (h *Hook) callPython(ctx context.Context, input map[string]any) (Decision, 
 	switch {
 	case errors.As(err, &raised):
 		msg := raised.Message
+		if raised.Status >= 400 && raised.Status <= 599 {
+			// LiteLLM's auth passes an HTTPException's status_code and
+			// detail, a ProxyException's code and message, as they are.
+			if msg == "" {
+				msg = fmt.Sprintf("%s raised %s", py.Func, raised.Type)
+			}
+			return Decision{Allow: false, Message: msg, Raised: true, Status: raised.Status}, nil
+		}
 		if msg == "" {
 			msg = fmt.Sprintf("%s raised %s", py.Func, raised.Type)
 		}
@@ -269,22 +284,97 @@ func (h *Hook) callPython(ctx context.Context, input map[string]any) (Decision, 
 	}
 	if py.Kind == "auth" {
 		var d Decision
-		if len(res.Value) == 0 || res.Value[0] != '{' || json.Unmarshal(res.Value, &d) != nil {
+		if len(res.Value) == 0 || res.Value[0] != '{' {
+			return Decision{Allow: false, Message: fmt.Sprintf("denied by %s: %s returned a %s, not a UserAPIKeyAuth", h.name, py.Func, res.Type)}, nil
+		}
+		value, why := wholeInts(res.Value, "rpm_limit", "tpm_limit", "max_parallel_requests")
+		if why != "" {
+			return Decision{Allow: false, Message: fmt.Sprintf("denied by %s: %s returned a UserAPIKeyAuth whose %s", h.name, py.Func, why)}, nil
+		}
+		if json.Unmarshal(value, &d) != nil {
 			return Decision{Allow: false, Message: fmt.Sprintf("denied by %s: %s returned a %s, not a UserAPIKeyAuth", h.name, py.Func, res.Type)}, nil
 		}
 		d.Allow, d.Message = true, ""
 		return d, nil
 	}
 	var out struct {
-		Decision *bool  `json:"decision"`
-		Message  string `json:"message"`
+		Decision json.RawMessage `json:"decision"`
+		Message  *string         `json:"message"`
 	}
 	if len(res.Value) == 0 || res.Value[0] != '{' || json.Unmarshal(res.Value, &out) != nil {
 		return Decision{Allow: false, Message: fmt.Sprintf("refused by %s: %s returned a %s, not a dict", h.name, py.Func, res.Type)}, nil
 	}
-	d := Decision{Allow: out.Decision == nil || *out.Decision, Message: out.Message}
+	// LiteLLM: decision = result.get("decision", True); refuse if not
+	// decision. An absent key allows; a present one allows only when truthy
+	// (None, False, 0, "", [] and {} refuse).
+	d := Decision{Allow: out.Decision == nil || truthy(out.Decision)}
+	if out.Message != nil {
+		d.Message = *out.Message
+	}
 	if !d.Allow && d.Message == "" {
 		d.Message = "Authentication Failed - Custom Auth Rule"
 	}
 	return d, nil
+}
+
+// truthy is Python's truth value of a JSON value (as the bootstrap wrote
+// it): null, false, 0, "", [] and {} are false, anything else true.
+func truthy(v json.RawMessage) bool {
+	var x any
+	if json.Unmarshal(v, &x) != nil {
+		return false
+	}
+	switch t := x.(type) {
+	case nil:
+		return false
+	case bool:
+		return t
+	case float64:
+		return t != 0
+	case string:
+		return t != ""
+	case []any:
+		return len(t) > 0
+	case map[string]any:
+		return len(t) > 0
+	}
+	return false
+}
+
+// wholeInts rewrites the named integer fields of a JSON object given as
+// whole floats (1e6, 100.0: what pydantic accepts for an int) as integers.
+// A non-whole number is refused: why names the field and the value.
+func wholeInts(obj json.RawMessage, fields ...string) (json.RawMessage, string) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(obj, &m) != nil {
+		return obj, ""
+	}
+	changed := false
+	for _, f := range fields {
+		v, ok := m[f]
+		if !ok || len(v) == 0 || v[0] == 'n' || v[0] == '"' {
+			continue
+		}
+		var n json.Number
+		if json.Unmarshal(v, &n) != nil {
+			continue
+		}
+		if _, err := n.Int64(); err == nil {
+			continue
+		}
+		x, err := n.Float64()
+		if err != nil || x != math.Trunc(x) || math.Abs(x) > 1<<53 {
+			return obj, fmt.Sprintf("%s is %s, not a whole number (up to 2^53)", f, n)
+		}
+		m[f] = json.RawMessage(strconv.FormatInt(int64(x), 10))
+		changed = true
+	}
+	if !changed {
+		return obj, ""
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return obj, ""
+	}
+	return out, ""
 }

@@ -8,6 +8,7 @@
 # sys.stdout) is pointed at stderr, which Tollgate copies to its log.
 import __future__
 import asyncio
+import base64
 import enum
 import json
 import os
@@ -26,8 +27,23 @@ def _jsonable(o):
     return str(o)
 
 
+def _finite(o, path="result"):
+    """The answer with every float finite: inf (LiteLLM's "no limit", e.g.
+    max_budget=float("inf")) becomes None; NaN or -inf is an error (the
+    call is refused), never a line Tollgate cannot read."""
+    if isinstance(o, float):
+        if o != o or o == float("-inf"):
+            raise ValueError("%s is %r: not a number a hook may return" % (path, o))
+        return None if o == float("inf") else o
+    if isinstance(o, dict):
+        return {k: _finite(v, "%s.%s" % (path, k)) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v, "%s[%d]" % (path, i)) for i, v in enumerate(o)]
+    return o
+
+
 def _send(obj):
-    _proto.write(json.dumps(obj, default=_jsonable) + "\n")
+    _proto.write(json.dumps(obj, default=_jsonable, allow_nan=False) + "\n")
     _proto.flush()
 
 
@@ -71,6 +87,32 @@ class GenerateKeyRequest(_Model):
                "enforced_params", "organization_id", "send_invite_email")
 
 
+class LitellmUserRoles(str, enum.Enum):
+    """LiteLLM's user roles (litellm.proxy._types.LitellmUserRoles)."""
+
+    PROXY_ADMIN = "proxy_admin"
+    PROXY_ADMIN_VIEW_ONLY = "proxy_admin_viewer"
+    ORG_ADMIN = "org_admin"
+    INTERNAL_USER = "internal_user"
+    INTERNAL_USER_VIEW_ONLY = "internal_user_viewer"
+    TEAM = "team"
+    CUSTOMER = "customer"
+
+    def __str__(self):
+        return str(self.value)
+
+
+class HTTPException(Exception):
+    """Minimal stand-in for fastapi.HTTPException."""
+
+    def __init__(self, status_code, detail=None, headers=None):
+        super().__init__(status_code, detail)
+        self.status_code, self.detail, self.headers = status_code, detail, headers
+
+    def __str__(self):
+        return "%s: %s" % (self.status_code, self.detail)
+
+
 class ProxyException(Exception):
     def __init__(self, message="", type="auth_error", param=None, code=401, **_):
         super().__init__(message)
@@ -95,6 +137,30 @@ class _URL(str):
         return s
 
 
+class Address(tuple):
+    """Starlette's request.client: (host, port) with names."""
+
+    def __new__(cls, host, port):
+        return tuple.__new__(cls, (host, port))
+
+    host = property(lambda self: self[0])
+    port = property(lambda self: self[1])
+
+
+def _body(d):
+    b64 = d.get("body_b64")
+    if b64:
+        return base64.b64decode(b64)
+    return (d.get("body") or "").encode()
+
+
+def _client(d):
+    c = d.get("client")
+    if not c or not c.get("host"):
+        return None
+    return Address(c["host"], c.get("port") or 0)
+
+
 class Request:
     """Minimal stand-in for fastapi.Request."""
 
@@ -103,7 +169,8 @@ class Request:
         self.url = _URL(d.get("url", ""), d.get("path", ""), d.get("query", ""))
         self.headers = _Headers((k.lower(), v) for k, v in (d.get("headers") or {}).items())
         self.query_params = dict(d.get("query_params") or {})
-        self._body = (d.get("body") or "").encode()
+        self._body = _body(d)
+        self.client = _client(d)
 
     async def body(self):
         return self._body
@@ -122,6 +189,7 @@ def _stand_ins():
             sys.modules.setdefault(name, types.ModuleType(name))
         t = sys.modules["litellm.proxy._types"]
         t.UserAPIKeyAuth, t.GenerateKeyRequest, t.ProxyException = UserAPIKeyAuth, GenerateKeyRequest, ProxyException
+        t.LitellmUserRoles = LitellmUserRoles
         sys.modules["litellm"].proxy = sys.modules["litellm.proxy"]
         sys.modules["litellm.proxy"]._types = t
     try:
@@ -130,7 +198,7 @@ def _stand_ins():
     except Exception:
         real_fastapi = False
         m = sys.modules.setdefault("fastapi", types.ModuleType("fastapi"))
-        m.Request = Request
+        m.Request, m.HTTPException = Request, HTTPException
     return real_litellm, real_fastapi
 
 
@@ -167,7 +235,7 @@ def _request(d):
         return Request(d)
     from fastapi import Request as FR
 
-    body = (d.get("body") or "").encode()
+    body = _body(d)
 
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}
@@ -175,6 +243,9 @@ def _request(d):
     scope = {"type": "http", "method": d.get("method", ""), "path": d.get("path", ""),
              "query_string": (d.get("query") or "").encode(), "scheme": "http", "server": ("tollgate", 80),
              "headers": [(k.lower().encode(), str(v).encode()) for k, v in (d.get("headers") or {}).items()]}
+    c = _client(d)
+    if c is not None:
+        scope["client"] = (c.host, c.port)
     return FR(scope, receive)
 
 
@@ -186,6 +257,30 @@ def _plain(v):
             except Exception:
                 pass
     return v
+
+
+def _status(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _raised(e):
+    """(message, status) for an exception: as LiteLLM's auth does, an
+    HTTPException gives its status_code and detail, a ProxyException its
+    code and message; anything else no status (Tollgate's 401/400)."""
+    http_types = tuple(t for t in (HTTPException, getattr(sys.modules.get("fastapi"), "HTTPException", None),
+                                   getattr(sys.modules.get("starlette.exceptions"), "HTTPException", None))
+                       if isinstance(t, type))
+    proxy_types = tuple(t for t in (ProxyException, getattr(sys.modules.get("litellm.proxy._types"), "ProxyException", None))
+                        if isinstance(t, type))
+    if isinstance(e, http_types):
+        detail = getattr(e, "detail", None)
+        return (str(detail) if detail is not None else str(e)), _status(getattr(e, "status_code", None))
+    if isinstance(e, proxy_types):
+        return str(getattr(e, "message", "") or e), _status(getattr(e, "code", None))
+    return str(e), None
 
 
 def main():
@@ -217,12 +312,14 @@ def main():
                 out = fn(arg)
             if asyncio.iscoroutine(out):
                 out = loop.run_until_complete(out)
-            _send({"id": call["id"], "ok": True, "result": _plain(out),
-                   "type": type(out).__name__})
+            line = json.dumps({"id": call["id"], "ok": True, "result": _finite(_plain(out)),
+                               "type": type(out).__name__}, default=_jsonable, allow_nan=False)
+            _proto.write(line + "\n")
+            _proto.flush()
         except Exception as e:
-            _send({"id": call["id"], "ok": False, "error": str(e), "type": type(e).__name__,
-                   "status": getattr(e, "code", None) if isinstance(getattr(e, "code", None), int) else None,
-                   "traceback": traceback.format_exc()})
+            msg, status = _raised(e)
+            _send({"id": call["id"], "ok": False, "error": msg, "type": type(e).__name__,
+                   "status": status, "traceback": traceback.format_exc()})
     return 0
 
 

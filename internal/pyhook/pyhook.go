@@ -33,11 +33,18 @@ var bootstrap []byte
 type Options struct {
 	Python  string        // interpreter; default python3 (looked up on PATH)
 	Workers int           // processes; default 2
-	Timeout time.Duration // per call; default 2s
-	Dir     string        // where module paths resolve (the config file's directory)
-	Funcs   []string      // module.function names every worker imports
-	Setting string        // for messages: general_settings.custom_auth, ...
-	Log     *slog.Logger
+	Timeout time.Duration // per call, from the moment a worker has it; default 2s
+	// QueueTimeout bounds the wait for a free worker (besides the caller's
+	// own context); default max(Timeout, 5s). Past it the call fails with
+	// ErrUnavailable ("no free python worker") and no worker is touched.
+	QueueTimeout time.Duration
+	// MaxWaiting bounds the callers waiting for a free worker; default
+	// 64 × Workers. Past it a call fails at once with ErrUnavailable.
+	MaxWaiting int
+	Dir        string   // where module paths resolve (the config file's directory)
+	Funcs      []string // module.function names every worker imports
+	Setting    string   // for messages: general_settings.custom_auth, ...
+	Log        *slog.Logger
 }
 
 // ErrUnavailable: the pool could not answer (timeout, a dead worker, closed).
@@ -72,7 +79,8 @@ type Pool struct {
 	live   map[*worker]struct{}
 	closed bool
 	wg     sync.WaitGroup
-	fails  int // consecutive short-lived workers, for the restart backoff
+	fails  int          // consecutive short-lived workers, for the restart backoff
+	wait   atomic.Int64 // callers waiting for a free worker
 	stop   chan struct{}
 	tmp    string
 }
@@ -87,6 +95,7 @@ type worker struct {
 }
 
 type reply struct {
+	bad       string          // not from the wire: the line could not be parsed
 	ID        uint64          `json:"id"`
 	OK        bool            `json:"ok"`
 	Result    json.RawMessage `json:"result"`
@@ -109,6 +118,12 @@ func Start(opts Options) (*Pool, error) {
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 2 * time.Second
+	}
+	if opts.QueueTimeout <= 0 {
+		opts.QueueTimeout = max(opts.Timeout, 5*time.Second)
+	}
+	if opts.MaxWaiting <= 0 {
+		opts.MaxWaiting = 64 * opts.Workers
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -165,6 +180,9 @@ func (p *Pool) spawn() (*worker, error) {
 	cmd := exec.Command(p.opts.Python, args...)
 	cmd.Dir = p.opts.Dir
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	// Its own process group, so a kill takes the hook's children (a
+	// subprocess it started) with it.
+	cmd.SysProcAttr = procAttr()
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -191,19 +209,14 @@ func (p *Pool) spawn() (*worker, error) {
 	p.wg.Add(1)
 	p.mu.Unlock()
 
-	var logs sync.WaitGroup
-	logs.Add(1)
+	logsDone := make(chan struct{})
 	go func() { // the worker's stderr (and the user's prints) go to the log
-		defer logs.Done()
-		sc := bufio.NewScanner(errR)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			p.opts.Log.Info("python hook output", "setting", p.opts.Setting, "pid", cmd.Process.Pid, "line", sc.Text())
-		}
+		defer close(logsDone)
+		p.drain(errR, cmd.Process.Pid)
 	}()
 	ready := make(chan reply, 1)
 	go func() {
-		dec := bufio.NewReader(outR)
+		dec := bufio.NewReaderSize(outR, 64<<10)
 		first := true
 		for {
 			line, err := dec.ReadBytes('\n')
@@ -211,8 +224,12 @@ func (p *Pool) spawn() (*worker, error) {
 				break
 			}
 			var r reply
-			if json.Unmarshal(line, &r) != nil {
-				continue
+			if err := json.Unmarshal(line, &r); err != nil {
+				// Never dropped in silence: the call waiting for this
+				// line fails at once (closed), and the log says why.
+				r = reply{bad: err.Error()}
+				p.opts.Log.Error("python hook worker wrote a line that is not JSON (a protocol error; the call fails)",
+					"setting", p.opts.Setting, "pid", cmd.Process.Pid, "err", err, "bytes", len(line))
 			}
 			if first {
 				first = false
@@ -225,8 +242,17 @@ func (p *Pool) spawn() (*worker, error) {
 			}
 		}
 		close(ready)
-		logs.Wait()
+		// The process has closed its protocol stream (it exited, or is
+		// about to). Its stderr may still be held open by a child it
+		// started: give the copier a moment to read the last lines, then
+		// reap the process (which closes our end of the pipe, ending the
+		// copier) rather than wait for a stranger's EOF.
+		select {
+		case <-logsDone:
+		case <-time.After(2 * time.Second):
+		}
 		_ = cmd.Wait()
+		<-logsDone
 		close(w.done)
 		p.exited(w)
 	}()
@@ -238,8 +264,11 @@ func (p *Pool) spawn() (*worker, error) {
 			w.ready.Store(true)
 			p.mu.Unlock()
 			return w, nil
-		case ok && r.Ready != nil:
+		case ok && (r.Ready != nil || r.bad != ""):
 			p.kill(w)
+			if r.bad != "" {
+				return nil, fmt.Errorf("%s: the python worker's first line is not JSON: %s", p.opts.Setting, r.bad)
+			}
 			return nil, fmt.Errorf("%s: importing %s (from %s) failed:\n%s", p.opts.Setting, strings.Join(p.opts.Funcs, ", "), p.opts.Dir, strings.TrimSpace(r.Error))
 		}
 		<-w.done
@@ -250,9 +279,41 @@ func (p *Pool) spawn() (*worker, error) {
 	}
 }
 
+// maxLogLine bounds one logged line of a worker's stderr; the rest of a
+// longer line is read and dropped (the pipe is always drained, or a hook
+// printing a long line would block in its print).
+const maxLogLine = 64 << 10
+
+// drain copies a worker's stderr to the log, one record a line, until EOF
+// or a read error (the pipe closed by cmd.Wait).
+func (p *Pool) drain(r io.Reader, pid int) {
+	br := bufio.NewReaderSize(r, maxLogLine)
+	var line []byte
+	truncated := false
+	for {
+		frag, isPrefix, err := br.ReadLine()
+		room := maxLogLine - len(line)
+		if len(frag) > room {
+			frag, truncated = frag[:room], true
+		}
+		line = append(line, frag...)
+		if isPrefix && err == nil {
+			continue // more of this line to come
+		}
+		if len(line) > 0 || (err == nil && !isPrefix) {
+			p.opts.Log.Info("python hook output", "setting", p.opts.Setting, "pid", pid, "line", string(line), "truncated", truncated)
+		}
+		if err != nil {
+			return
+		}
+		line, truncated = line[:0], false
+	}
+}
+
+// kill ends a worker and everything in its process group.
 func (p *Pool) kill(w *worker) {
 	_ = w.in.Close()
-	_ = w.cmd.Process.Kill()
+	killGroup(w.cmd.Process)
 }
 
 // exited forgets a dead worker and, unless the pool is closing, starts its
@@ -273,6 +334,7 @@ func (p *Pool) exited(w *worker) {
 	if closed || !w.ready.Load() {
 		return // closing, or a start that failed (spawn's caller reports it)
 	}
+	p.purgeIdle()
 	p.opts.Log.Warn("python hook worker exited; restarting it", "setting", p.opts.Setting, "pid", w.cmd.Process.Pid, "state", w.cmd.ProcessState.String())
 	p.wg.Add(1)
 	go func() {
@@ -289,7 +351,11 @@ func (p *Pool) exited(w *worker) {
 			}
 			nw, err := p.spawn()
 			if err == nil {
-				p.idle <- nw
+				select {
+				case p.idle <- nw:
+				case <-p.stop: // closing: Close stops the workers it saw; this one too
+					p.kill(nw)
+				}
 				return
 			}
 			if errors.Is(err, ErrUnavailable) {
@@ -301,69 +367,133 @@ func (p *Pool) exited(w *worker) {
 	}()
 }
 
+// purgeIdle takes the dead workers out of the idle channel, so a worker
+// that died while idle does not hold a slot its replacement needs. Live
+// workers go back; there is room for them, as each is in the channel at
+// most once and there are never more than Workers of them.
+func (p *Pool) purgeIdle() {
+	for n := len(p.idle); n > 0; n-- {
+		var w *worker
+		select {
+		case w = <-p.idle:
+		default:
+			return
+		}
+		select {
+		case <-w.done:
+			continue
+		default:
+		}
+		select {
+		case p.idle <- w:
+		case <-p.stop:
+			return
+		}
+	}
+}
+
 // Call runs fn (one of Options.Funcs) in a free worker. kind is "auth"
 // (args: request, api_key) or "key_generate" (args: data). A hook that
 // raises gives a *Raised; a timeout, a dead worker or a closed pool an
 // ErrUnavailable error.
 func (p *Pool) Call(ctx context.Context, fn, kind string, args map[string]any) (Result, error) {
-	deadline := time.Now().Add(p.opts.Timeout)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
+	if n := p.wait.Add(1); n > int64(p.opts.MaxWaiting) {
+		p.wait.Add(-1)
+		return Result{}, fmt.Errorf("%w: %s: %d callers already wait for a python worker", ErrUnavailable, p.opts.Setting, n-1)
+	}
+	queued := time.NewTimer(p.opts.QueueTimeout)
+	defer queued.Stop()
+	waiting := true
+	defer func() {
+		if waiting {
+			p.wait.Add(-1)
+		}
+	}()
 	for {
 		var w *worker
 		select {
 		case w = <-p.idle:
 		case <-p.stop:
 			return Result{}, fmt.Errorf("%w: %s: shutting down", ErrUnavailable, p.opts.Setting)
+		case <-queued.C:
+			return Result{}, fmt.Errorf("%w: %s: no free python worker within %s", ErrUnavailable, p.opts.Setting, p.opts.QueueTimeout)
 		case <-ctx.Done():
-			return Result{}, fmt.Errorf("%w: %s: no free python worker within %s", ErrUnavailable, p.opts.Setting, p.opts.Timeout)
+			return Result{}, fmt.Errorf("%w: %s: no free python worker before the request ended: %v", ErrUnavailable, p.opts.Setting, ctx.Err())
 		}
 		select {
 		case <-w.done:
 			continue // died while idle; its replacement is on its way
 		default:
 		}
-		id := p.seq.Add(1)
-		msg := make(map[string]any, len(args)+3)
-		for k, v := range args {
-			msg[k] = v
-		}
-		msg["id"], msg["fn"], msg["kind"] = id, fn, kind
-		line, err := json.Marshal(msg)
-		if err != nil {
-			p.idle <- w
-			return Result{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, p.opts.Setting, err)
-		}
-		if _, err := w.in.Write(append(line, '\n')); err != nil {
-			p.kill(w)
-			return Result{}, fmt.Errorf("%w: %s: python worker: %v", ErrUnavailable, p.opts.Setting, err)
-		}
-		for {
-			select {
-			case r := <-w.out:
-				if r.ID != id {
-					continue // a late answer to a call given up on
-				}
-				p.idle <- w
-				if !r.OK {
-					return Result{}, &Raised{Type: r.Type, Message: r.Error, Traceback: r.Traceback, Status: r.Status}
-				}
-				return Result{Value: r.Result, Type: r.Type}, nil
-			case <-w.done:
-				return Result{}, fmt.Errorf("%w: %s: %s: the python worker exited during the call (%s)", ErrUnavailable, p.opts.Setting, fn, w.cmd.ProcessState)
-			case <-ctx.Done():
-				if time.Until(deadline) > 0 {
-					// The caller left (a client that hung up): the worker
-					// may still answer within the deadline and be reused.
-					go p.reclaim(w, id, deadline)
-					return Result{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, p.opts.Setting, ctx.Err())
-				}
-				// The worker may be stuck for good: replace it.
-				p.kill(w)
-				return Result{}, fmt.Errorf("%w: %s: %s did not answer within %s", ErrUnavailable, p.opts.Setting, fn, p.opts.Timeout)
+		waiting = false
+		p.wait.Add(-1)
+		return p.run(ctx, w, fn, kind, args)
+	}
+}
+
+// run makes one call on w, which the caller holds. The hook timeout runs
+// from here: only a worker that did not answer within it is killed.
+func (p *Pool) run(ctx context.Context, w *worker, fn, kind string, args map[string]any) (Result, error) {
+	deadline := time.Now().Add(p.opts.Timeout)
+	timer := time.NewTimer(p.opts.Timeout)
+	defer timer.Stop()
+	id := p.seq.Add(1)
+	msg := make(map[string]any, len(args)+3)
+	for k, v := range args {
+		msg[k] = v
+	}
+	msg["id"], msg["fn"], msg["kind"] = id, fn, kind
+	line, err := json.Marshal(msg)
+	if err != nil {
+		p.idle <- w
+		return Result{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, p.opts.Setting, err)
+	}
+	if _, err := w.in.Write(append(line, '\n')); err != nil {
+		p.kill(w)
+		return Result{}, fmt.Errorf("%w: %s: python worker: %v", ErrUnavailable, p.opts.Setting, err)
+	}
+	for {
+		select {
+		case r := <-w.out:
+			if r.bad != "" {
+				p.idle <- w // the worker answered (badly) and waits for the next call
+				return Result{}, fmt.Errorf("%w: %s: %s answered with a line that is not JSON (a protocol error): %s", ErrUnavailable, p.opts.Setting, fn, r.bad)
 			}
+			if r.ID != id {
+				continue // a late answer to a call given up on
+			}
+			p.idle <- w
+			if !r.OK {
+				e := &Raised{Type: r.Type, Message: r.Error, Traceback: r.Traceback, Status: r.Status}
+				p.logRaised(fn, e, args)
+				return Result{}, e
+			}
+			return Result{Value: r.Result, Type: r.Type}, nil
+		case <-w.done:
+			return Result{}, fmt.Errorf("%w: %s: %s: the python worker exited during the call (%s)", ErrUnavailable, p.opts.Setting, fn, w.cmd.ProcessState)
+		case <-ctx.Done():
+			// The caller left (a client that hung up): the worker may
+			// still answer within the deadline and be reused.
+			go p.reclaim(w, id, deadline)
+			return Result{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, p.opts.Setting, ctx.Err())
+		case <-timer.C:
+			// The worker may be stuck for good: replace it.
+			p.kill(w)
+			return Result{}, fmt.Errorf("%w: %s: %s did not answer within %s", ErrUnavailable, p.opts.Setting, fn, p.opts.Timeout)
 		}
 	}
+}
+
+// logRaised logs a hook's exception with its traceback at debug level,
+// the key the hook was given (if it put it in a message) masked.
+func (p *Pool) logRaised(fn string, e *Raised, args map[string]any) {
+	tb := e.Traceback
+	msg := e.Message
+	if key, _ := args["api_key"].(string); key != "" {
+		tb = strings.ReplaceAll(tb, key, "[api_key]")
+		msg = strings.ReplaceAll(msg, key, "[api_key]")
+	}
+	p.opts.Log.Debug("python hook raised", "setting", p.opts.Setting, "fn", fn, "type", e.Type, "message", msg, "traceback", tb)
 }
 
 // reclaim waits, up to the call's deadline, for the answer to a call its
@@ -374,7 +504,7 @@ func (p *Pool) reclaim(w *worker, id uint64, deadline time.Time) {
 	for {
 		select {
 		case r := <-w.out:
-			if r.ID == id {
+			if r.ID == id || r.bad != "" {
 				p.idle <- w
 				return
 			}
@@ -412,7 +542,7 @@ func (p *Pool) Close() {
 		select {
 		case <-w.done:
 		case <-time.After(2 * time.Second):
-			_ = w.cmd.Process.Kill()
+			killGroup(w.cmd.Process)
 		}
 	}
 	p.wg.Wait()

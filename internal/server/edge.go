@@ -25,6 +25,8 @@ func mayReadMetrics(authn *auth.Authenticator, r *http.Request) error {
 	switch {
 	case errors.Is(err, auth.ErrUnverifiable) || errors.Is(err, hooks.ErrUnavailable):
 		return apierror.Unavailable(err, "%v", err)
+	case hookStatus(err) != 0:
+		return apierror.WithStatus(hookStatus(err), "%v", err)
 	case err != nil:
 		return apierror.Unauthorized("the metrics endpoint needs the master key or an admin's key (litellm_settings.require_auth_for_metrics_endpoint): %v", err)
 	case p.Master:
@@ -36,6 +38,15 @@ func mayReadMetrics(authn *auth.Authenticator, r *http.Request) error {
 		return apierror.Forbidden("%s may not read /metrics (needs proxy_admin or proxy_admin_viewer)", role)
 	}
 	return nil
+}
+
+// hookStatus is the status a custom_auth refusal asked for (0: none).
+func hookStatus(err error) int {
+	var hd *auth.ErrHookDenied
+	if errors.As(err, &hd) {
+		return hd.Status
+	}
+	return 0
 }
 
 // logID is how an account appears in the log: a key's hash (alone or with

@@ -11,9 +11,9 @@ import (
 	"testing"
 )
 
-// revpyDir writes hooks.py (src) and a config whose custom_auth is
+// pyRegressDir writes hooks.py (src) and a config whose custom_auth is
 // hooks.auth (LiteLLM's module.function form) beside it.
-func revpyDir(t *testing.T, src, up string) string {
+func pyRegressDir(t *testing.T, src, up string) string {
 	t.Helper()
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("python3 is not installed")
@@ -40,17 +40,20 @@ general_settings:
 	return filepath.Join(dir, "config.yaml")
 }
 
-// TestProbePythonAuthInfiniteBudget: LiteLLM's UserAPIKeyAuth is a pydantic
+// TestPythonAuthInfiniteBudgetIsNoLimit: LiteLLM's UserAPIKeyAuth is a pydantic
 // model whose float fields accept inf (and nan); a hook that says "no
-// budget" with max_budget=float("inf") is allowed there. Here the bootstrap
+// budget" with max_budget=float("inf") is allowed there. Before the fix the bootstrap
 // writes the answer with json.dumps' default allow_nan=True ("Infinity"),
 // the pool's reader cannot parse that line and drops it
 // (pyhook.go: `if json.Unmarshal(line, &r) != nil { continue }`), so the
 // call waits out the whole timeout, the healthy worker is killed, and the
 // client gets a 503 — on every request.
-func TestProbePythonAuthInfiniteBudget(t *testing.T) {
+//
+// Regression test for #32: the comment above describes the defect as it was
+// before the fix.
+func TestPythonAuthInfiniteBudgetIsNoLimit(t *testing.T) {
 	urls, _ := upstreams(t, "up")
-	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
 async def auth(request, api_key):
     if api_key != "sk-good":
@@ -65,16 +68,19 @@ async def auth(request, api_key):
 	}
 }
 
-// TestProbePythonHookLongPrintLine: a custom_auth that prints the request
+// TestPythonHookLongPrintLineDoesNotBlock: a custom_auth that prints the request
 // body it was given (a usual debugging line) on a 300 KB request in French
 // writes one stderr line over 1 MiB (bytes' repr spells é as \xc3\xa9). The stderr copier's Scanner
 // (pyhook.go, sc.Buffer(..., 1<<20)) stops with ErrTooLong and nobody
 // reads the pipe any more: the worker blocks in print(), the call runs
 // into the deadline, the worker is killed and the client gets a 503 for a
 // hook that allowed it.
-func TestProbePythonHookLongPrintLine(t *testing.T) {
+//
+// Regression test for #32: the comment above describes the defect as it was
+// before the fix.
+func TestPythonHookLongPrintLineDoesNotBlock(t *testing.T) {
 	urls, _ := upstreams(t, "up")
-	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
 async def auth(request, api_key):
     print("custom auth got:", await request.body())
@@ -97,16 +103,19 @@ async def auth(request, api_key):
 	}
 }
 
-// TestProbePythonKeyGenerateNoneDecision: LiteLLM reads
+// TestPythonKeyGenerateNoneDecisionRefuses: LiteLLM reads
 // `decision = result.get("decision", True)` and refuses `if not decision`
 // (403): a hook answering {"decision": None} — a helper that fell off its
-// end — refuses there. Here the answer is unmarshalled into a *bool, null
+// end — refuses there. Before the fix the answer is unmarshalled into a *bool, null
 // leaves it nil and nil means "defaults to true" (hooks.go callPython:
 // `Allow: out.Decision == nil || *out.Decision`), so the key is made: a bad
 // hook lets the request through.
-func TestProbePythonKeyGenerateNoneDecision(t *testing.T) {
+//
+// Regression test for #32: the comment above describes the defect as it was
+// before the fix.
+func TestPythonKeyGenerateNoneDecisionRefuses(t *testing.T) {
 	urls, _ := upstreams(t, "up")
-	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
 def team_ok(team_id):
     if team_id == "core":
@@ -134,14 +143,17 @@ async def keygen(data):
 	}
 }
 
-// TestProbePythonAuthWholeFloatLimit: LiteLLM validates the returned
+// TestPythonAuthWholeFloatLimitAccepted: LiteLLM validates the returned
 // UserAPIKeyAuth with pydantic, which takes a whole float for an int field
 // (tpm_limit=1e6, rpm_limit=100.0); here json.Unmarshal of 1000000.0 into
 // Decision.TPMLimit (*int64) fails and the allowed caller gets a 401
 // "returned a UserAPIKeyAuth, not a UserAPIKeyAuth" (hooks.go callPython).
-func TestProbePythonAuthWholeFloatLimit(t *testing.T) {
+//
+// Regression test for #32: the comment above describes the defect as it was
+// before the fix.
+func TestPythonAuthWholeFloatLimitAccepted(t *testing.T) {
 	urls, _ := upstreams(t, "up")
-	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
 async def auth(request, api_key):
     return UserAPIKeyAuth(api_key=api_key, tpm_limit=1e6, rpm_limit=100.0)
@@ -153,7 +165,7 @@ async def auth(request, api_key):
 	}
 }
 
-// TestProbePythonAuthLitellmUserRoles: docs/custom-auth.md says a
+// TestPythonAuthImportsLitellmUserRoles: docs/custom-auth.md says a
 // UserAPIKeyAuth's user_role (e.g. proxy_admin) is the caller's management
 // role; LiteLLM's field is Optional[LitellmUserRoles] and its hooks write
 // `user_role=LitellmUserRoles.PROXY_ADMIN`, imported from
@@ -161,9 +173,12 @@ async def auth(request, api_key):
 // stand-in module (bootstrap.py _stand_ins) has only UserAPIKeyAuth,
 // GenerateKeyRequest and ProxyException, so the import fails and serve
 // does not start.
-func TestProbePythonAuthLitellmUserRoles(t *testing.T) {
+//
+// Regression test for #32: the comment above describes the defect as it was
+// before the fix.
+func TestPythonAuthImportsLitellmUserRoles(t *testing.T) {
 	urls, _ := upstreams(t, "up")
-	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth, LitellmUserRoles
+	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth, LitellmUserRoles
 
 async def auth(request, api_key):
     if api_key == "sk-ops":
@@ -181,16 +196,19 @@ async def auth(request, api_key):
 	srv.Close()
 }
 
-// TestProbePythonAuthHTTPExceptionStatus: LiteLLM's auth turns a hook's
+// TestPythonAuthExceptionStatusHonoured: LiteLLM's auth turns a hook's
 // HTTPException into its status_code and detail, and re-raises a
 // ProxyException as is (its code), keeping "Authentication Error, " for
-// other exceptions only. Here every raise is a 401 "Authentication Error,
+// other exceptions only. Before the fix every raise is a 401 "Authentication Error,
 // ..." (hooks.go callPython ignores Raised.Status, which pyhook fills), and
 // `from fastapi import HTTPException` fails the import where fastapi is
 // not installed (the stand-in fastapi has only Request).
-func TestProbePythonAuthHTTPExceptionStatus(t *testing.T) {
+//
+// Regression test for #32: the comment above describes the defect as it was
+// before the fix.
+func TestPythonAuthExceptionStatusHonoured(t *testing.T) {
 	urls, _ := upstreams(t, "up")
-	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth, ProxyException
+	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth, ProxyException
 
 async def auth(request, api_key):
     raise ProxyException(message="over this month's quota", type="auth_error", param=None, code=403)
@@ -201,7 +219,7 @@ async def auth(request, api_key):
 	if resp.StatusCode != 403 || strings.Contains(body, "Authentication Error, ") {
 		t.Errorf("ProxyException(code=403) (LiteLLM: 403 with its message): %d %s", resp.StatusCode, body)
 	}
-	path = revpyDir(t, `from fastapi import HTTPException, Request
+	path = pyRegressDir(t, `from fastapi import HTTPException, Request
 
 async def auth(request: Request, api_key: str):
     raise HTTPException(status_code=403, detail="not on the allow list")
@@ -217,16 +235,19 @@ async def auth(request: Request, api_key: str):
 	srv.Close()
 }
 
-// TestProbePythonAuthSeesBodyBytes: LiteLLM's hook gets fastapi's Request,
+// TestPythonAuthSeesExactBodyBytes: LiteLLM's hook gets fastapi's Request,
 // whose body() is the bytes the client sent — what a request-signing hook
-// (an HMAC or digest of the body) checks. Here the body travels as a Go
+// (an HMAC or digest of the body) checks. Before the fix the body travels as a Go
 // string in JSON (auth.go pythonRequest: req["body"] = string(buf)), and
 // json.Marshal replaces every byte that is not UTF-8 with U+FFFD: a
 // multipart upload (an audio file) reaches the hook altered, so its digest
 // never matches.
-func TestProbePythonAuthSeesBodyBytes(t *testing.T) {
+//
+// Regression test for #32: the comment above describes the defect as it was
+// before the fix.
+func TestPythonAuthSeesExactBodyBytes(t *testing.T) {
 	urls, _ := upstreams(t, "up")
-	path := revpyDir(t, `import hashlib
+	path := pyRegressDir(t, `import hashlib
 from litellm.proxy._types import UserAPIKeyAuth
 
 async def auth(request, api_key):
@@ -245,15 +266,18 @@ async def auth(request, api_key):
 	}
 }
 
-// TestProbePythonAuthCacheIgnoresRoute: with tollgate_python_hooks.cache_ttl
+// TestPythonAuthCacheIsPerRoute: with tollgate_python_hooks.cache_ttl
 // a decision is kept per key alone (auth.go custom: ck = "python\x00"+raw),
 // though the hook was asked about one request (method, path). The docs warn
 // only functions that look at headers or the body off the cache; a hook
 // that refuses a route (here /key/*, common in LiteLLM hooks) is bypassed
 // for the TTL once the same key was allowed on another route.
-func TestProbePythonAuthCacheIgnoresRoute(t *testing.T) {
+//
+// Regression test for #32: the comment above describes the defect as it was
+// before the fix.
+func TestPythonAuthCacheIsPerRoute(t *testing.T) {
 	urls, _ := upstreams(t, "up")
-	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
 async def auth(request, api_key):
     if api_key != "sk-app":
@@ -280,14 +304,17 @@ async def auth(request, api_key):
 	}
 }
 
-// TestProbePythonAuthClientHost: fastapi's Request has client.host, the
+// TestPythonAuthSeesClientAddress: fastapi's Request has client.host, the
 // caller's address — what an IP allow-list custom_auth reads. The request
 // handed to the hook carries no address (auth.go pythonRequest) and the
 // stand-in Request (bootstrap.py) has no client, so such a hook raises
 // AttributeError and refuses every caller.
-func TestProbePythonAuthClientHost(t *testing.T) {
+//
+// Regression test for #32: the comment above describes the defect as it was
+// before the fix.
+func TestPythonAuthSeesClientAddress(t *testing.T) {
 	urls, _ := upstreams(t, "up")
-	path := revpyDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
 ALLOWED = {"127.0.0.1"}
 
@@ -300,5 +327,97 @@ async def auth(request, api_key):
 	chat := `{"model": "openai-model", "messages": [{"role": "user", "content": "hi"}]}`
 	if resp, body := postAs(t, url, "/v1/chat/completions", chat, "Authorization", "Bearer sk-x"); resp.StatusCode != 200 {
 		t.Fatalf("a loopback caller and an allow-list of 127.0.0.1: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestPythonAuthRefusalStatuses: how each way a custom_auth refuses is
+// answered (#32). An HTTPException or ProxyException gives its status and
+// message as in LiteLLM; a status that is not a refusal (2xx) still refuses
+// (401); anything else is LiteLLM's 401 "Authentication Error, ..."; a
+// non-whole integer limit and a NaN are refusals, at once, not timeouts.
+func TestPythonAuthRefusalStatuses(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := pyRegressDir(t, `from fastapi import HTTPException
+from litellm.proxy._types import UserAPIKeyAuth, ProxyException
+
+async def auth(request, api_key):
+    if api_key == "sk-http403":
+        raise HTTPException(status_code=403, detail="not on the allow list")
+    if api_key == "sk-http200":
+        raise HTTPException(status_code=200, detail="fine?")
+    if api_key == "sk-proxy429":
+        raise ProxyException(message="slow down", type="auth_error", param=None, code="429")
+    if api_key == "sk-frac":
+        return UserAPIKeyAuth(api_key=api_key, tpm_limit=1.5)
+    if api_key == "sk-nan":
+        return UserAPIKeyAuth(api_key=api_key, max_budget=float("nan"))
+    raise Exception("nope")
+`, urls["up"])
+	url, _ := servePy(t, path, true)
+	chat := `{"model": "openai-model", "messages": [{"role": "user", "content": "hi"}]}`
+	tests := []struct {
+		key  string
+		code int
+		want string
+	}{
+		{"sk-http403", 403, "not on the allow list"},
+		{"sk-http200", 401, "fine?"},
+		{"sk-proxy429", 429, "slow down"},
+		{"sk-plain", 401, "Authentication Error, nope"},
+		{"sk-frac", 401, "tpm_limit is 1.5, not a whole number"},
+		{"sk-nan", 401, "not a number a hook may return"},
+	}
+	for _, tt := range tests {
+		resp, body := postAs(t, url, "/v1/chat/completions", chat, "Authorization", "Bearer "+tt.key)
+		if resp.StatusCode != tt.code || !strings.Contains(body, tt.want) {
+			t.Errorf("%s: %d %s, want %d with %q", tt.key, resp.StatusCode, body, tt.code, tt.want)
+		}
+	}
+}
+
+// TestPythonKeyGenerateDecisionTruthiness: custom_key_generate's answer is
+// read as LiteLLM reads it (#32): result.get("decision", True), refused
+// (403) if not truthy; an HTTPException keeps its status, another
+// exception is a 400.
+func TestPythonKeyGenerateDecisionTruthiness(t *testing.T) {
+	urls, _ := upstreams(t, "up")
+	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
+
+async def auth(request, api_key):
+    return UserAPIKeyAuth(api_key=api_key)
+
+ANSWERS = {"absent": {"message": "m"}, "true": {"decision": True}, "zero": {"decision": 0},
+           "empty": {"decision": ""}, "word": {"decision": "yes"}, "false": {"decision": False}}
+
+async def keygen(data):
+    alias = data.json().get("key_alias")
+    if alias == "http409":
+        from fastapi import HTTPException
+        raise HTTPException(status_code=409, detail="alias taken")
+    if alias == "raise":
+        raise ValueError("bad alias")
+    return ANSWERS[alias]
+`, urls["up"])
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "  custom_auth: hooks.auth\n", "  master_key: sk-1234\n  custom_key_generate: hooks.keygen\n", 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url, _ := servePy(t, path, true)
+	tests := []struct {
+		alias string
+		code  int
+	}{
+		{"absent", 200}, {"true", 200}, {"word", 200},
+		{"zero", 403}, {"empty", 403}, {"false", 403},
+		{"http409", 409}, {"raise", 400},
+	}
+	for _, tt := range tests {
+		if code, out := send(t, url+"/key/generate", "sk-1234", `{"key_alias": "`+tt.alias+`"}`); code != tt.code {
+			t.Errorf("decision %s: %d %s, want %d", tt.alias, code, out, tt.code)
+		}
 	}
 }
