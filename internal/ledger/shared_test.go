@@ -268,7 +268,11 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 func TestSharedReseedWithOfflineSpend(t *testing.T) {
 	m := miniredis.RunT(t)
 	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
-	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
+	// A hold that missed the default 500 ms deadline (a loaded machine)
+	// would fall back and carry the offline spend later, not with these
+	// holds: the test must not depend on a deadline, so it waits as long
+	// as Redis takes.
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
 	for trial := range 20 {
 		m.FlushAll()
 		key := ledger.NewAccount(store.KindKey, "k", ledger.USD(1), ledger.USD(100))
