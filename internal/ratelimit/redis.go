@@ -139,12 +139,14 @@ local function window(key, win)
   if used > 0 and head ~= nil then reset = (head + 61) * sl - now end
   return used, idx, reset, sl, head
 end
--- add counts n at slot, keeping the sum and the head.
+-- add counts n at slot, keeping the sum and the head. The key's expiry is
+-- set when a slot is opened (its count was 0): a later add to that slot,
+-- or to an older one, leaves nothing that outlives it.
 local function add(key, slot, n, head, sl)
-  redis.call('HINCRBY', key, slot, n)
+  local c = redis.call('HINCRBY', key, slot, n)
   redis.call('HINCRBY', key, 's', n)
   if head == nil or slot < head then redis.call('HSET', key, 'h', slot) end
-  redis.call('PEXPIRE', key, 62 * sl + 1000)
+  if c == n then redis.call('PEXPIRE', key, 62 * sl + 1000) end
 end
 local function bucket(key, limit, win, fill)
   local v = redis.call('HMGET', key, 'tokens', 'filled')
