@@ -580,8 +580,20 @@ func (m *Books) place(ctx context.Context, cl *call, holder ledger.Holder, accts
 	res, decided, err := sh.ReserveGated(ctx, accts, q, g)
 	if !decided {
 		// No budget on Redis, or Redis did not answer: the limits decide
-		// on their own (on Redis, or in process while it is away).
-		if aerr := cl.admitPending(); aerr != nil {
+		// on their own (on Redis, or in process while it is away or, after
+		// a script whose answer never came, at once).
+		var aerr error
+		if g.WasLost() {
+			cl.pending = false
+			if d := rl.Limiter.AdmitLocal(cl.ticket); d != nil {
+				cl.ticket, aerr = nil, rl.refusal(d)
+			} else {
+				limitHeaders(cl.w.Header(), cl.ticket)
+			}
+		} else {
+			aerr = cl.admitPending()
+		}
+		if aerr != nil {
 			if res != nil {
 				res.Release()
 			}

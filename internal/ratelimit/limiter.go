@@ -107,3 +107,14 @@ func (l *Limiter) Closing(t *Ticket, tokens int64) *Gate {
 	}
 	return &Gate{l: l, t: t, tokens: tokens}
 }
+
+// AdmitLocal decides t on this replica's own counters: after a fused
+// script's answer never came (Gate.WasLost), so that a request does not
+// wait for a slow Redis twice. The caller must call Done.
+func (l *Limiter) AdmitLocal(t *Ticket) *Denied {
+	if t.n == 0 {
+		t.admitted = true
+		return nil
+	}
+	return l.local.Admit(t)
+}

@@ -379,6 +379,7 @@ type Gate struct {
 	l      *Limiter
 	t      *Ticket
 	tokens int64 // what the request used, for the settlement
+	lost   bool  // the admission's answer never came (Lost)
 }
 
 // GateLua is the Lua of the rate limits' part.
@@ -410,7 +411,13 @@ func (g *Gate) Lost() {
 	lease := *g.t
 	go g.l.redis.releaseLease(&lease)
 	g.t.lease = ""
+	g.lost = true
 }
+
+// WasLost reports whether the admission's answer never came: the caller
+// then admits the ticket in process (AdmitLocal) rather than wait for
+// Redis a second time.
+func (g *Gate) WasLost() bool { return g.lost }
 
 // DoneCall is the settlement's keys and arguments.
 func (g *Gate) DoneCall() ([]string, []any) {
