@@ -152,7 +152,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 // luaHold defines bud_hold(KEYS, ARGV), reserveScript's work (now set).
 // Keys get their expiry (a week) when made and then about once a day, not
-// on every hold: the state hash's 'x' is when it was last set.
+// on every hold: the state hash's 'x' is when it was last set; the lease
+// hash and set, which vanish with their last lease, when a hold remakes
+// them.
 const luaHold = `
 local function bud_hold(KEYS, ARGV)
 local amount, lease, ttl, mode = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -230,6 +232,11 @@ for i = 1, n do
   if not touched[i] then
     for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
     redis.call('HSET', k, 'x', now)
+  elseif hd == amount then
+    -- Nothing else was held: the lease hash and set are new (a settle
+    -- that took their last lease deleted them) and need their expiry.
+    redis.call('PEXPIRE', h, 604800000)
+    redis.call('PEXPIRE', e, 604800000)
   end
   out[2+i] = tonumber(ARGV[6+4*i-3]) - spent[i] - hd
 end

@@ -475,3 +475,29 @@ func BenchmarkSharedHoldSettle(b *testing.B) {
 		h.Settle(ledger.USD(0.001))
 	}
 }
+
+// TestSharedKeysExpire: every key a hold writes has an expiry, also when
+// the lease hash and set were deleted with their last lease and a later
+// hold (within the day the state hash's expiry is not refreshed) makes
+// them again: a replica that dies holding must not leave keys forever.
+func TestSharedKeysExpire(t *testing.T) {
+	m := miniredis.RunT(t)
+	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(100))
+	for round := range 3 {
+		h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"{t}:bud:key:k", "{t}:bud:key:k:h", "{t}:bud:key:k:e"} {
+			if ttl := m.TTL(k); ttl <= 0 {
+				t.Fatalf("round %d: %s has no expiry while a hold is in flight", round, k)
+			}
+		}
+		h.Settle(ledger.USD(0.5))
+		if m.Exists("{t}:bud:key:k:h") {
+			t.Fatalf("round %d: the lease hash outlived its last lease", round)
+		}
+	}
+}
