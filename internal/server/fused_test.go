@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/internal/config"
@@ -278,5 +279,38 @@ func TestFusedRefusalsTakeNothing(t *testing.T) {
 	}
 	if n := e.rc.HLen(ctx, budget+":h").Val(); n != 0 {
 		t.Fatalf("a rate-limit refusal left %d budget leases", n)
+	}
+}
+
+// TestFusedRedisOutageFallsBack: a key with a budget and an rpm limit (its
+// admission fused with its hold) keeps being served when Redis goes away
+// (the hold in the replica's share, the limits on local counters), and the
+// local counters still enforce the rpm limit.
+func TestFusedRedisOutageFallsBack(t *testing.T) {
+	m := miniredis.RunT(t)
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"  redis_url: redis://"+m.Addr()+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{Store: sqliteStore(t)})
+	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-fused-fallback", "rpm_limit": 3, "max_budget": 1}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	if code, body := send(t, url+"/v1/chat/completions", "sk-fused-fallback", chat3); code != 200 {
+		t.Fatal(code, body)
+	}
+	if !m.Exists("{tg}:bud:key:"+sha("sk-fused-fallback")) || len(m.Keys()) < 3 {
+		t.Fatalf("the fused admission left %v in Redis", m.Keys())
+	}
+	m.Close()
+	for i := range 3 {
+		if code, body := send(t, url+"/v1/chat/completions", "sk-fused-fallback", chat3); code != 200 {
+			t.Fatalf("request %d with Redis down: %d %s", i, code, body)
+		}
+	}
+	if code, body := send(t, url+"/v1/chat/completions", "sk-fused-fallback", chat3); code != 429 {
+		t.Fatalf("the local fallback does not enforce rpm 3: %d %s", code, body)
 	}
 }
