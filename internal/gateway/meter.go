@@ -607,6 +607,9 @@ func (m *Books) place(ctx context.Context, cl *call, holder ledger.Holder, accts
 		return nil, rl.refusal(d)
 	}
 	limitHeaders(cl.w.Header(), cl.ticket)
+	if err != nil {
+		cl.ticket = nil // the hold was refused, so the admission was not taken
+	}
 	return res, err
 }
 

@@ -418,9 +418,11 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			// Refused by the gate before the budgets were read: the
 			// pending spend was not taken.
 			h.landed(false)
-			return nil, true, g.Admitted(gres, true)
+			return nil, true, g.Admitted(gres, false)
+		case res[0] == 0 && gres != nil:
+			_ = g.Admitted(gres, false) // the gate's state, for headers; not taken
 		case res[0] == 1:
-			if gerr := g.Admitted(gres, false); gerr != nil {
+			if gerr := g.Admitted(gres, true); gerr != nil {
 				h.landed(true)
 				go h.releaseLease()
 				return nil, true, gerr
@@ -488,7 +490,10 @@ func fusedReply(v any, err error) (gate, hold []int64, refused bool, _ error) {
 		return gate, nil, true, err
 	case code == 0:
 		hold, err = rscript.Int64s(arr[1], nil)
-		return nil, hold, false, err
+		if err == nil && len(arr) == 3 {
+			gate, err = rscript.Int64s(arr[2], nil)
+		}
+		return gate, hold, false, err
 	case code == 1 && len(arr) == 3:
 		if gate, err = rscript.Int64s(arr[1], nil); err == nil {
 			hold, err = rscript.Int64s(arr[2], nil)
@@ -739,9 +744,10 @@ type Gate interface {
 	GateLua() string
 	// AdmitCall is the gate's admission's keys and arguments.
 	AdmitCall() (keys []string, args []any)
-	// Admitted reads the gate's reply: nil when admitted (taken), the
-	// refusal when refused is set.
-	Admitted(reply []int64, refused bool) error
+	// Admitted reads the gate's reply: its refusal, or nil when it
+	// admitted; taken says whether the admission was taken (false: the
+	// hold was refused, and the reply only reports the gate's state).
+	Admitted(reply []int64, taken bool) error
 	// Lost is told that the script's answer never came: it may have run.
 	Lost()
 	// DoneCall is the gate's settlement's keys and arguments.
@@ -801,7 +807,7 @@ for i = na + 3, #ARGV do ba[i - na - 2] = ARGV[i] end
 local gout, take = gate_admit(gk, ga)
 if not take then return {2, gout} end
 local bout = bud_hold(bk, ba)
-if bout[1] ~= 1 then return {0, bout} end
+if bout[1] ~= 1 then return {0, bout, gout} end
 take()
 return {1, gout, bout}
 `),

@@ -395,11 +395,15 @@ func (g *Gate) AdmitCall() ([]string, []any) {
 }
 
 // Admitted reads the admission's reply: nil when admitted, else the
-// *Denied.
-func (g *Gate) Admitted(res []int64, _ bool) error {
+// *Denied. An admission not taken (the budget hold was refused) leaves the
+// ticket not admitted, with its States filled for the headers.
+func (g *Gate) Admitted(res []int64, taken bool) error {
 	d, err := g.l.redis.read(g.t, res)
 	if d != nil {
 		return d
+	}
+	if !taken {
+		g.t.admitted, g.t.shared = false, false
 	}
 	return err
 }

@@ -249,7 +249,8 @@ func TestFusedReplicasKeepLimitsAndBudgets(t *testing.T) {
 
 // TestFusedRefusalsTakeNothing: a request refused by its budget in the
 // fused script leaves no parallel slot taken (at once, not once a release
-// lands), and one refused by a rate limit leaves no budget held.
+// lands) and counts nothing against its rpm, and one refused by a rate
+// limit leaves no budget held.
 func TestFusedRefusalsTakeNothing(t *testing.T) {
 	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
 	defer up.Close()
@@ -258,9 +259,14 @@ func TestFusedRefusalsTakeNothing(t *testing.T) {
 	hash := e.key(t, "sk-fused-poor", `"max_budget": 0.0001, "max_parallel_requests": 1, "rpm_limit": 100`) // less than one request's worst case
 	slots := "{" + e.prefix + "}:rl:par:max_parallel_requests:key:" + hash
 	for range 3 {
-		code, body := send(t, e.urls[0]+"/v1/chat/completions", "sk-fused-poor", chat3)
-		if code != 400 || !strings.Contains(body, "budget_exceeded") {
-			t.Fatalf("over budget: %d %s", code, body)
+		resp, body := sendH(t, e.urls[0]+"/v1/chat/completions", "sk-fused-poor", chat3)
+		if resp.StatusCode != 400 || !strings.Contains(body, "budget_exceeded") {
+			t.Fatalf("over budget: %d %s", resp.StatusCode, body)
+		}
+		// The limits' state is reported, and no request was counted: each
+		// refusal sees the same 99 of 100 left (this one's, not taken).
+		if got := resp.Header.Get("x-ratelimit-remaining-requests"); got != "99" {
+			t.Fatalf("a budget refusal says %q requests remain, want 99 (nothing taken)", got)
 		}
 		if n := e.rc.ZCard(ctx, slots).Val(); n != 0 {
 			t.Fatalf("a budget refusal left %d parallel slots taken", n)
