@@ -152,9 +152,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 // luaHold defines bud_hold(KEYS, ARGV), reserveScript's work (now set).
 // Keys get their expiry (a week) when made and then about once a day, not
-// on every hold: the state hash's 'x' is when it was last set; the lease
-// hash and set, which vanish with their last lease, when a hold remakes
-// them.
+// on every hold: the state hash's 'x' is when it was last set. The lease
+// hash and set keep a sentinel member, so that they are not deleted (and
+// remade without an expiry) when their last lease goes.
 const luaHold = `
 local function bud_hold(KEYS, ARGV)
 local amount, lease, ttl, mode = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -230,13 +230,12 @@ for i = 1, n do
   redis.call('HSET', h, lease, amount)
   redis.call('ZADD', e, now + ttl, lease)
   if not touched[i] then
+    -- A sentinel '~' (never expiring as a lease: scored +inf) keeps the
+    -- lease hash and set, and their expiry, when their last lease goes.
+    redis.call('HSET', h, '~', 0)
+    redis.call('ZADD', e, '+inf', '~')
     for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
     redis.call('HSET', k, 'x', now)
-  elseif hd == amount then
-    -- Nothing else was held: the lease hash and set are new (a settle
-    -- that took their last lease deleted them) and need their expiry.
-    redis.call('PEXPIRE', h, 604800000)
-    redis.call('PEXPIRE', e, 604800000)
   end
   out[2+i] = tonumber(ARGV[6+4*i-3]) - spent[i] - hd
 end

@@ -476,10 +476,10 @@ func BenchmarkSharedHoldSettle(b *testing.B) {
 	}
 }
 
-// TestSharedKeysExpire: every key a hold writes has an expiry, also when
-// the lease hash and set were deleted with their last lease and a later
-// hold (within the day the state hash's expiry is not refreshed) makes
-// them again: a replica that dies holding must not leave keys forever.
+// TestSharedKeysExpire: every key a hold writes has an expiry, also after
+// the lease hash and set lost their last lease and a later hold (within the
+// day the expiry is not refreshed) adds one again: a replica that dies
+// holding must not leave keys forever.
 func TestSharedKeysExpire(t *testing.T) {
 	m := miniredis.RunT(t)
 	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
@@ -496,8 +496,11 @@ func TestSharedKeysExpire(t *testing.T) {
 			}
 		}
 		h.Settle(ledger.USD(0.5))
-		if m.Exists("{t}:bud:key:k:h") {
-			t.Fatalf("round %d: the lease hash outlived its last lease", round)
+		if f, _ := m.HKeys("{t}:bud:key:k:h"); len(f) != 1 || f[0] != "~" {
+			t.Fatalf("round %d: the lease hash holds %v after its last lease went (want only the sentinel)", round, f)
+		}
+		if ttl := m.TTL("{t}:bud:key:k:h"); ttl <= 0 {
+			t.Fatalf("round %d: the lease hash lost its expiry", round)
 		}
 	}
 }
