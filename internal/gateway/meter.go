@@ -562,8 +562,9 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 // place asks holder for q. A call whose rate-limit ticket is still pending
 // (call.fusable) has it decided here: with the hold, in one Redis script,
 // when the hold goes to Redis; else on its own. A refusal by the rate
-// limits is their 429 (an *apierror.Error), and leaves no budget held; a refusal by
-// a budget leaves the ticket taken, and finish gives it back.
+// limits is their 429 (an *apierror.Error) and leaves no budget held. A
+// refusal by a budget takes no rate-limit place in the fused script; a
+// ticket decided on its own stays taken, and finish gives it back.
 func (m *Books) place(ctx context.Context, cl *call, holder ledger.Holder, accts []*ledger.Account, q ledger.Ask) (ledger.Hold, error) {
 	if !cl.pending {
 		return ledger.Place(ctx, holder, accts, q)
