@@ -42,10 +42,13 @@ type call struct {
 	// all read it.
 	endUser *store.EndUser
 	ticket  *ratelimit.Ticket // its place under the rate limits; nil: none apply
-	target  *provider.Target  // the deployment of the last attempt
-	hold    hold              // the budget hold of the attempt in flight
-	res     result            // what the last attempt produced
-	cost    float64           // what the call was booked
+	// pending: the ticket is not decided yet; the first budget hold
+	// decides it in the same Redis script (fused, Books.place).
+	pending bool
+	target  *provider.Target // the deployment of the last attempt
+	hold    hold             // the budget hold of the attempt in flight
+	res     result           // what the last attempt produced
+	cost    float64          // what the call was booked
 
 	retries, fellBack int
 	rs                *responsesCall // a Responses request's stored-response state; nil: none
@@ -261,12 +264,51 @@ func (c *call) admit(grp *router.Group) error {
 	if first == nil {
 		first = grp.Targets[0]
 	}
+	if rl := c.fusable(); rl != nil {
+		// Decided with the first attempt's budget hold, in one Redis
+		// script (Books.place); until then nothing is taken.
+		c.ticket = rl.ticket(c, first)
+		c.pending = c.ticket != nil
+		return nil
+	}
 	tk, err := l.admit(c, first)
 	if err != nil {
 		return err
 	}
 	c.ticket = tk
 	limitHeaders(c.w.Header(), tk)
+	return nil
+}
+
+// fusable returns the call's rate limits when its admission can be decided
+// with its first budget hold, in one Redis script: both are on Redis, and
+// Redis is not known to be down.
+func (c *call) fusable() *RateLimits {
+	rl, ok := c.g.opts.Limits.(*RateLimits)
+	if !ok || rl.Limiter == nil || !rl.Limiter.Shared() || rl.Limiter.Degraded() {
+		return nil
+	}
+	if b, ok := c.g.opts.Meter.(*Books); !ok || b.Holder == nil {
+		return nil
+	} else if _, ok := b.Holder.(*ledger.Shared); !ok {
+		return nil
+	}
+	return rl
+}
+
+// admitPending decides a pending ticket on its own: the call is refused or
+// ends before a budget hold could decide it (so that a request over a rate
+// limit is refused with the 429 it always had), or the hold could not.
+func (c *call) admitPending() error {
+	if !c.pending {
+		return nil
+	}
+	c.pending = false
+	if err := c.g.opts.Limits.(*RateLimits).decide(c, c.ticket); err != nil {
+		c.ticket = nil
+		return err
+	}
+	limitHeaders(c.w.Header(), c.ticket)
 	return nil
 }
 
@@ -332,6 +374,9 @@ func (c *call) attempts(grp *router.Group) error {
 			if !ok {
 				c.target = t
 				if len(chain) == 1 && len(cur.Targets) == 1 {
+					if err := c.admitPending(); err != nil {
+						return err
+					}
 					return apierror.BadRequest("model", "model %q (provider %s) does not serve %s requests", clip(c.req.model), t.D.Provider, c.op)
 				}
 				tried, unservable = append(tried, t), append(unservable, t)
@@ -398,6 +443,9 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 	askUsage := c.req.stream && (wr.op == provider.OpChat || wr.op == provider.OpCompletions)
 	body, err := wr.body(c.req, upstream, askUsage)
 	if err != nil {
+		if err := c.admitPending(); err != nil {
+			return true, err
+		}
 		return true, apierror.BadRequest(translate.FieldOf(err, "messages"), "%v", err)
 	}
 	c.attemptHeaders(h, t, model)
@@ -407,6 +455,13 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 	if m := c.g.opts.Meter; m != nil {
 		st := c.startStep("tollgate.budget_hold", sharedHolds(m))
 		hd, err := m.reserve(c, t, wr.op, model, body)
+		if err != nil && c.pending {
+			// Refused before the hold was asked: a rate limit's 429
+			// comes first, as it always has.
+			if aerr := c.admitPending(); aerr != nil {
+				err = aerr
+			}
+		}
 		c.endStep(st, err)
 		if err != nil {
 			var exceeded *ledger.ExceededError
@@ -473,13 +528,25 @@ func (c *call) settle() {
 	c.cost = h.settle(&c.res)
 }
 
+// settleLast settles the hold of the call's last attempt (an answer is
+// being written, or the call ends): with its rate-limit ticket, in one
+// Redis script when both are on Redis (charge.book).
+func (c *call) settleLast() {
+	if ch, ok := c.hold.(*charge); ok && c.ticket != nil {
+		if rl, ok := c.g.opts.Limits.(*RateLimits); ok && rl.Limiter != nil {
+			ch.last, ch.lim = c.ticket, rl.Limiter
+		}
+	}
+	c.settle()
+}
+
 // finish ends the call: the hold settled or released, the rate-limit
 // ticket returned with the tokens used, the log line and the metrics.
 // Each step runs once: when one panics, serve's deferred finish runs the
 // steps not yet run and none twice (one payload per call), and the span
 // ends whatever step panicked.
 func (c *call) finish(err error) {
-	c.settle()
+	c.settleLast()
 	if tk := c.ticket; tk != nil {
 		c.ticket = nil // given back once, even if finish runs again after a panic
 		c.g.opts.Limits.done(tk, usedTokens(&c.res, tk.Est))

@@ -293,7 +293,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 func (c *call) writeWhole(status int, data []byte) error {
 	h := c.w.Header()
 	if hd := c.hold; hd != nil && status < 300 {
-		c.settle()
+		c.settleLast()
 		hd.headers(h, c.cost)
 	}
 	if c.cap != nil && status < 300 {

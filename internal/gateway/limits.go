@@ -200,36 +200,59 @@ var tickets = sync.Pool{New: func() any { return new(ratelimit.Ticket) }}
 // admit takes the request's place under every limit, or refuses it with a
 // 429 that says which limit, how far it is used and when to retry.
 func (l *RateLimits) admit(c *call, t *provider.Target) (*ratelimit.Ticket, error) {
-	if l.Limiter == nil {
+	tk := l.ticket(c, t)
+	if tk == nil {
 		return nil, nil
+	}
+	if err := l.decide(c, tk); err != nil {
+		return nil, err
+	}
+	return tk, nil
+}
+
+// ticket is the request's ticket with every limit it is subject to, not
+// yet decided; nil when none applies.
+func (l *RateLimits) ticket(c *call, t *provider.Target) *ratelimit.Ticket {
+	if l.Limiter == nil {
+		return nil
 	}
 	tk := tickets.Get().(*ratelimit.Ticket)
 	*tk = ratelimit.Ticket{}
 	l.rules(c.p, c.req, c.endUser, c.model, tk)
 	if len(tk.Rules()) == 0 {
 		tickets.Put(tk) // never seen by the limiter
-		return nil, nil
+		return nil
 	}
 	tk.Est = estimate(t, c.req, c.model)
+	return tk
+}
+
+// decide admits tk on its own (not with a budget hold), or refuses it.
+func (l *RateLimits) decide(c *call, tk *ratelimit.Ticket) error {
 	if d := l.Limiter.Admit(c.r.Context(), tk); d != nil {
-		if l.OnRefused != nil {
-			l.OnRefused(d)
-		}
-		e := apierror.RateLimited(d.RetryAfter, "%s", d.Error())
-		if d.Never {
-			e.Code = "request_exceeds_limit"
-		}
-		e.Header = map[string]string{}
-		kind := "requests"
-		if d.Rule.Kind == ratelimit.Tokens || d.Rule.Kind == ratelimit.TokenBucket {
-			kind = "tokens"
-		}
-		e.Header["x-ratelimit-limit-"+kind] = strconv.FormatInt(d.Rule.Limit, 10)
-		e.Header["x-ratelimit-remaining-"+kind] = strconv.FormatInt(max(d.Rule.Limit-d.Used, 0), 10)
-		e.Header["x-ratelimit-reset-"+kind] = formatReset(d.RetryAfter)
-		return nil, e
+		return l.refusal(d)
 	}
-	return tk, nil
+	return nil
+}
+
+// refusal is the 429 of a refused admission.
+func (l *RateLimits) refusal(d *ratelimit.Denied) error {
+	if l.OnRefused != nil {
+		l.OnRefused(d)
+	}
+	e := apierror.RateLimited(d.RetryAfter, "%s", d.Error())
+	if d.Never {
+		e.Code = "request_exceeds_limit"
+	}
+	e.Header = map[string]string{}
+	kind := "requests"
+	if d.Rule.Kind == ratelimit.Tokens || d.Rule.Kind == ratelimit.TokenBucket {
+		kind = "tokens"
+	}
+	e.Header["x-ratelimit-limit-"+kind] = strconv.FormatInt(d.Rule.Limit, 10)
+	e.Header["x-ratelimit-remaining-"+kind] = strconv.FormatInt(max(d.Rule.Limit-d.Used, 0), 10)
+	e.Header["x-ratelimit-reset-"+kind] = formatReset(d.RetryAfter)
+	return e
 }
 
 // done gives back tk's place with the tokens the call used.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/pricing"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/ratelimit"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/usage"
 )
@@ -373,6 +375,10 @@ type charge struct {
 	// content, when set, holds the spend rows until the call's finish
 	// puts its messages and response on them.
 	content *capture
+	// last, when set, is the call's rate-limit ticket, settled with this
+	// hold (book); lim is its limiter.
+	last *ratelimit.Ticket
+	lim  *ratelimit.Limiter
 }
 
 func (c *charge) capTokens() int64 { return c.capN }
@@ -460,11 +466,12 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	var err error
 	var capPer int64          // a capped hold's output per completion
 	var capHold ledger.Amount // and what it asked to hold
+	var q ledger.Ask
 	switch {
 	case mode == ledger.EnforceStrict:
-		res, err = holder.Reserve(ctx, accts, worst)
+		q = ledger.AskStrict(worst)
 	case unknown:
-		res, err = holder.ReserveUpTo(ctx, accts, tightestBudget(accts))
+		q = ledger.AskUpTo(tightestBudget(accts))
 	default:
 		f := ledger.Flex{Worst: worst, Estimate: worst, Capped: worst}
 		if req.media == nil {
@@ -477,7 +484,11 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		if canCap(op) {
 			f.Capped = capHold
 		}
-		res, err = holder.ReserveFlex(ctx, accts, f)
+		q = ledger.AskFlex(f)
+	}
+	res, err = m.place(ctx, cl, holder, accts, q)
+	if rl := (*apierror.Error)(nil); errors.As(err, &rl) {
+		return nil, err // a rate limit's 429 (place)
 	}
 	var capTokens int64
 	if err == nil && res.Capped() {
@@ -498,7 +509,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 			refuse = capTokens < max(min(capPer, minCappedOutput), 1)
 		}
 		if refuse {
-			res.Release()
+			res.Release() // the ticket, if taken with it, stays the call's (finish gives it back)
 			ex := tightest(accts)
 			ex.Need, ex.Detail = worst, "the rest of this budget is held by requests in flight; retry when they end"
 			err = ex
@@ -548,6 +559,85 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 	return c, nil
 }
 
+// place asks holder for q. A call whose rate-limit ticket is still pending
+// (call.fusable) has it decided here: with the hold, in one Redis script,
+// when the hold goes to Redis; else on its own. A refusal by the rate
+// limits is their 429 (an *apierror.Error) and leaves no budget held. A
+// refusal by a budget takes no rate-limit place in the fused script; a
+// ticket decided on its own stays taken, and finish gives it back.
+func (m *Books) place(ctx context.Context, cl *call, holder ledger.Holder, accts []*ledger.Account, q ledger.Ask) (ledger.Hold, error) {
+	if !cl.pending {
+		return ledger.Place(ctx, holder, accts, q)
+	}
+	rl := cl.g.opts.Limits.(*RateLimits)
+	sh, ok := holder.(*ledger.Shared)
+	g := rl.Limiter.Gate(cl.ticket)
+	if !ok || g == nil {
+		if err := cl.admitPending(); err != nil {
+			return nil, err
+		}
+		return ledger.Place(ctx, holder, accts, q)
+	}
+	res, decided, err := sh.ReserveGated(ctx, accts, q, g)
+	if !decided {
+		// No budget on Redis, or Redis did not answer: the limits decide
+		// on their own (on Redis, or in process while it is away or, after
+		// a script whose answer never came, at once).
+		var aerr error
+		if g.WasLost() {
+			cl.pending = false
+			if d := rl.Limiter.AdmitLocal(cl.ticket); d != nil {
+				cl.ticket, aerr = nil, rl.refusal(d)
+			} else {
+				limitHeaders(cl.w.Header(), cl.ticket)
+			}
+		} else {
+			aerr = cl.admitPending()
+		}
+		if aerr != nil {
+			if res != nil {
+				res.Release()
+			}
+			return nil, aerr
+		}
+		return res, err
+	}
+	cl.pending = false
+	if d := (*ratelimit.Denied)(nil); errors.As(err, &d) {
+		cl.ticket = nil // refused: nothing was taken
+		return nil, rl.refusal(d)
+	}
+	limitHeaders(cl.w.Header(), cl.ticket)
+	if err != nil {
+		cl.ticket = nil // the hold was refused, so the admission was not taken
+	}
+	return res, err
+}
+
+// book settles the hold (spend) or releases it, with the call's rate-limit
+// ticket in one Redis script when this is the call's last hold and both
+// are on Redis (call.settleLast); res gives the tokens the ticket is
+// settled with (nil: none).
+func (c *charge) book(amount ledger.Amount, spend bool, res *result) []*ledger.Account {
+	if tk := c.last; tk != nil {
+		c.last = nil
+		used := int64(0)
+		if res != nil {
+			used = usedTokens(res, tk.Est)
+		}
+		if g := c.lim.Closing(tk, used); g != nil {
+			if soft, ok := ledger.SettleGated(c.res, amount, spend, g); ok {
+				return soft
+			}
+		}
+	}
+	if spend {
+		return c.res.Settle(amount)
+	}
+	c.res.Release()
+	return nil
+}
+
 // settle books what res cost: the reported usage, validated against what
 // the request's hold allowed; or an estimate when the upstream reported
 // none (res.estimated, or a stream that ended without its usage chunk: the
@@ -561,7 +651,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		return 0
 	}
 	if res.unusable {
-		c.fail(res.status)
+		c.fail(res)
 		return 0
 	}
 	l := c.log
@@ -578,7 +668,7 @@ func (c *charge) settle(res *result) (cost float64) {
 		u = usage.Usage{Prompt: c.prompt, Completion: max(int64(res.chunks), (res.text+3)/4)}
 		l.UsageEstimated, fromChunks = true, true
 	default:
-		c.release()
+		c.release(res)
 		return 0
 	}
 	c.settled = true
@@ -628,7 +718,7 @@ func (c *charge) settle(res *result) (cost float64) {
 	}
 	cost = amount.Dollars()
 	c.cost = cost
-	for _, a := range c.res.Settle(amount) {
+	for _, a := range c.book(amount, true, res) {
 		if c.m.OnSoftBudget != nil {
 			c.m.OnSoftBudget(a)
 		}
@@ -675,13 +765,13 @@ func (m *Books) alarm(l *store.SpendLog, reported, booked usage.Usage, amount le
 // fail books an answer that could not be used (a 2xx that is not a valid
 // response): the hold is released, and a spend-log row with status and no
 // cost records that the upstream was called.
-func (c *charge) fail(status int) {
+func (c *charge) fail(res *result) {
 	if c == nil || c.settled {
 		return
 	}
-	c.release()
+	c.release(res)
 	l := c.log
-	l.Status = status
+	l.Status = res.status
 	c.enqueue(&l)
 }
 
@@ -698,10 +788,10 @@ func (c *charge) enqueue(l *store.SpendLog) {
 }
 
 // release drops the hold of a request that never produced an answer.
-func (c *charge) release() {
+func (c *charge) release(res *result) {
 	if c != nil && !c.settled {
 		c.settled = true
-		c.res.Release()
+		c.book(0, false, res)
 	}
 }
 

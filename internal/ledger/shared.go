@@ -82,6 +82,8 @@ type Shared struct {
 	LeaseTTL time.Duration
 	mode     func(accounts []*Account) Enforcement
 	failShut bool
+	// holdWait bounds a hold's wait for Redis (SharedOptions.HoldTimeout).
+	holdWait time.Duration
 
 	log    *slog.Logger
 	warned atomic.Int64 // unix seconds of the last fallback warning
@@ -100,6 +102,10 @@ type SharedOptions struct {
 	// FailClosed refuses every budgeted request while Redis is away
 	// (litellm_settings.budget_on_redis_failure: fail_closed).
 	FailClosed bool
+	// HoldTimeout bounds a hold's wait for Redis before it falls back to
+	// the replica's own ledger (default 500 ms; a settle waits at least
+	// 2 s). Tests that must not depend on a deadline being met set it long.
+	HoldTimeout time.Duration
 }
 
 // NewShared returns a Redis holder on r.
@@ -111,9 +117,12 @@ func NewShared(r *rscript.Runner, o SharedOptions) *Shared {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.HoldTimeout <= 0 {
+		o.HoldTimeout = 500 * time.Millisecond
+	}
 	tag := "{" + prefix + "}"
 	return &Shared{r: r, tag: tag, prefix: tag + ":bud:", id: newReplicaID(), LeaseTTL: 15 * time.Minute, log: o.Log,
-		mode: o.Mode, failShut: o.FailClosed}
+		mode: o.Mode, failShut: o.FailClosed, holdWait: o.HoldTimeout}
 }
 
 func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":" + a.ID }
@@ -131,20 +140,35 @@ func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":"
 // amounts hash, lease expiry zset; last, the presence set. It returns {1,
 // alive, remaining per account, amount held, capped (0/1)} or {0, account,
 // spent, held, alive[, 1 when the last of the budget is held short]}.
-var reserveScript = rscript.New(`
+var reserveScript = rscript.New(luaNow + luaHold + `
+return bud_hold(KEYS, ARGV)
+`)
+
+// luaNow sets now, Redis's clock in milliseconds.
+const luaNow = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// luaHold defines bud_hold(KEYS, ARGV), reserveScript's work (now set).
+// Keys get their expiry (a week) when made and then about once a day, not
+// on every hold: the state hash's 'x' is when it was last set. The lease
+// hash and set keep a sentinel member, so that they are not deleted (and
+// remade without an expiry) when their last lease goes.
+const luaHold = `
+local function bud_hold(KEYS, ARGV)
 local amount, lease, ttl, mode = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local n = (#KEYS - 1) / 3
 local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[#ARGV]), '+inf'), 1)
 -- First bring every account up to date (seed, spend booked while Redis was
 -- away, expired holds), so that a refusal below loses none of it. spent
 -- and held keep each account's values from here on (one read each).
-local spent, held = {}, {}
+local spent, held, touched = {}, {}, {}
 for i = 1, n do
   local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
   local seed, period, pending = tonumber(ARGV[6+4*i-2]), tonumber(ARGV[6+4*i-1]), tonumber(ARGV[6+4*i])
-  local cur = redis.call('HMGET', k, 'spent', 'period', 'held')
+  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'x')
+  touched[i] = now - tonumber(cur[4] or 0) < 86400000
   local s, hd = tonumber(cur[1]), tonumber(cur[3] or 0)
   if cur[1] == false or tonumber(cur[2] or 0) < period then
     -- seed excludes every replica-local spend not yet in Redis; this
@@ -205,21 +229,33 @@ for i = 1, n do
   local hd = redis.call('HINCRBY', k, 'held', amount)
   redis.call('HSET', h, lease, amount)
   redis.call('ZADD', e, now + ttl, lease)
-  for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
+  if not touched[i] then
+    -- A sentinel '~' (never expiring as a lease: scored +inf) keeps the
+    -- lease hash and set, and their expiry, when their last lease goes.
+    redis.call('HSET', h, '~', 0)
+    redis.call('ZADD', e, '+inf', '~')
+    for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
+    redis.call('HSET', k, 'x', now)
+  end
   out[2+i] = tonumber(ARGV[6+4*i-3]) - spent[i] - hd
 end
 out[#out+1] = amount
 out[#out+1] = capped
 return out
-`)
+end
+`
 
 // settleScript: ARGV = actual, lease, alive window (ms); KEYS as for
 // reserveScript. Returns {alive, then per account spent and held}, spent -1
 // for an account Redis no longer has (flushed, restarted): its spend is left
 // for the next hold to carry, and reseeds it.
-var settleScript = rscript.New(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+var settleScript = rscript.New(luaNow + luaSettle + `
+return bud_settle(KEYS, ARGV)
+`)
+
+// luaSettle defines bud_settle(KEYS, ARGV), settleScript's work (now set).
+const luaSettle = `
+local function bud_settle(KEYS, ARGV)
 local actual, lease = tonumber(ARGV[1]), ARGV[2]
 local out = {math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[3]), '+inf'), 1)}
 for i = 1, (#KEYS - 1) / 3 do
@@ -247,7 +283,8 @@ for i = 1, (#KEYS - 1) / 3 do
   end
 end
 return out
-`)
+end
+`
 
 // resetScript starts a new period: ARGV = period (ns). Only a newer period
 // resets, and only once the current one has ended (by Redis's clock), so
@@ -273,6 +310,7 @@ type sharedHold struct {
 	amount  Amount
 	capped  bool
 	settled bool
+	gate    Gate // settled in the same script (SettleGated)
 }
 
 // ask is one hold asked of Redis: amount is the worst case.
@@ -306,6 +344,11 @@ func (s *Shared) ReserveFlex(ctx context.Context, accounts []*Account, f Flex) (
 }
 
 func (s *Shared) reserve(ctx context.Context, accounts []*Account, q ask) (Hold, error) {
+	h, _, err := s.reserveWith(ctx, accounts, q, nil)
+	return h, err
+}
+
+func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g Gate) (Hold, bool, error) {
 	amount := q.amount
 	h := &sharedHold{s: s, amount: amount}
 	for _, a := range accounts {
@@ -316,13 +359,15 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, q ask) (Hold,
 		}
 	}
 	if len(h.shared) == 0 {
-		return s.local(accounts, q, nil)
+		hd, err := s.local(accounts, q, nil)
+		return hd, false, err
 	}
 	// While Redis is known to be down, a request spends its share; one
 	// enforced strictly still asks Redis (which may be back already)
 	// rather than be refused on a stale verdict.
 	if s.r.Degraded() && !s.closed(accounts) {
-		return s.offline(accounts, q, h.shared, "Redis is unreachable")
+		hd, err := s.offline(accounts, q, h.shared, "Redis is unreachable")
+		return hd, false, err
 	}
 	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds(), strconv.Itoa(int(q.mode)), int64(max(q.flex.Estimate, 0)), int64(max(q.flex.Capped, 0))}
 	for _, a := range h.shared {
@@ -353,9 +398,36 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, q ask) (Hold,
 	args[1] = h.lease
 	// Not the request's context: a client leaving mid-script must not
 	// leave a hold in Redis that this replica then ignores.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 500*time.Millisecond)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.holdWait)
 	defer cancel()
-	res, err := rscript.Int64s(s.r.Run(rctx, reserveScript, h.keys, args...))
+	var res []int64
+	var err error
+	if g == nil {
+		res, err = rscript.Int64s(s.r.Run(rctx, reserveScript, h.keys, args...))
+	} else {
+		var gres []int64
+		var refused bool
+		gk, ga := g.AdmitCall()
+		keys, fargs := fuse(gk, ga, h.keys, args)
+		gres, res, refused, err = fusedReply(s.r.Run(rctx, fusedFor(g.GateLua()).hold, keys, fargs...))
+		switch {
+		case err != nil:
+			g.Lost()
+		case refused:
+			// Refused by the gate before the budgets were read: the
+			// pending spend was not taken.
+			h.landed(false)
+			return nil, true, g.Admitted(gres, false)
+		case res[0] == 0 && gres != nil:
+			_ = g.Admitted(gres, false) // the gate's state, for headers; not taken
+		case res[0] == 1:
+			if gerr := g.Admitted(gres, true); gerr != nil {
+				h.landed(true)
+				go h.releaseLease()
+				return nil, true, gerr
+			}
+		}
+	}
 	if err != nil {
 		s.fallback(err)
 		// The script may have run (or may yet): once it is known how the
@@ -368,7 +440,8 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, q ask) (Hold,
 				h.releaseLease()
 			}
 		}()
-		return s.offline(accounts, q, h.shared, "Redis did not answer")
+		hd, err := s.offline(accounts, q, h.shared, "Redis did not answer")
+		return hd, false, err
 	}
 	if len(res) >= 5 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
 		h.landed(true)
@@ -379,12 +452,12 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, q ask) (Hold,
 		if len(res) == 6 {
 			ex.Detail = shortBusy(a, amount).Detail
 		}
-		return nil, ex
+		return nil, g != nil, ex
 	}
 	if len(res) != 4+len(h.shared) || res[0] != 1 {
 		h.landed(true)
 		go h.releaseLease()
-		return nil, fmt.Errorf("redis: budget hold answered %v", res)
+		return nil, g != nil, fmt.Errorf("redis: budget hold answered %v", res)
 	}
 	// Heard before the pending spend stops counting as carried, so a share
 	// check never misses it.
@@ -396,7 +469,37 @@ func (s *Shared) reserve(ctx context.Context, accounts []*Account, q ask) (Hold,
 	for _, a := range h.others { // in-process bookkeeping of the unbudgeted ones
 		a.used.Add(int64(h.amount))
 	}
-	return h, nil
+	return h, g != nil, nil
+}
+
+// fusedReply reads a fused hold's reply: {2, gate refusal}, {0, budget
+// refusal} or {1, gate admission, hold}.
+func fusedReply(v any, err error) (gate, hold []int64, refused bool, _ error) {
+	if err != nil {
+		return nil, nil, false, err
+	}
+	arr, ok := v.([]any)
+	if !ok || len(arr) < 2 {
+		return nil, nil, false, fmt.Errorf("redis: fused hold answered %v", v)
+	}
+	code, _ := arr[0].(int64)
+	switch {
+	case code == 2:
+		gate, err = rscript.Int64s(arr[1], nil)
+		return gate, nil, true, err
+	case code == 0:
+		hold, err = rscript.Int64s(arr[1], nil)
+		if err == nil && len(arr) == 3 {
+			gate, err = rscript.Int64s(arr[2], nil)
+		}
+		return gate, hold, false, err
+	case code == 1 && len(arr) == 3:
+		if gate, err = rscript.Int64s(arr[1], nil); err == nil {
+			hold, err = rscript.Int64s(arr[2], nil)
+		}
+		return gate, hold, false, err
+	}
+	return nil, nil, false, fmt.Errorf("redis: fused hold answered %v", v)
 }
 
 // local holds in process: requests without a budgeted account.
@@ -507,12 +610,21 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 			soft = appendSoft(soft, a, Amount(a.spent.Add(int64(actual))))
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, h.s.holdWait))
 	defer cancel()
 	if !spend {
 		actual = 0
 	}
-	res, err := rscript.Int64s(h.s.r.Run(ctx, settleScript, h.keys, int64(actual), h.lease, AliveWindow.Milliseconds()))
+	var res []int64
+	var err error
+	if g := h.gate; g != nil {
+		gk, ga := g.DoneCall()
+		keys, args := fuse(gk, ga, h.keys, []any{int64(actual), h.lease, AliveWindow.Milliseconds()})
+		res, err = rscript.Int64s(h.s.r.Run(ctx, fusedFor(g.GateLua()).settle, keys, args...))
+		g.Settled(err)
+	} else {
+		res, err = rscript.Int64s(h.s.r.Run(ctx, settleScript, h.keys, int64(actual), h.lease, AliveWindow.Milliseconds()))
+	}
 	if err == nil && len(res) != 1+2*len(h.shared) {
 		err = fmt.Errorf("redis: settle reply has %d values for %d accounts", len(res), len(h.shared))
 	}
@@ -615,4 +727,125 @@ func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
 		})
 	}
 	return failed
+}
+
+// Gate is an admission that runs in the same Redis script as a hold, and
+// its settlement in the same script as the hold's settle: a request's rate
+// limits (ratelimit.Gate), so that a request makes one Redis call before
+// its upstream call and one after. The gate is checked first; a refused
+// gate leaves the budgets untouched, and a refused hold leaves the gate
+// untaken.
+type Gate interface {
+	// GateLua defines gate_admit(KEYS, ARGV) - which returns the refusal,
+	// or the admission's reply and a function that takes it - and
+	// gate_done(KEYS, ARGV), and sets now (Redis's clock in ms). It is a
+	// constant: the fused scripts are made from it once.
+	GateLua() string
+	// AdmitCall is the gate's admission's keys and arguments.
+	AdmitCall() (keys []string, args []any)
+	// Admitted reads the gate's reply: its refusal, or nil when it
+	// admitted; taken says whether the admission was taken (false: the
+	// hold was refused, and the reply only reports the gate's state).
+	Admitted(reply []int64, taken bool) error
+	// Lost is told that the script's answer never came: it may have run.
+	Lost()
+	// DoneCall is the gate's settlement's keys and arguments.
+	DoneCall() (keys []string, args []any)
+	// Settled is told that the settlement went (err nil) or not.
+	Settled(err error)
+}
+
+// Ask is what a hold asks for (Holder's three methods).
+type Ask struct{ q ask }
+
+// AskStrict holds amount or refuses (Reserve).
+func AskStrict(amount Amount) Ask { return Ask{ask{mode: holdStrict, amount: max(amount, 0)}} }
+
+// AskUpTo holds up to amount (ReserveUpTo).
+func AskUpTo(amount Amount) Ask { return Ask{ask{mode: holdUpTo, amount: max(amount, 0)}} }
+
+// AskFlex holds f (ReserveFlex).
+func AskFlex(f Flex) Ask { return Ask{ask{mode: holdFlex, amount: max(f.Worst, 0), flex: f}} }
+
+// Place asks h for q, as its Reserve, ReserveUpTo or ReserveFlex.
+func Place(ctx context.Context, h Holder, accounts []*Account, q Ask) (Hold, error) {
+	switch q.q.mode {
+	case holdStrict:
+		return h.Reserve(ctx, accounts, q.q.amount)
+	case holdUpTo:
+		return h.ReserveUpTo(ctx, accounts, q.q.amount)
+	}
+	return h.ReserveFlex(ctx, accounts, q.q.flex)
+}
+
+// fused are the scripts made of one gate's Lua and the budget scripts'.
+type fused struct {
+	lua          string
+	hold, settle *rscript.Script
+}
+
+var fusedScripts atomic.Pointer[fused]
+
+// fusedFor returns the fused scripts of a gate's Lua, made once.
+func fusedFor(lua string) *fused {
+	if f := fusedScripts.Load(); f != nil && f.lua == lua {
+		return f
+	}
+	// KEYS: the gate's (ARGV[1] of them), then the hold's; ARGV: the
+	// counts, the gate's (ARGV[2] of them), then the hold's.
+	const split = `
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local gk, ga, bk, ba = {}, {}, {}, {}
+for i = 1, nk do gk[i] = KEYS[i] end
+for i = nk + 1, #KEYS do bk[i - nk] = KEYS[i] end
+for i = 1, na do ga[i] = ARGV[2 + i] end
+for i = na + 3, #ARGV do ba[i - na - 2] = ARGV[i] end
+`
+	f := &fused{lua: lua,
+		hold: rscript.New(lua + luaHold + split + `
+local gout, take = gate_admit(gk, ga)
+if not take then return {2, gout} end
+local bout = bud_hold(bk, ba)
+if bout[1] ~= 1 then return {0, bout, gout} end
+take()
+return {1, gout, bout}
+`),
+		settle: rscript.New(lua + luaSettle + split + `
+local out = bud_settle(bk, ba)
+gate_done(gk, ga)
+return out
+`)}
+	fusedScripts.Store(f)
+	return f
+}
+
+// fuse puts a gate's keys and arguments before a budget script's.
+func fuse(gk []string, ga []any, bk []string, ba []any) ([]string, []any) {
+	keys := make([]string, 0, len(gk)+len(bk))
+	keys = append(append(keys, gk...), bk...)
+	args := make([]any, 0, 2+len(ga)+len(ba))
+	args = append(append(append(args, len(gk), len(ga)), ga...), ba...)
+	return keys, args
+}
+
+// ReserveGated places the hold q and admits g in one Redis script. decided
+// reports whether g was decided there: admitted (a hold is returned) or
+// refused (err is g's refusal, and no budget was touched). When it was
+// not - no budgeted account, Redis known to be down or not answering - the
+// hold (or the budget's refusal) is the budgets' alone and the caller
+// admits g on its own; g.Lost was told if the script may have run.
+func (s *Shared) ReserveGated(ctx context.Context, accounts []*Account, q Ask, g Gate) (h Hold, decided bool, err error) {
+	return s.reserveWith(ctx, accounts, q.q, g)
+}
+
+// SettleGated settles h (Settle, or Release when !spend) and g's settlement
+// in one Redis script. It reports false, doing nothing, for a hold that is
+// not on Redis: the caller settles each on its own.
+func SettleGated(h Hold, actual Amount, spend bool, g Gate) (soft []*Account, ok bool) {
+	sh, isShared := h.(*sharedHold)
+	if !isShared || sh.settled {
+		return nil, false
+	}
+	sh.gate = g
+	return sh.finish(actual, spend), true
 }

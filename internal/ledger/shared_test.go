@@ -268,7 +268,11 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 func TestSharedReseedWithOfflineSpend(t *testing.T) {
 	m := miniredis.RunT(t)
 	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
-	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
+	// A hold that missed the default 500 ms deadline (a loaded machine)
+	// would fall back and carry the offline spend later, not with these
+	// holds: the test must not depend on a deadline, so it waits as long
+	// as Redis takes.
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
 	for trial := range 20 {
 		m.FlushAll()
 		key := ledger.NewAccount(store.KindKey, "k", ledger.USD(1), ledger.USD(100))
@@ -469,5 +473,34 @@ func BenchmarkSharedHoldSettle(b *testing.B) {
 			b.Fatal(err)
 		}
 		h.Settle(ledger.USD(0.001))
+	}
+}
+
+// TestSharedKeysExpire: every key a hold writes has an expiry, also after
+// the lease hash and set lost their last lease and a later hold (within the
+// day the expiry is not refreshed) adds one again: a replica that dies
+// holding must not leave keys forever.
+func TestSharedKeysExpire(t *testing.T) {
+	m := miniredis.RunT(t)
+	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(100))
+	for round := range 3 {
+		h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"{t}:bud:key:k", "{t}:bud:key:k:h", "{t}:bud:key:k:e"} {
+			if ttl := m.TTL(k); ttl <= 0 {
+				t.Fatalf("round %d: %s has no expiry while a hold is in flight", round, k)
+			}
+		}
+		h.Settle(ledger.USD(0.5))
+		if f, _ := m.HKeys("{t}:bud:key:k:h"); len(f) != 1 || f[0] != "~" {
+			t.Fatalf("round %d: the lease hash holds %v after its last lease went (want only the sentinel)", round, f)
+		}
+		if ttl := m.TTL("{t}:bud:key:k:h"); ttl <= 0 {
+			t.Fatalf("round %d: the lease hash lost its expiry", round)
+		}
 	}
 }

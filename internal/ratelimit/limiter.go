@@ -84,3 +84,37 @@ func (l *Limiter) Done(t *Ticket, tokens int64) {
 	}
 	l.local.Done(t, tokens)
 }
+
+// Gate is t's admission on Redis, for a script that also places a budget
+// hold (ledger.Shared.ReserveGated), or nil when t is not decided on Redis
+// now (no Redis, Redis known to be down, no rules): the caller then calls
+// Admit. When the script's answer never comes (Gate.Lost) the caller
+// calls Admit too.
+func (l *Limiter) Gate(t *Ticket) *Gate {
+	if t.n == 0 || l.redis == nil || l.redis.r.Degraded() {
+		return nil
+	}
+	return &Gate{l: l, t: t}
+}
+
+// Closing is the settlement of an admitted ticket that was decided on
+// Redis, for a script that also settles a budget hold
+// (ledger.SettleGated), or nil: the caller then calls Done. The ticket is
+// done once the script has run (Gate.Settled).
+func (l *Limiter) Closing(t *Ticket, tokens int64) *Gate {
+	if !t.admitted || t.done || !t.shared || t.n == 0 {
+		return nil
+	}
+	return &Gate{l: l, t: t, tokens: tokens}
+}
+
+// AdmitLocal decides t on this replica's own counters: after a fused
+// script's answer never came (Gate.WasLost), so that a request does not
+// wait for a slow Redis twice. The caller must call Done.
+func (l *Limiter) AdmitLocal(t *Ticket) *Denied {
+	if t.n == 0 {
+		t.admitted = true
+		return nil
+	}
+	return l.local.Admit(t)
+}

@@ -139,12 +139,14 @@ local function window(key, win)
   if used > 0 and head ~= nil then reset = (head + 61) * sl - now end
   return used, idx, reset, sl, head
 end
--- add counts n at slot, keeping the sum and the head.
+-- add counts n at slot, keeping the sum and the head. The key's expiry is
+-- set when a slot is opened (its count was 0): a later add to that slot,
+-- or to an older one, leaves nothing that outlives it.
 local function add(key, slot, n, head, sl)
-  redis.call('HINCRBY', key, slot, n)
+  local c = redis.call('HINCRBY', key, slot, n)
   redis.call('HINCRBY', key, 's', n)
   if head == nil or slot < head then redis.call('HSET', key, 'h', slot) end
-  redis.call('PEXPIRE', key, 62 * sl + 1000)
+  if c == n then redis.call('PEXPIRE', key, 62 * sl + 1000) end
 end
 local function bucket(key, limit, win, fill)
   local v = redis.call('HMGET', key, 'tokens', 'filled')
@@ -174,7 +176,17 @@ end
 
 // admitScript: ARGV = est, lease, lease ttl ms, then kind, limit, window ms,
 // fill per rule. Returns {0, rule, used, retry ms} or {1, remaining, reset ms, ...}.
-var admitScript = rscript.New(luaCommon + `
+var admitScript = rscript.New(luaCommon + luaAdmit + `
+local out, take = rl_admit(KEYS, ARGV)
+if take then take() end
+return out
+`)
+
+// luaAdmit defines rl_admit(KEYS, ARGV): it checks every rule and returns
+// the refusal, or the admission's reply and a function that takes it. A
+// fused script (ledger.Gate) takes it only once the budget hold is placed.
+const luaAdmit = `
+local function rl_admit(KEYS, ARGV)
 local est, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local out, plan = {1, now}, {}
 for i = 1, #KEYS do
@@ -209,6 +221,7 @@ for i = 1, #KEYS do
     out[#out + 1] = waitfor(tokens - need, filled, limit, win, fill)
   end
 end
+return out, function()
 for i = 1, #KEYS do
   local b = 3 + (i - 1) * 4
   local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
@@ -223,13 +236,21 @@ for i = 1, #KEYS do
     savebucket(key, plan[i][1], plan[i][2], limit, win, fill)
   end
 end
-return out
-`)
+end
+end
+`
 
 // doneScript: ARGV = token delta, lease, admission time (ms), then the
 // rules as for admit. A refund goes to the admission's slot, and is dropped
 // once that slot has left the window; a bucket never refills past its size.
-var doneScript = rscript.New(luaCommon + `
+var doneScript = rscript.New(luaCommon + luaDone + `
+rl_done(KEYS, ARGV)
+return 1
+`)
+
+// luaDone defines rl_done(KEYS, ARGV), doneScript's work.
+const luaDone = `
+local function rl_done(KEYS, ARGV)
 local delta, lease, at = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 for i = 1, #KEYS do
   local b = 3 + (i - 1) * 4
@@ -247,8 +268,8 @@ for i = 1, #KEYS do
     savebucket(key, math.min(tokens - delta, limit), filled, limit, win, fill)
   end
 end
-return 1
-`)
+end
+`
 
 func (rd *Redis) args(t *Ticket, head ...any) ([]string, []any) {
 	keys := make([]string, t.n)
@@ -275,6 +296,11 @@ func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
 	if err != nil {
 		return nil, err
 	}
+	return rd.read(t, res)
+}
+
+// read reads an admission's reply into t: the refusal, or t admitted.
+func (rd *Redis) read(t *Ticket, res []int64) (*Denied, error) {
 	if len(res) == 0 {
 		return nil, fmt.Errorf("ratelimit: empty reply from redis")
 	}
@@ -339,3 +365,70 @@ func newLease() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// gateLua is the rate limits' part of a script fused with a budget hold
+// (ledger.Gate): it sets now and defines gate_admit and gate_done.
+const gateLua = luaCommon + luaAdmit + luaDone + `
+local gate_admit, gate_done = rl_admit, rl_done
+`
+
+// Gate is a ticket's admission, or once admitted its settlement, run in
+// the same Redis script as a budget hold or settle (it is a ledger.Gate).
+// Limiter.Gate makes one.
+type Gate struct {
+	l      *Limiter
+	t      *Ticket
+	tokens int64 // what the request used, for the settlement
+	lost   bool  // the admission's answer never came (Lost)
+}
+
+// GateLua is the Lua of the rate limits' part.
+func (g *Gate) GateLua() string { return gateLua }
+
+// AdmitCall is the admission's keys and arguments.
+func (g *Gate) AdmitCall() ([]string, []any) {
+	t := g.t
+	if t.lease == "" {
+		t.lease = newLease()
+	}
+	return g.l.redis.args(t, t.Est, t.lease, g.l.redis.LeaseTTL.Milliseconds())
+}
+
+// Admitted reads the admission's reply: nil when admitted, else the
+// *Denied. An admission not taken (the budget hold was refused) leaves the
+// ticket not admitted, with its States filled for the headers.
+func (g *Gate) Admitted(res []int64, taken bool) error {
+	d, err := g.l.redis.read(g.t, res)
+	if d != nil {
+		return d
+	}
+	if !taken {
+		g.t.admitted, g.t.shared = false, false
+	}
+	return err
+}
+
+// Lost is told that the script's answer never came: the parallel slots it
+// may have taken are given back, and the caller admits the ticket again
+// (Limiter.Admit).
+func (g *Gate) Lost() {
+	lease := *g.t
+	go g.l.redis.releaseLease(&lease)
+	g.t.lease = ""
+	g.lost = true
+}
+
+// WasLost reports whether the admission's answer never came: the caller
+// then admits the ticket in process (AdmitLocal) rather than wait for
+// Redis a second time.
+func (g *Gate) WasLost() bool { return g.lost }
+
+// DoneCall is the settlement's keys and arguments.
+func (g *Gate) DoneCall() ([]string, []any) {
+	t := g.t
+	return g.l.redis.args(t, g.tokens-t.Est, t.lease, t.atMS)
+}
+
+// Settled: the ticket is settled (when the settlement failed, the lease
+// expires on its own and the token correction is lost, as in Done).
+func (g *Gate) Settled(error) { g.t.done = true }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +61,8 @@ type Runner struct {
 	checking  atomic.Bool
 	upSince   atomic.Int64 // unix ns of the last Recover
 	probeWait atomic.Int64 // ns
+
+	loaded sync.Map // script hash -> *loading (see load)
 }
 
 // Options configure a Runner.
@@ -299,13 +302,62 @@ func parseURL(url string) (*redis.Options, error) {
 
 // Run runs s and returns its reply. A call abandoned at the caller's
 // deadline returns an *AbandonedError, whose Wait tells how it ended.
+//
+// A script this runner has not loaded yet is loaded first (SCRIPT LOAD,
+// once however many calls want it at that moment), so that a burst of
+// first calls is not a burst of NOSCRIPT errors each followed by an EVAL
+// of the whole source.
 func (r *Runner) Run(ctx context.Context, s *Script, keys []string, args ...any) (any, error) {
+	if err := r.load(ctx, s); err != nil {
+		return nil, err
+	}
 	v, err := r.do(ctx, "evalsha", s.hash, keys, args)
 	if isNoScript(err) {
 		// Redis lost its script cache (a restart): send the source once.
+		r.loaded.Delete(s.hash)
 		v, err = r.do(ctx, "eval", s.src, keys, args)
 	}
 	return v, err
+}
+
+// loading is one SCRIPT LOAD that every caller wanting the script waits for.
+type loading struct {
+	done chan struct{}
+	err  error
+}
+
+// load makes sure Redis has s (see Run).
+func (r *Runner) load(ctx context.Context, s *Script) error {
+	l := &loading{done: make(chan struct{})}
+	if v, had := r.loaded.LoadOrStore(s.hash, l); had {
+		l = v.(*loading)
+		select {
+		case <-l.done:
+		case <-ctx.Done():
+			return notLoaded(ctx.Err())
+		}
+		return l.err
+	}
+	if _, err := r.Submit(ctx, "script", "load", s.src); err != nil {
+		// Not loaded (or not known to be): the next call tries again, and
+		// this one fails unsent.
+		r.loaded.Delete(s.hash)
+		l.err = notLoaded(err)
+	}
+	close(l.done)
+	return l.err
+}
+
+// errNotLoaded: a script call was not sent, its script not being loaded
+// (NotRun).
+var errNotLoaded = errors.New("redis: script not loaded, call not sent")
+
+func notLoaded(err error) error {
+	var ab *AbandonedError
+	if errors.As(err, &ab) { // the load's, not the call's: the call never went
+		err = ab.err
+	}
+	return fmt.Errorf("%w: %w", errNotLoaded, err)
 }
 
 func isNoScript(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") }
@@ -330,6 +382,11 @@ func (r *Runner) Send(ctx context.Context, s *Script, keys []string, args ...any
 	if ap == nil {
 		return func() error { return ErrNotStarted }
 	}
+	// Loaded first (once per script), so that the call is not a NOSCRIPT
+	// sent again in full out of order.
+	if err := r.load(ctx, s); err != nil {
+		return func() error { return err }
+	}
 	argv := make([]any, 0, 3+len(keys)+len(args))
 	argv = append(argv, "evalsha", s.hash, len(keys))
 	for _, k := range keys {
@@ -341,6 +398,7 @@ func (r *Runner) Send(ctx context.Context, s *Script, keys []string, args ...any
 	return func() error {
 		err := f.WaitContext(ctx)
 		if isNoScript(err) {
+			r.loaded.Delete(s.hash)
 			_, err = r.do(ctx, "eval", s.src, keys, args)
 		}
 		if err == nil {
@@ -404,7 +462,7 @@ func NotRun(err error) bool {
 	}
 	var ne *net.OpError
 	return errors.Is(err, redis.ErrAutoPipelineQueueFull) || errors.Is(err, redis.ErrClosed) || errors.Is(err, ErrNotStarted) ||
-		errors.Is(err, redis.ErrPoolTimeout) || isNoScript(err) ||
+		errors.Is(err, redis.ErrPoolTimeout) || isNoScript(err) || errors.Is(err, errNotLoaded) ||
 		(errors.As(err, &ne) && ne.Op == "dial")
 }
 

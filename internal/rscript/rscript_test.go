@@ -197,3 +197,75 @@ func TestNoRetry(t *testing.T) {
 		t.Fatalf("the script ran %d times (%v), want once", n, err)
 	}
 }
+
+// TestFirstCallsLoadOnce: a burst of first calls to a script Redis does not
+// have makes one SCRIPT LOAD, then EVALSHAs: no NOSCRIPT answered, and no
+// EVAL of the whole source per caller (as MONITOR shows).
+func TestFirstCallsLoadOnce(t *testing.T) {
+	addr, key := realRedis(t)
+	mark := fmt.Sprintf("load-once-%d", time.Now().UnixNano()) // a script no Redis has
+	s := New("-- " + mark + "\nreturn redis.call('INCR', KEYS[1])")
+	r := runnerAt(t, addr)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "MONITOR\r\n")
+	lines := make(chan string, 1<<12)
+	go func() {
+		b := make([]byte, 64<<10)
+		var rest []byte
+		for {
+			n, err := conn.Read(b)
+			if err != nil {
+				close(lines)
+				return
+			}
+			rest = append(rest, b[:n]...)
+			for {
+				i := bytes.Index(rest, []byte("\r\n"))
+				if i < 0 {
+					break
+				}
+				select {
+				case lines <- string(rest[:i]):
+				default:
+				}
+				rest = rest[i+2:]
+			}
+		}
+	}()
+	<-lines // +OK
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.Run(context.Background(), s, []string{key}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	var loads, evals, shas int
+	deadline := time.After(30 * time.Second)
+	for shas < 50 {
+		select {
+		case l := <-lines:
+			switch {
+			case bytes.Contains([]byte(l), []byte(`"script" "load"`)) && bytes.Contains([]byte(l), []byte(mark)):
+				loads++
+			case bytes.Contains([]byte(l), []byte(`"eval"`)) && bytes.Contains([]byte(l), []byte(mark)):
+				evals++
+			case bytes.Contains([]byte(l), []byte(`"evalsha" "`+s.hash+`"`)):
+				shas++
+			}
+		case <-deadline:
+			t.Fatalf("MONITOR showed %d EVALSHA of 50", shas)
+		}
+	}
+	if loads != 1 || evals != 0 {
+		t.Fatalf("50 first calls made %d SCRIPT LOAD and %d EVAL, want 1 and 0", loads, evals)
+	}
+}

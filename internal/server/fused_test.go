@@ -1,0 +1,322 @@
+package server
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+)
+
+// fusedEnv is gateways on one store and one Redis (a prefix of their
+// own), serving pricedConfig strictly: a key with rate limits and a budget
+// has its admission and its first hold decided in one script.
+type fusedEnv struct {
+	urls   []string
+	prefix string
+	rc     *redis.Client
+}
+
+func startFused(t *testing.T, replicas int, up string) *fusedEnv {
+	t.Helper()
+	rd := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if rd == "" {
+		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping the fused-script test")
+	}
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up)+"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := redis.ParseURL(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &fusedEnv{prefix: "fused-" + strconv.FormatInt(time.Now().UnixNano(), 36), rc: redis.NewClient(opts)}
+	t.Cleanup(func() { e.rc.Close() })
+	st := sqliteStore(t)
+	for range replicas {
+		e.urls = append(e.urls, serveCfg(t, cfg, Options{Store: st, RedisPrefix: e.prefix}))
+	}
+	return e
+}
+
+// key makes a key on the first gateway and waits until every one knows it.
+func (e *fusedEnv) key(t *testing.T, name, fields string) string {
+	t.Helper()
+	if code, body := send(t, e.urls[0]+"/key/generate", "sk-1234", `{"key": "`+name+`", `+fields+`}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	for _, u := range e.urls {
+		if _, ok := within(30*time.Second, func() bool {
+			c, _ := send(t, u+"/v1/chat/completions", name, `{"model":"nope"}`)
+			return c == 404
+		}); !ok {
+			t.Fatal("a gateway does not know the key")
+		}
+	}
+	return sha(name)
+}
+
+// TestFusedOneScriptPerPhase: a request whose key has rate limits and a
+// budget makes exactly one Redis script call before its upstream call (the
+// admission and the hold) and one after (the settle and the ticket's
+// release), as MONITOR on its prefix shows.
+func TestFusedOneScriptPerPhase(t *testing.T) {
+	var mu sync.Mutex
+	var upAt []time.Time
+	mock := mockupstream.New(mockupstream.Options{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		upAt = append(upAt, time.Now())
+		mu.Unlock()
+		mock.ServeHTTP(w, r)
+	}))
+	defer up.Close()
+	e := startFused(t, 1, up.URL)
+	e.key(t, "sk-fused-count", `"max_budget": 1, "rpm_limit": 1000, "tpm_limit": 1000000, "max_parallel_requests": 50`)
+
+	ctx := context.Background()
+	lines := monitor(t, e.rc.Options())
+	// MONITOR is on once it echoes a command of ours.
+	mark := "{" + e.prefix + "}:mark"
+	if _, ok := within(30*time.Second, func() bool {
+		e.rc.Get(ctx, mark)
+		for {
+			select {
+			case l := <-lines:
+				if strings.Contains(l, mark) {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	}); !ok {
+		t.Fatal("MONITOR never echoed a command")
+	}
+
+	const n = 3
+	for range n {
+		if code, body := send(t, e.urls[0]+"/v1/chat/completions", "sk-fused-count", chat3); code != 200 {
+			t.Fatal(code, body)
+		}
+	}
+	// The script calls on the prefix, with Redis's timestamps, until the
+	// last request's after-call has been seen.
+	var calls []time.Time
+	tag := "{" + e.prefix + "}:"
+	if _, ok := within(30*time.Second, func() bool {
+		for {
+			select {
+			case l := <-lines:
+				verb, _, _ := strings.Cut(strings.TrimPrefix(l[strings.Index(l, "]")+1:], " "), " ")
+				if strings.Contains(l, tag) && strings.Contains(strings.ToLower(verb), "eval") {
+					sec, _, _ := strings.Cut(l, " ")
+					f, _ := strconv.ParseFloat(sec, 64)
+					calls = append(calls, time.Unix(0, int64(f*1e9)))
+				}
+			default:
+				return len(calls) >= 2*n
+			}
+		}
+	}); !ok {
+		t.Fatalf("saw %d script calls for %d requests, want %d", len(calls), n, 2*n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(upAt) != n {
+		t.Fatalf("upstream called %d times", len(upAt))
+	}
+	for i, at := range upAt {
+		var before, after int
+		lo := time.Time{}
+		if i > 0 {
+			lo = upAt[i-1]
+		}
+		for _, c := range calls {
+			switch {
+			case c.After(lo) && c.Before(at):
+				before++
+			case c.After(at) && (i == n-1 || c.Before(upAt[i+1])):
+				after++
+			}
+		}
+		if before != 1+boolInt(i > 0) || after != 1+boolInt(i < n-1) {
+			// Between two upstream calls lie the first's after-call and the
+			// second's before-call.
+			t.Fatalf("request %d: %d script calls before its upstream call and %d after (calls %v, upstream %v)", i, before, after, calls, upAt)
+		}
+	}
+	if len(calls) != 2*n {
+		t.Fatalf("%d script calls for %d requests, want %d", len(calls), n, 2*n)
+	}
+}
+
+// monitor streams Redis's MONITOR lines (on a plain connection of its own,
+// closed when the test ends).
+func monitor(t *testing.T, o *redis.Options) <-chan string {
+	t.Helper()
+	conn, err := net.Dial("tcp", o.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if o.Password != "" {
+		fmt.Fprintf(conn, "AUTH %s %s\r\n", cmp.Or(o.Username, "default"), o.Password)
+	}
+	fmt.Fprintf(conn, "MONITOR\r\n")
+	lines := make(chan string, 65536)
+	go func() {
+		sc := bufio.NewScanner(conn)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default: // a full channel drops lines: the test then fails, never hangs
+			}
+		}
+	}()
+	return lines
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestFusedReplicasKeepLimitsAndBudgets: requests at once over two
+// gateways on one Redis, with the fused scripts: a shared rpm limit lets
+// exactly its number through, and a shared budget is never passed (strict).
+func TestFusedReplicasKeepLimitsAndBudgets(t *testing.T) {
+	mock := mockupstream.New(mockupstream.Options{Delay: 5 * time.Millisecond})
+	up := httptest.NewServer(mock)
+	defer up.Close()
+	e := startFused(t, 2, up.URL)
+	e.key(t, "sk-fused-rpm", `"max_budget": 10, "rpm_limit": 10, "max_parallel_requests": 100`)
+	e.key(t, "sk-fused-budget", `"max_budget": 0.006, "rpm_limit": 100000, "max_parallel_requests": 100`) // 20 × 3e-4
+
+	hammer := func(key string, workers, each int) (codes map[int]int) {
+		var mu sync.Mutex
+		codes = map[int]int{}
+		var wg sync.WaitGroup
+		for i := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range each {
+					code, _ := send(t, e.urls[i%2]+"/v1/chat/completions", key, chat3)
+					mu.Lock()
+					codes[code]++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return codes
+	}
+	if c := hammer("sk-fused-rpm", 6, 5); c[200] != 10 || c[429] != 20 {
+		t.Fatalf("a shared 10 rpm over two gateways answered %v to 30 requests", c)
+	}
+	before := mock.Stats().Requests
+	c := hammer("sk-fused-budget", 10, 5)
+	served := mock.Stats().Requests - before
+	if c[200] > 20 || int64(c[200]) != served || c[200]+c[400]+c[503] != 50 || c[200] < 15 {
+		t.Fatalf("a shared budget for 20 requests over two gateways answered %v to 50 (%d reached the upstream)", c, served)
+	}
+	spent, _ := e.rc.HGet(context.Background(), "{"+e.prefix+"}:bud:key:"+sha("sk-fused-budget"), "spent").Int64()
+	held, _ := e.rc.HGet(context.Background(), "{"+e.prefix+"}:bud:key:"+sha("sk-fused-budget"), "held").Int64()
+	if held != 0 || spent > int64(ledger.USD(0.006)) || spent != int64(ledger.USD(0.0003))*served {
+		t.Fatalf("budget left with %d held and %d spent for %d served (budget %d)", held, spent, served, ledger.USD(0.006))
+	}
+}
+
+// TestFusedRefusalsTakeNothing: a request refused by its budget in the
+// fused script leaves no parallel slot taken (at once, not once a release
+// lands) and counts nothing against its rpm, and one refused by a rate
+// limit leaves no budget held.
+func TestFusedRefusalsTakeNothing(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	e := startFused(t, 1, up.URL)
+	ctx := context.Background()
+	hash := e.key(t, "sk-fused-poor", `"max_budget": 0.0001, "max_parallel_requests": 1, "rpm_limit": 100`) // less than one request's worst case
+	slots := "{" + e.prefix + "}:rl:par:max_parallel_requests:key:" + hash
+	for range 3 {
+		resp, body := sendH(t, e.urls[0]+"/v1/chat/completions", "sk-fused-poor", chat3)
+		if resp.StatusCode != 400 || !strings.Contains(body, "budget_exceeded") {
+			t.Fatalf("over budget: %d %s", resp.StatusCode, body)
+		}
+		// The limits' state is reported, and no request was counted: each
+		// refusal sees the same 99 of 100 left (this one's, not taken).
+		if got := resp.Header.Get("x-ratelimit-remaining-requests"); got != "99" {
+			t.Fatalf("a budget refusal says %q requests remain, want 99 (nothing taken)", got)
+		}
+		if n := e.rc.ZCard(ctx, slots).Val(); n != 0 {
+			t.Fatalf("a budget refusal left %d parallel slots taken", n)
+		}
+	}
+	e.key(t, "sk-fused-slow", `"max_budget": 1, "rpm_limit": 1`)
+	if code, body := send(t, e.urls[0]+"/v1/chat/completions", "sk-fused-slow", chat3); code != 200 {
+		t.Fatal(code, body)
+	}
+	if code, body := send(t, e.urls[0]+"/v1/chat/completions", "sk-fused-slow", chat3); code != 429 {
+		t.Fatalf("over the rate limit: %d %s", code, body)
+	}
+	budget := "{" + e.prefix + "}:bud:key:" + sha("sk-fused-slow")
+	if held := e.rc.HGet(ctx, budget, "held").Val(); held != "0" {
+		t.Fatalf("a rate-limit refusal left %q held on the budget", held)
+	}
+	if f := e.rc.HKeys(ctx, budget+":h").Val(); len(f) > 1 || (len(f) == 1 && f[0] != "~") { // "~": the sentinel
+		t.Fatalf("a rate-limit refusal left budget leases %v", f)
+	}
+}
+
+// TestFusedRedisOutageFallsBack: a key with a budget and an rpm limit (its
+// admission fused with its hold) keeps being served when Redis goes away
+// (the hold in the replica's share, the limits on local counters), and the
+// local counters still enforce the rpm limit.
+func TestFusedRedisOutageFallsBack(t *testing.T) {
+	m := miniredis.RunT(t)
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"  redis_url: redis://"+m.Addr()+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{Store: sqliteStore(t)})
+	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-fused-fallback", "rpm_limit": 3, "max_budget": 1}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	if code, body := send(t, url+"/v1/chat/completions", "sk-fused-fallback", chat3); code != 200 {
+		t.Fatal(code, body)
+	}
+	if !m.Exists("{tg}:bud:key:"+sha("sk-fused-fallback")) || len(m.Keys()) < 3 {
+		t.Fatalf("the fused admission left %v in Redis", m.Keys())
+	}
+	m.Close()
+	for i := range 3 {
+		if code, body := send(t, url+"/v1/chat/completions", "sk-fused-fallback", chat3); code != 200 {
+			t.Fatalf("request %d with Redis down: %d %s", i, code, body)
+		}
+	}
+	if code, body := send(t, url+"/v1/chat/completions", "sk-fused-fallback", chat3); code != 429 {
+		t.Fatalf("the local fallback does not enforce rpm 3: %d %s", code, body)
+	}
+}
