@@ -493,7 +493,7 @@ func (c *call) streamComplete(buf []byte) bool {
 	if bytes.HasSuffix(end, []byte("data: [DONE]")) {
 		return true
 	}
-	return c.res.hasUsage && bytes.Contains(buf, []byte(`"finish_reason":"`))
+	return c.res.hasUsage && hasFinishReason(buf)
 }
 
 // answerRecorder passes a response through and keeps a copy of its body,

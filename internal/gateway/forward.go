@@ -478,18 +478,39 @@ func nextData(b []byte) (data, rest []byte, ok bool) {
 // OpenAI's [DONE] and a non-null finish_reason, Anthropic's message_stop,
 // Gemini's finishReason, Bedrock's messageStop, Cohere's message-end and
 // stream-end, the Responses API's response.completed.
-var streamEndMarks = [][]byte{[]byte("[DONE]"), []byte(`"finish_reason":"`), []byte("message_stop"),
+var streamEndMarks = [][]byte{[]byte("[DONE]"), []byte("message_stop"),
 	[]byte(`"finishReason"`), []byte("messageStop"), []byte("message-end"), []byte("stream-end"), []byte("response.completed")}
 
 // streamEnd reports whether an upstream event is (or carries) the end of
 // its stream.
 func streamEnd(event []byte) bool {
+	if hasFinishReason(event) {
+		return true
+	}
 	for _, m := range streamEndMarks {
 		if bytes.Contains(event, m) {
 			return true
 		}
 	}
 	return false
+}
+
+// hasFinishReason reports whether b holds a "finish_reason" member whose
+// value is a string (not null), with or without spaces around the colon.
+func hasFinishReason(b []byte) bool {
+	key := []byte(`"finish_reason"`)
+	for {
+		i := bytes.Index(b, key)
+		if i < 0 {
+			return false
+		}
+		b = bytes.TrimLeft(b[i+len(key):], " \t")
+		if len(b) > 0 && b[0] == ':' {
+			if v := bytes.TrimLeft(b[1:], " \t"); len(v) > 0 && v[0] == '"' {
+				return true
+			}
+		}
+	}
 }
 
 func observeEvent(event []byte, clientUsage bool, res *result) bool {
