@@ -390,3 +390,38 @@ func TestCacheSemanticEmbeddingBookedToCaller(t *testing.T) {
 		t.Fatalf("embedding row: key %v group %q tokens %d cost %v", row.KeyHash == sha(key), row.ModelGroup, row.PromptTokens, row.Cost)
 	}
 }
+
+// TestCacheTranslatedStreamWithoutEndNotStored: an Anthropic stream,
+// translated to OpenAI chunks, that the upstream ends (EOF) before its
+// message_stop is not stored, whatever end the translation wrote for the
+// client: the next identical request goes upstream.
+func TestCacheTranslatedStreamWithoutEndNotStored(t *testing.T) {
+	var calls atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_cut\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n")
+		fmt.Fprint(w, "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n")
+		fmt.Fprint(w, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n")
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(`
+model_list:
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-x, api_key: k, api_base: "`+up.URL+`"}
+litellm_settings:
+  cache: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{})
+	body := `{"model":"claude","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`
+	if code, first := send(t, url+"/v1/chat/completions", "", body); code != 200 || !strings.Contains(first, "Hel") {
+		t.Fatalf("first: %d %s", code, first)
+	}
+	resp, replay := sendH(t, url+"/v1/chat/completions", "", body)
+	if isHit(resp) || calls.Load() != 2 {
+		t.Fatalf("a translated stream without its message_stop was stored and replayed (upstream asked %d times):\n%s", calls.Load(), replay)
+	}
+}
