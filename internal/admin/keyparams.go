@@ -256,6 +256,9 @@ func (p *keyParams) fill(k *store.Key, present func(string) bool, now time.Time)
 	if set("tags") {
 		k.Tags = p.Tags
 	}
+	if set("allowed_cache_controls") {
+		k.AllowedCacheControls = p.AllowedCacheControls
+	}
 	if set("max_budget") {
 		k.MaxBudget = p.MaxBudget
 	}

@@ -109,7 +109,7 @@ var keyFields = []keyField{
 	{"config", adminOnly, adminOnly, ""},
 	{"spend", adminOnly, adminOnly, ""},
 	{"blocked", adminOnly, adminOnly, "owners use /key/block; /key/unblock only undoes their own block"},
-	{"allowed_cache_controls", owner, owner, "accepted, not applied"},
+	{"allowed_cache_controls", owner, adminOnly, "applied: a request setting a cache control not listed is a 403; an owner may not lift a limit on her key"},
 	{"permissions", owner, owner, "accepted, not applied"},
 	{"key_type", owner, owner, "accepted, not applied"},
 	{"send_invite_email", owner, owner, "accepted, not applied"},

@@ -120,3 +120,28 @@ func BenchmarkIndexNearest(b *testing.B) {
 		x.Nearest("p", v, 1.1)
 	}
 }
+
+// TestIndexDroppedWithEntries: deleting or flushing through WithIndex
+// drops the prompts' vectors with their answers, so a semantic lookup no
+// longer finds a key whose answer is gone.
+func TestIndexDroppedWithEntries(t *testing.T) {
+	x := NewIndex(0)
+	b := WithIndex(NewLocal(0), x)
+	x.Add("p", []float32{1, 0}, "k1")
+	x.Add("p", []float32{0, 1}, "k2")
+	if err := b.Delete(context.Background(), "k1"); err != nil {
+		t.Fatal(err)
+	}
+	if k, _, ok := x.Nearest("p", []float32{1, 0}, 0.9); ok {
+		t.Fatalf("deleted key %s still found", k)
+	}
+	if x.Len() != 1 {
+		t.Fatalf("%d vectors after a delete, want 1", x.Len())
+	}
+	if err := b.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if x.Len() != 0 {
+		t.Fatalf("%d vectors after a flush", x.Len())
+	}
+}

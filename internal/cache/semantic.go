@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"math"
 	"sync"
 )
@@ -120,4 +121,65 @@ func unit(v []float32) []float32 {
 		u[i] = float32(float64(f) / n)
 	}
 	return u
+}
+
+// Remove drops the vectors filed under keys, in every partition.
+func (x *Index) Remove(keys ...string) {
+	if len(keys) == 0 {
+		return
+	}
+	drop := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		drop[k] = true
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for part, vs := range x.parts {
+		kept := vs[:0:0]
+		for _, e := range vs {
+			if !drop[e.key] {
+				kept = append(kept, e)
+			}
+		}
+		if len(kept) == 0 {
+			delete(x.parts, part)
+		} else {
+			x.parts[part] = kept
+		}
+	}
+	order := x.order[:0:0]
+	for _, r := range x.order {
+		if !drop[r.key] {
+			order = append(order, r)
+		}
+	}
+	x.order = order
+}
+
+// Clear drops every vector.
+func (x *Index) Clear() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	clear(x.parts)
+	x.order = nil
+}
+
+// indexed is a Backend whose Delete and Flush also drop the semantic
+// index's vectors of the entries removed.
+type indexed struct {
+	Backend
+	x *Index
+}
+
+// WithIndex is b, with Delete and Flush also dropping x's vectors.
+func WithIndex(b Backend, x *Index) Backend { return indexed{Backend: b, x: x} }
+
+func (b indexed) Delete(ctx context.Context, keys ...string) error {
+	b.x.Remove(keys...)
+	return b.Backend.Delete(ctx, keys...)
+}
+
+func (b indexed) Flush(ctx context.Context) error {
+	b.x.Clear()
+	return b.Backend.Flush(ctx)
 }

@@ -292,6 +292,9 @@ type CacheParams struct {
 	// ChargeHits books a hit at what its answer cost when it was stored,
 	// instead of nothing. Tollgate's.
 	ChargeHits bool `yaml:"charge_hits"`
+	// MaxTTL bounds, in seconds, the ttl a request's cache.ttl may set
+	// (default: 24 hours, or ttl when that is longer). Tollgate's.
+	MaxTTL *Seconds `yaml:"max_ttl"`
 }
 
 // CallbackSettings is one entry of LiteLLM's callback_settings. With

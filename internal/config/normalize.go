@@ -129,6 +129,9 @@ func (n *normalizer) run() error {
 				return n.errorf("$.litellm_settings.cache_params.supported_call_types", "supported_call_types: %q is not a call type Tollgate caches (valid: completion, acompletion, text_completion, atext_completion, embedding, aembedding, anthropic_messages, rerank, arerank)", t)
 			}
 		}
+		if m := cp.MaxTTL; m != nil && *m <= 0 {
+			return n.errorf("$.litellm_settings.cache_params.max_ttl", "max_ttl must be a positive number of seconds")
+		}
 		if m := cp.MaxEntryBytes; m != nil && *m < 1 {
 			return n.errorf("$.litellm_settings.cache_params.max_entry_bytes", "max_entry_bytes must be positive")
 		}

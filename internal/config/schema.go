@@ -387,7 +387,7 @@ var Sections = []*Section{
 	{
 		Path: "litellm_settings.cache_params", Type: typeOf[CacheParams](),
 		Unknown:    "LiteLLM passes other keys to the cache it builds; Tollgate refuses them",
-		Extensions: []string{"max_bytes", "max_entry_bytes", "charge_hits"},
+		Extensions: []string{"max_bytes", "max_entry_bytes", "charge_hits", "max_ttl"},
 		// local-semantic is a type value, not a key: noted under type.
 		Notes: map[string]string{
 			"type":                                 "local (in process, LRU bounded by max_bytes) or redis (the gateway's redis_url); redis-semantic (answers on Redis) and Tollgate's local-semantic add a semantic cache whose vector index is in process, per replica (docs/caching.md); qdrant-semantic, s3, gcs and disk are refused",
@@ -401,6 +401,7 @@ var Sections = []*Section{
 			"max_bytes":                            "Tollgate's: the local cache's size in bytes (default 268435456)",
 			"max_entry_bytes":                      "Tollgate's: larger answers are not stored (default 1048576)",
 			"charge_hits":                          "Tollgate's: a hit is booked at what its answer cost when stored (default false: hits are free)",
+			"max_ttl":                              "Tollgate's: the most seconds a request's cache.ttl keeps an answer (default 86400, or ttl when longer)",
 		},
 		Keys: []Key{
 			{"redis_semantic_cache_index_name", "string", "the semantic index is in process, not a Redis Search index"},

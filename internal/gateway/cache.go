@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/tollgate/tollgate/internal/callback"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -33,6 +35,9 @@ type Cache struct {
 	DefaultOff bool
 	// MaxEntryBytes: answers larger are not stored.
 	MaxEntryBytes int64
+	// MaxTTL bounds the ttl a request's cache.ttl may set
+	// (cache_params.max_ttl; 0: no bound).
+	MaxTTL time.Duration
 	// ChargeHits books a hit at its answer's stored cost; else hits are free.
 	ChargeHits bool
 	Metrics    *metrics.Metrics // nil: not counted
@@ -77,6 +82,11 @@ type cacheState struct {
 	ctl cacheControls
 	rec *answerRecorder
 	hit *cache.Entry
+	// served is the key of the entry a hit served: the call's own, or a
+	// semantic neighbour's (never stored under).
+	served string
+	// label is the bounded model_group label of the cache metrics.
+	label string
 	// sem is the prompt's embedding and partition, to index the answer
 	// under once stored; similarity that of a semantic hit.
 	sem        *semanticPrompt
@@ -89,6 +99,12 @@ type cacheState struct {
 func (c *call) readCacheControls() error {
 	cc := c.g.opts.Cache
 	if cc == nil {
+		// No cache: the controls do nothing, and a key limited in them
+		// is still refused the ones it may not set, as LiteLLM does.
+		var m map[string]any
+		if raw := c.req.obj.Get("cache"); raw != nil && json.Unmarshal(raw, &m) == nil {
+			return c.allowedCacheControls(m)
+		}
 		return nil
 	}
 	ctl := cacheControls{sMaxAge: -1}
@@ -115,11 +131,36 @@ func (c *call) readCacheControls() error {
 		if err := json.Unmarshal(raw, &m); err != nil {
 			return apierror.BadRequest("cache", "cache must be an object of no-cache, no-store, ttl, s-maxage, namespace and use-cache")
 		}
+		if err := c.allowedCacheControls(m); err != nil {
+			return err
+		}
 		if err := ctl.merge(m, "cache"); err != nil {
 			return err
 		}
 	}
 	c.cache = &cacheState{ctl: ctl}
+	return nil
+}
+
+// allowedCacheControls refuses a request cache member that sets a control
+// its key's allowed_cache_controls does not list, with LiteLLM's 403 (an
+// empty list allows any, as LiteLLM's). Controls are checked in sorted
+// order, so the one named is always the same.
+func (c *call) allowedCacheControls(m map[string]any) error {
+	k := c.p.Key
+	if k == nil || len(k.AllowedCacheControls) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if !slices.Contains(k.AllowedCacheControls, n) {
+			return apierror.Forbidden("Not allowed to set %s as a cache control. Contact admin to change permissions.", clip(n))
+		}
+	}
 	return nil
 }
 
@@ -233,13 +274,27 @@ func (c *call) cacheScope() string {
 // fromCache answers the call from the cache when it holds the answer, and
 // reports whether it did. On a miss it arranges for the answer to be
 // recorded, so that storeAnswer can keep it. A backend that fails is a
-// miss.
-func (c *call) fromCache() bool {
+// miss. A call one of whose budgets is spent already is refused here
+// (LiteLLM refuses such a key when it authenticates it, whatever its
+// cache holds), before the cache is read or the prompt embedded.
+// grp is the group the request resolved to: its name (for a wildcard
+// group, the pattern) labels the metrics.
+func (c *call) fromCache(grp *router.Group) (bool, error) {
 	if !c.cacheable() {
 		c.cache = nil
-		return false
+		return false, nil
 	}
 	cc, st := c.g.opts.Cache, c.cache
+	label := c.model
+	if grp != nil {
+		label = grp.Name
+	}
+	st.label = label
+	if books, _ := c.g.opts.Meter.(*Books); books != nil {
+		if err := books.spentOut(c.p, c.req.user, c.endUser, c.model); err != nil {
+			return false, err
+		}
+	}
 	st.key = cache.Key(cache.KeyParts{CallType: callType(c.op), Model: c.model, Scope: c.cacheScope(),
 		Namespace: st.ctl.namespace + c.guardScope(), Body: c.req.obj.Body()})
 	h := c.w.Header()
@@ -256,21 +311,23 @@ func (c *call) fromCache() bool {
 		fresh := func(e *cache.Entry) bool {
 			return e != nil && (st.ctl.sMaxAge < 0 || time.Since(e.Stored) <= time.Duration(st.ctl.sMaxAge)*time.Second)
 		}
-		if fresh(e) && c.serveHit(e) {
-			return true
+		if fresh(e) && c.serveHit(e, st.key, 0) {
+			return true, nil
 		}
-		if e = c.semanticLookup(); fresh(e) && c.serveHit(e) {
-			return true
+		// A neighbour's key is used only to serve it: the call's own
+		// answer, if it goes upstream, is stored under its own key.
+		if e, key, sim := c.semanticLookup(); fresh(e) && c.serveHit(e, key, sim) {
+			return true, nil
 		}
 	}
 	if cc.Metrics != nil {
-		cc.Metrics.CacheMiss(c.model)
+		cc.Metrics.CacheMiss(label)
 	}
 	if !st.ctl.noStore {
 		st.rec = &answerRecorder{ResponseWriter: c.w, limit: cc.MaxEntryBytes}
 		c.w = st.rec
 	}
-	return false
+	return false, nil
 }
 
 // serveHit writes a cached answer: a whole body at once, a stream event by
@@ -278,7 +335,7 @@ func (c *call) fromCache() bool {
 // against the request limits only: the ticket's tokens stay untouched.
 // It reports false when the call may not take it (charge_hits and a
 // budget spent): the call then goes upstream and is refused there.
-func (c *call) serveHit(e *cache.Entry) bool {
+func (c *call) serveHit(e *cache.Entry, key string, similarity float64) bool {
 	cc, st := c.g.opts.Cache, c.cache
 	cost := 0.0
 	books, _ := c.g.opts.Meter.(*Books)
@@ -290,12 +347,13 @@ func (c *call) serveHit(e *cache.Entry) bool {
 			}
 		}
 	}
-	st.hit = e
+	st.hit, st.served, st.similarity = e, key, similarity
 	c.cost = cost
 	c.group = c.model
 	c.res.status = http.StatusOK
 	c.res.id, _ = answerID(e.Body)
 	h := c.w.Header()
+	h.Set(hdrCacheKey, key)
 	h.Set("Content-Type", e.ContentType)
 	h.Set(hdrCacheHit, "true")
 	if st.similarity > 0 {
@@ -306,10 +364,10 @@ func (c *call) serveHit(e *cache.Entry) bool {
 		books.BookUnheld(c.p, store.SpendLog{RequestID: c.id, ResponseID: c.res.id, CallType: callType(c.op), EndUser: c.req.user,
 			ModelGroup: c.model, Deployment: e.Deployment, Provider: e.Provider, PromptTokens: e.PromptTokens,
 			CompletionTokens: e.CompletionTokens, Cost: cost, Status: http.StatusOK, StartedAt: c.start,
-			RequestTags: c.meta.tags, Metadata: c.meta.metadata, CacheHit: true, CacheKey: st.key, SavedCost: max(e.Cost-cost, 0)})
+			RequestTags: c.meta.tags, Metadata: c.meta.metadata, CacheHit: true, CacheKey: key, SavedCost: max(e.Cost-cost, 0)})
 	}
 	if cc.Metrics != nil {
-		cc.Metrics.CacheHit(c.model, len(e.Body), max(e.Cost-cost, 0))
+		cc.Metrics.CacheHit(st.label, len(e.Body), max(e.Cost-cost, 0))
 	}
 	if !strings.HasPrefix(e.ContentType, "text/event-stream") {
 		h.Set("Content-Length", strconv.Itoa(len(e.Body)))
@@ -356,9 +414,26 @@ func (c *call) storeAnswer(err error) {
 		c.res.unusable || c.upstreamErr != nil || c.target == nil || len(rec.buf) == 0 || c.guard.blockedAny() {
 		return
 	}
+	if len(rec.Header().Values(hdrOutputCapped)) > 0 {
+		// The gateway cut the answer's output to what a budget hold paid
+		// for: not the answer to the request as asked.
+		return
+	}
+	if c.group != "" && c.group != c.model {
+		// A fallback group answered: a caller of the group asked for may
+		// not be allowed the fallback's model. Only the group's own
+		// answers are kept.
+		return
+	}
+	ct := rec.Header().Get("Content-Type")
+	if strings.HasPrefix(ct, "text/event-stream") && !c.streamComplete(rec.buf) {
+		return
+	}
 	// The client has the whole answer before the cache is written.
 	_ = http.NewResponseController(rec.ResponseWriter).Flush()
-	e := &cache.Entry{Stored: time.Now(), ContentType: rec.Header().Get("Content-Type"), Body: rec.buf,
+	body := make([]byte, len(rec.buf)) // exact size: the local cache counts len
+	copy(body, rec.buf)
+	e := &cache.Entry{Stored: time.Now(), ContentType: ct, Body: body,
 		Deployment: c.target.D.ID, Provider: c.target.D.Provider, Cost: c.cost,
 		PromptTokens: c.res.usage.Prompt, CompletionTokens: c.res.usage.Completion}
 	if e.Cost == 0 {
@@ -369,6 +444,9 @@ func (c *call) storeAnswer(err error) {
 	ttl := cc.TTL
 	if st.ctl.ttl > 0 {
 		ttl = time.Duration(st.ctl.ttl) * time.Second
+	}
+	if cc.MaxTTL > 0 && ttl > cc.MaxTTL {
+		ttl = cc.MaxTTL
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), time.Second)
 	defer cancel()
@@ -385,6 +463,37 @@ func (c *call) storeAnswer(err error) {
 	if st.sem != nil {
 		cc.Semantic.Index.Add(st.sem.part, st.sem.vec, st.key)
 	}
+}
+
+// streamComplete reports whether a recorded stream ended as a stream
+// should: its upstream sent its end (res.ended: [DONE], a finish reason,
+// message_stop, ...), the client got the end of its format (data: [DONE],
+// or for an OpenAI stream without it a finish reason and usage; Anthropic's
+// message_stop), and no error event is in it.
+func (c *call) streamComplete(buf []byte) bool {
+	if !c.res.ended {
+		return false
+	}
+	for rest := buf; len(rest) > 0; {
+		ev := rest
+		if i := bytes.Index(rest, []byte("\n\n")); i >= 0 {
+			ev, rest = rest[:i], rest[i+2:]
+		} else {
+			rest = nil
+		}
+		if bytes.HasPrefix(ev, []byte("event: error")) || bytes.Contains(ev, []byte("\nevent: error")) ||
+			bytes.Contains(ev, []byte(`data: {"error"`)) || bytes.Contains(ev, []byte(`"type":"error"`)) {
+			return false
+		}
+	}
+	end := bytes.TrimRight(buf, "\r\n ")
+	if c.op == provider.OpMessages || bytes.Contains(buf, []byte("event: message_start")) {
+		return bytes.Contains(buf, []byte("message_stop"))
+	}
+	if bytes.HasSuffix(end, []byte("data: [DONE]")) {
+		return true
+	}
+	return c.res.hasUsage && hasFinishReason(buf)
 }
 
 // answerRecorder passes a response through and keeps a copy of its body,
@@ -434,7 +543,11 @@ func (c *call) cachePayload(pl *callback.Payload) {
 		return
 	}
 	hit := st.hit != nil
-	pl.CacheHit, pl.CacheKey = &hit, &st.key
+	key := st.key
+	if hit {
+		key = st.served
+	}
+	pl.CacheHit, pl.CacheKey = &hit, &key
 	if hit {
 		pl.SavedCacheCost = max(st.hit.Cost-c.cost, 0)
 		pl.ModelGroup = &c.model

@@ -100,8 +100,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	if err == nil {
 		err = c.tracedAdmit(grp)
 	}
-	if err == nil && !c.fromCache() {
-		err = c.attempts(grp)
+	if err == nil {
+		var hit bool
+		if hit, err = c.fromCache(grp); err == nil && !hit {
+			err = c.attempts(grp)
+		}
 	}
 	c.finish(err)
 	finished = true

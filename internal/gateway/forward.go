@@ -43,6 +43,11 @@ type result struct {
 	// (not the client leaving). What it produced is booked as it was
 	// (status stays the upstream's); the call is observed as a 502.
 	brokeOff error
+	// ended: a stream's upstream sent its own end ([DONE], a finish
+	// reason, message_stop, or a translated provider's stop event), read
+	// from the upstream's events before any translation; a stream without
+	// it is never cached (cache.go).
+	ended bool
 	// id is the upstream answer's id (chatcmpl-..., msg_...), from a whole
 	// answer or a stream's first event; idSeen once that event was read.
 	id     string
@@ -407,6 +412,9 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 			if res.traced {
 				res.traceAnswer(event, false)
 			}
+			if !res.ended {
+				res.ended = streamEnd(event)
+			}
 			out = sink.event(event, out[:0])
 			if len(out) > 0 {
 				if _, werr := w.Write(out); werr != nil {
@@ -466,6 +474,45 @@ func nextData(b []byte) (data, rest []byte, ok bool) {
 
 // observeEvent reads usage from one SSE event and reports whether the event
 // is to be passed on to the client.
+// streamEndMarks are what an upstream's last events carry, per protocol:
+// OpenAI's [DONE] and a non-null finish_reason, Anthropic's message_stop,
+// Gemini's finishReason, Bedrock's messageStop, Cohere's message-end and
+// stream-end, the Responses API's response.completed.
+var streamEndMarks = [][]byte{[]byte("[DONE]"), []byte("message_stop"),
+	[]byte(`"finishReason"`), []byte("messageStop"), []byte("message-end"), []byte("stream-end"), []byte("response.completed")}
+
+// streamEnd reports whether an upstream event is (or carries) the end of
+// its stream.
+func streamEnd(event []byte) bool {
+	if hasFinishReason(event) {
+		return true
+	}
+	for _, m := range streamEndMarks {
+		if bytes.Contains(event, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasFinishReason reports whether b holds a "finish_reason" member whose
+// value is a string (not null), with or without spaces around the colon.
+func hasFinishReason(b []byte) bool {
+	key := []byte(`"finish_reason"`)
+	for {
+		i := bytes.Index(b, key)
+		if i < 0 {
+			return false
+		}
+		b = bytes.TrimLeft(b[i+len(key):], " \t")
+		if len(b) > 0 && b[0] == ':' {
+			if v := bytes.TrimLeft(b[1:], " \t"); len(v) > 0 && v[0] == '"' {
+				return true
+			}
+		}
+	}
+}
+
 func observeEvent(event []byte, clientUsage bool, res *result) bool {
 	for data, rest, ok := nextData(event); ok; data, rest, ok = nextData(rest) {
 		if res.wantServed && res.served == "" {

@@ -77,6 +77,20 @@ func (m *Books) MayAfford(p *auth.Principal, model string) error {
 	return nil
 }
 
+// spentOut refuses p, with the 400 budget_exceeded error chat gets, when
+// a budget a request of p's (for endUser) on model counts against is spent
+// already (its spend at or past its max_budget). Holds in flight are not
+// counted: this is LiteLLM's check when it authenticates a key, made
+// before the response cache answers or embeds anything.
+func (m *Books) spentOut(p *auth.Principal, endUser string, e *store.EndUser, model string) error {
+	for _, a := range m.accounts(p, endUser, e, model) {
+		if b := a.Budget(); b != ledger.Unlimited && a.Spent() >= b {
+			return budgetRefusal(a)
+		}
+	}
+	return nil
+}
+
 func budgetRefusal(a *ledger.Account) error {
 	ex := &ledger.ExceededError{Kind: a.Kind, ID: a.ID, Spent: a.Spent(), Reserved: a.Reserved(), Budget: a.Budget(), ResetAt: a.ResetAt()}
 	e := apierror.BudgetExceeded("%v", ex)

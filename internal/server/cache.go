@@ -69,6 +69,10 @@ func newCache(cfg *config.Config, opts Options, rc *rscript.Runner, m *metrics.M
 	if cp.Type == "redis-semantic" || cp.Type == "local-semantic" {
 		c.Semantic = &gateway.Semantic{Model: cp.RedisSemanticCacheEmbeddingModel, Threshold: *cp.SimilarityThreshold, Index: cache.NewIndex(0)}
 	}
+	c.MaxTTL = max(24*time.Hour, c.TTL)
+	if cp.MaxTTL != nil {
+		c.MaxTTL = time.Duration(*cp.MaxTTL)
+	}
 	opts.Logger.Info("response cache on", "type", c.Backend.Name(), "ttl", c.TTL, "namespace", c.Namespace, "mode", cp.Mode)
 	return c, nil
 }

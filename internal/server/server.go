@@ -376,6 +376,11 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		var cb cache.Backend
 		if gopts.Cache != nil {
 			cb = gopts.Cache.Backend
+			if sem := gopts.Cache.Semantic; sem != nil {
+				// /cache/delete and /cache/flushall drop the prompts'
+				// vectors with their answers.
+				cb = cache.WithIndex(cb, sem.Index)
+			}
 		}
 		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithCache(cb).WithModels(&admin.Models{
 			Deployments: s.deployments,

@@ -65,6 +65,10 @@ type Key struct {
 	ModelRPMLimit  map[string]int64   `json:"model_rpm_limit"`
 	ModelTPMLimit  map[string]int64   `json:"model_tpm_limit"`
 	ModelSpend     map[string]float64 `json:"model_spend"`
+	// AllowedCacheControls are the cache controls (no-cache, no-store,
+	// ttl, s-maxage, namespace, use-cache) the key's requests may set in
+	// their cache member; empty: any (LiteLLM's allowed_cache_controls).
+	AllowedCacheControls []string `json:"allowed_cache_controls,omitempty"`
 	// BudgetID names a Budget whose limits apply where the key sets none.
 	BudgetID string     `json:"budget_id,omitempty"`
 	Expires  *time.Time `json:"expires"`

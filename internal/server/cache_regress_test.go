@@ -1,18 +1,23 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // semanticEnv starts a gateway with the local semantic cache over an
@@ -54,13 +59,12 @@ func askChat(q, extra string) string {
 	return `{"model":"gpt-4","max_tokens":3` + extra + `,"messages":[{"role":"user","content":"` + q + `"}]}`
 }
 
-// TestProbeSemanticStaleNeighbourIsOverwritten: a request whose semantic
+// TestCacheSemanticStaleNeighbourKeepsOwnKey (issue #26, was
+// TestProbeSemanticStaleNeighbourIsOverwritten): a request whose semantic
 // neighbour is found but too old for its s-maxage goes upstream, and its
-// answer (to another prompt) is stored under the neighbour's exact key.
-// The neighbour's own exact request is then served the other prompt's
-// answer: a wrong answer, and a way for any caller of the scope to
-// replace the answer to a prompt it never sent.
-func TestProbeSemanticStaleNeighbourIsOverwritten(t *testing.T) {
+// answer is stored (and reported) under its own key, never the
+// neighbour's: the neighbour's exact repeat still gets its own answer.
+func TestCacheSemanticStaleNeighbourKeepsOwnKey(t *testing.T) {
 	var embeds atomic.Int64
 	e := semanticEnv(t, &embeds)
 	p1 := askChat("What is the capital of France?", "")
@@ -81,12 +85,11 @@ func TestProbeSemanticStaleNeighbourIsOverwritten(t *testing.T) {
 	}
 }
 
-// TestProbeSemanticEmbedsForRefusedRequests: with a semantic cache every
-// exact miss is embedded on the operator's embedding deployment before
-// the budget is looked at, and the embedding is booked to no one: a key
-// whose budget is spent (every request refused) still makes the gateway
-// pay for one embedding of its whole prompt per request.
-func TestProbeSemanticEmbedsForRefusedRequests(t *testing.T) {
+// TestCacheSemanticNoEmbeddingForSpentBudget (issue #26, was
+// TestProbeSemanticEmbedsForRefusedRequests): a key whose budget is spent
+// is refused before the cache embeds its prompt: its refused requests
+// cost the operator no embedding call.
+func TestCacheSemanticNoEmbeddingForSpentBudget(t *testing.T) {
 	var embeds atomic.Int64
 	e := semanticEnv(t, &embeds)
 	key := newKey(t, e, `{"max_budget": 0.00001}`)
@@ -111,13 +114,13 @@ func TestProbeSemanticEmbedsForRefusedRequests(t *testing.T) {
 	}
 }
 
-// TestProbeCacheStoresBudgetCappedAnswer: in default budget mode a request
-// beside an uncovered one of its budget is capped (its max tokens cut to
-// what its hold pays for). That truncated answer is stored under the
-// request's own key, without the cap, and served to every later identical
-// request of the team: another key of the team, with no budget at all,
-// gets the cut answer instead of the full one.
-func TestProbeCacheStoresBudgetCappedAnswer(t *testing.T) {
+// TestCacheNeverStoresBudgetCappedAnswer (issue #26, was
+// TestProbeCacheStoresBudgetCappedAnswer): in default budget mode a
+// request beside an uncovered one of its budget is capped (its max tokens
+// cut to what its hold pays for, x-tollgate-output-capped). That cut
+// answer is not stored: another key of the team, with no budget, is not
+// served it.
+func TestCacheNeverStoresBudgetCappedAnswer(t *testing.T) {
 	yaml := `model_list:
   - model_name: m
     litellm_params: {model: openai/gpt-4, api_key: k, api_base: "{{UP}}", input_cost_per_token: 0.00003, output_cost_per_token: 0.00006, headers: {x-mock-completion-tokens: "400", x-mock-chunks: "40", x-mock-chunk-delay-ms: "50"}}
@@ -171,15 +174,11 @@ general_settings:
 	}
 }
 
-// TestProbeCacheMetricsTakeClientModelNames: the cache's metrics are
-// labelled with the model name as the client wrote it. Through a wildcard
-// group every name the client invents is a new series of
-// tollgate_cache_misses_total{model_group} (counted before the upstream
-// is asked, so even names it refuses), without the bound every other
-// metric keeps (model_group is the pattern, request-model names at most
-// 200 and only once served): a client grows /metrics and the gateway's
-// memory without limit.
-func TestProbeCacheMetricsTakeClientModelNames(t *testing.T) {
+// TestCacheMetricsLabelGroupPattern (issue #26, was
+// TestProbeCacheMetricsTakeClientModelNames): through a wildcard group,
+// tollgate_cache_misses_total is labelled with the group's pattern, as
+// the request metrics are, never with the model names a client invents.
+func TestCacheMetricsLabelGroupPattern(t *testing.T) {
 	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
 	defer up.Close()
 	cfg, err := config.Parse("t.yaml", []byte(`
@@ -212,13 +211,11 @@ litellm_settings:
 	}
 }
 
-// TestProbeSpentKeyIsServedFromCache: a key whose budget is spent is
-// refused everything upstream ("Budget has been exceeded"), yet served
-// every answer its team's cache holds, for nothing. LiteLLM checks a
-// key's budget when it authenticates it, before the cache: a spent key
-// gets nothing, cached or not. An operator who stops a trial key by its
-// budget finds it still answering.
-func TestProbeSpentKeyIsServedFromCache(t *testing.T) {
+// TestCacheSpentKeyRefusedBeforeHit (issue #26, was
+// TestProbeSpentKeyIsServedFromCache): LiteLLM checks a key's budget when
+// it authenticates it, before the cache: a key whose budget is spent gets
+// nothing, cached or not.
+func TestCacheSpentKeyRefusedBeforeHit(t *testing.T) {
 	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
 	key := newKey(t, e, `{"max_budget": 0.00001}`)
 	if r, b := storing(t, e, "/v1/chat/completions", key, chat3); r.StatusCode != 200 {
@@ -234,13 +231,14 @@ func TestProbeSpentKeyIsServedFromCache(t *testing.T) {
 	}
 }
 
-// TestProbeCacheServesFallbackModelToKeyWithoutIt: an answer that came
-// from a fallback group is stored under the group asked for. Another key
-// of the team that may use the group asked for, and not the fallback, is
-// served the fallback model's answer from the cache, although its own
-// request would never be let through to that model (attempts skips
-// fallbacks the key may not use).
-func TestProbeCacheServesFallbackModelToKeyWithoutIt(t *testing.T) {
+// TestCacheFallbackAnswerNotStored (issue #26, was
+// TestProbeCacheServesFallbackModelToKeyWithoutIt): an answer that came
+// from a fallback group is not stored under the group asked for, so a key
+// of the team that may use that group and not the fallback is never
+// served the fallback model's answer from the cache. The probe's first
+// request waited for that answer to be stored; it now waits for a later
+// request's store instead (the assertion is unchanged).
+func TestCacheFallbackAnswerNotStored(t *testing.T) {
 	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, "router_settings:\n  fallbacks: [{broken: [gpt-4]}]\n"+cacheOn)
 	if resp, out := e.post(t, "/team/new", "sk-1234", `{"team_id":"team-f"}`); resp.StatusCode != 200 {
 		t.Fatalf("team: %d %v", resp.StatusCode, out)
@@ -251,37 +249,50 @@ func TestProbeCacheServesFallbackModelToKeyWithoutIt(t *testing.T) {
 	if r, b := rawPost(t, e, "/v1/chat/completions", only, strings.Replace(ask, `"max_tokens":3`, `"max_tokens":3,"cache":{"no-store":true}`, 1)); r.StatusCode == 200 {
 		t.Fatalf("the key without gpt-4 reached it by fallback: %s", b)
 	}
-	r1, b1 := storing(t, e, "/v1/chat/completions", both, ask)
+	// The fallback's answer is not stored (so storing, which waits for a
+	// store, cannot be used for it): a request stored after it marks that
+	// its call, which ended first, has had its chance to store.
+	r1, b1 := rawPost(t, e, "/v1/chat/completions", both, ask)
 	if r1.StatusCode != 200 || r1.Header.Get("X-Litellm-Attempted-Fallbacks") != "1" {
 		t.Fatalf("the fallback: %d fallbacks=%q %s", r1.StatusCode, r1.Header.Get("X-Litellm-Attempted-Fallbacks"), b1)
+	}
+	if r, b := storing(t, e, "/v1/chat/completions", both, strings.Replace(ask, `"model":"broken"`, `"model":"gpt-4"`, 1)); r.StatusCode != 200 {
+		t.Fatalf("the marker request: %d %s", r.StatusCode, b)
 	}
 	if r, b := rawPost(t, e, "/v1/chat/completions", only, ask); r.StatusCode == 200 {
 		t.Fatalf("a key that may not use gpt-4 was served gpt-4's answer from the cache (hit=%v): %s", isHit(r), b)
 	}
 }
 
-// TestProbeAllowedCacheControlsNotApplied: LiteLLM's key field
+// TestCacheAllowedCacheControlsApplied (issue #26, was
+// TestProbeAllowedCacheControlsNotApplied): LiteLLM's key field
 // allowed_cache_controls limits the cache controls a key's requests may
-// set (any other is a 403 "Not allowed to set ttl as a cache control").
-// With the cache landed it is still "accepted, not applied": a key limited
-// to no-cache sets ttl (up to 2^31 s, past the operator's ttl, on the
-// shared Redis too), s-maxage and namespace at will.
-func TestProbeAllowedCacheControlsNotApplied(t *testing.T) {
+// set: any other is LiteLLM's 403, and never reaches the upstream; a
+// listed one passes.
+func TestCacheAllowedCacheControlsApplied(t *testing.T) {
 	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, cacheOn)
 	key := newKey(t, e, `{"allowed_cache_controls":["no-cache"]}`)
 	body := strings.Replace(chat3, `"max_tokens":3`, `"max_tokens":3,"cache":{"ttl":2147483648}`, 1)
+	before := upstreamCalls(e)
 	if r, b := rawPost(t, e, "/v1/chat/completions", key, body); r.StatusCode != 403 {
 		t.Fatalf("a key allowed only no-cache set cache.ttl: %d %s", r.StatusCode, b)
+	} else if !strings.Contains(b, "Not allowed to set ttl as a cache control. Contact admin to change permissions.") {
+		t.Fatalf("not LiteLLM's message: %s", b)
+	}
+	if n := upstreamCalls(e); n != before {
+		t.Fatalf("the refused request reached the upstream (%d calls, was %d)", n, before)
+	}
+	ok := strings.Replace(chat3, `"max_tokens":3`, `"max_tokens":3,"cache":{"no-cache":true}`, 1)
+	if r, b := rawPost(t, e, "/v1/chat/completions", key, ok); r.StatusCode != 200 {
+		t.Fatalf("a listed control was refused: %d %s", r.StatusCode, b)
 	}
 }
 
-// TestProbeCacheStoresStreamEndedWithoutDone: an OpenAI stream that the
+// TestCacheStreamWithoutEndNotStored (issue #26, was
+// TestProbeCacheStoresStreamEndedWithoutDone): an OpenAI stream that the
 // upstream ends cleanly (EOF) after an error event, with no finish_reason
-// and no [DONE], is taken as complete (streamEvents returns nil at EOF,
-// no brokeOff) and stored; every later identical request for the TTL is
-// replayed the cut answer and its error, without the upstream being asked.
-// docs/caching.md: "never ... a stream the upstream broke off".
-func TestProbeCacheStoresStreamEndedWithoutDone(t *testing.T) {
+// and no [DONE], is not stored: the next identical request goes upstream.
+func TestCacheStreamWithoutEndNotStored(t *testing.T) {
 	var calls atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
@@ -311,5 +322,106 @@ litellm_settings:
 	resp, replay := sendH(t, url+"/v1/chat/completions", "", body)
 	if isHit(resp) {
 		t.Fatalf("a stream without its end (upstream asked %d times) was stored and replayed:\n%s", calls.Load(), replay)
+	}
+}
+
+// TestCacheRequestTTLBoundedByMaxTTL: a request's cache.ttl keeps its
+// answer at most cache_params.max_ttl (Tollgate's operator ceiling), read
+// from the entry's TTL on Redis.
+func TestCacheRequestTTLBoundedByMaxTTL(t *testing.T) {
+	u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if u == "" {
+		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping the Redis cache ttl test")
+	}
+	prefix := "cachettl-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	yaml := strings.Replace(pricedConfig, "general_settings:\n", "general_settings:\n  redis_url: "+u+"\n", 1) + cacheOn + "  cache_params: {type: redis, ttl: 60, max_ttl: 120}\n"
+	e := startConfigWith(t, sqliteStore(t), mockupstream.Options{}, yaml, Options{RedisPrefix: prefix})
+	long := strings.Replace(chat3, `"max_tokens":3`, `"max_tokens":3,"cache":{"ttl":2147483648}`, 1)
+	r, b := storing(t, e, "/v1/chat/completions", "sk-1234", long)
+	if r.StatusCode != 200 {
+		t.Fatalf("first: %d %s", r.StatusCode, b)
+	}
+	opt, err := redis.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	ttl, err := rc.PTTL(context.Background(), "{"+prefix+"}:cache:"+r.Header.Get("X-Litellm-Cache-Key")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl <= 0 || ttl > 120*time.Second {
+		t.Fatalf("the entry is kept %v: more than max_ttl (120s), or not at all", ttl)
+	}
+}
+
+// TestCacheSemanticEmbeddingBookedToCaller: the semantic cache's
+// embedding of a prompt is booked as LiteLLM books it (it embeds through
+// the router with the caller's key): a spend row of call type aembedding
+// on the embedding group, owned by the calling key, at the embedding
+// deployment's price.
+func TestCacheSemanticEmbeddingBookedToCaller(t *testing.T) {
+	emb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[1,0,0]}],"model":"e","usage":{"prompt_tokens":7,"total_tokens":7}}`)
+	}))
+	defer emb.Close()
+	models := "  - model_name: embedder\n    litellm_params: {model: openai/text-embedding-3-small, api_base: \"" + emb.URL + "\", input_cost_per_token: 0.001, output_cost_per_token: 0}\n"
+	st := sqliteStore(t)
+	e := startSpendWith(t, st, mockupstream.Options{}, models,
+		cacheOn+"  cache_params: {type: local-semantic, similarity_threshold: 0.9, redis_semantic_cache_embedding_model: embedder}\n", Options{})
+	key := newKey(t, e, `{}`)
+	if r, b := rawPost(t, e, "/v1/chat/completions", key, askChat("What is the capital of France?", "")); r.StatusCode != 200 {
+		t.Fatalf("first: %d %s", r.StatusCode, b)
+	}
+	var row *store.SpendLog
+	waitFor(t, "the embedding's spend row", func() bool {
+		rows, _, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{})
+		for i := range rows {
+			if rows[i].CallType == "aembedding" {
+				row = &rows[i]
+				return true
+			}
+		}
+		return false
+	})
+	if row.KeyHash != sha(key) || row.ModelGroup != "embedder" || row.PromptTokens != 7 || row.Cost < 0.0069 || row.Cost > 0.0071 {
+		t.Fatalf("embedding row: key %v group %q tokens %d cost %v", row.KeyHash == sha(key), row.ModelGroup, row.PromptTokens, row.Cost)
+	}
+}
+
+// TestCacheTranslatedStreamWithoutEndNotStored: an Anthropic stream,
+// translated to OpenAI chunks, that the upstream ends (EOF) before its
+// message_stop is not stored, whatever end the translation wrote for the
+// client: the next identical request goes upstream.
+func TestCacheTranslatedStreamWithoutEndNotStored(t *testing.T) {
+	var calls atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_cut\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n")
+		fmt.Fprint(w, "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n")
+		fmt.Fprint(w, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n")
+	}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(`
+model_list:
+  - model_name: claude
+    litellm_params: {model: anthropic/claude-x, api_key: k, api_base: "`+up.URL+`"}
+litellm_settings:
+  cache: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveCfg(t, cfg, Options{})
+	body := `{"model":"claude","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`
+	if code, first := send(t, url+"/v1/chat/completions", "", body); code != 200 || !strings.Contains(first, "Hel") {
+		t.Fatalf("first: %d %s", code, first)
+	}
+	resp, replay := sendH(t, url+"/v1/chat/completions", "", body)
+	if isHit(resp) || calls.Load() != 2 {
+		t.Fatalf("a translated stream without its message_stop was stored and replayed (upstream asked %d times):\n%s", calls.Load(), replay)
 	}
 }
