@@ -384,3 +384,22 @@ func TestInputLimitsPerKey(t *testing.T) {
 		})
 	}
 }
+
+func TestTextsToolArguments(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":\"x@y.z\"}"}}]}]}`:  `{"a":"x@y.z"}`,
+		`{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{"to":"a@b.c","n":{"deep":"d"}}}]}]}`:          `a@b.c|d`,
+		`{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"A"},{"type":"function_call_output","call_id":"c","output":"B"}]}`: `A|B`,
+		`{"type":"response.output_text.delta","item_id":"m","delta":"D"}`:                                                                          `D`,
+		`{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"to\":"}}`:                                   `{"to":`,
+		`{"tools":[{"name":"f","input_schema":{"type":"object","properties":{"input":{"type":"string","description":"x"}}}}],"messages":[]}`:       ``,
+	} {
+		var got []string
+		for _, s := range Texts([]byte(body)) {
+			got = append(got, s.Text)
+		}
+		if strings.Join(got, "|") != want {
+			t.Errorf("%s: texts %q, want %q", body, got, want)
+		}
+	}
+}
