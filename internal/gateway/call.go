@@ -92,10 +92,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	}()
 	grp, err := c.route()
 	if err == nil {
-		err = c.guardInput() // pre_call guardrails: a block holds and sends nothing
+		err = c.tracedAdmit(grp)
 	}
 	if err == nil {
-		err = c.tracedAdmit(grp)
+		// pre_call guardrails, after admission so that a call the rate
+		// limits refuse costs no external guardrail call: a block holds
+		// and sends nothing, and its ticket is given back with no tokens.
+		err = c.guardInput()
 	}
 	if err == nil && !c.fromCache() {
 		err = c.attempts(grp)

@@ -150,6 +150,11 @@ func (c *call) guardInput() error {
 				return apierror.Internal(err)
 			}
 			in.Texts = res.Texts
+			if c.cap != nil {
+				// The content kept for the spend log, callbacks and
+				// traces is the masked request, never what was masked.
+				c.startCapture()
+			}
 		}
 		cg.restore = res.Restore
 	}
@@ -257,6 +262,13 @@ func (c *call) guardAnswer(data []byte) ([]byte, error) {
 		return data, nil
 	}
 	in := c.guardInputOf(spans, true)
+	// Placeholders the request's masks made are mapped back first (only
+	// those: the map is this request's), so that the post_call guardrails
+	// check what the client gets and their own masks, whatever their
+	// placeholders, are never mapped back to the request's text.
+	if len(cg.restore) > 0 {
+		in.Texts = restoreAll(in.Texts, cg.restore)
+	}
 	texts := in.Texts
 	if cg.post {
 		res := guardrail.Run(c.r.Context(), cg.run, guardrail.PostCall, in)
@@ -267,9 +279,6 @@ func (c *call) guardAnswer(data []byte) ([]byte, error) {
 		if res.Texts != nil {
 			texts = res.Texts
 		}
-	}
-	if len(cg.restore) > 0 {
-		texts = restoreAll(texts, cg.restore)
 	}
 	return guardrail.Rewrite(data, spans, texts), nil
 }
