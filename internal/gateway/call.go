@@ -92,6 +92,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	}()
 	grp, err := c.route()
 	if err == nil {
+		err = c.guardSelect() // the call's guardrails: an unknown name is a 400
+	}
+	if err == nil {
 		err = c.tracedAdmit(grp)
 	}
 	if err == nil {
