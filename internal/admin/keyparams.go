@@ -18,14 +18,18 @@ import (
 
 // keyParams are /key/generate's fields (also /key/update's and /user/new's).
 type keyParams struct {
-	Key                  *string                    `json:"key"`
-	KeyAlias             *string                    `json:"key_alias"`
-	Duration             *string                    `json:"duration"`
-	Models               []string                   `json:"models"`
-	Aliases              map[string]string          `json:"aliases"`
-	Config               map[string]any             `json:"config"`
-	Metadata             map[string]any             `json:"metadata"`
-	Tags                 []string                   `json:"tags"`
+	Key      *string           `json:"key"`
+	KeyAlias *string           `json:"key_alias"`
+	Duration *string           `json:"duration"`
+	Models   []string          `json:"models"`
+	Aliases  map[string]string `json:"aliases"`
+	Config   map[string]any    `json:"config"`
+	Metadata map[string]any    `json:"metadata"`
+	Tags     []string          `json:"tags"`
+	// Guardrails is LiteLLM's top-level guardrails member: the names of
+	// the guardrails every call of the key runs, kept (as LiteLLM keeps
+	// them) in the key's metadata.guardrails.
+	Guardrails           []string                   `json:"guardrails"`
 	Spend                *float64                   `json:"spend"`
 	MaxBudget            *float64                   `json:"max_budget"`
 	SoftBudget           *float64                   `json:"soft_budget"`
@@ -258,6 +262,19 @@ func (p *keyParams) fill(k *store.Key, present func(string) bool, now time.Time)
 	}
 	if set("allowed_cache_controls") {
 		k.AllowedCacheControls = p.AllowedCacheControls
+	}
+	if set("guardrails") && p.Guardrails != nil {
+		// A copy: the stored key's map may be the snapshot's.
+		md := make(map[string]any, len(k.Metadata)+1)
+		for n, v := range k.Metadata {
+			md[n] = v
+		}
+		names := make([]any, len(p.Guardrails))
+		for i, n := range p.Guardrails {
+			names[i] = n
+		}
+		md["guardrails"] = names
+		k.Metadata = md
 	}
 	if set("max_budget") {
 		k.MaxBudget = p.MaxBudget

@@ -91,6 +91,7 @@ var keyFields = []keyField{
 	{"key_alias", owner, owner, ""},
 	{"metadata", owner, ownerBounded, "update: all but budget_enforcement, which an admin's strict mode binds"},
 	{"tags", owner, owner, ""},
+	{"guardrails", owner, owner, "stored as metadata.guardrails; a guardrail only adds checks"},
 	{"models", ownerBounded, ownerBounded, "generate: within her user's and the team's models; update: a subset of the key's current models (of her user's and the team's when the key has none)"},
 	{"user_id", ownerBounded, ownerBounded, "her own user id only"},
 	{"team_id", ownerBounded, ownerBounded, "a team she is a member of (and never cleared)"},

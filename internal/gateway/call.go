@@ -95,10 +95,23 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, op provider.Op) 
 	}()
 	grp, err := c.route()
 	if err == nil {
-		err = c.guardInput() // pre_call guardrails: a block holds and sends nothing
+		err = c.guardSelect() // the call's guardrails: an unknown name is a 400
 	}
 	if err == nil {
 		err = c.tracedAdmit(grp)
+	}
+	if err == nil && (c.guard != nil || c.cache != nil) {
+		// Guardrails and the response cache act before any budget hold,
+		// so a ticket left pending for the first hold (fused on Redis) is
+		// decided here on its own: a call over its rate limits runs no
+		// guardrail and is served nothing from the cache.
+		err = c.admitPending()
+	}
+	if err == nil {
+		// pre_call guardrails, after admission so that a call the rate
+		// limits refuse costs no external guardrail call: a block holds
+		// and sends nothing, and its ticket is given back with no tokens.
+		err = c.guardInput()
 	}
 	if err == nil {
 		var hit bool

@@ -189,6 +189,11 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 	}
 	if resp.StatusCode < 300 && isEventStream(resp.Header) {
 		if err := c.waitDuring(); err != nil { // during_call guardrails decide before the first byte
+			// The upstream was called and bills the prompt: the stream is
+			// cut before its first byte and booked as other cut streams
+			// are, for the prompt the gateway counts.
+			res.usage, res.estimated = estimateUsage(req, res.model, nil), true
+			res.upstream = time.Since(sent)
 			return err
 		}
 		copyHeader(w.Header(), resp.Header)

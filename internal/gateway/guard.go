@@ -19,7 +19,8 @@ type callGuard struct {
 	run       []*guardrail.Guardrail // selected: default_on and named by request, key, team
 	restore   map[string]string      // placeholder → text, for output_parse_pii
 	during    chan guardrail.Result
-	post      bool // some guardrail runs post_call
+	modes     guardrail.Mode // the selected guardrails' modes together
+	post      bool           // some guardrail runs post_call
 	outcomes  []guardrail.Outcome
 }
 
@@ -96,21 +97,17 @@ func namesIn(md map[string]any, member string) []string {
 	return out
 }
 
-// guardInput selects the call's guardrails and runs the pre_call ones on
-// the request's text: a block ends the call before anything is held or
-// sent (400 naming the guardrail); a mask rewrites the body, the only
-// case in which it is re-encoded. during_call guardrails start here and
-// run beside the upstream call.
-func (c *call) guardInput() error {
+// guardSelect selects the call's guardrails (before admission: a request
+// naming an unknown guardrail is a 400 that takes no place under the rate
+// limits).
+func (c *call) guardSelect() error {
 	cg := c.guard
 	if cg == nil {
 		return nil
 	}
 	var keyNames, teamNames []string
-	var maxBytes, maxTokens int64
 	if k := c.p.Key; k != nil {
 		keyNames = namesIn(k.Metadata, "guardrails")
-		maxBytes, maxTokens = metaInt(k.Metadata, "max_input_bytes"), metaInt(k.Metadata, "max_input_tokens")
 	}
 	if t := c.p.Team; t != nil {
 		teamNames = namesIn(t.Metadata, "guardrails")
@@ -125,15 +122,32 @@ func (c *call) guardInput() error {
 	}
 	cg.run = sel
 	names := make([]string, len(sel))
-	var modes guardrail.Mode
 	for i, g := range sel {
 		names[i] = g.Name
-		modes |= g.Mode
+		cg.modes |= g.Mode
 	}
 	c.w.Header()[hdrAppliedGuardrails] = []string{strings.Join(names, ",")}
-	cg.post = modes&guardrail.PostCall != 0
+	cg.post = cg.modes&guardrail.PostCall != 0
+	return nil
+}
+
+// guardInput runs the selected pre_call guardrails on the request's
+// text, after admission: a block ends the call before anything is held or
+// sent (400 naming the guardrail); a mask rewrites the body, the only
+// case in which it is re-encoded. during_call guardrails start here and
+// run beside the upstream call.
+func (c *call) guardInput() error {
+	cg := c.guard
+	if cg == nil {
+		return nil
+	}
+	sel, modes := cg.run, cg.modes
 	if modes&(guardrail.PreCall|guardrail.DuringCall) == 0 {
 		return nil
+	}
+	var maxBytes, maxTokens int64
+	if k := c.p.Key; k != nil {
+		maxBytes, maxTokens = metaInt(k.Metadata, "max_input_bytes"), metaInt(k.Metadata, "max_input_tokens")
 	}
 	body := c.req.obj.Body()
 	spans := guardrail.Texts(body)
@@ -150,6 +164,11 @@ func (c *call) guardInput() error {
 				return apierror.Internal(err)
 			}
 			in.Texts = res.Texts
+			if c.cap != nil {
+				// The content kept for the spend log, callbacks and
+				// traces is the masked request, never what was masked.
+				c.startCapture()
+			}
 		}
 		cg.restore = res.Restore
 	}
@@ -257,6 +276,13 @@ func (c *call) guardAnswer(data []byte) ([]byte, error) {
 		return data, nil
 	}
 	in := c.guardInputOf(spans, true)
+	// Placeholders the request's masks made are mapped back first (only
+	// those: the map is this request's), so that the post_call guardrails
+	// check what the client gets and their own masks, whatever their
+	// placeholders, are never mapped back to the request's text.
+	if len(cg.restore) > 0 {
+		in.Texts = restoreAll(in.Texts, cg.restore)
+	}
 	texts := in.Texts
 	if cg.post {
 		res := guardrail.Run(c.r.Context(), cg.run, guardrail.PostCall, in)
@@ -267,9 +293,6 @@ func (c *call) guardAnswer(data []byte) ([]byte, error) {
 		if res.Texts != nil {
 			texts = res.Texts
 		}
-	}
-	if len(cg.restore) > 0 {
-		texts = restoreAll(texts, cg.restore)
 	}
 	return guardrail.Rewrite(data, spans, texts), nil
 }

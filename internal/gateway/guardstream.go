@@ -82,6 +82,12 @@ func (g *guardSink) check(out []byte, start int) []byte {
 		for i, s := range spans {
 			texts[i] = s.Text
 		}
+		// Placeholders the request's masks made are mapped back first,
+		// so that the post_call guardrails check what the client gets
+		// and their own masks are never mapped back.
+		if len(cg.restore) > 0 {
+			texts = restoreAll(texts, cg.restore)
+		}
 		if cg.post {
 			window := make([]string, len(texts))
 			copy(window, texts)
@@ -101,6 +107,20 @@ func (g *guardSink) check(out []byte, start int) []byte {
 				if len(masked) >= len(g.tail) && masked[:len(g.tail)] == string(g.tail) {
 					res.Texts[0] = masked[len(g.tail):]
 					copy(texts, res.Texts)
+				} else {
+					// A finding straddles the window and this event: its
+					// start was sent. The event's own text is masked
+					// alone, so that what is whole in it never goes out.
+					in.Texts = append([]string(nil), texts...)
+					own := guardrail.Run(g.c.r.Context(), cg.run, guardrail.PostCall, in)
+					if own.Blocked != nil {
+						g.c.guardOutcomes(own.Outcomes)
+						g.blocked = true
+						return g.errorEvent(out[:start], own)
+					}
+					if own.Texts != nil {
+						copy(texts, own.Texts)
+					}
 				}
 			}
 			for _, t := range texts {
@@ -109,9 +129,6 @@ func (g *guardSink) check(out []byte, start int) []byte {
 			if n := len(g.tail); n > guardWindow {
 				g.tail = append(g.tail[:0], g.tail[n-guardWindow:]...)
 			}
-		}
-		if len(cg.restore) > 0 {
-			texts = restoreAll(texts, cg.restore)
 		}
 		nd := guardrail.Rewrite(data, spans, texts)
 		if !bytes.Equal(nd, data) {
@@ -128,15 +145,31 @@ func (g *guardSink) check(out []byte, start int) []byte {
 	return append(out[:start], rewritten...)
 }
 
-// errorEvent ends a stream a guardrail blocked, in the client's dialect.
+// errorEvent ends a stream a guardrail blocked, in the client's dialect,
+// with the type and code of the whole answer's error: a policy violation
+// (invalid_request_error, guardrail_violation), or a guardrail that could
+// not answer and fails closed (guardrail_unavailable).
 func (g *guardSink) errorEvent(out []byte, res guardrail.Result) []byte {
-	msg := jsonbody.Quote(apierror.From(guardError(res)).Message)
+	e := apierror.From(guardError(res))
+	msg := jsonbody.Quote(e.Message)
 	if g.anthropic {
-		out = append(out, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"...)
+		typ := "invalid_request_error"
+		if res.Unavailable {
+			typ = "overloaded_error" // Anthropic's type of a 503, as the whole answer's
+		}
+		out = append(out, "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\""+typ+"\",\"message\":"...)
 		out = append(out, msg...)
 		return append(out, "}}\n\n"...)
 	}
 	out = append(out, `data: {"error":{"message":`...)
 	out = append(out, msg...)
-	return append(out, `,"type":"invalid_request_error","param":"guardrails","code":"guardrail_violation"}}`+"\n\n"...)
+	out = append(out, `,"type":`...)
+	out = append(out, jsonbody.Quote(e.Type)...)
+	if e.Param != "" {
+		out = append(out, `,"param":`...)
+		out = append(out, jsonbody.Quote(e.Param)...)
+	}
+	out = append(out, `,"code":`...)
+	out = append(out, jsonbody.Quote(e.Code)...)
+	return append(out, "}}\n\n"...)
 }

@@ -3,6 +3,7 @@ package guardrail
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -49,6 +50,12 @@ func Build(cfg []config.Guardrail, o Options) (*Set, []string, error) {
 	if o.Client == nil {
 		o.Client = &http.Client{}
 	}
+	// A guardrail service's redirect is not followed: the 3xx is an
+	// answer that fails (open or closed, as configured), never a request
+	// (with the call's text and the service's key) to another host.
+	nc := *o.Client
+	nc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	o.Client = &nc
 	var warnings []string
 	for i, c := range cfg {
 		where := fmt.Sprintf("guardrails[%d]", i)
@@ -257,7 +264,9 @@ func newFilter(p config.GuardrailParams) (*filterCheck, error) {
 		if err != nil {
 			return nil, fmt.Errorf("blocked_words[%d]: %w", i, err)
 		}
-		f.words = append(f.words, keyword{lower: strings.ToLower(w.Keyword), action: act})
+		// (?i) with the keyword quoted: case-folded matching whose
+		// indices are the text's own, in linear time.
+		f.words = append(f.words, keyword{re: regexp.MustCompile(`(?i)` + regexp.QuoteMeta(foldJoiners(w.Keyword))), action: act})
 	}
 	if f.pii == nil && len(f.regexes) == 0 && len(f.words) == 0 {
 		return nil, fmt.Errorf("litellm_content_filter needs patterns or blocked_words")
@@ -270,7 +279,7 @@ func newFilter(p config.GuardrailParams) (*filterCheck, error) {
 func listParams(p config.GuardrailParams) map[string]any {
 	m := map[string]any{"guardrail": p.Guardrail, "mode": []string(p.Mode), "default_on": p.DefaultOn}
 	if p.APIBase != "" {
-		m["api_base"] = string(p.APIBase)
+		m["api_base"] = shownURL(string(p.APIBase))
 	}
 	if p.OutputParsePII {
 		m["output_parse_pii"] = true
@@ -285,4 +294,14 @@ func listParams(p config.GuardrailParams) map[string]any {
 		m["entities_config"] = p.EntitiesConfig
 	}
 	return m
+}
+
+// shownURL is u without credentials: scheme, host and path only (no user
+// info, query or fragment). What does not parse as a URL is not shown.
+func shownURL(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Host == "" {
+		return "(not shown)"
+	}
+	return (&url.URL{Scheme: pu.Scheme, Host: pu.Host, Path: pu.Path}).String()
 }

@@ -2,11 +2,14 @@ package guardrail
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tollgate/tollgate/internal/redact"
 	"github.com/tollgate/tollgate/internal/tokens"
@@ -145,7 +148,7 @@ type namedRegex struct {
 }
 
 type keyword struct {
-	lower  string
+	re     *regexp.Regexp // (?i) and the quoted keyword
 	action Action
 }
 
@@ -197,8 +200,8 @@ func (f *filterCheck) Check(ctx context.Context, in *Input) (Verdict, error) {
 	}
 	for _, w := range f.words {
 		for i := range changed {
-			lower := strings.ToLower(changed[i])
-			if !strings.Contains(lower, w.lower) {
+			t := foldJoiners(changed[i])
+			if !w.re.MatchString(t) {
 				continue
 			}
 			count("keyword")
@@ -206,7 +209,7 @@ func (f *filterCheck) Check(ctx context.Context, in *Input) (Verdict, error) {
 				blocked = append(blocked, "keyword")
 				continue
 			}
-			set(i, replaceFold(changed[i], lower, w.lower, f.wordTag))
+			set(i, w.re.ReplaceAllLiteralString(t, f.wordTag))
 		}
 	}
 	if len(blocked) > 0 {
@@ -219,26 +222,57 @@ func (f *filterCheck) Check(ctx context.Context, in *Input) (Verdict, error) {
 	return v, nil
 }
 
-// replaceFold replaces every case-insensitive occurrence of word (lower
-// case) in s, whose lower-case form is lower (same length as s for ASCII;
-// otherwise the text is matched as is).
-func replaceFold(s, lower, word, tag string) string {
-	if len(lower) != len(s) {
-		return strings.ReplaceAll(s, word, tag)
+// zeroWidth are the invisible characters that would otherwise split a
+// keyword or a phrase: zero-width space, non-joiner and joiner, word
+// joiner, soft hyphen and the byte order mark.
+func zeroWidth(r rune) bool {
+	switch r {
+	case 0x200B, 0x200C, 0x200D, 0x2060, 0x00AD, 0xFEFF:
+		return true
 	}
-	var b strings.Builder
-	at := 0
-	for {
-		j := strings.Index(lower[at:], word)
-		if j < 0 {
-			break
+	return false
+}
+
+// foldJoiners removes the zero-width characters from s (s itself when it
+// has none, which ASCII text never has).
+func foldJoiners(s string) string {
+	if !hasNonASCII(s) || !strings.ContainsFunc(s, zeroWidth) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if zeroWidth(r) {
+			return -1
 		}
-		b.WriteString(s[at : at+j])
-		b.WriteString(tag)
-		at += j + len(word)
+		return r
+	}, s)
+}
+
+func hasNonASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return true
+		}
 	}
-	b.WriteString(s[at:])
-	return b.String()
+	return false
+}
+
+// normalizeSpace is s with every Unicode space (no-break spaces, the
+// other Zs, line and paragraph separators) made an ASCII space and the
+// zero-width characters removed, in one pass: what the injection
+// patterns' ASCII \s then sees as the model would.
+func normalizeSpace(s string) string {
+	if !hasNonASCII(s) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case zeroWidth(r):
+			return -1
+		case r >= utf8.RuneSelf && unicode.IsSpace(r):
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 func dedup(xs []string) []string {
@@ -287,6 +321,7 @@ const injectionWindow = 240
 
 // countInjections counts the places in s where a pattern matches.
 func countInjections(s string) int {
+	s = normalizeSpace(s)
 	n := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -339,7 +374,9 @@ func tighter(a, b int64) int64 {
 	return a
 }
 
-// limitCheck is tollgate_input_limits: the input's text bytes and tokens.
+// limitCheck is tollgate_input_limits: the request body's bytes, and the
+// tokens of all its text (tool call arguments included) and of its token
+// id prompts (each id one token).
 type limitCheck struct {
 	maxBytes, maxTokens int64
 }
@@ -348,17 +385,22 @@ func (l limitCheck) Check(_ context.Context, in *Input) (Verdict, error) {
 	// A key's own limits (its metadata, which its owner may edit) can
 	// only tighten the guardrail's.
 	maxBytes, maxTokens := tighter(l.maxBytes, in.MaxInputBytes), tighter(l.maxTokens, in.MaxInputTokens)
-	var n int64
-	for _, t := range in.Texts {
-		n += int64(len(t))
+	// The body as sent is what is measured; without one (a check of
+	// texts alone), the texts.
+	n := int64(len(in.Body))
+	if in.Body == nil {
+		for _, t := range in.Texts {
+			n += int64(len(t))
+		}
 	}
 	if maxBytes > 0 && n > maxBytes {
-		return Verdict{Blocked: true, Reason: fmt.Sprintf("the input holds %d bytes of text, above the limit of %d", n, maxBytes), Entities: map[string]int{"max_input_bytes": 1}}, nil
+		return Verdict{Blocked: true, Reason: fmt.Sprintf("the input holds %d bytes, above the limit of %d", n, maxBytes), Entities: map[string]int{"max_input_bytes": 1}}, nil
 	}
-	// A token covers at least one byte: text of no more bytes than the
+	// A token covers at least one byte of text and a token id takes at
+	// least two bytes of the body: a body of no more bytes than the
 	// limit is within it without counting.
 	if maxTokens > 0 && n > maxTokens {
-		var t int64
+		t := TokenIDs(in.Body)
 		for _, s := range in.Texts {
 			t += tokens.Text(in.Model, s)
 		}
@@ -367,4 +409,37 @@ func (l limitCheck) Check(_ context.Context, in *Input) (Verdict, error) {
 		}
 	}
 	return Verdict{}, nil
+}
+
+// TokenIDs counts the token ids of a body's prompt or input given as
+// token ids: [1,2,3] or [[1,2],[3]] (completions and embeddings).
+func TokenIDs(body []byte) int64 {
+	if len(body) == 0 || body[0] != '{' {
+		return 0
+	}
+	var req struct {
+		Prompt json.RawMessage `json:"prompt"`
+		Input  json.RawMessage `json:"input"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return 0
+	}
+	var n int64
+	for _, raw := range []json.RawMessage{req.Prompt, req.Input} {
+		if len(raw) == 0 || raw[0] != '[' {
+			continue
+		}
+		var flat []int64
+		if json.Unmarshal(raw, &flat) == nil {
+			n += int64(len(flat))
+			continue
+		}
+		var nested [][]int64
+		if json.Unmarshal(raw, &nested) == nil {
+			for _, ids := range nested {
+				n += int64(len(ids))
+			}
+		}
+	}
+	return n
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -223,8 +224,10 @@ func (p *presidioCheck) Check(ctx context.Context, in *Input) (Verdict, error) {
 }
 
 // keep converts Presidio's offsets (in code points) to byte offsets,
-// drops what does not fit the text, and keeps the first of overlapping
-// findings.
+// drops what does not fit the text, sorts the findings by start (Presidio
+// returns them in no set order, by score as often as not) and then, of
+// overlapping findings, keeps the longer (of equal length, the higher
+// score).
 func (p *presidioCheck) keep(found []presidioFinding, t string) []presidioFinding {
 	// code point index → byte offset
 	offsets := make([]int, 0, len(t)+1)
@@ -232,24 +235,33 @@ func (p *presidioCheck) keep(found []presidioFinding, t string) []presidioFindin
 		offsets = append(offsets, i)
 	}
 	offsets = append(offsets, len(t))
-	out := found[:0]
-	last := -1
+	valid := found[:0]
 	for _, f := range found {
 		if f.Start < 0 || f.End <= f.Start || f.End > len(offsets)-1 {
 			continue
 		}
 		f.Start, f.End = offsets[f.Start], offsets[f.End]
-		if f.Start < last {
+		valid = append(valid, f)
+	}
+	sort.SliceStable(valid, func(i, j int) bool {
+		if valid[i].Start != valid[j].Start {
+			return valid[i].Start < valid[j].Start
+		}
+		return valid[i].End-valid[i].Start > valid[j].End-valid[j].Start
+	})
+	out := valid[:0]
+	for _, f := range valid {
+		if n := len(out); n > 0 && f.Start < out[n-1].End {
+			// Overlaps the last kept one, which starts no later: keep
+			// the better. The replacement starts at or after the last's
+			// start, so it cannot overlap the one before.
+			prev := out[n-1]
+			if l, pl := f.End-f.Start, prev.End-prev.Start; l > pl || l == pl && f.Score > prev.Score {
+				out[n-1] = f
+			}
 			continue
 		}
 		out = append(out, f)
-		last = f.End
-	}
-	// Presidio returns findings in no set order: sort by start.
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].Start < out[j-1].Start; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
 	}
 	return out
 }

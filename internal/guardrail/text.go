@@ -16,12 +16,24 @@ type Span struct {
 // textKeys name the members whose string values (directly, or in an array
 // under them) are text a guardrail reads: chat and Anthropic message
 // content and content parts, completion prompts, embedding inputs, system
-// prompts and Responses instructions; in answers, message content and
-// completion text. Roles, types, ids, tool names and the like are not.
+// prompts and Responses instructions; tool calls' arguments (OpenAI's
+// function.arguments, the Responses API's function_call.arguments and
+// function_call_output.output); in answers, message content and
+// completion text; in streams, the Responses API's "delta" strings and
+// Anthropic's partial_json (a tool call's streamed input). Roles, types,
+// ids, tool names and the like are not.
 var textKeys = map[string]bool{
 	"content": true, "text": true, "prompt": true, "input": true,
 	"system": true, "instructions": true, "query": true, "refusal": true,
+	"arguments": true, "output": true, "delta": true, "partial_json": true,
 }
+
+// allKey names the member whose value, when an object in a content block
+// (an item of a "content" array), is text through and through:
+// Anthropic's tool_use input (the tool's arguments as a JSON object),
+// every string value in it at any depth. A tool's JSON schema elsewhere
+// (a property named input) is not.
+const allKey = "input"
 
 // maxDepth bounds the nesting the scanner follows; deeper values are
 // skipped (a body the gateway already decoded is well formed).
@@ -33,6 +45,7 @@ const maxDepth = 64
 func Texts(body []byte) []Span {
 	type level struct {
 		obj    bool   // an object (else an array)
+		all    bool   // every string value in it is text (allKey's object)
 		member string // the member the container is the value of
 		key    string // in an object: the key of the value being read
 	}
@@ -47,8 +60,12 @@ func Texts(body []byte) []Span {
 			if depth+1 >= maxDepth {
 				return out
 			}
+			all := false
+			if depth >= 0 {
+				all = stack[depth].all || c == '{' && stack[depth].obj && stack[depth].key == allKey && stack[depth].member == "content"
+			}
 			depth++
-			stack[depth] = level{obj: c == '{', member: member}
+			stack[depth] = level{obj: c == '{', all: all, member: member}
 			inKey = c == '{'
 		case '}', ']':
 			if depth < 0 {
@@ -71,7 +88,8 @@ func Texts(body []byte) []Span {
 				stack[depth].key = rawString(body[i:end], escaped)
 				member = stack[depth].key
 				inKey = false
-			case stack[depth].obj && textKeys[stack[depth].key],
+			case stack[depth].all,
+				stack[depth].obj && textKeys[stack[depth].key],
 				!stack[depth].obj && textKeys[stack[depth].member]:
 				out = append(out, Span{Start: i, End: end, Text: rawString(body[i:end], escaped)})
 			}

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -34,11 +35,17 @@ type fusedEnv struct {
 
 func startFused(t *testing.T, replicas int, up string) *fusedEnv {
 	t.Helper()
+	return startFusedWith(t, replicas, up, "")
+}
+
+// startFusedWith is startFused with more litellm_settings lines.
+func startFusedWith(t *testing.T, replicas int, up, settings string) *fusedEnv {
+	t.Helper()
 	rd := os.Getenv("TOLLGATE_TEST_REDIS_URL")
 	if rd == "" {
 		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping the fused-script test")
 	}
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up)+"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: strict\n"))
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up)+"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: strict\n"+settings))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,5 +325,38 @@ func TestFusedRedisOutageFallsBack(t *testing.T) {
 	}
 	if code, body := send(t, url+"/v1/chat/completions", "sk-fused-fallback", chat3); code != 429 {
 		t.Fatalf("the local fallback does not enforce rpm 3: %d %s", code, body)
+	}
+}
+
+// TestFusedCacheHitsCountAgainstRequestLimits: with the admission left
+// pending for the first budget hold (fused), a cache hit, which takes no
+// hold, still has its request counted and refused past the rpm limit.
+func TestFusedCacheHitsCountAgainstRequestLimits(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	e := startFusedWith(t, 1, up.URL, "  cache: true\n")
+	e.key(t, "sk-fused-cached", `"max_budget": 1, "rpm_limit": 2`)
+	if code, body := send(t, e.urls[0]+"/v1/chat/completions", "sk-fused-cached", chat3); code != 200 {
+		t.Fatal(code, body)
+	}
+	// The answer is kept after the client has it: wait until it is.
+	if _, ok := within(30*time.Second, func() bool {
+		resp, err := http.Get(e.urls[0] + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		m, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(m), "tollgate_cache_stores_total 1")
+	}); !ok {
+		t.Fatal("the first answer was never stored")
+	}
+	resp, body := sendH(t, e.urls[0]+"/v1/chat/completions", "sk-fused-cached", chat3)
+	if resp.StatusCode != 200 || resp.Header.Get("x-tollgate-cache-hit") != "true" {
+		t.Fatalf("second request: %d hit=%q %s", resp.StatusCode, resp.Header.Get("x-tollgate-cache-hit"), body)
+	}
+	resp, body = sendH(t, e.urls[0]+"/v1/chat/completions", "sk-fused-cached", chat3)
+	if resp.StatusCode != 429 {
+		t.Fatalf("third request over rpm_limit 2: %d hit=%q %s", resp.StatusCode, resp.Header.Get("x-tollgate-cache-hit"), body)
 	}
 }
