@@ -27,6 +27,16 @@ func TestServeStartsOnLiteLLMExampleConfig(t *testing.T) {
 	if err := os.WriteFile(cfg, src, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The example names custom_auth: custom_auth_basic.user_api_key_auth,
+	// a Python file LiteLLM keeps beside it: Tollgate runs it, so it must
+	// be there (a missing module stops the start). This one lets every
+	// key in under its own name.
+	hook := "from fastapi import Request\nfrom litellm.proxy._types import UserAPIKeyAuth\n\n" +
+		"async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:\n" +
+		"    return UserAPIKeyAuth(api_key=api_key)\n"
+	if err := os.WriteFile(filepath.Join(dir, "custom_auth_basic.py"), []byte(hook), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	port := freePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	_, stderr := start(t, dir, base+"/health/liveliness", bin, "serve", "--config", cfg, "--host", "127.0.0.1", "--port", fmt.Sprint(port))
