@@ -89,9 +89,9 @@ type keyField struct {
 var keyFields = []keyField{
 	{"key", owner, owner, "generate: a custom key, never another key's hash, a static key or the master key; update: names the key"},
 	{"key_alias", owner, owner, ""},
-	{"metadata", owner, ownerBounded, "update: all but budget_enforcement, which an admin's strict mode binds"},
+	{"metadata", owner, ownerBounded, "update: all but budget_enforcement, which an admin's strict mode binds; guardrails only added, max_input_bytes and max_input_tokens only lowered"},
 	{"tags", owner, owner, ""},
-	{"guardrails", owner, owner, "stored as metadata.guardrails; a guardrail only adds checks"},
+	{"guardrails", owner, ownerBounded, "stored as metadata.guardrails; generate: any; update: only added to, never a name removed"},
 	{"models", ownerBounded, ownerBounded, "generate: within her user's and the team's models; update: a subset of the key's current models (of her user's and the team's when the key has none)"},
 	{"user_id", ownerBounded, ownerBounded, "her own user id only"},
 	{"team_id", ownerBounded, ownerBounded, "a team she is a member of (and never cleared)"},
@@ -293,6 +293,9 @@ func (a *API) checkOwnKeyUpdate(ctx context.Context, p *auth.Principal, obj *jso
 	if obj.Has("metadata") && !reflect.DeepEqual(k.Metadata["budget_enforcement"], updated.Metadata["budget_enforcement"]) {
 		return apierror.Forbidden("metadata.budget_enforcement may be set only by proxy_admin (you are %s)", p.Role())
 	}
+	if err := ownerKeepsGuards(p, k.Metadata, updated.Metadata); err != nil {
+		return err
+	}
 	if obj.Has("models") && !slices.Equal(k.Models, updated.Models) {
 		if len(updated.Models) == 0 && len(k.Models) > 0 {
 			return apierror.Forbidden("%s may only narrow a key's models; an empty list allows every model", p.Role())
@@ -452,4 +455,43 @@ func ReadRouteTable() []string {
 		rows = append(rows, "| "+r.route+" | "+r.proxyAdmin+" | "+r.adminViewer+" | "+r.internalUser+" | "+r.internalViewer+" | "+r.noKey+" |")
 	}
 	return rows
+}
+
+// ownerKeepsGuards refuses a non-admin's key update that would remove a
+// guardrail from the key's metadata.guardrails (the top-level guardrails
+// member writes there too) or lift one of its input limits
+// (metadata.max_input_bytes, max_input_tokens): an admin may have pinned
+// them, and they bind her like any other limit. She may add guardrails
+// and lower limits.
+func ownerKeepsGuards(p *auth.Principal, before, after map[string]any) error {
+	names := func(v any) []string {
+		l, _ := v.([]any)
+		out := make([]string, 0, len(l))
+		for _, x := range l {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	now := names(after["guardrails"])
+	for _, n := range names(before["guardrails"]) {
+		if !slices.Contains(now, n) {
+			return apierror.Forbidden("%s may add guardrails to a key, not remove them: %q would be removed (metadata.guardrails)", p.Role(), n)
+		}
+	}
+	num := func(v any) (float64, bool) {
+		f, ok := v.(float64)
+		return f, ok && f > 0
+	}
+	for _, f := range []string{"max_input_bytes", "max_input_tokens"} {
+		old, ok := num(before[f])
+		if !ok {
+			continue
+		}
+		if nw, ok := num(after[f]); !ok || nw > old {
+			return apierror.Forbidden("%s may only lower metadata.%s on a key (now %v)", p.Role(), f, old)
+		}
+	}
+	return nil
 }

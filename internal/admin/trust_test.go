@@ -195,7 +195,11 @@ func TestOwnerCannotUndoAdminLimits(t *testing.T) {
 			{"move to another user", "/key/update", `{"key": "%s", "user_id": "someone"}`},
 			{"unblock an admin's block", "/key/unblock", `{"key": "%s"}`},
 			{"budget on regenerate", "/key/regenerate", `{"key": "%s", "max_budget": 100}`},
-			{"relax an admin's strict mode", "/key/update", `{"key": "%s", "metadata": {"note": "mine"}}`},
+			{"relax an admin's strict mode", "/key/update", `{"key": "%s", "metadata": {"note": "mine", "guardrails": ["injection"], "max_input_tokens": 500}}`},
+			{"remove a pinned guardrail", "/key/update", `{"key": "%s", "metadata": {"budget_enforcement": "strict", "max_input_tokens": 500}}`},
+			{"clear guardrails", "/key/update", `{"key": "%s", "guardrails": []}`},
+			{"lift max_input_tokens", "/key/update", `{"key": "%s", "metadata": {"budget_enforcement": "strict", "guardrails": ["injection"], "max_input_tokens": 100000}}`},
+			{"drop max_input_tokens", "/key/update", `{"key": "%s", "metadata": {"budget_enforcement": "strict", "guardrails": ["injection"]}}`},
 		}
 		for _, r := range roles {
 			owner := "owner-" + r.role
@@ -203,7 +207,7 @@ func TestOwnerCannotUndoAdminLimits(t *testing.T) {
 			e.do("POST", "/team/new", "sk-1234", `{"team_id": "t-`+owner+`", "members_with_roles": [{"user_id": "`+owner+`", "role": "user"}]}`)
 			for _, c := range changes {
 				t.Run(r.role+"/"+c.name, func(t *testing.T) {
-					target := e.generate(`{"user_id": "` + owner + `", "team_id": "t-` + owner + `", "models": ["gpt-4", "gpt-3.5-turbo"], "max_budget": 1, "soft_budget": 0.5, "rpm_limit": 5, "tpm_limit": 500, "max_parallel_requests": 1, "budget_duration": "30d", "duration": "1d", "model_max_budget": {"gpt-4": 0.5}, "model_rpm_limit": {"gpt-4": 2}, "model_tpm_limit": {"gpt-4": 200}, "metadata": {"budget_enforcement": "strict"}}`)
+					target := e.generate(`{"user_id": "` + owner + `", "team_id": "t-` + owner + `", "models": ["gpt-4", "gpt-3.5-turbo"], "max_budget": 1, "soft_budget": 0.5, "rpm_limit": 5, "tpm_limit": 500, "max_parallel_requests": 1, "budget_duration": "30d", "duration": "1d", "model_max_budget": {"gpt-4": 0.5}, "model_rpm_limit": {"gpt-4": 2}, "model_tpm_limit": {"gpt-4": 200}, "metadata": {"budget_enforcement": "strict", "guardrails": ["injection"], "max_input_tokens": 500}}`)
 					if s, out := e.do("POST", "/key/update", "sk-1234", `{"key": "`+target+`", "spend": 0.5}`); s != 200 {
 						t.Fatalf("admin setting spend: %d %v", s, out)
 					}
@@ -235,6 +239,9 @@ func TestOwnerCannotUndoAdminLimits(t *testing.T) {
 		allowed := []struct{ name, path, body string }{
 			{"alias", "/key/update", `{"key": "%s", "key_alias": "mine"}`},
 			{"metadata", "/key/update", `{"key": "%s", "metadata": {"note": "x"}}`},
+			{"add guardrails", "/key/update", `{"key": "%s", "guardrails": ["injection"]}`},
+			{"add another guardrail", "/key/update", `{"key": "%s", "metadata": {"note": "x", "guardrails": ["injection", "pii"], "max_input_tokens": 500}}`},
+			{"lower max_input_tokens", "/key/update", `{"key": "%s", "metadata": {"note": "x", "guardrails": ["injection", "pii"], "max_input_tokens": 100}}`},
 			{"narrow models", "/key/update", `{"key": "%s", "models": ["gpt-4"]}`},
 			{"same max_budget", "/key/update", `{"key": "%s", "max_budget": 1}`},
 			{"block", "/key/block", `{"key": "%s"}`},
