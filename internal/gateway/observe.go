@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/callback"
@@ -70,7 +71,7 @@ func (o *Telemetry) finished(c *call, status int) {
 			}
 			user, team = k.UserID, k.TeamID
 		}
-		o.Log.LogAttrs(c.r.Context(), slog.LevelInfo, "request",
+		o.Log.LogAttrs(c.r.Context(), slog.LevelInfo, "request", append([]slog.Attr{
 			slog.String("call_id", c.id),
 			slog.String("op", c.op.String()),
 			slog.String("key_hash", keyPrefix),
@@ -89,7 +90,7 @@ func (o *Telemetry) finished(c *call, status int) {
 			slog.Float64("cost", c.cost),
 			slog.Duration("latency", total),
 			slog.Duration("overhead", overhead),
-		)
+		}, c.logExtras()...)...)
 	}
 	if cb := o.Callbacks; cb != nil && cb.Wants(status >= 400 || status == 0) {
 		cb.Publish(c.payload(status))
@@ -104,4 +105,28 @@ func (o *Telemetry) finished(c *call, status int) {
 		mr.Tags = o.tagLabels(c.meta.tags, c.meta.own, status)
 		m.ObserveRequest(&mr)
 	}
+}
+
+// logExtras are the request line's attributes of the features a call
+// used: whether the response cache answered it, and what each guardrail
+// did (names and actions, never the text found). nil for a call that used
+// neither, so that the line costs what it did before them.
+func (c *call) logExtras() []slog.Attr {
+	var out []slog.Attr
+	if c.cache != nil && c.cache.hit != nil {
+		out = append(out, slog.Bool("cache_hit", true))
+	}
+	if c.guard != nil && len(c.guard.outcomes) > 0 {
+		var b strings.Builder
+		for i, o := range c.guard.outcomes {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(o.Guardrail)
+			b.WriteByte(':')
+			b.WriteString(o.Action)
+		}
+		out = append(out, slog.String("guardrails", b.String()))
+	}
+	return out
 }

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
 )
@@ -76,5 +78,52 @@ func TestCacheKeyNamesTheGuardrails(t *testing.T) {
 	// The plain prompt is still a hit.
 	if resp, _ := e.post(t, "/v1/chat/completions", key, plain); resp.Header.Get("x-tollgate-cache-hit") != "true" {
 		t.Errorf("plain again: not a hit")
+	}
+}
+
+// TestRequestLogNamesGuardrailsAndCacheHits: the request log line says
+// what each guardrail did (names and actions, never the text found) and
+// whether the cache answered.
+func TestRequestLogNamesGuardrailsAndCacheHits(t *testing.T) {
+	up := &recordingUpstream{reply: "ok"}
+	ts := httptest.NewServer(up)
+	t.Cleanup(ts.Close)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(guardConfig, "{{UP}}", ts.URL)+"litellm_settings:\n  cache: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf logBuf
+	e := serveWith(t, cfg, Options{Store: &rowRecorder{Store: sqliteStore(t)}, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	key := e.newKey(t, `{}`)
+	if resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"gpt-4","messages":[{"role":"user","content":"mail jane@example.com"}]}`); resp.StatusCode != 200 {
+		t.Fatalf("masked chat: %d %v", resp.StatusCode, out)
+	}
+	plain := `{"model":"gpt-4","messages":[{"role":"user","content":"hello there"}]}`
+	e.post(t, "/v1/chat/completions", key, plain)
+	if _, ok := within(30*time.Second, func() bool {
+		resp, _ := e.post(t, "/v1/chat/completions", key, plain)
+		return resp.Header.Get("x-tollgate-cache-hit") == "true"
+	}); !ok {
+		t.Fatal("the plain prompt was never a cache hit")
+	}
+	var masked, hit bool
+	if _, ok := within(30*time.Second, func() bool {
+		buf.mu.Lock()
+		log := buf.buf.String()
+		buf.mu.Unlock()
+		masked, hit = false, false
+		for _, line := range strings.Split(log, "\n") {
+			if !strings.Contains(line, `"msg":"request"`) {
+				continue
+			}
+			if strings.Contains(line, "jane@example.com") {
+				t.Fatalf("the request line holds the masked text: %s", line)
+			}
+			masked = masked || strings.Contains(line, `"guardrails":"pii-mask:masked"`)
+			hit = hit || strings.Contains(line, `"cache_hit":true`)
+		}
+		return masked && hit
+	}); !ok {
+		t.Errorf("request lines: guardrail outcome logged %v, cache hit logged %v", masked, hit)
 	}
 }

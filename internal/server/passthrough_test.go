@@ -180,7 +180,9 @@ func serveEnv(t *testing.T, cfg *config.Config, st store.Store) *spendEnv {
 // listener, until the test ends or the env is stopped.
 func serveWith(t *testing.T, cfg *config.Config, opts Options) *spendEnv {
 	t.Helper()
-	opts.Logger = testLogger
+	if opts.Logger == nil {
+		opts.Logger = testLogger
+	}
 	srv, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
