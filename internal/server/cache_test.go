@@ -24,21 +24,7 @@ const cacheOn = "litellm_settings:\n  cache: true\n"
 // rawPost posts body with key and returns the response and its whole body.
 func rawPost(t *testing.T, e *spendEnv, path, key, body string, headers ...string) (*http.Response, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", e.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := post(t, e.url+path, body, append([]string{"Authorization", "Bearer " + key}, headers...)...)
 	return resp, string(b)
 }
 
