@@ -149,7 +149,60 @@ type namedRegex struct {
 
 type keyword struct {
 	re     *regexp.Regexp // (?i) and the quoted keyword
+	lower  string         // the keyword in lower case when it is ASCII; "": use re
 	action Action
+}
+
+// indexFold returns the index of the first match of the ASCII keyword lower
+// in the ASCII text s, ASCII case folded; -1 when there is none. A memchr
+// for each case of the first byte finds the candidates.
+func indexFold(s, lower string) int {
+	c0 := lower[0]
+	u0 := c0
+	if 'a' <= c0 && c0 <= 'z' {
+		u0 -= 'a' - 'A'
+	}
+	for at := 0; at+len(lower) <= len(s); {
+		i := strings.IndexByte(s[at:], c0)
+		if u0 != c0 {
+			if j := strings.IndexByte(s[at:], u0); j >= 0 && (i < 0 || j < i) {
+				i = j
+			}
+		}
+		if i < 0 {
+			return -1
+		}
+		i += at
+		if i+len(lower) > len(s) {
+			return -1
+		}
+		if strings.EqualFold(s[i+1:i+len(lower)], lower[1:]) {
+			return i
+		}
+		at = i + 1
+	}
+	return -1
+}
+
+// replaceFold is s with every match of the ASCII keyword lower (ASCII case
+// folded, leftmost, not overlapping) replaced by tag; ok reports whether
+// there was one.
+func replaceFold(s, lower, tag string) (string, bool) {
+	i := indexFold(s, lower)
+	if i < 0 {
+		return s, false
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	at := 0
+	for i >= 0 {
+		b.WriteString(s[at : at+i])
+		b.WriteString(tag)
+		at += i + len(lower)
+		i = indexFold(s[at:], lower)
+	}
+	b.WriteString(s[at:])
+	return b.String(), true
 }
 
 func (f *filterCheck) Check(ctx context.Context, in *Input) (Verdict, error) {
@@ -201,6 +254,20 @@ func (f *filterCheck) Check(ctx context.Context, in *Input) (Verdict, error) {
 	for _, w := range f.words {
 		for i := range changed {
 			t := foldJoiners(changed[i])
+			if w.lower != "" && !hasNonASCII(t) {
+				// ASCII text: the byte scan (what the expression would find).
+				if indexFold(t, w.lower) < 0 {
+					continue
+				}
+				count("keyword")
+				if w.action == Block {
+					blocked = append(blocked, "keyword")
+					continue
+				}
+				r, _ := replaceFold(t, w.lower, f.wordTag)
+				set(i, r)
+				continue
+			}
 			if !w.re.MatchString(t) {
 				continue
 			}

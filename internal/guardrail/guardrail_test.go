@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -491,5 +492,21 @@ func TestInputLimitsBodyAndTokenIDs(t *testing.T) {
 	}
 	if v, _ := g.Check(context.Background(), &Input{Body: []byte(`{"prompt":[1,2,3]}`), Model: "gpt-4o"}); v.Blocked {
 		t.Errorf("3 token ids blocked: %s", v.Reason)
+	}
+}
+
+// TestKeywordFastPathMatchesRegexp: over ASCII text the byte scan of a
+// keyword masks exactly what the (?i) expression does.
+func TestKeywordFastPathMatchesRegexp(t *testing.T) {
+	texts := []string{"", "a", "Apollo", "xAPOLLOapolloApOlLo y", "apoll", "aapollo apolloapollo.", "CONFIDENTIAL and Confidential!", "c++ C++ c+"}
+	for _, kw := range []string{"apollo", "Confidential", "c++", "a", "lo a"} {
+		re := regexp.MustCompile(`(?i)` + regexp.QuoteMeta(kw))
+		for _, s := range texts {
+			got, ok := replaceFold(s, strings.ToLower(kw), "[X]")
+			want := re.ReplaceAllLiteralString(s, "[X]")
+			if got != want || ok != re.MatchString(s) || (indexFold(s, strings.ToLower(kw)) >= 0) != ok {
+				t.Errorf("keyword %q in %q: got %q %v, want %q %v", kw, s, got, ok, want, re.MatchString(s))
+			}
+		}
 	}
 }
