@@ -510,3 +510,29 @@ func TestKeywordFastPathMatchesRegexp(t *testing.T) {
 		}
 	}
 }
+
+// TestTextsAndQuoteEscapes: strings with escaped quotes and backslashes
+// are found whole and decoded, and Quote escapes what JSON (and
+// JavaScript) needs, leaving '<' and invalid UTF-8 as they are.
+func TestTextsAndQuoteEscapes(t *testing.T) {
+	body := []byte(`{"messages":[{"role":"user","content":"say \"hi\" \\ now"},{"role":"user","content":"plain <x>"}],"x":"a\\"}`)
+	spans := Texts(body)
+	if len(spans) != 2 || spans[0].Text != `say "hi" \ now` || spans[1].Text != "plain <x>" {
+		t.Fatalf("Texts = %+v", spans)
+	}
+	if got := string(body[spans[0].Start:spans[0].End]); got != `"say \"hi\" \\ now"` {
+		t.Fatalf("span 0 = %s", got)
+	}
+	for in, want := range map[string]string{
+		"a<b>": `"a<b>"`, `q"b\`: `"q\"b\\"`, "l\u2028p\u2029": `"l\u2028p\u2029"`, "t\tn\n": `"t\tn\n"`,
+		"\xf0\xe2": "\"\xf0\xe2\"", "é\u2027": "\"é\u2027\"",
+	} {
+		if got := string(Quote(in)); got != want {
+			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
+		}
+	}
+	out := Rewrite(body, spans, []string{"<X>", spans[1].Text})
+	if want := `{"messages":[{"role":"user","content":"<X>"},{"role":"user","content":"plain <x>"}],"x":"a\\"}`; string(out) != want {
+		t.Errorf("Rewrite = %s", out)
+	}
+}
