@@ -383,6 +383,20 @@ var injectionTriggers = func() [256][]string {
 	return t
 }()
 
+// injectionPairs marks the first two bytes (lower case) of the triggers
+// longer than one byte, so that most words starting with a trigger's
+// letter ("the", "and", "is") are passed over without a comparison.
+var injectionPairs = func() (t [256][4]uint64) {
+	for c := range injectionTriggers {
+		for _, w := range injectionTriggers[c] {
+			if len(w) > 1 {
+				t[w[0]][w[1]>>6] |= 1 << (w[1] & 63)
+			}
+		}
+	}
+	return t
+}()
+
 // injectionWindow is the most text one pattern can span.
 const injectionWindow = 240
 
@@ -398,6 +412,21 @@ func countInjections(s string) int {
 		ts := injectionTriggers[c]
 		if ts == nil || (c != '<' && i > 0 && isLetter(s[i-1])) {
 			continue
+		}
+		if c != '<' {
+			// Every trigger but "<" is longer than a byte: its second
+			// byte must match too (ASCII folded, as EqualFold would: a
+			// non-ASCII rune never folds to an ASCII one of its length).
+			if i+1 >= len(s) {
+				continue
+			}
+			c2 := s[i+1]
+			if 'A' <= c2 && c2 <= 'Z' {
+				c2 += 'a' - 'A'
+			}
+			if injectionPairs[c][c2>>6]&(1<<(c2&63)) == 0 {
+				continue
+			}
 		}
 		hit := false
 		for _, w := range ts {
