@@ -706,7 +706,19 @@ func ibanShape(s string, i int) []int {
 
 func findIBANs(s string, add func(int, int)) {
 	for i := 0; i+4 <= len(s); i++ {
-		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !isDigit(s[i+3]) || !wordStart(s, i) {
+		// An IBAN starts with two letters and two digits: s[i+3] is a
+		// letter or a digit of every such head over it. Neither (most
+		// bytes of prose), and none starts at i to i+3; a letter, and
+		// none at i or i+1 (where it would be a digit).
+		if c := s[i+3]; !isDigit(c) {
+			if isUpper(c) {
+				i++
+			} else {
+				i += 3
+			}
+			continue
+		}
+		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !wordStart(s, i) {
 			continue
 		}
 		m := ibanShape(s, i)
