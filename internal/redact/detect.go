@@ -451,6 +451,12 @@ func isNumeric(b byte) bool {
 // with its offset in s and its count of digits.
 func digitWindows(s string, minDigits int, check func(at int, w string, digits int)) {
 	for i := 0; i < len(s); {
+		// A run from i to i+minDigits-1 ends before a byte there that
+		// is not numeric, too short to hold minDigits digits: past it.
+		if j := i + minDigits - 1; j < len(s) && !isNumeric(s[j]) {
+			i = j + 1
+			continue
+		}
 		if !isDigit(s[i]) && s[i] != '+' && s[i] != '(' {
 			i++
 			continue
