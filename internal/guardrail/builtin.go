@@ -155,24 +155,30 @@ type keyword struct {
 
 // indexFold returns the index of the first match of the ASCII keyword lower
 // in the ASCII text s, ASCII case folded; -1 when there is none. A memchr
-// for each case of the first byte finds the candidates.
+// for each case of the first byte finds the candidates; each is searched
+// again only once the scan has passed its last hit, so the whole is
+// linear.
 func indexFold(s, lower string) int {
 	c0 := lower[0]
 	u0 := c0
 	if 'a' <= c0 && c0 <= 'z' {
 		u0 -= 'a' - 'A'
 	}
+	lo, up := -1, -1 // the next c0 and u0 at or after at; len(s): none
+	next := func(from int, c byte) int {
+		if k := strings.IndexByte(s[from:], c); k >= 0 {
+			return from + k
+		}
+		return len(s)
+	}
 	for at := 0; at+len(lower) <= len(s); {
-		i := strings.IndexByte(s[at:], c0)
-		if u0 != c0 {
-			if j := strings.IndexByte(s[at:], u0); j >= 0 && (i < 0 || j < i) {
-				i = j
-			}
+		if lo < at {
+			lo = next(at, c0)
 		}
-		if i < 0 {
-			return -1
+		if up < at {
+			up = next(at, u0)
 		}
-		i += at
+		i := min(lo, up)
 		if i+len(lower) > len(s) {
 			return -1
 		}
