@@ -536,3 +536,21 @@ func TestTextsAndQuoteEscapes(t *testing.T) {
 		t.Errorf("Rewrite = %s", out)
 	}
 }
+
+// TestHasNonASCII: a non-ASCII byte anywhere (in a block of eight or in
+// the tail) is found, and ASCII text of any length has none.
+func TestHasNonASCII(t *testing.T) {
+	for n := 0; n < 20; n++ {
+		b := []byte(strings.Repeat("a", n))
+		if hasNonASCII(string(b)) {
+			t.Fatalf("ASCII of %d bytes: non-ASCII found", n)
+		}
+		for i := range b {
+			c := append([]byte(nil), b...)
+			c[i] = 0x80
+			if !hasNonASCII(string(c)) {
+				t.Errorf("0x80 at %d of %d not found", i, n)
+			}
+		}
+	}
+}
