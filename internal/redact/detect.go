@@ -442,9 +442,14 @@ func findEmails(s string, add func(int, int)) {
 
 // isNumeric are the bytes of the numbers PII takes: digits and the
 // separators cards, phones, SSNs and IPv4 addresses are written with.
-func isNumeric(b byte) bool {
-	return isDigit(b) || b == ' ' || b == '-' || b == '.' || b == '(' || b == ')' || b == '+'
-}
+func isNumeric(b byte) bool { return numericBytes[b] }
+
+var numericBytes = func() (t [256]bool) {
+	for _, b := range []byte("0123456789 -.()+") {
+		t[b] = true
+	}
+	return t
+}()
 
 // digitWindows finds the runs of numeric bytes in s that hold at least
 // minDigits digits and are not glued to a word, and calls check on each
