@@ -554,3 +554,24 @@ func TestHasNonASCII(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainJSONEveryPosition: a byte JSON must escape is found wherever it
+// stands (in a block of eight or in the tail).
+func TestPlainJSONEveryPosition(t *testing.T) {
+	for n := 0; n < 20; n++ {
+		a := strings.Repeat("a", n)
+		if !plainJSON(a) {
+			t.Fatalf("%q: not plain", a)
+		}
+		for i := 0; i <= n; i++ {
+			for _, sp := range []string{"\"", "\\", "\n", "\u2028", "\u2029"} {
+				if s := a[:i] + sp + a[i:]; plainJSON(s) {
+					t.Errorf("%q: plain", s)
+				}
+			}
+			if s := a[:i] + "\u2027é" + a[i:]; !plainJSON(s) {
+				t.Errorf("%q: not plain", s)
+			}
+		}
+	}
+}

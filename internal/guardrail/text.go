@@ -168,7 +168,14 @@ func Quote(s string) []byte { return appendQuote(make([]byte, 0, len(s)+2), s) }
 // control character, quote or backslash, and no U+2028 or U+2029 (whose
 // UTF-8 starts 0xE2 0x80), tested byte by byte.
 func plainJSON(s string) bool {
-	for i := 0; i < len(s); i++ {
+	i := 0
+	for ; i+8 <= len(s); i += 8 { // eight table lookups and one branch a step
+		if jsonSpecial[s[i]]|jsonSpecial[s[i+1]]|jsonSpecial[s[i+2]]|jsonSpecial[s[i+3]]|
+			jsonSpecial[s[i+4]]|jsonSpecial[s[i+5]]|jsonSpecial[s[i+6]]|jsonSpecial[s[i+7]] != 0 {
+			break // the byte by byte test decides, from this block on
+		}
+	}
+	for ; i < len(s); i++ {
 		switch c := s[i]; {
 		case c < 0x20, c == '"', c == '\\':
 			return false
@@ -178,6 +185,16 @@ func plainJSON(s string) bool {
 	}
 	return true
 }
+
+// jsonSpecial marks the bytes plainJSON must look at: control characters,
+// '"', '\\' and 0xE2 (the first byte of U+2028 and U+2029).
+var jsonSpecial = func() (t [256]uint8) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = 1
+	}
+	t['"'], t['\\'], t[0xE2] = 1, 1, 1
+	return t
+}()
 
 // appendQuote appends s as a JSON string (Quote) to b.
 func appendQuote(b []byte, s string) []byte {
