@@ -418,11 +418,22 @@ func countInjections(s string) int {
 	n := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if i > 0 && isLetter(s[i-1]) {
+			// Inside a word, where only "<" can start a pattern (and
+			// is no letter): to the word's end in one tight loop.
+			for i < len(s) && isLetter(s[i]) {
+				i++
+			}
+			if i >= len(s) {
+				break
+			}
+			c = s[i]
+		}
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
 		ts := injectionTriggers[c]
-		if ts == nil || (c != '<' && i > 0 && isLetter(s[i-1])) {
+		if ts == nil {
 			continue
 		}
 		if c != '<' {
