@@ -149,7 +149,66 @@ type namedRegex struct {
 
 type keyword struct {
 	re     *regexp.Regexp // (?i) and the quoted keyword
+	lower  string         // the keyword in lower case when it is ASCII; "": use re
 	action Action
+}
+
+// indexFold returns the index of the first match of the ASCII keyword lower
+// in the ASCII text s, ASCII case folded; -1 when there is none. A memchr
+// for each case of the first byte finds the candidates; each is searched
+// again only once the scan has passed its last hit, so the whole is
+// linear.
+func indexFold(s, lower string) int {
+	c0 := lower[0]
+	u0 := c0
+	if 'a' <= c0 && c0 <= 'z' {
+		u0 -= 'a' - 'A'
+	}
+	lo, up := -1, -1 // the next c0 and u0 at or after at; len(s): none
+	next := func(from int, c byte) int {
+		if k := strings.IndexByte(s[from:], c); k >= 0 {
+			return from + k
+		}
+		return len(s)
+	}
+	for at := 0; at+len(lower) <= len(s); {
+		if lo < at {
+			lo = next(at, c0)
+		}
+		if up < at {
+			up = next(at, u0)
+		}
+		i := min(lo, up)
+		if i+len(lower) > len(s) {
+			return -1
+		}
+		if strings.EqualFold(s[i+1:i+len(lower)], lower[1:]) {
+			return i
+		}
+		at = i + 1
+	}
+	return -1
+}
+
+// replaceFold is s with every match of the ASCII keyword lower (ASCII case
+// folded, leftmost, not overlapping) replaced by tag; ok reports whether
+// there was one.
+func replaceFold(s, lower, tag string) (string, bool) {
+	i := indexFold(s, lower)
+	if i < 0 {
+		return s, false
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	at := 0
+	for i >= 0 {
+		b.WriteString(s[at : at+i])
+		b.WriteString(tag)
+		at += i + len(lower)
+		i = indexFold(s[at:], lower)
+	}
+	b.WriteString(s[at:])
+	return b.String(), true
 }
 
 func (f *filterCheck) Check(ctx context.Context, in *Input) (Verdict, error) {
@@ -201,6 +260,20 @@ func (f *filterCheck) Check(ctx context.Context, in *Input) (Verdict, error) {
 	for _, w := range f.words {
 		for i := range changed {
 			t := foldJoiners(changed[i])
+			if w.lower != "" && !hasNonASCII(t) {
+				// ASCII text: the byte scan (what the expression would find).
+				if indexFold(t, w.lower) < 0 {
+					continue
+				}
+				count("keyword")
+				if w.action == Block {
+					blocked = append(blocked, "keyword")
+					continue
+				}
+				r, _ := replaceFold(t, w.lower, f.wordTag)
+				set(i, r)
+				continue
+			}
 			if !w.re.MatchString(t) {
 				continue
 			}
@@ -248,7 +321,13 @@ func foldJoiners(s string) string {
 }
 
 func hasNonASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
+	i := 0
+	for ; i+8 <= len(s); i += 8 { // eight bytes and one branch a step
+		if s[i]|s[i+1]|s[i+2]|s[i+3]|s[i+4]|s[i+5]|s[i+6]|s[i+7] >= utf8.RuneSelf {
+			return true
+		}
+	}
+	for ; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
 			return true
 		}
@@ -316,6 +395,20 @@ var injectionTriggers = func() [256][]string {
 	return t
 }()
 
+// injectionPairs marks the first two bytes (lower case) of the triggers
+// longer than one byte, so that most words starting with a trigger's
+// letter ("the", "and", "is") are passed over without a comparison.
+var injectionPairs = func() (t [256][4]uint64) {
+	for c := range injectionTriggers {
+		for _, w := range injectionTriggers[c] {
+			if len(w) > 1 {
+				t[w[0]][w[1]>>6] |= 1 << (w[1] & 63)
+			}
+		}
+	}
+	return t
+}()
+
 // injectionWindow is the most text one pattern can span.
 const injectionWindow = 240
 
@@ -325,12 +418,38 @@ func countInjections(s string) int {
 	n := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if i > 0 && isLetter(s[i-1]) {
+			// Inside a word, where only "<" can start a pattern (and
+			// is no letter): to the word's end in one tight loop.
+			for i < len(s) && isLetter(s[i]) {
+				i++
+			}
+			if i >= len(s) {
+				break
+			}
+			c = s[i]
+		}
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
 		ts := injectionTriggers[c]
-		if ts == nil || (c != '<' && i > 0 && isLetter(s[i-1])) {
+		if ts == nil {
 			continue
+		}
+		if c != '<' {
+			// Every trigger but "<" is longer than a byte: its second
+			// byte must match too (ASCII folded, as EqualFold would: a
+			// non-ASCII rune never folds to an ASCII one of its length).
+			if i+1 >= len(s) {
+				continue
+			}
+			c2 := s[i+1]
+			if 'A' <= c2 && c2 <= 'Z' {
+				c2 += 'a' - 'A'
+			}
+			if injectionPairs[c][c2>>6]&(1<<(c2&63)) == 0 {
+				continue
+			}
 		}
 		hit := false
 		for _, w := range ts {

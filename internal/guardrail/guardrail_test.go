@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -491,5 +492,86 @@ func TestInputLimitsBodyAndTokenIDs(t *testing.T) {
 	}
 	if v, _ := g.Check(context.Background(), &Input{Body: []byte(`{"prompt":[1,2,3]}`), Model: "gpt-4o"}); v.Blocked {
 		t.Errorf("3 token ids blocked: %s", v.Reason)
+	}
+}
+
+// TestKeywordFastPathMatchesRegexp: over ASCII text the byte scan of a
+// keyword masks exactly what the (?i) expression does.
+func TestKeywordFastPathMatchesRegexp(t *testing.T) {
+	texts := []string{"", "a", "Apollo", "xAPOLLOapolloApOlLo y", "apoll", "aapollo apolloapollo.", "CONFIDENTIAL and Confidential!", "c++ C++ c+"}
+	for _, kw := range []string{"apollo", "Confidential", "c++", "a", "lo a"} {
+		re := regexp.MustCompile(`(?i)` + regexp.QuoteMeta(kw))
+		for _, s := range texts {
+			got, ok := replaceFold(s, strings.ToLower(kw), "[X]")
+			want := re.ReplaceAllLiteralString(s, "[X]")
+			if got != want || ok != re.MatchString(s) || (indexFold(s, strings.ToLower(kw)) >= 0) != ok {
+				t.Errorf("keyword %q in %q: got %q %v, want %q %v", kw, s, got, ok, want, re.MatchString(s))
+			}
+		}
+	}
+}
+
+// TestTextsAndQuoteEscapes: strings with escaped quotes and backslashes
+// are found whole and decoded, and Quote escapes what JSON (and
+// JavaScript) needs, leaving '<' and invalid UTF-8 as they are.
+func TestTextsAndQuoteEscapes(t *testing.T) {
+	body := []byte(`{"messages":[{"role":"user","content":"say \"hi\" \\ now"},{"role":"user","content":"plain <x>"}],"x":"a\\"}`)
+	spans := Texts(body)
+	if len(spans) != 2 || spans[0].Text != `say "hi" \ now` || spans[1].Text != "plain <x>" {
+		t.Fatalf("Texts = %+v", spans)
+	}
+	if got := string(body[spans[0].Start:spans[0].End]); got != `"say \"hi\" \\ now"` {
+		t.Fatalf("span 0 = %s", got)
+	}
+	for in, want := range map[string]string{
+		"a<b>": `"a<b>"`, `q"b\`: `"q\"b\\"`, "l\u2028p\u2029": `"l\u2028p\u2029"`, "t\tn\n": `"t\tn\n"`,
+		"\xf0\xe2": "\"\xf0\xe2\"", "é\u2027": "\"é\u2027\"",
+	} {
+		if got := string(Quote(in)); got != want {
+			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
+		}
+	}
+	out := Rewrite(body, spans, []string{"<X>", spans[1].Text})
+	if want := `{"messages":[{"role":"user","content":"<X>"},{"role":"user","content":"plain <x>"}],"x":"a\\"}`; string(out) != want {
+		t.Errorf("Rewrite = %s", out)
+	}
+}
+
+// TestHasNonASCII: a non-ASCII byte anywhere (in a block of eight or in
+// the tail) is found, and ASCII text of any length has none.
+func TestHasNonASCII(t *testing.T) {
+	for n := 0; n < 20; n++ {
+		b := []byte(strings.Repeat("a", n))
+		if hasNonASCII(string(b)) {
+			t.Fatalf("ASCII of %d bytes: non-ASCII found", n)
+		}
+		for i := range b {
+			c := append([]byte(nil), b...)
+			c[i] = 0x80
+			if !hasNonASCII(string(c)) {
+				t.Errorf("0x80 at %d of %d not found", i, n)
+			}
+		}
+	}
+}
+
+// TestPlainJSONEveryPosition: a byte JSON must escape is found wherever it
+// stands (in a block of eight or in the tail).
+func TestPlainJSONEveryPosition(t *testing.T) {
+	for n := 0; n < 20; n++ {
+		a := strings.Repeat("a", n)
+		if !plainJSON(a) {
+			t.Fatalf("%q: not plain", a)
+		}
+		for i := 0; i <= n; i++ {
+			for _, sp := range []string{"\"", "\\", "\n", "\u2028", "\u2029"} {
+				if s := a[:i] + sp + a[i:]; plainJSON(s) {
+					t.Errorf("%q: plain", s)
+				}
+			}
+			if s := a[:i] + "\u2027é" + a[i:]; !plainJSON(s) {
+				t.Errorf("%q: not plain", s)
+			}
+		}
 	}
 }

@@ -101,24 +101,80 @@ var apiKeyPrefixes = []struct {
 	{"xoxr-", 10, false}, {"xoxs-", 10, false}, // Slack
 }
 
+// apiKeySep is the furthest a prefix's first '-' or '_' is from its start;
+// every prefix but "AIza" holds one at an offset from 2 to apiKeySep
+// (TestAPIKeyPrefixSeparators). A key can only start up to apiKeySep
+// bytes before a '-' or '_', or at an "AIza": memchr-speed searches for
+// those skip the prose between them, which is most of a text.
+const apiKeySep = 6
+
+// nextIndex returns the index of the first needle in s at or after from;
+// len(s) when there is none.
+func nextIndex(s string, from int, needle string) int {
+	if from >= len(s) {
+		return len(s)
+	}
+	if k := strings.Index(s[from:], needle); k >= 0 {
+		return from + k
+	}
+	return len(s)
+}
+
+// nextByte is nextIndex of one byte.
+func nextByte(s string, from int, b byte) int {
+	if from >= len(s) {
+		return len(s)
+	}
+	if k := strings.IndexByte(s[from:], b); k >= 0 {
+		return from + k
+	}
+	return len(s)
+}
+
 func findAPIKeys(s string, add func(int, int)) {
-	eachWordStart(s, &apiKeyFirst, func(i int) int {
-		if i+3 >= len(s) || !apiKeySecond[s[i+1]] {
-			return i + 1
+	// The next '-', '_' (at or after i+2) and "AIza" (at or after i),
+	// each searched again only once the scan has passed it: linear.
+	dash, under, aiza := -1, -1, -1
+	for i := 0; i < len(s); {
+		if dash < i+2 {
+			dash = nextByte(s, i+2, '-')
 		}
-		for _, p := range apiKeyPrefixes {
-			if p.prefix[0] != s[i] || !strings.HasPrefix(s[i:], p.prefix) {
-				continue
-			}
-			end := span(s, i+len(p.prefix), isToken)
-			body := s[i+len(p.prefix) : end]
-			if len(body) >= p.min && (!p.digit || hasDigit(body) || len(body) >= 20) {
-				add(i, end)
-				return end
-			}
+		if under < i+2 {
+			under = nextByte(s, i+2, '_')
 		}
+		if aiza < i {
+			aiza = nextIndex(s, i, "AIza")
+		}
+		i = min(max(min(dash, under)-apiKeySep, i), aiza)
+		if i >= len(s) {
+			return
+		}
+		if !apiKeyFirst[s[i]] || !wordStart(s, i) {
+			i++
+			continue
+		}
+		i = max(apiKeyAt(s, i, add), i+1)
+	}
+}
+
+// apiKeyAt adds the key starting at the word start i, if any, and returns
+// where the scan goes on.
+func apiKeyAt(s string, i int, add func(int, int)) int {
+	if i+3 >= len(s) || !apiKeySecond[s[i+1]] {
 		return i + 1
-	})
+	}
+	for _, p := range apiKeyPrefixes {
+		if p.prefix[0] != s[i] || !strings.HasPrefix(s[i:], p.prefix) {
+			continue
+		}
+		end := span(s, i+len(p.prefix), isToken)
+		body := s[i+len(p.prefix) : end]
+		if len(body) >= p.min && (!p.digit || hasDigit(body) || len(body) >= 20) {
+			add(i, end)
+			return end
+		}
+	}
+	return i + 1
 }
 
 // byteSet marks the bytes a class can start with.
@@ -149,18 +205,6 @@ var (
 	}()
 	authFirst = setOf("B", "b")
 )
-
-// eachWordStart calls fn at every word start of s whose byte is in first;
-// fn returns where the scan goes on.
-func eachWordStart(s string, first *byteSet, fn func(i int) int) {
-	for i := 0; i < len(s); {
-		if !first[s[i]] || !wordStart(s, i) {
-			i++
-			continue
-		}
-		i = max(fn(i), i+1)
-	}
-}
 
 // awsKeyID reports whether s[i:] starts an AWS access key id.
 func awsKeyID(s string, i int) bool {
@@ -292,25 +336,49 @@ func isCredential(b byte) bool {
 }
 
 func findAuthorizations(s string, add func(int, int)) {
-	eachWordStart(s, &authFirst, func(i int) int {
-		for _, scheme := range []string{"Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC"} {
-			if !strings.HasPrefix(s[i:], scheme) {
-				continue
-			}
-			at := i + len(scheme)
-			sp := span(s, at, func(b byte) bool { return b == ' ' || b == '\t' })
-			if sp == at {
-				return at
-			}
-			end := span(s, sp, isCredential)
-			end = span(s, end, func(b byte) bool { return b == '=' })
-			if end-sp >= 16 && hasDigit(s[sp:end]) && (strings.EqualFold(scheme, "bearer") || basicCredential(s[sp:end])) {
-				add(sp, end)
-			}
-			return end
+	// Every scheme starts with 'B' or 'b': memchr-speed searches for
+	// those skip the text between them (each searched again only once the
+	// scan has passed it: linear).
+	upper, lower := -1, -1
+	for i := 0; i < len(s); {
+		if upper < i {
+			upper = nextByte(s, i, 'B')
 		}
-		return i + 1
-	})
+		if lower < i {
+			lower = nextByte(s, i, 'b')
+		}
+		i = min(upper, lower)
+		if i >= len(s) {
+			return
+		}
+		if !authFirst[s[i]] || !wordStart(s, i) {
+			i++
+			continue
+		}
+		i = max(authorizationAt(s, i, add), i+1)
+	}
+}
+
+// authorizationAt adds the credential of the scheme starting at the word
+// start i, if any, and returns where the scan goes on.
+func authorizationAt(s string, i int, add func(int, int)) int {
+	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC"} {
+		if !strings.HasPrefix(s[i:], scheme) {
+			continue
+		}
+		at := i + len(scheme)
+		sp := span(s, at, func(b byte) bool { return b == ' ' || b == '\t' })
+		if sp == at {
+			return at
+		}
+		end := span(s, sp, isCredential)
+		end = span(s, end, func(b byte) bool { return b == '=' })
+		if end-sp >= 16 && hasDigit(s[sp:end]) && (strings.EqualFold(scheme, "bearer") || basicCredential(s[sp:end])) {
+			add(sp, end)
+		}
+		return end
+	}
+	return i + 1
 }
 
 // basicCredential reports whether c can be a Basic credential: base64
@@ -374,15 +442,26 @@ func findEmails(s string, add func(int, int)) {
 
 // isNumeric are the bytes of the numbers PII takes: digits and the
 // separators cards, phones, SSNs and IPv4 addresses are written with.
-func isNumeric(b byte) bool {
-	return isDigit(b) || b == ' ' || b == '-' || b == '.' || b == '(' || b == ')' || b == '+'
-}
+func isNumeric(b byte) bool { return numericBytes[b] }
+
+var numericBytes = func() (t [256]bool) {
+	for _, b := range []byte("0123456789 -.()+") {
+		t[b] = true
+	}
+	return t
+}()
 
 // digitWindows finds the runs of numeric bytes in s that hold at least
 // minDigits digits and are not glued to a word, and calls check on each
 // with its offset in s and its count of digits.
 func digitWindows(s string, minDigits int, check func(at int, w string, digits int)) {
 	for i := 0; i < len(s); {
+		// A run from i to i+minDigits-1 ends before a byte there that
+		// is not numeric, too short to hold minDigits digits: past it.
+		if j := i + minDigits - 1; j < len(s) && !isNumeric(s[j]) {
+			i = j + 1
+			continue
+		}
 		if !isDigit(s[i]) && s[i] != '+' && s[i] != '(' {
 			i++
 			continue
@@ -638,7 +717,19 @@ func ibanShape(s string, i int) []int {
 
 func findIBANs(s string, add func(int, int)) {
 	for i := 0; i+4 <= len(s); i++ {
-		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !isDigit(s[i+3]) || !wordStart(s, i) {
+		// An IBAN starts with two letters and two digits: s[i+3] is a
+		// letter or a digit of every such head over it. Neither (most
+		// bytes of prose), and none starts at i to i+3; a letter, and
+		// none at i or i+1 (where it would be a digit).
+		if c := s[i+3]; !isDigit(c) {
+			if isUpper(c) {
+				i++
+			} else {
+				i += 3
+			}
+			continue
+		}
+		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !wordStart(s, i) {
 			continue
 		}
 		m := ibanShape(s, i)

@@ -185,3 +185,18 @@ func BenchmarkRedactChatJSON(b *testing.B) {
 		_ = r.JSON(ans)
 	}
 }
+
+// TestAPIKeyPrefixSeparators: findAPIKeys skips to apiKeySep bytes before
+// each '-' or '_' (and to each "AIza"); every other prefix must hold one
+// at an offset from 2 to apiKeySep, else its keys would be skipped.
+func TestAPIKeyPrefixSeparators(t *testing.T) {
+	for _, p := range apiKeyPrefixes {
+		if p.prefix == "AIza" {
+			continue
+		}
+		k := strings.IndexAny(p.prefix, "-_")
+		if k < 2 || k > apiKeySep {
+			t.Errorf("prefix %q: first separator at %d, want 2..%d", p.prefix, k, apiKeySep)
+		}
+	}
+}
