@@ -1,20 +1,13 @@
 package server
 
 import (
-	"context"
-	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tollgate/tollgate/internal/config"
-	"github.com/tollgate/tollgate/internal/store/sqlstore"
 )
 
 // BenchmarkCacheHandler is one chat request through the whole handler with
@@ -23,39 +16,10 @@ import (
 // served from the cache), as a whole answer and as a stream. The hits'
 // latency is reported at p50 and p99 (ns).
 func BenchmarkCacheHandler(b *testing.B) {
-	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\nlitellm_settings:\n  cache: true\n"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "tollgate.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	srv, err := New(cfg, Options{Logger: testLogger, Store: st})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, ln); close(done) }()
-	defer func() { stop(); <-done }()
-	h := srv.Handler()
-	req := httptest.NewRequest("POST", "/key/generate", strings.NewReader(`{"max_budget": 1000000}`))
-	req.Header.Set("Authorization", "Bearer sk-1234")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	var out struct{ Key string }
-	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != 200 {
-		b.Fatalf("/key/generate: %d %s", rec.Code, rec.Body)
-	}
+	h, key := benchGateway(b, "litellm_settings:\n  cache: true\n")
 	do := func(b *testing.B, body string, wantHit bool) time.Duration {
 		req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+out.Key)
+		req.Header.Set("Authorization", "Bearer "+key)
 		rec := httptest.NewRecorder()
 		t0 := time.Now()
 		h.ServeHTTP(rec, req)

@@ -39,9 +39,13 @@ func BenchmarkChatHandlerContent(b *testing.B) {
 	benchChat(b, "  store_prompts_in_spend_logs: true\n")
 }
 
-// benchChat runs the chat benchmark with general settings added.
-func benchChat(b *testing.B, general string) {
-	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"+general))
+// benchGateway serves the demo model behind a master key, with extra YAML
+// appended after general_settings' master_key line (a running server, its
+// spend writer on SQLite, stopped when the benchmark ends), and returns its
+// handler and a key whose budget never binds.
+func benchGateway(b *testing.B, extra string) (http.Handler, string) {
+	b.Helper()
+	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"+extra))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,7 +53,7 @@ func benchChat(b *testing.B, general string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
+	b.Cleanup(func() { st.Close() })
 	srv, err := New(cfg, Options{Logger: testLogger, Store: st})
 	if err != nil {
 		b.Fatal(err)
@@ -61,9 +65,8 @@ func benchChat(b *testing.B, general string) {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = srv.Serve(ctx, ln); close(done) }()
-	defer func() { stop(); <-done }()
+	b.Cleanup(func() { stop(); <-done })
 	h := srv.Handler()
-
 	req := httptest.NewRequest("POST", "/key/generate", strings.NewReader(`{"max_budget": 1000000}`))
 	req.Header.Set("Authorization", "Bearer sk-1234")
 	rec := httptest.NewRecorder()
@@ -72,6 +75,12 @@ func benchChat(b *testing.B, general string) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != 200 {
 		b.Fatalf("/key/generate: %d %s", rec.Code, rec.Body)
 	}
+	return h, out.Key
+}
+
+// benchChat runs the chat benchmark with general settings added.
+func benchChat(b *testing.B, general string) {
+	h, key := benchGateway(b, general)
 	for _, tt := range []struct{ name, body string }{
 		{"whole", `{"model":"demo","messages":[{"role":"user","content":"hello there"}]}`},
 		{"stream", `{"model":"demo","stream":true,"messages":[{"role":"user","content":"hello there"}]}`},
@@ -80,7 +89,7 @@ func benchChat(b *testing.B, general string) {
 			b.ReportAllocs()
 			for b.Loop() {
 				req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(tt.body))
-				req.Header.Set("Authorization", "Bearer "+out.Key)
+				req.Header.Set("Authorization", "Bearer "+key)
 				rec := httptest.NewRecorder()
 				h.ServeHTTP(rec, req)
 				if rec.Code != http.StatusOK {
