@@ -185,15 +185,7 @@ async def auth(request, api_key):
         return UserAPIKeyAuth(api_key=api_key, user_id="ops", user_role=LitellmUserRoles.PROXY_ADMIN)
     raise Exception("unknown key")
 `, urls["up"])
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, Options{Logger: testLogger, Store: sqliteStore(t)})
-	if err != nil {
-		t.Fatalf("a hook importing LitellmUserRoles does not start: %v", err)
-	}
-	srv.Close()
+	mustStart(t, path, "a hook importing LitellmUserRoles")
 }
 
 // TestPythonAuthExceptionStatusHonoured: LiteLLM's auth turns a hook's
@@ -224,15 +216,7 @@ async def auth(request, api_key):
 async def auth(request: Request, api_key: str):
     raise HTTPException(status_code=403, detail="not on the allow list")
 `, urls["up"])
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(cfg, Options{Logger: testLogger, Store: sqliteStore(t)})
-	if err != nil {
-		t.Fatalf("a hook importing fastapi's HTTPException does not start: %v", err)
-	}
-	srv.Close()
+	mustStart(t, path, "a hook importing fastapi's HTTPException")
 }
 
 // TestPythonAuthSeesExactBodyBytes: LiteLLM's hook gets fastapi's Request,
@@ -420,4 +404,19 @@ async def keygen(data):
 			t.Errorf("decision %s: %d %s, want %d", tt.alias, code, out, tt.code)
 		}
 	}
+}
+
+// mustStart builds a server on the config at path (its Python hooks
+// imported) and closes it; what names the hook in the failure.
+func mustStart(t *testing.T, path, what string) {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: testLogger, Store: sqliteStore(t)})
+	if err != nil {
+		t.Fatalf("%s does not start: %v", what, err)
+	}
+	srv.Close()
 }
