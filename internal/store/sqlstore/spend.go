@@ -154,9 +154,10 @@ func insertSpendLogsSQLite(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows [
 
 // spendInsertStmt is the SQLite single-row spend_logs INSERT, prepared on
 // first use, outside any transaction: the store's one connection is taken
-// while a transaction runs, and preparing on the DB would wait for it. Its parameters are anonymous ("?"): the driver asks SQLite for
-// each parameter's name before binding it, and a numbered one ("?7") costs
-// a lookup in SQLite and a parse in the driver, 30 times a row.
+// while a transaction runs, and preparing on the DB would wait for it. Its
+// parameters are anonymous ("?"): the driver asks SQLite for each
+// parameter's name before binding it, and a numbered one ("?7") costs a
+// lookup in SQLite and a parse in the driver, 30 times a row.
 func (s *DB) spendInsertStmt(ctx context.Context) (*sql.Stmt, error) {
 	s.stmtMu.Lock()
 	defer s.stmtMu.Unlock()
