@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,9 @@ type DB struct {
 	noSpendLogs atomic.Bool
 	// timeout bounds each call whose context has no deadline of its own.
 	timeout atomic.Int64
+
+	stmtMu    sync.Mutex
+	spendStmt *sql.Stmt // SQLite's spend_logs INSERT, prepared on first use
 }
 
 // DefaultTimeout bounds every store call whose caller set no deadline (a
@@ -136,7 +140,15 @@ func (s *DB) Ping(ctx context.Context) error {
 }
 
 // Close closes the database.
-func (s *DB) Close() error { return s.db.Close() }
+func (s *DB) Close() error {
+	s.stmtMu.Lock()
+	if s.spendStmt != nil {
+		s.spendStmt.Close()
+		s.spendStmt = nil
+	}
+	s.stmtMu.Unlock()
+	return s.db.Close()
+}
 
 // Engine names the engine: "sqlite3" or "postgres".
 func (s *DB) Engine() string { return string(s.dialect) }

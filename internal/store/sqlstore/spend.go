@@ -81,9 +81,9 @@ func flag(b bool) int64 {
 
 // insertSpendLogs inserts rows, skipping request ids already present, and
 // marks the ones it inserted.
-func (s *DB) insertSpendLogs(ctx context.Context, tx *sql.Tx, rows []store.SpendLog, inserted map[string]bool) error {
-	if s.dialect == goose.DialectSQLite3 {
-		return insertSpendLogsSQLite(ctx, tx, rows, inserted)
+func (s *DB) insertSpendLogs(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows []store.SpendLog, inserted map[string]bool) error {
+	if st != nil {
+		return insertSpendLogsSQLite(ctx, tx, st, rows, inserted)
 	}
 	for start := 0; start < len(rows); start += insertChunk {
 		part := rows[start:min(start+insertChunk, len(rows))]
@@ -129,30 +129,17 @@ func (s *DB) insertSpendLogs(ctx context.Context, tx *sql.Tx, rows []store.Spend
 // has no round trip to save, and small statements are what it does fast:
 // a multi-row INSERT is parsed anew for each batch, the driver resolves its
 // parameters by a linear scan each, and a multi-row write keeps a statement
-// journal (BenchmarkApplySpend measured all three).
-func insertSpendLogsSQLite(ctx context.Context, tx *sql.Tx, rows []store.SpendLog, inserted map[string]bool) error {
+// journal (BenchmarkApplySpend measured all three). st is prepared once
+// and reused by every batch (spendInsertStmt).
+func insertSpendLogsSQLite(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows []store.SpendLog, inserted map[string]bool) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	var b strings.Builder
-	b.WriteString(spendInsert + "(")
-	for c := range spendCols {
-		if c > 0 {
-			b.WriteByte(',')
-		}
-		// "?n" is a numbered parameter; "$n" would be a named one, which the
-		// driver resolves by name.
-		fmt.Fprintf(&b, "?%d", c+1)
-	}
-	b.WriteString(") ON CONFLICT (request_id) DO NOTHING")
-	st, err := tx.PrepareContext(ctx, b.String())
-	if err != nil {
-		return fmt.Errorf("insert spend logs: %w", err)
-	}
-	defer st.Close()
+	txSt := tx.StmtContext(ctx, st)
+	defer txSt.Close()
 	args := make([]any, 0, spendCols)
 	for i := range rows {
-		res, err := st.ExecContext(ctx, spendArgs(args[:0], &rows[i])...)
+		res, err := txSt.ExecContext(ctx, spendArgs(args[:0], &rows[i])...)
 		if err != nil {
 			return fmt.Errorf("insert spend logs: %w", err)
 		}
@@ -165,6 +152,27 @@ func insertSpendLogsSQLite(ctx context.Context, tx *sql.Tx, rows []store.SpendLo
 	return nil
 }
 
+// spendInsertStmt is the SQLite single-row spend_logs INSERT, prepared on
+// first use, outside any transaction: the store's one connection is taken
+// while a transaction runs, and preparing on the DB would wait for it. Its
+// parameters are anonymous ("?"): the driver asks SQLite for each
+// parameter's name before binding it, and a numbered one ("?7") costs a
+// lookup in SQLite and a parse in the driver, 30 times a row.
+func (s *DB) spendInsertStmt(ctx context.Context) (*sql.Stmt, error) {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if s.spendStmt != nil {
+		return s.spendStmt, nil
+	}
+	q := spendInsert + "(" + strings.Repeat("?,", spendCols-1) + "?) ON CONFLICT (request_id) DO NOTHING"
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	s.spendStmt = st
+	return st, nil
+}
+
 // ApplySpend writes a batch in one transaction. Rows already present (a
 // batch replayed after a crash or a retry) are skipped and not counted again:
 // spend and rollups are incremented only for rows this call inserted.
@@ -173,6 +181,13 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	defer cancel()
 	if len(batch) == 0 {
 		return nil
+	}
+	var st *sql.Stmt
+	if s.dialect == goose.DialectSQLite3 {
+		var err error
+		if st, err = s.spendInsertStmt(ctx); err != nil {
+			return fmt.Errorf("insert spend logs: %w", err)
+		}
 	}
 	return refused(s.tx(ctx, func(tx *sql.Tx) error {
 		inserted := make(map[string]bool, len(batch))
@@ -186,7 +201,7 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			}
 			rows = nil
 		}
-		if err := s.insertSpendLogs(ctx, tx, rows, inserted); err != nil {
+		if err := s.insertSpendLogs(ctx, tx, st, rows, inserted); err != nil {
 			return err
 		}
 
@@ -328,9 +343,11 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		conds = append(conds, fmt.Sprintf(cond, len(args)))
 	}
 	if f.RequestID != "" {
-		// The gateway's call id or the upstream answer's id.
+		// The gateway's call id or the upstream answer's id. The response
+		// id is found through spend_logs_response_tail (migration 00014),
+		// whose first column is the id's last character.
 		args = append(args, f.RequestID, f.RequestID)
-		conds = append(conds, fmt.Sprintf("(request_id = $%d OR response_id = $%d)", len(args)-1, len(args)))
+		conds = append(conds, fmt.Sprintf("(request_id = $%[1]d OR (substr(response_id, length(response_id)) = substr($%[2]d, length($%[2]d)) AND response_id = $%[2]d))", len(args)-1, len(args)))
 	}
 	for _, c := range []struct{ col, v string }{{"key_hash", f.KeyHash}, {"user_id", f.UserID}, {"team_id", f.TeamID}, {"end_user", f.EndUser}} {
 		if c.v != "" {

@@ -33,6 +33,7 @@ func Run(t *testing.T, open Opener) {
 		{"UsersTeamsEndUsers", entities},
 		{"ApplySpendIsAtomicAndIdempotent", applySpend},
 		{"ConcurrentApplySpend", concurrentSpend},
+		{"ManyBatchesWithReplays", manyBatches},
 		{"BudgetSpendAndReportedUsage", budgetSpend},
 		{"SpendLogFilters", spendFilters},
 		{"SpendReport", spendReport},
@@ -859,5 +860,162 @@ func spendContentBudget(t *testing.T, s store.Store) {
 		if l.ContentOmitted || (l.RequestID != "cb9" && l.Messages == nil) {
 			t.Errorf("no budget: row %s omitted %t", l.RequestID, l.ContentOmitted)
 		}
+	}
+}
+
+// manyBatches writes 40 batches whose rows spread over three days, two
+// keys, two models and a few tags, each batch also carrying rows of earlier
+// batches again (a replay after an ambiguous failure) and one row twice.
+// Every rollup (key spend, budget_spend, daily, tag) must then equal the
+// sum over the distinct rows, and every row must be found by its response
+// id, which the index finds by its last character (migration 00014).
+// Costs are multiples of 1/64, so float sums are exact in any order.
+func manyBatches(t *testing.T, s store.Store) {
+	for _, k := range []string{"ka", "kb"} {
+		if err := s.CreateKey(ctx, &store.Key{TokenHash: k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	day := time.Date(2026, 11, 20, 23, 0, 0, 0, time.UTC)
+	// Response ids: several per last character, a multi-byte last
+	// character, and none at all.
+	tails := []string{"a", "b", "Z", "0", "é"}
+	var rows []store.SpendLog
+	for i := range 400 {
+		l := store.SpendLog{
+			RequestID:  fmt.Sprintf("%012x%020x", 1_000_000+i, i*7919),
+			ResponseID: fmt.Sprintf("chatcmpl-%d%s", i*31%97, tails[i%len(tails)]),
+			KeyHash:    []string{"ka", "kb"}[i%2], ModelGroup: []string{"m1", "m2"}[i%3%2],
+			PromptTokens: int64(i % 50), CompletionTokens: int64(i % 7), Cost: float64(i%9) / 64,
+			Status: []int{200, 200, 429}[i%3], StartedAt: day.Add(time.Duration(i) * 7 * time.Minute),
+		}
+		l.EndedAt = l.StartedAt
+		if i%11 == 0 {
+			l.ResponseID = ""
+		}
+		if i%4 == 0 {
+			l.RequestTags = []string{"prod", fmt.Sprintf("job%d", i%3)}
+		}
+		if i%5 == 0 {
+			l.Budgets = []store.BudgetRef{{Kind: store.KindKeyModel, ID: l.KeyHash + "/" + l.ModelGroup}}
+		}
+		rows = append(rows, l)
+	}
+	for b := range 40 {
+		batch := slices.Clone(rows[b*10 : b*10+10])
+		batch = append(batch, batch[3]) // twice in one batch
+		if b > 0 {
+			batch = append(batch, rows[(b-1)*10+9], rows[b*7%(b*10)]) // earlier batches again
+		}
+		if err := s.ApplySpend(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.ApplySpend(ctx, rows[:200]); err != nil { // a whole replay
+		t.Fatal(err)
+	}
+
+	type sum struct {
+		requests, failed, prompt, completion int64
+		spend                                float64
+	}
+	add := func(m map[string]*sum, k string, l store.SpendLog) {
+		if m[k] == nil {
+			m[k] = &sum{}
+		}
+		m[k].requests++
+		if l.Status >= 400 {
+			m[k].failed++
+		}
+		m[k].prompt += l.PromptTokens
+		m[k].completion += l.CompletionTokens
+		m[k].spend += l.Cost
+	}
+	daily, tags, keys, budgets := map[string]*sum{}, map[string]*sum{}, map[string]*sum{}, map[string]*sum{}
+	var total float64
+	for _, l := range rows {
+		d := l.StartedAt.UTC().Format(time.DateOnly)
+		add(daily, d+"|"+l.KeyHash+"|"+l.ModelGroup, l)
+		for _, tag := range l.RequestTags {
+			add(tags, d+"|"+tag+"|"+l.ModelGroup, l)
+		}
+		add(keys, l.KeyHash, l)
+		for _, b := range l.Budgets {
+			add(budgets, b.ID, l)
+		}
+		total += l.Cost
+	}
+	if got, err := s.TotalSpend(ctx); err != nil || got != total {
+		t.Fatalf("TotalSpend = %v (%v), rows sum to %v", got, err, total)
+	}
+	report, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report) != len(daily) {
+		t.Errorf("daily rollup has %d groups, rows make %d", len(report), len(daily))
+	}
+	for _, r := range report {
+		w := daily[r.Day+"|"+r.Group+"|"+r.Model]
+		if w == nil || r.Requests != w.requests || r.PromptTokens != w.prompt || r.CompletionTokens != w.completion || r.Spend != w.spend {
+			t.Errorf("daily rollup %+v, rows sum to %+v", r, w)
+		}
+	}
+	tagRows, err := s.TagReport(ctx, store.TagFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tagRows) != len(tags) {
+		t.Errorf("tag rollup has %d groups, rows make %d", len(tagRows), len(tags))
+	}
+	for _, r := range tagRows {
+		w := tags[r.Day+"|"+r.Tag+"|"+r.Model]
+		if w == nil || r.Requests != w.requests || r.FailedRequests != w.failed || r.PromptTokens != w.prompt || r.CompletionTokens != w.completion || r.Spend != w.spend {
+			t.Errorf("tag rollup %+v, rows sum to %+v", r, w)
+		}
+	}
+	for k, w := range keys {
+		if got, err := s.GetKey(ctx, k); err != nil || got.Spend != w.spend {
+			t.Errorf("key %s spend %v (%v), rows sum to %v", k, got, err, w.spend)
+		}
+	}
+	spends, err := s.BudgetSpends(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spends) != len(budgets) {
+		t.Errorf("budget_spend has %d rows, want %d", len(spends), len(budgets))
+	}
+	for _, b := range spends {
+		if w := budgets[b.ID]; w == nil || b.Spend != w.spend {
+			t.Errorf("budget %s spend %v, rows sum to %+v", b.ID, b.Spend, w)
+		}
+	}
+	if _, n, err := s.ListSpendLogs(ctx, store.SpendFilter{}); err != nil || n != len(rows) {
+		t.Fatalf("spend logs: %d (%v), want %d", n, err, len(rows))
+	}
+	byResponse := map[string][]string{}
+	for _, l := range rows {
+		if l.ResponseID != "" {
+			byResponse[l.ResponseID] = append(byResponse[l.ResponseID], l.RequestID)
+		}
+	}
+	for id, want := range byResponse {
+		got, n, err := s.ListSpendLogs(ctx, store.SpendFilter{RequestID: id, Page: store.Page{Size: 100}})
+		if err != nil || n != len(want) || len(got) != len(want) {
+			t.Fatalf("response id %q: %d rows (%v), want %d", id, n, err, len(want))
+		}
+		for _, l := range got {
+			if l.ResponseID != id || !slices.Contains(want, l.RequestID) {
+				t.Fatalf("response id %q found row %s with response id %q", id, l.RequestID, l.ResponseID)
+			}
+		}
+	}
+	// A request id is found by itself; an id of neither kind finds nothing.
+	if got, n, err := s.ListSpendLogs(ctx, store.SpendFilter{RequestID: rows[123].RequestID}); err != nil || n != 1 || got[0].ResponseID != rows[123].ResponseID {
+		t.Fatalf("by request id: %d %+v (%v)", n, got, err)
+	}
+	if _, n, err := s.ListSpendLogs(ctx, store.SpendFilter{RequestID: "chatcmpl-none"}); err != nil || n != 0 {
+		t.Fatalf("unknown id: %d (%v)", n, err)
 	}
 }
