@@ -388,7 +388,7 @@ type SpendFilter struct {
 	ModelGroup string
 	// Status keeps rows by outcome: "success" (HTTP status below 400),
 	// "failure" (400 and up, or none), or one HTTP status code.
-	Status string
+	Status   string
 	From, To time.Time // zero: unbounded
 	// ContentBytes bounds the messages and response bytes a listing
 	// returns: once the rows so far hold that many, the later rows come

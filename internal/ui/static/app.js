@@ -31,7 +31,6 @@ async function api(method, path, body) {
 }
 
 const money = (v) => v == null ? "—" : "$" + Number(v).toFixed(Math.abs(Number(v)) < 1 ? 6 : 2);
-const shortMoney = (v) => v === 0 ? "$0" : v < 0.01 ? "$" + v.toPrecision(2) : "$" + v.toFixed(2);
 // A hash no list names (a deleted key, another user's) shows its first
 // eight hex digits; the audit log's other actors are master_key and
 // open-gateway.
@@ -189,11 +188,13 @@ function dayRange(from, to) {
   for (let d = new Date(from + "T00:00:00Z"); day(d) <= to && out.length < 400; d.setUTCDate(d.getUTCDate() + 1)) out.push(day(d));
   return out;
 }
-function niceMax(v) {
-  if (v <= 0) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+// niceScale picks the y axis: a step of 1, 2 or 5 × 10^k giving at most
+// five intervals up to the top of the tallest bar.
+function niceScale(v) {
+  if (v <= 0) return { max: 1, step: 0.25, digits: 2 };
+  const raw = v / 4, p = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map(m => m * p).find(s => s >= raw);
+  return { max: Math.ceil(v / step - 1e-9) * step, step, digits: Math.max(0, -Math.floor(Math.log10(step))) };
 }
 let tip;
 function tooltip() {
@@ -209,14 +210,15 @@ function barChart(title, days, series, label) {
   ids.sort((a, b) => totals[b] - totals[a]);
   const color = (id) => colors[ids.indexOf(id) % colors.length];
   const w = 900, h = 220, left = 64, bottom = 26, top = 10;
-  const max = niceMax(Math.max(0, ...days.map(d => Object.values(series[d] || {}).reduce((a, b) => a + b, 0))));
+  const scale = niceScale(Math.max(0, ...days.map(d => Object.values(series[d] || {}).reduce((a, b) => a + b, 0))));
+  const max = scale.max;
   const svg = svgEl("svg", { viewBox: `0 0 ${w} ${h + bottom + top}`, width: "100%", role: "img", class: "chart-svg" });
   const y = (v) => top + h - h * v / max;
-  for (let i = 0; i <= 4; i++) {
-    const v = max * i / 4;
+  for (let i = 0; i * scale.step <= max + 1e-12; i++) {
+    const v = i * scale.step;
     svg.append(svgEl("line", { x1: left, x2: w - 4, y1: y(v), y2: y(v), class: i ? "grid" : "axis" }));
     const t = svgEl("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" });
-    t.textContent = shortMoney(v);
+    t.textContent = "$" + v.toFixed(scale.digits);
     svg.append(t);
   }
   svg.append(svgEl("line", { x1: left, x2: left, y1: top, y2: top + h, class: "axis" }));
