@@ -88,7 +88,10 @@ async function loadNames() {
   names.keyList = keys.keys || [];
   names.keys = {};
   for (const k of names.keyList) names.keys[k.token] = k.key_alias || k.key_name;
-  if (!state.admin) return;
+  if (!state.admin) {
+    if (state.userId) names.users = { [state.userId]: state.who };
+    return;
+  }
   const [users, teams] = await Promise.all([api("GET", "/user/list?size=1000").catch(() => ({})), api("GET", "/team/list").catch(() => [])]);
   names.userList = users.users || [];
   names.teamList = Array.isArray(teams) ? teams : (teams.teams || []);
@@ -204,6 +207,7 @@ function tooltip() {
 // barChart: stacked bars per day with a y axis in dollars, a date axis, a
 // tooltip on hover and a legend; label(id) names each series.
 function barChart(title, days, series, label) {
+  if (tip) tip.hidden = true; // the bar it described is about to go
   const ids = [...new Set(days.flatMap(d => Object.keys(series[d] || {})))];
   const totals = {};
   for (const id of ids) totals[id] = days.reduce((s, d) => s + ((series[d] || {})[id] || 0), 0);
