@@ -570,7 +570,7 @@ async function logsPage(page) {
     user_id: state.admin ? el("select", { id: "flt-user" }, opt("", "any user"), ...names.userList.map(u => opt(u.user_id, userLabel(u.user_id)))) : null,
     team_id: state.admin ? el("select", { id: "flt-team" }, opt("", "any team"), ...names.teamList.map(t => opt(t.team_id, teamLabel(t.team_id)))) : null,
     model: el("select", { id: "flt-model" }, opt("", "any model"), ...models.map(m => opt(m, m))),
-    status: el("select", { id: "flt-status" }, opt("", "any status"), opt("success", "succeeded"), opt("failure", "failed"), opt("429", "429 rate limited")),
+    status: el("select", { id: "flt-status" }, opt("", "any status"), opt("success", "succeeded"), opt("failure", "failed")),
     start_date: el("input", { type: "date", id: "flt-from" }),
     end_date: el("input", { type: "date", id: "flt-to" }),
   };
