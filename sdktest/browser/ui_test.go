@@ -330,7 +330,7 @@ guardrails:
 		if c.tags != "" {
 			h["x-litellm-tags"] = c.tags
 		}
-		body := fmt.Sprintf(`{"model":%q,"max_tokens":10,"messages":[{"role":"user","content":"call %d from the browser test, mail ui@example.com"}]}`, c.model, i)
+		body := fmt.Sprintf(`{"model":%q,"max_tokens":10,"user":"end-user-%d","messages":[{"role":"user","content":"call %d from the browser test, mail ui@example.com"}]}`, c.model, i%2, i)
 		if s := apiCall(t, "POST", base+"/v1/chat/completions", c.key, body, h, nil); s != c.want {
 			t.Fatalf("call %d (%s): %d, want %d", i, c.model, s, c.want)
 		}
@@ -397,7 +397,7 @@ guardrails:
 		t.Errorf("tooltip %q names no key alias", tip)
 	}
 	b.shot("05-spend-by-key")
-	for _, g := range []struct{ group, want string }{{"team", "Research"}, {"model", "demo"}, {"tag", "browser-tag"}, {"user", "ada@example.com"}} {
+	for _, g := range []struct{ group, want string }{{"team", "Research"}, {"model", "demo"}, {"tag", "browser-tag"}, {"user", "ada@example.com"}, {"end_user", "end-user-1"}} {
 		b.choose("#spend-group", g.group)
 		b.until("the chart by "+g.group, `document.querySelector("#top-spenders") && document.querySelector("#top-spenders").innerText.includes(`+fmt.Sprintf("%q", g.want)+`)`)
 	}
