@@ -169,8 +169,9 @@ func (a *API) spendCalculate(w http.ResponseWriter, r *http.Request, p *auth.Pri
 // dates and summarize not false, the answer is LiteLLM's summary per day
 // instead (spendSummary). page and size page the rows (Tollgate's; without
 // them the newest 1,000). tag (Tollgate's) keeps the rows carrying that
-// request tag exactly; it always lists rows (the summary's rollups have
-// no tags).
+// request tag exactly; model (a model group) and status (success,
+// failure or an HTTP status code) are Tollgate's too; each of the three
+// always lists rows (the summary's rollups have no tags or statuses).
 func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {
 	q := r.URL.Query()
 	summarize := true
@@ -181,7 +182,12 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		}
 	}
 	f := store.SpendFilter{UserID: q.Get("user_id"), TeamID: q.Get("team_id"), EndUser: q.Get("end_user"),
-		RequestID: q.Get("request_id"), Tag: q.Get("tag"), Page: page(r)}
+		RequestID: q.Get("request_id"), Tag: q.Get("tag"), ModelGroup: q.Get("model"), Status: q.Get("status"), Page: page(r)}
+	if s := f.Status; s != "" && s != "success" && s != "failure" {
+		if n, err := strconv.Atoi(s); err != nil || n < 100 || n > 599 {
+			return apierror.BadRequest("status", "status must be success, failure or an HTTP status code; got %q", s)
+		}
+	}
 	if f.Page.Size == 0 {
 		f.Page.Size = 1000
 	}
@@ -201,7 +207,7 @@ func (a *API) spendLogs(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			f.KeyHash = p.KeyHash
 		}
 	}
-	if summarize && f.Tag == "" && q.Get("start_date") != "" && q.Get("end_date") != "" {
+	if summarize && f.Tag == "" && f.ModelGroup == "" && f.Status == "" && q.Get("start_date") != "" && q.Get("end_date") != "" {
 		return a.spendSummary(w, r, f)
 	}
 	logs, _, err := a.store.ListSpendLogs(r.Context(), f)

@@ -382,7 +382,13 @@ type KeyFilter struct {
 type SpendFilter struct {
 	RequestID, KeyHash, UserID, TeamID, EndUser string
 	// Tag keeps the rows whose RequestTags hold it (exactly).
-	Tag      string
+	Tag string
+	// ModelGroup keeps the rows of that model group (the name the client
+	// asked for).
+	ModelGroup string
+	// Status keeps rows by outcome: "success" (HTTP status below 400),
+	// "failure" (400 and up, or none), or one HTTP status code.
+	Status   string
 	From, To time.Time // zero: unbounded
 	// ContentBytes bounds the messages and response bytes a listing
 	// returns: once the rows so far hold that many, the later rows come

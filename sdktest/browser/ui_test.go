@@ -45,11 +45,135 @@ func artifacts(t *testing.T) string {
 	return dir
 }
 
-// TestUIEndToEnd drives headless Chromium: sign in with the master key,
-// create a key in the form, use that key for a chat request through the
-// API, and see its spend appear on the keys page and in the spend charts.
+// browser is one headless Chromium tab on the gateway, with the helpers
+// the flows use. Every wait is for a condition, bounded generously.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+	dir  string
+}
+
+// step runs actions within 30 s; on failure it saves failed.png and
+// reports the page's text.
+func (b *browser) step(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	sctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, steps...); err != nil {
+		b.fatalf("browser, %s: %v", what, err)
+	}
+}
+
+func (b *browser) fatalf(format string, args ...any) {
+	b.t.Helper()
+	body, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body.innerText`))
+	if png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100)); err == nil {
+		_ = os.WriteFile(filepath.Join(b.dir, "failed.png"), png, 0o644)
+	}
+	b.t.Fatalf(format+"\npage text:\n%s", append(args, body)...)
+}
+
+// js evaluates expr and returns its value.
+func js[T any](b *browser, expr string) T {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		b.fatalf("browser, evaluating %.80s: %v", expr, err)
+	}
+	return v
+}
+
+// until polls the JavaScript condition expr (every 50 ms, up to 30 s).
+func (b *browser) until(what, expr string) {
+	b.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`!!(`+expr+`)`))
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.fatalf("browser, waiting for %s (%s): %v", what, expr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	return js[string](b, fmt.Sprintf(`(document.querySelector(%q) || {innerText: ""}).innerText`, sel))
+}
+
+// choose sets a select (or input) to value as a user would and fires its change event.
+func (b *browser) choose(sel, value string) {
+	b.t.Helper()
+	if !js[bool](b, fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return false; e.value = %q;
+		e.dispatchEvent(new Event("input", {bubbles: true})); e.dispatchEvent(new Event("change", {bubbles: true})); return e.value === %q; })()`, sel, value, value)) {
+		b.fatalf("browser: cannot set %s to %q", sel, value)
+	}
+}
+
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join(b.dir, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Logf("screenshot %s", path)
+}
+
+// open goes to a page of the UI by its menu entry and waits for ready.
+func (b *browser) open(page, ready string) {
+	b.t.Helper()
+	b.step("open "+page, chromedp.Click("#nav-"+page), chromedp.WaitVisible(ready))
+}
+
+func (b *browser) signIn(key, ready string) {
+	b.t.Helper()
+	b.step("sign in", chromedp.WaitVisible("#login-key"), chromedp.SendKeys("#login-key", key), chromedp.Click("#login-button"), chromedp.WaitVisible(ready))
+}
+
+func (b *browser) signOut() {
+	b.t.Helper()
+	b.step("sign out", chromedp.Click("#logout"), chromedp.WaitVisible("#login-key"))
+}
+
+// apiCall sends a management or inference request with key and decodes the answer.
+func apiCall(t *testing.T, method, url, key, body string, header map[string]string, out any) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		_ = json.Unmarshal(b, out)
+	}
+	return resp.StatusCode
+}
+
+// TestUIEndToEnd drives headless Chromium through the admin's flows (sign
+// in; create a key with a budget in the short form, see it once with a
+// copy button and by its alias in the list; spend from calls through the
+// demo model in the chart by key alias, by team, model and tag; the
+// request log filtered, a request's detail; an audit entry's before/after
+// diff; the overview), an internal user's (only her keys, spend and
+// requests; no admin menu; an admin page's URL says why it is refused, and
+// the server refuses it too), a viewer's read-only view and the API docs
+// page. Every page's screenshot goes to $TOLLGATE_ARTIFACTS/ui.
 func TestUIEndToEnd(t *testing.T) {
-	browser := chromium(t)
+	chrome := chromium(t)
 	work := t.TempDir()
 	bin, err := harness.Binary(work)
 	if err != nil {
@@ -57,8 +181,15 @@ func TestUIEndToEnd(t *testing.T) {
 	}
 	gw, err := harness.Start(bin, work, func(upstream string) string {
 		return fmt.Sprintf(`model_list:
+  - model_name: demo
+    litellm_params: {model: demo/demo, input_cost_per_token: 0.001, output_cost_per_token: 0.002}
   - model_name: gpt-4
-    litellm_params: {model: openai/gpt-4o, api_base: %q, input_cost_per_token: 0.00001, output_cost_per_token: 0.00002}
+    litellm_params: {model: openai/gpt-4o, api_base: %[1]q, input_cost_per_token: 0.00001, output_cost_per_token: 0.00002}
+  - model_name: flaky
+    litellm_params: {model: openai/flaky, api_base: %[1]q, extra_headers: {x-mock-status: "503"}}
+router_settings:
+  allowed_fails: 0
+  cooldown_time: 600
 general_settings:
   master_key: sk-ui-master
 guardrails:
@@ -72,51 +203,34 @@ guardrails:
 		t.Fatal(err)
 	}
 	defer gw.Stop()
+	base := gw.URL
+	const master = "sk-ui-master"
+
+	// A team and an internal user with a key of her own, made over the API.
+	if s := apiCall(t, "POST", base+"/team/new", master, `{"team_id": "t-research", "team_alias": "Research"}`, nil, nil); s != 200 {
+		t.Fatalf("team/new: %d", s)
+	}
+	var ada struct{ Key string }
+	if s := apiCall(t, "POST", base+"/user/new", master, `{"user_id": "u-ada", "user_email": "ada@example.com", "user_role": "internal_user"}`, nil, &ada); s != 200 {
+		t.Fatalf("user/new: %d", s)
+	}
+	var adaKey struct{ Key string }
+	if s := apiCall(t, "POST", base+"/key/generate", master, `{"key_alias": "ada-laptop", "user_id": "u-ada", "models": ["demo"]}`, nil, &adaKey); s != 200 {
+		t.Fatalf("key/generate for ada: %d", s)
+	}
+
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	base := gw.URL
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.Headless,
-		chromedp.DisableGPU, chromedp.WindowSize(1280, 900))
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.Headless,
+		chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900))
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	defer cancelAlloc()
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	defer cancelBrowser()
-	bctx, cancelTimeout := context.WithTimeout(bctx, 90*time.Second)
+	bctx, cancelTimeout := context.WithTimeout(bctx, 3*time.Minute)
 	defer cancelTimeout()
-	dir := artifacts(t)
-	shot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		path := filepath.Join(dir, name+".png")
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("screenshot %s", path)
-	}
-	step := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(bctx, 20*time.Second)
-		defer cancel()
-		if err := chromedp.Do(sctx, steps...); err != nil {
-			body, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.body.innerText + "\ninputs: " + [...document.querySelectorAll("#key-form input")].map(i => i.name + "=" + i.value).join(" ")`))
-			if png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)); err == nil {
-				_ = os.WriteFile(filepath.Join(dir, "failed.png"), png, 0o644)
-			}
-			t.Fatalf("browser, %s: %v\npage text:\n%s", what, err, body)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.Text(sel))
-		if err != nil {
-			t.Fatalf("browser, reading %s: %v", sel, err)
-		}
-		return s
-	}
+	b := &browser{t: t, ctx: bctx, base: base, dir: artifacts(t)}
 
 	// The first action starts the browser on bctx itself: a step's timeout
 	// context must not own the tab.
@@ -156,115 +270,265 @@ guardrails:
 			}
 		}
 	}()
-	step("open the UI", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible("#login-key"))
-	shot("1-login")
-	step("sign in", chromedp.SendKeys("#login-key", "sk-ui-master"), chromedp.Click("#login-button"), chromedp.WaitVisible("#key-form"))
-	// Fill the form's fields as a user would type them, then press its button.
-	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`(() => {
-		const set = (id, v) => { const e = document.getElementById(id); e.value = v; e.dispatchEvent(new Event("input", {bubbles: true})); };
-		set("f-key_alias", "ui-made-key"); set("f-max_budget", "5"); set("f-models", "gpt-4"); set("f-rpm_limit", "100");
-		set("f-metadata", '{"team": "browser-test"}');
-		return true;
-	})()`)); err != nil {
-		t.Fatalf("fill the key form: %v", err)
+
+	// ---- the admin ----
+	b.step("open the UI", chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible("#login-key"))
+	b.shot("01-login")
+	b.signIn(master, "#ov-today")
+	if !js[bool](b, `!!document.querySelector("#admin-menu #nav-audit")`) {
+		b.fatalf("the admin sees no admin menu")
 	}
-	step("create the key", chromedp.Click("#create-key"), chromedp.WaitVisible("#new-key-value"))
-	rawKey := text("#new-key-value")
-	shot("2-key-created")
+	b.open("keys", "#key-form")
+	// The short form: the common fields are shown, the rest folded away.
+	if js[bool](b, `document.querySelector("#key-advanced").open || document.querySelector("#f-rpm_limit").checkVisibility()`) {
+		b.fatalf("the key form shows its advanced fields unasked")
+	}
+	for _, f := range []string{"key_alias", "models", "max_budget", "budget_duration", "team_id", "user_id", "duration"} {
+		if !js[bool](b, `document.querySelector("#f-`+f+`").checkVisibility()`) {
+			b.fatalf("the key form's short part has no visible %s", f)
+		}
+	}
+	b.step("open the advanced fields", chromedp.Click("#key-advanced summary"), chromedp.WaitVisible("#f-rpm_limit"))
+	// A checkbox sits on its label's line: their vertical centres within 3 px.
+	if off := js[float64](b, `(() => { const l = document.querySelector("#f-blocked").closest("label");
+		const c = document.querySelector("#f-blocked").getBoundingClientRect(), s = l.querySelector("span").getBoundingClientRect();
+		return Math.abs((c.top + c.bottom) / 2 - (s.top + s.bottom) / 2); })()`); off > 3 {
+		b.fatalf("the checkbox is %.1f px off its label's line", off)
+	}
+	b.shot("02-key-form-advanced")
+	b.step("close the advanced fields", chromedp.Click("#key-advanced summary"))
+	b.until("the advanced fields folded", `!document.querySelector("#f-rpm_limit").checkVisibility()`)
+	b.step("fill the key form", chromedp.SendKeys("#f-key_alias", "billing-bot"), chromedp.SendKeys("#f-max_budget", "5"), chromedp.SendKeys("#f-models", "demo, gpt-4, flaky"))
+	b.choose("#f-budget_duration", "30d")
+	b.choose("#f-team_id", "t-research")
+	b.step("create the key", chromedp.Click("#create-key"), chromedp.WaitVisible("#new-key-value"))
+	rawKey := b.text("#new-key-value")
 	if !strings.HasPrefix(rawKey, "sk-") {
-		t.Fatalf("the form showed %q as the new key", rawKey)
+		b.fatalf("the form showed %q as the new key", rawKey)
+	}
+	b.step("copy the key", chromedp.Click("#copy-key"))
+	b.until("the copy to be confirmed", `document.querySelector("#copy-status").innerText.startsWith("Copied")`)
+	b.until("the new key in the list by its alias", `document.querySelector('tr.key-row[data-alias="billing-bot"]')`)
+	if row := b.text(`tr.key-row[data-alias="billing-bot"]`); !strings.Contains(row, "Research") || !strings.Contains(row, "/ $5.00") || !strings.Contains(row, "30d") {
+		t.Errorf("the key's row %q lacks its team's alias, budget or period", row)
+	}
+	b.shot("03-key-created")
+	// Shown once: the page opened again no longer holds it.
+	b.step("reopen the keys page", chromedp.Navigate(base+"/ui/#overview"), chromedp.WaitVisible("#ov-today"), chromedp.Click("#nav-keys"), chromedp.WaitVisible("#key-list table"))
+	if strings.Contains(js[string](b, `document.body.innerText`), rawKey) {
+		b.fatalf("the raw key is still on the page after leaving it")
 	}
 
-	// Use the key through the API.
-	req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4","max_tokens":10,"messages":[{"role":"user","content":"hello from the browser test, mail ui@example.com"}]}`))
-	req.Header.Set("Authorization", "Bearer "+rawKey)
-	req.Header.Set("x-litellm-tags", "browser-tag")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// Calls through the demo model (tagged), one through gpt-4 with an
+	// e-mail address (masked by the guardrail), one that fails upstream,
+	// and one of ada's.
+	for i, c := range []struct {
+		key, model, tags string
+		want             int
+	}{{rawKey, "demo", "browser-tag", 200}, {rawKey, "demo", "browser-tag", 200}, {rawKey, "demo", "", 200}, {rawKey, "gpt-4", "", 200}, {rawKey, "flaky", "", 503}, {adaKey.Key, "demo", "", 200}} {
+		h := map[string]string{}
+		if c.tags != "" {
+			h["x-litellm-tags"] = c.tags
+		}
+		body := fmt.Sprintf(`{"model":%q,"max_tokens":10,"user":"end-user-%d","messages":[{"role":"user","content":"call %d from the browser test, mail ui@example.com"}]}`, c.model, i%2, i)
+		if s := apiCall(t, "POST", base+"/v1/chat/completions", c.key, body, h, nil); s != c.want {
+			t.Fatalf("call %d (%s): %d, want %d", i, c.model, s, c.want)
+		}
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Header.Get("x-tollgate-response-cost") == "" {
-		t.Fatalf("chat with the UI's key: %d", resp.StatusCode)
-	}
-
-	// Its spend shows on the keys page (the writer lands it within 100 ms).
-	cell := `tr.key-row[data-alias="ui-made-key"] td.spend`
-	var spend string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		step("reload the keys page", chromedp.Navigate(base+"/ui/#keys"), chromedp.Reload(), chromedp.WaitVisible(cell))
-		spend = text(cell)
-		if !strings.HasPrefix(spend, "$0.000000 ") {
+	// The spend writer lands the rows within about 100 ms; wait for the
+	// five answered calls (an upstream's error leaves no spend row).
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var rows []map[string]any
+		apiCall(t, "GET", base+"/spend/logs", master, "", nil, &rows)
+		if len(rows) >= 5 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the key's spend never appeared in the UI: %q", spend)
+			seen := []string{}
+			for _, r := range rows {
+				seen = append(seen, fmt.Sprint(r["model_group"], " ", r["http_status"]))
+			}
+			t.Fatalf("spend rows: %d of 5 after 30 s: %v", len(rows), seen)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(spend, "/ $5.00") {
-		t.Errorf("spend cell %q does not show the budget", spend)
+	// An audit entry with a before and an after: the budget raised.
+	var info struct {
+		Info struct {
+			Token string `json:"token"`
+		} `json:"info"`
 	}
-	shot("3-key-spend")
-	step("open the spend page", chromedp.Click("#nav-spend"), chromedp.WaitVisible("#total-spend"), chromedp.WaitVisible("svg rect"))
-	if total := text("#total-spend"); strings.Contains(total, "$0.000000") {
-		t.Errorf("total spend %q", total)
+	apiCall(t, "GET", base+"/key/info?key="+rawKey, master, "", nil, &info)
+	if s := apiCall(t, "POST", base+"/key/update", master, `{"key": "`+rawKey+`", "max_budget": 7}`, nil, nil); s != 200 {
+		t.Fatalf("key/update: %d", s)
 	}
-	step("see spend by tag", chromedp.WaitVisible("#tag-spend"))
-	if tags := text("#tag-spend"); !strings.Contains(tags, "browser-tag") {
+
+	b.open("overview", "#ov-today")
+	b.until("the overview's spend", `!document.querySelector("#ov-today .big").innerText.startsWith("$0.000000")`)
+	if top := b.text("#top-keys"); !strings.Contains(top, "billing-bot") || !strings.Contains(top, "ada-laptop") {
+		t.Errorf("top keys %q do not name the keys by alias", top)
+	}
+	if e := b.text("#ov-errors"); !strings.Contains(e, "1 failed of 6") {
+		t.Errorf("error rate card %q", e)
+	}
+	if burn := b.text("#budget-burn"); !strings.Contains(burn, "billing-bot") {
+		t.Errorf("budget burn %q does not list the key with a budget", burn)
+	}
+	// The deployment that failed cools down (allowed_fails: 0).
+	if cool := b.text("#ov-cool"); !strings.Contains(cool, "flaky") || !strings.Contains(cool, "cooling down until") {
+		t.Errorf("cooldowns: %q", cool)
+	}
+	b.shot("04-overview")
+
+	b.open("spend", "#spend-group")
+	b.until("the chart by key", `document.querySelector("#spend-out .legend") && document.querySelector("#spend-out .legend").innerText.includes("billing-bot")`)
+	if js[bool](b, `document.querySelector("#spend-out .legend").innerText.includes("key ")`) {
+		t.Errorf("the legend names a key by its hash: %q", b.text("#spend-out .legend"))
+	}
+	if ticks := js[int](b, `document.querySelectorAll("#spend-out svg text.tick").length`); ticks < 6 {
+		t.Errorf("the chart has %d axis labels", ticks)
+	}
+	// Hover a bar: the tooltip names the key and the value.
+	x := js[float64](b, `(() => { const r = document.querySelector("#spend-out rect.bar-rect").getBoundingClientRect(); return r.left + r.width / 2; })()`)
+	y := js[float64](b, `(() => { const r = document.querySelector("#spend-out rect.bar-rect").getBoundingClientRect(); return r.top + r.height / 2; })()`)
+	b.step("hover a bar", chromedp.MouseEvent("mouseMoved", x, y))
+	b.until("the tooltip", `!document.querySelector("#chart-tooltip").hidden && document.querySelector("#chart-tooltip").innerText.includes(": $")`)
+	if tip := b.text("#chart-tooltip"); !strings.Contains(tip, "billing-bot") && !strings.Contains(tip, "ada-laptop") {
+		t.Errorf("tooltip %q names no key alias", tip)
+	}
+	b.shot("05-spend-by-key")
+	for _, g := range []struct{ group, want string }{{"team", "Research"}, {"model", "demo"}, {"tag", "browser-tag"}, {"user", "ada@example.com"}, {"end_user", "end-user-1"}} {
+		b.choose("#spend-group", g.group)
+		b.until("the chart by "+g.group, `document.querySelector("#top-spenders") && document.querySelector("#top-spenders").innerText.includes(`+fmt.Sprintf("%q", g.want)+`)`)
+	}
+	// A date range with no spend shows an empty chart, not an error.
+	b.choose("#spend-from", "2020-01-01")
+	b.choose("#spend-to", "2020-01-07")
+	b.until("the empty range", `document.querySelector("#range-spend") && document.querySelector("#range-spend").innerText.includes("$0.000000")`)
+	b.step("back to this month", chromedp.Click(`#spend-toolbar button:nth-of-type(3)`))
+	b.until("this month's spend", `document.querySelector("#range-spend") && !document.querySelector("#range-spend").innerText.includes("$0.000000")`)
+	b.choose("#spend-group", "model")
+	b.until("the chart by model", `document.querySelector("#top-spenders").innerText.includes("demo")`)
+	if tags := b.text("#tag-spend"); !strings.Contains(tags, "browser-tag") {
 		t.Errorf("spend by tag %q does not show the request's tag", tags)
 	}
-	shot("4-spend")
-	step("open the request logs", chromedp.Click("#nav-logs"), chromedp.WaitVisible("table tbody tr td code"), chromedp.WaitVisible("td.tags"))
-	if tags := text("td.tags"); tags != "browser-tag" {
-		t.Errorf("request log tags %q", tags)
+	b.shot("06-spend-by-model")
+
+	b.open("logs", "#log-filters")
+	b.until("the request log", `document.querySelectorAll("tr.log-row").length === 5`)
+	if keys := b.text("#page table tbody"); strings.Contains(keys, info.Info.Token[:8]) || !strings.Contains(keys, "billing-bot") {
+		t.Errorf("the request log does not name keys by alias: %q", keys)
 	}
-	if g := text("td.guardrails"); g != "pii-mask: masked (EMAIL_ADDRESS×1)" {
+	b.choose("#flt-model", "gpt-4")
+	b.until("the gpt-4 rows", `document.querySelectorAll("tr.log-row").length === 1`)
+	if g := b.text("td.guardrails"); g != "pii-mask: masked (EMAIL_ADDRESS×1)" {
 		t.Errorf("request log guardrails %q", g)
 	}
-	shot("5-logs")
-	step("open the guardrails page", chromedp.Click("#nav-guardrails"), chromedp.WaitVisible("#page table tbody tr td"))
-	if list := text("#page table"); !strings.Contains(list, "pii-mask") || !strings.Contains(list, "inactive (kind not served)") {
+	b.choose("#flt-model", "")
+	b.choose("#flt-status", "failure")
+	b.until("no failed rows", `document.querySelectorAll("tr.log-row").length === 0 && document.querySelector("#page table tbody").innerText.includes("nothing yet")`)
+	b.choose("#flt-status", "success")
+	b.until("the successful rows", `document.querySelectorAll("tr.log-row").length === 5`)
+	b.choose("#flt-status", "")
+	b.choose("#flt-key", info.Info.Token)
+	b.until("billing-bot's rows", `document.querySelectorAll("tr.log-row").length === 4`)
+	b.step("open a request's detail", chromedp.Click(`tr.log-row`), chromedp.WaitVisible("#log-detail"))
+	if d := b.text("#log-detail"); !strings.Contains(d, "billing-bot") || !strings.Contains(d, "Research") {
+		t.Errorf("request detail %q lacks the key's alias or the team's", d)
+	}
+	b.shot("07-logs-detail")
+
+	b.open("audit", "#page table")
+	b.until("the key's update in the audit log", `[...document.querySelectorAll("tr.audit-row")].some(r => r.innerText.includes("updated") && r.innerText.includes("key billing-bot"))`)
+	b.step("open the update's diff", chromedp.Click(`tr.audit-row details.audit-diff summary`))
+	b.until("the diff", `[...document.querySelectorAll("table.diff tr")].some(r => r.innerText.includes("max_budget"))`)
+	if d := js[string](b, `[...document.querySelectorAll("table.diff tr")].find(r => r.innerText.includes("max_budget")).innerText`); !strings.Contains(d, "5") || !strings.Contains(d, "7") {
+		t.Errorf("the audit diff's max_budget row %q is not 5 → 7", d)
+	}
+	b.shot("08-audit-diff")
+	for _, p := range []struct{ page, ready, shot string }{
+		{"users", "#user-form", "09-users"}, {"teams", "#page table", "10-teams"}, {"customers", "#page table", "11-end-users"},
+		{"models", "#page table", "12-models"}, {"guardrails", "#page table tbody tr td", "13-guardrails"},
+	} {
+		b.open(p.page, p.ready)
+		b.until(p.page+" loaded", `document.querySelector("#page table tbody")`)
+		b.shot(p.shot)
+	}
+	if list := b.text("#page table"); !strings.Contains(list, "pii-mask") || !strings.Contains(list, "inactive (kind not served)") {
 		t.Errorf("guardrails page %q", list)
 	}
-	shot("5b-guardrails")
+	b.signOut()
 
-	// A viewer sees everything and can change nothing: no forms, no buttons.
-	req, _ = http.NewRequest("POST", base+"/user/new", strings.NewReader(`{"user_id": "viewer-1", "user_role": "proxy_admin_viewer"}`))
-	req.Header.Set("Authorization", "Bearer sk-ui-master")
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// ---- an internal user: only her own, no admin menu ----
+	b.signIn(ada.Key, "#ov-today")
+	if js[bool](b, `!!document.querySelector("#admin-menu, #nav-audit, #nav-users")`) {
+		b.fatalf("the internal user sees the admin menu")
 	}
+	if who := b.text("#whoami"); !strings.Contains(who, "ada@example.com") || !strings.Contains(who, "internal_user") {
+		t.Errorf("whoami %q", who)
+	}
+	b.until("her spend on the overview", `document.querySelector("#top-keys").innerText.includes("ada-laptop")`)
+	if top := b.text("#top-keys"); strings.Contains(top, "billing-bot") {
+		t.Errorf("the internal user's overview shows another's key: %q", top)
+	}
+	b.shot("14-user-overview")
+	b.open("keys", "#key-list table")
+	if list := b.text("#key-list"); !strings.Contains(list, "ada-laptop") || strings.Contains(list, "billing-bot") || strings.Contains(list, "u-ada") {
+		t.Errorf("the internal user's keys %q", list)
+	}
+	b.shot("15-user-keys")
+	b.open("spend", "#spend-group")
+	b.until("her chart", `document.querySelector("#spend-out .legend") && document.querySelector("#spend-out .legend").innerText.includes("ada-laptop")`)
+	if legend := b.text("#spend-out .legend"); strings.Contains(legend, "billing-bot") {
+		t.Errorf("the internal user's chart shows another's key: %q", legend)
+	}
+	if groups := js[string](b, `[...document.querySelectorAll("#spend-group option")].map(o => o.value).join(" ")`); groups != "api_key model" {
+		t.Errorf("the internal user may group by %q", groups)
+	}
+	b.shot("16-user-spend")
+	b.open("logs", "#log-filters")
+	b.until("her request", `document.querySelectorAll("tr.log-row").length === 1`)
+	if rows := b.text("#page table tbody"); !strings.Contains(rows, "ada-laptop") {
+		t.Errorf("the internal user's request log %q", rows)
+	}
+	b.shot("17-user-logs")
+	b.step("open the audit log by its URL", chromedp.Navigate(base+"/ui/#audit"), chromedp.WaitVisible("#forbidden"))
+	if msg := b.text("#forbidden"); !strings.Contains(msg, "for admins") || !strings.Contains(msg, "internal_user") {
+		t.Errorf("the refusal %q does not say why", msg)
+	}
+	b.shot("18-user-admin-url")
+	// The server refuses it too, not just the page.
+	for _, path := range []string{"/audit/list", "/global/spend/report", "/user/list", "/spend/tags"} {
+		if s := apiCall(t, "GET", base+path, ada.Key, "", nil, nil); s != 403 {
+			t.Errorf("GET %s as the internal user: %d, want 403", path, s)
+		}
+	}
+	var others []map[string]any
+	apiCall(t, "GET", base+"/spend/logs?api_key="+rawKey, ada.Key, "", nil, &others)
+	if len(others) != 0 {
+		t.Errorf("/spend/logs as the internal user, asking for another's key: %v", others)
+	}
+	b.signOut()
+
+	// ---- a viewer sees everything and can change nothing ----
 	var viewer struct{ Key string }
-	json.NewDecoder(resp.Body).Decode(&viewer)
-	resp.Body.Close()
-	step("sign out", chromedp.Click("#logout"), chromedp.WaitVisible("#login-key"))
-	step("sign in as a viewer", chromedp.SendKeys("#login-key", viewer.Key), chromedp.Click("#login-button"), chromedp.WaitVisible(cell))
-	who := text("#whoami")
-	buttons, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#key-form, #page button").length`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(who, "read only") || buttons != 0 {
+	apiCall(t, "POST", base+"/user/new", master, `{"user_id": "viewer-1", "user_role": "proxy_admin_viewer"}`, nil, &viewer)
+	b.signIn(viewer.Key, "#ov-today")
+	b.open("keys", `tr.key-row[data-alias="billing-bot"]`)
+	who := b.text("#whoami")
+	if buttons := js[int](b, `document.querySelectorAll("#key-form, #page button").length`); !strings.Contains(who, "read only") || buttons != 0 {
 		t.Errorf("viewer: whoami %q, %d forms and buttons", who, buttons)
 	}
-	shot("6-viewer")
+	b.shot("19-viewer-keys")
 
 	// The API docs page renders the document and sends a request.
-	step("open the docs page", chromedp.Navigate(base+"/docs"), chromedp.WaitVisible(chromedp.CSS("#ops details summary")))
-	step("send a request from the docs page", chromedp.Click(chromedp.CSS("#ops details summary")),
+	b.step("open the docs page", chromedp.Navigate(base+"/docs"), chromedp.WaitVisible(chromedp.CSS("#ops details summary")))
+	b.step("send a request from the docs page", chromedp.Click(chromedp.CSS("#ops details summary")),
 		chromedp.Click(chromedp.CSS("#ops details button")), chromedp.WaitVisible(chromedp.CSS("#ops details pre")))
 	// The page shows "…" until the answer arrives; wait for the answer.
-	out, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS("#ops details pre")))
-	for deadline := time.Now().Add(20 * time.Second); err == nil && out == "…" && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-		out, err = chromedp.Run(bctx, chromedp.Text(chromedp.CSS("#ops details pre")))
+	b.until("the docs page's answer", `document.querySelector("#ops details pre").innerText !== "…"`)
+	if out := b.text("#ops details pre"); !strings.HasPrefix(out, "200 ") {
+		t.Errorf("the docs page's request: %.100q", out)
 	}
-	if err != nil || !strings.HasPrefix(out, "200 ") {
-		t.Errorf("the docs page's request: %.100q, %v", out, err)
-	}
-	shot("7-docs")
+	b.shot("20-docs")
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -349,10 +350,23 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		args = append(args, f.RequestID, f.RequestID)
 		conds = append(conds, fmt.Sprintf("(request_id = $%[1]d OR (substr(response_id, length(response_id)) = substr($%[2]d, length($%[2]d)) AND response_id = $%[2]d))", len(args)-1, len(args)))
 	}
-	for _, c := range []struct{ col, v string }{{"key_hash", f.KeyHash}, {"user_id", f.UserID}, {"team_id", f.TeamID}, {"end_user", f.EndUser}} {
+	for _, c := range []struct{ col, v string }{{"key_hash", f.KeyHash}, {"user_id", f.UserID}, {"team_id", f.TeamID}, {"end_user", f.EndUser}, {"model_group", f.ModelGroup}} {
 		if c.v != "" {
 			add(c.col+" = $%d", c.v)
 		}
+	}
+	switch f.Status {
+	case "":
+	case "success":
+		conds = append(conds, "(status > 0 AND status < 400)")
+	case "failure":
+		conds = append(conds, "(status >= 400 OR status = 0)")
+	default:
+		code, err := strconv.Atoi(f.Status)
+		if err != nil {
+			return nil, 0, fmt.Errorf("spend filter: status %q is not success, failure or a number", f.Status)
+		}
+		add("status = $%d", code)
 	}
 	if f.Tag != "" {
 		// request_tags is a JSON array written without spaces: inside a
