@@ -205,7 +205,10 @@ func (g *guardSink) check(out []byte, start int) []byte {
 		}
 		if cg.post {
 			before := g.held // held text now sent with this event's
-			holdNow := g.hold && len(spans) == 1
+			// The Responses API numbers its events (sequence_number): a
+			// held text sent in an event of its own would repeat a
+			// number, so its events are never held.
+			holdNow := g.hold && len(spans) == 1 && !bytes.Contains(data, []byte(`"sequence_number"`))
 			if holdNow {
 				t := before + texts[0]
 				g.held = ""
