@@ -45,7 +45,7 @@ type teamRoute struct {
 // route as each role.
 var teamRoutes = []teamRoute{
 	{"`/team/new`", "every field: `members_with_roles` (by `user_id` or `user_email`; an unknown email creates the user), `model_aliases`, budgets, limits; a proxy_admin user who calls it becomes the team's admin", "no", "no"},
-	{"`/team/update`", "every field, `members_with_roles` and `model_aliases` included", "no", "no"},
+	{"`/team/update`", "every field, `members_with_roles` and `model_aliases` included; `guardrails` added or removed", "`guardrails` alone (with `team_id`), only added to, never a name removed", "no"},
 	{"`/team/member_add`", "`member` (by `user_id` or `user_email`, any role), `max_budget_in_team`", "`member` of role `user` only, `max_budget_in_team` for them", "no"},
 	{"`/team/member_update`", "`role`, `max_budget_in_team` of any member", "`max_budget_in_team` of a member of role `user`; `role` may only stay `user`", "no"},
 	{"`/team/member_delete`", "any member (a non-member is a 400)", "a member of role `user`", "no"},
@@ -293,7 +293,7 @@ func (a *API) checkOwnKeyUpdate(ctx context.Context, p *auth.Principal, obj *jso
 	if obj.Has("metadata") && !reflect.DeepEqual(k.Metadata["budget_enforcement"], updated.Metadata["budget_enforcement"]) {
 		return apierror.Forbidden("metadata.budget_enforcement may be set only by proxy_admin (you are %s)", p.Role())
 	}
-	if err := ownerKeepsGuards(p, k.Metadata, updated.Metadata); err != nil {
+	if err := ownerKeepsGuards(p, "key", k.Metadata, updated.Metadata); err != nil {
 		return err
 	}
 	if obj.Has("models") && !slices.Equal(k.Models, updated.Models) {
@@ -370,7 +370,8 @@ var teamFields = []keyField{
 	{"max_parallel_requests", owner, owner, ""},
 	{"budget_duration", owner, owner, ""},
 	{"soft_budget", owner, owner, "accepted, not applied on teams"},
-	{"metadata", owner, owner, ""},
+	{"metadata", owner, ownerBounded, "update: guardrails only added, max_input_bytes and max_input_tokens only lowered"},
+	{"guardrails", owner, ownerBounded, "stored as metadata.guardrails and applied to the team's keys' calls; new: any; update: only added to, never a name removed"},
 	{"blocked", owner, owner, ""},
 	{"spend", adminOnly, adminOnly, ""},
 }
@@ -457,27 +458,29 @@ func ReadRouteTable() []string {
 	return rows
 }
 
-// ownerKeepsGuards refuses a non-admin's key update that would remove a
+// metaNames are the strings of a metadata list ([] for anything else).
+func metaNames(v any) []string {
+	l, _ := v.([]any)
+	out := make([]string, 0, len(l))
+	for _, x := range l {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ownerKeepsGuards refuses a non-admin's key (or team) update that would remove a
 // guardrail from the key's metadata.guardrails (the top-level guardrails
 // member writes there too) or lift one of its input limits
 // (metadata.max_input_bytes, max_input_tokens): an admin may have pinned
 // them, and they bind her like any other limit. She may add guardrails
 // and lower limits.
-func ownerKeepsGuards(p *auth.Principal, before, after map[string]any) error {
-	names := func(v any) []string {
-		l, _ := v.([]any)
-		out := make([]string, 0, len(l))
-		for _, x := range l {
-			if s, ok := x.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	now := names(after["guardrails"])
-	for _, n := range names(before["guardrails"]) {
+func ownerKeepsGuards(p *auth.Principal, what string, before, after map[string]any) error {
+	now := metaNames(after["guardrails"])
+	for _, n := range metaNames(before["guardrails"]) {
 		if !slices.Contains(now, n) {
-			return apierror.Forbidden("%s may add guardrails to a key, not remove them: %q would be removed (metadata.guardrails)", p.Role(), n)
+			return apierror.Forbidden("%s may add guardrails to a %s, not remove them: %q would be removed (metadata.guardrails)", p.Role(), what, n)
 		}
 	}
 	num := func(v any) (float64, bool) {
@@ -490,7 +493,7 @@ func ownerKeepsGuards(p *auth.Principal, before, after map[string]any) error {
 			continue
 		}
 		if nw, ok := num(after[f]); !ok || nw > old {
-			return apierror.Forbidden("%s may only lower metadata.%s on a key (now %v)", p.Role(), f, old)
+			return apierror.Forbidden("%s may only lower metadata.%s on a %s (now %v)", p.Role(), f, what, old)
 		}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -46,7 +47,49 @@ type teamRequest struct {
 	Blocked        *bool              `json:"blocked"`
 	Spend          *float64           `json:"spend"`
 	ModelAliases   map[string]string  `json:"model_aliases"`
+	// Guardrails is LiteLLM's top-level guardrails member: the guardrails
+	// every call of the team's keys runs, kept in metadata.guardrails.
+	Guardrails []string `json:"guardrails"`
 	budgetFields
+}
+
+// withGuardrails is a copy of md with its guardrails set to names.
+func withGuardrails(md map[string]any, names []string) map[string]any {
+	out := make(map[string]any, len(md)+1)
+	for n, v := range md {
+		out[n] = v
+	}
+	l := make([]any, len(names))
+	for i, n := range names {
+		l[i] = n
+	}
+	out["guardrails"] = l
+	return out
+}
+
+// validGuardrails refuses a guardrails member that names an empty string.
+func validGuardrails(names []string) error {
+	for _, n := range names {
+		if strings.TrimSpace(n) == "" {
+			return apierror.BadRequest("guardrails", "guardrails must be a list of guardrail names, with no empty name")
+		}
+	}
+	return nil
+}
+
+// onlyGuardrails reports whether the body sets nothing but team_id and
+// guardrails: what a team's admin member may send to /team/update.
+func onlyGuardrails(obj *jsonbody.Object) bool {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(obj.Body(), &fields) != nil {
+		return false
+	}
+	for f := range fields {
+		if f != "team_id" && f != "guardrails" {
+			return false
+		}
+	}
+	return obj.Has("guardrails")
 }
 
 func validMembers(param string, ms []store.TeamMember) error {
@@ -251,6 +294,9 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if err := validAliases(req.ModelAliases); err != nil {
 		return err
 	}
+	if err := validGuardrails(req.Guardrails); err != nil {
+		return err
+	}
 	if err := a.checkMemberBudgets(r, p, nil, req.Members); err != nil {
 		return err
 	}
@@ -261,6 +307,9 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	t := &store.Team{TeamID: req.TeamID, OrganizationID: deref(req.OrganizationID), TeamAlias: deref(req.TeamAlias), Models: req.Models, Members: req.Members,
 		Limits:   store.Limits{MaxBudget: req.MaxBudget, MaxParallelRequests: req.MaxParallelRequests, TPMLimit: req.TPMLimit, RPMLimit: req.RPMLimit},
 		Metadata: req.Metadata, Blocked: req.Blocked != nil && *req.Blocked, ModelAliases: req.ModelAliases}
+	if obj.Has("guardrails") && req.Guardrails != nil {
+		t.Metadata = withGuardrails(t.Metadata, req.Guardrails)
+	}
 	if t.TeamID == "" {
 		t.TeamID = uuid.NewString()
 	} else if _, err := a.store.GetTeam(r.Context(), t.TeamID); err == nil {
@@ -297,6 +346,9 @@ func (a *API) teamJSON(t *store.Team, memberships []map[string]any) map[string]a
 	var out map[string]any
 	_ = json.Unmarshal(b, &out)
 	delete(out, "member_budgets")
+	// LiteLLM keeps a team's guardrails in its metadata; they are shown
+	// at the top level too, as /team/new and /team/update take them.
+	out["guardrails"] = metaNames(t.Metadata["guardrails"])
 	out["model_id"] = nil
 	out["litellm_model_table"] = nil
 	if len(t.ModelAliases) > 0 {
@@ -486,6 +538,9 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err := validAliases(req.ModelAliases); err != nil {
 		return err
 	}
+	if err := validGuardrails(req.Guardrails); err != nil {
+		return err
+	}
 	if !isAdmin(p) {
 		if err := refuseTeamFields(p, obj); err != nil {
 			return err
@@ -493,8 +548,13 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	}
 	return a.editTeam(w, r, p, req.TeamID, "updated", func(t *store.Team) error {
 		if err := a.mayManageTeam(r, p, t); err != nil {
-			return err
+			// A team's admin member may add guardrails to her team, and
+			// send nothing else (policy.go: teamRoutes).
+			if !onlyGuardrails(obj) || a.membership(r.Context(), p, t) != "admin" {
+				return err
+			}
 		}
+		before := t.Metadata
 		if obj.Has("organization_id") && deref(req.OrganizationID) != t.OrganizationID {
 			if !isAdmin(p) && !a.isOrgAdmin(r.Context(), p, deref(req.OrganizationID)) {
 				return apierror.Forbidden("%s may move a team only into an organization she is org_admin of", p.Role())
@@ -534,6 +594,12 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 				return err
 			}
 			t.Spend = *req.Spend
+		}
+		if obj.Has("guardrails") && req.Guardrails != nil {
+			t.Metadata = withGuardrails(t.Metadata, req.Guardrails)
+		}
+		if !isAdmin(p) {
+			return ownerKeepsGuards(p, "team", before, t.Metadata)
 		}
 		return nil
 	})

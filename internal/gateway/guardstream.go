@@ -19,12 +19,32 @@ const guardWindow = 256
 // the rest of the stream, while the upstream is still read to its end so
 // that its usage is booked. output_parse_pii placeholders, and post_call
 // masks, are applied within each event's text.
+//
+// When a post_call guardrail masks, the end of an event's text that could
+// be the start of a finding still in progress (guardrail.Pending: an
+// e-mail address up to its '@', the first groups of a card number, a key
+// prefix; never ordinary words) is held back, at most
+// guardrail.MaxPending bytes, and checked with the next event's text, so
+// that a finding split across events is masked whole before any of it is
+// sent. The held text goes out with the next event of the same kind (its
+// text put first), or in an event of its own, the last that held text,
+// before any other event, at the stream's end, and before the error event
+// of a block.
 type guardSink struct {
 	inner     eventSink
 	c         *call
 	anthropic bool
 	tail      []byte // the last guardWindow bytes of text passed
 	blocked   bool
+	hold      bool // some post_call guardrail may hold text back
+
+	// held is text kept back; heldData is the event's data it came from
+	// (a template for sending it alone: its one text span heldSpan),
+	// heldHead the "event:" lines before that data.
+	held     string
+	heldData []byte
+	heldSpan guardrail.Span
+	heldHead []byte
 }
 
 // guardStream wraps sink when the call has post_call guardrails or
@@ -34,7 +54,7 @@ func (c *call) guardStream(sink eventSink, anthropic bool) eventSink {
 	if cg == nil || (!cg.post && len(cg.restore) == 0) {
 		return sink
 	}
-	return &guardSink{inner: sink, c: c, anthropic: anthropic}
+	return &guardSink{inner: sink, c: c, anthropic: anthropic, hold: cg.post && guardrail.Holds(cg.run)}
 }
 
 func (g *guardSink) event(ev, out []byte) []byte {
@@ -47,12 +67,86 @@ func (g *guardSink) event(ev, out []byte) []byte {
 }
 
 func (g *guardSink) end(out []byte) []byte {
+	if !g.blocked && g.held != "" {
+		var ok bool
+		if out, ok = g.flush(out); !ok {
+			return out
+		}
+	}
 	start := len(out)
 	out = g.inner.end(out)
 	if g.blocked {
 		return out[:start]
 	}
 	return g.check(out, start)
+}
+
+// flush appends the held text to out in an event of its own, checked (and
+// masked) with the window before it; ok is false when a guardrail blocked
+// it, and out then ends with the error event.
+func (g *guardSink) flush(out []byte) ([]byte, bool) {
+	text := g.held
+	g.held = ""
+	res, texts := g.checkTexts([]string{text})
+	if res.Blocked != nil {
+		g.c.guardOutcomes(res.Outcomes)
+		g.blocked = true
+		return g.errorEvent(out, res), false
+	}
+	out = append(out, g.heldHead...)
+	out = append(out, "data: "...)
+	out = append(out, guardrail.Rewrite(g.heldData, []guardrail.Span{g.heldSpan}, texts)...)
+	return append(out, "\n\n"...), true
+}
+
+// sameSlot reports whether the event data, of one text span sp, carries
+// text of the same kind as the held text: everything before its text is
+// the held event's (OpenAI's choice and delta, Anthropic's block index).
+func (g *guardSink) sameSlot(data []byte, sp guardrail.Span) bool {
+	return g.held != "" && bytes.Equal(data[:sp.Start], g.heldData[:g.heldSpan.Start])
+}
+
+// checkTexts runs the post_call guardrails on texts, the first seen after
+// the window, and returns the result and the texts to send: masked within
+// texts alone (what the window adds was already sent). The window then
+// ends with the texts.
+func (g *guardSink) checkTexts(texts []string) (guardrail.Result, []string) {
+	cg := g.c.guard
+	window := make([]string, len(texts))
+	copy(window, texts)
+	window[0] = string(g.tail) + window[0]
+	in := g.c.guardInputOf(nil, true)
+	in.Texts = window
+	res := guardrail.Run(g.c.r.Context(), cg.run, guardrail.PostCall, in)
+	if res.Blocked != nil {
+		return res, nil
+	}
+	if res.Texts != nil {
+		masked := res.Texts[0]
+		if len(masked) >= len(g.tail) && masked[:len(g.tail)] == string(g.tail) {
+			res.Texts[0] = masked[len(g.tail):]
+			copy(texts, res.Texts)
+		} else {
+			// A finding straddles the window and these texts: its start
+			// was sent. The texts are masked alone, so that what is
+			// whole in them never goes out.
+			in.Texts = append([]string(nil), texts...)
+			own := guardrail.Run(g.c.r.Context(), cg.run, guardrail.PostCall, in)
+			if own.Blocked != nil {
+				return own, nil
+			}
+			if own.Texts != nil {
+				copy(texts, own.Texts)
+			}
+		}
+	}
+	for _, t := range texts {
+		g.tail = append(g.tail, t...)
+	}
+	if n := len(g.tail); n > guardWindow {
+		g.tail = append(g.tail[:0], g.tail[n-guardWindow:]...)
+	}
+	return res, texts
 }
 
 // check runs the guardrails on the text of out[start:] (the client's
@@ -64,16 +158,37 @@ func (g *guardSink) check(out []byte, start int) []byte {
 	cg := g.c.guard
 	var rewritten []byte
 	changed := false
+	evStart := 0 // where the SSE event of the line being read starts in rewritten
 	for rest := out[start:]; len(rest) > 0; {
 		line, next, _ := bytes.Cut(rest, []byte{'\n'})
 		rest = next
+		if len(bytes.TrimSpace(line)) == 0 {
+			rewritten = append(append(rewritten, line...), '\n')
+			evStart = len(rewritten)
+			continue
+		}
 		data, ok := bytes.CutPrefix(line, []byte("data:"))
 		data = bytes.TrimSpace(data)
-		if !ok || len(data) == 0 || data[0] != '{' {
+		if !ok {
 			rewritten = append(append(rewritten, line...), '\n')
 			continue
 		}
-		spans := guardrail.Texts(data)
+		var spans []guardrail.Span
+		if len(data) > 0 && data[0] == '{' {
+			spans = guardrail.Texts(data)
+		}
+		merge := g.hold && len(spans) == 1 && g.sameSlot(data, spans[0])
+		if g.held != "" && !merge {
+			// Held text of another kind goes out first, in an event of
+			// its own before this one.
+			var flushed []byte
+			flushed, ok := g.flush(flushed)
+			if !ok {
+				return append(out[:start], flushed...)
+			}
+			rewritten = append(rewritten[:evStart], append(flushed, rewritten[evStart:]...)...)
+			changed = true
+		}
 		if len(spans) == 0 {
 			rewritten = append(append(rewritten, line...), '\n')
 			continue
@@ -89,46 +204,43 @@ func (g *guardSink) check(out []byte, start int) []byte {
 			texts = restoreAll(texts, cg.restore)
 		}
 		if cg.post {
-			window := make([]string, len(texts))
-			copy(window, texts)
-			window[0] = string(g.tail) + window[0]
-			in := g.c.guardInputOf(nil, true)
-			in.Texts = window
-			res := guardrail.Run(g.c.r.Context(), cg.run, guardrail.PostCall, in)
+			before := g.held // held text now sent with this event's
+			// The Responses API numbers its events (sequence_number): a
+			// held text sent in an event of its own would repeat a
+			// number, so its events are never held.
+			holdNow := g.hold && len(spans) == 1 && !bytes.Contains(data, []byte(`"sequence_number"`))
+			if holdNow {
+				t := before + texts[0]
+				g.held = ""
+				if p := guardrail.Pending(cg.run, t); p > 0 {
+					t, g.held = t[:len(t)-p], t[len(t)-p:]
+					g.heldData, g.heldSpan = append(g.heldData[:0], data...), spans[0]
+					g.heldHead = append(g.heldHead[:0], rewritten[evStart:]...)
+				}
+				texts[0] = t
+			}
+			tail := len(g.tail)
+			res, checked := g.checkTexts(texts)
 			if res.Blocked != nil {
 				g.c.guardOutcomes(res.Outcomes)
 				g.blocked = true
-				return g.errorEvent(out[:start], res)
-			}
-			if res.Texts != nil {
-				// Masks apply to this event's own text; what the window
-				// added before it was already sent.
-				masked := res.Texts[0]
-				if len(masked) >= len(g.tail) && masked[:len(g.tail)] == string(g.tail) {
-					res.Texts[0] = masked[len(g.tail):]
-					copy(texts, res.Texts)
-				} else {
-					// A finding straddles the window and this event: its
-					// start was sent. The event's own text is masked
-					// alone, so that what is whole in it never goes out.
-					in.Texts = append([]string(nil), texts...)
-					own := guardrail.Run(g.c.r.Context(), cg.run, guardrail.PostCall, in)
-					if own.Blocked != nil {
-						g.c.guardOutcomes(own.Outcomes)
-						g.blocked = true
-						return g.errorEvent(out[:start], own)
+				g.held = ""
+				head := out[:start]
+				if before != "" {
+					// The text held before this event is sent if it
+					// passes alone: what was produced before the block
+					// reaches the client, as it would have unheld.
+					g.tail = g.tail[:min(tail, len(g.tail))]
+					g.held = before
+					var ok bool
+					if head, ok = g.flush(head); !ok {
+						return head
 					}
-					if own.Texts != nil {
-						copy(texts, own.Texts)
-					}
+					g.blocked = true
 				}
+				return g.errorEvent(head, res)
 			}
-			for _, t := range texts {
-				g.tail = append(g.tail, t...)
-			}
-			if n := len(g.tail); n > guardWindow {
-				g.tail = append(g.tail[:0], g.tail[n-guardWindow:]...)
-			}
+			texts = checked
 		}
 		nd := guardrail.Rewrite(data, spans, texts)
 		if !bytes.Equal(nd, data) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"regexp"
 	"sort"
 	"strconv"
@@ -412,57 +413,93 @@ var injectionPairs = func() (t [256][4]uint64) {
 // injectionWindow is the most text one pattern can span.
 const injectionWindow = 240
 
-// countInjections counts the places in s where a pattern matches.
+// countInjections counts the places in s where a pattern matches. Only a
+// word start (a letter after a non-letter) or a '<' can start one; they
+// are found eight bytes a step (injectionStarts), and each is tested
+// against the triggers' first two bytes before any comparison.
 func countInjections(s string) int {
 	s = normalizeSpace(s)
 	n := 0
-	for i := 0; i < len(s); i++ {
+	prev := uint64(0) // 0x80 when the byte before the block is a letter
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		cand, last := injectionStarts(load64(s, i), prev)
+		prev = last
+		for cand != 0 {
+			j := i + bits.TrailingZeros64(cand)/8
+			cand &= cand - 1
+			if injectionAt(s, j) {
+				n++
+			}
+		}
+	}
+	for ; i < len(s); i++ {
 		c := s[i]
-		if i > 0 && isLetter(s[i-1]) {
-			// Inside a word, where only "<" can start a pattern (and
-			// is no letter): to the word's end in one tight loop.
-			for i < len(s) && isLetter(s[i]) {
-				i++
-			}
-			if i >= len(s) {
-				break
-			}
-			c = s[i]
-		}
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		ts := injectionTriggers[c]
-		if ts == nil {
+		if c != '<' && !(isLetter(c) && (i == 0 || !isLetter(s[i-1]))) {
 			continue
 		}
-		if c != '<' {
-			// Every trigger but "<" is longer than a byte: its second
-			// byte must match too (ASCII folded, as EqualFold would: a
-			// non-ASCII rune never folds to an ASCII one of its length).
-			if i+1 >= len(s) {
-				continue
-			}
-			c2 := s[i+1]
-			if 'A' <= c2 && c2 <= 'Z' {
-				c2 += 'a' - 'A'
-			}
-			if injectionPairs[c][c2>>6]&(1<<(c2&63)) == 0 {
-				continue
-			}
-		}
-		hit := false
-		for _, w := range ts {
-			if len(s)-i >= len(w) && strings.EqualFold(s[i:i+len(w)], w) {
-				hit = true
-				break
-			}
-		}
-		if hit && injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)]) {
+		if injectionAt(s, i) {
 			n++
 		}
 	}
 	return n
+}
+
+// load64 is s[i:i+8] as a little-endian word (one load once compiled).
+func load64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// injectionStarts marks (the high bit of its byte) each byte of the eight
+// in x, little endian, that is a letter after a non-letter or a '<';
+// prev is 0x80 when the byte before them is a letter. last is the same
+// for the byte after them. Bytes of 0x80 and above are no letters.
+func injectionStarts(x, prev uint64) (cand, last uint64) {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	y := (x | 0x2020202020202020) & 0x7f7f7f7f7f7f7f7f // ASCII folded to lower case, high bit dropped
+	ge := y + (0x80-'a')*ones                          // high bit: y >= 'a' (no carry: y <= 0x7f)
+	gt := y + (0x80-'z'-1)*ones                        // high bit: y > 'z'
+	letter := ge &^ gt &^ x & high
+	starts := letter &^ (letter<<8 | prev)
+	v := x ^ '<'*ones
+	lt := ^(((v & 0x7f7f7f7f7f7f7f7f) + 0x7f7f7f7f7f7f7f7f) | v) & high // exact: bytes equal to '<'
+	return starts | lt, letter >> 56
+}
+
+// injectionAt reports whether a pattern matches at s[i], a word start or
+// a '<'.
+func injectionAt(s string, i int) bool {
+	c := s[i]
+	if 'A' <= c && c <= 'Z' {
+		c += 'a' - 'A'
+	}
+	ts := injectionTriggers[c]
+	if ts == nil {
+		return false
+	}
+	if c != '<' {
+		// Every trigger but "<" is longer than a byte: its second byte
+		// must match too (ASCII folded, as EqualFold would: a non-ASCII
+		// rune never folds to an ASCII one of its length).
+		if i+1 >= len(s) {
+			return false
+		}
+		c2 := s[i+1]
+		if 'A' <= c2 && c2 <= 'Z' {
+			c2 += 'a' - 'A'
+		}
+		if injectionPairs[c][c2>>6]&(1<<(c2&63)) == 0 {
+			return false
+		}
+	}
+	for _, w := range ts {
+		if len(s)-i >= len(w) && strings.EqualFold(s[i:i+len(w)], w) {
+			return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
+		}
+	}
+	return false
 }
 
 func isLetter(b byte) bool { return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -573,5 +574,112 @@ func TestPlainJSONEveryPosition(t *testing.T) {
 				t.Errorf("%q: not plain", s)
 			}
 		}
+	}
+}
+
+// countInjectionsByByte is the scan countInjections replaced (as it was):
+// a byte at a time, words skipped to their end. The test below holds the
+// two equal.
+func countInjectionsByByte(s string) int {
+	s = normalizeSpace(s)
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if i > 0 && isLetter(s[i-1]) {
+			// Inside a word, where only "<" can start a pattern (and
+			// is no letter): to the word's end in one tight loop.
+			for i < len(s) && isLetter(s[i]) {
+				i++
+			}
+			if i >= len(s) {
+				break
+			}
+			c = s[i]
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		ts := injectionTriggers[c]
+		if ts == nil {
+			continue
+		}
+		if c != '<' {
+			// Every trigger but "<" is longer than a byte: its second
+			// byte must match too (ASCII folded, as EqualFold would: a
+			// non-ASCII rune never folds to an ASCII one of its length).
+			if i+1 >= len(s) {
+				continue
+			}
+			c2 := s[i+1]
+			if 'A' <= c2 && c2 <= 'Z' {
+				c2 += 'a' - 'A'
+			}
+			if injectionPairs[c][c2>>6]&(1<<(c2&63)) == 0 {
+				continue
+			}
+		}
+		hit := false
+		for _, w := range ts {
+			if len(s)-i >= len(w) && strings.EqualFold(s[i:i+len(w)], w) {
+				hit = true
+				break
+			}
+		}
+		if hit && injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)]) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestInjectionScanMatchesByteScan: the eight-bytes-a-step scan finds the
+// same injections as a byte by byte one, on the labelled set, on texts
+// built of trigger words, '<' and non-ASCII bytes at every alignment, and
+// on random bytes.
+func TestInjectionScanMatchesByteScan(t *testing.T) {
+	t.Parallel()
+	var texts []string
+	set, err := os.ReadFile("testdata/prompt_injection.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(set), "\n") {
+		var row struct {
+			Text string `json:"text"`
+		}
+		if json.Unmarshal([]byte(line), &row) == nil {
+			texts = append(texts, row.Text)
+		}
+	}
+	parts := []string{"ignore", "IGNORE", "all", "previous", "instructions", " ", "\n", "<|im_start|>", "é", "you", "are", "now", "DAN", "x", "1", "reveal", "your", "system", "prompt", "<", "|", "\u00a0", "\u200b", "do", "anything", "now"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for k := 0; k < 3000; k++ {
+		var b strings.Builder
+		for range rng.IntN(40) {
+			b.WriteString(parts[rng.IntN(len(parts))])
+			if rng.IntN(3) == 0 {
+				b.WriteByte(' ')
+			}
+		}
+		texts = append(texts, b.String())
+		raw := make([]byte, rng.IntN(64))
+		for i := range raw {
+			raw[i] = byte(rng.IntN(256))
+		}
+		texts = append(texts, string(raw))
+	}
+	hits := 0
+	for _, s := range texts {
+		for pad := 0; pad < 8; pad++ {
+			p := strings.Repeat(" ", pad) + s
+			got, want := countInjections(p), countInjectionsByByte(p)
+			if got != want {
+				t.Fatalf("countInjections(%q) = %d, byte scan %d", p, got, want)
+			}
+			hits += got
+		}
+	}
+	if hits == 0 {
+		t.Fatal("no injection found at all: the comparison proves nothing")
 	}
 }

@@ -280,7 +280,8 @@ func schemas() obj {
 		keyProps[k] = v
 	}
 	entity := object(nil, obj{"user_id": nullStr, "team_id": nullStr, "team_alias": nullStr, "user_role": nullStr, "user_email": nullStr, "alias": nullStr,
-		"models": arr(str("")), "members_with_roles": arr(anyObj), "blocked": boolean, "model_aliases": anyObj, "budget_id": nullStr, "organization_id": nullStr})
+		"models": arr(str("")), "members_with_roles": arr(anyObj), "blocked": boolean, "model_aliases": anyObj, "budget_id": nullStr, "organization_id": nullStr,
+		"guardrails": arr(str("a guardrail name; a team keeps them in metadata.guardrails"))})
 	for k, v := range budget {
 		entity["properties"].(obj)[k] = v
 	}

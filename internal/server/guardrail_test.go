@@ -24,13 +24,14 @@ type recordingUpstream struct {
 	bodies []string
 	reply  string
 	chunk  int
+	pieces []string // when set, the streamed answer's pieces (else reply in chunk bytes)
 }
 
 func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	u.mu.Lock()
 	u.bodies = append(u.bodies, string(b))
-	reply, chunk := u.reply, u.chunk
+	reply, chunk, pieces := u.reply, u.chunk, u.pieces
 	u.mu.Unlock()
 	if !strings.Contains(string(b), `"stream":true`) {
 		w.Header().Set("Content-Type", "application/json")
@@ -41,8 +42,12 @@ func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if chunk <= 0 {
 		chunk = 4
 	}
-	for i := 0; i < len(reply); i += chunk {
-		piece := reply[i:min(i+chunk, len(reply))]
+	if pieces == nil {
+		for i := 0; i < len(reply); i += chunk {
+			pieces = append(pieces, reply[i:min(i+chunk, len(reply))])
+		}
+	}
+	for _, piece := range pieces {
 		fmt.Fprintf(w, "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q}}]}\n\n", piece)
 		w.(http.Flusher).Flush()
 	}
