@@ -48,7 +48,8 @@ import (
 
 // Options are LiteLLM's database_args (DynamoDBArgs), plus Endpoint.
 type Options struct {
-	// BillingMode is PAY_PER_REQUEST (the default) or PROVISIONED, with
+	// BillingMode is PAY_PER_REQUEST (the default) or PROVISIONED_THROUGHPUT
+	// (LiteLLM's name; AWS's PROVISIONED is accepted too), with
 	// ReadCapacityUnits and WriteCapacityUnits (default 5 each) for every
 	// table and index this store creates. Existing tables are used as
 	// they are.
@@ -58,8 +59,8 @@ type Options struct {
 	Region string
 	// SSLVerify false skips TLS certificate checks (ssl_verify: false).
 	SSLVerify *bool
-	// Table names; empty: tollgate_users, tollgate_keys, tollgate_config,
-	// tollgate_spend.
+	// Table names; empty: LiteLLM's defaults (LiteLLM_UserTable,
+	// LiteLLM_VerificationToken, LiteLLM_Config, LiteLLM_SpendLogs).
 	UserTable, KeyTable, ConfigTable, SpendTable string
 	// Endpoint is Tollgate's database_args.endpoint_url: a DynamoDB-
 	// compatible server (http://127.0.0.1:8000). Empty: the SDK's own
@@ -77,10 +78,10 @@ type Options struct {
 
 // Default table names.
 const (
-	DefaultUserTable   = "tollgate_users"
-	DefaultKeyTable    = "tollgate_keys"
-	DefaultConfigTable = "tollgate_config"
-	DefaultSpendTable  = "tollgate_spend"
+	DefaultUserTable   = "LiteLLM_UserTable"
+	DefaultKeyTable    = "LiteLLM_VerificationToken"
+	DefaultConfigTable = "LiteLLM_Config"
+	DefaultSpendTable  = "LiteLLM_SpendLogs"
 )
 
 // kindIndex is the global secondary index on (kind, updated_at).
@@ -212,6 +213,16 @@ func (s *DB) Engine() string { return "dynamodb" }
 // Close releases nothing: the SDK client has no connection to close.
 func (s *DB) Close() error { return nil }
 
+// DropTables deletes the store's four tables (tests clean up with it).
+func (s *DB) DropTables(ctx context.Context) error {
+	for _, t := range s.Tables() {
+		if _, err := s.c.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(t)}); err != nil && !isCode(err, "ResourceNotFoundException") {
+			return err
+		}
+	}
+	return nil
+}
+
 // Ping describes the key table.
 func (s *DB) Ping(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
@@ -229,10 +240,10 @@ func (s *DB) ensureTables(ctx context.Context, o Options) error {
 	mode := types.BillingModePayPerRequest
 	switch strings.ToUpper(o.BillingMode) {
 	case "", "PAY_PER_REQUEST":
-	case "PROVISIONED":
+	case "PROVISIONED", "PROVISIONED_THROUGHPUT":
 		mode = types.BillingModeProvisioned
 	default:
-		return fmt.Errorf("dynamodb: billing_mode %q: want PAY_PER_REQUEST or PROVISIONED", o.BillingMode)
+		return fmt.Errorf("dynamodb: billing_mode %q: want PAY_PER_REQUEST or PROVISIONED_THROUGHPUT", o.BillingMode)
 	}
 	var pt *types.ProvisionedThroughput
 	if mode == types.BillingModeProvisioned {

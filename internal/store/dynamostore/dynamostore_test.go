@@ -42,7 +42,10 @@ func open(t testing.TB, o dynamostore.Options) *dynamostore.DB {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		_ = s.DropTables(context.Background())
+		s.Close()
+	})
 	return s
 }
 
