@@ -27,6 +27,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -179,6 +180,7 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		do.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
 			so.MaxAttempts = 10
 			so.MaxBackoff = 2 * time.Second
+			so.Backoff = retry.BackoffDelayerFunc(throttleBackoff)
 			so.RateLimiter = ratelimit.None
 			so.Retryables = []retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
 				return aws.BoolTernary(IsThrottle(err))
@@ -189,6 +191,14 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// throttleBackoff waits a random time up to 25 ms × 2^attempt (at most
+// 2 s) before resending a throttled request: DynamoDB's throttling is per
+// second, so the first retries come soon.
+func throttleBackoff(attempt int, _ error) (time.Duration, error) {
+	ceiling := min(25*time.Millisecond<<min(attempt, 7), 2*time.Second)
+	return time.Duration(rand.Int64N(int64(ceiling)) + 1), nil
 }
 
 func or(a, b string) string {
@@ -371,9 +381,9 @@ func (s *DB) ResetCapacity() {
 
 // meter asks each call for TOTAL consumed capacity and adds it up. Reads
 // and writes are told apart by the operation. dynalite reports capacity
-// for item calls only; a query or scan is counted from its items' sizes
-// (4 KB per read unit, halved for eventually consistent reads), as
-// DynamoDB bills it.
+// for item calls only; a query or scan it reports none (or 0) for is
+// counted from its items' sizes (4 KB per read unit, at least one, halved
+// for eventually consistent reads), as DynamoDB bills it.
 func (s *DB) meter(stack *middleware.Stack) error {
 	if err := stack.Initialize.Add(middleware.InitializeMiddlewareFunc("tollgateAskCapacity",
 		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
@@ -443,13 +453,13 @@ func (s *DB) meter(stack *middleware.Stack) error {
 					write(&r.ConsumedCapacity[i])
 				}
 			case *dynamodb.QueryOutput:
-				if r.ConsumedCapacity != nil {
+				if r.ConsumedCapacity != nil && aws.ToFloat64(r.ConsumedCapacity.CapacityUnits) > 0 {
 					read(r.ConsumedCapacity)
 				} else {
 					s.estimateRead(r.Items, in.Parameters.(*dynamodb.QueryInput).ConsistentRead)
 				}
 			case *dynamodb.ScanOutput:
-				if r.ConsumedCapacity != nil {
+				if r.ConsumedCapacity != nil && aws.ToFloat64(r.ConsumedCapacity.CapacityUnits) > 0 {
 					read(r.ConsumedCapacity)
 				} else {
 					s.estimateRead(r.Items, in.Parameters.(*dynamodb.ScanInput).ConsistentRead)
