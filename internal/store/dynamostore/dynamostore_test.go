@@ -282,7 +282,9 @@ func TestCapacityPer1000Requests(t *testing.T) {
 // rollups are seeded with 3,000 rows; the report's cost does not depend
 // on how many rows made them.
 func BenchmarkSpendReport(b *testing.B) {
-	s := open(b, options(b, endpoint(b)))
+	o := options(b, endpoint(b))
+	o.MeasureCapacity = true
+	s := open(b, o)
 	ctx := context.Background()
 	start := time.Date(2026, 10, 1, 12, 0, 0, 0, time.UTC)
 	var batch []store.SpendLog
@@ -301,11 +303,15 @@ func BenchmarkSpendReport(b *testing.B) {
 	if err := s.ApplySpend(ctx, batch); err != nil {
 		b.Fatal(err)
 	}
-	b.ResetTimer()
+	s.ResetCapacity()
+	n := 0
 	for b.Loop() {
 		rows, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash", From: start, To: start.AddDate(0, 0, 30)})
 		if err != nil || len(rows) != 3000 {
 			b.Fatalf("%d rows, %v", len(rows), err)
 		}
+		n++
 	}
+	r, _ := s.Capacity()
+	b.ReportMetric(r/float64(n), "read-units/op")
 }
