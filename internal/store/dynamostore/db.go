@@ -38,6 +38,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -149,9 +150,14 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	case o.HTTPClient != nil:
 		lo = append(lo, awsconfig.WithHTTPClient(o.HTTPClient))
 	case o.SSLVerify != nil && !*o.SSLVerify:
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // ssl_verify: false asks for it
-		lo = append(lo, awsconfig.WithHTTPClient(&http.Client{Transport: tr}))
+		// The SDK's buildable client, so that a CA bundle from the
+		// environment (AWS_CA_BUNDLE) can still be added to it.
+		lo = append(lo, awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			if tr.TLSClientConfig == nil {
+				tr.TLSClientConfig = &tls.Config{}
+			}
+			tr.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // ssl_verify: false asks for it
+		})))
 	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, lo...)
 	if err != nil {

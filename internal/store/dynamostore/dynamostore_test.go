@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -19,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/dynamostore"
@@ -314,4 +317,58 @@ func BenchmarkSpendReport(b *testing.B) {
 	}
 	r, _ := s.Capacity()
 	b.ReportMetric(r/float64(n), "read-units/op")
+}
+
+// TestProvisionedTables: billing_mode PROVISIONED_THROUGHPUT creates the
+// tables and their index with the capacities asked for; opening again
+// uses the tables as they are.
+func TestProvisionedTables(t *testing.T) {
+	t.Parallel()
+	o := options(t, endpoint(t))
+	o.BillingMode, o.ReadCapacityUnits, o.WriteCapacityUnits = "PROVISIONED_THROUGHPUT", 7, 3
+	s := open(t, o)
+	c := dynamodb.New(dynamodb.Options{Region: "us-west-2", BaseEndpoint: aws.String(o.Endpoint), Credentials: o.Credentials})
+	for i, name := range s.Tables() {
+		out, err := c.DescribeTable(context.Background(), &dynamodb.DescribeTableInput{TableName: aws.String(name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt := out.Table.ProvisionedThroughput
+		if pt == nil || aws.ToInt64(pt.ReadCapacityUnits) != 7 || aws.ToInt64(pt.WriteCapacityUnits) != 3 {
+			t.Errorf("%s: throughput %+v", name, pt)
+		}
+		if i < 2 { // the user and key tables carry the by_kind index
+			if len(out.Table.GlobalSecondaryIndexes) != 1 || aws.ToInt64(out.Table.GlobalSecondaryIndexes[0].ProvisionedThroughput.WriteCapacityUnits) != 3 {
+				t.Errorf("%s: indexes %+v", name, out.Table.GlobalSecondaryIndexes)
+			}
+		}
+	}
+	if _, err := dynamostore.Open(context.Background(), o); err != nil {
+		t.Fatalf("opening existing tables: %v", err)
+	}
+	o.BillingMode = "ON_DEMAND_PLEASE"
+	if _, err := dynamostore.Open(context.Background(), o); err == nil || !strings.Contains(err.Error(), "billing_mode") {
+		t.Fatalf("an unknown billing mode: %v", err)
+	}
+}
+
+// TestSSLVerify: a DynamoDB-compatible server behind TLS with a
+// certificate nobody signed is refused, unless ssl_verify is false.
+func TestSSLVerify(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(u))
+	defer srv.Close()
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	o := options(t, srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := dynamostore.Open(ctx, o); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("an unsigned certificate was accepted: %v", err)
+	}
+	o.SSLVerify = new(bool)
+	open(t, o)
 }
