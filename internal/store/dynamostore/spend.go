@@ -3,6 +3,7 @@ package dynamostore
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -196,6 +197,14 @@ func (s *DB) bookings(rows []store.SpendLog) []*booking {
 		}
 		return a
 	}
+	rollup := func(pk string, group ...string) *booking {
+		sk, tuple := rollupSK(group...)
+		a := target(s.spend, pk, sk, false)
+		if tuple != "" {
+			a.set, a.vals[":t"] = "t = :t", attrS(tuple)
+		}
+		return a
+	}
 	sums := map[*booking]map[string]float64{}
 	bump := func(a *booking, field string, v float64) {
 		if sums[a] == nil {
@@ -242,8 +251,7 @@ func (s *DB) bookings(rows []store.SpendLog) []*booking {
 		}
 		day := l.StartedAt.UTC().Format(time.DateOnly)
 		days[day] = true
-		sk, _ := json.Marshal([]string{l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup})
-		r := target(s.spend, "day#"+day, string(sk), false)
+		r := rollup("day#"+day, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup)
 		bump(r, "requests", 1)
 		bump(r, "prompt_tokens", float64(l.PromptTokens))
 		bump(r, "completion_tokens", float64(l.CompletionTokens))
@@ -252,8 +260,7 @@ func (s *DB) bookings(rows []store.SpendLog) []*booking {
 			if slices.Contains(l.RequestTags[:i], tag) {
 				continue // a tag counts once per request
 			}
-			sk, _ := json.Marshal([]string{tag, l.ModelGroup})
-			t := target(s.spend, "tagday#"+day, string(sk), false)
+			t := rollup("tagday#"+day, tag, l.ModelGroup)
 			bump(t, "requests", 1)
 			if l.Status == 0 || l.Status >= 400 {
 				bump(t, "failed_requests", 1)
@@ -292,6 +299,30 @@ func (s *DB) bookings(rows []store.SpendLog) []*booking {
 		&booking{table: s.spend, pk: "total", sk: recordSK, adds: []string{"#spend :t"},
 			vals: map[string]types.AttributeValue{":t": attrF(total)}})
 	return out
+}
+
+// maxSortKey is DynamoDB's bound on a sort key's bytes.
+const maxSortKey = 1024
+
+// rollupSK is a rollup item's sort key: the JSON array of its group
+// (key, user, team, end user, model; or tag, model), or, when that is
+// longer than a sort key may be, "#" and its sha256, with the array kept
+// in the attribute "t".
+func rollupSK(group ...string) (sk, tuple string) {
+	b, _ := json.Marshal(group)
+	if len(b) <= maxSortKey {
+		return string(b), ""
+	}
+	sum := sha256.Sum256(b)
+	return "#" + hex.EncodeToString(sum[:]), string(b)
+}
+
+// rollupTuple is the group of a rollup item, as rollupSK wrote it.
+func rollupTuple(it map[string]types.AttributeValue) string {
+	if t := getS(it, "t"); t != "" {
+		return t
+	}
+	return getS(it, "sk")
 }
 
 // apply runs one ADD update, retried on throttling only.
@@ -564,7 +595,7 @@ func (s *DB) SpendReport(ctx context.Context, f store.ReportFilter) ([]store.Rep
 		sums := map[[2]string]*store.ReportRow{}
 		for _, it := range items {
 			var t []string
-			if json.Unmarshal([]byte(getS(it, "sk")), &t) != nil || len(t) != 5 {
+			if json.Unmarshal([]byte(rollupTuple(it)), &t) != nil || len(t) != 5 {
 				continue
 			}
 			if (f.KeyHash != "" && t[0] != f.KeyHash) || (f.UserID != "" && t[1] != f.UserID) ||
@@ -613,7 +644,7 @@ func (s *DB) TagReport(ctx context.Context, f store.TagFilter) ([]store.TagRow, 
 		start := len(out)
 		for _, it := range items {
 			var t []string
-			if json.Unmarshal([]byte(getS(it, "sk")), &t) != nil || len(t) != 2 {
+			if json.Unmarshal([]byte(rollupTuple(it)), &t) != nil || len(t) != 2 {
 				continue
 			}
 			if len(f.Tags) > 0 && !slices.Contains(f.Tags, t[0]) {
