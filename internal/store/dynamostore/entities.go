@@ -348,23 +348,33 @@ func (s *DB) ListOrganizations(ctx context.Context, p store.Page) ([]*store.Orga
 	return organizations.list(ctx, s, nil, p)
 }
 
-// deleteOwner deletes a user or team, then each key whose attr names it
-// (LiteLLM deletes them too), leaving a tombstone for each. The owner goes
-// first, conditionally: a missing owner is ErrNotFound and deletes nothing.
+// deleteOwner deletes a user or team and each key whose attr names it
+// (LiteLLM deletes them too), leaving a tombstone for each. A missing owner
+// is ErrNotFound and deletes nothing; the keys go before the owner, so a
+// failure part-way leaves the owner to delete again, with its keys.
 func deleteOwner[T any](ctx context.Context, s *DB, e entity[T], attr, id string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if err := e.remove(ctx, s, id); err != nil {
+	out, err := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(e.table(s)), Key: key(pkOf(e.kind, id), recordSK),
+		ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("pk")})
+	if err != nil {
 		return err
+	}
+	if out.Item == nil {
+		return fmt.Errorf("%w: %s %s", store.ErrNotFound, e.kind, id)
 	}
 	items, err := s.scanAll(ctx, s.keys, "#a = :id AND sk = :r", map[string]string{"#a": attr},
 		map[string]types.AttributeValue{":id": attrS(id), ":r": attrS(recordSK)})
 	if err != nil {
 		return err
 	}
-	return parallel(len(items), 8, func(i int) error {
+	err = parallel(len(items), 8, func(i int) error {
 		return s.dropKey(ctx, strings.TrimPrefix(getS(items[i], "pk"), pkOf(store.KindKey, "")), getS(items[i], "alias"))
 	})
+	if err != nil {
+		return err
+	}
+	return e.remove(ctx, s, id)
 }
 
 // Keys: the key table holds, in partition "key#<hash>", the key's record
