@@ -639,6 +639,9 @@ func (s *DB) tombstone(ctx context.Context, kind store.Kind, id string) error {
 	now := time.Now().UTC()
 	it := key("deletions#"+now.Format(time.DateOnly), fmt.Sprintf("%016d#%s#%s", micros(now), kind, id))
 	it["kind"], it["id"], it["at"] = attrS(string(kind)), attrS(id), attrN(micros(now))
+	// Read for two days at most; "ttl" lets DynamoDB's TTL (when the
+	// operator enables it on the config table) remove it after a week.
+	it["ttl"] = attrN(now.Add(7 * 24 * time.Hour).Unix())
 	_, err := s.c.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.config, Item: it})
 	return err
 }
