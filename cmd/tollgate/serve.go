@@ -21,6 +21,8 @@ import (
 	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/server"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/dynamostore"
 	"github.com/tollgate/tollgate/internal/store/sqlstore"
 )
 
@@ -185,13 +187,29 @@ func printHint(addr string, demo, open bool) {
 	fmt.Fprintf(os.Stderr, "Docs: README.md (configuration reference and curl examples)\n\n")
 }
 
-// openStore opens general_settings.database_url (or DATABASE_URL), else the
-// embedded SQLite file ./tollgate.db, and migrates it.
-func openStore(ctx context.Context, cfg *config.Config) (*sqlstore.DB, error) {
-	url := cfg.DatabaseURL()
-	if cfg.GeneralSettings.DatabaseType != "" && cfg.GeneralSettings.DatabaseType != "postgres" && cfg.GeneralSettings.DatabaseType != "sqlite" {
-		return nil, fmt.Errorf("general_settings.database_type %q is not supported; use PostgreSQL (database_url) or the default SQLite", cfg.GeneralSettings.DatabaseType)
+// engineStore is a store that names its engine.
+type engineStore interface {
+	store.Store
+	Engine() string
+}
+
+// openStore opens the store general_settings names: DynamoDB for
+// database_type "dynamo_db" (tables from database_args, created when
+// missing), else database_url (or DATABASE_URL), else the embedded SQLite
+// file ./tollgate.db, migrated.
+func openStore(ctx context.Context, cfg *config.Config) (engineStore, error) {
+	switch cfg.GeneralSettings.DatabaseType {
+	case "", "postgres", "sqlite":
+	case "dynamo_db":
+		st, err := dynamostore.Open(ctx, dynamoOptions(cfg.GeneralSettings.DatabaseArgs))
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return st, nil
+	default:
+		return nil, fmt.Errorf("general_settings.database_type %q is not supported; use PostgreSQL (database_url), dynamo_db (database_args) or the default SQLite", cfg.GeneralSettings.DatabaseType)
 	}
+	url := cfg.DatabaseURL()
 	if url == "" {
 		url = "tollgate.db"
 	}
@@ -200,6 +218,25 @@ func openStore(ctx context.Context, cfg *config.Config) (*sqlstore.DB, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	return st, nil
+}
+
+// dynamoOptions are database_args as the DynamoDB store takes them.
+func dynamoOptions(a *config.DatabaseArgs) dynamostore.Options {
+	if a == nil {
+		return dynamostore.Options{}
+	}
+	return dynamostore.Options{
+		BillingMode: a.BillingMode, ReadCapacityUnits: deref(a.ReadCapacityUnits), WriteCapacityUnits: deref(a.WriteCapacityUnits),
+		Region: string(a.RegionName), SSLVerify: a.SSLVerify, Endpoint: string(a.EndpointURL),
+		UserTable: a.UserTableName, KeyTable: a.KeyTableName, ConfigTable: a.ConfigTableName, SpendTable: a.SpendTableName,
+	}
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 func runMigrate(args []string) error {

@@ -79,7 +79,10 @@ type GeneralSettings struct {
 	MasterKey    EnvString `yaml:"master_key"`
 	DatabaseURL  EnvString `yaml:"database_url"`
 	DatabaseType string    `yaml:"database_type"`
-	RedisURL     EnvString `yaml:"redis_url"`
+	// DatabaseArgs configures the DynamoDB store (database_type
+	// "dynamo_db"): LiteLLM's DynamoDBArgs, plus endpoint_url.
+	DatabaseArgs *DatabaseArgs `yaml:"database_args"`
+	RedisURL     EnvString     `yaml:"redis_url"`
 	// CustomAuth and CustomKeyGenerate are LiteLLM's Python function paths
 	// (module.function, run by python3 workers) or Tollgate's hook mappings
 	// (see HookSpec).
@@ -124,6 +127,26 @@ type GeneralSettings struct {
 	// ContentLogging bounds and masks the messages and answers that leave
 	// the process (spend rows, callbacks); Tollgate's own key.
 	ContentLogging ContentLogging `yaml:"content_logging"`
+}
+
+// DatabaseArgs is LiteLLM's DynamoDBArgs (general_settings.database_args),
+// read when database_type is "dynamo_db" (docs/dynamodb.md).
+type DatabaseArgs struct {
+	// BillingMode is PAY_PER_REQUEST or PROVISIONED_THROUGHPUT (LiteLLM's
+	// name; PROVISIONED, AWS's, is accepted too) for the tables created.
+	BillingMode        string    `yaml:"billing_mode"`
+	ReadCapacityUnits  *int64    `yaml:"read_capacity_units"`
+	WriteCapacityUnits *int64    `yaml:"write_capacity_units"`
+	SSLVerify          *bool     `yaml:"ssl_verify"`
+	RegionName         EnvString `yaml:"region_name"`
+	UserTableName      string    `yaml:"user_table_name"`
+	KeyTableName       string    `yaml:"key_table_name"`
+	ConfigTableName    string    `yaml:"config_table_name"`
+	SpendTableName     string    `yaml:"spend_table_name"`
+	// EndpointURL (Tollgate's) is a DynamoDB-compatible server to use
+	// instead of AWS's endpoint; AWS_ENDPOINT_URL_DYNAMODB and
+	// AWS_ENDPOINT_URL do the same when it is not set.
+	EndpointURL EnvString `yaml:"endpoint_url"`
 }
 
 // OTelSettings is general_settings.otel: where and how traces are

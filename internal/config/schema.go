@@ -75,6 +75,7 @@ const (
 	noteGuardrails  = "Tollgate runs no guardrails"
 	noteJobs        = "LiteLLM background job tuning; Tollgate's jobs have their own timing"
 	noteMetadata    = "model metadata; not used by Tollgate"
+	noteAWSChain    = "credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_PROFILE with role_arn, AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE, instance roles)"
 	noteProvider    = "provider credential for a dialect Tollgate does not serve yet"
 )
 
@@ -249,13 +250,13 @@ var Sections = []*Section{
 			"custom_auth":                 "a Python module.function (relative to the config file) runs in python3 workers and replaces virtual-key auth; a webhook, cel or python mapping also works (docs/custom-auth.md)",
 			"custom_key_generate":         "a Python module.function (relative to the config file) runs in python3 workers; a webhook, cel or python mapping also works (docs/custom-auth.md)",
 			"tollgate_python_hooks":       "python (python3), workers (2), timeout (2s), cache_ttl (0: the hook runs on every request); docs/custom-auth.md",
-			"database_type":               "postgres or sqlite (the default); others stop the start",
+			"database_type":               "postgres, sqlite (the default) or dynamo_db (DynamoDB, configured by database_args; docs/dynamodb.md); others stop the start",
+			"database_args":               "read for database_type dynamo_db (docs/dynamodb.md); ignored by the SQL stores, whose pool Tollgate sizes",
 			"pass_through_endpoints":      "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
 			"max_requests_in_flight":      "inference requests in flight in this process before new ones are shed with 503 overloaded_error (default 1024 × GOMAXPROCS, lowered while the CPU cannot keep up; -1: no bound); see docs/performance.md, Overload",
 			"otel":                        "OpenTelemetry traces of every inference request (endpoint, protocol, headers, sample_ratio, ...); see docs/tracing.md",
 		},
 		Keys: []Key{
-			{"database_args", "object", "the pool is sized by Tollgate"},
 			{"database_connection_pool_limit", "integer", "the pool is sized by Tollgate"},
 			{"database_connection_timeout", "integer", ""},
 			{"allow_requests_on_db_unavailable", "boolean", "known keys are served from the snapshot, unknown keys get 503 while the database is down"},
@@ -320,6 +321,34 @@ var Sections = []*Section{
 			{"guardrails", "array of objects", noteGuardrails},
 			{"enable_tag_filtering", "boolean", "tag-based routing is not applied"},
 			{"allow_user_auth", "boolean", "deprecated in LiteLLM"},
+		},
+	},
+	{
+		Path: "general_settings.database_args", Type: typeOf[DatabaseArgs](),
+		Unknown:    "LiteLLM refuses other keys",
+		Extensions: []string{"endpoint_url"},
+		Notes: map[string]string{
+			"billing_mode":         "for the tables Tollgate creates when missing: PAY_PER_REQUEST or PROVISIONED_THROUGHPUT (PROVISIONED also accepted); existing tables are used as they are",
+			"read_capacity_units":  "provisioned read units of each table and index created (default 5)",
+			"write_capacity_units": "provisioned write units of each table and index created (default 5)",
+			"ssl_verify":           "false skips TLS certificate checks",
+			"region_name":          "else the AWS chain (AWS_REGION, the profile)",
+			"user_table_name":      "users, teams, end users, budgets and organizations (default LiteLLM_UserTable)",
+			"key_table_name":       "keys, their alias locks and model budgets (default LiteLLM_VerificationToken)",
+			"config_table_name":    "models, files and batches, audit log, tombstones (default LiteLLM_Config)",
+			"spend_table_name":     "spend logs, daily rollups, budget spend (default LiteLLM_SpendLogs)",
+			"endpoint_url":         "Tollgate's: a DynamoDB-compatible server (dynalite, DynamoDB Local); else AWS_ENDPOINT_URL_DYNAMODB or AWS_ENDPOINT_URL, else AWS",
+		},
+		Keys: []Key{
+			{"aws_role_name", "string", noteAWSChain},
+			{"aws_session_name", "string", noteAWSChain},
+			{"aws_web_identity_token", "string", noteAWSChain},
+			{"aws_provider_id", "string", noteAWSChain},
+			{"aws_policy_arns", "array of strings", noteAWSChain},
+			{"aws_policy", "string", noteAWSChain},
+			{"aws_duration_seconds", "integer", noteAWSChain},
+			{"assume_role_aws_role_name", "string", noteAWSChain},
+			{"assume_role_aws_session_name", "string", noteAWSChain},
 		},
 	},
 	{

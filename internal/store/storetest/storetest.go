@@ -48,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"BudgetsAndOrganizations", budgetsAndOrgs},
 		{"ManagedObjects", managedObjects},
 		{"MarkChargedOnce", markChargedOnce},
+		{"ResetBudgetOncePerPeriod", resetBudget},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -1017,5 +1018,43 @@ func manyBatches(t *testing.T, s store.Store) {
 	}
 	if _, n, err := s.ListSpendLogs(ctx, store.SpendFilter{RequestID: "chatcmpl-none"}); err != nil || n != 0 {
 		t.Fatalf("unknown id: %d (%v)", n, err)
+	}
+}
+
+// resetBudget: a budget period that has ended is reset once: spend to
+// zero, budget_reset_at to the next end, the record seen by Changes; a
+// second reset to the same end (another replica's sweep) changes nothing;
+// a missing entity is ErrNotFound.
+func resetBudget(t *testing.T, s store.Store) {
+	ended := time.Now().Add(-time.Hour).UTC()
+	next := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	k := fullKey("k")
+	k.BudgetResetAt = &ended
+	if err := s.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	mark := time.Now()
+	if err := s.ResetBudget(ctx, store.KindKey, "k", next); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetKey(ctx, "k")
+	if err != nil || got.Spend != 0 || got.BudgetResetAt == nil || !got.BudgetResetAt.Equal(next) || got.Models[0] != "gpt-4" {
+		t.Fatalf("after reset: %+v %v", got, err)
+	}
+	if err := s.ApplySpend(ctx, []store.SpendLog{{RequestID: "after-reset", KeyHash: "k", Cost: 1, StartedAt: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ResetBudget(ctx, store.KindKey, "k", next); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetKey(ctx, "k"); got.Spend != 1 {
+		t.Fatalf("a second reset of the same period zeroed the spend: %v", got.Spend)
+	}
+	changed, _, err := s.Changes(ctx, mark)
+	if err != nil || len(changed.Keys) != 1 || !changed.Keys[0].BudgetResetAt.Equal(next) {
+		t.Fatalf("Changes after reset: %+v %v", changed, err)
+	}
+	if err := s.ResetBudget(ctx, store.KindUser, "nobody", next); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("reset of a missing user: %v", err)
 	}
 }

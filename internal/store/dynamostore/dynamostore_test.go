@@ -1,0 +1,401 @@
+package dynamostore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/dynamostore"
+	"github.com/tollgate/tollgate/internal/store/storetest"
+)
+
+// endpoint is the DynamoDB-compatible server of TOLLGATE_TEST_DYNAMODB_URL
+// (.ci/run starts dynalite and sets it); without it the tests skip.
+func endpoint(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("TOLLGATE_TEST_DYNAMODB_URL")
+	if u == "" {
+		t.Skip("TOLLGATE_TEST_DYNAMODB_URL is not set: skipping the DynamoDB store suite (e.g. http://127.0.0.1:8000 with dynalite: npx dynalite --port 8000)")
+	}
+	return u
+}
+
+// options are a fresh set of table names (a random prefix) on the test
+// server, so that runs and tests never share tables.
+func options(t testing.TB, url string) dynamostore.Options {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	p := "t" + hex.EncodeToString(b[:]) + "_"
+	return dynamostore.Options{Region: "us-west-2", Endpoint: url,
+		Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""),
+		UserTable:   p + "users", KeyTable: p + "keys", ConfigTable: p + "config", SpendTable: p + "spend"}
+}
+
+func open(t testing.TB, o dynamostore.Options) *dynamostore.DB {
+	t.Helper()
+	s, err := dynamostore.Open(context.Background(), o)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = s.DropTables(context.Background())
+		s.Close()
+	})
+	return s
+}
+
+func TestDynamoDB(t *testing.T) {
+	t.Parallel()
+	url := endpoint(t)
+	storetest.Run(t, func(t *testing.T) store.Store { return open(t, options(t, url)) })
+}
+
+// TestEndpointFromEnvironment: with no endpoint in database_args, the
+// SDK's standard variables name the server: AWS_ENDPOINT_URL_DYNAMODB, else
+// AWS_ENDPOINT_URL; database_args' endpoint wins over both. (Not parallel:
+// it sets the process environment.)
+func TestEndpointFromEnvironment(t *testing.T) {
+	url := endpoint(t)
+	for _, tt := range []struct {
+		name, env, value, option, want string
+	}{
+		{"service variable", "AWS_ENDPOINT_URL_DYNAMODB", url, "", url},
+		{"global variable", "AWS_ENDPOINT_URL", url, "", url},
+		{"option wins", "AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:1", url, url},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(tt.env, tt.value)
+			o := options(t, tt.option)
+			s := open(t, o) // creates the tables there: the endpoint was used
+			if s.Endpoint() != tt.want {
+				t.Fatalf("endpoint %q, want %q", s.Endpoint(), tt.want)
+			}
+			if err := s.Ping(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// faulty is a proxy in front of the test server that answers some
+// requests itself: fail(target, n) decides, for the n-th request of an
+// operation (X-Amz-Target), whether to throttle it (not forwarded) or to
+// forward it and then answer 500 (applied, but the client cannot know).
+type faulty struct {
+	mu     sync.Mutex
+	counts map[string]int
+	fail   func(op string, n int) (throttle, lose bool)
+	hits   atomic.Int64
+	next   http.Handler
+}
+
+func (f *faulty) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "DynamoDB_20120810.")
+	f.mu.Lock()
+	f.counts[op]++
+	n := f.counts[op]
+	f.mu.Unlock()
+	throttle, lose := f.fail(op, n)
+	answer := func(status int, body string) {
+		f.hits.Add(1)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+		w.Header().Set("X-Amz-Crc32", strconv.FormatUint(uint64(crc32.ChecksumIEEE([]byte(body))), 10))
+		w.WriteHeader(status)
+		io.WriteString(w, body)
+	}
+	if throttle {
+		answer(400, `{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded."}`)
+		return
+	}
+	if lose {
+		f.next.ServeHTTP(httptest.NewRecorder(), r)
+		answer(500, `{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"lost"}`)
+		return
+	}
+	f.next.ServeHTTP(w, r)
+}
+
+func proxied(t *testing.T, fail func(op string, n int) (bool, bool)) (*faulty, string) {
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &faulty{counts: map[string]int{}, fail: fail, next: httputil.NewSingleHostReverseProxy(u)}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return f, srv.URL
+}
+
+// TestThrottledSpendIsBookedOnce: every other put and update of a batch is
+// throttled (ProvisionedThroughputExceededException); ApplySpend retries
+// them and books every row exactly once.
+func TestThrottledSpendIsBookedOnce(t *testing.T) {
+	t.Parallel()
+	f, url := proxied(t, func(op string, n int) (bool, bool) {
+		return (op == "UpdateItem" || op == "PutItem") && n%2 == 0, false
+	})
+	s := open(t, options(t, url))
+	// The spend writer's own deadline: throttling backs off for a while.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	batch := make([]store.SpendLog, 30)
+	for i := range batch {
+		batch[i] = store.SpendLog{RequestID: fmt.Sprintf("r%d", i), KeyHash: "k", TeamID: "t", EndUser: "e", ModelGroup: "m",
+			Cost: 0.25, RequestTags: []string{"a"}, StartedAt: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if f.hits.Load() < 15 {
+		t.Fatalf("only %d requests throttled", f.hits.Load())
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil || k.Spend != 7.5 {
+		t.Fatalf("key spend %v (%v), want 7.5", k.Spend, err)
+	}
+	if total, _ := s.TotalSpend(ctx); total != 7.5 {
+		t.Fatalf("total %v, want 7.5", total)
+	}
+	rows, err := s.TagReport(ctx, store.TagFilter{})
+	if err != nil || len(rows) != 1 || rows[0].Requests != 30 {
+		t.Fatalf("tag report %+v %v", rows, err)
+	}
+}
+
+// TestLostAnswerNeverDoubleBooks: the key's spend update is applied but
+// its answer is lost (500). ApplySpend does not retry it (it might have
+// been applied) and reports the error; the spend writer's retry of the
+// batch finds the rows claimed and books nothing more: the key is charged
+// once, never twice.
+func TestLostAnswerNeverDoubleBooks(t *testing.T) {
+	t.Parallel()
+	var lost atomic.Bool
+	_, url := proxied(t, func(op string, n int) (bool, bool) {
+		return false, op == "UpdateItem" && lost.Load() && n%3 == 0
+	})
+	s := open(t, options(t, url))
+	ctx := context.Background()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []store.SpendLog{{RequestID: "r1", KeyHash: "k", Cost: 1, StartedAt: time.Now()}, {RequestID: "r2", KeyHash: "k", Cost: 2, StartedAt: time.Now()}}
+	lost.Store(true)
+	err := s.ApplySpend(ctx, batch)
+	lost.Store(false)
+	if err == nil {
+		t.Fatal("a lost answer was reported as success")
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil || k.Spend > 3 {
+		t.Fatalf("key spend %v (%v): booked twice", k.Spend, err)
+	}
+}
+
+// TestCapacityPer1000Requests measures the capacity units the spend of
+// 1,000 requests consumes (ReturnConsumedCapacity=TOTAL), as the spend
+// writer flushes it: in batches of 100 rows, each row with a key, user,
+// team, end user, model and one tag, over 10 keys. docs/dynamodb.md
+// quotes the numbers it logs.
+func TestCapacityPer1000Requests(t *testing.T) {
+	t.Parallel()
+	o := options(t, endpoint(t))
+	o.MeasureCapacity = true
+	s := open(t, o)
+	ctx := context.Background()
+	for i := range 10 {
+		if err := s.CreateKey(ctx, &store.Key{TokenHash: fmt.Sprintf("k%d", i), UserID: "u", TeamID: "t"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.CreateUser(ctx, &store.User{UserID: "u"})
+	s.CreateTeam(ctx, &store.Team{TeamID: "t"})
+	// 200 requests are measured and scaled to 1,000: the cost is linear
+	// in the batches (the same targets in each) and the rows.
+	measure := func(batchSize int) (float64, float64) {
+		s.ResetCapacity()
+		for b := 0; b < 200; b += batchSize {
+			batch := make([]store.SpendLog, batchSize)
+			for i := range batch {
+				n := b + i
+				batch[i] = store.SpendLog{RequestID: fmt.Sprintf("b%d-r%d", batchSize, n), KeyHash: fmt.Sprintf("k%d", n%10), UserID: "u", TeamID: "t",
+					EndUser: fmt.Sprintf("e%d", n%5), ModelGroup: "gpt-4", Cost: 0.001, PromptTokens: 100, CompletionTokens: 20, Status: 200,
+					RequestTags: []string{"prod"}, StartedAt: time.Now(), EndedAt: time.Now()}
+			}
+			if err := s.ApplySpend(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r, w := s.Capacity()
+		return 5 * r, 5 * w
+	}
+	for _, size := range []int{100, 10} {
+		r, w := measure(size)
+		t.Logf("1,000 requests' spend in batches of %d rows: %.1f read units, %.1f write units", size, r, w)
+		// At least one write per spend log; the ADDs are per target per
+		// batch, so larger batches cost fewer.
+		if w < 1000 || w > 1000+float64(1000/size)*30 {
+			t.Errorf("batches of %d: %.1f write units for 1,000 rows", size, w)
+		}
+	}
+	s.ResetCapacity()
+	for range 10 {
+		if _, _, err := s.Changes(ctx, time.Now().Add(-5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, w := s.Capacity()
+	t.Logf("one resync (Changes, nothing changed): %.1f read units, %.1f write units", r/10, w/10)
+	s.ResetCapacity()
+	if _, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash"}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = s.Capacity()
+	t.Logf("a spend report over the day (10 keys × 5 end users): %.1f read units", r)
+}
+
+// BenchmarkSpendReport reads a 30-day report from the daily rollups:
+// 30 day partitions of 100 rollup items (100 keys × one model), which is
+// what 1,000,000 spend rows of 100 keys over 30 days leave behind. The
+// rollups are seeded with 3,000 rows; the report's cost does not depend
+// on how many rows made them.
+func BenchmarkSpendReport(b *testing.B) {
+	o := options(b, endpoint(b))
+	o.MeasureCapacity = true
+	s := open(b, o)
+	ctx := context.Background()
+	start := time.Date(2026, 10, 1, 12, 0, 0, 0, time.UTC)
+	var batch []store.SpendLog
+	for d := range 30 {
+		for k := range 100 {
+			batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("d%d-k%d", d, k), KeyHash: fmt.Sprintf("key%03d", k), TeamID: "t", ModelGroup: "gpt-4",
+				Cost: 0.01, PromptTokens: 10, StartedAt: start.AddDate(0, 0, d)})
+		}
+		if len(batch) >= 1000 {
+			if err := s.ApplySpend(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = nil
+		}
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		b.Fatal(err)
+	}
+	s.ResetCapacity()
+	n := 0
+	for b.Loop() {
+		rows, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash", From: start, To: start.AddDate(0, 0, 30)})
+		if err != nil || len(rows) != 3000 {
+			b.Fatalf("%d rows, %v", len(rows), err)
+		}
+		n++
+	}
+	r, _ := s.Capacity()
+	b.ReportMetric(r/float64(n), "read-units/op")
+}
+
+// TestProvisionedTables: billing_mode PROVISIONED_THROUGHPUT creates the
+// tables and their index with the capacities asked for; opening again
+// uses the tables as they are.
+func TestProvisionedTables(t *testing.T) {
+	t.Parallel()
+	o := options(t, endpoint(t))
+	o.BillingMode, o.ReadCapacityUnits, o.WriteCapacityUnits = "PROVISIONED_THROUGHPUT", 7, 3
+	s := open(t, o)
+	c := dynamodb.New(dynamodb.Options{Region: "us-west-2", BaseEndpoint: aws.String(o.Endpoint), Credentials: o.Credentials})
+	for i, name := range s.Tables() {
+		out, err := c.DescribeTable(context.Background(), &dynamodb.DescribeTableInput{TableName: aws.String(name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt := out.Table.ProvisionedThroughput
+		if pt == nil || aws.ToInt64(pt.ReadCapacityUnits) != 7 || aws.ToInt64(pt.WriteCapacityUnits) != 3 {
+			t.Errorf("%s: throughput %+v", name, pt)
+		}
+		if i < 2 { // the user and key tables carry the by_kind index
+			if len(out.Table.GlobalSecondaryIndexes) != 1 || aws.ToInt64(out.Table.GlobalSecondaryIndexes[0].ProvisionedThroughput.WriteCapacityUnits) != 3 {
+				t.Errorf("%s: indexes %+v", name, out.Table.GlobalSecondaryIndexes)
+			}
+		}
+	}
+	if _, err := dynamostore.Open(context.Background(), o); err != nil {
+		t.Fatalf("opening existing tables: %v", err)
+	}
+	o.BillingMode = "ON_DEMAND_PLEASE"
+	if _, err := dynamostore.Open(context.Background(), o); err == nil || !strings.Contains(err.Error(), "billing_mode") {
+		t.Fatalf("an unknown billing mode: %v", err)
+	}
+}
+
+// TestSSLVerify: a DynamoDB-compatible server behind TLS with a
+// certificate nobody signed is refused, unless ssl_verify is false.
+func TestSSLVerify(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(u))
+	defer srv.Close()
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	o := options(t, srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := dynamostore.Open(ctx, o); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("an unsigned certificate was accepted: %v", err)
+	}
+	o.SSLVerify = new(bool)
+	open(t, o)
+}
+
+// TestLongGroupsRollUp: a rollup whose group (key, user, team, end user,
+// model) is longer than a sort key may be on AWS (1,024 bytes) is kept
+// under its hash and reported under its own names. (dynalite does not
+// enforce the bound: this checks the hashed items round-trip.)
+func TestLongGroupsRollUp(t *testing.T) {
+	t.Parallel()
+	s := open(t, options(t, endpoint(t)))
+	ctx := context.Background()
+	long := strings.Repeat("é", 600) // 1,200 bytes
+	day := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	batch := []store.SpendLog{
+		{RequestID: "a", EndUser: long, ModelGroup: "m", Cost: 1, StartedAt: day, RequestTags: []string{long}},
+		{RequestID: "b", EndUser: long, ModelGroup: "m", Cost: 2, StartedAt: day, RequestTags: []string{long}},
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "end_user"})
+	if err != nil || len(rows) != 1 || rows[0].Group != long || rows[0].Spend != 3 || rows[0].Requests != 2 {
+		t.Fatalf("report %+v %v", rows, err)
+	}
+	tags, err := s.TagReport(ctx, store.TagFilter{})
+	if err != nil || len(tags) != 1 || tags[0].Tag != long || tags[0].Requests != 2 {
+		t.Fatalf("tag report %+v %v", tags, err)
+	}
+}
