@@ -13,6 +13,7 @@ commands:
   migrate        create or upgrade the database schema (serve also does this at start)
   mock-upstream  run a fake OpenAI + Anthropic upstream for demos, tests and benchmarks
   bench          load-test the gateway against a direct-to-upstream baseline
+  healthcheck    GET the liveness route (--url); exit 0 when it answers 2xx (for images without curl)
   version        print the version
 
 Run 'tollgate <command> -h' for a command's flags.
@@ -33,6 +34,8 @@ func main() {
 		err = runMockUpstream(args)
 	case "bench":
 		err = runBench(args)
+	case "healthcheck":
+		err = runHealthcheck(args)
 	case "bare-proxy": // used by bench (httputil.ReverseProxy); not in the usage text
 		err = runBareProxy(args)
 	case "floor-proxy": // used by bench as its floor; not in the usage text

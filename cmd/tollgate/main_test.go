@@ -48,6 +48,9 @@ func TestMain(m *testing.M) {
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
 	}
+	if imageBin != "" { // dockerfile_test.go's build context
+		os.RemoveAll(filepath.Dir(filepath.Dir(imageBin)))
+	}
 	os.Exit(code)
 }
 
