@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/tollgate/tollgate/internal/config"
@@ -64,7 +65,7 @@ func exampleModel(cfg *config.Config) string {
 // is a function of the config, the master key and the address only.
 func banner(cfg *config.Config, masterKey, addr, version string) string {
 	var b strings.Builder
-	base := "http://" + addr
+	base := "http://" + dialable(addr)
 	embedded := cfg.Path == ""
 	a := accessOf(cfg, masterKey)
 	fmt.Fprintf(&b, "\nTollgate %s is running on %s\n", version, base)
@@ -111,6 +112,19 @@ func banner(cfg *config.Config, masterKey, addr, version string) string {
 	}
 	b.WriteString("Docs: README.md (configuration reference and curl examples), docs/cli.md (the management CLI)\n\n")
 	return b.String()
+}
+
+// dialable is addr with an unspecified host (0.0.0.0, ::) replaced by
+// localhost: the address a curl on this machine can reach.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // shellWord quotes s for a POSIX shell when it needs it.

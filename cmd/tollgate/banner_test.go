@@ -87,6 +87,17 @@ func TestBannerTellsTheTruth(t *testing.T) {
 	}
 }
 
+// TestBannerCurlReachesAnUnspecifiedHost: a gateway on 0.0.0.0 or [::]
+// is shown as localhost, which a curl on this machine reaches.
+func TestBannerCurlReachesAnUnspecifiedHost(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{"0.0.0.0:4000", "[::]:4000"} {
+		if got := banner(config.Default(), "", addr, "v"); !strings.Contains(got, "curl http://localhost:4000/v1/chat/completions") {
+			t.Errorf("%s: %s", addr, got)
+		}
+	}
+}
+
 // TestListenPort: --port wins; else the config's port; else 4000.
 func TestListenPort(t *testing.T) {
 	t.Parallel()

@@ -43,6 +43,8 @@ func main() {
 		err = runMigrate(args)
 	case "mock-upstream":
 		err = runMockUpstream(args)
+	case "key", "user", "team", "model", "spend":
+		runManage(os.Args[1:])
 	case "bench":
 		err = runBench(args)
 	case "bare-proxy": // used by bench (httputil.ReverseProxy); not in the usage text
