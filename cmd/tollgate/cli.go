@@ -649,6 +649,9 @@ func spendTable(v any) ([]string, [][]string) {
 						name = cell(x)
 					}
 				}
+				if member == "api_keys" && len(name) == 64 {
+					name = name[:12] // a key's hash: its prefix names it
+				}
 				for _, m := range rowsOf(g["metadata"], "") {
 					out = append(out, []string{cell(day["group_by_day"]), name, cell(m["model"]), cell(m["spend"]), cell(m["total_tokens"]), cell(m["requests"])})
 				}

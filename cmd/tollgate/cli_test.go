@@ -140,6 +140,18 @@ func TestCLIAgainstARunningGateway(t *testing.T) {
 	if out := g.table(t, "user", "list"); !strings.Contains(out, "cli@example.com") {
 		t.Errorf("user list table:\n%s", out)
 	}
+	// As the internal user, with the key /user/new gave her: her own keys
+	// are listed; a team is not hers to create (the API's 403, exit 1).
+	userKey, _ := u["key"].(string)
+	asUser := map[string]string{"TOLLGATE_URL": g.base, "TOLLGATE_MASTER_KEY": userKey}
+	code, out, errs := g.run(t, asUser, "key", "list", "--output", "json")
+	var own struct{ Keys []map[string]any }
+	if code != exitOK || json.Unmarshal([]byte(out), &own) != nil || len(own.Keys) != 1 || own.Keys[0]["user_id"] != "u-cli" {
+		t.Errorf("key list as internal_user: exit %d %s %s", code, out, errs)
+	}
+	if code, _, errs := g.run(t, asUser, "team", "new", "--team-alias", "not-hers"); code != exitAPI || !strings.Contains(errs, "HTTP 403") {
+		t.Errorf("team new as internal_user: exit %d %s", code, errs)
+	}
 	g.ok(t, "user", "update", "u-cli", "--max-budget", "4")
 	ui := obj(t, g.ok(t, "user", "info", "u-cli"))
 	if ui["user_id"] != "u-cli" || obj(t, ui["user_info"])["max_budget"] != 4.0 {
