@@ -82,7 +82,7 @@ func banner(cfg *config.Config, masterKey, addr, version string) string {
 	case accessStrict:
 		b.WriteString("Every request needs a key: one of the config's apiKey policy keys (mode: strict).\n")
 	case accessOptional:
-		b.WriteString("A key is optional (apiKey policy, mode: optional): requests without one are served; a key that is given must be one of the policy's.\n")
+		b.WriteString("A key is optional (apiKey policy, mode: optional): requests without one, or with one it does not know, are served; a policy key is honoured with its metadata.\n")
 	case accessOpen:
 		b.WriteString("No key is needed: no master key and no apiKey policy are set, so the gateway is open (on loopback only, unless --host says otherwise).\n")
 	}
@@ -107,8 +107,12 @@ func banner(cfg *config.Config, masterKey, addr, version string) string {
 	case accessMaster:
 		fmt.Fprintf(&b, "Make a virtual key with a budget:\n  tollgate key generate --url %s --master-key \"$KEY\" --models %s --max-budget 1\n", base, shellWord(model))
 	case accessOpen, accessOptional:
-		fmt.Fprintf(&b, "To issue virtual keys with budgets, restart with a master key:\n  TOLLGATE_MASTER_KEY=sk-1234 tollgate serve\n"+
-			"  curl %s/key/generate -H 'Authorization: Bearer sk-1234' -H 'Content-Type: application/json' -d '{\"models\":[\"%s\"],\"max_budget\":1}'\n", base, model)
+		restart := "tollgate serve"
+		if !embedded {
+			restart += " -f " + shellWord(cfg.Path)
+		}
+		fmt.Fprintf(&b, "To issue virtual keys with budgets, restart with a master key:\n  TOLLGATE_MASTER_KEY=sk-1234 %s\n"+
+			"  curl %s/key/generate -H 'Authorization: Bearer sk-1234' -H 'Content-Type: application/json' -d '{\"models\":[\"%s\"],\"max_budget\":1}'\n", restart, base, model)
 	}
 	b.WriteString("Docs: README.md (configuration reference and curl examples), docs/cli.md (the management CLI)\n\n")
 	return b.String()

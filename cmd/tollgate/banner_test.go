@@ -52,7 +52,7 @@ func TestBannerTellsTheTruth(t *testing.T) {
 			[]string{"Config: config.yaml (2 deployments)", `"model":"gpt-4o"`, "Every request needs a key", "Bearer $KEY", "--models gpt-4o"},
 			[]string{"open", "demo", "sk-master-secret"}},
 		{"LiteLLM without master_key", mustParse(t, litellm), "",
-			[]string{`"model":"gpt-4o"`, "No key is needed", "restart with a master key"},
+			[]string{`"model":"gpt-4o"`, "No key is needed", "restart with a master key", "TOLLGATE_MASTER_KEY=sk-1234 tollgate serve -f config.yaml"},
 			[]string{"Bearer $KEY", "demo"}},
 		{"agentgateway apiKey strict", mustParse(t, fmt.Sprintf(agw, "strict")), "",
 			[]string{`"model":"llama3.2"`, "Every request needs a key: one of the config's apiKey policy keys (mode: strict)", "Bearer $KEY"},
