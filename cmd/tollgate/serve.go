@@ -48,11 +48,19 @@ func newLogger(format string, out io.Writer) *slog.Logger {
 func runServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	cfgPath := fs.String("config", os.Getenv("TOLLGATE_CONFIG"), "config file (LiteLLM or agentgateway YAML); none: the embedded demo config")
-	port := fs.Int("port", 4000, "port to listen on")
-	host := fs.String("host", "", "address to listen on (default: 0.0.0.0 with a master key, 127.0.0.1 without one)")
+	fs.StringVar(cfgPath, "f", *cfgPath, "the config file, as agentgateway's -f (same as --config)")
+	fs.StringVar(cfgPath, "file", *cfgPath, "the config file, as agentgateway's --file (same as --config)")
+	port := fs.Int("port", defaultPort, "port to listen on (default: the config's llm.port or binds[0].port, else 4000)")
+	host := fs.String("host", "", "address to listen on (default: 0.0.0.0 when every request needs a key, 127.0.0.1 when the gateway serves requests without one)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	drain := fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for requests in flight")
 	_ = fs.Parse(args)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "tollgate serve: unexpected argument %q (the config file goes after -f or --config)\n", fs.Arg(0))
+		os.Exit(2)
+	}
+	portSet := false
+	fs.Visit(func(f *flag.Flag) { portSet = portSet || f.Name == "port" })
 	logOut := newLogWriter(os.Stderr)
 	defer logOut.Close()
 	log := newLogger(*logFormat, logOut)
@@ -81,14 +89,14 @@ func runServe(args []string) error {
 		return err
 	}
 	defer srv.Close() // when Serve is not reached; it closes the server itself
-	open := cfg.MasterKey() == ""
+	master := cfg.MasterKey()
 	if *host == "" {
 		*host = "0.0.0.0"
-		if open {
+		if accessOf(cfg, master).served() {
 			*host = "127.0.0.1"
 		}
 	}
-	addr := net.JoinHostPort(*host, strconv.Itoa(*port))
+	addr := net.JoinHostPort(*host, strconv.Itoa(listenPort(cfg, *port, portSet)))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -106,7 +114,7 @@ func runServe(args []string) error {
 		more = append(more, pprofActor(addr, log))
 	}
 	log.Info("tollgate listening", "addr", ln.Addr().String(), "version", server.Version, "config", *cfgPath, "models", len(cfg.Deployments))
-	printHint(ln.Addr().String(), *cfgPath == "", open)
+	fmt.Fprint(os.Stderr, banner(cfg, master, ln.Addr().String(), server.Version))
 	return srv.Serve(ctx, ln, more...)
 }
 
@@ -170,21 +178,15 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, srv *server.Serve
 	}
 }
 
-// printHint tells a newcomer what to do next. It goes to stderr as plain
-// text, apart from the structured log lines.
-func printHint(addr string, demo, open bool) {
-	base := "http://" + addr
-	fmt.Fprintf(os.Stderr, "\nTollgate %s is running on %s\n", server.Version, base)
-	if demo {
-		fmt.Fprintf(os.Stderr, "No config given: serving the built-in `demo` model (answers locally, no API key needed).\n")
+const defaultPort = 4000
+
+// listenPort is --port when given, else the port the config file asks for
+// (agentgateway's llm.port or binds[0].port), else 4000.
+func listenPort(cfg *config.Config, flagPort int, flagSet bool) int {
+	if !flagSet && cfg.ListenPort != 0 {
+		return cfg.ListenPort
 	}
-	fmt.Fprintf(os.Stderr, "Try it:\n  curl %s/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'\n", base)
-	if open {
-		fmt.Fprintf(os.Stderr, "No master key is set, so the gateway is open and listens on loopback only.\n"+
-			"To issue virtual keys, restart with a master key:\n  TOLLGATE_MASTER_KEY=sk-1234 tollgate serve\n"+
-			"  curl %s/key/generate -H 'Authorization: Bearer sk-1234' -H 'Content-Type: application/json' -d '{\"models\":[\"demo\"]}'\n", base)
-	}
-	fmt.Fprintf(os.Stderr, "Docs: README.md (configuration reference and curl examples)\n\n")
+	return flagPort
 }
 
 // engineStore is a store that names its engine.

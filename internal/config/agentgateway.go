@@ -12,6 +12,11 @@ type LLMPolicies struct {
 	APIKey         *APIKeyPolicy        `yaml:"apiKey"`
 	LocalRateLimit []LocalRateLimitSpec `yaml:"localRateLimit"`
 	BackendAuth    *BackendAuth         `yaml:"backendAuth"`
+	// BackendTLS is agentgateway's backendTLS policy: present (even
+	// empty, `backendTLS: {}`), a hostOverride without a scheme is reached
+	// over TLS. Its settings (CA, SNI, ...) are not read: Tollgate verifies
+	// with the system's roots.
+	BackendTLS map[string]any `yaml:"backendTLS"`
 }
 
 // APIKeyPolicy lists static keys and whether a key is required.

@@ -136,12 +136,20 @@ func (c *Config) GlobalMaxParallelRequests() int64 {
 	return 0
 }
 
+// The demo model's prices are fictional: small but not zero, so that spend,
+// budgets and the UI's charts move on the embedded default ($10 per million
+// prompt tokens, $30 per million completion tokens). Nothing is paid to anyone.
+const (
+	DemoInputCostPerToken  = 0.00001
+	DemoOutputCostPerToken = 0.00003
+)
+
 // Default is the zero-config embedded default: one built-in `demo` model
-// that answers inside the process.
+// that answers inside the process, at the fictional demo prices.
 func Default() *Config {
 	return &Config{Deployments: []Deployment{{
 		ModelName: "demo", Provider: "demo", Model: "demo", ID: "demo",
-		InputCostPerToken: ptr(0.0), OutputCostPerToken: ptr(0.0),
+		InputCostPerToken: ptr(DemoInputCostPerToken), OutputCostPerToken: ptr(DemoOutputCostPerToken),
 	}}}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"cmp"
 	"fmt"
+	"net"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -442,7 +443,7 @@ func (n *normalizer) agentgatewayModel(i int, m LLMModel) (Deployment, error) {
 		d.AWS = &AWSCredentials{Region: m.Params.AWSRegion} // keys from the environment
 	}
 	if host := string(m.Params.HostOverride); host != "" {
-		d.APIBase = withScheme(host) + m.Params.PathOverride
+		d.APIBase = hostOverrideBase(host, n.cfg.LLM.Policies != nil && n.cfg.LLM.Policies.BackendTLS != nil) + m.Params.PathOverride
 	} else if host := string(m.Params.AzureHost); host != "" {
 		d.APIBase = withScheme(host)
 	}
@@ -488,6 +489,7 @@ func (n *normalizer) binds() error {
 				if r.Policies != nil && r.Policies.BackendAuth != nil {
 					key = string(r.Policies.BackendAuth.Key)
 				}
+				tls := r.Policies != nil && r.Policies.BackendTLS != nil
 				for k, be := range r.Backends {
 					if be.AI == nil {
 						return n.errorf(fmt.Sprintf("%s.backends[%d]", rpath, k), "only ai backends are supported")
@@ -504,9 +506,9 @@ func (n *normalizer) binds() error {
 						d := Deployment{ModelName: "*", Provider: provider, Model: params.Model, APIKey: key,
 							APIVersion: params.APIVersion, Weight: float64(be.Weight)}
 						if h := string(be.AI.HostOverride); h != "" {
-							d.APIBase = withScheme(h)
+							d.APIBase = hostOverrideBase(h, tls)
 						} else if params.Host != "" {
-							d.APIBase = withScheme(params.Host)
+							d.APIBase = hostOverrideBase(params.Host, tls)
 						}
 						googleParams(&d, params.ProjectID, params.Region, "")
 						d.ID = deploymentID(2000+bi*100+ri*10+k, d)
@@ -579,6 +581,26 @@ func (n *normalizer) policies(path string, p *LLMPolicies) error {
 func withScheme(host string) string {
 	if strings.Contains(host, "://") {
 		return host
+	}
+	return "https://" + host
+}
+
+// hostOverrideBase is the base URL of an agentgateway hostOverride (or a
+// provider's host). agentgateway takes it as host:port reached over plain
+// HTTP unless a backendTLS policy applies (tls); Tollgate does the same,
+// except that port 443 and a host without a port mean HTTPS (a provider's
+// public API; plain HTTP to it cannot work). A value with a scheme
+// (http://host:port, https://host:port) is taken as written: the way to
+// say either explicitly.
+func hostOverrideBase(host string, tls bool) string {
+	if strings.Contains(host, "://") {
+		return host
+	}
+	if tls {
+		return "https://" + host
+	}
+	if _, port, err := net.SplitHostPort(host); err == nil && port != "443" {
+		return "http://" + host
 	}
 	return "https://" + host
 }
