@@ -33,7 +33,11 @@ func buildBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "tollgate")
-		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+		// The Dockerfile's flags (TestDockerfile builds with them too), so
+		// the two builds share the build cache's compiled packages.
+		cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", binPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("build: %v\n%s", err, out)
 		}
 	})
