@@ -73,6 +73,9 @@ type Options struct {
 	Credentials aws.CredentialsProvider
 	// HTTPClient, when set, is the client the SDK uses (tests).
 	HTTPClient aws.HTTPClient
+	// ThrottleAttempts bounds the attempts of a throttled spend write
+	// (default 10; tests lower it).
+	ThrottleAttempts int
 	// MeasureCapacity asks every call for its consumed capacity and adds it
 	// to Capacity (docs/dynamodb.md's table was measured so).
 	MeasureCapacity bool
@@ -98,7 +101,13 @@ type DB struct {
 	capMu                      sync.Mutex
 	readUnits, writeUnits      float64
 	throttleOnly               func(*dynamodb.Options)
-	region, endpoint           string
+	throttleAttempts           int
+	// pending are spend ADDs of earlier batches that failed without having
+	// been applied (throttled to the end, or never sent): the next
+	// ApplySpend sends them again (docs/dynamodb.md, Spend).
+	pendMu           sync.Mutex
+	pending          []*booking
+	region, endpoint string
 }
 
 var _ store.Store = (*DB)(nil)
@@ -182,17 +191,11 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	})
 	// Spend ADDs are retried on throttling only: a throttled request was
 	// not applied, while a timeout may have been.
-	s.throttleOnly = func(do *dynamodb.Options) {
-		do.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
-			so.MaxAttempts = 10
-			so.MaxBackoff = 2 * time.Second
-			so.Backoff = retry.BackoffDelayerFunc(throttleBackoff)
-			so.RateLimiter = ratelimit.None
-			so.Retryables = []retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-				return aws.BoolTernary(IsThrottle(err))
-			})}
-		})
+	s.throttleAttempts = o.ThrottleAttempts
+	if s.throttleAttempts <= 0 {
+		s.throttleAttempts = 10
 	}
+	s.throttleOnly = s.throttleRetry(nil)
 	if err := s.ensureTables(ctx, o); err != nil {
 		return nil, err
 	}
@@ -205,6 +208,25 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 func throttleBackoff(attempt int, _ error) (time.Duration, error) {
 	ceiling := min(25*time.Millisecond<<min(attempt, 7), 2*time.Second)
 	return time.Duration(rand.Int64N(int64(ceiling)) + 1), nil
+}
+
+// throttleRetry is the option that retries a call on throttling only;
+// seen, when not nil, is told of every failed attempt's error.
+func (s *DB) throttleRetry(seen func(error)) func(*dynamodb.Options) {
+	return func(do *dynamodb.Options) {
+		do.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+			so.MaxAttempts = s.throttleAttempts
+			so.MaxBackoff = 2 * time.Second
+			so.Backoff = retry.BackoffDelayerFunc(throttleBackoff)
+			so.RateLimiter = ratelimit.None
+			so.Retryables = []retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				if seen != nil {
+					seen(err)
+				}
+				return aws.BoolTernary(IsThrottle(err))
+			})}
+		})
+	}
 }
 
 func or(a, b string) string {

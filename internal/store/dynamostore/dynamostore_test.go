@@ -399,3 +399,50 @@ func TestLongGroupsRollUp(t *testing.T) {
 		t.Fatalf("tag report %+v %v", tags, err)
 	}
 }
+
+// TestThrottledBookingIsSentAgain: every spend update of a batch is
+// throttled past its retries, so none is applied and ApplySpend fails with
+// its rows claimed. The spend writer's retry of the batch must book them
+// (the updates kept and sent again), once: before, the retry found the
+// rows claimed and booked nothing, losing the batch.
+func TestThrottledBookingIsSentAgain(t *testing.T) {
+	t.Parallel()
+	var block atomic.Bool
+	_, url := proxied(t, func(op string, n int) (bool, bool) {
+		return op == "UpdateItem" && block.Load(), false
+	})
+	o := options(t, url)
+	o.ThrottleAttempts = 2
+	s := open(t, o)
+	ctx := context.Background()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	day := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	batch := []store.SpendLog{{RequestID: "r1", KeyHash: "k", ModelGroup: "m", Cost: 1, RequestTags: []string{"a"}, StartedAt: day},
+		{RequestID: "r2", KeyHash: "k", ModelGroup: "m", Cost: 2, StartedAt: day}}
+	block.Store(true)
+	if err := s.ApplySpend(ctx, batch); err == nil {
+		t.Fatal("a batch whose every update was throttled was reported booked")
+	}
+	block.Store(false)
+	for range 2 { // the writer's retry, then a replay of the same batch
+		if err := s.ApplySpend(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != 3 {
+		t.Fatalf("key spend %v, want 3", k.Spend)
+	}
+	if total, _ := s.TotalSpend(ctx); total != 3 {
+		t.Fatalf("total %v, want 3", total)
+	}
+	rows, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash"})
+	if err != nil || len(rows) != 1 || rows[0].Requests != 2 || rows[0].Spend != 3 {
+		t.Fatalf("spend report %+v %v", rows, err)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -99,20 +101,20 @@ type booking struct {
 // spend on the key, user, team, end user and organization records, the
 // model budgets, the daily rollup and tag rollup items, the day set and
 // the grand total. These updates are retried on throttling only: a
-// throttled request was not applied, so a retry cannot book twice; any
-// other failure (a timeout, whose request may have been applied) returns
-// an error without retrying.
+// throttled request was not applied, so a retry cannot book twice.
 //
-// When claiming fails, the rows this call claimed are released, so the
-// spend writer's retry books them. When an ADD fails after its throttling
-// retries, the rows stay claimed and a retry skips them: the batch may be
-// under-counted, never counted twice (docs/dynamodb.md).
+// The rows claimed are booked even when claiming others failed (the
+// error makes the spend writer retry the batch, and the retry skips them).
+// An ADD that failed without having been applied (throttled to the end,
+// or never sent because the batch's deadline had passed) is kept and sent
+// again by the next call, before that call's own rows: so the spend
+// writer's retry of the batch books it. Only an ADD whose failure leaves
+// it unknown whether it was applied (a timeout, a 500) is not sent again:
+// the batch may then be under-counted, never counted twice
+// (docs/dynamodb.md).
 func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if len(batch) == 0 {
-		return nil
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -124,25 +126,47 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			rows = append(rows, l)
 		}
 	}
-	var claimed []store.SpendLog
-	if s.noSpendLogs.Load() {
-		claimed = rows
-	} else {
-		var err error
-		if claimed, err = s.claim(ctx, rows); err != nil {
-			return err
-		}
+	claimed, claimErr := rows, error(nil)
+	if !s.noSpendLogs.Load() && len(rows) > 0 {
+		claimed, claimErr = s.claim(ctx, rows)
 	}
-	if len(claimed) == 0 {
+	s.pendMu.Lock()
+	adds := s.pending
+	s.pending = nil
+	s.pendMu.Unlock()
+	if len(claimed) > 0 {
+		adds = append(adds, s.bookings(claimed)...)
+	}
+	var mu sync.Mutex
+	var again []*booking
+	err := parallel(len(adds), workers, func(i int) error {
+		notApplied, err := s.apply(ctx, adds[i])
+		if err != nil && notApplied {
+			mu.Lock()
+			again = append(again, adds[i])
+			mu.Unlock()
+		}
+		return err
+	})
+	if len(again) > 0 {
+		s.pendMu.Lock()
+		s.pending = append(s.pending, again...)
+		s.pendMu.Unlock()
+	}
+	if claimErr != nil {
+		return claimErr
+	}
+	if err != nil && s.noSpendLogs.Load() {
+		// Without claims a retry of the batch would book its applied ADDs
+		// again: the ADDs kept are sent by the next call instead.
 		return nil
 	}
-	adds := s.bookings(claimed)
-	return parallel(len(adds), workers, func(i int) error { return s.apply(ctx, adds[i]) })
+	return err
 }
 
 // claim puts the rows' spend-log items, each on condition that it is not
-// there yet, and returns the rows it put. On an error it deletes what it
-// put and returns the error.
+// there yet, and returns the rows it put, with the first error (the rows
+// it put are claimed: a retry skips them, so the caller books them).
 func (s *DB) claim(ctx context.Context, rows []store.SpendLog) ([]store.SpendLog, error) {
 	items := make([]map[string]types.AttributeValue, len(rows))
 	for i, l := range rows {
@@ -171,18 +195,7 @@ func (s *DB) claim(ctx context.Context, rows []store.SpendLog) ([]store.SpendLog
 			claimed = append(claimed, rows[i])
 		}
 	}
-	if err != nil {
-		// Release the claims so that the retry books these rows. A
-		// context of its own: the batch's may be what failed.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = parallel(len(claimed), workers, func(i int) error {
-			_, err := s.c.DeleteItem(rctx, &dynamodb.DeleteItemInput{TableName: &s.spend, Key: key(logPK(claimed[i].RequestID), recordSK)})
-			return err
-		})
-		return nil, err
-	}
-	return claimed, nil
+	return claimed, err
 }
 
 // bookings sums claimed rows into one ADD per target.
@@ -325,8 +338,13 @@ func rollupTuple(it map[string]types.AttributeValue) string {
 	return getS(it, "sk")
 }
 
-// apply runs one ADD update, retried on throttling only.
-func (s *DB) apply(ctx context.Context, a *booking) error {
+// apply runs one ADD update, retried on throttling only. notApplied
+// reports that a failed update was certainly not applied (its last attempt
+// was throttled, or none was sent), so that it may be sent again.
+func (s *DB) apply(ctx context.Context, a *booking) (notApplied bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return true, err
+	}
 	expr := "ADD " + strings.Join(a.adds, ", ")
 	if a.set != "" {
 		expr = "SET " + a.set + " " + expr
@@ -344,14 +362,27 @@ func (s *DB) apply(ctx context.Context, a *booking) error {
 	if a.exists {
 		in.ConditionExpression = aws.String("attribute_exists(pk)")
 	}
-	_, err := s.c.UpdateItem(ctx, in, s.throttleOnly)
+	// answered: 0 no attempt has failed yet, 1 the last failed attempt was
+	// throttled, 2 it failed otherwise (perhaps applied).
+	var answered atomic.Int32
+	_, err = s.c.UpdateItem(ctx, in, s.throttleRetry(func(err error) {
+		if IsThrottle(err) {
+			answered.Store(1)
+		} else {
+			answered.Store(2)
+		}
+	}))
 	if a.exists && isCondFailed(err) {
-		return nil // spend of a record that is gone (or never was)
+		return false, nil // spend of a record that is gone (or never was)
 	}
 	if err != nil {
-		return fmt.Errorf("dynamostore: book spend on %s %s: %w", a.pk, a.sk, classify(err))
+		// The retryer sends nothing once the context is done, so a
+		// context error after a throttled attempt (or before any) means
+		// the update was not applied.
+		notApplied = answered.Load() == 1 || (answered.Load() == 0 && ctx.Err() != nil)
+		return notApplied, fmt.Errorf("dynamostore: book spend on %s %s: %w", a.pk, a.sk, classify(err))
 	}
-	return nil
+	return false, nil
 }
 
 // ListSpendLogs returns spend logs, newest first. A request id is one
