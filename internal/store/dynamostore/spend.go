@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -390,8 +391,11 @@ func (s *DB) apply(ctx context.Context, a *booking) (notApplied bool, err error)
 func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.SpendLog, int, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	status, err := statusFilter(f.Status)
+	if err != nil {
+		return nil, 0, err
+	}
 	var items []map[string]types.AttributeValue
-	var err error
 	if f.RequestID != "" {
 		out, gerr := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.spend, Key: key(logPK(f.RequestID), recordSK), ConsistentRead: aws.Bool(true)})
 		if gerr != nil {
@@ -428,6 +432,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		}
 		if (f.KeyHash != "" && l.KeyHash != f.KeyHash) || (f.UserID != "" && l.UserID != f.UserID) ||
 			(f.TeamID != "" && l.TeamID != f.TeamID) || (f.EndUser != "" && l.EndUser != f.EndUser) ||
+			(f.ModelGroup != "" && l.ModelGroup != f.ModelGroup) || !status(l.Status) ||
 			(f.Tag != "" && !slices.Contains(l.RequestTags, f.Tag)) ||
 			(!f.From.IsZero() && l.StartedAt.Before(f.From)) || (!f.To.IsZero() && !l.StartedAt.Before(f.To)) {
 			continue
@@ -467,6 +472,25 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		out = append(out, l)
 	}
 	return out, total, nil
+}
+
+// statusFilter is SpendFilter.Status as a test of a row's status, as the
+// SQL engines read it: "success" (1–399), "failure" (400 and up, or 0:
+// no answer), a number (that status), "" (any).
+func statusFilter(v string) (func(int) bool, error) {
+	switch v {
+	case "":
+		return func(int) bool { return true }, nil
+	case "success":
+		return func(c int) bool { return c > 0 && c < 400 }, nil
+	case "failure":
+		return func(c int) bool { return c >= 400 || c == 0 }, nil
+	}
+	code, err := strconv.Atoi(v)
+	if err != nil {
+		return nil, fmt.Errorf("spend filter: status %q is not success, failure or a number", v)
+	}
+	return func(c int) bool { return c == code }, nil
 }
 
 // AppendAudit records one management write: config table, partition
