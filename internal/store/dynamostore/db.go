@@ -306,7 +306,10 @@ func (s *DB) ensureTables(ctx context.Context, o Options) error {
 }
 
 func (s *DB) ensureTable(ctx context.Context, name string, index bool, mode types.BillingMode, pt *types.ProvisionedThroughput) error {
-	if _, err := s.c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: &name}); err == nil {
+	if out, err := s.c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: &name}); err == nil {
+		if err := checkLayout(out.Table, index); err != nil {
+			return fmt.Errorf("dynamodb: table %s exists with another layout than Tollgate's (docs/dynamodb.md, Layout): %w; name a table of Tollgate's own in database_args", name, err)
+		}
 		return s.waitActive(ctx, name)
 	} else if !isCode(err, "ResourceNotFoundException") {
 		return fmt.Errorf("dynamodb: describe %s: %w", name, err)
@@ -342,6 +345,42 @@ func (s *DB) ensureTable(ctx context.Context, name string, index bool, mode type
 		return fmt.Errorf("dynamodb: create table %s: %w", name, err)
 	}
 	return s.waitActive(ctx, name)
+}
+
+// checkLayout reports how an existing table differs from the layout this
+// store writes: partition key pk and sort key sk, both strings, and (index)
+// the global secondary index by_kind on (kind, updated_at).
+func checkLayout(t *types.TableDescription, index bool) error {
+	if t == nil {
+		return errors.New("no description")
+	}
+	attrType := map[string]types.ScalarAttributeType{}
+	for _, a := range t.AttributeDefinitions {
+		attrType[aws.ToString(a.AttributeName)] = a.AttributeType
+	}
+	keys := func(ks []types.KeySchemaElement) string {
+		var parts []string
+		for _, k := range ks {
+			parts = append(parts, fmt.Sprintf("%s %s", aws.ToString(k.AttributeName), k.KeyType))
+		}
+		return strings.Join(parts, ", ")
+	}
+	want := "pk HASH, sk RANGE"
+	if got := keys(t.KeySchema); got != want || attrType["pk"] != types.ScalarAttributeTypeS || attrType["sk"] != types.ScalarAttributeTypeS {
+		return fmt.Errorf("its key is (%s), not (%s) of strings", got, want)
+	}
+	if !index {
+		return nil
+	}
+	for _, g := range t.GlobalSecondaryIndexes {
+		if aws.ToString(g.IndexName) == kindIndex {
+			if got := keys(g.KeySchema); got != "kind HASH, updated_at RANGE" || attrType["updated_at"] != types.ScalarAttributeTypeN {
+				return fmt.Errorf("its index %s is on (%s), not (kind HASH, updated_at RANGE)", kindIndex, got)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("it has no global secondary index %s on (kind, updated_at)", kindIndex)
 }
 
 // waitActive polls until the table (and its indexes) are ACTIVE.

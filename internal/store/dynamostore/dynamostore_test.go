@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/dynamostore"
@@ -444,5 +445,46 @@ func TestThrottledBookingIsSentAgain(t *testing.T) {
 	rows, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash"})
 	if err != nil || len(rows) != 1 || rows[0].Requests != 2 || rows[0].Spend != 3 {
 		t.Fatalf("spend report %+v %v", rows, err)
+	}
+}
+
+// TestTableOfAnotherLayoutStopsTheStart: a table that exists with another
+// key schema (LiteLLM's own LiteLLM_UserTable is keyed by user_id), or a
+// user or key table without the by_kind index, stops the start with an
+// error naming it. Before, the store started on it and every write failed
+// as data refused (ValidationException), so the spend writer dropped the
+// spend rows as rejected.
+func TestTableOfAnotherLayoutStopsTheStart(t *testing.T) {
+	t.Parallel()
+	o := options(t, endpoint(t))
+	c := dynamodb.New(dynamodb.Options{Region: "us-west-2", BaseEndpoint: aws.String(o.Endpoint), Credentials: o.Credentials})
+	ctx := context.Background()
+	create := func(name string, attrs ...string) {
+		t.Helper()
+		in := &dynamodb.CreateTableInput{TableName: aws.String(name), BillingMode: types.BillingModePayPerRequest}
+		for i, a := range attrs {
+			in.AttributeDefinitions = append(in.AttributeDefinitions, types.AttributeDefinition{AttributeName: aws.String(a), AttributeType: types.ScalarAttributeTypeS})
+			in.KeySchema = append(in.KeySchema, types.KeySchemaElement{AttributeName: aws.String(a), KeyType: []types.KeyType{types.KeyTypeHash, types.KeyTypeRange}[i]})
+		}
+		if _, err := c.CreateTable(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = c.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)}) })
+	}
+	create(o.UserTable, "user_id")
+	_, err := dynamostore.Open(ctx, o)
+	if err == nil || !strings.Contains(err.Error(), o.UserTable) || !strings.Contains(err.Error(), "user_id") {
+		t.Fatalf("a user table keyed by user_id: %v", err)
+	}
+	o2 := options(t, endpoint(t))
+	create(o2.KeyTable, "pk", "sk") // the layout, without the by_kind index
+	_, err = dynamostore.Open(ctx, o2)
+	if err == nil || !strings.Contains(err.Error(), o2.KeyTable) || !strings.Contains(err.Error(), "by_kind") {
+		t.Fatalf("a key table without by_kind: %v", err)
+	}
+	for _, o := range []dynamostore.Options{o, o2} {
+		for _, name := range []string{o.UserTable, o.KeyTable, o.ConfigTable, o.SpendTable} {
+			_, _ = c.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
+		}
 	}
 }
