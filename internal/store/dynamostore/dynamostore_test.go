@@ -488,3 +488,51 @@ func TestTableOfAnotherLayoutStopsTheStart(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentAliasChangesLeaveNoStaleLock: one key's alias is changed
+// to ten different aliases at once. Whatever alias the key ends with, the
+// others must be free for another key to take, and no alias may lead to a
+// key that does not carry it. Before, two updates reading the same old
+// alias both locked their new one and only the winner's was ever
+// released: the loser's alias stayed locked to a key that did not have it.
+func TestConcurrentAliasChangesLeaveNoStaleLock(t *testing.T) {
+	t.Parallel()
+	s := open(t, options(t, endpoint(t)))
+	ctx := context.Background()
+	old := "old"
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k", KeyAlias: &old}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := fmt.Sprintf("a%d", i)
+			_ = s.UpdateKey(ctx, &store.Key{TokenHash: "k", KeyAlias: &a})
+		}()
+	}
+	wg.Wait()
+	k, err := s.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		a := fmt.Sprintf("a%d", i)
+		if k.KeyAlias != nil && *k.KeyAlias == a {
+			if got, err := s.GetKeyByAlias(ctx, a); err != nil || got.TokenHash != "k" {
+				t.Errorf("the key's alias %s does not lead to it: %v", a, err)
+			}
+			continue
+		}
+		if got, err := s.GetKeyByAlias(ctx, a); err == nil {
+			t.Errorf("alias %s leads to key %s whose alias is %v", a, got.TokenHash, *got.KeyAlias)
+		}
+		if err := s.CreateKey(ctx, &store.Key{TokenHash: "other" + a, KeyAlias: &a}); err != nil {
+			t.Errorf("alias %s, which no key has, cannot be taken: %v", a, err)
+		}
+	}
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "other-old", KeyAlias: &old}); k.KeyAlias != nil && *k.KeyAlias != old && err != nil {
+		t.Errorf("the old alias cannot be taken: %v", err)
+	}
+}

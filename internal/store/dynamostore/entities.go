@@ -3,6 +3,7 @@ package dynamostore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -104,6 +105,13 @@ func (e entity[T]) get(ctx context.Context, s *DB, id string) (*T, error) {
 
 // update replaces the document (never the spend) of an existing record.
 func (e entity[T]) update(ctx context.Context, s *DB, v *T) error {
+	return e.updateIf(ctx, s, v, "", nil)
+}
+
+// updateIf is update on a further condition (cond, with its values; the
+// names #x0 #x1 #x2 are alias, user_id, team_id for keys): ErrNotFound
+// when the record is gone or cond fails.
+func (e entity[T]) updateIf(ctx context.Context, s *DB, v *T, cond string, condVals map[string]types.AttributeValue) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	_, u := e.times(v)
@@ -132,8 +140,15 @@ func (e entity[T]) update(ctx context.Context, s *DB, v *T) error {
 	if len(remove) > 0 {
 		expr += " REMOVE " + strings.Join(remove, ", ")
 	}
+	condition := "attribute_exists(pk)"
+	if cond != "" {
+		condition += " AND " + cond
+		for k, v := range condVals {
+			vals[k] = v
+		}
+	}
 	_, err = s.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(e.table(s)), Key: key(pkOf(e.kind, e.id(v)), recordSK),
-		UpdateExpression: &expr, ConditionExpression: aws.String("attribute_exists(pk)"),
+		UpdateExpression: &expr, ConditionExpression: &condition,
 		ExpressionAttributeNames: names, ExpressionAttributeValues: vals})
 	if isCondFailed(err) {
 		return fmt.Errorf("%w: %s %s", store.ErrNotFound, e.kind, e.id(v))
@@ -515,30 +530,43 @@ func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
 	if _, err := encode(k); err != nil {
 		return err
 	}
-	cur, err := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.keys, Key: key(pkOf(store.KindKey, k.TokenHash), recordSK),
-		ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("alias")})
-	if err != nil {
-		return err
-	}
-	if cur.Item == nil {
-		return fmt.Errorf("%w: key %s", store.ErrNotFound, k.TokenHash)
-	}
-	old, alias := getS(cur.Item, "alias"), aliasOf(k)
-	if alias != old {
-		if err := s.lockAlias(ctx, alias, k.TokenHash); err != nil {
+	// The write is conditional on the alias read: an update that raced
+	// another one changing the alias reads again, so that exactly the
+	// alias the key ends with stays locked.
+	for range 10 {
+		cur, err := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.keys, Key: key(pkOf(store.KindKey, k.TokenHash), recordSK),
+			ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("alias")})
+		if err != nil {
 			return err
 		}
-	}
-	if err := keys.update(ctx, s, k); err != nil {
-		if alias != old {
-			_ = s.unlockAlias(ctx, alias, k.TokenHash)
+		if cur.Item == nil {
+			return fmt.Errorf("%w: key %s", store.ErrNotFound, k.TokenHash)
 		}
-		return err
+		old, alias := getS(cur.Item, "alias"), aliasOf(k)
+		if alias != old {
+			if err := s.lockAlias(ctx, alias, k.TokenHash); err != nil {
+				return err
+			}
+		}
+		cond, vals := "attribute_not_exists(#x0)", map[string]types.AttributeValue(nil)
+		if old != "" {
+			cond, vals = "#x0 = :oldalias", map[string]types.AttributeValue{":oldalias": attrS(old)}
+		}
+		if err := keys.updateIf(ctx, s, k, cond, vals); err != nil {
+			if alias != old {
+				_ = s.unlockAlias(ctx, alias, k.TokenHash)
+			}
+			if errors.Is(err, store.ErrNotFound) {
+				continue // gone, or its alias changed since read: read again
+			}
+			return err
+		}
+		if alias != old {
+			return s.unlockAlias(ctx, old, k.TokenHash)
+		}
+		return nil
 	}
-	if alias != old {
-		return s.unlockAlias(ctx, old, k.TokenHash)
-	}
-	return nil
+	return fmt.Errorf("%w: key %s: its alias kept changing", store.ErrConflict, k.TokenHash)
 }
 
 // ReplaceKey moves a key's record to a new hash (regenerate), keeping its
