@@ -698,12 +698,22 @@ func (s *DB) partition(ctx context.Context, table, pk string) ([]map[string]type
 
 // batchGet reads items by key, 100 per request, retrying unprocessed keys.
 func (s *DB) batchGet(ctx context.Context, table string, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, error) {
+	return s.batchGetProjected(ctx, table, keys, "", nil)
+}
+
+// batchGetProjected is batchGet of the attributes projection names (with
+// its placeholders' names; "": all).
+func (s *DB) batchGetProjected(ctx context.Context, table string, keys []map[string]types.AttributeValue, projection string, names map[string]string) ([]map[string]types.AttributeValue, error) {
 	var out []map[string]types.AttributeValue
 	for start := 0; start < len(keys); start += 100 {
 		pending := keys[start:min(start+100, len(keys))]
 		for attempt := 0; len(pending) > 0; attempt++ {
+			ka := types.KeysAndAttributes{Keys: pending, ConsistentRead: aws.Bool(true)}
+			if projection != "" {
+				ka.ProjectionExpression, ka.ExpressionAttributeNames = aws.String(projection), names
+			}
 			res, err := s.c.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{
-				table: {Keys: pending, ConsistentRead: aws.Bool(true)}}})
+				table: ka}})
 			if err != nil {
 				return nil, err
 			}

@@ -536,3 +536,57 @@ func TestConcurrentAliasChangesLeaveNoStaleLock(t *testing.T) {
 		t.Errorf("the old alias cannot be taken: %v", err)
 	}
 }
+
+// countingWriter counts the bytes of the answers it passes on.
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	c.n.Add(int64(len(b)))
+	return c.ResponseWriter.Write(b)
+}
+
+// TestSpendLogListingReadsOnlyThePagesContent: a listing of 40 spend logs
+// that each keep 20 KB of messages, one page of 2 rows: the scan must not
+// bring every row's content back (the page's rows have theirs read by
+// key). Before, the scan read all 800 KB to show two rows, so a listing of
+// a large table held every stored prompt in memory.
+func TestSpendLogListingReadsOnlyThePagesContent(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scanned atomic.Int64
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".Scan") {
+			w = countingWriter{w, &scanned}
+		}
+		next.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s := open(t, options(t, srv.URL))
+	ctx := context.Background()
+	msg := []byte(`[{"role":"user","content":"` + strings.Repeat("x", 20<<10) + `"}]`)
+	var batch []store.SpendLog
+	for i := range 40 {
+		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%02d", i), KeyHash: "k", Cost: 1,
+			StartedAt: time.Date(2026, 11, 1, 0, i, 0, 0, time.UTC), Messages: msg})
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	logs, total, err := s.ListSpendLogs(ctx, store.SpendFilter{KeyHash: "k", Page: store.Page{Number: 1, Size: 2}})
+	if err != nil || total != 40 || len(logs) != 2 {
+		t.Fatalf("listing: %d of %d, %v", len(logs), total, err)
+	}
+	if logs[0].RequestID != "r39" || string(logs[0].Messages) != string(msg) || string(logs[1].Messages) != string(msg) {
+		t.Fatalf("the page's rows lack their content: %s, %d bytes", logs[0].RequestID, len(logs[0].Messages))
+	}
+	if n := scanned.Load(); n > 100<<10 {
+		t.Fatalf("the scan read %d KB for a page of two rows", n>>10)
+	}
+}

@@ -416,8 +416,18 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 			filter += " AND started_at < :to"
 			vals[":to"] = attrN(micros(f.To))
 		}
-		if items, err = s.scanAll(ctx, s.spend, filter, nil, vals); err != nil {
-			return nil, 0, err
+		// The scan leaves the rows' content out (it may be ~350 KB a
+		// row): only the page's rows have theirs read, below.
+		in := &dynamodb.ScanInput{TableName: &s.spend, ConsistentRead: aws.Bool(true), FilterExpression: &filter,
+			ExpressionAttributeValues: vals, ProjectionExpression: aws.String("pk, sk, #d, started_at"),
+			ExpressionAttributeNames: map[string]string{"#d": "data"}}
+		p := dynamodb.NewScanPaginator(s.c, in)
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, 0, err
+			}
+			items = append(items, page.Items...)
 		}
 	}
 	var rows []store.SpendLog
@@ -452,9 +462,34 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	})
 	total := len(rows)
 	limit, offset := f.PageBounds()
+	pageIdx := idx[min(offset, total):min(offset+limit, total)]
+	// The page's content, when the scan left it out.
+	var want []map[string]types.AttributeValue
+	for _, i := range pageIdx {
+		if _, ok := raw[i]["messages"]; !ok {
+			if _, ok := raw[i]["response"]; !ok {
+				want = append(want, key(logPK(rows[i].RequestID), recordSK))
+			}
+		}
+	}
+	if len(want) > 0 {
+		got, err := s.batchGetProjected(ctx, s.spend, want, "pk, #m, #r", map[string]string{"#m": "messages", "#r": "response"})
+		if err != nil {
+			return nil, 0, err
+		}
+		byPK := make(map[string]map[string]types.AttributeValue, len(got))
+		for _, it := range got {
+			byPK[getS(it, "pk")] = it
+		}
+		for _, i := range pageIdx {
+			if it, ok := byPK[logPK(rows[i].RequestID)]; ok {
+				raw[i] = it
+			}
+		}
+	}
 	var out []store.SpendLog
 	content := 0
-	for _, i := range idx[min(offset, total):min(offset+limit, total)] {
+	for _, i := range pageIdx {
 		l := rows[i]
 		messages, response := getS(raw[i], "messages"), getS(raw[i], "response")
 		if n := len(messages) + len(response); f.ContentBytes > 0 && n > 0 && content+n > f.ContentBytes {
