@@ -105,8 +105,12 @@ type DB struct {
 	// pending are spend ADDs of earlier batches that failed without having
 	// been applied (throttled to the end, or never sent): the next
 	// ApplySpend sends them again (docs/dynamodb.md, Spend).
-	pendMu           sync.Mutex
-	pending          []*booking
+	pendMu  sync.Mutex
+	pending []*booking
+	// lostClaims are the claim tokens of spend-log puts whose answer was
+	// lost (request id → token): a retry that finds the item carrying its
+	// token knows the put was this process's and books the row.
+	lostClaims       map[string]string
 	region, endpoint string
 }
 

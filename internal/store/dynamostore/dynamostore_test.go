@@ -590,3 +590,41 @@ func TestSpendLogListingReadsOnlyThePagesContent(t *testing.T) {
 		t.Fatalf("the scan read %d KB for a page of two rows", n>>10)
 	}
 }
+
+// TestLostClaimAnswerIsBookedOnRetry: a spend-log put (the row's claim) is
+// applied but its answer is lost. The batch fails; its retry finds the
+// item there, with this process's claim token, and books the row, once.
+// Before, the retry took the item for a replay and the row was never
+// booked.
+func TestLostClaimAnswerIsBookedOnRetry(t *testing.T) {
+	t.Parallel()
+	var lose atomic.Bool
+	_, url := proxied(t, func(op string, n int) (bool, bool) {
+		return false, op == "PutItem" && lose.CompareAndSwap(true, false)
+	})
+	s := open(t, options(t, url))
+	ctx := context.Background()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []store.SpendLog{{RequestID: "r1", KeyHash: "k", Cost: 1, StartedAt: time.Now()}}
+	lose.Store(true)
+	if err := s.ApplySpend(ctx, batch); err == nil {
+		t.Fatal("a lost claim answer was reported as success")
+	}
+	for range 2 { // the writer's retry, then a replay
+		if err := s.ApplySpend(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != 1 {
+		t.Fatalf("key spend %v, want 1", k.Spend)
+	}
+	if total, _ := s.TotalSpend(ctx); total != 1 {
+		t.Fatalf("total %v, want 1", total)
+	}
+}

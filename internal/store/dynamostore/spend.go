@@ -168,26 +168,67 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 // claim puts the rows' spend-log items, each on condition that it is not
 // there yet, and returns the rows it put, with the first error (the rows
 // it put are claimed: a retry skips them, so the caller books them).
+//
+// Each item carries a claim token. When a put's answer is lost (it may
+// have been applied), its token is remembered: the retry of the row that
+// finds the item there with that token knows the put was this process's,
+// never booked, and claims the row then.
 func (s *DB) claim(ctx context.Context, rows []store.SpendLog) ([]store.SpendLog, error) {
 	items := make([]map[string]types.AttributeValue, len(rows))
+	tokens := make([]string, len(rows))
+	s.pendMu.Lock()
+	for i, l := range rows {
+		if tokens[i] = s.lostClaims[l.RequestID]; tokens[i] == "" {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			tokens[i] = hex.EncodeToString(b[:])
+		}
+	}
+	s.pendMu.Unlock()
 	for i, l := range rows {
 		it, err := logItem(l)
 		if err != nil {
 			return nil, err
 		}
+		it["claim"] = attrS(tokens[i])
 		items[i] = it
 	}
 	put := make([]bool, len(rows))
 	err := parallel(len(rows), workers, func(i int) error {
+		id := rows[i].RequestID
 		_, err := s.c.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.spend, Item: items[i],
 			ConditionExpression: aws.String("attribute_not_exists(pk)")}, s.throttleOnly)
 		switch {
 		case err == nil:
 			put[i] = true
-		case isCondFailed(err): // booked before: a replay
+		case isCondFailed(err): // booked before: a replay, or our own lost put
+			s.pendMu.Lock()
+			lost := s.lostClaims[id]
+			s.pendMu.Unlock()
+			if lost == "" {
+				return nil
+			}
+			out, gerr := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.spend, Key: key(logPK(id), recordSK),
+				ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("claim")})
+			if gerr != nil {
+				return gerr
+			}
+			put[i] = getS(out.Item, "claim") == lost
 		default:
+			if !IsThrottle(err) && ctx.Err() == nil {
+				// Perhaps applied: remember whose it would be.
+				s.pendMu.Lock()
+				if s.lostClaims == nil {
+					s.lostClaims = map[string]string{}
+				}
+				s.lostClaims[id] = tokens[i]
+				s.pendMu.Unlock()
+			}
 			return classify(err)
 		}
+		s.pendMu.Lock()
+		delete(s.lostClaims, id)
+		s.pendMu.Unlock()
 		return nil
 	})
 	var claimed []store.SpendLog
