@@ -287,6 +287,9 @@ func (s *DB) ensureTables(ctx context.Context, o Options) error {
 	default:
 		return fmt.Errorf("dynamodb: billing_mode %q: want PAY_PER_REQUEST or PROVISIONED_THROUGHPUT", o.BillingMode)
 	}
+	if o.ReadCapacityUnits < 0 || o.WriteCapacityUnits < 0 {
+		return fmt.Errorf("dynamodb: read_capacity_units %d, write_capacity_units %d: want positive numbers (or none: 5)", o.ReadCapacityUnits, o.WriteCapacityUnits)
+	}
 	var pt *types.ProvisionedThroughput
 	if mode == types.BillingModeProvisioned {
 		r, w := o.ReadCapacityUnits, o.WriteCapacityUnits

@@ -347,6 +347,10 @@ func TestProvisionedTables(t *testing.T) {
 	if _, err := dynamostore.Open(context.Background(), o); err != nil {
 		t.Fatalf("opening existing tables: %v", err)
 	}
+	o.ReadCapacityUnits = -1
+	if _, err := dynamostore.Open(context.Background(), o); err == nil || !strings.Contains(err.Error(), "read_capacity_units") {
+		t.Fatalf("negative capacity units: %v", err)
+	}
 	o.BillingMode = "ON_DEMAND_PLEASE"
 	if _, err := dynamostore.Open(context.Background(), o); err == nil || !strings.Contains(err.Error(), "billing_mode") {
 		t.Fatalf("an unknown billing mode: %v", err)
