@@ -632,3 +632,61 @@ func TestLostClaimAnswerIsBookedOnRetry(t *testing.T) {
 		t.Fatalf("total %v, want 1", total)
 	}
 }
+
+// TestChangesReadsChangedKeysAtOnce: Changes reads each changed key's
+// model spend; with many changed keys (a bulk import) those reads must
+// overlap, or a resync tick outlasts its 10 s deadline and, failing, never
+// advances. The proxy holds the first key query until a second one comes
+// (up to 5 s) and records whether one did. Before, they ran one after
+// the other.
+func TestChangesReadsChangedKeysAtOnce(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hold, overlapped atomic.Bool
+	var queries atomic.Int64
+	second := make(chan struct{})
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hold.Load() && strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".Query") {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(strings.NewReader(string(body)))
+			if strings.Contains(string(body), `"key#`) { // a key's partition, not the index
+				switch queries.Add(1) {
+				case 1:
+					select {
+					case <-second:
+						overlapped.Store(true)
+					case <-time.After(5 * time.Second):
+					}
+				case 2:
+					close(second)
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s := open(t, options(t, srv.URL))
+	ctx := context.Background()
+	since := time.Now().Add(-time.Second)
+	for i := range 8 {
+		if err := s.CreateKey(ctx, &store.Key{TokenHash: fmt.Sprintf("k%02d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hold.Store(true)
+	snap, _, err := s.Changes(ctx, since)
+	hold.Store(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Keys) != 8 {
+		t.Fatalf("changes: %d keys, want 8", len(snap.Keys))
+	}
+	if !overlapped.Load() {
+		t.Fatal("the changed keys were read one at a time")
+	}
+}

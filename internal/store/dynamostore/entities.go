@@ -862,12 +862,15 @@ func (s *DB) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []s
 	if snap.Keys, err = keys.since(ctx, s, since); err != nil {
 		return nil, nil, err
 	}
-	for _, k := range snap.Keys {
-		full, _, err := s.readKey(ctx, k.TokenHash)
-		if err == nil {
-			k.ModelSpend = full.ModelSpend
+	// Each changed key's model spend, several keys at once: a bulk key
+	// import makes thousands of changed keys per tick, whose reads one
+	// after the other would outlast the resync's deadline.
+	_ = parallel(len(snap.Keys), workers, func(i int) error {
+		if full, _, err := s.readKey(ctx, snap.Keys[i].TokenHash); err == nil {
+			snap.Keys[i].ModelSpend = full.ModelSpend
 		}
-	}
+		return nil
+	})
 	if snap.Users, err = users.since(ctx, s, since); err != nil {
 		return nil, nil, err
 	}
