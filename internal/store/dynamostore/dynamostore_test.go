@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -688,5 +689,69 @@ func TestChangesReadsChangedKeysAtOnce(t *testing.T) {
 	}
 	if !overlapped.Load() {
 		t.Fatal("the changed keys were read one at a time")
+	}
+}
+
+// TestTwoReplicasApplyOverlappingBatches: two stores on the same tables
+// (two replicas) book overlapping batches at once, each batch replayed by
+// the other: every row is booked exactly once.
+func TestTwoReplicasApplyOverlappingBatches(t *testing.T) {
+	t.Parallel()
+	o := options(t, endpoint(t))
+	a := open(t, o)
+	b, err := dynamostore.Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := a.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	day := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 20 {
+		for _, s := range []*dynamostore.DB{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var batch []store.SpendLog
+				for j := i; j < i+5; j++ { // rows i..i+4: each row in up to 5 batches on each replica
+					batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%02d", j), KeyHash: "k", ModelGroup: "m", Cost: 0.5, StartedAt: day})
+				}
+				errs <- s.ApplySpend(ctx, batch)
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const rows = 24 // r00 … r23
+	k, err := b.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != rows*0.5 {
+		t.Fatalf("key spend %v, want %v", k.Spend, rows*0.5)
+	}
+	rep, err := a.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash"})
+	if err != nil || len(rep) != 1 || rep[0].Requests != rows {
+		t.Fatalf("report %+v %v, want %d requests", rep, err, rows)
+	}
+}
+
+// TestRecordPastTheItemLimitIsRefused: a user whose metadata passes
+// DynamoDB's 400 KB item limit is refused as data (store.ErrRejected, a
+// 400 at the API), not an outage.
+func TestRecordPastTheItemLimitIsRefused(t *testing.T) {
+	t.Parallel()
+	s := open(t, options(t, endpoint(t)))
+	u := &store.User{UserID: "big", Metadata: map[string]any{"x": strings.Repeat("y", 450<<10)}}
+	if err := s.CreateUser(context.Background(), u); !errors.Is(err, store.ErrRejected) {
+		t.Fatalf("a 450 KB user: %v, want ErrRejected", err)
 	}
 }
