@@ -755,3 +755,73 @@ func TestRecordPastTheItemLimitIsRefused(t *testing.T) {
 		t.Fatalf("a 450 KB user: %v, want ErrRejected", err)
 	}
 }
+
+// TestDeleteWhoseTombstoneFailsLeavesTheRecord: the tombstone of a key's
+// (or a user's) delete cannot be written. The delete must then fail with
+// the record still there (to be deleted again), never delete it without a
+// tombstone: other replicas learn of deletions only from tombstones, so a
+// revoked key would stay usable on them until they restart.
+func TestDeleteWhoseTombstoneFailsLeavesTheRecord(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refuse atomic.Bool
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if refuse.Load() && strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".PutItem") {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(strings.NewReader(string(body)))
+			if strings.Contains(string(body), `"deletions#`) {
+				w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+				w.WriteHeader(400)
+				io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#ValidationException","message":"refused"}`)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s := open(t, options(t, srv.URL))
+	ctx := context.Background()
+	alias := "a"
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k", KeyAlias: &alias}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateUser(ctx, &store.User{UserID: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now().Add(-time.Second)
+	refuse.Store(true)
+	if err := s.DeleteKey(ctx, "k"); err == nil {
+		t.Fatal("a key delete whose tombstone failed was reported done")
+	}
+	if err := s.DeleteUser(ctx, "u"); err == nil {
+		t.Fatal("a user delete whose tombstone failed was reported done")
+	}
+	refuse.Store(false)
+	if _, err := s.GetKey(ctx, "k"); err != nil {
+		t.Fatalf("the key is gone without a tombstone: %v", err)
+	}
+	if _, err := s.GetUser(ctx, "u"); err != nil {
+		t.Fatalf("the user is gone without a tombstone: %v", err)
+	}
+	if err := s.DeleteKey(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	_, dels, err := s.Changes(ctx, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range dels {
+		found = found || (d.Kind == store.KindKey && d.ID == "k")
+	}
+	if !found {
+		t.Fatalf("the key's deletion is not among the changes: %+v", dels)
+	}
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k2", KeyAlias: &alias}); err != nil {
+		t.Fatalf("the deleted key's alias is still held: %v", err)
+	}
+}

@@ -156,17 +156,20 @@ func (e entity[T]) updateIf(ctx context.Context, s *DB, v *T, cond string, condV
 	return classify(err)
 }
 
-// remove deletes a record (ErrNotFound when absent) and leaves a tombstone.
+// remove deletes a record (ErrNotFound when absent) and leaves a
+// tombstone. The tombstone goes first: a delete that fails after it leaves
+// the record, which the caller deletes again, while a tombstone lost after
+// the delete would leave the record live in other replicas' snapshots.
 func (e entity[T]) remove(ctx context.Context, s *DB, id string) error {
+	if err := s.tombstone(ctx, e.kind, id); err != nil {
+		return err
+	}
 	_, err := s.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(e.table(s)), Key: key(pkOf(e.kind, id), recordSK),
 		ConditionExpression: aws.String("attribute_exists(pk)")})
 	if isCondFailed(err) {
 		return fmt.Errorf("%w: %s %s", store.ErrNotFound, e.kind, id)
 	}
-	if err != nil {
-		return err
-	}
-	return s.tombstone(ctx, e.kind, id)
+	return err
 }
 
 func (e entity[T]) delete(ctx context.Context, s *DB, id string) error {
@@ -619,9 +622,17 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 	})
 }
 
-// dropKey deletes a key's partition (record and model budgets), its alias
-// lock, and leaves a tombstone.
+// dropKey leaves a tombstone (first, as remove does), then deletes a
+// key's partition (record and model budgets) and its alias lock.
 func (s *DB) dropKey(ctx context.Context, hash, alias string) error {
+	if err := s.tombstone(ctx, store.KindKey, hash); err != nil {
+		return err
+	}
+	return s.dropKeyItems(ctx, hash, alias)
+}
+
+// dropKeyItems deletes a key's partition and its alias lock.
+func (s *DB) dropKeyItems(ctx context.Context, hash, alias string) error {
 	items, err := s.partition(ctx, s.keys, pkOf(store.KindKey, hash))
 	if err != nil {
 		return err
@@ -633,15 +644,17 @@ func (s *DB) dropKey(ctx context.Context, hash, alias string) error {
 	if err := s.batchWrite(ctx, s.keys, reqs); err != nil {
 		return err
 	}
-	if err := s.unlockAlias(ctx, alias, hash); err != nil {
-		return err
-	}
-	return s.tombstone(ctx, store.KindKey, hash)
+	return s.unlockAlias(ctx, alias, hash)
 }
 
 func (s *DB) DeleteKey(ctx context.Context, hash string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	// The tombstone first (see remove); one for a key that is not there
+	// is harmless.
+	if err := s.tombstone(ctx, store.KindKey, hash); err != nil {
+		return err
+	}
 	out, err := s.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &s.keys, Key: key(pkOf(store.KindKey, hash), recordSK),
 		ConditionExpression: aws.String("attribute_exists(pk)"), ReturnValues: types.ReturnValueAllOld})
 	if isCondFailed(err) {
@@ -650,7 +663,7 @@ func (s *DB) DeleteKey(ctx context.Context, hash string) error {
 	if err != nil {
 		return err
 	}
-	return s.dropKey(ctx, hash, getS(out.Attributes, "alias"))
+	return s.dropKeyItems(ctx, hash, getS(out.Attributes, "alias"))
 }
 
 func (s *DB) ListKeys(ctx context.Context, f store.KeyFilter) ([]*store.Key, int, error) {
