@@ -825,3 +825,59 @@ func TestDeleteWhoseTombstoneFailsLeavesTheRecord(t *testing.T) {
 		t.Fatalf("the deleted key's alias is still held: %v", err)
 	}
 }
+
+// TestRegenerateKeepsTheAliasFromOthers: while a key is regenerated
+// (ReplaceKey, same alias), another replica creates a key with that alias
+// right after the first one's alias lock is touched. At most one key may
+// end up with the alias. Before, the lock was released and taken again,
+// so the other key took it in between and both keys had the alias.
+func TestRegenerateKeepsTheAliasFromOthers(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := options(t, endpoint(t))
+	other := open(t, o) // a second replica, straight to the server
+	alias := "shared"
+	var once sync.Once
+	var intruder error
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		next.ServeHTTP(w, r)
+		target := r.Header.Get("X-Amz-Target")
+		if (strings.HasSuffix(target, ".DeleteItem") || strings.HasSuffix(target, ".UpdateItem")) && strings.Contains(string(body), `"alias#shared"`) {
+			once.Do(func() {
+				intruder = other.CreateKey(context.Background(), &store.Key{TokenHash: "intruder", KeyAlias: &alias})
+			})
+		}
+	}))
+	t.Cleanup(srv.Close)
+	po := o
+	po.Endpoint = srv.URL
+	s, err := dynamostore.Open(context.Background(), po)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "old", KeyAlias: &alias}); err != nil {
+		t.Fatal(err)
+	}
+	err = s.ReplaceKey(ctx, "old", &store.Key{TokenHash: "new", KeyAlias: &alias})
+	t.Logf("regenerate: %v; the other replica's create: %v", err, intruder)
+	all, _, err := other.ListKeys(ctx, store.KeyFilter{Alias: alias})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var with []string
+	for _, k := range all {
+		if aliasOf := k.KeyAlias; aliasOf != nil && *aliasOf == alias {
+			with = append(with, k.TokenHash)
+		}
+	}
+	if len(with) != 1 {
+		t.Fatalf("keys with alias %q: %v, want exactly one", alias, with)
+	}
+}

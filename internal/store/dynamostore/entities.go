@@ -439,6 +439,19 @@ func (s *DB) unlockAlias(ctx context.Context, alias, hash string) error {
 	return err
 }
 
+// moveAlias passes alias's lock from one hash to another; ErrConflict when
+// from does not hold it.
+func (s *DB) moveAlias(ctx context.Context, alias, from, to string) error {
+	_, err := s.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: &s.keys, Key: key(aliasPK(alias), recordSK),
+		UpdateExpression: aws.String("SET #h = :to"), ConditionExpression: aws.String("#h = :from"),
+		ExpressionAttributeNames:  map[string]string{"#h": "hash"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":from": attrS(from), ":to": attrS(to)}})
+	if isCondFailed(err) {
+		return fmt.Errorf("%w: key alias %q", store.ErrConflict, alias)
+	}
+	return err
+}
+
 func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -587,13 +600,22 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 	if err != nil {
 		return err
 	}
-	if aliasOf(old) == aliasOf(k) && aliasOf(k) != "" {
-		// The lock passes from the old hash to the new one.
-		if err := s.unlockAlias(ctx, aliasOf(old), oldHash); err != nil {
+	if a := aliasOf(k); a != "" && a == aliasOf(old) {
+		// The lock passes from the old hash to the new one in one
+		// conditional write: released and taken again, another key could
+		// take the alias in between.
+		if err := s.moveAlias(ctx, a, oldHash, k.TokenHash); err != nil {
 			return err
 		}
-	}
-	if err := s.putKey(ctx, k, it); err != nil {
+		_, err := s.c.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.keys, Item: it, ConditionExpression: aws.String("attribute_not_exists(pk)")})
+		if err != nil {
+			_ = s.moveAlias(ctx, a, k.TokenHash, oldHash)
+			if isCondFailed(err) {
+				return fmt.Errorf("%w: key %s", store.ErrConflict, k.TokenHash)
+			}
+			return classify(err)
+		}
+	} else if err := s.putKey(ctx, k, it); err != nil {
 		return err
 	}
 	var reqs []types.WriteRequest
