@@ -881,3 +881,64 @@ func TestRegenerateKeepsTheAliasFromOthers(t *testing.T) {
 		t.Fatalf("keys with alias %q: %v, want exactly one", alias, with)
 	}
 }
+
+// TestNoSpendLogsPartialFailureBooksOnce: with disable_spend_logs (no
+// claims, so no replay protection) the key's update of a batch is
+// throttled past its retries while the others land. A retry of the whole
+// batch (what the spend writer does on an error) would book the landed
+// updates twice: ApplySpend reports no error, and the next batch sends the
+// key's update kept. Before, the error made the writer book the total and
+// rollups twice.
+func TestNoSpendLogsPartialFailureBooksOnce(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block atomic.Bool
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		if block.Load() && strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".UpdateItem") && strings.Contains(string(body), `"key#k"`) {
+			w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+			w.WriteHeader(400)
+			io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	o := options(t, srv.URL)
+	o.ThrottleAttempts = 2
+	s := open(t, o)
+	s.DisableSpendLogs(true)
+	ctx := context.Background()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	day := time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC)
+	b1 := []store.SpendLog{{RequestID: "r1", KeyHash: "k", ModelGroup: "m", Cost: 1, StartedAt: day}}
+	b2 := []store.SpendLog{{RequestID: "r2", KeyHash: "k", ModelGroup: "m", Cost: 2, StartedAt: day}}
+	block.Store(true)
+	if err := s.ApplySpend(ctx, b1); err != nil {
+		block.Store(false)
+		if err := s.ApplySpend(ctx, b1); err != nil { // the writer's retry
+			t.Fatal(err)
+		}
+	}
+	block.Store(false)
+	if err := s.ApplySpend(ctx, b2); err != nil {
+		t.Fatal(err)
+	}
+	if total, _ := s.TotalSpend(ctx); total != 3 {
+		t.Fatalf("total %v, want 3", total)
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != 3 {
+		t.Fatalf("key spend %v, want 3", k.Spend)
+	}
+}
