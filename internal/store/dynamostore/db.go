@@ -73,6 +73,9 @@ type Options struct {
 	Credentials aws.CredentialsProvider
 	// HTTPClient, when set, is the client the SDK uses (tests).
 	HTTPClient aws.HTTPClient
+	// ThrottleAttempts bounds the attempts of a throttled spend write
+	// (default 10; tests lower it).
+	ThrottleAttempts int
 	// MeasureCapacity asks every call for its consumed capacity and adds it
 	// to Capacity (docs/dynamodb.md's table was measured so).
 	MeasureCapacity bool
@@ -98,7 +101,17 @@ type DB struct {
 	capMu                      sync.Mutex
 	readUnits, writeUnits      float64
 	throttleOnly               func(*dynamodb.Options)
-	region, endpoint           string
+	throttleAttempts           int
+	// pending are spend ADDs of earlier batches that failed without having
+	// been applied (throttled to the end, or never sent): the next
+	// ApplySpend sends them again (docs/dynamodb.md, Spend).
+	pendMu  sync.Mutex
+	pending []*booking
+	// lostClaims are the claim tokens of spend-log puts whose answer was
+	// lost (request id → token): a retry that finds the item carrying its
+	// token knows the put was this process's and books the row.
+	lostClaims       map[string]string
+	region, endpoint string
 }
 
 var _ store.Store = (*DB)(nil)
@@ -182,17 +195,11 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 	})
 	// Spend ADDs are retried on throttling only: a throttled request was
 	// not applied, while a timeout may have been.
-	s.throttleOnly = func(do *dynamodb.Options) {
-		do.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
-			so.MaxAttempts = 10
-			so.MaxBackoff = 2 * time.Second
-			so.Backoff = retry.BackoffDelayerFunc(throttleBackoff)
-			so.RateLimiter = ratelimit.None
-			so.Retryables = []retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-				return aws.BoolTernary(IsThrottle(err))
-			})}
-		})
+	s.throttleAttempts = o.ThrottleAttempts
+	if s.throttleAttempts <= 0 {
+		s.throttleAttempts = 10
 	}
+	s.throttleOnly = s.throttleRetry(nil)
 	if err := s.ensureTables(ctx, o); err != nil {
 		return nil, err
 	}
@@ -205,6 +212,25 @@ func Open(ctx context.Context, o Options) (*DB, error) {
 func throttleBackoff(attempt int, _ error) (time.Duration, error) {
 	ceiling := min(25*time.Millisecond<<min(attempt, 7), 2*time.Second)
 	return time.Duration(rand.Int64N(int64(ceiling)) + 1), nil
+}
+
+// throttleRetry is the option that retries a call on throttling only;
+// seen, when not nil, is told of every failed attempt's error.
+func (s *DB) throttleRetry(seen func(error)) func(*dynamodb.Options) {
+	return func(do *dynamodb.Options) {
+		do.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+			so.MaxAttempts = s.throttleAttempts
+			so.MaxBackoff = 2 * time.Second
+			so.Backoff = retry.BackoffDelayerFunc(throttleBackoff)
+			so.RateLimiter = ratelimit.None
+			so.Retryables = []retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				if seen != nil {
+					seen(err)
+				}
+				return aws.BoolTernary(IsThrottle(err))
+			})}
+		})
+	}
 }
 
 func or(a, b string) string {
@@ -261,6 +287,9 @@ func (s *DB) ensureTables(ctx context.Context, o Options) error {
 	default:
 		return fmt.Errorf("dynamodb: billing_mode %q: want PAY_PER_REQUEST or PROVISIONED_THROUGHPUT", o.BillingMode)
 	}
+	if o.ReadCapacityUnits < 0 || o.WriteCapacityUnits < 0 {
+		return fmt.Errorf("dynamodb: read_capacity_units %d, write_capacity_units %d: want positive numbers (or none: 5)", o.ReadCapacityUnits, o.WriteCapacityUnits)
+	}
 	var pt *types.ProvisionedThroughput
 	if mode == types.BillingModeProvisioned {
 		r, w := o.ReadCapacityUnits, o.WriteCapacityUnits
@@ -284,7 +313,10 @@ func (s *DB) ensureTables(ctx context.Context, o Options) error {
 }
 
 func (s *DB) ensureTable(ctx context.Context, name string, index bool, mode types.BillingMode, pt *types.ProvisionedThroughput) error {
-	if _, err := s.c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: &name}); err == nil {
+	if out, err := s.c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: &name}); err == nil {
+		if err := checkLayout(out.Table, index); err != nil {
+			return fmt.Errorf("dynamodb: table %s exists with another layout than Tollgate's (docs/dynamodb.md, Layout): %w; name a table of Tollgate's own in database_args", name, err)
+		}
 		return s.waitActive(ctx, name)
 	} else if !isCode(err, "ResourceNotFoundException") {
 		return fmt.Errorf("dynamodb: describe %s: %w", name, err)
@@ -320,6 +352,42 @@ func (s *DB) ensureTable(ctx context.Context, name string, index bool, mode type
 		return fmt.Errorf("dynamodb: create table %s: %w", name, err)
 	}
 	return s.waitActive(ctx, name)
+}
+
+// checkLayout reports how an existing table differs from the layout this
+// store writes: partition key pk and sort key sk, both strings, and (index)
+// the global secondary index by_kind on (kind, updated_at).
+func checkLayout(t *types.TableDescription, index bool) error {
+	if t == nil {
+		return errors.New("no description")
+	}
+	attrType := map[string]types.ScalarAttributeType{}
+	for _, a := range t.AttributeDefinitions {
+		attrType[aws.ToString(a.AttributeName)] = a.AttributeType
+	}
+	keys := func(ks []types.KeySchemaElement) string {
+		var parts []string
+		for _, k := range ks {
+			parts = append(parts, fmt.Sprintf("%s %s", aws.ToString(k.AttributeName), k.KeyType))
+		}
+		return strings.Join(parts, ", ")
+	}
+	want := "pk HASH, sk RANGE"
+	if got := keys(t.KeySchema); got != want || attrType["pk"] != types.ScalarAttributeTypeS || attrType["sk"] != types.ScalarAttributeTypeS {
+		return fmt.Errorf("its key is (%s), not (%s) of strings", got, want)
+	}
+	if !index {
+		return nil
+	}
+	for _, g := range t.GlobalSecondaryIndexes {
+		if aws.ToString(g.IndexName) == kindIndex {
+			if got := keys(g.KeySchema); got != "kind HASH, updated_at RANGE" || attrType["updated_at"] != types.ScalarAttributeTypeN {
+				return fmt.Errorf("its index %s is on (%s), not (kind HASH, updated_at RANGE)", kindIndex, got)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("it has no global secondary index %s on (kind, updated_at)", kindIndex)
 }
 
 // waitActive polls until the table (and its indexes) are ACTIVE.
@@ -637,12 +705,22 @@ func (s *DB) partition(ctx context.Context, table, pk string) ([]map[string]type
 
 // batchGet reads items by key, 100 per request, retrying unprocessed keys.
 func (s *DB) batchGet(ctx context.Context, table string, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, error) {
+	return s.batchGetProjected(ctx, table, keys, "", nil)
+}
+
+// batchGetProjected is batchGet of the attributes projection names (with
+// its placeholders' names; "": all).
+func (s *DB) batchGetProjected(ctx context.Context, table string, keys []map[string]types.AttributeValue, projection string, names map[string]string) ([]map[string]types.AttributeValue, error) {
 	var out []map[string]types.AttributeValue
 	for start := 0; start < len(keys); start += 100 {
 		pending := keys[start:min(start+100, len(keys))]
 		for attempt := 0; len(pending) > 0; attempt++ {
+			ka := types.KeysAndAttributes{Keys: pending, ConsistentRead: aws.Bool(true)}
+			if projection != "" {
+				ka.ProjectionExpression, ka.ExpressionAttributeNames = aws.String(projection), names
+			}
 			res, err := s.c.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{
-				table: {Keys: pending, ConsistentRead: aws.Bool(true)}}})
+				table: ka}})
 			if err != nil {
 				return nil, err
 			}

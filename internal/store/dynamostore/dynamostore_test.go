@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -23,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/dynamostore"
@@ -346,6 +348,10 @@ func TestProvisionedTables(t *testing.T) {
 	if _, err := dynamostore.Open(context.Background(), o); err != nil {
 		t.Fatalf("opening existing tables: %v", err)
 	}
+	o.ReadCapacityUnits = -1
+	if _, err := dynamostore.Open(context.Background(), o); err == nil || !strings.Contains(err.Error(), "read_capacity_units") {
+		t.Fatalf("negative capacity units: %v", err)
+	}
 	o.BillingMode = "ON_DEMAND_PLEASE"
 	if _, err := dynamostore.Open(context.Background(), o); err == nil || !strings.Contains(err.Error(), "billing_mode") {
 		t.Fatalf("an unknown billing mode: %v", err)
@@ -397,5 +403,542 @@ func TestLongGroupsRollUp(t *testing.T) {
 	tags, err := s.TagReport(ctx, store.TagFilter{})
 	if err != nil || len(tags) != 1 || tags[0].Tag != long || tags[0].Requests != 2 {
 		t.Fatalf("tag report %+v %v", tags, err)
+	}
+}
+
+// TestThrottledBookingIsSentAgain: every spend update of a batch is
+// throttled past its retries, so none is applied and ApplySpend fails with
+// its rows claimed. The spend writer's retry of the batch must book them
+// (the updates kept and sent again), once: before, the retry found the
+// rows claimed and booked nothing, losing the batch.
+func TestThrottledBookingIsSentAgain(t *testing.T) {
+	t.Parallel()
+	var block atomic.Bool
+	_, url := proxied(t, func(op string, n int) (bool, bool) {
+		return op == "UpdateItem" && block.Load(), false
+	})
+	o := options(t, url)
+	o.ThrottleAttempts = 2
+	s := open(t, o)
+	ctx := context.Background()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	day := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	batch := []store.SpendLog{{RequestID: "r1", KeyHash: "k", ModelGroup: "m", Cost: 1, RequestTags: []string{"a"}, StartedAt: day},
+		{RequestID: "r2", KeyHash: "k", ModelGroup: "m", Cost: 2, StartedAt: day}}
+	block.Store(true)
+	if err := s.ApplySpend(ctx, batch); err == nil {
+		t.Fatal("a batch whose every update was throttled was reported booked")
+	}
+	block.Store(false)
+	for range 2 { // the writer's retry, then a replay of the same batch
+		if err := s.ApplySpend(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != 3 {
+		t.Fatalf("key spend %v, want 3", k.Spend)
+	}
+	if total, _ := s.TotalSpend(ctx); total != 3 {
+		t.Fatalf("total %v, want 3", total)
+	}
+	rows, err := s.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash"})
+	if err != nil || len(rows) != 1 || rows[0].Requests != 2 || rows[0].Spend != 3 {
+		t.Fatalf("spend report %+v %v", rows, err)
+	}
+}
+
+// TestTableOfAnotherLayoutStopsTheStart: a table that exists with another
+// key schema (LiteLLM's own LiteLLM_UserTable is keyed by user_id), or a
+// user or key table without the by_kind index, stops the start with an
+// error naming it. Before, the store started on it and every write failed
+// as data refused (ValidationException), so the spend writer dropped the
+// spend rows as rejected.
+func TestTableOfAnotherLayoutStopsTheStart(t *testing.T) {
+	t.Parallel()
+	o := options(t, endpoint(t))
+	c := dynamodb.New(dynamodb.Options{Region: "us-west-2", BaseEndpoint: aws.String(o.Endpoint), Credentials: o.Credentials})
+	ctx := context.Background()
+	create := func(name string, attrs ...string) {
+		t.Helper()
+		in := &dynamodb.CreateTableInput{TableName: aws.String(name), BillingMode: types.BillingModePayPerRequest}
+		for i, a := range attrs {
+			in.AttributeDefinitions = append(in.AttributeDefinitions, types.AttributeDefinition{AttributeName: aws.String(a), AttributeType: types.ScalarAttributeTypeS})
+			in.KeySchema = append(in.KeySchema, types.KeySchemaElement{AttributeName: aws.String(a), KeyType: []types.KeyType{types.KeyTypeHash, types.KeyTypeRange}[i]})
+		}
+		if _, err := c.CreateTable(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = c.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)}) })
+	}
+	create(o.UserTable, "user_id")
+	_, err := dynamostore.Open(ctx, o)
+	if err == nil || !strings.Contains(err.Error(), o.UserTable) || !strings.Contains(err.Error(), "user_id") {
+		t.Fatalf("a user table keyed by user_id: %v", err)
+	}
+	o2 := options(t, endpoint(t))
+	create(o2.KeyTable, "pk", "sk") // the layout, without the by_kind index
+	_, err = dynamostore.Open(ctx, o2)
+	if err == nil || !strings.Contains(err.Error(), o2.KeyTable) || !strings.Contains(err.Error(), "by_kind") {
+		t.Fatalf("a key table without by_kind: %v", err)
+	}
+	for _, o := range []dynamostore.Options{o, o2} {
+		for _, name := range []string{o.UserTable, o.KeyTable, o.ConfigTable, o.SpendTable} {
+			_, _ = c.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
+		}
+	}
+}
+
+// TestConcurrentAliasChangesLeaveNoStaleLock: one key's alias is changed
+// to ten different aliases at once. Whatever alias the key ends with, the
+// others must be free for another key to take, and no alias may lead to a
+// key that does not carry it. Before, two updates reading the same old
+// alias both locked their new one and only the winner's was ever
+// released: the loser's alias stayed locked to a key that did not have it.
+func TestConcurrentAliasChangesLeaveNoStaleLock(t *testing.T) {
+	t.Parallel()
+	s := open(t, options(t, endpoint(t)))
+	ctx := context.Background()
+	old := "old"
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k", KeyAlias: &old}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := fmt.Sprintf("a%d", i)
+			_ = s.UpdateKey(ctx, &store.Key{TokenHash: "k", KeyAlias: &a})
+		}()
+	}
+	wg.Wait()
+	k, err := s.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		a := fmt.Sprintf("a%d", i)
+		if k.KeyAlias != nil && *k.KeyAlias == a {
+			if got, err := s.GetKeyByAlias(ctx, a); err != nil || got.TokenHash != "k" {
+				t.Errorf("the key's alias %s does not lead to it: %v", a, err)
+			}
+			continue
+		}
+		if got, err := s.GetKeyByAlias(ctx, a); err == nil {
+			t.Errorf("alias %s leads to key %s whose alias is %v", a, got.TokenHash, *got.KeyAlias)
+		}
+		if err := s.CreateKey(ctx, &store.Key{TokenHash: "other" + a, KeyAlias: &a}); err != nil {
+			t.Errorf("alias %s, which no key has, cannot be taken: %v", a, err)
+		}
+	}
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "other-old", KeyAlias: &old}); k.KeyAlias != nil && *k.KeyAlias != old && err != nil {
+		t.Errorf("the old alias cannot be taken: %v", err)
+	}
+}
+
+// countingWriter counts the bytes of the answers it passes on.
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	c.n.Add(int64(len(b)))
+	return c.ResponseWriter.Write(b)
+}
+
+// TestSpendLogListingReadsOnlyThePagesContent: a listing of 40 spend logs
+// that each keep 20 KB of messages, one page of 2 rows: the scan must not
+// bring every row's content back (the page's rows have theirs read by
+// key). Before, the scan read all 800 KB to show two rows, so a listing of
+// a large table held every stored prompt in memory.
+func TestSpendLogListingReadsOnlyThePagesContent(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scanned atomic.Int64
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".Scan") {
+			w = countingWriter{w, &scanned}
+		}
+		next.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s := open(t, options(t, srv.URL))
+	ctx := context.Background()
+	msg := []byte(`[{"role":"user","content":"` + strings.Repeat("x", 20<<10) + `"}]`)
+	var batch []store.SpendLog
+	for i := range 40 {
+		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%02d", i), KeyHash: "k", Cost: 1,
+			StartedAt: time.Date(2026, 11, 1, 0, i, 0, 0, time.UTC), Messages: msg})
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	logs, total, err := s.ListSpendLogs(ctx, store.SpendFilter{KeyHash: "k", Page: store.Page{Number: 1, Size: 2}})
+	if err != nil || total != 40 || len(logs) != 2 {
+		t.Fatalf("listing: %d of %d, %v", len(logs), total, err)
+	}
+	if logs[0].RequestID != "r39" || string(logs[0].Messages) != string(msg) || string(logs[1].Messages) != string(msg) {
+		t.Fatalf("the page's rows lack their content: %s, %d bytes", logs[0].RequestID, len(logs[0].Messages))
+	}
+	if n := scanned.Load(); n > 100<<10 {
+		t.Fatalf("the scan read %d KB for a page of two rows", n>>10)
+	}
+}
+
+// TestLostClaimAnswerIsBookedOnRetry: a spend-log put (the row's claim) is
+// applied but its answer is lost. The batch fails; its retry finds the
+// item there, with this process's claim token, and books the row, once.
+// Before, the retry took the item for a replay and the row was never
+// booked.
+func TestLostClaimAnswerIsBookedOnRetry(t *testing.T) {
+	t.Parallel()
+	var lose atomic.Bool
+	_, url := proxied(t, func(op string, n int) (bool, bool) {
+		return false, op == "PutItem" && lose.CompareAndSwap(true, false)
+	})
+	s := open(t, options(t, url))
+	ctx := context.Background()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []store.SpendLog{{RequestID: "r1", KeyHash: "k", Cost: 1, StartedAt: time.Now()}}
+	lose.Store(true)
+	if err := s.ApplySpend(ctx, batch); err == nil {
+		t.Fatal("a lost claim answer was reported as success")
+	}
+	for range 2 { // the writer's retry, then a replay
+		if err := s.ApplySpend(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != 1 {
+		t.Fatalf("key spend %v, want 1", k.Spend)
+	}
+	if total, _ := s.TotalSpend(ctx); total != 1 {
+		t.Fatalf("total %v, want 1", total)
+	}
+}
+
+// TestChangesReadsChangedKeysAtOnce: Changes reads each changed key's
+// model spend; with many changed keys (a bulk import) those reads must
+// overlap, or a resync tick outlasts its 10 s deadline and, failing, never
+// advances. The proxy holds the first key query until a second one comes
+// (up to 5 s) and records whether one did. Before, they ran one after
+// the other.
+func TestChangesReadsChangedKeysAtOnce(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hold, overlapped atomic.Bool
+	var queries atomic.Int64
+	second := make(chan struct{})
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hold.Load() && strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".Query") {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(strings.NewReader(string(body)))
+			if strings.Contains(string(body), `"key#`) { // a key's partition, not the index
+				switch queries.Add(1) {
+				case 1:
+					select {
+					case <-second:
+						overlapped.Store(true)
+					case <-time.After(5 * time.Second):
+					}
+				case 2:
+					close(second)
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s := open(t, options(t, srv.URL))
+	ctx := context.Background()
+	since := time.Now().Add(-time.Second)
+	for i := range 8 {
+		if err := s.CreateKey(ctx, &store.Key{TokenHash: fmt.Sprintf("k%02d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hold.Store(true)
+	snap, _, err := s.Changes(ctx, since)
+	hold.Store(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Keys) != 8 {
+		t.Fatalf("changes: %d keys, want 8", len(snap.Keys))
+	}
+	if !overlapped.Load() {
+		t.Fatal("the changed keys were read one at a time")
+	}
+}
+
+// TestTwoReplicasApplyOverlappingBatches: two stores on the same tables
+// (two replicas) book overlapping batches at once, each batch replayed by
+// the other: every row is booked exactly once.
+func TestTwoReplicasApplyOverlappingBatches(t *testing.T) {
+	t.Parallel()
+	o := options(t, endpoint(t))
+	a := open(t, o)
+	b, err := dynamostore.Open(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := a.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	day := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 20 {
+		for _, s := range []*dynamostore.DB{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var batch []store.SpendLog
+				for j := i; j < i+5; j++ { // rows i..i+4: each row in up to 5 batches on each replica
+					batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%02d", j), KeyHash: "k", ModelGroup: "m", Cost: 0.5, StartedAt: day})
+				}
+				errs <- s.ApplySpend(ctx, batch)
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const rows = 24 // r00 … r23
+	k, err := b.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != rows*0.5 {
+		t.Fatalf("key spend %v, want %v", k.Spend, rows*0.5)
+	}
+	rep, err := a.SpendReport(ctx, store.ReportFilter{GroupBy: "key_hash"})
+	if err != nil || len(rep) != 1 || rep[0].Requests != rows {
+		t.Fatalf("report %+v %v, want %d requests", rep, err, rows)
+	}
+}
+
+// TestRecordPastTheItemLimitIsRefused: a user whose metadata passes
+// DynamoDB's 400 KB item limit is refused as data (store.ErrRejected, a
+// 400 at the API), not an outage.
+func TestRecordPastTheItemLimitIsRefused(t *testing.T) {
+	t.Parallel()
+	s := open(t, options(t, endpoint(t)))
+	u := &store.User{UserID: "big", Metadata: map[string]any{"x": strings.Repeat("y", 450<<10)}}
+	if err := s.CreateUser(context.Background(), u); !errors.Is(err, store.ErrRejected) {
+		t.Fatalf("a 450 KB user: %v, want ErrRejected", err)
+	}
+}
+
+// TestDeleteWhoseTombstoneFailsLeavesTheRecord: the tombstone of a key's
+// (or a user's) delete cannot be written. The delete must then fail with
+// the record still there (to be deleted again), never delete it without a
+// tombstone: other replicas learn of deletions only from tombstones, so a
+// revoked key would stay usable on them until they restart.
+func TestDeleteWhoseTombstoneFailsLeavesTheRecord(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refuse atomic.Bool
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if refuse.Load() && strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".PutItem") {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(strings.NewReader(string(body)))
+			if strings.Contains(string(body), `"deletions#`) {
+				w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+				w.WriteHeader(400)
+				io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#ValidationException","message":"refused"}`)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s := open(t, options(t, srv.URL))
+	ctx := context.Background()
+	alias := "a"
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k", KeyAlias: &alias}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateUser(ctx, &store.User{UserID: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now().Add(-time.Second)
+	refuse.Store(true)
+	if err := s.DeleteKey(ctx, "k"); err == nil {
+		t.Fatal("a key delete whose tombstone failed was reported done")
+	}
+	if err := s.DeleteUser(ctx, "u"); err == nil {
+		t.Fatal("a user delete whose tombstone failed was reported done")
+	}
+	refuse.Store(false)
+	if _, err := s.GetKey(ctx, "k"); err != nil {
+		t.Fatalf("the key is gone without a tombstone: %v", err)
+	}
+	if _, err := s.GetUser(ctx, "u"); err != nil {
+		t.Fatalf("the user is gone without a tombstone: %v", err)
+	}
+	if err := s.DeleteKey(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	_, dels, err := s.Changes(ctx, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range dels {
+		found = found || (d.Kind == store.KindKey && d.ID == "k")
+	}
+	if !found {
+		t.Fatalf("the key's deletion is not among the changes: %+v", dels)
+	}
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k2", KeyAlias: &alias}); err != nil {
+		t.Fatalf("the deleted key's alias is still held: %v", err)
+	}
+}
+
+// TestRegenerateKeepsTheAliasFromOthers: while a key is regenerated
+// (ReplaceKey, same alias), another replica creates a key with that alias
+// right after the first one's alias lock is touched. At most one key may
+// end up with the alias. Before, the lock was released and taken again,
+// so the other key took it in between and both keys had the alias.
+func TestRegenerateKeepsTheAliasFromOthers(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := options(t, endpoint(t))
+	other := open(t, o) // a second replica, straight to the server
+	alias := "shared"
+	var once sync.Once
+	var intruder error
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		next.ServeHTTP(w, r)
+		target := r.Header.Get("X-Amz-Target")
+		if (strings.HasSuffix(target, ".DeleteItem") || strings.HasSuffix(target, ".UpdateItem")) && strings.Contains(string(body), `"alias#shared"`) {
+			once.Do(func() {
+				intruder = other.CreateKey(context.Background(), &store.Key{TokenHash: "intruder", KeyAlias: &alias})
+			})
+		}
+	}))
+	t.Cleanup(srv.Close)
+	po := o
+	po.Endpoint = srv.URL
+	s, err := dynamostore.Open(context.Background(), po)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "old", KeyAlias: &alias}); err != nil {
+		t.Fatal(err)
+	}
+	err = s.ReplaceKey(ctx, "old", &store.Key{TokenHash: "new", KeyAlias: &alias})
+	t.Logf("regenerate: %v; the other replica's create: %v", err, intruder)
+	all, _, err := other.ListKeys(ctx, store.KeyFilter{Alias: alias})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var with []string
+	for _, k := range all {
+		if aliasOf := k.KeyAlias; aliasOf != nil && *aliasOf == alias {
+			with = append(with, k.TokenHash)
+		}
+	}
+	if len(with) != 1 {
+		t.Fatalf("keys with alias %q: %v, want exactly one", alias, with)
+	}
+}
+
+// TestNoSpendLogsPartialFailureBooksOnce: with disable_spend_logs (no
+// claims, so no replay protection) the key's update of a batch is
+// throttled past its retries while the others land. A retry of the whole
+// batch (what the spend writer does on an error) would book the landed
+// updates twice: ApplySpend reports no error, and the next batch sends the
+// key's update kept. Before, the error made the writer book the total and
+// rollups twice.
+func TestNoSpendLogsPartialFailureBooksOnce(t *testing.T) {
+	t.Parallel()
+	u, err := neturl.Parse(endpoint(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block atomic.Bool
+	next := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		if block.Load() && strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".UpdateItem") && strings.Contains(string(body), `"key#k"`) {
+			w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+			w.WriteHeader(400)
+			io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	o := options(t, srv.URL)
+	o.ThrottleAttempts = 2
+	s := open(t, o)
+	s.DisableSpendLogs(true)
+	ctx := context.Background()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	day := time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC)
+	b1 := []store.SpendLog{{RequestID: "r1", KeyHash: "k", ModelGroup: "m", Cost: 1, StartedAt: day}}
+	b2 := []store.SpendLog{{RequestID: "r2", KeyHash: "k", ModelGroup: "m", Cost: 2, StartedAt: day}}
+	block.Store(true)
+	if err := s.ApplySpend(ctx, b1); err != nil {
+		block.Store(false)
+		if err := s.ApplySpend(ctx, b1); err != nil { // the writer's retry
+			t.Fatal(err)
+		}
+	}
+	block.Store(false)
+	if err := s.ApplySpend(ctx, b2); err != nil {
+		t.Fatal(err)
+	}
+	if total, _ := s.TotalSpend(ctx); total != 3 {
+		t.Fatalf("total %v, want 3", total)
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != 3 {
+		t.Fatalf("key spend %v, want 3", k.Spend)
 	}
 }

@@ -3,6 +3,7 @@ package dynamostore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -104,6 +105,13 @@ func (e entity[T]) get(ctx context.Context, s *DB, id string) (*T, error) {
 
 // update replaces the document (never the spend) of an existing record.
 func (e entity[T]) update(ctx context.Context, s *DB, v *T) error {
+	return e.updateIf(ctx, s, v, "", nil)
+}
+
+// updateIf is update on a further condition (cond, with its values; the
+// names #x0 #x1 #x2 are alias, user_id, team_id for keys): ErrNotFound
+// when the record is gone or cond fails.
+func (e entity[T]) updateIf(ctx context.Context, s *DB, v *T, cond string, condVals map[string]types.AttributeValue) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	_, u := e.times(v)
@@ -132,8 +140,15 @@ func (e entity[T]) update(ctx context.Context, s *DB, v *T) error {
 	if len(remove) > 0 {
 		expr += " REMOVE " + strings.Join(remove, ", ")
 	}
+	condition := "attribute_exists(pk)"
+	if cond != "" {
+		condition += " AND " + cond
+		for k, v := range condVals {
+			vals[k] = v
+		}
+	}
 	_, err = s.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(e.table(s)), Key: key(pkOf(e.kind, e.id(v)), recordSK),
-		UpdateExpression: &expr, ConditionExpression: aws.String("attribute_exists(pk)"),
+		UpdateExpression: &expr, ConditionExpression: &condition,
 		ExpressionAttributeNames: names, ExpressionAttributeValues: vals})
 	if isCondFailed(err) {
 		return fmt.Errorf("%w: %s %s", store.ErrNotFound, e.kind, e.id(v))
@@ -141,17 +156,20 @@ func (e entity[T]) update(ctx context.Context, s *DB, v *T) error {
 	return classify(err)
 }
 
-// remove deletes a record (ErrNotFound when absent) and leaves a tombstone.
+// remove deletes a record (ErrNotFound when absent) and leaves a
+// tombstone. The tombstone goes first: a delete that fails after it leaves
+// the record, which the caller deletes again, while a tombstone lost after
+// the delete would leave the record live in other replicas' snapshots.
 func (e entity[T]) remove(ctx context.Context, s *DB, id string) error {
+	if err := s.tombstone(ctx, e.kind, id); err != nil {
+		return err
+	}
 	_, err := s.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(e.table(s)), Key: key(pkOf(e.kind, id), recordSK),
 		ConditionExpression: aws.String("attribute_exists(pk)")})
 	if isCondFailed(err) {
 		return fmt.Errorf("%w: %s %s", store.ErrNotFound, e.kind, id)
 	}
-	if err != nil {
-		return err
-	}
-	return s.tombstone(ctx, e.kind, id)
+	return err
 }
 
 func (e entity[T]) delete(ctx context.Context, s *DB, id string) error {
@@ -421,6 +439,19 @@ func (s *DB) unlockAlias(ctx context.Context, alias, hash string) error {
 	return err
 }
 
+// moveAlias passes alias's lock from one hash to another; ErrConflict when
+// from does not hold it.
+func (s *DB) moveAlias(ctx context.Context, alias, from, to string) error {
+	_, err := s.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: &s.keys, Key: key(aliasPK(alias), recordSK),
+		UpdateExpression: aws.String("SET #h = :to"), ConditionExpression: aws.String("#h = :from"),
+		ExpressionAttributeNames:  map[string]string{"#h": "hash"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":from": attrS(from), ":to": attrS(to)}})
+	if isCondFailed(err) {
+		return fmt.Errorf("%w: key alias %q", store.ErrConflict, alias)
+	}
+	return err
+}
+
 func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -515,30 +546,43 @@ func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
 	if _, err := encode(k); err != nil {
 		return err
 	}
-	cur, err := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.keys, Key: key(pkOf(store.KindKey, k.TokenHash), recordSK),
-		ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("alias")})
-	if err != nil {
-		return err
-	}
-	if cur.Item == nil {
-		return fmt.Errorf("%w: key %s", store.ErrNotFound, k.TokenHash)
-	}
-	old, alias := getS(cur.Item, "alias"), aliasOf(k)
-	if alias != old {
-		if err := s.lockAlias(ctx, alias, k.TokenHash); err != nil {
+	// The write is conditional on the alias read: an update that raced
+	// another one changing the alias reads again, so that exactly the
+	// alias the key ends with stays locked.
+	for range 10 {
+		cur, err := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.keys, Key: key(pkOf(store.KindKey, k.TokenHash), recordSK),
+			ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("alias")})
+		if err != nil {
 			return err
 		}
-	}
-	if err := keys.update(ctx, s, k); err != nil {
-		if alias != old {
-			_ = s.unlockAlias(ctx, alias, k.TokenHash)
+		if cur.Item == nil {
+			return fmt.Errorf("%w: key %s", store.ErrNotFound, k.TokenHash)
 		}
-		return err
+		old, alias := getS(cur.Item, "alias"), aliasOf(k)
+		if alias != old {
+			if err := s.lockAlias(ctx, alias, k.TokenHash); err != nil {
+				return err
+			}
+		}
+		cond, vals := "attribute_not_exists(#x0)", map[string]types.AttributeValue(nil)
+		if old != "" {
+			cond, vals = "#x0 = :oldalias", map[string]types.AttributeValue{":oldalias": attrS(old)}
+		}
+		if err := keys.updateIf(ctx, s, k, cond, vals); err != nil {
+			if alias != old {
+				_ = s.unlockAlias(ctx, alias, k.TokenHash)
+			}
+			if errors.Is(err, store.ErrNotFound) {
+				continue // gone, or its alias changed since read: read again
+			}
+			return err
+		}
+		if alias != old {
+			return s.unlockAlias(ctx, old, k.TokenHash)
+		}
+		return nil
 	}
-	if alias != old {
-		return s.unlockAlias(ctx, old, k.TokenHash)
-	}
-	return nil
+	return fmt.Errorf("%w: key %s: its alias kept changing", store.ErrConflict, k.TokenHash)
 }
 
 // ReplaceKey moves a key's record to a new hash (regenerate), keeping its
@@ -556,13 +600,22 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 	if err != nil {
 		return err
 	}
-	if aliasOf(old) == aliasOf(k) && aliasOf(k) != "" {
-		// The lock passes from the old hash to the new one.
-		if err := s.unlockAlias(ctx, aliasOf(old), oldHash); err != nil {
+	if a := aliasOf(k); a != "" && a == aliasOf(old) {
+		// The lock passes from the old hash to the new one in one
+		// conditional write: released and taken again, another key could
+		// take the alias in between.
+		if err := s.moveAlias(ctx, a, oldHash, k.TokenHash); err != nil {
 			return err
 		}
-	}
-	if err := s.putKey(ctx, k, it); err != nil {
+		_, err := s.c.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.keys, Item: it, ConditionExpression: aws.String("attribute_not_exists(pk)")})
+		if err != nil {
+			_ = s.moveAlias(ctx, a, k.TokenHash, oldHash)
+			if isCondFailed(err) {
+				return fmt.Errorf("%w: key %s", store.ErrConflict, k.TokenHash)
+			}
+			return classify(err)
+		}
+	} else if err := s.putKey(ctx, k, it); err != nil {
 		return err
 	}
 	var reqs []types.WriteRequest
@@ -591,9 +644,17 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 	})
 }
 
-// dropKey deletes a key's partition (record and model budgets), its alias
-// lock, and leaves a tombstone.
+// dropKey leaves a tombstone (first, as remove does), then deletes a
+// key's partition (record and model budgets) and its alias lock.
 func (s *DB) dropKey(ctx context.Context, hash, alias string) error {
+	if err := s.tombstone(ctx, store.KindKey, hash); err != nil {
+		return err
+	}
+	return s.dropKeyItems(ctx, hash, alias)
+}
+
+// dropKeyItems deletes a key's partition and its alias lock.
+func (s *DB) dropKeyItems(ctx context.Context, hash, alias string) error {
 	items, err := s.partition(ctx, s.keys, pkOf(store.KindKey, hash))
 	if err != nil {
 		return err
@@ -605,15 +666,17 @@ func (s *DB) dropKey(ctx context.Context, hash, alias string) error {
 	if err := s.batchWrite(ctx, s.keys, reqs); err != nil {
 		return err
 	}
-	if err := s.unlockAlias(ctx, alias, hash); err != nil {
-		return err
-	}
-	return s.tombstone(ctx, store.KindKey, hash)
+	return s.unlockAlias(ctx, alias, hash)
 }
 
 func (s *DB) DeleteKey(ctx context.Context, hash string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	// The tombstone first (see remove); one for a key that is not there
+	// is harmless.
+	if err := s.tombstone(ctx, store.KindKey, hash); err != nil {
+		return err
+	}
 	out, err := s.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &s.keys, Key: key(pkOf(store.KindKey, hash), recordSK),
 		ConditionExpression: aws.String("attribute_exists(pk)"), ReturnValues: types.ReturnValueAllOld})
 	if isCondFailed(err) {
@@ -622,7 +685,7 @@ func (s *DB) DeleteKey(ctx context.Context, hash string) error {
 	if err != nil {
 		return err
 	}
-	return s.dropKey(ctx, hash, getS(out.Attributes, "alias"))
+	return s.dropKeyItems(ctx, hash, getS(out.Attributes, "alias"))
 }
 
 func (s *DB) ListKeys(ctx context.Context, f store.KeyFilter) ([]*store.Key, int, error) {
@@ -834,12 +897,15 @@ func (s *DB) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []s
 	if snap.Keys, err = keys.since(ctx, s, since); err != nil {
 		return nil, nil, err
 	}
-	for _, k := range snap.Keys {
-		full, _, err := s.readKey(ctx, k.TokenHash)
-		if err == nil {
-			k.ModelSpend = full.ModelSpend
+	// Each changed key's model spend, several keys at once: a bulk key
+	// import makes thousands of changed keys per tick, whose reads one
+	// after the other would outlast the resync's deadline.
+	_ = parallel(len(snap.Keys), workers, func(i int) error {
+		if full, _, err := s.readKey(ctx, snap.Keys[i].TokenHash); err == nil {
+			snap.Keys[i].ModelSpend = full.ModelSpend
 		}
-	}
+		return nil
+	})
 	if snap.Users, err = users.since(ctx, s, since); err != nil {
 		return nil, nil, err
 	}

@@ -8,7 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -99,20 +102,20 @@ type booking struct {
 // spend on the key, user, team, end user and organization records, the
 // model budgets, the daily rollup and tag rollup items, the day set and
 // the grand total. These updates are retried on throttling only: a
-// throttled request was not applied, so a retry cannot book twice; any
-// other failure (a timeout, whose request may have been applied) returns
-// an error without retrying.
+// throttled request was not applied, so a retry cannot book twice.
 //
-// When claiming fails, the rows this call claimed are released, so the
-// spend writer's retry books them. When an ADD fails after its throttling
-// retries, the rows stay claimed and a retry skips them: the batch may be
-// under-counted, never counted twice (docs/dynamodb.md).
+// The rows claimed are booked even when claiming others failed (the
+// error makes the spend writer retry the batch, and the retry skips them).
+// An ADD that failed without having been applied (throttled to the end,
+// or never sent because the batch's deadline had passed) is kept and sent
+// again by the next call, before that call's own rows: so the spend
+// writer's retry of the batch books it. Only an ADD whose failure leaves
+// it unknown whether it was applied (a timeout, a 500) is not sent again:
+// the batch may then be under-counted, never counted twice
+// (docs/dynamodb.md).
 func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if len(batch) == 0 {
-		return nil
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -124,45 +127,108 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 			rows = append(rows, l)
 		}
 	}
-	var claimed []store.SpendLog
-	if s.noSpendLogs.Load() {
-		claimed = rows
-	} else {
-		var err error
-		if claimed, err = s.claim(ctx, rows); err != nil {
-			return err
-		}
+	claimed, claimErr := rows, error(nil)
+	if !s.noSpendLogs.Load() && len(rows) > 0 {
+		claimed, claimErr = s.claim(ctx, rows)
 	}
-	if len(claimed) == 0 {
+	s.pendMu.Lock()
+	adds := s.pending
+	s.pending = nil
+	s.pendMu.Unlock()
+	if len(claimed) > 0 {
+		adds = append(adds, s.bookings(claimed)...)
+	}
+	var mu sync.Mutex
+	var again []*booking
+	err := parallel(len(adds), workers, func(i int) error {
+		notApplied, err := s.apply(ctx, adds[i])
+		if err != nil && notApplied {
+			mu.Lock()
+			again = append(again, adds[i])
+			mu.Unlock()
+		}
+		return err
+	})
+	if len(again) > 0 {
+		s.pendMu.Lock()
+		s.pending = append(s.pending, again...)
+		s.pendMu.Unlock()
+	}
+	if claimErr != nil {
+		return claimErr
+	}
+	if err != nil && s.noSpendLogs.Load() {
+		// Without claims a retry of the batch would book its applied ADDs
+		// again: the ADDs kept are sent by the next call instead.
 		return nil
 	}
-	adds := s.bookings(claimed)
-	return parallel(len(adds), workers, func(i int) error { return s.apply(ctx, adds[i]) })
+	return err
 }
 
 // claim puts the rows' spend-log items, each on condition that it is not
-// there yet, and returns the rows it put. On an error it deletes what it
-// put and returns the error.
+// there yet, and returns the rows it put, with the first error (the rows
+// it put are claimed: a retry skips them, so the caller books them).
+//
+// Each item carries a claim token. When a put's answer is lost (it may
+// have been applied), its token is remembered: the retry of the row that
+// finds the item there with that token knows the put was this process's,
+// never booked, and claims the row then.
 func (s *DB) claim(ctx context.Context, rows []store.SpendLog) ([]store.SpendLog, error) {
 	items := make([]map[string]types.AttributeValue, len(rows))
+	tokens := make([]string, len(rows))
+	s.pendMu.Lock()
+	for i, l := range rows {
+		if tokens[i] = s.lostClaims[l.RequestID]; tokens[i] == "" {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			tokens[i] = hex.EncodeToString(b[:])
+		}
+	}
+	s.pendMu.Unlock()
 	for i, l := range rows {
 		it, err := logItem(l)
 		if err != nil {
 			return nil, err
 		}
+		it["claim"] = attrS(tokens[i])
 		items[i] = it
 	}
 	put := make([]bool, len(rows))
 	err := parallel(len(rows), workers, func(i int) error {
+		id := rows[i].RequestID
 		_, err := s.c.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.spend, Item: items[i],
 			ConditionExpression: aws.String("attribute_not_exists(pk)")}, s.throttleOnly)
 		switch {
 		case err == nil:
 			put[i] = true
-		case isCondFailed(err): // booked before: a replay
+		case isCondFailed(err): // booked before: a replay, or our own lost put
+			s.pendMu.Lock()
+			lost := s.lostClaims[id]
+			s.pendMu.Unlock()
+			if lost == "" {
+				return nil
+			}
+			out, gerr := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.spend, Key: key(logPK(id), recordSK),
+				ConsistentRead: aws.Bool(true), ProjectionExpression: aws.String("claim")})
+			if gerr != nil {
+				return gerr
+			}
+			put[i] = getS(out.Item, "claim") == lost
 		default:
+			if !IsThrottle(err) && ctx.Err() == nil {
+				// Perhaps applied: remember whose it would be.
+				s.pendMu.Lock()
+				if s.lostClaims == nil {
+					s.lostClaims = map[string]string{}
+				}
+				s.lostClaims[id] = tokens[i]
+				s.pendMu.Unlock()
+			}
 			return classify(err)
 		}
+		s.pendMu.Lock()
+		delete(s.lostClaims, id)
+		s.pendMu.Unlock()
 		return nil
 	})
 	var claimed []store.SpendLog
@@ -171,18 +237,7 @@ func (s *DB) claim(ctx context.Context, rows []store.SpendLog) ([]store.SpendLog
 			claimed = append(claimed, rows[i])
 		}
 	}
-	if err != nil {
-		// Release the claims so that the retry books these rows. A
-		// context of its own: the batch's may be what failed.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = parallel(len(claimed), workers, func(i int) error {
-			_, err := s.c.DeleteItem(rctx, &dynamodb.DeleteItemInput{TableName: &s.spend, Key: key(logPK(claimed[i].RequestID), recordSK)})
-			return err
-		})
-		return nil, err
-	}
-	return claimed, nil
+	return claimed, err
 }
 
 // bookings sums claimed rows into one ADD per target.
@@ -325,8 +380,13 @@ func rollupTuple(it map[string]types.AttributeValue) string {
 	return getS(it, "sk")
 }
 
-// apply runs one ADD update, retried on throttling only.
-func (s *DB) apply(ctx context.Context, a *booking) error {
+// apply runs one ADD update, retried on throttling only. notApplied
+// reports that a failed update was certainly not applied (its last attempt
+// was throttled, or none was sent), so that it may be sent again.
+func (s *DB) apply(ctx context.Context, a *booking) (notApplied bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return true, err
+	}
 	expr := "ADD " + strings.Join(a.adds, ", ")
 	if a.set != "" {
 		expr = "SET " + a.set + " " + expr
@@ -344,14 +404,27 @@ func (s *DB) apply(ctx context.Context, a *booking) error {
 	if a.exists {
 		in.ConditionExpression = aws.String("attribute_exists(pk)")
 	}
-	_, err := s.c.UpdateItem(ctx, in, s.throttleOnly)
+	// answered: 0 no attempt has failed yet, 1 the last failed attempt was
+	// throttled, 2 it failed otherwise (perhaps applied).
+	var answered atomic.Int32
+	_, err = s.c.UpdateItem(ctx, in, s.throttleRetry(func(err error) {
+		if IsThrottle(err) {
+			answered.Store(1)
+		} else {
+			answered.Store(2)
+		}
+	}))
 	if a.exists && isCondFailed(err) {
-		return nil // spend of a record that is gone (or never was)
+		return false, nil // spend of a record that is gone (or never was)
 	}
 	if err != nil {
-		return fmt.Errorf("dynamostore: book spend on %s %s: %w", a.pk, a.sk, classify(err))
+		// The retryer sends nothing once the context is done, so a
+		// context error after a throttled attempt (or before any) means
+		// the update was not applied.
+		notApplied = answered.Load() == 1 || (answered.Load() == 0 && ctx.Err() != nil)
+		return notApplied, fmt.Errorf("dynamostore: book spend on %s %s: %w", a.pk, a.sk, classify(err))
 	}
-	return nil
+	return false, nil
 }
 
 // ListSpendLogs returns spend logs, newest first. A request id is one
@@ -359,8 +432,11 @@ func (s *DB) apply(ctx context.Context, a *booking) error {
 func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.SpendLog, int, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	status, err := statusFilter(f.Status)
+	if err != nil {
+		return nil, 0, err
+	}
 	var items []map[string]types.AttributeValue
-	var err error
 	if f.RequestID != "" {
 		out, gerr := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.spend, Key: key(logPK(f.RequestID), recordSK), ConsistentRead: aws.Bool(true)})
 		if gerr != nil {
@@ -381,8 +457,18 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 			filter += " AND started_at < :to"
 			vals[":to"] = attrN(micros(f.To))
 		}
-		if items, err = s.scanAll(ctx, s.spend, filter, nil, vals); err != nil {
-			return nil, 0, err
+		// The scan leaves the rows' content out (it may be ~350 KB a
+		// row): only the page's rows have theirs read, below.
+		in := &dynamodb.ScanInput{TableName: &s.spend, ConsistentRead: aws.Bool(true), FilterExpression: &filter,
+			ExpressionAttributeValues: vals, ProjectionExpression: aws.String("pk, sk, #d, started_at"),
+			ExpressionAttributeNames: map[string]string{"#d": "data"}}
+		p := dynamodb.NewScanPaginator(s.c, in)
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, 0, err
+			}
+			items = append(items, page.Items...)
 		}
 	}
 	var rows []store.SpendLog
@@ -397,6 +483,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		}
 		if (f.KeyHash != "" && l.KeyHash != f.KeyHash) || (f.UserID != "" && l.UserID != f.UserID) ||
 			(f.TeamID != "" && l.TeamID != f.TeamID) || (f.EndUser != "" && l.EndUser != f.EndUser) ||
+			(f.ModelGroup != "" && l.ModelGroup != f.ModelGroup) || !status(l.Status) ||
 			(f.Tag != "" && !slices.Contains(l.RequestTags, f.Tag)) ||
 			(!f.From.IsZero() && l.StartedAt.Before(f.From)) || (!f.To.IsZero() && !l.StartedAt.Before(f.To)) {
 			continue
@@ -416,9 +503,34 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	})
 	total := len(rows)
 	limit, offset := f.PageBounds()
+	pageIdx := idx[min(offset, total):min(offset+limit, total)]
+	// The page's content, when the scan left it out.
+	var want []map[string]types.AttributeValue
+	for _, i := range pageIdx {
+		if _, ok := raw[i]["messages"]; !ok {
+			if _, ok := raw[i]["response"]; !ok {
+				want = append(want, key(logPK(rows[i].RequestID), recordSK))
+			}
+		}
+	}
+	if len(want) > 0 {
+		got, err := s.batchGetProjected(ctx, s.spend, want, "pk, #m, #r", map[string]string{"#m": "messages", "#r": "response"})
+		if err != nil {
+			return nil, 0, err
+		}
+		byPK := make(map[string]map[string]types.AttributeValue, len(got))
+		for _, it := range got {
+			byPK[getS(it, "pk")] = it
+		}
+		for _, i := range pageIdx {
+			if it, ok := byPK[logPK(rows[i].RequestID)]; ok {
+				raw[i] = it
+			}
+		}
+	}
 	var out []store.SpendLog
 	content := 0
-	for _, i := range idx[min(offset, total):min(offset+limit, total)] {
+	for _, i := range pageIdx {
 		l := rows[i]
 		messages, response := getS(raw[i], "messages"), getS(raw[i], "response")
 		if n := len(messages) + len(response); f.ContentBytes > 0 && n > 0 && content+n > f.ContentBytes {
@@ -436,6 +548,25 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		out = append(out, l)
 	}
 	return out, total, nil
+}
+
+// statusFilter is SpendFilter.Status as a test of a row's status, as the
+// SQL engines read it: "success" (1–399), "failure" (400 and up, or 0:
+// no answer), a number (that status), "" (any).
+func statusFilter(v string) (func(int) bool, error) {
+	switch v {
+	case "":
+		return func(int) bool { return true }, nil
+	case "success":
+		return func(c int) bool { return c > 0 && c < 400 }, nil
+	case "failure":
+		return func(c int) bool { return c >= 400 || c == 0 }, nil
+	}
+	code, err := strconv.Atoi(v)
+	if err != nil {
+		return nil, fmt.Errorf("spend filter: status %q is not success, failure or a number", v)
+	}
+	return func(c int) bool { return c == code }, nil
 }
 
 // AppendAudit records one management write: config table, partition

@@ -410,7 +410,8 @@ func spendFilters(t *testing.T, s store.Store) {
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	var batch []store.SpendLog
 	for i := range 10 {
-		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%d", i), ResponseID: fmt.Sprintf("chatcmpl-%d", i), CallType: "acompletion", KeyHash: []string{"a", "b"}[i%2], TeamID: "t", Cost: 1, StartedAt: base.Add(time.Duration(i) * 24 * time.Hour)})
+		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%d", i), ResponseID: fmt.Sprintf("chatcmpl-%d", i), CallType: "acompletion", KeyHash: []string{"a", "b"}[i%2], TeamID: "t", Cost: 1, StartedAt: base.Add(time.Duration(i) * 24 * time.Hour),
+			ModelGroup: []string{"m1", "m2", "m3"}[i%3], Status: []int{200, 500, 200, 0, 429}[i%5]})
 	}
 	if err := s.ApplySpend(ctx, batch); err != nil {
 		t.Fatal(err)
@@ -427,12 +428,21 @@ func spendFilters(t *testing.T, s store.Store) {
 		{"no such id", store.SpendFilter{RequestID: "chatcmpl-33"}, 0},
 		{"dates", store.SpendFilter{From: base.Add(2 * 24 * time.Hour), To: base.Add(5 * 24 * time.Hour)}, 3},
 		{"team and key", store.SpendFilter{TeamID: "t", KeyHash: "b"}, 5},
+		{"model group", store.SpendFilter{ModelGroup: "m1"}, 4},
+		{"model group and key", store.SpendFilter{ModelGroup: "m1", KeyHash: "a"}, 2},
+		{"success", store.SpendFilter{Status: "success"}, 4},
+		{"failure (status 0 too)", store.SpendFilter{Status: "failure"}, 6},
+		{"status code", store.SpendFilter{Status: "429"}, 2},
+		{"status code and model", store.SpendFilter{Status: "500", ModelGroup: "m2"}, 1},
 	}
 	for _, tt := range tests {
 		_, total, err := s.ListSpendLogs(ctx, tt.f)
 		if err != nil || total != tt.want {
 			t.Errorf("%s: %d, want %d (%v)", tt.name, total, tt.want, err)
 		}
+	}
+	if _, _, err := s.ListSpendLogs(ctx, store.SpendFilter{Status: "bad"}); err == nil {
+		t.Error("status filter \"bad\" was accepted")
 	}
 	page, total, _ := s.ListSpendLogs(ctx, store.SpendFilter{Page: store.Page{Number: 1, Size: 3}})
 	if total != 10 || len(page) != 3 || page[0].RequestID != "r9" || page[0].ResponseID != "chatcmpl-9" || page[0].CallType != "acompletion" {
