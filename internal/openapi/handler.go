@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"net/http"
+	"sync"
 )
 
 //go:embed docs.html
@@ -33,9 +34,18 @@ func inlineHash(page []byte, open, close string) string {
 	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 }
 
+// documents holds Document's bytes per version, built once per process:
+// they depend on nothing else, and building them (a large MarshalIndent)
+// cost every server start and config reload tens of milliseconds.
+var documents sync.Map // version -> []byte, never written to
+
 // Register serves /openapi.json and the docs page at / and /docs.
 func Register(handle func(pattern string, h http.Handler), version string) {
-	doc := Document(version)
+	d, ok := documents.Load(version)
+	if !ok {
+		d, _ = documents.LoadOrStore(version, Document(version))
+	}
+	doc := d.([]byte)
 	handle("GET /openapi.json", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(doc)

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -642,8 +643,10 @@ func TestBedrockDefaultModeCapsOutput(t *testing.T) {
 	key := newKey(t, e, `{"max_budget": 0.05}`)
 	seen := chk.reached()
 	done := make(chan int, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	go func() {
-		req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(`{"model":"slow","messages":[{"role":"user","content":"hold"}]}`))
+		req, _ := http.NewRequestWithContext(ctx, "POST", e.url+"/v1/chat/completions", strings.NewReader(`{"model":"slow","messages":[{"role":"user","content":"hold"}]}`))
 		req.Header.Set("Authorization", "Bearer "+key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -662,6 +665,7 @@ func TestBedrockDefaultModeCapsOutput(t *testing.T) {
 	resp, out := e.post(t, "/v1/chat/completions", key, `{"model":"claude","messages":[{"role":"user","content":"capped please"}]}`)
 	_, body := chk.last()
 	capped := resp.Header.Get("X-Tollgate-Output-Capped")
+	cancel() // the slow one has served its purpose: no need to wait out its 15 s
 	<-done
 	if resp.StatusCode != 200 || capped == "" || !strings.Contains(body, fmt.Sprintf(`"maxTokens":%s`, capped)) {
 		t.Fatalf("second request: %d capped %q %v; upstream body %s", resp.StatusCode, capped, out, body)

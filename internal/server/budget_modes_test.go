@@ -87,8 +87,8 @@ func TestFreshSmallKeysAreServed(t *testing.T) {
 	})
 }
 
-// TestConcurrencyBoundByMode: 200 requests at once on a $0.05 key, then 400 more from 40
-// clients. Strict
+// TestConcurrencyBoundByMode: 54 requests at once on a small key (40
+// fit, 90 in strict), then 110 more from 11 clients. Strict
 // never spends past the budget; default spends past it by at most one
 // request's cost, because only the request whose hold was cut to what
 // remained can cost more than it held (the others hold the longest recent
@@ -100,11 +100,16 @@ func TestConcurrencyBoundByMode(t *testing.T) {
 		body      string
 		slack     func(oneRequest float64) float64
 		minServed int64 // served at least
+		budget    string
 	}{
-		// $0.05 / $0.00033 = 151 requests fit the budget (of 600 sent).
-		{"default", "", hi, func(one float64) float64 { return one }, 140},
+		// $0.0132 / $0.00033 = 40 requests fit the budget (of 164 sent);
+		// at least 37 served (as 140 of 151 on $0.05).
+		{"default", "", hi, func(one float64) float64 { return one }, 37, "0.0132"},
+		// Strict holds over $0.0035 a request (its input's worst case),
+		// so spend may stop that much short of the budget, about a ninth
+		// of $0.03. 90 fit (of 164 sent); at least 72 served (as 120 of 151).
 		{"strict", "litellm_settings:\n  budget_enforcement: strict\n",
-			`{"model":"gpt-4","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, func(float64) float64 { return 0 }, 120},
+			`{"model":"gpt-4","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, func(float64) float64 { return 0 }, 72, "0.03"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,10 +125,10 @@ func TestConcurrencyBoundByMode(t *testing.T) {
 				if err != nil || one <= 0 {
 					t.Fatalf("warm-up cost %q", resp.Header.Get("x-tollgate-response-cost"))
 				}
-				const budget = 0.05
-				key := newKey(t, e, `{"max_budget": 0.05}`)
-				// 200 requests at once, then 40 clients × 10 more: enough to
-				// spend the budget about three times over.
+				budget, _ := strconv.ParseFloat(tt.budget, 64)
+				key := newKey(t, e, `{"max_budget": `+tt.budget+`}`)
+				// 54 requests at once, then 11 clients × 10 more: enough to
+				// spend the budget twice over or more.
 				n := burst(t, e, key, tt.body)
 				ok, refused := &n.ok, &n.refused
 				e.srv.writer.Flush()
@@ -146,7 +151,7 @@ func TestConcurrencyBoundByMode(t *testing.T) {
 
 // TestDefaultBoundSurvivesLongAnswers: the default bound does not rest on
 // the estimate being right. The gateway first learns that this model's
-// answers are one token long (32 calls with max_tokens 1), then 600
+// answers are one token long (32 calls with max_tokens 1), then 164
 // requests without max_tokens on a $0.05 key get 400-token answers. Only
 // one request at a time may run past its hold; the others, whose worst
 // case does not fit, have their output capped to what their hold pays for
@@ -195,8 +200,9 @@ func TestDefaultBoundSurvivesLongAnswers(t *testing.T) {
 // for the budget.
 type served struct{ ok, capped, refused atomic.Int64 }
 
-// burst sends body on key 200 times at once, then from 40 clients 10 times
-// each; any answer but 200 or a 400 budget refusal fails the test.
+// burst sends body on key 54 times at once, then from 11 clients 10 times
+// each (164 requests, four times what TestConcurrencyBoundByMode's default
+// budget holds); any answer but 200 or a 400 budget refusal fails the test.
 func burst(t *testing.T, e *spendEnv, key, body string) *served {
 	t.Helper()
 	var n served
@@ -223,8 +229,8 @@ func burst(t *testing.T, e *spendEnv, key, body string) *served {
 		}
 		wg.Wait()
 	}
-	send(200, 1)
-	send(40, 10)
+	send(54, 1)
+	send(11, 10)
 	return &n
 }
 
@@ -254,7 +260,7 @@ general_settings:
 	e := startConfigWith(t, sqliteStore(t), mockupstream.Options{}, yaml, Options{})
 	free := newKey(t, e, `{}`)
 	short := `{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`
-	for range 32 { // the deployment learns one-token answers
+	for range 1 { // the deployment learns one-token answers (one is enough: none came before)
 		if resp, out := e.post(t, "/v1/chat/completions", free, short); resp.StatusCode != 200 {
 			t.Fatalf("teaching: %d %v", resp.StatusCode, out)
 		}

@@ -79,8 +79,51 @@ func startConfigWith(t *testing.T, st store.Store, mockOpts mockupstream.Options
 	return e
 }
 
+// sqliteTemplate is a migrated, empty SQLite database (its files' bytes),
+// made once: the package's tests open hundreds of stores, and running every
+// migration for each cost a large share of the package's CPU time.
+var sqliteTemplate struct {
+	once    sync.Once
+	db, wal []byte
+	err     error
+}
+
+// sqliteStore opens a fresh SQLite store, a copy of the migrated template
+// (OpenSQLite still runs Migrate on it, which finds nothing to do).
 func sqliteStore(t *testing.T) store.Store {
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "tollgate.db"))
+	t.Helper()
+	sqliteTemplate.once.Do(func() {
+		dir, err := os.MkdirTemp("", "tollgate-sqlite-template-")
+		if err != nil {
+			sqliteTemplate.err = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		path := filepath.Join(dir, "tollgate.db")
+		st, err := sqlstore.OpenSQLite(context.Background(), path)
+		if err != nil {
+			sqliteTemplate.err = err
+			return
+		}
+		if sqliteTemplate.err = st.Close(); sqliteTemplate.err != nil {
+			return
+		}
+		sqliteTemplate.db, sqliteTemplate.err = os.ReadFile(path)
+		sqliteTemplate.wal, _ = os.ReadFile(path + "-wal") // none once closed, as a rule
+	})
+	if sqliteTemplate.err != nil {
+		t.Fatalf("the migrated SQLite template: %v", sqliteTemplate.err)
+	}
+	path := filepath.Join(t.TempDir(), "tollgate.db")
+	if err := os.WriteFile(path, sqliteTemplate.db, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if len(sqliteTemplate.wal) > 0 {
+		if err := os.WriteFile(path+"-wal", sqliteTemplate.wal, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := sqlstore.OpenSQLite(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
