@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -354,6 +355,23 @@ func (s *DB) apply(ctx context.Context, a *booking) error {
 	return nil
 }
 
+// statusKept says whether a row of HTTP status code passes
+// SpendFilter.Status: "" keeps all, "success" below 400 (and not 0),
+// "failure" 400 and up or none, a number that code only (the SQL
+// store's semantics).
+func statusKept(status string, code int) bool {
+	switch status {
+	case "":
+		return true
+	case "success":
+		return code > 0 && code < 400
+	case "failure":
+		return code >= 400 || code == 0
+	}
+	n, err := strconv.Atoi(status)
+	return err == nil && n == code
+}
+
 // ListSpendLogs returns spend logs, newest first. A request id is one
 // read; other listings scan the spend-log items (docs/dynamodb.md).
 func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.SpendLog, int, error) {
@@ -398,6 +416,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		if (f.KeyHash != "" && l.KeyHash != f.KeyHash) || (f.UserID != "" && l.UserID != f.UserID) ||
 			(f.TeamID != "" && l.TeamID != f.TeamID) || (f.EndUser != "" && l.EndUser != f.EndUser) ||
 			(f.Tag != "" && !slices.Contains(l.RequestTags, f.Tag)) ||
+			(f.ModelGroup != "" && l.ModelGroup != f.ModelGroup) || !statusKept(f.Status, l.Status) ||
 			(!f.From.IsZero() && l.StartedAt.Before(f.From)) || (!f.To.IsZero() && !l.StartedAt.Before(f.To)) {
 			continue
 		}

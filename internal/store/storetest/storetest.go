@@ -410,7 +410,8 @@ func spendFilters(t *testing.T, s store.Store) {
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	var batch []store.SpendLog
 	for i := range 10 {
-		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%d", i), ResponseID: fmt.Sprintf("chatcmpl-%d", i), CallType: "acompletion", KeyHash: []string{"a", "b"}[i%2], TeamID: "t", Cost: 1, StartedAt: base.Add(time.Duration(i) * 24 * time.Hour)})
+		batch = append(batch, store.SpendLog{RequestID: fmt.Sprintf("r%d", i), ResponseID: fmt.Sprintf("chatcmpl-%d", i), CallType: "acompletion", KeyHash: []string{"a", "b"}[i%2], TeamID: "t", Cost: 1, StartedAt: base.Add(time.Duration(i) * 24 * time.Hour),
+			ModelGroup: []string{"m1", "m2", "m3"}[i%3], Status: []int{200, 200, 429, 500, 0}[i%5]})
 	}
 	if err := s.ApplySpend(ctx, batch); err != nil {
 		t.Fatal(err)
@@ -427,6 +428,13 @@ func spendFilters(t *testing.T, s store.Store) {
 		{"no such id", store.SpendFilter{RequestID: "chatcmpl-33"}, 0},
 		{"dates", store.SpendFilter{From: base.Add(2 * 24 * time.Hour), To: base.Add(5 * 24 * time.Hour)}, 3},
 		{"team and key", store.SpendFilter{TeamID: "t", KeyHash: "b"}, 5},
+		// model group and outcome (the UI's request-log filters)
+		{"model", store.SpendFilter{ModelGroup: "m1"}, 4},
+		{"no such model", store.SpendFilter{ModelGroup: "m1' OR '1'='1"}, 0},
+		{"success", store.SpendFilter{Status: "success"}, 4},
+		{"failure", store.SpendFilter{Status: "failure"}, 6},
+		{"one code", store.SpendFilter{Status: "429"}, 2},
+		{"model and failure", store.SpendFilter{ModelGroup: "m2", Status: "failure"}, 2},
 	}
 	for _, tt := range tests {
 		_, total, err := s.ListSpendLogs(ctx, tt.f)
