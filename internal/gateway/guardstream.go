@@ -28,8 +28,9 @@ const guardWindow = 256
 // that a finding split across events is masked whole before any of it is
 // sent. The held text goes out with the next event of the same kind (its
 // text put first), or in an event of its own, the last that held text,
-// before any other event, at the stream's end, and before the error event
-// of a block.
+// before any other event, at the stream's end (also when the upstream
+// breaks off or sends an event too large: release), and before the error
+// event of a block.
 type guardSink struct {
 	inner     eventSink
 	c         *call
@@ -79,6 +80,16 @@ func (g *guardSink) end(out []byte) []byte {
 		return out[:start]
 	}
 	return g.check(out, start)
+}
+
+// release sends the held text (checked) when the stream stops short of
+// its end: what the upstream produced before it broke off reaches the
+// client, as it would have unheld.
+func (g *guardSink) release(out []byte) []byte {
+	if !g.blocked && g.held != "" {
+		out, _ = g.flush(out)
+	}
+	return out
 }
 
 // flush appends the held text to out in an event of its own, checked (and

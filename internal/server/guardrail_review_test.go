@@ -2,7 +2,12 @@ package server
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/config"
 )
 
 // TestOwnerMayAddOnlyConfiguredGuardrails: a team's admin may only add
@@ -62,5 +67,45 @@ func TestOwnerMayAddOnlyConfiguredGuardrails(t *testing.T) {
 	// A configured name is still added.
 	if resp, out := e.post(t, "/team/update", adminKey, `{"team_id":"tlock","guardrails":["injection"]}`); resp.StatusCode != 200 {
 		t.Errorf("team admin adds a configured guardrail: %d %v", resp.StatusCode, out)
+	}
+}
+
+// TestHeldTextSentWhenUpstreamBreaksOff: the end of an event's text
+// that could start a finding is held back for the next event; when the
+// upstream then breaks off (the connection drops before [DONE]), the held
+// text is still sent (checked alone), as it would have been unheld, on
+// OpenAI's chat stream and on Anthropic's Messages stream.
+func TestHeldTextSentWhenUpstreamBreaksOff(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":"Your order number is 12345"},"finish_reason":null}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close() // mid-body: the chunked body never ends
+		}
+	}))
+	t.Cleanup(up.Close)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(splitGuardConfig, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &rowRecorder{Store: sqliteStore(t)}
+	e := serveWith(t, cfg, Options{Store: rec})
+	key := e.newKey(t, `{}`)
+	raw, text := streamChat(t, e, key, `{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	if text != "Your order number is 12345" {
+		t.Errorf("openai: text %q, want the held digits too:\n%s", text, raw)
+	}
+	raw, text = anthropicText(t, e, key, `{"model":"gpt-4","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	if text != "Your order number is 12345" {
+		t.Errorf("anthropic: text %q, want the held digits too:\n%s", text, raw)
+	}
+	// Both broken-off calls are booked, with what was produced.
+	for _, row := range rec.rowsOf(t, e, key, 2) {
+		if row.CompletionTokens == 0 {
+			t.Errorf("row %+v: no completion tokens booked", row)
+		}
 	}
 }
