@@ -109,3 +109,38 @@ func TestHeldTextSentWhenUpstreamBreaksOff(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardrailPingBetweenSplitCard: Anthropic's streams "may include any
+// number of ping events"; a ping between the two deltas of a split card
+// number must not release the held start of the card unmasked.
+func TestGuardrailPingBetweenSplitCard(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		ev := func(typ, data string) { fmt.Fprintf(w, "event: %s\ndata: %s\n\n", typ, data); w.(http.Flusher).Flush() }
+		ev("message_start", `{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-x","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}`)
+		ev("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`)
+		ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Pay with 4111 1111 "}}`)
+		ev("ping", `{"type":"ping"}`)
+		ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"1111 1111 today."}}`)
+		ev("content_block_stop", `{"type":"content_block_stop","index":0}`)
+		ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}`)
+		ev("message_stop", `{"type":"message_stop"}`)
+	}))
+	t.Cleanup(up.Close)
+	yaml := strings.Replace(splitGuardConfig, `litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}"`, `litellm_params: {model: anthropic/claude-x, api_key: k, api_base: "{{UP}}"`, 1)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(yaml, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveWith(t, cfg, Options{Store: &rowRecorder{Store: sqliteStore(t)}})
+	key := e.newKey(t, `{}`)
+	raw, text := anthropicText(t, e, key, `{"model":"gpt-4","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	if strings.Contains(raw, "4111") || text != "Pay with <CREDIT_CARD> today." {
+		t.Errorf("text %q, want the card masked whole:\n%s", text, raw)
+	}
+	raw, text = streamChat(t, e, key, `{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	if strings.Contains(raw, "4111") || text != "Pay with <CREDIT_CARD> today." {
+		t.Errorf("openai client: text %q, want the card masked whole:\n%s", text, raw)
+	}
+}
