@@ -7,6 +7,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
@@ -45,7 +46,7 @@ type teamRoute struct {
 // route as each role.
 var teamRoutes = []teamRoute{
 	{"`/team/new`", "every field: `members_with_roles` (by `user_id` or `user_email`; an unknown email creates the user), `model_aliases`, budgets, limits; a proxy_admin user who calls it becomes the team's admin", "no", "no"},
-	{"`/team/update`", "every field, `members_with_roles` and `model_aliases` included; `guardrails` added or removed", "`guardrails` alone (with `team_id`), only added to, never a name removed", "no"},
+	{"`/team/update`", "every field, `members_with_roles` and `model_aliases` included; `guardrails` added or removed", "`guardrails` alone (with `team_id`), only added to (configured names only), never a name removed", "no"},
 	{"`/team/member_add`", "`member` (by `user_id` or `user_email`, any role), `max_budget_in_team`", "`member` of role `user` only, `max_budget_in_team` for them", "no"},
 	{"`/team/member_update`", "`role`, `max_budget_in_team` of any member", "`max_budget_in_team` of a member of role `user`; `role` may only stay `user`", "no"},
 	{"`/team/member_delete`", "any member (a non-member is a 400)", "a member of role `user`", "no"},
@@ -91,7 +92,7 @@ var keyFields = []keyField{
 	{"key_alias", owner, owner, ""},
 	{"metadata", owner, ownerBounded, "update: all but budget_enforcement, which an admin's strict mode binds; guardrails only added, max_input_bytes and max_input_tokens only lowered"},
 	{"tags", owner, owner, ""},
-	{"guardrails", owner, ownerBounded, "stored as metadata.guardrails; generate: any; update: only added to, never a name removed"},
+	{"guardrails", owner, ownerBounded, "stored as metadata.guardrails; generate: any; update: only added to (a configured guardrail's name), never a name removed"},
 	{"models", ownerBounded, ownerBounded, "generate: within her user's and the team's models; update: a subset of the key's current models (of her user's and the team's when the key has none)"},
 	{"user_id", ownerBounded, ownerBounded, "her own user id only"},
 	{"team_id", ownerBounded, ownerBounded, "a team she is a member of (and never cleared)"},
@@ -293,7 +294,7 @@ func (a *API) checkOwnKeyUpdate(ctx context.Context, p *auth.Principal, obj *jso
 	if obj.Has("metadata") && !reflect.DeepEqual(k.Metadata["budget_enforcement"], updated.Metadata["budget_enforcement"]) {
 		return apierror.Forbidden("metadata.budget_enforcement may be set only by proxy_admin (you are %s)", p.Role())
 	}
-	if err := ownerKeepsGuards(p, "key", k.Metadata, updated.Metadata); err != nil {
+	if err := a.ownerKeepsGuards(p, "key", k.Metadata, updated.Metadata); err != nil {
 		return err
 	}
 	if obj.Has("models") && !slices.Equal(k.Models, updated.Models) {
@@ -371,7 +372,7 @@ var teamFields = []keyField{
 	{"budget_duration", owner, owner, ""},
 	{"soft_budget", owner, owner, "accepted, not applied on teams"},
 	{"metadata", owner, ownerBounded, "update: guardrails only added, max_input_bytes and max_input_tokens only lowered"},
-	{"guardrails", owner, ownerBounded, "stored as metadata.guardrails and applied to the team's keys' calls; new: any; update: only added to, never a name removed"},
+	{"guardrails", owner, ownerBounded, "stored as metadata.guardrails and applied to the team's keys' calls; a configured guardrail's name; update: only added to, never a name removed"},
 	{"blocked", owner, owner, ""},
 	{"spend", adminOnly, adminOnly, ""},
 }
@@ -458,6 +459,22 @@ func ReadRouteTable() []string {
 	return rows
 }
 
+// configuredGuardrail refuses a name no guardrail of the config has
+// (with no guardrails configured, calls read no names: any is kept).
+func (a *API) configuredGuardrail(name string) error {
+	if len(a.cfg.Guardrails) == 0 {
+		return nil
+	}
+	var names []string
+	for _, g := range a.cfg.Guardrails {
+		if g.GuardrailName == name {
+			return nil
+		}
+		names = append(names, g.GuardrailName)
+	}
+	return apierror.BadRequest("guardrails", "unknown guardrail %q (configured: %s)", name, strings.Join(names, ", "))
+}
+
 // metaNames are the strings of a metadata list ([] for anything else).
 func metaNames(v any) []string {
 	l, _ := v.([]any)
@@ -476,11 +493,24 @@ func metaNames(v any) []string {
 // (metadata.max_input_bytes, max_input_tokens): an admin may have pinned
 // them, and they bind her like any other limit. She may add guardrails
 // and lower limits.
-func ownerKeepsGuards(p *auth.Principal, what string, before, after map[string]any) error {
+//
+// What she adds must be a configured guardrail's name (exactly): a call
+// naming an unknown guardrail is refused, and as she may not remove it
+// again, an unknown name would lock the key or team until a proxy_admin
+// came.
+func (a *API) ownerKeepsGuards(p *auth.Principal, what string, before, after map[string]any) error {
 	now := metaNames(after["guardrails"])
-	for _, n := range metaNames(before["guardrails"]) {
+	was := metaNames(before["guardrails"])
+	for _, n := range was {
 		if !slices.Contains(now, n) {
 			return apierror.Forbidden("%s may add guardrails to a %s, not remove them: %q would be removed (metadata.guardrails)", p.Role(), what, n)
+		}
+	}
+	for _, n := range now {
+		if !slices.Contains(was, n) {
+			if err := a.configuredGuardrail(n); err != nil {
+				return err
+			}
 		}
 	}
 	num := func(v any) (float64, bool) {

@@ -310,6 +310,13 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	if obj.Has("guardrails") && req.Guardrails != nil {
 		t.Metadata = withGuardrails(t.Metadata, req.Guardrails)
 	}
+	if !isAdmin(p) {
+		// An org_admin may not take a guardrail off later: each must be a
+		// configured one (policy.go: ownerKeepsGuards).
+		if err := a.ownerKeepsGuards(p, "team", nil, t.Metadata); err != nil {
+			return err
+		}
+	}
 	if t.TeamID == "" {
 		t.TeamID = uuid.NewString()
 	} else if _, err := a.store.GetTeam(r.Context(), t.TeamID); err == nil {
@@ -599,7 +606,7 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 			t.Metadata = withGuardrails(t.Metadata, req.Guardrails)
 		}
 		if !isAdmin(p) {
-			return ownerKeepsGuards(p, "team", before, t.Metadata)
+			return a.ownerKeepsGuards(p, "team", before, t.Metadata)
 		}
 		return nil
 	})

@@ -343,6 +343,26 @@ type eventSink interface {
 	end(out []byte) []byte
 }
 
+// releaser is a sink that may hold text back (guardSink): release sends
+// it when the stream stops short of its end (the upstream broke off, an
+// event was too large), where end, which closes the answer, is not called.
+type releaser interface {
+	release(out []byte) []byte
+}
+
+// release writes what sink holds back, if it holds anything.
+func release(w http.ResponseWriter, rc *http.ResponseController, sink eventSink, out []byte) {
+	r, ok := sink.(releaser)
+	if !ok {
+		return
+	}
+	if tail := r.release(out[:0]); len(tail) > 0 {
+		if _, err := w.Write(tail); err == nil {
+			_ = rc.Flush()
+		}
+	}
+}
+
 // openAIEvents passes OpenAI events through, reading usage and hiding the
 // usage chunk the gateway asked for on the client's behalf.
 type openAIEvents struct {
@@ -401,6 +421,7 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 			if len(event)+len(line) > maxEvent {
 				// One event over the bound: end the stream with an error
 				// event rather than buffer it.
+				release(w, rc, sink, out)
 				_, _ = w.Write(streamErrorEvent(out[:0], anthropic, eventTooLargeMessage(maxEvent)))
 				_ = rc.Flush()
 				return errEventTooLarge{limit: maxEvent}
@@ -444,6 +465,7 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 				}
 				return nil
 			}
+			release(w, rc, sink, out)
 			return err
 		}
 	}

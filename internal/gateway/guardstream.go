@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/guardrail"
@@ -28,8 +29,9 @@ const guardWindow = 256
 // that a finding split across events is masked whole before any of it is
 // sent. The held text goes out with the next event of the same kind (its
 // text put first), or in an event of its own, the last that held text,
-// before any other event, at the stream's end, and before the error event
-// of a block.
+// before any other event (a ping aside: isPing), at the stream's end (also when the upstream
+// breaks off or sends an event too large: release), and before the error
+// event of a block.
 type guardSink struct {
 	inner     eventSink
 	c         *call
@@ -81,6 +83,16 @@ func (g *guardSink) end(out []byte) []byte {
 	return g.check(out, start)
 }
 
+// release sends the held text (checked) when the stream stops short of
+// its end: what the upstream produced before it broke off reaches the
+// client, as it would have unheld.
+func (g *guardSink) release(out []byte) []byte {
+	if !g.blocked && g.held != "" {
+		out, _ = g.flush(out)
+	}
+	return out
+}
+
 // flush appends the held text to out in an event of its own, checked (and
 // masked) with the window before it; ok is false when a guardrail blocked
 // it, and out then ends with the error event.
@@ -97,6 +109,18 @@ func (g *guardSink) flush(out []byte) ([]byte, bool) {
 	out = append(out, "data: "...)
 	out = append(out, guardrail.Rewrite(g.heldData, []guardrail.Span{g.heldSpan}, texts)...)
 	return append(out, "\n\n"...), true
+}
+
+// isPing reports whether an event's data is a keep-alive that carries
+// nothing (Anthropic's {"type":"ping"}, which a stream "may include any
+// number of"): held text waits across it, so that a finding split around
+// a ping is still checked whole.
+func isPing(data []byte) bool {
+	if len(data) > 64 || !bytes.Contains(data, []byte("ping")) {
+		return false
+	}
+	var ev map[string]json.RawMessage
+	return json.Unmarshal(data, &ev) == nil && len(ev) == 1 && string(ev["type"]) == `"ping"`
 }
 
 // sameSlot reports whether the event data, of one text span sp, carries
@@ -178,7 +202,7 @@ func (g *guardSink) check(out []byte, start int) []byte {
 			spans = guardrail.Texts(data)
 		}
 		merge := g.hold && len(spans) == 1 && g.sameSlot(data, spans[0])
-		if g.held != "" && !merge {
+		if g.held != "" && !merge && !isPing(data) {
 			// Held text of another kind goes out first, in an event of
 			// its own before this one.
 			var flushed []byte

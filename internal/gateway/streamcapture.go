@@ -62,6 +62,17 @@ func (t teeSink) end(out []byte) []byte {
 	return out
 }
 
+func (t teeSink) release(out []byte) []byte {
+	r, ok := t.inner.(releaser)
+	if !ok {
+		return out
+	}
+	n := len(out)
+	out = r.release(out)
+	t.a.observe(out[n:])
+	return out
+}
+
 // add keeps s in b within the limit.
 func (a *streamAnswer) add(b *strings.Builder, s string) {
 	room := a.limit - a.kept

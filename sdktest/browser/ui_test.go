@@ -142,6 +142,12 @@ func (b *browser) signOut() {
 	b.step("sign out", chromedp.Click("#logout"), chromedp.WaitVisible("#login-key"))
 }
 
+// jsonString is s as a JSON string.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
 // apiCall sends a management or inference request with key and decodes the answer.
 func apiCall(t *testing.T, method, url, key, body string, header map[string]string, out any) int {
 	t.Helper()
@@ -209,6 +215,15 @@ guardrails:
 	// A team and an internal user with a key of her own, made over the API.
 	if s := apiCall(t, "POST", base+"/team/new", master, `{"team_id": "t-research", "team_alias": "Research"}`, nil, nil); s != 200 {
 		t.Fatalf("team/new: %d", s)
+	}
+	// Names an admin or a user chose, holding markup: the UI must show
+	// them as text, never build elements from them.
+	const hostile = `<b id=xss-probe>x</b><img src=x onerror=alert(1)>`
+	if s := apiCall(t, "POST", base+"/team/new", master, `{"team_id": "t-hostile", "team_alias": `+jsonString(hostile)+`}`, nil, nil); s != 200 {
+		t.Fatalf("team/new (hostile alias): %d", s)
+	}
+	if s := apiCall(t, "POST", base+"/user/new", master, `{"user_id": "u-hostile", "user_alias": `+jsonString(hostile)+`, "user_email": "h@example.com", "teams": ["t-hostile"]}`, nil, nil); s != 200 {
+		t.Fatalf("user/new (hostile alias): %d", s)
 	}
 	var ada struct{ Key string }
 	if s := apiCall(t, "POST", base+"/user/new", master, `{"user_id": "u-ada", "user_email": "ada@example.com", "user_role": "internal_user"}`, nil, &ada); s != 200 {
@@ -453,10 +468,16 @@ guardrails:
 		b.open(p.page, p.ready)
 		b.until(p.page+" loaded", `document.querySelector("#page table tbody")`)
 		b.shot(p.shot)
+		if js[bool](b, `!!document.querySelector("#xss-probe, #page img")`) {
+			t.Errorf("%s page: a hostile alias became markup", p.page)
+		}
 	}
 	if list := b.text("#page table"); !strings.Contains(list, "pii-mask") || !strings.Contains(list, "inactive (kind not served)") {
 		t.Errorf("guardrails page %q", list)
 	}
+	// The hostile team's alias is shown as the text it is.
+	b.open("teams", "#page table")
+	b.until("the hostile team listed", `document.querySelector("#page table").innerText.includes("<b id=xss-probe>")`)
 	b.signOut()
 
 	// ---- an internal user: only her own, no admin menu ----

@@ -427,6 +427,23 @@ func (s *DB) apply(ctx context.Context, a *booking) (notApplied bool, err error)
 	return false, nil
 }
 
+// statusKept says whether a row of HTTP status code passes
+// SpendFilter.Status: "" keeps all, "success" below 400 (and not 0),
+// "failure" 400 and up or none, a number that code only (the SQL
+// store's semantics).
+func statusKept(status string, code int) bool {
+	switch status {
+	case "":
+		return true
+	case "success":
+		return code > 0 && code < 400
+	case "failure":
+		return code >= 400 || code == 0
+	}
+	n, err := strconv.Atoi(status)
+	return err == nil && n == code
+}
+
 // ListSpendLogs returns spend logs, newest first. A request id is one
 // read; other listings scan the spend-log items (docs/dynamodb.md).
 func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.SpendLog, int, error) {
@@ -485,6 +502,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 			(f.TeamID != "" && l.TeamID != f.TeamID) || (f.EndUser != "" && l.EndUser != f.EndUser) ||
 			(f.ModelGroup != "" && l.ModelGroup != f.ModelGroup) || !status(l.Status) ||
 			(f.Tag != "" && !slices.Contains(l.RequestTags, f.Tag)) ||
+			(f.ModelGroup != "" && l.ModelGroup != f.ModelGroup) || !statusKept(f.Status, l.Status) ||
 			(!f.From.IsZero() && l.StartedAt.Before(f.From)) || (!f.To.IsZero() && !l.StartedAt.Before(f.To)) {
 			continue
 		}

@@ -434,6 +434,8 @@ func spendFilters(t *testing.T, s store.Store) {
 		{"failure (status 0 too)", store.SpendFilter{Status: "failure"}, 6},
 		{"status code", store.SpendFilter{Status: "429"}, 2},
 		{"status code and model", store.SpendFilter{Status: "500", ModelGroup: "m2"}, 1},
+		{"no such model", store.SpendFilter{ModelGroup: "m1' OR '1'='1"}, 0},
+		{"model and failure", store.SpendFilter{ModelGroup: "m2", Status: "failure"}, 2},
 	}
 	for _, tt := range tests {
 		_, total, err := s.ListSpendLogs(ctx, tt.f)
