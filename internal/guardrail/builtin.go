@@ -323,8 +323,8 @@ func foldJoiners(s string) string {
 
 func hasNonASCII(s string) bool {
 	i := 0
-	for ; i+8 <= len(s); i += 8 { // eight bytes and one branch a step
-		if s[i]|s[i+1]|s[i+2]|s[i+3]|s[i+4]|s[i+5]|s[i+6]|s[i+7] >= utf8.RuneSelf {
+	for ; i+8 <= len(s); i += 8 { // eight bytes, one load and one branch a step
+		if load64(s, i)&0x8080808080808080 != 0 {
 			return true
 		}
 	}
@@ -396,19 +396,33 @@ var injectionTriggers = func() [256][]string {
 	return t
 }()
 
-// injectionPairs marks the first two bytes (lower case) of the triggers
-// longer than one byte, so that most words starting with a trigger's
-// letter ("the", "and", "is") are passed over without a comparison.
-var injectionPairs = func() (t [256][4]uint64) {
+// injectionPairs marks the first two bytes of the triggers longer than
+// one byte, each ASCII folded to lower case by |0x20 (bit c1<<8|c2 of the
+// set), so that most words starting with a trigger's letter ("the",
+// "and", "is") are passed over without a comparison. Only 'A'-'Z' and
+// 'a'-'z' become a lower-case letter under |0x20, and every trigger's
+// first two bytes are letters, so the test is exact.
+var injectionPairs = func() (t [1 << 16 / 64]uint64) {
 	for c := range injectionTriggers {
 		for _, w := range injectionTriggers[c] {
 			if len(w) > 1 {
-				t[w[0]][w[1]>>6] |= 1 << (w[1] & 63)
+				k := int(w[0])<<8 | int(w[1])
+				t[k>>6] |= 1 << (k & 63)
 			}
 		}
 	}
 	return t
 }()
+
+// injectionPair reports whether s[i] and s[i+1] (ASCII folded) are the
+// first two bytes of a trigger; s[i] is a letter.
+func injectionPair(s string, i int) bool {
+	if i+1 >= len(s) {
+		return false
+	}
+	k := int(s[i]|0x20)<<8 | int(s[i+1]|0x20)
+	return injectionPairs[k>>6]&(1<<(k&63)) != 0
+}
 
 // injectionWindow is the most text one pattern can span.
 const injectionWindow = 240
@@ -428,7 +442,8 @@ func countInjections(s string) int {
 		for cand != 0 {
 			j := i + bits.TrailingZeros64(cand)/8
 			cand &= cand - 1
-			if injectionAt(s, j) {
+			// The pair test inline: most word starts end here.
+			if (s[j] == '<' || injectionPair(s, j)) && injectionAt(s, j) {
 				n++
 			}
 		}
@@ -479,27 +494,34 @@ func injectionAt(s string, i int) bool {
 	if ts == nil {
 		return false
 	}
-	if c != '<' {
-		// Every trigger but "<" is longer than a byte: its second byte
-		// must match too (ASCII folded, as EqualFold would: a non-ASCII
-		// rune never folds to an ASCII one of its length).
-		if i+1 >= len(s) {
-			return false
-		}
-		c2 := s[i+1]
-		if 'A' <= c2 && c2 <= 'Z' {
-			c2 += 'a' - 'A'
-		}
-		if injectionPairs[c][c2>>6]&(1<<(c2&63)) == 0 {
-			return false
-		}
+	if c != '<' && !injectionPair(s, i) {
+		return false
 	}
 	for _, w := range ts {
-		if len(s)-i >= len(w) && strings.EqualFold(s[i:i+len(w)], w) {
+		if hasPrefixFold(s[i:], w) {
 			return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
 		}
 	}
 	return false
+}
+
+// hasPrefixFold reports whether s starts with the lower-case ASCII w,
+// ASCII case folded: what strings.EqualFold(s[:len(w)], w) gives, since a
+// non-ASCII rune never folds to an ASCII one of its length.
+func hasPrefixFold(s, w string) bool {
+	if len(s) < len(w) {
+		return false
+	}
+	for k := 0; k < len(w); k++ {
+		c := s[k]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != w[k] {
+			return false
+		}
+	}
+	return true
 }
 
 func isLetter(b byte) bool { return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' }

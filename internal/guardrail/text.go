@@ -166,12 +166,13 @@ func Quote(s string) []byte { return appendQuote(make([]byte, 0, len(s)+2), s) }
 
 // plainJSON reports whether s needs no escape in a JSON string: no
 // control character, quote or backslash, and no U+2028 or U+2029 (whose
-// UTF-8 starts 0xE2 0x80), tested byte by byte.
+// UTF-8 starts 0xE2 0x80). Blocks of eight bytes are tested at once
+// (jsonSpecial8); the first block that holds one of those bytes, and the
+// rest, byte by byte.
 func plainJSON(s string) bool {
 	i := 0
-	for ; i+8 <= len(s); i += 8 { // eight table lookups and one branch a step
-		if jsonSpecial[s[i]]|jsonSpecial[s[i+1]]|jsonSpecial[s[i+2]]|jsonSpecial[s[i+3]]|
-			jsonSpecial[s[i+4]]|jsonSpecial[s[i+5]]|jsonSpecial[s[i+6]]|jsonSpecial[s[i+7]] != 0 {
+	for ; i+8 <= len(s); i += 8 {
+		if jsonSpecial8(load64(s, i)) {
 			break // the byte by byte test decides, from this block on
 		}
 	}
@@ -186,15 +187,16 @@ func plainJSON(s string) bool {
 	return true
 }
 
-// jsonSpecial marks the bytes plainJSON must look at: control characters,
-// '"', '\\' and 0xE2 (the first byte of U+2028 and U+2029).
-var jsonSpecial = func() (t [256]uint8) {
-	for c := 0; c < 0x20; c++ {
-		t[c] = 1
-	}
-	t['"'], t['\\'], t[0xE2] = 1, 1, 1
-	return t
-}()
+// jsonSpecial8 reports whether one of the eight bytes of x is one that
+// plainJSON must look at: a control character, '"', '\\' or 0xE2 (the
+// first byte of U+2028 and U+2029). Each test is exact (no carry crosses
+// a byte: the high bits are cleared before the additions).
+func jsonSpecial8(x uint64) bool {
+	const ones, low7, high = 0x0101010101010101, 0x7f7f7f7f7f7f7f7f, 0x8080808080808080
+	zero := func(v uint64) uint64 { return ^((v&low7 + low7) | v) & high } // bytes equal to 0
+	ctl := ^(x&low7 + (0x80-0x20)*ones) &^ x & high                        // bytes below 0x20
+	return ctl|zero(x^'"'*ones)|zero(x^'\\'*ones)|zero(x^0xE2*ones) != 0
+}
 
 // appendQuote appends s as a JSON string (Quote) to b.
 func appendQuote(b []byte, s string) []byte {
