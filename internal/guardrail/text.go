@@ -193,9 +193,10 @@ func plainJSON(s string) bool {
 // a byte: the high bits are cleared before the additions).
 func jsonSpecial8(x uint64) bool {
 	const ones, low7, high = 0x0101010101010101, 0x7f7f7f7f7f7f7f7f, 0x8080808080808080
-	zero := func(v uint64) uint64 { return ^((v&low7 + low7) | v) & high } // bytes equal to 0
-	ctl := ^(x&low7 + (0x80-0x20)*ones) &^ x & high                        // bytes below 0x20
-	return ctl|zero(x^'"'*ones)|zero(x^'\\'*ones)|zero(x^0xE2*ones) != 0
+	q, bs, e2 := x^'"'*ones, x^'\\'*ones, x^0xE2*ones // a byte of 0: that byte
+	zero := (q&low7 + low7 | q) & (bs&low7 + low7 | bs) & (e2&low7 + low7 | e2)
+	ctl := (x&low7 + (0x80-0x20)*ones) | x // high bit clear: a byte below 0x20
+	return ^(zero&ctl)&high != 0
 }
 
 // appendQuote appends s as a JSON string (Quote) to b.
