@@ -487,23 +487,38 @@ func injectionStarts(x, prev uint64) (cand, last uint64) {
 // a '<'.
 func injectionAt(s string, i int) bool {
 	c := s[i]
-	if 'A' <= c && c <= 'Z' {
-		c += 'a' - 'A'
+	if c == '<' {
+		return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
 	}
-	ts := injectionTriggers[c]
-	if ts == nil {
+	if !injectionPair(s, i) {
 		return false
 	}
-	if c != '<' && !injectionPair(s, i) {
-		return false
-	}
-	for _, w := range ts {
+	// Both bytes are letters (injectionPair is exact): the triggers that
+	// start with them, one or two, are the only ones to compare.
+	for _, w := range injectionByPair[pairIndex(c, s[i+1])] {
 		if hasPrefixFold(s[i:], w) {
 			return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
 		}
 	}
 	return false
 }
+
+// injectionByPair lists the triggers longer than a byte by their first two
+// letters (pairIndex).
+var injectionByPair = func() (t [26 * 26][]string) {
+	for c := range injectionTriggers {
+		for _, w := range injectionTriggers[c] {
+			if len(w) > 1 {
+				k := pairIndex(w[0], w[1])
+				t[k] = append(t[k], w)
+			}
+		}
+	}
+	return t
+}()
+
+// pairIndex numbers two ASCII letters, either case, from 0 to 26*26-1.
+func pairIndex(a, b byte) int { return int(a|0x20-'a')*26 + int(b|0x20-'a') }
 
 // hasPrefixFold reports whether s starts with the lower-case ASCII w,
 // ASCII case folded: what strings.EqualFold(s[:len(w)], w) gives, since a
