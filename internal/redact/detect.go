@@ -466,7 +466,11 @@ var numericBytes = func() (t [256]bool) {
 // of numeric bytes from its first digit, '+' or '('; prose between runs is
 // passed over eight bytes a step (nextDigit), since every run holds a
 // digit.
-func digitWindows(s string, minDigits int, check func(at int, w string, digits int)) {
+//
+// When stretches is not nil, each stretch's first digit and end are
+// appended to it: every digit of s lies in one, which is what the IBAN
+// scan needs (Redactor.Find shares the one pass).
+func digitWindows(s string, minDigits int, check func(at int, w string, digits int), stretches *[]stretch) {
 	for i := 0; i < len(s); {
 		d := nextDigit(s, i)
 		if d >= len(s) {
@@ -490,6 +494,9 @@ func digitWindows(s string, minDigits int, check func(at int, w string, digits i
 			}
 			i++
 		}
+		if stretches != nil {
+			*stretches = append(*stretches, stretch{d, i})
+		}
 		if digits < minDigits {
 			continue
 		}
@@ -509,6 +516,27 @@ func digitWindows(s string, minDigits int, check func(at int, w string, digits i
 			check(start, s[start:end], digits)
 		}
 	}
+}
+
+// A stretch is s[d:end], a run of numeric bytes from its first digit d.
+type stretch struct{ d, end int }
+
+// nextDigitIn is nextDigit for a text whose digits all lie in the
+// stretches st, in order; *k is the stretch to start from, kept between
+// calls with a growing from.
+func nextDigitIn(s string, st []stretch, k *int, from int) int {
+	for ; *k < len(st); *k++ {
+		t := st[*k]
+		if t.end <= from {
+			continue
+		}
+		for j := max(from, t.d); j < t.end; j++ {
+			if isDigit(s[j]) {
+				return j
+			}
+		}
+	}
+	return len(s)
 }
 
 // nextDigit returns the index of the first ASCII digit in s at or after
@@ -793,12 +821,23 @@ func ibanShape(s string, i int) []int {
 	return []int{0, j - i}
 }
 
+// findIBANs finds the IBANs in s (the detector when no numeric class is
+// chosen; Redactor.Find otherwise calls findIBANsIn with the stretches of
+// its pass over the numbers).
 func findIBANs(s string, add func(int, int)) {
+	var st []stretch
+	digitWindows(s, len(s)+1, nil, &st)
+	findIBANsIn(s, st, add)
+}
+
+// findIBANsIn finds the IBANs in s, whose digits all lie in st.
+func findIBANsIn(s string, st []stretch, add func(int, int)) {
+	k := 0
 	for i := 0; i+4 <= len(s); i++ {
 		// An IBAN starts with two letters and two digits: the next head
 		// is two bytes before the next digit d at or after i+2, and only
 		// when s[d+1] is a digit too; else none starts before d.
-		d := nextDigit(s, i+2)
+		d := nextDigitIn(s, st, &k, i+2)
 		if d+1 >= len(s) {
 			return
 		}

@@ -126,7 +126,7 @@ func TestDigitWindowsMatchByteScan(t *testing.T) {
 	for _, s := range scanTexts() {
 		for _, minDigits := range []int{4, 8, 9, 13} {
 			var got, want []string
-			digitWindows(s, minDigits, func(at int, w string, digits int) { got = append(got, fmt.Sprint(at, w, digits)) })
+			digitWindows(s, minDigits, func(at int, w string, digits int) { got = append(got, fmt.Sprint(at, w, digits)) }, nil)
 			digitWindowsByByte(s, minDigits, func(at int, w string, digits int) { want = append(want, fmt.Sprint(at, w, digits)) })
 			if !slices.Equal(got, want) {
 				t.Fatalf("digitWindows(%q, %d) = %q, byte scan %q", s, minDigits, got, want)
