@@ -431,13 +431,29 @@ const injectionWindow = 240
 // word start (a letter after a non-letter) or a '<' can start one; they
 // are found eight bytes a step (injectionStarts), and each is tested
 // against the triggers' first two bytes before any comparison.
+//
+// ASCII text (most) is scanned as it is, the test for non-ASCII bytes
+// made in the same pass; text with one is scanned again once its spaces
+// are normalized.
 func countInjections(s string) int {
-	s = normalizeSpace(s)
-	n := 0
+	if n, ok := countInjectionsIn(s, true); ok {
+		return n
+	}
+	n, _ := countInjectionsIn(normalizeSpace(s), false)
+	return n
+}
+
+// countInjectionsIn is countInjections of s as it is; with ascii, it
+// gives up (ok false) at the first non-ASCII byte.
+func countInjectionsIn(s string, ascii bool) (n int, ok bool) {
 	prev := uint64(0) // 0x80 when the byte before the block is a letter
 	i := 0
 	for ; i+8 <= len(s); i += 8 {
-		cand, last := injectionStarts(load64(s, i), prev)
+		x := load64(s, i)
+		if ascii && x&0x8080808080808080 != 0 {
+			return 0, false
+		}
+		cand, last := injectionStarts(x, prev)
 		prev = last
 		for cand != 0 {
 			j := i + bits.TrailingZeros64(cand)/8
@@ -450,6 +466,9 @@ func countInjections(s string) int {
 	}
 	for ; i < len(s); i++ {
 		c := s[i]
+		if ascii && c >= utf8.RuneSelf {
+			return 0, false
+		}
 		if c != '<' && !(isLetter(c) && (i == 0 || !isLetter(s[i-1]))) {
 			continue
 		}
@@ -457,7 +476,7 @@ func countInjections(s string) int {
 			n++
 		}
 	}
-	return n
+	return n, true
 }
 
 // load64 is s[i:i+8] as a little-endian word (one load once compiled).
