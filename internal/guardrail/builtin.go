@@ -397,19 +397,26 @@ var injectionTriggers = func() [256][]string {
 }()
 
 // injectionPairs marks the first two bytes of the triggers longer than
-// one byte, each ASCII folded to lower case by |0x20 (bit c1<<8|c2 of the
-// set), so that most words starting with a trigger's letter ("the",
+// one byte, each ASCII folded to lower case by |0x20 (bit c1|c2<<8 of the
+// set: the two bytes as a little-endian word), so that most words starting with a trigger's letter ("the",
 // "and", "is") are passed over without a comparison. Only 'A'-'Z' and
 // 'a'-'z' become a lower-case letter under |0x20, and every trigger's
-// first two bytes are letters, so the test is exact.
+// first two bytes are letters, so the test is exact. '<' followed by any
+// byte is in the set too, so that the scan tests a word start and a '<'
+// alike; '<' is unchanged by |0x20, and the scan only tests letters and
+// '<' (injectionStarts), never 0x1C, the other byte that becomes '<'.
 var injectionPairs = func() (t [1 << 16 / 64]uint64) {
 	for c := range injectionTriggers {
 		for _, w := range injectionTriggers[c] {
 			if len(w) > 1 {
-				k := int(w[0])<<8 | int(w[1])
+				k := int(w[0]) | int(w[1])<<8
 				t[k>>6] |= 1 << (k & 63)
 			}
 		}
+	}
+	for c := 0; c < 256; c++ {
+		k := int('<') | (c|0x20)<<8
+		t[k>>6] |= 1 << (k & 63)
 	}
 	return t
 }()
@@ -420,7 +427,7 @@ func injectionPair(s string, i int) bool {
 	if i+1 >= len(s) {
 		return false
 	}
-	k := int(s[i]|0x20)<<8 | int(s[i+1]|0x20)
+	k := int(s[i]|0x20) | int(s[i+1]|0x20)<<8
 	return injectionPairs[k>>6]&(1<<(k&63)) != 0
 }
 
@@ -455,11 +462,24 @@ func countInjectionsIn(s string, ascii bool) (n int, ok bool) {
 		}
 		cand, last := injectionStarts(x, prev)
 		prev = last
+		if cand == 0 {
+			continue
+		}
+		next := uint16(' ') // the byte after the block; none: a space, which follows no trigger
+		if i+8 < len(s) {
+			next = uint16(s[i+8])
+		}
 		for cand != 0 {
-			j := i + bits.TrailingZeros64(cand)/8
+			sh := uint(bits.TrailingZeros64(cand)) & 56 // the candidate's byte, in bits
 			cand &= cand - 1
-			// The pair test inline: most word starts end here.
-			if (s[j] == '<' || injectionPair(s, j)) && injectionAt(s, j) {
+			// The pair test inline, on the block in hand: most word
+			// starts end here.
+			k := uint16(x >> sh)
+			if sh == 56 {
+				k |= next << 8
+			}
+			k |= 0x2020
+			if injectionPairs[k>>6]&(1<<(k&63)) != 0 && injectionAt(s, i+int(sh>>3)) {
 				n++
 			}
 		}
