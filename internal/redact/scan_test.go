@@ -92,7 +92,7 @@ func scanTexts() []string {
 		"abc", "x", "Z", "\\n", "é", "\u00a0", "_", "AA", "00", "9", "IBAN ", "\n"}
 	rng := rand.New(rand.NewPCG(5, 6))
 	var texts []string
-	for k := 0; k < 1500; k++ {
+	for k := 0; k < 500; k++ {
 		var b strings.Builder
 		for range rng.IntN(30) {
 			b.WriteString(parts[rng.IntN(len(parts))])
