@@ -3,6 +3,7 @@ package guardrail
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 )
 
 // A Span is one text of a JSON body: the string token body[Start:End]
@@ -166,19 +167,22 @@ func Quote(s string) []byte { return appendQuote(make([]byte, 0, len(s)+2), s) }
 
 // plainJSON reports whether s needs no escape in a JSON string: no
 // control character, quote or backslash, and no U+2028 or U+2029 (whose
-// UTF-8 starts 0xE2 0x80). Blocks of eight bytes are tested at once
-// (jsonSpecial8); the first block that holds one of those bytes, and the
-// rest, byte by byte.
+// UTF-8 starts 0xE2 0x80). Quotes and backslashes are two memchr-speed
+// searches; the rest is tested eight bytes at once (ctlOrE2), and from the
+// first block that holds a control character or 0xE2, byte by byte.
 func plainJSON(s string) bool {
+	if strings.IndexByte(s, '"') >= 0 || strings.IndexByte(s, '\\') >= 0 {
+		return false
+	}
 	i := 0
 	for ; i+8 <= len(s); i += 8 {
-		if jsonSpecial8(load64(s, i)) {
+		if ctlOrE2(load64(s, i)) {
 			break // the byte by byte test decides, from this block on
 		}
 	}
 	for ; i < len(s); i++ {
 		switch c := s[i]; {
-		case c < 0x20, c == '"', c == '\\':
+		case c < 0x20:
 			return false
 		case c == 0xE2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9):
 			return false
@@ -187,16 +191,16 @@ func plainJSON(s string) bool {
 	return true
 }
 
-// jsonSpecial8 reports whether one of the eight bytes of x is one that
-// plainJSON must look at: a control character, '"', '\\' or 0xE2 (the
-// first byte of U+2028 and U+2029). Each test is exact (no carry crosses
-// a byte: the high bits are cleared before the additions).
-func jsonSpecial8(x uint64) bool {
+// ctlOrE2 reports whether one of the eight bytes of x is a control
+// character or 0xE2 (the first byte of U+2028 and U+2029). Each test is
+// exact: the high bits are cleared before the additions, so no carry
+// crosses a byte.
+func ctlOrE2(x uint64) bool {
 	const ones, low7, high = 0x0101010101010101, 0x7f7f7f7f7f7f7f7f, 0x8080808080808080
-	q, bs, e2 := x^'"'*ones, x^'\\'*ones, x^0xE2*ones // a byte of 0: that byte
-	zero := (q&low7 + low7 | q) & (bs&low7 + low7 | bs) & (e2&low7 + low7 | e2)
-	ctl := (x&low7 + (0x80-0x20)*ones) | x // high bit clear: a byte below 0x20
-	return ^(zero&ctl)&high != 0
+	e2 := x ^ 0xE2*ones
+	notE2 := e2&low7 + low7 | e2            // high bit clear: the byte is 0xE2
+	notCtl := x&low7 + (0x80-0x20)*ones | x // high bit clear: the byte is below 0x20
+	return ^(notE2&notCtl)&high != 0
 }
 
 // appendQuote appends s as a JSON string (Quote) to b.
