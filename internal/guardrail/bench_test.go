@@ -25,6 +25,9 @@ func benchPrompt(size int) string {
 // prompt of 2 KB and 20 KB (ns/op ÷ KB is the per-KB figure of
 // docs/guardrails.md); "default" is the set a gateway with guardrails on
 // typically runs: PII masking, secrets, prompt injection, input limits.
+// On a loaded machine, count instructions instead: run it under valgrind's
+// callgrind at two fixed -test.benchtime Nx and divide the difference
+// (docs/guardrails.md, "Instruction counts").
 func BenchmarkBuiltins(b *testing.B) {
 	s := build(b, `
   - guardrail_name: pii

@@ -323,8 +323,8 @@ func foldJoiners(s string) string {
 
 func hasNonASCII(s string) bool {
 	i := 0
-	for ; i+8 <= len(s); i += 8 { // eight bytes and one branch a step
-		if s[i]|s[i+1]|s[i+2]|s[i+3]|s[i+4]|s[i+5]|s[i+6]|s[i+7] >= utf8.RuneSelf {
+	for ; i+8 <= len(s); i += 8 { // eight bytes, one load and one branch a step
+		if load64(s, i)&0x8080808080808080 != 0 {
 			return true
 		}
 	}
@@ -396,19 +396,40 @@ var injectionTriggers = func() [256][]string {
 	return t
 }()
 
-// injectionPairs marks the first two bytes (lower case) of the triggers
-// longer than one byte, so that most words starting with a trigger's
-// letter ("the", "and", "is") are passed over without a comparison.
-var injectionPairs = func() (t [256][4]uint64) {
+// injectionPairs marks the first two bytes of the triggers longer than
+// one byte, each ASCII folded to lower case by |0x20 (bit c1|c2<<8 of the
+// set: the two bytes as a little-endian word), so that most words starting with a trigger's letter ("the",
+// "and", "is") are passed over without a comparison. Only 'A'-'Z' and
+// 'a'-'z' become a lower-case letter under |0x20, and every trigger's
+// first two bytes are letters, so the test is exact. '<' followed by any
+// byte is in the set too, so that the scan tests a word start and a '<'
+// alike; '<' is unchanged by |0x20, and the scan only tests letters and
+// '<' (injectionStarts), never 0x1C, the other byte that becomes '<'.
+var injectionPairs = func() (t [1 << 16 / 64]uint64) {
 	for c := range injectionTriggers {
 		for _, w := range injectionTriggers[c] {
 			if len(w) > 1 {
-				t[w[0]][w[1]>>6] |= 1 << (w[1] & 63)
+				k := int(w[0]) | int(w[1])<<8
+				t[k>>6] |= 1 << (k & 63)
 			}
 		}
 	}
+	for c := 0; c < 256; c++ {
+		k := int('<') | (c|0x20)<<8
+		t[k>>6] |= 1 << (k & 63)
+	}
 	return t
 }()
+
+// injectionPair reports whether s[i] and s[i+1] (ASCII folded) are the
+// first two bytes of a trigger; s[i] is a letter.
+func injectionPair(s string, i int) bool {
+	if i+1 >= len(s) {
+		return false
+	}
+	k := int(s[i]|0x20) | int(s[i+1]|0x20)<<8
+	return injectionPairs[k>>6]&(1<<(k&63)) != 0
+}
 
 // injectionWindow is the most text one pattern can span.
 const injectionWindow = 240
@@ -417,24 +438,57 @@ const injectionWindow = 240
 // word start (a letter after a non-letter) or a '<' can start one; they
 // are found eight bytes a step (injectionStarts), and each is tested
 // against the triggers' first two bytes before any comparison.
+//
+// ASCII text (most) is scanned as it is, the test for non-ASCII bytes
+// made in the same pass; text with one is scanned again once its spaces
+// are normalized.
 func countInjections(s string) int {
-	s = normalizeSpace(s)
-	n := 0
+	if n, ok := countInjectionsIn(s, true); ok {
+		return n
+	}
+	n, _ := countInjectionsIn(normalizeSpace(s), false)
+	return n
+}
+
+// countInjectionsIn is countInjections of s as it is; with ascii, it
+// gives up (ok false) at the first non-ASCII byte.
+func countInjectionsIn(s string, ascii bool) (n int, ok bool) {
 	prev := uint64(0) // 0x80 when the byte before the block is a letter
 	i := 0
 	for ; i+8 <= len(s); i += 8 {
-		cand, last := injectionStarts(load64(s, i), prev)
+		x := load64(s, i)
+		if ascii && x&0x8080808080808080 != 0 {
+			return 0, false
+		}
+		cand, last := injectionStarts(x, prev)
 		prev = last
+		if cand == 0 {
+			continue
+		}
+		next := uint16(' ') // the byte after the block; none: a space, which follows no trigger
+		if i+8 < len(s) {
+			next = uint16(s[i+8])
+		}
 		for cand != 0 {
-			j := i + bits.TrailingZeros64(cand)/8
+			sh := uint(bits.TrailingZeros64(cand)) & 56 // the candidate's byte, in bits
 			cand &= cand - 1
-			if injectionAt(s, j) {
+			// The pair test inline, on the block in hand: most word
+			// starts end here.
+			k := uint16(x >> sh)
+			if sh == 56 {
+				k |= next << 8
+			}
+			k |= 0x2020
+			if injectionPairs[k>>6]&(1<<(k&63)) != 0 && injectionAt(s, i+int(sh>>3)) {
 				n++
 			}
 		}
 	}
 	for ; i < len(s); i++ {
 		c := s[i]
+		if ascii && c >= utf8.RuneSelf {
+			return 0, false
+		}
 		if c != '<' && !(isLetter(c) && (i == 0 || !isLetter(s[i-1]))) {
 			continue
 		}
@@ -442,7 +496,7 @@ func countInjections(s string) int {
 			n++
 		}
 	}
-	return n
+	return n, true
 }
 
 // load64 is s[i:i+8] as a little-endian word (one load once compiled).
@@ -472,34 +526,56 @@ func injectionStarts(x, prev uint64) (cand, last uint64) {
 // a '<'.
 func injectionAt(s string, i int) bool {
 	c := s[i]
-	if 'A' <= c && c <= 'Z' {
-		c += 'a' - 'A'
+	if c == '<' {
+		return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
 	}
-	ts := injectionTriggers[c]
-	if ts == nil {
+	if !injectionPair(s, i) {
 		return false
 	}
-	if c != '<' {
-		// Every trigger but "<" is longer than a byte: its second byte
-		// must match too (ASCII folded, as EqualFold would: a non-ASCII
-		// rune never folds to an ASCII one of its length).
-		if i+1 >= len(s) {
-			return false
-		}
-		c2 := s[i+1]
-		if 'A' <= c2 && c2 <= 'Z' {
-			c2 += 'a' - 'A'
-		}
-		if injectionPairs[c][c2>>6]&(1<<(c2&63)) == 0 {
-			return false
-		}
-	}
-	for _, w := range ts {
-		if len(s)-i >= len(w) && strings.EqualFold(s[i:i+len(w)], w) {
+	// Both bytes are letters (injectionPair is exact): the triggers that
+	// start with them, one or two, are the only ones to compare.
+	for _, w := range injectionByPair[pairIndex(c, s[i+1])] {
+		if hasPrefixFold(s[i:], w) {
 			return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
 		}
 	}
 	return false
+}
+
+// injectionByPair lists the triggers longer than a byte by their first two
+// letters (pairIndex).
+var injectionByPair = func() (t [26 * 26][]string) {
+	for c := range injectionTriggers {
+		for _, w := range injectionTriggers[c] {
+			if len(w) > 1 {
+				k := pairIndex(w[0], w[1])
+				t[k] = append(t[k], w)
+			}
+		}
+	}
+	return t
+}()
+
+// pairIndex numbers two ASCII letters, either case, from 0 to 26*26-1.
+func pairIndex(a, b byte) int { return int(a|0x20-'a')*26 + int(b|0x20-'a') }
+
+// hasPrefixFold reports whether s starts with the lower-case ASCII w,
+// ASCII case folded: what strings.EqualFold(s[:len(w)], w) gives, since a
+// non-ASCII rune never folds to an ASCII one of its length.
+func hasPrefixFold(s, w string) bool {
+	if len(s) < len(w) {
+		return false
+	}
+	for k := 0; k < len(w); k++ {
+		c := s[k]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != w[k] {
+			return false
+		}
+	}
+	return true
 }
 
 func isLetter(b byte) bool { return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' }

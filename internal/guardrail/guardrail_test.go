@@ -614,7 +614,11 @@ func countInjectionsByByte(s string) int {
 			if 'A' <= c2 && c2 <= 'Z' {
 				c2 += 'a' - 'A'
 			}
-			if injectionPairs[c][c2>>6]&(1<<(c2&63)) == 0 {
+			pair := false
+			for _, w := range ts {
+				pair = pair || len(w) > 1 && w[1] == c2
+			}
+			if !pair {
 				continue
 			}
 		}
@@ -681,5 +685,43 @@ func TestInjectionScanMatchesByteScan(t *testing.T) {
 	}
 	if hits == 0 {
 		t.Fatal("no injection found at all: the comparison proves nothing")
+	}
+}
+
+// TestCtlOrE2MatchesBytes: the eight-byte test of plainJSON says yes
+// exactly when one of the eight bytes is a control character or 0xE2, for
+// every byte value at every position among other bytes, and on random
+// words.
+func TestCtlOrE2MatchesBytes(t *testing.T) {
+	t.Parallel()
+	special := func(c byte) bool { return c < 0x20 || c == 0xE2 }
+	check := func(b []byte) {
+		want := false
+		for _, c := range b {
+			want = want || special(c)
+		}
+		if got := ctlOrE2(load64(string(b), 0)); got != want {
+			t.Fatalf("ctlOrE2(% x) = %v, want %v", b, got, want)
+		}
+	}
+	for _, fill := range []byte{'a', 0x21, 0xE1, 0xE3, 0xFF, 0x7F, 0x5B, 0x5D} {
+		for c := 0; c < 256; c++ {
+			for pos := 0; pos < 8; pos++ {
+				b := make([]byte, 8)
+				for k := range b {
+					b[k] = fill
+				}
+				b[pos] = byte(c)
+				check(b)
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 200000 {
+		b := make([]byte, 8)
+		for k := range b {
+			b[k] = byte(rng.IntN(256))
+		}
+		check(b)
 	}
 }

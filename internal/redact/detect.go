@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"math/bits"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -362,6 +363,14 @@ func findAuthorizations(s string, add func(int, int)) {
 // authorizationAt adds the credential of the scheme starting at the word
 // start i, if any, and returns where the scan goes on.
 func authorizationAt(s string, i int, add func(int, int)) int {
+	// Every scheme's second byte is an 'e' or an 'a' of either case:
+	// most words starting with a 'b' end here.
+	if i+1 >= len(s) {
+		return i + 1
+	}
+	if c := s[i+1] | 0x20; c != 'e' && c != 'a' {
+		return i + 1
+	}
 	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC"} {
 		if !strings.HasPrefix(s[i:], scheme) {
 			continue
@@ -453,26 +462,40 @@ var numericBytes = func() (t [256]bool) {
 
 // digitWindows finds the runs of numeric bytes in s that hold at least
 // minDigits digits and are not glued to a word, and calls check on each
-// with its offset in s and its count of digits.
-func digitWindows(s string, minDigits int, check func(at int, w string, digits int)) {
+// with its offset in s and its count of digits. A run is a maximal stretch
+// of numeric bytes from its first digit, '+' or '('; prose between runs is
+// passed over eight bytes a step (nextDigit), since every run holds a
+// digit.
+//
+// When stretches is not nil, each stretch's first digit and end are
+// appended to it: every digit of s lies in one, which is what the IBAN
+// scan needs (Redactor.Find shares the one pass).
+func digitWindows(s string, minDigits int, check func(at int, w string, digits int), stretches *[]stretch) {
 	for i := 0; i < len(s); {
-		// A run from i to i+minDigits-1 ends before a byte there that
-		// is not numeric, too short to hold minDigits digits: past it.
-		if j := i + minDigits - 1; j < len(s) && !isNumeric(s[j]) {
-			i = j + 1
-			continue
+		d := nextDigit(s, i)
+		if d >= len(s) {
+			return
 		}
-		if !isDigit(s[i]) && s[i] != '+' && s[i] != '(' {
-			i++
-			continue
+		// The stretch holding d starts after the last byte before it that
+		// is not numeric (s[i-1], where the last stretch ended, at the
+		// earliest); the run at its first digit, '+' or '('.
+		start := d
+		for start > i && isNumeric(s[start-1]) {
+			start--
 		}
-		start := i
+		for !isDigit(s[start]) && s[start] != '+' && s[start] != '(' {
+			start++
+		}
+		i = start
 		digits := 0
 		for i < len(s) && isNumeric(s[i]) {
 			if isDigit(s[i]) {
 				digits++
 			}
 			i++
+		}
+		if stretches != nil {
+			*stretches = append(*stretches, stretch{d, i})
 		}
 		if digits < minDigits {
 			continue
@@ -495,8 +518,57 @@ func digitWindows(s string, minDigits int, check func(at int, w string, digits i
 	}
 }
 
+// A stretch is s[d:end], a run of numeric bytes from its first digit d.
+type stretch struct{ d, end int }
+
+// nextDigitIn is nextDigit for a text whose digits all lie in the
+// stretches st, in order; *k is the stretch to start from, kept between
+// calls with a growing from.
+func nextDigitIn(s string, st []stretch, k *int, from int) int {
+	for ; *k < len(st); *k++ {
+		t := st[*k]
+		if t.end <= from {
+			continue
+		}
+		for j := max(from, t.d); j < t.end; j++ {
+			if isDigit(s[j]) {
+				return j
+			}
+		}
+	}
+	return len(s)
+}
+
+// nextDigit returns the index of the first ASCII digit in s at or after
+// i; len(s) when there is none. Eight bytes are tested at once: for each
+// byte (high bit cleared, so that no addition carries into the next),
+// adding 0x80-'0' sets its high bit when it is >= '0', adding 0x80-'9'-1
+// when it is > '9'; bytes of 0x80 and above are no digits.
+func nextDigit(s string, i int) int {
+	const ones, low7, high = 0x0101010101010101, 0x7f7f7f7f7f7f7f7f, 0x8080808080808080
+	for ; i+8 <= len(s); i += 8 {
+		x := load64(s, i)
+		y := x & low7
+		if m := (y + (0x80-'0')*ones) &^ (y + (0x80-'9'-1)*ones) &^ x & high; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(s); i++ {
+		if isDigit(s[i]) {
+			return i
+		}
+	}
+	return len(s)
+}
+
+// load64 is s[i:i+8] as a little-endian word (one load once compiled).
+func load64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
 var (
-	ssnRe   = regexp.MustCompile(`\d{3}[\- ]\d{2}[\- ]\d{4}`)
 	phoneRe = regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{1,4}){1,5}`)
 	// dateRe is a calendar date inside a phone-shaped run: year first
 	// (2024-01-15) or last (15.01.2024, 01-15-2024).
@@ -598,18 +670,52 @@ func ssns(w string, add func(int, int)) {
 	if strings.Count(w, "-")+strings.Count(w, " ") < 2 {
 		return
 	}
-	for _, m := range ssnRe.FindAllStringIndex(w, -1) {
-		a, b := m[0], m[1]
+	ssnMatches(w, func(a, b int) {
 		if !free(w, a, b) || (a > 0 && w[a-1] == '-') || (b < len(w) && w[b] == '-') {
-			continue
+			return
 		}
 		d := digitsOf(w[a:b])
 		area, group, serial := string(d[:3]), string(d[3:5]), string(d[5:])
 		if area == "000" || area == "666" || area[0] == '9' || group == "00" || serial == "0000" {
-			continue
+			return
 		}
 		add(a, b)
+	})
+}
+
+// ssnMatches calls fn with each w[a:b] that `\d{3}[\- ]\d{2}[\- ]\d{4}`
+// finds (leftmost, not overlapping). The expression is fixed in length, so
+// those are what a scan finds that tests each position (ssnShape) and
+// passes a match's end (TestSSNMatchesTheExpression); the expression's
+// automaton cost more than the rest of the number checks together.
+func ssnMatches(w string, fn func(a, b int)) {
+	for a := 0; a+ssnLen <= len(w); {
+		if ssnShape(w[a : a+ssnLen]) {
+			fn(a, a+ssnLen)
+			a += ssnLen
+			continue
+		}
+		a++
 	}
+}
+
+// ssnLen is the length of an SSN written with separators.
+const ssnLen = 11
+
+// ssnShape reports whether w (ssnLen bytes) is three digits, a space or
+// '-', two digits, a space or '-', four digits.
+func ssnShape(w string) bool {
+	for k := 0; k < ssnLen; k++ {
+		c := w[k]
+		if k == 3 || k == 6 {
+			if c != ' ' && c != '-' {
+				return false
+			}
+		} else if !isDigit(c) {
+			return false
+		}
+	}
+	return true
 }
 
 func phones(w string, add func(int, int)) {
@@ -715,21 +821,32 @@ func ibanShape(s string, i int) []int {
 	return []int{0, j - i}
 }
 
+// findIBANs finds the IBANs in s (the detector when no numeric class is
+// chosen; Redactor.Find otherwise calls findIBANsIn with the stretches of
+// its pass over the numbers).
 func findIBANs(s string, add func(int, int)) {
+	var st []stretch
+	digitWindows(s, len(s)+1, nil, &st)
+	findIBANsIn(s, st, add)
+}
+
+// findIBANsIn finds the IBANs in s, whose digits all lie in st.
+func findIBANsIn(s string, st []stretch, add func(int, int)) {
+	k := 0
 	for i := 0; i+4 <= len(s); i++ {
-		// An IBAN starts with two letters and two digits: s[i+3] is a
-		// letter or a digit of every such head over it. Neither (most
-		// bytes of prose), and none starts at i to i+3; a letter, and
-		// none at i or i+1 (where it would be a digit).
-		if c := s[i+3]; !isDigit(c) {
-			if isUpper(c) {
-				i++
-			} else {
-				i += 3
-			}
+		// An IBAN starts with two letters and two digits: the next head
+		// is two bytes before the next digit d at or after i+2, and only
+		// when s[d+1] is a digit too; else none starts before d.
+		d := nextDigitIn(s, st, &k, i+2)
+		if d+1 >= len(s) {
+			return
+		}
+		if !isDigit(s[d+1]) {
+			i = d - 1
 			continue
 		}
-		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !wordStart(s, i) {
+		i = d - 2
+		if !isUpper(s[i]) || !isUpper(s[i+1]) || !wordStart(s, i) {
 			continue
 		}
 		m := ibanShape(s, i)

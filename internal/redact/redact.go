@@ -126,6 +126,7 @@ const minFinding = 6
 // are pooled instead, add bound once.
 type collector struct {
 	ms   []Match
+	st   []stretch // the stretches of digits, for the IBAN scan
 	base int
 	cls  Class
 	add  func(start, end int)
@@ -147,14 +148,23 @@ func (r *Redactor) Find(s string) []Match {
 		return nil
 	}
 	c := collectors.Get().(*collector)
-	c.ms, c.base, c.cls = nil, 0, ""
+	c.ms, c.base, c.cls, c.st = nil, 0, "", c.st[:0]
+	iban := false // IBANs found from the numbers' pass, below
 	for _, f := range r.finders {
+		if f.class == IBANCode && r.minDigits > 0 {
+			iban = true
+			continue
+		}
 		if f.find != nil {
 			c.cls = f.class
 			f.find(s, c.add)
 		}
 	}
 	if r.minDigits > 0 {
+		var st *[]stretch
+		if iban {
+			st = &c.st
+		}
 		digitWindows(s, r.minDigits, func(at int, w string, digits int) {
 			for _, f := range r.finders {
 				if f.check != nil && digits >= f.minDigits {
@@ -162,7 +172,13 @@ func (r *Redactor) Find(s string) []Match {
 					f.check(w, c.add)
 				}
 			}
-		})
+		}, st)
+		if iban {
+			// One pass over the text finds every digit for both: the
+			// IBAN scan reads only the stretches it recorded.
+			c.base, c.cls = 0, IBANCode
+			findIBANsIn(s, c.st, c.add)
+		}
 	}
 	ms := c.ms
 	c.ms = nil
