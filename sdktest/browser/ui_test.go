@@ -461,6 +461,26 @@ guardrails:
 		t.Errorf("the audit diff's max_budget row %q is not 5 → 7", d)
 	}
 	b.shot("08-audit-diff")
+
+	// Regenerate shows the new key once, in the page with a copy button
+	// (not in an alert), and the old key stops working.
+	var rotate struct{ Key string }
+	if code := apiCall(t, "POST", base+"/key/generate", master, `{"key_alias": "rotate-me"}`, nil, &rotate); code != 200 {
+		t.Fatalf("generate rotate-me: %d", code)
+	}
+	b.open("keys", `tr.key-row[data-alias="rotate-me"]`)
+	b.step("regenerate rotate-me", chromedp.Evaluate[chromedp.Void](`[...document.querySelectorAll('tr.key-row[data-alias="rotate-me"] button')].find(x => x.innerText === "Regenerate").click()`))
+	b.until("the regenerated key shown once", `document.querySelector("#key-banner #new-key-value") && document.querySelector("#key-banner #copy-key")`)
+	if got := b.text("#key-banner #new-key-value"); !strings.HasPrefix(got, "sk-") || got == rotate.Key {
+		t.Errorf("regenerated key shown as %q (old %q)", got, rotate.Key)
+	} else {
+		if code := apiCall(t, "GET", base+"/key/info", got, "", nil, nil); code != 200 {
+			t.Errorf("the regenerated key: /key/info %d", code)
+		}
+		if code := apiCall(t, "GET", base+"/key/info", rotate.Key, "", nil, nil); code != 401 {
+			t.Errorf("the old key after regenerate: /key/info %d, want 401", code)
+		}
+	}
 	for _, p := range []struct{ page, ready, shot string }{
 		{"users", "#user-form", "09-users"}, {"teams", "#page table", "10-teams"}, {"customers", "#page table", "11-end-users"},
 		{"models", "#page table", "12-models"}, {"guardrails", "#page table tbody tr td", "13-guardrails"},

@@ -395,8 +395,18 @@ function copyButton(text) {
   return [btn, " ", status];
 }
 
+// showKeyOnce puts a new key (generated, regenerated, or a new user's) in
+// banner, with a copy button; it is in the page only, never stored, and
+// gone when the banner is dismissed or the page left.
+function showKeyOnce(banner, title, key) {
+  const dismiss = el("button", { type: "button", className: "link-dark", onclick: () => banner.replaceChildren() }, "Done, hide it");
+  banner.replaceChildren(el("div", { className: "banner", id: "new-key" },
+    el("div", {}, el("strong", {}, title), " It is shown only this once: copy it now."),
+    el("div", { className: "new-key-line" }, el("code", { id: "new-key-value" }, key), " ", ...copyButton(key)), dismiss));
+}
+
 async function keysPage(page) {
-  const banner = el("div");
+  const banner = el("div", { id: "key-banner" });
   page.append(banner);
   const list = el("div", { id: "key-list" });
   if (state.writes) {
@@ -422,10 +432,7 @@ async function keysPage(page) {
       ev.preventDefault();
       try {
         const k = await api("POST", "/key/generate", formValues(form, keySpec));
-        const dismiss = el("button", { type: "button", className: "link-dark", onclick: () => banner.replaceChildren() }, "Done, hide it");
-        banner.replaceChildren(el("div", { className: "banner", id: "new-key" },
-          el("div", {}, el("strong", {}, `Key ${k.key_alias ? "“" + k.key_alias + "” " : ""}created.`), " It is shown only this once: copy it now."),
-          el("div", { className: "new-key-line" }, el("code", { id: "new-key-value" }, k.key), " ", ...copyButton(k.key)), dismiss));
+        showKeyOnce(banner, `Key ${k.key_alias ? "“" + k.key_alias + "” " : ""}created.`, k.key);
         form.reset();
         await loadNames();
         await listKeys(list);
@@ -447,7 +454,10 @@ async function listKeys(list, alias = "") {
     if (state.writes) {
       const act = (label, fn, cls = "quiet") => actions.append(el("button", { className: cls + " small", onclick: async () => { try { await fn(); await listKeys(list, alias); } catch (e) { fail(e); } } }, label), " ");
       act(k.blocked ? "Unblock" : "Block", () => api("POST", k.blocked ? "/key/unblock" : "/key/block", { key: k.token }));
-      act("Regenerate", async () => { const r = await api("POST", "/key/regenerate", { key: k.token }); alert("New key (shown once): " + r.key); });
+      act("Regenerate", async () => {
+        const r = await api("POST", "/key/regenerate", { key: k.token });
+        showKeyOnce($("#key-banner"), `Key ${k.key_alias ? "“" + k.key_alias + "” " : ""}regenerated; the old key no longer works.`, r.key);
+      });
       act("Delete", () => confirm("Delete this key?") && api("POST", "/key/delete", { keys: [k.token] }), "danger");
     }
     const tr = el("tr", { className: "key-row" },
@@ -602,6 +612,7 @@ async function logsPage(page) {
 
 // ---- admin pages ----
 async function usersPage(page) {
+  page.append(el("div", { id: "user-banner" }));
   if (state.writes) {
     const form = el("form", { className: "grid", id: "user-form" }, field("user_id", "User id"), field("user_email", "Email"), field("user_alias", "Alias"),
       selectField("user_role", "Role", ["internal_user", "internal_user_viewer", "proxy_admin", "proxy_admin_viewer"].map(r => [r, r])),
@@ -610,8 +621,8 @@ async function usersPage(page) {
       ev.preventDefault();
       try {
         const u = await api("POST", "/user/new", Object.assign(formValues(form, { user_id: "text", user_email: "text", user_alias: "text", max_budget: "number" }), { user_role: form.elements.user_role.value }));
-        alert("User created; its key (shown once): " + u.key);
-        await loadNames(); route();
+        await loadNames(); await route();
+        showKeyOnce($("#user-banner"), `User ${u.user_alias || u.user_email || u.user_id} created with a key.`, u.key);
       } catch (e) { fail(e); }
     };
     page.append(form);
