@@ -6,13 +6,15 @@ package harness
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -82,34 +84,57 @@ func Start(bin, dir string, config func(upstream string) string) (*Gateway, erro
 }
 
 func (g *Gateway) start(bin, dir string, config func(string) string) error {
-	upPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	up := exec.Command(bin, "mock-upstream", "--addr", fmt.Sprintf("127.0.0.1:%d", upPort))
-	up.Stderr = os.Stderr
+	// Both processes listen on a port the kernel picks (port 0) and are
+	// asked where by the address they log: a port picked here and freed
+	// before the process binds it could be taken meanwhile by another test
+	// package's server, and the tests would talk to that one.
+	up := exec.Command(bin, "mock-upstream", "--addr", "127.0.0.1:0")
+	var upLogs logBuffer
+	up.Stderr = io.MultiWriter(os.Stderr, &upLogs)
 	if err := g.run(up); err != nil {
 		return err
 	}
-	g.Upstream = fmt.Sprintf("http://127.0.0.1:%d", upPort)
+	upAddr, err := loggedAddr(&upLogs, "mock upstream listening")
+	if err != nil {
+		return err
+	}
+	g.Upstream = "http://" + upAddr
 	if err := waitFor(g.Upstream + "/v1/models"); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(config(g.Upstream)), 0o600); err != nil {
 		return err
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	serve := exec.Command(bin, "serve", "--config", "config.yaml", "--port", fmt.Sprint(port))
+	serve := exec.Command(bin, "serve", "--config", "config.yaml", "--port", "0", "--host", "127.0.0.1", "--log-format", "json")
 	serve.Dir = dir
 	serve.Stderr = &g.logs
 	if err := g.run(serve); err != nil {
 		return err
 	}
-	g.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	addr, err := loggedAddr(&g.logs, "tollgate listening")
+	if err != nil {
+		return err
+	}
+	g.URL = "http://" + addr
 	return waitFor(g.URL + "/health/liveliness")
+}
+
+// loggedAddr waits (up to a minute: a busy machine) for the JSON log line
+// whose msg is msg and returns its addr.
+func loggedAddr(logs *logBuffer, msg string) (string, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var l struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == msg && l.Addr != "" {
+				return l.Addr, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no %q log line with an address within a minute; log:\n%s", msg, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (g *Gateway) run(cmd *exec.Cmd) error {
@@ -130,15 +155,6 @@ func (g *Gateway) Stop() {
 		_, _ = p.Process.Wait()
 	}
 	g.procs = nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // waitFor polls url until it answers, for up to a minute (a busy machine).
