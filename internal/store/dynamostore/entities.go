@@ -758,21 +758,10 @@ func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next t
 			return fmt.Errorf("%w: %s %s", store.ErrNotFound, kind, id)
 		}
 		data := getS(out.Item, "data")
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(data), &rec); err != nil {
-			return err
-		}
 		now := time.Now().UTC()
-		if cur, ok := rec["budget_reset_at"].(string); ok {
-			if at, err := time.Parse(time.RFC3339Nano, cur); err == nil && (!at.Before(next) || at.After(now)) {
-				return nil // this period, or a later one, has started already
-			}
-		}
-		rec["budget_reset_at"] = next.UTC()
-		rec["updated_at"] = now
-		enc, err := encode(rec)
-		if err != nil {
-			return err
+		enc, ok, err := store.ResetRecord(data, next, now)
+		if err != nil || !ok {
+			return err // !ok: this period, or a later one, has started already
 		}
 		_, err = s.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(table(s)), Key: k,
 			UpdateExpression:         aws.String("SET spend = :z, #d = :d, updated_at = :u"),

@@ -627,21 +627,10 @@ func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next t
 			if err != nil {
 				return classify(err)
 			}
-			var rec map[string]any
-			if err := json.Unmarshal([]byte(data), &rec); err != nil {
-				return err
-			}
 			now := time.Now().UTC()
-			if cur, ok := rec["budget_reset_at"].(string); ok {
-				if at, err := time.Parse(time.RFC3339Nano, cur); err == nil && (!at.Before(next) || at.After(now)) {
-					return nil // this period, or a later one, has started already
-				}
-			}
-			rec["budget_reset_at"] = next.UTC()
-			rec["updated_at"] = now
-			enc, err := encode(rec)
-			if err != nil {
-				return err
+			enc, ok, err := store.ResetRecord(data, next, now)
+			if err != nil || !ok {
+				return err // !ok: this period, or a later one, has started already
 			}
 			res, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = 0, data = $1, updated_at = $2 WHERE %s = $3 AND data = $4`, t[0], t[1]),
 				enc, micros(now), id, data)
