@@ -33,8 +33,8 @@ type DB struct {
 	// timeout bounds each call whose context has no deadline of its own.
 	timeout atomic.Int64
 
-	stmtMu    sync.Mutex
-	spendStmt *sql.Stmt // SQLite's spend_logs INSERT, prepared on first use
+	stmtMu     sync.Mutex
+	spendStmts spendStmts // SQLite's ApplySpend statements, prepared on first use
 }
 
 // DefaultTimeout bounds every store call whose caller set no deadline (a
@@ -142,10 +142,8 @@ func (s *DB) Ping(ctx context.Context) error {
 // Close closes the database.
 func (s *DB) Close() error {
 	s.stmtMu.Lock()
-	if s.spendStmt != nil {
-		s.spendStmt.Close()
-		s.spendStmt = nil
-	}
+	s.spendStmts.close()
+	s.spendStmts = nil
 	s.stmtMu.Unlock()
 	return s.db.Close()
 }
