@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,19 @@ const (
 	EnvMasterKey   = "TOLLGATE_MASTER_KEY"
 	EnvDatabaseURL = "DATABASE_URL"
 	EnvRedisURL    = "REDIS_URL"
+	// EnvSingleDeploymentThreshold is LiteLLM's name for the traffic a
+	// group's only deployment must fail entirely, in a minute, to cool
+	// down (Routing.SingleDeploymentThreshold).
+	EnvSingleDeploymentThreshold = "SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD"
+)
+
+// The defaults LiteLLM's router uses (litellm/constants.py).
+const (
+	// DefaultAllowedFails is LiteLLM's DEFAULT_ALLOWED_FAILS.
+	DefaultAllowedFails = 3
+	// DefaultSingleDeploymentThreshold is LiteLLM's default
+	// SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD.
+	DefaultSingleDeploymentThreshold = 1000
 )
 
 // EnvVars are the environment variables Tollgate reads, and what for (the
@@ -37,6 +51,7 @@ var EnvVars = []Key{
 	{EnvDatabaseURL, "string", "PostgreSQL when general_settings.database_url is not set (as LiteLLM)"},
 	{EnvRedisURL, "string", "Redis when neither general_settings.redis_url nor router_settings.redis_url/redis_host is set"},
 	{"TOLLGATE_CONFIG", "string", "the config file when serve has no --config"},
+	{EnvSingleDeploymentThreshold, "integer", "requests in a minute, all failed, that cool down a group's only deployment (default 1000, as LiteLLM); not used when router_settings.allowed_fails is set"},
 }
 
 // Config is a loaded configuration. The YAML sections are kept as written;
@@ -326,20 +341,30 @@ func HashKey(raw string) string {
 // Routing is the effective retry, fallback and cooldown policy: each value
 // from router_settings, else litellm_settings, else the default.
 type Routing struct {
-	Strategy               string
-	NumRetries             int           // default 0
-	RetryAfter             time.Duration // minimum wait before a retry
-	AllowedFails           int           // failures in a minute before a cooldown (default 3)
-	Cooldown               time.Duration // default 5s
-	Fallbacks              map[string][]string
-	ContextWindowFallbacks map[string][]string
-	DefaultFallbacks       []string
+	Strategy     string
+	NumRetries   int           // default 0
+	RetryAfter   time.Duration // minimum wait before a retry
+	AllowedFails int           // failures in a minute before a cooldown (default 3)
+	Cooldown     time.Duration // default 5s
+	// SingleDeploymentThreshold is what a group's only deployment must fail
+	// entirely in a minute to cool down (router.Settings): the environment's
+	// SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD, else 1000. It is 0 when
+	// router_settings.allowed_fails is set to other than LiteLLM's default
+	// (3): then, as in LiteLLM, allowed_fails applies to every deployment.
+	SingleDeploymentThreshold int
+	Fallbacks                 map[string][]string
+	ContextWindowFallbacks    map[string][]string
+	DefaultFallbacks          []string
 }
 
 // Routing returns the effective routing policy.
 func (c *Config) Routing() Routing {
 	rs, ls := c.RouterSettings, c.LiteLLMSettings
-	r := Routing{Strategy: rs.RoutingStrategy, AllowedFails: 3, Cooldown: 5 * time.Second}
+	r := Routing{Strategy: rs.RoutingStrategy, AllowedFails: DefaultAllowedFails, Cooldown: 5 * time.Second,
+		SingleDeploymentThreshold: DefaultSingleDeploymentThreshold}
+	if n, ok := singleDeploymentThreshold(); ok {
+		r.SingleDeploymentThreshold = n
+	}
 	if r.Strategy == "usage-based-routing-v2" {
 		r.Strategy = "usage-based-routing"
 	}
@@ -354,6 +379,12 @@ func (c *Config) Routing() Routing {
 	}
 	if rs.AllowedFails != nil {
 		r.AllowedFails = *rs.AllowedFails
+		if r.AllowedFails != DefaultAllowedFails {
+			// LiteLLM's _is_allowed_fails_set_on_router: a value other
+			// than its default turns the per-minute count on for every
+			// deployment, a group's only one included.
+			r.SingleDeploymentThreshold = 0
+		}
 	}
 	if rs.CooldownTime != nil {
 		r.Cooldown = time.Duration(*rs.CooldownTime)
@@ -373,6 +404,17 @@ func (c *Config) Routing() Routing {
 	r.ContextWindowFallbacks = merge(rs.ContextWindowFallbacks, ls.ContextWindowFallbacks)
 	r.DefaultFallbacks = append(append([]string{}, rs.DefaultFallbacks...), ls.DefaultFallbacks...)
 	return r
+}
+
+// singleDeploymentThreshold reads SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD;
+// ok is false when it is unset or not a positive integer (Parse warns).
+func singleDeploymentThreshold() (n int, ok bool) {
+	v, set := os.LookupEnv(EnvSingleDeploymentThreshold)
+	if !set {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	return n, err == nil && n > 0
 }
 
 // ParseModelEntry validates one model_list entry given as JSON, as

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -93,6 +94,11 @@ func (n *normalizer) run() error {
 			return err
 		}
 		c.Deployments = append(c.Deployments, d)
+	}
+	if v, set := os.LookupEnv(EnvSingleDeploymentThreshold); set {
+		if _, ok := singleDeploymentThreshold(); !ok {
+			n.warnings = append(n.warnings, fmt.Sprintf("%s=%q is not a positive integer: the default %d applies", EnvSingleDeploymentThreshold, v, DefaultSingleDeploymentThreshold))
+		}
 	}
 	if !validStrategies[c.RouterSettings.RoutingStrategy] {
 		return n.errorf("$.router_settings.routing_strategy", "unknown routing_strategy %q (valid: simple-shuffle, least-busy, latency-based-routing, usage-based-routing, usage-based-routing-v2, cost-based-routing)", c.RouterSettings.RoutingStrategy)

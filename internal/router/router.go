@@ -42,6 +42,9 @@ type Group struct {
 	strategy     string
 	allowedFails int
 	cooldown     time.Duration
+	// singleThreshold is Settings.SingleDeploymentThreshold when the
+	// group has one deployment, else 0.
+	singleThreshold int
 }
 
 // Settings are the router_settings a router is built with.
@@ -52,6 +55,14 @@ type Settings struct {
 	// for Cooldown.
 	AllowedFails int
 	Cooldown     time.Duration
+	// SingleDeploymentThreshold, when above 0, spares the only deployment
+	// of a group the AllowedFails rule, as LiteLLM does (its
+	// SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD): cooling it down would
+	// refuse every request of the group, so it cools down only when every
+	// attempt it finished in the current minute failed and they number at
+	// least this. 0 applies AllowedFails to it like to any deployment (as
+	// LiteLLM does when router_settings.allowed_fails is set).
+	SingleDeploymentThreshold int
 	// Health is the run-time state shared across rebuilds; nil disables
 	// cooldowns and the stateful strategies.
 	Health *Health
@@ -110,6 +121,9 @@ func New(deps []config.Deployment, set Settings) (*Router, error) {
 	for _, g := range r.groups {
 		g.health, g.strategy = set.Health, set.Strategy
 		g.allowedFails, g.cooldown = set.AllowedFails, set.Cooldown
+		if len(g.Targets) == 1 {
+			g.singleThreshold = set.SingleDeploymentThreshold
+		}
 	}
 	slices.SortStableFunc(r.wildcards, func(a, b *Group) int {
 		return len(literalPrefix(b.Name)) - len(literalPrefix(a.Name))

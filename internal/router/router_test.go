@@ -132,6 +132,64 @@ func TestCooldown(t *testing.T) {
 	}
 }
 
+// TestSingleDeploymentCooldown: a group's only deployment is spared the
+// allowed_fails count (LiteLLM's single-deployment rule): it cools down only
+// when every attempt it finished this minute failed and they are at least
+// the threshold. A success in the minute, or a new minute, starts over.
+func TestSingleDeploymentCooldown(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	h := NewHealth(nil)
+	h.now = func() time.Time { return now }
+	set := Settings{Health: h, AllowedFails: 3, Cooldown: 5 * time.Second, SingleDeploymentThreshold: 10}
+	g, _ := group(t, set, dep("solo", "a", 0, 0))
+	a := g.Targets[0]
+	cooling := func() bool { c, _ := h.CoolingDown(a.D.ID); return c }
+
+	h.Start(g, a)(Succeeded, 0)
+	for range 50 { // far more than allowed_fails, but one success this minute
+		h.Start(g, a)(Failed, 0)
+	}
+	if cooling() {
+		t.Fatal("cooled down with a success among its attempts this minute")
+	}
+	now = now.Add(time.Minute) // a new minute: only failures from here
+	for i := range 9 {
+		h.Start(g, a)(Failed, 0)
+		if cooling() {
+			t.Fatalf("cooled down after %d failures, threshold 10", i+1)
+		}
+	}
+	h.Start(g, a)(Abandoned, 0) // a client leaving is neither
+	h.Start(g, a)(Failed, 0)
+	if c, until := h.CoolingDown(a.D.ID); !c || !until.Equal(now.Add(5*time.Second)) {
+		t.Fatalf("10 failures of 10: cooling %v until %v", c, until)
+	}
+	if p, wait := g.Pick(nil); p != nil || wait != 5*time.Second {
+		t.Fatalf("cooling: picked %v, wait %v", p, wait)
+	}
+
+	// Two deployments: the threshold does not apply, allowed_fails does.
+	pair, _ := group(t, set, dep("pair", "a", 0, 0), dep("pair", "b", 0, 0))
+	b := pair.Targets[0]
+	for range 4 {
+		h.Start(pair, b)(Failed, 0)
+	}
+	if c, _ := h.CoolingDown(b.D.ID); !c {
+		t.Fatal("a deployment with a sibling was not cooled down after more than allowed_fails")
+	}
+
+	// No threshold (router_settings.allowed_fails set): allowed_fails
+	// applies to the only deployment too.
+	set.SingleDeploymentThreshold = 0
+	one, _ := group(t, set, dep("one", "a", 0, 0))
+	for range 4 {
+		h.Start(one, one.Targets[0])(Failed, 0)
+	}
+	if c, _ := h.CoolingDown(one.Targets[0].D.ID); !c {
+		t.Fatal("without a threshold the only deployment was not cooled down after more than allowed_fails")
+	}
+}
+
 func TestOrderAndTried(t *testing.T) {
 	first, second := dep("g", "a", 0, 0), dep("g", "b", 0, 0)
 	first.Order, second.Order = 1, 2

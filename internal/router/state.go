@@ -34,9 +34,11 @@ type DeploymentState struct {
 
 	mu     sync.Mutex
 	fails  []int64 // unix nanoseconds of failures in the last minute
-	minute int64   // the minute rpm/tpm count
+	minute int64   // the minute rpm, tpm, ok and failed count
 	rpm    int64
 	tpm    int64
+	ok     int64 // attempts that succeeded this minute
+	failed int64 // attempts that failed this minute
 }
 
 // State returns id's state, creating it.
@@ -99,10 +101,10 @@ func (h *Health) Start(g *Group, t *provider.Target) func(o Outcome, tokens int6
 					break
 				}
 			}
-			s.countTPM(now, tokens)
+			s.succeed(now, tokens)
 			return
 		}
-		if s.fail(now, g.allowedFails) {
+		if s.fail(now, g.allowedFails, g.singleThreshold) {
 			s.coolUntil.Store(now.Add(g.cooldown).UnixNano())
 			if h.onCooldown != nil {
 				h.onCooldown(g.Name, t.D.ID)
@@ -112,10 +114,20 @@ func (h *Health) Start(g *Group, t *provider.Target) func(o Outcome, tokens int6
 }
 
 // fail records a failure and reports whether the deployment should cool
-// down: more than allowed failures within a minute.
-func (s *DeploymentState) fail(now time.Time, allowed int) bool {
+// down. With threshold 0: more than allowed failures within a minute. With
+// a threshold (a group's only deployment, see Settings.SingleDeploymentThreshold):
+// every attempt it finished this minute failed, and they are at least
+// threshold; allowed does not apply.
+func (s *DeploymentState) fail(now time.Time, allowed, threshold int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.roll(now)
+	s.failed++
+	if threshold > 0 {
+		// s.fails is not kept: at thousands of failures a minute the
+		// slice would be scanned on each one.
+		return s.ok == 0 && s.failed >= int64(threshold)
+	}
 	cut := now.Add(-time.Minute).UnixNano()
 	kept := s.fails[:0]
 	for _, f := range s.fails {
@@ -138,16 +150,21 @@ func (s *DeploymentState) countRPM(now time.Time) {
 	s.mu.Unlock()
 }
 
-func (s *DeploymentState) countTPM(now time.Time, tokens int64) {
+// succeed counts an attempt that succeeded, and its tokens.
+func (s *DeploymentState) succeed(now time.Time, tokens int64) {
 	s.mu.Lock()
 	s.roll(now)
 	s.tpm += tokens
+	s.ok++
 	s.mu.Unlock()
 }
 
+// roll starts a new minute's counts. Like LiteLLM's per-minute success and
+// failure counts (and rpm/tpm), they are for the calendar minute, not a
+// sliding window.
 func (s *DeploymentState) roll(now time.Time) {
 	if m := now.Unix() / 60; m != s.minute {
-		s.minute, s.rpm, s.tpm = m, 0, 0
+		s.minute, s.rpm, s.tpm, s.ok, s.failed = m, 0, 0, 0, 0
 	}
 }
 

@@ -88,7 +88,7 @@ func TestRedisCutKeepsBudgets(t *testing.T) {
 				}
 			}
 			for _, u := range urls[1:] {
-				if _, ok := within(3*time.Second, func() bool {
+				if _, ok := within(30*time.Second, func() bool {
 					c, _ := send(t, u+"/v1/chat/completions", key, `{"model":"nope"}`)
 					return c == 404
 				}); !ok {

@@ -231,6 +231,106 @@ router_settings: {allowed_fails: 0, cooldown_time: 30}
 	}
 }
 
+// flakyUpstream answers like the mock, except that fail(n), for the n-th
+// request (from 1), may make it drop the connection ("drop") or answer 429
+// ("429"). It returns its URL and the count of requests it saw.
+func flakyUpstream(t *testing.T, fail func(n int64) string) (string, *atomic.Int64) {
+	t.Helper()
+	var seen atomic.Int64
+	mock := mockupstream.New(mockupstream.Options{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch fail(seen.Add(1)) {
+		case "drop":
+			io.Copy(io.Discard, r.Body)
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+		case "429":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(429)
+			io.WriteString(w, `{"error":{"message":"slow down","type":"rate_limit_error","code":"rate_limit_exceeded"}}`)
+		default:
+			mock.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, &seen
+}
+
+// TestSingleDeploymentKeepsServing: a group's only deployment that fails
+// now and then (dropped connections, 429s: far more than allowed_fails in
+// the minute, among many successes) is not cooled down, as in LiteLLM:
+// every request reaches it, and none is refused 429
+// deployments_cooling_down (Tollgate issue #31: at rate 2000 a few
+// connection errors refused every request for seconds).
+func TestSingleDeploymentKeepsServing(t *testing.T) {
+	up, seen := flakyUpstream(t, func(n int64) string {
+		switch {
+		case n%10 == 5:
+			return "drop"
+		case n%10 == 0:
+			return "429"
+		}
+		return ""
+	})
+	url := routingGateway(t, `
+model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4o, api_base: "{{up}}"}
+router_settings: {cooldown_time: 60}
+`, map[string]string{"up": up})
+	const n = 60
+	ok := 0
+	for i := range n {
+		resp, body := chatTo(t, url, "gpt-4")
+		if strings.Contains(body, "deployments_cooling_down") {
+			t.Fatalf("request %d: %d %s", i+1, resp.StatusCode, body)
+		}
+		if resp.StatusCode == 200 {
+			ok++
+		}
+	}
+	if seen.Load() != n || ok != n*8/10 {
+		t.Fatalf("the upstream saw %d of %d requests; %d answered 200, want %d", seen.Load(), n, ok, n*8/10)
+	}
+	if v, _ := value(scrape(t, url, ""), "tollgate_deployment_cooldowns_total"); v != 0 {
+		t.Errorf("deployment_cooldowns_total = %v", v)
+	}
+}
+
+// TestSingleDeploymentAllFailingCools: a group's only deployment that
+// fails every request cools down once the failures in the minute reach
+// SINGLE_DEPLOYMENT_TRAFFIC_FAILURE_THRESHOLD (lowered here to 20 from
+// LiteLLM's 1000), not before; then requests are refused 429 without
+// reaching it.
+func TestSingleDeploymentAllFailingCools(t *testing.T) {
+	t.Setenv(config.EnvSingleDeploymentThreshold, "20")
+	up, seen := flakyUpstream(t, func(int64) string { return "drop" })
+	url := routingGateway(t, `
+model_list:
+  - model_name: gpt-4
+    litellm_params: {model: openai/gpt-4o, api_base: "{{up}}"}
+router_settings: {cooldown_time: 60}
+`, map[string]string{"up": up})
+	// A minute boundary between requests starts the count over, so the
+	// cooldown may come later than the 20th failure, never sooner.
+	for i := 1; i <= 200; i++ {
+		resp, body := chatTo(t, url, "gpt-4")
+		if !strings.Contains(body, "deployments_cooling_down") {
+			continue
+		}
+		if failed := seen.Load(); failed < 20 || failed != int64(i-1) || resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("request %d refused %d (Retry-After %q) after %d upstream failures, want 429 after at least 20: %s",
+				i, resp.StatusCode, resp.Header.Get("Retry-After"), failed, body)
+		}
+		if v, _ := value(scrape(t, url, ""), "tollgate_deployment_cooldowns_total"); v != 1 {
+			t.Errorf("deployment_cooldowns_total = %v", v)
+		}
+		return
+	}
+	t.Fatalf("no cooldown after 200 requests, all failed (%d reached the upstream)", seen.Load())
+}
+
 // TestWeightedDistribution: 1,000 requests over deployments weighted 1:3.
 // The share of the heavier one must be 0.75 ± 0.05: the binomial standard
 // deviation at n = 1,000 is 0.0137, so the bound is 3.6 σ (a false failure

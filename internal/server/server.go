@@ -792,7 +792,8 @@ func (s *Server) buildRouter(cfg *config.Config) (*router.Router, error) {
 	deps := append(append([]config.Deployment{}, cfg.Deployments...), s.dbModels...)
 	s.modelsMu.Unlock()
 	rt, err := router.New(deps, router.Settings{Aliases: cfg.RouterSettings.ModelGroupAlias, Strategy: pol.Strategy,
-		AllowedFails: pol.AllowedFails, Cooldown: pol.Cooldown, Health: s.health, Clients: s.clients})
+		AllowedFails: pol.AllowedFails, Cooldown: pol.Cooldown, SingleDeploymentThreshold: pol.SingleDeploymentThreshold,
+		Health: s.health, Clients: s.clients})
 	if err == nil {
 		for _, x := range rt.Disabled() {
 			s.log.Error("deployment disabled", "model_group", x.D.ModelName, "deployment", x.D.ID, "reason", x.Reason)

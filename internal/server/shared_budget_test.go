@@ -50,7 +50,7 @@ func TestReplicasShareBudgets(t *testing.T) {
 		t.Fatal(code, body)
 	}
 	for _, u := range urls[1:] {
-		if _, ok := within(3*time.Second, func() bool {
+		if _, ok := within(30*time.Second, func() bool {
 			c, _ := send(t, u+"/v1/chat/completions", "sk-shared-budget-key", `{"model":"nope"}`)
 			return c == 404
 		}); !ok {
