@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
 	"math"
 	"net/http/httptest"
@@ -51,6 +52,28 @@ func TestRequestLineMatchesSlog(t *testing.T) {
 			got, want := logTime.ReplaceAllString(fast.String(), "{"), logTime.ReplaceAllString(slow.String(), "{")
 			if got != want || !strings.HasPrefix(want, `{"level":"INFO","msg":"request","call_id":`) {
 				t.Errorf("\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+// BenchmarkRequestLine is one request line of a keyed call through slog's
+// JSON handler and through the appender.
+func BenchmarkRequestLine(b *testing.B) {
+	alias := "team-a"
+	c := &call{op: provider.OpChat, id: "0194f3a2b7c1d2e3f4a5b6c7d8e9f0a1", p: &auth.Principal{KeyHash: "0123456789abcdef",
+		Key: &store.Key{KeyAlias: &alias, UserID: "u1", TeamID: "t1"}},
+		req: &request{model: "gpt-4o", user: "end"}, res: result{usage: usage.Usage{Prompt: 12, Completion: 40}, hasUsage: true}, cost: 0.000123,
+		r: httptest.NewRequest("POST", "/v1/chat/completions", nil)}
+	for _, bb := range []struct {
+		name string
+		h    slog.Handler
+	}{{"slog", slog.NewJSONHandler(io.Discard, nil)}, {"jsonlog", jsonlog.New(io.Discard)}} {
+		o := &Telemetry{Log: slog.New(bb.h)}
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				o.logLine(c, 200, 1500*time.Microsecond, 300*time.Microsecond, "dep-1", "openai")
 			}
 		})
 	}
