@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/jsonlog"
 	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/server"
@@ -42,7 +43,7 @@ func newLogger(format string, out io.Writer) *slog.Logger {
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(out, nil))
 	}
-	return slog.New(slog.NewJSONHandler(out, nil))
+	return slog.New(jsonlog.New(out)) // slog's JSON handler, with the request line's fast path
 }
 
 func runServe(args []string) error {

@@ -49,6 +49,10 @@ type call struct {
 	hold    hold             // the budget hold of the attempt in flight
 	res     result           // what the last attempt produced
 	cost    float64          // what the call was booked
+	// hv backs the one-value slices of the headers the call sets on its
+	// response (headers.go): one array in the call instead of an
+	// allocation per header.
+	hv [hvCount]string
 
 	retries, fellBack int
 	rs                *responsesCall // a Responses request's stored-response state; nil: none

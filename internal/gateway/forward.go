@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -412,8 +413,18 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 		res.clientGone = true
 		return err
 	}
-	br := bufio.NewReaderSize(resp.Body, 16<<10)
-	var event, out []byte
+	sb := streamBufs.Get().(*streamBuf)
+	sb.br.Reset(resp.Body)
+	br, event, out := sb.br, sb.event[:0], sb.out[:0]
+	defer func() {
+		sb.br.Reset(nil) // holds no body alive in the pool
+		if cap(event) <= 64<<10 && cap(out) <= 64<<10 {
+			sb.event, sb.out = event[:0], out[:0]
+		} else {
+			sb.event, sb.out = nil, nil
+		}
+		streamBufs.Put(sb)
+	}()
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
@@ -470,6 +481,17 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 		}
 	}
 }
+
+// streamBuf is a stream's reader and event buffers, recycled: a 16 KiB
+// reader per stream was the stream path's largest allocation. Nothing
+// keeps a slice of them once streamEvents returns (every event and output
+// is written or copied before the next is read).
+type streamBuf struct {
+	br         *bufio.Reader
+	event, out []byte
+}
+
+var streamBufs = sync.Pool{New: func() any { return &streamBuf{br: bufio.NewReaderSize(nil, 16<<10)} }}
 
 // flushWhenIdle is the streaming flush policy, and the only place it lives:
 // events are flushed as soon as the upstream has nothing more buffered, so a

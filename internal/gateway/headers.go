@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // Response headers. Each value Tollgate reports under its own name
@@ -51,6 +51,30 @@ func setBoth(h http.Header, tollgate, litellm, v string) {
 	h[tollgate], h[litellm] = s, s
 }
 
+// The slots of call.hv, one per header value a call sets.
+const (
+	hvCallID = iota
+	hvModelID
+	hvAPIBase
+	hvRegion
+	hvModelGroup
+	hvDuration
+	hvOverhead
+	hvTPM
+	hvRPM
+	hvMaxBudget
+	hvCount
+)
+
+// one is v as a header value in the call's slot i: a slice of length and
+// capacity 1 over c.hv, so an Add to the header reallocates rather than
+// writing into the next slot. A slot is written again only when its header
+// is set again (a retry's attempt headers), so no header reads another's.
+func (c *call) one(i int, v string) []string {
+	c.hv[i] = v
+	return c.hv[i : i+1 : i+1]
+}
+
 // small are the header values of the counts 0 to 9 (retries, fallbacks),
 // shared by every response: nothing writes into a header's slice in place.
 var small = func() (s [10][]string) {
@@ -70,43 +94,44 @@ func countValue(n int) []string {
 // callHeaders are set once the call is routed: its id, the gateway's
 // version, and the limits of the caller's key.
 func (c *call) callHeaders(h http.Header) {
-	setBoth(h, hdrCallID, llmCallID, c.id)
+	id := c.one(hvCallID, c.id)
+	h[hdrCallID], h[llmCallID] = id, id
 	if v := c.g.version; v != nil {
 		h[llmVersion] = v
 	}
 	if k := c.p.Key; k != nil {
-		keyLimitHeaders(h, c.p)
+		c.keyLimitHeaders(h, k)
 	}
 }
 
-func keyLimitHeaders(h http.Header, p *auth.Principal) {
-	k := p.Key
+func (c *call) keyLimitHeaders(h http.Header, k *store.Key) {
 	if k.TPMLimit != nil {
-		h[llmKeyTPMLimit] = []string{strconv.FormatInt(*k.TPMLimit, 10)}
+		h[llmKeyTPMLimit] = c.one(hvTPM, strconv.FormatInt(*k.TPMLimit, 10))
 	}
 	if k.RPMLimit != nil {
-		h[llmKeyRPMLimit] = []string{strconv.FormatInt(*k.RPMLimit, 10)}
+		h[llmKeyRPMLimit] = c.one(hvRPM, strconv.FormatInt(*k.RPMLimit, 10))
 	}
 	if k.MaxBudget != nil {
-		h[llmKeyMaxBudget] = []string{strconv.FormatFloat(*k.MaxBudget, 'g', -1, 64)}
+		h[llmKeyMaxBudget] = c.one(hvMaxBudget, strconv.FormatFloat(*k.MaxBudget, 'g', -1, 64))
 	}
 }
 
 // attemptHeaders name the deployment of an attempt and the retries and
 // fallbacks so far.
 func (c *call) attemptHeaders(h http.Header, t *provider.Target, group string) {
-	setBoth(h, hdrModelID, llmModelID, t.D.ID)
+	id := c.one(hvModelID, t.D.ID)
+	h[hdrModelID], h[llmModelID] = id, id
 	if base := t.D.APIBase; base != "" {
-		h[llmAPIBase] = []string{provider.ShownBase(base)} // a URL may carry credentials
+		h[llmAPIBase] = c.one(hvAPIBase, provider.ShownBase(base)) // a URL may carry credentials
 	} else {
 		delete(h, llmAPIBase)
 	}
 	if t.D.Region != "" {
-		h[llmRegion] = []string{t.D.Region}
+		h[llmRegion] = c.one(hvRegion, t.D.Region)
 	} else {
 		delete(h, llmRegion)
 	}
-	h[llmModelGroup] = []string{group}
+	h[llmModelGroup] = c.one(hvModelGroup, group)
 	r, f := countValue(c.retries), countValue(c.fellBack)
 	h[hdrRetries], h[llmRetries] = r, r
 	h[hdrFallbacks], h[llmFallbacks] = f, f
@@ -117,8 +142,8 @@ func (c *call) attemptHeaders(h http.Header, t *provider.Target, group string) {
 // on the upstream.
 func (c *call) durationHeaders(h http.Header, upstream time.Duration) {
 	total := time.Since(c.start)
-	h[llmDuration] = []string{strconv.FormatInt(total.Milliseconds(), 10)}
-	h[llmOverhead] = []string{strconv.FormatInt(max(total-upstream, 0).Milliseconds(), 10)}
+	h[llmDuration] = c.one(hvDuration, strconv.FormatInt(total.Milliseconds(), 10))
+	h[llmOverhead] = c.one(hvOverhead, strconv.FormatInt(max(total-upstream, 0).Milliseconds(), 10))
 }
 
 // answerID is the id of a stream's first event (or of a whole answer): the

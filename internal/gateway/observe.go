@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/callback"
+	"github.com/tollgate/tollgate/internal/jsonlog"
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -60,37 +61,7 @@ func (o *Telemetry) finished(c *call, status int) {
 		deployment, prov = t.D.ID, t.D.Provider
 	}
 	if o.Log != nil {
-		keyPrefix := ""
-		if len(p.KeyHash) >= 8 {
-			keyPrefix = p.KeyHash[:8]
-		}
-		var alias, user, team string
-		if k := p.Key; k != nil {
-			if k.KeyAlias != nil {
-				alias = *k.KeyAlias
-			}
-			user, team = k.UserID, k.TeamID
-		}
-		o.Log.LogAttrs(c.r.Context(), slog.LevelInfo, "request", append([]slog.Attr{
-			slog.String("call_id", c.id),
-			slog.String("op", c.op.String()),
-			slog.String("key_hash", keyPrefix),
-			slog.String("key_alias", alias),
-			slog.String("user", user),
-			slog.String("team", team),
-			slog.String("end_user", clip(req.user)),
-			slog.String("model_group", clip(req.model)),
-			slog.String("deployment", deployment),
-			slog.String("provider", prov),
-			slog.Bool("stream", req.stream),
-			slog.Int("status", status),
-			slog.Int64("prompt_tokens", res.usage.Prompt),
-			slog.Int64("completion_tokens", res.usage.Completion),
-			slog.Bool("usage_reported", res.hasUsage),
-			slog.Float64("cost", c.cost),
-			slog.Duration("latency", total),
-			slog.Duration("overhead", overhead),
-		}, c.logExtras()...)...)
+		o.logLine(c, status, total, overhead, deployment, prov)
 	}
 	if cb := o.Callbacks; cb != nil && cb.Wants(status >= 400 || status == 0) {
 		cb.Publish(c.payload(status))
@@ -107,6 +78,79 @@ func (o *Telemetry) finished(c *call, status int) {
 	}
 }
 
+// logLine writes the call's request line. Under the gateway's own JSON
+// handler (jsonlog) the line is appended straight into a pooled buffer,
+// the same bytes slog would write (TestRequestLineMatchesSlog); under any
+// other handler it goes through slog.
+func (o *Telemetry) logLine(c *call, status int, total, overhead time.Duration, deployment, prov string) {
+	p, req, res := c.p, c.req, &c.res
+	keyPrefix := ""
+	if len(p.KeyHash) >= 8 {
+		keyPrefix = p.KeyHash[:8]
+	}
+	var alias, user, team string
+	if k := p.Key; k != nil {
+		if k.KeyAlias != nil {
+			alias = *k.KeyAlias
+		}
+		user, team = k.UserID, k.TeamID
+	}
+	ctx := c.r.Context()
+	if h := jsonlog.Of(o.Log); h != nil {
+		if l := h.Begin(ctx, time.Now(), slog.LevelInfo, "request"); l != nil {
+			l.String("call_id", c.id)
+			l.String("op", c.op.String())
+			l.String("key_hash", keyPrefix)
+			l.String("key_alias", alias)
+			l.String("user", user)
+			l.String("team", team)
+			l.String("end_user", clip(req.user))
+			l.String("model_group", clip(req.model))
+			l.String("deployment", deployment)
+			l.String("provider", prov)
+			l.Bool("stream", req.stream)
+			l.Int64("status", int64(status))
+			l.Int64("prompt_tokens", res.usage.Prompt)
+			l.Int64("completion_tokens", res.usage.Completion)
+			l.Bool("usage_reported", res.hasUsage)
+			l.Float64("cost", c.cost)
+			l.Duration("latency", total)
+			l.Duration("overhead", overhead)
+			if c.cache != nil && c.cache.hit != nil {
+				l.Bool("cache_hit", true)
+			}
+			if g := c.guardrailsLogged(); g != "" {
+				l.String("guardrails", g)
+			}
+			if h.Write(l) {
+				return
+			}
+		} else {
+			return // the handler does not log Info
+		}
+	}
+	o.Log.LogAttrs(ctx, slog.LevelInfo, "request", append([]slog.Attr{
+		slog.String("call_id", c.id),
+		slog.String("op", c.op.String()),
+		slog.String("key_hash", keyPrefix),
+		slog.String("key_alias", alias),
+		slog.String("user", user),
+		slog.String("team", team),
+		slog.String("end_user", clip(req.user)),
+		slog.String("model_group", clip(req.model)),
+		slog.String("deployment", deployment),
+		slog.String("provider", prov),
+		slog.Bool("stream", req.stream),
+		slog.Int("status", status),
+		slog.Int64("prompt_tokens", res.usage.Prompt),
+		slog.Int64("completion_tokens", res.usage.Completion),
+		slog.Bool("usage_reported", res.hasUsage),
+		slog.Float64("cost", c.cost),
+		slog.Duration("latency", total),
+		slog.Duration("overhead", overhead),
+	}, c.logExtras()...)...)
+}
+
 // logExtras are the request line's attributes of the features a call
 // used: whether the response cache answered it, and what each guardrail
 // did (names and actions, never the text found). nil for a call that used
@@ -116,17 +160,26 @@ func (c *call) logExtras() []slog.Attr {
 	if c.cache != nil && c.cache.hit != nil {
 		out = append(out, slog.Bool("cache_hit", true))
 	}
-	if c.guard != nil && len(c.guard.outcomes) > 0 {
-		var b strings.Builder
-		for i, o := range c.guard.outcomes {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(o.Guardrail)
-			b.WriteByte(':')
-			b.WriteString(o.Action)
-		}
-		out = append(out, slog.String("guardrails", b.String()))
+	if g := c.guardrailsLogged(); g != "" {
+		out = append(out, slog.String("guardrails", g))
 	}
 	return out
+}
+
+// guardrailsLogged is what each guardrail did, "name:action,…"; "" when
+// none ran.
+func (c *call) guardrailsLogged() string {
+	if c.guard == nil || len(c.guard.outcomes) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for i, o := range c.guard.outcomes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(o.Guardrail)
+		b.WriteByte(':')
+		b.WriteString(o.Action)
+	}
+	return b.String()
 }

@@ -1,0 +1,122 @@
+package jsonlog
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"math"
+	"testing"
+	"time"
+)
+
+// viaSlog is what slog's JSON handler writes for the record.
+func viaSlog(t testing.TB, at time.Time, attrs ...slog.Attr) string {
+	var buf bytes.Buffer
+	r := slog.NewRecord(at, slog.LevelInfo, "request", 0)
+	r.AddAttrs(attrs...)
+	if err := slog.NewJSONHandler(&buf, nil).Handle(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
+// viaLine is what the fast path writes for the same attributes, or ""
+// when it declines the line.
+func viaLine(t testing.TB, at time.Time, attrs ...slog.Attr) string {
+	var buf bytes.Buffer
+	h := New(&buf)
+	l := h.Begin(context.Background(), at, slog.LevelInfo, "request")
+	for _, a := range attrs {
+		switch v := a.Value; v.Kind() {
+		case slog.KindString:
+			l.String(a.Key, v.String())
+		case slog.KindInt64:
+			l.Int64(a.Key, v.Int64())
+		case slog.KindBool:
+			l.Bool(a.Key, v.Bool())
+		case slog.KindFloat64:
+			l.Float64(a.Key, v.Float64())
+		case slog.KindDuration:
+			l.Duration(a.Key, v.Duration())
+		default:
+			t.Fatalf("kind %v", v.Kind())
+		}
+	}
+	if !h.Write(l) {
+		return ""
+	}
+	return buf.String()
+}
+
+var when = time.Date(2026, 11, 29, 22, 5, 1, 120034000, time.UTC)
+
+func TestLineMatchesSlog(t *testing.T) {
+	strs := []string{"", "plain", `q"uote`, `back\slash`, "new\nline\r\t", "\x00\x01\x1f\x7f", "<html>&amp;",
+		"héllo wörld …", "\u2028\u2029", "bad\xffutf8\xc3", "emoji 😀", "sk-...ABCD", "a/b?c=d"}
+	floats := []float64{0, 1, -1, 0.1 + 0.2, 1e-6, 9.99e-7, 1e-7, 1.5e-10, 1e20, 1e21, 123456789.125, -3.5e-300, math.MaxFloat64, math.SmallestNonzeroFloat64, 0.000123}
+	for _, s := range strs {
+		attrs := []slog.Attr{slog.String("call_id", s), slog.String(s+"k", s)}
+		if got, want := viaLine(t, when, attrs...), viaSlog(t, when, attrs...); got != want {
+			t.Errorf("string %q:\n got %s\nwant %s", s, got, want)
+		}
+	}
+	for _, f := range floats {
+		for _, v := range []float64{f, -f} {
+			a := slog.Float64("cost", v)
+			if got, want := viaLine(t, when, a), viaSlog(t, when, a); got != want {
+				t.Errorf("float %v:\n got %s\nwant %s", v, got, want)
+			}
+		}
+	}
+	full := []slog.Attr{
+		slog.String("call_id", "0194f3a2b7c1d2e3f4a5b6c7d8e9f0a1"), slog.String("op", "chat"),
+		slog.String("key_hash", "0123abcd"), slog.String("key_alias", `team "x"`),
+		slog.String("user", "u"), slog.String("team", ""), slog.String("end_user", "e\n"),
+		slog.Bool("stream", true), slog.Int("status", 200), slog.Int64("prompt_tokens", -3),
+		slog.Bool("usage_reported", false), slog.Float64("cost", 0.00012), slog.Duration("latency", 1234567*time.Nanosecond),
+		slog.Duration("overhead", -1), slog.Bool("cache_hit", true), slog.String("guardrails", "pii:mask,x:block"),
+	}
+	for _, at := range []time.Time{when, when.In(time.FixedZone("X", 3600+1800)), time.Now(), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} {
+		if got, want := viaLine(t, at, full...), viaSlog(t, at, full...); got != want {
+			t.Errorf("full line at %v:\n got %s\nwant %s", at, got, want)
+		}
+	}
+}
+
+func TestLineDeclinesWhatSlogWritesAsError(t *testing.T) {
+	for _, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		if got := viaLine(t, when, slog.Float64("cost", f)); got != "" {
+			t.Errorf("%v: wrote %s, want the slog path", f, got)
+		}
+	}
+}
+
+func FuzzLineMatchesSlog(f *testing.F) {
+	f.Add("a", int64(1), 0.5, true)
+	f.Add("\xff\u2028\"\\\n", int64(-1), 1e-9, false)
+	f.Fuzz(func(t *testing.T, s string, n int64, x float64, b bool) {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return
+		}
+		attrs := []slog.Attr{slog.String("s", s), slog.Int64("n", n), slog.Float64("x", x), slog.Bool("b", b), slog.Duration("d", time.Duration(n))}
+		if got, want := viaLine(t, when, attrs...), viaSlog(t, when, attrs...); got != want {
+			t.Errorf("\n got %s\nwant %s", got, want)
+		}
+	})
+}
+
+func BenchmarkLine(b *testing.B) {
+	h := New(discard{})
+	b.ReportAllocs()
+	for b.Loop() {
+		l := h.Begin(context.Background(), when, slog.LevelInfo, "request")
+		l.String("call_id", "0194f3a2b7c1d2e3f4a5b6c7d8e9f0a1")
+		l.Int64("status", 200)
+		l.Float64("cost", 0.00012)
+		h.Write(l)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
