@@ -103,19 +103,6 @@ func (s *Snapshot) putLoadedKeys(c *compactor, ks []*store.Key) {
 	}
 }
 
-// KeyLoader takes the keys read at start-up in batches (Add), sharing
-// equal values across every batch; Done says they are all in.
-type KeyLoader struct {
-	s *Snapshot
-	c *compactor
-}
-
-// Loader returns a KeyLoader for the keys read at start-up.
-func (s *Snapshot) Loader() *KeyLoader { return &KeyLoader{s: s, c: newCompactor()} }
-
-// Add publishes a batch of the keys read at start-up (PutLoadedKeys).
-func (l *KeyLoader) Add(ks []*store.Key) { l.s.putLoadedKeys(l.c, ks) }
-
 // NewSnapshot returns a snapshot holding s (nil for an empty one).
 func NewSnapshot(s *store.Snapshot) *Snapshot {
 	snap := &Snapshot{}
