@@ -30,8 +30,8 @@ type compactor struct {
 	// Empty maps (a loader may give an empty map, not nil): one each.
 	emptyFloats map[string]float64
 	emptyInts   map[string]int64
-	// slab is where records are carved from: a record costs its 72 bytes,
-	// not the 80 of its allocation size class.
+	// slab is where records are carved from (slabs of up to 256): a
+	// record costs its 72 bytes, not the 80 of its allocation size class.
 	slab []keyRec
 	b    strings.Builder
 }
@@ -46,7 +46,7 @@ func newCompactor() *compactor {
 // rec is a new record.
 func (c *compactor) rec() *keyRec {
 	if len(c.slab) == cap(c.slab) {
-		c.slab = make([]keyRec, 0, 256)
+		c.slab = make([]keyRec, 0, min(max(2*cap(c.slab), 16), 256)) // a few keys take a small slab
 	}
 	c.slab = c.slab[:len(c.slab)+1]
 	return &c.slab[len(c.slab)-1]
