@@ -31,6 +31,7 @@ func runBench(args []string) error {
 	redis := fs.String("redis", os.Getenv("TOLLGATE_TEST_REDIS_URL"), "Redis URL for governed-pg")
 	pprof := fs.Bool("pprof", false, "give every scenario's process a pprof listener on a port of its own (printed)")
 	maxInFlight := fs.Int("max-in-flight", 0, "the gateways' general_settings.max_requests_in_flight (0: their default, 256 per GOMAXPROCS)")
+	keys := fs.Int("keys", 0, "start the governed scenarios on a store of this many keys (seeded once into the temporary directory) and make each request with one drawn at random; the peak RSS is then the runs' own, taken once the keys are in")
 	smoke := fs.Bool("smoke", false, "a few seconds of everything, to prove the harness works (no timing meaning)")
 	soak := fs.Bool("soak", false, "one governed gateway under a steady mix (plain, streams, abandoned streams, upstream errors, slow upstreams) for --duration (default 10m) at --rate, sampling RSS, goroutines and open fds every --every")
 	rate := fs.Int("rate", 200, "with --soak: requests started per second")
@@ -61,7 +62,7 @@ func runBench(args []string) error {
 	}
 	o := bench.Options{Bin: bin, Scenarios: strings.Split(*scenarios, ","), Loads: strings.Split(*loads, ","), Stream: *stream,
 		Duration: *duration, Rounds: *rounds, PGURL: *pg, RedisURL: *redis, Out: os.Stdout, Pprof: *pprof,
-		MaxInFlight: *maxInFlight}
+		MaxInFlight: *maxInFlight, Keys: *keys}
 	if *smoke {
 		o.Loads, o.Duration, o.Rounds = []string{"closed:4", "rate:100"}, 500*time.Millisecond, 1
 	}

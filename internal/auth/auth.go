@@ -44,6 +44,24 @@ type Principal struct {
 	// HookRole is the user_role a Python custom_auth's UserAPIKeyAuth
 	// named (canonical; "" when none or unknown).
 	HookRole string
+
+	// A key found in the snapshot is read into the principal (the
+	// snapshot holds keys packed): Key then points at key, and its hash,
+	// alias and times at what follows. They stay valid as long as the
+	// principal is not filled again.
+	key     store.Key
+	slots   keySlots
+	hashBuf [64]byte
+}
+
+// setKey reads the snapshot's record r, whose digest is sum, into p.
+func (p *Principal) setKey(r *keyRec, sum *[32]byte) {
+	h := r.hash("")
+	if h == "" {
+		h = hexInto(&p.hashBuf, sum)
+	}
+	r.fill(&p.key, h, &p.slots)
+	p.Key, p.KeyHash = &p.key, h
 }
 
 // Role is the principal's management role: proxy_admin for the master key,
@@ -385,7 +403,9 @@ func (a *Authenticator) Authenticate(r *http.Request) (*Principal, error) {
 
 // AuthenticateInto is Authenticate filling the caller's Principal: for a
 // known virtual key it allocates nothing (the digest indexes the snapshot;
-// the key's hex hash is the one stored with it).
+// the key is read into p, its hex hash formatted into p). Filling p again
+// changes what an earlier fill's p.Key and p.KeyHash show: a caller that
+// reuses p must be done with them.
 func (a *Authenticator) AuthenticateInto(r *http.Request, p *Principal) error {
 	*p = Principal{}
 	raw := ExtractKey(r)
@@ -401,8 +421,9 @@ func (a *Authenticator) AuthenticateInto(r *http.Request, p *Principal) error {
 		return nil
 	}
 	if a.hook == nil || !a.hook.Replace {
-		if k, ok := a.snap.KeyBySum(&sum); ok { // the hot path
-			return a.known(r, raw, k, p)
+		if rec := a.snap.recBySum(&sum); rec != nil { // the hot path
+			p.setKey(rec, &sum)
+			return a.known(r, raw, p)
 		}
 	}
 	h := hex.EncodeToString(sum[:])
@@ -430,7 +451,8 @@ func (a *Authenticator) AuthenticateInto(r *http.Request, p *Principal) error {
 		}
 	}
 	if ok {
-		return a.known(r, raw, k, p)
+		*p = Principal{KeyHash: k.TokenHash, Key: k}
+		return a.known(r, raw, p)
 	}
 	if a.Open() {
 		p.KeyHash = h
@@ -442,9 +464,9 @@ func (a *Authenticator) AuthenticateInto(r *http.Request, p *Principal) error {
 	return ErrInvalidKey
 }
 
-// known fills p for a virtual key found in the snapshot.
-func (a *Authenticator) known(r *http.Request, raw string, k *store.Key, p *Principal) error {
-	*p = Principal{KeyHash: k.TokenHash, Key: k}
+// known fills the rest of p for a virtual key found in the snapshot (p.Key).
+func (a *Authenticator) known(r *http.Request, raw string, p *Principal) error {
+	k := p.Key
 	if k.UserID != "" {
 		p.User, _ = a.snap.User(k.UserID)
 	}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -20,15 +21,71 @@ type compactor struct {
 	metas map[string]map[string]any
 	// Limits are pointers (unset is nil); no one writes through them, so
 	// keys with equal limits point at one value.
-	floats map[float64]*float64
-	ints   map[int64]*int64
-	b      strings.Builder
+	floats  map[float64]*float64
+	ints    map[int64]*int64
+	strPtrs map[string]*string
+	// shareds are the keys' shared parts, by the identity of what they
+	// hold (each value already shared: equal values are one value).
+	shareds map[sharedID]*keyShared
+	// Empty maps (a loader may give an empty map, not nil): one each.
+	emptyFloats map[string]float64
+	emptyInts   map[string]int64
+	// slab is where records are carved from (slabs of up to 256): a
+	// record costs its 72 bytes, not the 80 of its allocation size class.
+	slab []keyRec
+	b    strings.Builder
 }
 
 func newCompactor() *compactor {
 	return &compactor{strs: map[string]string{}, lists: map[string][]string{},
 		maps: map[string]map[string]string{}, metas: map[string]map[string]any{},
-		floats: map[float64]*float64{}, ints: map[int64]*int64{}}
+		floats: map[float64]*float64{}, ints: map[int64]*int64{}, strPtrs: map[string]*string{},
+		shareds: map[sharedID]*keyShared{}}
+}
+
+// rec is a new record.
+func (c *compactor) rec() *keyRec {
+	if len(c.slab) == cap(c.slab) {
+		c.slab = make([]keyRec, 0, min(max(2*cap(c.slab), 16), 256)) // a few keys take a small slab
+	}
+	c.slab = c.slab[:len(c.slab)+1]
+	return &c.slab[len(c.slab)-1]
+}
+
+// sharedID is a keyShared by the identity of each value it holds.
+type sharedID struct {
+	user, team, budgetID, blockedBy, createdBy string
+	models, tags, cacheControls                unsafe.Pointer
+	nModels, nTags, nCacheControls             int
+	aliases, config, metadata, mmb, mrpm, mtpm unsafe.Pointer
+	soft, maxBudget                            *float64
+	par, tpm, rpm                              *int64
+	duration                                   *string
+	blocked                                    bool
+}
+
+// mapID is a map's identity (nil for a nil map).
+func mapID[M ~map[K]V, K comparable, V any](m M) unsafe.Pointer {
+	return *(*unsafe.Pointer)(unsafe.Pointer(&m))
+}
+
+// shared is sh, or an earlier equal one.
+func (c *compactor) shared(sh *keyShared) *keyShared {
+	id := sharedID{user: sh.user, team: sh.team, budgetID: sh.budgetID, blockedBy: sh.blockedBy, createdBy: sh.createdBy,
+		models: unsafe.Pointer(unsafe.SliceData(sh.models)), nModels: len(sh.models),
+		tags: unsafe.Pointer(unsafe.SliceData(sh.tags)), nTags: len(sh.tags),
+		cacheControls: unsafe.Pointer(unsafe.SliceData(sh.cacheControls)), nCacheControls: len(sh.cacheControls),
+		aliases: mapID(sh.aliases), config: mapID(sh.config), metadata: mapID(sh.metadata),
+		mmb: mapID(sh.modelMaxBudget), mrpm: mapID(sh.modelRPM), mtpm: mapID(sh.modelTPM),
+		soft: sh.soft, maxBudget: sh.limits.MaxBudget, par: sh.limits.MaxParallelRequests, tpm: sh.limits.TPMLimit,
+		rpm: sh.limits.RPMLimit, duration: sh.limits.BudgetDuration, blocked: sh.blocked}
+	if v, ok := c.shareds[id]; ok {
+		return v
+	}
+	v := new(keyShared)
+	*v = *sh
+	c.shareds[id] = v
+	return v
 }
 
 // key returns k with its shareable values shared; k is the loader's to give.
@@ -40,14 +97,32 @@ func (c *compactor) key(k *store.Key) *store.Key {
 	k.BlockedBy = c.str(k.BlockedBy)
 	k.Models = c.list(k.Models)
 	k.Tags = c.list(k.Tags)
+	k.AllowedCacheControls = c.list(k.AllowedCacheControls)
 	k.Aliases = c.strMap(k.Aliases)
 	k.Metadata = c.meta(k.Metadata)
+	k.Config = c.meta(k.Config)
+	k.ModelMaxBudget = empty(&c.emptyFloats, k.ModelMaxBudget)
+	k.ModelSpend = empty(&c.emptyFloats, k.ModelSpend)
+	k.ModelRPMLimit = empty(&c.emptyInts, k.ModelRPMLimit)
+	k.ModelTPMLimit = empty(&c.emptyInts, k.ModelTPMLimit)
+	k.BudgetDuration = share(c.strPtrs, k.BudgetDuration)
 	k.SoftBudget = share(c.floats, k.SoftBudget)
 	k.MaxBudget = share(c.floats, k.MaxBudget)
 	k.MaxParallelRequests = share(c.ints, k.MaxParallelRequests)
 	k.TPMLimit = share(c.ints, k.TPMLimit)
 	k.RPMLimit = share(c.ints, k.RPMLimit)
 	return k
+}
+
+// empty is m, or the one empty map when m is empty but not nil.
+func empty[V any](one *map[string]V, m map[string]V) map[string]V {
+	if m == nil || len(m) > 0 {
+		return m
+	}
+	if *one == nil {
+		*one = m
+	}
+	return *one
 }
 
 // share is p, or an earlier pointer to an equal value.
@@ -77,11 +152,17 @@ func (c *compactor) str(s string) string {
 // (larger ones are rarely equal, and their table key costs more).
 const maxShared = 8
 
+// emptyList is every empty (not nil) list of the keys loaded.
+var emptyList = []string{}
+
 // sep separates the parts of a table key (it cannot end a JSON string).
 const sep = "\x00"
 
 func (c *compactor) list(l []string) []string {
 	if len(l) == 0 || len(l) > maxShared {
+		if l != nil && len(l) == 0 {
+			return emptyList
+		}
 		return l
 	}
 	c.b.Reset()
@@ -101,7 +182,7 @@ func (c *compactor) list(l []string) []string {
 }
 
 func (c *compactor) strMap(m map[string]string) map[string]string {
-	if len(m) == 0 || len(m) > maxShared {
+	if m == nil || len(m) > maxShared {
 		return m
 	}
 	c.b.Reset()
@@ -121,7 +202,7 @@ func (c *compactor) strMap(m map[string]string) map[string]string {
 // meta shares a metadata map whose values are all strings, numbers,
 // booleans or null (nested values are left alone).
 func (c *compactor) meta(m map[string]any) map[string]any {
-	if len(m) == 0 || len(m) > maxShared {
+	if m == nil || len(m) > maxShared {
 		return m
 	}
 	c.b.Reset()

@@ -1,10 +1,7 @@
 package auth
 
 import (
-	"encoding/hex"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/store"
@@ -15,18 +12,16 @@ import (
 // once published; a write replaces the record (sync.Map: lock-free reads,
 // no global lock on the request path).
 type Snapshot struct {
-	// keys is the one index of the keys: token hash -> key, sharded under
-	// read-write locks so writers do not share one lock. A map's key is the
-	// record's own TokenHash (no copy); the request path looks a digest up
-	// as its lower-case hex, formatted on the stack (no allocation).
+	// keys is the one index of the keys whose token hash is a sha256 hex
+	// digest (in any case): digest -> record, sharded under read-write
+	// locks so writers do not share one lock. The request path looks a
+	// digest up as it is (no hex, no allocation). A digest has one record:
+	// the same hash stored in two cases is one key.
 	keys [64]keyShard
-	// oddSums finds, by digest, the keys whose hash is a sha256 hex digest
-	// not written in lower case (imported rows): digest -> token hash.
-	// Rarely anything is in it; odd counts its entries so that a lookup
-	// skips it when empty.
-	oddMu   sync.Mutex
-	oddSums map[[32]byte]string
-	odd     atomic.Int64
+	// named holds the keys whose hash is not a digest (imported rows,
+	// tests): hash -> record. Rarely anything is in it.
+	namedMu sync.RWMutex
+	named   map[string]*keyRec
 	// forgotten is when each recently deleted key was deleted, so that a
 	// resync that read the key's row just before the deletion cannot put
 	// it back (Apply). Pruned after forgetFor.
@@ -80,34 +75,31 @@ func (s *Snapshot) Loaded() <-chan struct{} {
 // resync put it there since), or when it was deleted after its row was
 // read. The records are the snapshot's to keep (they are compacted).
 func (s *Snapshot) PutLoadedKeys(ks []*store.Key) {
-	c := newCompactor()
+	s.putLoadedKeys(newCompactor(), ks)
+}
+
+func (s *Snapshot) putLoadedKeys(c *compactor, ks []*store.Key) {
 	for _, k := range ks {
 		k = c.key(k)
 		raw := k
 		if k.BudgetID != "" {
 			k = s.keyWithBudget(k)
 		}
-		sh := s.shard(k.TokenHash)
-		sh.mu.Lock()
-		// Under the shard's lock: a deletion marks the key forgotten
-		// before it takes this lock to remove it.
-		cur, present := sh.m[k.TokenHash]
-		at, gone := s.forgotten.Load(k.TokenHash)
-		stale := (present && !k.UpdatedAt.After(cur.UpdatedAt)) || (gone && !k.UpdatedAt.After(at.(time.Time)))
-		if !stale {
-			if sh.m == nil {
-				sh.m = map[string]*store.Key{}
+		r := packKey(k, c, nil)
+		stale := false
+		s.update(k.TokenHash, func(cur *keyRec) *keyRec {
+			// Under the index's lock: a deletion marks the key forgotten
+			// before it takes this lock to remove it.
+			at, gone := s.forgotten.Load(k.TokenHash)
+			stale = (cur != nil && !k.UpdatedAt.After(cur.updatedAt())) || (gone && !k.UpdatedAt.After(at.(time.Time)))
+			if stale {
+				return cur
 			}
-			sh.m[k.TokenHash] = k
-		}
-		sh.mu.Unlock()
-		if stale {
-			continue
-		}
-		if raw.BudgetID != "" {
+			return r
+		})
+		if !stale && raw.BudgetID != "" {
 			s.rawKeys.Store(raw.TokenHash, raw)
 		}
-		s.addOdd(k.TokenHash)
 	}
 }
 
@@ -125,7 +117,7 @@ func NewSnapshot(s *store.Snapshot) *Snapshot {
 	}
 	c := newCompactor()
 	for _, k := range s.Keys {
-		snap.PutKey(c.key(k))
+		snap.putKey(c.key(k), c)
 	}
 	for _, u := range s.Users {
 		snap.PutUser(u)
@@ -141,98 +133,111 @@ func NewSnapshot(s *store.Snapshot) *Snapshot {
 
 type keyShard struct {
 	mu sync.RWMutex
-	m  map[string]*store.Key
+	m  map[[32]byte]*keyRec
 }
 
-// shard is where token hash h lives. For a hex digest it spreads like the
-// digest's first and last bytes.
-func (s *Snapshot) shard(h string) *keyShard {
-	if h == "" {
-		return &s.keys[0]
-	}
-	return s.shardOf(h[0], h[len(h)-1])
-}
-
-func (s *Snapshot) shardOf(first, last byte) *keyShard {
-	return &s.keys[(uint(first)+7*uint(last))&63]
-}
-
-// KeyBySum returns the key whose sha256 digest is sum.
-func (s *Snapshot) KeyBySum(sum *[32]byte) (*store.Key, bool) {
-	var buf [64]byte
-	hex.Encode(buf[:], sum[:])
-	sh := s.shardOf(buf[0], buf[63])
+// recBySum is the record of digest sum, or nil.
+func (s *Snapshot) recBySum(sum *[32]byte) *keyRec {
+	sh := &s.keys[sum[0]&63]
 	sh.mu.RLock()
-	k, ok := sh.m[string(buf[:])] // no allocation: the conversion is only looked up
+	r := sh.m[*sum]
 	sh.mu.RUnlock()
-	if ok || s.odd.Load() == 0 {
-		return k, ok
+	return r
+}
+
+// rec is the record whose token hash is h exactly, or nil.
+func (s *Snapshot) rec(h string) *keyRec {
+	sum, lower := digestOf(h)
+	if !isDigest(h) {
+		s.namedMu.RLock()
+		r := s.named[h]
+		s.namedMu.RUnlock()
+		return r
 	}
-	s.oddMu.Lock()
-	h, ok := s.oddSums[*sum]
-	s.oddMu.Unlock()
-	if !ok {
+	if r := s.recBySum(&sum); r != nil && r.is(h, lower) {
+		return r
+	}
+	return nil // none, or the digest's key stored in another case
+}
+
+// is reports whether h (a digest, lower says whether in lower case) is
+// the record's token hash exactly.
+func (r *keyRec) is(h string, lower bool) bool {
+	if r.x != nil && r.x.hash != "" {
+		return r.x.hash == h
+	}
+	return lower
+}
+
+// update replaces the record of token hash h by what fn returns for the
+// current one (nil: none), under the index's lock; nil removes it.
+func (s *Snapshot) update(h string, fn func(cur *keyRec) *keyRec) {
+	if !isDigest(h) {
+		s.namedMu.Lock()
+		defer s.namedMu.Unlock()
+		if r := fn(s.named[h]); r != nil {
+			if s.named == nil {
+				s.named = map[string]*keyRec{}
+			}
+			s.named[h] = r
+		} else {
+			delete(s.named, h)
+		}
+		return
+	}
+	sum, _ := digestOf(h)
+	sh := &s.keys[sum[0]&63]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if r := fn(sh.m[sum]); r != nil {
+		if sh.m == nil {
+			sh.m = map[[32]byte]*keyRec{}
+		}
+		sh.m[sum] = r
+	} else {
+		delete(sh.m, sum)
+	}
+}
+
+// KeyBySum returns the key whose sha256 digest is sum, decoded afresh (the
+// request path reads it into its Principal instead: setKey).
+func (s *Snapshot) KeyBySum(sum *[32]byte) (*store.Key, bool) {
+	r := s.recBySum(sum)
+	if r == nil {
 		return nil, false
 	}
-	return s.Key(h)
+	return r.decode(r.hash(lowerHex(sum))), true
 }
 
-// oddDigest is the digest of h when h is a sha256 hex digest not in lower
-// case (such a key is reachable by its digest through oddSums).
-func oddDigest(h string) (sum [32]byte, ok bool) {
-	if len(h) != 64 || h == strings.ToLower(h) {
-		return sum, false
+// KeyMetadata is the metadata of the key with token hash h (not a copy:
+// read only), without decoding the key.
+func (s *Snapshot) KeyMetadata(h string) (map[string]any, bool) {
+	r := s.rec(h)
+	if r == nil {
+		return nil, false
 	}
-	n, err := hex.Decode(sum[:], []byte(h))
-	return sum, err == nil && n == 32
-}
-
-func (s *Snapshot) storeKey(k *store.Key) {
-	sh := s.shard(k.TokenHash)
-	sh.mu.Lock()
-	if sh.m == nil {
-		sh.m = map[string]*store.Key{}
-	}
-	sh.m[k.TokenHash] = k
-	sh.mu.Unlock()
-	s.addOdd(k.TokenHash)
-}
-
-// addOdd indexes by its digest a key whose hash is an odd hex digest.
-func (s *Snapshot) addOdd(h string) {
-	if sum, ok := oddDigest(h); ok {
-		s.oddMu.Lock()
-		if s.oddSums == nil {
-			s.oddSums = map[[32]byte]string{}
-		}
-		s.oddSums[sum] = h
-		s.odd.Store(int64(len(s.oddSums)))
-		s.oddMu.Unlock()
-	}
+	return r.sh.metadata, true
 }
 
 func (s *Snapshot) removeKey(h string) {
-	sh := s.shard(h)
-	sh.mu.Lock()
-	delete(sh.m, h)
-	sh.mu.Unlock()
-	if sum, ok := oddDigest(h); ok {
-		s.oddMu.Lock()
-		if s.oddSums[sum] == h {
-			delete(s.oddSums, sum)
+	_, lower := digestOf(h)
+	digest := isDigest(h)
+	s.update(h, func(cur *keyRec) *keyRec {
+		if cur != nil && digest && !cur.is(h, lower) {
+			return cur // the digest's key in another case stays
 		}
-		s.odd.Store(int64(len(s.oddSums)))
-		s.oddMu.Unlock()
-	}
+		return nil
+	})
 }
 
-// Key returns the key with token hash h.
+// Key returns the key with token hash h, decoded afresh (management calls
+// and the miss path: it allocates).
 func (s *Snapshot) Key(h string) (*store.Key, bool) {
-	sh := s.shard(h)
-	sh.mu.RLock()
-	k, ok := sh.m[h]
-	sh.mu.RUnlock()
-	return k, ok
+	r := s.rec(h)
+	if r == nil {
+		return nil, false
+	}
+	return r.decode(h), true
 }
 
 // User returns a user.
@@ -247,7 +252,9 @@ func (s *Snapshot) EndUser(id string) (*store.EndUser, bool) {
 }
 
 // PutKey publishes k; the caller must not modify it afterwards.
-func (s *Snapshot) PutKey(k *store.Key) {
+func (s *Snapshot) PutKey(k *store.Key) { s.putKey(k, nil) }
+
+func (s *Snapshot) putKey(k *store.Key, c *compactor) {
 	if k.BudgetID != "" {
 		s.rawKeys.Store(k.TokenHash, k)
 		k = s.keyWithBudget(k)
@@ -255,7 +262,7 @@ func (s *Snapshot) PutKey(k *store.Key) {
 		s.rawKeys.Delete(k.TokenHash)
 	}
 	s.forgotten.Delete(k.TokenHash)
-	s.storeKey(k)
+	s.update(k.TokenHash, func(cur *keyRec) *keyRec { return packKey(k, c, cur) })
 }
 
 // PutUser publishes u.
@@ -350,7 +357,7 @@ func (s *Snapshot) DeleteBudget(id string) {
 func (s *Snapshot) rederive(id string) {
 	s.rawKeys.Range(func(_, v any) bool {
 		if k := v.(*store.Key); k.BudgetID == id {
-			if _, live := s.Key(k.TokenHash); live {
+			if s.rec(k.TokenHash) != nil {
 				s.PutKey(k)
 			}
 		}
@@ -490,21 +497,50 @@ func (s *Snapshot) RangeKeys(fn func(*store.Key) bool) {
 }
 
 func (s *Snapshot) rangeKeys(fn func(*store.Key) bool) {
-	var batch []*store.Key
+	s.rangeRecs(func(r *keyRec, sum *[32]byte, named string) bool { return fn(r.decode(r.tokenHash(sum, named))) })
+}
+
+// tokenHash is the token hash of a record indexed by digest sum, or
+// named when that is not "".
+func (r *keyRec) tokenHash(sum *[32]byte, named string) string {
+	if named != "" {
+		return named
+	}
+	return r.hash(lowerHex(sum))
+}
+
+// rangeRecs calls fn for every record with its token hash until fn
+// returns false. A shard's records are copied out, so fn runs with no
+// lock held (it may write to the snapshot).
+func (s *Snapshot) rangeRecs(fn func(r *keyRec, sum *[32]byte, named string) bool) {
+	type entry struct {
+		sum [32]byte
+		r   *keyRec
+	}
+	var batch []entry
 	for i := range s.keys {
 		sh := &s.keys[i]
-		// A shard's keys are copied out, so fn runs with no lock held
-		// (it may write to the snapshot).
 		sh.mu.RLock()
 		batch = batch[:0]
-		for _, k := range sh.m {
-			batch = append(batch, k)
+		for sum, r := range sh.m {
+			batch = append(batch, entry{sum, r})
 		}
 		sh.mu.RUnlock()
-		for _, k := range batch {
-			if !fn(k) {
+		for _, e := range batch {
+			if !fn(e.r, &e.sum, "") {
 				return
 			}
+		}
+	}
+	s.namedMu.RLock()
+	named := make(map[string]*keyRec, len(s.named))
+	for h, r := range s.named {
+		named[h] = r
+	}
+	s.namedMu.RUnlock()
+	for h, r := range named {
+		if !fn(r, nil, h) {
+			return
 		}
 	}
 }
@@ -644,8 +680,15 @@ func (s *Snapshot) Periods(fn func(kind store.Kind, id, duration string, resetAt
 			fn(kind, id, *d, *at)
 		}
 	}
-	s.rangeKeys(func(k *store.Key) bool { // what is not in yet is visited next time
-		visit(store.KindKey, k.TokenHash, &k.Limits)
+	s.rangeRecs(func(r *keyRec, sum *[32]byte, named string) bool { // what is not in yet is visited next time
+		if d := r.sh.limits.BudgetDuration; d != nil && *d != "" && r.resetAt != timeNone {
+			at := r.x.resetAt
+			if r.resetAt != timeInX {
+				t := unpackTime(r.resetAt)
+				at = &t
+			}
+			fn(store.KindKey, r.tokenHash(sum, named), *d, *at)
+		}
 		return true
 	})
 	s.users.Range(func(_, v any) bool {

@@ -1,10 +1,14 @@
 package auth
 
 import (
+	"encoding/json"
+	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -185,4 +189,78 @@ func TestCompactedKeysKeepTheirValues(t *testing.T) {
 	if k2.Models[0] != "m1" || len(k2.Models) != 2 {
 		t.Fatalf("an append to one key's models changed another's: %v", k2.Models)
 	}
+}
+
+// TestPackedKeysReadAsStored: a key reads back from the snapshot's packed
+// record exactly as it was put, whichever way it went in (loaded together
+// with others, or written alone) and whichever way it is read (decoded for
+// management, or read into the request's Principal), with every field set
+// or left unset, times in UTC or not, and a name holding a NUL.
+func TestPackedKeysReadAsStored(t *testing.T) {
+	at := time.Date(2026, 11, 29, 12, 0, 0, 123456789, time.UTC)
+	local := time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("X", 3600))
+	f := func(v float64) *float64 { return &v }
+	s := func(v string) *string { return &v }
+	tm := func(v time.Time) *time.Time { return &v }
+	full := &store.Key{TokenHash: HashHex("sk-full"), KeyName: "sk-...full", KeyAlias: s("full"), UserID: "u", TeamID: "t",
+		Models: []string{"a", "b"}, Aliases: map[string]string{"x": "y"}, Config: map[string]any{"c": 1.0},
+		Metadata: map[string]any{"m": "v", "n": map[string]any{"d": true}}, Tags: []string{"tag"}, Spend: 1.5,
+		SoftBudget: f(2), Limits: store.Limits{MaxBudget: f(3), BudgetDuration: s("30d"), BudgetResetAt: tm(at),
+			MaxParallelRequests: p64(4), TPMLimit: p64(5), RPMLimit: p64(6)},
+		ModelMaxBudget: map[string]float64{"a": 1}, ModelRPMLimit: map[string]int64{"a": 2}, ModelTPMLimit: map[string]int64{"a": 3},
+		ModelSpend: map[string]float64{"a": 0.5}, AllowedCacheControls: []string{"no-cache"}, Expires: tm(at.AddDate(100, 0, 0)),
+		BlockedBy: "owner", CreatedBy: "admin", CreatedAt: at, UpdatedAt: at.Add(time.Second)}
+	tests := []struct {
+		name string
+		raw  string
+		key  *store.Key
+	}{
+		{"every field set", "sk-full", full},
+		{"nothing set", "sk-bare", &store.Key{TokenHash: HashHex("sk-bare")}},
+		{"empty alias, empty lists and maps", "sk-empty", &store.Key{TokenHash: HashHex("sk-empty"), KeyName: "n", KeyAlias: s(""),
+			Models: []string{}, Aliases: map[string]string{}, Metadata: map[string]any{}, ModelSpend: map[string]float64{}}},
+		{"times not in UTC, a NUL in the name", "sk-odd", &store.Key{TokenHash: HashHex("sk-odd"), KeyName: "a\x00b", KeyAlias: s("c"),
+			CreatedAt: local, UpdatedAt: local, Expires: tm(local.AddDate(100, 0, 0)), Limits: store.Limits{BudgetResetAt: tm(time.Time{})}}},
+		{"hash in upper case", "sk-upper", &store.Key{TokenHash: strings.ToUpper(HashHex("sk-upper")), KeyName: "u", UpdatedAt: at}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := *tt.key
+			loaded := NewSnapshot(&store.Snapshot{Keys: []*store.Key{clone(tt.key)}})
+			written := NewSnapshot(nil)
+			written.PutKey(clone(tt.key))
+			for _, snap := range []*Snapshot{loaded, written} {
+				got, ok := snap.Key(want.TokenHash)
+				if !ok || !reflect.DeepEqual(*got, want) {
+					t.Fatalf("decoded:\n got %+v\nwant %+v", got, &want)
+				}
+				var p Principal
+				a := NewAuthenticator(&config.Config{}, snap, Options{})
+				req, _ := http.NewRequest("POST", "/v1/chat/completions", nil)
+				req.Header.Set("Authorization", "Bearer "+tt.raw)
+				err := a.AuthenticateInto(req, &p)
+				if want.Blocked {
+					if err == nil {
+						t.Fatal("a blocked key was let in")
+					}
+					continue
+				}
+				if err != nil || p.Key == nil || !reflect.DeepEqual(*p.Key, want) || p.KeyHash != want.TokenHash {
+					t.Fatalf("read into the principal (%v):\n got %+v\nwant %+v", err, p.Key, &want)
+				}
+			}
+		})
+	}
+}
+
+// clone is a copy of k with maps and slices of its own (a put takes them).
+func clone(k *store.Key) *store.Key {
+	b, _ := json.Marshal(k)
+	var c store.Key
+	_ = json.Unmarshal(b, &c)
+	c.CreatedAt, c.UpdatedAt, c.Expires, c.BudgetResetAt = k.CreatedAt, k.UpdatedAt, k.Expires, k.BudgetResetAt
+	if k.ModelSpend != nil && c.ModelSpend == nil {
+		c.ModelSpend = map[string]float64{}
+	}
+	return &c
 }

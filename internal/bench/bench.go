@@ -45,6 +45,10 @@ type Options struct {
 	Pprof bool
 	// MaxInFlight, when not 0, is the gateways' general_settings.max_requests_in_flight.
 	MaxInFlight int
+	// Keys, when not 0, starts the governed scenarios on a store of that
+	// many keys; each request is made with one drawn at random. The peak
+	// RSS is then the runs' (reset once the keys are in).
+	Keys int
 }
 
 // Result is one scenario × load, medians over rounds.
@@ -185,7 +189,8 @@ func newClient(conns int) *http.Client {
 }
 
 // one sends a request and returns its latency, or why it failed.
-func one(c *http.Client, url, key string, body []byte) (time.Duration, string) {
+func one(c *http.Client, url string, keys keySet, body []byte) (time.Duration, string) {
+	key := keys.pick()
 	req, _ := http.NewRequest("POST", url, strings.NewReader(string(body)))
 	req.Header.Set("Content-Type", "application/json")
 	if key != "" {
@@ -237,7 +242,7 @@ func errorKind(err error) string {
 
 // drive applies load for d: "closed:N" keeps N requests in flight;
 // "rate:R" starts R requests a second whatever the answers.
-func drive(load, url, key string, body []byte, d time.Duration) run {
+func drive(load, url string, key keySet, body []byte, d time.Duration) run {
 	kind, nStr, _ := strings.Cut(load, ":")
 	n, _ := strconv.Atoi(nStr)
 	var mu sync.Mutex
@@ -394,8 +399,9 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
 
 // gateway is one scenario's running process.
 type gateway struct {
-	scenario, url, key string
-	p                  *proc
+	scenario, url string
+	key           keySet
+	p             *proc
 }
 
 // start launches a scenario's process and, for the governed ones, makes
@@ -432,16 +438,31 @@ func start(label, dir, upURL string, o Options) (*gateway, error) {
 		env = append(env, "TOLLGATE_PPROF_ADDR="+a)
 		fmt.Fprintf(o.Out, "%s: pprof at http://%s/debug/pprof/\n", label, a)
 	}
+	many := o.Keys > 0 && seedsMany(sc)
+	if many {
+		if err := seedKeys(filepath.Join(scDir, "tollgate.db"), o.Keys, o.Out); err != nil {
+			return nil, err
+		}
+	}
 	p, err := launchEnv(bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, args...)
 	if err != nil {
 		return nil, err
 	}
 	g := &gateway{scenario: label, url: fmt.Sprintf("http://127.0.0.1:%d", port), p: p}
+	if many {
+		if err := waitKeysLoaded(filepath.Join(scDir, "serve.log")); err != nil {
+			p.stop()
+			return nil, err
+		}
+		fmt.Fprintf(o.Out, "%s: %d keys loaded: %s\n", label, o.Keys, readMemory(p.cmd.Process.Pid))
+		g.key = keySet{n: o.Keys}
+		return g, nil
+	}
 	if sc == "plain" || sc == "bare" || sc == "floor" {
 		return g, nil
 	}
 	if strings.HasPrefix(sc, "pyhook") {
-		g.key = "sk-bench-python" // the hook's key: no /key/generate
+		g.key = keySet{one: "sk-bench-python"} // the hook's key: no /key/generate
 		return g, nil
 	}
 	// Full governance: a key with a budget, rpm/tpm and a parallel
@@ -457,7 +478,7 @@ func start(label, dir, upURL string, o Options) (*gateway, error) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	_, k, _ := strings.Cut(string(b), `"key":"`)
-	g.key, _, _ = strings.Cut(k, `"`)
+	g.key.one, _, _ = strings.Cut(k, `"`)
 	return g, nil
 }
 
@@ -532,6 +553,9 @@ func Run(o Options) ([]Result, error) {
 	for _, load := range o.Loads {
 		for _, g := range gws {
 			drive(load, g.url+"/v1/chat/completions", g.key, body, time.Second) // warm up
+			if g.key.n > 0 {
+				resetPeak(g.p.cmd.Process.Pid)
+			}
 		}
 		direct := samples{kinds: map[string]int{}}
 		per := make([]samples, len(gws))
@@ -539,7 +563,7 @@ func Run(o Options) ([]Result, error) {
 			per[i].kinds = map[string]int{}
 		}
 		for range o.Rounds {
-			direct.add(drive(load, upURL+"/v1/chat/completions", "", body, o.Duration), 0)
+			direct.add(drive(load, upURL+"/v1/chat/completions", keySet{}, body, o.Duration), 0)
 			for i, g := range gws {
 				pid := g.p.cmd.Process.Pid
 				before := cpuTime(pid)
@@ -571,6 +595,9 @@ func Run(o Options) ([]Result, error) {
 				r.ErrorKinds["direct "+k] += n
 			}
 			r.AddedP50, r.AddedP99 = r.GatewayP50-r.DirectP50, r.GatewayP99-r.DirectP99
+			if g.key.n > 0 {
+				fmt.Fprintf(o.Out, "%s %s with %d keys: %s\n", g.scenario, load, g.key.n, readMemory(g.p.cmd.Process.Pid))
+			}
 			results = append(results, r)
 			fmt.Fprintln(o.Out, row(r))
 		}

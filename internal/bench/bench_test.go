@@ -19,7 +19,7 @@ func TestOneNamesFailures(t *testing.T) {
 	closed := ln.Addr().String()
 	ln.Close()
 	c := &http.Client{Timeout: 200 * time.Millisecond}
-	if _, why := one(c, "http://"+closed+"/", "", nil); why != "connection refused" {
+	if _, why := one(c, "http://"+closed+"/", keySet{}, nil); why != "connection refused" {
 		t.Errorf("closed port: %q", why)
 	}
 	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -27,14 +27,14 @@ func TestOneNamesFailures(t *testing.T) {
 		_, _ = w.Write([]byte(`{"error":{"message":"slow down","type":"rate_limit_error"}}`))
 	}))
 	defer busy.Close()
-	if _, why := one(c, busy.URL, "k", []byte(`{}`)); why != "HTTP 429 rate_limit_error" {
+	if _, why := one(c, busy.URL, keySet{one: "k"}, []byte(`{}`)); why != "HTTP 429 rate_limit_error" {
 		t.Errorf("429: %q", why)
 	}
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(time.Second)
 	}))
 	defer slow.Close()
-	if _, why := one(c, slow.URL, "", nil); why != "timeout" {
+	if _, why := one(c, slow.URL, keySet{}, nil); why != "timeout" {
 		t.Errorf("slow: %q", why)
 	}
 	r := Result{Errors: 3, ErrorKinds: map[string]int{"timeout": 1, "HTTP 429": 2}}

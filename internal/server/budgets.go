@@ -18,8 +18,8 @@ func (s *Server) enforcement(accounts []*ledger.Account) ledger.Enforcement {
 		if a.Kind != store.KindKey {
 			continue
 		}
-		if k, ok := s.snap.Key(a.ID); ok {
-			if v, ok := k.Metadata["budget_enforcement"].(string); ok {
+		if md, ok := s.snap.KeyMetadata(a.ID); ok {
+			if v, ok := md["budget_enforcement"].(string); ok {
 				if mode, err := ledger.ParseEnforcement(v); err == nil {
 					return mode
 				}
