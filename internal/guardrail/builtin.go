@@ -443,6 +443,9 @@ const injectionWindow = 240
 // made in the same pass; text with one is scanned again once its spaces
 // are normalized.
 func countInjections(s string) int {
+	if len(s) >= anchorLen && !hasNonASCII(s) {
+		return countInjectionsAnchored(s)
+	}
 	if n, ok := countInjectionsIn(s, true); ok {
 		return n
 	}
