@@ -159,7 +159,7 @@ func countInjectionsAnchored(s string) int {
 		if k < 0 {
 			break
 		}
-		if injectionAt(s, at+k) {
+		if tagNext(s, at+k+1) && injectionAt(s, at+k) {
 			n++
 		}
 		at += k + 1
@@ -269,4 +269,21 @@ func followedBy(s string, j int, words []string) bool {
 		j = k + len(w)
 	}
 	return true
+}
+
+// tagNext reports whether s[j:], after a '<', can go on as the chat
+// template pattern requires (\|?/?\s*(system|im_start|im_end)): a mask's
+// placeholder (<EMAIL_ADDRESS>) or markup is passed over without the
+// expression.
+func tagNext(s string, j int) bool {
+	if j < len(s) && s[j] == '|' {
+		j++
+	}
+	if j < len(s) && s[j] == '/' {
+		j++
+	}
+	for j < len(s) && strings.IndexByte(reSpaces, s[j]) >= 0 {
+		j++
+	}
+	return hasPrefixFold(s[j:], "system") || hasPrefixFold(s[j:], "im_")
 }

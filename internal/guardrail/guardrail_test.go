@@ -663,7 +663,8 @@ func TestInjectionScanMatchesByteScan(t *testing.T) {
 		"display", "leak", "developer", "god", "dan", "jailbreak", "pretend", "act", "from", "new", "Ignore", "oVeRrIdE",
 		"Do", "DO", "Act", "As", "as", "an", "unrestricted", "mode", "enabled", "on", "that", "have", "no", "rules", "me",
 		"the", "hidden", "message", "everything", "before", "above", "will", "must", "not", "follow", "instruction", ":",
-		"\t", "\r", "\f", "\v", "  ", "a", "A", "doc", "odo", "you've", "newer", "acts", "god-mode", "-", "_", "'", "2"} {
+		"\t", "\r", "\f", "\v", "  ", "a", "A", "doc", "odo", "you've", "newer", "acts", "god-mode", "-", "_", "'", "2",
+		"<EMAIL_ADDRESS>", "<|", "</", "<|/", "|>", ">", "SYSTEM", "im_end", "im_start", "<system>", "< | im_end |>", "<im_"} {
 		parts = append(parts, w)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
