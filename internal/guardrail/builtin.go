@@ -443,9 +443,6 @@ const injectionWindow = 240
 // made in the same pass; text with one is scanned again once its spaces
 // are normalized.
 func countInjections(s string) int {
-	if len(s) >= anchorLen && !hasNonASCII(s) {
-		return countInjectionsAnchored(s)
-	}
 	if n, ok := countInjectionsIn(s, true); ok {
 		return n
 	}
@@ -482,7 +479,7 @@ func countInjectionsIn(s string, ascii bool) (n int, ok bool) {
 				k |= next << 8
 			}
 			k |= 0x2020
-			if injectionPairs[k>>6]&(1<<(k&63)) != 0 && injectionAt(s, i+int(sh>>3)) {
+			if injectionPairs[k>>6]&(1<<(k&63)) != 0 && (!ascii || injectionMay(s, i+int(sh>>3))) && injectionAt(s, i+int(sh>>3)) {
 				n++
 			}
 		}
@@ -495,7 +492,7 @@ func countInjectionsIn(s string, ascii bool) (n int, ok bool) {
 		if c != '<' && !(isLetter(c) && (i == 0 || !isLetter(s[i-1]))) {
 			continue
 		}
-		if injectionAt(s, i) {
+		if (!ascii || injectionMay(s, i)) && injectionAt(s, i) {
 			n++
 		}
 	}
@@ -677,4 +674,13 @@ func TokenIDs(body []byte) int64 {
 		}
 	}
 	return n
+}
+
+// injectionMay reports whether a pattern can match at s[i], a word start
+// or a '<' of ASCII text, by the words its patterns go on with.
+func injectionMay(s string, i int) bool {
+	if s[i] == '<' {
+		return tagNext(s, i+1)
+	}
+	return injectionNext(s, i)
 }

@@ -657,8 +657,9 @@ func TestInjectionScanMatchesByteScan(t *testing.T) {
 	}
 	parts := []string{"ignore", "IGNORE", "all", "previous", "instructions", " ", "\n", "<|im_start|>", "é", "you", "are", "now", "DAN", "x", "1", "reveal", "your", "system", "prompt", "<", "|", "\u00a0", "\u200b", "do", "anything", "now"}
 	// Every trigger and the words its patterns go on with, in either
-	// case and after every kind of space, for the anchored scan of ASCII
-	// text (anchor.go): texts of up to 120 parts, past its four bytes.
+	// case and after every kind of space, and placeholders and markup
+	// after '<', for the tests of what follows a trigger (follow.go):
+	// texts of up to 120 parts.
 	for _, w := range []string{"disregard", "forget", "skip", "override", "bypass", "print", "show", "repeat", "output",
 		"display", "leak", "developer", "god", "dan", "jailbreak", "pretend", "act", "from", "new", "Ignore", "oVeRrIdE",
 		"Do", "DO", "Act", "As", "as", "an", "unrestricted", "mode", "enabled", "on", "that", "have", "no", "rules", "me",
