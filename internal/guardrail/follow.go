@@ -7,7 +7,7 @@ const reSpaces = "\t\n\f\r "
 
 // injectionFollows lists, for each trigger, the words the patterns that
 // start with it go on with, each after \s+ (RE2's ASCII \s): the next
-// word, or the next few where only one path goes on. injectionNext tests
+// word, or the next few where only one path goes on. injectionAt tests
 // them before the expression runs (its automaton costs some ten thousand
 // instructions a call), so that "You are helpful" or "from the report"
 // cost a comparison. Each list is what the patterns require, so no match
@@ -31,34 +31,12 @@ var injectionFollows = func() map[string][][]string {
 	return m
 }()
 
-// injectionByFirst lists the triggers by their first letter, with the
-// words that follow them.
-var injectionByFirst = func() (t [26][]struct {
-	word    string
-	follows [][]string
-}) {
-	for w, f := range injectionFollows {
-		k := w[0] - 'a'
-		t[k] = append(t[k], struct {
-			word    string
-			follows [][]string
-		}{w, f})
-	}
-	return t
-}()
-
-// injectionNext reports whether the trigger at s[i] (a letter at a word
-// start) is followed as some pattern requires; false only when no
-// pattern can match at i.
-func injectionNext(s string, i int) bool {
-	for _, t := range injectionByFirst[(s[i]|0x20)-'a'] {
-		if !hasPrefixFold(s[i:], t.word) {
-			continue
-		}
-		for _, words := range t.follows {
-			if followedBy(s, i+len(t.word), words) {
-				return true
-			}
+// followedByAny reports whether s[j:] goes on as one of the word lists
+// says (followedBy).
+func followedByAny(s string, j int, lists [][]string) bool {
+	for _, words := range lists {
+		if followedBy(s, j, words) {
+			return true
 		}
 	}
 	return false
