@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 
@@ -16,6 +18,7 @@ import (
 // flight, and what each guardrail did.
 type callGuard struct {
 	requested []string               // named by the request (body or metadata)
+	off       []string               // switched off by the request ({"name": false})
 	run       []*guardrail.Guardrail // selected: default_on and named by request, key, team
 	restore   map[string]string      // placeholder → text, for output_parse_pii
 	during    chan guardrail.Result
@@ -34,18 +37,18 @@ func (c *call) readGuardrails() error {
 	if c.g.opts.Guardrails.Empty() || c.req.media != nil || !guardsOp(c.op) {
 		return nil
 	}
-	var names []string
+	var names, off []string
 	for _, raw := range [][]byte{c.req.obj.Get("guardrails"), metaGuardrails(c.metaMember("metadata")), metaGuardrails(c.metaMember("litellm_metadata"))} {
 		if raw == nil || string(raw) == "null" {
 			continue
 		}
-		n, ok := guardrailNames(raw)
+		n, f, ok := guardrailNames(raw)
 		if !ok {
 			return apierror.BadRequest("guardrails", "guardrails must be a list of guardrail names or an object keyed by guardrail name")
 		}
-		names = append(names, n...)
+		names, off = append(names, n...), append(off, f...)
 	}
-	c.guard = &callGuard{requested: names} // guardInput selects (default_on ones too) once the principal is known
+	c.guard = &callGuard{requested: names, off: off} // guardInput selects (default_on ones too) once the principal is known
 	return nil
 }
 
@@ -63,23 +66,27 @@ func metaGuardrails(raw []byte) []byte {
 	return md.Guardrails
 }
 
-// guardrailNames reads ["a","b"], {"a": {...}} or {"a": true}.
-func guardrailNames(raw []byte) ([]string, bool) {
-	var list []string
-	if json.Unmarshal(raw, &list) == nil {
-		return list, true
+// guardrailNames reads ["a","b"], {"a": {...}} or {"a": true} (on), and
+// LiteLLM's per-request switch {"a": false} (off: a default_on guardrail
+// does not run for this request).
+func guardrailNames(raw []byte) (on, off []string, ok bool) {
+	if json.Unmarshal(raw, &on) == nil {
+		return on, nil, true
 	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(raw, &obj) != nil {
-		return nil, false
+		return nil, nil, false
 	}
 	for k, v := range obj {
-		if string(v) != "false" {
-			list = append(list, k)
+		if string(bytes.TrimSpace(v)) == "false" {
+			off = append(off, k)
+		} else {
+			on = append(on, k)
 		}
 	}
-	sort.Strings(list)
-	return list, true
+	sort.Strings(on)
+	sort.Strings(off)
+	return on, off, true
 }
 
 // namesIn reads a list of names from a key's or team's metadata member.
@@ -113,8 +120,26 @@ func (c *call) guardSelect() error {
 		teamNames = namesIn(t.Metadata, "guardrails")
 	}
 	sel, err := c.g.opts.Guardrails.Select(cg.requested, keyNames, teamNames)
+	if err == nil && len(cg.off) > 0 {
+		_, err = c.g.opts.Guardrails.Select(cg.off) // an unknown name is refused as above
+	}
 	if err != nil {
 		return apierror.BadRequest("guardrails", "%v", err)
+	}
+	if len(cg.off) > 0 {
+		// LiteLLM's {"name": false} switches a default_on guardrail off
+		// for this request; one the request also names, or the key or
+		// its team names, stays on (what a key or team carries is not
+		// the caller's to remove).
+		keep := map[string]bool{}
+		for _, list := range [][]string{cg.requested, keyNames, teamNames} {
+			for _, n := range list {
+				keep[n] = true
+			}
+		}
+		sel = slices.DeleteFunc(sel, func(g *guardrail.Guardrail) bool {
+			return !keep[g.Name] && slices.Contains(cg.off, g.Name)
+		})
 	}
 	if len(sel) == 0 {
 		c.guard = nil

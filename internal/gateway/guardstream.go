@@ -36,9 +36,20 @@ type guardSink struct {
 	inner     eventSink
 	c         *call
 	anthropic bool
-	tail      []byte // the last guardWindow bytes of text passed
 	blocked   bool
 	hold      bool // some post_call guardrail may hold text back
+
+	// slots are the texts in progress, one per choice (OpenAI, n > 1) or
+	// content block (Anthropic): each has its own window and held text,
+	// so that another choice's events between the parts of a finding
+	// neither send its held start nor come into its window.
+	slots []*guardSlot
+}
+
+// guardSlot is one choice's (or block's) stream state.
+type guardSlot struct {
+	id   int    // the choice or block index; -1: the events that name none
+	tail []byte // the last guardWindow bytes of text passed
 
 	// held is text kept back; heldData is the event's data it came from
 	// (a template for sending it alone: its one text span heldSpan),
@@ -47,6 +58,62 @@ type guardSink struct {
 	heldData []byte
 	heldSpan guardrail.Span
 	heldHead []byte
+}
+
+// slot returns the state of choice (or block) id, made on first use.
+func (g *guardSink) slot(id int) *guardSlot {
+	for _, s := range g.slots {
+		if s.id == id {
+			return s
+		}
+	}
+	s := &guardSlot{id: id}
+	g.slots = append(g.slots, s)
+	return s
+}
+
+// eventIndex is the first "index" number in data, the choice of an OpenAI
+// chat or completion chunk (`"choices":[{"index":1,...`) or the block of
+// an Anthropic event (`"index":0`); -1 when there is none.
+func eventIndex(data []byte) int {
+	i := bytes.Index(data, []byte(`"index":`))
+	if i < 0 {
+		return -1
+	}
+	n, digits := 0, 0
+	for j := i + len(`"index":`); j < len(data) && data[j] >= '0' && data[j] <= '9' && digits < 6; j++ {
+		n, digits = n*10+int(data[j]-'0'), digits+1
+	}
+	if digits == 0 {
+		return -1
+	}
+	return n
+}
+
+// anyHeld reports whether some slot holds text back.
+func (g *guardSink) anyHeld() bool {
+	for _, s := range g.slots {
+		if s.held != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// flushAll sends the held text of every slot, each in an event of its own;
+// ok is false when a guardrail blocked one, and out then ends with the
+// error event.
+func (g *guardSink) flushAll(out []byte) ([]byte, bool) {
+	for _, s := range g.slots {
+		if s.held == "" {
+			continue
+		}
+		var ok bool
+		if out, ok = g.flush(s, out); !ok {
+			return out, false
+		}
+	}
+	return out, true
 }
 
 // guardStream wraps sink when the call has post_call guardrails or
@@ -69,9 +136,9 @@ func (g *guardSink) event(ev, out []byte) []byte {
 }
 
 func (g *guardSink) end(out []byte) []byte {
-	if !g.blocked && g.held != "" {
+	if !g.blocked {
 		var ok bool
-		if out, ok = g.flush(out); !ok {
+		if out, ok = g.flushAll(out); !ok {
 			return out
 		}
 	}
@@ -87,8 +154,8 @@ func (g *guardSink) end(out []byte) []byte {
 // its end: what the upstream produced before it broke off reaches the
 // client, as it would have unheld.
 func (g *guardSink) release(out []byte) []byte {
-	if !g.blocked && g.held != "" {
-		out, _ = g.flush(out)
+	if !g.blocked {
+		out, _ = g.flushAll(out)
 	}
 	return out
 }
@@ -96,18 +163,18 @@ func (g *guardSink) release(out []byte) []byte {
 // flush appends the held text to out in an event of its own, checked (and
 // masked) with the window before it; ok is false when a guardrail blocked
 // it, and out then ends with the error event.
-func (g *guardSink) flush(out []byte) ([]byte, bool) {
-	text := g.held
-	g.held = ""
-	res, texts := g.checkTexts([]string{text})
+func (g *guardSink) flush(sl *guardSlot, out []byte) ([]byte, bool) {
+	text := sl.held
+	sl.held = ""
+	res, texts := g.checkTexts(sl, []string{text})
 	if res.Blocked != nil {
 		g.c.guardOutcomes(res.Outcomes)
 		g.blocked = true
 		return g.errorEvent(out, res), false
 	}
-	out = append(out, g.heldHead...)
+	out = append(out, sl.heldHead...)
 	out = append(out, "data: "...)
-	out = append(out, guardrail.Rewrite(g.heldData, []guardrail.Span{g.heldSpan}, texts)...)
+	out = append(out, guardrail.Rewrite(sl.heldData, []guardrail.Span{sl.heldSpan}, texts)...)
 	return append(out, "\n\n"...), true
 }
 
@@ -126,19 +193,19 @@ func isPing(data []byte) bool {
 // sameSlot reports whether the event data, of one text span sp, carries
 // text of the same kind as the held text: everything before its text is
 // the held event's (OpenAI's choice and delta, Anthropic's block index).
-func (g *guardSink) sameSlot(data []byte, sp guardrail.Span) bool {
-	return g.held != "" && bytes.Equal(data[:sp.Start], g.heldData[:g.heldSpan.Start])
+func (sl *guardSlot) sameSlot(data []byte, sp guardrail.Span) bool {
+	return sl.held != "" && bytes.Equal(data[:sp.Start], sl.heldData[:sl.heldSpan.Start])
 }
 
 // checkTexts runs the post_call guardrails on texts, the first seen after
 // the window, and returns the result and the texts to send: masked within
 // texts alone (what the window adds was already sent). The window then
 // ends with the texts.
-func (g *guardSink) checkTexts(texts []string) (guardrail.Result, []string) {
+func (g *guardSink) checkTexts(sl *guardSlot, texts []string) (guardrail.Result, []string) {
 	cg := g.c.guard
 	window := make([]string, len(texts))
 	copy(window, texts)
-	window[0] = string(g.tail) + window[0]
+	window[0] = string(sl.tail) + window[0]
 	in := g.c.guardInputOf(nil, true)
 	in.Texts = window
 	res := guardrail.Run(g.c.r.Context(), cg.run, guardrail.PostCall, in)
@@ -147,8 +214,8 @@ func (g *guardSink) checkTexts(texts []string) (guardrail.Result, []string) {
 	}
 	if res.Texts != nil {
 		masked := res.Texts[0]
-		if len(masked) >= len(g.tail) && masked[:len(g.tail)] == string(g.tail) {
-			res.Texts[0] = masked[len(g.tail):]
+		if len(masked) >= len(sl.tail) && masked[:len(sl.tail)] == string(sl.tail) {
+			res.Texts[0] = masked[len(sl.tail):]
 			copy(texts, res.Texts)
 		} else {
 			// A finding straddles the window and these texts: its start
@@ -165,10 +232,10 @@ func (g *guardSink) checkTexts(texts []string) (guardrail.Result, []string) {
 		}
 	}
 	for _, t := range texts {
-		g.tail = append(g.tail, t...)
+		sl.tail = append(sl.tail, t...)
 	}
-	if n := len(g.tail); n > guardWindow {
-		g.tail = append(g.tail[:0], g.tail[n-guardWindow:]...)
+	if n := len(sl.tail); n > guardWindow {
+		sl.tail = append(sl.tail[:0], sl.tail[n-guardWindow:]...)
 	}
 	return res, texts
 }
@@ -201,17 +268,38 @@ func (g *guardSink) check(out []byte, start int) []byte {
 		if len(data) > 0 && data[0] == '{' {
 			spans = guardrail.Texts(data)
 		}
-		merge := g.hold && len(spans) == 1 && g.sameSlot(data, spans[0])
-		if g.held != "" && !merge && !isPing(data) {
+		// The event's slot: its choice (or block) when it names one,
+		// else the one of events that name none. The first "index"
+		// member is the choice's in OpenAI's chunks (a tool call's comes
+		// after it) and the block's in Anthropic's events; a text's own
+		// quotes are escaped, so none is read inside a text.
+		id := eventIndex(data)
+		sl := g.slot(id)
+		if g.anyHeld() && !isPing(data) {
 			// Held text of another kind goes out first, in an event of
-			// its own before this one.
+			// its own before this one: this slot's when this event is of
+			// another kind, every slot's when it names no choice or
+			// carries several texts. Another choice's held text waits
+			// for its choice's next event.
 			var flushed []byte
-			flushed, ok := g.flush(flushed)
+			ok := true
+			mergeable := g.hold && len(spans) == 1 && sl.sameSlot(data, spans[0])
+			if len(spans) > 1 || id < 0 {
+				for _, o := range g.slots {
+					if o.held != "" && (o != sl || !mergeable) && ok {
+						flushed, ok = g.flush(o, flushed)
+					}
+				}
+			} else if sl.held != "" && !mergeable {
+				flushed, ok = g.flush(sl, flushed)
+			}
 			if !ok {
 				return append(out[:start], flushed...)
 			}
-			rewritten = append(rewritten[:evStart], append(flushed, rewritten[evStart:]...)...)
-			changed = true
+			if len(flushed) > 0 {
+				rewritten = append(rewritten[:evStart], append(flushed, rewritten[evStart:]...)...)
+				changed = true
+			}
 		}
 		if len(spans) == 0 {
 			rewritten = append(append(rewritten, line...), '\n')
@@ -228,40 +316,41 @@ func (g *guardSink) check(out []byte, start int) []byte {
 			texts = restoreAll(texts, cg.restore)
 		}
 		if cg.post {
-			before := g.held // held text now sent with this event's
+			before := sl.held // held text now sent with this event's
 			// The Responses API numbers its events (sequence_number): a
 			// held text sent in an event of its own would repeat a
 			// number, so its events are never held.
 			holdNow := g.hold && len(spans) == 1 && !bytes.Contains(data, []byte(`"sequence_number"`))
 			if holdNow {
 				t := before + texts[0]
-				g.held = ""
+				sl.held = ""
 				if p := guardrail.Pending(cg.run, t); p > 0 {
-					t, g.held = t[:len(t)-p], t[len(t)-p:]
-					g.heldData, g.heldSpan = append(g.heldData[:0], data...), spans[0]
-					g.heldHead = append(g.heldHead[:0], rewritten[evStart:]...)
+					t, sl.held = t[:len(t)-p], t[len(t)-p:]
+					sl.heldData, sl.heldSpan = append(sl.heldData[:0], data...), spans[0]
+					sl.heldHead = append(sl.heldHead[:0], rewritten[evStart:]...)
 				}
 				texts[0] = t
 			}
-			tail := len(g.tail)
-			res, checked := g.checkTexts(texts)
+			tail := len(sl.tail)
+			res, checked := g.checkTexts(sl, texts)
 			if res.Blocked != nil {
 				g.c.guardOutcomes(res.Outcomes)
 				g.blocked = true
-				g.held = ""
+				sl.held = ""
 				head := out[:start]
 				if before != "" {
 					// The text held before this event is sent if it
 					// passes alone: what was produced before the block
-					// reaches the client, as it would have unheld.
-					g.tail = g.tail[:min(tail, len(g.tail))]
-					g.held = before
-					var ok bool
-					if head, ok = g.flush(head); !ok {
-						return head
-					}
-					g.blocked = true
+					// reaches the client, as it would have unheld (and
+					// so is what other choices hold).
+					sl.tail = sl.tail[:min(tail, len(sl.tail))]
+					sl.held = before
 				}
+				var ok bool
+				if head, ok = g.flushAll(head); !ok {
+					return head
+				}
+				g.blocked = true
 				return g.errorEvent(head, res)
 			}
 			texts = checked

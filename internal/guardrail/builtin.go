@@ -479,7 +479,7 @@ func countInjectionsIn(s string, ascii bool) (n int, ok bool) {
 				k |= next << 8
 			}
 			k |= 0x2020
-			if injectionPairs[k>>6]&(1<<(k&63)) != 0 && injectionAt(s, i+int(sh>>3)) {
+			if injectionPairs[k>>6]&(1<<(k&63)) != 0 && injectionAt(s, i+int(sh>>3), ascii) {
 				n++
 			}
 		}
@@ -492,7 +492,7 @@ func countInjectionsIn(s string, ascii bool) (n int, ok bool) {
 		if c != '<' && !(isLetter(c) && (i == 0 || !isLetter(s[i-1]))) {
 			continue
 		}
-		if injectionAt(s, i) {
+		if injectionAt(s, i, ascii) {
 			n++
 		}
 	}
@@ -523,10 +523,15 @@ func injectionStarts(x, prev uint64) (cand, last uint64) {
 }
 
 // injectionAt reports whether a pattern matches at s[i], a word start or
-// a '<'.
-func injectionAt(s string, i int) bool {
+// a '<'. In ASCII text (ascii), the words a trigger's patterns go on with
+// are compared first (follow.go), and the expression runs only where they
+// follow.
+func injectionAt(s string, i int, ascii bool) bool {
 	c := s[i]
 	if c == '<' {
+		if ascii && !tagNext(s, i+1) {
+			return false
+		}
 		return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
 	}
 	if !injectionPair(s, i) {
@@ -536,6 +541,9 @@ func injectionAt(s string, i int) bool {
 	// start with them, one or two, are the only ones to compare.
 	for _, w := range injectionByPair[pairIndex(c, s[i+1])] {
 		if hasPrefixFold(s[i:], w) {
+			if ascii && !followedByAny(s, i+len(w), injectionFollows[w]) {
+				return false
+			}
 			return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
 		}
 	}

@@ -44,7 +44,15 @@ func Holds(gs []*Guardrail) bool {
 	return false
 }
 
-func (p *piiCheck) pending(s string) int { return redact.Pending(s) }
+func (p *piiCheck) pending(s string) int {
+	n := redact.Pending(s)
+	if _, ok := p.actions[redact.EmailAddress]; ok {
+		// An address split just before its '@' ("jane" | "@example.com"):
+		// the word at the end may be its local part.
+		n = max(n, redact.PendingLocal(s))
+	}
+	return n
+}
 
 // pending: the prebuilt patterns' tail, and the longest end of s that is
 // the start of a keyword (ASCII folded; keywords match inside words). A

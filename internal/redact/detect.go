@@ -569,7 +569,6 @@ func load64(s string, i int) uint64 {
 }
 
 var (
-	phoneRe = regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{1,4}){1,5}`)
 	// dateRe is a calendar date inside a phone-shaped run: year first
 	// (2024-01-15) or last (15.01.2024, 01-15-2024).
 	dateRe = regexp.MustCompile(`(?:^|\D)(?:(?:19|20)\d\d[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]\d|3[01])|(?:0?[1-9]|[12]\d|3[01])[\-/.](?:0?[1-9]|1[0-2])[\-/.](?:19|20)\d\d|(?:0?[1-9]|1[0-2])[\-/.](?:0?[1-9]|[12]\d|3[01])[\-/.](?:19|20)\d\d)(?:\D|$)`)
@@ -722,25 +721,125 @@ func phones(w string, add func(int, int)) {
 	if strings.IndexByte(w, '+') < 0 && countDigits(w) < 10 {
 		return
 	}
-	for _, m := range phoneRe.FindAllStringIndex(w, -1) {
-		a, b := m[0], m[1]
+	phoneMatches(w, func(a, b int) {
 		if !free(w, a, b) {
-			continue
+			return
 		}
 		p := w[a:b]
 		n := countDigits(p)
 		plus := p[0] == '+'
 		if n > 15 || n < 10 && !(plus && n >= 8) {
-			continue
+			return
 		}
 		if !plus && strings.Count(p, ".") >= 3 && !strings.ContainsAny(p, " -()") {
-			continue // dotted like a version or an address, not a phone
+			return // dotted like a version or an address, not a phone
 		}
 		if !plus && dateRe.MatchString(p) {
-			continue // a date with a time or another number beside it ("2024-01-15 10:30")
+			return // a date with a time or another number beside it ("2024-01-15 10:30")
 		}
 		add(a, b)
+	})
+}
+
+// phoneMatches calls fn with each w[a:b] that the expression
+//
+//	(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{1,4}){1,5}
+//
+// finds (leftmost-first, not overlapping), without its automaton, which
+// cost more than the rest of masking a card-shaped run of digits. At each
+// start the choices are tried in the expression's order of preference
+// (an optional part taken before it is left out, more digits or groups
+// before fewer) and the first that matches is the expression's match;
+// a match spans at most 41 bytes, so the work at a start is bounded and
+// the scan linear (TestPhoneMatchesTheExpression).
+func phoneMatches(w string, fn func(a, b int)) {
+	for a := 0; a < len(w); {
+		if c := w[a]; c == '+' || c == '(' || isDigit(c) {
+			if e := phoneAt(w, a); e >= 0 {
+				fn(a, e)
+				a = e
+				continue
+			}
+		}
+		a++
 	}
+}
+
+func isPhoneSep(b byte) bool { return b == ' ' || b == '.' || b == '-' }
+
+// digitsAt returns how many digits, at most max, start w[i:].
+func digitsAt(w string, i, max int) int {
+	n := 0
+	for n < max && i+n < len(w) && isDigit(w[i+n]) {
+		n++
+	}
+	return n
+}
+
+// phoneAt is the end of the phone expression's match at w[i:], -1 when
+// there is none: (?:\+\d{1,3}[ .\-]?)? then the rest.
+func phoneAt(w string, i int) int {
+	if i < len(w) && w[i] == '+' {
+		for d := digitsAt(w, i+1, 3); d >= 1; d-- {
+			j := i + 1 + d
+			if j < len(w) && isPhoneSep(w[j]) {
+				if e := phoneArea(w, j+1); e >= 0 {
+					return e
+				}
+			}
+			if e := phoneArea(w, j); e >= 0 {
+				return e
+			}
+		}
+	}
+	return phoneArea(w, i)
+}
+
+// phoneArea: (?:\(\d{1,4}\)[ .\-]?)? then the rest.
+func phoneArea(w string, i int) int {
+	if i < len(w) && w[i] == '(' {
+		for d := digitsAt(w, i+1, 4); d >= 1; d-- {
+			j := i + 1 + d
+			if j >= len(w) || w[j] != ')' {
+				continue
+			}
+			j++
+			if j < len(w) && isPhoneSep(w[j]) {
+				if e := phoneGroups(w, j+1); e >= 0 {
+					return e
+				}
+			}
+			if e := phoneGroups(w, j); e >= 0 {
+				return e
+			}
+		}
+	}
+	return phoneGroups(w, i)
+}
+
+// phoneGroups: \d{1,4}(?:[ .\-]\d{1,4}){1,5}.
+func phoneGroups(w string, i int) int {
+	for d := digitsAt(w, i, 4); d >= 1; d-- {
+		if e := phoneMore(w, i+d, 0); e >= 0 {
+			return e
+		}
+	}
+	return -1
+}
+
+// phoneMore: k groups (?:[ .\-]\d{1,4}) taken, up to five; at least one.
+func phoneMore(w string, i, k int) int {
+	if k < 5 && i < len(w) && isPhoneSep(w[i]) {
+		for d := digitsAt(w, i+1, 4); d >= 1; d-- {
+			if e := phoneMore(w, i+1+d, k+1); e >= 0 {
+				return e
+			}
+		}
+	}
+	if k >= 1 {
+		return i
+	}
+	return -1
 }
 
 func ipv4s(w string, add func(int, int)) {

@@ -84,3 +84,22 @@ func Pending(s string) int {
 	}
 	return 0
 }
+
+// PendingLocal returns how many bytes at the end of s could be the local
+// part of an e-mail address whose '@' the text to come starts with
+// ("write to jane" before "@example.com"): a trailing run of the bytes a
+// local part is made of, ending in a letter, digit or one of _ % + -,
+// at most 64 bytes (the longest local part) and never more than
+// MaxPending. A stream whose guardrails mask e-mail addresses holds it
+// back, so that an address split just before its '@' is masked whole; it
+// is 0 after a space or punctuation.
+func PendingLocal(s string) int {
+	i := len(s)
+	for i > 0 && len(s)-i < 64 && isLocal(s[i-1]) {
+		i--
+	}
+	if i == len(s) || s[len(s)-1] == '.' || (i > 0 && isLocal(s[i-1])) {
+		return 0 // nothing, a sentence's end, or a run too long to be a local part
+	}
+	return len(s) - i
+}

@@ -49,3 +49,29 @@ func repeat(b byte, n int) []byte {
 	}
 	return out
 }
+
+// TestPendingLocal: the end of a text that could be an e-mail address's
+// local part, its '@' still to come, is held; a space, a sentence's end
+// or a run longer than a local part is not.
+func TestPendingLocal(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		s    string
+		want string
+	}{
+		{"Mail jane", "jane"},
+		{"Mail jane.doe", "jane.doe"},
+		{"Mail jane_doe+tag", "jane_doe+tag"},
+		{"Sure, here it is. ", ""},
+		{"the end.", ""},
+		{"well,", ""},
+		{"x " + string(repeat('a', 70)), ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		n := PendingLocal(tt.s)
+		if got := tt.s[len(tt.s)-n:]; got != tt.want {
+			t.Errorf("PendingLocal(%q) holds %q, want %q", tt.s, got, tt.want)
+		}
+	}
+}

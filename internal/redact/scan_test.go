@@ -202,3 +202,48 @@ func TestSSNMatchesTheExpression(t *testing.T) {
 		t.Fatalf("only %d SSN shapes found: the comparison proves little", found)
 	}
 }
+
+// phoneRe is the expression phoneMatches replaced.
+var phoneRe = regexp.MustCompile(`(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]\d{1,4}){1,5}`)
+
+// TestPhoneMatchesTheExpression: the phone scan finds what the expression
+// it replaced finds (leftmost-first, not overlapping) on the scan texts,
+// on phone, card, date and IP shapes, on random strings of digits and the
+// bytes phones are written with, and each of them at every alignment
+// (after 0 to 7 bytes of other text).
+func TestPhoneMatchesTheExpression(t *testing.T) {
+	t.Parallel()
+	texts := append(scanTexts(), "call (555) 123-4567 now", "+44 20 7946 0958", "+1 (555) 010-9999", "+1234-5678",
+		"+12", "+(12) 3", "(12)(34) 5-6", "4111 1111 1111 1111", "5500-0000-0000-0004", "2024-01-15 10:30",
+		"192.168.1.20", "1.2.3.4.5.6.7.8.9", "+49.30.123456.78", "(1234)-5678-9012", "12345 6789 1 2 3 4 5 6 7",
+		"++1 2", "+1 +2 3", "((12) 3-4", "(12345) 6-7", "+1234 5", "1-2-3-4-5-6-7-8-9-0-1-2-3")
+	rng := rand.New(rand.NewPCG(3, 4))
+	const alphabet = "0123456789 .-+()x"
+	for k := 0; k < 20000; k++ {
+		b := make([]byte, rng.IntN(48))
+		for i := range b {
+			if rng.IntN(3) == 0 {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				b[i] = '0' + byte(rng.IntN(10))
+			}
+		}
+		texts = append(texts, string(b))
+	}
+	found := 0
+	for _, s := range texts {
+		for pad := 0; pad < 8; pad++ {
+			p := strings.Repeat("a", pad) + s
+			var got [][]int
+			phoneMatches(p, func(a, b int) { got = append(got, []int{a, b}) })
+			want := phoneRe.FindAllStringIndex(p, -1)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("phoneMatches(%q) = %v, expression %v", p, got, want)
+			}
+			found += len(got)
+		}
+	}
+	if found < 1000 {
+		t.Fatalf("only %d phone shapes found: the comparison proves little", found)
+	}
+}

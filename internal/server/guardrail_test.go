@@ -25,13 +25,14 @@ type recordingUpstream struct {
 	reply  string
 	chunk  int
 	pieces []string // when set, the streamed answer's pieces (else reply in chunk bytes)
+	events []string // when set, the streamed answer's events' data, as they are
 }
 
 func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	u.mu.Lock()
 	u.bodies = append(u.bodies, string(b))
-	reply, chunk, pieces := u.reply, u.chunk, u.pieces
+	reply, chunk, pieces, events := u.reply, u.chunk, u.pieces, u.events
 	u.mu.Unlock()
 	if !strings.Contains(string(b), `"stream":true`) {
 		w.Header().Set("Content-Type", "application/json")
@@ -41,6 +42,14 @@ func (u *recordingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	if chunk <= 0 {
 		chunk = 4
+	}
+	if events != nil {
+		for _, ev := range events {
+			fmt.Fprintf(w, "data: %s\n\n", ev)
+			w.(http.Flusher).Flush()
+		}
+		fmt.Fprint(w, "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":7,\"total_tokens\":18}}\n\ndata: [DONE]\n\n")
+		return
 	}
 	if pieces == nil {
 		for i := 0; i < len(reply); i += chunk {
