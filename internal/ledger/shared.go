@@ -289,8 +289,10 @@ return out
 end
 `
 
-// settleScript: ARGV = actual, lease, replicas alive (returned as is); KEYS
-// as for reserveScript. Returns {alive, then per account spent and held},
+// settleScript: ARGV = actual, lease, and a value returned first as is (0:
+// the settle counts no replicas; the caller takes the hold's count and the
+// heartbeat's); KEYS as for reserveScript. Returns {that value, then per
+// account spent and held},
 // spent -1 for an account Redis no longer has (flushed, restarted): its
 // spend is left for the next hold to carry, and reseeds it.
 var settleScript = rscript.New(luaSettle + `
