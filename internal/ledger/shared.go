@@ -150,6 +150,27 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
+// luaNum defines bud_int and bud_add. Redis writes a Lua number in the
+// shortest form (1.2345678901234568e+17 from 7.0): not an integer to
+// HINCRBY (the next hold's pending spend, CarryOffline, replicas of the
+// layout before) and, past 2^53, not exact. Amounts go up to MaxAmount
+// (2^61): spent and held are written as integers, and a sum a Lua number
+// cannot hold exactly is made by HINCRBY.
+const luaNum = `
+local function bud_int(x) return string.format('%d', x) end
+-- bud_add sets field f of k, whose value was old, to old + d: into the
+-- HSET list t when a Lua number holds the sum exactly, else by HINCRBY
+-- (Redis's int64). It returns the sum.
+local function bud_add(k, t, f, old, d)
+  local v = old + d
+  if math.abs(old) < 2^53 and math.abs(d) < 2^53 and math.abs(v) < 2^53 then
+    t[#t + 1], t[#t + 2] = f, bud_int(v)
+    return v
+  end
+  return redis.call('HINCRBY', k, f, bud_int(d))
+end
+`
+
 // luaHold defines bud_hold(KEYS, ARGV), reserveScript's work (now set).
 //
 // An account is one hash: 'spent', 'held', 'period', 'short' (the lease of
@@ -170,9 +191,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // keep its holds once no old replica is left to expire them.
 //
 // The key's expiry (a week) is set when made and then about once a day, not
-// on every hold. Lua numbers become strings with %.17g: amounts and times
-// (< 2^53) stay exact.
-const luaHold = `
+// on every hold. Numbers are written as integers (luaNum).
+const luaHold = luaNum + `
 local function bud_lease(v)
   local a, x = string.match(v, '^(%-?%d+):(%d+)$')
   return tonumber(a), tonumber(x)
@@ -194,23 +214,27 @@ local function bud_sweep(k, hd)
   end
   if #del > 0 then redis.call('HDEL', k, unpack(del)) end
   if nx then
-    redis.call('HSET', k, 'held', hd, 'nx', nx)
+    redis.call('HSET', k, 'held', bud_int(hd), 'nx', bud_int(nx))
   else
-    redis.call('HSET', k, 'held', hd)
+    redis.call('HSET', k, 'held', bud_int(hd))
     redis.call('HDEL', k, 'nx')
   end
   return hd, nx
 end
 -- bud_legacy drops the expired leases of the layout before (k:h, k:e).
+-- k:e (and k:h) may be another account's one hash ("<id>:e" names an
+-- account as well as "<id>"): only a sorted set is the layout before.
 local function bud_legacy(k, hd, ttl)
   local h, e = k .. ':h', k .. ':e'
-  for _, l in ipairs(redis.call('ZRANGEBYSCORE', e, '-inf', now)) do
-    local a = redis.call('HGET', h, l)
-    if a then hd = hd - tonumber(a) end
-    redis.call('HDEL', h, l)
-    redis.call('ZREM', e, l)
+  if redis.call('TYPE', e).ok == 'zset' and redis.call('TYPE', h).ok == 'hash' then
+    for _, l in ipairs(redis.call('ZRANGEBYSCORE', e, '-inf', now)) do
+      local a = redis.call('HGET', h, l)
+      if a then hd = hd - tonumber(a) end
+      redis.call('HDEL', h, l)
+      redis.call('ZREM', e, l)
+    end
   end
-  redis.call('HSET', k, 'held', hd, 'lx', now + ttl)
+  redis.call('HSET', k, 'held', bud_int(hd), 'lx', bud_int(now + ttl))
   return hd
 end
 local function bud_hold(KEYS, ARGV)
@@ -230,10 +254,11 @@ for i = 1, n do
   if cur[1] == false or tonumber(cur[2] or 0) < period then
     -- seed excludes every replica-local spend not yet in Redis; this
     -- hold's share of it is pending, the rest comes with other holds.
-    s = seed + pending
-    redis.call('HSET', k, 'spent', s, 'period', period)
+    redis.call('HSET', k, 'spent', ARGV[6+4*i-2], 'period', ARGV[6+4*i-1])
+    s = seed
+    if pending ~= 0 then s = redis.call('HINCRBY', k, 'spent', ARGV[6+4*i]) end
   elseif pending ~= 0 then
-    s = redis.call('HINCRBY', k, 'spent', pending)
+    s = redis.call('HINCRBY', k, 'spent', ARGV[6+4*i])
   end
   if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
   if now >= tonumber(cur[6] or 0) then hd = bud_legacy(k, hd, ttl) end
@@ -274,11 +299,11 @@ local out = {1, alive}
 local exp = now + ttl
 for i = 1, n do
   local k = KEYS[i]
-  local hd = held[i] + amount
-  local f = {'held', hd, lease, string.format('%d:%d', amount, exp)}
-  if not nxs[i] or exp < nxs[i] then f[#f+1], f[#f+2] = 'nx', exp end
+  local f = {lease, string.format('%d:%d', amount, exp)}
+  local hd = bud_add(k, f, 'held', held[i], amount)
+  if not nxs[i] or exp < nxs[i] then f[#f+1], f[#f+2] = 'nx', bud_int(exp) end
   if short then f[#f+1], f[#f+2] = 'short', lease end
-  if not touched[i] then f[#f+1], f[#f+2] = 'y', now end
+  if not touched[i] then f[#f+1], f[#f+2] = 'y', bud_int(now) end
   redis.call('HSET', k, unpack(f))
   if not touched[i] then redis.call('PEXPIRE', k, 604800000) end
   out[2+i] = tonumber(ARGV[6+4*i-3]) - spent[i] - hd
@@ -302,7 +327,7 @@ return bud_settle(KEYS, ARGV)
 // luaSettle defines bud_settle(KEYS, ARGV), settleScript's work. It needs
 // no clock: a lease is found by name, and an expired one not yet swept is
 // settled as one in force (its expiry only frees what a dead replica held).
-const luaSettle = `
+const luaSettle = luaNum + `
 local function bud_settle(KEYS, ARGV)
 local actual, lease = tonumber(ARGV[1]), ARGV[2]
 local out = {tonumber(ARGV[3])}
@@ -312,21 +337,15 @@ for i = 1, #KEYS - 1 do
   local cur = redis.call('HMGET', k, 'spent', 'held', 'short', lease)
   local exists = cur[1] ~= false
   local held = tonumber(cur[2] or 0)
-  if cur[4] then
-    held = held - tonumber(string.match(cur[4], '^(%-?%d+)'))
-  end
+  local a = cur[4] and tonumber(string.match(cur[4], '^(%-?%d+)'))
   if not exists then
     out[2*i], out[2*i+1] = -1, 0
     if cur[4] then redis.call('HDEL', k, lease) end
   else
-    local s = tonumber(cur[1]) + actual
-    if actual ~= 0 and cur[4] then
-      redis.call('HSET', k, 'spent', s, 'held', held)
-    elseif actual ~= 0 then
-      redis.call('HSET', k, 'spent', s)
-    elseif cur[4] then
-      redis.call('HSET', k, 'held', held)
-    end
+    local s, f = tonumber(cur[1]), {}
+    if actual ~= 0 then s = bud_add(k, f, 'spent', s, actual) end
+    if a then held = bud_add(k, f, 'held', held, -a) end
+    if #f > 0 then redis.call('HSET', k, unpack(f)) end
     if cur[3] == lease then
       redis.call('HDEL', k, lease, 'short')
     elseif cur[4] then
