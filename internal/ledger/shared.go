@@ -222,11 +222,12 @@ local function bud_sweep(k, hd)
   return hd, nx
 end
 -- bud_legacy drops the expired leases of the layout before (k:h, k:e).
--- k:e (and k:h) may be another account's one hash ("<id>:e" names an
--- account as well as "<id>"): only a sorted set is the layout before.
+-- k:e may be another account's one hash (an id "<id>:e" names it): only
+-- a sorted set is the layout before. (k:h is a hash either way, and holds
+-- none of the old leases' names unless it is theirs.)
 local function bud_legacy(k, hd, ttl)
   local h, e = k .. ':h', k .. ':e'
-  if redis.call('TYPE', e).ok == 'zset' and redis.call('TYPE', h).ok == 'hash' then
+  if redis.call('TYPE', e).ok == 'zset' then
     for _, l in ipairs(redis.call('ZRANGEBYSCORE', e, '-inf', now)) do
       local a = redis.call('HGET', h, l)
       if a then hd = hd - tonumber(a) end
