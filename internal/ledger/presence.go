@@ -15,10 +15,11 @@ import (
 
 // Replicas sharing budgets on Redis announce themselves: each beats into a
 // sorted set every HeartbeatEvery, scored with Redis's clock, and a replica
-// heard from within AliveWindow counts as alive. The hold and settle scripts
-// count the live replicas themselves and return, per budgeted account, what
-// remained (budget − spent − held) and how many replicas were alive: the
-// request path learns both with no extra round trip.
+// heard from within AliveWindow counts as alive. The hold script counts the
+// live replicas itself and returns, per budgeted account, what remained
+// (budget − spent − held) and how many replicas were alive; the settle
+// returns what remained and takes the larger of the hold's count and the
+// last heartbeat's: the request path learns both with no extra round trip.
 //
 // When a replica loses Redis it may spend on each budgeted account only its
 // share of what remained when it last heard: remaining / alive, minus what it

@@ -135,11 +135,11 @@ func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":"
 // spend + holds is below every budget (up to); 2 holds amount (the worst
 // case) when it fits, else, admitting while spend + holds is below every
 // budget, the estimate for the one request per budget whose output runs as
-// asked, or the capped amount for others (flex; see ReserveFlex). KEYS come
-// in threes per account: state hash {spent, held, period, short}, lease
-// amounts hash, lease expiry zset; last, the presence set. It returns {1,
-// alive, remaining per account, amount held, capped (0/1)} or {0, account,
-// spent, held, alive[, 1 when the last of the budget is held short]}.
+// asked, or the capped amount for others (flex; see ReserveFlex). KEYS: one
+// hash per account (its state and its leases, luaHold), last, the presence
+// set. It returns {1, alive, remaining per account, amount held, capped
+// (0/1)} or {0, account, spent, held, alive[, 1 when the last of the budget
+// is held short]}.
 var reserveScript = rscript.New(luaNow + luaHold + `
 return bud_hold(KEYS, ARGV)
 `)
@@ -150,55 +150,131 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
+// luaNum defines bud_int and bud_add. Redis writes a Lua number in the
+// shortest form (1.2345678901234568e+17 from 7.0): not an integer to
+// HINCRBY (the next hold's pending spend, CarryOffline, replicas of the
+// layout before) and, past 2^53, not exact. Amounts go up to MaxAmount
+// (2^61): spent and held are written as integers, and a sum a Lua number
+// cannot hold exactly is made by HINCRBY.
+const luaNum = `
+local function bud_int(x) return string.format('%d', x) end
+-- bud_add sets field f of k, whose value was old, to old + d: into the
+-- HSET list t when a Lua number holds the sum exactly, else by HINCRBY
+-- (Redis's int64). It returns the sum.
+local function bud_add(k, t, f, old, d)
+  local v = old + d
+  if math.abs(old) < 2^53 and math.abs(d) < 2^53 and math.abs(v) < 2^53 then
+    t[#t + 1], t[#t + 2] = f, bud_int(v)
+    return v
+  end
+  return redis.call('HINCRBY', k, f, bud_int(d))
+end
+`
+
 // luaHold defines bud_hold(KEYS, ARGV), reserveScript's work (now set).
-// Keys get their expiry (a week) when made and then about once a day, not
-// on every hold: the state hash's 'x' is when it was last set. The lease
-// hash and set keep a sentinel member, so that they are not deleted (and
-// remade without an expiry) when their last lease goes.
-const luaHold = `
+//
+// An account is one hash: 'spent', 'held', 'period', 'short' (the lease of
+// the last hold cut short), 'y' (when its expiry was last set), 'nx' (no
+// lease expires before it), 'lx' (when the layout before this one was last
+// swept) and one field per lease, lease -> "amount:expiry ms". A hold reads
+// the hash once (HMGET) and writes it once (HSET); a settle reads it once
+// and writes it twice (HSET, HDEL). Expired leases are swept only when one
+// may have expired (now >= nx): a lease still frees its budget at the first
+// hold after it expires, as when every hold swept a sorted set, and the
+// sweep (HGETALL) runs about once per lease lifetime.
+//
+// The hash is the key the layout before it used for spent/held/period/short,
+// with the leases in two more keys (k:h, amount, and k:e, a sorted set by
+// expiry), so replicas of both versions share spend and holds during a
+// rolling upgrade. Leases of the old layout are swept from here about once
+// per lease lifetime ('lx'), so an old replica that crashed holding does not
+// keep its holds once no old replica is left to expire them.
+//
+// The key's expiry (a week) is set when made and then about once a day, not
+// on every hold. Numbers are written as integers (luaNum).
+const luaHold = luaNum + `
+local function bud_lease(v)
+  local a, x = string.match(v, '^(%-?%d+):(%d+)$')
+  return tonumber(a), tonumber(x)
+end
+-- bud_sweep drops k's expired leases; it returns held and nx after it.
+local function bud_sweep(k, hd)
+  local all = redis.call('HGETALL', k)
+  local nx, del = false, {}
+  for j = 1, #all, 2 do
+    local a, x = bud_lease(all[j + 1])
+    if a then
+      if x <= now then
+        hd = hd - a
+        del[#del + 1] = all[j]
+      elseif not nx or x < nx then
+        nx = x
+      end
+    end
+  end
+  if #del > 0 then redis.call('HDEL', k, unpack(del)) end
+  if nx then
+    redis.call('HSET', k, 'held', bud_int(hd), 'nx', bud_int(nx))
+  else
+    redis.call('HSET', k, 'held', bud_int(hd))
+    redis.call('HDEL', k, 'nx')
+  end
+  return hd, nx
+end
+-- bud_legacy drops the expired leases of the layout before (k:h, k:e).
+-- k:e may be another account's one hash (an id "<id>:e" names it): only
+-- a sorted set is the layout before. (k:h is a hash either way, and holds
+-- none of the old leases' names unless it is theirs.)
+local function bud_legacy(k, hd, ttl)
+  local h, e = k .. ':h', k .. ':e'
+  if redis.call('TYPE', e).ok == 'zset' then
+    for _, l in ipairs(redis.call('ZRANGEBYSCORE', e, '-inf', now)) do
+      local a = redis.call('HGET', h, l)
+      if a then hd = hd - tonumber(a) end
+      redis.call('HDEL', h, l)
+      redis.call('ZREM', e, l)
+    end
+  end
+  redis.call('HSET', k, 'held', bud_int(hd), 'lx', bud_int(now + ttl))
+  return hd
+end
 local function bud_hold(KEYS, ARGV)
 local amount, lease, ttl, mode = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local n = (#KEYS - 1) / 3
+local n = #KEYS - 1
 local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[#ARGV]), '+inf'), 1)
 -- First bring every account up to date (seed, spend booked while Redis was
 -- away, expired holds), so that a refusal below loses none of it. spent
 -- and held keep each account's values from here on (one read each).
-local spent, held, touched = {}, {}, {}
+local spent, held, touched, nxs, shorts = {}, {}, {}, {}, {}
 for i = 1, n do
-  local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+  local k = KEYS[i]
   local seed, period, pending = tonumber(ARGV[6+4*i-2]), tonumber(ARGV[6+4*i-1]), tonumber(ARGV[6+4*i])
-  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'x')
+  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short')
   touched[i] = now - tonumber(cur[4] or 0) < 86400000
-  local s, hd = tonumber(cur[1]), tonumber(cur[3] or 0)
+  local s, hd, nx = tonumber(cur[1]), tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
   if cur[1] == false or tonumber(cur[2] or 0) < period then
     -- seed excludes every replica-local spend not yet in Redis; this
     -- hold's share of it is pending, the rest comes with other holds.
-    s = seed + pending
-    redis.call('HSET', k, 'spent', s, 'period', period)
+    redis.call('HSET', k, 'spent', ARGV[6+4*i-2], 'period', ARGV[6+4*i-1])
+    s = seed
+    if pending ~= 0 then s = redis.call('HINCRBY', k, 'spent', ARGV[6+4*i]) end
   elseif pending ~= 0 then
-    s = redis.call('HINCRBY', k, 'spent', pending)
+    s = redis.call('HINCRBY', k, 'spent', ARGV[6+4*i])
   end
-  local expired = redis.call('ZRANGEBYSCORE', e, '-inf', now)
-  for _, l in ipairs(expired) do
-    local a = redis.call('HGET', h, l)
-    if a then hd = redis.call('HINCRBY', k, 'held', -tonumber(a)) end
-    redis.call('HDEL', h, l)
-    redis.call('ZREM', e, l)
-  end
-  spent[i], held[i] = s, hd
+  if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
+  if now >= tonumber(cur[6] or 0) then hd = bud_legacy(k, hd, ttl) end
+  spent[i], held[i], nxs[i], shorts[i] = s, hd, nx, cur[7]
 end
 -- shortBusy is the first account whose last hold held short is in flight.
 local function shortBusy()
   for i = 1, n do
-    local cur = redis.call('HGET', KEYS[3*i-2], 'short')
-    if cur and redis.call('HEXISTS', KEYS[3*i-1], cur) == 1 then return i end
+    if shorts[i] and redis.call('HEXISTS', KEYS[i], shorts[i]) == 1 then return i end
   end
   return 0
 end
 local function refusal(i, busy)
-  local v = redis.call('HMGET', KEYS[3*i-2], 'spent', 'held')
-  if busy then return {0, i, tonumber(v[1] or 0), tonumber(v[2] or 0), alive, 1} end
-  return {0, i, tonumber(v[1] or 0), tonumber(v[2] or 0), alive}
+  if busy then return {0, i, spent[i], held[i], alive, 1} end
+  return {0, i, spent[i], held[i], alive}
 end
 local asked, fits, least, capped = amount, true, nil, 0
 for i = 1, n do
@@ -220,23 +296,17 @@ elseif mode == '2' and not fits then
     amount, short = math.min(tonumber(ARGV[5]), asked, least), true
   end
 end
-if short then
-  for i = 1, n do redis.call('HSET', KEYS[3*i-2], 'short', lease) end
-end
 local out = {1, alive}
+local exp = now + ttl
 for i = 1, n do
-  local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local hd = redis.call('HINCRBY', k, 'held', amount)
-  redis.call('HSET', h, lease, amount)
-  redis.call('ZADD', e, now + ttl, lease)
-  if not touched[i] then
-    -- A sentinel '~' (never expiring as a lease: scored +inf) keeps the
-    -- lease hash and set, and their expiry, when their last lease goes.
-    redis.call('HSET', h, '~', 0)
-    redis.call('ZADD', e, '+inf', '~')
-    for _, x in ipairs({k, h, e}) do redis.call('PEXPIRE', x, 604800000) end
-    redis.call('HSET', k, 'x', now)
-  end
+  local k = KEYS[i]
+  local f = {lease, string.format('%d:%d', amount, exp)}
+  local hd = bud_add(k, f, 'held', held[i], amount)
+  if not nxs[i] or exp < nxs[i] then f[#f+1], f[#f+2] = 'nx', bud_int(exp) end
+  if short then f[#f+1], f[#f+2] = 'short', lease end
+  if not touched[i] then f[#f+1], f[#f+2] = 'y', bud_int(now) end
+  redis.call('HSET', k, unpack(f))
+  if not touched[i] then redis.call('PEXPIRE', k, 604800000) end
   out[2+i] = tonumber(ARGV[6+4*i-3]) - spent[i] - hd
 end
 out[#out+1] = amount
@@ -245,41 +315,44 @@ return out
 end
 `
 
-// settleScript: ARGV = actual, lease, alive window (ms); KEYS as for
-// reserveScript. Returns {alive, then per account spent and held}, spent -1
-// for an account Redis no longer has (flushed, restarted): its spend is left
-// for the next hold to carry, and reseeds it.
-var settleScript = rscript.New(luaNow + luaSettle + `
+// settleScript: ARGV = actual, lease, and a value returned first as is (0:
+// the settle counts no replicas; the caller takes the hold's count and the
+// heartbeat's); KEYS as for reserveScript. Returns {that value, then per
+// account spent and held},
+// spent -1 for an account Redis no longer has (flushed, restarted): its
+// spend is left for the next hold to carry, and reseeds it.
+var settleScript = rscript.New(luaSettle + `
 return bud_settle(KEYS, ARGV)
 `)
 
-// luaSettle defines bud_settle(KEYS, ARGV), settleScript's work (now set).
-const luaSettle = `
+// luaSettle defines bud_settle(KEYS, ARGV), settleScript's work. It needs
+// no clock: a lease is found by name, and an expired one not yet swept is
+// settled as one in force (its expiry only frees what a dead replica held).
+const luaSettle = luaNum + `
 local function bud_settle(KEYS, ARGV)
 local actual, lease = tonumber(ARGV[1]), ARGV[2]
-local out = {math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[3]), '+inf'), 1)}
-for i = 1, (#KEYS - 1) / 3 do
-  local k, h, e = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+local out = {tonumber(ARGV[3])}
+for i = 1, #KEYS - 1 do
+  local k = KEYS[i]
   -- An account Redis has always has its spend (seeded, set or reset).
-  local cur = redis.call('HMGET', k, 'spent', 'held', 'short')
+  local cur = redis.call('HMGET', k, 'spent', 'held', 'short', lease)
   local exists = cur[1] ~= false
   local held = tonumber(cur[2] or 0)
-  local a = redis.call('HGET', h, lease)
-  if a then
-    if exists then held = redis.call('HINCRBY', k, 'held', -tonumber(a)) end
-    redis.call('HDEL', h, lease)
-    redis.call('ZREM', e, lease)
-  end
-  if cur[3] == lease then redis.call('HDEL', k, 'short') end
+  local a = cur[4] and tonumber(string.match(cur[4], '^(%-?%d+)'))
   if not exists then
     out[2*i], out[2*i+1] = -1, 0
+    if cur[4] then redis.call('HDEL', k, lease) end
   else
-    if actual > 0 then
-      out[2*i] = redis.call('HINCRBY', k, 'spent', actual)
-    else
-      out[2*i] = tonumber(cur[1])
+    local s, f = tonumber(cur[1]), {}
+    if actual ~= 0 then s = bud_add(k, f, 'spent', s, actual) end
+    if a then held = bud_add(k, f, 'held', held, -a) end
+    if #f > 0 then redis.call('HSET', k, unpack(f)) end
+    if cur[3] == lease then
+      redis.call('HDEL', k, lease, 'short')
+    elseif cur[4] then
+      redis.call('HDEL', k, lease)
     end
-    out[2*i+1] = held
+    out[2*i], out[2*i+1] = s, held
   end
 end
 return out
@@ -304,7 +377,7 @@ type sharedHold struct {
 	s       *Shared
 	lease   string
 	pending []int64  // unsynced spend sent with the hold, per shared account
-	keys    []string // the budgeted accounts' keys, three each
+	keys    []string // the budgeted accounts' keys, one each, then the presence set
 	shared  []*Account
 	others  []*Account // unbudgeted accounts, booked in process
 	amount  Amount
@@ -371,8 +444,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 	}
 	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds(), strconv.Itoa(int(q.mode)), int64(max(q.flex.Estimate, 0)), int64(max(q.flex.Capped, 0))}
 	for _, a := range h.shared {
-		k := s.key(a)
-		h.keys = append(h.keys, k, k+":h", k+":e")
+		h.keys = append(h.keys, s.key(a))
 		// Spend booked while Redis was away goes with this hold, and with
 		// no other: concurrent holds must not each carry it. It moves to
 		// carrying before it leaves unsynced, so that a share check in
@@ -582,7 +654,7 @@ func (h *sharedHold) landed(taken bool) {
 func (h *sharedHold) releaseLease() {
 	for wait := 500 * time.Millisecond; ; wait *= 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := h.s.r.Run(ctx, settleScript, h.keys, 0, h.lease, AliveWindow.Milliseconds())
+		_, err := h.s.r.Run(ctx, settleScript, h.keys, 0, h.lease, 0)
 		cancel()
 		if err = rscript.Final(err); err == nil || wait > 16*time.Second {
 			return
@@ -619,11 +691,11 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 	var err error
 	if g := h.gate; g != nil {
 		gk, ga := g.DoneCall()
-		keys, args := fuse(gk, ga, h.keys, []any{int64(actual), h.lease, AliveWindow.Milliseconds()})
+		keys, args := fuse(gk, ga, h.keys, []any{int64(actual), h.lease, 0})
 		res, err = rscript.Int64s(h.s.r.Run(ctx, fusedFor(g.GateLua()).settle, keys, args...))
 		g.Settled(err)
 	} else {
-		res, err = rscript.Int64s(h.s.r.Run(ctx, settleScript, h.keys, int64(actual), h.lease, AliveWindow.Milliseconds()))
+		res, err = rscript.Int64s(h.s.r.Run(ctx, settleScript, h.keys, int64(actual), h.lease, 0))
 	}
 	if err == nil && len(res) != 1+2*len(h.shared) {
 		err = fmt.Errorf("redis: settle reply has %d values for %d accounts", len(res), len(h.shared))
@@ -631,7 +703,11 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 	for i, a := range h.shared {
 		switch {
 		case err == nil && res[1+2*i] >= 0:
-			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), res[0])
+			// The settle does not count replicas: the larger of the
+			// heartbeat's count and the hold's (the smaller share).
+			_, alive := a.LastHeard()
+			alive = max(alive, h.s.alive.Load())
+			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive)
 			mirror(a, res[1+2*i]) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -506,10 +507,11 @@ func BenchmarkSharedHoldSettle(b *testing.B) {
 	}
 }
 
-// TestSharedKeysExpire: every key a hold writes has an expiry, also after
-// the lease hash and set lost their last lease and a later hold (within the
-// day the expiry is not refreshed) adds one again: a replica that dies
-// holding must not leave keys forever.
+// TestSharedKeysExpire: an account is one key, its hash, and it has an
+// expiry while a hold is in flight and after its last lease went (a later
+// hold within the day the expiry is not refreshed adds one again): a
+// replica that dies holding must not leave keys forever. Settled leases
+// leave no field behind.
 func TestSharedKeysExpire(t *testing.T) {
 	m := miniredis.RunT(t)
 	r := runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
@@ -520,17 +522,123 @@ func TestSharedKeysExpire(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range []string{"{t}:bud:key:k", "{t}:bud:key:k:h", "{t}:bud:key:k:e"} {
-			if ttl := m.TTL(k); ttl <= 0 {
-				t.Fatalf("round %d: %s has no expiry while a hold is in flight", round, k)
-			}
+		if ttl := m.TTL("{t}:bud:key:k"); ttl <= 0 {
+			t.Fatalf("round %d: the account has no expiry while a hold is in flight", round)
+		}
+		if leases := leaseFields(m, "{t}:bud:key:k"); len(leases) != 1 {
+			t.Fatalf("round %d: %d lease fields while one hold is in flight", round, len(leases))
 		}
 		h.Settle(ledger.USD(0.5))
-		if f, _ := m.HKeys("{t}:bud:key:k:h"); len(f) != 1 || f[0] != "~" {
-			t.Fatalf("round %d: the lease hash holds %v after its last lease went (want only the sentinel)", round, f)
+		if leases := leaseFields(m, "{t}:bud:key:k"); len(leases) != 0 {
+			t.Fatalf("round %d: lease fields %v left after the settle", round, leases)
 		}
-		if ttl := m.TTL("{t}:bud:key:k:h"); ttl <= 0 {
-			t.Fatalf("round %d: the lease hash lost its expiry", round)
+		if ttl := m.TTL("{t}:bud:key:k"); ttl <= 0 {
+			t.Fatalf("round %d: the account lost its expiry", round)
 		}
+		for _, old := range []string{"{t}:bud:key:k:h", "{t}:bud:key:k:e"} {
+			if m.Exists(old) {
+				t.Fatalf("round %d: %s made (the layout before this one)", round, old)
+			}
+		}
+	}
+	if got := m.HGet("{t}:bud:key:k", "held"); got != "0" {
+		t.Fatalf("held %s after every hold settled, want 0", got)
+	}
+}
+
+// leaseFields are the hash's lease fields ("amount:expiry" values).
+func leaseFields(m *miniredis.Miniredis, key string) []string {
+	var out []string
+	fields, _ := m.HKeys(key)
+	for _, f := range fields {
+		if strings.Contains(m.HGet(key, f), ":") {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// TestSharedLeasesExpireOneByOne: leases live in the account's hash and are
+// swept only once one may have expired; a dead replica's hold is freed at
+// the first hold after its lease expires, while a younger lease of a live
+// replica keeps its budget held until it is settled.
+func TestSharedLeasesExpireOneByOne(t *testing.T) {
+	m := miniredis.RunT(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	a := ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	b := ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	keyA := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
+	keyB := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
+	t0 := time.Now()
+	m.SetTime(t0)
+	if _, err := b.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.4)); err != nil { // B dies holding it
+		t.Fatal(err)
+	}
+	m.SetTime(t0.Add(10 * time.Minute))
+	live, err := a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.3)); err == nil {
+		t.Fatal("0.8 held and 0.3 more fitted a budget of 1")
+	}
+	m.SetTime(t0.Add(16 * time.Minute)) // B's lease expired, A's has 9 minutes left
+	h, err := a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.3))
+	if err != nil {
+		t.Fatalf("the dead replica's expired hold still blocks: %v", err)
+	}
+	h.Release()
+	if got := m.HGet("{t}:bud:key:k", "held"); got != strconv.FormatInt(int64(ledger.USD(0.4)), 10) {
+		t.Fatalf("held %s after the sweep, want the live 0.4", got)
+	}
+	if _, err := a.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.7)); err == nil {
+		t.Fatal("the live hold was swept with the dead one")
+	}
+	live.Settle(ledger.USD(0.1))
+	if got := m.HGet("{t}:bud:key:k", "held"); got != "0" {
+		t.Fatalf("held %s after every live hold settled, want 0", got)
+	}
+	if leases := leaseFields(m, "{t}:bud:key:k"); len(leases) != 0 {
+		t.Fatalf("lease fields %v left", leases)
+	}
+	if got := m.HGet("{t}:bud:key:k", "spent"); got != strconv.FormatInt(int64(ledger.USD(0.1)), 10) {
+		t.Fatalf("spent %s, want 0.1", got)
+	}
+}
+
+// TestSharedRollingUpgrade: a replica of the layout before this one keeps
+// its leases in two more keys (k:h, amount; k:e, expiry) and spent and held
+// in the same hash. Its holds count here, and one it left when it died is
+// freed once expired, though no old replica is left to sweep it.
+func TestSharedRollingUpgrade(t *testing.T) {
+	m := miniredis.RunT(t)
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	s := ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
+	t0 := time.Now()
+	m.SetTime(t0)
+	// What the old hold script wrote for a hold of 0.5 (15-minute lease).
+	old := strconv.FormatInt(int64(ledger.USD(0.5)), 10)
+	m.HSet("{t}:bud:key:k", "spent", "0", "period", "0", "held", old)
+	m.HSet("{t}:bud:key:k:h", "oldlease", old)
+	if _, err := m.ZAdd("{t}:bud:key:k:e", float64(t0.Add(15*time.Minute).UnixMilli()), "oldlease"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.6)); err == nil {
+		t.Fatal("the old replica's hold was not counted")
+	}
+	m.SetTime(t0.Add(31 * time.Minute)) // the old lease expired, and a legacy sweep is due
+	h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.6))
+	if err != nil {
+		t.Fatalf("the dead old replica's expired hold still blocks: %v", err)
+	}
+	h.Settle(ledger.USD(0.2))
+	if got := m.HGet("{t}:bud:key:k", "held"); got != "0" {
+		t.Fatalf("held %s, want 0", got)
+	}
+	if f, _ := m.HKeys("{t}:bud:key:k:h"); len(f) != 0 {
+		t.Fatalf("old lease hash still holds %v", f)
 	}
 }

@@ -694,3 +694,29 @@ func TestDoneIsOrderedBeforeNextAdmit(t *testing.T) {
 		t.Fatal("the token corrections Done queued never reached Redis")
 	}
 }
+
+// TestParallelDeadLeaseExpires: a parallel slot taken by a replica that
+// died is freed once its lease expires (swept when the slots are full),
+// while a younger lease still holds its slot.
+func TestParallelDeadLeaseExpires(t *testing.T) {
+	par := Rule{Scope: keyScope, Kind: Parallel, Limit: 2, Name: "max_parallel_requests", Label: ""}
+	b := newMiniBackend(t)
+	t0 := b.now
+	if b.admit(ticket(0, par)) != nil { // its replica dies holding it
+		t.Fatal("first slot refused")
+	}
+	b.m.SetTime(t0.Add(10 * time.Minute))
+	if b.admit(ticket(0, par)) != nil { // a live request, in flight
+		t.Fatal("second slot refused")
+	}
+	if d := b.admit(ticket(0, par)); d == nil {
+		t.Fatal("a third slot of two admitted")
+	}
+	b.m.SetTime(t0.Add(b.rd.LeaseTTL + time.Second))
+	if d := b.admit(ticket(0, par)); d != nil {
+		t.Fatalf("the dead replica's expired slot still counts: %v", d)
+	}
+	if d := b.admit(ticket(0, par)); d == nil || d.Used != 2 {
+		t.Fatalf("the live slot was swept with the dead one: %v", d)
+	}
+}

@@ -73,14 +73,18 @@ local function slotlen(win) return math.max(math.floor(win / 60), 1) end
 -- the slots still in the window, and 'h', the oldest slot field kept. A call
 -- reads those two; slots are subtracted from 's' (and deleted) once, as they
 -- leave the window, so a call's cost does not grow with the slot count.
--- Returns used, the current slot, ms until the oldest use leaves, the slot
--- length and the state add needs.
-local function window(key, win)
+-- at, when given, is a time (ms) whose slot add will count at: its count is
+-- read in the same HMGET. Returns used, the current slot, ms until the oldest
+-- use leaves, the slot length, and what add needs: the oldest slot, the sum
+-- as stored and the count of at's slot (of the current one without at).
+local function window(key, win, at)
   local sl = slotlen(win)
   local idx = math.floor(now / sl)
   local lo = idx - 60
-  local v = redis.call('HMGET', key, 's', 'h')
-  local used, head = tonumber(v[1]), tonumber(v[2])
+  local slot = idx
+  if at then slot = math.floor(at / sl) end
+  local v = redis.call('HMGET', key, 's', 'h', slot)
+  local used, head, cur = tonumber(v[1]), tonumber(v[2]), tonumber(v[3] or 0)
   if used == nil then
     -- A new window, or one kept as bare slots (before 's' and 'h'):
     -- count it once and keep the sum from now on.
@@ -97,11 +101,12 @@ local function window(key, win)
       end
     end
     if head ~= nil then redis.call('HSET', key, 's', used, 'h', head) end
+    if slot < lo then cur = 0 end
   elseif head < lo then
     if lo - head > 61 then
       -- Idle for longer than the window: nothing in it is left.
       redis.call('DEL', key)
-      used, head = 0, nil
+      used, head, cur = 0, nil, 0
     else
       -- Slots that left the window since the last call: subtract them once.
       local gone = {}
@@ -112,6 +117,7 @@ local function window(key, win)
         if c[j] then used = used - tonumber(c[j]); del[#del + 1] = gone[j] end
       end
       if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+      if slot < lo then cur = 0 end
       -- The new head is the oldest slot still kept, scanned forward in
       -- steps; a slot is scanned past once, so this too is O(1) amortized.
       head = nil
@@ -128,25 +134,30 @@ local function window(key, win)
       end
       if head == nil then
         redis.call('DEL', key)
-        used = 0
+        used, cur = 0, 0
       else
         redis.call('HSET', key, 's', used, 'h', head)
       end
     end
   end
+  local sum = used
   if used < 0 then used = 0 end
   local reset = 0
   if used > 0 and head ~= nil then reset = (head + 61) * sl - now end
-  return used, idx, reset, sl, head
+  return used, idx, reset, sl, {head, sum, cur}
 end
--- add counts n at slot, keeping the sum and the head. The key's expiry is
--- set when a slot is opened (its count was 0): a later add to that slot,
--- or to an older one, leaves nothing that outlives it.
-local function add(key, slot, n, head, sl)
-  local c = redis.call('HINCRBY', key, slot, n)
-  redis.call('HINCRBY', key, 's', n)
-  if head == nil or slot < head then redis.call('HSET', key, 'h', slot) end
-  if c == n then redis.call('PEXPIRE', key, 62 * sl + 1000) end
+-- add counts n at slot, the slot window read (its state st), keeping the
+-- sum and the head: one HSET. The key's expiry is set when a slot is opened
+-- (its count was 0): a later add to that slot, or to an older one, leaves
+-- nothing that outlives it.
+local function add(key, slot, n, st, sl)
+  local head, sum, cur = st[1], st[2], st[3]
+  if head == nil or slot < head then
+    redis.call('HSET', key, slot, cur + n, 's', sum + n, 'h', slot)
+  else
+    redis.call('HSET', key, slot, cur + n, 's', sum + n)
+  end
+  if cur == 0 then redis.call('PEXPIRE', key, 62 * sl + 1000) end
 end
 local function bucket(key, limit, win, fill)
   local v = redis.call('HMGET', key, 'tokens', 'filled')
@@ -194,17 +205,22 @@ for i = 1, #KEYS do
   local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local key = KEYS[i]
   if kind == 0 or kind == 1 then
-    local used, idx, reset, sl, head = window(key, win)
+    local used, idx, reset, sl, st = window(key, win)
     local need = 1
     if kind == 1 then need = est end
     if need > limit then return {0, i, used, -1} end
     if used + need > limit or (need == 0 and used >= limit) then return {0, i, used, reset} end
-    plan[i] = {idx, need, sl, head}
+    plan[i] = {idx, need, sl, st}
     out[#out + 1] = limit - used - need
     out[#out + 1] = reset
   elseif kind == 2 then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    -- Expired leases (a replica that died holding) are swept only when
+    -- they could refuse: below the limit they change no decision.
     local c = redis.call('ZCARD', key)
+    if c >= limit then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      c = redis.call('ZCARD', key)
+    end
     if c >= limit then return {0, i, c, 1000} end
     out[#out + 1] = limit - c - 1
     out[#out + 1] = 0
@@ -257,10 +273,12 @@ for i = 1, #KEYS do
   local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local key = KEYS[i]
   if kind == 1 and delta ~= 0 then
-    local used, idx, reset, sl, head = window(key, win)
+    local when = nil
+    if delta < 0 then when = at end
+    local used, idx, reset, sl, st = window(key, win, when)
     local slot = idx
     if delta < 0 then slot = math.floor(at / sl) end
-    if slot >= idx - 60 then add(key, slot, delta, head, sl) end
+    if slot >= idx - 60 then add(key, slot, delta, st, sl) end
   elseif kind == 2 then
     redis.call('ZREM', key, lease)
   elseif kind == 4 and delta ~= 0 then

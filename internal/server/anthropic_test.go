@@ -37,7 +37,7 @@ func anthropicGateway(t *testing.T) (string, *spendEnv) {
 	return url, &spendEnv{url: url, mock: mocks["up"], store: st, srv: srv}
 }
 
-func postAs(t *testing.T, url, path, body string, headers ...string) (*http.Response, string) {
+func postAs(t testing.TB, url, path, body string, headers ...string) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", url+path, strings.NewReader(body))
 	for i := 0; i+1 < len(headers); i += 2 {

@@ -20,7 +20,7 @@ import (
 	"github.com/tollgate/tollgate/internal/mockupstream"
 )
 
-func sendH(t *testing.T, url, key, body string) (*http.Response, string) {
+func sendH(t testing.TB, url, key, body string) (*http.Response, string) {
 	t.Helper()
 	return postAs(t, url, "", body, "Authorization", "Bearer "+key)
 }
@@ -162,14 +162,14 @@ func agwSeed(t *testing.T, file, upstream string) *config.Config {
 	return cfg
 }
 
-func serveCfg(t *testing.T, cfg *config.Config, opts Options) string {
+func serveCfg(t testing.TB, cfg *config.Config, opts Options) string {
 	t.Helper()
 	url, _ := serveSrv(t, cfg, opts)
 	return url
 }
 
 // serveSrv is serveCfg returning the server too.
-func serveSrv(t *testing.T, cfg *config.Config, opts Options) (string, *Server) {
+func serveSrv(t testing.TB, cfg *config.Config, opts Options) (string, *Server) {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger

@@ -19,7 +19,7 @@ func replica(t *testing.T, cfg *config.Config, st store.Store) string {
 	return serveCfg(t, cfg, Options{Store: st, ResyncInterval: 100 * time.Millisecond})
 }
 
-func send(t *testing.T, url, key, body string) (int, string) {
+func send(t testing.TB, url, key, body string) (int, string) {
 	t.Helper()
 	resp, b := sendH(t, url, key, body)
 	return resp.StatusCode, b

@@ -90,7 +90,7 @@ var sqliteTemplate struct {
 
 // sqliteStore opens a fresh SQLite store, a copy of the migrated template
 // (OpenSQLite still runs Migrate on it, which finds nothing to do).
-func sqliteStore(t *testing.T) store.Store {
+func sqliteStore(t testing.TB) store.Store {
 	t.Helper()
 	sqliteTemplate.once.Do(func() {
 		dir, err := os.MkdirTemp("", "tollgate-sqlite-template-")
