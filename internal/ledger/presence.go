@@ -210,14 +210,31 @@ func (s *Shared) offline(accounts []*Account, q ask, budgeted []*Account, cause 
 
 // share is what this replica may spend on a while cut off, as last heard:
 // remaining / alive. An account never heard of takes what the local view
-// leaves and the replicas the last heartbeat counted (one when none did).
+// leaves and the replicas the last heartbeat counted. A replica that has
+// heard neither (cut off before its first heartbeat answered) knows nothing
+// of what the others spend: its share is nothing (alive 0), not the whole
+// budget, which is what "alone" would mean.
 func (s *Shared) share(a *Account) (remaining Amount, alive int64) {
 	remaining, alive = a.LastHeard()
 	if alive == 0 {
 		remaining = a.Budget() - Amount(a.spent.Load()-a.unsynced.Load()-a.carrying.Load())
-		alive = max(s.alive.Load(), 1)
+		alive = s.alive.Load()
 	}
 	return remaining, alive
+}
+
+// Share is the share this replica takes of a while cut off from Redis:
+// remaining / alive, as it last heard (or, for an account it never heard
+// of, as its local view and its last heartbeat have it). alive 0: it knows
+// nothing, and its share is nothing.
+func (s *Shared) Share(a *Account) (remaining Amount, alive int64) { return s.share(a) }
+
+// shareOf is remaining / alive, nothing when alive is not known (0).
+func shareOf(remaining Amount, alive int64) Amount {
+	if alive <= 0 {
+		return 0
+	}
+	return remaining / Amount(alive)
 }
 
 // offlineUsed is what this replica has booked or holds on a that Redis
@@ -234,8 +251,7 @@ func offlineUsed(a *Account) Amount {
 // The share's ceiling on used is spent − (unsynced + carrying) + share, so
 // a CAS on used keeps concurrent holds within it.
 func (s *Shared) tryShare(a *Account, amt Amount, upTo bool) (Amount, bool) {
-	remaining, alive := s.share(a)
-	share := remaining / Amount(alive)
+	share := shareOf(s.share(a))
 	return casHold(&a.used, func() Amount {
 		spent := a.spent.Load()
 		return min(Amount(spent-a.unsynced.Load()-a.carrying.Load())+share, a.Budget())
@@ -252,6 +268,11 @@ func (s *Shared) shareRefusal(a *Account, amt Amount) error {
 		return ex
 	}
 	remaining, alive := s.share(a)
+	if alive == 0 && Amount(a.used.Load())+amt <= a.Budget() {
+		return &UnavailableError{Kind: a.Kind, ID: a.ID, Msg: fmt.Sprintf(
+			"Redis is unreachable and this replica has not yet heard from it how much of %s %s's budget remains or how many replicas share it, so it spends none of it: retry shortly",
+			a.Kind, shownID(a))}
+	}
 	used := offlineUsed(a)
 	if remaining-used < amt || Amount(a.used.Load())+amt > a.Budget() {
 		ex.Detail = fmt.Sprintf("Redis is unreachable; %s remained when this replica last heard", fmtUSD(remaining))

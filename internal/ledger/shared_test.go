@@ -155,6 +155,16 @@ func TestSharedHungRedis(t *testing.T) {
 	r.Recover() // as if it had answered the first ping: the first hold asks it
 	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
 	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1))
+	// The account was heard of before Redis hung (all of it remained, one
+	// replica alive): a replica that never heard anything spends nothing
+	// without Redis (TestProbeCutBeforeHeard).
+	m := miniredis.RunT(t)
+	before := ledger.NewShared(runner(t, redis.NewClient(&redis.Options{Addr: m.Addr()})), ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler)})
+	if h, err := before.Reserve(context.Background(), []*ledger.Account{key}, 0); err != nil {
+		t.Fatal(err)
+	} else {
+		h.Release()
+	}
 	// The first hold waits for its deadline, then falls back; one that
 	// waited on the hung Redis itself would never return (the bound is
 	// only there to report it, generous for a loaded machine).
@@ -304,6 +314,9 @@ func TestSharedReseedWithOfflineSpend(t *testing.T) {
 	// holds: the test must not depend on a deadline, so it waits as long
 	// as Redis takes.
 	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "t", Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	if _, err := s.Heartbeat(context.Background()); err != nil { // a replica that started with Redis up
+		t.Fatal(err)
+	}
 	for trial := range 20 {
 		m.FlushAll()
 		key := ledger.NewAccount(store.KindKey, "k", ledger.USD(1), ledger.USD(100))
@@ -454,6 +467,9 @@ func TestCarryOfflineOnStop(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	r := runner(t, c)
 	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: "carry", Log: slog.New(slog.DiscardHandler)})
+	if _, err := s.Heartbeat(context.Background()); err != nil { // a replica that started with Redis up
+		t.Fatal(err)
+	}
 	book := ledger.NewBook(nil)
 	budget := 1.0
 	key := book.Account(store.KindKey, "k", ledger.Spec{Budget: &budget})

@@ -127,17 +127,30 @@ func TestRedisCutKeepsBudgets(t *testing.T) {
 			}
 			wg.Wait()
 			cutOnce.Do(cut)
-			// The shares the cut replicas spent by, as each last heard.
+			// The shares the cut replicas spent by, as each took it: as last
+			// heard, or, for a replica that never heard of the key before
+			// the cut (LastHeard says 0 remaining, 0 alive), its local view
+			// divided by its heartbeat's count (Shared.Share).
 			bound := ledger.USD(budget)
 			for _, s := range srvs[:tt.cut] {
 				if a, found := s.book.Lookup(store.KindKey, sha(key)); found {
-					rem, alive := a.LastHeard()
-					t.Logf("cut replica last heard: %.4f remaining, %d alive: share %.4f", rem.Dollars(), alive, (rem / ledger.Amount(max(alive, 1))).Dollars())
-					if tt.mode == "default" && rem > 0 {
-						bound += rem / ledger.Amount(max(alive, 1))
+					hr, ha := a.LastHeard()
+					rem, alive := s.shared.Share(a)
+					var share ledger.Amount
+					if alive > 0 && rem > 0 {
+						share = rem / ledger.Amount(alive)
+					}
+					t.Logf("cut replica last heard: %.4f remaining, %d alive; its share %.4f / %d = %.4f", hr.Dollars(), ha, rem.Dollars(), alive, share.Dollars())
+					if tt.mode == "default" {
+						bound += share
 					}
 				}
 			}
+			// Not in the bound: a replica not cut whose hold misses its
+			// 500 ms deadline falls back for that request and spends within
+			// its share too. On a machine loaded enough for that (the cases
+			// run in parallel, say) the spend may pass this bound without
+			// passing the documented one; the cases run one at a time.
 			if tt.mode == "default" {
 				// Default mode's own allowance: one request per budget may
 				// cost more than it holds - on Redis, and on each replica
