@@ -1,6 +1,10 @@
 package auth
 
 import (
+	"net/http"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
 	"reflect"
 	"testing"
 
@@ -33,6 +37,95 @@ func TestProbeSharedValuesDoNotCollide(t *testing.T) {
 				t.Errorf("%s reads another key's values:\n got %q %q %q %q\nwant %q %q %q %q", w.KeyName,
 					got.Models, got.Aliases, got.Metadata, got.Config, w.Models, w.Aliases, w.Metadata, w.Config)
 			}
+		}
+	}
+}
+
+// TestProbeUpdateOneOfTwoAlike: two keys loaded alike (one shared part);
+// each update of one key is what the next request sees, and the other key
+// keeps its values.
+func TestProbeUpdateOneOfTwoAlike(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	i64 := func(v int64) *int64 { return &v }
+	base := func(raw string) *store.Key {
+		return &store.Key{TokenHash: HashHex(raw), KeyName: raw, UserID: "u", Models: []string{"m"},
+			Metadata: map[string]any{"a": "b"}, Aliases: map[string]string{"x": "y"}, Limits: store.Limits{MaxBudget: f(5), RPMLimit: i64(3)}}
+	}
+	snap := NewSnapshot(&store.Snapshot{Keys: []*store.Key{base("sk-one"), base("sk-two")}})
+	a := NewAuthenticator(&config.Config{}, snap, Options{})
+	read := func(raw string) *store.Key {
+		req, _ := http.NewRequest("POST", "/v1/chat/completions", nil)
+		req.Header.Set("Authorization", "Bearer "+raw)
+		var p Principal
+		if err := a.AuthenticateInto(req, &p); err != nil {
+			return nil
+		}
+		return p.Key
+	}
+	updates := []func(k *store.Key){
+		func(k *store.Key) { k.Models = []string{"m", "n"} },
+		func(k *store.Key) { k.MaxBudget = f(6) },
+		func(k *store.Key) { k.RPMLimit = i64(4) },
+		func(k *store.Key) { k.Metadata = map[string]any{"a": "c"} },
+		func(k *store.Key) { k.Aliases = map[string]string{"x": "z"} },
+		func(k *store.Key) { k.TPMLimit = i64(9) },
+		func(k *store.Key) { e := time.Date(2300, 1, 1, 0, 0, 0, 0, time.FixedZone("Y", -7200)); k.Expires = &e },
+		func(k *store.Key) { k.Blocked = true },
+	}
+	cur := base("sk-one")
+	for i, u := range updates {
+		u(cur)
+		snap.PutKey(clone(cur))
+		got := read("sk-one")
+		if cur.Blocked {
+			if got != nil {
+				t.Fatalf("update %d: a blocked key was let in", i)
+			}
+		} else if got == nil || !reflect.DeepEqual(*got, *cur) {
+			t.Fatalf("update %d:\n got %+v\nwant %+v", i, got, cur)
+		}
+		if other := read("sk-two"); other == nil || !reflect.DeepEqual(*other, *base("sk-two")) {
+			t.Fatalf("update %d of one key changed the other: %+v", i, other)
+		}
+	}
+}
+
+// TestProbeConcurrentUpdatesReadWhole: while one key is rewritten between
+// two versions, every request reads one version whole (its models, budget
+// and alias agree), under -race.
+func TestProbeConcurrentUpdatesReadWhole(t *testing.T) {
+	version := func(n int) *store.Key {
+		b := float64(n)
+		alias := string(rune('a' + n))
+		return &store.Key{TokenHash: HashHex("sk-c"), KeyName: "c", KeyAlias: &alias, Models: []string{alias},
+			Metadata: map[string]any{"v": alias}, Limits: store.Limits{MaxBudget: &b}, UpdatedAt: time.Unix(int64(n), 0).UTC()}
+	}
+	snap := NewSnapshot(&store.Snapshot{Keys: []*store.Key{version(0)}})
+	a := NewAuthenticator(&config.Config{}, snap, Options{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			snap.PutKey(version(i % 2))
+		}
+	}()
+	req, _ := http.NewRequest("POST", "/v1/chat/completions", nil)
+	req.Header.Set("Authorization", "Bearer sk-c")
+	for stop := false; !stop; {
+		select {
+		case <-done:
+			stop = true
+		default:
+		}
+		p, err := a.Authenticate(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := p.Key
+		n := int(*k.MaxBudget)
+		want := string(rune('a' + n))
+		if *k.KeyAlias != want || k.Models[0] != want || k.Metadata["v"] != want {
+			t.Fatalf("mixed versions: budget %v alias %q models %v metadata %v", *k.MaxBudget, *k.KeyAlias, k.Models, k.Metadata)
 		}
 	}
 }
