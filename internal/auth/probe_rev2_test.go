@@ -129,3 +129,37 @@ func TestProbeConcurrentUpdatesReadWhole(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeWritesDuringLoadWin: a key blocked, updated or deleted while
+// the start-up load runs keeps that state when the load's older row
+// arrives.
+func TestProbeWritesDuringLoadWin(t *testing.T) {
+	t1 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	row := func(raw string) *store.Key {
+		return &store.Key{TokenHash: HashHex(raw), KeyName: raw, Models: []string{"m"}, UpdatedAt: t1}
+	}
+	snap := NewSnapshot(nil)
+	snap.StartLoading()
+	blocked := row("sk-blocked")
+	blocked.Blocked, blocked.UpdatedAt = true, t1.Add(time.Second)
+	snap.PutKey(blocked)
+	updated := row("sk-updated")
+	updated.Models, updated.UpdatedAt = []string{"n"}, t1.Add(time.Second)
+	snap.PutKey(updated)
+	snap.PutKey(row("sk-deleted"))
+	snap.DeleteKey(HashHex("sk-deleted"))
+	snap.PutLoadedKeys([]*store.Key{row("sk-blocked"), row("sk-updated"), row("sk-deleted"), row("sk-new")})
+	snap.DoneLoading()
+	if k, ok := snap.Key(HashHex("sk-blocked")); !ok || !k.Blocked {
+		t.Errorf("blocked during the load: %+v", k)
+	}
+	if k, ok := snap.Key(HashHex("sk-updated")); !ok || !reflect.DeepEqual(k.Models, []string{"n"}) {
+		t.Errorf("updated during the load: %+v", k)
+	}
+	if k, ok := snap.Key(HashHex("sk-deleted")); ok {
+		t.Errorf("deleted during the load, back: %+v", k)
+	}
+	if _, ok := snap.Key(HashHex("sk-new")); !ok {
+		t.Error("a loaded key is missing")
+	}
+}
