@@ -155,8 +155,16 @@ const maxShared = 8
 // emptyList is every empty (not nil) list of the keys loaded.
 var emptyList = []string{}
 
-// sep separates the parts of a table key (it cannot end a JSON string).
-const sep = "\x00"
+// part writes s into the table key, length first: parts are told apart
+// by their lengths, not by a separator (a JSON string may hold any byte,
+// NUL included, so two different lists joined by a separator could
+// spell the same key).
+func (c *compactor) part(s string) {
+	var n [20]byte
+	c.b.Write(strconv.AppendInt(n[:0], int64(len(s)), 10))
+	c.b.WriteByte(':')
+	c.b.WriteString(s)
+}
 
 func (c *compactor) list(l []string) []string {
 	if len(l) == 0 || len(l) > maxShared {
@@ -167,8 +175,7 @@ func (c *compactor) list(l []string) []string {
 	}
 	c.b.Reset()
 	for _, s := range l {
-		c.b.WriteString(s)
-		c.b.WriteString(sep)
+		c.part(s)
 	}
 	if v, ok := c.lists[c.b.String()]; ok && len(v) == len(l) && cap(v) == len(v) {
 		return v
@@ -187,10 +194,8 @@ func (c *compactor) strMap(m map[string]string) map[string]string {
 	}
 	c.b.Reset()
 	for _, k := range sortedKeys(m) {
-		c.b.WriteString(k)
-		c.b.WriteString(sep)
-		c.b.WriteString(m[k])
-		c.b.WriteString(sep)
+		c.part(k)
+		c.part(m[k])
 	}
 	if v, ok := c.maps[c.b.String()]; ok {
 		return v
@@ -207,12 +212,11 @@ func (c *compactor) meta(m map[string]any) map[string]any {
 	}
 	c.b.Reset()
 	for _, k := range sortedKeys(m) {
-		c.b.WriteString(k)
-		c.b.WriteString(sep)
+		c.part(k)
 		switch v := m[k].(type) {
 		case string:
 			c.b.WriteString("s")
-			c.b.WriteString(v)
+			c.part(v)
 		case bool:
 			if v {
 				c.b.WriteString("t")
@@ -223,11 +227,10 @@ func (c *compactor) meta(m map[string]any) map[string]any {
 			c.b.WriteString("n")
 		case float64:
 			c.b.WriteString("d")
-			c.b.WriteString(strconvFloat(v))
+			c.part(strconvFloat(v))
 		default:
 			return m
 		}
-		c.b.WriteString(sep)
 	}
 	if v, ok := c.metas[c.b.String()]; ok {
 		return v
