@@ -90,7 +90,7 @@ type keyField struct {
 var keyFields = []keyField{
 	{"key", owner, owner, "generate: a custom key, never another key's hash, a static key or the master key; update: names the key"},
 	{"key_alias", owner, owner, ""},
-	{"metadata", owner, ownerBounded, "update: all but budget_enforcement, which an admin's strict mode binds; guardrails only added, max_input_bytes and max_input_tokens only lowered"},
+	{"metadata", owner, ownerBounded, "update: all but budget_enforcement, which an admin's strict mode binds; guardrails only added, a guardrails.modify_guardrails: false lock never lifted, max_input_bytes and max_input_tokens only lowered"},
 	{"tags", owner, owner, ""},
 	{"guardrails", owner, ownerBounded, "stored as metadata.guardrails; generate: any; update: only added to (a configured guardrail's name), never a name removed"},
 	{"models", ownerBounded, ownerBounded, "generate: within her user's and the team's models; update: a subset of the key's current models (of her user's and the team's when the key has none)"},
@@ -371,7 +371,7 @@ var teamFields = []keyField{
 	{"max_parallel_requests", owner, owner, ""},
 	{"budget_duration", owner, owner, ""},
 	{"soft_budget", owner, owner, "accepted, not applied on teams"},
-	{"metadata", owner, ownerBounded, "update: guardrails only added, max_input_bytes and max_input_tokens only lowered"},
+	{"metadata", owner, ownerBounded, "update: guardrails only added, a guardrails.modify_guardrails: false lock never lifted, max_input_bytes and max_input_tokens only lowered"},
 	{"guardrails", owner, ownerBounded, "stored as metadata.guardrails and applied to the team's keys' calls; a configured guardrail's name; update: only added to, never a name removed"},
 	{"blocked", owner, owner, ""},
 	{"spend", adminOnly, adminOnly, ""},
@@ -487,6 +487,19 @@ func metaNames(v any) []string {
 	return out
 }
 
+// modifyLocked reports whether metadata md carries LiteLLM's
+// {"guardrails": {"modify_guardrails": false}}, which makes the gateway
+// refuse (403) a call of the key, or of the team's keys, that names
+// guardrails (internal/gateway: guardLock).
+func modifyLocked(md map[string]any) bool {
+	g, ok := md["guardrails"].(map[string]any)
+	if !ok {
+		return false
+	}
+	v, ok := g["modify_guardrails"].(bool)
+	return ok && !v
+}
+
 // ownerKeepsGuards refuses a non-admin's key (or team) update that would remove a
 // guardrail from the key's metadata.guardrails (the top-level guardrails
 // member writes there too) or lift one of its input limits
@@ -499,6 +512,12 @@ func metaNames(v any) []string {
 // again, an unknown name would lock the key or team until a proxy_admin
 // came.
 func (a *API) ownerKeepsGuards(p *auth.Principal, what string, before, after map[string]any) error {
+	// LiteLLM's lock on per-request guardrail changes binds her like a
+	// guardrail: she may set it, not lift it (a top-level guardrails list
+	// written over it would lift it too).
+	if modifyLocked(before) && !modifyLocked(after) {
+		return apierror.Forbidden("metadata.guardrails.modify_guardrails may be lifted on a %s only by proxy_admin (you are %s)", what, p.Role())
+	}
 	now := metaNames(after["guardrails"])
 	was := metaNames(before["guardrails"])
 	for _, n := range was {

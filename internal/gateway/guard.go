@@ -34,6 +34,9 @@ const hdrAppliedGuardrails = "X-Litellm-Applied-Guardrails"
 // guardrails member (a list of names, or an object keyed by name) or
 // metadata.guardrails. Called before the gateway's members are stripped.
 func (c *call) readGuardrails() error {
+	if err := c.guardLock(); err != nil {
+		return err
+	}
 	if c.g.opts.Guardrails.Empty() || c.req.media != nil || !guardsOp(c.op) {
 		return nil
 	}
@@ -50,6 +53,47 @@ func (c *call) readGuardrails() error {
 	}
 	c.guard = &callGuard{requested: names, off: off} // guardInput selects (default_on ones too) once the principal is known
 	return nil
+}
+
+// guardLock refuses, as LiteLLM does (403), a request that names
+// guardrails (top-level guardrails, metadata.guardrails or
+// litellm_metadata.guardrails: a list or an object, {"name": false}
+// included) when its team or key carries LiteLLM's lock, metadata
+// {"guardrails": {"modify_guardrails": false}}. It runs at decode, before
+// the call is routed, admitted, held or logged, and whatever guardrails
+// are configured; a key or team without the lock costs two map lookups.
+func (c *call) guardLock() error {
+	who := ""
+	switch {
+	case c.p == nil:
+		return nil
+	case c.p.Team != nil && guardrailsLocked(c.p.Team.Metadata):
+		who = "team"
+	case c.p.Key != nil && guardrailsLocked(c.p.Key.Metadata):
+		who = "key"
+	default:
+		return nil
+	}
+	for _, raw := range [][]byte{c.metaMember("guardrails"), metaGuardrails(c.metaMember("metadata")), metaGuardrails(c.metaMember("litellm_metadata"))} {
+		if raw != nil && string(raw) != "null" {
+			e := apierror.Forbidden("Your %s does not have permission to modify guardrails.", who)
+			e.Param = "guardrails"
+			return e
+		}
+	}
+	return nil
+}
+
+// guardrailsLocked reports whether metadata md carries LiteLLM's lock on
+// per-request guardrail changes: {"guardrails": {"modify_guardrails":
+// false}} (only the boolean false locks, as in LiteLLM).
+func guardrailsLocked(md map[string]any) bool {
+	g, ok := md["guardrails"].(map[string]any)
+	if !ok {
+		return false
+	}
+	v, ok := g["modify_guardrails"].(bool)
+	return ok && !v
 }
 
 // metaGuardrails is the guardrails member of a metadata object.

@@ -116,6 +116,9 @@ func (c *call) decodeMedia() error {
 	if err := c.readMeta(); err != nil {
 		return err
 	}
+	if err := c.guardLock(); err != nil { // no guardrail reads media, but the lock is LiteLLM's on every route
+		return err
+	}
 	return c.stripMeta()
 }
 
