@@ -660,14 +660,12 @@ func TestInjectionScanMatchesByteScan(t *testing.T) {
 	// case and after every kind of space, and placeholders and markup
 	// after '<', for the tests of what follows a trigger (follow.go):
 	// texts of up to 120 parts.
-	for _, w := range []string{"disregard", "forget", "skip", "override", "bypass", "print", "show", "repeat", "output",
+	parts = append(parts, []string{"disregard", "forget", "skip", "override", "bypass", "print", "show", "repeat", "output",
 		"display", "leak", "developer", "god", "dan", "jailbreak", "pretend", "act", "from", "new", "Ignore", "oVeRrIdE",
 		"Do", "DO", "Act", "As", "as", "an", "unrestricted", "mode", "enabled", "on", "that", "have", "no", "rules", "me",
 		"the", "hidden", "message", "everything", "before", "above", "will", "must", "not", "follow", "instruction", ":",
 		"\t", "\r", "\f", "\v", "  ", "a", "A", "doc", "odo", "you've", "newer", "acts", "god-mode", "-", "_", "'", "2",
-		"<EMAIL_ADDRESS>", "<|", "</", "<|/", "|>", ">", "SYSTEM", "im_end", "im_start", "<system>", "< | im_end |>", "<im_"} {
-		parts = append(parts, w)
-	}
+		"<EMAIL_ADDRESS>", "<|", "</", "<|/", "|>", ">", "SYSTEM", "im_end", "im_start", "<system>", "< | im_end |>", "<im_"}...)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for k := 0; k < 6000; k++ {
 		var b strings.Builder
