@@ -682,8 +682,10 @@ func (s *Snapshot) Periods(fn func(kind store.Kind, id, duration string, resetAt
 	}
 	s.rangeRecs(func(r *keyRec, sum *[32]byte, named string) bool { // what is not in yet is visited next time
 		if d := r.sh.limits.BudgetDuration; d != nil && *d != "" && r.resetAt != timeNone {
-			at := r.x.resetAt
-			if r.resetAt != timeInX {
+			var at *time.Time
+			if r.resetAt == timeInX {
+				at = r.x.resetAt // rare fields live in x only when one is set
+			} else {
 				t := unpackTime(r.resetAt)
 				at = &t
 			}

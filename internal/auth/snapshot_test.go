@@ -264,3 +264,34 @@ func clone(k *store.Key) *store.Key {
 	}
 	return &c
 }
+
+// TestPeriodsVisitsPackedResetTimes: the period sweep visits every key
+// with a budget period, whether its reset time is packed in the record
+// (UTC, in range: no rare-field block at all) or kept whole (a zone other
+// than UTC). The first kind crashed the sweep once (a nil rare-field
+// block read before checking where the time lives).
+func TestPeriodsVisitsPackedResetTimes(t *testing.T) {
+	day := "1d"
+	utc := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	zoned := time.Date(2026, 12, 1, 9, 0, 0, 0, time.FixedZone("X", 9*3600))
+	packed, kept := HashHex("sk-packed-reset"), HashHex("sk-kept-reset")
+	none := HashHex("sk-no-period")
+	at := time.Now().UTC().Truncate(time.Second)
+	snap := NewSnapshot(&store.Snapshot{Keys: []*store.Key{
+		{TokenHash: packed, CreatedAt: at, UpdatedAt: at, Limits: store.Limits{BudgetDuration: &day, BudgetResetAt: &utc}},
+		{TokenHash: kept, CreatedAt: at, UpdatedAt: at, Limits: store.Limits{BudgetDuration: &day, BudgetResetAt: &zoned}},
+		{TokenHash: none, CreatedAt: at, UpdatedAt: at},
+	}})
+	got := map[string]time.Time{}
+	snap.Periods(func(kind store.Kind, id, duration string, resetAt time.Time) {
+		if kind == store.KindKey {
+			if duration != day {
+				t.Errorf("key %s: duration %q, want %q", id, duration, day)
+			}
+			got[id] = resetAt
+		}
+	})
+	if len(got) != 2 || !got[packed].Equal(utc) || !got[kept].Equal(zoned) {
+		t.Fatalf("periods visited %v, want %s at %v and %s at %v", got, packed, utc, kept, zoned)
+	}
+}
