@@ -11,6 +11,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/guardrail"
 	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -487,19 +488,6 @@ func metaNames(v any) []string {
 	return out
 }
 
-// modifyLocked reports whether metadata md carries LiteLLM's
-// {"guardrails": {"modify_guardrails": false}}, which makes the gateway
-// refuse (403) a call of the key, or of the team's keys, that names
-// guardrails (internal/gateway: guardLock).
-func modifyLocked(md map[string]any) bool {
-	g, ok := md["guardrails"].(map[string]any)
-	if !ok {
-		return false
-	}
-	v, ok := g["modify_guardrails"].(bool)
-	return ok && !v
-}
-
 // ownerKeepsGuards refuses a non-admin's key (or team) update that would remove a
 // guardrail from the key's metadata.guardrails (the top-level guardrails
 // member writes there too) or lift one of its input limits
@@ -515,7 +503,7 @@ func (a *API) ownerKeepsGuards(p *auth.Principal, what string, before, after map
 	// LiteLLM's lock on per-request guardrail changes binds her like a
 	// guardrail: she may set it, not lift it (a top-level guardrails list
 	// written over it would lift it too).
-	if modifyLocked(before) && !modifyLocked(after) {
+	if guardrail.ModifyLocked(before) && !guardrail.ModifyLocked(after) {
 		return apierror.Forbidden("metadata.guardrails.modify_guardrails may be lifted on a %s only by proxy_admin (you are %s)", what, p.Role())
 	}
 	now := metaNames(after["guardrails"])

@@ -67,9 +67,9 @@ func (c *call) guardLock() error {
 	switch {
 	case c.p == nil:
 		return nil
-	case c.p.Team != nil && guardrailsLocked(c.p.Team.Metadata):
+	case c.p.Team != nil && guardrail.ModifyLocked(c.p.Team.Metadata):
 		who = "team"
-	case c.p.Key != nil && guardrailsLocked(c.p.Key.Metadata):
+	case c.p.Key != nil && guardrail.ModifyLocked(c.p.Key.Metadata):
 		who = "key"
 	default:
 		return nil
@@ -82,18 +82,6 @@ func (c *call) guardLock() error {
 		}
 	}
 	return nil
-}
-
-// guardrailsLocked reports whether metadata md carries LiteLLM's lock on
-// per-request guardrail changes: {"guardrails": {"modify_guardrails":
-// false}} (only the boolean false locks, as in LiteLLM).
-func guardrailsLocked(md map[string]any) bool {
-	g, ok := md["guardrails"].(map[string]any)
-	if !ok {
-		return false
-	}
-	v, ok := g["modify_guardrails"].(bool)
-	return ok && !v
 }
 
 // metaGuardrails is the guardrails member of a metadata object.
