@@ -61,6 +61,20 @@ func anthropicText(t *testing.T, e *spendEnv, key, body string) (string, string)
 	return raw, text.String()
 }
 
+// splitGuardGateway is a gateway on splitGuardConfig in front of a
+// recording upstream, its spend rows going to rec.
+func splitGuardGateway(t *testing.T, rec *rowRecorder) (*recordingUpstream, *spendEnv) {
+	t.Helper()
+	up := &recordingUpstream{}
+	ts := httptest.NewServer(up)
+	t.Cleanup(ts.Close)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(splitGuardConfig, "{{UP}}", ts.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return up, serveWith(t, cfg, Options{Store: rec})
+}
+
 // TestGuardrailStreamSplitFindings: a post_call mask sees a card number,
 // an e-mail address and an API key whole even when the upstream splits it
 // across two or three stream events: the stream holds back the end of an
@@ -70,15 +84,8 @@ func anthropicText(t *testing.T, e *spendEnv, key, body string) (string, string)
 // order, and the call's usage is booked.
 func TestGuardrailStreamSplitFindings(t *testing.T) {
 	t.Parallel()
-	up := &recordingUpstream{}
-	ts := httptest.NewServer(up)
-	t.Cleanup(ts.Close)
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(splitGuardConfig, "{{UP}}", ts.URL)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &rowRecorder{Store: sqliteStore(t)}
-	e := serveWith(t, cfg, Options{Store: rec})
+	up, e := splitGuardGateway(t, rec)
 	tests := []struct {
 		name   string
 		pieces []string
@@ -143,14 +150,7 @@ func TestGuardrailStreamSplitFindings(t *testing.T) {
 // its parts, and each choice's text reaches the client in order.
 func TestGuardrailStreamChoicesInterleaved(t *testing.T) {
 	t.Parallel()
-	up := &recordingUpstream{}
-	ts := httptest.NewServer(up)
-	t.Cleanup(ts.Close)
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(splitGuardConfig, "{{UP}}", ts.URL)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := serveWith(t, cfg, Options{Store: &rowRecorder{Store: sqliteStore(t)}})
+	up, e := splitGuardGateway(t, &rowRecorder{Store: sqliteStore(t)})
 	ev := func(choice int, text string) string {
 		q, _ := json.Marshal(text)
 		return fmt.Sprintf(`{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":%d,"delta":{"content":%s}}]}`, choice, q)
