@@ -36,9 +36,19 @@ func newGateway(t *testing.T, yaml, upstream string) *httptest.Server {
 
 func post(t *testing.T, url, body string, headers ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	resp, b, err := tryPost(url, body, headers...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// tryPost is post for a goroutine other than the test's: it returns its
+// error instead of failing the test.
+func tryPost(url, body string, headers ...string) (*http.Response, []byte, error) {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return nil, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	for i := 0; i+1 < len(headers); i += 2 {
@@ -46,14 +56,11 @@ func post(t *testing.T, url, body string, headers ...string) (*http.Response, []
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
+	return resp, b, err
 }
 
 type apiError struct {
