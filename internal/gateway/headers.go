@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -191,19 +190,6 @@ func answerID(event []byte) (id string, ok bool) {
 		}
 		return string(rest[1:end]), true
 	}
-}
-
-// idOf is the answer id in o (see answerID).
-func idOf(o *jsonbody.Object) string {
-	if id, found := o.String("id"); found {
-		return id
-	}
-	var inner jsonbody.Object
-	if m := o.Get("message"); len(m) > 0 && inner.Reset(m) == nil {
-		id, _ := inner.String("id")
-		return id
-	}
-	return ""
 }
 
 // callTypes are LiteLLM's names of the operations, for the spend log.

@@ -1,11 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/jsonbody"
@@ -23,27 +23,76 @@ func usageFromBody(body []byte) (usage.Usage, bool, error) {
 // answerOf reads the usage and the id of a JSON response in one scan; an
 // error means the body is not a JSON object.
 //
-// Its member list is recycled (every answer of a routed call is read
-// here): nothing it returns points into it, and the list is cleared
-// before reuse so that it holds no answer alive.
+// It validates the body as jsonbody.Object.Reset does and then walks its
+// top-level members with a jsonbody.Cursor, allocating nothing but the id:
+// the last "usage", "id" and "message" win, as Object.Get has it
+// (TestAnswerOfMatchesObject, FuzzAnswerOfMatchesObject).
 func answerOf(body []byte) (u usage.Usage, id string, ok bool, err error) {
-	o := answers.Get().(*jsonbody.Object)
-	defer func() {
-		clear(o.Members)
-		_ = o.Reset(emptyObject)
-		answers.Put(o)
-	}()
-	if err := o.Reset(body); err != nil {
+	var (
+		c                jsonbody.Cursor
+		uv, idv, message []byte
+	)
+	if err := c.Start(body); err != nil {
 		return usage.Usage{}, "", false, err
 	}
-	u, ok = usage.Parse(o.Get("usage"))
-	return u, idOf(o), ok, nil
+	for {
+		k, v, more := c.Next()
+		if !more {
+			break
+		}
+		switch {
+		case jsonbody.KeyIs(k, "usage"):
+			uv = v
+		case jsonbody.KeyIs(k, "id"):
+			idv = v
+		case jsonbody.KeyIs(k, "message"):
+			message = v
+		}
+	}
+	u, ok = usage.ParseValid(uv)
+	return u, answerIDOf(idv, message), ok, nil
 }
 
-var (
-	answers     = sync.Pool{New: func() any { return new(jsonbody.Object) }}
-	emptyObject = []byte("{}")
-)
+// answerIDOf is idOf over the raw "id" and "message" members of a
+// validated answer: "id" when it is a string, else the id of the
+// "message" object (an Anthropic message_start event's shape).
+func answerIDOf(idv, message []byte) string {
+	if id, ok := jsonString(idv); ok {
+		return id
+	}
+	var c jsonbody.Cursor
+	if len(message) == 0 || !c.StartValid(message) {
+		return ""
+	}
+	var inner []byte
+	for {
+		k, v, more := c.Next()
+		if !more {
+			break
+		}
+		if jsonbody.KeyIs(k, "id") {
+			inner = v
+		}
+	}
+	id, _ := jsonString(inner)
+	return id
+}
+
+// jsonString is a valid JSON value as a string when it is one
+// (jsonbody.Object.String's rule).
+func jsonString(v []byte) (string, bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return "", false
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1]), true
+	}
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
 
 // estimateUsage is what a request without reported usage is charged: its
 // prompt counted with the model's tokenizer, and the text of the answer
@@ -110,12 +159,26 @@ func estimateUsage(req *request, model string, answer []byte) usage.Usage {
 // usageFromChunk reads usage from one stream chunk and reports whether the
 // chunk carries nothing else (OpenAI's final chunk has "choices": []).
 func usageFromChunk(data []byte) (u usage.Usage, onlyUsage, ok bool) {
-	var o jsonbody.Object
-	if o.Reset(data) != nil {
+	var (
+		c           jsonbody.Cursor
+		uv, choices []byte
+	)
+	if c.Start(data) != nil {
 		return usage.Usage{}, false, false
 	}
-	u, ok = usage.Parse(o.Get("usage"))
-	choices := o.Get("choices")
+	for {
+		k, v, more := c.Next()
+		if !more {
+			break
+		}
+		switch {
+		case jsonbody.KeyIs(k, "usage"):
+			uv = v
+		case jsonbody.KeyIs(k, "choices"):
+			choices = v
+		}
+	}
+	u, ok = usage.ParseValid(uv)
 	onlyUsage = ok && (choices == nil || string(choices) == "[]")
 	return u, onlyUsage, ok
 }

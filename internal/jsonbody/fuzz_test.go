@@ -14,7 +14,9 @@ func FuzzScan(f *testing.F) {
 	f.Add([]byte(` { } `))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var o Object
-		if o.Reset(b) != nil {
+		err := o.Reset(b)
+		checkCursor(t, b, &o, err)
+		if err != nil {
 			return
 		}
 		for _, m := range o.Members {
@@ -61,4 +63,30 @@ func FuzzRelax(f *testing.F) {
 			t.Fatalf("Relax reports no change but %q became %q", b, out)
 		}
 	})
+}
+
+// checkCursor: a Cursor over b fails as Reset failed and otherwise gives
+// Reset's members, in order, with the keys KeyIs matches to theirs.
+func checkCursor(t *testing.T, b []byte, o *Object, resetErr error) {
+	t.Helper()
+	var c Cursor
+	err := c.Start(b)
+	if (err == nil) != (resetErr == nil) || (err != nil && err.Error() != resetErr.Error()) {
+		t.Fatalf("Start(%q) = %v, Reset gave %v", b, err, resetErr)
+	}
+	if err != nil {
+		return
+	}
+	for i := 0; ; i++ {
+		k, v, ok := c.Next()
+		if !ok {
+			if i != len(o.Members) {
+				t.Fatalf("Cursor over %q gave %d members, Reset %d", b, i, len(o.Members))
+			}
+			return
+		}
+		if i >= len(o.Members) || !KeyIs(k, o.Members[i].Key) || !bytes.Equal(v, o.Members[i].Value) {
+			t.Fatalf("Cursor over %q: member %d is %q: %q", b, i, k, v)
+		}
+	}
 }

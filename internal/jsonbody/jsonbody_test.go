@@ -157,3 +157,13 @@ func TestWithout(t *testing.T) {
 		}
 	}
 }
+
+func TestCursorMatchesReset(t *testing.T) {
+	for _, b := range []string{
+		`{}`, ` { } `, `{"a":1}`, `{"a":1,"a":2}`, ` {"a" : [1, {"b":"}"}] , "c\"d":"\\", "\u0065":null } `,
+		`{"x":{"y":{"z":[]}},"y":"{\"y\":1}"}`, `[]`, `null`, ``, `{`, `{"a":1,}`, `{"a":1}x`, "{\"k\xff\":\"v\xfe\"}",
+	} {
+		var o Object
+		checkCursor(t, []byte(b), &o, o.Reset([]byte(b)))
+	}
+}

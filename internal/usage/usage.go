@@ -6,6 +6,8 @@ package usage
 import (
 	"encoding/json"
 	"strconv"
+
+	"github.com/tollgate/tollgate/internal/jsonbody"
 )
 
 // Usage is token usage in OpenAI's convention: Prompt counts every prompt
@@ -94,15 +96,135 @@ func (u Usage) OpenAI() *OpenAI {
 
 // Parse reads an OpenAI usage member. It reports false when raw is not a
 // JSON object (missing, null) or its counts are not integers.
+//
+// It gives what json.Unmarshal into OpenAI gives (TestParseMatchesDecoder,
+// FuzzParseMatchesDecoder), without reflection: members matched to fields
+// under Unicode case folding, escapes in names decoded, the last of a
+// repeated member winning, null leaving a count as it was and clearing a
+// details object, a repeated details object merging into the earlier one,
+// and any count that is not an integer in int64's range failing the whole.
 func Parse(raw []byte) (Usage, bool) {
+	if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
+		return Usage{}, false
+	}
+	return parseValid(raw)
+}
+
+// ParseValid is Parse for raw that the caller has already found to be valid
+// JSON (a member of a validated answer): it skips the validation.
+func ParseValid(raw []byte) (Usage, bool) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return Usage{}, false
 	}
-	var o OpenAI
-	if json.Unmarshal(raw, &o) != nil {
-		return Usage{}, false
+	return parseValid(raw)
+}
+
+func parseValid(raw []byte) (Usage, bool) {
+	var (
+		u                Usage
+		c                jsonbody.Cursor
+		hasCached, hasRs bool // the details pointers of OpenAI, non-nil
+	)
+	c.StartValid(raw)
+	for {
+		k, v, more := c.Next()
+		if !more {
+			break
+		}
+		var ok bool
+		switch {
+		case jsonbody.KeyFold(k, "prompt_tokens"):
+			ok = intInto(v, &u.Prompt)
+		case jsonbody.KeyFold(k, "completion_tokens"):
+			ok = intInto(v, &u.Completion)
+		case jsonbody.KeyFold(k, "total_tokens"):
+			ok = true // Derived: never read
+		case jsonbody.KeyFold(k, "prompt_tokens_details"):
+			ok = detailsInto(v, "cached_tokens", &u.Cached, &hasCached)
+		case jsonbody.KeyFold(k, "completion_tokens_details"):
+			ok = detailsInto(v, "reasoning_tokens", &u.Reasoning, &hasRs)
+		default:
+			ok = true
+		}
+		if !ok {
+			return Usage{}, false
+		}
 	}
-	return o.Usage(), true
+	if !hasCached {
+		u.Cached = 0
+	}
+	if !hasRs {
+		u.Reasoning = 0
+	}
+	return u, true
+}
+
+// detailsInto decodes v into a details object held in *n and *present as
+// encoding/json decodes into a *PromptDetails: null clears it, an object
+// fills the one there (a new one when there is none), anything else fails.
+func detailsInto(v []byte, field string, n *int64, present *bool) bool {
+	switch v[0] {
+	case 'n':
+		*n, *present = 0, false
+		return true
+	case '{':
+	default:
+		return false
+	}
+	if !*present {
+		*n, *present = 0, true
+	}
+	var c jsonbody.Cursor
+	c.StartValid(v)
+	for {
+		k, w, more := c.Next()
+		if !more {
+			return true
+		}
+		if jsonbody.KeyFold(k, field) && !intInto(w, n) {
+			return false
+		}
+	}
+}
+
+// intInto decodes a valid JSON value into *n as encoding/json decodes into
+// an int64: null leaves it, an integer literal in range sets it, anything
+// else (a fraction, an exponent, a string, a bool, an object, an array, an
+// integer out of range) fails.
+func intInto(v []byte, n *int64) bool {
+	if v[0] == 'n' {
+		return true
+	}
+	neg := v[0] == '-'
+	d := v
+	if neg {
+		d = v[1:]
+	}
+	if len(d) == 0 {
+		return false
+	}
+	var x uint64
+	for _, ch := range d {
+		if ch < '0' || ch > '9' {
+			return false // '.', 'e', or not a number at all
+		}
+		if x > (1<<63)/10 {
+			return false
+		}
+		x = x*10 + uint64(ch-'0')
+		if x > 1<<63 {
+			return false
+		}
+	}
+	switch {
+	case neg:
+		*n = int64(-x) // x == 1<<63 gives math.MinInt64
+	case x > 1<<63-1:
+		return false
+	default:
+		*n = int64(x)
+	}
+	return true
 }
 
 // Anthropic is the usage member of an Anthropic message or stream event.
