@@ -217,7 +217,7 @@ func (c *call) guardInput() error {
 			return guardError(res)
 		}
 		if res.Texts != nil {
-			if err := c.req.obj.Reset(guardrail.Rewrite(body, spans, res.Texts)); err != nil {
+			if err := c.req.obj.Reset(guardrail.RewriteEdits(body, spans, res.Texts, res.Edits)); err != nil {
 				return apierror.Internal(err)
 			}
 			in.Texts = res.Texts

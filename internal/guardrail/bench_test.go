@@ -72,7 +72,7 @@ func BenchmarkBuiltins(b *testing.B) {
 					}
 					r := Run(context.Background(), gs, PreCall, in)
 					if r.Texts != nil {
-						_ = Rewrite(body, spans, r.Texts)
+						_ = RewriteEdits(body, spans, r.Texts, r.Edits)
 					}
 				}
 			})

@@ -63,6 +63,7 @@ func (p *piiCheck) Check(_ context.Context, in *Input) (Verdict, error) {
 		var b strings.Builder
 		b.Grow(len(t) + 16*len(ms))
 		at := 0
+		var edits []Edit
 		for _, m := range ms {
 			cls := string(m.Class)
 			if v.Entities == nil {
@@ -92,18 +93,21 @@ func (p *piiCheck) Check(_ context.Context, in *Input) (Verdict, error) {
 			b.WriteString(t[at:m.Start])
 			b.WriteString(ph)
 			at = m.End
+			edits = append(edits, Edit{Start: m.Start, End: m.End, New: ph})
 		}
 		if at > 0 {
 			b.WriteString(t[at:])
 			if v.Texts == nil {
 				v.Texts = append([]string(nil), in.Texts...)
+				v.Edits = make([][]Edit, len(in.Texts))
 			}
 			v.Texts[i] = b.String()
+			v.Edits[i] = edits
 		}
 	}
 	if v.Blocked {
 		v.Reason = "found " + entityList(v.Entities, func(e string) bool { return p.actions[redact.Class(e)] == Block })
-		v.Texts, v.Restore = nil, nil
+		v.Texts, v.Edits, v.Restore = nil, nil, nil
 	}
 	return v, nil
 }
