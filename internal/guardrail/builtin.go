@@ -63,7 +63,7 @@ func (p *piiCheck) Check(_ context.Context, in *Input) (Verdict, error) {
 		var b strings.Builder
 		b.Grow(len(t) + 16*len(ms))
 		at := 0
-		var edits []Edit
+		edits := make([]Edit, 0, len(ms))
 		for _, m := range ms {
 			cls := string(m.Class)
 			if v.Entities == nil {

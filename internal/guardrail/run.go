@@ -40,7 +40,7 @@ func Run(ctx context.Context, gs []*Guardrail, mode Mode, in *Input) Result {
 		switch {
 		case err != nil:
 			o.Action = Failed
-			r.Outcomes = append(r.Outcomes, o)
+			r.addOutcome(o, len(gs))
 			if g.FailOpen {
 				continue
 			}
@@ -48,7 +48,7 @@ func Run(ctx context.Context, gs []*Guardrail, mode Mode, in *Input) Result {
 			return r
 		case v.Blocked:
 			o.Action = Blocked
-			r.Outcomes = append(r.Outcomes, o)
+			r.addOutcome(o, len(gs))
 			r.Blocked, r.Reason = g, v.Reason
 			return r
 		case v.Texts != nil:
@@ -63,7 +63,7 @@ func Run(ctx context.Context, gs []*Guardrail, mode Mode, in *Input) Result {
 				r.Restore[k] = val
 			}
 		}
-		r.Outcomes = append(r.Outcomes, o)
+		r.addOutcome(o, len(gs))
 	}
 	return r
 }
@@ -96,4 +96,12 @@ func (r *Result) noteEdits(before []string, v Verdict, touched *[]bool) {
 		}
 		r.Edits[i] = e
 	}
+}
+
+// addOutcome appends o to r.Outcomes, room for n made at the first.
+func (r *Result) addOutcome(o Outcome, n int) {
+	if r.Outcomes == nil {
+		r.Outcomes = make([]Outcome, 0, n)
+	}
+	r.Outcomes = append(r.Outcomes, o)
 }

@@ -87,12 +87,15 @@ func Texts(body []byte) []Span {
 			switch {
 			case depth < 0:
 			case inKey:
-				stack[depth].key = rawString(body[i:end], escaped)
+				stack[depth].key = keyName(body[i:end], escaped)
 				member = stack[depth].key
 				inKey = false
 			case stack[depth].all,
 				stack[depth].obj && textKeys[stack[depth].key],
 				!stack[depth].obj && textKeys[stack[depth].member]:
+				if out == nil {
+					out = make([]Span, 0, 4) // a chat body has a few
+				}
 				out = append(out, Span{Start: i, End: end, Text: rawString(body[i:end], escaped)})
 			}
 			i = end - 1
@@ -103,6 +106,31 @@ func Texts(body []byte) []Span {
 	}
 	return out
 }
+
+// keyName is the key token q as Texts needs it: the key itself when it is
+// one of textKeys (allKey and "content" among them), else "" (which is
+// none of them). Only those keys decide anything, and naming the rest ""
+// spares a string for every key of every body.
+func keyName(q []byte, escaped bool) string {
+	if escaped {
+		q = []byte(rawString(q, true))
+	} else {
+		q = q[1 : len(q)-1]
+	}
+	if k, ok := keyNames[string(q)]; ok {
+		return k
+	}
+	return ""
+}
+
+// keyNames maps each of textKeys to itself.
+var keyNames = func() map[string]string {
+	m := map[string]string{}
+	for k := range textKeys {
+		m[k] = k
+	}
+	return m
+}()
 
 // stringEnd returns the index just past the JSON string starting at i and
 // whether it holds an escape; -1 when it is not closed.
@@ -242,6 +270,9 @@ func rawCuts(raw []byte, text string, edits []Edit, cuts []int) ([]int, bool) {
 		return edits[k/2].End
 	}
 	nc := 2 * len(edits)
+	if cap(cuts) < nc {
+		cuts = make([]int, 0, nc)
+	}
 	ri, ti, k := 0, 0, 0
 	var unit [utf8.UTFMax]byte
 	for {
