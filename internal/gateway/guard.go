@@ -207,7 +207,9 @@ func (c *call) guardInput() error {
 		maxBytes, maxTokens = metaInt(k.Metadata, "max_input_bytes"), metaInt(k.Metadata, "max_input_tokens")
 	}
 	body := c.req.obj.Body()
-	spans := guardrail.Texts(body)
+	// The request's body is never written (a mask replaces it, jsonbody
+	// makes new bodies): its texts may share its bytes.
+	spans := guardrail.TextsShared(body)
 	in := c.guardInputOf(spans, false)
 	in.Body, in.MaxInputBytes, in.MaxInputTokens = body, maxBytes, maxTokens
 	if modes&guardrail.PreCall != 0 {

@@ -65,7 +65,7 @@ func BenchmarkBuiltins(b *testing.B) {
 				b.SetBytes(int64(len(body)))
 				b.ReportAllocs()
 				for b.Loop() {
-					spans := Texts(body)
+					spans := TextsShared(body)
 					in := &Input{Texts: make([]string, len(spans)), Model: "gpt-4o"}
 					for i, sp := range spans {
 						in.Texts[i] = sp.Text

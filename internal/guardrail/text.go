@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // A Span is one text of a JSON body: the string token body[Start:End]
@@ -44,7 +45,17 @@ const maxDepth = 64
 // Texts returns the texts of the JSON body in order, found in one linear
 // pass without decoding the whole body. A body that is not JSON yields
 // none.
-func Texts(body []byte) []Span {
+func Texts(body []byte) []Span { return texts(body, false) }
+
+// TextsShared is Texts whose texts without escapes share body's bytes
+// instead of being copied (the copy was a tenth of the default set's cost
+// on a 20 KB prompt). Only for a body that is never written while the
+// texts are in use, or after: a request's body as read, which a mask
+// replaces rather than changes. Never for a buffer that is reused (a
+// stream's events).
+func TextsShared(body []byte) []Span { return texts(body, true) }
+
+func texts(body []byte, shared bool) []Span {
 	type level struct {
 		obj    bool   // an object (else an array)
 		all    bool   // every string value in it is text (allKey's object)
@@ -96,7 +107,13 @@ func Texts(body []byte) []Span {
 				if out == nil {
 					out = make([]Span, 0, 4) // a chat body has a few
 				}
-				out = append(out, Span{Start: i, End: end, Text: rawString(body[i:end], escaped)})
+				t := ""
+				if shared && !escaped && end-i > 2 {
+					t = unsafe.String(&body[i+1], end-i-2)
+				} else {
+					t = rawString(body[i:end], escaped)
+				}
+				out = append(out, Span{Start: i, End: end, Text: t})
 			}
 			i = end - 1
 		}

@@ -118,3 +118,17 @@ func TestTextsKeyNames(t *testing.T) {
 		t.Fatalf("only %d texts in the random bodies", found)
 	}
 }
+
+// TestTextsShared: TextsShared finds what Texts finds; its texts without
+// escapes are body's own bytes, those with escapes decoded copies.
+func TestTextsShared(t *testing.T) {
+	body := []byte(`{"messages":[{"role":"user","content":"plain"},{"role":"user","content":"esc\n"},{"role":"user","content":""}]}`)
+	got, want := TextsShared(body), Texts(body)
+	if !reflect.DeepEqual(got, want) || len(got) != 3 {
+		t.Fatalf("TextsShared = %+v, Texts = %+v", got, want)
+	}
+	body[strings.Index(string(body), "plain")] = 'P'
+	if got[0].Text != "Plain" || want[0].Text != "plain" || got[1].Text != "esc\n" {
+		t.Errorf("after writing the body: shared %q, copied %q, escaped %q", got[0].Text, want[0].Text, got[1].Text)
+	}
+}
