@@ -193,3 +193,22 @@ func TestRewriteEditsKeepsEncoding(t *testing.T) {
 		t.Errorf("RewriteEdits = %s, want %s", got, want)
 	}
 }
+
+// TestRewriteEditsThatDoNotMakeTheText: edits that do not turn the span's
+// text into the new one (out of order, out of range, another text) are
+// not used: the span is re-encoded, as Rewrite does.
+func TestRewriteEditsThatDoNotMakeTheText(t *testing.T) {
+	body := []byte(`{"messages":[{"role":"user","content":"abc def ghi"}]}`)
+	spans := Texts(body)
+	for _, edits := range [][]Edit{
+		{{Start: 4, End: 7, New: "<X>"}},                                  // says "abc <X> ghi"
+		{{Start: 8, End: 11, New: "<Y>"}, {Start: 0, End: 3, New: "<X>"}}, // out of order
+		{{Start: 8, End: 12, New: "<Y>"}},                                 // past the end
+		{{Start: 5, End: 4, New: "<Y>"}},                                  // backwards
+	} {
+		got := RewriteEdits(body, spans, []string{"<Z> def ghi"}, [][]Edit{edits})
+		if want := Rewrite(body, spans, []string{"<Z> def ghi"}); string(got) != string(want) {
+			t.Errorf("edits %v: RewriteEdits = %s, want %s", edits, got, want)
+		}
+	}
+}

@@ -205,7 +205,7 @@ func Rewrite(body []byte, spans []Span, texts []string) []byte {
 // of the whole text re-encoded. A span whose edits are nil, or whose
 // edits cannot be placed in its encoding (a cut inside one escape, an
 // escaped lone surrogate, bytes that are not UTF-8, in the token or in a
-// new piece), is re-encoded whole.
+// new piece), or that do not make texts[i], is re-encoded whole.
 // Either way the span decodes to texts[i].
 func RewriteEdits(body []byte, spans []Span, texts []string, edits [][]Edit) []byte {
 	n := len(body) + 64
@@ -223,7 +223,7 @@ func RewriteEdits(body []byte, spans []Span, texts []string, edits [][]Edit) []b
 		}
 		b = append(b, body[at:s.Start]...)
 		at = s.End
-		if i < len(edits) && edits[i] != nil && validNew(edits[i]) {
+		if i < len(edits) && edits[i] != nil && validNew(edits[i]) && makes(s.Text, edits[i], texts[i]) {
 			var ok bool
 			if cuts, ok = rawCuts(body[s.Start+1:s.End-1], s.Text, edits[i], cuts[:0]); ok {
 				b = appendPatched(b, body[s.Start+1:s.End-1], edits[i], cuts)
@@ -246,6 +246,23 @@ func validNew(edits []Edit) bool {
 		}
 	}
 	return true
+}
+
+// makes reports whether edits, in order and within t, turn t into want:
+// edits that do not describe the text they come with are not used.
+func makes(t string, edits []Edit, want string) bool {
+	at, w := 0, 0
+	for _, e := range edits {
+		if e.Start < at || e.End < e.Start || e.End > len(t) {
+			return false
+		}
+		n := e.Start - at
+		if w+n+len(e.New) > len(want) || t[at:e.Start] != want[w:w+n] || e.New != want[w+n:w+n+len(e.New)] {
+			return false
+		}
+		at, w = e.End, w+n+len(e.New)
+	}
+	return t[at:] == want[w:]
 }
 
 // appendPatched appends the JSON string whose encoded content is raw with
