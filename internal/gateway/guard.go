@@ -207,7 +207,9 @@ func (c *call) guardInput() error {
 		maxBytes, maxTokens = metaInt(k.Metadata, "max_input_bytes"), metaInt(k.Metadata, "max_input_tokens")
 	}
 	body := c.req.obj.Body()
-	spans := guardrail.Texts(body)
+	// The request's body is never written (a mask replaces it, jsonbody
+	// makes new bodies): its texts may share its bytes.
+	spans := guardrail.TextsShared(body)
 	in := c.guardInputOf(spans, false)
 	in.Body, in.MaxInputBytes, in.MaxInputTokens = body, maxBytes, maxTokens
 	if modes&guardrail.PreCall != 0 {
@@ -217,7 +219,7 @@ func (c *call) guardInput() error {
 			return guardError(res)
 		}
 		if res.Texts != nil {
-			if err := c.req.obj.Reset(guardrail.Rewrite(body, spans, res.Texts)); err != nil {
+			if err := c.req.obj.Reset(guardrail.RewriteEdits(body, spans, res.Texts, res.Edits)); err != nil {
 				return apierror.Internal(err)
 			}
 			in.Texts = res.Texts

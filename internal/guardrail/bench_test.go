@@ -65,14 +65,14 @@ func BenchmarkBuiltins(b *testing.B) {
 				b.SetBytes(int64(len(body)))
 				b.ReportAllocs()
 				for b.Loop() {
-					spans := Texts(body)
+					spans := TextsShared(body)
 					in := &Input{Texts: make([]string, len(spans)), Model: "gpt-4o"}
 					for i, sp := range spans {
 						in.Texts[i] = sp.Text
 					}
 					r := Run(context.Background(), gs, PreCall, in)
 					if r.Texts != nil {
-						_ = Rewrite(body, spans, r.Texts)
+						_ = RewriteEdits(body, spans, r.Texts, r.Edits)
 					}
 				}
 			})

@@ -63,6 +63,7 @@ func (p *piiCheck) Check(_ context.Context, in *Input) (Verdict, error) {
 		var b strings.Builder
 		b.Grow(len(t) + 16*len(ms))
 		at := 0
+		edits := make([]Edit, 0, len(ms))
 		for _, m := range ms {
 			cls := string(m.Class)
 			if v.Entities == nil {
@@ -92,18 +93,21 @@ func (p *piiCheck) Check(_ context.Context, in *Input) (Verdict, error) {
 			b.WriteString(t[at:m.Start])
 			b.WriteString(ph)
 			at = m.End
+			edits = append(edits, Edit{Start: m.Start, End: m.End, New: ph})
 		}
 		if at > 0 {
 			b.WriteString(t[at:])
 			if v.Texts == nil {
 				v.Texts = append([]string(nil), in.Texts...)
+				v.Edits = make([][]Edit, len(in.Texts))
 			}
 			v.Texts[i] = b.String()
+			v.Edits[i] = edits
 		}
 	}
 	if v.Blocked {
 		v.Reason = "found " + entityList(v.Entities, func(e string) bool { return p.actions[redact.Class(e)] == Block })
-		v.Texts, v.Restore = nil, nil
+		v.Texts, v.Edits, v.Restore = nil, nil, nil
 	}
 	return v, nil
 }
@@ -539,30 +543,56 @@ func injectionAt(s string, i int, ascii bool) bool {
 	}
 	// Both bytes are letters (injectionPair is exact): the triggers that
 	// start with them, one or two, are the only ones to compare.
-	for _, w := range injectionByPair[pairIndex(c, s[i+1])] {
-		if hasPrefixFold(s[i:], w) {
-			if ascii && !followedByAny(s, i+len(w), injectionFollows[w]) {
-				return false
+	var x uint64 // s[i:i+8], ASCII letters folded to lower case by |0x20
+	if i+8 <= len(s) {
+		x = load64(s, i) | 0x2020202020202020
+	}
+	for _, t := range injectionByPair[pairIndex(c, s[i+1])] {
+		w := t.w
+		if i+8 <= len(s) {
+			// One comparison of up to eight bytes: |0x20 makes a byte
+			// equal a lower-case letter only when it is that letter in
+			// either case, so this is hasPrefixFold's answer.
+			if x&t.mask != t.word || len(w) > 8 && !hasPrefixFold(s[i+8:], w[8:]) {
+				continue
 			}
-			return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
+		} else if !hasPrefixFold(s[i:], w) {
+			continue
 		}
+		if ascii && !followedByAny(s, i+len(w), injectionFollows[w]) {
+			return false
+		}
+		return injectionPatterns.MatchString(s[i:min(len(s), i+injectionWindow)])
 	}
 	return false
 }
 
 // injectionByPair lists the triggers longer than a byte by their first two
 // letters (pairIndex).
-var injectionByPair = func() (t [26 * 26][]string) {
+var injectionByPair = func() (t [26 * 26][]pairTrigger) {
 	for c := range injectionTriggers {
 		for _, w := range injectionTriggers[c] {
 			if len(w) > 1 {
 				k := pairIndex(w[0], w[1])
-				t[k] = append(t[k], w)
+				p := pairTrigger{w: w}
+				for j := 0; j < min(len(w), 8); j++ {
+					p.word |= uint64(w[j]) << (8 * j)
+					p.mask |= 0xff << (8 * j)
+				}
+				t[k] = append(t[k], p)
 			}
 		}
 	}
 	return t
 }()
+
+// A pairTrigger is a trigger w (lower case) with its first eight bytes
+// (fewer when shorter) as a little-endian word and the mask of those
+// bytes.
+type pairTrigger struct {
+	w          string
+	word, mask uint64
+}
 
 // pairIndex numbers two ASCII letters, either case, from 0 to 26*26-1.
 func pairIndex(a, b byte) int { return int(a|0x20-'a')*26 + int(b|0x20-'a') }

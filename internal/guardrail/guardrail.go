@@ -118,6 +118,11 @@ type Verdict struct {
 	// Texts replaces Input.Texts when the guardrail masked something;
 	// nil when nothing changed.
 	Texts []string
+	// Edits, when not nil, say how each changed text came from the
+	// input's: Texts[i] is Input.Texts[i] with Edits[i] applied. They let
+	// RewriteEdits patch the masked spans into the body instead of
+	// re-encoding whole texts; a guardrail may leave them out.
+	Edits [][]Edit
 	// Entities counts the findings by entity type (or pattern or
 	// keyword name).
 	Entities map[string]int

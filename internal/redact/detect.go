@@ -269,12 +269,28 @@ func findAWSSecrets(s string, add func(int, int)) {
 
 func isB64URL(b byte) bool { return isToken(b) }
 
+// eachEyJ calls fn with every index of "eyJ" in s, in order: it searches
+// for the 'J' (rare in prose, where 'e' is the commonest letter and made
+// strings.Index try every position) and looks at the two bytes before.
+func eachEyJ(s string, fn func(i int)) {
+	for at := 2; at < len(s); {
+		k := strings.IndexByte(s[at:], 'J')
+		if k < 0 {
+			return
+		}
+		if j := at + k; s[j-2] == 'e' && s[j-1] == 'y' {
+			fn(j - 2)
+		}
+		at += k + 1
+	}
+}
+
 func findJWTs(s string, add func(int, int)) {
 	// Every "eyJ" inside one run of token bytes spans to the same end, so
 	// a run is tried once, from its first "eyJ" at a word start: text of
 	// "eyJ-" repeated costs one pass, not one per "eyJ".
 	next := 0
-	each(s, "eyJ", func(i int) {
+	eachEyJ(s, func(i int) {
 		if i < next || !wordStart(s, i) {
 			return
 		}

@@ -247,3 +247,31 @@ func TestPhoneMatchesTheExpression(t *testing.T) {
 		t.Fatalf("only %d phone shapes found: the comparison proves little", found)
 	}
 }
+
+// TestEachEyJMatchesIndex holds the search for "eyJ" (JWTs) to what it
+// replaced, strings.Index of the whole word, on prose and on random texts
+// of the word's bytes and their neighbours, each at nine offsets.
+func TestEachEyJMatchesIndex(t *testing.T) {
+	rng := rand.New(rand.NewPCG(27, 1))
+	texts := []string{"", "e", "eyJ", "ecret", "ECRET", "eCRET", "Ecret", "cret", "secret_access_key", "eyeyJJ", "eeyJyJ",
+		"The quarterly report covers revenue, churn and hiring plans; a secret. eyJhbGciOi.eyJzdWIi.sig"}
+	const bytes = "eyJEYj _x"
+	for range 20000 {
+		b := make([]byte, rng.IntN(24))
+		for i := range b {
+			b[i] = bytes[rng.IntN(len(bytes))]
+		}
+		texts = append(texts, string(b))
+	}
+	for _, s := range texts {
+		for pad := range 9 {
+			p := strings.Repeat("y", pad) + s
+			var got, want []int
+			eachEyJ(p, func(i int) { got = append(got, i) })
+			each(p, "eyJ", func(i int) { want = append(want, i) })
+			if !slices.Equal(got, want) {
+				t.Fatalf("eachEyJ(%q) = %v, each = %v", p, got, want)
+			}
+		}
+	}
+}
