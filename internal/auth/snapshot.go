@@ -46,6 +46,42 @@ type Snapshot struct {
 	// the authenticator's miss path, and RangeKeys waits.
 	loaded     chan struct{}
 	loadedOnce sync.Once
+	// local is when this process last published or removed each entity
+	// itself (an admin write, the miss path): kind/id -> time. A resync
+	// that read the store before then may hold the row as it was before
+	// that write, so Apply leaves the entity alone; the next resync,
+	// which reads after it, brings whatever the store has. localMu also
+	// makes each of Apply's check-then-put one step against these writes.
+	localMu sync.Mutex
+	local   map[localID]time.Time
+}
+
+type localID struct {
+	kind store.Kind
+	id   string
+}
+
+// here runs fn, a write this process makes, and marks kind/id as written
+// here now.
+func (s *Snapshot) here(kind store.Kind, id string, fn func()) {
+	s.localMu.Lock()
+	defer s.localMu.Unlock()
+	fn()
+	if s.local == nil {
+		s.local = map[localID]time.Time{}
+	}
+	s.local[localID{kind, id}] = time.Now()
+}
+
+// fromStore runs fn, a write of a row a resync read at read, unless kind/id
+// was written here since then (localMu held).
+func (s *Snapshot) fromStore(kind store.Kind, id string, read time.Time, fn func()) {
+	s.localMu.Lock()
+	defer s.localMu.Unlock()
+	if at, ok := s.local[localID{kind, id}]; ok && !read.IsZero() && at.After(read) {
+		return
+	}
+	fn()
 }
 
 // StartLoading says the keys are still to come (PutLoadedKeys, then
@@ -113,20 +149,20 @@ func NewSnapshot(s *store.Snapshot) *Snapshot {
 		snap.budgets.Store(b.BudgetID, b)
 	}
 	for _, o := range s.Organizations {
-		snap.PutOrganization(o)
+		snap.orgs.Store(o.OrganizationID, o)
 	}
 	c := newCompactor()
 	for _, k := range s.Keys {
 		snap.putKey(c.key(k), c)
 	}
 	for _, u := range s.Users {
-		snap.PutUser(u)
+		snap.users.Store(u.UserID, u)
 	}
 	for _, t := range s.Teams {
-		snap.PutTeam(t)
+		snap.putTeam(t)
 	}
 	for _, e := range s.EndUsers {
-		snap.PutEndUser(e)
+		snap.putEndUser(e)
 	}
 	return snap
 }
@@ -252,7 +288,9 @@ func (s *Snapshot) EndUser(id string) (*store.EndUser, bool) {
 }
 
 // PutKey publishes k; the caller must not modify it afterwards.
-func (s *Snapshot) PutKey(k *store.Key) { s.putKey(k, nil) }
+func (s *Snapshot) PutKey(k *store.Key) {
+	s.here(store.KindKey, k.TokenHash, func() { s.putKey(k, nil) })
+}
 
 func (s *Snapshot) putKey(k *store.Key, c *compactor) {
 	if k.BudgetID != "" {
@@ -266,10 +304,16 @@ func (s *Snapshot) putKey(k *store.Key, c *compactor) {
 }
 
 // PutUser publishes u.
-func (s *Snapshot) PutUser(u *store.User) { s.users.Store(u.UserID, u) }
+func (s *Snapshot) PutUser(u *store.User) {
+	s.here(store.KindUser, u.UserID, func() { s.users.Store(u.UserID, u) })
+}
 
 // PutTeam publishes t.
 func (s *Snapshot) PutTeam(t *store.Team) {
+	s.here(store.KindTeam, t.TeamID, func() { s.putTeam(t) })
+}
+
+func (s *Snapshot) putTeam(t *store.Team) {
 	var byUser map[string]string
 	for _, m := range t.Members {
 		if m.BudgetID != "" {
@@ -318,6 +362,10 @@ func (s *Snapshot) MemberBudget(t *store.Team, user string) *store.Budget {
 
 // PutEndUser publishes e.
 func (s *Snapshot) PutEndUser(e *store.EndUser) {
+	s.here(store.KindEndUser, e.UserID, func() { s.putEndUser(e) })
+}
+
+func (s *Snapshot) putEndUser(e *store.EndUser) {
 	if e.BudgetID != "" {
 		s.rawEndUsers.Store(e.UserID, e)
 		e = s.endUserWithBudget(e)
@@ -336,20 +384,32 @@ func (s *Snapshot) Organization(id string) (*store.Organization, bool) {
 }
 
 // PutOrganization publishes o.
-func (s *Snapshot) PutOrganization(o *store.Organization) { s.orgs.Store(o.OrganizationID, o) }
+func (s *Snapshot) PutOrganization(o *store.Organization) {
+	s.here(store.KindOrganization, o.OrganizationID, func() { s.orgs.Store(o.OrganizationID, o) })
+}
 
 // DeleteOrganization removes an organization.
-func (s *Snapshot) DeleteOrganization(id string) { s.orgs.Delete(id) }
+func (s *Snapshot) DeleteOrganization(id string) {
+	s.here(store.KindOrganization, id, func() { s.orgs.Delete(id) })
+}
 
 // PutBudget publishes b and derives again every key and end user that
 // names it, so that the next request is held to the budget as it is now.
 func (s *Snapshot) PutBudget(b *store.Budget) {
+	s.here(store.KindBudget, b.BudgetID, func() { s.putBudget(b) })
+}
+
+func (s *Snapshot) putBudget(b *store.Budget) {
 	s.budgets.Store(b.BudgetID, b)
 	s.rederive(b.BudgetID)
 }
 
 // DeleteBudget removes a budget; what named it keeps only its own limits.
 func (s *Snapshot) DeleteBudget(id string) {
+	s.here(store.KindBudget, id, func() { s.deleteBudget(id) })
+}
+
+func (s *Snapshot) deleteBudget(id string) {
 	s.budgets.Delete(id)
 	s.rederive(id)
 }
@@ -358,7 +418,7 @@ func (s *Snapshot) rederive(id string) {
 	s.rawKeys.Range(func(_, v any) bool {
 		if k := v.(*store.Key); k.BudgetID == id {
 			if s.rec(k.TokenHash) != nil {
-				s.PutKey(k)
+				s.putKey(k, nil)
 			}
 		}
 		return true
@@ -366,7 +426,7 @@ func (s *Snapshot) rederive(id string) {
 	s.rawEndUsers.Range(func(_, v any) bool {
 		if e := v.(*store.EndUser); e.BudgetID == id {
 			if _, live := s.endUsers.Load(e.UserID); live {
-				s.PutEndUser(e)
+				s.putEndUser(e)
 			}
 		}
 		return true
@@ -476,7 +536,9 @@ func fillPeriod(dst, b *store.Limits) {
 }
 
 // DeleteKey removes a key, deleted from the store just now.
-func (s *Snapshot) DeleteKey(h string) { s.deleteKeyAt(h, time.Now()) }
+func (s *Snapshot) DeleteKey(h string) {
+	s.here(store.KindKey, h, func() { s.deleteKeyAt(h, time.Now()) })
+}
 
 func (s *Snapshot) deleteKeyAt(h string, at time.Time) {
 	s.forgotten.Store(h, at)
@@ -567,16 +629,26 @@ func (s *Snapshot) RangeOrganizations(fn func(*store.Organization) bool) {
 }
 
 // DeleteUser removes a user.
-func (s *Snapshot) DeleteUser(id string) { s.users.Delete(id) }
+func (s *Snapshot) DeleteUser(id string) {
+	s.here(store.KindUser, id, func() { s.users.Delete(id) })
+}
 
 // DeleteTeam removes a team.
 func (s *Snapshot) DeleteTeam(id string) {
+	s.here(store.KindTeam, id, func() { s.deleteTeam(id) })
+}
+
+func (s *Snapshot) deleteTeam(id string) {
 	s.teams.Delete(id)
 	s.memberBudgets.Delete(id)
 }
 
 // DeleteEndUser removes an end user.
 func (s *Snapshot) DeleteEndUser(id string) {
+	s.here(store.KindEndUser, id, func() { s.deleteEndUser(id) })
+}
+
+func (s *Snapshot) deleteEndUser(id string) {
 	s.endUsers.Delete(id)
 	s.rawEndUsers.Delete(id)
 }
@@ -613,38 +685,58 @@ func orgUsable(o *store.Organization) string {
 // Apply brings the snapshot up to date with changes read from the store:
 // deletions first, then the rows as they are now (a row deleted and created
 // again in one window survives). Applying the same changes twice is harmless.
-func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
+// read is when the resync began reading: an entity this process wrote or
+// removed itself after then is left as it is (the row read may predate that
+// write: a team's lock lifted, a key blocked, would flip back until the next
+// resync); the zero time applies everything.
+func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion, read time.Time) {
 	// Keys go first: a user or team deleted with its keys must never be
 	// seen gone while its keys (a blocked team's, say) still authenticate.
 	for _, d := range deleted {
 		if d.Kind == store.KindKey {
-			s.deleteKeyAt(d.ID, d.At)
+			s.fromStore(d.Kind, d.ID, read, func() { s.deleteKeyAt(d.ID, d.At) })
 		}
 	}
 	for _, d := range deleted {
+		var del func(string)
 		switch d.Kind {
 		case store.KindUser:
-			s.DeleteUser(d.ID)
+			del = func(id string) { s.users.Delete(id) }
 		case store.KindTeam:
-			s.DeleteTeam(d.ID)
+			del = s.deleteTeam
 		case store.KindEndUser:
-			s.DeleteEndUser(d.ID)
+			del = s.deleteEndUser
 		case store.KindOrganization:
-			s.DeleteOrganization(d.ID)
+			del = func(id string) { s.orgs.Delete(id) }
 		case store.KindBudget:
-			s.DeleteBudget(d.ID)
+			del = s.deleteBudget
+		default:
+			continue
 		}
+		s.fromStore(d.Kind, d.ID, read, func() { del(d.ID) })
 	}
-	if changed == nil {
-		return
+	if changed != nil {
+		s.applyChanged(changed, read)
 	}
+	if !read.IsZero() { // marks older than this read outrank nothing to come
+		s.localMu.Lock()
+		for id, at := range s.local {
+			if !at.After(read) {
+				delete(s.local, id)
+			}
+		}
+		s.localMu.Unlock()
+	}
+}
+
+func (s *Snapshot) applyChanged(changed *store.Snapshot, read time.Time) {
 	// Budgets before what names them: a key read with its new budget_id
 	// must find the budget.
 	for _, b := range changed.Budgets {
-		s.PutBudget(b)
+		s.fromStore(store.KindBudget, b.BudgetID, read, func() { s.putBudget(b) })
 	}
 	for _, o := range changed.Organizations {
-		s.PutOrganization(o)
+		s.fromStore(store.KindOrganization, o.OrganizationID, read, func() { s.orgs.Store(o.OrganizationID, o) })
 	}
 	for _, k := range changed.Keys {
 		// A row last written before its key was deleted is stale: this
@@ -652,7 +744,7 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
 		if at, ok := s.forgotten.Load(k.TokenHash); ok && !k.UpdatedAt.After(at.(time.Time)) {
 			continue
 		}
-		s.PutKey(k)
+		s.fromStore(store.KindKey, k.TokenHash, read, func() { s.putKey(k, nil) })
 	}
 	cutoff := time.Now().Add(-forgetFor)
 	s.forgotten.Range(func(h, at any) bool {
@@ -662,13 +754,13 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion) {
 		return true
 	})
 	for _, u := range changed.Users {
-		s.PutUser(u)
+		s.fromStore(store.KindUser, u.UserID, read, func() { s.users.Store(u.UserID, u) })
 	}
 	for _, t := range changed.Teams {
-		s.PutTeam(t)
+		s.fromStore(store.KindTeam, t.TeamID, read, func() { s.putTeam(t) })
 	}
 	for _, e := range changed.EndUsers {
-		s.PutEndUser(e)
+		s.fromStore(store.KindEndUser, e.UserID, read, func() { s.putEndUser(e) })
 	}
 }
 

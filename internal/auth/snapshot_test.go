@@ -39,7 +39,7 @@ func TestDeletedKeyStaysDeleted(t *testing.T) {
 			if tt.deleteNow {
 				snap.DeleteKey(h)
 			}
-			snap.Apply(tt.changed, tt.deleted)
+			snap.Apply(tt.changed, tt.deleted, time.Time{})
 			sum := Hash("sk-deleted-key")
 			_, byHash := snap.Key(h)
 			_, bySum := snap.KeyBySum(&sum)
@@ -82,7 +82,7 @@ func TestBudgetObjectsFillLimits(t *testing.T) {
 		t.Fatal("a budget change resurrected a deleted key")
 	}
 	// A resync carrying a new budget and the end user that names it.
-	s.Apply(&store.Snapshot{EndUsers: []*store.EndUser{{UserID: "f", BudgetID: "c"}}, Budgets: []*store.Budget{{BudgetID: "c", Limits: store.Limits{MaxBudget: func() *float64 { v := 3.0; return &v }()}}}}, nil)
+	s.Apply(&store.Snapshot{EndUsers: []*store.EndUser{{UserID: "f", BudgetID: "c"}}, Budgets: []*store.Budget{{BudgetID: "c", Limits: store.Limits{MaxBudget: func() *float64 { v := 3.0; return &v }()}}}}, nil, time.Time{})
 	if f, _ := s.EndUser("f"); f.MaxBudget == nil || *f.MaxBudget != 3 {
 		t.Fatalf("resync: end user max_budget %v", f.MaxBudget)
 	}
@@ -99,7 +99,7 @@ func TestBudgetObjectsFillLimits(t *testing.T) {
 	if o, b := s.TeamOrganization(team); o == nil || b == nil || b.BudgetID != "c" {
 		t.Fatalf("team organization: %v %v", o, b)
 	}
-	s.Apply(nil, []store.Deletion{{Kind: store.KindOrganization, ID: "o"}, {Kind: store.KindTeam, ID: "t"}})
+	s.Apply(nil, []store.Deletion{{Kind: store.KindOrganization, ID: "o"}, {Kind: store.KindTeam, ID: "t"}}, time.Time{})
 	if o, _ := s.TeamOrganization(team); o != nil {
 		t.Fatal("deleted organization still found")
 	}
@@ -293,5 +293,80 @@ func TestPeriodsVisitsPackedResetTimes(t *testing.T) {
 	})
 	if len(got) != 2 || !got[packed].Equal(utc) || !got[kept].Equal(zoned) {
 		t.Fatalf("periods visited %v, want %s at %v and %s at %v", got, packed, utc, kept, zoned)
+	}
+}
+
+// TestApplyKeepsWritesMadeAfterTheRead: a resync reads the store, then an
+// admin write here changes a team, a key, a user, an end user, an
+// organization and a budget (and deletes another team); the resync's
+// Apply, with rows as they were before those writes, must not put them
+// back. A later resync, which read after the writes, applies again.
+func TestApplyKeepsWritesMadeAfterTheRead(t *testing.T) {
+	locked := map[string]any{"guardrails": map[string]any{"modify_guardrails": false}}
+	oldTeam := &store.Team{TeamID: "t", Metadata: locked}
+	h := HashHex("sk-resync-race")
+	oldKey := &store.Key{TokenHash: h, Blocked: false}
+	s := NewSnapshot(&store.Snapshot{
+		Teams: []*store.Team{oldTeam, {TeamID: "gone"}}, Keys: []*store.Key{oldKey},
+		Users:    []*store.User{{UserID: "u", UserRole: "internal_user"}},
+		EndUsers: []*store.EndUser{{UserID: "e", Blocked: false}},
+	})
+	read := time.Now() // the resync's query starts
+	stale := &store.Snapshot{
+		Teams: []*store.Team{{TeamID: "t", Metadata: locked}, {TeamID: "gone"}}, Keys: []*store.Key{{TokenHash: h}},
+		Users:         []*store.User{{UserID: "u", UserRole: "internal_user"}},
+		EndUsers:      []*store.EndUser{{UserID: "e"}},
+		Organizations: []*store.Organization{{OrganizationID: "o"}},
+		Budgets:       []*store.Budget{{BudgetID: "b"}},
+	}
+	for !time.Now().After(read) { // a clock coarser than the calls
+	}
+	s.PutTeam(&store.Team{TeamID: "t", Metadata: map[string]any{"guardrails": map[string]any{"modify_guardrails": true}}})
+	s.PutKey(&store.Key{TokenHash: h, Blocked: true})
+	s.PutUser(&store.User{UserID: "u", UserRole: "proxy_admin_viewer"})
+	s.PutEndUser(&store.EndUser{UserID: "e", Blocked: true})
+	s.PutOrganization(&store.Organization{OrganizationID: "o", Blocked: true})
+	s.PutBudget(&store.Budget{BudgetID: "b", Limits: store.Limits{RPMLimit: p64(7)}})
+	s.DeleteTeam("gone")
+	s.Apply(stale, nil, read)
+
+	check := func(when string, wantNew bool) {
+		t.Helper()
+		tm, _ := s.Team("t")
+		g, _ := tm.Metadata["guardrails"].(map[string]any)
+		if lifted := g["modify_guardrails"] == true; lifted != wantNew {
+			t.Errorf("%s: team lock lifted %v, want %v", when, lifted, wantNew)
+		}
+		k, _ := s.Key(h)
+		if k == nil || k.Blocked != wantNew {
+			t.Errorf("%s: key %+v, want blocked %v", when, k, wantNew)
+		}
+		if u, _ := s.User("u"); u == nil || (u.UserRole == "proxy_admin_viewer") != wantNew {
+			t.Errorf("%s: user %+v", when, u)
+		}
+		if e, _ := s.EndUser("e"); e == nil || e.Blocked != wantNew {
+			t.Errorf("%s: end user %+v, want blocked %v", when, e, wantNew)
+		}
+		if o, _ := s.Organization("o"); o == nil || o.Blocked != wantNew {
+			t.Errorf("%s: organization %+v, want blocked %v", when, o, wantNew)
+		}
+		if b, _ := s.Budget("b"); b == nil || (b.RPMLimit != nil) != wantNew {
+			t.Errorf("%s: budget %+v", when, b)
+		}
+		if _, ok := s.Team("gone"); ok == wantNew {
+			t.Errorf("%s: deleted team present %v", when, ok)
+		}
+	}
+	check("stale resync after the writes", true)
+
+	// A resync that read after the writes brings the store as it is (here,
+	// the old rows again: as if another replica wrote them since).
+	s.Apply(stale, nil, time.Now())
+	check("a resync that read after the writes", false)
+	s.localMu.Lock()
+	left := len(s.local)
+	s.localMu.Unlock()
+	if left != 0 {
+		t.Errorf("%d marks of writes here kept after a later read", left)
 	}
 }

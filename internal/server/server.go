@@ -759,7 +759,7 @@ func (s *Server) resync(ctx context.Context) {
 		if s.storeDown.Swap(false) {
 			s.log.Info("database reachable again")
 		}
-		s.snap.Apply(changed, deleted)
+		s.snap.Apply(changed, deleted, started)
 		since = started.Add(-resyncOverlap)
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := s.reloadModels(mctx); err != nil && ctx.Err() == nil {
