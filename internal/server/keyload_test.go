@@ -279,8 +279,19 @@ func TestKeysServedBetweenPages(t *testing.T) {
 		if a, _ := e.srv.book.Lookup(store.KindKey, paying); a != keyAcct || a.Spent() != kSpent {
 			t.Fatalf("after the page: account replaced %v, spend %v, want %v", a != keyAcct, a.Spent().Dollars(), kSpent.Dollars())
 		}
+		// The next request, the first on the loaded record, adds its cost
+		// once: as much to the key as to its user (whose record the load
+		// does not touch).
+		userAcct, ok := e.srv.book.Lookup(store.KindUser, "u-page")
+		if !ok {
+			t.Fatal("no account for the keys' user")
+		}
+		uBefore := userAcct.Spent()
 		if code, body := chat("sk-page-paying"); code != http.StatusOK {
 			t.Fatalf("after loading: %d %s", code, body)
+		}
+		if dk, du := keyAcct.Spent()-kSpent, userAcct.Spent()-uBefore; dk != du || dk <= 0 {
+			t.Fatalf("request after loading added %v to the key, %v to its user", dk.Dollars(), du.Dollars())
 		}
 		if code, body := chat("sk-page-spent"); code == http.StatusOK || !strings.Contains(body, "udget") {
 			t.Fatalf("a key over its budget, after loading: %d %s", code, body)
