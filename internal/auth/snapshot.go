@@ -114,6 +114,15 @@ func (s *Snapshot) PutLoadedKeys(ks []*store.Key) {
 	s.putLoadedKeys(newCompactor(), ks)
 }
 
+// KeyLoader returns PutLoadedKeys for the pages of one load
+// (Store.LoadKeys): the pages share one compactor, so that values equal
+// across pages are one value. The loader holds the compactor's tables
+// until it is dropped.
+func (s *Snapshot) KeyLoader() func(page []*store.Key) {
+	c := newCompactor()
+	return func(page []*store.Key) { s.putLoadedKeys(c, page) }
+}
+
 func (s *Snapshot) putLoadedKeys(c *compactor, ks []*store.Key) {
 	for _, k := range ks {
 		k = c.key(k)

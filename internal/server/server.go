@@ -420,17 +420,22 @@ func (s *Server) loadKeys(ctx context.Context) {
 	defer s.snap.DoneLoading()
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
+		// A page at a time: between pages the store serves the miss
+		// path's reads (SQLite has one connection), and only one page's
+		// rows are alive beside the snapshot. A retry reads every page
+		// again; a row already in is left as it is.
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ks, err := s.opts.Store.LoadKeys(lctx)
+		put, n := s.snap.KeyLoader(), 0
+		err := s.opts.Store.LoadKeys(lctx, func(page []*store.Key) error {
+			put(page)
+			n += len(page)
+			return nil
+		})
 		cancel()
 		if err == nil {
-			s.snap.PutLoadedKeys(ks)
-			n := len(ks)
-			ks = nil
-			// Reading the rows left garbage about twice the snapshot's
-			// size (their JSON, the records before compaction), and an
-			// idle gateway allocates too little for a collection to come:
-			// collect it now and hand the pages back to the OS.
+			// The pages' garbage (their JSON, the records before
+			// compaction, the compactor's tables) is not collected soon on
+			// an idle gateway: collect it now and hand the pages back.
 			debug.FreeOSMemory()
 			s.log.Info("keys loaded", "keys", n, "took", time.Since(start).Round(time.Millisecond))
 			return

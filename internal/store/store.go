@@ -493,7 +493,13 @@ type Store interface {
 	// LoadAllButKeys is LoadAll without the keys, and LoadKeys the keys
 	// alone (a start serves before its keys are in: Server.New).
 	LoadAllButKeys(ctx context.Context) (*Snapshot, error)
-	LoadKeys(ctx context.Context) ([]*Key, error)
+	// LoadKeys calls page with every key (and its model spend), a page at
+	// a time (at most KeyPage keys on a SQL store, in token hash order),
+	// each page read on its own so that the store serves other calls
+	// between pages and no more than one page's rows are held at once. An
+	// error from page stops it and is returned. A key written while it
+	// runs may be read or not (a resync brings it).
+	LoadKeys(ctx context.Context, page func([]*Key) error) error
 	// Changes reads what was written or deleted at or after since, so a
 	// replica can bring its snapshot up to date.
 	Changes(ctx context.Context, since time.Time) (*Snapshot, []Deletion, error)
@@ -552,6 +558,12 @@ func (p Page) PageBounds() (limit, offset int) {
 	n := max(p.Number, 1)
 	return size, (n - 1) * size
 }
+
+// KeyPage is how many keys a SQL store's LoadKeys reads per page: small
+// enough that a page's rows (their JSON and the records decoded from it)
+// cost about a megabyte and a request waiting for the store's connection
+// waits one page, large enough that 100,000 keys take 100 queries.
+const KeyPage = 1000
 
 // Kind names a kind of entity, spelled the same wherever one is named: the
 // entity tables and their tombstones, budget_spend rows, the ledger's

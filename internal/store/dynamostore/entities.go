@@ -799,14 +799,24 @@ func (s *DB) LoadAll(ctx context.Context) (*store.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	if snap.Keys, err = s.LoadKeys(ctx); err != nil {
+	if snap.Keys, err = s.loadKeys(ctx); err != nil {
 		return nil, err
 	}
 	return snap, nil
 }
 
-// LoadKeys reads the key table in one scan: records and model spend.
-func (s *DB) LoadKeys(ctx context.Context) ([]*store.Key, error) {
+// LoadKeys reads the key table in one scan (records and model spend) and
+// hands it over as one page: a key's model spend items may come in any
+// scan page, so the records are complete only at the end.
+func (s *DB) LoadKeys(ctx context.Context, page func([]*store.Key) error) error {
+	ks, err := s.loadKeys(ctx)
+	if err != nil || len(ks) == 0 {
+		return err
+	}
+	return page(ks)
+}
+
+func (s *DB) loadKeys(ctx context.Context) ([]*store.Key, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	items, err := s.scanAll(ctx, s.keys, "", nil, nil)

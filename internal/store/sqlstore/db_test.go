@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -32,4 +33,27 @@ func TestPostgres(t *testing.T) {
 		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping the PostgreSQL store suite (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
 	}
 	storetest.Run(t, func(t *testing.T) store.Store { return storetest.OpenPostgres(t, base) })
+}
+
+// TestLoadKeysPageBound: a SQL store reads its keys store.KeyPage at a
+// time (the conformance suite checks what the pages hold).
+func TestLoadKeysPageBound(t *testing.T) {
+	ctx := context.Background()
+	s, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "tollgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range store.KeyPage + 1 {
+		if err := s.CreateKey(ctx, &store.Key{TokenHash: fmt.Sprintf("h%05d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sizes []int
+	if err := s.LoadKeys(ctx, func(p []*store.Key) error { sizes = append(sizes, len(p)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(sizes) != 2 || sizes[0] != store.KeyPage || sizes[1] != 1 {
+		t.Fatalf("page sizes %v, want [%d 1]", sizes, store.KeyPage)
+	}
 }

@@ -182,13 +182,9 @@ func (t docTable[T]) all(ctx context.Context, db *sql.DB) ([]*T, error) {
 		return nil, err
 	}
 	defer rows.Close()
-	type raw struct {
-		data  []byte
-		spend float64
-	}
-	var rs []raw
+	var rs []rawRecord
 	for rows.Next() {
-		var r raw
+		var r rawRecord
 		if err := rows.Scan(&r.data, &r.spend); err != nil {
 			return nil, classify(err)
 		}
@@ -197,6 +193,41 @@ func (t docTable[T]) all(ctx context.Context, db *sql.DB) ([]*T, error) {
 	if err := rows.Err(); err != nil || len(rs) == 0 {
 		return nil, err
 	}
+	return t.decodeAll(rs)
+}
+
+// page reads up to limit records whose id sorts after after, in id order
+// (keyset paging on the primary key), and the last one's id.
+func (t docTable[T]) page(ctx context.Context, db *sql.DB, after string, limit int) ([]*T, string, error) {
+	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT %[2]s, data, spend FROM %[1]s WHERE %[2]s > $1 ORDER BY %[2]s LIMIT %[3]d`, t.name, t.idCol, limit), after)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	rs := make([]rawRecord, 0, limit)
+	var last string
+	for rows.Next() {
+		var r rawRecord
+		if err := rows.Scan(&last, &r.data, &r.spend); err != nil {
+			return nil, "", classify(err)
+		}
+		rs = append(rs, r)
+	}
+	if err := rows.Err(); err != nil || len(rs) == 0 {
+		return nil, "", err
+	}
+	out, err := t.decodeAll(rs)
+	return out, last, err
+}
+
+// rawRecord is a row's JSON and spend, not yet decoded.
+type rawRecord struct {
+	data  []byte
+	spend float64
+}
+
+// decodeAll decodes rs.
+func (t docTable[T]) decodeAll(rs []rawRecord) ([]*T, error) {
 	// Decoding the records' JSON is most of a large table's load (100,000
 	// keys: about a second of CPU); it runs on every CPU Go may use.
 	out := make([]*T, len(rs))
@@ -468,6 +499,13 @@ const attachModelSpendOneByOne = 32
 
 // attachModelSpend sets the ModelSpend of ks from budget_spend.
 func attachModelSpend(ctx context.Context, db *sql.DB, ks []*store.Key) error {
+	return attachModelSpendRange(ctx, db, ks, "", "")
+}
+
+// attachModelSpendRange is attachModelSpend for keys whose token hashes
+// all sort after lo and at or before hi (hi empty: anywhere): it reads the
+// budget_spend rows of that range through the key_hash index.
+func attachModelSpendRange(ctx context.Context, db *sql.DB, ks []*store.Key, lo, hi string) error {
 	byHash := make(map[string]*store.Key, len(ks))
 	for _, k := range ks {
 		k.ModelSpend = nil
@@ -496,6 +534,9 @@ func attachModelSpend(ctx context.Context, db *sql.DB, ks []*store.Key) error {
 		return rows.Err()
 	}
 	const cols = `SELECT key_hash, id, spend FROM budget_spend WHERE kind = $1`
+	if hi != "" {
+		return read(cols+` AND key_hash > $2 AND key_hash <= $3`, keyModelKind, lo, hi)
+	}
 	if len(ks) > attachModelSpendOneByOne {
 		return read(cols, keyModelKind)
 	}
@@ -666,24 +707,50 @@ func (s *DB) LoadAll(ctx context.Context) (*store.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	if snap.Keys, err = s.LoadKeys(ctx); err != nil {
+	err = s.LoadKeys(ctx, func(page []*store.Key) error {
+		snap.Keys = append(snap.Keys, page...)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return snap, nil
 }
 
-// LoadKeys reads every key, with its model spend.
-func (s *DB) LoadKeys(ctx context.Context) ([]*store.Key, error) {
+// LoadKeys reads every key, with its model spend, store.KeyPage keys at a
+// time in token hash order: each page is one indexed range read of keys
+// and one of budget_spend, and the connection is free between pages (on
+// SQLite there is one, which a request's key lookup may be waiting for).
+func (s *DB) LoadKeys(ctx context.Context, page func([]*store.Key) error) error {
+	after := ""
+	for {
+		ks, last, err := s.keyPage(ctx, after, store.KeyPage)
+		if err != nil || len(ks) == 0 {
+			return err
+		}
+		if err := page(ks); err != nil {
+			return err
+		}
+		if len(ks) < store.KeyPage {
+			return nil
+		}
+		after = last
+	}
+}
+
+// keyPage reads up to limit keys whose token hash sorts after after, with
+// their model spend, and the last one's token hash.
+func (s *DB) keyPage(ctx context.Context, after string, limit int) ([]*store.Key, string, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	ks, err := keys.all(ctx, s.db)
-	if err != nil {
-		return nil, err
+	ks, last, err := keys.page(ctx, s.db, after, limit)
+	if err != nil || len(ks) == 0 {
+		return nil, "", err
 	}
-	if err := attachModelSpend(ctx, s.db, ks); err != nil {
-		return nil, err
+	if err := attachModelSpendRange(ctx, s.db, ks, after, last); err != nil {
+		return nil, "", err
 	}
-	return ks, nil
+	return ks, last, nil
 }
 
 // LoadAllButKeys reads every user, team, end user, budget and

@@ -42,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"SpendLogContentBudget", spendContentBudget},
 		{"Models", models},
 		{"LoadAll", loadAll},
+		{"LoadKeysInPages", loadKeysInPages},
 		{"Audit", audit},
 		{"Changes", changes},
 		{"DeleteOwnerDeletesKeys", deleteOwner},
@@ -1076,4 +1077,67 @@ func resetBudget(t *testing.T, s store.Store) {
 	if err := s.ResetBudget(ctx, store.KindUser, "nobody", next); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("reset of a missing user: %v", err)
 	}
+}
+
+// loadKeysInPages: LoadKeys hands every key over exactly once, with its
+// own model spend (also for keys at a page's edge), serves other calls
+// between pages (SQLite has one connection: a page read still holding it
+// would make the GetKey below wait forever), and stops at page's error.
+func loadKeysInPages(t *testing.T, s store.Store) {
+	n := 2*store.KeyPage + 7
+	day := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	var logs []store.SpendLog
+	for i := range n {
+		h := fmt.Sprintf("page%05d", i)
+		if err := s.CreateKey(ctx, &store.Key{TokenHash: h, KeyName: "sk-...", CreatedAt: day, UpdatedAt: day}); err != nil {
+			t.Fatal(err)
+		}
+		if i%97 == 0 || i%store.KeyPage <= 1 || i%store.KeyPage == store.KeyPage-1 {
+			logs = append(logs, store.SpendLog{RequestID: "p" + h, KeyHash: h, ModelGroup: "m", Cost: float64(i + 1), StartedAt: day, EndedAt: day,
+				Budgets: []store.BudgetRef{{Kind: store.KindKeyModel, ID: h + "/m"}}})
+		}
+	}
+	if err := s.ApplySpend(ctx, logs); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	pages := 0
+	err := s.LoadKeys(ctx, func(page []*store.Key) error {
+		pages++
+		for _, k := range page {
+			seen[k.TokenHash]++
+			var i int
+			fmt.Sscanf(k.TokenHash, "page%05d", &i)
+			want := 0.0
+			if i%97 == 0 || i%store.KeyPage <= 1 || i%store.KeyPage == store.KeyPage-1 {
+				want = float64(i + 1)
+			}
+			if k.ModelSpend["m"] != want || (want == 0 && k.ModelSpend != nil) {
+				return fmt.Errorf("key %s: model spend %v, want %v", k.TokenHash, k.ModelSpend, want)
+			}
+		}
+		gctx, cancel := context.WithTimeout(ctx, time.Minute) // bounds a deadlock only
+		defer cancel()
+		if _, err := s.GetKey(gctx, page[0].TokenHash); err != nil {
+			return fmt.Errorf("GetKey between pages: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != n {
+		t.Fatalf("LoadKeys handed over %d keys, want %d", len(seen), n)
+	}
+	for h, c := range seen {
+		if c != 1 {
+			t.Fatalf("key %s handed over %d times", h, c)
+		}
+	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := s.LoadKeys(ctx, func([]*store.Key) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+		t.Fatalf("page's error: LoadKeys returned %v after %d pages", err, calls)
+	}
+	t.Logf("%d keys in %d pages", n, pages)
 }
