@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Proxy forwards a loopback port to a target address.
@@ -16,8 +17,9 @@ type Proxy struct {
 	mu           sync.Mutex
 	ln           net.Listener
 	conns        []net.Conn
-	holed        bool       // black hole: accept, read, never answer
-	held         []net.Conn // client connections the black hole keeps open
+	holed        bool        // black hole: accept, read, never answer
+	held         []net.Conn  // client connections the black hole keeps open
+	deaf         atomic.Bool // DropReplies: requests go through, answers do not
 }
 
 // NewProxy listens on a free loopback port and forwards to target.
@@ -70,7 +72,7 @@ func (p *Proxy) serve(ln net.Listener) {
 				}
 			}()
 			go func() {
-				_, _ = io.Copy(c, u)
+				p.reply(c, u)
 				if !p.holding(c) {
 					c.Close()
 				}
@@ -78,6 +80,29 @@ func (p *Proxy) serve(ln net.Listener) {
 		}
 	}()
 }
+
+// reply copies the target's answers on u to the client c, dropping them
+// while DropReplies is in force.
+func (p *Proxy) reply(c, u net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := u.Read(buf)
+		if n > 0 && !p.deaf.Load() {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// DropReplies lets what clients send reach the target, on connections
+// open and new, but drops every answer: the target acts on a request whose
+// reply is lost (a connection that dies after the request went out).
+// Restore ends it.
+func (p *Proxy) DropReplies() { p.deaf.Store(true) }
 
 // swallow reads and drops what c sends until it is closed.
 func (p *Proxy) swallow(c net.Conn) { _, _ = io.Copy(io.Discard, c); c.Close() }
@@ -124,10 +149,11 @@ func (p *Proxy) BlackHole() {
 	p.conns = nil
 }
 
-// Restore brings the target back after Cut or BlackHole: the proxy listens
+// Restore brings the target back after Cut, BlackHole or DropReplies: the proxy listens
 // again on the same port and forwards new connections; connections the
 // black hole held are closed.
 func (p *Proxy) Restore() error {
+	p.deaf.Store(false)
 	p.mu.Lock()
 	p.holed = false
 	for _, c := range p.held {
