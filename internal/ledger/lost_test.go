@@ -288,3 +288,46 @@ func TestLostCarryOffline(t *testing.T) {
 		})
 	}
 }
+
+// TestLostSettleAfterLeaseSwept: a settle that lost its answer without
+// running, while this replica stays away from Redis until its hold's lease
+// has expired and been swept (another replica's hold sweeps it), is still
+// booked on Redis: past the horizon it goes as tagged spend, not as a
+// settle that only applies while its lease is there.
+func TestLostSettleAfterLeaseSwept(t *testing.T) {
+	g := newLostRig(t)
+	g.s.LeaseTTL = 3 * time.Second
+	ctx := context.Background()
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(10))
+	g.spend(t, key, ledger.USD(0.1))
+	h, err := g.s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.p.BlackHole()
+	h.Settle(ledger.USD(0.2))
+	g.back(t, true)
+	// Replica B, on Redis, holds until the lost settle's lease is swept.
+	b := ledger.NewShared(runner(t, g.c), ledger.SharedOptions{Prefix: g.prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	keyB := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(10))
+	for deadline := time.Now().Add(60 * time.Second); g.field("k", "held") != "0"; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost settle's lease was never swept (held %s)", g.field("k", "held"))
+		}
+		hb, err := b.Reserve(ctx, []*ledger.Account{keyB}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hb.Release()
+	}
+	if got := g.field("k", "spent"); got != usdString(ledger.USD(0.1)) {
+		t.Fatalf("Redis has spent %s before this replica's next hold, want 0.1 (the settle never ran)", got)
+	}
+	g.spend(t, key, 0)
+	if got, want := g.field("k", "spent"), usdString(ledger.USD(0.3)); got != want {
+		t.Fatalf("Redis has spent %s, want %s (0.1, then the lost settle's 0.2)", got, want)
+	}
+	if key.Spent() != ledger.USD(0.3) {
+		t.Fatalf("local view %v, want 0.3", key.Spent().Dollars())
+	}
+}
