@@ -383,16 +383,21 @@ local out = {tonumber(ARGV[3])}
 for i = 1, #KEYS - 1 do
   local k = KEYS[i]
   -- An account Redis has always has its spend (seeded, set or reset).
-  local cur = redis.call('HMGET', k, 'spent', 'held', 'short', lease)
+  -- The marker 'c:s<lease>' says a later hold already applied this settle
+  -- (its answer was lost, and it ran late; bud_carry): it counts once,
+  -- and only frees its lease if that is still there.
+  local cur = redis.call('HMGET', k, 'spent', 'held', 'short', lease, 'c:s' .. lease)
   local exists = cur[1] ~= false
   local held = tonumber(cur[2] or 0)
   local a = cur[4] and tonumber(string.match(cur[4], '^(%-?%d+)'))
+  local act = actual
+  if cur[5] then act = 0 end
   if not exists then
     out[2*i], out[2*i+1] = -1, 0
     if cur[4] then redis.call('HDEL', k, lease) end
   else
     local s, f = tonumber(cur[1]), {}
-    if actual ~= 0 then s = bud_add(k, f, 'spent', s, actual) end
+    if act ~= 0 then s = bud_add(k, f, 'spent', s, act) end
     if a then held = bud_add(k, f, 'held', held, -a) end
     if #f > 0 then redis.call('HSET', k, unpack(f)) end
     if cur[3] == lease then

@@ -20,6 +20,9 @@ type Proxy struct {
 	holed        bool        // black hole: accept, read, never answer
 	held         []net.Conn  // client connections the black hole keeps open
 	deaf         atomic.Bool // DropReplies: requests go through, answers do not
+	// stalled are the client connections Stall holds back, and the channel
+	// Restore closes to let what they sent through.
+	stalled map[net.Conn]chan struct{}
 }
 
 // NewProxy listens on a free loopback port and forwards to target.
@@ -65,7 +68,7 @@ func (p *Proxy) serve(ln net.Listener) {
 			p.conns = append(p.conns, c, u)
 			p.mu.Unlock()
 			go func() {
-				_, _ = io.Copy(u, c)
+				p.forward(u, c)
 				u.Close()
 				if p.holding(c) {
 					p.swallow(c)
@@ -95,6 +98,46 @@ func (p *Proxy) reply(c, u net.Conn) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// forward copies what the client c sends to the target on u, holding it
+// back while Stall holds c.
+func (p *Proxy) forward(u, c net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			gate := p.stalled[c]
+			p.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
+			if _, werr := u.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Stall holds back what clients send on the connections open now, even
+// after the client gives up and closes its end, until Restore delivers it
+// to the target (a request delayed in the network, or queued behind a
+// busy target, that runs after its caller stopped waiting). New
+// connections are forwarded as usual.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gate := make(chan struct{})
+	if p.stalled == nil {
+		p.stalled = map[net.Conn]chan struct{}{}
+	}
+	for i := 0; i < len(p.conns); i += 2 {
+		p.stalled[p.conns[i]] = gate
 	}
 }
 
@@ -149,13 +192,22 @@ func (p *Proxy) BlackHole() {
 	p.conns = nil
 }
 
-// Restore brings the target back after Cut, BlackHole or DropReplies: the proxy listens
-// again on the same port and forwards new connections; connections the
-// black hole held are closed.
+// Restore brings the target back after Cut, BlackHole, DropReplies or
+// Stall: the proxy listens again on the same port and forwards new
+// connections; connections the black hole held are closed; what Stall
+// held back goes through.
 func (p *Proxy) Restore() error {
 	p.deaf.Store(false)
 	p.mu.Lock()
 	p.holed = false
+	for c, gate := range p.stalled {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+		delete(p.stalled, c)
+	}
 	for _, c := range p.held {
 		c.Close()
 	}
