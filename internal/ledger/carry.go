@@ -1,11 +1,15 @@
 package ledger
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/rscript"
 )
 
 // Spend this replica booked that Redis does not have (a settle made while
@@ -28,6 +32,10 @@ import (
 // A settle whose answer is lost is kept in doubt the same way, as "s:<lease>":
 // its lease is its marker (a settle deletes it), so it is applied only
 // while the lease is still there, and then leaves the marker "c:s<lease>".
+// Items in doubt are also taken to Redis as soon as it answers again
+// (Shared.settleDoubt), not only with the account's next hold: an account
+// idle after a lost settle would otherwise reach the horizon below with a
+// settle that had in fact run, and count it twice.
 // A lease expires after Shared.LeaseTTL and is then swept by a later hold,
 // after which its absence proves nothing: a settle still in doubt at 3/4
 // of LeaseTTL after its hold (Redis away that long) is carried as plain
@@ -59,6 +67,7 @@ type doubtList struct {
 	mu    sync.Mutex
 	items []carryItem
 	n     atomic.Int32 // len(items), read without the lock
+	busy  atomic.Bool  // Shared.settleDoubt is at work on the account
 }
 
 // claimUnsynced moves a's unsynced spend to carrying and returns it: the
@@ -191,3 +200,59 @@ func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string)
 		a.doubtful(carryItem{tag: tag, amount: pending})
 	}
 }
+
+// settleDoubt takes a's items in doubt to Redis in the background, as
+// CarryOffline does, once Redis answers again: retried (while Redis is
+// marked down, only waiting) until none is left or for as long as a lease
+// lives; holds of the account carry them meanwhile and after. One at a
+// time per account.
+func (s *Shared) settleDoubt(a *Account) {
+	if a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+		return
+	}
+	s.resolving.Add(1)
+	go func() {
+		defer s.resolving.Done()
+		for {
+			s.drainDoubt(a)
+			a.doubt.busy.Store(false)
+			// An item that came in doubt as this stopped is not left behind.
+			if a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}()
+}
+
+// drainDoubt is settleDoubt's loop: while Redis is marked down it looks
+// again every doubtPoll, so that it goes soon after Redis is back; a call
+// that fails is tried again after a wait that doubles up to doubtRetry.
+func (s *Shared) drainDoubt(a *Account) {
+	deadline := time.Now().Add(s.LeaseTTL)
+
+	wait := doubtPoll
+	for a.doubt.n.Load() > 0 && time.Now().Before(deadline) {
+		if s.r.Degraded() {
+			time.Sleep(doubtPoll)
+			continue
+		}
+		carry, sent := a.carryArg(0, "", s.horizon(), time.Now().UnixNano())
+		if carry == int64(0) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, s.holdWait))
+		_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+		cancel()
+		if rscript.Final(err) == nil {
+			a.landCarry(outRan, 0, "", sent)
+			return
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, doubtRetry)
+	}
+}
+
+const (
+	doubtPoll  = 100 * time.Millisecond
+	doubtRetry = 2 * time.Second
+)

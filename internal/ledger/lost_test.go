@@ -306,8 +306,9 @@ func TestLostSettleAfterLeaseSwept(t *testing.T) {
 	}
 	g.p.BlackHole()
 	h.Settle(ledger.USD(0.2))
-	g.back(t, true)
-	// Replica B, on Redis, holds until the lost settle's lease is swept.
+	// Replica B, on Redis, holds until the lost settle's lease is swept;
+	// this replica is still cut off (else it takes the settle in doubt to
+	// Redis at once, lease there).
 	b := ledger.NewShared(runner(t, g.c), ledger.SharedOptions{Prefix: g.prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
 	keyB := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(10))
 	for deadline := time.Now().Add(60 * time.Second); g.field("k", "held") != "0"; time.Sleep(50 * time.Millisecond) {
@@ -323,6 +324,7 @@ func TestLostSettleAfterLeaseSwept(t *testing.T) {
 	if got := g.field("k", "spent"); got != usdString(ledger.USD(0.1)) {
 		t.Fatalf("Redis has spent %s before this replica's next hold, want 0.1 (the settle never ran)", got)
 	}
+	g.back(t, true)
 	g.spend(t, key, 0)
 	if got, want := g.field("k", "spent"), usdString(ledger.USD(0.3)); got != want {
 		t.Fatalf("Redis has spent %s, want %s (0.1, then the lost settle's 0.2)", got, want)

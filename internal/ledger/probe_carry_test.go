@@ -70,3 +70,38 @@ func TestProbeDelayedSettleAfterItsCarry(t *testing.T) {
 		t.Fatalf("Redis holds %s after every hold ended, want 0", got)
 	}
 }
+
+// TestProbeLostSettleIdleAccount: a settle that ran but whose answer was
+// lost, on an account that then stays idle (no hold) past the horizon
+// while Redis is back, must not be booked a second time as plain spend by
+// the account's next hold.
+func TestProbeLostSettleIdleAccount(t *testing.T) {
+	g := newLostRig(t)
+	// Horizon 12 s: room for the calls lost while Redis does not answer
+	// (2 s read timeouts) before it is back.
+	g.s.LeaseTTL = 16 * time.Second
+	ctx := context.Background()
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(10))
+	g.spend(t, key, ledger.USD(0.1))
+	placed := time.Now()
+	h, err := g.s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.p.DropReplies()
+	h.Settle(ledger.USD(0.2))
+	g.waitSpent(t, "k", ledger.USD(0.3)) // it ran
+	g.back(t, true)
+	g.s.WaitResolved()
+	// The account is idle until the lost settle's horizon has passed.
+	for time.Since(placed) < g.s.LeaseTTL*3/4+100*time.Millisecond {
+		time.Sleep(20 * time.Millisecond)
+	}
+	g.spend(t, key, 0)
+	if got, want := g.field("k", "spent"), usdString(ledger.USD(0.3)); got != want {
+		t.Fatalf("Redis has spent %s, want %s: the lost settle, which ran, was carried again as spend", got, want)
+	}
+	if key.Spent() != ledger.USD(0.3) {
+		t.Fatalf("local view %v, want 0.3", key.Spent().Dollars())
+	}
+}

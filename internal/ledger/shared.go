@@ -97,6 +97,8 @@ type Shared struct {
 	// outcomes counts the goroutines that book a lost call's outcome once
 	// it is known (tests wait for them).
 	outcomes sync.WaitGroup
+	// resolving counts settleDoubt's goroutines (tests wait for them).
+	resolving sync.WaitGroup
 }
 
 // SharedOptions configure a Shared holder.
@@ -566,6 +568,9 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			h.landed(o)
 			s.outcomes.Done()
 			if o == outUnknown {
+				for _, a := range h.shared {
+					s.settleDoubt(a)
+				}
 				h.releaseLease()
 			}
 		}()
@@ -803,16 +808,25 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 		// by a later hold while the lease is there (carry.go).
 		h.s.outcomes.Add(1)
 		go func() {
-			notRun := rscript.NotRun(rscript.Final(err))
+			final := rscript.Final(err)
+			notRun := rscript.NotRun(final)
 			for _, a := range h.shared {
-				if notRun {
+				switch {
+				case notRun:
 					a.unsynced.Add(int64(actual))
 					a.carrying.Add(-int64(actual))
-				} else {
+				case final == nil: // its answer came late: it ran
+					a.carrying.Add(-int64(actual))
+				default:
 					a.doubtful(carryItem{tag: "s" + h.lease, lease: h.lease, amount: int64(actual), at: h.at})
 				}
 			}
 			h.s.outcomes.Done()
+			if final != nil && !notRun {
+				for _, a := range h.shared {
+					h.s.settleDoubt(a)
+				}
+			}
 			if notRun {
 				h.releaseLease()
 			}
