@@ -94,6 +94,13 @@ func (a *Account) carryArg(pending int64, tag string, horizon, now int64) (arg a
 	if pending == 0 && a.doubt.n.Load() == 0 {
 		return int64(0), nil
 	}
+	a.doubt.mu.Lock()
+	defer a.doubt.mu.Unlock()
+	return a.carryArgLocked(pending, tag, horizon, now)
+}
+
+// carryArgLocked is carryArg, a.doubt.mu held.
+func (a *Account) carryArgLocked(pending int64, tag string, horizon, now int64) (arg any, sent []string) {
 	var b strings.Builder
 	item := func(kind, id string, amount int64) {
 		b.WriteString(kind)
@@ -105,7 +112,6 @@ func (a *Account) carryArg(pending int64, tag string, horizon, now int64) (arg a
 	if pending != 0 {
 		item("c:", tag, pending)
 	}
-	a.doubt.mu.Lock()
 	for i := range a.doubt.items {
 		it := &a.doubt.items[i]
 		if it.lease != "" && now-it.at >= horizon {
@@ -118,11 +124,28 @@ func (a *Account) carryArg(pending int64, tag string, horizon, now int64) (arg a
 		}
 		sent = append(sent, it.tag)
 	}
-	a.doubt.mu.Unlock()
 	if b.Len() == 0 {
 		return int64(0), nil
 	}
 	return b.String(), sent
+}
+
+// holdArg is carryArg and the seed a hold sends for a: the spend Redis
+// starts the account from when it does not have it (or has an older
+// period), which excludes what a's holds carry and what is in doubt.
+//
+// The seed is read with the list (a.doubt.mu held): an item an answer
+// resolves meanwhile (resolve, under the same lock) is then either sent
+// and left out of the seed, or in the seed and not sent; read apart, it
+// could be both, and a reseeding hold would count it twice.
+func (a *Account) holdArg(pending int64, tag string, horizon, now int64) (arg any, sent []string, seed int64) {
+	if pending == 0 && a.doubt.n.Load() == 0 {
+		return int64(0), nil, a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
+	}
+	a.doubt.mu.Lock()
+	defer a.doubt.mu.Unlock()
+	arg, sent = a.carryArgLocked(pending, tag, horizon, now)
+	return arg, sent, a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
 }
 
 // resolve drops the items in doubt named in sent: an answer proved that

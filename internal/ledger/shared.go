@@ -509,14 +509,13 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		// (carry.go).
 		pending := a.claimUnsynced()
 		h.pending = append(h.pending, pending)
-		carry, sent := a.carryArg(pending, h.lease, s.horizon(), h.at)
+		carry, sent, seed := a.holdArg(pending, h.lease, s.horizon(), h.at)
 		if sent != nil {
 			if h.sent == nil {
 				h.sent = make([][]string, len(h.shared))
 			}
 			h.sent[i] = sent
 		}
-		seed := a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
 		args = append(args, int64(a.Budget()), seed, a.resetAt.Load(), carry)
 	}
 	h.keys = append(h.keys, s.presenceKey())
