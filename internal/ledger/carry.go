@@ -237,10 +237,11 @@ func (s *Shared) settleDoubt(a *Account) {
 	go func() {
 		defer s.resolving.Done()
 		for {
-			s.drainDoubt(a)
+			done := s.drainDoubt(a)
 			a.doubt.busy.Store(false)
-			// An item that came in doubt as this stopped is not left behind.
-			if a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+			// An item that came in doubt as this finished is not left
+			// behind; after the deadline, holds carry what is left.
+			if !done || a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
 				return
 			}
 		}
@@ -250,29 +251,30 @@ func (s *Shared) settleDoubt(a *Account) {
 // drainDoubt is settleDoubt's loop: while Redis is marked down it looks
 // again every doubtPoll, so that it goes soon after Redis is back; a call
 // that fails is tried again after a wait that doubles up to doubtRetry.
-func (s *Shared) drainDoubt(a *Account) {
+// It reports whether it got an answer (or found nothing left to carry).
+func (s *Shared) drainDoubt(a *Account) (done bool) {
 	deadline := time.Now().Add(s.LeaseTTL)
-
 	wait := doubtPoll
-	for a.doubt.n.Load() > 0 && time.Now().Before(deadline) {
+	for time.Now().Before(deadline) {
 		if s.r.Degraded() {
 			time.Sleep(doubtPoll)
 			continue
 		}
 		carry, sent := a.carryArg(0, "", s.horizon(), time.Now().UnixNano())
 		if carry == int64(0) {
-			return
+			return true
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, s.holdWait))
 		_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
 		cancel()
 		if rscript.Final(err) == nil {
 			a.landCarry(outRan, 0, "", sent)
-			return
+			return true
 		}
 		time.Sleep(wait)
 		wait = min(2*wait, doubtRetry)
 	}
+	return false
 }
 
 const (
