@@ -174,6 +174,19 @@ func (p *Proxy) Cut() {
 		c.Close()
 	}
 	p.conns, p.held, p.holed = nil, nil, false
+	p.unstall()
+}
+
+// unstall lets what Stall held back go (p.mu held).
+func (p *Proxy) unstall() {
+	for c, gate := range p.stalled {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+		delete(p.stalled, c)
+	}
 }
 
 // BlackHole makes the target stop answering without refusing anything: new
@@ -200,14 +213,7 @@ func (p *Proxy) Restore() error {
 	p.deaf.Store(false)
 	p.mu.Lock()
 	p.holed = false
-	for c, gate := range p.stalled {
-		select {
-		case <-gate:
-		default:
-			close(gate)
-		}
-		delete(p.stalled, c)
-	}
+	p.unstall()
 	for _, c := range p.held {
 		c.Close()
 	}
