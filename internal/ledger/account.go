@@ -70,9 +70,13 @@ type Account struct {
 	// Redis (Redis away, a failed settle): the next hold adds it there.
 	unsynced atomic.Int64
 	// carrying is unsynced spend that holds in flight have claimed and are
-	// taking to Redis. unsynced + carrying is spend the local mirror has
-	// and Redis may not.
+	// taking to Redis, and spend in doubt (doubt). unsynced + carrying is
+	// spend the local mirror has and Redis may not.
 	carrying atomic.Int64
+	// doubt is carried spend and settles whose script's answer was lost:
+	// Redis may or may not have them; later holds send them again, tagged
+	// so that Redis counts each once (carry.go).
+	doubt doubtList
 	// heard is what Redis last said about this account: what remained and
 	// how many replicas were alive (see presence.go).
 	heard heard
@@ -127,6 +131,7 @@ func (a *Account) SetResetAt(t time.Time) {
 // Spend not yet carried to Redis belongs to what it overwrites.
 func (a *Account) SetSpent(s Amount) {
 	a.unsynced.Store(0)
+	a.dropDoubt()
 	old := a.spent.Swap(int64(s))
 	a.used.Add(int64(s) - old)
 	a.softHit.Store(s >= Amount(a.soft.Load()))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,6 +75,9 @@ func asHold(r *Reservation, err error) (Hold, error) {
 // Redis does not answer, or the runner knows it is down, holds fall back to the
 // replica's own ledger, each budgeted account within this replica's share
 // of what remained (presence.go), or are refused (strict, SharedOptions.FailClosed).
+// Spend booked without Redis goes to Redis with later holds, each amount
+// once even when a call's answer is lost, as does a settle whose answer
+// was lost (carry.go).
 type Shared struct {
 	r        *rscript.Runner
 	tag      string // "{prefix}": one Redis cluster slot for every key
@@ -89,6 +93,12 @@ type Shared struct {
 	warned atomic.Int64 // unix seconds of the last fallback warning
 	alive  atomic.Int64 // replicas the last heartbeat counted
 	left   atomic.Bool  // Leave was called: no more heartbeats
+
+	// outcomes counts the goroutines that book a lost call's outcome once
+	// it is known (tests wait for them).
+	outcomes sync.WaitGroup
+	// resolving counts settleDoubt's goroutines (tests wait for them).
+	resolving sync.WaitGroup
 }
 
 // SharedOptions configure a Shared holder.
@@ -128,14 +138,16 @@ func NewShared(r *rscript.Runner, o SharedOptions) *Shared {
 func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":" + a.ID }
 
 // reserveScript: ARGV = amount, lease, ttl ms, mode, estimate, capped, then
-// per key: budget, seed spent, period (reset time in ns; 0 none), and spend
-// this replica booked without Redis that Redis has not seen yet; last, the
-// alive window (ms). Modes: 0 holds amount or refuses (strict); 1 holds the
-// smaller of amount and what the tightest budget has left, admitting while
-// spend + holds is below every budget (up to); 2 holds amount (the worst
-// case) when it fits, else, admitting while spend + holds is below every
-// budget, the estimate for the one request per budget whose output runs as
-// asked, or the capped amount for others (flex; see ReserveFlex). KEYS: one
+// per key: budget, seed spent, period (reset time in ns; 0 none), and the
+// spend this replica booked without Redis that it carries: 0 (nothing, the
+// common case) or a list of tagged items that Redis adds once each
+// (carry.go); last, the alive window (ms). Modes: 0 holds amount or refuses
+// (strict); 1 holds the smaller of amount and what the tightest budget has
+// left, admitting while spend + holds is below every budget (up to); 2
+// holds amount (the worst case) when it fits, else, admitting while spend +
+// holds is below every budget, the estimate for the one request per budget
+// whose output runs as asked, or the capped amount for others (flex; see
+// ReserveFlex). KEYS: one
 // hash per account (its state and its leases, luaHold), last, the presence
 // set. It returns {1, alive, remaining per account, amount held, capped
 // (0/1)} or {0, account, spent, held, alive[, 1 when the last of the budget
@@ -183,6 +195,11 @@ end
 // hold after it expires, as when every hold swept a sorted set, and the
 // sweep (HGETALL) runs about once per lease lifetime.
 //
+// A hold that carries spend to Redis (only after an outage) also leaves one
+// field per item, 'c:<tag>' -> "0:expiry ms" (bud_carry, carry.go): a
+// marker that makes the item count once however often it is sent, and to
+// everything else a lease of nothing, swept a day later.
+//
 // The hash is the key the layout before it used for spent/held/period/short,
 // with the leases in two more keys (k:h, amount, and k:e, a sorted set by
 // expiry), so replicas of both versions share spend and holds during a
@@ -196,6 +213,40 @@ const luaHold = luaNum + `
 local function bud_lease(v)
   local a, x = string.match(v, '^(%-?%d+):(%d+)$')
   return tonumber(a), tonumber(x)
+end
+-- bud_carry applies to k the carried items of list (carry.go): spend
+-- booked without Redis, "c:<tag>=<amount>", added once per tag (its marker
+-- 'c:<tag>' is a zero-amount lease, swept a day later); a settle whose
+-- answer was lost, "s:<lease>=<amount>", applied only while its lease is
+-- there (the settle deletes it), then marked 'c:s<lease>'. fresh: k was
+-- just seeded, with a seed that excludes every item: each applies. It
+-- returns spent, held and nx after them.
+local function bud_carry(k, list, s, hd, nx, fresh)
+  local mexp, marked = now + ` + markerTTL + `, false
+  for kind, id, amt in string.gmatch(list, '([cs]):([^=,]+)=(%-?%d+)') do
+    local m = (kind == 'c' and 'c:' or 'c:s') .. id
+    local apply = fresh or redis.call('HEXISTS', k, m) == 0
+    if apply and kind == 's' then
+      local v = redis.call('HGET', k, id)
+      if v then
+        hd = redis.call('HINCRBY', k, 'held', bud_int(-(bud_lease(v) or 0)))
+        redis.call('HDEL', k, id)
+        if redis.call('HGET', k, 'short') == id then redis.call('HDEL', k, 'short') end
+      elseif not fresh then
+        apply = false
+      end
+    end
+    if apply then
+      s = redis.call('HINCRBY', k, 'spent', amt)
+      redis.call('HSET', k, m, '0:' .. bud_int(mexp))
+      marked = true
+    end
+  end
+  if marked and (not nx or mexp < nx) then
+    nx = mexp
+    redis.call('HSET', k, 'nx', bud_int(nx))
+  end
+  return s, hd, nx
 end
 -- bud_sweep drops k's expired leases; it returns held and nx after it.
 local function bud_sweep(k, hd)
@@ -248,19 +299,18 @@ local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[#AR
 local spent, held, touched, nxs, shorts = {}, {}, {}, {}, {}
 for i = 1, n do
   local k = KEYS[i]
-  local seed, period, pending = tonumber(ARGV[6+4*i-2]), tonumber(ARGV[6+4*i-1]), tonumber(ARGV[6+4*i])
+  local seed, period, list = tonumber(ARGV[6+4*i-2]), tonumber(ARGV[6+4*i-1]), ARGV[6+4*i]
   local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short')
   touched[i] = now - tonumber(cur[4] or 0) < 86400000
   local s, hd, nx = tonumber(cur[1]), tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
-  if cur[1] == false or tonumber(cur[2] or 0) < period then
+  local fresh = cur[1] == false or tonumber(cur[2] or 0) < period
+  if fresh then
     -- seed excludes every replica-local spend not yet in Redis; this
-    -- hold's share of it is pending, the rest comes with other holds.
+    -- hold carries its share of it (list), the rest comes with other holds.
     redis.call('HSET', k, 'spent', ARGV[6+4*i-2], 'period', ARGV[6+4*i-1])
     s = seed
-    if pending ~= 0 then s = redis.call('HINCRBY', k, 'spent', ARGV[6+4*i]) end
-  elseif pending ~= 0 then
-    s = redis.call('HINCRBY', k, 'spent', ARGV[6+4*i])
   end
+  if list ~= '0' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
   if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
   if now >= tonumber(cur[6] or 0) then hd = bud_legacy(k, hd, ttl) end
   spent[i], held[i], nxs[i], shorts[i] = s, hd, nx, cur[7]
@@ -335,16 +385,21 @@ local out = {tonumber(ARGV[3])}
 for i = 1, #KEYS - 1 do
   local k = KEYS[i]
   -- An account Redis has always has its spend (seeded, set or reset).
-  local cur = redis.call('HMGET', k, 'spent', 'held', 'short', lease)
+  -- The marker 'c:s<lease>' says a later hold already applied this settle
+  -- (its answer was lost, and it ran late; bud_carry): it counts once,
+  -- and only frees its lease if that is still there.
+  local cur = redis.call('HMGET', k, 'spent', 'held', 'short', lease, 'c:s' .. lease)
   local exists = cur[1] ~= false
   local held = tonumber(cur[2] or 0)
   local a = cur[4] and tonumber(string.match(cur[4], '^(%-?%d+)'))
+  local act = actual
+  if cur[5] then act = 0 end
   if not exists then
     out[2*i], out[2*i+1] = -1, 0
     if cur[4] then redis.call('HDEL', k, lease) end
   else
     local s, f = tonumber(cur[1]), {}
-    if actual ~= 0 then s = bud_add(k, f, 'spent', s, actual) end
+    if act ~= 0 then s = bud_add(k, f, 'spent', s, act) end
     if a then held = bud_add(k, f, 'held', held, -a) end
     if #f > 0 then redis.call('HSET', k, unpack(f)) end
     if cur[3] == lease then
@@ -376,8 +431,10 @@ return 1
 type sharedHold struct {
 	s       *Shared
 	lease   string
-	pending []int64  // unsynced spend sent with the hold, per shared account
-	keys    []string // the budgeted accounts' keys, one each, then the presence set
+	at      int64      // unix ns the hold was placed (its lease's age)
+	pending []int64    // unsynced spend sent with the hold, per shared account
+	sent    [][]string // items in doubt sent with it, per shared account; nil when none
+	keys    []string   // the budgeted accounts' keys, one each, then the presence set
 	shared  []*Account
 	others  []*Account // unbudgeted accounts, booked in process
 	amount  Amount
@@ -442,32 +499,27 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		hd, err := s.offline(accounts, q, h.shared, "Redis is unreachable")
 		return hd, false, err
 	}
-	args := []any{int64(amount), "", s.LeaseTTL.Milliseconds(), strconv.Itoa(int(q.mode)), int64(max(q.flex.Estimate, 0)), int64(max(q.flex.Capped, 0))}
-	for _, a := range h.shared {
+	h.lease, h.at = newLease(), time.Now().UnixNano()
+	args := []any{int64(amount), h.lease, s.LeaseTTL.Milliseconds(), strconv.Itoa(int(q.mode)), int64(max(q.flex.Estimate, 0)), int64(max(q.flex.Capped, 0))}
+	for i, a := range h.shared {
 		h.keys = append(h.keys, s.key(a))
 		// Spend booked while Redis was away goes with this hold, and with
-		// no other: concurrent holds must not each carry it. It moves to
-		// carrying before it leaves unsynced, so that a share check in
-		// between counts it twice rather than not at all.
-		var pending int64
-		for {
-			pending = a.unsynced.Load()
-			a.carrying.Add(pending)
-			if a.unsynced.CompareAndSwap(pending, 0) {
-				break
-			}
-			a.carrying.Add(-pending)
-		}
+		// no other: concurrent holds must not each carry it. It goes tagged
+		// with the lease, with the items whose earlier carrying was lost
+		// (carry.go).
+		pending := a.claimUnsynced()
 		h.pending = append(h.pending, pending)
-		seed := a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
-		args = append(args, int64(a.Budget()), seed, a.resetAt.Load(), pending)
+		carry, sent, seed := a.holdArg(pending, h.lease, s.horizon(), h.at)
+		if sent != nil {
+			if h.sent == nil {
+				h.sent = make([][]string, len(h.shared))
+			}
+			h.sent[i] = sent
+		}
+		args = append(args, int64(a.Budget()), seed, a.resetAt.Load(), carry)
 	}
 	h.keys = append(h.keys, s.presenceKey())
 	args = append(args, AliveWindow.Milliseconds())
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	h.lease = hex.EncodeToString(b[:])
-	args[1] = h.lease
 	// Not the request's context: a client leaving mid-script must not
 	// leave a hold in Redis that this replica then ignores.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.holdWait)
@@ -488,13 +540,13 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		case refused:
 			// Refused by the gate before the budgets were read: the
 			// pending spend was not taken.
-			h.landed(false)
+			h.landed(outNotRun)
 			return nil, true, g.Admitted(gres, false)
 		case res[0] == 0 && gres != nil:
 			_ = g.Admitted(gres, false) // the gate's state, for headers; not taken
 		case res[0] == 1:
 			if gerr := g.Admitted(gres, true); gerr != nil {
-				h.landed(true)
+				h.landed(outRan)
 				go h.releaseLease()
 				return nil, true, gerr
 			}
@@ -503,12 +555,21 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 	if err != nil {
 		s.fallback(err)
 		// The script may have run (or may yet): once it is known how the
-		// call ended, give the pending spend back unless Redis took it, and
-		// drop the hold it may have placed.
+		// call ended, give the pending spend back when Redis never ran it,
+		// else keep it in doubt (it goes again, tagged, with a later hold),
+		// and drop the hold it may have placed.
+		s.outcomes.Add(1)
 		go func() {
-			ran := !rscript.NotRun(rscript.Final(err))
-			h.landed(ran)
-			if ran {
+			o := outUnknown
+			if rscript.NotRun(rscript.Final(err)) {
+				o = outNotRun
+			}
+			h.landed(o)
+			s.outcomes.Done()
+			if o == outUnknown {
+				for _, a := range h.shared {
+					s.settleDoubt(a)
+				}
 				h.releaseLease()
 			}
 		}()
@@ -516,7 +577,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		return hd, false, err
 	}
 	if len(res) >= 5 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
-		h.landed(true)
+		h.landed(outRan)
 		a := h.shared[res[1]-1]
 		a.hear(a.Budget()-Amount(res[2]+res[3]), res[4])
 		ex := &ExceededError{Kind: a.Kind, ID: a.ID, Spent: Amount(res[2]), Reserved: Amount(res[3]),
@@ -527,7 +588,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		return nil, g != nil, ex
 	}
 	if len(res) != 4+len(h.shared) || res[0] != 1 {
-		h.landed(true)
+		h.landed(outRan)
 		go h.releaseLease()
 		return nil, g != nil, fmt.Errorf("redis: budget hold answered %v", res)
 	}
@@ -537,7 +598,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		a.hear(Amount(res[2+i]), res[1])
 	}
 	h.amount, h.capped = Amount(res[len(res)-2]), res[len(res)-1] == 1
-	h.landed(true)
+	h.landed(outRan)
 	for _, a := range h.others { // in-process bookkeeping of the unbudgeted ones
 		a.used.Add(int64(h.amount))
 	}
@@ -637,15 +698,28 @@ func (h *sharedHold) Held() Amount { return h.amount }
 // Capped reports that the request's output must fit the hold.
 func (h *sharedHold) Capped() bool { return h.capped }
 
-// landed ends this hold's carrying of pending spend: Redis has it, or it
-// goes back to be carried by a later hold.
-func (h *sharedHold) landed(taken bool) {
+// landed ends this hold's carrying of pending spend and of items in
+// doubt: Redis has them (outRan), or pending goes back to be carried by a
+// later hold (outNotRun), or stays in doubt (outUnknown).
+func (h *sharedHold) landed(o outcome) {
 	for i, a := range h.shared {
-		if !taken { // back to unsynced before carrying lets go of it
-			a.unsynced.Add(h.pending[i])
+		var sent []string
+		if h.sent != nil {
+			sent = h.sent[i]
 		}
-		a.carrying.Add(-h.pending[i])
+		a.landCarry(o, h.pending[i], h.lease, sent)
 	}
+}
+
+// horizon is how long a settle stays in doubt as one (applied only while
+// its lease is there) before it is carried as plain spend: short enough
+// that the lease has not expired by Redis's clock, give or take skew.
+func (s *Shared) horizon() int64 { return int64(s.LeaseTTL) * 3 / 4 }
+
+func newLease() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // releaseLease drops the hold's lease on Redis (after a failed reserve),
@@ -715,6 +789,9 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 			a.spent.Add(int64(actual))
 			a.used.Add(int64(actual))
 		default:
+			// In carrying first (Redis may not have it): a share check
+			// racing this counts it twice, never not at all.
+			a.carrying.Add(int64(actual))
 			a.spent.Add(int64(actual))
 			a.used.Add(int64(actual))
 		}
@@ -724,13 +801,32 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 	}
 	if err != nil {
 		h.s.fallback(fmt.Errorf("settle: %w", err))
-		// Unless Redis took the settle after all: carry its spend with a
-		// later hold, and drop the lease that still holds budget.
+		// Once it is known how the call ended: when Redis never ran it,
+		// carry its spend with a later hold and drop the lease that still
+		// holds budget; when it may have, keep it in doubt, to be applied
+		// by a later hold while the lease is there (carry.go).
+		h.s.outcomes.Add(1)
 		go func() {
-			if rscript.NotRun(rscript.Final(err)) {
-				for _, a := range h.shared {
+			final := rscript.Final(err)
+			notRun := rscript.NotRun(final)
+			for _, a := range h.shared {
+				switch {
+				case notRun:
 					a.unsynced.Add(int64(actual))
+					a.carrying.Add(-int64(actual))
+				case final == nil: // its answer came late: it ran
+					a.carrying.Add(-int64(actual))
+				default:
+					a.doubtful(carryItem{tag: "s" + h.lease, lease: h.lease, amount: int64(actual), at: h.at})
 				}
+			}
+			h.s.outcomes.Done()
+			if final != nil && !notRun {
+				for _, a := range h.shared {
+					h.s.settleDoubt(a)
+				}
+			}
+			if notRun {
 				h.releaseLease()
 			}
 		}()
@@ -760,45 +856,48 @@ func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent
 }
 
 // carryScript adds spend booked while Redis was away to an account Redis
-// has in the same budget period: ARGV = amount, period (ns). An account
-// Redis does not have (or has in another period) is left alone: its next
-// hold seeds it from the store, which has the spend.
-var carryScript = rscript.New(`
-local cur = redis.call('HMGET', KEYS[1], 'spent', 'period')
+// has in the same budget period: ARGV = the carried items (as a hold's,
+// carry.go), period (ns). An account Redis does not have (or has in another
+// period) is left alone: its next hold seeds it from the store, which has
+// the spend.
+var carryScript = rscript.New(luaNow + luaHold + `
+local cur = redis.call('HMGET', KEYS[1], 'spent', 'period', 'held', 'nx')
 if cur[1] == false or tonumber(cur[2] or 0) ~= tonumber(ARGV[2]) then return 0 end
-redis.call('HINCRBY', KEYS[1], 'spent', ARGV[1])
+bud_carry(KEYS[1], ARGV[1], tonumber(cur[1]), tonumber(cur[3] or 0), cur[4] and tonumber(cur[4]), false)
 return 1
 `)
 
 // CarryOffline takes to Redis the spend each budgeted account of book
 // booked while Redis was away and no hold has carried since (an account
-// idle after an outage): a replica stopping gracefully leaves Redis
-// knowing all it spent. It returns how many accounts it could not carry
-// (Redis away again; the store still has their spend).
+// idle after an outage), with the items still in doubt: a replica stopping
+// gracefully leaves Redis knowing all it spent. It returns how many
+// accounts it could not carry (Redis away again, or its answer lost: the
+// store still has their spend).
 func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
 	for _, kind := range kinds {
 		book.Range(kind, func(a *Account) bool {
 			if a.Budget() == Unlimited {
 				return true
 			}
-			var pending int64
-			for { // as in reserve: carrying before unsynced lets go
-				pending = a.unsynced.Load()
-				a.carrying.Add(pending)
-				if a.unsynced.CompareAndSwap(pending, 0) {
-					break
-				}
-				a.carrying.Add(-pending)
+			pending := a.claimUnsynced()
+			tag := ""
+			if pending != 0 {
+				tag = newLease()
 			}
-			if pending == 0 {
+			carry, sent := a.carryArg(pending, tag, s.horizon(), time.Now().UnixNano())
+			if carry == int64(0) {
+				a.carrying.Add(-pending)
 				return true
 			}
-			_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, pending, a.resetAt.Load())
+			_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+			o := outRan
 			if err = rscript.Final(err); err != nil {
-				a.unsynced.Add(pending)
-				failed++
+				o, failed = outUnknown, failed+1
+				if rscript.NotRun(err) {
+					o = outNotRun
+				}
 			}
-			a.carrying.Add(-pending)
+			a.landCarry(o, pending, tag, sent)
 			return true
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Proxy forwards a loopback port to a target address.
@@ -16,8 +17,12 @@ type Proxy struct {
 	mu           sync.Mutex
 	ln           net.Listener
 	conns        []net.Conn
-	holed        bool       // black hole: accept, read, never answer
-	held         []net.Conn // client connections the black hole keeps open
+	holed        bool        // black hole: accept, read, never answer
+	held         []net.Conn  // client connections the black hole keeps open
+	deaf         atomic.Bool // DropReplies: requests go through, answers do not
+	// stalled are the client connections Stall holds back, and the channel
+	// Restore closes to let what they sent through.
+	stalled map[net.Conn]chan struct{}
 }
 
 // NewProxy listens on a free loopback port and forwards to target.
@@ -63,14 +68,14 @@ func (p *Proxy) serve(ln net.Listener) {
 			p.conns = append(p.conns, c, u)
 			p.mu.Unlock()
 			go func() {
-				_, _ = io.Copy(u, c)
+				p.forward(u, c)
 				u.Close()
 				if p.holding(c) {
 					p.swallow(c)
 				}
 			}()
 			go func() {
-				_, _ = io.Copy(c, u)
+				p.reply(c, u)
 				if !p.holding(c) {
 					c.Close()
 				}
@@ -78,6 +83,69 @@ func (p *Proxy) serve(ln net.Listener) {
 		}
 	}()
 }
+
+// reply copies the target's answers on u to the client c, dropping them
+// while DropReplies is in force.
+func (p *Proxy) reply(c, u net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := u.Read(buf)
+		if n > 0 && !p.deaf.Load() {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// forward copies what the client c sends to the target on u, holding it
+// back while Stall holds c.
+func (p *Proxy) forward(u, c net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			gate := p.stalled[c]
+			p.mu.Unlock()
+			if gate != nil {
+				<-gate
+			}
+			if _, werr := u.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Stall holds back what clients send on the connections open now, even
+// after the client gives up and closes its end, until Restore delivers it
+// to the target (a request delayed in the network, or queued behind a
+// busy target, that runs after its caller stopped waiting). New
+// connections are forwarded as usual.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gate := make(chan struct{})
+	if p.stalled == nil {
+		p.stalled = map[net.Conn]chan struct{}{}
+	}
+	for i := 0; i < len(p.conns); i += 2 {
+		p.stalled[p.conns[i]] = gate
+	}
+}
+
+// DropReplies lets what clients send reach the target, on connections
+// open and new, but drops every answer: the target acts on a request whose
+// reply is lost (a connection that dies after the request went out).
+// Restore ends it.
+func (p *Proxy) DropReplies() { p.deaf.Store(true) }
 
 // swallow reads and drops what c sends until it is closed.
 func (p *Proxy) swallow(c net.Conn) { _, _ = io.Copy(io.Discard, c); c.Close() }
@@ -106,6 +174,19 @@ func (p *Proxy) Cut() {
 		c.Close()
 	}
 	p.conns, p.held, p.holed = nil, nil, false
+	p.unstall()
+}
+
+// unstall lets what Stall held back go (p.mu held).
+func (p *Proxy) unstall() {
+	for c, gate := range p.stalled {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+		delete(p.stalled, c)
+	}
 }
 
 // BlackHole makes the target stop answering without refusing anything: new
@@ -124,12 +205,15 @@ func (p *Proxy) BlackHole() {
 	p.conns = nil
 }
 
-// Restore brings the target back after Cut or BlackHole: the proxy listens
-// again on the same port and forwards new connections; connections the
-// black hole held are closed.
+// Restore brings the target back after Cut, BlackHole, DropReplies or
+// Stall: the proxy listens again on the same port and forwards new
+// connections; connections the black hole held are closed; what Stall
+// held back goes through.
 func (p *Proxy) Restore() error {
+	p.deaf.Store(false)
 	p.mu.Lock()
 	p.holed = false
+	p.unstall()
 	for _, c := range p.held {
 		c.Close()
 	}

@@ -1,0 +1,283 @@
+package ledger
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/rscript"
+)
+
+// Spend this replica booked that Redis does not have (a settle made while
+// Redis was away, Spend) is unsynced; a hold (or CarryOffline) takes it to
+// Redis as one item with a tag, the hold's lease id (random, used once).
+// Redis adds an item to spent once per tag: it leaves a marker, field
+// "c:<tag>" of the account's hash, whose value is a zero-amount lease
+// ("0:<expiry ms>") that the lease sweep drops after markerTTL; an item
+// whose marker is there is skipped.
+//
+// When the script's answer is lost (a read timeout, a connection that died
+// after the request went out), Redis may or may not have run it: the item
+// stays in doubt on the account, counted in carrying (so that the local
+// view, the seed and share checks still have it), and goes again, with
+// its tag, with every later hold of the account (and CarryOffline) until
+// an answer proves that Redis has it. Only holds that carry something
+// send a list and write markers: a hold with nothing to carry sends 0 and
+// does the work it always did.
+//
+// A settle whose answer is lost is kept in doubt the same way, as "s:<lease>":
+// its lease is its marker (a settle deletes it), so it is applied only
+// while the lease is still there, and then leaves the marker "c:s<lease>".
+// Items in doubt are also taken to Redis as soon as it answers again
+// (Shared.settleDoubt), not only with the account's next hold: an account
+// idle after a lost settle would otherwise reach the horizon below with a
+// settle that had in fact run, and count it twice.
+// A lease expires after Shared.LeaseTTL and is then swept by a later hold,
+// after which its absence proves nothing: a settle still in doubt at 3/4
+// of LeaseTTL after its hold (Redis away that long) is carried as plain
+// spend under the tag "s<lease>" instead, which counts it twice if the lost
+// settle had in fact run (Redis over-counts: budgets refuse early), never
+// not at all.
+
+// maxDoubt bounds the items in doubt per account. Past it, an item whose
+// answer was lost goes back to unsynced, to be carried again under a new
+// tag: counted twice if the lost call ran (the safe side), never lost.
+// Reaching it takes 64 lost answers in a row on one account, each after
+// spend booked without Redis.
+const maxDoubt = 64
+
+// markerTTL is how long a carried item's marker lives: far longer than
+// any outage an item stays in doubt through in practice. (An item still in
+// doubt after it would be counted twice if the call it was lost with ran.)
+const markerTTL = "86400000" // ms, 24 h
+
+type carryItem struct {
+	tag    string // the marker's name after "c:"
+	lease  string // a settle in doubt: its hold's lease; "" for carried spend
+	amount int64
+	at     int64 // a settle: unix ns its hold was placed
+}
+
+// doubtList is an account's items in doubt.
+type doubtList struct {
+	mu    sync.Mutex
+	items []carryItem
+	n     atomic.Int32 // len(items), read without the lock
+	busy  atomic.Bool  // Shared.settleDoubt is at work on the account
+}
+
+// claimUnsynced moves a's unsynced spend to carrying and returns it: the
+// caller takes it to Redis, and no concurrent hold does. It is in carrying
+// before it leaves unsynced, so that a share check in between counts it
+// twice rather than not at all.
+func (a *Account) claimUnsynced() int64 {
+	for {
+		pending := a.unsynced.Load()
+		a.carrying.Add(pending)
+		if a.unsynced.CompareAndSwap(pending, 0) {
+			return pending
+		}
+		a.carrying.Add(-pending)
+	}
+}
+
+// carryArg is the script argument carrying pending under tag and every
+// item in doubt: int64(0) when there is none (no string made), else the
+// items, "c:<tag>=<amount>," or "s:<lease>=<amount>,". sent names the
+// items in doubt it carries. A settle in doubt for longer than horizon is
+// carried as plain spend from then on (its lease may have been swept).
+func (a *Account) carryArg(pending int64, tag string, horizon, now int64) (arg any, sent []string) {
+	if pending == 0 && a.doubt.n.Load() == 0 {
+		return int64(0), nil
+	}
+	a.doubt.mu.Lock()
+	defer a.doubt.mu.Unlock()
+	return a.carryArgLocked(pending, tag, horizon, now)
+}
+
+// carryArgLocked is carryArg, a.doubt.mu held.
+func (a *Account) carryArgLocked(pending int64, tag string, horizon, now int64) (arg any, sent []string) {
+	var b strings.Builder
+	item := func(kind, id string, amount int64) {
+		b.WriteString(kind)
+		b.WriteString(id)
+		b.WriteByte('=')
+		b.WriteString(strconv.FormatInt(amount, 10))
+		b.WriteByte(',')
+	}
+	if pending != 0 {
+		item("c:", tag, pending)
+	}
+	for i := range a.doubt.items {
+		it := &a.doubt.items[i]
+		if it.lease != "" && now-it.at >= horizon {
+			it.lease = ""
+		}
+		if it.lease != "" {
+			item("s:", it.lease, it.amount)
+		} else {
+			item("c:", it.tag, it.amount)
+		}
+		sent = append(sent, it.tag)
+	}
+	if b.Len() == 0 {
+		return int64(0), nil
+	}
+	return b.String(), sent
+}
+
+// holdArg is carryArg and the seed a hold sends for a: the spend Redis
+// starts the account from when it does not have it (or has an older
+// period), which excludes what a's holds carry and what is in doubt.
+//
+// The seed is read with the list (a.doubt.mu held): an item an answer
+// resolves meanwhile (resolve, under the same lock) is then either sent
+// and left out of the seed, or in the seed and not sent; read apart, it
+// could be both, and a reseeding hold would count it twice.
+func (a *Account) holdArg(pending int64, tag string, horizon, now int64) (arg any, sent []string, seed int64) {
+	if pending == 0 && a.doubt.n.Load() == 0 {
+		return int64(0), nil, a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
+	}
+	a.doubt.mu.Lock()
+	defer a.doubt.mu.Unlock()
+	arg, sent = a.carryArgLocked(pending, tag, horizon, now)
+	return arg, sent, a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
+}
+
+// resolve drops the items in doubt named in sent: an answer proved that
+// Redis has them. An item is dropped once, however many holds carried it.
+func (a *Account) resolve(sent []string) {
+	if len(sent) == 0 {
+		return
+	}
+	a.doubt.mu.Lock()
+	defer a.doubt.mu.Unlock()
+	kept := a.doubt.items[:0]
+	for _, it := range a.doubt.items {
+		if slices.Contains(sent, it.tag) {
+			a.carrying.Add(-it.amount)
+			continue
+		}
+		kept = append(kept, it)
+	}
+	clear(a.doubt.items[len(kept):])
+	a.doubt.items = kept
+	a.doubt.n.Store(int32(len(kept)))
+}
+
+// doubtful keeps it in doubt; its amount is already in carrying. Past
+// maxDoubt it goes back to unsynced (carried again under a new tag).
+func (a *Account) doubtful(it carryItem) {
+	if it.amount == 0 {
+		return
+	}
+	a.doubt.mu.Lock()
+	full := len(a.doubt.items) >= maxDoubt
+	if !full {
+		a.doubt.items = append(a.doubt.items, it)
+		a.doubt.n.Store(int32(len(a.doubt.items)))
+	}
+	a.doubt.mu.Unlock()
+	if full {
+		a.unsynced.Add(it.amount) // first, as everywhere
+		a.carrying.Add(-it.amount)
+	}
+}
+
+// dropDoubt forgets the items in doubt (SetSpent: what Redis was owed
+// belongs to the spend it overwrites).
+func (a *Account) dropDoubt() {
+	a.doubt.mu.Lock()
+	defer a.doubt.mu.Unlock()
+	for _, it := range a.doubt.items {
+		a.carrying.Add(-it.amount)
+	}
+	a.doubt.items = nil
+	a.doubt.n.Store(0)
+}
+
+// outcome is how a script that carried items ended.
+type outcome uint8
+
+const (
+	outRan     outcome = iota // answered: Redis has what it carried
+	outNotRun                 // proven never run
+	outUnknown                // the answer was lost: it may have run
+)
+
+// landCarry books how a call that carried pending under tag (and the items
+// in doubt sent) ended.
+func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string) {
+	switch o {
+	case outRan:
+		a.resolve(sent)
+		a.carrying.Add(-pending)
+	case outNotRun: // the items in doubt stay so
+		a.unsynced.Add(pending) // back to unsynced before carrying lets go of it
+		a.carrying.Add(-pending)
+	default:
+		a.doubtful(carryItem{tag: tag, amount: pending})
+	}
+}
+
+// settleDoubt takes a's items in doubt to Redis in the background, as
+// CarryOffline does, once Redis answers again: retried (while Redis is
+// marked down, only waiting) until none is left or for as long as a lease
+// lives; holds of the account carry them meanwhile and after. One at a
+// time per account.
+func (s *Shared) settleDoubt(a *Account) {
+	if a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+		return
+	}
+	s.resolving.Add(1)
+	go func() {
+		defer s.resolving.Done()
+		for {
+			done := s.drainDoubt(a)
+			a.doubt.busy.Store(false)
+			// An item that came in doubt as this finished is not left
+			// behind; after the deadline, holds carry what is left.
+			if !done || a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}()
+}
+
+// drainDoubt is settleDoubt's loop: while Redis is marked down it looks
+// again every doubtPoll, so that it goes soon after Redis is back; a call
+// that fails is tried again after a wait that doubles up to doubtRetry.
+// It reports whether it got an answer (or found nothing left to carry).
+func (s *Shared) drainDoubt(a *Account) (done bool) {
+	deadline := time.Now().Add(s.LeaseTTL)
+	wait := doubtPoll
+	for time.Now().Before(deadline) {
+		if s.r.Degraded() {
+			time.Sleep(doubtPoll)
+			continue
+		}
+		carry, sent := a.carryArg(0, "", s.horizon(), time.Now().UnixNano())
+		if carry == int64(0) {
+			return true
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, s.holdWait))
+		_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+		cancel()
+		if rscript.Final(err) == nil {
+			a.landCarry(outRan, 0, "", sent)
+			return true
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, doubtRetry)
+	}
+	return false
+}
+
+const (
+	doubtPoll  = 100 * time.Millisecond
+	doubtRetry = 2 * time.Second
+)

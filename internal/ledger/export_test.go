@@ -1,0 +1,7 @@
+package ledger
+
+// WaitOutcomes waits until every lost call's outcome known so far is booked.
+func (s *Shared) WaitOutcomes() { s.outcomes.Wait() }
+
+// WaitResolved waits until the background carries of items in doubt stop.
+func (s *Shared) WaitResolved() { s.resolving.Wait() }
