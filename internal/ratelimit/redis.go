@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -185,9 +186,34 @@ local function savebucket(key, tokens, filled, limit, win, fill)
 end
 `
 
-// admitScript: ARGV = est, lease, lease ttl ms, then kind, limit, window ms,
-// fill per rule. Returns {0, rule, used, retry ms} or {1, remaining, reset ms, ...}.
-var admitScript = rscript.New(luaCommon + luaAdmit + `
+// The rules go to the scripts packed in one binary string (ARGV[1]; the
+// lease is ARGV[2]): two 8-byte numbers of the call, then 25 bytes per rule
+// - its kind, then limit, window (ms) and fill as 8-byte numbers. Numbers
+// are big-endian two's complement; rl_num reads one with one string.byte
+// call and a few multiplications, where tonumber of a decimal ARGV costs a
+// strtod each (the Lua, not the commands, is most of a script's cost:
+// docs/performance.md), and each script reads only the fields its rules'
+// kinds use, once. rl_num's sum rounds once, as strtod does, so every value
+// is the same Lua number as before, past 2^53 too.
+const luaPacked = `
+local byte = string.byte
+local function rl_num(s, p)
+  local a, b, c, d, e, f, g, h = byte(s, p, p + 7)
+  local hi, lo = ((a * 256 + b) * 256 + c) * 256 + d, ((e * 256 + f) * 256 + g) * 256 + h
+  if a < 128 then return hi * 4294967296 + lo end
+  hi, lo = 4294967295 - hi, 4294967296 - lo
+  return -(hi * 4294967296 + lo)
+end
+`
+
+// packedRule is the size of a rule in the packed string; rule i (from 1)
+// starts at byte i*25-8 (after the 16 bytes of the call's two numbers).
+const packedRule = 25
+
+// admitScript: ARGV = the packed string (estimate, lease ttl ms, rules) and
+// the lease. Returns {0, rule, used, retry ms} or {1, now, remaining, reset
+// ms, ...}.
+var admitScript = rscript.New(luaCommon + luaPacked + luaAdmit + `
 local out, take = rl_admit(KEYS, ARGV)
 if take then take() end
 return out
@@ -198,14 +224,15 @@ return out
 // fused script (ledger.Gate) takes it only once the budget hold is placed.
 const luaAdmit = `
 local function rl_admit(KEYS, ARGV)
-local est, lease, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local s, lease = ARGV[1], ARGV[2]
+local est, ttl = rl_num(s, 1), rl_num(s, 9)
 local out, plan = {1, now}, {}
 for i = 1, #KEYS do
-  local b = 3 + (i - 1) * 4
-  local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local p = i * 25 - 8
+  local kind, limit = byte(s, p), rl_num(s, p + 1)
   local key = KEYS[i]
-  if kind == 0 or kind == 1 then
-    local used, idx, reset, sl, st = window(key, win)
+  if kind <= 1 then
+    local used, idx, reset, sl, st = window(key, rl_num(s, p + 9))
     local need = 1
     if kind == 1 then need = est end
     if need > limit then return {0, i, used, -1} end
@@ -222,9 +249,11 @@ for i = 1, #KEYS do
       c = redis.call('ZCARD', key)
     end
     if c >= limit then return {0, i, c, 1000} end
+    plan[i] = false
     out[#out + 1] = limit - c - 1
     out[#out + 1] = 0
   else
+    local win, fill = rl_num(s, p + 9), rl_num(s, p + 17)
     local tokens, filled = bucket(key, limit, win, fill)
     local need = 1
     if kind == 4 then need = est end
@@ -232,34 +261,32 @@ for i = 1, #KEYS do
     if (need == 0 and tokens <= 0) or (need > 0 and tokens < need) then
       return {0, i, limit - tokens, waitfor(tokens, filled, math.max(need, 1), win, fill)}
     end
-    plan[i] = {tokens - need, filled}
+    plan[i] = {tokens - need, filled, limit, win, fill, true}
     out[#out + 1] = tokens - need
     out[#out + 1] = waitfor(tokens - need, filled, limit, win, fill)
   end
 end
 return out, function()
 for i = 1, #KEYS do
-  local b = 3 + (i - 1) * 4
-  local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-  local key = KEYS[i]
-  if kind == 0 or kind == 1 then
-    local p = plan[i]
-    if p[2] ~= 0 then add(key, p[1], p[2], p[4], p[3]) end
-  elseif kind == 2 then
+  local p, key = plan[i], KEYS[i]
+  if not p then
     redis.call('ZADD', key, now + ttl, lease)
     redis.call('PEXPIRE', key, ttl + 1000)
-  else
-    savebucket(key, plan[i][1], plan[i][2], limit, win, fill)
+  elseif p[6] then
+    savebucket(key, p[1], p[2], p[3], p[4], p[5])
+  elseif p[2] ~= 0 then
+    add(key, p[1], p[2], p[4], p[3])
   end
 end
 end
 end
 `
 
-// doneScript: ARGV = token delta, lease, admission time (ms), then the
-// rules as for admit. A refund goes to the admission's slot, and is dropped
-// once that slot has left the window; a bucket never refills past its size.
-var doneScript = rscript.New(luaCommon + luaDone + `
+// doneScript: ARGV = the packed string (token delta, admission time (ms),
+// rules) and the lease. A refund goes to the admission's slot, and is
+// dropped once that slot has left the window; a bucket never refills past
+// its size.
+var doneScript = rscript.New(luaCommon + luaPacked + luaDone + `
 rl_done(KEYS, ARGV)
 return 1
 `)
@@ -267,21 +294,23 @@ return 1
 // luaDone defines rl_done(KEYS, ARGV), doneScript's work.
 const luaDone = `
 local function rl_done(KEYS, ARGV)
-local delta, lease, at = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local s, lease = ARGV[1], ARGV[2]
+local delta, at = rl_num(s, 1), rl_num(s, 9)
 for i = 1, #KEYS do
-  local b = 3 + (i - 1) * 4
-  local kind, limit, win, fill = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local p = i * 25 - 8
+  local kind = byte(s, p)
   local key = KEYS[i]
   if kind == 1 and delta ~= 0 then
     local when = nil
     if delta < 0 then when = at end
-    local used, idx, reset, sl, st = window(key, win, when)
+    local used, idx, reset, sl, st = window(key, rl_num(s, p + 9), when)
     local slot = idx
     if delta < 0 then slot = math.floor(at / sl) end
     if slot >= idx - 60 then add(key, slot, delta, st, sl) end
   elseif kind == 2 then
     redis.call('ZREM', key, lease)
   elseif kind == 4 and delta ~= 0 then
+    local limit, win, fill = rl_num(s, p + 1), rl_num(s, p + 9), rl_num(s, p + 17)
     local tokens, filled = bucket(key, limit, win, fill)
     savebucket(key, math.min(tokens - delta, limit), filled, limit, win, fill)
   end
@@ -289,16 +318,23 @@ end
 end
 `
 
-func (rd *Redis) args(t *Ticket, head ...any) ([]string, []any) {
+// args are a script's keys and arguments: the rules' keys, and ARGV = the
+// packed string (a and b, then the rules; luaPacked) and the lease.
+func (rd *Redis) args(t *Ticket, a, b int64) ([]string, []any) {
 	keys := make([]string, t.n)
-	args := make([]any, 0, len(head)+4*t.n)
-	args = append(args, head...)
+	buf := make([]byte, 16+packedRule*t.n)
+	binary.BigEndian.PutUint64(buf, uint64(a))
+	binary.BigEndian.PutUint64(buf[8:], uint64(b))
 	for i := range t.n {
 		r := &t.rules[i]
 		keys[i] = rd.key(r)
-		args = append(args, int(r.Kind), r.Limit, r.Window.Milliseconds(), r.Fill)
+		p := buf[16+packedRule*i:]
+		p[0] = byte(r.Kind)
+		binary.BigEndian.PutUint64(p[1:], uint64(r.Limit))
+		binary.BigEndian.PutUint64(p[9:], uint64(r.Window.Milliseconds()))
+		binary.BigEndian.PutUint64(p[17:], uint64(r.Fill))
 	}
-	return keys, args
+	return keys, []any{buf, t.lease}
 }
 
 // Admit decides t on Redis. An error means Redis could not be asked; the
@@ -307,7 +343,7 @@ func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
 	if t.lease == "" {
 		t.lease = newLease()
 	}
-	keys, args := rd.args(t, t.Est, t.lease, rd.LeaseTTL.Milliseconds())
+	keys, args := rd.args(t, t.Est, rd.LeaseTTL.Milliseconds())
 	ctx, cancel := context.WithTimeout(ctx, admitTimeout)
 	defer cancel()
 	res, err := rscript.Int64s(rd.r.Run(ctx, admitScript, keys, args...))
@@ -345,7 +381,7 @@ func (rd *Redis) read(t *Ticket, res []int64) (*Denied, error) {
 
 // Done settles t on Redis.
 func (rd *Redis) Done(ctx context.Context, t *Ticket, tokens int64) error {
-	keys, args := rd.args(t, tokens-t.Est, t.lease, t.atMS)
+	keys, args := rd.args(t, tokens-t.Est, t.atMS)
 	_, err := rd.r.Run(ctx, doneScript, keys, args...)
 	return err
 }
@@ -353,7 +389,7 @@ func (rd *Redis) Done(ctx context.Context, t *Ticket, tokens int64) error {
 // send queues t's settlement on Redis without waiting for it (see
 // rscript.Runner.Send); wait tells how it ended.
 func (rd *Redis) send(ctx context.Context, t *Ticket, tokens int64) (wait func() error) {
-	keys, args := rd.args(t, tokens-t.Est, t.lease, t.atMS)
+	keys, args := rd.args(t, tokens-t.Est, t.atMS)
 	return rd.r.Send(ctx, doneScript, keys, args...)
 }
 
@@ -386,7 +422,7 @@ func newLease() string {
 
 // gateLua is the rate limits' part of a script fused with a budget hold
 // (ledger.Gate): it sets now and defines gate_admit and gate_done.
-const gateLua = luaCommon + luaAdmit + luaDone + `
+const gateLua = luaCommon + luaPacked + luaAdmit + luaDone + `
 local gate_admit, gate_done = rl_admit, rl_done
 `
 
@@ -409,7 +445,7 @@ func (g *Gate) AdmitCall() ([]string, []any) {
 	if t.lease == "" {
 		t.lease = newLease()
 	}
-	return g.l.redis.args(t, t.Est, t.lease, g.l.redis.LeaseTTL.Milliseconds())
+	return g.l.redis.args(t, t.Est, g.l.redis.LeaseTTL.Milliseconds())
 }
 
 // Admitted reads the admission's reply: nil when admitted, else the
@@ -444,7 +480,7 @@ func (g *Gate) WasLost() bool { return g.lost }
 // DoneCall is the settlement's keys and arguments.
 func (g *Gate) DoneCall() ([]string, []any) {
 	t := g.t
-	return g.l.redis.args(t, g.tokens-t.Est, t.lease, t.atMS)
+	return g.l.redis.args(t, g.tokens-t.Est, t.atMS)
 }
 
 // Settled: the ticket is settled (when the settlement failed, the lease
