@@ -516,9 +516,7 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 	if hl := c.g.opts.Health; hl != nil {
 		outcome = hl.Start(cur, t)
 	}
-	if ch, ok := c.hold.(*charge); ok {
-		ch.forwarded = true // the upstream is called: a failure from here on writes a row
-	}
+	c.forwarding()
 	err = c.forward(t, wr, body)
 	var f *failure
 	if !errors.As(err, &f) {

@@ -19,6 +19,14 @@ import (
 // maxErrorMessage bounds a row's error_message.
 const maxErrorMessage = 512
 
+// forwarding marks the call's hold as sent upstream: from here on a
+// failure writes a row.
+func (c *call) forwarding() {
+	if ch, ok := c.hold.(*charge); ok {
+		ch.forwarded = true
+	}
+}
+
 // failRow queues the failure row of a call whose last hold, ch, was
 // released with nothing booked.
 func (ch *charge) failRow(status int, info *store.ErrorInformation) {

@@ -284,3 +284,29 @@ general_settings:
 		}
 	})
 }
+
+// TestPassThroughUnreachableWritesAFailureRow: a pass-through call whose
+// upstream cannot be reached writes one failure row without cost, as a
+// chat call does.
+func TestPassThroughUnreachableWritesAFailureRow(t *testing.T) {
+	t.Setenv("COHERE_API_KEY", "sk-upstream-cohere")
+	t.Setenv("COHERE_API_BASE", "http://127.0.0.1:1")
+	cfg, err := config.Parse("p.yaml", []byte("general_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := serveEnv(t, cfg, sqliteStore(t))
+	key := newKey(t, e, `{"max_budget": 1}`)
+	resp, body := passSend(t, "POST", e.url+"/cohere/v2/chat", `{"model":"command-r","messages":[{"role":"user","content":"`+failPrompt+`"}]}`, "Authorization", "Bearer "+key)
+	if resp.StatusCode != 502 {
+		t.Fatalf("status %d %s, want 502", resp.StatusCode, body)
+	}
+	rows := spendRows(t, e, key)
+	if len(rows) != 1 || rows[0].Status != 502 || rows[0].Cost != 0 || rows[0].ErrorInformation == nil ||
+		rows[0].ErrorInformation.ErrorClass != "APIConnectionError" || strings.Contains(rows[0].ErrorInformation.ErrorMessage, failPrompt) {
+		t.Fatalf("rows %+v", rows)
+	}
+	if k, _ := e.store.GetKey(context.Background(), sha(key)); k.Spend != 0 {
+		t.Fatalf("key spend %v", k.Spend)
+	}
+}
