@@ -30,6 +30,9 @@ func (c *call) forwarding() {
 // failRow queues the failure row of a call whose last hold, ch, was
 // released with nothing booked.
 func (ch *charge) failRow(status int, info *store.ErrorInformation) {
+	if ch.m.NoErrorRows {
+		return
+	}
 	l := ch.log
 	l.Status, l.ErrorInformation = status, info
 	ch.enqueue(&l)

@@ -80,6 +80,10 @@ type Books struct {
 	// nobody knows (general_settings.unpriced_models: refuse); otherwise it
 	// is served at cost 0 and says so in x-tollgate-unpriced.
 	RefuseUnpriced bool
+	// NoErrorRows: a failed request's row without cost (failRow, and an
+	// unusable answer's) is not written (general_settings.
+	// disable_error_logs); rows with spend always are.
+	NoErrorRows bool
 	// Log gets the alarm for usage an upstream reported out of bounds
 	// (slog.Default when nil).
 	Log *slog.Logger
@@ -784,6 +788,10 @@ func (c *charge) fail(res *result) {
 		return
 	}
 	c.release(res)
+	if c.m.NoErrorRows {
+		c.rowed = true // no row, by the operator's choice: none from finish either
+		return
+	}
 	l := c.log
 	l.Status = res.status
 	l.ErrorInformation = &store.ErrorInformation{ErrorCode: strconv.Itoa(l.Status), ErrorClass: "APIError", LLMProvider: l.Provider,

@@ -310,3 +310,35 @@ func TestPassThroughUnreachableWritesAFailureRow(t *testing.T) {
 		t.Fatalf("key spend %v", k.Spend)
 	}
 }
+
+// TestDisableErrorLogs: with general_settings.disable_error_logs (LiteLLM's)
+// a failed call writes no row; an answered one still does.
+func TestDisableErrorLogs(t *testing.T) {
+	up, _ := failingUpstream(t)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(`
+model_list:
+  - model_name: ok
+    litellm_params: {model: openai/m, api_base: "{{F}}", output_cost_per_token: 0.0001}
+  - model_name: refuses
+    litellm_params: {model: openai/m, api_base: "{{F}}", output_cost_per_token: 0.0001, extra_headers: {x-fail: "400"}}
+general_settings:
+  master_key: sk-1234
+  disable_error_logs: true
+`, "{{F}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	e := serveWith(t, cfg, Options{Store: st})
+	key := newKey(t, e, `{"max_budget": 1}`)
+	for model, want := range map[string]int{"refuses": 400, "ok": 200} {
+		if resp, _ := e.post(t, "/v1/chat/completions", key, `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != want {
+			t.Fatalf("%s: status %d, want %d", model, resp.StatusCode, want)
+		}
+	}
+	e.srv.writer.Flush()
+	logs, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+	if total != 1 || logs[0].ModelGroup != "ok" || logs[0].Status != 200 {
+		t.Fatalf("rows %+v, want the answered call's only", logs)
+	}
+}
