@@ -794,8 +794,10 @@ func (c *charge) fail(res *result) {
 	}
 	l := c.log
 	l.Status = res.status
-	l.ErrorInformation = &store.ErrorInformation{ErrorCode: strconv.Itoa(l.Status), ErrorClass: "APIError", LLMProvider: l.Provider,
-		ErrorMessage: "deployment " + l.Deployment + " answered with something that is not a usable response"}
+	if l.Status >= 400 {
+		l.ErrorInformation = &store.ErrorInformation{ErrorCode: strconv.Itoa(l.Status), ErrorClass: errorClass(l.Status, "", "", nil), LLMProvider: l.Provider,
+			ErrorMessage: "deployment " + l.Deployment + "'s answer could not be used (status " + strconv.Itoa(l.Status) + ")"}
+	}
 	c.enqueue(&l)
 }
 
