@@ -317,6 +317,9 @@ func litellmSpendLog(l *store.SpendLog, d *config.Deployment) spendLogRow {
 	if len(row.Response) == 0 {
 		row.Response = emptyObject
 	}
+	if l.ErrorInformation != nil {
+		row.Metadata["error_information"] = l.ErrorInformation
+	}
 	if l.Metadata != nil {
 		row.Metadata["requester_metadata"] = l.Metadata
 		if v, ok := l.Metadata["spend_logs_metadata"]; ok {

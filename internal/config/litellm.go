@@ -95,7 +95,10 @@ type GeneralSettings struct {
 	BackgroundHealthChecks bool        `yaml:"background_health_checks"`
 	HealthCheckInterval    *Seconds    `yaml:"health_check_interval"`
 	DisableSpendLogs       bool        `yaml:"disable_spend_logs"`
-	MetricsPrefix          string      `yaml:"metrics_prefix"`
+	// DisableErrorLogs: a failed request's spend row without cost is not
+	// written (rows with spend still are).
+	DisableErrorLogs bool   `yaml:"disable_error_logs"`
+	MetricsPrefix    string `yaml:"metrics_prefix"`
 	// MetricsKeyLabels: per-key, per-user and per-end-user metric series
 	// (default true; false for cardinality).
 	MetricsKeyLabels *bool `yaml:"metrics_key_labels"`

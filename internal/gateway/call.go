@@ -65,6 +65,12 @@ type call struct {
 	// upstreamErr the body of an upstream failure passed on to the client.
 	err         error
 	upstreamErr []byte
+	// released is the hold of the last attempt that reached an upstream
+	// and was released with no row; rowed: an attempt queued a spend row.
+	// A call that ends in failure with released set and rowed not writes
+	// its failure row from released (failRow).
+	released *charge
+	rowed    bool
 	// done marks the steps of finish that ran, so that a finish run
 	// again after a panic (serve's deferred one) repeats none of them.
 	done struct{ content, observed bool }
@@ -510,6 +516,7 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 	if hl := c.g.opts.Health; hl != nil {
 		outcome = hl.Start(cur, t)
 	}
+	c.forwarding()
 	err = c.forward(t, wr, body)
 	var f *failure
 	if !errors.As(err, &f) {
@@ -546,6 +553,13 @@ func (c *call) settle() {
 	c.hold = nil // settled once, even if settling panics
 	c.guardRow(h)
 	c.cost = h.settle(&c.res)
+	if ch, ok := h.(*charge); ok {
+		if ch.rowed {
+			c.rowed, c.released = true, nil
+		} else if ch.forwarded {
+			c.released = ch
+		}
+	}
 }
 
 // settleLast settles the hold of the call's last attempt (an answer is
@@ -590,6 +604,10 @@ func (c *call) finish(err error) {
 		c.err = c.res.brokeOff
 	}
 	defer c.endTrace(status) // once (endTrace clears c.tr)
+	if ch := c.released; ch != nil && !c.rowed && status >= 400 {
+		c.released = nil // once, even if finish runs again after a panic
+		ch.failRow(status, c.failureInfo(status, err))
+	}
 	if c.cap != nil && !c.done.content {
 		c.done.content = true
 		if (err == nil || errors.Is(err, errResponded)) && !c.res.clientGone {

@@ -80,6 +80,10 @@ type Books struct {
 	// nobody knows (general_settings.unpriced_models: refuse); otherwise it
 	// is served at cost 0 and says so in x-tollgate-unpriced.
 	RefuseUnpriced bool
+	// NoErrorRows: a failed request's row without cost (failRow, and an
+	// unusable answer's) is not written (general_settings.
+	// disable_error_logs); rows with spend always are.
+	NoErrorRows bool
 	// Log gets the alarm for usage an upstream reported out of bounds
 	// (slog.Default when nil).
 	Log *slog.Logger
@@ -350,6 +354,8 @@ type charge struct {
 	log           store.SpendLog
 	prompt        int64 // estimate used when a stream reports no usage
 	settled       bool
+	rowed         bool    // a spend row was queued (enqueue)
+	forwarded     bool    // the request was sent to the upstream
 	cost          float64 // what settle booked
 	// What the hold allowed: usage beyond these bounds is clamped to them,
 	// and the cost to worst.
@@ -725,8 +731,20 @@ func (c *charge) settle(res *result) (cost float64) {
 	}
 	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.Prompt, u.Completion, u.Cached
 	l.Cost, l.Status, l.ResponseID = cost, res.status, res.id
-	if res.clientGone {
+	switch {
+	case res.clientGone:
 		l.Status = 499
+		l.ErrorInformation = &store.ErrorInformation{ErrorCode: "499", ErrorClass: "client_disconnected", LLMProvider: l.Provider,
+			ErrorMessage: "the client disconnected before the answer's end; what was produced is booked"}
+	case res.brokeOff != nil:
+		// Booked as it was produced, but a failure: the client got a
+		// truncated answer.
+		l.Status = max(l.Status, http.StatusBadGateway)
+		l.ErrorInformation = &store.ErrorInformation{ErrorCode: strconv.Itoa(l.Status), ErrorClass: "APIConnectionError", LLMProvider: l.Provider,
+			ErrorMessage: clipBytes(apierror.From(res.brokeOff).Message, maxErrorMessage)}
+	case l.Status >= 400:
+		l.ErrorInformation = &store.ErrorInformation{ErrorCode: strconv.Itoa(l.Status), ErrorClass: errorClass(l.Status, "", "", nil), LLMProvider: l.Provider,
+			ErrorMessage: "the upstream's answer failed with status " + strconv.Itoa(l.Status) + "; what it produced is booked"}
 	}
 	c.enqueue(&l)
 	return cost
@@ -770,12 +788,21 @@ func (c *charge) fail(res *result) {
 		return
 	}
 	c.release(res)
+	if c.m.NoErrorRows {
+		c.rowed = true // no row, by the operator's choice: none from finish either
+		return
+	}
 	l := c.log
 	l.Status = res.status
+	if l.Status >= 400 {
+		l.ErrorInformation = &store.ErrorInformation{ErrorCode: strconv.Itoa(l.Status), ErrorClass: errorClass(l.Status, "", "", nil), LLMProvider: l.Provider,
+			ErrorMessage: "deployment " + l.Deployment + "'s answer could not be used (status " + strconv.Itoa(l.Status) + ")"}
+	}
 	c.enqueue(&l)
 }
 
 func (c *charge) enqueue(l *store.SpendLog) {
+	c.rowed = true
 	l.EndedAt = time.Now()
 	l.LatencyMS = l.EndedAt.Sub(l.StartedAt).Milliseconds()
 	if c.m.Writer != nil {

@@ -443,6 +443,7 @@ func (p *Pass) forward(c *call, t *provider.Target, pc passCall, body []byte) er
 		return apierror.Internal(err)
 	}
 	sent := time.Now()
+	c.forwarding()
 	resp, err := t.Do(ureq)
 	res.ttfb = time.Since(c.start)
 	if err != nil {

@@ -185,8 +185,11 @@ callback_settings:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].Status != 200 {
-		t.Errorf("spend rows %+v, want one, booked as the upstream answered (200)", rows)
+	// Booked as it was produced, and marked a failure: the client got a
+	// truncated answer.
+	if len(rows) != 1 || rows[0].Status != 502 || rows[0].Cost <= 0 || rows[0].ErrorInformation == nil ||
+		rows[0].ErrorInformation.ErrorClass != "APIConnectionError" {
+		t.Errorf("spend rows %+v, want one, booked with what was produced, status 502", rows)
 	}
 }
 

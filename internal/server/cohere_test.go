@@ -191,9 +191,10 @@ general_settings:
 	}
 
 	// Every answer is booked from billed_units at the Cohere price.
-	rows := spendRows(t, e, key)
+	// The upstream's refusal has a failure row without cost.
+	rows := answeredRows(t, spendRows(t, e, key), 1)
 	if len(rows) != 8 {
-		t.Fatalf("%d spend rows, want 8", len(rows))
+		t.Fatalf("%d answered spend rows, want 8", len(rows))
 	}
 	for _, r := range rows {
 		model := map[string]string{"command": "command-r", "command-plus": "command-r-plus", "embed": "embed-english-v3.0", "flaky": "command-r", "limited": "command-r"}[r.ModelGroup]

@@ -616,8 +616,8 @@ func TestMediaUpstreamFailures(t *testing.T) {
 	for _, l := range logs {
 		rows[l.ModelGroup] = l
 	}
-	if _, ok := rows["refusing-painter"]; ok || len(logs) != 2 {
-		t.Fatalf("rows %+v: want the garbled answer and the images, not the refusal", logs)
+	if r, ok := rows["refusing-painter"]; !ok || r.Status != 400 || r.Cost != 0 || r.ErrorInformation == nil || len(logs) != 3 {
+		t.Fatalf("rows %+v: want the garbled answer, the images, and the refusal as a failure row without cost", logs)
 	}
 	one, _ := pricing.ImageLookup("openai", "dall-e-2", "1024x1024", "")
 	if g := rows["garbled-painter"]; g.Status != 502 || !g.UsageEstimated || !near(g.Cost, one.MediaCost(usageImages(1, "1024x1024"))) {

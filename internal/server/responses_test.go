@@ -447,7 +447,7 @@ func TestResponsesHoldOnMaxOutputTokens(t *testing.T) {
 
 // TestResponsesFailuresAndAbandonedStreams: as for chat, an upstream error
 // reaches the client in OpenAI's shape and costs nothing (the hold is
-// released, no row), and a client that leaves a stream midway is charged
+// released, a failure row without cost), and a client that leaves a stream midway is charged
 // for what was produced.
 func TestResponsesFailuresAndAbandonedStreams(t *testing.T) {
 	yaml := strings.Replace(responsesConfig, "litellm_settings:", mockModel("failing", "x-mock-status", "500")+"litellm_settings:", 1)
@@ -460,8 +460,8 @@ func TestResponsesFailuresAndAbandonedStreams(t *testing.T) {
 		t.Fatalf("failing upstream: %d %s", status, b)
 	}
 	e.srv.writer.Flush()
-	if logs, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)}); total != 0 {
-		t.Fatalf("a failed call was booked: %+v", logs)
+	if logs, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)}); total != 1 || logs[0].Cost != 0 || logs[0].Status != 500 {
+		t.Fatalf("a failed call was booked, or has no failure row: %+v", logs)
 	}
 
 	for _, model := range []string{"gpt-resp", "chat-only"} {

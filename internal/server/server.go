@@ -341,7 +341,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		}
 		books = &gateway.Books{Book: s.book, Writer: s.writer, Snap: s.snap, Log: opts.Logger,
 			GlobalBudget: cfg.LiteLLMSettings.MaxBudget, GlobalSpent: total, MaxEndUserBudget: cfg.LiteLLMSettings.MaxEndUserBudget,
-			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse", Mode: s.enforcement,
+			RefuseUnpriced: cfg.GeneralSettings.UnpricedModels == "refuse", NoErrorRows: cfg.GeneralSettings.DisableErrorLogs, Mode: s.enforcement,
 			OnUsageAdjusted: s.metrics.UsageAdjusted, OnSoftBudget: s.softBudgetCrossed}
 	}
 	s.limits = newLimits(cfg, opts, rc, s.metrics)

@@ -278,7 +278,8 @@ func TestAbandonedStreamIsCharged(t *testing.T) {
 
 // TestFailedRequestsReleaseTheirHold: a request that ends without an answer
 // (the upstream fails, times out, or the client leaves first) costs nothing,
-// writes no spend row and leaves nothing held on its budgets.
+// writes one failure row without cost (TestUpstreamFailuresWriteOneFailureRow
+// checks its fields) and leaves nothing held on its budgets.
 func TestFailedRequestsReleaseTheirHold(t *testing.T) {
 	const models = `  - model_name: failing
     litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", output_cost_per_token: 0.0001, extra_headers: {x-mock-status: "500"}}
@@ -329,10 +330,10 @@ func TestFailedRequestsReleaseTheirHold(t *testing.T) {
 					t.Fatalf("hold not released: %v reserved", acct.Reserved())
 				}
 				e.srv.writer.Flush()
-				_, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
+				logs, total, _ := st.ListSpendLogs(context.Background(), store.SpendFilter{KeyHash: sha(key)})
 				k, _ := st.GetKey(context.Background(), sha(key))
-				if total != 0 || k.Spend != 0 || acct.Spent() != 0 {
-					t.Fatalf("%d spend rows, stored spend %v, booked %v for a request that got no answer", total, k.Spend, acct.Spent())
+				if total != 1 || logs[0].Cost != 0 || logs[0].Status < 400 || logs[0].ErrorInformation == nil || k.Spend != 0 || acct.Spent() != 0 {
+					t.Fatalf("%d spend rows (%+v), stored spend %v, booked %v for a request that got no answer", total, logs, k.Spend, acct.Spent())
 				}
 			})
 		}
@@ -755,7 +756,8 @@ func TestShutdownTimeoutBooksCutStreams(t *testing.T) {
 					t.Fatal(err)
 				}
 				if !tt.wantRow {
-					if total != 0 || k.Spend != 0 {
+					// One failure row without cost.
+					if total != 1 || logs[0].Cost != 0 || logs[0].Status != 499 || k.Spend != 0 {
 						t.Fatalf("a request cut before its answer was charged: %+v, key spend %v", logs, k.Spend)
 					}
 					return

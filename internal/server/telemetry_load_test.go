@@ -53,8 +53,15 @@ func TestConcurrentCallsWithTelemetryBookOnce(t *testing.T) {
 		offAnswered := int(answered.Load())
 		on := moneyCase(t, st, true, run)
 		onAnswered := int(answered.Load())
-		if len(off.rows) != offAnswered || len(on.rows) != onAnswered {
-			t.Errorf("rows: on %d for %d answered calls, off %d for %d (calls refused upstream book nothing)", len(on.rows), onAnswered, len(off.rows), offAnswered)
+		// Calls refused upstream have a failure row without cost.
+		if n := answeredCount(t, off.rows); n != offAnswered {
+			t.Errorf("telemetry off: %d answered rows for %d answered calls", n, offAnswered)
+		}
+		if n := answeredCount(t, on.rows); n != onAnswered {
+			t.Errorf("telemetry on: %d answered rows for %d answered calls", n, onAnswered)
+		}
+		if len(on.rows) != len(off.rows) {
+			t.Errorf("rows: on %d, off %d", len(on.rows), len(off.rows))
 		}
 		sum := func(rows []store.SpendLog) (s float64) {
 			for _, r := range rows {
@@ -89,4 +96,42 @@ func TestConcurrentCallsWithTelemetryBookOnce(t *testing.T) {
 			t.Errorf("%d payloads for 40 calls (%d distinct; twice: %s)", len(on.payloads), len(ids), strings.Join(dup, ","))
 		}
 	})
+}
+
+// answeredCount is the rows of calls that got an answer (a status below
+// 400, or tokens booked, as for a stream the client left); the others must
+// be failure rows without cost.
+func answeredCount(t *testing.T, rows []store.SpendLog) int {
+	t.Helper()
+	n := 0
+	for _, r := range rows {
+		if answered(r) {
+			n++
+		} else if r.Cost != 0 || r.ErrorInformation == nil {
+			t.Errorf("failure row %+v: want cost 0 and error_information", r)
+		}
+	}
+	return n
+}
+
+func answered(r store.SpendLog) bool {
+	return r.Status < 400 || r.PromptTokens+r.CompletionTokens > 0
+}
+
+// answeredRows are rows' answered ones (answered), after checking
+// that the others - failures, want of them - cost nothing.
+func answeredRows(t *testing.T, rows []store.SpendLog, failures int) []store.SpendLog {
+	t.Helper()
+	var out []store.SpendLog
+	for _, r := range rows {
+		if answered(r) {
+			out = append(out, r)
+		} else if r.Cost != 0 || r.ErrorInformation == nil {
+			t.Errorf("failure row %+v: want cost 0 and error_information", r)
+		}
+	}
+	if got := len(rows) - len(out); got != failures {
+		t.Errorf("%d failure rows, want %d", got, failures)
+	}
+	return out
 }

@@ -221,7 +221,8 @@ func readChunks(t *testing.T, url, key string, n int) (io.Closer, chan struct{})
 // TestMoneyPathsWithTelemetryBookOnce: with store_prompts_in_spend_logs and a
 // webhook on, every way a call can end books the same spend rows (count,
 // status, cost) as with both off, and the webhook gets exactly one payload
-// per call, with the status the call ended with.
+// per call, with the status the call ended with. A call that failed
+// upstream has one failure row without cost.
 func TestMoneyPathsWithTelemetryBookOnce(t *testing.T) {
 	cases := []struct {
 		name        string
@@ -237,12 +238,12 @@ func TestMoneyPathsWithTelemetryBookOnce(t *testing.T) {
 	}{
 		{"success", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "ok", false) }, 1, "success", 200, false},
 		{"stream", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "ok", true) }, 1, "success", 200, false},
-		{"upstream 400", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "bad", false) }, 0, "failure", 400, false},
+		{"upstream 400", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "bad", false) }, 1, "failure", 400, false},
 		{"retry then success", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "flaky", false) }, 1, "success", 200, false},
 		{"retry then success stream", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "flaky", true) }, 1, "success", 200, false},
 		{"fallback", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "down", false) }, 1, "success", 200, false},
 		{"fallback stream", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "down", true) }, 1, "success", 200, false},
-		{"timeout", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "hang", false) }, 0, "failure", 400, false},
+		{"timeout", func(t *testing.T, url, key string, _ func()) int { return moneyChat(t, url, key, "hang", false) }, 1, "failure", 400, false},
 		{"client gone mid-stream", func(t *testing.T, url, key string, _ func()) int {
 			body, _ := readChunks(t, url, key, 3)
 			body.Close()
@@ -291,8 +292,8 @@ func TestMoneyPathsWithTelemetryBookOnce(t *testing.T) {
 						t.Errorf("row on: status %d cost %v tokens %d/%d; off: status %d cost %v tokens %d/%d",
 							a.Status, a.Cost, a.PromptTokens, a.CompletionTokens, b.Status, b.Cost, b.PromptTokens, b.CompletionTokens)
 					}
-					if a.Cost <= 0 {
-						t.Errorf("row with telemetry on costs %v", a.Cost)
+					if failed := a.Status >= 400 && a.PromptTokens == 0 && a.CompletionTokens == 0; failed != (a.Cost == 0) {
+						t.Errorf("row with telemetry on: status %d, tokens %d/%d, cost %v (a failure without tokens costs 0, anything else more)", a.Status, a.PromptTokens, a.CompletionTokens, a.Cost)
 					}
 				}
 				if k, err := st.GetKey(context.Background(), sha(keyOfRows(on.rows))); err == nil && len(on.rows) == 1 && math.Abs(k.Spend-on.rows[0].Cost) > 1e-12 {

@@ -262,6 +262,10 @@ type SpendLog struct {
 	// mode, action and entity counts; never the text found); nil when none
 	// ran (migration 00012).
 	Guardrails json.RawMessage `json:"guardrails"`
+	// ErrorInformation is why a failed request failed (LiteLLM's
+	// metadata.error_information); nil on a row that did not fail
+	// (migration 00015).
+	ErrorInformation *ErrorInformation `json:"error_information,omitempty"`
 	// Messages and Response are what was asked and answered, redacted and
 	// size-capped; nil unless general_settings.store_prompts_in_spend_logs
 	// lets them be kept.
@@ -274,6 +278,17 @@ type SpendLog struct {
 	// (a key's model_max_budget entry, a custom-auth key): ApplySpend adds
 	// the row's cost to each in budget_spend. Not a spend_logs column.
 	Budgets []BudgetRef `json:"-"`
+}
+
+// ErrorInformation is LiteLLM's StandardLoggingPayloadErrorInformation:
+// the HTTP status as a string ("502"), the error's class in LiteLLM's
+// names (APIConnectionError, Timeout, RateLimitError, ...), the provider
+// that failed and a bounded message. It never holds the prompt or a key.
+type ErrorInformation struct {
+	ErrorCode    string `json:"error_code"`
+	ErrorClass   string `json:"error_class"`
+	LLMProvider  string `json:"llm_provider"`
+	ErrorMessage string `json:"error_message"`
 }
 
 // BudgetRef names a budget kept in budget_spend: Kind KindKeyModel with

@@ -17,7 +17,7 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-const spendCols = 30
+const spendCols = 31
 
 // insertChunk bounds the rows of one multi-row PostgreSQL INSERT
 // (spendCols parameters each), so that a batch costs few round trips.
@@ -26,14 +26,27 @@ const insertChunk = 200
 const spendInsert = `INSERT INTO spend_logs (request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 	prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
 	reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type,
-	request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost, guardrails) VALUES `
+	request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost, guardrails, error_information) VALUES `
 
 func spendArgs(args []any, l *store.SpendLog) []any {
 	return append(args, l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider,
 		l.PromptTokens, l.CompletionTokens, l.CachedTokens, l.Cost, l.Status, l.LatencyMS, micros(l.StartedAt), micros(l.EndedAt),
 		l.ReportedPromptTokens, l.ReportedCompletionTokens, flag(l.UsageClamped), flag(l.UsageEstimated), l.ResponseID, l.CallType,
 		tagsText(l.RequestTags), metadataText(l.Metadata), rawText(l.Messages), rawText(l.Response),
-		flag(l.CacheHit), l.CacheKey, l.SavedCost, rawText(l.Guardrails))
+		flag(l.CacheHit), l.CacheKey, l.SavedCost, rawText(l.Guardrails), errorText(l.ErrorInformation))
+}
+
+// errorText is a row's error information as JSON (nil, NULL, on a row
+// that did not fail).
+func errorText(e *store.ErrorInformation) any {
+	if e == nil {
+		return nil
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil
+	}
+	return string(b)
 }
 
 // tagsText is a row's tags as the JSON array stored in request_tags (nil,
@@ -440,7 +453,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 		prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
 		reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type,
-		request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost, guardrails
+		request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost, guardrails, error_information
 		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args...)
 	if err != nil {
 		return nil, 0, err
@@ -451,11 +464,11 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	for rows.Next() {
 		var l store.SpendLog
 		var started, ended, clamped, estimated, hit int64
-		var tags, md, messages, response, guards sql.NullString
+		var tags, md, messages, response, guards, errInfo sql.NullString
 		if err := rows.Scan(&l.RequestID, &l.KeyHash, &l.UserID, &l.TeamID, &l.EndUser, &l.ModelGroup, &l.Deployment, &l.Provider,
 			&l.PromptTokens, &l.CompletionTokens, &l.CachedTokens, &l.Cost, &l.Status, &l.LatencyMS, &started, &ended,
 			&l.ReportedPromptTokens, &l.ReportedCompletionTokens, &clamped, &estimated, &l.ResponseID, &l.CallType,
-			&tags, &md, &messages, &response, &hit, &l.CacheKey, &l.SavedCost, &guards); err != nil {
+			&tags, &md, &messages, &response, &hit, &l.CacheKey, &l.SavedCost, &guards, &errInfo); err != nil {
 			return nil, 0, err
 		}
 		l.StartedAt, l.EndedAt = fromMicros(started), fromMicros(ended)
@@ -467,6 +480,12 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 		}
 		if md.Valid {
 			_ = json.Unmarshal([]byte(md.String), &l.Metadata)
+		}
+		if errInfo.Valid {
+			var e store.ErrorInformation
+			if json.Unmarshal([]byte(errInfo.String), &e) == nil {
+				l.ErrorInformation = &e
+			}
 		}
 		if guards.Valid && json.Valid([]byte(guards.String)) {
 			l.Guardrails = json.RawMessage(guards.String)

@@ -242,6 +242,9 @@ func applySpend(t *testing.T, s store.Store) {
 	batch := []store.SpendLog{
 		{RequestID: "r1", KeyHash: "k", UserID: "u", TeamID: "t", EndUser: "e", ModelGroup: "gpt-4", Cost: 0.25, PromptTokens: 10, CompletionTokens: 5, Status: 200, StartedAt: day, EndedAt: day},
 		{RequestID: "r2", KeyHash: "k", UserID: "u", TeamID: "t", ModelGroup: "gpt-4", Cost: 0.5, StartedAt: day, EndedAt: day},
+		// A failed request: no cost, its error information kept (migration 00015).
+		{RequestID: "r4", KeyHash: "k", UserID: "u", TeamID: "t", ModelGroup: "gpt-4", Status: 503, StartedAt: day, EndedAt: day,
+			ErrorInformation: &store.ErrorInformation{ErrorCode: "503", ErrorClass: "ServiceUnavailableError", LLMProvider: "openai", ErrorMessage: "deployment d answered 503"}},
 	}
 	if err := s.ApplySpend(ctx, batch); err != nil {
 		t.Fatal(err)
@@ -261,14 +264,20 @@ func applySpend(t *testing.T, s store.Store) {
 		t.Fatalf("spend key %v user %v team %v end user %v", k.Spend, u.Spend, tm.Spend, e.Spend)
 	}
 	logs, total, err := s.ListSpendLogs(ctx, store.SpendFilter{})
-	if err != nil || total != 2 {
+	if err != nil || total != 3 {
 		t.Fatalf("logs: %d %v", total, err)
 	}
-	var r1 store.SpendLog
+	var r1, r4 store.SpendLog
 	for _, l := range logs {
-		if l.RequestID == "r1" {
+		switch l.RequestID {
+		case "r1":
 			r1 = l
+		case "r4":
+			r4 = l
 		}
+	}
+	if r1.ErrorInformation != nil || r4.ErrorInformation == nil || *r4.ErrorInformation != *batch[2].ErrorInformation || r4.Status != 503 || r4.Cost != 0 {
+		t.Fatalf("error information: r1 %+v, r4 %+v", r1.ErrorInformation, r4)
 	}
 	if r1.PromptTokens != 10 || r1.CompletionTokens != 5 || r1.Status != 200 || !r1.StartedAt.Equal(day) || r1.EndUser != "e" {
 		t.Fatalf("r1 = %+v", r1)

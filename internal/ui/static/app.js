@@ -551,6 +551,14 @@ function guardrailSummary(l) {
   }).join("; ");
 }
 
+// errorSummary is a failed request's error_information in one line ("" for
+// a success): class, code, provider, message.
+function errorSummary(l) {
+  const e = (l.metadata || {}).error_information;
+  if (!e) return "";
+  return `${e.error_class} (${e.error_code}${e.llm_provider ? ", " + e.llm_provider : ""})` + (e.error_message ? ": " + e.error_message : "");
+}
+
 // A request's detail: every field of its row, its metadata, and the
 // messages and response when store_prompts_in_spend_logs kept them.
 function logDetail(l) {
@@ -559,7 +567,7 @@ function logDetail(l) {
     ["User", userLabel(l.user)], ["Team", teamLabel(l.team_id)], ["End user", l.end_user], ["Model", l.model_group], ["Upstream model", l.model], ["Deployment", l.model_id],
     ["Provider", l.custom_llm_provider], ["API base", l.api_base], ["Call type", l.call_type], ["HTTP status", String(l.http_status)], ["Latency", l.latency_ms + " ms"],
     ["Tokens", `${l.prompt_tokens} in, ${l.completion_tokens} out, ${l.cached_tokens} cached`], ["Cost", money(l.spend)],
-    ["Cache", l.cache_hit === "True" ? "hit, saved " + money(l.saved_cache_cost || 0) : "miss"], ["Tags", (l.request_tags || []).join(", ")], ["Guardrails", guardrailSummary(l)]];
+    ["Cache", l.cache_hit === "True" ? "hit, saved " + money(l.saved_cache_cost || 0) : "miss"], ["Tags", (l.request_tags || []).join(", ")], ["Guardrails", guardrailSummary(l)], ["Error", errorSummary(l)]];
   const parts = [];
   const md = (l.metadata || {}).requester_metadata;
   if (shown(md)) parts.push(["Metadata", md]);
