@@ -430,7 +430,8 @@ guardrails:
 	b.shot("06-spend-by-model")
 
 	b.open("logs", "#log-filters")
-	b.until("the request log", `document.querySelectorAll("tr.log-row").length === 5`)
+	// Six requests: five answered, and flaky's 503 (a failure row, spend 0).
+	b.until("the request log", `document.querySelectorAll("tr.log-row").length === 6`)
 	if keys := b.text("#page table tbody"); strings.Contains(keys, info.Info.Token[:8]) || !strings.Contains(keys, "billing-bot") {
 		t.Errorf("the request log does not name keys by alias: %q", keys)
 	}
@@ -441,12 +442,15 @@ guardrails:
 	}
 	b.choose("#flt-model", "")
 	b.choose("#flt-status", "failure")
-	b.until("no failed rows", `document.querySelectorAll("tr.log-row").length === 0 && document.querySelector("#page table tbody").innerText.includes("nothing yet")`)
+	b.until("the failed row", `document.querySelectorAll("tr.log-row").length === 1 && document.querySelector("tr.log-row").innerText.includes("flaky")`)
+	if row := b.text("tr.log-row"); !strings.Contains(row, "flaky") || !strings.Contains(row, "503") || !strings.Contains(row, "$0.000000") {
+		t.Errorf("the failed request's row %q does not show flaky, 503 and no cost", row)
+	}
 	b.choose("#flt-status", "success")
 	b.until("the successful rows", `document.querySelectorAll("tr.log-row").length === 5`)
 	b.choose("#flt-status", "")
 	b.choose("#flt-key", info.Info.Token)
-	b.until("billing-bot's rows", `document.querySelectorAll("tr.log-row").length === 4`)
+	b.until("billing-bot's rows", `document.querySelectorAll("tr.log-row").length === 5`)
 	b.step("open a request's detail", chromedp.Click(`tr.log-row`), chromedp.WaitVisible("#log-detail"))
 	if d := b.text("#log-detail"); !strings.Contains(d, "billing-bot") || !strings.Contains(d, "Research") {
 		t.Errorf("request detail %q lacks the key's alias or the team's", d)
