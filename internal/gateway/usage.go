@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -57,7 +56,7 @@ func answerOf(body []byte) (u usage.Usage, id string, ok bool, err error) {
 // validated answer: "id" when it is a string, else the id of the
 // "message" object (an Anthropic message_start event's shape).
 func answerIDOf(idv, message []byte) string {
-	if id, ok := jsonString(idv); ok {
+	if id, ok := jsonbody.StringOf(idv); ok {
 		return id
 	}
 	var c jsonbody.Cursor
@@ -74,24 +73,8 @@ func answerIDOf(idv, message []byte) string {
 			inner = v
 		}
 	}
-	id, _ := jsonString(inner)
+	id, _ := jsonbody.StringOf(inner)
 	return id
-}
-
-// jsonString is a valid JSON value as a string when it is one
-// (jsonbody.Object.String's rule).
-func jsonString(v []byte) (string, bool) {
-	if len(v) < 2 || v[0] != '"' {
-		return "", false
-	}
-	if bytes.IndexByte(v, '\\') < 0 {
-		return string(v[1 : len(v)-1]), true
-	}
-	var s string
-	if json.Unmarshal(v, &s) != nil {
-		return "", false
-	}
-	return s, true
 }
 
 // estimateUsage is what a request without reported usage is charged: its

@@ -90,8 +90,10 @@ func (o *Object) Get(key string) []byte {
 }
 
 // String returns key's value when it is a JSON string.
-func (o *Object) String(key string) (string, bool) {
-	v := o.Get(key)
+func (o *Object) String(key string) (string, bool) { return StringOf(o.Get(key)) }
+
+// StringOf is the valid JSON value v as a Go string when it is a string.
+func StringOf(v []byte) (string, bool) {
 	if len(v) < 2 || v[0] != '"' {
 		return "", false
 	}
