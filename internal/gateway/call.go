@@ -606,7 +606,7 @@ func (c *call) finish(err error) {
 	defer c.endTrace(status) // once (endTrace clears c.tr)
 	if ch := c.released; ch != nil && !c.rowed && status >= 400 {
 		c.released = nil // once, even if finish runs again after a panic
-		ch.failRow(status, c.failureInfo(status, err))
+		ch.failRow(status, c.failureInfo(status))
 	}
 	if c.cap != nil && !c.done.content {
 		c.done.content = true

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"errors"
 	"strconv"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -38,25 +37,51 @@ func (ch *charge) failRow(status int, info *store.ErrorInformation) {
 	ch.enqueue(&l)
 }
 
-// failureInfo is why the call ended with status: the error that ended it
-// (err, when not a response already written), or the upstream's failure
-// passed on to the client (c.upstreamErr), or the client leaving. Only the
-// gateway's own messages and the upstream's error type and code go into
-// it: never the upstream's message, which may quote the prompt.
-func (c *call) failureInfo(status int, err error) *store.ErrorInformation {
+// endedBy is what ended a failed call, as its spend row (failureInfo)
+// and its callbacks' payload (logged.go) both tell it.
+type endedBy uint8
+
+const (
+	endedByStatus   endedBy = iota // nothing more than the status
+	endedByClient                  // the client left (status 499)
+	endedByGateway                 // the gateway's own error, c.err
+	endedByUpstream                // the upstream's failure passed on, c.upstreamErr
+)
+
+// failure is what ended the call with status (400 and up, or 0) and
+// LiteLLM's error class for it: one choice for the row and the payload.
+// The client leaving wins (finish then reports 499 whatever else
+// happened), then the gateway's own error, then the upstream's answer.
+func (c *call) failure(status int) (endedBy, string) {
+	switch {
+	case c.res.clientGone || status == 499:
+		return endedByClient, "client_disconnected"
+	case c.err != nil:
+		e := apierror.From(c.err)
+		return endedByGateway, errorClass(status, e.Type, e.Code, c.cause())
+	case c.upstreamErr != nil:
+		return endedByUpstream, errorClass(status, "", "", c.upstreamErr)
+	}
+	return endedByStatus, errorClass(status, "", "", nil)
+}
+
+// failureInfo is the spend row's account of why the call ended with
+// status (failure). Only the gateway's own messages and the upstream's
+// error type and code go into it: never the upstream's message, which may
+// quote the prompt.
+func (c *call) failureInfo(status int) *store.ErrorInformation {
 	info := &store.ErrorInformation{ErrorCode: strconv.Itoa(status)}
 	if t := c.target; t != nil {
 		info.LLMProvider = t.D.Provider
 	}
-	switch {
-	case c.res.clientGone:
-		info.ErrorClass = "client_disconnected" // as in the callbacks' payload (logged.go)
+	var why endedBy
+	why, info.ErrorClass = c.failure(status)
+	switch why {
+	case endedByClient:
 		info.ErrorMessage = "the client disconnected before an answer was booked"
-	case err != nil && !errors.Is(err, errResponded):
-		e := apierror.From(err)
-		info.ErrorClass, info.ErrorMessage = errorClass(status, e.Type, e.Code, []byte(err.Error())), e.Message
+	case endedByGateway:
+		info.ErrorMessage = apierror.From(c.err).Message
 	default:
-		info.ErrorClass = errorClass(status, "", "", c.upstreamErr)
 		msg := "upstream answered " + strconv.Itoa(status)
 		if c.target != nil {
 			msg = "deployment " + c.target.D.ID + " answered " + strconv.Itoa(status)

@@ -336,16 +336,15 @@ func (c *call) payload(status int) *callback.Payload {
 		pl.Status = "failure"
 		info := &callback.ErrorInformation{ErrorCode: strconv.Itoa(status), LLMProvider: pl.CustomLLMProvider}
 		var msg string
-		switch {
-		case c.err != nil:
-			e := apierror.From(c.err)
-			msg, info.ErrorClass = e.Message, errorClass(status, e.Type, e.Code, c.cause())
-		case status == 499:
-			msg, info.ErrorClass = "the client disconnected", "client_disconnected"
-		case c.upstreamErr != nil:
-			msg, info.ErrorClass = string(c.upstreamErr), errorClass(status, "", "", c.upstreamErr)
-		default:
-			info.ErrorClass = errorClass(status, "", "", nil)
+		var why endedBy
+		why, info.ErrorClass = c.failure(status)
+		switch why {
+		case endedByGateway:
+			msg = apierror.From(c.err).Message
+		case endedByClient:
+			msg = "the client disconnected"
+		case endedByUpstream:
+			msg = string(c.upstreamErr)
 		}
 		msg = c.errorText(msg, info.ErrorClass, status)
 		pl.ErrorStr, pl.ErrorInformation = &msg, info
