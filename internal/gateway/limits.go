@@ -264,6 +264,7 @@ func limitHeaders(h http.Header, tk *ratelimit.Ticket) {
 	if tk == nil {
 		return
 	}
+	var vals []string // one backing array for the six values, made when a rule is found
 	for i := range 2 {
 		best, found := ratelimit.State{}, -1
 		for j, r := range tk.Rules() {
@@ -278,14 +279,25 @@ func limitHeaders(h http.Header, tk *ratelimit.Ticket) {
 		if found < 0 {
 			continue
 		}
-		kind := "requests"
-		if i == 1 {
-			kind = "tokens"
+		if vals == nil {
+			vals = make([]string, 6)
 		}
-		h.Set("x-ratelimit-limit-"+kind, strconv.FormatInt(tk.Rules()[found].Limit, 10))
-		h.Set("x-ratelimit-remaining-"+kind, strconv.FormatInt(max(best.Remaining, 0), 10))
-		h.Set("x-ratelimit-reset-"+kind, formatReset(best.Reset))
+		v := vals[3*i : 3*i+3 : 3*i+3]
+		v[0] = strconv.FormatInt(tk.Rules()[found].Limit, 10)
+		v[1] = strconv.FormatInt(max(best.Remaining, 0), 10)
+		v[2] = formatReset(best.Reset)
+		// Canonical keys by map assignment (as headers.go does), each value
+		// a slice of capacity 1 so that an Add reallocates.
+		k := &limitHeaderKeys[i]
+		h[k[0]], h[k[1]], h[k[2]] = v[0:1:1], v[1:2:2], v[2:3:3]
 	}
+}
+
+// limitHeaderKeys are OpenAI's rate-limit headers in canonical form, for
+// requests and for tokens.
+var limitHeaderKeys = [2][3]string{
+	{"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
+	{"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
 }
 
 // formatReset writes a duration as OpenAI's reset headers do ("6m0s", "1s").
