@@ -57,7 +57,7 @@ func TestWriterLeavesRowsQueuedDuringAWriteToTheNextFlush(t *testing.T) {
 	st := &gated{Store: sq, entered: make(chan struct{}), release: make(chan struct{})}
 	w := ledger.NewWriter(st, slog.New(slog.DiscardHandler))
 	w.FlushEvery = time.Hour // only explicit flushes
-	w.MaxBatch = 10 // not reached: a full queue would wake the writer on its own
+	w.MaxBatch = 10          // not reached: a full queue would wake the writer on its own
 	go w.Run()
 	now := time.Now()
 	n := 0
