@@ -70,10 +70,19 @@ func TestWriterLeavesRowsQueuedDuringAWriteToTheNextFlush(t *testing.T) {
 	enqueue(3)
 	flushed := make(chan struct{})
 	go func() { w.Flush(); close(flushed) }()
-	<-st.entered // the first batch is being written
+	select { // the first batch is being written
+	case <-st.entered:
+	case <-time.After(30 * time.Second):
+		close(st.release)
+		t.Fatal("the flush never reached the store")
+	}
 	enqueue(2)
 	close(st.release)
-	<-flushed
+	select {
+	case <-flushed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the flush did not return after the store answered")
+	}
 	if got := st.batches(); !slices.Equal(got, []int{3}) || w.Pending() != 2 {
 		t.Fatalf("first flush wrote batches %v with %d rows left queued; want [3] and the 2 queued during it left", got, w.Pending())
 	}
