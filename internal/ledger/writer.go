@@ -119,16 +119,26 @@ func (w *Writer) Run() {
 	}
 }
 
-// flushAll writes every queued row in batches, and each budget reset
-// between the rows queued before and after it; with a deadline > 0 it keeps
-// retrying failures until then (shutdown), else it leaves them for the next
-// tick.
+// flushAll writes the rows queued when it was called in batches, and each
+// budget reset between the rows queued before and after it; with a deadline
+// > 0 it keeps retrying failures until then (shutdown), else it leaves them
+// for the next tick.
+//
+// Rows queued while it writes wait for the next tick (or for the queue to
+// fill a batch), as a row queued just after a flush always did: chasing
+// them with one transaction after another made the writer commit
+// continuously in batches of a few rows under load, each transaction
+// paying its round trips, rollups and commit for little, on the CPUs the
+// requests need (docs/performance.md, "governed-pg's tail").
 func (w *Writer) flushAll(deadline time.Duration) {
 	until := time.Now().Add(deadline)
 	backoff := 50 * time.Millisecond
+	w.mu.Lock()
+	upTo := w.enqueued // rows queued after this are the next flush's
+	w.mu.Unlock()
 	for {
 		w.mu.Lock()
-		n := min(len(w.queue), w.MaxBatch)
+		n := min(len(w.queue), w.MaxBatch, int(max(upTo-w.written, 0)))
 		resetDue := false
 		if len(w.resets) > 0 {
 			// Resets are queued in order: the first is the next to fall due.
