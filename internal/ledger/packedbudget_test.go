@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"reflect"
 	"sort"
@@ -293,4 +294,47 @@ func TestPackedBudgetMatchesOld(t *testing.T) {
 
 func redisZ(score int64, member string) redis.Z {
 	return redis.Z{Score: float64(score), Member: member}
+}
+
+// TestBudNum: bud_num reads back every int64 packed by holdArgs as the Lua
+// number tonumber makes of its decimal form (what the hold used before),
+// the extremes, negatives and values past 2^53 included.
+func TestBudNum(t *testing.T) {
+	u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if u == "" {
+		t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
+	}
+	o, err := redis.ParseURL(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	t.Cleanup(func() { _ = c.Close() })
+	src := luaNum + `
+local out = {}
+for i = 2, #ARGV do
+  local a, b = bud_num(ARGV[1], (i - 2) * 8 + 1), tonumber(ARGV[i])
+  if a ~= b then out[#out + 1] = ARGV[i] .. ' read as ' .. string.format('%.17g', a) end
+end
+return out
+`
+	vals := []int64{0, 1, -1, 255, 256, -256, 4294967295, 4294967296, -4294967296, -4294967297,
+		1<<53 - 1, 1 << 53, 1<<53 + 1, -(1<<53 + 1), 1<<61 - 1, 1 << 61, -(1 << 61),
+		math.MaxInt64, math.MinInt64, math.MaxInt64 - 1, math.MinInt64 + 1, 1_764_460_000_123}
+	seed := uint64(7)
+	for range 300 {
+		seed = seed*6364136223846793005 + 1442695040888963407
+		vals = append(vals, int64(seed), int64(seed>>uint(seed%64)))
+	}
+	args := []any{string(holdArgs(0, vals...))}
+	for _, v := range vals {
+		args = append(args, v)
+	}
+	bad, err := c.Eval(context.Background(), src, nil, args...).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := bad.([]any); len(l) != 0 {
+		t.Fatalf("bud_num differs from tonumber: %v", l)
+	}
 }
