@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -137,11 +138,16 @@ func NewShared(r *rscript.Runner, o SharedOptions) *Shared {
 
 func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":" + a.ID }
 
-// reserveScript: ARGV = amount, lease, ttl ms, mode, estimate, capped, then
-// per key: budget, seed spent, period (reset time in ns; 0 none), and the
-// spend this replica booked without Redis that it carries: 0 (nothing, the
-// common case) or a list of tagged items that Redis adds once each
-// (carry.go); last, the alive window (ms). Modes: 0 holds amount or refuses
+// reserveScript: ARGV = the hold's numbers packed in one string (holdArgs:
+// amount, lease ttl ms, mode, estimate, capped, the alive window ms, then
+// each account's budget, as 8-byte big-endian integers), the lease, then
+// per key: seed spent and period (reset time in ns; 0 none), in decimal
+// (written as they are when the account is seeded), and the spend this
+// replica booked without Redis that it carries: 0 (nothing, the common
+// case) or a list of tagged items that Redis adds once each (carry.go).
+// The numbers go packed because parsing a decimal ARGV (a strtod) and
+// making each ARGV string cost Redis more than reading 8 bytes
+// (docs/performance.md, branch redislua). Modes: 0 holds amount or refuses
 // (strict); 1 holds the smaller of amount and what the tightest budget has
 // left, admitting while spend + holds is below every budget (up to); 2
 // holds amount (the worst case) when it fits, else, admitting while spend +
@@ -153,7 +159,7 @@ func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":"
 // (0/1)} or {0, account, spent, held, alive[, 1 when the last of the budget
 // is held short]}.
 var reserveScript = rscript.New(luaNow + luaHold + `
-return bud_hold(KEYS, ARGV)
+return bud_hold(KEYS, ARGV, 0, 0)
 `)
 
 // luaNow sets now, Redis's clock in milliseconds.
@@ -170,6 +176,17 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // cannot hold exactly is made by HINCRBY.
 const luaNum = `
 local function bud_int(x) return string.format('%d', x) end
+-- bud_num reads the 8-byte big-endian two's complement number at byte i
+-- of s: the same Lua number tonumber makes of its decimal (the sum
+-- rounds once, as strtod does), past 2^53 and negative too, without a
+-- strtod (ratelimit's rl_num).
+local function bud_num(s, i)
+  local a, b, c, d, e, f, g, h = string.byte(s, i, i + 7)
+  local hi, lo = ((a * 256 + b) * 256 + c) * 256 + d, ((e * 256 + f) * 256 + g) * 256 + h
+  if a < 128 then return hi * 4294967296 + lo end
+  hi, lo = 4294967295 - hi, 4294967296 - lo
+  return -(hi * 4294967296 + lo)
+end
 -- bud_add sets field f of k, whose value was old, to old + d: into the
 -- HSET list t when a Lua number holds the sum exactly, else by HINCRBY
 -- (Redis's int64). It returns the sum.
@@ -289,17 +306,20 @@ local function bud_legacy(k, hd, ttl)
   redis.call('HSET', k, 'held', bud_int(hd), 'lx', bud_int(now + ttl))
   return hd
 end
-local function bud_hold(KEYS, ARGV)
-local amount, lease, ttl, mode = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local n = #KEYS - 1
-local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[#ARGV]), '+inf'), 1)
+local function bud_hold(KEYS, ARGV, ko, ao)
+local p, lease = ARGV[ao + 1], ARGV[ao + 2]
+local amount, ttl, mode = bud_num(p, 1), bud_num(p, 9), bud_num(p, 17)
+local n = #KEYS - ko - 1
+local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - bud_num(p, 41), '+inf'), 1)
 -- First bring every account up to date (seed, spend booked while Redis was
 -- away, expired holds), so that a refusal below loses none of it. spent
 -- and held keep each account's values from here on (one read each).
-local spent, held, touched, nxs, shorts = {}, {}, {}, {}, {}
+local spent, held, touched, nxs, shorts, budget = {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local k = KEYS[i]
-  local seed, period, list = tonumber(ARGV[6+4*i-2]), tonumber(ARGV[6+4*i-1]), ARGV[6+4*i]
+  local k = KEYS[ko + i]
+  local a = ao + 3 * i + 1 -- period; seed before it, carried items after
+  local period, list = tonumber(ARGV[a]), ARGV[a + 1]
+  budget[i] = bud_num(p, 41 + 8 * i)
   local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short')
   touched[i] = now - tonumber(cur[4] or 0) < 86400000
   local s, hd, nx = tonumber(cur[1]), tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
@@ -307,8 +327,8 @@ for i = 1, n do
   if fresh then
     -- seed excludes every replica-local spend not yet in Redis; this
     -- hold carries its share of it (list), the rest comes with other holds.
-    redis.call('HSET', k, 'spent', ARGV[6+4*i-2], 'period', ARGV[6+4*i-1])
-    s = seed
+    redis.call('HSET', k, 'spent', ARGV[a - 1], 'period', ARGV[a])
+    s = tonumber(ARGV[a - 1])
   end
   if list ~= '0' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
   if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
@@ -318,7 +338,7 @@ end
 -- shortBusy is the first account whose last hold held short is in flight.
 local function shortBusy()
   for i = 1, n do
-    if shorts[i] and redis.call('HEXISTS', KEYS[i], shorts[i]) == 1 then return i end
+    if shorts[i] and redis.call('HEXISTS', KEYS[ko + i], shorts[i]) == 1 then return i end
   end
   return 0
 end
@@ -328,28 +348,28 @@ local function refusal(i, busy)
 end
 local asked, fits, least, capped = amount, true, nil, 0
 for i = 1, n do
-  local left = tonumber(ARGV[6+4*i-3]) - spent[i] - held[i]
-  if (mode ~= '0' and left <= 0) or (mode == '0' and amount > left) then return refusal(i, false) end
+  local left = budget[i] - spent[i] - held[i]
+  if (mode ~= 0 and left <= 0) or (mode == 0 and amount > left) then return refusal(i, false) end
   if amount > left then fits = false end
   if least == nil or left < least then least = left end
 end
 local short = false
-if mode == '1' and not fits then
+if mode == 1 and not fits then
   -- A hold cut short may cost more than it holds: one at a time per budget.
   local b = shortBusy()
   if b > 0 then return refusal(b, true) end
   amount, short = least, true
-elseif mode == '2' and not fits then
+elseif mode == 2 and not fits then
   if shortBusy() > 0 then
-    amount, capped = math.min(tonumber(ARGV[6]), asked, least), 1
+    amount, capped = math.min(bud_num(p, 33), asked, least), 1
   else
-    amount, short = math.min(tonumber(ARGV[5]), asked, least), true
+    amount, short = math.min(bud_num(p, 25), asked, least), true
   end
 end
 local out = {1, alive}
 local exp = now + ttl
 for i = 1, n do
-  local k = KEYS[i]
+  local k = KEYS[ko + i]
   local f = {lease, string.format('%d:%d', amount, exp)}
   local hd = bud_add(k, f, 'held', held[i], amount)
   if not nxs[i] or exp < nxs[i] then f[#f+1], f[#f+2] = 'nx', bud_int(exp) end
@@ -357,7 +377,7 @@ for i = 1, n do
   if not touched[i] then f[#f+1], f[#f+2] = 'y', bud_int(now) end
   redis.call('HSET', k, unpack(f))
   if not touched[i] then redis.call('PEXPIRE', k, 604800000) end
-  out[2+i] = tonumber(ARGV[6+4*i-3]) - spent[i] - hd
+  out[2+i] = budget[i] - spent[i] - hd
 end
 out[#out+1] = amount
 out[#out+1] = capped
@@ -372,18 +392,18 @@ end
 // spent -1 for an account Redis no longer has (flushed, restarted): its
 // spend is left for the next hold to carry, and reseeds it.
 var settleScript = rscript.New(luaSettle + `
-return bud_settle(KEYS, ARGV)
+return bud_settle(KEYS, ARGV, 0, 0)
 `)
 
 // luaSettle defines bud_settle(KEYS, ARGV), settleScript's work. It needs
 // no clock: a lease is found by name, and an expired one not yet swept is
 // settled as one in force (its expiry only frees what a dead replica held).
 const luaSettle = luaNum + `
-local function bud_settle(KEYS, ARGV)
-local actual, lease = tonumber(ARGV[1]), ARGV[2]
-local out = {tonumber(ARGV[3])}
-for i = 1, #KEYS - 1 do
-  local k = KEYS[i]
+local function bud_settle(KEYS, ARGV, ko, ao)
+local actual, lease = tonumber(ARGV[ao + 1]), ARGV[ao + 2]
+local out = {tonumber(ARGV[ao + 3])}
+for i = 1, #KEYS - ko - 1 do
+  local k = KEYS[ko + i]
   -- An account Redis has always has its spend (seeded, set or reset).
   -- The marker 'c:s<lease>' says a later hold already applied this settle
   -- (its answer was lost, and it ran late; bud_carry): it counts once,
@@ -427,6 +447,16 @@ if cur < tonumber(ARGV[1]) and cur <= now then
 end
 return 1
 `)
+
+// holdArgs packs a hold's numbers (reserveScript's ARGV[1]) with room for
+// accounts budgets after them.
+func holdArgs(accounts int, nums ...int64) []byte {
+	b := make([]byte, 0, 8*(len(nums)+accounts))
+	for _, n := range nums {
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return b
+}
 
 type sharedHold struct {
 	s       *Shared
@@ -500,7 +530,9 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		return hd, false, err
 	}
 	h.lease, h.at = newLease(), time.Now().UnixNano()
-	args := []any{int64(amount), h.lease, s.LeaseTTL.Milliseconds(), strconv.Itoa(int(q.mode)), int64(max(q.flex.Estimate, 0)), int64(max(q.flex.Capped, 0))}
+	packed := holdArgs(len(h.shared), int64(amount), s.LeaseTTL.Milliseconds(), int64(q.mode), int64(max(q.flex.Estimate, 0)),
+		int64(max(q.flex.Capped, 0)), AliveWindow.Milliseconds())
+	args := []any{nil, h.lease}
 	for i, a := range h.shared {
 		h.keys = append(h.keys, s.key(a))
 		// Spend booked while Redis was away goes with this hold, and with
@@ -516,10 +548,11 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			}
 			h.sent[i] = sent
 		}
-		args = append(args, int64(a.Budget()), seed, a.resetAt.Load(), carry)
+		packed = binary.BigEndian.AppendUint64(packed, uint64(a.Budget()))
+		args = append(args, seed, a.resetAt.Load(), carry)
 	}
+	args[0] = string(packed)
 	h.keys = append(h.keys, s.presenceKey())
-	args = append(args, AliveWindow.Milliseconds())
 	// Not the request's context: a client leaving mid-script must not
 	// leave a hold in Redis that this replica then ignores.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.holdWait)
@@ -968,25 +1001,25 @@ func fusedFor(lua string) *fused {
 	}
 	// KEYS: the gate's (ARGV[1] of them), then the hold's; ARGV: the
 	// counts, the gate's (ARGV[2] of them), then the hold's.
+	// The budgets' keys and arguments are read in place (bud_hold's and
+	// bud_settle's offsets), not copied.
 	const split = `
 local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
-local gk, ga, bk, ba = {}, {}, {}, {}
+local gk, ga = {}, {}
 for i = 1, nk do gk[i] = KEYS[i] end
-for i = nk + 1, #KEYS do bk[i - nk] = KEYS[i] end
 for i = 1, na do ga[i] = ARGV[2 + i] end
-for i = na + 3, #ARGV do ba[i - na - 2] = ARGV[i] end
 `
 	f := &fused{lua: lua,
 		hold: rscript.New(lua + luaHold + split + `
 local gout, take = gate_admit(gk, ga)
 if not take then return {2, gout} end
-local bout = bud_hold(bk, ba)
+local bout = bud_hold(KEYS, ARGV, nk, na + 2)
 if bout[1] ~= 1 then return {0, bout, gout} end
 take()
 return {1, gout, bout}
 `),
 		settle: rscript.New(lua + luaSettle + split + `
-local out = bud_settle(bk, ba)
+local out = bud_settle(KEYS, ARGV, nk, na + 2)
 gate_done(gk, ga)
 return out
 `)}
