@@ -200,7 +200,9 @@ local function bud_add(k, t, f, old, d)
 end
 `
 
-// luaHold defines bud_hold(KEYS, ARGV), reserveScript's work (now set).
+// luaHold defines bud_hold(KEYS, ARGV, ko, ao), reserveScript's work (now
+// set): its keys start after KEYS[ko], its arguments after ARGV[ao] (0, 0
+// alone; the gate's counts and arguments before them when fused).
 //
 // An account is one hash: 'spent', 'held', 'period', 'short' (the lease of
 // the last hold cut short), 'y' (when its expiry was last set), 'nx' (no
@@ -395,9 +397,10 @@ var settleScript = rscript.New(luaSettle + `
 return bud_settle(KEYS, ARGV, 0, 0)
 `)
 
-// luaSettle defines bud_settle(KEYS, ARGV), settleScript's work. It needs
-// no clock: a lease is found by name, and an expired one not yet swept is
-// settled as one in force (its expiry only frees what a dead replica held).
+// luaSettle defines bud_settle(KEYS, ARGV, ko, ao) (offsets as bud_hold's),
+// settleScript's work. It needs no clock: a lease is found by name, and an
+// expired one not yet swept is settled as one in force (its expiry only
+// frees what a dead replica held).
 const luaSettle = luaNum + `
 local function bud_settle(KEYS, ARGV, ko, ao)
 local actual, lease = tonumber(ARGV[ao + 1]), ARGV[ao + 2]
