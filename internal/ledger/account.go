@@ -8,6 +8,7 @@ package ledger
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -73,6 +74,13 @@ type Account struct {
 	// taking to Redis, and spend in doubt (doubt). unsynced + carrying is
 	// spend the local mirror has and Redis may not.
 	carrying atomic.Int64
+	// movers counts changes in progress that move one amount between
+	// spent, unsynced and carrying (or into two of them), and moved counts
+	// those ended: seed reads the three when no move is half done (a move
+	// adds to one before it takes from the other, so its middle counts the
+	// amount twice).
+	movers atomic.Int32
+	moved  atomic.Uint64
 	// doubt is carried spend and settles whose script's answer was lost:
 	// Redis may or may not have them; later holds send them again, tagged
 	// so that Redis counts each once (carry.go).
@@ -127,12 +135,42 @@ func (a *Account) SetResetAt(t time.Time) {
 	a.resetAt.Store(t.UnixNano())
 }
 
+// beginMove and endMove bracket a change to two of spent, unsynced and
+// carrying. Between them a move takes no lock (seed, which may hold the
+// doubt lock, waits for it): a move that needs the doubt lock takes it
+// before beginMove.
+func (a *Account) beginMove() { a.movers.Add(1) }
+func (a *Account) endMove()   { a.moved.Add(1); a.movers.Add(-1) }
+
+// seed is the spend Redis should have for this account: spent less what
+// this replica booked that Redis may not have (unsynced and carrying),
+// read when no move is half done. Read in the middle of one (say a hold
+// claiming unsynced spend: in carrying, not yet out of unsynced) it would
+// exclude that spend twice, and a reseed would then count it short once
+// the claiming hold carries it.
+func (a *Account) seed() int64 {
+	for {
+		gen := a.moved.Load()
+		if a.movers.Load() == 0 {
+			s := a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
+			if a.movers.Load() == 0 && a.moved.Load() == gen {
+				return s
+			}
+		}
+		runtime.Gosched()
+	}
+}
+
 // SetSpent overwrites the settled spend (an operator edit or a budget reset).
 // Spend not yet carried to Redis belongs to what it overwrites.
 func (a *Account) SetSpent(s Amount) {
+	a.doubt.mu.Lock() // before the move (beginMove)
+	a.beginMove()
 	a.unsynced.Store(0)
-	a.dropDoubt()
+	a.dropDoubtLocked()
 	old := a.spent.Swap(int64(s))
+	a.endMove()
+	a.doubt.mu.Unlock()
 	a.used.Add(int64(s) - old)
 	a.softHit.Store(s >= Amount(a.soft.Load()))
 }

@@ -75,6 +75,11 @@ type doubtList struct {
 // before it leaves unsynced, so that a share check in between counts it
 // twice rather than not at all.
 func (a *Account) claimUnsynced() int64 {
+	if a.unsynced.Load() == 0 {
+		return 0 // nothing to move (the common case: Redis has everything)
+	}
+	a.beginMove()
+	defer a.endMove()
 	for {
 		pending := a.unsynced.Load()
 		a.carrying.Add(pending)
@@ -140,12 +145,12 @@ func (a *Account) carryArgLocked(pending int64, tag string, horizon, now int64) 
 // could be both, and a reseeding hold would count it twice.
 func (a *Account) holdArg(pending int64, tag string, horizon, now int64) (arg any, sent []string, seed int64) {
 	if pending == 0 && a.doubt.n.Load() == 0 {
-		return int64(0), nil, a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
+		return int64(0), nil, a.seed()
 	}
 	a.doubt.mu.Lock()
 	defer a.doubt.mu.Unlock()
 	arg, sent = a.carryArgLocked(pending, tag, horizon, now)
-	return arg, sent, a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
+	return arg, sent, a.seed()
 }
 
 // resolve drops the items in doubt named in sent: an answer proved that
@@ -183,8 +188,10 @@ func (a *Account) doubtful(it carryItem) {
 	}
 	a.doubt.mu.Unlock()
 	if full {
+		a.beginMove()
 		a.unsynced.Add(it.amount) // first, as everywhere
 		a.carrying.Add(-it.amount)
+		a.endMove()
 	}
 }
 
@@ -193,6 +200,11 @@ func (a *Account) doubtful(it carryItem) {
 func (a *Account) dropDoubt() {
 	a.doubt.mu.Lock()
 	defer a.doubt.mu.Unlock()
+	a.dropDoubtLocked()
+}
+
+// dropDoubtLocked is dropDoubt, a.doubt.mu held.
+func (a *Account) dropDoubtLocked() {
 	for _, it := range a.doubt.items {
 		a.carrying.Add(-it.amount)
 	}
@@ -217,8 +229,10 @@ func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string)
 		a.resolve(sent)
 		a.carrying.Add(-pending)
 	case outNotRun: // the items in doubt stay so
+		a.beginMove()
 		a.unsynced.Add(pending) // back to unsynced before carrying lets go of it
 		a.carrying.Add(-pending)
+		a.endMove()
 	default:
 		a.doubtful(carryItem{tag: tag, amount: pending})
 	}

@@ -696,8 +696,14 @@ func (l *localHold) Settle(actual Amount) []*Account {
 	// unsynced first: a share check racing this counts the spend twice
 	// for a moment (refusing), never not at all.
 	for _, a := range l.budgeted {
+		a.beginMove() // ends once spent has it too
 		a.unsynced.Add(int64(actual))
 	}
+	defer func() {
+		for _, a := range l.budgeted {
+			a.endMove()
+		}
+	}()
 	return l.r.Settle(actual)
 }
 
@@ -821,14 +827,18 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 			mirror(a, res[1+2*i]) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
+			a.beginMove()
 			a.unsynced.Add(int64(actual))
 			a.spent.Add(int64(actual))
+			a.endMove()
 			a.used.Add(int64(actual))
 		default:
 			// In carrying first (Redis may not have it): a share check
 			// racing this counts it twice, never not at all.
+			a.beginMove()
 			a.carrying.Add(int64(actual))
 			a.spent.Add(int64(actual))
+			a.endMove()
 			a.used.Add(int64(actual))
 		}
 		if spend {
@@ -848,8 +858,10 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 			for _, a := range h.shared {
 				switch {
 				case notRun:
+					a.beginMove()
 					a.unsynced.Add(int64(actual))
 					a.carrying.Add(-int64(actual))
+					a.endMove()
 				case final == nil: // its answer came late: it ran
 					a.carrying.Add(-int64(actual))
 				default:

@@ -8,11 +8,14 @@ package ledger
 // Redis was away is. It returns the accounts whose soft budget it crossed.
 func Spend(accounts []*Account, amount Amount) (softCrossed []*Account) {
 	for _, a := range accounts {
+		a.beginMove()
 		if a.Budget() != Unlimited {
 			a.unsynced.Add(int64(amount)) // first, as localHold.Settle does
 		}
 		a.used.Add(int64(amount))
-		softCrossed = appendSoft(softCrossed, a, Amount(a.spent.Add(int64(amount))))
+		spent := Amount(a.spent.Add(int64(amount)))
+		a.endMove()
+		softCrossed = appendSoft(softCrossed, a, spent)
 	}
 	return softCrossed
 }
