@@ -34,7 +34,7 @@ type DB struct {
 	timeout atomic.Int64
 
 	stmtMu     sync.Mutex
-	spendStmts spendStmts // SQLite's ApplySpend statements, prepared on first use
+	spendStmts *sqliteSpendStmts // SQLite's ApplySpend statements, prepared on first use
 }
 
 // DefaultTimeout bounds every store call whose caller set no deadline (a
@@ -141,10 +141,9 @@ func (s *DB) Ping(ctx context.Context) error {
 
 // Close closes the database.
 func (s *DB) Close() error {
-	s.stmtMu.Lock()
-	s.spendStmts.close()
-	s.spendStmts = nil
-	s.stmtMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
+	s.closeSpendStatements(ctx)
+	cancel()
 	return s.db.Close()
 }
 

@@ -93,12 +93,28 @@ func flag(b bool) int64 {
 	return 0
 }
 
-// insertSpendLogs inserts rows, skipping request ids already present, and
-// marks the ones it inserted.
-func (s *DB) insertSpendLogs(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows []store.SpendLog, inserted map[string]bool) error {
-	if st != nil {
-		return insertSpendLogsSQLite(ctx, tx, st, rows, inserted)
-	}
+// spendTx is one ApplySpend transaction as the engine runs it: SQLite's
+// statements prepared on its one connection and run directly through the
+// driver (sqliteSpendTx), PostgreSQL's as text through database/sql
+// (pgSpendTx).
+type spendTx interface {
+	// insertRows inserts rows, skipping request ids already present, and
+	// marks the ones it inserted.
+	insertRows(rows []store.SpendLog, inserted map[string]bool) error
+	// exec runs one of ApplySpend's other statements (q is its text).
+	exec(q string, args ...any) error
+}
+
+// pgSpendTx is PostgreSQL's spendTx: multi-row INSERTs of at most
+// insertChunk rows (a batch costs few round trips), every statement sent
+// as text (pgx caches it per connection).
+type pgSpendTx struct {
+	ctx context.Context
+	tx  *sql.Tx
+	s   *DB
+}
+
+func (t pgSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bool) error {
 	for start := 0; start < len(rows); start += insertChunk {
 		part := rows[start:min(start+insertChunk, len(rows))]
 		var b strings.Builder
@@ -113,13 +129,13 @@ func (s *DB) insertSpendLogs(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows
 				if c > 0 {
 					b.WriteByte(',')
 				}
-				b.WriteString(s.param(i*spendCols + c + 1))
+				b.WriteString(t.s.param(i*spendCols + c + 1))
 			}
 			b.WriteByte(')')
 			args = spendArgs(args, &part[i])
 		}
 		b.WriteString(` ON CONFLICT (request_id) DO NOTHING RETURNING request_id`)
-		rs, err := tx.QueryContext(ctx, b.String(), args...)
+		rs, err := t.tx.QueryContext(t.ctx, b.String(), args...)
 		if err != nil {
 			return fmt.Errorf("insert spend logs: %w", err)
 		}
@@ -139,31 +155,9 @@ func (s *DB) insertSpendLogs(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows
 	return nil
 }
 
-// insertSpendLogsSQLite runs one prepared single-row INSERT per row. SQLite
-// has no round trip to save, and small statements are what it does fast:
-// a multi-row INSERT is parsed anew for each batch, the driver resolves its
-// parameters by a linear scan each, and a multi-row write keeps a statement
-// journal (BenchmarkApplySpend measured all three). st is prepared once
-// and reused by every batch (spendStatements).
-func insertSpendLogsSQLite(ctx context.Context, tx *sql.Tx, st *sql.Stmt, rows []store.SpendLog, inserted map[string]bool) error {
-	if len(rows) == 0 {
-		return nil
-	}
-	txSt := tx.StmtContext(ctx, st)
-	defer txSt.Close()
-	args := make([]any, 0, spendCols)
-	for i := range rows {
-		res, err := txSt.ExecContext(ctx, spendArgs(args[:0], &rows[i])...)
-		if err != nil {
-			return fmt.Errorf("insert spend logs: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 1 {
-			inserted[rows[i].RequestID] = true
-		}
-	}
-	return nil
+func (t pgSpendTx) exec(q string, args ...any) error {
+	_, err := t.tx.ExecContext(t.ctx, q, args...)
+	return err
 }
 
 // The statements of ApplySpend besides the row INSERT: the spend of the
@@ -199,62 +193,6 @@ var entitySpend = map[string]string{
 	"organizations": `UPDATE organizations SET spend = spend + $1 WHERE organization_id = $2`,
 }
 
-// spendStmts are ApplySpend's statements prepared on SQLite's one
-// connection, by their text. Preparing is ≈ 2 % of the writer's CPU when
-// it is done for each batch (parsing and planning the upserts).
-type spendStmts map[string]*sql.Stmt
-
-// spendStatements prepares ApplySpend's SQLite statements on first use,
-// outside any transaction: the store's one connection is taken while a
-// transaction runs, and preparing on the DB would wait for it. The row
-// INSERT's parameters are anonymous ("?"): the driver asks SQLite for each
-// parameter's name before binding it, and a numbered one ("?7") costs a
-// lookup in SQLite and a parse in the driver, 30 times a row.
-func (s *DB) spendStatements(ctx context.Context) (spendStmts, error) {
-	s.stmtMu.Lock()
-	defer s.stmtMu.Unlock()
-	if s.spendStmts != nil {
-		return s.spendStmts, nil
-	}
-	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, dailyRollup, tagRollup}
-	for _, q := range entitySpend {
-		texts = append(texts, q)
-	}
-	stmts := make(spendStmts, len(texts))
-	for _, q := range texts {
-		st, err := s.db.PrepareContext(ctx, q)
-		if err != nil {
-			stmts.close()
-			return nil, err
-		}
-		stmts[q] = st
-	}
-	s.spendStmts = stmts
-	return stmts, nil
-}
-
-func (m spendStmts) close() {
-	for _, st := range m {
-		st.Close()
-	}
-}
-
-// sqliteSpendInsert is SQLite's single-row spend_logs INSERT.
-var sqliteSpendInsert = spendInsert + "(" + strings.Repeat("?,", spendCols-1) + "?) ON CONFLICT (request_id) DO NOTHING"
-
-// spendExec runs one of ApplySpend's statements in tx: prepared on SQLite
-// (stmts), as text on PostgreSQL (whose driver caches it per connection).
-func spendExec(ctx context.Context, tx *sql.Tx, stmts spendStmts, q string, args ...any) error {
-	if st := stmts[q]; st != nil {
-		txSt := tx.StmtContext(ctx, st)
-		defer txSt.Close()
-		_, err := txSt.ExecContext(ctx, args...)
-		return err
-	}
-	_, err := tx.ExecContext(ctx, q, args...)
-	return err
-}
-
 // ApplySpend writes a batch in one transaction. Rows already present (a
 // batch replayed after a crash or a retry) are skipped and not counted again:
 // spend and rollups are incremented only for rows this call inserted.
@@ -264,131 +202,134 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	var stmts spendStmts
+	noRows := s.noSpendLogs.Load()
 	if s.dialect == goose.DialectSQLite3 {
-		var err error
-		if stmts, err = s.spendStatements(ctx); err != nil {
-			return fmt.Errorf("insert spend logs: %w", err)
-		}
+		return refused(s.applySpendSQLite(ctx, batch, noRows))
 	}
 	return refused(s.tx(ctx, func(tx *sql.Tx) error {
-		inserted := make(map[string]bool, len(batch))
-		rows := batch
-		if s.noSpendLogs.Load() {
-			// general_settings.disable_spend_logs: spend and rollups only.
-			// Without the rows there is no replay check: a batch whose
-			// commit succeeded but reported an error is counted twice.
-			for _, l := range batch {
-				inserted[l.RequestID] = true
-			}
-			rows = nil
-		}
-		if err := s.insertSpendLogs(ctx, tx, stmts[sqliteSpendInsert], rows, inserted); err != nil {
-			return err
-		}
-
-		type rollKey struct{ day, key, user, team, endUser, model string }
-		type roll struct {
-			requests, prompt, completion int64
-			spend                        float64
-		}
-		spend := map[[2]string]float64{} // {table, id} -> dollars
-		type budget struct {
-			store.BudgetRef
-			key string
-		}
-		budgets := map[budget]float64{}
-		rolls := map[rollKey]*roll{}
-		type tagKey struct{ day, tag, model string }
-		type tagRoll struct {
-			roll
-			failed int64
-		}
-		var tagRolls map[tagKey]*tagRoll
-		for _, l := range batch {
-			if !inserted[l.RequestID] {
-				continue
-			}
-			inserted[l.RequestID] = false // a request id repeated inside one batch counts once
-			for _, e := range [][2]string{{"keys", l.KeyHash}, {"users", l.UserID}, {"teams", l.TeamID}, {"end_users", l.EndUser}} {
-				if e[1] != "" {
-					spend[e] += l.Cost
-				}
-			}
-			for _, b := range l.Budgets {
-				if b.Kind == store.KindOrganization { // has a row of its own
-					spend[[2]string{"organizations", b.ID}] += l.Cost
-					continue
-				}
-				budgets[budget{b, l.KeyHash}] += l.Cost
-			}
-			k := rollKey{l.StartedAt.UTC().Format(time.DateOnly), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
-			r := rolls[k]
-			if r == nil {
-				r = &roll{}
-				rolls[k] = r
-			}
-			r.requests++
-			r.prompt += l.PromptTokens
-			r.completion += l.CompletionTokens
-			r.spend += l.Cost
-			for i, tag := range l.RequestTags {
-				if slices.Contains(l.RequestTags[:i], tag) {
-					continue // a tag counts once per request
-				}
-				if tagRolls == nil {
-					tagRolls = map[tagKey]*tagRoll{}
-				}
-				tk := tagKey{k.day, tag, l.ModelGroup}
-				tr := tagRolls[tk]
-				if tr == nil {
-					tr = &tagRoll{}
-					tagRolls[tk] = tr
-				}
-				if l.Status == 0 || l.Status >= 400 {
-					tr.failed++
-				}
-				tr.requests++
-				tr.prompt += l.PromptTokens
-				tr.completion += l.CompletionTokens
-				tr.spend += l.Cost
-			}
-		}
-		now := micros(time.Now())
-		for e, amount := range spend {
-			table, id := e[0], e[1]
-			if table == "end_users" {
-				// End users come into being with their first request.
-				data, err := encode(store.EndUser{UserID: id, CreatedAt: fromMicros(now), UpdatedAt: fromMicros(now)})
-				if err != nil {
-					return err
-				}
-				if err := spendExec(ctx, tx, stmts, endUserSpend, id, amount, data, now); err != nil {
-					return fmt.Errorf("end user spend: %w", err)
-				}
-				continue
-			}
-			if err := spendExec(ctx, tx, stmts, entitySpend[table], amount, id); err != nil {
-				return fmt.Errorf("%s spend: %w", table, err)
-			}
-		}
-		for b, amount := range budgets {
-			if err := spendExec(ctx, tx, stmts, budgetSpend, string(b.Kind), b.ID, b.key, amount); err != nil {
-				return fmt.Errorf("budget spend: %w", err)
-			}
-		}
-		for k, r := range rolls {
-			if err := spendExec(ctx, tx, stmts, dailyRollup, k.day, k.key, k.user, k.team, k.endUser, k.model, r.requests, r.prompt, r.completion, r.spend); err != nil {
-				return fmt.Errorf("rollup: %w", err)
-			}
-		}
-		for k, r := range tagRolls {
-			if err := spendExec(ctx, tx, stmts, tagRollup, k.day, k.tag, k.model, r.requests, r.failed, r.prompt, r.completion, r.spend); err != nil {
-				return fmt.Errorf("tag rollup: %w", err)
-			}
-		}
-		return nil
+		return applySpend(pgSpendTx{ctx, tx, s}, batch, noRows)
 	}))
+}
+
+// applySpend writes batch through t: the rows (unless noRows), then the
+// spend, budget_spend and rollups of the rows it inserted.
+func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
+	inserted := make(map[string]bool, len(batch))
+	rows := batch
+	if noRows {
+		// general_settings.disable_spend_logs: spend and rollups only.
+		// Without the rows there is no replay check: a batch whose
+		// commit succeeded but reported an error is counted twice.
+		for _, l := range batch {
+			inserted[l.RequestID] = true
+		}
+		rows = nil
+	}
+	if err := t.insertRows(rows, inserted); err != nil {
+		return err
+	}
+
+	type rollKey struct{ day, key, user, team, endUser, model string }
+	type roll struct {
+		requests, prompt, completion int64
+		spend                        float64
+	}
+	spend := map[[2]string]float64{} // {table, id} -> dollars
+	type budget struct {
+		store.BudgetRef
+		key string
+	}
+	budgets := map[budget]float64{}
+	rolls := map[rollKey]*roll{}
+	type tagKey struct{ day, tag, model string }
+	type tagRoll struct {
+		roll
+		failed int64
+	}
+	var tagRolls map[tagKey]*tagRoll
+	for _, l := range batch {
+		if !inserted[l.RequestID] {
+			continue
+		}
+		inserted[l.RequestID] = false // a request id repeated inside one batch counts once
+		for _, e := range [][2]string{{"keys", l.KeyHash}, {"users", l.UserID}, {"teams", l.TeamID}, {"end_users", l.EndUser}} {
+			if e[1] != "" {
+				spend[e] += l.Cost
+			}
+		}
+		for _, b := range l.Budgets {
+			if b.Kind == store.KindOrganization { // has a row of its own
+				spend[[2]string{"organizations", b.ID}] += l.Cost
+				continue
+			}
+			budgets[budget{b, l.KeyHash}] += l.Cost
+		}
+		k := rollKey{l.StartedAt.UTC().Format(time.DateOnly), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
+		r := rolls[k]
+		if r == nil {
+			r = &roll{}
+			rolls[k] = r
+		}
+		r.requests++
+		r.prompt += l.PromptTokens
+		r.completion += l.CompletionTokens
+		r.spend += l.Cost
+		for i, tag := range l.RequestTags {
+			if slices.Contains(l.RequestTags[:i], tag) {
+				continue // a tag counts once per request
+			}
+			if tagRolls == nil {
+				tagRolls = map[tagKey]*tagRoll{}
+			}
+			tk := tagKey{k.day, tag, l.ModelGroup}
+			tr := tagRolls[tk]
+			if tr == nil {
+				tr = &tagRoll{}
+				tagRolls[tk] = tr
+			}
+			if l.Status == 0 || l.Status >= 400 {
+				tr.failed++
+			}
+			tr.requests++
+			tr.prompt += l.PromptTokens
+			tr.completion += l.CompletionTokens
+			tr.spend += l.Cost
+		}
+	}
+	now := micros(time.Now())
+	for e, amount := range spend {
+		table, id := e[0], e[1]
+		if table == "end_users" {
+			// End users come into being with their first request.
+			data, err := encode(store.EndUser{UserID: id, CreatedAt: fromMicros(now), UpdatedAt: fromMicros(now)})
+			if err != nil {
+				return err
+			}
+			if err := t.exec(endUserSpend, id, amount, data, now); err != nil {
+				return fmt.Errorf("end user spend: %w", err)
+			}
+			continue
+		}
+		if err := t.exec(entitySpend[table], amount, id); err != nil {
+			return fmt.Errorf("%s spend: %w", table, err)
+		}
+	}
+	for b, amount := range budgets {
+		if err := t.exec(budgetSpend, string(b.Kind), b.ID, b.key, amount); err != nil {
+			return fmt.Errorf("budget spend: %w", err)
+		}
+	}
+	for k, r := range rolls {
+		if err := t.exec(dailyRollup, k.day, k.key, k.user, k.team, k.endUser, k.model, r.requests, r.prompt, r.completion, r.spend); err != nil {
+			return fmt.Errorf("rollup: %w", err)
+		}
+	}
+	for k, r := range tagRolls {
+		if err := t.exec(tagRollup, k.day, k.tag, k.model, r.requests, r.failed, r.prompt, r.completion, r.spend); err != nil {
+			return fmt.Errorf("tag rollup: %w", err)
+		}
+	}
+	return nil
 }
 
 // ListSpendLogs returns spend logs, newest first.

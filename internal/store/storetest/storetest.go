@@ -292,6 +292,18 @@ func applySpend(t *testing.T, s store.Store) {
 	if k2, _ := s.GetKey(ctx, "k"); k2.Spend != k.Spend {
 		t.Fatalf("failed batch changed spend: %v", k2.Spend)
 	}
+	// So does a batch whose deadline has passed.
+	dctx, dcancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer dcancel()
+	if err := s.ApplySpend(dctx, []store.SpendLog{{RequestID: "r3", KeyHash: "k", Cost: 1, StartedAt: day}}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("batch past its deadline: err %v, want context.DeadlineExceeded", err)
+	}
+	if k2, _ := s.GetKey(ctx, "k"); k2.Spend != k.Spend {
+		t.Fatalf("batch past its deadline changed spend: %v", k2.Spend)
+	}
+	if _, total, err := s.ListSpendLogs(ctx, store.SpendFilter{RequestID: "r3"}); err != nil || total != 0 {
+		t.Fatalf("batch past its deadline wrote %d rows (%v)", total, err)
+	}
 }
 
 // budgetSpend: spend on budgets without a row of their own is kept once per

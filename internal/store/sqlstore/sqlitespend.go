@@ -1,0 +1,252 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// SQLite's ApplySpend runs below database/sql: its statements are prepared
+// once on the store's one connection (sql.Conn.Raw) and executed by the
+// driver directly, with parameter slices reused from row to row. Two
+// costs go with that, measured in docs/performance.md ("third pass"):
+//
+//   - database/sql's per-statement work (connection-statement lookup,
+//     converting every argument, a result wrapper) for 31 parameters a
+//     row;
+//   - modernc.org/sqlite starts a goroutine and a progress handler for
+//     every statement executed with a context that can end. The batch's
+//     statements are executed without one; the batch's context is
+//     checked between statements instead, and before the COMMIT, so a
+//     batch past its deadline still fails and rolls back. BEGIN and COMMIT,
+//     the two steps that can wait for a lock, still run under the batch's
+//     context (one watcher each).
+
+// sqliteSpendStmts are ApplySpend's statements prepared on conn.
+type sqliteSpendStmts struct {
+	conn  driver.Conn
+	stmts map[string]driver.StmtExecContext // by text
+	row   []driver.NamedValue               // the row INSERT's parameters, reused
+	args  []driver.NamedValue               // the other statements', reused
+}
+
+// sqliteSpendInsert is SQLite's single-row spend_logs INSERT. Its
+// parameters are anonymous ("?"): the driver asks SQLite for each
+// parameter's name before binding it, and a numbered one ("?7") costs a
+// lookup in SQLite and a parse in the driver, 31 times a row. A multi-row
+// INSERT is slower on SQLite: it is parsed anew for each batch and keeps a
+// statement journal (BenchmarkApplySpend measured both).
+var sqliteSpendInsert = spendInsert + "(" + strings.Repeat("?,", spendCols-1) + "?) ON CONFLICT (request_id) DO NOTHING"
+
+// sqliteSpendStatements returns the statements prepared on dc, preparing
+// them on first use or when database/sql has replaced the connection. The
+// statements of a replaced connection are dropped, not closed: the
+// connection may be closed already, and closing a statement of a closed
+// modernc connection is not safe. It runs inside Raw, so nothing else
+// uses dc meanwhile.
+func (s *DB) sqliteSpendStatements(ctx context.Context, dc driver.Conn) (*sqliteSpendStmts, error) {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if s.spendStmts != nil && s.spendStmts.conn == dc {
+		return s.spendStmts, nil
+	}
+	s.spendStmts = nil
+	prep, ok := dc.(driver.ConnPrepareContext)
+	if !ok {
+		return nil, fmt.Errorf("sqlite driver connection %T cannot prepare with a context", dc)
+	}
+	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, dailyRollup, tagRollup}
+	for _, q := range entitySpend {
+		texts = append(texts, q)
+	}
+	sp := &sqliteSpendStmts{conn: dc, stmts: make(map[string]driver.StmtExecContext, len(texts))}
+	for _, q := range texts {
+		st, err := prep.PrepareContext(ctx, q)
+		if err != nil {
+			sp.close()
+			return nil, err
+		}
+		ex, ok := st.(driver.StmtExecContext)
+		if !ok {
+			st.Close()
+			sp.close()
+			return nil, fmt.Errorf("sqlite driver statement %T cannot execute with a context", st)
+		}
+		sp.stmts[q] = ex
+	}
+	sp.row = make([]driver.NamedValue, spendCols)
+	for i := range sp.row {
+		sp.row[i].Ordinal = i + 1
+	}
+	s.spendStmts = sp
+	return sp, nil
+}
+
+func (sp *sqliteSpendStmts) close() {
+	for _, st := range sp.stmts {
+		st.(driver.Stmt).Close()
+	}
+	sp.stmts = nil
+}
+
+// closeSpendStatements closes the statements on the connection they were
+// prepared on (DB.Close), if it is still the store's.
+func (s *DB) closeSpendStatements(ctx context.Context) {
+	s.stmtMu.Lock()
+	sp := s.spendStmts
+	s.spendStmts = nil
+	s.stmtMu.Unlock()
+	if sp == nil {
+		return
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_ = conn.Raw(func(dc any) error {
+		if dc == sp.conn {
+			sp.close()
+		}
+		return nil
+	})
+}
+
+// applySpendSQLite writes batch in one transaction on SQLite's connection.
+func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRows bool) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(c any) error {
+		dc, ok := c.(driver.Conn)
+		if !ok {
+			return fmt.Errorf("sqlite driver connection %T is not a driver.Conn", c)
+		}
+		begin, ok := dc.(driver.ConnBeginTx)
+		if !ok {
+			return fmt.Errorf("sqlite driver connection %T cannot begin with a context", dc)
+		}
+		sp, err := s.sqliteSpendStatements(ctx, dc)
+		if err != nil {
+			return fmt.Errorf("insert spend logs: %w", err)
+		}
+		// BEGIN (IMMEDIATE: _txlock) and, through the driver's Tx, COMMIT run
+		// under ctx: a wait for the write lock ends with it.
+		tx, err := begin.BeginTx(ctx, driver.TxOptions{})
+		if err != nil {
+			return err
+		}
+		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp}, batch, noRows)
+		if err == nil {
+			err = ctx.Err() // past the deadline after the last statement: not committed
+		}
+		if err != nil {
+			if rbErr := tx.Rollback(); rbErr != nil {
+				// Still inside the transaction: database/sql must not reuse
+				// the connection (ErrBadConn makes Raw's release close it).
+				return errors.Join(err, rbErr, driver.ErrBadConn)
+			}
+			return err
+		}
+		return tx.Commit()
+	})
+}
+
+// sqliteSpendTx is SQLite's spendTx. Its statements run with a context
+// that cannot end (no watcher goroutine in the driver); ctx, the batch's,
+// is checked before each.
+type sqliteSpendTx struct {
+	ctx context.Context
+	sp  *sqliteSpendStmts
+}
+
+func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bool) error {
+	st := t.sp.stmts[sqliteSpendInsert]
+	vals := t.sp.row
+	defer func() { // hold no row's strings past the batch
+		for i := range vals {
+			vals[i].Value = nil
+		}
+	}()
+	for i := range rows {
+		if err := t.ctx.Err(); err != nil {
+			return fmt.Errorf("insert spend logs: %w", err)
+		}
+		spendValues(vals, &rows[i])
+		res, err := st.ExecContext(context.Background(), vals)
+		if err != nil {
+			return fmt.Errorf("insert spend logs: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 1 {
+			inserted[rows[i].RequestID] = true
+		}
+	}
+	return nil
+}
+
+func (t *sqliteSpendTx) exec(q string, args ...any) error {
+	if err := t.ctx.Err(); err != nil {
+		return err
+	}
+	st := t.sp.stmts[q]
+	if st == nil {
+		return fmt.Errorf("sqlite spend statement not prepared: %.40q", q)
+	}
+	vals := t.sp.args[:0]
+	for i, a := range args {
+		v, err := driver.DefaultParameterConverter.ConvertValue(a)
+		if err != nil {
+			return err
+		}
+		vals = append(vals, driver.NamedValue{Ordinal: i + 1, Value: v})
+	}
+	t.sp.args = vals
+	defer clear(vals)
+	_, err := st.ExecContext(context.Background(), vals)
+	return err
+}
+
+// spendValues sets vals (spendCols long, ordinals set) to l's INSERT
+// parameters: spendArgs's values, in the types the driver binds.
+func spendValues(vals []driver.NamedValue, l *store.SpendLog) {
+	_ = vals[spendCols-1]
+	vals[0].Value = l.RequestID
+	vals[1].Value = l.KeyHash
+	vals[2].Value = l.UserID
+	vals[3].Value = l.TeamID
+	vals[4].Value = l.EndUser
+	vals[5].Value = l.ModelGroup
+	vals[6].Value = l.Deployment
+	vals[7].Value = l.Provider
+	vals[8].Value = l.PromptTokens
+	vals[9].Value = l.CompletionTokens
+	vals[10].Value = l.CachedTokens
+	vals[11].Value = l.Cost
+	vals[12].Value = int64(l.Status)
+	vals[13].Value = l.LatencyMS
+	vals[14].Value = micros(l.StartedAt)
+	vals[15].Value = micros(l.EndedAt)
+	vals[16].Value = l.ReportedPromptTokens
+	vals[17].Value = l.ReportedCompletionTokens
+	vals[18].Value = flag(l.UsageClamped)
+	vals[19].Value = flag(l.UsageEstimated)
+	vals[20].Value = l.ResponseID
+	vals[21].Value = l.CallType
+	vals[22].Value = tagsText(l.RequestTags)
+	vals[23].Value = metadataText(l.Metadata)
+	vals[24].Value = rawText(l.Messages)
+	vals[25].Value = rawText(l.Response)
+	vals[26].Value = flag(l.CacheHit)
+	vals[27].Value = l.CacheKey
+	vals[28].Value = l.SavedCost
+	vals[29].Value = rawText(l.Guardrails)
+	vals[30].Value = errorText(l.ErrorInformation)
+}
