@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -275,5 +276,54 @@ func TestProbeSpendNoSpendLogs(t *testing.T) {
 	}
 	if sp, rows, req := probeTotals(t, s); sp != 3 || rows != 0 || req != 3 {
 		t.Fatalf("spend %v rows %d requests %d", sp, rows, req)
+	}
+}
+
+// TestProbeSpendStatementsAfterInterruptedRead: a read whose context ends
+// while it runs interrupts SQLite, and database/sql then drops the
+// connection (modernc's IsValid is false while it is interrupted): the
+// everyday way the store's connection is replaced. The spend statements
+// prepared on it must not keep it open.
+func TestProbeSpendStatementsAfterInterruptedRead(t *testing.T) {
+	ctx := context.Background()
+	s, dir := probeOpen(t)
+	closed := false
+	defer func() {
+		if !closed {
+			s.Close()
+		}
+	}()
+	interrupted := 0
+	for i := 0; i < 20 && interrupted < 2; i++ {
+		if err := s.ApplySpend(ctx, probeBatch(fmt.Sprint("r", i), 2)); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan error)
+		go func() {
+			done <- Exec(cctx, s, `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000000) SELECT count(*) FROM c`)
+		}()
+		// End the context once the statement has the connection.
+		for s.db.Stats().InUse == 0 {
+			runtime.Gosched()
+		}
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		if s.db.Stats().OpenConnections == 0 { // dropped: it was interrupted
+			interrupted++
+		}
+		cancel()
+	}
+	if interrupted == 0 {
+		t.Skip("no read was interrupted mid-statement")
+	}
+	closed = true
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := openFiles(t, dir); n != 0 {
+		t.Fatalf("%d files still open under the store's directory after Close (%d interrupted reads)", n, interrupted)
 	}
 }
