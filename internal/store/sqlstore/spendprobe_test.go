@@ -204,7 +204,19 @@ func TestProbeSpendConcurrentStoreUse(t *testing.T) {
 					errs <- err
 					return
 				}
-				// A read whose context ends mid-way (interrupt).
+				// A key update (full replace) while the writer adds to its spend.
+				k, err := s.GetKey(ctx, "k")
+				if err != nil {
+					errs <- err
+					return
+				}
+				alias := fmt.Sprintf("alias-%d-%d", g, i)
+				k.KeyAlias = &alias
+				if err := s.UpdateKey(ctx, k); err != nil {
+					errs <- err
+					return
+				}
+				// A read whose context has ended.
 				cctx, cancel := context.WithCancel(ctx)
 				cancel()
 				_, _, _ = s.ListSpendLogs(cctx, store.SpendFilter{})
@@ -325,5 +337,48 @@ func TestProbeSpendStatementsAfterInterruptedRead(t *testing.T) {
 	}
 	if n := openFiles(t, dir); n != 0 {
 		t.Fatalf("%d files still open under the store's directory after Close (%d interrupted reads)", n, interrupted)
+	}
+}
+
+// TestProbeSpendEndsWaitingForTheWriteLock: another connection holds the
+// write lock; a batch whose context ends while its BEGIN IMMEDIATE waits
+// fails and writes nothing, and once the lock is free the next batch
+// writes (the connection is usable or replaced, the statements with it).
+func TestProbeSpendEndsWaitingForTheWriteLock(t *testing.T) {
+	ctx := context.Background()
+	s, dir := probeOpen(t)
+	defer s.Close()
+	if err := s.ApplySpend(ctx, probeBatch("a", 2)); err != nil {
+		t.Fatal(err)
+	}
+	other, err := OpenSQLite(ctx, filepath.Join(dir, "tollgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	lock, err := other.db.BeginTx(ctx, nil) // IMMEDIATE (_txlock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan error)
+		go func() { done <- s.ApplySpend(cctx, probeBatch(fmt.Sprint("b", i), 2)) }()
+		for s.db.Stats().InUse == 0 {
+			runtime.Gosched()
+		}
+		cancel()
+		if err := <-done; err == nil {
+			t.Fatal("batch written while another connection held the write lock")
+		}
+	}
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplySpend(ctx, probeBatch("c", 2)); err != nil {
+		t.Fatalf("batch after the lock was freed: %v", err)
+	}
+	if sp, rows, req := probeTotals(t, s); sp != 4 || rows != 4 || req != 4 {
+		t.Fatalf("spend %v rows %d requests %d, want 4", sp, rows, req)
 	}
 }
