@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,9 +31,6 @@ type DB struct {
 	noSpendLogs atomic.Bool
 	// timeout bounds each call whose context has no deadline of its own.
 	timeout atomic.Int64
-
-	stmtMu     sync.Mutex
-	spendStmts *sqliteSpendStmts // SQLite's ApplySpend statements, prepared on first use
 }
 
 // DefaultTimeout bounds every store call whose caller set no deadline (a
@@ -76,10 +72,14 @@ func Open(ctx context.Context, url string) (*DB, error) {
 // store is off the request path, so one connection is plenty.
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	// The connector wraps modernc's connections so that ApplySpend's
+	// statements, prepared below database/sql, close with their connection
+	// (sqliteConn).
+	base, err := sqlite.NewConnector(dsn)
 	if err != nil {
 		return nil, err
 	}
+	db := sql.OpenDB(sqliteConnector{base})
 	db.SetMaxOpenConns(1)
 	return open(ctx, db, goose.DialectSQLite3)
 }
@@ -141,9 +141,6 @@ func (s *DB) Ping(ctx context.Context) error {
 
 // Close closes the database.
 func (s *DB) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
-	s.closeSpendStatements(ctx)
-	cancel()
 	return s.db.Close()
 }
 

@@ -26,9 +26,9 @@ import (
 //     the two steps that can wait for a lock, still run under the batch's
 //     context (one watcher each).
 
-// sqliteSpendStmts are ApplySpend's statements prepared on conn.
+// sqliteSpendStmts are ApplySpend's statements prepared on one
+// sqliteConn.
 type sqliteSpendStmts struct {
-	conn  driver.Conn
 	stmts map[string]driver.StmtExecContext // by text
 	row   []driver.NamedValue               // the row INSERT's parameters, reused
 	args  []driver.NamedValue               // the other statements', reused
@@ -42,30 +42,68 @@ type sqliteSpendStmts struct {
 // statement journal (BenchmarkApplySpend measured both).
 var sqliteSpendInsert = spendInsert + "(" + strings.Repeat("?,", spendCols-1) + "?) ON CONFLICT (request_id) DO NOTHING"
 
-// sqliteSpendStatements returns the statements prepared on dc, preparing
-// them on first use or when database/sql has replaced the connection. The
-// statements of a replaced connection are dropped, not closed: the
-// connection may be closed already, and closing a statement of a closed
-// modernc connection is not safe. It runs inside Raw, so nothing else
-// uses dc meanwhile.
-func (s *DB) sqliteSpendStatements(ctx context.Context, dc driver.Conn) (*sqliteSpendStmts, error) {
-	s.stmtMu.Lock()
-	defer s.stmtMu.Unlock()
-	if s.spendStmts != nil && s.spendStmts.conn == dc {
-		return s.spendStmts, nil
+// sqliteDriverConn is what the store uses of modernc's connection.
+type sqliteDriverConn interface {
+	driver.Conn
+	driver.ConnBeginTx
+	driver.ConnPrepareContext
+	driver.ExecerContext
+	driver.QueryerContext
+	driver.Pinger
+	driver.SessionResetter
+	driver.Validator
+}
+
+// sqliteConnector opens the store's SQLite connections as sqliteConns.
+type sqliteConnector struct{ driver.Connector }
+
+func (c sqliteConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	dc, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
 	}
-	s.spendStmts = nil
-	prep, ok := dc.(driver.ConnPrepareContext)
+	inner, ok := dc.(sqliteDriverConn)
 	if !ok {
-		return nil, fmt.Errorf("sqlite driver connection %T cannot prepare with a context", dc)
+		dc.Close()
+		return nil, fmt.Errorf("sqlite driver connection %T lacks a context method", dc)
+	}
+	return &sqliteConn{sqliteDriverConn: inner}, nil
+}
+
+// sqliteConn is modernc's connection carrying ApplySpend's statements,
+// which database/sql does not know of: they are prepared on the connection
+// on its first batch and finalized when database/sql closes it (DB.Close,
+// or a connection it drops after ErrBadConn or an interrupted statement).
+// Left open, they would keep the closed connection alive as a zombie
+// (sqlite3_close_v2) holding the database, WAL and shm files. spend is
+// only touched with the connection held (Raw) or by Close, which
+// database/sql serializes.
+type sqliteConn struct {
+	sqliteDriverConn
+	spend *sqliteSpendStmts
+}
+
+func (c *sqliteConn) Close() error {
+	if c.spend != nil {
+		c.spend.close()
+		c.spend = nil
+	}
+	return c.sqliteDriverConn.Close()
+}
+
+// spendStatements returns the statements prepared on c, preparing them on
+// first use.
+func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, error) {
+	if c.spend != nil {
+		return c.spend, nil
 	}
 	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, dailyRollup, tagRollup}
 	for _, q := range entitySpend {
 		texts = append(texts, q)
 	}
-	sp := &sqliteSpendStmts{conn: dc, stmts: make(map[string]driver.StmtExecContext, len(texts))}
+	sp := &sqliteSpendStmts{stmts: make(map[string]driver.StmtExecContext, len(texts))}
 	for _, q := range texts {
-		st, err := prep.PrepareContext(ctx, q)
+		st, err := c.PrepareContext(ctx, q)
 		if err != nil {
 			sp.close()
 			return nil, err
@@ -82,7 +120,7 @@ func (s *DB) sqliteSpendStatements(ctx context.Context, dc driver.Conn) (*sqlite
 	for i := range sp.row {
 		sp.row[i].Ordinal = i + 1
 	}
-	s.spendStmts = sp
+	c.spend = sp
 	return sp, nil
 }
 
@@ -93,29 +131,6 @@ func (sp *sqliteSpendStmts) close() {
 	sp.stmts = nil
 }
 
-// closeSpendStatements closes the statements on the connection they were
-// prepared on (DB.Close), if it is still the store's.
-func (s *DB) closeSpendStatements(ctx context.Context) {
-	s.stmtMu.Lock()
-	sp := s.spendStmts
-	s.spendStmts = nil
-	s.stmtMu.Unlock()
-	if sp == nil {
-		return
-	}
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
-	_ = conn.Raw(func(dc any) error {
-		if dc == sp.conn {
-			sp.close()
-		}
-		return nil
-	})
-}
-
 // applySpendSQLite writes batch in one transaction on SQLite's connection.
 func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRows bool) error {
 	conn, err := s.db.Conn(ctx)
@@ -124,21 +139,17 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 	}
 	defer conn.Close()
 	return conn.Raw(func(c any) error {
-		dc, ok := c.(driver.Conn)
+		dc, ok := c.(*sqliteConn)
 		if !ok {
-			return fmt.Errorf("sqlite driver connection %T is not a driver.Conn", c)
+			return fmt.Errorf("sqlite driver connection %T is not the store's", c)
 		}
-		begin, ok := dc.(driver.ConnBeginTx)
-		if !ok {
-			return fmt.Errorf("sqlite driver connection %T cannot begin with a context", dc)
-		}
-		sp, err := s.sqliteSpendStatements(ctx, dc)
+		sp, err := dc.spendStatements(ctx)
 		if err != nil {
 			return fmt.Errorf("insert spend logs: %w", err)
 		}
 		// BEGIN (IMMEDIATE: _txlock) and, through the driver's Tx, COMMIT run
 		// under ctx: a wait for the write lock ends with it.
-		tx, err := begin.BeginTx(ctx, driver.TxOptions{})
+		tx, err := dc.BeginTx(ctx, driver.TxOptions{})
 		if err != nil {
 			return err
 		}
