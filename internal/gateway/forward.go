@@ -532,9 +532,17 @@ var streamEndMarks = [][]byte{[]byte("[DONE]"), []byte("message_stop"),
 
 // streamEnd reports whether an upstream event is (or carries) the end of
 // its stream.
+//
+// An event with a "finish_reason" member is an OpenAI-shaped chunk (or
+// Cohere's message-end, whose finish_reason is a string): it is the end
+// when that member is a string, and the other protocols' marks are not
+// looked for in it. Every chunk of an OpenAI stream has the member, null
+// until the last, so the common event costs one scan rather than eight; a
+// chunk whose text merely spells one of the marks no longer counts as the
+// end.
 func streamEnd(event []byte) bool {
-	if hasFinishReason(event) {
-		return true
+	if found, isString := finishReason(event); found {
+		return isString
 	}
 	for _, m := range streamEndMarks {
 		if bytes.Contains(event, m) {
@@ -547,16 +555,24 @@ func streamEnd(event []byte) bool {
 // hasFinishReason reports whether b holds a "finish_reason" member whose
 // value is a string (not null), with or without spaces around the colon.
 func hasFinishReason(b []byte) bool {
+	_, isString := finishReason(b)
+	return isString
+}
+
+// finishReason reports whether b holds a "finish_reason" member (found)
+// and whether one of them has a string value (isString).
+func finishReason(b []byte) (found, isString bool) {
 	key := []byte(`"finish_reason"`)
 	for {
 		i := bytes.Index(b, key)
 		if i < 0 {
-			return false
+			return found, false
 		}
 		b = bytes.TrimLeft(b[i+len(key):], " \t")
 		if len(b) > 0 && b[0] == ':' {
+			found = true
 			if v := bytes.TrimLeft(b[1:], " \t"); len(v) > 0 && v[0] == '"' {
-				return true
+				return true, true
 			}
 		}
 	}
