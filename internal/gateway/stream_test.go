@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"syscall"
 	"testing"
 	"time"
@@ -126,5 +128,66 @@ func TestWatchdogExpires(t *testing.T) {
 	}
 	if !w.expired.Load() {
 		t.Fatal("cancelled but not marked expired")
+	}
+}
+
+// TestStreamHeadersBeforeLateFirstEvent: a stream whose first event is
+// late still gives the client its status and headers before it (they are
+// no longer flushed on their own when the first event comes with them).
+func TestStreamHeadersBeforeLateFirstEvent(t *testing.T) {
+	upstream, feed := io.Pipe()
+	done := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var res result
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("X-Upstream", "yes")
+		resp := &http.Response{StatusCode: 200, Body: upstream}
+		wd := newWatchdog(time.Hour, func() {})
+		defer wd.stop()
+		done <- streamEvents(w, resp, wd, openAIEvents{res: &res}, &res, 1<<20, false)
+	}))
+	defer srv.Close()
+	defer feed.Close()
+	got := make(chan *http.Response, 1)
+	go func() { // http.Get returns once the headers arrive: no event has been sent
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Error(err)
+			resp = nil
+		}
+		got <- resp
+	}()
+	var resp *http.Response
+	select {
+	case resp = <-got:
+	case <-time.After(time.Minute):
+		t.Fatal("no headers a minute into a stream whose first event is late")
+		return
+	}
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Upstream") != "yes" {
+		t.Fatalf("status %d, headers %v", resp.StatusCode, resp.Header)
+	}
+	events := mockStream()
+	go func() {
+		for _, ev := range events {
+			if _, err := feed.Write(ev); err != nil {
+				return
+			}
+		}
+		feed.Close()
+	}()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("streamEvents: %v", err)
+	}
+	if want := bytes.Join(events[:len(events)-2], nil); !bytes.HasPrefix(body, want) || !bytes.HasSuffix(body, []byte("data: [DONE]\n\n")) {
+		t.Fatalf("the client got %q", body)
 	}
 }
