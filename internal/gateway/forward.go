@@ -409,10 +409,8 @@ func (t translated) sync() {
 func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink eventSink, res *result, maxEvent int, anthropic bool) error {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(resp.StatusCode)
-	if err := rc.Flush(); err != nil {
-		res.clientGone = true
-		return err
-	}
+	hf := flushHeadersLate(rc)
+	defer hf.claim()
 	sb := streamBufs.Get().(*streamBuf)
 	sb.br.Reset(resp.Body)
 	br, event, out := sb.br, sb.event[:0], sb.out[:0]
@@ -427,6 +425,12 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 	}()
 	for {
 		line, err := br.ReadSlice('\n')
+		if !hf.claimed {
+			if ferr := hf.claim(); ferr != nil {
+				res.clientGone = true
+				return ferr
+			}
+		}
 		if len(line) > 0 {
 			wd.feed()
 			if len(event)+len(line) > maxEvent {
@@ -482,6 +486,62 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 	}
 }
 
+// headerFlushDelay is how long a stream's headers wait for its first
+// event before they are sent on their own.
+const headerFlushDelay = 5 * time.Millisecond
+
+// lateHeaders sends a stream's headers on their own only when its first
+// event is late. An upstream's headers and first event usually arrive
+// together; flushing the headers as soon as they were written cost a write
+// system call per stream that the first event's flush, which carries them
+// anyway, makes redundant. When the first event is not read within
+// headerFlushDelay (a model that thinks before its first token), a timer
+// flushes them, so that the client still has its status and headers
+// without waiting for the first token.
+//
+// The timer's flush runs on its own goroutine while the stream's is
+// blocked reading the upstream, which is the only time the two overlap:
+// the stream claims the writer back (claim) before it touches it again,
+// and the mutex orders the two.
+type lateHeaders struct {
+	mu      sync.Mutex
+	sent    bool  // the headers' flush is done or no longer the timer's to do
+	err     error // the timer's flush failed: the client is gone
+	rc      *http.ResponseController
+	timer   *time.Timer
+	claimed bool // the stream's goroutine's alone
+}
+
+func flushHeadersLate(rc *http.ResponseController) *lateHeaders {
+	h := &lateHeaders{rc: rc}
+	h.timer = time.AfterFunc(headerFlushDelay, h.flush)
+	return h
+}
+
+func (h *lateHeaders) flush() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.sent {
+		h.sent = true
+		h.err = h.rc.Flush()
+	}
+}
+
+// claim takes the writer back from the timer: after it, the stream's own
+// writes and flushes carry the headers if the timer has not sent them. It
+// returns the error of the timer's flush, if it made one that failed.
+func (h *lateHeaders) claim() error {
+	if h.claimed {
+		return nil
+	}
+	h.claimed = true
+	h.timer.Stop()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sent = true
+	return h.err
+}
+
 // streamBuf is a stream's reader and event buffers, recycled: a 16 KiB
 // reader per stream was the stream path's largest allocation. Nothing
 // keeps a slice of them once streamEvents returns (every event and output
@@ -532,9 +592,17 @@ var streamEndMarks = [][]byte{[]byte("[DONE]"), []byte("message_stop"),
 
 // streamEnd reports whether an upstream event is (or carries) the end of
 // its stream.
+//
+// An event with a "finish_reason" member is an OpenAI-shaped chunk (or
+// Cohere's message-end, whose finish_reason is a string): it is the end
+// when that member is a string, and the other protocols' marks are not
+// looked for in it. Every chunk of an OpenAI stream has the member, null
+// until the last, so the common event costs one scan rather than eight; a
+// chunk whose text merely spells one of the marks no longer counts as the
+// end.
 func streamEnd(event []byte) bool {
-	if hasFinishReason(event) {
-		return true
+	if found, isString := finishReason(event); found {
+		return isString
 	}
 	for _, m := range streamEndMarks {
 		if bytes.Contains(event, m) {
@@ -547,16 +615,24 @@ func streamEnd(event []byte) bool {
 // hasFinishReason reports whether b holds a "finish_reason" member whose
 // value is a string (not null), with or without spaces around the colon.
 func hasFinishReason(b []byte) bool {
+	_, isString := finishReason(b)
+	return isString
+}
+
+// finishReason reports whether b holds a "finish_reason" member (found)
+// and whether one of them has a string value (isString).
+func finishReason(b []byte) (found, isString bool) {
 	key := []byte(`"finish_reason"`)
 	for {
 		i := bytes.Index(b, key)
 		if i < 0 {
-			return false
+			return found, false
 		}
 		b = bytes.TrimLeft(b[i+len(key):], " \t")
 		if len(b) > 0 && b[0] == ':' {
+			found = true
 			if v := bytes.TrimLeft(b[1:], " \t"); len(v) > 0 && v[0] == '"' {
-				return true
+				return true, true
 			}
 		}
 	}

@@ -186,23 +186,60 @@ func (g *Gateway) timeoutFor(t *provider.Target, stream bool) time.Duration {
 }
 
 // watchdog cancels a context when it is not fed within its interval.
+//
+// Feeding it is a clock read and a store, not a timer reset: a stream feeds
+// it for every line it reads (two per event), and time.Timer.Reset, which
+// takes the timer's lock and moves it in the timer heap each time, was a
+// visible part of the stream path's CPU. The timer is armed once; when it
+// fires it looks at when it was last fed and, if that was within the
+// interval, re-arms itself for the rest of it. It expires exactly as a
+// timer reset on every feed would: no sooner than the interval after the
+// last feed.
 type watchdog struct {
-	timer   *time.Timer
+	timer   atomic.Pointer[time.Timer]
 	every   time.Duration
+	fed     atomic.Int64 // when it was last fed, on watchdogClock
+	stopped atomic.Bool
 	expired atomic.Bool
 }
 
+// watchdogEpoch is the origin of watchdogClock, a monotonic clock in
+// nanoseconds.
+var watchdogEpoch = time.Now()
+
+func watchdogClock() int64 { return int64(time.Since(watchdogEpoch)) }
+
 func newWatchdog(every time.Duration, cancel context.CancelFunc) *watchdog {
 	w := &watchdog{every: every}
-	w.timer = time.AfterFunc(every, func() {
-		w.expired.Store(true)
-		cancel()
-	})
+	w.fed.Store(watchdogClock())
+	w.timer.Store(time.AfterFunc(every, func() { w.fire(cancel) }))
 	return w
 }
 
-func (w *watchdog) feed() { w.timer.Reset(w.every) }
-func (w *watchdog) stop() { w.timer.Stop() }
+// fire runs when the timer goes off: it expires the watchdog if it was not
+// fed for a whole interval, else re-arms the timer for what remains of the
+// interval since the last feed.
+func (w *watchdog) fire(cancel context.CancelFunc) {
+	if w.stopped.Load() {
+		return
+	}
+	idle := time.Duration(watchdogClock() - w.fed.Load())
+	if t := w.timer.Load(); t != nil && idle < w.every {
+		t.Reset(w.every - idle)
+		return
+	}
+	w.expired.Store(true)
+	cancel()
+}
+
+func (w *watchdog) feed() { w.fed.Store(watchdogClock()) }
+
+func (w *watchdog) stop() {
+	w.stopped.Store(true)
+	if t := w.timer.Load(); t != nil {
+		t.Stop()
+	}
+}
 
 // countTokens answers /v1/messages/count_tokens locally: the system prompt,
 // messages and tool definitions counted with the model's tokenizer.

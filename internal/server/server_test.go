@@ -194,6 +194,57 @@ func TestStreamFirstChunkArrivesBeforeUpstreamFinishes(t *testing.T) {
 	}
 }
 
+// TestStreamHeadersBeforeLateFirstEvent: an upstream that sends its
+// headers and thinks before its first event: the client has its status and
+// headers before that event (the gateway sends them with the first event
+// when it comes with them, and alone when it is late), then the event.
+func TestStreamHeadersBeforeLateFirstEvent(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select { // no event until the client has the headers
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"late\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	defer up.Close()
+	gw := newGateway(t, mockConfig, up.URL)
+
+	got := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", gw.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4","stream":true,"messages":[]}`))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			resp = nil
+		}
+		got <- resp
+	}()
+	var resp *http.Response
+	select {
+	case resp = <-got:
+	case <-time.After(time.Minute):
+		close(release)
+		t.Fatal("no headers a minute into a stream whose first event is held back")
+		return
+	}
+	close(release)
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if d, err := sse(bufio.NewReader(resp.Body)); err != nil || !strings.Contains(d, "late") {
+		t.Fatalf("first event %q, %v", d, err)
+	}
+}
+
 func TestStreamUsageChunk(t *testing.T) {
 	mock := mockupstream.New(mockupstream.Options{Chunks: 3})
 	up := httptest.NewServer(mock)
