@@ -1,0 +1,139 @@
+package server
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/storetest"
+)
+
+// TestEndUserReachesReplicaWithItsKey: two gateways on one PostgreSQL and
+// one Redis, whose resync is made too slow to matter, so that only what a
+// request reads on demand can bring what was written on A. End users
+// created on A with budgets, then a key, also on A: B's first request with
+// that key already holds the end users' budgets (a spent one is refused,
+// a live one's spend is on its shared account, none of it lost), and an
+// end user B had looked for and not found before it existed is found once
+// a key made after it is.
+func TestEndUserReachesReplicaWithItsKey(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL or TOLLGATE_TEST_REDIS_URL is not set: skipping the two-replica end user test")
+	}
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ropts, err := redis.ParseURL(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(ropts)
+	defer rc.Close()
+	prefix := "eusync-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	st := storetest.OpenPostgres(t, pg)
+	opts := Options{Store: st, RedisPrefix: prefix, ResyncInterval: time.Hour}
+	a, b := serveCfg(t, cfg, opts), serveCfg(t, cfg, opts)
+	chat := func(user string) string {
+		return `{"model":"gpt-4","max_tokens":3,"user":"` + user + `","messages":[{"role":"user","content":"one two three four"}]}`
+	}
+	mustSend := func(url, path, body string) {
+		t.Helper()
+		if code, resp := send(t, url+path, "sk-1234", body); code != 200 {
+			t.Fatalf("%s: %d %s", path, code, resp)
+		}
+	}
+
+	mustSend(a, "/end_user/new", `{"user_id": "eu-tiny", "max_budget": 0.00000001}`)
+	mustSend(a, "/end_user/new", `{"user_id": "eu-nine", "max_budget": 9}`)
+	mustSend(a, "/key/generate", `{"key": "sk-eu-sync-1"}`)
+	if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-1", chat("eu-tiny")); code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("B served end user eu-tiny, made on A before the key, as if it had no budget: %d %s", code, body)
+	}
+	const n = 4
+	for range n {
+		if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-1", chat("eu-nine")); code != 200 {
+			t.Fatalf("eu-nine on B: %d %s", code, body)
+		}
+	}
+	want := int64(ledger.USD(0.0003)) * n
+	var spent, held int64
+	if _, ok := within(30*time.Second, func() bool {
+		spent, err = rc.HGet(context.Background(), "{"+prefix+"}:bud:end_user:eu-nine", "spent").Int64()
+		held, _ = rc.HGet(context.Background(), "{"+prefix+"}:bud:end_user:eu-nine", "held").Int64()
+		return err == nil && held == 0 && spent == want
+	}); !ok {
+		t.Fatalf("eu-nine's shared account after %d requests on B: spent %d (%v), held %d; want spent %d, held 0", n, spent, err, held, want)
+	}
+
+	// B looks for eu-late before it exists (and remembers it does not);
+	// then A makes it, and a key after it.
+	if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-1", chat("eu-late")); code != 200 {
+		t.Fatalf("eu-late on B before it exists: %d %s", code, body)
+	}
+	mustSend(a, "/end_user/new", `{"user_id": "eu-late", "max_budget": 0.00000001}`)
+	mustSend(a, "/key/generate", `{"key": "sk-eu-sync-2"}`)
+	if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-2", chat("eu-late")); code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("B served eu-late, made on A before the key it came with, as if it had no budget: %d %s", code, body)
+	}
+}
+
+// endUserCounter counts the store's end user reads.
+type endUserCounter struct {
+	store.Store
+	reads atomic.Int64
+}
+
+func (c *endUserCounter) GetEndUser(ctx context.Context, id string) (*store.EndUser, error) {
+	c.reads.Add(1)
+	return c.Store.GetEndUser(ctx, id)
+}
+
+// TestEndUserMissReadsStoreOnce: requests naming an end user the store
+// does not have (most `user` values: LiteLLM's end users come into being
+// with their first request) read the store once, not once per request; an
+// end user that exists is read once and then served from the snapshot.
+func TestEndUserMissReadsStoreOnce(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	counted := &endUserCounter{Store: st}
+	url := serveCfg(t, cfg, Options{Store: counted, ResyncInterval: time.Hour})
+	// An end user made behind the gateway's back (as by another replica):
+	// not in its snapshot.
+	if err := st.CreateEndUser(context.Background(), &store.EndUser{UserID: "eu-known", Metadata: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-eu-count"}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	for _, user := range []string{"nobody", "eu-known"} {
+		before := counted.reads.Load()
+		for range 5 {
+			if code, body := send(t, url+"/v1/chat/completions", "sk-eu-count", `{"model":"gpt-4","max_tokens":3,"user":"`+user+`","messages":[{"role":"user","content":"hi"}]}`); code != 200 {
+				t.Fatalf("%s: %d %s", user, code, body)
+			}
+		}
+		if got := counted.reads.Load() - before; got != 1 {
+			t.Errorf("5 requests naming %s read the store's end users %d times; want 1", user, got)
+		}
+	}
+}
