@@ -163,6 +163,7 @@ type Authenticator struct {
 	now       func() time.Time
 	storeDown func() bool
 	miss      func(ctx context.Context, hash string) (bool, error)
+	endMiss   func(ctx context.Context, id string) bool
 	hook      *CustomAuth
 }
 
@@ -179,6 +180,13 @@ type Options struct {
 	// reports whether it exists; an error means the store could not be
 	// asked.
 	Miss func(ctx context.Context, hash string) (bool, error)
+	// EndUserMiss is asked about an end user missing from the snapshot
+	// (one created on another replica a moment ago, or, far more often,
+	// a `user` value that names no end user): it loads the end user into
+	// the snapshot and reports whether it exists. It answers from a
+	// memory of the ids the store did not have, so that most calls cost
+	// no store read; a store that cannot be asked is a "no".
+	EndUserMiss func(ctx context.Context, id string) bool
 	// Custom is general_settings.custom_auth: a hook that decides after
 	// virtual-key auth, or instead of it.
 	Custom *CustomAuth
@@ -334,7 +342,7 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 // keys over snap.
 func NewAuthenticator(cfg *config.Config, snap *Snapshot, opts Options) *Authenticator {
 	a := &Authenticator{snap: snap, static: map[string]*config.StaticKey{}, mode: cfg.APIKeyMode, now: time.Now,
-		storeDown: opts.StoreDown, miss: opts.Miss, hook: opts.Custom}
+		storeDown: opts.StoreDown, miss: opts.Miss, endMiss: opts.EndUserMiss, hook: opts.Custom}
 	if mk := cfg.MasterKey(); mk != "" {
 		a.master, a.hasMaster = Hash(mk), true
 	}
@@ -349,6 +357,22 @@ func NewAuthenticator(cfg *config.Config, snap *Snapshot, opts Options) *Authent
 
 // Snapshot is the key cache the authenticator reads.
 func (a *Authenticator) Snapshot() *Snapshot { return a.snap }
+
+// EndUser is the end user a request's `user` names, or nil when there is
+// none: from the snapshot, else (one created on another replica since the
+// last resync) from the store through Options.EndUserMiss, so that its
+// budget and limits hold on this replica's first request naming it. With
+// the database unreachable the snapshot alone answers.
+func (a *Authenticator) EndUser(ctx context.Context, id string) *store.EndUser {
+	e, ok := a.snap.EndUser(id)
+	if ok || id == "" || a.endMiss == nil || (a.storeDown != nil && a.storeDown()) {
+		return e
+	}
+	if a.endMiss(ctx, id) {
+		e, _ = a.snap.EndUser(id)
+	}
+	return e
+}
 
 // Open reports whether requests without a key are served.
 func (a *Authenticator) Open() bool {

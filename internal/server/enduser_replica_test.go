@@ -137,3 +137,36 @@ func TestEndUserMissReadsStoreOnce(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkEndUserLookup: what a request naming an end user pays to find
+// it. "snapshot" is the snapshot alone (the old path, whether the end user
+// is there or not), "known" an end user in the snapshot, "remembered" an id
+// the store lacks, read once and remembered.
+func BenchmarkEndUserLookup(b *testing.B) {
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, srv := serveSrv(b, cfg, Options{Store: sqliteStore(b), ResyncInterval: time.Hour})
+	srv.snap.PutEndUser(&store.EndUser{UserID: "eu-bench-known"})
+	ctx := context.Background()
+	if srv.authn.EndUser(ctx, "eu-bench-missing") != nil {
+		b.Fatal("eu-bench-missing exists")
+	}
+	b.Run("snapshot", func(b *testing.B) {
+		for b.Loop() {
+			srv.snap.EndUser("eu-bench-missing")
+		}
+	})
+	b.Run("known", func(b *testing.B) {
+		for b.Loop() {
+			srv.authn.EndUser(ctx, "eu-bench-known")
+		}
+	})
+	b.Run("remembered", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			srv.authn.EndUser(ctx, "eu-bench-missing")
+		}
+	})
+}

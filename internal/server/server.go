@@ -93,6 +93,12 @@ type Server struct {
 	storeDown  atomic.Bool // the last resync could not reach the database
 	missMu     sync.Mutex
 	missed     map[string]time.Time // key hashes the store did not know, until when
+	// endMissed holds the end user ids the store did not have (endUserMiss),
+	// each with the endGen it was read in; an entry of an older generation
+	// is forgotten. endMissedN bounds it.
+	endMissed  sync.Map // end user id -> uint64
+	endMissedN atomic.Int64
+	endGen     atomic.Uint64
 	authn      *auth.Authenticator
 	lastHealth atomic.Pointer[healthReport]
 	modelsMu   sync.Mutex
@@ -265,6 +271,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Store != nil {
 		s.missed = map[string]time.Time{}
 		aopts.Miss = s.keyMiss
+		aopts.EndUserMiss = s.endUserMiss
 	}
 	authn := auth.NewAuthenticator(cfg, snap, aopts)
 	s.authn = authn
@@ -428,6 +435,7 @@ func (s *Server) loadKeys(ctx context.Context) {
 		put, n := s.snap.KeyLoader(), 0
 		err := s.opts.Store.LoadKeys(lctx, func(page []*store.Key) error {
 			put(page)
+			s.endGen.Add(1) // these keys may be newer than an end user remembered missing
 			n += len(page)
 			return nil
 		})
@@ -1022,6 +1030,10 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// The key may have been made after end users this replica looked for
+	// and did not find: look for them again (endUserMiss), so that an end
+	// user reaches here no later than a key made after it.
+	s.endGen.Add(1)
 	if k.UserID != "" {
 		if _, ok := s.snap.User(k.UserID); !ok {
 			if u, err := s.opts.Store.GetUser(ctx, k.UserID); err == nil {
@@ -1043,6 +1055,55 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	}
 	s.snap.PutKey(k)
 	return true, nil
+}
+
+// maxEndUserMisses bounds the end user ids remembered missing: past it
+// they are all forgotten (each costs one store read again).
+const maxEndUserMisses = 50_000
+
+// endUserMiss looks up, in the store, an end user missing from the
+// snapshot, so that one created on another replica is held to its budget
+// here at once instead of after the next resync (Authenticator.EndUser).
+// Most `user` values name no end user (LiteLLM's come into being with
+// their first request), so an id the store does not have is remembered
+// and not read again: until the id arrives through a resync (the snapshot
+// answers before this is asked), or until a key the store has and this
+// replica had not is read (keyMiss, loadKeys), which starts a new
+// generation: such a key may be newer than the end user, and must not
+// find it missing. A store that does not answer is a "no", remembered the
+// same way.
+func (s *Server) endUserMiss(ctx context.Context, id string) bool {
+	gen := s.endGen.Load()
+	if g, ok := s.endMissed.Load(id); ok && g.(uint64) == gen {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	e, err := s.opts.Store.GetEndUser(ctx, id)
+	if err != nil {
+		// Not found, or not answered (a store that hangs before the
+		// resync notices must not cost every request naming the id a
+		// wait): remembered alike. Either way an end user the store has
+		// comes with the next resync that reads it.
+		if s.endMissedN.Add(1) > maxEndUserMisses {
+			s.endMissed.Clear()
+			s.endMissedN.Store(1)
+		}
+		// Stamped with the generation read before the store was asked: a
+		// key read meanwhile makes the entry stale at once.
+		s.endMissed.Store(id, gen)
+		return false
+	}
+	if e.BudgetID != "" {
+		if _, ok := s.snap.Budget(e.BudgetID); !ok {
+			if b, err := s.opts.Store.GetBudget(ctx, e.BudgetID); err == nil {
+				s.snap.PutBudget(b)
+			}
+		}
+	}
+	s.snap.PutEndUser(e)
+	s.endMissed.Delete(id)
+	return true
 }
 
 // successCallbacks names, in config order, the callbacks of callbacks and
