@@ -163,7 +163,7 @@ type Authenticator struct {
 	now       func() time.Time
 	storeDown func() bool
 	miss      func(ctx context.Context, hash string) (bool, error)
-	endMiss   func(ctx context.Context, id string) bool
+	endMiss   func(ctx context.Context, keyHash, id string) bool
 	hook      *CustomAuth
 }
 
@@ -180,13 +180,15 @@ type Options struct {
 	// reports whether it exists; an error means the store could not be
 	// asked.
 	Miss func(ctx context.Context, hash string) (bool, error)
-	// EndUserMiss is asked about an end user missing from the snapshot
-	// (one created on another replica a moment ago, or, far more often,
-	// a `user` value that names no end user): it loads the end user into
-	// the snapshot and reports whether it exists. It answers from a
-	// memory of the ids the store did not have, so that most calls cost
-	// no store read; a store that cannot be asked is a "no".
-	EndUserMiss func(ctx context.Context, id string) bool
+	// EndUserMiss is asked about an end user missing from the snapshot,
+	// named by a request made with the key whose hash is keyHash: it may
+	// load the end user into the snapshot, and reports whether it did. The
+	// server reads the store only for a key newer than its snapshot (one
+	// read through Miss since its last completed resync): an end user made
+	// before that key may be missing too. For any other key a missing end
+	// user is a new one (LiteLLM's come into being with their first
+	// request), and it answers "no" without a store read.
+	EndUserMiss func(ctx context.Context, keyHash, id string) bool
 	// Custom is general_settings.custom_auth: a hook that decides after
 	// virtual-key auth, or instead of it.
 	Custom *CustomAuth
@@ -359,16 +361,18 @@ func NewAuthenticator(cfg *config.Config, snap *Snapshot, opts Options) *Authent
 func (a *Authenticator) Snapshot() *Snapshot { return a.snap }
 
 // EndUser is the end user a request's `user` names, or nil when there is
-// none: from the snapshot, else (one created on another replica since the
-// last resync) from the store through Options.EndUserMiss, so that its
-// budget and limits hold on this replica's first request naming it. With
-// the database unreachable the snapshot alone answers.
-func (a *Authenticator) EndUser(ctx context.Context, id string) *store.EndUser {
+// none (a new end user): from the snapshot, else, when the request's key p
+// is newer than the snapshot, through Options.EndUserMiss (an end user
+// created on another replica before that key), so that its budget and
+// limits hold on this replica's first request naming it with that key.
+// With the database unreachable, or without a key, the snapshot alone
+// answers.
+func (a *Authenticator) EndUser(ctx context.Context, p *Principal, id string) *store.EndUser {
 	e, ok := a.snap.EndUser(id)
-	if ok || id == "" || a.endMiss == nil || (a.storeDown != nil && a.storeDown()) {
+	if ok || id == "" || a.endMiss == nil || p == nil || p.KeyHash == "" || (a.storeDown != nil && a.storeDown()) {
 		return e
 	}
-	if a.endMiss(ctx, id) {
+	if a.endMiss(ctx, p.KeyHash, id) {
 		e, _ = a.snap.EndUser(id)
 	}
 	return e

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -103,10 +104,11 @@ func (c *endUserCounter) GetEndUser(ctx context.Context, id string) (*store.EndU
 	return c.Store.GetEndUser(ctx, id)
 }
 
-// TestEndUserMissReadsStoreOnce: requests naming an end user the store
-// does not have (most `user` values: LiteLLM's end users come into being
-// with their first request) read the store once, not once per request; an
-// end user that exists is read once and then served from the snapshot.
+// TestEndUserMissReadsStoreOnce: with a key newer than the snapshot (made
+// behind the gateway's back, as by another replica, and read through the
+// miss path), requests naming an end user the store does not have read the
+// store once, not once per request; an end user that exists is read once
+// and then served from the snapshot.
 func TestEndUserMissReadsStoreOnce(t *testing.T) {
 	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
 	defer up.Close()
@@ -117,13 +119,15 @@ func TestEndUserMissReadsStoreOnce(t *testing.T) {
 	st := sqliteStore(t)
 	counted := &endUserCounter{Store: st}
 	url := serveCfg(t, cfg, Options{Store: counted, ResyncInterval: time.Hour})
-	// An end user made behind the gateway's back (as by another replica):
-	// not in its snapshot.
-	if err := st.CreateEndUser(context.Background(), &store.EndUser{UserID: "eu-known", Metadata: map[string]any{}}); err != nil {
+	// An end user, then a key, made behind the gateway's back (as by
+	// another replica): in neither its snapshot.
+	ctx := context.Background()
+	if err := st.CreateEndUser(ctx, &store.EndUser{UserID: "eu-known", Metadata: map[string]any{}}); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-eu-count"}`); code != 200 {
-		t.Fatal(code, body)
+	now := time.Now().UTC()
+	if err := st.CreateKey(ctx, &store.Key{TokenHash: auth.HashHex("sk-eu-count"), KeyName: "sk-...ount", CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
 	}
 	for _, user := range []string{"nobody", "eu-known"} {
 		before := counted.reads.Load()
@@ -138,10 +142,83 @@ func TestEndUserMissReadsStoreOnce(t *testing.T) {
 	}
 }
 
+// TestEndUserUnknownWithSnapshotKeyReadsNothing: requests made with a key
+// the snapshot already has (made through this gateway), each naming an end
+// user nobody has made (a new end user: LiteLLM's come into being with
+// their first request), are served without a single store read, however
+// many distinct `user` values they send; an end user made on another
+// replica behind the gateway's back is not read either (it comes with the
+// resync), and its requests are served as a new end user's.
+func TestEndUserUnknownWithSnapshotKeyReadsNothing(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	counted := &endUserCounter{Store: st}
+	url := serveCfg(t, cfg, Options{Store: counted, ResyncInterval: time.Hour})
+	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-eu-snap"}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	budget := 0.00000001
+	if err := st.CreateEndUser(context.Background(), &store.EndUser{UserID: "eu-elsewhere", Metadata: map[string]any{}, Limits: store.Limits{MaxBudget: &budget}}); err != nil {
+		t.Fatal(err)
+	}
+	before := counted.reads.Load()
+	users := []string{"eu-elsewhere"}
+	for i := range 40 {
+		users = append(users, "eu-random-"+strconv.Itoa(i))
+	}
+	for _, user := range users {
+		if code, body := send(t, url+"/v1/chat/completions", "sk-eu-snap", `{"model":"gpt-4","max_tokens":3,"user":"`+user+`","messages":[{"role":"user","content":"hi"}]}`); code != 200 {
+			t.Fatalf("%s: %d %s", user, code, body)
+		}
+	}
+	if got := counted.reads.Load() - before; got != 0 {
+		t.Errorf("%d requests with a key the snapshot has, naming end users it lacks, read the store's end users %d times; want 0", len(users), got)
+	}
+}
+
+// TestKeyNewerUntilALaterResyncCompletes: a key read through the miss
+// path counts as newer than the snapshot (its requests may read missing
+// end users) through the completion of a resync that had started before
+// it was read, and no longer once one that started after it completes.
+func TestKeyNewerUntilALaterResyncCompletes(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, srv := serveSrv(t, cfg, Options{Store: sqliteStore(t), ResyncInterval: time.Hour})
+	if srv.keyNewer("h-old") {
+		t.Fatal("a key never read through the miss path is newer")
+	}
+	before := srv.resyncSeq.Add(1) // a resync starts, then the key is read
+	srv.markFresh("h-new")
+	if !srv.keyNewer("h-new") {
+		t.Fatal("a key just read through the miss path is not newer")
+	}
+	srv.resyncCompleted(before)
+	if !srv.keyNewer("h-new") {
+		t.Fatal("a resync that started before the key was read made it old")
+	}
+	after := srv.resyncSeq.Add(1)
+	srv.resyncCompleted(after)
+	if srv.keyNewer("h-new") {
+		t.Fatal("still newer after a resync that started after it was read")
+	}
+	if n := srv.freshN.Load(); n != 0 {
+		t.Fatalf("%d keys still remembered as newer", n)
+	}
+}
+
 // BenchmarkEndUserLookup: what a request naming an end user pays to find
 // it. "snapshot" is the snapshot alone (the old path, whether the end user
-// is there or not), "known" an end user in the snapshot, "remembered" an id
-// the store lacks, read once and remembered.
+// is there or not), "known" an end user in the snapshot, "unknown-old-key"
+// an id the snapshot lacks named with a key it already had (the steady
+// state: no store read), "remembered" an id the store lacks named with a
+// key newer than the snapshot, read once and remembered.
 func BenchmarkEndUserLookup(b *testing.B) {
 	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1")))
 	if err != nil {
@@ -150,7 +227,9 @@ func BenchmarkEndUserLookup(b *testing.B) {
 	_, srv := serveSrv(b, cfg, Options{Store: sqliteStore(b), ResyncInterval: time.Hour})
 	srv.snap.PutEndUser(&store.EndUser{UserID: "eu-bench-known"})
 	ctx := context.Background()
-	if srv.authn.EndUser(ctx, "eu-bench-missing") != nil {
+	p := &auth.Principal{KeyHash: auth.HashHex("sk-bench-newer")}
+	srv.markFresh(p.KeyHash) // as if read through keyMiss: missing end users are looked for
+	if srv.authn.EndUser(ctx, p, "eu-bench-missing") != nil {
 		b.Fatal("eu-bench-missing exists")
 	}
 	b.Run("snapshot", func(b *testing.B) {
@@ -160,13 +239,20 @@ func BenchmarkEndUserLookup(b *testing.B) {
 	})
 	b.Run("known", func(b *testing.B) {
 		for b.Loop() {
-			srv.authn.EndUser(ctx, "eu-bench-known")
+			srv.authn.EndUser(ctx, p, "eu-bench-known")
+		}
+	})
+	old := &auth.Principal{KeyHash: auth.HashHex("sk-bench-old")}
+	b.Run("unknown-old-key", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			srv.authn.EndUser(ctx, old, "eu-bench-missing")
 		}
 	})
 	b.Run("remembered", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			srv.authn.EndUser(ctx, "eu-bench-missing")
+			srv.authn.EndUser(ctx, p, "eu-bench-missing")
 		}
 	})
 }

@@ -93,6 +93,17 @@ type Server struct {
 	storeDown  atomic.Bool // the last resync could not reach the database
 	missMu     sync.Mutex
 	missed     map[string]time.Time // key hashes the store did not know, until when
+	// fresh holds the hashes of the keys read through keyMiss, each with
+	// the resyncSeq current when it was read: a key is newer than the
+	// snapshot (keyNewer) until a resync that started after it was read
+	// completes (resyncDone). Only such a key's requests read a missing end
+	// user from the store (endUserMiss). freshN is len(fresh), read without
+	// the lock: zero in the steady state.
+	freshMu    sync.Mutex
+	fresh      map[string]uint64
+	freshN     atomic.Int64
+	resyncSeq  atomic.Uint64 // resyncs started
+	resyncDone atomic.Uint64 // the resyncSeq of the last completed resync
 	// endMissed holds the end user ids the store did not have (endUserMiss),
 	// each with the endGen it was read in; an entry of an older generation
 	// is forgotten. endMissedN bounds it.
@@ -270,6 +281,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	}
 	if opts.Store != nil {
 		s.missed = map[string]time.Time{}
+		s.fresh = map[string]uint64{}
 		aopts.Miss = s.keyMiss
 		aopts.EndUserMiss = s.endUserMiss
 	}
@@ -435,7 +447,6 @@ func (s *Server) loadKeys(ctx context.Context) {
 		put, n := s.snap.KeyLoader(), 0
 		err := s.opts.Store.LoadKeys(lctx, func(page []*store.Key) error {
 			put(page)
-			s.endGen.Add(1) // these keys may be newer than an end user remembered missing
 			n += len(page)
 			return nil
 		})
@@ -759,6 +770,7 @@ func (s *Server) resync(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		seq := s.resyncSeq.Add(1) // before the read: keys read by keyMiss from now on are newer than it
 		started := time.Now()
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		changed, deleted, err := s.opts.Store.Changes(qctx, since)
@@ -773,6 +785,7 @@ func (s *Server) resync(ctx context.Context) {
 			s.log.Info("database reachable again")
 		}
 		s.snap.Apply(changed, deleted, started)
+		s.resyncCompleted(seq)
 		since = started.Add(-resyncOverlap)
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := s.reloadModels(mctx); err != nil && ctx.Err() == nil {
@@ -1030,10 +1043,15 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	// The key may have been made after end users this replica looked for
-	// and did not find: look for them again (endUserMiss), so that an end
-	// user reaches here no later than a key made after it.
+	// The key may have been made after end users this replica does not
+	// have yet: its requests look for a missing end user in the store
+	// (endUserMiss) until a resync started after this read completes, and
+	// look again for those this replica looked for and did not find (a new
+	// generation), so that an end user reaches here no later than a key
+	// made after it. Both before the key is in the snapshot, where a
+	// request may find it at once.
 	s.endGen.Add(1)
+	s.markFresh(hash)
 	if k.UserID != "" {
 		if _, ok := s.snap.User(k.UserID); !ok {
 			if u, err := s.opts.Store.GetUser(ctx, k.UserID); err == nil {
@@ -1061,18 +1079,71 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 // they are all forgotten (each costs one store read again).
 const maxEndUserMisses = 50_000
 
+// markFresh records that the key hash was read through keyMiss, after
+// the resyncs started so far.
+func (s *Server) markFresh(hash string) {
+	seq := s.resyncSeq.Load()
+	s.freshMu.Lock()
+	if _, ok := s.fresh[hash]; !ok {
+		s.freshN.Add(1)
+	}
+	s.fresh[hash] = seq
+	s.freshMu.Unlock()
+}
+
+// resyncCompleted forgets the keys read through keyMiss before the resync
+// numbered seq started: that resync read every end user made before them.
+// The map holds only keys the store has, read since the last completed
+// resync, so it needs no other bound.
+func (s *Server) resyncCompleted(seq uint64) {
+	s.resyncDone.Store(seq)
+	if s.freshN.Load() == 0 {
+		return
+	}
+	s.freshMu.Lock()
+	for h, at := range s.fresh {
+		if at < seq {
+			delete(s.fresh, h)
+		}
+	}
+	s.freshN.Store(int64(len(s.fresh)))
+	s.freshMu.Unlock()
+}
+
+// keyNewer reports whether the key hash was read through keyMiss and no
+// resync started after that has completed: the key may be newer than
+// end users this replica's snapshot lacks.
+func (s *Server) keyNewer(hash string) bool {
+	if s.freshN.Load() == 0 {
+		return false // the steady state: one atomic load
+	}
+	s.freshMu.Lock()
+	at, ok := s.fresh[hash]
+	s.freshMu.Unlock()
+	return ok && at >= s.resyncDone.Load()
+}
+
 // endUserMiss looks up, in the store, an end user missing from the
-// snapshot, so that one created on another replica is held to its budget
-// here at once instead of after the next resync (Authenticator.EndUser).
-// Most `user` values name no end user (LiteLLM's come into being with
-// their first request), so an id the store does not have is remembered
-// and not read again: until the id arrives through a resync (the snapshot
-// answers before this is asked), or until a key the store has and this
-// replica had not is read (keyMiss, loadKeys), which starts a new
-// generation: such a key may be newer than the end user, and must not
-// find it missing. A store that does not answer is a "no", remembered the
-// same way.
-func (s *Server) endUserMiss(ctx context.Context, id string) bool {
+// snapshot that a request names with a key newer than the snapshot
+// (keyNewer: read through keyMiss since the last completed resync), so
+// that an end user created on another replica before that key is held to
+// its budget here on the key's first request (Authenticator.EndUser). For
+// any other key it reads nothing and answers "no": a missing end user is
+// a new one (LiteLLM's come into being with their first request), and one
+// created on another replica arrives with the next resync. No database
+// round trip on the request path in the steady state, whatever `user`
+// values clients send.
+//
+// Within the gated case an id the store does not have is remembered and
+// not read again: until the id arrives through a resync (the snapshot
+// answers before this is asked), or until another key is read through
+// keyMiss, which starts a new generation: that key may be newer than the
+// end user, and must not find it missing. A store that does not answer
+// is a "no", remembered the same way.
+func (s *Server) endUserMiss(ctx context.Context, keyHash, id string) bool {
+	if !s.keyNewer(keyHash) {
+		return false
+	}
 	gen := s.endGen.Load()
 	if g, ok := s.endMissed.Load(id); ok && g.(uint64) == gen {
 		return false
