@@ -749,7 +749,8 @@ func (s *Snapshot) applyChanged(changed *store.Snapshot, read time.Time) {
 	}
 	// End users before the keys: a key read in the same resync as an end
 	// user made before it must not be served while the end user is still
-	// missing (its miss path would take it for one the store lacks).
+	// missing (it would be taken for a new one: a key the snapshot has
+	// does not read missing end users from the store).
 	for _, e := range changed.EndUsers {
 		s.fromStore(store.KindEndUser, e.UserID, read, func() { s.putEndUser(e) })
 	}
