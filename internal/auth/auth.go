@@ -163,6 +163,7 @@ type Authenticator struct {
 	now       func() time.Time
 	storeDown func() bool
 	miss      func(ctx context.Context, hash string) (bool, error)
+	endMiss   func(ctx context.Context, keyHash, id string) bool
 	hook      *CustomAuth
 }
 
@@ -179,6 +180,15 @@ type Options struct {
 	// reports whether it exists; an error means the store could not be
 	// asked.
 	Miss func(ctx context.Context, hash string) (bool, error)
+	// EndUserMiss is asked about an end user missing from the snapshot,
+	// named by a request made with the key whose hash is keyHash: it may
+	// load the end user into the snapshot, and reports whether it did. The
+	// server reads the store only for a key newer than its snapshot (one
+	// read through Miss since its last completed resync): an end user made
+	// before that key may be missing too. For any other key a missing end
+	// user is a new one (LiteLLM's come into being with their first
+	// request), and it answers "no" without a store read.
+	EndUserMiss func(ctx context.Context, keyHash, id string) bool
 	// Custom is general_settings.custom_auth: a hook that decides after
 	// virtual-key auth, or instead of it.
 	Custom *CustomAuth
@@ -334,7 +344,7 @@ func (a *Authenticator) custom(r *http.Request, raw, h string, p *Principal) (*P
 // keys over snap.
 func NewAuthenticator(cfg *config.Config, snap *Snapshot, opts Options) *Authenticator {
 	a := &Authenticator{snap: snap, static: map[string]*config.StaticKey{}, mode: cfg.APIKeyMode, now: time.Now,
-		storeDown: opts.StoreDown, miss: opts.Miss, hook: opts.Custom}
+		storeDown: opts.StoreDown, miss: opts.Miss, endMiss: opts.EndUserMiss, hook: opts.Custom}
 	if mk := cfg.MasterKey(); mk != "" {
 		a.master, a.hasMaster = Hash(mk), true
 	}
@@ -349,6 +359,24 @@ func NewAuthenticator(cfg *config.Config, snap *Snapshot, opts Options) *Authent
 
 // Snapshot is the key cache the authenticator reads.
 func (a *Authenticator) Snapshot() *Snapshot { return a.snap }
+
+// EndUser is the end user a request's `user` names, or nil when there is
+// none (a new end user): from the snapshot, else, when the request's key p
+// is newer than the snapshot, through Options.EndUserMiss (an end user
+// created on another replica before that key), so that its budget and
+// limits hold on this replica's first request naming it with that key.
+// With the database unreachable, or without a key, the snapshot alone
+// answers.
+func (a *Authenticator) EndUser(ctx context.Context, p *Principal, id string) *store.EndUser {
+	e, ok := a.snap.EndUser(id)
+	if ok || id == "" || a.endMiss == nil || p == nil || p.KeyHash == "" || (a.storeDown != nil && a.storeDown()) {
+		return e
+	}
+	if a.endMiss(ctx, p.KeyHash, id) {
+		e, _ = a.snap.EndUser(id)
+	}
+	return e
+}
 
 // Open reports whether requests without a key are served.
 func (a *Authenticator) Open() bool {

@@ -747,6 +747,13 @@ func (s *Snapshot) applyChanged(changed *store.Snapshot, read time.Time) {
 	for _, o := range changed.Organizations {
 		s.fromStore(store.KindOrganization, o.OrganizationID, read, func() { s.orgs.Store(o.OrganizationID, o) })
 	}
+	// End users before the keys: a key read in the same resync as an end
+	// user made before it must not be served while the end user is still
+	// missing (it would be taken for a new one: a key the snapshot has
+	// does not read missing end users from the store).
+	for _, e := range changed.EndUsers {
+		s.fromStore(store.KindEndUser, e.UserID, read, func() { s.putEndUser(e) })
+	}
 	for _, k := range changed.Keys {
 		// A row last written before its key was deleted is stale: this
 		// resync read it before the deletion (here, or in the store).
@@ -767,9 +774,6 @@ func (s *Snapshot) applyChanged(changed *store.Snapshot, read time.Time) {
 	}
 	for _, t := range changed.Teams {
 		s.fromStore(store.KindTeam, t.TeamID, read, func() { s.putTeam(t) })
-	}
-	for _, e := range changed.EndUsers {
-		s.fromStore(store.KindEndUser, e.UserID, read, func() { s.putEndUser(e) })
 	}
 }
 

@@ -181,7 +181,7 @@ func (c *call) decode() error {
 		}
 	}
 	if c.req.user != "" {
-		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)
+		c.endUser = c.g.auth.EndUser(c.r.Context(), c.p, c.req.user)
 	}
 	if err := c.readMeta(); err != nil {
 		return err

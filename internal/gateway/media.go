@@ -109,7 +109,7 @@ func (c *call) decodeMedia() error {
 		return apierror.BadRequest("stream", "stream is not supported on %s", c.op)
 	}
 	if c.req.user != "" {
-		c.endUser, _ = c.g.auth.Snapshot().EndUser(c.req.user)
+		c.endUser = c.g.auth.EndUser(c.r.Context(), c.p, c.req.user)
 	}
 	// Tags and metadata as on every other request: the header, the body's
 	// (or the form's) metadata and litellm_metadata, the key's and the team's.

@@ -266,7 +266,7 @@ func (p *Pass) run(w http.ResponseWriter, r *http.Request, pr *auth.Principal, t
 	c.req.fixed = pc.fixed
 	c.model = c.req.model
 	if c.req.user != "" {
-		c.endUser, _ = g.auth.Snapshot().EndUser(c.req.user)
+		c.endUser = g.auth.EndUser(r.Context(), pr, c.req.user)
 	}
 	if !pc.governed {
 		return p.forward(c, t, pc, body)

@@ -34,8 +34,9 @@ func TestProbeFusedMultiAccountBooksEachAccount(t *testing.T) {
 	}
 	e.key(t, "sk-probe-fused", `"max_budget": 6, "user_id": "pf-user", "team_id": "pf-team", "rpm_limit": 100000, "tpm_limit": 10000000, "max_parallel_requests": 100`)
 	first := mock.Stats().Requests
-	// End users reach the other gateway a little later than keys: wait
-	// till both refuse pf-tiny (made after pf-end).
+	// End users reach the other gateway with its next resync (its key is
+	// older than them, so its requests do not read them from the store):
+	// wait till both refuse pf-tiny (made after pf-end).
 	for _, u := range e.urls {
 		if _, ok := within(30*time.Second, func() bool {
 			c, _ := send(t, u+"/v1/chat/completions", "sk-probe-fused", `{"model":"gpt-4","max_tokens":3,"user":"pf-tiny","messages":[{"role":"user","content":"one two three four"}]}`)

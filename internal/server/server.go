@@ -93,6 +93,23 @@ type Server struct {
 	storeDown  atomic.Bool // the last resync could not reach the database
 	missMu     sync.Mutex
 	missed     map[string]time.Time // key hashes the store did not know, until when
+	// fresh holds the hashes of the keys read through keyMiss, each with
+	// the resyncSeq current when it was read: a key is newer than the
+	// snapshot (keyNewer) until a resync that started after it was read
+	// completes (resyncDone). Only such a key's requests read a missing end
+	// user from the store (endUserMiss). freshN is len(fresh), read without
+	// the lock: zero in the steady state.
+	freshMu    sync.Mutex
+	fresh      map[string]uint64
+	freshN     atomic.Int64
+	resyncSeq  atomic.Uint64 // resyncs started
+	resyncDone atomic.Uint64 // the resyncSeq of the last completed resync
+	// endMissed holds the end user ids the store did not have (endUserMiss),
+	// each with the endGen it was read in; an entry of an older generation
+	// is forgotten. endMissedN bounds it.
+	endMissed  sync.Map // end user id -> uint64
+	endMissedN atomic.Int64
+	endGen     atomic.Uint64
 	authn      *auth.Authenticator
 	lastHealth atomic.Pointer[healthReport]
 	modelsMu   sync.Mutex
@@ -264,7 +281,9 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	}
 	if opts.Store != nil {
 		s.missed = map[string]time.Time{}
+		s.fresh = map[string]uint64{}
 		aopts.Miss = s.keyMiss
+		aopts.EndUserMiss = s.endUserMiss
 	}
 	authn := auth.NewAuthenticator(cfg, snap, aopts)
 	s.authn = authn
@@ -751,6 +770,7 @@ func (s *Server) resync(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		seq := s.resyncSeq.Add(1) // before the read: keys read by keyMiss from now on are newer than it
 		started := time.Now()
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		changed, deleted, err := s.opts.Store.Changes(qctx, since)
@@ -765,6 +785,7 @@ func (s *Server) resync(ctx context.Context) {
 			s.log.Info("database reachable again")
 		}
 		s.snap.Apply(changed, deleted, started)
+		s.resyncCompleted(seq)
 		since = started.Add(-resyncOverlap)
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := s.reloadModels(mctx); err != nil && ctx.Err() == nil {
@@ -1022,6 +1043,15 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// The key may have been made after end users this replica does not
+	// have yet: its requests look for a missing end user in the store
+	// (endUserMiss) until a resync started after this read completes, and
+	// look again for those this replica looked for and did not find (a new
+	// generation), so that an end user reaches here no later than a key
+	// made after it. Both before the key is in the snapshot, where a
+	// request may find it at once.
+	s.endGen.Add(1)
+	s.markFresh(hash)
 	if k.UserID != "" {
 		if _, ok := s.snap.User(k.UserID); !ok {
 			if u, err := s.opts.Store.GetUser(ctx, k.UserID); err == nil {
@@ -1043,6 +1073,108 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	}
 	s.snap.PutKey(k)
 	return true, nil
+}
+
+// maxEndUserMisses bounds the end user ids remembered missing: past it
+// they are all forgotten (each costs one store read again).
+const maxEndUserMisses = 50_000
+
+// markFresh records that the key hash was read through keyMiss, after
+// the resyncs started so far.
+func (s *Server) markFresh(hash string) {
+	seq := s.resyncSeq.Load()
+	s.freshMu.Lock()
+	if _, ok := s.fresh[hash]; !ok {
+		s.freshN.Add(1)
+	}
+	s.fresh[hash] = seq
+	s.freshMu.Unlock()
+}
+
+// resyncCompleted forgets the keys read through keyMiss before the resync
+// numbered seq started: that resync read every end user made before them.
+// The map holds only keys the store has, read since the last completed
+// resync, so it needs no other bound.
+func (s *Server) resyncCompleted(seq uint64) {
+	s.resyncDone.Store(seq)
+	if s.freshN.Load() == 0 {
+		return
+	}
+	s.freshMu.Lock()
+	for h, at := range s.fresh {
+		if at < seq {
+			delete(s.fresh, h)
+		}
+	}
+	s.freshN.Store(int64(len(s.fresh)))
+	s.freshMu.Unlock()
+}
+
+// keyNewer reports whether the key hash was read through keyMiss and no
+// resync started after that has completed: the key may be newer than
+// end users this replica's snapshot lacks.
+func (s *Server) keyNewer(hash string) bool {
+	if s.freshN.Load() == 0 {
+		return false // the steady state: one atomic load
+	}
+	s.freshMu.Lock()
+	at, ok := s.fresh[hash]
+	s.freshMu.Unlock()
+	return ok && at >= s.resyncDone.Load()
+}
+
+// endUserMiss looks up, in the store, an end user missing from the
+// snapshot that a request names with a key newer than the snapshot
+// (keyNewer: read through keyMiss since the last completed resync), so
+// that an end user created on another replica before that key is held to
+// its budget here on the key's first request (Authenticator.EndUser). For
+// any other key it reads nothing and answers "no": a missing end user is
+// a new one (LiteLLM's come into being with their first request), and one
+// created on another replica arrives with the next resync. No database
+// round trip on the request path in the steady state, whatever `user`
+// values clients send.
+//
+// Within the gated case an id the store does not have is remembered and
+// not read again: until the id arrives through a resync (the snapshot
+// answers before this is asked), or until another key is read through
+// keyMiss, which starts a new generation: that key may be newer than the
+// end user, and must not find it missing. A store that does not answer
+// is a "no", remembered the same way.
+func (s *Server) endUserMiss(ctx context.Context, keyHash, id string) bool {
+	if !s.keyNewer(keyHash) {
+		return false
+	}
+	gen := s.endGen.Load()
+	if g, ok := s.endMissed.Load(id); ok && g.(uint64) == gen {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	e, err := s.opts.Store.GetEndUser(ctx, id)
+	if err != nil {
+		// Not found, or not answered (a store that hangs before the
+		// resync notices must not cost every request naming the id a
+		// wait): remembered alike. Either way an end user the store has
+		// comes with the next resync that reads it.
+		if s.endMissedN.Add(1) > maxEndUserMisses {
+			s.endMissed.Clear()
+			s.endMissedN.Store(1)
+		}
+		// Stamped with the generation read before the store was asked: a
+		// key read meanwhile makes the entry stale at once.
+		s.endMissed.Store(id, gen)
+		return false
+	}
+	if e.BudgetID != "" {
+		if _, ok := s.snap.Budget(e.BudgetID); !ok {
+			if b, err := s.opts.Store.GetBudget(ctx, e.BudgetID); err == nil {
+				s.snap.PutBudget(b)
+			}
+		}
+	}
+	s.snap.PutEndUser(e)
+	s.endMissed.Delete(id)
+	return true
 }
 
 // successCallbacks names, in config order, the callbacks of callbacks and

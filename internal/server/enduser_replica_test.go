@@ -1,0 +1,261 @@
+package server
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/internal/auth"
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/storetest"
+)
+
+// TestEndUserReachesReplicaWithItsKey: two gateways on one PostgreSQL and
+// one Redis, whose resync is made too slow to matter, so that only what a
+// request reads on demand can bring what was written on A. End users
+// created on A with budgets, then a key, also on A: B's first request with
+// that key already holds the end users' budgets (a spent one is refused,
+// a live one's spend is on its shared account, none of it lost), and an
+// end user B had looked for and not found before it existed is found once
+// a key made after it is.
+func TestEndUserReachesReplicaWithItsKey(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL or TOLLGATE_TEST_REDIS_URL is not set: skipping the two-replica end user test")
+	}
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ropts, err := redis.ParseURL(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(ropts)
+	defer rc.Close()
+	prefix := "eusync-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	st := storetest.OpenPostgres(t, pg)
+	opts := Options{Store: st, RedisPrefix: prefix, ResyncInterval: time.Hour}
+	a, b := serveCfg(t, cfg, opts), serveCfg(t, cfg, opts)
+	chat := func(user string) string {
+		return `{"model":"gpt-4","max_tokens":3,"user":"` + user + `","messages":[{"role":"user","content":"one two three four"}]}`
+	}
+	mustSend := func(url, path, body string) {
+		t.Helper()
+		if code, resp := send(t, url+path, "sk-1234", body); code != 200 {
+			t.Fatalf("%s: %d %s", path, code, resp)
+		}
+	}
+
+	mustSend(a, "/end_user/new", `{"user_id": "eu-tiny", "max_budget": 0.00000001}`)
+	mustSend(a, "/end_user/new", `{"user_id": "eu-nine", "max_budget": 9}`)
+	mustSend(a, "/key/generate", `{"key": "sk-eu-sync-1"}`)
+	if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-1", chat("eu-tiny")); code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("B served end user eu-tiny, made on A before the key, as if it had no budget: %d %s", code, body)
+	}
+	const n = 4
+	for range n {
+		if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-1", chat("eu-nine")); code != 200 {
+			t.Fatalf("eu-nine on B: %d %s", code, body)
+		}
+	}
+	want := int64(ledger.USD(0.0003)) * n
+	var spent, held int64
+	if _, ok := within(30*time.Second, func() bool {
+		spent, err = rc.HGet(context.Background(), "{"+prefix+"}:bud:end_user:eu-nine", "spent").Int64()
+		held, _ = rc.HGet(context.Background(), "{"+prefix+"}:bud:end_user:eu-nine", "held").Int64()
+		return err == nil && held == 0 && spent == want
+	}); !ok {
+		t.Fatalf("eu-nine's shared account after %d requests on B: spent %d (%v), held %d; want spent %d, held 0", n, spent, err, held, want)
+	}
+
+	// B looks for eu-late before it exists (and remembers it does not);
+	// then A makes it, and a key after it.
+	if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-1", chat("eu-late")); code != 200 {
+		t.Fatalf("eu-late on B before it exists: %d %s", code, body)
+	}
+	mustSend(a, "/end_user/new", `{"user_id": "eu-late", "max_budget": 0.00000001}`)
+	mustSend(a, "/key/generate", `{"key": "sk-eu-sync-2"}`)
+	if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-2", chat("eu-late")); code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("B served eu-late, made on A before the key it came with, as if it had no budget: %d %s", code, body)
+	}
+}
+
+// endUserCounter counts the store's end user reads.
+type endUserCounter struct {
+	store.Store
+	reads atomic.Int64
+}
+
+func (c *endUserCounter) GetEndUser(ctx context.Context, id string) (*store.EndUser, error) {
+	c.reads.Add(1)
+	return c.Store.GetEndUser(ctx, id)
+}
+
+// TestEndUserMissReadsStoreOnce: with a key newer than the snapshot (made
+// behind the gateway's back, as by another replica, and read through the
+// miss path), requests naming an end user the store does not have read the
+// store once, not once per request; an end user that exists is read once
+// and then served from the snapshot.
+func TestEndUserMissReadsStoreOnce(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	counted := &endUserCounter{Store: st}
+	url := serveCfg(t, cfg, Options{Store: counted, ResyncInterval: time.Hour})
+	// An end user, then a key, made behind the gateway's back (as by
+	// another replica): in neither its snapshot.
+	ctx := context.Background()
+	if err := st.CreateEndUser(ctx, &store.EndUser{UserID: "eu-known", Metadata: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if err := st.CreateKey(ctx, &store.Key{TokenHash: auth.HashHex("sk-eu-count"), KeyName: "sk-...ount", CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"nobody", "eu-known"} {
+		before := counted.reads.Load()
+		for range 5 {
+			if code, body := send(t, url+"/v1/chat/completions", "sk-eu-count", `{"model":"gpt-4","max_tokens":3,"user":"`+user+`","messages":[{"role":"user","content":"hi"}]}`); code != 200 {
+				t.Fatalf("%s: %d %s", user, code, body)
+			}
+		}
+		if got := counted.reads.Load() - before; got != 1 {
+			t.Errorf("5 requests naming %s read the store's end users %d times; want 1", user, got)
+		}
+	}
+}
+
+// TestEndUserUnknownWithSnapshotKeyReadsNothing: requests made with a key
+// the snapshot already has (made through this gateway), each naming an end
+// user nobody has made (a new end user: LiteLLM's come into being with
+// their first request), are served without a single store read, however
+// many distinct `user` values they send; an end user made on another
+// replica behind the gateway's back is not read either (it comes with the
+// resync), and its requests are served as a new end user's.
+func TestEndUserUnknownWithSnapshotKeyReadsNothing(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	counted := &endUserCounter{Store: st}
+	url := serveCfg(t, cfg, Options{Store: counted, ResyncInterval: time.Hour})
+	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-eu-snap"}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	budget := 0.00000001
+	if err := st.CreateEndUser(context.Background(), &store.EndUser{UserID: "eu-elsewhere", Metadata: map[string]any{}, Limits: store.Limits{MaxBudget: &budget}}); err != nil {
+		t.Fatal(err)
+	}
+	before := counted.reads.Load()
+	users := []string{"eu-elsewhere"}
+	for i := range 40 {
+		users = append(users, "eu-random-"+strconv.Itoa(i))
+	}
+	for _, user := range users {
+		if code, body := send(t, url+"/v1/chat/completions", "sk-eu-snap", `{"model":"gpt-4","max_tokens":3,"user":"`+user+`","messages":[{"role":"user","content":"hi"}]}`); code != 200 {
+			t.Fatalf("%s: %d %s", user, code, body)
+		}
+	}
+	if got := counted.reads.Load() - before; got != 0 {
+		t.Errorf("%d requests with a key the snapshot has, naming end users it lacks, read the store's end users %d times; want 0", len(users), got)
+	}
+}
+
+// TestKeyNewerUntilALaterResyncCompletes: a key read through the miss
+// path counts as newer than the snapshot (its requests may read missing
+// end users) through the completion of a resync that had started before
+// it was read, and no longer once one that started after it completes.
+func TestKeyNewerUntilALaterResyncCompletes(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, srv := serveSrv(t, cfg, Options{Store: sqliteStore(t), ResyncInterval: time.Hour})
+	if srv.keyNewer("h-old") {
+		t.Fatal("a key never read through the miss path is newer")
+	}
+	before := srv.resyncSeq.Add(1) // a resync starts, then the key is read
+	srv.markFresh("h-new")
+	if !srv.keyNewer("h-new") {
+		t.Fatal("a key just read through the miss path is not newer")
+	}
+	srv.resyncCompleted(before)
+	if !srv.keyNewer("h-new") {
+		t.Fatal("a resync that started before the key was read made it old")
+	}
+	after := srv.resyncSeq.Add(1)
+	srv.resyncCompleted(after)
+	if srv.keyNewer("h-new") {
+		t.Fatal("still newer after a resync that started after it was read")
+	}
+	if n := srv.freshN.Load(); n != 0 {
+		t.Fatalf("%d keys still remembered as newer", n)
+	}
+}
+
+// BenchmarkEndUserLookup: what a request naming an end user pays to find
+// it. "snapshot" is the snapshot alone (the old path, whether the end user
+// is there or not), "known" an end user in the snapshot, "unknown-old-key"
+// an id the snapshot lacks named with a key it already had, no key having
+// come through keyMiss since the last resync (the steady state: no store
+// read), "remembered" an id the store lacks named with a
+// key newer than the snapshot, read once and remembered.
+func BenchmarkEndUserLookup(b *testing.B) {
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, srv := serveSrv(b, cfg, Options{Store: sqliteStore(b), ResyncInterval: time.Hour})
+	srv.snap.PutEndUser(&store.EndUser{UserID: "eu-bench-known"})
+	ctx := context.Background()
+	// The steady state first: no key read through keyMiss since the last
+	// resync, so a missing end user costs the snapshot and one atomic load.
+	old := &auth.Principal{KeyHash: auth.HashHex("sk-bench-old")}
+	b.Run("unknown-old-key", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			srv.authn.EndUser(ctx, old, "eu-bench-missing")
+		}
+	})
+	p := &auth.Principal{KeyHash: auth.HashHex("sk-bench-newer")}
+	srv.markFresh(p.KeyHash) // as if read through keyMiss: missing end users are looked for
+	if srv.authn.EndUser(ctx, p, "eu-bench-missing") != nil {
+		b.Fatal("eu-bench-missing exists")
+	}
+	b.Run("snapshot", func(b *testing.B) {
+		for b.Loop() {
+			srv.snap.EndUser("eu-bench-missing")
+		}
+	})
+	b.Run("known", func(b *testing.B) {
+		for b.Loop() {
+			srv.authn.EndUser(ctx, p, "eu-bench-known")
+		}
+	})
+	b.Run("remembered", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			srv.authn.EndUser(ctx, p, "eu-bench-missing")
+		}
+	})
+}
