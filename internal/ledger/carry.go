@@ -195,15 +195,8 @@ func (a *Account) doubtful(it carryItem) {
 	}
 }
 
-// dropDoubt forgets the items in doubt (SetSpent: what Redis was owed
-// belongs to the spend it overwrites).
-func (a *Account) dropDoubt() {
-	a.doubt.mu.Lock()
-	defer a.doubt.mu.Unlock()
-	a.dropDoubtLocked()
-}
-
-// dropDoubtLocked is dropDoubt, a.doubt.mu held.
+// dropDoubtLocked forgets the items in doubt (SetSpent: what Redis was
+// owed belongs to the spend it overwrites). a.doubt.mu is held.
 func (a *Account) dropDoubtLocked() {
 	for _, it := range a.doubt.items {
 		a.carrying.Add(-it.amount)
