@@ -30,8 +30,8 @@ import (
 // sqliteConn.
 type sqliteSpendStmts struct {
 	stmts map[string]driver.StmtExecContext // by text
-	row   []driver.NamedValue               // the row INSERT's parameters, reused
-	args  []driver.NamedValue               // the other statements', reused
+	row   []any                             // a row's values (spendArgs), reused
+	args  []driver.NamedValue               // a statement's parameters, reused
 }
 
 // sqliteSpendInsert is SQLite's single-row spend_logs INSERT. Its
@@ -116,10 +116,8 @@ func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, er
 		}
 		sp.stmts[q] = ex
 	}
-	sp.row = make([]driver.NamedValue, spendCols)
-	for i := range sp.row {
-		sp.row[i].Ordinal = i + 1
-	}
+	sp.row = make([]any, 0, spendCols)
+	sp.args = make([]driver.NamedValue, 0, spendCols)
 	c.spend = sp
 	return sp, nil
 }
@@ -179,18 +177,13 @@ type sqliteSpendTx struct {
 
 func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bool) error {
 	st := t.sp.stmts[sqliteSpendInsert]
-	vals := t.sp.row
-	defer func() { // hold no row's strings past the batch
-		for i := range vals {
-			vals[i].Value = nil
-		}
-	}()
+	defer clear(t.sp.row[:spendCols]) // hold no row's strings past the batch
 	for i := range rows {
 		if err := t.ctx.Err(); err != nil {
 			return fmt.Errorf("insert spend logs: %w", err)
 		}
-		spendValues(vals, &rows[i])
-		res, err := st.ExecContext(context.Background(), vals)
+		t.sp.row = spendArgs(t.sp.row[:0], &rows[i])
+		res, err := t.run(st, t.sp.row)
 		if err != nil {
 			return fmt.Errorf("insert spend logs: %w", err)
 		}
@@ -211,53 +204,25 @@ func (t *sqliteSpendTx) exec(q string, args ...any) error {
 	if st == nil {
 		return fmt.Errorf("sqlite spend statement not prepared: %.40q", q)
 	}
+	_, err := t.run(st, args)
+	return err
+}
+
+// run executes st with args, converted as database/sql converts them
+// (the driver's value types pass as they are), in the reused parameter
+// slice, with a context that cannot end.
+func (t *sqliteSpendTx) run(st driver.StmtExecContext, args []any) (driver.Result, error) {
 	vals := t.sp.args[:0]
 	for i, a := range args {
 		v, err := driver.DefaultParameterConverter.ConvertValue(a)
 		if err != nil {
-			return err
+			clear(vals)
+			return nil, err
 		}
 		vals = append(vals, driver.NamedValue{Ordinal: i + 1, Value: v})
 	}
 	t.sp.args = vals
-	defer clear(vals)
-	_, err := st.ExecContext(context.Background(), vals)
-	return err
-}
-
-// spendValues sets vals (spendCols long, ordinals set) to l's INSERT
-// parameters: spendArgs's values, in the types the driver binds.
-func spendValues(vals []driver.NamedValue, l *store.SpendLog) {
-	_ = vals[spendCols-1]
-	vals[0].Value = l.RequestID
-	vals[1].Value = l.KeyHash
-	vals[2].Value = l.UserID
-	vals[3].Value = l.TeamID
-	vals[4].Value = l.EndUser
-	vals[5].Value = l.ModelGroup
-	vals[6].Value = l.Deployment
-	vals[7].Value = l.Provider
-	vals[8].Value = l.PromptTokens
-	vals[9].Value = l.CompletionTokens
-	vals[10].Value = l.CachedTokens
-	vals[11].Value = l.Cost
-	vals[12].Value = int64(l.Status)
-	vals[13].Value = l.LatencyMS
-	vals[14].Value = micros(l.StartedAt)
-	vals[15].Value = micros(l.EndedAt)
-	vals[16].Value = l.ReportedPromptTokens
-	vals[17].Value = l.ReportedCompletionTokens
-	vals[18].Value = flag(l.UsageClamped)
-	vals[19].Value = flag(l.UsageEstimated)
-	vals[20].Value = l.ResponseID
-	vals[21].Value = l.CallType
-	vals[22].Value = tagsText(l.RequestTags)
-	vals[23].Value = metadataText(l.Metadata)
-	vals[24].Value = rawText(l.Messages)
-	vals[25].Value = rawText(l.Response)
-	vals[26].Value = flag(l.CacheHit)
-	vals[27].Value = l.CacheKey
-	vals[28].Value = l.SavedCost
-	vals[29].Value = rawText(l.Guardrails)
-	vals[30].Value = errorText(l.ErrorInformation)
+	res, err := st.ExecContext(context.Background(), vals)
+	clear(vals) // hold no value past the statement
+	return res, err
 }
