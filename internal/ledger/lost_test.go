@@ -338,3 +338,56 @@ func TestLostSettleAfterLeaseSwept(t *testing.T) {
 		t.Fatalf("local view %v, want 0.3", key.Spent().Dollars())
 	}
 }
+
+// TestCarryOfflineWaitsForLostOutcome: a replica stopping while a hold that
+// carried offline spend has lost its answer (abandoned at the hold's
+// deadline, its outcome not known until its connection fails: here when
+// Restore closes the connection the black hole held) still
+// leaves Redis with that spend: CarryOffline waits for the outcome and
+// carries the item it leaves in doubt. Before, it found nothing to carry
+// (the spend sat in carrying, neither unsynced nor in doubt yet) and Redis
+// stayed short of it until the account's next reseed.
+func TestCarryOfflineWaitsForLostOutcome(t *testing.T) {
+	c, prefix := realRedis(t)
+	o, err := redis.ParseURL(os.Getenv("TOLLGATE_TEST_REDIS_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := netsim.NewProxy(o.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Cut)
+	o.Addr = p.Addr()
+	// The hold gives up long before the socket does: its call is abandoned
+	// and its outcome stays unknown until the connection fails.
+	o.ReadTimeout, o.MaxRetries = 3*time.Second, -1
+	pc := redis.NewClient(o)
+	t.Cleanup(func() { pc.Close() })
+	r := runner(t, pc)
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: 200 * time.Millisecond})
+	g := &lostRig{c: c, p: p, r: r, s: s, prefix: prefix}
+
+	book := ledger.NewBook(nil)
+	budget := 10.0
+	key := book.Account(store.KindKey, "k", ledger.Spec{Budget: &budget})
+	g.spend(t, key, ledger.USD(0.1))
+	spendOffline(t, s, r, key, ledger.USD(0.3))
+	p.BlackHole()
+	if h, err := s.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.01)); err == nil {
+		h.Release() // the fallback's hold
+	}
+	if err := p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	r.Recover()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if failed := s.CarryOffline(ctx, book); failed != 0 {
+		t.Fatalf("%d accounts not carried", failed)
+	}
+	if got, want := g.field("k", "spent"), usdString(ledger.USD(0.4)); got != want {
+		t.Fatalf("Redis has spent %s once CarryOffline returned, want %s (0.1 on Redis, 0.3 carried by the lost hold)", got, want)
+	}
+	s.WaitOutcomes()
+}

@@ -96,8 +96,10 @@ type Shared struct {
 	left   atomic.Bool  // Leave was called: no more heartbeats
 
 	// outcomes counts the goroutines that book a lost call's outcome once
-	// it is known (tests wait for them).
-	outcomes sync.WaitGroup
+	// it is known (tests wait for them); undecided is their number, which
+	// CarryOffline waits on.
+	outcomes  sync.WaitGroup
+	undecided atomic.Int64
 	// resolving counts settleDoubt's goroutines (tests wait for them).
 	resolving sync.WaitGroup
 }
@@ -595,12 +597,14 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		// else keep it in doubt (it goes again, tagged, with a later hold),
 		// and drop the hold it may have placed.
 		s.outcomes.Add(1)
+		s.undecided.Add(1)
 		go func() {
 			o := outUnknown
 			if rscript.NotRun(rscript.Final(err)) {
 				o = outNotRun
 			}
 			h.landed(o)
+			s.undecided.Add(-1)
 			s.outcomes.Done()
 			if o == outUnknown {
 				for _, a := range h.shared {
@@ -852,6 +856,7 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 		// holds budget; when it may have, keep it in doubt, to be applied
 		// by a later hold while the lease is there (carry.go).
 		h.s.outcomes.Add(1)
+		h.s.undecided.Add(1)
 		go func() {
 			final := rscript.Final(err)
 			notRun := rscript.NotRun(final)
@@ -868,6 +873,7 @@ func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
 					a.doubtful(carryItem{tag: "s" + h.lease, lease: h.lease, amount: int64(actual), at: h.at})
 				}
 			}
+			h.s.undecided.Add(-1)
 			h.s.outcomes.Done()
 			if final != nil && !notRun {
 				for _, a := range h.shared {
@@ -918,10 +924,13 @@ return 1
 // CarryOffline takes to Redis the spend each budgeted account of book
 // booked while Redis was away and no hold has carried since (an account
 // idle after an outage), with the items still in doubt: a replica stopping
-// gracefully leaves Redis knowing all it spent. It returns how many
+// gracefully leaves Redis knowing all it spent. A call whose answer was
+// lost and whose outcome is not known yet is waited for first (within
+// ctx), so that its spend is carried too. It returns how many
 // accounts it could not carry (Redis away again, or its answer lost: the
 // store still has their spend).
 func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
+	s.awaitOutcomes(ctx)
 	for _, kind := range kinds {
 		book.Range(kind, func(a *Account) bool {
 			if a.Budget() == Unlimited {
@@ -950,6 +959,31 @@ func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
 		})
 	}
 	return failed
+}
+
+// awaitOutcomes waits, for at most half of what remains of ctx, until the
+// outcome of every call whose answer was lost is known and booked: until
+// then its spend is in carrying, neither unsynced nor in doubt, and a
+// CarryOffline that ran before would leave it off Redis. (A lost call's
+// outcome is known within the connection's read timeout, 500 ms.)
+func (s *Shared) awaitOutcomes(ctx context.Context) {
+	if s.undecided.Load() == 0 {
+		return
+	}
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)/2))
+		defer cancel()
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.undecided.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // Gate is an admission that runs in the same Redis script as a hold, and
