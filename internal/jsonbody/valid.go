@@ -1,5 +1,7 @@
 package jsonbody
 
+import "encoding/binary"
+
 // maxDepth is encoding/json's bound on nesting: a value whose arrays and
 // objects nest deeper is not valid.
 const maxDepth = 10000
@@ -107,6 +109,15 @@ func validKey(b []byte, i int) int {
 // the offset after its closing quote, or -1.
 func validString(b []byte, i int) int {
 	for i++; i < len(b); i++ {
+		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		for i < len(b) && plainByte[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			return -1
+		}
 		switch c := b[i]; {
 		case c == '"':
 			return i + 1
@@ -135,6 +146,24 @@ func validString(b []byte, i int) int {
 		}
 	}
 	return -1
+}
+
+// plainByte marks the bytes a string holds as they are: all but the quote,
+// the backslash and the control bytes.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// special8 reports whether any of the eight bytes in x is a quote, a
+// backslash or a control byte (the classic tests for a zero byte and for a
+// byte below n, on all eight at once; exact as a yes or no).
+func special8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q, bs := x^(ones*'"'), x^(ones*'\\')
+	return ((q-ones)&^q|(bs-ones)&^bs|(x-ones*0x20)&^x)&highs != 0
 }
 
 func isHex(c byte) bool {

@@ -30,6 +30,13 @@ func TestValidMatchesEncodingJSON(t *testing.T) {
 			strings.Repeat("[", n)+"1"+strings.Repeat("]", n),
 			strings.Repeat("[", n)+strings.Repeat("]", n-1))
 	}
+	// Strings read eight bytes at a time: each byte that ends or breaks one
+	// (and some that do not) at every offset of a longer string.
+	for _, c := range []string{`"`, `\`, `\"`, `\u00e9`, `\x`, "\x00", "\x01", "\x1f", " ", "\x7f", "\x80", "\xff", "!", "#", "[", "]", "\\"} {
+		for n := range 20 {
+			tests = append(tests, `["`+strings.Repeat("a", n)+c+strings.Repeat("b", 19-n)+`"]`)
+		}
+	}
 	for _, tt := range tests {
 		if got, want := Valid([]byte(tt)), json.Valid([]byte(tt)); got != want {
 			t.Errorf("Valid(%.80q) = %v, json.Valid says %v", tt, got, want)
@@ -49,21 +56,28 @@ func FuzzValid(f *testing.F) {
 }
 
 // BenchmarkValid checks the mock upstream's answer, as answerOf does for
-// every whole answer.
+// every whole answer,
 func BenchmarkValid(b *testing.B) {
 	body := []byte(`{"id":"chatcmpl-mock1","object":"chat.completion","created":1796023133,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! You said: Say hello to the benchmark."},"finish_reason":"stop"}],"usage":{"prompt_tokens":6,"completion_tokens":8,"total_tokens":14}}`)
+	// and a request with a 4 KB prompt.
+	long := []byte(`{"model":"gpt-4","messages":[{"role":"user","content":"` + strings.Repeat("Say hello to the benchmark. ", 150) + `"}]}`)
 	for _, tt := range []struct {
 		name  string
 		valid func([]byte) bool
 	}{{"jsonbody", Valid}, {"encoding_json", json.Valid}} {
-		b.Run(tt.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
-			for b.Loop() {
-				if !tt.valid(body) {
-					b.Fatal("invalid")
+		for _, in := range []struct {
+			name string
+			b    []byte
+		}{{"answer", body}, {"prompt4k", long}} {
+			b.Run(tt.name+"/"+in.name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(in.b)))
+				for b.Loop() {
+					if !tt.valid(in.b) {
+						b.Fatal("invalid")
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
