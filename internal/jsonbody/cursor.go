@@ -13,11 +13,11 @@ type Cursor struct {
 	i int
 }
 
-// Start validates b as Reset does (json.Valid, then a top-level object) and
+// Start validates b as Reset does (Valid, then a top-level object) and
 // places c before its first member.
 func (c *Cursor) Start(b []byte) error {
 	*c = Cursor{}
-	if !json.Valid(b) {
+	if !Valid(b) {
 		return syntaxError(b)
 	}
 	if !c.StartValid(b) {

@@ -42,7 +42,7 @@ func Scan(b []byte) (*Object, error) {
 func (o *Object) Reset(b []byte) error {
 	o.body = b
 	o.Members = o.Members[:0]
-	if !json.Valid(b) {
+	if !Valid(b) {
 		return syntaxError(b)
 	}
 	i := skipSpace(b, 0)

@@ -187,7 +187,7 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 		s := l.get(r, now)
 		switch r.Kind {
 		case Tokens:
-			_, cur, _ := s.window(r, now)
+			cur := now.UnixNano() / int64(slotLen(r.Window)) // the sub-window of now, as window gives it, without its sum
 			switch {
 			case delta > 0:
 				s.add(cur, delta)

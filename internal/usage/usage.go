@@ -4,7 +4,6 @@
 package usage
 
 import (
-	"encoding/json"
 	"strconv"
 
 	"github.com/tollgate/tollgate/internal/jsonbody"
@@ -104,7 +103,7 @@ func (u Usage) OpenAI() *OpenAI {
 // details object, a repeated details object merging into the earlier one,
 // and any count that is not an integer in int64's range failing the whole.
 func Parse(raw []byte) (Usage, bool) {
-	if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
+	if len(raw) == 0 || raw[0] != '{' || !jsonbody.Valid(raw) {
 		return Usage{}, false
 	}
 	return parseValid(raw)
