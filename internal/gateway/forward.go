@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/jsonbody"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/translate"
 	"github.com/tollgate/tollgate/internal/usage"
@@ -253,7 +253,7 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 			return &failure{err: apierror.BadGateway(err, "deployment %s answered %d with something that is not a %s response", t.D.ID, resp.StatusCode, op)}
 		}
 		if wr.response != nil {
-			if !json.Valid(data) {
+			if !jsonbody.Valid(data) {
 				return bad(errors.New("response body is not valid JSON"))
 			}
 			res.id, _ = answerID(data)
