@@ -218,7 +218,9 @@ func BenchmarkStartupToFirstAnswer100kKeys(b *testing.B) {
 func BenchmarkBytesPerUsedKey(b *testing.B) {
 	const usedKeys = 10_000
 	path := seededStore(b)
-	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\ngeneral_settings:\n  master_key: sk-1234\n"))
+	// Priced, so that each key's request costs something: its spend
+	// series (metrics_key_labels is on by default) counts too.
+	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo, input_cost_per_token: 0.000001, output_cost_per_token: 0.00001}\ngeneral_settings:\n  master_key: sk-1234\n"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -260,6 +262,9 @@ func BenchmarkBytesPerUsedKey(b *testing.B) {
 		ask(benchKeys - 1)
 		ask(benchKeys - 1)
 		before := heapInUse()
+		if os.Getenv("TOLLGATE_BENCH_HEAP_PROFILE") != "" {
+			runtime.MemProfileRate = 1 // every allocation from here on
+		}
 		var wg sync.WaitGroup
 		for w := range 4 {
 			wg.Add(1)
