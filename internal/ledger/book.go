@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -81,6 +82,10 @@ func (b *Book) Account(kind store.Kind, id string, s Spec) *Account {
 	m := &b.accounts[slot(kind)]
 	v, ok := m.Load(id)
 	if !ok {
+		// The account outlives the request: its id must not be a slice of
+		// something the request holds (a principal's hash is formatted
+		// into the principal, and would keep all of it alive).
+		id = strings.Clone(id)
 		a := NewAccount(kind, id, USD(s.Spent), want)
 		if s.ResetAt != nil {
 			a.SetResetAt(*s.ResetAt)

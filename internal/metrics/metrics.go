@@ -60,7 +60,7 @@ type Metrics struct {
 	overhead   prometheus.Histogram
 
 	spendModel   *prometheus.CounterVec
-	spendKey     *prometheus.CounterVec
+	spendKey     *keySpend
 	spendUser    *prometheus.CounterVec
 	spendTeam    *prometheus.CounterVec
 	spendEndUser *prometheus.CounterVec
@@ -116,7 +116,7 @@ func New(o Options) *Metrics {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name(n), Help: help}, labels)
 	}
 	m.spendModel = counter("spend_usd_total", "Spend in USD by model group.", "model_group")
-	m.spendKey = counter("key_spend_usd_total", "Spend in USD by virtual key (first 8 hex digits of its sha256, and alias).", "key_hash", "key_alias")
+	m.spendKey = newKeySpend(name("key_spend_usd_total"), "Spend in USD by virtual key (first 8 hex digits of its sha256, and alias).")
 	m.spendUser = counter("user_spend_usd_total", "Spend in USD by internal user.", "user")
 	m.spendTeam = counter("team_spend_usd_total", "Spend in USD by team.", "team")
 	m.spendEndUser = counter("end_user_spend_usd_total", "Spend in USD by end user (the request's user field).", "end_user")
@@ -329,7 +329,7 @@ func (m *Metrics) ObserveRequest(r *Request) {
 		}
 		if m.keyLabels {
 			if r.KeyHash != "" {
-				m.spendKey.WithLabelValues(HashPrefix(r.KeyHash), r.KeyAlias).Add(r.Cost)
+				m.spendKey.add(HashPrefix(r.KeyHash), r.KeyAlias, r.Cost)
 			}
 			if r.User != "" {
 				m.spendUser.WithLabelValues(r.User).Add(r.Cost)

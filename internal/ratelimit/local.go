@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -44,11 +45,17 @@ func (l *Local) get(r *Rule, now time.Time) *state {
 	k := stateKey{r.Scope, r.Kind, r.Name}
 	s := l.states[k]
 	if s == nil {
-		s = &state{tokens: r.Limit, filled: now}
+		// The state outlives the request: its scope's id must not be a
+		// slice of something the request holds (a principal's hash is
+		// formatted into the principal, and would keep all of it alive).
+		k.scope.ID = strings.Clone(k.scope.ID)
+		s = &state{tokens: r.Limit, filled: now, rule: Rule{Scope: k.scope}}
 		l.states[k] = s
 	}
 	s.used = now
+	scope := s.rule.Scope
 	s.rule = *r
+	s.rule.Scope = scope
 	return s
 }
 

@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -205,4 +207,88 @@ func BenchmarkStartupToFirstAnswer100kKeys(b *testing.B) {
 	}
 	b.ReportMetric(float64(firstCPU.Milliseconds())/float64(b.N), "first-answer-cpu-ms")
 	b.ReportMetric(float64(allKeys.Milliseconds())/float64(b.N), "all-keys-ms")
+}
+
+// BenchmarkBytesPerUsedKey serves one chat completion with each of
+// usedKeys keys of the benchKeys a gateway loaded, then reports the live
+// heap the gateway holds per key used on top of the snapshot
+// (used-B/key): what a key costs once it has made a request (its ledger
+// accounts, its metric series, its record rewritten with its spend),
+// which is the steady state of a gateway whose keys are all in use.
+func BenchmarkBytesPerUsedKey(b *testing.B) {
+	const usedKeys = 10_000
+	path := seededStore(b)
+	// Priced, so that each key's request costs something: its spend
+	// series (metrics_key_labels is on by default) counts too.
+	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo, input_cost_per_token: 0.000001, output_cost_per_token: 0.00001}\ngeneral_settings:\n  master_key: sk-1234\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := `{"model":"demo","messages":[{"role":"user","content":"hi"}]}`
+	var perKey float64
+	for range b.N {
+		st, err := sqlstore.OpenSQLite(context.Background(), path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Not testLogger: it keeps every request's log line in memory.
+		srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: st})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ctx, ln) }()
+		<-srv.snap.Loaded()
+		url := "http://" + ln.Addr().String() + "/v1/chat/completions"
+		ask := func(i int) {
+			req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+benchRawKey(i))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("key %d: %d", i, resp.StatusCode)
+			}
+		}
+		// Warm the paths first (one key used twice) so that what they
+		// allocate once is not counted per key.
+		ask(benchKeys - 1)
+		ask(benchKeys - 1)
+		before := heapInUse()
+		if os.Getenv("TOLLGATE_BENCH_HEAP_PROFILE") != "" {
+			runtime.MemProfileRate = 1 // every allocation from here on
+		}
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < usedKeys; i += 4 {
+					ask(i)
+				}
+			}()
+		}
+		wg.Wait()
+		after := heapInUse()
+		if p := os.Getenv("TOLLGATE_BENCH_HEAP_PROFILE"); p != "" {
+			if f, err := os.Create(p); err == nil {
+				pprof.WriteHeapProfile(f)
+				f.Close()
+			}
+		}
+		perKey += (float64(after) - float64(before)) / usedKeys
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		st.Close()
+	}
+	b.ReportMetric(perKey/float64(b.N), "used-B/key")
 }
