@@ -823,16 +823,13 @@ func (h *sharedHold) send(actual Amount, spend bool) *settling {
 		p.actual = 0
 	}
 	// Not the request's context: a client leaving must not leave the hold
-	// on Redis. ctx bounds only the queueing (the script's first load);
-	// the wait has a deadline of its own, from when it starts.
-	ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, h.s.holdWait))
-	defer cancel()
+	// on Redis. The wait has a deadline of its own, from when it starts.
 	if g := h.gate; g != nil {
 		gk, ga := g.DoneCall()
 		keys, args := fuse(gk, ga, h.keys, []any{int64(p.actual), h.lease, 0})
-		p.call = h.s.r.Queue(ctx, fusedFor(g.GateLua()).settle, keys, args...)
+		p.call = h.s.r.Queue(fusedFor(g.GateLua()).settle, keys, args...)
 	} else {
-		p.call = h.s.r.Queue(ctx, settleScript, h.keys, int64(p.actual), h.lease, 0)
+		p.call = h.s.r.Queue(settleScript, h.keys, int64(p.actual), h.lease, 0)
 	}
 	return p
 }

@@ -384,7 +384,7 @@ func (r *Runner) do(ctx context.Context, verb, script string, keys []string, arg
 // it has run and returns its error; a script Redis no longer knows is sent
 // in full then, out of order.
 func (r *Runner) Send(ctx context.Context, s *Script, keys []string, args ...any) (wait func() error) {
-	q := r.Queue(ctx, s, keys, args...)
+	q := r.queue(ctx, s, keys, args)
 	return func() error {
 		_, err := q.Wait(ctx)
 		return err
@@ -405,10 +405,27 @@ type Queued struct {
 
 // Queue queues s in the shared, ordered stream and returns without waiting
 // for its reply: Redis runs it after every call this runner queued before
-// and before every call queued after. ctx bounds only the queueing (the
-// script's first load); once queued the call runs whatever becomes of ctx.
-// Wait reads the reply.
-func (r *Runner) Queue(ctx context.Context, s *Script, keys []string, args ...any) *Queued {
+// and before every call queued after. Only a script this runner has not
+// loaded yet waits, for its SCRIPT LOAD (at most loadWait); once queued
+// the call runs whoever waits for it. Wait reads the reply.
+func (r *Runner) Queue(s *Script, keys []string, args ...any) *Queued {
+	if l, ok := r.loaded.Load(s.hash); ok {
+		select {
+		case <-l.(*loading).done:
+			return r.queue(context.Background(), s, keys, args)
+		default:
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), loadWait)
+	defer cancel()
+	return r.queue(ctx, s, keys, args)
+}
+
+// loadWait bounds Queue's wait for a script's first load.
+const loadWait = 2 * time.Second
+
+// queue is Queue with ctx bounding the script's load.
+func (r *Runner) queue(ctx context.Context, s *Script, keys []string, args []any) *Queued {
 	q := &Queued{r: r, s: s, keys: keys, args: args}
 	ap := r.ap.Load()
 	if ap == nil {

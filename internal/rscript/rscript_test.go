@@ -307,7 +307,7 @@ func TestQueueRunsInOrderAndWaitsLater(t *testing.T) {
 	addr, key := realRedis(t)
 	r := runnerAt(t, addr)
 	ctx := context.Background()
-	q := r.Queue(ctx, incr, []string{key}, 5)
+	q := r.Queue(incr, []string{key}, 5)
 	v, err := r.Run(ctx, incr, []string{key}, 1)
 	if err != nil || v != int64(6) {
 		t.Fatalf("the call after the queued one got %v, %v: want 6 (it runs after)", v, err)
@@ -319,7 +319,7 @@ func TestQueueRunsInOrderAndWaitsLater(t *testing.T) {
 	// A Redis slower than the wait's deadline: the call is abandoned, and
 	// still runs.
 	slow := runnerAt(t, proxy(t, addr, 300*time.Millisecond))
-	q = slow.Queue(ctx, incr, []string{key}, 10) // loads the script first (its reply delayed too)
+	q = slow.Queue(incr, []string{key}, 10) // loads the script first (its reply delayed too)
 	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	_, err = q.Wait(wctx)
