@@ -822,6 +822,9 @@ func (h *sharedHold) send(actual Amount, spend bool) *settling {
 	if !spend {
 		p.actual = 0
 	}
+	for _, a := range h.shared {
+		a.landing.Add(int64(p.actual))
+	}
 	// Not the request's context: a client leaving must not leave the hold
 	// on Redis. The wait has a deadline of its own, from when it starts.
 	if g := h.gate; g != nil {
@@ -853,6 +856,12 @@ func (p *settling) wait() (soft []*Account) {
 	if g := h.gate; g != nil {
 		g.Settled(err)
 	}
+	// Booked below (mirrored, carried or in doubt): no longer landing.
+	defer func() {
+		for _, a := range h.shared {
+			a.landing.Add(-int64(actual))
+		}
+	}()
 	if err == nil && len(res) != 1+2*len(h.shared) {
 		err = fmt.Errorf("redis: settle reply has %d values for %d accounts", len(res), len(h.shared))
 	}
@@ -1140,18 +1149,13 @@ func (s *Settling) Wait() []*Account {
 func (s *Settling) Pending() bool { return s.p != nil && !s.p.done }
 
 // Spent is a's settled spend as this replica sees it: its local view,
-// plus what this settle books on a while its settle on Redis is not
-// answered yet (Wait then mirrors Redis's figure, which has it).
+// plus what this replica's settles on Redis not answered yet book on a,
+// this one's and those of requests answered before it (each reply then
+// mirrors Redis's figure, which has them). It is never below what an
+// earlier answer from this replica told; it may count a settle twice for
+// the moment between another reply mirroring it and its own being read.
 func (s *Settling) Spent(a *Account) Amount {
-	spent := a.Spent()
-	if p := s.p; p != nil && !p.done && p.spend {
-		for _, x := range p.h.shared {
-			if x == a {
-				return spent + p.actual
-			}
-		}
-	}
-	return spent
+	return a.Spent() + Amount(a.landing.Load())
 }
 
 // SendSettle begins settling h: Settle (spend) or Release. A hold on Redis

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 )
 
@@ -120,4 +123,122 @@ func TestProbeNextRequestOnThisReplicaSeesTheSlotBack(t *testing.T) {
 	if a := await(t, next, "the next request"); a.code != 200 {
 		t.Fatalf("the next request on this replica: %d %s; want it decided after the first's slot came back", a.code, a.body)
 	}
+}
+
+// TestProbeKeySpendHeaderNeverGoesBack: two requests of one key on this
+// replica. The second is at its upstream when the first is answered with
+// its settle held back on the way to Redis; then the second is answered.
+// Its x-litellm-key-spend must not be below what the first answer already
+// told the client (the first's cost): before the settle went off the
+// answer, the second's settle ran after the first's and its header was
+// Redis's figure with both.
+func TestProbeKeySpendHeaderNeverGoesBack(t *testing.T) {
+	e := startSettle(t, "default")
+	const key = "sk-settle-header"
+	e.key(t, key, 1)
+	// A second upstream, in front of the same mock: a request whose body
+	// says "WAIT" waits there until released; one saying "BIG" stalls the
+	// Redis proxy (its settle is held back) and uses 10 completion tokens.
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	mock := mockupstream.New(mockupstream.Options{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		switch {
+		case bytes.Contains(body, []byte("WAIT")):
+			entered <- struct{}{}
+			<-release
+			r.Header.Set("x-mock-completion-tokens", "3")
+		case bytes.Contains(body, []byte("BIG")):
+			e.proxy.Stall()
+			r.Header.Set("x-mock-completion-tokens", "10")
+		}
+		mock.ServeHTTP(w, r)
+	}))
+	t.Cleanup(up.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	if code, body := send(t, e.url+"/model/new", "sk-1234", `{"model_name": "gpt-4w", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": "`+up.URL+`", "input_cost_per_token": 0, "output_cost_per_token": 0.0001}}`); code != 200 {
+		t.Skipf("cannot add a model at run time (%d %s)", code, body)
+	}
+	ask := func(content string) <-chan answer {
+		out := make(chan answer, 1)
+		go func() {
+			req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4w","max_tokens":10,"messages":[{"role":"user","content":"`+content+`"}]}`))
+			req.Header.Set("Authorization", "Bearer "+key)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+			if err != nil {
+				out <- answer{err: err}
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			out <- answer{code: resp.StatusCode, h: resp.Header, body: string(b), err: err}
+		}()
+		return out
+	}
+	second := ask("WAIT")
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second request never reached its upstream")
+	}
+	a1 := await(t, ask("BIG"), "the first answer")
+	if a1.code != 200 {
+		t.Fatalf("first: %d %s", a1.code, a1.body)
+	}
+	close(release)
+	a2 := await(t, second, "the second answer")
+	if a2.code != 200 {
+		t.Fatalf("second: %d %s", a2.code, a2.body)
+	}
+	if err := e.proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	s1, _ := strconv.ParseFloat(a1.h.Get("X-Litellm-Key-Spend"), 64)
+	s2, _ := strconv.ParseFloat(a2.h.Get("X-Litellm-Key-Spend"), 64)
+	c2, _ := strconv.ParseFloat(a2.h.Get("X-Tollgate-Response-Cost"), 64)
+	if s2 < s1+c2-1e-12 {
+		t.Fatalf("key spend told: %v with the first answer, then %v with the second (cost %v): want at least %v", s1, s2, c2, s1+c2)
+	}
+}
+
+// TestProbeSettleReplyLostAfterTheAnswerBookedOnce: the settle reaches
+// Redis and runs, but its reply is lost (default timeouts: the connection's
+// read gives up); the answer is already out. Its spend is booked once:
+// once Redis answers again and the next request has come and gone, Redis
+// and the store have both requests' cost, no more. Passes on the branch
+// (the in-doubt path is main's, moved after the answer).
+func TestProbeSettleReplyLostAfterTheAnswerBookedOnce(t *testing.T) {
+	e := startSettleWith(t, "default", Options{})
+	const key = "sk-settle-lost-reply"
+	e.key(t, key, 1)
+	e.dropReplies = true
+	e.stallAt.Store(e.calls.Load() + 1)
+	a := await(t, e.ask(key), "the answer whose settle's reply is lost")
+	if a.code != 200 {
+		t.Fatalf("%d %s", a.code, a.body)
+	}
+	cost, _ := strconv.ParseFloat(a.h.Get("X-Tollgate-Response-Cost"), 64)
+	if _, ok := within(30*time.Second, func() bool { return e.srv.inflight.Load() == 0 }); !ok {
+		t.Fatal("the request did not end after its settle's reply was lost")
+	}
+	if err := e.proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := within(30*time.Second, func() bool { return !e.srv.limits.Limiter.Degraded() }); !ok {
+		t.Fatal("the gateway did not return to Redis")
+	}
+	b := await(t, e.ask(key), "the next request")
+	if b.code != 200 {
+		t.Fatalf("%d %s", b.code, b.body)
+	}
+	e.waitBooks(t, key, 2*ledger.USD(cost), "after the next request")
+	e.stored(t, key, 2*cost, 2)
 }

@@ -40,6 +40,9 @@ type settleEnv struct {
 	calls  atomic.Int64
 	// stallAt is the upstream call (1, 2, ...) that stalls the proxy.
 	stallAt atomic.Int64
+	// dropReplies: that call makes the proxy drop Redis's replies instead
+	// (netsim.Proxy.DropReplies): the settle runs, its reply is lost.
+	dropReplies bool
 	// stop shuts the gateway down gracefully; done is closed when Serve
 	// has returned.
 	stop func()
@@ -47,6 +50,13 @@ type settleEnv struct {
 }
 
 func startSettle(t *testing.T, mode string) *settleEnv {
+	t.Helper()
+	return startSettleWith(t, mode, Options{RedisHoldTimeout: 2 * time.Minute, RedisReadTimeout: 2 * time.Minute})
+}
+
+// startSettleWith is startSettle with the Redis timeouts of opts (zero:
+// the defaults), and stalling or dropping replies as e.lose says.
+func startSettleWith(t *testing.T, mode string, opts Options) *settleEnv {
 	t.Helper()
 	rd := os.Getenv("TOLLGATE_TEST_REDIS_URL")
 	if rd == "" {
@@ -65,7 +75,11 @@ func startSettle(t *testing.T, mode string) *settleEnv {
 	mock := mockupstream.New(mockupstream.Options{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if e.calls.Add(1) == e.stallAt.Load() {
-			e.proxy.Stall()
+			if e.dropReplies {
+				e.proxy.DropReplies()
+			} else {
+				e.proxy.Stall()
+			}
 		}
 		mock.ServeHTTP(w, r)
 	}))
@@ -77,7 +91,7 @@ func startSettle(t *testing.T, mode string) *settleEnv {
 		t.Fatal(err)
 	}
 	e.st = sqliteStore(t)
-	e.srv, err = New(cfg, Options{Store: e.st, RedisPrefix: e.prefix, RedisHoldTimeout: 2 * time.Minute, RedisReadTimeout: 2 * time.Minute, Logger: testLogger})
+	e.srv, err = New(cfg, Options{Store: e.st, RedisPrefix: e.prefix, RedisHoldTimeout: opts.RedisHoldTimeout, RedisReadTimeout: opts.RedisReadTimeout, Logger: testLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
