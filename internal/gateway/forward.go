@@ -302,12 +302,17 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 // cost: its settle is queued in Redis's ordered stream before the answer
 // is written (so that the client's next request, from this replica, is
 // decided after it), and its reply is waited for and booked once the
-// answer is out (call.land), not before. Every answer carries its
+// answer is out (call.land), not before - unless its rate-limit ticket is
+// tight (ratelimit.Ticket.Tight), whose settle lands first. Every answer carries its
 // durations. It returns errClientGone when the client left.
 func (c *call) writeWhole(status int, data []byte) error {
 	h := c.w.Header()
 	if hd := c.hold; hd != nil && status < 300 {
-		if ch, ok := hd.(*charge); ok {
+		// A ticket whose settlement frees what the client's next request
+		// needs (max_parallel_requests: 1, say) is settled before the
+		// answer, as before: on another replica that request would
+		// otherwise find its own limit still taken.
+		if ch, ok := hd.(*charge); ok && (c.ticket == nil || !c.ticket.Tight()) {
 			ch.later, c.landing = true, ch
 		}
 		c.settleLast()
