@@ -71,6 +71,9 @@ type call struct {
 	// its failure row from released (failRow).
 	released *charge
 	rowed    bool
+	// landing is the charge whose settle was sent before its answer was
+	// written and is landed after it (writeWhole, land).
+	landing *charge
 	// done marks the steps of finish that ran, so that a finish run
 	// again after a panic (serve's deferred one) repeats none of them.
 	done struct{ content, observed bool }
@@ -574,6 +577,15 @@ func (c *call) settleLast() {
 	c.settle()
 }
 
+// land waits for the settle that writeWhole sent before writing the
+// answer and books its reply (charge.land); once.
+func (c *call) land() {
+	if ch := c.landing; ch != nil {
+		c.landing = nil
+		ch.land()
+	}
+}
+
 // finish ends the call: the hold settled or released, the rate-limit
 // ticket returned with the tokens used, the log line and the metrics.
 // Each step runs once: when one panics, serve's deferred finish runs the
@@ -581,6 +593,7 @@ func (c *call) settleLast() {
 // ends whatever step panicked.
 func (c *call) finish(err error) {
 	c.settleLast()
+	c.land() // before the ticket: a fused settle settles it
 	if tk := c.ticket; tk != nil {
 		c.ticket = nil // given back once, even if finish runs again after a panic
 		c.g.opts.Limits.done(tk, usedTokens(&c.res, tk.Est))

@@ -298,12 +298,23 @@ func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 	return c.writeWhole(resp.StatusCode, data)
 }
 
-// writeWhole writes a whole answer: a 2xx is settled first (so that the
-// client's next request sees the books) and carries its cost, and every
-// answer its durations. It returns errClientGone when the client left.
+// writeWhole writes a whole answer. A 2xx is settled first and carries its
+// cost: its settle is queued in Redis's ordered stream before the answer
+// is written (so that the client's next request, from this replica, is
+// decided after it), and its reply is waited for and booked once the
+// answer is out (call.land), not before - unless its rate-limit ticket is
+// tight (ratelimit.Ticket.Tight), whose settle lands first. Every answer carries its
+// durations. It returns errClientGone when the client left.
 func (c *call) writeWhole(status int, data []byte) error {
 	h := c.w.Header()
 	if hd := c.hold; hd != nil && status < 300 {
+		// A ticket whose settlement frees what the client's next request
+		// needs (max_parallel_requests: 1, say) is settled before the
+		// answer, as before: on another replica that request would
+		// otherwise find its own limit still taken.
+		if ch, ok := hd.(*charge); ok && (c.ticket == nil || !c.ticket.Tight()) {
+			ch.later, c.landing = true, ch
+		}
 		c.settleLast()
 		hd.headers(h, c.cost)
 	}
@@ -313,7 +324,16 @@ func (c *call) writeWhole(status int, data []byte) error {
 	c.durationHeaders(h, c.res.upstream)
 	h.Set("Content-Length", strconv.Itoa(len(data)))
 	c.w.WriteHeader(status)
-	if _, err := c.w.Write(data); err != nil {
+	_, err := c.w.Write(data)
+	if ch := c.landing; err == nil && ch != nil && ch.pend.Pending() {
+		// Out to the client now, not when the handler returns: the
+		// settle's reply is waited for below.
+		if ferr := http.NewResponseController(c.w).Flush(); !errors.Is(ferr, http.ErrNotSupported) {
+			err = ferr
+		}
+	}
+	c.land()
+	if err != nil {
 		c.res.clientGone = true
 		return errClientGone
 	}

@@ -385,6 +385,10 @@ type charge struct {
 	// hold (book); lim is its limiter.
 	last *ratelimit.Ticket
 	lim  *ratelimit.Limiter
+	// later: settle only sends the settle, and the caller lands it once
+	// the answer is written (call.writeWhole); pend is the settle sent.
+	later bool
+	pend  ledger.Settling
 }
 
 func (c *charge) capTokens() int64 { return c.capN }
@@ -623,8 +627,18 @@ func (m *Books) place(ctx context.Context, cl *call, holder ledger.Holder, accts
 // book settles the hold (spend) or releases it, with the call's rate-limit
 // ticket in one Redis script when this is the call's last hold and both
 // are on Redis (call.settleLast); res gives the tokens the ticket is
-// settled with (nil: none).
-func (c *charge) book(amount ledger.Amount, spend bool, res *result) []*ledger.Account {
+// settled with (nil: none). A settle on Redis is queued in the runner's
+// ordered stream (every hold this replica sends later runs after it) and,
+// unless the charge settles later (c.later: the answer is written first),
+// landed at once: its reply read and booked (land).
+func (c *charge) book(amount ledger.Amount, spend bool, res *result) {
+	c.pend = c.send(amount, spend, res)
+	if !c.later {
+		c.land()
+	}
+}
+
+func (c *charge) send(amount ledger.Amount, spend bool, res *result) ledger.Settling {
 	if tk := c.last; tk != nil {
 		c.last = nil
 		used := int64(0)
@@ -632,16 +646,23 @@ func (c *charge) book(amount ledger.Amount, spend bool, res *result) []*ledger.A
 			used = usedTokens(res, tk.Est)
 		}
 		if g := c.lim.Closing(tk, used); g != nil {
-			if soft, ok := ledger.SettleGated(c.res, amount, spend, g); ok {
-				return soft
+			if s, ok := ledger.SendGated(c.res, amount, spend, g); ok {
+				return s
 			}
 		}
 	}
-	if spend {
-		return c.res.Settle(amount)
+	return ledger.SendSettle(c.res, amount, spend)
+}
+
+// land waits for the settle sent (book) and books its reply: Redis's
+// spend mirrored, the spend carried or kept in doubt when Redis did not
+// answer, soft budgets crossed told. Landing twice does nothing.
+func (c *charge) land() {
+	for _, a := range c.pend.Wait() {
+		if c.m.OnSoftBudget != nil {
+			c.m.OnSoftBudget(a)
+		}
 	}
-	c.res.Release()
-	return nil
 }
 
 // settle books what res cost: the reported usage, validated against what
@@ -724,11 +745,7 @@ func (c *charge) settle(res *result) (cost float64) {
 	}
 	cost = amount.Dollars()
 	c.cost = cost
-	for _, a := range c.book(amount, true, res) {
-		if c.m.OnSoftBudget != nil {
-			c.m.OnSoftBudget(a)
-		}
-	}
+	c.book(amount, true, res)
 	l.PromptTokens, l.CompletionTokens, l.CachedTokens = u.Prompt, u.Completion, u.Cached
 	l.Cost, l.Status, l.ResponseID = cost, res.status, res.id
 	switch {
@@ -869,8 +886,11 @@ func (c *charge) headers(h http.Header, cost float64) {
 	c.streamHeaders(h)
 }
 
+// streamHeaders sets the key's spend: this replica's view of it, with this
+// request's cost while its settle on Redis is not answered yet
+// (Settling.Spent).
 func (c *charge) streamHeaders(h http.Header) {
 	if c.key != nil {
-		setBoth(h, hdrKeySpend, llmKeySpend, strconv.FormatFloat(c.key.Spent().Dollars(), 'g', -1, 64))
+		setBoth(h, hdrKeySpend, llmKeySpend, strconv.FormatFloat(c.pend.Spent(c.key).Dollars(), 'g', -1, 64))
 	}
 }

@@ -74,6 +74,10 @@ type Account struct {
 	// taking to Redis, and spend in doubt (doubt). unsynced + carrying is
 	// spend the local mirror has and Redis may not.
 	carrying atomic.Int64
+	// landing is this replica's spend whose settle is queued on Redis and
+	// whose reply is not booked yet (sharedHold.send, settling.wait): the
+	// answer's key-spend header counts it (Settling.Spent).
+	landing atomic.Int64
 	// movers counts changes in progress that move one amount between
 	// spent, unsynced and carrying (or into two of them), and moved counts
 	// those ended: seed reads the three when no move is half done (a move

@@ -792,31 +792,80 @@ func mirror(a *Account, redisSpent int64) {
 }
 
 func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
+	return h.send(actual, spend).wait()
+}
+
+// settling is a hold's settle queued in the runner's ordered stream and
+// not yet answered (sharedHold.send); wait reads its reply.
+type settling struct {
+	h      *sharedHold
+	actual Amount
+	spend  bool
+	soft   []*Account // crossings of the unbudgeted accounts, booked at once
+	call   *rscript.Queued
+	done   bool
+}
+
+// send books the unbudgeted accounts in process and queues the settle on
+// Redis (with the gate's settlement when fused), without waiting for its
+// reply: every script this replica queues after it runs after it on Redis.
+// Its wait must be called. A hold already settled gives a settling that
+// does nothing.
+func (h *sharedHold) send(actual Amount, spend bool) *settling {
 	if h == nil || h.settled {
-		return nil
+		return &settling{done: true}
 	}
 	h.settled = true
+	p := &settling{h: h, actual: actual, spend: spend}
 	for _, a := range h.others {
 		a.used.Add(int64(actual) - int64(h.amount))
 		if spend {
-			soft = appendSoft(soft, a, Amount(a.spent.Add(int64(actual))))
+			p.soft = appendSoft(p.soft, a, Amount(a.spent.Add(int64(actual))))
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, h.s.holdWait))
-	defer cancel()
 	if !spend {
-		actual = 0
+		p.actual = 0
 	}
-	var res []int64
-	var err error
+	for _, a := range h.shared {
+		a.landing.Add(int64(p.actual))
+	}
+	// Not the request's context: a client leaving must not leave the hold
+	// on Redis. The wait has a deadline of its own, from when it starts.
 	if g := h.gate; g != nil {
 		gk, ga := g.DoneCall()
-		keys, args := fuse(gk, ga, h.keys, []any{int64(actual), h.lease, 0})
-		res, err = rscript.Int64s(h.s.r.Run(ctx, fusedFor(g.GateLua()).settle, keys, args...))
-		g.Settled(err)
+		keys, args := fuse(gk, ga, h.keys, []any{int64(p.actual), h.lease, 0})
+		p.call = h.s.r.Queue(fusedFor(g.GateLua()).settle, keys, args...)
 	} else {
-		res, err = rscript.Int64s(h.s.r.Run(ctx, settleScript, h.keys, int64(actual), h.lease, 0))
+		p.call = h.s.r.Queue(settleScript, h.keys, int64(p.actual), h.lease, 0)
 	}
+	return p
+}
+
+// wait reads the reply of the settle send queued, waiting for it (at most
+// max(2 s, the hold's wait)), and books it: the accounts mirror Redis's
+// spend; when Redis did not answer the spend is carried by a later hold,
+// or kept in doubt, and the lease dropped when the settle never ran. It
+// returns the accounts whose soft budget the spend crossed. A second call
+// does nothing.
+func (p *settling) wait() (soft []*Account) {
+	if p.done {
+		return nil
+	}
+	p.done = true
+	h, actual, spend := p.h, p.actual, p.spend
+	soft = p.soft
+	ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, h.s.holdWait))
+	defer cancel()
+	res, err := rscript.Int64s(p.call.Wait(ctx))
+	if g := h.gate; g != nil {
+		g.Settled(err)
+	}
+	// Booked below (mirrored, carried or in doubt): no longer landing.
+	defer func() {
+		for _, a := range h.shared {
+			a.landing.Add(-int64(actual))
+		}
+	}()
 	if err == nil && len(res) != 1+2*len(h.shared) {
 		err = fmt.Errorf("redis: settle reply has %d values for %d accounts", len(res), len(h.shared))
 	}
@@ -1099,10 +1148,75 @@ func (s *Shared) ReserveGated(ctx context.Context, accounts []*Account, q Ask, g
 // in one Redis script. It reports false, doing nothing, for a hold that is
 // not on Redis: the caller settles each on its own.
 func SettleGated(h Hold, actual Amount, spend bool, g Gate) (soft []*Account, ok bool) {
-	sh, isShared := h.(*sharedHold)
-	if !isShared || sh.settled {
+	s, ok := SendGated(h, actual, spend, g)
+	if !ok {
 		return nil, false
 	}
+	return s.Wait(), true
+}
+
+// Settling is a settle begun by SendSettle or SendGated. Wait ends it and
+// must be called once the caller can wait (Settle's work is not done until
+// then); calling it again does nothing.
+type Settling struct {
+	p    *settling // on Redis: queued, its reply not read yet
+	soft []*Account
+}
+
+// Wait ends the settle: for a hold on Redis it waits for the settle's
+// reply and books it as Settle does (the local mirror of Redis's spend;
+// when Redis did not answer, the spend carried by a later hold or kept in
+// doubt and the lease dropped when the settle never ran). It returns the
+// accounts whose soft budget the spend crossed.
+func (s *Settling) Wait() []*Account {
+	if p := s.p; p != nil {
+		s.p = nil
+		return p.wait()
+	}
+	soft := s.soft
+	s.soft = nil
+	return soft
+}
+
+// Pending reports whether the settle waits on Redis's reply (Wait has
+// work to do beyond returning what was settled at once).
+func (s *Settling) Pending() bool { return s.p != nil && !s.p.done }
+
+// Spent is a's settled spend as this replica sees it: its local view,
+// plus what this replica's settles on Redis not answered yet book on a,
+// this one's and those of requests answered before it (each reply then
+// mirrors Redis's figure, which has them). It is never below what an
+// earlier answer from this replica told; it may count a settle twice for
+// the moment between another reply mirroring it and its own being read.
+func (s *Settling) Spent(a *Account) Amount {
+	return a.Spent() + Amount(a.landing.Load())
+}
+
+// SendSettle begins settling h: Settle (spend) or Release. A hold on Redis
+// has its settle queued in the runner's ordered stream, so that every
+// script this replica queues after it (the next hold of the same key)
+// runs after it on Redis, and its reply is read by Wait; any other hold is
+// settled at once. What the caller books locally meanwhile (the cost, the
+// spend row, the answer's headers) needs nothing from the reply.
+func SendSettle(h Hold, actual Amount, spend bool) Settling {
+	if sh, ok := h.(*sharedHold); ok {
+		return Settling{p: sh.send(actual, spend)}
+	}
+	if !spend {
+		h.Release()
+		return Settling{}
+	}
+	return Settling{soft: h.Settle(actual)}
+}
+
+// SendGated is SendSettle with g's settlement in the same Redis script. It
+// reports false, doing nothing, for a hold that is not on Redis: the
+// caller settles each on its own.
+func SendGated(h Hold, actual Amount, spend bool, g Gate) (Settling, bool) {
+	sh, isShared := h.(*sharedHold)
+	if !isShared || sh.settled {
+		return Settling{}, false
+	}
 	sh.gate = g
-	return sh.finish(actual, spend), true
+	return Settling{p: sh.send(actual, spend)}, true
 }

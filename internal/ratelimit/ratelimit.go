@@ -98,6 +98,29 @@ func (t *Ticket) Add(r Rule) {
 // Rules are the ticket's rules.
 func (t *Ticket) Rules() []Rule { return t.rules[:t.n] }
 
+// Tight reports whether the room this ticket's settlement gives back is
+// room that a like request right after it needs: a parallel rule with no
+// slot left, or a token rule with less left than the prompt estimate it
+// charged (corrected only by Done). Such a ticket's request is settled
+// before its answer is written (gateway: call.writeWhole), so that the
+// client's next request, on any replica, does not find its own limit
+// still taken.
+func (t *Ticket) Tight() bool {
+	for i := range t.n {
+		switch t.rules[i].Kind {
+		case Parallel:
+			if t.States[i].Remaining <= 0 {
+				return true
+			}
+		case Tokens, TokenBucket:
+			if t.Est > 0 && t.States[i].Remaining < t.Est {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Shared reports whether the admission was decided on Redis.
 func (t *Ticket) Shared() bool { return t.shared }
 

@@ -721,3 +721,43 @@ func TestParallelDeadLeaseExpires(t *testing.T) {
 		t.Fatalf("the live slot was swept with the dead one: %v", d)
 	}
 }
+
+// TestTicketTight: a ticket is tight when what its Done gives back is what
+// a like request right after it needs: the last parallel slot, or token
+// room below the prompt estimate it charged. Requests windows are never
+// tight (Done gives nothing back to them).
+func TestTicketTight(t *testing.T) {
+	par := func(n int64) Rule {
+		return Rule{Scope: keyScope, Kind: Parallel, Limit: n, Name: "max_parallel_requests"}
+	}
+	tpm := func(n int64) Rule {
+		return Rule{Scope: keyScope, Kind: Tokens, Limit: n, Window: time.Minute, Name: "tpm_limit"}
+	}
+	tests := []struct {
+		name  string
+		est   int64
+		rules []Rule
+		tight bool
+	}{
+		{"the last parallel slot", 0, []Rule{par(1)}, true},
+		{"a parallel slot left", 0, []Rule{par(2)}, false},
+		{"tokens left below the estimate", 60, []Rule{tpm(100)}, true},
+		{"tokens left for another", 40, []Rule{tpm(100)}, false},
+		{"tokens without an estimate", 0, []Rule{tpm(1)}, false},
+		{"a requests window at its limit", 0, []Rule{{Scope: keyScope, Kind: Requests, Limit: 1, Window: time.Minute, Name: "rpm_limit"}}, false},
+		{"one tight rule of two", 0, []Rule{rpm10, par(1)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New(nil)
+			tk := ticket(tt.est, tt.rules...)
+			if d := l.Admit(context.Background(), tk); d != nil {
+				t.Fatalf("refused: %+v", d)
+			}
+			defer l.Done(tk, 0)
+			if got := tk.Tight(); got != tt.tight {
+				t.Fatalf("Tight() = %v, want %v (states %+v)", got, tt.tight, tk.States[:len(tt.rules)])
+			}
+		})
+	}
+}

@@ -74,6 +74,9 @@ type Options struct {
 	// OnChange, when set, is told when Redis is marked degraded (true) and
 	// when it answers again (false).
 	OnChange func(degraded bool)
+	// ReadTimeout bounds the wait for a reply on the connection (Open;
+	// default 500 ms, see Dial). Tests that hold replies back set it long.
+	ReadTimeout time.Duration
 }
 
 // MaxQueued bounds the commands waiting for Redis; past it a call fails at
@@ -98,6 +101,9 @@ func Open(url string, opts Options) (*Runner, error) {
 	o, err := parseURL(url)
 	if err != nil {
 		return nil, err
+	}
+	if opts.ReadTimeout > 0 {
+		o.ReadTimeout = opts.ReadTimeout
 	}
 	r := newRunner(opts)
 	r.dial = o
@@ -378,14 +384,59 @@ func (r *Runner) do(ctx context.Context, verb, script string, keys []string, arg
 // it has run and returns its error; a script Redis no longer knows is sent
 // in full then, out of order.
 func (r *Runner) Send(ctx context.Context, s *Script, keys []string, args ...any) (wait func() error) {
+	q := r.queue(ctx, s, keys, args)
+	return func() error {
+		_, err := q.Wait(ctx)
+		return err
+	}
+}
+
+// Queued is a script call queued in the shared, ordered stream (Queue)
+// whose reply is read by Wait.
+type Queued struct {
+	r    *Runner
+	s    *Script
+	keys []string
+	args []any
+	cmd  *redis.Cmd
+	f    redis.AutoFuture
+	err  error // not queued: the call was not sent (NotRun)
+}
+
+// Queue queues s in the shared, ordered stream and returns without waiting
+// for its reply: Redis runs it after every call this runner queued before
+// and before every call queued after. Only a script this runner has not
+// loaded yet waits, for its SCRIPT LOAD (at most loadWait); once queued
+// the call runs whoever waits for it. Wait reads the reply.
+func (r *Runner) Queue(s *Script, keys []string, args ...any) *Queued {
+	if l, ok := r.loaded.Load(s.hash); ok {
+		select {
+		case <-l.(*loading).done:
+			return r.queue(context.Background(), s, keys, args)
+		default:
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), loadWait)
+	defer cancel()
+	return r.queue(ctx, s, keys, args)
+}
+
+// loadWait bounds Queue's wait for a script's first load.
+const loadWait = 2 * time.Second
+
+// queue is Queue with ctx bounding the script's load.
+func (r *Runner) queue(ctx context.Context, s *Script, keys []string, args []any) *Queued {
+	q := &Queued{r: r, s: s, keys: keys, args: args}
 	ap := r.ap.Load()
 	if ap == nil {
-		return func() error { return ErrNotStarted }
+		q.err = ErrNotStarted
+		return q
 	}
 	// Loaded first (once per script), so that the call is not a NOSCRIPT
 	// sent again in full out of order.
 	if err := r.load(ctx, s); err != nil {
-		return func() error { return err }
+		q.err = err
+		return q
 	}
 	argv := make([]any, 0, 3+len(keys)+len(args))
 	argv = append(argv, "evalsha", s.hash, len(keys))
@@ -393,19 +444,33 @@ func (r *Runner) Send(ctx context.Context, s *Script, keys []string, args ...any
 		argv = append(argv, k)
 	}
 	argv = append(argv, args...)
-	cmd := redis.NewCmd(ctx, argv...)
-	f := ap.Submit(ctx, cmd)
-	return func() error {
-		err := f.WaitContext(ctx)
-		if isNoScript(err) {
-			r.loaded.Delete(s.hash)
-			_, err = r.do(ctx, "eval", s.src, keys, args)
-		}
-		if err == nil {
-			r.answered()
-		}
-		return err
+	q.cmd = redis.NewCmd(ctx, argv...)
+	q.f = ap.Submit(ctx, q.cmd)
+	return q
+}
+
+// Wait waits for the reply of a queued call as long as ctx allows and
+// returns it as Run would: a call abandoned at ctx's deadline returns an
+// *AbandonedError (Final tells how it ended); a script Redis no longer
+// knows is sent again in full then, out of order.
+func (q *Queued) Wait(ctx context.Context) (any, error) {
+	if q.err != nil {
+		return nil, q.err
 	}
+	if err := q.f.WaitContext(ctx); err != nil {
+		if ctx.Err() != nil {
+			// The call may still run; its reply is not ours to read.
+			return nil, &AbandonedError{err: ctx.Err(), f: q.f}
+		}
+		if isNoScript(err) {
+			// Redis lost its script cache (a restart): send the source once.
+			q.r.loaded.Delete(q.s.hash)
+			return q.r.do(ctx, "eval", q.s.src, q.keys, q.args)
+		}
+		return nil, err
+	}
+	q.r.answered()
+	return q.cmd.Val(), nil
 }
 
 // Submit runs one command in the shared, ordered stream and waits for it as

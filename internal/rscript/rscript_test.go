@@ -298,3 +298,39 @@ func TestFirstCallsLoadOnce(t *testing.T) {
 		t.Fatalf("50 first calls made %d SCRIPT LOAD and %d EVAL, want 1 and 0", loads, evals)
 	}
 }
+
+// TestQueueRunsInOrderAndWaitsLater: a call queued (Queue) runs before
+// every call made after it, though nobody waits for it yet, and Wait then
+// reads its own reply; a Wait past its deadline is an *AbandonedError
+// whose Final tells how the call ended.
+func TestQueueRunsInOrderAndWaitsLater(t *testing.T) {
+	addr, key := realRedis(t)
+	r := runnerAt(t, addr)
+	ctx := context.Background()
+	q := r.Queue(incr, []string{key}, 5)
+	v, err := r.Run(ctx, incr, []string{key}, 1)
+	if err != nil || v != int64(6) {
+		t.Fatalf("the call after the queued one got %v, %v: want 6 (it runs after)", v, err)
+	}
+	if v, err := q.Wait(ctx); err != nil || v != int64(5) {
+		t.Fatalf("the queued call's reply %v, %v: want 5", v, err)
+	}
+
+	// A Redis slower than the wait's deadline: the call is abandoned, and
+	// still runs.
+	slow := runnerAt(t, proxy(t, addr, 300*time.Millisecond))
+	q = slow.Queue(incr, []string{key}, 10) // loads the script first (its reply delayed too)
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = q.Wait(wctx)
+	var ab *AbandonedError
+	if !errors.As(err, &ab) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a wait past its deadline returned %v, want an *AbandonedError", err)
+	}
+	if err := Final(err); err != nil {
+		t.Fatalf("the abandoned call ended with %v, want it run", err)
+	}
+	if v, err := r.Run(ctx, incr, []string{key}, 0); err != nil || v != int64(16) {
+		t.Fatalf("after the abandoned call the key is %v, %v: want 16", v, err)
+	}
+}

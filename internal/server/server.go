@@ -61,6 +61,14 @@ type Options struct {
 	// RedisPrefix namespaces this gateway's Redis keys (default "tg"); tests
 	// sharing one Redis give each run its own.
 	RedisPrefix string
+	// RedisHoldTimeout bounds a budget hold's wait for Redis, and a
+	// settle's beyond 2 s (ledger.SharedOptions.HoldTimeout; default
+	// 500 ms). Tests that must not depend on a deadline set it long.
+	RedisHoldTimeout time.Duration
+	// RedisReadTimeout bounds the wait for Redis's reply on a connection
+	// (rscript.Options.ReadTimeout; default 500 ms): tests that hold
+	// replies back set it long, with RedisHoldTimeout.
+	RedisReadTimeout time.Duration
 	// BudgetSweepInterval is how often budget periods that ended are rolled
 	// over without traffic (default 1 minute).
 	BudgetSweepInterval time.Duration
@@ -165,7 +173,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	var rc *rscript.Runner
 	if url := cfg.RedisURL(); url != "" {
 		var err error
-		if rc, err = rscript.Open(url, rscript.Options{Log: opts.Logger}); err != nil {
+		if rc, err = rscript.Open(url, rscript.Options{Log: opts.Logger, ReadTimeout: opts.RedisReadTimeout}); err != nil {
 			return nil, err
 		}
 		s.redis = rc
@@ -372,7 +380,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		// Budgets are held on Redis too, so replicas share them exactly;
 		// the runner says for both whether Redis answers.
 		shared := ledger.NewShared(rc, ledger.SharedOptions{Prefix: opts.RedisPrefix, Log: opts.Logger,
-			Mode: s.enforcement, FailClosed: cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed"})
+			Mode: s.enforcement, FailClosed: cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed", HoldTimeout: opts.RedisHoldTimeout})
 		books.Holder = shared
 		s.shared = shared
 	}
