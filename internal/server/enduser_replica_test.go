@@ -47,7 +47,10 @@ func TestEndUserReachesReplicaWithItsKey(t *testing.T) {
 	defer rc.Close()
 	prefix := "eusync-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	st := storetest.OpenPostgres(t, pg)
-	opts := Options{Store: st, RedisPrefix: prefix, ResyncInterval: time.Hour}
+	// Long Redis deadlines: on a loaded machine a hold past the default
+	// 500 ms falls back to this replica's share, and strict mode then
+	// refuses (503) what the test expects served or refused on Redis.
+	opts := Options{Store: st, RedisPrefix: prefix, ResyncInterval: time.Hour, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute}
 	a, b := serveCfg(t, cfg, opts), serveCfg(t, cfg, opts)
 	chat := func(user string) string {
 		return `{"model":"gpt-4","max_tokens":3,"user":"` + user + `","messages":[{"role":"user","content":"one two three four"}]}`
