@@ -379,3 +379,55 @@ func TestAllotmentLostFlushAppliedOnce(t *testing.T) {
 		})
 	}
 }
+
+// benchHolds holds and settles b.N requests on one budget, from 16
+// goroutines, through h (docs/performance.md, branch allot).
+func benchHolds(b *testing.B, allot bool) {
+	u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if u == "" {
+		b.Skip("TOLLGATE_TEST_REDIS_URL is not set")
+	}
+	o, err := redis.ParseURL(u)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	defer c.Close()
+	prefix := "bench" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	defer func() {
+		keys, _ := c.Keys(context.Background(), "{"+prefix+"}*").Result()
+		if len(keys) > 0 {
+			c.Del(context.Background(), keys...)
+		}
+	}()
+	s := ledger.NewShared(runner(b, c), ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler)})
+	var h ledger.Holder = s
+	key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1e6))
+	if allot {
+		x := ledger.NewAllotted(s, ledger.AllotOptions{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { x.Run(ctx); close(done) }()
+		defer func() {
+			cancel()
+			<-done
+			b.ReportMetric(float64(x.Flushes.Load()+x.Remote.Load())/float64(b.N), "scripts/op")
+		}()
+		h = x
+	}
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r, err := h.Reserve(context.Background(), []*ledger.Account{key}, ledger.USD(0.001))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			r.Settle(ledger.USD(0.0005))
+		}
+	})
+}
+
+func BenchmarkHoldsShared(b *testing.B)   { benchHolds(b, false) }
+func BenchmarkHoldsAllotted(b *testing.B) { benchHolds(b, true) }
