@@ -48,6 +48,7 @@ type Allotted struct {
 	kick    chan struct{}
 	flushMu sync.Mutex // one flush at a time
 	seq     int64      // flushes sent (flushMu)
+	built   time.Time  // when the last flush was built (flushMu)
 	pending *flushCall // a flush whose answer was lost (flushMu)
 	closed  atomic.Bool
 
@@ -109,6 +110,7 @@ type allotment struct {
 	size, used atomic.Int64
 	booked     atomic.Int64 // spend settled locally since the last flush's claim
 	asked      atomic.Int64 // hold amounts asked on the account this interval (either path)
+	count      atomic.Int64 // requests that asked this interval
 	big        atomic.Int64 // largest hold asked this interval
 	open       atomic.Bool  // the last flush granted an allotment: decide locally
 	until      atomic.Int64 // unix ns: local decisions stop then (lease renewal overdue)
@@ -188,6 +190,7 @@ func (x *Allotted) local(accounts []*Account, q ask) *allotHold {
 	ok := q.mode != holdUpTo // held up to what remains: the end of a budget's rule
 	for _, al := range als {
 		al.asked.Add(amt)
+		al.count.Add(1)
 		for b := al.big.Load(); amt > b && !al.big.CompareAndSwap(b, amt); b = al.big.Load() {
 		}
 		if !al.open.Load() || now >= al.until.Load() {
@@ -216,11 +219,14 @@ func (x *Allotted) local(accounts []*Account, q ask) *allotHold {
 	return h
 }
 
-// wake asks the flusher to size allotments now: one lacked room, or was
-// never sized. Not for accounts the last flush found too small to allot.
+// wake asks the flusher to size allotments now: one lacked room, or a
+// second request came in an interval to an account without one. Not for
+// accounts the last flush found too small to allot, nor for one request
+// alone (an account used now and then is held per request: an allotment
+// would cost it more flushes than it saves).
 func (x *Allotted) wake(als []*allotment) {
 	for _, al := range als {
-		if !al.closedNow.Load() {
+		if !al.closedNow.Load() && (al.size.Load() > 0 || al.count.Load() >= 2) {
 			select {
 			case x.kick <- struct{}{}:
 			default:
@@ -457,13 +463,25 @@ func (x *Allotted) build(all bool) *flushCall {
 	als := append([]*allotment(nil), x.all...)
 	x.mu.Unlock()
 	x.seq++
+	// What was asked since the last build, scaled to an interval: a flush
+	// woken early sizes for a whole interval's requests.
+	now := time.Now()
+	scale := 1.0
+	if el := now.Sub(x.built); !x.built.IsZero() && el > 0 && el < x.every {
+		scale = min(float64(x.every)/float64(el), 10)
+	}
+	x.built = now
 	p := &flushCall{args: []any{x.ttl.Milliseconds(), AliveWindow.Milliseconds(), allotFew}}
 	for _, al := range als {
-		asked, big := al.asked.Swap(0), al.big.Swap(0)
 		size := al.size.Load()
-		if asked == 0 && size == 0 && al.booked.Load() == 0 {
+		if size == 0 && al.asked.Load() == 0 && al.booked.Load() == 0 && al.count.Load() == 0 {
 			continue // idle and holding nothing: nothing to say
 		}
+		asked, big, count := al.asked.Swap(0), al.big.Swap(0), al.count.Swap(0)
+		if size == 0 && count < 2 && al.booked.Load() == 0 {
+			continue // one request alone: held per request, no allotment
+		}
+		asked = int64(float64(asked) * scale)
 		booked := al.booked.Swap(0)
 		if big > 0 {
 			al.lastBig = big

@@ -167,29 +167,32 @@ func TestAllotmentSmallBudgetServedAsToday(t *testing.T) {
 	if r.x.Local.Load() != 0 {
 		t.Fatalf("%d holds decided against an allotment of a one-request budget", r.x.Local.Load())
 	}
-	// A budget of three requests (below a few holds per replica): each
-	// request holds per request, none against an allotment, and the
-	// fourth is refused.
+	// A budget of three requests (below a few holds per replica), two
+	// requests at a time: each holds per request, none against an
+	// allotment, and the fourth is refused.
 	r3 := newAllotReplica(t, prefix, 3*cost, time.Minute)
 	r3.key = ledger.NewAccount(store.KindKey, "k3", 0, 3*cost)
-	for i := range 4 {
-		h, err := r3.x.Reserve(ctx, []*ledger.Account{r3.key}, cost)
-		if i == 3 {
-			if err == nil {
-				t.Fatal("a fourth request passed a budget of three")
+	for i, n := range []int{2, 1} {
+		var hs []ledger.Hold
+		for range n {
+			h, err := r3.x.Reserve(ctx, []*ledger.Account{r3.key}, cost)
+			if err != nil {
+				t.Fatalf("round %d: a request of a three-request budget was refused: %v", i+1, err)
 			}
-			break
-		}
-		if err != nil {
-			t.Fatalf("request %d of a three-request budget was refused: %v", i+1, err)
+			hs = append(hs, h)
 		}
 		if err := r3.x.Flush(ctx, false); err != nil {
 			t.Fatal(err)
 		}
-		if got := budField(c, prefix, "k3", "held"); got != strconv.FormatInt(int64(cost), 10) {
-			t.Fatalf("Redis holds %s with one request in flight: an allotment was made of a small budget", got)
+		if got := budField(c, prefix, "k3", "held"); got != strconv.FormatInt(int64(n)*int64(cost), 10) {
+			t.Fatalf("Redis holds %s with %d requests in flight: an allotment was made of a small budget", got, n)
 		}
-		h.Settle(cost)
+		for _, h := range hs {
+			h.Settle(cost)
+		}
+	}
+	if _, err := r3.x.Reserve(ctx, []*ledger.Account{r3.key}, cost); err == nil {
+		t.Fatal("a fourth request passed a budget of three")
 	}
 	if r3.x.Local.Load() != 0 {
 		t.Fatalf("%d holds decided against an allotment of a three-request budget", r3.x.Local.Load())
