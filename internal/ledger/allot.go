@@ -389,7 +389,9 @@ type flushItem struct {
 // allotment's size, spent, held, 1 when it is open}. An allotment is at
 // least base (what requests in flight hold stays held) and grows only
 // while remaining = budget − spent − others' holds is at least
-// few × hold × alive, to at most remaining / (2 × alive).
+// few × hold × alive, to at most remaining / (2 × alive); it is open (decides
+// locally) only while it is at most remaining, so that an operator's edit
+// or a swept lease that leaves it past the budget closes it.
 var allotScript = rscript.New(luaNow + luaHold + `
 local ttl, win, few = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local n = #KEYS - 1
@@ -419,8 +421,11 @@ for i = 1, n do
   local left = budget - s - (hd - old)
   local size, open = math.max(base, 0), 0
   if big > 0 and left >= few * big * alive then
-    open = 1
     size = math.max(size, math.min(want, math.floor(left / (2 * alive))))
+    -- Open only while the budget still has what the allotment keeps: an
+    -- edit (spend raised, budget lowered) or a swept lease can leave base
+    -- past it; then it decides nothing more and is returned next flush.
+    if size <= left then open = 1 end
   end
   local f = {}
   hd = bud_add(k, f, 'held', hd, size - old)
