@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -115,6 +116,7 @@ type allotment struct {
 	open       atomic.Bool  // the last flush granted an allotment: decide locally
 	until      atomic.Int64 // unix ns: local decisions stop then (lease renewal overdue)
 	closedNow  atomic.Bool  // the last flush refused one (remaining too small): no kicks
+	drain      atomic.Bool  // a request was refused on Redis while this held room: return it
 	// flusher's own
 	idle    int
 	lastBig int64
@@ -168,7 +170,36 @@ func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, 
 		return h, false, nil
 	}
 	x.Remote.Add(1)
-	return x.s.reserveWith(ctx, accounts, q, g)
+	h, decided, err := x.s.reserveWith(ctx, accounts, q, g)
+	var ex *ExceededError
+	if err != nil && errors.As(err, &ex) && x.giveBack(ctx, accounts) {
+		// Refused while this replica's own allotments held room unused
+		// (Redis counts them as holds): that room is returned, and the
+		// request asked once more, so that it is refused only as it
+		// would be without allotments.
+		x.Remote.Add(1)
+		return x.s.reserveWith(ctx, accounts, q, g)
+	}
+	return h, decided, err
+}
+
+// giveBack returns the unused room of accounts' allotments to Redis now
+// (a flush that shrinks them to what requests in flight hold). It reports
+// whether there was room to return and the flush answered.
+func (x *Allotted) giveBack(ctx context.Context, accounts []*Account) bool {
+	room := false
+	for _, a := range accounts {
+		if al := a.allot.Load(); al != nil && al.size.Load() > al.used.Load() {
+			al.drain.Store(true)
+			room = true
+		}
+	}
+	if !room {
+		return false
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.s.holdWait)
+	defer cancel()
+	return x.Flush(fctx, false) == nil
 }
 
 // local holds q in process against the allotments of accounts' budgeted
@@ -499,10 +530,12 @@ func (x *Allotted) build(all bool) *flushCall {
 		// What requests in flight hold, and spend booked after the claim.
 		inflight := max(al.used.Load()-booked, 0)
 		want := size - booked // unchanged
+		drain := al.drain.Swap(false)
 		switch {
-		case all, al.closedNow.Load():
-			// Returned: at shutdown, or too little budget left to allot
-			// (requests hold per request meanwhile).
+		case all, al.closedNow.Load(), drain:
+			// Returned: at shutdown, too little budget left to allot
+			// (requests hold per request meanwhile), or a request refused
+			// on Redis while this held room (giveBack).
 			want = 0
 		case asked > 0:
 			want = inflight + max(2*asked, al.lastBig)
