@@ -434,3 +434,35 @@ func benchHolds(b *testing.B, allot bool) {
 
 func BenchmarkHoldsShared(b *testing.B)   { benchHolds(b, false) }
 func BenchmarkHoldsAllotted(b *testing.B) { benchHolds(b, true) }
+
+// TestAllotmentStopsDecidingWhenNotRenewed: an allotment whose lease was
+// not renewed for half its life (no flush answered) decides nothing more
+// in process: its lease may be about to expire on Redis, and the others
+// take back what it held.
+func TestAllotmentStopsDecidingWhenNotRenewed(t *testing.T) {
+	_, prefix := realRedis(t)
+	cost := ledger.USD(0.01)
+	r := newAllotReplica(t, prefix, ledger.USD(1), 2*time.Second)
+	warm(t, r, cost)
+	spendLocal(t, r, 1, cost) // decided in process right after the flush
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		before := r.x.Local.Load()
+		h, err := r.x.Reserve(context.Background(), []*ledger.Account{r.key}, cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Release()
+		if r.x.Local.Load() == before {
+			break // held per request: the allotment stopped deciding
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an allotment not renewed for 60 s still decides holds in process (its lease lives 2 s)")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := r.x.Flush(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	spendLocal(t, r, 1, cost) // renewed: decided in process again
+}
