@@ -172,15 +172,36 @@ func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, 
 	x.Remote.Add(1)
 	h, decided, err := x.s.reserveWith(ctx, accounts, q, g)
 	var ex *ExceededError
-	if err != nil && errors.As(err, &ex) && x.giveBack(ctx, accounts) {
+	switch {
+	case err != nil && errors.As(err, &ex) && x.giveBack(ctx, accounts):
 		// Refused while this replica's own allotments held room unused
 		// (Redis counts them as holds): that room is returned, and the
 		// request asked once more, so that it is refused only as it
-		// would be without allotments.
+		// would be without allotments. (A refused hold took no gate.)
+		x.Remote.Add(1)
+		return x.s.reserveWith(ctx, accounts, q, g)
+	case err == nil && g == nil && (h.Held() < q.amount || h.Capped()) && x.roomHeld(accounts):
+		// Held short or capped (default mode's end of a budget) while
+		// this replica's own allotments held room unused: dropped, the
+		// room returned, asked once more. Not with a gate decided in the
+		// same script: its admission is taken.
+		h.Release()
+		x.giveBack(ctx, accounts)
 		x.Remote.Add(1)
 		return x.s.reserveWith(ctx, accounts, q, g)
 	}
 	return h, decided, err
+}
+
+// roomHeld reports whether an allotment of accounts holds room no
+// request uses.
+func (x *Allotted) roomHeld(accounts []*Account) bool {
+	for _, a := range accounts {
+		if al := a.allot.Load(); al != nil && al.size.Load() > al.used.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 // giveBack returns the unused room of accounts' allotments to Redis now

@@ -3,11 +3,13 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"os"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // TestProbeAllotmentEditedSpendStopsLocalDecisions: an operator raises an
@@ -120,4 +122,104 @@ func burst(t *testing.T, r *allotReplica, n int, cost ledger.Amount) (served led
 		served += cost
 	}
 	return served
+}
+
+// TestProbeAllotmentLeaseOutlivesHoldsInFlight: a request decided against
+// an allotment is in flight (a long stream) when its replica loses Redis.
+// Past the allotment's lease, another replica takes the budget; the
+// request then ends and its spend reaches Redis. Strict: spend on Redis
+// must not pass the budget (a per-request hold's lease is Shared.LeaseTTL,
+// 15 min; an allotment's is AllotOptions.LeaseTTL, 1 min by default, here
+// 2 s for the test).
+//
+// Open (review allotrev): it fails on allot; the fix (a lease that
+// outlives the holds decided against it, or a short one for the unused
+// room only) is a design choice left to the lead. Run it with
+// TOLLGATE_PROBE_OPEN=1.
+func TestProbeAllotmentLeaseOutlivesHoldsInFlight(t *testing.T) {
+	if os.Getenv("TOLLGATE_PROBE_OPEN") == "" {
+		t.Skip("open finding, see the comment; TOLLGATE_PROBE_OPEN=1 runs it")
+	}
+	g := newLostRig(t)
+	ctx := context.Background()
+	budget, cost := ledger.USD(1), ledger.USD(0.01)
+	if _, err := g.s.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := &allotReplica{s: g.s, x: ledger.NewAllotted(g.s, ledger.AllotOptions{LeaseTTL: 2 * time.Second}),
+		key: ledger.NewAccount(store.KindKey, "k", 0, budget)}
+	warm(t, a, cost)
+	before := a.x.Local.Load()
+	long, err := a.x.Reserve(ctx, []*ledger.Account{a.key}, 10*cost) // a stream, in flight
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.x.Local.Load() == before {
+		t.Fatal("the request was not decided against the allotment")
+	}
+	g.p.BlackHole() // A is cut off from Redis
+	b := newAllotReplica(t, g.prefix, budget, time.Minute)
+	var taken ledger.Hold
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if taken, err = b.s.Reserve(ctx, []*ledger.Account{b.key}, budget); err == nil {
+			break // A's allotment lease expired while its request runs
+		}
+		if time.Now().After(deadline) {
+			t.Skipf("the budget stayed held for 60 s: the allotment outlives its holds in flight (%v)", err)
+		}
+	}
+	taken.Settle(budget)
+	long.Settle(10 * cost) // the stream ends
+	g.back(t, false)
+	if err := a.x.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if spent, _ := strconv.ParseInt(g.field("k", "spent"), 10, 64); ledger.Amount(spent) > budget {
+		t.Fatalf("strict: Redis has spent %v on a budget of %v: a request decided against an allotment outlived its lease",
+			ledger.Amount(spent).Dollars(), budget.Dollars())
+	}
+}
+
+// TestProbeAllotmentOwnRoomDoesNotCut: default mode, a request whose
+// worst case fits the untouched budget but not this replica's allotment
+// goes per request; Redis must hold its worst case (not the estimate of
+// the one request per budget that may overshoot, nor a capped amount)
+// because of room this replica's own allotment holds unused.
+func TestProbeAllotmentOwnRoomDoesNotCut(t *testing.T) {
+	for _, upTo := range []bool{false, true} {
+		c, prefix := realRedis(t)
+		ctx := context.Background()
+		budget, cost := ledger.USD(1), ledger.USD(0.01)
+		r := newAllotReplica(t, prefix, budget, time.Minute)
+		warm(t, r, cost)
+		held, _ := strconv.ParseInt(budField(c, prefix, "k", "held"), 10, 64)
+		if held <= 0 {
+			t.Fatal("no allotment to probe")
+		}
+		big := budget - ledger.Amount(held) + cost
+		var h ledger.Hold
+		var err error
+		if upTo {
+			h, err = r.x.ReserveUpTo(ctx, []*ledger.Account{r.key}, big)
+		} else {
+			h, err = r.x.ReserveFlex(ctx, []*ledger.Account{r.key}, ledger.Flex{Worst: big, Estimate: big / 4, Capped: big / 8})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Held() != big || h.Capped() {
+			t.Fatalf("up to %v: a request of %v on an untouched budget of %v held %v (capped %v): this replica's allotment holds %v",
+				upTo, big.Dollars(), budget.Dollars(), h.Held().Dollars(), h.Capped(), ledger.Amount(held).Dollars())
+		}
+		h.Settle(big)
+		if err := r.x.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := budField(c, prefix, "k", "spent"); got != strconv.FormatInt(int64(big), 10) {
+			t.Fatalf("Redis has spent %s, want %d", got, big)
+		}
+		if got := budField(c, prefix, "k", "held"); got != "0" {
+			t.Fatalf("Redis holds %s after Close", got)
+		}
+	}
 }
