@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -222,4 +224,69 @@ func TestProbeAllotmentOwnRoomDoesNotCut(t *testing.T) {
 			t.Fatalf("Redis holds %s after Close", got)
 		}
 	}
+}
+
+// TestProbeAllotmentMirrorKeepsLocalSettles: flushes answer while requests
+// settle against the allotment (and, when it is full, per request); once
+// both are done, the local view has every settlement (Redis's spend plus
+// what this replica booked that Redis does not have yet).
+//
+// Open (review allotrev), low: it fails on allot by one or a few
+// settlements, the local view only (Redis has every one, and the next
+// flush mends the view). A per-request settle's answer read before a
+// flush's but mirrored after it sets the view from Redis's older spend,
+// less the booked spend the flush moved out of 'allotted'. Run it with
+// TOLLGATE_PROBE_OPEN=1.
+func TestProbeAllotmentMirrorKeepsLocalSettles(t *testing.T) {
+	if os.Getenv("TOLLGATE_PROBE_OPEN") == "" {
+		t.Skip("open finding, see the comment; TOLLGATE_PROBE_OPEN=1 runs it")
+	}
+	c, prefix := realRedis(t)
+	ctx := context.Background()
+	cost := ledger.USD(0.000001)
+	r := newAllotReplica(t, prefix, ledger.USD(1000), time.Minute)
+	warm(t, r, cost)
+	for range 20 { // an allotment with room for many rounds
+		burst(t, r, 50, cost)
+		if err := r.x.Flush(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := r.key.Spent()
+	for round := range 500 {
+		var wg sync.WaitGroup
+		var stop atomic.Bool
+		var n atomic.Int64
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					h, err := r.x.Reserve(ctx, []*ledger.Account{r.key}, cost)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					h.Settle(cost)
+					n.Add(1)
+				}
+			}()
+		}
+		for range 3 { // settles run all through these flushes
+			if err := r.x.Flush(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stop.Store(true)
+		wg.Wait()
+		want += ledger.Amount(n.Load()) * cost
+		if got := r.key.Spent(); got != want {
+			if err := r.x.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Fatalf("round %d: the local view has spent %d, the replica settled %d: a settlement racing the flush's mirror was lost (after Close: local %d, Redis %s)",
+				round, got, want, r.key.Spent(), budField(c, prefix, "k", "spent"))
+		}
+	}
+	t.Logf("%d decided locally, %d per request", r.x.Local.Load(), r.x.Remote.Load())
 }
