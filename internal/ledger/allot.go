@@ -180,7 +180,7 @@ func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, 
 		// would be without allotments. (A refused hold took no gate.)
 		x.Remote.Add(1)
 		return x.s.reserveWith(ctx, accounts, q, g)
-	case err == nil && g == nil && (h.Held() < q.amount || h.Capped()) && x.roomHeld(accounts):
+	case err == nil && g == nil && (h.Held() < q.amount || h.Capped()) && !x.s.r.Degraded() && x.roomHeld(accounts):
 		// Held short or capped (default mode's end of a budget) while
 		// this replica's own allotments held room unused: dropped, the
 		// room returned, asked once more. Not with a gate decided in the
@@ -206,8 +206,13 @@ func (x *Allotted) roomHeld(accounts []*Account) bool {
 
 // giveBack returns the unused room of accounts' allotments to Redis now
 // (a flush that shrinks them to what requests in flight hold). It reports
-// whether there was room to return and the flush answered.
+// whether there was room to return and the flush answered. Not while
+// Redis is known to be down: the request is decided offline, and a flush
+// would only make it wait.
 func (x *Allotted) giveBack(ctx context.Context, accounts []*Account) bool {
+	if x.s.r.Degraded() {
+		return false
+	}
 	room := false
 	for _, a := range accounts {
 		if al := a.allot.Load(); al != nil && al.size.Load() > al.used.Load() {
