@@ -37,7 +37,7 @@ import (
 // sent again, as is, and applied once. An allotment idle for a few
 // intervals shrinks to what requests in flight still hold; Close returns
 // every allotment. An allotment whose flush has not been answered for
-// LeaseTTL/2 decides nothing locally (its lease may be expiring).
+// localFor decides nothing locally.
 type Allotted struct {
 	s     *Shared
 	every time.Duration
@@ -75,9 +75,22 @@ type AllotOptions struct {
 	// Every is the flush interval (100 ms when 0).
 	Every time.Duration
 	// LeaseTTL is an allotment's lease on Redis, renewed at every flush
-	// (1 min when 0): a replica that dies returns its allotments then.
+	// (when 0, the Shared holder's LeaseTTL, as a per-request hold's: 15
+	// min): a replica that dies returns its allotments then.
 	LeaseTTL time.Duration
 }
+
+// localFor is how long after its last answered flush an allotment still
+// decides requests locally: half its lease, at most allotLocalFor. The
+// lease is as long as a per-request hold's (Shared.LeaseTTL, 15 min), so
+// that a request decided against an allotment is covered on Redis as long
+// as one held per request would be (a replica cut off from Redis while a
+// long request runs); the local decisions stop much sooner, so that an
+// outage is not spent on allotments for minutes.
+func (x *Allotted) localFor() time.Duration { return min(x.ttl/2, allotLocalFor) }
+
+// allotLocalFor bounds localFor.
+const allotLocalFor = 30 * time.Second
 
 // allotFew is how many holds per live replica a budget must have left for
 // an allotment; below it, requests hold per request as without allotments.
@@ -93,7 +106,7 @@ func NewAllotted(s *Shared, o AllotOptions) *Allotted {
 		o.Every = 100 * time.Millisecond
 	}
 	if o.LeaseTTL <= 0 {
-		o.LeaseTTL = time.Minute
+		o.LeaseTTL = s.LeaseTTL
 	}
 	return &Allotted{s: s, every: o.Every, ttl: o.LeaseTTL, kick: make(chan struct{}, 1)}
 }
@@ -640,7 +653,7 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		mirror(a, spent)
 		a.hear(a.Budget()-Amount(spent+held), alive)
 		al.closedNow.Store(!open)
-		al.until.Store(p.sent + int64(x.ttl)/2)
+		al.until.Store(p.sent + int64(x.localFor()))
 		al.open.Store(open && !x.closed.Load())
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -465,4 +466,42 @@ func TestAllotmentStopsDecidingWhenNotRenewed(t *testing.T) {
 		t.Fatal(err)
 	}
 	spendLocal(t, r, 1, cost) // renewed: decided in process again
+}
+
+// TestAllotmentLeaseIsAHoldsLease: by default an allotment's lease on Redis
+// is as long as a per-request hold's (Shared.LeaseTTL), so that a request
+// decided against it is covered as long as one held per request would be
+// (review allotrev: with a 1-minute lease, a replica cut off from Redis for
+// longer while such a request ran let the others spend it, and strict
+// spend passed the budget).
+func TestAllotmentLeaseIsAHoldsLease(t *testing.T) {
+	c, prefix := realRedis(t)
+	r := newAllotReplica(t, prefix, ledger.USD(100), 0)
+	warm(t, r, ledger.USD(0.01))
+	all, err := c.HGetAll(context.Background(), "{"+prefix+"}:bud:key:k").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	var leases int
+	for f, v := range all {
+		amount, exp, ok := strings.Cut(v, ":")
+		if !ok || strings.HasPrefix(f, "c:") || amount == "0" {
+			continue // not a lease holding budget (markers are zero-amount leases)
+		}
+		x, err := strconv.ParseInt(exp, 10, 64)
+		if err != nil {
+			continue
+		}
+		leases++
+		if left := time.Duration(x-now) * time.Millisecond; left < 10*time.Minute {
+			t.Fatalf("the allotment's lease %s expires in %v, want about Shared.LeaseTTL (15 min)", f, left)
+		}
+	}
+	if leases == 0 {
+		t.Fatalf("no allotment lease on Redis after warming (hash %v)", all)
+	}
+	if err := r.x.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
