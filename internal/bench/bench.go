@@ -32,7 +32,7 @@ import (
 // Options choose what to run.
 type Options struct {
 	Bin       string        // the tollgate binary
-	Scenarios []string      // floor (always run), bare, plain, governed, traced, logged, observed, cached, cached-miss, governed-pg, pyhook, pyhook-cached
+	Scenarios []string      // floor (always run), bare, plain, governed, traced, logged, observed, cached, cached-miss, governed-pg, governed-pg-allot, pyhook, pyhook-cached
 	Loads     []string      // closed:N (N connections) or rate:R (R requests/s)
 	Stream    bool          // streaming requests
 	Duration  time.Duration // per run
@@ -370,8 +370,14 @@ callback_settings:
 			ttl = "  cache_params: {ttl: 0.000001}\n"
 		}
 		return c + "general_settings:\n  master_key: sk-bench-master\nlitellm_settings:\n  cache: true\n" + ttl
-	case "governed-pg":
-		return c + fmt.Sprintf("general_settings:\n  master_key: sk-bench-master\n  database_url: %q\n  redis_url: %q\n", o.PGURL, o.RedisURL)
+	case "governed-pg", "governed-pg-allot":
+		// governed-pg-allot: the same with budget holds decided against
+		// allotments (general_settings.budget_allotments).
+		allot := ""
+		if scenario == "governed-pg-allot" {
+			allot = "  budget_allotments: true\n"
+		}
+		return c + fmt.Sprintf("general_settings:\n  master_key: sk-bench-master\n  database_url: %q\n  redis_url: %q\n", o.PGURL, o.RedisURL) + allot
 	case "pyhook", "pyhook-cached":
 		// governed, every key decided by a LiteLLM Python custom_auth
 		// (benchPyHook, written beside the config) in python3 workers; the

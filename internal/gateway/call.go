@@ -319,7 +319,7 @@ func (c *call) fusable() *RateLimits {
 	}
 	if b, ok := c.g.opts.Meter.(*Books); !ok || b.Holder == nil {
 		return nil
-	} else if _, ok := b.Holder.(*ledger.Shared); !ok {
+	} else if _, ok := b.Holder.(ledger.GatedHolder); !ok {
 		return nil
 	}
 	return rl

@@ -580,7 +580,7 @@ func (m *Books) place(ctx context.Context, cl *call, holder ledger.Holder, accts
 		return ledger.Place(ctx, holder, accts, q)
 	}
 	rl := cl.g.opts.Limits.(*RateLimits)
-	sh, ok := holder.(*ledger.Shared)
+	sh, ok := holder.(ledger.GatedHolder)
 	g := rl.Limiter.Gate(cl.ticket)
 	if !ok || g == nil {
 		if err := cl.admitPending(); err != nil {
@@ -590,8 +590,9 @@ func (m *Books) place(ctx context.Context, cl *call, holder ledger.Holder, accts
 	}
 	res, decided, err := sh.ReserveGated(ctx, accts, q, g)
 	if !decided {
-		// No budget on Redis, or Redis did not answer: the limits decide
-		// on their own (on Redis, or in process while it is away or, after
+		// No budget on Redis, a hold decided in process against this
+		// replica's allotments (ledger.Allotted), or Redis did not answer:
+		// the limits decide on their own (on Redis, or in process while it is away or, after
 		// a script whose answer never came, at once).
 		var aerr error
 		if g.WasLost() {

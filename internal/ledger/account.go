@@ -78,6 +78,13 @@ type Account struct {
 	// whose reply is not booked yet (sharedHold.send, settling.wait): the
 	// answer's key-spend header counts it (Settling.Spent).
 	landing atomic.Int64
+	// allotted is spend booked against this replica's allotment of the
+	// account (allot.go) that no flush has yet taken to Redis: like
+	// unsynced, the local view has it and Redis does not yet.
+	allotted atomic.Int64
+	// allot is this replica's allotment of the account (Allotted), nil
+	// when budget allotments are off or the account was never budgeted.
+	allot atomic.Pointer[allotment]
 	// movers counts changes in progress that move one amount between
 	// spent, unsynced and carrying (or into two of them), and moved counts
 	// those ended: seed reads the three when no move is half done (a move
@@ -156,13 +163,19 @@ func (a *Account) seed() int64 {
 	for {
 		gen := a.moved.Load()
 		if a.movers.Load() == 0 {
-			s := a.spent.Load() - a.unsynced.Load() - a.carrying.Load()
+			s := a.spent.Load() - a.offRedis()
 			if a.movers.Load() == 0 && a.moved.Load() == gen {
 				return s
 			}
 		}
 		runtime.Gosched()
 	}
+}
+
+// offRedis is spend the local view has that Redis may not: unsynced,
+// carrying and allotted.
+func (a *Account) offRedis() int64 {
+	return a.unsynced.Load() + a.carrying.Load() + a.allotted.Load()
 }
 
 // SetSpent overwrites the settled spend (an operator edit or a budget reset).

@@ -217,7 +217,7 @@ func (s *Shared) offline(accounts []*Account, q ask, budgeted []*Account, cause 
 func (s *Shared) share(a *Account) (remaining Amount, alive int64) {
 	remaining, alive = a.LastHeard()
 	if alive == 0 {
-		remaining = a.Budget() - Amount(a.spent.Load()-a.unsynced.Load()-a.carrying.Load())
+		remaining = a.Budget() - Amount(a.spent.Load()-a.offRedis())
 		alive = s.alive.Load()
 	}
 	return remaining, alive
@@ -243,7 +243,7 @@ func offlineUsed(a *Account) Amount {
 	// spent first: a settle adds to unsynced before spent, so a read that
 	// races it counts the spend twice (refusing), never not at all.
 	spent := a.spent.Load()
-	off := a.unsynced.Load() + a.carrying.Load()
+	off := a.offRedis()
 	return Amount(a.used.Load() - spent + off)
 }
 
@@ -254,7 +254,7 @@ func (s *Shared) tryShare(a *Account, amt Amount, upTo bool) (Amount, bool) {
 	share := shareOf(s.share(a))
 	return casHold(&a.used, func() Amount {
 		spent := a.spent.Load()
-		return min(Amount(spent-a.unsynced.Load()-a.carrying.Load())+share, a.Budget())
+		return min(Amount(spent-a.offRedis())+share, a.Budget())
 	}, amt, upTo)
 }
 

@@ -786,7 +786,7 @@ func (h *sharedHold) releaseLease() {
 // mirror sets the local view of a shared account from Redis's spend plus
 // what this replica booked that Redis does not have yet.
 func mirror(a *Account, redisSpent int64) {
-	v := redisSpent + a.unsynced.Load() + a.carrying.Load()
+	v := redisSpent + a.offRedis()
 	old := a.spent.Swap(v)
 	a.used.Add(v - old)
 }

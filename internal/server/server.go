@@ -96,7 +96,8 @@ type Server struct {
 	writer     *ledger.Writer
 	book       *ledger.Book
 	limits     *gateway.RateLimits
-	shared     *ledger.Shared // budgets on Redis; nil without one
+	shared     *ledger.Shared   // budgets on Redis; nil without one
+	allot      *ledger.Allotted // holds against allotments (budget_allotments); nil when off
 	redis      *rscript.Runner
 	storeDown  atomic.Bool // the last resync could not reach the database
 	missMu     sync.Mutex
@@ -383,6 +384,12 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 			Mode: s.enforcement, FailClosed: cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed", HoldTimeout: opts.RedisHoldTimeout})
 		books.Holder = shared
 		s.shared = shared
+		if cfg.GeneralSettings.BudgetAllotments {
+			// Holds decided in process against this replica's allotments,
+			// flushed to Redis once per interval (docs/allotments.md).
+			s.allot = ledger.NewAllotted(shared, ledger.AllotOptions{})
+			books.Holder = s.allot
+		}
 	}
 	if books != nil {
 		gopts.Meter = books
@@ -562,6 +569,11 @@ func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 	}
 	if s.shared != nil {
 		g.Add(lifecycle.Actor{Name: "presence", Run: s.runPresence})
+	}
+	if s.allot != nil {
+		// Stopped before presence: its last flush books everything and
+		// returns every allotment before the replica leaves the set.
+		g.Add(lifecycle.Actor{Name: "allotments", Run: func(ctx context.Context) error { s.allot.Run(ctx); return nil }})
 	}
 	if s.opts.Store != nil {
 		// The keys are read while the HTTP server answers.

@@ -1,0 +1,660 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/rscript"
+)
+
+// Allotted is a Holder that decides a request's budget holds in process
+// against this replica's allotments (docs/allotments.md, step 1: budgets
+// only). An allotment is a share of one account's budget that this
+// replica holds on Redis under a lease of its own, like any hold: spend +
+// holds on Redis still never pass a budget, and a replica decides a
+// request locally only when its worst case fits what it holds.
+//
+// A request whose every budgeted account has an open allotment with room
+// for its worst case is held in process (atomics, no Redis call). Any other
+// request - an account with no allotment yet, one whose allotment is
+// full, one whose remaining budget is too small to allot (a few holds per
+// live replica: fresh small keys, the end of a budget), a request of
+// unknown price (held up to what remains) - takes Shared's per-request
+// hold, unchanged, and a full or new allotment asks the flusher to grow
+// it now rather than at the next tick.
+//
+// Every Every (100 ms) one script for all accounts (allotScript) books the
+// spend decided locally since the last flush into 'spent', moves it out of
+// the allotment, and resizes the allotment: about twice what this replica
+// asked for on the account in the last interval, at least one request's
+// hold, at most remaining / (2 × alive replicas). A flush's booked spend
+// goes tagged (a carry marker, carry.go): a flush whose answer is lost is
+// sent again, as is, and applied once. An allotment idle for a few
+// intervals shrinks to what requests in flight still hold; Close returns
+// every allotment. An allotment whose flush has not been answered for
+// localFor decides nothing locally.
+type Allotted struct {
+	s     *Shared
+	every time.Duration
+	ttl   time.Duration
+
+	mu  sync.Mutex
+	all []*allotment // every allotment, for the flusher
+
+	kick    chan struct{}
+	flushMu sync.Mutex // one flush at a time
+	seq     int64      // flushes sent (flushMu)
+	built   time.Time  // when the last flush was built (flushMu)
+	pending *flushCall // a flush whose answer was lost (flushMu)
+	closed  atomic.Bool
+
+	// Flushes counts flush scripts sent; Local and Remote count holds
+	// decided in process and per request (tests and metrics).
+	Flushes, Local, Remote atomic.Int64
+}
+
+// GatedHolder is a Holder that can decide a rate-limit gate with a hold
+// (Shared, Allotted): ReserveGated's decided says whether it did.
+type GatedHolder interface {
+	Holder
+	ReserveGated(ctx context.Context, accounts []*Account, q Ask, g Gate) (h Hold, decided bool, err error)
+}
+
+var (
+	_ GatedHolder = (*Allotted)(nil)
+	_ GatedHolder = (*Shared)(nil)
+)
+
+// AllotOptions configure an Allotted holder.
+type AllotOptions struct {
+	// Every is the flush interval (100 ms when 0).
+	Every time.Duration
+	// LeaseTTL is an allotment's lease on Redis, renewed at every flush
+	// (when 0, the Shared holder's LeaseTTL, as a per-request hold's: 15
+	// min): a replica that dies returns its allotments then.
+	LeaseTTL time.Duration
+}
+
+// localFor is how long after its last answered flush an allotment still
+// decides requests locally: half its lease, at most allotLocalFor. The
+// lease is as long as a per-request hold's (Shared.LeaseTTL, 15 min), so
+// that a request decided against an allotment is covered on Redis as long
+// as one held per request would be (a replica cut off from Redis while a
+// long request runs); the local decisions stop much sooner, so that an
+// outage is not spent on allotments for minutes.
+func (x *Allotted) localFor() time.Duration { return min(x.ttl/2, allotLocalFor) }
+
+// allotLocalFor bounds localFor.
+const allotLocalFor = 30 * time.Second
+
+// allotFew is how many holds per live replica a budget must have left for
+// an allotment; below it, requests hold per request as without allotments.
+const allotFew = 4
+
+// allotIdle is how many flush intervals an allotment stays whole without
+// requests before it shrinks to what requests in flight hold.
+const allotIdle = 5
+
+// NewAllotted returns an Allotted holder over s; Run flushes it.
+func NewAllotted(s *Shared, o AllotOptions) *Allotted {
+	if o.Every <= 0 {
+		o.Every = 100 * time.Millisecond
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = s.LeaseTTL
+	}
+	return &Allotted{s: s, every: o.Every, ttl: o.LeaseTTL, kick: make(chan struct{}, 1)}
+}
+
+// Shared is the per-request holder under x.
+func (x *Allotted) Shared() *Shared { return x.s }
+
+// allotment is this replica's share of one account's budget.
+type allotment struct {
+	a     *Account
+	lease string
+	// size is the allotment's lease amount on Redis; used is what local
+	// holds in flight and spend booked but not yet flushed take of it. A
+	// local hold is a compare-and-swap of used under size.
+	size, used atomic.Int64
+	booked     atomic.Int64 // spend settled locally since the last flush's claim
+	asked      atomic.Int64 // hold amounts asked on the account this interval (either path)
+	count      atomic.Int64 // requests that asked this interval
+	big        atomic.Int64 // largest hold asked this interval
+	open       atomic.Bool  // the last flush granted an allotment: decide locally
+	until      atomic.Int64 // unix ns: local decisions stop then (lease renewal overdue)
+	closedNow  atomic.Bool  // the last flush refused one (remaining too small): no kicks
+	drain      atomic.Bool  // a request was refused on Redis while this held room: return it
+	// flusher's own
+	idle    int
+	lastBig int64
+	marked  string // the marker of the last flush that booked spend here
+}
+
+// allotOf returns a's allotment, made on first use.
+func (x *Allotted) allotOf(a *Account) *allotment {
+	if al := a.allot.Load(); al != nil {
+		return al
+	}
+	al := &allotment{a: a, lease: newLease()}
+	if !a.allot.CompareAndSwap(nil, al) {
+		return a.allot.Load()
+	}
+	x.mu.Lock()
+	x.all = append(x.all, al)
+	x.mu.Unlock()
+	return al
+}
+
+// Reserve holds amount or refuses (strict).
+func (x *Allotted) Reserve(ctx context.Context, accounts []*Account, amount Amount) (Hold, error) {
+	h, _, err := x.reserveWith(ctx, accounts, ask{mode: holdStrict, amount: max(amount, 0)}, nil)
+	return h, err
+}
+
+// ReserveUpTo holds up to amount (default enforcement, unknown price):
+// always per request.
+func (x *Allotted) ReserveUpTo(ctx context.Context, accounts []*Account, amount Amount) (Hold, error) {
+	h, _, err := x.reserveWith(ctx, accounts, ask{mode: holdUpTo, amount: max(amount, 0)}, nil)
+	return h, err
+}
+
+// ReserveFlex holds f: locally when the worst case fits the allotments.
+func (x *Allotted) ReserveFlex(ctx context.Context, accounts []*Account, f Flex) (Hold, error) {
+	h, _, err := x.reserveWith(ctx, accounts, ask{mode: holdFlex, amount: max(f.Worst, 0), flex: f}, nil)
+	return h, err
+}
+
+// ReserveGated is Shared.ReserveGated: a hold decided locally does not
+// decide g (decided is false), and the caller admits g on its own, with
+// the rate limiter's own script.
+func (x *Allotted) ReserveGated(ctx context.Context, accounts []*Account, q Ask, g Gate) (Hold, bool, error) {
+	return x.reserveWith(ctx, accounts, q.q, g)
+}
+
+func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, g Gate) (Hold, bool, error) {
+	if h := x.local(accounts, q); h != nil {
+		x.Local.Add(1)
+		return h, false, nil
+	}
+	x.Remote.Add(1)
+	h, decided, err := x.s.reserveWith(ctx, accounts, q, g)
+	var ex *ExceededError
+	switch {
+	case err != nil && errors.As(err, &ex) && x.giveBack(ctx, accounts):
+		// Refused while this replica's own allotments held room unused
+		// (Redis counts them as holds): that room is returned, and the
+		// request asked once more, so that it is refused only as it
+		// would be without allotments. (A refused hold took no gate.)
+		x.Remote.Add(1)
+		return x.s.reserveWith(ctx, accounts, q, g)
+	case err == nil && g == nil && (h.Held() < q.amount || h.Capped()) && !x.s.r.Degraded() && x.roomHeld(accounts):
+		// Held short or capped (default mode's end of a budget) while
+		// this replica's own allotments held room unused: dropped, the
+		// room returned, asked once more. Not with a gate decided in the
+		// same script: its admission is taken.
+		h.Release()
+		x.giveBack(ctx, accounts)
+		x.Remote.Add(1)
+		return x.s.reserveWith(ctx, accounts, q, g)
+	}
+	return h, decided, err
+}
+
+// roomHeld reports whether an allotment of accounts holds room no
+// request uses.
+func (x *Allotted) roomHeld(accounts []*Account) bool {
+	for _, a := range accounts {
+		if al := a.allot.Load(); al != nil && al.size.Load() > al.used.Load() {
+			return true
+		}
+	}
+	return false
+}
+
+// giveBack returns the unused room of accounts' allotments to Redis now
+// (a flush that shrinks them to what requests in flight hold). It reports
+// whether there was room to return and the flush answered. Not while
+// Redis is known to be down: the request is decided offline, and a flush
+// would only make it wait.
+func (x *Allotted) giveBack(ctx context.Context, accounts []*Account) bool {
+	if x.s.r.Degraded() {
+		return false
+	}
+	room := false
+	for _, a := range accounts {
+		if al := a.allot.Load(); al != nil && al.size.Load() > al.used.Load() {
+			al.drain.Store(true)
+			room = true
+		}
+	}
+	if !room {
+		return false
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.s.holdWait)
+	defer cancel()
+	return x.Flush(fctx, false) == nil
+}
+
+// local holds q in process against the allotments of accounts' budgeted
+// accounts, or returns nil (per request). It notes what was asked, for
+// the allotments' sizes.
+func (x *Allotted) local(accounts []*Account, q ask) *allotHold {
+	var buf [8]*allotment
+	als := buf[:0]
+	for _, a := range accounts {
+		if a.Budget() != Unlimited {
+			als = append(als, x.allotOf(a))
+		}
+	}
+	if len(als) == 0 || x.closed.Load() {
+		return nil
+	}
+	amt := int64(q.amount)
+	now := time.Now().UnixNano()
+	ok := q.mode != holdUpTo // held up to what remains: the end of a budget's rule
+	for _, al := range als {
+		al.asked.Add(amt)
+		al.count.Add(1)
+		for b := al.big.Load(); amt > b && !al.big.CompareAndSwap(b, amt); b = al.big.Load() {
+		}
+		if !al.open.Load() || now >= al.until.Load() {
+			ok = false
+		}
+	}
+	if !ok {
+		x.wake(als)
+		return nil
+	}
+	for i, al := range als {
+		if _, took := casHold(&al.used, func() Amount { return Amount(al.size.Load()) }, q.amount, false); !took {
+			for _, t := range als[:i] {
+				t.used.Add(-amt)
+			}
+			x.wake(als)
+			return nil
+		}
+	}
+	h := &allotHold{accounts: accounts, als: append([]*allotment(nil), als...), amount: q.amount}
+	for _, a := range accounts {
+		if a.Budget() == Unlimited { // in-process bookkeeping of the unbudgeted ones
+			a.used.Add(amt)
+		}
+	}
+	return h
+}
+
+// wake asks the flusher to size allotments now: one lacked room, or a
+// second request came in an interval to an account without one. Not for
+// accounts the last flush found too small to allot, nor for one request
+// alone (an account used now and then is held per request: an allotment
+// would cost it more flushes than it saves).
+func (x *Allotted) wake(als []*allotment) {
+	for _, al := range als {
+		if !al.closedNow.Load() && (al.size.Load() > 0 || al.count.Load() >= 2) {
+			select {
+			case x.kick <- struct{}{}:
+			default:
+			}
+			return
+		}
+	}
+}
+
+// allotHold is a hold decided in process against allotments.
+type allotHold struct {
+	accounts []*Account
+	als      []*allotment
+	amount   Amount
+	done     bool
+}
+
+func (h *allotHold) Held() Amount { return h.amount }
+func (h *allotHold) Capped() bool { return false }
+
+// Settle books actual: on each allotment (to be flushed), and on the
+// accounts' local view.
+func (h *allotHold) Settle(actual Amount) (soft []*Account) {
+	if h == nil || h.done {
+		return nil
+	}
+	h.done = true
+	for _, al := range h.als {
+		al.booked.Add(int64(actual))
+		al.used.Add(int64(actual - h.amount))
+		a := al.a
+		a.beginMove() // allotted before spent, as unsynced (seed)
+		a.allotted.Add(int64(actual))
+		a.spent.Add(int64(actual))
+		a.endMove()
+		a.used.Add(int64(actual))
+		soft = appendSoft(soft, a, a.Spent())
+	}
+	for _, a := range h.accounts {
+		if a.Budget() == Unlimited {
+			a.used.Add(int64(actual - h.amount))
+			soft = appendSoft(soft, a, Amount(a.spent.Add(int64(actual))))
+		}
+	}
+	return soft
+}
+
+// Release drops the hold.
+func (h *allotHold) Release() {
+	if h == nil || h.done {
+		return
+	}
+	h.done = true
+	for _, al := range h.als {
+		al.used.Add(-int64(h.amount))
+	}
+	for _, a := range h.accounts {
+		if a.Budget() == Unlimited {
+			a.used.Add(-int64(h.amount))
+		}
+	}
+}
+
+// Run flushes every Every (or when a request found an allotment short)
+// until ctx ends, then returns every allotment (Close).
+func (x *Allotted) Run(ctx context.Context) {
+	t := time.NewTicker(x.every)
+	defer t.Stop()
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := x.Close(cctx); err != nil {
+				x.s.log.Warn("budget allotments not all returned to redis at shutdown; their leases expire", "err", err)
+			}
+			cancel()
+			return
+		case <-t.C:
+		case <-x.kick:
+			// A request found an allotment short: sized now, but not more
+			// often than ten times an interval (the tick sizes it anyway).
+			if time.Since(last) < x.every/10 {
+				continue
+			}
+		}
+		last = time.Now()
+		fctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, x.s.holdWait))
+		_ = x.Flush(fctx, false)
+		cancel()
+	}
+}
+
+// Close stops local decisions and flushes until every booking is on Redis
+// and every allotment returned, or ctx ends.
+func (x *Allotted) Close(ctx context.Context) error {
+	x.closed.Store(true)
+	x.mu.Lock()
+	for _, al := range x.all {
+		al.open.Store(false)
+	}
+	x.mu.Unlock()
+	for {
+		err := x.Flush(ctx, true)
+		if err == nil && x.empty() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// empty reports whether nothing is held or booked locally any more.
+func (x *Allotted) empty() bool {
+	x.flushMu.Lock()
+	defer x.flushMu.Unlock()
+	if x.pending != nil {
+		return false
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, al := range x.all {
+		if al.size.Load() != 0 || al.booked.Load() != 0 || al.used.Load() != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// flushCall is one flush script's call and what to apply when it answers.
+type flushCall struct {
+	keys  []string
+	args  []any
+	items []flushItem
+	sent  int64 // unix ns it was first sent
+}
+
+type flushItem struct {
+	al     *allotment
+	booked int64 // spend it moves from the allotment to 'spent'
+	given  int64 // room taken from the allotment to return it
+	tag    string
+}
+
+// allotScript books and resizes allotments, one script for all of a
+// replica's accounts. ARGV: lease ttl ms, alive window ms, holds per
+// replica below which nothing is allotted, then per account 10 values:
+// lease, base (what the lease must keep: local holds in flight and spend
+// not in this flush), want (the size asked), booked (spend to add to
+// 'spent', once per tag), tag (carry marker, carry.go), the previous
+// marker of this lease to drop (or ""), seed spent and period (as a
+// hold's), budget, and one request's hold. KEYS: one hash per account,
+// then the presence set. It returns {alive, then per account: the
+// allotment's size, spent, held, 1 when it is open}. An allotment is at
+// least base (what requests in flight hold stays held) and grows only
+// while remaining = budget − spent − others' holds is at least
+// few × hold × alive, to at most remaining / (2 × alive); it is open (decides
+// locally) only while it is at most remaining, so that an operator's edit
+// or a swept lease that leaves it past the budget closes it.
+var allotScript = rscript.New(luaNow + luaHold + `
+local ttl, win, few = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = #KEYS - 1
+local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - win, '+inf'), 1)
+local out = {alive}
+local exp = now + ttl
+for i = 1, n do
+  local k, o = KEYS[i], 3 + 10 * (i - 1)
+  local lease, base, want, booked, tag, prev = ARGV[o + 1], tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), ARGV[o + 4], ARGV[o + 5], ARGV[o + 6]
+  local seed, period, budget, big = ARGV[o + 7], tonumber(ARGV[o + 8]), tonumber(ARGV[o + 9]), tonumber(ARGV[o + 10])
+  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx')
+  local s, hd, nx = tonumber(cur[1]), tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
+  local rp = tonumber(cur[2] or 0)
+  local fresh = cur[1] == false or rp < period
+  if fresh then
+    redis.call('HSET', k, 'spent', seed, 'period', ARGV[o + 8])
+    s = tonumber(seed)
+  end
+  -- Spend booked in an older period than Redis has is the store's alone.
+  if booked ~= '0' and (fresh or rp == period) then
+    s, hd, nx = bud_carry(k, 'c:' .. tag .. '=' .. booked, s, hd, nx, fresh)
+    if prev ~= '' then redis.call('HDEL', k, 'c:' .. prev) end
+  end
+  if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
+  local old, v = 0, redis.call('HGET', k, lease)
+  if v then old = bud_lease(v) or 0 end
+  local left = budget - s - (hd - old)
+  local size, open = math.max(base, 0), 0
+  if big > 0 and left >= few * big * alive then
+    size = math.max(size, math.min(want, math.floor(left / (2 * alive))))
+    -- Open only while the budget still has what the allotment keeps: an
+    -- edit (spend raised, budget lowered) or a swept lease can leave base
+    -- past it; then it decides nothing more and is returned next flush.
+    if size <= left then open = 1 end
+  end
+  local f = {}
+  hd = bud_add(k, f, 'held', hd, size - old)
+  if size > 0 then
+    f[#f + 1], f[#f + 2] = lease, string.format('%d:%d', size, exp)
+    if not nx or exp < nx then f[#f + 1], f[#f + 2] = 'nx', bud_int(exp) end
+  end
+  local touched = now - tonumber(cur[4] or 0) < 86400000
+  if not touched then f[#f + 1], f[#f + 2] = 'y', bud_int(now) end
+  redis.call('HSET', k, unpack(f))
+  if not touched then redis.call('PEXPIRE', k, 604800000) end
+  if size == 0 and v then redis.call('HDEL', k, lease) end
+  out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = size, s, hd, open
+end
+return out
+`)
+
+// Flush sends the spend booked locally since the last flush to Redis and
+// resizes the allotments (all: returns them), in one script; a flush whose
+// answer was lost is sent again first, as it was. It returns the call's
+// error (nil when there was nothing to send).
+func (x *Allotted) Flush(ctx context.Context, all bool) error {
+	x.flushMu.Lock()
+	defer x.flushMu.Unlock()
+	if p := x.pending; p != nil {
+		if err := x.send(ctx, p); err != nil {
+			return err
+		}
+	}
+	p := x.build(all)
+	if p == nil {
+		return nil
+	}
+	return x.send(ctx, p)
+}
+
+// build claims what each allotment booked and decides the size to ask.
+func (x *Allotted) build(all bool) *flushCall {
+	x.mu.Lock()
+	als := append([]*allotment(nil), x.all...)
+	x.mu.Unlock()
+	x.seq++
+	// What was asked since the last build, scaled to an interval: a flush
+	// woken early sizes for a whole interval's requests.
+	now := time.Now()
+	scale := 1.0
+	if el := now.Sub(x.built); !x.built.IsZero() && el > 0 && el < x.every {
+		scale = min(float64(x.every)/float64(el), 10)
+	}
+	x.built = now
+	p := &flushCall{args: []any{x.ttl.Milliseconds(), AliveWindow.Milliseconds(), allotFew}}
+	for _, al := range als {
+		size := al.size.Load()
+		if size == 0 && al.asked.Load() == 0 && al.booked.Load() == 0 && al.count.Load() == 0 {
+			continue // idle and holding nothing: nothing to say
+		}
+		asked, big, count := al.asked.Swap(0), al.big.Swap(0), al.count.Swap(0)
+		if size == 0 && count < 2 && al.booked.Load() == 0 {
+			continue // one request alone: held per request, no allotment
+		}
+		asked = int64(float64(asked) * scale)
+		booked := al.booked.Swap(0)
+		if big > 0 {
+			al.lastBig = big
+		}
+		if asked > 0 {
+			al.idle = 0
+		} else {
+			al.idle++
+		}
+		// What requests in flight hold, and spend booked after the claim.
+		inflight := max(al.used.Load()-booked, 0)
+		want := size - booked // unchanged
+		drain := al.drain.Swap(false)
+		switch {
+		case all, al.closedNow.Load(), drain:
+			// Returned: at shutdown, too little budget left to allot
+			// (requests hold per request meanwhile), or a request refused
+			// on Redis while this held room (giveBack).
+			want = 0
+		case asked > 0:
+			want = inflight + max(2*asked, al.lastBig)
+		case al.idle >= allotIdle:
+			want = 0
+		}
+		base := size - booked
+		var given int64
+		if want < base {
+			// Shrinking: the room returned is taken from the allotment
+			// first (as a hold would take it), so that no request decided
+			// meanwhile relies on it.
+			g, _ := casHold(&al.used, func() Amount { return Amount(al.size.Load()) }, Amount(base-max(want, 0)), true)
+			given = int64(g)
+			base -= given
+		}
+		tag := ""
+		if booked != 0 {
+			tag = al.lease + "." + strconv.FormatInt(x.seq, 10)
+		}
+		a := al.a
+		p.keys = append(p.keys, x.s.key(a))
+		p.args = append(p.args, al.lease, base, max(want, 0), booked, tag, al.marked,
+			a.seed(), a.resetAt.Load(), int64(a.Budget()), al.lastBig)
+		p.items = append(p.items, flushItem{al: al, booked: booked, given: given, tag: tag})
+	}
+	if len(p.items) == 0 {
+		return nil
+	}
+	p.keys = append(p.keys, x.s.presenceKey())
+	p.sent = time.Now().UnixNano()
+	return p
+}
+
+// send runs p and applies its answer; a lost answer keeps p pending (sent
+// again as is by the next flush), a call never run gives back its claims.
+func (x *Allotted) send(ctx context.Context, p *flushCall) error {
+	x.Flushes.Add(1)
+	res, err := rscript.Int64s(x.s.r.Run(ctx, allotScript, p.keys, p.args...))
+	if err == nil && len(res) != 1+4*len(p.items) {
+		err = fmt.Errorf("redis: allotment flush answered %d values for %d accounts", len(res), len(p.items))
+	}
+	if err != nil {
+		if !rscript.IsReply(err) {
+			x.s.r.Degrade(err)
+		}
+		// A call proven never run gives its claims back (unless an earlier
+		// sending of it may have run); any other is sent again, as is,
+		// under the same tags: applied once, its reply then read.
+		switch final := rscript.Final(err); {
+		case rscript.NotRun(final) && x.pending != p:
+			x.pending = nil
+			for _, it := range p.items {
+				it.al.booked.Add(it.booked)
+				it.al.used.Add(-it.given)
+			}
+		default:
+			x.pending = p // it may have run: again, as is, under the same tags
+		}
+		return err
+	}
+	x.pending = nil
+	alive := res[0]
+	for i, it := range p.items {
+		al, a := it.al, it.al.a
+		size, spent, held, open := res[1+4*i], res[2+4*i], res[3+4*i], res[4+4*i] == 1
+		// The new size first, then what moved out of used: a request that
+		// read the old size meanwhile took room the old size had, which
+		// the new size keeps (it is at least base).
+		al.size.Store(size)
+		al.used.Add(-(it.booked + it.given))
+		if it.tag != "" {
+			al.marked = it.tag
+		}
+		a.allotted.Add(-it.booked) // Redis has it
+		mirror(a, spent)
+		a.hear(a.Budget()-Amount(spent+held), alive)
+		al.closedNow.Store(!open)
+		al.until.Store(p.sent + int64(x.localFor()))
+		al.open.Store(open && !x.closed.Load())
+	}
+	return nil
+}

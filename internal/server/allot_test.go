@@ -1,0 +1,159 @@
+package server
+
+import (
+	"context"
+	"math"
+	"net"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store/storetest"
+)
+
+// TestAllotmentsAcrossReplicas: three gateways on one PostgreSQL and one
+// Redis with general_settings.budget_allotments, strict. A key whose
+// budget covers 1,000 requests, hammered on all three, gets at most 1,000
+// through, most decided against allotments; a key with an rpm limit of 20
+// gets 20 through in its minute, its holds decided locally and its rate
+// limit on Redis as without allotments. After a graceful stop Redis has
+// the spend the store has, and holds nothing.
+func TestAllotmentsAcrossReplicas(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed")
+	}
+	mock := mockupstream.New(mockupstream.Options{Delay: 2 * time.Millisecond})
+	up := httptest.NewServer(mock)
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+
+		"  redis_url: "+rd+"\n  budget_allotments: true\nlitellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := storetest.OpenPostgres(t, pg)
+	prefix := "allot-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	var urls []string
+	var srvs []*Server
+	var stops []func()
+	for range 3 {
+		srv, err := New(cfg, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond, Logger: testLogger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { srv.Serve(ctx, ln); close(done) }()
+		once := sync.OnceFunc(func() { stop(); <-done })
+		t.Cleanup(once)
+		urls, srvs, stops = append(urls, "http://"+ln.Addr().String()), append(srvs, srv), append(stops, once)
+	}
+	if srvs[0].allot == nil {
+		t.Fatal("budget_allotments: true made no Allotted holder")
+	}
+	for _, k := range []string{`{"key": "sk-allot-budget", "max_budget": 0.3}`, `{"key": "sk-allot-rpm", "max_budget": 10, "rpm_limit": 20}`} {
+		if code, body := send(t, urls[0]+"/key/generate", "sk-1234", k); code != 200 {
+			t.Fatal(code, body)
+		}
+	}
+	for _, u := range urls[1:] {
+		if _, ok := within(30*time.Second, func() bool {
+			c1, _ := send(t, u+"/v1/chat/completions", "sk-allot-budget", `{"model":"nope"}`)
+			c2, _ := send(t, u+"/v1/chat/completions", "sk-allot-rpm", `{"model":"nope"}`)
+			return c1 == 404 && c2 == 404
+		}); !ok {
+			t.Fatal("a replica does not know the keys")
+		}
+	}
+	// The rate-limited key first: 40 requests, 20 in its minute.
+	var rpmOK, rpm429 int
+	for i := range 40 {
+		switch code, body := send(t, urls[i%3]+"/v1/chat/completions", "sk-allot-rpm", chat3); code {
+		case 200:
+			rpmOK++
+		case 429:
+			rpm429++
+		default:
+			t.Fatalf("rpm key: status %d: %s", code, body)
+		}
+		if i == 2 {
+			for _, s := range srvs { // every replica's allotment sized
+				_ = s.allot.Flush(context.Background(), false)
+			}
+		}
+	}
+	if rpmOK != 20 || rpm429 != 20 {
+		t.Fatalf("rpm_limit 20 across three replicas with allotments: %d served, %d refused", rpmOK, rpm429)
+	}
+	var locals int64
+	for _, s := range srvs {
+		locals += s.allot.Local.Load()
+	}
+	if locals == 0 {
+		t.Fatal("no rpm-limited request was held against an allotment: the gate beside a local hold was not tested")
+	}
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 40 {
+				switch code, body := send(t, urls[i%3]+"/v1/chat/completions", "sk-allot-budget", chat3); {
+				case code == 200:
+					ok.Add(1)
+				case code == 400:
+					refused.Add(1)
+				default:
+					t.Errorf("status %d: %s", code, body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var local int64
+	for _, s := range srvs {
+		local += s.allot.Local.Load()
+	}
+	local -= locals
+	t.Logf("%d served, %d refused; %d holds decided against allotments", ok.Load(), refused.Load(), local)
+	if ok.Load() > 1000 || ok.Load() < 950 {
+		t.Fatalf("three replicas let %d requests through a budget for 1,000", ok.Load())
+	}
+	if local < ok.Load()/2 {
+		t.Fatalf("only %d of %d holds were decided against allotments", local, ok.Load())
+	}
+	for _, stop := range stops {
+		stop() // graceful: the last flush books everything and returns every allotment
+	}
+	k, err := st.GetKey(context.Background(), sha("sk-allot-budget"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(k.Spend-float64(ok.Load())*0.0003) > 1e-9 || k.Spend > 0.3+1e-12 {
+		t.Fatalf("recorded spend %v for %d served requests (budget 0.3)", k.Spend, ok.Load())
+	}
+	o, err := redis.ParseURL(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	defer c.Close()
+	h := c.HMGet(context.Background(), "{"+prefix+"}:bud:key:"+sha("sk-allot-budget"), "spent", "held").Val()
+	if want := strconv.FormatInt(ok.Load()*300000, 10); h[0] != want || h[1] != "0" {
+		t.Fatalf("after a graceful stop Redis has spent %v held %v, want spent %s held 0", h[0], h[1], want)
+	}
+}
