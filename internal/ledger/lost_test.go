@@ -30,6 +30,17 @@ type lostRig struct {
 
 func newLostRig(t *testing.T) *lostRig {
 	t.Helper()
+	// A call Redis does not answer fails at the socket's read timeout, the
+	// hold's own deadline being longer: the outcome is not known (it may
+	// have run), which is the case under test. Calls that are answered do
+	// not depend on either.
+	return newLostRigWith(t, 2*time.Second, time.Minute)
+}
+
+// newLostRigWith is newLostRig with the socket's read timeout and the
+// hold's deadline given.
+func newLostRigWith(t *testing.T, readTimeout, holdTimeout time.Duration) *lostRig {
+	t.Helper()
 	c, prefix := realRedis(t)
 	o, err := redis.ParseURL(os.Getenv("TOLLGATE_TEST_REDIS_URL"))
 	if err != nil {
@@ -41,15 +52,11 @@ func newLostRig(t *testing.T) *lostRig {
 	}
 	t.Cleanup(p.Cut)
 	o.Addr = p.Addr()
-	// A call Redis does not answer fails at the socket's read timeout, the
-	// hold's own deadline being longer: the outcome is not known (it may
-	// have run), which is the case under test. Calls that are answered do
-	// not depend on either.
-	o.ReadTimeout, o.MaxRetries = 2*time.Second, -1
+	o.ReadTimeout, o.MaxRetries = readTimeout, -1
 	pc := redis.NewClient(o)
 	t.Cleanup(func() { pc.Close() })
 	r := runner(t, pc)
-	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: holdTimeout})
 	return &lostRig{c: c, p: p, r: r, s: s, prefix: prefix}
 }
 
@@ -348,25 +355,10 @@ func TestLostSettleAfterLeaseSwept(t *testing.T) {
 // (the spend sat in carrying, neither unsynced nor in doubt yet) and Redis
 // stayed short of it until the account's next reseed.
 func TestCarryOfflineWaitsForLostOutcome(t *testing.T) {
-	c, prefix := realRedis(t)
-	o, err := redis.ParseURL(os.Getenv("TOLLGATE_TEST_REDIS_URL"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := netsim.NewProxy(o.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Cut)
-	o.Addr = p.Addr()
 	// The hold gives up long before the socket does: its call is abandoned
 	// and its outcome stays unknown until the connection fails.
-	o.ReadTimeout, o.MaxRetries = 3*time.Second, -1
-	pc := redis.NewClient(o)
-	t.Cleanup(func() { pc.Close() })
-	r := runner(t, pc)
-	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: 200 * time.Millisecond})
-	g := &lostRig{c: c, p: p, r: r, s: s, prefix: prefix}
+	g := newLostRigWith(t, 3*time.Second, 200*time.Millisecond)
+	s, r, p := g.s, g.r, g.p
 
 	book := ledger.NewBook(nil)
 	budget := 10.0
