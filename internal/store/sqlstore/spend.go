@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -296,8 +297,20 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 			tr.spend += l.Cost
 		}
 	}
+	// Rows are locked in one order, whatever the batch (Go's map order is
+	// random): keys, then their owners, then budgets and rollups, each by
+	// id. Two writers (replicas) of overlapping batches, or a writer and a
+	// team's or user's deletion (deleteOwner: its keys, their budgets, then
+	// the owner), then wait for each other instead of deadlocking, which on
+	// PostgreSQL aborted one of them (a deleted team answered 500).
 	now := micros(time.Now())
-	for e, amount := range spend {
+	for _, e := range sortedKeys(spend, func(a, b [2]string) int {
+		if c := tableRank[a[0]] - tableRank[b[0]]; c != 0 {
+			return c
+		}
+		return strings.Compare(a[1], b[1])
+	}) {
+		amount := spend[e]
 		table, id := e[0], e[1]
 		if table == "end_users" {
 			// End users come into being with their first request.
@@ -314,22 +327,46 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 			return fmt.Errorf("%s spend: %w", table, err)
 		}
 	}
-	for b, amount := range budgets {
+	for _, b := range sortedKeys(budgets, func(x, y budget) int {
+		return cmp.Or(strings.Compare(string(x.Kind), string(y.Kind)), strings.Compare(x.ID, y.ID), strings.Compare(x.key, y.key))
+	}) {
+		amount := budgets[b]
 		if err := t.exec(budgetSpend, string(b.Kind), b.ID, b.key, amount); err != nil {
 			return fmt.Errorf("budget spend: %w", err)
 		}
 	}
-	for k, r := range rolls {
+	for _, k := range sortedKeys(rolls, func(x, y rollKey) int {
+		return cmp.Or(strings.Compare(x.day, y.day), strings.Compare(x.key, y.key), strings.Compare(x.user, y.user),
+			strings.Compare(x.team, y.team), strings.Compare(x.endUser, y.endUser), strings.Compare(x.model, y.model))
+	}) {
+		r := rolls[k]
 		if err := t.exec(dailyRollup, k.day, k.key, k.user, k.team, k.endUser, k.model, r.requests, r.prompt, r.completion, r.spend); err != nil {
 			return fmt.Errorf("rollup: %w", err)
 		}
 	}
-	for k, r := range tagRolls {
+	for _, k := range sortedKeys(tagRolls, func(x, y tagKey) int {
+		return cmp.Or(strings.Compare(x.day, y.day), strings.Compare(x.tag, y.tag), strings.Compare(x.model, y.model))
+	}) {
+		r := tagRolls[k]
 		if err := t.exec(tagRollup, k.day, k.tag, k.model, r.requests, r.failed, r.prompt, r.completion, r.spend); err != nil {
 			return fmt.Errorf("tag rollup: %w", err)
 		}
 	}
 	return nil
+}
+
+// tableRank orders applySpend's entity updates: keys first, as deleteOwner
+// locks them before their owner.
+var tableRank = map[string]int{"keys": 0, "users": 1, "teams": 2, "organizations": 3, "end_users": 4}
+
+// sortedKeys returns m's keys in the order order gives.
+func sortedKeys[K comparable, V any](m map[K]V, order func(a, b K) int) []K {
+	ks := make([]K, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.SortFunc(ks, order)
+	return ks
 }
 
 // ListSpendLogs returns spend logs, newest first.
