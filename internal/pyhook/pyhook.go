@@ -397,6 +397,12 @@ func (p *Pool) purgeIdle() {
 // raises gives a *Raised; a timeout, a dead worker or a closed pool an
 // ErrUnavailable error.
 func (p *Pool) Call(ctx context.Context, fn, kind string, args map[string]any) (Result, error) {
+	// A free worker is taken at once: only callers that must wait for one
+	// count against MaxWaiting (two callers arriving together at two idle
+	// workers are not one too many).
+	if w := p.takeIdle(); w != nil {
+		return p.run(ctx, w, fn, kind, args)
+	}
 	if n := p.wait.Add(1); n > int64(p.opts.MaxWaiting) {
 		p.wait.Add(-1)
 		return Result{}, fmt.Errorf("%w: %s: %d callers already wait for a python worker", ErrUnavailable, p.opts.Setting, n-1)
@@ -428,6 +434,29 @@ func (p *Pool) Call(ctx context.Context, fn, kind string, args map[string]any) (
 		waiting = false
 		p.wait.Add(-1)
 		return p.run(ctx, w, fn, kind, args)
+	}
+}
+
+// takeIdle returns an idle, live worker without waiting, or nil (none is
+// idle, or the pool is stopping).
+func (p *Pool) takeIdle() *worker {
+	for {
+		select {
+		case <-p.stop:
+			return nil
+		default:
+		}
+		select {
+		case w := <-p.idle:
+			select {
+			case <-w.done:
+				continue // died while idle; its replacement is on its way
+			default:
+				return w
+			}
+		default:
+			return nil
+		}
 	}
 }
 

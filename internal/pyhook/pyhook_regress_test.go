@@ -265,3 +265,41 @@ func TestPoolDrainsLongStderrLines(t *testing.T) {
 		t.Fatalf("records: %d, first %d bytes truncated=%v, second %v", len(lines), len(lines[0]["line"].(string)), lines[0]["truncated"], lines[1])
 	}
 }
+
+// TestPoolIdleWorkerNotCountedAsWaiting: a caller that finds a worker idle
+// takes it without counting against MaxWaiting. Before, every caller
+// counted as waiting until it had a worker, so callers arriving together
+// at idle workers were refused as too many waiting (seen as CI's flaky
+// TestPoolBoundsWaitingCallers: "1 running" of two).
+func TestPoolIdleWorkerNotCountedAsWaiting(t *testing.T) {
+	needPython(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hooks.py"), []byte("async def auth(request, api_key):\n    return {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Start(Options{Dir: dir, Funcs: []string{"hooks.auth"}, Workers: 1, Timeout: 60 * time.Second,
+		QueueTimeout: 60 * time.Second, MaxWaiting: 1, Setting: "general_settings.custom_auth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	call := func() error {
+		_, err := p.Call(context.Background(), "hooks.auth", "auth", map[string]any{"api_key": "sk-x", "request": map[string]any{}})
+		return err
+	}
+	if err := call(); err != nil { // the worker is up and idle again after it
+		t.Fatal(err)
+	}
+	// One caller is counted as waiting (as if it had just arrived at a busy
+	// pool): a caller finding the worker idle is not a second one.
+	p.wait.Add(1)
+	defer p.wait.Add(-1)
+	for deadline := time.Now().Add(30 * time.Second); len(p.idle) != 1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker never came back idle")
+		}
+	}
+	if err := call(); err != nil {
+		t.Fatalf("a call finding the worker idle was refused: %v", err)
+	}
+}
