@@ -450,7 +450,9 @@ guardrails:
 	b.until("the successful rows", `document.querySelectorAll("tr.log-row").length === 5`)
 	b.choose("#flt-status", "")
 	b.choose("#flt-key", info.Info.Token)
-	b.until("billing-bot's rows", `document.querySelectorAll("tr.log-row").length === 5`)
+	// Every row billing-bot's: the table of the filters before (five
+	// successful rows) must not pass for it while it is redrawn.
+	b.until("billing-bot's rows", `document.querySelectorAll("tr.log-row").length === 5 && [...document.querySelectorAll("tr.log-row")].every(r => r.innerText.includes("billing-bot"))`)
 	b.step("open a request's detail", chromedp.Click(`tr.log-row`), chromedp.WaitVisible("#log-detail"))
 	if d := b.text("#log-detail"); !strings.Contains(d, "billing-bot") || !strings.Contains(d, "Research") {
 		t.Errorf("request detail %q lacks the key's alias or the team's", d)
