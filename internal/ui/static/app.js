@@ -536,7 +536,16 @@ function pager(page, load) {
   const prev = el("button", { className: "quiet small", onclick: () => { if (n > 1) { n--; go(); } } }, "← Newer");
   const next = el("button", { className: "quiet small", onclick: () => { n++; go(); } }, "Older →");
   const label = el("span", { className: "muted" });
-  const go = () => load(n).then(([content, more]) => { body.replaceChildren(content); label.textContent = "page " + n; next.disabled = !more; prev.disabled = n === 1; }).catch(fail);
+  // Only the latest load is shown: filters changed quickly send several,
+  // and one answered late must not replace a newer one's rows.
+  let latest = 0;
+  const go = () => {
+    const seq = ++latest;
+    load(n).then(([content, more]) => {
+      if (seq !== latest) return;
+      body.replaceChildren(content); label.textContent = "page " + n; next.disabled = !more; prev.disabled = n === 1;
+    }).catch((e) => { if (seq === latest) fail(e); });
+  };
   page.append(el("div", { className: "toolbar" }, prev, label, next), body);
   go();
   return () => { n = 1; go(); };
