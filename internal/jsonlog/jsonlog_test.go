@@ -123,8 +123,8 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // TestStringEveryByteAtEveryOffset: a string value with one byte of every
 // value (and a two-, three- and four-byte rune, U+2028, a cut rune) at each
-// offset of a 20-byte ASCII string is written as slog writes it: the
-// eight-byte step of appendString must stop at each of them.
+// offset of a 20-byte ASCII string is written as slog writes it (for any
+// reader of appendString that skips runs of plain bytes).
 func TestStringEveryByteAtEveryOffset(t *testing.T) {
 	const base = "abcdefghijklmnopqrst"
 	var specials []string
