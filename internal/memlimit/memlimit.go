@@ -38,6 +38,7 @@ const (
 // optional unit B, KiB, MiB, GiB or TiB ("512MiB"), or "off" for none
 // (returned as math.MaxInt64).
 func Parse(s string) (int64, error) {
+	in := s
 	s = strings.TrimSpace(s)
 	if s == "off" {
 		return math.MaxInt64, nil
@@ -55,7 +56,7 @@ func Parse(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n <= 0 || n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("memory limit %q: want a positive number of bytes with an optional unit (B, KiB, MiB, GiB, TiB), e.g. 512MiB, or off", s)
+		return 0, fmt.Errorf("memory limit %q: want a positive number of bytes with an optional unit (B, KiB, MiB, GiB, TiB), e.g. 512MiB, or off", in)
 	}
 	return n * mult, nil
 }

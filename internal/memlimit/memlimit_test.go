@@ -3,6 +3,8 @@ package memlimit
 import (
 	"math"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"testing"
 	"testing/fstest"
 )
@@ -80,8 +82,8 @@ func TestParse(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "0", "-5MiB", "12MB", "1.5GiB", "lots", "9999999999TiB"} {
-		if _, err := Parse(bad); err == nil {
-			t.Errorf("Parse(%q) accepted", bad)
+		if _, err := Parse(bad); err == nil || !strings.Contains(err.Error(), strconv.Quote(bad)) {
+			t.Errorf("Parse(%q) = %v; want an error naming the value", bad, err)
 		}
 	}
 }
