@@ -20,16 +20,32 @@ import (
 // span is a range of addresses [start, end).
 type span struct{ start, end uintptr }
 
-// readOnlySpans returns the mappings in maps (/proc/self/maps) of the
-// file exe that are private and not writable: its code and read-only
-// data. Writable mappings (the data segment, copied on write) are never
-// returned: dropping them would lose what the process wrote there.
-func readOnlySpans(maps []byte, exe string) []span {
+// readOnlySpans returns the mappings in smaps (/proc/self/smaps) of the
+// file exe that are private, not writable and hold no anonymous page:
+// its code and read-only data as the file has them. Writable mappings
+// (the data segment) are never returned, nor a read-only one that was
+// written before it was made read-only (a PIE build's relocated
+// .data.rel.ro, RELRO): dropping those would lose what the process wrote.
+func readOnlySpans(smaps []byte, exe string) []span {
 	var out []span
-	sc := bufio.NewScanner(bytes.NewReader(maps))
+	var cur span
+	candidate := false
+	sc := bufio.NewScanner(bytes.NewReader(smaps))
 	for sc.Scan() {
-		// address perms offset dev inode pathname
-		f := strings.Fields(sc.Text())
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "Anonymous:"); ok {
+			if candidate && strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")) == "0" {
+				out = append(out, cur)
+			}
+			candidate = false
+			continue
+		}
+		// A mapping's header: address perms offset dev inode pathname.
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.Contains(f[0], "-") || strings.HasSuffix(f[0], ":") {
+			continue
+		}
+		candidate = false
 		if len(f) < 6 || strings.TrimSuffix(strings.Join(f[5:], " "), " (deleted)") != exe {
 			continue
 		}
@@ -37,16 +53,13 @@ func readOnlySpans(maps []byte, exe string) []span {
 		if len(perms) != 4 || perms[0] != 'r' || perms[1] != '-' || perms[3] != 'p' {
 			continue
 		}
-		lo, hi, ok := strings.Cut(f[0], "-")
-		if !ok {
-			continue
-		}
+		lo, hi, _ := strings.Cut(f[0], "-")
 		start, err1 := strconv.ParseUint(lo, 16, 64)
 		end, err2 := strconv.ParseUint(hi, 16, 64)
 		if err1 != nil || err2 != nil || end <= start {
 			continue
 		}
-		out = append(out, span{uintptr(start), uintptr(end)})
+		cur, candidate = span{uintptr(start), uintptr(end)}, true
 	}
 	return out
 }

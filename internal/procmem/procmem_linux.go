@@ -7,7 +7,8 @@ import (
 )
 
 // Release unmaps the resident pages of the executable's code and
-// read-only data (MADV_DONTNEED on its private, non-writable mappings)
+// read-only data (MADV_DONTNEED on its private, non-writable mappings
+// that hold no page the process wrote)
 // and returns how many bytes of address space it covered. The pages stay
 // in the page cache; a later touch maps them back (a minor fault).
 func Release() (int64, error) {
@@ -16,12 +17,12 @@ func Release() (int64, error) {
 		return 0, err
 	}
 	exe = strings.TrimSuffix(exe, " (deleted)")
-	maps, err := os.ReadFile("/proc/self/maps")
+	smaps, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
 		return 0, err
 	}
 	var n int64
-	for _, s := range readOnlySpans(maps, exe) {
+	for _, s := range readOnlySpans(smaps, exe) {
 		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, s.start, s.end-s.start, syscall.MADV_DONTNEED); e != 0 {
 			return n, e
 		}

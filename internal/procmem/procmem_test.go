@@ -8,23 +8,29 @@ import (
 	"testing"
 )
 
+// smapsEntry is one mapping of /proc/self/smaps with its Anonymous line.
+func smapsEntry(header string, anonKB int) string {
+	return header + "\nSize:               4 kB\nRss:                4 kB\nAnonymous:          " + strconv.Itoa(anonKB) + " kB\nVmFlags: rd mr mw me\n"
+}
+
 func TestReadOnlySpans(t *testing.T) {
-	maps := `00400000-01a3c000 r-xp 00000000 08:01 123 /usr/local/bin/tollgate
-01a3c000-0400a000 r--p 0163c000 08:01 123 /usr/local/bin/tollgate
-0400a000-04051000 rw-p 03c0a000 08:01 123 /usr/local/bin/tollgate
-04051000-040b6000 rw-p 00000000 00:00 0
-c000000000-c004000000 rw-p 00000000 00:00 0
-7f0000000000-7f0000001000 r--p 00000000 08:01 456 /usr/local/bin/tollgate-other
-7f0000002000-7f0000003000 r--s 00000000 08:01 123 /usr/local/bin/tollgate
-7f0000004000-7f0000005000 r--p 00000000 08:01 789 /tmp/my tollgate (deleted)
-7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]
-`
-	got := readOnlySpans([]byte(maps), "/usr/local/bin/tollgate")
+	smaps := smapsEntry("00400000-01a3c000 r-xp 00000000 08:01 123 /usr/local/bin/tollgate", 0) +
+		smapsEntry("01a3c000-0400a000 r--p 0163c000 08:01 123 /usr/local/bin/tollgate", 0) +
+		// RELRO: relocated, then made read-only; its written pages are anonymous.
+		smapsEntry("0400a000-0400c000 r--p 03c0a000 08:01 123 /usr/local/bin/tollgate", 8) +
+		smapsEntry("0400c000-04051000 rw-p 03c0c000 08:01 123 /usr/local/bin/tollgate", 0) +
+		smapsEntry("04051000-040b6000 rw-p 00000000 00:00 0", 0) +
+		smapsEntry("c000000000-c004000000 rw-p 00000000 00:00 0", 4) +
+		smapsEntry("7f0000000000-7f0000001000 r--p 00000000 08:01 456 /usr/local/bin/tollgate-other", 0) +
+		smapsEntry("7f0000002000-7f0000003000 r--s 00000000 08:01 123 /usr/local/bin/tollgate", 0) +
+		smapsEntry("7f0000004000-7f0000005000 r--p 00000000 08:01 789 /tmp/my tollgate (deleted)", 0) +
+		smapsEntry("7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]", 132)
+	got := readOnlySpans([]byte(smaps), "/usr/local/bin/tollgate")
 	want := []span{{0x400000, 0x1a3c000}, {0x1a3c000, 0x400a000}}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("readOnlySpans = %x; want %x (code and read-only data; not the data segment, a shared mapping or another file)", got, want)
+		t.Errorf("readOnlySpans = %x; want %x (code and read-only data; not RELRO with written pages, the data segment, a shared mapping or another file)", got, want)
 	}
-	if got := readOnlySpans([]byte(maps), "/tmp/my tollgate"); len(got) != 1 || got[0] != (span{0x7f0000004000, 0x7f0000005000}) {
+	if got := readOnlySpans([]byte(smaps), "/tmp/my tollgate"); len(got) != 1 || got[0] != (span{0x7f0000004000, 0x7f0000005000}) {
 		t.Errorf("readOnlySpans of a deleted binary with a space in its name = %x", got)
 	}
 }
