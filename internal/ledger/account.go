@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,6 +100,10 @@ type Account struct {
 	// heard is what Redis last said about this account: what remained and
 	// how many replicas were alive (see presence.go).
 	heard heard
+	// mirrored is the number (Shared.queue) of the last reply whose spend
+	// the local view mirrors (mirrorAt, under mirrorMu).
+	mirrorMu sync.Mutex
+	mirrored uint64
 }
 
 // NewAccount returns an account with spend already booked.

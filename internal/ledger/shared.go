@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -102,6 +103,21 @@ type Shared struct {
 	undecided atomic.Int64
 	// resolving counts settleDoubt's goroutines (tests wait for them).
 	resolving sync.WaitGroup
+
+	// order numbers the scripts whose reply is mirrored (settles,
+	// allotment flushes) in the order they enter the runner's ordered
+	// stream, which is the order Redis runs them: a reply read late must
+	// not set the local view back over a later one (mirrorAt).
+	order  sync.Mutex
+	ticket uint64
+}
+
+// queue queues sc in the runner's ordered stream and numbers it (order).
+func (s *Shared) queue(sc *rscript.Script, keys []string, args ...any) (*rscript.Queued, uint64) {
+	s.order.Lock()
+	defer s.order.Unlock()
+	s.ticket++
+	return s.r.Queue(sc, keys, args...), s.ticket
 }
 
 // SharedOptions configure a Shared holder.
@@ -783,12 +799,37 @@ func (h *sharedHold) releaseLease() {
 	}
 }
 
-// mirror sets the local view of a shared account from Redis's spend plus
-// what this replica booked that Redis does not have yet.
-func mirror(a *Account, redisSpent int64) {
-	v := redisSpent + a.offRedis()
-	old := a.spent.Swap(v)
-	a.used.Add(v - old)
+// mirrorAt sets the local view of a shared account from Redis's spend
+// plus what this replica booked that Redis does not have yet (offRedis),
+// as the reply of the call numbered ticket (Shared.queue) told it. A reply
+// older than one already mirrored is dropped: Redis ran it first, so the
+// later figure has its spend, and this one lacks spend the later one has
+// (another settle, or an allotment flush that has since moved its booking
+// out of 'allotted'). It reports whether it mirrored.
+//
+// The view is read and set when no move between spent and offRedis is
+// half done (as seed reads it), and set by compare-and-swap: a move that
+// adds to offRedis after the read and to spent after the swap is then
+// counted once, not twice or never.
+func mirrorAt(a *Account, redisSpent int64, ticket uint64) bool {
+	a.mirrorMu.Lock()
+	defer a.mirrorMu.Unlock()
+	if ticket < a.mirrored {
+		return false
+	}
+	a.mirrored = ticket
+	for {
+		gen := a.moved.Load()
+		if a.movers.Load() == 0 {
+			old := a.spent.Load()
+			v := redisSpent + a.offRedis()
+			if a.movers.Load() == 0 && a.moved.Load() == gen && a.spent.CompareAndSwap(old, v) {
+				a.used.Add(v - old)
+				return true
+			}
+		}
+		runtime.Gosched()
+	}
 }
 
 func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
@@ -803,6 +844,7 @@ type settling struct {
 	spend  bool
 	soft   []*Account // crossings of the unbudgeted accounts, booked at once
 	call   *rscript.Queued
+	ticket uint64 // its place in the ordered stream (Shared.queue)
 	done   bool
 }
 
@@ -834,9 +876,9 @@ func (h *sharedHold) send(actual Amount, spend bool) *settling {
 	if g := h.gate; g != nil {
 		gk, ga := g.DoneCall()
 		keys, args := fuse(gk, ga, h.keys, []any{int64(p.actual), h.lease, 0})
-		p.call = h.s.r.Queue(fusedFor(g.GateLua()).settle, keys, args...)
+		p.call, p.ticket = h.s.queue(fusedFor(g.GateLua()).settle, keys, args...)
 	} else {
-		p.call = h.s.r.Queue(settleScript, h.keys, int64(p.actual), h.lease, 0)
+		p.call, p.ticket = h.s.queue(settleScript, h.keys, int64(p.actual), h.lease, 0)
 	}
 	return p
 }
@@ -877,7 +919,7 @@ func (p *settling) wait() (soft []*Account) {
 			_, alive := a.LastHeard()
 			alive = max(alive, h.s.alive.Load())
 			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive)
-			mirror(a, res[1+2*i]) // headers, metrics, soft budgets
+			mirrorAt(a, res[1+2*i], p.ticket) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
 			a.beginMove()
