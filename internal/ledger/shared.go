@@ -245,7 +245,8 @@ end
 // keep its holds once no old replica is left to expire them.
 //
 // The key's expiry (a week) is set when made and then about once a day, not
-// on every hold. Numbers are written as integers (luaNum).
+// on every hold, before the hold is decided: a refused hold that seeded
+// the hash leaves it expiring too. Numbers are written as integers (luaNum).
 const luaHold = luaNum + `
 local function bud_lease(v)
   local a, x = string.match(v, '^(%-?%d+):(%d+)$')
@@ -334,14 +335,14 @@ local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - bud_num(p, 41), '
 -- First bring every account up to date (seed, spend booked while Redis was
 -- away, expired holds), so that a refusal below loses none of it. spent
 -- and held keep each account's values from here on (one read each).
-local spent, held, touched, nxs, shorts, budget = {}, {}, {}, {}, {}, {}
+local spent, held, nxs, shorts, budget = {}, {}, {}, {}, {}
 for i = 1, n do
   local k = KEYS[ko + i]
   local a = ao + 3 * i + 1 -- period; seed before it, carried items after
   local period, list = tonumber(ARGV[a]), ARGV[a + 1]
   budget[i] = bud_num(p, 41 + 8 * i)
   local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short')
-  touched[i] = now - tonumber(cur[4] or 0) < 86400000
+  local touched = now - tonumber(cur[4] or 0) < 86400000
   local s, hd, nx = tonumber(cur[1]), tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
   local fresh = cur[1] == false or tonumber(cur[2] or 0) < period
   if fresh then
@@ -353,6 +354,13 @@ for i = 1, n do
   if list ~= '0' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
   if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
   if now >= tonumber(cur[6] or 0) then hd = bud_legacy(k, hd, ttl) end
+  if not touched then
+    -- Before a refusal below can return: a hash this hold seeded (a
+    -- fresh key past its budget) gets its expiry, as does one a day
+    -- untouched, whether or not the hold is granted.
+    redis.call('HSET', k, 'y', bud_int(now))
+    redis.call('PEXPIRE', k, 604800000)
+  end
   spent[i], held[i], nxs[i], shorts[i] = s, hd, nx, cur[7]
 end
 -- shortBusy is the first account whose last hold held short is in flight.
@@ -394,9 +402,7 @@ for i = 1, n do
   local hd = bud_add(k, f, 'held', held[i], amount)
   if not nxs[i] or exp < nxs[i] then f[#f+1], f[#f+2] = 'nx', bud_int(exp) end
   if short then f[#f+1], f[#f+2] = 'short', lease end
-  if not touched[i] then f[#f+1], f[#f+2] = 'y', bud_int(now) end
   redis.call('HSET', k, unpack(f))
-  if not touched[i] then redis.call('PEXPIRE', k, 604800000) end
   out[2+i] = budget[i] - spent[i] - hd
 end
 out[#out+1] = amount
