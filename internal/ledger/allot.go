@@ -602,9 +602,10 @@ func (x *Allotted) build(all bool) *flushCall {
 			tag = al.lease + "." + strconv.FormatInt(x.seq, 10)
 		}
 		a := al.a
+		seed, period := a.seedAt()
 		p.keys = append(p.keys, x.s.key(a))
 		p.args = append(p.args, al.lease, base, max(want, 0), booked, tag, al.marked,
-			a.seed(), a.resetAt.Load(), int64(a.Budget()), al.lastBig)
+			seed, period, int64(a.Budget()), al.lastBig)
 		p.items = append(p.items, flushItem{al: al, booked: booked, given: given, tag: tag})
 	}
 	if len(p.items) == 0 {

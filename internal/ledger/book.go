@@ -114,9 +114,10 @@ func (b *Book) Account(kind store.Kind, id string, s Spec) *Account {
 			// An operator moved the period, or another replica rolled it
 			// over. In the second case the stored spend is the new period's:
 			// take it, or this replica would keep refusing on last period's.
-			a.SetResetAt(*s.ResetAt)
 			if at != 0 && at <= b.now().UnixNano() {
-				a.SetSpent(USD(s.Spent))
+				a.rollTo(at, s.ResetAt.UnixNano(), USD(s.Spent)) // together (seedAt)
+			} else {
+				a.SetResetAt(*s.ResetAt)
 			}
 		}
 	}
@@ -135,10 +136,11 @@ func (b *Book) maybeReset(a *Account, duration string) {
 		return
 	}
 	next := per.NextReset(now)
-	if !a.resetAt.CompareAndSwap(at, next.UnixNano()) {
+	// The new period and its spend in one move: a hold reading the new
+	// period with last period's spend would seed Redis's new period with it.
+	if !a.rollTo(at, next.UnixNano(), 0) {
 		return // another request rolled it over
 	}
-	a.SetSpent(0)
 	if b.onReset != nil {
 		b.onReset(a.Kind, a.ID, next)
 	}

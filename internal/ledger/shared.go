@@ -568,7 +568,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		// (carry.go).
 		pending := a.claimUnsynced()
 		h.pending = append(h.pending, pending)
-		carry, sent, seed := a.holdArg(pending, h.lease, s.horizon(), h.at)
+		carry, sent, seed, period := a.holdArg(pending, h.lease, s.horizon(), h.at)
 		if sent != nil {
 			if h.sent == nil {
 				h.sent = make([][]string, len(h.shared))
@@ -576,7 +576,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			h.sent[i] = sent
 		}
 		packed = binary.BigEndian.AppendUint64(packed, uint64(a.Budget()))
-		args = append(args, seed, a.resetAt.Load(), carry)
+		args = append(args, seed, period, carry)
 	}
 	args[0] = string(packed)
 	h.keys = append(h.keys, s.presenceKey())
