@@ -100,6 +100,11 @@ type Account struct {
 	// heard is what Redis last said about this account: what remained and
 	// how many replicas were alive (see presence.go).
 	heard heard
+	// stored is the spend the store last reported for the current period
+	// (Book.Account, SetSpent, rollTo): a reseed of Redis takes it when it
+	// is more than the local view (seedAt), so that spend Redis lost (a
+	// crashed replica's allotment bookings) comes back from the store.
+	stored atomic.Int64
 	// mirrored is the number (Shared.queue) of the last reply whose spend
 	// the local view mirrors (mirrorAt, under mirrorMu).
 	mirrorMu sync.Mutex
@@ -110,6 +115,7 @@ type Account struct {
 func NewAccount(kind store.Kind, id string, spent, budget Amount) *Account {
 	a := &Account{Kind: kind, ID: id}
 	a.spent.Store(int64(spent))
+	a.stored.Store(int64(spent))
 	a.used.Store(int64(spent))
 	a.budget.Store(int64(budget))
 	a.soft.Store(int64(Unlimited))
@@ -171,7 +177,7 @@ func (a *Account) seedAt() (seed, period int64) {
 	for {
 		gen := a.moved.Load()
 		if a.movers.Load() == 0 {
-			s := a.spent.Load() - a.offRedis()
+			s := max(a.spent.Load(), a.stored.Load()) - a.offRedis()
 			p := a.resetAt.Load()
 			if a.movers.Load() == 0 && a.moved.Load() == gen {
 				return s, p
@@ -203,6 +209,7 @@ func (a *Account) SetSpent(s Amount) {
 func (a *Account) setSpentLocked(s Amount) (old int64) {
 	a.unsynced.Store(0)
 	a.dropDoubtLocked()
+	a.stored.Store(int64(s))
 	return a.spent.Swap(int64(s))
 }
 

@@ -143,7 +143,8 @@ func (x *Allotted) allotOf(a *Account) *allotment {
 	if al := a.allot.Load(); al != nil {
 		return al
 	}
-	al := &allotment{a: a, lease: newLease()}
+	// Named 'al.': a sweep that drops it marks the account for a reseed.
+	al := &allotment{a: a, lease: "al." + newLease()}
 	if !a.allot.CompareAndSwap(nil, al) {
 		return a.allot.Load()
 	}

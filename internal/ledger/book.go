@@ -107,6 +107,7 @@ func (b *Book) Account(kind store.Kind, id string, s Spec) *Account {
 		if a.resetAt.Load() != 0 {
 			a.SetResetAt(time.Time{})
 		}
+		a.noteStored(USD(s.Spent))
 		return a
 	}
 	if s.ResetAt != nil {
@@ -122,7 +123,18 @@ func (b *Book) Account(kind store.Kind, id string, s Spec) *Account {
 		}
 	}
 	b.maybeReset(a, *s.BudgetDuration)
+	if s.ResetAt != nil && s.ResetAt.UnixNano() == a.resetAt.Load() {
+		a.noteStored(USD(s.Spent)) // the record's spend is this period's
+	}
 	return a
+}
+
+// noteStored records the spend the store reports for the account's current
+// period (a reseed of Redis takes it when the local view has less).
+func (a *Account) noteStored(s Amount) {
+	if a.stored.Load() != int64(s) {
+		a.stored.Store(int64(s))
+	}
 }
 
 func (b *Book) maybeReset(a *Account, duration string) {

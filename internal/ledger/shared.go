@@ -286,29 +286,34 @@ local function bud_carry(k, list, s, hd, nx, fresh)
   end
   return s, hd, nx
 end
--- bud_sweep drops k's expired leases; it returns held and nx after it.
+-- bud_sweep drops k's expired leases; it returns held and nx after it,
+-- and whether one was an allotment's (its name starts 'al.', allot.go):
+-- its replica died with spend booked on it that Redis lacks, so the
+-- account is marked ('rs') for a reseed from the store at the next hold.
 local function bud_sweep(k, hd)
   local all = redis.call('HGETALL', k)
-  local nx, del = false, {}
+  local nx, del, allot = false, {}, false
   for j = 1, #all, 2 do
     local a, x = bud_lease(all[j + 1])
     if a then
       if x <= now then
         hd = hd - a
         del[#del + 1] = all[j]
+        if string.sub(all[j], 1, 3) == 'al.' then allot = true end
       elseif not nx or x < nx then
         nx = x
       end
     end
   end
   if #del > 0 then redis.call('HDEL', k, unpack(del)) end
+  if allot then redis.call('HSET', k, 'rs', '1') end
   if nx then
     redis.call('HSET', k, 'held', bud_int(hd), 'nx', bud_int(nx))
   else
     redis.call('HSET', k, 'held', bud_int(hd))
     redis.call('HDEL', k, 'nx')
   end
-  return hd, nx
+  return hd, nx, allot
 end
 -- bud_legacy drops the expired leases of the layout before (k:h, k:e).
 -- k:e may be another account's one hash (an id "<id>:e" names it): only
@@ -341,7 +346,7 @@ for i = 1, n do
   local a = ao + 3 * i + 1 -- period; seed before it, carried items after
   local period, list = tonumber(ARGV[a]), ARGV[a + 1]
   budget[i] = bud_num(p, 41 + 8 * i)
-  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short')
+  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short', 'rs')
   local touched = now - tonumber(cur[4] or 0) < 86400000
   local s, hd, nx = tonumber(cur[1]), tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
   local fresh = cur[1] == false or tonumber(cur[2] or 0) < period
@@ -352,7 +357,22 @@ for i = 1, n do
     s = tonumber(ARGV[a - 1])
   end
   if list ~= '0' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
-  if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
+  local rs = cur[8]
+  if nx and now >= nx then
+    local swept
+    hd, nx, swept = bud_sweep(k, hd)
+    rs = rs or swept
+  end
+  if rs then
+    -- A dead replica's allotment was swept: its bookings since its last
+    -- flush are the store's alone. Reseeded from the seed (which has the
+    -- store's spend when that is more), never lowered.
+    if not fresh and tonumber(ARGV[a - 1]) > s then
+      s = tonumber(ARGV[a - 1])
+      redis.call('HSET', k, 'spent', ARGV[a - 1])
+    end
+    redis.call('HDEL', k, 'rs')
+  end
   if now >= tonumber(cur[6] or 0) then hd = bud_legacy(k, hd, ttl) end
   if not touched then
     -- Before a refusal below can return: a hash this hold seeded (a
