@@ -624,7 +624,8 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 	// In the ordered stream, numbered: its reply mirrors spend as a
 	// settle's does, and neither may set the view back over a later one.
 	call, ticket := x.s.queue(allotScript, p.keys, p.args...)
-	res, err := rscript.Int64s(call.Wait(ctx))
+	v, ticket, err := x.s.wait(ctx, call, ticket)
+	res, err := rscript.Int64s(v, err)
 	if err == nil && len(res) != 1+4*len(p.items) {
 		err = fmt.Errorf("redis: allotment flush answered %d values for %d accounts", len(res), len(p.items))
 	}

@@ -113,11 +113,35 @@ type Shared struct {
 }
 
 // queue queues sc in the runner's ordered stream and numbers it (order).
+// A script not loaded yet is loaded first, outside the lock: a SCRIPT LOAD
+// (up to 2 s against a slow Redis) must not hold up every other settle.
+// One that could not be loaded is not sent (NotRun: its spend is carried).
 func (s *Shared) queue(sc *rscript.Script, keys []string, args ...any) (*rscript.Queued, uint64) {
+	s.r.Ready(sc)
 	s.order.Lock()
 	defer s.order.Unlock()
 	s.ticket++
-	return s.r.Queue(sc, keys, args...), s.ticket
+	return s.r.QueueLoaded(sc, keys, args...), s.ticket
+}
+
+// wait reads the reply of a call numbered ticket (queue). A call Redis
+// answered NOSCRIPT (its script cache lost) did not run: it is queued
+// again, with a new number, so that its reply is mirrored in the order
+// Redis ran it. It returns the number of the call that ran.
+func (s *Shared) wait(ctx context.Context, q *rscript.Queued, ticket uint64) (any, uint64, error) {
+	for range 3 {
+		v, err := q.WaitRan(ctx)
+		if !rscript.NoScript(err) {
+			return v, ticket, err
+		}
+		q.Ready()
+		s.order.Lock()
+		s.ticket++
+		q, ticket = q.Requeue(), s.ticket
+		s.order.Unlock()
+	}
+	v, err := q.WaitRan(ctx)
+	return v, ticket, err
 }
 
 // SharedOptions configure a Shared holder.
@@ -287,26 +311,27 @@ local function bud_carry(k, list, s, hd, nx, fresh)
   return s, hd, nx
 end
 -- bud_sweep drops k's expired leases; it returns held and nx after it,
--- and whether one was an allotment's (its name starts 'al.', allot.go):
--- its replica died with spend booked on it that Redis lacks, so the
--- account is marked ('rs') for a reseed from the store at the next hold.
+-- and what the allotments among them held (their names start 'al.',
+-- allot.go): their replica died with spend booked on them that Redis
+-- lacks (at most what they held), so the account is marked ('rs', by that
+-- much) for a reseed from the store at the next hold.
 local function bud_sweep(k, hd)
   local all = redis.call('HGETALL', k)
-  local nx, del, allot = false, {}, false
+  local nx, del, allot = false, {}, 0
   for j = 1, #all, 2 do
     local a, x = bud_lease(all[j + 1])
     if a then
       if x <= now then
         hd = hd - a
         del[#del + 1] = all[j]
-        if string.sub(all[j], 1, 3) == 'al.' then allot = true end
+        if string.sub(all[j], 1, 3) == 'al.' then allot = allot + math.max(a, 0) end
       elseif not nx or x < nx then
         nx = x
       end
     end
   end
   if #del > 0 then redis.call('HDEL', k, unpack(del)) end
-  if allot then redis.call('HSET', k, 'rs', '1') end
+  if allot > 0 then redis.call('HINCRBY', k, 'rs', bud_int(allot)) end
   if nx then
     redis.call('HSET', k, 'held', bud_int(hd), 'nx', bud_int(nx))
   else
@@ -357,19 +382,30 @@ for i = 1, n do
     s = tonumber(ARGV[a - 1])
   end
   if list ~= '0' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
-  local rs = cur[8]
+  local rs = tonumber(cur[8] or 0)
   if nx and now >= nx then
     local swept
     hd, nx, swept = bud_sweep(k, hd)
-    rs = rs or swept
+    rs = rs + swept
   end
-  if rs then
+  if rs > 0 then
     -- A dead replica's allotment was swept: its bookings since its last
     -- flush are the store's alone. Reseeded from the seed (which has the
-    -- store's spend when that is more), never lowered.
-    if not fresh and tonumber(ARGV[a - 1]) > s then
-      s = tonumber(ARGV[a - 1])
-      redis.call('HSET', k, 'spent', ARGV[a - 1])
+    -- store's spend when that is more), never lowered, and by no more
+    -- than the swept allotments held. The store also has what live
+    -- replicas booked on their allotments and not yet flushed (at most
+    -- what their leases hold): that is left out, their flushes bring it.
+    local live, all = 0, redis.call('HGETALL', k)
+    for j = 1, #all, 2 do
+      if string.sub(all[j], 1, 3) == 'al.' then
+        local la = bud_lease(all[j + 1])
+        if la then live = live + math.max(la, 0) end
+      end
+    end
+    local to = math.min(tonumber(ARGV[a - 1]) - live, s + rs)
+    if not fresh and to > s then
+      s = to
+      redis.call('HSET', k, 'spent', bud_int(s))
     end
     redis.call('HDEL', k, 'rs')
   end
@@ -924,7 +960,9 @@ func (p *settling) wait() (soft []*Account) {
 	soft = p.soft
 	ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, h.s.holdWait))
 	defer cancel()
-	res, err := rscript.Int64s(p.call.Wait(ctx))
+	v, ticket, err := h.s.wait(ctx, p.call, p.ticket)
+	p.ticket = ticket
+	res, err := rscript.Int64s(v, err)
 	if g := h.gate; g != nil {
 		g.Settled(err)
 	}
