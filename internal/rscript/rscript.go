@@ -438,6 +438,13 @@ func (r *Runner) queue(ctx context.Context, s *Script, keys []string, args []any
 		q.err = err
 		return q
 	}
+	r.submitQueued(ctx, q, ap)
+	return q
+}
+
+// submitQueued sends q's EVALSHA into the pipeline ap.
+func (r *Runner) submitQueued(ctx context.Context, q *Queued, ap *redis.AutoPipeliner) {
+	s, keys, args := q.s, q.keys, q.args
 	argv := make([]any, 0, 3+len(keys)+len(args))
 	argv = append(argv, "evalsha", s.hash, len(keys))
 	for _, k := range keys {
@@ -446,7 +453,6 @@ func (r *Runner) queue(ctx context.Context, s *Script, keys []string, args []any
 	argv = append(argv, args...)
 	q.cmd = redis.NewCmd(ctx, argv...)
 	q.f = ap.Submit(ctx, q.cmd)
-	return q
 }
 
 // Wait waits for the reply of a queued call as long as ctx allows and
@@ -507,7 +513,15 @@ func (r *Runner) QueueLoaded(s *Script, keys []string, args ...any) *Queued {
 	if l, ok := r.loaded.Load(s.hash); ok {
 		select {
 		case <-l.(*loading).done:
-			return r.queue(context.Background(), s, keys, args)
+			// Not load again (it could wait, were the script dropped
+			// meanwhile): a script Redis lost is answered NOSCRIPT.
+			q := &Queued{r: r, s: s, keys: keys, args: args}
+			if ap := r.ap.Load(); ap != nil {
+				r.submitQueued(context.Background(), q, ap)
+			} else {
+				q.err = ErrNotStarted
+			}
+			return q
 		default:
 		}
 	}
