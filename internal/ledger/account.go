@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,12 +100,22 @@ type Account struct {
 	// heard is what Redis last said about this account: what remained and
 	// how many replicas were alive (see presence.go).
 	heard heard
+	// stored is the spend the store last reported for the current period
+	// (Book.Account, SetSpent, rollTo): a reseed of Redis takes it when it
+	// is more than the local view (seedAt), so that spend Redis lost (a
+	// crashed replica's allotment bookings) comes back from the store.
+	stored atomic.Int64
+	// mirrored is the number (Shared.queue) of the last reply whose spend
+	// the local view mirrors (mirrorAt, under mirrorMu).
+	mirrorMu sync.Mutex
+	mirrored uint64
 }
 
 // NewAccount returns an account with spend already booked.
 func NewAccount(kind store.Kind, id string, spent, budget Amount) *Account {
 	a := &Account{Kind: kind, ID: id}
 	a.spent.Store(int64(spent))
+	a.stored.Store(int64(spent))
 	a.used.Store(int64(spent))
 	a.budget.Store(int64(budget))
 	a.soft.Store(int64(Unlimited))
@@ -153,19 +164,23 @@ func (a *Account) SetResetAt(t time.Time) {
 func (a *Account) beginMove() { a.movers.Add(1) }
 func (a *Account) endMove()   { a.moved.Add(1); a.movers.Add(-1) }
 
-// seed is the spend Redis should have for this account: spent less what
-// this replica booked that Redis may not have (unsynced and carrying),
-// read when no move is half done. Read in the middle of one (say a hold
-// claiming unsynced spend: in carrying, not yet out of unsynced) it would
-// exclude that spend twice, and a reseed would then count it short once
-// the claiming hold carries it.
-func (a *Account) seed() int64 {
+// seedAt is the spend Redis should have for this account and the budget
+// period it belongs to: spent less what this replica booked that Redis
+// may not have (unsynced, carrying, allotted), and the reset time, read
+// together when no move is half done. Read in the middle of one (say a
+// hold claiming unsynced spend: in carrying, not yet out of unsynced) it
+// would exclude that spend twice, and a reseed would then count it short
+// once the claiming hold carries it; read in the middle of a period's
+// rollover (rollTo) it would pair the new period with last period's
+// spend, and a hold would seed Redis's new period with it.
+func (a *Account) seedAt() (seed, period int64) {
 	for {
 		gen := a.moved.Load()
 		if a.movers.Load() == 0 {
-			s := a.spent.Load() - a.offRedis()
+			s := max(a.spent.Load(), a.stored.Load()) - a.offRedis()
+			p := a.resetAt.Load()
 			if a.movers.Load() == 0 && a.moved.Load() == gen {
-				return s
+				return s, p
 			}
 		}
 		runtime.Gosched()
@@ -183,13 +198,43 @@ func (a *Account) offRedis() int64 {
 func (a *Account) SetSpent(s Amount) {
 	a.doubt.mu.Lock() // before the move (beginMove)
 	a.beginMove()
-	a.unsynced.Store(0)
-	a.dropDoubtLocked()
-	old := a.spent.Swap(int64(s))
+	old := a.setSpentLocked(s)
 	a.endMove()
 	a.doubt.mu.Unlock()
+	a.setSpentAfter(s, old)
+}
+
+// setSpentLocked is SetSpent's move (doubt lock held, move begun); it
+// returns the spend before. setSpentAfter ends it.
+func (a *Account) setSpentLocked(s Amount) (old int64) {
+	a.unsynced.Store(0)
+	a.dropDoubtLocked()
+	a.stored.Store(int64(s))
+	return a.spent.Swap(int64(s))
+}
+
+func (a *Account) setSpentAfter(s Amount, old int64) {
 	a.used.Add(int64(s) - old)
 	a.softHit.Store(s >= Amount(a.soft.Load()))
+}
+
+// rollTo starts a new period: the reset time from at to next and the
+// spend to s in one move, so that seedAt reads both before or both after
+// (never the new period with last period's spend). It reports false,
+// changing nothing, when the reset time was not at (another rolled it).
+func (a *Account) rollTo(at, next int64, s Amount) bool {
+	a.doubt.mu.Lock() // before the move (beginMove)
+	a.beginMove()
+	if !a.resetAt.CompareAndSwap(at, next) {
+		a.endMove()
+		a.doubt.mu.Unlock()
+		return false
+	}
+	old := a.setSpentLocked(s)
+	a.endMove()
+	a.doubt.mu.Unlock()
+	a.setSpentAfter(s, old)
+	return true
 }
 
 // tryHold holds amt, or with upTo as much of it as the budget has left:

@@ -82,11 +82,13 @@ type AllotOptions struct {
 
 // localFor is how long after its last answered flush an allotment still
 // decides requests locally: half its lease, at most allotLocalFor. The
-// lease is as long as a per-request hold's (Shared.LeaseTTL, 15 min), so
-// that a request decided against an allotment is covered on Redis as long
-// as one held per request would be (a replica cut off from Redis while a
-// long request runs); the local decisions stop much sooner, so that an
-// outage is not spent on allotments for minutes.
+// lease is as long as a per-request hold's (Shared.LeaseTTL, 15 min),
+// counted from the last moment a request may be decided against it (it is
+// set to ttl + localFor at each flush), so that a request decided against
+// an allotment is covered on Redis as long as one held per request at the
+// same moment would be (a replica cut off from Redis while a long request
+// runs); the local decisions stop much sooner, so that an outage is not
+// spent on allotments for minutes.
 func (x *Allotted) localFor() time.Duration { return min(x.ttl/2, allotLocalFor) }
 
 // allotLocalFor bounds localFor.
@@ -141,7 +143,8 @@ func (x *Allotted) allotOf(a *Account) *allotment {
 	if al := a.allot.Load(); al != nil {
 		return al
 	}
-	al := &allotment{a: a, lease: newLease()}
+	// Named 'al.': a sweep that drops it marks the account for a reseed.
+	al := &allotment{a: a, lease: "al." + newLease()}
 	if !a.allot.CompareAndSwap(nil, al) {
 		return a.allot.Load()
 	}
@@ -546,7 +549,11 @@ func (x *Allotted) build(all bool) *flushCall {
 		scale = min(float64(x.every)/float64(el), 10)
 	}
 	x.built = now
-	p := &flushCall{args: []any{x.ttl.Milliseconds(), AliveWindow.Milliseconds(), allotFew}}
+	// The lease on Redis runs ttl past the last moment a request may be
+	// decided against it (localFor after this flush is sent): a request
+	// decided locally is covered as long as a per-request hold placed
+	// at its decision, not ttl from the flush before it.
+	p := &flushCall{args: []any{(x.ttl + x.localFor()).Milliseconds(), AliveWindow.Milliseconds(), allotFew}}
 	for _, al := range als {
 		size := al.size.Load()
 		if size == 0 && al.asked.Load() == 0 && al.booked.Load() == 0 && al.count.Load() == 0 {
@@ -596,9 +603,10 @@ func (x *Allotted) build(all bool) *flushCall {
 			tag = al.lease + "." + strconv.FormatInt(x.seq, 10)
 		}
 		a := al.a
+		seed, period := a.seedAt()
 		p.keys = append(p.keys, x.s.key(a))
 		p.args = append(p.args, al.lease, base, max(want, 0), booked, tag, al.marked,
-			a.seed(), a.resetAt.Load(), int64(a.Budget()), al.lastBig)
+			seed, period, int64(a.Budget()), al.lastBig)
 		p.items = append(p.items, flushItem{al: al, booked: booked, given: given, tag: tag})
 	}
 	if len(p.items) == 0 {
@@ -613,7 +621,11 @@ func (x *Allotted) build(all bool) *flushCall {
 // again as is by the next flush), a call never run gives back its claims.
 func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 	x.Flushes.Add(1)
-	res, err := rscript.Int64s(x.s.r.Run(ctx, allotScript, p.keys, p.args...))
+	// In the ordered stream, numbered: its reply mirrors spend as a
+	// settle's does, and neither may set the view back over a later one.
+	call, ticket := x.s.queue(allotScript, p.keys, p.args...)
+	v, ticket, err := x.s.wait(ctx, call, ticket)
+	res, err := rscript.Int64s(v, err)
 	if err == nil && len(res) != 1+4*len(p.items) {
 		err = fmt.Errorf("redis: allotment flush answered %d values for %d accounts", len(res), len(p.items))
 	}
@@ -649,8 +661,15 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		if it.tag != "" {
 			al.marked = it.tag
 		}
-		a.allotted.Add(-it.booked) // Redis has it
-		mirror(a, spent)
+		// Redis has the booking: out of 'allotted', and out of the view
+		// until a figure that has it is mirrored (this one, unless a later
+		// one was mirrored already: that one has it).
+		a.beginMove()
+		a.allotted.Add(-it.booked)
+		a.spent.Add(-it.booked)
+		a.endMove()
+		a.used.Add(-it.booked)
+		mirrorAt(a, spent, ticket)
 		a.hear(a.Budget()-Amount(spent+held), alive)
 		al.closedNow.Store(!open)
 		al.until.Store(p.sent + int64(x.localFor()))

@@ -107,6 +107,7 @@ func (b *Book) Account(kind store.Kind, id string, s Spec) *Account {
 		if a.resetAt.Load() != 0 {
 			a.SetResetAt(time.Time{})
 		}
+		a.noteStored(USD(s.Spent))
 		return a
 	}
 	if s.ResetAt != nil {
@@ -114,14 +115,26 @@ func (b *Book) Account(kind store.Kind, id string, s Spec) *Account {
 			// An operator moved the period, or another replica rolled it
 			// over. In the second case the stored spend is the new period's:
 			// take it, or this replica would keep refusing on last period's.
-			a.SetResetAt(*s.ResetAt)
 			if at != 0 && at <= b.now().UnixNano() {
-				a.SetSpent(USD(s.Spent))
+				a.rollTo(at, s.ResetAt.UnixNano(), USD(s.Spent)) // together (seedAt)
+			} else {
+				a.SetResetAt(*s.ResetAt)
 			}
 		}
 	}
 	b.maybeReset(a, *s.BudgetDuration)
+	if s.ResetAt != nil && s.ResetAt.UnixNano() == a.resetAt.Load() {
+		a.noteStored(USD(s.Spent)) // the record's spend is this period's
+	}
 	return a
+}
+
+// noteStored records the spend the store reports for the account's current
+// period (a reseed of Redis takes it when the local view has less).
+func (a *Account) noteStored(s Amount) {
+	if a.stored.Load() != int64(s) {
+		a.stored.Store(int64(s))
+	}
 }
 
 func (b *Book) maybeReset(a *Account, duration string) {
@@ -135,10 +148,11 @@ func (b *Book) maybeReset(a *Account, duration string) {
 		return
 	}
 	next := per.NextReset(now)
-	if !a.resetAt.CompareAndSwap(at, next.UnixNano()) {
+	// The new period and its spend in one move: a hold reading the new
+	// period with last period's spend would seed Redis's new period with it.
+	if !a.rollTo(at, next.UnixNano(), 0) {
 		return // another request rolled it over
 	}
-	a.SetSpent(0)
 	if b.onReset != nil {
 		b.onReset(a.Kind, a.ID, next)
 	}

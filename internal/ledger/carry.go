@@ -143,14 +143,16 @@ func (a *Account) carryArgLocked(pending int64, tag string, horizon, now int64) 
 // resolves meanwhile (resolve, under the same lock) is then either sent
 // and left out of the seed, or in the seed and not sent; read apart, it
 // could be both, and a reseeding hold would count it twice.
-func (a *Account) holdArg(pending int64, tag string, horizon, now int64) (arg any, sent []string, seed int64) {
+func (a *Account) holdArg(pending int64, tag string, horizon, now int64) (arg any, sent []string, seed, period int64) {
 	if pending == 0 && a.doubt.n.Load() == 0 {
-		return int64(0), nil, a.seed()
+		seed, period = a.seedAt()
+		return int64(0), nil, seed, period
 	}
 	a.doubt.mu.Lock()
 	defer a.doubt.mu.Unlock()
 	arg, sent = a.carryArgLocked(pending, tag, horizon, now)
-	return arg, sent, a.seed()
+	seed, period = a.seedAt()
+	return arg, sent, seed, period
 }
 
 // resolve drops the items in doubt named in sent: an answer proved that

@@ -5,3 +5,6 @@ func (s *Shared) WaitOutcomes() { s.outcomes.Wait() }
 
 // WaitResolved waits until the background carries of items in doubt stop.
 func (s *Shared) WaitResolved() { s.resolving.Wait() }
+
+// seed is seedAt's spend.
+func (a *Account) seed() int64 { s, _ := a.seedAt(); return s }

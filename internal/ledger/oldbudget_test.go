@@ -128,6 +128,12 @@ for i = 1, n do
   if list ~= '0' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
   if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
   if now >= tonumber(cur[6] or 0) then hd = bud_legacy(k, hd, ttl) end
+  -- (Since branch ledgerfix, as luaHold: the expiry before a refusal.)
+  if not touched[i] then
+    redis.call('HSET', k, 'y', bud_int(now))
+    redis.call('PEXPIRE', k, 604800000)
+    touched[i] = true
+  end
   spent[i], held[i], nxs[i], shorts[i] = s, hd, nx, cur[7]
 end
 -- shortBusy is the first account whose last hold held short is in flight.

@@ -37,7 +37,7 @@ func TestProbeSeedAndDoubtListAgree(t *testing.T) {
 	bad := 0
 	// Until the other side has resolved it often, while this one holds.
 	for i := 0; flips.Load() < 300000 && i < 100000000 && bad == 0; i++ {
-		_, sent, seed := a.holdArg(0, "", 1<<62, 0)
+		_, sent, seed, _ := a.holdArg(0, "", 1<<62, 0)
 		got := seed
 		if len(sent) == 1 {
 			got += x

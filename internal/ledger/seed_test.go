@@ -40,7 +40,7 @@ func TestSeedIsNeverReadMidMove(t *testing.T) {
 	go func() { // holds reading the seed meanwhile (the fast path: nothing to carry)
 		defer wg.Done()
 		for !stop.Load() {
-			_, _, seed := a.holdArg(0, "", 0, 0)
+			_, _, seed, _ := a.holdArg(0, "", 0, 0)
 			reads.Add(1)
 			if seed != want {
 				wrong.Store(seed)

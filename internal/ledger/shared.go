@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -102,6 +103,45 @@ type Shared struct {
 	undecided atomic.Int64
 	// resolving counts settleDoubt's goroutines (tests wait for them).
 	resolving sync.WaitGroup
+
+	// order numbers the scripts whose reply is mirrored (settles,
+	// allotment flushes) in the order they enter the runner's ordered
+	// stream, which is the order Redis runs them: a reply read late must
+	// not set the local view back over a later one (mirrorAt).
+	order  sync.Mutex
+	ticket uint64
+}
+
+// queue queues sc in the runner's ordered stream and numbers it (order).
+// A script not loaded yet is loaded first, outside the lock: a SCRIPT LOAD
+// (up to 2 s against a slow Redis) must not hold up every other settle.
+// One that could not be loaded is not sent (NotRun: its spend is carried).
+func (s *Shared) queue(sc *rscript.Script, keys []string, args ...any) (*rscript.Queued, uint64) {
+	s.r.Ready(sc)
+	s.order.Lock()
+	defer s.order.Unlock()
+	s.ticket++
+	return s.r.QueueLoaded(sc, keys, args...), s.ticket
+}
+
+// wait reads the reply of a call numbered ticket (queue). A call Redis
+// answered NOSCRIPT (its script cache lost) did not run: it is queued
+// again, with a new number, so that its reply is mirrored in the order
+// Redis ran it. It returns the number of the call that ran.
+func (s *Shared) wait(ctx context.Context, q *rscript.Queued, ticket uint64) (any, uint64, error) {
+	for range 3 {
+		v, err := q.WaitRan(ctx)
+		if !rscript.NoScript(err) {
+			return v, ticket, err
+		}
+		q.Ready()
+		s.order.Lock()
+		s.ticket++
+		q, ticket = q.Requeue(), s.ticket
+		s.order.Unlock()
+	}
+	v, err := q.WaitRan(ctx)
+	return v, ticket, err
 }
 
 // SharedOptions configure a Shared holder.
@@ -229,7 +269,8 @@ end
 // keep its holds once no old replica is left to expire them.
 //
 // The key's expiry (a week) is set when made and then about once a day, not
-// on every hold. Numbers are written as integers (luaNum).
+// on every hold, before the hold is decided: a refused hold that seeded
+// the hash leaves it expiring too. Numbers are written as integers (luaNum).
 const luaHold = luaNum + `
 local function bud_lease(v)
   local a, x = string.match(v, '^(%-?%d+):(%d+)$')
@@ -269,29 +310,35 @@ local function bud_carry(k, list, s, hd, nx, fresh)
   end
   return s, hd, nx
 end
--- bud_sweep drops k's expired leases; it returns held and nx after it.
+-- bud_sweep drops k's expired leases; it returns held and nx after it,
+-- and what the allotments among them held (their names start 'al.',
+-- allot.go): their replica died with spend booked on them that Redis
+-- lacks (at most what they held), so the account is marked ('rs', by that
+-- much) for a reseed from the store at the next hold.
 local function bud_sweep(k, hd)
   local all = redis.call('HGETALL', k)
-  local nx, del = false, {}
+  local nx, del, allot = false, {}, 0
   for j = 1, #all, 2 do
     local a, x = bud_lease(all[j + 1])
     if a then
       if x <= now then
         hd = hd - a
         del[#del + 1] = all[j]
+        if string.sub(all[j], 1, 3) == 'al.' then allot = allot + math.max(a, 0) end
       elseif not nx or x < nx then
         nx = x
       end
     end
   end
   if #del > 0 then redis.call('HDEL', k, unpack(del)) end
+  if allot > 0 then redis.call('HINCRBY', k, 'rs', bud_int(allot)) end
   if nx then
     redis.call('HSET', k, 'held', bud_int(hd), 'nx', bud_int(nx))
   else
     redis.call('HSET', k, 'held', bud_int(hd))
     redis.call('HDEL', k, 'nx')
   end
-  return hd, nx
+  return hd, nx, allot
 end
 -- bud_legacy drops the expired leases of the layout before (k:h, k:e).
 -- k:e may be another account's one hash (an id "<id>:e" names it): only
@@ -318,14 +365,14 @@ local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - bud_num(p, 41), '
 -- First bring every account up to date (seed, spend booked while Redis was
 -- away, expired holds), so that a refusal below loses none of it. spent
 -- and held keep each account's values from here on (one read each).
-local spent, held, touched, nxs, shorts, budget = {}, {}, {}, {}, {}, {}
+local spent, held, nxs, shorts, budget = {}, {}, {}, {}, {}
 for i = 1, n do
   local k = KEYS[ko + i]
   local a = ao + 3 * i + 1 -- period; seed before it, carried items after
   local period, list = tonumber(ARGV[a]), ARGV[a + 1]
   budget[i] = bud_num(p, 41 + 8 * i)
-  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short')
-  touched[i] = now - tonumber(cur[4] or 0) < 86400000
+  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short', 'rs')
+  local touched = now - tonumber(cur[4] or 0) < 86400000
   local s, hd, nx = tonumber(cur[1]), tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
   local fresh = cur[1] == false or tonumber(cur[2] or 0) < period
   if fresh then
@@ -335,8 +382,41 @@ for i = 1, n do
     s = tonumber(ARGV[a - 1])
   end
   if list ~= '0' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
-  if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
+  local rs = tonumber(cur[8] or 0)
+  if nx and now >= nx then
+    local swept
+    hd, nx, swept = bud_sweep(k, hd)
+    rs = rs + swept
+  end
+  if rs > 0 then
+    -- A dead replica's allotment was swept: its bookings since its last
+    -- flush are the store's alone. Reseeded from the seed (which has the
+    -- store's spend when that is more), never lowered, and by no more
+    -- than the swept allotments held. The store also has what live
+    -- replicas booked on their allotments and not yet flushed (at most
+    -- what their leases hold): that is left out, their flushes bring it.
+    local live, all = 0, redis.call('HGETALL', k)
+    for j = 1, #all, 2 do
+      if string.sub(all[j], 1, 3) == 'al.' then
+        local la = bud_lease(all[j + 1])
+        if la then live = live + math.max(la, 0) end
+      end
+    end
+    local to = math.min(tonumber(ARGV[a - 1]) - live, s + rs)
+    if not fresh and to > s then
+      s = to
+      redis.call('HSET', k, 'spent', bud_int(s))
+    end
+    redis.call('HDEL', k, 'rs')
+  end
   if now >= tonumber(cur[6] or 0) then hd = bud_legacy(k, hd, ttl) end
+  if not touched then
+    -- Before a refusal below can return: a hash this hold seeded (a
+    -- fresh key past its budget) gets its expiry, as does one a day
+    -- untouched, whether or not the hold is granted.
+    redis.call('HSET', k, 'y', bud_int(now))
+    redis.call('PEXPIRE', k, 604800000)
+  end
   spent[i], held[i], nxs[i], shorts[i] = s, hd, nx, cur[7]
 end
 -- shortBusy is the first account whose last hold held short is in flight.
@@ -378,9 +458,7 @@ for i = 1, n do
   local hd = bud_add(k, f, 'held', held[i], amount)
   if not nxs[i] or exp < nxs[i] then f[#f+1], f[#f+2] = 'nx', bud_int(exp) end
   if short then f[#f+1], f[#f+2] = 'short', lease end
-  if not touched[i] then f[#f+1], f[#f+2] = 'y', bud_int(now) end
   redis.call('HSET', k, unpack(f))
-  if not touched[i] then redis.call('PEXPIRE', k, 604800000) end
   out[2+i] = budget[i] - spent[i] - hd
 end
 out[#out+1] = amount
@@ -546,7 +624,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		// (carry.go).
 		pending := a.claimUnsynced()
 		h.pending = append(h.pending, pending)
-		carry, sent, seed := a.holdArg(pending, h.lease, s.horizon(), h.at)
+		carry, sent, seed, period := a.holdArg(pending, h.lease, s.horizon(), h.at)
 		if sent != nil {
 			if h.sent == nil {
 				h.sent = make([][]string, len(h.shared))
@@ -554,7 +632,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			h.sent[i] = sent
 		}
 		packed = binary.BigEndian.AppendUint64(packed, uint64(a.Budget()))
-		args = append(args, seed, a.resetAt.Load(), carry)
+		args = append(args, seed, period, carry)
 	}
 	args[0] = string(packed)
 	h.keys = append(h.keys, s.presenceKey())
@@ -783,12 +861,37 @@ func (h *sharedHold) releaseLease() {
 	}
 }
 
-// mirror sets the local view of a shared account from Redis's spend plus
-// what this replica booked that Redis does not have yet.
-func mirror(a *Account, redisSpent int64) {
-	v := redisSpent + a.offRedis()
-	old := a.spent.Swap(v)
-	a.used.Add(v - old)
+// mirrorAt sets the local view of a shared account from Redis's spend
+// plus what this replica booked that Redis does not have yet (offRedis),
+// as the reply of the call numbered ticket (Shared.queue) told it. A reply
+// older than one already mirrored is dropped: Redis ran it first, so the
+// later figure has its spend, and this one lacks spend the later one has
+// (another settle, or an allotment flush that has since moved its booking
+// out of 'allotted'). It reports whether it mirrored.
+//
+// The view is read and set when no move between spent and offRedis is
+// half done (as seed reads it), and set by compare-and-swap: a move that
+// adds to offRedis after the read and to spent after the swap is then
+// counted once, not twice or never.
+func mirrorAt(a *Account, redisSpent int64, ticket uint64) bool {
+	a.mirrorMu.Lock()
+	defer a.mirrorMu.Unlock()
+	if ticket < a.mirrored {
+		return false
+	}
+	a.mirrored = ticket
+	for {
+		gen := a.moved.Load()
+		if a.movers.Load() == 0 {
+			old := a.spent.Load()
+			v := redisSpent + a.offRedis()
+			if a.movers.Load() == 0 && a.moved.Load() == gen && a.spent.CompareAndSwap(old, v) {
+				a.used.Add(v - old)
+				return true
+			}
+		}
+		runtime.Gosched()
+	}
 }
 
 func (h *sharedHold) finish(actual Amount, spend bool) (soft []*Account) {
@@ -803,6 +906,7 @@ type settling struct {
 	spend  bool
 	soft   []*Account // crossings of the unbudgeted accounts, booked at once
 	call   *rscript.Queued
+	ticket uint64 // its place in the ordered stream (Shared.queue)
 	done   bool
 }
 
@@ -834,9 +938,9 @@ func (h *sharedHold) send(actual Amount, spend bool) *settling {
 	if g := h.gate; g != nil {
 		gk, ga := g.DoneCall()
 		keys, args := fuse(gk, ga, h.keys, []any{int64(p.actual), h.lease, 0})
-		p.call = h.s.r.Queue(fusedFor(g.GateLua()).settle, keys, args...)
+		p.call, p.ticket = h.s.queue(fusedFor(g.GateLua()).settle, keys, args...)
 	} else {
-		p.call = h.s.r.Queue(settleScript, h.keys, int64(p.actual), h.lease, 0)
+		p.call, p.ticket = h.s.queue(settleScript, h.keys, int64(p.actual), h.lease, 0)
 	}
 	return p
 }
@@ -856,7 +960,9 @@ func (p *settling) wait() (soft []*Account) {
 	soft = p.soft
 	ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, h.s.holdWait))
 	defer cancel()
-	res, err := rscript.Int64s(p.call.Wait(ctx))
+	v, ticket, err := h.s.wait(ctx, p.call, p.ticket)
+	p.ticket = ticket
+	res, err := rscript.Int64s(v, err)
 	if g := h.gate; g != nil {
 		g.Settled(err)
 	}
@@ -877,7 +983,7 @@ func (p *settling) wait() (soft []*Account) {
 			_, alive := a.LastHeard()
 			alive = max(alive, h.s.alive.Load())
 			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive)
-			mirror(a, res[1+2*i]) // headers, metrics, soft budgets
+			mirrorAt(a, res[1+2*i], p.ticket) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
 			a.beginMove()

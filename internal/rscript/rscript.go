@@ -438,6 +438,13 @@ func (r *Runner) queue(ctx context.Context, s *Script, keys []string, args []any
 		q.err = err
 		return q
 	}
+	r.submitQueued(ctx, q, ap)
+	return q
+}
+
+// submitQueued sends q's EVALSHA into the pipeline ap.
+func (r *Runner) submitQueued(ctx context.Context, q *Queued, ap *redis.AutoPipeliner) {
+	s, keys, args := q.s, q.keys, q.args
 	argv := make([]any, 0, 3+len(keys)+len(args))
 	argv = append(argv, "evalsha", s.hash, len(keys))
 	for _, k := range keys {
@@ -446,7 +453,6 @@ func (r *Runner) queue(ctx context.Context, s *Script, keys []string, args []any
 	argv = append(argv, args...)
 	q.cmd = redis.NewCmd(ctx, argv...)
 	q.f = ap.Submit(ctx, q.cmd)
-	return q
 }
 
 // Wait waits for the reply of a queued call as long as ctx allows and
@@ -471,6 +477,78 @@ func (q *Queued) Wait(ctx context.Context) (any, error) {
 	}
 	q.r.answered()
 	return q.cmd.Val(), nil
+}
+
+// WaitRan is Wait without the re-send: a script Redis no longer knows
+// returns Redis's NOSCRIPT error (NoScript reports it), the call not having
+// run, for the caller to queue it again (Requeue) where the ordered stream
+// then is. A caller that numbers its calls by their place in the stream
+// (the ledger's settles) needs that: Wait's re-send runs out of order.
+func (q *Queued) WaitRan(ctx context.Context) (any, error) {
+	if q.err != nil {
+		return nil, q.err
+	}
+	if err := q.f.WaitContext(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, &AbandonedError{err: ctx.Err(), f: q.f}
+		}
+		if isNoScript(err) {
+			q.r.loaded.Delete(q.s.hash) // loaded again by Requeue
+		}
+		return nil, err
+	}
+	q.r.answered()
+	return q.cmd.Val(), nil
+}
+
+// Requeue queues q's script call again, as QueueLoaded would (see
+// WaitRan); Ready loads its script first.
+func (q *Queued) Requeue() *Queued { return q.r.QueueLoaded(q.s, q.keys, q.args...) }
+
+// QueueLoaded is Queue that never waits: a script this runner has not
+// loaded (Ready) is not sent, the call failing at once (NotRun). A caller
+// queueing under a lock of its own must not hold it through a SCRIPT LOAD
+// (up to loadWait against a Redis that does not answer).
+func (r *Runner) QueueLoaded(s *Script, keys []string, args ...any) *Queued {
+	if l, ok := r.loaded.Load(s.hash); ok {
+		select {
+		case <-l.(*loading).done:
+			// Not load again (it could wait, were the script dropped
+			// meanwhile): a script Redis lost is answered NOSCRIPT.
+			q := &Queued{r: r, s: s, keys: keys, args: args}
+			if ap := r.ap.Load(); ap != nil {
+				r.submitQueued(context.Background(), q, ap)
+			} else {
+				q.err = ErrNotStarted
+			}
+			return q
+		default:
+		}
+	}
+	return &Queued{r: r, s: s, keys: keys, args: args, err: errNotLoaded}
+}
+
+// Ready makes sure Redis has q's script (Runner.Ready).
+func (q *Queued) Ready() { q.r.Ready(q.s) }
+
+// NoScript reports whether err is Redis's NOSCRIPT answer: the call did
+// not run.
+func NoScript(err error) bool { return isNoScript(err) }
+
+// Ready makes sure Redis has s, waiting as Queue does (at most loadWait)
+// when this runner has not loaded it yet: a caller that queues under a
+// lock of its own loads first, outside it.
+func (r *Runner) Ready(s *Script) {
+	if l, ok := r.loaded.Load(s.hash); ok {
+		select {
+		case <-l.(*loading).done:
+			return
+		default:
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), loadWait)
+	defer cancel()
+	_ = r.load(ctx, s) // a failure is Queue's to report
 }
 
 // Submit runs one command in the shared, ordered stream and waits for it as
