@@ -24,8 +24,9 @@ import (
 // Redis with general_settings.budget_allotments, strict. A key whose
 // budget covers 1,000 requests, hammered on all three, gets at most 1,000
 // through, most decided against allotments; a key with an rpm limit of 20
-// gets 20 through in its minute, its holds decided locally and its rate
-// limit on Redis as without allotments. After a graceful stop Redis has
+// gets exactly 20 through in its minute, its holds decided locally and
+// its rate limit against rate-limit allotments while much of it is left,
+// per request at its end. After a graceful stop Redis has
 // the spend the store has, and holds nothing.
 func TestAllotmentsAcrossReplicas(t *testing.T) {
 	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
@@ -61,8 +62,8 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 		t.Cleanup(once)
 		urls, srvs, stops = append(urls, "http://"+ln.Addr().String()), append(srvs, srv), append(stops, once)
 	}
-	if srvs[0].allot == nil {
-		t.Fatal("budget_allotments: true made no Allotted holder")
+	if srvs[0].allot == nil || srvs[0].rlAllot == nil {
+		t.Fatal("budget_allotments: true made no Allotted holder or no rate-limit Allotter")
 	}
 	for _, k := range []string{`{"key": "sk-allot-budget", "max_budget": 0.3}`, `{"key": "sk-allot-rpm", "max_budget": 10, "rpm_limit": 20}`} {
 		if code, body := send(t, urls[0]+"/key/generate", "sk-1234", k); code != 200 {
@@ -98,6 +99,11 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 	if rpmOK != 20 || rpm429 != 20 {
 		t.Fatalf("rpm_limit 20 across three replicas with allotments: %d served, %d refused", rpmOK, rpm429)
 	}
+	var rlLocal, rlRemote int64
+	for _, s := range srvs {
+		rlLocal, rlRemote = rlLocal+s.rlAllot.Local.Load(), rlRemote+s.rlAllot.Remote.Load()
+	}
+	t.Logf("rpm key: %d admissions decided against rate-limit allotments, %d per request", rlLocal, rlRemote)
 	var locals int64
 	for _, s := range srvs {
 		locals += s.allot.Local.Load()
