@@ -96,8 +96,8 @@ type Server struct {
 	writer     *ledger.Writer
 	book       *ledger.Book
 	limits     *gateway.RateLimits
-	shared     *ledger.Shared   // budgets on Redis; nil without one
-	allot      *ledger.Allotted // holds against allotments (budget_allotments); nil when off
+	shared     *ledger.Shared      // budgets on Redis; nil without one
+	allot      *ledger.Allotted    // holds against allotments (budget_allotments); nil when off
 	rlAllot    *ratelimit.Allotter // rate limits decided against allotments (budget_allotments); nil when off
 	redis      *rscript.Runner
 	storeDown  atomic.Bool // the last resync could not reach the database
