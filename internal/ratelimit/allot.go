@@ -41,7 +41,7 @@ import (
 // (flushScript) gives back what the previous allotments did not use (a
 // window's admissions only while their slot is still in the window; else
 // they stay counted: the limit admits fewer, never more), books token
-// corrections, and grants the next allotments: about twice what was asked
+// corrections, and grants the next allotments: about four times what was asked
 // in the last interval, at most what is left / (2 × live replicas), and
 // nothing when less than a few requests per live replica is left. The
 // allotment in use while a flush runs keeps deciding until its answer
@@ -471,8 +471,8 @@ type flushItem struct {
 // flushScript gives back, books and grants allotments, one script for all
 // of a replica's rules. KEYS: one per rule, then the presence set and the
 // flush tag's key. ARGV: tag, lease ttl ms, alive window ms, requests per
-// replica below which nothing is allotted, replica id, flush interval ms;
-// then per rule:
+// replica below which nothing is allotted, replica id, flush interval ms
+// (the last one seen, when flushes run late); then per rule:
 // kind, limit, window ms, unit (one request's size), want, x (windows:
 // tokens to book in the current slot; parallel: the slots that must stay,
 // requests in flight), y (parallel: the slots this replica holds), the
@@ -594,13 +594,15 @@ func (a *Allotter) build() *rlFlush {
 	a.seq++
 	closing := a.closed.Load()
 	now := time.Now()
-	scale := 1.0
+	scale, gap := 1.0, a.every
 	if el := now.Sub(a.built); !a.built.IsZero() && el > 0 && el < a.every {
 		scale = min(float64(a.every)/float64(el), 10)
+	} else if !a.built.IsZero() {
+		gap = min(el, 10*a.every) // a late flusher (a starved process): slots turn over sooner in flushes
 	}
 	a.built = now
 	tag := a.id + "." + strconv.FormatInt(a.seq, 10)
-	p := &rlFlush{args: []any{tag, a.ttl.Milliseconds(), aliveWindow.Milliseconds(), allotFew, a.id, a.every.Milliseconds()}}
+	p := &rlFlush{args: []any{tag, a.ttl.Milliseconds(), aliveWindow.Milliseconds(), allotFew, a.id, gap.Milliseconds()}}
 	var forget []*entry
 	for _, e := range all {
 		e.mu.Lock()
@@ -650,9 +652,11 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 		e.drain--
 	}
 	if !closing && !drain && e.idle < allotIdle {
-		// About twice an interval's demand (what was asked, scaled to an
-		// interval when this flush came early), at least two requests; an
-		// interval without requests keeps the last size, until idle.
+		// About four intervals' demand (what was asked, scaled to an
+		// interval when this flush came early: the allotment must last
+		// until the flush after next answers, and flushes run late in a
+		// busy process), at least two requests; an interval without
+		// requests keeps the last size, until idle.
 		asked, booked = int64(float64(asked)*scale), int64(float64(booked)*scale)
 		switch r.Kind {
 		case Tokens:
@@ -661,9 +665,9 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 			} else if count > 0 && asked > 0 {
 				e.unit = max(asked/count, 1)
 			}
-			want = max(2*max(asked, booked), 2*e.unit)
+			want = max(4*max(asked, booked), 2*e.unit)
 		case Requests:
-			want = max(2*asked, 2)
+			want = max(4*asked, 2)
 		case Parallel:
 			want = max(2*e.peak, e.inflight+2)
 		}

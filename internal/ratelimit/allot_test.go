@@ -210,8 +210,10 @@ func TestAllotmentLostFlushAppliedOnce(t *testing.T) {
 	}
 	l := New(NewRedis(r, prefix))
 	a := NewAllotter(l, AllotOptions{})
-	rpm := Rule{Scope: keyScope, Kind: Requests, Limit: 1000, Window: time.Minute, Name: "rpm_limit"}
-	tpm := Rule{Scope: keyScope, Kind: Tokens, Limit: 100000, Window: time.Minute, Name: "tpm_limit"}
+	// Hour windows: a minute-slot allotment outlives a busy machine's
+	// pauses (a 1 s slot may end between the lost flush and the requests).
+	rpm := Rule{Scope: keyScope, Kind: Requests, Limit: 1000, Window: time.Hour, Name: "rph"}
+	tpm := Rule{Scope: keyScope, Kind: Tokens, Limit: 100000, Window: time.Hour, Name: "tph"}
 	admitted, tokens := int64(0), int64(0)
 	admit := func(n int) {
 		for range n {
