@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	_ "net/http/pprof"
@@ -20,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/jsonlog"
 	"github.com/tollgate/tollgate/internal/lifecycle"
+	"github.com/tollgate/tollgate/internal/memlimit"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/server"
 	"github.com/tollgate/tollgate/internal/store"
@@ -77,6 +79,14 @@ func runServe(args []string) error {
 	for _, w := range cfg.Warnings {
 		log.Warn("config", "warning", w)
 	}
+	// The soft memory limit, before anything large is allocated and before
+	// the server's shedder reads it: GOMEMLIMIT, else
+	// general_settings.memory_limit, else 90 % of the cgroup's limit.
+	if limit, src, err := memlimit.Apply(os.Getenv, cfg.GeneralSettings.MemoryLimit, os.DirFS("/")); err != nil {
+		return err
+	} else if src != memlimit.None && limit != math.MaxInt64 {
+		log.Info("soft memory limit", "bytes", limit, "from", string(src))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	st, err := openStore(ctx, cfg)
@@ -85,7 +95,7 @@ func runServe(args []string) error {
 	}
 	defer st.Close()
 	log.Info("store ready", "engine", st.Engine())
-	srv, err := server.New(cfg, server.Options{Logger: log, ShutdownTimeout: *drain, Store: st, ShedOnCPU: true})
+	srv, err := server.New(cfg, server.Options{Logger: log, ShutdownTimeout: *drain, Store: st, ShedOnCPU: true, ReleaseStartPages: true})
 	if err != nil {
 		return err
 	}

@@ -106,23 +106,35 @@ func CanonicalRole(r string) (string, bool) {
 // x-litellm-api-key (which lets a client keep Authorization for something
 // else), Authorization: Bearer, x-api-key (Anthropic clients) or api-key
 // (Azure clients), in that order.
+//
+// The names are looked up in the canonical form the server keeps request
+// headers in, as Header.Get would after canonicalising them (which costs a
+// new string for each lower-case name, on every request).
 func ExtractKey(r *http.Request) string {
-	if v := r.Header.Get("x-litellm-api-key"); v != "" {
+	if v := firstValue(r.Header, "X-Litellm-Api-Key"); v != "" {
 		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
 			v = v[7:]
 		}
 		return strings.TrimSpace(v)
 	}
-	if v := r.Header.Get("Authorization"); v != "" {
+	if v := firstValue(r.Header, "Authorization"); v != "" {
 		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
 			return strings.TrimSpace(v[7:])
 		}
 		return strings.TrimSpace(v)
 	}
-	if v := r.Header.Get("x-api-key"); v != "" {
+	if v := firstValue(r.Header, "X-Api-Key"); v != "" {
 		return strings.TrimSpace(v)
 	}
-	return strings.TrimSpace(r.Header.Get("api-key"))
+	return strings.TrimSpace(firstValue(r.Header, "Api-Key"))
+}
+
+// firstValue is h.Get(key) for a key already in canonical form.
+func firstValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // Hash is the sha256 of a raw key: the only form in which a key is kept.

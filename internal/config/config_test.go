@@ -215,6 +215,8 @@ func TestErrorsNameFileLineColumn(t *testing.T) {
 			[]string{"custom_auth.webhook.headers.Authorization", "control character"}},
 		{"zero body timeout", "general_settings:\n  request_body_timeout: 0\n", []string{"bad.yaml:2:", "request_body_timeout must be a positive"}},
 		{"negative header timeout", "general_settings:\n  request_header_timeout: -1\n", []string{"request_header_timeout must be a positive"}},
+		{"memory limit in MB", "general_settings:\n  memory_limit: 512MB\n", []string{"bad.yaml:2:", "general_settings.memory_limit", "512MiB"}},
+		{"memory limit zero", "general_settings:\n  memory_limit: \"0\"\n", []string{"general_settings.memory_limit"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

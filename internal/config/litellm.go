@@ -113,6 +113,11 @@ type GeneralSettings struct {
 	// flight; past it new ones are shed with 503 (Tollgate's own key;
 	// 0 or absent: derived from GOMAXPROCS; -1: no bound).
 	MaxRequestsInFlight *int64 `yaml:"max_requests_in_flight"`
+	// MemoryLimit is the Go runtime's soft memory limit, as GOMEMLIMIT
+	// writes it ("512MiB", "off"); GOMEMLIMIT in the environment wins;
+	// absent: nine tenths of the cgroup's memory limit, if any (Tollgate's
+	// own key, read at start; internal/memlimit).
+	MemoryLimit string `yaml:"memory_limit"`
 	// UnpricedModels is what a budgeted request to a deployment nobody can
 	// price gets: "free" (served at cost 0, the default) or "refuse".
 	UnpricedModels string `yaml:"unpriced_models"`

@@ -17,6 +17,7 @@ import (
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
 
+	"github.com/tollgate/tollgate/internal/memlimit"
 	"github.com/tollgate/tollgate/internal/reqtags"
 )
 
@@ -166,6 +167,11 @@ func (n *normalizer) run() error {
 	}
 	if mb := c.GeneralSettings.MaxResponseSizeMB; mb != nil && *mb <= 0 {
 		return n.errorf("$.general_settings.max_response_size_mb", "max_response_size_mb must be positive")
+	}
+	if v := c.GeneralSettings.MemoryLimit; v != "" {
+		if _, err := memlimit.Parse(v); err != nil {
+			return n.errorf("$.general_settings.memory_limit", "general_settings.memory_limit: %v", err)
+		}
 	}
 	if v := c.GeneralSettings.MaxRequestsInFlight; v != nil && *v < -1 {
 		return n.errorf("$.general_settings.max_requests_in_flight", "general_settings.max_requests_in_flight must be a positive number, 0 for the default or -1 for no bound")

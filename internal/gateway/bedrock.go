@@ -65,7 +65,7 @@ func bedrockError(status int, h http.Header, body []byte) []byte {
 // isAWSEventStream reports whether an answer is AWS's binary event stream
 // (ConverseStream's).
 func isAWSEventStream(h http.Header) bool {
-	return strings.HasPrefix(h.Get("Content-Type"), "application/vnd.amazon.eventstream")
+	return strings.HasPrefix(contentType(h), "application/vnd.amazon.eventstream")
 }
 
 // awsEventsAsSSE makes resp's event-stream body read as server-sent

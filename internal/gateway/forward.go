@@ -322,7 +322,7 @@ func (c *call) writeWhole(status int, data []byte) error {
 		c.cap.answer = data
 	}
 	c.durationHeaders(h, c.res.upstream)
-	h.Set("Content-Length", strconv.Itoa(len(data)))
+	h["Content-Length"] = []string{strconv.Itoa(len(data))}
 	c.w.WriteHeader(status)
 	_, err := c.w.Write(data)
 	if ch := c.landing; err == nil && ch != nil && ch.pend.Pending() {
@@ -724,7 +724,16 @@ func isBlankLine(line []byte) bool {
 }
 
 func isEventStream(h http.Header) bool {
-	return strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
+	return strings.HasPrefix(contentType(h), "text/event-stream")
+}
+
+// contentType is h.Get("Content-Type") without canonicalising the name
+// again: the key is canonical, as net/http keeps it.
+func contentType(h http.Header) string {
+	if v := h["Content-Type"]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // hopHeaders are not forwarded from the upstream's response.

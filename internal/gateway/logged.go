@@ -128,14 +128,14 @@ func (c *call) readMeta() error {
 			m.session = s
 		}
 	}
-	for _, v := range c.r.Header.Values("X-Litellm-Disable-Callbacks") {
+	for _, v := range c.r.Header["X-Litellm-Disable-Callbacks"] {
 		for n := range strings.SplitSeq(v, ",") {
 			if n = strings.ToLower(strings.TrimSpace(n)); n != "" && len(n) <= 64 && len(m.disabled) < 32 && !slices.Contains(m.disabled, n) {
 				m.disabled = append(m.disabled, n)
 			}
 		}
 	}
-	if h := c.r.Header.Values("X-Litellm-Tags"); len(h) > 0 {
+	if h := c.r.Header["X-Litellm-Tags"]; len(h) > 0 {
 		var head []string
 		for _, v := range h {
 			for t := range strings.SplitSeq(v, ",") {

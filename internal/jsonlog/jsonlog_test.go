@@ -120,3 +120,32 @@ func BenchmarkLine(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestStringEveryByteAtEveryOffset: a string value with one byte of every
+// value (and a two-, three- and four-byte rune, U+2028, a cut rune) at each
+// offset of a 20-byte ASCII string is written as slog writes it (for any
+// reader of appendString that skips runs of plain bytes).
+func TestStringEveryByteAtEveryOffset(t *testing.T) {
+	const base = "abcdefghijklmnopqrst"
+	var specials []string
+	for c := range 256 {
+		specials = append(specials, string([]byte{byte(c)}))
+	}
+	specials = append(specials, "é", "€", "😀", "\u2028", "\u2029", "\xe2\x82")
+	for _, sp := range specials {
+		for at := 0; at <= len(base); at++ {
+			s := base[:at] + sp + base[at:]
+			if got, want := viaLine(t, when, slog.String("v", s)), viaSlog(t, when, slog.String("v", s)); got != want {
+				t.Fatalf("%q at %d:\n got %s\nwant %s", sp, at, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkAppendString(b *testing.B) {
+	s := "chatcmpl-0123456789abcdef0123456789abcdef gpt-4 /v1/chat/completions"
+	buf := make([]byte, 0, 256)
+	for b.Loop() {
+		buf = appendString(buf[:0], s)
+	}
+}

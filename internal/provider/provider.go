@@ -277,6 +277,12 @@ func (t *Target) Wildcard() bool { return t.wildcard }
 // Serves reports whether the target's dialect has an endpoint for op.
 func (t *Target) Serves(op Op) bool { return op < numOps && t.urls[op] != "" }
 
+// The upstream request's Accept values, shared by every request.
+var (
+	acceptStream = []string{"text/event-stream"}
+	acceptJSON   = []string{"application/json"}
+)
+
 // NewRequest builds the upstream request for op to model carrying body,
 // of contentType ("" is JSON; a multipart upload names its boundary).
 func (t *Target) NewRequest(ctx context.Context, op Op, model string, body []byte, contentType string, stream bool) (*http.Request, error) {
@@ -297,11 +303,14 @@ func (t *Target) NewRequest(ctx context.Context, op Op, model string, body []byt
 	if contentType == "" {
 		contentType = "application/json"
 	}
-	req.Header.Set("Content-Type", contentType)
+	// Canonical keys assigned directly (Set would canonicalise them again);
+	// the Accept values are shared, read-only slices: a later Add
+	// reallocates (their capacity is one), a Set replaces them.
+	req.Header["Content-Type"] = []string{contentType}
 	if stream {
-		req.Header.Set("Accept", "text/event-stream")
+		req.Header["Accept"] = acceptStream
 	} else {
-		req.Header.Set("Accept", "application/json")
+		req.Header["Accept"] = acceptJSON
 	}
 	if t.authorize != nil { // last: a signature covers the headers above
 		if err := t.authorize(req, body); err != nil {

@@ -426,10 +426,8 @@ func (p *Pool) Call(ctx context.Context, fn, kind string, args map[string]any) (
 		case <-ctx.Done():
 			return Result{}, fmt.Errorf("%w: %s: no free python worker before the request ended: %v", ErrUnavailable, p.opts.Setting, ctx.Err())
 		}
-		select {
-		case <-w.done:
+		if w.dead() {
 			continue // died while idle; its replacement is on its way
-		default:
 		}
 		waiting = false
 		p.wait.Add(-1)
@@ -448,15 +446,23 @@ func (p *Pool) takeIdle() *worker {
 		}
 		select {
 		case w := <-p.idle:
-			select {
-			case <-w.done:
+			if w.dead() {
 				continue // died while idle; its replacement is on its way
-			default:
-				return w
 			}
+			return w
 		default:
 			return nil
 		}
+	}
+}
+
+// dead reports whether w's process has exited.
+func (w *worker) dead() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
 	}
 }
 

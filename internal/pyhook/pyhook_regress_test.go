@@ -19,16 +19,29 @@ import (
 // regressPool starts a pool of two workers over a module hooks.py holding src.
 func regressPool(t *testing.T, src string, timeout time.Duration) *Pool {
 	t.Helper()
+	return regressPoolWith(t, t.TempDir(), src, Options{Workers: 2, Timeout: timeout})
+}
+
+// regressPoolWith starts a pool with opts over a module dir/hooks.py
+// holding src, calling hooks.auth as general_settings.custom_auth.
+func regressPoolWith(t *testing.T, dir, src string, opts Options) *Pool {
+	t.Helper()
 	needPython(t)
-	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "hooks.py"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Start(Options{Dir: dir, Funcs: []string{"hooks.auth"}, Workers: 2, Timeout: timeout, Setting: "general_settings.custom_auth"})
+	opts.Dir, opts.Funcs, opts.Setting = dir, []string{"hooks.auth"}, "general_settings.custom_auth"
+	p, err := Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// callAuth makes one auth call on p.
+func callAuth(p *Pool) error {
+	_, err := p.Call(context.Background(), "hooks.auth", "auth", map[string]any{"api_key": "sk-x", "request": map[string]any{}})
+	return err
 }
 
 // TestPoolCloseAfterIdleWorkerDiedAndWasReplaced: a worker that dies while idle (the
@@ -91,7 +104,7 @@ func TestPoolQueueWaitDoesNotKillHealthyWorkers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := p.Call(context.Background(), "hooks.auth", "auth", map[string]any{"api_key": "sk-x", "request": map[string]any{}})
+			err := callAuth(p)
 			if err != nil && strings.Contains(err.Error(), "did not answer within") {
 				mu.Lock()
 				killed = append(killed, err.Error())
@@ -136,7 +149,7 @@ async def auth(request, api_key):
 		p.Close()
 	})
 	before := p.Workers()
-	_, err := p.Call(context.Background(), "hooks.auth", "auth", map[string]any{"api_key": "sk-x", "request": map[string]any{}})
+	err := callAuth(p)
 	if err == nil || !strings.Contains(err.Error(), "did not answer within") {
 		t.Fatalf("want a timeout, got %v", err)
 	}
@@ -173,19 +186,9 @@ async def auth(request, api_key):
         time.sleep(0.01)
     return {}
 `
-	if err := os.WriteFile(filepath.Join(dir, "hooks.py"), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := Start(Options{Dir: dir, Funcs: []string{"hooks.auth"}, Workers: 2, Timeout: 60 * time.Second,
-		QueueTimeout: 60 * time.Second, MaxWaiting: 1, Setting: "general_settings.custom_auth"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := regressPoolWith(t, dir, src, Options{Workers: 2, Timeout: 60 * time.Second, QueueTimeout: 60 * time.Second, MaxWaiting: 1})
 	defer p.Close()
-	call := func() error {
-		_, err := p.Call(context.Background(), "hooks.auth", "auth", map[string]any{"api_key": "sk-x", "request": map[string]any{}})
-		return err
-	}
+	call := func() error { return callAuth(p) }
 	errs := make(chan error, 3)
 	for range 2 {
 		go func() { errs <- call() }()
@@ -272,21 +275,10 @@ func TestPoolDrainsLongStderrLines(t *testing.T) {
 // at idle workers were refused as too many waiting (seen as CI's flaky
 // TestPoolBoundsWaitingCallers: "1 running" of two).
 func TestPoolIdleWorkerNotCountedAsWaiting(t *testing.T) {
-	needPython(t)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "hooks.py"), []byte("async def auth(request, api_key):\n    return {}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := Start(Options{Dir: dir, Funcs: []string{"hooks.auth"}, Workers: 1, Timeout: 60 * time.Second,
-		QueueTimeout: 60 * time.Second, MaxWaiting: 1, Setting: "general_settings.custom_auth"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := regressPoolWith(t, t.TempDir(), "async def auth(request, api_key):\n    return {}\n",
+		Options{Workers: 1, Timeout: 60 * time.Second, QueueTimeout: 60 * time.Second, MaxWaiting: 1})
 	defer p.Close()
-	call := func() error {
-		_, err := p.Call(context.Background(), "hooks.auth", "auth", map[string]any{"api_key": "sk-x", "request": map[string]any{}})
-		return err
-	}
+	call := func() error { return callAuth(p) }
 	if err := call(); err != nil { // the worker is up and idle again after it
 		t.Fatal(err)
 	}

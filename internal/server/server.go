@@ -34,6 +34,7 @@ import (
 	"github.com/tollgate/tollgate/internal/metrics"
 	"github.com/tollgate/tollgate/internal/openapi"
 	"github.com/tollgate/tollgate/internal/pricing"
+	"github.com/tollgate/tollgate/internal/procmem"
 	"github.com/tollgate/tollgate/internal/provider"
 	"github.com/tollgate/tollgate/internal/pyhook"
 	"github.com/tollgate/tollgate/internal/ratelimit"
@@ -80,6 +81,11 @@ type Options struct {
 	// tests embedding the server leave it off, so that a busy test machine
 	// does not shed their bursts.
 	ShedOnCPU bool
+	// ReleaseStartPages unmaps the resident pages of the executable's code
+	// and read-only data once the keys read at start are in (procmem): the
+	// start touches far more of the binary than serving does, and those
+	// pages count in the process's RSS until then. tollgate serve sets it.
+	ReleaseStartPages bool
 }
 
 // Server is one gateway process's serving state.
@@ -481,6 +487,11 @@ func (s *Server) loadKeys(ctx context.Context) {
 			// compaction, the compactor's tables) is not collected soon on
 			// an idle gateway: collect it now and hand the pages back.
 			debug.FreeOSMemory()
+			if s.opts.ReleaseStartPages {
+				if _, err := procmem.Release(); err != nil {
+					s.log.Warn("the start's pages of the executable were not released", "err", err)
+				}
+			}
 			s.log.Info("keys loaded", "keys", n, "took", time.Since(start).Round(time.Millisecond))
 			return
 		}
