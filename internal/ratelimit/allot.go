@@ -144,6 +144,7 @@ type entry struct {
 	addNow  int64
 	refunds []*gen
 	left    int64         // the rule's room on Redis at the last flush, beyond this replica's allotment
+	lim     int64         // the limit the last answered flush granted under: a lower one decides per request
 	reset   time.Duration // the window's reset at the last flush
 	until   int64         // unix ns: local decisions stop then
 	tickets int64         // tickets admitted on it and not done
@@ -263,11 +264,16 @@ func (a *Allotter) take(t *Ticket) bool {
 // take takes rule i of t from e (e.mu held).
 func (e *entry) take(t *Ticket, i int, nd, now int64) bool {
 	r := &t.rules[i]
-	if now >= e.until {
+	if now >= e.until || r.Limit < e.lim {
+		// (a limit lowered since the allotment was granted: Redis decides,
+		// and gives the allotment back when it refuses)
 		return false
 	}
 	if r.Kind == Parallel {
-		if e.inflight >= e.cap {
+		// left < 0: Redis holds more slots than the limit (it was lowered
+		// while this replica's requests were in flight): none is reused
+		// in process until Redis counts fewer than the limit.
+		if e.inflight >= e.cap || e.left < 0 {
 			return false
 		}
 		e.inflight++
@@ -465,6 +471,7 @@ type rlFlush struct {
 type flushItem struct {
 	e        *entry
 	want     int64  // what was asked
+	limit    int64  // the rule's limit sent
 	reported []*gen // closed allotments given back by this flush
 }
 
@@ -712,7 +719,7 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 	}
 	p.args = append(p.args, int64(r.Kind), r.Limit, r.Window.Milliseconds(), unit, want, x, y, int64(len(refs)/2))
 	p.args = append(p.args, refs...)
-	it.e, it.want = e, want
+	it.e, it.want, it.limit = e, want, r.Limit
 	return it, false, false
 }
 
@@ -766,7 +773,7 @@ func (a *Allotter) send(ctx context.Context, p *rlFlush) error {
 		g, slot, ends, left, reset := res[1+5*i], res[2+5*i], res[3+5*i], res[4+5*i], res[5+5*i]
 		e := it.e
 		e.mu.Lock()
-		e.left, e.reset, e.until = left, time.Duration(reset)*time.Millisecond, until
+		e.left, e.reset, e.until, e.lim = left, time.Duration(reset)*time.Millisecond, until, it.limit
 		e.refused = g < it.want
 		if e.rule.Kind == Parallel {
 			e.members = g
