@@ -58,6 +58,7 @@ type Allotter struct {
 	id       string
 	presence string
 	seed     maphash.Seed
+	epoch    time.Time // clock's origin (its monotonic reading)
 	shards   [allotShards]allotShard
 
 	mu  sync.Mutex
@@ -95,7 +96,7 @@ func NewAllotter(l *Limiter, o AllotOptions) *Allotter {
 		o.Every = 100 * time.Millisecond
 	}
 	a := &Allotter{l: l, rd: l.redis, every: o.Every, ttl: l.redis.LeaseTTL, id: newLease(), presence: o.Presence,
-		seed: maphash.MakeSeed(), kick: make(chan struct{}, 1)}
+		seed: maphash.MakeSeed(), epoch: time.Now(), kick: make(chan struct{}, 1)}
 	for i := range a.shards {
 		a.shards[i].m = map[stateKey]*entry{}
 	}
@@ -118,6 +119,12 @@ const (
 	// allotment still decides requests.
 	allotLocalFor = 30 * time.Second
 )
+
+// clock is monotonic ns since the allotter was made: an allotment's
+// deadline (its slot's end on Redis, measured from when its flush was
+// sent) and the local-decision horizon must not move with the wall clock
+// (a step back would let an allotment decide past its slot's end).
+func (a *Allotter) clock() int64 { return int64(time.Since(a.epoch)) }
 
 func (a *Allotter) localFor() time.Duration { return min(a.ttl/2, allotLocalFor) }
 
@@ -146,7 +153,7 @@ type entry struct {
 	left    int64         // the rule's room on Redis at the last flush, beyond this replica's allotment
 	lim     int64         // the limit the last answered flush granted under: a lower one decides per request
 	reset   time.Duration // the window's reset at the last flush
-	until   int64         // unix ns: local decisions stop then
+	until   int64         // Allotter.clock: local decisions stop then
 	tickets int64         // tickets admitted on it and not done
 	refused bool          // the last flush granted less than asked: no early flushes for it
 	drain   int           // flushes that return the allotment and ask for none (giveBack)
@@ -158,7 +165,7 @@ type entry struct {
 }
 
 // gen is one window allotment: n admissions or tokens counted in slot on
-// Redis, u of them used; usable until deadline (unix ns).
+// Redis, u of them used; usable until deadline (Allotter.clock).
 type gen struct {
 	slot, n, u int64
 	deadline   int64
@@ -225,7 +232,7 @@ func (a *Allotter) take(t *Ticket) bool {
 			return false
 		}
 	}
-	now := time.Now().UnixNano()
+	now := a.clock()
 	ok, taken, kick := true, 0, false
 	for i := range t.n {
 		r := &t.rules[i]
@@ -465,7 +472,7 @@ type rlFlush struct {
 	keys  []string
 	args  []any
 	items []flushItem
-	sent  int64 // unix ns it was first sent
+	sent  int64 // Allotter.clock when it was first sent
 }
 
 type flushItem struct {
@@ -634,7 +641,7 @@ func (a *Allotter) build() *rlFlush {
 		presence = a.rd.prefix + "nobody"
 	}
 	p.keys = append(p.keys, presence, a.rd.prefix+"af:"+a.id)
-	p.sent = time.Now().UnixNano()
+	p.sent = a.clock()
 	return p
 }
 
