@@ -55,6 +55,7 @@ type Allotter struct {
 	rd       *Redis
 	every    time.Duration
 	ttl      time.Duration
+	local    time.Duration // AllotOptions.LocalFor
 	id       string
 	presence string
 	seed     maphash.Seed
@@ -80,6 +81,9 @@ type Allotter struct {
 type AllotOptions struct {
 	// Every is the flush interval (100 ms when 0).
 	Every time.Duration
+	// LocalFor bounds how long after its last answered flush an
+	// allotment still decides (min(lease TTL / 2, 30 s) when 0).
+	LocalFor time.Duration
 	// Presence is the key of the replicas' presence set (ledger.Shared's:
 	// a sorted set of replica ids scored by their last heartbeat, ms), on
 	// the same Redis hash tag; "" counts one replica.
@@ -95,7 +99,7 @@ func NewAllotter(l *Limiter, o AllotOptions) *Allotter {
 	if o.Every <= 0 {
 		o.Every = 100 * time.Millisecond
 	}
-	a := &Allotter{l: l, rd: l.redis, every: o.Every, ttl: l.redis.LeaseTTL, id: newLease(), presence: o.Presence,
+	a := &Allotter{l: l, rd: l.redis, every: o.Every, ttl: l.redis.LeaseTTL, local: o.LocalFor, id: newLease(), presence: o.Presence,
 		seed: maphash.MakeSeed(), epoch: time.Now(), kick: make(chan struct{}, 1)}
 	for i := range a.shards {
 		a.shards[i].m = map[stateKey]*entry{}
@@ -126,7 +130,12 @@ const (
 // (a step back would let an allotment decide past its slot's end).
 func (a *Allotter) clock() int64 { return int64(time.Since(a.epoch)) }
 
-func (a *Allotter) localFor() time.Duration { return min(a.ttl/2, allotLocalFor) }
+func (a *Allotter) localFor() time.Duration {
+	if a.local > 0 {
+		return min(a.local, a.ttl/2)
+	}
+	return min(a.ttl/2, allotLocalFor)
+}
 
 type allotShard struct {
 	mu sync.RWMutex
@@ -486,11 +495,13 @@ type flushItem struct {
 // of a replica's rules. KEYS: one per rule, then the presence set and the
 // flush tag's key. ARGV: tag, lease ttl ms, alive window ms, requests per
 // replica below which nothing is allotted, replica id, flush interval ms
-// (the last one seen, when flushes run late); then per rule:
+// (the last one seen, when flushes run late), how long parallel slots not
+// in use live (ms); then per rule:
 // kind, limit, window ms, unit (one request's size), want, x (windows:
 // tokens to book in the current slot; parallel: the slots that must stay,
 // requests in flight), y (parallel: the slots this replica holds), the
-// count of refunds and that many pairs (slot, amount). A refund is applied
+// count of refunds, z (parallel: requests in flight, whose slots live the
+// lease TTL) and that many refund pairs (slot, amount). A refund is applied
 // only while its slot is in the window. It returns {now, then per rule:
 // granted, slot, ms until that slot ends, room left beyond the grant,
 // reset ms}; a tag seen before answers what its first run answered.
@@ -502,16 +513,16 @@ if prev then
   local d = cjson.decode(prev)
   if d[1] == tag then return d[2] end
 end
-local every = tonumber(ARGV[6])
+local every, spare = tonumber(ARGV[6]), tonumber(ARGV[7])
 local n = #KEYS - 2
 local alive = math.max(redis.call('ZCOUNT', KEYS[n + 1], now - awin, '+inf'), 1)
 local out = {now}
-local p = 7
+local p = 8
 for i = 1, n do
   local key = KEYS[i]
   local kind, limit, win, unit, want = tonumber(ARGV[p]), tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4])
-  local x, y, nref = tonumber(ARGV[p + 5]), tonumber(ARGV[p + 6]), tonumber(ARGV[p + 7])
-  p = p + 8
+  local x, y, nref, z = tonumber(ARGV[p + 5]), tonumber(ARGV[p + 6]), tonumber(ARGV[p + 7]), tonumber(ARGV[p + 8])
+  p = p + 9
   if kind <= 1 then
     local used, idx, reset, sl, st = window(key, win)
     local head, sum, changed = st[1], st[2], false
@@ -570,9 +581,15 @@ for i = 1, n do
       k = math.max(x, math.min(want, math.floor(left / (2 * alive))))
     end
     if k > 0 then
-      local z = {}
-      for j = 1, k do z[#z + 1] = now + ttl; z[#z + 1] = rid .. ':' .. j end
-      redis.call('ZADD', key, unpack(z))
+      -- the slots of requests in flight live as a request's lease; the
+      -- others only as long as they may still be taken in process (a
+      -- replica that dies holding them frees them then)
+      local m = {}
+      for j = 1, k do
+        if j <= z then m[#m + 1] = now + ttl else m[#m + 1] = now + spare end
+        m[#m + 1] = rid .. ':' .. j
+      end
+      redis.call('ZADD', key, unpack(m))
       redis.call('PEXPIRE', key, ttl + 1000)
     end
     out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4], out[#out + 5] = k, 0, 0, left - k, 0
@@ -616,7 +633,8 @@ func (a *Allotter) build() *rlFlush {
 	}
 	a.built = now
 	tag := a.id + "." + strconv.FormatInt(a.seq, 10)
-	p := &rlFlush{args: []any{tag, a.ttl.Milliseconds(), aliveWindow.Milliseconds(), allotFew, a.id, gap.Milliseconds()}}
+	spare := min(a.localFor()+10*a.every, a.ttl) // unused parallel slots' life on Redis
+	p := &rlFlush{args: []any{tag, a.ttl.Milliseconds(), aliveWindow.Milliseconds(), allotFew, a.id, gap.Milliseconds(), spare.Milliseconds()}}
 	var forget []*entry
 	for _, e := range all {
 		e.mu.Lock()
@@ -694,9 +712,10 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 	if r.Kind == Tokens {
 		unit = e.unit
 	}
-	var x, y int64
+	var x, y, z int64
 	var refs []any
 	if r.Kind == Parallel {
+		z = e.inflight
 		// The local cap shrinks now (no request relies on slots it is
 		// about to return); it grows when the answer comes.
 		e.cap = min(e.cap, max(e.inflight, want))
@@ -724,7 +743,7 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 		e.refunds = nil
 		x, e.addNow = e.addNow, 0
 	}
-	p.args = append(p.args, int64(r.Kind), r.Limit, r.Window.Milliseconds(), unit, want, x, y, int64(len(refs)/2))
+	p.args = append(p.args, int64(r.Kind), r.Limit, r.Window.Milliseconds(), unit, want, x, y, int64(len(refs)/2), z)
 	p.args = append(p.args, refs...)
 	it.e, it.want, it.limit = e, want, r.Limit
 	return it, false, false

@@ -69,3 +69,59 @@ func TestAllotmentLoweredLimitDecidedPerRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestAllotmentCrashedReplicaFreesUnusedSlots: a replica that dies holding
+// parallel slots it was not using (allotted, none in flight but one)
+// blocks only its request in flight for the lease's life: the unused
+// slots are free again soon after its allotments stop deciding, as they
+// would be without allotments (a per-request lease only for a request).
+func TestAllotmentCrashedReplicaFreesUnusedSlots(t *testing.T) {
+	c, prefix := realRedis(t)
+	rule := Rule{Scope: keyScope, Kind: Parallel, Limit: 20, Name: "max_parallel_requests"}
+	l := New(NewRedis(runner(t, c), prefix))
+	a := NewAllotter(l, AllotOptions{Every: 100 * time.Millisecond, LocalFor: 500 * time.Millisecond})
+	var inflight *Ticket
+	for i := 0; a.Local.Load() < 10; i++ {
+		if i > 4000 {
+			t.Fatal("no allotment granted")
+		}
+		tk := ticket(0, rule)
+		if d := l.Admit(context.Background(), tk); d != nil {
+			t.Fatal(d)
+		}
+		if inflight == nil && tk.allotted {
+			inflight = tk // in flight when the replica dies
+		} else {
+			l.Done(tk, 0)
+		}
+		if i%3 == 2 {
+			if err := a.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rd := NewRedis(nil, prefix)
+	held := c.ZCard(context.Background(), rd.key(&rule)).Val()
+	t.Logf("the replica holds %d slots, 1 in flight, and dies", held)
+	if held < 2 {
+		t.Fatal("the replica holds no unused slot")
+	}
+	// Another replica, per request, can take every slot but the dead
+	// one's request in flight once the dead one's allotments could no
+	// longer decide (LocalFor) and a little more.
+	other := New(NewRedis(runner(t, c), prefix))
+	got := 0
+	if !within(t, func() bool {
+		tk := ticket(0, rule)
+		if other.Admit(context.Background(), tk) != nil {
+			return false
+		}
+		got++
+		return got == int(rule.Limit)-1
+	}) {
+		t.Fatalf("another replica took %d of the %d slots free: the dead replica's unused slots stay taken for the lease's life", got, rule.Limit-1)
+	}
+	if d := other.Admit(context.Background(), ticket(0, rule)); d == nil {
+		t.Fatal("the dead replica's request in flight lost its slot before the lease's life")
+	}
+}
