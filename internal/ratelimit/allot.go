@@ -144,7 +144,8 @@ type allotShard struct {
 
 // entry is one rule's allotment on this replica.
 type entry struct {
-	key string // the rule's Redis key
+	key string   // the rule's Redis key
+	sk  stateKey // its key in the shards (fixed: e.rule changes under mu)
 
 	mu   sync.Mutex
 	rule Rule // as last seen (its limit may change)
@@ -211,7 +212,7 @@ func (a *Allotter) entryOf(r *Rule) *entry {
 	}
 	k.scope.ID = cloneString(k.scope.ID)
 	k.name = cloneString(k.name)
-	e = &entry{key: a.rd.key(r), rule: *r, unit: 1}
+	e = &entry{key: a.rd.key(r), sk: k, rule: *r, unit: 1}
 	e.rule.Scope = k.scope
 	sh.m[k] = e
 	a.mu.Lock()
@@ -753,9 +754,8 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 func (a *Allotter) forget(es []*entry) {
 	gone := map[*entry]bool{}
 	for _, e := range es {
-		r := &e.rule
-		k := stateKey{r.Scope, r.Kind, r.Name}
-		sh := &a.shards[maphash.String(a.seed, r.Scope.ID)%allotShards]
+		k := e.sk // (not e.rule: a request may be writing it)
+		sh := &a.shards[maphash.String(a.seed, k.scope.ID)%allotShards]
 		sh.mu.Lock()
 		e.mu.Lock()
 		if sh.m[k] == e && e.tickets == 0 && e.count == 0 && e.open == nil && e.members == 0 {
