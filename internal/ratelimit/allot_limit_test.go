@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -123,5 +124,73 @@ func TestAllotmentCrashedReplicaFreesUnusedSlots(t *testing.T) {
 	}
 	if d := other.Admit(context.Background(), ticket(0, rule)); d == nil {
 		t.Fatal("the dead replica's request in flight lost its slot before the lease's life")
+	}
+}
+
+// TestAllotmentRefundAfterSlotLeftWindow: an allotment reported only
+// after its slot left the window (Redis away meanwhile, here a flusher
+// that did not run) gives nothing back: no negative slot, the sum as the
+// slots in the window say (3 s window: 50 ms slots).
+func TestAllotmentRefundAfterSlotLeftWindow(t *testing.T) {
+	c, prefix := realRedis(t)
+	l, a := allotReplica(t, c, prefix, 10*time.Millisecond)
+	rule := Rule{Scope: keyScope, Kind: Requests, Limit: 100000, Window: 3 * time.Second, Name: "r3s"}
+	for i := 0; a.Local.Load() < 3; i++ {
+		if i > 4000 {
+			t.Fatal("no allotment granted")
+		}
+		tk := ticket(0, rule)
+		if d := l.Admit(context.Background(), tk); d != nil {
+			t.Fatal(d)
+		}
+		l.Done(tk, 0)
+		if i%3 == 2 {
+			if err := a.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// One more flush closes the allotment in use; its report waits until
+	// its slot has left the window (61 slots of 50 ms).
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rd := NewRedis(nil, prefix)
+	key := rd.key(&rule)
+	t0, err := c.Time(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !within(t, func() bool { // requests per request meanwhile keep the key
+		tk := ticket(0, rule)
+		if d, err := l.redis.Admit(context.Background(), tk); err != nil || d != nil {
+			t.Fatalf("per request: %v %v", d, err)
+		}
+		l.Done(tk, 0)
+		now, _ := c.Time(context.Background()).Result()
+		return now.UnixMilli()/50 > t0.UnixMilli()/50+63
+	}) {
+		t.Fatal("Redis's clock did not move")
+	}
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	all := c.HGetAll(context.Background(), key).Val()
+	var sum, s int64
+	for f, v := range all {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch f {
+		case "s":
+			s = n
+		case "h":
+		default:
+			if n < 0 {
+				t.Errorf("slot %s counts %d", f, n)
+			}
+			sum += n
+		}
+	}
+	if s != sum {
+		t.Fatalf("the window's sum is %d, its slots count %d: %v", s, sum, all)
 	}
 }
