@@ -121,10 +121,11 @@ type GeneralSettings struct {
 	// UnpricedModels is what a budgeted request to a deployment nobody can
 	// price gets: "free" (served at cost 0, the default) or "refuse".
 	UnpricedModels string `yaml:"unpriced_models"`
-	// BudgetAllotments decides budget holds in process against allotments
-	// this replica holds on Redis, flushed every 100 ms, instead of a Redis
-	// script per request (Tollgate's own key, off by default; only with
-	// redis_url; docs/allotments.md).
+	// BudgetAllotments decides budget holds and rate limits (rpm, tpm,
+	// max_parallel_requests) in process against allotments this replica
+	// holds on Redis, flushed every 100 ms, instead of Redis scripts per
+	// request (Tollgate's own key, off by default; only with redis_url;
+	// docs/allotments.md).
 	BudgetAllotments bool `yaml:"budget_allotments"`
 	// PassThroughEndpoints are custom routes forwarded to other APIs
 	// (passthrough.go).

@@ -112,6 +112,10 @@ return redis.call('ZCOUNT', KEYS[1], now - window, '+inf')
 
 func (s *Shared) presenceKey() string { return s.tag + ":replicas" }
 
+// PresenceKey is the presence set's key (for the rate limits' allotments,
+// which count live replicas the same way).
+func (s *Shared) PresenceKey() string { return s.presenceKey() }
+
 // Heartbeat announces this replica and returns how many are alive.
 func (s *Shared) Heartbeat(ctx context.Context) (int64, error) {
 	if s.left.Load() {

@@ -16,12 +16,16 @@ import (
 type Limiter struct {
 	local *Local
 	redis *Redis
+	allot *Allotter // nil: every admission asks Redis
 }
 
 // New returns a limiter; rd may be nil (local only).
 func New(rd *Redis) *Limiter {
 	return &Limiter{local: NewLocal(), redis: rd}
 }
+
+// Allotter is the limiter's allotments (nil: off).
+func (l *Limiter) Allotter() *Allotter { return l.allot }
 
 // Shared reports whether the limiter counts on Redis (a round trip per
 // admission).
@@ -36,8 +40,21 @@ func (l *Limiter) Admit(ctx context.Context, t *Ticket) *Denied {
 		t.admitted = true
 		return nil
 	}
+	if t.allotted || (l.allot != nil && l.allot.take(t)) {
+		return nil // decided on this replica's allotments (maybe by Gate)
+	}
 	if l.redis != nil && !l.redis.r.Degraded() {
 		d, err := l.redis.Admit(ctx, t)
+		if err == nil && d != nil && l.allot != nil && l.allot.giveBack(ctx, &d.Rule) {
+			// Refused on Redis while this replica's own allotment of the
+			// rule held room unused (Redis counts it as used): that room is
+			// returned, and the request decided once more, so that it is
+			// refused only as it would be without allotments.
+			if l.allot.take(t) {
+				return nil
+			}
+			d, err = l.redis.Admit(ctx, t)
+		}
 		if err == nil {
 			return d
 		}
@@ -65,6 +82,10 @@ func (l *Limiter) Done(t *Ticket, tokens int64) {
 	if t.n == 0 {
 		return
 	}
+	if t.allotted {
+		l.allot.done(t, tokens)
+		return
+	}
 	if t.shared {
 		// Queued in the runner's ordered stream, not waited for: the
 		// request does not pay a round trip for it, and every admission
@@ -87,11 +108,11 @@ func (l *Limiter) Done(t *Ticket, tokens int64) {
 
 // Gate is t's admission on Redis, for a script that also places a budget
 // hold (ledger.Shared.ReserveGated), or nil when t is not decided on Redis
-// now (no Redis, Redis known to be down, no rules): the caller then calls
-// Admit. When the script's answer never comes (Gate.Lost) the caller
-// calls Admit too.
+// now (no Redis, Redis known to be down, no rules, or t just admitted on
+// this replica's allotments): the caller then calls Admit. When the
+// script's answer never comes (Gate.Lost) the caller calls Admit too.
 func (l *Limiter) Gate(t *Ticket) *Gate {
-	if t.n == 0 || l.redis == nil || l.redis.r.Degraded() {
+	if t.n == 0 || l.redis == nil || t.allotted || (l.allot != nil && l.allot.take(t)) || l.redis.r.Degraded() {
 		return nil
 	}
 	return &Gate{l: l, t: t}

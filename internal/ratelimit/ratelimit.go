@@ -82,6 +82,9 @@ type Ticket struct {
 	at       time.Time // admission time (local): corrections hit the admission's slot
 	atMS     int64     // admission time on the Redis clock, in milliseconds
 	shared   bool      // admitted by Redis
+	allotted bool      // admitted on this replica's allotments (Allotter)
+	ents     [MaxRules]*entry
+	gens     [MaxRules]*gen
 	done     bool
 	admitted bool
 }

@@ -123,8 +123,10 @@ local function window(key, win, at)
       -- steps; a slot is scanned past once, so this too is O(1) amortized.
       head = nil
       local from = lo
-      while head == nil and from <= idx do
-        local to = math.min(from + 7, idx)
+      -- (to idx + 1: an allotment may be counted in the next slot,
+      -- ratelimit.Allotter)
+      while head == nil and from <= idx + 1 do
+        local to = math.min(from + 7, idx + 1)
         local probe = {}
         for j = from, to do probe[#probe + 1] = j end
         local e = redis.call('HMGET', key, unpack(probe))

@@ -24,8 +24,9 @@ import (
 // Redis with general_settings.budget_allotments, strict. A key whose
 // budget covers 1,000 requests, hammered on all three, gets at most 1,000
 // through, most decided against allotments; a key with an rpm limit of 20
-// gets 20 through in its minute, its holds decided locally and its rate
-// limit on Redis as without allotments. After a graceful stop Redis has
+// gets exactly 20 through in its minute, its holds decided locally and
+// its rate limit against rate-limit allotments while much of it is left,
+// per request at its end. After a graceful stop Redis has
 // the spend the store has, and holds nothing.
 func TestAllotmentsAcrossReplicas(t *testing.T) {
 	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
@@ -61,8 +62,8 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 		t.Cleanup(once)
 		urls, srvs, stops = append(urls, "http://"+ln.Addr().String()), append(srvs, srv), append(stops, once)
 	}
-	if srvs[0].allot == nil {
-		t.Fatal("budget_allotments: true made no Allotted holder")
+	if srvs[0].allot == nil || srvs[0].rlAllot == nil {
+		t.Fatal("budget_allotments: true made no Allotted holder or no rate-limit Allotter")
 	}
 	for _, k := range []string{`{"key": "sk-allot-budget", "max_budget": 0.3}`, `{"key": "sk-allot-rpm", "max_budget": 10, "rpm_limit": 20}`} {
 		if code, body := send(t, urls[0]+"/key/generate", "sk-1234", k); code != 200 {
@@ -97,6 +98,54 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 	}
 	if rpmOK != 20 || rpm429 != 20 {
 		t.Fatalf("rpm_limit 20 across three replicas with allotments: %d served, %d refused", rpmOK, rpm429)
+	}
+	var rlLocal, rlRemote int64
+	for _, s := range srvs {
+		rlLocal, rlRemote = rlLocal+s.rlAllot.Local.Load(), rlRemote+s.rlAllot.Remote.Load()
+	}
+	t.Logf("rpm key: %d admissions decided against rate-limit allotments, %d per request", rlLocal, rlRemote)
+	// A busier rpm key, hammered on all three: never past its limit, some
+	// of it decided against rate-limit allotments (no Redis call).
+	if code, body := send(t, urls[0]+"/key/generate", "sk-1234", `{"key": "sk-allot-rpm200", "max_budget": 10, "rpm_limit": 200}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	for _, u := range urls[1:] {
+		if _, ok := within(30*time.Second, func() bool {
+			c, _ := send(t, u+"/v1/chat/completions", "sk-allot-rpm200", `{"model":"nope"}`)
+			return c == 404
+		}); !ok {
+			t.Fatal("a replica does not know the key")
+		}
+	}
+	var busyOK atomic.Int64
+	var bwg sync.WaitGroup
+	for i := range 30 {
+		bwg.Add(1)
+		go func() {
+			defer bwg.Done()
+			for range 10 {
+				switch code, body := send(t, urls[i%3]+"/v1/chat/completions", "sk-allot-rpm200", chat3); code {
+				case 200:
+					busyOK.Add(1)
+				case 429:
+				default:
+					t.Errorf("rpm200 key: status %d: %s", code, body)
+				}
+			}
+		}()
+	}
+	bwg.Wait()
+	var busyLocal int64
+	for _, s := range srvs {
+		busyLocal += s.rlAllot.Local.Load()
+	}
+	busyLocal -= rlLocal
+	t.Logf("rpm_limit 200: %d of 300 served, %d admissions decided against rate-limit allotments", busyOK.Load(), busyLocal)
+	if busyOK.Load() > 200 {
+		t.Fatalf("rpm_limit 200 across three replicas with allotments: %d served", busyOK.Load())
+	}
+	if busyLocal == 0 {
+		t.Fatal("no admission was decided against a rate-limit allotment")
 	}
 	var locals int64
 	for _, s := range srvs {

@@ -102,8 +102,9 @@ type Server struct {
 	writer     *ledger.Writer
 	book       *ledger.Book
 	limits     *gateway.RateLimits
-	shared     *ledger.Shared   // budgets on Redis; nil without one
-	allot      *ledger.Allotted // holds against allotments (budget_allotments); nil when off
+	shared     *ledger.Shared      // budgets on Redis; nil without one
+	allot      *ledger.Allotted    // holds against allotments (budget_allotments); nil when off
+	rlAllot    *ratelimit.Allotter // rate limits decided against allotments (budget_allotments); nil when off
 	redis      *rscript.Runner
 	storeDown  atomic.Bool // the last resync could not reach the database
 	missMu     sync.Mutex
@@ -397,6 +398,15 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 			books.Holder = s.allot
 		}
 	}
+	if rc != nil && cfg.GeneralSettings.BudgetAllotments {
+		// Rate limits too: decided in process against allotments of each
+		// rule, flushed to Redis once per interval (docs/allotments.md).
+		var presence string
+		if s.shared != nil {
+			presence = s.shared.PresenceKey()
+		}
+		s.rlAllot = ratelimit.NewAllotter(s.limits.Limiter, ratelimit.AllotOptions{Presence: presence})
+	}
 	if books != nil {
 		gopts.Meter = books
 	}
@@ -585,6 +595,11 @@ func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 		// Stopped before presence: its last flush books everything and
 		// returns every allotment before the replica leaves the set.
 		g.Add(lifecycle.Actor{Name: "allotments", Run: func(ctx context.Context) error { s.allot.Run(ctx); return nil }})
+	}
+	if s.rlAllot != nil {
+		// Stopped before presence and the Redis runner: its last flush
+		// returns every rate-limit allotment.
+		g.Add(lifecycle.Actor{Name: "rate-limit allotments", Run: func(ctx context.Context) error { s.rlAllot.Run(ctx); return nil }})
 	}
 	if s.opts.Store != nil {
 		// The keys are read while the HTTP server answers.
