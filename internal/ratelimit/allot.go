@@ -385,7 +385,14 @@ func (a *Allotter) giveBack(ctx context.Context, r *Rule) bool {
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), admitTimeout)
 	defer cancel()
-	return a.Flush(fctx) == nil && a.Flush(fctx) == nil
+	// Two flushes: the allotment in use when the first is sent is given
+	// back by the second.
+	for range 2 {
+		if a.Flush(fctx) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // wake asks the flusher to size allotments now.

@@ -490,32 +490,3 @@ func TestAllotmentsNoScriptPerRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-// waitFor reads mon until a line contains s.
-func waitFor(t *testing.T, mon <-chan string, s string) {
-	t.Helper()
-	for range lines(t, mon, s) {
-	}
-}
-
-// lines yields mon's lines until one contains end (not yielded), for up
-// to 30 s.
-func lines(t *testing.T, mon <-chan string, end string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		timeout := time.After(30 * time.Second)
-		for {
-			select {
-			case line := <-mon:
-				if strings.Contains(line, end) {
-					return
-				}
-				if !yield(line) {
-					return
-				}
-			case <-timeout:
-				t.Error("MONITOR never showed " + end)
-				return
-			}
-		}
-	}
-}
