@@ -2,11 +2,9 @@ package ledger
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -25,21 +23,7 @@ import (
 // spend: the local view must end at Redis's spend, not stay short of it
 // because a higher number was mirrored before.
 func TestMirrorNoScriptResendInRedisOrder(t *testing.T) {
-	u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if u == "" {
-		t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
-	}
-	o, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	t.Cleanup(func() { _ = c.Close() })
-	r := rscript.NewRunner(c, rscript.Options{Log: slog.New(slog.DiscardHandler)})
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	prefix := fmt.Sprintf("probe-mirror-%d", time.Now().UnixNano())
+	c, r, prefix := redisRig(t, "mirror")
 	s := NewShared(r, SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
 	key := NewAccount(store.KindKey, "k", 0, USD(100))
 	ctx := context.Background()

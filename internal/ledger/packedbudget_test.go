@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
 	"math"
-	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -27,27 +25,7 @@ import (
 // a clock the test sets (TIME is replaced by a read of a hash), on keys of
 // their own.
 func TestPackedBudgetMatchesOld(t *testing.T) {
-	u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if u == "" {
-		t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
-	}
-	o, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	t.Cleanup(func() { _ = c.Close() })
-	r := rscript.NewRunner(c, rscript.Options{Log: slog.New(slog.DiscardHandler)})
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	prefix := "packed" + newLease()
-	t.Cleanup(func() {
-		keys, _ := c.Keys(context.Background(), "{"+prefix+"}*").Result()
-		if len(keys) > 0 {
-			c.Del(context.Background(), keys...)
-		}
-	})
+	c, r, prefix := redisRig(t, "packed")
 	ctx := context.Background()
 	clock := "{" + prefix + "}:clock"
 	fake := func(src string) *rscript.Script {
@@ -300,16 +278,7 @@ func redisZ(score int64, member string) redis.Z {
 // number tonumber makes of its decimal form (what the hold used before),
 // the extremes, negatives and values past 2^53 included.
 func TestBudNum(t *testing.T) {
-	u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if u == "" {
-		t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
-	}
-	o, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	t.Cleanup(func() { _ = c.Close() })
+	c := redisClient(t)
 	src := luaNum + `
 local out = {}
 for i = 2, #ARGV do

@@ -3,16 +3,12 @@ package ledger
 import (
 	"context"
 	"log/slog"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/tollgate/tollgate/internal/rscript"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -25,27 +21,7 @@ import (
 // next period). Redis's new period must start from zero, round after
 // round.
 func TestPeriodRolloverSeedsNewPeriodWithNewSpend(t *testing.T) {
-	u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if u == "" {
-		t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
-	}
-	o, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	t.Cleanup(func() { _ = c.Close() })
-	r := rscript.NewRunner(c, rscript.Options{Log: slog.New(slog.DiscardHandler)})
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	prefix := "period" + newLease()
-	t.Cleanup(func() {
-		keys, _ := c.Keys(context.Background(), "{"+prefix+"}*").Result()
-		if len(keys) > 0 {
-			c.Del(context.Background(), keys...)
-		}
-	})
+	c, r, prefix := redisRig(t, "period")
 	s := NewShared(r, SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
 	ctx := context.Background()
 

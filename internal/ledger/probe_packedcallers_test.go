@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/internal/rscript"
 	"github.com/tollgate/tollgate/internal/store"
@@ -29,29 +26,9 @@ import (
 // fails on it. Holds are on one to five accounts, with carried spend and
 // items in doubt, seeds past 2^53, in every mode, plain and gated.
 func TestProbePackedCallersMatchOld(t *testing.T) {
-	u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if u == "" {
-		t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
-	}
-	o, err := redis.ParseURL(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
-	r := rscript.NewRunner(c, rscript.Options{Log: slog.New(slog.DiscardHandler)})
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	prefix := "pcall" + newLease()
+	c, r, prefix := redisRig(t, "pcall")
 	plog := "{" + prefix + "}:probelog"
-	t.Cleanup(func() {
-		keys, _ := c.Keys(ctx, "{"+prefix+"}*").Result()
-		if len(keys) > 0 {
-			c.Del(ctx, keys...)
-		}
-	})
 
 	cmp := `
 local new_hold, new_settle = bud_hold, bud_settle
@@ -209,6 +186,7 @@ end
 		}
 		gated := rnd(2) == 0
 		var h Hold
+		var err error
 		if gated {
 			h, _, err = s.ReserveGated(ctx, on, q, gate)
 		} else {
