@@ -36,6 +36,11 @@ type Options struct {
 	WriterStripped, WriterRejected func() int64
 	// RedisDegraded, when set, reports whether rate limits are on local counters.
 	RedisDegraded func() bool
+	// Allotments, when set (general_settings.budget_allotments), yields
+	// each allotter's counters: kind "budget" or "rate_limit", requests
+	// decided in process (local) and by a per-request script (redis), and
+	// flush scripts sent.
+	Allotments func(yield func(kind string, local, redis, flushes int64))
 	// Deployments, when set, reports each deployment's state at scrape time.
 	Deployments func(yield func(group, id string, up bool))
 	// Spans, when set, reports the trace exporters' queues at scrape time.
@@ -175,6 +180,12 @@ func New(o Options) *Metrics {
 				}
 				return 0
 			}))
+	}
+	if o.Allotments != nil {
+		m.reg.MustRegister(&allotmentCollector{read: o.Allotments,
+			decided: prometheus.NewDesc(name("allotment_decisions_total"), "Requests checked by this replica's allotments (general_settings.budget_allotments), by kind (budget, rate_limit) and where they were decided: local (in process, against an allotment) or redis (a per-request script: no allotment, too small, near the end of a budget or limit).", []string{"kind", "decided"}, nil),
+			flushes: prometheus.NewDesc(name("allotment_flushes_total"), "Flush scripts this replica sent for its allotments (booking spend, giving back and resizing), by kind.", []string{"kind"}, nil),
+		})
 	}
 	m.shed = counter("requests_shed_total", "Inference requests refused with 503 because the gateway was overloaded, by reason: in_flight (the configured bound was reached) or lowered (the bound in force, lowered while goroutines waited for a CPU or the heap neared GOMEMLIMIT, was reached).", "reason")
 	m.reg.MustRegister(m.shed)
@@ -429,4 +440,23 @@ func (c *callbackCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(s.Failed), s.Sink)
 		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, s.Lag.Seconds(), s.Sink)
 	}
+}
+
+// allotmentCollector reads the allotters' counters at scrape time.
+type allotmentCollector struct {
+	read             func(yield func(kind string, local, redis, flushes int64))
+	decided, flushes *prometheus.Desc
+}
+
+func (c *allotmentCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.decided
+	ch <- c.flushes
+}
+
+func (c *allotmentCollector) Collect(ch chan<- prometheus.Metric) {
+	c.read(func(kind string, local, redis, flushes int64) {
+		ch <- prometheus.MustNewConstMetric(c.decided, prometheus.CounterValue, float64(local), kind, "local")
+		ch <- prometheus.MustNewConstMetric(c.decided, prometheus.CounterValue, float64(redis), kind, "redis")
+		ch <- prometheus.MustNewConstMetric(c.flushes, prometheus.CounterValue, float64(flushes), kind)
+	})
 }

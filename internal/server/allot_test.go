@@ -185,6 +185,27 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 	if local < ok.Load()/2 {
 		t.Fatalf("only %d of %d holds were decided against allotments", local, ok.Load())
 	}
+	// Each replica's /metrics shows what its allotters counted.
+	fams := scrape(t, urls[0], "sk-1234")
+	for _, m := range []struct {
+		kind                   string
+		local, remote, flushes int64
+	}{
+		{"budget", srvs[0].allot.Local.Load(), srvs[0].allot.Remote.Load(), srvs[0].allot.Flushes.Load()},
+		{"rate_limit", srvs[0].rlAllot.Local.Load(), srvs[0].rlAllot.Remote.Load(), srvs[0].rlAllot.Flushes.Load()},
+	} {
+		if got, ok := value(fams, "tollgate_allotment_decisions_total", "kind", m.kind, "decided", "local"); !ok || int64(got) != m.local {
+			t.Errorf("tollgate_allotment_decisions_total{kind=%q,decided=local} = %v (present %v), the allotter counted %d", m.kind, got, ok, m.local)
+		}
+		if got, ok := value(fams, "tollgate_allotment_decisions_total", "kind", m.kind, "decided", "redis"); !ok || int64(got) != m.remote {
+			t.Errorf("tollgate_allotment_decisions_total{kind=%q,decided=redis} = %v (present %v), the allotter counted %d", m.kind, got, ok, m.remote)
+		}
+		// Flushes go on in the background: the scrape saw at most what
+		// the allotter counts after it, and at least one.
+		if got, ok := value(fams, "tollgate_allotment_flushes_total", "kind", m.kind); !ok || got < 1 || int64(got) > m.flushes {
+			t.Errorf("tollgate_allotment_flushes_total{kind=%q} = %v (present %v), the allotter counted %d after the scrape", m.kind, got, ok, m.flushes)
+		}
+	}
 	for _, stop := range stops {
 		stop() // graceful: the last flush books everything and returns every allotment
 	}

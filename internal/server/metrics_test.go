@@ -96,6 +96,11 @@ func TestMetrics(t *testing.T) {
 	e.srv.writer.Flush()
 
 	fams := scrape(t, e.url, "")
+	for name := range fams {
+		if strings.Contains(name, "allotment") {
+			t.Errorf("%s without budget_allotments", name)
+		}
+	}
 	check := func(want float64, name string, labels ...string) {
 		t.Helper()
 		got, ok := value(fams, name, labels...)

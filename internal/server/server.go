@@ -239,6 +239,18 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if cbs != nil {
 		mopts.Callbacks = cbs.Stats
 	}
+	if cfg.GeneralSettings.BudgetAllotments {
+		// Read at scrape time: the allotters are built below, before
+		// anything is served.
+		mopts.Allotments = func(yield func(kind string, local, redis, flushes int64)) {
+			if a := s.allot; a != nil {
+				yield("budget", a.Local.Load(), a.Remote.Load(), a.Flushes.Load())
+			}
+			if a := s.rlAllot; a != nil {
+				yield("rate_limit", a.Local.Load(), a.Remote.Load(), a.Flushes.Load())
+			}
+		}
+	}
 	s.metrics = metrics.New(mopts)
 	s.health = router.NewHealth(func(group, id string) {
 		s.log.Warn("deployment cooling down after failures", "model_group", group, "deployment", id, "cooldown", s.cfg.Load().Routing().Cooldown)
