@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/rscript"
 )
 
@@ -402,20 +403,10 @@ func (x *Allotted) Close(ctx context.Context) error {
 		al.open.Store(false)
 	}
 	x.mu.Unlock()
-	for {
+	return lifecycle.Retry(ctx, 50*time.Millisecond, func() (bool, error) {
 		err := x.Flush(ctx, true)
-		if err == nil && x.empty() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			if err == nil {
-				err = ctx.Err()
-			}
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return err == nil && x.empty(), err
+	})
 }
 
 // empty reports whether nothing is held or booked locally any more.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Actor is one long-running part of a process.
@@ -105,4 +106,24 @@ func (g *Group) Run(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Retry calls try until it reports done or ctx ends, waiting every between
+// calls. At ctx's end it returns try's last error, else ctx's (a drain at
+// shutdown: flush until nothing is owed, or say why it was not).
+func Retry(ctx context.Context, every time.Duration, try func() (done bool, err error)) error {
+	for {
+		done, err := try()
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return err
+		case <-time.After(every):
+		}
+	}
 }

@@ -268,3 +268,22 @@ func TestActorEndingStopsTheGroup(t *testing.T) {
 		t.Errorf("actors not stopped in reverse order: %v", got)
 	}
 }
+
+// TestRetry: Retry calls until done, and at the context's end returns the
+// last call's error, else the context's.
+func TestRetry(t *testing.T) {
+	n := 0
+	if err := lifecycle.Retry(context.Background(), time.Millisecond, func() (bool, error) { n++; return n == 3, nil }); err != nil || n != 3 {
+		t.Fatalf("done at the third call: err %v after %d calls", err, n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	boom := errors.New("boom")
+	err := lifecycle.Retry(ctx, time.Millisecond, func() (bool, error) { cancel(); return false, boom })
+	if err != boom {
+		t.Fatalf("at the context's end: %v, want the last call's error", err)
+	}
+	err = lifecycle.Retry(ctx, time.Millisecond, func() (bool, error) { return false, nil })
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("at the context's end with no error: %v, want the context's", err)
+	}
+}

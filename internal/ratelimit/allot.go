@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/rscript"
 )
 
@@ -447,20 +448,10 @@ func (a *Allotter) Close(ctx context.Context) error {
 		e.mu.Unlock()
 	}
 	a.mu.Unlock()
-	for {
+	return lifecycle.Retry(ctx, 20*time.Millisecond, func() (bool, error) {
 		err := a.Flush(ctx)
-		if err == nil && a.Empty() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			if err == nil {
-				err = ctx.Err()
-			}
-			return err
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return err == nil && a.Empty(), err
+	})
 }
 
 // Empty reports whether this replica holds no allotment and owes Redis
