@@ -44,7 +44,7 @@ func (o *Object) Reset(b []byte) error {
 	if cap(o.Members) == 0 {
 		// One allocation for the members a request has, not one per
 		// doubling from one.
-		o.Members = make([]Member, 0, 8)
+		o.Members = make([]Member, 0, 6)
 	}
 	o.Members = o.Members[:0]
 	if !Valid(b) {
