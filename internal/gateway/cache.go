@@ -101,9 +101,11 @@ func (c *call) readCacheControls() error {
 	if cc == nil {
 		// No cache: the controls do nothing, and a key limited in them
 		// is still refused the ones it may not set, as LiteLLM does.
-		var m map[string]any
-		if raw := c.req.obj.Get("cache"); raw != nil && json.Unmarshal(raw, &m) == nil {
-			return c.allowedCacheControls(m)
+		if raw := c.req.obj.Get("cache"); raw != nil {
+			var m map[string]any // declared here: Unmarshal's pointer moves it to the heap
+			if json.Unmarshal(raw, &m) == nil {
+				return c.allowedCacheControls(m)
+			}
 		}
 		return nil
 	}

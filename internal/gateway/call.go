@@ -521,8 +521,8 @@ func (c *call) attempt(cur *router.Group, t *provider.Target, wr *wire, model st
 	}
 	c.forwarding()
 	err = c.forward(t, wr, body)
-	var f *failure
-	if !errors.As(err, &f) {
+	f, ok := errors.AsType[*failure](err) // no allocation on success, as errors.As's target was
+	if !ok {
 		if outcome != nil {
 			o := router.Succeeded
 			if c.res.clientGone {

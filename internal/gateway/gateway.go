@@ -163,7 +163,7 @@ func (g *Gateway) authenticate(r *http.Request) (*auth.Principal, error) {
 	if errors.Is(err, auth.ErrUnverifiable) || errors.Is(err, hooks.ErrUnavailable) {
 		return nil, apierror.Unavailable(err, "%v", err)
 	}
-	if hd := (*auth.ErrHookDenied)(nil); errors.As(err, &hd) && hd.Status != 0 {
+	if hd, ok := errors.AsType[*auth.ErrHookDenied](err); ok && hd.Status != 0 { // AsType: errors.As's target moved to the heap on every request
 		return nil, apierror.WithStatus(hd.Status, "%s", hd.Message)
 	}
 	if err != nil {

@@ -497,7 +497,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 		q = ledger.AskFlex(f)
 	}
 	res, err = m.place(ctx, cl, holder, accts, q)
-	if rl := (*apierror.Error)(nil); errors.As(err, &rl) {
+	if _, ok := errors.AsType[*apierror.Error](err); ok { // AsType: no allocation when err is nil, as errors.As's target was
 		return nil, err // a rate limit's 429 (place)
 	}
 	var capTokens int64
@@ -525,7 +525,7 @@ func (m *Books) reserve(cl *call, t *provider.Target, op provider.Op, model stri
 			err = ex
 		}
 	}
-	if un := (*ledger.UnavailableError)(nil); errors.As(err, &un) {
+	if _, ok := errors.AsType[*ledger.UnavailableError](err); ok {
 		// Redis trouble, not a spent budget: 503 with Retry-After, which
 		// SDKs retry (docs/spend-and-limits.md, "Redis trouble").
 		e := apierror.Unavailable(err, "%v", err)
@@ -614,7 +614,7 @@ func (m *Books) place(ctx context.Context, cl *call, holder ledger.Holder, accts
 		return res, err
 	}
 	cl.pending = false
-	if d := (*ratelimit.Denied)(nil); errors.As(err, &d) {
+	if d, ok := errors.AsType[*ratelimit.Denied](err); ok {
 		cl.ticket = nil // refused: nothing was taken
 		return nil, rl.refusal(d)
 	}

@@ -41,6 +41,11 @@ func Scan(b []byte) (*Object, error) {
 // Reset rescans o over b, reusing its member slice.
 func (o *Object) Reset(b []byte) error {
 	o.body = b
+	if cap(o.Members) == 0 {
+		// One allocation for the members a request has, not one per
+		// doubling from one.
+		o.Members = make([]Member, 0, 6)
+	}
 	o.Members = o.Members[:0]
 	if !Valid(b) {
 		return syntaxError(b)
@@ -57,11 +62,11 @@ func (o *Object) Reset(b []byte) error {
 		keyStart := i
 		keyEnd := skipString(b, i)
 		key := b[keyStart+1 : keyEnd-1]
-		var k string
+		var k string // no pointer to it: it would move to the heap, for every member
 		if bytes.IndexByte(key, '\\') >= 0 {
-			_ = json.Unmarshal(b[keyStart:keyEnd], &k)
+			k = unescapeKey(key)
 		} else {
-			k = string(key)
+			k = keyString(key)
 		}
 		i = skipSpace(b, keyEnd)
 		i = skipSpace(b, i+1) // ':'
@@ -73,6 +78,55 @@ func (o *Object) Reset(b []byte) error {
 		}
 		i = skipSpace(b, i+1) // ','
 	}
+}
+
+// keyString is string(key), without a copy for the members inference
+// requests commonly have: each is a constant (a switch on string(key)
+// does not allocate).
+func keyString(key []byte) string {
+	switch string(key) {
+	case "model":
+		return "model"
+	case "messages":
+		return "messages"
+	case "max_tokens":
+		return "max_tokens"
+	case "max_completion_tokens":
+		return "max_completion_tokens"
+	case "stream":
+		return "stream"
+	case "stream_options":
+		return "stream_options"
+	case "temperature":
+		return "temperature"
+	case "top_p":
+		return "top_p"
+	case "n":
+		return "n"
+	case "user":
+		return "user"
+	case "tools":
+		return "tools"
+	case "tool_choice":
+		return "tool_choice"
+	case "response_format":
+		return "response_format"
+	case "stop":
+		return "stop"
+	case "seed":
+		return "seed"
+	case "metadata":
+		return "metadata"
+	case "input":
+		return "input"
+	case "prompt":
+		return "prompt"
+	case "system":
+		return "system"
+	case "include_usage":
+		return "include_usage"
+	}
+	return string(key)
 }
 
 // Body returns the bytes o was scanned from.

@@ -9,6 +9,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,6 +86,8 @@ type Metrics struct {
 	// guardrails counts what guardrails did, by guardrail, action and
 	// entity type (never the text found).
 	guardrails *prometheus.CounterVec
+	// series caches what ObserveRequest resolves on every request (series.go).
+	series callSeries
 }
 
 // GenAI label names (OpenTelemetry semantic conventions).
@@ -310,7 +313,9 @@ func (m *Metrics) ObserveRequest(r *Request) {
 	if !ok {
 		status = strconv.Itoa(r.Status)
 	}
-	m.requests.WithLabelValues(r.ModelGroup, status).Inc()
+	m.series.requests.get(groupStatus{r.ModelGroup, status}, cloneGroupStatus, func(k groupStatus) prometheus.Counter {
+		return m.requests.WithLabelValues(k.group, k.status)
+	}).Inc()
 	m.overhead.Observe(r.Overhead.Seconds())
 	for _, t := range r.Tags {
 		m.tagRequests.WithLabelValues(t).Inc()
@@ -325,16 +330,29 @@ func (m *Metrics) ObserveRequest(r *Request) {
 	if respModel == "" {
 		respModel = r.RequestModel
 	}
-	m.duration.WithLabelValues(r.Operation, r.Provider, r.RequestModel, respModel).Observe(r.Duration.Seconds())
+	k := genAIKey{r.Operation, r.Provider, r.RequestModel, respModel}
+	m.series.duration.get(k, cloneGenAI, func(k genAIKey) prometheus.Observer {
+		return m.duration.WithLabelValues(k.op, k.provider, k.requestModel, k.responseModel)
+	}).Observe(r.Duration.Seconds())
 	if r.Stream && r.TTFT > 0 {
-		m.ttft.WithLabelValues(r.Operation, r.Provider, r.RequestModel, respModel).Observe(r.TTFT.Seconds())
+		m.series.ttft.get(k, cloneGenAI, func(k genAIKey) prometheus.Observer {
+			return m.ttft.WithLabelValues(k.op, k.provider, k.requestModel, k.responseModel)
+		}).Observe(r.TTFT.Seconds())
 	}
 	if r.HasUsage || r.PromptTokens > 0 || r.CompletionTokens > 0 {
-		m.tokenUsage.WithLabelValues("input", r.Operation, r.Provider, r.RequestModel, respModel).Observe(float64(r.PromptTokens))
-		m.tokenUsage.WithLabelValues("output", r.Operation, r.Provider, r.RequestModel, respModel).Observe(float64(r.CompletionTokens))
+		ts := m.series.tokens.get(k, cloneGenAI, func(k genAIKey) tokenSeries {
+			return tokenSeries{
+				input:  m.tokenUsage.WithLabelValues("input", k.op, k.provider, k.requestModel, k.responseModel),
+				output: m.tokenUsage.WithLabelValues("output", k.op, k.provider, k.requestModel, k.responseModel),
+			}
+		})
+		ts.input.Observe(float64(r.PromptTokens))
+		ts.output.Observe(float64(r.CompletionTokens))
 	}
 	if r.Cost > 0 {
-		m.spendModel.WithLabelValues(r.ModelGroup).Add(r.Cost)
+		m.series.spend.get(r.ModelGroup, strings.Clone, func(g string) prometheus.Counter {
+			return m.spendModel.WithLabelValues(g)
+		}).Add(r.Cost)
 		if r.Team != "" {
 			m.spendTeam.WithLabelValues(r.Team).Add(r.Cost)
 		}

@@ -84,6 +84,10 @@ type Target struct {
 	Priced bool          // false: neither the table nor the config knows a price
 	client *http.Client
 	urls   [numOps]string // "" where the dialect does not serve the op
+	// parsed is urls parsed once, as http.NewRequest would parse each
+	// (empty port removed), where the URL does not depend on the model:
+	// NewRequest copies it instead of parsing the string per request.
+	parsed [numOps]*url.URL
 	// root is the API root the dialect's native paths lie under (…/v1 for
 	// OpenAI-compatible upstreams, …/openai for Azure, …/v1 for
 	// Anthropic), and rootQuery the query every native request carries
@@ -173,8 +177,33 @@ func build(d *config.Deployment) (*Target, error) {
 	for k, v := range d.Headers {
 		t.header.Set(k, v)
 	}
+	t.parseURLs()
 	t.Price, t.Priced = DeploymentPrice(d)
 	return t, nil
+}
+
+// parseURLs fills t.parsed from t.urls (none when a model names the URL).
+func (t *Target) parseURLs() {
+	if t.modelURL != nil {
+		return
+	}
+	for op, s := range t.urls {
+		if s == "" {
+			continue
+		}
+		if u, err := url.Parse(s); err == nil {
+			u.Host = removeEmptyPort(u.Host)
+			t.parsed[op] = u
+		}
+	}
+}
+
+// removeEmptyPort is net/http's: an empty port ("host:") is dropped.
+func removeEmptyPort(host string) string {
+	if strings.LastIndex(host, ":") > strings.LastIndex(host, "]") {
+		return strings.TrimSuffix(host, ":")
+	}
+	return host
 }
 
 // DeploymentPrice is the table price of the deployment's base_model (else
@@ -290,12 +319,19 @@ func (t *Target) NewRequest(ctx context.Context, op Op, model string, body []byt
 	if u == "" {
 		return nil, fmt.Errorf("provider %q does not serve %s", t.D.Provider, op)
 	}
+	var parsed *url.URL
 	if t.modelURL != nil {
 		u = t.modelURL(op, model, stream)
+	} else if parsed = t.parsed[op]; parsed != nil {
+		u = "" // parsed at once; the request gets its own copy below
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
+	}
+	if parsed != nil {
+		*req.URL = *parsed
+		req.Host = parsed.Host
 	}
 	for k, v := range t.header {
 		req.Header[k] = v
