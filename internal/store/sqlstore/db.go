@@ -67,9 +67,6 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	return OpenSQLite(ctx, strings.TrimPrefix(url, "sqlite://"))
 }
 
-// walAutocheckpoint is SQLite's checkpoint interval in WAL pages.
-const walAutocheckpoint = 4000
-
 // OpenSQLite opens (creating if needed) the SQLite file at path. All access
 // goes through one connection: writes serialize without SQLITE_BUSY, and the
 // store is off the request path, so one connection is plenty.
@@ -79,14 +76,7 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 
 // openSQLite is OpenSQLite migrating up to version (0: every migration).
 func openSQLite(ctx context.Context, path string, version int64) (*DB, error) {
-	// wal_autocheckpoint: the spend writer's commit copies the WAL back
-	// into the database every 4,000 pages (16 MB) rather than SQLite's
-	// 1,000: the index pages many batches rewrite (the answer-id index's
-	// runs, the key index's) are copied once per checkpoint, not four
-	// times (docs/performance.md, "the spend rows' indexes"). With
-	// synchronous(NORMAL) a power cut can lose what is not yet
-	// checkpointed (docs/architecture.md, "What a crash loses").
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(" + strconv.Itoa(walAutocheckpoint) + ")&_pragma=foreign_keys(1)&_txlock=immediate"
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 	// The connector wraps modernc's connections so that ApplySpend's
 	// statements, prepared below database/sql, close with their connection
 	// (sqliteConn).

@@ -92,10 +92,3 @@ func Plan(ctx context.Context, s *DB, q string, args ...any) (string, error) {
 	}
 	return strings.Join(out, "\n"), rows.Err()
 }
-
-// QueryInt is the single integer q returns.
-func QueryInt(ctx context.Context, s *DB, q string) (int64, error) {
-	var n int64
-	err := s.db.QueryRowContext(ctx, q).Scan(&n)
-	return n, err
-}

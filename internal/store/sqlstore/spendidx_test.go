@@ -275,19 +275,3 @@ func TestSpendLogsPlans(t *testing.T) {
 		})
 	}
 }
-
-// TestSQLiteCheckpointInterval: the store's SQLite connection checkpoints
-// every 4,000 WAL pages, not SQLite's default 1,000 (docs/performance.md,
-// "the spend rows' indexes").
-func TestSQLiteCheckpointInterval(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "tollgate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if n, err := sqlstore.QueryInt(ctx, s, "PRAGMA wal_autocheckpoint"); err != nil || n != 4000 {
-		t.Fatalf("wal_autocheckpoint = %d, %v; want 4000", n, err)
-	}
-}
