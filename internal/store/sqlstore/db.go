@@ -71,6 +71,11 @@ func Open(ctx context.Context, url string) (*DB, error) {
 // goes through one connection: writes serialize without SQLITE_BUSY, and the
 // store is off the request path, so one connection is plenty.
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	return openSQLite(ctx, path, 0)
+}
+
+// openSQLite is OpenSQLite migrating up to version (0: every migration).
+func openSQLite(ctx context.Context, path string, version int64) (*DB, error) {
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
 	// The connector wraps modernc's connections so that ApplySpend's
 	// statements, prepared below database/sql, close with their connection
@@ -81,13 +86,18 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	db := sql.OpenDB(sqliteConnector{base})
 	db.SetMaxOpenConns(1)
-	return open(ctx, db, goose.DialectSQLite3)
+	return open(ctx, db, goose.DialectSQLite3, version)
 }
 
 // OpenPostgres opens a PostgreSQL store. Unless the URL sets its own, a
 // connection attempt gives up after connect_timeout=5 seconds (libpq's
 // parameter, which pgx reads), whatever the caller's deadline.
 func OpenPostgres(ctx context.Context, url string) (*DB, error) {
+	return openPostgres(ctx, url, 0)
+}
+
+// openPostgres is OpenPostgres migrating up to version (0: every migration).
+func openPostgres(ctx context.Context, url string, version int64) (*DB, error) {
 	isURL := strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
 	if isURL && !strings.Contains(url, "connect_timeout=") {
 		sep := "?"
@@ -103,13 +113,13 @@ func OpenPostgres(ctx context.Context, url string) (*DB, error) {
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(4)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	return open(ctx, db, goose.DialectPostgres)
+	return open(ctx, db, goose.DialectPostgres, version)
 }
 
-func open(ctx context.Context, db *sql.DB, dialect goose.Dialect) (*DB, error) {
+func open(ctx context.Context, db *sql.DB, dialect goose.Dialect, version int64) (*DB, error) {
 	s := &DB{db: db, dialect: dialect}
 	s.SetTimeout(DefaultTimeout)
-	if err := s.Migrate(ctx); err != nil {
+	if err := s.migrate(ctx, version); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -117,19 +127,36 @@ func open(ctx context.Context, db *sql.DB, dialect goose.Dialect) (*DB, error) {
 }
 
 // Migrate applies the embedded migrations that have not run yet.
-func (s *DB) Migrate(ctx context.Context) error {
-	sub, err := fs.Sub(store.Migrations, "migrations")
+func (s *DB) Migrate(ctx context.Context) error { return s.migrate(ctx, 0) }
+
+// migrate applies the migrations up to version (0: all of them).
+func (s *DB) migrate(ctx context.Context, version int64) error {
+	p, err := s.migrations()
 	if err != nil {
 		return err
 	}
-	p, err := goose.NewProvider(s.dialect, s.db, sub)
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
+	if version > 0 {
+		_, err = p.UpTo(ctx, version)
+	} else {
+		_, err = p.Up(ctx)
 	}
-	if _, err := p.Up(ctx); err != nil {
+	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
+}
+
+// migrations is goose's runner of the embedded migrations on s.
+func (s *DB) migrations() (*goose.Provider, error) {
+	sub, err := fs.Sub(store.Migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	p, err := goose.NewProvider(s.dialect, s.db, sub)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	return p, nil
 }
 
 // Ping checks the database answers.

@@ -1,6 +1,14 @@
 package sqlstore
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/pressly/goose/v3"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
 
 // WALFrames checkpoints the WAL and returns the pages it held: the pages
 // written since the last call. SQLite only.
@@ -18,4 +26,69 @@ func WALFrames(ctx context.Context, s *DB) (int, error) {
 func Exec(ctx context.Context, s *DB, q string) error {
 	_, err := s.db.ExecContext(ctx, q)
 	return err
+}
+
+// OpenSQLiteAt is OpenSQLite migrating only up to version.
+func OpenSQLiteAt(ctx context.Context, path string, version int64) (*DB, error) {
+	return openSQLite(ctx, path, version)
+}
+
+// OpenPostgresAt is OpenPostgres migrating only up to version.
+func OpenPostgresAt(ctx context.Context, url string, version int64) (*DB, error) {
+	return openPostgres(ctx, url, version)
+}
+
+// MigrateDownTo rolls the schema back to version.
+func MigrateDownTo(ctx context.Context, s *DB, version int64) error {
+	p, err := s.migrations()
+	if err != nil {
+		return err
+	}
+	_, err = p.DownTo(ctx, version)
+	return err
+}
+
+// SpendLogsQueries is ListSpendLogs' count and page statements for f.
+func SpendLogsQueries(f store.SpendFilter) (count, page string, args []any, err error) {
+	return spendLogsQueries(f)
+}
+
+// Plan is the query plan of q: on SQLite EXPLAIN QUERY PLAN's details, on
+// PostgreSQL EXPLAIN's lines, one string. PostgreSQL plans with
+// enable_seqscan off, so that on a small table it shows an index it can
+// use rather than the scan it would prefer.
+func Plan(ctx context.Context, s *DB, q string, args ...any) (string, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback()
+	explain := "EXPLAIN "
+	if s.dialect == goose.DialectSQLite3 {
+		explain = "EXPLAIN QUERY PLAN "
+	} else if _, err := tx.ExecContext(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
+		return "", err
+	}
+	rows, err := tx.QueryContext(ctx, explain+q, args...)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return "", err
+		}
+		out = append(out, fmt.Sprint(vals[len(vals)-1]))
+	}
+	return strings.Join(out, "\n"), rows.Err()
 }

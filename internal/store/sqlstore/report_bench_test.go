@@ -127,7 +127,11 @@ func processCPU() time.Duration {
 // write the tag rollup. "random" and "ordered" give the rows request ids
 // as the gateway made them before and after they began with the time
 // (random hex; milliseconds then random hex), and random response ids as
-// upstreams send, into a table already holding 100,000 rows.
+// upstreams send, into a table already holding 100,000 rows. "keyless"
+// rows are "ordered" rows as the plain gateway (no virtual keys) makes
+// them: no key hash, user, team or end user; "unanswered" are keyless
+// rows without an answer id (failed calls, embeddings). "plainkeyless" and
+// "plainunanswered" are "plain" rows (sequential ids, a new table) so.
 func BenchmarkApplySpend(b *testing.B) {
 	hexID := func(ordered bool) string {
 		var r [16]byte
@@ -145,13 +149,24 @@ func BenchmarkApplySpend(b *testing.B) {
 		name            string
 		tagged, ordered bool
 		seq             bool
-	}{{"plain", false, false, true}, {"tagged", true, false, true}, {"random", false, false, false}, {"ordered", false, true, false}} {
+		keyless, noID   bool
+	}{{name: "plain", seq: true}, {name: "tagged", tagged: true, seq: true}, {name: "random"}, {name: "ordered", ordered: true},
+		{name: "keyless", ordered: true, keyless: true}, {name: "unanswered", ordered: true, keyless: true, noID: true},
+		{name: "plainkeyless", seq: true, keyless: true}, {name: "plainunanswered", seq: true, keyless: true, noID: true}} {
 		b.Run(tt.name, func(b *testing.B) {
 			s, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "tollgate.db"))
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer s.Close()
+			// TOLLGATE_BENCH_PRAGMA (e.g. "PRAGMA wal_autocheckpoint(4000)")
+			// runs on the store's one connection first: a setting tried
+			// without a build of its own.
+			if p := os.Getenv("TOLLGATE_BENCH_PRAGMA"); p != "" {
+				if err := sqlstore.Exec(context.Background(), s, p); err != nil {
+					b.Fatal(err)
+				}
+			}
 			now := time.Now()
 			n := 0
 			batch := func() []store.SpendLog {
@@ -162,6 +177,12 @@ func BenchmarkApplySpend(b *testing.B) {
 						PromptTokens: 10, CompletionTokens: 8, Cost: 0.0001, Status: 200, StartedAt: now, EndedAt: now}
 					if !tt.seq {
 						batch[i].RequestID, batch[i].ResponseID = hexID(tt.ordered), "chatcmpl-"+hexID(false)
+					}
+					if tt.keyless {
+						batch[i].KeyHash, batch[i].UserID, batch[i].TeamID = "", "", ""
+					}
+					if tt.noID {
+						batch[i].ResponseID = ""
 					}
 					if tt.tagged {
 						batch[i].RequestTags = []string{"prod", fmt.Sprintf("job:%d", n%10)}

@@ -369,12 +369,11 @@ func sortedKeys[K comparable, V any](m map[K]V, order func(a, b K) int) []K {
 	return ks
 }
 
-// ListSpendLogs returns spend logs, newest first.
-func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.SpendLog, int, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
+// spendLogsQueries is ListSpendLogs' two statements for f (the count and
+// the page) and their arguments. Every condition that a spend_logs index
+// serves carries that index's WHERE verbatim (TestSpendLogsPlans).
+func spendLogsQueries(f store.SpendFilter) (count, page string, args []any, err error) {
 	var conds []string
-	var args []any
 	add := func(cond string, v any) {
 		args = append(args, v)
 		conds = append(conds, fmt.Sprintf(cond, len(args)))
@@ -382,11 +381,18 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	if f.RequestID != "" {
 		// The gateway's call id or the upstream answer's id. The response
 		// id is found through spend_logs_response_tail (migration 00014),
-		// whose first column is the id's last character.
+		// whose first column is the id's last character; the index holds
+		// only rows with an answer id (00016), and SQLite uses a partial
+		// index only for a WHERE that carries its condition verbatim.
 		args = append(args, f.RequestID, f.RequestID)
-		conds = append(conds, fmt.Sprintf("(request_id = $%[1]d OR (substr(response_id, length(response_id)) = substr($%[2]d, length($%[2]d)) AND response_id = $%[2]d))", len(args)-1, len(args)))
+		conds = append(conds, fmt.Sprintf("(request_id = $%[1]d OR (substr(response_id, length(response_id)) = substr($%[2]d, length($%[2]d)) AND response_id = $%[2]d AND response_id <> ''))", len(args)-1, len(args)))
 	}
-	for _, c := range []struct{ col, v string }{{"key_hash", f.KeyHash}, {"user_id", f.UserID}, {"team_id", f.TeamID}, {"end_user", f.EndUser}, {"model_group", f.ModelGroup}} {
+	if f.KeyHash != "" {
+		// spend_logs_key holds only rows with a key (00016): its
+		// condition, verbatim, lets the query use it.
+		add("key_hash = $%d AND key_hash <> ''", f.KeyHash)
+	}
+	for _, c := range []struct{ col, v string }{{"user_id", f.UserID}, {"team_id", f.TeamID}, {"end_user", f.EndUser}, {"model_group", f.ModelGroup}} {
 		if c.v != "" {
 			add(c.col+" = $%d", c.v)
 		}
@@ -400,7 +406,7 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	default:
 		code, err := strconv.Atoi(f.Status)
 		if err != nil {
-			return nil, 0, fmt.Errorf("spend filter: status %q is not success, failure or a number", f.Status)
+			return "", "", nil, fmt.Errorf("spend filter: status %q is not success, failure or a number", f.Status)
 		}
 		add("status = $%d", code)
 	}
@@ -423,16 +429,27 @@ func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.Sp
 	if len(conds) > 0 {
 		where = " WHERE " + strings.Join(conds, " AND ")
 	}
-	var total int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM spend_logs`+where, args...).Scan(&total); err != nil {
-		return nil, 0, err
-	}
 	limit, offset := f.PageBounds()
-	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
+	return `SELECT COUNT(*) FROM spend_logs` + where, fmt.Sprintf(`SELECT request_id, key_hash, user_id, team_id, end_user, model_group, deployment, provider,
 		prompt_tokens, completion_tokens, cached_tokens, cost, status, latency_ms, started_at, ended_at,
 		reported_prompt_tokens, reported_completion_tokens, usage_clamped, usage_estimated, response_id, call_type,
 		request_tags, metadata, messages, response, cache_hit, cache_key, saved_cost, guardrails, error_information
-		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args...)
+		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args, nil
+}
+
+// ListSpendLogs returns spend logs, newest first.
+func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.SpendLog, int, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	count, page, args, err := spendLogsQueries(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	var total int
+	if err := s.db.QueryRowContext(ctx, count, args...).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	rows, err := s.db.QueryContext(ctx, page, args...)
 	if err != nil {
 		return nil, 0, err
 	}
