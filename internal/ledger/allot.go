@@ -55,8 +55,29 @@ type Allotted struct {
 	closed  atomic.Bool
 
 	// Flushes counts flush scripts sent; Local and Remote count holds
-	// decided in process and per request (tests and metrics).
-	Flushes, Local, Remote atomic.Int64
+	// decided in process and per request (tests and metrics). TopUps
+	// counts allotments a flush's answer made larger than they were (one
+	// per account and flush). RefusedWithRoom counts per-request holds
+	// Redis refused (strict) or held short of their worst case (default
+	// mode's end of a budget) while this replica's own allotment of one of
+	// the request's accounts held room no request used: that room is then
+	// given back and the request asked once more (reserveWith).
+	Flushes, Local, Remote, TopUps, RefusedWithRoom atomic.Int64
+}
+
+// Held reports what this replica's allotments hold on Redis now: the
+// amount summed over accounts and the count of accounts with an allotment
+// (metrics, read at scrape time).
+func (x *Allotted) Held() (amount Amount, accounts int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, al := range x.all {
+		if n := al.size.Load(); n > 0 {
+			amount += Amount(n)
+			accounts++
+		}
+	}
+	return amount, accounts
 }
 
 // GatedHolder is a Holder that can decide a rate-limit gate with a hold
@@ -189,8 +210,12 @@ func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, 
 	x.Remote.Add(1)
 	h, decided, err := x.s.reserveWith(ctx, accounts, q, g)
 	var ex *ExceededError
+	refused := err != nil && errors.As(err, &ex)
+	if refused && x.roomHeld(accounts) {
+		x.RefusedWithRoom.Add(1)
+	}
 	switch {
-	case err != nil && errors.As(err, &ex) && x.giveBack(ctx, accounts):
+	case refused && x.giveBack(ctx, accounts):
 		// Refused while this replica's own allotments held room unused
 		// (Redis counts them as holds): that room is returned, and the
 		// request asked once more, so that it is refused only as it
@@ -202,6 +227,7 @@ func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, 
 		// this replica's own allotments held room unused: dropped, the
 		// room returned, asked once more. Not with a gate decided in the
 		// same script: its admission is taken.
+		x.RefusedWithRoom.Add(1)
 		h.Release()
 		x.giveBack(ctx, accounts)
 		x.Remote.Add(1)
@@ -647,7 +673,9 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		// The new size first, then what moved out of used: a request that
 		// read the old size meanwhile took room the old size had, which
 		// the new size keeps (it is at least base).
-		al.size.Store(size)
+		if size > al.size.Swap(size) {
+			x.TopUps.Add(1)
+		}
 		al.used.Add(-(it.booked + it.given))
 		if it.tag != "" {
 			al.marked = it.tag

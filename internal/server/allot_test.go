@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/internal/config"
@@ -225,5 +226,105 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 	h := c.HMGet(context.Background(), "{"+prefix+"}:bud:key:"+sha("sk-allot-budget"), "spent", "held").Val()
 	if want := strconv.FormatInt(ok.Load()*300000, 10); h[0] != want || h[1] != "0" {
 		t.Fatalf("after a graceful stop Redis has spent %v held %v, want spent %s held 0", h[0], h[1], want)
+	}
+}
+
+// TestAllotmentMetrics: one gateway on PostgreSQL and Redis with
+// budget_allotments, strict. Busy keys get allotments, and /metrics shows
+// them as this replica's allotters count them: accounts and rules held,
+// what they hold (USD; requests), top-ups, and a request Redis refused
+// while this replica's own allotment of its key held unused room (a
+// request whose worst case is past the whole budget: too big for the
+// allotment, refused on Redis).
+func TestAllotmentMetrics(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed")
+	}
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+
+		"  redis_url: "+rd+"\n  budget_allotments: true\nlitellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := storetest.OpenPostgres(t, pg)
+	srv, err := New(cfg, Options{Store: st, RedisPrefix: "allotm-" + strconv.FormatInt(time.Now().UnixNano(), 36), Logger: testLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	url := "http://" + ln.Addr().String()
+	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-allot-m", "max_budget": 10, "rpm_limit": 100000}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	burst := func() {
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if code, body := send(t, url+"/v1/chat/completions", "sk-allot-m", chat3); code != 200 {
+					t.Errorf("status %d: %s", code, body)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	num := func(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+		v, ok := value(fams, name, labels...)
+		if !ok {
+			t.Fatalf("/metrics has no %s%v", name, labels)
+		}
+		return v
+	}
+	// Allotments held: a burst, a flush, a scrape, until both kinds hold
+	// one (the background flusher sizes them too).
+	var fams map[string]*dto.MetricFamily
+	if _, ok := within(30*time.Second, func() bool {
+		burst()
+		_ = srv.allot.Flush(context.Background(), false)
+		_ = srv.rlAllot.Flush(context.Background())
+		fams = scrape(t, url, "sk-1234")
+		return num(fams, "tollgate_allotments", "kind", "budget") >= 1 && num(fams, "tollgate_allotment_held", "kind", "budget", "unit", "usd") > 0 &&
+			num(fams, "tollgate_allotments", "kind", "rate_limit") >= 1 && num(fams, "tollgate_allotment_held", "kind", "rate_limit", "unit", "requests") > 0
+	}); !ok {
+		t.Fatalf("no allotment shown held: budget %v accounts %v usd, rate_limit %v rules %v requests",
+			num(fams, "tollgate_allotments", "kind", "budget"), num(fams, "tollgate_allotment_held", "kind", "budget", "unit", "usd"),
+			num(fams, "tollgate_allotments", "kind", "rate_limit"), num(fams, "tollgate_allotment_held", "kind", "rate_limit", "unit", "requests"))
+	}
+	if usd := num(fams, "tollgate_allotment_held", "kind", "budget", "unit", "usd"); usd > 10/2 {
+		t.Fatalf("allotment of %v USD held of a 10 USD budget on one replica (at most remaining / 2)", usd)
+	}
+	for _, kind := range []string{"budget", "rate_limit"} {
+		if n := num(fams, "tollgate_allotment_topups_total", "kind", kind); n < 1 {
+			t.Errorf("tollgate_allotment_topups_total{kind=%q} = %v after an allotment was granted", kind, n)
+		}
+	}
+	if n := num(fams, "tollgate_allotment_refused_with_room_total", "kind", "budget"); n != 0 {
+		t.Fatalf("tollgate_allotment_refused_with_room_total{kind=budget} = %v before any refusal", n)
+	}
+	// A request whose worst case (100,000 tokens × 1e-4 USD) is past the
+	// budget: too big for the allotment, refused on Redis while the
+	// allotment holds room.
+	big := `{"model":"gpt-4","max_tokens":100000,"messages":[{"role":"user","content":"one"}]}`
+	if _, ok := within(30*time.Second, func() bool {
+		burst() // keeps the allotment open
+		if code, body := send(t, url+"/v1/chat/completions", "sk-allot-m", big); code != 400 {
+			t.Fatalf("a request past the whole budget: %d %s", code, body)
+		}
+		return num(scrape(t, url, "sk-1234"), "tollgate_allotment_refused_with_room_total", "kind", "budget") >= 1
+	}); !ok {
+		t.Fatal("a request refused on Redis while the allotment held room is not counted")
+	}
+	if got, want := num(scrape(t, url, "sk-1234"), "tollgate_allotment_refused_with_room_total", "kind", "rate_limit"), srv.rlAllot.RefusedWithRoom.Load(); int64(got) != want {
+		t.Fatalf("tollgate_allotment_refused_with_room_total{kind=rate_limit} = %v, the allotter counted %d", got, want)
 	}
 }

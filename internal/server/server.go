@@ -242,12 +242,18 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if cfg.GeneralSettings.BudgetAllotments {
 		// Read at scrape time: the allotters are built below, before
 		// anything is served.
-		mopts.Allotments = func(yield func(kind string, local, redis, flushes int64)) {
+		mopts.Allotments = func(yield func(metrics.Allotment)) {
 			if a := s.allot; a != nil {
-				yield("budget", a.Local.Load(), a.Remote.Load(), a.Flushes.Load())
+				amount, accounts := a.Held()
+				yield(metrics.Allotment{Kind: "budget", Local: a.Local.Load(), Redis: a.Remote.Load(), Flushes: a.Flushes.Load(),
+					TopUps: a.TopUps.Load(), RefusedWithRoom: a.RefusedWithRoom.Load(), Holders: int64(accounts),
+					Held: map[string]float64{"usd": amount.Dollars()}})
 			}
 			if a := s.rlAllot; a != nil {
-				yield("rate_limit", a.Local.Load(), a.Remote.Load(), a.Flushes.Load())
+				h := a.Held()
+				yield(metrics.Allotment{Kind: "rate_limit", Local: a.Local.Load(), Redis: a.Remote.Load(), Flushes: a.Flushes.Load(),
+					TopUps: a.TopUps.Load(), RefusedWithRoom: a.RefusedWithRoom.Load(), Holders: h.Rules,
+					Held: map[string]float64{"requests": float64(h.Requests), "tokens": float64(h.Tokens), "slots": float64(h.Slots)}})
 			}
 		}
 	}
