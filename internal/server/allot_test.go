@@ -328,3 +328,40 @@ func TestAllotmentMetrics(t *testing.T) {
 		t.Fatalf("tollgate_allotment_refused_with_room_total{kind=rate_limit} = %v, the allotter counted %d", got, want)
 	}
 }
+
+// TestAllotmentsDefaultWithRedis: general_settings.budget_allotments is
+// on when absent and Redis is configured, off when set false, and off
+// without Redis whatever it says.
+func TestAllotmentsDefaultWithRedis(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed")
+	}
+	st := storetest.OpenPostgres(t, pg)
+	for _, c := range []struct {
+		name, extra string
+		on          bool
+	}{
+		{"absent with redis", "  redis_url: " + rd + "\n", true},
+		{"true with redis", "  redis_url: " + rd + "\n  budget_allotments: true\n", true},
+		{"false with redis", "  redis_url: " + rd + "\n  budget_allotments: false\n", false},
+		{"absent without redis", "", false},
+		{"true without redis", "  budget_allotments: true\n", false},
+	} {
+		cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1")+c.extra))
+		if err != nil {
+			t.Fatal(c.name, err)
+		}
+		srv, err := New(cfg, Options{Store: st, RedisPrefix: "allotd-" + strconv.FormatInt(time.Now().UnixNano(), 36), Logger: testLogger})
+		if err != nil {
+			t.Fatal(c.name, err)
+		}
+		srv.Close()
+		if got := srv.allot != nil; got != c.on {
+			t.Errorf("%s: budget allotments on %v, want %v", c.name, got, c.on)
+		}
+		if got := srv.rlAllot != nil; got != c.on {
+			t.Errorf("%s: rate-limit allotments on %v, want %v", c.name, got, c.on)
+		}
+	}
+}

@@ -186,6 +186,9 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		}
 		s.redis = rc
 	}
+	// Allotments (general_settings.budget_allotments): on by default with
+	// Redis, off without it.
+	allot := rc != nil && cfg.GeneralSettings.Allotments()
 	// The spend writer and the book exist from here on, so that the
 	// metrics and the parts below are given them; the writer runs only
 	// while Serve does.
@@ -239,7 +242,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if cbs != nil {
 		mopts.Callbacks = cbs.Stats
 	}
-	if cfg.GeneralSettings.BudgetAllotments {
+	if allot {
 		// Read at scrape time: the allotters are built below, before
 		// anything is served.
 		mopts.Allotments = func(yield func(metrics.Allotment)) {
@@ -409,14 +412,14 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 			Mode: s.enforcement, FailClosed: cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed", HoldTimeout: opts.RedisHoldTimeout})
 		books.Holder = shared
 		s.shared = shared
-		if cfg.GeneralSettings.BudgetAllotments {
+		if allot {
 			// Holds decided in process against this replica's allotments,
 			// flushed to Redis once per interval (docs/allotments.md).
 			s.allot = ledger.NewAllotted(shared, ledger.AllotOptions{})
 			books.Holder = s.allot
 		}
 	}
-	if rc != nil && cfg.GeneralSettings.BudgetAllotments {
+	if allot {
 		// Rate limits too: decided in process against allotments of each
 		// rule, flushed to Redis once per interval (docs/allotments.md).
 		var presence string
