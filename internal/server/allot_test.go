@@ -365,3 +365,97 @@ func TestAllotmentsDefaultWithRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestAllotmentsByDefaultKeepGuarantees: three gateways on one PostgreSQL
+// and one Redis, budget_allotments absent (on by default with Redis), in
+// each enforcement mode. The guarantees stated without allotments hold:
+// a fresh key whose budget is one request's cost is served, once (strict)
+// or at most twice (default: one request per budget may pass it); a key
+// whose budget covers 100 requests, hammered on all three, is passed by at
+// most one request in default mode and never in strict; an rpm limit of
+// 20 admits 20 across the replicas and answers 429 to the rest.
+func TestAllotmentsByDefaultKeepGuarantees(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed")
+	}
+	for _, mode := range []string{"default", "strict"} {
+		t.Run(mode, func(t *testing.T) {
+			mock := mockupstream.New(mockupstream.Options{Delay: 2 * time.Millisecond})
+			up := httptest.NewServer(mock)
+			defer up.Close()
+			cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+
+				"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: "+mode+"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := storetest.OpenPostgres(t, pg)
+			prefix := "allotg-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+			var urls []string
+			for range 3 {
+				u, s := serveSrv(t, cfg, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond})
+				if s.allot == nil || s.rlAllot == nil {
+					t.Fatal("allotments are not on by default with Redis")
+				}
+				urls = append(urls, u)
+			}
+			keys := map[string]string{"sk-g-small": `"max_budget": 0.0003`, "sk-g-100": `"max_budget": 0.03`, "sk-g-rpm": `"max_budget": 10, "rpm_limit": 20`}
+			for k, f := range keys {
+				if code, body := send(t, urls[0]+"/key/generate", "sk-1234", `{"key": "`+k+`", `+f+`}`); code != 200 {
+					t.Fatal(code, body)
+				}
+			}
+			for _, u := range urls {
+				for k := range keys {
+					if _, ok := within(30*time.Second, func() bool { c, _ := send(t, u+"/v1/chat/completions", k, `{"model":"nope"}`); return c == 404 }); !ok {
+						t.Fatal("a replica does not know the key", k)
+					}
+				}
+			}
+			hammer := func(key string, workers, each int) (ok, refused, limited, unavailable int64) {
+				var o, r, l, u atomic.Int64
+				var wg sync.WaitGroup
+				for i := range workers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range each {
+							switch code, body := send(t, urls[i%3]+"/v1/chat/completions", key, chat3); {
+							case code == 200:
+								o.Add(1)
+							case code == 400 && strings.Contains(body, "budget_exceeded"):
+								r.Add(1)
+							case code == 429:
+								l.Add(1)
+							case code == 503 && strings.Contains(body, "budget_unavailable"):
+								u.Add(1) // strict: a deadline missed on a loaded machine
+							default:
+								t.Errorf("%s: status %d: %s", key, code, body)
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				return o.Load(), r.Load(), l.Load(), u.Load()
+			}
+			over := int64(0)
+			if mode == "default" {
+				over = 1
+			}
+			ok, refused, _, unavailable := hammer("sk-g-small", 9, 4)
+			t.Logf("budget of one request: %d served, %d refused, %d unavailable", ok, refused, unavailable)
+			if ok < 1 || ok > 1+over {
+				t.Errorf("a fresh key whose budget is one request's cost: %d served (want 1..%d)", ok, 1+over)
+			}
+			ok, refused, _, unavailable = hammer("sk-g-100", 30, 10)
+			t.Logf("budget of 100 requests: %d served, %d refused, %d unavailable", ok, refused, unavailable)
+			if ok > 100+over || ok < 90 {
+				t.Errorf("a budget of 100 requests on three replicas: %d served (at most %d)", ok, 100+over)
+			}
+			ok, _, limited, _ := hammer("sk-g-rpm", 6, 5)
+			if ok != 20 || limited != 10 {
+				t.Errorf("rpm_limit 20 across three replicas: %d served, %d answered 429", ok, limited)
+			}
+		})
+	}
+}
