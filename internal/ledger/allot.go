@@ -680,15 +680,11 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		if it.tag != "" {
 			al.marked = it.tag
 		}
-		// Redis has the booking: out of 'allotted', and out of the view
-		// until a figure that has it is mirrored (this one, unless a later
-		// one was mirrored already: that one has it).
-		a.beginMove()
-		a.allotted.Add(-it.booked)
-		a.spent.Add(-it.booked)
-		a.endMove()
-		a.used.Add(-it.booked)
-		mirrorAt(a, spent, ticket)
+		// Redis has the booking: out of 'allotted', and the view mirrored
+		// from this figure, which has it (or, when a later one was
+		// mirrored already, out of the view too: that one counted it
+		// twice). The view never dips between the two.
+		mirrorFlushed(a, spent, ticket, it.booked)
 		a.hear(a.Budget()-Amount(spent+held), alive)
 		al.closedNow.Store(!open)
 		al.until.Store(p.sent + int64(x.localFor()))
