@@ -288,7 +288,16 @@ func (x *Allotted) local(accounts []*Account, q ask) *allotHold {
 	amt := int64(q.amount)
 	now := time.Now().UnixNano()
 	ok := q.mode != holdUpTo // held up to what remains: the end of a budget's rule
+	// Spend booked while Redis was away (or settles in doubt) reaches
+	// Redis only with a per-request hold (carry.go): once Redis answers
+	// again, such an account's requests hold per request until it is
+	// carried, or Redis would stay short of it while allotments decide
+	// (until a stop's CarryOffline or a reseed).
+	owes := !x.s.r.Degraded()
 	for _, al := range als {
+		if owes && al.a.owesRedis() {
+			ok = false
+		}
 		al.asked.Add(amt)
 		al.count.Add(1)
 		for b := al.big.Load(); amt > b && !al.big.CompareAndSwap(b, amt); b = al.big.Load() {

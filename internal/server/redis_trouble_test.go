@@ -33,7 +33,9 @@ import (
 // their share (remaining / replicas alive, as each last heard). Without
 // shares, a replica cut off would spend all that remained on top of what
 // the others spend through Redis. Once Redis is back, every replica's local
-// spend reaches Redis exactly once.
+// spend reaches Redis exactly once (with allotments, on by default: spend
+// booked outside them while cut off is carried by a per-request hold, which
+// an account owing it takes instead of its allotment).
 func TestRedisCutKeepsBudgets(t *testing.T) {
 	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
 	if pg == "" || rd == "" {
