@@ -371,9 +371,11 @@ callback_settings:
 		}
 		return c + "general_settings:\n  master_key: sk-bench-master\nlitellm_settings:\n  cache: true\n" + ttl
 	case "governed-pg", "governed-pg-allot":
-		// governed-pg-allot: the same with budget holds decided against
-		// allotments (general_settings.budget_allotments).
-		allot := ""
+		// governed-pg measures the per-request Redis scripts (allotments
+		// off, explicitly: they are on by default with Redis);
+		// governed-pg-allot the same with budget holds and rate limits
+		// decided against allotments (general_settings.budget_allotments).
+		allot := "  budget_allotments: false\n"
 		if scenario == "governed-pg-allot" {
 			allot = "  budget_allotments: true\n"
 		}

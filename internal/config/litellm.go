@@ -75,6 +75,12 @@ type ModelInfo struct {
 }
 
 // GeneralSettings is LiteLLM's general_settings.
+// Allotments reports whether budget_allotments is on: as set, or on when
+// absent. It takes effect only with Redis (redis_url).
+func (g *GeneralSettings) Allotments() bool {
+	return g.BudgetAllotments == nil || *g.BudgetAllotments
+}
+
 type GeneralSettings struct {
 	MasterKey    EnvString `yaml:"master_key"`
 	DatabaseURL  EnvString `yaml:"database_url"`
@@ -124,9 +130,10 @@ type GeneralSettings struct {
 	// BudgetAllotments decides budget holds and rate limits (rpm, tpm,
 	// max_parallel_requests) in process against allotments this replica
 	// holds on Redis, flushed every 100 ms, instead of Redis scripts per
-	// request (Tollgate's own key, off by default; only with redis_url;
-	// docs/allotments.md).
-	BudgetAllotments bool `yaml:"budget_allotments"`
+	// request (Tollgate's own key; only with redis_url: absent, on when
+	// Redis is configured; false: the per-request scripts;
+	// docs/allotments.md). Read it with Allotments.
+	BudgetAllotments *bool `yaml:"budget_allotments"`
 	// PassThroughEndpoints are custom routes forwarded to other APIs
 	// (passthrough.go).
 	PassThroughEndpoints []PassThroughEndpoint `yaml:"pass_through_endpoints"`

@@ -55,8 +55,29 @@ type Allotted struct {
 	closed  atomic.Bool
 
 	// Flushes counts flush scripts sent; Local and Remote count holds
-	// decided in process and per request (tests and metrics).
-	Flushes, Local, Remote atomic.Int64
+	// decided in process and per request (tests and metrics). TopUps
+	// counts allotments a flush's answer made larger than they were (one
+	// per account and flush). RefusedWithRoom counts per-request holds
+	// Redis refused (strict) or held short of their worst case (default
+	// mode's end of a budget) while this replica's own allotment of one of
+	// the request's accounts held room no request used: that room is then
+	// given back and the request asked once more (reserveWith).
+	Flushes, Local, Remote, TopUps, RefusedWithRoom atomic.Int64
+}
+
+// Held reports what this replica's allotments hold on Redis now: the
+// amount summed over accounts and the count of accounts with an allotment
+// (metrics, read at scrape time).
+func (x *Allotted) Held() (amount Amount, accounts int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, al := range x.all {
+		if n := al.size.Load(); n > 0 {
+			amount += Amount(n)
+			accounts++
+		}
+	}
+	return amount, accounts
 }
 
 // GatedHolder is a Holder that can decide a rate-limit gate with a hold
@@ -189,8 +210,12 @@ func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, 
 	x.Remote.Add(1)
 	h, decided, err := x.s.reserveWith(ctx, accounts, q, g)
 	var ex *ExceededError
+	refused := err != nil && errors.As(err, &ex)
+	if refused && x.roomHeld(accounts) {
+		x.RefusedWithRoom.Add(1)
+	}
 	switch {
-	case err != nil && errors.As(err, &ex) && x.giveBack(ctx, accounts):
+	case refused && x.giveBack(ctx, accounts):
 		// Refused while this replica's own allotments held room unused
 		// (Redis counts them as holds): that room is returned, and the
 		// request asked once more, so that it is refused only as it
@@ -202,6 +227,7 @@ func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, 
 		// this replica's own allotments held room unused: dropped, the
 		// room returned, asked once more. Not with a gate decided in the
 		// same script: its admission is taken.
+		x.RefusedWithRoom.Add(1)
 		h.Release()
 		x.giveBack(ctx, accounts)
 		x.Remote.Add(1)
@@ -262,7 +288,16 @@ func (x *Allotted) local(accounts []*Account, q ask) *allotHold {
 	amt := int64(q.amount)
 	now := time.Now().UnixNano()
 	ok := q.mode != holdUpTo // held up to what remains: the end of a budget's rule
+	// Spend booked while Redis was away (or settles in doubt) reaches
+	// Redis only with a per-request hold (carry.go): once Redis answers
+	// again, such an account's requests hold per request until it is
+	// carried, or Redis would stay short of it while allotments decide
+	// (until a stop's CarryOffline or a reseed).
+	owes := !x.s.r.Degraded()
 	for _, al := range als {
+		if owes && al.a.owesRedis() {
+			ok = false
+		}
 		al.asked.Add(amt)
 		al.count.Add(1)
 		for b := al.big.Load(); amt > b && !al.big.CompareAndSwap(b, amt); b = al.big.Load() {
@@ -647,20 +682,18 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		// The new size first, then what moved out of used: a request that
 		// read the old size meanwhile took room the old size had, which
 		// the new size keeps (it is at least base).
-		al.size.Store(size)
+		if size > al.size.Swap(size) {
+			x.TopUps.Add(1)
+		}
 		al.used.Add(-(it.booked + it.given))
 		if it.tag != "" {
 			al.marked = it.tag
 		}
-		// Redis has the booking: out of 'allotted', and out of the view
-		// until a figure that has it is mirrored (this one, unless a later
-		// one was mirrored already: that one has it).
-		a.beginMove()
-		a.allotted.Add(-it.booked)
-		a.spent.Add(-it.booked)
-		a.endMove()
-		a.used.Add(-it.booked)
-		mirrorAt(a, spent, ticket)
+		// Redis has the booking: out of 'allotted', and the view mirrored
+		// from this figure, which has it (or, when a later one was
+		// mirrored already, out of the view too: that one counted it
+		// twice). The view never dips between the two.
+		mirrorFlushed(a, spent, ticket, it.booked)
 		a.hear(a.Budget()-Amount(spent+held), alive)
 		al.closedNow.Store(!open)
 		al.until.Store(p.sent + int64(x.localFor()))

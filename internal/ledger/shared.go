@@ -876,6 +876,34 @@ func (h *sharedHold) releaseLease() {
 func mirrorAt(a *Account, redisSpent int64, ticket uint64) bool {
 	a.mirrorMu.Lock()
 	defer a.mirrorMu.Unlock()
+	return mirrorLocked(a, redisSpent, ticket)
+}
+
+// mirrorFlushed applies an allotment flush's answer to a's view: booked,
+// spend this replica had booked against its allotment and the flush took
+// to Redis, leaves 'allotted', and the view is mirrored from redisSpent
+// (which has it). The view does not dip meanwhile: 'allotted' shrinks
+// first while 'spent' still counts the booking (as Redis now does), and
+// the mirror keeps it; only when a later figure was mirrored already
+// (which counted the booking both on Redis and in 'allotted') is it taken
+// out of 'spent' as well. Under mirrorMu, so that no mirror runs between.
+func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64) {
+	a.mirrorMu.Lock()
+	defer a.mirrorMu.Unlock()
+	a.beginMove()
+	a.allotted.Add(-booked)
+	if ticket < a.mirrored {
+		a.spent.Add(-booked)
+		a.endMove()
+		a.used.Add(-booked)
+		return
+	}
+	a.endMove()
+	mirrorLocked(a, redisSpent, ticket)
+}
+
+// mirrorLocked is mirrorAt with a.mirrorMu held.
+func mirrorLocked(a *Account, redisSpent int64, ticket uint64) bool {
 	if ticket < a.mirrored {
 		return false
 	}

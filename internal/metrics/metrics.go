@@ -38,10 +38,8 @@ type Options struct {
 	// RedisDegraded, when set, reports whether rate limits are on local counters.
 	RedisDegraded func() bool
 	// Allotments, when set (general_settings.budget_allotments), yields
-	// each allotter's counters: kind "budget" or "rate_limit", requests
-	// decided in process (local) and by a per-request script (redis), and
-	// flush scripts sent.
-	Allotments func(yield func(kind string, local, redis, flushes int64))
+	// each allotter's state at scrape time (Allotment).
+	Allotments func(yield func(Allotment))
 	// Deployments, when set, reports each deployment's state at scrape time.
 	Deployments func(yield func(group, id string, up bool))
 	// Spans, when set, reports the trace exporters' queues at scrape time.
@@ -52,6 +50,20 @@ type Options struct {
 	// InFlight, when set, reports the inference requests in flight and the
 	// bound past which new ones are shed (-1: none) at scrape time.
 	InFlight func() (n, limit int64)
+}
+
+// Allotment is one allotter's state (kind "budget" or "rate_limit"):
+// requests decided in process (Local) and by a per-request script (Redis),
+// flush scripts sent, allotments a flush grew (TopUps), per-request
+// refusals on Redis while this replica's own allotment held unused room
+// (RefusedWithRoom), the accounts or rules with an allotment now
+// (Holders), and what the allotments hold now by unit ("usd"; "requests",
+// "tokens", "slots").
+type Allotment struct {
+	Kind                                           string
+	Local, Redis, Flushes, TopUps, RefusedWithRoom int64
+	Holders                                        int64
+	Held                                           map[string]float64
 }
 
 // Metrics are one gateway's collectors, on a registry of their own.
@@ -188,6 +200,10 @@ func New(o Options) *Metrics {
 		m.reg.MustRegister(&allotmentCollector{read: o.Allotments,
 			decided: prometheus.NewDesc(name("allotment_decisions_total"), "Requests checked by this replica's allotments (general_settings.budget_allotments), by kind (budget, rate_limit) and where they were decided: local (in process, against an allotment) or redis (a per-request script: no allotment, too small, near the end of a budget or limit).", []string{"kind", "decided"}, nil),
 			flushes: prometheus.NewDesc(name("allotment_flushes_total"), "Flush scripts this replica sent for its allotments (booking spend, giving back and resizing), by kind.", []string{"kind"}, nil),
+			topups:  prometheus.NewDesc(name("allotment_topups_total"), "Allotments a flush's answer made larger than they were, by kind: one per account (budget) or rule (rate_limit) and flush.", []string{"kind"}, nil),
+			refused: prometheus.NewDesc(name("allotment_refused_with_room_total"), "Per-request Redis decisions on this replica refused (or, for budgets in default mode, held short) while this replica's own allotment of that account or rule held room no request used; the room is given back and the request decided once more. Refusals caused by other replicas' allotments are not visible to this replica.", []string{"kind"}, nil),
+			holders: prometheus.NewDesc(name("allotments"), "Accounts (budget) or rules (rate_limit) this replica holds an allotment of now.", []string{"kind"}, nil),
+			held:    prometheus.NewDesc(name("allotment_held"), "What this replica's allotments hold on Redis now, by kind and unit: budget in usd (summed over accounts, used or not); rate_limit in requests and tokens (window admissions not used yet) and slots (max_parallel_requests slots held).", []string{"kind", "unit"}, nil),
 		})
 	}
 	m.shed = counter("requests_shed_total", "Inference requests refused with 503 because the gateway was overloaded, by reason: in_flight (the configured bound was reached) or lowered (the bound in force, lowered while goroutines waited for a CPU or the heap neared GOMEMLIMIT, was reached).", "reason")
@@ -462,19 +478,26 @@ func (c *callbackCollector) Collect(ch chan<- prometheus.Metric) {
 
 // allotmentCollector reads the allotters' counters at scrape time.
 type allotmentCollector struct {
-	read             func(yield func(kind string, local, redis, flushes int64))
-	decided, flushes *prometheus.Desc
+	read                                             func(yield func(Allotment))
+	decided, flushes, topups, refused, holders, held *prometheus.Desc
 }
 
 func (c *allotmentCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.decided
-	ch <- c.flushes
+	for _, d := range []*prometheus.Desc{c.decided, c.flushes, c.topups, c.refused, c.holders, c.held} {
+		ch <- d
+	}
 }
 
 func (c *allotmentCollector) Collect(ch chan<- prometheus.Metric) {
-	c.read(func(kind string, local, redis, flushes int64) {
-		ch <- prometheus.MustNewConstMetric(c.decided, prometheus.CounterValue, float64(local), kind, "local")
-		ch <- prometheus.MustNewConstMetric(c.decided, prometheus.CounterValue, float64(redis), kind, "redis")
-		ch <- prometheus.MustNewConstMetric(c.flushes, prometheus.CounterValue, float64(flushes), kind)
+	c.read(func(a Allotment) {
+		ch <- prometheus.MustNewConstMetric(c.decided, prometheus.CounterValue, float64(a.Local), a.Kind, "local")
+		ch <- prometheus.MustNewConstMetric(c.decided, prometheus.CounterValue, float64(a.Redis), a.Kind, "redis")
+		ch <- prometheus.MustNewConstMetric(c.flushes, prometheus.CounterValue, float64(a.Flushes), a.Kind)
+		ch <- prometheus.MustNewConstMetric(c.topups, prometheus.CounterValue, float64(a.TopUps), a.Kind)
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(a.RefusedWithRoom), a.Kind)
+		ch <- prometheus.MustNewConstMetric(c.holders, prometheus.GaugeValue, float64(a.Holders), a.Kind)
+		for unit, v := range a.Held {
+			ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, v, a.Kind, unit)
+		}
 	})
 }

@@ -74,8 +74,54 @@ type Allotter struct {
 	closed  atomic.Bool
 
 	// Flushes counts flush scripts sent; Local and Remote count tickets
-	// decided in process and those left to the per-request script.
-	Flushes, Local, Remote atomic.Int64
+	// decided in process and those left to the per-request script. TopUps
+	// counts allotments a flush's answer granted larger than the rule's
+	// allotment before it (one per rule and flush: a window's new
+	// allotment larger than the one it replaces, more parallel slots).
+	// RefusedWithRoom counts per-request admissions Redis refused while
+	// this replica's own allotment of the refusing rule held room no
+	// request used (that room is then given back and the request decided
+	// once more: giveBack).
+	Flushes, Local, Remote, TopUps, RefusedWithRoom atomic.Int64
+}
+
+// Held is what this replica's rate-limit allotments hold on Redis now, by
+// unit (metrics, read at scrape time): Requests admissions counted in
+// windows (rpm, rpd) not used yet, Tokens tokens counted in tpm windows
+// not used yet, Slots max_parallel_requests slots held (in use or not),
+// and Rules the count of rules with an allotment.
+type Held struct{ Requests, Tokens, Slots, Rules int64 }
+
+// Held reports what this replica's allotments hold now.
+func (a *Allotter) Held() Held {
+	var h Held
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range a.all {
+		e.mu.Lock()
+		has := false
+		if e.rule.Kind == Parallel {
+			h.Slots += e.members
+			has = e.members > 0
+		} else {
+			for _, g := range append(e.closed, e.open) {
+				if g == nil || g.reported || g.u >= g.n {
+					continue
+				}
+				has = true
+				if e.rule.Kind == Tokens {
+					h.Tokens += g.n - g.u
+				} else {
+					h.Requests += g.n - g.u
+				}
+			}
+		}
+		if has {
+			h.Rules++
+		}
+		e.mu.Unlock()
+	}
+	return h
 }
 
 // AllotOptions configure an Allotter.
@@ -377,6 +423,7 @@ func (a *Allotter) giveBack(ctx context.Context, r *Rule) bool {
 		}
 	}
 	if room {
+		a.RefusedWithRoom.Add(1)
 		e.refused = true // no early flushes: the rule is at its end
 		e.drain = 2      // and the next two flushes ask for nothing
 	}
@@ -800,14 +847,22 @@ func (a *Allotter) send(ctx context.Context, p *rlFlush) error {
 		e.left, e.reset, e.until, e.lim = left, time.Duration(reset)*time.Millisecond, until, it.limit
 		e.refused = g < it.want
 		if e.rule.Kind == Parallel {
+			if g > e.members {
+				a.TopUps.Add(1)
+			}
 			e.members = g
 			if !closing {
 				e.cap = g
 			}
 		} else {
+			var before int64
 			if e.open != nil {
+				before = e.open.n
 				e.closed = append(e.closed, e.open)
 				e.open = nil
+			}
+			if g > before {
+				a.TopUps.Add(1)
 			}
 			if g > 0 {
 				ng := &gen{slot: slot, n: g, deadline: p.sent + ends*int64(time.Millisecond)}

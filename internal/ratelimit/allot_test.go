@@ -220,6 +220,49 @@ func TestAllotmentNearLimitRunsPerRequest(t *testing.T) {
 	}
 }
 
+// TestAllotmentRefusedWithRoomCounted: a request Redis refuses while this
+// replica's own allotment of the rule holds room (the limit lowered below
+// what the allotment was granted under: Redis decides, and counts the
+// allotment as used) is counted in RefusedWithRoom, and decided again once
+// the room is given back; a refusal with no allotment held is not counted.
+func TestAllotmentRefusedWithRoomCounted(t *testing.T) {
+	c, prefix := realRedis(t)
+	l, a := allotReplica(t, c, prefix, 100*time.Millisecond)
+	rule := Rule{Scope: keyScope, Kind: Requests, Limit: 1000, Window: time.Minute, Name: "rpm_limit"}
+	for range 4 {
+		tk := ticket(0, rule)
+		if d := l.Admit(context.Background(), tk); d != nil {
+			t.Fatal(d)
+		}
+		l.Done(tk, 0)
+	}
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if h := a.Held(); h.Requests == 0 || h.Rules != 1 {
+		t.Fatalf("no allotment held after a flush: %+v", h)
+	}
+	lowered := rule
+	lowered.Limit = 5 // below what the window counts with the allotment
+	tk := ticket(0, lowered)
+	d := l.Admit(context.Background(), tk)
+	if d == nil {
+		l.Done(tk, 0)
+	}
+	if n := a.RefusedWithRoom.Load(); n != 1 {
+		t.Fatalf("RefusedWithRoom = %d after one refusal with the allotment holding room", n)
+	}
+	if h := a.Held(); h.Requests != 0 {
+		t.Fatalf("the room was not given back: %+v", h)
+	}
+	if d = l.Admit(context.Background(), ticket(0, lowered)); d == nil {
+		t.Fatal("admitted past a limit of 5 with the window full")
+	}
+	if n := a.RefusedWithRoom.Load(); n != 1 {
+		t.Fatalf("RefusedWithRoom = %d: a refusal with nothing held was counted", n)
+	}
+}
+
 // TestAllotmentLostFlushAppliedOnce: a flush whose answer is lost (it ran
 // on Redis) is sent again as is and applied once; requests meanwhile are
 // decided on the allotment already held.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/internal/config"
@@ -225,5 +226,236 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 	h := c.HMGet(context.Background(), "{"+prefix+"}:bud:key:"+sha("sk-allot-budget"), "spent", "held").Val()
 	if want := strconv.FormatInt(ok.Load()*300000, 10); h[0] != want || h[1] != "0" {
 		t.Fatalf("after a graceful stop Redis has spent %v held %v, want spent %s held 0", h[0], h[1], want)
+	}
+}
+
+// TestAllotmentMetrics: one gateway on PostgreSQL and Redis with
+// budget_allotments, strict. Busy keys get allotments, and /metrics shows
+// them as this replica's allotters count them: accounts and rules held,
+// what they hold (USD; requests), top-ups, and a request Redis refused
+// while this replica's own allotment of its key held unused room (a
+// request whose worst case is past the whole budget: too big for the
+// allotment, refused on Redis).
+func TestAllotmentMetrics(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed")
+	}
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+
+		"  redis_url: "+rd+"\n  budget_allotments: true\nlitellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := storetest.OpenPostgres(t, pg)
+	srv, err := New(cfg, Options{Store: st, RedisPrefix: "allotm-" + strconv.FormatInt(time.Now().UnixNano(), 36), Logger: testLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	url := "http://" + ln.Addr().String()
+	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-allot-m", "max_budget": 10, "rpm_limit": 100000}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	burst := func() {
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if code, body := send(t, url+"/v1/chat/completions", "sk-allot-m", chat3); code != 200 {
+					t.Errorf("status %d: %s", code, body)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	num := func(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+		v, ok := value(fams, name, labels...)
+		if !ok {
+			t.Fatalf("/metrics has no %s%v", name, labels)
+		}
+		return v
+	}
+	// Allotments held: a burst, a flush, a scrape, until both kinds hold
+	// one (the background flusher sizes them too).
+	var fams map[string]*dto.MetricFamily
+	if _, ok := within(30*time.Second, func() bool {
+		burst()
+		_ = srv.allot.Flush(context.Background(), false)
+		_ = srv.rlAllot.Flush(context.Background())
+		fams = scrape(t, url, "sk-1234")
+		return num(fams, "tollgate_allotments", "kind", "budget") >= 1 && num(fams, "tollgate_allotment_held", "kind", "budget", "unit", "usd") > 0 &&
+			num(fams, "tollgate_allotments", "kind", "rate_limit") >= 1 && num(fams, "tollgate_allotment_held", "kind", "rate_limit", "unit", "requests") > 0
+	}); !ok {
+		t.Fatalf("no allotment shown held: budget %v accounts %v usd, rate_limit %v rules %v requests",
+			num(fams, "tollgate_allotments", "kind", "budget"), num(fams, "tollgate_allotment_held", "kind", "budget", "unit", "usd"),
+			num(fams, "tollgate_allotments", "kind", "rate_limit"), num(fams, "tollgate_allotment_held", "kind", "rate_limit", "unit", "requests"))
+	}
+	if usd := num(fams, "tollgate_allotment_held", "kind", "budget", "unit", "usd"); usd > 10/2 {
+		t.Fatalf("allotment of %v USD held of a 10 USD budget on one replica (at most remaining / 2)", usd)
+	}
+	for _, kind := range []string{"budget", "rate_limit"} {
+		if n := num(fams, "tollgate_allotment_topups_total", "kind", kind); n < 1 {
+			t.Errorf("tollgate_allotment_topups_total{kind=%q} = %v after an allotment was granted", kind, n)
+		}
+	}
+	if n := num(fams, "tollgate_allotment_refused_with_room_total", "kind", "budget"); n != 0 {
+		t.Fatalf("tollgate_allotment_refused_with_room_total{kind=budget} = %v before any refusal", n)
+	}
+	// A request whose worst case (100,000 tokens × 1e-4 USD) is past the
+	// budget: too big for the allotment, refused on Redis while the
+	// allotment holds room.
+	big := `{"model":"gpt-4","max_tokens":100000,"messages":[{"role":"user","content":"one"}]}`
+	if _, ok := within(30*time.Second, func() bool {
+		burst() // keeps the allotment open
+		if code, body := send(t, url+"/v1/chat/completions", "sk-allot-m", big); code != 400 {
+			t.Fatalf("a request past the whole budget: %d %s", code, body)
+		}
+		return num(scrape(t, url, "sk-1234"), "tollgate_allotment_refused_with_room_total", "kind", "budget") >= 1
+	}); !ok {
+		t.Fatal("a request refused on Redis while the allotment held room is not counted")
+	}
+	if got, want := num(scrape(t, url, "sk-1234"), "tollgate_allotment_refused_with_room_total", "kind", "rate_limit"), srv.rlAllot.RefusedWithRoom.Load(); int64(got) != want {
+		t.Fatalf("tollgate_allotment_refused_with_room_total{kind=rate_limit} = %v, the allotter counted %d", got, want)
+	}
+}
+
+// TestAllotmentsDefaultWithRedis: general_settings.budget_allotments is
+// on when absent and Redis is configured, off when set false, and off
+// without Redis whatever it says.
+func TestAllotmentsDefaultWithRedis(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed")
+	}
+	st := storetest.OpenPostgres(t, pg)
+	for _, c := range []struct {
+		name, extra string
+		on          bool
+	}{
+		{"absent with redis", "  redis_url: " + rd + "\n", true},
+		{"true with redis", "  redis_url: " + rd + "\n  budget_allotments: true\n", true},
+		{"false with redis", "  redis_url: " + rd + "\n  budget_allotments: false\n", false},
+		{"absent without redis", "", false},
+		{"true without redis", "  budget_allotments: true\n", false},
+	} {
+		cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1")+c.extra))
+		if err != nil {
+			t.Fatal(c.name, err)
+		}
+		srv, err := New(cfg, Options{Store: st, RedisPrefix: "allotd-" + strconv.FormatInt(time.Now().UnixNano(), 36), Logger: testLogger})
+		if err != nil {
+			t.Fatal(c.name, err)
+		}
+		srv.Close()
+		if got := srv.allot != nil; got != c.on {
+			t.Errorf("%s: budget allotments on %v, want %v", c.name, got, c.on)
+		}
+		if got := srv.rlAllot != nil; got != c.on {
+			t.Errorf("%s: rate-limit allotments on %v, want %v", c.name, got, c.on)
+		}
+	}
+}
+
+// TestAllotmentsByDefaultKeepGuarantees: three gateways on one PostgreSQL
+// and one Redis, budget_allotments absent (on by default with Redis), in
+// each enforcement mode. The guarantees stated without allotments hold:
+// a fresh key whose budget is one request's cost is served, once (strict)
+// or at most twice (default: one request per budget may pass it); a key
+// whose budget covers 100 requests, hammered on all three, is passed by at
+// most one request in default mode and never in strict; an rpm limit of
+// 20 admits 20 across the replicas and answers 429 to the rest.
+func TestAllotmentsByDefaultKeepGuarantees(t *testing.T) {
+	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if pg == "" || rd == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed")
+	}
+	for _, mode := range []string{"default", "strict"} {
+		t.Run(mode, func(t *testing.T) {
+			mock := mockupstream.New(mockupstream.Options{Delay: 2 * time.Millisecond})
+			up := httptest.NewServer(mock)
+			defer up.Close()
+			cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+
+				"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: "+mode+"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := storetest.OpenPostgres(t, pg)
+			prefix := "allotg-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+			var urls []string
+			for range 3 {
+				u, s := serveSrv(t, cfg, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond})
+				if s.allot == nil || s.rlAllot == nil {
+					t.Fatal("allotments are not on by default with Redis")
+				}
+				urls = append(urls, u)
+			}
+			keys := map[string]string{"sk-g-small": `"max_budget": 0.0003`, "sk-g-100": `"max_budget": 0.03`, "sk-g-rpm": `"max_budget": 10, "rpm_limit": 20`}
+			for k, f := range keys {
+				if code, body := send(t, urls[0]+"/key/generate", "sk-1234", `{"key": "`+k+`", `+f+`}`); code != 200 {
+					t.Fatal(code, body)
+				}
+			}
+			for _, u := range urls {
+				for k := range keys {
+					if _, ok := within(30*time.Second, func() bool { c, _ := send(t, u+"/v1/chat/completions", k, `{"model":"nope"}`); return c == 404 }); !ok {
+						t.Fatal("a replica does not know the key", k)
+					}
+				}
+			}
+			hammer := func(key string, workers, each int) (ok, refused, limited, unavailable int64) {
+				var o, r, l, u atomic.Int64
+				var wg sync.WaitGroup
+				for i := range workers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for range each {
+							switch code, body := send(t, urls[i%3]+"/v1/chat/completions", key, chat3); {
+							case code == 200:
+								o.Add(1)
+							case code == 400 && strings.Contains(body, "budget_exceeded"):
+								r.Add(1)
+							case code == 429:
+								l.Add(1)
+							case code == 503 && strings.Contains(body, "budget_unavailable"):
+								u.Add(1) // strict: a deadline missed on a loaded machine
+							default:
+								t.Errorf("%s: status %d: %s", key, code, body)
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				return o.Load(), r.Load(), l.Load(), u.Load()
+			}
+			over := int64(0)
+			if mode == "default" {
+				over = 1
+			}
+			ok, refused, _, unavailable := hammer("sk-g-small", 9, 4)
+			t.Logf("budget of one request: %d served, %d refused, %d unavailable", ok, refused, unavailable)
+			if ok < 1 || ok > 1+over {
+				t.Errorf("a fresh key whose budget is one request's cost: %d served (want 1..%d)", ok, 1+over)
+			}
+			ok, refused, _, unavailable = hammer("sk-g-100", 30, 10)
+			t.Logf("budget of 100 requests: %d served, %d refused, %d unavailable", ok, refused, unavailable)
+			if ok > 100+over || ok < 90 {
+				t.Errorf("a budget of 100 requests on three replicas: %d served (at most %d)", ok, 100+over)
+			}
+			ok, _, limited, _ := hammer("sk-g-rpm", 6, 5)
+			if ok != 20 || limited != 10 {
+				t.Errorf("rpm_limit 20 across three replicas: %d served, %d answered 429", ok, limited)
+			}
+		})
 	}
 }

@@ -25,7 +25,7 @@ import (
 )
 
 // fusedEnv is gateways on one store and one Redis (a prefix of their
-// own), serving pricedConfig strictly: a key with rate limits and a budget
+// own), serving pricedConfig strictly, allotments off: a key with rate limits and a budget
 // has its admission and its first hold decided in one script.
 type fusedEnv struct {
 	urls   []string
@@ -45,7 +45,12 @@ func startFusedWith(t testing.TB, replicas int, up, settings string) *fusedEnv {
 	if rd == "" {
 		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping the fused-script test")
 	}
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up)+"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: strict\n"+settings))
+	// budget_allotments: false: these tests are of the per-request fused
+	// scripts (they count scripts and commands per request, and read the
+	// budget's 'held' after a refusal), which allotments, on by default
+	// with Redis, replace with a flush per interval and holds of their own.
+	// Allotments across replicas: allot_test.go.
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up)+"  redis_url: "+rd+"\n  budget_allotments: false\nlitellm_settings:\n  budget_enforcement: strict\n"+settings))
 	if err != nil {
 		t.Fatal(err)
 	}

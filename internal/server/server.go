@@ -186,6 +186,9 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		}
 		s.redis = rc
 	}
+	// Allotments (general_settings.budget_allotments): on by default with
+	// Redis, off without it.
+	allot := rc != nil && cfg.GeneralSettings.Allotments()
 	// The spend writer and the book exist from here on, so that the
 	// metrics and the parts below are given them; the writer runs only
 	// while Serve does.
@@ -239,15 +242,21 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if cbs != nil {
 		mopts.Callbacks = cbs.Stats
 	}
-	if cfg.GeneralSettings.BudgetAllotments {
+	if allot {
 		// Read at scrape time: the allotters are built below, before
 		// anything is served.
-		mopts.Allotments = func(yield func(kind string, local, redis, flushes int64)) {
+		mopts.Allotments = func(yield func(metrics.Allotment)) {
 			if a := s.allot; a != nil {
-				yield("budget", a.Local.Load(), a.Remote.Load(), a.Flushes.Load())
+				amount, accounts := a.Held()
+				yield(metrics.Allotment{Kind: "budget", Local: a.Local.Load(), Redis: a.Remote.Load(), Flushes: a.Flushes.Load(),
+					TopUps: a.TopUps.Load(), RefusedWithRoom: a.RefusedWithRoom.Load(), Holders: int64(accounts),
+					Held: map[string]float64{"usd": amount.Dollars()}})
 			}
 			if a := s.rlAllot; a != nil {
-				yield("rate_limit", a.Local.Load(), a.Remote.Load(), a.Flushes.Load())
+				h := a.Held()
+				yield(metrics.Allotment{Kind: "rate_limit", Local: a.Local.Load(), Redis: a.Remote.Load(), Flushes: a.Flushes.Load(),
+					TopUps: a.TopUps.Load(), RefusedWithRoom: a.RefusedWithRoom.Load(), Holders: h.Rules,
+					Held: map[string]float64{"requests": float64(h.Requests), "tokens": float64(h.Tokens), "slots": float64(h.Slots)}})
 			}
 		}
 	}
@@ -403,14 +412,14 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 			Mode: s.enforcement, FailClosed: cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed", HoldTimeout: opts.RedisHoldTimeout})
 		books.Holder = shared
 		s.shared = shared
-		if cfg.GeneralSettings.BudgetAllotments {
+		if allot {
 			// Holds decided in process against this replica's allotments,
 			// flushed to Redis once per interval (docs/allotments.md).
 			s.allot = ledger.NewAllotted(shared, ledger.AllotOptions{})
 			books.Holder = s.allot
 		}
 	}
-	if rc != nil && cfg.GeneralSettings.BudgetAllotments {
+	if allot {
 		// Rate limits too: decided in process against allotments of each
 		// rule, flushed to Redis once per interval (docs/allotments.md).
 		var presence string
