@@ -2,11 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +11,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/sqlstore"
+	"github.com/tollgate/tollgate/internal/store/storetest"
 )
 
 // beforePartial is the last migration before spend_logs_key and
@@ -49,33 +46,10 @@ func spendEngines(t *testing.T) []spendEngine {
 		t.Log("TOLLGATE_TEST_POSTGRES_URL is not set: SQLite only")
 		return engines
 	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "t_" + hex.EncodeToString(b[:])
-	admin, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		if a, err := sql.Open("pgx", base); err == nil {
-			_, _ = a.Exec("DROP SCHEMA " + schema + " CASCADE")
-			a.Close()
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
+	u := storetest.PostgresSchema(t, base)
 	pg := spendEngine{name: "postgres",
 		open: func(t *testing.T, version int64) *sqlstore.DB {
-			s, err := sqlstore.OpenPostgresAt(context.Background(), u.String(), version)
+			s, err := sqlstore.OpenPostgresAt(context.Background(), u, version)
 			if err != nil {
 				t.Fatal(err)
 			}

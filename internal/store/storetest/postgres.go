@@ -15,6 +15,19 @@ import (
 // dropped at cleanup, so tests run in parallel and re-run cleanly.
 func OpenPostgres(t testing.TB, base string) *sqlstore.DB {
 	t.Helper()
+	s, err := sqlstore.OpenPostgres(context.Background(), PostgresSchema(t, base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// PostgresSchema makes a fresh schema on the PostgreSQL at base, dropped at
+// cleanup, and returns base with its search_path set to it: for tests that
+// open the store themselves (at a migration version, more than once).
+func PostgresSchema(t testing.TB, base string) string {
+	t.Helper()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	schema := "t_" + hex.EncodeToString(b[:])
@@ -39,10 +52,5 @@ func OpenPostgres(t testing.TB, base string) *sqlstore.DB {
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
-	s, err := sqlstore.OpenPostgres(context.Background(), u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return u.String()
 }
