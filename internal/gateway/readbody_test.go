@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -65,5 +66,53 @@ func TestReadBodySized(t *testing.T) {
 		if e, ok := err.(*apierror.Error); !ok || e.Status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("over the limit, declared %d: %v", declared, err)
 		}
+	}
+}
+
+// TestReadLimitedCopiesOutOfScratch: an answer of unknown length is read
+// through the pooled scratch buffer and returned as its own copy, at its
+// size: answers read later (through the same scratch) leave it unchanged,
+// every length and read pattern comes back whole, and a 300-byte answer
+// allocates about 300 bytes, not a 32 KiB chunk.
+func TestReadLimitedCopiesOutOfScratch(t *testing.T) {
+	mk := func(n int, c byte) []byte { return bytes.Repeat([]byte{c}, n) }
+	first, err := readLimited(bytes.NewReader(mk(300, 'a')), -1, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if _, err := readLimited(iotest.HalfReader(bytes.NewReader(mk(300+i, byte('b'+i%20)))), -1, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(first, mk(300, 'a')) || cap(first) != 300 {
+		t.Fatalf("the first answer changed after later reads (len %d cap %d): %.40q", len(first), cap(first), first)
+	}
+	for _, n := range []int{0, 1, 300, 32<<10 - 1, 32 << 10, 32<<10 + 1, 100 << 10} {
+		want := make([]byte, n)
+		for i := range want {
+			want[i] = byte(i * 7)
+		}
+		for _, r := range []io.Reader{bytes.NewReader(want), iotest.OneByteReader(bytes.NewReader(want)), iotest.DataErrReader(bytes.NewReader(want))} {
+			got, err := readLimited(r, -1, 1<<20)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%d bytes: got %d, %v", n, len(got), err)
+			}
+		}
+	}
+	if _, err := readLimited(bytes.NewReader(mk(100<<10, 'x')), -1, 50<<10); err != errTooLarge {
+		t.Fatalf("over the limit: %v", err)
+	}
+	body := mk(300, 'z')
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 100 {
+		if _, err := readLimited(bytes.NewReader(body), -1, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / 100; per > 2048 {
+		t.Errorf("a 300-byte answer of unknown length allocated %d bytes a read", per)
 	}
 }
