@@ -32,7 +32,7 @@ func eventLimit(maxResponse int64) int {
 // readLimited reads a whole upstream body of at most limit bytes; a larger
 // one is errTooLarge. A declared length over the limit fails before anything
 // is read. A body of unknown length (chunked, or gzip that the transport
-// undid: every OpenAI answer) is read in chunks (32 KiB doubling to 4 MiB)
+// undid: every OpenAI answer) is read in chunks (32 KiB, 32, 64, ... to 4 MiB)
 // joined once at the end, so refusing an oversize answer costs at most the
 // limit in memory, never a multiple, and memory follows the bytes that
 // arrived. The first chunk is a pooled scratch buffer (answerScratch) and
@@ -102,7 +102,9 @@ func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		size = min(size*2, 4<<20)
+		if i > 0 { // the scratch and the first fresh chunk are both 32 KiB
+			size = min(size*2, 4<<20)
+		}
 	}
 	out := make([]byte, 0, total) // a copy always: chunks[0] is the pooled scratch
 	for _, c := range chunks {
