@@ -31,13 +31,15 @@ func eventLimit(maxResponse int64) int {
 
 // readLimited reads a whole upstream body of at most limit bytes; a larger
 // one is errTooLarge. A declared length over the limit fails before anything
-// is read. A body of unknown length (chunked, or gzip that the transport
-// undid: every OpenAI answer) is read in chunks (32 KiB, 32, 64, ... to 4 MiB)
-// joined once at the end, so refusing an oversize answer costs at most the
-// limit in memory, never a multiple, and memory follows the bytes that
-// arrived. The first chunk is a pooled scratch buffer (answerScratch) and
-// the body is always copied out of the chunks at its size: a 300-byte
-// answer costs 300 bytes, not a 32 KiB chunk kept for the call's life.
+// is read. A body of unknown length (chunked: a Go upstream's answer over
+// 2 KiB written without a Content-Length, for one; the transport does not
+// undo gzip here, DisableCompression) is read in chunks (32 KiB, 32, 64,
+// ... to 4 MiB) joined once at the end, so refusing an oversize answer
+// costs at most the limit in memory, never a multiple, and memory follows
+// the bytes that arrived. The first chunk is a pooled scratch buffer
+// (answerScratch) and the body is always copied out of the chunks at its
+// size: a 300-byte answer costs 300 bytes, not a 32 KiB chunk kept for the
+// call's life.
 func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 	if limit <= 0 {
 		return io.ReadAll(r)
