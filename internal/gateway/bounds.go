@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"strconv"
+	"sync"
 
 	"github.com/tollgate/tollgate/internal/apierror"
 	"github.com/tollgate/tollgate/internal/jsonbody"
@@ -30,9 +31,15 @@ func eventLimit(maxResponse int64) int {
 
 // readLimited reads a whole upstream body of at most limit bytes; a larger
 // one is errTooLarge. A declared length over the limit fails before anything
-// is read. A body is read in chunks (32 KiB doubling to 4 MiB) joined once
-// at the end, so refusing an oversize answer costs at most the limit in
-// memory, never a multiple, and memory follows the bytes that arrived.
+// is read. A body of unknown length (chunked: a Go upstream's answer over
+// 2 KiB written without a Content-Length, for one; the transport does not
+// undo gzip here, DisableCompression) is read in chunks (32 KiB, 32, 64,
+// ... to 4 MiB) joined once at the end, so refusing an oversize answer
+// costs at most the limit in memory, never a multiple, and memory follows
+// the bytes that arrived. The first chunk is a pooled scratch buffer
+// (answerScratch) and the body is always copied out of the chunks at its
+// size: a 300-byte answer costs 300 bytes, not a 32 KiB chunk kept for the
+// call's life.
 func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 	if limit <= 0 {
 		return io.ReadAll(r)
@@ -67,8 +74,17 @@ func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 		total  int64
 		size   = 32 << 10
 	)
-	for {
-		chunk := make([]byte, size)
+	// The scratch goes back to the pool when readLimited returns: what it
+	// returns is always a copy (below), the reader is done with it (an
+	// io.Reader keeps no hold of p after Read returns; net/http's body
+	// reads copy into p in the caller's goroutine), and nothing else saw it.
+	scratch := answerScratch.Get().(*[]byte)
+	defer answerScratch.Put(scratch)
+	for i := 0; ; i++ {
+		chunk := *scratch
+		if i > 0 {
+			chunk = make([]byte, size)
+		}
 		n, err := io.ReadFull(r, chunk)
 		total += int64(n)
 		if total > limit {
@@ -88,17 +104,20 @@ func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		size = min(size*2, 4<<20)
+		if i > 0 { // the scratch and the first fresh chunk are both 32 KiB
+			size = min(size*2, 4<<20)
+		}
 	}
-	if len(chunks) == 1 {
-		return chunks[0], nil
-	}
-	out := make([]byte, 0, total)
+	out := make([]byte, 0, total) // a copy always: chunks[0] is the pooled scratch
 	for _, c := range chunks {
 		out = append(out, c...)
 	}
 	return out, nil
 }
+
+// answerScratch holds the 32 KiB first chunks readLimited reads answers of
+// unknown length into; none leaves readLimited.
+var answerScratch = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // tooLargeFailure is the 502 for a whole answer over the limit; it is not
 // retried (the upstream already spent the tokens).

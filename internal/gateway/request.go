@@ -49,7 +49,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if r.ContentLength > limit {
 		return nil, apierror.TooLarge(limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, err := readSized(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -62,6 +62,36 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return nil, apierror.BadRequest("", "could not read request body: %v", err)
 	}
 	return body, nil
+}
+
+// presizeMax bounds the buffer readSized makes before any byte arrived: a
+// client declaring a large body and sending little holds little.
+const presizeMax = 256 << 10
+
+// readSized reads r to its end. When the length is declared (a request's
+// Content-Length, which net/http never lets the body exceed) the buffer is
+// made at that size plus one byte (to see the end without growing) in one
+// allocation, instead of io.ReadAll's 512 bytes grown by append: a
+// 300-byte body took 512 B, a 40 KB one ≈ 100 KB over nine allocations.
+// Above presizeMax the buffer starts there and grows as bytes arrive.
+func readSized(r io.Reader, declared int64) ([]byte, error) {
+	if declared < 0 {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, 0, min(declared, presizeMax)+1)
+	for {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)] // past what was made: grow
+		}
+	}
 }
 
 // decode checks body and extracts the members the gateway acts on. A body
