@@ -736,10 +736,15 @@ func contentType(h http.Header) string {
 	return ""
 }
 
-// hopHeaders are not forwarded from the upstream's response.
+// hopHeaders are not forwarded from the upstream's response. Nor is its
+// Date: the answer's Date is the gateway's, written by net/http when the
+// handler set none (nginx's proxy does the same by default). Left out of
+// the handler's map, it costs nothing there: a governed answer's map then
+// stays within 28 entries, the most a 32-slot table holds, instead of
+// growing to 64 slots on the 29th (docs/performance.md, datehdr).
 var hopHeaders = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true, "Trailer": true,
-	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
+	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true, "Date": true,
 }
 
 // copyHeader copies the upstream's response headers, except hop-by-hop

@@ -84,12 +84,13 @@ func BenchmarkResponseHeaders(b *testing.B) {
 
 // TestUpstreamDoesNotSpeakForTheCall: an upstream that is itself a proxy
 // sends no x-tollgate-* or x-litellm-* header through (its region is not
-// this call's), nor replaces the call's rate-limit headers; its other
-// headers pass.
+// this call's), nor replaces the call's rate-limit headers, nor its Date
+// (the gateway's own is written); its other headers pass.
 func TestUpstreamDoesNotSpeakForTheCall(t *testing.T) {
 	dst := http.Header{hdrCallID: {"ours"}, llmCallID: {"ours"}, "X-Ratelimit-Remaining-Requests": {"5"}}
 	src := http.Header{hdrCallID: {"theirs"}, llmCallID: {"theirs"}, "X-Ratelimit-Remaining-Requests": {"999"},
-		"X-Litellm-Model-Region": {"eu"}, "X-Tollgate-Response-Cost": {"9"}, "X-Ratelimit-Limit-Tokens": {"7"}, "X-Request-Id": {"req-1"}, "Connection": {"close"}}
+		"X-Litellm-Model-Region": {"eu"}, "X-Tollgate-Response-Cost": {"9"}, "X-Ratelimit-Limit-Tokens": {"7"}, "X-Request-Id": {"req-1"}, "Connection": {"close"},
+		"Date": {"Mon, 30 Nov 2026 12:00:00 GMT"}}
 	copyHeader(dst, src)
 	want := http.Header{hdrCallID: {"ours"}, llmCallID: {"ours"}, "X-Ratelimit-Remaining-Requests": {"5"}, "X-Ratelimit-Limit-Tokens": {"7"}, "X-Request-Id": {"req-1"}}
 	if len(dst) != len(want) {

@@ -124,7 +124,6 @@ func TestAnswerHeadersExact(t *testing.T) {
 			"HTTP/1.1 200 OK",
 			`Content-Length: ~\d+`, // the mock's answer, its length read whole above
 			"Content-Type: application/json",
-			"Date: ~" + date,
 			"X-Litellm-Attempted-Fallbacks: 0",
 			"X-Litellm-Attempted-Retries: 0",
 			"X-Litellm-Call-Id: ~[0-9a-f]{32}",
@@ -140,6 +139,7 @@ func TestAnswerHeadersExact(t *testing.T) {
 			"X-Tollgate-Call-Id: ~[0-9a-f]{32}",
 			"X-Tollgate-Model-Id: " + d.ID,
 			"X-Tollgate-Response-Cost: 8.6e-05",
+			"Date: ~" + date, // the gateway's own, written by net/http after the handler's map
 		})
 		callID(got)
 	})
@@ -154,7 +154,6 @@ func TestAnswerHeadersExact(t *testing.T) {
 				"HTTP/1.1 200 OK",
 				`Content-Length: ~\d+`, // the mock's answer, its length read whole above
 				"Content-Type: application/json",
-				"Date: ~" + date,
 				"X-Litellm-Attempted-Fallbacks: 0",
 				"X-Litellm-Attempted-Retries: 0",
 				"X-Litellm-Call-Id: ~[0-9a-f]{32}",
@@ -181,6 +180,7 @@ func TestAnswerHeadersExact(t *testing.T) {
 				"X-Tollgate-Key-Spend: " + spend,
 				"X-Tollgate-Model-Id: " + d.ID,
 				"X-Tollgate-Response-Cost: 8.6e-05",
+				"Date: ~" + date, // the gateway's own (net/http's), not the upstream's
 			}
 		}
 		got, body := rawAnswer(t, e.url, key, headersBody)
