@@ -75,12 +75,6 @@ type ModelInfo struct {
 }
 
 // GeneralSettings is LiteLLM's general_settings.
-// Allotments reports whether budget_allotments is on: as set, or on when
-// absent. It takes effect only with Redis (redis_url).
-func (g *GeneralSettings) Allotments() bool {
-	return g.BudgetAllotments == nil || *g.BudgetAllotments
-}
-
 type GeneralSettings struct {
 	MasterKey    EnvString `yaml:"master_key"`
 	DatabaseURL  EnvString `yaml:"database_url"`
@@ -148,6 +142,12 @@ type GeneralSettings struct {
 	// ContentLogging bounds and masks the messages and answers that leave
 	// the process (spend rows, callbacks); Tollgate's own key.
 	ContentLogging ContentLogging `yaml:"content_logging"`
+}
+
+// Allotments reports whether budget_allotments is on: as set, or on when
+// absent. It takes effect only with Redis (redis_url).
+func (g *GeneralSettings) Allotments() bool {
+	return g.BudgetAllotments == nil || *g.BudgetAllotments
 }
 
 // DatabaseArgs is LiteLLM's DynamoDBArgs (general_settings.database_args),
