@@ -125,7 +125,8 @@ type GeneralSettings struct {
 	// max_parallel_requests) in process against allotments this replica
 	// holds on Redis, flushed every 100 ms, instead of Redis scripts per
 	// request (Tollgate's own key; only with redis_url: absent, on when
-	// Redis is configured; false: the per-request scripts;
+	// Redis and a database are configured (rate limits on Redis without a
+	// database: only when true); false: the per-request scripts;
 	// docs/allotments.md). Read it with Allotments.
 	BudgetAllotments *bool `yaml:"budget_allotments"`
 	// PassThroughEndpoints are custom routes forwarded to other APIs

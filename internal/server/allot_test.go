@@ -340,19 +340,31 @@ func TestAllotmentsDefaultWithRedis(t *testing.T) {
 	st := storetest.OpenPostgres(t, pg)
 	for _, c := range []struct {
 		name, extra string
-		on          bool
+		noStore     bool
+		on, rlOn    bool
 	}{
-		{"absent with redis", "  redis_url: " + rd + "\n", true},
-		{"true with redis", "  redis_url: " + rd + "\n  budget_allotments: true\n", true},
-		{"false with redis", "  redis_url: " + rd + "\n  budget_allotments: false\n", false},
-		{"absent without redis", "", false},
-		{"true without redis", "  budget_allotments: true\n", false},
+		{"absent with redis", "  redis_url: " + rd + "\n", false, true, true},
+		{"true with redis", "  redis_url: " + rd + "\n  budget_allotments: true\n", false, true, true},
+		{"false with redis", "  redis_url: " + rd + "\n  budget_allotments: false\n", false, false, false},
+		{"absent without redis", "", false, false, false},
+		{"true without redis", "  budget_allotments: true\n", false, false, false},
+		// Redis without a database: no budgets, and no presence set to
+		// count live replicas by, so a rate-limit allotment would be
+		// sized as if its replica were alone (remaining / 2 each, not
+		// remaining / (2 × replicas)): not on by default; true still
+		// turns it on.
+		{"absent with redis, no database", "  redis_url: " + rd + "\n", true, false, false},
+		{"true with redis, no database", "  redis_url: " + rd + "\n  budget_allotments: true\n", true, false, true},
 	} {
 		cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1")+c.extra))
 		if err != nil {
 			t.Fatal(c.name, err)
 		}
-		srv, err := New(cfg, Options{Store: st, RedisPrefix: "allotd-" + strconv.FormatInt(time.Now().UnixNano(), 36), Logger: testLogger})
+		opts := Options{Store: st, RedisPrefix: "allotd-" + strconv.FormatInt(time.Now().UnixNano(), 36), Logger: testLogger}
+		if c.noStore {
+			opts.Store = nil
+		}
+		srv, err := New(cfg, opts)
 		if err != nil {
 			t.Fatal(c.name, err)
 		}
@@ -360,8 +372,8 @@ func TestAllotmentsDefaultWithRedis(t *testing.T) {
 		if got := srv.allot != nil; got != c.on {
 			t.Errorf("%s: budget allotments on %v, want %v", c.name, got, c.on)
 		}
-		if got := srv.rlAllot != nil; got != c.on {
-			t.Errorf("%s: rate-limit allotments on %v, want %v", c.name, got, c.on)
+		if got := srv.rlAllot != nil; got != c.rlOn {
+			t.Errorf("%s: rate-limit allotments on %v, want %v", c.name, got, c.rlOn)
 		}
 	}
 }
