@@ -75,12 +75,6 @@ type ModelInfo struct {
 }
 
 // GeneralSettings is LiteLLM's general_settings.
-// Allotments reports whether budget_allotments is on: as set, or on when
-// absent. It takes effect only with Redis (redis_url).
-func (g *GeneralSettings) Allotments() bool {
-	return g.BudgetAllotments == nil || *g.BudgetAllotments
-}
-
 type GeneralSettings struct {
 	MasterKey    EnvString `yaml:"master_key"`
 	DatabaseURL  EnvString `yaml:"database_url"`
@@ -131,7 +125,8 @@ type GeneralSettings struct {
 	// max_parallel_requests) in process against allotments this replica
 	// holds on Redis, flushed every 100 ms, instead of Redis scripts per
 	// request (Tollgate's own key; only with redis_url: absent, on when
-	// Redis is configured; false: the per-request scripts;
+	// Redis and a database are configured (rate limits on Redis without a
+	// database: only when true); false: the per-request scripts;
 	// docs/allotments.md). Read it with Allotments.
 	BudgetAllotments *bool `yaml:"budget_allotments"`
 	// PassThroughEndpoints are custom routes forwarded to other APIs
@@ -148,6 +143,12 @@ type GeneralSettings struct {
 	// ContentLogging bounds and masks the messages and answers that leave
 	// the process (spend rows, callbacks); Tollgate's own key.
 	ContentLogging ContentLogging `yaml:"content_logging"`
+}
+
+// Allotments reports whether budget_allotments is on: as set, or on when
+// absent. It takes effect only with Redis (redis_url).
+func (g *GeneralSettings) Allotments() bool {
+	return g.BudgetAllotments == nil || *g.BudgetAllotments
 }
 
 // DatabaseArgs is LiteLLM's DynamoDBArgs (general_settings.database_args),

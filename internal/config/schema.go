@@ -255,7 +255,7 @@ var Sections = []*Section{
 			"pass_through_endpoints":      "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
 			"max_requests_in_flight":      "inference requests in flight in this process before new ones are shed with 503 overloaded_error (default 1024 × GOMAXPROCS, lowered while the CPU cannot keep up; -1: no bound); see docs/performance.md, Overload",
 			"memory_limit":                "the Go runtime's soft memory limit as GOMEMLIMIT writes it (512MiB, off); GOMEMLIMIT in the environment wins; absent: 90 % of the cgroup's memory limit, none without one; read at start; see docs/performance.md, Issue 31: memory at load",
-			"budget_allotments":           "on by default with redis_url (false: a Redis script per request, as before); budget holds and rate limits (rpm, tpm, max_parallel_requests) are decided in process against allotments this replica holds on Redis, flushed every 100 ms (docs/allotments.md)",
+			"budget_allotments":           "on by default with redis_url and a database (false: a Redis script per request, as before; Redis without a database: only when true); budget holds and rate limits (rpm, tpm, max_parallel_requests) are decided in process against allotments this replica holds on Redis, flushed every 100 ms (docs/allotments.md)",
 			"otel":                        "OpenTelemetry traces of every inference request (endpoint, protocol, headers, sample_ratio, ...); see docs/tracing.md",
 		},
 		Keys: []Key{

@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,5 +73,45 @@ func TestAllotmentFlushNeverSetsTheViewBack(t *testing.T) {
 	t.Logf("%d holds local, %d per request, %d flushes; the view below what was settled %d times", r.x.Local.Load(), r.x.Remote.Load(), r.x.Flushes.Load(), under.Load())
 	if under.Load() > 0 {
 		t.Fatalf("the spend view was below what this replica had settled %d times", under.Load())
+	}
+}
+
+// TestAllotmentOwedSpendCarriedOnceThenLocal: spend booked without a hold
+// (a batch, ledger.Spend) while this replica holds an allotment of the
+// account is owed to Redis: the account's next request holds per request
+// and carries it, once, and the one after is decided against the
+// allotment again (owesRedis is cleared by the carry: the account is not
+// left per request).
+func TestAllotmentOwedSpendCarriedOnceThenLocal(t *testing.T) {
+	c, prefix := realRedis(t)
+	ctx := context.Background()
+	cost := ledger.USD(0.01)
+	r := newAllotReplica(t, prefix, ledger.USD(10), time.Minute)
+	warm(t, r, cost)
+	spendLocal(t, r, 1, cost)
+	if err := r.x.Flush(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	unheld := ledger.USD(0.5)
+	ledger.Spend([]*ledger.Account{r.key}, unheld)
+	remote := r.x.Remote.Load()
+	h, err := r.x.Reserve(ctx, []*ledger.Account{r.key}, cost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.x.Remote.Load() == remote {
+		t.Fatal("the request after spend owed to Redis was decided against the allotment: nothing carried it")
+	}
+	h.Settle(cost)
+	spendLocal(t, r, 3, cost) // fails unless decided against the allotment again
+	if err := r.x.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(unheld + 5*cost)
+	if got := budField(c, prefix, "k", "spent"); got != strconv.FormatInt(want, 10) {
+		t.Fatalf("Redis has spent %s, want %d (the owed spend carried once)", got, want)
+	}
+	if r.key.Spent() != ledger.Amount(want) {
+		t.Fatalf("the view says %v, want %v", r.key.Spent(), ledger.Amount(want))
 	}
 }

@@ -70,15 +70,15 @@ type doubtList struct {
 	busy  atomic.Bool  // Shared.settleDoubt is at work on the account
 }
 
-// claimUnsynced moves a's unsynced spend to carrying and returns it: the
-// caller takes it to Redis, and no concurrent hold does. It is in carrying
-// before it leaves unsynced, so that a share check in between counts it
-// twice rather than not at all.
 // owesRedis reports whether a has spend for Redis that only a per-request
 // hold takes there: booked while Redis was away (unsynced), or settles in
 // doubt. An allotment does not decide a's requests meanwhile (Allotted.local).
 func (a *Account) owesRedis() bool { return a.unsynced.Load() != 0 || a.doubt.n.Load() != 0 }
 
+// claimUnsynced moves a's unsynced spend to carrying and returns it: the
+// caller takes it to Redis, and no concurrent hold does. It is in carrying
+// before it leaves unsynced, so that a share check in between counts it
+// twice rather than not at all.
 func (a *Account) claimUnsynced() int64 {
 	if a.unsynced.Load() == 0 {
 		return 0 // nothing to move (the common case: Redis has everything)

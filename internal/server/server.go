@@ -419,8 +419,13 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 			books.Holder = s.allot
 		}
 	}
-	if allot {
-		// Rate limits too: decided in process against allotments of each
+	// Rate limits too, by default only with the budgets' presence set (a
+	// database): without it every replica would size its allotments as if
+	// it were alone (remaining / 2, not remaining / (2 × replicas)), so
+	// Redis without a database keeps the per-request scripts unless
+	// budget_allotments is true.
+	if allot && (s.shared != nil || cfg.GeneralSettings.BudgetAllotments != nil) {
+		// Rate limits decided in process against allotments of each
 		// rule, flushed to Redis once per interval (docs/allotments.md).
 		var presence string
 		if s.shared != nil {
