@@ -110,9 +110,11 @@ func (l *RateLimits) rules(p *auth.Principal, req *request, e *store.EndUser, mo
 		if b.Type == "requests" {
 			kind = ratelimit.RequestBucket
 		}
-		name := "localRateLimit"
+		var name string
 		if i < len(bucketNames) {
 			name = bucketNames[i]
+		} else {
+			name = "localRateLimit[" + strconv.Itoa(i) + "]" // each bucket its own counters, past the names built once too
 		}
 		tk.Add(ratelimit.Rule{Scope: scope, Kind: kind, Limit: b.MaxTokens, Fill: b.TokensPerFill, Window: b.FillInterval, Name: name, Label: label})
 	}
@@ -192,9 +194,11 @@ func countPrompt(req *request, model string) int64 {
 }
 
 // tickets recycles the tickets of requests no limit applies to (a gateway
-// without keys, a key without limits): a ticket is about 2 KB, and
+// without keys, a key without limits): a ticket is about 1 KB, and
 // allocating one per request for nothing was the plain gateway's largest
-// allocation. A ticket with rules goes to the limiter and is not recycled.
+// allocation. A ticket with rules goes to the limiter and is not recycled,
+// so a ticket in the pool never holds rules on the heap (one with more than
+// the ticket's inline rules); the reset below drops any it would anyway.
 var tickets = sync.Pool{New: func() any { return new(ratelimit.Ticket) }}
 
 // admit takes the request's place under every limit, or refuses it with a

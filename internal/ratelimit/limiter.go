@@ -60,8 +60,7 @@ func (l *Limiter) Admit(ctx context.Context, t *Ticket) *Denied {
 		}
 		// The script may have run and taken parallel slots before the
 		// error (a read timeout, a cancelled client): give them back.
-		lease := *t
-		go l.redis.releaseLease(&lease)
+		go l.redis.releaseLease(t.lease, t.Rules())
 		t.lease = ""
 		if ctx.Err() != nil {
 			// The client went away while we asked; that says nothing about Redis.

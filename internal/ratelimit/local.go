@@ -122,8 +122,12 @@ func (l *Local) Admit(t *Ticket) *Denied {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.maybeSweep(now)
-	var st [MaxRules]*state
-	var idx [MaxRules]int64
+	var stBuf [inlineRules]*state
+	var idxBuf [inlineRules]int64
+	st, idx := stBuf[:], idxBuf[:]
+	if t.n > inlineRules {
+		st, idx = make([]*state, t.n), make([]int64, t.n)
+	}
 	for i := range t.n {
 		r := &t.rules[i]
 		s := l.get(r, now)

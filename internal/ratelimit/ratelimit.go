@@ -59,8 +59,11 @@ type Rule struct {
 	Label string
 }
 
-// MaxRules bounds the rules one request is subject to.
-const MaxRules = 16
+// inlineRules is how many rules a ticket holds in itself: a governed
+// request's key, user and team limits fit (a key's rpm, tpm and parallel
+// limits are three). A ticket takes any number of rules; those past
+// inlineRules move its rules to the heap.
+const inlineRules = 6
 
 // State is a rule's standing after a decision.
 type State struct {
@@ -69,12 +72,16 @@ type State struct {
 }
 
 // Ticket is one request's admission: the caller fills Rules and Est, Admit
-// fills States, and Done settles it. Its storage is fixed, so an admission
-// allocates nothing in process.
+// fills States, and Done settles it. It holds any number of rules: up to
+// inlineRules in its own storage (an admission in process then allocates
+// nothing), more on the heap. rules, States, ents and gens are slices of
+// length n into that storage, so a Ticket must not be copied once it has
+// rules (a copy would share the original's); reset one with
+// *t = Ticket{}.
 type Ticket struct {
-	rules  [MaxRules]Rule
+	rules  []Rule
 	n      int
-	States [MaxRules]State
+	States []State // one per rule, filled by an admission
 	// Est is the prompt-token estimate charged to token rules at admission
 	// (0 without tokenize).
 	Est      int64
@@ -83,19 +90,45 @@ type Ticket struct {
 	atMS     int64     // admission time on the Redis clock, in milliseconds
 	shared   bool      // admitted by Redis
 	allotted bool      // admitted on this replica's allotments (Allotter)
-	ents     [MaxRules]*entry
-	gens     [MaxRules]*gen
+	ents     []*entry
+	gens     []*gen
 	done     bool
 	admitted bool
+
+	ruleBuf  [inlineRules]Rule
+	stateBuf [inlineRules]State
+	entBuf   [inlineRules]*entry
+	genBuf   [inlineRules]*gen
 }
 
-// Add appends a rule; rules past MaxRules are dropped (none of Tollgate's
-// requests come near it).
+// Add appends a rule (one with a negative limit, unlimited, is left out).
+// Every rule added is decided: there is no bound on their number.
 func (t *Ticket) Add(r Rule) {
-	if t.n < MaxRules && r.Limit >= 0 {
-		t.rules[t.n] = r
-		t.n++
+	if r.Limit < 0 {
+		return
 	}
+	switch {
+	case t.n == 0:
+		t.rules, t.States, t.ents, t.gens = t.ruleBuf[:0], t.stateBuf[:0], t.entBuf[:0], t.genBuf[:0]
+	case t.n == cap(t.rules):
+		t.grow()
+	}
+	t.rules = append(t.rules, r)
+	t.States = append(t.States, State{})
+	t.ents = append(t.ents, nil)
+	t.gens = append(t.gens, nil)
+	t.n++
+}
+
+// grow moves the ticket's rules to the heap, with room for as many again
+// (at least 24: a fully limited hierarchy's 21 rules and a few buckets, in
+// one step).
+func (t *Ticket) grow() {
+	c := max(2*t.n, 4*inlineRules)
+	t.rules = append(make([]Rule, 0, c), t.rules...)
+	t.States = append(make([]State, 0, c), t.States...)
+	t.ents = append(make([]*entry, 0, c), t.ents...)
+	t.gens = append(make([]*gen, 0, c), t.gens...)
 }
 
 // Rules are the ticket's rules.

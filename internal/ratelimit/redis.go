@@ -399,15 +399,18 @@ func (rd *Redis) send(ctx context.Context, t *Ticket, tokens int64) (wait func()
 // Redis when its answer never arrived (a timeout after the script ran). It
 // goes through the runner's ordered stream, so Redis runs it after the
 // admission even when that is still queued.
-func (rd *Redis) releaseLease(t *Ticket) {
-	if t.lease == "" {
+//
+// rules are the ticket's (Ticket.Rules), which an admission never changes:
+// the caller goes on with the ticket while this runs.
+func (rd *Redis) releaseLease(lease string, rules []Rule) {
+	if lease == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for i := range t.n {
-		if r := &t.rules[i]; r.Kind == Parallel {
-			_, _ = rd.r.Submit(ctx, "zrem", rd.key(r), t.lease)
+	for i := range rules {
+		if r := &rules[i]; r.Kind == Parallel {
+			_, _ = rd.r.Submit(ctx, "zrem", rd.key(r), lease)
 		}
 	}
 }
@@ -468,8 +471,7 @@ func (g *Gate) Admitted(res []int64, taken bool) error {
 // may have taken are given back, and the caller admits the ticket again
 // (Limiter.Admit).
 func (g *Gate) Lost() {
-	lease := *g.t
-	go g.l.redis.releaseLease(&lease)
+	go g.l.redis.releaseLease(g.t.lease, g.t.Rules())
 	g.t.lease = ""
 	g.lost = true
 }
