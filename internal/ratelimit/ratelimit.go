@@ -77,8 +77,9 @@ type State struct {
 // nothing), more on the heap. rules, States, ents and gens are slices of
 // length n into that storage, so a Ticket must not be copied once it has
 // rules (a copy would share the original's); reset one with
-// *t = Ticket{}.
+// *t = Ticket{}. go vet's copylocks check reports a copy (noCopy).
 type Ticket struct {
+	_      noCopy
 	rules  []Rule
 	n      int
 	States []State // one per rule, filled by an admission
@@ -100,6 +101,13 @@ type Ticket struct {
 	entBuf   [inlineRules]*entry
 	genBuf   [inlineRules]*gen
 }
+
+// noCopy makes go vet (copylocks) report a copied Ticket: its slices
+// point into its own storage.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
 
 // Add appends a rule (one with a negative limit, unlimited, is left out).
 // Every rule added is decided: there is no bound on their number.
