@@ -103,11 +103,15 @@ func TestAllotmentOwedSpendCarriedOnceThenLocal(t *testing.T) {
 		t.Fatal("the request after spend owed to Redis was decided against the allotment: nothing carried it")
 	}
 	h.Settle(cost)
-	spendLocal(t, r, 3, cost) // fails unless decided against the allotment again
+	// One request, not more: the last flush sized the allotment from what
+	// was asked per interval, scaled by how long the interval really was,
+	// so on a slow machine it may have room for one request only (never
+	// less: the largest hold asked).
+	spendLocal(t, r, 1, cost) // fails unless decided against the allotment again
 	if err := r.x.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := int64(unheld + 5*cost)
+	want := int64(unheld + 3*cost)
 	if got := budField(c, prefix, "k", "spent"); got != strconv.FormatInt(want, 10) {
 		t.Fatalf("Redis has spent %s, want %d (the owed spend carried once)", got, want)
 	}
