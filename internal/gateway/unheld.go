@@ -48,6 +48,13 @@ func (m *Books) BookUnheld(p *auth.Principal, l store.SpendLog) {
 			m.OnSoftBudget(a)
 		}
 	}
+	// Spend took it in process: on budgets shared on Redis it goes there
+	// now, or the other replicas would not see it until this one next
+	// holds for the account (which it may never do: spentOut and
+	// MayAfford refuse before any hold).
+	if c, ok := m.Holder.(interface{ CarryUnheld([]*ledger.Account) }); ok {
+		c.CarryUnheld(accts)
+	}
 	chargedTo(&l, p, l.ModelGroup)
 	if l.EndedAt.IsZero() {
 		l.EndedAt = time.Now()

@@ -176,6 +176,9 @@ func (x *Allotted) allotOf(a *Account) *allotment {
 	return al
 }
 
+// CarryUnheld is Shared.CarryUnheld.
+func (x *Allotted) CarryUnheld(accounts []*Account) { x.s.CarryUnheld(accounts) }
+
 // Reserve holds amount or refuses (strict).
 func (x *Allotted) Reserve(ctx context.Context, accounts []*Account, amount Amount) (Hold, error) {
 	h, _, err := x.reserveWith(ctx, accounts, ask{mode: holdStrict, amount: max(amount, 0)}, nil)

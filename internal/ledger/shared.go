@@ -1116,32 +1116,72 @@ func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
 	s.awaitOutcomes(ctx)
 	for _, kind := range kinds {
 		book.Range(kind, func(a *Account) bool {
-			if a.Budget() == Unlimited {
-				return true
+			if a.Budget() != Unlimited && s.carryOne(ctx, a) != outRan {
+				failed++
 			}
-			pending := a.claimUnsynced()
-			tag := ""
-			if pending != 0 {
-				tag = newLease()
-			}
-			carry, sent := a.carryArg(pending, tag, s.horizon(), time.Now().UnixNano())
-			if carry == int64(0) {
-				a.carrying.Add(-pending)
-				return true
-			}
-			_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
-			o := outRan
-			if err = rscript.Final(err); err != nil {
-				o, failed = outUnknown, failed+1
-				if rscript.NotRun(err) {
-					o = outNotRun
-				}
-			}
-			a.landCarry(o, pending, tag, sent)
 			return true
 		})
 	}
 	return failed
+}
+
+// carryOne takes a's unsynced spend and items in doubt to Redis with the
+// carry script (no hold), and books how the call ended.
+func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
+	pending := a.claimUnsynced()
+	tag := ""
+	if pending != 0 {
+		tag = newLease()
+	}
+	carry, sent := a.carryArg(pending, tag, s.horizon(), time.Now().UnixNano())
+	if carry == int64(0) {
+		a.carrying.Add(-pending)
+		return outRan
+	}
+	_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+	o := outRan
+	if err = rscript.Final(err); err != nil {
+		o = outUnknown
+		if rscript.NotRun(err) {
+			o = outNotRun
+		}
+	}
+	a.landCarry(o, pending, tag, sent)
+	return o
+}
+
+// CarryUnheld takes to Redis now, in the background, the spend Spend
+// booked on accounts without a hold (a batch, a charged cache hit): other
+// replicas then see it within one Redis call, rather than only when this
+// replica next holds for the account, which it may never do (its own view
+// already refuses the account before any hold: the cache's spentOut, a
+// batch's MayAfford). While Redis is known to be down nothing is sent:
+// the account's next hold carries it, as any spend booked without Redis.
+// A carry whose answer is lost leaves its spend in doubt (settleDoubt).
+func (s *Shared) CarryUnheld(accounts []*Account) {
+	if s.r.Degraded() {
+		return
+	}
+	var owed []*Account
+	for _, a := range accounts {
+		if a.Budget() != Unlimited && a.owesRedis() {
+			owed = append(owed, a)
+		}
+	}
+	if len(owed) == 0 {
+		return
+	}
+	s.resolving.Add(1)
+	go func() {
+		defer s.resolving.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, s.holdWait))
+		defer cancel()
+		for _, a := range owed {
+			if s.carryOne(ctx, a) == outUnknown {
+				s.settleDoubt(a)
+			}
+		}
+	}()
 }
 
 // awaitOutcomes waits, for at most half of what remains of ctx, until the
