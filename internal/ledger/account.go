@@ -75,6 +75,9 @@ type Account struct {
 	// taking to Redis, and spend in doubt (doubt). unsynced + carrying is
 	// spend the local mirror has and Redis may not.
 	carrying atomic.Int64
+	// unheld is set while Shared.CarryUnheld's background carry is at work
+	// on the account: one at a time, whatever the bookings that ask for it.
+	unheld atomic.Bool
 	// landing is this replica's spend whose settle is queued on Redis and
 	// whose reply is not booked yet (sharedHold.send, settling.wait): the
 	// answer's key-spend header counts it (Settling.Spent).

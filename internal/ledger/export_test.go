@@ -8,3 +8,6 @@ func (s *Shared) WaitResolved() { s.resolving.Wait() }
 
 // seed is seedAt's spend.
 func (a *Account) seed() int64 { s, _ := a.seedAt(); return s }
+
+// Unsynced is a's spend Redis does not have that no carry has claimed.
+func (a *Account) Unsynced() int64 { return a.unsynced.Load() }

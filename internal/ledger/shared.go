@@ -101,8 +101,11 @@ type Shared struct {
 	// CarryOffline waits on.
 	outcomes  sync.WaitGroup
 	undecided atomic.Int64
-	// resolving counts settleDoubt's goroutines (tests wait for them).
+	// resolving counts settleDoubt's and CarryUnheld's goroutines (tests
+	// wait for them); unheld is the number of CarryUnheld's, which
+	// CarryOffline waits on (their claimed spend is in carrying meanwhile).
 	resolving sync.WaitGroup
+	unheld    atomic.Int64
 
 	// order numbers the scripts whose reply is mirrored (settles,
 	// allotment flushes) in the order they enter the runner's ordered
@@ -1158,13 +1161,17 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 // batch's MayAfford). While Redis is known to be down nothing is sent:
 // the account's next hold carries it, as any spend booked without Redis.
 // A carry whose answer is lost leaves its spend in doubt (settleDoubt).
+// At most one such carry runs per account: a booking while it runs leaves
+// its spend for it (it carries again while it finds spend unsynced after
+// an answered carry), so a flood of charged cache hits on one account
+// starts one goroutine and makes one Redis call at a time, not one each.
 func (s *Shared) CarryUnheld(accounts []*Account) {
 	if s.r.Degraded() {
 		return
 	}
 	var owed []*Account
 	for _, a := range accounts {
-		if a.Budget() != Unlimited && a.owesRedis() {
+		if a.Budget() != Unlimited && a.owesRedis() && a.unheld.CompareAndSwap(false, true) {
 			owed = append(owed, a)
 		}
 	}
@@ -1172,25 +1179,49 @@ func (s *Shared) CarryUnheld(accounts []*Account) {
 		return
 	}
 	s.resolving.Add(1)
+	s.unheld.Add(1)
 	go func() {
 		defer s.resolving.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, s.holdWait))
-		defer cancel()
-		for _, a := range owed {
-			if s.carryOne(ctx, a) == outUnknown {
-				s.settleDoubt(a)
+		defer s.unheld.Add(-1)
+		// In rounds, one carry per account each: a flood on one account
+		// does not keep the others' carries waiting (their flags set).
+		for len(owed) > 0 {
+			again := owed[:0]
+			for _, a := range owed {
+				if s.carryUnheld(a) {
+					again = append(again, a)
+				}
 			}
+			owed = again
 		}
 	}()
+}
+
+// carryUnheld is one carry of CarryUnheld's, a.unheld set. It reports
+// whether a needs another (a.unheld kept set): spend was booked after this
+// one claimed a's, by bookings that found a.unheld set and left it to this
+// carry. It lets go of a once no spend is left unsynced, or a carry was
+// not answered (the next hold, or settleDoubt, takes what is left).
+func (s *Shared) carryUnheld(a *Account) (again bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, s.holdWait))
+	o := s.carryOne(ctx, a)
+	cancel()
+	if o == outUnknown {
+		s.settleDoubt(a)
+	}
+	a.unheld.Store(false)
+	// A booking that found a.unheld set before the Store is seen here.
+	return o == outRan && a.unsynced.Load() != 0 && !s.r.Degraded() && a.unheld.CompareAndSwap(false, true)
 }
 
 // awaitOutcomes waits, for at most half of what remains of ctx, until the
 // outcome of every call whose answer was lost is known and booked: until
 // then its spend is in carrying, neither unsynced nor in doubt, and a
 // CarryOffline that ran before would leave it off Redis. (A lost call's
-// outcome is known within the connection's read timeout, 500 ms.)
+// outcome is known within the connection's read timeout, 500 ms.) So are
+// CarryUnheld's carries in flight: what they claimed is in carrying too.
 func (s *Shared) awaitOutcomes(ctx context.Context) {
-	if s.undecided.Load() == 0 {
+	if s.undecided.Load() == 0 && s.unheld.Load() == 0 {
 		return
 	}
 	if d, ok := ctx.Deadline(); ok {
@@ -1200,7 +1231,7 @@ func (s *Shared) awaitOutcomes(ctx context.Context) {
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for s.undecided.Load() > 0 {
+	for s.undecided.Load() > 0 || s.unheld.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			return
