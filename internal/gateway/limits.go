@@ -39,10 +39,14 @@ type RateLimits struct {
 var bucketNames = func() []string {
 	n := make([]string, 32)
 	for i := range n {
-		n[i] = "localRateLimit[" + strconv.Itoa(i) + "]"
+		n[i] = bucketName(i)
 	}
 	return n
 }()
+
+// bucketName is the rule name of the i-th localRateLimit: part of its
+// counters' key, so each bucket has its own.
+func bucketName(i int) string { return "localRateLimit[" + strconv.Itoa(i) + "]" }
 
 // window adds the rules of an entity's own limits: rpm_limit, tpm_limit
 // and max_parallel_requests, those it sets.
@@ -114,7 +118,7 @@ func (l *RateLimits) rules(p *auth.Principal, req *request, e *store.EndUser, mo
 		if i < len(bucketNames) {
 			name = bucketNames[i]
 		} else {
-			name = "localRateLimit[" + strconv.Itoa(i) + "]" // each bucket its own counters, past the names built once too
+			name = bucketName(i) // past the names built once
 		}
 		tk.Add(ratelimit.Rule{Scope: scope, Kind: kind, Limit: b.MaxTokens, Fill: b.TokensPerFill, Window: b.FillInterval, Name: name, Label: label})
 	}

@@ -243,12 +243,15 @@ func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, 
 // request uses.
 func (x *Allotted) roomHeld(accounts []*Account) bool {
 	for _, a := range accounts {
-		if al := a.allot.Load(); al != nil && al.size.Load() > al.used.Load() {
+		if a.allot.Load().spare() {
 			return true
 		}
 	}
 	return false
 }
+
+// spare reports whether al (nil: no allotment) holds room no request uses.
+func (al *allotment) spare() bool { return al != nil && al.size.Load() > al.used.Load() }
 
 // giveBack returns the unused room of accounts' allotments to Redis now
 // (a flush that shrinks them to what requests in flight hold). It reports
@@ -261,7 +264,7 @@ func (x *Allotted) giveBack(ctx context.Context, accounts []*Account) bool {
 	}
 	room := false
 	for _, a := range accounts {
-		if al := a.allot.Load(); al != nil && al.size.Load() > al.used.Load() {
+		if al := a.allot.Load(); al.spare() {
 			al.drain.Store(true)
 			room = true
 		}
