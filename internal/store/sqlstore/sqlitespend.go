@@ -63,9 +63,10 @@ var spendColumns = func() []string {
 
 // spendDefaulted is the set of columns (bit i: spendColumns[i]) whose
 // default in the schema is the value spendArgs binds for a zero field:
-// ” for the TEXT NOT NULL DEFAULT ” columns, 0 for the numeric NOT NULL
-// DEFAULT 0 ones, NULL for the nullable JSON ones (no default). Every
-// column but request_id, started_at and ended_at (NOT NULL, no default).
+// the empty string for the TEXT NOT NULL columns whose default is empty,
+// 0 for the numeric NOT NULL DEFAULT 0 ones, NULL for the nullable JSON
+// ones (no default). Every column but request_id, started_at and ended_at
+// (NOT NULL, no default).
 // TestSpendRowsOmittingDefaults compares every column's stored value and
 // type both ways.
 const spendDefaulted = (1<<spendCols - 1) &^ (1<<0 | 1<<14 | 1<<15)
