@@ -41,10 +41,10 @@ type sqliteSpendStmts struct {
 // column. Its parameters are anonymous ("?"): the driver asks SQLite for
 // each parameter's name before binding it, and a numbered one ("?7") costs
 // a lookup in SQLite and a parse in the driver, 31 times a row. A
-// multi-row INSERT is slower on SQLite: the answer-id index's expression
-// makes SQLite keep a statement journal for any statement that writes
-// several rows, a copy of every page it touches (BenchmarkApplySpend
-// measured it, docs/performance.md, branch writer).
+// multi-row INSERT, even prepared once, is slower on SQLite (measured in
+// docs/performance.md, branch writer: among other things the answer-id
+// index's expression makes SQLite keep a statement journal for any
+// statement that writes several rows).
 var sqliteSpendInsert = sqliteSpendInsertOf(0)
 
 // spendColumns are spend_logs' columns in spendInsert's (and spendArgs')
