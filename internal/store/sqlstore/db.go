@@ -29,6 +29,9 @@ type DB struct {
 	dialect goose.Dialect
 	// noSpendLogs: ApplySpend writes spend and rollups, not spend_logs rows.
 	noSpendLogs atomic.Bool
+	// spendWhole: SQLite's spend rows bind every column, none left to
+	// its default (tests compare the two; set before the first write).
+	spendWhole bool
 	// timeout bounds each call whose context has no deadline of its own.
 	timeout atomic.Int64
 }

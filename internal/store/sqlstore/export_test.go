@@ -92,3 +92,42 @@ func Plan(ctx context.Context, s *DB, q string, args ...any) (string, error) {
 	}
 	return strings.Join(out, "\n"), rows.Err()
 }
+
+// WriteSpendRowsWhole makes s's SQLite spend writer bind every column of
+// every row (whole = true) instead of leaving the ones that hold their
+// default out (sqliteSpendInsertOf).
+func WriteSpendRowsWhole(s *DB, whole bool) { s.spendWhole = whole }
+
+// QueryText runs q on the store's database and returns every row's
+// columns as text (NULL as "<nil>").
+func QueryText(ctx context.Context, s *DB, q string) ([][]string, error) {
+	rows, err := s.db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	var out [][]string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		row := make([]string, len(cols))
+		for i, v := range vals {
+			row[i] = fmt.Sprintf("%T:%v", v, v)
+			if b, ok := v.([]byte); ok {
+				row[i] = "bytes:" + string(b)
+			}
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/tollgate/tollgate/internal/store"
@@ -29,18 +30,97 @@ import (
 // sqliteSpendStmts are ApplySpend's statements prepared on one
 // sqliteConn.
 type sqliteSpendStmts struct {
-	stmts map[string]driver.StmtExecContext // by text
-	row   []any                             // a row's values (spendArgs), reused
-	args  []driver.NamedValue               // a statement's parameters, reused
+	conn   *sqliteConn
+	stmts  map[string]driver.StmtExecContext // by text
+	shapes map[uint32]driver.StmtExecContext // the row INSERTs, by omitted columns (omitShape)
+	row    []any                             // a row's values (spendArgs), reused
+	args   []driver.NamedValue               // a statement's parameters, reused
 }
 
-// sqliteSpendInsert is SQLite's single-row spend_logs INSERT. Its
-// parameters are anonymous ("?"): the driver asks SQLite for each
-// parameter's name before binding it, and a numbered one ("?7") costs a
-// lookup in SQLite and a parse in the driver, 31 times a row. A multi-row
-// INSERT is slower on SQLite: it is parsed anew for each batch and keeps a
-// statement journal (BenchmarkApplySpend measured both).
-var sqliteSpendInsert = spendInsert + "(" + strings.Repeat("?,", spendCols-1) + "?) ON CONFLICT (request_id) DO NOTHING"
+// sqliteSpendInsert is SQLite's single-row spend_logs INSERT with every
+// column. Its parameters are anonymous ("?"): the driver asks SQLite for
+// each parameter's name before binding it, and a numbered one ("?7") costs
+// a lookup in SQLite and a parse in the driver, 31 times a row. A
+// multi-row INSERT, even prepared once, is slower on SQLite (measured in
+// docs/performance.md, branch writer: among other things the answer-id
+// index's expression makes SQLite keep a statement journal for any
+// statement that writes several rows).
+var sqliteSpendInsert = sqliteSpendInsertOf(0)
+
+// spendColumns are spend_logs' columns in spendInsert's (and spendArgs')
+// order.
+var spendColumns = func() []string {
+	list := spendInsert[strings.Index(spendInsert, "(")+1 : strings.Index(spendInsert, ")")]
+	cols := strings.Split(list, ",")
+	for i, c := range cols {
+		cols[i] = strings.TrimSpace(c)
+	}
+	if len(cols) != spendCols {
+		panic(fmt.Sprintf("spendInsert names %d columns, want %d", len(cols), spendCols))
+	}
+	return cols
+}()
+
+// spendDefaulted is the set of columns (bit i: spendColumns[i]) whose
+// default in the schema is the value spendArgs binds for a zero field:
+// the empty string for the TEXT NOT NULL columns whose default is empty,
+// 0 for the numeric NOT NULL DEFAULT 0 ones, NULL for the nullable JSON
+// ones (no default). Every column but request_id, started_at and ended_at
+// (NOT NULL, no default).
+// TestSpendRowsOmittingDefaults compares every column's stored value and
+// type both ways.
+const spendDefaulted = (1<<spendCols - 1) &^ (1<<0 | 1<<14 | 1<<15)
+
+// sqliteSpendShapes bounds the INSERTs prepared per connection, one per
+// set of omitted columns seen; past it a row is written with every column.
+// The gateway's rows come in a few shapes (keyless or keyed, answered or
+// failed, tagged, cached).
+const sqliteSpendShapes = 64
+
+// sqliteSpendInsertOf is the INSERT of the columns not in omit: the omitted
+// ones take their default, which for a column in spendDefaulted is what
+// spendArgs would bind for it when omitShape left it out.
+func sqliteSpendInsertOf(omit uint32) string {
+	var cols []string
+	for i, c := range spendColumns {
+		if omit&(1<<i) == 0 {
+			cols = append(cols, c)
+		}
+	}
+	return "INSERT INTO spend_logs (" + strings.Join(cols, ", ") + ") VALUES (" +
+		strings.Repeat("?,", len(cols)-1) + "?) ON CONFLICT (request_id) DO NOTHING"
+}
+
+// omitShape is the set of row's values (spendArgs) that its column's
+// default stores as they are: the columns in spendDefaulted holding "", an
+// integer 0, a float64 +0 or nil. Binding fewer parameters is most of
+// what a row costs the driver (a call into SQLite under its mutex each,
+// a C copy of each string) and SQLite a register load each.
+func omitShape(row []any) uint32 {
+	var omit uint32
+	for i, v := range row {
+		if spendDefaulted&(1<<i) == 0 {
+			continue
+		}
+		var zero bool
+		switch x := v.(type) {
+		case nil:
+			zero = true
+		case string:
+			zero = x == ""
+		case int64:
+			zero = x == 0
+		case int:
+			zero = x == 0
+		case float64:
+			zero = x == 0 && !math.Signbit(x)
+		}
+		if zero {
+			omit |= 1 << i
+		}
+	}
+	return omit
+}
 
 // sqliteDriverConn is what the store uses of modernc's connection.
 type sqliteDriverConn interface {
@@ -101,32 +181,65 @@ func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, er
 	for _, q := range entitySpend {
 		texts = append(texts, q)
 	}
-	sp := &sqliteSpendStmts{stmts: make(map[string]driver.StmtExecContext, len(texts))}
+	sp := &sqliteSpendStmts{conn: c, stmts: make(map[string]driver.StmtExecContext, len(texts)),
+		shapes: make(map[uint32]driver.StmtExecContext)}
 	for _, q := range texts {
-		st, err := c.PrepareContext(ctx, q)
+		ex, err := sp.prepare(ctx, q)
 		if err != nil {
 			sp.close()
 			return nil, err
 		}
-		ex, ok := st.(driver.StmtExecContext)
-		if !ok {
-			st.Close()
-			sp.close()
-			return nil, fmt.Errorf("sqlite driver statement %T cannot execute with a context", st)
-		}
 		sp.stmts[q] = ex
 	}
+	sp.shapes[0] = sp.stmts[sqliteSpendInsert]
 	sp.row = make([]any, 0, spendCols)
 	sp.args = make([]driver.NamedValue, 0, spendCols)
 	c.spend = sp
 	return sp, nil
 }
 
+// prepare prepares q on sp's connection.
+func (sp *sqliteSpendStmts) prepare(ctx context.Context, q string) (driver.StmtExecContext, error) {
+	st, err := sp.conn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	ex, ok := st.(driver.StmtExecContext)
+	if !ok {
+		st.Close()
+		return nil, fmt.Errorf("sqlite driver statement %T cannot execute with a context", st)
+	}
+	return ex, nil
+}
+
+// insertFor returns the row INSERT omitting the columns in omit, preparing
+// it on first use, or the one of every column once sqliteSpendShapes are
+// prepared (omit 0 then).
+func (sp *sqliteSpendStmts) insertFor(ctx context.Context, omit uint32) (driver.StmtExecContext, uint32, error) {
+	if st := sp.shapes[omit]; st != nil {
+		return st, omit, nil
+	}
+	if len(sp.shapes) >= sqliteSpendShapes {
+		return sp.shapes[0], 0, nil
+	}
+	st, err := sp.prepare(ctx, sqliteSpendInsertOf(omit))
+	if err != nil {
+		return nil, 0, err
+	}
+	sp.shapes[omit] = st
+	return st, omit, nil
+}
+
 func (sp *sqliteSpendStmts) close() {
 	for _, st := range sp.stmts {
 		st.(driver.Stmt).Close()
 	}
-	sp.stmts = nil
+	for omit, st := range sp.shapes {
+		if omit != 0 { // shapes[0] is in stmts
+			st.(driver.Stmt).Close()
+		}
+	}
+	sp.stmts, sp.shapes = nil, nil
 }
 
 // applySpendSQLite writes batch in one transaction on SQLite's connection.
@@ -151,7 +264,7 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 		if err != nil {
 			return err
 		}
-		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp}, batch, noRows)
+		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp, whole: s.spendWhole}, batch, noRows)
 		if err == nil {
 			err = ctx.Err() // past the deadline after the last statement: not committed
 		}
@@ -171,18 +284,37 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 // that cannot end (no watcher goroutine in the driver); ctx, the batch's,
 // is checked before each.
 type sqliteSpendTx struct {
-	ctx context.Context
-	sp  *sqliteSpendStmts
+	ctx   context.Context
+	sp    *sqliteSpendStmts
+	whole bool // bind every column (DB.spendWhole)
 }
 
 func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bool) error {
-	st := t.sp.stmts[sqliteSpendInsert]
 	defer clear(t.sp.row[:spendCols]) // hold no row's strings past the batch
 	for i := range rows {
 		if err := t.ctx.Err(); err != nil {
 			return fmt.Errorf("insert spend logs: %w", err)
 		}
 		t.sp.row = spendArgs(t.sp.row[:0], &rows[i])
+		var omit uint32
+		if !t.whole {
+			omit = omitShape(t.sp.row)
+		}
+		st, omit, err := t.sp.insertFor(t.ctx, omit)
+		if err != nil {
+			return fmt.Errorf("insert spend logs: %w", err)
+		}
+		if omit != 0 {
+			// The row's values without the omitted ones, in place.
+			kept := t.sp.row[:0]
+			for c, v := range t.sp.row {
+				if omit&(1<<c) == 0 {
+					kept = append(kept, v)
+				}
+			}
+			clear(t.sp.row[len(kept):])
+			t.sp.row = kept
+		}
 		res, err := t.run(st, t.sp.row)
 		if err != nil {
 			return fmt.Errorf("insert spend logs: %w", err)
