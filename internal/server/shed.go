@@ -54,6 +54,10 @@ type shedder struct {
 	// memNear reports whether the memory the collector cannot free nears
 	// the soft memory limit (nearLimit); a test may replace it.
 	memNear func([]metrics.Sample) bool
+	// byMemory is set when the last window that lowered the bound had the
+	// memory signal on: a request shed below the configured bound is then
+	// counted with reason "memory" rather than "lowered" (the CPU signal).
+	byMemory atomic.Bool
 	// sched reads the cumulative scheduler latency histogram; the window's
 	// share is the difference from prev.
 	mu     sync.Mutex
@@ -152,11 +156,7 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 			}
 		}
 		if limit := s.limit.Load(); n > limit {
-			reason := "in_flight"
-			if limit < s.max {
-				reason = "lowered"
-			}
-			s.onShed(reason)
+			s.onShed(s.reason(limit))
 			e := &apierror.Error{Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "overloaded",
 				Message:    "the gateway is overloaded: too many requests in flight; retry after the time in Retry-After",
 				RetryAfter: shedRetryAfter, Cause: errOverloaded}
@@ -169,6 +169,20 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// reason names why a request was shed under the bound in force: in_flight
+// (the configured bound), lowered (lowered by the CPU signal) or memory
+// (lowered while the memory signal was on).
+func (s *shedder) reason(limit int64) string {
+	switch {
+	case limit >= s.max:
+		return "in_flight"
+	case s.byMemory.Load():
+		return "memory"
+	default:
+		return "lowered"
+	}
 }
 
 // adjust reads the CPU signal once a window: when the window's 99th
@@ -195,12 +209,11 @@ func (s *shedder) adjust(now, inflight int64) {
 	if s.prev != nil {
 		saturated = slowWindow(hist, s.prev, shedSchedTarget.Seconds())
 	}
-	if s.memNear(s.sample) {
-		saturated = true // what the collector cannot free nears the soft memory limit
-	}
+	memory := s.memNear(s.sample) // what the collector cannot free nears the soft memory limit
 	s.prev = append(s.prev[:0], hist.Counts...)
 	limit := s.limit.Load()
-	if saturated {
+	if saturated || memory {
+		s.byMemory.Store(memory)
 		limit = max(s.floor, min(limit, inflight)*3/4)
 	} else {
 		limit = min(s.max, limit+max(1, s.max/16))

@@ -214,6 +214,9 @@ func TestShedderLowersAndRestoresTheBound(t *testing.T) {
 	if got := s.limit.Load(); got != 600 {
 		t.Fatalf("after one saturated window with 800 in flight: bound %d, want 600", got)
 	}
+	if got := s.reason(s.limit.Load()); got != "memory" {
+		t.Fatalf("a request shed under a bound the memory signal lowered: reason %q, want memory", got)
+	}
 	for i := range 20 {
 		s.adjust(now+int64(i+1)*int64(shedWindow), 800)
 	}
@@ -226,6 +229,9 @@ func TestShedderLowersAndRestoresTheBound(t *testing.T) {
 	}
 	if got := s.limit.Load(); got != 1000 {
 		t.Fatalf("after quiet windows: bound %d, want 1000", got)
+	}
+	if got := s.reason(s.limit.Load()); got != "in_flight" {
+		t.Fatalf("a request shed at the configured bound: reason %q, want in_flight", got)
 	}
 }
 
