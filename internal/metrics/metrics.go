@@ -206,7 +206,7 @@ func New(o Options) *Metrics {
 			held:    prometheus.NewDesc(name("allotment_held"), "What this replica's allotments hold on Redis now, by kind and unit: budget in usd (summed over accounts, used or not); rate_limit in requests and tokens (window admissions not used yet) and slots (max_parallel_requests slots held).", []string{"kind", "unit"}, nil),
 		})
 	}
-	m.shed = counter("requests_shed_total", "Inference requests refused with 503 because the gateway was overloaded, by reason: in_flight (the configured bound was reached) or lowered (the bound in force, lowered while goroutines waited for a CPU or the heap neared GOMEMLIMIT, was reached).", "reason")
+	m.shed = counter("requests_shed_total", "Inference requests refused with 503 because the gateway was overloaded, by reason: in_flight (the configured bound was reached), lowered (the bound in force, lowered while goroutines waited for a CPU, was reached) or memory (the bound in force, lowered while the live heap and the runtime's memory outside it passed three quarters of the soft memory limit, was reached).", "reason")
 	m.reg.MustRegister(m.shed)
 	if o.InFlight != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("requests_in_flight"), Help: "Inference requests being served by this process."},

@@ -5,7 +5,6 @@ import (
 	"math"
 	"net/http"
 	"runtime"
-	"runtime/debug"
 	"runtime/metrics"
 	"strings"
 	"sync"
@@ -24,7 +23,8 @@ import (
 // in Go's run queue, so the bound also follows the CPU: every window,
 // the admitted bound is lowered while goroutines wait too long for a CPU
 // and raised back while they do not; with a soft memory limit (GOMEMLIMIT)
-// it is also lowered while the heap nears that limit.
+// it is also lowered while the memory the collector cannot free (the live
+// heap and the runtime's memory outside the heap) nears that limit.
 const (
 	// shedWindow is how often the CPU signal is read.
 	shedWindow = 100 * time.Millisecond
@@ -51,11 +51,13 @@ type shedder struct {
 	next     atomic.Int64 // when the CPU signal is next read (unix ns)
 	cpu      bool         // the CPU signal is followed
 	onShed   func(reason string)
-	// heapTarget is three quarters of the soft memory limit (GOMEMLIMIT),
-	// compared with the memory the Go runtime holds (heap, goroutine
-	// stacks, its own structures; what it returned to the OS excluded),
-	// as GOMEMLIMIT itself is; 0 when no limit is set.
-	heapTarget uint64
+	// memNear reports whether the memory the collector cannot free nears
+	// the soft memory limit (nearLimit); a test may replace it.
+	memNear func([]metrics.Sample) bool
+	// byMemory is set when the last window that lowered the bound had the
+	// memory signal on: a request shed below the configured bound is then
+	// counted with reason "memory" rather than "lowered" (the CPU signal).
+	byMemory atomic.Bool
 	// sched reads the cumulative scheduler latency histogram; the window's
 	// share is the difference from prev.
 	mu     sync.Mutex
@@ -63,14 +65,72 @@ type shedder struct {
 	prev   []uint64
 }
 
+// The runtime/metrics samples the shedder reads each window: the
+// scheduler's latency histogram first, then what nearLimit reads.
+const (
+	sampleSched = iota
+	sampleLimit
+	sampleLive
+	sampleTotal
+	sampleObjects
+	sampleUnused
+	sampleFree
+	sampleReleased
+	nSamples
+)
+
+var sampleNames = [nSamples]string{
+	sampleSched:    "/sched/latencies:seconds",
+	sampleLimit:    "/gc/gomemlimit:bytes",
+	sampleLive:     "/gc/heap/live:bytes",
+	sampleTotal:    "/memory/classes/total:bytes",
+	sampleObjects:  "/memory/classes/heap/objects:bytes",
+	sampleUnused:   "/memory/classes/heap/unused:bytes",
+	sampleFree:     "/memory/classes/heap/free:bytes",
+	sampleReleased: "/memory/classes/heap/released:bytes",
+}
+
+// nearLimit reports whether the memory the collector cannot free has
+// passed three quarters of the soft memory limit in force (GOMEMLIMIT,
+// general_settings.memory_limit or the cgroup's default; read each window,
+// so a limit set after the server was built counts): the heap the last
+// collection found live, plus everything the runtime holds outside the
+// heap (goroutine stacks, its own structures). The heap's garbage and the
+// free and unused spans it keeps are not counted: under a soft limit the
+// collector lets the heap grow to the limit by design and frees them when
+// it runs, so counting them (as the first version did, with all the Go
+// runtime's memory) lowered the bound whenever the limit did its job. Past
+// three quarters the collector has less than a quarter of the limit to
+// work in and runs ever more often; fewer requests in flight is then what
+// frees memory. No limit: never.
+func nearLimit(s []metrics.Sample) bool {
+	for _, x := range s[sampleLimit:] {
+		if x.Value.Kind() != metrics.KindUint64 {
+			return false
+		}
+	}
+	limit := s[sampleLimit].Value.Uint64()
+	if limit == 0 || limit >= math.MaxInt64 {
+		return false
+	}
+	u := func(i int) uint64 { return s[i].Value.Uint64() }
+	heap := u(sampleObjects) + u(sampleUnused) + u(sampleFree) + u(sampleReleased)
+	outside := uint64(0)
+	if t := u(sampleTotal); t > heap {
+		outside = t - heap
+	}
+	return u(sampleLive)+outside > limit/4*3
+}
+
 func newShedder(max int64, cpu bool, onShed func(string)) *shedder {
 	s := &shedder{max: max, cpu: cpu, onShed: onShed}
 	s.floor = min(max, shedFloorPerProc*int64(runtime.GOMAXPROCS(0)))
 	s.limit.Store(max)
-	s.sample = []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
-	if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
-		s.heapTarget = uint64(l) / 4 * 3
+	s.sample = make([]metrics.Sample, nSamples)
+	for i, name := range sampleNames {
+		s.sample[i].Name = name
 	}
+	s.memNear = nearLimit
 	return s
 }
 
@@ -96,11 +156,7 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 			}
 		}
 		if limit := s.limit.Load(); n > limit {
-			reason := "in_flight"
-			if limit < s.max {
-				reason = "lowered"
-			}
-			s.onShed(reason)
+			s.onShed(s.reason(limit))
 			e := &apierror.Error{Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "overloaded",
 				Message:    "the gateway is overloaded: too many requests in flight; retry after the time in Retry-After",
 				RetryAfter: shedRetryAfter, Cause: errOverloaded}
@@ -115,9 +171,24 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 	})
 }
 
+// reason names why a request was shed under the bound in force: in_flight
+// (the configured bound), lowered (lowered by the CPU signal) or memory
+// (lowered while the memory signal was on).
+func (s *shedder) reason(limit int64) string {
+	switch {
+	case limit >= s.max:
+		return "in_flight"
+	case s.byMemory.Load():
+		return "memory"
+	default:
+		return "lowered"
+	}
+}
+
 // adjust reads the CPU signal once a window: when the window's 99th
-// percentile of scheduler latency passed shedSchedTarget, or the heap is
-// past three quarters of the soft memory limit (GOMEMLIMIT), the bound drops
+// percentile of scheduler latency passed shedSchedTarget, or the memory the
+// collector cannot free is past three quarters of the soft memory limit
+// (nearLimit), the bound drops
 // to three quarters of the requests in flight (not below the floor);
 // otherwise it grows back by a sixteenth of the configured bound.
 func (s *shedder) adjust(now, inflight int64) {
@@ -130,21 +201,19 @@ func (s *shedder) adjust(now, inflight int64) {
 	}
 	s.next.Store(now + int64(shedWindow))
 	metrics.Read(s.sample)
-	if s.sample[0].Value.Kind() != metrics.KindFloat64Histogram {
+	if s.sample[sampleSched].Value.Kind() != metrics.KindFloat64Histogram {
 		return
 	}
-	hist := s.sample[0].Value.Float64Histogram()
+	hist := s.sample[sampleSched].Value.Float64Histogram()
 	saturated := false
 	if s.prev != nil {
 		saturated = slowWindow(hist, s.prev, shedSchedTarget.Seconds())
 	}
-	if total, released := s.sample[1].Value, s.sample[2].Value; s.heapTarget > 0 && total.Kind() == metrics.KindUint64 &&
-		released.Kind() == metrics.KindUint64 && total.Uint64()-released.Uint64() > s.heapTarget {
-		saturated = true // the Go runtime's memory (heap, stacks, ...) nears the soft memory limit
-	}
+	memory := s.memNear(s.sample) // what the collector cannot free nears the soft memory limit
 	s.prev = append(s.prev[:0], hist.Counts...)
 	limit := s.limit.Load()
-	if saturated {
+	if saturated || memory {
+		s.byMemory.Store(memory)
 		limit = max(s.floor, min(limit, inflight)*3/4)
 	} else {
 		limit = min(s.max, limit+max(1, s.max/16))

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strings"
 	"sync/atomic"
@@ -201,17 +202,20 @@ func TestSlowWindow(t *testing.T) {
 }
 
 // TestShedderLowersAndRestoresTheBound: while the memory signal says the
-// process nears its soft limit (a target of one byte here), each window
+// process nears its soft limit, each window
 // lowers the bound to three quarters of the requests in flight, never below
 // the floor; once it no longer does, the bound grows back to the configured
 // one a sixteenth per window.
 func TestShedderLowersAndRestoresTheBound(t *testing.T) {
 	s := newShedder(1000, true, func(string) {})
-	s.heapTarget = 1
+	s.memNear = func([]metrics.Sample) bool { return true }
 	now := time.Now().UnixNano()
 	s.adjust(now, 800)
 	if got := s.limit.Load(); got != 600 {
 		t.Fatalf("after one saturated window with 800 in flight: bound %d, want 600", got)
+	}
+	if got := s.reason(s.limit.Load()); got != "memory" {
+		t.Fatalf("a request shed under a bound the memory signal lowered: reason %q, want memory", got)
 	}
 	for i := range 20 {
 		s.adjust(now+int64(i+1)*int64(shedWindow), 800)
@@ -219,11 +223,85 @@ func TestShedderLowersAndRestoresTheBound(t *testing.T) {
 	if got := s.limit.Load(); got != s.floor {
 		t.Fatalf("after many saturated windows: bound %d, want the floor %d", got, s.floor)
 	}
-	s.heapTarget = 0
+	s.memNear = func([]metrics.Sample) bool { return false }
 	for i := range 20 {
 		s.adjust(now+int64(i+30)*int64(shedWindow), 10)
 	}
 	if got := s.limit.Load(); got != 1000 {
 		t.Fatalf("after quiet windows: bound %d, want 1000", got)
 	}
+	if got := s.reason(s.limit.Load()); got != "in_flight" {
+		t.Fatalf("a request shed at the configured bound: reason %q, want in_flight", got)
+	}
+}
+
+// memSink keeps the churn's allocations from being optimised away.
+var memSink []byte
+
+// TestShedderMemorySignalIsWhatTheCollectorCannotFree: under a soft memory
+// limit (GOMEMLIMIT, here with GOGC off, the runtime's documented setting
+// for a process given a memory budget) the collector lets the heap grow to
+// the limit before it runs, so the memory the runtime holds passes three
+// quarters of it while the live heap is small. That is the limit working,
+// not the process nearing it: the memory signal stays off. It comes on
+// once the heap a collection finds live (plus the runtime's memory outside
+// the heap) really passes three quarters of the limit. The first version
+// compared all the runtime's memory with the limit and turned a soft limit
+// into shed requests.
+func TestShedderMemorySignalIsWhatTheCollectorCannotFree(t *testing.T) {
+	s := newShedder(1000, true, func(string) {})
+	near := func() bool {
+		metrics.Read(s.sample)
+		return s.memNear(s.sample)
+	}
+	held := func() uint64 { // what the first version compared: all the runtime holds
+		return s.sample[sampleTotal].Value.Uint64() - s.sample[sampleReleased].Value.Uint64()
+	}
+	if near() {
+		t.Fatal("memory signal on with no soft memory limit")
+	}
+	runtime.GC()
+	metrics.Read(s.sample)
+	base := s.sample[sampleLive].Value.Uint64() + s.sample[sampleTotal].Value.Uint64() -
+		s.sample[sampleObjects].Value.Uint64() - s.sample[sampleUnused].Value.Uint64() -
+		s.sample[sampleFree].Value.Uint64() - s.sample[sampleReleased].Value.Uint64()
+	limit := int64(2*base + 32<<20)
+	oldLimit := debug.SetMemoryLimit(limit)
+	oldGC := debug.SetGCPercent(-1)
+	t.Cleanup(func() {
+		debug.SetGCPercent(oldGC)
+		debug.SetMemoryLimit(oldLimit)
+	})
+
+	// Garbage, three times the limit over, in 64 KiB pieces: the heap fills
+	// up to the limit, the collector frees it, again and again.
+	heldPast := 0
+	for i := range 48 {
+		for range int(limit/16) >> 16 {
+			memSink = make([]byte, 64<<10)
+		}
+		if near() {
+			t.Fatalf("round %d: memory signal on with a live heap of %d B under a soft limit of %d B (the runtime holds %d B)",
+				i, s.sample[sampleLive].Value.Uint64(), limit, held())
+		}
+		if held() > uint64(limit)/4*3 {
+			heldPast++
+		}
+	}
+	memSink = nil
+	t.Logf("soft limit %d B; the runtime held more than three quarters of it in %d of 48 rounds (the first version's signal)", limit, heldPast)
+	if heldPast == 0 {
+		t.Fatal("the runtime never held three quarters of the limit: the test did not make the case it is about")
+	}
+
+	// A live heap past three quarters of the limit: the signal comes on.
+	var live [][]byte
+	for range int(uint64(limit)*17/20-base) >> 20 {
+		live = append(live, make([]byte, 1<<20))
+	}
+	runtime.GC()
+	if !near() {
+		t.Fatalf("memory signal off with a live heap of %d B under a soft limit of %d B", s.sample[sampleLive].Value.Uint64(), limit)
+	}
+	runtime.KeepAlive(live)
 }
