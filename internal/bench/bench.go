@@ -291,6 +291,8 @@ func drive(load, url string, key keySet, body []byte, d time.Duration) run {
 	defer cancel()
 	start := time.Now()
 	var wg sync.WaitGroup
+	var started int           // rate: requests started
+	var sending time.Duration // rate: how long they were started for
 	switch kind {
 	case "closed":
 		c := newClient(n)
@@ -313,12 +315,19 @@ func drive(load, url string, key keySet, body []byte, d time.Duration) run {
 				time.Sleep(wait)
 			}
 			wg.Add(1)
+			started++
 			go func() { defer wg.Done(); record(one(c, url, key, body)) }()
 		}
+		sending = time.Since(start)
 	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
 	r.rps, r.sent = float64(len(r.lat))/elapsed, float64(r.requests)/elapsed
+	if kind == "rate" {
+		// Started over the time they were started in: the wait for the
+		// last answers is not the generator's.
+		r.sent = float64(started) / sending.Seconds()
+	}
 	return r
 }
 
@@ -554,12 +563,18 @@ func Run(o Options) ([]Result, error) {
 	defer os.RemoveAll(dir)
 	var rest []int // the bench's and the mock's CPUs when the gateways are pinned
 	if len(o.GatewayCPUs) > 0 {
-		if rest, err = splitCPUs(o.GatewayCPUs); err != nil {
+		own, err := ownCPUs()
+		if err != nil {
+			return nil, err
+		}
+		if rest, err = splitCPUs(own, o.GatewayCPUs); err != nil {
 			return nil, err
 		}
 		if err := pinProcess(os.Getpid(), rest); err != nil {
 			return nil, err
 		}
+		// Unpinned when done, so that a second Run (--both) splits the same CPUs.
+		defer func() { _ = pinProcess(os.Getpid(), own) }()
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(len(rest)))
 	}
 	upPort := freePort()
@@ -673,7 +688,7 @@ func Preamble(now time.Time, o Options) string {
 }
 
 // Header is the results table's header, in Markdown.
-const Header = "| scenario | load | stream | direct req/s | sent req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+const Header = "| scenario | load | stream | direct req/s | sent req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 func row(r Result) string {
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 0, 64) + " µs" }
@@ -686,6 +701,6 @@ func row(r Result) string {
 		slices.Sort(kinds)
 		errs += " (" + strings.Join(kinds, ", ") + ")"
 	}
-	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
-		r.DirectRPS, r.SentRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), r.PeakRSSMB, errs)
+	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
+		r.DirectRPS, r.SentRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), us(r.GatewayP99), r.PeakRSSMB, errs)
 }

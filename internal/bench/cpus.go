@@ -70,20 +70,31 @@ func formatCPUList(cpus []int) string {
 	return strings.Join(parts, ",")
 }
 
-// splitCPUs checks that gateway CPUs are ones this process may run on and
-// returns the others it may run on: the bench's and the mock's.
-func splitCPUs(gateway []int) (rest []int, err error) {
+// ownCPUs is the CPUs the calling thread may run on.
+func ownCPUs() ([]int, error) {
 	var allowed unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
 		return nil, fmt.Errorf("reading this process's CPUs: %w", err)
 	}
-	for _, c := range gateway {
-		if !allowed.IsSet(c) {
-			return nil, fmt.Errorf("--gateway-cpus: CPU %d is not one this process may run on", c)
+	var cpus []int
+	for c := range 1024 {
+		if allowed.IsSet(c) {
+			cpus = append(cpus, c)
 		}
 	}
-	for c := range 1024 {
-		if allowed.IsSet(c) && !slices.Contains(gateway, c) {
+	return cpus, nil
+}
+
+// splitCPUs checks that gateway CPUs are among allowed and returns the
+// other allowed ones: the bench's and the mock's.
+func splitCPUs(allowed, gateway []int) (rest []int, err error) {
+	for _, c := range gateway {
+		if !slices.Contains(allowed, c) {
+			return nil, fmt.Errorf("--gateway-cpus: CPU %d is not one this process may run on (%s)", c, formatCPUList(allowed))
+		}
+	}
+	for _, c := range allowed {
+		if !slices.Contains(gateway, c) {
 			rest = append(rest, c)
 		}
 	}

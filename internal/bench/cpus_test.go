@@ -74,11 +74,14 @@ func TestLaunchPins(t *testing.T) {
 	if len(all) < 2 {
 		t.Skip("one CPU: pinning to it cannot be told from not pinning")
 	}
-	if rest, err := splitCPUs([]int{0}); err != nil || slices.Contains(rest, 0) || len(rest) == 0 {
-		t.Fatalf("splitCPUs([0]) = %v, %v", rest, err)
+	if rest, err := splitCPUs(all, []int{0}); err != nil || !slices.Equal(rest, all[1:]) {
+		t.Fatalf("splitCPUs(%v, [0]) = %v, %v", all, rest, err)
 	}
-	if _, err := splitCPUs(all); err == nil {
+	if _, err := splitCPUs(all, all); err == nil {
 		t.Errorf("splitCPUs of every CPU: no error, though none is left for the generator")
+	}
+	if _, err := splitCPUs([]int{1}, []int{0}); err == nil {
+		t.Errorf("splitCPUs([1], [0]): no error, though CPU 0 is not allowed")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
