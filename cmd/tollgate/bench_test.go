@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -44,4 +45,27 @@ func TestSoakSmoke(t *testing.T) {
 		}
 	}
 	t.Logf("\n%s", out)
+}
+
+// TestBenchSmokePinned runs the harness with --gateway-cpus: the gateways
+// come up bound to CPU 0, the table says so and every scenario answers.
+func TestBenchSmokePinned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: nothing to split")
+	}
+	out, err := exec.Command(buildBinary(t), "bench", "--smoke", "--gateway-cpus", "0", "--scenarios", "governed").CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench --smoke --gateway-cpus 0: %v\n%s", err, out)
+	}
+	for _, want := range []string{"gateways and floor on CPU 0 (GOMAXPROCS 1)", "| sent req/s |", "| floor | closed:4 | false |", "| governed | rate:100 | false |"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if out, err := exec.Command(buildBinary(t), "bench", "--smoke", "--gateway-cpus", "0-1023").CombinedOutput(); err == nil {
+		t.Errorf("--gateway-cpus naming CPUs this process may not use was taken:\n%s", out)
+	}
 }
