@@ -30,8 +30,9 @@ func runBench(args []string) error {
 	pg := fs.String("pg", os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), "PostgreSQL URL for governed-pg")
 	redis := fs.String("redis", os.Getenv("TOLLGATE_TEST_REDIS_URL"), "Redis URL for governed-pg")
 	pprof := fs.Bool("pprof", false, "give every scenario's process a pprof listener on a port of its own (printed)")
-	maxInFlight := fs.Int("max-in-flight", 0, "the gateways' general_settings.max_requests_in_flight (0: their default, 256 per GOMAXPROCS)")
+	maxInFlight := fs.Int("max-in-flight", 0, "the gateways' general_settings.max_requests_in_flight (0: their default, 1024 per GOMAXPROCS)")
 	keys := fs.Int("keys", 0, "start the governed scenarios on a store of this many keys (seeded once into the temporary directory) and make each request with one drawn at random; the peak RSS is then the runs' own, taken once the keys are in")
+	gatewayCPUs := fs.String("gateway-cpus", "", "a CPU list (\"0\", \"0-1\", \"0,2\"): bind every gateway and floor process to these CPUs, GOMAXPROCS their count, and the bench process (the load generator) and the mock upstream to the others, so that a load above what the gateway sustains does not starve the generator")
 	smoke := fs.Bool("smoke", false, "a few seconds of everything, to prove the harness works (no timing meaning)")
 	soak := fs.Bool("soak", false, "one governed gateway under a steady mix (plain, streams, abandoned streams, upstream errors, slow upstreams) for --duration (default 10m) at --rate, sampling RSS, goroutines and open fds every --every")
 	rate := fs.Int("rate", 200, "with --soak: requests started per second")
@@ -63,6 +64,11 @@ func runBench(args []string) error {
 	o := bench.Options{Bin: bin, Scenarios: strings.Split(*scenarios, ","), Loads: strings.Split(*loads, ","), Stream: *stream,
 		Duration: *duration, Rounds: *rounds, PGURL: *pg, RedisURL: *redis, Out: os.Stdout, Pprof: *pprof,
 		MaxInFlight: *maxInFlight, Keys: *keys}
+	if *gatewayCPUs != "" {
+		if o.GatewayCPUs, err = bench.ParseCPUList(*gatewayCPUs); err != nil {
+			return err
+		}
+	}
 	if *smoke {
 		o.Loads, o.Duration, o.Rounds = []string{"closed:4", "rate:100"}, 500*time.Millisecond, 1
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -44,4 +45,18 @@ func TestSoakSmoke(t *testing.T) {
 		}
 	}
 	t.Logf("\n%s", out)
+}
+
+// TestBenchRefusesCPUsItMayNotUse: --gateway-cpus naming CPUs this
+// process may not run on is refused before anything starts. That a pinned
+// gateway really runs where it is told is internal/bench's TestLaunchPins
+// (a whole pinned smoke run cost CI over a minute for nothing more).
+func TestBenchRefusesCPUsItMayNotUse(t *testing.T) {
+	if runtime.NumCPU() >= 1024 {
+		t.Skip("this machine has CPU 1023")
+	}
+	out, err := exec.Command(buildBinary(t), "bench", "--smoke", "--gateway-cpus", "0-1023").CombinedOutput()
+	if err == nil {
+		t.Errorf("--gateway-cpus naming CPUs this process may not use was taken:\n%s", out)
+	}
 }

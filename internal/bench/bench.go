@@ -49,13 +49,21 @@ type Options struct {
 	// many keys; each request is made with one drawn at random. The peak
 	// RSS is then the runs' (reset once the keys are in).
 	Keys int
+	// GatewayCPUs, when not empty, are the CPUs every gateway and floor
+	// process is bound to (GOMAXPROCS their count); the bench process and
+	// the mock upstream are bound to the others (cpus.go).
+	GatewayCPUs []int
 }
 
 // Result is one scenario × load, medians over rounds.
 type Result struct {
-	Scenario, Load         string
-	Stream                 bool
-	DirectRPS, GatewayRPS  float64
+	Scenario, Load        string
+	Stream                bool
+	DirectRPS, GatewayRPS float64
+	// SentRPS is the requests the load generator started a second in the
+	// gateway's run, answered or not: below a rate:R load's R, the
+	// generator could not keep the rate.
+	SentRPS                float64
 	DirectP50, DirectP99   time.Duration
 	GatewayP50, GatewayP99 time.Duration
 	AddedP50, AddedP99     time.Duration
@@ -94,13 +102,18 @@ func (p *proc) stop() {
 }
 
 func launch(bin, dir string, ready string, args ...string) (*proc, error) {
-	return launchEnv(bin, dir, ready, nil, args...)
+	return launchEnv(bin, dir, ready, nil, nil, args...)
 }
 
-// launchEnv is launch with env added to the process's environment.
-func launchEnv(bin, dir string, ready string, env []string, args ...string) (*proc, error) {
+// launchEnv is launch with env added to the process's environment and,
+// when cpus is not empty, the process bound to those CPUs with GOMAXPROCS
+// their count.
+func launchEnv(bin, dir string, ready string, env []string, cpus []int, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	if len(cpus) > 0 {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", len(cpus)))
+	}
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
@@ -113,11 +126,25 @@ func launchEnv(bin, dir string, ready string, env []string, args ...string) (*pr
 		return nil, err
 	}
 	p := &proc{cmd: cmd}
+	if len(cpus) > 0 {
+		if err := pinProcess(cmd.Process.Pid, cpus); err != nil {
+			p.stop()
+			return nil, err
+		}
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(ready)
 		if err == nil {
 			resp.Body.Close()
+			if len(cpus) > 0 {
+				// Threads started while it came up were started by pinned
+				// ones; pinning again checks that none escaped.
+				if err := pinProcess(cmd.Process.Pid, cpus); err != nil {
+					p.stop()
+					return nil, err
+				}
+			}
 			return p, nil
 		}
 		if time.Now().After(deadline) {
@@ -176,7 +203,8 @@ func peakRSS(pid int) float64 {
 
 // run is one load against one URL.
 type run struct {
-	rps      float64
+	rps      float64 // answered 200 a second
+	sent     float64 // started a second, answered or not
 	lat      []time.Duration
 	errors   int
 	requests int
@@ -263,6 +291,8 @@ func drive(load, url string, key keySet, body []byte, d time.Duration) run {
 	defer cancel()
 	start := time.Now()
 	var wg sync.WaitGroup
+	var started int           // rate: requests started
+	var sending time.Duration // rate: how long they were started for
 	switch kind {
 	case "closed":
 		c := newClient(n)
@@ -285,11 +315,19 @@ func drive(load, url string, key keySet, body []byte, d time.Duration) run {
 				time.Sleep(wait)
 			}
 			wg.Add(1)
+			started++
 			go func() { defer wg.Done(); record(one(c, url, key, body)) }()
 		}
+		sending = time.Since(start)
 	}
 	wg.Wait()
-	r.rps = float64(len(r.lat)) / time.Since(start).Seconds()
+	elapsed := time.Since(start).Seconds()
+	r.rps, r.sent = float64(len(r.lat))/elapsed, float64(r.requests)/elapsed
+	if kind == "rate" {
+		// Started over the time they were started in: the wait for the
+		// last answers is not the generator's.
+		r.sent = float64(started) / sending.Seconds()
+	}
 	return r
 }
 
@@ -452,7 +490,7 @@ func start(label, dir, upURL string, o Options) (*gateway, error) {
 			return nil, err
 		}
 	}
-	p, err := launchEnv(bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, args...)
+	p, err := launchEnv(bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, o.GatewayCPUs, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -492,7 +530,7 @@ func start(label, dir, upURL string, o Options) (*gateway, error) {
 
 // samples are one scenario's measurements under one load, one per round.
 type samples struct {
-	rps           []float64
+	rps, sent     []float64
 	p50, p99, cpu []time.Duration
 	ratio         []float64 // CPU per request over the floor's, same round
 	errs          int
@@ -500,7 +538,7 @@ type samples struct {
 }
 
 func (s *samples) add(r run, cpu time.Duration) {
-	s.rps = append(s.rps, r.rps)
+	s.rps, s.sent = append(s.rps, r.rps), append(s.sent, r.sent)
 	s.p50, s.p99 = append(s.p50, pct(r.lat, 0.5)), append(s.p99, pct(r.lat, 0.99))
 	if r.requests > 0 {
 		s.cpu = append(s.cpu, cpu/time.Duration(r.requests))
@@ -523,8 +561,24 @@ func Run(o Options) ([]Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	var rest []int // the bench's and the mock's CPUs when the gateways are pinned
+	if len(o.GatewayCPUs) > 0 {
+		own, err := ownCPUs()
+		if err != nil {
+			return nil, err
+		}
+		if rest, err = splitCPUs(own, o.GatewayCPUs); err != nil {
+			return nil, err
+		}
+		if err := pinProcess(os.Getpid(), rest); err != nil {
+			return nil, err
+		}
+		// Unpinned when done, so that a second Run (--both) splits the same CPUs.
+		defer func() { _ = pinProcess(os.Getpid(), own) }()
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(len(rest)))
+	}
 	upPort := freePort()
-	up, err := launch(o.Bin, dir, fmt.Sprintf("http://127.0.0.1:%d/v1/models", upPort), "mock-upstream", "--addr", fmt.Sprintf("127.0.0.1:%d", upPort))
+	up, err := launchEnv(o.Bin, dir, fmt.Sprintf("http://127.0.0.1:%d/v1/models", upPort), nil, rest, "mock-upstream", "--addr", fmt.Sprintf("127.0.0.1:%d", upPort))
 	if err != nil {
 		return nil, err
 	}
@@ -591,7 +645,7 @@ func Run(o Options) ([]Result, error) {
 			s := per[i]
 			r := Result{Scenario: g.scenario, Load: load, Stream: o.Stream,
 				DirectRPS: median(direct.rps), DirectP50: median(direct.p50), DirectP99: median(direct.p99),
-				GatewayRPS: median(s.rps), GatewayP50: median(s.p50), GatewayP99: median(s.p99),
+				GatewayRPS: median(s.rps), SentRPS: median(s.sent), GatewayP50: median(s.p50), GatewayP99: median(s.p99),
 				PeakRSSMB: peakRSS(g.p.cmd.Process.Pid), Errors: s.errs + direct.errs, ErrorKinds: s.kinds}
 			if len(s.cpu) > 0 {
 				r.CPUPerRequest = median(s.cpu)
@@ -614,14 +668,27 @@ func Run(o Options) ([]Result, error) {
 }
 
 // Preamble is the line printed above the table: the date of the run and
-// how it was made, so that a pasted table says what it is.
+// how it was made (with the machine's load average as it starts, since
+// other work on the machine moves the figures), so that a pasted table
+// says what it is.
 func Preamble(now time.Time, o Options) string {
-	return fmt.Sprintf("Run of %s (%d CPUs; %s per run, %d rounds alternating direct, floor and every scenario; medians over rounds; ratio = CPU per request over the floor's in the same round):",
-		now.UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), o.Duration, o.Rounds)
+	pin := ""
+	if len(o.GatewayCPUs) > 0 {
+		pin = fmt.Sprintf("; gateways and floor on CPU %s (GOMAXPROCS %d), the load generator and the mock on the others",
+			formatCPUList(o.GatewayCPUs), len(o.GatewayCPUs))
+	}
+	load := ""
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			load = "; load average " + strings.Join(f[:3], " ")
+		}
+	}
+	return fmt.Sprintf("Run of %s (%d CPUs%s; %s per run, %d rounds alternating direct, floor and every scenario; medians over rounds; ratio = CPU per request over the floor's in the same round%s):",
+		now.UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), pin, o.Duration, o.Rounds, load)
 }
 
 // Header is the results table's header, in Markdown.
-const Header = "| scenario | load | stream | direct req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|"
+const Header = "| scenario | load | stream | direct req/s | sent req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 func row(r Result) string {
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 0, 64) + " µs" }
@@ -634,6 +701,6 @@ func row(r Result) string {
 		slices.Sort(kinds)
 		errs += " (" + strings.Join(kinds, ", ") + ")"
 	}
-	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.2f | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
-		r.DirectRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), r.PeakRSSMB, errs)
+	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
+		r.DirectRPS, r.SentRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), us(r.GatewayP99), r.PeakRSSMB, errs)
 }
