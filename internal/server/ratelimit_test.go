@@ -171,6 +171,15 @@ func serveCfg(t testing.TB, cfg *config.Config, opts Options) string {
 // serveSrv is serveCfg returning the server too.
 func serveSrv(t testing.TB, cfg *config.Config, opts Options) (string, *Server) {
 	t.Helper()
+	url, srv, _ := serveStop(t, cfg, opts)
+	return url, srv
+}
+
+// serveStop is serveSrv returning a graceful stop too, which returns once
+// the server has stopped; it runs at most once (the test's cleanup runs it
+// if the test did not).
+func serveStop(t testing.TB, cfg *config.Config, opts Options) (string, *Server, func()) {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger
 	}
@@ -185,8 +194,9 @@ func serveSrv(t testing.TB, cfg *config.Config, opts Options) (string, *Server) 
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
-	return "http://" + ln.Addr().String(), srv
+	once := sync.OnceFunc(func() { stop(); <-done })
+	t.Cleanup(once)
+	return "http://" + ln.Addr().String(), srv, once
 }
 
 // TestSeed001TokenBucket walks seed 001's steps: with a gateway-wide bucket
