@@ -23,7 +23,7 @@ import (
 // binary or in several running at once against the same servers.
 type rig struct {
 	mock   *mockupstream.Server
-	up     string // the mock's URL
+	up     string // the mock's URL (or rigSpec.up)
 	st     store.Store
 	redis  string         // TOLLGATE_TEST_REDIS_URL ("" without redis)
 	ropts  *redis.Options // redis parsed (nil without redis)
@@ -40,6 +40,7 @@ type rigSpec struct {
 	postgres bool   // the store on PostgreSQL (skip without TOLLGATE_TEST_POSTGRES_URL); else SQLite
 	redis    bool   // skip without TOLLGATE_TEST_REDIS_URL
 	mock     mockupstream.Options
+	up       string // an upstream of the test's own instead of the mock (mock is then nil)
 }
 
 // newRig makes a rig without replicas (start adds them), skipping the test
@@ -53,10 +54,13 @@ func newRig(t testing.TB, spec rigSpec) *rig {
 	if spec.redis && rd == "" {
 		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping a test of replicas on Redis")
 	}
-	r := &rig{mock: mockupstream.New(spec.mock), prefix: spec.name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36), cfgs: map[string]*config.Config{}}
-	up := httptest.NewServer(r.mock)
-	t.Cleanup(up.Close) // registered first: runs after every replica has stopped
-	r.up = up.URL
+	r := &rig{up: spec.up, prefix: spec.name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36), cfgs: map[string]*config.Config{}}
+	if r.up == "" {
+		r.mock = mockupstream.New(spec.mock)
+		up := httptest.NewServer(r.mock)
+		t.Cleanup(up.Close) // registered first: runs after every replica has stopped
+		r.up = up.URL
+	}
 	if spec.redis {
 		o, err := redis.ParseURL(rd)
 		if err != nil {
