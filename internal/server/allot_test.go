@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"math"
-	"net"
-	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
@@ -30,63 +27,21 @@ import (
 // per request at its end. After a graceful stop Redis has
 // the spend the store has, and holds nothing.
 func TestAllotmentsAcrossReplicas(t *testing.T) {
-	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if pg == "" || rd == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed")
-	}
-	mock := mockupstream.New(mockupstream.Options{Delay: 2 * time.Millisecond})
-	up := httptest.NewServer(mock)
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+
-		"  redis_url: "+rd+"\n  budget_allotments: true\nlitellm_settings:\n  budget_enforcement: strict\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := storetest.OpenPostgres(t, pg)
-	prefix := "allot-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	var urls []string
-	var srvs []*Server
-	var stops []func()
-	for range 3 {
-		// Long Redis deadlines: on a busy machine a hold past the default
-		// 500 ms is refused in strict mode (503 budget_unavailable: Redis
-		// could not vouch for the budget), a legitimate outcome that
-		// TestReplicasShareBudgets accepts; here it would only blur the
-		// counts this test proves (at most 1,000 served, exactly 20 in the
-		// rpm key's minute), so nothing depends on a deadline.
-		srv, err := New(cfg, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond, Logger: testLogger,
-			RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { srv.Serve(ctx, ln); close(done) }()
-		once := sync.OnceFunc(func() { stop(); <-done })
-		t.Cleanup(once)
-		urls, srvs, stops = append(urls, "http://"+ln.Addr().String()), append(srvs, srv), append(stops, once)
-	}
+	// Long Redis deadlines: on a busy machine a hold past the default
+	// 500 ms is refused in strict mode (503 budget_unavailable: Redis
+	// could not vouch for the budget), a legitimate outcome that
+	// TestReplicasShareBudgets accepts; here it would only blur the
+	// counts this test proves (at most 1,000 served, exactly 20 in the
+	// rpm key's minute), so nothing depends on a deadline.
+	r := replicas(t, 3, rigSpec{name: "allot", postgres: true, redis: true, mock: mockupstream.Options{Delay: 2 * time.Millisecond}},
+		pricedConfig+"  redis_url: {{REDIS}}\n  budget_allotments: true\nlitellm_settings:\n  budget_enforcement: strict\n",
+		Options{ResyncInterval: 100 * time.Millisecond, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
+	urls, srvs, st := r.urls, r.srvs, r.st
 	if srvs[0].allot == nil || srvs[0].rlAllot == nil {
 		t.Fatal("budget_allotments: true made no Allotted holder or no rate-limit Allotter")
 	}
-	for _, k := range []string{`{"key": "sk-allot-budget", "max_budget": 0.3}`, `{"key": "sk-allot-rpm", "max_budget": 10, "rpm_limit": 20}`} {
-		if code, body := send(t, urls[0]+"/key/generate", "sk-1234", k); code != 200 {
-			t.Fatal(code, body)
-		}
-	}
-	for _, u := range urls[1:] {
-		if _, ok := within(30*time.Second, func() bool {
-			c1, _ := send(t, u+"/v1/chat/completions", "sk-allot-budget", `{"model":"nope"}`)
-			c2, _ := send(t, u+"/v1/chat/completions", "sk-allot-rpm", `{"model":"nope"}`)
-			return c1 == 404 && c2 == 404
-		}); !ok {
-			t.Fatal("a replica does not know the keys")
-		}
-	}
+	r.key(t, "sk-allot-budget", `"max_budget": 0.3`)
+	r.key(t, "sk-allot-rpm", `"max_budget": 10, "rpm_limit": 20`)
 	// The rate-limited key first: 40 requests, 20 in its minute.
 	var rpmOK, rpm429 int
 	for i := range 40 {
@@ -114,17 +69,7 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 	t.Logf("rpm key: %d admissions decided against rate-limit allotments, %d per request", rlLocal, rlRemote)
 	// A busier rpm key, hammered on all three: never past its limit, some
 	// of it decided against rate-limit allotments (no Redis call).
-	if code, body := send(t, urls[0]+"/key/generate", "sk-1234", `{"key": "sk-allot-rpm200", "max_budget": 10, "rpm_limit": 200}`); code != 200 {
-		t.Fatal(code, body)
-	}
-	for _, u := range urls[1:] {
-		if _, ok := within(30*time.Second, func() bool {
-			c, _ := send(t, u+"/v1/chat/completions", "sk-allot-rpm200", `{"model":"nope"}`)
-			return c == 404
-		}); !ok {
-			t.Fatal("a replica does not know the key")
-		}
-	}
+	r.key(t, "sk-allot-rpm200", `"max_budget": 10, "rpm_limit": 200`)
 	var busyOK atomic.Int64
 	var bwg sync.WaitGroup
 	for i := range 30 {
@@ -214,7 +159,7 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 			t.Errorf("tollgate_allotment_flushes_total{kind=%q} = %v (present %v), the allotter counted %d after the scrape", m.kind, got, ok, m.flushes)
 		}
 	}
-	for _, stop := range stops {
+	for _, stop := range r.stops {
 		stop() // graceful: the last flush books everything and returns every allotment
 	}
 	k, err := st.GetKey(context.Background(), sha("sk-allot-budget"))
@@ -224,13 +169,7 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 	if math.Abs(k.Spend-float64(ok.Load())*0.0003) > 1e-9 || k.Spend > 0.3+1e-12 {
 		t.Fatalf("recorded spend %v for %d served requests (budget 0.3)", k.Spend, ok.Load())
 	}
-	o, err := redis.ParseURL(rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	defer c.Close()
-	h := c.HMGet(context.Background(), "{"+prefix+"}:bud:key:"+sha("sk-allot-budget"), "spent", "held").Val()
+	h := r.client(t).HMGet(context.Background(), r.budget("key", sha("sk-allot-budget")), "spent", "held").Val()
 	if want := strconv.FormatInt(ok.Load()*300000, 10); h[0] != want || h[1] != "0" {
 		t.Fatalf("after a graceful stop Redis has spent %v held %v, want spent %s held 0", h[0], h[1], want)
 	}
@@ -244,31 +183,9 @@ func TestAllotmentsAcrossReplicas(t *testing.T) {
 // request whose worst case is past the whole budget: too big for the
 // allotment, refused on Redis).
 func TestAllotmentMetrics(t *testing.T) {
-	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if pg == "" || rd == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed")
-	}
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+
-		"  redis_url: "+rd+"\n  budget_allotments: true\nlitellm_settings:\n  budget_enforcement: strict\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := storetest.OpenPostgres(t, pg)
-	srv, err := New(cfg, Options{Store: st, RedisPrefix: "allotm-" + strconv.FormatInt(time.Now().UnixNano(), 36), Logger: testLogger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
-	url := "http://" + ln.Addr().String()
+	r := replicas(t, 1, rigSpec{name: "allotm", postgres: true, redis: true},
+		pricedConfig+"  redis_url: {{REDIS}}\n  budget_allotments: true\nlitellm_settings:\n  budget_enforcement: strict\n", Options{})
+	srv, url := r.srvs[0], r.urls[0]
 	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-allot-m", "max_budget": 10, "rpm_limit": 100000}`); code != 200 {
 		t.Fatal(code, body)
 	}
@@ -400,36 +317,17 @@ func TestAllotmentsByDefaultKeepGuarantees(t *testing.T) {
 	}
 	for _, mode := range []string{"default", "strict"} {
 		t.Run(mode, func(t *testing.T) {
-			mock := mockupstream.New(mockupstream.Options{Delay: 2 * time.Millisecond})
-			up := httptest.NewServer(mock)
-			defer up.Close()
-			cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+
-				"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: "+mode+"\n"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			st := storetest.OpenPostgres(t, pg)
-			prefix := "allotg-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-			var urls []string
+			r := newRig(t, rigSpec{name: "allotg", postgres: true, redis: true, mock: mockupstream.Options{Delay: 2 * time.Millisecond}})
 			for range 3 {
-				u, s := serveSrv(t, cfg, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond})
+				s := r.start(t, pricedConfig+"  redis_url: {{REDIS}}\nlitellm_settings:\n  budget_enforcement: "+mode+"\n", Options{ResyncInterval: 100 * time.Millisecond})
 				if s.allot == nil || s.rlAllot == nil {
 					t.Fatal("allotments are not on by default with Redis")
 				}
-				urls = append(urls, u)
 			}
+			urls := r.urls
 			keys := map[string]string{"sk-g-small": `"max_budget": 0.0003`, "sk-g-100": `"max_budget": 0.03`, "sk-g-rpm": `"max_budget": 10, "rpm_limit": 20`}
 			for k, f := range keys {
-				if code, body := send(t, urls[0]+"/key/generate", "sk-1234", `{"key": "`+k+`", `+f+`}`); code != 200 {
-					t.Fatal(code, body)
-				}
-			}
-			for _, u := range urls {
-				for k := range keys {
-					if _, ok := within(30*time.Second, func() bool { c, _ := send(t, u+"/v1/chat/completions", k, `{"model":"nope"}`); return c == 404 }); !ok {
-						t.Fatal("a replica does not know the key", k)
-					}
-				}
+				r.key(t, k, f)
 			}
 			hammer := func(key string, workers, each int) (ok, refused, limited, unavailable int64) {
 				var o, r, l, u atomic.Int64

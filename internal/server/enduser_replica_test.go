@@ -3,21 +3,17 @@ package server
 import (
 	"context"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
-	"github.com/tollgate/tollgate/internal/store/storetest"
 )
 
 // TestEndUserReachesReplicaWithItsKey: two gateways on one PostgreSQL and
@@ -29,29 +25,13 @@ import (
 // end user B had looked for and not found before it existed is found once
 // a key made after it is.
 func TestEndUserReachesReplicaWithItsKey(t *testing.T) {
-	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if pg == "" || rd == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL or TOLLGATE_TEST_REDIS_URL is not set: skipping the two-replica end user test")
-	}
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: strict\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ropts, err := redis.ParseURL(rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := redis.NewClient(ropts)
-	defer rc.Close()
-	prefix := "eusync-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	st := storetest.OpenPostgres(t, pg)
 	// Long Redis deadlines: on a loaded machine a hold past the default
 	// 500 ms falls back to this replica's share, and strict mode then
 	// refuses (503) what the test expects served or refused on Redis.
-	opts := Options{Store: st, RedisPrefix: prefix, ResyncInterval: time.Hour, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute}
-	a, b := serveCfg(t, cfg, opts), serveCfg(t, cfg, opts)
+	r := replicas(t, 2, rigSpec{name: "eusync", postgres: true, redis: true},
+		pricedConfig+"  redis_url: {{REDIS}}\nlitellm_settings:\n  budget_enforcement: strict\n",
+		Options{ResyncInterval: time.Hour, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
+	a, b, rc := r.urls[0], r.urls[1], r.client(t)
 	chat := func(user string) string {
 		return `{"model":"gpt-4","max_tokens":3,"user":"` + user + `","messages":[{"role":"user","content":"one two three four"}]}`
 	}
@@ -76,9 +56,10 @@ func TestEndUserReachesReplicaWithItsKey(t *testing.T) {
 	}
 	want := int64(ledger.USD(0.0003)) * n
 	var spent, held int64
+	var err error
 	if _, ok := within(30*time.Second, func() bool {
-		spent, err = rc.HGet(context.Background(), "{"+prefix+"}:bud:end_user:eu-nine", "spent").Int64()
-		held, _ = rc.HGet(context.Background(), "{"+prefix+"}:bud:end_user:eu-nine", "held").Int64()
+		spent, err = rc.HGet(context.Background(), r.budget("end_user", "eu-nine"), "spent").Int64()
+		held, _ = rc.HGet(context.Background(), r.budget("end_user", "eu-nine"), "held").Int64()
 		return err == nil && held == 0 && spent == want
 	}); !ok {
 		t.Fatalf("eu-nine's shared account after %d requests on B: spent %d (%v), held %d; want spent %d, held 0", n, spent, err, held, want)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,9 +27,8 @@ import (
 // own), serving pricedConfig strictly, allotments off: a key with rate limits and a budget
 // has its admission and its first hold decided in one script.
 type fusedEnv struct {
-	urls   []string
-	prefix string
-	rc     *redis.Client
+	*rig
+	rc *redis.Client
 }
 
 func startFused(t testing.TB, replicas int, up string) *fusedEnv {
@@ -41,47 +39,16 @@ func startFused(t testing.TB, replicas int, up string) *fusedEnv {
 // startFusedWith is startFused with more litellm_settings lines.
 func startFusedWith(t testing.TB, replicas int, up, settings string) *fusedEnv {
 	t.Helper()
-	rd := os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if rd == "" {
-		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping the fused-script test")
-	}
 	// budget_allotments: false: these tests are of the per-request fused
 	// scripts (they count scripts and commands per request, and read the
 	// budget's 'held' after a refusal), which allotments, on by default
 	// with Redis, replace with a flush per interval and holds of their own.
 	// Allotments across replicas: allot_test.go.
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up)+"  redis_url: "+rd+"\n  budget_allotments: false\nlitellm_settings:\n  budget_enforcement: strict\n"+settings))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts, err := redis.ParseURL(rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &fusedEnv{prefix: "fused-" + strconv.FormatInt(time.Now().UnixNano(), 36), rc: redis.NewClient(opts)}
-	t.Cleanup(func() { e.rc.Close() })
-	st := sqliteStore(t)
+	r := newRig(t, rigSpec{name: "fused", redis: true, up: up})
 	for range replicas {
-		e.urls = append(e.urls, serveCfg(t, cfg, Options{Store: st, RedisPrefix: e.prefix}))
+		r.start(t, pricedConfig+"  redis_url: {{REDIS}}\n  budget_allotments: false\nlitellm_settings:\n  budget_enforcement: strict\n"+settings, Options{})
 	}
-	return e
-}
-
-// key makes a key on the first gateway and waits until every one knows it.
-func (e *fusedEnv) key(t testing.TB, name, fields string) string {
-	t.Helper()
-	if code, body := send(t, e.urls[0]+"/key/generate", "sk-1234", `{"key": "`+name+`", `+fields+`}`); code != 200 {
-		t.Fatal(code, body)
-	}
-	for _, u := range e.urls {
-		if _, ok := within(30*time.Second, func() bool {
-			c, _ := send(t, u+"/v1/chat/completions", name, `{"model":"nope"}`)
-			return c == 404
-		}); !ok {
-			t.Fatal("a gateway does not know the key")
-		}
-	}
-	return sha(name)
+	return &fusedEnv{rig: r, rc: r.client(t)}
 }
 
 // TestFusedOneScriptPerPhase: a request whose key has rate limits and a

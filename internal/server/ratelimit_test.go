@@ -171,6 +171,15 @@ func serveCfg(t testing.TB, cfg *config.Config, opts Options) string {
 // serveSrv is serveCfg returning the server too.
 func serveSrv(t testing.TB, cfg *config.Config, opts Options) (string, *Server) {
 	t.Helper()
+	url, srv, _ := serveStop(t, cfg, opts)
+	return url, srv
+}
+
+// serveStop is serveSrv returning a graceful stop too, which returns once
+// the server has stopped; it runs at most once (the test's cleanup runs it
+// if the test did not).
+func serveStop(t testing.TB, cfg *config.Config, opts Options) (string, *Server, func()) {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger
 	}
@@ -185,8 +194,9 @@ func serveSrv(t testing.TB, cfg *config.Config, opts Options) (string, *Server) 
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
-	return "http://" + ln.Addr().String(), srv
+	once := sync.OnceFunc(func() { stop(); <-done })
+	t.Cleanup(once)
+	return "http://" + ln.Addr().String(), srv, once
 }
 
 // TestSeed001TokenBucket walks seed 001's steps: with a gateway-wide bucket
@@ -231,21 +241,8 @@ func TestSeed001TokenBucket(t *testing.T) {
 // TestTwoGatewaysShareRedisLimits: two gateways on one Redis and one store
 // with a 10-rpm key let exactly 10 requests through, together.
 func TestTwoGatewaysShareRedisLimits(t *testing.T) {
-	redisURL := os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if redisURL == "" {
-		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping the shared-Redis test")
-	}
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(mockConfig, "{{UP}}", up.URL)+
-		"general_settings:\n  master_key: sk-1234\n  redis_url: "+redisURL+"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := sqliteStore(t)
-	prefix := "test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	a := serveCfg(t, cfg, Options{Store: st, RedisPrefix: prefix})
-	b := serveCfg(t, cfg, Options{Store: st, RedisPrefix: prefix})
+	r := replicas(t, 2, rigSpec{name: "test", redis: true}, mockConfig+"general_settings:\n  master_key: sk-1234\n  redis_url: {{REDIS}}\n", Options{})
+	a, b := r.urls[0], r.urls[1]
 	if code, body := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-shared-rpm", "rpm_limit": 10}`); code != 200 {
 		t.Fatal(code, body)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,15 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/ledger"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/netsim"
 	"github.com/tollgate/tollgate/internal/store"
-	"github.com/tollgate/tollgate/internal/store/storetest"
 )
 
 // TestRedisCutKeepsBudgets: three gateways on one PostgreSQL, each reaching
@@ -37,14 +32,6 @@ import (
 // booked outside them while cut off is carried by a per-request hold, which
 // an account owing it takes instead of its allotment).
 func TestRedisCutKeepsBudgets(t *testing.T) {
-	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if pg == "" || rd == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed for the Redis-cut test")
-	}
-	ropts, err := redis.ParseURL(rd)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
 		name, mode string
 		cut        int // replicas cut off from Redis (the first ones)
@@ -57,44 +44,25 @@ func TestRedisCutKeepsBudgets(t *testing.T) {
 	const price, budget = 0.0003, 0.03 // 100 requests
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mock := mockupstream.New(mockupstream.Options{Delay: 5 * time.Millisecond})
-			up := httptest.NewServer(mock)
-			defer up.Close()
-			st := storetest.OpenPostgres(t, pg)
-			prefix := "cut-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-			var urls []string
-			var srvs []*Server
+			r := newRig(t, rigSpec{name: "cut", postgres: true, redis: true, mock: mockupstream.Options{Delay: 5 * time.Millisecond}})
+			mock, st := r.mock, r.st
 			var proxies []*netsim.Proxy
 			for range 3 {
-				p, err := netsim.NewProxy(ropts.Addr)
+				p, err := netsim.NewProxy(r.ropts.Addr)
 				if err != nil {
 					t.Fatal(err)
 				}
 				t.Cleanup(p.Cut)
-				yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL) + "  redis_url: redis://" + p.Addr() + "/" + strconv.Itoa(ropts.DB) + "\n" +
-					"litellm_settings:\n  budget_enforcement: " + tt.mode + "\n"
-				cfg, err := config.Parse("t.yaml", []byte(yaml))
-				if err != nil {
-					t.Fatal(err)
-				}
-				u, s := serveSrv(t, cfg, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond})
-				urls, srvs, proxies = append(urls, u), append(srvs, s), append(proxies, p)
+				r.start(t, pricedConfig+"  redis_url: redis://"+p.Addr()+"/"+strconv.Itoa(r.ropts.DB)+"\n"+
+					"litellm_settings:\n  budget_enforcement: "+tt.mode+"\n", Options{ResyncInterval: 100 * time.Millisecond})
+				proxies = append(proxies, p)
 			}
+			urls, srvs := r.urls, r.srvs
 			const key = "sk-redis-cut-key"
-			if code, body := send(t, urls[0]+"/key/generate", "sk-1234", `{"key": "`+key+`", "max_budget": 0.03}`); code != 200 {
-				t.Fatal(code, body)
-			}
+			r.key(t, key, `"max_budget": 0.03`)
 			for _, s := range srvs {
 				if _, ok := within(10*time.Second, func() bool { return s.shared.Alive() == 3 }); !ok {
 					t.Fatalf("a replica counts %d replicas alive, not 3", s.shared.Alive())
-				}
-			}
-			for _, u := range urls[1:] {
-				if _, ok := within(30*time.Second, func() bool {
-					c, _ := send(t, u+"/v1/chat/completions", key, `{"model":"nope"}`)
-					return c == 404
-				}); !ok {
-					t.Fatal("a replica does not know the key")
 				}
 			}
 			var ok, refused, unavailable atomic.Int64
@@ -185,9 +153,7 @@ func TestRedisCutKeepsBudgets(t *testing.T) {
 					t.Fatalf("after Redis came back: %d %s", code, body)
 				}
 			}
-			for _, s := range srvs {
-				s.writer.Flush()
-			}
+			r.flush()
 			served = mock.Stats().Requests
 			k, err := st.GetKey(context.Background(), sha(key))
 			if err != nil {
@@ -200,8 +166,7 @@ func TestRedisCutKeepsBudgets(t *testing.T) {
 			if int64(total) != served {
 				t.Errorf("%d spend logs for %d served requests", total, served)
 			}
-			c := redis.NewClient(ropts)
-			defer c.Close()
+			c := r.client(t)
 			// A settle whose reply the cut lost is taken as run: its lease
 			// still holds the amount, so spent + held covers it. With
 			// allotments (on by default with Redis) spend decided against
@@ -211,7 +176,7 @@ func TestRedisCutKeepsBudgets(t *testing.T) {
 			want := ledger.USD(k.Spend)
 			var rs, rh int64
 			within(20*time.Second, func() bool {
-				v, err := c.HMGet(context.Background(), "{"+prefix+"}:bud:key:"+sha(key), "spent", "held").Result()
+				v, err := c.HMGet(context.Background(), r.budget("key", sha(key)), "spent", "held").Result()
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -1,23 +1,9 @@
 package server
 
 import (
-	"net/http/httptest"
-	"os"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/tollgate/tollgate/internal/config"
-	"github.com/tollgate/tollgate/internal/mockupstream"
-	"github.com/tollgate/tollgate/internal/store"
-	"github.com/tollgate/tollgate/internal/store/storetest"
 )
-
-// replica starts a gateway serving on loopback with st and returns its URL.
-func replica(t *testing.T, cfg *config.Config, st store.Store) string {
-	t.Helper()
-	return serveCfg(t, cfg, Options{Store: st, ResyncInterval: 100 * time.Millisecond})
-}
 
 func send(t testing.TB, url, key, body string) (int, string) {
 	t.Helper()
@@ -45,18 +31,8 @@ func within(limit time.Duration, check func() bool) (time.Duration, bool) {
 // the test waits up to 30 s, so that a loaded machine does not fail it, and
 // logs how long each took.
 func TestReplicasShareKeysWithinOneSecond(t *testing.T) {
-	pg := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
-	if pg == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping the two-replica test")
-	}
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(mockConfig, "{{UP}}", up.URL)+"general_settings:\n  master_key: sk-1234\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := storetest.OpenPostgres(t, pg)
-	a, b := replica(t, cfg, st), replica(t, cfg, st)
+	r := replicas(t, 2, rigSpec{postgres: true}, mockConfig+"general_settings:\n  master_key: sk-1234\n", Options{ResyncInterval: 100 * time.Millisecond})
+	a, b := r.urls[0], r.urls[1]
 	chat := `{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}`
 
 	status, body := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-replicated-key-1"}`)
@@ -84,18 +60,8 @@ func TestReplicasShareKeysWithinOneSecond(t *testing.T) {
 // keys with it: A refuses them on the very next request, B within its
 // resync; a blocked team's key never comes back on either.
 func TestDeletionRevokesOnEveryReplica(t *testing.T) {
-	pg := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
-	if pg == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping the two-replica test")
-	}
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(mockConfig, "{{UP}}", up.URL)+"general_settings:\n  master_key: sk-1234\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := storetest.OpenPostgres(t, pg)
-	a, b := replica(t, cfg, st), replica(t, cfg, st)
+	r := replicas(t, 2, rigSpec{postgres: true}, mockConfig+"general_settings:\n  master_key: sk-1234\n", Options{ResyncInterval: 100 * time.Millisecond})
+	a, b := r.urls[0], r.urls[1]
 	chat := `{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}`
 	for _, step := range []struct{ path, body string }{
 		{"/user/new", `{"user_id": "leaver", "auto_create_key": false}`},

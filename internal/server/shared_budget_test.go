@@ -3,19 +3,14 @@ package server
 import (
 	"context"
 	"math"
-	"net/http/httptest"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
-	"github.com/tollgate/tollgate/internal/store/storetest"
 )
 
 // TestReplicasShareBudgets: three gateways on one PostgreSQL and one Redis.
@@ -27,36 +22,10 @@ import (
 // than spend its share; in default mode the share bound applies
 // (TestRedisCutKeepsBudgets).
 func TestReplicasShareBudgets(t *testing.T) {
-	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if pg == "" || rd == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed for the shared-budget test")
-	}
-	mock := mockupstream.New(mockupstream.Options{Delay: 5 * time.Millisecond})
-	up := httptest.NewServer(mock)
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"  redis_url: "+rd+"\nlitellm_settings:\n  budget_enforcement: strict\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := storetest.OpenPostgres(t, pg)
-	prefix := "budget-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	var urls []string
-	var srvs []*Server
-	for range 3 {
-		u, s := serveSrv(t, cfg, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond})
-		urls, srvs = append(urls, u), append(srvs, s)
-	}
-	if code, body := send(t, urls[0]+"/key/generate", "sk-1234", `{"key": "sk-shared-budget-key", "max_budget": 0.03}`); code != 200 { // 100 × 3e-4
-		t.Fatal(code, body)
-	}
-	for _, u := range urls[1:] {
-		if _, ok := within(30*time.Second, func() bool {
-			c, _ := send(t, u+"/v1/chat/completions", "sk-shared-budget-key", `{"model":"nope"}`)
-			return c == 404
-		}); !ok {
-			t.Fatal("a replica does not know the key")
-		}
-	}
+	r := replicas(t, 3, rigSpec{name: "budget", postgres: true, redis: true, mock: mockupstream.Options{Delay: 5 * time.Millisecond}},
+		pricedConfig+"  redis_url: {{REDIS}}\nlitellm_settings:\n  budget_enforcement: strict\n", Options{ResyncInterval: 100 * time.Millisecond})
+	urls, st := r.urls, r.st
+	r.key(t, "sk-shared-budget-key", `"max_budget": 0.03`) // 100 × 3e-4
 	var ok, refused, unavailable atomic.Int64
 	var wg sync.WaitGroup
 	for i := range 30 {
@@ -82,10 +51,8 @@ func TestReplicasShareBudgets(t *testing.T) {
 	if ok.Load() > 100 || ok.Load() < 90 {
 		t.Fatalf("three replicas let %d requests through a budget for 100 (%d refused, %d without Redis)", ok.Load(), refused.Load(), unavailable.Load())
 	}
-	for _, s := range srvs {
-		s.writer.Flush()
-	}
-	served := mock.Stats().Requests
+	r.flush()
+	served := r.mock.Stats().Requests
 	k, err := st.GetKey(context.Background(), sha("sk-shared-budget-key"))
 	if err != nil {
 		t.Fatal(err)

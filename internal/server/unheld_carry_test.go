@@ -1,16 +1,9 @@
 package server
 
 import (
-	"net/http/httptest"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tollgate/tollgate/internal/config"
-	"github.com/tollgate/tollgate/internal/mockupstream"
-	"github.com/tollgate/tollgate/internal/store/storetest"
 )
 
 // TestUnheldSpendReachesOtherReplicas: spend a replica books without a
@@ -23,35 +16,13 @@ import (
 // within a bounded wait; before the fix Redis knew one request's spend
 // and B served nine more, passing the budget by what A booked.
 func TestUnheldSpendReachesOtherReplicas(t *testing.T) {
-	pg, rd := os.Getenv("TOLLGATE_TEST_POSTGRES_URL"), os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if pg == "" || rd == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL and TOLLGATE_TEST_REDIS_URL are needed for the shared-budget test")
-	}
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	base := strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL) + "  redis_url: " + rd + "\n"
-	cfgA, err := config.Parse("a.yaml", []byte(base+cacheOn+"  cache_params: {charge_hits: true}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgB, err := config.Parse("b.yaml", []byte(base))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := storetest.OpenPostgres(t, pg)
-	prefix := "unheld-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	a, _ := serveSrv(t, cfgA, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond})
-	b, _ := serveSrv(t, cfgB, Options{Store: st, RedisPrefix: prefix, ResyncInterval: 100 * time.Millisecond})
+	r := newRig(t, rigSpec{name: "unheld", postgres: true, redis: true})
+	base := pricedConfig + "  redis_url: {{REDIS}}\n"
+	r.start(t, base+cacheOn+"  cache_params: {charge_hits: true}\n", Options{ResyncInterval: 100 * time.Millisecond})
+	r.start(t, base, Options{ResyncInterval: 100 * time.Millisecond})
+	a, b := r.urls[0], r.urls[1]
 	const key = "sk-unheld-carry-key"
-	if code, body := send(t, a+"/key/generate", "sk-1234", `{"key": "`+key+`", "max_budget": 0.003}`); code != 200 { // 10 × 3e-4
-		t.Fatal(code, body)
-	}
-	if _, ok := within(30*time.Second, func() bool {
-		c, _ := send(t, b+"/v1/chat/completions", key, `{"model":"nope"}`)
-		return c == 404
-	}); !ok {
-		t.Fatal("replica B does not know the key")
-	}
+	r.key(t, key, `"max_budget": 0.003`) // 10 × 3e-4
 	// A: one request upstream, then hits (each booked without a hold)
 	// until A refuses the key.
 	served := 0
