@@ -28,7 +28,7 @@ func within(limit time.Duration, check func() bool) (time.Duration, bool) {
 // TestReplicasShareKeysWithinOneSecond: two gateways on one PostgreSQL. A
 // key created on A works on B, and a key blocked or deleted on B is refused
 // on A. The design's figure is within one second (a resync every 500 ms);
-// the test waits up to 30 s, so that a loaded machine does not fail it, and
+// the test waits up to a minute, so that a loaded machine does not fail it, and
 // logs how long each took.
 func TestReplicasShareKeysWithinOneSecond(t *testing.T) {
 	r := replicas(t, 2, rigSpec{postgres: true}, mockConfig+"general_settings:\n  master_key: sk-1234\n", Options{ResyncInterval: 100 * time.Millisecond})
@@ -39,19 +39,21 @@ func TestReplicasShareKeysWithinOneSecond(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("generate on A: %d %s", status, body)
 	}
-	if took, ok := within(30*time.Second, func() bool { s, _ := send(t, b+"/v1/chat/completions", "sk-replicated-key-1", chat); return s == 200 }); !ok {
+	if took, ok := within(time.Minute, func() bool { s, _ := send(t, b+"/v1/chat/completions", "sk-replicated-key-1", chat); return s == 200 }); !ok {
 		t.Fatalf("key created on A not accepted by B after %v", took)
 	} else {
 		t.Logf("key created on A accepted by B after %v", took)
 	}
 	send(t, b+"/key/block", "sk-1234", `{"key": "sk-replicated-key-1"}`)
-	if took, ok := within(30*time.Second, func() bool { s, _ := send(t, a+"/v1/chat/completions", "sk-replicated-key-1", chat); return s == 401 }); !ok {
+	if took, ok := within(time.Minute, func() bool { s, _ := send(t, a+"/v1/chat/completions", "sk-replicated-key-1", chat); return s == 401 }); !ok {
 		t.Fatalf("key blocked on B still accepted by A after %v", took)
 	}
 	send(t, a+"/key/generate", "sk-1234", `{"key": "sk-replicated-key-2"}`)
-	within(30*time.Second, func() bool { s, _ := send(t, b+"/v1/chat/completions", "sk-replicated-key-2", chat); return s == 200 })
+	if took, ok := within(time.Minute, func() bool { s, _ := send(t, b+"/v1/chat/completions", "sk-replicated-key-2", chat); return s == 200 }); !ok {
+		t.Fatalf("key created on A not accepted by B after %v (its deletion on B would then prove nothing)", took)
+	}
 	send(t, b+"/key/delete", "sk-1234", `{"keys": ["sk-replicated-key-2"]}`)
-	if took, ok := within(30*time.Second, func() bool { s, _ := send(t, a+"/v1/chat/completions", "sk-replicated-key-2", chat); return s == 401 }); !ok {
+	if took, ok := within(time.Minute, func() bool { s, _ := send(t, a+"/v1/chat/completions", "sk-replicated-key-2", chat); return s == 401 }); !ok {
 		t.Fatalf("key deleted on B still accepted by A after %v", took)
 	}
 }
@@ -77,13 +79,13 @@ func TestDeletionRevokesOnEveryReplica(t *testing.T) {
 	}
 	keys := []string{"sk-user-key-to-revoke", "sk-team-key-to-revoke"}
 	for _, k := range keys {
-		if _, ok := within(10*time.Second, func() bool { s, _ := send(t, b+"/v1/chat/completions", k, chat); return s == 200 }); !ok {
+		if _, ok := within(time.Minute, func() bool { s, _ := send(t, b+"/v1/chat/completions", k, chat); return s == 200 }); !ok {
 			t.Fatalf("%s never accepted by B", k)
 		}
 	}
 	send(t, a+"/team/block", "sk-1234", `{"team_id": "blocked"}`)
 	for _, url := range []string{a, b} {
-		if _, ok := within(10*time.Second, func() bool {
+		if _, ok := within(time.Minute, func() bool {
 			s, _ := send(t, url+"/v1/chat/completions", "sk-blocked-team-key-1", chat)
 			return s == 401
 		}); !ok {
@@ -101,7 +103,7 @@ func TestDeletionRevokesOnEveryReplica(t *testing.T) {
 		if s, body := send(t, a+"/v1/chat/completions", k, chat); s != 401 {
 			t.Fatalf("%s on A right after deletion: %d %s", k, s, body)
 		}
-		took, ok := within(10*time.Second, func() bool { s, _ := send(t, b+"/v1/chat/completions", k, chat); return s == 401 })
+		took, ok := within(time.Minute, func() bool { s, _ := send(t, b+"/v1/chat/completions", k, chat); return s == 401 })
 		if !ok {
 			t.Fatalf("%s still accepted by B after %v", k, took)
 		}

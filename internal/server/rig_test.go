@@ -118,7 +118,7 @@ func (r *rig) key(t testing.TB, name, fields string) string {
 		t.Fatal(code, body)
 	}
 	for _, u := range r.urls {
-		if _, ok := within(30*time.Second, func() bool {
+		if _, ok := within(time.Minute, func() bool {
 			c, _ := send(t, u+"/v1/chat/completions", name, `{"model":"nope"}`)
 			return c == 404
 		}); !ok {
