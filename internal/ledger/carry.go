@@ -241,21 +241,28 @@ func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string)
 // settleDoubt takes a's items in doubt to Redis in the background, as
 // CarryOffline does, once Redis answers again: retried (while Redis is
 // marked down, only waiting) until none is left or for as long as a lease
-// lives; holds of the account carry them meanwhile and after. One at a
-// time per account.
+// lives; holds of the account carry them meanwhile and after, and the
+// sweep once this gives up (owe). One at a time per account. A stop
+// (CarryOffline) ends it at its next call, and carries what it leaves.
 func (s *Shared) settleDoubt(a *Account) {
-	if a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+	if a.doubt.n.Load() == 0 || s.stopping.Load() || !a.doubt.busy.CompareAndSwap(false, true) {
 		return
 	}
 	s.resolving.Add(1)
+	s.draining.Add(1)
 	go func() {
 		defer s.resolving.Done()
+		defer s.draining.Add(-1)
 		for {
 			done := s.drainDoubt(a)
 			a.doubt.busy.Store(false)
+			if !done {
+				s.owe(a) // gave up (or stopping): the sweep, a hold or the stop's carry
+				return
+			}
 			// An item that came in doubt as this finished is not left
-			// behind; after the deadline, holds carry what is left.
-			if !done || a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+			// behind.
+			if a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
 				return
 			}
 		}
@@ -265,27 +272,28 @@ func (s *Shared) settleDoubt(a *Account) {
 // drainDoubt is settleDoubt's loop: while Redis is marked down it looks
 // again every doubtPoll, so that it goes soon after Redis is back; a call
 // that fails is tried again after a wait that doubles up to doubtRetry.
-// It reports whether it got an answer (or found nothing left to carry).
+// It reports whether it got an answer (or found nothing left to carry);
+// false once the replica is stopping.
 func (s *Shared) drainDoubt(a *Account) (done bool) {
 	deadline := time.Now().Add(s.LeaseTTL)
 	wait := doubtPoll
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && !s.stopping.Load() {
 		if s.r.Degraded() {
-			time.Sleep(doubtPoll)
+			s.pause(doubtPoll)
 			continue
 		}
 		carry, sent := a.carryArg(0, "", s.horizon(), time.Now().UnixNano())
 		if carry == int64(0) {
 			return true
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, s.holdWait))
+		ctx, cancel := context.WithTimeout(context.Background(), s.callWait())
 		_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
 		cancel()
 		if rscript.Final(err) == nil {
 			a.landCarry(outRan, 0, "", sent)
 			return true
 		}
-		time.Sleep(wait)
+		s.pause(wait)
 		wait = min(2*wait, doubtRetry)
 	}
 	return false
