@@ -219,6 +219,7 @@ const (
 	outRan     outcome = iota // answered: Redis has what it carried
 	outNotRun                 // proven never run
 	outUnknown                // the answer was lost: it may have run
+	outAbsent                 // answered: Redis lacks the account, nothing applied (carryOne)
 )
 
 // landCarry books how a call that carried pending under tag (and the items

@@ -164,3 +164,49 @@ func TestCarryOfflineStopsDoubtRetries(t *testing.T) {
 		t.Fatalf("Redis has spent %s, want %s (once)", got, want)
 	}
 }
+
+// TestSweepLeavesAnAccountRedisLostToAHold: Redis comes back without the
+// account (restarted empty) while replica A owes it spend booked offline.
+// A's sweep must not drop that spend into A's seed (applied nowhere): when
+// replica B seeds the account first, from its own view, A's next hold must
+// still carry it, so that Redis counts it once.
+func TestSweepLeavesAnAccountRedisLostToAHold(t *testing.T) {
+	g := newLostRig(t)
+	ctx := context.Background()
+	budget := 10.0
+	keyA := ledger.NewBook(nil).Account(store.KindKey, "k", ledger.Spec{Budget: &budget})
+	sB := ledger.NewShared(runner(t, g.c), ledger.SharedOptions{Prefix: g.prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	keyB := ledger.NewAccount(store.KindKey, "k", ledger.USD(0.1), ledger.USD(10)) // the store's 0.1
+
+	g.spend(t, keyA, ledger.USD(0.1))
+	g.p.Cut()
+	g.r.Degrade(errAway)
+	h, err := g.s.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(0.2)) // offline: owed to Redis
+	if err := g.p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	g.c.Del(ctx, "{"+g.prefix+"}:bud:key:k") // Redis restarted empty
+	g.r.Recover()
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { g.s.Announce(actx); close(done) }()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && g.s.Owed() != 0; time.Sleep(5 * time.Millisecond) {
+	}
+	stop()
+	<-done
+	g.s.WaitResolved() // the sweep has carried (or left) the account
+
+	hb, err := sB.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.1)) // B seeds the account
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb.Settle(ledger.USD(0.05))
+	g.spend(t, keyA, ledger.USD(0.01)) // A's next hold
+	if got, want := g.field("k", "spent"), usdString(ledger.USD(0.36)); got != want {
+		t.Fatalf("Redis has spent %s, want %s (the store's 0.1, B's 0.05, A's offline 0.2 and 0.01, each once)", got, want)
+	}
+}

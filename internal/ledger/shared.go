@@ -1127,12 +1127,14 @@ func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent
 
 // carryScript adds spend booked while Redis was away to an account Redis
 // has in the same budget period: ARGV = the carried items (as a hold's,
-// carry.go), period (ns). An account Redis does not have (or has in another
-// period) is left alone: its next hold seeds it from the store, which has
-// the spend.
+// carry.go), period (ns). It returns 1 when it applied them, 2 when Redis
+// does not have the account (flushed, restarted empty): left alone, the
+// next hold of this replica's seeds it and carries the items (kept for it,
+// carryOne); 0 for another period (the spend is the store's alone).
 var carryScript = rscript.New(luaNow + luaHold + `
 local cur = redis.call('HMGET', KEYS[1], 'spent', 'period', 'held', 'nx')
-if cur[1] == false or tonumber(cur[2] or 0) ~= tonumber(ARGV[2]) then return 0 end
+if cur[1] == false then return 2 end
+if tonumber(cur[2] or 0) ~= tonumber(ARGV[2]) then return 0 end
 bud_carry(KEYS[1], ARGV[1], tonumber(cur[1]), tonumber(cur[3] or 0), cur[4] and tonumber(cur[4]), false)
 return 1
 `)
@@ -1159,7 +1161,8 @@ func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
 			// carrying left after an answered carry is spend a call that
 			// has not ended (at ctx's end) claimed: off Redis as far as
 			// this replica can tell.
-			if s.carryOne(ctx, a) != outRan || a.carrying.Load() != 0 {
+			// (An account Redis lacks is seeded by a hold: nothing to carry.)
+			if o := s.carryOne(ctx, a); (o != outRan && o != outAbsent) || a.carrying.Load() != 0 {
 				failed++
 			}
 			return true
@@ -1181,13 +1184,20 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 		a.carrying.Add(-pending)
 		return outRan
 	}
-	_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+	v, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
 	o := outRan
 	if err = rscript.Final(err); err != nil {
 		o = outUnknown
 		if rscript.NotRun(err) {
 			o = outNotRun
 		}
+	} else if v == int64(2) {
+		// Redis lacks the account: nothing applied. The spend stays for a
+		// hold of this replica's, which seeds the account without it and
+		// carries it; dropped here (into the seed) it would be lost when
+		// another replica seeds the account first.
+		a.landCarry(outNotRun, pending, tag, sent)
+		return outAbsent
 	}
 	a.landCarry(o, pending, tag, sent)
 	return o
@@ -1264,6 +1274,8 @@ func (s *Shared) carryUnheld(a *Account) (again bool) {
 	a.unheld.Store(false)
 	// A booking that found a.unheld set before the Store is seen here.
 	switch {
+	case o == outAbsent:
+		return false // Redis lacks the account: the next hold seeds it with this spend carried
 	case o != outRan:
 		s.owe(a)
 		return false
