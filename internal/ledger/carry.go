@@ -255,11 +255,14 @@ func (s *Shared) settleDoubt(a *Account) {
 		defer s.resolving.Done()
 		defer s.draining.Add(-1)
 		for {
-			done := s.drainDoubt(a)
+			done, absent := s.drainDoubt(a)
 			a.doubt.busy.Store(false)
 			if !done {
 				s.owe(a) // gave up (or stopping): the sweep, a hold or the stop's carry
 				return
+			}
+			if absent {
+				return // left for the hold that seeds the account
 			}
 			// An item that came in doubt as this finished is not left
 			// behind.
@@ -274,8 +277,9 @@ func (s *Shared) settleDoubt(a *Account) {
 // again every doubtPoll, so that it goes soon after Redis is back; a call
 // that fails is tried again after a wait that doubles up to doubtRetry.
 // It reports whether it got an answer (or found nothing left to carry);
-// false once the replica is stopping.
-func (s *Shared) drainDoubt(a *Account) (done bool) {
+// false once the replica is stopping. absent: the answer was that Redis
+// lacks the account, and the items are left in doubt for the next hold.
+func (s *Shared) drainDoubt(a *Account) (done, absent bool) {
 	deadline := time.Now().Add(s.LeaseTTL)
 	wait := doubtPoll
 	for time.Now().Before(deadline) && !s.stopping.Load() {
@@ -285,19 +289,28 @@ func (s *Shared) drainDoubt(a *Account) (done bool) {
 		}
 		carry, sent := a.carryArg(0, "", s.horizon(), time.Now().UnixNano())
 		if carry == int64(0) {
-			return true
+			return true, false
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.callWait())
-		_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+		v, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
 		cancel()
 		if rscript.Final(err) == nil {
+			if v == int64(2) {
+				// Redis lacks the account (restarted empty): nothing
+				// applied. The items stay in doubt for a hold of this
+				// replica's, which seeds the account without them and
+				// carries them (as carryOne leaves them); resolved here
+				// they would go into the seed, and be lost when another
+				// replica seeds the account first.
+				return true, true
+			}
 			a.landCarry(outRan, 0, "", sent)
-			return true
+			return true, false
 		}
 		s.pause(wait)
 		wait = min(2*wait, doubtRetry)
 	}
-	return false
+	return false, false
 }
 
 const (

@@ -1,0 +1,56 @@
+package ledger_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// TestDoubtRetryLeavesAnAccountRedisLostToAHold: an item in doubt whose retry
+// (settleDoubt) reaches a Redis that came back without the account must
+// stay for A's next hold, as carryOne's does: taken as landed it goes into
+// A's seed, applied nowhere, and is lost when B seeds the account first.
+func TestDoubtRetryLeavesAnAccountRedisLostToAHold(t *testing.T) {
+	g := newLostRigWith(t, 300*time.Millisecond, time.Second)
+	ctx := context.Background()
+	budget := 10.0
+	keyA := ledger.NewBook(nil).Account(store.KindKey, "k", ledger.Spec{Budget: &budget})
+	accts := []*ledger.Account{keyA}
+	sB := ledger.NewShared(runner(t, g.c), ledger.SharedOptions{Prefix: g.prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	keyB := ledger.NewAccount(store.KindKey, "k", ledger.USD(0.11), ledger.USD(10)) // the store's 0.11
+
+	g.spend(t, keyA, ledger.USD(0.1))
+	ledger.Spend(accts, ledger.USD(0.01)) // loads the carry script
+	g.s.CarryUnheld(accts)
+	g.s.WaitResolved()
+	g.waitSpent(t, "k", ledger.USD(0.11))
+
+	g.p.BlackHole() // the carry's answer is lost: in doubt, settleDoubt retries
+	ledger.Spend(accts, ledger.USD(0.02))
+	g.s.CarryUnheld(accts)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && keyA.Doubt() == 0; time.Sleep(time.Millisecond) {
+	}
+	if keyA.Doubt() == 0 {
+		t.Fatal("the carry never came in doubt")
+	}
+	g.c.Del(ctx, "{"+g.prefix+"}:bud:key:k") // Redis restarted empty
+	if err := g.p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	g.r.Recover()
+	g.s.WaitResolved() // settleDoubt's retry reached the empty Redis
+
+	hb, err := sB.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.1)) // B seeds the account
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb.Settle(ledger.USD(0.05))
+	g.spend(t, keyA, ledger.USD(0.01)) // A's next hold
+	if got, want := g.field("k", "spent"), usdString(ledger.USD(0.19)); got != want {
+		t.Fatalf("Redis has spent %s, want %s (the store's 0.11, B's 0.05, A's 0.02 in doubt and 0.01, each once)", got, want)
+	}
+}
