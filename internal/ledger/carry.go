@@ -181,6 +181,25 @@ func (a *Account) resolve(sent []string) {
 	a.doubt.n.Store(int32(len(kept)))
 }
 
+// leaseLost makes the settles in doubt among sent plain carried spend
+// (under their tags, "s<lease>"): Redis answered that it lacks the
+// account, so their leases are gone with it, and a hold that does not seed
+// the account (another replica seeded it first) would apply them nowhere.
+// Whether or not the lost settle ran on the Redis that lost the account,
+// it is not on this one: carried as plain spend it counts once.
+func (a *Account) leaseLost(sent []string) {
+	if len(sent) == 0 {
+		return
+	}
+	a.doubt.mu.Lock()
+	defer a.doubt.mu.Unlock()
+	for i := range a.doubt.items {
+		if it := &a.doubt.items[i]; it.lease != "" && slices.Contains(sent, it.tag) {
+			it.lease = ""
+		}
+	}
+}
+
 // doubtful keeps it in doubt; its amount is already in carrying. Past
 // maxDoubt it goes back to unsynced (carried again under a new tag).
 func (a *Account) doubtful(it carryItem) {
@@ -302,6 +321,7 @@ func (s *Shared) drainDoubt(a *Account) (done, absent bool) {
 				// carries them (as carryOne leaves them); resolved here
 				// they would go into the seed, and be lost when another
 				// replica seeds the account first.
+				a.leaseLost(sent)
 				return true, true
 			}
 			a.landCarry(outRan, 0, "", sent)

@@ -54,3 +54,45 @@ func TestDoubtRetryLeavesAnAccountRedisLostToAHold(t *testing.T) {
 		t.Fatalf("Redis has spent %s, want %s (the store's 0.11, B's 0.05, A's 0.02 in doubt and 0.01, each once)", got, want)
 	}
 }
+
+// TestSettleInDoubtOnAnAccountRedisLostCountsOnce: a settle whose answer was lost
+// (in doubt as "s:<lease>") on an account Redis then lost (restarted
+// empty, its leases with it) must still count once when replica B seeds
+// the account first: A's next hold does not seed, and the lease it is
+// applied under is gone.
+func TestSettleInDoubtOnAnAccountRedisLostCountsOnce(t *testing.T) {
+	g := newLostRigWith(t, 300*time.Millisecond, time.Second)
+	ctx := context.Background()
+	budget := 10.0
+	keyA := ledger.NewBook(nil).Account(store.KindKey, "k", ledger.Spec{Budget: &budget})
+	sB := ledger.NewShared(runner(t, g.c), ledger.SharedOptions{Prefix: g.prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	keyB := ledger.NewAccount(store.KindKey, "k", ledger.USD(0.1), ledger.USD(10)) // the store's 0.1
+
+	g.spend(t, keyA, ledger.USD(0.1))
+	h, err := g.s.Reserve(ctx, []*ledger.Account{keyA}, ledger.USD(0.5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.p.BlackHole() // the settle's answer is lost: in doubt, settleDoubt retries
+	h.Settle(ledger.USD(0.02))
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && keyA.Doubt() == 0; time.Sleep(time.Millisecond) {
+	}
+	if keyA.Doubt() == 0 {
+		t.Fatal("the settle never came in doubt")
+	}
+	g.c.Del(ctx, "{"+g.prefix+"}:bud:key:k") // Redis restarted empty
+	g.back(t, true)
+	g.s.WaitResolved() // settleDoubt's retry reached the empty Redis
+
+	hb, err := sB.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.1)) // B seeds the account
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb.Settle(ledger.USD(0.05))
+	g.spend(t, keyA, ledger.USD(0.01)) // A's next hold
+	if got, want := g.field("k", "spent"), usdString(ledger.USD(0.18)); got != want {
+		all, _ := g.c.HGetAll(ctx, "{"+g.prefix+"}:bud:key:k").Result()
+		t.Logf("hash %v doubt %d unsynced %d degraded %v", all, keyA.Doubt(), keyA.Unsynced(), g.r.Degraded())
+		t.Fatalf("Redis has spent %s, want %s (the store's 0.1, B's 0.05, A's settle in doubt 0.02 and 0.01, each once)", got, want)
+	}
+}

@@ -1197,6 +1197,7 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 		// carries it; dropped here (into the seed) it would be lost when
 		// another replica seeds the account first.
 		a.landCarry(outNotRun, pending, tag, sent)
+		a.leaseLost(sent)
 		return outAbsent
 	}
 	a.landCarry(o, pending, tag, sent)
