@@ -96,3 +96,46 @@ func TestSettleInDoubtOnAnAccountRedisLostCountsOnce(t *testing.T) {
 		t.Fatalf("Redis has spent %s, want %s (the store's 0.1, B's 0.05, A's settle in doubt 0.02 and 0.01, each once)", got, want)
 	}
 }
+
+// TestCarryKeepsSpendForAStalePeriodsReseed: Redis still has the account in the period
+// before the one replica A booked offline spend in (its period reset while
+// Redis was away, and no hold has reseeded it yet). A's carry (the sweep's,
+// CarryUnheld's) must keep that spend for the hold that reseeds the new
+// period, as for an account Redis lacks: taken as the store's alone, it
+// goes into A's seed and is lost when replica B reseeds the period first.
+func TestCarryKeepsSpendForAStalePeriodsReseed(t *testing.T) {
+	g := newLostRig(t)
+	ctx := context.Background()
+	p1 := time.Now().Add(time.Hour).Truncate(time.Second)
+	p2 := p1.Add(time.Hour)
+	keyA := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(10))
+	keyA.SetResetAt(p1)
+	accts := []*ledger.Account{keyA}
+	sB := ledger.NewShared(runner(t, g.c), ledger.SharedOptions{Prefix: g.prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	keyB := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(10)) // rolled over from the store: 0 in p2
+	keyB.SetResetAt(p2)
+
+	g.spend(t, keyA, ledger.USD(0.1)) // Redis has the account in p1
+	g.p.Cut()
+	g.r.Degrade(errAway)
+	keyA.SetResetAt(p2) // the period resets while Redis is away
+	keyA.SetSpent(0)
+	ledger.Spend(accts, ledger.USD(0.2)) // offline spend of p2
+	g.s.CarryUnheld(accts)               // Redis down: noted
+	if err := g.p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	g.r.Recover()
+	g.s.CarryUnheld(accts) // the sweep's carry
+	g.s.WaitResolved()
+
+	hb, err := sB.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.1)) // B reseeds p2
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb.Settle(ledger.USD(0.05))
+	g.spend(t, keyA, ledger.USD(0.01)) // A's next hold
+	if got, want := g.field("k", "spent"), usdString(ledger.USD(0.26)); got != want {
+		t.Fatalf("Redis has spent %s in period %s, want %s (A's offline 0.2, B's 0.05, A's 0.01, each once)", got, g.field("k", "period"), want)
+	}
+}

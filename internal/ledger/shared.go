@@ -1128,12 +1128,14 @@ func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent
 // carryScript adds spend booked while Redis was away to an account Redis
 // has in the same budget period: ARGV = the carried items (as a hold's,
 // carry.go), period (ns). It returns 1 when it applied them, 2 when Redis
-// does not have the account (flushed, restarted empty): left alone, the
-// next hold of this replica's seeds it and carries the items (kept for it,
-// carryOne); 0 for another period (the spend is the store's alone).
+// does not have the account (flushed, restarted empty) or has it in an
+// earlier period (reset while Redis was away, not reseeded yet): left
+// alone, the next hold of this replica's seeds it (as the hold script's
+// fresh) and carries the items (kept for it, carryOne); 0 for a later
+// period (the spend is the store's alone).
 var carryScript = rscript.New(luaNow + luaHold + `
 local cur = redis.call('HMGET', KEYS[1], 'spent', 'period', 'held', 'nx')
-if cur[1] == false then return 2 end
+if cur[1] == false or tonumber(cur[2] or 0) < tonumber(ARGV[2]) then return 2 end
 if tonumber(cur[2] or 0) ~= tonumber(ARGV[2]) then return 0 end
 bud_carry(KEYS[1], ARGV[1], tonumber(cur[1]), tonumber(cur[3] or 0), cur[4] and tonumber(cur[4]), false)
 return 1
@@ -1192,7 +1194,8 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 			o = outNotRun
 		}
 	} else if v == int64(2) {
-		// Redis lacks the account: nothing applied. The spend stays for a
+		// Redis lacks the account (or has an earlier period of it):
+		// nothing applied. The spend stays for a
 		// hold of this replica's, which seeds the account without it and
 		// carries it; dropped here (into the seed) it would be lost when
 		// another replica seeds the account first.
