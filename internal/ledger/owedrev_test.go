@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,5 +138,58 @@ func TestCarryKeepsSpendForAStalePeriodsReseed(t *testing.T) {
 	g.spend(t, keyA, ledger.USD(0.01)) // A's next hold
 	if got, want := g.field("k", "spent"), usdString(ledger.USD(0.26)); got != want {
 		t.Fatalf("Redis has spent %s in period %s, want %s (A's offline 0.2, B's 0.05, A's 0.01, each once)", got, g.field("k", "period"), want)
+	}
+}
+
+// TestSweepRacingHoldsCountsOnce: once Redis is back, the sweep,
+// CarryUnheld's carries and per-request holds all race to carry the same
+// account's offline spend (and the spend booked meanwhile): Redis must
+// count every amount once.
+func TestSweepRacingHoldsCountsOnce(t *testing.T) {
+	g := newLostRig(t)
+	ctx := context.Background()
+	keyA := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(1000))
+	accts := []*ledger.Account{keyA}
+	g.spend(t, keyA, ledger.USD(0.1))
+	g.p.Cut()
+	g.r.Degrade(errAway)
+	for range 10 {
+		ledger.Spend(accts, ledger.USD(0.03))
+		g.s.CarryUnheld(accts) // noted
+	}
+	if err := g.p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	g.r.Recover()
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { g.s.Announce(actx); close(done) }()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				ledger.Spend(accts, ledger.USD(0.01))
+				g.s.CarryUnheld(accts)
+				h, err := g.s.Reserve(ctx, accts, ledger.USD(0.1))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				h.Settle(ledger.USD(0.02))
+			}
+		}()
+	}
+	wg.Wait()
+	want := usdString(ledger.USD(0.1 + 0.3 + 8*20*0.03))
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && (g.field("k", "spent") != want || keyA.Unsynced() != 0); time.Sleep(10 * time.Millisecond) {
+		g.s.CarryUnheld(accts)
+	}
+	stop()
+	<-done
+	g.s.WaitResolved()
+	if got := g.field("k", "spent"); got != want || keyA.Unsynced() != 0 || g.r.Degraded() {
+		t.Fatalf("Redis has spent %s, want %s (unsynced %d, degraded %v)", got, want, keyA.Unsynced(), g.r.Degraded())
 	}
 }
