@@ -52,9 +52,7 @@ func (m *Books) BookUnheld(p *auth.Principal, l store.SpendLog) {
 	// now, or the other replicas would not see it until this one next
 	// holds for the account (which it may never do: spentOut and
 	// MayAfford refuse before any hold).
-	if c, ok := m.Holder.(interface{ CarryUnheld([]*ledger.Account) }); ok {
-		c.CarryUnheld(accts)
-	}
+	m.carryUnheld(accts)
 	chargedTo(&l, p, l.ModelGroup)
 	if l.EndedAt.IsZero() {
 		l.EndedAt = time.Now()
@@ -78,10 +76,25 @@ func (m *Books) MayAfford(p *auth.Principal, model string) error {
 	}
 	for _, a := range accts {
 		if b := a.Budget(); b != ledger.Unlimited && a.Spent()+a.Reserved() >= b {
+			m.carryUnheld(accts)
 			return budgetRefusal(a)
 		}
 	}
 	return nil
+}
+
+// carryUnheld takes to Redis now (in the background) the spend accts
+// owe it, when budgets are shared there: spend booked without a hold, or
+// while Redis was away. BookUnheld calls it, and so do the refusals made
+// before any hold (spentOut, MayAfford): an account this replica's view
+// refuses gets no hold from it that would carry its spend, and the other
+// replicas would serve it past its budget meanwhile. (Once Redis answers
+// again the ledger's sweep carries it too; this is at once.) An account
+// that owes nothing costs a load or two.
+func (m *Books) carryUnheld(accts []*ledger.Account) {
+	if c, ok := m.Holder.(interface{ CarryUnheld([]*ledger.Account) }); ok {
+		c.CarryUnheld(accts)
+	}
 }
 
 // spentOut refuses p, with the 400 budget_exceeded error chat gets, when
@@ -90,8 +103,10 @@ func (m *Books) MayAfford(p *auth.Principal, model string) error {
 // counted: this is LiteLLM's check when it authenticates a key, made
 // before the response cache answers or embeds anything.
 func (m *Books) spentOut(p *auth.Principal, endUser string, e *store.EndUser, model string) error {
-	for _, a := range m.accounts(p, endUser, e, model) {
+	accts := m.accounts(p, endUser, e, model)
+	for _, a := range accts {
 		if b := a.Budget(); b != ledger.Unlimited && a.Spent() >= b {
+			m.carryUnheld(accts)
 			return budgetRefusal(a)
 		}
 	}

@@ -78,6 +78,9 @@ type Account struct {
 	// unheld is set while Shared.CarryUnheld's background carry is at work
 	// on the account: one at a time, whatever the bookings that ask for it.
 	unheld atomic.Bool
+	// owed is set while the account is in Shared's list of accounts that
+	// owe Redis spend nothing carries at once (owe, owed.go).
+	owed atomic.Bool
 	// landing is this replica's spend whose settle is queued on Redis and
 	// whose reply is not booked yet (sharedHold.send, settling.wait): the
 	// answer's key-spend header counts it (Settling.Spent).

@@ -181,6 +181,25 @@ func (a *Account) resolve(sent []string) {
 	a.doubt.n.Store(int32(len(kept)))
 }
 
+// leaseLost makes the settles in doubt among sent plain carried spend
+// (under their tags, "s<lease>"): Redis answered that it lacks the
+// account, so their leases are gone with it, and a hold that does not seed
+// the account (another replica seeded it first) would apply them nowhere.
+// Whether or not the lost settle ran on the Redis that lost the account,
+// it is not on this one: carried as plain spend it counts once.
+func (a *Account) leaseLost(sent []string) {
+	if len(sent) == 0 {
+		return
+	}
+	a.doubt.mu.Lock()
+	defer a.doubt.mu.Unlock()
+	for i := range a.doubt.items {
+		if it := &a.doubt.items[i]; it.lease != "" && slices.Contains(sent, it.tag) {
+			it.lease = ""
+		}
+	}
+}
+
 // doubtful keeps it in doubt; its amount is already in carrying. Past
 // maxDoubt it goes back to unsynced (carried again under a new tag).
 func (a *Account) doubtful(it carryItem) {
@@ -219,6 +238,7 @@ const (
 	outRan     outcome = iota // answered: Redis has what it carried
 	outNotRun                 // proven never run
 	outUnknown                // the answer was lost: it may have run
+	outAbsent                 // answered: Redis lacks the account, nothing applied (carryOne)
 )
 
 // landCarry books how a call that carried pending under tag (and the items
@@ -241,21 +261,31 @@ func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string)
 // settleDoubt takes a's items in doubt to Redis in the background, as
 // CarryOffline does, once Redis answers again: retried (while Redis is
 // marked down, only waiting) until none is left or for as long as a lease
-// lives; holds of the account carry them meanwhile and after. One at a
-// time per account.
+// lives; holds of the account carry them meanwhile and after, and the
+// sweep once this gives up (owe). One at a time per account. A stop
+// (CarryOffline) ends it at its next call, and carries what it leaves.
 func (s *Shared) settleDoubt(a *Account) {
-	if a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+	if a.doubt.n.Load() == 0 || s.stopping.Load() || !a.doubt.busy.CompareAndSwap(false, true) {
 		return
 	}
 	s.resolving.Add(1)
+	s.draining.Add(1)
 	go func() {
 		defer s.resolving.Done()
+		defer s.draining.Add(-1)
 		for {
-			done := s.drainDoubt(a)
+			done, absent := s.drainDoubt(a)
 			a.doubt.busy.Store(false)
+			if !done {
+				s.owe(a) // gave up (or stopping): the sweep, a hold or the stop's carry
+				return
+			}
+			if absent {
+				return // left for the hold that seeds the account
+			}
 			// An item that came in doubt as this finished is not left
-			// behind; after the deadline, holds carry what is left.
-			if !done || a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+			// behind.
+			if a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
 				return
 			}
 		}
@@ -265,30 +295,42 @@ func (s *Shared) settleDoubt(a *Account) {
 // drainDoubt is settleDoubt's loop: while Redis is marked down it looks
 // again every doubtPoll, so that it goes soon after Redis is back; a call
 // that fails is tried again after a wait that doubles up to doubtRetry.
-// It reports whether it got an answer (or found nothing left to carry).
-func (s *Shared) drainDoubt(a *Account) (done bool) {
+// It reports whether it got an answer (or found nothing left to carry);
+// false once the replica is stopping. absent: the answer was that Redis
+// lacks the account, and the items are left in doubt for the next hold.
+func (s *Shared) drainDoubt(a *Account) (done, absent bool) {
 	deadline := time.Now().Add(s.LeaseTTL)
 	wait := doubtPoll
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && !s.stopping.Load() {
 		if s.r.Degraded() {
-			time.Sleep(doubtPoll)
+			s.pause(doubtPoll)
 			continue
 		}
 		carry, sent := a.carryArg(0, "", s.horizon(), time.Now().UnixNano())
 		if carry == int64(0) {
-			return true
+			return true, false
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, s.holdWait))
-		_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+		ctx, cancel := context.WithTimeout(context.Background(), s.callWait())
+		v, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
 		cancel()
 		if rscript.Final(err) == nil {
+			if v == int64(2) {
+				// Redis lacks the account (restarted empty): nothing
+				// applied. The items stay in doubt for a hold of this
+				// replica's, which seeds the account without them and
+				// carries them (as carryOne leaves them); resolved here
+				// they would go into the seed, and be lost when another
+				// replica seeds the account first.
+				a.leaseLost(sent)
+				return true, true
+			}
 			a.landCarry(outRan, 0, "", sent)
-			return true
+			return true, false
 		}
-		time.Sleep(wait)
+		s.pause(wait)
 		wait = min(2*wait, doubtRetry)
 	}
-	return false
+	return false, false
 }
 
 const (

@@ -11,3 +11,6 @@ func (a *Account) seed() int64 { s, _ := a.seedAt(); return s }
 
 // Unsynced is a's spend Redis does not have that no carry has claimed.
 func (a *Account) Unsynced() int64 { return a.unsynced.Load() }
+
+// Doubt is how many items a has in doubt.
+func (a *Account) Doubt() int { return int(a.doubt.n.Load()) }

@@ -136,14 +136,19 @@ func (s *Shared) Heartbeat(ctx context.Context) (int64, error) {
 // Alive is the number of replicas the last heartbeat counted (0 before one).
 func (s *Shared) Alive() int64 { return s.alive.Load() }
 
-// Announce beats every HeartbeatEvery until ctx ends.
+// Announce beats every HeartbeatEvery until ctx ends. After a beat
+// Redis answered, it sweeps the accounts that owe Redis spend booked
+// while it was away (owed.go), in the background.
 func (s *Shared) Announce(ctx context.Context) {
 	t := time.NewTicker(HeartbeatEvery)
 	defer t.Stop()
 	for {
 		hctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, _ = s.Heartbeat(hctx) // a failure shows in the holds, which fall back
+		_, err := s.Heartbeat(hctx) // a failure shows in the holds, which fall back
 		cancel()
+		if err == nil {
+			s.sweep()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -193,7 +198,7 @@ func (s *Shared) offline(accounts []*Account, q ask, budgeted []*Account, cause 
 		if err != nil {
 			return nil, err
 		}
-		return &localHold{r: r, budgeted: budgeted}, nil
+		return &localHold{r: r, budgeted: budgeted, s: s}, nil
 	}
 	amount, upTo := q.amount, q.mode == holdUpTo
 	held, refused := holdAll(accounts, amount, upTo, try)
@@ -209,7 +214,7 @@ func (s *Shared) offline(accounts []*Account, q ask, budgeted []*Account, cause 
 		}
 		r.short = short
 	}
-	return &localHold{r: r, budgeted: budgeted}, nil
+	return &localHold{r: r, budgeted: budgeted, s: s}, nil
 }
 
 // share is what this replica may spend on a while cut off, as last heard:

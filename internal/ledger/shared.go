@@ -106,6 +106,22 @@ type Shared struct {
 	// CarryOffline waits on (their claimed spend is in carrying meanwhile).
 	resolving sync.WaitGroup
 	unheld    atomic.Int64
+	// draining is the number of settleDoubt's goroutines, which
+	// CarryOffline also waits on (they stop at their next call once
+	// stopping is set, and CarryOffline carries what they leave).
+	draining atomic.Int64
+
+	// owedList are the accounts noted as owing Redis spend that nothing
+	// carries at once (owe, owed.go), swept once Redis answers again;
+	// owedN is its length. sweeping is set while a sweep runs.
+	owedMu   sync.Mutex
+	owedList []*Account
+	owedN    atomic.Int64
+	sweeping atomic.Bool
+	// stopping is set, and stopped closed, when CarryOffline begins: the
+	// background carries start no other call.
+	stopping atomic.Bool
+	stopped  chan struct{}
 
 	// order numbers the scripts whose reply is mirrored (settles,
 	// allotment flushes) in the order they enter the runner's ordered
@@ -178,7 +194,7 @@ func NewShared(r *rscript.Runner, o SharedOptions) *Shared {
 	}
 	tag := "{" + prefix + "}"
 	return &Shared{r: r, tag: tag, prefix: tag + ":bud:", id: newReplicaID(), LeaseTTL: 15 * time.Minute, log: o.Log,
-		mode: o.Mode, failShut: o.FailClosed, holdWait: o.HoldTimeout}
+		mode: o.Mode, failShut: o.FailClosed, holdWait: o.HoldTimeout, stopped: make(chan struct{})}
 }
 
 func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":" + a.ID }
@@ -658,8 +674,10 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			g.Lost()
 		case refused:
 			// Refused by the gate before the budgets were read: the
-			// pending spend was not taken.
+			// pending spend was not taken (the next hold, or the sweep,
+			// carries it).
 			h.landed(outNotRun)
+			s.oweAll(h.shared)
 			return nil, true, g.Admitted(gres, false)
 		case res[0] == 0 && gres != nil:
 			_ = g.Admitted(gres, false) // the gate's state, for headers; not taken
@@ -685,6 +703,9 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 				o = outNotRun
 			}
 			h.landed(o)
+			if o == outNotRun {
+				s.oweAll(h.shared) // back to unsynced: swept once Redis answers
+			}
 			s.undecided.Add(-1)
 			s.outcomes.Done()
 			if o == outUnknown {
@@ -775,6 +796,7 @@ func (s *Shared) local(accounts []*Account, q ask, budgeted []*Account) (Hold, e
 type localHold struct {
 	r        *Reservation
 	budgeted []*Account
+	s        *Shared // offline: the budgeted accounts' spend is owed to Redis
 }
 
 func (l *localHold) Settle(actual Amount) []*Account {
@@ -787,6 +809,12 @@ func (l *localHold) Settle(actual Amount) []*Account {
 	defer func() {
 		for _, a := range l.budgeted {
 			a.endMove()
+		}
+		if l.s != nil && actual != 0 {
+			// Carried by the account's next hold, or by the sweep once
+			// Redis answers (this replica's view may refuse the account
+			// before any hold: owed.go).
+			l.s.oweAll(l.budgeted)
 		}
 	}()
 	return l.r.Settle(actual)
@@ -989,7 +1017,7 @@ func (p *settling) wait() (soft []*Account) {
 	p.done = true
 	h, actual, spend := p.h, p.actual, p.spend
 	soft = p.soft
-	ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, h.s.holdWait))
+	ctx, cancel := context.WithTimeout(context.Background(), h.s.callWait())
 	defer cancel()
 	v, ticket, err := h.s.wait(ctx, p.call, p.ticket)
 	p.ticket = ticket
@@ -1022,6 +1050,7 @@ func (p *settling) wait() (soft []*Account) {
 			a.spent.Add(int64(actual))
 			a.endMove()
 			a.used.Add(int64(actual))
+			h.s.owe(a)
 		default:
 			// In carrying first (Redis may not have it): a share check
 			// racing this counts it twice, never not at all.
@@ -1053,6 +1082,7 @@ func (p *settling) wait() (soft []*Account) {
 					a.unsynced.Add(int64(actual))
 					a.carrying.Add(-int64(actual))
 					a.endMove()
+					h.s.owe(a)
 				case final == nil: // its answer came late: it ran
 					a.carrying.Add(-int64(actual))
 				default:
@@ -1097,12 +1127,16 @@ func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent
 
 // carryScript adds spend booked while Redis was away to an account Redis
 // has in the same budget period: ARGV = the carried items (as a hold's,
-// carry.go), period (ns). An account Redis does not have (or has in another
-// period) is left alone: its next hold seeds it from the store, which has
-// the spend.
+// carry.go), period (ns). It returns 1 when it applied them, 2 when Redis
+// does not have the account (flushed, restarted empty) or has it in an
+// earlier period (reset while Redis was away, not reseeded yet): left
+// alone, the next hold of this replica's seeds it (as the hold script's
+// fresh) and carries the items (kept for it, carryOne); 0 for a later
+// period (the spend is the store's alone).
 var carryScript = rscript.New(luaNow + luaHold + `
 local cur = redis.call('HMGET', KEYS[1], 'spent', 'period', 'held', 'nx')
-if cur[1] == false or tonumber(cur[2] or 0) ~= tonumber(ARGV[2]) then return 0 end
+if cur[1] == false or tonumber(cur[2] or 0) < tonumber(ARGV[2]) then return 2 end
+if tonumber(cur[2] or 0) ~= tonumber(ARGV[2]) then return 0 end
 bud_carry(KEYS[1], ARGV[1], tonumber(cur[1]), tonumber(cur[3] or 0), cur[4] and tonumber(cur[4]), false)
 return 1
 `)
@@ -1110,16 +1144,27 @@ return 1
 // CarryOffline takes to Redis the spend each budgeted account of book
 // booked while Redis was away and no hold has carried since (an account
 // idle after an outage), with the items still in doubt: a replica stopping
-// gracefully leaves Redis knowing all it spent. A call whose answer was
-// lost and whose outcome is not known yet is waited for first (within
-// ctx), so that its spend is carried too. It returns how many
-// accounts it could not carry (Redis away again, or its answer lost: the
-// store still has their spend).
+// gracefully leaves Redis knowing all it spent. It first stops the
+// background carries (CarryUnheld's, the sweep's, settleDoubt's: none
+// starts another call) and waits, within ctx, for those in flight and for
+// every call whose answer was lost and whose outcome is not known yet, so
+// that their spend is carried too (or known to have landed). It returns
+// how many accounts it could not carry: Redis away again, an answer lost
+// (the items stay in doubt), or spend still claimed by a call that had not
+// ended when ctx did. The store has their spend either way.
 func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
+	s.stop()
 	s.awaitOutcomes(ctx)
 	for _, kind := range kinds {
 		book.Range(kind, func(a *Account) bool {
-			if a.Budget() != Unlimited && s.carryOne(ctx, a) != outRan {
+			if a.Budget() == Unlimited {
+				return true
+			}
+			// carrying left after an answered carry is spend a call that
+			// has not ended (at ctx's end) claimed: off Redis as far as
+			// this replica can tell.
+			// (An account Redis lacks is seeded by a hold: nothing to carry.)
+			if o := s.carryOne(ctx, a); (o != outRan && o != outAbsent) || a.carrying.Load() != 0 {
 				failed++
 			}
 			return true
@@ -1141,13 +1186,22 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 		a.carrying.Add(-pending)
 		return outRan
 	}
-	_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+	v, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
 	o := outRan
 	if err = rscript.Final(err); err != nil {
 		o = outUnknown
 		if rscript.NotRun(err) {
 			o = outNotRun
 		}
+	} else if v == int64(2) {
+		// Redis lacks the account (or has an earlier period of it):
+		// nothing applied. The spend stays for a
+		// hold of this replica's, which seeds the account without it and
+		// carries it; dropped here (into the seed) it would be lost when
+		// another replica seeds the account first.
+		a.landCarry(outNotRun, pending, tag, sent)
+		a.leaseLost(sent)
+		return outAbsent
 	}
 	a.landCarry(o, pending, tag, sent)
 	return o
@@ -1159,14 +1213,20 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 // replica next holds for the account, which it may never do (its own view
 // already refuses the account before any hold: the cache's spentOut, a
 // batch's MayAfford). While Redis is known to be down nothing is sent:
-// the account's next hold carries it, as any spend booked without Redis.
+// the accounts are noted (owe), and the sweep carries them once Redis
+// answers again, or the account's next hold does, whichever comes first.
 // A carry whose answer is lost leaves its spend in doubt (settleDoubt).
 // At most one such carry runs per account: a booking while it runs leaves
 // its spend for it (it carries again while it finds spend unsynced after
 // an answered carry), so a flood of charged cache hits on one account
 // starts one goroutine and makes one Redis call at a time, not one each.
 func (s *Shared) CarryUnheld(accounts []*Account) {
-	if s.r.Degraded() {
+	if s.r.Degraded() || s.stopping.Load() {
+		for _, a := range accounts {
+			if a.owesRedis() {
+				s.owe(a)
+			}
+		}
 		return
 	}
 	var owed []*Account
@@ -1197,13 +1257,19 @@ func (s *Shared) CarryUnheld(accounts []*Account) {
 	}()
 }
 
-// carryUnheld is one carry of CarryUnheld's, a.unheld set. It reports
-// whether a needs another (a.unheld kept set): spend was booked after this
-// one claimed a's, by bookings that found a.unheld set and left it to this
-// carry. It lets go of a once no spend is left unsynced, or a carry was
-// not answered (the next hold, or settleDoubt, takes what is left).
+// carryUnheld is one carry of CarryUnheld's (or the sweep's), a.unheld
+// set. It reports whether a needs another (a.unheld kept set): spend was
+// booked after this one claimed a's, by bookings that found a.unheld set
+// and left it to this carry. It lets go of a once no spend is left
+// unsynced, or a carry was not answered, or Redis is away again (a is
+// then noted for the sweep: owe; settleDoubt also takes items in doubt).
+// Once the replica is stopping it makes no call: CarryOffline carries a.
 func (s *Shared) carryUnheld(a *Account) (again bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), max(2*time.Second, s.holdWait))
+	if s.stopping.Load() {
+		a.unheld.Store(false)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.callWait())
 	o := s.carryOne(ctx, a)
 	cancel()
 	if o == outUnknown {
@@ -1211,27 +1277,37 @@ func (s *Shared) carryUnheld(a *Account) (again bool) {
 	}
 	a.unheld.Store(false)
 	// A booking that found a.unheld set before the Store is seen here.
-	return o == outRan && a.unsynced.Load() != 0 && !s.r.Degraded() && a.unheld.CompareAndSwap(false, true)
+	switch {
+	case o == outAbsent:
+		return false // Redis lacks the account: the next hold seeds it with this spend carried
+	case o != outRan:
+		s.owe(a)
+		return false
+	case a.unsynced.Load() == 0:
+		return false
+	case s.r.Degraded() || s.stopping.Load():
+		s.owe(a)
+		return false
+	}
+	return a.unheld.CompareAndSwap(false, true)
 }
 
-// awaitOutcomes waits, for at most half of what remains of ctx, until the
-// outcome of every call whose answer was lost is known and booked: until
-// then its spend is in carrying, neither unsynced nor in doubt, and a
-// CarryOffline that ran before would leave it off Redis. (A lost call's
-// outcome is known within the connection's read timeout, 500 ms.) So are
-// CarryUnheld's carries in flight: what they claimed is in carrying too.
+// awaitOutcomes waits, within ctx, until the outcome of every call whose
+// answer was lost is known and booked: until then its spend is in
+// carrying, neither unsynced nor in doubt, and a CarryOffline that ran
+// before would leave it off Redis. (A lost call's outcome is known within
+// the connection's read timeout, 500 ms.) So are the background carries in
+// flight (CarryUnheld's, the sweep's, settleDoubt's): what they claimed is
+// in carrying too. Once stop was called none starts another call, so each
+// ends within one call's bound (callWait); StopTimeout allows for it.
 func (s *Shared) awaitOutcomes(ctx context.Context) {
-	if s.undecided.Load() == 0 && s.unheld.Load() == 0 {
+	busy := func() bool { return s.undecided.Load() > 0 || s.unheld.Load() > 0 || s.draining.Load() > 0 }
+	if !busy() {
 		return
-	}
-	if d, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)/2))
-		defer cancel()
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for s.undecided.Load() > 0 || s.unheld.Load() > 0 {
+	for busy() {
 		select {
 		case <-ctx.Done():
 			return

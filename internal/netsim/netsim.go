@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Proxy forwards a loopback port to a target address.
@@ -17,9 +18,10 @@ type Proxy struct {
 	mu           sync.Mutex
 	ln           net.Listener
 	conns        []net.Conn
-	holed        bool        // black hole: accept, read, never answer
-	held         []net.Conn  // client connections the black hole keeps open
-	deaf         atomic.Bool // DropReplies: requests go through, answers do not
+	holed        bool         // black hole: accept, read, never answer
+	held         []net.Conn   // client connections the black hole keeps open
+	deaf         atomic.Bool  // DropReplies: requests go through, answers do not
+	delay        atomic.Int64 // Delay: ns each read of a client's request waits before it goes on
 	// stalled are the client connections Stall holds back, and the channel
 	// Restore closes to let what they sent through.
 	stalled map[net.Conn]chan struct{}
@@ -114,6 +116,9 @@ func (p *Proxy) forward(u, c net.Conn) {
 			if gate != nil {
 				<-gate
 			}
+			if d := p.delay.Load(); d > 0 {
+				time.Sleep(time.Duration(d))
+			}
 			if _, werr := u.Write(buf[:n]); werr != nil {
 				return
 			}
@@ -140,6 +145,13 @@ func (p *Proxy) Stall() {
 		p.stalled[p.conns[i]] = gate
 	}
 }
+
+// Delay makes what clients send, on connections open and new, reach the
+// target d late (each read of it, so requests sent together wait once,
+// and a request queued behind a delayed one waits after it): a slow
+// network or a target slow to take requests. The request still reaches
+// the target if its client gives up meanwhile. Restore ends it.
+func (p *Proxy) Delay(d time.Duration) { p.delay.Store(int64(d)) }
 
 // DropReplies lets what clients send reach the target, on connections
 // open and new, but drops every answer: the target acts on a request whose
@@ -205,12 +217,13 @@ func (p *Proxy) BlackHole() {
 	p.conns = nil
 }
 
-// Restore brings the target back after Cut, BlackHole, DropReplies or
-// Stall: the proxy listens again on the same port and forwards new
+// Restore brings the target back after Cut, BlackHole, DropReplies,
+// Delay or Stall: the proxy listens again on the same port and forwards new
 // connections; connections the black hole held are closed; what Stall
 // held back goes through.
 func (p *Proxy) Restore() error {
 	p.deaf.Store(false)
+	p.delay.Store(0)
 	p.mu.Lock()
 	p.holed = false
 	p.unstall()

@@ -667,12 +667,17 @@ func (s *Server) runWriter(ctx context.Context) error {
 	return nil
 }
 
-// runPresence beats this replica into Redis's presence set until ctx ends,
-// then carries the spend booked while Redis was away that no later hold
-// took there, and leaves the set so that the others' shares grow at once.
+// runPresence beats this replica into Redis's presence set until ctx ends
+// (sweeping to Redis, after each answered beat, the spend booked while it
+// was away), then carries the spend booked while Redis was away that no
+// later hold took there, and leaves the set so that the others' shares
+// grow at once. The group stopping the actors gives no deadline (each
+// actor bounds its own stop): the carry takes StopTimeout, long enough for
+// the background carries in flight (each bounded by its own deadline, the
+// larger of 2 s and the Redis hold timeout) to end and for its own carries.
 func (s *Server) runPresence(ctx context.Context) error {
 	s.shared.Announce(ctx)
-	cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	cctx, cancel := context.WithTimeout(context.Background(), s.shared.StopTimeout())
 	if n := s.shared.CarryOffline(cctx, s.book); n > 0 {
 		s.log.Warn("spend booked while redis was away could not be carried there; the database has it, and redis counts it at the account's next reseed", "accounts", n)
 	}
