@@ -10,4 +10,4 @@ func (s *Shared) WaitResolved() { s.resolving.Wait() }
 func (a *Account) seed() int64 { s, _ := a.seedAt(); return s }
 
 // Unsynced is a's spend Redis does not have that no carry has claimed.
-func (a *Account) Unsynced() int64 { return a.unsynced.Load() }
+func (a *Account) Unsynced() int64 { return a.remote().unsynced.Load() }

@@ -782,7 +782,7 @@ func (l *localHold) Settle(actual Amount) []*Account {
 	// for a moment (refusing), never not at all.
 	for _, a := range l.budgeted {
 		a.beginMove() // ends once spent has it too
-		a.unsynced.Add(int64(actual))
+		a.remote().unsynced.Add(int64(actual))
 	}
 	defer func() {
 		for _, a := range l.budgeted {
@@ -877,8 +877,8 @@ func (h *sharedHold) releaseLease() {
 // adds to offRedis after the read and to spent after the swap is then
 // counted once, not twice or never.
 func mirrorAt(a *Account, redisSpent int64, ticket uint64) bool {
-	a.mirrorMu.Lock()
-	defer a.mirrorMu.Unlock()
+	a.remote().mirrorMu.Lock()
+	defer a.remote().mirrorMu.Unlock()
 	return mirrorLocked(a, redisSpent, ticket)
 }
 
@@ -891,11 +891,11 @@ func mirrorAt(a *Account, redisSpent int64, ticket uint64) bool {
 // (which counted the booking both on Redis and in 'allotted') is it taken
 // out of 'spent' as well. Under mirrorMu, so that no mirror runs between.
 func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64) {
-	a.mirrorMu.Lock()
-	defer a.mirrorMu.Unlock()
+	a.remote().mirrorMu.Lock()
+	defer a.remote().mirrorMu.Unlock()
 	a.beginMove()
-	a.allotted.Add(-booked)
-	if ticket < a.mirrored {
+	a.remote().allotted.Add(-booked)
+	if ticket < a.remote().mirrored {
 		a.spent.Add(-booked)
 		a.endMove()
 		a.used.Add(-booked)
@@ -907,16 +907,16 @@ func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64) {
 
 // mirrorLocked is mirrorAt with a.mirrorMu held.
 func mirrorLocked(a *Account, redisSpent int64, ticket uint64) bool {
-	if ticket < a.mirrored {
+	if ticket < a.remote().mirrored {
 		return false
 	}
-	a.mirrored = ticket
+	a.remote().mirrored = ticket
 	for {
-		gen := a.moved.Load()
-		if a.movers.Load() == 0 {
+		gen := a.remote().moved.Load()
+		if a.remote().movers.Load() == 0 {
 			old := a.spent.Load()
 			v := redisSpent + a.offRedis()
-			if a.movers.Load() == 0 && a.moved.Load() == gen && a.spent.CompareAndSwap(old, v) {
+			if a.remote().movers.Load() == 0 && a.remote().moved.Load() == gen && a.spent.CompareAndSwap(old, v) {
 				a.used.Add(v - old)
 				return true
 			}
@@ -962,7 +962,7 @@ func (h *sharedHold) send(actual Amount, spend bool) *settling {
 		p.actual = 0
 	}
 	for _, a := range h.shared {
-		a.landing.Add(int64(p.actual))
+		a.remote().landing.Add(int64(p.actual))
 	}
 	// Not the request's context: a client leaving must not leave the hold
 	// on Redis. The wait has a deadline of its own, from when it starts.
@@ -1000,7 +1000,7 @@ func (p *settling) wait() (soft []*Account) {
 	// Booked below (mirrored, carried or in doubt): no longer landing.
 	defer func() {
 		for _, a := range h.shared {
-			a.landing.Add(-int64(actual))
+			a.remote().landing.Add(-int64(actual))
 		}
 	}()
 	if err == nil && len(res) != 1+2*len(h.shared) {
@@ -1018,7 +1018,7 @@ func (p *settling) wait() (soft []*Account) {
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
 			a.beginMove()
-			a.unsynced.Add(int64(actual))
+			a.remote().unsynced.Add(int64(actual))
 			a.spent.Add(int64(actual))
 			a.endMove()
 			a.used.Add(int64(actual))
@@ -1026,7 +1026,7 @@ func (p *settling) wait() (soft []*Account) {
 			// In carrying first (Redis may not have it): a share check
 			// racing this counts it twice, never not at all.
 			a.beginMove()
-			a.carrying.Add(int64(actual))
+			a.remote().carrying.Add(int64(actual))
 			a.spent.Add(int64(actual))
 			a.endMove()
 			a.used.Add(int64(actual))
@@ -1050,11 +1050,11 @@ func (p *settling) wait() (soft []*Account) {
 				switch {
 				case notRun:
 					a.beginMove()
-					a.unsynced.Add(int64(actual))
-					a.carrying.Add(-int64(actual))
+					a.remote().unsynced.Add(int64(actual))
+					a.remote().carrying.Add(-int64(actual))
 					a.endMove()
 				case final == nil: // its answer came late: it ran
-					a.carrying.Add(-int64(actual))
+					a.remote().carrying.Add(-int64(actual))
 				default:
 					a.doubtful(carryItem{tag: "s" + h.lease, lease: h.lease, amount: int64(actual), at: h.at})
 				}
@@ -1138,7 +1138,7 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 	}
 	carry, sent := a.carryArg(pending, tag, s.horizon(), time.Now().UnixNano())
 	if carry == int64(0) {
-		a.carrying.Add(-pending)
+		a.remote().carrying.Add(-pending)
 		return outRan
 	}
 	_, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
@@ -1171,7 +1171,7 @@ func (s *Shared) CarryUnheld(accounts []*Account) {
 	}
 	var owed []*Account
 	for _, a := range accounts {
-		if a.Budget() != Unlimited && a.owesRedis() && a.unheld.CompareAndSwap(false, true) {
+		if a.Budget() != Unlimited && a.owesRedis() && a.remote().unheld.CompareAndSwap(false, true) {
 			owed = append(owed, a)
 		}
 	}
@@ -1209,9 +1209,9 @@ func (s *Shared) carryUnheld(a *Account) (again bool) {
 	if o == outUnknown {
 		s.settleDoubt(a)
 	}
-	a.unheld.Store(false)
+	a.remote().unheld.Store(false)
 	// A booking that found a.unheld set before the Store is seen here.
-	return o == outRan && a.unsynced.Load() != 0 && !s.r.Degraded() && a.unheld.CompareAndSwap(false, true)
+	return o == outRan && a.remote().unsynced.Load() != 0 && !s.r.Degraded() && a.remote().unheld.CompareAndSwap(false, true)
 }
 
 // awaitOutcomes waits, for at most half of what remains of ctx, until the
@@ -1394,7 +1394,7 @@ func (s *Settling) Pending() bool { return s.p != nil && !s.p.done }
 // earlier answer from this replica told; it may count a settle twice for
 // the moment between another reply mirroring it and its own being read.
 func (s *Settling) Spent(a *Account) Amount {
-	return a.Spent() + Amount(a.landing.Load())
+	return a.Spent() + Amount(a.remote().landing.Load())
 }
 
 // SendSettle begins settling h: Settle (spend) or Release. A hold on Redis
