@@ -217,7 +217,11 @@ func (a *Account) seedAt() (seed, period int64) {
 // offRedis is spend the local view has that Redis may not: unsynced,
 // carrying and allotted.
 func (a *Account) offRedis() int64 {
-	return a.remote().unsynced.Load() + a.remote().carrying.Load() + a.remote().allotted.Load()
+	r := a.rs.Load()
+	if r == nil {
+		return 0 // read only: not made for it
+	}
+	return r.unsynced.Load() + r.carrying.Load() + r.allotted.Load()
 }
 
 // SetSpent overwrites the settled spend (an operator edit or a budget reset).

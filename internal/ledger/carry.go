@@ -74,7 +74,8 @@ type doubtList struct {
 // hold takes there: booked while Redis was away (unsynced), or settles in
 // doubt. An allotment does not decide a's requests meanwhile (Allotted.local).
 func (a *Account) owesRedis() bool {
-	return a.remote().unsynced.Load() != 0 || a.remote().doubt.n.Load() != 0
+	r := a.rs.Load()
+	return r != nil && (r.unsynced.Load() != 0 || r.doubt.n.Load() != 0)
 }
 
 // claimUnsynced moves a's unsynced spend to carrying and returns it: the

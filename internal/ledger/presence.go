@@ -76,7 +76,11 @@ func (a *Account) hear(remaining Amount, alive int64) {
 // budget (net of every replica's holds) and how many replicas were alive.
 // alive is 0 when this replica has not heard about the account.
 func (a *Account) LastHeard() (remaining Amount, alive int64) {
-	return Amount(a.remote().heard.remaining.Load()), a.remote().heard.alive.Load()
+	r := a.rs.Load()
+	if r == nil {
+		return 0, 0 // never heard (read only: not made for it)
+	}
+	return Amount(r.heard.remaining.Load()), r.heard.alive.Load()
 }
 
 // UnavailableError refuses a budgeted request that cannot be checked:

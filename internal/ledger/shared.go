@@ -1394,7 +1394,10 @@ func (s *Settling) Pending() bool { return s.p != nil && !s.p.done }
 // earlier answer from this replica told; it may count a settle twice for
 // the moment between another reply mirroring it and its own being read.
 func (s *Settling) Spent(a *Account) Amount {
-	return a.Spent() + Amount(a.remote().landing.Load())
+	if r := a.rs.Load(); r != nil { // none: nothing is landing (no Redis)
+		return a.Spent() + Amount(r.landing.Load())
+	}
+	return a.Spent()
 }
 
 // SendSettle begins settling h: Settle (spend) or Release. A hold on Redis
