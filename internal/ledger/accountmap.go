@@ -14,9 +14,9 @@ var accountSeed = maphash.MakeSeed()
 
 // accountMap is one kind's accounts by id: shards of plain maps under
 // read-write locks. Accounts are never removed. Lookups take one shard's
-// read lock (no lock is global); a sync.Map, used before, cost ≈ 125 B an
+// read lock (no lock is global); a sync.Map, used before, cost ≈ 126 B an
 // entry (its trie nodes, its entry node, the id boxed in an interface),
-// a plain map's slot ≈ 40 B, and there is an account for every key used.
+// a plain map's slot ≈ 42 B, and there is an account for every key used.
 type accountMap struct {
 	shards [accountShards]accountShard
 }
