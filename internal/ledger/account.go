@@ -68,6 +68,22 @@ type Account struct {
 	// short is set while a hold cut to what remained (ReserveUpTo) is
 	// outstanding: the one request that may cost more than it holds.
 	short atomic.Bool
+	// stored is the spend the store last reported for the current period
+	// (Book.Account, SetSpent, rollTo): a reseed of Redis takes it when it
+	// is more than the local view (seedAt), so that spend Redis lost (a
+	// crashed replica's allotment bookings) comes back from the store.
+	// Not in remote: every request's Book.Account notes it.
+	stored atomic.Int64
+	// rs is what only budgets shared on Redis (and the few local paths
+	// that move spend the Redis way: Spend, SetSpent, a period's rollover)
+	// use, made on first use (remote): most accounts of a gateway without
+	// Redis never need it, and an account is kept for every key used.
+	rs atomic.Pointer[remote]
+}
+
+// remote is the part of an Account that budgets shared on Redis use.
+// Its zero value is an account that never had any of it.
+type remote struct {
 	// unsynced is spend booked in process while budgets are shared on
 	// Redis (Redis away, a failed settle): the next hold adds it there.
 	unsynced atomic.Int64
@@ -106,15 +122,23 @@ type Account struct {
 	// heard is what Redis last said about this account: what remained and
 	// how many replicas were alive (see presence.go).
 	heard heard
-	// stored is the spend the store last reported for the current period
-	// (Book.Account, SetSpent, rollTo): a reseed of Redis takes it when it
-	// is more than the local view (seedAt), so that spend Redis lost (a
-	// crashed replica's allotment bookings) comes back from the store.
-	stored atomic.Int64
 	// mirrored is the number (Shared.queue) of the last reply whose spend
 	// the local view mirrors (mirrorAt, under mirrorMu).
 	mirrorMu sync.Mutex
 	mirrored uint64
+}
+
+// remote returns a's remote part, making it on first use. Every access to
+// the part goes through it, so that all see the one made.
+func (a *Account) remote() *remote {
+	if r := a.rs.Load(); r != nil {
+		return r
+	}
+	r := new(remote)
+	if a.rs.CompareAndSwap(nil, r) {
+		return r
+	}
+	return a.rs.Load()
 }
 
 // NewAccount returns an account with spend already booked.
@@ -167,8 +191,8 @@ func (a *Account) SetResetAt(t time.Time) {
 // carrying. Between them a move takes no lock (seed, which may hold the
 // doubt lock, waits for it): a move that needs the doubt lock takes it
 // before beginMove.
-func (a *Account) beginMove() { a.movers.Add(1) }
-func (a *Account) endMove()   { a.moved.Add(1); a.movers.Add(-1) }
+func (a *Account) beginMove() { a.remote().movers.Add(1) }
+func (a *Account) endMove()   { a.remote().moved.Add(1); a.remote().movers.Add(-1) }
 
 // seedAt is the spend Redis should have for this account and the budget
 // period it belongs to: spent less what this replica booked that Redis
@@ -181,11 +205,11 @@ func (a *Account) endMove()   { a.moved.Add(1); a.movers.Add(-1) }
 // spend, and a hold would seed Redis's new period with it.
 func (a *Account) seedAt() (seed, period int64) {
 	for {
-		gen := a.moved.Load()
-		if a.movers.Load() == 0 {
+		gen := a.remote().moved.Load()
+		if a.remote().movers.Load() == 0 {
 			s := max(a.spent.Load(), a.stored.Load()) - a.offRedis()
 			p := a.resetAt.Load()
-			if a.movers.Load() == 0 && a.moved.Load() == gen {
+			if a.remote().movers.Load() == 0 && a.remote().moved.Load() == gen {
 				return s, p
 			}
 		}
@@ -196,24 +220,28 @@ func (a *Account) seedAt() (seed, period int64) {
 // offRedis is spend the local view has that Redis may not: unsynced,
 // carrying and allotted.
 func (a *Account) offRedis() int64 {
-	return a.unsynced.Load() + a.carrying.Load() + a.allotted.Load()
+	r := a.rs.Load()
+	if r == nil {
+		return 0 // read only: not made for it
+	}
+	return r.unsynced.Load() + r.carrying.Load() + r.allotted.Load()
 }
 
 // SetSpent overwrites the settled spend (an operator edit or a budget reset).
 // Spend not yet carried to Redis belongs to what it overwrites.
 func (a *Account) SetSpent(s Amount) {
-	a.doubt.mu.Lock() // before the move (beginMove)
+	a.remote().doubt.mu.Lock() // before the move (beginMove)
 	a.beginMove()
 	old := a.setSpentLocked(s)
 	a.endMove()
-	a.doubt.mu.Unlock()
+	a.remote().doubt.mu.Unlock()
 	a.setSpentAfter(s, old)
 }
 
 // setSpentLocked is SetSpent's move (doubt lock held, move begun); it
 // returns the spend before. setSpentAfter ends it.
 func (a *Account) setSpentLocked(s Amount) (old int64) {
-	a.unsynced.Store(0)
+	a.remote().unsynced.Store(0)
 	a.dropDoubtLocked()
 	a.stored.Store(int64(s))
 	return a.spent.Swap(int64(s))
@@ -229,16 +257,16 @@ func (a *Account) setSpentAfter(s Amount, old int64) {
 // (never the new period with last period's spend). It reports false,
 // changing nothing, when the reset time was not at (another rolled it).
 func (a *Account) rollTo(at, next int64, s Amount) bool {
-	a.doubt.mu.Lock() // before the move (beginMove)
+	a.remote().doubt.mu.Lock() // before the move (beginMove)
 	a.beginMove()
 	if !a.resetAt.CompareAndSwap(at, next) {
 		a.endMove()
-		a.doubt.mu.Unlock()
+		a.remote().doubt.mu.Unlock()
 		return false
 	}
 	old := a.setSpentLocked(s)
 	a.endMove()
-	a.doubt.mu.Unlock()
+	a.remote().doubt.mu.Unlock()
 	a.setSpentAfter(s, old)
 	return true
 }

@@ -162,13 +162,13 @@ type allotment struct {
 
 // allotOf returns a's allotment, made on first use.
 func (x *Allotted) allotOf(a *Account) *allotment {
-	if al := a.allot.Load(); al != nil {
+	if al := a.remote().allot.Load(); al != nil {
 		return al
 	}
 	// Named 'al.': a sweep that drops it marks the account for a reseed.
 	al := &allotment{a: a, lease: "al." + newLease()}
-	if !a.allot.CompareAndSwap(nil, al) {
-		return a.allot.Load()
+	if !a.remote().allot.CompareAndSwap(nil, al) {
+		return a.remote().allot.Load()
 	}
 	x.mu.Lock()
 	x.all = append(x.all, al)
@@ -243,7 +243,7 @@ func (x *Allotted) reserveWith(ctx context.Context, accounts []*Account, q ask, 
 // request uses.
 func (x *Allotted) roomHeld(accounts []*Account) bool {
 	for _, a := range accounts {
-		if a.allot.Load().spare() {
+		if a.remote().allot.Load().spare() {
 			return true
 		}
 	}
@@ -264,7 +264,7 @@ func (x *Allotted) giveBack(ctx context.Context, accounts []*Account) bool {
 	}
 	room := false
 	for _, a := range accounts {
-		if al := a.allot.Load(); al.spare() {
+		if al := a.remote().allot.Load(); al.spare() {
 			al.drain.Store(true)
 			room = true
 		}
@@ -374,7 +374,7 @@ func (h *allotHold) Settle(actual Amount) (soft []*Account) {
 		al.used.Add(int64(actual - h.amount))
 		a := al.a
 		a.beginMove() // allotted before spent, as unsynced (seed)
-		a.allotted.Add(int64(actual))
+		a.remote().allotted.Add(int64(actual))
 		a.spent.Add(int64(actual))
 		a.endMove()
 		a.used.Add(int64(actual))

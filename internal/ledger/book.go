@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/store"
@@ -39,9 +38,10 @@ func slot(kind store.Kind) int {
 }
 
 // Book holds the accounts of every budgeted entity, created on first use
-// with the spend the store last recorded. Lookups are lock-free (sync.Map).
+// with the spend the store last recorded. Lookups take one shard's read
+// lock (accountMap).
 type Book struct {
-	accounts [len(kinds)]sync.Map // per kind (slot): id -> *Account
+	accounts [len(kinds)]accountMap // per kind (slot): id -> *Account
 	onReset  func(kind store.Kind, id string, next time.Time)
 	now      func() time.Time
 }
@@ -80,19 +80,18 @@ func (b *Book) Account(kind store.Kind, id string, s Spec) *Account {
 		want = USD(*s.Budget)
 	}
 	m := &b.accounts[slot(kind)]
-	v, ok := m.Load(id)
+	a, ok := m.load(id)
 	if !ok {
 		// The account outlives the request: its id must not be a slice of
 		// something the request holds (a principal's hash is formatted
 		// into the principal, and would keep all of it alive).
 		id = strings.Clone(id)
-		a := NewAccount(kind, id, USD(s.Spent), want)
+		a = NewAccount(kind, id, USD(s.Spent), want)
 		if s.ResetAt != nil {
 			a.SetResetAt(*s.ResetAt)
 		}
-		v, _ = m.LoadOrStore(id, a)
+		a = m.loadOrStore(a)
 	}
-	a := v.(*Account)
 	if a.Budget() != want {
 		a.SetBudget(want)
 	}
@@ -163,19 +162,15 @@ func (b *Book) maybeReset(a *Account, duration string) {
 // so that their first request after a start sees what the store has. The
 // budget is set by Account on first use.
 func (b *Book) Seed(kind store.Kind, id string, spent Amount) {
-	b.accounts[slot(kind)].LoadOrStore(id, NewAccount(kind, id, spent, Unlimited))
+	b.accounts[slot(kind)].loadOrStore(NewAccount(kind, id, spent, Unlimited))
 }
 
 // Lookup returns an existing account.
 func (b *Book) Lookup(kind store.Kind, id string) (*Account, bool) {
-	v, ok := b.accounts[slot(kind)].Load(id)
-	if !ok {
-		return nil, false
-	}
-	return v.(*Account), true
+	return b.accounts[slot(kind)].load(id)
 }
 
 // Range calls fn for every account of kind, until fn returns false.
 func (b *Book) Range(kind store.Kind, fn func(*Account) bool) {
-	b.accounts[slot(kind)].Range(func(_, v any) bool { return fn(v.(*Account)) })
+	b.accounts[slot(kind)].rangeAll(fn)
 }

@@ -73,25 +73,28 @@ type doubtList struct {
 // owesRedis reports whether a has spend for Redis that only a per-request
 // hold takes there: booked while Redis was away (unsynced), or settles in
 // doubt. An allotment does not decide a's requests meanwhile (Allotted.local).
-func (a *Account) owesRedis() bool { return a.unsynced.Load() != 0 || a.doubt.n.Load() != 0 }
+func (a *Account) owesRedis() bool {
+	r := a.rs.Load()
+	return r != nil && (r.unsynced.Load() != 0 || r.doubt.n.Load() != 0)
+}
 
 // claimUnsynced moves a's unsynced spend to carrying and returns it: the
 // caller takes it to Redis, and no concurrent hold does. It is in carrying
 // before it leaves unsynced, so that a share check in between counts it
 // twice rather than not at all.
 func (a *Account) claimUnsynced() int64 {
-	if a.unsynced.Load() == 0 {
+	if a.remote().unsynced.Load() == 0 {
 		return 0 // nothing to move (the common case: Redis has everything)
 	}
 	a.beginMove()
 	defer a.endMove()
 	for {
-		pending := a.unsynced.Load()
-		a.carrying.Add(pending)
-		if a.unsynced.CompareAndSwap(pending, 0) {
+		pending := a.remote().unsynced.Load()
+		a.remote().carrying.Add(pending)
+		if a.remote().unsynced.CompareAndSwap(pending, 0) {
 			return pending
 		}
-		a.carrying.Add(-pending)
+		a.remote().carrying.Add(-pending)
 	}
 }
 
@@ -101,11 +104,11 @@ func (a *Account) claimUnsynced() int64 {
 // items in doubt it carries. A settle in doubt for longer than horizon is
 // carried as plain spend from then on (its lease may have been swept).
 func (a *Account) carryArg(pending int64, tag string, horizon, now int64) (arg any, sent []string) {
-	if pending == 0 && a.doubt.n.Load() == 0 {
+	if pending == 0 && a.remote().doubt.n.Load() == 0 {
 		return int64(0), nil
 	}
-	a.doubt.mu.Lock()
-	defer a.doubt.mu.Unlock()
+	a.remote().doubt.mu.Lock()
+	defer a.remote().doubt.mu.Unlock()
 	return a.carryArgLocked(pending, tag, horizon, now)
 }
 
@@ -122,8 +125,8 @@ func (a *Account) carryArgLocked(pending int64, tag string, horizon, now int64) 
 	if pending != 0 {
 		item("c:", tag, pending)
 	}
-	for i := range a.doubt.items {
-		it := &a.doubt.items[i]
+	for i := range a.remote().doubt.items {
+		it := &a.remote().doubt.items[i]
 		if it.lease != "" && now-it.at >= horizon {
 			it.lease = ""
 		}
@@ -149,12 +152,12 @@ func (a *Account) carryArgLocked(pending int64, tag string, horizon, now int64) 
 // and left out of the seed, or in the seed and not sent; read apart, it
 // could be both, and a reseeding hold would count it twice.
 func (a *Account) holdArg(pending int64, tag string, horizon, now int64) (arg any, sent []string, seed, period int64) {
-	if pending == 0 && a.doubt.n.Load() == 0 {
+	if pending == 0 && a.remote().doubt.n.Load() == 0 {
 		seed, period = a.seedAt()
 		return int64(0), nil, seed, period
 	}
-	a.doubt.mu.Lock()
-	defer a.doubt.mu.Unlock()
+	a.remote().doubt.mu.Lock()
+	defer a.remote().doubt.mu.Unlock()
 	arg, sent = a.carryArgLocked(pending, tag, horizon, now)
 	seed, period = a.seedAt()
 	return arg, sent, seed, period
@@ -166,19 +169,19 @@ func (a *Account) resolve(sent []string) {
 	if len(sent) == 0 {
 		return
 	}
-	a.doubt.mu.Lock()
-	defer a.doubt.mu.Unlock()
-	kept := a.doubt.items[:0]
-	for _, it := range a.doubt.items {
+	a.remote().doubt.mu.Lock()
+	defer a.remote().doubt.mu.Unlock()
+	kept := a.remote().doubt.items[:0]
+	for _, it := range a.remote().doubt.items {
 		if slices.Contains(sent, it.tag) {
-			a.carrying.Add(-it.amount)
+			a.remote().carrying.Add(-it.amount)
 			continue
 		}
 		kept = append(kept, it)
 	}
-	clear(a.doubt.items[len(kept):])
-	a.doubt.items = kept
-	a.doubt.n.Store(int32(len(kept)))
+	clear(a.remote().doubt.items[len(kept):])
+	a.remote().doubt.items = kept
+	a.remote().doubt.n.Store(int32(len(kept)))
 }
 
 // leaseLost makes the settles in doubt among sent plain carried spend
@@ -191,10 +194,10 @@ func (a *Account) leaseLost(sent []string) {
 	if len(sent) == 0 {
 		return
 	}
-	a.doubt.mu.Lock()
-	defer a.doubt.mu.Unlock()
-	for i := range a.doubt.items {
-		if it := &a.doubt.items[i]; it.lease != "" && slices.Contains(sent, it.tag) {
+	a.remote().doubt.mu.Lock()
+	defer a.remote().doubt.mu.Unlock()
+	for i := range a.remote().doubt.items {
+		if it := &a.remote().doubt.items[i]; it.lease != "" && slices.Contains(sent, it.tag) {
 			it.lease = ""
 		}
 	}
@@ -206,17 +209,17 @@ func (a *Account) doubtful(it carryItem) {
 	if it.amount == 0 {
 		return
 	}
-	a.doubt.mu.Lock()
-	full := len(a.doubt.items) >= maxDoubt
+	a.remote().doubt.mu.Lock()
+	full := len(a.remote().doubt.items) >= maxDoubt
 	if !full {
-		a.doubt.items = append(a.doubt.items, it)
-		a.doubt.n.Store(int32(len(a.doubt.items)))
+		a.remote().doubt.items = append(a.remote().doubt.items, it)
+		a.remote().doubt.n.Store(int32(len(a.remote().doubt.items)))
 	}
-	a.doubt.mu.Unlock()
+	a.remote().doubt.mu.Unlock()
 	if full {
 		a.beginMove()
-		a.unsynced.Add(it.amount) // first, as everywhere
-		a.carrying.Add(-it.amount)
+		a.remote().unsynced.Add(it.amount) // first, as everywhere
+		a.remote().carrying.Add(-it.amount)
 		a.endMove()
 	}
 }
@@ -224,11 +227,11 @@ func (a *Account) doubtful(it carryItem) {
 // dropDoubtLocked forgets the items in doubt (SetSpent: what Redis was
 // owed belongs to the spend it overwrites). a.doubt.mu is held.
 func (a *Account) dropDoubtLocked() {
-	for _, it := range a.doubt.items {
-		a.carrying.Add(-it.amount)
+	for _, it := range a.remote().doubt.items {
+		a.remote().carrying.Add(-it.amount)
 	}
-	a.doubt.items = nil
-	a.doubt.n.Store(0)
+	a.remote().doubt.items = nil
+	a.remote().doubt.n.Store(0)
 }
 
 // outcome is how a script that carried items ended.
@@ -247,11 +250,11 @@ func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string)
 	switch o {
 	case outRan:
 		a.resolve(sent)
-		a.carrying.Add(-pending)
+		a.remote().carrying.Add(-pending)
 	case outNotRun: // the items in doubt stay so
 		a.beginMove()
-		a.unsynced.Add(pending) // back to unsynced before carrying lets go of it
-		a.carrying.Add(-pending)
+		a.remote().unsynced.Add(pending) // back to unsynced before carrying lets go of it
+		a.remote().carrying.Add(-pending)
 		a.endMove()
 	default:
 		a.doubtful(carryItem{tag: tag, amount: pending})
@@ -265,7 +268,7 @@ func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string)
 // sweep once this gives up (owe). One at a time per account. A stop
 // (CarryOffline) ends it at its next call, and carries what it leaves.
 func (s *Shared) settleDoubt(a *Account) {
-	if a.doubt.n.Load() == 0 || s.stopping.Load() || !a.doubt.busy.CompareAndSwap(false, true) {
+	if a.remote().doubt.n.Load() == 0 || s.stopping.Load() || !a.remote().doubt.busy.CompareAndSwap(false, true) {
 		return
 	}
 	s.resolving.Add(1)
@@ -275,7 +278,7 @@ func (s *Shared) settleDoubt(a *Account) {
 		defer s.draining.Add(-1)
 		for {
 			done, absent := s.drainDoubt(a)
-			a.doubt.busy.Store(false)
+			a.remote().doubt.busy.Store(false)
 			if !done {
 				s.owe(a) // gave up (or stopping): the sweep, a hold or the stop's carry
 				return
@@ -285,7 +288,7 @@ func (s *Shared) settleDoubt(a *Account) {
 			}
 			// An item that came in doubt as this finished is not left
 			// behind.
-			if a.doubt.n.Load() == 0 || !a.doubt.busy.CompareAndSwap(false, true) {
+			if a.remote().doubt.n.Load() == 0 || !a.remote().doubt.busy.CompareAndSwap(false, true) {
 				return
 			}
 		}

@@ -17,26 +17,26 @@ import (
 // along, unsynced + carrying is what Redis may not have.
 func TestDoubtBoundAndHorizon(t *testing.T) {
 	a := NewAccount(store.KindKey, "k", 0, USD(10))
-	owed := func() int64 { return a.unsynced.Load() + a.carrying.Load() }
+	owed := func() int64 { return a.remote().unsynced.Load() + a.remote().carrying.Load() }
 	for i := range maxDoubt + 1 {
-		a.unsynced.Add(1) // a settle while Redis was away
+		a.remote().unsynced.Add(1) // a settle while Redis was away
 		p := a.claimUnsynced()
 		if _, sent := a.carryArg(p, "t"+strconv.Itoa(i), 0, 0); i > 0 && len(sent) != min(i, maxDoubt) {
 			t.Fatalf("carry %d sent %d items in doubt, want %d", i, len(sent), min(i, maxDoubt))
 		}
 		a.landCarry(outUnknown, p, "t"+strconv.Itoa(i), nil)
 	}
-	if n := a.doubt.n.Load(); n != maxDoubt || a.unsynced.Load() != 1 || owed() != maxDoubt+1 {
-		t.Fatalf("%d in doubt, unsynced %d, owed %d; want %d, 1, %d", n, a.unsynced.Load(), owed(), maxDoubt, maxDoubt+1)
+	if n := a.remote().doubt.n.Load(); n != maxDoubt || a.remote().unsynced.Load() != 1 || owed() != maxDoubt+1 {
+		t.Fatalf("%d in doubt, unsynced %d, owed %d; want %d, 1, %d", n, a.remote().unsynced.Load(), owed(), maxDoubt, maxDoubt+1)
 	}
 	// The oldest tags are kept (a new tag for one already sent could count it twice).
-	if a.doubt.items[0].tag != "t0" {
-		t.Fatalf("first item in doubt %q, want t0", a.doubt.items[0].tag)
+	if a.remote().doubt.items[0].tag != "t0" {
+		t.Fatalf("first item in doubt %q, want t0", a.remote().doubt.items[0].tag)
 	}
 
 	b := NewAccount(store.KindKey, "k", 0, USD(10))
 	const horizon = int64(time.Minute)
-	b.carrying.Add(5)
+	b.remote().carrying.Add(5)
 	b.doubtful(carryItem{tag: "sL", lease: "L", amount: 5, at: 100})
 	if arg, _ := b.carryArg(0, "", horizon, 100+horizon-1); arg != "s:L=5," {
 		t.Fatalf("before the horizon: %v, want the settle by its lease", arg)
@@ -45,18 +45,18 @@ func TestDoubtBoundAndHorizon(t *testing.T) {
 	if s, _ := arg.(string); !strings.Contains(s, "c:T=3,") || !strings.Contains(s, "c:sL=5,") || len(sent) != 1 {
 		t.Fatalf("at the horizon: %v %v, want the pending and the settle as tagged spend", arg, sent)
 	}
-	b.carrying.Add(3) // as claimUnsynced would have
+	b.remote().carrying.Add(3) // as claimUnsynced would have
 	b.landCarry(outRan, 3, "T", sent)
 	b.landCarry(outRan, 0, "", sent) // a second carrier of the same item
-	if b.carrying.Load() != 0 || b.doubt.n.Load() != 0 {
-		t.Fatalf("after the answer: carrying %d, %d in doubt; want 0, 0", b.carrying.Load(), b.doubt.n.Load())
+	if b.remote().carrying.Load() != 0 || b.remote().doubt.n.Load() != 0 {
+		t.Fatalf("after the answer: carrying %d, %d in doubt; want 0, 0", b.remote().carrying.Load(), b.remote().doubt.n.Load())
 	}
 	if arg, _ := b.carryArg(0, "", horizon, 0); arg != int64(0) {
 		t.Fatalf("nothing to carry sent %v, want 0", arg)
 	}
 
 	a.SetSpent(USD(1))
-	if a.doubt.n.Load() != 0 || owed() != 0 {
-		t.Fatalf("after SetSpent: %d in doubt, owed %d", a.doubt.n.Load(), owed())
+	if a.remote().doubt.n.Load() != 0 || owed() != 0 {
+		t.Fatalf("after SetSpent: %d in doubt, owed %d", a.remote().doubt.n.Load(), owed())
 	}
 }

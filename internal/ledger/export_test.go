@@ -10,7 +10,7 @@ func (s *Shared) WaitResolved() { s.resolving.Wait() }
 func (a *Account) seed() int64 { s, _ := a.seedAt(); return s }
 
 // Unsynced is a's spend Redis does not have that no carry has claimed.
-func (a *Account) Unsynced() int64 { return a.unsynced.Load() }
+func (a *Account) Unsynced() int64 { return a.remote().unsynced.Load() }
 
 // Doubt is how many items a has in doubt.
-func (a *Account) Doubt() int { return int(a.doubt.n.Load()) }
+func (a *Account) Doubt() int { return int(a.remote().doubt.n.Load()) }

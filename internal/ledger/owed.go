@@ -24,7 +24,7 @@ import (
 // owe notes that a (budgeted) may have spend for Redis that nothing is
 // carrying: the next sweep looks at it.
 func (s *Shared) owe(a *Account) {
-	if a.Budget() == Unlimited || !a.owed.CompareAndSwap(false, true) {
+	if a.Budget() == Unlimited || !a.remote().owed.CompareAndSwap(false, true) {
 		return
 	}
 	s.owedMu.Lock()
@@ -66,17 +66,17 @@ func (s *Shared) sweep() {
 				// Redis away again (the next answered heartbeat sweeps
 				// again), or stopping (CarryOffline carries them).
 				for _, b := range list[i:] {
-					b.owed.Store(false)
+					b.remote().owed.Store(false)
 					if b.owesRedis() {
 						s.owe(b)
 					}
 				}
 				return
 			}
-			a.owed.Store(false)
+			a.remote().owed.Store(false)
 			// A CarryUnheld at work on a carries it (and notes it again if
 			// its carry is not answered).
-			if !a.owesRedis() || !a.unheld.CompareAndSwap(false, true) {
+			if !a.owesRedis() || !a.remote().unheld.CompareAndSwap(false, true) {
 				continue
 			}
 			for s.carryUnheld(a) {

@@ -68,15 +68,19 @@ type heard struct {
 }
 
 func (a *Account) hear(remaining Amount, alive int64) {
-	a.heard.remaining.Store(int64(remaining))
-	a.heard.alive.Store(max(alive, 1))
+	a.remote().heard.remaining.Store(int64(remaining))
+	a.remote().heard.alive.Store(max(alive, 1))
 }
 
 // LastHeard is what Redis last said about the account: what remained of its
 // budget (net of every replica's holds) and how many replicas were alive.
 // alive is 0 when this replica has not heard about the account.
 func (a *Account) LastHeard() (remaining Amount, alive int64) {
-	return Amount(a.heard.remaining.Load()), a.heard.alive.Load()
+	r := a.rs.Load()
+	if r == nil {
+		return 0, 0 // never heard (read only: not made for it)
+	}
+	return Amount(r.heard.remaining.Load()), r.heard.alive.Load()
 }
 
 // UnavailableError refuses a budgeted request that cannot be checked:

@@ -160,7 +160,7 @@ end
 				if ai == 2 {
 					expect2 += x
 				}
-				a.unsynced.Add(x)
+				a.remote().unsynced.Add(x)
 				a.spent.Add(x)
 				a.used.Add(x)
 			}

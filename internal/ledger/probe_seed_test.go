@@ -19,7 +19,7 @@ func TestProbeSeedAndDoubtListAgree(t *testing.T) {
 	const x = 7
 	a.spent.Add(1000 + x) // 1000 on Redis, x in doubt
 	a.used.Add(1000 + x)
-	a.carrying.Add(x)
+	a.remote().carrying.Add(x)
 	a.doubtful(carryItem{tag: "x", amount: x})
 	var stop atomic.Bool
 	var flips atomic.Int64
@@ -29,7 +29,7 @@ func TestProbeSeedAndDoubtListAgree(t *testing.T) {
 		defer wg.Done()
 		for !stop.Load() {
 			a.resolve([]string{"x"})
-			a.carrying.Add(x)
+			a.remote().carrying.Add(x)
 			a.doubtful(carryItem{tag: "x", amount: x})
 			flips.Add(1)
 		}

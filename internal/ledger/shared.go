@@ -804,7 +804,7 @@ func (l *localHold) Settle(actual Amount) []*Account {
 	// for a moment (refusing), never not at all.
 	for _, a := range l.budgeted {
 		a.beginMove() // ends once spent has it too
-		a.unsynced.Add(int64(actual))
+		a.remote().unsynced.Add(int64(actual))
 	}
 	defer func() {
 		for _, a := range l.budgeted {
@@ -905,8 +905,8 @@ func (h *sharedHold) releaseLease() {
 // adds to offRedis after the read and to spent after the swap is then
 // counted once, not twice or never.
 func mirrorAt(a *Account, redisSpent int64, ticket uint64) bool {
-	a.mirrorMu.Lock()
-	defer a.mirrorMu.Unlock()
+	a.remote().mirrorMu.Lock()
+	defer a.remote().mirrorMu.Unlock()
 	return mirrorLocked(a, redisSpent, ticket)
 }
 
@@ -919,11 +919,11 @@ func mirrorAt(a *Account, redisSpent int64, ticket uint64) bool {
 // (which counted the booking both on Redis and in 'allotted') is it taken
 // out of 'spent' as well. Under mirrorMu, so that no mirror runs between.
 func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64) {
-	a.mirrorMu.Lock()
-	defer a.mirrorMu.Unlock()
+	a.remote().mirrorMu.Lock()
+	defer a.remote().mirrorMu.Unlock()
 	a.beginMove()
-	a.allotted.Add(-booked)
-	if ticket < a.mirrored {
+	a.remote().allotted.Add(-booked)
+	if ticket < a.remote().mirrored {
 		a.spent.Add(-booked)
 		a.endMove()
 		a.used.Add(-booked)
@@ -935,16 +935,16 @@ func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64) {
 
 // mirrorLocked is mirrorAt with a.mirrorMu held.
 func mirrorLocked(a *Account, redisSpent int64, ticket uint64) bool {
-	if ticket < a.mirrored {
+	if ticket < a.remote().mirrored {
 		return false
 	}
-	a.mirrored = ticket
+	a.remote().mirrored = ticket
 	for {
-		gen := a.moved.Load()
-		if a.movers.Load() == 0 {
+		gen := a.remote().moved.Load()
+		if a.remote().movers.Load() == 0 {
 			old := a.spent.Load()
 			v := redisSpent + a.offRedis()
-			if a.movers.Load() == 0 && a.moved.Load() == gen && a.spent.CompareAndSwap(old, v) {
+			if a.remote().movers.Load() == 0 && a.remote().moved.Load() == gen && a.spent.CompareAndSwap(old, v) {
 				a.used.Add(v - old)
 				return true
 			}
@@ -990,7 +990,7 @@ func (h *sharedHold) send(actual Amount, spend bool) *settling {
 		p.actual = 0
 	}
 	for _, a := range h.shared {
-		a.landing.Add(int64(p.actual))
+		a.remote().landing.Add(int64(p.actual))
 	}
 	// Not the request's context: a client leaving must not leave the hold
 	// on Redis. The wait has a deadline of its own, from when it starts.
@@ -1028,7 +1028,7 @@ func (p *settling) wait() (soft []*Account) {
 	// Booked below (mirrored, carried or in doubt): no longer landing.
 	defer func() {
 		for _, a := range h.shared {
-			a.landing.Add(-int64(actual))
+			a.remote().landing.Add(-int64(actual))
 		}
 	}()
 	if err == nil && len(res) != 1+2*len(h.shared) {
@@ -1046,7 +1046,7 @@ func (p *settling) wait() (soft []*Account) {
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
 			a.beginMove()
-			a.unsynced.Add(int64(actual))
+			a.remote().unsynced.Add(int64(actual))
 			a.spent.Add(int64(actual))
 			a.endMove()
 			a.used.Add(int64(actual))
@@ -1055,7 +1055,7 @@ func (p *settling) wait() (soft []*Account) {
 			// In carrying first (Redis may not have it): a share check
 			// racing this counts it twice, never not at all.
 			a.beginMove()
-			a.carrying.Add(int64(actual))
+			a.remote().carrying.Add(int64(actual))
 			a.spent.Add(int64(actual))
 			a.endMove()
 			a.used.Add(int64(actual))
@@ -1079,12 +1079,12 @@ func (p *settling) wait() (soft []*Account) {
 				switch {
 				case notRun:
 					a.beginMove()
-					a.unsynced.Add(int64(actual))
-					a.carrying.Add(-int64(actual))
+					a.remote().unsynced.Add(int64(actual))
+					a.remote().carrying.Add(-int64(actual))
 					a.endMove()
 					h.s.owe(a)
 				case final == nil: // its answer came late: it ran
-					a.carrying.Add(-int64(actual))
+					a.remote().carrying.Add(-int64(actual))
 				default:
 					a.doubtful(carryItem{tag: "s" + h.lease, lease: h.lease, amount: int64(actual), at: h.at})
 				}
@@ -1164,7 +1164,7 @@ func (s *Shared) CarryOffline(ctx context.Context, book *Book) (failed int) {
 			// has not ended (at ctx's end) claimed: off Redis as far as
 			// this replica can tell.
 			// (An account Redis lacks is seeded by a hold: nothing to carry.)
-			if o := s.carryOne(ctx, a); (o != outRan && o != outAbsent) || a.carrying.Load() != 0 {
+			if o := s.carryOne(ctx, a); (o != outRan && o != outAbsent) || a.remote().carrying.Load() != 0 {
 				failed++
 			}
 			return true
@@ -1183,7 +1183,7 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 	}
 	carry, sent := a.carryArg(pending, tag, s.horizon(), time.Now().UnixNano())
 	if carry == int64(0) {
-		a.carrying.Add(-pending)
+		a.remote().carrying.Add(-pending)
 		return outRan
 	}
 	v, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
@@ -1231,7 +1231,7 @@ func (s *Shared) CarryUnheld(accounts []*Account) {
 	}
 	var owed []*Account
 	for _, a := range accounts {
-		if a.Budget() != Unlimited && a.owesRedis() && a.unheld.CompareAndSwap(false, true) {
+		if a.Budget() != Unlimited && a.owesRedis() && a.remote().unheld.CompareAndSwap(false, true) {
 			owed = append(owed, a)
 		}
 	}
@@ -1266,7 +1266,7 @@ func (s *Shared) CarryUnheld(accounts []*Account) {
 // Once the replica is stopping it makes no call: CarryOffline carries a.
 func (s *Shared) carryUnheld(a *Account) (again bool) {
 	if s.stopping.Load() {
-		a.unheld.Store(false)
+		a.remote().unheld.Store(false)
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.callWait())
@@ -1275,7 +1275,7 @@ func (s *Shared) carryUnheld(a *Account) (again bool) {
 	if o == outUnknown {
 		s.settleDoubt(a)
 	}
-	a.unheld.Store(false)
+	a.remote().unheld.Store(false)
 	// A booking that found a.unheld set before the Store is seen here.
 	switch {
 	case o == outAbsent:
@@ -1283,13 +1283,13 @@ func (s *Shared) carryUnheld(a *Account) (again bool) {
 	case o != outRan:
 		s.owe(a)
 		return false
-	case a.unsynced.Load() == 0:
+	case a.remote().unsynced.Load() == 0:
 		return false
 	case s.r.Degraded() || s.stopping.Load():
 		s.owe(a)
 		return false
 	}
-	return a.unheld.CompareAndSwap(false, true)
+	return a.remote().unheld.CompareAndSwap(false, true)
 }
 
 // awaitOutcomes waits, within ctx, until the outcome of every call whose
@@ -1470,7 +1470,10 @@ func (s *Settling) Pending() bool { return s.p != nil && !s.p.done }
 // earlier answer from this replica told; it may count a settle twice for
 // the moment between another reply mirroring it and its own being read.
 func (s *Settling) Spent(a *Account) Amount {
-	return a.Spent() + Amount(a.landing.Load())
+	if r := a.rs.Load(); r != nil { // none: nothing is landing (no Redis)
+		return a.Spent() + Amount(r.landing.Load())
+	}
+	return a.Spent()
 }
 
 // SendSettle begins settling h: Settle (spend) or Release. A hold on Redis

@@ -10,7 +10,7 @@ func Spend(accounts []*Account, amount Amount) (softCrossed []*Account) {
 	for _, a := range accounts {
 		a.beginMove()
 		if a.Budget() != Unlimited {
-			a.unsynced.Add(int64(amount)) // first, as localHold.Settle does
+			a.remote().unsynced.Add(int64(amount)) // first, as localHold.Settle does
 		}
 		a.used.Add(int64(amount))
 		spent := Amount(a.spent.Add(int64(amount)))

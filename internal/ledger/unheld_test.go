@@ -16,8 +16,8 @@ func TestSpendBooksWithoutAHold(t *testing.T) {
 	if budgeted.Spent() != USD(1.5) || free.Spent() != USD(1.5) || budgeted.Reserved() != 0 {
 		t.Fatalf("spent %v %v reserved %v", budgeted.Spent(), free.Spent(), budgeted.Reserved())
 	}
-	if budgeted.unsynced.Load() != int64(USD(1.5)) || free.unsynced.Load() != 0 {
-		t.Fatalf("unsynced %d %d", budgeted.unsynced.Load(), free.unsynced.Load())
+	if budgeted.remote().unsynced.Load() != int64(USD(1.5)) || free.remote().unsynced.Load() != 0 {
+		t.Fatalf("unsynced %d %d", budgeted.remote().unsynced.Load(), free.remote().unsynced.Load())
 	}
 	if _, err := Reserve([]*Account{free, budgeted}, USD(0.01)); err == nil {
 		t.Fatal("a hold on an account past its budget was admitted")

@@ -236,7 +236,8 @@ func BenchmarkBytesPerUsedKey(b *testing.B) {
 			b.Fatal(err)
 		}
 		// Not testLogger: it keeps every request's log line in memory.
-		srv, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: st})
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		srv, err := New(cfg, Options{Logger: log, Store: st, ResyncInterval: 100 * time.Millisecond})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -244,6 +245,18 @@ func BenchmarkBytesPerUsedKey(b *testing.B) {
 		done := make(chan error, 1)
 		go func() { done <- srv.Serve(ctx, ln) }()
 		<-srv.snap.Loaded()
+		// Loaded is closed after a failed load too (its 30 s bound, on a
+		// loaded machine): the keys would then come one by one through the
+		// miss path, uncompacted, which is not what this measures.
+		missing := 0
+		for i := range usedKeys {
+			if _, ok := srv.snap.Key(config.HashKey(benchRawKey(i))); !ok {
+				missing++
+			}
+		}
+		if missing > 0 {
+			b.Fatalf("%d of the %d keys to use are not in the snapshot: the key load did not complete (see its warnings above)", missing, usedKeys)
+		}
 		url := "http://" + ln.Addr().String() + "/v1/chat/completions"
 		ask := func(i int) {
 			req, _ := http.NewRequest("POST", url, strings.NewReader(body))
@@ -261,10 +274,30 @@ func BenchmarkBytesPerUsedKey(b *testing.B) {
 		// allocate once is not counted per key.
 		ask(benchKeys - 1)
 		ask(benchKeys - 1)
-		before := heapInUse()
-		if os.Getenv("TOLLGATE_BENCH_HEAP_PROFILE") != "" {
-			runtime.MemProfileRate = 1 // every allocation from here on
+		// Quiet before each reading: the spend rows written and two
+		// resyncs completed after that, so that the records rewritten
+		// with their keys' spend are in (as on a gateway at rest) and no
+		// resync's rows are half applied.
+		quiet := func() {
+			srv.writer.Flush()
+			want := srv.resyncSeq.Load() + 2
+			for deadline := time.Now().Add(2 * time.Minute); srv.resyncDone.Load() < want; {
+				if time.Now().After(deadline) {
+					b.Fatal("no resync completed in 2 minutes")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 		}
+		quiet()
+		prof := os.Getenv("TOLLGATE_BENCH_HEAP_PROFILE")
+		if prof != "" {
+			// Every allocation from here on; the "before" profile is
+			// written at the same rate, so that pprof -base leaves only
+			// what the used keys added.
+			runtime.MemProfileRate = 1
+			writeHeapProfile(prof + ".before")
+		}
+		before := heapInUse()
 		var wg sync.WaitGroup
 		for w := range 4 {
 			wg.Add(1)
@@ -276,12 +309,10 @@ func BenchmarkBytesPerUsedKey(b *testing.B) {
 			}()
 		}
 		wg.Wait()
+		quiet()
 		after := heapInUse()
-		if p := os.Getenv("TOLLGATE_BENCH_HEAP_PROFILE"); p != "" {
-			if f, err := os.Create(p); err == nil {
-				pprof.WriteHeapProfile(f)
-				f.Close()
-			}
+		if prof != "" {
+			writeHeapProfile(prof)
 		}
 		perKey += (float64(after) - float64(before)) / usedKeys
 		cancel()
@@ -291,4 +322,14 @@ func BenchmarkBytesPerUsedKey(b *testing.B) {
 		st.Close()
 	}
 	b.ReportMetric(perKey/float64(b.N), "used-B/key")
+}
+
+// writeHeapProfile writes the heap profile as of the last collection to
+// path (heapInUse's collections make it current).
+func writeHeapProfile(path string) {
+	runtime.GC()
+	if f, err := os.Create(path); err == nil {
+		pprof.WriteHeapProfile(f)
+		f.Close()
+	}
 }
