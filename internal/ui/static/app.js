@@ -479,11 +479,17 @@ async function spendPage(page) {
   const group = el("select", { id: "spend-group" }, ...groupsFor().map(g => el("option", { value: g }, "by " + groupNames[g])));
   const out = el("div", { id: "spend-out" });
   const preset = (label, f, t) => el("button", { type: "button", className: "quiet small", onclick: () => { from.value = f(); to.value = t(); draw(); } }, label);
+  // Each draw reads the range and grouping when it starts; one started
+  // later owns the page, so a slower answer to an earlier choice (setting
+  // "from" then "to" fires two) never overwrites it with the wrong range.
+  let draws = 0;
   const draw = async () => {
+    const mine = ++draws, f = from.value, t = to.value, g = group.value;
     out.replaceChildren(el("p", { className: "muted" }, "loading…"));
     try {
-      if (from.value > to.value) throw new Error("The start date is after the end date.");
-      const g = group.value, series = await dailySpend(g, from.value, to.value);
+      if (f > t) throw new Error("The start date is after the end date.");
+      const series = await dailySpend(g, f, t);
+      if (mine !== draws) return;
       const label = (id) => groupLabel(g, id);
       const totals = {};
       for (const d of Object.keys(series)) for (const [k, v] of Object.entries(series[d])) totals[k] = (totals[k] || 0) + v;
@@ -491,10 +497,10 @@ async function spendPage(page) {
       const ranked = Object.entries(totals).sort((a, b) => b[1] - a[1]).slice(0, 10);
       const top = table([groupNames[g][0].toUpperCase() + groupNames[g].slice(1), "Spend", "Share"], ranked.map(([k, v]) => row(label(k), money(v), sum ? (100 * v / sum).toFixed(1) + "%" : "")));
       top.id = "top-spenders";
-      out.replaceChildren(el("p", { id: "range-spend" }, `Spend ${from.value} to ${to.value}: `, el("strong", {}, money(sum))),
-        barChart(`Spend per day by ${groupNames[g]}`, dayRange(from.value, to.value), series, label),
+      out.replaceChildren(el("p", { id: "range-spend" }, `Spend ${f} to ${t}: `, el("strong", {}, money(sum))),
+        barChart(`Spend per day by ${groupNames[g]}`, dayRange(f, t), series, label),
         el("h3", {}, `Top spenders by ${groupNames[g]}`), top);
-    } catch (e) { out.replaceChildren(el("p", { className: "error" }, e.message)); }
+    } catch (e) { if (mine === draws) out.replaceChildren(el("p", { className: "error" }, e.message)); }
   };
   for (const i of [from, to, group]) i.onchange = draw;
   page.append(el("div", { className: "toolbar", id: "spend-toolbar" }, el("label", { className: "inline" }, "From ", from), el("label", { className: "inline" }, "to ", to),
