@@ -381,6 +381,11 @@ guardrails:
 
 	b.open("overview", "#ov-today")
 	b.until("the overview's spend", `!document.querySelector("#ov-today .big").innerText.startsWith("$0.000000")`)
+	// The overview's cards load each on its own: wait for the ones read below
+	// to have content (their text is then checked as before).
+	for _, card := range []string{"#top-keys", "#ov-errors", "#budget-burn", "#ov-cool"} {
+		b.until("the overview's "+card, fmt.Sprintf(`document.querySelector(%q) && document.querySelector(%q).innerText.trim() !== ""`, card, card))
+	}
 	if top := b.text("#top-keys"); !strings.Contains(top, "billing-bot") || !strings.Contains(top, "ada-laptop") {
 		t.Errorf("top keys %q do not name the keys by alias", top)
 	}
