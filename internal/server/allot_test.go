@@ -369,8 +369,12 @@ func TestAllotmentsByDefaultKeepGuarantees(t *testing.T) {
 			if ok > 100+over || ok < 90 {
 				t.Errorf("a budget of 100 requests on three replicas: %d served (at most %d)", ok, 100+over)
 			}
+			// Never more than the limit. Fewer is the allotments' known cost:
+			// a replica may still hold room another one asks for when a busy
+			// machine delays its give-back (allotment_refused_with_room_total);
+			// CI once served 18. Every request is answered, served or 429.
 			ok, _, limited, _ := hammer("sk-g-rpm", 6, 5)
-			if ok != 20 || limited != 10 {
+			if ok > 20 || ok < 15 || ok+limited != 30 {
 				t.Errorf("rpm_limit 20 across three replicas: %d served, %d answered 429", ok, limited)
 			}
 		})
