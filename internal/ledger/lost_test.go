@@ -383,3 +383,20 @@ func TestCarryOfflineWaitsForLostOutcome(t *testing.T) {
 	}
 	s.WaitOutcomes()
 }
+
+// carriedKey is a book with a budgeted key "k" with 0.10 spent through a hold and 0.01
+// carried by CarryUnheld (which loads the carry script): Redis has 0.11.
+// The tests of carries under a lost, stalled or slow Redis start from it.
+func (g *lostRig) carriedKey(t *testing.T) (*ledger.Book, []*ledger.Account) {
+	t.Helper()
+	book := ledger.NewBook(nil)
+	budget := 10.0
+	key := book.Account(store.KindKey, "k", ledger.Spec{Budget: &budget})
+	accts := []*ledger.Account{key}
+	g.spend(t, key, ledger.USD(0.1))
+	ledger.Spend(accts, ledger.USD(0.01)) // loads the carry script
+	g.s.CarryUnheld(accts)
+	g.s.WaitResolved()
+	g.waitSpent(t, "k", ledger.USD(0.11))
+	return book, accts
+}

@@ -89,20 +89,12 @@ func TestOfflineSpendReachesOtherReplicasWithoutAHold(t *testing.T) {
 // with an error once the client closed, its spend in doubt.
 func TestCarryOfflineWaitsForASlowCarry(t *testing.T) {
 	g := newLostRigWith(t, 30*time.Second, 10*time.Second) // the carry's deadline: 10 s
-	book := ledger.NewBook(nil)
-	budget := 10.0
-	key := book.Account(store.KindKey, "k", ledger.Spec{Budget: &budget})
-	accts := []*ledger.Account{key}
-	g.spend(t, key, ledger.USD(0.1))
-	ledger.Spend(accts, ledger.USD(0.01)) // loads the carry script
-	g.s.CarryUnheld(accts)
-	g.s.WaitResolved()
-	g.waitSpent(t, "k", ledger.USD(0.11))
+	book, accts := g.carriedKey(t)
 
 	g.p.Delay(3 * time.Second)
 	ledger.Spend(accts, ledger.USD(0.02))
 	g.s.CarryUnheld(accts)
-	for deadline := time.Now().Add(time.Minute); key.Unsynced() != 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(time.Minute); accts[0].Unsynced() != 0 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond) // until the carry has claimed the spend
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.s.StopTimeout())
@@ -125,20 +117,12 @@ func TestCarryOfflineWaitsForASlowCarry(t *testing.T) {
 // answers, a later carry lands it once.
 func TestCarryOfflineStopsDoubtRetries(t *testing.T) {
 	g := newLostRigWith(t, 300*time.Millisecond, time.Second)
-	book := ledger.NewBook(nil)
-	budget := 10.0
-	key := book.Account(store.KindKey, "k", ledger.Spec{Budget: &budget})
-	accts := []*ledger.Account{key}
-	g.spend(t, key, ledger.USD(0.1))
-	ledger.Spend(accts, ledger.USD(0.01)) // loads the carry script
-	g.s.CarryUnheld(accts)
-	g.s.WaitResolved()
-	g.waitSpent(t, "k", ledger.USD(0.11))
+	book, accts := g.carriedKey(t)
 
 	g.p.BlackHole() // answers lost, Redis not marked down: settleDoubt retries
 	ledger.Spend(accts, ledger.USD(0.02))
 	g.s.CarryUnheld(accts)
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && key.Unsynced() != 0; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && accts[0].Unsynced() != 0; time.Sleep(time.Millisecond) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.s.StopTimeout())
 	defer cancel()

@@ -101,20 +101,12 @@ func TestCarryUnheldFloodReachesRedis(t *testing.T) {
 // the carry's goroutine goes on after the replica has closed its client.
 func TestCarryOfflineWaitsForUnheldCarry(t *testing.T) {
 	g := newLostRigWith(t, 500*time.Millisecond, time.Second)
-	book := ledger.NewBook(nil)
-	budget := 10.0
-	key := book.Account(store.KindKey, "k", ledger.Spec{Budget: &budget})
-	accts := []*ledger.Account{key}
-	g.spend(t, key, ledger.USD(0.1))
-	ledger.Spend(accts, ledger.USD(0.01)) // loads the carry script
-	g.s.CarryUnheld(accts)
-	g.s.WaitResolved()
-	g.waitSpent(t, "k", ledger.USD(0.11))
+	book, accts := g.carriedKey(t)
 	g.p.Stall()
 	ledger.Spend(accts, ledger.USD(0.02))
 	g.s.CarryUnheld(accts)
 	// The carry has claimed the spend (its request is on its way).
-	for deadline := time.Now().Add(30 * time.Second); key.Unsynced() != 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); accts[0].Unsynced() != 0 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
