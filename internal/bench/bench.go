@@ -74,11 +74,14 @@ type Result struct {
 	SentRPS                float64
 	DirectP50, DirectP99   time.Duration
 	GatewayP50, GatewayP99 time.Duration
-	AddedP50, AddedP99     time.Duration
-	CPUPerRequest          time.Duration
-	FloorRatio             float64 // CPU per request over the floor's (the minimal forwarder), median over rounds
-	PeakRSSMB              float64
-	Errors                 int
+	// ShedP99 is the p99 of the answers 503 (shed), median over the
+	// rounds that had any: how fast a refusal comes.
+	ShedP99            time.Duration
+	AddedP50, AddedP99 time.Duration
+	CPUPerRequest      time.Duration
+	FloorRatio         float64 // CPU per request over the floor's (the minimal forwarder), median over rounds
+	PeakRSSMB          float64
+	Errors             int
 	// ErrorKinds counts the errors by kind: "HTTP 429", "timeout", "dial", ...
 	ErrorKinds map[string]int
 }
@@ -301,6 +304,7 @@ type run struct {
 	rps      float64 // answered 200 a second
 	sent     float64 // started a second, answered or not
 	lat      []time.Duration
+	shed     []time.Duration // latencies of the answers 503 (shed)
 	errors   int
 	requests int
 	kinds    map[string]int // errors by kind
@@ -311,7 +315,9 @@ func newClient(conns int) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-// one sends a request and returns its latency, or why it failed.
+// one sends a request and returns its latency and, when it failed, why.
+// The latency of an HTTP error answer is its whole answer's; a 429 or
+// 503 without Retry-After says so in why.
 func one(c *http.Client, url string, keys keySet, body []byte) (time.Duration, string) {
 	key := keys.pick()
 	req, _ := http.NewRequest("POST", url, strings.NewReader(string(body)))
@@ -333,7 +339,10 @@ func one(c *http.Client, url string, keys keySet, body []byte) (time.Duration, s
 			t, _, _ = strings.Cut(t, `"`)
 			why += " " + t
 		}
-		return 0, why
+		if (resp.StatusCode == 429 || resp.StatusCode == 503) && resp.Header.Get("Retry-After") == "" {
+			why += " without Retry-After"
+		}
+		return time.Since(start), why
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
@@ -379,6 +388,9 @@ func drive(load, url string, key keySet, body []byte, d time.Duration) run {
 		} else {
 			r.errors++
 			r.kinds[failed]++
+			if strings.HasPrefix(failed, "HTTP 503") {
+				r.shed = append(r.shed, lat)
+			}
 		}
 		mu.Unlock()
 	}
@@ -627,7 +639,8 @@ func start(label, dir, upURL string, o Options, at placement) (*gateway, error) 
 type samples struct {
 	rps, sent     []float64
 	p50, p99, cpu []time.Duration
-	ratio         []float64 // CPU per request over the floor's, same round
+	shedP99       []time.Duration // of the runs that shed
+	ratio         []float64       // CPU per request over the floor's, same round
 	errs          int
 	kinds         map[string]int
 }
@@ -635,6 +648,9 @@ type samples struct {
 func (s *samples) add(r run, cpu time.Duration) {
 	s.rps, s.sent = append(s.rps, r.rps), append(s.sent, r.sent)
 	s.p50, s.p99 = append(s.p50, pct(r.lat, 0.5)), append(s.p99, pct(r.lat, 0.99))
+	if len(r.shed) > 0 {
+		s.shedP99 = append(s.shedP99, pct(r.shed, 0.99))
+	}
 	if r.requests > 0 {
 		s.cpu = append(s.cpu, cpu/time.Duration(r.requests))
 	}
@@ -779,6 +795,9 @@ func Run(o Options) ([]Result, error) {
 			if len(s.ratio) > 0 {
 				r.FloorRatio = median(s.ratio)
 			}
+			if len(s.shedP99) > 0 {
+				r.ShedP99 = median(s.shedP99)
+			}
 			for k, n := range direct.kinds {
 				r.ErrorKinds["direct "+k] += n
 			}
@@ -824,7 +843,7 @@ func Preamble(now time.Time, o Options) string {
 }
 
 // Header is the results table's header, in Markdown.
-const Header = "| scenario | load | stream | direct req/s | sent req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+const Header = "| scenario | load | stream | direct req/s | sent req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | p99 | shed p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 func row(r Result) string {
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 0, 64) + " µs" }
@@ -837,6 +856,10 @@ func row(r Result) string {
 		slices.Sort(kinds)
 		errs += " (" + strings.Join(kinds, ", ") + ")"
 	}
-	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
-		r.DirectRPS, r.SentRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), us(r.GatewayP99), r.PeakRSSMB, errs)
+	shed := "–"
+	if r.ShedP99 > 0 {
+		shed = us(r.ShedP99)
+	}
+	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %s | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
+		r.DirectRPS, r.SentRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), us(r.GatewayP99), shed, r.PeakRSSMB, errs)
 }
