@@ -118,3 +118,66 @@ func TestOfflineSpendSweptToOtherReplica(t *testing.T) {
 		})
 	}
 }
+
+// TestOfflineCacheHitsSweptToOtherReplica: the case the sweep was made
+// for, through two real gateways. Replica A, cut off from Redis, serves a
+// key charged cache hits (booked without a hold: nothing carries them
+// while Redis is away) until its own view refuses the key (the cache
+// path's spentOut, before any hold). Redis comes back and A gets no
+// further request: no hold of A's will ever carry the hits' spend, and
+// the refusal's own carry found Redis away. B must come to refuse the key.
+func TestOfflineCacheHitsSweptToOtherReplica(t *testing.T) {
+	r := newRig(t, rigSpec{name: "sweephits", postgres: true, redis: true})
+	p, err := netsim.NewProxy(r.ropts.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Cut)
+	opts := Options{ResyncInterval: 100 * time.Millisecond}
+	a := r.start(t, pricedConfig+"  redis_url: redis://"+p.Addr()+"/"+strconv.Itoa(r.ropts.DB)+"\n"+cacheOn+"  cache_params: {charge_hits: true}\n", opts)
+	r.start(t, pricedConfig+"  redis_url: {{REDIS}}\n", opts)
+	ua, ub := r.urls[0], r.urls[1]
+	const key = "sk-sweep-hits-key"
+	r.key(t, key, `"max_budget": 0.003`) // 10 × 3e-4
+	// A: one request upstream (held on Redis, and cached), then Redis away.
+	if code, body := send(t, ua+"/v1/chat/completions", key, chat3); code != 200 {
+		t.Fatal(code, body)
+	}
+	p.Cut()
+	hits := 0
+	for range 30 {
+		code, body := send(t, ua+"/v1/chat/completions", key, chat3)
+		if code == 400 && strings.Contains(body, "budget_exceeded") {
+			break
+		}
+		if code != 200 {
+			t.Fatal(code, body)
+		}
+		hits++
+	}
+	if hits != 9 || r.mock.Stats().Requests != 1 {
+		t.Fatalf("replica A served %d charged hits and %d upstream calls on a budget for 10", hits, r.mock.Stats().Requests)
+	}
+	if err := p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	// No request to A from here on.
+	probe := `{"model":"broken","max_tokens":3,"messages":[{"role":"user","content":"probe"}]}`
+	if _, ok := within(time.Minute, func() bool {
+		code, body := send(t, ub+"/v1/chat/completions", key, probe)
+		return code == 400 && strings.Contains(body, "budget_exceeded")
+	}); !ok {
+		t.Fatalf("replica B does not refuse a key replica A spent out in charged cache hits while Redis was away, a minute after Redis came back (A degraded %v, owes %d accounts)",
+			a.limits.Limiter.Degraded(), a.shared.Owed())
+	}
+	c := r.client(t)
+	want := strconv.FormatInt(int64(ledger.USD(0.003)), 10)
+	var got string
+	within(time.Minute, func() bool {
+		got, _ = c.HGet(context.Background(), r.budget("key", sha(key)), "spent").Result()
+		return got == want
+	})
+	if got != want {
+		t.Fatalf("Redis has spent %s, want %s (one request and 9 hits, each once)", got, want)
+	}
+}
