@@ -22,18 +22,46 @@ type stateKey struct {
 	name  string
 }
 
-// state is one rule's counters; which fields are used depends on the kind.
+// state is one rule's counters. Its parts for other kinds are not made:
+// a parallel rule's state is 64 bytes, a window's 64 + 384, a bucket's
+// 64 + 48 (they were 1,152 each).
 type state struct {
-	// sliding window: counts per sub-window, and the sub-window each holds.
-	counts [slots + 1]int64
-	index  [slots + 1]int64
+	used   time.Time     // last admission, for idle sweeping
+	window time.Duration // the rule's window as last seen, for sweeping
 	// parallel
 	inflight int64
-	// bucket
-	tokens int64
-	filled time.Time // when tokens was last brought up to date
-	used   time.Time // last admission, for idle sweeping
-	rule   Rule      // the rule as last seen, for sweeping
+	w        *slotCounts // sliding windows (Requests, Tokens)
+	b        *bucket     // buckets
+}
+
+// bucket is a token bucket's state and its rule's limit and fill as last
+// seen (for sweeping).
+type bucket struct {
+	tokens      int64
+	filled      time.Time // when tokens was last brought up to date
+	limit, fill int64
+}
+
+// slotCounts is a sliding window's counts per sub-window: slot p holds the
+// count of the sub-window index(p), the last one of index ≡ p (mod slots+1)
+// that was counted. They are what 61 int64 counts and 61 int64 indexes
+// held, in 4 and 2 bytes: an index is base plus an int16 offset (base moves
+// to the index being counted when that one is out of reach; a slot whose
+// count is 0 may hold any index, as it counts for nothing), a count an
+// int32. A count or an index that does not fit moves the window to wide,
+// the old arrays, for good: so every sequence of calls decides exactly as
+// the arrays did (TestLocalMatchesOld), with a wall clock stepped back, a
+// rule's window changed, or a token count past 2^31 in one sub-window.
+type slotCounts struct {
+	base  int64
+	off   [slots + 1]int16
+	count [slots + 1]int32
+	wide  *wideCounts
+}
+
+type wideCounts struct {
+	count [slots + 1]int64
+	index [slots + 1]int64
 }
 
 // NewLocal returns an empty in-process backend.
@@ -41,35 +69,62 @@ func NewLocal() *Local {
 	return &Local{states: map[stateKey]*state{}, now: time.Now}
 }
 
-func (l *Local) get(r *Rule, now time.Time) *state {
+// get returns r's state, made if new. id, when not "", is a clone of
+// r.Scope.ID that a state made by this call may use as its key's (the
+// rules of one scope made in one admission share one copy); get returns
+// the clone the state's key holds when it made one, else id.
+func (l *Local) get(r *Rule, now time.Time, id string) (*state, string) {
 	k := stateKey{r.Scope, r.Kind, r.Name}
 	s := l.states[k]
 	if s == nil {
 		// The state outlives the request: its scope's id must not be a
 		// slice of something the request holds (a principal's hash is
 		// formatted into the principal, and would keep all of it alive).
-		k.scope.ID = strings.Clone(k.scope.ID)
-		s = &state{tokens: r.Limit, filled: now, rule: Rule{Scope: k.scope}}
+		if id == "" || id != k.scope.ID {
+			id = strings.Clone(k.scope.ID)
+		}
+		k.scope.ID = id
+		s = &state{}
+		switch r.Kind {
+		case Requests, Tokens:
+			s.w = new(slotCounts)
+		case RequestBucket, TokenBucket:
+			s.b = &bucket{tokens: r.Limit, filled: now}
+		}
 		l.states[k] = s
 	}
 	s.used = now
-	scope := s.rule.Scope
-	s.rule = *r
-	s.rule.Scope = scope
-	return s
+	s.window = r.Window
+	if s.b != nil {
+		s.b.limit, s.b.fill = r.Limit, r.Fill
+	}
+	return s, id
 }
 
 // window sums the uses still inside r's window at now, and returns the
 // sub-window index of now and when the oldest counted use expires.
-func (s *state) window(r *Rule, now time.Time) (used, idx int64, reset time.Duration) {
+func (c *slotCounts) window(r *Rule, now time.Time) (used, idx int64, reset time.Duration) {
 	sl := slotLen(r.Window)
 	idx = now.UnixNano() / int64(sl)
 	oldest := int64(-1)
-	for i := range s.counts {
-		if s.index[i] >= idx-slots && s.counts[i] != 0 {
-			used += s.counts[i]
-			if oldest < 0 || s.index[i] < oldest {
-				oldest = s.index[i]
+	if c.wide != nil {
+		for i := range c.wide.count {
+			if c.wide.index[i] >= idx-slots && c.wide.count[i] != 0 {
+				used += c.wide.count[i]
+				if oldest < 0 || c.wide.index[i] < oldest {
+					oldest = c.wide.index[i]
+				}
+			}
+		}
+	} else {
+		// index(i) >= idx-slots, as an offset from base.
+		lo := idx - slots - c.base
+		for i, n := range c.count {
+			if o := int64(c.off[i]); o >= lo && n != 0 {
+				used += int64(n)
+				if oldest < 0 || c.base+o < oldest {
+					oldest = c.base + o
+				}
 			}
 		}
 	}
@@ -79,40 +134,87 @@ func (s *state) window(r *Rule, now time.Time) (used, idx int64, reset time.Dura
 	return max(used, 0), idx, reset
 }
 
-func (s *state) add(idx, n int64) {
-	i := idx % int64(len(s.counts))
-	if s.index[i] != idx {
-		s.index[i], s.counts[i] = idx, 0
+// add counts n in the sub-window idx: its slot is that sub-window's from
+// now on, its count reset if it held another's.
+func (c *slotCounts) add(idx, n int64) {
+	i := idx % int64(len(c.count))
+	if c.wide == nil {
+		var cur int64
+		if c.base+int64(c.off[i]) == idx {
+			cur = int64(c.count[i])
+		}
+		sum := cur + n
+		if sum == int64(int32(sum)) && c.place(i, idx) {
+			c.count[i] = int32(sum)
+			return
+		}
+		c.widen()
 	}
-	s.counts[i] += n
+	w := c.wide
+	if w.index[i] != idx {
+		w.index[i], w.count[i] = idx, 0
+	}
+	w.count[i] += n
+}
+
+// place makes slot i's index idx, moving base to idx when idx is out of
+// reach of it; false (nothing changed) when a counted slot would then be.
+func (c *slotCounts) place(i, idx int64) bool {
+	if d := idx - c.base; d == int64(int16(d)) {
+		c.off[i] = int16(d)
+		return true
+	}
+	var off [slots + 1]int16
+	for j, n := range c.count {
+		if int64(j) == i || n == 0 {
+			continue // off 0: index idx (slot i), or a slot that counts nothing
+		}
+		d := c.base + int64(c.off[j]) - idx
+		if d != int64(int16(d)) {
+			return false
+		}
+		off[j] = int16(d)
+	}
+	c.base, c.off = idx, off
+	return true
+}
+
+// widen moves the counts to int64 counts and indexes.
+func (c *slotCounts) widen() {
+	w := new(wideCounts)
+	for i := range c.count {
+		w.index[i] = c.base + int64(c.off[i])
+		w.count[i] = int64(c.count[i])
+	}
+	c.wide = w
 }
 
 // refill brings a bucket up to date.
-func (s *state) refill(r *Rule, now time.Time) {
-	if r.Window <= 0 || r.Fill <= 0 {
+func (b *bucket) refill(window time.Duration, now time.Time) {
+	if window <= 0 || b.fill <= 0 {
 		return
 	}
-	fills := int64(now.Sub(s.filled) / r.Window)
+	fills := int64(now.Sub(b.filled) / window)
 	if fills > 0 {
-		s.tokens = min(r.Limit, s.tokens+fills*r.Fill)
-		s.filled = s.filled.Add(time.Duration(fills) * r.Window)
+		b.tokens = min(b.limit, b.tokens+fills*b.fill)
+		b.filled = b.filled.Add(time.Duration(fills) * window)
 	}
-	if s.tokens >= r.Limit {
-		s.filled = now
+	if b.tokens >= b.limit {
+		b.filled = now
 	}
 }
 
 // untilRefilled is how long until a bucket holds need tokens.
-func (s *state) untilRefilled(r *Rule, now time.Time, need int64) time.Duration {
-	if r.Fill <= 0 || r.Window <= 0 {
+func (b *bucket) untilRefilled(window time.Duration, now time.Time, need int64) time.Duration {
+	if b.fill <= 0 || window <= 0 {
 		return 0
 	}
-	missing := need - s.tokens
+	missing := need - b.tokens
 	if missing <= 0 {
 		return 0
 	}
-	fills := (missing + r.Fill - 1) / r.Fill
-	return s.filled.Add(time.Duration(fills) * r.Window).Sub(now)
+	fills := (missing + b.fill - 1) / b.fill
+	return b.filled.Add(time.Duration(fills) * window).Sub(now)
 }
 
 // Admit checks every rule of t and, if all pass, takes from each. A refusal
@@ -128,13 +230,15 @@ func (l *Local) Admit(t *Ticket) *Denied {
 	if t.n > inlineRules {
 		st, idx = make([]*state, t.n), make([]int64, t.n)
 	}
+	var id string
 	for i := range t.n {
 		r := &t.rules[i]
-		s := l.get(r, now)
+		var s *state
+		s, id = l.get(r, now, id)
 		st[i] = s
 		switch r.Kind {
 		case Requests, Tokens:
-			used, at, reset := s.window(r, now)
+			used, at, reset := s.w.window(r, now)
 			idx[i] = at
 			need := int64(1)
 			if r.Kind == Tokens {
@@ -153,33 +257,34 @@ func (l *Local) Admit(t *Ticket) *Denied {
 			}
 			t.States[i] = State{Remaining: r.Limit - s.inflight - 1}
 		case RequestBucket, TokenBucket:
-			s.refill(r, now)
+			b := s.b
+			b.refill(r.Window, now)
 			need := int64(1)
 			if r.Kind == TokenBucket {
 				need = t.Est
 			}
 			if need > r.Limit {
-				return &Denied{Rule: *r, Used: r.Limit - s.tokens, Never: true, Need: need}
+				return &Denied{Rule: *r, Used: r.Limit - b.tokens, Never: true, Need: need}
 			}
-			if (need == 0 && s.tokens <= 0) || (need > 0 && s.tokens < need) {
-				return &Denied{Rule: *r, Used: r.Limit - s.tokens, RetryAfter: s.untilRefilled(r, now, max(need, 1))}
+			if (need == 0 && b.tokens <= 0) || (need > 0 && b.tokens < need) {
+				return &Denied{Rule: *r, Used: r.Limit - b.tokens, RetryAfter: b.untilRefilled(r.Window, now, max(need, 1))}
 			}
-			t.States[i] = State{Remaining: s.tokens - need, Reset: s.untilRefilled(r, now, r.Limit)}
+			t.States[i] = State{Remaining: b.tokens - need, Reset: b.untilRefilled(r.Window, now, r.Limit)}
 		}
 	}
 	for i := range t.n {
 		r, s := &t.rules[i], st[i]
 		switch r.Kind {
 		case Requests:
-			s.add(idx[i], 1)
+			s.w.add(idx[i], 1)
 		case Tokens:
-			s.add(idx[i], t.Est)
+			s.w.add(idx[i], t.Est)
 		case Parallel:
 			s.inflight++
 		case RequestBucket:
-			s.tokens--
+			s.b.tokens--
 		case TokenBucket:
-			s.tokens -= t.Est
+			s.b.tokens -= t.Est
 		}
 	}
 	t.admitted, t.at = true, now
@@ -193,25 +298,27 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 	delta := tokens - t.Est
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	var id string
 	for i := range t.n {
 		r := &t.rules[i]
-		s := l.get(r, now)
+		var s *state
+		s, id = l.get(r, now, id)
 		switch r.Kind {
 		case Tokens:
 			cur := now.UnixNano() / int64(slotLen(r.Window)) // the sub-window of now, as window gives it, without its sum
 			switch {
 			case delta > 0:
-				s.add(cur, delta)
+				s.w.add(cur, delta)
 			case delta < 0:
 				// A refund cancels the estimate where it was charged; once that
 				// has left the window there is nothing left to cancel.
 				if at := t.at.UnixNano() / int64(slotLen(r.Window)); at >= cur-slots {
-					s.add(at, delta)
+					s.w.add(at, delta)
 				}
 			}
 		case TokenBucket:
-			s.refill(r, now)
-			s.tokens = min(s.tokens-delta, r.Limit)
+			s.b.refill(r.Window, now)
+			s.b.tokens = min(s.b.tokens-delta, r.Limit)
 		case Parallel:
 			s.inflight = max(s.inflight-1, 0)
 		}
@@ -227,12 +334,12 @@ func (l *Local) maybeSweep(now time.Time) {
 	}
 	l.swept = now
 	for k, s := range l.states {
-		if now.Sub(s.used) < time.Hour+s.rule.Window || s.inflight > 0 {
+		if now.Sub(s.used) < time.Hour+s.window || s.inflight > 0 {
 			continue
 		}
-		if k.kind.isBucket() {
-			s.refill(&s.rule, now)
-			if s.tokens < s.rule.Limit {
+		if s.b != nil {
+			s.b.refill(s.window, now)
+			if s.b.tokens < s.b.limit {
 				continue
 			}
 		}
