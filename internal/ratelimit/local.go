@@ -137,7 +137,19 @@ func (c *slotCounts) window(r *Rule, now time.Time) (used, idx int64, reset time
 // add counts n in the sub-window idx: its slot is that sub-window's from
 // now on, its count reset if it held another's.
 func (c *slotCounts) add(idx, n int64) {
-	i := idx % int64(len(c.count))
+	i := idx % (slots + 1)
+	if c.wide == nil && c.base+int64(c.off[i]) == idx {
+		if sum := int64(c.count[i]) + n; sum == int64(int32(sum)) {
+			c.count[i] = int32(sum) // the common case
+			return
+		}
+	}
+	c.addSlot(i, idx, n)
+}
+
+// addSlot is add when the slot holds another sub-window, or the sum does
+// not fit an int32, or the counts are wide.
+func (c *slotCounts) addSlot(i, idx, n int64) {
 	if c.wide == nil {
 		var cur int64
 		if c.base+int64(c.off[i]) == idx {
