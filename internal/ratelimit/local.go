@@ -9,22 +9,19 @@ import (
 // Local keeps counters in process. One mutex makes a multi-rule admission
 // atomic; it is held for a few hundred nanoseconds.
 type Local struct {
-	mu     sync.Mutex
-	states map[stateKey]*state
+	mu sync.Mutex
+	// scopes holds each scope's states, one a rule (its kind and name), in
+	// a list: one map entry, and one copy of the id, for a key's rpm, tpm
+	// and parallel limits.
+	scopes map[Scope]*state
 	now    func() time.Time
 	// swept is when idle states were last dropped.
 	swept time.Time
 }
 
-type stateKey struct {
-	scope Scope
-	kind  Kind
-	name  string
-}
-
 // state is one rule's counters. Its parts for other kinds are not made:
-// a parallel rule's state is 64 bytes, a window's 64 + 384, a bucket's
-// 64 + 48 (they were 1,152 each).
+// a parallel rule's state is 96 bytes, a window's 96 + 384, a bucket's
+// 96 + 48 (they were 1,152 each, and a map slot of 64 bytes each).
 type state struct {
 	used   time.Time     // last admission, for idle sweeping
 	window time.Duration // the rule's window as last seen, for sweeping
@@ -32,6 +29,9 @@ type state struct {
 	inflight int64
 	w        *slotCounts // sliding windows (Requests, Tokens)
 	b        *bucket     // buckets
+	next     *state      // the scope's next rule
+	name     string      // the rule's
+	kind     Kind
 }
 
 // bucket is a token bucket's state and its rule's limit and fill as last
@@ -66,39 +66,42 @@ type wideCounts struct {
 
 // NewLocal returns an empty in-process backend.
 func NewLocal() *Local {
-	return &Local{states: map[stateKey]*state{}, now: time.Now}
+	return &Local{scopes: map[Scope]*state{}, now: time.Now}
 }
 
-// get returns r's state, made if new. id, when not "", is a clone of
-// r.Scope.ID that a state made by this call may use as its key's (the
-// rules of one scope made in one admission share one copy); get returns
-// the clone the state's key holds when it made one, else id.
-func (l *Local) get(r *Rule, now time.Time, id string) (*state, string) {
-	k := stateKey{r.Scope, r.Kind, r.Name}
-	s := l.states[k]
+// get returns r's state, made if new.
+func (l *Local) get(r *Rule, now time.Time) *state {
+	head := l.scopes[r.Scope]
+	s := head
+	for s != nil && (s.kind != r.Kind || s.name != r.Name) {
+		s = s.next
+	}
 	if s == nil {
-		// The state outlives the request: its scope's id must not be a
-		// slice of something the request holds (a principal's hash is
-		// formatted into the principal, and would keep all of it alive).
-		if id == "" || id != k.scope.ID {
-			id = strings.Clone(k.scope.ID)
-		}
-		k.scope.ID = id
-		s = &state{}
+		s = &state{name: r.Name, kind: r.Kind}
 		switch r.Kind {
 		case Requests, Tokens:
 			s.w = new(slotCounts)
 		case RequestBucket, TokenBucket:
 			s.b = &bucket{tokens: r.Limit, filled: now}
 		}
-		l.states[k] = s
+		if head != nil {
+			// Behind the head: the map's entry (and its key) stays as it is.
+			s.next, head.next = head.next, s
+		} else {
+			// The state outlives the request: its scope's id must not be a
+			// slice of something the request holds (a principal's hash is
+			// formatted into the principal, and would keep all of it alive).
+			sc := r.Scope
+			sc.ID = strings.Clone(sc.ID)
+			l.scopes[sc] = s
+		}
 	}
 	s.used = now
 	s.window = r.Window
 	if s.b != nil {
 		s.b.limit, s.b.fill = r.Limit, r.Fill
 	}
-	return s, id
+	return s
 }
 
 // window sums the uses still inside r's window at now, and returns the
@@ -242,11 +245,9 @@ func (l *Local) Admit(t *Ticket) *Denied {
 	if t.n > inlineRules {
 		st, idx = make([]*state, t.n), make([]int64, t.n)
 	}
-	var id string
 	for i := range t.n {
 		r := &t.rules[i]
-		var s *state
-		s, id = l.get(r, now, id)
+		s := l.get(r, now)
 		st[i] = s
 		switch r.Kind {
 		case Requests, Tokens:
@@ -310,11 +311,9 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 	delta := tokens - t.Est
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var id string
 	for i := range t.n {
 		r := &t.rules[i]
-		var s *state
-		s, id = l.get(r, now, id)
+		s := l.get(r, now)
 		switch r.Kind {
 		case Tokens:
 			cur := now.UnixNano() / int64(slotLen(r.Window)) // the sub-window of now, as window gives it, without its sum
@@ -345,16 +344,41 @@ func (l *Local) maybeSweep(now time.Time) {
 		return
 	}
 	l.swept = now
-	for k, s := range l.states {
-		if now.Sub(s.used) < time.Hour+s.window || s.inflight > 0 {
-			continue
-		}
-		if s.b != nil {
-			s.b.refill(s.window, now)
-			if s.b.tokens < s.b.limit {
+	for sc, head := range l.scopes {
+		kept := head // the list's head once the idle are dropped
+		for prev, s := (*state)(nil), head; s != nil; s = s.next {
+			if !s.idle(now) {
+				prev = s
 				continue
 			}
+			if prev == nil {
+				kept = s.next
+			} else {
+				prev.next = s.next
+			}
 		}
-		delete(l.states, k)
+		switch {
+		case kept == nil:
+			delete(l.scopes, sc)
+		case kept != head:
+			// A map assignment would store this loop's copy of the key, the
+			// same clone: the entry's id is not the request's.
+			l.scopes[sc] = kept
+		}
 	}
+}
+
+// idle reports whether the state is one to drop: idle for an hour past
+// its window, no slot held, a bucket full again.
+func (s *state) idle(now time.Time) bool {
+	if now.Sub(s.used) < time.Hour+s.window || s.inflight > 0 {
+		return false
+	}
+	if s.b != nil {
+		s.b.refill(s.window, now)
+		if s.b.tokens < s.b.limit {
+			return false
+		}
+	}
+	return true
 }

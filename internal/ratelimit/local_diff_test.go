@@ -106,14 +106,33 @@ func (p *localPair) step(pool []Rule, next func(n uint64) uint64, stepBack bool)
 	return p.same()
 }
 
+// count is how many states l keeps.
+func (l *Local) count() (n int) {
+	for _, head := range l.scopes {
+		for s := head; s != nil; s = s.next {
+			n++
+		}
+	}
+	return n
+}
+
+// lookup is k's state in l, or nil.
+func (l *Local) lookup(k stateKey) *state {
+	s := l.scopes[k.scope]
+	for s != nil && (s.kind != k.kind || s.name != k.name) {
+		s = s.next
+	}
+	return s
+}
+
 // same compares every state: what the old one holds, the new one holds
 // (a window slot counting 0 may hold any index).
 func (p *localPair) same() error {
-	if len(p.nw.states) != len(p.old.states) {
-		return fmt.Errorf("%d states, old %d", len(p.nw.states), len(p.old.states))
+	if n := p.nw.count(); n != len(p.old.states) {
+		return fmt.Errorf("%d states, old %d", n, len(p.old.states))
 	}
 	for k, o := range p.old.states {
-		s := p.nw.states[k]
+		s := p.nw.lookup(k)
 		if s == nil {
 			return fmt.Errorf("state %v missing", k)
 		}
@@ -160,11 +179,13 @@ func TestLocalMatchesOld(t *testing.T) {
 				t.Fatalf("seed %d, call %d: %v", seed, i, err)
 			}
 		}
-		for _, s := range p.nw.states {
-			if s.w != nil && s.w.wide != nil {
-				widened++
-			} else if s.w != nil && s.w.base != 0 {
-				rebased++
+		for _, head := range p.nw.scopes {
+			for s := head; s != nil; s = s.next {
+				if s.w != nil && s.w.wide != nil {
+					widened++
+				} else if s.w != nil && s.w.base != 0 {
+					rebased++
+				}
 			}
 		}
 	}
