@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -45,13 +46,18 @@ type bucket struct {
 // slotCounts is a sliding window's counts per sub-window: slot p holds the
 // count of the sub-window index(p), the last one of index ≡ p (mod slots+1)
 // that was counted. They are what 61 int64 counts and 61 int64 indexes
-// held, in 4 and 2 bytes: an index is base plus an int16 offset (base moves
-// to the index being counted when that one is out of reach; a slot whose
-// count is 0 may hold any index, as it counts for nothing), a count an
-// int32. A count or an index that does not fit moves the window to wide,
-// the old arrays, for good: so every sequence of calls decides exactly as
-// the arrays did (TestLocalMatchesOld), with a wall clock stepped back, a
-// rule's window changed, or a token count past 2^31 in one sub-window.
+// held, in 4 and 2 bytes: a counted slot's index is p plus slots+1 times
+// its lap, and the lap is base plus an int16 offset (base moves to the lap
+// being counted when that one is out of reach; a slot whose count is 0 may
+// hold any lap, as it counts for nothing), a count an int32. An offset in
+// laps reaches 32,767 × 61 sub-windows (23 days of a minute's window): an
+// offset in sub-windows reached 9.1 hours, and a key used every 20 minutes
+// kept counts that old in slots not written since, and went wide
+// (TestProbeLowRateKeyWindowsStayNarrow). A count or a lap that does not
+// fit moves the window to wide, the old arrays, for good: so every
+// sequence of calls decides exactly as the arrays did (TestLocalMatchesOld),
+// with a wall clock stepped back, a rule's window changed, or a token count
+// past 2^31 in one sub-window.
 type slotCounts struct {
 	base  int64
 	off   [slots + 1]int16
@@ -120,15 +126,30 @@ func (c *slotCounts) window(r *Rule, now time.Time) (used, idx int64, reset time
 			}
 		}
 	} else {
-		// index(i) >= idx-slots, as an offset from base.
-		lo := idx - slots - c.base
+		// index(i) >= idx-slots, in laps from base: lap(i) past that
+		// index's lap, or the same lap and i at or past its slot.
+		lo := idx - slots
+		loLap, loSlot := lo/(slots+1), lo%(slots+1)
+		if loSlot < 0 {
+			loLap, loSlot = loLap-1, loSlot+slots+1
+		}
+		dl := loLap - c.base
+		// The oldest is the least (lap, slot): i ascends, so a slot of the
+		// same lap as the least so far is not older.
+		least, leastSlot := int64(math.MaxInt64), 0
 		for i, n := range c.count {
-			if o := int64(c.off[i]); o >= lo && n != 0 {
+			if n == 0 {
+				continue
+			}
+			if o := int64(c.off[i]); o > dl || (o == dl && int64(i) >= loSlot) {
 				used += int64(n)
-				if oldest < 0 || c.base+o < oldest {
-					oldest = c.base + o
+				if o < least {
+					least, leastSlot = o, i
 				}
 			}
+		}
+		if least != math.MaxInt64 {
+			oldest = (c.base+least)*(slots+1) + int64(leastSlot)
 		}
 	}
 	if oldest >= 0 {
@@ -140,26 +161,26 @@ func (c *slotCounts) window(r *Rule, now time.Time) (used, idx int64, reset time
 // add counts n in the sub-window idx: its slot is that sub-window's from
 // now on, its count reset if it held another's.
 func (c *slotCounts) add(idx, n int64) {
-	i := idx % (slots + 1)
-	if c.wide == nil && c.base+int64(c.off[i]) == idx {
+	lap, i := idx/(slots+1), idx%(slots+1)
+	if c.wide == nil && c.base+int64(c.off[i]) == lap {
 		if sum := int64(c.count[i]) + n; sum == int64(int32(sum)) {
 			c.count[i] = int32(sum) // the common case
 			return
 		}
 	}
-	c.addSlot(i, idx, n)
+	c.addSlot(i, lap, idx, n)
 }
 
 // addSlot is add when the slot holds another sub-window, or the sum does
 // not fit an int32, or the counts are wide.
-func (c *slotCounts) addSlot(i, idx, n int64) {
+func (c *slotCounts) addSlot(i, lap, idx, n int64) {
 	if c.wide == nil {
 		var cur int64
-		if c.base+int64(c.off[i]) == idx {
+		if c.base+int64(c.off[i]) == lap {
 			cur = int64(c.count[i])
 		}
 		sum := cur + n
-		if sum == int64(int32(sum)) && c.place(i, idx) {
+		if sum == int64(int32(sum)) && c.place(i, lap) {
 			c.count[i] = int32(sum)
 			return
 		}
@@ -172,25 +193,25 @@ func (c *slotCounts) addSlot(i, idx, n int64) {
 	w.count[i] += n
 }
 
-// place makes slot i's index idx, moving base to idx when idx is out of
+// place makes slot i's lap lap, moving base to lap when lap is out of
 // reach of it; false (nothing changed) when a counted slot would then be.
-func (c *slotCounts) place(i, idx int64) bool {
-	if d := idx - c.base; d == int64(int16(d)) {
+func (c *slotCounts) place(i, lap int64) bool {
+	if d := lap - c.base; d == int64(int16(d)) {
 		c.off[i] = int16(d)
 		return true
 	}
 	var off [slots + 1]int16
 	for j, n := range c.count {
 		if int64(j) == i || n == 0 {
-			continue // off 0: index idx (slot i), or a slot that counts nothing
+			continue // off 0: lap lap (slot i), or a slot that counts nothing
 		}
-		d := c.base + int64(c.off[j]) - idx
+		d := c.base + int64(c.off[j]) - lap
 		if d != int64(int16(d)) {
 			return false
 		}
 		off[j] = int16(d)
 	}
-	c.base, c.off = idx, off
+	c.base, c.off = lap, off
 	return true
 }
 
@@ -198,7 +219,7 @@ func (c *slotCounts) place(i, idx int64) bool {
 func (c *slotCounts) widen() {
 	w := new(wideCounts)
 	for i := range c.count {
-		w.index[i] = c.base + int64(c.off[i])
+		w.index[i] = (c.base+int64(c.off[i]))*(slots+1) + int64(i)
 		w.count[i] = int64(c.count[i])
 	}
 	c.wide = w

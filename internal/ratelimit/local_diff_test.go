@@ -146,7 +146,7 @@ func (p *localPair) same() error {
 				if w := s.w.wide; w != nil {
 					idx, n = w.index[i], w.count[i]
 				} else {
-					idx, n = s.w.base+int64(s.w.off[i]), int64(s.w.count[i])
+					idx, n = (s.w.base+int64(s.w.off[i]))*(slots+1)+int64(i), int64(s.w.count[i])
 				}
 				if n != o.counts[i] || (n != 0 && idx != o.index[i]) {
 					return fmt.Errorf("state %v slot %d: %d at %d, old %d at %d", k, i, n, idx, o.counts[i], o.index[i])
