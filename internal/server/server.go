@@ -70,6 +70,11 @@ type Options struct {
 	// (rscript.Options.ReadTimeout; default 500 ms): tests that hold
 	// replies back set it long, with RedisHoldTimeout.
 	RedisReadTimeout time.Duration
+	// RedisLeaseTTL is how long a lease on Redis outlives a replica that
+	// stops renewing or releasing it (it crashed): a budget hold, an
+	// allotment past its last local decision, a parallel slot (default 15
+	// minutes; serve's --redis-lease-ttl). Crash tests set it short.
+	RedisLeaseTTL time.Duration
 	// BudgetSweepInterval is how often budget periods that ended are rolled
 	// over without traffic (default 1 minute).
 	BudgetSweepInterval time.Duration
@@ -410,6 +415,9 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		// the runner says for both whether Redis answers.
 		shared := ledger.NewShared(rc, ledger.SharedOptions{Prefix: opts.RedisPrefix, Log: opts.Logger,
 			Mode: s.enforcement, FailClosed: cfg.LiteLLMSettings.BudgetOnRedisFailure == "fail_closed", HoldTimeout: opts.RedisHoldTimeout})
+		if opts.RedisLeaseTTL > 0 {
+			shared.LeaseTTL = opts.RedisLeaseTTL
+		}
 		books.Holder = shared
 		s.shared = shared
 		if allot {
@@ -1088,6 +1096,9 @@ func newLimits(cfg *config.Config, opts Options, c *rscript.Runner, m *metrics.M
 	var rd *ratelimit.Redis
 	if c != nil {
 		rd = ratelimit.NewRedis(c, opts.RedisPrefix)
+		if opts.RedisLeaseTTL > 0 {
+			rd.LeaseTTL = opts.RedisLeaseTTL
+		}
 	}
 	return &gateway.RateLimits{Limiter: ratelimit.New(rd), GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits,
 		OnRefused: func(d *ratelimit.Denied) { m.RateLimited(d.Rule.Scope.Entity, d.Rule.Name) }}
