@@ -260,10 +260,10 @@ func (l *Local) Admit(t *Ticket) *Denied {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.maybeSweep(now)
-	var stBuf [inlineRules]*state
-	var idxBuf [inlineRules]int64
+	var stBuf [sizedRules]*state
+	var idxBuf [sizedRules]int64
 	st, idx := stBuf[:], idxBuf[:]
-	if t.n > inlineRules {
+	if t.n > sizedRules {
 		st, idx = make([]*state, t.n), make([]int64, t.n)
 	}
 	for i := range t.n {
@@ -321,7 +321,7 @@ func (l *Local) Admit(t *Ticket) *Denied {
 			s.b.tokens -= t.Est
 		}
 	}
-	t.admitted, t.at = true, now
+	t.admitted, t.at = true, now.UnixNano()
 	return nil
 }
 
@@ -344,7 +344,7 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 			case delta < 0:
 				// A refund cancels the estimate where it was charged; once that
 				// has left the window there is nothing left to cancel.
-				if at := t.at.UnixNano() / int64(slotLen(r.Window)); at >= cur-slots {
+				if at := t.at / int64(slotLen(r.Window)); at >= cur-slots {
 					s.w.add(at, delta)
 				}
 			}
