@@ -288,17 +288,17 @@ func need(t *Ticket, r *Rule) int64 {
 // take admits t against allotments, all rules or none; it notes what was
 // asked either way, and wakes the flusher when an allotment lacked room.
 func (a *Allotter) take(t *Ticket) bool {
-	if a.closed.Load() || t.n == 0 {
+	if a.closed.Load() || len(t.rules) == 0 {
 		return false
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		if !a.allottable(&t.rules[i]) {
 			return false
 		}
 	}
 	now := a.clock()
 	ok, taken, kick := true, 0, false
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		e := a.entryOf(r)
 		t.al[i].e = e
@@ -383,7 +383,7 @@ func (e *entry) undo(t *Ticket, i int) {
 // done settles a ticket admitted on allotments.
 func (a *Allotter) done(t *Ticket, tokens int64) {
 	delta := tokens - t.Est
-	for i := range t.n {
+	for i := range len(t.rules) {
 		e := t.al[i].e
 		e.mu.Lock()
 		e.tickets--

@@ -263,10 +263,10 @@ func (l *Local) Admit(t *Ticket) *Denied {
 	var stBuf [sizedRules]*state
 	var idxBuf [sizedRules]int64
 	st, idx := stBuf[:], idxBuf[:]
-	if t.n > sizedRules {
-		st, idx = make([]*state, t.n), make([]int64, t.n)
+	if len(t.rules) > sizedRules {
+		st, idx = make([]*state, len(t.rules)), make([]int64, len(t.rules))
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		s := l.get(r, now)
 		st[i] = s
@@ -306,7 +306,7 @@ func (l *Local) Admit(t *Ticket) *Denied {
 			t.States[i] = State{Remaining: b.tokens - need, Reset: b.untilRefilled(r.Window, now, r.Limit)}
 		}
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r, s := &t.rules[i], st[i]
 		switch r.Kind {
 		case Requests:
@@ -332,7 +332,7 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 	delta := tokens - t.Est
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		s := l.get(r, now)
 		switch r.Kind {

@@ -124,10 +124,10 @@ func (l *oldLocal) Admit(t *Ticket) *Denied {
 	var stBuf [sizedRules]*oldState
 	var idxBuf [sizedRules]int64
 	st, idx := stBuf[:], idxBuf[:]
-	if t.n > sizedRules {
-		st, idx = make([]*oldState, t.n), make([]int64, t.n)
+	if len(t.rules) > sizedRules {
+		st, idx = make([]*oldState, len(t.rules)), make([]int64, len(t.rules))
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		s := l.get(r, now)
 		st[i] = s
@@ -166,7 +166,7 @@ func (l *oldLocal) Admit(t *Ticket) *Denied {
 			t.States[i] = State{Remaining: s.tokens - need, Reset: s.untilRefilled(r, now, r.Limit)}
 		}
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r, s := &t.rules[i], st[i]
 		switch r.Kind {
 		case Requests:
@@ -192,7 +192,7 @@ func (l *oldLocal) Done(t *Ticket, tokens int64) {
 	delta := tokens - t.Est
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		s := l.get(r, now)
 		switch r.Kind {

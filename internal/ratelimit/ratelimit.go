@@ -68,7 +68,8 @@ type State struct {
 // Ticket is one request's admission: the caller fills Rules and Est, Admit
 // fills States, and Done settles it. It holds any number of rules. One made
 // by Draft.Ticket holds them in the same allocation as itself, sized to
-// them (a key's rpm, tpm and parallel limits: 512 bytes; see sized); one
+// them (a key's rpm, tpm and parallel limits: 504 bytes, a 512-byte
+// block; see sized); one
 // filled by Add grows them on the heap. rules, States and al are slices of
 // length n into that storage, so a Ticket must not be copied once it has
 // rules (a copy would share the original's); reset one with
@@ -78,8 +79,7 @@ type State struct {
 // settlement, or a lease's release, may read it after the request returns.
 type Ticket struct {
 	_      noCopy
-	rules  []Rule
-	n      int
+	rules  []Rule  // (its length is the rule count, n below)
 	States []State // one per rule, filled by an admission
 	al     []allot // one per rule: its allotment, when admitted on one (Allotter)
 	// Est is the prompt-token estimate charged to token rules at admission
@@ -116,8 +116,8 @@ func (t *Ticket) Add(r Rule) {
 	if r.Limit < 0 {
 		return
 	}
-	if t.n == cap(t.rules) {
-		t.grow(max(2*t.n, 4))
+	if len(t.rules) == cap(t.rules) {
+		t.grow(max(2*len(t.rules), 4))
 	}
 	t.put(r)
 }
@@ -127,7 +127,6 @@ func (t *Ticket) put(r Rule) {
 	t.rules = append(t.rules, r)
 	t.States = append(t.States, State{})
 	t.al = append(t.al, allot{})
-	t.n++
 }
 
 // grow moves the ticket's rules to the heap, with room for c.
@@ -144,10 +143,12 @@ func (t *Ticket) use(r []Rule, s []State, a []allot) *Ticket {
 }
 
 // Blocks of a ticket and its storage for n rules, one allocation each:
-// the ticket's 128 bytes and 128 a rule (a Rule's 96, a State's 16, an
-// allot's 16), so each fills its size class exactly (256, 384, 512, 640,
-// 768, 896, 1,024, 1,152 bytes). A ticket points into its own block: the
-// block lives as long as the ticket does.
+// the ticket's 120 bytes and 128 a rule (a Rule's 96, a State's 16, an
+// allot's 16): 248, 376 and 504 bytes for 1 to 3 rules (size classes 256,
+// 384, 512), and from 4 rules, with the 8-byte header the allocator puts
+// on an object of pointers past 512 bytes, exactly the classes 640, 768,
+// 896, 1,024 and 1,152. A ticket points into its own block: the block
+// lives as long as the ticket does.
 type (
 	ticket1 struct {
 		t Ticket
@@ -272,10 +273,10 @@ func (d *Draft) Rules() []Rule { return d.rules }
 // (up to sizedRules rules); d is unchanged. The ticket is the caller's,
 // and d may be reset and reused at once.
 func (d *Draft) Ticket() *Ticket {
-	t := sized(len(d.rules))
-	for _, r := range d.rules {
-		t.put(r)
-	}
+	n := len(d.rules)
+	t := sized(n)
+	t.rules = append(t.rules, d.rules...) // one copy; the states and allotments are new, zero
+	t.States, t.al = t.States[:n], t.al[:n]
 	return t
 }
 
@@ -291,7 +292,7 @@ func (d *Draft) Reset() {
 }
 
 // Rules are the ticket's rules.
-func (t *Ticket) Rules() []Rule { return t.rules[:t.n] }
+func (t *Ticket) Rules() []Rule { return t.rules }
 
 // Tight reports whether the room this ticket's settlement gives back is
 // room that a like request right after it needs: a parallel rule with no
@@ -301,7 +302,7 @@ func (t *Ticket) Rules() []Rule { return t.rules[:t.n] }
 // client's next request, on any replica, does not find its own limit
 // still taken.
 func (t *Ticket) Tight() bool {
-	for i := range t.n {
+	for i := range len(t.rules) {
 		switch t.rules[i].Kind {
 		case Parallel:
 			if t.States[i].Remaining <= 0 {
