@@ -50,7 +50,7 @@ func bucketName(i int) string { return "localRateLimit[" + strconv.Itoa(i) + "]"
 
 // window adds the rules of an entity's own limits: rpm_limit, tpm_limit
 // and max_parallel_requests, those it sets.
-func window(scope ratelimit.Scope, label string, l *store.Limits, tk *ratelimit.Ticket) {
+func window(scope ratelimit.Scope, label string, l *store.Limits, tk *ratelimit.Draft) {
 	if l.RPMLimit != nil {
 		tk.Add(ratelimit.Rule{Scope: scope, Kind: ratelimit.Requests, Limit: *l.RPMLimit, Window: time.Minute, Name: "rpm_limit", Label: label})
 	}
@@ -63,7 +63,7 @@ func window(scope ratelimit.Scope, label string, l *store.Limits, tk *ratelimit.
 }
 
 // rules fills tk with every limit the request is subject to.
-func (l *RateLimits) rules(p *auth.Principal, req *request, e *store.EndUser, model string, tk *ratelimit.Ticket) {
+func (l *RateLimits) rules(p *auth.Principal, req *request, e *store.EndUser, model string, tk *ratelimit.Draft) {
 	if l.GlobalParallel > 0 {
 		tk.Add(ratelimit.Rule{Scope: ratelimit.Scope{Entity: store.KindGlobal}, Kind: ratelimit.Parallel, Limit: l.GlobalParallel,
 			Name: "global_max_parallel_requests"})
@@ -197,13 +197,16 @@ func countPrompt(req *request, model string) int64 {
 	return n
 }
 
-// tickets recycles the tickets of requests no limit applies to (a gateway
-// without keys, a key without limits): a ticket is about 1 KB, and
-// allocating one per request for nothing was the plain gateway's largest
-// allocation. A ticket with rules goes to the limiter and is not recycled,
-// so a ticket in the pool never holds rules on the heap (one with more than
-// the ticket's inline rules); the reset below drops any it would anyway.
-var tickets = sync.Pool{New: func() any { return new(ratelimit.Ticket) }}
+// drafts recycle the drafts a request's rules are gathered in
+// (ratelimit.Draft, about 2.3 KB): a request no limit applies to (a
+// gateway without keys, a key without limits) allocates nothing for them,
+// and a rate-limited one allocates only its ticket, sized to its rules (a
+// key's rpm, tpm and parallel limits: 512 bytes, where a ticket with room
+// for six rules inline was 944). The ticket goes to the limiter and is
+// never recycled: a Redis settlement may read it after the request
+// returns. A draft is reset (its rules' strings dropped) before it goes
+// back.
+var drafts = sync.Pool{New: func() any { return new(ratelimit.Draft) }}
 
 // admit takes the request's place under every limit, or refuses it with a
 // 429 that says which limit, how far it is used and when to retry.
@@ -224,11 +227,15 @@ func (l *RateLimits) ticket(c *call, t *provider.Target) *ratelimit.Ticket {
 	if l.Limiter == nil {
 		return nil
 	}
-	tk := tickets.Get().(*ratelimit.Ticket)
-	*tk = ratelimit.Ticket{}
-	l.rules(c.p, c.req, c.endUser, c.model, tk)
-	if len(tk.Rules()) == 0 {
-		tickets.Put(tk) // never seen by the limiter
+	d := drafts.Get().(*ratelimit.Draft)
+	l.rules(c.p, c.req, c.endUser, c.model, d)
+	var tk *ratelimit.Ticket
+	if len(d.Rules()) > 0 {
+		tk = d.Ticket()
+	}
+	d.Reset()
+	drafts.Put(d)
+	if tk == nil {
 		return nil
 	}
 	tk.Est = estimate(t, c.req, c.model)

@@ -18,9 +18,9 @@ func TestEveryBucketIsItsOwnRule(t *testing.T) {
 	for range 40 {
 		l.Buckets = append(l.Buckets, config.LocalRateLimit{MaxTokens: 10, TokensPerFill: 1, FillInterval: time.Second, Type: "requests", Scope: "global"})
 	}
-	var tk ratelimit.Ticket
-	l.rules(&auth.Principal{}, &request{}, nil, "m", &tk)
-	rules := tk.Rules()
+	var d ratelimit.Draft
+	l.rules(&auth.Principal{}, &request{}, nil, "m", &d)
+	rules := d.Ticket().Rules()
 	if len(rules) != 40 {
 		t.Fatalf("40 buckets made %d rules", len(rules))
 	}

@@ -288,20 +288,20 @@ func need(t *Ticket, r *Rule) int64 {
 // take admits t against allotments, all rules or none; it notes what was
 // asked either way, and wakes the flusher when an allotment lacked room.
 func (a *Allotter) take(t *Ticket) bool {
-	if a.closed.Load() || t.n == 0 {
+	if a.closed.Load() || len(t.rules) == 0 {
 		return false
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		if !a.allottable(&t.rules[i]) {
 			return false
 		}
 	}
 	now := a.clock()
 	ok, taken, kick := true, 0, false
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		e := a.entryOf(r)
-		t.ents[i] = e
+		t.al[i].e = e
 		nd := need(t, r)
 		e.mu.Lock()
 		scope := e.rule.Scope
@@ -319,7 +319,7 @@ func (a *Allotter) take(t *Ticket) bool {
 	}
 	if !ok {
 		for i := range taken {
-			t.ents[i].undo(t, i)
+			t.al[i].e.undo(t, i)
 		}
 		a.Remote.Add(1)
 		if kick {
@@ -362,7 +362,7 @@ func (e *entry) take(t *Ticket, i int, nd, now int64) bool {
 	}
 	g.u += nd
 	e.tickets++
-	t.gens[i] = g
+	t.al[i].g = g
 	t.States[i] = State{Remaining: e.left + g.n - g.u, Reset: e.reset}
 	return true
 }
@@ -376,15 +376,15 @@ func (e *entry) undo(t *Ticket, i int) {
 		e.inflight--
 		return
 	}
-	t.gens[i].u -= need(t, &t.rules[i])
-	t.gens[i] = nil
+	t.al[i].g.u -= need(t, &t.rules[i])
+	t.al[i].g = nil
 }
 
 // done settles a ticket admitted on allotments.
 func (a *Allotter) done(t *Ticket, tokens int64) {
 	delta := tokens - t.Est
-	for i := range t.n {
-		e := t.ents[i]
+	for i := range len(t.rules) {
+		e := t.al[i].e
 		e.mu.Lock()
 		e.tickets--
 		switch t.rules[i].Kind {
@@ -392,7 +392,7 @@ func (a *Allotter) done(t *Ticket, tokens int64) {
 			e.inflight = max(e.inflight-1, 0)
 		case Tokens:
 			e.booked += tokens
-			g := t.gens[i]
+			g := t.al[i].g
 			switch {
 			case !g.reported:
 				g.u += delta

@@ -36,7 +36,7 @@ func (l *Limiter) Degraded() bool { return l.redis != nil && l.redis.r.Degraded(
 
 // Admit decides t. A nil result admits; the caller must call Done.
 func (l *Limiter) Admit(ctx context.Context, t *Ticket) *Denied {
-	if t.n == 0 {
+	if len(t.rules) == 0 {
 		t.admitted = true
 		return nil
 	}
@@ -78,7 +78,7 @@ func (l *Limiter) Done(t *Ticket, tokens int64) {
 		return
 	}
 	t.done = true
-	if t.n == 0 {
+	if len(t.rules) == 0 {
 		return
 	}
 	if t.allotted {
@@ -111,7 +111,7 @@ func (l *Limiter) Done(t *Ticket, tokens int64) {
 // this replica's allotments): the caller then calls Admit. When the
 // script's answer never comes (Gate.Lost) the caller calls Admit too.
 func (l *Limiter) Gate(t *Ticket) *Gate {
-	if t.n == 0 || l.redis == nil || t.allotted || (l.allot != nil && l.allot.take(t)) || l.redis.r.Degraded() {
+	if len(t.rules) == 0 || l.redis == nil || t.allotted || (l.allot != nil && l.allot.take(t)) || l.redis.r.Degraded() {
 		return nil
 	}
 	return &Gate{l: l, t: t}
@@ -122,7 +122,7 @@ func (l *Limiter) Gate(t *Ticket) *Gate {
 // (ledger.SettleGated), or nil: the caller then calls Done. The ticket is
 // done once the script has run (Gate.Settled).
 func (l *Limiter) Closing(t *Ticket, tokens int64) *Gate {
-	if !t.admitted || t.done || !t.shared || t.n == 0 {
+	if !t.admitted || t.done || !t.shared || len(t.rules) == 0 {
 		return nil
 	}
 	return &Gate{l: l, t: t, tokens: tokens}
@@ -132,7 +132,7 @@ func (l *Limiter) Closing(t *Ticket, tokens int64) *Gate {
 // script's answer never came (Gate.WasLost), so that a request does not
 // wait for a slow Redis twice. The caller must call Done.
 func (l *Limiter) AdmitLocal(t *Ticket) *Denied {
-	if t.n == 0 {
+	if len(t.rules) == 0 {
 		t.admitted = true
 		return nil
 	}

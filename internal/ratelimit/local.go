@@ -260,13 +260,13 @@ func (l *Local) Admit(t *Ticket) *Denied {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.maybeSweep(now)
-	var stBuf [inlineRules]*state
-	var idxBuf [inlineRules]int64
+	var stBuf [sizedRules]*state
+	var idxBuf [sizedRules]int64
 	st, idx := stBuf[:], idxBuf[:]
-	if t.n > inlineRules {
-		st, idx = make([]*state, t.n), make([]int64, t.n)
+	if len(t.rules) > sizedRules {
+		st, idx = make([]*state, len(t.rules)), make([]int64, len(t.rules))
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		s := l.get(r, now)
 		st[i] = s
@@ -306,7 +306,7 @@ func (l *Local) Admit(t *Ticket) *Denied {
 			t.States[i] = State{Remaining: b.tokens - need, Reset: b.untilRefilled(r.Window, now, r.Limit)}
 		}
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r, s := &t.rules[i], st[i]
 		switch r.Kind {
 		case Requests:
@@ -321,7 +321,7 @@ func (l *Local) Admit(t *Ticket) *Denied {
 			s.b.tokens -= t.Est
 		}
 	}
-	t.admitted, t.at = true, now
+	t.admitted, t.at = true, now.UnixNano()
 	return nil
 }
 
@@ -332,7 +332,7 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 	delta := tokens - t.Est
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		s := l.get(r, now)
 		switch r.Kind {
@@ -344,7 +344,7 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 			case delta < 0:
 				// A refund cancels the estimate where it was charged; once that
 				// has left the window there is nothing left to cancel.
-				if at := t.at.UnixNano() / int64(slotLen(r.Window)); at >= cur-slots {
+				if at := t.at / int64(slotLen(r.Window)); at >= cur-slots {
 					s.w.add(at, delta)
 				}
 			}

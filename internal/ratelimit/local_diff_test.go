@@ -63,7 +63,7 @@ func (p *localPair) step(pool []Rule, next func(n uint64) uint64, stepBack bool)
 		tn, to := new(Ticket), new(Ticket)
 		n := 1 + int(next(4))
 		if next(16) == 0 {
-			n = inlineRules + 2 // past the inline rules
+			n = sizedRules + 2 // past the inline rules
 		}
 		for range n {
 			r := pool[next(uint64(len(pool)))]
@@ -76,7 +76,7 @@ func (p *localPair) step(pool []Rule, next func(n uint64) uint64, stepBack bool)
 		if !reflect.DeepEqual(dn, do) {
 			return fmt.Errorf("admission: new %+v, old %+v", dn, do)
 		}
-		if !reflect.DeepEqual(tn.States, to.States) || tn.admitted != to.admitted || !tn.at.Equal(to.at) {
+		if !reflect.DeepEqual(tn.States, to.States) || tn.admitted != to.admitted || tn.at != to.at {
 			return fmt.Errorf("ticket: new %+v %v, old %+v %v", tn.States, tn.admitted, to.States, to.admitted)
 		}
 		if dn == nil {

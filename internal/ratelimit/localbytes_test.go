@@ -145,7 +145,7 @@ func benchAdmitClocked(b *testing.B, l admitter, clock *func() time.Time) {
 	b.ReportAllocs()
 	for b.Loop() {
 		now = now.Add(10 * time.Millisecond)
-		tk = Ticket{}
+		tk.reuse()
 		for _, r := range rules {
 			tk.Add(r)
 		}

@@ -210,10 +210,10 @@ end
 
 // oldArgs is the old encoding: head, then kind, limit, window ms, fill per rule.
 func (rd *Redis) oldArgs(t *Ticket, head ...any) ([]string, []any) {
-	keys := make([]string, t.n)
-	args := make([]any, 0, len(head)+4*t.n)
+	keys := make([]string, len(t.rules))
+	args := make([]any, 0, len(head)+4*len(t.rules))
 	args = append(args, head...)
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		keys[i] = rd.key(r)
 		args = append(args, int(r.Kind), r.Limit, r.Window.Milliseconds(), r.Fill)

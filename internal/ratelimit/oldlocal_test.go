@@ -121,13 +121,13 @@ func (l *oldLocal) Admit(t *Ticket) *Denied {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.maybeSweep(now)
-	var stBuf [inlineRules]*oldState
-	var idxBuf [inlineRules]int64
+	var stBuf [sizedRules]*oldState
+	var idxBuf [sizedRules]int64
 	st, idx := stBuf[:], idxBuf[:]
-	if t.n > inlineRules {
-		st, idx = make([]*oldState, t.n), make([]int64, t.n)
+	if len(t.rules) > sizedRules {
+		st, idx = make([]*oldState, len(t.rules)), make([]int64, len(t.rules))
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		s := l.get(r, now)
 		st[i] = s
@@ -166,7 +166,7 @@ func (l *oldLocal) Admit(t *Ticket) *Denied {
 			t.States[i] = State{Remaining: s.tokens - need, Reset: s.untilRefilled(r, now, r.Limit)}
 		}
 	}
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r, s := &t.rules[i], st[i]
 		switch r.Kind {
 		case Requests:
@@ -181,7 +181,7 @@ func (l *oldLocal) Admit(t *Ticket) *Denied {
 			s.tokens -= t.Est
 		}
 	}
-	t.admitted, t.at = true, now
+	t.admitted, t.at = true, now.UnixNano()
 	return nil
 }
 
@@ -192,7 +192,7 @@ func (l *oldLocal) Done(t *Ticket, tokens int64) {
 	delta := tokens - t.Est
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		s := l.get(r, now)
 		switch r.Kind {
@@ -204,7 +204,7 @@ func (l *oldLocal) Done(t *Ticket, tokens int64) {
 			case delta < 0:
 				// A refund cancels the estimate where it was charged; once that
 				// has left the window there is nothing left to cancel.
-				if at := t.at.UnixNano() / int64(slotLen(r.Window)); at >= cur-slots {
+				if at := t.at / int64(slotLen(r.Window)); at >= cur-slots {
 					s.add(at, delta)
 				}
 			}

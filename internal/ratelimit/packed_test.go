@@ -133,7 +133,7 @@ return 1
 					tk.Add(rules[i])
 				}
 			}
-			if tk.n == 0 {
+			if len(tk.rules) == 0 {
 				tk.Add(rules[rnd(uint64(len(rules)))])
 			}
 			tk.lease = fmt.Sprintf("lease-%d", step)

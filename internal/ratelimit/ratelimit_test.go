@@ -75,11 +75,15 @@ func eachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
 	t.Run("miniredis", func(t *testing.T) { fn(t, newMiniBackend(t)) })
 }
 
+// ticket is a ticket of rules made as the gateway makes one (a Draft's
+// Ticket, sized to its rules).
 func ticket(est int64, rules ...Rule) *Ticket {
-	t := &Ticket{Est: est}
+	var d Draft
 	for _, r := range rules {
-		t.Add(r)
+		d.Add(r)
 	}
+	t := d.Ticket()
+	t.Est = est
 	return t
 }
 
@@ -407,7 +411,7 @@ func BenchmarkAdmitLocal(b *testing.B) {
 	var tk Ticket
 	b.ReportAllocs()
 	for b.Loop() {
-		tk = Ticket{}
+		tk.reuse()
 		for _, r := range rules {
 			tk.Add(r)
 		}
@@ -427,16 +431,17 @@ func BenchmarkAdmitRedis(b *testing.B) {
 		{Scope: keyScope, Kind: Parallel, Limit: 1 << 20, Name: "max_parallel_requests"},
 	}
 	ctx := context.Background()
+	var dr Draft
+	for _, r := range rules {
+		dr.Add(r)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
-		var tk Ticket
-		for _, r := range rules {
-			tk.Add(r)
-		}
-		if d := l.Admit(ctx, &tk); d != nil || !tk.Shared() {
+		tk := dr.Ticket() // as the gateway makes one
+		if d := l.Admit(ctx, tk); d != nil || !tk.Shared() {
 			b.Fatal(d, tk.Shared())
 		}
-		l.Done(&tk, 100)
+		l.Done(tk, 100)
 	}
 }
 

@@ -323,11 +323,11 @@ end
 // args are a script's keys and arguments: the rules' keys, and ARGV = the
 // packed string (a and b, then the rules; luaPacked) and the lease.
 func (rd *Redis) args(t *Ticket, a, b int64) ([]string, []any) {
-	keys := make([]string, t.n)
-	buf := make([]byte, 16+packedRule*t.n)
+	keys := make([]string, len(t.rules))
+	buf := make([]byte, 16+packedRule*len(t.rules))
 	binary.BigEndian.PutUint64(buf, uint64(a))
 	binary.BigEndian.PutUint64(buf[8:], uint64(b))
-	for i := range t.n {
+	for i := range len(t.rules) {
 		r := &t.rules[i]
 		keys[i] = rd.key(r)
 		p := buf[16+packedRule*i:]
@@ -361,7 +361,7 @@ func (rd *Redis) read(t *Ticket, res []int64) (*Denied, error) {
 		return nil, fmt.Errorf("ratelimit: empty reply from redis")
 	}
 	if res[0] == 0 {
-		if len(res) < 4 || res[1] < 1 || int(res[1]) > t.n {
+		if len(res) < 4 || res[1] < 1 || int(res[1]) > len(t.rules) {
 			return nil, fmt.Errorf("ratelimit: malformed refusal from redis: %v", res)
 		}
 		d := &Denied{Rule: t.rules[res[1]-1], Used: res[2], RetryAfter: time.Duration(res[3]) * time.Millisecond}
@@ -370,11 +370,11 @@ func (rd *Redis) read(t *Ticket, res []int64) (*Denied, error) {
 		}
 		return d, nil
 	}
-	if len(res) < 2+2*t.n {
+	if len(res) < 2+2*len(t.rules) {
 		return nil, fmt.Errorf("ratelimit: malformed admission from redis: %v", res)
 	}
 	t.atMS = res[1]
-	for i := range t.n {
+	for i := range len(t.rules) {
 		t.States[i] = State{Remaining: res[2+2*i], Reset: time.Duration(res[3+2*i]) * time.Millisecond}
 	}
 	t.admitted, t.shared = true, true
