@@ -18,21 +18,15 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-// endingsConfig is pricedConfig's gpt-4 with deployments that fail, time
-// out and answer slowly.
-const endingsConfig = `
-model_list:
-  - model_name: gpt-4
-    litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", input_cost_per_token: 0, output_cost_per_token: 0.0001}
-  - model_name: failing
+// endingsConfig is pricedConfig with deployments of gpt-4's price that
+// fail, time out and answer slowly.
+var endingsConfig = strings.Replace(pricedConfig, "general_settings:", `  - model_name: failing
     litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", input_cost_per_token: 0, output_cost_per_token: 0.0001, extra_headers: {x-mock-status: "500"}}
   - model_name: hanging
     litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", input_cost_per_token: 0, output_cost_per_token: 0.0001, timeout: 0.2, extra_headers: {x-mock-delay-ms: "30000"}}
   - model_name: slow
     litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", input_cost_per_token: 0, output_cost_per_token: 0.0001, extra_headers: {x-mock-delay-ms: "30000"}}
-general_settings:
-  master_key: sk-1234
-`
+general_settings:`, 1)
 
 // TestRequestEndingsBookOnce: TestFailedRequestsReleaseTheirHold,
 // TestAbandonedStreamIsCharged and TestShutdownTimeoutBooksCutStreams for a
