@@ -91,20 +91,6 @@ func TestRequestEndingsBookOnce(t *testing.T) {
 					t.Fatal("the request never reached the upstream")
 				}
 			}
-			// readChunks reads n data chunks of a stream.
-			readChunks := func(t *testing.T, resp *http.Response, n int) {
-				t.Helper()
-				br := bufio.NewReader(resp.Body)
-				for seen := 0; seen < n; {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						t.Fatalf("the stream ended after %d chunks: %v", seen, err)
-					}
-					if strings.HasPrefix(line, "data: {") {
-						seen++
-					}
-				}
-			}
 			// warm makes the key busy and sizes this replica's allotment
 			// of it, so that the next request is decided against it.
 			warm := func(t *testing.T) {
@@ -184,7 +170,7 @@ func TestRequestEndingsBookOnce(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					readChunks(t, resp, 3)
+					readDataChunks(t, bufio.NewReader(resp.Body), 3)
 					cancel()
 					resp.Body.Close()
 				}},
