@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -27,6 +26,7 @@ import (
 	"github.com/tollgate/tollgate/internal/netsim"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/sqlstore"
+	"github.com/tollgate/tollgate/internal/store/storetest"
 )
 
 // replicaSet is three gateway processes on one PostgreSQL schema and Redis.
@@ -87,20 +87,11 @@ func TestThreeReplicas(t *testing.T) {
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	schema := "replicas_" + hex.EncodeToString(b[:])
-	admin, err := sql.Open("pgx", pg)
+	direct := storetest.PostgresSchema(t, pg)
+	u, err := url.Parse(direct)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Exec("DROP SCHEMA " + schema + " CASCADE"); admin.Close() })
-	u, _ := url.Parse(pg)
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	direct := u.String()
 	// The replicas reach PostgreSQL through a proxy the test can cut.
 	proxy, err := netsim.NewProxy(u.Host)
 	if err != nil {

@@ -98,17 +98,7 @@ func TestLaunchPins(t *testing.T) {
 	if _, err := splitCPUs([]int{1}, []int{0}); err == nil {
 		t.Errorf("splitCPUs([1], [0]): no error, though CPU 0 is not allowed")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	p, err := launchEnv(os.Args[0], t.TempDir(), "http://"+addr+"/health/liveliness",
-		[]string{"TOLLGATE_BENCH_PIN_CHILD=" + addr}, placement{cpus: []int{0}}, "pinchild")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, addr := launchPinChild(t, placement{cpus: []int{0}}, "pinchild")
 	defer p.stop()
 	pid := p.cmd.Process.Pid
 	if got, err := allowedCPUs(pid); err != nil || got != "0" {
@@ -123,13 +113,38 @@ func TestLaunchPins(t *testing.T) {
 			t.Errorf("%s: Cpus_allowed_list %q, %v; want \"0\"", f, got, err)
 		}
 	}
+	if got := childGOMAXPROCS(t, addr); got != "1" {
+		t.Errorf("the child's GOMAXPROCS: %q, want 1", got)
+	}
+}
+
+// launchPinChild launches the test binary as the pin child (TestMain: it
+// starts 8 threads of its own and serves its GOMAXPROCS) at a, on a free
+// loopback port; it returns the process, once ready, and its address.
+func launchPinChild(t *testing.T, a placement, arg string) (*proc, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p, err := launchEnv(os.Args[0], t.TempDir(), "http://"+addr+"/health/liveliness",
+		[]string{"TOLLGATE_BENCH_PIN_CHILD=" + addr}, a, arg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, addr
+}
+
+// childGOMAXPROCS is the GOMAXPROCS the pin child at addr reports.
+func childGOMAXPROCS(t *testing.T, addr string) string {
+	t.Helper()
 	resp, err := http.Get("http://" + addr + "/health/liveliness")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if string(b) != "1" {
-		t.Errorf("the child's GOMAXPROCS: %q, want 1", b)
-	}
+	return string(b)
 }

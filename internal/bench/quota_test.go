@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,21 +25,11 @@ func TestLaunchUnderQuota(t *testing.T) {
 	if err != nil {
 		t.Skipf("no writable cpu cgroup controller here (run as root on cgroup v1 or a delegated cgroup2): %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
 	var pin []int
 	if runtime.NumCPU() >= 2 {
 		pin = []int{0, 1} // with --gateway-cpus too: GOMAXPROCS is still the quota's
 	}
-	p, err := launchEnv(os.Args[0], t.TempDir(), "http://"+addr+"/health/liveliness",
-		[]string{"TOLLGATE_BENCH_PIN_CHILD=" + addr}, placement{cpus: pin, quota: 0.5, cg: cg}, "quotachild")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, addr := launchPinChild(t, placement{cpus: pin, quota: 0.5, cg: cg}, "quotachild")
 	defer p.stop()
 	pid := p.cmd.Process.Pid
 	rel, err := filepath.Rel(strings.TrimSuffix(cg.dir, "/"), p.cgroup)
@@ -79,14 +67,8 @@ func TestLaunchUnderQuota(t *testing.T) {
 	if err := threadsIn(p.cgroup, pid); err != nil {
 		t.Error(err)
 	}
-	resp, err := http.Get("http://" + addr + "/health/liveliness")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(b) != "1" {
-		t.Errorf("the child's GOMAXPROCS: %q, want 1 (ceil 0.5)", b)
+	if got := childGOMAXPROCS(t, addr); got != "1" {
+		t.Errorf("the child's GOMAXPROCS: %q, want 1 (ceil 0.5)", got)
 	}
 	p.stop()
 	if p.cgErr != nil {

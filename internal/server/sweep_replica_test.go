@@ -81,11 +81,7 @@ func TestOfflineSpendSweptToOtherReplica(t *testing.T) {
 			// No request to A from here on. B refuses the key once Redis
 			// has A's offline spend; a probe spends nothing (its
 			// deployment is unreachable: its hold is released).
-			probe := `{"model":"broken","max_tokens":3,"messages":[{"role":"user","content":"probe"}]}`
-			if _, ok := within(time.Minute, func() bool {
-				code, body := send(t, ub+"/v1/chat/completions", key, probe)
-				return code == 400 && strings.Contains(body, "budget_exceeded")
-			}); !ok {
+			if !refusedWithinAMinute(t, ub, key) {
 				ra, _ := a.book.Lookup(store.KindKey, sha(key))
 				t.Fatalf("replica B does not refuse a key spent past its budget a minute after Redis came back to replica A (A degraded %v, owes %d accounts, its view %.4f): A's offline spend never reached Redis without a request to A",
 					a.limits.Limiter.Degraded(), a.shared.Owed(), ra.Spent().Dollars())
@@ -144,17 +140,7 @@ func TestOfflineCacheHitsSweptToOtherReplica(t *testing.T) {
 		t.Fatal(code, body)
 	}
 	p.Cut()
-	hits := 0
-	for range 30 {
-		code, body := send(t, ua+"/v1/chat/completions", key, chat3)
-		if code == 400 && strings.Contains(body, "budget_exceeded") {
-			break
-		}
-		if code != 200 {
-			t.Fatal(code, body)
-		}
-		hits++
-	}
+	hits := serveUntilRefused(t, ua, key)
 	if hits != 9 || r.mock.Stats().Requests != 1 {
 		t.Fatalf("replica A served %d charged hits and %d upstream calls on a budget for 10", hits, r.mock.Stats().Requests)
 	}
@@ -162,11 +148,7 @@ func TestOfflineCacheHitsSweptToOtherReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No request to A from here on.
-	probe := `{"model":"broken","max_tokens":3,"messages":[{"role":"user","content":"probe"}]}`
-	if _, ok := within(time.Minute, func() bool {
-		code, body := send(t, ub+"/v1/chat/completions", key, probe)
-		return code == 400 && strings.Contains(body, "budget_exceeded")
-	}); !ok {
+	if !refusedWithinAMinute(t, ub, key) {
 		t.Fatalf("replica B does not refuse a key replica A spent out in charged cache hits while Redis was away, a minute after Redis came back (A degraded %v, owes %d accounts)",
 			a.limits.Limiter.Degraded(), a.shared.Owed())
 	}

@@ -204,18 +204,24 @@ func readChunks(t *testing.T, url, key string, n int) (io.Closer, chan struct{})
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(resp.Body)
+	readDataChunks(t, r, n)
+	done := make(chan struct{})
+	go func() { io.Copy(io.Discard, r); close(done) }()
+	return resp.Body, done
+}
+
+// readDataChunks reads a stream from r until n data chunks have arrived.
+func readDataChunks(t *testing.T, r *bufio.Reader, n int) {
+	t.Helper()
 	for seen := 0; seen < n; {
 		line, err := r.ReadString('\n')
 		if err != nil {
-			t.Fatalf("stream ended after %d chunks: %v", seen, err)
+			t.Fatalf("the stream ended after %d chunks: %v", seen, err)
 		}
 		if strings.HasPrefix(line, "data: {") {
 			seen++
 		}
 	}
-	done := make(chan struct{})
-	go func() { io.Copy(io.Discard, r); close(done) }()
-	return resp.Body, done
 }
 
 // TestMoneyPathsWithTelemetryBookOnce: with store_prompts_in_spend_logs and a

@@ -25,9 +25,28 @@ func TestUnheldSpendReachesOtherReplicas(t *testing.T) {
 	r.key(t, key, `"max_budget": 0.003`) // 10 × 3e-4
 	// A: one request upstream, then hits (each booked without a hold)
 	// until A refuses the key.
+	served := serveUntilRefused(t, a, key)
+	if served != 10 {
+		t.Fatalf("replica A served %d requests on a budget for 10", served)
+	}
+	// B: a probe that spends nothing (its deployment is unreachable: the
+	// hold is released) is refused for the budget once Redis has A's spend.
+	if !refusedWithinAMinute(t, b, key) { // generous: a busy machine; without the carry it never happens
+		t.Fatal("replica B does not refuse a key that replica A spent out without holds: Redis never got the hits' spend")
+	}
+	if code, body := send(t, b+"/v1/chat/completions", key, `{"model":"gpt-4","max_tokens":3,"messages":[{"role":"user","content":"on B"}]}`); code != 400 {
+		t.Fatalf("replica B served a spent-out key: %d %s", code, body)
+	}
+}
+
+// serveUntilRefused sends chat3 on key to the gateway at base, up to 30
+// times, until it is refused for the budget; it returns how many were
+// served and fails the test on any other answer.
+func serveUntilRefused(t *testing.T, base, key string) int {
+	t.Helper()
 	served := 0
 	for range 30 {
-		code, body := send(t, a+"/v1/chat/completions", key, chat3)
+		code, body := send(t, base+"/v1/chat/completions", key, chat3)
 		if code == 400 && strings.Contains(body, "budget_exceeded") {
 			break
 		}
@@ -36,19 +55,18 @@ func TestUnheldSpendReachesOtherReplicas(t *testing.T) {
 		}
 		served++
 	}
-	if served != 10 {
-		t.Fatalf("replica A served %d requests on a budget for 10", served)
-	}
-	// B: a probe that spends nothing (its deployment is unreachable: the
-	// hold is released) is refused for the budget once Redis has A's spend.
+	return served
+}
+
+// refusedWithinAMinute reports whether the gateway at base comes to refuse
+// key for its budget within a minute, asked by a probe that spends nothing
+// (its deployment is unreachable: the hold is released).
+func refusedWithinAMinute(t *testing.T, base, key string) bool {
+	t.Helper()
 	probe := `{"model":"broken","max_tokens":3,"messages":[{"role":"user","content":"probe"}]}`
-	if _, ok := within(time.Minute, func() bool { // generous: a busy machine; without the carry it never happens
-		code, body := send(t, b+"/v1/chat/completions", key, probe)
+	_, ok := within(time.Minute, func() bool {
+		code, body := send(t, base+"/v1/chat/completions", key, probe)
 		return code == 400 && strings.Contains(body, "budget_exceeded")
-	}); !ok {
-		t.Fatal("replica B does not refuse a key that replica A spent out without holds: Redis never got the hits' spend")
-	}
-	if code, body := send(t, b+"/v1/chat/completions", key, `{"model":"gpt-4","max_tokens":3,"messages":[{"role":"user","content":"on B"}]}`); code != 400 {
-		t.Fatalf("replica B served a spent-out key: %d %s", code, body)
-	}
+	})
+	return ok
 }

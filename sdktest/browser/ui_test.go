@@ -54,6 +54,33 @@ type browser struct {
 	dir  string
 }
 
+// openBrowser starts headless Chromium (chrome) on a fresh profile and
+// returns its tab on base, bounded by limit as a whole; the caller defers
+// the returned close, which ends the tab and the browser.
+func openBrowser(t *testing.T, chrome, base string, limit time.Duration) (*browser, func()) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.Headless,
+		chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	bctx, cancelTimeout := context.WithTimeout(bctx, limit)
+	closeBrowser := func() {
+		cancelTimeout()
+		cancelBrowser()
+		cancelAlloc()
+		stop()
+	}
+	// The first action starts the browser on bctx itself: a step's timeout
+	// context must not own the tab.
+	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
+		closeBrowser()
+		t.Fatalf("start Chromium: %v", err)
+	}
+	return &browser{t: t, ctx: bctx, base: base, dir: artifacts(t)}, closeBrowser
+}
+
 // step runs actions within a minute; on failure it saves failed.png and
 // reports the page's text.
 func (b *browser) step(what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -234,24 +261,8 @@ guardrails:
 		t.Fatalf("key/generate for ada: %d", s)
 	}
 
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.Headless,
-		chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900))
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	bctx, cancelTimeout := context.WithTimeout(bctx, 3*time.Minute)
-	defer cancelTimeout()
-	b := &browser{t: t, ctx: bctx, base: base, dir: artifacts(t)}
-
-	// The first action starts the browser on bctx itself: a step's timeout
-	// context must not own the tab.
-	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start Chromium: %v", err)
-	}
+	b, closeBrowser := openBrowser(t, chrome, base, 3*time.Minute)
+	defer closeBrowser()
 	// Every console message is kept: a Content-Security-Policy violation
 	// (the pages run under a strict policy) or an uncaught exception fails
 	// the test at the end.
@@ -259,7 +270,7 @@ guardrails:
 		consoleMu sync.Mutex
 		console   []chromedp.ConsoleMessage
 	)
-	cctx, stopConsole := context.WithCancel(bctx)
+	cctx, stopConsole := context.WithCancel(b.ctx)
 	messages := chromedp.Console(cctx)
 	consoleDone := make(chan struct{})
 	go func() {
