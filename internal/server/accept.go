@@ -2,8 +2,11 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
+	"github.com/tollgate/tollgate/internal/lifecycle"
 )
 
 // The bound at accept (docs/performance.md, "Issue 31, item 4: the bound
@@ -51,8 +55,9 @@ const (
 	// connection.
 	lingerBytes = 64 << 10
 	// maxSniffing bounds the goroutines that wait for the first bytes of
-	// a connection accepted past the bound before they arrived.
-	maxSniffing = 32
+	// a connection accepted past the bound before they arrived (rare on
+	// Linux: deferAccept).
+	maxSniffing = 256
 	// sniffTime bounds that wait.
 	sniffTime = time.Second
 	// idleReapAge: at the bound, keep-alive connections idle for longer
@@ -104,9 +109,15 @@ type connGate struct {
 	mu       sync.Mutex
 	conns    []*gatedConn
 	lastReap atomic.Int64
+	// peek holds the first bytes of a connection past the bound, read by
+	// Accept's goroutine only.
+	peek [1024]byte
 }
 
 func newConnGate(ln net.Listener, max int64, inFlight func() int64, inference func(string, string) bool, onRefuse func()) *connGate {
+	if max >= 0 {
+		deferAccept(ln)
+	}
 	return &connGate{Listener: ln, max: max, inFlight: inFlight, inference: inference, onRefuse: onRefuse,
 		side: make(chan net.Conn, maxExemptConns)}
 }
@@ -169,14 +180,14 @@ func (g *connGate) track(c net.Conn) *gatedConn {
 // goroutines wait for them, and past that it is refused.
 func (g *connGate) past(c net.Conn) {
 	g.reapIdle()
-	buf := make([]byte, 1024)
-	n, _ := readAvailable(c, buf)
+	n, _ := readAvailable(c, g.peek[:])
 	switch {
 	case n > 0:
-		g.decide(c, buf[:n])
+		g.decide(c, g.peek[:n])
 	case n < 0 && g.sniffing.Add(1) <= maxSniffing:
 		go func() {
 			defer g.sniffing.Add(-1)
+			buf := make([]byte, len(g.peek))
 			_ = c.SetReadDeadline(time.Now().Add(sniffTime))
 			n, _ := c.Read(buf)
 			_ = c.SetReadDeadline(time.Time{})
@@ -195,7 +206,7 @@ func (g *connGate) past(c net.Conn) {
 func (g *connGate) decide(c net.Conn, first []byte) {
 	if m, p, ok := requestLine(first); ok && !g.inference(m, p) {
 		if g.exempt.Add(1) <= maxExemptConns {
-			ec := &exemptConn{Conn: c, first: first, gate: g}
+			ec := &exemptConn{Conn: c, first: bytes.Clone(first), gate: g}
 			select {
 			case g.side <- ec:
 				return
@@ -377,4 +388,36 @@ func (s *Server) inferenceRoute(method, path string) bool {
 	r := &http.Request{Method: method, URL: &url.URL{Path: path}, Host: "gateway"}
 	_, pattern := s.mux.Handler(r)
 	return pattern == "/" || s.shedPatterns[pattern]
+}
+
+// HealthActor serves the health routes (/health, /health/liveliness,
+// /health/liveness, /health/readiness, /health/readiness/details) and
+// /metrics on a listener of their own: LiteLLM's SEPARATE_HEALTH_APP, with
+// SEPARATE_HEALTH_PORT (tollgate serve opens it). Nothing there is bounded
+// at accept or shed, so an orchestrator's probes and Prometheus are
+// answered however loaded the main port is. Management stays on the main
+// port, where a connection past the bound whose first request is not an
+// inference route is still served (connGate.decide).
+func (s *Server) HealthActor(ln net.Listener) lifecycle.Actor {
+	mux := http.NewServeMux()
+	s.registerHealth(mux.Handle)
+	mux.Handle("GET /metrics", s.metricsHandler)
+	mux.Handle("/", unmatched(mux))
+	srv := &http.Server{Handler: apierror.Recover(s.log, mux), ReadHeaderTimeout: s.cfg.Load().RequestHeaderTimeout(),
+		MaxHeaderBytes: 64 << 10, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	return lifecycle.Actor{Name: "health listener", Run: func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("health listener: %w", err)
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			_ = srv.Close()
+		}
+		return nil
+	}}
 }

@@ -137,8 +137,9 @@ func TestConnectionsPastTheBoundAreRefusedAtAccept(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(metrics), `tollgate_requests_shed_total{reason="connections"} 20`) {
-		t.Errorf("metrics lack the 20 connections refused:\n%s", grepLines(metrics, "shed"))
+	if !strings.Contains(string(metrics), `tollgate_requests_shed_total{reason="connections"} 20`) ||
+		!strings.Contains(string(metrics), "tollgate_client_connections 2") || !strings.Contains(string(metrics), "tollgate_client_connections_limit 2") {
+		t.Errorf("metrics lack the 20 connections refused or the connection gauges:\n%s", grepLines(metrics, "connections"))
 	}
 	if n := up.arrived.Load(); n != 2 {
 		t.Fatalf("a refused request reached the upstream: %d arrived", n)
@@ -266,5 +267,69 @@ func TestShedClosesConnectionsWhileLowered(t *testing.T) {
 				t.Fatalf("Connection: close %v, want %v", got, tt.wantClose)
 			}
 		})
+	}
+}
+
+// TestHealthListener: the health routes and /metrics answer on the health
+// listener (SEPARATE_HEALTH_APP) while the main port is past its bound;
+// inference routes are not served there.
+func TestHealthListener(t *testing.T) {
+	yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1") + "  max_client_connections: 1\n  request_header_timeout: 300\n"
+	cfg, err := config.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(cfg, Options{Logger: testLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, srv.HealthActor(hln)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	e := &spendEnv{url: "http://" + ln.Addr().String(), srv: srv}
+	holder, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if _, ok := within(time.Minute, func() bool { return openConns(e) == 1 }); !ok {
+		t.Fatal("the holding connection was not counted")
+	}
+	get := func(method, url string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(chat3))
+		req.Header.Set("Authorization", "Bearer sk-1234")
+		resp, err := oneConnClient().Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, url, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("POST", e.url+"/v1/chat/completions"); code != http.StatusServiceUnavailable {
+		t.Fatalf("main port past its bound: %d, want 503", code)
+	}
+	h := "http://" + hln.Addr().String()
+	for _, path := range []string{"/health/liveliness", "/health/liveness", "/health/readiness", "/metrics"} {
+		if code := get("GET", h+path); code != http.StatusOK {
+			t.Errorf("GET %s on the health listener: %d", path, code)
+		}
+	}
+	if code := get("POST", h+"/v1/chat/completions"); code == http.StatusOK || code == http.StatusServiceUnavailable {
+		t.Errorf("POST /v1/chat/completions on the health listener: %d, want it not served", code)
 	}
 }

@@ -230,7 +230,12 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	s.callbacks = cbs
 	s.successCallbacks = successCallbacks(cfg, cbs, s.tracer != nil)
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
-		Book: s.book, Deployments: s.deploymentStates, InFlight: s.shed.InFlight}
+		Book: s.book, Deployments: s.deploymentStates, InFlight: s.shed.InFlight, Connections: func() (int64, int64) {
+			if g := s.gate.Load(); g != nil {
+				return g.Open()
+			}
+			return 0, -1
+		}}
 	if rc != nil {
 		mopts.RedisDegraded = rc.Degraded
 	} else {
