@@ -29,7 +29,8 @@ import (
 // answered a canned 503 at accept, without net/http, and closed. The
 // bound is general_settings.max_client_connections, by default twice
 // max_requests_in_flight, and it follows the in-flight bound in force: it
-// is never more than twice that bound, so when the CPU signal lowers the
+// is never more than twice that bound (nor, on that account, below
+// connsFloorPerProc per GOMAXPROCS), so when the CPU signal lowers the
 // in-flight bound, the connections allowed to wait behind it shrink too.
 //
 // A connection past the bound whose first request is not an inference
@@ -47,9 +48,10 @@ const (
 	// aside): twice the in-flight bound's floor of 32 refused, at 2,400
 	// req/s on one CPU, a third of the requests that bound admits (a
 	// connection is open longer than its request is in flight: while it is
-	// read, written and idle in the client's pool), and 256 connections
-	// cost ≈ 5 MB.
-	connsFloorPerProc = 256
+	// read, written and idle in the client's pool); 256 still admitted
+	// fewer streams at 8,000 req/s than 512, and 512 connections cost
+	// ≈ 10 MB (docs/performance.md, "the bound at accept").
+	connsFloorPerProc = 512
 	// maxExemptConns bounds the connections past the bound served for a
 	// non-inference first request.
 	maxExemptConns = 64

@@ -31,9 +31,11 @@ func openConns(e *spendEnv) int64 {
 // the package's recorder, around http.DefaultTransport).
 func closeIdle() { http.DefaultTransport.(*http.Transport).CloseIdleConnections() }
 
-// oneConnClient is a client whose requests each use a new connection.
+// oneConnClient is a client whose requests each use a new connection; a
+// request not answered within a minute fails (past the bound the answer
+// is immediate; without the bound it would be held with the others).
 func oneConnClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
 }
 
 // TestConnectionsPastTheBoundAreRefusedAtAccept: with
