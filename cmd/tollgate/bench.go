@@ -33,6 +33,8 @@ func runBench(args []string) error {
 	maxInFlight := fs.Int("max-in-flight", 0, "the gateways' general_settings.max_requests_in_flight (0: their default, 1024 per GOMAXPROCS)")
 	keys := fs.Int("keys", 0, "start the governed scenarios on a store of this many keys (seeded once into the temporary directory) and make each request with one drawn at random; the peak RSS is then the runs' own, taken once the keys are in")
 	gatewayCPUs := fs.String("gateway-cpus", "", "a CPU list (\"0\", \"0-1\", \"0,2\"): bind every gateway and floor process to these CPUs, GOMAXPROCS their count, and the bench process (the load generator) and the mock upstream to the others, so that a load above what the gateway sustains does not starve the generator")
+	cpuQuota := fs.Float64("gateway-cpu-quota", 0, "a number of CPUs (0.25, 1.5): run every gateway and floor process under a CFS CPU quota of that many CPUs, as under a container's CPU limit, each in a cgroup of its own (made under the bench's own, removed when it ends; needs a writable cpu controller, cgroup v1 or v2) with GOMAXPROCS ceil(quota); combines with --gateway-cpus")
+	upLatency := fs.Duration("upstream-latency", 0, "the mock upstream waits this long before it answers (streams: before the first chunk), for the direct runs too: with --max-in-flight N the gateway then sustains about N/latency requests a second, an LLM provider's regime")
 	smoke := fs.Bool("smoke", false, "a few seconds of everything, to prove the harness works (no timing meaning)")
 	soak := fs.Bool("soak", false, "one governed gateway under a steady mix (plain, streams, abandoned streams, upstream errors, slow upstreams) for --duration (default 10m) at --rate, sampling RSS, goroutines and open fds every --every")
 	rate := fs.Int("rate", 200, "with --soak: requests started per second")
@@ -42,6 +44,17 @@ func runBench(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Interrupted, the bench stops what it started and removes their
+	// cgroups before it exits.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			bench.StopAll()
+			os.Exit(130)
+		}
+	}()
 	if *soak {
 		o := bench.SoakOptions{Bin: bin, Duration: *duration, Rate: *rate, Every: *every, Out: os.Stdout}
 		set := map[string]bool{}
@@ -63,9 +76,15 @@ func runBench(args []string) error {
 	}
 	o := bench.Options{Bin: bin, Scenarios: strings.Split(*scenarios, ","), Loads: strings.Split(*loads, ","), Stream: *stream,
 		Duration: *duration, Rounds: *rounds, PGURL: *pg, RedisURL: *redis, Out: os.Stdout, Pprof: *pprof,
-		MaxInFlight: *maxInFlight, Keys: *keys}
+		MaxInFlight: *maxInFlight, Keys: *keys, GatewayCPUQuota: *cpuQuota, UpstreamLatency: *upLatency}
 	if *gatewayCPUs != "" {
 		if o.GatewayCPUs, err = bench.ParseCPUList(*gatewayCPUs); err != nil {
+			return err
+		}
+	}
+	if o.GatewayCPUQuota != 0 {
+		// Refused before anything starts, with the path and errno.
+		if _, err := bench.CheckCPUQuota(o.GatewayCPUQuota); err != nil {
 			return err
 		}
 	}

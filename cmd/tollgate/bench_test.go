@@ -60,3 +60,14 @@ func TestBenchRefusesCPUsItMayNotUse(t *testing.T) {
 		t.Errorf("--gateway-cpus naming CPUs this process may not use was taken:\n%s", out)
 	}
 }
+
+// TestBenchRefusesAQuotaItCannotGive: a --gateway-cpu-quota above the
+// machine's CPUs is refused, naming the flag, before anything starts.
+// That a process really runs under a quota is internal/bench's
+// TestLaunchUnderQuota.
+func TestBenchRefusesAQuotaItCannotGive(t *testing.T) {
+	out, err := exec.Command(buildBinary(t), "bench", "--smoke", "--gateway-cpu-quota", "100000").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--gateway-cpu-quota") || strings.Contains(string(out), "Run of ") {
+		t.Errorf("--gateway-cpu-quota 100000: %v\n%s", err, out)
+	}
+}

@@ -53,6 +53,14 @@ type Options struct {
 	// process is bound to (GOMAXPROCS their count); the bench process and
 	// the mock upstream are bound to the others (cpus.go).
 	GatewayCPUs []int
+	// GatewayCPUQuota, when not 0, is a CFS CPU quota, in CPUs, that every
+	// gateway and floor process runs under, each in a cgroup of its own,
+	// as under a container's CPU limit (quota.go).
+	GatewayCPUQuota float64
+	// UpstreamLatency is how long the mock upstream waits before it
+	// answers (streaming: before the first chunk), for the direct runs as
+	// for the gateways'.
+	UpstreamLatency time.Duration
 }
 
 // Result is one scenario × load, medians over rounds.
@@ -66,11 +74,14 @@ type Result struct {
 	SentRPS                float64
 	DirectP50, DirectP99   time.Duration
 	GatewayP50, GatewayP99 time.Duration
-	AddedP50, AddedP99     time.Duration
-	CPUPerRequest          time.Duration
-	FloorRatio             float64 // CPU per request over the floor's (the minimal forwarder), median over rounds
-	PeakRSSMB              float64
-	Errors                 int
+	// ShedP99 is the p99 of the answers 503 (shed), median over the
+	// rounds that had any: how fast a refusal comes.
+	ShedP99            time.Duration
+	AddedP50, AddedP99 time.Duration
+	CPUPerRequest      time.Duration
+	FloorRatio         float64 // CPU per request over the floor's (the minimal forwarder), median over rounds
+	PeakRSSMB          float64
+	Errors             int
 	// ErrorKinds counts the errors by kind: "HTTP 429", "timeout", "dial", ...
 	ErrorKinds map[string]int
 }
@@ -85,34 +96,89 @@ func freePort() int {
 }
 
 type proc struct {
-	cmd *exec.Cmd
+	cmd    *exec.Cmd
+	cgroup string        // its own cgroup (--gateway-cpu-quota), removed once it ends; "" none
+	exited chan struct{} // closed once it has ended and its cgroup is removed
+	cgErr  error         // why its cgroup could not be removed, once exited
 }
 
+// live are the processes launched and not yet ended, for StopAll.
+var live = struct {
+	sync.Mutex
+	procs map[*proc]bool
+}{procs: map[*proc]bool{}}
+
+// StopAll stops every process the harness launched that still runs and
+// removes their cgroups: what an interrupted bench does before it exits.
+func StopAll() {
+	live.Lock()
+	var ps []*proc
+	for p := range live.procs {
+		ps = append(ps, p)
+	}
+	live.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.stop() }()
+	}
+	wg.Wait()
+}
+
+// reap waits for the process to end, then removes its cgroup.
+func (p *proc) reap() {
+	_ = p.cmd.Wait()
+	if p.cgroup != "" {
+		p.cgErr = removeCgroup(p.cgroup)
+	}
+	live.Lock()
+	delete(live.procs, p)
+	live.Unlock()
+	close(p.exited)
+}
+
+// stop interrupts the process and waits for it to end (killing it after
+// 10 s) and for its cgroup to be removed. It may be called more than once.
 func (p *proc) stop() {
-	if p != nil && p.cmd.Process != nil {
-		_ = p.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = p.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-		}
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
 	}
 }
 
-func launch(bin, dir string, ready string, args ...string) (*proc, error) {
-	return launchEnv(bin, dir, ready, nil, nil, args...)
+// placement is where a launched process runs: on CPUs (--gateway-cpus),
+// under a CPU quota (--gateway-cpu-quota), both or neither.
+type placement struct {
+	cpus  []int
+	quota float64   // CPUs' worth of CFS quota; 0: none
+	cg    cpuCgroup // where its cgroup is made, with quota
 }
 
-// launchEnv is launch with env added to the process's environment and,
-// when cpus is not empty, the process bound to those CPUs with GOMAXPROCS
-// their count.
-func launchEnv(bin, dir string, ready string, env []string, cpus []int, args ...string) (*proc, error) {
+func launch(bin, dir string, ready string, args ...string) (*proc, error) {
+	return launchEnv(bin, dir, ready, nil, placement{}, args...)
+}
+
+// launchEnv is launch with env added to the process's environment and
+// the process placed: bound to at.cpus when not empty, with GOMAXPROCS
+// their count; moved, with every thread, into a cgroup of its own with a
+// CFS quota of at.quota CPUs when not 0, with GOMAXPROCS ceil(quota) (the
+// Go runtime reads its cgroup's limit at start, before it is moved; and
+// never more than the CPUs it is bound to). The cgroup is removed when the
+// process ends.
+func launchEnv(bin, dir string, ready string, env []string, at placement, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
-	if len(cpus) > 0 {
-		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", len(cpus)))
+	switch {
+	case at.quota > 0:
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", quotaProcs(at.quota, len(at.cpus))))
+	case len(at.cpus) > 0:
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", len(at.cpus)))
 	}
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
@@ -121,13 +187,33 @@ func launchEnv(bin, dir string, ready string, env []string, cpus []int, args ...
 	if err != nil {
 		return nil, err
 	}
+	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
+	var cg string
+	if at.quota > 0 {
+		if cg, err = at.cg.newChild(at.quota, args[0]); err != nil {
+			return nil, err
+		}
+	}
 	if err := cmd.Start(); err != nil {
+		if cg != "" {
+			_ = removeCgroup(cg)
+		}
 		return nil, err
 	}
-	p := &proc{cmd: cmd}
-	if len(cpus) > 0 {
-		if err := pinProcess(cmd.Process.Pid, cpus); err != nil {
+	p := &proc{cmd: cmd, cgroup: cg, exited: make(chan struct{})}
+	live.Lock()
+	live.procs[p] = true
+	live.Unlock()
+	go p.reap()
+	if cg != "" {
+		if err := enterCgroup(cg, cmd.Process.Pid); err != nil {
+			p.stop()
+			return nil, err
+		}
+	}
+	if len(at.cpus) > 0 {
+		if err := pinProcess(cmd.Process.Pid, at.cpus); err != nil {
 			p.stop()
 			return nil, err
 		}
@@ -137,10 +223,17 @@ func launchEnv(bin, dir string, ready string, env []string, cpus []int, args ...
 		resp, err := http.Get(ready)
 		if err == nil {
 			resp.Body.Close()
-			if len(cpus) > 0 {
+			if len(at.cpus) > 0 {
 				// Threads started while it came up were started by pinned
 				// ones; pinning again checks that none escaped.
-				if err := pinProcess(cmd.Process.Pid, cpus); err != nil {
+				if err := pinProcess(cmd.Process.Pid, at.cpus); err != nil {
+					p.stop()
+					return nil, err
+				}
+			}
+			if cg != "" {
+				// Likewise, threads started since are in its cgroup.
+				if err := threadsIn(cg, cmd.Process.Pid); err != nil {
 					p.stop()
 					return nil, err
 				}
@@ -152,7 +245,12 @@ func launchEnv(bin, dir string, ready string, env []string, cpus []int, args ...
 			log, _ := os.ReadFile(logf.Name())
 			return nil, fmt.Errorf("%s did not come up: %v\n%s", args[0], err, log)
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-p.exited:
+			log, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("%s ended before it came up: %v\n%s", args[0], p.cmd.ProcessState, log)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
@@ -206,6 +304,7 @@ type run struct {
 	rps      float64 // answered 200 a second
 	sent     float64 // started a second, answered or not
 	lat      []time.Duration
+	shed     []time.Duration // latencies of the answers 503 (shed)
 	errors   int
 	requests int
 	kinds    map[string]int // errors by kind
@@ -216,7 +315,9 @@ func newClient(conns int) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-// one sends a request and returns its latency, or why it failed.
+// one sends a request and returns its latency and, when it failed, why.
+// The latency of an HTTP error answer is its whole answer's; a 429 or
+// 503 without Retry-After says so in why.
 func one(c *http.Client, url string, keys keySet, body []byte) (time.Duration, string) {
 	key := keys.pick()
 	req, _ := http.NewRequest("POST", url, strings.NewReader(string(body)))
@@ -238,7 +339,10 @@ func one(c *http.Client, url string, keys keySet, body []byte) (time.Duration, s
 			t, _, _ = strings.Cut(t, `"`)
 			why += " " + t
 		}
-		return 0, why
+		if (resp.StatusCode == 429 || resp.StatusCode == 503) && resp.Header.Get("Retry-After") == "" {
+			why += " without Retry-After"
+		}
+		return time.Since(start), why
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
@@ -284,6 +388,9 @@ func drive(load, url string, key keySet, body []byte, d time.Duration) run {
 		} else {
 			r.errors++
 			r.kinds[failed]++
+			if strings.HasPrefix(failed, "HTTP 503") {
+				r.shed = append(r.shed, lat)
+			}
 		}
 		mu.Unlock()
 	}
@@ -456,7 +563,7 @@ type gateway struct {
 // A scenario written name@path runs from the binary at path instead of
 // o.Bin, in the same rounds as the others: a before/after comparison of
 // two builds that drift cannot tell apart.
-func start(label, dir, upURL string, o Options) (*gateway, error) {
+func start(label, dir, upURL string, o Options, at placement) (*gateway, error) {
 	sc, bin, other := strings.Cut(label, "@")
 	if !other {
 		bin = o.Bin
@@ -490,7 +597,7 @@ func start(label, dir, upURL string, o Options) (*gateway, error) {
 			return nil, err
 		}
 	}
-	p, err := launchEnv(bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, o.GatewayCPUs, args...)
+	p, err := launchEnv(bin, scDir, fmt.Sprintf("http://127.0.0.1:%d/health/liveliness", port), env, at, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -532,7 +639,8 @@ func start(label, dir, upURL string, o Options) (*gateway, error) {
 type samples struct {
 	rps, sent     []float64
 	p50, p99, cpu []time.Duration
-	ratio         []float64 // CPU per request over the floor's, same round
+	shedP99       []time.Duration // of the runs that shed
+	ratio         []float64       // CPU per request over the floor's, same round
 	errs          int
 	kinds         map[string]int
 }
@@ -540,6 +648,9 @@ type samples struct {
 func (s *samples) add(r run, cpu time.Duration) {
 	s.rps, s.sent = append(s.rps, r.rps), append(s.sent, r.sent)
 	s.p50, s.p99 = append(s.p50, pct(r.lat, 0.5)), append(s.p99, pct(r.lat, 0.99))
+	if len(r.shed) > 0 {
+		s.shedP99 = append(s.shedP99, pct(r.shed, 0.99))
+	}
 	if r.requests > 0 {
 		s.cpu = append(s.cpu, cpu/time.Duration(r.requests))
 	}
@@ -547,6 +658,33 @@ func (s *samples) add(r run, cpu time.Duration) {
 	for k, n := range r.kinds {
 		s.kinds[k] += n
 	}
+}
+
+// CheckCPUQuota checks that processes can be run under a CPU quota of f
+// CPUs here (--gateway-cpu-quota), by making and removing a cgroup, and
+// says where their cgroups will be made.
+func CheckCPUQuota(f float64) (cpuCgroup, error) {
+	if err := checkQuota(f); err != nil {
+		return cpuCgroup{}, err
+	}
+	cg, err := findCPUCgroup("/sys/fs/cgroup")
+	if err != nil {
+		return cpuCgroup{}, err
+	}
+	return cg, cg.probe(f)
+}
+
+// startUpstream launches the mock upstream (on cpus when not empty),
+// answering after o.UpstreamLatency, and returns it with its base URL.
+func startUpstream(o Options, dir string, cpus []int) (*proc, string, error) {
+	port := freePort()
+	args := []string{"mock-upstream", "--addr", fmt.Sprintf("127.0.0.1:%d", port)}
+	if o.UpstreamLatency > 0 {
+		args = append(args, "--delay", o.UpstreamLatency.String())
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	p, err := launchEnv(o.Bin, dir, url+"/v1/models", nil, placement{cpus: cpus}, args...)
+	return p, url, err
 }
 
 // Run starts the mock upstream, the floor (the minimal forwarder, see
@@ -577,13 +715,17 @@ func Run(o Options) ([]Result, error) {
 		defer func() { _ = pinProcess(os.Getpid(), own) }()
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(len(rest)))
 	}
-	upPort := freePort()
-	up, err := launchEnv(o.Bin, dir, fmt.Sprintf("http://127.0.0.1:%d/v1/models", upPort), nil, rest, "mock-upstream", "--addr", fmt.Sprintf("127.0.0.1:%d", upPort))
+	at := placement{cpus: o.GatewayCPUs, quota: o.GatewayCPUQuota}
+	if at.quota > 0 {
+		if at.cg, err = CheckCPUQuota(o.GatewayCPUQuota); err != nil {
+			return nil, err
+		}
+	}
+	up, upURL, err := startUpstream(o, dir, rest)
 	if err != nil {
 		return nil, err
 	}
 	defer up.stop()
-	upURL := fmt.Sprintf("http://127.0.0.1:%d", upPort)
 	body := []byte(`{"model":"gpt-4","max_tokens":8,"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`)
 	if o.Stream {
 		body = []byte(`{"model":"gpt-4","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`)
@@ -605,7 +747,7 @@ func Run(o Options) ([]Result, error) {
 		}
 	}()
 	for _, sc := range scenarios {
-		g, err := start(sc, dir, upURL, o)
+		g, err := start(sc, dir, upURL, o, at)
 		if err != nil {
 			return nil, err
 		}
@@ -653,6 +795,9 @@ func Run(o Options) ([]Result, error) {
 			if len(s.ratio) > 0 {
 				r.FloorRatio = median(s.ratio)
 			}
+			if len(s.shedP99) > 0 {
+				r.ShedP99 = median(s.shedP99)
+			}
 			for k, n := range direct.kinds {
 				r.ErrorKinds["direct "+k] += n
 			}
@@ -677,6 +822,16 @@ func Preamble(now time.Time, o Options) string {
 		pin = fmt.Sprintf("; gateways and floor on CPU %s (GOMAXPROCS %d), the load generator and the mock on the others",
 			formatCPUList(o.GatewayCPUs), len(o.GatewayCPUs))
 	}
+	if o.GatewayCPUQuota > 0 {
+		pin += fmt.Sprintf("; gateways and floor each under a CFS CPU quota of %g CPU (%d µs every %d µs, a cgroup each; GOMAXPROCS %d)",
+			o.GatewayCPUQuota, quotaMicros(o.GatewayCPUQuota), quotaPeriod/time.Microsecond, quotaProcs(o.GatewayCPUQuota, len(o.GatewayCPUs)))
+	}
+	if o.UpstreamLatency > 0 {
+		pin += fmt.Sprintf("; the mock upstream answers after %s (streams: before the first chunk)", o.UpstreamLatency)
+	}
+	if o.MaxInFlight > 0 {
+		pin += fmt.Sprintf("; max_requests_in_flight %d", o.MaxInFlight)
+	}
 	load := ""
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		if f := strings.Fields(string(b)); len(f) >= 3 {
@@ -688,7 +843,7 @@ func Preamble(now time.Time, o Options) string {
 }
 
 // Header is the results table's header, in Markdown.
-const Header = "| scenario | load | stream | direct req/s | sent req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+const Header = "| scenario | load | stream | direct req/s | sent req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | p99 | shed p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 func row(r Result) string {
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 0, 64) + " µs" }
@@ -701,6 +856,10 @@ func row(r Result) string {
 		slices.Sort(kinds)
 		errs += " (" + strings.Join(kinds, ", ") + ")"
 	}
-	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
-		r.DirectRPS, r.SentRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), us(r.GatewayP99), r.PeakRSSMB, errs)
+	shed := "–"
+	if r.ShedP99 > 0 {
+		shed = us(r.ShedP99)
+	}
+	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %s | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
+		r.DirectRPS, r.SentRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), us(r.GatewayP99), shed, r.PeakRSSMB, errs)
 }

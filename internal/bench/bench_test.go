@@ -23,12 +23,21 @@ func TestOneNamesFailures(t *testing.T) {
 		t.Errorf("closed port: %q", why)
 	}
 	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
 		w.WriteHeader(http.StatusTooManyRequests)
 		_, _ = w.Write([]byte(`{"error":{"message":"slow down","type":"rate_limit_error"}}`))
 	}))
 	defer busy.Close()
-	if _, why := one(c, busy.URL, keySet{one: "k"}, []byte(`{}`)); why != "HTTP 429 rate_limit_error" {
-		t.Errorf("429: %q", why)
+	if lat, why := one(c, busy.URL, keySet{one: "k"}, []byte(`{}`)); why != "HTTP 429 rate_limit_error" || lat <= 0 {
+		t.Errorf("429: %q after %v", why, lat)
+	}
+	shed := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"message":"overloaded","type":"overloaded_error"}}`))
+	}))
+	defer shed.Close()
+	if _, why := one(c, shed.URL, keySet{}, nil); why != "HTTP 503 overloaded_error without Retry-After" {
+		t.Errorf("503 without Retry-After: %q", why)
 	}
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(time.Second)
@@ -38,8 +47,12 @@ func TestOneNamesFailures(t *testing.T) {
 		t.Errorf("slow: %q", why)
 	}
 	r := Result{Errors: 3, ErrorKinds: map[string]int{"timeout": 1, "HTTP 429": 2}}
-	if got := row(r); !strings.HasSuffix(got, "| 3 (HTTP 429: 2, timeout: 1) |") {
+	if got := row(r); !strings.HasSuffix(got, "| – | 0 MB | 3 (HTTP 429: 2, timeout: 1) |") {
 		t.Errorf("row: %s", got)
+	}
+	r.ShedP99 = 1500 * time.Microsecond
+	if got := row(r); !strings.Contains(got, "| 1500 µs | 0 MB |") || strings.Count(got, "|") != strings.Count(Header[:strings.Index(Header, "\n")], "|") {
+		t.Errorf("row with a shed p99 (or its cells against the header's): %s", got)
 	}
 }
 

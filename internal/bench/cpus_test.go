@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -10,11 +13,23 @@ import (
 	"runtime"
 	"slices"
 	"testing"
+
+	"github.com/tollgate/tollgate/internal/mockupstream"
 )
 
 // TestMain lets the test binary be the child TestLaunchPins launches: a
 // server that reports its GOMAXPROCS and starts threads as it comes up.
 func TestMain(m *testing.M) {
+	if os.Getenv("TOLLGATE_BENCH_MOCK_CHILD") != "" && len(os.Args) > 1 && os.Args[1] == "mock-upstream" {
+		// The mock upstream as `tollgate mock-upstream` runs it (its
+		// --addr and --delay), for TestUpstreamLatency.
+		fs := flag.NewFlagSet("mock-upstream", flag.ExitOnError)
+		addr := fs.String("addr", "", "")
+		delay := fs.Duration("delay", 0, "")
+		_ = fs.Parse(os.Args[2:])
+		_ = mockupstream.ListenAndServe(context.Background(), *addr, mockupstream.Options{Delay: *delay, NoRecord: true}, slog.Default())
+		os.Exit(1)
+	}
 	if addr := os.Getenv("TOLLGATE_BENCH_PIN_CHILD"); addr != "" {
 		for range 8 { // threads of its own, started after the launch
 			go func() { runtime.LockOSThread(); select {} }()
@@ -90,7 +105,7 @@ func TestLaunchPins(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	p, err := launchEnv(os.Args[0], t.TempDir(), "http://"+addr+"/health/liveliness",
-		[]string{"TOLLGATE_BENCH_PIN_CHILD=" + addr}, []int{0}, "pinchild")
+		[]string{"TOLLGATE_BENCH_PIN_CHILD=" + addr}, placement{cpus: []int{0}}, "pinchild")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -184,6 +184,13 @@ func (a *Allotter) localFor() time.Duration {
 	return min(a.ttl/2, allotLocalFor)
 }
 
+// stateKey is a rule's place: its scope, kind and name.
+type stateKey struct {
+	scope Scope
+	kind  Kind
+	name  string
+}
+
 type allotShard struct {
 	mu sync.RWMutex
 	m  map[stateKey]*entry

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -9,68 +10,146 @@ import (
 // Local keeps counters in process. One mutex makes a multi-rule admission
 // atomic; it is held for a few hundred nanoseconds.
 type Local struct {
-	mu     sync.Mutex
-	states map[stateKey]*state
+	mu sync.Mutex
+	// scopes holds each scope's states, one a rule (its kind and name), in
+	// a list: one map entry, and one copy of the id, for a key's rpm, tpm
+	// and parallel limits.
+	scopes map[Scope]*state
 	now    func() time.Time
 	// swept is when idle states were last dropped.
 	swept time.Time
 }
 
-type stateKey struct {
-	scope Scope
-	kind  Kind
-	name  string
-}
-
-// state is one rule's counters; which fields are used depends on the kind.
+// state is one rule's counters. Its parts for other kinds are not made:
+// a parallel rule's state is 96 bytes, a window's 96 + 384, a bucket's
+// 96 + 48 (they were 1,152 each, and a map slot of 64 bytes each).
 type state struct {
-	// sliding window: counts per sub-window, and the sub-window each holds.
-	counts [slots + 1]int64
-	index  [slots + 1]int64
+	used   time.Time     // last admission, for idle sweeping
+	window time.Duration // the rule's window as last seen, for sweeping
 	// parallel
 	inflight int64
-	// bucket
-	tokens int64
-	filled time.Time // when tokens was last brought up to date
-	used   time.Time // last admission, for idle sweeping
-	rule   Rule      // the rule as last seen, for sweeping
+	w        *slotCounts // sliding windows (Requests, Tokens)
+	b        *bucket     // buckets
+	next     *state      // the scope's next rule
+	name     string      // the rule's
+	kind     Kind
+}
+
+// bucket is a token bucket's state and its rule's limit and fill as last
+// seen (for sweeping).
+type bucket struct {
+	tokens      int64
+	filled      time.Time // when tokens was last brought up to date
+	limit, fill int64
+}
+
+// slotCounts is a sliding window's counts per sub-window: slot p holds the
+// count of the sub-window index(p), the last one of index ≡ p (mod slots+1)
+// that was counted. They are what 61 int64 counts and 61 int64 indexes
+// held, in 4 and 2 bytes: a counted slot's index is p plus slots+1 times
+// its lap, and the lap is base plus an int16 offset (base moves to the lap
+// being counted when that one is out of reach; a slot whose count is 0 may
+// hold any lap, as it counts for nothing), a count an int32. An offset in
+// laps reaches 32,767 × 61 sub-windows (23 days of a minute's window): an
+// offset in sub-windows reached 9.1 hours, and a key used every 20 minutes
+// kept counts that old in slots not written since, and went wide
+// (TestProbeLowRateKeyWindowsStayNarrow). A count or a lap that does not
+// fit moves the window to wide, the old arrays, for good: so every
+// sequence of calls decides exactly as the arrays did (TestLocalMatchesOld),
+// with a wall clock stepped back, a rule's window changed, or a token count
+// past 2^31 in one sub-window.
+type slotCounts struct {
+	base  int64
+	off   [slots + 1]int16
+	count [slots + 1]int32
+	wide  *wideCounts
+}
+
+type wideCounts struct {
+	count [slots + 1]int64
+	index [slots + 1]int64
 }
 
 // NewLocal returns an empty in-process backend.
 func NewLocal() *Local {
-	return &Local{states: map[stateKey]*state{}, now: time.Now}
+	return &Local{scopes: map[Scope]*state{}, now: time.Now}
 }
 
+// get returns r's state, made if new.
 func (l *Local) get(r *Rule, now time.Time) *state {
-	k := stateKey{r.Scope, r.Kind, r.Name}
-	s := l.states[k]
+	head := l.scopes[r.Scope]
+	s := head
+	for s != nil && (s.kind != r.Kind || s.name != r.Name) {
+		s = s.next
+	}
 	if s == nil {
-		// The state outlives the request: its scope's id must not be a
-		// slice of something the request holds (a principal's hash is
-		// formatted into the principal, and would keep all of it alive).
-		k.scope.ID = strings.Clone(k.scope.ID)
-		s = &state{tokens: r.Limit, filled: now, rule: Rule{Scope: k.scope}}
-		l.states[k] = s
+		s = &state{name: r.Name, kind: r.Kind}
+		switch r.Kind {
+		case Requests, Tokens:
+			s.w = new(slotCounts)
+		case RequestBucket, TokenBucket:
+			s.b = &bucket{tokens: r.Limit, filled: now}
+		}
+		if head != nil {
+			// Behind the head: the map's entry (and its key) stays as it is.
+			s.next, head.next = head.next, s
+		} else {
+			// The state outlives the request: its scope's id must not be a
+			// slice of something the request holds (a principal's hash is
+			// formatted into the principal, and would keep all of it alive).
+			sc := r.Scope
+			sc.ID = strings.Clone(sc.ID)
+			l.scopes[sc] = s
+		}
 	}
 	s.used = now
-	scope := s.rule.Scope
-	s.rule = *r
-	s.rule.Scope = scope
+	s.window = r.Window
+	if s.b != nil {
+		s.b.limit, s.b.fill = r.Limit, r.Fill
+	}
 	return s
 }
 
 // window sums the uses still inside r's window at now, and returns the
 // sub-window index of now and when the oldest counted use expires.
-func (s *state) window(r *Rule, now time.Time) (used, idx int64, reset time.Duration) {
+func (c *slotCounts) window(r *Rule, now time.Time) (used, idx int64, reset time.Duration) {
 	sl := slotLen(r.Window)
 	idx = now.UnixNano() / int64(sl)
 	oldest := int64(-1)
-	for i := range s.counts {
-		if s.index[i] >= idx-slots && s.counts[i] != 0 {
-			used += s.counts[i]
-			if oldest < 0 || s.index[i] < oldest {
-				oldest = s.index[i]
+	if c.wide != nil {
+		for i := range c.wide.count {
+			if c.wide.index[i] >= idx-slots && c.wide.count[i] != 0 {
+				used += c.wide.count[i]
+				if oldest < 0 || c.wide.index[i] < oldest {
+					oldest = c.wide.index[i]
+				}
 			}
+		}
+	} else {
+		// index(i) >= idx-slots, in laps from base: lap(i) past that
+		// index's lap, or the same lap and i at or past its slot.
+		lo := idx - slots
+		loLap, loSlot := lo/(slots+1), lo%(slots+1)
+		if loSlot < 0 {
+			loLap, loSlot = loLap-1, loSlot+slots+1
+		}
+		dl := loLap - c.base
+		// The oldest is the least (lap, slot): i ascends, so a slot of the
+		// same lap as the least so far is not older.
+		least, leastSlot := int64(math.MaxInt64), 0
+		for i, n := range c.count {
+			if n == 0 {
+				continue
+			}
+			if o := int64(c.off[i]); o > dl || (o == dl && int64(i) >= loSlot) {
+				used += int64(n)
+				if o < least {
+					least, leastSlot = o, i
+				}
+			}
+		}
+		if least != math.MaxInt64 {
+			oldest = (c.base+least)*(slots+1) + int64(leastSlot)
 		}
 	}
 	if oldest >= 0 {
@@ -79,40 +158,99 @@ func (s *state) window(r *Rule, now time.Time) (used, idx int64, reset time.Dura
 	return max(used, 0), idx, reset
 }
 
-func (s *state) add(idx, n int64) {
-	i := idx % int64(len(s.counts))
-	if s.index[i] != idx {
-		s.index[i], s.counts[i] = idx, 0
+// add counts n in the sub-window idx: its slot is that sub-window's from
+// now on, its count reset if it held another's.
+func (c *slotCounts) add(idx, n int64) {
+	lap, i := idx/(slots+1), idx%(slots+1)
+	if c.wide == nil && c.base+int64(c.off[i]) == lap {
+		if sum := int64(c.count[i]) + n; sum == int64(int32(sum)) {
+			c.count[i] = int32(sum) // the common case
+			return
+		}
 	}
-	s.counts[i] += n
+	c.addSlot(i, lap, idx, n)
+}
+
+// addSlot is add when the slot holds another sub-window, or the sum does
+// not fit an int32, or the counts are wide.
+func (c *slotCounts) addSlot(i, lap, idx, n int64) {
+	if c.wide == nil {
+		var cur int64
+		if c.base+int64(c.off[i]) == lap {
+			cur = int64(c.count[i])
+		}
+		sum := cur + n
+		if sum == int64(int32(sum)) && c.place(i, lap) {
+			c.count[i] = int32(sum)
+			return
+		}
+		c.widen()
+	}
+	w := c.wide
+	if w.index[i] != idx {
+		w.index[i], w.count[i] = idx, 0
+	}
+	w.count[i] += n
+}
+
+// place makes slot i's lap lap, moving base to lap when lap is out of
+// reach of it; false (nothing changed) when a counted slot would then be.
+func (c *slotCounts) place(i, lap int64) bool {
+	if d := lap - c.base; d == int64(int16(d)) {
+		c.off[i] = int16(d)
+		return true
+	}
+	var off [slots + 1]int16
+	for j, n := range c.count {
+		if int64(j) == i || n == 0 {
+			continue // off 0: lap lap (slot i), or a slot that counts nothing
+		}
+		d := c.base + int64(c.off[j]) - lap
+		if d != int64(int16(d)) {
+			return false
+		}
+		off[j] = int16(d)
+	}
+	c.base, c.off = lap, off
+	return true
+}
+
+// widen moves the counts to int64 counts and indexes.
+func (c *slotCounts) widen() {
+	w := new(wideCounts)
+	for i := range c.count {
+		w.index[i] = (c.base+int64(c.off[i]))*(slots+1) + int64(i)
+		w.count[i] = int64(c.count[i])
+	}
+	c.wide = w
 }
 
 // refill brings a bucket up to date.
-func (s *state) refill(r *Rule, now time.Time) {
-	if r.Window <= 0 || r.Fill <= 0 {
+func (b *bucket) refill(window time.Duration, now time.Time) {
+	if window <= 0 || b.fill <= 0 {
 		return
 	}
-	fills := int64(now.Sub(s.filled) / r.Window)
+	fills := int64(now.Sub(b.filled) / window)
 	if fills > 0 {
-		s.tokens = min(r.Limit, s.tokens+fills*r.Fill)
-		s.filled = s.filled.Add(time.Duration(fills) * r.Window)
+		b.tokens = min(b.limit, b.tokens+fills*b.fill)
+		b.filled = b.filled.Add(time.Duration(fills) * window)
 	}
-	if s.tokens >= r.Limit {
-		s.filled = now
+	if b.tokens >= b.limit {
+		b.filled = now
 	}
 }
 
 // untilRefilled is how long until a bucket holds need tokens.
-func (s *state) untilRefilled(r *Rule, now time.Time, need int64) time.Duration {
-	if r.Fill <= 0 || r.Window <= 0 {
+func (b *bucket) untilRefilled(window time.Duration, now time.Time, need int64) time.Duration {
+	if b.fill <= 0 || window <= 0 {
 		return 0
 	}
-	missing := need - s.tokens
+	missing := need - b.tokens
 	if missing <= 0 {
 		return 0
 	}
-	fills := (missing + r.Fill - 1) / r.Fill
-	return s.filled.Add(time.Duration(fills) * r.Window).Sub(now)
+	fills := (missing + b.fill - 1) / b.fill
+	return b.filled.Add(time.Duration(fills) * window).Sub(now)
 }
 
 // Admit checks every rule of t and, if all pass, takes from each. A refusal
@@ -134,7 +272,7 @@ func (l *Local) Admit(t *Ticket) *Denied {
 		st[i] = s
 		switch r.Kind {
 		case Requests, Tokens:
-			used, at, reset := s.window(r, now)
+			used, at, reset := s.w.window(r, now)
 			idx[i] = at
 			need := int64(1)
 			if r.Kind == Tokens {
@@ -153,33 +291,34 @@ func (l *Local) Admit(t *Ticket) *Denied {
 			}
 			t.States[i] = State{Remaining: r.Limit - s.inflight - 1}
 		case RequestBucket, TokenBucket:
-			s.refill(r, now)
+			b := s.b
+			b.refill(r.Window, now)
 			need := int64(1)
 			if r.Kind == TokenBucket {
 				need = t.Est
 			}
 			if need > r.Limit {
-				return &Denied{Rule: *r, Used: r.Limit - s.tokens, Never: true, Need: need}
+				return &Denied{Rule: *r, Used: r.Limit - b.tokens, Never: true, Need: need}
 			}
-			if (need == 0 && s.tokens <= 0) || (need > 0 && s.tokens < need) {
-				return &Denied{Rule: *r, Used: r.Limit - s.tokens, RetryAfter: s.untilRefilled(r, now, max(need, 1))}
+			if (need == 0 && b.tokens <= 0) || (need > 0 && b.tokens < need) {
+				return &Denied{Rule: *r, Used: r.Limit - b.tokens, RetryAfter: b.untilRefilled(r.Window, now, max(need, 1))}
 			}
-			t.States[i] = State{Remaining: s.tokens - need, Reset: s.untilRefilled(r, now, r.Limit)}
+			t.States[i] = State{Remaining: b.tokens - need, Reset: b.untilRefilled(r.Window, now, r.Limit)}
 		}
 	}
 	for i := range t.n {
 		r, s := &t.rules[i], st[i]
 		switch r.Kind {
 		case Requests:
-			s.add(idx[i], 1)
+			s.w.add(idx[i], 1)
 		case Tokens:
-			s.add(idx[i], t.Est)
+			s.w.add(idx[i], t.Est)
 		case Parallel:
 			s.inflight++
 		case RequestBucket:
-			s.tokens--
+			s.b.tokens--
 		case TokenBucket:
-			s.tokens -= t.Est
+			s.b.tokens -= t.Est
 		}
 	}
 	t.admitted, t.at = true, now
@@ -201,17 +340,17 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 			cur := now.UnixNano() / int64(slotLen(r.Window)) // the sub-window of now, as window gives it, without its sum
 			switch {
 			case delta > 0:
-				s.add(cur, delta)
+				s.w.add(cur, delta)
 			case delta < 0:
 				// A refund cancels the estimate where it was charged; once that
 				// has left the window there is nothing left to cancel.
 				if at := t.at.UnixNano() / int64(slotLen(r.Window)); at >= cur-slots {
-					s.add(at, delta)
+					s.w.add(at, delta)
 				}
 			}
 		case TokenBucket:
-			s.refill(r, now)
-			s.tokens = min(s.tokens-delta, r.Limit)
+			s.b.refill(r.Window, now)
+			s.b.tokens = min(s.b.tokens-delta, r.Limit)
 		case Parallel:
 			s.inflight = max(s.inflight-1, 0)
 		}
@@ -226,16 +365,41 @@ func (l *Local) maybeSweep(now time.Time) {
 		return
 	}
 	l.swept = now
-	for k, s := range l.states {
-		if now.Sub(s.used) < time.Hour+s.rule.Window || s.inflight > 0 {
-			continue
-		}
-		if k.kind.isBucket() {
-			s.refill(&s.rule, now)
-			if s.tokens < s.rule.Limit {
+	for sc, head := range l.scopes {
+		kept := head // the list's head once the idle are dropped
+		for prev, s := (*state)(nil), head; s != nil; s = s.next {
+			if !s.idle(now) {
+				prev = s
 				continue
 			}
+			if prev == nil {
+				kept = s.next
+			} else {
+				prev.next = s.next
+			}
 		}
-		delete(l.states, k)
+		switch {
+		case kept == nil:
+			delete(l.scopes, sc)
+		case kept != head:
+			// A map assignment would store this loop's copy of the key, the
+			// same clone: the entry's id is not the request's.
+			l.scopes[sc] = kept
+		}
 	}
+}
+
+// idle reports whether the state is one to drop: idle for an hour past
+// its window, no slot held, a bucket full again.
+func (s *state) idle(now time.Time) bool {
+	if now.Sub(s.used) < time.Hour+s.window || s.inflight > 0 {
+		return false
+	}
+	if s.b != nil {
+		s.b.refill(s.window, now)
+		if s.b.tokens < s.b.limit {
+			return false
+		}
+	}
+	return true
 }

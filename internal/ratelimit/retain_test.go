@@ -16,23 +16,25 @@ import (
 // state's rule, rewritten by every request, the last request's.
 func TestLocalStateDoesNotKeepItsScopesBufferAlive(t *testing.T) {
 	l := NewLocal()
-	hold := func() weak.Pointer[byte] {
+	hold := func(kind Kind) weak.Pointer[byte] {
 		buf := make([]byte, 640)
 		copy(buf, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
-		r := &Rule{Scope: Scope{Entity: store.KindKey, ID: unsafe.String(&buf[0], 64)}, Kind: Requests, Limit: 10, Window: time.Minute, Name: "rpm_limit"}
+		r := &Rule{Scope: Scope{Entity: store.KindKey, ID: unsafe.String(&buf[0], 64)}, Kind: kind, Limit: 10, Window: time.Minute, Name: "rpm_limit"}
 		l.mu.Lock()
 		l.get(r, time.Now())
 		l.mu.Unlock()
 		return weak.Make(&buf[0])
 	}
-	first, second := hold(), hold() // the second finds the first's state
+	// The second finds the first's state; the third is a new state of the
+	// same scope, behind the first in its list.
+	first, second, third := hold(Requests), hold(Requests), hold(Parallel)
 	runtime.GC()
 	runtime.GC()
-	if first.Value() != nil || second.Value() != nil {
-		t.Fatalf("a counter state keeps the buffer its scope was read from alive (first %v, second %v)", first.Value() != nil, second.Value() != nil)
+	if first.Value() != nil || second.Value() != nil || third.Value() != nil {
+		t.Fatalf("a counter state keeps the buffer its scope was read from alive (first %v, second %v, third %v)", first.Value() != nil, second.Value() != nil, third.Value() != nil)
 	}
-	if len(l.states) != 1 {
-		t.Fatalf("%d states, want 1", len(l.states))
+	if len(l.scopes) != 1 || l.count() != 2 {
+		t.Fatalf("%d scopes, %d states, want 1 and 2", len(l.scopes), l.count())
 	}
 	runtime.KeepAlive(l)
 }

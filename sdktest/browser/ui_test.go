@@ -54,11 +54,11 @@ type browser struct {
 	dir  string
 }
 
-// step runs actions within 30 s; on failure it saves failed.png and
+// step runs actions within a minute; on failure it saves failed.png and
 // reports the page's text.
 func (b *browser) step(what string, steps ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
-	sctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	sctx, cancel := context.WithTimeout(b.ctx, time.Minute)
 	defer cancel()
 	if err := chromedp.Do(sctx, steps...); err != nil {
 		b.fatalf("browser, %s: %v", what, err)
@@ -84,10 +84,10 @@ func js[T any](b *browser, expr string) T {
 	return v
 }
 
-// until polls the JavaScript condition expr (every 50 ms, up to 30 s).
+// until polls the JavaScript condition expr (every 50 ms, up to a minute).
 func (b *browser) until(what, expr string) {
 	b.t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	for deadline := time.Now().Add(time.Minute); ; {
 		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`!!(`+expr+`)`))
 		if err == nil && ok {
 			return
