@@ -310,6 +310,9 @@ func (g *connGate) reapIdle() {
 	}
 	g.mu.Unlock()
 	for _, c := range idle {
+		if pending(c.Conn) {
+			continue // its request has arrived: net/http is about to read it
+		}
 		_ = c.Close() // net/http's read of the next request fails; it closes its end
 	}
 }
@@ -322,7 +325,12 @@ func (g *connGate) connState(c net.Conn, st http.ConnState) {
 		return
 	}
 	switch st {
-	case http.StateIdle:
+	case http.StateNew, http.StateIdle:
+		// A new connection is idle until a whole request header has
+		// arrived (net/http marks it active only then): one that sends
+		// nothing, or its request a byte at a time (slow-loris), is
+		// reaped at the bound like an idle keep-alive one, rather than
+		// holding its place for request_header_timeout.
 		gc.idleSince.Store(time.Now().UnixNano())
 	case http.StateActive:
 		gc.idleSince.Store(0)
@@ -351,6 +359,16 @@ func (c *gatedConn) Close() error {
 		g.open.Add(-1)
 	}
 	return c.Conn.Close()
+}
+
+// CloseWrite is the connection's: net/http half-closes a connection it
+// closes with a request body unread (so that the client reads the answer
+// rather than a reset), which it can only do on a conn with CloseWrite.
+func (c *gatedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // exemptConn is a connection past the bound served on the side server: its

@@ -38,6 +38,22 @@ func oneConnClient() *http.Client {
 	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
 }
 
+// activeHolder opens a connection to addr whose inference request is in
+// the handler, its body still arriving: it holds a place under the bound
+// (it is active, not reaped) until the test ends.
+func activeHolder(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-1234\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestConnectionsPastTheBoundAreRefusedAtAccept: with
 // max_client_connections 2 and two inference requests held by a slow
 // upstream, a new connection carrying an inference request is answered
@@ -178,18 +194,15 @@ func TestConnectionsPastTheBoundAreRefusedAtAccept(t *testing.T) {
 // not hold up the accept loop (a health probe and a refused request on new
 // connections are still answered) and do not cost a goroutine each.
 func TestSlowClientsCannotBlockAccept(t *testing.T) {
-	yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1") + "  max_client_connections: 1\n  request_header_timeout: 300\n"
+	yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1") + "  max_client_connections: 1\n  request_header_timeout: 300\n  request_body_timeout: 300\n"
 	cfg, err := config.Parse("t.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := serveWith(t, cfg, Options{})
-	// One connection that sends nothing holds the only place.
-	holder, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close()
+	// One connection whose request body is still arriving holds the only
+	// place (one that sent nothing would be reaped at the bound).
+	activeHolder(t, strings.TrimPrefix(e.url, "http://"))
 	if _, ok := within(time.Minute, func() bool { return openConns(e) == 1 }); !ok {
 		t.Fatal("the holding connection was not counted")
 	}
@@ -276,7 +289,7 @@ func TestShedClosesConnectionsWhileLowered(t *testing.T) {
 // listener (SEPARATE_HEALTH_APP) while the main port is past its bound;
 // inference routes are not served there.
 func TestHealthListener(t *testing.T) {
-	yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1") + "  max_client_connections: 1\n  request_header_timeout: 300\n"
+	yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", "http://127.0.0.1:1") + "  max_client_connections: 1\n  request_header_timeout: 300\n  request_body_timeout: 300\n"
 	cfg, err := config.Parse("t.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
@@ -303,11 +316,8 @@ func TestHealthListener(t *testing.T) {
 		}
 	}()
 	e := &spendEnv{url: "http://" + ln.Addr().String(), srv: srv}
-	holder, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close()
+	holder := activeHolder(t, ln.Addr().String())
+	defer holder.Close() // before the shutdown, which waits for its request
 	if _, ok := within(time.Minute, func() bool { return openConns(e) == 1 }); !ok {
 		t.Fatal("the holding connection was not counted")
 	}

@@ -58,3 +58,22 @@ func writeAvailable(c net.Conn, b []byte) (int, error) {
 	}
 	return n, werr
 }
+
+// pending reports whether bytes have arrived on c that nobody has read:
+// a request net/http is about to read.
+func pending(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	})
+	return n > 0
+}
