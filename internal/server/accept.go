@@ -64,7 +64,7 @@ const (
 	lingerTime = 2 * time.Second
 	// lingerBytes bounds what is read and discarded from a refused
 	// connection.
-	lingerBytes = 64 << 10
+	lingerBytes = 256 << 10
 	// maxSniffing bounds the goroutines that wait for the first bytes of
 	// a connection accepted past the bound before they arrived (rare on
 	// Linux: deferAccept).
