@@ -126,6 +126,22 @@ func runServe(args []string) error {
 		reloadOnHangup(ctx, hup, srv, *cfgPath, log)
 		return nil
 	}}}
+	// LiteLLM's SEPARATE_HEALTH_APP=1: the health routes and /metrics also
+	// on a port of their own (SEPARATE_HEALTH_PORT, default 4001), never
+	// bounded at accept nor shed (docs/performance.md, Overload).
+	if os.Getenv("SEPARATE_HEALTH_APP") == "1" {
+		hport := os.Getenv("SEPARATE_HEALTH_PORT")
+		if hport == "" {
+			hport = "4001"
+		}
+		hln, err := net.Listen("tcp", net.JoinHostPort(*host, hport))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("SEPARATE_HEALTH_APP: %w", err)
+		}
+		log.Info("health listening", "addr", hln.Addr().String())
+		more = append(more, srv.HealthActor(hln))
+	}
 	if addr := os.Getenv("TOLLGATE_PPROF_ADDR"); addr != "" {
 		more = append(more, pprofActor(addr, log))
 	}

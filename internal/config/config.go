@@ -312,6 +312,24 @@ func (c *Config) MaxRequestsInFlight() int64 {
 	return 1024 * int64(runtime.GOMAXPROCS(0))
 }
 
+// MaxClientConnections is general_settings.max_client_connections: the
+// bound on connections open on the main port past which a new connection
+// is answered 503 at accept (internal/server/accept.go). Absent or 0 it is
+// twice MaxRequestsInFlight: one connection carrying each request the
+// in-flight bound admits and one idle in a client's pool or waiting to be
+// read; past that a connection can only wait for a request the in-flight
+// bound would shed (docs/performance.md). -1 (or no in-flight bound)
+// means no bound.
+func (c *Config) MaxClientConnections() int64 {
+	if v := c.GeneralSettings.MaxClientConnections; v != nil && *v != 0 {
+		return max(*v, -1)
+	}
+	if n := c.MaxRequestsInFlight(); n > 0 {
+		return 2 * n
+	}
+	return -1
+}
+
 // RequestBodyTimeout is general_settings.request_body_timeout (default
 // 60 s): how long a client may take to send a whole request body, counted
 // from the end of its headers. Reading the response is not bounded by it.

@@ -113,6 +113,11 @@ type GeneralSettings struct {
 	// flight; past it new ones are shed with 503 (Tollgate's own key;
 	// 0 or absent: derived from GOMAXPROCS; -1: no bound).
 	MaxRequestsInFlight *int64 `yaml:"max_requests_in_flight"`
+	// MaxClientConnections bounds the connections open on the main port;
+	// past it a new connection whose first request is an inference route
+	// is answered 503 at accept (Tollgate's own key; 0 or absent: twice
+	// max_requests_in_flight; -1: no bound).
+	MaxClientConnections *int64 `yaml:"max_client_connections"`
 	// MemoryLimit is the Go runtime's soft memory limit, as GOMEMLIMIT
 	// writes it ("512MiB", "off"); GOMEMLIMIT in the environment wins;
 	// absent: nine tenths of the cgroup's memory limit, if any (Tollgate's

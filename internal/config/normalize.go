@@ -176,6 +176,9 @@ func (n *normalizer) run() error {
 	if v := c.GeneralSettings.MaxRequestsInFlight; v != nil && *v < -1 {
 		return n.errorf("$.general_settings.max_requests_in_flight", "general_settings.max_requests_in_flight must be a positive number, 0 for the default or -1 for no bound")
 	}
+	if v := c.GeneralSettings.MaxClientConnections; v != nil && *v < -1 {
+		return n.errorf("$.general_settings.max_client_connections", "general_settings.max_client_connections must be a positive number, 0 for the default or -1 for no bound")
+	}
 	for _, f := range []struct {
 		name string
 		v    *Seconds

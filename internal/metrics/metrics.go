@@ -50,6 +50,10 @@ type Options struct {
 	// InFlight, when set, reports the inference requests in flight and the
 	// bound past which new ones are shed (-1: none) at scrape time.
 	InFlight func() (n, limit int64)
+	// Connections, when set, reports the connections open on the main
+	// port and the bound past which new ones are refused at accept (-1:
+	// none) at scrape time.
+	Connections func() (n, limit int64)
 }
 
 // Allotment is one allotter's state (kind "budget" or "rate_limit"):
@@ -206,13 +210,19 @@ func New(o Options) *Metrics {
 			held:    prometheus.NewDesc(name("allotment_held"), "What this replica's allotments hold on Redis now, by kind and unit: budget in usd (summed over accounts, used or not); rate_limit in requests and tokens (window admissions not used yet) and slots (max_parallel_requests slots held).", []string{"kind", "unit"}, nil),
 		})
 	}
-	m.shed = counter("requests_shed_total", "Inference requests refused with 503 because the gateway was overloaded, by reason: in_flight (the configured bound was reached), lowered (the bound in force, lowered while goroutines waited for a CPU, was reached) or memory (the bound in force, lowered while the live heap and the runtime's memory outside it passed three quarters of the soft memory limit, was reached).", "reason")
+	m.shed = counter("requests_shed_total", "Inference requests refused with 503 because the gateway was overloaded, by reason: in_flight (the configured bound was reached), lowered (the bound in force, lowered while goroutines waited for a CPU, was reached), memory (the bound in force, lowered while the live heap and the runtime's memory outside it passed three quarters of the soft memory limit, was reached) or connections (refused at accept: the connections open on the main port reached general_settings.max_client_connections, or twice the in-flight bound in force).", "reason")
 	m.reg.MustRegister(m.shed)
 	if o.InFlight != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("requests_in_flight"), Help: "Inference requests being served by this process."},
 			func() float64 { n, _ := o.InFlight(); return float64(n) }))
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("requests_in_flight_limit"), Help: "Inference requests in flight past which new ones are shed (-1: no bound); below general_settings.max_requests_in_flight while the CPU cannot keep up."},
 			func() float64 { _, l := o.InFlight(); return float64(l) }))
+	}
+	if o.Connections != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("client_connections"), Help: "Connections open on the main port (health and metrics on SEPARATE_HEALTH_PORT not counted)."},
+			func() float64 { n, _ := o.Connections(); return float64(n) }))
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("client_connections_limit"), Help: "Connections open on the main port past which a new one carrying an inference request is refused with 503 at accept (-1: no bound); twice the in-flight bound in force at most."},
+			func() float64 { _, l := o.Connections(); return float64(l) }))
 	}
 	m.usageAdjusted = counter("usage_adjusted_total", "Answers whose usage was not booked as the upstream reported it, by provider: clamped (negative or beyond the request's hold) or estimated (none reported).", "provider", "adjustment")
 	m.reg.MustRegister(m.usageAdjusted)
@@ -387,7 +397,7 @@ func (m *Metrics) ObserveRequest(r *Request) {
 }
 
 // Shed counts an inference request refused because the gateway was
-// overloaded; reason is in_flight or lowered.
+// overloaded; reason is in_flight, lowered, memory or connections.
 func (m *Metrics) Shed(reason string) { m.shed.WithLabelValues(reason).Inc() }
 
 // RateLimited counts a rate-limit refusal.

@@ -156,6 +156,14 @@ type Server struct {
 	idle     chan struct{}
 	// shed bounds the inference requests in flight (shed.go).
 	shed *shedder
+	// shedPatterns are the routes shed wraps: the inference routes the
+	// bound at accept refuses past it (accept.go).
+	shedPatterns map[string]bool
+	// gate bounds the connections open on the main listener while
+	// serveHTTP runs (accept.go).
+	gate atomic.Pointer[connGate]
+	// metricsHandler serves /metrics (also on the health listener).
+	metricsHandler http.Handler
 	// keysLoading is set once loadKeys has started (it runs once).
 	keysLoading atomic.Bool
 }
@@ -177,7 +185,8 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.BudgetSweepInterval <= 0 {
 		opts.BudgetSweepInterval = time.Minute
 	}
-	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), clients: provider.NewClients(), idle: make(chan struct{}, 1)}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), clients: provider.NewClients(), idle: make(chan struct{}, 1),
+		shedPatterns: map[string]bool{}}
 	s.cfg.Store(cfg)
 	s.shed = newShedder(cfg.MaxRequestsInFlight(), opts.ShedOnCPU, func(reason string) { s.metrics.Shed(reason) })
 	// Redis first: a redis_url that does not parse fails before anything
@@ -226,7 +235,12 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	s.callbacks = cbs
 	s.successCallbacks = successCallbacks(cfg, cbs, s.tracer != nil)
 	mopts := metrics.Options{Prefix: cfg.GeneralSettings.MetricsPrefix, KeyLabels: cfg.GeneralSettings.MetricsKeyLabels == nil || *cfg.GeneralSettings.MetricsKeyLabels,
-		Book: s.book, Deployments: s.deploymentStates, InFlight: s.shed.InFlight}
+		Book: s.book, Deployments: s.deploymentStates, InFlight: s.shed.InFlight, Connections: func() (int64, int64) {
+			if g := s.gate.Load(); g != nil {
+				return g.Open()
+			}
+			return 0, -1
+		}}
 	if rc != nil {
 		mopts.RedisDegraded = rc.Degraded
 	} else {
@@ -448,7 +462,8 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if cfg.LiteLLMSettings.RequireAuthForMetricsEndpoint {
 		metricsAuth = func(r *http.Request) error { return mayReadMetrics(authn, r) }
 	}
-	s.Handle("GET /metrics", s.metrics.Handler(metricsAuth))
+	s.metricsHandler = s.metrics.Handler(metricsAuth)
+	s.Handle("GET /metrics", s.metricsHandler)
 	s.gw = gateway.New(gopts, authn, rt)
 	s.gw.Register(inferenceMux{s})
 	if err := s.registerPassThrough(cfg); err != nil {
@@ -482,7 +497,8 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 			return pricing.Lookup("", model)
 		}).Register(s)
 	}
-	s.registerHealth()
+	s.registerHealth(s.Handle)
+	s.Handle("GET /routes", apierror.Handler(s.log, s.listRoutes))
 	openapi.Register(pageHeaders(s.Handle), Version)
 	ui.Register(pageHeaders(s.Handle))
 	s.mux.Handle("/", s.pass.Fallback(unmatched(s.mux))) // not a route: kept out of Server.Routes
@@ -702,22 +718,36 @@ func (s *Server) runPresence(ctx context.Context) error {
 func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 	base, cancelBase := context.WithCancelCause(context.Background())
 	defer cancelBase(nil)
-	srv := &http.Server{
-		Handler:           s.track(s.handler),
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ReadHeaderTimeout: s.cfg.Load().RequestHeaderTimeout(),
-		// Request headers past 64 KiB are refused with 431 (Go's default is
-		// 1 MiB): a key, a few tags and a trace context need far less.
-		MaxHeaderBytes: 64 << 10,
-		IdleTimeout:    2 * time.Minute,
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	newServer := func() *http.Server {
+		return &http.Server{
+			Handler:           s.track(s.handler),
+			BaseContext:       func(net.Listener) context.Context { return base },
+			ReadHeaderTimeout: s.cfg.Load().RequestHeaderTimeout(),
+			// Request headers past 64 KiB are refused with 431 (Go's default is
+			// 1 MiB): a key, a few tags and a trace context need far less.
+			MaxHeaderBytes: 64 << 10,
+			IdleTimeout:    2 * time.Minute,
+			ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		}
 	}
-	// Connections are not capped (no LimitListener): a cap reached by
-	// clients' idle keep-alive pools would leave health probes and
-	// management calls waiting in the kernel's backlog. The in-flight bound
-	// (shed.go) bounds the work; IdleTimeout frees idle connections.
+	srv := newServer()
+	// Connections open are bounded at accept (accept.go): past the bound a
+	// new connection is answered a canned 503 without net/http's work,
+	// unless its first request is not an inference route (health probes,
+	// metrics, management): those are served one request each by side, a
+	// server with keep-alives off. Idle keep-alive connections are closed
+	// at the bound, so clients' pools do not refuse new connections.
+	gate := newConnGate(ln, s.cfg.Load().MaxClientConnections(), func() int64 { _, l := s.shed.InFlight(); return l },
+		s.inferenceRoute, func() { s.metrics.Shed("connections") })
+	s.gate.Store(gate)
+	srv.ConnState = gate.connState
+	side := newServer()
+	side.SetKeepAlivesEnabled(false)
+	sideLn := &sideListener{g: gate, done: make(chan struct{})}
+	go func() { _ = side.Serve(sideLn) }()
+	defer side.Close()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(gate) }()
 	select {
 	case err := <-errc:
 		s.drain(cancelBase, srv)
@@ -727,6 +757,7 @@ func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 	s.log.Info("shutting down: waiting for requests in flight", "timeout", s.opts.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
+	go func() { _ = side.Shutdown(sctx) }()
 	err := srv.Shutdown(sctx)
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		s.drain(cancelBase, srv)
@@ -808,23 +839,24 @@ func (s *Server) Close() {
 	})
 }
 
-func (s *Server) registerHealth() {
+// registerHealth registers the health routes with handle: on the main mux,
+// and on the health listener's (HealthActor).
+func (s *Server) registerHealth(handle func(string, http.Handler)) {
 	alive := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`"I'm alive!"` + "\n"))
 	}
-	s.Handle("GET /health", apierror.Handler(s.log, s.healthAll))
-	s.Handle("GET /health/liveliness", http.HandlerFunc(alive))
-	s.Handle("GET /health/liveness", http.HandlerFunc(alive))
-	s.Handle("GET /health/readiness", http.HandlerFunc(s.readiness))
-	s.Handle("GET /health/readiness/details", apierror.Handler(s.log, func(w http.ResponseWriter, r *http.Request) error {
+	handle("GET /health", apierror.Handler(s.log, s.healthAll))
+	handle("GET /health/liveliness", http.HandlerFunc(alive))
+	handle("GET /health/liveness", http.HandlerFunc(alive))
+	handle("GET /health/readiness", http.HandlerFunc(s.readiness))
+	handle("GET /health/readiness/details", apierror.Handler(s.log, func(w http.ResponseWriter, r *http.Request) error {
 		if _, err := s.authn.Authenticate(r); err != nil {
 			return apierror.Unauthorized("%v", err)
 		}
 		s.readiness(w, r)
 		return nil
 	}))
-	s.Handle("GET /routes", apierror.Handler(s.log, s.listRoutes))
 }
 
 // Handle registers a route and remembers its pattern, so a test can check

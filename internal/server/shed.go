@@ -157,6 +157,13 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 		}
 		if limit := s.limit.Load(); n > limit {
 			s.onShed(s.reason(limit))
+			if limit < s.max {
+				// The bound was lowered: the CPU or the memory cannot keep
+				// up. The client's connection is closed after the answer
+				// rather than kept idle in its pool, holding a goroutine
+				// and its buffers here.
+				w.Header().Set("Connection", "close")
+			}
 			e := &apierror.Error{Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "overloaded",
 				Message:    "the gateway is overloaded: too many requests in flight; retry after the time in Retry-After",
 				RetryAfter: shedRetryAfter, Cause: errOverloaded}
@@ -245,6 +252,7 @@ type inferenceMux struct{ s *Server }
 func (m inferenceMux) Handle(pattern string, h http.Handler) {
 	if !strings.HasPrefix(pattern, http.MethodGet+" ") {
 		h = m.s.shed.wrap(h)
+		m.s.shedPatterns[pattern] = true
 	}
 	m.s.Handle(pattern, h)
 }
