@@ -77,6 +77,10 @@ const (
 	// of IdleTimeout.
 	idleReapAge   = time.Second
 	idleReapEvery = 100 * time.Millisecond
+	// sideHeaderTimeout is the side server's ReadHeaderTimeout (at most
+	// request_header_timeout): 64 slow headers hold its places this long,
+	// not request_header_timeout (serveHTTP says why 2 s).
+	sideHeaderTimeout = 2 * time.Second
 )
 
 // refusedConn is what a connection refused at accept is answered: the
@@ -124,6 +128,57 @@ type connGate struct {
 	// peek holds the first bytes of a connection past the bound, read by
 	// Accept's goroutine only.
 	peek [1024]byte
+	// held are the connections past the bound a sniff or linger goroutine
+	// holds; shut, set at shutdown (closePast), closes them and sends no
+	// more to the side server. Pushes to side happen under heldMu.
+	heldMu sync.Mutex
+	held   map[net.Conn]struct{}
+	shut   bool
+}
+
+// hold registers c, held by a goroutine of the gate, to be closed at
+// shutdown; false once the gate is shut (the caller closes c).
+func (g *connGate) hold(c net.Conn) bool {
+	g.heldMu.Lock()
+	defer g.heldMu.Unlock()
+	if g.shut {
+		return false
+	}
+	if g.held == nil {
+		g.held = make(map[net.Conn]struct{})
+	}
+	g.held[c] = struct{}{}
+	return true
+}
+
+func (g *connGate) release(c net.Conn) {
+	g.heldMu.Lock()
+	delete(g.held, c)
+	g.heldMu.Unlock()
+}
+
+// closePast, at shutdown (the side listener's Close), closes the
+// connections past the bound not yet served: those queued for the side
+// server, which no longer accepts them, and those a sniff or linger
+// goroutine holds (their goroutines end at once). Past this point a
+// connection past the bound is never queued for the side server.
+func (g *connGate) closePast() {
+	g.heldMu.Lock()
+	g.shut = true
+	held := g.held
+	g.held = nil
+	g.heldMu.Unlock()
+	for c := range held {
+		_ = c.Close()
+	}
+	for {
+		select {
+		case c := <-g.side:
+			_ = c.Close()
+		default:
+			return
+		}
+	}
 }
 
 func newConnGate(ln net.Listener, max int64, inFlight func() int64, inference func(string, string) bool, onRefuse func()) *connGate {
@@ -200,10 +255,15 @@ func (g *connGate) past(c net.Conn) {
 	case n < 0 && g.sniffing.Add(1) <= maxSniffing:
 		go func() {
 			defer g.sniffing.Add(-1)
+			if !g.hold(c) {
+				_ = c.Close() // shutting down
+				return
+			}
 			buf := make([]byte, len(g.peek))
 			_ = c.SetReadDeadline(time.Now().Add(sniffTime))
 			n, _ := c.Read(buf)
 			_ = c.SetReadDeadline(time.Time{})
+			g.release(c)
 			if n <= 0 {
 				_ = c.Close() // no request: nothing to answer
 				return
@@ -229,11 +289,16 @@ func (g *connGate) decide(c net.Conn, first []byte) {
 	if m, p, ok := requestLine(first); ok && !g.inference(m, p) {
 		if g.exempt.Add(1) <= maxExemptConns {
 			ec := &exemptConn{Conn: c, first: bytes.Clone(first), gate: g}
-			select {
-			case g.side <- ec:
-				return
-			default:
+			g.heldMu.Lock()
+			if !g.shut {
+				select {
+				case g.side <- ec:
+					g.heldMu.Unlock()
+					return
+				default:
+				}
 			}
+			g.heldMu.Unlock()
 		}
 		g.exempt.Add(-1)
 	}
@@ -276,8 +341,11 @@ func (g *connGate) refuse(c net.Conn) {
 	if g.lingering.Add(1) <= maxLingering {
 		go func() {
 			defer g.lingering.Add(-1)
-			_ = c.SetReadDeadline(time.Now().Add(lingerTime))
-			_, _ = io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
+			if g.hold(c) {
+				_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+				_, _ = io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
+				g.release(c)
+			}
 			_ = c.Close()
 		}()
 		return
@@ -407,6 +475,11 @@ var errSideClosed = errors.New("side listener closed")
 
 func (l *sideListener) Accept() (net.Conn, error) {
 	select {
+	case <-l.done:
+		return nil, errSideClosed
+	default:
+	}
+	select {
 	case c := <-l.g.side:
 		return c, nil
 	case <-l.done:
@@ -414,8 +487,13 @@ func (l *sideListener) Accept() (net.Conn, error) {
 	}
 }
 
+// Close, at shutdown, also closes the connections past the bound not yet
+// served (connGate.closePast): nothing accepts them any more.
 func (l *sideListener) Close() error {
-	l.once.Do(func() { close(l.done) })
+	l.once.Do(func() {
+		close(l.done)
+		l.g.closePast()
+	})
 	return nil
 }
 

@@ -743,9 +743,23 @@ func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 	srv.ConnState = gate.connState
 	side := newServer()
 	side.SetKeepAlivesEnabled(false)
+	// The side server's places (maxExemptConns) are few: a connection
+	// there has sent its request line already (decide read it), and a
+	// probe's or a management call's header is a packet, so a header not
+	// whole after sideHeaderTimeout is a slow client, not a slow network
+	// (it covers a lost segment's retransmission, RTO 1 s); at
+	// request_header_timeout (10 s) 64 slow headers would refuse probes
+	// past the bound for that long.
+	if side.ReadHeaderTimeout <= 0 || side.ReadHeaderTimeout > sideHeaderTimeout {
+		side.ReadHeaderTimeout = sideHeaderTimeout
+	}
 	sideLn := &sideListener{g: gate, done: make(chan struct{})}
 	go func() { _ = side.Serve(sideLn) }()
 	defer side.Close()
+	// Shutdown closes the connections past the bound queued for the side
+	// server or held by the gate's goroutines (side.Shutdown closes sideLn
+	// too; this covers the serve error's path).
+	defer sideLn.Close()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(gate) }()
 	select {
