@@ -102,7 +102,12 @@ func TestEndUserMissReadsStoreOnce(t *testing.T) {
 	}
 	st := sqliteStore(t)
 	counted := &endUserCounter{Store: st}
-	url := serveCfg(t, cfg, Options{Store: counted, ResyncInterval: time.Hour})
+	url, srv := serveSrv(t, cfg, Options{Store: counted, ResyncInterval: time.Hour})
+	// The resync that follows the start's load of the keys first: what
+	// is made after it is in no snapshot until the next, an hour later.
+	if _, ok := within(time.Minute, func() bool { return srv.resyncDone.Load() > 0 && srv.freshN.Load() == 0 }); !ok {
+		t.Fatal("the resync after the start's load of the keys did not complete in a minute")
+	}
 	// An end user, then a key, made behind the gateway's back (as by
 	// another replica): in neither its snapshot.
 	ctx := context.Background()
@@ -142,9 +147,15 @@ func TestEndUserUnknownWithSnapshotKeyReadsNothing(t *testing.T) {
 	}
 	st := sqliteStore(t)
 	counted := &endUserCounter{Store: st}
-	url := serveCfg(t, cfg, Options{Store: counted, ResyncInterval: time.Hour})
+	url, srv := serveSrv(t, cfg, Options{Store: counted, ResyncInterval: time.Hour})
 	if code, body := send(t, url+"/key/generate", "sk-1234", `{"key": "sk-eu-snap"}`); code != 200 {
 		t.Fatal(code, body)
+	}
+	// Until the resync that follows the start's load of the keys has
+	// completed, every key may be newer than the end users (loadFresh):
+	// the steady state starts after it.
+	if _, ok := within(time.Minute, func() bool { return srv.resyncDone.Load() > 0 && srv.freshN.Load() == 0 }); !ok {
+		t.Fatal("the resync after the start's load of the keys did not complete in a minute")
 	}
 	budget := 0.00000001
 	if err := st.CreateEndUser(context.Background(), &store.EndUser{UserID: "eu-elsewhere", Metadata: map[string]any{}, Limits: store.Limits{MaxBudget: &budget}}); err != nil {
@@ -175,6 +186,11 @@ func TestKeyNewerUntilALaterResyncCompletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, srv := serveSrv(t, cfg, Options{Store: sqliteStore(t), ResyncInterval: time.Hour})
+	// Every key is newer until the resync that follows the start's load
+	// (TestEndUserMadeDuringTheStartsLoad); this test starts after it.
+	if _, ok := within(time.Minute, func() bool { return srv.resyncDone.Load() > 0 && srv.freshN.Load() == 0 }); !ok {
+		t.Fatal("the resync after the start's load of the keys did not complete in a minute")
+	}
 	if srv.keyNewer("h-old") {
 		t.Fatal("a key never read through the miss path is newer")
 	}
@@ -242,4 +258,65 @@ func BenchmarkEndUserLookup(b *testing.B) {
 			srv.authn.EndUser(ctx, p, "eu-bench-missing")
 		}
 	})
+}
+
+// gatedLoadStore holds the start's load of the keys until load is closed,
+// closes loaded once it is done, and holds every Changes read (the resync)
+// until changes is closed.
+type gatedLoadStore struct {
+	store.Store
+	load, loaded, changes chan struct{}
+}
+
+func (g *gatedLoadStore) LoadKeys(ctx context.Context, page func([]*store.Key) error) error {
+	<-g.load
+	defer close(g.loaded)
+	return g.Store.LoadKeys(ctx, page)
+}
+
+func (g *gatedLoadStore) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []store.Deletion, error) {
+	select {
+	case <-g.changes:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	return g.Store.Changes(ctx, since)
+}
+
+// TestEndUserMadeDuringTheStartsLoad: replica B reads its end users when
+// it is made and its keys later, under Serve. An end user with a budget
+// and then a key are made on A in between: the key reaches B through the
+// start's load, not through the miss path, and before the resync that
+// brings the end user. B must still hold the key's first request naming
+// that end user to its budget (CI once saw B serve it, as a new end user).
+func TestEndUserMadeDuringTheStartsLoad(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"litellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	a := serveCfg(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
+	g := &gatedLoadStore{Store: st, load: make(chan struct{}), loaded: make(chan struct{}), changes: make(chan struct{})}
+	b := serveCfg(t, cfg, Options{Store: g, ResyncInterval: time.Hour})
+	defer close(g.changes) // lets B's resync end before B stops
+	for _, body := range []string{`{"user_id": "eu-start", "max_budget": 0.00000001}`} {
+		if code, resp := send(t, a+"/end_user/new", "sk-1234", body); code != 200 {
+			t.Fatal(code, resp)
+		}
+	}
+	if code, resp := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-eu-start"}`); code != 200 {
+		t.Fatal(code, resp)
+	}
+	close(g.load)
+	select {
+	case <-g.loaded:
+	case <-time.After(time.Minute):
+		t.Fatal("B's load of the keys did not end in a minute")
+	}
+	code, body := send(t, b+"/v1/chat/completions", "sk-eu-start", `{"model":"gpt-4","max_tokens":3,"user":"eu-start","messages":[{"role":"user","content":"hi"}]}`)
+	if code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("B served end user eu-start, made on A before the key its load read, as if it had no budget: %d %s", code, body)
+	}
 }

@@ -120,9 +120,19 @@ type Server struct {
 	// completes (resyncDone). Only such a key's requests read a missing end
 	// user from the store (endUserMiss). freshN is len(fresh), read without
 	// the lock: zero in the steady state.
-	freshMu    sync.Mutex
-	fresh      map[string]uint64
-	freshN     atomic.Int64
+	freshMu sync.Mutex
+	fresh   map[string]uint64
+	freshN  atomic.Int64
+	// loadFresh: the keys read at start (loadKeys, under Serve) are all
+	// newer than the end users read by New, until a resync started after
+	// that read ended completes (loadSeq, set when loadDone): a key made on
+	// another replica between the two reads is in the snapshot without
+	// having come through keyMiss. Counted in freshN while set.
+	loadFresh, loadDone bool
+	loadSeq             uint64
+	// resyncKick asks the resync loop for a resync now (the start's load
+	// ended: the sooner one completes, the sooner loadFresh ends).
+	resyncKick chan struct{}
 	resyncSeq  atomic.Uint64 // resyncs started
 	resyncDone atomic.Uint64 // the resyncSeq of the last completed resync
 	// endMissed holds the end user ids the store did not have (endUserMiss),
@@ -338,6 +348,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Store != nil {
 		s.missed = map[string]time.Time{}
 		s.fresh = map[string]uint64{}
+		s.resyncKick = make(chan struct{}, 1)
 		aopts.Miss = s.keyMiss
 		aopts.EndUserMiss = s.endUserMiss
 	}
@@ -527,6 +538,9 @@ func (s *Server) loadKeys(ctx context.Context) {
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		put, n := s.snap.KeyLoader(), 0
 		err := s.opts.Store.LoadKeys(lctx, func(page []*store.Key) error {
+			// As keyMiss does, a new generation before the keys are in:
+			// an end user remembered missing may be older than them.
+			s.endGen.Add(1)
 			put(page)
 			n += len(page)
 			return nil
@@ -654,7 +668,9 @@ func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 	if s.opts.Store != nil {
 		// The keys are read while the HTTP server answers.
 		g.Add(lifecycle.Actor{Name: "keys", Run: func(ctx context.Context) error {
+			s.loadStarted()
 			s.loadKeys(ctx)
+			s.loadEnded()
 			<-ctx.Done()
 			return nil
 		}})
@@ -900,6 +916,7 @@ func (s *Server) resync(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.resyncKick:
 		}
 		seq := s.resyncSeq.Add(1) // before the read: keys read by keyMiss from now on are newer than it
 		started := time.Now()
@@ -1225,10 +1242,35 @@ func (s *Server) markFresh(hash string) {
 	s.freshMu.Unlock()
 }
 
+// loadStarted marks every key the start's load reads as newer than the
+// snapshot's end users (loadFresh), before the load reads any.
+func (s *Server) loadStarted() {
+	s.freshMu.Lock()
+	if !s.loadFresh {
+		s.loadFresh = true
+		s.freshN.Add(1)
+	}
+	s.freshMu.Unlock()
+}
+
+// loadEnded records the resyncs started when the start's load ended (the
+// next one to complete has read every end user made before those keys)
+// and asks for that resync now rather than a resync interval later.
+func (s *Server) loadEnded() {
+	s.freshMu.Lock()
+	s.loadSeq, s.loadDone = s.resyncSeq.Load(), true
+	s.freshMu.Unlock()
+	select {
+	case s.resyncKick <- struct{}{}:
+	default:
+	}
+}
+
 // resyncCompleted forgets the keys read through keyMiss before the resync
 // numbered seq started: that resync read every end user made before them.
 // The map holds only keys the store has, read since the last completed
-// resync, so it needs no other bound.
+// resync, so it needs no other bound. The start's load is forgotten alike
+// once a resync started after it ended completes.
 func (s *Server) resyncCompleted(seq uint64) {
 	s.resyncDone.Store(seq)
 	if s.freshN.Load() == 0 {
@@ -1240,21 +1282,30 @@ func (s *Server) resyncCompleted(seq uint64) {
 			delete(s.fresh, h)
 		}
 	}
-	s.freshN.Store(int64(len(s.fresh)))
+	if s.loadFresh && s.loadDone && s.loadSeq < seq {
+		s.loadFresh = false
+	}
+	n := int64(len(s.fresh))
+	if s.loadFresh {
+		n++
+	}
+	s.freshN.Store(n)
 	s.freshMu.Unlock()
 }
 
 // keyNewer reports whether the key hash was read through keyMiss and no
-// resync started after that has completed: the key may be newer than
-// end users this replica's snapshot lacks.
+// resync started after that has completed, or the start's load of every
+// key has not been followed by a resync yet (loadFresh): the key may be
+// newer than end users this replica's snapshot lacks.
 func (s *Server) keyNewer(hash string) bool {
 	if s.freshN.Load() == 0 {
 		return false // the steady state: one atomic load
 	}
 	s.freshMu.Lock()
 	at, ok := s.fresh[hash]
+	loading := s.loadFresh
 	s.freshMu.Unlock()
-	return ok && at >= s.resyncDone.Load()
+	return loading || ok && at >= s.resyncDone.Load()
 }
 
 // endUserMiss looks up, in the store, an end user missing from the
