@@ -62,22 +62,7 @@ func activeHolder(t *testing.T, addr string) net.Conn {
 // are still served on new connections; once the held requests finish and
 // their connections close, the count returns to 0 and requests pass again.
 func TestConnectionsPastTheBoundAreRefusedAtAccept(t *testing.T) {
-	up := &holdingUpstream{release: make(chan struct{})}
-	hs := httptest.NewServer(up)
-	t.Cleanup(hs.Close)
-	released := false
-	defer func() {
-		if !released {
-			close(up.release)
-		}
-	}()
-	yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", hs.URL) + "  max_client_connections: 2\n"
-	cfg, err := config.Parse("t.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := sqliteStore(t)
-	e := serveWith(t, cfg, Options{Store: st})
+	up, release, st, e := heldGateway(t, "max_client_connections: 2")
 	key := e.newKey(t, `{"max_budget": 1, "rpm_limit": 3}`)
 	waitOpen := func(want int64) {
 		t.Helper()
@@ -163,8 +148,7 @@ func TestConnectionsPastTheBoundAreRefusedAtAccept(t *testing.T) {
 		t.Fatalf("a refused request reached the upstream: %d arrived", n)
 	}
 
-	close(up.release)
-	released = true
+	release()
 	for range 2 {
 		if code := <-held; code != http.StatusOK {
 			t.Fatalf("a held request: %d", code)

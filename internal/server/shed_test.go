@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,6 +37,26 @@ func (u *holdingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"a b c"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}`)
 }
 
+// heldGateway serves pricedConfig with setting added under
+// general_settings on a SQLite store, upstream a holdingUpstream; release
+// lets the held requests finish (once; also at the test's end, before the
+// servers stop).
+func heldGateway(t *testing.T, setting string) (up *holdingUpstream, release func(), st store.Store, e *spendEnv) {
+	t.Helper()
+	up = &holdingUpstream{release: make(chan struct{})}
+	hs := httptest.NewServer(up)
+	t.Cleanup(hs.Close)
+	release = sync.OnceFunc(func() { close(up.release) })
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", hs.URL)+"  "+setting+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = sqliteStore(t)
+	e = serveWith(t, cfg, Options{Store: st})
+	t.Cleanup(release) // registered last: runs first, before the servers stop
+	return up, release, st, e
+}
+
 // TestOverloadIsShed: with max_requests_in_flight 2 and two requests held
 // by a slow upstream, the next inference request is answered 503
 // overloaded_error with Retry-After at once (while the two are still held:
@@ -43,22 +64,7 @@ func (u *holdingUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // request reached no upstream, took no rate-limit ticket and booked no
 // spend; once the held ones finish, requests pass again.
 func TestOverloadIsShed(t *testing.T) {
-	up := &holdingUpstream{release: make(chan struct{})}
-	hs := httptest.NewServer(up)
-	t.Cleanup(hs.Close)
-	released := false
-	defer func() {
-		if !released {
-			close(up.release)
-		}
-	}()
-	yaml := strings.ReplaceAll(pricedConfig, "{{UP}}", hs.URL) + "  max_requests_in_flight: 2\n"
-	cfg, err := config.Parse("t.yaml", []byte(yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := sqliteStore(t)
-	e := serveWith(t, cfg, Options{Store: st})
+	up, release, st, e := heldGateway(t, "max_requests_in_flight: 2")
 	// rpm_limit 3: the two held, and one after them, fit only if the shed
 	// request took no ticket.
 	key := e.newKey(t, `{"max_budget": 1, "rpm_limit": 3}`)
@@ -116,8 +122,7 @@ func TestOverloadIsShed(t *testing.T) {
 		t.Errorf("metrics under overload (%d) lack the shed count or the in-flight gauges:\n%s", code, grepLines(metrics, "in_flight"))
 	}
 
-	close(up.release)
-	released = true
+	release()
 	for range 2 {
 		r := <-held
 		if r.err != nil || r.status != http.StatusOK {
