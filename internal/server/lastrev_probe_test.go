@@ -1,0 +1,72 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/mockupstream"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// TestProbeEndUserMadeBetweenNewAndServeReachesTheSnapshot: a replica
+// reads its users, teams and end users in New, and its resync reads what
+// changed since a moment before it started, under Serve. An end user made
+// on another replica after New's read and more than the resync's overlap
+// (5 s) before Serve (a start that takes its time after the read: Python
+// hooks, a Redis that does not answer, a large read) must still reach the
+// snapshot with the first resync: else, once the start's load stops
+// counting as newer (loadFresh), the replica serves it as a new end user,
+// without its budget, for as long as the row does not change.
+//
+// The test has to let more than the overlap pass between the read and
+// Serve: that wait is the defect's condition, not a deadline (it can only
+// make the test slower, never flaky).
+func TestProbeEndUserMadeBetweenNewAndServeReachesTheSnapshot(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"litellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	a := serveCfg(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
+	if code, resp := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-eu-gap"}`); code != 200 {
+		t.Fatal(code, resp)
+	}
+
+	// B reads its end users (New), then takes its time before Serve.
+	b, err := New(cfg, Options{Store: st, ResyncInterval: time.Hour, Logger: testLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget := 0.00000001
+	if err := st.CreateEndUser(context.Background(), &store.EndUser{UserID: "eu-gap", Metadata: map[string]any{}, Limits: store.Limits{MaxBudget: &budget}}); err != nil {
+		t.Fatal(err)
+	}
+	made := time.Now()
+	for time.Since(made) < 7*time.Second { // past the resync's 5 s overlap
+		time.Sleep(100 * time.Millisecond)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.Serve(ctx, ln); close(done) }()
+	defer func() { stop(); <-done }()
+	// The resync after the start's load has completed: the steady state.
+	if _, ok := within(time.Minute, func() bool { return b.resyncDone.Load() > 0 && b.freshN.Load() == 0 }); !ok {
+		t.Fatal("the resync after the start's load of the keys did not complete in a minute")
+	}
+	url := "http://" + ln.Addr().String()
+	code, body := send(t, url+"/v1/chat/completions", "sk-eu-gap", `{"model":"gpt-4","max_tokens":3,"user":"eu-gap","messages":[{"role":"user","content":"hi"}]}`)
+	if code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("B served end user eu-gap, made after B's read in New and before Serve, as if it had no budget: %d %s", code, body)
+	}
+}
