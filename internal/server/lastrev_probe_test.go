@@ -70,3 +70,37 @@ func TestProbeEndUserMadeBetweenNewAndServeReachesTheSnapshot(t *testing.T) {
 		t.Fatalf("B served end user eu-gap, made after B's read in New and before Serve, as if it had no budget: %d %s", code, body)
 	}
 }
+
+// TestProbeEndUserMadeBeforeAKeyMadeHere: an end user with a budget made
+// on A, then a key made on B (a load balancer spreads the admin calls):
+// the key is newer than B's snapshot as surely as one B reads through its
+// miss path, so B's first request with it naming that end user holds it
+// to its budget (docs/spend-and-limits.md: "an end user made before a key
+// is enforced on a replica from the first request that uses that key
+// there"), not only after B's next resync.
+func TestProbeEndUserMadeBeforeAKeyMadeHere(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"litellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	a := serveCfg(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
+	b, srv := serveSrv(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
+	// The steady state: the resync that follows B's load has completed;
+	// the next is an hour away.
+	if _, ok := within(time.Minute, func() bool { return srv.resyncDone.Load() > 0 && srv.freshN.Load() == 0 }); !ok {
+		t.Fatal("the resync after the start's load of the keys did not complete in a minute")
+	}
+	if code, resp := send(t, a+"/end_user/new", "sk-1234", `{"user_id": "eu-here", "max_budget": 0.00000001}`); code != 200 {
+		t.Fatal(code, resp)
+	}
+	if code, resp := send(t, b+"/key/generate", "sk-1234", `{"key": "sk-eu-here"}`); code != 200 {
+		t.Fatal(code, resp)
+	}
+	code, body := send(t, b+"/v1/chat/completions", "sk-eu-here", `{"model":"gpt-4","max_tokens":3,"user":"eu-here","messages":[{"role":"user","content":"hi"}]}`)
+	if code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("B served end user eu-here, made on A before the key made on B, as if it had no budget: %d %s", code, body)
+	}
+}
