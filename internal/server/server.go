@@ -497,7 +497,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 				cb = cache.WithIndex(cb, sem.Index)
 			}
 		}
-		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithCache(cb).WithModels(&admin.Models{
+		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithNewKey(s.keyMade).WithCache(cb).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,
 			State: func(id string) (time.Time, bool) {
@@ -1248,6 +1248,16 @@ func (s *Server) markFresh(hash string) {
 	}
 	s.fresh[hash] = seq
 	s.freshMu.Unlock()
+}
+
+// keyMade marks a key made on this replica's management API as newer
+// than the end users its snapshot lacks, as keyMiss does for a key read
+// from the store: an end user made on another replica before it is read
+// on the key's first request, not served as a new one until the next
+// resync.
+func (s *Server) keyMade(hash string) {
+	s.endGen.Add(1)
+	s.markFresh(hash)
 }
 
 // loadStarted marks every key the start's load reads as newer than the
