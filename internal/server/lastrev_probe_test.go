@@ -104,3 +104,97 @@ func TestProbeEndUserMadeBeforeAKeyMadeHere(t *testing.T) {
 		t.Fatalf("B served end user eu-here, made on A before the key made on B, as if it had no budget: %d %s", code, body)
 	}
 }
+
+// pagedLoadStore gives the start's load the keys the store has when it
+// begins as one page, closes first, waits for next, then gives the keys
+// made meanwhile as a second page and closes loaded; it holds every
+// Changes read (the resync) until changes is closed.
+type pagedLoadStore struct {
+	store.Store
+	first, next, loaded, changes chan struct{}
+}
+
+func (g *pagedLoadStore) LoadKeys(ctx context.Context, page func([]*store.Key) error) error {
+	seen := map[string]bool{}
+	if err := g.Store.LoadKeys(ctx, func(p []*store.Key) error {
+		for _, k := range p {
+			seen[k.TokenHash] = true
+		}
+		return page(p)
+	}); err != nil {
+		return err
+	}
+	close(g.first)
+	select {
+	case <-g.next:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer close(g.loaded)
+	return g.Store.LoadKeys(ctx, func(p []*store.Key) error {
+		var late []*store.Key
+		for _, k := range p {
+			if !seen[k.TokenHash] {
+				late = append(late, k)
+			}
+		}
+		return page(late)
+	})
+}
+
+func (g *pagedLoadStore) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []store.Deletion, error) {
+	select {
+	case <-g.changes:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	return g.Store.Changes(ctx, since)
+}
+
+// TestEndUserLookedForAgainAfterALoadPage: during the start's load, B
+// looks for an end user the store does not have yet (and remembers it
+// missing); then A makes it, with a budget, and a key that a later page
+// of B's load reads. That page may be newer than the end user: B's first
+// request with the key naming it reads it again and holds it to its
+// budget (each page starts a new end-user generation, loadKeys).
+func TestEndUserLookedForAgainAfterALoadPage(t *testing.T) {
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	defer up.Close()
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"litellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	a := serveCfg(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
+	if code, resp := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-eu-page-1"}`); code != 200 {
+		t.Fatal(code, resp)
+	}
+	g := &pagedLoadStore{Store: st, first: make(chan struct{}), next: make(chan struct{}), loaded: make(chan struct{}), changes: make(chan struct{})}
+	b := serveCfg(t, cfg, Options{Store: g, ResyncInterval: time.Hour})
+	defer close(g.changes) // lets B's resync end before B stops
+	select {
+	case <-g.first:
+	case <-time.After(time.Minute):
+		t.Fatal("B's load of the keys did not give its first page in a minute")
+	}
+	chat := `{"model":"gpt-4","max_tokens":3,"user":"eu-page","messages":[{"role":"user","content":"hi"}]}`
+	if code, body := send(t, b+"/v1/chat/completions", "sk-eu-page-1", chat); code != 200 {
+		t.Fatalf("eu-page on B before it exists: %d %s", code, body)
+	}
+	if code, resp := send(t, a+"/end_user/new", "sk-1234", `{"user_id": "eu-page", "max_budget": 0.00000001}`); code != 200 {
+		t.Fatal(code, resp)
+	}
+	if code, resp := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-eu-page-2"}`); code != 200 {
+		t.Fatal(code, resp)
+	}
+	close(g.next)
+	select {
+	case <-g.loaded:
+	case <-time.After(time.Minute):
+		t.Fatal("B's load of the keys did not end in a minute")
+	}
+	code, body := send(t, b+"/v1/chat/completions", "sk-eu-page-2", chat)
+	if code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("B served eu-page, made on A before the key its load's second page read, as if it had no budget: %d %s", code, body)
+	}
+}
