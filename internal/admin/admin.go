@@ -46,6 +46,18 @@ type API struct {
 	keyHook *hooks.Hook
 	// cache is the response cache /cache/* manage; nil: the cache is off.
 	cache cache.Backend
+	// newKey is told of a key made here (generated or regenerated) before
+	// it is in the snapshot; nil: nobody is.
+	newKey func(hash string)
+}
+
+// WithNewKey tells f of each key made here (/key/generate,
+// /key/regenerate) before a request can find it in the snapshot: the
+// server counts such a key as newer than the end users its snapshot lacks
+// (one made on another replica before the key is read from the store).
+func (a *API) WithNewKey(f func(hash string)) *API {
+	a.newKey = f
+	return a
 }
 
 // WithKeyHook makes /key/generate ask hook first.

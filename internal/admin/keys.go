@@ -133,6 +133,9 @@ func (a *API) createKey(r *http.Request, p *auth.Principal, req *keyParams) (*st
 		}
 		return nil, "", apierror.Internal(err)
 	}
+	if a.newKey != nil {
+		a.newKey(k.TokenHash)
+	}
 	a.snap.PutKey(k)
 	a.audit(r.Context(), p, "created", "key", k.TokenHash, nil, k)
 	return k, raw, nil
@@ -406,6 +409,9 @@ func (a *API) keyRegenerate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		return storeError(err, "key", "key")
 	}
 	a.snap.DeleteKey(old.TokenHash)
+	if a.newKey != nil {
+		a.newKey(k.TokenHash)
+	}
 	a.snap.PutKey(&k)
 	a.audit(r.Context(), p, "regenerated", "key", k.TokenHash, map[string]string{"token": old.TokenHash}, k)
 	return writeJSON(w, keyResponse(&k, raw))

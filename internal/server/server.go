@@ -133,6 +133,10 @@ type Server struct {
 	// resyncKick asks the resync loop for a resync now (the start's load
 	// ended: the sooner one completes, the sooner loadFresh ends).
 	resyncKick chan struct{}
+	// readAt is when New began reading users, teams and end users: the
+	// first resync reads what changed since then (less its overlap), not
+	// since Serve, so that a row written in between is not missed.
+	readAt     time.Time
 	resyncSeq  atomic.Uint64 // resyncs started
 	resyncDone atomic.Uint64 // the resyncSeq of the last completed resync
 	// endMissed holds the end user ids the store did not have (endUserMiss),
@@ -316,6 +320,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		// under Serve, while it answers (loadKeys), so that a store of
 		// 100,000 keys answers within a second: until a key is in, its
 		// first request reads it from the store (keyMiss).
+		s.readAt = time.Now()
 		all, err := opts.Store.LoadAllButKeys(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("load users and teams: %w", err)
@@ -492,7 +497,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 				cb = cache.WithIndex(cb, sem.Index)
 			}
 		}
-		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithCache(cb).WithModels(&admin.Models{
+		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithNewKey(s.keyMade).WithCache(cb).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,
 			State: func(id string) (time.Time, bool) {
@@ -910,7 +915,10 @@ func (s *Server) resync(ctx context.Context) {
 	const resyncOverlap = 5 * time.Second
 	t := time.NewTicker(s.opts.ResyncInterval)
 	defer t.Stop()
-	since := time.Now().Add(-resyncOverlap)
+	// From New's read of users, teams and end users: what changed between
+	// it and now (a start that took its time: Python hooks, Redis, a large
+	// read) is read by the first resync, not missed for good.
+	since := s.readAt.Add(-resyncOverlap)
 	for {
 		select {
 		case <-ctx.Done():
@@ -1240,6 +1248,16 @@ func (s *Server) markFresh(hash string) {
 	}
 	s.fresh[hash] = seq
 	s.freshMu.Unlock()
+}
+
+// keyMade marks a key made on this replica's management API as newer
+// than the end users its snapshot lacks, as keyMiss does for a key read
+// from the store: an end user made on another replica before it is read
+// on the key's first request, not served as a new one until the next
+// resync.
+func (s *Server) keyMade(hash string) {
+	s.endGen.Add(1)
+	s.markFresh(hash)
 }
 
 // loadStarted marks every key the start's load reads as newer than the
