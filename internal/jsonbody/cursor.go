@@ -10,19 +10,31 @@ import (
 // members of a body they do not keep (an answer's usage and id).
 type Cursor struct {
 	b []byte
-	i int
+	i int // where the walk goes on once the recorded members are given
+	// The members Start recorded while it validated b (n counts them
+	// all; beyond cursorTops the walk finds the rest) and the next one.
+	tops [cursorTops]span
+	n, k int
 }
 
+// cursorTops is how many top-level members a Cursor records as Start
+// validates: an answer has about eight (OpenAI's id, object, created,
+// model, choices, usage, system_fingerprint, service_tier).
+const cursorTops = 12
+
 // Start validates b as Reset does (Valid, then a top-level object) and
-// places c before its first member.
+// places c before its first member. The validation records where the
+// members are, so that Next does not walk b again.
 func (c *Cursor) Start(b []byte) error {
-	*c = Cursor{}
-	if !Valid(b) {
+	c.b, c.i, c.n, c.k = nil, 0, 0, 0
+	n, ok := valid(b, c.tops[:])
+	if !ok {
 		return syntaxError(b)
 	}
-	if !c.StartValid(b) {
+	if b[skipSpace(b, 0)] != '{' { // valid: a value is there
 		return ErrNotObject
 	}
+	c.b, c.n, c.i = b, n, len(b)
 	return nil
 }
 
@@ -30,12 +42,12 @@ func (c *Cursor) Start(b []byte) error {
 // to be valid JSON (a member value of a validated body); it reports false
 // when b is not an object.
 func (c *Cursor) StartValid(b []byte) bool {
+	c.b, c.i, c.n, c.k = nil, 0, 0, 0
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		*c = Cursor{}
 		return false
 	}
-	*c = Cursor{b: b, i: skipSpace(b, i+1)}
+	c.b, c.i = b, skipSpace(b, i+1)
 	return true
 }
 
@@ -43,6 +55,16 @@ func (c *Cursor) StartValid(b []byte) bool {
 // (escapes not decoded: see KeyIs) and the raw bytes of its value. It
 // reports false after the last member.
 func (c *Cursor) Next() (key, value []byte, ok bool) {
+	if c.k < c.n && c.k < len(c.tops) {
+		s := &c.tops[c.k]
+		c.k++
+		if c.k == len(c.tops) && c.n > c.k {
+			// More members than were recorded: walk on from the next.
+			i := skipSpace(c.b, s.end) // ','
+			c.i = skipSpace(c.b, i+1)
+		}
+		return c.b[s.key+1 : s.keyEnd-1], c.b[s.val:s.end], true
+	}
 	b, i := c.b, c.i
 	if i >= len(b) || b[i] == '}' {
 		c.i = len(b)

@@ -47,37 +47,51 @@ func (o *Object) Reset(b []byte) error {
 		o.Members = make([]Member, 0, 6)
 	}
 	o.Members = o.Members[:0]
-	if !Valid(b) {
+	var tops [16]span // the members valid records as it checks b
+	n, ok := valid(b, tops[:])
+	if !ok {
 		return syntaxError(b)
 	}
 	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
+	if b[i] != '{' { // valid: a value is there
 		return ErrNotObject
 	}
-	i = skipSpace(b, i+1)
-	if b[i] == '}' {
+	for _, s := range tops[:min(n, len(tops))] {
+		o.add(b, s.key, s.keyEnd, s.val, s.end)
+	}
+	if n <= len(tops) {
 		return nil
 	}
+	// More members than were recorded: walk on from the next.
+	i = skipSpace(b, tops[len(tops)-1].end) // ','
+	i = skipSpace(b, i+1)
 	for {
 		keyStart := i
 		keyEnd := skipString(b, i)
-		key := b[keyStart+1 : keyEnd-1]
-		var k string // no pointer to it: it would move to the heap, for every member
-		if bytes.IndexByte(key, '\\') >= 0 {
-			k = unescapeKey(key)
-		} else {
-			k = keyString(key)
-		}
 		i = skipSpace(b, keyEnd)
 		i = skipSpace(b, i+1) // ':'
+		valStart := i
 		valEnd := skipValue(b, i)
-		o.Members = append(o.Members, Member{Key: k, Value: b[i:valEnd], start: keyStart, end: valEnd})
+		o.add(b, keyStart, keyEnd, valStart, valEnd)
 		i = skipSpace(b, valEnd)
 		if b[i] == '}' {
 			return nil
 		}
 		i = skipSpace(b, i+1) // ','
 	}
+}
+
+// add appends the member whose key's quote is at keyStart, whose key ends
+// (past its quote) at keyEnd and whose value is b[valStart:valEnd].
+func (o *Object) add(b []byte, keyStart, keyEnd, valStart, valEnd int) {
+	key := b[keyStart+1 : keyEnd-1]
+	var k string // no pointer to it: it would move to the heap, for every member
+	if bytes.IndexByte(key, '\\') >= 0 {
+		k = unescapeKey(key)
+	} else {
+		k = keyString(key)
+	}
+	o.Members = append(o.Members, Member{Key: k, Value: b[valStart:valEnd], start: keyStart, end: valEnd})
 }
 
 // keyString is string(key), without a copy for the members inference

@@ -16,24 +16,41 @@ const maxDepth = 10000
 // makes an indirect call per byte: every whole answer and request body is
 // checked with it (TestValidMatchesEncodingJSON, FuzzValid).
 func Valid(b []byte) bool {
+	_, ok := valid(b, nil)
+	return ok
+}
+
+// span is one top-level member of an object as valid records it: the
+// offsets of its key's opening quote, just past its key's closing quote,
+// of its value's first byte and just past its value.
+type span struct{ key, keyEnd, val, end int }
+
+// valid is Valid, and when tops is not nil and b is an object it records
+// b's top-level members in order as it checks them, the first len(tops)
+// in tops; n counts them all (n > len(tops): the rest were not recorded).
+// With tops nil it does what Valid did before it recorded anything; the
+// recording only reads offsets the check has reached (TestValidRecords,
+// FuzzValidRecords hold its spans to the walk Reset and Cursor made).
+func valid(b []byte, tops []span) (n int, ok bool) {
 	var buf [64]byte
 	stack := buf[:0] // the open containers, '{' or '['
+	rec := tops != nil
 	i := 0
 	for {
 		// A value starts at i.
 		i = skipSpace(b, i)
 		if i >= len(b) {
-			return false
+			return 0, false
 		}
 		switch c := b[i]; c {
 		case '{', '[':
 			if len(stack) == maxDepth {
-				return false
+				return 0, false
 			}
 			stack = append(stack, c)
 			i = skipSpace(b, i+1)
 			if i >= len(b) {
-				return false
+				return 0, false
 			}
 			if b[i] == c+2 { // '}' or ']': empty
 				stack = stack[:len(stack)-1]
@@ -41,8 +58,12 @@ func Valid(b []byte) bool {
 				break
 			}
 			if c == '{' {
+				k := i
 				if i = validKey(b, i); i < 0 {
-					return false
+					return 0, false
+				}
+				if rec && len(stack) == 1 {
+					n = record(tops, n, b, k, i)
 				}
 			}
 			continue
@@ -58,16 +79,22 @@ func Valid(b []byte) bool {
 			i = validNumber(b, i)
 		}
 		if i < 0 {
-			return false
+			return 0, false
 		}
 		// A value ended at i: close what it ends, or go on to the next.
 		for {
+			if rec && len(stack) == 1 && stack[0] == '{' && n <= len(tops) {
+				tops[n-1].end = i // a top-level member's value
+			}
 			i = skipSpace(b, i)
 			if len(stack) == 0 {
-				return i == len(b)
+				if i != len(b) {
+					return 0, false
+				}
+				return n, true
 			}
 			if i >= len(b) {
-				return false
+				return 0, false
 			}
 			top := stack[len(stack)-1]
 			if b[i] == top+2 {
@@ -76,17 +103,35 @@ func Valid(b []byte) bool {
 				continue
 			}
 			if b[i] != ',' {
-				return false
+				return 0, false
 			}
 			i = skipSpace(b, i+1)
 			if top == '{' {
+				k := i
 				if i = validKey(b, i); i < 0 {
-					return false
+					return 0, false
+				}
+				if rec && len(stack) == 1 {
+					n = record(tops, n, b, k, i)
 				}
 			}
 			break
 		}
 	}
+}
+
+// record notes the top-level member whose key's quote is at k and whose
+// colon ends at next (validKey's offsets) as tops[n] when there is room,
+// and returns n+1.
+func record(tops []span, n int, b []byte, k, next int) int {
+	if n < len(tops) {
+		j := next - 2 // before the colon: whitespace, then the key's closing quote
+		for b[j] != '"' {
+			j--
+		}
+		tops[n] = span{key: k, keyEnd: j + 1, val: skipSpace(b, next)}
+	}
+	return n + 1
 }
 
 // validKey checks a member's key and its colon at i (after whitespace) and

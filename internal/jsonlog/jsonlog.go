@@ -155,6 +155,23 @@ func appendFloat(b []byte, f float64) []byte {
 
 const hex = "0123456789abcdef"
 
+// load8 is the eight bytes of s at i as a little-endian word (one load).
+func load8(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// plain8 reports whether each of the eight bytes in x is ASCII that a JSON
+// string holds as it is: none is 0x80 or above, a control byte, a quote or
+// a backslash (the classic tests for a zero byte and for a byte below n,
+// on all eight at once; exact as a yes or no).
+func plain8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q, bs := x^(ones*'"'), x^(ones*'\\')
+	return ((q-ones)&^q|(bs-ones)&^bs|(x-ones*0x20)&^x|x)&highs == 0
+}
+
 // appendString is slog's JSON string (appendEscapedJSONString): quotes,
 // backslashes and control characters escaped, invalid UTF-8 as \ufffd,
 // U+2028 and U+2029 escaped, HTML characters as they are.
@@ -162,6 +179,14 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Eight bytes at a time while all are ASCII that stands as it is
+		// (the per-byte path below would only step over them).
+		for i+8 <= len(s) && plain8(load8(s, i)) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		if c := s[i]; c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
 				i++

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -147,5 +148,66 @@ func BenchmarkAppendString(b *testing.B) {
 	buf := make([]byte, 0, 256)
 	for b.Loop() {
 		buf = appendString(buf[:0], s)
+	}
+}
+
+// TestPlain8MatchesBytes: plain8 says yes exactly when each of the eight
+// bytes is one the per-byte path steps over (ASCII, not a control byte, a
+// quote or a backslash): every byte value at every position of a plain
+// word, pairs of them, and random words.
+func TestPlain8MatchesBytes(t *testing.T) {
+	plain := func(c byte) bool { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' }
+	check := func(w [8]byte) {
+		want := true
+		for _, c := range w {
+			want = want && plain(c)
+		}
+		if got := plain8(load8(string(w[:]), 0)); got != want {
+			t.Fatalf("% x: plain8 %v, want %v", w, got, want)
+		}
+	}
+	base := [8]byte{'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'}
+	for c := range 256 {
+		for p := range 8 {
+			w := base
+			w[p] = byte(c)
+			check(w)
+			for d := range 256 {
+				for q := p + 1; q < 8; q += 3 {
+					w2 := w
+					w2[q] = byte(d)
+					check(w2)
+				}
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		var w [8]byte
+		for i := range w {
+			// Mostly bytes near the edges: 0x1f/0x20, '"', '\\', 0x7f/0x80.
+			w[i] = []byte{0x1f, 0x20, 0x21, '"', '#', '[', '\\', ']', 0x7f, 0x80, 0xff, 0x00}[r.IntN(12)]
+			if r.IntN(3) == 0 {
+				w[i] = byte(r.IntN(256))
+			}
+		}
+		check(w)
+	}
+}
+
+// TestLongStringsMatchSlog: strings longer than a word with one special
+// byte or rune at every offset, so that the eight-byte steps meet it at
+// every alignment, are written as slog writes them.
+func TestLongStringsMatchSlog(t *testing.T) {
+	const base = "0123456789abcdef0123456789abcdef0123456"
+	for _, sp := range []string{"\"", "\\", "\n", "\x00", "\x1f", "\x7f", "\x80", "é", "\u2028", "\xe2\x82", "<"} {
+		for at := 0; at <= len(base); at++ {
+			for _, n := range []int{at, len(base)} {
+				s := base[:at] + sp + base[at:n]
+				if got, want := viaLine(t, when, slog.String("v", s)), viaSlog(t, when, slog.String("v", s)); got != want {
+					t.Fatalf("%q at %d of %d:\n got %s\nwant %s", sp, at, n, got, want)
+				}
+			}
+		}
 	}
 }

@@ -212,6 +212,26 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	}))
 }
 
+// utcDays is t.UTC().Format(time.DateOnly) for the rows of a batch, made
+// once per day rather than once per row (a batch's rows are mostly of one
+// day): the UTC date is the Unix day number, floor(seconds / 86,400).
+type utcDays struct {
+	n   int64
+	day string
+}
+
+func (d *utcDays) of(t time.Time) string {
+	s := t.Unix()
+	n := s / 86400
+	if s%86400 < 0 {
+		n-- // floor, for times before 1970
+	}
+	if d.day == "" || n != d.n {
+		d.n, d.day = n, t.UTC().Format(time.DateOnly)
+	}
+	return d.day
+}
+
 // applySpend writes batch through t: the rows (unless noRows), then the
 // spend, budget_spend and rollups of the rows it inserted.
 func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
@@ -248,6 +268,7 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 		failed int64
 	}
 	var tagRolls map[tagKey]*tagRoll
+	var days utcDays
 	for _, l := range batch {
 		if !inserted[l.RequestID] {
 			continue
@@ -265,7 +286,7 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 			}
 			budgets[budget{b, l.KeyHash}] += l.Cost
 		}
-		k := rollKey{l.StartedAt.UTC().Format(time.DateOnly), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
+		k := rollKey{days.of(l.StartedAt), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
 		r := rolls[k]
 		if r == nil {
 			r = &roll{}
