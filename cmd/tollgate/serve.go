@@ -97,6 +97,7 @@ func runServe(args []string) error {
 	// operator set GOGC, GOMEMLIMIT or memory_limit.
 	if memlimit.HeadroomApplies(os.Getenv, cfg.GeneralSettings.MemoryLimit) {
 		defer memlimit.Headroom()()
+		log.Info("collector headroom", "floor_bytes", memlimit.HeadroomFloor, "fraction_of_live_heap", memlimit.HeadroomFraction)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
