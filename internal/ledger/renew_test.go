@@ -134,3 +134,21 @@ func TestRenewalKeepsLiveLeasesAndMakesNone(t *testing.T) {
 		t.Fatalf("Redis at the end: spent %v held %v", Amount(spent).Dollars(), Amount(held).Dollars())
 	}
 }
+
+// BenchmarkLiveHolds is what the renewal adds to a request that holds on
+// Redis: its hold noted in flight at the hold and dropped at the settle
+// (docs/performance.md, branch leaserenew).
+func BenchmarkLiveHolds(b *testing.B) {
+	var l liveHolds
+	hs := make([]*sharedHold, 64) // requests in flight besides it
+	for i := range hs {
+		hs[i] = &sharedHold{}
+		l.add(hs[i])
+	}
+	h := &sharedHold{}
+	b.ReportAllocs()
+	for b.Loop() {
+		l.add(h)
+		l.remove(h)
+	}
+}

@@ -71,7 +71,7 @@ func asHold(r *Reservation, err error) (Hold, error) {
 // Shared keeps the spend and holds of budgeted accounts in Redis, so that
 // every replica checks one budget: a Lua script checks all of a request's
 // budgets and holds on all or none. Holds are leases that expire (a replica
-// that dies cannot strand budget). An account is seeded with the store's
+// that dies cannot strand budget), renewed while their request runs (Renew). An account is seeded with the store's
 // spend when Redis first sees it, or when the store reports a newer budget
 // period than Redis has. Accounts without a budget stay in process. When
 // Redis does not answer, or the runner knows it is down, holds fall back to the
