@@ -57,14 +57,14 @@ func runServe(args []string) error {
 	host := fs.String("host", "", "address to listen on (default: 0.0.0.0 when every request needs a key, 127.0.0.1 when the gateway serves requests without one)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	drain := fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM waits for requests in flight")
-	leaseTTL := fs.Duration("redis-lease-ttl", 15*time.Minute, "how long a Redis lease (budget hold, allotment, parallel slot) outlives a replica that crashed holding it; a request's hold is not renewed, so keep it above the longest request")
+	leaseTTL := fs.Duration("redis-lease-ttl", 15*time.Minute, "how long a Redis lease (budget hold, allotment, parallel slot) outlives a replica that crashed holding it; a live replica renews its requests' holds and slots every quarter lease while they run")
 	_ = fs.Parse(args)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "tollgate serve: unexpected argument %q (the config file goes after -f or --config)\n", fs.Arg(0))
 		os.Exit(2)
 	}
 	if *leaseTTL < time.Second {
-		fmt.Fprintf(os.Stderr, "tollgate serve: --redis-lease-ttl %v: use 1s or more (and more than the longest request: its hold is not renewed)\n", *leaseTTL)
+		fmt.Fprintf(os.Stderr, "tollgate serve: --redis-lease-ttl %v: use 1s or more\n", *leaseTTL)
 		os.Exit(2)
 	}
 	portSet := false

@@ -38,7 +38,8 @@ import (
 // settle that had in fact run, and count it twice.
 // A lease expires after Shared.LeaseTTL and is then swept by a later hold,
 // after which its absence proves nothing: a settle still in doubt at 3/4
-// of LeaseTTL after its hold (Redis away that long) is carried as plain
+// of LeaseTTL after its lease was last set (the hold placed, or its lease
+// last renewed while the request ran: renew.go; Redis away that long) is carried as plain
 // spend under the tag "s<lease>" instead, which counts it twice if the lost
 // settle had in fact run (Redis over-counts: budgets refuse early), never
 // not at all.
@@ -59,7 +60,7 @@ type carryItem struct {
 	tag    string // the marker's name after "c:"
 	lease  string // a settle in doubt: its hold's lease; "" for carried spend
 	amount int64
-	at     int64 // a settle: unix ns its hold was placed
+	at     int64 // a settle: unix ns its lease was last set (the hold placed, or its lease last renewed: renew.go)
 }
 
 // doubtList is an account's items in doubt.

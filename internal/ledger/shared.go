@@ -71,7 +71,7 @@ func asHold(r *Reservation, err error) (Hold, error) {
 // Shared keeps the spend and holds of budgeted accounts in Redis, so that
 // every replica checks one budget: a Lua script checks all of a request's
 // budgets and holds on all or none. Holds are leases that expire (a replica
-// that dies cannot strand budget). An account is seeded with the store's
+// that dies cannot strand budget), renewed while their request runs (Renew). An account is seeded with the store's
 // spend when Redis first sees it, or when the store reports a newer budget
 // period than Redis has. Accounts without a budget stay in process. When
 // Redis does not answer, or the runner knows it is down, holds fall back to the
@@ -129,6 +129,10 @@ type Shared struct {
 	// not set the local view back over a later one (mirrorAt).
 	order  sync.Mutex
 	ticket uint64
+
+	// live are the per-request holds on Redis not settled yet, whose
+	// leases Renew keeps alive (renew.go).
+	live liveHolds
 }
 
 // queue queues sc in the runner's ordered stream and numbers it (order).
@@ -563,10 +567,11 @@ func holdArgs(accounts int, nums ...int64) []byte {
 type sharedHold struct {
 	s       *Shared
 	lease   string
-	at      int64      // unix ns the hold was placed (its lease's age)
-	pending []int64    // unsynced spend sent with the hold, per shared account
-	sent    [][]string // items in doubt sent with it, per shared account; nil when none
-	keys    []string   // the budgeted accounts' keys, one each, then the presence set
+	at      int64        // unix ns the hold was placed (its lease's age)
+	renewed atomic.Int64 // unix ns its lease was last renewed from (Renew; 0: never)
+	pending []int64      // unsynced spend sent with the hold, per shared account
+	sent    [][]string   // items in doubt sent with it, per shared account; nil when none
+	keys    []string     // the budgeted accounts' keys, one each, then the presence set
 	shared  []*Account
 	others  []*Account // unbudgeted accounts, booked in process
 	amount  Amount
@@ -744,6 +749,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 	for _, a := range h.others { // in-process bookkeeping of the unbudgeted ones
 		a.used.Add(int64(h.amount))
 	}
+	s.live.add(h) // its lease renewed while it runs (renew.go)
 	return h, g != nil, nil
 }
 
@@ -979,6 +985,7 @@ func (h *sharedHold) send(actual Amount, spend bool) *settling {
 		return &settling{done: true}
 	}
 	h.settled = true
+	h.s.live.remove(h) // no longer renewed: the settle drops the lease
 	p := &settling{h: h, actual: actual, spend: spend}
 	for _, a := range h.others {
 		a.used.Add(int64(actual) - int64(h.amount))
@@ -1086,7 +1093,7 @@ func (p *settling) wait() (soft []*Account) {
 				case final == nil: // its answer came late: it ran
 					a.remote().carrying.Add(-int64(actual))
 				default:
-					a.doubtful(carryItem{tag: "s" + h.lease, lease: h.lease, amount: int64(actual), at: h.at})
+					a.doubtful(carryItem{tag: "s" + h.lease, lease: h.lease, amount: int64(actual), at: h.since()})
 				}
 			}
 			h.s.undecided.Add(-1)

@@ -91,6 +91,7 @@ func (l *Limiter) Done(t *Ticket, tokens int64) {
 		// this replica asks for later runs after it on Redis (its parallel
 		// slot is free for them). Another replica may be answered in
 		// between, for about one round trip.
+		l.redis.untrack(t) // the settlement gives its slot back
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		wait := l.redis.send(ctx, t, tokens)
 		go func() {
@@ -126,6 +127,16 @@ func (l *Limiter) Closing(t *Ticket, tokens int64) *Gate {
 		return nil
 	}
 	return &Gate{l: l, t: t, tokens: tokens}
+}
+
+// Renew keeps the parallel slots on Redis of this replica's requests alive
+// while they run, until ctx ends (nothing without Redis; renew.go).
+func (l *Limiter) Renew(ctx context.Context) {
+	if l.redis == nil {
+		<-ctx.Done()
+		return
+	}
+	l.redis.Renew(ctx)
 }
 
 // AdmitLocal decides t on this replica's own counters: after a fused

@@ -31,8 +31,11 @@ type Redis struct {
 	r      *rscript.Runner
 	prefix string
 	// LeaseTTL bounds how long a parallel slot is held by a replica that
-	// died without releasing it.
+	// died without releasing it; a live replica renews its requests'
+	// slots while they run (Renew).
 	LeaseTTL time.Duration
+
+	live liveTickets // admitted with a parallel slot, not settled (renew.go)
 }
 
 // NewRedis returns a backend on r. prefix namespaces the keys ("" for the
@@ -348,11 +351,16 @@ func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
 	keys, args := rd.args(t, t.Est, rd.LeaseTTL.Milliseconds())
 	ctx, cancel := context.WithTimeout(ctx, admitTimeout)
 	defer cancel()
+	at := time.Now().UnixNano()
 	res, err := rscript.Int64s(rd.r.Run(ctx, admitScript, keys, args...))
 	if err != nil {
 		return nil, err
 	}
-	return rd.read(t, res)
+	d, err := rd.read(t, res)
+	if d == nil && err == nil {
+		rd.track(t, at) // its slot renewed while it runs
+	}
+	return d, err
 }
 
 // read reads an admission's reply into t: the refusal, or t admitted.
@@ -439,6 +447,7 @@ type Gate struct {
 	t      *Ticket
 	tokens int64 // what the request used, for the settlement
 	lost   bool  // the admission's answer never came (Lost)
+	sent   int64 // unix ns the admission was made (AdmitCall)
 }
 
 // GateLua is the Lua of the rate limits' part.
@@ -450,6 +459,7 @@ func (g *Gate) AdmitCall() ([]string, []any) {
 	if t.lease == "" {
 		t.lease = newLease()
 	}
+	g.sent = time.Now().UnixNano()
 	return g.l.redis.args(t, t.Est, g.l.redis.LeaseTTL.Milliseconds())
 }
 
@@ -463,6 +473,8 @@ func (g *Gate) Admitted(res []int64, taken bool) error {
 	}
 	if !taken {
 		g.t.admitted, g.t.shared = false, false
+	} else if err == nil {
+		g.l.redis.track(g.t, g.sent) // its slot renewed while it runs
 	}
 	return err
 }
@@ -484,6 +496,7 @@ func (g *Gate) WasLost() bool { return g.lost }
 // DoneCall is the settlement's keys and arguments.
 func (g *Gate) DoneCall() ([]string, []any) {
 	t := g.t
+	g.l.redis.untrack(t) // the settlement gives the slot back
 	return g.l.redis.args(t, g.tokens-t.Est, t.atMS)
 }
 

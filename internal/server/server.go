@@ -670,6 +670,12 @@ func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 		// returns every rate-limit allotment.
 		g.Add(lifecycle.Actor{Name: "rate-limit allotments", Run: func(ctx context.Context) error { s.rlAllot.Run(ctx); return nil }})
 	}
+	if s.redis != nil {
+		// Keeps the Redis leases of requests in flight (budget holds,
+		// parallel slots) alive while they run. Stopped after the HTTP
+		// server, once every request has settled.
+		g.Add(lifecycle.Actor{Name: "lease renewal", Run: func(ctx context.Context) error { s.renewLeases(ctx); return nil }})
+	}
 	if s.opts.Store != nil {
 		// The keys are read while the HTTP server answers.
 		g.Add(lifecycle.Actor{Name: "keys", Run: func(ctx context.Context) error {
@@ -694,6 +700,19 @@ func (s *Server) actors(ln net.Listener) *lifecycle.Group {
 	}
 	g.Add(lifecycle.Actor{Name: "http", Run: func(ctx context.Context) error { return s.serveHTTP(ctx, ln) }})
 	return g
+}
+
+// renewLeases renews, until ctx ends, the leases on Redis of this
+// replica's requests in flight: their budget holds (ledger.Shared.Renew)
+// and parallel slots (ratelimit.Limiter.Renew), each every quarter lease.
+func (s *Server) renewLeases(ctx context.Context) {
+	var wg sync.WaitGroup
+	if s.shared != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.shared.Renew(ctx) }()
+	}
+	s.limits.Limiter.Renew(ctx)
+	wg.Wait()
 }
 
 // runWriter runs the spend writer until ctx ends, then closes it: every
