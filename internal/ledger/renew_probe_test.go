@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -84,4 +85,64 @@ func gaps(x []int64) []int64 {
 		out = append(out, x[i]-x[i-1])
 	}
 	return out
+}
+
+// TestProbeRenewalWhileRunnerDegraded: the runner's "degraded" is its
+// belief that Redis is away, and it outlasts the outage: after a flap
+// Watch waits up to 30 s between probes, so a replica whose Redis blinked
+// for a moment believes it down for that long. Renew skipped every round
+// meanwhile, so a lease it could have renewed (Redis answering all along)
+// was lost: the docs' bound (half a lease cut off) shrinks by the probe
+// wait. Here Redis answers throughout while the runner is marked down for
+// four rounds (lease 2 s): the hold must keep its lease.
+func TestProbeRenewalWhileRunnerDegraded(t *testing.T) {
+	c, r, prefix := redisRig(t, "renewdeg")
+	s := NewShared(r, SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	s.LeaseTTL = 2 * time.Second
+	key := NewAccount(store.KindKey, "k", 0, USD(1))
+	bud := "{" + prefix + "}:bud:key:k"
+	h, err := s.Reserve(context.Background(), []*Account{key}, USD(0.5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := h.(*sharedHold).lease
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); s.Renew(ctx) }()
+	defer func() { cancel(); <-done }()
+	expiry := func() int64 {
+		v, err := c.HGet(context.Background(), bud, lease).Result()
+		if err != nil {
+			return 0
+		}
+		_, x, _ := strings.Cut(v, ":")
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	first := expiry()
+	if !waitUntil(func() bool { return expiry() != first }) {
+		t.Fatal("never renewed")
+	}
+	r.Degrade(errors.New("connection reset by peer")) // a flap: marked down at once
+	if !r.Degraded() {
+		t.Fatal("the runner is not degraded")
+	}
+	// Six rounds with the runner believing Redis away, Redis answering.
+	start := time.Now()
+	lost := false
+	for time.Since(start) < 6*s.renewEvery() {
+		x := expiry()
+		now, err := c.Time(context.Background()).Result()
+		if err == nil && (x == 0 || now.UnixMilli() >= x) {
+			lost = true
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.Recover()
+	if lost {
+		t.Fatal("the hold's lease expired while Redis answered: the renewal skipped its rounds because the runner believed Redis away")
+	}
+	h.Release()
 }
