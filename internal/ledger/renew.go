@@ -126,9 +126,11 @@ func (s *Shared) Renew(ctx context.Context) {
 // renewLeases renews the leases due (see Renew); it reports how many holds
 // were renewed and how many had lost their lease on every account.
 func (s *Shared) renewLeases(ctx context.Context) (renewed, lost int) {
-	if s.r.Degraded() {
-		return 0, 0 // the next round, once Redis answers
-	}
+	// Tried even while the runner is degraded: that is its belief that
+	// Redis is away, which outlasts an outage by Watch's probe wait (up to
+	// 30 s after a flap), and a round skipped then may lose leases Redis
+	// would have renewed (TestProbeRenewalWhileRunnerDegraded). A Redis
+	// really away costs this actor a refused call, or one callWait.
 	from := renewDue(s.renewEvery())
 	now := time.Now().UnixNano()
 	var due []*sharedHold

@@ -127,9 +127,8 @@ func (rd *Redis) Renew(ctx context.Context) {
 // renewSlots renews the slots due (see Renew); it reports how many tickets
 // were renewed and how many had lost every slot.
 func (rd *Redis) renewSlots(ctx context.Context) (renewed, lost int) {
-	if rd.r.Degraded() {
-		return 0, 0
-	}
+	// Tried even while the runner is degraded (its belief outlasts an
+	// outage by Watch's probe wait): ledger's renewLeases.
 	from := int64(rd.renewEvery()) * 3 / 4 // due from 3/4 of a round (renewEvery)
 	now := time.Now().UnixNano()
 	type due struct {
