@@ -16,12 +16,13 @@ import (
 // requests run (Shared.Renew): it knows them anyway, to settle them.
 //
 // Every LeaseTTL/4 one script renews, for every hold placed (or last
-// renewed) at least LeaseTTL/4 ago, its lease on each of its accounts to
-// LeaseTTL from then. A request shorter than LeaseTTL/4 (with the default
-// 15 min, nearly all) is never renewed: the renewal adds no Redis call, and
-// nothing to a request but a map insert and delete under a mutex. A lease
-// is renewed at an age between LeaseTTL/4 and LeaseTTL/2: a round lost
-// (Redis away) is caught up by the next, before the lease ends.
+// renewed) at least 3/4 of that ago (renewDue), its lease on each of its
+// accounts to LeaseTTL from then. A request shorter than that (with the
+// default 15 min, nearly all) is never renewed: the renewal adds no Redis
+// call, and nothing to a request but a map insert and delete under a
+// mutex. A lease is first renewed at an age between 3/16 and 7/16 of
+// LeaseTTL, then at every round: a round or two lost (Redis away) are
+// caught up by the next, before the lease ends.
 //
 // A renewal never makes a lease: it sets the expiry of one that is still
 // there and has not expired by Redis's clock, and leaves anything else
@@ -93,9 +94,18 @@ return out
 // Redis while it runs.
 const renewBatch = 256
 
-// renewEvery is how often Renew runs, and the age from which a lease is
-// renewed: a quarter of the lease.
+// renewEvery is how often Renew runs: a quarter of the lease.
 func (s *Shared) renewEvery() time.Duration { return max(s.LeaseTTL/4, 10*time.Millisecond) }
+
+// renewDue is the age from which a lease is renewed: 3/4 of a round. A
+// lease renewed at one round has its since a little after that round
+// began (the script's start), so at the next round, a round later give or
+// take the scheduler, it is a little younger than a round: with a round as
+// the threshold it would be renewed only every other round, and two rounds
+// lost (an outage of just over a quarter lease) would lose it. From 3/4 of
+// a round it is renewed at every round, and three rounds come before it
+// ends (TestProbeRenewalRenewsEveryRound).
+func renewDue(every time.Duration) int64 { return int64(every) * 3 / 4 }
 
 // Renew keeps the leases of this replica's per-request holds on Redis
 // alive while their requests run, until ctx ends (the server's "lease
@@ -116,15 +126,17 @@ func (s *Shared) Renew(ctx context.Context) {
 // renewLeases renews the leases due (see Renew); it reports how many holds
 // were renewed and how many had lost their lease on every account.
 func (s *Shared) renewLeases(ctx context.Context) (renewed, lost int) {
-	if s.r.Degraded() {
-		return 0, 0 // the next round, once Redis answers
-	}
-	every := int64(s.renewEvery())
+	// Tried even while the runner is degraded: that is its belief that
+	// Redis is away, which outlasts an outage by Watch's probe wait (up to
+	// 30 s after a flap), and a round skipped then may lose leases Redis
+	// would have renewed (TestProbeRenewalWhileRunnerDegraded). A Redis
+	// really away costs this actor a refused call, or one callWait.
+	from := renewDue(s.renewEvery())
 	now := time.Now().UnixNano()
 	var due []*sharedHold
 	s.live.mu.Lock()
 	for h := range s.live.m {
-		if now-h.since() >= every {
+		if now-h.since() >= from {
 			due = append(due, h)
 		}
 	}

@@ -15,8 +15,8 @@ import (
 // and max_parallel_requests could be passed. So the replica keeps the
 // slots of its requests alive while they run (Redis.Renew), as the
 // ledger does its budget holds (ledger/renew.go): every LeaseTTL/4 one
-// script renews the slots taken (or last renewed) at least LeaseTTL/4 ago
-// to LeaseTTL from then. A request shorter than LeaseTTL/4 is never
+// script renews the slots taken (or last renewed) at least 3/4 of that
+// ago to LeaseTTL from then. A request shorter than that is never
 // renewed, and the renewal adds no Redis call to any request. A renewal
 // never makes a slot: a slot given back, or expired (Redis away for
 // longer than the lease), stays gone; its request runs on, and its
@@ -103,8 +103,10 @@ return out
 // renewBatch bounds the tickets one renewal script takes.
 const renewBatch = 256
 
-// renewEvery is how often Renew runs, and the age from which a slot is
-// renewed: a quarter of the lease.
+// renewEvery is how often Renew runs: a quarter of the lease. A slot is
+// renewed from an age of 3/4 of that, so that one renewed at a round (its
+// since a little after the round began) is renewed again at the next, not
+// every other round (ledger's renewDue; TestProbeSlotRenewalRenewsEveryRound).
 func (rd *Redis) renewEvery() time.Duration { return max(rd.LeaseTTL/4, 10*time.Millisecond) }
 
 // Renew keeps the parallel slots of this replica's requests alive while
@@ -125,10 +127,9 @@ func (rd *Redis) Renew(ctx context.Context) {
 // renewSlots renews the slots due (see Renew); it reports how many tickets
 // were renewed and how many had lost every slot.
 func (rd *Redis) renewSlots(ctx context.Context) (renewed, lost int) {
-	if rd.r.Degraded() {
-		return 0, 0
-	}
-	every := int64(rd.renewEvery())
+	// Tried even while the runner is degraded (its belief outlasts an
+	// outage by Watch's probe wait): ledger's renewLeases.
+	from := int64(rd.renewEvery()) * 3 / 4 // due from 3/4 of a round (renewEvery)
 	now := time.Now().UnixNano()
 	type due struct {
 		t     *Ticket
@@ -137,7 +138,7 @@ func (rd *Redis) renewSlots(ctx context.Context) (renewed, lost int) {
 	var all []due
 	rd.live.mu.Lock()
 	for t, s := range rd.live.m {
-		if now-s.since >= every {
+		if now-s.since >= from {
 			all = append(all, due{t, s.lease})
 		}
 	}
