@@ -99,7 +99,7 @@ func FuzzLineMatchesSlog(f *testing.F) {
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return
 		}
-		attrs := []slog.Attr{slog.String("s", s), slog.Int64("n", n), slog.Float64("x", x), slog.Bool("b", b), slog.Duration("d", time.Duration(n))}
+		attrs := []slog.Attr{slog.String("s", s), slog.Int64("n", n), slog.Float64("x", x), slog.Bool("b", b), slog.Duration("d", time.Duration(n)), slog.Int64(s, n)}
 		if got, want := viaLine(t, when, attrs...), viaSlog(t, when, attrs...); got != want {
 			t.Errorf("\n got %s\nwant %s", got, want)
 		}
