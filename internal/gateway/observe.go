@@ -78,6 +78,30 @@ func (o *Telemetry) finished(c *call, status int) {
 	}
 }
 
+// The request line's keys, encoded once (jsonlog.NewKey).
+var (
+	keyCallID           = jsonlog.NewKey("call_id")
+	keyOp               = jsonlog.NewKey("op")
+	keyKeyHash          = jsonlog.NewKey("key_hash")
+	keyKeyAlias         = jsonlog.NewKey("key_alias")
+	keyUser             = jsonlog.NewKey("user")
+	keyTeam             = jsonlog.NewKey("team")
+	keyEndUser          = jsonlog.NewKey("end_user")
+	keyModelGroup       = jsonlog.NewKey("model_group")
+	keyDeployment       = jsonlog.NewKey("deployment")
+	keyProvider         = jsonlog.NewKey("provider")
+	keyStream           = jsonlog.NewKey("stream")
+	keyStatus           = jsonlog.NewKey("status")
+	keyPromptTokens     = jsonlog.NewKey("prompt_tokens")
+	keyCompletionTokens = jsonlog.NewKey("completion_tokens")
+	keyUsageReported    = jsonlog.NewKey("usage_reported")
+	keyCost             = jsonlog.NewKey("cost")
+	keyLatency          = jsonlog.NewKey("latency")
+	keyOverhead         = jsonlog.NewKey("overhead")
+	keyCacheHit         = jsonlog.NewKey("cache_hit")
+	keyGuardrails       = jsonlog.NewKey("guardrails")
+)
+
 // logLine writes the call's request line. Under the gateway's own JSON
 // handler (jsonlog) the line is appended straight into a pooled buffer,
 // the same bytes slog would write (TestRequestLineMatchesSlog); under any
@@ -98,29 +122,29 @@ func (o *Telemetry) logLine(c *call, status int, total, overhead time.Duration, 
 	ctx := c.r.Context()
 	if h := jsonlog.Of(o.Log); h != nil {
 		if l := h.Begin(ctx, time.Now(), slog.LevelInfo, "request"); l != nil {
-			l.String("call_id", c.id)
-			l.String("op", c.op.String())
-			l.String("key_hash", keyPrefix)
-			l.String("key_alias", alias)
-			l.String("user", user)
-			l.String("team", team)
-			l.String("end_user", clip(req.user))
-			l.String("model_group", clip(req.model))
-			l.String("deployment", deployment)
-			l.String("provider", prov)
-			l.Bool("stream", req.stream)
-			l.Int64("status", int64(status))
-			l.Int64("prompt_tokens", res.usage.Prompt)
-			l.Int64("completion_tokens", res.usage.Completion)
-			l.Bool("usage_reported", res.hasUsage)
-			l.Float64("cost", c.cost)
-			l.Duration("latency", total)
-			l.Duration("overhead", overhead)
+			l.String(keyCallID, c.id)
+			l.String(keyOp, c.op.String())
+			l.String(keyKeyHash, keyPrefix)
+			l.String(keyKeyAlias, alias)
+			l.String(keyUser, user)
+			l.String(keyTeam, team)
+			l.String(keyEndUser, clip(req.user))
+			l.String(keyModelGroup, clip(req.model))
+			l.String(keyDeployment, deployment)
+			l.String(keyProvider, prov)
+			l.Bool(keyStream, req.stream)
+			l.Int64(keyStatus, int64(status))
+			l.Int64(keyPromptTokens, res.usage.Prompt)
+			l.Int64(keyCompletionTokens, res.usage.Completion)
+			l.Bool(keyUsageReported, res.hasUsage)
+			l.Float64(keyCost, c.cost)
+			l.Duration(keyLatency, total)
+			l.Duration(keyOverhead, overhead)
 			if c.cache != nil && c.cache.hit != nil {
-				l.Bool("cache_hit", true)
+				l.Bool(keyCacheHit, true)
 			}
 			if g := c.guardrailsLogged(); g != "" {
-				l.String("guardrails", g)
+				l.String(keyGuardrails, g)
 			}
 			if h.Write(l) {
 				return

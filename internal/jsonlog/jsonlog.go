@@ -96,29 +96,38 @@ func (h *Handler) Write(l *Line) bool {
 	return ok
 }
 
-func (l *Line) key(k string) []byte {
-	b := append(l.buf, ',')
-	b = appendString(b, k)
-	return append(b, ':')
+// Key is a line's attribute key, encoded once: the bytes `,"k":` that
+// every appender writes before its value, as slog's JSON handler writes
+// them. A caller makes its keys with NewKey once (package variables)
+// rather than escaping the same keys on every line. The zero Key is not a
+// key.
+type Key struct{ enc string }
+
+// NewKey is k encoded as slog's JSON handler writes an attribute key.
+func NewKey(k string) Key {
+	b := appendString([]byte{','}, k)
+	return Key{enc: string(append(b, ':'))}
 }
 
+func (l *Line) key(k Key) []byte { return append(l.buf, k.enc...) }
+
 // String appends slog.String(k, v).
-func (l *Line) String(k, v string) { l.buf = appendString(l.key(k), v) }
+func (l *Line) String(k Key, v string) { l.buf = appendString(l.key(k), v) }
 
 // Int64 appends slog.Int64(k, v) (and slog.Int).
-func (l *Line) Int64(k string, v int64) { l.buf = strconv.AppendInt(l.key(k), v, 10) }
+func (l *Line) Int64(k Key, v int64) { l.buf = strconv.AppendInt(l.key(k), v, 10) }
 
 // Bool appends slog.Bool(k, v).
-func (l *Line) Bool(k string, v bool) { l.buf = strconv.AppendBool(l.key(k), v) }
+func (l *Line) Bool(k Key, v bool) { l.buf = strconv.AppendBool(l.key(k), v) }
 
 // Duration appends slog.Duration(k, v): nanoseconds, as json.Marshal.
-func (l *Line) Duration(k string, v time.Duration) {
+func (l *Line) Duration(k Key, v time.Duration) {
 	l.buf = strconv.AppendInt(l.key(k), int64(v), 10)
 }
 
 // Float64 appends slog.Float64(k, v), which slog writes with
 // json.Marshal's float format.
-func (l *Line) Float64(k string, v float64) {
+func (l *Line) Float64(k Key, v float64) {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		l.bad = true
 		return

@@ -30,15 +30,15 @@ func viaLine(t testing.TB, at time.Time, attrs ...slog.Attr) string {
 	for _, a := range attrs {
 		switch v := a.Value; v.Kind() {
 		case slog.KindString:
-			l.String(a.Key, v.String())
+			l.String(NewKey(a.Key), v.String())
 		case slog.KindInt64:
-			l.Int64(a.Key, v.Int64())
+			l.Int64(NewKey(a.Key), v.Int64())
 		case slog.KindBool:
-			l.Bool(a.Key, v.Bool())
+			l.Bool(NewKey(a.Key), v.Bool())
 		case slog.KindFloat64:
-			l.Float64(a.Key, v.Float64())
+			l.Float64(NewKey(a.Key), v.Float64())
 		case slog.KindDuration:
-			l.Duration(a.Key, v.Duration())
+			l.Duration(NewKey(a.Key), v.Duration())
 		default:
 			t.Fatalf("kind %v", v.Kind())
 		}
@@ -99,21 +99,23 @@ func FuzzLineMatchesSlog(f *testing.F) {
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return
 		}
-		attrs := []slog.Attr{slog.String("s", s), slog.Int64("n", n), slog.Float64("x", x), slog.Bool("b", b), slog.Duration("d", time.Duration(n))}
+		attrs := []slog.Attr{slog.String("s", s), slog.Int64("n", n), slog.Float64("x", x), slog.Bool("b", b), slog.Duration("d", time.Duration(n)), slog.Int64(s, n)}
 		if got, want := viaLine(t, when, attrs...), viaSlog(t, when, attrs...); got != want {
 			t.Errorf("\n got %s\nwant %s", got, want)
 		}
 	})
 }
 
+var benchCallID, benchStatus, benchCost = NewKey("call_id"), NewKey("status"), NewKey("cost")
+
 func BenchmarkLine(b *testing.B) {
 	h := New(discard{})
 	b.ReportAllocs()
 	for b.Loop() {
 		l := h.Begin(context.Background(), when, slog.LevelInfo, "request")
-		l.String("call_id", "0194f3a2b7c1d2e3f4a5b6c7d8e9f0a1")
-		l.Int64("status", 200)
-		l.Float64("cost", 0.00012)
+		l.String(benchCallID, "0194f3a2b7c1d2e3f4a5b6c7d8e9f0a1")
+		l.Int64(benchStatus, 200)
+		l.Float64(benchCost, 0.00012)
 		h.Write(l)
 	}
 }
@@ -207,6 +209,28 @@ func TestLongStringsMatchSlog(t *testing.T) {
 				if got, want := viaLine(t, when, slog.String("v", s)), viaSlog(t, when, slog.String("v", s)); got != want {
 					t.Fatalf("%q at %d of %d:\n got %s\nwant %s", sp, at, n, got, want)
 				}
+			}
+		}
+	}
+}
+
+// TestNewKeyMatchesSlog: a key made once with NewKey writes what slog
+// writes for that key, for plain keys and for keys slog must escape
+// (quotes, backslashes, control bytes, invalid UTF-8, U+2028), and one Key
+// used on many lines writes the same bytes each time.
+func TestNewKeyMatchesSlog(t *testing.T) {
+	for _, k := range []string{"call_id", "", "a\"b", "back\\slash", "tab\t", "nl\n", "\x00\x1f", "\xff", "é", "\u2028x", "<&>"} {
+		want := viaSlog(t, when, slog.String(k, "v"), slog.Int64(k, 1))
+		key := NewKey(k)
+		for range 3 {
+			var buf bytes.Buffer
+			h := New(&buf)
+			l := h.Begin(context.Background(), when, slog.LevelInfo, "request")
+			l.String(key, "v")
+			l.Int64(key, 1)
+			h.Write(l)
+			if got := buf.String(); got != want {
+				t.Fatalf("key %q:\n got %s\nwant %s", k, got, want)
 			}
 		}
 	}
