@@ -72,41 +72,32 @@ func logID(kind store.Kind, id string) string {
 // and a body the handler left unread is not waited for past it either.
 // (http.Server.ReadTimeout would do the first half but stay armed after the
 // body, and its expiry would then cancel the request's context mid-stream.)
-//
-// On HTTP/1.x the clear is net/http's own: when a request's body reaches
-// its end, the server starts its background read of the connection and
-// clears the connection's read deadline first (connReader.startBackgroundRead,
-// registered on the body's EOF before the handler runs), so clearing it
-// again here would be a deadline update for nothing (≈ 360 instructions a
-// request). Another protocol's body is cleared here.
 func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
 			if http.NewResponseController(w).SetReadDeadline(time.Now().Add(d)) == nil {
-				r.Body = &deadlineBody{ReadCloser: r.Body, w: w, limit: d, done: r.ProtoMajor == 1}
+				r.Body = &deadlineBody{ReadCloser: r.Body, w: w, limit: d}
 			}
 		}
 		h.ServeHTTP(w, r)
 	})
 }
 
-// deadlineBody clears the read deadline at the end of the body (unless
-// net/http does, done from the start) and turns its expiry into a 408.
+// deadlineBody clears the read deadline at the end of the body and turns
+// its expiry into a 408.
 type deadlineBody struct {
 	io.ReadCloser
 	w     http.ResponseWriter
 	limit time.Duration
-	done  bool // the deadline is cleared, or will be without us
+	done  bool
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	switch {
-	case err == io.EOF:
-		if !b.done {
-			b.done = true
-			_ = http.NewResponseController(b.w).SetReadDeadline(time.Time{})
-		}
+	case err == io.EOF && !b.done:
+		b.done = true
+		_ = http.NewResponseController(b.w).SetReadDeadline(time.Time{})
 	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
 		err = apierror.BodyTimeout(b.limit)
 	}
