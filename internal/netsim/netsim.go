@@ -66,9 +66,23 @@ func (p *Proxy) serve(ln net.Listener) {
 				c.Close()
 				continue
 			}
+			// BlackHole may have run while this connection was dialled: it
+			// cleared p.conns before this one was in, so check again under
+			// the lock (a connection forwarded past the black hole let
+			// TestDatabaseBlackHole's store calls through).
 			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
+			holed = p.holed
+			if holed {
+				p.held = append(p.held, c)
+			} else {
+				p.conns = append(p.conns, c, u)
+			}
 			p.mu.Unlock()
+			if holed {
+				u.Close()
+				go p.swallow(c)
+				continue
+			}
 			go func() {
 				p.forward(u, c)
 				u.Close()
