@@ -303,14 +303,7 @@ func (g *gatedLoadStore) Changes(ctx context.Context, since time.Time) (*store.S
 // brings the end user. B must still hold the key's first request naming
 // that end user to its budget (CI once saw B serve it, as a new end user).
 func TestEndUserMadeDuringTheStartsLoad(t *testing.T) {
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"litellm_settings:\n  budget_enforcement: strict\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := sqliteStore(t)
-	a := serveCfg(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
+	cfg, st, a := strictReplicaA(t)
 	g := &gatedLoadStore{Store: st, load: make(chan struct{}), loaded: make(chan struct{}), changes: make(chan struct{})}
 	b := serveCfg(t, cfg, Options{Store: g, ResyncInterval: time.Hour})
 	defer close(g.changes) // lets B's resync end before B stops
@@ -332,4 +325,20 @@ func TestEndUserMadeDuringTheStartsLoad(t *testing.T) {
 	if code != 400 || !strings.Contains(body, "budget_exceeded") {
 		t.Fatalf("B served end user eu-start, made on A before the key its load read, as if it had no budget: %d %s", code, body)
 	}
+}
+
+// strictReplicaA starts the end-user tests' replica A: strict budgets, the
+// priced config on a mock upstream, a SQLite store the test's other
+// replicas share, a resync an hour away. It returns the config, the store
+// and A's URL.
+func strictReplicaA(t *testing.T) (*config.Config, store.Store, string) {
+	t.Helper()
+	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
+	t.Cleanup(up.Close)
+	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"litellm_settings:\n  budget_enforcement: strict\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := sqliteStore(t)
+	return cfg, st, serveCfg(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
 }

@@ -3,13 +3,10 @@ package server
 import (
 	"context"
 	"net"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/config"
-	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -27,14 +24,7 @@ import (
 // Serve: that wait is the defect's condition, not a deadline (it can only
 // make the test slower, never flaky).
 func TestProbeEndUserMadeBetweenNewAndServeReachesTheSnapshot(t *testing.T) {
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"litellm_settings:\n  budget_enforcement: strict\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := sqliteStore(t)
-	a := serveCfg(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
+	cfg, st, a := strictReplicaA(t)
 	if code, resp := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-eu-gap"}`); code != 200 {
 		t.Fatal(code, resp)
 	}
@@ -79,14 +69,7 @@ func TestProbeEndUserMadeBetweenNewAndServeReachesTheSnapshot(t *testing.T) {
 // is enforced on a replica from the first request that uses that key
 // there"), not only after B's next resync.
 func TestProbeEndUserMadeBeforeAKeyMadeHere(t *testing.T) {
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"litellm_settings:\n  budget_enforcement: strict\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := sqliteStore(t)
-	a := serveCfg(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
+	cfg, st, a := strictReplicaA(t)
 	b, srv := serveSrv(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
 	// The steady state: the resync that follows B's load has completed;
 	// the next is an hour away.
@@ -158,14 +141,7 @@ func (g *pagedLoadStore) Changes(ctx context.Context, since time.Time) (*store.S
 // request with the key naming it reads it again and holds it to its
 // budget (each page starts a new end-user generation, loadKeys).
 func TestEndUserLookedForAgainAfterALoadPage(t *testing.T) {
-	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
-	defer up.Close()
-	cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)+"litellm_settings:\n  budget_enforcement: strict\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := sqliteStore(t)
-	a := serveCfg(t, cfg, Options{Store: st, ResyncInterval: time.Hour})
+	cfg, st, a := strictReplicaA(t)
 	if code, resp := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-eu-page-1"}`); code != 200 {
 		t.Fatal(code, resp)
 	}
