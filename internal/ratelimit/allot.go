@@ -163,6 +163,10 @@ const (
 	// allotIdle is how many intervals without requests an allotment is
 	// kept before it is returned.
 	allotIdle = 5
+	// parallelSpare is the least room a max_parallel_requests allotment
+	// asks beyond the recent peak in flight: at 2,000 req/s, the arrivals
+	// of a 16 ms pause.
+	parallelSpare = 32
 	// allotForget is how many idle intervals an empty rule's state is
 	// kept before it is dropped.
 	allotForget = 600
@@ -758,14 +762,16 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 		case Requests:
 			want = max(4*asked, 2)
 		case Parallel:
-			// Four times the recent peak: requests in flight pile up
-			// while the process is descheduled or collecting (a few ms
-			// on a busy machine), and a request past the cap runs the
-			// per-request script, whose round trip makes it the slowest
-			// (branch tail3: 12 % of requests at 2,000 req/s with twice
-			// the last interval's peak).
+			// Twice the recent peak and at least parallelSpare more:
+			// requests in flight pile up while the process is
+			// descheduled or collecting (a few ms on a busy machine),
+			// and a request past the cap runs the per-request script,
+			// whose round trip makes it the slowest (branch tail3: 12 %
+			// of the tickets at 2,000 req/s with twice the last
+			// interval's peak). The spare is added, not multiplied: a
+			// flush adds and removes every slot it holds.
 			e.high = max(e.peak, e.high-e.high/8)
-			want = max(4*e.high, e.inflight+2)
+			want = max(2*e.high, e.high+parallelSpare, e.inflight+2)
 		}
 		if count == 0 {
 			want = max(want, e.want)
