@@ -163,9 +163,9 @@ const (
 	// allotIdle is how many intervals without requests an allotment is
 	// kept before it is returned.
 	allotIdle = 5
-	// parallelSpare is the least room a max_parallel_requests allotment
-	// asks beyond the recent peak in flight: at 2,000 req/s, the arrivals
-	// of a 16 ms pause.
+	// parallelSpare is the most room a max_parallel_requests allotment
+	// asks beyond the recent peak in flight for arrivals during a pause:
+	// at 2,000 req/s on one rule, the arrivals of a 16 ms pause.
 	parallelSpare = 32
 	// allotForget is how many idle intervals an empty rule's state is
 	// kept before it is dropped.
@@ -769,9 +769,13 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 			// whose round trip makes it the slowest (branch tail3: 12 %
 			// of the tickets at 2,000 req/s with twice the last
 			// interval's peak). The spare is added, not multiplied: a
-			// flush adds and removes every slot it holds.
+			// flush adds and removes every slot it holds. It follows the
+			// rule's arrivals (a sixth of an interval's: a 16 ms pause
+			// of a 100 ms interval), so that a key with few requests
+			// does not make every flush carry parallelSpare members.
 			e.high = max(e.peak, e.high-e.high/8)
-			want = max(2*e.high, e.high+parallelSpare, e.inflight+2)
+			spare := min(parallelSpare, asked/6+1)
+			want = max(2*e.high, e.high+spare, e.inflight+2)
 		}
 		if count == 0 {
 			want = max(want, e.want)

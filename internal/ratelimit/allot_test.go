@@ -567,7 +567,9 @@ func TestParallelAllotmentCoversARecentBurst(t *testing.T) {
 	}
 	burst(2) // two requests: the rule gets an allotment at the flush
 	flush()
-	burst(4) // an interval whose peak is 4
+	burst(4) // the allotment grows to cover four
+	flush()
+	burst(4) // an interval whose peak on the allotment is 4
 	flush()
 	burst(1) // a quiet one
 	burst(1)
@@ -583,5 +585,40 @@ func TestParallelAllotmentCoversARecentBurst(t *testing.T) {
 	rd := NewRedis(nil, prefix)
 	if n, err := c.ZCard(context.Background(), rd.key(&rule)).Result(); err != nil || n != 0 {
 		t.Fatalf("after the stop Redis holds %d slots (%v)", n, err)
+	}
+}
+
+// TestParallelAllotmentOfAQuietRuleStaysSmall: the room a
+// max_parallel_requests allotment keeps for arrivals during a pause
+// follows the rule's arrivals, so a key with one request an interval holds
+// a few slots on Redis, not parallelSpare more (every flush re-adds every
+// slot a replica holds: thousands of quiet keys would make each flush
+// carry thousands of members).
+func TestParallelAllotmentOfAQuietRuleStaysSmall(t *testing.T) {
+	c, prefix := realRedis(t)
+	l, a := allotReplica(t, c, prefix, time.Hour) // flushed by the test only
+	rule := Rule{Scope: keyScope, Kind: Parallel, Limit: 1000, Name: "max_parallel_requests"}
+	rd := NewRedis(nil, prefix)
+	for i := range 6 {
+		for range 2 { // two requests an interval, one at a time
+			tk := ticket(0, rule)
+			if d := l.Admit(context.Background(), tk); d != nil {
+				t.Fatal(d)
+			}
+			l.Done(tk, 0)
+		}
+		if err := a.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.ZCard(context.Background(), rd.key(&rule)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 8 {
+			t.Fatalf("after flush %d a rule with one request in flight at a time holds %d slots on Redis", i, n)
+		}
+	}
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
