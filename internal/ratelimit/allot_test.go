@@ -533,3 +533,92 @@ func TestAllotmentsNoScriptPerRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestParallelAllotmentCoversARecentBurst: a max_parallel_requests
+// allotment is sized for the bursts of recent intervals, not only the last
+// one's: after an interval with 4 requests in flight at once and a quiet
+// one with 1, a burst of 8 is decided in process, without a per-request
+// script (each would add a Redis round trip to the requests that already
+// waited most: issue 31, item 3, branch tail3). The slots stay within the
+// limit's share, and are all returned at the stop.
+func TestParallelAllotmentCoversARecentBurst(t *testing.T) {
+	c, prefix := realRedis(t)
+	l, a := allotReplica(t, c, prefix, time.Hour) // flushed by the test only
+	rule := Rule{Scope: keyScope, Kind: Parallel, Limit: 1000, Name: "max_parallel_requests"}
+	flush := func() {
+		t.Helper()
+		if err := a.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	burst := func(n int) {
+		t.Helper()
+		var tks []*Ticket
+		for range n {
+			tk := ticket(0, rule)
+			if d := l.Admit(context.Background(), tk); d != nil {
+				t.Fatal(d)
+			}
+			tks = append(tks, tk)
+		}
+		for _, tk := range tks {
+			l.Done(tk, 0)
+		}
+	}
+	burst(2) // two requests: the rule gets an allotment at the flush
+	flush()
+	burst(4) // the allotment grows to cover four
+	flush()
+	burst(4) // an interval whose peak on the allotment is 4
+	flush()
+	burst(1) // a quiet one
+	burst(1)
+	flush()
+	remote := a.Remote.Load()
+	burst(8)
+	if n := a.Remote.Load() - remote; n != 0 {
+		t.Fatalf("%d of a burst of 8 (twice the peak of the interval before last) ran the per-request script", n)
+	}
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rd := NewRedis(nil, prefix)
+	if n, err := c.ZCard(context.Background(), rd.key(&rule)).Result(); err != nil || n != 0 {
+		t.Fatalf("after the stop Redis holds %d slots (%v)", n, err)
+	}
+}
+
+// TestParallelAllotmentOfAQuietRuleStaysSmall: the room a
+// max_parallel_requests allotment keeps for arrivals during a pause
+// follows the rule's arrivals, so a key with one request an interval holds
+// a few slots on Redis, not parallelSpare more (every flush re-adds every
+// slot a replica holds: thousands of quiet keys would make each flush
+// carry thousands of members).
+func TestParallelAllotmentOfAQuietRuleStaysSmall(t *testing.T) {
+	c, prefix := realRedis(t)
+	l, a := allotReplica(t, c, prefix, time.Hour) // flushed by the test only
+	rule := Rule{Scope: keyScope, Kind: Parallel, Limit: 1000, Name: "max_parallel_requests"}
+	rd := NewRedis(nil, prefix)
+	for i := range 6 {
+		for range 2 { // two requests an interval, one at a time
+			tk := ticket(0, rule)
+			if d := l.Admit(context.Background(), tk); d != nil {
+				t.Fatal(d)
+			}
+			l.Done(tk, 0)
+		}
+		if err := a.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.ZCard(context.Background(), rd.key(&rule)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 8 {
+			t.Fatalf("after flush %d a rule with one request in flight at a time holds %d slots on Redis", i, n)
+		}
+	}
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
