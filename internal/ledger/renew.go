@@ -58,9 +58,9 @@ func (l *liveHolds) remove(h *sharedHold) bool {
 }
 
 // since is when h's lease was last set to LeaseTTL from then, as far as
-// this replica knows (unix ns, its clock): the hold's placement, or the
-// start of the last renewal Redis answered. Redis's expiry is no earlier
-// than since + LeaseTTL.
+// this replica knows (Shared.clock, monotonic): the hold's placement, or
+// the start of the last renewal Redis answered. Redis's expiry is no
+// earlier than since + LeaseTTL.
 func (h *sharedHold) since() int64 { return max(h.at, h.renewed.Load()) }
 
 // renewScript renews leases: KEYS are each hold's account hashes, ARGV the
@@ -132,7 +132,7 @@ func (s *Shared) renewLeases(ctx context.Context) (renewed, lost int) {
 	// would have renewed (TestProbeRenewalWhileRunnerDegraded). A Redis
 	// really away costs this actor a refused call, or one callWait.
 	from := renewDue(s.renewEvery())
-	now := time.Now().UnixNano()
+	now := s.clock()
 	var due []*sharedHold
 	s.live.mu.Lock()
 	for h := range s.live.m {
@@ -153,7 +153,7 @@ func (s *Shared) renewLeases(ctx context.Context) (renewed, lost int) {
 			keys = append(keys, k...)
 			args = append(args, len(k), h.lease)
 		}
-		start := time.Now().UnixNano()
+		start := s.clock()
 		cctx, cancel := context.WithTimeout(ctx, s.callWait())
 		res, err := rscript.Int64s(s.r.Run(cctx, renewScript, keys, args...))
 		cancel()

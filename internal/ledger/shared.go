@@ -133,7 +133,18 @@ type Shared struct {
 	// live are the per-request holds on Redis not settled yet, whose
 	// leases Renew keeps alive (renew.go).
 	live liveHolds
+	// epoch is clock's origin; now reads the time (time.Now; tests step it).
+	epoch time.Time
+	now   func() time.Time
 }
+
+// clock is this replica's monotonic time, ns since s was made: when a
+// lease was last set, as far as this replica knows (a hold's at, renewed;
+// a settle in doubt's at), is compared with it. Time.Sub reads the
+// monotonic clock, so a wall clock stepped back does not make a live
+// lease look young (renewed too late: lost), nor a settle in doubt stay in
+// doubt past its lease. Redis's expiries stay on Redis's clock.
+func (s *Shared) clock() int64 { return int64(s.now().Sub(s.epoch)) }
 
 // queue queues sc in the runner's ordered stream and numbers it (order).
 // A script not loaded yet is loaded first, outside the lock: a SCRIPT LOAD
@@ -198,7 +209,8 @@ func NewShared(r *rscript.Runner, o SharedOptions) *Shared {
 	}
 	tag := "{" + prefix + "}"
 	return &Shared{r: r, tag: tag, prefix: tag + ":bud:", id: newReplicaID(), LeaseTTL: 15 * time.Minute, log: o.Log,
-		mode: o.Mode, failShut: o.FailClosed, holdWait: o.HoldTimeout, stopped: make(chan struct{})}
+		mode: o.Mode, failShut: o.FailClosed, holdWait: o.HoldTimeout, stopped: make(chan struct{}),
+		epoch: time.Now(), now: time.Now}
 }
 
 func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":" + a.ID }
@@ -567,8 +579,8 @@ func holdArgs(accounts int, nums ...int64) []byte {
 type sharedHold struct {
 	s       *Shared
 	lease   string
-	at      int64        // unix ns the hold was placed (its lease's age)
-	renewed atomic.Int64 // unix ns its lease was last renewed from (Renew; 0: never)
+	at      int64        // Shared.clock when the hold was placed (its lease's age)
+	renewed atomic.Int64 // Shared.clock its lease was last renewed from (Renew; 0: never)
 	pending []int64      // unsynced spend sent with the hold, per shared account
 	sent    [][]string   // items in doubt sent with it, per shared account; nil when none
 	keys    []string     // the budgeted accounts' keys, one each, then the presence set
@@ -636,7 +648,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		hd, err := s.offline(accounts, q, h.shared, "Redis is unreachable")
 		return hd, false, err
 	}
-	h.lease, h.at = newLease(), time.Now().UnixNano()
+	h.lease, h.at = newLease(), s.clock()
 	packed := holdArgs(len(h.shared), int64(amount), s.LeaseTTL.Milliseconds(), int64(q.mode), int64(max(q.flex.Estimate, 0)),
 		int64(max(q.flex.Capped, 0)), AliveWindow.Milliseconds())
 	args := []any{nil, h.lease}
@@ -1188,7 +1200,7 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 	if pending != 0 {
 		tag = newLease()
 	}
-	carry, sent := a.carryArg(pending, tag, s.horizon(), time.Now().UnixNano())
+	carry, sent := a.carryArg(pending, tag, s.horizon(), s.clock())
 	if carry == int64(0) {
 		a.remote().carrying.Add(-pending)
 		return outRan
