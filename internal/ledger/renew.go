@@ -65,8 +65,14 @@ func (h *sharedHold) since() int64 { return max(h.at, h.renewed.Load()) }
 
 // renewScript renews leases: KEYS are each hold's account hashes, ARGV the
 // ttl (ms), then per hold its key count and its lease. A lease is set to
-// now + ttl only while it is there and unexpired. It returns, per hold,
-// how many of its accounts still had its lease (now renewed).
+// now + ttl only while it is there and unexpired, and its account's hash
+// then lives at least a second longer: a hold refreshes the hash's 7-day
+// expiry only when it finds it a day untouched (bud_hold), so a request
+// that outlives the hash's expiry, with no other hold on its account,
+// would otherwise lose the hash with the lease in it - its hold and the
+// account's spent with it, reseeded from the store by the next hold. A
+// hash with no expiry keeps none. It returns, per hold, how many of its
+// accounts still had its lease (now renewed).
 var renewScript = rscript.New(luaNow + `
 local ttl = tonumber(ARGV[1])
 local exp = string.format('%d', now + ttl)
@@ -80,6 +86,8 @@ for j = 2, #ARGV, 2 do
       local a, x = string.match(v, '^(%-?%d+):(%d+)$')
       if a and tonumber(x) > now then
         redis.call('HSET', k, lease, a .. ':' .. exp)
+        local pt = redis.call('PTTL', k)
+        if pt >= 0 and pt < ttl + 1000 then redis.call('PEXPIRE', k, ttl + 1000) end
         r = r + 1
       end
     end

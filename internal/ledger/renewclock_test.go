@@ -71,3 +71,47 @@ func TestRenewalThroughAWallClockSteppedBack(t *testing.T) {
 		t.Fatalf("the renewed lease is not on Redis: %v %v", ok, err)
 	}
 }
+
+// TestRenewalKeepsTheAccountHash: a renewal keeps the account's hash on
+// Redis at least as long as the lease it renews. A hold sets the hash's
+// 7-day expiry only on a hash a day untouched, so a request longer than
+// that, alone on its account, outlived the hash: the hash, its lease and
+// the account's spent gone while the request ran. Here the hash is 10 s
+// from its end (its 7 days nearly up) under a lease of a minute; a hash
+// with no expiry is given none.
+func TestRenewalKeepsTheAccountHash(t *testing.T) {
+	c, r, prefix := redisRig(t, "renewhash")
+	s := NewShared(r, SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	s.LeaseTTL = time.Minute
+	s.epoch = s.epoch.Add(-time.Hour) // the replica up an hour: a hold's at, set back below, stays positive
+	ctx := context.Background()
+	hold := func(id string) (*sharedHold, string) {
+		t.Helper()
+		hd, err := s.Reserve(ctx, []*Account{NewAccount(store.KindKey, id, 0, USD(1))}, USD(0.5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := hd.(*sharedHold)
+		h.at -= int64(s.renewEvery()) // due: placed a round ago
+		return h, "{" + prefix + "}:bud:key:" + id
+	}
+	h1, bud1 := hold("k1")
+	defer h1.Release()
+	h2, bud2 := hold("k2")
+	defer h2.Release()
+	if err := c.PExpire(ctx, bud1, 10*time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Persist(ctx, bud2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if renewed, lost := s.renewLeases(ctx); renewed != 2 || lost != 0 {
+		t.Fatalf("two holds due: %d renewed, %d lost", renewed, lost)
+	}
+	if pttl := c.PTTL(ctx, bud1).Val(); pttl < s.LeaseTTL {
+		t.Fatalf("the account's hash expires in %v after its lease was renewed for %v: the request outlives it", pttl, s.LeaseTTL)
+	}
+	if pttl := c.PTTL(ctx, bud2).Val(); pttl != -1 {
+		t.Fatalf("a hash with no expiry was given one: %v", pttl)
+	}
+}
