@@ -136,6 +136,8 @@ type Shared struct {
 	// epoch is clock's origin; now reads the time (time.Now; tests step it).
 	epoch time.Time
 	now   func() time.Time
+	// fusedReply, set by tests only, rewrites a fused hold's reply.
+	fusedReply func(any, error) (any, error)
 }
 
 // clock is this replica's monotonic time, ns since s was made: when a
@@ -682,23 +684,34 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		res, err = rscript.Int64s(s.r.Run(rctx, reserveScript, h.keys, args...))
 	} else {
 		var gres []int64
-		var refused bool
+		var code int64
 		gk, ga := g.AdmitCall()
 		keys, fargs := fuse(gk, ga, h.keys, args)
-		gres, res, refused, err = fusedReply(s.r.Run(rctx, fusedFor(g.GateLua()).hold, keys, fargs...))
+		v, rerr := s.r.Run(rctx, fusedFor(g.GateLua()).hold, keys, fargs...)
+		if s.fusedReply != nil {
+			v, rerr = s.fusedReply(v, rerr)
+		}
+		gres, res, code, err = fusedReply(v, rerr)
 		switch {
 		case err != nil:
 			g.Lost()
-		case refused:
+		case code == 2:
 			// Refused by the gate before the budgets were read: the
 			// pending spend was not taken (the next hold, or the sweep,
 			// carries it).
 			h.landed(outNotRun)
 			s.oweAll(h.shared)
-			return nil, true, g.Admitted(gres, false)
-		case res[0] == 0 && gres != nil:
+			if gerr := g.Admitted(gres, false); gerr != nil {
+				return nil, true, gerr
+			}
+			g.Lost() // a refusal whose gate part reads as an admission: whatever it took, given back
+			return nil, true, fmt.Errorf("redis: fused hold answered a refusal that refuses nothing: %v", gres)
+		case code == 0 && gres != nil:
 			_ = g.Admitted(gres, false) // the gate's state, for headers; not taken
-		case res[0] == 1:
+		case code == 1:
+			// The gate's admission was taken, whatever the hold's part
+			// says: from here, a refusal or a malformed reply of the hold
+			// leaves it taken, and the caller gives it back (ReserveGated).
 			if gerr := g.Admitted(gres, true); gerr != nil {
 				h.landed(outRan)
 				go h.releaseLease()
@@ -766,33 +779,34 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 }
 
 // fusedReply reads a fused hold's reply: {2, gate refusal}, {0, budget
-// refusal} or {1, gate admission, hold}.
-func fusedReply(v any, err error) (gate, hold []int64, refused bool, _ error) {
+// refusal(, gate state)} or {1, gate admission, hold}; code is its first
+// element (1: the gate's admission was taken).
+func fusedReply(v any, err error) (gate, hold []int64, code int64, _ error) {
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, -1, err
 	}
 	arr, ok := v.([]any)
 	if !ok || len(arr) < 2 {
-		return nil, nil, false, fmt.Errorf("redis: fused hold answered %v", v)
+		return nil, nil, -1, fmt.Errorf("redis: fused hold answered %v", v)
 	}
-	code, _ := arr[0].(int64)
+	code, _ = arr[0].(int64)
 	switch {
 	case code == 2:
 		gate, err = rscript.Int64s(arr[1], nil)
-		return gate, nil, true, err
+		return gate, nil, code, err
 	case code == 0:
 		hold, err = rscript.Int64s(arr[1], nil)
 		if err == nil && len(arr) == 3 {
 			gate, err = rscript.Int64s(arr[2], nil)
 		}
-		return gate, hold, false, err
+		return gate, hold, code, err
 	case code == 1 && len(arr) == 3:
 		if gate, err = rscript.Int64s(arr[1], nil); err == nil {
 			hold, err = rscript.Int64s(arr[2], nil)
 		}
-		return gate, hold, false, err
+		return gate, hold, code, err
 	}
-	return nil, nil, false, fmt.Errorf("redis: fused hold answered %v", v)
+	return nil, nil, -1, fmt.Errorf("redis: fused hold answered %v", v)
 }
 
 // local holds in process: requests without a budgeted account.
@@ -1436,7 +1450,10 @@ func fuse(gk []string, ga []any, bk []string, ba []any) ([]string, []any) {
 
 // ReserveGated places the hold q and admits g in one Redis script. decided
 // reports whether g was decided there: admitted (a hold is returned) or
-// refused (err is g's refusal, and no budget was touched). When it was
+// refused (err is g's refusal, and no budget was touched). An admission
+// the script took whose hold then failed (a malformed reply) stays taken
+// with err: the caller gives it back as it would after a hold (for a
+// ratelimit ticket, Done: Ticket.Taken tells). When it was
 // not - no budgeted account, Redis known to be down or not answering - the
 // hold (or the budget's refusal) is the budgets' alone and the caller
 // admits g on its own; g.Lost was told if the script may have run.

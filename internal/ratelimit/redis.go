@@ -474,16 +474,26 @@ func (g *Gate) AdmitCall() ([]string, []any) {
 
 // Admitted reads the admission's reply: nil when admitted, else the
 // *Denied. An admission not taken (the budget hold was refused) leaves the
-// ticket not admitted, with its States filled for the headers.
+// ticket not admitted, with its States filled for the headers. One taken
+// is renewed while it runs, until Done gives it back; when the script
+// took it but its reply is no admission (malformed, or a refusal), the
+// ticket is not admitted and the parallel slots the script took are given
+// back here, as after a lost answer (Lost): nothing else would.
 func (g *Gate) Admitted(res []int64, taken bool) error {
 	d, err := g.l.redis.read(g.t, res)
+	switch {
+	case taken && (d != nil || err != nil):
+		g.t.admitted, g.t.shared = false, false
+		go g.l.redis.releaseLease(g.t.lease, g.t.Rules())
+		g.t.lease = ""
+	case d != nil:
+	case !taken:
+		g.t.admitted, g.t.shared = false, false
+	case err == nil:
+		g.l.redis.track(g.t, g.sent) // its slot renewed while it runs
+	}
 	if d != nil {
 		return d
-	}
-	if !taken {
-		g.t.admitted, g.t.shared = false, false
-	} else if err == nil {
-		g.l.redis.track(g.t, g.sent) // its slot renewed while it runs
 	}
 	return err
 }
