@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/rscript"
 )
 
@@ -119,16 +120,7 @@ func renewDue(every time.Duration) int64 { return int64(every) * 3 / 4 }
 // alive while their requests run, until ctx ends (the server's "lease
 // renewal" actor, stopped once every request has settled).
 func (s *Shared) Renew(ctx context.Context) {
-	t := time.NewTicker(s.renewEvery())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.renewLeases(ctx)
-	}
+	lifecycle.Every(ctx, s.renewEvery(), func() { s.renewLeases(ctx) })
 }
 
 // renewLeases renews the leases due (see Renew); it reports how many holds

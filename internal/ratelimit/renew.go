@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/rscript"
 )
 
@@ -112,16 +113,7 @@ func (rd *Redis) renewEvery() time.Duration { return max(rd.LeaseTTL/4, 10*time.
 // Renew keeps the parallel slots of this replica's requests alive while
 // they run, until ctx ends.
 func (rd *Redis) Renew(ctx context.Context) {
-	t := time.NewTicker(rd.renewEvery())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rd.renewSlots(ctx)
-	}
+	lifecycle.Every(ctx, rd.renewEvery(), func() { rd.renewSlots(ctx) })
 }
 
 // renewSlots renews the slots due (see Renew); it reports how many tickets
