@@ -619,8 +619,12 @@ func (m *Books) place(ctx context.Context, cl *call, holder ledger.Holder, accts
 		return nil, rl.refusal(d)
 	}
 	limitHeaders(cl.w.Header(), cl.ticket)
-	if err != nil {
-		cl.ticket = nil // the hold was refused, so the admission was not taken
+	if err != nil && !cl.ticket.Taken() {
+		// The hold was refused, so the admission was not taken. One the
+		// script took whose hold then failed (a malformed reply) stays
+		// the call's: finish gives it back (its parallel slot freed and
+		// no longer renewed, once).
+		cl.ticket = nil
 	}
 	return res, err
 }

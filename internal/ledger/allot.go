@@ -151,7 +151,7 @@ type allotment struct {
 	count      atomic.Int64 // requests that asked this interval
 	big        atomic.Int64 // largest hold asked this interval
 	open       atomic.Bool  // the last flush granted an allotment: decide locally
-	until      atomic.Int64 // unix ns: local decisions stop then (lease renewal overdue)
+	until      atomic.Int64 // Shared.clock: local decisions stop then (lease renewal overdue)
 	closedNow  atomic.Bool  // the last flush refused one (remaining too small): no kicks
 	drain      atomic.Bool  // a request was refused on Redis while this held room: return it
 	// flusher's own
@@ -292,7 +292,7 @@ func (x *Allotted) local(accounts []*Account, q ask) *allotHold {
 		return nil
 	}
 	amt := int64(q.amount)
-	now := time.Now().UnixNano()
+	now := x.s.clock()       // monotonic: a wall clock stepped back must not extend local decisions past the lease
 	ok := q.mode != holdUpTo // held up to what remains: the end of a budget's rule
 	// Spend booked while Redis was away (or settles in doubt) reaches
 	// Redis only with a per-request hold (carry.go): once Redis answers
@@ -472,7 +472,7 @@ type flushCall struct {
 	keys  []string
 	args  []any
 	items []flushItem
-	sent  int64 // unix ns it was first sent
+	sent  int64 // Shared.clock when it was first built (the local-decision horizon counts from it)
 }
 
 type flushItem struct {
@@ -645,7 +645,7 @@ func (x *Allotted) build(all bool) *flushCall {
 		return nil
 	}
 	p.keys = append(p.keys, x.s.presenceKey())
-	p.sent = time.Now().UnixNano()
+	p.sent = x.s.clock()
 	return p
 }
 

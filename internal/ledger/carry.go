@@ -60,7 +60,7 @@ type carryItem struct {
 	tag    string // the marker's name after "c:"
 	lease  string // a settle in doubt: its hold's lease; "" for carried spend
 	amount int64
-	at     int64 // a settle: unix ns its lease was last set (the hold placed, or its lease last renewed: renew.go)
+	at     int64 // a settle: when its lease was last set (Shared.clock: the hold placed, or its lease last renewed: renew.go)
 }
 
 // doubtList is an account's items in doubt.
@@ -310,7 +310,7 @@ func (s *Shared) drainDoubt(a *Account) (done, absent bool) {
 			s.pause(doubtPoll)
 			continue
 		}
-		carry, sent := a.carryArg(0, "", s.horizon(), time.Now().UnixNano())
+		carry, sent := a.carryArg(0, "", s.horizon(), s.clock())
 		if carry == int64(0) {
 			return true, false
 		}

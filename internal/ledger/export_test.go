@@ -14,3 +14,6 @@ func (a *Account) Unsynced() int64 { return a.remote().unsynced.Load() }
 
 // Doubt is how many items a has in doubt.
 func (a *Account) Doubt() int { return int(a.remote().doubt.n.Load()) }
+
+// SetFusedReply makes s's fused holds' replies go through f (tests only).
+func (s *Shared) SetFusedReply(f func(any, error) (any, error)) { s.fusedReply = f }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/rscript"
 )
 
@@ -58,15 +59,21 @@ func (l *liveHolds) remove(h *sharedHold) bool {
 }
 
 // since is when h's lease was last set to LeaseTTL from then, as far as
-// this replica knows (unix ns, its clock): the hold's placement, or the
-// start of the last renewal Redis answered. Redis's expiry is no earlier
-// than since + LeaseTTL.
+// this replica knows (Shared.clock, monotonic): the hold's placement, or
+// the start of the last renewal Redis answered. Redis's expiry is no
+// earlier than since + LeaseTTL.
 func (h *sharedHold) since() int64 { return max(h.at, h.renewed.Load()) }
 
 // renewScript renews leases: KEYS are each hold's account hashes, ARGV the
 // ttl (ms), then per hold its key count and its lease. A lease is set to
-// now + ttl only while it is there and unexpired. It returns, per hold,
-// how many of its accounts still had its lease (now renewed).
+// now + ttl only while it is there and unexpired, and its account's hash
+// then lives at least a second longer: a hold refreshes the hash's 7-day
+// expiry only when it finds it a day untouched (bud_hold), so a request
+// that outlives the hash's expiry, with no other hold on its account,
+// would otherwise lose the hash with the lease in it - its hold and the
+// account's spent with it, reseeded from the store by the next hold. A
+// hash with no expiry keeps none. It returns, per hold, how many of its
+// accounts still had its lease (now renewed).
 var renewScript = rscript.New(luaNow + `
 local ttl = tonumber(ARGV[1])
 local exp = string.format('%d', now + ttl)
@@ -80,6 +87,8 @@ for j = 2, #ARGV, 2 do
       local a, x = string.match(v, '^(%-?%d+):(%d+)$')
       if a and tonumber(x) > now then
         redis.call('HSET', k, lease, a .. ':' .. exp)
+        local pt = redis.call('PTTL', k)
+        if pt >= 0 and pt < ttl + 1000 then redis.call('PEXPIRE', k, ttl + 1000) end
         r = r + 1
       end
     end
@@ -111,16 +120,7 @@ func renewDue(every time.Duration) int64 { return int64(every) * 3 / 4 }
 // alive while their requests run, until ctx ends (the server's "lease
 // renewal" actor, stopped once every request has settled).
 func (s *Shared) Renew(ctx context.Context) {
-	t := time.NewTicker(s.renewEvery())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.renewLeases(ctx)
-	}
+	lifecycle.Every(ctx, s.renewEvery(), func() { s.renewLeases(ctx) })
 }
 
 // renewLeases renews the leases due (see Renew); it reports how many holds
@@ -132,7 +132,7 @@ func (s *Shared) renewLeases(ctx context.Context) (renewed, lost int) {
 	// would have renewed (TestProbeRenewalWhileRunnerDegraded). A Redis
 	// really away costs this actor a refused call, or one callWait.
 	from := renewDue(s.renewEvery())
-	now := time.Now().UnixNano()
+	now := s.clock()
 	var due []*sharedHold
 	s.live.mu.Lock()
 	for h := range s.live.m {
@@ -153,7 +153,7 @@ func (s *Shared) renewLeases(ctx context.Context) (renewed, lost int) {
 			keys = append(keys, k...)
 			args = append(args, len(k), h.lease)
 		}
-		start := time.Now().UnixNano()
+		start := s.clock()
 		cctx, cancel := context.WithTimeout(ctx, s.callWait())
 		res, err := rscript.Int64s(s.r.Run(cctx, renewScript, keys, args...))
 		cancel()

@@ -133,7 +133,20 @@ type Shared struct {
 	// live are the per-request holds on Redis not settled yet, whose
 	// leases Renew keeps alive (renew.go).
 	live liveHolds
+	// epoch is clock's origin; now reads the time (time.Now; tests step it).
+	epoch time.Time
+	now   func() time.Time
+	// fusedReply, set by tests only, rewrites a fused hold's reply.
+	fusedReply func(any, error) (any, error)
 }
+
+// clock is this replica's monotonic time, ns since s was made: when a
+// lease was last set, as far as this replica knows (a hold's at, renewed;
+// a settle in doubt's at), is compared with it. Time.Sub reads the
+// monotonic clock, so a wall clock stepped back does not make a live
+// lease look young (renewed too late: lost), nor a settle in doubt stay in
+// doubt past its lease. Redis's expiries stay on Redis's clock.
+func (s *Shared) clock() int64 { return int64(s.now().Sub(s.epoch)) }
 
 // queue queues sc in the runner's ordered stream and numbers it (order).
 // A script not loaded yet is loaded first, outside the lock: a SCRIPT LOAD
@@ -198,7 +211,8 @@ func NewShared(r *rscript.Runner, o SharedOptions) *Shared {
 	}
 	tag := "{" + prefix + "}"
 	return &Shared{r: r, tag: tag, prefix: tag + ":bud:", id: newReplicaID(), LeaseTTL: 15 * time.Minute, log: o.Log,
-		mode: o.Mode, failShut: o.FailClosed, holdWait: o.HoldTimeout, stopped: make(chan struct{})}
+		mode: o.Mode, failShut: o.FailClosed, holdWait: o.HoldTimeout, stopped: make(chan struct{}),
+		epoch: time.Now(), now: time.Now}
 }
 
 func (s *Shared) key(a *Account) string { return s.prefix + string(a.Kind) + ":" + a.ID }
@@ -567,8 +581,8 @@ func holdArgs(accounts int, nums ...int64) []byte {
 type sharedHold struct {
 	s       *Shared
 	lease   string
-	at      int64        // unix ns the hold was placed (its lease's age)
-	renewed atomic.Int64 // unix ns its lease was last renewed from (Renew; 0: never)
+	at      int64        // Shared.clock when the hold was placed (its lease's age)
+	renewed atomic.Int64 // Shared.clock its lease was last renewed from (Renew; 0: never)
 	pending []int64      // unsynced spend sent with the hold, per shared account
 	sent    [][]string   // items in doubt sent with it, per shared account; nil when none
 	keys    []string     // the budgeted accounts' keys, one each, then the presence set
@@ -636,7 +650,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		hd, err := s.offline(accounts, q, h.shared, "Redis is unreachable")
 		return hd, false, err
 	}
-	h.lease, h.at = newLease(), time.Now().UnixNano()
+	h.lease, h.at = newLease(), s.clock()
 	packed := holdArgs(len(h.shared), int64(amount), s.LeaseTTL.Milliseconds(), int64(q.mode), int64(max(q.flex.Estimate, 0)),
 		int64(max(q.flex.Capped, 0)), AliveWindow.Milliseconds())
 	args := []any{nil, h.lease}
@@ -670,23 +684,34 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		res, err = rscript.Int64s(s.r.Run(rctx, reserveScript, h.keys, args...))
 	} else {
 		var gres []int64
-		var refused bool
+		var code int64
 		gk, ga := g.AdmitCall()
 		keys, fargs := fuse(gk, ga, h.keys, args)
-		gres, res, refused, err = fusedReply(s.r.Run(rctx, fusedFor(g.GateLua()).hold, keys, fargs...))
+		v, rerr := s.r.Run(rctx, fusedFor(g.GateLua()).hold, keys, fargs...)
+		if s.fusedReply != nil {
+			v, rerr = s.fusedReply(v, rerr)
+		}
+		gres, res, code, err = fusedReply(v, rerr)
 		switch {
 		case err != nil:
 			g.Lost()
-		case refused:
+		case code == 2:
 			// Refused by the gate before the budgets were read: the
 			// pending spend was not taken (the next hold, or the sweep,
 			// carries it).
 			h.landed(outNotRun)
 			s.oweAll(h.shared)
-			return nil, true, g.Admitted(gres, false)
-		case res[0] == 0 && gres != nil:
+			if gerr := g.Admitted(gres, false); gerr != nil {
+				return nil, true, gerr
+			}
+			g.Lost() // a refusal whose gate part reads as an admission: whatever it took, given back
+			return nil, true, fmt.Errorf("redis: fused hold answered a refusal that refuses nothing: %v", gres)
+		case code == 0 && gres != nil:
 			_ = g.Admitted(gres, false) // the gate's state, for headers; not taken
-		case res[0] == 1:
+		case code == 1:
+			// The gate's admission was taken, whatever the hold's part
+			// says: from here, a refusal or a malformed reply of the hold
+			// leaves it taken, and the caller gives it back (ReserveGated).
 			if gerr := g.Admitted(gres, true); gerr != nil {
 				h.landed(outRan)
 				go h.releaseLease()
@@ -754,33 +779,34 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 }
 
 // fusedReply reads a fused hold's reply: {2, gate refusal}, {0, budget
-// refusal} or {1, gate admission, hold}.
-func fusedReply(v any, err error) (gate, hold []int64, refused bool, _ error) {
+// refusal(, gate state)} or {1, gate admission, hold}; code is its first
+// element (1: the gate's admission was taken).
+func fusedReply(v any, err error) (gate, hold []int64, code int64, _ error) {
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, -1, err
 	}
 	arr, ok := v.([]any)
 	if !ok || len(arr) < 2 {
-		return nil, nil, false, fmt.Errorf("redis: fused hold answered %v", v)
+		return nil, nil, -1, fmt.Errorf("redis: fused hold answered %v", v)
 	}
-	code, _ := arr[0].(int64)
+	code, _ = arr[0].(int64)
 	switch {
 	case code == 2:
 		gate, err = rscript.Int64s(arr[1], nil)
-		return gate, nil, true, err
+		return gate, nil, code, err
 	case code == 0:
 		hold, err = rscript.Int64s(arr[1], nil)
 		if err == nil && len(arr) == 3 {
 			gate, err = rscript.Int64s(arr[2], nil)
 		}
-		return gate, hold, false, err
+		return gate, hold, code, err
 	case code == 1 && len(arr) == 3:
 		if gate, err = rscript.Int64s(arr[1], nil); err == nil {
 			hold, err = rscript.Int64s(arr[2], nil)
 		}
-		return gate, hold, false, err
+		return gate, hold, code, err
 	}
-	return nil, nil, false, fmt.Errorf("redis: fused hold answered %v", v)
+	return nil, nil, -1, fmt.Errorf("redis: fused hold answered %v", v)
 }
 
 // local holds in process: requests without a budgeted account.
@@ -1188,7 +1214,7 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 	if pending != 0 {
 		tag = newLease()
 	}
-	carry, sent := a.carryArg(pending, tag, s.horizon(), time.Now().UnixNano())
+	carry, sent := a.carryArg(pending, tag, s.horizon(), s.clock())
 	if carry == int64(0) {
 		a.remote().carrying.Add(-pending)
 		return outRan
@@ -1424,7 +1450,10 @@ func fuse(gk []string, ga []any, bk []string, ba []any) ([]string, []any) {
 
 // ReserveGated places the hold q and admits g in one Redis script. decided
 // reports whether g was decided there: admitted (a hold is returned) or
-// refused (err is g's refusal, and no budget was touched). When it was
+// refused (err is g's refusal, and no budget was touched). An admission
+// the script took whose hold then failed (a malformed reply) stays taken
+// with err: the caller gives it back as it would after a hold (for a
+// ratelimit ticket, Done: Ticket.Taken tells). When it was
 // not - no budgeted account, Redis known to be down or not answering - the
 // hold (or the budget's refusal) is the budgets' alone and the caller
 // admits g on its own; g.Lost was told if the script may have run.

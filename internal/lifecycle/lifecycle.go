@@ -127,3 +127,24 @@ func Retry(ctx context.Context, every time.Duration, try func() (done bool, err 
 		}
 	}
 }
+
+// Every calls f every interval until ctx ends: the Run of an actor that
+// works on a clock (a lease renewal, a sweep). The first call comes an
+// interval after the start; a call that overruns the interval delays the
+// next, and the ticks it overran are dropped, not queued (time.Ticker).
+// No call starts once ctx has ended, even with a tick ready.
+func Every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		f()
+	}
+}

@@ -287,3 +287,65 @@ func TestRetry(t *testing.T) {
 		t.Fatalf("at the context's end with no error: %v, want the context's", err)
 	}
 }
+
+// TestEvery: f is called again and again, not before the first interval,
+// and Every returns once its context ends (from within f here: no call
+// after it).
+func TestEvery(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	start, n := time.Now(), 0
+	var first time.Duration
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lifecycle.Every(ctx, 5*time.Millisecond, func() {
+			if n++; n == 1 {
+				first = time.Since(start)
+			}
+			if n == 3 {
+				cancel()
+			}
+		})
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("Every did not return a minute after its context ended")
+	}
+	if n != 3 || first < 5*time.Millisecond {
+		t.Fatalf("%d calls (want 3), the first after %v (want an interval)", n, first)
+	}
+}
+
+// TestEveryNoCallWithATickReadyAtStop: a tick that is ready when the
+// context ends starts no call. The context ends within a call that then
+// outlasts two intervals (a tick buffered), twenty times: without Every's
+// check after the select, which picks at random between two ready cases,
+// a second call came in about half of the rounds (TestEvery, whose call
+// is short, could not tell).
+func TestEveryNoCallWithATickReadyAtStop(t *testing.T) {
+	const interval = time.Millisecond
+	for round := range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		n := 0
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			lifecycle.Every(ctx, interval, func() {
+				n++
+				cancel()
+				for start := time.Now(); time.Since(start) < 2*interval; {
+					time.Sleep(interval / 4) // a tick buffered meanwhile
+				}
+			})
+		}()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatal("Every did not return a minute after its context ended")
+		}
+		if n != 1 {
+			t.Fatalf("round %d: %d calls, want 1 (none after the context ended)", round, n)
+		}
+	}
+}

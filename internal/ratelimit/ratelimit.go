@@ -320,6 +320,12 @@ func (t *Ticket) Tight() bool {
 // Shared reports whether the admission was decided on Redis.
 func (t *Ticket) Shared() bool { return t.shared }
 
+// Taken reports whether t holds an admission not given back yet (its
+// parallel slot among it): Done gives it back. A ticket refused, or whose
+// admission a fused script did not take (Gate.Admitted), holds none; nor
+// does nil.
+func (t *Ticket) Taken() bool { return t != nil && t.admitted && !t.done }
+
 // Denied is a refusal: which rule, how much it had used, and when to retry.
 type Denied struct {
 	Rule       Rule

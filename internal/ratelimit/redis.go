@@ -36,7 +36,16 @@ type Redis struct {
 	LeaseTTL time.Duration
 
 	live liveTickets // admitted with a parallel slot, not settled (renew.go)
+	// epoch is clock's origin; now reads the time (time.Now; tests step it).
+	epoch time.Time
+	now   func() time.Time
 }
+
+// clock is this replica's monotonic time, ns since rd was made: when a
+// slot was last set, as far as this replica knows, is compared with it
+// (renew.go). Time.Sub reads the monotonic clock, so a wall clock stepped
+// back does not make a live slot look young and lose it.
+func (rd *Redis) clock() int64 { return int64(rd.now().Sub(rd.epoch)) }
 
 // NewRedis returns a backend on r. prefix namespaces the keys ("" for the
 // default); tests give each run its own.
@@ -44,7 +53,7 @@ func NewRedis(r *rscript.Runner, prefix string) *Redis {
 	if prefix == "" {
 		prefix = "tg"
 	}
-	return &Redis{r: r, prefix: "{" + prefix + "}:rl:", LeaseTTL: 15 * time.Minute}
+	return &Redis{r: r, prefix: "{" + prefix + "}:rl:", LeaseTTL: 15 * time.Minute, epoch: time.Now(), now: time.Now}
 }
 
 // admitTimeout bounds an admission's wait for Redis; past it the request is
@@ -351,7 +360,7 @@ func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
 	keys, args := rd.args(t, t.Est, rd.LeaseTTL.Milliseconds())
 	ctx, cancel := context.WithTimeout(ctx, admitTimeout)
 	defer cancel()
-	at := time.Now().UnixNano()
+	at := rd.clock()
 	res, err := rscript.Int64s(rd.r.Run(ctx, admitScript, keys, args...))
 	if err != nil {
 		return nil, err
@@ -447,7 +456,7 @@ type Gate struct {
 	t      *Ticket
 	tokens int64 // what the request used, for the settlement
 	lost   bool  // the admission's answer never came (Lost)
-	sent   int64 // unix ns the admission was made (AdmitCall)
+	sent   int64 // Redis.clock when the admission was made (AdmitCall)
 }
 
 // GateLua is the Lua of the rate limits' part.
@@ -459,22 +468,32 @@ func (g *Gate) AdmitCall() ([]string, []any) {
 	if t.lease == "" {
 		t.lease = newLease()
 	}
-	g.sent = time.Now().UnixNano()
+	g.sent = g.l.redis.clock()
 	return g.l.redis.args(t, t.Est, g.l.redis.LeaseTTL.Milliseconds())
 }
 
 // Admitted reads the admission's reply: nil when admitted, else the
 // *Denied. An admission not taken (the budget hold was refused) leaves the
-// ticket not admitted, with its States filled for the headers.
+// ticket not admitted, with its States filled for the headers. One taken
+// is renewed while it runs, until Done gives it back; when the script
+// took it but its reply is no admission (malformed, or a refusal), the
+// ticket is not admitted and the parallel slots the script took are given
+// back here, as after a lost answer (Lost): nothing else would.
 func (g *Gate) Admitted(res []int64, taken bool) error {
 	d, err := g.l.redis.read(g.t, res)
+	switch {
+	case taken && (d != nil || err != nil):
+		g.t.admitted, g.t.shared = false, false
+		go g.l.redis.releaseLease(g.t.lease, g.t.Rules())
+		g.t.lease = ""
+	case d != nil:
+	case !taken:
+		g.t.admitted, g.t.shared = false, false
+	case err == nil:
+		g.l.redis.track(g.t, g.sent) // its slot renewed while it runs
+	}
 	if d != nil {
 		return d
-	}
-	if !taken {
-		g.t.admitted, g.t.shared = false, false
-	} else if err == nil {
-		g.l.redis.track(g.t, g.sent) // its slot renewed while it runs
 	}
 	return err
 }

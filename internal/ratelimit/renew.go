@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/rscript"
 )
 
@@ -36,7 +37,7 @@ type liveSlot struct {
 	since int64
 }
 
-// track notes t, just admitted on Redis at local time at, when it took a
+// track notes t, just admitted on Redis at at (Redis.clock), when it took a
 // parallel slot.
 func (rd *Redis) track(t *Ticket, at int64) {
 	if t.lease == "" || !hasParallel(t.rules) {
@@ -112,16 +113,7 @@ func (rd *Redis) renewEvery() time.Duration { return max(rd.LeaseTTL/4, 10*time.
 // Renew keeps the parallel slots of this replica's requests alive while
 // they run, until ctx ends.
 func (rd *Redis) Renew(ctx context.Context) {
-	t := time.NewTicker(rd.renewEvery())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rd.renewSlots(ctx)
-	}
+	lifecycle.Every(ctx, rd.renewEvery(), func() { rd.renewSlots(ctx) })
 }
 
 // renewSlots renews the slots due (see Renew); it reports how many tickets
@@ -130,7 +122,7 @@ func (rd *Redis) renewSlots(ctx context.Context) (renewed, lost int) {
 	// Tried even while the runner is degraded (its belief outlasts an
 	// outage by Watch's probe wait): ledger's renewLeases.
 	from := int64(rd.renewEvery()) * 3 / 4 // due from 3/4 of a round (renewEvery)
-	now := time.Now().UnixNano()
+	now := rd.clock()
 	type due struct {
 		t     *Ticket
 		lease string
@@ -160,7 +152,7 @@ func (rd *Redis) renewSlots(ctx context.Context) (renewed, lost int) {
 			}
 			args = append(args, c, d.lease)
 		}
-		start := time.Now().UnixNano()
+		start := rd.clock()
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		res, err := rscript.Int64s(rd.r.Run(cctx, renewSlotsScript, keys, args...))
 		cancel()
