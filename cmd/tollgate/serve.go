@@ -92,6 +92,13 @@ func runServe(args []string) error {
 	} else if src != memlimit.None && limit != math.MaxInt64 {
 		log.Info("soft memory limit", "bytes", limit, "from", string(src))
 	}
+	// The collector's headroom after each collection: max(16 MiB, half
+	// the live heap) instead of GOGC=100's whole live heap, unless the
+	// operator set GOGC, GOMEMLIMIT or memory_limit.
+	if memlimit.HeadroomApplies(os.Getenv, cfg.GeneralSettings.MemoryLimit) {
+		defer memlimit.Headroom()()
+		log.Info("collector headroom", "floor_bytes", memlimit.HeadroomFloor, "fraction_of_live_heap", memlimit.HeadroomFraction)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	st, err := openStore(ctx, cfg)

@@ -22,7 +22,8 @@ import (
 // A fixed bound alone lets a saturated CPU queue up to that many requests
 // in Go's run queue, so the bound also follows the CPU: every window,
 // the admitted bound is lowered while goroutines wait too long for a CPU
-// and raised back while they do not; with a soft memory limit (GOMEMLIMIT)
+// (unless the gateway's own collection explains the wait: cpuSignal) and
+// raised back while they do not; with a soft memory limit (GOMEMLIMIT)
 // it is also lowered while the memory the collector cannot free (the live
 // heap and the runtime's memory outside the heap) nears that limit.
 const (
@@ -35,6 +36,12 @@ const (
 	// shedFloorPerProc is the lowest the CPU signal lowers the bound to,
 	// per GOMAXPROCS: a noisy signal never starves the gateway.
 	shedFloorPerProc = 32
+	// shedSlowRun is the number of slow windows in a row from which a
+	// slow window counts as saturated even with a collection in or just
+	// before it (cpuSignal): a collection's mark on a gateway that keeps
+	// up slows the windows it runs in (one or two at 100,000 keys) and the
+	// one after, three in a row at most.
+	shedSlowRun = 4
 	// shedRetryAfter is the Retry-After of a shed request.
 	shedRetryAfter = time.Second
 )
@@ -58,17 +65,19 @@ type shedder struct {
 	// memory signal on: a request shed below the configured bound is then
 	// counted with reason "memory" rather than "lowered" (the CPU signal).
 	byMemory atomic.Bool
-	// sched reads the cumulative scheduler latency histogram; the window's
-	// share is the difference from prev.
+	// mu guards the samples and the CPU signal's state between windows.
 	mu     sync.Mutex
 	sample []metrics.Sample
-	prev   []uint64
+	cpuSignal
 }
 
 // The runtime/metrics samples the shedder reads each window: the
-// scheduler's latency histogram first, then what nearLimit reads.
+// scheduler's latency histogram and the collector's cycles and CPU time
+// (cpuSignal) first, then what nearLimit reads.
 const (
 	sampleSched = iota
+	sampleCycles
+	sampleGCCPU
 	sampleLimit
 	sampleLive
 	sampleTotal
@@ -81,6 +90,8 @@ const (
 
 var sampleNames = [nSamples]string{
 	sampleSched:    "/sched/latencies:seconds",
+	sampleCycles:   "/gc/cycles/total:gc-cycles",
+	sampleGCCPU:    "/cpu/classes/gc/total:cpu-seconds",
 	sampleLimit:    "/gc/gomemlimit:bytes",
 	sampleLive:     "/gc/heap/live:bytes",
 	sampleTotal:    "/memory/classes/total:bytes",
@@ -192,11 +203,11 @@ func (s *shedder) reason(limit int64) string {
 	}
 }
 
-// adjust reads the CPU signal once a window: when the window's 99th
-// percentile of scheduler latency passed shedSchedTarget, or the memory the
-// collector cannot free is past three quarters of the soft memory limit
-// (nearLimit), the bound drops
-// to three quarters of the requests in flight (not below the floor);
+// adjust reads the signals once a window: when the CPU is saturated
+// (cpuSignal.window), or the memory the collector cannot free is past
+// three quarters of the soft memory limit (nearLimit), the bound drops to
+// three quarters of the requests in flight (not below the floor); when a
+// slow window is the gateway's own collection, the bound stays as it is;
 // otherwise it grows back by a sixteenth of the configured bound.
 func (s *shedder) adjust(now, inflight int64) {
 	if !s.mu.TryLock() {
@@ -208,24 +219,95 @@ func (s *shedder) adjust(now, inflight int64) {
 	}
 	s.next.Store(now + int64(shedWindow))
 	metrics.Read(s.sample)
-	if s.sample[sampleSched].Value.Kind() != metrics.KindFloat64Histogram {
+	if s.sample[sampleSched].Value.Kind() != metrics.KindFloat64Histogram ||
+		s.sample[sampleCycles].Value.Kind() != metrics.KindUint64 ||
+		s.sample[sampleGCCPU].Value.Kind() != metrics.KindFloat64 {
 		return
 	}
-	hist := s.sample[sampleSched].Value.Float64Histogram()
-	saturated := false
-	if s.prev != nil {
-		saturated = slowWindow(hist, s.prev, shedSchedTarget.Seconds())
-	}
+	cpu := s.window(s.sample[sampleSched].Value.Float64Histogram(),
+		s.sample[sampleCycles].Value.Uint64(), s.sample[sampleGCCPU].Value.Float64())
 	memory := s.memNear(s.sample) // what the collector cannot free nears the soft memory limit
-	s.prev = append(s.prev[:0], hist.Counts...)
+	s.apply(cpu, memory, inflight)
+}
+
+// apply moves the bound in force after a window (adjust).
+func (s *shedder) apply(cpu cpuVerdict, memory bool, inflight int64) {
 	limit := s.limit.Load()
-	if saturated || memory {
+	switch {
+	case cpu == cpuSaturated || memory:
 		s.byMemory.Store(memory)
 		limit = max(s.floor, min(limit, inflight)*3/4)
-	} else {
+	case cpu == cpuCollecting:
+		return
+	default:
 		limit = min(s.max, limit+max(1, s.max/16))
 	}
 	s.limit.Store(limit)
+}
+
+// cpuVerdict is what a window says of the CPU.
+type cpuVerdict int
+
+const (
+	cpuFine       cpuVerdict = iota // goroutines got a CPU in time
+	cpuCollecting                   // slow, but the gateway's own collection explains it
+	cpuSaturated                    // slow: the CPU cannot keep up
+)
+
+// cpuSignal tells a CPU shortage from the gateway's own collections. A
+// window is slow when more than 1% of its goroutines' waits for a CPU took
+// longer than shedSchedTarget (slowWindow). A collection makes slow
+// windows on a gateway that keeps up: with 100,000 keys a mark is ≈ 35 ms
+// of CPU, run beside the requests on a quarter of the Ps plus the
+// allocating goroutines' assists, so requests queue behind it, and the
+// queue drains once the mark ends (the waits it made are counted when they
+// end: in the window after, too). A shortage makes slow windows with or
+// without a collection. So a slow window counts as saturated when no
+// collection ran in it or in the window before, or when it is the
+// shedSlowRun-th slow window in a row or later (a shortage with a
+// collection in every window); a slow window a collection explains leaves
+// the bound as it is (cpuCollecting).
+//
+// Whether a collection ran in a window comes from two counters read with
+// the histogram: /gc/cycles/total moves when a cycle ends (its mark
+// termination), /cpu/classes/gc/total when a cycle's stop-the-world pauses
+// end — at its start (sweep termination) and at its end — since
+// runtime/metrics takes the collector's CPU time from those pauses'
+// snapshots only. So the GC CPU time having moved since the last cycle's
+// end means a mark started and has not ended: one is running now, in a
+// window where neither counter moved.
+type cpuSignal struct {
+	prev       []uint64 // the histogram's counts at the last window
+	cycles     uint64   // /gc/cycles/total at the last window
+	gcCPU      float64  // /cpu/classes/gc/total at the last window
+	gcCPUAtEnd float64  // /cpu/classes/gc/total when a cycle was last seen ending
+	collected  bool     // a collection ran in the last window
+	slowRun    int      // slow windows in a row, up to the last
+}
+
+// window judges the window since the last call from the cumulative
+// scheduler latency histogram, completed GC cycles and GC CPU seconds.
+func (c *cpuSignal) window(hist *metrics.Float64Histogram, cycles uint64, gcCPU float64) cpuVerdict {
+	first := c.prev == nil
+	slow := !first && slowWindow(hist, c.prev, shedSchedTarget.Seconds())
+	c.prev = append(c.prev[:0], hist.Counts...)
+	if first || cycles != c.cycles {
+		c.gcCPUAtEnd = gcCPU
+	}
+	collected := !first && (cycles != c.cycles || gcCPU != c.gcCPU) || gcCPU > c.gcCPUAtEnd
+	before := c.collected
+	c.cycles, c.gcCPU, c.collected = cycles, gcCPU, collected
+	if !slow {
+		c.slowRun = 0
+		return cpuFine
+	}
+	c.slowRun++
+	if collected || before {
+		if c.slowRun < shedSlowRun {
+			return cpuCollecting
+		}
+	}
+	return cpuSaturated
 }
 
 // slowWindow reports whether more than 1% of the waits counted since prev

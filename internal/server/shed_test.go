@@ -310,3 +310,152 @@ func TestShedderMemorySignalIsWhatTheCollectorCannotFree(t *testing.T) {
 	}
 	runtime.KeepAlive(live)
 }
+
+// cpuWindows drives a shedder's CPU signal with synthetic windows: each
+// adds fast or slow waits to a cumulative scheduler latency histogram and
+// sets the collector's counters, then applies the verdict as adjust does
+// (no memory signal). It returns the bound after each window.
+type cpuWindows struct {
+	s      *shedder
+	h      *metrics.Float64Histogram
+	cycles uint64
+	gcCPU  float64
+}
+
+func newCPUWindows(max int64) *cpuWindows {
+	w := &cpuWindows{s: newShedder(max, true, func(string) {}), cycles: 7, gcCPU: 1.5,
+		h: &metrics.Float64Histogram{Buckets: []float64{0, 0.001, 0.01, 0.1}, Counts: []uint64{0, 0, 0}}}
+	w.step(false, 800) // the first window only sets the baseline
+	return w
+}
+
+// step runs one window: slow or not, with inflight requests in flight.
+// The caller moves cycles and gcCPU before it as a collection would.
+func (w *cpuWindows) step(slow bool, inflight int64) (verdict cpuVerdict, limit int64) {
+	if slow {
+		w.h.Counts[0] += 900
+		w.h.Counts[1] += 50
+		w.h.Counts[2] += 50
+	} else {
+		w.h.Counts[0] += 1000
+	}
+	verdict = w.s.window(w.h, w.cycles, w.gcCPU)
+	w.s.apply(verdict, false, inflight)
+	return verdict, w.s.limit.Load()
+}
+
+// TestShedderCollectionIsNotAShortage: a gateway that keeps up but
+// collects often (the collector's headroom rule, 100,000 keys: a mark of
+// ≈ 35 ms of CPU beside the requests) has slow windows while a mark runs
+// and in the window after, as the queue it made drains. They are not a CPU
+// shortage: the bound stays. Before branch mem81 every slow window lowered
+// the bound, and measured quiet at 2,000 req/s (a rate the machine
+// sustains) the gateway shed 41 requests.
+func TestShedderCollectionIsNotAShortage(t *testing.T) {
+	w := newCPUWindows(1000)
+	for cycle := range 5 {
+		// A mark starts (its sweep-termination pause moves the GC CPU
+		// time) in one window, ends in the next (the cycle count and the
+		// GC CPU time move), and the queue it made drains in one more:
+		// three slow windows in a row, then fast ones.
+		moves := []func(){
+			func() { w.gcCPU += 0.0002 },
+			func() { w.cycles++; w.gcCPU += 0.035 },
+			func() {},
+		}
+		for i, move := range moves {
+			move()
+			if verdict, limit := w.step(true, 800); limit != 1000 || verdict != cpuCollecting {
+				t.Fatalf("collection %d, slow window %d: verdict %d, bound %d; want the bound left at 1000 (cpuCollecting)", cycle, i, verdict, limit)
+			}
+		}
+		for i := range 2 {
+			if verdict, limit := w.step(false, 800); limit != 1000 || verdict != cpuFine {
+				t.Fatalf("collection %d, fast window %d after it: verdict %d, bound %d; want 1000 (cpuFine)", cycle, i, verdict, limit)
+			}
+		}
+	}
+	// A mark that spans a whole window (a window where neither counter
+	// moves, the mark running through it) is still the collection's.
+	w.gcCPU += 0.0002
+	w.step(true, 800)
+	if verdict, limit := w.step(true, 800); limit != 1000 || verdict != cpuCollecting {
+		t.Fatalf("a window in the middle of a mark: verdict %d, bound %d; want 1000 (cpuCollecting)", verdict, limit)
+	}
+	w.cycles++
+	w.gcCPU += 0.035
+	w.step(false, 800)
+	w.step(false, 800)
+	// A collection that starts and ends within one window, then a fast
+	// one, then the next collection: the same.
+	for i := range 5 {
+		w.cycles++
+		w.gcCPU += 0.03
+		if _, limit := w.step(true, 800); limit != 1000 {
+			t.Fatalf("short collection %d: bound %d, want 1000", i, limit)
+		}
+		if _, limit := w.step(true, 800); limit != 1000 {
+			t.Fatalf("the window after short collection %d: bound %d, want 1000", i, limit)
+		}
+		w.step(false, 800)
+	}
+	if got := w.s.limit.Load(); got != 1000 {
+		t.Fatalf("bound %d after collections only, want 1000", got)
+	}
+}
+
+// TestShedderCPUShortageLowersTheBound: a CPU that cannot keep up makes
+// slow windows with no collection in them, and the first such window
+// lowers the bound as it always did (three quarters of the requests in
+// flight, down to the floor). A slow window right after a collection
+// waits one window more; and slow windows that go on past what one
+// collection explains (shedSlowRun in a row) lower it even with a
+// collection in every window: a shortage with the collector running
+// back to back.
+func TestShedderCPUShortageLowersTheBound(t *testing.T) {
+	w := newCPUWindows(1000)
+	w.step(false, 800)
+	if verdict, limit := w.step(true, 800); verdict != cpuSaturated || limit != 600 {
+		t.Fatalf("first slow window with no collection: verdict %d, bound %d; want cpuSaturated, 600", verdict, limit)
+	}
+	for range 20 {
+		w.step(true, 800)
+	}
+	if limit := w.s.limit.Load(); limit != w.s.floor {
+		t.Fatalf("after a sustained shortage: bound %d, want the floor %d", limit, w.s.floor)
+	}
+	for range 20 {
+		w.step(false, 10)
+	}
+	if limit := w.s.limit.Load(); limit != 1000 {
+		t.Fatalf("after the shortage: bound %d, want 1000", limit)
+	}
+
+	// A shortage that starts as a collection ends: the window it ended in
+	// and the one after are the collection's, the next is the shortage.
+	w.cycles++
+	w.gcCPU += 0.04
+	w.step(true, 800)
+	w.step(true, 800)
+	if verdict, limit := w.step(true, 800); verdict != cpuSaturated || limit != 600 {
+		t.Fatalf("the second slow window after a collection ended: verdict %d, bound %d; want cpuSaturated, 600", verdict, limit)
+	}
+	for range 20 {
+		w.step(false, 10)
+	}
+
+	// A shortage with a collection moving a counter in every window.
+	for i := 1; i <= shedSlowRun; i++ {
+		w.gcCPU += 0.001
+		if i%2 == 0 {
+			w.cycles++
+		}
+		verdict, limit := w.step(true, 800)
+		if i < shedSlowRun && limit != 1000 {
+			t.Fatalf("slow window %d with a collection in it: bound %d, want 1000", i, limit)
+		}
+		if i == shedSlowRun && (verdict != cpuSaturated || limit != 600) {
+			t.Fatalf("slow window %d in a row, a collection in each: verdict %d, bound %d; want cpuSaturated, 600", i, verdict, limit)
+		}
+	}
+}
