@@ -6,13 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/clocktest"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
 // TestProbeAllotmentStopsDecidingThroughAWallClockSteppedBack is
 // TestAllotmentStopsDecidingWhenNotRenewed with the replica's wall clock
 // stepped back 10 min right after the allotment's last answered flush (an
-// NTP correction, an operator's date -s; wallStepped, renewclock_test.go).
+// NTP correction, an operator's date -s; clocktest.WallStepped).
 // Its local decisions must still stop localFor (1 s here) after that
 // flush: its lease on Redis (2 s + localFor) is on Redis's clock. When the
 // flush's time and the local decision's now were wall clock (unix ns), the
@@ -22,7 +23,7 @@ import (
 // past the budget).
 func TestProbeAllotmentStopsDecidingThroughAWallClockSteppedBack(t *testing.T) {
 	const step = -10 * time.Minute
-	stepCheck(t, step)
+	clocktest.Check(t, step)
 	_, r, prefix := redisRig(t, "allotstep")
 	s := NewShared(r, SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
 	ctx := context.Background()
@@ -51,7 +52,7 @@ func TestProbeAllotmentStopsDecidingThroughAWallClockSteppedBack(t *testing.T) {
 	if err := x.Flush(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	s.now = func() time.Time { return wallStepped(time.Now(), step) }
+	s.now = func() time.Time { return clocktest.WallStepped(time.Now(), step) }
 	if !reserve() {
 		t.Fatal("a request right after the flush was not decided against the allotment")
 	}

@@ -5,37 +5,10 @@ import (
 	"log/slog"
 	"testing"
 	"time"
-	"unsafe"
 
+	"github.com/tollgate/tollgate/internal/clocktest"
 	"github.com/tollgate/tollgate/internal/store"
 )
-
-// wallStepped is what time.Now returns once the system's wall clock has
-// been stepped by d (whole seconds): now's wall reading moved by d, its
-// monotonic reading, which Time.Sub reads, kept. time.Time has no way to
-// make one, so it is made on time.Time's layout (wall: the monotonic flag,
-// 33 bits of seconds since 1885, 30 of nanoseconds; ext: the monotonic
-// reading); stepCheck checks that layout.
-func wallStepped(now time.Time, d time.Duration) time.Time {
-	p := (*struct {
-		wall uint64
-		ext  int64
-		loc  *time.Location
-	})(unsafe.Pointer(&now))
-	p.wall += uint64(int64(d/time.Second)) << 30
-	return now
-}
-
-// stepCheck fails t when wallStepped does not step the wall clock alone.
-func stepCheck(t *testing.T, d time.Duration) {
-	t.Helper()
-	now := time.Now()
-	s := wallStepped(now, d)
-	if s.UnixNano()-now.UnixNano() != int64(d) || s.Sub(now) != 0 {
-		t.Fatalf("time.Time's layout is not as wallStepped assumes: stepped by %v reads %v on the wall and %v on the monotonic clock",
-			d, time.Duration(s.UnixNano()-now.UnixNano()), s.Sub(now))
-	}
-}
 
 // TestRenewalThroughAWallClockSteppedBack: a lease's age is measured on
 // the monotonic clock. The replica's wall clock is stepped back 10 min
@@ -46,7 +19,7 @@ func stepCheck(t *testing.T, d time.Duration) {
 // its request ran.
 func TestRenewalThroughAWallClockSteppedBack(t *testing.T) {
 	const step = -10 * time.Minute
-	stepCheck(t, step)
+	clocktest.Check(t, step)
 	c, r, prefix := redisRig(t, "renewstep")
 	s := NewShared(r, SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
 	s.LeaseTTL = time.Second
@@ -59,7 +32,7 @@ func TestRenewalThroughAWallClockSteppedBack(t *testing.T) {
 	}
 	h := hd.(*sharedHold)
 	defer h.Release()
-	s.now = func() time.Time { return wallStepped(time.Now(), step) }
+	s.now = func() time.Time { return clocktest.WallStepped(time.Now(), step) }
 	if !waitUntil(func() bool { return time.Since(placed) >= s.renewEvery() }) {
 		t.Fatal("the clock did not move")
 	}

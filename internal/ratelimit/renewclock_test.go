@@ -4,35 +4,10 @@ import (
 	"context"
 	"testing"
 	"time"
-	"unsafe"
 
+	"github.com/tollgate/tollgate/internal/clocktest"
 	"github.com/tollgate/tollgate/internal/rscript"
 )
-
-// wallStepped is what time.Now returns once the system's wall clock has
-// been stepped by d (whole seconds): now's wall reading moved by d, its
-// monotonic reading, which Time.Sub reads, kept (ledger's wallStepped:
-// made on time.Time's layout, which stepCheck checks).
-func wallStepped(now time.Time, d time.Duration) time.Time {
-	p := (*struct {
-		wall uint64
-		ext  int64
-		loc  *time.Location
-	})(unsafe.Pointer(&now))
-	p.wall += uint64(int64(d/time.Second)) << 30
-	return now
-}
-
-// stepCheck fails t when wallStepped does not step the wall clock alone.
-func stepCheck(t *testing.T, d time.Duration) {
-	t.Helper()
-	now := time.Now()
-	s := wallStepped(now, d)
-	if s.UnixNano()-now.UnixNano() != int64(d) || s.Sub(now) != 0 {
-		t.Fatalf("time.Time's layout is not as wallStepped assumes: stepped by %v reads %v on the wall and %v on the monotonic clock",
-			d, time.Duration(s.UnixNano()-now.UnixNano()), s.Sub(now))
-	}
-}
 
 // TestSlotRenewalThroughAWallClockSteppedBack is ledger's
 // TestRenewalThroughAWallClockSteppedBack for a parallel slot: its age is
@@ -42,7 +17,7 @@ func stepCheck(t *testing.T, d time.Duration) {
 // its request ran (max_parallel_requests passable).
 func TestSlotRenewalThroughAWallClockSteppedBack(t *testing.T) {
 	const step = -10 * time.Minute
-	stepCheck(t, step)
+	clocktest.Check(t, step)
 	c, prefix := realRedis(t)
 	rd := NewRedis(runner(t, c), prefix)
 	rd.LeaseTTL = time.Second
@@ -55,7 +30,7 @@ func TestSlotRenewalThroughAWallClockSteppedBack(t *testing.T) {
 		t.Fatalf("refused: %v (shared %v)", d, tk.Shared())
 	}
 	defer l.Done(tk, 0)
-	rd.now = func() time.Time { return wallStepped(time.Now(), step) }
+	rd.now = func() time.Time { return clocktest.WallStepped(time.Now(), step) }
 	if !withinMinute(func() bool { return time.Since(taken) >= rd.renewEvery() }) {
 		t.Fatal("the clock did not move")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/lifecycle"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -16,16 +17,7 @@ func (s *Server) sweepBudgets(ctx context.Context) {
 	if s.book == nil || s.writer == nil {
 		return
 	}
-	t := time.NewTicker(s.opts.BudgetSweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.sweepOnce()
-	}
+	lifecycle.Every(ctx, s.opts.BudgetSweepInterval, func() { s.sweepOnce() })
 }
 
 // sweepOnce rolls over every period the snapshot says has ended, and
