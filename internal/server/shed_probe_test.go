@@ -1,0 +1,84 @@
+package server
+
+import (
+	"runtime"
+	"runtime/metrics"
+	"testing"
+)
+
+// markStart and markEnd move the synthetic collector's counters as a
+// cycle's sweep-termination pause and its mark-termination pause do.
+func (w *cpuWindows) markStart() { w.gcCPU += 0.0002; w.pauses++ }
+func (w *cpuWindows) markEnd()   { w.cycles++; w.gcCPU += 0.035; w.pauses++ }
+
+// TestProbeMarkRunningThroughWindowsIsTheCollection: a mark that runs
+// through two whole windows after the one it started in (a long mark:
+// neither counter moves in them) is still the collection's, the third slow
+// window in a row. (TestShedderCollectionIsNotAShortage only checks the
+// window right after the start, which "the window before" covers: it
+// passes with the mark-running rule removed.)
+func TestProbeMarkRunningThroughWindowsIsTheCollection(t *testing.T) {
+	w := newCPUWindows(1000)
+	w.step(false, 800)
+	w.markStart()
+	for i := range 3 {
+		if verdict, limit := w.step(true, 800); verdict != cpuCollecting || limit != 1000 {
+			t.Fatalf("slow window %d of a mark: verdict %d, bound %d; want cpuCollecting, 1000", i, verdict, limit)
+		}
+	}
+}
+
+// TestProbeMarkStartingInTheWindowACycleEnded: with the collector running
+// often (the headroom rule under load), a cycle ends and the next one
+// starts in the same window; the new mark then runs through the next two
+// windows. They are the collection's as a mark started after a quiet
+// window is; before the review the third window was judged a shortage (the
+// GC CPU time seen at the window of the end already held the new start's
+// pause, so the running mark was not seen).
+func TestProbeMarkStartingInTheWindowACycleEnded(t *testing.T) {
+	w := newCPUWindows(1000)
+	w.step(false, 800)
+	w.markStart()
+	w.step(false, 800)
+	w.markEnd()
+	w.markStart()
+	for i := range 3 {
+		if verdict, limit := w.step(true, 800); verdict != cpuCollecting || limit != 1000 {
+			t.Fatalf("slow window %d from the end of one cycle and the start of the next: verdict %d, bound %d; want cpuCollecting, 1000", i, verdict, limit)
+		}
+	}
+	// The mark ends, then a shortage: the window after the end is the
+	// collection's, the next one with nothing running is a shortage.
+	w.markEnd()
+	w.step(false, 800)
+	w.step(false, 800)
+	if verdict, limit := w.step(true, 800); verdict != cpuSaturated || limit != 600 {
+		t.Fatalf("slow window with no collection in or before it: verdict %d, bound %d; want cpuSaturated, 600", verdict, limit)
+	}
+}
+
+// TestShedderGCPausesTwoPerCycle checks the runtime the signal reads:
+// each collection makes two stop-the-world pauses in
+// /sched/pauses/total/gc (its mark's start and end), so the pauses beyond
+// two per ended cycle are a mark running.
+func TestShedderGCPausesTwoPerCycle(t *testing.T) {
+	read := func() (cycles, pauses uint64) {
+		s := []metrics.Sample{{Name: sampleNames[sampleCycles]}, {Name: sampleNames[sampleGCPauses]}}
+		metrics.Read(s)
+		for _, n := range s[1].Value.Float64Histogram().Counts {
+			pauses += n
+		}
+		return s[0].Value.Uint64(), pauses
+	}
+	runtime.GC()
+	c0, p0 := read()
+	for range 5 {
+		runtime.GC()
+	}
+	c1, p1 := read()
+	// A collection running at either read (started by this process's
+	// allocation) adds at most one pause beyond two per cycle.
+	if dc, dp := c1-c0, p1-p0; dc < 5 || dp < 2*dc-1 || dp > 2*dc+1 {
+		t.Fatalf("%d cycles ended with %d GC pauses; want two a cycle", dc, dp)
+	}
+}
