@@ -82,3 +82,18 @@ func TestShedderGCPausesTwoPerCycle(t *testing.T) {
 		t.Fatalf("%d cycles ended with %d GC pauses; want two a cycle", dc, dp)
 	}
 }
+
+// TestShedderMemoryLowersDuringACollection: a window the collection
+// explains leaves the CPU's bound as it is, but memory near the soft limit
+// still lowers it (apply checks memory before it returns on cpuCollecting).
+func TestShedderMemoryLowersDuringACollection(t *testing.T) {
+	s := newShedder(1000, true, func(string) {})
+	s.apply(cpuCollecting, true, 800)
+	if limit := s.limit.Load(); limit != 600 || !s.byMemory.Load() {
+		t.Fatalf("memory near the limit in a collection's window: bound %d, by memory %v; want 600 by memory", limit, s.byMemory.Load())
+	}
+	s.apply(cpuCollecting, false, 800)
+	if limit := s.limit.Load(); limit != 600 {
+		t.Fatalf("a collection's window after it: bound %d, want it left at 600", limit)
+	}
+}
