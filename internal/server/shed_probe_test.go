@@ -97,3 +97,42 @@ func TestShedderMemoryLowersDuringACollection(t *testing.T) {
 		t.Fatalf("a collection's window after it: bound %d, want it left at 600", limit)
 	}
 }
+
+// TestShedderMarkRestartIsAbsorbed: a mark termination the runtime
+// restarts (runtime issue 27993) makes a third pause in its cycle. In the
+// middle of a mark it changes nothing; in the window its cycle ends in, the
+// mark is taken as running until the next cycle starts, and the count is
+// right again from there.
+func TestShedderMarkRestartIsAbsorbed(t *testing.T) {
+	w := newCPUWindows(1000)
+	w.markStart()
+	w.step(false, 800)
+	w.pauses++ // the restarted mark termination
+	w.step(false, 800)
+	w.markEnd()
+	w.step(false, 800)
+	if w.s.marking {
+		t.Fatal("a mark is taken as running after a restarted cycle ended")
+	}
+	// Start, restart and end in one window: taken as running until the
+	// next start, right after the next end.
+	w.markStart()
+	w.pauses++
+	w.markEnd()
+	w.step(false, 800)
+	w.markStart()
+	w.step(false, 800)
+	if !w.s.marking {
+		t.Fatal("a mark that started is not taken as running")
+	}
+	w.markEnd()
+	w.step(false, 800)
+	if w.s.marking {
+		t.Fatal("the count did not recover at the next cycle")
+	}
+	// And then a quiet slow window is a shortage again.
+	w.step(false, 800)
+	if verdict, limit := w.step(true, 800); verdict != cpuSaturated || limit != 600 {
+		t.Fatalf("slow window with no collection after the recovery: verdict %d, bound %d; want cpuSaturated, 600", verdict, limit)
+	}
+}
