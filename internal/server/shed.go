@@ -78,6 +78,7 @@ const (
 	sampleSched = iota
 	sampleCycles
 	sampleGCCPU
+	sampleGCPauses
 	sampleLimit
 	sampleLive
 	sampleTotal
@@ -92,6 +93,7 @@ var sampleNames = [nSamples]string{
 	sampleSched:    "/sched/latencies:seconds",
 	sampleCycles:   "/gc/cycles/total:gc-cycles",
 	sampleGCCPU:    "/cpu/classes/gc/total:cpu-seconds",
+	sampleGCPauses: "/sched/pauses/total/gc:seconds",
 	sampleLimit:    "/gc/gomemlimit:bytes",
 	sampleLive:     "/gc/heap/live:bytes",
 	sampleTotal:    "/memory/classes/total:bytes",
@@ -221,11 +223,16 @@ func (s *shedder) adjust(now, inflight int64) {
 	metrics.Read(s.sample)
 	if s.sample[sampleSched].Value.Kind() != metrics.KindFloat64Histogram ||
 		s.sample[sampleCycles].Value.Kind() != metrics.KindUint64 ||
-		s.sample[sampleGCCPU].Value.Kind() != metrics.KindFloat64 {
+		s.sample[sampleGCCPU].Value.Kind() != metrics.KindFloat64 ||
+		s.sample[sampleGCPauses].Value.Kind() != metrics.KindFloat64Histogram {
 		return
 	}
+	var pauses uint64
+	for _, n := range s.sample[sampleGCPauses].Value.Float64Histogram().Counts {
+		pauses += n
+	}
 	cpu := s.window(s.sample[sampleSched].Value.Float64Histogram(),
-		s.sample[sampleCycles].Value.Uint64(), s.sample[sampleGCCPU].Value.Float64())
+		s.sample[sampleCycles].Value.Uint64(), s.sample[sampleGCCPU].Value.Float64(), pauses)
 	memory := s.memNear(s.sample) // what the collector cannot free nears the soft memory limit
 	s.apply(cpu, memory, inflight)
 }
@@ -273,30 +280,46 @@ const (
 // termination), /cpu/classes/gc/total when a cycle's stop-the-world pauses
 // end — at its start (sweep termination) and at its end — since
 // runtime/metrics takes the collector's CPU time from those pauses'
-// snapshots only. So the GC CPU time having moved since the last cycle's
-// end means a mark started and has not ended: one is running now, in a
-// window where neither counter moved.
+// snapshots only. Whether a mark is running now, in a window where neither
+// counter moved, comes from the count of the collector's stop-the-world
+// pauses (/sched/pauses/total/gc): a cycle makes two, one as its mark
+// starts and one as it ends, so the pauses since the last window beyond
+// two per cycle ended in it tell a mark started after the last end (also
+// when a cycle ended and the next started in one window, which the GC CPU
+// time cannot tell). A mark termination the runtime restarts (issue 27993)
+// makes a third pause: the mark is then taken as running until the next
+// cycle starts (the clamp to 0..1 absorbs it), at worst shedSlowRun-1
+// windows of a shortage taken for a collection.
 type cpuSignal struct {
-	prev       []uint64 // the histogram's counts at the last window
-	cycles     uint64   // /gc/cycles/total at the last window
-	gcCPU      float64  // /cpu/classes/gc/total at the last window
-	gcCPUAtEnd float64  // /cpu/classes/gc/total when a cycle was last seen ending
-	collected  bool     // a collection ran in the last window
-	slowRun    int      // slow windows in a row, up to the last
+	prev      []uint64 // the histogram's counts at the last window
+	cycles    uint64   // /gc/cycles/total at the last window
+	gcCPU     float64  // /cpu/classes/gc/total at the last window
+	pauses    uint64   // /sched/pauses/total/gc's count at the last window
+	marking   bool     // a mark was running at the last window
+	collected bool     // a collection ran in the last window
+	slowRun   int      // slow windows in a row, up to the last
 }
 
 // window judges the window since the last call from the cumulative
-// scheduler latency histogram, completed GC cycles and GC CPU seconds.
-func (c *cpuSignal) window(hist *metrics.Float64Histogram, cycles uint64, gcCPU float64) cpuVerdict {
+// scheduler latency histogram, completed GC cycles, GC CPU seconds and
+// the count of the collector's stop-the-world pauses.
+func (c *cpuSignal) window(hist *metrics.Float64Histogram, cycles uint64, gcCPU float64, pauses uint64) cpuVerdict {
 	first := c.prev == nil
 	slow := !first && slowWindow(hist, c.prev, shedSchedTarget.Seconds())
 	c.prev = append(c.prev[:0], hist.Counts...)
-	if first || cycles != c.cycles {
-		c.gcCPUAtEnd = gcCPU
+	marking := false
+	if !first {
+		// Marks running now: the one running at the last window, plus
+		// the pauses since beyond two per cycle ended (0..1).
+		m := int64(pauses-c.pauses) - 2*int64(cycles-c.cycles)
+		if c.marking {
+			m++
+		}
+		marking = m > 0
 	}
-	collected := !first && (cycles != c.cycles || gcCPU != c.gcCPU) || gcCPU > c.gcCPUAtEnd
+	collected := !first && (cycles != c.cycles || gcCPU != c.gcCPU || pauses != c.pauses) || marking
 	before := c.collected
-	c.cycles, c.gcCPU, c.collected = cycles, gcCPU, collected
+	c.cycles, c.gcCPU, c.pauses, c.marking, c.collected = cycles, gcCPU, pauses, marking, collected
 	if !slow {
 		c.slowRun = 0
 		return cpuFine

@@ -320,6 +320,7 @@ type cpuWindows struct {
 	h      *metrics.Float64Histogram
 	cycles uint64
 	gcCPU  float64
+	pauses uint64
 }
 
 func newCPUWindows(max int64) *cpuWindows {
@@ -339,7 +340,7 @@ func (w *cpuWindows) step(slow bool, inflight int64) (verdict cpuVerdict, limit 
 	} else {
 		w.h.Counts[0] += 1000
 	}
-	verdict = w.s.window(w.h, w.cycles, w.gcCPU)
+	verdict = w.s.window(w.h, w.cycles, w.gcCPU, w.pauses)
 	w.s.apply(verdict, false, inflight)
 	return verdict, w.s.limit.Load()
 }
@@ -359,8 +360,8 @@ func TestShedderCollectionIsNotAShortage(t *testing.T) {
 		// GC CPU time move), and the queue it made drains in one more:
 		// three slow windows in a row, then fast ones.
 		moves := []func(){
-			func() { w.gcCPU += 0.0002 },
-			func() { w.cycles++; w.gcCPU += 0.035 },
+			func() { w.gcCPU += 0.0002; w.pauses++ },
+			func() { w.cycles++; w.gcCPU += 0.035; w.pauses++ },
 			func() {},
 		}
 		for i, move := range moves {
@@ -378,12 +379,14 @@ func TestShedderCollectionIsNotAShortage(t *testing.T) {
 	// A mark that spans a whole window (a window where neither counter
 	// moves, the mark running through it) is still the collection's.
 	w.gcCPU += 0.0002
+	w.pauses++
 	w.step(true, 800)
 	if verdict, limit := w.step(true, 800); limit != 1000 || verdict != cpuCollecting {
 		t.Fatalf("a window in the middle of a mark: verdict %d, bound %d; want 1000 (cpuCollecting)", verdict, limit)
 	}
 	w.cycles++
 	w.gcCPU += 0.035
+	w.pauses++
 	w.step(false, 800)
 	w.step(false, 800)
 	// A collection that starts and ends within one window, then a fast
@@ -391,6 +394,7 @@ func TestShedderCollectionIsNotAShortage(t *testing.T) {
 	for i := range 5 {
 		w.cycles++
 		w.gcCPU += 0.03
+		w.pauses += 2
 		if _, limit := w.step(true, 800); limit != 1000 {
 			t.Fatalf("short collection %d: bound %d, want 1000", i, limit)
 		}
@@ -435,6 +439,7 @@ func TestShedderCPUShortageLowersTheBound(t *testing.T) {
 	// and the one after are the collection's, the next is the shortage.
 	w.cycles++
 	w.gcCPU += 0.04
+	w.pauses++
 	w.step(true, 800)
 	w.step(true, 800)
 	if verdict, limit := w.step(true, 800); verdict != cpuSaturated || limit != 600 {
@@ -447,6 +452,7 @@ func TestShedderCPUShortageLowersTheBound(t *testing.T) {
 	// A shortage with a collection moving a counter in every window.
 	for i := 1; i <= shedSlowRun; i++ {
 		w.gcCPU += 0.001
+		w.pauses++
 		if i%2 == 0 {
 			w.cycles++
 		}
