@@ -34,10 +34,6 @@ type DB struct {
 	spendWhole bool
 	// timeout bounds each call whose context has no deadline of its own.
 	timeout atomic.Int64
-	// spend: SQLite's spend writer's connection (sqliteraw.go); nil on
-	// PostgreSQL and on an in-memory SQLite database, whose batches go
-	// through the store's connection.
-	spend *rawWriter
 }
 
 // DefaultTimeout bounds every store call whose caller set no deadline (a
@@ -93,14 +89,7 @@ func openSQLite(ctx context.Context, path string, version int64) (*DB, error) {
 	}
 	db := sql.OpenDB(sqliteConnector{base})
 	db.SetMaxOpenConns(1)
-	s, err := open(ctx, db, goose.DialectSQLite3, version)
-	if err != nil {
-		return nil, err
-	}
-	if !strings.Contains(path, ":memory:") && !strings.Contains(path, "mode=memory") {
-		s.spend = &rawWriter{path: path}
-	}
-	return s, nil
+	return open(ctx, db, goose.DialectSQLite3, version)
 }
 
 // OpenPostgres opens a PostgreSQL store. Unless the URL sets its own, a
@@ -182,11 +171,7 @@ func (s *DB) Ping(ctx context.Context) error {
 
 // Close closes the database.
 func (s *DB) Close() error {
-	var err error
-	if s.spend != nil {
-		err = s.spend.close()
-	}
-	return errors.Join(err, s.db.Close())
+	return s.db.Close()
 }
 
 // Engine names the engine: "sqlite3" or "postgres".
@@ -253,7 +238,7 @@ func refused(err error) error {
 		}
 		return err
 	}
-	var se interface{ Code() int } // *sqlite.Error, *rawError
+	var se *sqlite.Error
 	if errors.As(err, &se) {
 		switch code := se.Code(); {
 		case code == 2067 || code == 1555: // SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY: as 23505

@@ -205,9 +205,6 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	}
 	noRows := s.noSpendLogs.Load()
 	if s.dialect == goose.DialectSQLite3 {
-		if s.spend != nil {
-			return refused(s.spend.apply(ctx, batch, noRows, s.spendWhole))
-		}
 		return refused(s.applySpendSQLite(ctx, batch, noRows))
 	}
 	return refused(s.tx(ctx, func(tx *sql.Tx) error {
