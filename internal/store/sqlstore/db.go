@@ -77,9 +77,20 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	return openSQLite(ctx, path, 0)
 }
 
+// sqliteCacheKiB is the page cache of the store's one connection, in KiB
+// (PRAGMA cache_size's negative form; SQLite's default is 2,000). Under
+// modernc's allocator a 4 KiB page and its header take an 8 KiB slot, so
+// the cache costs twice this in anonymous memory: 1 MiB holds the pages the
+// spend writer and the resync touch on every batch (the B-trees' interior
+// pages and the right edges spend_logs grows on) and costs ≈ 2 MB less than
+// the default (measured: modernc's mapped bytes after loading 100,000 keys,
+// 5.0 MB with the default, 3.0 MB with this).
+const sqliteCacheKiB = 1024
+
 // openSQLite is OpenSQLite migrating up to version (0: every migration).
 func openSQLite(ctx context.Context, path string, version int64) (*DB, error) {
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_txlock=immediate"
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)" +
+		"&_pragma=cache_size(-" + strconv.Itoa(sqliteCacheKiB) + ")&_txlock=immediate"
 	// The connector wraps modernc's connections so that ApplySpend's
 	// statements, prepared below database/sql, close with their connection
 	// (sqliteConn).

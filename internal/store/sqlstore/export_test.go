@@ -131,3 +131,17 @@ func QueryText(ctx context.Context, s *DB, q string) ([][]string, error) {
 	}
 	return out, rows.Err()
 }
+
+// QueryInt is the integer a one-value query (a PRAGMA) answers.
+func QueryInt(ctx context.Context, s *DB, q string) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, q).Scan(&n)
+	return n, err
+}
+
+// CloseIdle closes the store's idle connections, so the next query opens
+// a new one.
+func CloseIdle(s *DB) {
+	s.db.SetMaxIdleConns(0)
+	s.db.SetMaxIdleConns(2)
+}
