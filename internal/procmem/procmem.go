@@ -1,13 +1,14 @@
 // Package procmem hands back the resident pages of the process's own
-// executable that its start touched (docs/performance.md, "Issue 31:
-// memory at load"). Linux maps the binary's code and read-only data
-// from the page cache and counts every page the process has touched in
-// its RSS (RssFile), with the 64 KB around each fault; at start the
-// package inits, the config, the store's migrations and the key load
-// touch far more of them than serving does. Release unmaps the
-// read-only ones: they stay in the page cache, and the next touch maps
-// them back with a minor fault, so only what is used after stays
-// resident.
+// executable, and of the shared libraries a dynamically linked build
+// loads, that its start touched (docs/performance.md, "Issue 31: memory
+// at load" and "the binary's own pages"). Linux maps the binary's code
+// and read-only data from the page cache and counts every page the
+// process has touched in its RSS (RssFile), with the 64 KB around each
+// fault; at start the dynamic loader, the package inits, the config, the
+// store's migrations and the key load touch far more of them than
+// serving does. Release unmaps the read-only ones: they stay in the page
+// cache, and the next touch maps them back with a minor fault, so only
+// what is used after stays resident.
 package procmem
 
 import (
@@ -20,13 +21,17 @@ import (
 // span is a range of addresses [start, end).
 type span struct{ start, end uintptr }
 
-// readOnlySpans returns the mappings in smaps (/proc/self/smaps) of the
-// file exe that are private, not writable and hold no anonymous page:
-// its code and read-only data as the file has them. Writable mappings
-// (the data segment) are never returned, nor a read-only one that was
-// written before it was made read-only (a PIE build's relocated
+// readOnlySpans returns the mappings in smaps (/proc/self/smaps) of
+// files (a path, not "[vdso]" or an anonymous mapping) that are private,
+// not writable and hold no anonymous page: the code and read-only data of
+// the executable and of the shared libraries (the dynamic loader, libc
+// in a cgo build) as their files have them. Writable mappings (the data
+// segments) are never returned, nor a read-only one that was written
+// before it was made read-only (a PIE build's or a library's relocated
 // .data.rel.ro, RELRO): dropping those would lose what the process wrote.
-func readOnlySpans(smaps []byte, exe string) []span {
+// The pages of a mapping without anonymous pages are the file's, so a
+// later touch reads back the same bytes.
+func readOnlySpans(smaps []byte) []span {
 	var out []span
 	var cur span
 	candidate := false
@@ -46,7 +51,7 @@ func readOnlySpans(smaps []byte, exe string) []span {
 			continue
 		}
 		candidate = false
-		if len(f) < 6 || strings.TrimSuffix(strings.Join(f[5:], " "), " (deleted)") != exe {
+		if len(f) < 6 || !strings.HasPrefix(f[5], "/") {
 			continue
 		}
 		perms := f[1]

@@ -3,6 +3,7 @@ package procmem
 import (
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,17 +22,28 @@ func TestReadOnlySpans(t *testing.T) {
 		smapsEntry("0400c000-04051000 rw-p 03c0c000 08:01 123 /usr/local/bin/tollgate", 0) +
 		smapsEntry("04051000-040b6000 rw-p 00000000 00:00 0", 0) +
 		smapsEntry("c000000000-c004000000 rw-p 00000000 00:00 0", 4) +
-		smapsEntry("7f0000000000-7f0000001000 r--p 00000000 08:01 456 /usr/local/bin/tollgate-other", 0) +
-		smapsEntry("7f0000002000-7f0000003000 r--s 00000000 08:01 123 /usr/local/bin/tollgate", 0) +
-		smapsEntry("7f0000004000-7f0000005000 r--p 00000000 08:01 789 /tmp/my tollgate (deleted)", 0) +
-		smapsEntry("7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]", 132)
-	got := readOnlySpans([]byte(smaps), "/usr/local/bin/tollgate")
-	want := []span{{0x400000, 0x1a3c000}, {0x1a3c000, 0x400a000}}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("readOnlySpans = %x; want %x (code and read-only data; not RELRO with written pages, the data segment, a shared mapping or another file)", got, want)
+		// A cgo build's shared libraries: their code and read-only data
+		// go, their RELRO (written by the loader) and data do not.
+		smapsEntry("7f1000000000-7f1000028000 r--p 00000000 08:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6", 0) +
+		smapsEntry("7f1000028000-7f10001bd000 r-xp 00028000 08:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6", 0) +
+		smapsEntry("7f10001bd000-7f1000215000 r--p 001bd000 08:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6", 0) +
+		smapsEntry("7f1000215000-7f1000219000 r--p 00214000 08:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6", 16) +
+		smapsEntry("7f1000219000-7f100021b000 rw-p 00218000 08:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6", 8) +
+		smapsEntry("7f1000300000-7f1000301000 r--p 00000000 08:01 789 /tmp/my tollgate (deleted)", 0) +
+		// Not files, or not private: never.
+		smapsEntry("7f2000002000-7f2000003000 r--s 00000000 08:01 123 /dev/shm/segment", 0) +
+		smapsEntry("7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]", 132) +
+		smapsEntry("7ffc10000000-7ffc10004000 r--p 00000000 00:00 0 [vvar]", 0) +
+		smapsEntry("7ffc10004000-7ffc10006000 r-xp 00000000 00:00 0 [vdso]", 0) +
+		smapsEntry("7ffc20000000-7ffc20001000 ---p 00000000 08:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6", 0)
+	got := readOnlySpans([]byte(smaps))
+	want := []span{
+		{0x400000, 0x1a3c000}, {0x1a3c000, 0x400a000},
+		{0x7f1000000000, 0x7f1000028000}, {0x7f1000028000, 0x7f10001bd000}, {0x7f10001bd000, 0x7f1000215000},
+		{0x7f1000300000, 0x7f1000301000},
 	}
-	if got := readOnlySpans([]byte(smaps), "/tmp/my tollgate"); len(got) != 1 || got[0] != (span{0x7f0000004000, 0x7f0000005000}) {
-		t.Errorf("readOnlySpans of a deleted binary with a space in its name = %x", got)
+	if !slices.Equal(got, want) {
+		t.Errorf("readOnlySpans = %x;\nwant %x\n(the executable's and the libraries' code and read-only data, a deleted binary's too; not a RELRO with written pages, a data segment, a shared mapping, [vdso] or [vvar])", got, want)
 	}
 }
 

@@ -86,8 +86,9 @@ type Options struct {
 	// tests embedding the server leave it off, so that a busy test machine
 	// does not shed their bursts.
 	ShedOnCPU bool
-	// ReleaseStartPages unmaps the resident pages of the executable's code
-	// and read-only data once the keys read at start are in (procmem): the
+	// ReleaseStartPages unmaps the resident pages of the code and read-only
+	// data of the executable (and of its shared libraries, in a cgo build)
+	// once the keys read at start are in (procmem): the
 	// start touches far more of the binary than serving does, and those
 	// pages count in the process's RSS until then. tollgate serve sets it.
 	ReleaseStartPages bool
@@ -558,7 +559,7 @@ func (s *Server) loadKeys(ctx context.Context) {
 			debug.FreeOSMemory()
 			if s.opts.ReleaseStartPages {
 				if _, err := procmem.Release(); err != nil {
-					s.log.Warn("the start's pages of the executable were not released", "err", err)
+					s.log.Warn("the start's pages of the executable and its libraries were not released", "err", err)
 				}
 			}
 			s.log.Info("keys loaded", "keys", n, "took", time.Since(start).Round(time.Millisecond))
