@@ -164,9 +164,11 @@ var leaseModes = []struct{ name, extra string }{
 // allotments on (the default) the key's budget is too small to allot: its
 // requests hold per request, as at the end of any budget.
 func TestLongRequestKeepsItsRedisHold(t *testing.T) {
+	t.Parallel() // each case waits on leases in a rig of its own (waitBound)
 	for _, m := range leaseModes {
 		for _, end := range []string{"answered", "upstream error", "client gone"} {
 			t.Run(m.name+", "+end, func(t *testing.T) {
+				t.Parallel()
 				r, s, up, release, c := leaseRig(t, m.extra)
 				if (s.allot != nil) != (m.extra == "") {
 					t.Fatalf("allotments on: %v", s.allot != nil)
@@ -270,9 +272,11 @@ func TestLongRequestKeepsItsRedisHold(t *testing.T) {
 // ends, answered or its client gone, the slot is given back and the next
 // request passes.
 func TestLongRequestKeepsItsParallelSlot(t *testing.T) {
+	t.Parallel() // each case waits on leases in a rig of its own (waitBound)
 	for _, m := range leaseModes {
 		for _, end := range []string{"answered", "client gone"} {
 			t.Run(m.name+", "+end, func(t *testing.T) {
+				t.Parallel()
 				r, _, up, release, c := leaseRig(t, m.extra)
 				const key = "sk-leaserenew-par"
 				r.key(t, key, `"max_budget": 1, "max_parallel_requests": 1`)
