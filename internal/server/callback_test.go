@@ -319,6 +319,7 @@ callback_settings:
 // answers and one nobody listens on cost the requests nothing; with a tiny
 // queue the payloads they cannot hold are dropped and counted.
 func TestCallbackSinkDownOrHangingNeverDelaysRequests(t *testing.T) {
+	t.Parallel() // its own gateway, sinks and metrics registry (waitBound)
 	hang := &receiver{hang: make(chan struct{})}
 	hs := httptest.NewServer(hang)
 	defer hs.Close()

@@ -24,6 +24,7 @@ import (
 // Serve: that wait is the defect's condition, not a deadline (it can only
 // make the test slower, never flaky).
 func TestProbeEndUserMadeBetweenNewAndServeReachesTheSnapshot(t *testing.T) {
+	t.Parallel() // its own SQLite file and gateways; the wait is the test's (waitBound)
 	cfg, st, a := strictReplicaA(t)
 	if code, resp := send(t, a+"/key/generate", "sk-1234", `{"key": "sk-eu-gap"}`); code != 200 {
 		t.Fatal(code, resp)

@@ -59,8 +59,11 @@ func (u *leaseUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"a b c"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}`)
 }
 
-// leaseTTL is the replicas' --redis-lease-ttl in these tests.
-const leaseTTL = time.Second
+// leaseTTL is the replicas' --redis-lease-ttl in these tests. A lease is
+// renewed every leaseTTL/4 once 3/4 of it has passed, so a renewal has at
+// most leaseTTL/4 to land before the lease expires: 3 s leaves 750 ms, which
+// held beside other tests and a CPU hog, where 1 s (250 ms) did not.
+const leaseTTL = 3 * time.Second
 
 // leaseRig is one replica on PostgreSQL + Redis with leases of leaseTTL,
 // in front of a leaseUpstream; release lets held requests finish (once;
@@ -151,12 +154,12 @@ var leaseModes = []struct{ name, extra string }{
 	{"allotments off", "  budget_allotments: false\n"},
 }
 
-// TestLongRequestKeepsItsRedisHold: with a lease of 1 s, a request held
+// TestLongRequestKeepsItsRedisHold: with a lease of leaseTTL, a request held
 // open (by its upstream) for several lease lengths keeps its budget hold
 // on Redis: its lease is still there, unexpired, long past the expiry it
 // was placed with, and a second request on the same budget (room for one
 // worst case) is refused while it runs. (Without renewal the lease
-// expired after 1 s, the second request's hold swept it, and it was
+// expired after leaseTTL, the second request's hold swept it, and it was
 // admitted: the budget was passed.) Then the request ends - answered, an
 // upstream error, or its client gone - and the hold is gone from Redis,
 // nothing held, and its spend booked once: Redis's spent and the store's
@@ -164,9 +167,11 @@ var leaseModes = []struct{ name, extra string }{
 // allotments on (the default) the key's budget is too small to allot: its
 // requests hold per request, as at the end of any budget.
 func TestLongRequestKeepsItsRedisHold(t *testing.T) {
+	t.Parallel() // each case waits on leases in a rig of its own (waitBound)
 	for _, m := range leaseModes {
 		for _, end := range []string{"answered", "upstream error", "client gone"} {
 			t.Run(m.name+", "+end, func(t *testing.T) {
+				t.Parallel()
 				r, s, up, release, c := leaseRig(t, m.extra)
 				if (s.allot != nil) != (m.extra == "") {
 					t.Fatalf("allotments on: %v", s.allot != nil)
@@ -263,16 +268,18 @@ func TestLongRequestKeepsItsRedisHold(t *testing.T) {
 }
 
 // TestLongRequestKeepsItsParallelSlot: with max_parallel_requests 1 and a
-// lease of 1 s, a request held open for several lease lengths keeps its
+// lease of leaseTTL, a request held open for several lease lengths keeps its
 // slot on Redis (the lease's expiry in the rule's sorted set moves on),
 // so a second request is refused 429 while it runs (without renewal the
 // slot expired, and the set with it, and the second was admitted); once it
 // ends, answered or its client gone, the slot is given back and the next
 // request passes.
 func TestLongRequestKeepsItsParallelSlot(t *testing.T) {
+	t.Parallel() // each case waits on leases in a rig of its own (waitBound)
 	for _, m := range leaseModes {
 		for _, end := range []string{"answered", "client gone"} {
 			t.Run(m.name+", "+end, func(t *testing.T) {
+				t.Parallel()
 				r, _, up, release, c := leaseRig(t, m.extra)
 				const key = "sk-leaserenew-par"
 				r.key(t, key, `"max_budget": 1, "max_parallel_requests": 1`)

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -49,6 +51,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	http.DefaultClient.Transport = spec
+	waitBoundParallel()
 	code := m.Run()
 	full := flag.Lookup("test.run").Value.String() == "" // a -run subset may log few requests
 	if flag.Lookup("test.list").Value.String() != "" {   // -list runs no test: nothing to check
@@ -126,5 +129,25 @@ func TestScanLogCatchesKeys(t *testing.T) {
 	}
 	if scanLog([]byte(ok+"\n"), true) == nil {
 		t.Error("scan accepted a log with one request line")
+	}
+}
+
+// waitBound is how many of the package's parallel tests may run at once
+// when -parallel is not given. The tests marked t.Parallel here are the
+// ones that spend their time waiting (on leases, periods, deadlines, hook
+// timeouts), each against servers and state of its own (its own SQLite
+// file or PostgreSQL schema, its own Redis prefix, its own loopback ports);
+// the default, GOMAXPROCS (2 on the project's machine), would leave most of
+// them waiting for a turn although they need little CPU. Tests that measure
+// goroutines, memory or scheduling stay serial: Go runs every serial
+// top-level test before the parallel ones start.
+const waitBound = 8
+
+func waitBoundParallel() {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set && runtime.GOMAXPROCS(0) < waitBound {
+		_ = flag.Set("test.parallel", strconv.Itoa(waitBound))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +35,9 @@ type rig struct {
 	cfgs   map[string]*config.Config
 }
 
+// rigCount numbers the rigs of this test binary.
+var rigCount atomic.Int64
+
 // rigSpec says what a rig needs.
 type rigSpec struct {
 	name     string // the start of the Redis prefix
@@ -54,7 +58,9 @@ func newRig(t testing.TB, spec rigSpec) *rig {
 	if spec.redis && rd == "" {
 		t.Skip("TOLLGATE_TEST_REDIS_URL is not set: skipping a test of replicas on Redis")
 	}
-	r := &rig{up: spec.up, prefix: spec.name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36), cfgs: map[string]*config.Config{}}
+	// The clock and a counter: rigs made at once by parallel tests differ too.
+	prefix := spec.name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatInt(rigCount.Add(1), 36)
+	r := &rig{up: spec.up, prefix: prefix, cfgs: map[string]*config.Config{}}
 	if r.up == "" {
 		r.mock = mockupstream.New(spec.mock)
 		up := httptest.NewServer(r.mock)

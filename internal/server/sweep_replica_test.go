@@ -24,6 +24,7 @@ import (
 // the sweep) can. B must come to refuse the key, and Redis must count
 // every request once, with allotments on (the default with Redis) and off.
 func TestOfflineSpendSweptToOtherReplica(t *testing.T) {
+	t.Parallel() // each case a rig and proxy of its own (waitBound)
 	tests := []struct{ name, extra string }{
 		{"allotments on", ""},
 		{"allotments off", "  budget_allotments: false\n"},
@@ -31,6 +32,7 @@ func TestOfflineSpendSweptToOtherReplica(t *testing.T) {
 	const price = 0.0003 // chat3: 3 completion tokens at 0.0001
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			r := newRig(t, rigSpec{name: "sweep", postgres: true, redis: true})
 			p, err := netsim.NewProxy(r.ropts.Addr)
 			if err != nil {

@@ -18,7 +18,9 @@ import (
 // moving on and spend back at zero without a request. Before the sweep, a
 // period moved only when the next request came.
 func TestIdleBudgetPeriodsMove(t *testing.T) {
+	t.Parallel() // each store its own, no Redis (waitBound)
 	stores(t, func(t *testing.T, st store.Store) {
+		t.Parallel()
 		up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
 		defer up.Close()
 		cfg, err := config.Parse("t.yaml", []byte(strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL)))
