@@ -31,9 +31,9 @@ import (
 //
 // Every Every (100 ms) one script for all accounts (allotScript) books the
 // spend decided locally since the last flush into 'spent', moves it out of
-// the allotment, and resizes the allotment: about twice what this replica
-// asked for on the account in the last interval, at least one request's
-// hold, at most remaining / (2 × alive replicas). A flush's booked spend
+// the allotment, and resizes the allotment: about four times what this
+// replica asked for on the account in the last interval (allotIntervals),
+// at least one request's hold, at most remaining / (2 × alive replicas). A flush's booked spend
 // goes tagged (a carry marker, carry.go): a flush whose answer is lost is
 // sent again, as is, and applied once. An allotment idle for a few
 // intervals shrinks to what requests in flight still hold; Close returns
@@ -119,6 +119,16 @@ const allotLocalFor = 30 * time.Second
 // allotFew is how many holds per live replica a budget must have left for
 // an allotment; below it, requests hold per request as without allotments.
 const allotFew = 4
+
+// allotIntervals is how many flush intervals of the last interval's asks
+// an allotment is sized for (plus what requests in flight hold): room for
+// a burst of four times the last interval's rate before the next flush
+// answers (a flush late under load, the arrivals of a pause), which at
+// twice sent such bursts' rest to the per-request script, two round trips
+// each (docs/performance.md, branch allotbudget). What a replica may hold
+// is still at most remaining / (2 × alive replicas), and none near a
+// budget's end (allotFew), so the sharing rule and the bounds do not move.
+const allotIntervals = 4
 
 // allotIdle is how many flush intervals an allotment stays whole without
 // requests before it shrinks to what requests in flight hold.
@@ -616,7 +626,7 @@ func (x *Allotted) build(all bool) *flushCall {
 			// on Redis while this held room (giveBack).
 			want = 0
 		case asked > 0:
-			want = inflight + max(2*asked, al.lastBig)
+			want = inflight + max(allotIntervals*asked, al.lastBig)
 		case al.idle >= allotIdle:
 			want = 0
 		}

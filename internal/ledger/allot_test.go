@@ -505,3 +505,35 @@ func TestAllotmentLeaseIsAHoldsLease(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBudgetAllotmentCoversABurst: an interval with ten requests, then,
+// before the next flush, a burst of thirty in flight at once (the
+// arrivals of a pause: the flusher descheduled, a GC, a late flush). The
+// allotment sized on the first interval holds them all in process; sized
+// at twice the interval's asks (the first ten's twenty worst cases), ten
+// of the thirty ran the per-request script, each paying a hold's and a
+// settle's round trips (docs/performance.md, branch allotbudget).
+func TestBudgetAllotmentCoversABurst(t *testing.T) {
+	_, prefix := realRedis(t)
+	ctx := context.Background()
+	cost := ledger.USD(0.01)
+	r := newAllotReplica(t, prefix, ledger.USD(100), time.Minute)
+	warm(t, r, cost) // ten requests in an interval, then a flush
+	var hs []ledger.Hold
+	for range 30 {
+		h, err := r.x.Reserve(ctx, []*ledger.Account{r.key}, cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	for _, h := range hs {
+		h.Settle(cost / 2)
+	}
+	if got := r.x.Remote.Load() - 10; got != 0 { // warm's ten were per request
+		t.Fatalf("%d of a burst of 30 (after an interval of 10) ran the per-request script", got)
+	}
+	if r.x.Local.Load() != 30 {
+		t.Fatalf("%d of a burst of 30 decided against the allotment", r.x.Local.Load())
+	}
+}
