@@ -120,7 +120,15 @@ func TestAllotmentsNeverPassTheBudget(t *testing.T) {
 				limit += worst
 			}
 			if total > limit {
-				t.Fatalf("spent %v on a budget of %v (limit %v)", total.Dollars(), budget.Dollars(), limit.Dollars())
+				// Holds decided offline (a call that missed its deadline
+				// falls back alone) fall under the bound of Redis trouble
+				// (budget + shares + one request per place a budget is
+				// held), not this one: named, so that a failure says which.
+				var off int64
+				for _, r := range rs {
+					off += r.s.Offline()
+				}
+				t.Fatalf("spent %v on a budget of %v (limit %v); holds decided offline: %d", total.Dollars(), budget.Dollars(), limit.Dollars(), off)
 			}
 			if total < budget-ledger.USD(0.1) {
 				t.Fatalf("spent only %v of %v: the budget was refused long before its end", total.Dollars(), budget.Dollars())
