@@ -225,7 +225,7 @@ func warm(t *testing.T, r *allotReplica, worst ledger.Amount) {
 	t.Helper()
 	ctx := context.Background()
 	var hs []ledger.Hold
-	for range 10 { // ten requests in one interval: an allotment of twenty
+	for range 10 { // ten requests in one interval: an allotment of forty
 		h, err := r.x.Reserve(ctx, []*ledger.Account{r.key}, worst)
 		if err != nil {
 			t.Fatal(err)
