@@ -164,6 +164,11 @@ type allotment struct {
 	until      atomic.Int64 // Shared.clock: local decisions stop then (lease renewal overdue)
 	closedNow  atomic.Bool  // the last flush refused one (remaining too small): no kicks
 	drain      atomic.Bool  // a request was refused on Redis while this held room: return it
+	// budget is the budget the last answered flush sized the allotment
+	// on: a lower one (an operator's edit, heard before the next flush)
+	// decides nothing locally until a flush on it answers, or requests
+	// after the edit would pass it against room sized on the old one.
+	budget atomic.Int64
 	// flusher's own
 	idle    int
 	lastBig int64
@@ -318,7 +323,7 @@ func (x *Allotted) local(accounts []*Account, q ask) *allotHold {
 		al.count.Add(1)
 		for b := al.big.Load(); amt > b && !al.big.CompareAndSwap(b, amt); b = al.big.Load() {
 		}
-		if !al.open.Load() || now >= al.until.Load() {
+		if !al.open.Load() || now >= al.until.Load() || al.a.Budget() < Amount(al.budget.Load()) {
 			ok = false
 		}
 	}
@@ -488,6 +493,7 @@ type flushCall struct {
 type flushItem struct {
 	al     *allotment
 	booked int64 // spend it moves from the allotment to 'spent'
+	budget int64 // the budget it was sized on
 	given  int64 // room taken from the allotment to return it
 	tag    string
 }
@@ -647,9 +653,10 @@ func (x *Allotted) build(all bool) *flushCall {
 		a := al.a
 		seed, period := a.seedAt()
 		p.keys = append(p.keys, x.s.key(a))
+		budget := int64(a.Budget())
 		p.args = append(p.args, al.lease, base, max(want, 0), booked, tag, al.marked,
-			seed, period, int64(a.Budget()), al.lastBig)
-		p.items = append(p.items, flushItem{al: al, booked: booked, given: given, tag: tag})
+			seed, period, budget, al.lastBig)
+		p.items = append(p.items, flushItem{al: al, booked: booked, given: given, tag: tag, budget: budget})
 	}
 	if len(p.items) == 0 {
 		return nil
@@ -713,6 +720,7 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		a.hear(a.Budget()-Amount(spent+held), alive)
 		al.closedNow.Store(!open)
 		al.until.Store(p.sent + int64(x.localFor()))
+		al.budget.Store(it.budget)
 		al.open.Store(open && !x.closed.Load())
 	}
 	return nil
