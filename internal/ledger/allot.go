@@ -31,9 +31,9 @@ import (
 //
 // Every Every (100 ms) one script for all accounts (allotScript) books the
 // spend decided locally since the last flush into 'spent', moves it out of
-// the allotment, and resizes the allotment: about twice what this replica
-// asked for on the account in the last interval, at least one request's
-// hold, at most remaining / (2 × alive replicas). A flush's booked spend
+// the allotment, and resizes the allotment: about four times what this
+// replica asked for on the account in the last interval (allotIntervals),
+// at least one request's hold, at most remaining / (2 × alive replicas). A flush's booked spend
 // goes tagged (a carry marker, carry.go): a flush whose answer is lost is
 // sent again, as is, and applied once. An allotment idle for a few
 // intervals shrinks to what requests in flight still hold; Close returns
@@ -120,6 +120,16 @@ const allotLocalFor = 30 * time.Second
 // an allotment; below it, requests hold per request as without allotments.
 const allotFew = 4
 
+// allotIntervals is how many flush intervals of the last interval's asks
+// an allotment is sized for (plus what requests in flight hold): room for
+// a burst of four times the last interval's rate before the next flush
+// answers (a flush late under load, the arrivals of a pause), which at
+// twice sent such bursts' rest to the per-request script, two round trips
+// each (docs/performance.md, branch allotbudget). What a replica may hold
+// is still at most remaining / (2 × alive replicas), and none near a
+// budget's end (allotFew), so the sharing rule and the bounds do not move.
+const allotIntervals = 4
+
 // allotIdle is how many flush intervals an allotment stays whole without
 // requests before it shrinks to what requests in flight hold.
 const allotIdle = 5
@@ -154,6 +164,11 @@ type allotment struct {
 	until      atomic.Int64 // Shared.clock: local decisions stop then (lease renewal overdue)
 	closedNow  atomic.Bool  // the last flush refused one (remaining too small): no kicks
 	drain      atomic.Bool  // a request was refused on Redis while this held room: return it
+	// budget is the budget the last answered flush sized the allotment
+	// on: a lower one (an operator's edit, heard before the next flush)
+	// decides nothing locally until a flush on it answers, or requests
+	// after the edit would pass it against room sized on the old one.
+	budget atomic.Int64
 	// flusher's own
 	idle    int
 	lastBig int64
@@ -308,7 +323,7 @@ func (x *Allotted) local(accounts []*Account, q ask) *allotHold {
 		al.count.Add(1)
 		for b := al.big.Load(); amt > b && !al.big.CompareAndSwap(b, amt); b = al.big.Load() {
 		}
-		if !al.open.Load() || now >= al.until.Load() {
+		if !al.open.Load() || now >= al.until.Load() || al.a.Budget() < Amount(al.budget.Load()) {
 			ok = false
 		}
 	}
@@ -478,6 +493,7 @@ type flushCall struct {
 type flushItem struct {
 	al     *allotment
 	booked int64 // spend it moves from the allotment to 'spent'
+	budget int64 // the budget it was sized on
 	given  int64 // room taken from the allotment to return it
 	tag    string
 }
@@ -616,7 +632,7 @@ func (x *Allotted) build(all bool) *flushCall {
 			// on Redis while this held room (giveBack).
 			want = 0
 		case asked > 0:
-			want = inflight + max(2*asked, al.lastBig)
+			want = inflight + max(allotIntervals*asked, al.lastBig)
 		case al.idle >= allotIdle:
 			want = 0
 		}
@@ -637,9 +653,10 @@ func (x *Allotted) build(all bool) *flushCall {
 		a := al.a
 		seed, period := a.seedAt()
 		p.keys = append(p.keys, x.s.key(a))
+		budget := int64(a.Budget())
 		p.args = append(p.args, al.lease, base, max(want, 0), booked, tag, al.marked,
-			seed, period, int64(a.Budget()), al.lastBig)
-		p.items = append(p.items, flushItem{al: al, booked: booked, given: given, tag: tag})
+			seed, period, budget, al.lastBig)
+		p.items = append(p.items, flushItem{al: al, booked: booked, given: given, tag: tag, budget: budget})
 	}
 	if len(p.items) == 0 {
 		return nil
@@ -703,6 +720,7 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		a.hear(a.Budget()-Amount(spent+held), alive)
 		al.closedNow.Store(!open)
 		al.until.Store(p.sent + int64(x.localFor()))
+		al.budget.Store(it.budget)
 		al.open.Store(open && !x.closed.Load())
 	}
 	return nil

@@ -17,3 +17,6 @@ func (a *Account) Doubt() int { return int(a.remote().doubt.n.Load()) }
 
 // SetFusedReply makes s's fused holds' replies go through f (tests only).
 func (s *Shared) SetFusedReply(f func(any, error) (any, error)) { s.fusedReply = f }
+
+// Offline counts holds s decided against its share, without Redis.
+func (s *Shared) Offline() int64 { return s.offlineN.Load() }

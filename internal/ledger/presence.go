@@ -180,6 +180,7 @@ func (s *Shared) closed(accounts []*Account) bool {
 // only within this replica's share; spend settled on them is remembered
 // for Redis.
 func (s *Shared) offline(accounts []*Account, q ask, budgeted []*Account, cause string) (Hold, error) {
+	s.offlineN.Add(1)
 	if len(budgeted) > 0 && s.closed(accounts) {
 		a, why := budgeted[0], "budget_enforcement is strict"
 		if s.failShut {

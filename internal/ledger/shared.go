@@ -96,6 +96,11 @@ type Shared struct {
 	alive  atomic.Int64 // replicas the last heartbeat counted
 	left   atomic.Bool  // Leave was called: no more heartbeats
 
+	// offlineN counts holds decided against this replica's share (Redis
+	// away or a call that missed its deadline): tests name it when a
+	// bound that assumes Redis answered is passed.
+	offlineN atomic.Int64
+
 	// outcomes counts the goroutines that book a lost call's outcome once
 	// it is known (tests wait for them); undecided is their number, which
 	// CarryOffline waits on.
