@@ -173,12 +173,26 @@ func TestRedisBlackHole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := serveCfg(t, cfg, Options{Store: sqliteStore(t), RedisPrefix: "hole-" + strconv.FormatInt(time.Now().UnixNano(), 36)})
+	gw, srv := serveSrv(t, cfg, Options{Store: sqliteStore(t), RedisPrefix: "hole-" + strconv.FormatInt(time.Now().UnixNano(), 36)})
 	if code, body := send(t, gw+"/key/generate", "sk-1234", `{"key": "sk-redis-hole", "max_budget": 10, "rpm_limit": 1000}`); code != 200 {
 		t.Fatal(code, body)
 	}
-	if code, body := send(t, gw+"/v1/chat/completions", "sk-redis-hole", chat3); code != 200 {
-		t.Fatal(code, body)
+	// Before the black hole, the replica on Redis: its heartbeat answered
+	// (it knows how many replicas share a budget) and a request served.
+	// Both are waited for, not timed: on a busy machine a hold may miss its
+	// 500 ms deadline and fall back for that request, and one that falls
+	// back before the first heartbeat answered spends nothing offline (503
+	// budget_unavailable, retried here; it books nothing).
+	if _, ok := within(time.Minute, func() bool { return srv.shared.Alive() >= 1 && !srv.limits.Limiter.Degraded() }); !ok {
+		t.Fatalf("the replica is not on Redis after a minute: %d alive, degraded %v", srv.shared.Alive(), srv.limits.Limiter.Degraded())
+	}
+	var code int
+	var body string
+	if _, ok := within(time.Minute, func() bool {
+		code, body = send(t, gw+"/v1/chat/completions", "sk-redis-hole", chat3)
+		return code != 503 || !strings.Contains(body, "budget_unavailable")
+	}); !ok || code != 200 {
+		t.Fatalf("before the black hole: %d %s", code, body)
 	}
 
 	proxy.BlackHole()
@@ -195,8 +209,9 @@ func TestRedisBlackHole(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode, string(b), time.Since(start)
 	}
+	var took time.Duration
 	for i := range 5 {
-		code, body, took := do("/v1/chat/completions", chat3, "sk-redis-hole")
+		code, body, took = do("/v1/chat/completions", chat3, "sk-redis-hole")
 		if code != 200 {
 			t.Fatalf("request %d in the Redis black hole: %d %s", i, code, body)
 		}
@@ -207,7 +222,7 @@ func TestRedisBlackHole(t *testing.T) {
 		}
 		t.Logf("request %d: %v", i, took.Round(time.Millisecond))
 	}
-	code, body, took := do("/key/update", `{"key": "sk-redis-hole", "spend": 0}`, "sk-1234")
+	code, body, took = do("/key/update", `{"key": "sk-redis-hole", "spend": 0}`, "sk-1234")
 	if code != 200 || took > 15*time.Second {
 		t.Fatalf("a spend edit in the Redis black hole: %d %s after %v", code, body, took)
 	}
