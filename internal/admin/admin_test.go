@@ -60,11 +60,7 @@ type env struct {
 func engines(t *testing.T, cfgYAML string, fn func(t *testing.T, e *env)) {
 	t.Run("sqlite", func(t *testing.T) {
 		dir := t.TempDir()
-		st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(dir, "tollgate.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
+		st := storetest.OpenSQLite(t, filepath.Join(dir, "tollgate.db")) // a copy of a migrated database
 		e := start(t, cfgYAML, st)
 		e.dbDir = dir
 		fn(t, e)

@@ -347,8 +347,10 @@ func TestAllotmentCloseBooksAndReturns(t *testing.T) {
 // TestAllotmentLostFlushAppliedOnce: a flush whose answer is lost (Redis
 // ran it, or never saw it) is sent again and booked once.
 func TestAllotmentLostFlushAppliedOnce(t *testing.T) {
+	t.Parallel()
 	for _, tt := range loseWays {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			g := newLostRig(t)
 			ctx := context.Background()
 			budget, cost := ledger.USD(1), ledger.USD(0.01)

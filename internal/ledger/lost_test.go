@@ -123,8 +123,10 @@ var loseWays = []struct {
 // goes with the next hold; when that hold's answer is lost, Redis ends up
 // with the spend once, whether the hold ran there or not.
 func TestLostHoldCarriesOfflineSpendOnce(t *testing.T) {
+	t.Parallel()
 	for _, tt := range loseWays {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			g := newLostRig(t)
 			ctx := context.Background()
 			key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(10))
@@ -162,8 +164,10 @@ func TestLostHoldCarriesOfflineSpendOnce(t *testing.T) {
 // TestLostSettleCountsOnce: a settle whose answer is lost is booked on
 // Redis once, whether it ran there or not, and its hold is freed.
 func TestLostSettleCountsOnce(t *testing.T) {
+	t.Parallel()
 	for _, tt := range loseWays {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			g := newLostRig(t)
 			ctx := context.Background()
 			key := ledger.NewAccount(store.KindKey, "k", 0, ledger.USD(10))
@@ -218,6 +222,7 @@ func (g countGate) Settled(error)                         {}
 // same script as the hold and the settle) carries offline spend and a
 // lost settle's spend once, as the budgets' own scripts do.
 func TestLostGatedHoldAndSettle(t *testing.T) {
+	t.Parallel()
 	g := newLostRig(t)
 	ctx := context.Background()
 	gate := countGate{admit: "{" + g.prefix + "}:gate:admit", done: "{" + g.prefix + "}:gate:done"}
@@ -266,8 +271,10 @@ func TestLostGatedHoldAndSettle(t *testing.T) {
 // TestLostCarryOffline: CarryOffline's carry whose answer is lost leaves
 // Redis with the offline spend once, whether it ran there or not.
 func TestLostCarryOffline(t *testing.T) {
+	t.Parallel()
 	for _, tt := range loseWays {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			g := newLostRig(t)
 			ctx := context.Background()
 			book := ledger.NewBook(nil)
@@ -307,6 +314,7 @@ func TestLostCarryOffline(t *testing.T) {
 // booked on Redis: past the horizon it goes as tagged spend, not as a
 // settle that only applies while its lease is there.
 func TestLostSettleAfterLeaseSwept(t *testing.T) {
+	t.Parallel()
 	g := newLostRig(t)
 	g.s.LeaseTTL = 3 * time.Second
 	ctx := context.Background()

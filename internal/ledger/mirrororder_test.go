@@ -69,6 +69,7 @@ func (c byteCounter) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); retu
 // SCRIPT LOAD: it must not wait holding the lock, or every other settle
 // of the replica waits behind it, one after another.
 func TestQueueLockNotHeldThroughScriptLoad(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -88,6 +88,7 @@ func TestOfflineSpendReachesOtherReplicasWithoutAHold(t *testing.T) {
 // after a second reporting every account carried, and the carry then ended
 // with an error once the client closed, its spend in doubt.
 func TestCarryOfflineWaitsForASlowCarry(t *testing.T) {
+	t.Parallel()
 	g := newLostRigWith(t, 30*time.Second, 10*time.Second) // the carry's deadline: 10 s
 	book, accts := g.carriedKey(t)
 

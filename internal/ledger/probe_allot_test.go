@@ -136,6 +136,7 @@ func burst(t *testing.T, r *allotReplica, n int, cost ledger.Amount) (served led
 // flush, up to localFor short). Past that, as past any hold's lease, the
 // request's spend is booked once when the replica is back.
 func TestAllotmentLeaseCoversHoldsInFlight(t *testing.T) {
+	t.Parallel()
 	g := newLostRig(t)
 	ctx := context.Background()
 	const lease = 3 * time.Second // local decisions stop 1.5 s after a flush

@@ -15,6 +15,7 @@ import (
 // applied, lease deleted, marker written). The late settle must then not
 // add its spend a second time.
 func TestProbeDelayedSettleAfterItsCarry(t *testing.T) {
+	t.Parallel()
 	g := newLostRig(t)
 	ctx := context.Background()
 	gate := countGate{admit: "{" + g.prefix + "}:gate:admit", done: "{" + g.prefix + "}:gate:done"}
@@ -76,6 +77,7 @@ func TestProbeDelayedSettleAfterItsCarry(t *testing.T) {
 // while Redis is back, must not be booked a second time as plain spend by
 // the account's next hold.
 func TestProbeLostSettleIdleAccount(t *testing.T) {
+	t.Parallel()
 	// The settle's doubt must be resolved (Redis back, the background carry
 	// done) before its horizon for the case to be the one under test; a
 	// machine too loaded for that in 12 s gets a longer lease each time.

@@ -135,6 +135,7 @@ var errAway = errors.New("test: redis taken for away")
 // The fake counts connections and bytes: a hold that asked it would have
 // sent a command (and waited on it until its deadline).
 func TestSharedHungRedis(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

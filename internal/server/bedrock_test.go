@@ -439,7 +439,13 @@ general_settings:
 // the upstream's address) on the mock behind the SigV4 checker.
 func bedrockOnChecker(t *testing.T, models string, settings ...string) (*spendEnv, *sigv4Checker) {
 	t.Helper()
-	chk := &sigv4Checker{next: mockupstream.New(mockupstream.Options{}), keys: map[string]config.AWSCredentials{
+	return bedrockOnCheckerNext(t, mockupstream.New(mockupstream.Options{}), models, settings...)
+}
+
+// bedrockOnCheckerNext is bedrockOnChecker with next behind the checker.
+func bedrockOnCheckerNext(t *testing.T, next http.Handler, models string, settings ...string) (*spendEnv, *sigv4Checker) {
+	t.Helper()
+	chk := &sigv4Checker{next: next, keys: map[string]config.AWSCredentials{
 		"AKIADEPLOY": {AccessKeyID: "AKIADEPLOY", SecretAccessKey: "deploy-secret", Region: "us-east-1"},
 	}}
 	up := httptest.NewServer(chk)
@@ -635,8 +641,22 @@ func TestBedrockResponsesMaxOutputTokens(t *testing.T) {
 // estimate), the second is served capped, as a chat deployment's is,
 // not refused.
 func TestBedrockDefaultModeCapsOutput(t *testing.T) {
-	e, chk := bedrockOnChecker(t, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n"+
-		"  - model_name: slow\n    litellm_params: "+bedrockSonnet+`, headers: {x-mock-delay-ms: "15000"}}`+"\n")
+	t.Parallel()
+	// The "hold" request is answered after 15 s (it is cancelled once the
+	// capped one is answered); the warm-up, answered at once, teaches the
+	// same deployment (before, the deployment's own x-mock-delay-ms header
+	// made every "slow" request wait 15 s, the warm-up too).
+	mock := mockupstream.New(mockupstream.Options{})
+	hold := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`"hold"`)) {
+			r.Header.Set("x-mock-delay-ms", "15000")
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		mock.ServeHTTP(w, r)
+	})
+	e, chk := bedrockOnCheckerNext(t, hold, "  - model_name: claude\n    litellm_params: "+bedrockSonnet+"}\n"+
+		"  - model_name: slow\n    litellm_params: "+bedrockSonnet+"}\n")
 	// The slow deployment learns its answers are one token long.
 	if resp, out := e.post(t, "/v1/chat/completions", newKey(t, e, `{}`), `{"model":"slow","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 {
 		t.Fatalf("warm-up: %d %v", resp.StatusCode, out)

@@ -22,13 +22,19 @@ import (
 // not admitted on the crumbs that remain (which let spend pass the budget
 // by two requests' overshoot), in process and on Redis.
 func TestCappedEmbeddingIsRefused(t *testing.T) {
-	t.Run("in process", func(t *testing.T) { probeCappedEmbedding(t, "", Options{}) })
+	// Not parallel with other tests: the redis case keeps the default
+	// 500 ms hold deadline. Its two cases overlap (each 2 s stream).
+	t.Run("in process", func(t *testing.T) {
+		t.Parallel()
+		probeCappedEmbedding(t, "", Options{})
+	})
 	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
 		u := os.Getenv("TOLLGATE_TEST_REDIS_URL")
 		if u == "" {
 			t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
 		}
-		probeCappedEmbedding(t, "  redis_url: "+u+"\n", Options{RedisPrefix: "probe-" + strconv.FormatInt(time.Now().UnixNano(), 36)})
+		probeCappedEmbedding(t, "  redis_url: "+u+"\n", Options{RedisPrefix: "probe-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.FormatInt(rigCount.Add(1), 36)})
 	})
 }
 

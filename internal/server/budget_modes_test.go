@@ -241,12 +241,16 @@ func burst(t *testing.T, e *spendEnv, key, body string) *served {
 // (max_completion_tokens for OpenAI, generationConfig.maxOutputTokens for
 // Gemini, max_tokens for Cohere) and named in X-Tollgate-Output-Capped.
 func TestDefaultModeCapsEveryChatProvider(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, model, base, member string }{
 		{"openai", "openai/gpt-4", `"{{UP}}"`, `"max_completion_tokens":`},
 		{"gemini", "gemini/gemini-2.0-flash", `"{{UP}}/v1beta"`, `"maxOutputTokens":`},
 		{"cohere", "cohere/command-r", `"{{UP}}"`, `"max_tokens":`},
 	} {
-		t.Run(tc.name, func(t *testing.T) { defaultModeCaps(t, tc.model, tc.base, tc.member) })
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case its own gateway, store and mock: their 2 s streams overlap
+			defaultModeCaps(t, tc.model, tc.base, tc.member)
+		})
 	}
 }
 

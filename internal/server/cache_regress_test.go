@@ -121,6 +121,7 @@ func TestCacheSemanticNoEmbeddingForSpentBudget(t *testing.T) {
 // answer is not stored: another key of the team, with no budget, is not
 // served it.
 func TestCacheNeverStoresBudgetCappedAnswer(t *testing.T) {
+	t.Parallel()
 	yaml := `model_list:
   - model_name: m
     litellm_params: {model: openai/gpt-4, api_key: k, api_base: "{{UP}}", input_cost_per_token: 0.00003, output_cost_per_token: 0.00006, headers: {x-mock-completion-tokens: "400", x-mock-chunks: "40", x-mock-chunk-delay-ms: "50"}}

@@ -487,6 +487,7 @@ func TestSemanticCache(t *testing.T) {
 // stored cost (and saves nothing); the logging callback's payloads carry
 // LiteLLM's cache_hit and cache_key.
 func TestCacheChargeHitsAndPayloads(t *testing.T) {
+	t.Parallel()
 	hook := &receiver{}
 	hs := httptest.NewServer(hook)
 	defer hs.Close()

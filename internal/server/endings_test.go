@@ -43,6 +43,7 @@ general_settings:`, 1)
 // for the key (every hold released or settled once, every allotment
 // returned) and that sum is spent.
 func TestRequestEndingsBookOnce(t *testing.T) {
+	t.Parallel()
 	modes := []struct {
 		name, extra     string
 		postgres, redis bool

@@ -70,6 +70,7 @@ const failPrompt = "secret-prompt-words-7f3a"
 // is released. A success next to them has status success and no
 // error_information.
 func TestUpstreamFailuresWriteOneFailureRow(t *testing.T) {
+	t.Parallel()
 	up, hits := failingUpstream(t)
 	yaml := strings.ReplaceAll(`
 model_list:

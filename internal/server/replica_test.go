@@ -31,6 +31,7 @@ func within(limit time.Duration, check func() bool) (time.Duration, bool) {
 // the test waits up to a minute, so that a loaded machine does not fail it, and
 // logs how long each took.
 func TestReplicasShareKeysWithinOneSecond(t *testing.T) {
+	t.Parallel()
 	r := replicas(t, 2, rigSpec{postgres: true}, mockConfig+"general_settings:\n  master_key: sk-1234\n", Options{ResyncInterval: 100 * time.Millisecond})
 	a, b := r.urls[0], r.urls[1]
 	chat := `{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}`
@@ -62,6 +63,7 @@ func TestReplicasShareKeysWithinOneSecond(t *testing.T) {
 // keys with it: A refuses them on the very next request, B within its
 // resync; a blocked team's key never comes back on either.
 func TestDeletionRevokesOnEveryReplica(t *testing.T) {
+	t.Parallel()
 	r := replicas(t, 2, rigSpec{postgres: true}, mockConfig+"general_settings:\n  master_key: sk-1234\n", Options{ResyncInterval: 100 * time.Millisecond})
 	a, b := r.urls[0], r.urls[1]
 	chat := `{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}`

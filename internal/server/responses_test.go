@@ -450,6 +450,7 @@ func TestResponsesHoldOnMaxOutputTokens(t *testing.T) {
 // released, a failure row without cost), and a client that leaves a stream midway is charged
 // for what was produced.
 func TestResponsesFailuresAndAbandonedStreams(t *testing.T) {
+	t.Parallel()
 	yaml := strings.Replace(responsesConfig, "litellm_settings:", mockModel("failing", "x-mock-status", "500")+"litellm_settings:", 1)
 	st := sqliteStore(t)
 	e := startConfig(t, st, mockupstream.Options{Chunks: 20, ChunkDelay: 200 * time.Millisecond}, yaml)

@@ -250,6 +250,7 @@ func (e *settleEnv) answeredBeforeSettle(t *testing.T, key string) ledger.Amount
 // booked, once, however the request ends: the client gone, Redis gone
 // (carried later), a graceful shutdown.
 func TestSettleAfterTheAnswer(t *testing.T) {
+	t.Parallel()
 	t.Run("answered, then booked", func(t *testing.T) {
 		e := startSettle(t, "default")
 		const key = "sk-settle-booked"

@@ -242,6 +242,7 @@ func TestBudgetErrorsHeadersAndRelease(t *testing.T) {
 }
 
 func TestAbandonedStreamIsCharged(t *testing.T) {
+	t.Parallel()
 	st := sqliteStore(t)
 	e := startSpend(t, st, mockupstream.Options{Chunks: 20, ChunkDelay: 200 * time.Millisecond}, "")
 	_, out := e.post(t, "/key/generate", "sk-1234", `{}`)
@@ -281,6 +282,7 @@ func TestAbandonedStreamIsCharged(t *testing.T) {
 // writes one failure row without cost (TestUpstreamFailuresWriteOneFailureRow
 // checks its fields) and leaves nothing held on its budgets.
 func TestFailedRequestsReleaseTheirHold(t *testing.T) {
+	t.Parallel()
 	const models = `  - model_name: failing
     litellm_params: {model: openai/gpt-4o-mini, api_base: "{{UP}}", output_cost_per_token: 0.0001, extra_headers: {x-mock-status: "500"}}
   - model_name: hanging
@@ -479,6 +481,7 @@ func TestBudgetDurationResets(t *testing.T) {
 // best_of, a batch of prompts) holds what all of them can cost, so a key
 // with $0.05 never spends more, however the output is multiplied.
 func TestHoldCoversEveryChoice(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, path, body string
 		wantServed       int
@@ -627,6 +630,7 @@ func TestUpstreamUsageIsValidated(t *testing.T) {
 // estimate and flagged; a 200 that is not JSON is a 502, booked as a
 // failure that costs nothing and releases its hold.
 func TestAnswerWithoutUsageIsBooked(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, header, value string
 		wantStatus          int
@@ -702,6 +706,7 @@ func loggedLines(subs ...string) []string {
 // closes only after the last handler has settled. A stream cut mid-way is
 // charged its chunks; a request cut before its answer costs nothing.
 func TestShutdownTimeoutBooksCutStreams(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, body string
 		stream     bool

@@ -230,6 +230,7 @@ func readDataChunks(t *testing.T, r *bufio.Reader, n int) {
 // per call, with the status the call ended with. A call that failed
 // upstream has one failure row without cost.
 func TestMoneyPathsWithTelemetryBookOnce(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name        string
 		how         func(t *testing.T, url, key string, stop func()) int
@@ -283,6 +284,7 @@ func TestMoneyPathsWithTelemetryBookOnce(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel() // each case its own gateways, upstream, webhook and key (rows read by key)
 				off := moneyCase(t, st, false, tc.how)
 				on := moneyCase(t, st, true, tc.how)
 				if len(off.rows) != tc.rows {
