@@ -261,3 +261,32 @@ func TestSnapshotIndexConcurrent(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 func keyWithHash(h string) *store.Key { return &store.Key{TokenHash: h, KeyName: "k" + h[:6]} }
+
+// BenchmarkKeyTableGet looks up digests in one shard's worth of keys at
+// 100,000 keys (1,562), in the table and in the map it replaced.
+func BenchmarkKeyTableGet(b *testing.B) {
+	var tb keyTable
+	m := map[[32]byte]*keyRec{}
+	var sums [][32]byte
+	for i := range 1562 {
+		s := sha256.Sum256([]byte(strconv.Itoa(i)))
+		sums = append(sums, s)
+		r := tableRec(s, 0)
+		tb.put(r)
+		m[s] = r
+	}
+	b.Run("table", func(b *testing.B) {
+		for i := range b.N {
+			if tb.get(&sums[i%len(sums)]) == nil {
+				b.Fatal("missing")
+			}
+		}
+	})
+	b.Run("map", func(b *testing.B) {
+		for i := range b.N {
+			if m[sums[i%len(sums)]] == nil {
+				b.Fatal("missing")
+			}
+		}
+	})
+}
