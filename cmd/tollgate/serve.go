@@ -92,7 +92,7 @@ func runServe(args []string) error {
 	} else if src != memlimit.None && limit != math.MaxInt64 {
 		log.Info("soft memory limit", "bytes", limit, "from", string(src))
 	}
-	// The collector's headroom after each collection: max(16 MiB, half
+	// The collector's headroom after each collection: max(12 MiB, half
 	// the live heap) instead of GOGC=100's whole live heap, unless the
 	// operator set GOGC, GOMEMLIMIT or memory_limit.
 	if memlimit.HeadroomApplies(os.Getenv, cfg.GeneralSettings.MemoryLimit) {

@@ -11,13 +11,14 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-// keyRec is a key as the snapshot holds it: 72 bytes, where a *store.Key
+// keyRec is a key as the snapshot holds it: 104 bytes, where a *store.Key
 // is 352 and its hash string 64 more. What many keys hold equal (user,
 // team, models, limits, metadata, …) is one keyShared they point at; what
 // each key has of its own is packed here (times as Unix nanoseconds, the
 // name and alias in one string); what is rarely set sits behind x. The
-// token hash is the index's key (its digest), not kept again. A record is
-// immutable once published: a write replaces it.
+// token hash is kept as its digest, sum, which the index reads (keyTable);
+// a hash that is not in lower case is in x too. A record is immutable
+// once published: a write replaces it.
 //
 // The request path reads a record into the Principal's own store.Key
 // (Principal.setKey: no allocation); management code gets a *store.Key
@@ -32,6 +33,9 @@ type keyRec struct {
 	// Times as Unix nanoseconds (UTC); timeNone is a nil pointer,
 	// timeInX a time kept in x as it was (not UTC, or out of range).
 	created, updated, expires, resetAt int64
+	// sum is the token hash's digest when it is a sha256 hex digest (in
+	// any case; zero when it is not): the index's key.
+	sum [32]byte
 }
 
 // keyShared is what a key shares with the keys like it: every field of
@@ -98,7 +102,8 @@ func packKey(k *store.Key, c *compactor, prev *keyRec) *keyRec {
 	}
 	r.spend = k.Spend
 	var x keyExtra
-	if _, lower := digestOf(k.TokenHash); !lower {
+	var lower bool
+	if r.sum, lower = digestOf(k.TokenHash); !lower {
 		x.hash = k.TokenHash
 	}
 	switch {

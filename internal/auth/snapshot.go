@@ -178,14 +178,14 @@ func NewSnapshot(s *store.Snapshot) *Snapshot {
 
 type keyShard struct {
 	mu sync.RWMutex
-	m  map[[32]byte]*keyRec
+	t  keyTable
 }
 
 // recBySum is the record of digest sum, or nil.
 func (s *Snapshot) recBySum(sum *[32]byte) *keyRec {
 	sh := &s.keys[sum[0]&63]
 	sh.mu.RLock()
-	r := sh.m[*sum]
+	r := sh.t.get(sum)
 	sh.mu.RUnlock()
 	return r
 }
@@ -234,13 +234,15 @@ func (s *Snapshot) update(h string, fn func(cur *keyRec) *keyRec) {
 	sh := &s.keys[sum[0]&63]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if r := fn(sh.m[sum]); r != nil {
-		if sh.m == nil {
-			sh.m = map[[32]byte]*keyRec{}
+	if r := fn(sh.t.get(&sum)); r != nil {
+		if r.sum != sum { // not made for h (packKey sets it): index a copy
+			c := *r
+			c.sum = sum
+			r = &c
 		}
-		sh.m[sum] = r
+		sh.t.put(r)
 	} else {
-		delete(sh.m, sum)
+		sh.t.remove(&sum)
 	}
 }
 
@@ -584,21 +586,18 @@ func (r *keyRec) tokenHash(sum *[32]byte, named string) string {
 // returns false. A shard's records are copied out, so fn runs with no
 // lock held (it may write to the snapshot).
 func (s *Snapshot) rangeRecs(fn func(r *keyRec, sum *[32]byte, named string) bool) {
-	type entry struct {
-		sum [32]byte
-		r   *keyRec
-	}
-	var batch []entry
+	var batch []*keyRec
 	for i := range s.keys {
 		sh := &s.keys[i]
 		sh.mu.RLock()
 		batch = batch[:0]
-		for sum, r := range sh.m {
-			batch = append(batch, entry{sum, r})
-		}
+		sh.t.each(func(r *keyRec) bool {
+			batch = append(batch, r)
+			return true
+		})
 		sh.mu.RUnlock()
-		for _, e := range batch {
-			if !fn(e.r, &e.sum, "") {
+		for _, r := range batch {
+			if !fn(r, &r.sum, "") { // records are immutable: their sum too
 				return
 			}
 		}

@@ -36,6 +36,11 @@ func TestPercent(t *testing.T) {
 			}
 		})
 	}
+	// The gateway's own floor and fraction with 100,000 keys (≈ 24 MiB
+	// live): a goal of live + 12 MiB, not the 16 MiB before branch mem79.
+	if got := Percent(24<<20, 0, 0, HeadroomFloor, HeadroomFraction); got != 50 {
+		t.Errorf("Percent at 24 MiB live with HeadroomFloor %d = %d, want 50 (a 12 MiB headroom)", HeadroomFloor, got)
+	}
 	// Whatever the heap: the headroom is never under the rule's (nor the
 	// goal under the live heap), and never over GOGC=100's.
 	r := rand.New(rand.NewPCG(1, 2))

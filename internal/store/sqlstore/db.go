@@ -80,12 +80,16 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 // sqliteCacheKiB is the page cache of the store's one connection, in KiB
 // (PRAGMA cache_size's negative form; SQLite's default is 2,000). Under
 // modernc's allocator a 4 KiB page and its header take an 8 KiB slot, so
-// the cache costs twice this in anonymous memory: 1 MiB holds the pages the
-// spend writer and the resync touch on every batch (the B-trees' interior
-// pages and the right edges spend_logs grows on) and costs ≈ 2 MB less than
-// the default (measured: modernc's mapped bytes after loading 100,000 keys,
-// 5.0 MB with the default, 3.0 MB with this).
-const sqliteCacheKiB = 1024
+// the cache costs twice this in anonymous memory: 500 KiB holds the pages
+// the spend writer and the resync touch on every batch (the B-trees'
+// interior pages and the right edges spend_logs grows on) and costs ≈ 3 MB
+// less than the default (measured: modernc's mapped bytes after loading
+// 100,000 keys, 5.0 MB with the default, 3.0 MB with 1 MiB, 2.0 MB with
+// this). The price is page reads from the OS page cache: with 100,000 keys
+// and rows on random keys, 12.7 a spend row against 8.8 with 1 MiB, ≈ 5 µs
+// of CPU a row (BenchmarkSpendReadsByCacheSize; docs/performance.md,
+// branch mem79), off the request path.
+const sqliteCacheKiB = 500
 
 // openSQLite is OpenSQLite migrating up to version (0: every migration).
 func openSQLite(ctx context.Context, path string, version int64) (*DB, error) {
