@@ -531,8 +531,13 @@ for i = 1, n do
     redis.call('HSET', k, 'spent', seed, 'period', ARGV[o + 8])
     s = tonumber(seed)
   end
-  -- Spend booked in an older period than Redis has is the store's alone.
-  if booked ~= '0' and (fresh or rp == period) then
+  -- Booked spend lands in the period Redis has, as a per-request settle
+  -- does: also when this replica's view is older (rp > period, its clock
+  -- lags the rollover), or what it spent after Redis's reset would be
+  -- missing from the new period (branch allotmoney). Spend booked before
+  -- the reset and flushed after it (at most one interval's) counts there
+  -- too: over, never under.
+  if booked ~= '0' then
     s, hd, nx = bud_carry(k, 'c:' .. tag .. '=' .. booked, s, hd, nx, fresh)
     if prev ~= '' then redis.call('HDEL', k, 'c:' .. prev) end
   end
