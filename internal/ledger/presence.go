@@ -65,11 +65,33 @@ func (e Enforcement) String() string {
 type heard struct {
 	remaining atomic.Int64 // budget − spent − held on Redis, Amount
 	alive     atomic.Int64 // replicas alive then; 0 when never heard
+	// landed is this replica's spend that reached Redis since it last
+	// heard, by calls whose answer told nothing of what remains (a carry's,
+	// a hold's in doubt resolved in the background): no longer in
+	// offRedis, not yet in remaining, it still counts against the share
+	// (tryShare). Without it, a replica whose holds keep missing their
+	// deadline while their calls run late had its share renewed each time
+	// such a carry landed, against the same stale remaining, and spent
+	// the budget as if alone (TestSlowRedisReplicaCountsAsCutOffOnce).
+	landed atomic.Int64
 }
 
+// hear notes what a Redis answer said of a (which counts every landing
+// before it: landed starts again, after remaining is set, so that a
+// share check in between counts a landing twice rather than not at all).
 func (a *Account) hear(remaining Amount, alive int64) {
 	a.remote().heard.remaining.Store(int64(remaining))
 	a.remote().heard.alive.Store(max(alive, 1))
+	a.remote().heard.landed.Store(0)
+}
+
+// landedUnheard notes amount, spend of this replica's that has reached
+// Redis by a call whose answer said nothing of what remains: called before
+// it leaves carrying (counted twice a moment, never not at all).
+func (a *Account) landedUnheard(amount int64) {
+	if amount != 0 {
+		a.remote().heard.landed.Add(amount)
+	}
 }
 
 // LastHeard is what Redis last said about the account: what remained of its
@@ -231,7 +253,9 @@ func (s *Shared) offline(accounts []*Account, q ask, budgeted []*Account, cause 
 func (s *Shared) share(a *Account) (remaining Amount, alive int64) {
 	remaining, alive = a.LastHeard()
 	if alive == 0 {
-		remaining = a.Budget() - Amount(a.spent.Load()-a.offRedis())
+		// What the local view had on Redis before this replica's own
+		// spend landed there unheard (which tryShare counts as its own).
+		remaining = a.Budget() - Amount(a.spent.Load()-a.offRedis()-a.remote().heard.landed.Load())
 		alive = s.alive.Load()
 	}
 	return remaining, alive
@@ -257,7 +281,7 @@ func offlineUsed(a *Account) Amount {
 	// spent first: a settle adds to unsynced before spent, so a read that
 	// races it counts the spend twice (refusing), never not at all.
 	spent := a.spent.Load()
-	off := a.offRedis()
+	off := a.offRedis() + a.remote().heard.landed.Load()
 	return Amount(a.used.Load() - spent + off)
 }
 
@@ -268,7 +292,7 @@ func (s *Shared) tryShare(a *Account, amt Amount, upTo bool) (Amount, bool) {
 	share := shareOf(s.share(a))
 	return casHold(&a.used, func() Amount {
 		spent := a.spent.Load()
-		return min(Amount(spent-a.offRedis())+share, a.Budget())
+		return min(Amount(spent-a.offRedis()-a.remote().heard.landed.Load())+share, a.Budget())
 	}, amt, upTo)
 }
 

@@ -704,7 +704,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			// Refused by the gate before the budgets were read: the
 			// pending spend was not taken (the next hold, or the sweep,
 			// carries it).
-			h.landed(outNotRun)
+			h.landed(outNotRun, nil)
 			s.oweAll(h.shared)
 			if gerr := g.Admitted(gres, false); gerr != nil {
 				return nil, true, gerr
@@ -718,7 +718,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			// says: from here, a refusal or a malformed reply of the hold
 			// leaves it taken, and the caller gives it back (ReserveGated).
 			if gerr := g.Admitted(gres, true); gerr != nil {
-				h.landed(outRan)
+				h.landed(outRan, nil)
 				go h.releaseLease()
 				return nil, true, gerr
 			}
@@ -737,7 +737,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			if rscript.NotRun(rscript.Final(err)) {
 				o = outNotRun
 			}
-			h.landed(o)
+			h.landed(o, nil)
 			if o == outNotRun {
 				s.oweAll(h.shared) // back to unsynced: swept once Redis answers
 			}
@@ -754,9 +754,9 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		return hd, false, err
 	}
 	if len(res) >= 5 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
-		h.landed(outRan)
 		a := h.shared[res[1]-1]
 		a.hear(a.Budget()-Amount(res[2]+res[3]), res[4])
+		h.landed(outRan, func(b *Account) bool { return b == a }) // heard first, as below
 		ex := &ExceededError{Kind: a.Kind, ID: a.ID, Spent: Amount(res[2]), Reserved: Amount(res[3]),
 			Budget: a.Budget(), Need: amount, ResetAt: a.ResetAt()}
 		if len(res) == 6 {
@@ -765,7 +765,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		return nil, g != nil, ex
 	}
 	if len(res) != 4+len(h.shared) || res[0] != 1 {
-		h.landed(outRan)
+		h.landed(outRan, nil)
 		go h.releaseLease()
 		return nil, g != nil, fmt.Errorf("redis: budget hold answered %v", res)
 	}
@@ -775,7 +775,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		a.hear(Amount(res[2+i]), res[1])
 	}
 	h.amount, h.capped = Amount(res[len(res)-2]), res[len(res)-1] == 1
-	h.landed(outRan)
+	h.landed(outRan, heardAll)
 	for _, a := range h.others { // in-process bookkeeping of the unbudgeted ones
 		a.used.Add(int64(h.amount))
 	}
@@ -893,15 +893,20 @@ func (h *sharedHold) Capped() bool { return h.capped }
 // landed ends this hold's carrying of pending spend and of items in
 // doubt: Redis has them (outRan), or pending goes back to be carried by a
 // later hold (outNotRun), or stays in doubt (outUnknown).
-func (h *sharedHold) landed(o outcome) {
+//
+// heard says which accounts the answer told the remaining of (nil: none).
+func (h *sharedHold) landed(o outcome, heard func(*Account) bool) {
 	for i, a := range h.shared {
 		var sent []string
 		if h.sent != nil {
 			sent = h.sent[i]
 		}
-		a.landCarry(o, h.pending[i], h.lease, sent)
+		a.landCarry(o, h.pending[i], h.lease, sent, heard != nil && heard(a))
 	}
 }
+
+// heardAll is landed's heard when the answer told every account's remaining.
+func heardAll(*Account) bool { return true }
 
 // horizon is how long a settle stays in doubt as one (applied only while
 // its lease is there) before it is carried as plain spend: short enough
@@ -1237,11 +1242,11 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 		// hold of this replica's, which seeds the account without it and
 		// carries it; dropped here (into the seed) it would be lost when
 		// another replica seeds the account first.
-		a.landCarry(outNotRun, pending, tag, sent)
+		a.landCarry(outNotRun, pending, tag, sent, false)
 		a.leaseLost(sent)
 		return outAbsent
 	}
-	a.landCarry(o, pending, tag, sent)
+	a.landCarry(o, pending, tag, sent, false)
 	return o
 }
 
