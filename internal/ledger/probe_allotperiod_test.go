@@ -82,3 +82,41 @@ func TestProbeLaggingReplicaSpendCountsInNewPeriod(t *testing.T) {
 		t.Fatalf("Redis has spent %s, want the budget %d", got, budget)
 	}
 }
+
+// TestProbeLaggingReplicaUnheldSpendCountsInNewPeriod is
+// TestProbeLaggingReplicaSpendCountsInNewPeriod for spend booked without a
+// hold (a batch's cost, a charged cache hit: ledger.Spend) that the
+// background carry takes to Redis (CarryUnheld, carryScript): booked by a
+// replica whose view lags the rollover, after Redis's reset, it must land
+// in the new period, as a hold's carry of it does. Before branch
+// allotmoney the carry script answered "a later period: the store's alone"
+// and Redis's new period never had it.
+func TestProbeLaggingReplicaUnheldSpendCountsInNewPeriod(t *testing.T) {
+	c, prefix := realRedis(t)
+	ctx := context.Background()
+	budget, batch := ledger.USD(1), ledger.USD(0.3)
+	ended, next := time.Now().Add(-time.Second), time.Now().Add(time.Hour)
+	a := newAllotReplica(t, prefix, budget, time.Minute)
+	b := newAllotReplica(t, prefix, budget, time.Minute)
+	a.key.SetResetAt(ended)
+	b.key.SetResetAt(ended)
+	h, err := b.s.Reserve(ctx, []*ledger.Account{b.key}, ledger.USD(0.01)) // Redis has the old period
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(0.01))
+	if err := a.s.ResetPeriod(ctx, store.KindKey, "k", next); err != nil {
+		t.Fatal(err)
+	}
+	ledger.Spend([]*ledger.Account{b.key}, batch) // B, lagging, books a batch's cost
+	b.s.CarryUnheld([]*ledger.Account{b.key})
+	want := strconv.FormatInt(int64(batch), 10)
+	for deadline := time.Now().Add(time.Minute); budField(c, prefix, "k", "spent") != want; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Redis's new period has spent %s, want the batch B booked after the rollover (%s)", budField(c, prefix, "k", "spent"), want)
+		}
+	}
+	if got := budField(c, prefix, "k", "period"); got != strconv.FormatInt(next.UnixNano(), 10) {
+		t.Fatalf("Redis's period is %s, want %d", got, next.UnixNano())
+	}
+}

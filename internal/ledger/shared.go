@@ -1169,17 +1169,20 @@ func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent
 }
 
 // carryScript adds spend booked while Redis was away to an account Redis
-// has in the same budget period: ARGV = the carried items (as a hold's,
-// carry.go), period (ns). It returns 1 when it applied them, 2 when Redis
-// does not have the account (flushed, restarted empty) or has it in an
-// earlier period (reset while Redis was away, not reseeded yet): left
-// alone, the next hold of this replica's seeds it (as the hold script's
-// fresh) and carries the items (kept for it, carryOne); 0 for a later
-// period (the spend is the store's alone).
+// has in the same budget period or a later one: ARGV = the carried items
+// (as a hold's, carry.go), period (ns). It returns 1 when it applied them,
+// 2 when Redis does not have the account (flushed, restarted empty) or has
+// it in an earlier period (reset while Redis was away, not reseeded yet):
+// left alone, the next hold of this replica's seeds it (as the hold
+// script's fresh) and carries the items (kept for it, carryOne). In a
+// later period (this replica's clock lags the rollover) the items land
+// there, as a hold's carry of them does: spend booked after Redis's reset
+// must count in the new period (branch allotmoney: it was left to the
+// store, and Redis's new period never had it); spend of the old period
+// carried late counts there too (over, never under).
 var carryScript = rscript.New(luaNow + luaHold + `
 local cur = redis.call('HMGET', KEYS[1], 'spent', 'period', 'held', 'nx')
 if cur[1] == false or tonumber(cur[2] or 0) < tonumber(ARGV[2]) then return 2 end
-if tonumber(cur[2] or 0) ~= tonumber(ARGV[2]) then return 0 end
 bud_carry(KEYS[1], ARGV[1], tonumber(cur[1]), tonumber(cur[3] or 0), cur[4] and tonumber(cur[4]), false)
 return 1
 `)
