@@ -675,6 +675,10 @@ func (x *Allotted) build(all bool) *flushCall {
 // again as is by the next flush), a call never run gives back its claims.
 func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 	x.Flushes.Add(1)
+	marks := make([]int64, len(p.items)) // before the call is sent (hear)
+	for i, it := range p.items {
+		marks[i] = it.al.a.landedMark()
+	}
 	// In the ordered stream, numbered: its reply mirrors spend as a
 	// settle's does, and neither may set the view back over a later one.
 	call, ticket := x.s.queue(allotScript, p.keys, p.args...)
@@ -722,7 +726,7 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		// mirrored already, out of the view too: that one counted it
 		// twice). The view never dips between the two.
 		mirrorFlushed(a, spent, ticket, it.booked)
-		a.hear(a.Budget()-Amount(spent+held), alive)
+		a.hear(a.Budget()-Amount(spent+held), alive, marks[i])
 		al.closedNow.Store(!open)
 		al.until.Store(p.sent + int64(x.localFor()))
 		al.budget.Store(it.budget)

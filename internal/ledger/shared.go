@@ -589,6 +589,7 @@ type sharedHold struct {
 	at      int64        // Shared.clock when the hold was placed (its lease's age)
 	renewed atomic.Int64 // Shared.clock its lease was last renewed from (Renew; 0: never)
 	pending []int64      // unsynced spend sent with the hold, per shared account
+	marks   []int64      // per shared account, landedMark before the hold was sent (hear)
 	sent    [][]string   // items in doubt sent with it, per shared account; nil when none
 	keys    []string     // the budgeted accounts' keys, one each, then the presence set
 	shared  []*Account
@@ -661,6 +662,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 	args := []any{nil, h.lease}
 	for i, a := range h.shared {
 		h.keys = append(h.keys, s.key(a))
+		h.marks = append(h.marks, a.landedMark()) // before the call is sent
 		// Spend booked while Redis was away goes with this hold, and with
 		// no other: concurrent holds must not each carry it. It goes tagged
 		// with the lease, with the items whose earlier carrying was lost
@@ -755,7 +757,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 	}
 	if len(res) >= 5 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
 		a := h.shared[res[1]-1]
-		a.hear(a.Budget()-Amount(res[2]+res[3]), res[4])
+		a.hear(a.Budget()-Amount(res[2]+res[3]), res[4], h.marks[res[1]-1])
 		h.landed(outRan, func(b *Account) bool { return b == a }) // heard first, as below
 		ex := &ExceededError{Kind: a.Kind, ID: a.ID, Spent: Amount(res[2]), Reserved: Amount(res[3]),
 			Budget: a.Budget(), Need: amount, ResetAt: a.ResetAt()}
@@ -772,7 +774,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 	// Heard before the pending spend stops counting as carried, so a share
 	// check never misses it.
 	for i, a := range h.shared {
-		a.hear(Amount(res[2+i]), res[1])
+		a.hear(Amount(res[2+i]), res[1], h.marks[i])
 	}
 	h.amount, h.capped = Amount(res[len(res)-2]), res[len(res)-1] == 1
 	h.landed(outRan, heardAll)
@@ -1007,7 +1009,8 @@ type settling struct {
 	spend  bool
 	soft   []*Account // crossings of the unbudgeted accounts, booked at once
 	call   *rscript.Queued
-	ticket uint64 // its place in the ordered stream (Shared.queue)
+	ticket uint64  // its place in the ordered stream (Shared.queue)
+	marks  []int64 // per shared account, landedMark before it was queued (hear)
 	done   bool
 }
 
@@ -1034,6 +1037,7 @@ func (h *sharedHold) send(actual Amount, spend bool) *settling {
 	}
 	for _, a := range h.shared {
 		a.remote().landing.Add(int64(p.actual))
+		p.marks = append(p.marks, a.landedMark())
 	}
 	// Not the request's context: a client leaving must not leave the hold
 	// on Redis. The wait has a deadline of its own, from when it starts.
@@ -1084,7 +1088,7 @@ func (p *settling) wait() (soft []*Account) {
 			// heartbeat's count and the hold's (the smaller share).
 			_, alive := a.LastHeard()
 			alive = max(alive, h.s.alive.Load())
-			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive)
+			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive, p.marks[i])
 			mirrorAt(a, res[1+2*i], p.ticket) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
