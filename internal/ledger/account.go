@@ -243,6 +243,9 @@ func (a *Account) SetSpent(s Amount) {
 func (a *Account) setSpentLocked(s Amount) (old int64) {
 	a.remote().unsynced.Store(0)
 	a.dropDoubtLocked()
+	// So does spend that landed on Redis unheard (presence.go): it is in
+	// what is overwritten, not in the new period or the edited spend.
+	a.remote().heard.counted.Store(a.remote().heard.landed.Load())
 	a.stored.Store(int64(s))
 	return a.spent.Swap(int64(s))
 }

@@ -531,8 +531,13 @@ for i = 1, n do
     redis.call('HSET', k, 'spent', seed, 'period', ARGV[o + 8])
     s = tonumber(seed)
   end
-  -- Spend booked in an older period than Redis has is the store's alone.
-  if booked ~= '0' and (fresh or rp == period) then
+  -- Booked spend lands in the period Redis has, as a per-request settle
+  -- does: also when this replica's view is older (rp > period, its clock
+  -- lags the rollover), or what it spent after Redis's reset would be
+  -- missing from the new period (branch allotmoney). Spend booked before
+  -- the reset and flushed after it (at most one interval's) counts there
+  -- too: over, never under.
+  if booked ~= '0' then
     s, hd, nx = bud_carry(k, 'c:' .. tag .. '=' .. booked, s, hd, nx, fresh)
     if prev ~= '' then redis.call('HDEL', k, 'c:' .. prev) end
   end
@@ -670,6 +675,10 @@ func (x *Allotted) build(all bool) *flushCall {
 // again as is by the next flush), a call never run gives back its claims.
 func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 	x.Flushes.Add(1)
+	marks := make([]int64, len(p.items)) // before the call is sent (hear)
+	for i, it := range p.items {
+		marks[i] = it.al.a.landedMark()
+	}
 	// In the ordered stream, numbered: its reply mirrors spend as a
 	// settle's does, and neither may set the view back over a later one.
 	call, ticket := x.s.queue(allotScript, p.keys, p.args...)
@@ -717,7 +726,7 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		// mirrored already, out of the view too: that one counted it
 		// twice). The view never dips between the two.
 		mirrorFlushed(a, spent, ticket, it.booked)
-		a.hear(a.Budget()-Amount(spent+held), alive)
+		a.hear(a.Budget()-Amount(spent+held), alive, marks[i])
 		al.closedNow.Store(!open)
 		al.until.Store(p.sent + int64(x.localFor()))
 		al.budget.Store(it.budget)

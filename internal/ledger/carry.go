@@ -166,12 +166,22 @@ func (a *Account) holdArg(pending int64, tag string, horizon, now int64) (arg an
 
 // resolve drops the items in doubt named in sent: an answer proved that
 // Redis has them. An item is dropped once, however many holds carried it.
-func (a *Account) resolve(sent []string) {
+// heard: the answer also told what remains (else landedUnheard).
+func (a *Account) resolve(sent []string, heard bool) {
 	if len(sent) == 0 {
 		return
 	}
 	a.remote().doubt.mu.Lock()
 	defer a.remote().doubt.mu.Unlock()
+	if !heard {
+		var n int64
+		for _, it := range a.remote().doubt.items {
+			if slices.Contains(sent, it.tag) {
+				n += it.amount
+			}
+		}
+		a.landedUnheard(n)
+	}
 	kept := a.remote().doubt.items[:0]
 	for _, it := range a.remote().doubt.items {
 		if slices.Contains(sent, it.tag) {
@@ -246,11 +256,16 @@ const (
 )
 
 // landCarry books how a call that carried pending under tag (and the items
-// in doubt sent) ended.
-func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string) {
+// in doubt sent) ended. heard: its answer also told a's remaining, which
+// counts them (a hold's, heard before this); else they count against the
+// share as landed since a was last heard.
+func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string, heard bool) {
 	switch o {
 	case outRan:
-		a.resolve(sent)
+		a.resolve(sent, heard)
+		if !heard {
+			a.landedUnheard(pending)
+		}
 		a.remote().carrying.Add(-pending)
 	case outNotRun: // the items in doubt stay so
 		a.beginMove()
@@ -328,7 +343,7 @@ func (s *Shared) drainDoubt(a *Account) (done, absent bool) {
 				a.leaseLost(sent)
 				return true, true
 			}
-			a.landCarry(outRan, 0, "", sent)
+			a.landCarry(outRan, 0, "", sent, false)
 			return true, false
 		}
 		s.pause(wait)

@@ -65,11 +65,54 @@ func (e Enforcement) String() string {
 type heard struct {
 	remaining atomic.Int64 // budget − spent − held on Redis, Amount
 	alive     atomic.Int64 // replicas alive then; 0 when never heard
+	// landed is this replica's spend that reached Redis by calls whose
+	// answer told nothing of what remains (a carry's, a hold's in doubt
+	// resolved in the background), summed since the account was made; it
+	// only grows (by what lands). counted is what of it had landed when
+	// the call whose answer set remaining was sent: that answer counts it.
+	// landed − counted (unheard) is no longer in offRedis, not yet in
+	// remaining, and still counts against the share (tryShare). Without
+	// it, a replica whose holds keep missing their deadline while their
+	// calls run late had its share renewed each time such a carry landed,
+	// against the same stale remaining, and spent the budget as if alone
+	// (TestSlowRedisReplicaCountsAsCutOffOnce). Not zeroed by an answer:
+	// a landing booked after a call was sent may have run on Redis after
+	// it, and an answer read late would forget it
+	// (TestProbeLandingBookedBeforeAnOlderAnswerStillCounts).
+	landed, counted atomic.Int64
 }
 
-func (a *Account) hear(remaining Amount, alive int64) {
+// hear notes what a Redis answer said of a. mark is a.landedMark() read
+// before the call was sent: every landing counted in it had run on Redis
+// before the call did, and its answer counts it; later ones still count
+// as unheard (twice, if they ran before the call: never not at all).
+// counted is set after remaining, so that a share check in between
+// counts a landing twice rather than not at all.
+func (a *Account) hear(remaining Amount, alive int64, mark int64) {
 	a.remote().heard.remaining.Store(int64(remaining))
 	a.remote().heard.alive.Store(max(alive, 1))
+	a.remote().heard.counted.Store(mark)
+}
+
+// landedMark is what of a's spend had landed unheard so far (hear's mark),
+// read before a call whose answer tells a's remaining is sent.
+func (a *Account) landedMark() int64 { return a.remote().heard.landed.Load() }
+
+// unheard is a's spend that landed on Redis after the call whose answer
+// set remaining was sent (counted read first: a later landed only adds).
+func (a *Account) unheard() int64 {
+	h := &a.remote().heard
+	c := h.counted.Load()
+	return h.landed.Load() - c
+}
+
+// landedUnheard notes amount, spend of this replica's that has reached
+// Redis by a call whose answer said nothing of what remains: called before
+// it leaves carrying (counted twice a moment, never not at all).
+func (a *Account) landedUnheard(amount int64) {
+	if amount != 0 {
+		a.remote().heard.landed.Add(amount)
+	}
 }
 
 // LastHeard is what Redis last said about the account: what remained of its
@@ -231,7 +274,9 @@ func (s *Shared) offline(accounts []*Account, q ask, budgeted []*Account, cause 
 func (s *Shared) share(a *Account) (remaining Amount, alive int64) {
 	remaining, alive = a.LastHeard()
 	if alive == 0 {
-		remaining = a.Budget() - Amount(a.spent.Load()-a.offRedis())
+		// What the local view had on Redis before this replica's own
+		// spend landed there unheard (which tryShare counts as its own).
+		remaining = a.Budget() - Amount(a.spent.Load()-a.offRedis()-a.unheard())
 		alive = s.alive.Load()
 	}
 	return remaining, alive
@@ -257,7 +302,7 @@ func offlineUsed(a *Account) Amount {
 	// spent first: a settle adds to unsynced before spent, so a read that
 	// races it counts the spend twice (refusing), never not at all.
 	spent := a.spent.Load()
-	off := a.offRedis()
+	off := a.offRedis() + a.unheard()
 	return Amount(a.used.Load() - spent + off)
 }
 
@@ -265,10 +310,14 @@ func offlineUsed(a *Account) Amount {
 // The share's ceiling on used is spent − (unsynced + carrying) + share, so
 // a CAS on used keeps concurrent holds within it.
 func (s *Shared) tryShare(a *Account, amt Amount, upTo bool) (Amount, bool) {
+	// counted before remaining: an answer read in between then counts
+	// the landings its remaining has twice, rather than not at all.
+	counted := a.remote().heard.counted.Load()
 	share := shareOf(s.share(a))
 	return casHold(&a.used, func() Amount {
 		spent := a.spent.Load()
-		return min(Amount(spent-a.offRedis())+share, a.Budget())
+		off := a.offRedis() // before landed: a landing leaves carrying after it is in landed
+		return min(Amount(spent-off-(a.remote().heard.landed.Load()-counted))+share, a.Budget())
 	}, amt, upTo)
 }
 

@@ -589,6 +589,7 @@ type sharedHold struct {
 	at      int64        // Shared.clock when the hold was placed (its lease's age)
 	renewed atomic.Int64 // Shared.clock its lease was last renewed from (Renew; 0: never)
 	pending []int64      // unsynced spend sent with the hold, per shared account
+	marks   []int64      // per shared account, landedMark before the hold was sent (hear)
 	sent    [][]string   // items in doubt sent with it, per shared account; nil when none
 	keys    []string     // the budgeted accounts' keys, one each, then the presence set
 	shared  []*Account
@@ -661,6 +662,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 	args := []any{nil, h.lease}
 	for i, a := range h.shared {
 		h.keys = append(h.keys, s.key(a))
+		h.marks = append(h.marks, a.landedMark()) // before the call is sent
 		// Spend booked while Redis was away goes with this hold, and with
 		// no other: concurrent holds must not each carry it. It goes tagged
 		// with the lease, with the items whose earlier carrying was lost
@@ -704,7 +706,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			// Refused by the gate before the budgets were read: the
 			// pending spend was not taken (the next hold, or the sweep,
 			// carries it).
-			h.landed(outNotRun)
+			h.landed(outNotRun, nil)
 			s.oweAll(h.shared)
 			if gerr := g.Admitted(gres, false); gerr != nil {
 				return nil, true, gerr
@@ -718,7 +720,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			// says: from here, a refusal or a malformed reply of the hold
 			// leaves it taken, and the caller gives it back (ReserveGated).
 			if gerr := g.Admitted(gres, true); gerr != nil {
-				h.landed(outRan)
+				h.landed(outRan, nil)
 				go h.releaseLease()
 				return nil, true, gerr
 			}
@@ -737,7 +739,7 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 			if rscript.NotRun(rscript.Final(err)) {
 				o = outNotRun
 			}
-			h.landed(o)
+			h.landed(o, nil)
 			if o == outNotRun {
 				s.oweAll(h.shared) // back to unsynced: swept once Redis answers
 			}
@@ -754,9 +756,9 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		return hd, false, err
 	}
 	if len(res) >= 5 && res[0] == 0 && res[1] >= 1 && int(res[1]) <= len(h.shared) {
-		h.landed(outRan)
 		a := h.shared[res[1]-1]
-		a.hear(a.Budget()-Amount(res[2]+res[3]), res[4])
+		a.hear(a.Budget()-Amount(res[2]+res[3]), res[4], h.marks[res[1]-1])
+		h.landed(outRan, func(b *Account) bool { return b == a }) // heard first, as below
 		ex := &ExceededError{Kind: a.Kind, ID: a.ID, Spent: Amount(res[2]), Reserved: Amount(res[3]),
 			Budget: a.Budget(), Need: amount, ResetAt: a.ResetAt()}
 		if len(res) == 6 {
@@ -765,17 +767,17 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 		return nil, g != nil, ex
 	}
 	if len(res) != 4+len(h.shared) || res[0] != 1 {
-		h.landed(outRan)
+		h.landed(outRan, nil)
 		go h.releaseLease()
 		return nil, g != nil, fmt.Errorf("redis: budget hold answered %v", res)
 	}
 	// Heard before the pending spend stops counting as carried, so a share
 	// check never misses it.
 	for i, a := range h.shared {
-		a.hear(Amount(res[2+i]), res[1])
+		a.hear(Amount(res[2+i]), res[1], h.marks[i])
 	}
 	h.amount, h.capped = Amount(res[len(res)-2]), res[len(res)-1] == 1
-	h.landed(outRan)
+	h.landed(outRan, heardAll)
 	for _, a := range h.others { // in-process bookkeeping of the unbudgeted ones
 		a.used.Add(int64(h.amount))
 	}
@@ -893,15 +895,20 @@ func (h *sharedHold) Capped() bool { return h.capped }
 // landed ends this hold's carrying of pending spend and of items in
 // doubt: Redis has them (outRan), or pending goes back to be carried by a
 // later hold (outNotRun), or stays in doubt (outUnknown).
-func (h *sharedHold) landed(o outcome) {
+//
+// heard says which accounts the answer told the remaining of (nil: none).
+func (h *sharedHold) landed(o outcome, heard func(*Account) bool) {
 	for i, a := range h.shared {
 		var sent []string
 		if h.sent != nil {
 			sent = h.sent[i]
 		}
-		a.landCarry(o, h.pending[i], h.lease, sent)
+		a.landCarry(o, h.pending[i], h.lease, sent, heard != nil && heard(a))
 	}
 }
+
+// heardAll is landed's heard when the answer told every account's remaining.
+func heardAll(*Account) bool { return true }
 
 // horizon is how long a settle stays in doubt as one (applied only while
 // its lease is there) before it is carried as plain spend: short enough
@@ -1002,7 +1009,8 @@ type settling struct {
 	spend  bool
 	soft   []*Account // crossings of the unbudgeted accounts, booked at once
 	call   *rscript.Queued
-	ticket uint64 // its place in the ordered stream (Shared.queue)
+	ticket uint64  // its place in the ordered stream (Shared.queue)
+	marks  []int64 // per shared account, landedMark before it was queued (hear)
 	done   bool
 }
 
@@ -1029,6 +1037,7 @@ func (h *sharedHold) send(actual Amount, spend bool) *settling {
 	}
 	for _, a := range h.shared {
 		a.remote().landing.Add(int64(p.actual))
+		p.marks = append(p.marks, a.landedMark())
 	}
 	// Not the request's context: a client leaving must not leave the hold
 	// on Redis. The wait has a deadline of its own, from when it starts.
@@ -1079,7 +1088,7 @@ func (p *settling) wait() (soft []*Account) {
 			// heartbeat's count and the hold's (the smaller share).
 			_, alive := a.LastHeard()
 			alive = max(alive, h.s.alive.Load())
-			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive)
+			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive, p.marks[i])
 			mirrorAt(a, res[1+2*i], p.ticket) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
@@ -1164,17 +1173,20 @@ func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent
 }
 
 // carryScript adds spend booked while Redis was away to an account Redis
-// has in the same budget period: ARGV = the carried items (as a hold's,
-// carry.go), period (ns). It returns 1 when it applied them, 2 when Redis
-// does not have the account (flushed, restarted empty) or has it in an
-// earlier period (reset while Redis was away, not reseeded yet): left
-// alone, the next hold of this replica's seeds it (as the hold script's
-// fresh) and carries the items (kept for it, carryOne); 0 for a later
-// period (the spend is the store's alone).
+// has in the same budget period or a later one: ARGV = the carried items
+// (as a hold's, carry.go), period (ns). It returns 1 when it applied them,
+// 2 when Redis does not have the account (flushed, restarted empty) or has
+// it in an earlier period (reset while Redis was away, not reseeded yet):
+// left alone, the next hold of this replica's seeds it (as the hold
+// script's fresh) and carries the items (kept for it, carryOne). In a
+// later period (this replica's clock lags the rollover) the items land
+// there, as a hold's carry of them does: spend booked after Redis's reset
+// must count in the new period (branch allotmoney: it was left to the
+// store, and Redis's new period never had it); spend of the old period
+// carried late counts there too (over, never under).
 var carryScript = rscript.New(luaNow + luaHold + `
 local cur = redis.call('HMGET', KEYS[1], 'spent', 'period', 'held', 'nx')
 if cur[1] == false or tonumber(cur[2] or 0) < tonumber(ARGV[2]) then return 2 end
-if tonumber(cur[2] or 0) ~= tonumber(ARGV[2]) then return 0 end
 bud_carry(KEYS[1], ARGV[1], tonumber(cur[1]), tonumber(cur[3] or 0), cur[4] and tonumber(cur[4]), false)
 return 1
 `)
@@ -1237,11 +1249,11 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 		// hold of this replica's, which seeds the account without it and
 		// carries it; dropped here (into the seed) it would be lost when
 		// another replica seeds the account first.
-		a.landCarry(outNotRun, pending, tag, sent)
+		a.landCarry(outNotRun, pending, tag, sent, false)
 		a.leaseLost(sent)
 		return outAbsent
 	}
-	a.landCarry(o, pending, tag, sent)
+	a.landCarry(o, pending, tag, sent, false)
 	return o
 }
 
