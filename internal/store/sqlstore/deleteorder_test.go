@@ -164,3 +164,64 @@ func blockedBy(t *testing.T, db *sql.DB, pids []int, done chan error) (int, bool
 	t.Errorf("no backend waited on %v within two minutes", pids)
 	return 0, false
 }
+
+// TestDeleteUserRetriesADeadlock: a deletion that PostgreSQL aborts to break
+// a deadlock with another transaction (here one that locks the user's keys
+// in the other order, as an operator's might) is run again and succeeds,
+// rather than failing the request with a 500 that changed nothing.
+func TestDeleteUserRetriesADeadlock(t *testing.T) {
+	t.Parallel()
+	base := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
+	}
+	ctx := context.Background()
+	url := storetest.PostgresSchema(t, base)
+	s, err := sqlstore.OpenPostgres(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	raw, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	if err := s.CreateUser(ctx, &store.User{UserID: "leaver"}); err != nil {
+		t.Fatal(err)
+	}
+	const first, last = "aaaa", "bbbb" // the order the deletion locks them in
+	for _, h := range []string{first, last} {
+		if err := s.CreateKey(ctx, &store.Key{TokenHash: h, UserID: "leaver"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The other transaction holds the last key; the deletion takes the
+	// first and waits for it; the other then asks for the first: a cycle,
+	// which PostgreSQL breaks by aborting the deletion (it waited first,
+	// so its deadlock check runs first).
+	other, otherPID := lock(t, raw, `SELECT 1 FROM keys WHERE token_hash = $1 FOR UPDATE`, last)
+	deleted := make(chan error, 1)
+	go func() { deleted <- s.DeleteUser(ctx, "leaver") }()
+	if _, ok := blockedBy(t, raw, []int{otherPID}, deleted); !ok {
+		t.Fatalf("the deletion did not wait for the other transaction: %v", <-deleted)
+	}
+	if _, err := other.Exec(`SELECT 1 FROM keys WHERE token_hash = $1 FOR UPDATE`, first); err != nil {
+		t.Fatalf("the other transaction was the deadlock's victim, not the deletion: %v", err)
+	}
+	if err := other.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-deleted; err != nil {
+		t.Fatalf("DeleteUser after a deadlock: %v", err)
+	}
+	if _, err := s.GetUser(ctx, "leaver"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the user is still there: %v", err)
+	}
+	for _, h := range []string{first, last} {
+		if _, err := s.GetKey(ctx, h); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("key %s is still there: %v", h, err)
+		}
+	}
+}
