@@ -275,9 +275,35 @@ func encode(v any) (string, error) {
 	return string(b), nil
 }
 
+// txAttempts bounds how often tx runs a transaction that PostgreSQL aborted
+// to break a deadlock or a serialization conflict.
+const txAttempts = 3
+
+// tx runs fn in a transaction. One that PostgreSQL aborted as a deadlock's
+// victim (40P01) or for a serialization failure (40001) is run again, whole:
+// nothing of it was applied, and the transaction it waited for has gone
+// (the writes that take rows in one order, applySpend and deleteOwner, do
+// not deadlock each other; a write beside another transaction, an
+// operator's say, still can). fn must be safe to run again.
 func (s *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	for attempt := 1; ; attempt++ {
+		err := s.txOnce(ctx, fn)
+		if attempt == txAttempts || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+	}
+}
+
+// retryable reports whether err is PostgreSQL aborting a transaction that
+// may succeed when run again: a deadlock or a serialization failure.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
+func (s *DB) txOnce(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
