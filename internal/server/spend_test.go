@@ -20,7 +20,6 @@ import (
 	"github.com/tollgate/tollgate/internal/config"
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
-	"github.com/tollgate/tollgate/internal/store/sqlstore"
 	"github.com/tollgate/tollgate/internal/store/storetest"
 )
 
@@ -79,56 +78,13 @@ func startConfigWith(t *testing.T, st store.Store, mockOpts mockupstream.Options
 	return e
 }
 
-// sqliteTemplate is a migrated, empty SQLite database (its files' bytes),
-// made once: the package's tests open hundreds of stores, and running every
-// migration for each cost a large share of the package's CPU time.
-var sqliteTemplate struct {
-	once    sync.Once
-	db, wal []byte
-	err     error
-}
-
-// sqliteStore opens a fresh SQLite store, a copy of the migrated template
-// (OpenSQLite still runs Migrate on it, which finds nothing to do).
+// sqliteStore opens a fresh SQLite store, a copy of a migrated template
+// made once per test binary (storetest.OpenSQLite): the package's tests
+// open hundreds of stores, and running every migration for each cost a
+// large share of the package's CPU time.
 func sqliteStore(t testing.TB) store.Store {
 	t.Helper()
-	sqliteTemplate.once.Do(func() {
-		dir, err := os.MkdirTemp("", "tollgate-sqlite-template-")
-		if err != nil {
-			sqliteTemplate.err = err
-			return
-		}
-		defer os.RemoveAll(dir)
-		path := filepath.Join(dir, "tollgate.db")
-		st, err := sqlstore.OpenSQLite(context.Background(), path)
-		if err != nil {
-			sqliteTemplate.err = err
-			return
-		}
-		if sqliteTemplate.err = st.Close(); sqliteTemplate.err != nil {
-			return
-		}
-		sqliteTemplate.db, sqliteTemplate.err = os.ReadFile(path)
-		sqliteTemplate.wal, _ = os.ReadFile(path + "-wal") // none once closed, as a rule
-	})
-	if sqliteTemplate.err != nil {
-		t.Fatalf("the migrated SQLite template: %v", sqliteTemplate.err)
-	}
-	path := filepath.Join(t.TempDir(), "tollgate.db")
-	if err := os.WriteFile(path, sqliteTemplate.db, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if len(sqliteTemplate.wal) > 0 {
-		if err := os.WriteFile(path+"-wal", sqliteTemplate.wal, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st, err := sqlstore.OpenSQLite(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return storetest.OpenSQLite(t, filepath.Join(t.TempDir(), "tollgate.db"))
 }
 
 func stores(t *testing.T, fn func(t *testing.T, st store.Store)) {
