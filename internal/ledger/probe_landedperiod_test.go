@@ -3,7 +3,6 @@ package ledger_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strconv"
 	"testing"
 	"time"
@@ -26,14 +25,7 @@ import (
 func TestProbeLastPeriodsLandingsDoNotCountInTheNewShare(t *testing.T) {
 	c, prefix := realRedis(t)
 	ctx := context.Background()
-	r := runner(t, c)
-	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
-	other := ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
-	for _, x := range []*ledger.Shared{other, s} { // S's beat counts both
-		if _, err := x.Heartbeat(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r, s, other := twoLiveReplicas(t, c, prefix)
 	if s.Alive() != 2 {
 		t.Fatalf("S counts %d replicas alive, want 2", s.Alive())
 	}

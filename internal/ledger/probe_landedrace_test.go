@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/rscript"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -26,14 +29,7 @@ import (
 func TestProbeLandingBookedBeforeAnOlderAnswerStillCounts(t *testing.T) {
 	c, prefix := realRedis(t)
 	ctx := context.Background()
-	r := runner(t, c)
-	s := ledger.NewShared(r, ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
-	other := ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler)})
-	for _, x := range []*ledger.Shared{s, other} {
-		if _, err := x.Heartbeat(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r, s, _ := twoLiveReplicas(t, c, prefix)
 	budget, batch, cost := ledger.USD(1), ledger.USD(0.3), ledger.USD(0.01)
 	key := ledger.NewAccount(store.KindKey, "k", 0, budget)
 	accts := []*ledger.Account{key}
@@ -96,4 +92,20 @@ func TestProbeLandingBookedBeforeAnOlderAnswerStillCounts(t *testing.T) {
 		t.Fatalf("cut off, S spent %v: past its share %v of what Redis had left (its own batch of %v landed after the answer it last read, and was forgotten)",
 			served.Dollars(), share.Dollars(), batch.Dollars())
 	}
+}
+
+// twoLiveReplicas is replica S (on runner r, which a test can cut; its holds wait a minute for Redis) and
+// another on the same Redis prefix, both announced by a heartbeat (S's
+// last, so that it counts both alive).
+func twoLiveReplicas(t *testing.T, c *redis.Client, prefix string) (r *rscript.Runner, s, other *ledger.Shared) {
+	t.Helper()
+	r = runner(t, c)
+	s = ledger.NewShared(r, ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	other = ledger.NewShared(runner(t, c), ledger.SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
+	for _, x := range []*ledger.Shared{other, s} {
+		if _, err := x.Heartbeat(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r, s, other
 }

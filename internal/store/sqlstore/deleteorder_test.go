@@ -27,22 +27,8 @@ import (
 // transaction ends once the writer waits too.
 func TestDeleteUserBesideSpendWriter(t *testing.T) {
 	t.Parallel()
-	base := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
-	if base == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
-	}
 	ctx := context.Background()
-	url := storetest.PostgresSchema(t, base)
-	s, err := sqlstore.OpenPostgres(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	raw, err := sql.Open("pgx", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
+	s, raw := pgStoreAndConn(t)
 
 	// "b" is created first, so the table returns it first; the writer
 	// locks "a" first.
@@ -171,22 +157,8 @@ func blockedBy(t *testing.T, db *sql.DB, pids []int, done chan error) (int, bool
 // rather than failing the request with a 500 that changed nothing.
 func TestDeleteUserRetriesADeadlock(t *testing.T) {
 	t.Parallel()
-	base := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
-	if base == "" {
-		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
-	}
 	ctx := context.Background()
-	url := storetest.PostgresSchema(t, base)
-	s, err := sqlstore.OpenPostgres(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	raw, err := sql.Open("pgx", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { raw.Close() })
+	s, raw := pgStoreAndConn(t)
 	if err := s.CreateUser(ctx, &store.User{UserID: "leaver"}); err != nil {
 		t.Fatal(err)
 	}
@@ -224,4 +196,27 @@ func TestDeleteUserRetriesADeadlock(t *testing.T) {
 			t.Errorf("key %s is still there: %v", h, err)
 		}
 	}
+}
+
+// pgStoreAndConn is a store on a fresh PostgreSQL schema and a plain
+// connection pool to the same schema (for the transactions a test holds
+// open beside the store's); it skips without TOLLGATE_TEST_POSTGRES_URL.
+func pgStoreAndConn(t *testing.T) (*sqlstore.DB, *sql.DB) {
+	t.Helper()
+	base := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
+	if base == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set: skipping (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
+	}
+	url := storetest.PostgresSchema(t, base)
+	s, err := sqlstore.OpenPostgres(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	raw, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	return s, raw
 }
