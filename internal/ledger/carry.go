@@ -152,16 +152,38 @@ func (a *Account) carryArgLocked(pending int64, tag string, horizon, now int64) 
 // resolves meanwhile (resolve, under the same lock) is then either sent
 // and left out of the seed, or in the seed and not sent; read apart, it
 // could be both, and a reseeding hold would count it twice.
+//
+// A list that ends "L" (alone: "L") tells Redis that this replica has heard
+// a on Redis: Redis lacking it then lost it (bud_seed).
 func (a *Account) holdArg(pending int64, tag string, horizon, now int64) (arg any, sent []string, seed, period int64) {
 	if pending == 0 && a.remote().doubt.n.Load() == 0 {
 		seed, period = a.seedAt()
+		if a.remote().heard.alive.Load() > 0 {
+			return "L", nil, seed, period
+		}
 		return int64(0), nil, seed, period
 	}
 	a.remote().doubt.mu.Lock()
 	defer a.remote().doubt.mu.Unlock()
 	arg, sent = a.carryArgLocked(pending, tag, horizon, now)
 	seed, period = a.seedAt()
+	if a.remote().heard.alive.Load() > 0 {
+		if l, ok := arg.(string); ok {
+			arg = l + "L"
+		} else {
+			arg = "L"
+		}
+	}
 	return arg, sent, seed, period
+}
+
+// heardArg is 1 when this replica has heard a on Redis, else 0 (the
+// allotment flush's flag for bud_seed's lost).
+func heardArg(a *Account) int64 {
+	if a.remote().heard.alive.Load() > 0 {
+		return 1
+	}
+	return 0
 }
 
 // resolve drops the items in doubt named in sent: an answer proved that

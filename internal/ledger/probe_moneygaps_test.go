@@ -136,3 +136,85 @@ func TestProbeReseedAfterAnEditIsNeverNegative(t *testing.T) {
 		t.Fatalf("Redis reseeded the account with spent %v: negative", ledger.Amount(spent).Dollars())
 	}
 }
+
+// TestProbeRedisEmptiedReseedTakesTheLargerView: Redis loses an account
+// (emptied, failed over to an empty replica) and the first replica to hold
+// on it after the loss is one whose view is stale: it last heard Redis
+// before another replica spent $0.60. It seeds the account from its view
+// ($0.01). The other replica, whose view has the $0.60, holds next: Redis
+// must take its larger view, or the budget is passable by what the first
+// replica never saw. Before branch moneygaps the seed stood (the second
+// hold found the account and mirrored its view down to it) until the
+// period ended, and in the server a replica's view can be stale by
+// anything (the snapshot's spend does not follow spend writes): a strict
+// $1 budget granted $0.40 on top of $0.61 spent.
+func TestProbeRedisEmptiedReseedTakesTheLargerView(t *testing.T) {
+	c, prefix := realRedis(t)
+	ctx := context.Background()
+	_, b, a := twoLiveReplicas(t, c, prefix)
+	budget, cost := ledger.USD(1), ledger.USD(0.01)
+	keyA := ledger.NewAccount(store.KindKey, "k", 0, budget)
+	keyB := ledger.NewAccount(store.KindKey, "k", 0, budget)
+	spend := func(s *ledger.Shared, key *ledger.Account, amt ledger.Amount) {
+		t.Helper()
+		h, err := s.Reserve(ctx, []*ledger.Account{key}, amt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Settle(amt)
+	}
+	spend(a, keyA, cost)                                               // A's view: $0.01
+	spend(b, keyB, ledger.USD(0.6))                                    // B's view: $0.61; A has not heard it
+	if err := c.Del(ctx, "{"+prefix+"}:bud:key:k").Err(); err != nil { // Redis emptied
+		t.Fatal(err)
+	}
+	spend(a, keyA, 0) // A reseeds from its view
+	spend(b, keyB, 0) // B's view has more
+	want := ledger.USD(0.61)
+	if got := budField(c, prefix, "k", "spent"); got != strconv.FormatInt(int64(want), 10) {
+		t.Errorf("after the loss Redis has spent %s, want the larger view %d", got, want)
+	}
+	over := budget - want + cost
+	if h, err := a.Reserve(ctx, []*ledger.Account{keyA}, over); err == nil {
+		h.Settle(over)
+		t.Fatalf("strict: granted %v on a $1 budget with %v spent before the loss", over.Dollars(), want.Dollars())
+	}
+	// An edit after the loss is not undone by a view from before it.
+	if err := a.SetSpent(ctx, store.KindKey, "k", 0); err != nil {
+		t.Fatal(err)
+	}
+	spend(b, keyB, 0)
+	if got := budField(c, prefix, "k", "spent"); got != "0" {
+		t.Fatalf("after an edit to 0 a hold set Redis's spend to %s", got)
+	}
+}
+
+// TestProbeRedisEmptiedFlushTakesTheLargerView is
+// TestProbeRedisEmptiedReseedTakesTheLargerView with allotments: the
+// flushes (allotScript) seed and raise as holds do.
+func TestProbeRedisEmptiedFlushTakesTheLargerView(t *testing.T) {
+	c, prefix := realRedis(t)
+	ctx := context.Background()
+	budget, cost := ledger.USD(1), ledger.USD(0.01)
+	a := newAllotReplica(t, prefix, budget, time.Minute)
+	b := newAllotReplica(t, prefix, budget, time.Minute)
+	warm(t, a, cost) // A heard the account: $0
+	warm(t, b, cost)
+	spendLocal(t, b, 10, cost) // B's view: $0.10, A's $0
+	if err := b.x.Flush(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Del(ctx, "{"+prefix+"}:bud:key:k").Err(); err != nil { // Redis emptied
+		t.Fatal(err)
+	}
+	if err := a.x.Flush(ctx, false); err != nil { // A reseeds from its view: $0
+		t.Fatal(err)
+	}
+	if err := b.x.Flush(ctx, false); err != nil { // B's view is more
+		t.Fatal(err)
+	}
+	want := 10 * cost
+	if got := budField(c, prefix, "k", "spent"); got != strconv.FormatInt(int64(want), 10) {
+		t.Fatalf("after the loss and both flushes Redis has spent %s, want %d", got, want)
+	}
+}
