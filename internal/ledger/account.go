@@ -126,6 +126,10 @@ type remote struct {
 	// the local view mirrors (mirrorAt, under mirrorMu).
 	mirrorMu sync.Mutex
 	mirrored uint64
+	// viewSince is mirrored when the view was last set whole (SetSpent,
+	// rollTo), under mirrorMu: a mirror numbered past it came after
+	// (ranOff).
+	viewSince uint64
 }
 
 // remote returns a's remote part, making it on first use. Every access to
@@ -234,9 +238,12 @@ func (a *Account) offRedis() int64 {
 // Spend not yet carried to Redis belongs to what it overwrites.
 func (a *Account) SetSpent(s Amount) {
 	a.remote().doubt.mu.Lock() // before the move (beginMove)
+	a.remote().mirrorMu.Lock() // before the move too (mirrorLocked waits for none)
+	a.remote().viewSince = a.remote().mirrored
 	a.beginMove()
 	old := a.setSpentLocked(s)
 	a.endMove()
+	a.remote().mirrorMu.Unlock()
 	a.remote().doubt.mu.Unlock()
 	a.setSpentAfter(s, old)
 }
@@ -278,12 +285,15 @@ func (a *Account) setSpentAfter(s Amount, old int64) {
 // Redis that failed).
 func (a *Account) rollTo(at, next int64, s Amount) bool {
 	a.remote().doubt.mu.Lock() // before the move (beginMove)
+	a.remote().mirrorMu.Lock() // before the move too (mirrorLocked waits for none)
 	a.beginMove()
 	if !a.resetAt.CompareAndSwap(at, next) {
 		a.endMove()
+		a.remote().mirrorMu.Unlock()
 		a.remote().doubt.mu.Unlock()
 		return false
 	}
+	a.remote().viewSince = a.remote().mirrored
 	// Spend landed on Redis unheard belongs to the period that ended.
 	a.remote().heard.counted.Store(a.remote().heard.landed.Load())
 	a.stored.Store(int64(s))
@@ -302,6 +312,7 @@ func (a *Account) rollTo(at, next int64, s Amount) bool {
 		runtime.Gosched()
 	}
 	a.endMove()
+	a.remote().mirrorMu.Unlock()
 	a.remote().doubt.mu.Unlock()
 	a.setSpentAfter(Amount(v), old)
 	return true

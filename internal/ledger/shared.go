@@ -626,6 +626,10 @@ type sharedHold struct {
 	capped  bool
 	settled bool
 	gate    Gate // settled in the same script (SettleGated)
+	// ticket is the hold's number in the ordered stream (Shared.queue):
+	// a later call's reply mirrored before the hold's answer was read
+	// counted what it carried twice (ranOff).
+	ticket uint64
 }
 
 // ask is one hold asked of Redis: amount is the worst case.
@@ -716,13 +720,18 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 	var res []int64
 	var err error
 	if g == nil {
-		res, err = rscript.Int64s(s.r.Run(rctx, reserveScript, h.keys, args...))
+		q, ticket := s.queue(reserveScript, h.keys, args...)
+		var v any
+		v, h.ticket, err = s.wait(rctx, q, ticket)
+		res, err = rscript.Int64s(v, err)
 	} else {
 		var gres []int64
 		var code int64
 		gk, ga := g.AdmitCall()
 		keys, fargs := fuse(gk, ga, h.keys, args)
-		v, rerr := s.r.Run(rctx, fusedFor(g.GateLua()).hold, keys, fargs...)
+		q, ticket := s.queue(fusedFor(g.GateLua()).hold, keys, fargs...)
+		v, tk, rerr := s.wait(rctx, q, ticket)
+		h.ticket = tk
 		if s.fusedReply != nil {
 			v, rerr = s.fusedReply(v, rerr)
 		}
@@ -931,7 +940,7 @@ func (h *sharedHold) landed(o outcome, heard func(*Account) bool) {
 		if h.sent != nil {
 			sent = h.sent[i]
 		}
-		a.landCarry(o, h.pending[i], h.lease, sent, heard != nil && heard(a))
+		a.landCarry(o, h.pending[i], h.lease, sent, heard != nil && heard(a), h.ticket)
 	}
 }
 
@@ -1159,7 +1168,7 @@ func (p *settling) wait() (soft []*Account) {
 					a.endMove()
 					h.s.owe(a)
 				case final == nil: // its answer came late: it ran
-					a.remote().carrying.Add(-int64(actual))
+					a.ranOff(int64(actual), p.ticket)
 				default:
 					a.doubtful(carryItem{tag: "s" + h.lease, lease: h.lease, amount: int64(actual), at: h.since()})
 				}
@@ -1273,7 +1282,8 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 		a.remote().carrying.Add(-pending)
 		return outRan
 	}
-	v, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+	q, ticket := s.queue(carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+	v, ticket, err := s.wait(ctx, q, ticket)
 	o := outRan
 	if err = rscript.Final(err); err != nil {
 		o = outUnknown
@@ -1286,11 +1296,11 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 		// hold of this replica's, which seeds the account without it and
 		// carries it; dropped here (into the seed) it would be lost when
 		// another replica seeds the account first.
-		a.landCarry(outNotRun, pending, tag, sent, false)
+		a.landCarry(outNotRun, pending, tag, sent, false, ticket)
 		a.leaseLost(sent)
 		return outAbsent
 	}
-	a.landCarry(o, pending, tag, sent, false)
+	a.landCarry(o, pending, tag, sent, false, ticket)
 	return o
 }
 
