@@ -126,6 +126,10 @@ type remote struct {
 	// the local view mirrors (mirrorAt, under mirrorMu).
 	mirrorMu sync.Mutex
 	mirrored uint64
+	// viewSince is mirrored when the view was last set whole (SetSpent,
+	// rollTo), under mirrorMu: a mirror numbered past it came after
+	// (ranOff).
+	viewSince uint64
 }
 
 // remote returns a's remote part, making it on first use. Every access to
@@ -207,7 +211,10 @@ func (a *Account) seedAt() (seed, period int64) {
 	for {
 		gen := a.remote().moved.Load()
 		if a.remote().movers.Load() == 0 {
-			s := max(a.spent.Load(), a.stored.Load()) - a.offRedis()
+			// Never below zero: a spend edit below what this replica
+			// booked and has not taken to Redis yet would seed a negative
+			// spend (that booking then lands on top of the seed).
+			s := max(max(a.spent.Load(), a.stored.Load())-a.offRedis(), 0)
 			p := a.resetAt.Load()
 			if a.remote().movers.Load() == 0 && a.remote().moved.Load() == gen {
 				return s, p
@@ -231,9 +238,12 @@ func (a *Account) offRedis() int64 {
 // Spend not yet carried to Redis belongs to what it overwrites.
 func (a *Account) SetSpent(s Amount) {
 	a.remote().doubt.mu.Lock() // before the move (beginMove)
+	a.remote().mirrorMu.Lock() // before the move too (mirrorLocked waits for none)
+	a.remote().viewSince = a.remote().mirrored
 	a.beginMove()
 	old := a.setSpentLocked(s)
 	a.endMove()
+	a.remote().mirrorMu.Unlock()
 	a.remote().doubt.mu.Unlock()
 	a.setSpentAfter(s, old)
 }
@@ -259,18 +269,52 @@ func (a *Account) setSpentAfter(s Amount, old int64) {
 // spend to s in one move, so that seedAt reads both before or both after
 // (never the new period with last period's spend). It reports false,
 // changing nothing, when the reset time was not at (another rolled it).
+//
+// What this replica booked that Redis may not have yet (offRedis: spend
+// unsynced, in doubt, claimed by a call in flight, booked against its
+// allotment) is kept, and stays in the view on top of s: it is carried to
+// the period Redis has when it lands, as a per-request settle's spend is.
+// The view cannot tell whether it was booked before Redis's reset or
+// after it (a replica whose view lags the rollover, a request settled
+// past the period's end before the next request rolls it): dropped, the
+// part booked after would be missing from Redis's new period, and a
+// strict budget passable by it (before branch moneygaps unsynced spend
+// and items in doubt were dropped here); kept, the part booked before
+// counts in the new period too (over, never under). The seed of a new
+// period is then s, never s less what is kept (negative after a reset of
+// Redis that failed).
 func (a *Account) rollTo(at, next int64, s Amount) bool {
 	a.remote().doubt.mu.Lock() // before the move (beginMove)
+	a.remote().mirrorMu.Lock() // before the move too (mirrorLocked waits for none)
 	a.beginMove()
 	if !a.resetAt.CompareAndSwap(at, next) {
 		a.endMove()
+		a.remote().mirrorMu.Unlock()
 		a.remote().doubt.mu.Unlock()
 		return false
 	}
-	old := a.setSpentLocked(s)
+	a.remote().viewSince = a.remote().mirrored
+	// Spend landed on Redis unheard belongs to the period that ended.
+	a.remote().heard.counted.Store(a.remote().heard.landed.Load())
+	a.stored.Store(int64(s))
+	// The view set from offRedis when no other move is half done (as
+	// mirrorLocked does; this move is the one counted in movers).
+	var old, v int64
+	for {
+		gen := a.remote().moved.Load()
+		if a.remote().movers.Load() == 1 {
+			old = a.spent.Load()
+			v = int64(s) + a.offRedis()
+			if a.remote().movers.Load() == 1 && a.remote().moved.Load() == gen && a.spent.CompareAndSwap(old, v) {
+				break
+			}
+		}
+		runtime.Gosched()
+	}
 	a.endMove()
+	a.remote().mirrorMu.Unlock()
 	a.remote().doubt.mu.Unlock()
-	a.setSpentAfter(s, old)
+	a.setSpentAfter(Amount(v), old)
 	return true
 }
 

@@ -500,12 +500,13 @@ type flushItem struct {
 
 // allotScript books and resizes allotments, one script for all of a
 // replica's accounts. ARGV: lease ttl ms, alive window ms, holds per
-// replica below which nothing is allotted, then per account 10 values:
+// replica below which nothing is allotted, then per account 11 values:
 // lease, base (what the lease must keep: local holds in flight and spend
 // not in this flush), want (the size asked), booked (spend to add to
 // 'spent', once per tag), tag (carry marker, carry.go), the previous
 // marker of this lease to drop (or ""), seed spent and period (as a
-// hold's), budget, and one request's hold. KEYS: one hash per account,
+// hold's), budget, one request's hold, and 1 when this replica has heard
+// the account on Redis (bud_seed's lost), else 0. KEYS: one hash per account,
 // then the presence set. It returns {alive, then per account: the
 // allotment's size, spent, held, 1 when it is open}. An allotment is at
 // least base (what requests in flight hold stays held) and grows only
@@ -520,17 +521,12 @@ local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - win, '+inf'), 1)
 local out = {alive}
 local exp = now + ttl
 for i = 1, n do
-  local k, o = KEYS[i], 3 + 10 * (i - 1)
+  local k, o = KEYS[i], 3 + 11 * (i - 1)
   local lease, base, want, booked, tag, prev = ARGV[o + 1], tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), ARGV[o + 4], ARGV[o + 5], ARGV[o + 6]
   local seed, period, budget, big = ARGV[o + 7], tonumber(ARGV[o + 8]), tonumber(ARGV[o + 9]), tonumber(ARGV[o + 10])
-  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx')
-  local s, hd, nx = tonumber(cur[1]), tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
-  local rp = tonumber(cur[2] or 0)
-  local fresh = cur[1] == false or rp < period
-  if fresh then
-    redis.call('HSET', k, 'spent', seed, 'period', ARGV[o + 8])
-    s = tonumber(seed)
-  end
+  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'rv')
+  local hd, nx = tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
+  local s, fresh = bud_seed(k, cur[1], cur[2], cur[6], seed, ARGV[o + 8], ARGV[o + 11] == '1')
   -- Booked spend lands in the period Redis has, as a per-request settle
   -- does: also when this replica's view is older (rp > period, its clock
   -- lags the rollover), or what it spent after Redis's reset would be
@@ -660,7 +656,7 @@ func (x *Allotted) build(all bool) *flushCall {
 		p.keys = append(p.keys, x.s.key(a))
 		budget := int64(a.Budget())
 		p.args = append(p.args, al.lease, base, max(want, 0), booked, tag, al.marked,
-			seed, period, budget, al.lastBig)
+			seed, period, budget, al.lastBig, heardArg(a))
 		p.items = append(p.items, flushItem{al: al, booked: booked, given: given, tag: tag, budget: budget})
 	}
 	if len(p.items) == 0 {

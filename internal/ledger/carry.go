@@ -152,22 +152,44 @@ func (a *Account) carryArgLocked(pending int64, tag string, horizon, now int64) 
 // resolves meanwhile (resolve, under the same lock) is then either sent
 // and left out of the seed, or in the seed and not sent; read apart, it
 // could be both, and a reseeding hold would count it twice.
+//
+// A list that ends "L" (alone: "L") tells Redis that this replica has heard
+// a on Redis: Redis lacking it then lost it (bud_seed).
 func (a *Account) holdArg(pending int64, tag string, horizon, now int64) (arg any, sent []string, seed, period int64) {
 	if pending == 0 && a.remote().doubt.n.Load() == 0 {
 		seed, period = a.seedAt()
+		if a.remote().heard.alive.Load() > 0 {
+			return "L", nil, seed, period
+		}
 		return int64(0), nil, seed, period
 	}
 	a.remote().doubt.mu.Lock()
 	defer a.remote().doubt.mu.Unlock()
 	arg, sent = a.carryArgLocked(pending, tag, horizon, now)
 	seed, period = a.seedAt()
+	if a.remote().heard.alive.Load() > 0 {
+		if l, ok := arg.(string); ok {
+			arg = l + "L"
+		} else {
+			arg = "L"
+		}
+	}
 	return arg, sent, seed, period
+}
+
+// heardArg is 1 when this replica has heard a on Redis, else 0 (the
+// allotment flush's flag for bud_seed's lost).
+func heardArg(a *Account) int64 {
+	if a.remote().heard.alive.Load() > 0 {
+		return 1
+	}
+	return 0
 }
 
 // resolve drops the items in doubt named in sent: an answer proved that
 // Redis has them. An item is dropped once, however many holds carried it.
 // heard: the answer also told what remains (else landedUnheard).
-func (a *Account) resolve(sent []string, heard bool) {
+func (a *Account) resolve(sent []string, heard bool, ticket uint64) {
 	if len(sent) == 0 {
 		return
 	}
@@ -183,16 +205,44 @@ func (a *Account) resolve(sent []string, heard bool) {
 		a.landedUnheard(n)
 	}
 	kept := a.remote().doubt.items[:0]
+	var ran int64
 	for _, it := range a.remote().doubt.items {
 		if slices.Contains(sent, it.tag) {
-			a.remote().carrying.Add(-it.amount)
+			ran += it.amount
 			continue
 		}
 		kept = append(kept, it)
 	}
+	a.ranOff(ran, ticket)
 	clear(a.remote().doubt.items[len(kept):])
 	a.remote().doubt.items = kept
 	a.remote().doubt.n.Store(int32(len(kept)))
+}
+
+// ranOff takes amount, spend that the call numbered ticket (Shared.queue)
+// carried and Redis ran, out of carrying. A reply of a later call mirrored
+// before now (since the view was last set whole) had it on Redis and in
+// carrying, and the view counted it twice: it leaves the view too, as a
+// flush's bookings do (mirrorFlushed). Left there, the view kept it twice
+// until the next mirror, and a hold meanwhile raised a lost account's
+// spend on Redis by it for the rest of the period (bud_seed;
+// TestProbeViewCountingACarryTwiceDoesNotRaiseRedis).
+func (a *Account) ranOff(amount int64, ticket uint64) {
+	if amount == 0 {
+		return
+	}
+	r := a.remote()
+	r.mirrorMu.Lock()
+	defer r.mirrorMu.Unlock()
+	if ticket == 0 || ticket >= r.mirrored || r.mirrored <= r.viewSince {
+		r.carrying.Add(-amount)
+		return
+	}
+	a.beginMove()
+	r.carrying.Add(-amount)
+	a.spent.Add(-amount)
+	a.endMove()
+	a.used.Add(-amount)
 }
 
 // leaseLost makes the settles in doubt among sent plain carried spend
@@ -258,15 +308,16 @@ const (
 // landCarry books how a call that carried pending under tag (and the items
 // in doubt sent) ended. heard: its answer also told a's remaining, which
 // counts them (a hold's, heard before this); else they count against the
-// share as landed since a was last heard.
-func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string, heard bool) {
+// share as landed since a was last heard. ticket is the call's number in
+// the ordered stream (Shared.queue; ranOff).
+func (a *Account) landCarry(o outcome, pending int64, tag string, sent []string, heard bool, ticket uint64) {
 	switch o {
 	case outRan:
-		a.resolve(sent, heard)
+		a.resolve(sent, heard, ticket)
 		if !heard {
 			a.landedUnheard(pending)
 		}
-		a.remote().carrying.Add(-pending)
+		a.ranOff(pending, ticket)
 	case outNotRun: // the items in doubt stay so
 		a.beginMove()
 		a.remote().unsynced.Add(pending) // back to unsynced before carrying lets go of it
@@ -330,7 +381,8 @@ func (s *Shared) drainDoubt(a *Account) (done, absent bool) {
 			return true, false
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.callWait())
-		v, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+		q, ticket := s.queue(carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+		v, ticket, err := s.wait(ctx, q, ticket)
 		cancel()
 		if rscript.Final(err) == nil {
 			if v == int64(2) {
@@ -343,7 +395,7 @@ func (s *Shared) drainDoubt(a *Account) (done, absent bool) {
 				a.leaseLost(sent)
 				return true, true
 			}
-			a.landCarry(outRan, 0, "", sent, false)
+			a.landCarry(outRan, 0, "", sent, false, ticket)
 			return true, false
 		}
 		s.pause(wait)

@@ -24,7 +24,7 @@ func TestDoubtBoundAndHorizon(t *testing.T) {
 		if _, sent := a.carryArg(p, "t"+strconv.Itoa(i), 0, 0); i > 0 && len(sent) != min(i, maxDoubt) {
 			t.Fatalf("carry %d sent %d items in doubt, want %d", i, len(sent), min(i, maxDoubt))
 		}
-		a.landCarry(outUnknown, p, "t"+strconv.Itoa(i), nil, false)
+		a.landCarry(outUnknown, p, "t"+strconv.Itoa(i), nil, false, 0)
 	}
 	if n := a.remote().doubt.n.Load(); n != maxDoubt || a.remote().unsynced.Load() != 1 || owed() != maxDoubt+1 {
 		t.Fatalf("%d in doubt, unsynced %d, owed %d; want %d, 1, %d", n, a.remote().unsynced.Load(), owed(), maxDoubt, maxDoubt+1)
@@ -46,8 +46,8 @@ func TestDoubtBoundAndHorizon(t *testing.T) {
 		t.Fatalf("at the horizon: %v %v, want the pending and the settle as tagged spend", arg, sent)
 	}
 	b.remote().carrying.Add(3) // as claimUnsynced would have
-	b.landCarry(outRan, 3, "T", sent, false)
-	b.landCarry(outRan, 0, "", sent, false) // a second carrier of the same item
+	b.landCarry(outRan, 3, "T", sent, false, 0)
+	b.landCarry(outRan, 0, "", sent, false, 0) // a second carrier of the same item
 	if b.remote().carrying.Load() != 0 || b.remote().doubt.n.Load() != 0 {
 		t.Fatalf("after the answer: carrying %d, %d in doubt; want 0, 0", b.remote().carrying.Load(), b.remote().doubt.n.Load())
 	}

@@ -1,5 +1,7 @@
 package ledger
 
+import "time"
+
 // WaitOutcomes waits until every lost call's outcome known so far is booked.
 func (s *Shared) WaitOutcomes() { s.outcomes.Wait() }
 
@@ -20,3 +22,9 @@ func (s *Shared) SetFusedReply(f func(any, error) (any, error)) { s.fusedReply =
 
 // Offline counts holds s decided against its share, without Redis.
 func (s *Shared) Offline() int64 { return s.offlineN.Load() }
+
+// RollTo starts a's next budget period, as Book.Account does past the
+// reset time (rollTo): reset time next, spend s.
+func (a *Account) RollTo(next time.Time, s Amount) bool {
+	return a.rollTo(a.resetAt.Load(), next.UnixNano(), s)
+}

@@ -123,7 +123,13 @@ for i = 1, n do
     -- seed excludes every replica-local spend not yet in Redis; this
     -- hold carries its share of it (list), the rest comes with other holds.
     redis.call('HSET', k, 'spent', ARGV[6+4*i-2], 'period', ARGV[6+4*i-1])
+    -- (Since branch moneygaps, as luaHold's bud_seed: a hash Redis
+    -- lacked is marked, and later seeds above its spend raise it.)
+    if cur[1] == false and string.sub(list, -1) == 'L' then redis.call('HSET', k, 'rv', ARGV[6+4*i-1]) end
     s = seed
+  elseif redis.call('HGET', k, 'rv') == ARGV[6+4*i-1] and tonumber(cur[2] or 0) == period and seed > s + math.abs(s) / 2^50 then
+    s = seed
+    redis.call('HSET', k, 'spent', ARGV[6+4*i-2])
   end
   if list ~= '0' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
   if nx and now >= nx then hd, nx = bud_sweep(k, hd) end

@@ -28,7 +28,7 @@ func TestProbeSeedAndDoubtListAgree(t *testing.T) {
 	go func() { // answers resolve the item; it is lost again (in doubt anew)
 		defer wg.Done()
 		for !stop.Load() {
-			a.resolve([]string{"x"}, true)
+			a.resolve([]string{"x"}, true, 0)
 			a.remote().carrying.Add(x)
 			a.doubtful(carryItem{tag: "x", amount: x})
 			flips.Add(1)

@@ -33,7 +33,7 @@ func TestSeedIsNeverReadMidMove(t *testing.T) {
 		defer stop.Store(true)
 		for range moves {
 			if p := a.claimUnsynced(); p != 0 {
-				a.landCarry(outNotRun, p, "", nil, false)
+				a.landCarry(outNotRun, p, "", nil, false, 0)
 			}
 		}
 	}()

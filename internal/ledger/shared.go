@@ -399,6 +399,37 @@ local function bud_legacy(k, hd, ttl)
   redis.call('HSET', k, 'held', bud_int(hd), 'lx', bud_int(now + ttl))
   return hd
 end
+-- bud_seed brings k to this replica's seed (its view of the spend less
+-- what it has not taken to Redis yet; period: the seed's period, as sent)
+-- when Redis lacks the account (cs false) or has it in an earlier period:
+-- fresh. A hash Redis lacked although the seeding replica had heard it
+-- there (lost: emptied, failed over to an empty replica, a week idle) is
+-- marked 'rv' with its period: that replica may have heard less of its
+-- spend than others. While the mark is for the period Redis has, a seed
+-- above Redis's spend raises it (the largest view of the replicas that
+-- hold or flush, not the first one's). Not on a first seed: a view may
+-- count a carry twice for a moment (never not at all), and the raise
+-- would keep that. An edit (setSpentScript) and a new period end the
+-- mark. It returns spent and whether k was fresh.
+local function bud_seed(k, cs, cp, rv, seed, period, lost)
+  local pn = tonumber(period)
+  if cs == false or tonumber(cp or 0) < pn then
+    if cs == false and lost then
+      redis.call('HSET', k, 'spent', seed, 'period', period, 'rv', period)
+    else
+      redis.call('HSET', k, 'spent', seed, 'period', period)
+    end
+    return tonumber(seed), true
+  end
+  local s = tonumber(cs)
+  -- (A view past 2^53 was heard through Lua numbers, rounded: an excess
+  -- within a few units in the last place is no sign of a loss.)
+  if rv == period and tonumber(cp or 0) == pn and tonumber(seed) > s + math.abs(s) / 2^50 then
+    s = tonumber(seed)
+    redis.call('HSET', k, 'spent', seed)
+  end
+  return s, false
+end
 local function bud_hold(KEYS, ARGV, ko, ao)
 local p, lease = ARGV[ao + 1], ARGV[ao + 2]
 local amount, ttl, mode = bud_num(p, 1), bud_num(p, 9), bud_num(p, 17)
@@ -413,17 +444,14 @@ for i = 1, n do
   local a = ao + 3 * i + 1 -- period; seed before it, carried items after
   local period, list = tonumber(ARGV[a]), ARGV[a + 1]
   budget[i] = bud_num(p, 41 + 8 * i)
-  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short', 'rs')
+  local cur = redis.call('HMGET', k, 'spent', 'period', 'held', 'y', 'nx', 'lx', 'short', 'rs', 'rv')
   local touched = now - tonumber(cur[4] or 0) < 86400000
-  local s, hd, nx = tonumber(cur[1]), tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
-  local fresh = cur[1] == false or tonumber(cur[2] or 0) < period
-  if fresh then
-    -- seed excludes every replica-local spend not yet in Redis; this
-    -- hold carries its share of it (list), the rest comes with other holds.
-    redis.call('HSET', k, 'spent', ARGV[a - 1], 'period', ARGV[a])
-    s = tonumber(ARGV[a - 1])
-  end
-  if list ~= '0' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
+  local hd, nx = tonumber(cur[3] or 0), cur[5] and tonumber(cur[5])
+  -- seed excludes every replica-local spend not yet in Redis; this
+  -- hold carries its share of it (list), the rest comes with other holds.
+  -- A carried list ending 'L' says this replica has heard k on Redis.
+  local s, fresh = bud_seed(k, cur[1], cur[2], cur[9], ARGV[a - 1], ARGV[a], string.sub(list, -1) == 'L')
+  if list ~= '0' and list ~= 'L' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
   local rs = tonumber(cur[8] or 0)
   if nx and now >= nx then
     local swept
@@ -598,6 +626,10 @@ type sharedHold struct {
 	capped  bool
 	settled bool
 	gate    Gate // settled in the same script (SettleGated)
+	// ticket is the hold's number in the ordered stream (Shared.queue):
+	// a later call's reply mirrored before the hold's answer was read
+	// counted what it carried twice (ranOff).
+	ticket uint64
 }
 
 // ask is one hold asked of Redis: amount is the worst case.
@@ -688,13 +720,18 @@ func (s *Shared) reserveWith(ctx context.Context, accounts []*Account, q ask, g 
 	var res []int64
 	var err error
 	if g == nil {
-		res, err = rscript.Int64s(s.r.Run(rctx, reserveScript, h.keys, args...))
+		q, ticket := s.queue(reserveScript, h.keys, args...)
+		var v any
+		v, h.ticket, err = s.wait(rctx, q, ticket)
+		res, err = rscript.Int64s(v, err)
 	} else {
 		var gres []int64
 		var code int64
 		gk, ga := g.AdmitCall()
 		keys, fargs := fuse(gk, ga, h.keys, args)
-		v, rerr := s.r.Run(rctx, fusedFor(g.GateLua()).hold, keys, fargs...)
+		q, ticket := s.queue(fusedFor(g.GateLua()).hold, keys, fargs...)
+		v, tk, rerr := s.wait(rctx, q, ticket)
+		h.ticket = tk
 		if s.fusedReply != nil {
 			v, rerr = s.fusedReply(v, rerr)
 		}
@@ -903,7 +940,7 @@ func (h *sharedHold) landed(o outcome, heard func(*Account) bool) {
 		if h.sent != nil {
 			sent = h.sent[i]
 		}
-		a.landCarry(o, h.pending[i], h.lease, sent, heard != nil && heard(a))
+		a.landCarry(o, h.pending[i], h.lease, sent, heard != nil && heard(a), h.ticket)
 	}
 }
 
@@ -1131,7 +1168,7 @@ func (p *settling) wait() (soft []*Account) {
 					a.endMove()
 					h.s.owe(a)
 				case final == nil: // its answer came late: it ran
-					a.remote().carrying.Add(-int64(actual))
+					a.ranOff(int64(actual), p.ticket)
 				default:
 					a.doubtful(carryItem{tag: "s" + h.lease, lease: h.lease, amount: int64(actual), at: h.since()})
 				}
@@ -1168,9 +1205,18 @@ func (s *Shared) ResetPeriod(ctx context.Context, kind store.Kind, id string, ne
 // replica's next hold sees it; holds in flight are kept.
 func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent Amount) error {
 	k := s.prefix + string(kind) + ":" + id
-	_, err := s.r.Submit(ctx, "hset", k, "spent", int64(spent))
+	_, err := s.r.Run(ctx, setSpentScript, []string{k}, int64(spent))
 	return err
 }
+
+// setSpentScript sets an account's spend (ARGV[1]) and ends its reseed
+// mark ('rv', bud_seed): a replica's view from before the edit must not
+// raise the edited spend.
+var setSpentScript = rscript.New(`
+redis.call('HSET', KEYS[1], 'spent', ARGV[1])
+redis.call('HDEL', KEYS[1], 'rv')
+return 1
+`)
 
 // carryScript adds spend booked while Redis was away to an account Redis
 // has in the same budget period or a later one: ARGV = the carried items
@@ -1236,7 +1282,8 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 		a.remote().carrying.Add(-pending)
 		return outRan
 	}
-	v, err := s.r.Run(ctx, carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+	q, ticket := s.queue(carryScript, []string{s.key(a)}, carry, a.resetAt.Load())
+	v, ticket, err := s.wait(ctx, q, ticket)
 	o := outRan
 	if err = rscript.Final(err); err != nil {
 		o = outUnknown
@@ -1249,11 +1296,11 @@ func (s *Shared) carryOne(ctx context.Context, a *Account) outcome {
 		// hold of this replica's, which seeds the account without it and
 		// carries it; dropped here (into the seed) it would be lost when
 		// another replica seeds the account first.
-		a.landCarry(outNotRun, pending, tag, sent, false)
+		a.landCarry(outNotRun, pending, tag, sent, false, ticket)
 		a.leaseLost(sent)
 		return outAbsent
 	}
-	a.landCarry(o, pending, tag, sent, false)
+	a.landCarry(o, pending, tag, sent, false, ticket)
 	return o
 }
 
