@@ -91,7 +91,7 @@ func (t docTable[T]) delete(ctx context.Context, s *DB, id string) error {
 // runs also, with the owner's record as stored, in the same transaction.
 //
 // On PostgreSQL the deletion first takes the owner's advisory lock
-// (ownerLock) exclusively, and every write that gives a key an owner
+// (ownerLockName) exclusively, and every write that gives a key an owner
 // (CreateKey, UpdateKey, ReplaceKey) takes the lock of each owner it names
 // shared, before anything else: a key written while its owner is deleted is
 // either committed before the deletion reads the owner's keys (and is
@@ -175,9 +175,9 @@ func ownerLockName(kind store.Kind, id string) string { return "tollgate/" + str
 // a deletion of either (deleteOwner) that has begun is waited for, and one
 // that begins waits for tx. An owner that was there before the wait and is
 // gone after it was deleted meanwhile: the write is refused
-// (store.OwnerDeletedError, an ErrNotFound),
-// rather than leave a key of a deleted owner behind. A key may still name
-// an owner that is not there at all (the API lets it, as LiteLLM does).
+// (store.OwnerDeletedError, an ErrNotFound) rather than leave a key of a
+// deleted owner behind. A key may still name an owner that is not there at
+// all (the API lets it).
 func (s *DB) lockOwners(ctx context.Context, tx *sql.Tx, k *store.Key) error {
 	if s.dialect != goose.DialectPostgres {
 		return nil // deleteOwner holds SQLite's one write lock throughout
