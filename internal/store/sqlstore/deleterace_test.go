@@ -242,7 +242,9 @@ func TestKeyCreatedDuringOwnerDeletion(t *testing.T) {
 		}
 		created := make(chan error, 1)
 		go func() { created <- s.CreateKey(ctx, &store.Key{TokenHash: "new-key", UserID: "leaver"}) }()
-		blockedBy(t, raw, []int{deleterPID}, created)
+		if _, ok := blockedBy(t, raw, []int{deleterPID}, created); !ok {
+			t.Error("the creation did not wait for the deletion")
+		}
 		if err := hold.Commit(); err != nil {
 			t.Fatal(err)
 		}

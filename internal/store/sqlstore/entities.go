@@ -104,7 +104,7 @@ func (t docTable[T]) delete(ctx context.Context, s *DB, id string) error {
 func deleteOwner[T any](ctx context.Context, s *DB, t docTable[T], keyCol, id string, also func(tx *sql.Tx, data string) error) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		if s.dialect == goose.DialectPostgres {
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, ownerLockName(t.kind, id)); err != nil {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || $1, 0))`, ownerLockName(t.kind, id)); err != nil {
 				return err
 			}
 		}
@@ -167,7 +167,10 @@ func deleteOwner[T any](ctx context.Context, s *DB, t docTable[T], keyCol, id st
 }
 
 // ownerLockName names the advisory lock of an owner of keys (PostgreSQL;
-// deleteOwner, lockOwners).
+// deleteOwner, lockOwners). Advisory locks are the whole database's: the
+// statements that take one hash it with current_schema(), so that stores
+// in different schemas of one database (tests, say) do not wait for each
+// other.
 func ownerLockName(kind store.Kind, id string) string { return "tollgate/" + string(kind) + "/" + id }
 
 // lockOwners takes, on PostgreSQL, the shared advisory lock of the user
@@ -195,7 +198,7 @@ func (s *DB) lockOwners(ctx context.Context, tx *sql.Tx, k *store.Key) error {
 		if err := tx.QueryRowContext(ctx, exists, o.id).Scan(&before); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))`, ownerLockName(o.kind, o.id)); err != nil {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared(hashtextextended(current_schema() || '/' || $1, 0))`, ownerLockName(o.kind, o.id)); err != nil {
 			return err
 		}
 		if !before {
