@@ -320,6 +320,7 @@ func (s *DB) leaveTeams(ctx context.Context, userID string) error {
 		return err
 	}
 	for _, t := range all {
+		id := t.TeamID // t is nil once the team is found gone
 		member := false
 		for attempt := 0; ; attempt++ {
 			n := len(t.Members) + len(t.MemberBudgets)
@@ -337,8 +338,9 @@ func (s *DB) leaveTeams(ctx context.Context, userID string) error {
 			if !errors.Is(err, store.ErrNotFound) || attempt == 4 {
 				return err
 			}
-			if t, err = teams.get(ctx, s, t.TeamID); errors.Is(err, store.ErrNotFound) {
-				break // the team is gone
+			if t, err = teams.get(ctx, s, id); errors.Is(err, store.ErrNotFound) {
+				member = false // the team is gone, its member budgets with it (DeleteTeam)
+				break
 			} else if err != nil {
 				return err
 			}
@@ -347,7 +349,7 @@ func (s *DB) leaveTeams(ctx context.Context, userID string) error {
 			continue
 		}
 		_, err := s.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &s.spend,
-			Key: key("budget_spend", string(store.KindTeamMember)+"#"+store.MemberBudgetID(t.TeamID, userID))})
+			Key: key("budget_spend", string(store.KindTeamMember)+"#"+store.MemberBudgetID(id, userID))})
 		if err != nil {
 			return err
 		}
