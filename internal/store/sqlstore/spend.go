@@ -170,8 +170,10 @@ const (
 	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
 	// A key's model budget is added to only while the key is there, and a
 	// member's budget in a team only while the team is there and the
-	// member's user or the key is: a batch that waited for a deletion (or
-	// was flushed after it) does not bring back the budget_spend row the
+	// member's user or the key is, or her user was never deleted (no
+	// tombstone: a member named by user_id has no user record, and a
+	// custom_auth key none of its own): a batch that waited for a deletion
+	// (or was flushed after it) does not bring back the budget_spend row the
 	// deletion dropped (the spend_logs row and the rollups stay: spend
 	// history is kept).
 	keyBudgetSpend = `INSERT INTO budget_spend (kind, id, key_hash, spend)
@@ -181,7 +183,8 @@ const (
 	memberBudgetSpend = `INSERT INTO budget_spend (kind, id, key_hash, spend)
 	SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS DOUBLE PRECISION)
 	WHERE EXISTS (SELECT 1 FROM teams WHERE team_id = $5)
-		AND (EXISTS (SELECT 1 FROM users WHERE user_id = $6) OR EXISTS (SELECT 1 FROM keys WHERE token_hash = $3))
+		AND (EXISTS (SELECT 1 FROM users WHERE user_id = $6) OR EXISTS (SELECT 1 FROM keys WHERE token_hash = $3)
+			OR NOT EXISTS (SELECT 1 FROM deletions WHERE kind = 'user' AND id = $6))
 	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
 	dailyRollup = `INSERT INTO spend_daily (day, key_hash, user_id, team_id, end_user, model_group, requests, prompt_tokens, completion_tokens, spend)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
