@@ -335,8 +335,13 @@ func (s *DB) leaveTeams(ctx context.Context, userID string) error {
 			if err == nil {
 				break
 			}
-			if !errors.Is(err, store.ErrNotFound) || attempt == 4 {
+			if !errors.Is(err, store.ErrNotFound) {
 				return err
+			}
+			if attempt == 4 {
+				// Not an ErrNotFound: /user/delete would take it for "no
+				// such user" and answer 200, the user still there.
+				return fmt.Errorf("dynamostore: team %s changed on every try while user %s left it: %v", id, userID, err)
 			}
 			if t, err = teams.get(ctx, s, id); errors.Is(err, store.ErrNotFound) {
 				member = false // the team is gone, its member budgets with it (DeleteTeam)
