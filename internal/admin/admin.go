@@ -302,7 +302,11 @@ func writeJSON(w http.ResponseWriter, v any) error {
 
 // storeError maps store errors to API errors.
 func storeError(err error, what, param string) error {
+	var gone *store.OwnerDeletedError
 	switch {
+	case errors.As(err, &gone):
+		// A key write that waited for its user's or team's deletion.
+		return apierror.NotFound(string(gone.Kind)+"_id", "%s", gone.Error())
 	case errors.Is(err, store.ErrNotFound):
 		return apierror.NotFound(param, "%s not found", what)
 	case errors.Is(err, store.ErrConflict):

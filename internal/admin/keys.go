@@ -131,7 +131,7 @@ func (a *API) createKey(r *http.Request, p *auth.Principal, req *keyParams) (*st
 			}
 			return nil, "", apierror.BadRequest("key", "this key already exists")
 		}
-		return nil, "", apierror.Internal(err)
+		return nil, "", storeError(err, "key", "key")
 	}
 	if a.newKey != nil {
 		a.newKey(k.TokenHash)

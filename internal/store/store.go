@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -28,6 +29,21 @@ var (
 	// for being unreachable: retrying the same data fails the same way.
 	ErrRejected = errors.New("data refused by the store")
 )
+
+// OwnerDeletedError is a key write refused because the user or team it
+// names was deleted while the write waited for the deletion (a SQL store
+// on PostgreSQL; see sqlstore.lockOwners). It is an ErrNotFound.
+type OwnerDeletedError struct {
+	Kind Kind // KindUser or KindTeam
+	ID   string
+}
+
+func (e *OwnerDeletedError) Error() string {
+	return fmt.Sprintf("%s %s was deleted while the key was written", e.Kind, e.ID)
+}
+
+// Is makes an OwnerDeletedError an ErrNotFound.
+func (e *OwnerDeletedError) Is(target error) bool { return target == ErrNotFound }
 
 // Limits are an entity's budget and rate limits, as LiteLLM names them.
 // Key, User, Team, EndUser and Budget embed them, so that their JSON stays

@@ -304,7 +304,62 @@ func (s *DB) GetUser(ctx context.Context, id string) (*store.User, error) {
 }
 func (s *DB) UpdateUser(ctx context.Context, u *store.User) error { return users.update(ctx, s, u) }
 func (s *DB) DeleteUser(ctx context.Context, id string) error {
-	return deleteOwner(ctx, s, users, "user_id", id)
+	return deleteOwner(ctx, s, users, "user_id", id, func(ctx context.Context) error { return s.leaveTeams(ctx, id) })
+}
+
+// leaveTeams takes a user being deleted out of every team's members and
+// member budgets, and drops those budgets' spend. DynamoDB has no
+// transaction across the items DeleteUser writes (and TransactWriteItems
+// cannot read): each team is updated on the condition that it is as read
+// (read again on a race), and deleteOwner runs this before it removes the
+// user record, so a failure part-way leaves the user there and a
+// /user/delete run again finishes the job.
+func (s *DB) leaveTeams(ctx context.Context, userID string) error {
+	all, err := teams.all(ctx, s)
+	if err != nil {
+		return err
+	}
+	for _, t := range all {
+		id := t.TeamID // t is nil once the team is found gone
+		member := false
+		for attempt := 0; ; attempt++ {
+			n := len(t.Members) + len(t.MemberBudgets)
+			was := micros(t.UpdatedAt)
+			t.Members = slices.DeleteFunc(t.Members, func(m store.TeamMember) bool { return m.UserID == userID })
+			t.MemberBudgets = slices.DeleteFunc(t.MemberBudgets, func(b store.MemberBudget) bool { return b.UserID == userID })
+			if len(t.Members)+len(t.MemberBudgets) == n {
+				break
+			}
+			member = true
+			err := teams.updateIf(ctx, s, t, "updated_at = :was", map[string]types.AttributeValue{":was": attrN(was)})
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if attempt == 4 {
+				// Not an ErrNotFound: /user/delete would take it for "no
+				// such user" and answer 200, the user still there.
+				return fmt.Errorf("dynamostore: team %s changed on every try while user %s left it: %v", id, userID, err)
+			}
+			if t, err = teams.get(ctx, s, id); errors.Is(err, store.ErrNotFound) {
+				member = false // the team is gone, its member budgets with it (DeleteTeam)
+				break
+			} else if err != nil {
+				return err
+			}
+		}
+		if !member {
+			continue
+		}
+		_, err := s.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &s.spend,
+			Key: key("budget_spend", string(store.KindTeamMember)+"#"+store.MemberBudgetID(id, userID))})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 func (s *DB) ListUsers(ctx context.Context, p store.Page) ([]*store.User, int, error) {
 	return users.list(ctx, s, nil, p)
@@ -316,7 +371,29 @@ func (s *DB) GetTeam(ctx context.Context, id string) (*store.Team, error) {
 }
 func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error { return teams.update(ctx, s, t) }
 func (s *DB) DeleteTeam(ctx context.Context, id string) error {
-	return deleteOwner(ctx, s, teams, "team_id", id)
+	return deleteOwner(ctx, s, teams, "team_id", id, func(ctx context.Context) error {
+		// Its members' budgets' spend goes with it.
+		t, err := teams.get(ctx, s, id)
+		if err != nil {
+			return err
+		}
+		var members []string
+		for _, m := range t.Members {
+			members = append(members, m.UserID)
+		}
+		for _, b := range t.MemberBudgets {
+			members = append(members, b.UserID)
+		}
+		slices.Sort(members)
+		for _, u := range slices.Compact(members) {
+			_, err := s.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: &s.spend,
+				Key: key("budget_spend", string(store.KindTeamMember)+"#"+store.MemberBudgetID(id, u))})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 func (s *DB) ListTeams(ctx context.Context, p store.Page) ([]*store.Team, int, error) {
 	return teams.list(ctx, s, nil, p)
@@ -368,9 +445,10 @@ func (s *DB) ListOrganizations(ctx context.Context, p store.Page) ([]*store.Orga
 
 // deleteOwner deletes a user or team and each key whose attr names it
 // (LiteLLM deletes them too), leaving a tombstone for each. A missing owner
-// is ErrNotFound and deletes nothing; the keys go before the owner, so a
-// failure part-way leaves the owner to delete again, with its keys.
-func deleteOwner[T any](ctx context.Context, s *DB, e entity[T], attr, id string) error {
+// is ErrNotFound and deletes nothing; the keys (and then also) go before
+// the owner, so a failure part-way leaves the owner to delete again, with
+// its keys.
+func deleteOwner[T any](ctx context.Context, s *DB, e entity[T], attr, id string, also func(context.Context) error) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	out, err := s.c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(e.table(s)), Key: key(pkOf(e.kind, id), recordSK),
@@ -391,6 +469,11 @@ func deleteOwner[T any](ctx context.Context, s *DB, e entity[T], attr, id string
 	})
 	if err != nil {
 		return err
+	}
+	if also != nil {
+		if err := also(ctx); err != nil {
+			return err
+		}
 	}
 	return e.remove(ctx, s, id)
 }

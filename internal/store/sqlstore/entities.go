@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pressly/goose/v3"
+
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -85,9 +87,27 @@ func (t docTable[T]) delete(ctx context.Context, s *DB, id string) error {
 
 // deleteOwner removes a user or team and, in the same transaction, every
 // key whose keyCol names it (LiteLLM deletes them too), leaving a tombstone
-// for each so that other replicas drop them at their next resync.
-func deleteOwner[T any](ctx context.Context, s *DB, t docTable[T], keyCol, id string) error {
+// for each so that other replicas drop them at their next resync; then
+// runs also, with the owner's record as stored, in the same transaction.
+//
+// On PostgreSQL the deletion first takes the owner's advisory lock
+// (ownerLockName) exclusively, and every write that gives a key an owner
+// (CreateKey, UpdateKey, ReplaceKey) takes the lock of each owner it names
+// shared, before anything else: a key written while its owner is deleted is
+// either committed before the deletion reads the owner's keys (and is
+// deleted with them) or waits for the deletion and is refused (lockOwners).
+// Without it a key created between the read and the commit outlived its
+// owner. The spend writer takes no advisory lock, so its order (keys, then
+// owners) meets no new lock. On SQLite the deletion's transaction holds the
+// database's write lock from its BEGIN (IMMEDIATE) to its commit: no key
+// write, from this process or another, commits in between.
+func deleteOwner[T any](ctx context.Context, s *DB, t docTable[T], keyCol, id string, also func(tx *sql.Tx, data string) error) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if s.dialect == goose.DialectPostgres {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || $1, 0))`, ownerLockName(t.kind, id)); err != nil {
+				return err
+			}
+		}
 		rows, err := tx.QueryContext(ctx, `SELECT token_hash FROM keys WHERE `+keyCol+` = $1`, id)
 		if err != nil {
 			return err
@@ -113,8 +133,17 @@ func deleteOwner[T any](ctx context.Context, s *DB, t docTable[T], keyCol, id st
 		// the database's collation.
 		slices.Sort(hashes)
 		for _, h := range hashes {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE token_hash = $1`, h); err != nil {
+			// Still the owner's: a key moved to another owner while the
+			// deletion waited for it stays with that owner.
+			res, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE token_hash = $1 AND `+keyCol+` = $2`, h, id)
+			if err != nil {
 				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				if err != nil {
+					return err
+				}
+				continue
 			}
 			if err := dropKeyBudgets(ctx, tx, h); err != nil {
 				return err
@@ -123,12 +152,157 @@ func deleteOwner[T any](ctx context.Context, s *DB, t docTable[T], keyCol, id st
 				return err
 			}
 		}
-		res, err := tx.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s = $1`, t.name, t.idCol), id)
-		if err := affected(res, err); err != nil {
-			return err
+		var data string
+		err = tx.QueryRowContext(ctx, fmt.Sprintf(`DELETE FROM %s WHERE %s = $1 RETURNING data`, t.name, t.idCol), id).Scan(&data)
+		if err != nil {
+			return classify(err)
+		}
+		if also != nil {
+			if err := also(tx, data); err != nil {
+				return err
+			}
 		}
 		return tombstone(ctx, tx, t.kind, id)
 	})
+}
+
+// ownerLockName names the advisory lock of an owner of keys (PostgreSQL;
+// deleteOwner, lockOwners). Advisory locks are the whole database's: the
+// statements that take one hash it with current_schema(), so that stores
+// in different schemas of one database (tests, say) do not wait for each
+// other.
+func ownerLockName(kind store.Kind, id string) string { return "tollgate/" + string(kind) + "/" + id }
+
+// lockOwners takes, on PostgreSQL, the shared advisory lock of the user
+// and the team k names, in that order, before the key is written in tx:
+// a deletion of either (deleteOwner) that has begun is waited for, and one
+// that begins waits for tx. An owner that was there before the wait and is
+// gone after it was deleted meanwhile: the write is refused
+// (store.OwnerDeletedError, an ErrNotFound) rather than leave a key of a
+// deleted owner behind. A key may still name an owner that is not there at
+// all (the API lets it).
+func (s *DB) lockOwners(ctx context.Context, tx *sql.Tx, k *store.Key) error {
+	if s.dialect != goose.DialectPostgres {
+		return nil // deleteOwner holds SQLite's one write lock throughout
+	}
+	for _, o := range []struct {
+		kind       store.Kind
+		table, col string
+		id         string
+	}{{store.KindUser, "users", "user_id", k.UserID}, {store.KindTeam, "teams", "team_id", k.TeamID}} {
+		if o.id == "" {
+			continue
+		}
+		exists := `SELECT EXISTS (SELECT 1 FROM ` + o.table + ` WHERE ` + o.col + ` = $1)`
+		var before, after bool
+		if err := tx.QueryRowContext(ctx, exists, o.id).Scan(&before); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock_shared(hashtextextended(current_schema() || '/' || $1, 0))`, ownerLockName(o.kind, o.id)); err != nil {
+			return err
+		}
+		if !before {
+			continue
+		}
+		if err := tx.QueryRowContext(ctx, exists, o.id).Scan(&after); err != nil {
+			return err
+		}
+		if !after {
+			return &store.OwnerDeletedError{Kind: o.kind, ID: o.id}
+		}
+	}
+	return nil
+}
+
+// leaveTeams takes a deleted user out of every team's members and member
+// budgets, and drops the spend of those budgets (budget_spend), in tx: a
+// user created later under the same id is no member by inheritance.
+// Teams are locked in team_id order, after the user, as the spend writer
+// locks them (applySpend).
+func (s *DB) leaveTeams(ctx context.Context, tx *sql.Tx, userID string) error {
+	// A cheap filter on the documents' JSON (json.Marshal writes
+	// "user_id":"<id>" with no space, as encode does); each match is decoded
+	// and checked. LIKE is case-insensitive on SQLite: a filter only.
+	quoted, err := json.Marshal(userID)
+	if err != nil {
+		return err
+	}
+	q := `SELECT team_id, data FROM teams WHERE data LIKE $1 ESCAPE '\' ORDER BY team_id`
+	if s.dialect == goose.DialectPostgres {
+		q += ` FOR NO KEY UPDATE`
+	}
+	rows, err := tx.QueryContext(ctx, q, "%"+likeEscaper.Replace(`"user_id":`+string(quoted))+"%")
+	if err != nil {
+		return err
+	}
+	type doc struct{ id, data string }
+	var found []doc
+	for rows.Next() {
+		var d doc
+		if err := rows.Scan(&d.id, &d.data); err != nil {
+			rows.Close()
+			return err
+		}
+		found = append(found, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	for _, d := range found {
+		var t store.Team
+		if err := json.Unmarshal([]byte(d.data), &t); err != nil {
+			return fmt.Errorf("teams: corrupt record: %w", err)
+		}
+		n := len(t.Members) + len(t.MemberBudgets)
+		t.Members = slices.DeleteFunc(t.Members, func(m store.TeamMember) bool { return m.UserID == userID })
+		t.MemberBudgets = slices.DeleteFunc(t.MemberBudgets, func(b store.MemberBudget) bool { return b.UserID == userID })
+		if len(t.Members)+len(t.MemberBudgets) == n {
+			continue
+		}
+		t.UpdatedAt = now
+		data, err := encode(&t)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE teams SET data = $1, updated_at = $2 WHERE team_id = $3`, data, micros(now), d.id); err != nil {
+			return err
+		}
+		if err := dropMemberBudgets(ctx, tx, d.id, []string{userID}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropMemberBudgets removes the spend of users' budgets within team.
+func dropMemberBudgets(ctx context.Context, tx *sql.Tx, team string, users []string) error {
+	slices.Sort(users)
+	for _, u := range slices.Compact(users) {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM budget_spend WHERE kind = $1 AND id = $2`,
+			string(store.KindTeamMember), store.MemberBudgetID(team, u)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropTeamBudgets removes the spend of a deleted team's member budgets
+// (data: its record as it was).
+func dropTeamBudgets(ctx context.Context, tx *sql.Tx, data string) error {
+	var t store.Team
+	if err := json.Unmarshal([]byte(data), &t); err != nil {
+		return fmt.Errorf("teams: corrupt record: %w", err)
+	}
+	var members []string
+	for _, m := range t.Members {
+		members = append(members, m.UserID)
+	}
+	for _, b := range t.MemberBudgets {
+		members = append(members, b.UserID)
+	}
+	return dropMemberBudgets(ctx, tx, t.TeamID, members)
 }
 
 func tombstone(ctx context.Context, tx *sql.Tx, kind store.Kind, id string) error {
@@ -332,7 +506,8 @@ func (s *DB) UpdateUser(ctx context.Context, u *store.User) error {
 func (s *DB) DeleteUser(ctx context.Context, id string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	return deleteOwner(ctx, s, users, "user_id", id)
+	// Her keys and her team memberships go with her, in one transaction.
+	return deleteOwner(ctx, s, users, "user_id", id, func(tx *sql.Tx, _ string) error { return s.leaveTeams(ctx, tx, id) })
 }
 func (s *DB) ListUsers(ctx context.Context, p store.Page) ([]*store.User, int, error) {
 	ctx, cancel := s.bound(ctx)
@@ -358,7 +533,7 @@ func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error {
 func (s *DB) DeleteTeam(ctx context.Context, id string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	return deleteOwner(ctx, s, teams, "team_id", id)
+	return deleteOwner(ctx, s, teams, "team_id", id, func(tx *sql.Tx, data string) error { return dropTeamBudgets(ctx, tx, data) })
 }
 func (s *DB) ListTeams(ctx context.Context, p store.Page) ([]*store.Team, int, error) {
 	ctx, cancel := s.bound(ctx)
@@ -467,10 +642,20 @@ func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		k.TokenHash, keyCols(k), k.UserID, k.TeamID, k.Spend, data, micros(k.CreatedAt), micros(k.UpdatedAt))
-	return classify(err)
+	const insert = `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+	args := []any{k.TokenHash, keyCols(k), k.UserID, k.TeamID, k.Spend, data, micros(k.CreatedAt), micros(k.UpdatedAt)}
+	if s.dialect != goose.DialectPostgres || k.UserID == "" && k.TeamID == "" {
+		_, err = s.db.ExecContext(ctx, insert, args...)
+		return classify(err)
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.lockOwners(ctx, tx, k); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, insert, args...)
+		return classify(err)
+	})
 }
 
 func (s *DB) GetKey(ctx context.Context, hash string) (*store.Key, error) {
@@ -564,9 +749,19 @@ func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE keys SET key_alias = $1, user_id = $2, team_id = $3, data = $4, updated_at = $5 WHERE token_hash = $6`,
-		keyCols(k), k.UserID, k.TeamID, data, micros(k.UpdatedAt), k.TokenHash)
-	return affected(res, classify(err))
+	const update = `UPDATE keys SET key_alias = $1, user_id = $2, team_id = $3, data = $4, updated_at = $5 WHERE token_hash = $6`
+	args := []any{keyCols(k), k.UserID, k.TeamID, data, micros(k.UpdatedAt), k.TokenHash}
+	if s.dialect != goose.DialectPostgres || k.UserID == "" && k.TeamID == "" {
+		res, err := s.db.ExecContext(ctx, update, args...)
+		return affected(res, classify(err))
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.lockOwners(ctx, tx, k); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, update, args...)
+		return affected(res, classify(err))
+	})
 }
 
 // ReplaceKey moves a key's record to a new hash (regenerate), keeping its spend.
@@ -574,6 +769,9 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.lockOwners(ctx, tx, k); err != nil {
+			return err
+		}
 		var spend float64
 		if err := tx.QueryRowContext(ctx, `SELECT spend FROM keys WHERE token_hash = $1`, oldHash).Scan(&spend); err != nil {
 			return classify(err)
@@ -611,10 +809,17 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 func (s *DB) DeleteKey(ctx context.Context, hash string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if err := keys.delete(ctx, s, hash); err != nil {
-		return err
-	}
-	return dropKeyBudgets(ctx, s.db, hash)
+	// The key and its model budgets go in one transaction.
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE token_hash = $1`, hash)
+		if err := affected(res, err); err != nil {
+			return err
+		}
+		if err := dropKeyBudgets(ctx, tx, hash); err != nil {
+			return err
+		}
+		return tombstone(ctx, tx, store.KindKey, hash)
+	})
 }
 
 // dropKeyBudgets removes a deleted key's model budgets.

@@ -168,6 +168,24 @@ const (
 	ON CONFLICT (user_id) DO UPDATE SET spend = end_users.spend + excluded.spend`
 	budgetSpend = `INSERT INTO budget_spend (kind, id, key_hash, spend) VALUES ($1, $2, $3, $4)
 	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
+	// A key's model budget is added to only while the key is there, and a
+	// member's budget in a team only while the team is there and the
+	// member's user or the key is, or her user was never deleted (no
+	// tombstone: a member named by user_id has no user record, and a
+	// custom_auth key none of its own): a batch that waited for a deletion
+	// (or was flushed after it) does not bring back the budget_spend row the
+	// deletion dropped (the spend_logs row and the rollups stay: spend
+	// history is kept).
+	keyBudgetSpend = `INSERT INTO budget_spend (kind, id, key_hash, spend)
+	SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS DOUBLE PRECISION)
+	WHERE EXISTS (SELECT 1 FROM keys WHERE token_hash = $3)
+	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
+	memberBudgetSpend = `INSERT INTO budget_spend (kind, id, key_hash, spend)
+	SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS DOUBLE PRECISION)
+	WHERE EXISTS (SELECT 1 FROM teams WHERE team_id = $5)
+		AND (EXISTS (SELECT 1 FROM users WHERE user_id = $6) OR EXISTS (SELECT 1 FROM keys WHERE token_hash = $3)
+			OR NOT EXISTS (SELECT 1 FROM deletions WHERE kind = 'user' AND id = $6))
+	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
 	dailyRollup = `INSERT INTO spend_daily (day, key_hash, user_id, team_id, end_user, model_group, requests, prompt_tokens, completion_tokens, spend)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 	ON CONFLICT (day, key_hash, user_id, team_id, end_user, model_group) DO UPDATE SET
@@ -258,7 +276,8 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 	spend := map[[2]string]float64{} // {table, id} -> dollars
 	type budget struct {
 		store.BudgetRef
-		key string
+		key        string
+		team, user string // of a member budget (KindTeamMember)
 	}
 	budgets := map[budget]float64{}
 	rolls := map[rollKey]*roll{}
@@ -284,7 +303,11 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 				spend[[2]string{"organizations", b.ID}] += l.Cost
 				continue
 			}
-			budgets[budget{b, l.KeyHash}] += l.Cost
+			bk := budget{BudgetRef: b, key: l.KeyHash}
+			if b.Kind == store.KindTeamMember {
+				bk.team, bk.user = l.TeamID, l.UserID
+			}
+			budgets[bk] += l.Cost
 		}
 		k := rollKey{days.of(l.StartedAt), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
 		r := rolls[k]
@@ -352,7 +375,16 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 		return cmp.Or(strings.Compare(string(x.Kind), string(y.Kind)), strings.Compare(x.ID, y.ID), strings.Compare(x.key, y.key))
 	}) {
 		amount := budgets[b]
-		if err := t.exec(budgetSpend, string(b.Kind), b.ID, b.key, amount); err != nil {
+		var err error
+		switch b.Kind {
+		case store.KindKeyModel:
+			err = t.exec(keyBudgetSpend, string(b.Kind), b.ID, b.key, amount)
+		case store.KindTeamMember:
+			err = t.exec(memberBudgetSpend, string(b.Kind), b.ID, b.key, amount, b.team, b.user)
+		default:
+			err = t.exec(budgetSpend, string(b.Kind), b.ID, b.key, amount)
+		}
+		if err != nil {
 			return fmt.Errorf("budget spend: %w", err)
 		}
 	}

@@ -177,7 +177,7 @@ func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, er
 	if c.spend != nil {
 		return c.spend, nil
 	}
-	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, dailyRollup, tagRollup}
+	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, keyBudgetSpend, memberBudgetSpend, dailyRollup, tagRollup}
 	for _, q := range entitySpend {
 		texts = append(texts, q)
 	}

@@ -46,6 +46,7 @@ func Run(t *testing.T, open Opener) {
 		{"Audit", audit},
 		{"Changes", changes},
 		{"DeleteOwnerDeletesKeys", deleteOwner},
+		{"DeleteUserLeavesTeams", deleteUserLeavesTeams},
 		{"UnencodableRecordIsAnError", unencodable},
 		{"BudgetsAndOrganizations", budgetsAndOrgs},
 		{"ManagedObjects", managedObjects},
@@ -728,6 +729,80 @@ func deleteOwner(t *testing.T, s store.Store) {
 	}
 	if err := s.DeleteUser(ctx, "u1"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("deleting a missing user: %v", err)
+	}
+}
+
+// deleteUserLeavesTeams: deleting a user takes her out of every team's
+// members and member budgets in the same call (the API did it after the
+// store's deletion, and a failure there left the deletion half applied),
+// and drops the spend of her member budgets, so that a user created again
+// under the id inherits neither; deleting a team drops its member budgets'
+// spend too.
+func deleteUserLeavesTeams(t *testing.T, s store.Store) {
+	mark := time.Now().Add(-time.Second)
+	for _, u := range []string{"leaver", "stays"} {
+		if err := s.CreateUser(ctx, &store.User{UserID: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	both := []store.TeamMember{{UserID: "leaver", Role: "admin"}, {UserID: "stays", Role: "user"}}
+	budgets := []store.MemberBudget{{UserID: "leaver", MaxBudget: 5}, {UserID: "stays", MaxBudget: 7}}
+	for _, tm := range []*store.Team{
+		{TeamID: "t1", Members: both, MemberBudgets: budgets},
+		{TeamID: "t2", Members: both[1:]},
+		{TeamID: "t3", Members: both, MemberBudgets: budgets},
+	} {
+		if err := s.CreateTeam(ctx, tm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	var batch []store.SpendLog
+	for i, b := range []struct{ team, user string }{{"t1", "leaver"}, {"t1", "stays"}, {"t3", "leaver"}, {"t3", "stays"}} {
+		batch = append(batch, store.SpendLog{RequestID: fmt.Sprint("m", i), UserID: b.user, TeamID: b.team, Cost: 1, StartedAt: now, EndedAt: now,
+			Budgets: []store.BudgetRef{{Kind: store.KindTeamMember, ID: store.MemberBudgetID(b.team, b.user)}}})
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := s.DeleteUser(ctx, "leaver"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTeam(ctx, "t3"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"t1", "t2"} {
+		tm, err := s.GetTeam(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tm.Members) != 1 || tm.Members[0].UserID != "stays" || tm.Members[0].Role != "user" {
+			t.Errorf("team %s's members after the deletion: %+v", id, tm.Members)
+		}
+		if id == "t1" && (len(tm.MemberBudgets) != 1 || tm.MemberBudgets[0].UserID != "stays" || tm.MemberBudgets[0].MaxBudget != 7) {
+			t.Errorf("team %s's member budgets after the deletion: %+v", id, tm.MemberBudgets)
+		}
+	}
+	spends, err := s.BudgetSpends(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, b := range spends {
+		left = append(left, fmt.Sprintf("%s:%s=%g", b.Kind, b.ID, b.Spend))
+	}
+	slices.Sort(left)
+	if want := "team_member:t1/stays=1"; strings.Join(left, " ") != want {
+		t.Errorf("budget spend after the deletions: %v, want %s", left, want)
+	}
+	// Other replicas learn of the changed team from Changes.
+	snap, _, err := s.Changes(ctx, mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(snap.Teams, func(tm *store.Team) bool { return tm.TeamID == "t1" }); i < 0 || len(snap.Teams[i].Members) != 1 {
+		t.Errorf("Changes does not bring team t1 without its deleted member: %+v", snap.Teams)
 	}
 }
 
