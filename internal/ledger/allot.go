@@ -669,6 +669,12 @@ func (x *Allotted) build(all bool) *flushCall {
 			// (requests hold per request meanwhile), or a request refused
 			// on Redis while this held room (giveBack).
 			want = 0
+			if drain {
+				// Room held here was wanted elsewhere (a budget's end,
+				// shared with other replicas): the next size is on this
+				// interval's figures again, not a burst's peak.
+				al.askHigh, al.holdHigh = asked, holding
+			}
 		case asked > 0:
 			// Room for what is in flight now or was at the recent peak,
 			// and for four intervals of the recent peak's asks: a burst
