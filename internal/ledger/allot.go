@@ -637,10 +637,15 @@ func (x *Allotted) build(all bool) *flushCall {
 	for _, al := range als {
 		size := al.size.Load()
 		if size == 0 && al.asked.Load() == 0 && al.booked.Load() == 0 && al.count.Load() == 0 {
-			continue // idle and holding nothing: nothing to say
+			// Idle and holding nothing: nothing to say. Its recent peaks
+			// still fade, or an account back after a pause would be sized
+			// on a burst from before it.
+			al.askHigh, al.holdHigh = forget(al.askHigh), forget(al.holdHigh)
+			continue
 		}
 		asked, big, count := al.asked.Swap(0), al.big.Swap(0), al.count.Swap(0)
 		if size == 0 && count < 2 && al.booked.Load() == 0 {
+			al.askHigh, al.holdHigh = forget(al.askHigh), forget(al.holdHigh)
 			continue // one request alone: held per request, no allotment
 		}
 		asked = int64(float64(asked) * scale)

@@ -641,3 +641,34 @@ func TestBudgetAllotmentOfAQuietAccountShrinks(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeIdleAllotmentForgetsItsBurst: after a burst of 60, an account
+// idle for 60 intervals (its allotment returned after 5, then skipped by
+// every flush) that comes back with two requests an interval is sized on
+// those, not on the burst of 60 intervals before: a recent peak forgets an
+// eighth an interval also while the account is idle (docs: "a burst is
+// remembered for a few dozen intervals"). With the peaks frozen once the
+// allotment is returned it asked about half the burst's allotment again.
+func TestProbeIdleAllotmentForgetsItsBurst(t *testing.T) {
+	_, prefix := realRedis(t)
+	cost := ledger.USD(0.01)
+	r := newAllotReplicaEvery(t, prefix, ledger.USD(100), time.Minute, time.Nanosecond)
+	warm(t, r, cost)
+	burstOf(t, r, 60, cost)
+	flush(t, r)
+	if peak, _ := r.x.Held(); peak < 60*cost {
+		t.Fatalf("the allotment after a burst of 60 is %v, less than the burst's %v", peak, 60*cost)
+	}
+	for range 60 { // quiet: nothing asked, a flush an interval
+		flush(t, r)
+	}
+	if held, _ := r.x.Held(); held != 0 {
+		t.Fatalf("an allotment idle for 60 intervals still holds %v", held)
+	}
+	burstOf(t, r, 1, cost)
+	burstOf(t, r, 1, cost)
+	flush(t, r)
+	if held, _ := r.x.Held(); held > 16*cost {
+		t.Fatalf("back after 60 idle intervals with two requests, the allotment is %v (more than 16 requests' %v): sized on the burst before the pause", held, 16*cost)
+	}
+}
