@@ -31,9 +31,11 @@ import (
 //
 // Every Every (100 ms) one script for all accounts (allotScript) books the
 // spend decided locally since the last flush into 'spent', moves it out of
-// the allotment, and resizes the allotment: about four times what this
-// replica asked for on the account in the last interval (allotIntervals),
-// at least one request's hold, at most remaining / (2 × alive replicas). A flush's booked spend
+// the allotment, and resizes the allotment: the recent peak of what local
+// requests held in flight, plus about four times the recent peak of what
+// this replica asked for on the account in an interval (allotIntervals;
+// a peak forgets an eighth of itself an interval), at least one request's
+// hold, at most remaining / (2 × alive replicas). A flush's booked spend
 // goes tagged (a carry marker, carry.go): a flush whose answer is lost is
 // sent again, as is, and applied once. An allotment idle for a few
 // intervals shrinks to what requests in flight still hold; Close returns
@@ -120,15 +122,22 @@ const allotLocalFor = 30 * time.Second
 // an allotment; below it, requests hold per request as without allotments.
 const allotFew = 4
 
-// allotIntervals is how many flush intervals of the last interval's asks
-// an allotment is sized for (plus what requests in flight hold): room for
-// a burst of four times the last interval's rate before the next flush
-// answers (a flush late under load, the arrivals of a pause), which at
-// twice sent such bursts' rest to the per-request script, two round trips
-// each (docs/performance.md, branch allotbudget). What a replica may hold
-// is still at most remaining / (2 × alive replicas), and none near a
-// budget's end (allotFew), so the sharing rule and the bounds do not move.
+// allotIntervals is how many flush intervals of asks an allotment is
+// sized for (plus what requests in flight hold): room for a burst of four
+// times the recent peak interval's asks before the next flush answers (a
+// flush late under load, the arrivals of a pause), which at twice sent
+// such bursts' rest to the per-request script, two round trips each
+// (docs/performance.md, branches allotbudget and allotpeak). What a
+// replica may hold is still at most remaining / (2 × alive replicas), and
+// none near a budget's end (allotFew), so the sharing rule and the bounds
+// do not move.
 const allotIntervals = 4
+
+// allotForget is the share of a recent peak (of asks, of holds in flight)
+// forgotten an interval: an eighth, as the rate limiter's parallel
+// allotments do (ratelimit.Allotter), so that a burst is remembered for
+// a few dozen intervals and an account gone quiet shrinks back.
+const allotForget = 8
 
 // allotIdle is how many flush intervals an allotment stays whole without
 // requests before it shrinks to what requests in flight hold.
@@ -158,6 +167,8 @@ type allotment struct {
 	size, used atomic.Int64
 	booked     atomic.Int64 // spend settled locally since the last flush's claim
 	asked      atomic.Int64 // hold amounts asked on the account this interval (either path)
+	holding    atomic.Int64 // what local holds in flight hold (worst cases)
+	peak       atomic.Int64 // the largest holding this interval
 	count      atomic.Int64 // requests that asked this interval
 	big        atomic.Int64 // largest hold asked this interval
 	open       atomic.Bool  // the last flush granted an allotment: decide locally
@@ -172,7 +183,10 @@ type allotment struct {
 	// flusher's own
 	idle    int
 	lastBig int64
-	marked  string // the marker of the last flush that booked spend here
+	// recent peaks: the largest of recent intervals' asks (scaled to an
+	// interval) and of holding, allotForget-th forgotten an interval.
+	askHigh, holdHigh int64
+	marked            string // the marker of the last flush that booked spend here
 }
 
 // allotOf returns a's allotment, made on first use.
@@ -340,6 +354,12 @@ func (x *Allotted) local(accounts []*Account, q ask) *allotHold {
 			return nil
 		}
 	}
+	for _, al := range als {
+		// The interval's peak of what local holds hold (the allotment's
+		// next size covers it: a burst like this one again).
+		for f, p := al.holding.Add(amt), al.peak.Load(); f > p && !al.peak.CompareAndSwap(p, f); p = al.peak.Load() {
+		}
+	}
 	h := &allotHold{accounts: accounts, als: append([]*allotment(nil), als...), amount: q.amount}
 	for _, a := range accounts {
 		if a.Budget() == Unlimited { // in-process bookkeeping of the unbudgeted ones
@@ -385,6 +405,7 @@ func (h *allotHold) Settle(actual Amount) (soft []*Account) {
 	}
 	h.done = true
 	for _, al := range h.als {
+		al.holding.Add(-int64(h.amount))
 		al.booked.Add(int64(actual))
 		al.used.Add(int64(actual - h.amount))
 		a := al.a
@@ -411,6 +432,7 @@ func (h *allotHold) Release() {
 	}
 	h.done = true
 	for _, al := range h.als {
+		al.holding.Add(-int64(h.amount))
 		al.used.Add(-int64(h.amount))
 	}
 	for _, a := range h.accounts {
@@ -592,11 +614,16 @@ func (x *Allotted) build(all bool) *flushCall {
 	x.seq++
 	// What was asked since the last build, scaled to an interval: a flush
 	// woken early sizes for a whole interval's requests.
+	// The recent peaks forget a share of allotForget for each interval
+	// since the last build, at most one (flushes woken early forget less;
+	// a late flush - an overloaded process - no more than an on-time one).
 	now := time.Now()
-	scale := 1.0
+	scale, part := 1.0, 1.0
 	if el := now.Sub(x.built); !x.built.IsZero() && el > 0 && el < x.every {
 		scale = min(float64(x.every)/float64(el), 10)
+		part = float64(el) / float64(x.every)
 	}
+	forget := func(high int64) int64 { return high - int64(float64(high/allotForget)*part) }
 	x.built = now
 	// The lease on Redis runs ttl past the last moment a request may be
 	// decided against it (localFor after this flush is sent): a request
@@ -606,10 +633,15 @@ func (x *Allotted) build(all bool) *flushCall {
 	for _, al := range als {
 		size := al.size.Load()
 		if size == 0 && al.asked.Load() == 0 && al.booked.Load() == 0 && al.count.Load() == 0 {
-			continue // idle and holding nothing: nothing to say
+			// Idle and holding nothing: nothing to say. Its recent peaks
+			// still fade, or an account back after a pause would be sized
+			// on a burst from before it.
+			al.askHigh, al.holdHigh = forget(al.askHigh), forget(al.holdHigh)
+			continue
 		}
 		asked, big, count := al.asked.Swap(0), al.big.Swap(0), al.count.Swap(0)
 		if size == 0 && count < 2 && al.booked.Load() == 0 {
+			al.askHigh, al.holdHigh = forget(al.askHigh), forget(al.holdHigh)
 			continue // one request alone: held per request, no allotment
 		}
 		asked = int64(float64(asked) * scale)
@@ -624,6 +656,12 @@ func (x *Allotted) build(all bool) *flushCall {
 		}
 		// What requests in flight hold, and spend booked after the claim.
 		inflight := max(al.used.Load()-booked, 0)
+		// The recent peaks: of asks an interval, and of what local holds
+		// held in flight at once (this interval's peak restarts from
+		// what they hold now).
+		al.askHigh = max(asked, forget(al.askHigh))
+		holding := al.holding.Load()
+		al.holdHigh = max(al.peak.Swap(holding), holding, forget(al.holdHigh))
 		want := size - booked // unchanged
 		drain := al.drain.Swap(false)
 		switch {
@@ -632,8 +670,20 @@ func (x *Allotted) build(all bool) *flushCall {
 			// (requests hold per request meanwhile), or a request refused
 			// on Redis while this held room (giveBack).
 			want = 0
+			if drain {
+				// Room held here was wanted elsewhere (a budget's end,
+				// shared with other replicas): the next size is on this
+				// interval's figures again, not a burst's peak.
+				al.askHigh, al.holdHigh = asked, holding
+			}
 		case asked > 0:
-			want = inflight + max(allotIntervals*asked, al.lastBig)
+			// Room for what is in flight now or was at the recent peak,
+			// and for four intervals of the recent peak's asks: a burst
+			// like the last ones (a pause, a flush late under load, with
+			// hundreds of requests in flight) is decided in process, not
+			// by the per-request script (docs/performance.md, branch
+			// allotpeak).
+			want = max(inflight, al.holdHigh) + max(allotIntervals*al.askHigh, al.lastBig)
 		case al.idle >= allotIdle:
 			want = 0
 		}

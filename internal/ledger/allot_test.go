@@ -29,6 +29,14 @@ type allotReplica struct {
 
 func newAllotReplica(t *testing.T, prefix string, budget ledger.Amount, ttl time.Duration) *allotReplica {
 	t.Helper()
+	return newAllotReplicaEvery(t, prefix, budget, ttl, 5*time.Millisecond)
+}
+
+// newAllotReplicaEvery is newAllotReplica flushing every every (a test
+// that flushes by hand with every = 1 ns has each flush count as a whole
+// interval: asks not scaled up, peaks forgetting a whole interval's share).
+func newAllotReplicaEvery(t *testing.T, prefix string, budget ledger.Amount, ttl, every time.Duration) *allotReplica {
+	t.Helper()
 	o, err := redis.ParseURL(os.Getenv("TOLLGATE_TEST_REDIS_URL"))
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +47,7 @@ func newAllotReplica(t *testing.T, prefix string, budget ledger.Amount, ttl time
 	if _, err := s.Heartbeat(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	x := ledger.NewAllotted(s, ledger.AllotOptions{Every: 5 * time.Millisecond, LeaseTTL: ttl})
+	x := ledger.NewAllotted(s, ledger.AllotOptions{Every: every, LeaseTTL: ttl})
 	return &allotReplica{s: s, x: x, key: ledger.NewAccount(store.KindKey, "k", 0, budget)}
 }
 
@@ -545,5 +553,122 @@ func TestBudgetAllotmentCoversABurst(t *testing.T) {
 	}
 	if r.x.Local.Load() != 30 {
 		t.Fatalf("%d of a burst of 30 decided against the allotment", r.x.Local.Load())
+	}
+}
+
+// burstOf holds n requests of cost at once on r's key, then settles each at
+// half its cost; it returns how many ran the per-request script.
+func burstOf(t *testing.T, r *allotReplica, n int, cost ledger.Amount) int64 {
+	t.Helper()
+	before := r.x.Remote.Load()
+	var hs []ledger.Hold
+	for range n {
+		h, err := r.x.Reserve(context.Background(), []*ledger.Account{r.key}, cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	for _, h := range hs {
+		h.Settle(cost / 2)
+	}
+	return r.x.Remote.Load() - before
+}
+
+// flush flushes r's allotments.
+func flush(t *testing.T, r *allotReplica) {
+	t.Helper()
+	if err := r.x.Flush(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBudgetAllotmentCoversARecentBurst: an interval of 10 requests, a
+// burst of 60 in flight at once, a quiet interval of two requests, then
+// the same burst again: the second burst is decided in process, the
+// allotment sized on the recent peak (branch allotpeak). Sized on the
+// last interval's asks alone (four intervals of two requests), 52 of the
+// 60 ran the per-request script.
+func TestBudgetAllotmentCoversARecentBurst(t *testing.T) {
+	_, prefix := realRedis(t)
+	cost := ledger.USD(0.01)
+	r := newAllotReplicaEvery(t, prefix, ledger.USD(100), time.Minute, time.Nanosecond)
+	warm(t, r, cost) // ten requests in an interval, then a flush
+	burstOf(t, r, 60, cost)
+	flush(t, r)
+	if got := burstOf(t, r, 1, cost) + burstOf(t, r, 1, cost); got != 0 { // the quiet interval
+		t.Fatalf("%d of the quiet interval's two requests ran the per-request script", got)
+	}
+	flush(t, r)
+	local := r.x.Local.Load()
+	if got := burstOf(t, r, 60, cost); got != 0 {
+		held, _ := r.x.Held()
+		t.Fatalf("%d of a burst of 60 like the one two intervals before ran the per-request script (allotment %v)", got, held)
+	}
+	if got := r.x.Local.Load() - local; got != 60 {
+		t.Fatalf("%d of the second burst of 60 decided against the allotment", got)
+	}
+}
+
+// TestBudgetAllotmentOfAQuietAccountShrinks: after a burst of 60 in
+// flight, an account asked by two requests an interval, one at a time,
+// holds within 64 intervals (6.4 s at the default 100 ms) at most what
+// sixteen requests hold: the recent peak forgets an eighth an interval,
+// and a quiet account does not keep a burst's allotment.
+func TestBudgetAllotmentOfAQuietAccountShrinks(t *testing.T) {
+	_, prefix := realRedis(t)
+	cost := ledger.USD(0.01)
+	r := newAllotReplicaEvery(t, prefix, ledger.USD(100), time.Minute, time.Nanosecond)
+	warm(t, r, cost)
+	burstOf(t, r, 60, cost)
+	flush(t, r)
+	peak, _ := r.x.Held()
+	if peak < 60*cost {
+		t.Fatalf("the allotment after a burst of 60 is %v, less than the burst's %v", peak, 60*cost)
+	}
+	const most = 64
+	for i := 1; ; i++ {
+		burstOf(t, r, 1, cost)
+		burstOf(t, r, 1, cost)
+		flush(t, r)
+		held, _ := r.x.Held()
+		if held <= 16*cost {
+			t.Logf("the allotment shrank from %v to %v in %d quiet intervals", peak, held, i)
+			break
+		}
+		if i == most {
+			t.Fatalf("after %d quiet intervals of two requests the allotment is still %v (%v after the burst)", most, held, peak)
+		}
+	}
+}
+
+// TestProbeIdleAllotmentForgetsItsBurst: after a burst of 60, an account
+// idle for 60 intervals (its allotment returned after 5, then skipped by
+// every flush) that comes back with two requests an interval is sized on
+// those, not on the burst of 60 intervals before: a recent peak forgets an
+// eighth an interval also while the account is idle (docs: "a burst is
+// remembered for a few dozen intervals"). With the peaks frozen once the
+// allotment is returned it asked about half the burst's allotment again.
+func TestProbeIdleAllotmentForgetsItsBurst(t *testing.T) {
+	_, prefix := realRedis(t)
+	cost := ledger.USD(0.01)
+	r := newAllotReplicaEvery(t, prefix, ledger.USD(100), time.Minute, time.Nanosecond)
+	warm(t, r, cost)
+	burstOf(t, r, 60, cost)
+	flush(t, r)
+	if peak, _ := r.x.Held(); peak < 60*cost {
+		t.Fatalf("the allotment after a burst of 60 is %v, less than the burst's %v", peak, 60*cost)
+	}
+	for range 60 { // quiet: nothing asked, a flush an interval
+		flush(t, r)
+	}
+	if held, _ := r.x.Held(); held != 0 {
+		t.Fatalf("an allotment idle for 60 intervals still holds %v", held)
+	}
+	burstOf(t, r, 1, cost)
+	burstOf(t, r, 1, cost)
+	flush(t, r)
+	if held, _ := r.x.Held(); held > 16*cost {
+		t.Fatalf("back after 60 idle intervals with two requests, the allotment is %v (more than 16 requests' %v): sized on the burst before the pause", held, 16*cost)
 	}
 }
