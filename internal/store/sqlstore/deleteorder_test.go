@@ -220,3 +220,36 @@ func pgStoreAndConn(t *testing.T) (*sqlstore.DB, *sql.DB) {
 	t.Cleanup(func() { raw.Close() })
 	return s, raw
 }
+
+// TestReplaceKeyKeepsSpendCommittedMeanwhile: /key/regenerate (ReplaceKey)
+// read the old key's spend, then deleted the row: a spend batch holding the
+// row (adding to the key's spend) when the read ran, committing before the
+// delete, lost its increment, since the new key was written with the spend
+// read before it.
+func TestReplaceKeyKeepsSpendCommittedMeanwhile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, raw := pgStoreAndConn(t)
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "old-key", Spend: 0.25}); err != nil {
+		t.Fatal(err)
+	}
+	hold, holdPID := lock(t, raw, `UPDATE keys SET spend = spend + 1.5 WHERE token_hash = $1`, "old-key")
+	replaced := make(chan error, 1)
+	go func() { replaced <- s.ReplaceKey(ctx, "old-key", &store.Key{TokenHash: "new-key"}) }()
+	if _, ok := blockedBy(t, raw, []int{holdPID}, replaced); !ok {
+		t.Fatalf("the replacement did not wait for the spend batch: %v", <-replaced)
+	}
+	if err := hold.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-replaced; err != nil {
+		t.Fatalf("ReplaceKey: %v", err)
+	}
+	k, err := s.GetKey(ctx, "new-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != 1.75 {
+		t.Errorf("the regenerated key's spend is %v, want 1.75 (0.25 before, 1.5 booked by the batch it waited for)", k.Spend)
+	}
+}

@@ -772,12 +772,14 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 		if err := s.lockOwners(ctx, tx, k); err != nil {
 			return err
 		}
+		// The old row's spend is read by the DELETE that removes it: on
+		// PostgreSQL a spend batch adding to it meanwhile is waited for
+		// and its increment read (a SELECT before the DELETE read the
+		// spend without the row's lock and lost what a batch committed
+		// between the two: TestReplaceKeyKeepsSpendCommittedMeanwhile).
 		var spend float64
-		if err := tx.QueryRowContext(ctx, `SELECT spend FROM keys WHERE token_hash = $1`, oldHash).Scan(&spend); err != nil {
+		if err := tx.QueryRowContext(ctx, `DELETE FROM keys WHERE token_hash = $1 RETURNING spend`, oldHash).Scan(&spend); err != nil {
 			return classify(err)
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE token_hash = $1`, oldHash); err != nil {
-			return err
 		}
 		if err := tombstone(ctx, tx, store.KindKey, oldHash); err != nil {
 			return err
