@@ -5,6 +5,7 @@
 package clocktest
 
 import (
+	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -35,4 +36,34 @@ func Check(t testing.TB, d time.Duration) {
 		t.Fatalf("time.Time's layout is not as clocktest.WallStepped assumes: stepped by %v reads %v on the wall and %v on the monotonic clock",
 			d, time.Duration(s.UnixNano()-now.UnixNano()), s.Sub(now))
 	}
+}
+
+// Stepper is a clock a test sets: Set puts it at a time, and each Now
+// reads it a step later than the read before (so that two reads of one
+// instant, a loop's scan and then its script's start, come in order, as on
+// a real clock). Safe for concurrent use.
+type Stepper struct {
+	mu   sync.Mutex
+	at   time.Time
+	step time.Duration
+}
+
+// NewStepper starts at at; each Now moves it on by step.
+func NewStepper(at time.Time, step time.Duration) *Stepper {
+	return &Stepper{at: at, step: step}
+}
+
+// Now moves the clock on by its step and reads it.
+func (s *Stepper) Now() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.at = s.at.Add(s.step)
+	return s.at
+}
+
+// Set puts the clock at t.
+func (s *Stepper) Set(t time.Time) {
+	s.mu.Lock()
+	s.at = t
+	s.mu.Unlock()
 }

@@ -6,10 +6,10 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/clocktest"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -33,19 +33,9 @@ func TestProbeRenewalRenewsEveryRound(t *testing.T) {
 	_, r, prefix := redisRig(t, "renewprobe")
 	s := NewShared(r, SharedOptions{Prefix: prefix, Log: slog.New(slog.DiscardHandler), HoldTimeout: time.Minute})
 	s.LeaseTTL = 2 * time.Second
-	var mu sync.Mutex
-	at := s.epoch
-	s.now = func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		at = at.Add(time.Millisecond)
-		return at
-	}
-	tick := func(d time.Duration) {
-		mu.Lock()
-		at = s.epoch.Add(d)
-		mu.Unlock()
-	}
+	clock := clocktest.NewStepper(s.epoch, time.Millisecond)
+	s.now = clock.Now
+	tick := func(d time.Duration) { clock.Set(s.epoch.Add(d)) }
 	key := NewAccount(store.KindKey, "k", 0, USD(1))
 	ctx := context.Background()
 	h, err := s.Reserve(ctx, []*Account{key}, USD(0.5))

@@ -2,9 +2,10 @@ package ratelimit
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/clocktest"
 )
 
 // TestProbeSlotRenewalRenewsEveryRound is ledger's
@@ -20,19 +21,9 @@ func TestProbeSlotRenewalRenewsEveryRound(t *testing.T) {
 	c, prefix := realRedis(t)
 	rd := NewRedis(runner(t, c), prefix)
 	rd.LeaseTTL = 2 * time.Second
-	var mu sync.Mutex
-	at := rd.epoch
-	rd.now = func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		at = at.Add(time.Millisecond)
-		return at
-	}
-	tick := func(d time.Duration) {
-		mu.Lock()
-		at = rd.epoch.Add(d)
-		mu.Unlock()
-	}
+	clock := clocktest.NewStepper(rd.epoch, time.Millisecond)
+	rd.now = clock.Now
+	tick := func(d time.Duration) { clock.Set(rd.epoch.Add(d)) }
 	l := New(rd)
 	par := Rule{Scope: keyScope, Kind: Parallel, Limit: 3, Name: "max_parallel_requests"}
 	tk := ticket(0, par)
