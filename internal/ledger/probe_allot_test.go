@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -271,7 +272,17 @@ func TestAllotmentMirrorKeepsLocalSettles(t *testing.T) {
 						return
 					}
 					h.Settle(cost)
-					n.Add(1)
+					// Every 64 settles, let the flush's goroutine have a
+					// CPU if its answer came: four loops that never block
+					// otherwise hold both of this machine's CPUs for a
+					// scheduler slice per wake-up (the test took 140 s
+					// once allotments stopped sending holds to Redis).
+					// Not after each one: the settles must keep racing
+					// the mirror (with a yield each, a mirror without its
+					// compare-and-swap passed).
+					if n.Add(1)%64 == 0 {
+						runtime.Gosched()
+					}
 				}
 			}()
 		}
