@@ -477,37 +477,55 @@ func (a *API) editTeam(w http.ResponseWriter, r *http.Request, p *auth.Principal
 	return writeJSON(w, a.teamJSON(t, nil))
 }
 
+// teamEditAttempts bounds how often changeTeam redoes a change on a team
+// that other writes keep changing under it.
+const teamEditAttempts = 5
+
 // changeTeam loads a team, applies change, and writes it everywhere: the
-// store, the snapshot, the audit log, and its members' user records.
+// store, the snapshot, the audit log, and its members' user records. The
+// store write is conditional on the team being as read (store.UpdateTeam):
+// when another edit, or a /user/delete taking a member out, wrote it in
+// between, the team is read again and change applied again to it, so that
+// neither write is lost. change must be safe to run again on a fresh copy.
 func (a *API) changeTeam(r *http.Request, p *auth.Principal, id, action string, change func(*store.Team) error) (*store.Team, error) {
 	if id == "" {
 		return nil, apierror.BadRequest("team_id", "team_id is required")
 	}
-	t, err := a.store.GetTeam(r.Context(), id)
-	if err != nil {
-		return nil, storeError(err, "team "+id, "team_id")
-	}
-	before, upd := *t, *t
-	upd.Members = slices.Clone(t.Members)
-	upd.MemberBudgets = slices.Clone(t.MemberBudgets)
-	if err := change(&upd); err != nil {
-		return nil, err
-	}
-	// A member who left takes her budget in the team with her.
-	upd.MemberBudgets = slices.DeleteFunc(upd.MemberBudgets, func(b store.MemberBudget) bool {
-		return !slices.ContainsFunc(upd.Members, func(m store.TeamMember) bool { return m.UserID == b.UserID })
-	})
-	fillTeamDefaults(&upd)
-	// The organization's bounds are checked on what changes: lowering an
-	// organization's budget must not lock its teams' other edits.
-	if upd.OrganizationID != t.OrganizationID || !slices.Equal(upd.Models, t.Models) || !samePtr(upd.MaxBudget, t.MaxBudget) ||
-		!samePtr(upd.TPMLimit, t.TPMLimit) || !samePtr(upd.RPMLimit, t.RPMLimit) {
-		if err := a.checkTeamInOrg(r.Context(), &upd); err != nil {
+	var before, upd store.Team
+	for attempt := 1; ; attempt++ {
+		t, err := a.store.GetTeam(r.Context(), id)
+		if err != nil {
+			return nil, storeError(err, "team "+id, "team_id")
+		}
+		before, upd = *t, *t
+		upd.Members = slices.Clone(t.Members)
+		upd.MemberBudgets = slices.Clone(t.MemberBudgets)
+		if err := change(&upd); err != nil {
 			return nil, err
 		}
-	}
-	if err := a.store.UpdateTeam(r.Context(), &upd); err != nil {
-		return nil, storeError(err, "team "+id, "team_id")
+		// A member who left takes her budget in the team with her.
+		upd.MemberBudgets = slices.DeleteFunc(upd.MemberBudgets, func(b store.MemberBudget) bool {
+			return !slices.ContainsFunc(upd.Members, func(m store.TeamMember) bool { return m.UserID == b.UserID })
+		})
+		fillTeamDefaults(&upd)
+		// The organization's bounds are checked on what changes: lowering an
+		// organization's budget must not lock its teams' other edits.
+		if upd.OrganizationID != t.OrganizationID || !slices.Equal(upd.Models, t.Models) || !samePtr(upd.MaxBudget, t.MaxBudget) ||
+			!samePtr(upd.TPMLimit, t.TPMLimit) || !samePtr(upd.RPMLimit, t.RPMLimit) {
+			if err := a.checkTeamInOrg(r.Context(), &upd); err != nil {
+				return nil, err
+			}
+		}
+		err = a.store.UpdateTeam(r.Context(), &upd)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrChanged) {
+			return nil, storeError(err, "team "+id, "team_id")
+		}
+		if attempt == teamEditAttempts {
+			return nil, apierror.WithStatus(http.StatusConflict, "team %s changed on each of %d attempts to write this edit (other edits of it at the same time); the team was not changed: send it again", id, teamEditAttempts)
+		}
 	}
 	a.snap.PutTeam(&upd)
 	a.audit(r.Context(), p, action, "team", id, before, upd)

@@ -28,6 +28,10 @@ var (
 	// its encoding cannot hold, a value out of range, a constraint), not
 	// for being unreachable: retrying the same data fails the same way.
 	ErrRejected = errors.New("data refused by the store")
+	// ErrChanged: a conditional write (UpdateTeam) found the record
+	// written by someone else since the caller read it; read it again and
+	// redo the change.
+	ErrChanged = errors.New("changed since it was read")
 )
 
 // OwnerDeletedError is a key write refused because the user or team it
@@ -489,6 +493,12 @@ type Store interface {
 
 	CreateTeam(ctx context.Context, t *Team) error
 	GetTeam(ctx context.Context, id string) (*Team, error)
+	// UpdateTeam replaces the team only if it is still as the caller read
+	// it: its stored updated_at is t.UpdatedAt (a compare-and-swap, so two
+	// read-modify-writes never lose one another's change, nor undo a
+	// DeleteUser's removal of a member). ErrChanged when another write came
+	// in between, ErrNotFound when the team is gone. On success
+	// t.UpdatedAt is the new stamp, always later than the one read.
 	UpdateTeam(ctx context.Context, t *Team) error
 	DeleteTeam(ctx context.Context, id string) error // and the team's keys, in one transaction
 	ListTeams(ctx context.Context, p Page) ([]*Team, int, error)
@@ -638,4 +648,17 @@ func (k Kind) HasRow() bool {
 		return true
 	}
 	return false
+}
+
+// NextStamp is the updated_at of a write that replaces a record stamped
+// prev: now (UTC), or one microsecond (the stores' resolution) after prev
+// when now is not past it (another replica's clock, the same microsecond).
+// A stamp only grows, so a write conditional on the stamp it read
+// (UpdateTeam) never mistakes a later record for the one it read.
+func NextStamp(prev, now time.Time) time.Time {
+	now = now.UTC()
+	if now.UnixMicro() <= prev.UnixMicro() {
+		return time.UnixMicro(prev.UnixMicro() + 1).UTC()
+	}
+	return now
 }

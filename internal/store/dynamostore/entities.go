@@ -115,7 +115,7 @@ func (e entity[T]) updateIf(ctx context.Context, s *DB, v *T, cond string, condV
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	_, u := e.times(v)
-	*u = time.Now().UTC()
+	*u = store.NextStamp(*u, time.Now()) // only grows: conditions on it hold
 	data, err := encode(v)
 	if err != nil {
 		return err
@@ -369,7 +369,25 @@ func (s *DB) CreateTeam(ctx context.Context, t *store.Team) error { return teams
 func (s *DB) GetTeam(ctx context.Context, id string) (*store.Team, error) {
 	return teams.get(ctx, s, id)
 }
-func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error { return teams.update(ctx, s, t) }
+
+// UpdateTeam writes t on the condition that the stored updated_at is still
+// the one t was read with (store.Store): ErrChanged when it is not, ErrNotFound
+// when the team is gone; t keeps its stamp on failure.
+func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error {
+	read := t.UpdatedAt
+	err := teams.updateIf(ctx, s, t, "updated_at = :was", map[string]types.AttributeValue{":was": attrN(micros(read))})
+	if err == nil {
+		return nil
+	}
+	t.UpdatedAt = read
+	if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if _, gerr := teams.get(ctx, s, t.TeamID); gerr != nil {
+		return err // gone (or unreadable: the write's own answer stands)
+	}
+	return fmt.Errorf("%w: %s %s", store.ErrChanged, store.KindTeam, t.TeamID)
+}
 func (s *DB) DeleteTeam(ctx context.Context, id string) error {
 	return deleteOwner(ctx, s, teams, "team_id", id, func(ctx context.Context) error {
 		// Its members' budgets' spend goes with it.

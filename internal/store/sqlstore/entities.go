@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -72,6 +73,40 @@ func (t docTable[T]) update(ctx context.Context, db *sql.DB, v *T) error {
 	res, err := db.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET data = $1, updated_at = $2 WHERE %s = $3`, t.name, t.idCol),
 		data, micros(*u), t.id(v))
 	return affected(res, classify(err))
+}
+
+// updateIfUnchanged is update conditional on the stored updated_at being
+// v's, as the caller read it (store.Store's UpdateTeam): a compare-and-swap,
+// which PostgreSQL re-checks on the row a concurrent writer committed and
+// SQLite's single writer orders. store.ErrChanged when the row was written
+// since, store.ErrNotFound when it is gone; v keeps its stamp on failure.
+func (t docTable[T]) updateIfUnchanged(ctx context.Context, db *sql.DB, v *T) error {
+	_, u := t.times(v)
+	read := *u
+	*u = store.NextStamp(read, time.Now())
+	data, err := encode(v)
+	if err != nil {
+		*u = read
+		return err
+	}
+	res, err := db.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET data = $1, updated_at = $2 WHERE %s = $3 AND updated_at = $4`, t.name, t.idCol),
+		data, micros(*u), t.id(v), micros(read))
+	err = affected(res, classify(err))
+	if !errors.Is(err, store.ErrNotFound) {
+		if err != nil {
+			*u = read
+		}
+		return err
+	}
+	*u = read
+	var one int
+	switch err := db.QueryRowContext(ctx, fmt.Sprintf(`SELECT 1 FROM %s WHERE %s = $1`, t.name, t.idCol), t.id(v)).Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("%w: %s %s", store.ErrNotFound, t.kind, t.id(v))
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("%w: %s %s", store.ErrChanged, t.kind, t.id(v))
 }
 
 // delete removes a row and leaves a tombstone for other replicas.
@@ -249,7 +284,6 @@ func (s *DB) leaveTeams(ctx context.Context, tx *sql.Tx, userID string) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	now := time.Now().UTC()
 	for _, d := range found {
 		var t store.Team
 		if err := json.Unmarshal([]byte(d.data), &t); err != nil {
@@ -261,7 +295,11 @@ func (s *DB) leaveTeams(ctx context.Context, tx *sql.Tx, userID string) error {
 		if len(t.Members)+len(t.MemberBudgets) == n {
 			continue
 		}
-		t.UpdatedAt = now
+		// A new stamp: a team edit that read the team before this
+		// transaction wrote it finds it changed (UpdateTeam) and redoes
+		// its change on the team without her.
+		t.UpdatedAt = store.NextStamp(t.UpdatedAt, time.Now())
+		now := t.UpdatedAt
 		data, err := encode(&t)
 		if err != nil {
 			return err
@@ -528,7 +566,7 @@ func (s *DB) GetTeam(ctx context.Context, id string) (*store.Team, error) {
 func (s *DB) UpdateTeam(ctx context.Context, t *store.Team) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	return teams.update(ctx, s.db, t)
+	return teams.updateIfUnchanged(ctx, s.db, t)
 }
 func (s *DB) DeleteTeam(ctx context.Context, id string) error {
 	ctx, cancel := s.bound(ctx)

@@ -217,6 +217,27 @@ func entities(t *testing.T, s store.Store) {
 	if !gt.Blocked || gt.Members[0].Role != "admin" || gt.Models[0] != "gpt-4" {
 		t.Fatalf("team: %+v", gt)
 	}
+	// UpdateTeam is conditional on the stamp the team was read with: of two
+	// writers of one read, the second is refused (store.ErrChanged), not
+	// allowed to overwrite the first's change.
+	first, _ := s.GetTeam(ctx, "cto-team")
+	second, _ := s.GetTeam(ctx, "cto-team")
+	first.Models = []string{"gpt-4", "gpt-4o"}
+	if err := s.UpdateTeam(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	second.TeamAlias = "stale"
+	if err := s.UpdateTeam(ctx, second); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("update of a team changed since it was read: %v, want ErrChanged", err)
+	}
+	if gt, _ := s.GetTeam(ctx, "cto-team"); gt.TeamAlias != "CTO" || len(gt.Models) != 2 || !gt.UpdatedAt.Equal(first.UpdatedAt) {
+		t.Fatalf("team after a refused stale update: %+v", gt)
+	}
+	gone := *first
+	gone.TeamID = "no-such-team"
+	if err := s.UpdateTeam(ctx, &gone); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update of a missing team: %v, want ErrNotFound", err)
+	}
 	e := &store.EndUser{UserID: "cust-1", Alias: "Acme", Limits: store.Limits{MaxBudget: ptr(5.0)}}
 	if err := s.CreateEndUser(ctx, e); err != nil {
 		t.Fatal(err)
