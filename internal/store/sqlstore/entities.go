@@ -921,7 +921,7 @@ func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next t
 			if err != nil {
 				return classify(err)
 			}
-			now := time.Now().UTC()
+			now := s.now().UTC()
 			enc, ok, err := store.ResetRecord(data, next, now)
 			if err != nil || !ok {
 				return err // !ok: this period, or a later one, has started already
