@@ -28,6 +28,13 @@ type Snapshot struct {
 	forgotten sync.Map // token hash -> time.Time
 	users     sync.Map // user id -> *store.User
 	teams     sync.Map // team id -> *store.Team
+	// teamMu makes each team write's compare (putTeam: the later
+	// updated_at wins) and store one step; teamsGone is when each recently
+	// deleted team was deleted (or its last stamp, if later), so that a
+	// copy read before the deletion cannot bring it back. Pruned after
+	// forgetFor.
+	teamMu    sync.Mutex
+	teamsGone map[string]time.Time
 	endUsers  sync.Map // end user id -> *store.EndUser
 	// Budgets as objects, and organizations. A key or end user that names
 	// a budget is published with the budget's limits filled in where its
@@ -319,12 +326,28 @@ func (s *Snapshot) PutUser(u *store.User) {
 	s.here(store.KindUser, u.UserID, func() { s.users.Store(u.UserID, u) })
 }
 
-// PutTeam publishes t.
+// PutTeam publishes t, unless the snapshot holds a later copy of the team
+// (by updated_at: team writes are stamped later than the team they
+// replace, store.UpdateTeam) or the team was deleted after t was written:
+// copies arrive out of order (two edits' answers, a re-read after a
+// member's deletion, the miss path).
 func (s *Snapshot) PutTeam(t *store.Team) {
 	s.here(store.KindTeam, t.TeamID, func() { s.putTeam(t) })
 }
 
 func (s *Snapshot) putTeam(t *store.Team) {
+	s.teamMu.Lock()
+	defer s.teamMu.Unlock()
+	if !t.UpdatedAt.IsZero() { // an unstamped copy (built by hand) is taken as it is
+		if gone, ok := s.teamsGone[t.TeamID]; ok && !t.UpdatedAt.After(gone) {
+			return // read before its deletion
+		}
+		// An equal stamp is the same write (its spend may be newer).
+		if cur, ok := s.Team(t.TeamID); ok && cur.UpdatedAt.After(t.UpdatedAt) {
+			return
+		}
+	}
+	delete(s.teamsGone, t.TeamID)
 	var byUser map[string]string
 	for _, m := range t.Members {
 		if m.BudgetID != "" {
@@ -641,12 +664,25 @@ func (s *Snapshot) DeleteUser(id string) {
 	s.here(store.KindUser, id, func() { s.users.Delete(id) })
 }
 
-// DeleteTeam removes a team.
+// DeleteTeam removes a team, deleted from the store just now.
 func (s *Snapshot) DeleteTeam(id string) {
-	s.here(store.KindTeam, id, func() { s.deleteTeam(id) })
+	s.here(store.KindTeam, id, func() { s.deleteTeamAt(id, time.Now()) })
 }
 
-func (s *Snapshot) deleteTeam(id string) {
+// deleteTeamAt removes a team deleted at at: a copy of it stamped then or
+// before (read before the deletion) is not published again.
+func (s *Snapshot) deleteTeamAt(id string, at time.Time) {
+	s.teamMu.Lock()
+	defer s.teamMu.Unlock()
+	if cur, ok := s.Team(id); ok && cur.UpdatedAt.After(at) {
+		at = cur.UpdatedAt // stamped ahead of this clock (store.NextStamp)
+	}
+	if s.teamsGone == nil {
+		s.teamsGone = map[string]time.Time{}
+	}
+	if prev, ok := s.teamsGone[id]; !ok || at.After(prev) {
+		s.teamsGone[id] = at
+	}
 	s.teams.Delete(id)
 	s.memberBudgets.Delete(id)
 }
@@ -711,7 +747,7 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion, read
 		case store.KindUser:
 			del = func(id string) { s.users.Delete(id) }
 		case store.KindTeam:
-			del = s.deleteTeam
+			del = func(id string) { s.deleteTeamAt(id, d.At) }
 		case store.KindEndUser:
 			del = s.deleteEndUser
 		case store.KindOrganization:
@@ -774,6 +810,13 @@ func (s *Snapshot) applyChanged(changed *store.Snapshot, read time.Time) {
 	for _, t := range changed.Teams {
 		s.fromStore(store.KindTeam, t.TeamID, read, func() { s.putTeam(t) })
 	}
+	s.teamMu.Lock()
+	for id, at := range s.teamsGone {
+		if at.Before(cutoff) {
+			delete(s.teamsGone, id)
+		}
+	}
+	s.teamMu.Unlock()
 }
 
 // Periods calls fn for every key, user, team and end user that has a budget
