@@ -32,7 +32,7 @@ func TestProbeTeamStampReadIsCompared(t *testing.T) {
 	c := dynamodb.New(dynamodb.Options{Region: "us-west-2", BaseEndpoint: aws.String(o.Endpoint), Credentials: o.Credentials})
 	storetest.TeamStampReadIsCompared(t, s, func(t *testing.T, id string, d time.Duration) {
 		_, err := c.UpdateItem(context.Background(), &dynamodb.UpdateItemInput{TableName: aws.String(o.UserTable),
-			Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "team#" + id}, "sk": &types.AttributeValueMemberS{Value: "#"}},
+			Key:                       map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "team#" + id}, "sk": &types.AttributeValueMemberS{Value: "#"}},
 			UpdateExpression:          aws.String("SET updated_at = updated_at + :d"),
 			ExpressionAttributeValues: map[string]types.AttributeValue{":d": &types.AttributeValueMemberN{Value: strconv.FormatInt(d.Microseconds(), 10)}}})
 		if err != nil {
