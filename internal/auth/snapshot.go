@@ -29,12 +29,12 @@ type Snapshot struct {
 	users     sync.Map // user id -> *store.User
 	teams     sync.Map // team id -> *store.Team
 	// teamMu makes each team write's compare (putTeam: the later
-	// updated_at wins) and store one step; teamsGone is when each recently
-	// deleted team was deleted (or its last stamp, if later), so that a
-	// copy read before the deletion cannot bring it back. Pruned after
-	// forgetFor.
+	// updated_at wins) and store one step; teamsGone is, for each recently
+	// deleted team, the stamp of the copy the snapshot held, so that a copy
+	// read before the deletion (as old or older) cannot bring it back.
+	// Pruned after forgetFor.
 	teamMu    sync.Mutex
-	teamsGone map[string]time.Time
+	teamsGone map[string]teamGone
 	endUsers  sync.Map // end user id -> *store.EndUser
 	// Budgets as objects, and organizations. A key or end user that names
 	// a budget is published with the budget's limits filled in where its
@@ -62,6 +62,10 @@ type Snapshot struct {
 	localMu sync.Mutex
 	local   map[localID]time.Time
 }
+
+// teamGone is a deleted team's last stamp the snapshot held, and when it
+// was deleted here (for pruning).
+type teamGone struct{ stamp, at time.Time }
 
 type localID struct {
 	kind store.Kind
@@ -339,7 +343,7 @@ func (s *Snapshot) putTeam(t *store.Team) {
 	s.teamMu.Lock()
 	defer s.teamMu.Unlock()
 	if !t.UpdatedAt.IsZero() { // an unstamped copy (built by hand) is taken as it is
-		if gone, ok := s.teamsGone[t.TeamID]; ok && !t.UpdatedAt.After(gone) {
+		if gone, ok := s.teamsGone[t.TeamID]; ok && !t.UpdatedAt.After(gone.stamp) {
 			return // read before its deletion
 		}
 		// An equal stamp is the same write (its spend may be newer).
@@ -664,24 +668,26 @@ func (s *Snapshot) DeleteUser(id string) {
 	s.here(store.KindUser, id, func() { s.users.Delete(id) })
 }
 
-// DeleteTeam removes a team, deleted from the store just now.
+// DeleteTeam removes a team.
 func (s *Snapshot) DeleteTeam(id string) {
-	s.here(store.KindTeam, id, func() { s.deleteTeamAt(id, time.Now()) })
+	s.here(store.KindTeam, id, func() { s.deleteTeam(id) })
 }
 
-// deleteTeamAt removes a team deleted at at: a copy of it stamped then or
-// before (read before the deletion) is not published again.
-func (s *Snapshot) deleteTeamAt(id string, at time.Time) {
+// deleteTeam removes a team; a copy of it stamped no later than the one
+// the snapshot held (read before the deletion) is not published again. The
+// stamp, not the deletion's time: a team made again under the id on a
+// replica whose clock is behind must not be refused (its keys would be
+// served without its block and budgets).
+func (s *Snapshot) deleteTeam(id string) {
 	s.teamMu.Lock()
 	defer s.teamMu.Unlock()
-	if cur, ok := s.Team(id); ok && cur.UpdatedAt.After(at) {
-		at = cur.UpdatedAt // stamped ahead of this clock (store.NextStamp)
-	}
-	if s.teamsGone == nil {
-		s.teamsGone = map[string]time.Time{}
-	}
-	if prev, ok := s.teamsGone[id]; !ok || at.After(prev) {
-		s.teamsGone[id] = at
+	if cur, ok := s.Team(id); ok && !cur.UpdatedAt.IsZero() {
+		if s.teamsGone == nil {
+			s.teamsGone = map[string]teamGone{}
+		}
+		if prev, ok := s.teamsGone[id]; !ok || cur.UpdatedAt.After(prev.stamp) {
+			s.teamsGone[id] = teamGone{stamp: cur.UpdatedAt, at: time.Now()}
+		}
 	}
 	s.teams.Delete(id)
 	s.memberBudgets.Delete(id)
@@ -747,7 +753,7 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion, read
 		case store.KindUser:
 			del = func(id string) { s.users.Delete(id) }
 		case store.KindTeam:
-			del = func(id string) { s.deleteTeamAt(id, d.At) }
+			del = s.deleteTeam
 		case store.KindEndUser:
 			del = s.deleteEndUser
 		case store.KindOrganization:
@@ -811,8 +817,8 @@ func (s *Snapshot) applyChanged(changed *store.Snapshot, read time.Time) {
 		s.fromStore(store.KindTeam, t.TeamID, read, func() { s.putTeam(t) })
 	}
 	s.teamMu.Lock()
-	for id, at := range s.teamsGone {
-		if at.Before(cutoff) {
+	for id, g := range s.teamsGone {
+		if g.at.Before(cutoff) {
 			delete(s.teamsGone, id)
 		}
 	}

@@ -53,6 +53,15 @@ func TestProbeSnapshotKeepsLaterTeam(t *testing.T) {
 	if _, ok := fed.Team("t"); ok {
 		t.Errorf("the feed's copy from before the deletion brought the team back")
 	}
+	// A team last written long ago: its tombstone lasts forgetFor from
+	// the deletion, not from the stamp (a resync prunes in between).
+	old := NewSnapshot(&store.Snapshot{Teams: []*store.Team{team(t0.Add(-time.Hour), false, 0)}})
+	old.DeleteTeam("t")
+	old.Apply(&store.Snapshot{}, nil, time.Time{})
+	old.PutTeam(team(t0.Add(-time.Hour), false, 0))
+	if _, ok := old.Team("t"); ok {
+		t.Errorf("a copy read before the deletion of a team last written an hour ago brought it back")
+	}
 	again := time.Now().Add(time.Second).UTC()
 	s.PutTeam(team(again, false, 0))
 	if got, ok := s.Team("t"); !ok || !got.UpdatedAt.Equal(again) {
