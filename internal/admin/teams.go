@@ -571,7 +571,8 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 			return err
 		}
 	}
-	return a.editTeam(w, r, p, req.TeamID, "updated", func(t *store.Team) error {
+	setSpend := obj.Has("spend") && req.Spend != nil
+	t, err := a.changeTeam(r, p, req.TeamID, "updated", func(t *store.Team) error {
 		if err := a.mayManageTeam(r, p, t); err != nil {
 			// A team's admin member may add guardrails to her team, and
 			// send nothing else (policy.go: teamRoutes).
@@ -614,10 +615,9 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 			t.Blocked = *req.Blocked
 		}
 		a.applyBudget(obj, &req.budgetFields, &t.Limits, nil, &t.Metadata)
-		if obj.Has("spend") && req.Spend != nil {
-			if err := a.setSpend(r, store.KindTeam, t.TeamID, *req.Spend); err != nil {
-				return err
-			}
+		if setSpend {
+			// Written (SetSpend, the ledger) once the team's write landed:
+			// an edit refused (a 409, a check below) leaves the spend as it was.
 			t.Spend = *req.Spend
 		}
 		if obj.Has("guardrails") && req.Guardrails != nil {
@@ -628,6 +628,15 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	if setSpend {
+		if err := a.setSpend(r, store.KindTeam, t.TeamID, *req.Spend); err != nil {
+			return err
+		}
+	}
+	return writeJSON(w, a.teamJSON(t, nil))
 }
 
 func (a *API) teamBlock(block bool) handler {

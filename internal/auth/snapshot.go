@@ -28,6 +28,13 @@ type Snapshot struct {
 	forgotten sync.Map // token hash -> time.Time
 	users     sync.Map // user id -> *store.User
 	teams     sync.Map // team id -> *store.Team
+	// teamMu makes each team write's compare (putTeam: the later
+	// updated_at wins) and store one step; teamsGone is, for each recently
+	// deleted team, the stamp of the copy the snapshot held, so that a copy
+	// read before the deletion (as old or older) cannot bring it back.
+	// Pruned after forgetFor.
+	teamMu    sync.Mutex
+	teamsGone map[string]teamGone
 	endUsers  sync.Map // end user id -> *store.EndUser
 	// Budgets as objects, and organizations. A key or end user that names
 	// a budget is published with the budget's limits filled in where its
@@ -55,6 +62,10 @@ type Snapshot struct {
 	localMu sync.Mutex
 	local   map[localID]time.Time
 }
+
+// teamGone is a deleted team's last stamp the snapshot held, and when it
+// was deleted here (for pruning).
+type teamGone struct{ stamp, at time.Time }
 
 type localID struct {
 	kind store.Kind
@@ -319,12 +330,28 @@ func (s *Snapshot) PutUser(u *store.User) {
 	s.here(store.KindUser, u.UserID, func() { s.users.Store(u.UserID, u) })
 }
 
-// PutTeam publishes t.
+// PutTeam publishes t, unless the snapshot holds a later copy of the team
+// (by updated_at: team writes are stamped later than the team they
+// replace, store.UpdateTeam) or the team was deleted after t was written:
+// copies arrive out of order (two edits' answers, a re-read after a
+// member's deletion, the miss path).
 func (s *Snapshot) PutTeam(t *store.Team) {
 	s.here(store.KindTeam, t.TeamID, func() { s.putTeam(t) })
 }
 
 func (s *Snapshot) putTeam(t *store.Team) {
+	s.teamMu.Lock()
+	defer s.teamMu.Unlock()
+	if !t.UpdatedAt.IsZero() { // an unstamped copy (built by hand) is taken as it is
+		if gone, ok := s.teamsGone[t.TeamID]; ok && !t.UpdatedAt.After(gone.stamp) {
+			return // read before its deletion
+		}
+		// An equal stamp is the same write (its spend may be newer).
+		if cur, ok := s.Team(t.TeamID); ok && cur.UpdatedAt.After(t.UpdatedAt) {
+			return
+		}
+	}
+	delete(s.teamsGone, t.TeamID)
 	var byUser map[string]string
 	for _, m := range t.Members {
 		if m.BudgetID != "" {
@@ -646,7 +673,22 @@ func (s *Snapshot) DeleteTeam(id string) {
 	s.here(store.KindTeam, id, func() { s.deleteTeam(id) })
 }
 
+// deleteTeam removes a team; a copy of it stamped no later than the one
+// the snapshot held (read before the deletion) is not published again. The
+// stamp, not the deletion's time: a team made again under the id on a
+// replica whose clock is behind must not be refused (its keys would be
+// served without its block and budgets).
 func (s *Snapshot) deleteTeam(id string) {
+	s.teamMu.Lock()
+	defer s.teamMu.Unlock()
+	if cur, ok := s.Team(id); ok && !cur.UpdatedAt.IsZero() {
+		if s.teamsGone == nil {
+			s.teamsGone = map[string]teamGone{}
+		}
+		if prev, ok := s.teamsGone[id]; !ok || cur.UpdatedAt.After(prev.stamp) {
+			s.teamsGone[id] = teamGone{stamp: cur.UpdatedAt, at: time.Now()}
+		}
+	}
 	s.teams.Delete(id)
 	s.memberBudgets.Delete(id)
 }
@@ -774,6 +816,13 @@ func (s *Snapshot) applyChanged(changed *store.Snapshot, read time.Time) {
 	for _, t := range changed.Teams {
 		s.fromStore(store.KindTeam, t.TeamID, read, func() { s.putTeam(t) })
 	}
+	s.teamMu.Lock()
+	for id, g := range s.teamsGone {
+		if g.at.Before(cutoff) {
+			delete(s.teamsGone, id)
+		}
+	}
+	s.teamMu.Unlock()
 }
 
 // Periods calls fn for every key, user, team and end user that has a budget

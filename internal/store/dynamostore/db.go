@@ -112,6 +112,17 @@ type DB struct {
 	// token knows the put was this process's and books the row.
 	lostClaims       map[string]string
 	region, endpoint string
+	// clock, when set (tests), is the time ResetBudget stamps with: a
+	// clock stopped on a stamp stands for writes in one microsecond.
+	clock atomic.Pointer[func() time.Time]
+}
+
+// now is the time a record write stamps (time.Now unless a test set the clock).
+func (s *DB) now() time.Time {
+	if f := s.clock.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
 }
 
 var _ store.Store = (*DB)(nil)

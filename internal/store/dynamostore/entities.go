@@ -66,6 +66,12 @@ func (e entity[T]) decode(it map[string]types.AttributeValue) (*T, error) {
 		return nil, fmt.Errorf("%s: corrupt record %s: %w", e.kind, getS(it, "pk"), err)
 	}
 	*e.spend(v) = getF(it, "spend")
+	// The item's updated_at attribute is what conditional writes compare
+	// (UpdateTeam, leaveTeams) and Changes selects on: a record whose JSON
+	// says otherwise (a hand edit, an older version's write) is read with it.
+	if _, u := e.times(v); getN(it, "updated_at") != 0 && micros(*u) != getN(it, "updated_at") {
+		*u = fromMicros(getN(it, "updated_at"))
+	}
 	return v, nil
 }
 
@@ -858,18 +864,22 @@ func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next t
 		if out.Item == nil {
 			return fmt.Errorf("%w: %s %s", store.ErrNotFound, kind, id)
 		}
-		data := getS(out.Item, "data")
-		now := time.Now().UTC()
-		enc, ok, err := store.ResetRecord(data, next, now)
+		data, updated := getS(out.Item, "data"), getN(out.Item, "updated_at")
+		// A stamp later than the one read, as every team write's: an
+		// editor who read the team before the reset finds it changed
+		// (UpdateTeam), also on a clock behind, or in one microsecond.
+		now := s.now().UTC()
+		stamp := store.NextStamp(fromMicros(updated), now)
+		enc, ok, err := store.ResetRecord(data, next, now, stamp)
 		if err != nil || !ok {
 			return err // !ok: this period, or a later one, has started already
 		}
 		_, err = s.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(table(s)), Key: k,
 			UpdateExpression:         aws.String("SET spend = :z, #d = :d, updated_at = :u"),
-			ConditionExpression:      aws.String("#d = :old"),
+			ConditionExpression:      aws.String("#d = :old AND updated_at = :was"),
 			ExpressionAttributeNames: map[string]string{"#d": "data"},
-			ExpressionAttributeValues: map[string]types.AttributeValue{":z": attrN(0), ":d": attrS(enc), ":u": attrN(micros(now)),
-				":old": attrS(data)}})
+			ExpressionAttributeValues: map[string]types.AttributeValue{":z": attrN(0), ":d": attrS(enc), ":u": attrN(micros(stamp)),
+				":old": attrS(data), ":was": attrN(updated)}})
 		if isCondFailed(err) {
 			continue // changed since read: read again
 		}

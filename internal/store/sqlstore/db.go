@@ -34,6 +34,17 @@ type DB struct {
 	spendWhole bool
 	// timeout bounds each call whose context has no deadline of its own.
 	timeout atomic.Int64
+	// clock, when set (tests), is the time ResetBudget stamps with: a
+	// clock stopped on a stamp stands for writes in one microsecond.
+	clock atomic.Pointer[func() time.Time]
+}
+
+// now is the time a record write stamps (time.Now unless a test set the clock).
+func (s *DB) now() time.Time {
+	if f := s.clock.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
 }
 
 // DefaultTimeout bounds every store call whose caller set no deadline (a

@@ -45,14 +45,16 @@ func (t docTable[T]) create(ctx context.Context, db *sql.DB, v *T) error {
 }
 
 func (t docTable[T]) get(ctx context.Context, db *sql.DB, id string) (*T, error) {
-	row := db.QueryRowContext(ctx, fmt.Sprintf(`SELECT data, spend FROM %s WHERE %s = $1`, t.name, t.idCol), id)
+	row := db.QueryRowContext(ctx, fmt.Sprintf(`SELECT data, spend, updated_at FROM %s WHERE %s = $1`, t.name, t.idCol), id)
 	return t.scan(row)
 }
 
+// scan decodes a row of data, spend, updated_at.
 func (t docTable[T]) scan(row interface{ Scan(...any) error }) (*T, error) {
 	var data string
 	var spend float64
-	if err := row.Scan(&data, &spend); err != nil {
+	var updated int64
+	if err := row.Scan(&data, &spend, &updated); err != nil {
 		return nil, classify(err)
 	}
 	v := new(T)
@@ -60,7 +62,18 @@ func (t docTable[T]) scan(row interface{ Scan(...any) error }) (*T, error) {
 		return nil, fmt.Errorf("%s: corrupt record: %w", t.name, err)
 	}
 	*t.spend(v) = spend
+	t.stamp(v, updated)
 	return v, nil
+}
+
+// stamp gives v the updated_at of its row's column (microseconds) where its
+// JSON says otherwise (a hand edit, an older version's write): the column
+// is what conditional writes compare (UpdateTeam) and Changes selects on,
+// so a record is read with it.
+func (t docTable[T]) stamp(v *T, updated int64) {
+	if _, u := t.times(v); updated != 0 && micros(*u) != updated {
+		*u = fromMicros(updated)
+	}
 }
 
 func (t docTable[T]) update(ctx context.Context, db *sql.DB, v *T) error {
@@ -262,7 +275,7 @@ func (s *DB) leaveTeams(ctx context.Context, tx *sql.Tx, userID string) error {
 	if err != nil {
 		return err
 	}
-	q := `SELECT team_id, data FROM teams WHERE data LIKE $1 ESCAPE '\' ORDER BY team_id`
+	q := `SELECT team_id, data, updated_at FROM teams WHERE data LIKE $1 ESCAPE '\' ORDER BY team_id`
 	if s.dialect == goose.DialectPostgres {
 		q += ` FOR NO KEY UPDATE`
 	}
@@ -270,11 +283,14 @@ func (s *DB) leaveTeams(ctx context.Context, tx *sql.Tx, userID string) error {
 	if err != nil {
 		return err
 	}
-	type doc struct{ id, data string }
+	type doc struct {
+		id, data string
+		updated  int64
+	}
 	var found []doc
 	for rows.Next() {
 		var d doc
-		if err := rows.Scan(&d.id, &d.data); err != nil {
+		if err := rows.Scan(&d.id, &d.data, &d.updated); err != nil {
 			rows.Close()
 			return err
 		}
@@ -295,10 +311,10 @@ func (s *DB) leaveTeams(ctx context.Context, tx *sql.Tx, userID string) error {
 		if len(t.Members)+len(t.MemberBudgets) == n {
 			continue
 		}
-		// A new stamp: a team edit that read the team before this
-		// transaction wrote it finds it changed (UpdateTeam) and redoes
-		// its change on the team without her.
-		t.UpdatedAt = store.NextStamp(t.UpdatedAt, time.Now())
+		// A new stamp, later than the column's: a team edit that read the
+		// team before this transaction wrote it finds it changed
+		// (UpdateTeam) and redoes its change on the team without her.
+		t.UpdatedAt = store.NextStamp(fromMicros(d.updated), time.Now())
 		now := t.UpdatedAt
 		data, err := encode(&t)
 		if err != nil {
@@ -354,7 +370,7 @@ func tombstone(ctx context.Context, tx *sql.Tx, kind store.Kind, id string) erro
 
 // since reads the rows updated at or after t.
 func (t docTable[T]) since(ctx context.Context, db *sql.DB, at time.Time) ([]*T, error) {
-	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend FROM %s WHERE updated_at >= $1`, t.name), micros(at))
+	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend, updated_at FROM %s WHERE updated_at >= $1`, t.name), micros(at))
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +395,7 @@ func (t docTable[T]) list(ctx context.Context, db *sql.DB, where string, args []
 		return nil, 0, err
 	}
 	limit, offset := p.PageBounds()
-	q := fmt.Sprintf(`SELECT data, spend FROM %s%s ORDER BY created_at, %s LIMIT %d OFFSET %d`, t.name, where, t.idCol, limit, offset)
+	q := fmt.Sprintf(`SELECT data, spend, updated_at FROM %s%s ORDER BY created_at, %s LIMIT %d OFFSET %d`, t.name, where, t.idCol, limit, offset)
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, 0, err
@@ -397,7 +413,7 @@ func (t docTable[T]) list(ctx context.Context, db *sql.DB, where string, args []
 }
 
 func (t docTable[T]) all(ctx context.Context, db *sql.DB) ([]*T, error) {
-	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend FROM %s`, t.name))
+	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend, updated_at FROM %s`, t.name))
 	if err != nil {
 		return nil, err
 	}
@@ -405,7 +421,7 @@ func (t docTable[T]) all(ctx context.Context, db *sql.DB) ([]*T, error) {
 	var rs []rawRecord
 	for rows.Next() {
 		var r rawRecord
-		if err := rows.Scan(&r.data, &r.spend); err != nil {
+		if err := rows.Scan(&r.data, &r.spend, &r.updated); err != nil {
 			return nil, classify(err)
 		}
 		rs = append(rs, r)
@@ -419,7 +435,7 @@ func (t docTable[T]) all(ctx context.Context, db *sql.DB) ([]*T, error) {
 // page reads up to limit records whose id sorts after after, in id order
 // (keyset paging on the primary key), and the last one's id.
 func (t docTable[T]) page(ctx context.Context, db *sql.DB, after string, limit int) ([]*T, string, error) {
-	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT %[2]s, data, spend FROM %[1]s WHERE %[2]s > $1 ORDER BY %[2]s LIMIT %[3]d`, t.name, t.idCol, limit), after)
+	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT %[2]s, data, spend, updated_at FROM %[1]s WHERE %[2]s > $1 ORDER BY %[2]s LIMIT %[3]d`, t.name, t.idCol, limit), after)
 	if err != nil {
 		return nil, "", err
 	}
@@ -428,7 +444,7 @@ func (t docTable[T]) page(ctx context.Context, db *sql.DB, after string, limit i
 	var last string
 	for rows.Next() {
 		var r rawRecord
-		if err := rows.Scan(&last, &r.data, &r.spend); err != nil {
+		if err := rows.Scan(&last, &r.data, &r.spend, &r.updated); err != nil {
 			return nil, "", classify(err)
 		}
 		rs = append(rs, r)
@@ -440,10 +456,11 @@ func (t docTable[T]) page(ctx context.Context, db *sql.DB, after string, limit i
 	return out, last, err
 }
 
-// rawRecord is a row's JSON and spend, not yet decoded.
+// rawRecord is a row's JSON, spend and updated_at, not yet decoded.
 type rawRecord struct {
-	data  []byte
-	spend float64
+	data    []byte
+	spend   float64
+	updated int64
 }
 
 // decodeAll decodes rs.
@@ -460,6 +477,7 @@ func (t docTable[T]) decodeAll(rs []rawRecord) ([]*T, error) {
 				continue
 			}
 			*t.spend(v) = rs[i].spend
+			t.stamp(v, rs[i].updated)
 			out[i] = v
 		}
 	}
@@ -705,7 +723,7 @@ func (s *DB) GetKey(ctx context.Context, hash string) (*store.Key, error) {
 func (s *DB) GetKeyByAlias(ctx context.Context, alias string) (*store.Key, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	return withModelSpend(ctx, s.db)(keys.scan(s.db.QueryRowContext(ctx, `SELECT data, spend FROM keys WHERE key_alias = $1`, alias)))
+	return withModelSpend(ctx, s.db)(keys.scan(s.db.QueryRowContext(ctx, `SELECT data, spend, updated_at FROM keys WHERE key_alias = $1`, alias)))
 }
 
 const keyModelKind = string(store.KindKeyModel)
@@ -917,17 +935,22 @@ func (s *DB) ResetBudget(ctx context.Context, kind store.Kind, id string, next t
 		done := true
 		err := s.tx(ctx, func(tx *sql.Tx) error {
 			var data string
-			err := tx.QueryRowContext(ctx, fmt.Sprintf(`SELECT data FROM %s WHERE %s = $1`, t[0], t[1]), id).Scan(&data)
+			var updated int64
+			err := tx.QueryRowContext(ctx, fmt.Sprintf(`SELECT data, updated_at FROM %s WHERE %s = $1`, t[0], t[1]), id).Scan(&data, &updated)
 			if err != nil {
 				return classify(err)
 			}
-			now := time.Now().UTC()
-			enc, ok, err := store.ResetRecord(data, next, now)
+			// A stamp later than the one read, as every team write's: an
+			// editor who read the team before the reset finds it changed
+			// (UpdateTeam), also on a clock behind, or in one microsecond.
+			now := s.now().UTC()
+			stamp := store.NextStamp(fromMicros(updated), now)
+			enc, ok, err := store.ResetRecord(data, next, now, stamp)
 			if err != nil || !ok {
 				return err // !ok: this period, or a later one, has started already
 			}
-			res, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = 0, data = $1, updated_at = $2 WHERE %s = $3 AND data = $4`, t[0], t[1]),
-				enc, micros(now), id, data)
+			res, err := tx.ExecContext(ctx, fmt.Sprintf(`UPDATE %s SET spend = 0, data = $1, updated_at = $2 WHERE %s = $3 AND data = $4 AND updated_at = $5`, t[0], t[1]),
+				enc, micros(stamp), id, data, updated)
 			if err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/pressly/goose/v3"
 
@@ -145,3 +146,6 @@ func CloseIdle(s *DB) {
 	s.db.SetMaxIdleConns(0)
 	s.db.SetMaxIdleConns(2)
 }
+
+// SetClock makes f the time s's ResetBudget stamps with.
+func SetClock(s *DB, f func() time.Time) { s.clock.Store(&f) }
