@@ -46,6 +46,10 @@ type Snapshot struct {
 	// the authenticator's miss path, and RangeKeys waits.
 	loaded     chan struct{}
 	loadedOnce sync.Once
+	// usersGone is when each user deleted here in the last forgetFor was
+	// deleted (under localMu): a write of her made before the deletion
+	// and published after it (PutUser) would bring her back.
+	usersGone map[string]time.Time
 	// local is when this process last published or removed each entity
 	// itself (an admin write, the miss path): kind/id -> time. A resync
 	// that read the store before then may hold the row as it was before
@@ -54,10 +58,6 @@ type Snapshot struct {
 	// makes each of Apply's check-then-put one step against these writes.
 	localMu sync.Mutex
 	local   map[localID]time.Time
-	// usersGone is when each user deleted here in the last forgetFor was
-	// deleted (under localMu): a write of her made before the deletion
-	// and published after it (PutUser) would bring her back.
-	usersGone map[string]time.Time
 }
 
 type localID struct {
@@ -318,7 +318,7 @@ func (s *Snapshot) putKey(k *store.Key, c *compactor) {
 	s.update(k.TokenHash, func(cur *keyRec) *keyRec { return packKey(k, c, cur) })
 }
 
-// PutUser publishes u.
+// PutUser publishes u, unless it is a stale copy (putUserHere).
 func (s *Snapshot) PutUser(u *store.User) {
 	s.here(store.KindUser, u.UserID, func() { s.putUserHere(u) })
 }
