@@ -208,25 +208,33 @@ func (a *API) userUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err != nil {
 		return storeError(err, "user "+req.UserID, "user_id")
 	}
-	before, upd := *u, *u
+	role := ""
 	if obj.Has("user_role") {
-		role, ok := auth.CanonicalRole(deref(req.UserRole))
-		if !ok {
+		var ok bool
+		if role, ok = auth.CanonicalRole(deref(req.UserRole)); !ok {
 			return apierror.BadRequest("user_role", "unknown user_role %q", deref(req.UserRole))
 		}
-		upd.UserRole = role
 	}
-	if obj.Has("user_email") {
-		upd.UserEmail = deref(req.UserEmail)
+	// Conditional on her being as read: a team's change of her teams, or
+	// another edit, in between is kept (she is read again and this edit
+	// applied again).
+	was, wrote, err := editUser(r.Context(), a.store, req.UserID, u, func(upd *store.User) (bool, error) {
+		if obj.Has("user_role") {
+			upd.UserRole = role
+		}
+		if obj.Has("user_email") {
+			upd.UserEmail = deref(req.UserEmail)
+		}
+		if obj.Has("models") {
+			upd.Models = req.Models
+		}
+		a.applyBudget(obj, &req.budgetFields, &upd.Limits, &upd.SoftBudget, &upd.Metadata)
+		return true, nil
+	})
+	if err != nil {
+		return userError(err, req.UserID, "user_id")
 	}
-	if obj.Has("models") {
-		upd.Models = req.Models
-	}
-	a.applyBudget(obj, &req.budgetFields, &upd.Limits, &upd.SoftBudget, &upd.Metadata)
-	fillUserDefaults(&upd)
-	if err := a.store.UpdateUser(r.Context(), &upd); err != nil {
-		return storeError(err, "user "+req.UserID, "user_id")
-	}
+	before, upd := *was, *wrote
 	switch {
 	case upd.UserID == auth.ProxyBudgetUser:
 		// Her spend is the gateway's; what is stored is the offset.

@@ -40,13 +40,21 @@ func EnsureProxyBudgetUser(ctx context.Context, st store.Store, snap *auth.Snaps
 	case err != nil:
 		return 0, err
 	case budget != nil && (u.MaxBudget == nil || *u.MaxBudget != *budget):
-		upd := *u
-		b := *budget
-		upd.MaxBudget = &b
-		if err := st.UpdateUser(ctx, &upd); err != nil {
+		// Conditional on her being as read (another replica may edit her).
+		was, upd, err := editUser(ctx, st, u.UserID, u, func(upd *store.User) (bool, error) {
+			if upd.MaxBudget != nil && *upd.MaxBudget == *budget {
+				return false, nil
+			}
+			b := *budget
+			upd.MaxBudget = &b
+			return true, nil
+		})
+		if err != nil {
 			return 0, err
 		}
-		u = &upd
+		if u = upd; u == nil {
+			u = was // set already, by the write that came in between
+		}
 	}
 	snap.PutUser(u)
 	return u.Spend, nil

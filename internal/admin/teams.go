@@ -217,28 +217,29 @@ func (a *API) syncUserTeams(r *http.Request, p *auth.Principal, team string, bef
 		return slices.ContainsFunc(ms, func(m store.TeamMember) bool { return m.UserID == id })
 	}
 	edit := func(id string, join bool) error {
-		u, err := a.store.GetUser(r.Context(), id)
-		if errors.Is(err, store.ErrNotFound) {
+		// Conditional on her being as read (editUser): a /user/update, or
+		// another team's change of her teams, in between is kept.
+		u, upd, err := editUser(r.Context(), a.store, id, nil, func(upd *store.User) (bool, error) {
+			if slices.Contains(upd.Teams, team) == join {
+				return false, nil
+			}
+			if join {
+				upd.Teams = append(slices.Clone(upd.Teams), team)
+			} else {
+				upd.Teams = slices.DeleteFunc(slices.Clone(upd.Teams), func(t string) bool { return t == team })
+			}
+			return true, nil
+		})
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil // no user record, or deleted meanwhile: nothing to keep in step
+		case err != nil:
+			return userError(err, id, "user_id")
+		case upd == nil:
 			return nil
 		}
-		if err != nil {
-			return apierror.Internal(err)
-		}
-		if slices.Contains(u.Teams, team) == join {
-			return nil
-		}
-		upd := *u
-		if join {
-			upd.Teams = append(slices.Clone(u.Teams), team)
-		} else {
-			upd.Teams = slices.DeleteFunc(slices.Clone(u.Teams), func(t string) bool { return t == team })
-		}
-		fillUserDefaults(&upd)
-		if err := a.store.UpdateUser(r.Context(), &upd); err != nil {
-			return storeError(err, "user "+id, "user_id")
-		}
-		a.snap.PutUser(&upd)
-		a.audit(r.Context(), p, "updated", "user", id, u, upd)
+		a.snap.PutUser(upd)
+		a.audit(r.Context(), p, "updated", "user", id, u, *upd)
 		return nil
 	}
 	for _, m := range after {

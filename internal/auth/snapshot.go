@@ -53,6 +53,10 @@ type Snapshot struct {
 	// the authenticator's miss path, and RangeKeys waits.
 	loaded     chan struct{}
 	loadedOnce sync.Once
+	// usersGone is when each user deleted here in the last forgetFor was
+	// deleted (under localMu): a write of her made before the deletion
+	// and published after it (PutUser) would bring her back.
+	usersGone map[string]time.Time
 	// local is when this process last published or removed each entity
 	// itself (an admin write, the miss path): kind/id -> time. A resync
 	// that read the store before then may hold the row as it was before
@@ -325,9 +329,9 @@ func (s *Snapshot) putKey(k *store.Key, c *compactor) {
 	s.update(k.TokenHash, func(cur *keyRec) *keyRec { return packKey(k, c, cur) })
 }
 
-// PutUser publishes u.
+// PutUser publishes u, unless it is a stale copy (putUserHere).
 func (s *Snapshot) PutUser(u *store.User) {
-	s.here(store.KindUser, u.UserID, func() { s.users.Store(u.UserID, u) })
+	s.here(store.KindUser, u.UserID, func() { s.putUserHere(u) })
 }
 
 // PutTeam publishes t, unless the snapshot holds a later copy of the team
@@ -665,7 +669,39 @@ func (s *Snapshot) RangeOrganizations(fn func(*store.Organization) bool) {
 
 // DeleteUser removes a user.
 func (s *Snapshot) DeleteUser(id string) {
-	s.here(store.KindUser, id, func() { s.users.Delete(id) })
+	s.here(store.KindUser, id, func() {
+		s.users.Delete(id)
+		now := time.Now()
+		if s.usersGone == nil {
+			s.usersGone = map[string]time.Time{}
+		}
+		for u, at := range s.usersGone {
+			if now.Sub(at) > forgetFor {
+				delete(s.usersGone, u)
+			}
+		}
+		s.usersGone[id] = now
+	})
+}
+
+// putUserHere is PutUser's write (localMu held). Two writes of one user
+// publish in any order, and a write may publish after her deletion: a
+// record stamped no later than the one the snapshot has, or than her
+// deletion here, is a stale one and is dropped (a user's updated_at only
+// grows, store.NextStamp; a user created again after her deletion is
+// stamped after it). A record without a stamp (not from a store) is
+// published as it is.
+func (s *Snapshot) putUserHere(u *store.User) {
+	if !u.UpdatedAt.IsZero() {
+		if at, ok := s.usersGone[u.UserID]; ok && !u.UpdatedAt.After(at) {
+			return
+		}
+		if cur, ok := s.users.Load(u.UserID); ok && cur.(*store.User).UpdatedAt.After(u.UpdatedAt) {
+			return
+		}
+	}
+	delete(s.usersGone, u.UserID)
+	s.users.Store(u.UserID, u)
 }
 
 // DeleteTeam removes a team.

@@ -28,7 +28,7 @@ var (
 	// its encoding cannot hold, a value out of range, a constraint), not
 	// for being unreachable: retrying the same data fails the same way.
 	ErrRejected = errors.New("data refused by the store")
-	// ErrChanged: a conditional write (UpdateTeam) found the record
+	// ErrChanged: a conditional write (UpdateTeam, UpdateUser) found the record
 	// written by someone else since the caller read it; read it again and
 	// redo the change.
 	ErrChanged = errors.New("changed since it was read")
@@ -487,6 +487,13 @@ type Store interface {
 
 	CreateUser(ctx context.Context, u *User) error
 	GetUser(ctx context.Context, id string) (*User, error)
+	// UpdateUser replaces the user only if she is still as the caller
+	// read her: her stored updated_at is u.UpdatedAt (a compare-and-swap,
+	// as UpdateTeam: two read-modify-writes of one user, a /user/update and
+	// a team's change of her teams, never lose one another's change).
+	// ErrChanged when another write came in between, ErrNotFound when the
+	// user is gone. On success u.UpdatedAt is the new stamp, always later
+	// than the one read.
 	UpdateUser(ctx context.Context, u *User) error
 	DeleteUser(ctx context.Context, id string) error // and the user's keys, in one transaction
 	ListUsers(ctx context.Context, p Page) ([]*User, int, error)

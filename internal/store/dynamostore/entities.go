@@ -162,6 +162,27 @@ func (e entity[T]) updateIf(ctx context.Context, s *DB, v *T, cond string, condV
 	return classify(err)
 }
 
+// updateIfUnchanged is update on the condition that the stored updated_at
+// is v's as read (a compare-and-swap): store.ErrChanged when the record was
+// written since, store.ErrNotFound when it is gone; v keeps its stamp on
+// failure.
+func (e entity[T]) updateIfUnchanged(ctx context.Context, s *DB, v *T) error {
+	_, u := e.times(v)
+	read := *u
+	err := e.updateIf(ctx, s, v, "updated_at = :was", map[string]types.AttributeValue{":was": attrN(micros(read))})
+	if err == nil {
+		return nil
+	}
+	*u = read
+	if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if _, gerr := e.get(ctx, s, e.id(v)); gerr != nil {
+		return err // gone (or unreadable: the write's own answer stands)
+	}
+	return fmt.Errorf("%w: %s %s", store.ErrChanged, e.kind, e.id(v))
+}
+
 // remove deletes a record (ErrNotFound when absent) and leaves a
 // tombstone. The tombstone goes first: a delete that fails after it leaves
 // the record, which the caller deletes again, while a tombstone lost after
@@ -308,7 +329,13 @@ func (s *DB) CreateUser(ctx context.Context, u *store.User) error { return users
 func (s *DB) GetUser(ctx context.Context, id string) (*store.User, error) {
 	return users.get(ctx, s, id)
 }
-func (s *DB) UpdateUser(ctx context.Context, u *store.User) error { return users.update(ctx, s, u) }
+
+// UpdateUser writes u on the condition that the stored updated_at is still
+// the one u was read with, as UpdateTeam (store.Store): ErrChanged when it
+// is not, ErrNotFound when the user is gone; u keeps its stamp on failure.
+func (s *DB) UpdateUser(ctx context.Context, u *store.User) error {
+	return users.updateIfUnchanged(ctx, s, u)
+}
 func (s *DB) DeleteUser(ctx context.Context, id string) error {
 	return deleteOwner(ctx, s, users, "user_id", id, func(ctx context.Context) error { return s.leaveTeams(ctx, id) })
 }

@@ -554,10 +554,13 @@ func (s *DB) GetUser(ctx context.Context, id string) (*store.User, error) {
 	defer cancel()
 	return users.get(ctx, s.db, id)
 }
+
+// UpdateUser is conditional on the user being as read, as UpdateTeam
+// (store.Store): ErrChanged when she was written since.
 func (s *DB) UpdateUser(ctx context.Context, u *store.User) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	return users.update(ctx, s.db, u)
+	return users.updateIfUnchanged(ctx, s.db, u)
 }
 func (s *DB) DeleteUser(ctx context.Context, id string) error {
 	ctx, cancel := s.bound(ctx)

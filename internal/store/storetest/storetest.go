@@ -205,6 +205,47 @@ func entities(t *testing.T, s store.Store) {
 	if err != nil || gu.UserEmail != "ishaan@litellm.ai" || gu.UserRole != "admin" || *gu.MaxBudget != 20 || gu.Teams[0] != "cto-team" {
 		t.Fatalf("user: %+v %v", gu, err)
 	}
+	// UpdateUser is conditional on the stamp the user was read with, as
+	// UpdateTeam: of two writers of one read the readB is refused
+	// (store.ErrChanged), and so is a writer that read her before a budget
+	// reset; a write to a deleted user brings nobody back.
+	readA, _ := s.GetUser(ctx, "ishaan1")
+	readB, _ := s.GetUser(ctx, "ishaan1")
+	readA.Teams = []string{"cto-team", "ml-team"}
+	if err := s.UpdateUser(ctx, readA); err != nil {
+		t.Fatal(err)
+	}
+	if !readA.UpdatedAt.After(readB.UpdatedAt) {
+		t.Fatalf("user stamp after an update: %v, read %v: want later", readA.UpdatedAt, readB.UpdatedAt)
+	}
+	readB.UserEmail = "stale@litellm.ai"
+	if err := s.UpdateUser(ctx, readB); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("update of a user changed since she was read: %v, want ErrChanged", err)
+	}
+	if gu, _ := s.GetUser(ctx, "ishaan1"); gu.UserEmail != "ishaan@litellm.ai" || len(gu.Teams) != 2 || !gu.UpdatedAt.Equal(readA.UpdatedAt) {
+		t.Fatalf("user after a refused stale update: %+v", gu)
+	}
+	if !readB.UpdatedAt.Before(readA.UpdatedAt) {
+		t.Fatalf("a refused update's stamp: %v, want the one read (before %v)", readB.UpdatedAt, readA.UpdatedAt)
+	}
+	if err := s.ResetBudget(ctx, store.KindUser, "ishaan1", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	readA.UserEmail = "before-the-reset@litellm.ai"
+	if err := s.UpdateUser(ctx, readA); !errors.Is(err, store.ErrChanged) {
+		t.Fatalf("update of a user read before her budget reset: %v, want ErrChanged", err)
+	}
+	if gu, _ := s.GetUser(ctx, "ishaan1"); gu.UserEmail != "ishaan@litellm.ai" || gu.BudgetResetAt == nil || !gu.UpdatedAt.After(readA.UpdatedAt) {
+		t.Fatalf("user after an update refused for a reset: %+v", gu)
+	}
+	ghost := *readA
+	ghost.UserID = "no-such-user"
+	if err := s.UpdateUser(ctx, &ghost); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update of a missing user: %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetUser(ctx, "no-such-user"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a missing user after an update of her: %v, want ErrNotFound", err)
+	}
 	tm := &store.Team{TeamID: "cto-team", TeamAlias: "CTO", Models: []string{"gpt-4"}, Members: []store.TeamMember{{UserID: "ishaan1", Role: "admin"}}, Limits: store.Limits{MaxBudget: ptr(100.0)}}
 	if err := s.CreateTeam(ctx, tm); err != nil {
 		t.Fatal(err)
