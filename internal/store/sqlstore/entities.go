@@ -682,18 +682,32 @@ func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
 	}
 	const insert = `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
-	args := []any{k.TokenHash, keyCols(k), k.UserID, k.TeamID, k.Spend, data, micros(k.CreatedAt), micros(k.UpdatedAt)}
+	_, err = s.writeOwnedKey(ctx, k, insert, k.TokenHash, keyCols(k), k.UserID, k.TeamID, k.Spend, data, micros(k.CreatedAt), micros(k.UpdatedAt))
+	return err
+}
+
+// writeOwnedKey runs q, a statement writing the key k (CreateKey,
+// UpdateKey), with args. A key that names an owner (user or team) on
+// PostgreSQL is written in a transaction that takes the owners' advisory
+// locks first (lockOwners), so that it does not outlive an owner deleted
+// meanwhile (deleteOwner); otherwise - SQLite, whose deletion holds the one
+// write lock throughout, or no owner - q runs alone. The error is
+// classified (store.ErrConflict, ...).
+func (s *DB) writeOwnedKey(ctx context.Context, k *store.Key, q string, args ...any) (sql.Result, error) {
 	if s.dialect != goose.DialectPostgres || k.UserID == "" && k.TeamID == "" {
-		_, err = s.db.ExecContext(ctx, insert, args...)
-		return classify(err)
+		res, err := s.db.ExecContext(ctx, q, args...)
+		return res, classify(err)
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	var res sql.Result
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.lockOwners(ctx, tx, k); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, insert, args...)
+		var err error
+		res, err = tx.ExecContext(ctx, q, args...)
 		return classify(err)
 	})
+	return res, err
 }
 
 func (s *DB) GetKey(ctx context.Context, hash string) (*store.Key, error) {
@@ -788,18 +802,7 @@ func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
 		return err
 	}
 	const update = `UPDATE keys SET key_alias = $1, user_id = $2, team_id = $3, data = $4, updated_at = $5 WHERE token_hash = $6`
-	args := []any{keyCols(k), k.UserID, k.TeamID, data, micros(k.UpdatedAt), k.TokenHash}
-	if s.dialect != goose.DialectPostgres || k.UserID == "" && k.TeamID == "" {
-		res, err := s.db.ExecContext(ctx, update, args...)
-		return affected(res, classify(err))
-	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.lockOwners(ctx, tx, k); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, update, args...)
-		return affected(res, classify(err))
-	})
+	return affected(s.writeOwnedKey(ctx, k, update, keyCols(k), k.UserID, k.TeamID, data, micros(k.UpdatedAt), k.TokenHash))
 }
 
 // ReplaceKey moves a key's record to a new hash (regenerate), keeping its spend.
