@@ -845,8 +845,41 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 		}
 		// So do its files and batches: the key reaches them under its new secret.
 		_, err = tx.ExecContext(ctx, `UPDATE managed_objects SET key_hash = $1 WHERE key_hash = $2`, k.TokenHash, oldHash)
-		return err
+		if err != nil {
+			return err
+		}
+		return replaced(ctx, tx, oldHash, k.TokenHash)
 	})
+}
+
+// replacementsKept is how long ReplaceKey keeps a replaced hash's
+// forwarding (key_replacements): longer than any request stays in flight
+// or any spend batch waits in the writer's queue.
+const replacementsKept = 7 * 24 * time.Hour
+
+// replaced records, in ReplaceKey's tx, that newHash replaced oldHash: spend
+// that still names oldHash (requests in flight when the key was
+// regenerated settle later) is booked on newHash by ApplySpend
+// (keySpendReplaced, keyBudgetSpendReplaced). Hashes that oldHash had
+// replaced now point at newHash too (one lookup, however long the chain);
+// a forwarding from newHash, a live key again, is dropped; so are those
+// older than replacementsKept.
+func replaced(ctx context.Context, tx *sql.Tx, oldHash, newHash string) error {
+	now := time.Now()
+	for _, q := range []struct {
+		text string
+		args []any
+	}{
+		{`UPDATE key_replacements SET new_hash = $1 WHERE new_hash = $2`, []any{newHash, oldHash}},
+		{`INSERT INTO key_replacements (old_hash, new_hash, replaced_at) VALUES ($1, $2, $3)
+			ON CONFLICT (old_hash) DO UPDATE SET new_hash = excluded.new_hash, replaced_at = excluded.replaced_at`, []any{oldHash, newHash, micros(now)}},
+		{`DELETE FROM key_replacements WHERE old_hash = $1 OR replaced_at < $2`, []any{newHash, micros(now.Add(-replacementsKept))}},
+	} {
+		if _, err := tx.ExecContext(ctx, q.text, q.args...); err != nil {
+			return fmt.Errorf("key replacement: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *DB) DeleteKey(ctx context.Context, hash string) error {
@@ -865,11 +898,16 @@ func (s *DB) DeleteKey(ctx context.Context, hash string) error {
 	})
 }
 
-// dropKeyBudgets removes a deleted key's model budgets.
+// dropKeyBudgets removes a deleted key's model budgets, and the
+// forwardings of the hashes it replaced (key_replacements): late spend of
+// a deleted key goes to no key, whatever its hash.
 func dropKeyBudgets(ctx context.Context, db interface {
 	ExecContext(context.Context, string, ...any) (sql.Result, error)
 }, hash string) error {
-	_, err := db.ExecContext(ctx, `DELETE FROM budget_spend WHERE key_hash = $1 AND kind = $2`, hash, keyModelKind)
+	if _, err := db.ExecContext(ctx, `DELETE FROM budget_spend WHERE key_hash = $1 AND kind = $2`, hash, keyModelKind); err != nil {
+		return err
+	}
+	_, err := db.ExecContext(ctx, `DELETE FROM key_replacements WHERE new_hash = $1`, hash)
 	return err
 }
 

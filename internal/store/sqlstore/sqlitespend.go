@@ -177,7 +177,7 @@ func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, er
 	if c.spend != nil {
 		return c.spend, nil
 	}
-	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, keyBudgetSpend, memberBudgetSpend, dailyRollup, tagRollup}
+	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, keyBudgetSpend, memberBudgetSpend, keySpendReplaced, keyBudgetSpendReplaced, dailyRollup, tagRollup}
 	for _, q := range entitySpend {
 		texts = append(texts, q)
 	}
@@ -329,15 +329,27 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 }
 
 func (t *sqliteSpendTx) exec(q string, args ...any) error {
+	_, err := t.execResult(q, args)
+	return err
+}
+
+func (t *sqliteSpendTx) execN(q string, args ...any) (int64, error) {
+	res, err := t.execResult(q, args)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (t *sqliteSpendTx) execResult(q string, args []any) (driver.Result, error) {
 	if err := t.ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	st := t.sp.stmts[q]
 	if st == nil {
-		return fmt.Errorf("sqlite spend statement not prepared: %.40q", q)
+		return nil, fmt.Errorf("sqlite spend statement not prepared: %.40q", q)
 	}
-	_, err := t.run(st, args)
-	return err
+	return t.run(st, args)
 }
 
 // run executes st with args, converted as database/sql converts them
