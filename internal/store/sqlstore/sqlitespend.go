@@ -171,13 +171,18 @@ func (c *sqliteConn) Close() error {
 	return c.sqliteDriverConn.Close()
 }
 
+// lazySpendStatements are the spend statements prepared only when a batch
+// first needs them: those of a regenerated key's late spend, which most
+// connections never run.
+var lazySpendStatements = map[string]bool{keySpendReplaced: true, keyBudgetSpendReplaced: true}
+
 // spendStatements returns the statements prepared on c, preparing them on
 // first use.
 func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, error) {
 	if c.spend != nil {
 		return c.spend, nil
 	}
-	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, keyBudgetSpend, memberBudgetSpend, keySpendReplaced, keyBudgetSpendReplaced, dailyRollup, tagRollup}
+	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, keyBudgetSpend, memberBudgetSpend, dailyRollup, tagRollup}
 	for _, q := range entitySpend {
 		texts = append(texts, q)
 	}
@@ -347,7 +352,14 @@ func (t *sqliteSpendTx) execResult(q string, args []any) (driver.Result, error) 
 	}
 	st := t.sp.stmts[q]
 	if st == nil {
-		return nil, fmt.Errorf("sqlite spend statement not prepared: %.40q", q)
+		if !lazySpendStatements[q] {
+			return nil, fmt.Errorf("sqlite spend statement not prepared: %.40q", q)
+		}
+		var err error
+		if st, err = t.sp.prepare(t.ctx, q); err != nil {
+			return nil, err
+		}
+		t.sp.stmts[q] = st
 	}
 	return t.run(st, args)
 }
