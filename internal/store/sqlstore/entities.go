@@ -703,18 +703,32 @@ func (s *DB) CreateKey(ctx context.Context, k *store.Key) error {
 	}
 	const insert = `INSERT INTO keys (token_hash, key_alias, user_id, team_id, spend, data, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
-	args := []any{k.TokenHash, keyCols(k), k.UserID, k.TeamID, k.Spend, data, micros(k.CreatedAt), micros(k.UpdatedAt)}
+	_, err = s.writeOwnedKey(ctx, k, insert, k.TokenHash, keyCols(k), k.UserID, k.TeamID, k.Spend, data, micros(k.CreatedAt), micros(k.UpdatedAt))
+	return err
+}
+
+// writeOwnedKey runs q, a statement writing the key k (CreateKey,
+// UpdateKey), with args. A key that names an owner (user or team) on
+// PostgreSQL is written in a transaction that takes the owners' advisory
+// locks first (lockOwners), so that it does not outlive an owner deleted
+// meanwhile (deleteOwner); otherwise - SQLite, whose deletion holds the one
+// write lock throughout, or no owner - q runs alone. The error is
+// classified (store.ErrConflict, ...).
+func (s *DB) writeOwnedKey(ctx context.Context, k *store.Key, q string, args ...any) (sql.Result, error) {
 	if s.dialect != goose.DialectPostgres || k.UserID == "" && k.TeamID == "" {
-		_, err = s.db.ExecContext(ctx, insert, args...)
-		return classify(err)
+		res, err := s.db.ExecContext(ctx, q, args...)
+		return res, classify(err)
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	var res sql.Result
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.lockOwners(ctx, tx, k); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, insert, args...)
+		var err error
+		res, err = tx.ExecContext(ctx, q, args...)
 		return classify(err)
 	})
+	return res, err
 }
 
 func (s *DB) GetKey(ctx context.Context, hash string) (*store.Key, error) {
@@ -809,18 +823,7 @@ func (s *DB) UpdateKey(ctx context.Context, k *store.Key) error {
 		return err
 	}
 	const update = `UPDATE keys SET key_alias = $1, user_id = $2, team_id = $3, data = $4, updated_at = $5 WHERE token_hash = $6`
-	args := []any{keyCols(k), k.UserID, k.TeamID, data, micros(k.UpdatedAt), k.TokenHash}
-	if s.dialect != goose.DialectPostgres || k.UserID == "" && k.TeamID == "" {
-		res, err := s.db.ExecContext(ctx, update, args...)
-		return affected(res, classify(err))
-	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.lockOwners(ctx, tx, k); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, update, args...)
-		return affected(res, classify(err))
-	})
+	return affected(s.writeOwnedKey(ctx, k, update, keyCols(k), k.UserID, k.TeamID, data, micros(k.UpdatedAt), k.TokenHash))
 }
 
 // ReplaceKey moves a key's record to a new hash (regenerate), keeping its spend.
@@ -863,8 +866,41 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 		}
 		// So do its files and batches: the key reaches them under its new secret.
 		_, err = tx.ExecContext(ctx, `UPDATE managed_objects SET key_hash = $1 WHERE key_hash = $2`, k.TokenHash, oldHash)
-		return err
+		if err != nil {
+			return err
+		}
+		return replaced(ctx, tx, oldHash, k.TokenHash)
 	})
+}
+
+// replacementsKept is how long ReplaceKey keeps a replaced hash's
+// forwarding (key_replacements): longer than any request stays in flight
+// or any spend batch waits in the writer's queue.
+const replacementsKept = 7 * 24 * time.Hour
+
+// replaced records, in ReplaceKey's tx, that newHash replaced oldHash: spend
+// that still names oldHash (requests in flight when the key was
+// regenerated settle later) is booked on newHash by ApplySpend
+// (keySpendReplaced, keyBudgetSpendReplaced). Hashes that oldHash had
+// replaced now point at newHash too (one lookup, however long the chain);
+// a forwarding from newHash, a live key again, is dropped; so are those
+// older than replacementsKept.
+func replaced(ctx context.Context, tx *sql.Tx, oldHash, newHash string) error {
+	now := time.Now()
+	for _, q := range []struct {
+		text string
+		args []any
+	}{
+		{`UPDATE key_replacements SET new_hash = $1 WHERE new_hash = $2`, []any{newHash, oldHash}},
+		{`INSERT INTO key_replacements (old_hash, new_hash, replaced_at) VALUES ($1, $2, $3)
+			ON CONFLICT (old_hash) DO UPDATE SET new_hash = excluded.new_hash, replaced_at = excluded.replaced_at`, []any{oldHash, newHash, micros(now)}},
+		{`DELETE FROM key_replacements WHERE old_hash = $1 OR replaced_at < $2`, []any{newHash, micros(now.Add(-replacementsKept))}},
+	} {
+		if _, err := tx.ExecContext(ctx, q.text, q.args...); err != nil {
+			return fmt.Errorf("key replacement: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *DB) DeleteKey(ctx context.Context, hash string) error {
@@ -883,11 +919,16 @@ func (s *DB) DeleteKey(ctx context.Context, hash string) error {
 	})
 }
 
-// dropKeyBudgets removes a deleted key's model budgets.
+// dropKeyBudgets removes a deleted key's model budgets, and the
+// forwardings of the hashes it replaced (key_replacements): late spend of
+// a deleted key goes to no key, whatever its hash.
 func dropKeyBudgets(ctx context.Context, db interface {
 	ExecContext(context.Context, string, ...any) (sql.Result, error)
 }, hash string) error {
-	_, err := db.ExecContext(ctx, `DELETE FROM budget_spend WHERE key_hash = $1 AND kind = $2`, hash, keyModelKind)
+	if _, err := db.ExecContext(ctx, `DELETE FROM budget_spend WHERE key_hash = $1 AND kind = $2`, hash, keyModelKind); err != nil {
+		return err
+	}
+	_, err := db.ExecContext(ctx, `DELETE FROM key_replacements WHERE new_hash = $1`, hash)
 	return err
 }
 

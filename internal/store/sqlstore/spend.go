@@ -104,6 +104,8 @@ type spendTx interface {
 	insertRows(rows []store.SpendLog, inserted map[string]bool) error
 	// exec runs one of ApplySpend's other statements (q is its text).
 	exec(q string, args ...any) error
+	// execN is exec that reports how many rows the statement changed.
+	execN(q string, args ...any) (int64, error)
 }
 
 // pgSpendTx is PostgreSQL's spendTx: multi-row INSERTs of at most
@@ -161,6 +163,14 @@ func (t pgSpendTx) exec(q string, args ...any) error {
 	return err
 }
 
+func (t pgSpendTx) execN(q string, args ...any) (int64, error) {
+	res, err := t.tx.ExecContext(t.ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
 // The statements of ApplySpend besides the row INSERT: the spend of the
 // entities with a row of their own, budget_spend and the two rollups.
 const (
@@ -185,6 +195,19 @@ const (
 	WHERE EXISTS (SELECT 1 FROM teams WHERE team_id = $5)
 		AND (EXISTS (SELECT 1 FROM users WHERE user_id = $6) OR EXISTS (SELECT 1 FROM keys WHERE token_hash = $3)
 			OR NOT EXISTS (SELECT 1 FROM deletions WHERE kind = 'user' AND id = $6))
+	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
+	// A key's spend whose keys row is gone because the key was
+	// regenerated (ReplaceKey) goes to the key that replaced it
+	// (key_replacements): a request in flight across /key/regenerate
+	// settles under the old hash. Its model budgets follow it (the
+	// suffix $2 is "/<model>"), as keyBudgetSpend, only while that key is
+	// there.
+	keySpendReplaced = `UPDATE keys SET spend = spend + $1
+	WHERE token_hash = (SELECT new_hash FROM key_replacements WHERE old_hash = $2)`
+	keyBudgetSpendReplaced = `INSERT INTO budget_spend (kind, id, key_hash, spend)
+	SELECT CAST($1 AS TEXT), r.new_hash || CAST($2 AS TEXT), r.new_hash, CAST($4 AS DOUBLE PRECISION)
+	FROM key_replacements r
+	WHERE r.old_hash = $3 AND EXISTS (SELECT 1 FROM keys WHERE token_hash = r.new_hash)
 	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
 	dailyRollup = `INSERT INTO spend_daily (day, key_hash, user_id, team_id, end_user, model_group, requests, prompt_tokens, completion_tokens, spend)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -348,6 +371,7 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 	// the owner), then wait for each other instead of deadlocking, which on
 	// PostgreSQL aborted one of them (a deleted team answered 500).
 	now := micros(time.Now())
+	var replacedKeys map[string]bool // key hashes whose spend went to the key that replaced them
 	for _, e := range sortedKeys(spend, func(a, b [2]string) int {
 		if c := tableRank[a[0]] - tableRank[b[0]]; c != 0 {
 			return c
@@ -367,8 +391,31 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 			}
 			continue
 		}
-		if err := t.exec(entitySpend[table], amount, id); err != nil {
+		if table != "keys" {
+			if err := t.exec(entitySpend[table], amount, id); err != nil {
+				return fmt.Errorf("%s spend: %w", table, err)
+			}
+			continue
+		}
+		n, err := t.execN(entitySpend[table], amount, id)
+		if err != nil {
 			return fmt.Errorf("%s spend: %w", table, err)
+		}
+		if n > 0 {
+			continue
+		}
+		// No such key: regenerated (or deleted, or a custom-auth key's
+		// hash). The key that replaced it is locked out of applySpend's
+		// order, rarely (only spend that settled across a regenerate);
+		// a deadlock this causes on PostgreSQL is retried (DB.tx).
+		if n, err = t.execN(keySpendReplaced, amount, id); err != nil {
+			return fmt.Errorf("%s spend: %w", table, err)
+		}
+		if n > 0 {
+			if replacedKeys == nil {
+				replacedKeys = map[string]bool{}
+			}
+			replacedKeys[id] = true
 		}
 	}
 	for _, b := range sortedKeys(budgets, func(x, y budget) int {
@@ -378,6 +425,10 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 		var err error
 		switch b.Kind {
 		case store.KindKeyModel:
+			if replacedKeys[b.key] && strings.HasPrefix(b.ID, b.key+"/") {
+				err = t.exec(keyBudgetSpendReplaced, string(b.Kind), b.ID[len(b.key):], b.key, amount)
+				break
+			}
 			err = t.exec(keyBudgetSpend, string(b.Kind), b.ID, b.key, amount)
 		case store.KindTeamMember:
 			err = t.exec(memberBudgetSpend, string(b.Kind), b.ID, b.key, amount, b.team, b.user)

@@ -84,6 +84,18 @@ func spendRows(prefix string, n int, at time.Time) []store.SpendLog {
 
 // checkFound: every row is found by its call id, its answer id, its key
 // (within its second), and the key and unfiltered counts are all.
+// createSpendKeys creates the keys spendRows names, so that a store at an
+// older schema books their spend without looking for a replaced key
+// (key_replacements came with migration 00017).
+func createSpendKeys(t *testing.T, s *sqlstore.DB) {
+	t.Helper()
+	for _, k := range []string{"k1", "k2"} {
+		if err := s.CreateKey(context.Background(), &store.Key{TokenHash: k, UserID: "u-" + k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func checkFound(t *testing.T, s *sqlstore.DB, rows []store.SpendLog, want map[string]int, total int) {
 	t.Helper()
 	ctx := context.Background()
@@ -125,6 +137,7 @@ func TestSpendRowsSurvivePartialIndexes(t *testing.T) {
 		t.Run(e.name, func(t *testing.T) {
 			at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 			old := e.open(t, beforePartial)
+			createSpendKeys(t, old)
 			before := spendRows("old", 30, at)
 			if err := old.ApplySpend(ctx, before); err != nil {
 				t.Fatal(err)
@@ -202,6 +215,7 @@ func TestSpendLogsPlans(t *testing.T) {
 		t.Run(e.name, func(t *testing.T) {
 			at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 			old := e.open(t, beforePartial)
+			createSpendKeys(t, old)
 			if err := old.ApplySpend(ctx, spendRows("r", 50, at)); err != nil {
 				t.Fatal(err)
 			}

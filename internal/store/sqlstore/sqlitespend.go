@@ -171,6 +171,11 @@ func (c *sqliteConn) Close() error {
 	return c.sqliteDriverConn.Close()
 }
 
+// lazySpendStatements are the spend statements prepared only when a batch
+// first needs them: those of a regenerated key's late spend, which most
+// connections never run.
+var lazySpendStatements = map[string]bool{keySpendReplaced: true, keyBudgetSpendReplaced: true}
+
 // spendStatements returns the statements prepared on c, preparing them on
 // first use.
 func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, error) {
@@ -329,15 +334,34 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 }
 
 func (t *sqliteSpendTx) exec(q string, args ...any) error {
+	_, err := t.execResult(q, args)
+	return err
+}
+
+func (t *sqliteSpendTx) execN(q string, args ...any) (int64, error) {
+	res, err := t.execResult(q, args)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (t *sqliteSpendTx) execResult(q string, args []any) (driver.Result, error) {
 	if err := t.ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	st := t.sp.stmts[q]
 	if st == nil {
-		return fmt.Errorf("sqlite spend statement not prepared: %.40q", q)
+		if !lazySpendStatements[q] {
+			return nil, fmt.Errorf("sqlite spend statement not prepared: %.40q", q)
+		}
+		var err error
+		if st, err = t.sp.prepare(t.ctx, q); err != nil {
+			return nil, err
+		}
+		t.sp.stmts[q] = st
 	}
-	_, err := t.run(st, args)
-	return err
+	return t.run(st, args)
 }
 
 // run executes st with args, converted as database/sql converts them
