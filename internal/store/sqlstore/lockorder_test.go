@@ -40,6 +40,9 @@ func (o *orderTx) exec(q string, args ...any) error {
 // execN is exec, every row found (no key was replaced).
 func (o *orderTx) execN(q string, args ...any) (int64, error) { return 1, o.exec(q, args...) }
 
+// lookup finds nothing (no key was replaced).
+func (o *orderTx) lookup(string, any) (string, bool, error) { return "", false, nil }
+
 // TestApplySpendLocksInOneOrder: however the batch is ordered, applySpend
 // updates keys before their owners (users, teams, organizations, end
 // users), then budgets, then rollups, each by id: the order deleteOwner
