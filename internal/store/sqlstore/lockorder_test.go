@@ -66,7 +66,7 @@ func TestApplySpendLocksInOneOrder(t *testing.T) {
 			slices.Reverse(b)
 		}
 		o := &orderTx{}
-		if err := applySpend(o, b, false); err != nil {
+		if err := applySpend(o, b, false, nil); err != nil {
 			t.Fatal(err)
 		}
 		if want == nil {

@@ -256,9 +256,40 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	if s.dialect == goose.DialectSQLite3 {
 		return refused(s.applySpendSQLite(ctx, batch, noRows))
 	}
-	return refused(s.tx(ctx, func(tx *sql.Tx) error {
-		return applySpend(pgSpendTx{ctx, tx, s}, batch, noRows)
-	}))
+	// A batch naming a regenerated key's old hash is run again, once,
+	// with the hash that replaced it known (lockReplacements).
+	fw := &replacements{restart: true}
+	for {
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			return applySpend(pgSpendTx{ctx, tx, s}, batch, noRows, fw)
+		})
+		var again *replacementsFound
+		if !errors.As(err, &again) {
+			return refused(err)
+		}
+		fw = &replacements{known: again.known}
+	}
+}
+
+// replacements tells applySpend what to do with spend naming a key hash
+// that has no keys row but a replacement (key_replacements, a key
+// regenerated while requests were in flight): with restart (PostgreSQL's
+// first run), end the transaction with replacementsFound, so that the
+// batch runs again with known and locks the replacing keys in the keys'
+// order, among the others; otherwise book it on the replacement at once
+// (SQLite, whose one write lock leaves no order to keep, and a key
+// regenerated again between the two runs).
+type replacements struct {
+	restart bool
+	known   map[string]string // old hash -> the hash that replaced it
+}
+
+// replacementsFound ends a batch's first run on PostgreSQL: known are the
+// replaced hashes it named. Nothing of the run is kept (rolled back).
+type replacementsFound struct{ known map[string]string }
+
+func (e *replacementsFound) Error() string {
+	return fmt.Sprintf("spend of %d replaced key(s): run again", len(e.known))
 }
 
 // utcDays is t.UTC().Format(time.DateOnly) for the rows of a batch, made
@@ -283,7 +314,7 @@ func (d *utcDays) of(t time.Time) string {
 
 // applySpend writes batch through t: the rows (unless noRows), then the
 // spend, budget_spend and rollups of the rows it inserted.
-func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
+func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements) error {
 	inserted := make(map[string]bool, len(batch))
 	rows := batch
 	if noRows {
@@ -372,6 +403,19 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 			tr.spend += l.Cost
 		}
 	}
+	// Spend naming a key a previous run found replaced is the replacing
+	// key's, locked in its place in the order.
+	keyOf := map[string]string{} // a key hash -> the key that got its spend, if another
+	if fw != nil {
+		for old, to := range fw.known {
+			if amount, ok := spend[[2]string{"keys", old}]; ok {
+				delete(spend, [2]string{"keys", old})
+				spend[[2]string{"keys", to}] += amount
+				keyOf[old] = to
+			}
+		}
+	}
+	var found map[string]string // replaced hashes this run found (fw.restart)
 	// Rows are locked in one order, whatever the batch (Go's map order is
 	// random): keys, then their owners, then budgets and rollups, each by
 	// id. Two writers (replicas) of overlapping batches, or a writer and a
@@ -379,7 +423,6 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 	// the owner), then wait for each other instead of deadlocking, which on
 	// PostgreSQL aborted one of them (a deleted team answered 500).
 	now := micros(time.Now())
-	var replacedKeys map[string]string // key hashes whose spend went to the key that replaced them -> that key
 	for _, e := range sortedKeys(spend, func(a, b [2]string) int {
 		if c := tableRank[a[0]] - tableRank[b[0]]; c != 0 {
 			return c
@@ -388,6 +431,10 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 	}) {
 		amount := spend[e]
 		table, id := e[0], e[1]
+		if found != nil && table != "keys" {
+			// Run again before locking any owner.
+			return &replacementsFound{known: found}
+		}
 		if table == "end_users" {
 			// End users come into being with their first request.
 			data, err := encode(store.EndUser{UserID: id, CreatedAt: fromMicros(now), UpdatedAt: fromMicros(now)})
@@ -413,20 +460,38 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 			continue
 		}
 		// No such key: regenerated (or deleted, or the master key's, a
-		// static or custom-auth key's hash). The key that replaced it is
-		// locked out of applySpend's order, rarely (only spend that
-		// settled across a regenerate); a deadlock this causes on
-		// PostgreSQL is retried (DB.tx).
+		// static or custom-auth key's hash).
+		if fw != nil && fw.restart {
+			to, ok, err := t.lookup(keyReplacement, id)
+			if err != nil {
+				return fmt.Errorf("%s spend: %w", table, err)
+			}
+			if ok {
+				if found == nil {
+					found = map[string]string{}
+				}
+				found[id] = to
+			}
+			continue
+		}
+		// Booked in place: on PostgreSQL only for a key regenerated again
+		// since the first run, whose replacement is locked out of the
+		// order (a deadlock this may cause is run again by DB.tx).
 		to, err := followReplacement(t, amount, id)
 		if err != nil {
 			return fmt.Errorf("%s spend: %w", table, err)
 		}
-		if to != "" {
-			if replacedKeys == nil {
-				replacedKeys = map[string]string{}
+		for old, via := range keyOf {
+			if via == id {
+				keyOf[old] = to // "" (no key got it) when the replacement is gone
 			}
-			replacedKeys[id] = to
 		}
+		if to != "" {
+			keyOf[id] = to
+		}
+	}
+	if found != nil {
+		return &replacementsFound{known: found}
 	}
 	for _, b := range sortedKeys(budgets, func(x, y budget) int {
 		return cmp.Or(strings.Compare(string(x.Kind), string(y.Kind)), strings.Compare(x.ID, y.ID), strings.Compare(x.key, y.key))
@@ -435,7 +500,7 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 		var err error
 		switch b.Kind {
 		case store.KindKeyModel:
-			if to := replacedKeys[b.key]; to != "" && strings.HasPrefix(b.ID, b.key+"/") {
+			if to := keyOf[b.key]; to != "" && strings.HasPrefix(b.ID, b.key+"/") {
 				err = t.exec(keyBudgetSpend, string(b.Kind), to+b.ID[len(b.key):], to, amount)
 				break
 			}

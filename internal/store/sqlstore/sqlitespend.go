@@ -270,7 +270,7 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 		if err != nil {
 			return err
 		}
-		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp, whole: s.spendWhole}, batch, noRows)
+		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp, whole: s.spendWhole}, batch, noRows, nil)
 		if err == nil {
 			err = ctx.Err() // past the deadline after the last statement: not committed
 		}
