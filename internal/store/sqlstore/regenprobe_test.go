@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/sqlstore"
 )
 
 // TestProbeLateSpendAcrossASecondRegenerate: spend naming a key's old hash
@@ -148,5 +149,15 @@ func TestProbeLateSpendOfAReplacedKeyLocksInOrder(t *testing.T) {
 	}
 	if _, err := s.GetKey(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("key b outlived its user: %v", err)
+	}
+	// Booked once, whatever runs the batch took.
+	if k, err := s.GetKey(ctx, "k2"); err != nil || math.Abs(k.Spend-1) > 1e-9 {
+		t.Errorf("key k2: %+v, %v; want spend 1", k, err)
+	}
+	if u, err := s.GetUser(ctx, "stays"); err != nil || math.Abs(u.Spend-1) > 1e-9 {
+		t.Errorf("user stays: %+v, %v; want spend 1", u, err)
+	}
+	if n, err := sqlstore.QueryInt(ctx, s, `SELECT COUNT(*) FROM spend_logs`); err != nil || n != 3 {
+		t.Errorf("%d spend rows (%v), want 3", n, err)
 	}
 }
