@@ -881,7 +881,7 @@ const replacementsKept = 7 * 24 * time.Hour
 // replaced records, in ReplaceKey's tx, that newHash replaced oldHash: spend
 // that still names oldHash (requests in flight when the key was
 // regenerated settle later) is booked on newHash by ApplySpend
-// (keySpendReplaced, keyBudgetSpendReplaced). Hashes that oldHash had
+// (followReplacement). Hashes that oldHash had
 // replaced now point at newHash too (one lookup, however long the chain);
 // a forwarding from newHash, a live key again, is dropped; so are those
 // older than replacementsKept.

@@ -40,6 +40,13 @@ func (o *orderTx) exec(q string, args ...any) error {
 // execN is exec, every row found (no key was replaced).
 func (o *orderTx) execN(q string, args ...any) (int64, error) { return 1, o.exec(q, args...) }
 
+// lookup is recorded (a batch whose keys are all there runs none: the
+// table order below would show it) and finds nothing.
+func (o *orderTx) lookup(_ string, arg any) (string, bool, error) {
+	o.got = append(o.got, fmt.Sprint("key_replacements ", arg))
+	return "", false, nil
+}
+
 // TestApplySpendLocksInOneOrder: however the batch is ordered, applySpend
 // updates keys before their owners (users, teams, organizations, end
 // users), then budgets, then rollups, each by id: the order deleteOwner
@@ -63,7 +70,8 @@ func TestApplySpendLocksInOneOrder(t *testing.T) {
 			slices.Reverse(b)
 		}
 		o := &orderTx{}
-		if err := applySpend(o, b, false); err != nil {
+		// PostgreSQL's first run (restart) and SQLite's alike.
+		if err := applySpend(o, b, false, &replacements{restart: run%4 < 2}); err != nil {
 			t.Fatal(err)
 		}
 		if want == nil {

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -106,6 +107,9 @@ type spendTx interface {
 	exec(q string, args ...any) error
 	// execN is exec that reports how many rows the statement changed.
 	execN(q string, args ...any) (int64, error)
+	// lookup runs q, a query of one text column, with arg: its first
+	// row's value, false without a row.
+	lookup(q string, arg any) (string, bool, error)
 }
 
 // pgSpendTx is PostgreSQL's spendTx: multi-row INSERTs of at most
@@ -163,6 +167,17 @@ func (t pgSpendTx) exec(q string, args ...any) error {
 	return err
 }
 
+func (t pgSpendTx) lookup(q string, arg any) (string, bool, error) {
+	var v string
+	switch err := t.tx.QueryRowContext(t.ctx, q, arg).Scan(&v); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	return v, true, nil
+}
+
 func (t pgSpendTx) execN(q string, args ...any) (int64, error) {
 	res, err := t.tx.ExecContext(t.ctx, q, args...)
 	if err != nil {
@@ -196,20 +211,13 @@ const (
 		AND (EXISTS (SELECT 1 FROM users WHERE user_id = $6) OR EXISTS (SELECT 1 FROM keys WHERE token_hash = $3)
 			OR NOT EXISTS (SELECT 1 FROM deletions WHERE kind = 'user' AND id = $6))
 	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
-	// A key's spend whose keys row is gone because the key was
-	// regenerated (ReplaceKey) goes to the key that replaced it
-	// (key_replacements): a request in flight across /key/regenerate
-	// settles under the old hash. Its model budgets follow it (the
-	// suffix $2 is "/<model>"), as keyBudgetSpend, only while that key is
-	// there.
-	keySpendReplaced = `UPDATE keys SET spend = spend + $1
-	WHERE token_hash = (SELECT new_hash FROM key_replacements WHERE old_hash = $2)`
-	keyBudgetSpendReplaced = `INSERT INTO budget_spend (kind, id, key_hash, spend)
-	SELECT CAST($1 AS TEXT), r.new_hash || CAST($2 AS TEXT), r.new_hash, CAST($4 AS DOUBLE PRECISION)
-	FROM key_replacements r
-	WHERE r.old_hash = $3 AND EXISTS (SELECT 1 FROM keys WHERE token_hash = r.new_hash)
-	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
-	dailyRollup = `INSERT INTO spend_daily (day, key_hash, user_id, team_id, end_user, model_group, requests, prompt_tokens, completion_tokens, spend)
+	// The hash that replaced a regenerated key's (ReplaceKey,
+	// key_replacements): a request in flight across /key/regenerate
+	// settles under the old hash, whose keys row is gone, and its spend
+	// and model budgets go to the key that replaced it
+	// (followReplacement).
+	keyReplacement = `SELECT new_hash FROM key_replacements WHERE old_hash = $1`
+	dailyRollup    = `INSERT INTO spend_daily (day, key_hash, user_id, team_id, end_user, model_group, requests, prompt_tokens, completion_tokens, spend)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 	ON CONFLICT (day, key_hash, user_id, team_id, end_user, model_group) DO UPDATE SET
 		requests = spend_daily.requests + excluded.requests,
@@ -248,9 +256,40 @@ func (s *DB) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
 	if s.dialect == goose.DialectSQLite3 {
 		return refused(s.applySpendSQLite(ctx, batch, noRows))
 	}
-	return refused(s.tx(ctx, func(tx *sql.Tx) error {
-		return applySpend(pgSpendTx{ctx, tx, s}, batch, noRows)
-	}))
+	// A batch naming a regenerated key's old hash is run again, once,
+	// with the hash that replaced it known (lockReplacements).
+	fw := &replacements{restart: true}
+	for {
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			return applySpend(pgSpendTx{ctx, tx, s}, batch, noRows, fw)
+		})
+		var again *replacementsFound
+		if !errors.As(err, &again) {
+			return refused(err)
+		}
+		fw = &replacements{known: again.known}
+	}
+}
+
+// replacements tells applySpend what to do with spend naming a key hash
+// that has no keys row but a replacement (key_replacements, a key
+// regenerated while requests were in flight): with restart (PostgreSQL's
+// first run), end the transaction with replacementsFound, so that the
+// batch runs again with known and locks the replacing keys in the keys'
+// order, among the others; otherwise book it on the replacement at once
+// (SQLite, whose one write lock leaves no order to keep, and a key
+// regenerated again between the two runs).
+type replacements struct {
+	restart bool
+	known   map[string]string // old hash -> the hash that replaced it
+}
+
+// replacementsFound ends a batch's first run on PostgreSQL: known are the
+// replaced hashes it named. Nothing of the run is kept (rolled back).
+type replacementsFound struct{ known map[string]string }
+
+func (e *replacementsFound) Error() string {
+	return fmt.Sprintf("spend of %d replaced key(s): run again", len(e.known))
 }
 
 // utcDays is t.UTC().Format(time.DateOnly) for the rows of a batch, made
@@ -275,7 +314,7 @@ func (d *utcDays) of(t time.Time) string {
 
 // applySpend writes batch through t: the rows (unless noRows), then the
 // spend, budget_spend and rollups of the rows it inserted.
-func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
+func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements) error {
 	inserted := make(map[string]bool, len(batch))
 	rows := batch
 	if noRows {
@@ -364,6 +403,19 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 			tr.spend += l.Cost
 		}
 	}
+	// Spend naming a key a previous run found replaced is the replacing
+	// key's, locked in its place in the order.
+	keyOf := map[string]string{} // a key hash -> the key that got its spend, if another
+	if fw != nil {
+		for old, to := range fw.known {
+			if amount, ok := spend[[2]string{"keys", old}]; ok {
+				delete(spend, [2]string{"keys", old})
+				spend[[2]string{"keys", to}] += amount
+				keyOf[old] = to
+			}
+		}
+	}
+	var found map[string]string // replaced hashes this run found (fw.restart)
 	// Rows are locked in one order, whatever the batch (Go's map order is
 	// random): keys, then their owners, then budgets and rollups, each by
 	// id. Two writers (replicas) of overlapping batches, or a writer and a
@@ -371,7 +423,6 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 	// the owner), then wait for each other instead of deadlocking, which on
 	// PostgreSQL aborted one of them (a deleted team answered 500).
 	now := micros(time.Now())
-	var replacedKeys map[string]bool // key hashes whose spend went to the key that replaced them
 	for _, e := range sortedKeys(spend, func(a, b [2]string) int {
 		if c := tableRank[a[0]] - tableRank[b[0]]; c != 0 {
 			return c
@@ -380,6 +431,10 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 	}) {
 		amount := spend[e]
 		table, id := e[0], e[1]
+		if found != nil && table != "keys" {
+			// Run again before locking any owner.
+			return &replacementsFound{known: found}
+		}
 		if table == "end_users" {
 			// End users come into being with their first request.
 			data, err := encode(store.EndUser{UserID: id, CreatedAt: fromMicros(now), UpdatedAt: fromMicros(now)})
@@ -404,19 +459,39 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 		if n > 0 {
 			continue
 		}
-		// No such key: regenerated (or deleted, or a custom-auth key's
-		// hash). The key that replaced it is locked out of applySpend's
-		// order, rarely (only spend that settled across a regenerate);
-		// a deadlock this causes on PostgreSQL is retried (DB.tx).
-		if n, err = t.execN(keySpendReplaced, amount, id); err != nil {
+		// No such key: regenerated (or deleted, or the master key's, a
+		// static or custom-auth key's hash).
+		if fw != nil && fw.restart {
+			to, ok, err := t.lookup(keyReplacement, id)
+			if err != nil {
+				return fmt.Errorf("%s spend: %w", table, err)
+			}
+			if ok {
+				if found == nil {
+					found = map[string]string{}
+				}
+				found[id] = to
+			}
+			continue
+		}
+		// Booked in place: on PostgreSQL only for a key regenerated again
+		// since the first run, whose replacement is locked out of the
+		// order (a deadlock this may cause is run again by DB.tx).
+		to, err := followReplacement(t, amount, id)
+		if err != nil {
 			return fmt.Errorf("%s spend: %w", table, err)
 		}
-		if n > 0 {
-			if replacedKeys == nil {
-				replacedKeys = map[string]bool{}
+		for old, via := range keyOf {
+			if via == id {
+				keyOf[old] = to // "" (no key got it) when the replacement is gone
 			}
-			replacedKeys[id] = true
 		}
+		if to != "" {
+			keyOf[id] = to
+		}
+	}
+	if found != nil {
+		return &replacementsFound{known: found}
 	}
 	for _, b := range sortedKeys(budgets, func(x, y budget) int {
 		return cmp.Or(strings.Compare(string(x.Kind), string(y.Kind)), strings.Compare(x.ID, y.ID), strings.Compare(x.key, y.key))
@@ -425,8 +500,8 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 		var err error
 		switch b.Kind {
 		case store.KindKeyModel:
-			if replacedKeys[b.key] && strings.HasPrefix(b.ID, b.key+"/") {
-				err = t.exec(keyBudgetSpendReplaced, string(b.Kind), b.ID[len(b.key):], b.key, amount)
+			if to := keyOf[b.key]; to != "" && strings.HasPrefix(b.ID, b.key+"/") {
+				err = t.exec(keyBudgetSpend, string(b.Kind), to+b.ID[len(b.key):], to, amount)
 				break
 			}
 			err = t.exec(keyBudgetSpend, string(b.Kind), b.ID, b.key, amount)
@@ -457,6 +532,31 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool) error {
 		}
 	}
 	return nil
+}
+
+// followReplacement adds amount to the spend of the key that replaced
+// the key hash id (key_replacements) and returns its hash; "" when no key
+// replaced id or the key that did is gone (deleted: its spend goes to no
+// key). The forwarding is read, then the key updated, each with a
+// statement of its own: on PostgreSQL a key regenerated again while the
+// UPDATE waited for its row (ReplaceKey deleted it) is found by reading
+// the forwarding again, which that ReplaceKey moved to the newest hash
+// (one UPDATE whose subquery read the forwarding saw the old one, found
+// the row gone and booked the spend on no key).
+func followReplacement(t spendTx, amount float64, id string) (string, error) {
+	tried := ""
+	for range 4 {
+		to, ok, err := t.lookup(keyReplacement, id)
+		if err != nil || !ok || to == tried {
+			return "", err
+		}
+		n, err := t.execN(entitySpend["keys"], amount, to)
+		if err != nil || n > 0 {
+			return to, err
+		}
+		tried = to
+	}
+	return "", nil
 }
 
 // tableRank orders applySpend's entity updates: keys first, as deleteOwner

@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strings"
 
@@ -172,9 +173,9 @@ func (c *sqliteConn) Close() error {
 }
 
 // lazySpendStatements are the spend statements prepared only when a batch
-// first needs them: those of a regenerated key's late spend, which most
-// connections never run.
-var lazySpendStatements = map[string]bool{keySpendReplaced: true, keyBudgetSpendReplaced: true}
+// first needs them: the lookup of a regenerated key's replacement, which
+// only spend naming a hash without a keys row runs.
+var lazySpendStatements = map[string]bool{keyReplacement: true}
 
 // spendStatements returns the statements prepared on c, preparing them on
 // first use.
@@ -269,7 +270,7 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 		if err != nil {
 			return err
 		}
-		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp, whole: s.spendWhole}, batch, noRows)
+		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp, whole: s.spendWhole}, batch, noRows, nil)
 		if err == nil {
 			err = ctx.Err() // past the deadline after the last statement: not committed
 		}
@@ -347,6 +348,16 @@ func (t *sqliteSpendTx) execN(q string, args ...any) (int64, error) {
 }
 
 func (t *sqliteSpendTx) execResult(q string, args []any) (driver.Result, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return t.run(st, args)
+}
+
+// stmt is q's statement on the connection, prepared now if it is one of
+// lazySpendStatements not yet prepared.
+func (t *sqliteSpendTx) stmt(q string) (driver.StmtExecContext, error) {
 	if err := t.ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -361,7 +372,41 @@ func (t *sqliteSpendTx) execResult(q string, args []any) (driver.Result, error) 
 		}
 		t.sp.stmts[q] = st
 	}
-	return t.run(st, args)
+	return st, nil
+}
+
+func (t *sqliteSpendTx) lookup(q string, arg any) (string, bool, error) {
+	st, err := t.stmt(q)
+	if err != nil {
+		return "", false, err
+	}
+	qs, ok := st.(driver.StmtQueryContext)
+	if !ok {
+		return "", false, fmt.Errorf("sqlite driver statement %T cannot query with a context", st)
+	}
+	v, err := driver.DefaultParameterConverter.ConvertValue(arg)
+	if err != nil {
+		return "", false, err
+	}
+	rows, err := qs.QueryContext(context.Background(), []driver.NamedValue{{Ordinal: 1, Value: v}})
+	if err != nil {
+		return "", false, err
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, len(rows.Columns()))
+	switch err := rows.Next(dest); {
+	case errors.Is(err, io.EOF):
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	switch v := dest[0].(type) {
+	case string:
+		return v, true, nil
+	case []byte:
+		return string(v), true, nil
+	}
+	return "", false, fmt.Errorf("sqlite lookup: %T is no text", dest[0])
 }
 
 // run executes st with args, converted as database/sql converts them
