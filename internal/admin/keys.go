@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"time"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -286,11 +288,13 @@ func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float6
 	if err := a.store.SetSpend(r.Context(), kind, id, spend); err != nil {
 		return storeError(err, string(kind), "spend")
 	}
+	var resetAt time.Time // the period the edit is for, when this replica knows it
 	if acct, ok := a.book.Lookup(kind, id); ok {
 		acct.SetSpent(ledger.USD(spend))
+		resetAt = acct.ResetAt()
 	}
 	if a.shared != nil {
-		if err := a.shared.SetSpent(r.Context(), kind, id, ledger.USD(spend)); err != nil {
+		if err := a.shared.SetSpent(r.Context(), kind, id, ledger.USD(spend), resetAt); err != nil {
 			a.log.Warn("spend edit not passed to redis; it applies when the account is next seeded", "err", err)
 		}
 	}

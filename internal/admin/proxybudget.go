@@ -89,7 +89,7 @@ func (a *API) setGatewaySpend(r *http.Request, u *store.User, spend float64) err
 	acct := a.book.Account(store.KindGlobal, "global", ledger.Spec{Spent: spend, Budget: u.MaxBudget})
 	acct.SetSpent(ledger.USD(spend))
 	if a.shared != nil {
-		if err := a.shared.SetSpent(r.Context(), store.KindGlobal, "global", ledger.USD(spend)); err != nil {
+		if err := a.shared.SetSpent(r.Context(), store.KindGlobal, "global", ledger.USD(spend), acct.ResetAt()); err != nil {
 			a.log.Warn("gateway spend edit not passed to redis; it applies when the account is next seeded", "err", err)
 		}
 	}

@@ -530,7 +530,8 @@ type flushItem struct {
 // hold's), budget, one request's hold, and 1 when this replica has heard
 // the account on Redis (bud_seed's lost), else 0. KEYS: one hash per account,
 // then the presence set. It returns {alive, then per account: the
-// allotment's size, spent, held, 1 when it is open}. An allotment is at
+// allotment's size, spent, held, 1 when it is open; then per account the
+// period Redis has it in (mirrorFlushed)}. An allotment is at
 // least base (what requests in flight hold stays held) and grows only
 // while remaining = budget − spent − others' holds is at least
 // few × hold × alive, to at most remaining / (2 × alive); it is open (decides
@@ -540,7 +541,7 @@ var allotScript = rscript.New(luaNow + luaHold + `
 local ttl, win, few = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local n = #KEYS - 1
 local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - win, '+inf'), 1)
-local out = {alive}
+local out, periods = {alive}, {}
 local exp = now + ttl
 for i = 1, n do
   local k, o = KEYS[i], 3 + 11 * (i - 1)
@@ -583,7 +584,9 @@ for i = 1, n do
   if not touched then redis.call('PEXPIRE', k, 604800000) end
   if size == 0 and v then redis.call('HDEL', k, lease) end
   out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = size, s, hd, open
+  periods[i] = tonumber(redis.call('HGET', k, 'period') or 0)
 end
+for i = 1, n do out[#out + 1] = periods[i] end
 return out
 `)
 
@@ -730,7 +733,7 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 	call, ticket := x.s.queue(allotScript, p.keys, p.args...)
 	v, ticket, err := x.s.wait(ctx, call, ticket)
 	res, err := rscript.Int64s(v, err)
-	if err == nil && len(res) != 1+4*len(p.items) {
+	if err == nil && len(res) != 1+5*len(p.items) {
 		err = fmt.Errorf("redis: allotment flush answered %d values for %d accounts", len(res), len(p.items))
 	}
 	if err != nil {
@@ -771,7 +774,7 @@ func (x *Allotted) send(ctx context.Context, p *flushCall) error {
 		// from this figure, which has it (or, when a later one was
 		// mirrored already, out of the view too: that one counted it
 		// twice). The view never dips between the two.
-		mirrorFlushed(a, spent, ticket, it.booked)
+		mirrorFlushed(a, spent, ticket, it.booked, res[1+4*len(p.items)+i])
 		a.hear(a.Budget()-Amount(spent+held), alive, marks[i])
 		al.closedNow.Store(!open)
 		al.until.Store(p.sent + int64(x.localFor()))

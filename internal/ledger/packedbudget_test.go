@@ -253,7 +253,9 @@ func TestPackedBudgetMatchesOld(t *testing.T) {
 			} else {
 				got = run(newSettleAt, append(append([]string{}, junk...), nk...), append([]any{"j1", "j2", "j3"}, args...))
 			}
-			if !reflect.DeepEqual(got, want) {
+			// The packed reply ends with each account's period (branch
+			// ledgergaps), which the old one lacks.
+			if len(got) != len(want)+len(l.accs) || !reflect.DeepEqual(got[:len(want)], want) {
 				t.Fatalf("step %d: settle of %s (%d): packed %v, old %v", step, l.name, actual, got, want)
 			}
 			seen["settled"]++

@@ -29,7 +29,7 @@ func TestProbeAllotmentEditedSpendStopsLocalDecisions(t *testing.T) {
 		t.Fatalf("Redis holds %d: no allotment to probe", held)
 	}
 	edited := ledger.USD(0.95) // 0.05 left: five requests
-	if err := r.s.SetSpent(ctx, r.key.Kind, r.key.ID, edited); err != nil {
+	if err := r.s.SetSpent(ctx, r.key.Kind, r.key.ID, edited, r.key.ResetAt()); err != nil {
 		t.Fatal(err)
 	}
 	r.key.SetSpent(edited) // the replica that served the edit

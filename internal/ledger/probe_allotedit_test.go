@@ -25,7 +25,7 @@ func TestSpendEditKeepsWhatWasGrantedBeforeIt(t *testing.T) {
 	budget, cost, edited := ledger.USD(1), ledger.USD(0.01), ledger.USD(0.95)
 	edit := func(t *testing.T, a *allotReplica) {
 		t.Helper()
-		if err := a.s.SetSpent(ctx, store.KindKey, "k", edited); err != nil {
+		if err := a.s.SetSpent(ctx, store.KindKey, "k", edited, a.key.ResetAt()); err != nil {
 			t.Fatal(err)
 		}
 		a.key.SetSpent(edited)

@@ -38,7 +38,7 @@ func TestProbeRemotePartMadeConcurrently(t *testing.T) {
 			run(func() {
 				a.LastHeard()
 				a.owesRedis()
-				mirrorAt(a, S, uint64(g+1))
+				mirrorAt(a, S, uint64(g+1), 0)
 				parts[g] = a.remote()
 			})
 		}

@@ -120,7 +120,7 @@ func TestProbeReseedAfterAnEditIsNeverNegative(t *testing.T) {
 	b := newAllotReplica(t, prefix, budget, time.Minute)
 	warm(t, b, cost)
 	spendLocal(t, b, 5, cost) // booked against the allotment, not flushed
-	if err := b.s.SetSpent(ctx, store.KindKey, "k", 0); err != nil {
+	if err := b.s.SetSpent(ctx, store.KindKey, "k", 0, b.key.ResetAt()); err != nil {
 		t.Fatal(err)
 	}
 	b.key.SetSpent(0)
@@ -180,7 +180,7 @@ func TestProbeRedisEmptiedReseedTakesTheLargerView(t *testing.T) {
 		t.Fatalf("strict: granted %v on a $1 budget with %v spent before the loss", over.Dollars(), want.Dollars())
 	}
 	// An edit after the loss is not undone by a view from before it.
-	if err := a.SetSpent(ctx, store.KindKey, "k", 0); err != nil {
+	if err := a.SetSpent(ctx, store.KindKey, "k", 0, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	spend(b, keyB, 0)

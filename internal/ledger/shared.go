@@ -410,9 +410,17 @@ end
 -- hold or flush, not the first one's). Not on a first seed: a view may
 -- count a carry twice for a moment (never not at all), and the raise
 -- would keep that. An edit (setSpentScript) and a new period end the
--- mark. It returns spent and whether k was fresh.
+-- mark. Spend with no period (an edit that made the hash, its period not
+-- known) is this period's: kept. It returns spent and whether k was fresh.
 local function bud_seed(k, cs, cp, rv, seed, period, lost)
   local pn = tonumber(period)
+  if cs ~= false and cp == false and pn > 0 then
+    -- Spend without a period: only an edit (setSpentScript) not told its
+    -- period makes one. It is the spend now: taken as this period's
+    -- (kept, never reseeded from a view: that undid the edit).
+    redis.call('HSET', k, 'period', period)
+    return tonumber(cs), false
+  end
   if cs == false or tonumber(cp or 0) < pn then
     if cs == false and lost then
       redis.call('HSET', k, 'spent', seed, 'period', period, 'rv', period)
@@ -540,9 +548,11 @@ end
 // settleScript: ARGV = actual, lease, and a value returned first as is (0:
 // the settle counts no replicas; the caller takes the hold's count and the
 // heartbeat's); KEYS as for reserveScript. Returns {that value, then per
-// account spent and held},
+// account spent and held, then per account the period Redis has it in},
 // spent -1 for an account Redis no longer has (flushed, restarted): its
-// spend is left for the next hold to carry, and reseeds it.
+// spend is left for the next hold to carry, and reseeds it. The period
+// lets a reply of a period the local view has rolled past be dropped
+// (mirrorLocked).
 var settleScript = rscript.New(luaSettle + `
 return bud_settle(KEYS, ARGV, 0, 0)
 `)
@@ -555,13 +565,15 @@ const luaSettle = luaNum + `
 local function bud_settle(KEYS, ARGV, ko, ao)
 local actual, lease = tonumber(ARGV[ao + 1]), ARGV[ao + 2]
 local out = {tonumber(ARGV[ao + 3])}
-for i = 1, #KEYS - ko - 1 do
+local n = #KEYS - ko - 1
+for i = 1, n do
   local k = KEYS[ko + i]
   -- An account Redis has always has its spend (seeded, set or reset).
   -- The marker 'c:s<lease>' says a later hold already applied this settle
   -- (its answer was lost, and it ran late; bud_carry): it counts once,
   -- and only frees its lease if that is still there.
-  local cur = redis.call('HMGET', k, 'spent', 'held', 'short', lease, 'c:s' .. lease)
+  local cur = redis.call('HMGET', k, 'spent', 'held', 'short', lease, 'c:s' .. lease, 'period')
+  out[1 + 2 * n + i] = tonumber(cur[6] or 0)
   local exists = cur[1] ~= false
   local held = tonumber(cur[2] or 0)
   local a = cur[4] and tonumber(string.match(cur[4], '^(%-?%d+)'))
@@ -985,10 +997,17 @@ func (h *sharedHold) releaseLease() {
 // half done (as seed reads it), and set by compare-and-swap: a move that
 // adds to offRedis after the read and to spent after the swap is then
 // counted once, not twice or never.
-func mirrorAt(a *Account, redisSpent int64, ticket uint64) bool {
+//
+// period is the budget period Redis had the account in when it ran the
+// call: a figure of a period older than the view's (the call ran before
+// Redis's reset, its reply read after this replica rolled its view over)
+// is dropped, or the new period's view would start from the old period's
+// spend (and a hold reseeding Redis's new period from the view would take
+// it there: branch ledgergaps).
+func mirrorAt(a *Account, redisSpent int64, ticket uint64, period int64) bool {
 	a.remote().mirrorMu.Lock()
 	defer a.remote().mirrorMu.Unlock()
-	return mirrorLocked(a, redisSpent, ticket)
+	return mirrorLocked(a, redisSpent, ticket, period)
 }
 
 // mirrorFlushed applies an allotment flush's answer to a's view: booked,
@@ -999,7 +1018,12 @@ func mirrorAt(a *Account, redisSpent int64, ticket uint64) bool {
 // the mirror keeps it; only when a later figure was mirrored already
 // (which counted the booking both on Redis and in 'allotted') is it taken
 // out of 'spent' as well. Under mirrorMu, so that no mirror runs between.
-func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64) {
+//
+// A flush of a period older than the view's (mirrorAt) takes the booking
+// out of 'allotted' only: the view keeps it, as a rollover keeps what was
+// not on Redis yet (rollTo: over, never under), until a figure of its own
+// period is mirrored.
+func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64, period int64) {
 	a.remote().mirrorMu.Lock()
 	defer a.remote().mirrorMu.Unlock()
 	a.beginMove()
@@ -1011,12 +1035,12 @@ func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64) {
 		return
 	}
 	a.endMove()
-	mirrorLocked(a, redisSpent, ticket)
+	mirrorLocked(a, redisSpent, ticket, period)
 }
 
 // mirrorLocked is mirrorAt with a.mirrorMu held.
-func mirrorLocked(a *Account, redisSpent int64, ticket uint64) bool {
-	if ticket < a.remote().mirrored {
+func mirrorLocked(a *Account, redisSpent int64, ticket uint64, period int64) bool {
+	if ticket < a.remote().mirrored || period < a.resetAt.Load() {
 		return false
 	}
 	a.remote().mirrored = ticket
@@ -1115,7 +1139,7 @@ func (p *settling) wait() (soft []*Account) {
 			a.remote().landing.Add(-int64(actual))
 		}
 	}()
-	if err == nil && len(res) != 1+2*len(h.shared) {
+	if err == nil && len(res) != 1+3*len(h.shared) {
 		err = fmt.Errorf("redis: settle reply has %d values for %d accounts", len(res), len(h.shared))
 	}
 	for i, a := range h.shared {
@@ -1126,7 +1150,7 @@ func (p *settling) wait() (soft []*Account) {
 			_, alive := a.LastHeard()
 			alive = max(alive, h.s.alive.Load())
 			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive, p.marks[i])
-			mirrorAt(a, res[1+2*i], p.ticket) // headers, metrics, soft budgets
+			mirrorAt(a, res[1+2*i], p.ticket, res[1+2*len(h.shared)+i]) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
 			a.beginMove()
@@ -1202,18 +1226,36 @@ func (s *Shared) ResetPeriod(ctx context.Context, kind store.Kind, id string, ne
 }
 
 // SetSpent writes an operator's spend edit into Redis, so that every
-// replica's next hold sees it; holds in flight are kept.
-func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent Amount) error {
+// replica's next hold sees it; holds in flight are kept. resetAt is the
+// end of the budget period the edit is for (the account's ResetAt; zero
+// when it has none or it is not known): written with the edit when Redis
+// has no period or an older one, so that the next hold of a replica in
+// that period finds the edit in its period and keeps it (branch
+// ledgergaps: an edit that made the hash had no period, and the next hold
+// took it for a hash of an older period and reseeded it from its view,
+// undoing the edit).
+func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent Amount, resetAt time.Time) error {
 	k := s.prefix + string(kind) + ":" + id
-	_, err := s.r.Run(ctx, setSpentScript, []string{k}, int64(spent))
+	var period int64
+	if !resetAt.IsZero() {
+		period = resetAt.UnixNano()
+	}
+	_, err := s.r.Run(ctx, setSpentScript, []string{k}, int64(spent), strconv.FormatInt(period, 10))
 	return err
 }
 
-// setSpentScript sets an account's spend (ARGV[1]) and ends its reseed
-// mark ('rv', bud_seed): a replica's view from before the edit must not
-// raise the edited spend.
+// setSpentScript sets an account's spend (ARGV[1]), with the period
+// ARGV[2] (ns; 0: not known) when Redis has none or an older one, and ends
+// its reseed mark ('rv', bud_seed): a replica's view from before the edit
+// must not raise the edited spend. A hash the edit makes without a period
+// (ARGV[2] 0) is taken by the next hold as its seed's period (bud_seed).
 var setSpentScript = rscript.New(`
-redis.call('HSET', KEYS[1], 'spent', ARGV[1])
+local p = tonumber(ARGV[2])
+if p ~= 0 and tonumber(redis.call('HGET', KEYS[1], 'period') or 0) < p then
+  redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'period', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'spent', ARGV[1])
+end
 redis.call('HDEL', KEYS[1], 'rv')
 return 1
 `)

@@ -109,7 +109,7 @@ func TestSharedCatchesUpAndTakesEdits(t *testing.T) {
 		t.Fatal("the spend booked while Redis was away never reached it")
 	}
 	// An operator resets the spend on A; B's next hold sees it.
-	if err := a.SetSpent(ctx, store.KindKey, "k", 0); err != nil {
+	if err := a.SetSpent(ctx, store.KindKey, "k", 0, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Reserve(ctx, []*ledger.Account{keyB}, ledger.USD(0.9)); err != nil {
@@ -290,7 +290,7 @@ func TestSharedSurvivesRedisLosingState(t *testing.T) {
 
 	// An operator's edit written to Redis first works the same way.
 	m.FlushAll()
-	if err := s.SetSpent(ctx, store.KindKey, "k", ledger.USD(2)); err != nil {
+	if err := s.SetSpent(ctx, store.KindKey, "k", ledger.USD(2), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	key.SetSpent(ledger.USD(2))
