@@ -1038,6 +1038,29 @@ func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64, pe
 	mirrorLocked(a, redisSpent, ticket, period)
 }
 
+// mirrorSettled applies a settle's answer to a's view: mirrored (mirrorAt)
+// when Redis ran it in the view's period or a later one. Of an older
+// period (Redis not reset yet when it ran, or the period's end moved
+// without a reset: an operator's budget_reset_at or a budget_duration
+// given to the account) its figure is not taken, but the settle's own
+// spend, actual, is booked in the view, as a rollover keeps what was not
+// on Redis yet (rollTo) and a flush's booking stays (mirrorFlushed): over,
+// never under. Dropped, a hold reseeding Redis's period from the view
+// lost it (a strict budget passable by it; after a moved end, spend that
+// was never reset).
+func mirrorSettled(a *Account, redisSpent int64, ticket uint64, period int64, actual int64) {
+	a.remote().mirrorMu.Lock()
+	defer a.remote().mirrorMu.Unlock()
+	if period < a.resetAt.Load() {
+		a.beginMove()
+		a.spent.Add(actual)
+		a.endMove()
+		a.used.Add(actual)
+		return
+	}
+	mirrorLocked(a, redisSpent, ticket, period)
+}
+
 // mirrorLocked is mirrorAt with a.mirrorMu held.
 func mirrorLocked(a *Account, redisSpent int64, ticket uint64, period int64) bool {
 	if ticket < a.remote().mirrored || period < a.resetAt.Load() {
@@ -1150,7 +1173,7 @@ func (p *settling) wait() (soft []*Account) {
 			_, alive := a.LastHeard()
 			alive = max(alive, h.s.alive.Load())
 			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive, p.marks[i])
-			mirrorAt(a, res[1+2*i], p.ticket, res[1+2*len(h.shared)+i]) // headers, metrics, soft budgets
+			mirrorSettled(a, res[1+2*i], p.ticket, res[1+2*len(h.shared)+i], int64(actual)) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
 			a.beginMove()

@@ -1,0 +1,54 @@
+package ledger_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// TestProbeSettleReadAfterThePeriodEndMovedIsNotLost: the budget period's
+// end moves without a rollover (Book.Account: an operator moved
+// budget_reset_at, or gave the key a budget_duration: SetResetAt, spend
+// kept) while a $0.60 settle is on its way. The settle runs on Redis in
+// the period Redis has (the old end); its reply is read after the view took
+// the new end. On ledgergaps the reply was dropped as "an older period's"
+// and nothing else books the settle in the view, so the next hold (of the
+// new end: fresh on Redis) reseeded Redis from a view without it: $0.60
+// never reset was gone, and a $0.50 request on the $1 budget was granted
+// (strict budget passed by the settle).
+func TestProbeSettleReadAfterThePeriodEndMovedIsNotLost(t *testing.T) {
+	c, prefix := realRedis(t)
+	ctx := context.Background()
+	_, s, _ := twoLiveReplicas(t, c, prefix)
+	budget := ledger.USD(1)
+	for _, tc := range []struct {
+		id       string
+		from, to time.Time
+	}{
+		{"moved", time.Now().Add(time.Hour), time.Now().Add(2 * time.Hour)},
+		{"durationadded", time.Time{}, time.Now().Add(time.Hour)},
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			key := ledger.NewAccount(store.KindKey, tc.id, 0, budget)
+			key.SetResetAt(tc.from)
+			h, err := s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.6))
+			if err != nil {
+				t.Fatal(err)
+			}
+			settling := ledger.SendSettle(h, ledger.USD(0.6), true)
+			key.SetResetAt(tc.to) // the period's end moved: no reset, spend kept
+			settling.Wait()
+			if got := key.Spent(); got < ledger.USD(0.6) {
+				t.Errorf("the view has %v after a $0.60 settle and no reset", got.Dollars())
+			}
+			h, err = s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.5))
+			if err == nil {
+				h.Release()
+				t.Fatalf("a $0.50 request granted on a $1 budget that spent $0.60 (Redis spent %s)", budField(c, prefix, tc.id, "spent"))
+			}
+		})
+	}
+}
