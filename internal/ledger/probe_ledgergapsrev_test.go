@@ -52,3 +52,38 @@ func TestProbeSettleReadAfterThePeriodEndMovedIsNotLost(t *testing.T) {
 		})
 	}
 }
+
+// TestProbeSettleMirrorsWithAResetTimeNotWholeSeconds: a reset time with
+// microseconds (an operator's budget_reset_at, a LiteLLM database's,
+// PostgreSQL's precision) is past 2^53 ns: the period a settle's reply
+// returns went through a Lua number, rounded to 256 ns, here down. On
+// ledgergaps the reply then read as "of an older period" and was never
+// mirrored: replica S's view kept none of the $0.60 another replica spent
+// (nor, before ledgergapsrev, its own $0.01), so its headers, soft budget
+// and fallback share ran on $0 (main: $0.61).
+func TestProbeSettleMirrorsWithAResetTimeNotWholeSeconds(t *testing.T) {
+	c, prefix := realRedis(t)
+	ctx := context.Background()
+	_, s, other := twoLiveReplicas(t, c, prefix)
+	budget := ledger.USD(1)
+	// Whole seconds are a multiple of 512 ns; 6 µs more rounds down to
+	// the 256 ns a double has there.
+	reset := time.Now().Add(time.Hour).Truncate(time.Second).Add(6 * time.Microsecond)
+	spend := func(x *ledger.Shared, key *ledger.Account, amt ledger.Amount) {
+		t.Helper()
+		h, err := x.Reserve(ctx, []*ledger.Account{key}, amt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Settle(amt)
+	}
+	keyO := ledger.NewAccount(store.KindKey, "k", 0, budget)
+	keyO.SetResetAt(reset)
+	keyS := ledger.NewAccount(store.KindKey, "k", 0, budget)
+	keyS.SetResetAt(reset)
+	spend(other, keyO, ledger.USD(0.6))
+	spend(s, keyS, ledger.USD(0.01))
+	if got, want := keyS.Spent(), ledger.USD(0.61); got != want {
+		t.Fatalf("S's view after its settle: %v, want Redis's %v (Redis period %s, view's %d)", got.Dollars(), want.Dollars(), budField(c, prefix, "k", "period"), reset.UnixNano())
+	}
+}

@@ -1051,7 +1051,7 @@ func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64, pe
 func mirrorSettled(a *Account, redisSpent int64, ticket uint64, period int64, actual int64) {
 	a.remote().mirrorMu.Lock()
 	defer a.remote().mirrorMu.Unlock()
-	if period < a.resetAt.Load() {
+	if olderPeriod(period, a.resetAt.Load()) {
 		a.beginMove()
 		a.spent.Add(actual)
 		a.endMove()
@@ -1061,9 +1061,21 @@ func mirrorSettled(a *Account, redisSpent int64, ticket uint64, period int64, ac
 	mirrorLocked(a, redisSpent, ticket, period)
 }
 
+// olderPeriod reports whether a script's reply says a period (ns) older
+// than the view's reset time. The reply's period went through a Lua number:
+// past 2^53 ns it is rounded (to 256 ns now), a reset time with
+// microseconds (an operator's budget_reset_at, PostgreSQL's) down as often
+// as not, and compared as is it read as older than the very period it is
+// (every answer dropped: TestProbeSettleMirrorsWithAResetTimeNotWholeSeconds).
+// Both are compared as Lua compares them, rounded to a double alike;
+// periods are seconds apart.
+func olderPeriod(period, resetAt int64) bool {
+	return float64(period) < float64(resetAt)
+}
+
 // mirrorLocked is mirrorAt with a.mirrorMu held.
 func mirrorLocked(a *Account, redisSpent int64, ticket uint64, period int64) bool {
-	if ticket < a.remote().mirrored || period < a.resetAt.Load() {
+	if ticket < a.remote().mirrored || olderPeriod(period, a.resetAt.Load()) {
 		return false
 	}
 	a.remote().mirrored = ticket
