@@ -87,3 +87,35 @@ func TestProbeSettleMirrorsWithAResetTimeNotWholeSeconds(t *testing.T) {
 		t.Fatalf("S's view after its settle: %v, want Redis's %v (Redis period %s, view's %d)", got.Dollars(), want.Dollars(), budField(c, prefix, "k", "period"), reset.UnixNano())
 	}
 }
+
+// TestProbeFlushMirrorsWithAResetTimeNotWholeSeconds: the allotment
+// flush's answer, as TestProbeSettleMirrorsWithAResetTimeNotWholeSeconds:
+// with a reset time of microseconds rounded down through Lua, ledgergaps
+// never mirrored it, and replica A's view kept only its own bookings, not
+// the $0.30 replica B spent.
+func TestProbeFlushMirrorsWithAResetTimeNotWholeSeconds(t *testing.T) {
+	_, prefix := realRedis(t)
+	ctx := context.Background()
+	reset := time.Now().Add(time.Hour).Truncate(time.Second).Add(6 * time.Microsecond)
+	a := newAllotReplica(t, prefix, ledger.USD(10), time.Minute)
+	b := newAllotReplica(t, prefix, ledger.USD(10), time.Minute)
+	a.key.SetResetAt(reset)
+	b.key.SetResetAt(reset)
+	h, err := b.s.Reserve(ctx, []*ledger.Account{b.key}, ledger.USD(0.3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Settle(ledger.USD(0.3))
+	cost := ledger.USD(0.01)
+	warm(t, a, cost)
+	spendLocal(t, a, 2, cost)
+	if err := a.x.Flush(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.key.Spent(), ledger.USD(0.3)+2*cost; got != want {
+		t.Fatalf("A's view after its flush: %v, want Redis's %v", got.Dollars(), want.Dollars())
+	}
+	if err := a.x.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+}
