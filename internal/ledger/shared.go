@@ -1306,9 +1306,17 @@ return 1
 // there, as a hold's carry of them does: spend booked after Redis's reset
 // must count in the new period (branch allotmoney: it was left to the
 // store, and Redis's new period never had it); spend of the old period
-// carried late counts there too (over, never under).
+// carried late counts there too (over, never under). Spend with no period
+// (an edit not told its period made the hash) is this period's, as
+// bud_seed takes it: the items land (before branch ledgergapsrev they were
+// left for a hold that the next one, keeping the hash, never seeded, and a
+// replica stopping carried nothing: TestProbeCarryOfflineOntoAnUntoldEditsHash).
 var carryScript = rscript.New(luaNow + luaHold + `
 local cur = redis.call('HMGET', KEYS[1], 'spent', 'period', 'held', 'nx')
+if cur[1] ~= false and cur[2] == false and tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], 'period', ARGV[2])
+  cur[2] = ARGV[2]
+end
 if cur[1] == false or tonumber(cur[2] or 0) < tonumber(ARGV[2]) then return 2 end
 bud_carry(KEYS[1], ARGV[1], tonumber(cur[1]), tonumber(cur[3] or 0), cur[4] and tonumber(cur[4]), false)
 return 1
