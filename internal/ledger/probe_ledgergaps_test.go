@@ -59,14 +59,16 @@ func TestProbeEditOfAnAccountRedisLacksSurvivesTheNextHold(t *testing.T) {
 	}
 }
 
-// TestProbeSettleOfTheOldPeriodReadAfterTheRolloverIsDropped: a settle
-// runs on Redis in the old budget period ($0.60 spent there) and its reply
-// is read after this replica rolled its view over to the new period.
-// Before branch ledgergaps the reply set the new period's view to the old
-// period's $0.60, and the next hold, finding Redis still in the old period
-// (its reset not sent), reseeded Redis's new period from that view: $0.60
-// the new period never spent, and a $0.50 request on the $1 budget was
-// refused.
+// TestProbeSettleOfTheOldPeriodReadAfterTheRolloverIsDropped: $0.60 is
+// settled in the old budget period, then a $0.10 settle runs on Redis in
+// the old period and its reply is read after this replica rolled its view
+// over to the new period. Before branch ledgergaps the reply set the new
+// period's view to the old period's $0.70, and the next hold, finding
+// Redis still in the old period (its reset not sent), reseeded Redis's new
+// period from that view: spend the new period never had, and a $0.50
+// request on the $1 budget was refused. The old period's figure is
+// dropped; the settle's own $0.10 stays in the view (it may have been
+// spent after the period's end: over, never under; ledgergapsrev).
 func TestProbeSettleOfTheOldPeriodReadAfterTheRolloverIsDropped(t *testing.T) {
 	c, prefix := realRedis(t)
 	ctx := context.Background()
@@ -79,20 +81,25 @@ func TestProbeSettleOfTheOldPeriodReadAfterTheRolloverIsDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	settling := ledger.SendSettle(h, ledger.USD(0.6), true) // runs in the old period
+	h.Settle(ledger.USD(0.6))
+	h, err = s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	settling := ledger.SendSettle(h, ledger.USD(0.1), true) // runs in the old period
 	if !key.RollTo(next, 0) {                               // the view rolls over before the reply is read
 		t.Fatal("no rollover")
 	}
 	settling.Wait()
-	if got := key.Spent(); got != 0 {
-		t.Errorf("the new period's view has spent %v after the old period's settle reply, want 0", got.Dollars())
+	if got, want := key.Spent(), ledger.USD(0.1); got != want {
+		t.Errorf("the new period's view has spent %v after the old period's settle reply, want %v (its own spend)", got.Dollars(), want.Dollars())
 	}
 	h, err = s.Reserve(ctx, []*ledger.Account{key}, ledger.USD(0.5)) // reseeds Redis's new period
 	if err != nil {
 		t.Fatalf("a $0.50 request in the new period of a $1 budget: %v", err)
 	}
 	h.Release()
-	if got := budField(c, prefix, "k", "spent"); got != "0" {
-		t.Fatalf("Redis's new period was seeded with spent %s, want 0", got)
+	if got, want := budField(c, prefix, "k", "spent"), strconv.FormatInt(int64(ledger.USD(0.1)), 10); got != want {
+		t.Fatalf("Redis's new period was seeded with spent %s, want %s", got, want)
 	}
 }

@@ -1038,9 +1038,44 @@ func mirrorFlushed(a *Account, redisSpent int64, ticket uint64, booked int64, pe
 	mirrorLocked(a, redisSpent, ticket, period)
 }
 
+// mirrorSettled applies a settle's answer to a's view: mirrored (mirrorAt)
+// when Redis ran it in the view's period or a later one. Of an older
+// period (Redis not reset yet when it ran, or the period's end moved
+// without a reset: an operator's budget_reset_at or a budget_duration
+// given to the account) its figure is not taken, but the settle's own
+// spend, actual, is booked in the view, as a rollover keeps what was not
+// on Redis yet (rollTo) and a flush's booking stays (mirrorFlushed): over,
+// never under. Dropped, a hold reseeding Redis's period from the view
+// lost it (a strict budget passable by it; after a moved end, spend that
+// was never reset).
+func mirrorSettled(a *Account, redisSpent int64, ticket uint64, period int64, actual int64) {
+	a.remote().mirrorMu.Lock()
+	defer a.remote().mirrorMu.Unlock()
+	if olderPeriod(period, a.resetAt.Load()) {
+		a.beginMove()
+		a.spent.Add(actual)
+		a.endMove()
+		a.used.Add(actual)
+		return
+	}
+	mirrorLocked(a, redisSpent, ticket, period)
+}
+
+// olderPeriod reports whether a script's reply says a period (ns) older
+// than the view's reset time. The reply's period went through a Lua number:
+// past 2^53 ns it is rounded (to 256 ns now), a reset time with
+// microseconds (an operator's budget_reset_at, PostgreSQL's) down as often
+// as not, and compared as is it read as older than the very period it is
+// (every answer dropped: TestProbeSettleMirrorsWithAResetTimeNotWholeSeconds).
+// Both are compared as Lua compares them, rounded to a double alike;
+// periods are seconds apart.
+func olderPeriod(period, resetAt int64) bool {
+	return float64(period) < float64(resetAt)
+}
+
 // mirrorLocked is mirrorAt with a.mirrorMu held.
 func mirrorLocked(a *Account, redisSpent int64, ticket uint64, period int64) bool {
-	if ticket < a.remote().mirrored || period < a.resetAt.Load() {
+	if ticket < a.remote().mirrored || olderPeriod(period, a.resetAt.Load()) {
 		return false
 	}
 	a.remote().mirrored = ticket
@@ -1150,7 +1185,7 @@ func (p *settling) wait() (soft []*Account) {
 			_, alive := a.LastHeard()
 			alive = max(alive, h.s.alive.Load())
 			a.hear(a.Budget()-Amount(res[1+2*i]+res[2+2*i]), alive, p.marks[i])
-			mirrorAt(a, res[1+2*i], p.ticket, res[1+2*len(h.shared)+i]) // headers, metrics, soft budgets
+			mirrorSettled(a, res[1+2*i], p.ticket, res[1+2*len(h.shared)+i], int64(actual)) // headers, metrics, soft budgets
 		case err == nil:
 			// Redis lost the account: this spend reseeds it with the next hold.
 			a.beginMove()
@@ -1271,9 +1306,17 @@ return 1
 // there, as a hold's carry of them does: spend booked after Redis's reset
 // must count in the new period (branch allotmoney: it was left to the
 // store, and Redis's new period never had it); spend of the old period
-// carried late counts there too (over, never under).
+// carried late counts there too (over, never under). Spend with no period
+// (an edit not told its period made the hash) is this period's, as
+// bud_seed takes it: the items land (before branch ledgergapsrev they were
+// left for a hold that the next one, keeping the hash, never seeded, and a
+// replica stopping carried nothing: TestProbeCarryOfflineOntoAnUntoldEditsHash).
 var carryScript = rscript.New(luaNow + luaHold + `
 local cur = redis.call('HMGET', KEYS[1], 'spent', 'period', 'held', 'nx')
+if cur[1] ~= false and cur[2] == false and tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], 'period', ARGV[2])
+  cur[2] = ARGV[2]
+end
 if cur[1] == false or tonumber(cur[2] or 0) < tonumber(ARGV[2]) then return 2 end
 bud_carry(KEYS[1], ARGV[1], tonumber(cur[1]), tonumber(cur[3] or 0), cur[4] and tonumber(cur[4]), false)
 return 1
