@@ -34,6 +34,12 @@ type Redis struct {
 	// died without releasing it; a live replica renews its requests'
 	// slots while they run (Renew).
 	LeaseTTL time.Duration
+	// AdmitTimeout bounds an admission's wait for Redis (Admit; default
+	// 500 ms); past it the request is decided on local counters, which do
+	// not see the other replicas' admissions. The server sets it to its
+	// Redis hold deadline (Options.RedisHoldTimeout), which bounds the
+	// same admission when it rides in a budget hold's script.
+	AdmitTimeout time.Duration
 
 	live liveTickets // admitted with a parallel slot, not settled (renew.go)
 	// epoch is clock's origin; now reads the time (time.Now; tests step it).
@@ -53,11 +59,10 @@ func NewRedis(r *rscript.Runner, prefix string) *Redis {
 	if prefix == "" {
 		prefix = "tg"
 	}
-	return &Redis{r: r, prefix: "{" + prefix + "}:rl:", LeaseTTL: 15 * time.Minute, epoch: time.Now(), now: time.Now}
+	return &Redis{r: r, prefix: "{" + prefix + "}:rl:", LeaseTTL: 15 * time.Minute, AdmitTimeout: admitTimeout, epoch: time.Now(), now: time.Now}
 }
 
-// admitTimeout bounds an admission's wait for Redis; past it the request is
-// admitted on local counters.
+// admitTimeout is AdmitTimeout's default.
 const admitTimeout = 500 * time.Millisecond
 
 // slogAdapter routes go-redis's own messages (dial failures, pool
@@ -358,7 +363,7 @@ func (rd *Redis) Admit(ctx context.Context, t *Ticket) (*Denied, error) {
 		t.lease = newLease()
 	}
 	keys, args := rd.args(t, t.Est, rd.LeaseTTL.Milliseconds())
-	ctx, cancel := context.WithTimeout(ctx, admitTimeout)
+	ctx, cancel := context.WithTimeout(ctx, rd.AdmitTimeout)
 	defer cancel()
 	at := rd.clock()
 	res, err := rscript.Int64s(rd.r.Run(ctx, admitScript, keys, args...))

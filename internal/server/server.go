@@ -64,7 +64,9 @@ type Options struct {
 	RedisPrefix string
 	// RedisHoldTimeout bounds a budget hold's wait for Redis, and a
 	// settle's beyond 2 s (ledger.SharedOptions.HoldTimeout; default
-	// 500 ms). Tests that must not depend on a deadline set it long.
+	// 500 ms), and a rate-limit admission's (ratelimit.Redis.AdmitTimeout,
+	// alone or fused with a hold). Tests that must not depend on a
+	// deadline set it long.
 	RedisHoldTimeout time.Duration
 	// RedisReadTimeout bounds the wait for Redis's reply on a connection
 	// (rscript.Options.ReadTimeout; default 500 ms): tests that hold
@@ -1189,6 +1191,11 @@ func newLimits(cfg *config.Config, opts Options, c *rscript.Runner, m *metrics.M
 		rd = ratelimit.NewRedis(c, opts.RedisPrefix)
 		if opts.RedisLeaseTTL > 0 {
 			rd.LeaseTTL = opts.RedisLeaseTTL
+		}
+		if opts.RedisHoldTimeout > 0 {
+			// a rate-limit admission alone waits as long as one fused
+			// with a budget hold (the same script's part)
+			rd.AdmitTimeout = opts.RedisHoldTimeout
 		}
 	}
 	return &gateway.RateLimits{Limiter: ratelimit.New(rd), GlobalParallel: cfg.GlobalMaxParallelRequests(), Buckets: cfg.LocalRateLimits,
