@@ -332,12 +332,15 @@ func (a *API) userDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if len(req.UserIDs) == 0 {
 		return apierror.BadRequest("user_ids", "user_ids is required")
 	}
-	for _, id := range req.UserIDs {
-		if _, err := a.store.GetUser(r.Context(), id); err != nil {
+	created := make([]time.Time, len(req.UserIDs)) // her incarnation (Snapshot.DeleteUser)
+	for i, id := range req.UserIDs {
+		u, err := a.store.GetUser(r.Context(), id)
+		if err != nil {
 			return storeError(err, "user "+id, "user_ids")
 		}
+		created[i] = u.CreatedAt
 	}
-	for _, id := range req.UserIDs {
+	for i, id := range req.UserIDs {
 		// The store deletes the user's keys with it (as LiteLLM does) and
 		// takes her out of her teams, in one transaction; this replica
 		// forgets them at once, others at their next resync.
@@ -345,7 +348,7 @@ func (a *API) userDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 			return apierror.Internal(err)
 		}
 		a.dropKeys(r, p, func(k *store.Key) bool { return k.UserID == id })
-		a.snap.DeleteUser(id)
+		a.snap.DeleteUser(id, created[i])
 		a.audit(r.Context(), p, "deleted", "user", id, nil, nil)
 		a.leaveTeams(r, p, id)
 	}

@@ -375,7 +375,7 @@ func (a *API) orgDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 				return apierror.Internal(err)
 			}
 			a.dropKeys(r, p, func(k *store.Key) bool { return k.TeamID == t.TeamID })
-			a.snap.DeleteTeam(t.TeamID)
+			a.snap.DeleteTeam(t.TeamID, t.CreatedAt)
 			a.audit(r.Context(), p, "deleted", "team", t.TeamID, nil, nil)
 		}
 		if err := a.store.DeleteOrganization(r.Context(), id); err != nil && !errors.Is(err, store.ErrNotFound) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -212,7 +213,12 @@ func (a *API) teamsListing(user string) []string {
 // syncUserTeams writes a change of team's members into their user records:
 // a user who joined gets the team in her `teams`, one who left loses it.
 // A member without a user record gets it when she is created (/user/new).
-func (a *API) syncUserTeams(r *http.Request, p *auth.Principal, team string, before, after []store.TeamMember) error {
+// done says what the route has written of the team ("team t was
+// updated"): a user record that could not be written (other edits of her
+// won each attempt, editUser) ends the route in a 409 that says so, and
+// which users' records were written before her.
+func (a *API) syncUserTeams(r *http.Request, p *auth.Principal, team, done string, before, after []store.TeamMember) error {
+	var synced []string
 	in := func(ms []store.TeamMember, id string) bool {
 		return slices.ContainsFunc(ms, func(m store.TeamMember) bool { return m.UserID == id })
 	}
@@ -233,11 +239,18 @@ func (a *API) syncUserTeams(r *http.Request, p *auth.Principal, team string, bef
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return nil // no user record, or deleted meanwhile: nothing to keep in step
+		case errors.Is(err, errUserBusy):
+			also := ""
+			if len(synced) > 0 {
+				also = fmt.Sprintf("; users %s were", strings.Join(synced, ", "))
+			}
+			return apierror.WithStatus(http.StatusConflict, "%s; user %s's teams were not (she changed on each of %d attempts: other edits of her at the same time)%s: send the change of members again", done, id, userEditAttempts, also)
 		case err != nil:
 			return userError(err, id, "user_id")
 		case upd == nil:
 			return nil
 		}
+		synced = append(synced, id)
 		a.snap.PutUser(upd)
 		a.audit(r.Context(), p, "updated", "user", id, u, *upd)
 		return nil
@@ -340,7 +353,7 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 	}
 	a.snap.PutTeam(t)
 	a.audit(r.Context(), p, "created", "team", t.TeamID, nil, t)
-	if err := a.syncUserTeams(r, p, t.TeamID, nil, t.Members); err != nil {
+	if err := a.syncUserTeams(r, p, t.TeamID, "team "+t.TeamID+" was created", nil, t.Members); err != nil {
 		return err
 	}
 	return writeJSON(w, a.teamJSON(t, nil))
@@ -530,7 +543,7 @@ func (a *API) changeTeam(r *http.Request, p *auth.Principal, id, action string, 
 	}
 	a.snap.PutTeam(&upd)
 	a.audit(r.Context(), p, action, "team", id, before, upd)
-	if err := a.syncUserTeams(r, p, id, before.Members, upd.Members); err != nil {
+	if err := a.syncUserTeams(r, p, id, "team "+id+" was updated", before.Members, upd.Members); err != nil {
 		return nil, err
 	}
 	return &upd, nil
@@ -912,11 +925,11 @@ func (a *API) teamDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		gone = append(gone, t)
 	}
 	for _, t := range gone { // its members' users no longer list it
-		if err := a.syncUserTeams(r, p, t.TeamID, t.Members, nil); err != nil {
+		if err := a.syncUserTeams(r, p, t.TeamID, "team "+t.TeamID+" was not deleted", t.Members, nil); err != nil {
 			return err
 		}
 	}
-	for _, id := range req.TeamIDs {
+	for i, id := range req.TeamIDs {
 		// The store deletes the team's keys with it (as LiteLLM does);
 		// this replica forgets them before the team, so a blocked team's
 		// keys never outlive its block.
@@ -924,7 +937,7 @@ func (a *API) teamDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 			return apierror.Internal(err)
 		}
 		a.dropKeys(r, p, func(k *store.Key) bool { return k.TeamID == id })
-		a.snap.DeleteTeam(id)
+		a.snap.DeleteTeam(id, gone[i].CreatedAt)
 		a.audit(r.Context(), p, "deleted", "team", id, nil, nil)
 	}
 	return writeJSON(w, map[string]any{"deleted_teams": req.TeamIDs})

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -29,13 +30,16 @@ type Snapshot struct {
 	users     sync.Map // user id -> *store.User
 	teams     sync.Map // team id -> *store.Team
 	// teamMu makes each team write's compare (putTeam: the later
-	// updated_at wins) and store one step; teamsGone is, for each recently
-	// deleted team, the stamp of the copy the snapshot held, so that a copy
-	// read before the deletion (as old or older) cannot bring it back.
-	// Pruned after forgetFor.
-	teamMu    sync.Mutex
-	teamsGone map[string]teamGone
-	endUsers  sync.Map // end user id -> *store.EndUser
+	// updated_at wins) and store one step.
+	teamMu sync.Mutex
+	// goneMu guards gone: for each user or team deleted here (or by a
+	// resync) in the last forgetFor, which incarnations of it died
+	// (goneRec), so that a copy of a dead one published late (an edit that
+	// wrote the store before the deletion, a row read before it) cannot
+	// bring it back while one made again under the id is taken.
+	goneMu   sync.Mutex
+	gone     map[localID]goneRec
+	endUsers sync.Map // end user id -> *store.EndUser
 	// Budgets as objects, and organizations. A key or end user that names
 	// a budget is published with the budget's limits filled in where its
 	// own are unset (withBudget); its record as stored is kept in rawKeys
@@ -53,10 +57,6 @@ type Snapshot struct {
 	// the authenticator's miss path, and RangeKeys waits.
 	loaded     chan struct{}
 	loadedOnce sync.Once
-	// usersGone is when each user deleted here in the last forgetFor was
-	// deleted (under localMu): a write of her made before the deletion
-	// and published after it (PutUser) would bring her back.
-	usersGone map[string]time.Time
 	// local is when this process last published or removed each entity
 	// itself (an admin write, the miss path): kind/id -> time. A resync
 	// that read the store before then may hold the row as it was before
@@ -67,9 +67,63 @@ type Snapshot struct {
 	local   map[localID]time.Time
 }
 
-// teamGone is a deleted team's last stamp the snapshot held, and when it
-// was deleted here (for pruning).
-type teamGone struct{ stamp, at time.Time }
+// goneRec is a deleted user's or team's tombstone. An entity's
+// incarnation is its created_at (set once by the store's create, kept by
+// every write): a copy whose created_at is one of created is of a dead
+// incarnation and is dropped, whatever its updated_at (an edit written
+// before the deletion may be stamped later than the copy held then); one
+// made again under the id has a new created_at and is taken, whatever the
+// clock of the replica that made it. When no incarnation is known (the
+// snapshot held no copy and the caller named none) or the copy has no
+// created_at, a copy stamped no later than the deletion here is dropped.
+type goneRec struct {
+	created []time.Time
+	at      time.Time // when deleted here: pruning, and the fallback
+}
+
+func (g goneRec) dead(created, updated time.Time) bool {
+	if created.IsZero() || len(g.created) == 0 {
+		return !updated.After(g.at)
+	}
+	return slices.ContainsFunc(g.created, func(c time.Time) bool { return c.Equal(created) })
+}
+
+// buried records the deletion of kind/id now, of the incarnations created
+// (zero ones unknown), and prunes tombstones older than forgetFor.
+func (s *Snapshot) buried(kind store.Kind, id string, created ...time.Time) {
+	s.goneMu.Lock()
+	defer s.goneMu.Unlock()
+	now := time.Now()
+	if s.gone == nil {
+		s.gone = map[localID]goneRec{}
+	}
+	for k, g := range s.gone {
+		if now.Sub(g.at) > forgetFor {
+			delete(s.gone, k)
+		}
+	}
+	g := s.gone[localID{kind, id}]
+	for _, c := range created {
+		if !c.IsZero() && !slices.ContainsFunc(g.created, c.Equal) {
+			g.created = append(g.created, c)
+		}
+	}
+	g.at = now
+	s.gone[localID{kind, id}] = g
+}
+
+// isDead says whether a copy of kind/id created and stamped as given is of
+// an incarnation deleted here in the last forgetFor. An unstamped copy
+// (built by hand, not read from a store) is taken as it is.
+func (s *Snapshot) isDead(kind store.Kind, id string, created, updated time.Time) bool {
+	if updated.IsZero() {
+		return false
+	}
+	s.goneMu.Lock()
+	defer s.goneMu.Unlock()
+	g, ok := s.gone[localID{kind, id}]
+	return ok && time.Since(g.at) <= forgetFor && g.dead(created, updated)
+}
 
 type localID struct {
 	kind store.Kind
@@ -346,16 +400,14 @@ func (s *Snapshot) PutTeam(t *store.Team) {
 func (s *Snapshot) putTeam(t *store.Team) {
 	s.teamMu.Lock()
 	defer s.teamMu.Unlock()
-	if !t.UpdatedAt.IsZero() { // an unstamped copy (built by hand) is taken as it is
-		if gone, ok := s.teamsGone[t.TeamID]; ok && !t.UpdatedAt.After(gone.stamp) {
-			return // read before its deletion
-		}
-		// An equal stamp is the same write (its spend may be newer).
-		if cur, ok := s.Team(t.TeamID); ok && cur.UpdatedAt.After(t.UpdatedAt) {
-			return
-		}
+	if s.isDead(store.KindTeam, t.TeamID, t.CreatedAt, t.UpdatedAt) {
+		return // a copy of the team as it was before its deletion
 	}
-	delete(s.teamsGone, t.TeamID)
+	// An equal stamp is the same write (its spend may be newer); a copy of
+	// another incarnation (made again) is taken.
+	if cur, ok := s.Team(t.TeamID); ok && !t.UpdatedAt.IsZero() && cur.CreatedAt.Equal(t.CreatedAt) && cur.UpdatedAt.After(t.UpdatedAt) {
+		return
+	}
 	var byUser map[string]string
 	for _, m := range t.Members {
 		if m.BudgetID != "" {
@@ -667,64 +719,59 @@ func (s *Snapshot) RangeOrganizations(fn func(*store.Organization) bool) {
 	s.orgs.Range(func(_, v any) bool { return fn(v.(*store.Organization)) })
 }
 
-// DeleteUser removes a user.
-func (s *Snapshot) DeleteUser(id string) {
-	s.here(store.KindUser, id, func() {
-		s.users.Delete(id)
-		now := time.Now()
-		if s.usersGone == nil {
-			s.usersGone = map[string]time.Time{}
-		}
-		for u, at := range s.usersGone {
-			if now.Sub(at) > forgetFor {
-				delete(s.usersGone, u)
-			}
-		}
-		s.usersGone[id] = now
-	})
+// DeleteUser removes a user; created is the created_at of the record
+// deleted (zero: unknown; the copy the snapshot holds names it too). A
+// copy of her published later is dropped (goneRec).
+func (s *Snapshot) DeleteUser(id string, created time.Time) {
+	s.here(store.KindUser, id, func() { s.deleteUser(id, created) })
+}
+
+func (s *Snapshot) deleteUser(id string, created time.Time) {
+	var held time.Time
+	if cur, ok := s.users.Load(id); ok {
+		held = cur.(*store.User).CreatedAt
+	}
+	s.buried(store.KindUser, id, created, held)
+	s.users.Delete(id)
 }
 
 // putUserHere is PutUser's write (localMu held). Two writes of one user
-// publish in any order, and a write may publish after her deletion: a
-// record stamped no later than the one the snapshot has, or than her
-// deletion here, is a stale one and is dropped (a user's updated_at only
-// grows, store.NextStamp; a user created again after her deletion is
-// stamped after it). A record without a stamp (not from a store) is
-// published as it is.
+// publish in any order, and a write may publish after her deletion: a copy
+// of a deleted incarnation (goneRec), or stamped earlier than the copy of
+// the same incarnation the snapshot has, is stale and dropped (a user's
+// updated_at only grows, store.NextStamp). A record without a stamp (not
+// from a store) is published as it is.
 func (s *Snapshot) putUserHere(u *store.User) {
-	if !u.UpdatedAt.IsZero() {
-		if at, ok := s.usersGone[u.UserID]; ok && !u.UpdatedAt.After(at) {
-			return
-		}
-		if cur, ok := s.users.Load(u.UserID); ok && cur.(*store.User).UpdatedAt.After(u.UpdatedAt) {
+	if s.isDead(store.KindUser, u.UserID, u.CreatedAt, u.UpdatedAt) {
+		return
+	}
+	if cur, ok := s.users.Load(u.UserID); ok && !u.UpdatedAt.IsZero() {
+		if c := cur.(*store.User); c.CreatedAt.Equal(u.CreatedAt) && c.UpdatedAt.After(u.UpdatedAt) {
 			return
 		}
 	}
-	delete(s.usersGone, u.UserID)
 	s.users.Store(u.UserID, u)
 }
 
-// DeleteTeam removes a team.
-func (s *Snapshot) DeleteTeam(id string) {
-	s.here(store.KindTeam, id, func() { s.deleteTeam(id) })
+// DeleteTeam removes a team; created is as DeleteUser's.
+func (s *Snapshot) DeleteTeam(id string, created time.Time) {
+	s.here(store.KindTeam, id, func() { s.deleteTeam(id, created) })
 }
 
-// deleteTeam removes a team; a copy of it stamped no later than the one
-// the snapshot held (read before the deletion) is not published again. The
-// stamp, not the deletion's time: a team made again under the id on a
-// replica whose clock is behind must not be refused (its keys would be
-// served without its block and budgets).
-func (s *Snapshot) deleteTeam(id string) {
+// deleteTeam removes a team; a copy of the incarnation deleted is not
+// published again (goneRec): not by its stamp, which an edit written
+// before the deletion but published after it outruns, nor by the
+// deletion's time, which a team made again on a replica whose clock is
+// behind would not pass (its keys would be served without its block and
+// budgets).
+func (s *Snapshot) deleteTeam(id string, created time.Time) {
 	s.teamMu.Lock()
 	defer s.teamMu.Unlock()
-	if cur, ok := s.Team(id); ok && !cur.UpdatedAt.IsZero() {
-		if s.teamsGone == nil {
-			s.teamsGone = map[string]teamGone{}
-		}
-		if prev, ok := s.teamsGone[id]; !ok || cur.UpdatedAt.After(prev.stamp) {
-			s.teamsGone[id] = teamGone{stamp: cur.UpdatedAt, at: time.Now()}
-		}
+	var held time.Time
+	if cur, ok := s.Team(id); ok {
+		held = cur.CreatedAt
 	}
+	s.buried(store.KindTeam, id, created, held)
 	s.teams.Delete(id)
 	s.memberBudgets.Delete(id)
 }
@@ -787,9 +834,9 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion, read
 		var del func(string)
 		switch d.Kind {
 		case store.KindUser:
-			del = func(id string) { s.users.Delete(id) }
+			del = func(id string) { s.deleteUser(id, time.Time{}) }
 		case store.KindTeam:
-			del = s.deleteTeam
+			del = func(id string) { s.deleteTeam(id, time.Time{}) }
 		case store.KindEndUser:
 			del = s.deleteEndUser
 		case store.KindOrganization:
@@ -847,18 +894,11 @@ func (s *Snapshot) applyChanged(changed *store.Snapshot, read time.Time) {
 		return true
 	})
 	for _, u := range changed.Users {
-		s.fromStore(store.KindUser, u.UserID, read, func() { s.users.Store(u.UserID, u) })
+		s.fromStore(store.KindUser, u.UserID, read, func() { s.putUserHere(u) })
 	}
 	for _, t := range changed.Teams {
 		s.fromStore(store.KindTeam, t.TeamID, read, func() { s.putTeam(t) })
 	}
-	s.teamMu.Lock()
-	for id, g := range s.teamsGone {
-		if g.at.Before(cutoff) {
-			delete(s.teamsGone, id)
-		}
-	}
-	s.teamMu.Unlock()
 }
 
 // Periods calls fn for every key, user, team and end user that has a budget

@@ -327,7 +327,7 @@ func TestApplyKeepsWritesMadeAfterTheRead(t *testing.T) {
 	s.PutEndUser(&store.EndUser{UserID: "e", Blocked: true})
 	s.PutOrganization(&store.Organization{OrganizationID: "o", Blocked: true})
 	s.PutBudget(&store.Budget{BudgetID: "b", Limits: store.Limits{RPMLimit: p64(7)}})
-	s.DeleteTeam("gone")
+	s.DeleteTeam("gone", time.Time{})
 	s.Apply(stale, nil, read)
 
 	check := func(when string, wantNew bool) {

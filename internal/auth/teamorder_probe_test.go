@@ -42,7 +42,7 @@ func TestProbeSnapshotKeepsLaterTeam(t *testing.T) {
 	}
 	// Deleted: a copy written before the deletion stays out, a team made
 	// again after it comes in.
-	s.DeleteTeam("t")
+	s.DeleteTeam("t", time.Time{})
 	s.PutTeam(team(t0.Add(2*time.Microsecond), true, 0))
 	if _, ok := s.Team("t"); ok {
 		t.Errorf("a copy read before the team's deletion brought it back")
@@ -56,7 +56,7 @@ func TestProbeSnapshotKeepsLaterTeam(t *testing.T) {
 	// A team last written long ago: its tombstone lasts forgetFor from
 	// the deletion, not from the stamp (a resync prunes in between).
 	old := NewSnapshot(&store.Snapshot{Teams: []*store.Team{team(t0.Add(-time.Hour), false, 0)}})
-	old.DeleteTeam("t")
+	old.DeleteTeam("t", time.Time{})
 	old.Apply(&store.Snapshot{}, nil, time.Time{})
 	old.PutTeam(team(t0.Add(-time.Hour), false, 0))
 	if _, ok := old.Team("t"); ok {

@@ -828,10 +828,59 @@ func deleteUserLeavesTeams(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 
+	// created_at is an entity's incarnation (the snapshot's tombstones):
+	// set by the create, kept by every write of the record (the user's
+	// edits, a budget reset, the rewrite of her teams at a member's
+	// deletion), new when the id is made again.
+	born := map[string]time.Time{}
+	for _, id := range []string{"leaver", "stays", "t1"} {
+		if id == "t1" {
+			tm, err := s.GetTeam(ctx, id)
+			if err != nil || tm.CreatedAt.IsZero() {
+				t.Fatalf("team %s as created: %+v %v", id, tm, err)
+			}
+			born[id] = tm.CreatedAt
+			continue
+		}
+		u, err := s.GetUser(ctx, id)
+		if err != nil || u.CreatedAt.IsZero() {
+			t.Fatalf("user %s as created: %+v %v", id, u, err)
+		}
+		born[id] = u.CreatedAt
+	}
+	if u, err := s.GetUser(ctx, "stays"); err == nil {
+		u.UserEmail = "stays@example.com"
+		if err := s.UpdateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []struct {
+		k  store.Kind
+		id string
+	}{{store.KindUser, "stays"}, {store.KindTeam, "t1"}} {
+		if err := s.ResetBudget(ctx, r.k, r.id, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := s.DeleteUser(ctx, "leaver"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteTeam(ctx, "t3"); err != nil {
+		t.Fatal(err)
+	}
+	if tm, err := s.GetTeam(ctx, "t1"); err != nil || !tm.CreatedAt.Equal(born["t1"]) {
+		t.Errorf("team t1's created_at after a reset and a member's deletion: %+v %v, want %v", tm, err, born["t1"])
+	}
+	if u, err := s.GetUser(ctx, "stays"); err != nil || !u.CreatedAt.Equal(born["stays"]) {
+		t.Errorf("user stays' created_at after an edit and a reset: %+v %v, want %v", u, err, born["stays"])
+	}
+	if err := s.CreateUser(ctx, &store.User{UserID: "leaver"}); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.GetUser(ctx, "leaver"); err != nil || u.CreatedAt.Equal(born["leaver"]) {
+		t.Errorf("a user made again: created_at %+v %v, want a new one (not %v)", u, err, born["leaver"])
+	}
+	if err := s.DeleteUser(ctx, "leaver"); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"t1", "t2"} {
