@@ -354,7 +354,11 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	resp, nothing, err := pc.readResponse(req)
 	if err != nil {
-		return fail(err, nothing && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)))
+		// Never again after the request was written whole: the server may
+		// have read it and closed without answering (net/http does not
+		// retry a POST there either).
+		_ = nothing
+		return fail(err, false)
 	}
 	reuse := !resp.Close && resp.ProtoMinor == 1 && !req.Close &&
 		!httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
