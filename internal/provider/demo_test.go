@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"regexp"
@@ -122,10 +121,11 @@ func TestClientsAreOwnedNotShared(t *testing.T) {
 	if a.client == p.For("anthropic") {
 		t.Error("two providers share a client")
 	}
-	tr, ok := a.client.Transport.(*http.Transport)
+	lean, ok := a.client.Transport.(*h1Transport)
 	if !ok {
 		t.Fatalf("transport %T", a.client.Transport)
 	}
+	tr := lean.fallback // https and whatever the lean path leaves
 	if tr.MaxIdleConns != 1024 || tr.MaxIdleConnsPerHost != 512 || tr.IdleConnTimeout != 90*time.Second ||
 		tr.ResponseHeaderTimeout != 0 || !tr.DisableCompression || !tr.ForceAttemptHTTP2 || tr.Proxy == nil {
 		t.Errorf("transport settings changed: %+v", tr)

@@ -445,7 +445,9 @@ func (p *Clients) For(provider string) *http.Client {
 		tr.ResponseHeaderTimeout = 0 // bounded per request by the deployment's timeout
 		tr.DisableCompression = true // bodies pass through as the upstream encodes them
 		tr.ForceAttemptHTTP2 = true
-		rt = tr
+		// Plain http:// upstreams with a known request length take the
+		// lean HTTP/1.1 path; everything else goes to tr unchanged.
+		rt = newH1Transport(tr)
 	}
 	c := &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
