@@ -193,9 +193,10 @@ func (t *h1Transport) roundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		// A reused connection that failed before any byte of a response
-		// arrived was closed by the server while idle: the request did not
-		// reach it, and goes once more on a fresh connection.
+		// A write that failed on a reused connection means the server
+		// closed it while idle and never had the whole request: it goes
+		// once more. A failure after the request was written whole never
+		// does (exchange).
 		if !retry || !reused || retried || ctx.Err() != nil {
 			return nil, err
 		}
@@ -330,8 +331,8 @@ func (t *h1Transport) sweep() {
 }
 
 // exchange writes req on pc and reads the response's head. On error pc is
-// closed, and retry says that nothing of a response had arrived (the
-// request may go again on a fresh connection if pc was reused).
+// closed, and retry says that writing the request to the connection failed
+// (it may go again on a fresh connection if pc was reused).
 func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, body io.ReadCloser) (resp *http.Response, retry bool, err error) {
 	var stop func() bool
 	if ctx.Done() != nil {
@@ -352,12 +353,11 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	if werr != nil {
 		return fail(werr, connErr)
 	}
-	resp, nothing, err := pc.readResponse(req)
+	resp, err = pc.readResponse(req)
 	if err != nil {
 		// Never again after the request was written whole: the server may
 		// have read it and closed without answering (net/http does not
 		// retry a POST there either).
-		_ = nothing
 		return fail(err, false)
 	}
 	reuse := !resp.Close && resp.ProtoMinor == 1 && !req.Close &&
@@ -578,28 +578,27 @@ func (pc *h1Conn) readHeader(h http.Header, budget *int) error {
 }
 
 // readResponse reads the status line and headers of the response to req
-// (skipping 1xx responses) and frames its body. nothing says that no byte
-// of a response had arrived when it failed.
-func (pc *h1Conn) readResponse(req *http.Request) (resp *http.Response, nothing bool, err error) {
+// (skipping 1xx responses) and frames its body.
+func (pc *h1Conn) readResponse(req *http.Request) (resp *http.Response, err error) {
 	budget := h1MaxHeaderBytes
 	resp = &http.Response{Request: req}
 	for n1xx := 0; ; n1xx++ {
 		line, err := pc.readLine(&budget)
 		if err != nil {
-			return nil, n1xx == 0 && budget == h1MaxHeaderBytes, err
+			return nil, err
 		}
 		if err := parseStatusLine(line, resp); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		resp.Header = make(http.Header, 8)
 		if err := pc.readHeader(resp.Header, &budget); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		if resp.StatusCode >= 200 {
 			break
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols || resp.StatusCode < 100 || n1xx >= h1Max1xx {
-			return nil, false, errMalformed("unexpected status " + resp.Status)
+			return nil, errMalformed("unexpected status " + resp.Status)
 		}
 	}
 	h := resp.Header
@@ -611,10 +610,10 @@ func (pc *h1Conn) readResponse(req *http.Request) (resp *http.Response, nothing 
 	chunked := false
 	if te, ok := h["Transfer-Encoding"]; ok {
 		if len(te) != 1 || !strings.EqualFold(te[0], "chunked") || resp.ProtoMinor != 1 {
-			return nil, false, errMalformed(fmt.Sprintf("Transfer-Encoding %q", te))
+			return nil, errMalformed(fmt.Sprintf("Transfer-Encoding %q", te))
 		}
 		if _, ok := h["Content-Length"]; ok {
-			return nil, false, errMalformed("both Content-Length and Transfer-Encoding")
+			return nil, errMalformed("both Content-Length and Transfer-Encoding")
 		}
 		delete(h, "Transfer-Encoding")
 		chunked = true
@@ -624,14 +623,14 @@ func (pc *h1Conn) readResponse(req *http.Request) (resp *http.Response, nothing 
 	if cl, ok := h["Content-Length"]; ok {
 		for _, v := range cl[1:] {
 			if strings.TrimSpace(v) != strings.TrimSpace(cl[0]) {
-				return nil, false, errMalformed(fmt.Sprintf("Content-Length %q", cl))
+				return nil, errMalformed(fmt.Sprintf("Content-Length %q", cl))
 			}
 		}
 		if len(cl) > 1 {
 			h["Content-Length"] = cl[:1]
 		}
 		if length, err = parseLength(cl[0]); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
 	conn := h["Connection"]
@@ -663,7 +662,7 @@ func (pc *h1Conn) readResponse(req *http.Request) (resp *http.Response, nothing 
 				}
 			}
 			if bad != "" {
-				return nil, false, errMalformed("trailer key " + bad)
+				return nil, errMalformed("trailer key " + bad)
 			}
 		}
 	}
@@ -694,7 +693,7 @@ func (pc *h1Conn) readResponse(req *http.Request) (resp *http.Response, nothing 
 		resp.Close = true
 		resp.Body = &h1Body{resp: resp, r: pc.br, toClose: true}
 	}
-	return resp, false, nil
+	return resp, nil
 }
 
 func parseStatusLine(line []byte, resp *http.Response) error {
