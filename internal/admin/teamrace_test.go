@@ -52,12 +52,9 @@ type answer struct {
 	err    error
 }
 
-// held sends body to path with the master key while the store holds the
-// request after its read of the team; it returns once the read happened,
-// and the request's answer comes on the channel after resume.
-func held(t *testing.T, e *env, p *pausedTeamRead, path, body string) <-chan answer {
-	t.Helper()
-	p.armed.Store(true)
+// sendAsync posts body to path with the master key from a goroutine of
+// its own; the answer comes on the channel returned.
+func sendAsync(e *env, path, body string) <-chan answer {
 	out := make(chan answer, 1)
 	go func() {
 		req, _ := http.NewRequest("POST", e.url+path, strings.NewReader(body))
@@ -72,6 +69,16 @@ func held(t *testing.T, e *env, p *pausedTeamRead, path, body string) <-chan ans
 		b, _ := io.ReadAll(resp.Body)
 		out <- answer{status: resp.StatusCode, body: string(b)}
 	}()
+	return out
+}
+
+// held sends body to path with the master key while the store holds the
+// request after its read of the team; it returns once the read happened,
+// and the request's answer comes on the channel after resume.
+func held(t *testing.T, e *env, p *pausedTeamRead, path, body string) <-chan answer {
+	t.Helper()
+	p.armed.Store(true)
+	out := sendAsync(e, path, body)
 	select {
 	case <-p.paused:
 	case a := <-out:

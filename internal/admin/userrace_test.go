@@ -3,8 +3,6 @@ package admin_test
 import (
 	"context"
 	"errors"
-	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -62,20 +60,7 @@ func holdUser(t *testing.T, e *env, p *pausedUsers, user string, afterWrite bool
 	h := &userHold{user: user, afterWrite: afterWrite, paused: make(chan struct{}), release: make(chan struct{})}
 	t.Cleanup(h.resume) // a failed test never leaves a request hanging
 	p.next.Store(h)
-	out := make(chan answer, 1)
-	go func() {
-		req, _ := http.NewRequest("POST", e.url+path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer sk-1234")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			out <- answer{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		out <- answer{status: resp.StatusCode, body: string(b)}
-	}()
+	out := sendAsync(e, path, body)
 	select {
 	case <-h.paused:
 	case a := <-out:
