@@ -29,13 +29,16 @@ type rawServer struct {
 	requests atomic.Int64
 }
 
-func newRawServer(t *testing.T, answer func(req *http.Request) (string, bool)) *rawServer {
+// serveLoopback listens on loopback and runs serve on each connection
+// accepted (in its own goroutine, the connection closed after it); the
+// test's cleanup closes the listener and every connection and waits for
+// the goroutines. It returns the address.
+func serveLoopback(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &rawServer{addr: ln.Addr().String()}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -56,7 +59,6 @@ func newRawServer(t *testing.T, answer func(req *http.Request) (string, bool)) *
 			if err != nil {
 				return
 			}
-			s.accepted.Add(1)
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
@@ -64,22 +66,32 @@ func newRawServer(t *testing.T, answer func(req *http.Request) (string, bool)) *
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					s.requests.Add(1)
-					out, closeAfter := answer(req)
-					if _, err := io.WriteString(c, out); err != nil || closeAfter {
-						return
-					}
-				}
+				serve(c)
 			}()
 		}
 	}()
+	return ln.Addr().String()
+}
+
+func newRawServer(t *testing.T, answer func(req *http.Request) (string, bool)) *rawServer {
+	t.Helper()
+	s := &rawServer{}
+	s.addr = serveLoopback(t, func(c net.Conn) {
+		s.accepted.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			s.requests.Add(1)
+			out, closeAfter := answer(req)
+			if _, err := io.WriteString(c, out); err != nil || closeAfter {
+				return
+			}
+		}
+	})
 	return s
 }
 
