@@ -261,8 +261,8 @@ func (s *Snapshot) recBySum(sum *[32]byte) *keyRec {
 
 // rec is the record whose token hash is h exactly, or nil.
 func (s *Snapshot) rec(h string) *keyRec {
-	sum, lower := digestOf(h)
-	if !isDigest(h) {
+	sum, lower, digest := parseDigest(h)
+	if !digest {
 		s.namedMu.RLock()
 		r := s.named[h]
 		s.namedMu.RUnlock()

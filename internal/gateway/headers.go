@@ -105,13 +105,13 @@ func (c *call) callHeaders(h http.Header) {
 
 func (c *call) keyLimitHeaders(h http.Header, k *store.Key) {
 	if k.TPMLimit != nil {
-		h[llmKeyTPMLimit] = c.one(hvTPM, strconv.FormatInt(*k.TPMLimit, 10))
+		h[llmKeyTPMLimit] = c.one(hvTPM, cachedInt(*k.TPMLimit))
 	}
 	if k.RPMLimit != nil {
-		h[llmKeyRPMLimit] = c.one(hvRPM, strconv.FormatInt(*k.RPMLimit, 10))
+		h[llmKeyRPMLimit] = c.one(hvRPM, cachedInt(*k.RPMLimit))
 	}
 	if k.MaxBudget != nil {
-		h[llmKeyMaxBudget] = c.one(hvMaxBudget, strconv.FormatFloat(*k.MaxBudget, 'g', -1, 64))
+		h[llmKeyMaxBudget] = c.one(hvMaxBudget, cachedBudget(*k.MaxBudget))
 	}
 }
 

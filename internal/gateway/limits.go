@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -274,33 +276,56 @@ func (l *RateLimits) refusal(d *ratelimit.Denied) error {
 func (l *RateLimits) done(tk *ratelimit.Ticket, used int64) { l.Limiter.Done(tk, used) }
 
 // limitHeaders reports the tightest request and token limits of an
-// admitted request, as OpenAI does.
+// admitted request, as OpenAI does. The limits are a key's (the same
+// request after request: cachedInt); the remaining counts and the resets
+// are formatted into one buffer and made one string, whose parts are the
+// values: two allocations (that string and the values' slice) for the six
+// headers.
 func limitHeaders(h http.Header, tk *ratelimit.Ticket) {
 	if tk == nil {
 		return
 	}
-	var vals []string // one backing array for the six values, made when a rule is found
+	var (
+		best  [2]ratelimit.State
+		found = [2]int{-1, -1}
+	)
 	for i := range 2 {
-		best, found := ratelimit.State{}, -1
 		for j, r := range tk.Rules() {
 			isTok := r.Kind == ratelimit.Tokens || r.Kind == ratelimit.TokenBucket
 			if r.Kind == ratelimit.Parallel || isTok != (i == 1) {
 				continue
 			}
-			if found < 0 || tk.States[j].Remaining < best.Remaining {
-				best, found = tk.States[j], j
+			if found[i] < 0 || tk.States[j].Remaining < best[i].Remaining {
+				best[i], found[i] = tk.States[j], j
 			}
 		}
-		if found < 0 {
+	}
+	if found[0] < 0 && found[1] < 0 {
+		return
+	}
+	var (
+		buf  [96]byte
+		ends [5]int // ends[1+2i] and ends[2+2i]: where kind i's remaining and reset end in b
+	)
+	b := buf[:0]
+	for i := range 2 {
+		if found[i] >= 0 {
+			b = strconv.AppendInt(b, max(best[i].Remaining, 0), 10)
+			ends[1+2*i] = len(b)
+			b = appendReset(b, best[i].Reset)
+		}
+		ends[2+2*i] = len(b)
+	}
+	all := string(b)
+	vals := make([]string, 6) // one backing array for the six values
+	for i := range 2 {
+		if found[i] < 0 {
 			continue
 		}
-		if vals == nil {
-			vals = make([]string, 6)
-		}
 		v := vals[3*i : 3*i+3 : 3*i+3]
-		v[0] = strconv.FormatInt(tk.Rules()[found].Limit, 10)
-		v[1] = strconv.FormatInt(max(best.Remaining, 0), 10)
-		v[2] = formatReset(best.Reset)
+		v[0] = cachedInt(tk.Rules()[found[i]].Limit)
+		v[1] = all[ends[2*i]:ends[1+2*i]]
+		v[2] = all[ends[1+2*i]:ends[2+2*i]]
 		// Canonical keys by map assignment (as headers.go does), each value
 		// a slice of capacity 1 so that an Add reallocates.
 		k := &limitHeaderKeys[i]
@@ -322,6 +347,94 @@ func formatReset(d time.Duration) string {
 	}
 	return d.Round(time.Millisecond).String()
 }
+
+// appendReset appends formatReset(d) to b: d (0 when negative) rounded to
+// the millisecond as time.Duration.String writes it ("0s", "250ms",
+// "1.5s", "1m0s", "2h3m4.005s"), without the string String allocates.
+// TestAppendResetMatchesString holds it to formatReset.
+func appendReset(b []byte, d time.Duration) []byte {
+	if d < 0 {
+		d = 0
+	}
+	d = d.Round(time.Millisecond)
+	if d%time.Millisecond != 0 { // Round saturated at the largest Duration
+		return append(b, d.String()...)
+	}
+	ms := int64(d / time.Millisecond)
+	switch {
+	case ms == 0:
+		return append(b, "0s"...)
+	case ms < 1000:
+		b = strconv.AppendInt(b, ms, 10)
+		return append(b, "ms"...)
+	}
+	s, frac := ms/1000, ms%1000
+	if h := s / 3600; h > 0 {
+		b = strconv.AppendInt(b, h, 10)
+		b = append(b, 'h')
+	}
+	if s >= 60 {
+		b = strconv.AppendInt(b, s/60%60, 10)
+		b = append(b, 'm')
+	}
+	b = strconv.AppendInt(b, s%60, 10)
+	if frac != 0 {
+		b = append(b, '.', byte('0'+frac/100))
+		if frac%100 != 0 {
+			b = append(b, byte('0'+frac/10%10))
+			if frac%10 != 0 {
+				b = append(b, byte('0'+frac%10))
+			}
+		}
+	}
+	return append(b, 's')
+}
+
+// cachedInt is strconv.FormatInt(n, 10), kept for the last numbers asked
+// in a small table: the limits a response reports (a key's tpm, rpm and
+// the x-ratelimit-limit-* headers) are the same numbers request after
+// request, and formatting them allocated a string each time.
+func cachedInt(n int64) string {
+	if n >= 0 && n < 100 {
+		return strconv.FormatInt(n, 10) // strconv's own constant strings
+	}
+	e := &intStrings[uint64(n)*0x9e3779b97f4a7c15>>58]
+	if c := e.Load(); c != nil && c.n == n {
+		return c.s
+	}
+	s := strconv.FormatInt(n, 10)
+	e.Store(&intString{n: n, s: s})
+	return s
+}
+
+type intString struct {
+	n int64
+	s string
+}
+
+// intStrings is cachedInt's table: 64 entries, each the last number (and
+// its string) whose hash fell there.
+var intStrings [64]atomic.Pointer[intString]
+
+// cachedBudget is strconv.FormatFloat(v, 'g', -1, 64) (a key's
+// max_budget), kept as cachedInt keeps numbers.
+func cachedBudget(v float64) string {
+	bits := math.Float64bits(v)
+	e := &floatStrings[bits*0x9e3779b97f4a7c15>>58]
+	if c := e.Load(); c != nil && c.bits == bits {
+		return c.s
+	}
+	s := strconv.FormatFloat(v, 'g', -1, 64)
+	e.Store(&floatString{bits: bits, s: s})
+	return s
+}
+
+type floatString struct {
+	bits uint64
+	s    string
+}
+
+var floatStrings [64]atomic.Pointer[floatString]
 
 // usedTokens is what a finished request used, for token limits: the
 // usage booked (reported and clamped, or estimated), or — when a stream
