@@ -406,12 +406,25 @@ func (c *leanConn) read(p []byte) (int, error) {
 func (c *leanConn) readRequest(req *http.Request) (ours, ok bool) {
 	var end int
 	first := true
+	// After a request, net/http peeks 4 bytes before reading the next
+	// one (closing silently if they do not come) and discards the CRs and
+	// LFs among them (RFC 9112 2.2's tolerance after a POST): so does the
+	// lean server, before it parses or hands off.
+	peeked := c.fresh.Load()
 	for {
-		if i := bytes.Index(c.buf[c.rpos:c.rend], crlfcrlf); i >= 0 {
+		if !peeked {
+			if c.rend-c.rpos >= 4 {
+				for k := 0; k < 4 && (c.buf[c.rpos] == '\r' || c.buf[c.rpos] == '\n'); k++ {
+					c.rpos++
+				}
+				peeked = true
+				continue
+			}
+		} else if i := bytes.Index(c.buf[c.rpos:c.rend], crlfcrlf); i >= 0 {
 			end = c.rpos + i + 4
 			break
 		}
-		if c.rend-c.rpos > leanMaxHead || c.rend > c.rpos && notOurs(c.buf[c.rpos:c.rend]) {
+		if peeked && (c.rend-c.rpos > leanMaxHead || c.rend > c.rpos && notOurs(c.buf[c.rpos:c.rend])) {
 			return false, true
 		}
 		if c.rend == len(c.buf) {
@@ -437,7 +450,7 @@ func (c *leanConn) readRequest(req *http.Request) (ours, ok bool) {
 		n, err := c.read(c.buf[c.rend:])
 		c.rend += n
 		if err != nil && n == 0 {
-			if c.rend > c.rpos && !isTimeout(err) {
+			if peeked && c.rend > c.rpos && !isTimeout(err) {
 				return false, true // a head cut short: net/http answers as it does
 			}
 			return false, false
