@@ -28,12 +28,16 @@ type leanPair struct {
 	srv         *http.Server
 }
 
-func newLeanPair(t testing.TB, h http.Handler) *leanPair {
+func newLeanPair(t testing.TB, h http.Handler, opts ...func(*http.Server)) *leanPair {
 	t.Helper()
 	cfg := func() *http.Server {
-		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
+		s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
 			IdleTimeout: 2 * time.Minute, ErrorLog: log.New(io.Discard, "", 0),
 			BaseContext: func(net.Listener) context.Context { return context.Background() }}
+		for _, o := range opts {
+			o(s)
+		}
+		return s
 	}
 	pln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -551,8 +555,7 @@ func TestLeanShutdown(t *testing.T) {
 
 // TestLeanIdleTimeout: a lean connection idle past IdleTimeout is closed.
 func TestLeanIdleTimeout(t *testing.T) {
-	p := newLeanPair(t, diffHandler(nil))
-	p.srv.IdleTimeout = 50 * time.Millisecond
+	p := newLeanPair(t, diffHandler(nil), func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond })
 	c, err := net.Dial("tcp", p.lean)
 	if err != nil {
 		t.Fatal(err)
