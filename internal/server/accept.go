@@ -388,8 +388,13 @@ func (g *connGate) reapIdle() {
 // connState follows the main server's connections: idle ones may be
 // reaped at the bound.
 func (g *connGate) connState(c net.Conn, st http.ConnState) {
-	gc, ok := c.(*gatedConn)
-	if !ok {
+	var gc *gatedConn
+	switch c := c.(type) {
+	case *gatedConn:
+		gc = c
+	case *handedConn: // from the lean server: the same connection
+		gc = c.gatedConn
+	default:
 		return
 	}
 	switch st {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -803,11 +804,24 @@ func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 	// server or held by the gate's goroutines (side.Shutdown closes sideLn
 	// too; this covers the serve error's path).
 	defer sideLn.Close()
+	// The lean server (lean.go) owns the accept loop on the gate and
+	// serves the keep-alive POSTs to inference routes it parses exactly;
+	// every other connection, from the request it could not take on, is
+	// handed with the bytes read so far to srv, which serves it as before.
+	lean := newLeanServer(srv, gate, s.leanRoute)
+	hardClose := func() { lean.Close(); _ = srv.Close() }
+	herrc := make(chan error, 1)
+	go func() { herrc <- srv.Serve(lean.handoff) }()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(gate) }()
+	go func() { errc <- lean.Serve() }()
 	select {
 	case err := <-errc:
-		s.drain(cancelBase, srv)
+		s.drain(cancelBase, hardClose)
+		<-herrc
+		return err
+	case err := <-herrc:
+		s.drain(cancelBase, hardClose)
+		<-errc
 		return err
 	case <-ctx.Done():
 	}
@@ -815,19 +829,38 @@ func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
 	go func() { _ = side.Shutdown(sctx) }()
+	lerr := make(chan error, 1)
+	go func() { lerr <- lean.Shutdown(sctx) }()
 	err := srv.Shutdown(sctx)
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		s.drain(cancelBase, srv)
+	if lerr := <-lerr; err == nil {
+		err = lerr
+	}
+	serr := <-errc
+	if herr := <-herrc; serr == nil || errors.Is(serr, http.ErrServerClosed) {
+		serr = herr
+	}
+	if serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		s.drain(cancelBase, hardClose)
 		return serr
 	}
 	if err != nil {
 		s.log.Warn("shutdown timeout passed: cancelling the requests still in flight; what they produced is booked", "requests", s.inflight.Load())
 	}
-	s.drain(cancelBase, srv)
+	s.drain(cancelBase, hardClose)
 	if err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
 	return nil
+}
+
+// leanRoute reports whether POSTs to path may be served by the lean
+// server: the inference routes the in-flight bound counts, but not the
+// pass-through fallback "/" (whatever path nothing else matched: rare, and
+// left to net/http).
+func (s *Server) leanRoute(path string) bool {
+	r := &http.Request{Method: http.MethodPost, URL: &url.URL{Path: path}, Host: "gateway"}
+	_, pattern := s.mux.Handler(r)
+	return pattern != "/" && s.shedPatterns[pattern]
 }
 
 // errShuttingDown cancels the requests a shutdown timeout cut.
@@ -839,11 +872,11 @@ const drainGrace = 10 * time.Second
 
 // drain cancels every request still in flight, closes their connections,
 // and waits for their handlers to return (settling their spend on the way).
-func (s *Server) drain(cancelBase context.CancelCauseFunc, srv *http.Server) {
+func (s *Server) drain(cancelBase context.CancelCauseFunc, closeAll func()) {
 	s.closing.Store(true)
 	if s.inflight.Load() > 0 {
 		cancelBase(errShuttingDown)
-		_ = srv.Close()
+		closeAll()
 		deadline := time.Now().Add(drainGrace)
 		for s.inflight.Load() > 0 && time.Now().Before(deadline) {
 			select {
@@ -855,7 +888,7 @@ func (s *Server) drain(cancelBase context.CancelCauseFunc, srv *http.Server) {
 			s.log.Error("requests still running after the shutdown grace; their spend may be lost", "requests", n, "grace", drainGrace)
 		}
 	}
-	_ = srv.Close()
+	closeAll()
 }
 
 // track counts the handlers running, so that a shutdown can wait for the
