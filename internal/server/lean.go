@@ -418,6 +418,12 @@ func (c *leanConn) readRequest(req *http.Request) (ours, ok bool) {
 	// LFs among them (RFC 9112 2.2's tolerance after a POST): so does the
 	// lean server, before it parses or hands off.
 	peeked := c.fresh.Load()
+	if len(c.buf) > leanBufSize && c.rend-c.rpos < leanBufSize {
+		// A large head grew the buffer: give it back before waiting
+		// (an idle keep-alive connection would pin 68 KiB, not 4).
+		nb := make([]byte, leanBufSize)
+		c.rend, c.rpos, c.buf = copy(nb, c.buf[c.rpos:c.rend]), 0, nb
+	}
 	for {
 		if !peeked {
 			if c.rend-c.rpos >= 4 {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -316,5 +317,34 @@ func TestProbeLeanHeaderTimeout(t *testing.T) {
 			t.Errorf("after %q: the trickled head got %v, want the connection closed unanswered", first, got)
 		}
 		c.Close()
+	}
+}
+
+// TestProbeLeanIdleBufferShrinks: a connection whose request had a large
+// head does not keep its grown read buffer (68 KiB) while idle: 200 idle
+// keep-alive connections after 60 KiB heads hold well under 6 MiB.
+func TestProbeLeanIdleBufferShrinks(t *testing.T) {
+	p := newLeanPair(t, diffHandler(nil))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const n = 200
+	req := leanPost("/v1/x", "X-Big: "+strings.Repeat("b", 60<<10)+"\r\n", "{}")
+	for i := range n {
+		c, err := net.Dial("tcp", p.lean)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Minute))
+		_, _ = io.WriteString(c, req)
+		if a := readAnswer(bufio.NewReader(c)); a.Status != "200 OK" {
+			t.Fatalf("request %d: %+v", i, a)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 6<<20 {
+		t.Errorf("%d idle connections hold %d KiB of heap", n, grew>>10)
 	}
 }
