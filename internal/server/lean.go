@@ -668,7 +668,9 @@ func (c *leanConn) parse(head []byte, r *http.Request) bool {
 	hs := string(head)
 	rawURL := hs[5 : le-9]
 	u, err := url.ParseRequestURI(rawURL)
-	if err != nil || !c.l.route(u.Path) {
+	// An escaped path that decodes differently (%2F) is routed by the mux
+	// on its escaped form, not on Path (the route cache's key): net/http's.
+	if err != nil || u.RawPath != "" || !c.l.route(u.Path) {
 		return false
 	}
 	h := make(http.Header, nh)

@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"runtime"
 	"slices"
@@ -346,5 +347,31 @@ func TestProbeLeanIdleBufferShrinks(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 6<<20 {
 		t.Errorf("%d idle connections hold %d KiB of heap", n, grew>>10)
+	}
+}
+
+// TestProbeLeanEscapedPathRoute: eligibility is decided on the path the
+// mux routes by. /v1/chat%2Fcompletions decodes to an inference path but
+// the mux matches its escaped form and sends it to the "/" fallback,
+// which the lean server leaves to net/http (Server.leanRoute).
+func TestProbeLeanEscapedPathRoute(t *testing.T) {
+	types := make(chan string, 4)
+	mux := http.NewServeMux()
+	record := func(w http.ResponseWriter, r *http.Request) { types <- r.Pattern + " " + fmt.Sprintf("%T", w) }
+	mux.HandleFunc("POST /v1/chat/completions", record)
+	mux.HandleFunc("/", record)
+	p := newLeanPair(t, mux)
+	p.ls.eligible = func(path string) bool {
+		_, pattern := mux.Handler(&http.Request{Method: http.MethodPost, URL: &url.URL{Path: path}, Host: "gateway"})
+		return pattern != "/"
+	}
+	for _, path := range []string{"/v1/chat/completions", "/v1/chat%2Fcompletions"} {
+		if a := exchangeRaw(t, p.lean, leanPost(path, "", "{}"), 1); a[0].Status != "200 OK" {
+			t.Fatalf("%s: %+v", path, a[0])
+		}
+		got := <-types
+		if lean := strings.HasSuffix(got, "leanResponse"); lean != strings.HasPrefix(got, "POST /v1/chat/completions ") {
+			t.Errorf("%s: served as %q: the lean server serves exactly the inference patterns", path, got)
+		}
 	}
 }
