@@ -73,8 +73,11 @@ const (
 	// nothing yet is closed only once this old (net/http waits 5 s too, so
 	// that a request racing the shutdown is still served).
 	leanNewGrace = 5 * time.Second
-	// leanRouteCache bounds the paths whose eligibility is remembered.
-	leanRouteCache = 4096
+	// leanRouteCache bounds the paths whose eligibility is remembered, and
+	// leanRouteKeyMax their length: a client chooses them, and 4,096 paths
+	// of 64 KiB would pin 256 MiB for the process's life.
+	leanRouteCache  = 4096
+	leanRouteKeyMax = 256
 )
 
 // connection states, for graceful shutdown.
@@ -117,7 +120,7 @@ func (l *leanServer) route(path string) bool {
 		return v.(bool)
 	}
 	ok := l.eligible(path)
-	if l.nroutes.Add(1) <= leanRouteCache {
+	if len(path) <= leanRouteKeyMax && l.nroutes.Add(1) <= leanRouteCache {
 		l.routes.Store(strings.Clone(path), ok)
 	}
 	return ok
@@ -406,11 +409,21 @@ func (c *leanConn) read(p []byte) (int, error) {
 func (c *leanConn) readRequest(req *http.Request) (ours, ok bool) {
 	var end int
 	first := true
+	// scanned: c.buf[c.rpos:][:scanned] has been searched already (no
+	// CRLFCRLF, no bare LF), so that a head that comes a byte a read costs
+	// linear work, not quadratic (64 KiB a byte at a time was ~20 s of CPU).
+	scanned := 0
 	// After a request, net/http peeks 4 bytes before reading the next
 	// one (closing silently if they do not come) and discards the CRs and
 	// LFs among them (RFC 9112 2.2's tolerance after a POST): so does the
 	// lean server, before it parses or hands off.
 	peeked := c.fresh.Load()
+	if len(c.buf) > leanBufSize && c.rend-c.rpos < leanBufSize {
+		// A large head grew the buffer: give it back before waiting
+		// (an idle keep-alive connection would pin 68 KiB, not 4).
+		nb := make([]byte, leanBufSize)
+		c.rend, c.rpos, c.buf = copy(nb, c.buf[c.rpos:c.rend]), 0, nb
+	}
 	for {
 		if !peeked {
 			if c.rend-c.rpos >= 4 {
@@ -420,12 +433,18 @@ func (c *leanConn) readRequest(req *http.Request) (ours, ok bool) {
 				peeked = true
 				continue
 			}
-		} else if i := bytes.Index(c.buf[c.rpos:c.rend], crlfcrlf); i >= 0 {
-			end = c.rpos + i + 4
-			break
+		} else {
+			from := c.rpos + max(scanned-3, 0)
+			if i := bytes.Index(c.buf[from:c.rend], crlfcrlf); i >= 0 {
+				end = from + i + 4
+				break
+			}
 		}
-		if peeked && (c.rend-c.rpos > leanMaxHead || c.rend > c.rpos && notOurs(c.buf[c.rpos:c.rend])) {
-			return false, true
+		if peeked {
+			if c.rend-c.rpos > leanMaxHead || c.rend > c.rpos && notOurs(c.buf[c.rpos:c.rend], scanned) {
+				return false, true
+			}
+			scanned = c.rend - c.rpos
 		}
 		if c.rend == len(c.buf) {
 			if c.rpos > 0 {
@@ -466,13 +485,17 @@ func (c *leanConn) readRequest(req *http.Request) (ours, ok bool) {
 // notOurs reports, before the head is whole, that it cannot be the lean
 // subset: it does not start "POST /", or it has a bare LF (net/http ends
 // lines and heads at LF alone, the lean server never waits for what
-// net/http would not).
-func notOurs(b []byte) bool {
+// net/http would not). b[:from] has been checked for bare LFs already.
+func notOurs(b []byte, from int) bool {
 	const prefix = "POST /"
 	if n := min(len(b), len(prefix)); string(b[:n]) != prefix[:n] {
 		return true
 	}
-	for i := bytes.IndexByte(b, '\n'); i >= 0; {
+	i := bytes.IndexByte(b[from:], '\n')
+	if i >= 0 {
+		i += from
+	}
+	for i >= 0 {
 		if i == 0 || b[i-1] != '\r' {
 			return true
 		}
@@ -645,7 +668,9 @@ func (c *leanConn) parse(head []byte, r *http.Request) bool {
 	hs := string(head)
 	rawURL := hs[5 : le-9]
 	u, err := url.ParseRequestURI(rawURL)
-	if err != nil || !c.l.route(u.Path) {
+	// An escaped path that decodes differently (%2F) is routed by the mux
+	// on its escaped form, not on Path (the route cache's key): net/http's.
+	if err != nil || u.RawPath != "" || !c.l.route(u.Path) {
 		return false
 	}
 	h := make(http.Header, nh)
@@ -1116,12 +1141,11 @@ func (w *leanResponse) WriteHeader(code int) {
 			w.trailers = true
 			for _, v := range vv {
 				for _, f := range strings.Split(v, ",") {
-					if f = http.CanonicalHeaderKey(textTrim(f)); f != "" {
-						switch f {
-						case "Transfer-Encoding", "Trailer", "Content-Length":
-						default:
-							w.declared = append(w.declared, f)
-						}
+					// As net/http's declareTrailer: names RFC 9110
+					// forbids in trailers (Content-Type, Authorization,
+					// framing, ...) are not declared.
+					if f = http.CanonicalHeaderKey(textTrim(f)); f != "" && httpguts.ValidTrailerHeader(f) {
+						w.declared = append(w.declared, f)
 					}
 				}
 			}
