@@ -99,6 +99,7 @@ type leanServer struct {
 
 	shutting atomic.Bool
 	mu       sync.Mutex
+	closed   bool // Close has run (under mu)
 	conns    map[*leanConn]struct{}
 	routes   sync.Map // path -> bool: leanEligible's answers
 	nroutes  atomic.Int64
@@ -170,10 +171,13 @@ func (l *leanServer) logf(format string, args ...any) {
 	}
 }
 
+// add registers c; false once Close has run. A connection accepted as a
+// graceful shutdown begins is served (net/http's Serve serves what it
+// accepted too): Shutdown waits for it, with a new connection's grace.
 func (l *leanServer) add(c *leanConn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.shutting.Load() {
+	if l.closed {
 		return false
 	}
 	l.conns[c] = struct{}{}
@@ -228,6 +232,7 @@ func (l *leanServer) Close() {
 	l.shutting.Store(true)
 	_ = l.gate.Close()
 	l.mu.Lock()
+	l.closed = true
 	for c := range l.conns {
 		c.state.Store(leanClosed)
 		_ = c.gc.Close()
