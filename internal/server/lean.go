@@ -150,6 +150,7 @@ func (l *leanServer) Serve() error {
 			gc = &gatedConn{Conn: c, gate: l.gate}
 		}
 		lc := &leanConn{l: l, gc: gc, started: time.Now()}
+		lc.fresh.Store(true) // before Shutdown can see it: it is given leanNewGrace
 		if !l.add(lc) {
 			_ = gc.Close()
 			continue
@@ -336,7 +337,6 @@ type leanConn struct {
 // serve runs the connection's requests one after the other.
 func (c *leanConn) serve() {
 	l := c.l
-	c.fresh.Store(true)
 	c.remote = c.gc.RemoteAddr().String()
 	ctx := context.WithValue(l.srv.BaseContext(l.handoff), http.ServerContextKey, l.srv)
 	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.gc.LocalAddr())
@@ -364,8 +364,13 @@ func (c *leanConn) serve() {
 		}
 		if !ours {
 			// Not ours: net/http serves the connection from here, from the
-			// first byte of this request.
-			l.remove(c)
+			// first byte of this request. It stays among the lean
+			// connections, active, until net/http has it: a graceful
+			// shutdown neither closes it nor closes net/http's listener
+			// (serveHTTP shuts net/http down after the lean server) before.
+			if !c.state.CompareAndSwap(leanIdle, leanActive) {
+				return // closed by a shutdown meanwhile
+			}
 			hc := &handedConn{gatedConn: c.gc, buf: c.buf[c.rpos:c.rend]}
 			if l.handoff.give(hc) {
 				handed = true

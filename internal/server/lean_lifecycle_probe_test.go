@@ -373,3 +373,47 @@ func TestProbeLeanBooksCutStreams(t *testing.T) {
 		t.Fatalf("the key has spent %v (held: %v) for rows costing %v", k.Spend, held(), sum)
 	}
 }
+
+// TestProbeLeanHeaderTimeout: a head that does not come whole within
+// ReadHeaderTimeout (nothing sent on a new connection, part of a head on a
+// new one, part of the next head on a keep-alive one) closes the
+// connection without an answer; the gate counts none of them afterwards.
+// (net/http alone answers 400 to a head cut mid-line by its timeout: its
+// textproto parses the partial line; the lean server closes silently, as
+// net/http does for a head cut at a line's end.)
+func TestProbeLeanHeaderTimeout(t *testing.T) {
+	p := newLeanPair(t, lifecycleHandler(t, nil), func(s *http.Server) {
+		s.ReadHeaderTimeout = 200 * time.Millisecond
+		s.IdleTimeout = time.Minute
+	})
+	for _, tc := range []struct{ name, first, then string }{
+		{"nothing", "", ""},
+		{"part of a head", "", "POST /v1/a HTTP/1.1\r\nHost: x\r\n"},
+		{"part of the next head", leanPost("/v1/a", "", "{}"), "POST /v1/a HTTP/1.1\r\nHo"},
+	} {
+		for _, addr := range []string{p.lean} {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(time.Minute))
+			br := bufio.NewReader(c)
+			if tc.first != "" {
+				_, _ = io.WriteString(c, tc.first)
+				if a := readAnswer(br); a.Body != "ok" {
+					t.Fatalf("%s: %+v", tc.name, a)
+				}
+			}
+			_, _ = io.WriteString(c, tc.then)
+			b, err := io.ReadAll(br)
+			if len(b) != 0 || err != nil {
+				t.Errorf("%s (%s, lean %v): %q %v, want the connection closed unanswered", tc.name, addr, addr == p.lean, b, err)
+			}
+			c.Close()
+		}
+	}
+	if _, ok := within(time.Minute, func() bool { n, _ := p.gate.Open(); return n == 0 }); !ok {
+		n, _ := p.gate.Open()
+		t.Fatalf("%d connections still counted open", n)
+	}
+}
