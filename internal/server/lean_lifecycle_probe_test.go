@@ -309,11 +309,12 @@ func leanServing(s *Server) int {
 	return n
 }
 
-// TestProbeLeanBooksCutStreams: streams served by the lean server (each on
-// a connection of its own: a connection once handed to net/http stays
-// there) are booked when their client goes away and when a shutdown's
-// timeout cuts them: one row each, status 499 and charged, and the key's
-// spend is the rows' sum with nothing held.
+// TestProbeLeanBooksCutStreams: requests served by the lean server (each
+// on a connection of its own: a connection once handed to net/http stays
+// there) are booked when their client goes away (mid-stream, and waiting
+// on the upstream) and when a shutdown's timeout cuts a stream: one row
+// each, status 499, the streams charged, and the key's spend is the rows'
+// sum with nothing held.
 func TestProbeLeanBooksCutStreams(t *testing.T) {
 	r := replicas(t, 1, rigSpec{name: "leanbook", mock: mockupstream.Options{Chunks: 20, ChunkDelay: 100 * time.Millisecond}},
 		endingsConfig, Options{ShutdownTimeout: 100 * time.Millisecond})
@@ -347,6 +348,30 @@ func TestProbeLeanBooksCutStreams(t *testing.T) {
 	if _, ok := within(time.Minute, func() bool { return !held() }); !ok {
 		t.Fatal("the stream whose client left still holds its budget")
 	}
+	// A request waiting on its upstream whose client leaves (the watch
+	// sees it: nothing is written yet).
+	slowBody := `{"model":"slow","max_tokens":50,"messages":[{"role":"user","content":"one two three four"}]}`
+	sctx, scancel := context.WithCancel(context.Background())
+	sreq, _ := http.NewRequestWithContext(sctx, "POST", u+"/v1/chat/completions", strings.NewReader(slowBody))
+	sreq.Header.Set("Authorization", "Bearer "+key)
+	sdone := make(chan error, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: &http.Transport{}}).Do(sreq)
+		if err == nil {
+			resp.Body.Close()
+		}
+		sdone <- err
+	}()
+	if _, ok := within(time.Minute, func() bool { return r.mock.Stats().Requests >= 2 && leanServing(s) == 1 }); !ok {
+		t.Fatal("the slow request never reached the upstream through the lean server")
+	}
+	scancel()
+	if err := <-sdone; err == nil {
+		t.Fatal("the slow request was answered after its client left")
+	}
+	if _, ok := within(time.Minute, func() bool { return !held() && leanServing(s) == 0 }); !ok {
+		t.Fatal("the request whose client left still holds its budget or runs")
+	}
 	resp, br := stream(context.Background())
 	r.stops[0]() // the shutdown timeout (100 ms) cuts the stream
 	_, _ = io.Copy(io.Discard, br)
@@ -355,15 +380,22 @@ func TestProbeLeanBooksCutStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if calls := r.mock.Stats().Requests; int64(total) != calls || total != 2 {
-		t.Fatalf("%d spend rows for %d upstream calls, want 2", total, calls)
+	if calls := r.mock.Stats().Requests; int64(total) != calls || total != 3 {
+		t.Fatalf("%d spend rows for %d upstream calls, want 3", total, calls)
 	}
 	var sum float64
+	charged := 0
 	for _, l := range logs {
-		if l.Status != 499 || l.Cost <= 0 {
-			t.Errorf("a cut stream's row: status %d cost %v, want 499 and charged", l.Status, l.Cost)
+		if l.Status != 499 {
+			t.Errorf("a cut request's row: status %d, want 499", l.Status)
+		}
+		if l.Cost > 0 {
+			charged++
 		}
 		sum += l.Cost
+	}
+	if charged != 2 {
+		t.Errorf("%d rows charged, want the two streams'", charged)
 	}
 	k, err := r.st.GetKey(context.Background(), sha(key))
 	if err != nil {
