@@ -102,6 +102,7 @@ type leanServer struct {
 
 	shutting atomic.Bool
 	mu       sync.Mutex
+	closed   bool // Close has run (under mu)
 	conns    map[*leanConn]struct{}
 	routes   sync.Map // path -> bool: leanEligible's answers
 	nroutes  atomic.Int64
@@ -152,6 +153,7 @@ func (l *leanServer) Serve() error {
 			gc = &gatedConn{Conn: c, gate: l.gate}
 		}
 		lc := &leanConn{l: l, gc: gc, started: time.Now()}
+		lc.fresh.Store(true) // before Shutdown can see it: it is given leanNewGrace
 		if !l.add(lc) {
 			_ = gc.Close()
 			continue
@@ -173,10 +175,13 @@ func (l *leanServer) logf(format string, args ...any) {
 	}
 }
 
+// add registers c; false once Close has run. A connection accepted as a
+// graceful shutdown begins is served (net/http's Serve serves what it
+// accepted too): Shutdown waits for it, with a new connection's grace.
 func (l *leanServer) add(c *leanConn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.shutting.Load() {
+	if l.closed {
 		return false
 	}
 	l.conns[c] = struct{}{}
@@ -231,6 +236,7 @@ func (l *leanServer) Close() {
 	l.shutting.Store(true)
 	_ = l.gate.Close()
 	l.mu.Lock()
+	l.closed = true
 	for c := range l.conns {
 		c.state.Store(leanClosed)
 		_ = c.gc.Close()
@@ -334,7 +340,6 @@ type leanConn struct {
 // serve runs the connection's requests one after the other.
 func (c *leanConn) serve() {
 	l := c.l
-	c.fresh.Store(true)
 	c.remote = c.gc.RemoteAddr().String()
 	ctx := context.WithValue(l.srv.BaseContext(l.handoff), http.ServerContextKey, l.srv)
 	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.gc.LocalAddr())
@@ -362,8 +367,13 @@ func (c *leanConn) serve() {
 		}
 		if !ours {
 			// Not ours: net/http serves the connection from here, from the
-			// first byte of this request.
-			l.remove(c)
+			// first byte of this request. It stays among the lean
+			// connections, active, until net/http has it: a graceful
+			// shutdown neither closes it nor closes net/http's listener
+			// (serveHTTP shuts net/http down after the lean server) before.
+			if !c.state.CompareAndSwap(leanIdle, leanActive) {
+				return // closed by a shutdown meanwhile
+			}
 			hc := &handedConn{gatedConn: c.gc, buf: c.buf[c.rpos:c.rend]}
 			if l.handoff.give(hc) {
 				handed = true

@@ -180,6 +180,8 @@ type Server struct {
 	// gate bounds the connections open on the main listener while
 	// serveHTTP runs (accept.go).
 	gate atomic.Pointer[connGate]
+	// lean is the lean server in front of the main server (for tests).
+	lean atomic.Pointer[leanServer]
 	// metricsHandler serves /metrics (also on the health listener).
 	metricsHandler http.Handler
 	// keysLoading is set once loadKeys has started (it runs once).
@@ -809,6 +811,7 @@ func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 	// every other connection, from the request it could not take on, is
 	// handed with the bytes read so far to srv, which serves it as before.
 	lean := newLeanServer(srv, gate, s.leanRoute)
+	s.lean.Store(lean)
 	hardClose := func() { lean.Close(); _ = srv.Close() }
 	herrc := make(chan error, 1)
 	go func() { herrc <- srv.Serve(lean.handoff) }()
@@ -829,10 +832,16 @@ func (s *Server) serveHTTP(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
 	go func() { _ = side.Shutdown(sctx) }()
-	lerr := make(chan error, 1)
-	go func() { lerr <- lean.Shutdown(sctx) }()
+	// The lean server is shut down first, and net/http's after it: until
+	// the lean connections have ended, a connection accepted before the
+	// shutdown may still hand its first request to srv (a probe on a
+	// connection net/http would have given 5 s), so srv's listener stays
+	// open meanwhile; its keep-alives are off from now on (its idle
+	// connections close, the others after their answer).
+	srv.SetKeepAlivesEnabled(false)
+	lerr := lean.Shutdown(sctx)
 	err := srv.Shutdown(sctx)
-	if lerr := <-lerr; err == nil {
+	if err == nil {
 		err = lerr
 	}
 	serr := <-errc
