@@ -125,7 +125,7 @@ func TestCachedNumbersMatchFormat(t *testing.T) {
 	for i := range int64(300) { // more numbers than entries: collisions
 		ints = append(ints, i*7919+1000)
 	}
-	floats := []float64{0, 1, 0.5, 1e6, 1000000, 123.456, 1e-9, 1e21, math.MaxFloat64, math.SmallestNonzeroFloat64, math.Inf(1), math.NaN(), -0.0, -3.25}
+	floats := []float64{0, 1, 0.5, 1e6, 1000000, 123.456, 1e-9, 1e21, math.MaxFloat64, math.SmallestNonzeroFloat64, math.Inf(1), math.NaN(), math.Copysign(0, -1), -3.25}
 	for i := range 300 {
 		floats = append(floats, float64(i)*1.37)
 	}

@@ -313,7 +313,6 @@ type leanConn struct {
 	hdr        http.Header
 	hbuf       []byte // the headers snapshot of WriteHeader
 	bbuf       []byte // the body held before the head is sent
-	lineBuf    [64]byte
 
 	// Read deadlines are applied lazily: want is what the connection's
 	// reads should be bounded by, applied what was last set on it.
@@ -963,15 +962,13 @@ func (c *leanConn) write(p []byte) {
 // leanBody is a request body: Content-Length bytes from the connection's
 // buffer, then from the connection.
 type leanBody struct {
-	mu       sync.Mutex
-	c        *leanConn
-	n        int64 // left to read
-	eof      bool
-	closed   bool
-	early    bool // closed with more than leanMaxDiscard unread
-	readErr  error
-	tooBig   bool
-	discards bool
+	mu      sync.Mutex
+	c       *leanConn
+	n       int64 // left to read
+	eof     bool
+	closed  bool
+	early   bool // closed with more than leanMaxDiscard unread
+	readErr error
 }
 
 func (b *leanBody) Read(p []byte) (int, error) {

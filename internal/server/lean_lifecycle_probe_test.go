@@ -406,14 +406,14 @@ func TestProbeLeanBooksCutStreams(t *testing.T) {
 	}
 }
 
-// TestProbeLeanHeaderTimeout: a head that does not come whole within
+// TestProbeLeanHeaderTimeoutFreesTheGate: a head that does not come whole within
 // ReadHeaderTimeout (nothing sent on a new connection, part of a head on a
 // new one, part of the next head on a keep-alive one) closes the
 // connection without an answer; the gate counts none of them afterwards.
 // (net/http alone answers 400 to a head cut mid-line by its timeout: its
 // textproto parses the partial line; the lean server closes silently, as
 // net/http does for a head cut at a line's end.)
-func TestProbeLeanHeaderTimeout(t *testing.T) {
+func TestProbeLeanHeaderTimeoutFreesTheGate(t *testing.T) {
 	p := newLeanPair(t, lifecycleHandler(t, nil), func(s *http.Server) {
 		s.ReadHeaderTimeout = 200 * time.Millisecond
 		s.IdleTimeout = time.Minute
