@@ -527,8 +527,8 @@ var (
 	crlfcrlf = []byte("\r\n\r\n")
 )
 
-// tokenByte: the bytes of an RFC 9110 token.
-var tokenByte = func() (t [256]bool) {
+// alnumAnd is a byte table of the ASCII letters and digits and extra.
+func alnumAnd(extra string) (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
@@ -536,42 +536,21 @@ var tokenByte = func() (t [256]bool) {
 		t[c] = true
 		t[c-'a'+'A'] = true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
+	for _, c := range extra {
 		t[c] = true
 	}
 	return t
-}()
+}
 
-// targetByte: the bytes the lean server accepts in a request target
-// (pchar, '/', '?', '%'); anything else goes to net/http.
-var targetByte = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "-._~!$&'()*+,;=:@/?%" {
-		t[c] = true
-	}
-	return t
-}()
-
-// hostByte: the bytes accepted in a Host value.
-var hostByte = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "-._:[]" {
-		t[c] = true
-	}
-	return t
-}()
+var (
+	// tokenByte: the bytes of an RFC 9110 token.
+	tokenByte = alnumAnd("!#$%&'*+-.^_`|~")
+	// targetByte: the bytes the lean server accepts in a request target
+	// (pchar, '/', '?', '%'); anything else goes to net/http.
+	targetByte = alnumAnd("-._~!$&'()*+,;=:@/?%")
+	// hostByte: the bytes accepted in a Host value.
+	hostByte = alnumAnd("-._:[]")
+)
 
 // commonKeys interns the canonical form of headers clients send, so that
 // a lowercase name (HTTP/2-era clients) costs no allocation.
