@@ -398,43 +398,36 @@ func cachedInt(n int64) string {
 	if n >= 0 && n < 100 {
 		return strconv.FormatInt(n, 10) // strconv's own constant strings
 	}
-	e := &intStrings[uint64(n)*0x9e3779b97f4a7c15>>58]
-	if c := e.Load(); c != nil && c.n == n {
-		return c.s
-	}
-	s := strconv.FormatInt(n, 10)
-	e.Store(&intString{n: n, s: s})
-	return s
+	return intStrings.get(uint64(n), func() string { return strconv.FormatInt(n, 10) })
 }
-
-type intString struct {
-	n int64
-	s string
-}
-
-// intStrings is cachedInt's table: 64 entries, each the last number (and
-// its string) whose hash fell there.
-var intStrings [64]atomic.Pointer[intString]
 
 // cachedBudget is strconv.FormatFloat(v, 'g', -1, 64) (a key's
 // max_budget), kept as cachedInt keeps numbers.
 func cachedBudget(v float64) string {
-	bits := math.Float64bits(v)
-	e := &floatStrings[bits*0x9e3779b97f4a7c15>>58]
-	if c := e.Load(); c != nil && c.bits == bits {
-		return c.s
-	}
-	s := strconv.FormatFloat(v, 'g', -1, 64)
-	e.Store(&floatString{bits: bits, s: s})
-	return s
+	return floatStrings.get(math.Float64bits(v), func() string { return strconv.FormatFloat(v, 'g', -1, 64) })
 }
 
-type floatString struct {
+// stringTable keeps 64 entries, each the last value (by its bits) whose
+// hash fell there and its string.
+type stringTable [64]atomic.Pointer[cachedString]
+
+type cachedString struct {
 	bits uint64
 	s    string
 }
 
-var floatStrings [64]atomic.Pointer[floatString]
+func (t *stringTable) get(bits uint64, format func() string) string {
+	e := &t[bits*0x9e3779b97f4a7c15>>58]
+	if c := e.Load(); c != nil && c.bits == bits {
+		return c.s
+	}
+	s := format()
+	e.Store(&cachedString{bits: bits, s: s})
+	return s
+}
+
+// intStrings and floatStrings are cachedInt's and cachedBudget's tables.
+var intStrings, floatStrings stringTable
 
 // usedTokens is what a finished request used, for token limits: the
 // usage booked (reported and clamped, or estimated), or — when a stream
