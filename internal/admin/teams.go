@@ -286,29 +286,7 @@ func (a *API) teamNew(w http.ResponseWriter, r *http.Request, p *auth.Principal)
 			return err
 		}
 	}
-	if err := req.budgetFields.validate(); err != nil {
-		return err
-	}
-	if err := checkTags(nil, req.Metadata); err != nil {
-		return err
-	}
-	if req.Spend != nil {
-		if err := checkUSD("spend", *req.Spend); err != nil {
-			return err
-		}
-	}
-	for i := range req.Members {
-		if req.Members[i].Role == "" {
-			req.Members[i].Role = "user"
-		}
-	}
-	if err := validMembers("members_with_roles", req.Members); err != nil {
-		return err
-	}
-	if err := validAliases(req.ModelAliases); err != nil {
-		return err
-	}
-	if err := validGuardrails(req.Guardrails); err != nil {
+	if err := req.validate(); err != nil {
 		return err
 	}
 	if err := a.checkMemberBudgets(r, p, nil, req.Members); err != nil {
@@ -555,29 +533,7 @@ func (a *API) teamUpdate(w http.ResponseWriter, r *http.Request, p *auth.Princip
 	if err != nil {
 		return err
 	}
-	if err := req.budgetFields.validate(); err != nil {
-		return err
-	}
-	if err := checkTags(nil, req.Metadata); err != nil {
-		return err
-	}
-	if req.Spend != nil {
-		if err := checkUSD("spend", *req.Spend); err != nil {
-			return err
-		}
-	}
-	for i := range req.Members {
-		if req.Members[i].Role == "" {
-			req.Members[i].Role = "user"
-		}
-	}
-	if err := validMembers("members_with_roles", req.Members); err != nil {
-		return err
-	}
-	if err := validAliases(req.ModelAliases); err != nil {
-		return err
-	}
-	if err := validGuardrails(req.Guardrails); err != nil {
+	if err := req.validate(); err != nil {
 		return err
 	}
 	if !isAdmin(p) {
@@ -990,4 +946,35 @@ func (a *API) checkMemberBudgets(r *http.Request, p *auth.Principal, t *store.Te
 
 func samePtr[T comparable](a, b *T) bool {
 	return (a == nil) == (b == nil) && (a == nil || *a == *b)
+}
+
+// validate checks a /team/new or /team/update body's values (not who may
+// set them) and gives members without a role "user".
+func (req *teamRequest) validate() error {
+	if err := req.budgetFields.validate(); err != nil {
+		return err
+	}
+	if err := checkTags(nil, req.Metadata); err != nil {
+		return err
+	}
+	if req.Spend != nil {
+		if err := checkUSD("spend", *req.Spend); err != nil {
+			return err
+		}
+	}
+	for i := range req.Members {
+		if req.Members[i].Role == "" {
+			req.Members[i].Role = "user"
+		}
+	}
+	if err := validMembers("members_with_roles", req.Members); err != nil {
+		return err
+	}
+	if err := validAliases(req.ModelAliases); err != nil {
+		return err
+	}
+	if err := validGuardrails(req.Guardrails); err != nil {
+		return err
+	}
+	return nil
 }
