@@ -77,6 +77,7 @@ func addOld(c *slotCounts, idx, n int64) {
 // days, stepping back as far, and the rule's window changing; every read
 // is checked against sumWindowOld on the same slots.
 func windowWalk(t *testing.T, seed uint64, steps int) {
+	seed0 := seed
 	rnd := func(n uint64) uint64 { seed = seed*6364136223846793005 + 1442695040888963407; return (seed >> 33) % n }
 	windows := []time.Duration{time.Minute, time.Minute, time.Minute, time.Hour, 6 * time.Second, 30 * time.Millisecond, 24 * time.Hour}
 	r := Rule{Kind: Tokens, Limit: 1000, Window: time.Minute}
@@ -91,7 +92,7 @@ func windowWalk(t *testing.T, seed uint64, steps int) {
 			gu, gi, gr := c.window(&r, now)
 			if gu != wu || gi != wi || gr != wr {
 				t.Fatalf("seed %d step %d (window %s, now %s): window = %d, %d, %s; summing %d, %d, %s",
-					seed, step, r.Window, now.Format(time.RFC3339Nano), gu, gi, gr, wu, wi, wr)
+					seed0, step, r.Window, now.Format(time.RFC3339Nano), gu, gi, gr, wu, wi, wr)
 			}
 			n := int64(1 + rnd(50))
 			switch rnd(200) {
@@ -130,7 +131,7 @@ func windowWalk(t *testing.T, seed uint64, steps int) {
 			wu, wi, wr := sumWindowOld(c, &r, now)
 			gu, gi, gr := c.window(&r, now)
 			if gu != wu || gi != wi || gr != wr {
-				t.Fatalf("seed %d step %d (window %s): read = %d, %d, %s; summing %d, %d, %s", seed, step, r.Window, gu, gi, gr, wu, wi, wr)
+				t.Fatalf("seed %d step %d (window %s): read = %d, %d, %s; summing %d, %d, %s", seed0, step, r.Window, gu, gi, gr, wu, wi, wr)
 			}
 		}
 	}
