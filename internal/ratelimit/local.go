@@ -22,8 +22,9 @@ type Local struct {
 }
 
 // state is one rule's counters. Its parts for other kinds are not made:
-// a parallel rule's state is 96 bytes, a window's 96 + 384, a bucket's
-// 96 + 48 (they were 1,152 each, and a map slot of 64 bytes each).
+// a parallel rule's state is 96 bytes, a window's 96 + 416 (384 before
+// its running total), a bucket's 96 + 48 (they were 1,152 each, and a map
+// slot of 64 bytes each).
 type state struct {
 	used   time.Time     // last admission, for idle sweeping
 	window time.Duration // the rule's window as last seen, for sweeping
