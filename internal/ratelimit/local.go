@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"math"
+	"math/bits"
 	"strings"
 	"sync"
 	"time"
@@ -21,8 +22,9 @@ type Local struct {
 }
 
 // state is one rule's counters. Its parts for other kinds are not made:
-// a parallel rule's state is 96 bytes, a window's 96 + 384, a bucket's
-// 96 + 48 (they were 1,152 each, and a map slot of 64 bytes each).
+// a parallel rule's state is 96 bytes, a window's 96 + 416 (384 before
+// its running total), a bucket's 96 + 48 (they were 1,152 each, and a map
+// slot of 64 bytes each).
 type state struct {
 	used   time.Time     // last admission, for idle sweeping
 	window time.Duration // the rule's window as last seen, for sweeping
@@ -58,11 +60,29 @@ type bucket struct {
 // sequence of calls decides exactly as the arrays did (TestLocalMatchesOld),
 // with a wall clock stepped back, a rule's window changed, or a token count
 // past 2^31 in one sub-window.
+//
+// A read does not sum the slots: total is the sum of the live slots, those
+// counted (count != 0) whose sub-window is one of the 61 up to head, the
+// latest sub-window seen; live has bit p set for each. When time moves on,
+// the slots that leave are subtracted once (advance), so a read or an add
+// costs the same at any slot count (Issue 31, item 3). A counted slot that
+// is not live has an index below dead (a slot that left, or one added
+// behind the window after a clock stepped back); no counted slot is past
+// head. A read at or past head, or behind it with nothing counted that
+// could come back into its window (dead <= its first sub-window), is
+// total; any other read (a clock stepped back over slots that left, or a
+// rule's window lengthened) sums the slots as before and recounts total
+// from them (rebuild), so every decision is the summing one's
+// (TestWindowMatchesSum).
 type slotCounts struct {
 	base  int64
 	off   [slots + 1]int16
 	count [slots + 1]int32
 	wide  *wideCounts
+	head  int64
+	total int64
+	live  uint64
+	dead  int64
 }
 
 type wideCounts struct {
@@ -110,9 +130,108 @@ func (l *Local) get(r *Rule, now time.Time) *state {
 	return s
 }
 
-// window sums the uses still inside r's window at now, and returns the
-// sub-window index of now and when the oldest counted use expires.
+// window returns the uses still inside r's window at now, the sub-window
+// index of now and when the oldest counted use expires.
 func (c *slotCounts) window(r *Rule, now time.Time) (used, idx int64, reset time.Duration) {
+	sl := int64(slotLen(r.Window))
+	idx = now.UnixNano() / sl
+	if idx < slots || (idx < c.head && c.dead > idx-slots) {
+		// Behind head with slots that left counted again, or near the
+		// epoch (where the sum's reset differs for negative indexes).
+		used, idx, reset = c.sum(r, now)
+		c.rebuild(idx)
+		return used, idx, reset
+	}
+	if idx > c.head {
+		c.advance(idx)
+	}
+	if c.live != 0 {
+		// The oldest live slot: the first from head-slots's, round the ring.
+		s := mod61(c.head - slots)
+		rot := (c.live>>s | c.live<<(slots+1-s)) & ringAll
+		oldest := c.head - slots + int64(bits.TrailingZeros64(rot))
+		reset = time.Duration((oldest+slots+1)*sl - now.UnixNano())
+	}
+	return max(c.total, 0), idx, reset
+}
+
+// ringAll has a bit for each of the slots+1 slots.
+const ringAll = uint64(1)<<(slots+1) - 1
+
+// mod61 is i's slot: i mod slots+1, in [0, slots].
+func mod61(i int64) uint {
+	m := i % (slots + 1)
+	if m < 0 {
+		m += slots + 1
+	}
+	return uint(m)
+}
+
+// advance moves head on to idx (> head): the live slots whose sub-windows
+// leave the window are subtracted from total, once.
+func (c *slotCounts) advance(idx int64) {
+	if c.live != 0 {
+		gone := c.live
+		if k := idx - c.head; k <= slots {
+			// The k sub-windows from head-slots leave: their slots, from
+			// head-slots's round the ring.
+			s, m := mod61(c.head-slots), uint64(1)<<k-1
+			gone &= (m<<s | m>>(slots+1-s)) & ringAll
+		}
+		if gone != 0 {
+			for g := gone; g != 0; g &= g - 1 {
+				c.total -= c.countAt(bits.TrailingZeros64(g))
+			}
+			c.live &^= gone
+			c.dead = max(c.dead, idx-slots)
+		}
+	}
+	c.head = idx
+}
+
+// countAt is slot i's count.
+func (c *slotCounts) countAt(i int) int64 {
+	if c.wide != nil {
+		return c.wide.count[i]
+	}
+	return int64(c.count[i])
+}
+
+// indexAt is slot i's sub-window.
+func (c *slotCounts) indexAt(i int) int64 {
+	if c.wide != nil {
+		return c.wide.index[i]
+	}
+	return (c.base+int64(c.off[i]))*(slots+1) + int64(i)
+}
+
+// rebuild recounts total, live and dead from the slots, with head the
+// latest of idx and every counted slot's sub-window.
+func (c *slotCounts) rebuild(idx int64) {
+	head := idx
+	for i := range slots + 1 {
+		if c.countAt(i) != 0 {
+			head = max(head, c.indexAt(i))
+		}
+	}
+	c.head, c.total, c.live, c.dead = head, 0, 0, math.MinInt64
+	for i := range slots + 1 {
+		n := c.countAt(i)
+		if n == 0 {
+			continue
+		}
+		if at := c.indexAt(i); at >= head-slots {
+			c.total += n
+			c.live |= 1 << i
+		} else {
+			c.dead = max(c.dead, at+1)
+		}
+	}
+}
+
+// sum sums the uses still inside r's window at now, slot by slot: window
+// as it was before total (kept for the reads total cannot answer).
+func (c *slotCounts) sum(r *Rule, now time.Time) (used, idx int64, reset time.Duration) {
 	sl := slotLen(r.Window)
 	idx = now.UnixNano() / int64(sl)
 	oldest := int64(-1)
@@ -159,16 +278,40 @@ func (c *slotCounts) window(r *Rule, now time.Time) (used, idx int64, reset time
 }
 
 // add counts n in the sub-window idx: its slot is that sub-window's from
-// now on, its count reset if it held another's.
+// now on, its count reset if it held another's; total follows.
 func (c *slotCounts) add(idx, n int64) {
+	if idx > c.head {
+		c.advance(idx)
+	}
 	lap, i := idx/(slots+1), idx%(slots+1)
+	var before int64 // the slot's count in total
+	if c.live&(1<<i) != 0 {
+		before = c.countAt(int(i))
+	}
 	if c.wide == nil && c.base+int64(c.off[i]) == lap {
 		if sum := int64(c.count[i]) + n; sum == int64(int32(sum)) {
 			c.count[i] = int32(sum) // the common case
+			c.track(i, idx, before, sum)
 			return
 		}
 	}
 	c.addSlot(i, lap, idx, n)
+	c.track(i, idx, before, c.countAt(int(i)))
+}
+
+// track moves slot i's part of total from before to after, its count now
+// that it holds the sub-window idx (<= head).
+func (c *slotCounts) track(i, idx, before, after int64) {
+	c.total -= before
+	if after != 0 && idx >= c.head-slots {
+		c.total += after
+		c.live |= 1 << i
+		return
+	}
+	c.live &^= 1 << i
+	if after != 0 {
+		c.dead = max(c.dead, idx+1)
+	}
 }
 
 // addSlot is add when the slot holds another sub-window, or the sum does

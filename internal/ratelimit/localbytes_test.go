@@ -81,7 +81,7 @@ func TestLocalStateBytes(t *testing.T) {
 		name := map[Kind]string{Parallel: "parallel", Requests: "rpm", TokenBucket: "token bucket"}[k]
 		t.Logf("a key with one %s rule: %.0f B (old %.0f B)", name, liveBytesPerKey(t, NewLocal(), n, k), liveBytesPerKey(t, newOldLocal(), n, k))
 	}
-	// 96 + 96 + 96 B of states, 384 + 384 of windows, the id's 64 and one
+	// 96 + 96 + 96 B of states, 416 + 416 of windows, the id's 64 and one
 	// map slot (40 B at a load of 7/8 to 7/16: 46 to 91 B).
 	if nw > 1_300 {
 		t.Fatalf("a key with rpm, tpm and parallel limits keeps %.0f B in the local limiter, want ≤ 1,300", nw)

@@ -11,7 +11,7 @@ import (
 // not again for 61 uses (1,200 s ≡ 41 mod 61), keep counts from hours
 // before; with int16 offsets of sub-windows (reach 32,767 s ≈ 9.1 h for a
 // minute's window) the first move of base past them made both windows
-// wide for good (96 + 384 + 1,024 B each, more than main's 1,152 B state),
+// wide for good (96 + 416 + 1,024 B each, more than main's 1,152 B state),
 // so a long-lived low-rate key held ≈ 3.2 KB, not the 1,199 B measured
 // on a key's first request.
 func TestProbeLowRateKeyWindowsStayNarrow(t *testing.T) {

@@ -496,16 +496,34 @@ func runner(tb testing.TB, c *redis.Client) *rscript.Runner {
 // sub-windows from it as they leave; over a long random walk of
 // admissions, corrections and pauses (some longer than the window) it
 // decides exactly as the local window, which counts every sub-window.
-func TestWindowMatchesLocal(t *testing.T) {
+func TestWindowMatchesLocal(t *testing.T) { windowMatchesLocal(t, 7, 3000) }
+
+// TestWindowMatchesLocalSeeds is TestWindowMatchesLocal's walk from 8
+// more seeds: the Redis script's running sum against the local window's
+// running total (Issue 31, item 3), each checked against summing the slots.
+func TestWindowMatchesLocalSeeds(t *testing.T) {
+	for seed := range uint64(8) {
+		windowMatchesLocal(t, 1000+seed, 3000)
+	}
+}
+
+func windowMatchesLocal(t *testing.T, seed uint64, steps int) {
 	rpm := Rule{Scope: keyScope, Kind: Requests, Limit: 40, Window: time.Minute, Name: "rpm_limit"}
 	tpm := Rule{Scope: keyScope, Kind: Tokens, Limit: 900, Window: time.Minute, Name: "tpm_limit"}
 	local, mini := newLocalBackend(), newMiniBackend(t)
-	seed := uint64(7)
 	rnd := func(n uint64) uint64 { seed = seed*6364136223846793005 + 1442695040888963407; return (seed >> 33) % n }
 	type open struct{ l, m *Ticket }
 	var inflight []open
 	admitted := 0
-	for step := range 3000 {
+	for step := range steps {
+		for _, r := range []*Rule{&rpm, &tpm} {
+			if s := local.l.lookup(stateKey{r.Scope, r.Kind, r.Name}); s != nil {
+				wu, wi, wr := sumWindowOld(s.w, r, local.now)
+				if gu, gi, gr := s.w.window(r, local.now); gu != wu || gi != wi || gr != wr {
+					t.Fatalf("seed %d step %d %s: window = %d, %d, %s; summing %d, %d, %s", seed, step, r.Name, gu, gi, gr, wu, wi, wr)
+				}
+			}
+		}
 		switch r := rnd(100); {
 		case r < 55:
 			est := int64(rnd(40))
