@@ -78,6 +78,7 @@ func obj(t *testing.T, v any) map[string]any {
 // running gateway: JSON output parses and says what the command did, table
 // output names the entity.
 func TestCLIAgainstARunningGateway(t *testing.T) {
+	t.Parallel() // its own binary process, port, temp dir and store (see TestMain)
 	g := startCLIGateway(t)
 
 	// keys
@@ -212,6 +213,7 @@ func TestCLIAgainstARunningGateway(t *testing.T) {
 // error (nothing sent), 3 an unreachable gateway; the environment names the
 // gateway and the key as Tollgate's and LiteLLM's CLIs do.
 func TestCLIExitCodes(t *testing.T) {
+	t.Parallel() // its own binary process, port, temp dir and store (see TestMain)
 	g := startCLIGateway(t)
 	down := fmt.Sprintf("http://127.0.0.1:%d", freePort(t)) // nothing listens
 	tests := []struct {

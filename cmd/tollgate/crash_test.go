@@ -151,6 +151,7 @@ func firstOr(d []time.Duration) time.Duration {
 // what it produced is still in the store when the process has exited: the
 // spend-log row with its tokens and the key's spend.
 func TestSIGTERMBooksStreamsCutByShutdownTimeout(t *testing.T) {
+	t.Parallel() // its own binary process, port, temp dir and store (see TestMain)
 	g := startPriced(t, mockupstream.Options{Chunks: 50, ChunkDelay: 100 * time.Millisecond}, "--shutdown-timeout", "200ms")
 	dir, base, cmd, stderr, key := g.dir, g.base, g.cmd, g.stderr, g.key
 

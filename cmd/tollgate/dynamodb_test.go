@@ -34,6 +34,7 @@ import (
 // A and seen on B (B learns of A's key by its resync, no Redis); spend,
 // spend logs and reports are booked; a deleted key stops working on B.
 func TestServeOnDynamoDBSeedConfig(t *testing.T) {
+	t.Parallel() // its own binary process, port, temp dir and store (see TestMain)
 	ddb := os.Getenv("TOLLGATE_TEST_DYNAMODB_URL")
 	if ddb == "" {
 		t.Skip("TOLLGATE_TEST_DYNAMODB_URL is not set: skipping the DynamoDB serve test")

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	mathrand "math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,7 +51,25 @@ func buildBinary(t *testing.T) string {
 	return binPath
 }
 
+// waitBound is the -parallel this package's tests run with when the flag
+// is not given. The tests marked t.Parallel spend their time waiting on a
+// child process (the binary's start, a stream, a signal's exit, the SDK
+// module's run), each with its own port (freePort), temp dir, SQLite file
+// or PostgreSQL migration of its own, and no t.Setenv; Go's default of
+// GOMAXPROCS (2 on the CI machine) would run these waits two at a time.
+// Tests that measure memory or CPU (bench, memlimit), crash a replica
+// against a time window (crash window, replicas, Redis) or set the
+// environment stay serial: Go runs every serial top-level test before any
+// parallel one starts.
+const waitBound = 8
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set && runtime.GOMAXPROCS(0) < waitBound {
+		_ = flag.Set("test.parallel", strconv.Itoa(waitBound))
+	}
 	code := m.Run()
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
@@ -110,7 +130,9 @@ func start(t *testing.T, dir, url string, name string, args ...string) (*exec.Cm
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	deadline := time.Now().Add(20 * time.Second)
+	// A bound for a start that never comes, not a figure to meet: the
+	// parallel tests start their binaries side by side.
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		resp, err := http.Get(url)
 		if err == nil {
@@ -125,6 +147,7 @@ func start(t *testing.T, dir, url string, name string, args ...string) (*exec.Cm
 }
 
 func TestServeZeroConfigDemoAndGracefulExit(t *testing.T) {
+	t.Parallel() // its own binary process, port, temp dir and store (see TestMain)
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	port := freePort(t)
@@ -165,7 +188,7 @@ func TestServeZeroConfigDemoAndGracefulExit(t *testing.T) {
 		if err != nil {
 			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(time.Minute):
 		t.Fatal("serve did not exit after SIGTERM")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "tollgate.db")); err != nil {
@@ -179,6 +202,7 @@ func TestServeZeroConfigDemoAndGracefulExit(t *testing.T) {
 }
 
 func TestServeRejectsBadConfig(t *testing.T) {
+	t.Parallel() // its own binary process, port, temp dir and store (see TestMain)
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
@@ -193,6 +217,7 @@ func TestServeRejectsBadConfig(t *testing.T) {
 }
 
 func TestMigrate(t *testing.T) {
+	t.Parallel() // its own binary process, port, temp dir and store (see TestMain)
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	cmd := exec.Command(bin, "migrate")
@@ -214,6 +239,7 @@ func TestMigrate(t *testing.T) {
 }
 
 func TestVersionAndMockUpstream(t *testing.T) {
+	t.Parallel() // its own binary process, port, temp dir and store (see TestMain)
 	bin := buildBinary(t)
 	out, err := exec.Command(bin, "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "tollgate ") {

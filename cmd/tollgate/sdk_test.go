@@ -13,6 +13,7 @@ import (
 // the served OpenAPI document (spec/). The SDKs, the browser driver and the
 // OpenAPI validator live in that module's go.mod, not ours.
 func TestOfficialSDKs(t *testing.T) {
+	t.Parallel() // its own binary process, port, temp dir and store (see TestMain)
 	if testing.Short() {
 		t.Skip("-short: skipping the SDK module")
 	}

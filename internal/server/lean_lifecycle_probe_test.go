@@ -231,18 +231,9 @@ func TestProbeLeanShutdownServesAFreshConnection(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv, err := New(cfg, Options{Logger: testLogger, Store: sqliteStore(t), ShutdownTimeout: time.Minute})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, stop := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ctx, ln) }()
-			c, err := net.Dial("tcp", ln.Addr().String())
+			env := serveWith(t, cfg, Options{Store: sqliteStore(t), ShutdownTimeout: time.Minute})
+			srv, addr := env.srv, strings.TrimPrefix(env.url, "http://")
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -258,9 +249,12 @@ func TestProbeLeanShutdownServesAFreshConnection(t *testing.T) {
 			}); !ok {
 				t.Fatal("the connection was never accepted")
 			}
-			stop()
+			// env.stop waits for Serve, which waits for c's request: it
+			// runs aside while the request is sent.
+			done := make(chan error, 1)
+			go func() { done <- env.stop() }()
 			if _, ok := within(time.Minute, func() bool {
-				d, err := net.Dial("tcp", ln.Addr().String())
+				d, err := net.Dial("tcp", addr)
 				if err == nil {
 					d.Close()
 				}

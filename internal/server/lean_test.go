@@ -188,6 +188,22 @@ func exchangeRaw(t *testing.T, addr, raw string, n int) []leanAnswer {
 	return out
 }
 
+// leanAskOnce dials addr, sends one POST of {} to path and reads the
+// answer; the connection stays open (closed when the test ends) and its
+// reader is returned for what comes after.
+func leanAskOnce(t *testing.T, addr, path string) (*bufio.Reader, leanAnswer) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(c)
+	_, _ = io.WriteString(c, leanPost(path, "", "{}"))
+	return br, readAnswer(br)
+}
+
 func leanPost(path string, headers string, body string) string {
 	return "POST " + path + " HTTP/1.1\r\nHost: gw.test\r\n" + headers + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 }
@@ -512,15 +528,8 @@ func TestLeanShutdown(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "done")
 	}))
-	idle, err := net.Dial("tcp", p.lean)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idle.Close()
-	_ = idle.SetDeadline(time.Now().Add(time.Minute))
-	ibr := bufio.NewReader(idle)
-	_, _ = io.WriteString(idle, leanPost("/v1/fast", "", "{}"))
-	if a := readAnswer(ibr); a.Body != "done" {
+	ibr, a := leanAskOnce(t, p.lean, "/v1/fast")
+	if a.Body != "done" {
 		t.Fatalf("%+v", a)
 	}
 	busy, err := net.Dial("tcp", p.lean)
@@ -544,7 +553,7 @@ func TestLeanShutdown(t *testing.T) {
 	default:
 	}
 	close(release)
-	a := readAnswer(bufio.NewReader(busy))
+	a = readAnswer(bufio.NewReader(busy))
 	if a.Body != "done" || !a.Close {
 		t.Fatalf("the request in flight: %+v", a)
 	}
@@ -556,15 +565,8 @@ func TestLeanShutdown(t *testing.T) {
 // TestLeanIdleTimeout: a lean connection idle past IdleTimeout is closed.
 func TestLeanIdleTimeout(t *testing.T) {
 	p := newLeanPair(t, diffHandler(nil), func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond })
-	c, err := net.Dial("tcp", p.lean)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Minute))
-	br := bufio.NewReader(c)
-	_, _ = io.WriteString(c, leanPost("/v1/x", "", "{}"))
-	if a := readAnswer(br); a.Status != "200 OK" {
+	br, a := leanAskOnce(t, p.lean, "/v1/x")
+	if a.Status != "200 OK" {
 		t.Fatalf("%+v", a)
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
