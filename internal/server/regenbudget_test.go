@@ -224,3 +224,32 @@ func TestRegenerateCountsHeldSpendAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestRegenerateSpendEditReachesTheBudget: /key/update's spend on a
+// regenerated key sets the budget its requests are checked against (the
+// account of the key's first hash), not an account nothing reads.
+func TestRegenerateSpendEditReachesTheBudget(t *testing.T) {
+	e := startSpend(t, sqliteStore(t), mockupstream.Options{}, "")
+	_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.0009}`)
+	key, _ := out["key"].(string)
+	if resp, out := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d %v", resp.StatusCode, out)
+	}
+	_, out = e.post(t, "/key/regenerate", "sk-1234", `{"key": "`+key+`"}`)
+	fresh, _ := out["key"].(string)
+	if fresh == "" {
+		t.Fatalf("regenerate: %v", out)
+	}
+	if resp, out := e.post(t, "/key/update", "sk-1234", `{"key": "`+fresh+`", "spend": 0.0009}`); resp.StatusCode != 200 {
+		t.Fatalf("update: %d %v", resp.StatusCode, out)
+	}
+	if resp, out := e.post(t, "/v1/chat/completions", fresh, chat3); resp.StatusCode == 200 {
+		t.Fatalf("a key whose spend was set to its budget was admitted: %v", out)
+	}
+	if resp, out := e.post(t, "/key/update", "sk-1234", `{"key": "`+fresh+`", "spend": 0}`); resp.StatusCode != 200 {
+		t.Fatalf("update: %d %v", resp.StatusCode, out)
+	}
+	if resp, out := e.post(t, "/v1/chat/completions", fresh, chat3); resp.StatusCode != 200 {
+		t.Fatalf("a key whose spend was set to 0 was refused: %d %v", resp.StatusCode, out)
+	}
+}
