@@ -368,6 +368,7 @@ func keyResponse(k *store.Key, raw string) map[string]any {
 		m["key"] = raw
 	}
 	m["token_id"] = k.TokenHash
+	delete(m, "budget_account") // internal (store.Key.BudgetAccount)
 	for _, f := range []string{"user_id", "team_id"} {
 		if _, ok := m[f]; !ok {
 			m[f] = nil

@@ -271,7 +271,7 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		return storeError(err, "key", "key")
 	}
 	if obj.Has("spend") && req.Spend != nil {
-		if err := a.setSpend(r, store.KindKey, updated.TokenHash, *req.Spend); err != nil {
+		if err := a.setSpendOf(r, store.KindKey, updated.TokenHash, updated.Account(), *req.Spend); err != nil {
 			return err
 		}
 		updated.Spend = *req.Spend
@@ -285,9 +285,16 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 
 // setSpend overwrites an entity's spend in the store and in the ledger.
 func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float64) error {
+	return a.setSpendOf(r, kind, id, id, spend)
+}
+
+// setSpendOf is setSpend of an entity whose budget account is acct (a
+// regenerated key's, store.Key.Account).
+func (a *API) setSpendOf(r *http.Request, kind store.Kind, id, acct string, spend float64) error {
 	if err := a.store.SetSpend(r.Context(), kind, id, spend); err != nil {
 		return storeError(err, string(kind), "spend")
 	}
+	id = acct
 	var resetAt time.Time // the period the edit is for, when this replica knows it
 	if acct, ok := a.book.Lookup(kind, id); ok {
 		acct.SetSpent(ledger.USD(spend))
@@ -399,6 +406,12 @@ func (a *API) keyRegenerate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		raw = *req.NewKey
 	}
 	k := *old
+	// The budget account stays the key's: holds in flight, settles still
+	// to come and spend queued under the old hash are on it, and so count
+	// against the new key's budget at once, here and on every replica
+	// (which learns the new record with the replacement), in process and on
+	// Redis alike.
+	k.BudgetAccount = old.Account()
 	k.TokenHash, k.KeyName = auth.HashHex(raw), auth.Abbreviate(raw)
 	if req.MaxBudget != nil {
 		if err := checkUSD("max_budget", *req.MaxBudget); err != nil {

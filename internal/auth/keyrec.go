@@ -58,6 +58,7 @@ type keyExtra struct {
 	name       string // the key name when it holds a NUL (text is then "")
 	alias      *string
 	modelSpend map[string]float64
+	budget     string // store.Key.BudgetAccount (a regenerated key's)
 	created    time.Time
 	updated    time.Time
 	expires    *time.Time
@@ -124,8 +125,9 @@ func packKey(k *store.Key, c *compactor, prev *keyRec) *keyRec {
 	r.expires = packPtr(k.Expires, &x.expires)
 	r.resetAt = packPtr(k.BudgetResetAt, &x.resetAt)
 	x.modelSpend = k.ModelSpend
+	x.budget = k.BudgetAccount
 	if x.hash != "" || x.name != "" || r.created == timeInX || r.updated == timeInX || x.expires != nil ||
-		x.resetAt != nil || x.modelSpend != nil {
+		x.resetAt != nil || x.modelSpend != nil || x.budget != "" {
 		r.x = &x
 	}
 	return r
@@ -235,7 +237,7 @@ func (r *keyRec) fill(k *store.Key, h string, slots *keySlots) {
 		AllowedCacheControls: sh.cacheControls, BudgetID: sh.budgetID, Blocked: sh.blocked, BlockedBy: sh.blockedBy,
 		CreatedBy: sh.createdBy}
 	if r.x != nil {
-		k.ModelSpend = r.x.modelSpend
+		k.ModelSpend, k.BudgetAccount = r.x.modelSpend, r.x.budget
 	}
 	if r.x != nil && r.text == "" && r.x.name != "" {
 		k.KeyName, k.KeyAlias = r.x.name, r.x.alias

@@ -250,9 +250,16 @@ func (m *Books) accounts(p *auth.Principal, endUser string, e *store.EndUser, mo
 		accts = append(accts, m.Book.Account(store.KindEndUser, endUser, spec))
 	}
 	if k := p.Key; k != nil {
-		accts = append(accts, m.Book.Account(store.KindKey, k.TokenHash, ledger.SpecOf(k.Spend, k.Limits, k.SoftBudget)))
+		// A regenerated key's budgets are the accounts of the hash it had
+		// first (store.Key.Account): what is held, settling or queued under
+		// an old hash counts against them.
+		spec, acct := ledger.SpecOf(k.Spend, k.Limits, k.SoftBudget), k.Account()
+		if acct != k.TokenHash {
+			spec.Name = k.TokenHash
+		}
+		accts = append(accts, m.Book.Account(store.KindKey, acct, spec))
 		if b, ok := k.ModelMaxBudget[model]; ok {
-			accts = append(accts, m.Book.Account(store.KindKeyModel, k.TokenHash+"/"+model, ledger.Spec{Spent: k.ModelSpend[model], Budget: &b}))
+			accts = append(accts, m.Book.Account(store.KindKeyModel, acct+"/"+model, ledger.Spec{Spent: k.ModelSpend[model], Budget: &b}))
 		}
 	}
 	return accts

@@ -79,6 +79,28 @@ type Account struct {
 	// use, made on first use (remote): most accounts of a gateway without
 	// Redis never need it, and an account is kept for every key used.
 	rs atomic.Pointer[remote]
+	// name is the entity's id when it is not ID (Spec.Name: a regenerated
+	// key's current token hash); nil: ID.
+	name atomic.Pointer[string]
+}
+
+// Name is the id of the entity the account belongs to: ID, or a
+// regenerated key's current token hash (Spec.Name). The store's record
+// (a period's reset) and the key's metadata go by it; Redis and the
+// book go by ID.
+func (a *Account) Name() string {
+	if n := a.name.Load(); n != nil {
+		return *n
+	}
+	return a.ID
+}
+
+func (a *Account) setName(n string) {
+	if cur := a.name.Load(); cur != nil && *cur == n || cur == nil && n == a.ID {
+		return
+	}
+	n = strings.Clone(n)
+	a.name.Store(&n)
 }
 
 // remote is the part of an Account that budgets shared on Redis use.

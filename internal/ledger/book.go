@@ -60,6 +60,10 @@ type Spec struct {
 	Soft           *float64   // soft budget, reported once when crossed
 	BudgetDuration *string    // e.g. "1mo": the period after which spend resets
 	ResetAt        *time.Time // the next reset
+	// Name is the entity's id where it is not the account's: a
+	// regenerated key's token hash, whose account keeps the hash the key
+	// had before (store.Key.Account). "": the account's id.
+	Name string
 }
 
 // SpecOf is the Spec of an entity that has spent spent under limits l,
@@ -94,6 +98,9 @@ func (b *Book) Account(kind store.Kind, id string, s Spec) *Account {
 	}
 	if a.Budget() != want {
 		a.SetBudget(want)
+	}
+	if s.Name != "" {
+		a.setName(s.Name)
 	}
 	soft := Unlimited
 	if s.Soft != nil {

@@ -18,7 +18,7 @@ func (s *Server) enforcement(accounts []*ledger.Account) ledger.Enforcement {
 		if a.Kind != store.KindKey {
 			continue
 		}
-		if md, ok := s.snap.KeyMetadata(a.ID); ok {
+		if md, ok := s.snap.KeyMetadata(a.Name()); ok {
 			if v, ok := md["budget_enforcement"].(string); ok {
 				if mode, err := ledger.ParseEnforcement(v); err == nil {
 					return mode

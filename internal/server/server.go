@@ -590,7 +590,11 @@ func (s *Server) loadKeys(ctx context.Context) {
 // through the spend writer, in order with the spend rows, and Redis.
 func (s *Server) budgetReset(kind store.Kind, id string, next time.Time) {
 	if kind.HasRow() && s.writer != nil {
-		s.writer.Reset(kind, id, next)
+		name := id // a regenerated key's record is under its current hash
+		if a, ok := s.book.Lookup(kind, id); ok {
+			name = a.Name()
+		}
+		s.writer.Reset(kind, name, next)
 	}
 	if s.shared != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -100,6 +100,23 @@ type Key struct {
 	CreatedBy string    `json:"created_by,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// BudgetAccount names the key's budget account (the ledger's and
+	// Redis's) when it is not TokenHash: the hash the key had before its
+	// first /key/regenerate, kept by every regenerate after. Holds in flight
+	// and spend not yet settled under the old hash are on that account,
+	// so the regenerated key's budget counts them from the moment it exists,
+	// on every replica. "" (a key never regenerated): TokenHash. Not shown
+	// by the API.
+	BudgetAccount string `json:"budget_account,omitempty"`
+}
+
+// Account is the id of the key's budget account (BudgetAccount, else
+// TokenHash); its model budgets' are this + "/" + model.
+func (k *Key) Account() string {
+	if k.BudgetAccount != "" {
+		return k.BudgetAccount
+	}
+	return k.TokenHash
 }
 
 // User is a gateway user; budgets apply across all its keys.
