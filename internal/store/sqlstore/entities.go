@@ -873,6 +873,22 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 	})
 }
 
+// HashReplaced: hash is a forwarding's old hash, or a key's budget
+// account (store.Key.BudgetAccount, in its data; a hash is hex, so the
+// pattern holds no wildcard).
+func (s *DB) HashReplaced(ctx context.Context, hash string) (bool, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM key_replacements WHERE old_hash = $1
+		UNION ALL SELECT 1 FROM keys WHERE data LIKE $2 LIMIT 1`,
+		hash, `%"budget_account":"`+hash+`"%`).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // replacementsKept is how long ReplaceKey keeps a replaced hash's
 // forwarding (key_replacements): longer than any request stays in flight
 // or any spend batch waits in the writer's queue.
