@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
@@ -56,4 +57,57 @@ func TestProbeReplacedSecretIsRefused(t *testing.T) {
 			t.Fatalf("an unrelated custom key: %d %v", resp.StatusCode, out)
 		}
 	})
+}
+
+// TestProbeRegeneratedKeyPeriodSweep: a regenerated key with a budget
+// period, idle when the period ends, is rolled over by the sweep on the
+// account its requests are checked on (the first hash's, on Redis too):
+// the store shows the new period, Redis's hash of that account has it,
+// no hash is made under the current token hash, and the key has its
+// whole budget again.
+func TestProbeRegeneratedKeyPeriodSweep(t *testing.T) {
+	r := newRig(t, rigSpec{name: "regensweep", postgres: true, redis: true})
+	r.start(t, pricedConfig+"  redis_url: {{REDIS}}\n", Options{ResyncInterval: 100 * time.Millisecond, BudgetSweepInterval: 200 * time.Millisecond})
+	u := r.urls[0]
+	const raw = "sk-probe-regen-sweep"
+	r.key(t, raw, `"max_budget": 0.0003, "budget_duration": "3s"`) // one request a period
+	if code, body := send(t, u+"/v1/chat/completions", raw, chat3); code != 200 {
+		t.Fatalf("first request: %d %s", code, body)
+	}
+	code, out := sendJSON(t, u+"/key/regenerate", "sk-1234", `{"key": "`+raw+`"}`)
+	fresh, _ := out["key"].(string)
+	if code != 200 || fresh == "" {
+		t.Fatalf("regenerate: %d %v", code, out)
+	}
+	if code, body := send(t, u+"/v1/chat/completions", fresh, chat3); code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("the spent key's new secret: %d %s", code, body)
+	}
+	k0, err := r.st.GetKey(context.Background(), sha(fresh))
+	if err != nil || k0.BudgetResetAt == nil {
+		t.Fatalf("key: %+v %v", k0, err)
+	}
+	// Idle: the sweep moves the period in the store.
+	var k *store.Key
+	if _, ok := within(time.Minute, func() bool {
+		k, err = r.st.GetKey(context.Background(), sha(fresh))
+		return err == nil && k.BudgetResetAt != nil && k.BudgetResetAt.After(*k0.BudgetResetAt) && k.Spend == 0
+	}); !ok {
+		t.Fatalf("the sweep never moved the period: %+v %v", k, err)
+	}
+	c := r.client(t)
+	ctx := context.Background()
+	if _, ok := within(time.Minute, func() bool {
+		p, _ := c.HGet(ctx, r.budget("key", sha(raw)), "period").Int64()
+		return p >= k.BudgetResetAt.UnixNano()
+	}); !ok {
+		all, _ := c.HGetAll(ctx, r.budget("key", sha(raw))).Result()
+		t.Errorf("Redis's hash of the key's account was not rolled over by the sweep: %v", all)
+	}
+	if n, _ := c.Exists(ctx, r.budget("key", sha(fresh))).Result(); n != 0 {
+		all, _ := c.HGetAll(ctx, r.budget("key", sha(fresh))).Result()
+		t.Errorf("the sweep made a Redis hash under the key's current hash, which no request reads: %v", all)
+	}
+	if code, body := send(t, u+"/v1/chat/completions", fresh, chat3); code != 200 {
+		t.Fatalf("the key in its new period: %d %s", code, body)
+	}
 }
