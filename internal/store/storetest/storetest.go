@@ -205,6 +205,11 @@ func hashReplaced(t *testing.T, s store.Store) {
 	if err := s.ReplaceKey(ctx, "first", k); err != nil {
 		t.Fatal(err)
 	}
+	meta := fullKey("meta")
+	meta.Metadata = map[string]any{"budget_account": "other"} // not an account
+	if err := s.CreateKey(ctx, meta); err != nil {
+		t.Fatal(err)
+	}
 	for h, want := range map[string]bool{"first": true, "second": false, "other": false} {
 		if got, err := s.HashReplaced(ctx, h); err != nil || got != want {
 			t.Errorf("HashReplaced(%q) = %v, %v; want %v", h, got, err, want)
