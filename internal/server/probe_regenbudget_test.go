@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +53,20 @@ func TestProbeReplacedSecretIsRefused(t *testing.T) {
 		// The regenerated key is untouched and still has its own budget.
 		if resp, out := e.post(t, "/v1/chat/completions", fresh, chat3); resp.StatusCode != 200 {
 			t.Fatalf("the regenerated key after the refusals: %d %v", resp.StatusCode, out)
+		}
+		// The account stays internal.
+		for _, path := range []string{"/key/info?key=" + fresh, "/key/list?return_full_object=true"} {
+			req, _ := http.NewRequest("GET", e.url+path, nil)
+			req.Header.Set("Authorization", "Bearer sk-1234")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || strings.Contains(string(body), "budget_account") || strings.Contains(string(body), sha(first)) {
+				t.Fatalf("%s: %d shows the budget account: %s", path, resp.StatusCode, body)
+			}
 		}
 		// Any other custom key is fine.
 		if resp, out := e.post(t, "/key/generate", "sk-1234", `{"key": "sk-probe-reuse-other"}`); resp.StatusCode != 200 {
