@@ -127,3 +127,34 @@ func TestProbeRegeneratedKeyPeriodSweep(t *testing.T) {
 		t.Fatalf("the key in its new period: %d %s", code, body)
 	}
 }
+
+// TestRegeneratedKeyAfterRestart: a replica started after a key was
+// regenerated seeds the key's account from the store's spend (both the
+// old and the new secret's requests), once: exactly what is left of the
+// budget is admitted.
+func TestRegeneratedKeyAfterRestart(t *testing.T) {
+	r := newRig(t, rigSpec{name: "regenrestart"})
+	r.start(t, pricedConfig, Options{})
+	const raw = "sk-probe-regen-restart"
+	r.key(t, raw, `"max_budget": 0.0009`) // three requests
+	if code, body := send(t, r.urls[0]+"/v1/chat/completions", raw, chat3); code != 200 {
+		t.Fatalf("first request: %d %s", code, body)
+	}
+	code, out := sendJSON(t, r.urls[0]+"/key/regenerate", "sk-1234", `{"key": "`+raw+`"}`)
+	fresh, _ := out["key"].(string)
+	if code != 200 || fresh == "" {
+		t.Fatalf("regenerate: %d %v", code, out)
+	}
+	if code, body := send(t, r.urls[0]+"/v1/chat/completions", fresh, chat3); code != 200 {
+		t.Fatalf("second request: %d %s", code, body)
+	}
+	r.stops[0]()
+	r.start(t, pricedConfig, Options{})
+	u := r.urls[1]
+	if code, body := send(t, u+"/v1/chat/completions", fresh, chat3); code != 200 {
+		t.Fatalf("third request after the restart: %d %s", code, body)
+	}
+	if code, body := send(t, u+"/v1/chat/completions", fresh, chat3); code != 400 || !strings.Contains(body, "budget_exceeded") {
+		t.Fatalf("a fourth request after the restart: %d %s", code, body)
+	}
+}
