@@ -172,6 +172,13 @@ func (a *API) checkCustomKey(ctx context.Context, raw, param string) error {
 			return apierror.Internal(err)
 		}
 	}
+	// A secret a regenerated key had names that key's budget account (and,
+	// for a while, its late spend): a new key with it would share them.
+	if replaced, err := a.store.HashReplaced(ctx, auth.HashHex(raw)); err != nil {
+		return apierror.Internal(err)
+	} else if replaced {
+		return apierror.BadRequest(param, "this key was replaced by /key/regenerate and may not be used again")
+	}
 	return nil
 }
 

@@ -95,6 +95,10 @@ func (a *Account) Name() string {
 	return a.ID
 }
 
+// SetName sets Name (the budget sweep: a regenerated key's account may
+// not have seen a request under the key's current hash yet).
+func (a *Account) SetName(n string) { a.setName(n) }
+
 func (a *Account) setName(n string) {
 	if cur := a.name.Load(); cur != nil && *cur == n || cur == nil && n == a.ID {
 		return

@@ -597,6 +597,11 @@ func (s *Server) budgetReset(kind store.Kind, id string, next time.Time) {
 		s.writer.Reset(kind, name, next)
 	}
 	if s.shared != nil {
+		if kind == store.KindKey { // a regenerated key's Redis hash is its account's
+			if k, ok := s.snap.Key(id); ok {
+				id = k.Account()
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if err := s.shared.ResetPeriod(ctx, kind, id, next); err != nil {

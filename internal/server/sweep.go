@@ -25,6 +25,18 @@ func (s *Server) sweepBudgets(ctx context.Context) {
 func (s *Server) sweepOnce() int {
 	n := 0
 	s.snap.Periods(func(kind store.Kind, id, duration string, resetAt time.Time) {
+		// A regenerated key's account is its first hash's (store.Key.Account):
+		// roll that one, named by the current hash the store's record is
+		// under. With no account here, Roll resets by id (budgetReset finds
+		// the account's Redis hash).
+		if kind == store.KindKey {
+			if k, ok := s.snap.Key(id); ok && k.Account() != id {
+				if a, ok := s.book.Lookup(kind, k.Account()); ok {
+					a.SetName(id)
+					id = k.Account()
+				}
+			}
+		}
 		if s.book.Roll(kind, id, duration, resetAt) {
 			n++
 		}

@@ -499,6 +499,11 @@ type Store interface {
 	GetKeyByAlias(ctx context.Context, alias string) (*Key, error)
 	UpdateKey(ctx context.Context, k *Key) error                  // full replace; ErrNotFound, ErrConflict
 	ReplaceKey(ctx context.Context, oldHash string, k *Key) error // regenerate: new hash, same record
+	// HashReplaced reports whether hash is a secret's that /key/regenerate
+	// replaced and the store still knows: a key's BudgetAccount, or (SQL)
+	// a forwarding in key_replacements. A new key with that hash would
+	// share the regenerated key's budget account and late spend.
+	HashReplaced(ctx context.Context, hash string) (bool, error)
 	DeleteKey(ctx context.Context, hash string) error
 	ListKeys(ctx context.Context, f KeyFilter) ([]*Key, int, error)
 

@@ -321,6 +321,9 @@ var (
 			if k.TeamID != "" {
 				m["team_id"] = attrS(k.TeamID)
 			}
+			if k.BudgetAccount != "" {
+				m["budget_account"] = attrS(k.BudgetAccount) // HashReplaced
+			}
 			return m
 		}}
 )
@@ -776,6 +779,15 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 			ExpressionAttributeValues: map[string]types.AttributeValue{":n": attrS(k.TokenHash)}})
 		return err
 	})
+}
+
+// HashReplaced: hash is a key's budget account (a scan of the keys
+// table; there is no forwarding on DynamoDB).
+func (s *DB) HashReplaced(ctx context.Context, hash string) (bool, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	items, err := s.scanAll(ctx, s.keys, "budget_account = :h", nil, map[string]types.AttributeValue{":h": attrS(hash)})
+	return len(items) > 0, err
 }
 
 // dropKey leaves a tombstone (first, as remove does), then deletes a

@@ -873,6 +873,25 @@ func (s *DB) ReplaceKey(ctx context.Context, oldHash string, k *store.Key) error
 	})
 }
 
+// HashReplaced: hash is a forwarding's old hash, or a key's budget
+// account (store.Key.BudgetAccount, in its data: read as JSON, so that
+// metadata naming it does not count).
+func (s *DB) HashReplaced(ctx context.Context, hash string) (bool, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	field := `json_extract(data, '$.budget_account')`
+	if s.dialect == goose.DialectPostgres {
+		field = `CAST(data AS jsonb)->>'budget_account'`
+	}
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM key_replacements WHERE old_hash = $1
+		UNION ALL SELECT 1 FROM keys WHERE `+field+` = $1 LIMIT 1`, hash).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // replacementsKept is how long ReplaceKey keeps a replaced hash's
 // forwarding (key_replacements): longer than any request stays in flight
 // or any spend batch waits in the writer's queue.

@@ -31,6 +31,7 @@ func Run(t *testing.T, open Opener) {
 		{"KeyConflictsAndNotFound", keyConflicts},
 		{"KeyListFilterPage", keyList},
 		{"ReplaceKeyKeepsSpend", replaceKey},
+		{"HashReplacedKnowsTheBudgetAccount", hashReplaced},
 		{"UsersTeamsEndUsers", entities},
 		{"ApplySpendIsAtomicAndIdempotent", applySpend},
 		{"ConcurrentApplySpend", concurrentSpend},
@@ -190,6 +191,29 @@ func replaceKey(t *testing.T, s store.Store) {
 	got, err := s.GetKey(ctx, "new")
 	if err != nil || got.Spend != 3.5 {
 		t.Fatalf("new key: %v spend %v, want 3.5", err, got.Spend)
+	}
+}
+
+// hashReplaced: a key's budget account (the hash it had before its first
+// regenerate) is a replaced hash on every store; a live hash is not.
+func hashReplaced(t *testing.T, s store.Store) {
+	if err := s.CreateKey(ctx, fullKey("first")); err != nil {
+		t.Fatal(err)
+	}
+	k := fullKey("second")
+	k.BudgetAccount = "first"
+	if err := s.ReplaceKey(ctx, "first", k); err != nil {
+		t.Fatal(err)
+	}
+	meta := fullKey("meta")
+	meta.Metadata = map[string]any{"budget_account": "other"} // not an account
+	if err := s.CreateKey(ctx, meta); err != nil {
+		t.Fatal(err)
+	}
+	for h, want := range map[string]bool{"first": true, "second": false, "other": false} {
+		if got, err := s.HashReplaced(ctx, h); err != nil || got != want {
+			t.Errorf("HashReplaced(%q) = %v, %v; want %v", h, got, err, want)
+		}
 	}
 }
 
