@@ -39,7 +39,7 @@ func (s *Shared) Reseeded() int64 { return s.reseeded.Load() }
 func (s *Shared) reseedKey() string { return s.tag + ":reseed" }
 
 // pendingScript: KEYS[1] = the reseed set. It returns up to 32 of its
-// accounts, each with its pending reseed's amount ('' when none is left).
+// accounts, each with its pending reseed's amount (” when none is left).
 // (The hashes it reads are in the set's '{prefix}' slot.)
 var pendingScript = rscript.New(`
 local out = {}
@@ -53,7 +53,7 @@ return out
 
 // reseedScript takes an account's store spend read after its allotment was
 // swept: KEYS = the account's hash, the reseed set; ARGV = the store's
-// spend (nano-dollars; '' when not read: released alone), its period (ns;
+// spend (nano-dollars; ” when not read: released alone), its period (ns;
 // 0 none) and the pending amount seen before the read. Redis's spend is
 // raised to the store's less what live replicas' allotments hold (their
 // flushes bring that), never lowered, and by no more than what was
