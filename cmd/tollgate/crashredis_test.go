@@ -283,7 +283,10 @@ general_settings:
 		all := leases()
 		left, inLeases = nil, 0
 		for f, a := range all {
-			if deadLeases[f] {
+			// A dead allotment's amount stays held as the pending reseed
+			// 'rq' until B reads the store's spend (from its heartbeat):
+			// waited for too, or B is refused early meanwhile.
+			if deadLeases[f] || f == "rq" {
 				left = append(left, f)
 			}
 			inLeases += a

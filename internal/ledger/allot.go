@@ -560,7 +560,7 @@ for i = 1, n do
     s, hd, nx = bud_carry(k, 'c:' .. tag .. '=' .. booked, s, hd, nx, fresh)
     if prev ~= '' then redis.call('HDEL', k, 'c:' .. prev) end
   end
-  if nx and now >= nx then hd, nx = bud_sweep(k, hd) end
+  if nx and now >= nx then hd, nx = bud_sweep(k, hd, bud_rsset(KEYS[#KEYS])) end
   local old, v = 0, redis.call('HGET', k, lease)
   if v then old = bud_lease(v) or 0 end
   local left = budget - s - (hd - old)

@@ -195,6 +195,7 @@ func (s *Shared) Announce(ctx context.Context) {
 		cancel()
 		if err == nil {
 			s.sweep()
+			s.reseedMarked(ctx)
 		}
 		select {
 		case <-ctx.Done():

@@ -123,6 +123,12 @@ type Shared struct {
 	owedList []*Account
 	owedN    atomic.Int64
 	sweeping atomic.Bool
+	// readSpend reads the store's spend for the pending reseeds
+	// (reseed.go); reseeding is set while a round runs, reseeded counts
+	// the accounts taken.
+	readSpend SpendReader
+	reseeding atomic.Bool
+	reseeded  atomic.Int64
 	// stopping is set, and stopped closed, when CarryOffline begins: the
 	// background carries start no other call.
 	stopping atomic.Bool
@@ -314,6 +320,12 @@ end
 // on every hold, before the hold is decided: a refused hold that seeded
 // the hash leaves it expiring too. Numbers are written as integers (luaNum).
 const luaHold = luaNum + `
+-- bud_rsset names the reseed set (Shared.reseedKey) from the presence
+-- set's name (its last key): the same '{prefix}' slot, and no change to
+-- the scripts' KEYS.
+local function bud_rsset(presence)
+  return (string.match(presence, '^(.*):replicas$') or presence) .. ':reseed'
+end
 local function bud_lease(v)
   local a, x = string.match(v, '^(%-?%d+):(%d+)$')
   return tonumber(a), tonumber(x)
@@ -353,34 +365,56 @@ local function bud_carry(k, list, s, hd, nx, fresh)
   return s, hd, nx
 end
 -- bud_sweep drops k's expired leases; it returns held and nx after it,
--- and what the allotments among them held (their names start 'al.',
--- allot.go): their replica died with spend booked on them that Redis
--- lacks (at most what they held), so the account is marked ('rs', by that
--- much) for a reseed from the store at the next hold.
-local function bud_sweep(k, hd)
+-- what the allotments among them held (their names start 'al.',
+-- allot.go), and what a pending reseed that expired unread held. A dead
+-- replica's allotment may have had spend booked on it that Redis lacks
+-- (at most what it held): its amount stays held, moved to the pending
+-- reseed 'rq' (a lease-shaped "amount:expiry", bud_rq), and the account
+-- is listed in the reseed set (KEYS' presence set name + ':rs', ARGV
+-- rsSet): a replica reads the store's spend for it off the request path
+-- and brings Redis to it (reseedScript), releasing 'rq'. Until then its
+-- budget counts the dead replica's allotment as spent or held: never
+-- less than the truth. A pending reseed no replica read within
+-- reseedWait expires here: released, and marked 'rs' (by what it held)
+-- for the next hold's reseed from its own view, the behaviour before
+-- branch reseed (and an old replica's: it frees 'rq' as any lease).
+local function bud_sweep(k, hd, rsset)
   local all = redis.call('HGETALL', k)
-  local nx, del, allot = false, {}, 0
+  local nx, del, allot, lapsed, pend = false, {}, 0, 0, 0
   for j = 1, #all, 2 do
     local a, x = bud_lease(all[j + 1])
     if a then
       if x <= now then
-        hd = hd - a
         del[#del + 1] = all[j]
-        if string.sub(all[j], 1, 3) == 'al.' then allot = allot + math.max(a, 0) end
-      elseif not nx or x < nx then
-        nx = x
+        if string.sub(all[j], 1, 3) == 'al.' then
+          -- Kept held (as 'rq'): only the part below zero is freed.
+          allot = allot + math.max(a, 0)
+          hd = hd - a + math.max(a, 0)
+        else
+          hd = hd - a
+          if all[j] == 'rq' then lapsed = lapsed + math.max(a, 0) end
+        end
+      else
+        if all[j] == 'rq' then pend = a end
+        if not nx or x < nx then nx = x end
       end
     end
   end
   if #del > 0 then redis.call('HDEL', k, unpack(del)) end
-  if allot > 0 then redis.call('HINCRBY', k, 'rs', bud_int(allot)) end
+  if lapsed > 0 then redis.call('HINCRBY', k, 'rs', bud_int(lapsed)) end
+  if allot > 0 then
+    local rx = now + ` + reseedWait + `
+    redis.call('HSET', k, 'rq', string.format('%d:%d', pend + allot, rx))
+    redis.call('SADD', rsset, k)
+    if not nx or rx < nx then nx = rx end
+  end
   if nx then
     redis.call('HSET', k, 'held', bud_int(hd), 'nx', bud_int(nx))
   else
     redis.call('HSET', k, 'held', bud_int(hd))
     redis.call('HDEL', k, 'nx')
   end
-  return hd, nx, allot
+  return hd, nx, allot, lapsed
 end
 -- bud_legacy drops the expired leases of the layout before (k:h, k:e).
 -- k:e may be another account's one hash (an id "<id>:e" names it): only
@@ -443,6 +477,7 @@ local p, lease = ARGV[ao + 1], ARGV[ao + 2]
 local amount, ttl, mode = bud_num(p, 1), bud_num(p, 9), bud_num(p, 17)
 local n = #KEYS - ko - 1
 local alive = math.max(redis.call('ZCOUNT', KEYS[#KEYS], now - bud_num(p, 41), '+inf'), 1)
+local rsset = bud_rsset(KEYS[#KEYS])
 -- First bring every account up to date (seed, spend booked while Redis was
 -- away, expired holds), so that a refusal below loses none of it. spent
 -- and held keep each account's values from here on (one read each).
@@ -460,19 +495,24 @@ for i = 1, n do
   -- A carried list ending 'L' says this replica has heard k on Redis.
   local s, fresh = bud_seed(k, cur[1], cur[2], cur[9], ARGV[a - 1], ARGV[a], string.sub(list, -1) == 'L')
   if list ~= '0' and list ~= 'L' then s, hd, nx = bud_carry(k, list, s, hd, nx, fresh) end
-  local rs = tonumber(cur[8] or 0)
+  local rs, swept = tonumber(cur[8] or 0), 0
   if nx and now >= nx then
-    local swept
-    hd, nx, swept = bud_sweep(k, hd)
-    rs = rs + swept
+    local lapsed
+    hd, nx, swept, lapsed = bud_sweep(k, hd, rsset)
+    rs = rs + lapsed
   end
-  if rs > 0 then
+  if rs > 0 or swept > 0 then
     -- A dead replica's allotment was swept: its bookings since its last
-    -- flush are the store's alone. Reseeded from the seed (which has the
-    -- store's spend when that is more), never lowered, and by no more
-    -- than the swept allotments held. The store also has what live
-    -- replicas booked on their allotments and not yet flushed (at most
-    -- what their leases hold): that is left out, their flushes bring it.
+    -- flush are the store's alone. This hold's seed (its view, which has
+    -- the store's spend when that is more) raises Redis's spend at once,
+    -- never lowering it, by no more than the swept allotments held. The
+    -- store also has what live replicas booked on their allotments and
+    -- not yet flushed (at most what their leases hold): that is left out,
+    -- their flushes bring it. Of a sweep just made (swept), what the seed
+    -- shows moves from the pending reseed 'rq' to 'spent' (spent + held
+    -- unchanged); the rest stays held until a replica reads the store
+    -- (reseedScript). A mark 'rs' (an old replica's sweep, or a pending
+    -- reseed no replica read) is taken from the seed alone, as before.
     local live, all = 0, redis.call('HGETALL', k)
     for j = 1, #all, 2 do
       if string.sub(all[j], 1, 3) == 'al.' then
@@ -480,12 +520,29 @@ for i = 1, n do
         if la then live = live + math.max(la, 0) end
       end
     end
-    local to = math.min(tonumber(ARGV[a - 1]) - live, s + rs)
-    if not fresh and to > s then
-      s = to
-      redis.call('HSET', k, 'spent', bud_int(s))
+    local view = tonumber(ARGV[a - 1]) - live
+    if rs > 0 then
+      local to = math.min(view, s + rs)
+      if not fresh and to > s then
+        s = to
+        redis.call('HSET', k, 'spent', bud_int(s))
+      end
+      redis.call('HDEL', k, 'rs')
     end
-    redis.call('HDEL', k, 'rs')
+    if swept > 0 then
+      local to = math.min(view, s + swept)
+      if not fresh and to > s then
+        local x = to - s
+        s, hd = to, hd - x
+        local ra, rx = bud_lease(redis.call('HGET', k, 'rq') or '0:0')
+        redis.call('HSET', k, 'spent', bud_int(s), 'held', bud_int(hd))
+        if ra - x > 0 then
+          redis.call('HSET', k, 'rq', string.format('%d:%d', ra - x, rx))
+        else
+          redis.call('HDEL', k, 'rq')
+        end
+      end
+    end
   end
   if now >= tonumber(cur[6] or 0) then hd = bud_legacy(k, hd, ttl) end
   if not touched then
@@ -609,6 +666,12 @@ local now = tonumber(t[1]) * 1000000000 + tonumber(t[2]) * 1000
 local cur = tonumber(redis.call('HGET', KEYS[1], 'period') or 0)
 if cur < tonumber(ARGV[1]) and cur <= now then
   redis.call('HSET', KEYS[1], 'spent', 0, 'period', ARGV[1])
+  -- A pending reseed is the period before's spend: released.
+  local rq = redis.call('HGET', KEYS[1], 'rq')
+  if rq then
+    redis.call('HINCRBY', KEYS[1], 'held', -(tonumber(string.match(rq, '^(%-?%d+)')) or 0))
+    redis.call('HDEL', KEYS[1], 'rq', 'rs')
+  end
 end
 return 1
 `)
@@ -1281,8 +1344,10 @@ func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent
 
 // setSpentScript sets an account's spend (ARGV[1]), with the period
 // ARGV[2] (ns; 0: not known) when Redis has none or an older one, and ends
-// its reseed mark ('rv', bud_seed): a replica's view from before the edit
-// must not raise the edited spend. A hash the edit makes without a period
+// its reseed marks ('rv', bud_seed; 'rs' and the pending 'rq', released,
+// bud_sweep): a replica's view, or the store's spend, from before the edit
+// must not raise the edited spend (before branch reseed, 'rs' stayed and
+// the next hold raised the edit by up to what the swept allotment held). A hash the edit makes without a period
 // (ARGV[2] 0) is taken by the next hold as its seed's period (bud_seed).
 var setSpentScript = rscript.New(`
 local p = tonumber(ARGV[2])
@@ -1291,7 +1356,12 @@ if p ~= 0 and tonumber(redis.call('HGET', KEYS[1], 'period') or 0) < p then
 else
   redis.call('HSET', KEYS[1], 'spent', ARGV[1])
 end
-redis.call('HDEL', KEYS[1], 'rv')
+redis.call('HDEL', KEYS[1], 'rv', 'rs')
+local rq = redis.call('HGET', KEYS[1], 'rq')
+if rq then
+  redis.call('HINCRBY', KEYS[1], 'held', -(tonumber(string.match(rq, '^(%-?%d+)')) or 0))
+  redis.call('HDEL', KEYS[1], 'rq')
+end
 return 1
 `)
 

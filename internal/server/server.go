@@ -456,6 +456,9 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		}
 		books.Holder = shared
 		s.shared = shared
+		// A dead replica's swept allotment is reseeded from the store's
+		// spend, read off the request path (docs/allotments.md).
+		shared.SetSpendReader(storeSpend(opts.Store))
 		if allot {
 			// Holds decided in process against this replica's allotments,
 			// flushed to Redis once per interval (docs/allotments.md).

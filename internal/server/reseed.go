@@ -1,0 +1,61 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/ledger"
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// storeSpend reads an entity's spend as st has it now, for the reseed of
+// a budget a dead replica's swept allotment left pending on Redis
+// (ledger.SpendReader; docs/allotments.md, Failures). Keys, users, teams
+// and end users are read one row each; the other kinds (budgets kept in
+// budget_spend, organisations, the gateway's) are not read alone: their
+// pending reseed lapses to the reseeding hold's own view.
+func storeSpend(st store.Store) ledger.SpendReader {
+	return func(ctx context.Context, kind store.Kind, id string) (ledger.Amount, time.Time, bool, error) {
+		var (
+			spend float64
+			l     store.Limits
+			err   error
+		)
+		switch kind {
+		case store.KindKey:
+			var k *store.Key
+			if k, err = st.GetKey(ctx, id); err == nil {
+				spend, l = k.Spend, k.Limits
+			}
+		case store.KindUser:
+			var u *store.User
+			if u, err = st.GetUser(ctx, id); err == nil {
+				spend, l = u.Spend, u.Limits
+			}
+		case store.KindTeam:
+			var t *store.Team
+			if t, err = st.GetTeam(ctx, id); err == nil {
+				spend, l = t.Spend, t.Limits
+			}
+		case store.KindEndUser:
+			var e *store.EndUser
+			if e, err = st.GetEndUser(ctx, id); err == nil {
+				spend, l = e.Spend, e.Limits
+			}
+		default:
+			return 0, time.Time{}, false, nil
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return 0, time.Time{}, false, nil
+		}
+		if err != nil {
+			return 0, time.Time{}, false, err
+		}
+		var at time.Time
+		if l.BudgetResetAt != nil {
+			at = *l.BudgetResetAt
+		}
+		return ledger.USD(spend), at, true, nil
+	}
+}

@@ -1,0 +1,186 @@
+package server
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/netsim"
+)
+
+// TestCrashedReplicaSpendReseededFromStore: replica A, on an allotment,
+// loses Redis and serves ten requests against it (booked, written to the
+// store by its spend writer, never flushed to Redis), then stops: its last
+// flush cannot reach Redis, as after a crash. Its allotment's lease ends
+// (set in the past here: what LeaseTTL + 30 s would do) and B's next hold
+// sweeps it. B's own view of the key never had A's unflushed spend (B made
+// its account before the crash, and its resync has not read the store
+// since), so before branch reseed Redis stayed short of it and B served past
+// max_budget by that much. Now B reads the store's spend off the request
+// path and brings Redis to it: Redis's spend reaches the store's, and B,
+// driven to the budget, leaves the store's spend within max_budget
+// (strict).
+func TestCrashedReplicaSpendReseededFromStore(t *testing.T) {
+	r := newRig(t, rigSpec{name: "reseed", postgres: true, redis: true})
+	p, err := netsim.NewProxy(r.ropts.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Cut)
+	tail := "  budget_allotments: true\nlitellm_settings:\n  budget_enforcement: strict\n"
+	// B (first: the key is made there) reads the store's changes once an
+	// hour: its record of the key's spend is the one from before the
+	// crash, as a replica's whose resync lags (the store slow, a long
+	// resync interval) or has not run since.
+	r.start(t, pricedConfig+"  redis_url: {{REDIS}}\n"+tail,
+		Options{ResyncInterval: time.Hour, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
+	r.start(t, pricedConfig+"  redis_url: redis://"+p.Addr()+"/"+strconv.Itoa(r.ropts.DB)+"\n"+tail, Options{ResyncInterval: 100 * time.Millisecond})
+	a, ua, ub := r.srvs[1], r.urls[1], r.urls[0]
+	const key, budget, cost = "sk-reseed-crash", 0.03, 0.0003
+	hash := r.key(t, key, `"max_budget": 0.03`)
+	ctx := context.Background()
+	c := r.client(t)
+	bk := r.budget("key", hash)
+	// B's account first, with one request (held per request: no allotment).
+	if code, body := send(t, ub+"/v1/chat/completions", key, chat3); code != 200 {
+		t.Fatal(code, body)
+	}
+	// A takes an allotment: a burst, then a flush sizes it.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code, body := send(t, ua+"/v1/chat/completions", key, chat3); code != 200 {
+				t.Errorf("A before the cut: %d %s", code, body)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := a.allot.Flush(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	var leases []string
+	for f := range c.HGetAll(ctx, bk).Val() {
+		if strings.HasPrefix(f, "al.") {
+			leases = append(leases, f)
+		}
+	}
+	if len(leases) == 0 {
+		t.Fatal("A holds no allotment after a burst and a flush")
+	}
+	// A loses Redis; ten requests decided against its allotment.
+	local := a.allot.Local.Load()
+	p.Cut()
+	for i := range 10 {
+		if code, body := send(t, ua+"/v1/chat/completions", key, chat3); code != 200 {
+			t.Fatalf("A's request %d on its allotment with Redis away: %d %s", i, code, body)
+		}
+	}
+	if n := a.allot.Local.Load() - local; n < 10 {
+		t.Fatalf("only %d of A's 10 requests were decided against its allotment", n)
+	}
+	r.stops[1]() // A stops; its last flush cannot reach Redis
+	r.srvs[0].writer.Flush()
+	k, err := r.st.GetKey(ctx, hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := int64(k.Spend*1e9 + 0.5)
+	onRedis, _ := strconv.ParseInt(c.HGet(ctx, bk, "spent").Val(), 10, 64)
+	if stored-onRedis < 10*300000 {
+		t.Fatalf("setup: the store has %d, Redis %d: A's ten unflushed requests are not missing from Redis", stored, onRedis)
+	}
+	// A's allotment lease ends (its expiry in the past), as 15 min + 30 s
+	// after A's last flush would have it; B's next hold sweeps it.
+	for _, l := range leases {
+		v := c.HGet(ctx, bk, l).Val()
+		amt, _, _ := strings.Cut(v, ":")
+		c.HSet(ctx, bk, l, amt+":1", "nx", "1")
+	}
+	if code, body := send(t, ub+"/v1/chat/completions", key, chat3); code != 200 {
+		t.Fatal(code, body)
+	}
+	stored += 300000
+	if _, ok := within(time.Minute, func() bool {
+		s, _ := strconv.ParseInt(c.HGet(ctx, bk, "spent").Val(), 10, 64)
+		return s >= stored
+	}); !ok {
+		t.Fatalf("after the dead replica's allotment was swept, Redis has spent %s, want the store's %d (A's unflushed spend lost)",
+			c.HGet(ctx, bk, "spent").Val(), stored)
+	}
+	// B, driven to the budget: refused before the store's spend passes it.
+	for i := 0; ; i++ {
+		code, body := send(t, ub+"/v1/chat/completions", key, chat3)
+		if code == 400 && strings.Contains(body, "budget_exceeded") {
+			break
+		}
+		if code != 200 {
+			t.Fatalf("B: %d %s", code, body)
+		}
+		if i > 200 {
+			t.Fatal("B never refused")
+		}
+	}
+	r.srvs[0].writer.Flush()
+	if k, err = r.st.GetKey(ctx, hash); err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend > budget+1e-9 {
+		t.Fatalf("strict budget %v: the store records %v spent (%.0f requests past it)", budget, k.Spend, (k.Spend-budget)/cost)
+	}
+	t.Logf("store spend %v of %v", k.Spend, budget)
+}
+
+// TestSpendEditClearsReseedMark: an account whose Redis hash carries a
+// reseed mark ('rs': what an old replica's sweep of a dead allotment
+// leaves, or a pending reseed no replica read) is edited by an operator
+// on replica A (spend back to 0). Replica B, whose view still has the
+// spend from before the edit, must decide on the edit: before branch
+// reseed the mark survived the edit and B's next hold raised the edited
+// spend from its own view, so B kept refusing a key its operator had
+// reset.
+func TestSpendEditClearsReseedMark(t *testing.T) {
+	tail := "  budget_allotments: false\nlitellm_settings:\n  budget_enforcement: strict\n"
+	r := replicas(t, 2, rigSpec{name: "reseededit", postgres: true, redis: true},
+		pricedConfig+"  redis_url: {{REDIS}}\n"+tail,
+		Options{ResyncInterval: 100 * time.Millisecond, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
+	const key = "sk-reseed-edit"
+	hash := r.key(t, key, `"max_budget": 0.001`)
+	ctx := context.Background()
+	c := r.client(t)
+	bk := r.budget("key", hash)
+	served := 0
+	for {
+		code, body := send(t, r.urls[1]+"/v1/chat/completions", key, chat3)
+		if code == 400 && strings.Contains(body, "budget_exceeded") {
+			break
+		}
+		if code != 200 {
+			t.Fatal(code, body)
+		}
+		if served++; served > 10 {
+			t.Fatal("B never refused")
+		}
+	}
+	c.HSet(ctx, bk, "rs", "1000000")
+	if code, body := send(t, r.urls[0]+"/key/update", "sk-1234", `{"key": "`+key+`", "spend": 0}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	code, body := send(t, r.urls[1]+"/v1/chat/completions", key, chat3)
+	if code != 200 {
+		t.Fatalf("after the operator reset the key's spend on A, B: %d %s (Redis spent %s)", code, body, c.HGet(ctx, bk, "spent").Val())
+	}
+	// Its settle lands after the answer.
+	if _, ok := within(time.Minute, func() bool { return c.HGet(ctx, bk, "spent").Val() == "300000" }); !ok {
+		t.Fatalf("after the edit to 0 and one request, Redis has spent %s, want 300000", c.HGet(ctx, bk, "spent").Val())
+	}
+	for _, f := range []string{"rs", "rq"} {
+		if c.HExists(ctx, bk, f).Val() {
+			t.Fatalf("the edit left the mark %q", f)
+		}
+	}
+}
