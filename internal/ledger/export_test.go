@@ -1,6 +1,9 @@
 package ledger
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // WaitOutcomes waits until every lost call's outcome known so far is booked.
 func (s *Shared) WaitOutcomes() { s.outcomes.Wait() }
@@ -28,3 +31,6 @@ func (s *Shared) Offline() int64 { return s.offlineN.Load() }
 func (a *Account) RollTo(next time.Time, s Amount) bool {
 	return a.rollTo(a.resetAt.Load(), next.UnixNano(), s)
 }
+
+// ReseedPending runs one round of the heartbeat's reseed (reseedMarked).
+func (s *Shared) ReseedPending(ctx context.Context) error { return s.reseedPending(ctx) }

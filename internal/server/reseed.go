@@ -27,6 +27,7 @@ func storeSpend(st store.Store) ledger.SpendReader {
 			var k *store.Key
 			if k, err = st.GetKey(ctx, id); err == nil {
 				spend, l = k.Spend, k.Limits
+				err = budgetPeriod(ctx, st, k.BudgetID, &l)
 			}
 		case store.KindUser:
 			var u *store.User
@@ -42,6 +43,7 @@ func storeSpend(st store.Store) ledger.SpendReader {
 			var e *store.EndUser
 			if e, err = st.GetEndUser(ctx, id); err == nil {
 				spend, l = e.Spend, e.Limits
+				err = budgetPeriod(ctx, st, e.BudgetID, &l)
 			}
 		default:
 			return 0, time.Time{}, false, nil
@@ -58,4 +60,29 @@ func storeSpend(st store.Store) ledger.SpendReader {
 		}
 		return ledger.USD(spend), at, true, nil
 	}
+}
+
+// budgetPeriod fills l's budget period from the budget object id (a key's
+// or end user's budget_id) as the snapshot does (auth.fillPeriod): the
+// account's period on Redis is then the budget's reset time, and a read
+// without it never matched it (TestProbeReseedBudgetIDPeriod). A budget
+// gone since is no period.
+func budgetPeriod(ctx context.Context, st store.Store, id string, l *store.Limits) error {
+	if id == "" || l.BudgetDuration != nil {
+		return nil
+	}
+	b, err := st.GetBudget(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if b.Limits.BudgetDuration != nil {
+		l.BudgetDuration = b.Limits.BudgetDuration
+		if l.BudgetResetAt == nil {
+			l.BudgetResetAt = b.Limits.BudgetResetAt
+		}
+	}
+	return nil
 }

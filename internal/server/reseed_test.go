@@ -24,7 +24,27 @@ import (
 // driven to the budget, leaves the store's spend within max_budget
 // (strict).
 func TestCrashedReplicaSpendReseededFromStore(t *testing.T) {
-	r := newRig(t, rigSpec{name: "reseed", postgres: true, redis: true})
+	crashedReplicaReseed(t, "reseed", "sk-reseed-crash", nil, `"max_budget": 0.03`)
+}
+
+// TestProbeReseedBudgetIDPeriod: the same crash, on a key whose budget
+// (max_budget and budget_duration) comes from a budget object (budget_id),
+// as LiteLLM's keys and customers may have it. Redis's period for the key
+// is the budget's reset time (the snapshot fills it in), while the key's
+// own row has none: the reseed compared the two, found them apart, and
+// released the dead allotment's pending amount without raising anything
+// (and without the 'rs' mark): Redis stayed short of A's unflushed spend
+// and B served past the budget.
+func TestProbeReseedBudgetIDPeriod(t *testing.T) {
+	crashedReplicaReseed(t, "reseedbid", "sk-reseed-bid", func(r *rig) {
+		if code, body := send(t, r.urls[0]+"/budget/new", "sk-1234", `{"budget_id": "reseed-bid", "max_budget": 0.03, "budget_duration": "30d"}`); code != 200 {
+			t.Fatal(code, body)
+		}
+	}, `"budget_id": "reseed-bid"`)
+}
+
+func crashedReplicaReseed(t *testing.T, name, key string, pre func(*rig), fields string) {
+	r := newRig(t, rigSpec{name: name, postgres: true, redis: true})
 	p, err := netsim.NewProxy(r.ropts.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -39,8 +59,11 @@ func TestCrashedReplicaSpendReseededFromStore(t *testing.T) {
 		Options{ResyncInterval: time.Hour, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
 	r.start(t, pricedConfig+"  redis_url: redis://"+p.Addr()+"/"+strconv.Itoa(r.ropts.DB)+"\n"+tail, Options{ResyncInterval: 100 * time.Millisecond})
 	a, ua, ub := r.srvs[1], r.urls[1], r.urls[0]
-	const key, budget, cost = "sk-reseed-crash", 0.03, 0.0003
-	hash := r.key(t, key, `"max_budget": 0.03`)
+	const budget, cost = 0.03, 0.0003
+	if pre != nil {
+		pre(r)
+	}
+	hash := r.key(t, key, fields)
 	ctx := context.Background()
 	c := r.client(t)
 	bk := r.budget("key", hash)
