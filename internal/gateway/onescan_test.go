@@ -416,26 +416,53 @@ func TestStreamEventsScanRealStream(t *testing.T) {
 func BenchmarkChunkScan(b *testing.B) {
 	events := sseStream(7)
 	b.Run("old", func(b *testing.B) {
+		res := new(result)
+		out := make([]byte, 0, 4096)
 		for range b.N {
-			var res result
+			*res = result{}
 			for _, ev := range events {
 				if !res.ended {
 					res.ended = refStreamEnd(ev)
 				}
-				refObserveEvent(ev, false, &res)
+				if refObserveEvent(ev, false, res) {
+					out = append(out[:0], ev...)
+				}
 			}
 		}
 	})
 	b.Run("new", func(b *testing.B) {
-		sink := openAIEvents{}
+		res := new(result)
+		sink := openAIEvents{res: res}
+		out := make([]byte, 0, 4096)
 		for range b.N {
-			var res result
-			sink.res = &res
+			*res = result{}
 			for _, ev := range events {
 				res.scanEvent(ev)
-				sink.event(ev, nil)
+				out = sink.event(ev, out[:0])
 				res.scan = eventScan{}
 			}
+		}
+	})
+}
+
+// BenchmarkChunkScanContent: one content chunk's searches, old (streamEnd,
+// the "usage" test, generatedBytes) against scanChunk.
+func BenchmarkChunkScanContent(b *testing.B) {
+	ev := sseStream(1)[0]
+	data, _ := oneData(ev)
+	b.Run("old", func(b *testing.B) {
+		for range b.N {
+			_ = refStreamEnd(ev)
+			if !bytes.Contains(data, []byte(`"usage"`)) {
+				_ = refGeneratedBytes(data)
+			}
+		}
+	})
+	b.Run("new", func(b *testing.B) {
+		for range b.N {
+			d, _ := oneData(ev)
+			c := scanChunk(d)
+			_ = c.ended(d)
 		}
 	})
 }
