@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -407,7 +406,6 @@ func TestStreamEventsScanRealStream(t *testing.T) {
 	if bookedOf(&res, 0, nil) != bookedOf(&old, 0, nil) || !res.ended || res.text != int64(len("word0 "))*7 {
 		t.Fatalf("booked %+v, want %+v", bookedOf(&res, 0, nil), bookedOf(&old, 0, nil))
 	}
-	_ = json.Valid
 }
 
 // BenchmarkChunkScan: the per-event work of a plain streamed request's
