@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -58,6 +60,8 @@ type result struct {
 	traced    bool
 	reasons   []string
 	respModel string
+	// scan is streamEvents' scan of the event being passed on (eventScan).
+	scan eventScan
 }
 
 // errClientGone: the client disconnected; nothing more can be written, so
@@ -473,10 +477,9 @@ func streamEvents(w http.ResponseWriter, resp *http.Response, wd *watchdog, sink
 			if res.traced {
 				res.traceAnswer(event, false)
 			}
-			if !res.ended {
-				res.ended = streamEnd(event)
-			}
+			res.scanEvent(event)
 			out = sink.event(event, out[:0])
+			res.scan = eventScan{}
 			if len(out) > 0 {
 				if _, werr := w.Write(out); werr != nil {
 					res.clientGone = true
@@ -659,27 +662,206 @@ func finishReason(b []byte) (found, isString bool) {
 }
 
 func observeEvent(event []byte, clientUsage bool, res *result) bool {
+	if sc := &res.scan; sc.event != nil && len(sc.event) == len(event) && &sc.event[0] == &event[0] {
+		// streamEvents scanned this event, a single data line, already.
+		return observeData(sc.data, &sc.chunk, clientUsage, res)
+	}
 	for data, rest, ok := nextData(event); ok; data, rest, ok = nextData(rest) {
-		if res.wantServed && res.served == "" {
-			res.served = modelOf(data)
-		}
-		if !bytes.Contains(data, []byte(`"usage"`)) {
-			res.chunks++
-			res.text += generatedBytes(data)
-			continue
-		}
-		u, onlyUsage, ok := usageFromChunk(data)
-		if ok {
-			res.usage, res.hasUsage = u, true
-		}
-		if onlyUsage && !clientUsage {
+		c := scanChunk(data)
+		if !observeData(data, &c, clientUsage, res) {
 			return false
-		}
-		if !onlyUsage {
-			res.chunks++
 		}
 	}
 	return true
+}
+
+// observeData books one data line of an event from its scan c, and
+// reports whether the event may still be passed on.
+func observeData(data []byte, c *chunkScan, clientUsage bool, res *result) bool {
+	if res.wantServed && res.served == "" {
+		res.served = modelOf(data)
+	}
+	if !c.usage {
+		res.chunks++
+		res.text += c.text
+		return true
+	}
+	u, onlyUsage, ok := usageFromChunk(data)
+	if ok {
+		res.usage, res.hasUsage = u, true
+	}
+	if onlyUsage && !clientUsage {
+		return false
+	}
+	if !onlyUsage {
+		res.chunks++
+	}
+	return true
+}
+
+// scanEvent reads whether event ends the stream (streamEnd) and, when it
+// is a single data line, keeps its scan in res.scan for the sink: one
+// scan serves both. The caller clears res.scan once the sink has the
+// event.
+func (res *result) scanEvent(event []byte) {
+	if data, ok := oneData(event); ok {
+		res.scan = eventScan{event: event, data: data, chunk: scanChunk(data)}
+		if !res.ended {
+			res.ended = res.scan.chunk.ended(data)
+		}
+	} else if !res.ended {
+		res.ended = streamEnd(event)
+	}
+}
+
+// eventScan is streamEvents' scan of the event it is handling, when that
+// event is one data line and nothing else (oneData): the sink's
+// observeEvent uses it rather than scanning the event again. event is nil
+// between events.
+type eventScan struct {
+	event, data []byte
+	chunk       chunkScan
+}
+
+// oneData returns the JSON of an event that is a single "data:" line
+// holding an object, followed by nothing but line ends: what nextData
+// returns first, with nothing after it. For such an event, streamEnd of
+// the event and of the JSON agree (what is around the JSON is "data:",
+// white space and line ends, which no end mark contains and a
+// finish_reason's colon is not), and observeEvent reads only the JSON.
+func oneData(event []byte) ([]byte, bool) {
+	line, rest, _ := bytes.Cut(event, []byte{'\n'})
+	d, found := bytes.CutPrefix(line, []byte("data:"))
+	if !found {
+		return nil, false
+	}
+	if d = bytes.TrimSpace(d); len(d) == 0 || d[0] != '{' {
+		return nil, false
+	}
+	for _, b := range rest {
+		if b != '\n' && b != '\r' {
+			return nil, false
+		}
+	}
+	return d, true
+}
+
+// chunkScan is what one pass over a chunk's quotes finds: all that the
+// stream path asks of a chunk, with the results of the searches it
+// replaces (bytes.Contains for "usage", finishReason, generatedBytes'
+// search for `":"`), byte for byte, on any input (TestChunkScanDiffers).
+type chunkScan struct {
+	usage    bool  // the chunk holds `"usage"`
+	frFound  bool  // finishReason's found
+	frString bool  // finishReason's isString
+	text     int64 // generatedBytes
+}
+
+// ended is streamEnd of the chunk.
+func (c *chunkScan) ended(data []byte) bool {
+	if c.frFound {
+		return c.frString
+	}
+	for _, m := range streamEndMarks {
+		if bytes.Contains(data, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// scanChunk makes the chunk's scan. Every string the searches look for
+// begins with a quote, so it visits the chunk's quotes, each once, and
+// checks at each the three searches' patterns, resuming each search where
+// the old one would: finishReason after the member name it matched,
+// generatedBytes at the quote that ends the value it measured (the first
+// quote after the value's start not escaped by an odd run of backslashes,
+// or the chunk's end). The quotes are found eight bytes at a time: they are
+// a few bytes apart in a chunk, too close for a bytes.IndexByte call per
+// quote to pay.
+func scanChunk(data []byte) (c chunkScan) {
+	st := chunkState{valStart: -1}
+	i := 0
+	for ; i+8 <= len(data); i += 8 {
+		// The quotes among the next eight bytes, one high bit each: x's
+		// byte is 0 where data's is '"', and the sum carries into the
+		// high bit of every other byte.
+		x := binary.LittleEndian.Uint64(data[i:]) ^ 0x2222222222222222
+		m := ^((x&0x7f7f7f7f7f7f7f7f + 0x7f7f7f7f7f7f7f7f) | x | 0x7f7f7f7f7f7f7f7f)
+		for ; m != 0; m &= m - 1 {
+			st.quote(data, i+bits.TrailingZeros64(m)>>3, &c)
+		}
+	}
+	for ; i < len(data); i++ {
+		if data[i] == '"' {
+			st.quote(data, i, &c)
+		}
+	}
+	if st.valStart >= 0 && st.valCounts {
+		c.text += int64(len(data) - st.valStart)
+	}
+	return c
+}
+
+// chunkState is where scanChunk's three searches stand.
+type chunkState struct {
+	frFrom, genFrom int  // finishReason's and generatedBytes' searches resume here
+	frDone          bool // finishReason found a string value: it is done
+	valStart        int  // a value generatedBytes measures is open from here (-1: none)
+	valCounts       bool // and its member is one of generatedKeys
+}
+
+// quote checks the searches' patterns at the quote data[q].
+func (st *chunkState) quote(data []byte, q int, c *chunkScan) {
+	if st.valStart >= 0 && q >= st.valStart {
+		bs := 0
+		for k := q - 1; k >= st.valStart && data[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			if st.valCounts {
+				c.text += int64(q - st.valStart)
+			}
+			st.valStart, st.genFrom = -1, q
+		}
+	}
+	if q+2 >= len(data) {
+		return
+	}
+	switch data[q+1] {
+	case 'u':
+		if !c.usage && bytes.HasPrefix(data[q:], []byte(`"usage"`)) {
+			c.usage = true
+		}
+	case 'f':
+		if !st.frDone && q >= st.frFrom && bytes.HasPrefix(data[q:], []byte(`"finish_reason"`)) {
+			st.frFrom = q + len(`"finish_reason"`)
+			if b := bytes.TrimLeft(data[st.frFrom:], " \t"); len(b) > 0 && b[0] == ':' {
+				c.frFound = true
+				if v := bytes.TrimLeft(b[1:], " \t"); len(v) > 0 && v[0] == '"' {
+					c.frString, st.frDone = true, true
+				}
+			}
+		}
+	case ':':
+		if st.valStart < 0 && q >= st.genFrom && data[q+2] == '"' {
+			st.valStart, st.valCounts = q+3, generatedKey(data[:q])
+		}
+	}
+}
+
+// generatedKey reports whether the text before a `":"` ends with one of
+// generatedKeys.
+func generatedKey(key []byte) bool {
+	if n := len(key); n == 0 || (key[n-1] != 't' && key[n-1] != 's') {
+		return false
+	}
+	for _, k := range generatedKeys {
+		if bytes.HasSuffix(key, []byte(k)) {
+			return true
+		}
+	}
+	return false
 }
 
 // generatedKeys name the string members of a stream chunk that carry
@@ -688,35 +870,12 @@ func observeEvent(event []byte, clientUsage bool, res *result) bool {
 var generatedKeys = []string{`"content`, `"text`, `"arguments`, `"reasoning_content`}
 
 // generatedBytes is the length of the generated text in one chunk, as
-// escaped JSON (a close enough measure for an estimate), found in one pass
-// over the chunk's string members without decoding it.
-func generatedBytes(data []byte) (n int64) {
-	sep := []byte(`":"`)
-	for rest, at := data, 0; ; {
-		i := bytes.Index(rest, sep)
-		if i < 0 {
-			return n
-		}
-		key := data[:at+i]
-		rest = rest[i+len(sep):]
-		at += i + len(sep)
-		end := 0
-		for end < len(rest) && rest[end] != '"' {
-			if rest[end] == '\\' {
-				end++
-			}
-			end++
-		}
-		end = min(end, len(rest))
-		for _, k := range generatedKeys {
-			if bytes.HasSuffix(key, []byte(k)) {
-				n += int64(end)
-				break
-			}
-		}
-		rest = rest[end:]
-		at += end
-	}
+// escaped JSON (a close enough measure for an estimate): the text of each
+// string member named in generatedKeys, found without decoding the chunk
+// (a member counts when its name's closing quote, the colon and the
+// value's opening quote are adjacent, `":"`).
+func generatedBytes(data []byte) int64 {
+	return scanChunk(data).text
 }
 
 func isBlankLine(line []byte) bool {

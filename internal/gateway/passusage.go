@@ -43,8 +43,9 @@ func (m *nativeMeter) content(data []byte) {
 // Responses API (input_tokens, at the top or in response.completed's
 // response), embeddings.
 func (m *nativeMeter) openAI(data []byte) {
-	if !bytes.Contains(data, []byte(`"usage"`)) {
-		m.content(data)
+	if c := scanChunk(data); !c.usage {
+		m.chunks++
+		m.text += c.text
 		return
 	}
 	var v struct {
