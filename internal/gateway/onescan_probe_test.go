@@ -266,3 +266,24 @@ func TestProbeStreamBookingEndToEnd(t *testing.T) {
 		t.Fatalf("the usage chunk the client did not ask for reached it")
 	}
 }
+
+// TestProbeScanChunkDenseQuotes: long chunks dense in the bytes the scan
+// turns on (quotes, backslashes, colons, the patterns' letters) mixed
+// with high and invalid UTF-8 bytes, so that values open and close, and
+// patterns start, on every lane and in the tail.
+func TestProbeScanChunkDenseQuotes(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 9))
+	pieces := []string{`"`, `\`, `:`, `":"`, `"content`, `"text`, `"usage"`, `"finish_reason"`, `"finish_reason":`, ` `, "\t",
+		`"stop"`, `null`, "\xa2", "\x80", "\xff", "\xc3", "\x23", "\x21", "u", "f", "s", "t", "[DONE]", `"finishReason"`}
+	n := 200_000
+	if raceOn || testing.Short() {
+		n = 40_000
+	}
+	for range n {
+		var b []byte
+		for k := r.IntN(120); k > 0; k-- {
+			b = append(b, pieces[r.IntN(len(pieces))]...)
+		}
+		checkScanAgainstRef(t, b)
+	}
+}
