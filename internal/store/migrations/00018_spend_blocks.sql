@@ -1,0 +1,30 @@
+-- +goose Up
+-- SQLite's spend log, stored in blocks of many rows (sqlstore/spendblock.go):
+-- a spend_logs row cost the spend writer a B-tree entry in the table, its
+-- primary key and each index, about as much CPU as the rest of a request;
+-- a block is one entry for hundreds of rows. Each block keeps the range of
+-- its rows' started_at and ended_at (Unix microseconds) and two Bloom
+-- filters (call and answer ids; keys, users, teams, end users, model groups
+-- and tags) that let a listing and the replay check skip it. PostgreSQL
+-- keeps writing spend_logs (its rows cost its own process, not the
+-- gateway's); the table is created there too so that both engines run one
+-- schema, and stays empty.
+CREATE TABLE spend_blocks (
+    id          INTEGER PRIMARY KEY,
+    format      INTEGER NOT NULL,
+    row_count   INTEGER NOT NULL,
+    min_started BIGINT NOT NULL,
+    max_started BIGINT NOT NULL,
+    min_ended   BIGINT NOT NULL,
+    max_ended   BIGINT NOT NULL,
+    ids         BYTEA NOT NULL,
+    attrs       BYTEA NOT NULL,
+    data        BYTEA NOT NULL
+);
+CREATE INDEX spend_blocks_started ON spend_blocks (max_started);
+CREATE INDEX spend_blocks_ended ON spend_blocks (max_ended);
+
+-- +goose Down
+-- Going down drops the blocks and the spend log rows they hold (spend,
+-- budgets and the daily rollups are elsewhere and stay).
+DROP TABLE spend_blocks;

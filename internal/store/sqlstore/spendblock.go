@@ -1,0 +1,394 @@
+package sqlstore
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"math"
+	"math/bits"
+
+	"github.com/tollgate/tollgate/internal/store"
+)
+
+// SQLite keeps its spend log in blocks (table spend_blocks, migration
+// 00018): many spend rows encoded one after another in one BLOB, with the
+// block's started and ended ranges and two Bloom filters, one of the
+// rows' call and answer ids and one of their owners, model groups and
+// tags. A spend row written as a table row cost the writer about as much as
+// the rest of a request (a B-tree entry in the table, its primary key and
+// each index: docs/performance.md, "the spend row's price"); a block is
+// one entry for hundreds of rows. Filters let a listing and the replay
+// check skip the blocks that cannot hold what they look for.
+//
+// A row's encoding (spendBlockFormat 1), its fields in spendColumns'
+// order:
+//
+//	text:     uvarint length, bytes
+//	nullable: uvarint 0 for NULL, else length+1, bytes
+//	integer:  varint (zig-zag)
+//	float:    8 bytes, IEEE 754 little-endian
+//	flags:    one byte: 1 usage_clamped, 2 usage_estimated, 4 cache_hit
+//
+// request_id, key_hash, user_id, team_id, end_user, model_group,
+// deployment, provider (text); prompt_tokens, completion_tokens,
+// cached_tokens (integer); cost (float); status, latency_ms, started_at,
+// ended_at (integer, times in Unix microseconds, 0 for none),
+// reported_prompt_tokens, reported_completion_tokens (integer); flags;
+// response_id, call_type (text); request_tags, metadata, messages,
+// response (nullable); cache_key (text); saved_cost (float); guardrails,
+// error_information (nullable). The nullable ones hold the same JSON text
+// a spend_logs column would (tagsText, metadataText, rawText, errorText).
+const spendBlockFormat = 1
+
+// A block takes rows until it holds spendBlockRows of them or
+// spendBlockBytes of encoding, whichever comes first; the writer then
+// starts another. The filters are sized for spendBlockRows rows.
+const (
+	spendBlockRows  = 512
+	spendBlockBytes = 1 << 20
+)
+
+// Filter sizes: about ten bits an item (≈ 1 % false positives with
+// spendFilterHashes hashes) for two ids a row and eight attributes a row.
+const (
+	spendIDFilterBytes   = spendBlockRows * 2 * 10 / 8
+	spendAttrFilterBytes = spendBlockRows * 8 * 10 / 8
+	spendFilterHashes    = 7
+)
+
+// Attribute kinds in the attribute filter: an item is its kind byte
+// followed by the value.
+const (
+	attrKey     = 'k'
+	attrUser    = 'u'
+	attrTeam    = 't'
+	attrEndUser = 'e'
+	attrModel   = 'm'
+	attrTag     = 'g'
+)
+
+// spendBlock is one spend_blocks row as the writer builds it or a reader
+// gets it.
+type spendBlock struct {
+	id                     int64 // 0 until stored
+	rows                   int
+	minStarted, maxStarted int64
+	minEnded, maxEnded     int64
+	ids, attrs             []byte // Bloom filters
+	data                   []byte // the rows, encoded
+}
+
+// newSpendBlock returns an empty block with empty filters.
+func newSpendBlock() *spendBlock {
+	return &spendBlock{ids: make([]byte, spendIDFilterBytes), attrs: make([]byte, spendAttrFilterBytes)}
+}
+
+// full reports that b takes no more rows.
+func (b *spendBlock) full() bool { return b.rows >= spendBlockRows || len(b.data) >= spendBlockBytes }
+
+// add appends l's row to b, widening its ranges and filters.
+func (b *spendBlock) add(l *store.SpendLog) {
+	started, ended := micros(l.StartedAt), micros(l.EndedAt)
+	if b.rows == 0 {
+		b.minStarted, b.maxStarted, b.minEnded, b.maxEnded = started, started, ended, ended
+	} else {
+		b.minStarted, b.maxStarted = min(b.minStarted, started), max(b.maxStarted, started)
+		b.minEnded, b.maxEnded = min(b.minEnded, ended), max(b.maxEnded, ended)
+	}
+	b.rows++
+	b.data = appendSpendRow(b.data, l)
+	filterAdd(b.ids, 0, l.RequestID)
+	if l.ResponseID != "" {
+		filterAdd(b.ids, 0, l.ResponseID)
+	}
+	for _, a := range [...]struct {
+		kind byte
+		v    string
+	}{{attrKey, l.KeyHash}, {attrUser, l.UserID}, {attrTeam, l.TeamID}, {attrEndUser, l.EndUser}, {attrModel, l.ModelGroup}} {
+		if a.v != "" {
+			filterAdd(b.attrs, a.kind, a.v)
+		}
+	}
+	for _, t := range l.RequestTags {
+		filterAdd(b.attrs, attrTag, t)
+	}
+}
+
+// mayHoldID reports whether b may hold a row whose call or answer id is id
+// (false: it holds none).
+func (b *spendBlock) mayHoldID(id string) bool { return filterHas(b.ids, 0, id) }
+
+// mayHoldAttr reports whether b may hold a row with the attribute kind of
+// value v (false: it holds none).
+func (b *spendBlock) mayHoldAttr(kind byte, v string) bool { return filterHas(b.attrs, kind, v) }
+
+// filterHash is a 64-bit hash of kind and s, the same in every process
+// and on every machine (the filters are stored): FNV-1a, then a final
+// mix so that the low and high halves are both well spread.
+func filterHash(kind byte, s string) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	h = (h ^ uint64(kind)) * prime
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * prime
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
+
+// filterBits yields the spendFilterHashes bit positions of an item in a
+// filter of n bits (double hashing).
+func filterBits(h uint64, n uint64, fn func(bit uint64) bool) bool {
+	h1, h2 := h&0xffffffff, h>>32|1
+	for i := range uint64(spendFilterHashes) {
+		if !fn((h1 + i*h2) % n) {
+			return false
+		}
+	}
+	return true
+}
+
+func filterAdd(f []byte, kind byte, s string) {
+	filterBits(filterHash(kind, s), uint64(len(f))*8, func(bit uint64) bool {
+		f[bit>>3] |= 1 << (bit & 7)
+		return true
+	})
+}
+
+func filterHas(f []byte, kind byte, s string) bool {
+	if len(f) == 0 {
+		return true // no filter: anything may be there
+	}
+	return filterBits(filterHash(kind, s), uint64(len(f))*8, func(bit uint64) bool {
+		return f[bit>>3]&(1<<(bit&7)) != 0
+	})
+}
+
+// appendSpendRow appends l's encoding (spendBlockFormat) to dst.
+func appendSpendRow(dst []byte, l *store.SpendLog) []byte {
+	for _, s := range [...]string{l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider} {
+		dst = appendText(dst, s)
+	}
+	dst = binary.AppendVarint(dst, l.PromptTokens)
+	dst = binary.AppendVarint(dst, l.CompletionTokens)
+	dst = binary.AppendVarint(dst, l.CachedTokens)
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(l.Cost))
+	dst = binary.AppendVarint(dst, int64(l.Status))
+	dst = binary.AppendVarint(dst, l.LatencyMS)
+	dst = binary.AppendVarint(dst, micros(l.StartedAt))
+	dst = binary.AppendVarint(dst, micros(l.EndedAt))
+	dst = binary.AppendVarint(dst, l.ReportedPromptTokens)
+	dst = binary.AppendVarint(dst, l.ReportedCompletionTokens)
+	var flags byte
+	if l.UsageClamped {
+		flags |= 1
+	}
+	if l.UsageEstimated {
+		flags |= 2
+	}
+	if l.CacheHit {
+		flags |= 4
+	}
+	dst = append(dst, flags)
+	dst = appendText(dst, l.ResponseID)
+	dst = appendText(dst, l.CallType)
+	dst = appendNullable(dst, tagsText(l.RequestTags))
+	dst = appendNullable(dst, metadataText(l.Metadata))
+	dst = appendNullable(dst, rawText(l.Messages))
+	dst = appendNullable(dst, rawText(l.Response))
+	dst = appendText(dst, l.CacheKey)
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(l.SavedCost))
+	dst = appendNullable(dst, rawText(l.Guardrails))
+	return appendNullable(dst, errorText(l.ErrorInformation))
+}
+
+func appendText(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// appendNullable appends v, nil or a string (the text helpers' results).
+func appendNullable(dst []byte, v any) []byte {
+	s, ok := v.(string)
+	if !ok {
+		return append(dst, 0)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(s))+1)
+	return append(dst, s...)
+}
+
+// spendRow is one decoded row: its scalar columns in SpendLog (Cost,
+// times, ids, flags...) and its JSON columns as the text stored, decoded
+// only for the rows a listing returns (log).
+type spendRow struct {
+	store.SpendLog
+	tags, metadata, messages, response, guardrails, errorInfo nullText
+}
+
+// nullText is a nullable column's text.
+type nullText struct {
+	s     string
+	valid bool
+}
+
+// log returns r as a listing returns it: the JSON columns decoded as
+// ListSpendLogs decodes spend_logs' (one that does not decode reads as
+// absent); messages and response left out when omitContent.
+func (r *spendRow) log(omitContent bool) store.SpendLog {
+	l := r.SpendLog
+	if r.tags.valid {
+		_ = json.Unmarshal([]byte(r.tags.s), &l.RequestTags)
+	}
+	if r.metadata.valid {
+		_ = json.Unmarshal([]byte(r.metadata.s), &l.Metadata)
+	}
+	if r.errorInfo.valid {
+		var e store.ErrorInformation
+		if json.Unmarshal([]byte(r.errorInfo.s), &e) == nil {
+			l.ErrorInformation = &e
+		}
+	}
+	if r.guardrails.valid && json.Valid([]byte(r.guardrails.s)) {
+		l.Guardrails = json.RawMessage(r.guardrails.s)
+	}
+	if omitContent {
+		l.ContentOmitted = true
+		return l
+	}
+	if r.messages.valid && json.Valid([]byte(r.messages.s)) {
+		l.Messages = json.RawMessage(r.messages.s)
+	}
+	if r.response.valid && json.Valid([]byte(r.response.s)) {
+		l.Response = json.RawMessage(r.response.s)
+	}
+	return l
+}
+
+// contentBytes is what r's messages and response add to a listing's
+// content budget (SpendFilter.ContentBytes).
+func (r *spendRow) contentBytes() int { return len(r.messages.s) + len(r.response.s) }
+
+var errSpendBlock = errors.New("spend block: malformed row")
+
+// spendRowReader decodes a block's rows one after another.
+type spendRowReader struct {
+	data []byte
+	err  error
+}
+
+// next decodes the next row into r; false at the end or on a malformed
+// row (err then says so). Strings are copied out of the block.
+func (d *spendRowReader) next(r *spendRow) bool {
+	if len(d.data) == 0 || d.err != nil {
+		return false
+	}
+	*r = spendRow{}
+	l := &r.SpendLog
+	for _, p := range [...]*string{&l.RequestID, &l.KeyHash, &l.UserID, &l.TeamID, &l.EndUser, &l.ModelGroup, &l.Deployment, &l.Provider} {
+		*p = d.text()
+	}
+	l.PromptTokens = d.varint()
+	l.CompletionTokens = d.varint()
+	l.CachedTokens = d.varint()
+	l.Cost = d.float()
+	l.Status = int(d.varint())
+	l.LatencyMS = d.varint()
+	l.StartedAt = fromMicros(d.varint())
+	l.EndedAt = fromMicros(d.varint())
+	l.ReportedPromptTokens = d.varint()
+	l.ReportedCompletionTokens = d.varint()
+	flags := d.byte()
+	l.UsageClamped, l.UsageEstimated, l.CacheHit = flags&1 != 0, flags&2 != 0, flags&4 != 0
+	l.ResponseID = d.text()
+	l.CallType = d.text()
+	r.tags = d.nullable()
+	r.metadata = d.nullable()
+	r.messages = d.nullable()
+	r.response = d.nullable()
+	l.CacheKey = d.text()
+	l.SavedCost = d.float()
+	r.guardrails = d.nullable()
+	r.errorInfo = d.nullable()
+	return d.err == nil
+}
+
+func (d *spendRowReader) fail() {
+	if d.err == nil {
+		d.err = errSpendBlock
+	}
+	d.data = nil
+}
+
+func (d *spendRowReader) uvarint() uint64 {
+	v, n := binary.Uvarint(d.data)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.data = d.data[n:]
+	return v
+}
+
+func (d *spendRowReader) varint() int64 {
+	v, n := binary.Varint(d.data)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.data = d.data[n:]
+	return v
+}
+
+func (d *spendRowReader) float() float64 {
+	if len(d.data) < 8 {
+		d.fail()
+		return 0
+	}
+	v := math.Float64frombits(binary.LittleEndian.Uint64(d.data))
+	d.data = d.data[8:]
+	return v
+}
+
+func (d *spendRowReader) byte() byte {
+	if len(d.data) < 1 {
+		d.fail()
+		return 0
+	}
+	v := d.data[0]
+	d.data = d.data[1:]
+	return v
+}
+
+func (d *spendRowReader) bytes(n uint64) string {
+	if n > uint64(len(d.data)) {
+		d.fail()
+		return ""
+	}
+	s := string(d.data[:n])
+	d.data = d.data[n:]
+	return s
+}
+
+func (d *spendRowReader) text() string { return d.bytes(d.uvarint()) }
+
+func (d *spendRowReader) nullable() nullText {
+	n := d.uvarint()
+	if n == 0 || d.err != nil {
+		return nullText{}
+	}
+	return nullText{s: d.bytes(n - 1), valid: true}
+}
+
+// filterFill is the share of a filter's bits set (tests and docs: a
+// filter past about half full answers "maybe" too often).
+func filterFill(f []byte) float64 {
+	n := 0
+	for _, b := range f {
+		n += bits.OnesCount8(b)
+	}
+	return float64(n) / float64(len(f)*8)
+}
