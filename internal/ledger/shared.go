@@ -656,16 +656,27 @@ return out
 end
 `
 
+// luaExpire gives a hash that has no expiry the week a hold gives the
+// hashes it touches (luaHold): a reset or an edit of an account Redis did
+// not have makes its hash, and without this an account never held again
+// (a deleted key's) kept it for ever.
+const luaExpire = `
+local function bud_expire(k)
+  if redis.call('PTTL', k) == -1 then redis.call('PEXPIRE', k, 604800000) end
+end
+`
+
 // resetScript starts a new period: ARGV = period (ns). Only a newer period
 // resets, and only once the current one has ended (by Redis's clock), so
 // replicas rolling over together reset once even when they compute
 // different next reset times.
-var resetScript = rscript.New(`
+var resetScript = rscript.New(luaExpire + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000000 + tonumber(t[2]) * 1000
 local cur = tonumber(redis.call('HGET', KEYS[1], 'period') or 0)
 if cur < tonumber(ARGV[1]) and cur <= now then
   redis.call('HSET', KEYS[1], 'spent', 0, 'period', ARGV[1])
+  bud_expire(KEYS[1])
   -- A pending reseed is the period before's spend: released.
   local rq = redis.call('HGET', KEYS[1], 'rq')
   if rq then
@@ -1349,13 +1360,14 @@ func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent
 // must not raise the edited spend (before branch reseed, 'rs' stayed and
 // the next hold raised the edit by up to what the swept allotment held). A hash the edit makes without a period
 // (ARGV[2] 0) is taken by the next hold as its seed's period (bud_seed).
-var setSpentScript = rscript.New(`
+var setSpentScript = rscript.New(luaExpire + `
 local p = tonumber(ARGV[2])
 if p ~= 0 and tonumber(redis.call('HGET', KEYS[1], 'period') or 0) < p then
   redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'period', ARGV[2])
 else
   redis.call('HSET', KEYS[1], 'spent', ARGV[1])
 end
+bud_expire(KEYS[1])
 redis.call('HDEL', KEYS[1], 'rv', 'rs')
 local rq = redis.call('HGET', KEYS[1], 'rq')
 if rq then
