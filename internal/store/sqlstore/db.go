@@ -29,9 +29,6 @@ type DB struct {
 	dialect goose.Dialect
 	// noSpendLogs: ApplySpend writes spend and rollups, not spend_logs rows.
 	noSpendLogs atomic.Bool
-	// spendWhole: SQLite's spend rows bind every column, none left to
-	// its default (tests compare the two; set before the first write).
-	spendWhole bool
 	// timeout bounds each call whose context has no deadline of its own.
 	timeout atomic.Int64
 	// clock, when set (tests), is the time ResetBudget stamps with: a
@@ -172,8 +169,20 @@ func (s *DB) migrate(ctx context.Context, version int64) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	if s.dialect == goose.DialectSQLite3 && (version == 0 || version >= spendBlocksVersion) {
+		// Spend rows an older version wrote as spend_logs rows go into
+		// blocks, where ApplySpend writes and ListSpendLogs reads them.
+		n, err := s.moveSpendLogs(ctx)
+		logMoved(n)
+		if err != nil {
+			return fmt.Errorf("migrate: move spend logs into blocks: %w", err)
+		}
+	}
 	return nil
 }
+
+// spendBlocksVersion is the migration that made spend_blocks (00018).
+const spendBlocksVersion = 18
 
 // migrations is goose's runner of the embedded migrations on s.
 func (s *DB) migrations() (*goose.Provider, error) {

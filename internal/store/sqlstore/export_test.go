@@ -94,11 +94,6 @@ func Plan(ctx context.Context, s *DB, q string, args ...any) (string, error) {
 	return strings.Join(out, "\n"), rows.Err()
 }
 
-// WriteSpendRowsWhole makes s's SQLite spend writer bind every column of
-// every row (whole = true) instead of leaving the ones that hold their
-// default out (sqliteSpendInsertOf).
-func WriteSpendRowsWhole(s *DB, whole bool) { s.spendWhole = whole }
-
 // QueryText runs q on the store's database and returns every row's
 // columns as text (NULL as "<nil>").
 func QueryText(ctx context.Context, s *DB, q string) ([][]string, error) {
@@ -149,3 +144,85 @@ func CloseIdle(s *DB) {
 
 // SetClock makes f the time s's ResetBudget stamps with.
 func SetClock(s *DB, f func() time.Time) { s.clock.Store(&f) }
+
+// SpendBlock is one stored spend block as a test sees it.
+type SpendBlock struct {
+	ID, Rows                                   int64
+	MinStarted, MaxStarted, MinEnded, MaxEnded int64
+	Logs                                       []store.SpendLog // its rows decoded, in order
+}
+
+// SpendBlocks reads and decodes every spend block, in id order (SQLite).
+func SpendBlocks(ctx context.Context, s *DB) ([]SpendBlock, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, row_count, min_started, max_started, min_ended, max_ended, data FROM spend_blocks ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []SpendBlock
+	for rows.Next() {
+		var b SpendBlock
+		var data []byte
+		if err := rows.Scan(&b.ID, &b.Rows, &b.MinStarted, &b.MaxStarted, &b.MinEnded, &b.MaxEnded, &data); err != nil {
+			return nil, err
+		}
+		d := spendRowReader{data: data}
+		var r spendRow
+		for d.next(&r) {
+			b.Logs = append(b.Logs, r.log(false))
+		}
+		if d.err != nil {
+			return nil, fmt.Errorf("block %d: %w", b.ID, d.err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// SpendBlockLogs is every row of every spend block, in the order written.
+func SpendBlockLogs(ctx context.Context, s *DB) ([]store.SpendLog, error) {
+	blocks, err := SpendBlocks(ctx, s)
+	var out []store.SpendLog
+	for _, b := range blocks {
+		out = append(out, b.Logs...)
+	}
+	return out, err
+}
+
+// SpendBlockCandidates is how many blocks the replay check of a batch
+// whose rows ended from lo to hi (Unix µs) looks at.
+func SpendBlockCandidates(ctx context.Context, s *DB, lo, hi int64) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (`+spendBlockCandidates+`)`, lo, hi).Scan(&n)
+	return n, err
+}
+
+// SpendBlockCandidatesPlan is the query plan of the replay check's
+// candidate query.
+func SpendBlockCandidatesPlan(ctx context.Context, s *DB) (string, error) {
+	return Plan(ctx, s, spendBlockCandidates, int64(0), int64(0))
+}
+
+// SpendBlockMetadata is the metadata text a block holds for the row of
+// request id id.
+func SpendBlockMetadata(ctx context.Context, s *DB, id string) (string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT data FROM spend_blocks ORDER BY id`)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return "", err
+		}
+		d := spendRowReader{data: data}
+		var r spendRow
+		for d.next(&r) {
+			if r.RequestID == id {
+				return r.metadata.s, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no row %s", id)
+}

@@ -168,13 +168,14 @@ func BenchmarkApplySpend(b *testing.B) {
 				}
 			}
 			now := time.Now()
-			n := 0
+			n, tick := 0, 0
 			batch := func() []store.SpendLog {
 				batch := make([]store.SpendLog, 100)
 				for i := range batch {
-					n++
+					n, tick = n+1, tick+1
+					at := now.Add(time.Duration(tick) * 100 * time.Microsecond) // rows end in order, as the gateway's do
 					batch[i] = store.SpendLog{RequestID: fmt.Sprintf("r%09d", n), ResponseID: fmt.Sprintf("chatcmpl-%09d", n), CallType: "acompletion", KeyHash: "k", UserID: "u", TeamID: "t", ModelGroup: "gpt-4",
-						PromptTokens: 10, CompletionTokens: 8, Cost: 0.0001, Status: 200, StartedAt: now, EndedAt: now}
+						PromptTokens: 10, CompletionTokens: 8, Cost: 0.0001, Status: 200, StartedAt: at, EndedAt: at}
 					if !tt.seq {
 						batch[i].RequestID, batch[i].ResponseID = hexID(tt.ordered), "chatcmpl-"+hexID(false)
 					}

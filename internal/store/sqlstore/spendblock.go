@@ -87,7 +87,22 @@ func newSpendBlock() *spendBlock {
 func (b *spendBlock) full() bool { return b.rows >= spendBlockRows || len(b.data) >= spendBlockBytes }
 
 // add appends l's row to b, widening its ranges and filters.
-func (b *spendBlock) add(l *store.SpendLog) {
+func (b *spendBlock) add(l *store.SpendLog) { b.addTexts(l, textsOf(l)) }
+
+// spendTexts are a row's nullable JSON columns as stored: nil (NULL) or
+// the text (tagsText, metadataText, rawText, errorText of its fields, or a
+// spend_logs row's columns as they are, moveSpendLogs).
+type spendTexts struct{ tags, metadata, messages, response, guardrails, errorInfo any }
+
+// textsOf is l's JSON columns as a spend_logs row would hold them.
+func textsOf(l *store.SpendLog) spendTexts {
+	return spendTexts{tagsText(l.RequestTags), metadataText(l.Metadata), rawText(l.Messages), rawText(l.Response),
+		rawText(l.Guardrails), errorText(l.ErrorInformation)}
+}
+
+// addTexts is add with the row's JSON columns given as stored text (l's
+// own JSON fields are not encoded; its tags still fill the filter).
+func (b *spendBlock) addTexts(l *store.SpendLog, t spendTexts) {
 	started, ended := micros(l.StartedAt), micros(l.EndedAt)
 	if b.rows == 0 {
 		b.minStarted, b.maxStarted, b.minEnded, b.maxEnded = started, started, ended, ended
@@ -96,7 +111,7 @@ func (b *spendBlock) add(l *store.SpendLog) {
 		b.minEnded, b.maxEnded = min(b.minEnded, ended), max(b.maxEnded, ended)
 	}
 	b.rows++
-	b.data = appendSpendRow(b.data, l)
+	b.data = appendSpendRow(b.data, l, t)
 	filterAdd(b.ids, 0, l.RequestID)
 	if l.ResponseID != "" {
 		filterAdd(b.ids, 0, l.ResponseID)
@@ -168,8 +183,9 @@ func filterHas(f []byte, kind byte, s string) bool {
 	})
 }
 
-// appendSpendRow appends l's encoding (spendBlockFormat) to dst.
-func appendSpendRow(dst []byte, l *store.SpendLog) []byte {
+// appendSpendRow appends the encoding (spendBlockFormat) of l's row with
+// the JSON columns t to dst.
+func appendSpendRow(dst []byte, l *store.SpendLog, t spendTexts) []byte {
 	for _, s := range [...]string{l.RequestID, l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup, l.Deployment, l.Provider} {
 		dst = appendText(dst, s)
 	}
@@ -196,14 +212,14 @@ func appendSpendRow(dst []byte, l *store.SpendLog) []byte {
 	dst = append(dst, flags)
 	dst = appendText(dst, l.ResponseID)
 	dst = appendText(dst, l.CallType)
-	dst = appendNullable(dst, tagsText(l.RequestTags))
-	dst = appendNullable(dst, metadataText(l.Metadata))
-	dst = appendNullable(dst, rawText(l.Messages))
-	dst = appendNullable(dst, rawText(l.Response))
+	dst = appendNullable(dst, t.tags)
+	dst = appendNullable(dst, t.metadata)
+	dst = appendNullable(dst, t.messages)
+	dst = appendNullable(dst, t.response)
 	dst = appendText(dst, l.CacheKey)
 	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(l.SavedCost))
-	dst = appendNullable(dst, rawText(l.Guardrails))
-	return appendNullable(dst, errorText(l.ErrorInformation))
+	dst = appendNullable(dst, t.guardrails)
+	return appendNullable(dst, t.errorInfo)
 }
 
 func appendText(dst []byte, s string) []byte {

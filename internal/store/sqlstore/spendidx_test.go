@@ -130,10 +130,13 @@ func checkFound(t *testing.T, s *sqlstore.DB, rows []store.SpendLog, want map[st
 // TestSpendRowsSurvivePartialIndexes: rows written before migration 00016
 // (full key and answer-id indexes) are found by every lookup after it, as
 // are rows written after it, and again after 00016 is rolled back.
+// PostgreSQL only: SQLite writes spend rows into spend_blocks (00018), which
+// a store migrated only to 00015 lacks, and keeps no row in spend_logs
+// (TestMoveSpendLogs covers the rows an older version left there).
 func TestSpendRowsSurvivePartialIndexes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	for _, e := range spendEngines(t) {
+	for _, e := range spendEngines(t)[1:] {
 		t.Run(e.name, func(t *testing.T) {
 			at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 			old := e.open(t, beforePartial)
@@ -208,10 +211,12 @@ func unpartial(q string) string {
 // 00016 as its former text did before it, so no filter lost the index it
 // used (SQLite uses a partial index only when the query's WHERE carries
 // the index's condition verbatim; PostgreSQL only when it can prove it).
+// PostgreSQL only: SQLite's spend rows are in spend_blocks (00018), and its
+// listing does not read spend_logs' indexes.
 func TestSpendLogsPlans(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	for _, e := range spendEngines(t) {
+	for _, e := range spendEngines(t)[1:] {
 		t.Run(e.name, func(t *testing.T) {
 			at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 			old := e.open(t, beforePartial)

@@ -80,7 +80,7 @@ func openFiles(t *testing.T, dir string) int {
 	return n
 }
 
-// TestProbeSpendFailsMidwayThenNextBatch: a row rejected midway (ABORT:
+// TestProbeSpendFailsMidwayThenNextBatch: the rows' block rejected (ABORT:
 // the statement fails, the transaction stays) and a rollup rejected with
 // RAISE(ROLLBACK) (SQLite ends the transaction itself, so the driver's
 // rollback fails) leave nothing, and the next batch on the store writes.
@@ -92,7 +92,9 @@ func TestProbeSpendFailsMidwayThenNextBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, trig := range []string{
-		`CREATE TRIGGER probe BEFORE INSERT ON spend_logs WHEN NEW.request_id = 'bad-2' BEGIN SELECT RAISE(ABORT, 'probe'); END`,
+		// The batch's rows go into the open block (spend_blocks), which the
+		// first batch made: an UPDATE.
+		`CREATE TRIGGER probe BEFORE UPDATE ON spend_blocks BEGIN SELECT RAISE(ABORT, 'probe'); END`,
 		`CREATE TRIGGER probe BEFORE INSERT ON spend_daily_tags BEGIN SELECT RAISE(ROLLBACK, 'probe'); END`,
 		`CREATE TRIGGER probe BEFORE INSERT ON spend_daily BEGIN SELECT RAISE(FAIL, 'probe'); END`,
 	} {

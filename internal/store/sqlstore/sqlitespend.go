@@ -6,20 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"strings"
 
 	"github.com/tollgate/tollgate/internal/store"
 )
 
 // SQLite's ApplySpend runs below database/sql: its statements are prepared
 // once on the store's one connection (sql.Conn.Raw) and executed by the
-// driver directly, with parameter slices reused from row to row. Two
-// costs go with that, measured in docs/performance.md ("third pass"):
+// driver directly, with one parameter slice reused from statement to
+// statement. Two costs go with that, measured in docs/performance.md
+// ("third pass", when a row was a statement of 31 parameters):
 //
 //   - database/sql's per-statement work (connection-statement lookup,
-//     converting every argument, a result wrapper) for 31 parameters a
-//     row;
+//     converting every argument, a result wrapper);
 //   - modernc.org/sqlite starts a goroutine and a progress handler for
 //     every statement executed with a context that can end. The batch's
 //     statements are executed without one; the batch's context is
@@ -31,96 +29,50 @@ import (
 // sqliteSpendStmts are ApplySpend's statements prepared on one
 // sqliteConn.
 type sqliteSpendStmts struct {
-	conn   *sqliteConn
-	stmts  map[string]driver.StmtExecContext // by text
-	shapes map[uint32]driver.StmtExecContext // the row INSERTs, by omitted columns (omitShape)
-	row    []any                             // a row's values (spendArgs), reused
-	args   []driver.NamedValue               // a statement's parameters, reused
+	conn  *sqliteConn
+	stmts map[string]driver.StmtExecContext // by text
+	args  []driver.NamedValue               // a statement's parameters, reused
 }
 
-// sqliteSpendInsert is SQLite's single-row spend_logs INSERT with every
-// column. Its parameters are anonymous ("?"): the driver asks SQLite for
-// each parameter's name before binding it, and a numbered one ("?7") costs
-// a lookup in SQLite and a parse in the driver, 31 times a row. A
-// multi-row INSERT, even prepared once, is slower on SQLite (measured in
-// docs/performance.md, branch writer: among other things the answer-id
-// index's expression makes SQLite keep a statement journal for any
-// statement that writes several rows).
-var sqliteSpendInsert = sqliteSpendInsertOf(0)
+// SQLite's spend rows go into spend_blocks (spendblock.go), not
+// spend_logs: the rows of a batch are added to the open block (the newest,
+// while not full), which is read, extended and written back, and to new
+// blocks as each fills. A row costs the writer its encoding and its share
+// of one blob instead of a B-tree entry in a table and in each of its
+// indexes.
+//
+// The replay check (ApplySpend is idempotent: the spend writer runs a batch
+// again after an error whose commit may have landed, and replays after a
+// crash) looks for a batch's request ids in the blocks whose range of
+// ended_at overlaps the batch's (spendBlockCandidates, served by
+// spend_blocks_ended): a block whose id filter may hold an id is decoded,
+// once, and its request ids compared exactly. It assumes that a row
+// replayed has the ended_at it had when first written, which holds for the
+// writer, which retries the very rows it tried: a row sent again under the
+// same request id with another ended_at is found only if the block holding
+// the first falls in the new batch's ended range, and written a second time
+// (spend counted twice) otherwise. For a batch in the usual order the
+// candidates are the open block and at most the one before it.
+const (
+	// spendBlockOpen is the newest block if it takes more rows.
+	spendBlockOpen = `SELECT id, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, data FROM spend_blocks
+	WHERE id = (SELECT max(id) FROM spend_blocks) AND format = 1 AND row_count < 512 AND length(data) < 1048576`
+	// spendBlockCandidates are the blocks whose ended range overlaps
+	// [?1, ?2], with their id filters.
+	spendBlockCandidates = `SELECT id, ids FROM spend_blocks WHERE max_ended >= ? AND min_ended <= ?`
+	spendBlockData       = `SELECT data FROM spend_blocks WHERE id = ?`
+	spendBlockInsert     = `INSERT INTO spend_blocks (format, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, data)
+	VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)`
+	spendBlockUpdate = `UPDATE spend_blocks SET row_count = ?, min_started = ?, max_started = ?, min_ended = ?, max_ended = ?,
+	ids = ?, attrs = ?, data = ? WHERE id = ?`
+)
 
-// spendColumns are spend_logs' columns in spendInsert's (and spendArgs')
-// order.
-var spendColumns = func() []string {
-	list := spendInsert[strings.Index(spendInsert, "(")+1 : strings.Index(spendInsert, ")")]
-	cols := strings.Split(list, ",")
-	for i, c := range cols {
-		cols[i] = strings.TrimSpace(c)
+func init() {
+	// spendBlockOpen spells the format and the limits out (a literal lets
+	// SQLite check them without a parameter).
+	if spendBlockFormat != 1 || spendBlockRows != 512 || spendBlockBytes != 1048576 {
+		panic("spendBlockOpen does not match spendblock.go's constants")
 	}
-	if len(cols) != spendCols {
-		panic(fmt.Sprintf("spendInsert names %d columns, want %d", len(cols), spendCols))
-	}
-	return cols
-}()
-
-// spendDefaulted is the set of columns (bit i: spendColumns[i]) whose
-// default in the schema is the value spendArgs binds for a zero field:
-// the empty string for the TEXT NOT NULL columns whose default is empty,
-// 0 for the numeric NOT NULL DEFAULT 0 ones, NULL for the nullable JSON
-// ones (no default). Every column but request_id, started_at and ended_at
-// (NOT NULL, no default).
-// TestSpendRowsOmittingDefaults compares every column's stored value and
-// type both ways.
-const spendDefaulted = (1<<spendCols - 1) &^ (1<<0 | 1<<14 | 1<<15)
-
-// sqliteSpendShapes bounds the INSERTs prepared per connection, one per
-// set of omitted columns seen; past it a row is written with every column.
-// The gateway's rows come in a few shapes (keyless or keyed, answered or
-// failed, tagged, cached).
-const sqliteSpendShapes = 64
-
-// sqliteSpendInsertOf is the INSERT of the columns not in omit: the omitted
-// ones take their default, which for a column in spendDefaulted is what
-// spendArgs would bind for it when omitShape left it out.
-func sqliteSpendInsertOf(omit uint32) string {
-	var cols []string
-	for i, c := range spendColumns {
-		if omit&(1<<i) == 0 {
-			cols = append(cols, c)
-		}
-	}
-	return "INSERT INTO spend_logs (" + strings.Join(cols, ", ") + ") VALUES (" +
-		strings.Repeat("?,", len(cols)-1) + "?) ON CONFLICT (request_id) DO NOTHING"
-}
-
-// omitShape is the set of row's values (spendArgs) that its column's
-// default stores as they are: the columns in spendDefaulted holding "", an
-// integer 0, a float64 +0 or nil. Binding fewer parameters is most of
-// what a row costs the driver (a call into SQLite under its mutex each,
-// a C copy of each string) and SQLite a register load each.
-func omitShape(row []any) uint32 {
-	var omit uint32
-	for i, v := range row {
-		if spendDefaulted&(1<<i) == 0 {
-			continue
-		}
-		var zero bool
-		switch x := v.(type) {
-		case nil:
-			zero = true
-		case string:
-			zero = x == ""
-		case int64:
-			zero = x == 0
-		case int:
-			zero = x == 0
-		case float64:
-			zero = x == 0 && !math.Signbit(x)
-		}
-		if zero {
-			omit |= 1 << i
-		}
-	}
-	return omit
 }
 
 // sqliteDriverConn is what the store uses of modernc's connection.
@@ -183,12 +135,12 @@ func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, er
 	if c.spend != nil {
 		return c.spend, nil
 	}
-	texts := []string{sqliteSpendInsert, endUserSpend, budgetSpend, keyBudgetSpend, memberBudgetSpend, dailyRollup, tagRollup}
+	texts := []string{spendBlockOpen, spendBlockCandidates, spendBlockData, spendBlockInsert, spendBlockUpdate,
+		endUserSpend, budgetSpend, keyBudgetSpend, memberBudgetSpend, dailyRollup, tagRollup}
 	for _, q := range entitySpend {
 		texts = append(texts, q)
 	}
-	sp := &sqliteSpendStmts{conn: c, stmts: make(map[string]driver.StmtExecContext, len(texts)),
-		shapes: make(map[uint32]driver.StmtExecContext)}
+	sp := &sqliteSpendStmts{conn: c, stmts: make(map[string]driver.StmtExecContext, len(texts))}
 	for _, q := range texts {
 		ex, err := sp.prepare(ctx, q)
 		if err != nil {
@@ -197,9 +149,7 @@ func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, er
 		}
 		sp.stmts[q] = ex
 	}
-	sp.shapes[0] = sp.stmts[sqliteSpendInsert]
-	sp.row = make([]any, 0, spendCols)
-	sp.args = make([]driver.NamedValue, 0, spendCols)
+	sp.args = make([]driver.NamedValue, 0, 9)
 	c.spend = sp
 	return sp, nil
 }
@@ -218,34 +168,11 @@ func (sp *sqliteSpendStmts) prepare(ctx context.Context, q string) (driver.StmtE
 	return ex, nil
 }
 
-// insertFor returns the row INSERT omitting the columns in omit, preparing
-// it on first use, or the one of every column once sqliteSpendShapes are
-// prepared (omit 0 then).
-func (sp *sqliteSpendStmts) insertFor(ctx context.Context, omit uint32) (driver.StmtExecContext, uint32, error) {
-	if st := sp.shapes[omit]; st != nil {
-		return st, omit, nil
-	}
-	if len(sp.shapes) >= sqliteSpendShapes {
-		return sp.shapes[0], 0, nil
-	}
-	st, err := sp.prepare(ctx, sqliteSpendInsertOf(omit))
-	if err != nil {
-		return nil, 0, err
-	}
-	sp.shapes[omit] = st
-	return st, omit, nil
-}
-
 func (sp *sqliteSpendStmts) close() {
 	for _, st := range sp.stmts {
 		st.(driver.Stmt).Close()
 	}
-	for omit, st := range sp.shapes {
-		if omit != 0 { // shapes[0] is in stmts
-			st.(driver.Stmt).Close()
-		}
-	}
-	sp.stmts, sp.shapes = nil, nil
+	sp.stmts = nil
 }
 
 // applySpendSQLite writes batch in one transaction on SQLite's connection.
@@ -270,7 +197,7 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 		if err != nil {
 			return err
 		}
-		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp, whole: s.spendWhole}, batch, noRows, nil)
+		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp}, batch, noRows, nil)
 		if err == nil {
 			err = ctx.Err() // past the deadline after the last statement: not committed
 		}
@@ -290,48 +217,191 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 // that cannot end (no watcher goroutine in the driver); ctx, the batch's,
 // is checked before each.
 type sqliteSpendTx struct {
-	ctx   context.Context
-	sp    *sqliteSpendStmts
-	whole bool // bind every column (DB.spendWhole)
+	ctx context.Context
+	sp  *sqliteSpendStmts
 }
 
+// insertRows adds rows, in order, to the open block and to new blocks as
+// each fills, skipping a request id repeated in rows (the first is kept)
+// and the rows already stored (storedIDs).
 func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bool) error {
-	defer clear(t.sp.row[:spendCols]) // hold no row's strings past the batch
+	if len(rows) == 0 {
+		return nil
+	}
+	b, err := t.openBlock()
+	if err != nil {
+		return fmt.Errorf("insert spend logs: %w", err)
+	}
+	stored, err := t.storedIDs(rows, b)
+	if err != nil {
+		return fmt.Errorf("insert spend logs: %w", err)
+	}
+	if b == nil {
+		b = newSpendBlock()
+	}
+	added := 0 // rows added to b
 	for i := range rows {
-		if err := t.ctx.Err(); err != nil {
-			return fmt.Errorf("insert spend logs: %w", err)
+		id := rows[i].RequestID
+		if inserted[id] || stored[id] {
+			continue
 		}
-		t.sp.row = spendArgs(t.sp.row[:0], &rows[i])
-		var omit uint32
-		if !t.whole {
-			omit = omitShape(t.sp.row)
-		}
-		st, omit, err := t.sp.insertFor(t.ctx, omit)
-		if err != nil {
-			return fmt.Errorf("insert spend logs: %w", err)
-		}
-		if omit != 0 {
-			// The row's values without the omitted ones, in place.
-			kept := t.sp.row[:0]
-			for c, v := range t.sp.row {
-				if omit&(1<<c) == 0 {
-					kept = append(kept, v)
-				}
+		b.add(&rows[i])
+		inserted[id] = true
+		added++
+		if b.full() {
+			if err := t.writeBlock(b); err != nil {
+				return fmt.Errorf("insert spend logs: %w", err)
 			}
-			clear(t.sp.row[len(kept):])
-			t.sp.row = kept
+			b, added = newSpendBlock(), 0
 		}
-		res, err := t.run(st, t.sp.row)
-		if err != nil {
+	}
+	if added > 0 {
+		if err := t.writeBlock(b); err != nil {
 			return fmt.Errorf("insert spend logs: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 1 {
-			inserted[rows[i].RequestID] = true
 		}
 	}
 	return nil
+}
+
+// openBlock reads the open block: the newest, if it takes more rows (nil
+// otherwise).
+func (t *sqliteSpendTx) openBlock() (*spendBlock, error) {
+	var b *spendBlock
+	err := t.query(spendBlockOpen, nil, func(v []driver.Value) error {
+		b = &spendBlock{}
+		var ok [7]bool
+		b.id, ok[0] = v[0].(int64)
+		var rows int64
+		rows, ok[1] = v[1].(int64)
+		b.rows = int(rows)
+		b.minStarted, ok[2] = v[2].(int64)
+		b.maxStarted, ok[3] = v[3].(int64)
+		b.minEnded, ok[4] = v[4].(int64)
+		b.maxEnded, ok[5] = v[5].(int64)
+		b.ids, _ = v[6].([]byte)
+		b.attrs, _ = v[7].([]byte)
+		b.data, ok[6] = v[8].([]byte)
+		if ok != [7]bool{true, true, true, true, true, true, true} || len(b.ids) != spendIDFilterBytes || len(b.attrs) != spendAttrFilterBytes {
+			b = nil // not what the writer writes: leave it, start another
+		}
+		return nil
+	})
+	return b, err
+}
+
+// storedIDs returns the request ids of rows that a block already holds:
+// the blocks whose ended range overlaps rows' (open, read already, among
+// them) whose id filter may hold one, each decoded once. See the comment
+// on spendBlockCandidates for what it assumes of a replay.
+func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[string]bool, error) {
+	lo, hi := micros(rows[0].EndedAt), micros(rows[0].EndedAt)
+	for i := range rows[1:] {
+		e := micros(rows[i+1].EndedAt)
+		lo, hi = min(lo, e), max(hi, e)
+	}
+	type candidate struct {
+		id  int64
+		ids []byte
+	}
+	var cands []candidate
+	err := t.query(spendBlockCandidates, []any{lo, hi}, func(v []driver.Value) error {
+		id, _ := v[0].(int64)
+		ids, _ := v[1].([]byte)
+		cands = append(cands, candidate{id, ids})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var stored map[string]bool
+	var maybe map[string]bool // rows' ids a candidate's filter may hold
+	for _, c := range cands {
+		clear(maybe)
+		for i := range rows {
+			if id := rows[i].RequestID; filterHas(c.ids, 0, id) && !stored[id] {
+				if maybe == nil {
+					maybe = map[string]bool{}
+				}
+				maybe[id] = true
+			}
+		}
+		if len(maybe) == 0 {
+			continue
+		}
+		var data []byte
+		if open != nil && c.id == open.id {
+			data = open.data
+		} else if err := t.query(spendBlockData, []any{c.id}, func(v []driver.Value) error {
+			data, _ = v[0].([]byte)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		d := spendRowReader{data: data}
+		for id, ok := d.nextRequestID(); ok; id, ok = d.nextRequestID() {
+			if maybe[string(id)] {
+				if stored == nil {
+					stored = map[string]bool{}
+				}
+				stored[string(id)] = true
+			}
+		}
+		if d.err != nil {
+			return nil, fmt.Errorf("spend block %d: %w", c.id, d.err)
+		}
+	}
+	return stored, nil
+}
+
+// writeBlock stores b: an UPDATE of the open block, an INSERT of a new one.
+func (t *sqliteSpendTx) writeBlock(b *spendBlock) error {
+	args := []any{int64(b.rows), b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.data}
+	q := spendBlockInsert
+	if b.id != 0 {
+		q, args = spendBlockUpdate, append(args, b.id)
+	}
+	_, err := t.execResult(q, args)
+	return err
+}
+
+// query runs q with args and calls fn with each row's values.
+func (t *sqliteSpendTx) query(q string, args []any, fn func([]driver.Value) error) error {
+	st, err := t.stmt(q)
+	if err != nil {
+		return err
+	}
+	qs, ok := st.(driver.StmtQueryContext)
+	if !ok {
+		return fmt.Errorf("sqlite driver statement %T cannot query with a context", st)
+	}
+	vals := t.sp.args[:0]
+	for i, a := range args {
+		v, err := driver.DefaultParameterConverter.ConvertValue(a)
+		if err != nil {
+			clear(vals)
+			return err
+		}
+		vals = append(vals, driver.NamedValue{Ordinal: i + 1, Value: v})
+	}
+	t.sp.args = vals
+	rows, err := qs.QueryContext(context.Background(), vals)
+	clear(vals)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, len(rows.Columns()))
+	for {
+		switch err := rows.Next(dest); {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			return err
+		}
+		if err := fn(dest); err != nil {
+			return err
+		}
+	}
 }
 
 func (t *sqliteSpendTx) exec(q string, args ...any) error {
@@ -376,37 +446,24 @@ func (t *sqliteSpendTx) stmt(q string) (driver.StmtExecContext, error) {
 }
 
 func (t *sqliteSpendTx) lookup(q string, arg any) (string, bool, error) {
-	st, err := t.stmt(q)
-	if err != nil {
+	var v any
+	found := false
+	err := t.query(q, []any{arg}, func(row []driver.Value) error {
+		if !found {
+			v, found = row[0], true
+		}
+		return nil
+	})
+	if err != nil || !found {
 		return "", false, err
 	}
-	qs, ok := st.(driver.StmtQueryContext)
-	if !ok {
-		return "", false, fmt.Errorf("sqlite driver statement %T cannot query with a context", st)
-	}
-	v, err := driver.DefaultParameterConverter.ConvertValue(arg)
-	if err != nil {
-		return "", false, err
-	}
-	rows, err := qs.QueryContext(context.Background(), []driver.NamedValue{{Ordinal: 1, Value: v}})
-	if err != nil {
-		return "", false, err
-	}
-	defer rows.Close()
-	dest := make([]driver.Value, len(rows.Columns()))
-	switch err := rows.Next(dest); {
-	case errors.Is(err, io.EOF):
-		return "", false, nil
-	case err != nil:
-		return "", false, err
-	}
-	switch v := dest[0].(type) {
+	switch v := v.(type) {
 	case string:
 		return v, true, nil
 	case []byte:
 		return string(v), true, nil
 	}
-	return "", false, fmt.Errorf("sqlite lookup: %T is no text", dest[0])
+	return "", false, fmt.Errorf("sqlite lookup: %T is no text", v)
 }
 
 // run executes st with args, converted as database/sql converts them
@@ -426,4 +483,49 @@ func (t *sqliteSpendTx) run(st driver.StmtExecContext, args []any) (driver.Resul
 	res, err := st.ExecContext(context.Background(), vals)
 	clear(vals) // hold no value past the statement
 	return res, err
+}
+
+// nextRequestID returns the next row's request id, not copied (it is valid
+// while the block's data is), skipping the rest of the row; false at the
+// end or on a malformed row (err then says so). The replay check's
+// decoding: no other field is read.
+func (d *spendRowReader) nextRequestID() ([]byte, bool) {
+	if len(d.data) == 0 || d.err != nil {
+		return nil, false
+	}
+	n := d.uvarint()
+	if n > uint64(len(d.data)) {
+		d.fail()
+		return nil, false
+	}
+	id := d.data[:n:n]
+	d.data = d.data[n:]
+	// The row's fields after request_id, in spendBlockFormat's order.
+	const text, varint, float, flags, nullable = 't', 'v', 'f', 'b', 'n'
+	for _, f := range "tttttttvvvfvvvvvvbttnnnntfnn" {
+		switch f {
+		case text:
+			d.skip(d.uvarint())
+		case varint:
+			d.varint()
+		case float:
+			d.skip(8)
+		case flags:
+			d.skip(1)
+		case nullable:
+			if n := d.uvarint(); n > 0 {
+				d.skip(n - 1)
+			}
+		}
+	}
+	return id, d.err == nil
+}
+
+// skip passes n bytes.
+func (d *spendRowReader) skip(n uint64) {
+	if n > uint64(len(d.data)) {
+		d.fail()
+		return
+	}
+	d.data = d.data[n:]
 }
