@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -47,11 +47,12 @@ import (
 //     over a table without an index on that column, which the listing's
 //     time bounds narrow.
 //
-// No statement holds SQLite's one connection while rows are decoded: the
-// spend writer waits for a block's read, not for the listing. A block
-// appended to meanwhile is read as it is when its data is read (its row
-// count and range read again with it); like the count and page statements
-// of spend_logs, the total and the page are not one snapshot.
+// SQLite's one connection is held for one block at a time (its data is
+// walked in the driver's buffer, sql.RawBytes), never for the listing: the
+// spend writer waits for a block's walk at most. A block appended to
+// meanwhile is read as it is when its data is read (its row count and
+// range read again with it); like the count and page statements of
+// spend_logs, the total and the page are not one snapshot.
 
 // spendQuery is a SpendFilter prepared for testing block rows.
 type spendQuery struct {
@@ -118,23 +119,24 @@ func newSpendQuery(f store.SpendFilter) (*spendQuery, error) {
 	return q, nil
 }
 
-// match reports whether the row v is one the listing keeps.
-func (q *spendQuery) match(v *spendRowView) bool {
+// match reports whether the row v of a block's data is one the listing
+// keeps.
+func (q *spendQuery) match(data []byte, v *spendRowView) bool {
 	f := &q.f
 	switch {
 	case q.hasFrom && v.started < q.from, q.hasTo && v.started >= q.to:
 		return false
-	case f.RequestID != "" && string(v.requestID) != f.RequestID && string(v.responseID) != f.RequestID:
+	case f.RequestID != "" && string(v.requestID.of(data)) != f.RequestID && string(v.responseID.of(data)) != f.RequestID:
 		return false
-	case f.KeyHash != "" && string(v.key) != f.KeyHash,
-		f.UserID != "" && string(v.user) != f.UserID,
-		f.TeamID != "" && string(v.team) != f.TeamID,
-		f.EndUser != "" && string(v.endUser) != f.EndUser,
-		f.ModelGroup != "" && string(v.model) != f.ModelGroup:
+	case f.KeyHash != "" && string(v.key.of(data)) != f.KeyHash,
+		f.UserID != "" && string(v.user.of(data)) != f.UserID,
+		f.TeamID != "" && string(v.team.of(data)) != f.TeamID,
+		f.EndUser != "" && string(v.endUser.of(data)) != f.EndUser,
+		f.ModelGroup != "" && string(v.model.of(data)) != f.ModelGroup:
 		return false
 	case q.status != nil && !q.status(v.status):
 		return false
-	case q.hasTag && !bytes.Contains(v.tags, q.tagIn[0]) && !bytes.Contains(v.tags, q.tagIn[1]):
+	case q.hasTag && !bytes.Contains(v.tags.of(data), q.tagIn[0]) && !bytes.Contains(v.tags.of(data), q.tagIn[1]):
 		return false
 	}
 	return true
@@ -159,76 +161,110 @@ func (q *spendQuery) inside(minStarted, maxStarted int64) bool {
 	return (!q.hasFrom || minStarted >= q.from) && (!q.hasTo || maxStarted < q.to)
 }
 
-// spendRowView is a block row's fields a listing filters and orders on,
-// sub-slices of the block's data (nothing copied), and the row's whole
-// encoding (raw), decoded in full only if the row is on the page.
+// spendRowView is where a block row's fields a listing filters and
+// orders on lie in the block's data (offsets: walking a block writes no
+// pointers), and where the whole row lies, decoded in full only if the row
+// is on the page.
 type spendRowView struct {
-	raw                                                          []byte
-	requestID, key, user, team, endUser, model, responseID, tags []byte
+	start, end                                                   int
+	requestID, key, user, team, endUser, model, responseID, tags span
 	status, started                                              int64
 }
 
-// view reads the next row into v without copying; false at the end or on
-// a malformed row (d.err then says so).
-func (d *spendRowReader) view(v *spendRowView) bool {
-	if len(d.data) == 0 || d.err != nil {
-		return false
-	}
-	start := d.data
-	v.requestID = d.textView()
-	v.key = d.textView()
-	v.user = d.textView()
-	v.team = d.textView()
-	v.endUser = d.textView()
-	v.model = d.textView()
-	d.textView() // deployment
-	d.textView() // provider
-	d.varint()   // prompt, completion and cached tokens
-	d.varint()
-	d.varint()
-	d.float() // cost
-	v.status = d.varint()
-	d.varint() // latency
-	v.started = d.varint()
-	d.varint() // ended
-	d.varint() // reported prompt and completion tokens
-	d.varint()
-	d.byte() // flags
-	v.responseID = d.textView()
-	d.textView()          // call type
-	v.tags = d.nullView() // request_tags (nil: NULL)
-	for range 3 {         // metadata, messages, response
-		d.nullView()
-	}
-	d.textView() // cache key
-	d.float()    // saved cost
-	d.nullView() // guardrails
-	d.nullView() // error information
-	if d.err != nil {
-		return false
-	}
-	v.raw = start[:len(start)-len(d.data)]
-	return true
+// span is data[lo:hi].
+type span struct{ lo, hi int }
+
+func (s span) of(data []byte) []byte { return data[s.lo:s.hi] }
+
+// viewSpendRow reads the row at data[p:] (spendBlockFormat, as
+// spendRowReader.next, failing where it fails) into v without copying:
+// the offset after the row, or -1 when the row is malformed.
+func viewSpendRow(data []byte, p int, v *spendRowView) int {
+	v.start = p
+	v.requestID, p = textAt(data, p)
+	v.key, p = textAt(data, p)
+	v.user, p = textAt(data, p)
+	v.team, p = textAt(data, p)
+	v.endUser, p = textAt(data, p)
+	v.model, p = textAt(data, p)
+	_, p = textAt(data, p)   // deployment
+	_, p = textAt(data, p)   // provider
+	_, p = varintAt(data, p) // prompt, completion and cached tokens
+	_, p = varintAt(data, p)
+	_, p = varintAt(data, p)
+	p = skipAt(data, p, 8) // cost
+	v.status, p = varintAt(data, p)
+	_, p = varintAt(data, p) // latency
+	v.started, p = varintAt(data, p)
+	_, p = varintAt(data, p) // ended
+	_, p = varintAt(data, p) // reported prompt and completion tokens
+	_, p = varintAt(data, p)
+	p = skipAt(data, p, 1) // flags
+	v.responseID, p = textAt(data, p)
+	_, p = textAt(data, p)      // call type
+	v.tags, p = nullAt(data, p) // request_tags (empty: NULL)
+	_, p = nullAt(data, p)      // metadata
+	_, p = nullAt(data, p)      // messages
+	_, p = nullAt(data, p)      // response
+	_, p = textAt(data, p)      // cache key
+	p = skipAt(data, p, 8)      // saved cost
+	_, p = nullAt(data, p)      // guardrails
+	_, p = nullAt(data, p)      // error information
+	v.end = p
+	return p
 }
 
-func (d *spendRowReader) bytesView(n uint64) []byte {
-	if n > uint64(len(d.data)) {
-		d.fail()
-		return nil
+// The readers of viewSpendRow: each takes the offset to read at (-1: an
+// earlier read failed, and so does this one) and returns the offset after
+// what it read.
+
+func uvarintAt(data []byte, p int) (uint64, int) {
+	if p < 0 {
+		return 0, -1
 	}
-	b := d.data[:n:n]
-	d.data = d.data[n:]
-	return b
+	v, n := binary.Uvarint(data[p:])
+	if n <= 0 {
+		return 0, -1
+	}
+	return v, p + n
 }
 
-func (d *spendRowReader) textView() []byte { return d.bytesView(d.uvarint()) }
-
-func (d *spendRowReader) nullView() []byte {
-	n := d.uvarint()
-	if n == 0 || d.err != nil {
-		return nil
+func varintAt(data []byte, p int) (int64, int) {
+	if p < 0 {
+		return 0, -1
 	}
-	return d.bytesView(n - 1)
+	v, n := binary.Varint(data[p:])
+	if n <= 0 {
+		return 0, -1
+	}
+	return v, p + n
+}
+
+func skipAt(data []byte, p, n int) int {
+	if p < 0 || n > len(data)-p {
+		return -1
+	}
+	return p + n
+}
+
+func bytesAt(data []byte, p int, n uint64) (span, int) {
+	if p < 0 || n > uint64(len(data)-p) {
+		return span{}, -1
+	}
+	return span{p, p + int(n)}, p + int(n)
+}
+
+func textAt(data []byte, p int) (span, int) {
+	n, p := uvarintAt(data, p)
+	return bytesAt(data, p, n)
+}
+
+func nullAt(data []byte, p int) (span, int) {
+	n, p := uvarintAt(data, p)
+	if n == 0 || p < 0 {
+		return span{}, p
+	}
+	return bytesAt(data, p, n-1)
 }
 
 // spendBlockMeta is a block's small columns.
@@ -263,11 +299,14 @@ type pageRows struct {
 // kept.
 func (p *pageRows) full() bool { return len(p.rows) >= p.k }
 
-func (p *pageRows) offer(v *spendRowView) {
-	r := pageRow{started: v.started, id: v.requestID, raw: v.raw}
+func (p *pageRows) offer(data []byte, v *spendRowView) {
+	r := pageRow{started: v.started, id: v.requestID.of(data)}
 	if p.full() && !r.before(&p.rows[len(p.rows)-1]) {
 		return
 	}
+	// A copy: the block's data is the driver's, valid while it is read.
+	r.raw = bytes.Clone(data[v.start:v.end])
+	r.id = r.raw[v.requestID.lo-v.start : v.requestID.hi-v.start]
 	// Rows come in about listing order (blocks newest first): the search
 	// usually ends at the last place.
 	i, _ := slices.BinarySearchFunc(p.rows, &r, func(e pageRow, t *pageRow) int {
@@ -401,34 +440,40 @@ func (s *DB) spendBlockMetas(ctx context.Context, q *spendQuery) ([]spendBlockMe
 // not decode, or whose rows disagree with its row count or started range,
 // is an error naming it.
 func (s *DB) walkSpendBlock(ctx context.Context, id int64, q *spendQuery, page *pageRows, onPage bool) (int, error) {
-	var count int
-	var minStarted, maxStarted int64
-	var data []byte
-	switch err := s.db.QueryRowContext(ctx, `SELECT row_count, min_started, max_started, data FROM spend_blocks WHERE id = $1`, id).
-		Scan(&count, &minStarted, &maxStarted, &data); {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, nil // gone since its columns were read
-	case err != nil:
+	// The data is scanned as sql.RawBytes, the driver's copy of the blob,
+	// not copied again by database/sql: it is valid until rs is closed,
+	// and the rows kept for the page are copied out of it (offer).
+	rs, err := s.db.QueryContext(ctx, `SELECT row_count, min_started, max_started, data FROM spend_blocks WHERE id = $1`, id)
+	if err != nil {
 		return 0, err
 	}
-	d := spendRowReader{data: data}
+	defer rs.Close()
+	if !rs.Next() {
+		return 0, rs.Err() // gone since its columns were read
+	}
+	var count int
+	var minStarted, maxStarted int64
+	var data sql.RawBytes
+	if err := rs.Scan(&count, &minStarted, &maxStarted, &data); err != nil {
+		return 0, err
+	}
 	var v spendRowView
 	n, kept := 0, 0
-	for d.view(&v) {
+	for p := 0; p < len(data); {
+		if p = viewSpendRow(data, p, &v); p < 0 {
+			return 0, fmt.Errorf("spend block %d: row %d: %w", id, n+1, errSpendBlock)
+		}
 		n++
 		if v.started < minStarted || v.started > maxStarted {
 			return 0, fmt.Errorf("spend block %d: row %d started at %d, outside the block's range [%d, %d]", id, n, v.started, minStarted, maxStarted)
 		}
-		if !q.match(&v) {
+		if !q.match(data, &v) {
 			continue
 		}
 		kept++
 		if onPage {
-			page.offer(&v)
+			page.offer(data, &v)
 		}
-	}
-	if d.err != nil {
-		return 0, fmt.Errorf("spend block %d: row %d: %w", id, n+1, d.err)
 	}
 	if n != count {
 		return 0, fmt.Errorf("spend block %d: %d rows decoded, row_count %d: %w", id, n, count, errSpendBlock)
