@@ -27,8 +27,10 @@ import (
 //   - One statement reads every block's small columns (id, row count,
 //     started range and the Bloom filter the query needs: 128 bytes of ids
 //     or 512 of attributes) whose range meets [From, To), newest
-//     max_started first (index spend_blocks_started): B rows of under 600
-//     bytes, never the data.
+//     max_started first (index spend_blocks_started): B rows of under 50
+//     bytes, or 1.3 kB with the id filter, 5.2 kB with the attribute
+//     filter; never the data (about 100 kB a block of rows without
+//     content).
 //   - A block whose filter says it cannot hold the call id, answer id, key,
 //     user, team, end user, model group or tag asked for is skipped (about
 //     1 % of those that do not hold it are read anyway).

@@ -360,3 +360,38 @@ func TestSpendBlocksListCancelled(t *testing.T) {
 		t.Fatalf("cancelled listing: %d rows, total %d, error %v; want context.Canceled", len(got), total, err)
 	}
 }
+
+// TestSpendBlocksTagOnStoredText: the tag filter compares the stored JSON
+// text, as SQLite's spend_logs statement did (these answers are that
+// statement's), where tags of invalid UTF-8 are all written "\ufffd": a
+// filter of one such tag finds a row of another (the blocks' attribute
+// filter, which holds the tags as given, must not skip its block), and not
+// a row of the valid U+FFFD, written as itself. (PostgreSQL refuses such
+// a tag: its batch fails on the tag rollup.)
+func TestSpendBlocksTagOnStoredText(t *testing.T) {
+	t.Parallel()
+	at := spendReadBase
+	rows := []store.SpendLog{
+		{RequestID: "invalid", RequestTags: []string{"\xff"}, StartedAt: at, EndedAt: at},
+		{RequestID: "replacement", RequestTags: []string{"\uFFFD"}, StartedAt: at, EndedAt: at},
+	}
+	s := blockStore(t, rows, 1)
+	tests := []struct {
+		tag  string
+		want []string
+	}{
+		{"\xfe", []string{"invalid"}},
+		{"\xff", []string{"invalid"}},
+		{"\uFFFD", []string{"replacement"}},
+	}
+	for _, tt := range tests {
+		got, total, err := s.ListSpendLogs(context.Background(), store.SpendFilter{Tag: tt.tag})
+		var ids []string
+		for _, l := range got {
+			ids = append(ids, l.RequestID)
+		}
+		if err != nil || total != len(tt.want) || !slices.Equal(ids, tt.want) {
+			t.Errorf("tag %q: %v (total %d, %v), want %v", tt.tag, ids, total, err, tt.want)
+		}
+	}
+}
