@@ -395,3 +395,34 @@ func TestSpendBlocksTagOnStoredText(t *testing.T) {
 		}
 	}
 }
+
+// endingContext is a context that ends (Err) after its Err has been
+// asked a number of times, without a Done channel: a listing sees it end
+// only by asking.
+type endingContext struct {
+	context.Context
+	left int
+}
+
+// Deadline is an hour away: the store takes the context as it is rather
+// than bounding it with one of its own (whose Err would not ask this one).
+func (c *endingContext) Deadline() (time.Time, bool) { return time.Now().Add(time.Hour), true }
+
+func (c *endingContext) Err() error {
+	if c.left--; c.left < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestSpendBlocksListStopsBetweenBlocks: a listing walking many blocks
+// asks its context between blocks and stops with its error once it ends.
+func TestSpendBlocksListStopsBetweenBlocks(t *testing.T) {
+	t.Parallel()
+	rows := randomListedRows(rand.New(rand.NewPCG(5, 6)), 300)
+	s := blockStore(t, rows, 10) // 30 blocks, every one walked for the key's total
+	got, total, err := s.ListSpendLogs(&endingContext{Context: context.Background(), left: 10}, store.SpendFilter{KeyHash: "k1"})
+	if !errors.Is(err, context.Canceled) || got != nil || total != 0 {
+		t.Fatalf("listing whose context ended after 10 asks: %d rows, total %d, error %v; want context.Canceled", len(got), total, err)
+	}
+}
