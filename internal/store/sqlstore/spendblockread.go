@@ -25,8 +25,8 @@ import (
 // filter asks for:
 //
 //   - One statement reads every block's small columns (id, row count,
-//     started range and the Bloom filter the query needs: 128 bytes of ids
-//     or 512 of attributes) whose range meets [From, To), newest
+//     started range and the Bloom filter the query needs) whose range
+//     meets [From, To), newest
 //     max_started first (index spend_blocks_started): B rows of under 50
 //     bytes, or 1.3 kB with the id filter, 5.2 kB with the attribute
 //     filter; never the data (about 100 kB a block of rows without
@@ -309,8 +309,8 @@ func (p *pageRows) offer(data []byte, v *spendRowView) {
 	// A copy: the block's data is the driver's, valid while it is read.
 	r.raw = bytes.Clone(data[v.start:v.end])
 	r.id = r.raw[v.requestID.lo-v.start : v.requestID.hi-v.start]
-	// Rows come in about listing order (blocks newest first): the search
-	// usually ends at the last place.
+	// Rows come in about listing order (blocks newest first): the place
+	// is usually the end, and no kept row moves.
 	i, _ := slices.BinarySearchFunc(p.rows, &r, func(e pageRow, t *pageRow) int {
 		if e.before(t) {
 			return -1
@@ -366,7 +366,7 @@ func (s *DB) listSpendBlocks(ctx context.Context, f store.SpendFilter) ([]store.
 		var row spendRow
 		d := spendRowReader{data: page.rows[i].raw}
 		if !d.next(&row) {
-			return nil, 0, fmt.Errorf("spend block row %q: %w", page.rows[i].id, cmpErr(d.err, errSpendBlock))
+			return nil, 0, fmt.Errorf("spend block row %q: %w", page.rows[i].id, orErr(d.err, errSpendBlock))
 		}
 		omit := false
 		if n := row.contentBytes(); f.ContentBytes > 0 && n > 0 && content+n > f.ContentBytes {
@@ -379,7 +379,8 @@ func (s *DB) listSpendBlocks(ctx context.Context, f store.SpendFilter) ([]store.
 	return out, total, nil
 }
 
-func cmpErr(err, def error) error {
+// orErr is err, or def when err is nil.
+func orErr(err, def error) error {
 	if err != nil {
 		return err
 	}
