@@ -641,10 +641,14 @@ func spendLogsQueries(f store.SpendFilter) (count, page string, args []any, err 
 		FROM spend_logs%s ORDER BY started_at DESC, request_id LIMIT %d OFFSET %d`, where, limit, offset), args, nil
 }
 
-// ListSpendLogs returns spend logs, newest first.
+// ListSpendLogs returns spend logs, newest first: PostgreSQL's from
+// spend_logs, SQLite's from its spend blocks.
 func (s *DB) ListSpendLogs(ctx context.Context, f store.SpendFilter) ([]store.SpendLog, int, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	if s.dialect == goose.DialectSQLite3 {
+		return s.listSpendBlocks(ctx, f) // SQLite keeps its spend log in blocks (spendblockread.go)
+	}
 	count, page, args, err := spendLogsQueries(f)
 	if err != nil {
 		return nil, 0, err
