@@ -770,16 +770,16 @@ func pcmWAV(secs int, byteRate uint32) []byte {
 }
 
 // TestWAVLengthIgnoresHeaderByteRate: a PCM WAV is as long as its data
-// over sample rate × block size, whatever its header's byte rate says: 100
-// s of 16 kHz audio whose header claims a byte rate of 0xFFFFFFFF is held
-// (a strict $0.001 budget refuses it before the upstream) and booked as
-// 100 s.
+// over sample rate × block size, whatever its header's byte rate says: 20
+// s of 16 kHz audio ($0.002) whose header claims a byte rate of 0xFFFFFFFF
+// (read by it, well under a millisecond) is held (a strict $0.001 budget
+// refuses it before the upstream) and booked as 20 s.
 func TestWAVLengthIgnoresHeaderByteRate(t *testing.T) {
 	e, mf, _ := startMediaFake(t, textAnswer("the quick brown fox\n"), strictBudgets)
 	small, big := budgetKey(t, e, "0.001"), budgetKey(t, e, "100")
-	body, ct := upload(t, map[string]string{"model": "whisper", "response_format": "text"}, "file", "talk.wav", pcmWAV(100, 0xFFFFFFFF))
+	body, ct := upload(t, map[string]string{"model": "whisper", "response_format": "text"}, "file", "talk.wav", pcmWAV(20, 0xFFFFFFFF))
 	resp, b := e.send(t, "/v1/audio/transcriptions", small, ct, body)
-	wantRefused(t, "100 s of audio on a $0.001 strict budget", resp, b, "budget_exceeded", "")
+	wantRefused(t, "20 s of audio on a $0.001 strict budget", resp, b, "budget_exceeded", "")
 	if mf.calls.Load() != 0 {
 		t.Fatalf("the refused call reached the upstream")
 	}
@@ -787,8 +787,8 @@ func TestWAVLengthIgnoresHeaderByteRate(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
-	if got, want := costHeader(t, resp), 100*0.0001; !near(got, want) {
-		t.Errorf("100 s of PCM audio (header byte rate 0xFFFFFFFF) booked $%g, want $%g", got, want)
+	if got, want := costHeader(t, resp), 20*0.0001; !near(got, want) {
+		t.Errorf("20 s of PCM audio (header byte rate 0xFFFFFFFF) booked $%g, want $%g", got, want)
 	}
 }
 
