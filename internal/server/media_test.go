@@ -107,6 +107,32 @@ func wav(secs int) []byte {
 	return append(h, data...)
 }
 
+// wav8 is a mono 8-bit WAV file of secs seconds at 1 kHz (the lowest rate
+// the gateway reads a length from): long audio in a small upload (600 s
+// in 600 kB where wav's 8 kHz of 16 bits take 9.6 MB, ten seconds of a
+// test under the race detector).
+func wav8(secs int) []byte {
+	const rate = 1000
+	data := make([]byte, secs*rate)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	h := make([]byte, 44)
+	copy(h, "RIFF")
+	binary.LittleEndian.PutUint32(h[4:], uint32(36+len(data)))
+	copy(h[8:], "WAVEfmt ")
+	binary.LittleEndian.PutUint32(h[16:], 16)
+	binary.LittleEndian.PutUint16(h[20:], 1)
+	binary.LittleEndian.PutUint16(h[22:], 1)
+	binary.LittleEndian.PutUint32(h[24:], rate)
+	binary.LittleEndian.PutUint32(h[28:], rate)
+	binary.LittleEndian.PutUint16(h[32:], 1)
+	binary.LittleEndian.PutUint16(h[34:], 8)
+	copy(h[36:], "data")
+	binary.LittleEndian.PutUint32(h[40:], uint32(len(data)))
+	return append(h, data...)
+}
+
 // send posts body with contentType and returns the answer's status, headers and bytes.
 func (e *spendEnv) send(t *testing.T, path, key, contentType, body string) (*http.Response, []byte) {
 	t.Helper()
@@ -388,7 +414,7 @@ func TestMediaBudgetRefusedBeforeUpstream(t *testing.T) {
 		e := startConfig(t, sqliteStore(t), mockupstream.Options{}, mediaConfig+"litellm_settings:\n  budget_enforcement: strict\n")
 		_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.05}`)
 		key := out["key"].(string)
-		big, ct := upload(t, map[string]string{"model": "whisper"}, "file", "long.wav", wav(600)) // 600 s: $0.06
+		big, ct := upload(t, map[string]string{"model": "whisper"}, "file", "long.wav", wav8(600)) // 600 s: $0.06
 		for _, tc := range []struct{ path, ct, body string }{
 			{"/v1/images/generations", "application/json", `{"model":"dall-e-3","prompt":"x","quality":"hd"}`},
 			{"/v1/images/generations", "application/json", `{"model":"dall-e-3","prompt":"x","n":2,"quality":"standard"}`},
