@@ -9,11 +9,14 @@ import (
 
 // TestBenchSmoke runs the load harness for a few seconds: it proves the
 // harness works end to end (processes, load, /proc readings, table), not
-// how fast anything is.
+// how fast anything is. Parallel: it fails only on a harness error or a
+// gateway that answered nothing, never on a figure, and its processes take
+// ports (freePort) and a temp dir of their own.
 func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
+	t.Parallel()
 	out, err := exec.Command(buildBinary(t), "bench", "--smoke", "--both").CombinedOutput()
 	if err != nil {
 		t.Fatalf("bench --smoke: %v\n%s", err, out)

@@ -57,7 +57,8 @@ func buildBinary(t *testing.T) string {
 // module's run), each with its own port (freePort), temp dir, SQLite file
 // or PostgreSQL migration of its own, and no t.Setenv; Go's default of
 // GOMAXPROCS (2 on the CI machine) would run these waits two at a time.
-// Tests that measure memory or CPU (bench, memlimit), crash a replica
+// The bench's smoke run is parallel too (its figures have no meaning and
+// fail nothing). Tests that measure memory or CPU (soak, memlimit), crash a replica
 // against a time window (crash window, replicas, Redis) or set the
 // environment stay serial: Go runs every serial top-level test before any
 // parallel one starts.

@@ -639,7 +639,8 @@ func countInjectionsByByte(s string) int {
 // TestInjectionScanMatchesByteScan: the eight-bytes-a-step scan finds the
 // same injections as a byte by byte one, on the labelled set, on texts
 // built of trigger words, '<' and non-ASCII bytes at every alignment, and
-// on random bytes.
+// on random bytes. Under the race detector the first twelfth of the random
+// texts (raceOn); CI runs it without the detector too, with all of them.
 func TestInjectionScanMatchesByteScan(t *testing.T) {
 	t.Parallel()
 	var texts []string
@@ -667,7 +668,11 @@ func TestInjectionScanMatchesByteScan(t *testing.T) {
 		"\t", "\r", "\f", "\v", "  ", "a", "A", "doc", "odo", "you've", "newer", "acts", "god-mode", "-", "_", "'", "2",
 		"<EMAIL_ADDRESS>", "<|", "</", "<|/", "|>", ">", "SYSTEM", "im_end", "im_start", "<system>", "< | im_end |>", "<im_"}...)
 	rng := rand.New(rand.NewPCG(1, 2))
-	for k := 0; k < 6000; k++ {
+	random := 6000 // random texts of each kind
+	if raceOn {
+		random = 500 // (the first 500 of the same 6000)
+	}
+	for k := 0; k < random; k++ {
 		var b strings.Builder
 		for range rng.IntN(120) {
 			b.WriteString(parts[rng.IntN(len(parts))])

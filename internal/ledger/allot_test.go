@@ -272,11 +272,17 @@ func spendLocal(t *testing.T, r *allotReplica, n int, cost ledger.Amount) {
 // last flush leaves its allotment held until its lease expires; then
 // another replica can hold what it held. What it flushed is on Redis
 // once; what it booked after is not (the store has it).
+//
+// Parallel: it waits out the lease and then the pending reseed's 10 s
+// (reseedWait) on a prefix of its own. A's lease is 4 s, long enough that
+// it cannot lapse before the checks of what A flushed while other tests
+// share the CPUs.
 func TestAllotmentCrashReturnsAtLeaseExpiry(t *testing.T) {
+	t.Parallel()
 	c, prefix := realRedis(t)
 	ctx := context.Background()
 	budget, cost := ledger.USD(1), ledger.USD(0.01)
-	a := newAllotReplica(t, prefix, budget, 2*time.Second)
+	a := newAllotReplica(t, prefix, budget, 4*time.Second)
 	warm(t, a, cost)
 	spendLocal(t, a, 5, cost)
 	if err := a.x.Flush(ctx, false); err != nil {

@@ -17,11 +17,17 @@ import (
 // takes the store's spend (docs/allotments.md, Failures), instead of
 // leaving Redis short until the period ends. The reseed never lowers
 // Redis's spend, and is done once.
+//
+// Parallel: it waits out two leases and two pending reseeds' 10 s
+// (reseedWait) on a prefix of its own. The dying replicas' leases are 3 s,
+// long enough that they cannot lapse before their flush and warm-up while
+// other tests share the CPUs.
 func TestSweptAllotmentReseedsFromStore(t *testing.T) {
+	t.Parallel()
 	c, prefix := realRedis(t)
 	ctx := context.Background()
 	budget, cost := ledger.USD(1), ledger.USD(0.01)
-	a := newAllotReplica(t, prefix, budget, time.Second)
+	a := newAllotReplica(t, prefix, budget, 3*time.Second)
 	warm(t, a, cost)
 	spendLocal(t, a, 5, cost)
 	if err := a.x.Flush(ctx, false); err != nil {
@@ -65,7 +71,7 @@ func TestSweptAllotmentReseedsFromStore(t *testing.T) {
 	}
 	// A reseed never lowers: a replica whose store record lags (less than
 	// Redis) sweeping another dead allotment leaves Redis's spend.
-	d := newAllotReplica(t, prefix, budget, time.Second)
+	d := newAllotReplica(t, prefix, budget, 3*time.Second)
 	d.key = ledger.NewAccount(store.KindKey, "k", b.key.Spent(), budget)
 	warm(t, d, cost) // an allotment, then D dies
 	e := newAllotReplica(t, prefix, budget, time.Minute)

@@ -107,6 +107,32 @@ func wav(secs int) []byte {
 	return append(h, data...)
 }
 
+// wav8 is a mono 8-bit WAV file of secs seconds at 1 kHz (the lowest rate
+// the gateway reads a length from): long audio in a small upload (600 s
+// in 600 kB where wav's 8 kHz of 16 bits take 9.6 MB, ten seconds of a
+// test under the race detector).
+func wav8(secs int) []byte {
+	const rate = 1000
+	data := make([]byte, secs*rate)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	h := make([]byte, 44)
+	copy(h, "RIFF")
+	binary.LittleEndian.PutUint32(h[4:], uint32(36+len(data)))
+	copy(h[8:], "WAVEfmt ")
+	binary.LittleEndian.PutUint32(h[16:], 16)
+	binary.LittleEndian.PutUint16(h[20:], 1)
+	binary.LittleEndian.PutUint16(h[22:], 1)
+	binary.LittleEndian.PutUint32(h[24:], rate)
+	binary.LittleEndian.PutUint32(h[28:], rate)
+	binary.LittleEndian.PutUint16(h[32:], 1)
+	binary.LittleEndian.PutUint16(h[34:], 8)
+	copy(h[36:], "data")
+	binary.LittleEndian.PutUint32(h[40:], uint32(len(data)))
+	return append(h, data...)
+}
+
 // send posts body with contentType and returns the answer's status, headers and bytes.
 func (e *spendEnv) send(t *testing.T, path, key, contentType, body string) (*http.Response, []byte) {
 	t.Helper()
@@ -388,7 +414,7 @@ func TestMediaBudgetRefusedBeforeUpstream(t *testing.T) {
 		e := startConfig(t, sqliteStore(t), mockupstream.Options{}, mediaConfig+"litellm_settings:\n  budget_enforcement: strict\n")
 		_, out := e.post(t, "/key/generate", "sk-1234", `{"max_budget": 0.05}`)
 		key := out["key"].(string)
-		big, ct := upload(t, map[string]string{"model": "whisper"}, "file", "long.wav", wav(600)) // 600 s: $0.06
+		big, ct := upload(t, map[string]string{"model": "whisper"}, "file", "long.wav", wav8(600)) // 600 s: $0.06
 		for _, tc := range []struct{ path, ct, body string }{
 			{"/v1/images/generations", "application/json", `{"model":"dall-e-3","prompt":"x","quality":"hd"}`},
 			{"/v1/images/generations", "application/json", `{"model":"dall-e-3","prompt":"x","n":2,"quality":"standard"}`},
@@ -770,16 +796,16 @@ func pcmWAV(secs int, byteRate uint32) []byte {
 }
 
 // TestWAVLengthIgnoresHeaderByteRate: a PCM WAV is as long as its data
-// over sample rate × block size, whatever its header's byte rate says: 100
-// s of 16 kHz audio whose header claims a byte rate of 0xFFFFFFFF is held
-// (a strict $0.001 budget refuses it before the upstream) and booked as
-// 100 s.
+// over sample rate × block size, whatever its header's byte rate says: 20
+// s of 16 kHz audio ($0.002) whose header claims a byte rate of 0xFFFFFFFF
+// (read by it, well under a millisecond) is held (a strict $0.001 budget
+// refuses it before the upstream) and booked as 20 s.
 func TestWAVLengthIgnoresHeaderByteRate(t *testing.T) {
 	e, mf, _ := startMediaFake(t, textAnswer("the quick brown fox\n"), strictBudgets)
 	small, big := budgetKey(t, e, "0.001"), budgetKey(t, e, "100")
-	body, ct := upload(t, map[string]string{"model": "whisper", "response_format": "text"}, "file", "talk.wav", pcmWAV(100, 0xFFFFFFFF))
+	body, ct := upload(t, map[string]string{"model": "whisper", "response_format": "text"}, "file", "talk.wav", pcmWAV(20, 0xFFFFFFFF))
 	resp, b := e.send(t, "/v1/audio/transcriptions", small, ct, body)
-	wantRefused(t, "100 s of audio on a $0.001 strict budget", resp, b, "budget_exceeded", "")
+	wantRefused(t, "20 s of audio on a $0.001 strict budget", resp, b, "budget_exceeded", "")
 	if mf.calls.Load() != 0 {
 		t.Fatalf("the refused call reached the upstream")
 	}
@@ -787,8 +813,8 @@ func TestWAVLengthIgnoresHeaderByteRate(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
-	if got, want := costHeader(t, resp), 100*0.0001; !near(got, want) {
-		t.Errorf("100 s of PCM audio (header byte rate 0xFFFFFFFF) booked $%g, want $%g", got, want)
+	if got, want := costHeader(t, resp), 20*0.0001; !near(got, want) {
+		t.Errorf("20 s of PCM audio (header byte rate 0xFFFFFFFF) booked $%g, want $%g", got, want)
 	}
 }
 
