@@ -70,7 +70,17 @@ func TestEndUserReachesReplicaWithItsKey(t *testing.T) {
 	if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-1", chat("eu-late")); code != 200 {
 		t.Fatalf("eu-late on B before it exists: %d %s", code, body)
 	}
-	mustSend(a, "/end_user/new", `{"user_id": "eu-late", "max_budget": 0.00000001}`)
+	// B's request brings eu-late into being in the store once B's spend
+	// writer flushes (an end user comes with its first request), which on
+	// a loaded machine can land before A's /end_user/new: A then sets the
+	// budget on the end user that exists.
+	late := `{"user_id": "eu-late", "max_budget": 0.00000001}`
+	if code, resp := send(t, a+"/end_user/new", "sk-1234", late); code != 200 {
+		if !strings.Contains(resp, "already exists") {
+			t.Fatalf("/end_user/new eu-late: %d %s", code, resp)
+		}
+		mustSend(a, "/end_user/update", late)
+	}
 	mustSend(a, "/key/generate", `{"key": "sk-eu-sync-2"}`)
 	if code, body := send(t, b+"/v1/chat/completions", "sk-eu-sync-2", chat("eu-late")); code != 400 || !strings.Contains(body, "budget_exceeded") {
 		t.Fatalf("B served eu-late, made on A before the key it came with, as if it had no budget: %d %s", code, body)
