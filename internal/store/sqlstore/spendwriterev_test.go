@@ -4,6 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,5 +89,188 @@ func TestProbeSpendReplayOutlierDecodes(t *testing.T) {
 	}
 	if first > 1 {
 		t.Errorf("the replay check of a new batch decoded %d blocks, want at most 1 (a false positive on the one old row)", first)
+	}
+}
+
+// failingCtx is a context with a deadline (ApplySpend adds none) whose Err
+// reports it cancelled from its at-th call on.
+type failingCtx struct {
+	context.Context
+	calls *atomic.Int64
+	at    int64
+}
+
+func (c failingCtx) Err() error {
+	if c.calls.Add(1) >= c.at {
+		return context.Canceled
+	}
+	return nil
+}
+
+// blockState is the rows of s's blocks by request id and the key's spend.
+func blockState(t *testing.T, s *sqlstore.DB) (map[string]int, float64) {
+	t.Helper()
+	logs, err := sqlstore.SpendBlockLogs(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]int{}
+	for _, l := range logs {
+		ids[l.RequestID]++
+	}
+	return ids, keySpend(t, s)
+}
+
+// fullRows are n rows with every column set, content of size bytes.
+func fullRows(prefix string, n, size int, at time.Time) []store.SpendLog {
+	rows := make([]store.SpendLog, n)
+	content := json.RawMessage(`[{"role":"user","content":"` + strings.Repeat("x", size) + `"}]`)
+	for i := range rows {
+		t := at.Add(time.Duration(i) * time.Millisecond)
+		rows[i] = store.SpendLog{RequestID: fmt.Sprintf("%s-%04d", prefix, i), KeyHash: "k", UserID: "u", TeamID: "t", EndUser: "e",
+			ModelGroup: "m", Deployment: "d", Provider: "p", PromptTokens: 123456, CompletionTokens: -1, CachedTokens: 7, Cost: 1,
+			Status: 500, LatencyMS: 99999, StartedAt: t.Add(-time.Hour), EndedAt: t, ReportedPromptTokens: 5, ReportedCompletionTokens: 6,
+			UsageClamped: true, UsageEstimated: true, ResponseID: "chatcmpl-" + prefix + fmt.Sprint(i), CallType: "acompletion",
+			RequestTags: []string{"a", "b"}, Metadata: map[string]any{"n": 1.5}, Messages: content, Response: content,
+			CacheHit: true, CacheKey: "ck", SavedCost: 0.5, Guardrails: json.RawMessage(`[{"g":1}]`),
+			ErrorInformation: &store.ErrorInformation{ErrorCode: "500", ErrorMessage: "boom"}}
+	}
+	return rows
+}
+
+// TestProbeSpendBlocksCancelMidBatch: a batch whose context ends before
+// any one of its statements (the open block's read, the block writes, the
+// spend UPDATEs) changes nothing; the one that commits counts each row
+// once, and replays of it (whole, halved as the writer's bisection does)
+// count nothing more.
+func TestProbeSpendBlocksCancelMidBatch(t *testing.T) {
+	ctx := context.Background()
+	s := openBlocks(t)
+	at := time.Date(2026, 11, 30, 4, 0, 0, 0, time.UTC)
+	if err := s.ApplySpend(ctx, blockRows("a", 300, at)); err != nil {
+		t.Fatal(err)
+	}
+	batch := blockRows("b", 600, at.Add(300*time.Millisecond)) // fills the open block, then another and a half
+	far, cancel := context.WithDeadline(ctx, time.Now().Add(time.Hour))
+	defer cancel()
+	committed, failed := false, 0
+	for at := int64(1); at < 200 && !committed; at++ {
+		err := s.ApplySpend(failingCtx{far, new(atomic.Int64), at}, batch)
+		ids, spend := blockState(t, s)
+		if err == nil {
+			committed = true
+			continue
+		}
+		failed++
+		if len(ids) != 300 || spend != 300 {
+			t.Fatalf("cancelled at Err call %d (%v): %d rows, spend %v; want 300, 300", at, err, len(ids), spend)
+		}
+	}
+	if !committed || failed < 5 {
+		t.Fatalf("the batch committed %v after %d cancelled tries, want after 5 or more (the open block's read, the candidates, two block writes, the spend)", committed, failed)
+	}
+	t.Logf("cancelled at each of %d points, then committed", failed)
+	for _, again := range [][]store.SpendLog{batch, batch[:300], batch[300:], batch[150:450]} {
+		if err := s.ApplySpend(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids, spend := blockState(t, s)
+	for id, n := range ids {
+		if n != 1 {
+			t.Errorf("%s stored %d times", id, n)
+		}
+	}
+	if len(ids) != 900 || spend != 900 {
+		t.Errorf("%d rows, spend %v; want 900, 900", len(ids), spend)
+	}
+}
+
+// TestProbeSpendBlocksBigRowsReplay: rows with every column set and
+// content that fills blocks by bytes (1 MiB) before rows, one row larger
+// than a block, a request id repeated in the batch, rows of an old and a
+// new ended_at: each row stored and counted once, and the replays the
+// writer makes (the batch again, its halves, the rescue rows stripRow
+// makes: no content, metadata, tags or end user, same id and end) count
+// nothing more.
+func TestProbeSpendBlocksBigRowsReplay(t *testing.T) {
+	ctx := context.Background()
+	s := openBlocks(t)
+	at := time.Date(2026, 11, 30, 4, 0, 0, 0, time.UTC)
+	old := fullRows("old", 50, 100, at)
+	if err := s.ApplySpend(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	batch := fullRows("new", 700, 2000, at.Add(time.Hour)) // ~4 KB a row: 1 MiB at ~250 rows
+	huge := fullRows("huge", 1, 1<<20+10, at.Add(time.Hour+time.Second))[0]
+	batch = append(batch[:300], append([]store.SpendLog{huge, batch[5], old[3]}, batch[300:]...)...)
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		ids, spend := blockState(t, s)
+		for id, n := range ids {
+			if n != 1 {
+				t.Errorf("%s: %s stored %d times", when, id, n)
+			}
+		}
+		if len(ids) != 751 || spend != 751 {
+			t.Errorf("%s: %d rows, spend %v; want 751, 751", when, len(ids), spend)
+		}
+	}
+	check("first write")
+	stripped := make([]store.SpendLog, len(batch))
+	for i, l := range batch {
+		l.Messages, l.Response, l.Metadata, l.RequestTags, l.EndUser = nil, nil, nil, nil, ""
+		stripped[i] = l
+	}
+	for _, again := range [][]store.SpendLog{batch, batch[:len(batch)/2], batch[len(batch)/2:], stripped, stripped[290:310], old} {
+		if err := s.ApplySpend(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+		check("replays")
+	}
+	blocks, err := sqlstore.SpendBlocks(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range blocks {
+		if b.Rows != int64(len(b.Logs)) {
+			t.Errorf("block %d: row_count %d, %d rows", b.ID, b.Rows, len(b.Logs))
+		}
+	}
+}
+
+// TestProbeMoveSpendLogsOddRows: the move at open takes rows whose JSON
+// columns are not what the gateway writes (not JSON, the wrong shape,
+// empty) as they are, and opens.
+func TestProbeMoveSpendLogsOddRows(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "tollgate.db")
+	old, err := sqlstore.OpenSQLiteAt(ctx, path, 17)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlstore.Exec(ctx, old, `INSERT INTO spend_logs (request_id, key_hash, started_at, ended_at, request_tags, metadata, messages, error_information, cost)
+		VALUES ('odd-1', 'k', 1, 1, 'not json', '', '{', 'garbage', 0.5), ('odd-2', 'k', 2, 2, '[1,2]', '[]', NULL, '{}', 1),
+		('odd-3', 'k', 3, 3, NULL, NULL, NULL, NULL, 2)`); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	s, err := sqlstore.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n := spendLogRows(t, s); n != 0 {
+		t.Errorf("%d spend_logs rows left", n)
+	}
+	blocks, err := sqlstore.SpendBlocks(ctx, s)
+	if err != nil || len(blocks) != 1 || len(blocks[0].Logs) != 3 {
+		t.Fatalf("blocks %+v (%v), want one of 3 rows", blocks, err)
+	}
+	if md, err := sqlstore.SpendBlockMetadata(ctx, s, "odd-1"); err != nil || md != "" {
+		t.Errorf("odd-1's metadata %q (%v), want the stored empty text", md, err)
 	}
 }
