@@ -274,3 +274,26 @@ func TestProbeMoveSpendLogsOddRows(t *testing.T) {
 		t.Errorf("odd-1's metadata %q (%v), want the stored empty text", md, err)
 	}
 }
+
+// TestProbeSpendBlocksZeroEnd: rows with no ended_at (stored as 0) in a
+// batch of rows that have one are found again on a replay, counted once.
+func TestProbeSpendBlocksZeroEnd(t *testing.T) {
+	ctx := context.Background()
+	s := openBlocks(t)
+	at := time.Date(2026, 11, 30, 4, 0, 0, 0, time.UTC)
+	batch := blockRows("z", 40, at)
+	for i := range 10 {
+		batch[i*3].EndedAt = time.Time{}
+	}
+	for range 3 {
+		if err := s.ApplySpend(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.ApplySpend(ctx, batch[:10]); err != nil {
+		t.Fatal(err)
+	}
+	if ids, spend := blockState(t, s); len(ids) != 40 || spend != 40 {
+		t.Errorf("%d rows, spend %v; want 40, 40", len(ids), spend)
+	}
+}
