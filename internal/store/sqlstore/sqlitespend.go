@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/tollgate/tollgate/internal/store"
 )
@@ -45,27 +46,33 @@ type sqliteSpendStmts struct {
 // again after an error whose commit may have landed, and replays after a
 // crash) looks for a batch's request ids in the blocks whose range of
 // ended_at overlaps the batch's (spendBlockCandidates, served by
-// spend_blocks_ended): a block whose id filter may hold an id is decoded,
-// once, and its request ids compared exactly. It assumes that a row
-// replayed has the ended_at it had when first written, which holds for the
-// writer, which retries the very rows it tried: a row sent again under the
-// same request id with another ended_at is found only if the block holding
-// the first falls in the new batch's ended range, and written a second time
-// (spend counted twice) otherwise. For a batch in the usual order the
+// spend_blocks_ended): a block whose id filter may hold the id of a row
+// that ended within the block's range is decoded, once, and its request ids
+// compared exactly (a row is not tested against the blocks whose range
+// does not hold its ended_at: one late row would otherwise make every
+// block since it decoded on a filter's false positive for the others). It
+// assumes that a row replayed has the ended_at it had when first written,
+// which holds for the writer, which retries the very rows it tried: a row
+// sent again under the same request id with another ended_at is found only
+// if the range of the block holding the first holds it, and written a
+// second time (spend counted twice) otherwise. For a batch in the usual order the
 // candidates are the open block and at most the one before it.
 const (
 	// spendBlockOpen is the newest block if it takes more rows.
 	spendBlockOpen = `SELECT id, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, data FROM spend_blocks
 	WHERE id = (SELECT max(id) FROM spend_blocks) AND format = 1 AND row_count < 512 AND length(data) < 1048576`
 	// spendBlockCandidates are the blocks whose ended range overlaps
-	// [?1, ?2], with their id filters.
-	spendBlockCandidates = `SELECT id, ids FROM spend_blocks WHERE max_ended >= ? AND min_ended <= ?`
+	// [?1, ?2], with their ranges and id filters.
+	spendBlockCandidates = `SELECT id, min_ended, max_ended, ids FROM spend_blocks WHERE max_ended >= ? AND min_ended <= ?`
 	spendBlockData       = `SELECT data FROM spend_blocks WHERE id = ?`
 	spendBlockInsert     = `INSERT INTO spend_blocks (format, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, data)
 	VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)`
 	spendBlockUpdate = `UPDATE spend_blocks SET row_count = ?, min_started = ?, max_started = ?, min_ended = ?, max_ended = ?,
 	ids = ?, attrs = ?, data = ? WHERE id = ?`
 )
+
+// spendReplayDecodes counts the blocks the replay check decoded (tests).
+var spendReplayDecodes atomic.Int64
 
 func init() {
 	// spendBlockOpen spells the format and the limits out (a literal lets
@@ -300,14 +307,16 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[
 		lo, hi = min(lo, e), max(hi, e)
 	}
 	type candidate struct {
-		id  int64
-		ids []byte
+		id, lo, hi int64 // hi, lo: its ended range
+		ids        []byte
 	}
 	var cands []candidate
 	err := t.query(spendBlockCandidates, []any{lo, hi}, func(v []driver.Value) error {
 		id, _ := v[0].(int64)
-		ids, _ := v[1].([]byte)
-		cands = append(cands, candidate{id, ids})
+		lo, _ := v[1].(int64)
+		hi, _ := v[2].(int64)
+		ids, _ := v[3].([]byte)
+		cands = append(cands, candidate{id, lo, hi, ids})
 		return nil
 	})
 	if err != nil {
@@ -318,6 +327,12 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[
 	for _, c := range cands {
 		clear(maybe)
 		for i := range rows {
+			// Only the rows that ended within c's range can be in c: the
+			// others' false positives in its filter would decode it for
+			// nothing (a batch's range may span many blocks).
+			if e := micros(rows[i].EndedAt); e < c.lo || e > c.hi {
+				continue
+			}
 			if id := rows[i].RequestID; filterHas(c.ids, 0, id) && !stored[id] {
 				if maybe == nil {
 					maybe = map[string]bool{}
@@ -337,6 +352,7 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[
 		}); err != nil {
 			return nil, err
 		}
+		spendReplayDecodes.Add(1)
 		d := spendRowReader{data: data}
 		for id, ok := d.nextRequestID(); ok; id, ok = d.nextRequestID() {
 			if maybe[string(id)] {
