@@ -458,7 +458,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		s.shared = shared
 		// A dead replica's swept allotment is reseeded from the store's
 		// spend, read off the request path (docs/allotments.md).
-		shared.SetSpendReader(storeSpend(opts.Store))
+		shared.SetSpendReader(storeSpend(opts.Store, s.book))
 		if allot {
 			// Holds decided in process against this replica's allotments,
 			// flushed to Redis once per interval (docs/allotments.md).
@@ -593,11 +593,8 @@ func (s *Server) loadKeys(ctx context.Context) {
 // through the spend writer, in order with the spend rows, and Redis.
 func (s *Server) budgetReset(kind store.Kind, id string, next time.Time) {
 	if kind.HasRow() && s.writer != nil {
-		name := id // a regenerated key's record is under its current hash
-		if a, ok := s.book.Lookup(kind, id); ok {
-			name = a.Name()
-		}
-		s.writer.Reset(kind, name, next)
+		// a regenerated key's record is under its current hash
+		s.writer.Reset(kind, recordName(s.book, kind, id), next)
 	}
 	if s.shared != nil {
 		if kind == store.KindKey { // a regenerated key's Redis hash is its account's
