@@ -296,20 +296,19 @@ func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float6
 	return a.setSpendOf(r, kind, id, id, spend)
 }
 
-// setSpendOf is setSpend of an entity whose budget account is acct (a
-// regenerated key's, store.Key.Account).
+// setSpendOf is setSpend of the entity whose store record is id and whose
+// budget account is acct (a regenerated key's, store.Key.Account).
 func (a *API) setSpendOf(r *http.Request, kind store.Kind, id, acct string, spend float64) error {
 	if err := a.store.SetSpend(r.Context(), kind, id, spend); err != nil {
 		return storeError(err, string(kind), "spend")
 	}
-	id = acct
 	var resetAt time.Time // the period the edit is for, when this replica knows it
-	if acct, ok := a.book.Lookup(kind, id); ok {
-		acct.SetSpent(ledger.USD(spend))
-		resetAt = acct.ResetAt()
+	if account, ok := a.book.Lookup(kind, acct); ok {
+		account.SetSpent(ledger.USD(spend))
+		resetAt = account.ResetAt()
 	}
 	if a.shared != nil {
-		if err := a.shared.SetSpent(r.Context(), kind, id, ledger.USD(spend), resetAt); err != nil {
+		if err := a.shared.SetSpent(r.Context(), kind, acct, ledger.USD(spend), resetAt); err != nil {
 			a.log.Warn("spend edit not passed to redis; it applies when the account is next seeded", "err", err)
 		}
 	}
