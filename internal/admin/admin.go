@@ -49,6 +49,17 @@ type API struct {
 	// newKey is told of a key made here (generated or regenerated) before
 	// it is in the snapshot; nil: nobody is.
 	newKey func(hash string)
+	// flushSpend writes the spend this process has queued to the store;
+	// nil: none is queued here.
+	flushSpend func()
+}
+
+// WithSpendFlush gives the API the spend writer's flush: a key's queued
+// spend reaches its record before /key/delete removes it, not a key made
+// again with its secret.
+func (a *API) WithSpendFlush(f func()) *API {
+	a.flushSpend = f
+	return a
 }
 
 // WithNewKey tells f of each key made here (/key/generate,

@@ -367,6 +367,7 @@ func (a *API) dropKeys(r *http.Request, p *auth.Principal, match func(*store.Key
 	})
 	for _, k := range gone {
 		a.snap.DeleteKey(k.TokenHash)
+		a.forgetKey(r.Context(), k)
 		a.audit(r.Context(), p, "deleted", "key", k.TokenHash, k, nil)
 	}
 }

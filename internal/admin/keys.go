@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -295,20 +296,19 @@ func (a *API) setSpend(r *http.Request, kind store.Kind, id string, spend float6
 	return a.setSpendOf(r, kind, id, id, spend)
 }
 
-// setSpendOf is setSpend of an entity whose budget account is acct (a
-// regenerated key's, store.Key.Account).
+// setSpendOf is setSpend of the entity whose store record is id and whose
+// budget account is acct (a regenerated key's, store.Key.Account).
 func (a *API) setSpendOf(r *http.Request, kind store.Kind, id, acct string, spend float64) error {
 	if err := a.store.SetSpend(r.Context(), kind, id, spend); err != nil {
 		return storeError(err, string(kind), "spend")
 	}
-	id = acct
 	var resetAt time.Time // the period the edit is for, when this replica knows it
-	if acct, ok := a.book.Lookup(kind, id); ok {
-		acct.SetSpent(ledger.USD(spend))
-		resetAt = acct.ResetAt()
+	if account, ok := a.book.Lookup(kind, acct); ok {
+		account.SetSpent(ledger.USD(spend))
+		resetAt = account.ResetAt()
 	}
 	if a.shared != nil {
-		if err := a.shared.SetSpent(r.Context(), kind, id, ledger.USD(spend), resetAt); err != nil {
+		if err := a.shared.SetSpent(r.Context(), kind, acct, ledger.USD(spend), resetAt); err != nil {
 			a.log.Warn("spend edit not passed to redis; it applies when the account is next seeded", "err", err)
 		}
 	}
@@ -342,12 +342,19 @@ func (a *API) keyDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		}
 		targets = append(targets, key)
 	}
+	// Spend queued here under these keys' hashes goes to their records
+	// now: written after the deletion, it would land on a key made again
+	// with one of their secrets.
+	if a.flushSpend != nil {
+		a.flushSpend()
+	}
 	deleted := make([]string, 0, len(targets))
 	for i, k := range targets {
 		if err := a.store.DeleteKey(r.Context(), k.TokenHash); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return apierror.Internal(err)
 		}
 		a.snap.DeleteKey(k.TokenHash)
+		a.forgetKey(r.Context(), k)
 		a.audit(r.Context(), p, "deleted", "key", k.TokenHash, k, nil)
 		if i < len(req.Keys) {
 			deleted = append(deleted, req.Keys[i])
@@ -356,6 +363,39 @@ func (a *API) keyDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		}
 	}
 	return writeJSON(w, map[string]any{"deleted_keys": deleted})
+}
+
+// forgetKey drops a deleted key's budget account here and on Redis
+// (ForgetKey).
+func (a *API) forgetKey(ctx context.Context, k *store.Key) {
+	ForgetKey(ctx, a.book, a.shared, a.log, k)
+}
+
+// ForgetKey drops the budget account of k, a deleted key, and its model
+// budgets', from book and (shared not nil) Redis: a key made later with the
+// same secret starts from its own spend, not the deleted key's. The
+// replica that deletes the key calls it, and every other one when its
+// resync brings the deletion (a hold it took on Redis in between, on its
+// older view of the account, would have seeded the hash again).
+func ForgetKey(ctx context.Context, book *ledger.Book, shared *ledger.Shared, log *slog.Logger, k *store.Key) {
+	acct := k.Account()
+	book.Forget(store.KindKey, acct)
+	if shared == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	err := shared.Forget(ctx, store.KindKey, acct)
+	if err == nil && len(k.ModelMaxBudget) > 0 {
+		models := make([]string, 0, len(k.ModelMaxBudget))
+		for m := range k.ModelMaxBudget {
+			models = append(models, acct+"/"+m)
+		}
+		err = shared.Forget(ctx, store.KindKeyModel, models...)
+	}
+	if err != nil {
+		log.Warn("deleted key's budget not removed from redis; it expires with its hash", "err", err)
+	}
 }
 
 func (a *API) keyList(w http.ResponseWriter, r *http.Request, p *auth.Principal) error {

@@ -156,7 +156,7 @@ func digestOf(h string) (sum [32]byte, lower bool) {
 // not a digest, all three are zero. Snapshot.rec runs it on every budgeted
 // request (the enforcement mode's metadata look-up), so it reads each
 // byte once, through hexVal, instead of a validation pass, a second one
-// for isDigest and hex.Decode's own.
+// for the digest check and hex.Decode's own (isDigest runs it too).
 func parseDigest(h string) (sum [32]byte, lower, ok bool) {
 	if len(h) != 64 {
 		return sum, false, false
@@ -191,18 +191,10 @@ var hexVal = func() (t [256]byte) {
 	return t
 }()
 
-// isDigest reports whether h is a sha256 hex digest.
+// isDigest reports whether h is a sha256 hex digest (in any case).
 func isDigest(h string) bool {
-	if len(h) != 64 {
-		return false
-	}
-	for i := 0; i < 64; i++ {
-		c := h[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
+	_, _, ok := parseDigest(h)
+	return ok
 }
 
 // hash is the record's token hash as stored, given its lower-case hex

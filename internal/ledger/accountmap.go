@@ -62,6 +62,14 @@ func (m *accountMap) loadOrStore(a *Account) *Account {
 	return a
 }
 
+// remove drops id's account, if any.
+func (m *accountMap) remove(id string) {
+	sh := m.shard(id)
+	sh.mu.Lock()
+	delete(sh.m, id)
+	sh.mu.Unlock()
+}
+
 // rangeAll calls fn for every account, until fn returns false. fn is
 // called with no lock held (it may look accounts up or create them); an
 // account stored meanwhile may or may not be seen, as with sync.Map.Range.

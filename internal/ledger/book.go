@@ -177,6 +177,28 @@ func (b *Book) Lookup(kind store.Kind, id string) (*Account, bool) {
 	return b.accounts[slot(kind)].load(id)
 }
 
+// Forget drops the account of kind and id, the entity deleted: the next
+// Account of that id is a new one, from its Spec's spend. For a key (id its
+// budget account, store.Key.Account) the accounts of its model budgets
+// (id + "/" + model) go too. A hold in flight keeps the account it was
+// taken on, and settles there: on nothing any later account counts.
+func (b *Book) Forget(kind store.Kind, id string) {
+	b.accounts[slot(kind)].remove(id)
+	if kind != store.KindKey {
+		return
+	}
+	var models []string
+	b.Range(store.KindKeyModel, func(a *Account) bool {
+		if strings.HasPrefix(a.ID, id+"/") {
+			models = append(models, a.ID)
+		}
+		return true
+	})
+	for _, m := range models {
+		b.accounts[slot(store.KindKeyModel)].remove(m)
+	}
+}
+
 // Range calls fn for every account of kind, until fn returns false.
 func (b *Book) Range(kind store.Kind, fn func(*Account) bool) {
 	b.accounts[slot(kind)].rangeAll(fn)

@@ -1353,6 +1353,28 @@ func (s *Shared) SetSpent(ctx context.Context, kind store.Kind, id string, spent
 	return err
 }
 
+// Forget removes the Redis state of the accounts of kind named ids (the
+// entity deleted): a new entity under one of those ids starts from its own
+// spend, not the deleted one's. Holds in flight settle on the hash anew
+// (spend only, as on any account Redis lost).
+func (s *Shared) Forget(ctx context.Context, kind store.Kind, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = s.prefix + string(kind) + ":" + id
+	}
+	_, err := s.r.Run(ctx, forgetScript, keys)
+	return err
+}
+
+// forgetScript deletes KEYS (one account's hashes, in the prefix's slot).
+var forgetScript = rscript.New(`
+for _, k in ipairs(KEYS) do redis.call('DEL', k) end
+return 1
+`)
+
 // setSpentScript sets an account's spend (ARGV[1]), with the period
 // ARGV[2] (ns; 0: not known) when Redis has none or an older one, and ends
 // its reseed marks ('rv', bud_seed; 'rs' and the pending 'rq', released,

@@ -14,9 +14,12 @@ import (
 // (ledger.SpendReader; docs/allotments.md, Failures). Keys, users, teams
 // and end users are read one row each; the other kinds (budgets kept in
 // budget_spend, organisations, the gateway's) are not read alone: their
-// pending reseed lapses to the reseeding hold's own view.
-func storeSpend(st store.Store) ledger.SpendReader {
+// pending reseed lapses to the reseeding hold's own view. The id is the
+// account's (a regenerated key's first hash): the record read is the one
+// book names it by (recordName).
+func storeSpend(st store.Store, book *ledger.Book) ledger.SpendReader {
 	return func(ctx context.Context, kind store.Kind, id string) (ledger.Amount, time.Time, bool, error) {
+		id = recordName(book, kind, id)
 		var (
 			spend float64
 			l     store.Limits
@@ -60,6 +63,19 @@ func storeSpend(st store.Store) ledger.SpendReader {
 		}
 		return ledger.USD(spend), at, true, nil
 	}
+}
+
+// recordName is the id of the store record an account of book is booked
+// on: a regenerated key's account keeps its first hash as id
+// (store.Key.BudgetAccount) while its record is under the key's current
+// hash, the account's Name. An account book does not have is its id.
+func recordName(book *ledger.Book, kind store.Kind, id string) string {
+	if book != nil {
+		if a, ok := book.Lookup(kind, id); ok {
+			return a.Name()
+		}
+	}
+	return id
 }
 
 // budgetPeriod fills l's budget period from the budget object id (a key's

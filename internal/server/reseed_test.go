@@ -24,7 +24,18 @@ import (
 // driven to the budget, leaves the store's spend within max_budget
 // (strict).
 func TestCrashedReplicaSpendReseededFromStore(t *testing.T) {
-	crashedReplicaReseed(t, "reseed", "sk-reseed-crash", nil, `"max_budget": 0.03`)
+	crashedReplicaReseed(t, "reseed", "sk-reseed-crash", "", nil, `"max_budget": 0.03`)
+}
+
+// TestRegeneratedKeyReseededFromStore: the same crash, on a key regenerated
+// before it: its budget account is named by its first hash
+// (store.Key.BudgetAccount), which has no keys row since. The reseed read
+// the store by the account's id, found nothing, and left the pending
+// amount to the 'rs' mark (the next hold's own view, B's record from the
+// regenerate): Redis stayed short of A's unflushed spend. It now reads the
+// record the account is booked on (the key's current hash).
+func TestRegeneratedKeyReseededFromStore(t *testing.T) {
+	crashedReplicaReseed(t, "reseedregen", "sk-reseed-regen-first", "sk-reseed-regen-second", nil, `"max_budget": 0.03`)
 }
 
 // TestProbeReseedBudgetIDPeriod: the same crash, on a key whose budget
@@ -36,14 +47,16 @@ func TestCrashedReplicaSpendReseededFromStore(t *testing.T) {
 // (and without the 'rs' mark): Redis stayed short of A's unflushed spend
 // and B served past the budget.
 func TestProbeReseedBudgetIDPeriod(t *testing.T) {
-	crashedReplicaReseed(t, "reseedbid", "sk-reseed-bid", func(r *rig) {
+	crashedReplicaReseed(t, "reseedbid", "sk-reseed-bid", "", func(r *rig) {
 		if code, body := send(t, r.urls[0]+"/budget/new", "sk-1234", `{"budget_id": "reseed-bid", "max_budget": 0.03, "budget_duration": "30d"}`); code != 200 {
 			t.Fatal(code, body)
 		}
 	}, `"budget_id": "reseed-bid"`)
 }
 
-func crashedReplicaReseed(t *testing.T, name, key string, pre func(*rig), fields string) {
+// crashedReplicaReseed runs the crash above on a key made with fields;
+// with regen set, the key is regenerated to it (new_key) before any request.
+func crashedReplicaReseed(t *testing.T, name, key, regen string, pre func(*rig), fields string) {
 	r := newRig(t, rigSpec{name: name, postgres: true, redis: true})
 	p, err := netsim.NewProxy(r.ropts.Addr)
 	if err != nil {
@@ -66,7 +79,21 @@ func crashedReplicaReseed(t *testing.T, name, key string, pre func(*rig), fields
 	hash := r.key(t, key, fields)
 	ctx := context.Background()
 	c := r.client(t)
-	bk := r.budget("key", hash)
+	bk := r.budget("key", hash) // a regenerated key's account keeps it
+	if regen != "" {
+		if code, body := send(t, ub+"/key/regenerate", "sk-1234", `{"key": "`+key+`", "new_key": "`+regen+`"}`); code != 200 {
+			t.Fatal(code, body)
+		}
+		key, hash = regen, sha(regen)
+		for _, u := range r.urls {
+			if _, ok := within(time.Minute, func() bool {
+				code, _ := send(t, u+"/v1/chat/completions", key, `{"model":"nope"}`)
+				return code == 404
+			}); !ok {
+				t.Fatalf("%s never served the regenerated key", u)
+			}
+		}
+	}
 	// B's account first, with one request (held per request: no allotment).
 	if code, body := send(t, ub+"/v1/chat/completions", key, chat3); code != 200 {
 		t.Fatal(code, body)
@@ -132,8 +159,11 @@ func crashedReplicaReseed(t *testing.T, name, key string, pre func(*rig), fields
 		s, _ := strconv.ParseInt(c.HGet(ctx, bk, "spent").Val(), 10, 64)
 		return s >= stored
 	}); !ok {
-		t.Fatalf("after the dead replica's allotment was swept, Redis has spent %s, want the store's %d (A's unflushed spend lost)",
-			c.HGet(ctx, bk, "spent").Val(), stored)
+		t.Fatalf("after the dead replica's allotment was swept, Redis has spent %s, want the store's %d (A's unflushed spend lost; reseed mark %q)",
+			c.HGet(ctx, bk, "spent").Val(), stored, c.HGet(ctx, bk, "rs").Val())
+	}
+	if rs := c.HGet(ctx, bk, "rs").Val(); rs != "" {
+		t.Fatalf("the pending reseed fell back to the next hold's view (rs %s), not the store's read", rs)
 	}
 	// B, driven to the budget: refused before the store's spend passes it.
 	for i := 0; ; i++ {

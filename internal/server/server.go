@@ -137,6 +137,8 @@ type Server struct {
 	// resyncKick asks the resync loop for a resync now (the start's load
 	// ended: the sooner one completes, the sooner loadFresh ends).
 	resyncKick chan struct{}
+	// writerRuns is set once runWriter has started the spend writer.
+	writerRuns atomic.Bool
 	// readAt is when New began reading users, teams and end users: the
 	// first resync reads what changed since then (less its overlap), not
 	// since Serve, so that a row written in between is not missed.
@@ -458,7 +460,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		s.shared = shared
 		// A dead replica's swept allotment is reseeded from the store's
 		// spend, read off the request path (docs/allotments.md).
-		shared.SetSpendReader(storeSpend(opts.Store))
+		shared.SetSpendReader(storeSpend(opts.Store, s.book))
 		if allot {
 			// Holds decided in process against this replica's allotments,
 			// flushed to Redis once per interval (docs/allotments.md).
@@ -506,7 +508,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 				cb = cache.WithIndex(cb, sem.Index)
 			}
 		}
-		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithNewKey(s.keyMade).WithCache(cb).WithModels(&admin.Models{
+		admin.New(opts.Store, authn, s.book, cfg, opts.Logger).WithShared(s.shared).WithKeyHook(keyHook).WithNewKey(s.keyMade).WithSpendFlush(s.flushSpend).WithCache(cb).WithModels(&admin.Models{
 			Deployments: s.deployments,
 			Reload:      s.reloadModels,
 			State: func(id string) (time.Time, bool) {
@@ -593,11 +595,8 @@ func (s *Server) loadKeys(ctx context.Context) {
 // through the spend writer, in order with the spend rows, and Redis.
 func (s *Server) budgetReset(kind store.Kind, id string, next time.Time) {
 	if kind.HasRow() && s.writer != nil {
-		name := id // a regenerated key's record is under its current hash
-		if a, ok := s.book.Lookup(kind, id); ok {
-			name = a.Name()
-		}
-		s.writer.Reset(kind, name, next)
+		// a regenerated key's record is under its current hash
+		s.writer.Reset(kind, recordName(s.book, kind, id), next)
 	}
 	if s.shared != nil {
 		if kind == store.KindKey { // a regenerated key's Redis hash is its account's
@@ -738,6 +737,7 @@ func (s *Server) renewLeases(ctx context.Context) {
 func (s *Server) runWriter(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { s.writer.Run(); close(done) }()
+	s.writerRuns.Store(true)
 	<-ctx.Done()
 	left := s.writer.Close()
 	<-done
@@ -747,6 +747,14 @@ func (s *Server) runWriter(ctx context.Context) error {
 		s.log.Info("spend flushed")
 	}
 	return nil
+}
+
+// flushSpend writes the spend queued in the writer now, while it runs
+// (without Serve nothing writes it, and a flush would wait for ever).
+func (s *Server) flushSpend() {
+	if s.writer != nil && s.writerRuns.Load() {
+		s.writer.Flush()
+	}
 }
 
 // runPresence beats this replica into Redis's presence set until ctx ends
@@ -1016,7 +1024,12 @@ func (s *Server) resync(ctx context.Context) {
 		if s.storeDown.Swap(false) {
 			s.log.Info("database reachable again")
 		}
+		// A deleted key's account is dropped once the snapshot has let the
+		// key go: dropped before, a request of the key in between would make
+		// it anew from the record's spend, which may lag.
+		gone := s.deletedKeys(deleted)
 		s.snap.Apply(changed, deleted, started)
+		s.forgetDeletedKeys(ctx, gone, changed)
 		s.resyncCompleted(seq)
 		since = started.Add(-resyncOverlap)
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -1024,6 +1037,54 @@ func (s *Server) resync(ctx context.Context) {
 			s.log.Warn("model resync failed; serving the current models", "err", err)
 		}
 		cancel()
+	}
+}
+
+// deletedKeys are the snapshot's records of the keys deleted says are gone
+// (read before the snapshot applies the deletions). A key the snapshot no
+// longer has was deleted here (admin's forgetKey dropped its account), or
+// never known here.
+func (s *Server) deletedKeys(deleted []store.Deletion) []*store.Key {
+	if s.book == nil {
+		return nil
+	}
+	var gone []*store.Key
+	for _, d := range deleted {
+		if d.Kind != store.KindKey {
+			continue
+		}
+		// Not a key made again with its secret since: a resync's overlap
+		// reads the deletion again.
+		if k, ok := s.snap.Key(d.ID); ok && !k.CreatedAt.After(d.At) {
+			gone = append(gone, k)
+		}
+	}
+	return gone
+}
+
+// forgetDeletedKeys drops the budget accounts of keys another replica
+// deleted, here and on Redis, as the deleting replica did (admin.ForgetKey):
+// a key made later with the same secret starts from its own spend. A
+// regenerate is a deletion of the old hash too, and its account goes on
+// with the new record: kept when a key read in the same resync under
+// another hash, or the store (a record still naming it as its
+// budget_account, HashReplaced: the new record not read yet), has it.
+func (s *Server) forgetDeletedKeys(ctx context.Context, gone []*store.Key, changed *store.Snapshot) {
+	for _, k := range gone {
+		acct := k.Account()
+		// A key made again with the deleted secret (its hash acct, its
+		// account its own) does not keep the account: only a regenerate's
+		// record, under another hash, does.
+		if changed != nil && slices.ContainsFunc(changed.Keys, func(c *store.Key) bool { return c.TokenHash != acct && c.Account() == acct }) {
+			continue
+		}
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		used, err := s.opts.Store.HashReplaced(qctx, acct)
+		cancel()
+		if err != nil || used {
+			continue // kept: the next deletion of a key on it drops it
+		}
+		admin.ForgetKey(ctx, s.book, s.shared, s.log, k)
 	}
 }
 
