@@ -226,3 +226,9 @@ func SpendBlockMetadata(ctx context.Context, s *DB, id string) (string, error) {
 	}
 	return "", fmt.Errorf("no row %s", id)
 }
+
+// SetMoveSpendHook sets moveSpendHook until the test ends.
+func SetMoveSpendHook(t interface{ Cleanup(func()) }, h func(moved int) error) {
+	moveSpendHook = h
+	t.Cleanup(func() { moveSpendHook = nil })
+}
