@@ -32,6 +32,21 @@ type sqliteSpendStmts struct {
 	conn  *sqliteConn
 	stmts map[string]driver.StmtExecContext // by text
 	args  []driver.NamedValue               // a statement's parameters, reused
+
+	// The open block as the last committed batch left it (open, nil if
+	// the newest block takes no more rows or there is none) and its
+	// rows' request ids, exact; openKnown says they are current. A batch
+	// starts from them instead of reading the block back and, for the
+	// open block, checks replays against openIDs instead of its filter
+	// and decoding its rows. They stay current because this connection is
+	// the only writer of spend_blocks once the store is open (one
+	// connection; the move of old spend_logs rows runs before any batch):
+	// a batch clears openKnown when it starts and sets it again only once
+	// its COMMIT succeeded, so a batch that failed or rolled back leaves
+	// the next to read the block.
+	open      *spendBlock
+	openIDs   map[string]struct{}
+	openKnown bool
 }
 
 // SQLite's spend rows go into spend_blocks (spendblock.go), not
@@ -197,7 +212,11 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 		if err != nil {
 			return err
 		}
-		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp}, batch, noRows, nil)
+		t := &sqliteSpendTx{ctx: ctx, sp: sp, open: sp.open, openIDs: sp.openIDs, openKnown: sp.openKnown}
+		// The cached open block is the batch's to extend: current again
+		// only after the COMMIT.
+		sp.open, sp.openIDs, sp.openKnown = nil, nil, false
+		err = applySpend(t, batch, noRows, nil)
 		if err == nil {
 			err = ctx.Err() // past the deadline after the last statement: not committed
 		}
@@ -209,7 +228,11 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 			}
 			return err
 		}
-		return tx.Commit()
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+		sp.open, sp.openIDs, sp.openKnown = t.open, t.openIDs, t.openKnown
+		return nil
 	})
 }
 
@@ -219,6 +242,11 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 type sqliteSpendTx struct {
 	ctx context.Context
 	sp  *sqliteSpendStmts
+	// The open block and its request ids (sqliteSpendStmts), as this
+	// batch leaves them; openKnown false until read or if unknown.
+	open      *spendBlock
+	openIDs   map[string]struct{}
+	openKnown bool
 }
 
 // insertRows adds rows, in order, to the open block and to new blocks as
@@ -228,16 +256,30 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 	if len(rows) == 0 {
 		return nil
 	}
-	b, err := t.openBlock()
+	if !t.openKnown {
+		b, err := t.openBlock()
+		if err != nil {
+			return fmt.Errorf("insert spend logs: %w", err)
+		}
+		t.open, t.openIDs, t.openKnown = b, nil, true
+		if b != nil {
+			if t.openIDs, err = blockRequestIDs(b); err != nil {
+				// Not what the writer writes: leave it, start another (the
+				// replay check still looks at it, as at any closed block).
+				t.open, t.openIDs = nil, nil
+			}
+		}
+	}
+	b, ids := t.open, t.openIDs
+	stored, err := t.storedIDs(rows, b, ids)
 	if err != nil {
 		return fmt.Errorf("insert spend logs: %w", err)
 	}
-	stored, err := t.storedIDs(rows, b)
-	if err != nil {
-		return fmt.Errorf("insert spend logs: %w", err)
-	}
+	// From here the open block changes; on an error the batch rolls back
+	// and the caller drops what t holds.
+	t.openKnown = false
 	if b == nil {
-		b = newSpendBlock()
+		b, ids = newSpendBlock(), make(map[string]struct{}, len(rows))
 	}
 	added := 0 // rows added to b
 	for i := range rows {
@@ -246,13 +288,14 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 			continue
 		}
 		b.add(&rows[i])
+		ids[id] = struct{}{}
 		inserted[id] = true
 		added++
 		if b.full() {
 			if err := t.writeBlock(b); err != nil {
 				return fmt.Errorf("insert spend logs: %w", err)
 			}
-			b, added = newSpendBlock(), 0
+			b, ids, added = newSpendBlock(), make(map[string]struct{}, len(rows)-i), 0
 		}
 	}
 	if added > 0 {
@@ -260,7 +303,21 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 			return fmt.Errorf("insert spend logs: %w", err)
 		}
 	}
+	t.open, t.openIDs, t.openKnown = b, ids, true
+	if b.id == 0 {
+		t.open, t.openIDs = nil, nil // empty, not stored: no open block
+	}
 	return nil
+}
+
+// blockRequestIDs is the set of b's rows' request ids.
+func blockRequestIDs(b *spendBlock) (map[string]struct{}, error) {
+	ids := make(map[string]struct{}, b.rows)
+	d := spendRowReader{data: b.data}
+	for id, ok := d.nextRequestID(); ok; id, ok = d.nextRequestID() {
+		ids[string(id)] = struct{}{}
+	}
+	return ids, d.err
 }
 
 // openBlock reads the open block: the newest, if it takes more rows (nil
@@ -290,10 +347,11 @@ func (t *sqliteSpendTx) openBlock() (*spendBlock, error) {
 }
 
 // storedIDs returns the request ids of rows that a block already holds:
-// the blocks whose ended range overlaps rows' (open, read already, among
-// them) whose id filter may hold one, each decoded once. See the comment
+// the blocks whose ended range overlaps rows' whose id filter may hold
+// one, each decoded once; the open block (nil if none), among them, is
+// checked against its exact set of request ids, openIDs. See the comment
 // on spendBlockCandidates for what it assumes of a replay.
-func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[string]bool, error) {
+func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock, openIDs map[string]struct{}) (map[string]bool, error) {
 	lo, hi := micros(rows[0].EndedAt), micros(rows[0].EndedAt)
 	for i := range rows[1:] {
 		e := micros(rows[i+1].EndedAt)
@@ -316,6 +374,19 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[
 	var stored map[string]bool
 	var maybe map[string]bool // rows' ids a candidate's filter may hold
 	for _, c := range cands {
+		if open != nil && c.id == open.id {
+			for i := range rows {
+				if id := rows[i].RequestID; !stored[id] {
+					if _, ok := openIDs[id]; ok {
+						if stored == nil {
+							stored = map[string]bool{}
+						}
+						stored[id] = true
+					}
+				}
+			}
+			continue
+		}
 		clear(maybe)
 		for i := range rows {
 			if id := rows[i].RequestID; filterHas(c.ids, 0, id) && !stored[id] {
@@ -329,9 +400,7 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[
 			continue
 		}
 		var data []byte
-		if open != nil && c.id == open.id {
-			data = open.data
-		} else if err := t.query(spendBlockData, []any{c.id}, func(v []driver.Value) error {
+		if err := t.query(spendBlockData, []any{c.id}, func(v []driver.Value) error {
 			data, _ = v[0].([]byte)
 			return nil
 		}); err != nil {
@@ -353,14 +422,19 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[
 	return stored, nil
 }
 
-// writeBlock stores b: an UPDATE of the open block, an INSERT of a new one.
+// writeBlock stores b: an UPDATE of the open block, an INSERT of a new one
+// (b.id is then its id).
 func (t *sqliteSpendTx) writeBlock(b *spendBlock) error {
 	args := []any{int64(b.rows), b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.data}
-	q := spendBlockInsert
 	if b.id != 0 {
-		q, args = spendBlockUpdate, append(args, b.id)
+		_, err := t.execResult(spendBlockUpdate, append(args, b.id))
+		return err
 	}
-	_, err := t.execResult(q, args)
+	res, err := t.execResult(spendBlockInsert, args)
+	if err != nil {
+		return err
+	}
+	b.id, err = res.LastInsertId()
 	return err
 }
 
