@@ -279,7 +279,7 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 	// and the caller drops what t holds.
 	t.openKnown = false
 	if b == nil {
-		b, ids = newSpendBlock(), make(map[string]struct{}, len(rows))
+		b, ids = newSpendBlock(), make(map[string]struct{}, spendBlockRows)
 	}
 	added := 0 // rows added to b
 	for i := range rows {
@@ -295,7 +295,11 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 			if err := t.writeBlock(b); err != nil {
 				return fmt.Errorf("insert spend logs: %w", err)
 			}
-			b, ids, added = newSpendBlock(), make(map[string]struct{}, len(rows)-i), 0
+			// b is stored (the driver copied its blobs): its buffers and id
+			// set serve the next block.
+			b.reset()
+			clear(ids)
+			added = 0
 		}
 	}
 	if added > 0 {
