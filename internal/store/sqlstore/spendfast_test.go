@@ -2,6 +2,8 @@ package sqlstore_test
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -163,5 +165,42 @@ func TestSpendOpenBlockReplay(t *testing.T) {
 	}
 	if sp := keySpend(t, s); sp != float64(len(want)) {
 		t.Errorf("key spend %v, want %d", sp, len(want))
+	}
+}
+
+// TestSpendOpenBlockWrittenByAnotherConnection: should another connection
+// write the database (a second process on the same file), a store's next
+// batch reads the open block again (PRAGMA data_version changed) instead of
+// writing its cached copy over the other's rows.
+func TestSpendOpenBlockWrittenByAnotherConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "tollgate.db")
+	var stores [2]*sqlstore.DB
+	for i := range stores {
+		s, err := sqlstore.OpenSQLite(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+	}
+	if err := stores[0].CreateKey(ctx, &store.Key{TokenHash: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 30, 4, 0, 0, 0, time.UTC)
+	var batches [][]store.SpendLog
+	for i, s := range []*sqlstore.DB{stores[0], stores[1], stores[0], stores[1], stores[0]} {
+		b := blockRows(fmt.Sprintf("s%d", i), 5, at.Add(time.Duration(i)*time.Second))
+		batches = append(batches, b)
+		if err := s.ApplySpend(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := flatIDs(t, stores[1]), requestIDs(batches...); !reflect.DeepEqual(got, want) {
+		t.Errorf("the blocks hold %v, want %v", got, want)
+	}
+	if sp := keySpend(t, stores[0]); sp != 25 {
+		t.Errorf("key spend %v, want 25", sp)
 	}
 }

@@ -43,10 +43,16 @@ type sqliteSpendStmts struct {
 	// connection; the move of old spend_logs rows runs before any batch):
 	// a batch clears openKnown when it starts and sets it again only once
 	// its COMMIT succeeded, so a batch that failed or rolled back leaves
-	// the next to read the block.
-	open      *spendBlock
-	openIDs   map[string]struct{}
-	openKnown bool
+	// the next to read the block. Should another connection write the
+	// database nonetheless (a second process on the same file, the sqlite3
+	// shell), its commit changes PRAGMA data_version, dataVersion no longer
+	// matches, and the block is read again rather than its rows
+	// overwritten with the cached copy. Any code of this process that
+	// writes spend_blocks after open must drop the cache.
+	open        *spendBlock
+	openIDs     map[string]struct{}
+	openKnown   bool
+	dataVersion int64 // as the batch that cached open saw it
 }
 
 // SQLite's spend rows go into spend_blocks (spendblock.go), not
@@ -76,6 +82,7 @@ const (
 	// [?1, ?2], with their id filters.
 	spendBlockCandidates = `SELECT id, ids FROM spend_blocks WHERE max_ended >= ? AND min_ended <= ?`
 	spendBlockData       = `SELECT data FROM spend_blocks WHERE id = ?`
+	spendDataVersion     = `PRAGMA data_version`
 	spendBlockInsert     = `INSERT INTO spend_blocks (format, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, data)
 	VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)`
 	spendBlockUpdate = `UPDATE spend_blocks SET row_count = ?, min_started = ?, max_started = ?, min_ended = ?, max_ended = ?,
@@ -150,7 +157,7 @@ func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, er
 	if c.spend != nil {
 		return c.spend, nil
 	}
-	texts := []string{spendBlockOpen, spendBlockCandidates, spendBlockData, spendBlockInsert, spendBlockUpdate,
+	texts := []string{spendBlockOpen, spendBlockCandidates, spendBlockData, spendDataVersion, spendBlockInsert, spendBlockUpdate,
 		endUserSpend, budgetSpend, keyBudgetSpend, memberBudgetSpend, dailyRollup, tagRollup}
 	for _, q := range entitySpend {
 		texts = append(texts, q)
@@ -212,7 +219,7 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 		if err != nil {
 			return err
 		}
-		t := &sqliteSpendTx{ctx: ctx, sp: sp, open: sp.open, openIDs: sp.openIDs, openKnown: sp.openKnown}
+		t := &sqliteSpendTx{ctx: ctx, sp: sp, open: sp.open, openIDs: sp.openIDs, openKnown: sp.openKnown, dataVersion: sp.dataVersion}
 		// The cached open block is the batch's to extend: current again
 		// only after the COMMIT.
 		sp.open, sp.openIDs, sp.openKnown = nil, nil, false
@@ -231,7 +238,7 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 		if err := tx.Commit(); err != nil {
 			return err
 		}
-		sp.open, sp.openIDs, sp.openKnown = t.open, t.openIDs, t.openKnown
+		sp.open, sp.openIDs, sp.openKnown, sp.dataVersion = t.open, t.openIDs, t.openKnown, t.dataVersion
 		return nil
 	})
 }
@@ -244,9 +251,10 @@ type sqliteSpendTx struct {
 	sp  *sqliteSpendStmts
 	// The open block and its request ids (sqliteSpendStmts), as this
 	// batch leaves them; openKnown false until read or if unknown.
-	open      *spendBlock
-	openIDs   map[string]struct{}
-	openKnown bool
+	open        *spendBlock
+	openIDs     map[string]struct{}
+	openKnown   bool
+	dataVersion int64
 }
 
 // insertRows adds rows, in order, to the open block and to new blocks as
@@ -255,6 +263,15 @@ type sqliteSpendTx struct {
 func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bool) error {
 	if len(rows) == 0 {
 		return nil
+	}
+	// Inside the transaction (BEGIN IMMEDIATE: no other writer until it
+	// ends), so no commit of another connection comes after the check.
+	dv, err := t.dataVersionNow()
+	if err != nil {
+		return fmt.Errorf("insert spend logs: %w", err)
+	}
+	if dv != t.dataVersion {
+		t.openKnown, t.dataVersion = false, dv
 	}
 	if !t.openKnown {
 		b, err := t.openBlock()
@@ -312,6 +329,21 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 		t.open, t.openIDs = nil, nil // empty, not stored: no open block
 	}
 	return nil
+}
+
+// dataVersionNow is PRAGMA data_version: it changes when another
+// connection commits, not when this one does.
+func (t *sqliteSpendTx) dataVersionNow() (int64, error) {
+	var dv int64
+	found := false
+	err := t.query(spendDataVersion, nil, func(v []driver.Value) error {
+		dv, found = v[0].(int64)
+		return nil
+	})
+	if err == nil && !found {
+		err = errors.New("PRAGMA data_version: no integer")
+	}
+	return dv, err
 }
 
 // blockRequestIDs is the set of b's rows' request ids.
