@@ -111,6 +111,9 @@ func (b *spendBlock) addTexts(l *store.SpendLog, t spendTexts) {
 		b.minEnded, b.maxEnded = min(b.minEnded, ended), max(b.maxEnded, ended)
 	}
 	b.rows++
+	if cap(b.data)-len(b.data) < spendRowRoom {
+		b.data = growBlockData(b.data)
+	}
 	b.data = appendSpendRow(b.data, l, t)
 	filterAdd(b.ids, 0, l.RequestID)
 	if l.ResponseID != "" {
@@ -127,6 +130,29 @@ func (b *spendBlock) addTexts(l *store.SpendLog, t spendTexts) {
 	for _, t := range l.RequestTags {
 		filterAdd(b.attrs, attrTag, t)
 	}
+}
+
+// spendRowRoom is the room a block's data is grown to have before a row is
+// appended: more than a row without content takes, so that a block grows
+// by doubling (growBlockData) rather than by append's smaller steps, each
+// a copy of the block so far.
+const spendRowRoom = 2048
+
+// growBlockData returns data with twice the capacity, at least 32 KiB,
+// and no more than a full block and some room.
+func growBlockData(data []byte) []byte {
+	c := min(max(2*cap(data), 32<<10), spendBlockBytes+4*spendRowRoom)
+	if c-len(data) < spendRowRoom {
+		c = len(data) + spendRowRoom
+	}
+	return append(make([]byte, 0, c), data...)
+}
+
+// reset empties b, keeping its buffers, for a new block (not stored: id 0).
+func (b *spendBlock) reset() {
+	clear(b.ids)
+	clear(b.attrs)
+	*b = spendBlock{ids: b.ids, attrs: b.attrs, data: b.data[:0]}
 }
 
 // mayHoldID reports whether b may hold a row whose call or answer id is id
@@ -156,22 +182,32 @@ func filterHash(kind byte, s string) uint64 {
 }
 
 // filterBits yields the spendFilterHashes bit positions of an item in a
-// filter of n bits (double hashing).
+// filter of n bits (double hashing: (h1 + i·h2) mod n for i from 0,
+// computed by steps of h2 mod n, two divisions an item instead of one a
+// position).
 func filterBits(h uint64, n uint64, fn func(bit uint64) bool) bool {
-	h1, h2 := h&0xffffffff, h>>32|1
-	for i := range uint64(spendFilterHashes) {
-		if !fn((h1 + i*h2) % n) {
+	pos, step := (h&0xffffffff)%n, (h>>32|1)%n
+	for range spendFilterHashes {
+		if !fn(pos) {
 			return false
+		}
+		if pos += step; pos >= n {
+			pos -= n
 		}
 	}
 	return true
 }
 
 func filterAdd(f []byte, kind byte, s string) {
-	filterBits(filterHash(kind, s), uint64(len(f))*8, func(bit uint64) bool {
-		f[bit>>3] |= 1 << (bit & 7)
-		return true
-	})
+	n := uint64(len(f)) * 8
+	h := filterHash(kind, s)
+	pos, step := (h&0xffffffff)%n, (h>>32|1)%n
+	for range spendFilterHashes {
+		f[pos>>3] |= 1 << (pos & 7)
+		if pos += step; pos >= n {
+			pos -= n
+		}
+	}
 }
 
 func filterHas(f []byte, kind byte, s string) bool {

@@ -204,3 +204,46 @@ func TestSpendBlockMalformedData(t *testing.T) {
 		}
 	}
 }
+
+// TestSpendBlockFilterBitsUnchanged: the filters are stored, so the bits an
+// item sets are the format's: (h1 + i·h2) mod n for i in 0..6, h1 the low
+// and h2 the high half (odd) of filterHash, whatever way they are
+// computed; and a block grown through growBlockData and reused through
+// reset encodes as a new one does.
+func TestSpendBlockFilterBitsUnchanged(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, size := range []int{spendIDFilterBytes, spendAttrFilterBytes, 1, 7} {
+		got, want := make([]byte, size), make([]byte, size)
+		for i := range 2000 {
+			s := fmt.Sprintf("item-%d-%x", i, r.Uint64())
+			kind := byte(r.IntN(256))
+			filterAdd(got, kind, s)
+			h, n := filterHash(kind, s), uint64(size)*8
+			h1, h2 := h&0xffffffff, h>>32|1
+			for j := range uint64(spendFilterHashes) {
+				bit := (h1 + j*h2) % n
+				want[bit>>3] |= 1 << (bit & 7)
+			}
+			if !filterHas(want, kind, s) {
+				t.Fatalf("size %d: filterHas misses %q", size, s)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("size %d: item %d sets other bits than the format's", size, i)
+			}
+		}
+	}
+	reused, fresh := newSpendBlock(), newSpendBlock()
+	for i := range 600 {
+		l := randomSpendLog(r, i)
+		reused.add(&l)
+	}
+	reused.reset()
+	for i := range 300 {
+		l := randomSpendLog(r, i)
+		reused.add(&l)
+		fresh.add(&l)
+	}
+	if !reflect.DeepEqual(reused, fresh) {
+		t.Error("a reset block holds other data or filters than a new one")
+	}
+}

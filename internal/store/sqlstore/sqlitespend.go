@@ -33,6 +33,27 @@ type sqliteSpendStmts struct {
 	conn  *sqliteConn
 	stmts map[string]driver.StmtExecContext // by text
 	args  []driver.NamedValue               // a statement's parameters, reused
+
+	// The open block as the last committed batch left it (open, nil if
+	// the newest block takes no more rows or there is none) and its
+	// rows' request ids, exact; openKnown says they are current. A batch
+	// starts from them instead of reading the block back and, for the
+	// open block, checks replays against openIDs instead of its filter
+	// and decoding its rows. They stay current because this connection is
+	// the only writer of spend_blocks once the store is open (one
+	// connection; the move of old spend_logs rows runs before any batch):
+	// a batch clears openKnown when it starts and sets it again only once
+	// its COMMIT succeeded, so a batch that failed or rolled back leaves
+	// the next to read the block. Should another connection write the
+	// database nonetheless (a second process on the same file, the sqlite3
+	// shell), its commit changes PRAGMA data_version, dataVersion no longer
+	// matches, and the block is read again rather than its rows
+	// overwritten with the cached copy. Any code of this process that
+	// writes spend_blocks after open must drop the cache.
+	open        *spendBlock
+	openIDs     map[string]struct{}
+	openKnown   bool
+	dataVersion int64 // as the batch that cached open saw it
 }
 
 // SQLite's spend rows go into spend_blocks (spendblock.go), not
@@ -65,6 +86,7 @@ const (
 	// [?1, ?2], with their ranges and id filters.
 	spendBlockCandidates = `SELECT id, min_ended, max_ended, ids FROM spend_blocks WHERE max_ended >= ? AND min_ended <= ?`
 	spendBlockData       = `SELECT data FROM spend_blocks WHERE id = ?`
+	spendDataVersion     = `PRAGMA data_version`
 	spendBlockInsert     = `INSERT INTO spend_blocks (format, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, data)
 	VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)`
 	spendBlockUpdate = `UPDATE spend_blocks SET row_count = ?, min_started = ?, max_started = ?, min_ended = ?, max_ended = ?,
@@ -142,7 +164,7 @@ func (c *sqliteConn) spendStatements(ctx context.Context) (*sqliteSpendStmts, er
 	if c.spend != nil {
 		return c.spend, nil
 	}
-	texts := []string{spendBlockOpen, spendBlockCandidates, spendBlockData, spendBlockInsert, spendBlockUpdate,
+	texts := []string{spendBlockOpen, spendBlockCandidates, spendBlockData, spendDataVersion, spendBlockInsert, spendBlockUpdate,
 		endUserSpend, budgetSpend, keyBudgetSpend, memberBudgetSpend, dailyRollup, tagRollup}
 	for _, q := range entitySpend {
 		texts = append(texts, q)
@@ -204,7 +226,11 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 		if err != nil {
 			return err
 		}
-		err = applySpend(&sqliteSpendTx{ctx: ctx, sp: sp}, batch, noRows, nil)
+		t := &sqliteSpendTx{ctx: ctx, sp: sp, open: sp.open, openIDs: sp.openIDs, openKnown: sp.openKnown, dataVersion: sp.dataVersion}
+		// The cached open block is the batch's to extend: current again
+		// only after the COMMIT.
+		sp.open, sp.openIDs, sp.openKnown = nil, nil, false
+		err = applySpend(t, batch, noRows, nil)
 		if err == nil {
 			err = ctx.Err() // past the deadline after the last statement: not committed
 		}
@@ -216,7 +242,11 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 			}
 			return err
 		}
-		return tx.Commit()
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+		sp.open, sp.openIDs, sp.openKnown, sp.dataVersion = t.open, t.openIDs, t.openKnown, t.dataVersion
+		return nil
 	})
 }
 
@@ -226,6 +256,12 @@ func (s *DB) applySpendSQLite(ctx context.Context, batch []store.SpendLog, noRow
 type sqliteSpendTx struct {
 	ctx context.Context
 	sp  *sqliteSpendStmts
+	// The open block and its request ids (sqliteSpendStmts), as this
+	// batch leaves them; openKnown false until read or if unknown.
+	open        *spendBlock
+	openIDs     map[string]struct{}
+	openKnown   bool
+	dataVersion int64
 }
 
 // insertRows adds rows, in order, to the open block and to new blocks as
@@ -235,16 +271,39 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 	if len(rows) == 0 {
 		return nil
 	}
-	b, err := t.openBlock()
+	// Inside the transaction (BEGIN IMMEDIATE: no other writer until it
+	// ends), so no commit of another connection comes after the check.
+	dv, err := t.dataVersionNow()
 	if err != nil {
 		return fmt.Errorf("insert spend logs: %w", err)
 	}
-	stored, err := t.storedIDs(rows, b)
+	if dv != t.dataVersion {
+		t.openKnown, t.dataVersion = false, dv
+	}
+	if !t.openKnown {
+		b, err := t.openBlock()
+		if err != nil {
+			return fmt.Errorf("insert spend logs: %w", err)
+		}
+		t.open, t.openIDs, t.openKnown = b, nil, true
+		if b != nil {
+			if t.openIDs, err = blockRequestIDs(b); err != nil {
+				// Not what the writer writes: leave it, start another (the
+				// replay check still looks at it, as at any closed block).
+				t.open, t.openIDs = nil, nil
+			}
+		}
+	}
+	b, ids := t.open, t.openIDs
+	stored, err := t.storedIDs(rows, b, ids)
 	if err != nil {
 		return fmt.Errorf("insert spend logs: %w", err)
 	}
+	// From here the open block changes; on an error the batch rolls back
+	// and the caller drops what t holds.
+	t.openKnown = false
 	if b == nil {
-		b = newSpendBlock()
+		b, ids = newSpendBlock(), make(map[string]struct{}, spendBlockRows)
 	}
 	added := 0 // rows added to b
 	for i := range rows {
@@ -253,13 +312,18 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 			continue
 		}
 		b.add(&rows[i])
+		ids[id] = struct{}{}
 		inserted[id] = true
 		added++
 		if b.full() {
 			if err := t.writeBlock(b); err != nil {
 				return fmt.Errorf("insert spend logs: %w", err)
 			}
-			b, added = newSpendBlock(), 0
+			// b is stored (the driver copied its blobs): its buffers and id
+			// set serve the next block.
+			b.reset()
+			clear(ids)
+			added = 0
 		}
 	}
 	if added > 0 {
@@ -267,7 +331,36 @@ func (t *sqliteSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bo
 			return fmt.Errorf("insert spend logs: %w", err)
 		}
 	}
+	t.open, t.openIDs, t.openKnown = b, ids, true
+	if b.id == 0 {
+		t.open, t.openIDs = nil, nil // empty, not stored: no open block
+	}
 	return nil
+}
+
+// dataVersionNow is PRAGMA data_version: it changes when another
+// connection commits, not when this one does.
+func (t *sqliteSpendTx) dataVersionNow() (int64, error) {
+	var dv int64
+	found := false
+	err := t.query(spendDataVersion, nil, func(v []driver.Value) error {
+		dv, found = v[0].(int64)
+		return nil
+	})
+	if err == nil && !found {
+		err = errors.New("PRAGMA data_version: no integer")
+	}
+	return dv, err
+}
+
+// blockRequestIDs is the set of b's rows' request ids.
+func blockRequestIDs(b *spendBlock) (map[string]struct{}, error) {
+	ids := make(map[string]struct{}, b.rows)
+	d := spendRowReader{data: b.data}
+	for id, ok := d.nextRequestID(); ok; id, ok = d.nextRequestID() {
+		ids[string(id)] = struct{}{}
+	}
+	return ids, d.err
 }
 
 // openBlock reads the open block: the newest, if it takes more rows (nil
@@ -297,10 +390,11 @@ func (t *sqliteSpendTx) openBlock() (*spendBlock, error) {
 }
 
 // storedIDs returns the request ids of rows that a block already holds:
-// the blocks whose ended range overlaps rows' (open, read already, among
-// them) whose id filter may hold one, each decoded once. See the comment
+// the blocks whose ended range overlaps rows' whose id filter may hold
+// one, each decoded once; the open block (nil if none), among them, is
+// checked against its exact set of request ids, openIDs. See the comment
 // on spendBlockCandidates for what it assumes of a replay.
-func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[string]bool, error) {
+func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock, openIDs map[string]struct{}) (map[string]bool, error) {
 	lo, hi := micros(rows[0].EndedAt), micros(rows[0].EndedAt)
 	for i := range rows[1:] {
 		e := micros(rows[i+1].EndedAt)
@@ -325,6 +419,19 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[
 	var stored map[string]bool
 	var maybe map[string]bool // rows' ids a candidate's filter may hold
 	for _, c := range cands {
+		if open != nil && c.id == open.id {
+			for i := range rows {
+				if id := rows[i].RequestID; !stored[id] {
+					if _, ok := openIDs[id]; ok {
+						if stored == nil {
+							stored = map[string]bool{}
+						}
+						stored[id] = true
+					}
+				}
+			}
+			continue
+		}
 		clear(maybe)
 		for i := range rows {
 			// Only the rows that ended within c's range can be in c: the
@@ -344,9 +451,7 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[
 			continue
 		}
 		var data []byte
-		if open != nil && c.id == open.id {
-			data = open.data
-		} else if err := t.query(spendBlockData, []any{c.id}, func(v []driver.Value) error {
+		if err := t.query(spendBlockData, []any{c.id}, func(v []driver.Value) error {
 			data, _ = v[0].([]byte)
 			return nil
 		}); err != nil {
@@ -369,14 +474,19 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock) (map[
 	return stored, nil
 }
 
-// writeBlock stores b: an UPDATE of the open block, an INSERT of a new one.
+// writeBlock stores b: an UPDATE of the open block, an INSERT of a new one
+// (b.id is then its id).
 func (t *sqliteSpendTx) writeBlock(b *spendBlock) error {
 	args := []any{int64(b.rows), b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.data}
-	q := spendBlockInsert
 	if b.id != 0 {
-		q, args = spendBlockUpdate, append(args, b.id)
+		_, err := t.execResult(spendBlockUpdate, append(args, b.id))
+		return err
 	}
-	_, err := t.execResult(q, args)
+	res, err := t.execResult(spendBlockInsert, args)
+	if err != nil {
+		return err
+	}
+	b.id, err = res.LastInsertId()
 	return err
 }
 
