@@ -106,3 +106,67 @@ func TestProbeRecreatedKeyRedisSpendKept(t *testing.T) {
 		t.Fatalf("B's resync removed the new key's Redis spend: %d before, %d after (%v)", before, after, c.HGetAll(ctx, r.budget("key", hash)).Val())
 	}
 }
+
+// TestProbeRegenerateNotForgottenOnResync: two replicas on PostgreSQL and
+// Redis. A key with spend on Redis is regenerated twice on A; B's resync
+// then brings both deletions (of the first and second hashes) and the
+// third record at once. A regenerate is not a deletion: the account (the
+// first hash) keeps its Redis spend, and B keeps booking on it.
+func TestProbeRegenerateNotForgottenOnResync(t *testing.T) {
+	yaml := pricedConfig + "  redis_url: {{REDIS}}\n  budget_allotments: false\nlitellm_settings:\n  budget_enforcement: strict\n"
+	r := newRig(t, rigSpec{name: "regenkeep", postgres: true, redis: true})
+	r.start(t, yaml, Options{ResyncInterval: 100 * time.Millisecond, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
+	b := r.start(t, yaml, Options{ResyncInterval: time.Hour, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
+	const key = "sk-probe-regenkeep"
+	hash := r.key(t, key, `"max_budget": 1`)
+	for range 3 {
+		if code, body := send(t, r.urls[1]+"/v1/chat/completions", key, chat3); code != 200 {
+			t.Fatal(code, body)
+		}
+	}
+	resync := func() {
+		t.Helper()
+		n := b.resyncSeq.Load()
+		if _, ok := within(time.Minute, func() bool {
+			select {
+			case b.resyncKick <- struct{}{}:
+			default:
+			}
+			return b.resyncDone.Load() > n
+		}); !ok {
+			t.Fatal("B's resync did not complete in a minute")
+		}
+	}
+	resync()
+	c := r.client(t)
+	ctx := context.Background()
+	spent := func() int64 {
+		v, _ := strconv.ParseInt(c.HGet(ctx, r.budget("key", hash), "spent").Val(), 10, 64)
+		return v
+	}
+	before := spent()
+	if before <= 0 {
+		t.Fatalf("Redis has no spend for the key: %v", c.HGetAll(ctx, r.budget("key", hash)).Val())
+	}
+	last := key
+	for _, next := range []string{"sk-probe-regenkeep-2", "sk-probe-regenkeep-3"} {
+		if code, body := send(t, r.urls[0]+"/key/regenerate", "sk-1234", `{"key": "`+last+`", "new_key": "`+next+`"}`); code != 200 {
+			t.Fatal(code, body)
+		}
+		last = next
+	}
+	resync()
+	if got := spent(); got < before {
+		t.Fatalf("B's resync of the regenerates removed the account's Redis spend: %d before, %d after", before, got)
+	}
+	a, ok := b.book.Lookup(store.KindKey, hash)
+	if !ok || a.Spent() <= 0 {
+		t.Fatalf("B dropped the regenerated key's account (in the book: %v)", ok)
+	}
+	if code, body := send(t, r.urls[1]+"/v1/chat/completions", last, chat3); code != 200 {
+		t.Fatal(code, body)
+	}
+	if got := spent(); got <= before {
+		t.Fatalf("B's request on the regenerated key did not book on its account's Redis hash: %d, was %d", got, before)
+	}
+}
