@@ -170,3 +170,63 @@ func TestProbeRegenerateNotForgottenOnResync(t *testing.T) {
 		t.Fatalf("B's request on the regenerated key did not book on its account's Redis hash: %d, was %d", got, before)
 	}
 }
+
+// TestProbeInflightSettleAfterKeyDelete: one replica on PostgreSQL and
+// Redis. A request of a key (its user budgeted too) is in flight when the
+// key is deleted. Its settle finds the key's Redis hash gone: the user's
+// hash must get its spend (and the user's stored spend too), and the
+// deleted key's hash must stay gone (a key made again with the secret
+// would count the deleted key's spend), also once the replica has stopped
+// (its carries done).
+func TestProbeInflightSettleAfterKeyDelete(t *testing.T) {
+	r, s, up, release, c := leaseRig(t, "  budget_allotments: false\nlitellm_settings:\n  budget_enforcement: strict\n")
+	if code, body := send(t, r.urls[0]+"/user/new", "sk-1234", `{"user_id": "probe-inflight-user", "max_budget": 1}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	const key = "sk-probe-inflight"
+	hash := r.key(t, key, `"max_budget": 1, "user_id": "probe-inflight-user"`)
+	if code, body := send(t, r.urls[0]+"/v1/chat/completions", key, chat3); code != 200 {
+		t.Fatal(code, body)
+	}
+	done := make(chan int, 1)
+	go func() {
+		code, _ := send(t, r.urls[0]+"/v1/chat/completions", key, `{"model":"gpt-4","max_tokens":3,"messages":[{"role":"user","content":"hold"}]}`)
+		done <- code
+	}()
+	if _, ok := within(time.Minute, func() bool { return up.arrived.Load() >= 1 }); !ok {
+		t.Fatal("the held request never reached the upstream")
+	}
+	if code, body := send(t, r.urls[0]+"/key/delete", "sk-1234", `{"keys": ["`+key+`"]}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	ctx := context.Background()
+	if n := c.Exists(ctx, r.budget("key", hash)).Val(); n != 0 {
+		t.Fatalf("the deleted key's Redis hash is still there: %v", c.HGetAll(ctx, r.budget("key", hash)).Val())
+	}
+	release()
+	if code := <-done; code != 200 {
+		t.Fatalf("the request in flight: %d", code)
+	}
+	r.flush()
+	// The settle found the key's hash gone: what it owes Redis is taken by
+	// the sweep after a heartbeat; the stop then waits for its carries.
+	if _, ok := within(time.Minute, func() bool { return s.shared.Owed() == 0 }); !ok {
+		t.Fatal("the owed spend was never swept")
+	}
+	r.stops[0]() // graceful: its writer and Redis carries are done
+	u, err := r.st.GetUser(ctx, "probe-inflight-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	userRedis, _ := strconv.ParseInt(c.HGet(ctx, r.budget("user", "probe-inflight-user"), "spent").Val(), 10, 64)
+	t.Logf("user stored spend %v, Redis %d; key hash %v", u.Spend, userRedis, c.HGetAll(ctx, r.budget("key", hash)).Val())
+	if u.Spend < 0.0006-1e-9 {
+		t.Fatalf("the user's stored spend %v lacks the request in flight at the deletion (want 2 requests' 0.0006)", u.Spend)
+	}
+	if userRedis < 600000 {
+		t.Fatalf("the user's Redis spend %d lacks the request in flight at the deletion", userRedis)
+	}
+	if n := c.Exists(ctx, r.budget("key", hash)).Val(); n != 0 {
+		t.Fatalf("the deleted key's Redis hash came back (its in-flight request's carry): %v", c.HGetAll(ctx, r.budget("key", hash)).Val())
+	}
+}
