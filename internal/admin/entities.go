@@ -340,6 +340,7 @@ func (a *API) userDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 		}
 		created[i] = u.CreatedAt
 	}
+	a.flushQueued() // the keys the store deletes with her
 	for i, id := range req.UserIDs {
 		// The store deletes the user's keys with it (as LiteLLM does) and
 		// takes her out of her teams, in one transaction; this replica

@@ -345,9 +345,7 @@ func (a *API) keyDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	// Spend queued here under these keys' hashes goes to their records
 	// now: written after the deletion, it would land on a key made again
 	// with one of their secrets.
-	if a.flushSpend != nil {
-		a.flushSpend()
-	}
+	a.flushQueued()
 	deleted := make([]string, 0, len(targets))
 	for i, k := range targets {
 		if err := a.store.DeleteKey(r.Context(), k.TokenHash); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -363,6 +361,16 @@ func (a *API) keyDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		}
 	}
 	return writeJSON(w, map[string]any{"deleted_keys": deleted})
+}
+
+// flushQueued writes the spend this replica has queued before keys are
+// deleted (/key/delete, and a user's, team's or organisation's deletion,
+// which takes their keys): written after, spend queued under a key's hash
+// would land on a key made again with its secret.
+func (a *API) flushQueued() {
+	if a.flushSpend != nil {
+		a.flushSpend()
+	}
 }
 
 // forgetKey drops a deleted key's budget account here and on Redis

@@ -369,6 +369,7 @@ func (a *API) orgDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		}
 		deleted = append(deleted, a.orgResponse(r.Context(), o))
 	}
+	a.flushQueued() // the keys the store deletes with their teams
 	for _, id := range req.OrganizationIDs {
 		for _, t := range a.orgTeams(id) {
 			if err := a.store.DeleteTeam(r.Context(), t.TeamID); err != nil && !errors.Is(err, store.ErrNotFound) {

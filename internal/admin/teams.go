@@ -885,6 +885,7 @@ func (a *API) teamDelete(w http.ResponseWriter, r *http.Request, p *auth.Princip
 			return err
 		}
 	}
+	a.flushQueued() // the keys the store deletes with the teams
 	for i, id := range req.TeamIDs {
 		// The store deletes the team's keys with it (as LiteLLM does);
 		// this replica forgets them before the team, so a blocked team's

@@ -1084,6 +1084,14 @@ func (s *Server) forgetDeletedKeys(ctx context.Context, gone []*store.Key, chang
 		if err != nil || used {
 			continue // kept: the next deletion of a key on it drops it
 		}
+		if _, ok := s.snap.Key(acct); ok {
+			// A key made again with the hash since: the deleting replica
+			// removed the deleted key's Redis hash, which has had the new
+			// key's spend only since; this replica's account, the deleted
+			// key's, goes alone.
+			s.book.Forget(store.KindKey, acct)
+			continue
+		}
 		admin.ForgetKey(ctx, s.book, s.shared, s.log, k)
 	}
 }
