@@ -91,7 +91,7 @@ func (s *DB) moveSpendChunk(ctx context.Context) (int, error) {
 	if b.rows == 0 {
 		return 0, nil
 	}
-	if _, err := tx.ExecContext(ctx, spendBlockInsert, int64(b.rows), b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.data); err != nil {
+	if _, err := tx.ExecContext(ctx, spendBlockInsert, int64(b.rows), b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.summaryBytes(), b.data); err != nil {
 		return 0, err
 	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM spend_logs WHERE request_id IN
