@@ -88,9 +88,9 @@ type spendBlock struct {
 	rows                   int
 	minStarted, maxStarted int64
 	minEnded, maxEnded     int64
-	ids, attrs             []byte // Bloom filters
-	data                   []byte // the rows, encoded
-	sum                    spendSummary
+	ids, attrs             []byte        // Bloom filters
+	data                   []byte        // the rows, encoded
+	sum                    *spendSummary // the writer's; nil until a row is added
 }
 
 // spendSummary is a block's summary as the writer builds it: the
@@ -173,7 +173,12 @@ func (s *spendSummary) bytes() []byte {
 }
 
 // summaryBytes is b's summary as stored.
-func (b *spendBlock) summaryBytes() []byte { return b.sum.bytes() }
+func (b *spendBlock) summaryBytes() []byte {
+	if b.sum == nil {
+		return (&spendSummary{}).bytes()
+	}
+	return b.sum.bytes()
+}
 
 // setSummary rebuilds b's summary state from a stored summary of b.rows
 // rows (the open block read back); false if it does not decode.
@@ -200,7 +205,7 @@ func (b *spendBlock) setSummary(stored []byte) bool {
 		return false
 	}
 	s.rows = append([]byte(nil), stored[v.rows:]...)
-	b.sum = s
+	b.sum = &s
 	return true
 }
 
@@ -287,6 +292,9 @@ func (b *spendBlock) addTexts(l *store.SpendLog, t spendTexts) {
 	}
 	b.rows++
 	b.data = appendSpendRow(b.data, l, t)
+	if b.sum == nil {
+		b.sum = &spendSummary{}
+	}
 	b.sum.add(l, started)
 	filterAdd(b.ids, 0, l.RequestID)
 	if l.ResponseID != "" {
