@@ -40,14 +40,19 @@ import (
 //     newest blocks until the next block's newest row is older than the
 //     page's last row: a first page costs one or two blocks' data
 //     whatever the log's size; page n costs about n pages' blocks.
-//   - Filtered, the total needs every candidate block's rows: C blocks'
-//     data read (one statement each) and walked row by row, only the
-//     fields the filter compares looked at and nothing copied
-//     (spendRowView); only the rows of the page are decoded in full.
-//     A filter that many blocks hold (a key used all day) walks about the
-//     whole log in its time range: a filtered listing costs like a count
-//     over a table without an index on that column, which the listing's
-//     time bounds narrow.
+//   - Filtered by key, user, team, end user, model group or status (and
+//     time), not by call id or tag: every block's summary in the range is
+//     read (about 12 bytes a row, spendblock.go; 64 blocks a statement)
+//     and walked, which gives the exact total and the started_at of the
+//     page's last row; then only the blocks holding a matching row at or
+//     after it are decoded for the page (listSpendSummaries). A key used
+//     all day still costs a walk of the whole range's summaries: about
+//     1/15 of its data.
+//   - Filtered by call id, answer id or tag, the total needs every
+//     candidate block's rows: C blocks' data read (one statement each)
+//     and walked row by row, only the fields the filter compares looked
+//     at and nothing copied (spendRowView); only the rows of the page are
+//     decoded in full.
 //
 // SQLite's one connection is held for one block at a time (its data is
 // walked in the driver's buffer, sql.RawBytes), never for the listing: the

@@ -90,3 +90,28 @@ func TestSpendSummaryCorruptIsAnError(t *testing.T) {
 		})
 	}
 }
+
+// TestSpendSummaryReadsOnlyPageBlocks: a listing by status reads the data
+// of the blocks holding its page only: an older block whose data is
+// garbage is counted from its summary (the total is exact), and fails the
+// listing once its rows are on the page.
+func TestSpendSummaryReadsOnlyPageBlocks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rows := randomListedRows(rand.New(rand.NewPCG(3, 4)), 60)
+	slices.SortStableFunc(rows, byStarted)
+	s := blockStore(t, rows, 20) // block 1 the oldest rows, block 3 the newest
+	if err := sqlstore.Exec(ctx, s, `UPDATE spend_blocks SET data = x'ffffffffffffffffffffff' WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	f := store.SpendFilter{Status: "success", Page: store.Page{Size: 2}}
+	ids, _, want := referenceList(rows, f)
+	got, total, err := s.ListSpendLogs(ctx, f)
+	if err != nil || total != want || len(got) != len(ids) || got[0].RequestID != ids[0] {
+		t.Fatalf("first page: %d rows, total %d, %v; want %v, total %d", len(got), total, err, ids, want)
+	}
+	f.Size = 1000
+	if got, total, err := s.ListSpendLogs(ctx, f); err == nil || !strings.Contains(err.Error(), "spend block 1") {
+		t.Fatalf("every row: %d rows, total %d, error %v; want an error naming spend block 1", len(got), total, err)
+	}
+}
