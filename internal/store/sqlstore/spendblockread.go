@@ -27,7 +27,8 @@ import (
 //   - One statement reads every block's small columns (id, row count,
 //     started range and the Bloom filter the query needs) whose range
 //     meets [From, To), newest
-//     max_started first (index spend_blocks_started): B rows of under 50
+//     max_started first (index spend_blocks_started, which holds the
+//     range and the row count: no table row read): B rows of under 50
 //     bytes, or 1.3 kB with the id filter, 5.2 kB with the attribute
 //     filter; never the data (about 100 kB a block of rows without
 //     content).
