@@ -5,7 +5,11 @@
 -- a block is one entry for hundreds of rows. Each block keeps the range of
 -- its rows' started_at and ended_at (Unix microseconds) and two Bloom
 -- filters (call and answer ids; keys, users, teams, end users, model groups
--- and tags) that let a listing and the replay check skip it. PostgreSQL
+-- and tags) that let a listing and the replay check skip it, and a summary
+-- (each row's key, user, team, end user, model group, status and
+-- started_at, against small dictionaries) that lets a filtered listing
+-- count and place rows without reading the data; it comes before data,
+-- which SQLite then does not read for it. PostgreSQL
 -- keeps writing spend_logs (its rows cost its own process, not the
 -- gateway's); the table is created there too so that both engines run one
 -- schema, and stays empty.
@@ -19,9 +23,14 @@ CREATE TABLE spend_blocks (
     max_ended   BIGINT NOT NULL,
     ids         BYTEA NOT NULL,
     attrs       BYTEA NOT NULL,
+    summary     BYTEA NOT NULL,
     data        BYTEA NOT NULL
 );
-CREATE INDEX spend_blocks_started ON spend_blocks (max_started);
+-- The listing's first statement (sqlstore/spendblockread.go) reads every
+-- block's started range and row count in its time range: the index holds
+-- them, so that it reads no table row (a block's row is a leaf page or
+-- more of its own).
+CREATE INDEX spend_blocks_started ON spend_blocks (max_started, min_started, row_count, format);
 CREATE INDEX spend_blocks_ended ON spend_blocks (max_ended);
 
 -- +goose Down

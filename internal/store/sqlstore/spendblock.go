@@ -38,6 +38,20 @@ import (
 // response (nullable); cache_key (text); saved_cost (float); guardrails,
 // error_information (nullable). The nullable ones hold the same JSON text
 // a spend_logs column would (tagsText, metadataText, rawText, errorText).
+//
+// A block's summary (column summary, before data so that SQLite reads it
+// without the data's overflow pages) lets a listing filtered by key, user,
+// team, end user, model group or status decide each row's match, the
+// total and the page's candidates without the data (spendblockread.go):
+//
+//	five dictionaries, in the order key_hash, user_id, team_id, end_user,
+//	model_group: uvarint count, then each distinct value (text), in the
+//	order of first use (the empty string is a value like any other);
+//	then per row, in the data's order: the five values as uvarint indexes
+//	into their dictionaries, status (integer), started_at (integer: the
+//	difference from the row before, the first row's from 0).
+//
+// Its row count is the block's row_count.
 const spendBlockFormat = 1
 
 // A block takes rows until it holds spendBlockRows of them or
@@ -74,8 +88,175 @@ type spendBlock struct {
 	rows                   int
 	minStarted, maxStarted int64
 	minEnded, maxEnded     int64
-	ids, attrs             []byte // Bloom filters
-	data                   []byte // the rows, encoded
+	ids, attrs             []byte        // Bloom filters
+	data                   []byte        // the rows, encoded
+	sum                    *spendSummary // the writer's; nil until a row is added
+}
+
+// spendSummary is a block's summary as the writer builds it: the
+// dictionaries and the rows' part, joined by bytes().
+type spendSummary struct {
+	dicts       [spendSummaryDicts]spendDict
+	rows        []byte
+	lastStarted int64
+}
+
+// spendSummaryDicts is how many dictionaries a summary has (key, user,
+// team, end user, model group).
+const spendSummaryDicts = 5
+
+// spendDict is one of a summary's dictionaries.
+type spendDict struct {
+	vals []string
+	idx  map[string]uint64 // built once vals outgrows a linear search
+	last uint64            // the index found last (rows repeat values)
+}
+
+// index returns v's index, added if new.
+func (d *spendDict) index(v string) uint64 {
+	if d.last < uint64(len(d.vals)) && d.vals[d.last] == v {
+		return d.last
+	}
+	if d.idx == nil {
+		for i, e := range d.vals {
+			if e == v {
+				d.last = uint64(i)
+				return d.last
+			}
+		}
+		if len(d.vals) >= 16 {
+			d.idx = make(map[string]uint64, 2*len(d.vals))
+			for i, e := range d.vals {
+				d.idx[e] = uint64(i)
+			}
+		}
+	}
+	if i, ok := d.idx[v]; ok {
+		d.last = i
+		return i
+	}
+	d.last = uint64(len(d.vals))
+	d.vals = append(d.vals, v)
+	if d.idx != nil {
+		d.idx[v] = d.last
+	}
+	return d.last
+}
+
+// add appends a row's part of the summary.
+func (s *spendSummary) add(l *store.SpendLog, started int64) {
+	rows := s.rows // one write of the field (a write barrier) a row, not seven
+	for i, v := range [spendSummaryDicts]string{l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup} {
+		rows = binary.AppendUvarint(rows, s.dicts[i].index(v))
+	}
+	rows = binary.AppendVarint(rows, int64(l.Status))
+	s.rows = binary.AppendVarint(rows, started-s.lastStarted)
+	s.lastStarted = started
+}
+
+// bytes is the summary as stored.
+func (s *spendSummary) bytes() []byte {
+	n := len(s.rows)
+	for i := range s.dicts {
+		n += 1 + len(s.dicts[i].vals)
+		for _, v := range s.dicts[i].vals {
+			n += len(v) + 1
+		}
+	}
+	out := make([]byte, 0, n+8)
+	for i := range s.dicts {
+		out = binary.AppendUvarint(out, uint64(len(s.dicts[i].vals)))
+		for _, v := range s.dicts[i].vals {
+			out = appendText(out, v)
+		}
+	}
+	return append(out, s.rows...)
+}
+
+// summaryBytes is b's summary as stored.
+func (b *spendBlock) summaryBytes() []byte {
+	if b.sum == nil {
+		return (&spendSummary{}).bytes()
+	}
+	return b.sum.bytes()
+}
+
+// setSummary rebuilds b's summary state from a stored summary of b.rows
+// rows (the open block read back); false if it does not decode.
+func (b *spendBlock) setSummary(stored []byte) bool {
+	var v spendSummaryView
+	if !v.parse(stored, b.rows) {
+		return false
+	}
+	s := spendSummary{}
+	for i := range s.dicts {
+		for _, sp := range v.dicts[i] {
+			s.dicts[i].index(string(sp.of(stored)))
+		}
+	}
+	var r spendSummaryRow
+	n := 0
+	for p := v.rows; p < len(stored); n++ {
+		if p = r.read(stored, p, s.lastStarted); p < 0 {
+			return false
+		}
+		s.lastStarted = r.started
+	}
+	if n != b.rows {
+		return false
+	}
+	s.rows = append([]byte(nil), stored[v.rows:]...)
+	b.sum = &s
+	return true
+}
+
+// spendSummaryView is a stored summary's dictionaries (spans of its
+// bytes) and where its rows begin.
+type spendSummaryView struct {
+	dicts [spendSummaryDicts][]span
+	rows  int
+}
+
+// parse reads the dictionaries of sum; false if they do not decode. The
+// rows are not walked (spendSummaryRow.read).
+func (v *spendSummaryView) parse(sum []byte, rows int) bool {
+	p := 0
+	for i := range v.dicts {
+		var n uint64
+		if n, p = uvarintAt(sum, p); p < 0 || n > uint64(len(sum)) || (n == 0 && rows > 0) {
+			return false
+		}
+		v.dicts[i] = v.dicts[i][:0]
+		for range n {
+			var sp span
+			if sp, p = textAt(sum, p); p < 0 {
+				return false
+			}
+			v.dicts[i] = append(v.dicts[i], sp)
+		}
+	}
+	v.rows = p
+	return true
+}
+
+// spendSummaryRow is one row of a summary.
+type spendSummaryRow struct {
+	idx     [spendSummaryDicts]uint64
+	status  int64
+	started int64
+}
+
+// read reads the row at sum[p:] given the started_at of the row before
+// (0 for the first): the offset after it, or -1 if it does not decode.
+func (r *spendSummaryRow) read(sum []byte, p int, prevStarted int64) int {
+	for i := range r.idx {
+		r.idx[i], p = uvarintAt(sum, p)
+	}
+	r.status, p = varintAt(sum, p)
+	var d int64
+	d, p = varintAt(sum, p)
+	r.started = prevStarted + d
+	return p
 }
 
 // newSpendBlock returns an empty block with empty filters.
@@ -115,6 +296,10 @@ func (b *spendBlock) addTexts(l *store.SpendLog, t spendTexts) {
 		b.data = growBlockData(b.data)
 	}
 	b.data = appendSpendRow(b.data, l, t)
+	if b.sum == nil {
+		b.sum = &spendSummary{}
+	}
+	b.sum.add(l, started)
 	filterAdd(b.ids, 0, l.RequestID)
 	if l.ResponseID != "" {
 		filterAdd(b.ids, 0, l.ResponseID)

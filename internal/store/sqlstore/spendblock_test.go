@@ -247,3 +247,36 @@ func TestSpendBlockFilterBitsUnchanged(t *testing.T) {
 		t.Error("a reset block holds other data or filters than a new one")
 	}
 }
+
+// BenchmarkSpendBlockAdd is a block's add per row (a row as the gateway
+// writes it, with an answer id and all five summary values), and
+// "summary" the summary's share of it: the dictionaries and the row's
+// part, and the summary's bytes as the writer stores them once a row.
+func BenchmarkSpendBlockAdd(b *testing.B) {
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	rows := make([]store.SpendLog, spendBlockRows)
+	for i := range rows {
+		rows[i] = store.SpendLog{RequestID: fmt.Sprintf("r%09d", i), ResponseID: fmt.Sprintf("chatcmpl-%09d", i), CallType: "acompletion",
+			KeyHash: fmt.Sprintf("key-%02d", i%40), UserID: "u", TeamID: "t", ModelGroup: "gpt-4", PromptTokens: 10, CompletionTokens: 8,
+			Cost: 0.0001, Status: 200, StartedAt: at.Add(time.Duration(i) * time.Millisecond), EndedAt: at.Add(time.Duration(i) * time.Millisecond)}
+	}
+	b.Run("add", func(b *testing.B) {
+		for b.Loop() {
+			blk := newSpendBlock()
+			for i := range rows {
+				blk.add(&rows[i])
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
+	})
+	b.Run("summary", func(b *testing.B) {
+		for b.Loop() {
+			var s spendSummary
+			for i := range rows {
+				s.add(&rows[i], micros(rows[i].StartedAt))
+			}
+			_ = s.bytes()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
+	})
+}

@@ -16,8 +16,8 @@ func StoreSpendBlocks(ctx context.Context, s *DB, rows []store.SpendLog, perBloc
 		if b.rows == 0 {
 			return nil
 		}
-		_, err := s.db.ExecContext(ctx, `INSERT INTO spend_blocks (format, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, data)
-			VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8)`, b.rows, b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.data)
+		_, err := s.db.ExecContext(ctx, `INSERT INTO spend_blocks (format, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, summary, data)
+			VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8, $9)`, b.rows, b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.summaryBytes(), b.data)
 		b = newSpendBlock()
 		return err
 	}

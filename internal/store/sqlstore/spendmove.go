@@ -122,7 +122,7 @@ func (s *DB) moveSpendChunk(ctx context.Context, after int64) (int, int64, error
 	if b.rows == 0 {
 		return 0, 0, nil
 	}
-	if _, err := tx.ExecContext(ctx, spendBlockInsert, int64(b.rows), b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.data); err != nil {
+	if _, err := tx.ExecContext(ctx, spendBlockInsert, int64(b.rows), b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.summaryBytes(), b.data); err != nil {
 		return 0, 0, err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM spend_logs_move`); err != nil {

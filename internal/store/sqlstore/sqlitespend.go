@@ -80,17 +80,17 @@ type sqliteSpendStmts struct {
 // candidates are the open block and at most the one before it.
 const (
 	// spendBlockOpen is the newest block if it takes more rows.
-	spendBlockOpen = `SELECT id, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, data FROM spend_blocks
+	spendBlockOpen = `SELECT id, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, summary, data FROM spend_blocks
 	WHERE id = (SELECT max(id) FROM spend_blocks) AND format = 1 AND row_count < 512 AND length(data) < 1048576`
 	// spendBlockCandidates are the blocks whose ended range overlaps
 	// [?1, ?2], with their ranges and id filters.
 	spendBlockCandidates = `SELECT id, min_ended, max_ended, ids FROM spend_blocks WHERE max_ended >= ? AND min_ended <= ?`
 	spendBlockData       = `SELECT data FROM spend_blocks WHERE id = ?`
 	spendDataVersion     = `PRAGMA data_version`
-	spendBlockInsert     = `INSERT INTO spend_blocks (format, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, data)
-	VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)`
+	spendBlockInsert     = `INSERT INTO spend_blocks (format, row_count, min_started, max_started, min_ended, max_ended, ids, attrs, summary, data)
+	VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	spendBlockUpdate = `UPDATE spend_blocks SET row_count = ?, min_started = ?, max_started = ?, min_ended = ?, max_ended = ?,
-	ids = ?, attrs = ?, data = ? WHERE id = ?`
+	ids = ?, attrs = ?, summary = ?, data = ? WHERE id = ?`
 )
 
 // spendReplayDecodes counts the blocks the replay check decoded (tests).
@@ -380,8 +380,10 @@ func (t *sqliteSpendTx) openBlock() (*spendBlock, error) {
 		b.maxEnded, ok[5] = v[5].(int64)
 		b.ids, _ = v[6].([]byte)
 		b.attrs, _ = v[7].([]byte)
-		b.data, ok[6] = v[8].([]byte)
-		if ok != [7]bool{true, true, true, true, true, true, true} || len(b.ids) != spendIDFilterBytes || len(b.attrs) != spendAttrFilterBytes {
+		sum, _ := v[8].([]byte)
+		b.data, ok[6] = v[9].([]byte)
+		if ok != [7]bool{true, true, true, true, true, true, true} || len(b.ids) != spendIDFilterBytes || len(b.attrs) != spendAttrFilterBytes ||
+			!b.setSummary(sum) {
 			b = nil // not what the writer writes: leave it, start another
 		}
 		return nil
@@ -477,7 +479,7 @@ func (t *sqliteSpendTx) storedIDs(rows []store.SpendLog, open *spendBlock, openI
 // writeBlock stores b: an UPDATE of the open block, an INSERT of a new one
 // (b.id is then its id).
 func (t *sqliteSpendTx) writeBlock(b *spendBlock) error {
-	args := []any{int64(b.rows), b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.data}
+	args := []any{int64(b.rows), b.minStarted, b.maxStarted, b.minEnded, b.maxEnded, b.ids, b.attrs, b.summaryBytes(), b.data}
 	if b.id != 0 {
 		_, err := t.execResult(spendBlockUpdate, append(args, b.id))
 		return err
