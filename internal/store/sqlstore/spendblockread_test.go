@@ -293,7 +293,11 @@ func TestSpendBlocksListLikePostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i := range 600 {
+	filters := 600
+	if raceOn {
+		filters = 150
+	}
+	for i := range filters {
 		f := randomSpendFilter(r, rows)
 		if i%50 == 0 {
 			f.Status = "sucess" // refused by both
