@@ -108,6 +108,7 @@ func servePy(t *testing.T, path string, withStore bool) (url string, stop func()
 // Its key is served; any other key, and none, get 401 (the gateway has no
 // master key, and is not open); the workers stop with the server.
 func TestPythonCustomAuthSeed(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyhookDir(t, "seed", seedFile(t, "config.yaml"), urls["up"])
 	url, stop := servePy(t, path, true)
@@ -131,6 +132,7 @@ func TestPythonCustomAuthSeed(t *testing.T) {
 // team litellm-core-infra@gmail.com gets keys; others get 403 with the
 // function's message. (master_key is added: /key/generate needs an admin.)
 func TestPythonKeyGenerateSeed(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	cfgText := seedFile(t, "config_key_generate.yaml") + "  master_key: sk-1234\n"
 	path := pyhookDir(t, "seed", cfgText, urls["up"])
@@ -167,6 +169,7 @@ general_settings:
 // are served by a replacement. Prints to stdout do not confuse the pool.
 // Nothing gets through.
 func TestPythonHookFailuresAreClosed(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	chat := `{"model": "openai-model", "messages": [{"role": "user", "content": "hi"}]}`
 	tests := []struct {
@@ -201,6 +204,7 @@ func TestPythonHookFailuresAreClosed(t *testing.T) {
 // with the traceback; a missing interpreter stops it naming the hook and
 // the cel and webhook forms.
 func TestPythonHookStartErrors(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		custom, extra, want string
 	}{

@@ -52,6 +52,7 @@ general_settings:
 // Regression test for #32: the comment above describes the defect as it was
 // before the fix.
 func TestPythonAuthInfiniteBudgetIsNoLimit(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
@@ -79,6 +80,7 @@ async def auth(request, api_key):
 // Regression test for #32: the comment above describes the defect as it was
 // before the fix.
 func TestPythonHookLongPrintLineDoesNotBlock(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
@@ -114,6 +116,7 @@ async def auth(request, api_key):
 // Regression test for #32: the comment above describes the defect as it was
 // before the fix.
 func TestPythonKeyGenerateNoneDecisionRefuses(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
@@ -152,6 +155,7 @@ async def keygen(data):
 // Regression test for #32: the comment above describes the defect as it was
 // before the fix.
 func TestPythonAuthWholeFloatLimitAccepted(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
@@ -177,6 +181,7 @@ async def auth(request, api_key):
 // Regression test for #32: the comment above describes the defect as it was
 // before the fix.
 func TestPythonAuthImportsLitellmUserRoles(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth, LitellmUserRoles
 
@@ -199,6 +204,7 @@ async def auth(request, api_key):
 // Regression test for #32: the comment above describes the defect as it was
 // before the fix.
 func TestPythonAuthExceptionStatusHonoured(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth, ProxyException
 
@@ -230,6 +236,7 @@ async def auth(request: Request, api_key: str):
 // Regression test for #32: the comment above describes the defect as it was
 // before the fix.
 func TestPythonAuthSeesExactBodyBytes(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `import hashlib
 from litellm.proxy._types import UserAPIKeyAuth
@@ -260,6 +267,7 @@ async def auth(request, api_key):
 // Regression test for #32: the comment above describes the defect as it was
 // before the fix.
 func TestPythonAuthCacheIsPerRoute(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
@@ -297,6 +305,7 @@ async def auth(request, api_key):
 // Regression test for #32: the comment above describes the defect as it was
 // before the fix.
 func TestPythonAuthSeesClientAddress(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 
@@ -320,6 +329,7 @@ async def auth(request, api_key):
 // (401); anything else is LiteLLM's 401 "Authentication Error, ..."; a
 // non-whole integer limit and a NaN are refusals, at once, not timeouts.
 func TestPythonAuthRefusalStatuses(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from fastapi import HTTPException
 from litellm.proxy._types import UserAPIKeyAuth, ProxyException
@@ -364,6 +374,7 @@ async def auth(request, api_key):
 // (403) if not truthy; an HTTPException keeps its status, another
 // exception is a 400.
 func TestPythonKeyGenerateDecisionTruthiness(t *testing.T) {
+	t.Parallel()
 	urls, _ := upstreams(t, "up")
 	path := pyRegressDir(t, `from litellm.proxy._types import UserAPIKeyAuth
 

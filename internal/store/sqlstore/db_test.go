@@ -25,7 +25,7 @@ func TestSQLite(t *testing.T) {
 }
 
 // TestPostgres runs the suite on the PostgreSQL named by
-// TOLLGATE_TEST_POSTGRES_URL, each test in a schema of its own.
+// TOLLGATE_TEST_POSTGRES_URL, each test in a database of its own (a copy of a migrated template).
 func TestPostgres(t *testing.T) {
 	t.Parallel()
 	base := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
