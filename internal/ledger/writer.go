@@ -32,6 +32,7 @@ type Writer struct {
 
 	mu      sync.Mutex
 	queue   []store.SpendLog
+	sliced  bool // queue does not start at its array's start (dropWritten)
 	resets  []reset
 	wake    chan struct{}
 	flushes chan chan struct{}
@@ -180,22 +181,33 @@ func (w *Writer) flushAll(deadline time.Duration) {
 // more, for every batch (≈ 0.9 KB a request). The written rows are
 // cleared, so that the array keeps no row's strings, tags or content
 // alive. A longer backlog is sliced off as before (no copy of it per
-// batch), and an array grown past keepQueueRows rows is let go once
-// empty, so that a burst does not keep its memory.
+// batch). An array grown past keepQueueRows rows, or one the queue was
+// sliced along (whose size the queue's capacity no longer shows), is let
+// go at the first flush that leaves no more rows than it wrote, the rows
+// left copied into one of a batch's size: rows arrive during nearly every
+// write under load, so an array kept until the queue is empty would keep
+// a burst's memory for as long as the traffic lasts.
 //
 // The store has the batch (a prefix of the queue's array) only for its
 // ApplySpend call: no store keeps it (they copy what they keep).
 func (w *Writer) dropWritten(n int) {
-	if rest := len(w.queue) - n; rest <= n {
+	rest := len(w.queue) - n
+	switch {
+	case rest > n:
+		clear(w.queue[:n])
+		w.queue = w.queue[n:]
+		w.sliced = true
+	case w.sliced || cap(w.queue) > keepQueueRows:
+		var q []store.SpendLog // an empty queue of a grown array: none
+		if rest > 0 || cap(w.queue) <= keepQueueRows {
+			q = make([]store.SpendLog, rest, max(rest, min(n, keepQueueRows)))
+			copy(q, w.queue[n:])
+		}
+		w.queue, w.sliced = q, false
+	default:
 		copy(w.queue, w.queue[n:])
 		clear(w.queue[rest:])
 		w.queue = w.queue[:rest]
-	} else {
-		clear(w.queue[:n])
-		w.queue = w.queue[n:]
-	}
-	if len(w.queue) == 0 && cap(w.queue) > keepQueueRows {
-		w.queue = nil
 	}
 }
 
