@@ -168,7 +168,7 @@ func BenchmarkEnqueue(b *testing.B) {
 		w.Enqueue(l)
 		if n++; n == w.MaxBatch { // the writer takes a full batch away, as Run does
 			w.mu.Lock()
-			w.queue = nil
+			w.dropWritten(n)
 			w.mu.Unlock()
 			n = 0
 		}

@@ -45,7 +45,23 @@ func BenchmarkChatHandlerContent(b *testing.B) {
 // handler and a key whose budget never binds.
 func benchGateway(b *testing.B, extra string) (http.Handler, string) {
 	b.Helper()
-	cfg, err := config.Parse("b.yaml", []byte("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"+extra))
+	h := benchServe(b, "model_list:\n  - model_name: demo\n    litellm_params: {model: demo/demo}\n    model_info: {id: demo}\ngeneral_settings:\n  master_key: sk-1234\n"+extra)
+	req := httptest.NewRequest("POST", "/key/generate", strings.NewReader(`{"max_budget": 1000000}`))
+	req.Header.Set("Authorization", "Bearer sk-1234")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var out struct{ Key string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != 200 {
+		b.Fatalf("/key/generate: %d %s", rec.Code, rec.Body)
+	}
+	return h, out.Key
+}
+
+// benchServe runs a server of the config text on SQLite (stopped when
+// the benchmark ends) and returns its handler.
+func benchServe(b *testing.B, yaml string) http.Handler {
+	b.Helper()
+	cfg, err := config.Parse("b.yaml", []byte(yaml))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -66,16 +82,7 @@ func benchGateway(b *testing.B, extra string) (http.Handler, string) {
 	done := make(chan struct{})
 	go func() { _ = srv.Serve(ctx, ln); close(done) }()
 	b.Cleanup(func() { stop(); <-done })
-	h := srv.Handler()
-	req := httptest.NewRequest("POST", "/key/generate", strings.NewReader(`{"max_budget": 1000000}`))
-	req.Header.Set("Authorization", "Bearer sk-1234")
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	var out struct{ Key string }
-	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != 200 {
-		b.Fatalf("/key/generate: %d %s", rec.Code, rec.Body)
-	}
-	return h, out.Key
+	return srv.Handler()
 }
 
 // benchChat runs the chat benchmark with general settings added.

@@ -576,7 +576,10 @@ type Store interface {
 	// ApplySpend writes a batch in one transaction: spend_logs rows
 	// (idempotent on request id: a replayed row is not counted again), spend
 	// on keys, users, teams and end users, the daily rollups, and the daily
-	// tag rollups (one per tag of each row).
+	// tag rollups (one per tag of each row). batch is the caller's only
+	// for the call: the spend writer reuses its array for the next rows
+	// once ApplySpend returns, so a store copies whatever it keeps (rows,
+	// not just their strings) and reads nothing of batch after returning.
 	ApplySpend(ctx context.Context, batch []SpendLog) error
 	ListSpendLogs(ctx context.Context, f SpendFilter) ([]SpendLog, int, error)
 	// SpendReport sums the daily rollups by day, group and model, ordered

@@ -99,6 +99,10 @@ type spendSummary struct {
 	dicts       [spendSummaryDicts]spendDict
 	rows        []byte
 	lastStarted int64
+	// lastAttr are the key, user, team, end user and model group the
+	// block's attribute filter last took (addTexts): not stored, empty in
+	// a summary read back, whose next row then adds its values again.
+	lastAttr [spendSummaryDicts]string
 }
 
 // spendSummaryDicts is how many dictionaries a summary has (key, user,
@@ -304,12 +308,18 @@ func (b *spendBlock) addTexts(l *store.SpendLog, t spendTexts) {
 	if l.ResponseID != "" {
 		filterAdd(b.ids, 0, l.ResponseID)
 	}
-	for _, a := range [...]struct {
+	// A value the block's previous row added for the same attribute is in
+	// the filter already (adding an item twice sets the same bits): rows
+	// come in runs of one key, user and model group, and the hash of a
+	// key's 64 hex digits was most of a keyed row's filter cost.
+	last := &b.sum.lastAttr
+	for i, a := range [...]struct {
 		kind byte
 		v    string
 	}{{attrKey, l.KeyHash}, {attrUser, l.UserID}, {attrTeam, l.TeamID}, {attrEndUser, l.EndUser}, {attrModel, l.ModelGroup}} {
-		if a.v != "" {
+		if a.v != "" && a.v != last[i] {
 			filterAdd(b.attrs, a.kind, a.v)
+			last[i] = a.v
 		}
 	}
 	for _, t := range l.RequestTags {

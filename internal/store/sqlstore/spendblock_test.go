@@ -269,6 +269,22 @@ func BenchmarkSpendBlockAdd(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
 	})
+	// keyed: every row of one virtual key (a 64-digit hash) and its user,
+	// as the bench's governed scenario writes them.
+	keyed := make([]store.SpendLog, len(rows))
+	for i := range keyed {
+		keyed[i] = rows[i]
+		keyed[i].KeyHash, keyed[i].UserID, keyed[i].TeamID = fmt.Sprintf("%064x", 7), "bench-user", ""
+	}
+	b.Run("keyed", func(b *testing.B) {
+		for b.Loop() {
+			blk := newSpendBlock()
+			for i := range keyed {
+				blk.add(&keyed[i])
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(keyed)), "ns/row")
+	})
 	b.Run("summary", func(b *testing.B) {
 		for b.Loop() {
 			var s spendSummary
