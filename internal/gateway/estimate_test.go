@@ -103,3 +103,18 @@ func TestCapOutput(t *testing.T) {
 		})
 	}
 }
+
+// TestOutputsLookupAllocatesNothing: the learned output lengths of a
+// (deployment, model) pair are looked up on every request without a key
+// built for it.
+func TestOutputsLookupAllocatesNothing(t *testing.T) {
+	var o outputs
+	o.observe("dep-1", "gpt-4o", 40)
+	if n, ok := o.estimate("dep-1", "gpt-4o"); !ok || n != 40 {
+		t.Fatalf("estimate %d %v, want 40 true", n, ok)
+	}
+	dep, model := "dep-1", "gpt-4o"
+	if n := testing.AllocsPerRun(100, func() { o.observe(dep, model, 30) }); n != 0 {
+		t.Errorf("observe: %.1f allocations, want 0", n)
+	}
+}
