@@ -11,7 +11,7 @@ import (
 // without max_tokens holds a realistic amount in default budget mode rather
 // than the model's whole output ceiling.
 type outputs struct {
-	m sync.Map     // deployment id + "\x00" + upstream model -> *recent
+	m sync.Map     // outputKey -> *recent
 	n atomic.Int64 // entries, bounded: wildcard routes see client-chosen names
 }
 
@@ -26,8 +26,12 @@ type recent struct {
 	seen [32]atomic.Int64 // completion tokens per output; 0: empty
 }
 
+// outputKey is a (deployment id, upstream model) pair: a struct, not the
+// two joined, so that a lookup allocates nothing.
+type outputKey struct{ deployment, model string }
+
 func (o *outputs) stats(deployment, model string, create bool) *recent {
-	k := deployment + "\x00" + model
+	k := outputKey{deployment, model}
 	if v, ok := o.m.Load(k); ok {
 		return v.(*recent)
 	}

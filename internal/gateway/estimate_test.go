@@ -103,3 +103,43 @@ func TestCapOutput(t *testing.T) {
 		})
 	}
 }
+
+// TestOutputsLookupAllocatesNothing: the learned output lengths of a
+// (deployment, model) pair are looked up on every request without a key
+// built for it.
+func TestOutputsLookupAllocatesNothing(t *testing.T) {
+	var o outputs
+	o.observe("dep-1", "gpt-4o", 40)
+	if n, ok := o.estimate("dep-1", "gpt-4o"); !ok || n != 40 {
+		t.Fatalf("estimate %d %v, want 40 true", n, ok)
+	}
+	dep, model := "dep-1", "gpt-4o"
+	if n := testing.AllocsPerRun(100, func() { o.observe(dep, model, 30) }); n != 0 {
+		t.Errorf("observe: %.1f allocations, want 0", n)
+	}
+}
+
+// TestProbeOutputsKeyedByPair: the learned lengths are the pair's own,
+// even for names whose joined form would be alike, and new pairs stop at
+// maxLearned while the known ones go on learning.
+func TestProbeOutputsKeyedByPair(t *testing.T) {
+	var o outputs
+	o.observe("dep\x00a", "b", 100)
+	if n, ok := o.estimate("dep", "a\x00b"); ok {
+		t.Errorf("(dep, a\\x00b) has (dep\\x00a, b)'s estimate %d", n)
+	}
+	if n, ok := o.estimate("dep\x00a", "b"); !ok || n != 100 {
+		t.Errorf("estimate %d %v, want 100 true", n, ok)
+	}
+	for i := int64(1); o.n.Load() < maxLearned; i++ {
+		o.observe("dep", "m"+strconv.FormatInt(i, 10), i)
+	}
+	o.observe("dep", "one too many", 7)
+	if _, ok := o.estimate("dep", "one too many"); ok {
+		t.Error("a pair past maxLearned was learned")
+	}
+	o.observe("dep\x00a", "b", 300)
+	if n, _ := o.estimate("dep\x00a", "b"); n != 300 {
+		t.Errorf("a known pair past the bound: estimate %d, want 300", n)
+	}
+}

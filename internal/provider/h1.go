@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,6 +73,65 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.fallback.RoundTrip(req)
 	}
 	return t.roundTrip(req)
+}
+
+// do is http.Client.Do of a request the lean path takes, on the pool's
+// client (no Jar, no Timeout, redirects never followed): the same answer
+// and the same errors (*url.Error, Op and URL as Client.Do sets them),
+// without the client's per-request work for redirects (a copy of the
+// request's headers and a closure to make it: five allocations a request).
+func (t *h1Transport) do(req *http.Request) (*http.Response, error) {
+	resp, err := t.roundTrip(req)
+	if err != nil {
+		return nil, clientError(req, req, err)
+	}
+	if resp.Body == nil {
+		resp.Body = http.NoBody // never: the lean path always sets one
+	}
+	// Client.Do, for a redirect it would follow, reads Location (and the
+	// body again for 307/308) before asking CheckRedirect, which says to
+	// keep this response: a Location that does not parse is its error.
+	follow := false
+	switch resp.StatusCode {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther:
+		follow = true
+	case http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		follow = req.GetBody != nil || req.Body == nil || req.Body == http.NoBody
+	}
+	if !follow {
+		return resp, nil
+	}
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return resp, nil
+	}
+	if _, err := req.URL.Parse(loc); err != nil {
+		resp.Body.Close()
+		closeBody(req.Body)
+		return nil, clientError(req, resp.Request, fmt.Errorf("failed to parse Location header %q: %v", loc, err))
+	}
+	if (resp.StatusCode == http.StatusTemporaryRedirect || resp.StatusCode == http.StatusPermanentRedirect) && req.GetBody != nil {
+		if _, err := req.GetBody(); err != nil {
+			resp.Body.Close()
+			closeBody(req.Body)
+			return nil, clientError(req, resp.Request, err)
+		}
+	}
+	return resp, nil
+}
+
+// clientError is err as http.Client.Do returns it: a *url.Error whose Op is
+// the method as Client writes it ("Post") and whose URL is at's without a
+// password (the lean path takes no URL with user information).
+func clientError(req, at *http.Request, err error) error {
+	if at == nil {
+		at = req
+	}
+	op := "Get"
+	if m := req.Method; m != "" {
+		op = m[:1] + strings.ToLower(m[1:])
+	}
+	return &url.Error{Op: op, URL: at.URL.String(), Err: err}
 }
 
 // CloseIdleConnections closes the idle connections of both paths.

@@ -388,7 +388,13 @@ func (t *Target) Native(ctx context.Context, method, path string, query url.Valu
 func (t *Target) HasNative() bool { return t.root != "" }
 
 // Do sends req on the target's pooled client.
-func (t *Target) Do(req *http.Request) (*http.Response, error) { return t.client.Do(req) }
+func (t *Target) Do(req *http.Request) (*http.Response, error) {
+	if h1, ok := t.client.Transport.(*h1Transport); ok && t.client.Jar == nil && t.client.Timeout == 0 &&
+		req.URL != nil && req.RequestURI == "" && req.Header != nil && h1.eligible(req) {
+		return h1.do(req)
+	}
+	return t.client.Do(req)
+}
 
 // joinV1 appends path to an OpenAI-compatible base URL. A base with no path
 // (http://host:8000) gets the conventional /v1 prefix; a base with a path

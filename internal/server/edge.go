@@ -75,12 +75,28 @@ func logID(kind store.Kind, id string) string {
 func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
-			if http.NewResponseController(w).SetReadDeadline(time.Now().Add(d)) == nil {
+			if setReadDeadline(w, time.Now().Add(d)) == nil {
 				r.Body = &deadlineBody{ReadCloser: r.Body, w: w, limit: d}
 			}
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// setReadDeadline is http.ResponseController's SetReadDeadline (the same
+// walk through Unwrap) without the controller, which escapes: one
+// allocation on every request with a body.
+func setReadDeadline(w http.ResponseWriter, t time.Time) error {
+	for {
+		switch rw := w.(type) {
+		case interface{ SetReadDeadline(time.Time) error }:
+			return rw.SetReadDeadline(t)
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = rw.Unwrap()
+		default:
+			return http.ErrNotSupported
+		}
+	}
 }
 
 // deadlineBody clears the read deadline at the end of the body and turns
@@ -97,7 +113,7 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF && !b.done:
 		b.done = true
-		_ = http.NewResponseController(b.w).SetReadDeadline(time.Time{})
+		_ = setReadDeadline(b.w, time.Time{})
 	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
 		err = apierror.BodyTimeout(b.limit)
 	}

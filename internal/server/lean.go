@@ -1028,6 +1028,9 @@ func (b *leanBody) Close() error {
 }
 
 func (b *leanBody) discardLocked() {
+	if b.n <= 0 || b.readErr != nil {
+		return // nothing to read: no buffer (it escapes, 4 KiB a request)
+	}
 	var buf [4096]byte
 	for b.n > 0 && b.readErr == nil {
 		if _, err := b.readLocked(buf[:]); err != nil {
