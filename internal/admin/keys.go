@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -285,10 +286,38 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		updated.Spend = *req.Spend
 	}
 	a.snap.PutKey(&updated)
+	a.forgetModelBudgets(r.Context(), &before, &updated)
 	a.audit(r.Context(), p, "updated", "key", k.TokenHash, before, updated)
 	resp := a.withKeyBudget(keyResponse(&updated, ""), &updated)
 	resp["key"] = saved
 	return writeJSON(w, resp)
+}
+
+// forgetModelBudgets removes from Redis the model budgets (kind
+// key_model) that an update dropped from a key's model_max_budget, as a
+// deletion removes all of them: left, an unused hash stayed a week. The
+// stored spend (budget_spend) stays, so a model budget set again starts
+// from it, reseeded on Redis by its next hold; this replica's book keeps
+// its account.
+func (a *API) forgetModelBudgets(ctx context.Context, before, after *store.Key) {
+	if a.shared == nil || len(before.ModelMaxBudget) == 0 {
+		return
+	}
+	acct := before.Account()
+	var gone []string
+	for m := range before.ModelMaxBudget {
+		if _, ok := after.ModelMaxBudget[m]; !ok {
+			gone = append(gone, acct+"/"+m)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := a.shared.Forget(ctx, store.KindKeyModel, gone...); err != nil {
+		a.log.Warn("dropped model budgets not removed from redis; they expire with their hashes", "err", err)
+	}
 }
 
 // setSpend overwrites an entity's spend in the store and in the ledger.
@@ -386,23 +415,51 @@ func (a *API) forgetKey(ctx context.Context, k *store.Key) {
 // resync brings the deletion (a hold it took on Redis in between, on its
 // older view of the account, would have seeded the hash again).
 func ForgetKey(ctx context.Context, book *ledger.Book, shared *ledger.Shared, log *slog.Logger, k *store.Key) {
-	acct := k.Account()
-	book.Forget(store.KindKey, acct)
+	ForgetKeys(ctx, book, shared, log, []*store.Key{k})
+}
+
+// forgetBatch is how many Redis hashes one ForgetKeys script deletes.
+const forgetBatch = 500
+
+// ForgetKeys is ForgetKey for many keys: one pass over the book, and
+// Redis's hashes deleted forgetBatch to a script (a bulk deletion of
+// thousands of keys makes a few round trips, not one per key).
+func ForgetKeys(ctx context.Context, book *ledger.Book, shared *ledger.Shared, log *slog.Logger, keys []*store.Key) {
+	if len(keys) == 0 {
+		return
+	}
+	accts := make([]string, len(keys))
+	for i, k := range keys {
+		accts[i] = k.Account()
+	}
+	book.Forget(store.KindKey, accts...)
 	if shared == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	err := shared.Forget(ctx, store.KindKey, acct)
-	if err == nil && len(k.ModelMaxBudget) > 0 {
-		models := make([]string, 0, len(k.ModelMaxBudget))
+	var models []string
+	for i, k := range keys {
 		for m := range k.ModelMaxBudget {
-			models = append(models, acct+"/"+m)
+			models = append(models, accts[i]+"/"+m)
 		}
-		err = shared.Forget(ctx, store.KindKeyModel, models...)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second+time.Duration(len(keys)+len(models))*time.Millisecond)
+	defer cancel()
+	var err error
+	for _, set := range []struct {
+		kind store.Kind
+		ids  []string
+	}{{store.KindKey, accts}, {store.KindKeyModel, models}} {
+		for ids := range slices.Chunk(set.ids, forgetBatch) {
+			if err = shared.Forget(ctx, set.kind, ids...); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
 	}
 	if err != nil {
-		log.Warn("deleted key's budget not removed from redis; it expires with its hash", "err", err)
+		log.Warn("deleted keys' budgets not removed from redis; they expire with their hashes", "keys", len(keys), "err", err)
 	}
 }
 

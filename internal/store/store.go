@@ -504,6 +504,10 @@ type Store interface {
 	// a forwarding in key_replacements. A new key with that hash would
 	// share the regenerated key's budget account and late spend.
 	HashReplaced(ctx context.Context, hash string) (bool, error)
+	// HashesReplaced is HashReplaced for many hashes at once: the set of
+	// those the store knows as replaced, read in a few bounded queries
+	// (a resync after a bulk deletion asks about every deleted key).
+	HashesReplaced(ctx context.Context, hashes []string) (map[string]bool, error)
 	DeleteKey(ctx context.Context, hash string) error
 	ListKeys(ctx context.Context, f KeyFilter) ([]*Key, int, error)
 

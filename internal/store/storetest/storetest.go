@@ -215,6 +215,19 @@ func hashReplaced(t *testing.T, s store.Store) {
 			t.Errorf("HashReplaced(%q) = %v, %v; want %v", h, got, err, want)
 		}
 	}
+	// HashesReplaced answers the same, for many hashes at once (more than
+	// one of the SQL store's batches).
+	ask := []string{"second", "other", "first", "first"}
+	for i := range 1200 {
+		ask = append(ask, fmt.Sprintf("absent-%d", i))
+	}
+	got, err := s.HashesReplaced(ctx, ask)
+	if err != nil || len(got) != 1 || !got["first"] {
+		t.Errorf("HashesReplaced = %v, %v; want first alone", got, err)
+	}
+	if got, err := s.HashesReplaced(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("HashesReplaced(nil) = %v, %v; want nothing", got, err)
+	}
 }
 
 func entities(t *testing.T, s store.Store) {
