@@ -258,8 +258,16 @@ type SpendLog struct {
 	ResponseID string `json:"response_id"`
 	// CallType is LiteLLM's name of the operation: acompletion,
 	// atext_completion, aembedding, anthropic_messages.
-	CallType         string    `json:"call_type"`
-	KeyHash          string    `json:"api_key"`
+	CallType string `json:"call_type"`
+	KeyHash  string `json:"api_key"`
+	// KeyCreatedAt is the creation of the key the request authenticated
+	// with (its incarnation; zero: not known, or no key record). The
+	// store adds the row's cost to the key under KeyHash, and to its model
+	// budgets, only while that key is this one: spend of a deleted key in
+	// flight or queued at its deletion stays in the spend log, under the
+	// hash, but is not booked on a key made again with the same secret.
+	// Not a spend log column.
+	KeyCreatedAt     time.Time `json:"-"`
 	UserID           string    `json:"user"`
 	TeamID           string    `json:"team_id"`
 	EndUser          string    `json:"end_user"`

@@ -34,6 +34,7 @@ func Run(t *testing.T, open Opener) {
 		{"HashReplacedKnowsTheBudgetAccount", hashReplaced},
 		{"UsersTeamsEndUsers", entities},
 		{"ApplySpendIsAtomicAndIdempotent", applySpend},
+		{"SpendOfAnEarlierKeyUnderTheHash", spendOfEarlierKey},
 		{"ConcurrentApplySpend", concurrentSpend},
 		{"ManyBatchesWithReplays", manyBatches},
 		{"BudgetSpendAndReportedUsage", budgetSpend},
@@ -227,6 +228,36 @@ func hashReplaced(t *testing.T, s store.Store) {
 	}
 	if got, err := s.HashesReplaced(ctx, nil); err != nil || len(got) != 0 {
 		t.Errorf("HashesReplaced(nil) = %v, %v; want nothing", got, err)
+	}
+}
+
+// spendOfEarlierKey: a spend row naming the creation of an earlier key
+// under the hash (deleted, and a key made again with its secret) is logged
+// but not booked on the key there now; one naming this key's creation, or
+// none, is.
+func spendOfEarlierKey(t *testing.T, s store.Store) {
+	k := &store.Key{TokenHash: "remade", KeyName: "sk-...made", ModelMaxBudget: map[string]float64{"gpt-4": 5}}
+	if err := s.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	made := k.CreatedAt
+	row := func(id string, keyMade time.Time) store.SpendLog {
+		return store.SpendLog{RequestID: id, KeyHash: "remade", KeyCreatedAt: keyMade, ModelGroup: "gpt-4", Cost: 1,
+			Budgets: []store.BudgetRef{{Kind: store.KindKeyModel, ID: "remade/gpt-4"}}, StartedAt: made, EndedAt: made}
+	}
+	if err := s.ApplySpend(ctx, []store.SpendLog{row("earlier", made.Add(-time.Hour)), row("this", made), row("unknown", time.Time{})}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetKey(ctx, "remade")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spend != 2 {
+		t.Errorf("key spend %v, want 2: the earlier key's row is not this key's", got.Spend)
+	}
+	logs, _, err := s.ListSpendLogs(ctx, store.SpendFilter{KeyHash: "remade", Page: store.Page{Size: 10}})
+	if err != nil || len(logs) != 3 {
+		t.Errorf("spend logs under the hash: %d, %v; want all 3", len(logs), err)
 	}
 }
 
