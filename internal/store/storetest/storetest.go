@@ -35,6 +35,8 @@ func Run(t *testing.T, open Opener) {
 		{"UsersTeamsEndUsers", entities},
 		{"ApplySpendIsAtomicAndIdempotent", applySpend},
 		{"SpendOfAnEarlierKeyUnderTheHash", spendOfEarlierKey},
+		{"ProbeSpendLandsOnTheKeyAsRead", probeSpendOnKeyAsRead},
+		{"ProbeHashesReplacedTakesAnyString", probeHashesReplacedAnyString},
 		{"ConcurrentApplySpend", concurrentSpend},
 		{"ManyBatchesWithReplays", manyBatches},
 		{"BudgetSpendAndReportedUsage", budgetSpend},
@@ -258,6 +260,132 @@ func spendOfEarlierKey(t *testing.T, s store.Store) {
 	logs, _, err := s.ListSpendLogs(ctx, store.SpendFilter{KeyHash: "remade", Page: store.Page{Size: 10}})
 	if err != nil || len(logs) != 3 {
 		t.Errorf("spend logs under the hash: %d, %v; want all 3", len(logs), err)
+	}
+}
+
+// probeSpendOnKeyAsRead: the creation time a request carries
+// (SpendLog.KeyCreatedAt) is the key's as the replica read it - from
+// GetKey, LoadKeys or Changes, or as CreateKey/ReplaceKey left it - with
+// nanoseconds and in any zone: the store's created_at (microseconds) must
+// never be later than it, or every spend of the key would miss it. A
+// regenerated key (ReplaceKey, its CreatedAt kept, as /key/regenerate
+// does) is charged too.
+func probeSpendOnKeyAsRead(t *testing.T, s store.Store) {
+	mark := time.Now().Add(-time.Minute)
+	zone := time.FixedZone("IST", 5*3600+1800)
+	made := time.Date(2026, 3, 4, 5, 6, 7, 999_999_999, zone) // rounds up to the next second, truncates to .999999
+	k := &store.Key{TokenHash: "asread", KeyName: "sk-...read", CreatedAt: made, ModelMaxBudget: map[string]float64{"gpt-4": 5}}
+	if err := s.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	fresh := &store.Key{TokenHash: "asread-now", KeyName: "sk-...now"} // CreatedAt: the store's now
+	if err := s.CreateKey(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string][]time.Time{"asread": {made}, "asread-now": {fresh.CreatedAt}}
+	for _, h := range []string{"asread", "asread-now"} {
+		got, err := s.GetKey(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[h] = append(seen[h], got.CreatedAt)
+	}
+	if err := s.LoadKeys(ctx, func(page []*store.Key) error {
+		for _, k := range page {
+			seen[k.TokenHash] = append(seen[k.TokenHash], k.CreatedAt)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	snap, _, err := s.Changes(ctx, mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range snap.Keys {
+		seen[k.TokenHash] = append(seen[k.TokenHash], k.CreatedAt)
+	}
+	n := 0
+	row := func(hash string, keyMade time.Time) store.SpendLog {
+		n++
+		return store.SpendLog{RequestID: fmt.Sprintf("asread-%d", n), KeyHash: hash, KeyCreatedAt: keyMade, ModelGroup: "gpt-4", Cost: 1,
+			Budgets: []store.BudgetRef{{Kind: store.KindKeyModel, ID: hash + "/gpt-4"}}, StartedAt: made, EndedAt: made}
+	}
+	for h, times := range seen {
+		if len(times) < 4 {
+			t.Fatalf("key %s read %d times, want 4 (as created, GetKey, LoadKeys, Changes)", h, len(times))
+		}
+		var rows []store.SpendLog
+		for _, at := range times {
+			rows = append(rows, row(h, at))
+		}
+		if err := s.ApplySpend(ctx, rows); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetKey(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Spend != float64(len(times)) {
+			t.Errorf("key %s (created %v, read back as %v): spend %v, want %d", h, times[0], times, got.Spend, len(times))
+		}
+	}
+	// Regenerated: the record under the new hash keeps its creation.
+	old, err := s.GetKey(ctx, "asread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := *old
+	next.TokenHash, next.BudgetAccount = "asread-2", "asread"
+	if err := s.ReplaceKey(ctx, "asread", &next); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetKey(ctx, "asread-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplySpend(ctx, []store.SpendLog{row("asread-2", got.CreatedAt), row("asread-2", next.CreatedAt)}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.GetKey(ctx, "asread-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := old.Spend + 2; after.Spend != want || after.ModelSpend["gpt-4"] != old.ModelSpend["gpt-4"]+2 {
+		t.Errorf("regenerated key: spend %v, model spend %v; want %v and %v", after.Spend, after.ModelSpend, want, old.ModelSpend["gpt-4"]+2)
+	}
+}
+
+// probeHashesReplacedAnyString: the hashes HashesReplaced is asked about
+// travel as a JSON array (SQL): quotes, backslashes, SQL and non-ASCII
+// text are matched as themselves, and change nothing.
+func probeHashesReplacedAnyString(t *testing.T, s store.Store) {
+	odd := []string{`q'uote"d\back`, `x') OR 1=1 --`, "caf\u00e9 \u2028 ü/gpt-4", `["nested"]`}
+	for i, a := range odd {
+		k := fullKey(fmt.Sprintf("odd-%d", i))
+		k.BudgetAccount = a
+		if err := s.CreateKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateKey(ctx, fullKey("plain")); err != nil {
+		t.Fatal(err)
+	}
+	ask := append([]string{"plain", "x", `x'`, "odd-0"}, odd...)
+	got, err := s.HashesReplaced(ctx, ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(odd) {
+		t.Errorf("HashesReplaced = %v; want exactly %q", got, odd)
+	}
+	for _, a := range odd {
+		if !got[a] {
+			t.Errorf("HashesReplaced missed %q: %v", a, got)
+		}
+	}
+	if _, err := s.GetKey(ctx, "plain"); err != nil {
+		t.Errorf("a key is gone after HashesReplaced: %v", err)
 	}
 }
 
