@@ -98,5 +98,17 @@ func TestProbeSpendInFlightAcrossDeleteSparesRemadeKey(t *testing.T) {
 		if a, ok := e.srv.book.Lookup(store.KindKey, sha(key)); ok && a.Spent() != 0 {
 			t.Errorf("the key made again has %v spent in the book", a.Spent().Dollars())
 		}
+		// The key made again is charged for its own request: the creation
+		// its requests carry is its created_at, to the microsecond.
+		if resp, out := e.post(t, "/v1/chat/completions", key, chat3); resp.StatusCode != 200 {
+			t.Fatalf("the key made again: %d %v", resp.StatusCode, out)
+		}
+		waitFor(t, "the key made again's spend row", func() bool { return len(e.keyRows(t, key)) == 2 })
+		if k, err = st.GetKey(context.Background(), sha(key)); err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(k.Spend-0.0003) > 1e-12 || math.Abs(k.ModelSpend["gpt-4"]-0.0003) > 1e-12 {
+			t.Errorf("the key made again has stored spend %v, model spend %v after its own request; want 0.0003 on each", k.Spend, k.ModelSpend)
+		}
 	})
 }
