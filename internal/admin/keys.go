@@ -376,12 +376,17 @@ func (a *API) keyDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	// with one of their secrets.
 	a.flushQueued()
 	deleted := make([]string, 0, len(targets))
+	// The deleted keys' accounts go here and on Redis together, once the
+	// deletions are done (or one failed): a few Redis scripts, not a round
+	// trip per key.
+	var gone []*store.Key
 	for i, k := range targets {
 		if err := a.store.DeleteKey(r.Context(), k.TokenHash); err != nil && !errors.Is(err, store.ErrNotFound) {
+			ForgetKeys(r.Context(), a.book, a.shared, a.log, gone)
 			return apierror.Internal(err)
 		}
 		a.snap.DeleteKey(k.TokenHash)
-		a.forgetKey(r.Context(), k)
+		gone = append(gone, k)
 		a.audit(r.Context(), p, "deleted", "key", k.TokenHash, k, nil)
 		if i < len(req.Keys) {
 			deleted = append(deleted, req.Keys[i])
@@ -389,6 +394,7 @@ func (a *API) keyDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			deleted = append(deleted, req.KeyAliases[i-len(req.Keys)])
 		}
 	}
+	ForgetKeys(r.Context(), a.book, a.shared, a.log, gone)
 	return writeJSON(w, map[string]any{"deleted_keys": deleted})
 }
 
@@ -402,28 +408,18 @@ func (a *API) flushQueued() {
 	}
 }
 
-// forgetKey drops a deleted key's budget account here and on Redis
-// (ForgetKey).
-func (a *API) forgetKey(ctx context.Context, k *store.Key) {
-	ForgetKey(ctx, a.book, a.shared, a.log, k)
-}
-
-// ForgetKey drops the budget account of k, a deleted key, and its model
-// budgets', from book and (shared not nil) Redis: a key made later with the
-// same secret starts from its own spend, not the deleted key's. The
-// replica that deletes the key calls it, and every other one when its
-// resync brings the deletion (a hold it took on Redis in between, on its
-// older view of the account, would have seeded the hash again).
-func ForgetKey(ctx context.Context, book *ledger.Book, shared *ledger.Shared, log *slog.Logger, k *store.Key) {
-	ForgetKeys(ctx, book, shared, log, []*store.Key{k})
-}
-
 // forgetBatch is how many Redis hashes one ForgetKeys script deletes.
 const forgetBatch = 500
 
-// ForgetKeys is ForgetKey for many keys: one pass over the book, and
-// Redis's hashes deleted forgetBatch to a script (a bulk deletion of
-// thousands of keys makes a few round trips, not one per key).
+// ForgetKeys drops the budget accounts of keys, deleted, and their model
+// budgets', from book and (shared not nil) Redis: a key made later with
+// the same secret starts from its own spend, not the deleted key's. The
+// replica that deletes keys (/key/delete, an owner's deletion) calls it
+// once for all of them, and every other one when its resync brings the
+// deletions (a hold it took on Redis in between, on its older view of an
+// account, would have seeded the hash again). One pass over the book, and
+// Redis's hashes deleted forgetBatch to a script: a bulk deletion of
+// thousands of keys makes a few round trips, not one per key.
 func ForgetKeys(ctx context.Context, book *ledger.Book, shared *ledger.Shared, log *slog.Logger, keys []*store.Key) {
 	if len(keys) == 0 {
 		return

@@ -225,3 +225,69 @@ func TestKeyUpdateRemovesDroppedModelBudgets(t *testing.T) {
 		t.Error("the kept model budget's hash was removed")
 	}
 }
+
+// TestProbeOwnerDeletionForgetsItsKeysOnRedis: a team's deletion, which
+// takes its keys, removes every key's budget hash and model budget hash
+// from Redis in the request (all of them at once since branch keygapsrev,
+// one round trip per key before), and /key/delete of several keys does
+// too; a key of another team keeps its hashes.
+func TestProbeOwnerDeletionForgetsItsKeysOnRedis(t *testing.T) {
+	ru := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if ru == "" {
+		t.Skip("TOLLGATE_TEST_REDIS_URL is not set")
+	}
+	ctx := context.Background()
+	prefix := "ownerdel-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	yaml := strings.Replace(pricedConfig, "general_settings:\n", "general_settings:\n  redis_url: "+ru+"\n  budget_allotments: false\n", 1)
+	e := startConfigWith(t, sqliteStore(t), mockupstream.Options{}, yaml, Options{RedisPrefix: prefix})
+	for _, team := range []string{"t-gone", "t-kept"} {
+		if resp, out := e.post(t, "/team/new", "sk-1234", `{"team_id": "`+team+`"}`); resp.StatusCode != 200 {
+			t.Fatalf("team %s: %d %v", team, resp.StatusCode, out)
+		}
+	}
+	keys := map[string]string{ // key -> its team
+		"sk-ownerdel-1": "t-gone", "sk-ownerdel-2": "t-gone", "sk-ownerdel-3": "t-gone",
+		"sk-ownerdel-4": "t-kept", "sk-ownerdel-5": "t-kept", "sk-ownerdel-6": "t-kept",
+	}
+	for k, team := range keys {
+		body := `{"key": "` + k + `", "team_id": "` + team + `", "max_budget": 10, "model_max_budget": {"gpt-4": 1}}`
+		if resp, out := e.post(t, "/key/generate", "sk-1234", body); resp.StatusCode != 200 {
+			t.Fatalf("generate %s: %d %v", k, resp.StatusCode, out)
+		}
+		if resp, out := e.post(t, "/v1/chat/completions", k, chat3); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %v", k, resp.StatusCode, out)
+		}
+	}
+	opt, err := redis.ParseURL(ru)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	t.Cleanup(func() { rc.Close() })
+	hashes := func(k string) int64 {
+		return rc.Exists(ctx, "{"+prefix+"}:bud:key:"+sha(k), "{"+prefix+"}:bud:key_model:"+sha(k)+"/gpt-4").Val()
+	}
+	for k := range keys {
+		if n := hashes(k); n != 2 {
+			t.Fatalf("%s has %d of its 2 budget hashes on Redis after a request", k, n)
+		}
+	}
+	if resp, out := e.post(t, "/team/delete", "sk-1234", `{"team_ids": ["t-gone"]}`); resp.StatusCode != 200 {
+		t.Fatalf("team delete: %d %v", resp.StatusCode, out)
+	}
+	if resp, out := e.post(t, "/key/delete", "sk-1234", `{"keys": ["sk-ownerdel-4", "sk-ownerdel-5"]}`); resp.StatusCode != 200 {
+		t.Fatalf("key delete: %d %v", resp.StatusCode, out)
+	}
+	for k := range keys {
+		want := int64(0)
+		if k == "sk-ownerdel-6" {
+			want = 2
+		}
+		if n := hashes(k); n != want {
+			t.Errorf("%s has %d budget hashes on Redis after the deletions, want %d", k, n, want)
+		}
+		if _, ok := e.srv.book.Lookup(store.KindKey, sha(k)); ok != (want == 2) {
+			t.Errorf("%s: account in the book %v, want %v", k, ok, want == 2)
+		}
+	}
+}

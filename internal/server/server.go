@@ -1042,7 +1042,7 @@ func (s *Server) resync(ctx context.Context) {
 
 // deletedKeys are the snapshot's records of the keys deleted says are gone
 // (read before the snapshot applies the deletions). A key the snapshot no
-// longer has was deleted here (admin's forgetKey dropped its account), or
+// longer has was deleted here (admin.ForgetKeys dropped its account), or
 // never known here.
 func (s *Server) deletedKeys(deleted []store.Deletion) []*store.Key {
 	if s.book == nil {
