@@ -368,7 +368,11 @@ func (a *API) dropKeys(r *http.Request, p *auth.Principal, match func(*store.Key
 	})
 	for _, k := range gone {
 		a.snap.DeleteKey(k.TokenHash)
-		a.forgetKey(r.Context(), k)
+	}
+	// All at once: an owner of thousands of keys costs a few Redis
+	// scripts, not a round trip (up to its timeout) per key.
+	ForgetKeys(r.Context(), a.book, a.shared, a.log, gone)
+	for _, k := range gone {
 		a.audit(r.Context(), p, "deleted", "key", k.TokenHash, k, nil)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/tollgate/tollgate/internal/apierror"
@@ -285,10 +286,38 @@ func (a *API) keyUpdate(w http.ResponseWriter, r *http.Request, p *auth.Principa
 		updated.Spend = *req.Spend
 	}
 	a.snap.PutKey(&updated)
+	a.forgetModelBudgets(r.Context(), &before, &updated)
 	a.audit(r.Context(), p, "updated", "key", k.TokenHash, before, updated)
 	resp := a.withKeyBudget(keyResponse(&updated, ""), &updated)
 	resp["key"] = saved
 	return writeJSON(w, resp)
+}
+
+// forgetModelBudgets removes from Redis the model budgets (kind
+// key_model) that an update dropped from a key's model_max_budget, as a
+// deletion removes all of them: left, an unused hash stayed a week. The
+// stored spend (budget_spend) stays, so a model budget set again starts
+// from it, reseeded on Redis by its next hold; this replica's book keeps
+// its account.
+func (a *API) forgetModelBudgets(ctx context.Context, before, after *store.Key) {
+	if a.shared == nil || len(before.ModelMaxBudget) == 0 {
+		return
+	}
+	acct := before.Account()
+	var gone []string
+	for m := range before.ModelMaxBudget {
+		if _, ok := after.ModelMaxBudget[m]; !ok {
+			gone = append(gone, acct+"/"+m)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := a.shared.Forget(ctx, store.KindKeyModel, gone...); err != nil {
+		a.log.Warn("dropped model budgets not removed from redis; they expire with their hashes", "err", err)
+	}
 }
 
 // setSpend overwrites an entity's spend in the store and in the ledger.
@@ -347,12 +376,17 @@ func (a *API) keyDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 	// with one of their secrets.
 	a.flushQueued()
 	deleted := make([]string, 0, len(targets))
+	// The deleted keys' accounts go here and on Redis together, once the
+	// deletions are done (or one failed): a few Redis scripts, not a round
+	// trip per key.
+	var gone []*store.Key
 	for i, k := range targets {
 		if err := a.store.DeleteKey(r.Context(), k.TokenHash); err != nil && !errors.Is(err, store.ErrNotFound) {
+			ForgetKeys(r.Context(), a.book, a.shared, a.log, gone)
 			return apierror.Internal(err)
 		}
 		a.snap.DeleteKey(k.TokenHash)
-		a.forgetKey(r.Context(), k)
+		gone = append(gone, k)
 		a.audit(r.Context(), p, "deleted", "key", k.TokenHash, k, nil)
 		if i < len(req.Keys) {
 			deleted = append(deleted, req.Keys[i])
@@ -360,6 +394,7 @@ func (a *API) keyDelete(w http.ResponseWriter, r *http.Request, p *auth.Principa
 			deleted = append(deleted, req.KeyAliases[i-len(req.Keys)])
 		}
 	}
+	ForgetKeys(r.Context(), a.book, a.shared, a.log, gone)
 	return writeJSON(w, map[string]any{"deleted_keys": deleted})
 }
 
@@ -373,36 +408,54 @@ func (a *API) flushQueued() {
 	}
 }
 
-// forgetKey drops a deleted key's budget account here and on Redis
-// (ForgetKey).
-func (a *API) forgetKey(ctx context.Context, k *store.Key) {
-	ForgetKey(ctx, a.book, a.shared, a.log, k)
-}
+// forgetBatch is how many Redis hashes one ForgetKeys script deletes.
+const forgetBatch = 500
 
-// ForgetKey drops the budget account of k, a deleted key, and its model
-// budgets', from book and (shared not nil) Redis: a key made later with the
-// same secret starts from its own spend, not the deleted key's. The
-// replica that deletes the key calls it, and every other one when its
-// resync brings the deletion (a hold it took on Redis in between, on its
-// older view of the account, would have seeded the hash again).
-func ForgetKey(ctx context.Context, book *ledger.Book, shared *ledger.Shared, log *slog.Logger, k *store.Key) {
-	acct := k.Account()
-	book.Forget(store.KindKey, acct)
+// ForgetKeys drops the budget accounts of keys, deleted, and their model
+// budgets', from book and (shared not nil) Redis: a key made later with
+// the same secret starts from its own spend, not the deleted key's. The
+// replica that deletes keys (/key/delete, an owner's deletion) calls it
+// once for all of them, and every other one when its resync brings the
+// deletions (a hold it took on Redis in between, on its older view of an
+// account, would have seeded the hash again). One pass over the book, and
+// Redis's hashes deleted forgetBatch to a script: a bulk deletion of
+// thousands of keys makes a few round trips, not one per key.
+func ForgetKeys(ctx context.Context, book *ledger.Book, shared *ledger.Shared, log *slog.Logger, keys []*store.Key) {
+	if len(keys) == 0 {
+		return
+	}
+	accts := make([]string, len(keys))
+	for i, k := range keys {
+		accts[i] = k.Account()
+	}
+	book.Forget(store.KindKey, accts...)
 	if shared == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	err := shared.Forget(ctx, store.KindKey, acct)
-	if err == nil && len(k.ModelMaxBudget) > 0 {
-		models := make([]string, 0, len(k.ModelMaxBudget))
+	var models []string
+	for i, k := range keys {
 		for m := range k.ModelMaxBudget {
-			models = append(models, acct+"/"+m)
+			models = append(models, accts[i]+"/"+m)
 		}
-		err = shared.Forget(ctx, store.KindKeyModel, models...)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second+time.Duration(len(keys)+len(models))*time.Millisecond)
+	defer cancel()
+	var err error
+	for _, set := range []struct {
+		kind store.Kind
+		ids  []string
+	}{{store.KindKey, accts}, {store.KindKeyModel, models}} {
+		for ids := range slices.Chunk(set.ids, forgetBatch) {
+			if err = shared.Forget(ctx, set.kind, ids...); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
 	}
 	if err != nil {
-		log.Warn("deleted key's budget not removed from redis; it expires with its hash", "err", err)
+		log.Warn("deleted keys' budgets not removed from redis; they expire with their hashes", "keys", len(keys), "err", err)
 	}
 }
 

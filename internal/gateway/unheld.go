@@ -20,6 +20,7 @@ func chargedTo(l *store.SpendLog, p *auth.Principal, model string) {
 		return
 	}
 	l.KeyHash, l.UserID, l.TeamID = p.Key.TokenHash, p.Key.UserID, p.Key.TeamID
+	l.KeyCreatedAt = p.Key.CreatedAt // its spend is this key's, not a later one's under the hash
 	// Budgets with no entity row keep their spend in budget_spend, so
 	// that they survive a restart like the key's own.
 	if _, ok := p.Key.ModelMaxBudget[model]; ok {

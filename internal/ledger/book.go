@@ -177,20 +177,30 @@ func (b *Book) Lookup(kind store.Kind, id string) (*Account, bool) {
 	return b.accounts[slot(kind)].load(id)
 }
 
-// Forget drops the account of kind and id, the entity deleted: the next
-// Account of that id is a new one, from its Spec's spend. For a key (id its
-// budget account, store.Key.Account) the accounts of its model budgets
-// (id + "/" + model) go too. A hold in flight keeps the account it was
-// taken on, and settles there: on nothing any later account counts.
-func (b *Book) Forget(kind store.Kind, id string) {
-	b.accounts[slot(kind)].remove(id)
-	if kind != store.KindKey {
+// Forget drops the accounts of kind and ids, the entities deleted: the next
+// Account of such an id is a new one, from its Spec's spend. For a key (id
+// its budget account, store.Key.Account) the accounts of its model budgets
+// (id + "/" + model) go too, found in one pass however many keys go. A
+// hold in flight keeps the account it was taken on, and settles there: on
+// nothing any later account counts.
+func (b *Book) Forget(kind store.Kind, ids ...string) {
+	for _, id := range ids {
+		b.accounts[slot(kind)].remove(id)
+	}
+	if kind != store.KindKey || len(ids) == 0 {
 		return
+	}
+	gone := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		gone[id] = true
 	}
 	var models []string
 	b.Range(store.KindKeyModel, func(a *Account) bool {
-		if strings.HasPrefix(a.ID, id+"/") {
-			models = append(models, a.ID)
+		for i := 0; i < len(a.ID); i++ {
+			if a.ID[i] == '/' && gone[a.ID[:i]] {
+				models = append(models, a.ID)
+				break
+			}
 		}
 		return true
 	})

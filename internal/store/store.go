@@ -258,8 +258,16 @@ type SpendLog struct {
 	ResponseID string `json:"response_id"`
 	// CallType is LiteLLM's name of the operation: acompletion,
 	// atext_completion, aembedding, anthropic_messages.
-	CallType         string    `json:"call_type"`
-	KeyHash          string    `json:"api_key"`
+	CallType string `json:"call_type"`
+	KeyHash  string `json:"api_key"`
+	// KeyCreatedAt is the creation of the key the request authenticated
+	// with (its incarnation; zero: not known, or no key record). The
+	// store adds the row's cost to the key under KeyHash, and to its model
+	// budgets, only while that key is this one: spend of a deleted key in
+	// flight or queued at its deletion stays in the spend log, under the
+	// hash, but is not booked on a key made again with the same secret.
+	// Not a spend log column.
+	KeyCreatedAt     time.Time `json:"-"`
 	UserID           string    `json:"user"`
 	TeamID           string    `json:"team_id"`
 	EndUser          string    `json:"end_user"`
@@ -504,6 +512,10 @@ type Store interface {
 	// a forwarding in key_replacements. A new key with that hash would
 	// share the regenerated key's budget account and late spend.
 	HashReplaced(ctx context.Context, hash string) (bool, error)
+	// HashesReplaced is HashReplaced for many hashes at once: the set of
+	// those the store knows as replaced, read in a few bounded queries
+	// (a resync after a bulk deletion asks about every deleted key).
+	HashesReplaced(ctx context.Context, hashes []string) (map[string]bool, error)
 	DeleteKey(ctx context.Context, hash string) error
 	ListKeys(ctx context.Context, f KeyFilter) ([]*Key, int, error)
 

@@ -790,6 +790,38 @@ func (s *DB) HashReplaced(ctx context.Context, hash string) (bool, error) {
 	return len(items) > 0, err
 }
 
+// HashesReplaced: HashReplaced for each of hashes in one scan of the keys
+// table (the records that have a budget account), however many hashes
+// (HashReplaced per hash made one scan each). The scan returns the budget
+// account alone: whole records of every regenerated key would be sent on
+// each resync that brings a deletion.
+func (s *DB) HashesReplaced(ctx context.Context, hashes []string) (map[string]bool, error) {
+	used := map[string]bool{}
+	if len(hashes) == 0 {
+		return used, nil
+	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	want := make(map[string]bool, len(hashes))
+	for _, h := range hashes {
+		want[h] = true
+	}
+	p := dynamodb.NewScanPaginator(s.c, &dynamodb.ScanInput{TableName: &s.keys, ConsistentRead: aws.Bool(true),
+		FilterExpression: aws.String("attribute_exists(budget_account)"), ProjectionExpression: aws.String("budget_account")})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range page.Items {
+			if a := getS(it, "budget_account"); want[a] {
+				used[a] = true
+			}
+		}
+	}
+	return used, nil
+}
+
 // dropKey leaves a tombstone (first, as remove does), then deletes a
 // key's partition (record and model budgets) and its alias lock.
 func (s *DB) dropKey(ctx context.Context, hash, alias string) error {

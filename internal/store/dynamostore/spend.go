@@ -90,6 +90,10 @@ type booking struct {
 	vals   map[string]types.AttributeValue
 	adds   []string
 	exists bool // the item must exist (entities); a missing one is skipped
+	// made, when not 0, is the latest created_at (micros) the item may
+	// have: a key's record, for spend of the key made then
+	// (store.SpendLog.KeyCreatedAt), not a key made again under its hash.
+	made int64
 }
 
 // ApplySpend books a batch.
@@ -242,16 +246,21 @@ func (s *DB) claim(ctx context.Context, rows []store.SpendLog) ([]store.SpendLog
 
 // bookings sums claimed rows into one ADD per target.
 func (s *DB) bookings(rows []store.SpendLog) []*booking {
-	byTarget := map[[3]string]*booking{}
-	target := func(table, pk, sk string, exists bool) *booking {
-		k := [3]string{table, pk, sk}
+	type targetKey struct {
+		table, pk, sk string
+		made          int64
+	}
+	byTarget := map[targetKey]*booking{}
+	madeTarget := func(table, pk, sk string, exists bool, made int64) *booking {
+		k := targetKey{table, pk, sk, made}
 		a := byTarget[k]
 		if a == nil {
-			a = &booking{table: table, pk: pk, sk: sk, exists: exists, vals: map[string]types.AttributeValue{}}
+			a = &booking{table: table, pk: pk, sk: sk, exists: exists, made: made, vals: map[string]types.AttributeValue{}}
 			byTarget[k] = a
 		}
 		return a
 	}
+	target := func(table, pk, sk string, exists bool) *booking { return madeTarget(table, pk, sk, exists, 0) }
 	rollup := func(pk string, group ...string) *booking {
 		sk, tuple := rollupSK(group...)
 		a := target(s.spend, pk, sk, false)
@@ -272,10 +281,17 @@ func (s *DB) bookings(rows []store.SpendLog) []*booking {
 	total := 0.0
 	for _, l := range rows {
 		total += l.Cost
+		if l.KeyHash != "" {
+			var made int64
+			if !l.KeyCreatedAt.IsZero() {
+				made = micros(l.KeyCreatedAt)
+			}
+			bump(madeTarget(s.keys, pkOf(store.KindKey, l.KeyHash), recordSK, true, made), "spend", l.Cost)
+		}
 		for _, e := range []struct {
 			kind store.Kind
 			id   string
-		}{{store.KindKey, l.KeyHash}, {store.KindUser, l.UserID}, {store.KindTeam, l.TeamID}} {
+		}{{store.KindUser, l.UserID}, {store.KindTeam, l.TeamID}} {
 			if e.id != "" {
 				bump(target(kindEntities[e.kind](s), pkOf(e.kind, e.id), recordSK, true), "spend", l.Cost)
 			}
@@ -403,6 +419,10 @@ func (s *DB) apply(ctx context.Context, a *booking) (notApplied bool, err error)
 		ExpressionAttributeNames: names, ExpressionAttributeValues: a.vals}
 	if a.exists {
 		in.ConditionExpression = aws.String("attribute_exists(pk)")
+		if a.made != 0 {
+			in.ConditionExpression = aws.String("attribute_exists(pk) AND created_at <= :made")
+			a.vals[":made"] = attrN(a.made)
+		}
 	}
 	// answered: 0 no attempt has failed yet, 1 the last failed attempt was
 	// throttled, 2 it failed otherwise (perhaps applied).

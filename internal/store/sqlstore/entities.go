@@ -892,6 +892,48 @@ func (s *DB) HashReplaced(ctx context.Context, hash string) (bool, error) {
 	return err == nil, err
 }
 
+// replacedBatch is how many hashes one HashesReplaced query asks about.
+const replacedBatch = 1000
+
+// HashesReplaced: HashReplaced for each of hashes, one query per
+// replacedBatch hashes, given as one JSON array (each one scan of keys,
+// where HashReplaced per hash made one scan each).
+func (s *DB) HashesReplaced(ctx context.Context, hashes []string) (map[string]bool, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	field, list := `json_extract(data, '$.budget_account')`, `SELECT value FROM json_each($1)`
+	if s.dialect == goose.DialectPostgres {
+		field, list = `CAST(data AS jsonb)->>'budget_account'`, `SELECT jsonb_array_elements_text(CAST($1 AS jsonb))`
+	}
+	hashes = slices.Compact(slices.Sorted(slices.Values(hashes)))
+	used := map[string]bool{}
+	for part := range slices.Chunk(hashes, replacedBatch) {
+		arg, err := json.Marshal(part)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT old_hash FROM key_replacements WHERE old_hash IN (`+list+`)
+			UNION SELECT `+field+` FROM keys WHERE `+field+` IN (`+list+`)`, string(arg))
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var h string
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			used[h] = true
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return used, nil
+}
+
 // replacementsKept is how long ReplaceKey keeps a replaced hash's
 // forwarding (key_replacements): longer than any request stays in flight
 // or any spend batch waits in the writer's queue.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -203,7 +204,7 @@ const (
 	// history is kept).
 	keyBudgetSpend = `INSERT INTO budget_spend (kind, id, key_hash, spend)
 	SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS DOUBLE PRECISION)
-	WHERE EXISTS (SELECT 1 FROM keys WHERE token_hash = $3)
+	WHERE EXISTS (SELECT 1 FROM keys WHERE token_hash = $3 AND created_at <= $5)
 	ON CONFLICT (kind, id) DO UPDATE SET spend = budget_spend.spend + excluded.spend`
 	memberBudgetSpend = `INSERT INTO budget_spend (kind, id, key_hash, spend)
 	SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS DOUBLE PRECISION)
@@ -237,10 +238,41 @@ const (
 // entitySpend is the statement adding to the spend of a row of table
 // (keys, users, teams, organizations; end users have endUserSpend).
 var entitySpend = map[string]string{
-	"keys":          `UPDATE keys SET spend = spend + $1 WHERE token_hash = $2`,
+	"keys":          `UPDATE keys SET spend = spend + $1 WHERE token_hash = $2 AND created_at <= $3`,
 	"users":         `UPDATE users SET spend = spend + $1 WHERE user_id = $2`,
 	"teams":         `UPDATE teams SET spend = spend + $1 WHERE team_id = $2`,
 	"organizations": `UPDATE organizations SET spend = spend + $1 WHERE organization_id = $2`,
+}
+
+// keyMade is the created_at (micros) a key's row must not pass for a spend
+// row's cost to count on it: the creation of the key the request
+// authenticated with (store.SpendLog.KeyCreatedAt), so that spend of a
+// deleted key in flight or queued at its deletion is not booked on a key
+// made again with the same secret; any key when it is not known.
+func keyMade(l *store.SpendLog) int64 {
+	if l.KeyCreatedAt.IsZero() {
+		return math.MaxInt64
+	}
+	return micros(l.KeyCreatedAt)
+}
+
+// keySpendID is applySpend's id of a key's spend: the hash, and the
+// incarnation (keyMade) unless any key's spend under the hash counts.
+func keySpendID(hash string, made int64) string {
+	if made == math.MaxInt64 {
+		return hash
+	}
+	return hash + "@" + strconv.FormatInt(made, 10)
+}
+
+// splitKeySpendID undoes keySpendID.
+func splitKeySpendID(id string) (string, int64) {
+	if i := strings.LastIndexByte(id, '@'); i >= 0 {
+		if n, err := strconv.ParseInt(id[i+1:], 10, 64); err == nil {
+			return id[:i], n
+		}
+	}
+	return id, math.MaxInt64
 }
 
 // ApplySpend writes a batch in one transaction. Rows already present (a
@@ -339,6 +371,7 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements
 	type budget struct {
 		store.BudgetRef
 		key        string
+		made       int64  // of a key model budget: keyMade
 		team, user string // of a member budget (KindTeamMember)
 	}
 	budgets := map[budget]float64{}
@@ -355,7 +388,10 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements
 			continue
 		}
 		inserted[l.RequestID] = false // a request id repeated inside one batch counts once
-		for _, e := range [][2]string{{"keys", l.KeyHash}, {"users", l.UserID}, {"teams", l.TeamID}, {"end_users", l.EndUser}} {
+		if l.KeyHash != "" {
+			spend[[2]string{"keys", keySpendID(l.KeyHash, keyMade(&l))}] += l.Cost
+		}
+		for _, e := range [][2]string{{"users", l.UserID}, {"teams", l.TeamID}, {"end_users", l.EndUser}} {
 			if e[1] != "" {
 				spend[e] += l.Cost
 			}
@@ -365,7 +401,10 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements
 				spend[[2]string{"organizations", b.ID}] += l.Cost
 				continue
 			}
-			bk := budget{BudgetRef: b, key: l.KeyHash}
+			bk := budget{BudgetRef: b, key: l.KeyHash, made: math.MaxInt64}
+			if b.Kind == store.KindKeyModel {
+				bk.made = keyMade(&l)
+			}
 			if b.Kind == store.KindTeamMember {
 				bk.team, bk.user = l.TeamID, l.UserID
 			}
@@ -406,10 +445,14 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements
 	// Spend naming a key a previous run found replaced is the replacing
 	// key's, locked in its place in the order.
 	keyOf := map[string]string{} // a key hash -> the key that got its spend, if another
-	if fw != nil {
-		for old, to := range fw.known {
-			if amount, ok := spend[[2]string{"keys", old}]; ok {
-				delete(spend, [2]string{"keys", old})
+	if fw != nil && len(fw.known) > 0 {
+		for e, amount := range spend {
+			if e[0] != "keys" {
+				continue
+			}
+			old, _ := splitKeySpendID(e[1])
+			if to, ok := fw.known[old]; ok {
+				delete(spend, e)
 				spend[[2]string{"keys", to}] += amount
 				keyOf[old] = to
 			}
@@ -452,7 +495,8 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements
 			}
 			continue
 		}
-		n, err := t.execN(entitySpend[table], amount, id)
+		id, made := splitKeySpendID(id)
+		n, err := t.execN(entitySpend[table], amount, id, made)
 		if err != nil {
 			return fmt.Errorf("%s spend: %w", table, err)
 		}
@@ -494,17 +538,17 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements
 		return &replacementsFound{known: found}
 	}
 	for _, b := range sortedKeys(budgets, func(x, y budget) int {
-		return cmp.Or(strings.Compare(string(x.Kind), string(y.Kind)), strings.Compare(x.ID, y.ID), strings.Compare(x.key, y.key))
+		return cmp.Or(strings.Compare(string(x.Kind), string(y.Kind)), strings.Compare(x.ID, y.ID), strings.Compare(x.key, y.key), cmp.Compare(x.made, y.made))
 	}) {
 		amount := budgets[b]
 		var err error
 		switch b.Kind {
 		case store.KindKeyModel:
 			if to := keyOf[b.key]; to != "" && strings.HasPrefix(b.ID, b.key+"/") {
-				err = t.exec(keyBudgetSpend, string(b.Kind), to+b.ID[len(b.key):], to, amount)
+				err = t.exec(keyBudgetSpend, string(b.Kind), to+b.ID[len(b.key):], to, amount, int64(math.MaxInt64))
 				break
 			}
-			err = t.exec(keyBudgetSpend, string(b.Kind), b.ID, b.key, amount)
+			err = t.exec(keyBudgetSpend, string(b.Kind), b.ID, b.key, amount, b.made)
 		case store.KindTeamMember:
 			err = t.exec(memberBudgetSpend, string(b.Kind), b.ID, b.key, amount, b.team, b.user)
 		default:
@@ -550,7 +594,7 @@ func followReplacement(t spendTx, amount float64, id string) (string, error) {
 		if err != nil || !ok || to == tried {
 			return "", err
 		}
-		n, err := t.execN(entitySpend["keys"], amount, to)
+		n, err := t.execN(entitySpend["keys"], amount, to, int64(math.MaxInt64))
 		if err != nil || n > 0 {
 			return to, err
 		}

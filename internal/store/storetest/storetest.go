@@ -34,6 +34,9 @@ func Run(t *testing.T, open Opener) {
 		{"HashReplacedKnowsTheBudgetAccount", hashReplaced},
 		{"UsersTeamsEndUsers", entities},
 		{"ApplySpendIsAtomicAndIdempotent", applySpend},
+		{"SpendOfAnEarlierKeyUnderTheHash", spendOfEarlierKey},
+		{"ProbeSpendLandsOnTheKeyAsRead", probeSpendOnKeyAsRead},
+		{"ProbeHashesReplacedTakesAnyString", probeHashesReplacedAnyString},
 		{"ConcurrentApplySpend", concurrentSpend},
 		{"ManyBatchesWithReplays", manyBatches},
 		{"BudgetSpendAndReportedUsage", budgetSpend},
@@ -214,6 +217,175 @@ func hashReplaced(t *testing.T, s store.Store) {
 		if got, err := s.HashReplaced(ctx, h); err != nil || got != want {
 			t.Errorf("HashReplaced(%q) = %v, %v; want %v", h, got, err, want)
 		}
+	}
+	// HashesReplaced answers the same, for many hashes at once (more than
+	// one of the SQL store's batches).
+	ask := []string{"second", "other", "first", "first"}
+	for i := range 1200 {
+		ask = append(ask, fmt.Sprintf("absent-%d", i))
+	}
+	got, err := s.HashesReplaced(ctx, ask)
+	if err != nil || len(got) != 1 || !got["first"] {
+		t.Errorf("HashesReplaced = %v, %v; want first alone", got, err)
+	}
+	if got, err := s.HashesReplaced(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("HashesReplaced(nil) = %v, %v; want nothing", got, err)
+	}
+}
+
+// spendOfEarlierKey: a spend row naming the creation of an earlier key
+// under the hash (deleted, and a key made again with its secret) is logged
+// but not booked on the key there now; one naming this key's creation, or
+// none, is.
+func spendOfEarlierKey(t *testing.T, s store.Store) {
+	k := &store.Key{TokenHash: "remade", KeyName: "sk-...made", ModelMaxBudget: map[string]float64{"gpt-4": 5}}
+	if err := s.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	made := k.CreatedAt
+	row := func(id string, keyMade time.Time) store.SpendLog {
+		return store.SpendLog{RequestID: id, KeyHash: "remade", KeyCreatedAt: keyMade, ModelGroup: "gpt-4", Cost: 1,
+			Budgets: []store.BudgetRef{{Kind: store.KindKeyModel, ID: "remade/gpt-4"}}, StartedAt: made, EndedAt: made}
+	}
+	if err := s.ApplySpend(ctx, []store.SpendLog{row("earlier", made.Add(-time.Hour)), row("this", made), row("unknown", time.Time{})}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetKey(ctx, "remade")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spend != 2 {
+		t.Errorf("key spend %v, want 2: the earlier key's row is not this key's", got.Spend)
+	}
+	logs, _, err := s.ListSpendLogs(ctx, store.SpendFilter{KeyHash: "remade", Page: store.Page{Size: 10}})
+	if err != nil || len(logs) != 3 {
+		t.Errorf("spend logs under the hash: %d, %v; want all 3", len(logs), err)
+	}
+}
+
+// probeSpendOnKeyAsRead: the creation time a request carries
+// (SpendLog.KeyCreatedAt) is the key's as the replica read it - from
+// GetKey, LoadKeys or Changes, or as CreateKey/ReplaceKey left it - with
+// nanoseconds and in any zone: the store's created_at (microseconds) must
+// never be later than it, or every spend of the key would miss it. A
+// regenerated key (ReplaceKey, its CreatedAt kept, as /key/regenerate
+// does) is charged too.
+func probeSpendOnKeyAsRead(t *testing.T, s store.Store) {
+	mark := time.Now().Add(-time.Minute)
+	zone := time.FixedZone("IST", 5*3600+1800)
+	made := time.Date(2026, 3, 4, 5, 6, 7, 999_999_999, zone) // rounds up to the next second, truncates to .999999
+	k := &store.Key{TokenHash: "asread", KeyName: "sk-...read", CreatedAt: made, ModelMaxBudget: map[string]float64{"gpt-4": 5}}
+	if err := s.CreateKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	fresh := &store.Key{TokenHash: "asread-now", KeyName: "sk-...now"} // CreatedAt: the store's now
+	if err := s.CreateKey(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string][]time.Time{"asread": {made}, "asread-now": {fresh.CreatedAt}}
+	for _, h := range []string{"asread", "asread-now"} {
+		got, err := s.GetKey(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[h] = append(seen[h], got.CreatedAt)
+	}
+	if err := s.LoadKeys(ctx, func(page []*store.Key) error {
+		for _, k := range page {
+			seen[k.TokenHash] = append(seen[k.TokenHash], k.CreatedAt)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	snap, _, err := s.Changes(ctx, mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range snap.Keys {
+		seen[k.TokenHash] = append(seen[k.TokenHash], k.CreatedAt)
+	}
+	n := 0
+	row := func(hash string, keyMade time.Time) store.SpendLog {
+		n++
+		return store.SpendLog{RequestID: fmt.Sprintf("asread-%d", n), KeyHash: hash, KeyCreatedAt: keyMade, ModelGroup: "gpt-4", Cost: 1,
+			Budgets: []store.BudgetRef{{Kind: store.KindKeyModel, ID: hash + "/gpt-4"}}, StartedAt: made, EndedAt: made}
+	}
+	for h, times := range seen {
+		if len(times) < 4 {
+			t.Fatalf("key %s read %d times, want 4 (as created, GetKey, LoadKeys, Changes)", h, len(times))
+		}
+		var rows []store.SpendLog
+		for _, at := range times {
+			rows = append(rows, row(h, at))
+		}
+		if err := s.ApplySpend(ctx, rows); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetKey(ctx, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Spend != float64(len(times)) {
+			t.Errorf("key %s (created %v, read back as %v): spend %v, want %d", h, times[0], times, got.Spend, len(times))
+		}
+	}
+	// Regenerated: the record under the new hash keeps its creation.
+	old, err := s.GetKey(ctx, "asread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := *old
+	next.TokenHash, next.BudgetAccount = "asread-2", "asread"
+	if err := s.ReplaceKey(ctx, "asread", &next); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetKey(ctx, "asread-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplySpend(ctx, []store.SpendLog{row("asread-2", got.CreatedAt), row("asread-2", next.CreatedAt)}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.GetKey(ctx, "asread-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := old.Spend + 2; after.Spend != want || after.ModelSpend["gpt-4"] != old.ModelSpend["gpt-4"]+2 {
+		t.Errorf("regenerated key: spend %v, model spend %v; want %v and %v", after.Spend, after.ModelSpend, want, old.ModelSpend["gpt-4"]+2)
+	}
+}
+
+// probeHashesReplacedAnyString: the hashes HashesReplaced is asked about
+// travel as a JSON array (SQL): quotes, backslashes, SQL and non-ASCII
+// text are matched as themselves, and change nothing.
+func probeHashesReplacedAnyString(t *testing.T, s store.Store) {
+	odd := []string{`q'uote"d\back`, `x') OR 1=1 --`, "caf\u00e9 \u2028 ü/gpt-4", `["nested"]`}
+	for i, a := range odd {
+		k := fullKey(fmt.Sprintf("odd-%d", i))
+		k.BudgetAccount = a
+		if err := s.CreateKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateKey(ctx, fullKey("plain")); err != nil {
+		t.Fatal(err)
+	}
+	ask := append([]string{"plain", "x", `x'`, "odd-0"}, odd...)
+	got, err := s.HashesReplaced(ctx, ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(odd) {
+		t.Errorf("HashesReplaced = %v; want exactly %q", got, odd)
+	}
+	for _, a := range odd {
+		if !got[a] {
+			t.Errorf("HashesReplaced missed %q: %v", a, got)
+		}
+	}
+	if _, err := s.GetKey(ctx, "plain"); err != nil {
+		t.Errorf("a key is gone after HashesReplaced: %v", err)
 	}
 }
 
