@@ -3,6 +3,7 @@ package sqlstore_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"slices"
 	"testing"
@@ -145,5 +146,50 @@ func TestChangeMarksReadALongTransaction(t *testing.T) {
 	}
 	if keys, _ := read(m4); !slices.Equal(keys, []string{"h3"}) {
 		t.Fatalf("after down and up, a key made: read %v", keys)
+	}
+}
+
+// BenchmarkApplySpendChangeMarks: on PostgreSQL, a spend batch of 100 rows
+// (one key, user and team, 10 end users, each inserted or updated by the
+// batch) on a store migrated to 00018 (no change marks) and to 00019 (the
+// triggers: an end user's upsert runs the insert trigger; a spend write
+// leaves updated_at alone, so no update trigger runs).
+func BenchmarkApplySpendChangeMarks(b *testing.B) {
+	pg := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
+	if pg == "" {
+		b.Skip("TOLLGATE_TEST_POSTGRES_URL is not set")
+	}
+	for _, version := range []int64{18, 19} {
+		b.Run(fmt.Sprintf("v%d", version), func(b *testing.B) {
+			ctx := context.Background()
+			s, err := sqlstore.OpenPostgresAt(ctx, storetest.PostgresSchema(b, pg), version)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			now := time.Now().UTC()
+			if err := s.CreateUser(ctx, &store.User{UserID: "u", CreatedAt: now, UpdatedAt: now}); err != nil {
+				b.Fatal(err)
+			}
+			if err := s.CreateTeam(ctx, &store.Team{TeamID: "t", CreatedAt: now, UpdatedAt: now}); err != nil {
+				b.Fatal(err)
+			}
+			if err := s.CreateKey(ctx, &store.Key{TokenHash: "k", KeyName: "sk-...", UserID: "u", TeamID: "t", CreatedAt: now, UpdatedAt: now}); err != nil {
+				b.Fatal(err)
+			}
+			n := 0
+			b.ResetTimer()
+			for range b.N {
+				batch := make([]store.SpendLog, 100)
+				for i := range batch {
+					n++
+					batch[i] = store.SpendLog{RequestID: fmt.Sprintf("r%09d", n), CallType: "acompletion", KeyHash: "k", KeyCreatedAt: now, UserID: "u", TeamID: "t",
+						EndUser: fmt.Sprintf("e%d", n%10), ModelGroup: "gpt-4", PromptTokens: 10, CompletionTokens: 8, Cost: 0.0001, Status: 200, StartedAt: now, EndedAt: now}
+				}
+				if err := s.ApplySpend(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
