@@ -37,7 +37,7 @@ func (s *DB) changeMarksMigration() *goose.Migration {
 		}
 		stmts := []string{`CREATE FUNCTION tollgate_change_xid() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	NEW.changed_xid := pg_current_xact_id()::text::bigint;
+	NEW.changed_xid := txid_current();
 	RETURN NEW;
 END $$`}
 		for _, t := range append(changeTables, "deletions") {
@@ -75,7 +75,9 @@ WHEN (NEW.updated_at IS DISTINCT FROM OLD.updated_at) EXECUTE FUNCTION tollgate_
 var _ store.ChangeFeed = (*DB)(nil)
 
 // ChangeMark is, on PostgreSQL, the oldest transaction still in progress
-// (the xmin of a snapshot taken now): every transaction before it has
+// (the xmin of a snapshot taken now; txid_current and txid_snapshot_xmin,
+// 64-bit ids that do not wrap, are PostgreSQL 11's, still served by 17,
+// where pg_current_xact_id and pg_snapshot_xmin are their new names from 13): every transaction before it has
 // committed or aborted, so a read begun after this call sees all it
 // wrote; whatever a read misses was written by a transaction at or after
 // the mark, however long that transaction lasts, and ChangesFrom(mark)
@@ -88,7 +90,7 @@ func (s *DB) ChangeMark(ctx context.Context) (uint64, bool, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var mark int64
-	if err := s.db.QueryRowContext(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&mark); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT txid_snapshot_xmin(txid_current_snapshot())`).Scan(&mark); err != nil {
 		return 0, false, err
 	}
 	return uint64(mark), true, nil
