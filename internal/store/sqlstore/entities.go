@@ -369,10 +369,10 @@ func tombstone(ctx context.Context, tx *sql.Tx, kind store.Kind, id string) erro
 }
 
 // since reads the rows updated at or after t.
-// since reads the rows whose col (updated_at, or changed_xid: ChangesFrom)
-// is at or after from.
-func (t docTable[T]) since(ctx context.Context, db *sql.DB, col string, from int64) ([]*T, error) {
-	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend, updated_at FROM %s WHERE %s >= $1`, t.name, col), from)
+// since reads the rows that cond (on updated_at, or changed_xid:
+// ChangesFrom; $1 is from) selects.
+func (t docTable[T]) since(ctx context.Context, db *sql.DB, cond string, from int64) ([]*T, error) {
+	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend, updated_at FROM %s WHERE %s`, t.name, cond), from)
 	if err != nil {
 		return nil, err
 	}
@@ -1174,9 +1174,14 @@ func (s *DB) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []s
 func (s *DB) changes(ctx context.Context, col string, from int64) (*store.Snapshot, []store.Deletion, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	rowCol, delCol := col, col
-	if col == "" {
-		rowCol, delCol = "updated_at", "at"
+	rowCol, delCol := "updated_at >= $1", "at >= $1"
+	if col != "" {
+		// Below the xmax of the query's snapshot: every id this cluster
+		// has committed is. An id above it was stamped by another
+		// cluster (a database restored from a dump starts its own ids
+		// lower): read again by every look, for ever, rather than once.
+		rowCol = col + " >= $1 AND " + col + " < txid_snapshot_xmax(txid_current_snapshot())"
+		delCol = rowCol
 	}
 	var snap store.Snapshot
 	var err error
@@ -1201,7 +1206,7 @@ func (s *DB) changes(ctx context.Context, col string, from int64) (*store.Snapsh
 	if snap.Organizations, err = organizations.since(ctx, s.db, rowCol, from); err != nil {
 		return nil, nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT kind, id, at FROM deletions WHERE `+delCol+` >= $1 ORDER BY at`, from)
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, id, at FROM deletions WHERE `+delCol+` ORDER BY at`, from)
 	if err != nil {
 		return nil, nil, err
 	}
