@@ -833,10 +833,21 @@ func (s *Snapshot) Apply(changed *store.Snapshot, deleted []store.Deletion, read
 	for _, d := range deleted {
 		var del func(string)
 		switch d.Kind {
+		// A user or team made again since the deletion (created after
+		// it), the record read again by a later look, stays: buried, its
+		// row read with the record would be taken for a dead copy.
 		case store.KindUser:
-			del = func(id string) { s.deleteUser(id, time.Time{}) }
+			del = func(id string) {
+				if u, ok := s.User(id); !ok || !u.CreatedAt.After(d.At) {
+					s.deleteUser(id, time.Time{})
+				}
+			}
 		case store.KindTeam:
-			del = func(id string) { s.deleteTeam(id, time.Time{}) }
+			del = func(id string) {
+				if t, ok := s.Team(id); !ok || !t.CreatedAt.After(d.At) {
+					s.deleteTeam(id, time.Time{})
+				}
+			}
 		case store.KindEndUser:
 			del = s.deleteEndUser
 		case store.KindOrganization:

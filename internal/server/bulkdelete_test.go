@@ -36,6 +36,16 @@ func (c *replacedCounting) HashesReplaced(ctx context.Context, hashes []string) 
 	return c.Store.HashesReplaced(ctx, hashes)
 }
 
+// ChangeMark and ChangesFrom are the PostgreSQL store's, so that the
+// replica's resync reads by change marks, as it does in production.
+func (c *replacedCounting) ChangeMark(ctx context.Context) (uint64, bool, error) {
+	return c.Store.(store.ChangeFeed).ChangeMark(ctx)
+}
+
+func (c *replacedCounting) ChangesFrom(ctx context.Context, mark uint64) (*store.Snapshot, []store.Deletion, error) {
+	return c.Store.(store.ChangeFeed).ChangesFrom(ctx, mark)
+}
+
 // TestBulkDeletionForgottenInFewQueries: on PostgreSQL and Redis, 5,000
 // of a replica's 7,000 keys (each with a budget account in its book and
 // on Redis, some with a model budget) are deleted by another replica (the

@@ -142,7 +142,12 @@ type Server struct {
 	// readAt is when New began reading users, teams and end users: the
 	// first resync reads what changed since then (less its overlap), not
 	// since Serve, so that a row written in between is not missed.
-	readAt     time.Time
+	readAt time.Time
+	// readMark is the store's change mark taken before that read, when
+	// the store has marks (marked; store.ChangeFeed, PostgreSQL): the
+	// first resync reads from it.
+	readMark   uint64
+	marked     bool
 	resyncSeq  atomic.Uint64 // resyncs started
 	resyncDone atomic.Uint64 // the resyncSeq of the last completed resync
 	// endMissed holds the end user ids the store did not have (endUserMiss),
@@ -329,6 +334,14 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		// 100,000 keys answers within a second: until a key is in, its
 		// first request reads it from the store (keyMiss).
 		s.readAt = time.Now()
+		if feed, ok := opts.Store.(store.ChangeFeed); ok {
+			// PostgreSQL: the first resync reads what transactions from
+			// the oldest one in progress now wrote, however long they
+			// take to commit (resync).
+			if s.readMark, s.marked, err = feed.ChangeMark(ctx); err != nil {
+				return nil, fmt.Errorf("load users and teams: %w", err)
+			}
+		}
 		all, err := opts.Store.LoadAllButKeys(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("load users and teams: %w", err)
@@ -991,7 +1004,15 @@ func (s *Server) Routes() []string { return slices.Clone(s.routes) }
 // resync keeps the key snapshot current with what other replicas write: it
 // reads rows changed since its previous look, overlapping by resyncOverlap so
 // that a write committed late, or stamped by a replica whose clock is behind,
-// is not missed (re-applying a row is harmless).
+// is not missed (re-applying a row is harmless). A store with change marks
+// (PostgreSQL) is read from the mark taken before the previous look
+// instead, not by time: a row is stamped when written, and its
+// transaction may commit after any overlap has passed (a user's deletion
+// of thousands of keys; before branch delstamp its tail of deletion
+// records was never read by other replicas, whose snapshots kept serving
+// the deleted keys until a restart). A mark is the oldest transaction in
+// progress when it is taken: whatever a read misses was written at or
+// after it, whatever the writer's duration or clock.
 func (s *Server) resync(ctx context.Context) {
 	if s.opts.Store == nil {
 		return
@@ -1003,6 +1024,8 @@ func (s *Server) resync(ctx context.Context) {
 	// it and now (a start that took its time: Python hooks, Redis, a large
 	// read) is read by the first resync, not missed for good.
 	since := s.readAt.Add(-resyncOverlap)
+	feed, _ := s.opts.Store.(store.ChangeFeed)
+	mark, marked := s.readMark, s.marked && feed != nil
 	for {
 		select {
 		case <-ctx.Done():
@@ -1013,7 +1036,18 @@ func (s *Server) resync(ctx context.Context) {
 		seq := s.resyncSeq.Add(1) // before the read: keys read by keyMiss from now on are newer than it
 		started := time.Now()
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		changed, deleted, err := s.opts.Store.Changes(qctx, since)
+		var changed *store.Snapshot
+		var deleted []store.Deletion
+		var next uint64
+		var err error
+		if marked {
+			// The next look's mark is taken before this one reads.
+			if next, _, err = feed.ChangeMark(qctx); err == nil {
+				changed, deleted, err = feed.ChangesFrom(qctx, mark)
+			}
+		} else {
+			changed, deleted, err = s.opts.Store.Changes(qctx, since)
+		}
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil && !s.storeDown.Swap(true) {
@@ -1031,7 +1065,7 @@ func (s *Server) resync(ctx context.Context) {
 		s.snap.Apply(changed, deleted, started)
 		s.forgetDeletedKeys(ctx, gone, changed)
 		s.resyncCompleted(seq)
-		since = started.Add(-resyncOverlap)
+		since, mark = started.Add(-resyncOverlap), next
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := s.reloadModels(mctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("model resync failed; serving the current models", "err", err)

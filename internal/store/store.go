@@ -633,6 +633,23 @@ type Store interface {
 	Close() error
 }
 
+// ChangeFeed is a Store whose changes a replica can read by a position in
+// the store's order of commits, not by time. A row is stamped when it is
+// written, but seen by other replicas when its transaction commits: a
+// reader whose cursor is a time (Changes, with an overlap) never reads a
+// row stamped before its cursor by a transaction that committed after the
+// cursor moved past the stamp. A mark does not depend on clocks or on how
+// long a writer's transaction lasts.
+type ChangeFeed interface {
+	// ChangeMark is a position taken before a read: whatever that read
+	// does not see was written by a transaction at or after the mark. ok
+	// is false when the store has no such order (Changes serves).
+	ChangeMark(ctx context.Context) (mark uint64, ok bool, err error)
+	// ChangesFrom reads what transactions at or after mark wrote or
+	// deleted.
+	ChangesFrom(ctx context.Context, mark uint64) (*Snapshot, []Deletion, error)
+}
+
 // PageBounds returns the LIMIT and OFFSET of p.
 func (p Page) PageBounds() (limit, offset int) {
 	size := p.Size

@@ -190,7 +190,7 @@ func (s *DB) migrations() (*goose.Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := goose.NewProvider(s.dialect, s.db, sub)
+	p, err := goose.NewProvider(s.dialect, s.db, sub, goose.WithGoMigrations(s.changeMarksMigration()))
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}

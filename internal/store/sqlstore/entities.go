@@ -369,8 +369,10 @@ func tombstone(ctx context.Context, tx *sql.Tx, kind store.Kind, id string) erro
 }
 
 // since reads the rows updated at or after t.
-func (t docTable[T]) since(ctx context.Context, db *sql.DB, at time.Time) ([]*T, error) {
-	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend, updated_at FROM %s WHERE updated_at >= $1`, t.name), micros(at))
+// since reads the rows that cond (on updated_at, or changed_xid:
+// ChangesFrom; $1 is from) selects.
+func (t docTable[T]) since(ctx context.Context, db *sql.DB, cond string, from int64) ([]*T, error) {
+	rows, err := db.QueryContext(ctx, fmt.Sprintf(`SELECT data, spend, updated_at FROM %s WHERE %s`, t.name, cond), from)
 	if err != nil {
 		return nil, err
 	}
@@ -1159,34 +1161,52 @@ func (s *DB) LoadAllButKeys(ctx context.Context) (*store.Snapshot, error) {
 	return &snap, nil
 }
 
-// Changes reads what was written or deleted at or after since.
+// Changes reads what was written or deleted at or after since. On
+// PostgreSQL a replica's resync reads by ChangeMark and ChangesFrom
+// instead: a row stamped before since by a transaction that committed
+// after a read at since is not here.
 func (s *DB) Changes(ctx context.Context, since time.Time) (*store.Snapshot, []store.Deletion, error) {
+	return s.changes(ctx, "", micros(since))
+}
+
+// changes reads the rows whose col is at or after from: updated_at (and a
+// deletion's at) when col is "", else col of every table (changed_xid).
+func (s *DB) changes(ctx context.Context, col string, from int64) (*store.Snapshot, []store.Deletion, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
+	rowCol, delCol := "updated_at >= $1", "at >= $1"
+	if col != "" {
+		// Below the xmax of the query's snapshot: every id this cluster
+		// has committed is. An id above it was stamped by another
+		// cluster (a database restored from a dump starts its own ids
+		// lower): read again by every look, for ever, rather than once.
+		rowCol = col + " >= $1 AND " + col + " < txid_snapshot_xmax(txid_current_snapshot())"
+		delCol = rowCol
+	}
 	var snap store.Snapshot
 	var err error
-	if snap.Keys, err = keys.since(ctx, s.db, since); err != nil {
+	if snap.Keys, err = keys.since(ctx, s.db, rowCol, from); err != nil {
 		return nil, nil, err
 	}
 	if err := attachModelSpend(ctx, s.db, snap.Keys); err != nil {
 		return nil, nil, err
 	}
-	if snap.Users, err = users.since(ctx, s.db, since); err != nil {
+	if snap.Users, err = users.since(ctx, s.db, rowCol, from); err != nil {
 		return nil, nil, err
 	}
-	if snap.Teams, err = teams.since(ctx, s.db, since); err != nil {
+	if snap.Teams, err = teams.since(ctx, s.db, rowCol, from); err != nil {
 		return nil, nil, err
 	}
-	if snap.EndUsers, err = endUsers.since(ctx, s.db, since); err != nil {
+	if snap.EndUsers, err = endUsers.since(ctx, s.db, rowCol, from); err != nil {
 		return nil, nil, err
 	}
-	if snap.Budgets, err = budgets.since(ctx, s.db, since); err != nil {
+	if snap.Budgets, err = budgets.since(ctx, s.db, rowCol, from); err != nil {
 		return nil, nil, err
 	}
-	if snap.Organizations, err = organizations.since(ctx, s.db, since); err != nil {
+	if snap.Organizations, err = organizations.since(ctx, s.db, rowCol, from); err != nil {
 		return nil, nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT kind, id, at FROM deletions WHERE at >= $1 ORDER BY at`, micros(since))
+	rows, err := s.db.QueryContext(ctx, `SELECT kind, id, at FROM deletions WHERE `+delCol+` ORDER BY at`, from)
 	if err != nil {
 		return nil, nil, err
 	}
