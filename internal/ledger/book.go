@@ -196,11 +196,10 @@ func (b *Book) Forget(kind store.Kind, ids ...string) {
 	}
 	var models []string
 	b.Range(store.KindKeyModel, func(a *Account) bool {
-		for i := 0; i < len(a.ID); i++ {
-			if a.ID[i] == '/' && gone[a.ID[:i]] {
-				models = append(models, a.ID)
-				break
-			}
+		// hash + "/" + model: the key's part ends at the first slash, as
+		// shownID and the log read it (a model's name may hold more)
+		if acct, _, ok := strings.Cut(a.ID, "/"); ok && gone[acct] {
+			models = append(models, a.ID)
 		}
 		return true
 	})
