@@ -190,7 +190,7 @@ general_settings:
 		outageServed++
 	}
 	proxy.Cut()
-	if !eventually(5*time.Second, func() bool {
+	if !eventually(60*time.Second, func() bool {
 		c, _ := call(B+"/v1/chat/completions", "sk-unknown-during-outage", chat3)
 		return c == 503
 	}) {
