@@ -82,7 +82,7 @@ func TestServeOnDynamoDBSeedConfig(t *testing.T) {
 	A, logA := run(withModels)
 	B, _ := run(seedCfg)
 	if !strings.Contains(logA.String(), `"engine":"dynamodb"`) && !strings.Contains(logA.String(), "engine=dynamodb") {
-		eventually(5*time.Second, func() bool { return strings.Contains(logA.String(), "dynamodb") })
+		eventually(60*time.Second, func() bool { return strings.Contains(logA.String(), "dynamodb") })
 		if !strings.Contains(logA.String(), "dynamodb") {
 			t.Errorf("log does not name the dynamodb engine:\n%s", logA)
 		}

@@ -58,7 +58,7 @@ func runGroup(t *testing.T, g *lifecycle.Group) (stop func() error, done chan er
 		select {
 		case err := <-done:
 			return err
-		case <-time.After(10 * time.Second):
+		case <-time.After(60 * time.Second):
 			t.Error("the group did not return after being stopped")
 			return nil
 		}
@@ -173,7 +173,7 @@ func TestFailedStartStopsWhatStarted(t *testing.T) {
 	var err error
 	select {
 	case err = <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("Run did not return after a failed start")
 	}
 	if !errors.Is(err, boom) {
@@ -222,7 +222,7 @@ func TestStopWhileStarting(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("Run did not return after a stop while starting")
 	}
 	got := j.list()
@@ -259,7 +259,7 @@ func TestActorEndingStopsTheGroup(t *testing.T) {
 		if !errors.Is(err, broken) {
 			t.Fatalf("Run returned %v, want the http actor's error", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("the group did not stop when an actor ended")
 	}
 	got := j.list()

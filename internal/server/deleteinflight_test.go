@@ -4,9 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,38 +19,16 @@ import (
 // spend nor its model spend nor its in-memory account counts it.
 func TestProbeSpendInFlightAcrossDeleteSparesRemadeKey(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store) {
-		mock := mockupstream.New(mockupstream.Options{})
-		var hold atomic.Bool
-		arrived, release := make(chan struct{}, 1), make(chan struct{})
-		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if hold.Load() && strings.HasSuffix(r.URL.Path, "/chat/completions") {
-				arrived <- struct{}{}
-				select {
-				case <-release:
-				case <-r.Context().Done():
-					return
-				}
-			}
-			mock.ServeHTTP(w, r)
-		}))
-		t.Cleanup(up.Close)
-		var once atomic.Bool
-		free := func() {
-			if once.CompareAndSwap(false, true) {
-				close(release)
-			}
-		}
-		t.Cleanup(free)
-		e := startConfigWith(t, st, mockupstream.Options{}, strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL), Options{})
+		h := newHeldUpstream(t)
+		e := startConfigWith(t, st, mockupstream.Options{}, strings.ReplaceAll(pricedConfig, "{{UP}}", h.url), Options{})
 		const key = "sk-inflight-delete-1"
 		gen := `{"key": "` + key + `", "max_budget": 1, "model_max_budget": {"gpt-4": 1}}`
 		if resp, out := e.post(t, "/key/generate", "sk-1234", gen); resp.StatusCode != 200 {
 			t.Fatalf("generate: %d %v", resp.StatusCode, out)
 		}
-		hold.Store(true)
 		done := make(chan int, 1)
 		go func() {
-			req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(chat3))
+			req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(chatHeld))
 			req.Header.Set("Authorization", "Bearer "+key)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -63,18 +39,17 @@ func TestProbeSpendInFlightAcrossDeleteSparesRemadeKey(t *testing.T) {
 			done <- resp.StatusCode
 		}()
 		select {
-		case <-arrived:
+		case <-h.arrived:
 		case <-time.After(time.Minute):
 			t.Fatal("the request never reached the upstream")
 		}
-		hold.Store(false)
 		if resp, out := e.post(t, "/key/delete", "sk-1234", `{"keys": ["`+key+`"]}`); resp.StatusCode != 200 {
 			t.Fatalf("delete: %d %v", resp.StatusCode, out)
 		}
 		if resp, out := e.post(t, "/key/generate", "sk-1234", gen); resp.StatusCode != 200 {
 			t.Fatalf("generate again: %d %v", resp.StatusCode, out)
 		}
-		free()
+		h.free()
 		select {
 		case code := <-done:
 			if code != 200 {

@@ -206,7 +206,7 @@ func TestShutdownBooksTheRequestInFlight(t *testing.T) {
 	}()
 	select {
 	case <-arrived:
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("the request never reached the upstream")
 	}
 	stop() // SIGTERM while the request waits on its upstream

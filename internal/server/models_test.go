@@ -55,7 +55,7 @@ general_settings:
 	if mocks["added"].Stats().Requests != 1 || mocks["added"].LastRequest().Header.Get("Authorization") != "Bearer sk-upstream-added-secret" {
 		t.Fatal("the new model's upstream did not get the request with its key")
 	}
-	if _, ok := within(2*time.Second, func() bool { c, _ := send(t, b+"/v1/chat/completions", "sk-1234", chat); return c == 200 }); !ok {
+	if _, ok := within(30*time.Second, func() bool { c, _ := send(t, b+"/v1/chat/completions", "sk-1234", chat); return c == 200 }); !ok {
 		t.Fatal("replica B never learned of the new model")
 	}
 

@@ -4,9 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,29 +19,8 @@ import (
 // lost to both (the user's and the rollups' still had it).
 func TestSpendInFlightAcrossRegenerateLandsOnNewKey(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store) {
-		mock := mockupstream.New(mockupstream.Options{})
-		var hold atomic.Bool
-		arrived, release := make(chan struct{}, 1), make(chan struct{})
-		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if hold.Load() && strings.HasSuffix(r.URL.Path, "/chat/completions") {
-				arrived <- struct{}{}
-				select {
-				case <-release:
-				case <-r.Context().Done():
-					return
-				}
-			}
-			mock.ServeHTTP(w, r)
-		}))
-		t.Cleanup(up.Close)
-		var once atomic.Bool
-		free := func() {
-			if once.CompareAndSwap(false, true) {
-				close(release)
-			}
-		}
-		t.Cleanup(free) // a failing test does not leave the request hanging
-		e := startConfigWith(t, st, mockupstream.Options{}, strings.ReplaceAll(pricedConfig, "{{UP}}", up.URL), Options{})
+		h := newHeldUpstream(t)
+		e := startConfigWith(t, st, mockupstream.Options{}, strings.ReplaceAll(pricedConfig, "{{UP}}", h.url), Options{})
 		_, out := e.post(t, "/key/generate", "sk-1234", `{"user_id": "u-regen", "model_max_budget": {"gpt-4": 1}}`)
 		key, _ := out["key"].(string)
 		if key == "" {
@@ -54,10 +31,9 @@ func TestSpendInFlightAcrossRegenerateLandsOnNewKey(t *testing.T) {
 		}
 		e.srv.writer.Flush()
 
-		hold.Store(true)
 		done := make(chan int, 1)
 		go func() {
-			req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(chat3))
+			req, _ := http.NewRequest("POST", e.url+"/v1/chat/completions", strings.NewReader(chatHeld))
 			req.Header.Set("Authorization", "Bearer "+key)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -68,7 +44,7 @@ func TestSpendInFlightAcrossRegenerateLandsOnNewKey(t *testing.T) {
 			done <- resp.StatusCode
 		}()
 		select {
-		case <-arrived:
+		case <-h.arrived:
 		case <-time.After(time.Minute):
 			t.Fatal("the second request never reached the upstream")
 		}
@@ -77,7 +53,7 @@ func TestSpendInFlightAcrossRegenerateLandsOnNewKey(t *testing.T) {
 		if resp.StatusCode != 200 || fresh == "" {
 			t.Fatalf("regenerate: %d %v", resp.StatusCode, out)
 		}
-		free()
+		h.free()
 		select {
 		case code := <-done:
 			if code != 200 {

@@ -189,7 +189,7 @@ func TestStreamFirstChunkArrivesBeforeUpstreamFinishes(t *testing.T) {
 		if !strings.Contains(d, "first") {
 			t.Fatalf("first event = %q", d)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("first chunk did not reach the client while the upstream was still streaming")
 	}
 }
@@ -315,7 +315,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	resp.Body.Close()
 	select {
 	case <-cancelled:
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("upstream request was not cancelled after the client went away")
 	}
 }
@@ -597,7 +597,7 @@ func TestGracefulShutdownFinishesStreams(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Serve returned %v, want nil after a graceful shutdown", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatal("Serve did not return after shutdown")
 	}
 	if _, err := http.Post(url+"/health/liveness", "", nil); err == nil {
