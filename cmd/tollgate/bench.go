@@ -34,6 +34,7 @@ func runBench(args []string) error {
 	keys := fs.Int("keys", 0, "start the governed scenarios on a store of this many keys (seeded once into the temporary directory) and make each request with one drawn at random; the peak RSS is then the runs' own, taken once the keys are in")
 	gatewayCPUs := fs.String("gateway-cpus", "", "a CPU list (\"0\", \"0-1\", \"0,2\"): bind every gateway and floor process to these CPUs, GOMAXPROCS their count, and the bench process (the load generator) and the mock upstream to the others, so that a load above what the gateway sustains does not starve the generator")
 	cpuQuota := fs.Float64("gateway-cpu-quota", 0, "a number of CPUs (0.25, 1.5): run every gateway and floor process under a CFS CPU quota of that many CPUs, as under a container's CPU limit, each in a cgroup of its own (made under the bench's own, removed when it ends; needs a writable cpu controller, cgroup v1 or v2) with GOMAXPROCS ceil(quota); combines with --gateway-cpus")
+	cpuPeriod := fs.Duration("gateway-cpu-period", 0, "with --gateway-cpu-quota: the CFS period the quota is given over (1ms to 1s; default the kernel's 100ms): a process that spends its quota waits for the next period, so the period bounds that wait")
 	upLatency := fs.Duration("upstream-latency", 0, "the mock upstream waits this long before it answers (streams: before the first chunk), for the direct runs too: with --max-in-flight N the gateway then sustains about N/latency requests a second, an LLM provider's regime")
 	smoke := fs.Bool("smoke", false, "a few seconds of everything, to prove the harness works (no timing meaning)")
 	soak := fs.Bool("soak", false, "one governed gateway under a steady mix (plain, streams, abandoned streams, upstream errors, slow upstreams) for --duration (default 10m) at --rate, sampling RSS, goroutines and open fds every --every")
@@ -76,11 +77,14 @@ func runBench(args []string) error {
 	}
 	o := bench.Options{Bin: bin, Scenarios: strings.Split(*scenarios, ","), Loads: strings.Split(*loads, ","), Stream: *stream,
 		Duration: *duration, Rounds: *rounds, PGURL: *pg, RedisURL: *redis, Out: os.Stdout, Pprof: *pprof,
-		MaxInFlight: *maxInFlight, Keys: *keys, GatewayCPUQuota: *cpuQuota, UpstreamLatency: *upLatency}
+		MaxInFlight: *maxInFlight, Keys: *keys, GatewayCPUQuota: *cpuQuota, GatewayCPUPeriod: *cpuPeriod, UpstreamLatency: *upLatency}
 	if *gatewayCPUs != "" {
 		if o.GatewayCPUs, err = bench.ParseCPUList(*gatewayCPUs); err != nil {
 			return err
 		}
+	}
+	if *cpuPeriod != 0 && (o.GatewayCPUQuota == 0 || *cpuPeriod < time.Millisecond || *cpuPeriod > time.Second) {
+		return fmt.Errorf("--gateway-cpu-period %s: give it with --gateway-cpu-quota, from 1ms to 1s", *cpuPeriod)
 	}
 	if o.GatewayCPUQuota != 0 {
 		// Refused before anything starts, with the path and errno.

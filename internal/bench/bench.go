@@ -57,6 +57,9 @@ type Options struct {
 	// gateway and floor process runs under, each in a cgroup of its own,
 	// as under a container's CPU limit (quota.go).
 	GatewayCPUQuota float64
+	// GatewayCPUPeriod is that quota's CFS period (0: the kernel's
+	// default, 100 ms); the quota is GatewayCPUQuota × the period.
+	GatewayCPUPeriod time.Duration
 	// UpstreamLatency is how long the mock upstream waits before it
 	// answers (streaming: before the first chunk), for the direct runs as
 	// for the gateways'.
@@ -155,9 +158,10 @@ func (p *proc) stop() {
 // placement is where a launched process runs: on CPUs (--gateway-cpus),
 // under a CPU quota (--gateway-cpu-quota), both or neither.
 type placement struct {
-	cpus  []int
-	quota float64   // CPUs' worth of CFS quota; 0: none
-	cg    cpuCgroup // where its cgroup is made, with quota
+	cpus   []int
+	quota  float64       // CPUs' worth of CFS quota; 0: none
+	period time.Duration // the quota's CFS period; 0: quotaPeriod
+	cg     cpuCgroup     // where its cgroup is made, with quota
 }
 
 func launch(bin, dir string, ready string, args ...string) (*proc, error) {
@@ -191,7 +195,7 @@ func launchEnv(bin, dir string, ready string, env []string, at placement, args .
 	cmd.Stdout, cmd.Stderr = logf, logf
 	var cg string
 	if at.quota > 0 {
-		if cg, err = at.cg.newChild(at.quota, args[0]); err != nil {
+		if cg, err = at.cg.newChild(at.quota, at.period, args[0]); err != nil {
 			return nil, err
 		}
 	}
@@ -715,7 +719,7 @@ func Run(o Options) ([]Result, error) {
 		defer func() { _ = pinProcess(os.Getpid(), own) }()
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(len(rest)))
 	}
-	at := placement{cpus: o.GatewayCPUs, quota: o.GatewayCPUQuota}
+	at := placement{cpus: o.GatewayCPUs, quota: o.GatewayCPUQuota, period: o.GatewayCPUPeriod}
 	if at.quota > 0 {
 		if at.cg, err = CheckCPUQuota(o.GatewayCPUQuota); err != nil {
 			return nil, err
@@ -824,7 +828,7 @@ func Preamble(now time.Time, o Options) string {
 	}
 	if o.GatewayCPUQuota > 0 {
 		pin += fmt.Sprintf("; gateways and floor each under a CFS CPU quota of %g CPU (%d µs every %d µs, a cgroup each; GOMAXPROCS %d)",
-			o.GatewayCPUQuota, quotaMicros(o.GatewayCPUQuota), quotaPeriod/time.Microsecond, quotaProcs(o.GatewayCPUQuota, len(o.GatewayCPUs)))
+			o.GatewayCPUQuota, quotaMicros(o.GatewayCPUQuota, o.GatewayCPUPeriod), periodOr(o.GatewayCPUPeriod)/time.Microsecond, quotaProcs(o.GatewayCPUQuota, len(o.GatewayCPUs)))
 	}
 	if o.UpstreamLatency > 0 {
 		pin += fmt.Sprintf("; the mock upstream answers after %s (streams: before the first chunk)", o.UpstreamLatency)

@@ -24,9 +24,17 @@ import (
 // whose generator cannot send twice what a whole CPU sustains can still
 // load the gateway past what it sustains.
 
-// quotaPeriod is the CFS period the quotas are written against (the
-// kernel's default).
+// quotaPeriod is the CFS period the quotas are written against unless
+// --gateway-cpu-period names another (the kernel's default).
 const quotaPeriod = 100 * time.Millisecond
+
+// periodOr is p, or quotaPeriod when p is 0.
+func periodOr(p time.Duration) time.Duration {
+	if p <= 0 {
+		return quotaPeriod
+	}
+	return p
+}
 
 // cpuCgroup is where the bench makes its processes' cgroups: the bench's
 // own cgroup of the cpu controller.
@@ -106,9 +114,9 @@ func ownCgroup(text, controller string) (string, bool) {
 	return "", false
 }
 
-// quotaMicros is F CPUs as a CFS quota over quotaPeriod, in µs.
-func quotaMicros(cpus float64) int64 {
-	return int64(math.Round(cpus * float64(quotaPeriod/time.Microsecond)))
+// quotaMicros is F CPUs as a CFS quota over period (0: quotaPeriod), in µs.
+func quotaMicros(cpus float64, period time.Duration) int64 {
+	return int64(math.Round(cpus * float64(periodOr(period)/time.Microsecond)))
 }
 
 // quotaProcs is GOMAXPROCS for a process under a quota of F CPUs (and,
@@ -131,18 +139,19 @@ func checkQuota(f float64) error {
 }
 
 // newChild makes a cgroup for one launched process, named after the
-// bench's pid, with a quota of f CPUs. remove takes it away again.
-func (c cpuCgroup) newChild(f float64, name string) (string, error) {
+// bench's pid, with a quota of f CPUs every period (0: quotaPeriod).
+// remove takes it away again.
+func (c cpuCgroup) newChild(f float64, period time.Duration, name string) (string, error) {
 	dir := filepath.Join(c.dir, fmt.Sprintf("tollgate-bench-%d-%d-%s", os.Getpid(), cgroupSeq.Add(1), name))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return "", fmt.Errorf("--gateway-cpu-quota: making cgroup %s: %s", dir, errnoText(err))
 	}
-	period, quota := int64(quotaPeriod/time.Microsecond), quotaMicros(f)
+	periodUs, quota := int64(periodOr(period)/time.Microsecond), quotaMicros(f, period)
 	var writes [][2]string
 	if c.v2 {
-		writes = [][2]string{{"cpu.max", fmt.Sprintf("%d %d", quota, period)}}
+		writes = [][2]string{{"cpu.max", fmt.Sprintf("%d %d", quota, periodUs)}}
 	} else {
-		writes = [][2]string{{"cpu.cfs_period_us", strconv.FormatInt(period, 10)}, {"cpu.cfs_quota_us", strconv.FormatInt(quota, 10)}}
+		writes = [][2]string{{"cpu.cfs_period_us", strconv.FormatInt(periodUs, 10)}, {"cpu.cfs_quota_us", strconv.FormatInt(quota, 10)}}
 	}
 	for _, w := range writes {
 		if err := writeCgroupFile(dir, w[0], w[1]); err != nil {
@@ -196,7 +205,7 @@ func (c cpuCgroup) probe(f float64) error {
 	if err := c.enable(); err != nil {
 		return err
 	}
-	dir, err := c.newChild(f, "probe")
+	dir, err := c.newChild(f, 0, "probe")
 	if err != nil {
 		return err
 	}

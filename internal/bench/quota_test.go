@@ -102,9 +102,9 @@ func TestQuotaRefusals(t *testing.T) {
 	if err := writeCgroupFile(dir, "cpu.max", "1 2"); err == nil || !strings.Contains(err.Error(), "ENOENT") {
 		t.Errorf("writeCgroupFile to a missing control file: %v", err)
 	}
-	if quotaMicros(0.3) != 30000 || quotaProcs(0.3, 0) != 1 || quotaProcs(1.5, 0) != 2 || quotaProcs(1.5, 1) != 1 {
+	if quotaMicros(0.3, 0) != 30000 || quotaMicros(0.3, 10*time.Millisecond) != 3000 || quotaProcs(0.3, 0) != 1 || quotaProcs(1.5, 0) != 2 || quotaProcs(1.5, 1) != 1 {
 		t.Errorf("quotaMicros(0.3) %d, quotaProcs(0.3) %d, (1.5) %d, (1.5, pinned to 1) %d",
-			quotaMicros(0.3), quotaProcs(0.3, 0), quotaProcs(1.5, 0), quotaProcs(1.5, 1))
+			quotaMicros(0.3, 0), quotaProcs(0.3, 0), quotaProcs(1.5, 0), quotaProcs(1.5, 1))
 	}
 	pre := Preamble(time.Now(), Options{GatewayCPUQuota: 0.3, UpstreamLatency: time.Second, MaxInFlight: 200})
 	for _, want := range []string{"CFS CPU quota of 0.3 CPU (30000 µs every 100000 µs", "answers after 1s", "max_requests_in_flight 200"} {
