@@ -194,9 +194,57 @@ type pgSpendTx struct {
 }
 
 func (t pgSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bool) error {
-	if len(rows) == 0 {
-		return nil
+	for len(rows) > 0 {
+		n := spendChunk(rows)
+		if err := t.insertChunk(rows[:n], inserted); err != nil {
+			return err
+		}
+		rows = rows[n:]
 	}
+	return nil
+}
+
+// spendChunkBytes bounds the text of one spendInsert (but for a row
+// larger on its own): PostgreSQL refuses a message (the Bind carrying the
+// arrays), and an array, of 1 GB or more, which a writer's batch of 1000
+// rows passes with content_logging.max_field_bytes of half a megabyte (it
+// has no upper bound), and the batch then failed on every retry.
+const spendChunkBytes = 64 << 20
+
+// spendChunk is how many of rows, at least one, go in one spendInsert:
+// their text (spendRowBytes) stays within spendChunkBytes.
+func spendChunk(rows []store.SpendLog) int {
+	size := 0
+	for i := range rows {
+		size += spendRowBytes(&rows[i])
+		if size > spendChunkBytes && i > 0 {
+			return i
+		}
+	}
+	return len(rows)
+}
+
+// spendRowBytes is about what a row adds to spendInsert's arrays, at
+// least: its text, metadata counted at the gateway's cap of 16 KiB (not
+// encoded twice to measure it), and 256 bytes for the rest.
+func spendRowBytes(l *store.SpendLog) int {
+	n := 256 + len(l.RequestID) + len(l.KeyHash) + len(l.UserID) + len(l.TeamID) + len(l.EndUser) + len(l.ModelGroup) +
+		len(l.Deployment) + len(l.Provider) + len(l.ResponseID) + len(l.CallType) + len(l.CacheKey) +
+		len(l.Messages) + len(l.Response) + len(l.Guardrails)
+	for _, tag := range l.RequestTags {
+		n += len(tag) + 3
+	}
+	if len(l.Metadata) > 0 {
+		n += 16 << 10
+	}
+	if e := l.ErrorInformation; e != nil {
+		n += len(e.ErrorCode) + len(e.ErrorClass) + len(e.LLMProvider) + len(e.ErrorMessage)
+	}
+	return n
+}
+
+// insertChunk inserts rows in one spendInsert.
+func (t pgSpendTx) insertChunk(rows []store.SpendLog, inserted map[string]bool) error {
 	rs, err := t.tx.QueryContext(t.ctx, spendInsert, spendColumnsOf(rows).args()...)
 	if err != nil {
 		return fmt.Errorf("insert spend logs: %w", err)

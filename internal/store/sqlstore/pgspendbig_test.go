@@ -1,0 +1,59 @@
+package sqlstore_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/store"
+	"github.com/tollgate/tollgate/internal/store/storetest"
+)
+
+// TestPostgresSpendBatchOverOneGB: a spend writer's batch (MaxBatch, 1000
+// rows) whose stored messages add up to more than 1 GB, as with
+// content_logging.max_field_bytes of about a megabyte (it has no upper
+// bound), is written. PostgreSQL refuses one array, and one Bind message,
+// of 1 GB or more: sent as one INSERT of column arrays the batch failed
+// every time, and the writer retried it for ever, booking no spend at all.
+func TestPostgresSpendBatchOverOneGB(t *testing.T) {
+	pg := os.Getenv("TOLLGATE_TEST_POSTGRES_URL")
+	if pg == "" {
+		t.Skip("TOLLGATE_TEST_POSTGRES_URL is not set")
+	}
+	if testing.Short() {
+		t.Skip("writes 1.1 GB of messages")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // not the store's default bound: 1.1 GB takes a while
+	defer cancel()
+	s := storetest.OpenPostgres(t, pg)
+	now := time.Now().UTC()
+	if err := s.CreateKey(ctx, &store.Key{TokenHash: "k", KeyName: "sk-...", CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	// One 1.1 MB messages text shared by every row (the rows' copies are
+	// the store's).
+	msg := json.RawMessage(`[{"role":"user","content":"` + string(bytes.Repeat([]byte("a"), 1_100_000)) + `"}]`)
+	const n = 1000
+	batch := make([]store.SpendLog, n)
+	for i := range batch {
+		batch[i] = store.SpendLog{RequestID: fmt.Sprintf("big-%04d", i), KeyHash: "k", Cost: 0.001, StartedAt: now, EndedAt: now, Messages: msg}
+	}
+	if err := s.ApplySpend(ctx, batch); err != nil {
+		t.Fatalf("a batch of %d rows with %d bytes of messages each: %v", n, len(msg), err)
+	}
+	_, total, err := s.ListSpendLogs(ctx, store.SpendFilter{Page: store.Page{Number: 1, Size: 1}})
+	if err != nil || total != n {
+		t.Errorf("%d rows (%v), want %d", total, err, n)
+	}
+	k, err := s.GetKey(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend < 0.999 || k.Spend > 1.001 {
+		t.Errorf("key spend %v, want 1", k.Spend)
+	}
+}
