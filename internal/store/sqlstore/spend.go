@@ -21,10 +21,10 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-// spendInsert inserts a batch's spend_logs rows on PostgreSQL: one typed
-// array parameter per column, unnested into rows, so that the statement has
-// the same text (prepared once per connection) and 31 parameters whatever
-// the batch's size, and pgx encodes each column as one binary array rather
+// spendInsert inserts a batch's spend_logs rows on PostgreSQL (up to
+// spendChunkBytes of them a statement): one typed array parameter per
+// column, unnested into rows, so that the statement has the same text
+// (prepared once per connection) and 31 parameters whatever the rows, and pgx encodes each column as one binary array rather
 // than a boxed parameter per value (a multi-row VALUES list of 200 rows had
 // 6,200, a new statement text per row count, and cost the gateway about a
 // tenth of its CPU in the Bind message). unnest pads shorter arrays with
@@ -56,7 +56,8 @@ type spendColumns struct {
 	guardrails, errorInfo                                                         []pgtype.Text
 }
 
-// spendColumnsOf is rows by column: the values spendArgs would give each row.
+// spendColumnsOf is rows by column: the values the multi-row VALUES insert
+// it replaced bound for each row.
 func spendColumnsOf(rows []store.SpendLog) *spendColumns {
 	n := len(rows)
 	strs := make([]string, 11*n) // the text columns, NOT NULL
