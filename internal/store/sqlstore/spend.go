@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -209,16 +210,20 @@ func (t pgSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bool) e
 // larger on its own): PostgreSQL refuses a message (the Bind carrying the
 // arrays), and an array, of 1 GB or more, which a writer's batch of 1000
 // rows passes with content_logging.max_field_bytes of half a megabyte (it
-// has no upper bound), and the batch then failed on every retry.
-const spendChunkBytes = 64 << 20
+// has no upper bound), and the batch then failed on every retry. 64 MiB;
+// a variable only so that a test can make chunks small
+// (SetSpendChunkBytes).
+var spendChunkBytes atomic.Int64
+
+func init() { spendChunkBytes.Store(64 << 20) }
 
 // spendChunk is how many of rows, at least one, go in one spendInsert:
 // their text (spendRowBytes) stays within spendChunkBytes.
 func spendChunk(rows []store.SpendLog) int {
-	size := 0
+	size, limit := 0, int(spendChunkBytes.Load())
 	for i := range rows {
 		size += spendRowBytes(&rows[i])
-		if size > spendChunkBytes && i > 0 {
+		if size > limit && i > 0 {
 			return i
 		}
 	}
