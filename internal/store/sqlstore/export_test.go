@@ -232,3 +232,10 @@ func SetMoveSpendHook(t interface{ Cleanup(func()) }, h func(moved int) error) {
 	moveSpendHook = h
 	t.Cleanup(func() { moveSpendHook = nil })
 }
+
+// SetSpendChunkBytes sets the text one PostgreSQL spend insert carries at
+// most (64 MiB) and returns what restores it.
+func SetSpendChunkBytes(n int) (restore func()) {
+	old := spendChunkBytes.Swap(int64(n))
+	return func() { spendChunkBytes.Store(old) }
+}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -21,10 +22,10 @@ import (
 	"github.com/tollgate/tollgate/internal/store"
 )
 
-// spendInsert inserts a batch's spend_logs rows on PostgreSQL: one typed
-// array parameter per column, unnested into rows, so that the statement has
-// the same text (prepared once per connection) and 31 parameters whatever
-// the batch's size, and pgx encodes each column as one binary array rather
+// spendInsert inserts a batch's spend_logs rows on PostgreSQL (up to
+// spendChunkBytes of them a statement): one typed array parameter per
+// column, unnested into rows, so that the statement has the same text
+// (prepared once per connection) and 31 parameters whatever the rows, and pgx encodes each column as one binary array rather
 // than a boxed parameter per value (a multi-row VALUES list of 200 rows had
 // 6,200, a new statement text per row count, and cost the gateway about a
 // tenth of its CPU in the Bind message). unnest pads shorter arrays with
@@ -56,7 +57,8 @@ type spendColumns struct {
 	guardrails, errorInfo                                                         []pgtype.Text
 }
 
-// spendColumnsOf is rows by column: the values spendArgs would give each row.
+// spendColumnsOf is rows by column: the values the multi-row VALUES insert
+// it replaced bound for each row.
 func spendColumnsOf(rows []store.SpendLog) *spendColumns {
 	n := len(rows)
 	strs := make([]string, 11*n) // the text columns, NOT NULL
@@ -194,9 +196,61 @@ type pgSpendTx struct {
 }
 
 func (t pgSpendTx) insertRows(rows []store.SpendLog, inserted map[string]bool) error {
-	if len(rows) == 0 {
-		return nil
+	for len(rows) > 0 {
+		n := spendChunk(rows)
+		if err := t.insertChunk(rows[:n], inserted); err != nil {
+			return err
+		}
+		rows = rows[n:]
 	}
+	return nil
+}
+
+// spendChunkBytes bounds the text of one spendInsert (but for a row
+// larger on its own): PostgreSQL refuses a message (the Bind carrying the
+// arrays), and an array, of 1 GB or more, which a writer's batch of 1000
+// rows passes with content_logging.max_field_bytes of half a megabyte (it
+// has no upper bound), and the batch then failed on every retry. 64 MiB;
+// a variable only so that a test can make chunks small
+// (SetSpendChunkBytes).
+var spendChunkBytes atomic.Int64
+
+func init() { spendChunkBytes.Store(64 << 20) }
+
+// spendChunk is how many of rows, at least one, go in one spendInsert:
+// their text (spendRowBytes) stays within spendChunkBytes.
+func spendChunk(rows []store.SpendLog) int {
+	size, limit := 0, int(spendChunkBytes.Load())
+	for i := range rows {
+		size += spendRowBytes(&rows[i])
+		if size > limit && i > 0 {
+			return i
+		}
+	}
+	return len(rows)
+}
+
+// spendRowBytes is about what a row adds to spendInsert's arrays, at
+// least: its text, metadata counted at the gateway's cap of 16 KiB (not
+// encoded twice to measure it), and 256 bytes for the rest.
+func spendRowBytes(l *store.SpendLog) int {
+	n := 256 + len(l.RequestID) + len(l.KeyHash) + len(l.UserID) + len(l.TeamID) + len(l.EndUser) + len(l.ModelGroup) +
+		len(l.Deployment) + len(l.Provider) + len(l.ResponseID) + len(l.CallType) + len(l.CacheKey) +
+		len(l.Messages) + len(l.Response) + len(l.Guardrails)
+	for _, tag := range l.RequestTags {
+		n += len(tag) + 3
+	}
+	if len(l.Metadata) > 0 {
+		n += 16 << 10
+	}
+	if e := l.ErrorInformation; e != nil {
+		n += len(e.ErrorCode) + len(e.ErrorClass) + len(e.LLMProvider) + len(e.ErrorMessage)
+	}
+	return n
+}
+
+// insertChunk inserts rows in one spendInsert.
+func (t pgSpendTx) insertChunk(rows []store.SpendLog, inserted map[string]bool) error {
 	rs, err := t.tx.QueryContext(t.ctx, spendInsert, spendColumnsOf(rows).args()...)
 	if err != nil {
 		return fmt.Errorf("insert spend logs: %w", err)
