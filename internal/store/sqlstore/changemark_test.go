@@ -85,8 +85,16 @@ func TestChangeMarksReadALongTransaction(t *testing.T) {
 	if err := s.UpdateKey(ctx, k); err != nil {
 		t.Fatal(err)
 	}
-	if keys, _ := read(m1); !slices.Equal(keys, []string{"h2"}) {
-		t.Fatalf("key updated after the mark: read %v, want [h2]", keys)
+	// h2 must be read; h1 too when a transaction elsewhere in the cluster
+	// (another package's test, sharing this PostgreSQL in CI) was open at
+	// m1 and held the mark back: a resync reads again what it may have
+	// missed, never less.
+	switch keys, _ := read(m1); {
+	case slices.Equal(keys, []string{"h2"}):
+	case slices.Equal(keys, []string{"h1", "h2"}):
+		t.Logf("the mark was held back by a transaction open elsewhere: read %v", keys)
+	default:
+		t.Fatalf("key updated after the mark: read %v, want [h2] (or [h1 h2] with the mark held back)", keys)
 	}
 
 	hold, err := raw.BeginTx(ctx, nil)
