@@ -149,16 +149,7 @@ func BenchmarkApplySpendPG(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			now := time.Now().UTC()
-			if err := s.CreateUser(ctx, &store.User{UserID: "u", CreatedAt: now, UpdatedAt: now}); err != nil {
-				b.Fatal(err)
-			}
-			if err := s.CreateTeam(ctx, &store.Team{TeamID: "t", CreatedAt: now, UpdatedAt: now}); err != nil {
-				b.Fatal(err)
-			}
-			if err := s.CreateKey(ctx, &store.Key{TokenHash: "k", KeyName: "sk-...", UserID: "u", TeamID: "t", CreatedAt: now, UpdatedAt: now}); err != nil {
-				b.Fatal(err)
-			}
+			now := seedSpendOwners(b, ctx, s)
 			n := 0
 			b.ReportAllocs()
 			b.ResetTimer()
