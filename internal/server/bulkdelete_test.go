@@ -164,6 +164,21 @@ func TestBulkDeletionForgottenInFewQueries(t *testing.T) {
 	if _, ok := within(5*time.Minute, func() bool { return forgotten() == deleted }); !ok {
 		t.Fatalf("the resync forgot %d of the %d deleted keys' accounts", forgotten(), deleted)
 	}
+	// ForgetKeys drops the book's accounts first, then Redis's hashes, a
+	// script per forgetBatch (the model budgets' last): wait for those too.
+	redisLeft := func() int64 {
+		var n int64
+		for i := range deleted {
+			if i%10 == 0 {
+				m, _ := rc.Exists(ctx, bud(store.KindKey, hash(i)), bud(store.KindKeyModel, hash(i)+"/gpt-4")).Result()
+				n += m
+			}
+		}
+		return n
+	}
+	if _, ok := within(5*time.Minute, func() bool { return redisLeft() == 0 }); !ok {
+		t.Fatalf("%d Redis hashes of deleted keys left", redisLeft())
+	}
 	t.Logf("deleting %d keys took %v; their accounts gone %v after the last deletion (a resync kicked), with %d replaced-hash calls",
 		deleted, deletedAt.Sub(start), time.Since(deletedAt), st.calls.Load()-before)
 	if n := st.calls.Load() - before; n > 20 {
