@@ -206,6 +206,19 @@ func (r *keyRec) hash(lowerHex string) string {
 	return lowerHex
 }
 
+// sameAs says whether r holds what o holds: every field equal, the shared
+// part and the extras by value.
+func (r *keyRec) sameAs(o *keyRec) bool {
+	if r.text != o.text || r.spend != o.spend || r.created != o.created || r.updated != o.updated ||
+		r.expires != o.expires || r.resetAt != o.resetAt || r.sum != o.sum {
+		return false
+	}
+	if (r.x == nil) != (o.x == nil) || r.x != nil && !reflect.DeepEqual(*r.x, *o.x) {
+		return false
+	}
+	return r.sh == o.sh || reflect.DeepEqual(*r.sh, *o.sh)
+}
+
 func (r *keyRec) updatedAt() time.Time {
 	if r.updated == timeInX {
 		return r.x.updated

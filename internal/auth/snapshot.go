@@ -207,6 +207,14 @@ func (s *Snapshot) putLoadedKeys(c *compactor, ks []*store.Key) {
 			at, gone := s.forgotten.Load(k.TokenHash)
 			stale = (cur != nil && !k.UpdatedAt.After(cur.updatedAt())) || (gone && !k.UpdatedAt.After(at.(time.Time)))
 			if stale {
+				// The same row read first by a resync (it runs during the
+				// load: keys written shortly before the start are in its
+				// overlap): the load's record, compacted with the others,
+				// replaces that copy when it holds the same, rather than
+				// the copy's own allocations staying for the key's life.
+				if cur != nil && !gone && r.sameAs(cur) {
+					return r
+				}
 				return cur
 			}
 			return r
@@ -380,7 +388,15 @@ func (s *Snapshot) putKey(k *store.Key, c *compactor) {
 		s.rawKeys.Delete(k.TokenHash)
 	}
 	s.forgotten.Delete(k.TokenHash)
-	s.update(k.TokenHash, func(cur *keyRec) *keyRec { return packKey(k, c, cur) })
+	s.update(k.TokenHash, func(cur *keyRec) *keyRec {
+		r := packKey(k, c, cur)
+		if cur != nil && r.sameAs(cur) {
+			// Read again unchanged (a resync's overlap): the record in
+			// place stays, compacted as it was.
+			return cur
+		}
+		return r
+	})
 }
 
 // PutUser publishes u, unless it is a stale copy (putUserHere).
