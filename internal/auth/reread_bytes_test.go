@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/memtest"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -33,14 +34,6 @@ func rereadKeys(n int, at time.Time) []*store.Key {
 	return ks
 }
 
-func liveHeapBytes() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
 // TestRereadKeysKeepTheirRecords: a resync reads again rows it (or the load
 // at start) already has: the 5 s overlap of the time cursor, keys written
 // just before a start. A key read again unchanged keeps its record, so the
@@ -62,7 +55,7 @@ func TestRereadKeysKeepTheirRecords(t *testing.T) {
 	ks = nil
 	// Every fourth key read again, three times (the others keep the load's
 	// slabs alive: a record replaced there is not freed).
-	before := liveHeapBytes()
+	before := memtest.LiveHeap()
 	for look := 0; look < 3; look++ {
 		var again []*store.Key
 		for i, k := range rereadKeys(n, at) {
@@ -72,7 +65,7 @@ func TestRereadKeysKeepTheirRecords(t *testing.T) {
 		}
 		s.Apply(&store.Snapshot{Keys: again}, nil, time.Now())
 	}
-	after := liveHeapBytes()
+	after := memtest.LiveHeap()
 	perKey := (float64(after) - float64(before)) / (n / 4)
 	t.Logf("live heap per key read again unchanged (3 looks): %.1f B", perKey)
 	if perKey > 8 {
@@ -106,7 +99,7 @@ func TestLoadTakesOverResyncCopies(t *testing.T) {
 	const n = 20000
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Microsecond)
 	build := func(resyncFirst bool) (*Snapshot, uint64) {
-		before := liveHeapBytes()
+		before := memtest.LiveHeap()
 		s := NewSnapshot(nil)
 		s.StartLoading()
 		if resyncFirst {
@@ -119,7 +112,7 @@ func TestLoadTakesOverResyncCopies(t *testing.T) {
 		}
 		put, ks = nil, nil
 		s.DoneLoading()
-		return s, liveHeapBytes() - before
+		return s, memtest.LiveHeap() - before
 	}
 	alone, aloneBytes := build(false)
 	runtime.KeepAlive(alone)

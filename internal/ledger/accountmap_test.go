@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tollgate/tollgate/internal/memtest"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -83,7 +84,7 @@ func TestKeyAccountBytes(t *testing.T) {
 	}
 	b := NewBook(nil)
 	b.Account(store.KindKey, "warm", Spec{Budget: &budget}) // the book's own tables
-	before := liveHeap()
+	before := memtest.LiveHeap()
 	for _, id := range ids {
 		// The id is the request's: the book keeps its own copy.
 		a := b.Account(store.KindKey, string([]byte(id)), Spec{Spent: 1, Budget: &budget})
@@ -100,7 +101,7 @@ func TestKeyAccountBytes(t *testing.T) {
 		}
 		a.LastHeard()
 	}
-	after := liveHeap()
+	after := memtest.LiveHeap()
 	perKey := float64(after-before) / n
 	t.Logf("%.0f B a key account", perKey)
 	if perKey > 300 {
@@ -108,12 +109,4 @@ func TestKeyAccountBytes(t *testing.T) {
 	}
 	runtime.KeepAlive(b)
 	runtime.KeepAlive(ids)
-}
-
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }

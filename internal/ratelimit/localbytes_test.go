@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/memtest"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -42,7 +43,7 @@ func liveBytesPerKey(t testing.TB, l admitter, n int, kinds ...Kind) float64 {
 	keyRules(warm, -1, kinds...)
 	l.Admit(warm)
 	l.Done(warm, 0)
-	before := heapInUse()
+	before := memtest.LiveHeap()
 	for i := range n {
 		tk := new(Ticket)
 		keyRules(tk, i, kinds...)
@@ -52,17 +53,9 @@ func liveBytesPerKey(t testing.TB, l admitter, n int, kinds ...Kind) float64 {
 		}
 		l.Done(tk, 120)
 	}
-	after := heapInUse()
+	after := memtest.LiveHeap()
 	runtime.KeepAlive(l)
 	return float64(int64(after)-int64(before)) / float64(n)
-}
-
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
 
 // TestLocalStateBytes bounds what the in-process limiter keeps for a key
@@ -109,7 +102,7 @@ func benchKeyBytes(b *testing.B, l admitter) {
 		keyRules(&tks[i], i, Requests, Tokens, Parallel)
 		tks[i].Est = 100
 	}
-	before := heapInUse()
+	before := memtest.LiveHeap()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range tks {
@@ -117,7 +110,7 @@ func benchKeyBytes(b *testing.B, l admitter) {
 		l.Done(&tks[i], 120)
 	}
 	b.StopTimer()
-	after := heapInUse()
+	after := memtest.LiveHeap()
 	runtime.KeepAlive(tks)
 	runtime.KeepAlive(l)
 	b.ReportMetric(float64(int64(after)-int64(before))/float64(b.N), "live-B/key")

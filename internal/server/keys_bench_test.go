@@ -18,6 +18,7 @@ import (
 
 	"github.com/tollgate/tollgate/internal/auth"
 	"github.com/tollgate/tollgate/internal/config"
+	"github.com/tollgate/tollgate/internal/memtest"
 	"github.com/tollgate/tollgate/internal/store"
 	"github.com/tollgate/tollgate/internal/store/sqlstore"
 )
@@ -77,15 +78,6 @@ func seededStore(b *testing.B) string {
 
 func benchRawKey(i int) string { return fmt.Sprintf("sk-bench-%08d", i) }
 
-// heapInUse is the live heap after a full collection.
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
 // BenchmarkSnapshotBytesPerKey loads benchKeys keys (Store.LoadAll) and
 // builds the key snapshot, reporting the live heap each holds per key:
 // loaded-B/key is the store's records as read, snapshot-B/key what the
@@ -101,7 +93,7 @@ func BenchmarkSnapshotBytesPerKey(b *testing.B) {
 	var loaded, built uint64
 	b.ResetTimer()
 	for range b.N {
-		before := heapInUse()
+		before := memtest.LiveHeap()
 		c0 := cpuTime()
 		t0 := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -112,14 +104,14 @@ func BenchmarkSnapshotBytesPerKey(b *testing.B) {
 		}
 		t1 := time.Now()
 		c1 := cpuTime()
-		afterLoad := heapInUse()
+		afterLoad := memtest.LiveHeap()
 		t2 := time.Now()
 		c2 := cpuTime()
 		snap := auth.NewSnapshot(all)
 		t3 := time.Now()
 		c3 := cpuTime()
 		all = nil
-		afterSnap := heapInUse()
+		afterSnap := memtest.LiveHeap()
 		if _, ok := snap.Key(config.HashKey(benchRawKey(7))); !ok {
 			b.Fatal("a seeded key is missing from the snapshot")
 		}
@@ -297,7 +289,7 @@ func BenchmarkBytesPerUsedKey(b *testing.B) {
 			runtime.MemProfileRate = 1
 			writeHeapProfile(prof + ".before")
 		}
-		before := heapInUse()
+		before := memtest.LiveHeap()
 		var wg sync.WaitGroup
 		for w := range 4 {
 			wg.Add(1)
@@ -310,7 +302,7 @@ func BenchmarkBytesPerUsedKey(b *testing.B) {
 		}
 		wg.Wait()
 		quiet()
-		after := heapInUse()
+		after := memtest.LiveHeap()
 		if prof != "" {
 			writeHeapProfile(prof)
 		}
