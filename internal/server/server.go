@@ -216,13 +216,6 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		shedPatterns: map[string]bool{}}
 	s.cfg.Store(cfg)
 	s.shed = newShedder(cfg.MaxRequestsInFlight(), opts.ShedOnCPU, func(reason string) { s.metrics.Shed(reason) })
-	s.shed.crowded = func() bool {
-		if g := s.gate.Load(); g != nil {
-			n, bound := g.Open()
-			return bound >= 0 && n > bound
-		}
-		return false
-	}
 	// Redis first: a redis_url that does not parse fails before anything
 	// else is built. The client is made, and dials, when Serve starts the
 	// runner.

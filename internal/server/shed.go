@@ -58,9 +58,6 @@ type shedder struct {
 	next     atomic.Int64 // when the CPU signal is next read (unix ns)
 	cpu      bool         // the CPU signal is followed
 	onShed   func(reason string)
-	// crowded reports whether the connections open on the main listener
-	// are past the connection bound in force (connGate); nil: never.
-	crowded func() bool
 	// memNear reports whether the memory the collector cannot free nears
 	// the soft memory limit (nearLimit); a test may replace it.
 	memNear func([]metrics.Sample) bool
@@ -173,17 +170,11 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 		}
 		if limit := s.limit.Load(); n > limit {
 			s.onShed(s.reason(limit))
-			if limit < s.max && (s.byMemory.Load() || s.crowded != nil && s.crowded()) {
-				// The bound was lowered by the memory signal, or the
-				// connections open are past the connection bound in force
-				// (which follows this one down): the client's connection
-				// is closed after the answer rather than kept idle in its
-				// pool, holding a goroutine and its buffers here.
-				// Otherwise it is kept: a refusal on a kept connection
-				// costs a fraction of a new connection's handshake, accept
-				// and close, which, while the CPU cannot keep up, is what
-				// spends it (docs/performance.md, "refusals that keep the
-				// connection").
+			if limit < s.max {
+				// The bound was lowered: the CPU or the memory cannot keep
+				// up. The client's connection is closed after the answer
+				// rather than kept idle in its pool, holding a goroutine
+				// and its buffers here.
 				w.Header().Set("Connection", "close")
 			}
 			e := &apierror.Error{Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "overloaded",
