@@ -207,16 +207,32 @@ func (r *keyRec) hash(lowerHex string) string {
 }
 
 // sameAs says whether r holds what o holds: every field equal, the shared
-// part and the extras by value.
+// part and the extras by value. The key's own spends are compared bit for
+// bit (== and reflect.DeepEqual take -0 for 0, which a read shows as
+// "-0"); the shared part as packKey lends one (reflect.DeepEqual).
 func (r *keyRec) sameAs(o *keyRec) bool {
-	if r.text != o.text || r.spend != o.spend || r.created != o.created || r.updated != o.updated ||
-		r.expires != o.expires || r.resetAt != o.resetAt || r.sum != o.sum {
+	if r.text != o.text || math.Float64bits(r.spend) != math.Float64bits(o.spend) || r.created != o.created ||
+		r.updated != o.updated || r.expires != o.expires || r.resetAt != o.resetAt || r.sum != o.sum {
 		return false
 	}
-	if (r.x == nil) != (o.x == nil) || r.x != nil && !reflect.DeepEqual(*r.x, *o.x) {
+	if (r.x == nil) != (o.x == nil) || r.x != nil && !r.x.sameAs(o.x) {
 		return false
 	}
 	return r.sh == o.sh || reflect.DeepEqual(*r.sh, *o.sh)
+}
+
+func (x *keyExtra) sameAs(o *keyExtra) bool {
+	a, b := *x, *o
+	a.modelSpend, b.modelSpend = nil, nil
+	if !reflect.DeepEqual(a, b) || (x.modelSpend == nil) != (o.modelSpend == nil) || len(x.modelSpend) != len(o.modelSpend) {
+		return false
+	}
+	for m, v := range x.modelSpend {
+		if w, ok := o.modelSpend[m]; !ok || math.Float64bits(v) != math.Float64bits(w) {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *keyRec) updatedAt() time.Time {

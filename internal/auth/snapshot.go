@@ -200,28 +200,38 @@ func (s *Snapshot) putLoadedKeys(c *compactor, ks []*store.Key) {
 			k = s.keyWithBudget(k)
 		}
 		r := packKey(k, c, nil)
-		stale := false
 		s.update(k.TokenHash, func(cur *keyRec) *keyRec {
 			// Under the index's lock: a deletion marks the key forgotten
 			// before it takes this lock to remove it.
 			at, gone := s.forgotten.Load(k.TokenHash)
-			stale = (cur != nil && !k.UpdatedAt.After(cur.updatedAt())) || (gone && !k.UpdatedAt.After(at.(time.Time)))
-			if stale {
-				// The same row read first by a resync (it runs during the
-				// load: keys written shortly before the start are in its
-				// overlap): the load's record, compacted with the others,
-				// replaces that copy when it holds the same, rather than
-				// the copy's own allocations staying for the key's life.
-				if cur != nil && !gone && r.sameAs(cur) {
-					return r
-				}
+			stale := (cur != nil && !k.UpdatedAt.After(cur.updatedAt())) || (gone && !k.UpdatedAt.After(at.(time.Time)))
+			// The same row read first by a resync (it runs during the
+			// load: keys written shortly before the start are in its
+			// overlap): the load's record, compacted with the others,
+			// replaces that copy when it holds the same, rather than the
+			// copy's own allocations staying for the key's life; so does
+			// its row as stored (rawKeys), for a key that names a budget.
+			if stale && (cur == nil || gone || !r.sameAs(cur)) {
 				return cur
 			}
+			s.setRawKey(raw)
 			return r
 		})
-		if !stale && raw.BudgetID != "" {
-			s.rawKeys.Store(raw.TokenHash, raw)
-		}
+	}
+}
+
+// setRawKey keeps k, a key's row as stored, when it names a budget (so
+// that a change of the budget derives the key again from it), else
+// forgets the key's. Called under the index's lock as the record derived
+// from k is put: the start's load (which does not hold localMu) and a
+// write of the same key then keep the row and the record of one of them,
+// never the row of one and the record of the other (a budget change would
+// bring the older row back: TestRawKeyGoesWithItsRecord).
+func (s *Snapshot) setRawKey(k *store.Key) {
+	if k.BudgetID != "" {
+		s.rawKeys.Store(k.TokenHash, k)
+	} else {
+		s.rawKeys.Delete(k.TokenHash)
 	}
 }
 
@@ -381,14 +391,13 @@ func (s *Snapshot) PutKey(k *store.Key) {
 }
 
 func (s *Snapshot) putKey(k *store.Key, c *compactor) {
+	raw := k
 	if k.BudgetID != "" {
-		s.rawKeys.Store(k.TokenHash, k)
 		k = s.keyWithBudget(k)
-	} else {
-		s.rawKeys.Delete(k.TokenHash)
 	}
 	s.forgotten.Delete(k.TokenHash)
 	s.update(k.TokenHash, func(cur *keyRec) *keyRec {
+		s.setRawKey(raw)
 		r := packKey(k, c, cur)
 		if cur != nil && r.sameAs(cur) {
 			// Read again unchanged (a resync's overlap): the record in
