@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/memtest"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -25,7 +26,7 @@ func TestLoadTakesOverResyncCopiesWithBudget(t *testing.T) {
 		return ks
 	}
 	build := func(resyncFirst bool) (*Snapshot, uint64) {
-		before := liveHeapBytes()
+		before := memtest.LiveHeap()
 		s := NewSnapshot(budgets)
 		s.StartLoading()
 		if resyncFirst {
@@ -38,7 +39,7 @@ func TestLoadTakesOverResyncCopiesWithBudget(t *testing.T) {
 		}
 		put, ks = nil, nil
 		s.DoneLoading()
-		return s, liveHeapBytes() - before
+		return s, memtest.LiveHeap() - before
 	}
 	alone, aloneBytes := build(false)
 	runtime.KeepAlive(alone)
