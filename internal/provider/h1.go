@@ -592,7 +592,8 @@ func (pc *h1Conn) readLine(budget *int) ([]byte, error) {
 // readHeader reads header lines up to the blank line into h. The values
 // are copied into pc.vals as they are read and become one string at the
 // blank line, each value a substring of it: one allocation for the
-// values, not one a value.
+// values, not one a value. A value kept past the answer (the response
+// cache's Content-Type) must be cloned, or it keeps the whole block alive.
 func (pc *h1Conn) readHeader(h http.Header, budget *int) error {
 	type field struct {
 		key        string
