@@ -427,7 +427,10 @@ func (c *call) storeAnswer(err error) {
 		// answers are kept.
 		return
 	}
-	ct := rec.Header().Get("Content-Type")
+	// A copy: the upstream's value is a substring of its whole header
+	// block (the lean client reads all values into one string), which the
+	// entry would otherwise keep alive uncounted.
+	ct := strings.Clone(rec.Header().Get("Content-Type"))
 	if strings.HasPrefix(ct, "text/event-stream") && !c.streamComplete(rec.buf) {
 		return
 	}

@@ -347,6 +347,7 @@ func canCap(op provider.Op) bool {
 
 // charge is one request's hold on its budgets.
 type charge struct {
+	hv    [2]string // the header values it sets (charge.one)
 	m     *Books
 	res   ledger.Hold
 	key   *ledger.Account
@@ -891,7 +892,8 @@ func budgeted(accts []*ledger.Account) bool {
 
 // headers are set on responses whose cost is known before they are sent.
 func (c *charge) headers(h http.Header, cost float64) {
-	setBoth(h, hdrCost, llmCost, strconv.FormatFloat(cost, 'g', -1, 64))
+	v := c.one(chargeCost, strconv.FormatFloat(cost, 'g', -1, 64))
+	h[hdrCost], h[llmCost] = v, v
 	if c.unpricedModel == "" {
 		delete(h, hdrUnpriced) // the served model priced it after all
 	}
@@ -903,6 +905,21 @@ func (c *charge) headers(h http.Header, cost float64) {
 // (Settling.Spent).
 func (c *charge) streamHeaders(h http.Header) {
 	if c.key != nil {
-		setBoth(h, hdrKeySpend, llmKeySpend, strconv.FormatFloat(c.pend.Spent(c.key).Dollars(), 'g', -1, 64))
+		v := c.one(chargeKeySpend, strconv.FormatFloat(c.pend.Spent(c.key).Dollars(), 'g', -1, 64))
+		h[hdrKeySpend], h[llmKeySpend] = v, v
 	}
+}
+
+// The slots of charge.hv, one per header value a charge sets.
+const (
+	chargeCost = iota
+	chargeKeySpend
+)
+
+// one is v as a header value in the charge's slot i, as call.one: a slice
+// of length and capacity 1 over c.hv (no allocation of its own), written
+// again only when its header is set again.
+func (c *charge) one(i int, v string) []string {
+	c.hv[i] = v
+	return c.hv[i : i+1 : i+1]
 }

@@ -212,6 +212,7 @@ type h1Conn struct {
 	peekFn func(uintptr) bool // peekAlive's probe, made once
 	peekOK bool
 	peekB  [1]byte
+	vals   []byte // readHeader's values buffer, reused
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
@@ -588,9 +589,24 @@ func (pc *h1Conn) readLine(budget *int) ([]byte, error) {
 	return line, nil
 }
 
-// readHeader reads header lines up to the blank line into h.
+// readHeader reads header lines up to the blank line into h. The values
+// are copied into pc.vals as they are read and become one string at the
+// blank line, each value a substring of it: one allocation for the
+// values, not one a value. A value kept past the answer (the response
+// cache's Content-Type) must be cloned, or it keeps the whole block alive.
 func (pc *h1Conn) readHeader(h http.Header, budget *int) error {
-	var strs []string // one backing array for the usual one value per key
+	type field struct {
+		key        string
+		start, end int
+	}
+	var local [16]field
+	fields := local[:0]
+	vals := pc.vals[:0]
+	defer func() {
+		if cap(vals) <= h1MaxKeptVals {
+			pc.vals = vals[:0]
+		}
+	}()
 	for {
 		line, err := pc.readLine(budget)
 		if err != nil {
@@ -600,7 +616,7 @@ func (pc *h1Conn) readHeader(h http.Header, budget *int) error {
 			return err
 		}
 		if len(line) == 0 {
-			return nil
+			break
 		}
 		i := 0
 		for i < len(line) && line[i] != ':' {
@@ -624,18 +640,30 @@ func (pc *h1Conn) readHeader(h http.Header, budget *int) error {
 				return errMalformed(fmt.Sprintf("header line %q", line))
 			}
 		}
-		key := canonicalKey(line[:i])
-		if vv, ok := h[key]; ok {
-			h[key] = append(vv, string(v))
+		start := len(vals)
+		vals = append(vals, v...)
+		fields = append(fields, field{canonicalKey(line[:i]), start, len(vals)})
+	}
+	all := string(vals)
+	var strs []string // one backing array for the usual one value per key
+	for _, f := range fields {
+		v := all[f.start:f.end]
+		if vv, ok := h[f.key]; ok {
+			h[f.key] = append(vv, v)
 			continue
 		}
 		if cap(strs) == len(strs) {
 			strs = make([]string, 0, 16)
 		}
-		strs = append(strs, string(v))
-		h[key] = strs[len(strs)-1 : len(strs) : len(strs)]
+		strs = append(strs, v)
+		h[f.key] = strs[len(strs)-1 : len(strs) : len(strs)]
 	}
+	return nil
 }
+
+// h1MaxKeptVals bounds the values buffer a connection keeps between
+// responses (a larger head's is let go).
+const h1MaxKeptVals = 8 << 10
 
 // readResponse reads the status line and headers of the response to req
 // (skipping 1xx responses) and frames its body.
@@ -757,6 +785,11 @@ func (pc *h1Conn) readResponse(req *http.Request) (resp *http.Response, err erro
 }
 
 func parseStatusLine(line []byte, resp *http.Response) error {
+	if string(line) == "HTTP/1.1 200 OK" { // the usual answer's, without an allocation
+		resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
+		resp.Status, resp.StatusCode = "200 OK", 200
+		return nil
+	}
 	proto, status, ok := strings.Cut(string(line), " ")
 	if !ok {
 		return errMalformed(fmt.Sprintf("status line %q", line))

@@ -57,3 +57,40 @@ func TestNewRequestURLAsParsed(t *testing.T) {
 		t.Fatalf("only %d dialect/op pairs checked", n)
 	}
 }
+
+// TestNewRequestJSONContentTypeShared: a JSON request's Content-Type is the
+// shared read-only value, not a slice made per request (one allocation
+// fewer on every upstream call), and any other type is the request's own.
+func TestNewRequestJSONContentTypeShared(t *testing.T) {
+	d := &config.Deployment{ModelName: "m", Provider: "openai", Model: "mod", APIBase: "http://127.0.0.1:18090/v1", APIKey: "k"}
+	tg, err := build(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"model":"mod"}`)
+	for _, ct := range []string{"", "application/json"} {
+		req, err := tg.NewRequest(context.Background(), OpChat, "mod", body, ct, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := req.Header["Content-Type"]; len(v) != 1 || v[0] != "application/json" || cap(v) != 1 {
+			t.Fatalf("content type %q: %q (cap %d)", ct, v, cap(v))
+		}
+		req.Header.Add("Content-Type", "x/y") // reallocates: the shared value stays
+		if contentJSON[0] != "application/json" || len(contentJSON) != 1 {
+			t.Fatalf("the shared value changed: %q", contentJSON)
+		}
+	}
+	req, err := tg.NewRequest(context.Background(), OpChat, "mod", body, "multipart/form-data; boundary=b", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := req.Header["Content-Type"]; len(v) != 1 || v[0] != "multipart/form-data; boundary=b" {
+		t.Fatalf("multipart: %q", v)
+	}
+	json := testing.AllocsPerRun(200, func() { _, _ = tg.NewRequest(context.Background(), OpChat, "mod", body, "", false) })
+	other := testing.AllocsPerRun(200, func() { _, _ = tg.NewRequest(context.Background(), OpChat, "mod", body, "text/plain", false) })
+	if json != other-1 {
+		t.Errorf("a JSON request: %.0f allocations, another type %.0f: want one fewer", json, other)
+	}
+}

@@ -310,6 +310,7 @@ func (t *Target) Serves(op Op) bool { return op < numOps && t.urls[op] != "" }
 var (
 	acceptStream = []string{"text/event-stream"}
 	acceptJSON   = []string{"application/json"}
+	contentJSON  = []string{"application/json"}
 )
 
 // NewRequest builds the upstream request for op to model carrying body,
@@ -336,13 +337,15 @@ func (t *Target) NewRequest(ctx context.Context, op Op, model string, body []byt
 	for k, v := range t.header {
 		req.Header[k] = v
 	}
-	if contentType == "" {
-		contentType = "application/json"
-	}
 	// Canonical keys assigned directly (Set would canonicalise them again);
-	// the Accept values are shared, read-only slices: a later Add
-	// reallocates (their capacity is one), a Set replaces them.
-	req.Header["Content-Type"] = []string{contentType}
+	// the Accept values and JSON's Content-Type are shared, read-only
+	// slices: a later Add reallocates (their capacity is one), a Set
+	// replaces them.
+	if contentType == "" || contentType == "application/json" {
+		req.Header["Content-Type"] = contentJSON
+	} else {
+		req.Header["Content-Type"] = []string{contentType}
+	}
 	if stream {
 		req.Header["Accept"] = acceptStream
 	} else {

@@ -96,8 +96,32 @@ func NewLocal() *Local {
 }
 
 // get returns r's state, made if new.
-func (l *Local) get(r *Rule, now time.Time) *state {
-	head := l.scopes[r.Scope]
+func (l *Local) get(r *Rule, now time.Time, last *lastScope) *state {
+	var head *state
+	if last.head != nil && last.scope == r.Scope {
+		head = last.head // a ticket's rules are mostly one scope's (a key's rpm, tpm, parallel)
+	} else {
+		head = l.scopes[r.Scope]
+	}
+	s := l.getIn(head, r, now)
+	last.scope, last.head = r.Scope, head
+	if head == nil {
+		last.head = s // s is now the scope's head
+	}
+	return s
+}
+
+// lastScope is the scope a call of Admit or Done looked up last, and the
+// head of its states' list: the next rule of the same scope skips the map
+// (hashing the scope's id, a key's 64 hex digits). Valid under l.mu for
+// one call only (a sweep may drop the scope between calls).
+type lastScope struct {
+	scope Scope
+	head  *state
+}
+
+// getIn is get given the scope's list's head (nil: the scope has none yet).
+func (l *Local) getIn(head *state, r *Rule, now time.Time) *state {
 	s := head
 	for s != nil && (s.kind != r.Kind || s.name != r.Name) {
 		s = s.next
@@ -409,9 +433,10 @@ func (l *Local) Admit(t *Ticket) *Denied {
 	if len(t.rules) > sizedRules {
 		st, idx = make([]*state, len(t.rules)), make([]int64, len(t.rules))
 	}
+	var last lastScope
 	for i := range len(t.rules) {
 		r := &t.rules[i]
-		s := l.get(r, now)
+		s := l.get(r, now, &last)
 		st[i] = s
 		switch r.Kind {
 		case Requests, Tokens:
@@ -475,9 +500,10 @@ func (l *Local) Done(t *Ticket, tokens int64) {
 	delta := tokens - t.Est
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	var last lastScope
 	for i := range len(t.rules) {
 		r := &t.rules[i]
-		s := l.get(r, now)
+		s := l.get(r, now, &last)
 		switch r.Kind {
 		case Tokens:
 			cur := now.UnixNano() / int64(slotLen(r.Window)) // the sub-window of now, as window gives it, without its sum

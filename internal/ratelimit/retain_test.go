@@ -21,7 +21,7 @@ func TestLocalStateDoesNotKeepItsScopesBufferAlive(t *testing.T) {
 		copy(buf, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
 		r := &Rule{Scope: Scope{Entity: store.KindKey, ID: unsafe.String(&buf[0], 64)}, Kind: kind, Limit: 10, Window: time.Minute, Name: "rpm_limit"}
 		l.mu.Lock()
-		l.get(r, time.Now())
+		l.get(r, time.Now(), &lastScope{})
 		l.mu.Unlock()
 		return weak.Make(&buf[0])
 	}

@@ -271,7 +271,7 @@ func TestLocalWindowsConcurrent(t *testing.T) {
 	defer l.mu.Unlock()
 	for k := range 4 {
 		for _, r := range rules(k) {
-			s := l.get(&r, l.now())
+			s := l.get(&r, l.now(), &lastScope{})
 			for _, d := range []time.Duration{0, time.Second, -3 * time.Second, 30 * time.Second, 2 * time.Minute} {
 				at := l.now().Add(d)
 				wu, wi, wr := sumWindowOld(s.w, &r, at)

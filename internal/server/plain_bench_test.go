@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/tollgate/tollgate/internal/config"
@@ -25,13 +27,26 @@ import (
 // spend row on SQLite's writer, the request line logged as `serve` logs it
 // (jsonlog, to io.Discard). Its allocs/op are the plain path's (plus the
 // mock upstream's, a constant).
-func BenchmarkChatHandlerPlain(b *testing.B) {
+func BenchmarkChatHandlerPlain(b *testing.B) { benchChatServer(b, false) }
+
+// BenchmarkChatHandlerGoverned is BenchmarkChatHandlerPlain with the
+// bench's governed scenario: a master key, and every request made with the
+// virtual key `tollgate bench` makes (a budget, rpm, tpm and parallel
+// limits that never bind, a user). The difference of the two is
+// governance's allocations a request.
+func BenchmarkChatHandlerGoverned(b *testing.B) { benchChatServer(b, true) }
+
+func benchChatServer(b *testing.B, governed bool) {
 	up := httptest.NewServer(mockupstream.New(mockupstream.Options{}))
 	defer up.Close()
-	cfg, err := config.Parse("b.yaml", []byte(`model_list:
+	yaml := `model_list:
   - model_name: gpt-4
-    litellm_params: {model: openai/gpt-4o, api_base: "`+up.URL+`", input_cost_per_token: 0.000001, output_cost_per_token: 0.00001}
-`))
+    litellm_params: {model: openai/gpt-4o, api_base: "` + up.URL + `", input_cost_per_token: 0.000001, output_cost_per_token: 0.00001}
+`
+	if governed {
+		yaml += "general_settings:\n  master_key: sk-bench-master\n"
+	}
+	cfg, err := config.Parse("b.yaml", []byte(yaml))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -61,7 +76,11 @@ func BenchmarkChatHandlerPlain(b *testing.B) {
 	}
 	defer conn.Close()
 	const body = `{"model":"gpt-4","max_tokens":8,"messages":[{"role":"user","content":"Say hello to the benchmark."}]}`
-	req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: " +
+	auth := ""
+	if governed {
+		auth = "Authorization: Bearer " + benchKey(b, srv) + "\r\n"
+	}
+	req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n" + auth + "Content-Length: " +
 		strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 	br := bufio.NewReaderSize(conn, 64<<10)
 	skip := make([]byte, 64<<10)
@@ -94,4 +113,17 @@ func BenchmarkChatHandlerPlain(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchKey makes the governed scenario's virtual key on srv.
+func benchKey(b *testing.B, srv *Server) string {
+	req := httptest.NewRequest("POST", "/key/generate", strings.NewReader(`{"max_budget": 1000000, "rpm_limit": 100000000, "tpm_limit": 10000000000, "max_parallel_requests": 100000, "user_id": "bench-user"}`))
+	req.Header.Set("Authorization", "Bearer sk-bench-master")
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, req)
+	var out struct{ Key string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || rec.Code != 200 || out.Key == "" {
+		b.Fatalf("/key/generate: %d %s", rec.Code, rec.Body)
+	}
+	return out.Key
 }

@@ -486,13 +486,26 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements
 	}
 	var tagRolls map[tagKey]*tagRoll
 	var days utcDays
+	// A batch is mostly runs of rows of one key (and one rollup): the
+	// previous row's key id and rollup are kept, so that such a run makes
+	// its key id once and looks its rollup up once. The sums are the same
+	// entries' in the same order.
+	var (
+		lastKey, lastID string
+		lastMade        int64
+		lastRollKey     rollKey
+		lastRoll        *roll
+	)
 	for _, l := range batch {
 		if !inserted[l.RequestID] {
 			continue
 		}
 		inserted[l.RequestID] = false // a request id repeated inside one batch counts once
 		if l.KeyHash != "" {
-			spend[[2]string{"keys", keySpendID(l.KeyHash, keyMade(&l))}] += l.Cost
+			if made := keyMade(&l); lastID == "" || l.KeyHash != lastKey || made != lastMade {
+				lastKey, lastMade, lastID = l.KeyHash, made, keySpendID(l.KeyHash, made)
+			}
+			spend[[2]string{"keys", lastID}] += l.Cost
 		}
 		for _, e := range [][2]string{{"users", l.UserID}, {"teams", l.TeamID}, {"end_users", l.EndUser}} {
 			if e[1] != "" {
@@ -514,10 +527,13 @@ func applySpend(t spendTx, batch []store.SpendLog, noRows bool, fw *replacements
 			budgets[bk] += l.Cost
 		}
 		k := rollKey{days.of(l.StartedAt), l.KeyHash, l.UserID, l.TeamID, l.EndUser, l.ModelGroup}
-		r := rolls[k]
-		if r == nil {
-			r = &roll{}
-			rolls[k] = r
+		r := lastRoll
+		if r == nil || k != lastRollKey {
+			if r = rolls[k]; r == nil {
+				r = &roll{}
+				rolls[k] = r
+			}
+			lastRollKey, lastRoll = k, r
 		}
 		r.requests++
 		r.prompt += l.PromptTokens
