@@ -24,8 +24,9 @@ type Snapshot struct {
 	namedMu sync.RWMutex
 	named   map[string]*keyRec
 	// forgotten is when each recently deleted key was deleted, so that a
-	// resync that read the key's row just before the deletion cannot put
-	// it back (Apply). Pruned after forgetFor.
+	// row read or written just before the deletion and published after it
+	// (a resync's, Apply; the miss path's, an edit's, putKey; the start's
+	// load, putLoadedKeys) cannot put it back. Pruned after forgetFor.
 	forgotten sync.Map // token hash -> time.Time
 	users     sync.Map // user id -> *store.User
 	teams     sync.Map // team id -> *store.Team
@@ -395,8 +396,18 @@ func (s *Snapshot) putKey(k *store.Key, c *compactor) {
 	if k.BudgetID != "" {
 		k = s.keyWithBudget(k)
 	}
-	s.forgotten.Delete(k.TokenHash)
 	s.update(k.TokenHash, func(cur *keyRec) *keyRec {
+		// Under the index's lock, as putLoadedKeys: a deletion marks the
+		// key forgotten before it takes this lock to remove it. A row
+		// written no later than the key's deletion is of the key deleted,
+		// read or written before it and published after (the miss path's
+		// read, an edit racing /key/delete): it is dropped. One written
+		// after it (the key made again) is taken; the mark stays until
+		// pruned, so a stale row arriving later still cannot replace it.
+		// A record with no stamp (not from a store) is taken as it is.
+		if at, gone := s.forgotten.Load(k.TokenHash); gone && !k.UpdatedAt.IsZero() && !k.UpdatedAt.After(at.(time.Time)) {
+			return cur
+		}
 		s.setRawKey(raw)
 		r := packKey(k, c, cur)
 		if cur != nil && r.sameAs(cur) {
