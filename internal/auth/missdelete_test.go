@@ -52,3 +52,30 @@ func TestDeletedKeyNotPutBackByARowReadBeforeIt(t *testing.T) {
 		})
 	}
 }
+
+// TestMissPutCountsAsOfItsRead: a key the miss path published outranks a
+// resync that began reading before the miss path read its row, not one
+// that began after (whose deletion, read from another replica, wins).
+func TestMissPutCountsAsOfItsRead(t *testing.T) {
+	h := HashHex("sk-missdel-read-mark")
+	before := time.Now()
+	for !time.Now().After(before) {
+	}
+	read := time.Now()
+	row := &store.Key{TokenHash: h, KeyName: "sk-...", CreatedAt: read.Add(-time.Second), UpdatedAt: read.Add(-time.Second)}
+	for !time.Now().After(read) {
+	}
+	after := time.Now()
+	deleted := []store.Deletion{{Kind: store.KindKey, ID: h, At: read}}
+
+	s := NewSnapshot(nil)
+	s.PutKeyRead(row, read)
+	s.Apply(nil, deleted, before) // read the store before the miss path did
+	if _, ok := s.Key(h); !ok {
+		t.Fatal("a resync that began before the miss path's read removed the key it published")
+	}
+	s.Apply(nil, deleted, after)
+	if _, ok := s.Key(h); ok {
+		t.Fatal("a deletion read by a resync that began after the miss path's read was skipped")
+	}
+}

@@ -59,10 +59,11 @@ type Snapshot struct {
 	loaded     chan struct{}
 	loadedOnce sync.Once
 	// local is when this process last published or removed each entity
-	// itself (an admin write, the miss path): kind/id -> time. A resync
-	// that read the store before then may hold the row as it was before
-	// that write, so Apply leaves the entity alone; the next resync,
-	// which reads after it, brings whatever the store has. localMu also
+	// itself (an admin write; the miss path, as of when it read the row:
+	// PutKeyRead): kind/id -> time. A resync that read the store before
+	// then may hold the row as it was before that write, so Apply leaves
+	// the entity alone; the next resync, which reads after it, brings
+	// whatever the store has. localMu also
 	// makes each of Apply's check-then-put one step against these writes.
 	localMu sync.Mutex
 	local   map[localID]time.Time
@@ -389,6 +390,24 @@ func (s *Snapshot) EndUser(id string) (*store.EndUser, bool) {
 // PutKey publishes k; the caller must not modify it afterwards.
 func (s *Snapshot) PutKey(k *store.Key) {
 	s.here(store.KindKey, k.TokenHash, func() { s.putKey(k, nil) })
+}
+
+// PutKeyRead publishes k, a row read from the store at read (the miss
+// path), and marks the key as known here as of read, not of now: a
+// resync that began reading after read knows at least as much (a
+// deletion on another replica it read is applied), one that began before
+// may hold an older row and leaves the key alone (fromStore).
+func (s *Snapshot) PutKeyRead(k *store.Key, read time.Time) {
+	s.localMu.Lock()
+	defer s.localMu.Unlock()
+	s.putKey(k, nil)
+	if s.local == nil {
+		s.local = map[localID]time.Time{}
+	}
+	id := localID{store.KindKey, k.TokenHash}
+	if at, ok := s.local[id]; !ok || read.After(at) {
+		s.local[id] = read
+	}
 }
 
 func (s *Snapshot) putKey(k *store.Key, c *compactor) {
