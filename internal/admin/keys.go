@@ -533,7 +533,11 @@ func (a *API) keyRegenerate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	if err := a.store.ReplaceKey(r.Context(), old.TokenHash, &k); err != nil {
 		return storeError(err, "key", "key")
 	}
-	a.snap.DeleteKey(old.TokenHash)
+	if old.TokenHash != k.TokenHash {
+		// Not for the key's own secret given again: its new row, stamped
+		// before this, would be taken for a copy of the deleted key.
+		a.snap.DeleteKey(old.TokenHash)
+	}
 	if a.newKey != nil {
 		a.newKey(k.TokenHash)
 	}

@@ -24,8 +24,9 @@ type Snapshot struct {
 	namedMu sync.RWMutex
 	named   map[string]*keyRec
 	// forgotten is when each recently deleted key was deleted, so that a
-	// resync that read the key's row just before the deletion cannot put
-	// it back (Apply). Pruned after forgetFor.
+	// row read or written just before the deletion and published after it
+	// (a resync's, Apply; the miss path's, an edit's, putKey; the start's
+	// load, putLoadedKeys) cannot put it back. Pruned after forgetFor.
 	forgotten sync.Map // token hash -> time.Time
 	users     sync.Map // user id -> *store.User
 	teams     sync.Map // team id -> *store.Team
@@ -58,10 +59,11 @@ type Snapshot struct {
 	loaded     chan struct{}
 	loadedOnce sync.Once
 	// local is when this process last published or removed each entity
-	// itself (an admin write, the miss path): kind/id -> time. A resync
-	// that read the store before then may hold the row as it was before
-	// that write, so Apply leaves the entity alone; the next resync,
-	// which reads after it, brings whatever the store has. localMu also
+	// itself (an admin write; the miss path, as of when it read the row:
+	// PutKeyRead): kind/id -> time. A resync that read the store before
+	// then may hold the row as it was before that write, so Apply leaves
+	// the entity alone; the next resync, which reads after it, brings
+	// whatever the store has. localMu also
 	// makes each of Apply's check-then-put one step against these writes.
 	localMu sync.Mutex
 	local   map[localID]time.Time
@@ -390,13 +392,41 @@ func (s *Snapshot) PutKey(k *store.Key) {
 	s.here(store.KindKey, k.TokenHash, func() { s.putKey(k, nil) })
 }
 
+// PutKeyRead publishes k, a row read from the store at read (the miss
+// path), and marks the key as known here as of read, not of now: a
+// resync that began reading after read knows at least as much (a
+// deletion on another replica it read is applied), one that began before
+// may hold an older row and leaves the key alone (fromStore).
+func (s *Snapshot) PutKeyRead(k *store.Key, read time.Time) {
+	s.localMu.Lock()
+	defer s.localMu.Unlock()
+	s.putKey(k, nil)
+	if s.local == nil {
+		s.local = map[localID]time.Time{}
+	}
+	id := localID{store.KindKey, k.TokenHash}
+	if at, ok := s.local[id]; !ok || read.After(at) {
+		s.local[id] = read
+	}
+}
+
 func (s *Snapshot) putKey(k *store.Key, c *compactor) {
 	raw := k
 	if k.BudgetID != "" {
 		k = s.keyWithBudget(k)
 	}
-	s.forgotten.Delete(k.TokenHash)
 	s.update(k.TokenHash, func(cur *keyRec) *keyRec {
+		// Under the index's lock, as putLoadedKeys: a deletion marks the
+		// key forgotten before it takes this lock to remove it. A row
+		// written no later than the key's deletion is of the key deleted,
+		// read or written before it and published after (the miss path's
+		// read, an edit racing /key/delete): it is dropped. One written
+		// after it (the key made again) is taken; the mark stays until
+		// pruned, so a stale row arriving later still cannot replace it.
+		// A record with no stamp (not from a store) is taken as it is.
+		if at, gone := s.forgotten.Load(k.TokenHash); gone && !k.UpdatedAt.IsZero() && !k.UpdatedAt.After(at.(time.Time)) {
+			return cur
+		}
 		s.setRawKey(raw)
 		r := packKey(k, c, cur)
 		if cur != nil && r.sameAs(cur) {

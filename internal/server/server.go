@@ -1043,6 +1043,11 @@ func (s *Server) resync(ctx context.Context) {
 		if marked {
 			// The next look's mark is taken before this one reads.
 			if next, _, err = feed.ChangeMark(qctx); err == nil {
+				// Read from after the mark: a transaction the next look
+				// will not read again (committed before the mark) is
+				// older than this, so a key the miss path read after
+				// this read no row it deleted (PutKeyRead).
+				started = time.Now()
 				changed, deleted, err = feed.ChangesFrom(qctx, mark)
 			}
 		} else {
@@ -1401,6 +1406,7 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	s.missMu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	read := time.Now() // what the row tells is as of here (PutKeyRead)
 	k, err := s.opts.Store.GetKey(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
 		s.missMu.Lock()
@@ -1442,7 +1448,7 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 			}
 		}
 	}
-	s.snap.PutKey(k)
+	s.snap.PutKeyRead(k, read)
 	return true, nil
 }
 
