@@ -443,6 +443,13 @@ func (s *Snapshot) putKeyAsOf(k *store.Key, c *compactor, read time.Time) {
 				return cur
 			}
 		}
+		// The miss path's row gives way to one stamped later that was put
+		// since its read (a resync that read the key after it: a block
+		// from another replica, which on PostgreSQL no later resync reads
+		// again: TestMissDoesNotOverwriteFresherResync).
+		if !read.IsZero() && cur != nil && cur.updatedAt().After(k.UpdatedAt) {
+			return cur
+		}
 		s.setRawKey(raw)
 		r := packKey(k, c, cur)
 		if cur != nil && r.sameAs(cur) {
