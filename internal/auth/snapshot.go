@@ -28,8 +28,14 @@ type Snapshot struct {
 	// (a resync's, Apply; the miss path's, an edit's, putKey; the start's
 	// load, putLoadedKeys) cannot put it back. Pruned after forgetFor.
 	forgotten sync.Map // token hash -> time.Time
-	users     sync.Map // user id -> *store.User
-	teams     sync.Map // team id -> *store.Team
+	// forgotHere is when this process marked each key in forgotten, on its
+	// own clock (forgotten holds the deletion's stamp, which for a deletion
+	// read from the store is the deleting replica's clock): a row the miss
+	// path began reading after then is the store's word after the deletion
+	// (PutKeyRead), however the replicas' clocks stand.
+	forgotHere sync.Map // token hash -> time.Time
+	users      sync.Map // user id -> *store.User
+	teams      sync.Map // team id -> *store.Team
 	// teamMu makes each team write's compare (putTeam: the later
 	// updated_at wins) and store one step.
 	teamMu sync.Mutex
@@ -400,7 +406,7 @@ func (s *Snapshot) PutKey(k *store.Key) {
 func (s *Snapshot) PutKeyRead(k *store.Key, read time.Time) {
 	s.localMu.Lock()
 	defer s.localMu.Unlock()
-	s.putKey(k, nil)
+	s.putKeyAsOf(k, nil, read)
 	if s.local == nil {
 		s.local = map[localID]time.Time{}
 	}
@@ -410,7 +416,14 @@ func (s *Snapshot) PutKeyRead(k *store.Key, read time.Time) {
 	}
 }
 
-func (s *Snapshot) putKey(k *store.Key, c *compactor) {
+func (s *Snapshot) putKey(k *store.Key, c *compactor) { s.putKeyAsOf(k, c, time.Time{}) }
+
+// putKeyAsOf is putKey for a row read from the store at read (zero:
+// unknown). A row read after this process marked the key deleted is of
+// the key made again since, whatever its stamp: a deletion from another
+// replica carries that replica's clock, which may run ahead of the one
+// that stamped the new row (TestKeyMadeAgainAfterSkewedDeletion).
+func (s *Snapshot) putKeyAsOf(k *store.Key, c *compactor, read time.Time) {
 	raw := k
 	if k.BudgetID != "" {
 		k = s.keyWithBudget(k)
@@ -425,6 +438,16 @@ func (s *Snapshot) putKey(k *store.Key, c *compactor) {
 		// pruned, so a stale row arriving later still cannot replace it.
 		// A record with no stamp (not from a store) is taken as it is.
 		if at, gone := s.forgotten.Load(k.TokenHash); gone && !k.UpdatedAt.IsZero() && !k.UpdatedAt.After(at.(time.Time)) {
+			here, ok := s.forgotHere.Load(k.TokenHash)
+			if read.IsZero() || !ok || !read.After(here.(time.Time)) {
+				return cur
+			}
+		}
+		// The miss path's row gives way to one stamped later that was put
+		// since its read (a resync that read the key after it: a block
+		// from another replica, which on PostgreSQL no later resync reads
+		// again: TestMissDoesNotOverwriteFresherResync).
+		if !read.IsZero() && cur != nil && cur.updatedAt().After(k.UpdatedAt) {
 			return cur
 		}
 		s.setRawKey(raw)
@@ -690,6 +713,7 @@ func (s *Snapshot) DeleteKey(h string) {
 }
 
 func (s *Snapshot) deleteKeyAt(h string, at time.Time) {
+	s.forgotHere.Store(h, time.Now())
 	s.forgotten.Store(h, at)
 	s.rawKeys.Delete(h)
 	s.removeKey(h)
@@ -956,6 +980,7 @@ func (s *Snapshot) applyChanged(changed *store.Snapshot, read time.Time) {
 	s.forgotten.Range(func(h, at any) bool {
 		if at.(time.Time).Before(cutoff) {
 			s.forgotten.Delete(h)
+			s.forgotHere.Delete(h)
 		}
 		return true
 	})
