@@ -5,8 +5,11 @@
 package netsim
 
 import (
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +32,7 @@ type Proxy struct {
 
 // NewProxy listens on a free loopback port and forwards to target.
 func NewProxy(target string) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := listenFixable()
 	if err != nil {
 		return nil, err
 	}
@@ -256,4 +259,37 @@ func (p *Proxy) Restore() error {
 	}
 	p.serve(ln)
 	return nil
+}
+
+// listenFixable listens on a free loopback port below the kernel's
+// ephemeral range: Restore listens on the same port again after Cut, and a
+// port from the ephemeral range (what port 0 gives) may meanwhile be the
+// local end of some outgoing connection (CI saw "bind: address already in
+// use" there). Below the range only another listener can take it.
+func listenFixable() (net.Listener, error) {
+	low := ephemeralLow()
+	const first = 10000
+	if low > first+1000 {
+		for range 200 {
+			port := first + rand.IntN(low-first)
+			if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+				return ln, nil
+			}
+		}
+	}
+	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// ip_local_port_range; its default, 32768, elsewhere).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	low := 0
+	if err == nil {
+		fmt.Sscan(string(b), &low)
+	}
+	if low <= 0 {
+		low = 32768
+	}
+	return low
 }
