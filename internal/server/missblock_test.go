@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -21,44 +20,14 @@ func TestMissDoesNotOverwriteFresherResync(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store) {
 		ctx := context.Background()
 		const raw = "sk-missblock-key-1"
-		held := &heldMiss{Store: st, hash: sha(raw), read: make(chan struct{}), release: make(chan struct{})}
-		var wrapped store.Store = held
-		if feed, ok := st.(store.ChangeFeed); ok {
-			wrapped = heldMissFeed{held, feed}
-		}
-		e := startSpendWith(t, wrapped, mockupstream.Options{}, "", "", Options{ResyncInterval: time.Hour})
-		select {
-		case <-e.srv.snap.Loaded():
-		case <-time.After(time.Minute):
-			t.Fatal("keys not loaded within a minute")
-		}
-		if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > 0 }); !ok {
-			t.Fatal("the resync after the start's load never completed")
-		}
-		resync := func() {
-			t.Helper()
-			seq := e.srv.resyncSeq.Load()
-			e.srv.resyncKick <- struct{}{}
-			if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > seq }); !ok {
-				t.Fatal("no resync completed")
-			}
-		}
+		held, wrapped := newHeldMiss(st, raw)
+		e, resync := startKicked(t, wrapped)
 		now := time.Now().UTC()
 		k := &store.Key{TokenHash: sha(raw), KeyName: "sk-...", CreatedAt: now, UpdatedAt: now}
 		if err := st.CreateKey(ctx, k); err != nil {
 			t.Fatal(err)
 		}
-		held.armed.Store(true)
-		first := make(chan int, 1)
-		go func() {
-			code, _ := send(t, e.url+"/v1/chat/completions", raw, chat3)
-			first <- code
-		}()
-		select {
-		case <-held.read:
-		case <-time.After(time.Minute):
-			t.Fatal("the miss path never read the key")
-		}
+		first := askHeld(t, e, held, raw)
 		blocked := *k
 		blocked.Blocked, blocked.BlockedBy = true, "admin"
 		if err := st.UpdateKey(ctx, &blocked); err != nil {
@@ -69,12 +38,7 @@ func TestMissDoesNotOverwriteFresherResync(t *testing.T) {
 			t.Fatalf("the resync did not publish the blocked row (%v)", ok)
 		}
 		close(held.release)
-		select {
-		case code := <-first:
-			t.Logf("the request whose miss read the row before the block: %d", code)
-		case <-time.After(time.Minute):
-			t.Fatal("the held request never answered")
-		}
+		awaitHeld(t, first, "before the block")
 		if code, body := send(t, e.url+"/v1/chat/completions", raw, chat3); code == http.StatusOK {
 			t.Errorf("the blocked key, after the miss published its older row: %d %s", code, body)
 		}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -63,42 +62,19 @@ func TestOtherReplicaDeletionReadByResyncInFlight(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store) {
 		ctx := context.Background()
 		const raw = "sk-missdel-probe-1"
-		miss := &heldMiss{Store: st, hash: sha(raw), read: make(chan struct{}), release: make(chan struct{})}
+		miss, _ := newHeldMiss(st, raw)
 		rs := &heldResync{heldMiss: miss, read: make(chan struct{}), release: make(chan struct{})}
 		var wrapped store.Store = rs
 		if feed, ok := st.(store.ChangeFeed); ok {
 			rs.feed = feed
 			wrapped = heldResyncFeed{rs}
 		}
-		e := startSpendWith(t, wrapped, mockupstream.Options{}, "", "", Options{ResyncInterval: time.Hour})
-		resync := func() {
-			t.Helper()
-			seq := e.srv.resyncSeq.Load()
-			e.srv.resyncKick <- struct{}{}
-			if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > seq }); !ok {
-				t.Fatal("no resync completed")
-			}
-		}
-		select {
-		case <-e.srv.snap.Loaded():
-		case <-time.After(time.Minute):
-			t.Fatal("keys not loaded within a minute")
-		}
-		if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > 0 }); !ok {
-			t.Fatal("no first resync")
-		}
+		e, resync := startKicked(t, wrapped)
 		now := time.Now().UTC()
 		if err := st.CreateKey(ctx, &store.Key{TokenHash: sha(raw), KeyName: "sk-...", CreatedAt: now, UpdatedAt: now}); err != nil {
 			t.Fatal(err)
 		}
-		miss.armed.Store(true)
-		first := make(chan int, 1)
-		go func() { c, _ := send(t, e.url+"/v1/chat/completions", raw, chat3); first <- c }()
-		select {
-		case <-miss.read:
-		case <-time.After(time.Minute):
-			t.Fatal("the miss path never read the key")
-		}
+		first := askHeld(t, e, miss, raw)
 		if err := st.DeleteKey(ctx, sha(raw)); err != nil {
 			t.Fatal(err)
 		}
@@ -111,12 +87,7 @@ func TestOtherReplicaDeletionReadByResyncInFlight(t *testing.T) {
 			t.Fatal("the resync never read")
 		}
 		close(miss.release)
-		select {
-		case code := <-first:
-			t.Logf("the request whose miss read the row before the deletion: %d", code)
-		case <-time.After(time.Minute):
-			t.Fatal("the held request never answered")
-		}
+		awaitHeld(t, first, "before the deletion")
 		if _, ok := e.srv.snap.Key(sha(raw)); !ok {
 			t.Fatal("the miss path did not publish the row: the test would not show the resync's order")
 		}

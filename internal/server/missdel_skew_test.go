@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/internal/mockupstream"
 	"github.com/tollgate/tollgate/internal/store"
 )
 
@@ -62,23 +61,7 @@ func TestKeyMadeAgainAfterSkewedDeletion(t *testing.T) {
 		if feed, ok := st.(store.ChangeFeed); ok {
 			wrapped = aheadDeletionsFeed{aheadDeletions{st, 3 * time.Second}, feed}
 		}
-		e := startSpendWith(t, wrapped, mockupstream.Options{}, "", "", Options{ResyncInterval: time.Hour})
-		select {
-		case <-e.srv.snap.Loaded():
-		case <-time.After(time.Minute):
-			t.Fatal("keys not loaded within a minute")
-		}
-		if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > 0 }); !ok {
-			t.Fatal("the resync after the start's load never completed")
-		}
-		resync := func() {
-			t.Helper()
-			seq := e.srv.resyncSeq.Load()
-			e.srv.resyncKick <- struct{}{}
-			if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > seq }); !ok {
-				t.Fatal("no resync completed")
-			}
-		}
+		e, resync := startKicked(t, wrapped)
 		// The other replica makes the key and deletes it.
 		now := time.Now().UTC()
 		if err := st.CreateKey(ctx, &store.Key{TokenHash: sha(raw), KeyName: "sk-...", CreatedAt: now, UpdatedAt: now}); err != nil {

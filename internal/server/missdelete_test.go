@@ -49,6 +49,71 @@ func (h heldMissFeed) ChangesFrom(ctx context.Context, mark uint64) (*store.Snap
 	return h.feed.ChangesFrom(ctx, mark)
 }
 
+// newHeldMiss is a heldMiss of raw's hash on st, and the store to serve
+// (with st's change feed when it has one).
+func newHeldMiss(st store.Store, raw string) (*heldMiss, store.Store) {
+	h := &heldMiss{Store: st, hash: sha(raw), read: make(chan struct{}), release: make(chan struct{})}
+	if feed, ok := st.(store.ChangeFeed); ok {
+		return h, heldMissFeed{h, feed}
+	}
+	return h, h
+}
+
+// askHeld arms h and presents raw in a request of its own, and returns
+// once the miss path has read the row (held until h.release): the request's
+// status arrives on the channel.
+func askHeld(t *testing.T, e *spendEnv, h *heldMiss, raw string) <-chan int {
+	t.Helper()
+	h.armed.Store(true)
+	first := make(chan int, 1)
+	go func() {
+		code, _ := send(t, e.url+"/v1/chat/completions", raw, chat3)
+		first <- code
+	}()
+	select {
+	case <-h.read:
+	case <-time.After(time.Minute):
+		t.Fatal("the miss path never read the key")
+	}
+	return first
+}
+
+// awaitHeld waits for askHeld's request to answer and logs its status.
+func awaitHeld(t *testing.T, first <-chan int, what string) {
+	t.Helper()
+	select {
+	case code := <-first:
+		t.Logf("the request whose miss read the row %s: %d", what, code)
+	case <-time.After(time.Minute):
+		t.Fatal("the held request never answered")
+	}
+}
+
+// startKicked serves st with resyncs only when the test asks (the
+// returned function kicks one and waits for it), once the start's keys
+// are loaded and its first resync has completed: nothing else decides
+// when a row or a deletion is read again.
+func startKicked(t *testing.T, st store.Store) (*spendEnv, func()) {
+	t.Helper()
+	e := startSpendWith(t, st, mockupstream.Options{}, "", "", Options{ResyncInterval: time.Hour})
+	select {
+	case <-e.srv.snap.Loaded():
+	case <-time.After(time.Minute):
+		t.Fatal("keys not loaded within a minute")
+	}
+	if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > 0 }); !ok {
+		t.Fatal("the resync after the start's load never completed")
+	}
+	return e, func() {
+		t.Helper()
+		seq := e.srv.resyncSeq.Load()
+		e.srv.resyncKick <- struct{}{}
+		if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > seq }); !ok {
+			t.Fatal("no resync completed")
+		}
+	}
+}
+
 // TestMissReadBeforeDeleteDoesNotRevive: a key made on another replica
 // (straight into the store) is presented here, where the snapshot lacks
 // it; the miss path reads its row, and before it publishes it the key is
@@ -62,30 +127,8 @@ func TestMissReadBeforeDeleteDoesNotRevive(t *testing.T) {
 	stores(t, func(t *testing.T, st store.Store) {
 		ctx := context.Background()
 		const raw = "sk-missdel-key-1"
-		held := &heldMiss{Store: st, hash: sha(raw), read: make(chan struct{}), release: make(chan struct{})}
-		var wrapped store.Store = held
-		if feed, ok := st.(store.ChangeFeed); ok {
-			wrapped = heldMissFeed{held, feed}
-		}
-		// Resyncs only when the test asks (resyncKick): nothing else
-		// decides when the deletion is read again.
-		e := startSpendWith(t, wrapped, mockupstream.Options{}, "", "", Options{ResyncInterval: time.Hour})
-		resync := func(what string) {
-			t.Helper()
-			seq := e.srv.resyncSeq.Load()
-			e.srv.resyncKick <- struct{}{}
-			if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > seq }); !ok {
-				t.Fatalf("no resync completed %s", what)
-			}
-		}
-		select {
-		case <-e.srv.snap.Loaded():
-		case <-time.After(time.Minute):
-			t.Fatal("keys not loaded within a minute")
-		}
-		if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > 0 }); !ok {
-			t.Fatal("the resync after the start's load never completed")
-		}
+		held, wrapped := newHeldMiss(st, raw)
+		e, resync := startKicked(t, wrapped)
 		chat := func() (int, string) {
 			t.Helper()
 			return send(t, e.url+"/v1/chat/completions", raw, chat3)
@@ -98,27 +141,12 @@ func TestMissReadBeforeDeleteDoesNotRevive(t *testing.T) {
 		if _, ok := e.srv.snap.Key(sha(raw)); ok {
 			t.Fatal("the key is in the snapshot before its first request: the test would not go through the miss path")
 		}
-		held.armed.Store(true)
-		first := make(chan int, 1)
-		go func() {
-			code, _ := send(t, e.url+"/v1/chat/completions", raw, chat3)
-			first <- code
-		}()
-		select {
-		case <-held.read:
-		case <-time.After(time.Minute):
-			t.Fatal("the miss path never read the key")
-		}
+		first := askHeld(t, e, held, raw)
 		if code, body := send(t, e.url+"/key/delete", "sk-1234", `{"keys": ["`+raw+`"]}`); code != http.StatusOK {
 			t.Fatalf("delete: %d %s", code, body)
 		}
 		close(held.release)
-		select {
-		case code := <-first:
-			t.Logf("the request whose miss read the row before the deletion: %d", code)
-		case <-time.After(time.Minute):
-			t.Fatal("the held request never answered")
-		}
+		awaitHeld(t, first, "before the deletion")
 
 		if _, ok := e.srv.snap.Key(sha(raw)); ok {
 			t.Error("the deleted key is back in the snapshot after the miss path published its row")
@@ -127,7 +155,7 @@ func TestMissReadBeforeDeleteDoesNotRevive(t *testing.T) {
 			t.Errorf("the deleted key, after the miss path published its row: %d %s", code, body)
 		}
 		for i := range 3 {
-			resync("after the deletion")
+			resync()
 			if code, body := chat(); code != http.StatusUnauthorized {
 				t.Errorf("the deleted key, after resync %d: %d %s", i+1, code, body)
 			}
@@ -142,7 +170,7 @@ func TestMissReadBeforeDeleteDoesNotRevive(t *testing.T) {
 // before the handler publishes it: deleting the old hash from the
 // snapshot first would have the key refused here for a minute.
 func TestRegenerateWithItsOwnSecretKeepsTheKey(t *testing.T) {
-	e := startSpendWith(t, sqliteStore(t), mockupstream.Options{}, "", "", Options{ResyncInterval: time.Hour})
+	e, resync := startKicked(t, sqliteStore(t))
 	const raw = "sk-missdel-same-secret"
 	if code, body := send(t, e.url+"/key/generate", "sk-1234", `{"key": "`+raw+`"}`); code != http.StatusOK {
 		t.Fatalf("generate: %d %s", code, body)
@@ -153,11 +181,7 @@ func TestRegenerateWithItsOwnSecretKeepsTheKey(t *testing.T) {
 	if code, body := send(t, e.url+"/v1/chat/completions", raw, chat3); code != http.StatusOK {
 		t.Fatalf("the key regenerated with its own secret: %d %s", code, body)
 	}
-	seq := e.srv.resyncSeq.Load()
-	e.srv.resyncKick <- struct{}{}
-	if _, ok := within(time.Minute, func() bool { return e.srv.resyncDone.Load() > seq }); !ok {
-		t.Fatal("no resync completed")
-	}
+	resync()
 	if code, body := send(t, e.url+"/v1/chat/completions", raw, chat3); code != http.StatusOK {
 		t.Fatalf("the key regenerated with its own secret, after a resync: %d %s", code, body)
 	}
