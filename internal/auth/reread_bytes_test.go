@@ -98,31 +98,7 @@ func TestRereadKeysKeepTheirRecords(t *testing.T) {
 func TestLoadTakesOverResyncCopies(t *testing.T) {
 	const n = 20000
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Microsecond)
-	build := func(resyncFirst bool) (*Snapshot, uint64) {
-		before := memtest.LiveHeap()
-		s := NewSnapshot(nil)
-		s.StartLoading()
-		if resyncFirst {
-			s.Apply(&store.Snapshot{Keys: rereadKeys(n, at)[n/2:]}, nil, time.Now())
-		}
-		put := s.KeyLoader()
-		ks := rereadKeys(n, at)
-		for i := 0; i < n; i += 1000 {
-			put(ks[i : i+1000])
-		}
-		put, ks = nil, nil
-		s.DoneLoading()
-		return s, memtest.LiveHeap() - before
-	}
-	alone, aloneBytes := build(false)
-	runtime.KeepAlive(alone)
-	alone = nil
-	raced, racedBytes := build(true)
-	extra := (float64(racedBytes) - float64(aloneBytes)) / (n / 2)
-	t.Logf("loaded alone %d B, with a resync's copies of half the keys first %d B: %.1f B more a copied key", aloneBytes, racedBytes, extra)
-	if extra > 16 {
-		t.Errorf("the keys a resync read before the load held %.1f B more each than loaded alone, want ≈ 0", extra)
-	}
+	raced := loadAfterResyncCopies(t, nil, n, func() []*store.Key { return rereadKeys(n, at) })
 	for _, i := range []int{0, n/2 + 1, n - 1} {
 		want := rereadKeys(n, at)[i]
 		k, ok := raced.Key(want.TokenHash)
@@ -141,4 +117,38 @@ func TestLoadTakesOverResyncCopies(t *testing.T) {
 	if k, _ := s.Key(newer.TokenHash); k == nil || k.Spend != 9 {
 		t.Errorf("a resync's copy with another spend was replaced by the load's: %+v", k)
 	}
+}
+
+// loadAfterResyncCopies builds two snapshots over base of the n keys
+// keys() reads: one loaded alone, one where a resync's copies of the second
+// half came first; it fails t when a copied key holds more than 16 B more
+// than loaded alone, and returns the second.
+func loadAfterResyncCopies(t *testing.T, base *store.Snapshot, n int, keys func() []*store.Key) *Snapshot {
+	t.Helper()
+	build := func(resyncFirst bool) (*Snapshot, uint64) {
+		before := memtest.LiveHeap()
+		s := NewSnapshot(base)
+		s.StartLoading()
+		if resyncFirst {
+			s.Apply(&store.Snapshot{Keys: keys()[n/2:]}, nil, time.Now())
+		}
+		put := s.KeyLoader()
+		ks := keys()
+		for i := 0; i < n; i += 1000 {
+			put(ks[i:min(i+1000, n)])
+		}
+		put, ks = nil, nil
+		s.DoneLoading()
+		return s, memtest.LiveHeap() - before
+	}
+	alone, aloneBytes := build(false)
+	runtime.KeepAlive(alone)
+	alone = nil
+	raced, racedBytes := build(true)
+	extra := (float64(racedBytes) - float64(aloneBytes)) / float64(n/2)
+	t.Logf("loaded alone %d B, with a resync's copies of half the keys first %d B: %.1f B more a copied key", aloneBytes, racedBytes, extra)
+	if extra > 16 {
+		t.Errorf("the keys a resync read before the load held %.1f B more each than loaded alone, want ≈ 0", extra)
+	}
+	return raced
 }
