@@ -69,12 +69,6 @@ type shedder struct {
 	mu     sync.Mutex
 	sample []metrics.Sample
 	cpuSignal
-	// The CPU budget under a cgroup quota (budget_cpu.go): budget is what
-	// a budgetWindow may spend (ns; 0 none), budgetStart when the current
-	// window began (unix ns), budgetCPU the process's CPU time then; quota
-	// reads the cgroup's quota in CPUs (a test may replace it).
-	budget, budgetStart, budgetCPU atomic.Int64
-	quota                          func() float64
 }
 
 // The runtime/metrics samples the shedder reads each window: the
@@ -150,10 +144,6 @@ func newShedder(max int64, cpu bool, onShed func(string)) *shedder {
 		s.sample[i].Name = name
 	}
 	s.memNear = nearLimit
-	s.quota = cgroupQuota
-	if cpu {
-		s.readBudget()
-	}
 	return s
 }
 
@@ -178,15 +168,9 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 				s.adjust(now, n)
 			}
 		}
-		limit := s.limit.Load()
-		budget := s.cpu && s.overBudget()
-		if n > limit || budget {
-			reason := s.reason(limit)
-			if budget && n <= limit {
-				reason = "cpu_budget"
-			}
-			s.onShed(reason)
-			if n > limit && limit < s.max {
+		if limit := s.limit.Load(); n > limit {
+			s.onShed(s.reason(limit))
+			if limit < s.max {
 				// The bound was lowered: the CPU or the memory cannot keep
 				// up. The client's connection is closed after the answer
 				// rather than kept idle in its pool, holding a goroutine
@@ -236,7 +220,6 @@ func (s *shedder) adjust(now, inflight int64) {
 		return
 	}
 	s.next.Store(now + int64(shedWindow))
-	s.readBudget()
 	metrics.Read(s.sample)
 	if s.sample[sampleSched].Value.Kind() != metrics.KindFloat64Histogram ||
 		s.sample[sampleCycles].Value.Kind() != metrics.KindUint64 ||
