@@ -87,6 +87,14 @@ type Result struct {
 	Errors             int
 	// ErrorKinds counts the errors by kind: "HTTP 429", "timeout", "dial", ...
 	ErrorKinds map[string]int
+	// Throttled is the time the process's cgroup was throttled by its CFS
+	// quota (--gateway-cpu-quota) a second of its runs, median over
+	// rounds; -1 without a quota.
+	Throttled time.Duration
+	// ListenOverflows is the kernel's TcpExt ListenOverflows over the
+	// scenario's runs (all rounds; handshakes dropped because a listen
+	// queue was full, the retried SYNs counted again); -1 unread.
+	ListenOverflows int64
 }
 
 func freePort() int {
@@ -645,6 +653,8 @@ type samples struct {
 	p50, p99, cpu []time.Duration
 	shedP99       []time.Duration // of the runs that shed
 	ratio         []float64       // CPU per request over the floor's, same round
+	throttled     []time.Duration // cgroup throttled time a second of the run
+	overflows     int64           // listen queue overflows over the runs; -1 unread
 	errs          int
 	kinds         map[string]int
 }
@@ -775,8 +785,20 @@ func Run(o Options) ([]Result, error) {
 			for i, g := range gws {
 				pid := g.p.cmd.Process.Pid
 				before := cpuTime(pid)
+				thr0, thrOK := cgroupThrottled(g.p.cgroup)
+				ovf0 := listenOverflows()
+				began := time.Now()
 				r := drive(load, g.url+"/v1/chat/completions", g.key, body, o.Duration)
 				per[i].add(r, cpuTime(pid)-before)
+				took := time.Since(began)
+				if thr1, ok := cgroupThrottled(g.p.cgroup); ok && thrOK && took > 0 {
+					per[i].throttled = append(per[i].throttled, time.Duration(float64(thr1-thr0)/took.Seconds()))
+				}
+				if ovf1 := listenOverflows(); ovf0 < 0 || ovf1 < 0 {
+					per[i].overflows = -1
+				} else if per[i].overflows >= 0 {
+					per[i].overflows += ovf1 - ovf0
+				}
 			}
 			// gws[0] is the floor.
 			if n := len(per[0].cpu); n > 0 && per[0].cpu[n-1] > 0 {
@@ -792,7 +814,11 @@ func Run(o Options) ([]Result, error) {
 			r := Result{Scenario: g.scenario, Load: load, Stream: o.Stream,
 				DirectRPS: median(direct.rps), DirectP50: median(direct.p50), DirectP99: median(direct.p99),
 				GatewayRPS: median(s.rps), SentRPS: median(s.sent), GatewayP50: median(s.p50), GatewayP99: median(s.p99),
-				PeakRSSMB: peakRSS(g.p.cmd.Process.Pid), Errors: s.errs + direct.errs, ErrorKinds: s.kinds}
+				PeakRSSMB: peakRSS(g.p.cmd.Process.Pid), Errors: s.errs + direct.errs, ErrorKinds: s.kinds,
+				Throttled: -1, ListenOverflows: s.overflows}
+			if len(s.throttled) > 0 {
+				r.Throttled = median(s.throttled)
+			}
 			if len(s.cpu) > 0 {
 				r.CPUPerRequest = median(s.cpu)
 			}
@@ -847,7 +873,7 @@ func Preamble(now time.Time, o Options) string {
 }
 
 // Header is the results table's header, in Markdown.
-const Header = "| scenario | load | stream | direct req/s | sent req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | p99 | shed p99 | peak RSS | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+const Header = "| scenario | load | stream | direct req/s | sent req/s | gateway req/s | CPU µs/req | × floor | added p50 | added p99 | p99 | shed p99 | peak RSS | errors | throttled | listen overflows |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 func row(r Result) string {
 	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 0, 64) + " µs" }
@@ -864,6 +890,13 @@ func row(r Result) string {
 	if r.ShedP99 > 0 {
 		shed = us(r.ShedP99)
 	}
-	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %s | %s | %s | %.0f MB | %s |", r.Scenario, r.Load, r.Stream,
-		r.DirectRPS, r.SentRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), us(r.GatewayP99), shed, r.PeakRSSMB, errs)
+	throttled, overflows := "–", "–"
+	if r.Throttled >= 0 {
+		throttled = strconv.FormatFloat(float64(r.Throttled)/float64(time.Millisecond), 'f', 0, 64) + " ms/s"
+	}
+	if r.ListenOverflows >= 0 {
+		overflows = strconv.FormatInt(r.ListenOverflows, 10)
+	}
+	return fmt.Sprintf("| %s | %s | %v | %.0f | %.0f | %.0f | %.0f | %.2f | %s | %s | %s | %s | %.0f MB | %s | %s | %s |", r.Scenario, r.Load, r.Stream,
+		r.DirectRPS, r.SentRPS, r.GatewayRPS, float64(r.CPUPerRequest)/1e3, r.FloorRatio, us(r.AddedP50), us(r.AddedP99), us(r.GatewayP99), shed, r.PeakRSSMB, errs, throttled, overflows)
 }

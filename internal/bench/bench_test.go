@@ -46,13 +46,45 @@ func TestOneNamesFailures(t *testing.T) {
 	if _, why := one(c, slow.URL, keySet{}, nil); why != "timeout" {
 		t.Errorf("slow: %q", why)
 	}
-	r := Result{Errors: 3, ErrorKinds: map[string]int{"timeout": 1, "HTTP 429": 2}}
-	if got := row(r); !strings.HasSuffix(got, "| – | 0 MB | 3 (HTTP 429: 2, timeout: 1) |") {
+	r := Result{Errors: 3, ErrorKinds: map[string]int{"timeout": 1, "HTTP 429": 2}, Throttled: -1, ListenOverflows: -1}
+	if got := row(r); !strings.HasSuffix(got, "| – | 0 MB | 3 (HTTP 429: 2, timeout: 1) | – | – |") {
 		t.Errorf("row: %s", got)
 	}
 	r.ShedP99 = 1500 * time.Microsecond
 	if got := row(r); !strings.Contains(got, "| 1500 µs | 0 MB |") || strings.Count(got, "|") != strings.Count(Header[:strings.Index(Header, "\n")], "|") {
 		t.Errorf("row with a shed p99 (or its cells against the header's): %s", got)
+	}
+}
+
+// TestKernelCounters: the columns that say what queued a request before
+// the gateway saw it (the cgroup's CFS throttling, the kernel's listen
+// queue overflows) are read from the kernel's own text, cgroup2's or v1's
+// cpu.stat and /proc/net/netstat's TcpExt lines, and shown in the row.
+func TestKernelCounters(t *testing.T) {
+	v2 := "usage_usec 812345\nuser_usec 600000\nsystem_usec 212345\nnr_periods 90\nnr_throttled 41\nthrottled_usec 2870000\nnr_bursts 0\nburst_usec 0\n"
+	if d, ok := parseThrottled(v2); !ok || d != 2870*time.Millisecond {
+		t.Errorf("cgroup2 cpu.stat: %v %v, want 2.87s", d, ok)
+	}
+	v1 := "nr_periods 90\nnr_throttled 41\nthrottled_time 2870000000\n"
+	if d, ok := parseThrottled(v1); !ok || d != 2870*time.Millisecond {
+		t.Errorf("v1 cpu.stat: %v %v, want 2.87s", d, ok)
+	}
+	if _, ok := parseThrottled("usage_usec 5\n"); ok {
+		t.Error("a cpu.stat without throttling read as one with")
+	}
+	netstat := "TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows ListenDrops\nTcpExt: 0 0 1716494 1716600\nIpExt: InNoRoutes ListenOverflows\nIpExt: 0 7\n"
+	if n, ok := parseNetstat(netstat, "ListenOverflows"); !ok || n != 1716494 {
+		t.Errorf("ListenOverflows: %d %v, want 1716494", n, ok)
+	}
+	if _, ok := parseNetstat(netstat, "NoSuchCounter"); ok {
+		t.Error("a missing counter read")
+	}
+	if n := listenOverflows(); n < 0 {
+		t.Errorf("this machine's /proc/net/netstat: ListenOverflows unread (%d)", n)
+	}
+	r := Result{Throttled: 412 * time.Millisecond, ListenOverflows: 17607}
+	if got := row(r); !strings.HasSuffix(got, "| 0 | 412 ms/s | 17607 |") || strings.Count(got, "|") != strings.Count(Header[:strings.Index(Header, "\n")], "|") {
+		t.Errorf("row with throttling and overflows (or its cells against the header's): %s", got)
 	}
 }
 
