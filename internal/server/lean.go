@@ -335,7 +335,7 @@ type leanConn struct {
 	watchDone chan struct{}
 	watchByte [1]byte
 	watchGot  bool
-	cur       *reqctx.Ctx // the request's context (its leanExchange's)
+	cur       *reqctx.Ctx // the request's context (its leanExchange's), while it runs
 }
 
 // serve runs the connection's requests one after the other.
@@ -880,7 +880,7 @@ func (c *leanConn) watchRead() {
 	c.mu.Lock()
 	if n == 1 {
 		c.watchGot = true
-	} else if err != nil && !(c.aborting && isTimeout(err)) {
+	} else if err != nil && !(c.aborting && isTimeout(err)) && c.cur != nil {
 		c.cur.Cancel()
 	}
 	done := c.watchDone
@@ -893,7 +893,10 @@ func (c *leanConn) watchRead() {
 func (c *leanConn) stopWatch() {
 	c.timer.Stop()
 	c.mu.Lock()
-	c.inHandler = false
+	// c.cur is the request's context, inside its leanExchange: kept, it
+	// would keep the request (and the buffer its head's strings are in)
+	// while the connection is idle.
+	c.inHandler, c.cur = false, nil
 	watching := c.watching
 	if watching {
 		c.aborting = true
