@@ -155,10 +155,9 @@ func newFailure(resp *http.Response, body []byte) *failure {
 func (c *call) forward(t *provider.Target, wr *wire, body []byte) error {
 	req, res, w, r := c.req, &c.res, c.w, c.r
 	op := wr.op
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	wd := newWatchdog(c.g.timeoutFor(t, req.stream), cancel)
-	defer wd.stop()
+	at := newAttempt(r.Context(), c.g.timeoutFor(t, req.stream))
+	defer at.end()
+	ctx, wd := &at.ctx, &at.wd
 
 	ureq, err := t.NewRequest(ctx, op, res.model, body, req.contentType(), req.stream)
 	if err != nil {

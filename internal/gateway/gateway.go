@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/internal/guardrail"
 	"github.com/tollgate/tollgate/internal/hooks"
 	"github.com/tollgate/tollgate/internal/provider"
+	"github.com/tollgate/tollgate/internal/reqctx"
 	"github.com/tollgate/tollgate/internal/router"
 	"github.com/tollgate/tollgate/internal/tokens"
 )
@@ -201,6 +202,34 @@ type watchdog struct {
 	fed     atomic.Int64 // when it was last fed, on watchdogClock
 	stopped atomic.Bool
 	expired atomic.Bool
+	ctx     *reqctx.Ctx        // what it cancels: its attempt's context,
+	cancel  context.CancelFunc // or this (newWatchdog)
+}
+
+// attempt is one upstream attempt: its context, a child of the request's,
+// and the watchdog that cancels it, in one object. When the request's
+// context is the lean server's (a *reqctx.Ctx) the attempt registers in
+// its slots, and the lean upstream client in the attempt's: no channel,
+// children map, cancel closure or afterFuncCtx is made for either.
+type attempt struct {
+	ctx reqctx.Ctx
+	wd  watchdog
+}
+
+// newAttempt starts an attempt under parent whose watchdog expires after
+// every without a feed.
+func newAttempt(parent context.Context, every time.Duration) *attempt {
+	a := &attempt{}
+	a.ctx.Init(parent)
+	a.wd.ctx = &a.ctx
+	a.wd.start(every)
+	return a
+}
+
+// end stops the watchdog and cancels the attempt's context.
+func (a *attempt) end() {
+	a.wd.stop()
+	a.ctx.Cancel()
 }
 
 // watchdogEpoch is the origin of watchdogClock, a monotonic clock in
@@ -210,16 +239,22 @@ var watchdogEpoch = time.Now()
 func watchdogClock() int64 { return int64(time.Since(watchdogEpoch)) }
 
 func newWatchdog(every time.Duration, cancel context.CancelFunc) *watchdog {
-	w := &watchdog{every: every}
-	w.fed.Store(watchdogClock())
-	w.timer.Store(time.AfterFunc(every, func() { w.fire(cancel) }))
+	w := &watchdog{cancel: cancel}
+	w.start(every)
 	return w
+}
+
+// start arms the watchdog; it expires cancelling ctx, or calling cancel.
+func (w *watchdog) start(every time.Duration) {
+	w.every = every
+	w.fed.Store(watchdogClock())
+	w.timer.Store(time.AfterFunc(every, w.fire))
 }
 
 // fire runs when the timer goes off: it expires the watchdog if it was not
 // fed for a whole interval, else re-arms the timer for what remains of the
 // interval since the last feed.
-func (w *watchdog) fire(cancel context.CancelFunc) {
+func (w *watchdog) fire() {
 	if w.stopped.Load() {
 		return
 	}
@@ -229,7 +264,11 @@ func (w *watchdog) fire(cancel context.CancelFunc) {
 		return
 	}
 	w.expired.Store(true)
-	cancel()
+	if w.ctx != nil {
+		w.ctx.Cancel()
+	} else {
+		w.cancel()
+	}
 }
 
 func (w *watchdog) feed() { w.fed.Store(watchdogClock()) }

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -427,10 +426,9 @@ func samePassModel(path, body string) bool {
 func (p *Pass) forward(c *call, t *provider.Target, pc passCall, body []byte) error {
 	g, res, w, r := c.g, &c.res, c.w, c.r
 	c.target = t
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	wd := newWatchdog(g.timeoutFor(t, c.req.stream), cancel)
-	defer wd.stop()
+	at := newAttempt(r.Context(), g.timeoutFor(t, c.req.stream))
+	defer at.end()
+	ctx, wd := &at.ctx, &at.wd
 	var rb io.Reader
 	if len(body) > 0 {
 		rb = bytes.NewReader(body)

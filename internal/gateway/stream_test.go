@@ -94,22 +94,22 @@ func mockStream() [][]byte {
 func TestWatchdogFeedDefersExpiry(t *testing.T) {
 	cancelled := 0
 	cancel := func() { cancelled++ }
-	w := &watchdog{every: time.Hour}
+	w := &watchdog{every: time.Hour, cancel: cancel}
 	w.timer.Store(time.NewTimer(time.Hour))
 	defer w.stop()
 	w.feed()
-	w.fire(cancel)
+	w.fire()
 	if w.expired.Load() || cancelled != 0 {
 		t.Fatal("expired within the interval of its last feed")
 	}
 	w.fed.Store(watchdogClock() - int64(time.Hour))
-	w.fire(cancel)
+	w.fire()
 	if !w.expired.Load() || cancelled != 1 {
 		t.Fatal("not expired an interval after its last feed")
 	}
 	w.expired.Store(false)
 	w.stop()
-	w.fire(cancel)
+	w.fire()
 	if w.expired.Load() || cancelled != 1 {
 		t.Fatal("a stopped watchdog expired")
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/tollgate/tollgate/internal/reqctx"
 )
 
 // h1Transport is a lean HTTP/1.1 client for plain http:// upstreams
@@ -395,14 +397,12 @@ func (t *h1Transport) sweep() {
 // closed, and retry says that writing the request to the connection failed
 // (it may go again on a fresh connection if pc was reused).
 func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, body io.ReadCloser) (resp *http.Response, retry bool, err error) {
-	var stop func() bool
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, pc.stopFn)
-	}
+	// The gateway's attempt context (a *reqctx.Ctx) takes the
+	// registration in a slot of its own; any other, through
+	// context.AfterFunc.
+	stop := reqctx.AfterFunc(ctx, pc.stopFn)
 	fail := func(err error, retry bool) (*http.Response, bool, error) {
-		if stop != nil {
-			stop()
-		}
+		stop.Stop()
 		pc.nc.Close()
 		if cerr := ctx.Err(); cerr != nil {
 			return nil, false, cerr
@@ -428,7 +428,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		return resp, false, nil
 	}
 	// No body: the connection is done with.
-	if stop != nil && !stop() {
+	if !stop.Stop() {
 		reuse = false // the context ended: its deadline may be set
 	}
 	if reuse {
@@ -838,7 +838,7 @@ type h1Body struct {
 	pc      *h1Conn
 	resp    *http.Response
 	ctx     context.Context
-	stop    func() bool
+	stop    reqctx.Stop
 	r       io.Reader
 	lr      io.LimitedReader
 	chunked bool
@@ -893,9 +893,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	}
 	if b.state.CompareAndSwap(bodyOpen, bodyFailed) {
 		b.err = err
-		if b.stop != nil {
-			b.stop()
-		}
+		b.stop.Stop()
 		b.pc.nc.Close()
 	}
 	return n, err
@@ -925,7 +923,7 @@ func (b *h1Body) finish(reuse bool) {
 	if !b.state.CompareAndSwap(bodyOpen, bodyEOF) {
 		return // Close got there first and closed the connection
 	}
-	if b.stop != nil && !b.stop() {
+	if !b.stop.Stop() {
 		reuse = false // the context ended: its deadline may be set
 	}
 	if reuse {
@@ -939,9 +937,7 @@ func (b *h1Body) finish(reuse bool) {
 // have to be read before the next response.
 func (b *h1Body) Close() error {
 	if b.state.CompareAndSwap(bodyOpen, bodyClosed) {
-		if b.stop != nil {
-			b.stop()
-		}
+		b.stop.Stop()
 		b.pc.nc.Close()
 	}
 	return nil

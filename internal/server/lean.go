@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/tollgate/tollgate/internal/reqctx"
 )
 
 // The lean server (docs/performance.md, "Issue 31, item 2: a lean server";
@@ -333,7 +335,7 @@ type leanConn struct {
 	watchDone chan struct{}
 	watchByte [1]byte
 	watchGot  bool
-	cancel    context.CancelFunc
+	cur       *reqctx.Ctx // the request's context (its leanExchange's), while it runs
 }
 
 // serve runs the connection's requests one after the other.
@@ -342,6 +344,13 @@ func (c *leanConn) serve() {
 	c.remote = c.gc.RemoteAddr().String()
 	ctx := context.WithValue(l.srv.BaseContext(l.handoff), http.ServerContextKey, l.srv)
 	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.gc.LocalAddr())
+	// The requests' contexts are children of c.ctx that do not register
+	// with it (reqctx.Ctx.InitLazy): the connection watches it once, and
+	// ends the request in flight when it ends.
+	if c.ctx.Done() != nil {
+		stop := context.AfterFunc(c.ctx, c.baseDone)
+		defer stop()
+	}
 	c.buf = make([]byte, leanBufSize)
 	c.hdr = make(http.Header, 32)
 	c.gc.idleSince.Store(time.Now().UnixNano()) // as connState's StateNew
@@ -731,16 +740,30 @@ func (c *leanConn) parse(head []byte, r *http.Request) bool {
 	return true
 }
 
-// leanExchange is one request's body and response, allocated together.
+// leanExchange is one request's context, body and response, allocated
+// together.
 type leanExchange struct {
+	ctx  reqctx.Ctx
 	body leanBody
 	resp leanResponse
 }
 
+// baseDone ends the request in flight when the connection's base context
+// ends (the server's BaseContext, cancelled once the server has stopped).
+func (c *leanConn) baseDone() {
+	c.mu.Lock()
+	cur := c.cur
+	c.mu.Unlock()
+	if cur != nil {
+		cur.Propagate()
+	}
+}
+
 // exchange serves req; false when the connection is to be closed.
 func (c *leanConn) exchange(tmpl *http.Request) bool {
-	ctx, cancel := context.WithCancel(c.ctx)
 	ex := &leanExchange{}
+	ctx := &ex.ctx
+	ctx.InitLazy(c.ctx)
 	body, w := &ex.body, &ex.resp
 	body.c, body.n = c, tmpl.ContentLength
 	req := tmpl.WithContext(ctx)
@@ -759,8 +782,9 @@ func (c *leanConn) exchange(tmpl *http.Request) bool {
 	c.want = time.Time{}
 
 	c.mu.Lock()
-	c.inHandler, c.due, c.bodyDone, c.cancel = true, false, body.eof, cancel
+	c.inHandler, c.due, c.bodyDone, c.cur = true, false, body.eof, ctx
 	c.mu.Unlock()
+	ctx.Propagate() // the base ended between InitLazy and baseDone's look at c.cur
 	if c.timer == nil {
 		c.timer = time.AfterFunc(leanGoneAfter, c.watch)
 	} else {
@@ -788,12 +812,12 @@ func (c *leanConn) exchange(tmpl *http.Request) bool {
 		// the rest of the answer is not, and the connection closes.
 		w.done.Store(true)
 		c.stopWatch()
-		cancel()
+		ctx.Cancel()
 		c.writeOut()
 		return false
 	}
 	w.finish()
-	cancel()
+	ctx.Cancel()
 	c.stopWatch()
 	if !w.reuse() {
 		if w.closeWait {
@@ -856,8 +880,8 @@ func (c *leanConn) watchRead() {
 	c.mu.Lock()
 	if n == 1 {
 		c.watchGot = true
-	} else if err != nil && !(c.aborting && isTimeout(err)) {
-		c.cancel()
+	} else if err != nil && !(c.aborting && isTimeout(err)) && c.cur != nil {
+		c.cur.Cancel()
 	}
 	done := c.watchDone
 	c.mu.Unlock()
@@ -869,7 +893,10 @@ func (c *leanConn) watchRead() {
 func (c *leanConn) stopWatch() {
 	c.timer.Stop()
 	c.mu.Lock()
-	c.inHandler = false
+	// c.cur is the request's context, inside its leanExchange: kept, it
+	// would keep the request (and the buffer its head's strings are in)
+	// while the connection is idle.
+	c.inHandler, c.cur = false, nil
 	watching := c.watching
 	if watching {
 		c.aborting = true
@@ -932,7 +959,7 @@ func (c *leanConn) write(p []byte) {
 	if _, c.werr = c.gc.Write(p); c.werr != nil {
 		c.mu.Lock()
 		if c.inHandler {
-			c.cancel()
+			c.cur.Cancel()
 		}
 		c.mu.Unlock()
 	}
