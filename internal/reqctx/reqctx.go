@@ -185,6 +185,12 @@ func (c *Ctx) add(h hook) Stop {
 		err, cause := c.err, c.cause
 		c.mu.Unlock()
 		h.id = 1
+		if h.sync {
+			// The context package registers holding its child's lock
+			// (propagateCancel, when c ended after its look at Done):
+			// run synchronously, f would wait for that lock for ever.
+			h.sync = false
+		}
 		fire(h, err, cause)
 		return Stop{c: c} // id 0: stops nothing
 	}
