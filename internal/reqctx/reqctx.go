@@ -270,7 +270,9 @@ func AfterFunc(ctx context.Context, f func()) Stop {
 
 // AfterFunc is the method the context package uses for the children it
 // makes of c (context.WithCancel(c), context.AfterFunc(c, f)...): f runs
-// when c ends, before Cancel returns, as a cancelCtx cancels its children.
+// when c ends, before Cancel returns, as a cancelCtx cancels its children;
+// registered once c has ended, f runs at once in its own goroutine (the
+// context package calls this holding its child's lock, which f takes).
 // Use the package's AfterFunc for a function of one's own.
 func (c *Ctx) AfterFunc(f func()) func() bool {
 	return c.add(hook{f: f, sync: true}).Stop
