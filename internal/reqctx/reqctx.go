@@ -185,6 +185,12 @@ func (c *Ctx) add(h hook) Stop {
 		err, cause := c.err, c.cause
 		c.mu.Unlock()
 		h.id = 1
+		if h.sync {
+			// The context package registers holding its child's lock
+			// (propagateCancel, when c ended after its look at Done):
+			// run synchronously, f would wait for that lock for ever.
+			h.sync = false
+		}
 		fire(h, err, cause)
 		return Stop{c: c} // id 0: stops nothing
 	}
@@ -264,7 +270,9 @@ func AfterFunc(ctx context.Context, f func()) Stop {
 
 // AfterFunc is the method the context package uses for the children it
 // makes of c (context.WithCancel(c), context.AfterFunc(c, f)...): f runs
-// when c ends, before Cancel returns, as a cancelCtx cancels its children.
+// when c ends, before Cancel returns, as a cancelCtx cancels its children;
+// registered once c has ended, f runs at once in its own goroutine (the
+// context package calls this holding its child's lock, which f takes).
 // Use the package's AfterFunc for a function of one's own.
 func (c *Ctx) AfterFunc(f func()) func() bool {
 	return c.add(hook{f: f, sync: true}).Stop
