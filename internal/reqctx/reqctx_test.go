@@ -205,3 +205,22 @@ func TestNoAllocations(t *testing.T) {
 	})
 	t.Logf("context.WithCancel, WithCancel, AfterFunc: %v allocations", old)
 }
+
+// TestCauseKeyFound fails when the context package no longer asks
+// Value for a *int key in context.Cause (a Go release that changes its
+// internals): without the key, context.Cause of an ended Ctx reports
+// Canceled or an ancestor's cause instead of the Ctx's own. Children are
+// still cancelled then; this test makes the lost cause a failing build
+// step rather than a silent difference.
+func TestCauseKeyFound(t *testing.T) {
+	if cancelCtxKey == nil {
+		t.Fatal("the context package's cancelCtx key was not found by the probe: context.Cause of a reqctx.Ctx would lose its cause on this Go release")
+	}
+	var c Ctx
+	c.Init(context.Background())
+	cause := errors.New("the request's own cause")
+	c.CancelCause(cause)
+	if got := context.Cause(&c); got != cause {
+		t.Fatalf("context.Cause(ended Ctx) = %v, want its own cause", got)
+	}
+}
