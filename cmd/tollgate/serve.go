@@ -93,11 +93,11 @@ func runServe(args []string) error {
 		log.Info("soft memory limit", "bytes", limit, "from", string(src))
 	}
 	// The collector's headroom after each collection: max(12 MiB, half
-	// the live heap) instead of GOGC=100's whole live heap, unless the
-	// operator set GOGC, GOMEMLIMIT or memory_limit.
+	// the live heap, 32 MiB − the live heap) instead of GOGC=100's whole
+	// live heap, unless the operator set GOGC, GOMEMLIMIT or memory_limit.
 	if memlimit.HeadroomApplies(os.Getenv, cfg.GeneralSettings.MemoryLimit) {
 		defer memlimit.Headroom()()
-		log.Info("collector headroom", "floor_bytes", memlimit.HeadroomFloor, "fraction_of_live_heap", memlimit.HeadroomFraction)
+		log.Info("collector headroom", "floor_bytes", memlimit.HeadroomFloor, "fraction_of_live_heap", memlimit.HeadroomFraction, "min_goal_bytes", memlimit.HeadroomMinGoal)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
