@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/netsim"
+	"github.com/tollgate/tollgate/internal/store"
 )
 
 // TestCrashedReplicaSpendReseededFromStore: replica A, on an allotment,
@@ -24,7 +25,17 @@ import (
 // driven to the budget, leaves the store's spend within max_budget
 // (strict).
 func TestCrashedReplicaSpendReseededFromStore(t *testing.T) {
-	crashedReplicaReseed(t, "reseed", "sk-reseed-crash", "", nil, `"max_budget": 0.03`)
+	crashedReplicaReseed(t, "reseed", "sk-reseed-crash", "", nil, `"max_budget": 0.03`, false)
+}
+
+// TestReseedReadsAfterOwnWriter: the same crash, with B's spend writer
+// slow: the row of B's sweeping request is not yet in the store when B's
+// heartbeat reads the store for the reseed. The read lacked it while
+// Redis had it (settled there), and Redis, brought to the read, lost that
+// request for good (CI's TestRegeneratedKeyReseededFromStore failure,
+// one request short). B now flushes its own writer before the read.
+func TestReseedReadsAfterOwnWriter(t *testing.T) {
+	crashedReplicaReseed(t, "reseedslow", "sk-reseed-slow", "", nil, `"max_budget": 0.03`, true)
 }
 
 // TestRegeneratedKeyReseededFromStore: the same crash, on a key regenerated
@@ -35,7 +46,7 @@ func TestCrashedReplicaSpendReseededFromStore(t *testing.T) {
 // regenerate): Redis stayed short of A's unflushed spend. It now reads the
 // record the account is booked on (the key's current hash).
 func TestRegeneratedKeyReseededFromStore(t *testing.T) {
-	crashedReplicaReseed(t, "reseedregen", "sk-reseed-regen-first", "sk-reseed-regen-second", nil, `"max_budget": 0.03`)
+	crashedReplicaReseed(t, "reseedregen", "sk-reseed-regen-first", "sk-reseed-regen-second", nil, `"max_budget": 0.03`, false)
 }
 
 // TestProbeReseedBudgetIDPeriod: the same crash, on a key whose budget
@@ -51,13 +62,16 @@ func TestProbeReseedBudgetIDPeriod(t *testing.T) {
 		if code, body := send(t, r.urls[0]+"/budget/new", "sk-1234", `{"budget_id": "reseed-bid", "max_budget": 0.03, "budget_duration": "30d"}`); code != 200 {
 			t.Fatal(code, body)
 		}
-	}, `"budget_id": "reseed-bid"`)
+	}, `"budget_id": "reseed-bid"`, false)
 }
 
 // crashedReplicaReseed runs the crash above on a key made with fields;
 // with regen set, the key is regenerated to it (new_key) before any request.
-func crashedReplicaReseed(t *testing.T, name, key, regen string, pre func(*rig), fields string) {
+// With slowB, B's spend writer cannot write from just before its sweeping
+// request until B's reseed has run or B has beaten three times since.
+func crashedReplicaReseed(t *testing.T, name, key, regen string, pre func(*rig), fields string, slowB bool) {
 	r := newRig(t, rigSpec{name: name, postgres: true, redis: true})
+	gate := &gatedSpend{Store: r.st}
 	p, err := netsim.NewProxy(r.ropts.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +83,7 @@ func crashedReplicaReseed(t *testing.T, name, key, regen string, pre func(*rig),
 	// crash, as a replica's whose resync lags (the store slow, a long
 	// resync interval) or has not run since.
 	r.start(t, pricedConfig+"  redis_url: {{REDIS}}\n"+tail,
-		Options{ResyncInterval: time.Hour, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
+		Options{Store: gate, ResyncInterval: time.Hour, RedisHoldTimeout: time.Minute, RedisReadTimeout: time.Minute})
 	r.start(t, pricedConfig+"  redis_url: redis://"+p.Addr()+"/"+strconv.Itoa(r.ropts.DB)+"\n"+tail, Options{ResyncInterval: 100 * time.Millisecond})
 	a, ua, ub := r.srvs[1], r.urls[1], r.urls[0]
 	const budget, cost = 0.03, 0.0003
@@ -159,10 +173,34 @@ func crashedReplicaReseed(t *testing.T, name, key, regen string, pre func(*rig),
 		amt, _, _ := strings.Cut(v, ":")
 		c.HSet(ctx, bk, l, amt+":1", "nx", "1")
 	}
+	reseeded := r.srvs[0].shared.Reseeded()
+	if slowB {
+		gate.close()
+	}
 	if code, body := send(t, ub+"/v1/chat/completions", key, chat3); code != 200 {
 		t.Fatal(code, body)
 	}
 	stored += 300000
+	if slowB {
+		// Open once B's reseed ran (it read the store without the row)
+		// or B beat three times since (its reseed waits on its writer).
+		since, _ := c.Time(ctx).Result()
+		if _, ok := within(time.Minute, func() bool {
+			if r.srvs[0].shared.Reseeded() > reseeded {
+				return true
+			}
+			beats, _ := c.ZRangeWithScores(ctx, r.srvs[0].shared.PresenceKey(), 0, -1).Result()
+			for _, z := range beats {
+				if int64(z.Score) >= since.Add(3*time.Second).UnixMilli() {
+					return true
+				}
+			}
+			return false
+		}); !ok {
+			t.Fatal("B neither reseeded nor beat three times in a minute")
+		}
+		gate.open()
+	}
 	if _, ok := within(time.Minute, func() bool {
 		s, _ := strconv.ParseInt(c.HGet(ctx, bk, "spent").Val(), 10, 64)
 		return s >= stored
@@ -244,4 +282,43 @@ func TestSpendEditClearsReseedMark(t *testing.T) {
 			t.Fatalf("the edit left the mark %q", f)
 		}
 	}
+}
+
+// gatedSpend is a store whose spend batches (ApplySpend) wait while the
+// gate is closed: a spend writer that has not written yet.
+type gatedSpend struct {
+	store.Store
+	mu   sync.Mutex
+	wait chan struct{} // nil: open
+}
+
+func (g *gatedSpend) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.wait == nil {
+		g.wait = make(chan struct{})
+	}
+}
+
+func (g *gatedSpend) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.wait != nil {
+		close(g.wait)
+		g.wait = nil
+	}
+}
+
+func (g *gatedSpend) ApplySpend(ctx context.Context, batch []store.SpendLog) error {
+	g.mu.Lock()
+	w := g.wait
+	g.mu.Unlock()
+	if w != nil {
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g.Store.ApplySpend(ctx, batch)
 }

@@ -107,7 +107,10 @@ func (r *rig) start(t testing.TB, yaml string, opts Options) *Server {
 		}
 		r.cfgs[yaml] = cfg
 	}
-	opts.Store, opts.RedisPrefix = r.st, r.prefix
+	if opts.Store == nil { // else the test's wrapper of r.st for this replica
+		opts.Store = r.st
+	}
+	opts.RedisPrefix = r.prefix
 	u, s, stop := serveStop(t, cfg, opts)
 	r.urls, r.srvs, r.stops = append(r.urls, u), append(r.srvs, s), append(r.stops, stop)
 	return s

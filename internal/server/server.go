@@ -473,7 +473,7 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		s.shared = shared
 		// A dead replica's swept allotment is reseeded from the store's
 		// spend, read off the request path (docs/allotments.md).
-		shared.SetSpendReader(storeSpend(opts.Store, s.book))
+		shared.SetSpendReader(storeSpend(opts.Store, s.book, s.writer))
 		if allot {
 			// Holds decided in process against this replica's allotments,
 			// flushed to Redis once per interval (docs/allotments.md).
@@ -1437,8 +1437,9 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 		}
 	}
 	if k.TeamID != "" {
-		if _, ok := s.snap.Team(k.TeamID); !ok {
-			t, err := s.opts.Store.GetTeam(ctx, k.TeamID)
+		t, ok := s.snap.Team(k.TeamID)
+		if !ok {
+			t, err = s.opts.Store.GetTeam(ctx, k.TeamID)
 			switch {
 			case err == nil:
 				s.snap.PutTeam(t)
@@ -1447,9 +1448,55 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 				return false, err
 			}
 		}
+		// The team's organization and its budget object, made with the
+		// team, may not have come with a resync yet either: without them
+		// the key's requests would skip the organization's budget.
+		if t != nil && t.OrganizationID != "" {
+			if _, ok := s.snap.Organization(t.OrganizationID); !ok {
+				o, err := s.opts.Store.GetOrganization(ctx, t.OrganizationID)
+				switch {
+				case err == nil:
+					if err := s.missBudget(ctx, o.BudgetID); err != nil {
+						return false, err
+					}
+					s.snap.PutOrganization(o)
+				case !errors.Is(err, store.ErrNotFound):
+					return false, err
+				}
+			}
+		}
+	}
+	// A key naming a budget object (budget_id) takes its max_budget,
+	// limits and period from it: put without it, the key would be served
+	// unbudgeted until a resync brought the budget, its spend held on no
+	// shared account (TestKeyMissBringsItsBudget).
+	if err := s.missBudget(ctx, k.BudgetID); err != nil {
+		return false, err
 	}
 	s.snap.PutKeyRead(k, read)
 	return true, nil
+}
+
+// missBudget puts the budget object id in the snapshot, read from the
+// store, when the snapshot does not have it (a record read through a miss
+// path names it before a resync brought it). A budget the store does not
+// have is no error: what names it keeps its own limits, as the snapshot
+// does for a budget deleted.
+func (s *Server) missBudget(ctx context.Context, id string) error {
+	if id == "" {
+		return nil
+	}
+	if _, ok := s.snap.Budget(id); ok {
+		return nil
+	}
+	b, err := s.opts.Store.GetBudget(ctx, id)
+	switch {
+	case err == nil:
+		s.snap.PutBudget(b)
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	return nil
 }
 
 // maxEndUserMisses bounds the end user ids remembered missing: past it
@@ -1586,13 +1633,7 @@ func (s *Server) endUserMiss(ctx context.Context, keyHash, id string) bool {
 		s.endMissed.Store(id, gen)
 		return false
 	}
-	if e.BudgetID != "" {
-		if _, ok := s.snap.Budget(e.BudgetID); !ok {
-			if b, err := s.opts.Store.GetBudget(ctx, e.BudgetID); err == nil {
-				s.snap.PutBudget(b)
-			}
-		}
-	}
+	_ = s.missBudget(ctx, e.BudgetID) // not answered: the end user keeps its own limits until a resync
 	s.snap.PutEndUser(e)
 	s.endMissed.Delete(id)
 	return true

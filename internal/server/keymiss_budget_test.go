@@ -1,0 +1,65 @@
+package server
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestKeyMissBringsItsBudget: a key made on replica B names a budget
+// object (budget_id), or belongs to a team whose organization has a
+// budget; replica A, whose resync has not run since both were made,
+// learns the key on its first request (keyMiss). keyMiss read the key,
+// its user and its team, not the budget object nor the organization: A
+// served the key unbudgeted until a resync brought them, its spend held
+// on no shared account (on Redis, it never reached the key's hash: CI's
+// TestProbeReseedBudgetIDPeriod failures, Redis short of the store by
+// A's requests made before the budget arrived). A must refuse the key
+// once the budget is spent.
+func TestKeyMissBringsItsBudget(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		setup [][2]string
+		key   string
+	}{
+		{"budget_id", [][2]string{{"/budget/new", `{"budget_id": "miss-bud", "max_budget": 0.001}`}}, `"budget_id": "miss-bud"`},
+		{"organization", [][2]string{
+			{"/organization/new", `{"organization_id": "miss-org", "organization_alias": "Miss", "max_budget": 0.001}`},
+			{"/team/new", `{"team_id": "miss-team", "organization_id": "miss-org"}`},
+		}, `"team_id": "miss-team"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// Both replicas read the store's changes once an hour: A has
+			// the key only through its miss path.
+			r := replicas(t, 2, rigSpec{name: "keymissbud"}, pricedConfig, Options{ResyncInterval: time.Hour})
+			// Both replicas have read the store at start, and run the
+			// resync that follows, before the budget is made: otherwise
+			// A's start may bring it.
+			for i, s := range r.srvs {
+				if _, ok := within(time.Minute, func() bool { return s.resyncDone.Load() > 0 }); !ok {
+					t.Fatalf("replica %d never completed its first resync", i)
+				}
+			}
+			for _, s := range c.setup {
+				if code, body := send(t, r.urls[0]+s[0], "sk-1234", s[1]); code != 200 {
+					t.Fatal(s[0], code, body)
+				}
+			}
+			key := "sk-keymiss-" + strings.ReplaceAll(c.name, "_", "-")
+			r.key(t, key, c.key)
+			for i := 0; ; i++ {
+				code, body := send(t, r.urls[1]+"/v1/chat/completions", key, chat3)
+				if code == 400 && strings.Contains(body, "budget_exceeded") {
+					t.Logf("refused after %d requests", i)
+					break
+				}
+				if code != 200 {
+					t.Fatalf("request %d: %d %s", i, code, body)
+				}
+				if i >= 20 {
+					t.Fatalf("replica A served %d requests at 0.0003 each on a budget of 0.001: the key's budget never reached it", i+1)
+				}
+			}
+		})
+	}
+}
