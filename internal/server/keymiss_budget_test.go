@@ -7,8 +7,8 @@ import (
 )
 
 // TestKeyMissBringsItsBudget: a key made on replica B names a budget
-// object (budget_id), or belongs to a team whose organization has a
-// budget; replica A, whose resync has not run since both were made,
+// object (budget_id), belongs to a team whose organization has a budget,
+// or to a user whose membership of the key's team names a budget object; replica A, whose resync has not run since both were made,
 // learns the key on its first request (keyMiss). keyMiss read the key,
 // its user and its team, not the budget object nor the organization: A
 // served the key unbudgeted until a resync brought them, its spend held
@@ -27,6 +27,11 @@ func TestKeyMissBringsItsBudget(t *testing.T) {
 			{"/organization/new", `{"organization_id": "miss-org", "organization_alias": "Miss", "max_budget": 0.001}`},
 			{"/team/new", `{"team_id": "miss-team", "organization_id": "miss-org"}`},
 		}, `"team_id": "miss-team"`},
+		{"member", [][2]string{
+			{"/budget/new", `{"budget_id": "miss-member", "max_budget": 0.001}`},
+			{"/user/new", `{"user_id": "miss-ann"}`},
+			{"/team/new", `{"team_id": "miss-mteam", "members_with_roles": [{"user_id": "miss-ann", "role": "user", "budget_id": "miss-member"}]}`},
+		}, `"team_id": "miss-mteam", "user_id": "miss-ann"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// Both replicas read the store's changes once an hour: A has

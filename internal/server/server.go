@@ -1448,9 +1448,19 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 				return false, err
 			}
 		}
-		// The team's organization and its budget object, made with the
-		// team, may not have come with a resync yet either: without them
-		// the key's requests would skip the organization's budget.
+		// The budget object the key's user's membership names, and the
+		// team's organization with its budget, may not have come with a
+		// resync yet either: without them the key's requests would skip
+		// the member's or the organization's budget.
+		if t != nil && k.UserID != "" {
+			for _, m := range t.Members {
+				if m.UserID == k.UserID {
+					if err := s.missBudget(ctx, m.BudgetID); err != nil {
+						return false, err
+					}
+				}
+			}
+		}
 		if t != nil && t.OrganizationID != "" {
 			if _, ok := s.snap.Organization(t.OrganizationID); !ok {
 				o, err := s.opts.Store.GetOrganization(ctx, t.OrganizationID)
