@@ -77,8 +77,8 @@ type shedder struct {
 	qTarget   time.Duration
 	qEvery    uint32
 	qInterval time.Duration
-	qAbove  atomic.Int64
-	qCount  atomic.Uint32
+	qAbove    atomic.Int64
+	qCount    atomic.Uint32
 }
 
 // The runtime/metrics samples the shedder reads each window: the
