@@ -107,7 +107,7 @@ func runServe(args []string) error {
 	}
 	defer st.Close()
 	log.Info("store ready", "engine", st.Engine())
-	srv, err := server.New(cfg, server.Options{Logger: log, ShutdownTimeout: *drain, Store: st, ShedOnCPU: true, ShedOnQueueDelay: true, ReleaseStartPages: true, RedisLeaseTTL: *leaseTTL})
+	srv, err := server.New(cfg, server.Options{Logger: log, ShutdownTimeout: *drain, Store: st, ShedOnCPU: true, ReleaseStartPages: true, RedisLeaseTTL: *leaseTTL})
 	if err != nil {
 		return err
 	}

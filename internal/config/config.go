@@ -312,19 +312,6 @@ func (c *Config) MaxRequestsInFlight() int64 {
 	return 1024 * int64(runtime.GOMAXPROCS(0))
 }
 
-// MaxQueueDelay is general_settings.max_queue_delay: the queueing delay
-// (how long an inference request's bytes waited before the gateway
-// decided on it, as the kernel counts it, in 1–10 ms steps) past which,
-// once the delay has stayed past it for 100 ms, requests are shed with a
-// 503 (internal/server/queuedelay.go). Absent or 0 it is 10 ms; negative
-// turns the rule off (0 is returned).
-func (c *Config) MaxQueueDelay() time.Duration {
-	if v := c.GeneralSettings.MaxQueueDelay; v != nil && *v != 0 {
-		return max(time.Duration(*v), 0)
-	}
-	return 10 * time.Millisecond
-}
-
 // MaxClientConnections is general_settings.max_client_connections: the
 // bound on connections open on the main port past which a new connection
 // is answered 503 at accept (internal/server/accept.go). Absent or 0 it is

@@ -118,11 +118,6 @@ type GeneralSettings struct {
 	// is answered 503 at accept (Tollgate's own key; 0 or absent: twice
 	// max_requests_in_flight; -1: no bound).
 	MaxClientConnections *int64 `yaml:"max_client_connections"`
-	// MaxQueueDelay is how long an inference request's bytes may wait
-	// unread in the gateway (the kernel's count: TCP_INFO) once such waits
-	// have lasted 100 ms before it is shed with 503 (Tollgate's own key;
-	// 0 or absent: 10 ms; negative: off). Read at start.
-	MaxQueueDelay *Seconds `yaml:"max_queue_delay"`
 	// MemoryLimit is the Go runtime's soft memory limit, as GOMEMLIMIT
 	// writes it ("512MiB", "off"); GOMEMLIMIT in the environment wins;
 	// absent: nine tenths of the cgroup's memory limit, if any (Tollgate's

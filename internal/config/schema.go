@@ -243,7 +243,7 @@ var Sections = []*Section{
 		Path: "general_settings", Type: typeOf[GeneralSettings](),
 		Unknown: "LiteLLM ignores other keys",
 		Extensions: []string{"redis_url", "metrics_prefix", "metrics_key_labels",
-			"request_header_timeout", "request_body_timeout", "max_requests_in_flight", "max_client_connections", "max_queue_delay", "memory_limit", "otel", "content_logging", "tollgate_python_hooks", "budget_allotments"},
+			"request_header_timeout", "request_body_timeout", "max_requests_in_flight", "max_client_connections", "memory_limit", "otel", "content_logging", "tollgate_python_hooks", "budget_allotments"},
 		Notes: map[string]string{
 			"store_prompts_in_spend_logs": "messages and answers are kept with the spend row, size-capped and redacted (general_settings.content_logging; docs/content-logging.md)",
 			"content_logging":             "max_field_bytes (65536), redact_secrets (true), redact_pii (every class); docs/content-logging.md",
@@ -254,7 +254,6 @@ var Sections = []*Section{
 			"database_args":               "read for database_type dynamo_db (docs/dynamodb.md); ignored by the SQL stores, whose pool Tollgate sizes",
 			"pass_through_endpoints":      "served for paths no Tollgate route takes, reloaded on SIGHUP; see docs/endpoints.md, Pass-through routes",
 			"max_requests_in_flight":      "inference requests in flight in this process before new ones are shed with 503 overloaded_error (default 1024 × GOMAXPROCS, lowered while the CPU cannot keep up; -1: no bound); see docs/performance.md, Overload",
-			"max_queue_delay":             "seconds an inference request's bytes may wait unread in the gateway (the kernel's count, Linux) once such waits have lasted 100 ms, before it is shed with 503 overloaded_error (default 0.01; negative: off); see docs/performance.md, Overload",
 			"max_client_connections":      "connections open on the main port before a new one whose first request is an inference route is answered 503 overloaded_error at accept (default twice max_requests_in_flight; never more than twice the in-flight bound in force, nor below 512 × GOMAXPROCS on that account; -1: no bound); see docs/performance.md, Overload",
 			"memory_limit":                "the Go runtime's soft memory limit as GOMEMLIMIT writes it (512MiB, off); GOMEMLIMIT in the environment wins; absent: 90 % of the cgroup's memory limit, none without one; read at start; see docs/performance.md, Issue 31: memory at load",
 			"budget_allotments":           "on by default with redis_url and a database (false: a Redis script per request, as before; Redis without a database: only when true); budget holds and rate limits (rpm, tpm, max_parallel_requests) are decided in process against allotments this replica holds on Redis, flushed every 100 ms (docs/allotments.md)",

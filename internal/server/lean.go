@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -337,13 +336,6 @@ type leanConn struct {
 	watchByte [1]byte
 	watchGot  bool
 	cur       *reqctx.Ctx // the request's context (its leanExchange's), while it runs
-
-	// queueDelay's raw connection and getsockopt (queuedelay_linux.go),
-	// made at the connection's first measure.
-	raw      syscall.RawConn
-	rawCtl   func(fd uintptr)
-	rawErr   bool
-	lastRecv uint32
 }
 
 // serve runs the connection's requests one after the other.
@@ -351,7 +343,7 @@ func (c *leanConn) serve() {
 	l := c.l
 	c.remote = c.gc.RemoteAddr().String()
 	ctx := context.WithValue(l.srv.BaseContext(l.handoff), http.ServerContextKey, l.srv)
-	c.ctx = withQueueDelay(context.WithValue(ctx, http.LocalAddrContextKey, c.gc.LocalAddr()), c)
+	c.ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.gc.LocalAddr())
 	// The requests' contexts are children of c.ctx that do not register
 	// with it (reqctx.Ctx.InitLazy): the connection watches it once, and
 	// ends the request in flight when it ends.

@@ -89,11 +89,6 @@ type Options struct {
 	// tests embedding the server leave it off, so that a busy test machine
 	// does not shed their bursts.
 	ShedOnCPU bool
-	// ShedOnQueueDelay sheds inference requests whose bytes waited past
-	// general_settings.max_queue_delay while such waits last
-	// (queuedelay.go). tollgate serve sets it; tests leave it off, as
-	// ShedOnCPU.
-	ShedOnQueueDelay bool
 	// ReleaseStartPages unmaps the resident pages of the code and read-only
 	// data of the executable (and of its shared libraries, in a cgo build)
 	// once the keys read at start are in (procmem): the
@@ -221,9 +216,6 @@ func New(cfg *config.Config, opts Options) (_ *Server, err error) {
 		shedPatterns: map[string]bool{}}
 	s.cfg.Store(cfg)
 	s.shed = newShedder(cfg.MaxRequestsInFlight(), opts.ShedOnCPU, func(reason string) { s.metrics.Shed(reason) })
-	if opts.ShedOnQueueDelay {
-		s.shed.qTarget = cfg.MaxQueueDelay()
-	}
 	// Redis first: a redis_url that does not parse fails before anything
 	// else is built. The client is made, and dials, when Serve starts the
 	// runner.

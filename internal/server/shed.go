@@ -69,16 +69,6 @@ type shedder struct {
 	mu     sync.Mutex
 	sample []metrics.Sample
 	cpuSignal
-
-	// Shedding on queueing delay (queuedelay.go): qTarget is the target
-	// (0: off); qAbove when the measured delay went above it and has
-	// stayed there (unix ns; 0: it is not above); qCount samples; qEvery
-	// and qInterval are queueSampleEvery and queueInterval (a test's own).
-	qTarget   time.Duration
-	qEvery    uint32
-	qInterval time.Duration
-	qAbove    atomic.Int64
-	qCount    atomic.Uint32
 }
 
 // The runtime/metrics samples the shedder reads each window: the
@@ -154,7 +144,6 @@ func newShedder(max int64, cpu bool, onShed func(string)) *shedder {
 		s.sample[i].Name = name
 	}
 	s.memNear = nearLimit
-	s.qEvery, s.qInterval = queueSampleEvery, queueInterval
 	return s
 }
 
@@ -191,30 +180,15 @@ func (s *shedder) wrap(h http.Handler) http.Handler {
 			e := &apierror.Error{Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "overloaded",
 				Message:    "the gateway is overloaded: too many requests in flight; retry after the time in Retry-After",
 				RetryAfter: shedRetryAfter, Cause: errOverloaded}
-			writeShed(w, r, e)
-			return
-		}
-		if s.qTarget > 0 && s.queued(r) {
-			// The request's bytes waited past the target, and the delay
-			// has stayed past it for queueInterval: a standing queue. The
-			// connection is kept: the refusal costs no handshake.
-			s.onShed("queue_delay")
-			writeShed(w, r, &apierror.Error{Status: http.StatusServiceUnavailable, Type: "overloaded_error", Code: "overloaded",
-				Message:    "the gateway is overloaded: requests wait too long to be read; retry after the time in Retry-After",
-				RetryAfter: shedRetryAfter, Cause: errOverloaded})
+			if strings.HasPrefix(r.URL.Path, "/v1/messages") || strings.HasPrefix(r.URL.Path, "/anthropic/") {
+				apierror.WriteAnthropic(w, e)
+			} else {
+				apierror.Write(w, e)
+			}
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// writeShed writes a shed request's 503 in its route's dialect.
-func writeShed(w http.ResponseWriter, r *http.Request, e *apierror.Error) {
-	if strings.HasPrefix(r.URL.Path, "/v1/messages") || strings.HasPrefix(r.URL.Path, "/anthropic/") {
-		apierror.WriteAnthropic(w, e)
-	} else {
-		apierror.Write(w, e)
-	}
 }
 
 // reason names why a request was shed under the bound in force: in_flight
