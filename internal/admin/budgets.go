@@ -265,8 +265,16 @@ func (a *API) checkBudgetRef(ctx context.Context, id, param string) error {
 	if id == "" {
 		return nil
 	}
-	if _, err := a.store.GetBudget(ctx, id); err != nil {
+	b, err := a.store.GetBudget(ctx, id)
+	if err != nil {
 		return storeError(err, "budget "+id, param)
+	}
+	// A budget made on another replica may not have reached this one's
+	// snapshot yet (its next resync): the record written here next names
+	// it, and without it would be served with no budget until then
+	// (TestBudgetRefFromAnotherReplica).
+	if _, ok := a.snap.Budget(id); !ok {
+		a.snap.PutBudget(b)
 	}
 	return nil
 }

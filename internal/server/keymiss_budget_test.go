@@ -68,3 +68,37 @@ func TestKeyMissBringsItsBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestBudgetRefFromAnotherReplica: a budget object made on replica B, then
+// a key naming it (budget_id) made on replica A before A's resync brought
+// the budget. A's /key/generate read the budget from the store to check
+// the reference, and put the key in its snapshot without it: A served the
+// key with no budget until its next resync.
+func TestBudgetRefFromAnotherReplica(t *testing.T) {
+	r := replicas(t, 2, rigSpec{name: "budgetref"}, pricedConfig, Options{ResyncInterval: time.Hour})
+	for i, s := range r.srvs {
+		if _, ok := within(time.Minute, func() bool { return s.resyncDone.Load() > 0 }); !ok {
+			t.Fatalf("replica %d never completed its first resync", i)
+		}
+	}
+	if code, body := send(t, r.urls[0]+"/budget/new", "sk-1234", `{"budget_id": "ref-bud", "max_budget": 0.001}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	const key = "sk-budget-ref"
+	if code, body := send(t, r.urls[1]+"/key/generate", "sk-1234", `{"key": "`+key+`", "budget_id": "ref-bud"}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	for i := 0; ; i++ {
+		code, body := send(t, r.urls[1]+"/v1/chat/completions", key, chat3)
+		if code == 400 && strings.Contains(body, "budget_exceeded") {
+			t.Logf("refused after %d requests", i)
+			break
+		}
+		if code != 200 {
+			t.Fatalf("request %d: %d %s", i, code, body)
+		}
+		if i >= 20 {
+			t.Fatalf("replica A served %d requests at 0.0003 each on a budget of 0.001: the key it made was served without its budget", i+1)
+		}
+	}
+}
