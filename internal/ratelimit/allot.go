@@ -70,6 +70,13 @@ type Allotter struct {
 	flushMu sync.Mutex
 	seq     int64
 	built   time.Time // when the last flush was built
+	// late is the recent peak of a flush's round trip (sent to
+	// answered, an eighth forgotten at each answer, at most 10
+	// intervals): a window's next allotment is granted in the next slot
+	// when the current one ends within two intervals plus two of these,
+	// so that a late answer does not leave the rule without an
+	// allotment at a slot's end (flushMu held).
+	late    time.Duration
 	pending *rlFlush
 	closed  atomic.Bool
 
@@ -556,7 +563,9 @@ type flushItem struct {
 // of a replica's rules. KEYS: one per rule, then the presence set and the
 // flush tag's key. ARGV: tag, lease ttl ms, alive window ms, requests per
 // replica below which nothing is allotted, replica id, flush interval ms
-// (the last one seen, when flushes run late), how long parallel slots not
+// (the last one seen, when flushes run late, plus the recent peak of a
+// flush's round trip: windows grant in the next slot when the current
+// one ends within twice it), how long parallel slots not
 // in use live (ms); then per rule:
 // kind, limit, window ms, unit (one request's size), want, x (windows:
 // tokens to book in the current slot; parallel: the slots that must stay,
@@ -695,7 +704,11 @@ func (a *Allotter) build() *rlFlush {
 	a.built = now
 	tag := a.id + "." + strconv.FormatInt(a.seq, 10)
 	spare := min(a.localFor()+10*a.every, a.ttl) // unused parallel slots' life on Redis
-	p := &rlFlush{args: []any{tag, a.ttl.Milliseconds(), aliveWindow.Milliseconds(), allotFew, a.id, gap.Milliseconds(), spare.Milliseconds()}}
+	// The script grants a window's allotment in the next slot when the
+	// current one ends within twice this: the next flush's answer is
+	// due about an interval and a round trip from now.
+	lead := gap + a.late
+	p := &rlFlush{args: []any{tag, a.ttl.Milliseconds(), aliveWindow.Milliseconds(), allotFew, a.id, lead.Milliseconds(), spare.Milliseconds()}}
 	var forget []*entry
 	for _, e := range all {
 		e.mu.Lock()
@@ -758,7 +771,14 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 			} else if count > 0 && asked > 0 {
 				e.unit = max(asked/count, 1)
 			}
-			want = max(4*max(asked, booked), 2*e.unit)
+			// count × unit too: a request without an estimate (no
+			// tokenize, Est 0) asks nothing at admission and books its
+			// tokens only when it ends, so booked lags what the
+			// interval admitted by the requests still in flight (a
+			// stalled upstream, a burst queued by a pause); sized on
+			// booked alone the next allotment was a few requests' and
+			// full before the flush after answered.
+			want = max(4*max(asked, booked, count*e.unit), 2*e.unit)
 		case Requests:
 			want = max(4*asked, 2)
 		case Parallel:
@@ -866,6 +886,8 @@ func (a *Allotter) send(ctx context.Context, p *rlFlush) error {
 		return err
 	}
 	a.pending = nil
+	rt := time.Duration(a.clock() - p.sent)
+	a.late = min(max(rt, a.late-a.late/8), 10*a.every)
 	closing := a.closed.Load()
 	until := p.sent + int64(a.localFor())
 	for i, it := range p.items {
