@@ -238,9 +238,10 @@ type entry struct {
 	drain   int           // flushes that return the allotment and ask for none (giveBack)
 	want    int64         // what the last flush asked
 	// demand this interval: requests asked, what they asked (requests or
-	// tokens), real tokens booked; unit is one request's size in tokens.
-	count, asked, booked, unit int64
-	idle                       int
+	// tokens), real tokens booked and the requests that booked them;
+	// unit is one request's size in tokens.
+	count, asked, booked, ended, unit int64
+	idle                              int
 }
 
 // gen is one window allotment: n admissions or tokens counted in slot on
@@ -407,6 +408,7 @@ func (a *Allotter) done(t *Ticket, tokens int64) {
 			e.inflight = max(e.inflight-1, 0)
 		case Tokens:
 			e.booked += tokens
+			e.ended++
 			g := t.al[i].g
 			switch {
 			case !g.reported:
@@ -741,8 +743,8 @@ func (a *Allotter) build() *rlFlush {
 // is empty and idle for long, forgotten.
 func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it flushItem, skip, drop bool) {
 	r := &e.rule
-	count, asked, booked := e.count, e.asked, e.booked
-	e.count, e.asked, e.booked = 0, 0, 0
+	count, asked, booked, ended := e.count, e.asked, e.booked, e.ended
+	e.count, e.asked, e.booked, e.ended = 0, 0, 0, 0
 	if count > 0 {
 		e.idle = 0
 	} else {
@@ -763,14 +765,22 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 		// until the flush after next answers, and flushes run late in a
 		// busy process), at least two requests; an interval without
 		// requests keeps the last size, until idle.
-		asked, booked = int64(float64(asked)*scale), int64(float64(booked)*scale)
-		switch r.Kind {
-		case Tokens:
-			if count > 0 && booked > 0 {
-				e.unit = max(booked/count, 1)
+		// One request's size: the tokens booked over the requests that
+		// booked them (not over those admitted: in an interval where
+		// requests admitted earlier end and few are admitted, that made
+		// the unit many requests' tokens, and count × unit asked up to
+		// the cap, or a unit past what is left granted nothing), read
+		// before the scaling (a kicked flush made it ten times larger).
+		if r.Kind == Tokens {
+			if ended > 0 && booked > 0 {
+				e.unit = max(booked/ended, 1)
 			} else if count > 0 && asked > 0 {
 				e.unit = max(asked/count, 1)
 			}
+		}
+		asked, booked = int64(float64(asked)*scale), int64(float64(booked)*scale)
+		switch r.Kind {
+		case Tokens:
 			// count × unit too: a request without an estimate (no
 			// tokenize, Est 0) asks nothing at admission and books its
 			// tokens only when it ends, so booked lags what the
