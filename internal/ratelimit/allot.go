@@ -70,6 +70,13 @@ type Allotter struct {
 	flushMu sync.Mutex
 	seq     int64
 	built   time.Time // when the last flush was built
+	// late is the recent peak of a flush's round trip (sent to
+	// answered, an eighth forgotten at each answer, at most 10
+	// intervals): a window's next allotment is granted in the next slot
+	// when the current one ends within two intervals plus two of these,
+	// so that a late answer does not leave the rule without an
+	// allotment at a slot's end (flushMu held).
+	late    time.Duration
 	pending *rlFlush
 	closed  atomic.Bool
 
@@ -231,9 +238,10 @@ type entry struct {
 	drain   int           // flushes that return the allotment and ask for none (giveBack)
 	want    int64         // what the last flush asked
 	// demand this interval: requests asked, what they asked (requests or
-	// tokens), real tokens booked; unit is one request's size in tokens.
-	count, asked, booked, unit int64
-	idle                       int
+	// tokens), real tokens booked and the requests that booked them;
+	// unit is one request's size in tokens.
+	count, asked, booked, ended, unit int64
+	idle                              int
 }
 
 // gen is one window allotment: n admissions or tokens counted in slot on
@@ -400,6 +408,7 @@ func (a *Allotter) done(t *Ticket, tokens int64) {
 			e.inflight = max(e.inflight-1, 0)
 		case Tokens:
 			e.booked += tokens
+			e.ended++
 			g := t.al[i].g
 			switch {
 			case !g.reported:
@@ -556,7 +565,9 @@ type flushItem struct {
 // of a replica's rules. KEYS: one per rule, then the presence set and the
 // flush tag's key. ARGV: tag, lease ttl ms, alive window ms, requests per
 // replica below which nothing is allotted, replica id, flush interval ms
-// (the last one seen, when flushes run late), how long parallel slots not
+// (the last one seen, when flushes run late, plus the recent peak of a
+// flush's round trip: windows grant in the next slot when the current
+// one ends within twice it), how long parallel slots not
 // in use live (ms); then per rule:
 // kind, limit, window ms, unit (one request's size), want, x (windows:
 // tokens to book in the current slot; parallel: the slots that must stay,
@@ -695,7 +706,11 @@ func (a *Allotter) build() *rlFlush {
 	a.built = now
 	tag := a.id + "." + strconv.FormatInt(a.seq, 10)
 	spare := min(a.localFor()+10*a.every, a.ttl) // unused parallel slots' life on Redis
-	p := &rlFlush{args: []any{tag, a.ttl.Milliseconds(), aliveWindow.Milliseconds(), allotFew, a.id, gap.Milliseconds(), spare.Milliseconds()}}
+	// The script grants a window's allotment in the next slot when the
+	// current one ends within twice this: the next flush's answer is
+	// due about an interval and a round trip from now.
+	lead := gap + a.late
+	p := &rlFlush{args: []any{tag, a.ttl.Milliseconds(), aliveWindow.Milliseconds(), allotFew, a.id, lead.Milliseconds(), spare.Milliseconds()}}
 	var forget []*entry
 	for _, e := range all {
 		e.mu.Lock()
@@ -728,8 +743,8 @@ func (a *Allotter) build() *rlFlush {
 // is empty and idle for long, forgotten.
 func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it flushItem, skip, drop bool) {
 	r := &e.rule
-	count, asked, booked := e.count, e.asked, e.booked
-	e.count, e.asked, e.booked = 0, 0, 0
+	count, asked, booked, ended := e.count, e.asked, e.booked, e.ended
+	e.count, e.asked, e.booked, e.ended = 0, 0, 0, 0
 	if count > 0 {
 		e.idle = 0
 	} else {
@@ -750,15 +765,30 @@ func (a *Allotter) item(e *entry, closing bool, scale float64, p *rlFlush) (it f
 		// until the flush after next answers, and flushes run late in a
 		// busy process), at least two requests; an interval without
 		// requests keeps the last size, until idle.
-		asked, booked = int64(float64(asked)*scale), int64(float64(booked)*scale)
-		switch r.Kind {
-		case Tokens:
-			if count > 0 && booked > 0 {
-				e.unit = max(booked/count, 1)
+		// One request's size: the tokens booked over the requests that
+		// booked them (not over those admitted: in an interval where
+		// requests admitted earlier end and few are admitted, that made
+		// the unit many requests' tokens, and count × unit asked up to
+		// the cap, or a unit past what is left granted nothing), read
+		// before the scaling (a kicked flush made it ten times larger).
+		if r.Kind == Tokens {
+			if ended > 0 && booked > 0 {
+				e.unit = max(booked/ended, 1)
 			} else if count > 0 && asked > 0 {
 				e.unit = max(asked/count, 1)
 			}
-			want = max(4*max(asked, booked), 2*e.unit)
+		}
+		asked, booked = int64(float64(asked)*scale), int64(float64(booked)*scale)
+		switch r.Kind {
+		case Tokens:
+			// count × unit too: a request without an estimate (no
+			// tokenize, Est 0) asks nothing at admission and books its
+			// tokens only when it ends, so booked lags what the
+			// interval admitted by the requests still in flight (a
+			// stalled upstream, a burst queued by a pause); sized on
+			// booked alone the next allotment was a few requests' and
+			// full before the flush after answered.
+			want = max(4*max(asked, booked, count*e.unit), 2*e.unit)
 		case Requests:
 			want = max(4*asked, 2)
 		case Parallel:
@@ -866,6 +896,8 @@ func (a *Allotter) send(ctx context.Context, p *rlFlush) error {
 		return err
 	}
 	a.pending = nil
+	rt := time.Duration(a.clock() - p.sent)
+	a.late = min(max(rt, a.late-a.late/8), 10*a.every)
 	closing := a.closed.Load()
 	until := p.sent + int64(a.localFor())
 	for i, it := range p.items {
