@@ -4,11 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
-
-	"github.com/tollgate/tollgate/internal/netsim"
-	"github.com/tollgate/tollgate/internal/rscript"
 )
 
 // TestTokenAllotmentWithoutEstimateCoversRequestsInFlight: a tpm rule whose
@@ -74,19 +69,7 @@ func TestTokenAllotmentWithoutEstimateCoversRequestsInFlight(t *testing.T) {
 // before the slot's end still granted in the slot ending then.
 func TestWindowAllotmentAheadOfALateFlush(t *testing.T) {
 	c, prefix := realRedis(t)
-	px, err := netsim.NewProxy(c.Options().Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Restore()
-	o := *c.Options()
-	o.Addr = px.Addr()
-	pc := redis.NewClient(&o)
-	defer pc.Close()
-	r := rscript.NewRunner(pc, rscript.Options{})
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	px, r := proxiedRunner(t, c)
 	every := 100 * time.Millisecond
 	l := New(NewRedis(r, prefix))
 	a := NewAllotter(l, AllotOptions{Every: every})                                                       // flushed by the test only

@@ -16,6 +16,27 @@ import (
 	"github.com/tollgate/tollgate/internal/rscript"
 )
 
+// proxiedRunner is a started script runner on c's Redis through a
+// netsim proxy the test may cut; the proxy is restored and the client
+// closed at cleanup.
+func proxiedRunner(t *testing.T, c *redis.Client) (*netsim.Proxy, *rscript.Runner) {
+	t.Helper()
+	px, err := netsim.NewProxy(c.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Restore() })
+	o := *c.Options()
+	o.Addr = px.Addr()
+	pc := redis.NewClient(&o)
+	t.Cleanup(func() { pc.Close() })
+	r := rscript.NewRunner(pc, rscript.Options{})
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return px, r
+}
+
 // allotReplica is one replica's limiter with allotments, on its own runner.
 func allotReplica(t *testing.T, c *redis.Client, prefix string, every time.Duration) (*Limiter, *Allotter) {
 	t.Helper()
@@ -268,19 +289,7 @@ func TestAllotmentRefusedWithRoomCounted(t *testing.T) {
 // decided on the allotment already held.
 func TestAllotmentLostFlushAppliedOnce(t *testing.T) {
 	c, prefix := realRedis(t)
-	px, err := netsim.NewProxy(c.Options().Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Restore()
-	o := *c.Options()
-	o.Addr = px.Addr()
-	pc := redis.NewClient(&o)
-	defer pc.Close()
-	r := rscript.NewRunner(pc, rscript.Options{})
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	px, r := proxiedRunner(t, c)
 	l := New(NewRedis(r, prefix))
 	a := NewAllotter(l, AllotOptions{})
 	// Hour windows: a minute-slot allotment outlives a busy machine's

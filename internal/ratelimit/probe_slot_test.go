@@ -5,11 +5,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
-
-	"github.com/tollgate/tollgate/internal/netsim"
-	"github.com/tollgate/tollgate/internal/rscript"
 )
 
 // TestProbeWindowAheadNeverAdmitsPastLimit: two replicas try one request
@@ -24,19 +19,7 @@ import (
 // counted in a window it may lie outside of).
 func TestProbeWindowAheadNeverAdmitsPastLimit(t *testing.T) {
 	c, prefix := realRedis(t)
-	px, err := netsim.NewProxy(c.Options().Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Restore()
-	o := *c.Options()
-	o.Addr = px.Addr()
-	pc := redis.NewClient(&o)
-	defer pc.Close()
-	rb := rscript.NewRunner(pc, rscript.Options{})
-	if err := rb.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	px, rb := proxiedRunner(t, c)
 	every := 10 * time.Millisecond
 	rule := Rule{Scope: keyScope, Kind: Requests, Limit: 3000, Window: 3 * time.Second, Name: "r3s"}
 	la, aa := allotReplica(t, c, prefix, every)

@@ -52,19 +52,7 @@ func TestKeyMissBringsItsBudget(t *testing.T) {
 			}
 			key := "sk-keymiss-" + strings.ReplaceAll(c.name, "_", "-")
 			r.key(t, key, c.key)
-			for i := 0; ; i++ {
-				code, body := send(t, r.urls[1]+"/v1/chat/completions", key, chat3)
-				if code == 400 && strings.Contains(body, "budget_exceeded") {
-					t.Logf("refused after %d requests", i)
-					break
-				}
-				if code != 200 {
-					t.Fatalf("request %d: %d %s", i, code, body)
-				}
-				if i >= 20 {
-					t.Fatalf("replica A served %d requests at 0.0003 each on a budget of 0.001: the key's budget never reached it", i+1)
-				}
-			}
+			refusedOnBudget(t, r.urls[1], key, "the key's budget never reached it")
 		})
 	}
 }
@@ -88,17 +76,25 @@ func TestBudgetRefFromAnotherReplica(t *testing.T) {
 	if code, body := send(t, r.urls[1]+"/key/generate", "sk-1234", `{"key": "`+key+`", "budget_id": "ref-bud"}`); code != 200 {
 		t.Fatal(code, body)
 	}
+	refusedOnBudget(t, r.urls[1], key, "the key it made was served without its budget")
+}
+
+// refusedOnBudget sends chat3 (0.0003 each) with key to url until a
+// budget_exceeded refusal, failing with why when 21 were served (a budget
+// of 0.001 refuses the fifth at the latest).
+func refusedOnBudget(t *testing.T, url, key, why string) {
+	t.Helper()
 	for i := 0; ; i++ {
-		code, body := send(t, r.urls[1]+"/v1/chat/completions", key, chat3)
+		code, body := send(t, url+"/v1/chat/completions", key, chat3)
 		if code == 400 && strings.Contains(body, "budget_exceeded") {
 			t.Logf("refused after %d requests", i)
-			break
+			return
 		}
 		if code != 200 {
 			t.Fatalf("request %d: %d %s", i, code, body)
 		}
 		if i >= 20 {
-			t.Fatalf("replica A served %d requests at 0.0003 each on a budget of 0.001: the key it made was served without its budget", i+1)
+			t.Fatalf("replica A served %d requests at 0.0003 each on a budget of 0.001: %s", i+1, why)
 		}
 	}
 }
