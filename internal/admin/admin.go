@@ -48,7 +48,7 @@ type API struct {
 	cache cache.Backend
 	// newKey is told of a key made here (generated or regenerated) before
 	// it is in the snapshot; nil: nobody is.
-	newKey func(hash string)
+	newKey func(ctx context.Context, k *store.Key)
 	// flushSpend writes the spend this process has queued to the store;
 	// nil: none is queued here.
 	flushSpend func()
@@ -65,8 +65,9 @@ func (a *API) WithSpendFlush(f func()) *API {
 // WithNewKey tells f of each key made here (/key/generate,
 // /key/regenerate) before a request can find it in the snapshot: the
 // server counts such a key as newer than the end users its snapshot lacks
-// (one made on another replica before the key is read from the store).
-func (a *API) WithNewKey(f func(hash string)) *API {
+// (one made on another replica before the key is read from the store),
+// and reads what the key's limits come from that its snapshot lacks.
+func (a *API) WithNewKey(f func(ctx context.Context, k *store.Key)) *API {
 	a.newKey = f
 	return a
 }

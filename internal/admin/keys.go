@@ -138,7 +138,7 @@ func (a *API) createKey(r *http.Request, p *auth.Principal, req *keyParams) (*st
 		return nil, "", storeError(err, "key", "key")
 	}
 	if a.newKey != nil {
-		a.newKey(k.TokenHash)
+		a.newKey(r.Context(), k)
 	}
 	a.snap.PutKey(k)
 	a.audit(r.Context(), p, "created", "key", k.TokenHash, nil, k)
@@ -539,7 +539,7 @@ func (a *API) keyRegenerate(w http.ResponseWriter, r *http.Request, p *auth.Prin
 		a.snap.DeleteKey(old.TokenHash)
 	}
 	if a.newKey != nil {
-		a.newKey(k.TokenHash)
+		a.newKey(r.Context(), &k)
 	}
 	a.snap.PutKey(&k)
 	a.audit(r.Context(), p, "regenerated", "key", k.TokenHash, map[string]string{"token": old.TokenHash}, k)

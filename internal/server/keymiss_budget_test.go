@@ -98,3 +98,24 @@ func refusedOnBudget(t *testing.T, url, key, why string) {
 		}
 	}
 }
+
+// TestKeyMadeWithTeamFromAnotherReplica: a team with a budget made on
+// replica B, then a key of that team made on replica A before A's resync
+// brought the team. A put the key in its snapshot with its team missing:
+// the team's budget (and block) skipped on A until its next resync.
+func TestKeyMadeWithTeamFromAnotherReplica(t *testing.T) {
+	r := replicas(t, 2, rigSpec{name: "keyteam"}, pricedConfig, Options{ResyncInterval: time.Hour})
+	for i, s := range r.srvs {
+		if _, ok := within(time.Minute, func() bool { return s.resyncDone.Load() > 0 }); !ok {
+			t.Fatalf("replica %d never completed its first resync", i)
+		}
+	}
+	if code, body := send(t, r.urls[0]+"/team/new", "sk-1234", `{"team_id": "made-team", "max_budget": 0.001}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	const key = "sk-key-team-made"
+	if code, body := send(t, r.urls[1]+"/key/generate", "sk-1234", `{"key": "`+key+`", "team_id": "made-team"}`); code != 200 {
+		t.Fatal(code, body)
+	}
+	refusedOnBudget(t, r.urls[1], key, "the key it made was served without its team's budget")
+}

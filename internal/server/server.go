@@ -1429,6 +1429,22 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	// request may find it at once.
 	s.endGen.Add(1)
 	s.markFresh(hash)
+	if err := s.keyDeps(ctx, k); err != nil {
+		return false, err
+	}
+	s.snap.PutKeyRead(k, read)
+	return true, nil
+}
+
+// keyDeps puts in the snapshot what k's limits come from when the snapshot
+// lacks it (made on another replica since this one's last resync): k's
+// user, its team, the budget object the user's membership of that team
+// names, the team's organization with its budget, and k's own budget
+// object. Without them k's requests would skip those budgets and blocks
+// until the next resync. A user or team the store lacks is no error; a
+// store error on a team, organization or budget is.
+func (s *Server) keyDeps(ctx context.Context, k *store.Key) error {
+	var err error
 	if k.UserID != "" {
 		if _, ok := s.snap.User(k.UserID); !ok {
 			if u, err := s.opts.Store.GetUser(ctx, k.UserID); err == nil {
@@ -1445,7 +1461,7 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 				s.snap.PutTeam(t)
 			case !errors.Is(err, store.ErrNotFound):
 				// Without its team the key would skip the team's block and budget.
-				return false, err
+				return err
 			}
 		}
 		// The budget object the key's user's membership names, and the
@@ -1456,7 +1472,7 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 			for _, m := range t.Members {
 				if m.UserID == k.UserID {
 					if err := s.missBudget(ctx, m.BudgetID); err != nil {
-						return false, err
+						return err
 					}
 				}
 			}
@@ -1467,11 +1483,11 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 				switch {
 				case err == nil:
 					if err := s.missBudget(ctx, o.BudgetID); err != nil {
-						return false, err
+						return err
 					}
 					s.snap.PutOrganization(o)
 				case !errors.Is(err, store.ErrNotFound):
-					return false, err
+					return err
 				}
 			}
 		}
@@ -1480,11 +1496,7 @@ func (s *Server) keyMiss(ctx context.Context, hash string) (bool, error) {
 	// limits and period from it: put without it, the key would be served
 	// unbudgeted until a resync brought the budget, its spend held on no
 	// shared account (TestKeyMissBringsItsBudget).
-	if err := s.missBudget(ctx, k.BudgetID); err != nil {
-		return false, err
-	}
-	s.snap.PutKeyRead(k, read)
-	return true, nil
+	return s.missBudget(ctx, k.BudgetID)
 }
 
 // missBudget puts the budget object id in the snapshot, read from the
@@ -1530,9 +1542,17 @@ func (s *Server) markFresh(hash string) {
 // from the store: an end user made on another replica before it is read
 // on the key's first request, not served as a new one until the next
 // resync.
-func (s *Server) keyMade(hash string) {
+//
+// What the key's limits come from is read too when this replica lacks it
+// (keyDeps): a key made here naming a team, organization or budget made on
+// another replica moments before was served without them until the next
+// resync (TestKeyMadeWithTeamFromAnotherReplica).
+func (s *Server) keyMade(ctx context.Context, k *store.Key) {
 	s.endGen.Add(1)
-	s.markFresh(hash)
+	s.markFresh(k.TokenHash)
+	if err := s.keyDeps(ctx, k); err != nil {
+		s.log.Warn("a key made here is served without some of what its limits come from until the next resync", "err", err)
+	}
 }
 
 // loadStarted marks every key the start's load reads as newer than the
