@@ -36,15 +36,7 @@ func TestKeyMissBringsItsBudget(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			// Both replicas read the store's changes once an hour: A has
 			// the key only through its miss path.
-			r := replicas(t, 2, rigSpec{name: "keymissbud"}, pricedConfig, Options{ResyncInterval: time.Hour})
-			// Both replicas have read the store at start, and run the
-			// resync that follows, before the budget is made: otherwise
-			// A's start may bring it.
-			for i, s := range r.srvs {
-				if _, ok := within(time.Minute, func() bool { return s.resyncDone.Load() > 0 }); !ok {
-					t.Fatalf("replica %d never completed its first resync", i)
-				}
-			}
+			r := lateReplicas(t, "keymissbud")
 			for _, s := range c.setup {
 				if code, body := send(t, r.urls[0]+s[0], "sk-1234", s[1]); code != 200 {
 					t.Fatal(s[0], code, body)
@@ -63,12 +55,7 @@ func TestKeyMissBringsItsBudget(t *testing.T) {
 // the reference, and put the key in its snapshot without it: A served the
 // key with no budget until its next resync.
 func TestBudgetRefFromAnotherReplica(t *testing.T) {
-	r := replicas(t, 2, rigSpec{name: "budgetref"}, pricedConfig, Options{ResyncInterval: time.Hour})
-	for i, s := range r.srvs {
-		if _, ok := within(time.Minute, func() bool { return s.resyncDone.Load() > 0 }); !ok {
-			t.Fatalf("replica %d never completed its first resync", i)
-		}
-	}
+	r := lateReplicas(t, "budgetref")
 	if code, body := send(t, r.urls[0]+"/budget/new", "sk-1234", `{"budget_id": "ref-bud", "max_budget": 0.001}`); code != 200 {
 		t.Fatal(code, body)
 	}
@@ -104,12 +91,7 @@ func refusedOnBudget(t *testing.T, url, key, why string) {
 // brought the team. A put the key in its snapshot with its team missing:
 // the team's budget (and block) skipped on A until its next resync.
 func TestKeyMadeWithTeamFromAnotherReplica(t *testing.T) {
-	r := replicas(t, 2, rigSpec{name: "keyteam"}, pricedConfig, Options{ResyncInterval: time.Hour})
-	for i, s := range r.srvs {
-		if _, ok := within(time.Minute, func() bool { return s.resyncDone.Load() > 0 }); !ok {
-			t.Fatalf("replica %d never completed its first resync", i)
-		}
-	}
+	r := lateReplicas(t, "keyteam")
 	if code, body := send(t, r.urls[0]+"/team/new", "sk-1234", `{"team_id": "made-team", "max_budget": 0.001}`); code != 200 {
 		t.Fatal(code, body)
 	}
@@ -118,4 +100,20 @@ func TestKeyMadeWithTeamFromAnotherReplica(t *testing.T) {
 		t.Fatal(code, body)
 	}
 	refusedOnBudget(t, r.urls[1], key, "the key it made was served without its team's budget")
+}
+
+// lateReplicas is a rig of two replicas on one SQLite store serving
+// pricedConfig, whose resyncs run once an hour: what one makes reaches the
+// other only through a miss path or a management write there. Both have
+// read the store at start and run the resync that follows before it
+// returns: otherwise a start may bring what the test makes next.
+func lateReplicas(t *testing.T, name string) *rig {
+	t.Helper()
+	r := replicas(t, 2, rigSpec{name: name}, pricedConfig, Options{ResyncInterval: time.Hour})
+	for i, s := range r.srvs {
+		if _, ok := within(time.Minute, func() bool { return s.resyncDone.Load() > 0 }); !ok {
+			t.Fatalf("replica %d never completed its first resync", i)
+		}
+	}
+	return r
 }
